@@ -1,0 +1,585 @@
+//! Gorilla-style compressed chunks of float samples, bit-compatible in spirit with
+//! Prometheus's XOR chunks.
+//!
+//! Layout of a chunk's bytes:
+//!
+//! * 2 bytes: number of samples, big endian;
+//! * sample 0: timestamp as a zigzag varint, value as 64 raw bits;
+//! * sample 1: timestamp delta (wrapping `u64`) as a varint, value XOR-encoded;
+//! * sample n ≥ 2: delta-of-delta in a variable-width bucket, value XOR-encoded.
+//!
+//! Every varint and bit field is written into one MSB-first bit stream. Deltas use wrapping
+//! arithmetic, so any increasing sequence of `i64` timestamps (even `i64::MIN` followed by
+//! `i64::MAX`) round-trips exactly; values are compared and stored as bit patterns, so NaN
+//! payloads (the staleness marker among them), `-0.0` and infinities survive unchanged.
+//!
+//! Decoding never panics: a malformed chunk simply ends its iteration early.
+
+use crate::{Sample, Timestamp};
+
+/// At most this many samples go into one chunk, as in Prometheus.
+pub(crate) const MAX_SAMPLES_PER_CHUNK: usize = 120;
+
+/// Bytes before the first sample: the sample count.
+const HEADER_LEN: usize = 2;
+
+/// Delta-of-delta buckets: (prefix bits, prefix length, payload width). The last bucket holds
+/// any `i64` so that wrapping deltas always fit.
+const DOD_BUCKETS: [(u64, u32, u32); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+
+/// An MSB-first bit stream writer.
+#[derive(Debug, Default)]
+struct BitWriter {
+    buf: Vec<u8>,
+    /// Unused low bits of the last byte of `buf`.
+    free: u32,
+}
+
+impl BitWriter {
+    fn write_bit(&mut self, bit: bool) {
+        self.write_bits(bit as u64, 1);
+    }
+
+    /// Writes the low `n` (≤ 64) bits of `v`, most significant first.
+    fn write_bits(&mut self, v: u64, mut n: u32) {
+        while n > 0 {
+            if self.free == 0 {
+                self.buf.push(0);
+                self.free = 8;
+            }
+            let take = n.min(self.free);
+            let shift = n - take;
+            let bits = ((v >> shift) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.buf.last_mut() {
+                *last |= bits << (self.free - take);
+            }
+            self.free -= take;
+            n -= take;
+        }
+    }
+
+    fn write_uvarint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.write_bits((v as u8 | 0x80) as u64, 8);
+            v >>= 7;
+        }
+        self.write_bits(v, 8);
+    }
+}
+
+/// An MSB-first bit stream reader; every read returns `None` past the end.
+#[derive(Clone, Debug)]
+struct BitReader<'a> {
+    data: &'a [u8],
+    /// Position in bits from the start of `data`.
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn read_bit(&mut self) -> Option<bool> {
+        self.read_bits(1).map(|b| b == 1)
+    }
+
+    fn read_bits(&mut self, mut n: u32) -> Option<u64> {
+        if self.pos + n as usize > self.data.len() * 8 {
+            return None;
+        }
+        let mut out: u64 = 0;
+        while n > 0 {
+            let byte = *self.data.get(self.pos / 8)?;
+            let used = (self.pos % 8) as u32;
+            let avail = 8 - used;
+            let take = n.min(avail);
+            let bits = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
+            // `take` < 64 here unless n was 64 and this is a whole byte: shifting by ≤ 8 is fine
+            out = (out << take) | bits as u64;
+            self.pos += take as usize;
+            n -= take;
+        }
+        Some(out)
+    }
+
+    fn read_uvarint(&mut self) -> Option<u64> {
+        let mut out: u64 = 0;
+        for i in 0..10 {
+            let b = self.read_bits(8)?;
+            out |= (b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Some(out);
+            }
+        }
+        None
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Whether `v` fits in an `n`-bit two's complement field.
+fn fits_signed(v: i64, n: u32) -> bool {
+    let lim = 1i64 << (n - 1);
+    (-lim..lim).contains(&v)
+}
+
+/// Sign-extends the low `n` bits of `v`.
+fn sign_extend(v: u64, n: u32) -> i64 {
+    let shift = 64 - n;
+    ((v << shift) as i64) >> shift
+}
+
+/// The chunk being appended to: the bit stream plus the encoder's running state.
+#[derive(Debug)]
+pub(crate) struct OpenChunk {
+    w: BitWriter,
+    num: u16,
+    min_t: Timestamp,
+    t: Timestamp,
+    delta: u64,
+    v: u64,
+    /// Leading/trailing zero window of the last explicitly sized XOR; `leading == 0xff` means
+    /// none yet.
+    leading: u8,
+    trailing: u8,
+}
+
+impl Default for OpenChunk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenChunk {
+    /// An empty chunk.
+    pub(crate) fn new() -> Self {
+        let mut w = BitWriter::default();
+        w.write_bits(0, 16);
+        OpenChunk { w, num: 0, min_t: 0, t: 0, delta: 0, v: 0, leading: 0xff, trailing: 0 }
+    }
+
+    /// Samples in the chunk.
+    pub(crate) fn len(&self) -> usize {
+        self.num as usize
+    }
+
+    /// Whether the chunk holds no sample.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.num == 0
+    }
+
+    /// Whether the chunk has reached [`MAX_SAMPLES_PER_CHUNK`].
+    pub(crate) fn is_full(&self) -> bool {
+        self.len() >= MAX_SAMPLES_PER_CHUNK
+    }
+
+    /// Oldest timestamp (meaningless when empty).
+    pub(crate) fn min_t(&self) -> Timestamp {
+        self.min_t
+    }
+
+    /// Newest timestamp (meaningless when empty).
+    pub(crate) fn max_t(&self) -> Timestamp {
+        self.t
+    }
+
+    /// Appends a sample. The caller guarantees `t` is greater than the last timestamp and
+    /// that the chunk is not full; a violation corrupts nothing but the timestamps read back.
+    pub(crate) fn append(&mut self, t: Timestamp, v: f64) {
+        let vb = v.to_bits();
+        match self.num {
+            0 => {
+                self.w.write_uvarint(zigzag(t));
+                self.w.write_bits(vb, 64);
+                self.min_t = t;
+            }
+            1 => {
+                let delta = t.wrapping_sub(self.t) as u64;
+                self.w.write_uvarint(delta);
+                self.write_value(vb);
+                self.delta = delta;
+            }
+            _ => {
+                let delta = t.wrapping_sub(self.t) as u64;
+                let dod = (delta as i64).wrapping_sub(self.delta as i64);
+                if dod == 0 {
+                    self.w.write_bit(false);
+                } else if let Some(&(prefix, plen, width)) =
+                    DOD_BUCKETS.iter().find(|(_, _, width)| fits_signed(dod, *width))
+                {
+                    self.w.write_bits(prefix, plen);
+                    self.w.write_bits(dod as u64, width);
+                } else {
+                    self.w.write_bits(0b1111, 4);
+                    self.w.write_bits(dod as u64, 64);
+                }
+                self.write_value(vb);
+                self.delta = delta;
+            }
+        }
+        self.t = t;
+        self.v = vb;
+        self.num = self.num.saturating_add(1);
+        let n = self.num.to_be_bytes();
+        self.w.buf[..HEADER_LEN].copy_from_slice(&n);
+    }
+
+    fn write_value(&mut self, vb: u64) {
+        let xor = vb ^ self.v;
+        if xor == 0 {
+            self.w.write_bit(false);
+            return;
+        }
+        self.w.write_bit(true);
+        // 5 bits hold the leading count, so cap it at 31
+        let leading = xor.leading_zeros().min(31) as u8;
+        let trailing = xor.trailing_zeros() as u8;
+        if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
+            // the meaningful bits fit in the previous window: reuse it
+            self.w.write_bit(false);
+            let sig = 64 - self.leading as u32 - self.trailing as u32;
+            self.w.write_bits(xor >> self.trailing, sig);
+        } else {
+            self.w.write_bit(true);
+            let sig = 64 - leading as u32 - trailing as u32;
+            self.w.write_bits(leading as u64, 5);
+            // sig is 1..=64; 64 is stored as 0 in 6 bits
+            self.w.write_bits((sig & 63) as u64, 6);
+            self.w.write_bits(xor >> trailing, sig);
+            self.leading = leading;
+            self.trailing = trailing;
+        }
+    }
+
+    /// The encoded bytes so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.w.buf
+    }
+
+    /// Decodes the samples.
+    pub(crate) fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter::new(self.bytes())
+    }
+
+    /// Freezes the chunk into its compact, read-only form.
+    pub(crate) fn seal(self) -> SealedChunk {
+        SealedChunk { data: self.w.buf.into_boxed_slice(), min_t: self.min_t, max_t: self.t }
+    }
+}
+
+/// A full chunk: just the bytes and the time range.
+#[derive(Debug)]
+pub(crate) struct SealedChunk {
+    data: Box<[u8]>,
+    min_t: Timestamp,
+    max_t: Timestamp,
+}
+
+impl SealedChunk {
+    /// Oldest timestamp.
+    pub(crate) fn min_t(&self) -> Timestamp {
+        self.min_t
+    }
+
+    /// Newest timestamp.
+    pub(crate) fn max_t(&self) -> Timestamp {
+        self.max_t
+    }
+
+    /// Samples in the chunk, read from the header.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        sample_count(&self.data)
+    }
+
+    /// Decodes the samples.
+    pub(crate) fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter::new(&self.data)
+    }
+}
+
+fn sample_count(data: &[u8]) -> usize {
+    match data {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]) as usize,
+        _ => 0,
+    }
+}
+
+/// Decodes a chunk's samples in order; stops early on malformed data.
+#[derive(Clone, Debug)]
+pub(crate) struct ChunkIter<'a> {
+    r: BitReader<'a>,
+    remaining: usize,
+    read: usize,
+    t: Timestamp,
+    delta: u64,
+    v: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl<'a> ChunkIter<'a> {
+    /// Iterates the samples of encoded chunk bytes.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        ChunkIter {
+            r: BitReader { data, pos: HEADER_LEN * 8 },
+            remaining: sample_count(data),
+            read: 0,
+            t: 0,
+            delta: 0,
+            v: 0,
+            leading: 0,
+            trailing: 0,
+        }
+    }
+
+    fn decode(&mut self) -> Option<Sample> {
+        match self.read {
+            0 => {
+                self.t = unzigzag(self.r.read_uvarint()?);
+                self.v = self.r.read_bits(64)?;
+            }
+            1 => {
+                self.delta = self.r.read_uvarint()?;
+                self.t = self.t.wrapping_add(self.delta as i64);
+                self.read_value()?;
+            }
+            _ => {
+                let mut prefix_len = 0;
+                while prefix_len < 4 && self.r.read_bit()? {
+                    prefix_len += 1;
+                }
+                let dod = match prefix_len {
+                    0 => 0,
+                    4 => self.r.read_bits(64)? as i64,
+                    n => {
+                        let width = DOD_BUCKETS[n - 1].2;
+                        sign_extend(self.r.read_bits(width)?, width)
+                    }
+                };
+                self.delta = (self.delta as i64).wrapping_add(dod) as u64;
+                self.t = self.t.wrapping_add(self.delta as i64);
+                self.read_value()?;
+            }
+        }
+        self.read += 1;
+        Some(Sample { t: self.t, v: f64::from_bits(self.v) })
+    }
+
+    fn read_value(&mut self) -> Option<()> {
+        if !self.r.read_bit()? {
+            return Some(());
+        }
+        if self.r.read_bit()? {
+            self.leading = self.r.read_bits(5)? as u32;
+            let sig = match self.r.read_bits(6)? as u32 {
+                0 => 64,
+                s => s,
+            };
+            if self.leading + sig > 64 {
+                return None;
+            }
+            self.trailing = 64 - self.leading - sig;
+        }
+        // leading ≤ 31 so sig ≥ 1; a reuse before any explicit window reads 64 bits of garbage,
+        // which only malformed input produces
+        let sig = 64 - self.leading - self.trailing;
+        let bits = self.r.read_bits(sig)?;
+        self.v ^= bits << self.trailing;
+        Some(())
+    }
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Sample;
+
+    fn next(&mut self) -> Option<Sample> {
+        if self.read >= self.remaining {
+            return None;
+        }
+        match self.decode() {
+            Some(s) => Some(s),
+            None => {
+                // malformed: end the iteration rather than return garbage forever
+                self.remaining = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining.saturating_sub(self.read)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::STALE_NAN_BITS;
+
+    /// xorshift64*: a tiny deterministic PRNG for property-style tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn round_trip(samples: &[(i64, u64)]) {
+        let mut c = OpenChunk::new();
+        for &(t, v) in samples {
+            c.append(t, f64::from_bits(v));
+        }
+        assert_eq!(c.len(), samples.len());
+        let got: Vec<(i64, u64)> = c.iter().map(|s| (s.t, s.v.to_bits())).collect();
+        assert_eq!(got, samples, "open chunk");
+        let sealed = c.seal();
+        assert_eq!(sealed.len(), samples.len());
+        let got: Vec<(i64, u64)> = sealed.iter().map(|s| (s.t, s.v.to_bits())).collect();
+        assert_eq!(got, samples, "sealed chunk");
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            assert_eq!(sealed.min_t(), first.0);
+            assert_eq!(sealed.max_t(), last.0);
+        }
+    }
+
+    #[test]
+    fn empty_chunk_yields_nothing() {
+        let c = OpenChunk::new();
+        assert!(c.is_empty());
+        assert_eq!(c.iter().count(), 0);
+    }
+
+    #[test]
+    fn regular_scrape_series() {
+        let s: Vec<(i64, u64)> =
+            (0..120).map(|i| (1_700_000_000_000 + i * 15_000, (i as f64 * 1.5).to_bits())).collect();
+        round_trip(&s);
+    }
+
+    #[test]
+    fn special_values() {
+        let vals = [
+            STALE_NAN_BITS,
+            f64::NAN.to_bits(),
+            0x7ff8_dead_beef_0001,
+            0xfff0_0000_0000_0001,
+            (-0.0f64).to_bits(),
+            0.0f64.to_bits(),
+            f64::INFINITY.to_bits(),
+            f64::NEG_INFINITY.to_bits(),
+            f64::MIN_POSITIVE.to_bits(),
+            1,
+            u64::MAX,
+            f64::MAX.to_bits(),
+            STALE_NAN_BITS,
+            STALE_NAN_BITS,
+        ];
+        let s: Vec<(i64, u64)> = vals.iter().enumerate().map(|(i, &v)| (i as i64 * 1000, v)).collect();
+        round_trip(&s);
+    }
+
+    #[test]
+    fn extreme_timestamps() {
+        round_trip(&[(i64::MIN, 1), (i64::MAX, 2)]);
+        round_trip(&[(i64::MIN, 1), (i64::MIN + 1, 2), (i64::MAX - 1, 3), (i64::MAX, 4)]);
+        round_trip(&[(-5, 1), (0, 1), (1 << 40, 1), ((1 << 40) + 1, 1), (i64::MAX, 0)]);
+        round_trip(&[(i64::MAX, 7)]);
+    }
+
+    #[test]
+    fn full_at_max_samples() {
+        let mut c = OpenChunk::new();
+        for i in 0..MAX_SAMPLES_PER_CHUNK as i64 {
+            assert!(!c.is_full());
+            c.append(i, i as f64);
+        }
+        assert!(c.is_full());
+    }
+
+    #[test]
+    fn property_random_round_trip() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for round in 0..2000 {
+            let n = 1 + rng.below(MAX_SAMPLES_PER_CHUNK as u64) as usize;
+            let mut t: i64 = match rng.below(4) {
+                0 => i64::MIN,
+                1 => rng.next() as i64,
+                2 => -(rng.below(1 << 40) as i64),
+                _ => 1_700_000_000_000,
+            };
+            let step_kind = rng.below(4);
+            let value_kind = rng.below(5);
+            let mut v: u64 = rng.next();
+            let mut s = Vec::with_capacity(n);
+            for i in 0..n {
+                if i > 0 {
+                    let step: i64 = match step_kind {
+                        0 => 15_000,
+                        1 => 15_000 + rng.below(100) as i64 - 50,
+                        2 => 1 + rng.below(1 << 21) as i64,
+                        _ => ((rng.next() >> rng.below(64)) & i64::MAX as u64) as i64,
+                    };
+                    let Some(next) = t.checked_add(step.max(1)) else { break };
+                    t = next;
+                }
+                v = match value_kind {
+                    0 => v,
+                    1 => (rng.below(1000) as f64).to_bits(),
+                    2 => rng.next(),
+                    3 => v ^ (rng.next() >> rng.below(64) << rng.below(64)),
+                    _ => [STALE_NAN_BITS, (-0.0f64).to_bits(), f64::NAN.to_bits(), rng.next()]
+                        [rng.below(4) as usize],
+                };
+                s.push((t, v));
+            }
+            let mut c = OpenChunk::new();
+            for &(t, v) in &s {
+                c.append(t, f64::from_bits(v));
+            }
+            let got: Vec<(i64, u64)> = c.iter().map(|s| (s.t, s.v.to_bits())).collect();
+            assert_eq!(got, s, "round {round}");
+        }
+    }
+
+    #[test]
+    fn compresses_regular_data() {
+        let mut c = OpenChunk::new();
+        for i in 0..120 {
+            c.append(1_700_000_000_000 + i * 15_000, 42.0);
+        }
+        // 120 samples × 16 raw bytes would be 1920; Gorilla needs a few bits per sample
+        assert!(c.bytes().len() < 60, "{} bytes", c.bytes().len());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = Rng(12345);
+        for _ in 0..5000 {
+            let len = rng.below(64) as usize;
+            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let n = ChunkIter::new(&data).count();
+            assert!(n <= 0xffff);
+        }
+        // a valid chunk cut short ends early without panicking
+        let mut c = OpenChunk::new();
+        for i in 0..50 {
+            c.append(i * 7, (i * i) as f64);
+        }
+        let bytes = c.bytes();
+        for cut in 0..bytes.len() {
+            let got = ChunkIter::new(&bytes[..cut]).count();
+            assert!(got <= 50);
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! The in-memory head: every series with its compressed chunks, and an inverted index from
+//! label pairs to series refs for matcher evaluation.
+//!
+//! The head is not synchronised itself; [`crate::Db`] wraps it in a lock.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use crate::chunk::{OpenChunk, SealedChunk};
+use crate::{Labels, MatchOp, Matcher, Sample, Series, Timestamp};
+
+/// A series' identifier, as written in the WAL.
+pub(crate) type SeriesRef = u64;
+
+/// Hasher for keys that are already hashes or dense integers: one multiply and a rotate so
+/// both the low bits (bucket) and the high bits (hashbrown's tag) vary.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(26)
+    }
+}
+
+/// A map keyed by `u64` hashes or refs.
+pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+
+/// One series in memory.
+#[derive(Debug)]
+pub(crate) struct MemSeries {
+    /// The series' labels, shared with appenders and the append feed.
+    pub(crate) labels: Arc<Labels>,
+    sealed: Vec<SealedChunk>,
+    open: OpenChunk,
+    /// Newest sample: timestamp and value bits.
+    last: Option<(Timestamp, u64)>,
+}
+
+impl MemSeries {
+    fn new(labels: Arc<Labels>) -> Self {
+        MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None }
+    }
+
+    /// The newest sample's timestamp and value bits.
+    pub(crate) fn last(&self) -> Option<(Timestamp, u64)> {
+        self.last
+    }
+
+    fn first_t(&self) -> Option<Timestamp> {
+        match self.sealed.first() {
+            Some(c) => Some(c.min_t()),
+            None if !self.open.is_empty() => Some(self.open.min_t()),
+            None => None,
+        }
+    }
+
+    /// Chunk time ranges with a way to decode each, oldest first.
+    fn chunks(&self) -> impl Iterator<Item = (Timestamp, Timestamp, crate::chunk::ChunkIter<'_>)> {
+        let sealed = self.sealed.iter().map(|c| (c.min_t(), c.max_t(), c.iter()));
+        let open = (!self.open.is_empty()).then(|| (self.open.min_t(), self.open.max_t(), self.open.iter()));
+        sealed.chain(open)
+    }
+
+    /// Whether some sample lies in `mint..=maxt`.
+    fn has_samples_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        match (self.first_t(), self.last) {
+            (Some(first), Some((last, _))) if first > maxt || last < mint => return false,
+            (None, _) | (_, None) => return false,
+            _ => {}
+        }
+        self.chunks().any(|(cmin, cmax, mut it)| {
+            if cmax < mint || cmin > maxt {
+                return false;
+            }
+            // a chunk's first and last samples are real samples: no decoding if either is in
+            if (mint..=maxt).contains(&cmin) || (mint..=maxt).contains(&cmax) {
+                return true;
+            }
+            it.any(|s| s.t >= mint && s.t <= maxt)
+        })
+    }
+
+    /// Appends the samples in `mint..=maxt` to `out`.
+    fn samples_in(&self, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
+        for (cmin, cmax, it) in self.chunks() {
+            if cmax < mint {
+                continue;
+            }
+            if cmin > maxt {
+                break;
+            }
+            out.extend(it.skip_while(|s| s.t < mint).take_while(|s| s.t <= maxt));
+        }
+    }
+
+    #[cfg(test)]
+    fn num_samples(&self) -> usize {
+        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.open.len()
+    }
+}
+
+/// What [`Head::append`] did with a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppendResult {
+    /// Stored.
+    Appended,
+    /// Same timestamp and value bits as the newest sample: nothing to do.
+    Ignored,
+    /// Older than the newest sample.
+    OutOfOrder,
+    /// Same timestamp as the newest sample, different value.
+    Duplicate,
+    /// No series with that ref.
+    UnknownSeries,
+}
+
+/// Counters and label statistics of the head.
+#[derive(Debug, Default)]
+pub(crate) struct HeadStats {
+    pub(crate) num_series: u64,
+    pub(crate) num_samples: u64,
+    pub(crate) num_chunks: u64,
+    pub(crate) min_time: Option<Timestamp>,
+    pub(crate) max_time: Option<Timestamp>,
+    pub(crate) series_count_by_metric: Vec<(String, u64)>,
+    pub(crate) label_value_count_by_label_name: Vec<(String, u64)>,
+    pub(crate) series_count_by_label_value_pair: Vec<(String, u64)>,
+    pub(crate) num_label_pairs: u64,
+}
+
+/// The in-memory head.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    series: U64Map<MemSeries>,
+    /// `Labels::stable_hash` → the first series with that hash.
+    by_hash: U64Map<SeriesRef>,
+    /// Series whose hash collided with an earlier series' hash (rare): searched linearly.
+    collided: Vec<SeriesRef>,
+    /// Label name → value → sorted series refs.
+    postings: HashMap<String, HashMap<String, Vec<SeriesRef>>>,
+    /// Every series ref, sorted.
+    all: Vec<SeriesRef>,
+    num_samples: u64,
+    num_chunks: u64,
+    min_time: Option<Timestamp>,
+    max_time: Option<Timestamp>,
+}
+
+/// Inserts `r` into a sorted list; refs mostly grow, so this is usually a push.
+fn insert_sorted(list: &mut Vec<SeriesRef>, r: SeriesRef) {
+    match list.last() {
+        Some(&last) if last >= r => {
+            if let Err(i) = list.binary_search(&r) {
+                list.insert(i, r);
+            }
+        }
+        _ => list.push(r),
+    }
+}
+
+/// Keeps the elements of sorted `acc` that are also in sorted `other`.
+fn intersect(acc: &mut Vec<SeriesRef>, other: &[SeriesRef]) {
+    let mut rest = other;
+    acc.retain(|r| {
+        // galloping would be faster for very uneven sizes; binary search is close enough
+        let i = rest.partition_point(|x| x < r);
+        rest = &rest[i..];
+        rest.first() == Some(r)
+    });
+}
+
+fn full_range(mint: Timestamp, maxt: Timestamp) -> bool {
+    mint == Timestamp::MIN && maxt == Timestamp::MAX
+}
+
+/// Sorts descending by count, then ascending by name, and keeps `limit` entries.
+fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
+    v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(limit);
+    v
+}
+
+impl Head {
+    /// The ref of the series with exactly these labels (`hash` is their `stable_hash`).
+    pub(crate) fn lookup(&self, labels: &Labels, hash: u64) -> Option<SeriesRef> {
+        let r = *self.by_hash.get(&hash)?;
+        if self.series.get(&r).is_some_and(|s| *s.labels == *labels) {
+            return Some(r);
+        }
+        self.collided.iter().copied().find(|r| self.series.get(r).is_some_and(|s| *s.labels == *labels))
+    }
+
+    /// The series with ref `r`.
+    pub(crate) fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
+        self.series.get(&r)
+    }
+
+    /// Adds a series under ref `r`, unless one with these labels exists: returns the ref the
+    /// labels now live under. A ref already taken by other labels is a caller bug; the
+    /// series is then not added and `None` is returned.
+    pub(crate) fn create(&mut self, r: SeriesRef, labels: Arc<Labels>, hash: u64) -> Option<SeriesRef> {
+        if let Some(existing) = self.lookup(&labels, hash) {
+            return Some(existing);
+        }
+        if self.series.contains_key(&r) {
+            return None;
+        }
+        for l in labels.iter() {
+            let values = match self.postings.get_mut(&l.name) {
+                Some(v) => v,
+                None => self.postings.entry(l.name.clone()).or_default(),
+            };
+            match values.get_mut(&l.value) {
+                Some(list) => insert_sorted(list, r),
+                None => {
+                    values.insert(l.value.clone(), vec![r]);
+                }
+            }
+        }
+        insert_sorted(&mut self.all, r);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push(r),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(r);
+            }
+        }
+        self.series.insert(r, MemSeries::new(labels));
+        Some(r)
+    }
+
+    /// Appends a sample to series `r`, enforcing timestamp order.
+    pub(crate) fn append(&mut self, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
+        let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
+        let bits = v.to_bits();
+        if let Some((lt, lv)) = s.last {
+            if t < lt {
+                return AppendResult::OutOfOrder;
+            }
+            if t == lt {
+                return if bits == lv { AppendResult::Ignored } else { AppendResult::Duplicate };
+            }
+        }
+        if s.open.is_full() {
+            let full = std::mem::take(&mut s.open);
+            s.sealed.push(full.seal());
+        }
+        if s.open.is_empty() {
+            self.num_chunks += 1;
+        }
+        s.open.append(t, v);
+        s.last = Some((t, bits));
+        self.num_samples += 1;
+        self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        AppendResult::Appended
+    }
+
+    /// Number of series.
+    pub(crate) fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Sorted refs of the series matching every matcher (label-only; no time filtering).
+    fn postings(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
+        let mut lists: Vec<Cow<'_, [SeriesRef]>> = Vec::new();
+        let mut filters: Vec<&Matcher> = Vec::new();
+        for m in matchers {
+            if m.matches_empty() {
+                // also matches series without the label: cannot come from the index
+                filters.push(m);
+                continue;
+            }
+            // the series must carry the label with a matching value
+            let Some(values) = self.postings.get(&m.name) else { return Vec::new() };
+            let list: Cow<'_, [SeriesRef]> = if m.op == MatchOp::Equal {
+                match values.get(&m.value) {
+                    Some(p) => Cow::Borrowed(p.as_slice()),
+                    None => return Vec::new(),
+                }
+            } else {
+                // a series has one value per label, so these lists are disjoint: no dedup
+                let mut u: Vec<SeriesRef> = values
+                    .iter()
+                    .filter(|(v, _)| m.matches(v))
+                    .flat_map(|(_, p)| p.iter().copied())
+                    .collect();
+                u.sort_unstable();
+                Cow::Owned(u)
+            };
+            if list.is_empty() {
+                return Vec::new();
+            }
+            lists.push(list);
+        }
+        lists.sort_by_key(|l| l.len());
+        let mut out: Vec<SeriesRef> = match lists.split_first() {
+            None => self.all.clone(),
+            Some((first, rest)) => {
+                let mut acc = first.to_vec();
+                for l in rest {
+                    if acc.is_empty() {
+                        break;
+                    }
+                    intersect(&mut acc, l);
+                }
+                acc
+            }
+        };
+        if !filters.is_empty() {
+            out.retain(|r| {
+                self.series.get(r).is_some_and(|s| filters.iter().all(|m| m.matches_labels(&s.labels)))
+            });
+        }
+        out
+    }
+
+    /// Matching series with their samples in `mint..=maxt`, sorted by labels.
+    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
+        if mint > maxt {
+            return Vec::new();
+        }
+        let mut found: Vec<&MemSeries> = self
+            .postings(matchers)
+            .into_iter()
+            .filter_map(|r| self.series.get(&r))
+            .filter(|s| s.has_samples_in(mint, maxt))
+            .collect();
+        found.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        found
+            .into_iter()
+            .map(|s| {
+                let mut samples = Vec::new();
+                s.samples_in(mint, maxt, &mut samples);
+                Series { labels: (*s.labels).clone(), samples }
+            })
+            .collect()
+    }
+
+    /// Matching series with samples in range (all matching series for the full range).
+    fn matching<'a>(
+        &'a self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> impl Iterator<Item = &'a MemSeries> + 'a {
+        let refs = if mint > maxt { Vec::new() } else { self.postings(matchers) };
+        let full = full_range(mint, maxt);
+        refs.into_iter()
+            .filter_map(|r| self.series.get(&r))
+            .filter(move |s| full || s.has_samples_in(mint, maxt))
+    }
+
+    /// Label sets of matching series, sorted.
+    pub(crate) fn series_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<Labels> {
+        let mut out: Vec<Labels> = self.matching(matchers, mint, maxt).map(|s| (*s.labels).clone()).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Sorted label names of matching series.
+    pub(crate) fn label_names(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<String> {
+        let mut out: Vec<String> = if matchers.is_empty() && full_range(mint, maxt) {
+            self.postings.keys().cloned().collect()
+        } else {
+            let mut names: HashSet<&str> = HashSet::new();
+            for s in self.matching(matchers, mint, maxt) {
+                names.extend(s.labels.iter().map(|l| l.name.as_str()));
+            }
+            names.into_iter().map(str::to_string).collect()
+        };
+        out.sort_unstable();
+        out
+    }
+
+    /// Sorted values of label `name` in matching series.
+    pub(crate) fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = if matchers.is_empty() {
+            let Some(values) = self.postings.get(name) else { return Vec::new() };
+            if mint > maxt {
+                return Vec::new();
+            }
+            let full = full_range(mint, maxt);
+            values
+                .iter()
+                .filter(|(_, refs)| {
+                    full || refs
+                        .iter()
+                        .any(|r| self.series.get(r).is_some_and(|s| s.has_samples_in(mint, maxt)))
+                })
+                .map(|(v, _)| v.clone())
+                .collect()
+        } else {
+            let mut values: HashSet<&str> = HashSet::new();
+            for s in self.matching(matchers, mint, maxt) {
+                let v = s.labels.get(name);
+                if !v.is_empty() {
+                    values.insert(v);
+                }
+            }
+            values.into_iter().map(str::to_string).collect()
+        };
+        out.sort_unstable();
+        out
+    }
+
+    /// Counters and top-`limit` label statistics.
+    pub(crate) fn stats(&self, limit: usize) -> HeadStats {
+        let mut pairs = Vec::new();
+        let mut value_counts = Vec::with_capacity(self.postings.len());
+        for (name, values) in &self.postings {
+            value_counts.push((name.clone(), values.len() as u64));
+            for (value, refs) in values {
+                pairs.push((name.as_str(), value.as_str(), refs.len() as u64));
+            }
+        }
+        let num_label_pairs = pairs.len() as u64;
+        // format only the pairs that can make the top list
+        pairs.sort_unstable_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0, a.1).cmp(&(b.0, b.1))));
+        pairs.truncate(limit);
+        let by_pair = pairs.into_iter().map(|(n, v, c)| (format!("{n}={v}"), c)).collect();
+        let by_metric = self
+            .postings
+            .get(crate::METRIC_NAME)
+            .map(|values| values.iter().map(|(v, refs)| (v.clone(), refs.len() as u64)).collect())
+            .unwrap_or_default();
+        HeadStats {
+            num_series: self.series.len() as u64,
+            num_samples: self.num_samples,
+            num_chunks: self.num_chunks,
+            min_time: self.min_time,
+            max_time: self.max_time,
+            series_count_by_metric: top(by_metric, limit),
+            label_value_count_by_label_name: top(value_counts, limit),
+            series_count_by_label_value_pair: top(by_pair, limit),
+            num_label_pairs,
+        }
+    }
+
+    /// Recounts samples and chunks from the chunks themselves (test cross-check).
+    #[cfg(test)]
+    fn recount(&self) -> (u64, u64) {
+        let samples = self.series.values().map(|s| s.num_samples() as u64).sum();
+        let chunks =
+            self.series.values().map(|s| s.sealed.len() as u64 + u64::from(!s.open.is_empty())).sum();
+        (samples, chunks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ls(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    fn m(op: MatchOp, name: &str, value: &str) -> Matcher {
+        Matcher::new(op, name, value).unwrap()
+    }
+
+    fn add(h: &mut Head, r: SeriesRef, l: Labels, samples: &[(i64, f64)]) {
+        let hash = l.stable_hash();
+        assert_eq!(h.create(r, Arc::new(l), hash), Some(r));
+        for &(t, v) in samples {
+            assert_eq!(h.append(r, t, v), AppendResult::Appended);
+        }
+    }
+
+    fn names(series: &[Series]) -> Vec<String> {
+        series.iter().map(|s| s.labels.to_string()).collect()
+    }
+
+    fn sample_head() -> Head {
+        let mut h = Head::default();
+        add(&mut h, 1, ls(&[("__name__", "up"), ("job", "a"), ("instance", "1")]), &[(10, 1.0), (20, 1.0)]);
+        add(&mut h, 2, ls(&[("__name__", "up"), ("job", "b"), ("instance", "2")]), &[(30, 0.0)]);
+        add(&mut h, 3, ls(&[("__name__", "http_requests"), ("job", "a")]), &[(10, 5.0)]);
+        add(&mut h, 4, ls(&[("__name__", "http_requests"), ("job", "b"), ("code", "500")]), &[(15, 7.0)]);
+        h
+    }
+
+    #[test]
+    fn append_order_rules() {
+        let mut h = Head::default();
+        add(&mut h, 1, ls(&[("a", "b")]), &[(10, 1.0)]);
+        assert_eq!(h.append(1, 5, 1.0), AppendResult::OutOfOrder);
+        assert_eq!(h.append(1, 10, 2.0), AppendResult::Duplicate);
+        assert_eq!(h.append(1, 10, 1.0), AppendResult::Ignored);
+        assert_eq!(h.append(9, 10, 1.0), AppendResult::UnknownSeries);
+        assert_eq!(h.append(1, 11, 1.0), AppendResult::Appended);
+    }
+
+    #[test]
+    fn chunks_are_cut_at_120() {
+        let mut h = Head::default();
+        add(&mut h, 1, ls(&[("a", "b")]), &[]);
+        for t in 0..250 {
+            assert_eq!(h.append(1, t, t as f64), AppendResult::Appended);
+        }
+        let s = h.get(1).unwrap();
+        assert_eq!(s.sealed.len(), 2);
+        assert_eq!(s.open.len(), 10);
+        assert_eq!(h.recount(), (250, 3));
+        assert_eq!((h.num_samples, h.num_chunks), (250, 3));
+        let all = h.select(&[], 100, 130);
+        assert_eq!(all[0].samples.len(), 31);
+        assert_eq!(all[0].samples[0], Sample { t: 100, v: 100.0 });
+        assert!(s.has_samples_in(119, 120));
+        assert!(!s.has_samples_in(250, i64::MAX));
+    }
+
+    #[test]
+    fn gap_inside_chunk_is_not_a_sample() {
+        let mut h = Head::default();
+        add(&mut h, 1, ls(&[("a", "b")]), &[(0, 1.0), (100, 1.0)]);
+        assert!(h.select(&[], 10, 90).is_empty());
+        assert!(h.series_labels(&[], 10, 90).is_empty());
+        assert!(h.label_values("a", &[], 10, 90).is_empty());
+        assert_eq!(h.label_values("a", &[], 0, 0), vec!["b"]);
+    }
+
+    #[test]
+    fn create_reuses_existing_labels() {
+        let mut h = Head::default();
+        let l = ls(&[("a", "b")]);
+        add(&mut h, 1, l.clone(), &[]);
+        assert_eq!(h.create(2, Arc::new(l.clone()), l.stable_hash()), Some(1));
+        assert_eq!(h.num_series(), 1);
+        assert_eq!(h.create(1, Arc::new(ls(&[("x", "y")])), 7), None);
+    }
+
+    #[test]
+    fn hash_collisions_are_resolved_by_equality() {
+        let mut h = Head::default();
+        let a = ls(&[("a", "1")]);
+        let b = ls(&[("a", "2")]);
+        // force both under the same hash
+        assert_eq!(h.create(1, Arc::new(a.clone()), 42), Some(1));
+        assert_eq!(h.create(2, Arc::new(b.clone()), 42), Some(2));
+        assert_eq!(h.lookup(&a, 42), Some(1));
+        assert_eq!(h.lookup(&b, 42), Some(2));
+        assert_eq!(h.lookup(&ls(&[("a", "3")]), 42), None);
+    }
+
+    #[test]
+    fn matchers_of_every_kind() {
+        let h = sample_head();
+        let all = i64::MIN;
+        let sel = |ms: &[Matcher]| names(&h.select(ms, all, i64::MAX));
+        assert_eq!(
+            sel(&[m(MatchOp::Equal, "__name__", "up")]),
+            vec!["up{instance=\"1\", job=\"a\"}", "up{instance=\"2\", job=\"b\"}"]
+        );
+        assert_eq!(
+            sel(&[m(MatchOp::Equal, "__name__", "up"), m(MatchOp::NotEqual, "job", "a")]),
+            vec!["up{instance=\"2\", job=\"b\"}"]
+        );
+        assert_eq!(
+            sel(&[m(MatchOp::Regex, "__name__", "up|http_.*"), m(MatchOp::Equal, "job", "a")]),
+            vec!["http_requests{job=\"a\"}", "up{instance=\"1\", job=\"a\"}"]
+        );
+        assert_eq!(
+            sel(&[m(MatchOp::NotRegex, "job", "a"), m(MatchOp::Equal, "__name__", "http_requests")]),
+            vec!["http_requests{code=\"500\", job=\"b\"}"]
+        );
+        // matchers that match the empty string: absent labels count as ""
+        assert_eq!(
+            sel(&[m(MatchOp::Equal, "code", ""), m(MatchOp::Equal, "job", "b")]),
+            vec!["up{instance=\"2\", job=\"b\"}"]
+        );
+        assert_eq!(
+            sel(&[m(MatchOp::Regex, "code", "500|"), m(MatchOp::Equal, "__name__", "http_requests")]).len(),
+            2
+        );
+        assert_eq!(sel(&[m(MatchOp::NotEqual, "code", "")]), vec!["http_requests{code=\"500\", job=\"b\"}"]);
+        assert_eq!(sel(&[m(MatchOp::NotRegex, "code", "")]).len(), 1);
+        assert_eq!(sel(&[m(MatchOp::Regex, "instance", ".+")]).len(), 2);
+        // every matcher matches "": all series are candidates
+        assert_eq!(sel(&[m(MatchOp::Regex, "job", ".*")]).len(), 4);
+        assert_eq!(sel(&[m(MatchOp::NotEqual, "job", "zzz")]).len(), 4);
+        assert_eq!(sel(&[]).len(), 4);
+        // nothing matches
+        assert!(sel(&[m(MatchOp::Equal, "__name__", "nope")]).is_empty());
+        assert!(sel(&[m(MatchOp::Equal, "nolabel", "x")]).is_empty());
+        assert!(sel(&[m(MatchOp::Regex, "job", "c")]).is_empty());
+        assert!(sel(&[m(MatchOp::Equal, "__name__", "up"), m(MatchOp::Equal, "job", "zzz")]).is_empty());
+    }
+
+    #[test]
+    fn time_ranges_are_inclusive() {
+        let h = sample_head();
+        let up = [m(MatchOp::Equal, "__name__", "up")];
+        let r = h.select(&up, 20, 30);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].samples, vec![Sample { t: 20, v: 1.0 }]);
+        assert_eq!(r[1].samples, vec![Sample { t: 30, v: 0.0 }]);
+        assert_eq!(h.select(&up, 21, 29).len(), 0);
+        assert_eq!(h.select(&up, 30, 20).len(), 0);
+        assert_eq!(h.series_labels(&[], 0, 12).len(), 2);
+        assert_eq!(h.label_names(&[], 30, 30), vec!["__name__", "instance", "job"]);
+        assert_eq!(h.label_names(&[], i64::MIN, i64::MAX), vec!["__name__", "code", "instance", "job"]);
+        assert_eq!(h.label_values("job", &[], 30, 40), vec!["b"]);
+        assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), vec!["http_requests", "up"]);
+        assert_eq!(
+            h.label_values("job", &[m(MatchOp::Equal, "__name__", "http_requests")], 0, 12),
+            vec!["a"]
+        );
+        assert_eq!(
+            h.label_names(&[m(MatchOp::Equal, "job", "a")], i64::MIN, i64::MAX),
+            vec!["__name__", "instance", "job"]
+        );
+        assert!(h.label_values("missing", &[], i64::MIN, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn stats_top_lists() {
+        let h = sample_head();
+        let s = h.stats(2);
+        assert_eq!((s.num_series, s.num_samples, s.num_chunks), (4, 5, 4));
+        assert_eq!((s.min_time, s.max_time), (Some(10), Some(30)));
+        assert_eq!(s.series_count_by_metric, vec![("http_requests".into(), 2), ("up".into(), 2)]);
+        assert_eq!(s.label_value_count_by_label_name, vec![("__name__".into(), 2), ("instance".into(), 2)]);
+        assert_eq!(
+            s.series_count_by_label_value_pair,
+            vec![("__name__=http_requests".into(), 2), ("__name__=up".into(), 2)]
+        );
+        // __name__×2, job×2, instance×2, code×1
+        assert_eq!(s.num_label_pairs, 7);
+    }
+
+    #[test]
+    fn intersect_sorted_lists() {
+        let mut a = vec![1, 3, 5, 7, 9, 11];
+        intersect(&mut a, &[2, 3, 4, 9, 10, 11, 12]);
+        assert_eq!(a, vec![3, 9, 11]);
+        let mut b = vec![1, 2];
+        intersect(&mut b, &[]);
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,219 @@
+//! The series model: label sets and label matchers.
+
+use std::fmt;
+
+/// The label that holds a series' metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One label pair.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    /// Label name.
+    pub name: String,
+    /// Label value; never empty in a stored series (an empty value means "absent").
+    pub value: String,
+}
+
+/// A set of labels, kept sorted by name with unique names: the identity of a series.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    /// An empty label set.
+    pub fn new() -> Self {
+        Labels(Vec::new())
+    }
+
+    /// Builds a label set from pairs; sorts them, drops empty values, and keeps the last of
+    /// duplicate names.
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut v: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label { name: n.into(), value: v.into() })
+            .filter(|l| !l.value.is_empty())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        // keep the last occurrence of a duplicated name
+        let mut out: Vec<Label> = Vec::with_capacity(v.len());
+        for l in v {
+            match out.last_mut() {
+                Some(last) if last.name == l.name => *last = l,
+                _ => out.push(l),
+            }
+        }
+        Labels(out)
+    }
+
+    /// The value of `name`, or "" when the label is absent.
+    pub fn get(&self, name: &str) -> &str {
+        match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) => &self.0[i].value,
+            Err(_) => "",
+        }
+    }
+
+    /// Whether the set has a label `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).is_ok()
+    }
+
+    /// Sets `name` to `value`; an empty value removes the label.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) if value.is_empty() => {
+                self.0.remove(i);
+            }
+            Ok(i) => self.0[i].value = value.to_string(),
+            Err(_) if value.is_empty() => {}
+            Err(i) => self.0.insert(i, Label { name: name.to_string(), value: value.to_string() }),
+        }
+    }
+
+    /// Removes `name` if present.
+    pub fn remove(&mut self, name: &str) {
+        self.set(name, "");
+    }
+
+    /// The metric name, or "".
+    pub fn metric_name(&self) -> &str {
+        self.get(METRIC_NAME)
+    }
+
+    /// Iterates the labels in name order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Keeps only the labels for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Label) -> bool) {
+        self.0.retain(|l| keep(l));
+    }
+
+    /// A stable 64-bit hash of the label set (FNV-1a over names and values).
+    pub fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for l in &self.0 {
+            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x100000001b3);
+            }
+        }
+        h
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prints `{a="b", c="d"}` in Prometheus's style (name first, outside the braces).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name();
+        f.write_str(name)?;
+        f.write_str("{")?;
+        let mut first = true;
+        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", l.name, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// How a matcher compares a label value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatchOp {
+    /// `=`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `=~` (fully anchored)
+    Regex,
+    /// `!~` (fully anchored)
+    NotRegex,
+}
+
+impl fmt::Display for MatchOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        })
+    }
+}
+
+/// A label matcher. A missing label matches as the empty string, as in Prometheus.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    /// Label name.
+    pub name: String,
+    /// Comparison.
+    pub op: MatchOp,
+    /// The literal value or the regex source as the user wrote it.
+    pub value: String,
+    re: Option<regex::Regex>,
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name && self.op == o.op && self.value == o.value
+    }
+}
+
+impl Matcher {
+    /// Builds a matcher; a regex is translated from Go's RE2 dialect and fully anchored.
+    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, crate::Error> {
+        let value = value.into();
+        let re = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(crate::re2::compile_anchored(&value)?),
+            _ => None,
+        };
+        Ok(Matcher { name: name.into(), op, value, re })
+    }
+
+    /// Whether `v` (the label's value, "" when absent) satisfies the matcher.
+    pub fn matches(&self, v: &str) -> bool {
+        match self.op {
+            MatchOp::Equal => v == self.value,
+            MatchOp::NotEqual => v != self.value,
+            MatchOp::Regex => self.re.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRegex => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+
+    /// Whether the matcher accepts the empty string (and so series lacking the label).
+    pub fn matches_empty(&self) -> bool {
+        self.matches("")
+    }
+
+    /// Whether a set of labels satisfies the matcher.
+    pub fn matches_labels(&self, ls: &Labels) -> bool {
+        self.matches(ls.get(&self.name))
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{:?}", self.name, self.op, self.value)
+    }
+}

@@ -1,0 +1,145 @@
+//! promflow's storage: the series model, the in-memory head with compressed chunks, and the
+//! write-ahead log that makes every acknowledged sample survive `kill -9`.
+//!
+//! Everything else in promflow reaches data through three doors defined here:
+//!
+//! * [`Appender`]: append samples, then commit or roll back as one batch;
+//! * [`Querier`]: read series, label names and label values over a time range;
+//! * the append feed ([`Db::subscribe`]): every committed batch, in commit order, for the
+//!   incremental executor.
+//!
+//! Storage knows nothing of PromQL. Its files live in a `promflow/` folder inside the data
+//! directory; it never touches a file it did not write.
+
+#![warn(missing_docs)]
+
+pub mod labels;
+pub mod re2;
+
+mod chunk;
+mod db;
+mod head;
+mod wal;
+
+pub use db::{Db, DbOptions, DbStats};
+pub use labels::{Label, Labels, MatchOp, Matcher, METRIC_NAME};
+
+use std::sync::Arc;
+
+/// A millisecond Unix timestamp, as Prometheus stores them.
+pub type Timestamp = i64;
+
+/// The bit pattern Prometheus writes as a staleness marker: a NaN that no arithmetic produces.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The staleness marker as an `f64`.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// Whether `v` is a staleness marker (compares bits: every other NaN is a real value).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// One float sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// Milliseconds since the Unix epoch.
+    pub t: Timestamp,
+    /// The value; may be a staleness marker (see [`is_stale_nan`]).
+    pub v: f64,
+}
+
+/// A series and its samples within a queried range, in timestamp order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The series' identity.
+    pub labels: Labels,
+    /// Samples in strictly increasing timestamp order, staleness markers included.
+    pub samples: Vec<Sample>,
+}
+
+/// What a successful commit wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Samples written to the WAL and the head.
+    pub samples: usize,
+    /// Series created by this commit.
+    pub new_series: usize,
+}
+
+/// A committed batch as the append feed delivers it.
+#[derive(Clone, Debug, Default)]
+pub struct CommittedBatch {
+    /// The samples of the batch, each with its series' labels, in append order.
+    pub samples: Vec<(Arc<Labels>, Sample)>,
+}
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A sample older than the newest one of its series (Prometheus's "out of order sample").
+    #[error("out of order sample")]
+    OutOfOrder,
+    /// Same timestamp as the newest sample of the series, different value.
+    #[error("duplicate sample for timestamp")]
+    DuplicateTimestamp,
+    /// A series with no labels, or no metric name, or an empty label name.
+    #[error("invalid series labels: {0}")]
+    InvalidLabels(String),
+    /// A label matcher's regex does not compile.
+    #[error("invalid regular expression {0:?}: {1}")]
+    InvalidRegex(String, String),
+    /// The data directory is held by another process.
+    #[error("data directory {0} is locked by another process")]
+    Locked(String),
+    /// An I/O error on the data directory, with what was being done.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+/// A batch of appends that becomes visible and durable together.
+///
+/// Contract: `append` validates each sample against what is committed (and against earlier
+/// appends in the same batch) and reports out-of-order or duplicate samples at once, leaving
+/// the batch usable. Nothing is visible to queriers or the append feed before `commit`.
+/// `commit` returns only after the batch's WAL records have been handed to the kernel with
+/// `write(2)`, so a committed sample survives `kill -9` of promflow (not a power loss: fsync
+/// happens when a WAL segment is cut). A sample that became out of order through a concurrent
+/// commit between `append` and `commit` is dropped and counted, never reordered.
+pub trait Appender: Send {
+    /// Adds one sample of the series `labels` (which must have a metric name).
+    fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error>;
+    /// Makes the batch durable, visible to queriers, and sends it to the append feed.
+    fn commit(self: Box<Self>) -> Result<CommitStats, Error>;
+    /// Discards the batch.
+    fn rollback(self: Box<Self>);
+}
+
+/// Read access to series over time.
+///
+/// Contract: a querier sees every batch committed before the call that made it, and samples
+/// are returned in timestamp order with each series listed once. Ranges are inclusive on both
+/// ends (`mint..=maxt`, milliseconds); the caller narrows them to the semantics it needs.
+pub trait Querier: Send + Sync {
+    /// Series matching all `matchers` that have samples in `mint..=maxt`, with those samples.
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
+    /// Label sets of the series matching all `matchers` with samples in the range, sorted.
+    fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error>;
+    /// Sorted label names of matching series (all series when `matchers` is empty).
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, Error>;
+    /// Sorted values of label `name` in matching series (all series when `matchers` is empty).
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, Error>;
+}

@@ -1,0 +1,697 @@
+//! The segmented write-ahead log in `<data_dir>/promflow/wal/`.
+//!
+//! Segments are files named by an 8-digit zero-padded sequence number (`00000001`, …). A
+//! segment is cut (fsynced, then a new one started) when the next write would push it past
+//! the configured size; a record never spans two segments, and one commit is one
+//! `write(2)` of all its records, so a crash leaves at most one torn record at the tail.
+//!
+//! Record framing (little endian):
+//!
+//! ```text
+//! u32 payload length | u32 crc32c(type byte ‖ payload) | u8 type | payload
+//! ```
+//!
+//! The type byte names both the kind of record and its encoding version, so new kinds
+//! (tombstones, checkpoint markers, …) or new encodings of old kinds get new type codes and
+//! old readers skip what they do not know. Type 0 is never written, so a zero-filled tail is
+//! detected as corruption. Current types:
+//!
+//! * [`REC_SERIES_V1`]: repeated `u64 ref | uvarint n | n × (uvarint len, name, uvarint len,
+//!   value)`;
+//! * [`REC_SAMPLES_V1`]: repeated `u64 ref | i64 t | u64 value bits`.
+//!
+//! Replay reads every segment in order. A torn or corrupt record (short header, length past
+//! the end of the file, checksum mismatch) truncates that segment at the last good record;
+//! later segments are still read. Corruption is logged and counted, never fatal.
+//!
+//! Checkpointing is not implemented yet: the head keeps every sample in memory, so the WAL
+//! is never truncated at the front. When persistent blocks arrive, a checkpoint (the series
+//! records of live series plus the samples not yet in a block, written as ordinary records
+//! into `wal/checkpoint.NNNNNNNN/`) will let old segments be deleted; the framing above is
+//! ready for it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Labels};
+
+/// Series record, version 1.
+pub(crate) const REC_SERIES_V1: u8 = 1;
+/// Samples record, version 1.
+pub(crate) const REC_SAMPLES_V1: u8 = 2;
+
+/// Length + checksum + type.
+const HEADER_LEN: usize = 9;
+/// Bytes of one sample in a samples record.
+const SAMPLE_LEN: usize = 24;
+/// Records are split before their payload grows past this, keeping lengths far below
+/// `u32::MAX` and replay buffers modest.
+const MAX_PAYLOAD: usize = 32 << 20;
+
+/// A sample addressed by series ref, as the WAL stores it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct RefSample {
+    /// Series ref.
+    pub(crate) r: u64,
+    /// Timestamp.
+    pub(crate) t: i64,
+    /// Value.
+    pub(crate) v: f64,
+}
+
+/// A decoded record.
+#[derive(Debug)]
+pub(crate) enum Record {
+    /// New series and their refs.
+    Series(Vec<(u64, Labels)>),
+    /// Samples of known series.
+    Samples(Vec<RefSample>),
+}
+
+/// The file name of segment `seq`.
+pub(crate) fn segment_name(seq: u64) -> String {
+    format!("{seq:08}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    if name.len() < 8 || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// Segments in `dir`, sorted by sequence number.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
+    let ctx = || format!("listing WAL directory {}", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::Io(ctx(), e))? {
+        let entry = entry.map_err(|e| Error::Io(ctx(), e))?;
+        let name = entry.file_name();
+        let Some(seq) = name.to_str().and_then(parse_segment_name) else { continue };
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort_by_key(|(seq, _)| *seq);
+    Ok(out)
+}
+
+// ---- encoding ----
+
+/// Appends framed records of one type to a buffer, splitting at [`MAX_PAYLOAD`].
+struct RecordEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    typ: u8,
+    /// Offset of the open record's header, if one is open.
+    start: Option<usize>,
+}
+
+impl<'a> RecordEncoder<'a> {
+    fn new(out: &'a mut Vec<u8>, typ: u8) -> Self {
+        RecordEncoder { out, typ, start: None }
+    }
+
+    /// The buffer to write the next entry into, opening or splitting a record as needed.
+    fn entry(&mut self) -> &mut Vec<u8> {
+        if let Some(start) = self.start {
+            if self.out.len() - start - HEADER_LEN >= MAX_PAYLOAD {
+                self.finish_record();
+            }
+        }
+        if self.start.is_none() {
+            self.start = Some(self.out.len());
+            self.out.extend_from_slice(&[0; HEADER_LEN]);
+        }
+        self.out
+    }
+
+    fn finish_record(&mut self) {
+        let Some(start) = self.start.take() else { return };
+        let payload_len = self.out.len() - start - HEADER_LEN;
+        self.out[start + 8] = self.typ;
+        let crc = crc32c::crc32c(&self.out[start + 8..]);
+        self.out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+impl Drop for RecordEncoder<'_> {
+    fn drop(&mut self) {
+        self.finish_record();
+    }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends series records for `series` to `out` (nothing when empty).
+pub(crate) fn encode_series<'l>(out: &mut Vec<u8>, series: impl IntoIterator<Item = (u64, &'l Labels)>) {
+    let mut enc = RecordEncoder::new(out, REC_SERIES_V1);
+    for (r, ls) in series {
+        let buf = enc.entry();
+        buf.extend_from_slice(&r.to_le_bytes());
+        put_uvarint(buf, ls.len() as u64);
+        for l in ls {
+            put_str(buf, &l.name);
+            put_str(buf, &l.value);
+        }
+    }
+}
+
+/// Appends samples records for `samples` to `out` (nothing when empty).
+pub(crate) fn encode_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item = RefSample>) {
+    let mut enc = RecordEncoder::new(out, REC_SAMPLES_V1);
+    for s in samples {
+        let buf = enc.entry();
+        buf.extend_from_slice(&s.r.to_le_bytes());
+        buf.extend_from_slice(&s.t.to_le_bytes());
+        buf.extend_from_slice(&s.v.to_bits().to_le_bytes());
+    }
+}
+
+// ---- decoding ----
+
+/// A cursor over a payload; every read returns `None` past the end.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut out: u64 = 0;
+        for i in 0..10 {
+            let b = *self.take(1)?.first()?;
+            out |= ((b & 0x7f) as u64) << (7 * i);
+            if b < 0x80 {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.uvarint()?).ok()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+fn decode_series(payload: &[u8]) -> Option<Vec<(u64, Labels)>> {
+    let mut c = Cursor(payload);
+    let mut out = Vec::new();
+    while !c.0.is_empty() {
+        let r = c.u64()?;
+        let n = c.uvarint()?;
+        // each label takes at least two bytes: bound the count before allocating
+        if n > c.0.len() as u64 / 2 {
+            return None;
+        }
+        let mut pairs = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            pairs.push((c.string()?, c.string()?));
+        }
+        out.push((r, Labels::from_pairs(pairs)));
+    }
+    Some(out)
+}
+
+fn decode_samples(payload: &[u8]) -> Option<Vec<RefSample>> {
+    let entries = payload.chunks_exact(SAMPLE_LEN);
+    if !entries.remainder().is_empty() {
+        return None;
+    }
+    entries
+        .map(|e| {
+            let mut c = Cursor(e);
+            Some(RefSample { r: c.u64()?, t: c.u64()? as i64, v: f64::from_bits(c.u64()?) })
+        })
+        .collect()
+}
+
+// ---- replay ----
+
+/// What replay found.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayOutcome {
+    /// Torn or corrupt records found (each truncation or undecodable record counts once).
+    pub(crate) corruptions: u64,
+    /// Bytes cut off segment tails.
+    pub(crate) truncated_bytes: u64,
+    /// Segment files read.
+    pub(crate) segments: u64,
+    /// The last segment: sequence number, length after replay, and whether it can be
+    /// appended to (its tail is known good).
+    pub(crate) last: Option<(u64, u64, bool)>,
+}
+
+/// Reads every segment in `dir` in order, handing each decodable record to `apply`, and
+/// truncates torn or corrupt tails.
+pub(crate) fn replay(dir: &Path, mut apply: impl FnMut(Record)) -> Result<ReplayOutcome, Error> {
+    let mut out = ReplayOutcome::default();
+    let segments = list_segments(dir)?;
+    let mut prev: Option<u64> = None;
+    for (seq, path) in segments {
+        if let Some(p) = prev {
+            if seq != p + 1 {
+                tracing::warn!(after = p, next = seq, "WAL segments are not contiguous; reading on");
+            }
+        }
+        prev = Some(seq);
+        let (len, appendable) = replay_segment(&path, &mut apply, &mut out)?;
+        out.segments += 1;
+        out.last = Some((seq, len, appendable));
+    }
+    Ok(out)
+}
+
+/// Replays one segment; returns its good length and whether its tail is sound.
+fn replay_segment(
+    path: &Path,
+    apply: &mut impl FnMut(Record),
+    out: &mut ReplayOutcome,
+) -> Result<(u64, bool), Error> {
+    let ctx = |what: &str| format!("{what} WAL segment {}", path.display());
+    let file =
+        OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::Io(ctx("opening"), e))?;
+    let file_len = file.metadata().map_err(|e| Error::Io(ctx("reading metadata of"), e))?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let mut offset: u64 = 0;
+    let mut payload = Vec::new();
+    let mut header = [0u8; HEADER_LEN];
+    let bad: &str = loop {
+        if offset == file_len {
+            return Ok((offset, true));
+        }
+        if file_len - offset < HEADER_LEN as u64 {
+            break "short record header";
+        }
+        reader.read_exact(&mut header).map_err(|e| Error::Io(ctx("reading"), e))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let typ = header[8];
+        if len > file_len - offset - HEADER_LEN as u64 {
+            break "record length past the end of the segment";
+        }
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload).map_err(|e| Error::Io(ctx("reading"), e))?;
+        if crc32c::crc32c_append(crc32c::crc32c(&[typ]), &payload) != crc {
+            break "checksum mismatch";
+        }
+        let rec = match typ {
+            REC_SERIES_V1 => decode_series(&payload).map(Record::Series),
+            REC_SAMPLES_V1 => decode_samples(&payload).map(Record::Samples),
+            0 => None,
+            other => {
+                // framing is intact, so a newer writer's record can be stepped over
+                tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
+                offset += HEADER_LEN as u64 + len;
+                continue;
+            }
+        };
+        match rec {
+            Some(rec) => apply(rec),
+            None => {
+                out.corruptions += 1;
+                tracing::warn!(segment = %path.display(), offset, record_type = typ, "skipping undecodable WAL record with a valid checksum");
+            }
+        }
+        offset += HEADER_LEN as u64 + len;
+    };
+    let dropped = file_len - offset;
+    out.corruptions += 1;
+    out.truncated_bytes += dropped;
+    tracing::warn!(
+        segment = %path.display(),
+        offset,
+        dropped_bytes = dropped,
+        reason = bad,
+        "torn or corrupt WAL record: truncating the segment at the last good record"
+    );
+    drop(reader);
+    match file.set_len(offset).and_then(|()| file.sync_all()) {
+        Ok(()) => Ok((offset, true)),
+        Err(e) => {
+            tracing::warn!(segment = %path.display(), error = %e, "could not truncate WAL segment; it will not be appended to");
+            Ok((offset, false))
+        }
+    }
+}
+
+// ---- writing ----
+
+/// Appends records to the newest segment, cutting segments at the size limit.
+#[derive(Debug)]
+pub(crate) struct WalWriter {
+    dir: PathBuf,
+    segment_size: u64,
+    seq: u64,
+    file: File,
+    /// Bytes of the current segment known to hold whole records.
+    size: u64,
+    /// Segment files in the directory (replayed plus created).
+    segments: u64,
+    /// The current segment may hold a partial record (a failed write that could not be
+    /// undone): the next write goes to a fresh segment.
+    broken: bool,
+}
+
+impl WalWriter {
+    /// Opens the writer after replay: appends to the last segment when that is sound and has
+    /// room, otherwise starts the next one.
+    pub(crate) fn open(dir: &Path, segment_size: u64, replayed: &ReplayOutcome) -> Result<Self, Error> {
+        let segment_size = segment_size.max(1);
+        match replayed.last {
+            Some((seq, len, true)) if len < segment_size => {
+                let path = dir.join(segment_name(seq));
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::Io(format!("opening WAL segment {}", path.display()), e))?;
+                Ok(WalWriter {
+                    dir: dir.to_path_buf(),
+                    segment_size,
+                    seq,
+                    file,
+                    size: len,
+                    segments: replayed.segments,
+                    broken: false,
+                })
+            }
+            last => {
+                let next = last.map_or(1, |(seq, _, _)| seq + 1);
+                let (seq, file) = create_segment(dir, next)?;
+                Ok(WalWriter {
+                    dir: dir.to_path_buf(),
+                    segment_size,
+                    seq,
+                    file,
+                    size: 0,
+                    segments: replayed.segments + 1,
+                    broken: false,
+                })
+            }
+        }
+    }
+
+    /// Segment files in the WAL directory.
+    pub(crate) fn segments(&self) -> u64 {
+        self.segments
+    }
+
+    /// Writes `buf` (whole records) with one positioned write, cutting a segment first if it
+    /// would overflow.
+    pub(crate) fn write(&mut self, buf: &[u8]) -> Result<(), Error> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if self.broken || (self.size > 0 && self.size + buf.len() as u64 > self.segment_size) {
+            self.cut()?;
+        }
+        match self.file.write_all_at(buf, self.size) {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // a partial record would end replay of this segment early and hide every
+                // later record in it: cut it off, or abandon the segment if that fails
+                if self.file.set_len(self.size).is_err() {
+                    self.broken = true;
+                }
+                Err(Error::Io(format!("writing WAL segment {}", self.path().display()), e))
+            }
+        }
+    }
+
+    /// Flushes the current segment to stable storage.
+    pub(crate) fn sync(&self) -> Result<(), Error> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::Io(format!("syncing WAL segment {}", self.path().display()), e))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(segment_name(self.seq))
+    }
+
+    fn cut(&mut self) -> Result<(), Error> {
+        if let Err(e) = self.sync() {
+            // the records are with the kernel, so they survive a process crash; only power
+            // loss durability of this segment is in doubt
+            tracing::error!(error = %e, "fsync of WAL segment failed while cutting it");
+        }
+        let (seq, file) = create_segment(&self.dir, self.seq + 1)?;
+        self.seq = seq;
+        self.file = file;
+        self.size = 0;
+        self.segments += 1;
+        self.broken = false;
+        Ok(())
+    }
+}
+
+/// Creates a new segment at `seq` or the first free number after it, and syncs the
+/// directory so the new name survives a power loss.
+fn create_segment(dir: &Path, mut seq: u64) -> Result<(u64, File), Error> {
+    loop {
+        let path = dir.join(segment_name(seq));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => {
+                if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not fsync the WAL directory");
+                }
+                return Ok((seq, file));
+            }
+            // never overwrite a file we did not expect: take the next number
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => seq += 1,
+            Err(e) => return Err(Error::Io(format!("creating WAL segment {}", path.display()), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ls(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    fn read_all(dir: &Path) -> (Vec<(u64, Labels)>, Vec<RefSample>, ReplayOutcome) {
+        let mut series = Vec::new();
+        let mut samples = Vec::new();
+        let out = replay(dir, |r| match r {
+            Record::Series(s) => series.extend(s),
+            Record::Samples(s) => samples.extend(s),
+        })
+        .unwrap();
+        (series, samples, out)
+    }
+
+    fn batch(r: u64, t: i64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let l = ls(&[("__name__", "m"), ("i", &r.to_string())]);
+        encode_series(&mut buf, [(r, &l)]);
+        encode_samples(&mut buf, [RefSample { r, t, v: t as f64 }]);
+        buf
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let a = ls(&[("__name__", "up"), ("job", "x")]);
+        let b = ls(&[("__name__", "ünïcode"), ("empty_name_ok", "v")]);
+        let mut buf = Vec::new();
+        encode_series(&mut buf, [(1, &a), (2, &b)]);
+        encode_samples(
+            &mut buf,
+            [RefSample { r: 1, t: i64::MIN, v: crate::stale_nan() }, RefSample { r: 2, t: 5, v: -0.0 }],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), &buf).unwrap();
+        let (series, samples, out) = read_all(dir.path());
+        assert_eq!(series, vec![(1, a), (2, b)]);
+        assert_eq!(samples.len(), 2);
+        assert!(crate::is_stale_nan(samples[0].v));
+        assert_eq!(samples[0].t, i64::MIN);
+        assert_eq!(samples[1].v.to_bits(), (-0.0f64).to_bits());
+        assert_eq!(out.corruptions, 0);
+        assert_eq!(out.last, Some((1, buf.len() as u64, true)));
+    }
+
+    #[test]
+    fn empty_inputs_write_nothing() {
+        let mut buf = Vec::new();
+        encode_series(&mut buf, std::iter::empty());
+        encode_samples(&mut buf, std::iter::empty());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn big_batches_are_split_into_records() {
+        let mut buf = Vec::new();
+        let n = MAX_PAYLOAD / SAMPLE_LEN + 10;
+        encode_samples(&mut buf, (0..n as i64).map(|t| RefSample { r: 1, t, v: 1.0 }));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), &buf).unwrap();
+        let mut records = 0;
+        let mut count = 0;
+        replay(dir.path(), |r| {
+            records += 1;
+            if let Record::Samples(s) = r {
+                count += s.len();
+            }
+        })
+        .unwrap();
+        assert_eq!((records, count), (2, n));
+    }
+
+    #[test]
+    fn writer_cuts_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::open(dir.path(), 100, &ReplayOutcome::default()).unwrap();
+        for i in 1..=10 {
+            w.write(&batch(i, i as i64)).unwrap();
+        }
+        let segs = list_segments(dir.path()).unwrap();
+        assert_eq!(segs.len() as u64, w.segments());
+        assert!(segs.len() >= 5, "{segs:?}");
+        assert_eq!(segs[0].1.file_name().unwrap(), "00000001");
+        let (series, samples, out) = read_all(dir.path());
+        assert_eq!(series.len(), 10);
+        assert_eq!(samples.iter().map(|s| s.t).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        assert_eq!(out.corruptions, 0);
+    }
+
+    fn write_batches(dir: &Path, n: u64) -> Vec<u64> {
+        let mut w = WalWriter::open(dir, 1 << 20, &ReplayOutcome::default()).unwrap();
+        let mut ends = Vec::new();
+        for i in 1..=n {
+            w.write(&batch(i, i as i64)).unwrap();
+            ends.push(w.size);
+        }
+        w.sync().unwrap();
+        ends
+    }
+
+    #[test]
+    fn torn_tail_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let ends = write_batches(dir.path(), 5);
+        let seg = dir.path().join(segment_name(1));
+        let full = std::fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(full - 3).unwrap();
+        let (series, samples, out) = read_all(dir.path());
+        // the last batch is two records: the series record survives, the samples one is torn
+        assert_eq!(series.len(), 5);
+        assert_eq!(samples.len(), 4);
+        assert_eq!(out.corruptions, 1);
+        let kept = std::fs::metadata(&seg).unwrap().len();
+        assert!(kept > ends[3] && kept < ends[4]);
+        assert_eq!(out.truncated_bytes, full - 3 - kept);
+        // a second replay finds a clean log
+        let (_, samples, out) = read_all(dir.path());
+        assert_eq!((samples.len(), out.corruptions), (4, 0));
+    }
+
+    #[test]
+    fn flipped_byte_and_zero_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let ends = write_batches(dir.path(), 5);
+        let seg = dir.path().join(segment_name(1));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let at = ends[2] as usize + 12;
+        bytes[at] ^= 0x40;
+        std::fs::write(&seg, &bytes).unwrap();
+        let (_, samples, out) = read_all(dir.path());
+        assert_eq!(samples.len(), 3);
+        assert_eq!(out.corruptions, 1);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), ends[2]);
+
+        // zeros appended after good records (as some filesystems leave after a crash)
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&[0; 4096]);
+        std::fs::write(&seg, &bytes).unwrap();
+        let (_, samples, out) = read_all(dir.path());
+        assert_eq!((samples.len(), out.corruptions, out.truncated_bytes), (3, 1, 4096));
+    }
+
+    #[test]
+    fn huge_length_is_corruption_not_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = batch(1, 1);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4, REC_SAMPLES_V1, 9, 9]);
+        std::fs::write(dir.path().join(segment_name(1)), &bytes).unwrap();
+        let (_, samples, out) = read_all(dir.path());
+        assert_eq!((samples.len(), out.corruptions, out.truncated_bytes), (1, 1, 11));
+    }
+
+    #[test]
+    fn corruption_in_middle_segment_keeps_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::open(dir.path(), 100, &ReplayOutcome::default()).unwrap();
+        for i in 1..=6 {
+            w.write(&batch(i, i as i64)).unwrap();
+        }
+        let segs = list_segments(dir.path()).unwrap();
+        assert!(segs.len() >= 3);
+        let first = &segs[0].1;
+        let len = std::fs::metadata(first).unwrap().len();
+        OpenOptions::new().write(true).open(first).unwrap().set_len(len - 1).unwrap();
+        let (_, samples, out) = read_all(dir.path());
+        assert_eq!(out.corruptions, 1);
+        // only the torn samples record of the first segment is lost
+        assert_eq!(samples.len(), 5);
+        assert!(samples.iter().any(|s| s.t == 6));
+    }
+
+    #[test]
+    fn unknown_record_types_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        {
+            let mut enc = RecordEncoder::new(&mut bytes, 200);
+            enc.entry().extend_from_slice(b"from the future");
+        }
+        bytes.extend_from_slice(&batch(1, 1));
+        std::fs::write(dir.path().join(segment_name(1)), &bytes).unwrap();
+        let (series, samples, out) = read_all(dir.path());
+        assert_eq!((series.len(), samples.len(), out.corruptions), (1, 1, 0));
+    }
+
+    #[test]
+    fn writer_appends_to_sound_last_segment_and_skips_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_batches(dir.path(), 2);
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        let (_, _, out) = read_all(dir.path());
+        let mut w = WalWriter::open(dir.path(), 1 << 20, &out).unwrap();
+        assert_eq!(w.seq, 1);
+        w.write(&batch(3, 3)).unwrap();
+        let (_, samples, out) = read_all(dir.path());
+        assert_eq!((samples.len(), out.segments), (3, 1));
+    }
+}

@@ -1,0 +1,567 @@
+//! End-to-end tests of the database through its public API.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use promflow_storage::{
+    is_stale_nan, stale_nan, Db, DbOptions, Error, Labels, MatchOp, Matcher, Querier, Sample,
+};
+
+fn ls(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
+}
+
+fn m(op: MatchOp, name: &str, value: &str) -> Matcher {
+    Matcher::new(op, name, value).unwrap()
+}
+
+fn name_eq(name: &str) -> Vec<Matcher> {
+    vec![m(MatchOp::Equal, "__name__", name)]
+}
+
+const ALL: (i64, i64) = (i64::MIN, i64::MAX);
+
+fn open(dir: &Path) -> Arc<Db> {
+    Db::open(dir, DbOptions::default()).unwrap()
+}
+
+fn commit(db: &Arc<Db>, samples: &[(&Labels, i64, f64)]) {
+    let mut app = db.appender();
+    for (l, t, v) in samples {
+        app.append(l, *t, *v).unwrap();
+    }
+    app.commit().unwrap();
+}
+
+/// Every series with all its samples, as (labels, [(t, value bits)]).
+fn dump(db: &Db) -> Vec<(Labels, Vec<(i64, u64)>)> {
+    db.select(&[], ALL.0, ALL.1)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.labels, s.samples.iter().map(|x| (x.t, x.v.to_bits())).collect()))
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir.join("promflow/wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+/// Copies a directory tree (what a `kill -9` leaves on disk: everything handed to write(2)).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// Path → contents of every file under `dir`, skipping `skip`.
+fn snapshot(dir: &Path, skip: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p == skip {
+                continue;
+            }
+            if p.is_dir() {
+                out.insert(p.clone(), Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn append_commit_query_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let up_a = ls(&[("__name__", "up"), ("job", "a")]);
+    let up_b = ls(&[("__name__", "up"), ("job", "b")]);
+    let reqs = ls(&[("__name__", "reqs"), ("code", "200")]);
+    let mut app = db.appender();
+    for t in 0..300 {
+        app.append(&up_a, t * 1000, 1.0).unwrap();
+        app.append(&up_b, t * 1000, t as f64).unwrap();
+    }
+    app.append(&reqs, 5, 0.5).unwrap();
+    let st = app.commit().unwrap();
+    assert_eq!((st.samples, st.new_series), (601, 3));
+
+    let up = db.select(&name_eq("up"), ALL.0, ALL.1).unwrap();
+    assert_eq!(up.len(), 2);
+    assert_eq!(up[0].labels, up_a);
+    assert_eq!(up[1].samples.len(), 300);
+    assert_eq!(up[1].samples[299], Sample { t: 299_000, v: 299.0 });
+    let mid = db.select(&name_eq("up"), 10_000, 12_000).unwrap();
+    assert_eq!(
+        mid[1].samples,
+        vec![Sample { t: 10_000, v: 10.0 }, Sample { t: 11_000, v: 11.0 }, Sample { t: 12_000, v: 12.0 }]
+    );
+    assert_eq!(db.series(&[], 0, 5).unwrap(), vec![reqs.clone(), up_a.clone(), up_b.clone()]);
+    assert_eq!(db.series(&[], 6, 999).unwrap(), Vec::<Labels>::new());
+    assert_eq!(db.label_names(&[], ALL.0, ALL.1).unwrap(), vec!["__name__", "code", "job"]);
+    assert_eq!(db.label_names(&[], 1000, 2000).unwrap(), vec!["__name__", "job"]);
+    assert_eq!(db.label_values("__name__", &[], ALL.0, ALL.1).unwrap(), vec!["reqs", "up"]);
+    assert_eq!(db.label_values("job", &name_eq("up"), 0, 0).unwrap(), vec!["a", "b"]);
+
+    let s = db.stats(10);
+    assert_eq!((s.num_series, s.num_samples), (3, 601));
+    // 300 samples per up series: 3 chunks each (120 + 120 + 60), plus one for reqs
+    assert_eq!(s.num_chunks, 7);
+    assert_eq!((s.min_time, s.max_time), (Some(0), Some(299_000)));
+    assert_eq!(s.series_count_by_metric, vec![("up".to_string(), 2), ("reqs".to_string(), 1)]);
+    assert_eq!(s.num_label_pairs, 5);
+    assert_eq!(s.wal_segments, 1);
+    assert_eq!(s.wal_corruptions, 0);
+}
+
+#[test]
+fn nothing_visible_before_commit_and_rollback_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let l = ls(&[("__name__", "x")]);
+    let mut app = db.appender();
+    app.append(&l, 1, 1.0).unwrap();
+    assert!(db.select(&[], ALL.0, ALL.1).unwrap().is_empty());
+    app.rollback();
+    assert!(db.select(&[], ALL.0, ALL.1).unwrap().is_empty());
+    assert!(db.label_names(&[], ALL.0, ALL.1).unwrap().is_empty());
+    assert_eq!(db.stats(10).num_series, 0);
+    drop(db);
+    let db = open(dir.path());
+    assert!(dump(&db).is_empty());
+    // dropping an appender without commit is a rollback too
+    let mut app = db.appender();
+    app.append(&l, 1, 1.0).unwrap();
+    drop(app);
+    assert!(dump(&db).is_empty());
+}
+
+#[test]
+fn out_of_order_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let l = ls(&[("__name__", "x")]);
+    commit(&db, &[(&l, 100, 1.0)]);
+
+    let mut app = db.appender();
+    assert!(matches!(app.append(&l, 99, 1.0), Err(Error::OutOfOrder)));
+    assert!(matches!(app.append(&l, 100, 2.0), Err(Error::DuplicateTimestamp)));
+    // NaN with another payload is another value
+    assert!(matches!(app.append(&l, 100, f64::NAN), Err(Error::DuplicateTimestamp)));
+    // identical repeat: accepted, ignored
+    app.append(&l, 100, 1.0).unwrap();
+    // the batch stays usable and checks against its own samples
+    app.append(&l, 110, 2.0).unwrap();
+    assert!(matches!(app.append(&l, 105, 2.0), Err(Error::OutOfOrder)));
+    assert!(matches!(app.append(&l, 110, 3.0), Err(Error::DuplicateTimestamp)));
+    app.append(&l, 110, 2.0).unwrap();
+    let st = app.commit().unwrap();
+    assert_eq!((st.samples, st.new_series), (1, 0));
+    assert_eq!(dump(&db)[0].1, vec![(100, 1.0f64.to_bits()), (110, 2.0f64.to_bits())]);
+
+    // -0.0 and 0.0 differ by bits
+    let z = ls(&[("__name__", "z")]);
+    commit(&db, &[(&z, 1, 0.0)]);
+    let mut app = db.appender();
+    assert!(matches!(app.append(&z, 1, -0.0), Err(Error::DuplicateTimestamp)));
+    app.rollback();
+}
+
+#[test]
+fn invalid_labels_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut app = db.appender();
+    assert!(matches!(app.append(&Labels::new(), 1, 1.0), Err(Error::InvalidLabels(_))));
+    assert!(matches!(app.append(&ls(&[("", "v")]), 1, 1.0), Err(Error::InvalidLabels(_))));
+    // only empty values: the label set is empty
+    assert!(matches!(app.append(&ls(&[("a", "")]), 1, 1.0), Err(Error::InvalidLabels(_))));
+    // a metric name is not required by storage
+    app.append(&ls(&[("a", "b")]), 1, 1.0).unwrap();
+    assert_eq!(app.commit().unwrap().samples, 1);
+}
+
+#[test]
+fn staleness_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let l = ls(&[("__name__", "x")]);
+    let ghost = ls(&[("__name__", "ghost")]);
+    let mut app = db.appender();
+    // a marker for a series that does not exist: dropped
+    app.append(&ghost, 1, stale_nan()).unwrap();
+    app.append(&l, 1, 5.0).unwrap();
+    app.append(&l, 2, stale_nan()).unwrap();
+    // already stale: dropped
+    app.append(&l, 3, stale_nan()).unwrap();
+    let st = app.commit().unwrap();
+    assert_eq!((st.samples, st.new_series), (2, 1));
+    let d = db.select(&[], ALL.0, ALL.1).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].samples.len(), 2);
+    assert!(is_stale_nan(d[0].samples[1].v));
+    // a batch that only drops produces nothing
+    let mut app = db.appender();
+    app.append(&l, 4, stale_nan()).unwrap();
+    assert_eq!(app.commit().unwrap().samples, 0);
+}
+
+#[test]
+fn reopen_replays_everything_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let special = [
+        stale_nan(),
+        f64::NAN,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::from_bits(0x7ff8_0000_dead_beef),
+    ];
+    let before = {
+        let db = open(dir.path());
+        for (i, v) in special.iter().enumerate() {
+            let l = ls(&[("__name__", "special"), ("i", &i.to_string())]);
+            commit(&db, &[(&l, i64::MIN + 1, 1.0), (&l, 0, *v), (&l, i64::MAX, 2.0)]);
+        }
+        for t in 0..500 {
+            commit(&db, &[(&ls(&[("__name__", "load"), ("k", "v")]), t, t as f64 / 3.0)]);
+        }
+        db.close().unwrap();
+        dump(&db)
+    };
+    let db = open(dir.path());
+    assert_eq!(dump(&db), before);
+    assert_eq!(db.stats(1).num_samples, 18 + 500);
+    // appending continues where it left off, with new series getting fresh refs
+    let l = ls(&[("__name__", "load"), ("k", "v")]);
+    let mut app = db.appender();
+    assert!(matches!(app.append(&l, 499, 0.0), Err(Error::DuplicateTimestamp)));
+    app.append(&l, 500, 1.0).unwrap();
+    app.append(&ls(&[("__name__", "after")]), 1, 1.0).unwrap();
+    assert_eq!(app.commit().unwrap().new_series, 1);
+    let before = dump(&db);
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(dump(&db), before);
+    assert_eq!(db.stats(1).num_series, 8);
+}
+
+#[test]
+fn crash_without_close_keeps_committed_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let l = ls(&[("__name__", "x")]);
+    for t in 0..100 {
+        commit(&db, &[(&l, t, t as f64)]);
+    }
+    let mut pending = db.appender();
+    pending.append(&l, 1000, 1.0).unwrap();
+    // "kill -9": no close, no drop; the files are copied as they are
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), crashed.path());
+    let db2 = open(crashed.path());
+    let d = dump(&db2);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].1.len(), 100);
+    assert_eq!(db2.stats(1).wal_corruptions, 0);
+    pending.rollback();
+    std::mem::forget(db);
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    assert!(matches!(Db::open(dir.path(), DbOptions::default()), Err(Error::Locked(_))));
+    drop(db);
+    open(dir.path());
+}
+
+fn write_history(dir: &Path, opts: DbOptions, n: i64) -> Vec<(Labels, Vec<(i64, u64)>)> {
+    let db = Db::open(dir, opts).unwrap();
+    for t in 0..n {
+        let l = ls(&[("__name__", "h"), ("s", &(t % 3).to_string())]);
+        commit(&db, &[(&l, t, t as f64)]);
+    }
+    dump(&db)
+}
+
+#[test]
+fn torn_tail_is_truncated_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write_history(dir.path(), DbOptions::default(), 30);
+    let seg = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+
+    let db = open(dir.path());
+    let s = db.stats(1);
+    assert_eq!(s.wal_corruptions, 1);
+    assert!(s.wal_truncated_bytes > 0);
+    // only the last commit is lost
+    let d = dump(&db);
+    assert_eq!(d.iter().map(|x| x.1.len()).sum::<usize>(), 29);
+    assert_eq!(d[0].1, full[0].1);
+    assert_eq!(d[1].1, full[1].1);
+    // the log keeps working after the truncation
+    commit(&db, &[(&ls(&[("__name__", "h"), ("s", "2")]), 29, 1.0)]);
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(db.stats(1).wal_corruptions, 0);
+    assert_eq!(db.stats(1).num_samples, 30);
+}
+
+#[test]
+fn flipped_byte_is_truncated_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path(), DbOptions::default(), 30);
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() * 2 / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let db = open(dir.path());
+    let s = db.stats(1);
+    assert_eq!(s.wal_corruptions, 1);
+    let kept = std::fs::metadata(&seg).unwrap().len();
+    assert!(kept <= at as u64);
+    assert_eq!(s.wal_truncated_bytes, bytes.len() as u64 - kept);
+    // the samples before the damage are intact and in order
+    let d = dump(&db);
+    let n: usize = d.iter().map(|x| x.1.len()).sum();
+    assert!(n > 10 && n < 30, "{n}");
+    let mut ts: Vec<i64> = d.iter().flat_map(|x| x.1.iter().map(|s| s.0)).collect();
+    ts.sort();
+    assert_eq!(ts, (0..n as i64).collect::<Vec<_>>());
+}
+
+#[test]
+fn segments_are_cut_at_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { segment_size: 256 };
+    let full = write_history(dir.path(), opts.clone(), 60);
+    let segs = segments(dir.path());
+    assert!(segs.len() > 5, "{} segments", segs.len());
+    assert_eq!(segs[0].file_name().unwrap(), "00000001");
+    assert_eq!(segs[1].file_name().unwrap(), "00000002");
+    for s in &segs[..segs.len() - 1] {
+        assert!(std::fs::metadata(s).unwrap().len() <= 256);
+    }
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!(dump(&db), full);
+    assert_eq!(db.stats(1).wal_segments, segs.len() as u64);
+
+    // a commit bigger than a segment still goes in as one piece
+    let l = ls(&[("__name__", "big")]);
+    let mut app = db.appender();
+    for t in 0..100 {
+        app.append(&l, t, 1.0).unwrap();
+    }
+    app.commit().unwrap();
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(db.select(&name_eq("big"), ALL.0, ALL.1).unwrap()[0].samples.len(), 100);
+}
+
+#[test]
+fn corrupt_middle_segment_keeps_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { segment_size: 256 };
+    write_history(dir.path(), opts.clone(), 60);
+    let segs = segments(dir.path());
+    let mid = &segs[segs.len() / 2];
+    let mut bytes = std::fs::read(mid).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 1;
+    std::fs::write(mid, &bytes).unwrap();
+    let db = Db::open(dir.path(), opts).unwrap();
+    let s = db.stats(1);
+    assert_eq!(s.wal_corruptions, 1);
+    // the latest sample lives in the last segment and survived
+    assert_eq!(s.max_time, Some(59));
+    assert!(s.num_samples < 60 && s.num_samples > 50);
+}
+
+#[test]
+fn matchers_of_all_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = ls(&[("__name__", "http"), ("code", "200"), ("env", "prod")]);
+    let b = ls(&[("__name__", "http"), ("code", "500"), ("env", "dev")]);
+    let c = ls(&[("__name__", "http"), ("code", "404")]);
+    let d = ls(&[("__name__", "cpu"), ("env", "prod")]);
+    commit(&db, &[(&a, 1, 1.0), (&b, 1, 1.0), (&c, 1, 1.0), (&d, 1, 1.0)]);
+    let q = |ms: Vec<Matcher>| db.series(&ms, ALL.0, ALL.1).unwrap();
+    assert_eq!(q(name_eq("http")), vec![a.clone(), c.clone(), b.clone()]);
+    assert_eq!(
+        q(vec![m(MatchOp::Equal, "__name__", "http"), m(MatchOp::NotEqual, "code", "200")]),
+        vec![c.clone(), b.clone()]
+    );
+    assert_eq!(q(vec![m(MatchOp::Regex, "code", "2..|5..")]), vec![a.clone(), b.clone()]);
+    assert_eq!(q(vec![m(MatchOp::Regex, "code", "2")]), Vec::<Labels>::new());
+    assert_eq!(
+        q(vec![m(MatchOp::NotRegex, "code", "[24].*"), m(MatchOp::Equal, "__name__", "http")]),
+        vec![b.clone()]
+    );
+    assert_eq!(q(vec![m(MatchOp::Equal, "env", ""), m(MatchOp::Regex, "__name__", ".+")]), vec![c.clone()]);
+    assert_eq!(q(vec![m(MatchOp::NotEqual, "env", "")]), vec![d.clone(), b.clone(), a.clone()].tap_sort());
+    assert_eq!(q(vec![m(MatchOp::Regex, "env", "prod|")]), vec![d.clone(), a.clone(), c.clone()].tap_sort());
+    assert_eq!(q(vec![m(MatchOp::NotRegex, "__name__", "cpu")]).len(), 3);
+    assert!(matches!(Matcher::new(MatchOp::Regex, "a", "("), Err(Error::InvalidRegex(..))));
+}
+
+trait TapSort {
+    fn tap_sort(self) -> Self;
+}
+
+impl TapSort for Vec<Labels> {
+    fn tap_sort(mut self) -> Self {
+        self.sort();
+        self
+    }
+}
+
+#[test]
+fn prometheus_data_dir_is_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("wal/checkpoint.00000002")).unwrap();
+    std::fs::write(p.join("wal/00000003"), b"prometheus wal bytes").unwrap();
+    std::fs::write(p.join("wal/checkpoint.00000002/00000000"), b"cp").unwrap();
+    std::fs::create_dir_all(p.join("chunks_head")).unwrap();
+    std::fs::write(p.join("chunks_head/000001"), [0x01, 0x30, 0xbc, 0x91]).unwrap();
+    std::fs::create_dir_all(p.join("01HZZZZZZZZZZZZZZZZZZZZZZZ/chunks")).unwrap();
+    std::fs::write(p.join("01HZZZZZZZZZZZZZZZZZZZZZZZ/meta.json"), br#"{"version":1}"#).unwrap();
+    std::fs::write(p.join("01HZZZZZZZZZZZZZZZZZZZZZZZ/index"), b"idx").unwrap();
+    std::fs::write(p.join("01HZZZZZZZZZZZZZZZZZZZZZZZ/chunks/000001"), b"chk").unwrap();
+    std::fs::write(p.join("lock"), b"").unwrap();
+    std::fs::write(p.join("queries.active"), b"[]").unwrap();
+    let before = snapshot(p, &p.join("promflow"));
+
+    let db = open(p);
+    commit(&db, &[(&ls(&[("__name__", "x")]), 1, 1.0)]);
+    db.close().unwrap();
+    drop(db);
+    let db = open(p);
+    assert_eq!(db.stats(1).num_samples, 1);
+    drop(db);
+
+    assert_eq!(snapshot(p, &p.join("promflow")), before);
+    assert!(p.join("promflow/wal/00000001").is_file());
+}
+
+#[test]
+fn feed_delivers_committed_batches_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rx = db.subscribe();
+    let gone = db.subscribe();
+    drop(gone);
+    let a = ls(&[("__name__", "a")]);
+    let b = ls(&[("__name__", "b")]);
+
+    let mut app = db.appender();
+    app.append(&a, 1, 1.0).unwrap();
+    app.rollback();
+    assert!(rx.try_recv().is_err());
+
+    let mut app = db.appender();
+    app.append(&a, 1, 1.0).unwrap();
+    app.append(&b, 1, 2.0).unwrap();
+    app.append(&a, 2, 3.0).unwrap();
+    assert!(rx.try_recv().is_err(), "nothing before commit");
+    app.commit().unwrap();
+    commit(&db, &[(&b, 5, 5.0)]);
+
+    let first = rx.try_recv().unwrap();
+    let got: Vec<(Labels, Sample)> = first.samples.iter().map(|(l, s)| ((**l).clone(), *s)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (a.clone(), Sample { t: 1, v: 1.0 }),
+            (b.clone(), Sample { t: 1, v: 2.0 }),
+            (a.clone(), Sample { t: 2, v: 3.0 })
+        ]
+    );
+    // the feed shares the head's label sets
+    assert!(Arc::ptr_eq(&first.samples[0].0, &first.samples[2].0));
+    let second = rx.try_recv().unwrap();
+    assert_eq!(second.samples.len(), 1);
+    assert!(rx.try_recv().is_err());
+
+    // a batch that stores nothing is not sent
+    commit(&db, &[(&b, 5, 5.0)]);
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn concurrent_commit_makes_pending_sample_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let l = ls(&[("__name__", "race")]);
+    let mut slow = db.appender();
+    slow.append(&l, 10, 1.0).unwrap();
+    slow.append(&l, 30, 3.0).unwrap();
+    commit(&db, &[(&l, 20, 2.0)]);
+    // t=10 is now out of order: dropped and counted; t=30 lands on the existing series
+    let st = slow.commit().unwrap();
+    assert_eq!((st.samples, st.new_series), (1, 0));
+    let s = db.stats(1);
+    assert_eq!((s.num_series, s.num_samples, s.commit_dropped_samples), (1, 2, 1));
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(dump(&db)[0].1, vec![(20, 2.0f64.to_bits()), (30, 3.0f64.to_bits())]);
+}
+
+#[test]
+fn concurrent_appenders_from_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rx = db.subscribe();
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                let own = ls(&[("__name__", "t"), ("thread", &i.to_string())]);
+                let shared = ls(&[("__name__", "shared")]);
+                for t in 0..200 {
+                    let mut app = db.appender();
+                    app.append(&own, t, i as f64).unwrap();
+                    // the shared series races: late samples may be rejected or dropped
+                    let _ = app.append(&shared, t, 0.0);
+                    app.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = db.stats(10);
+    assert_eq!(s.num_series, 5);
+    let fed: usize = rx.try_iter().map(|b| b.samples.len()).sum();
+    assert_eq!(fed as u64, s.num_samples);
+    let before = dump(&db);
+    for (_, samples) in &before {
+        assert!(samples.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+    drop(db);
+    assert_eq!(dump(&open(dir.path())), before);
+}
