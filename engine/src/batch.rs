@@ -1,0 +1,970 @@
+//! The batch executor: evaluates a [`Plan`] at every step of a query, one operator at a
+//! time, over storage's [`Querier`].
+//!
+//! Every operator works on whole step ranges: an instant-valued node yields, per series, one
+//! optional value per step, so a range query costs one pass per operator rather than one
+//! evaluation per step. Window and value functions call [`crate::kernels`].
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use promflow_storage::{is_stale_nan, Labels, Matcher, Querier, Sample, Series, METRIC_NAME};
+
+use crate::kernels::{self, WindowBounds};
+use crate::plan::{
+    AggOp, BinOp, Cardinality, Grouping, MapFn, Plan, Relabel, TimeShift, ValueKind, VectorFn, WindowFn,
+};
+use crate::Error;
+
+/// Parameters of one query evaluation.
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    /// First step, in milliseconds.
+    pub start: i64,
+    /// Last step (inclusive), in milliseconds.
+    pub end: i64,
+    /// Step width in milliseconds (any positive value for instant queries).
+    pub step: i64,
+    /// How far back an instant selection looks for a sample, in milliseconds.
+    pub lookback_ms: i64,
+    /// Most samples the query may load (`--query.max-samples`).
+    pub max_samples: usize,
+    /// When the query must give up.
+    pub deadline: Option<Instant>,
+}
+
+impl QueryOptions {
+    /// Options for an instant query at `t` with Prometheus's defaults.
+    pub fn instant(t: i64) -> Self {
+        QueryOptions {
+            start: t,
+            end: t,
+            step: 1,
+            lookback_ms: 300_000,
+            max_samples: 50_000_000,
+            deadline: None,
+        }
+    }
+
+    fn steps(&self) -> Vec<i64> {
+        let mut v = Vec::new();
+        let mut t = self.start;
+        while t <= self.end {
+            v.push(t);
+            t += self.step.max(1);
+        }
+        v
+    }
+}
+
+/// The result of a query, in the shapes Prometheus's API returns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryResult {
+    /// A scalar at an instant: (time, value).
+    Scalar(i64, f64),
+    /// A string at an instant.
+    String(i64, String),
+    /// An instant vector: labels, time, value.
+    Vector(Vec<(Labels, i64, f64)>),
+    /// A matrix: series with their points (range queries, or a range selection at an instant).
+    Matrix(Vec<Series>),
+}
+
+/// One series of an instant-valued intermediate: a value or nothing at each step.
+#[derive(Clone, Debug)]
+struct StepSeries {
+    labels: Labels,
+    values: Vec<Option<f64>>,
+}
+
+/// A range-valued intermediate: each series' samples and how to find its window at a step.
+struct RangeValue {
+    series: Vec<(Labels, Vec<Sample>)>,
+    range_ms: i64,
+    shift: TimeShift,
+}
+
+enum Value {
+    Scalar(Vec<f64>),
+    Vector(Vec<StepSeries>),
+    Range(RangeValue),
+    Str(String),
+}
+
+struct Ctx<'a> {
+    querier: &'a dyn Querier,
+    opts: QueryOptions,
+    steps: Vec<i64>,
+    samples_loaded: usize,
+}
+
+/// Evaluates `plan` over `querier` at the steps of `opts`. An instant query (start == end)
+/// returns the value's own shape; a range query always returns a matrix.
+pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Result<QueryResult, Error> {
+    let mut ctx = Ctx { querier, opts: opts.clone(), steps: opts.steps(), samples_loaded: 0 };
+    let instant = opts.start == opts.end;
+    if !instant && !matches!(plan.kind(), ValueKind::Scalar | ValueKind::Instant) {
+        return Err(Error::Plan(format!(
+            "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+            plan.kind().name()
+        )));
+    }
+    let value = ctx.eval(plan)?;
+    let steps = ctx.steps.clone();
+    Ok(match value {
+        Value::Str(s) => QueryResult::String(opts.start, s),
+        Value::Scalar(vals) if instant => QueryResult::Scalar(opts.start, vals[0]),
+        Value::Scalar(vals) => QueryResult::Matrix(vec![Series {
+            labels: Labels::new(),
+            samples: steps.iter().zip(vals).map(|(&t, v)| Sample { t, v }).collect(),
+        }]),
+        Value::Vector(series) if instant => {
+            let mut out: Vec<(Labels, i64, f64)> =
+                series.into_iter().filter_map(|s| s.values[0].map(|v| (s.labels, opts.start, v))).collect();
+            if !preserves_order(plan) {
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            QueryResult::Vector(out)
+        }
+        Value::Vector(series) => {
+            let mut out: Vec<Series> = series
+                .into_iter()
+                .filter_map(|s| {
+                    let samples: Vec<Sample> = steps
+                        .iter()
+                        .zip(&s.values)
+                        .filter_map(|(&t, v)| v.map(|v| Sample { t, v }))
+                        .collect();
+                    (!samples.is_empty()).then_some(Series { labels: s.labels, samples })
+                })
+                .collect();
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            QueryResult::Matrix(out)
+        }
+        Value::Range(r) => {
+            let t = steps[0];
+            let end = r.shift.apply(t, opts.start, opts.end);
+            let bounds = WindowBounds { start: end - r.range_ms, end };
+            let mut out: Vec<Series> = r
+                .series
+                .into_iter()
+                .filter_map(|(labels, samples)| {
+                    let w = window_slice(&samples, bounds).to_vec();
+                    (!w.is_empty()).then_some(Series { labels, samples: w })
+                })
+                .collect();
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            QueryResult::Matrix(out)
+        }
+    })
+}
+
+/// Whether the plan's top operator defines the order of an instant result.
+fn preserves_order(plan: &Plan) -> bool {
+    matches!(
+        plan,
+        Plan::VectorFunction { func: VectorFn::Sort | VectorFn::SortDesc, .. }
+            | Plan::Aggregate { op: AggOp::Topk | AggOp::Bottomk, .. }
+    )
+}
+
+/// The samples of `samples` (sorted by time) inside `bounds`.
+fn window_slice(samples: &[Sample], b: WindowBounds) -> &[Sample] {
+    let lo = samples.partition_point(|s| s.t <= b.start);
+    let hi = samples.partition_point(|s| s.t <= b.end);
+    &samples[lo..hi.max(lo)]
+}
+
+impl Ctx<'_> {
+    fn check_deadline(&self) -> Result<(), Error> {
+        match self.opts.deadline {
+            Some(d) if Instant::now() > d => Err(Error::Timeout("expression evaluation")),
+            _ => Ok(()),
+        }
+    }
+
+    fn count_samples(&mut self, n: usize) -> Result<(), Error> {
+        self.samples_loaded += n;
+        if self.samples_loaded > self.opts.max_samples {
+            return Err(Error::TooManySamples("query execution"));
+        }
+        Ok(())
+    }
+
+    fn anchored_span(&self, shift: &TimeShift) -> (i64, i64) {
+        let (first, last) = (self.steps[0], *self.steps.last().unwrap_or(&self.steps[0]));
+        let a = shift.apply(first, self.opts.start, self.opts.end);
+        let b = shift.apply(last, self.opts.start, self.opts.end);
+        (a.min(b), a.max(b))
+    }
+
+    fn eval(&mut self, plan: &Plan) -> Result<Value, Error> {
+        self.check_deadline()?;
+        let n = self.steps.len();
+        Ok(match plan {
+            Plan::Number(v) => Value::Scalar(vec![*v; n]),
+            Plan::Str(s) => Value::Str(s.clone()),
+            Plan::Time => Value::Scalar(self.steps.iter().map(|&t| t as f64 / 1000.0).collect()),
+            Plan::Select { matchers, shift } => Value::Vector(self.select(matchers, shift, false)?),
+            Plan::Window { matchers, range_ms, shift } => {
+                let (lo, hi) = self.anchored_span(shift);
+                let series = self.querier.select(matchers, lo - range_ms + 1, hi)?;
+                let mut out = Vec::with_capacity(series.len());
+                for s in series {
+                    let samples: Vec<Sample> = s.samples.into_iter().filter(|x| !is_stale_nan(x.v)).collect();
+                    self.count_samples(samples.len())?;
+                    out.push((s.labels, samples));
+                }
+                Value::Range(RangeValue { series: out, range_ms: *range_ms, shift: *shift })
+            }
+            Plan::SubWindow { input, range_ms, step_ms, shift } => {
+                self.subquery(input, *range_ms, *step_ms, shift)?
+            }
+            Plan::WindowFunction { func, input, args } => self.window_function(*func, input, args)?,
+            Plan::Map { func, input, args } => self.map(*func, input, args)?,
+            Plan::VectorFunction { func, input, args, labels } => {
+                self.vector_function(*func, input, args, labels)?
+            }
+            Plan::Aggregate { op, grouping, param, input } => {
+                self.aggregate(*op, grouping, param.as_deref(), input)?
+            }
+            Plan::Join { op, lhs, rhs, key, return_bool } => {
+                let l = self.eval_vector(lhs)?;
+                let r = self.eval_vector(rhs)?;
+                if op.is_set() {
+                    Value::Vector(set_op(*op, l, r, &key.grouping))
+                } else {
+                    Value::Vector(join(*op, l, r, &key.grouping, &key.card, *return_bool, n)?)
+                }
+            }
+            Plan::ScalarOp { op, lhs, rhs, return_bool } => self.scalar_op(*op, lhs, rhs, *return_bool)?,
+            Plan::Relabel { rule, input } => {
+                let v = self.eval_vector(input)?;
+                Value::Vector(relabel(rule, v)?)
+            }
+            Plan::ToVector(input) => {
+                let s = self.eval_scalar(input)?;
+                Value::Vector(vec![StepSeries {
+                    labels: Labels::new(),
+                    values: s.into_iter().map(Some).collect(),
+                }])
+            }
+        })
+    }
+
+    fn eval_vector(&mut self, plan: &Plan) -> Result<Vec<StepSeries>, Error> {
+        match self.eval(plan)? {
+            Value::Vector(v) => Ok(v),
+            _ => Err(Error::Plan(format!("expected instant vector, got {}", plan.kind().name()))),
+        }
+    }
+
+    fn eval_scalar(&mut self, plan: &Plan) -> Result<Vec<f64>, Error> {
+        match self.eval(plan)? {
+            Value::Scalar(v) => Ok(v),
+            _ => Err(Error::Plan(format!("expected scalar, got {}", plan.kind().name()))),
+        }
+    }
+
+    fn eval_range(&mut self, plan: &Plan) -> Result<RangeValue, Error> {
+        match self.eval(plan)? {
+            Value::Range(r) => Ok(r),
+            _ => Err(Error::Plan(format!("expected range vector, got {}", plan.kind().name()))),
+        }
+    }
+
+    /// Instant selection: per step, the newest sample in `(t - lookback, t]` unless it is a
+    /// staleness marker. With `timestamps`, the value is the sample's timestamp in seconds.
+    fn select(
+        &mut self,
+        matchers: &[Matcher],
+        shift: &TimeShift,
+        timestamps: bool,
+    ) -> Result<Vec<StepSeries>, Error> {
+        let (lo, hi) = self.anchored_span(shift);
+        let lookback = self.opts.lookback_ms;
+        let series = self.querier.select(matchers, lo - lookback + 1, hi)?;
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            self.count_samples(s.samples.len())?;
+            let mut values = Vec::with_capacity(self.steps.len());
+            let mut any = false;
+            for &step in &self.steps {
+                let t = shift.apply(step, self.opts.start, self.opts.end);
+                let idx = s.samples.partition_point(|x| x.t <= t);
+                let v = if idx == 0 {
+                    None
+                } else {
+                    let x = s.samples[idx - 1];
+                    if x.t <= t - lookback || is_stale_nan(x.v) {
+                        None
+                    } else if timestamps {
+                        Some(x.t as f64 / 1000.0)
+                    } else {
+                        Some(x.v)
+                    }
+                };
+                any |= v.is_some();
+                values.push(v);
+            }
+            if any {
+                out.push(StepSeries { labels: s.labels, values });
+            }
+        }
+        Ok(out)
+    }
+
+    fn subquery(
+        &mut self,
+        input: &Plan,
+        range_ms: i64,
+        step_ms: i64,
+        shift: &TimeShift,
+    ) -> Result<Value, Error> {
+        let (lo, hi) = self.anchored_span(shift);
+        let step = step_ms.max(1);
+        // inner steps are the multiples of the step inside (lo - range, hi]
+        let first = (lo - range_ms).div_euclid(step) * step + step;
+        let inner_opts = QueryOptions { start: first, end: hi, step, ..self.opts.clone() };
+        let mut inner = Ctx {
+            querier: self.querier,
+            steps: inner_opts.steps(),
+            opts: inner_opts,
+            samples_loaded: self.samples_loaded,
+        };
+        if inner.steps.is_empty() {
+            return Ok(Value::Range(RangeValue { series: vec![], range_ms, shift: *shift }));
+        }
+        let series: Vec<(Labels, Vec<Sample>)> = match inner.eval(input)? {
+            Value::Vector(v) => v
+                .into_iter()
+                .map(|s| {
+                    let samples = inner
+                        .steps
+                        .iter()
+                        .zip(s.values)
+                        .filter_map(|(&t, v)| v.map(|v| Sample { t, v }))
+                        .collect();
+                    (s.labels, samples)
+                })
+                .collect(),
+            Value::Scalar(v) => {
+                vec![(Labels::new(), inner.steps.iter().zip(v).map(|(&t, v)| Sample { t, v }).collect())]
+            }
+            _ => return Err(Error::Plan("subquery over a non-instant expression".into())),
+        };
+        self.samples_loaded = inner.samples_loaded;
+        Ok(Value::Range(RangeValue { series, range_ms, shift: *shift }))
+    }
+
+    fn window_function(&mut self, func: WindowFn, input: &Plan, args: &[Plan]) -> Result<Value, Error> {
+        let arg_vals: Vec<Vec<f64>> = args.iter().map(|a| self.eval_scalar(a)).collect::<Result<_, _>>()?;
+        let r = self.eval_range(input)?;
+        let n = self.steps.len();
+        if func == WindowFn::AbsentOverTime {
+            let mut values = vec![Some(1.0); n];
+            for (i, &step) in self.steps.iter().enumerate() {
+                let end = r.shift.apply(step, self.opts.start, self.opts.end);
+                let b = WindowBounds { start: end - r.range_ms, end };
+                if r.series.iter().any(|(_, s)| !window_slice(s, b).is_empty()) {
+                    values[i] = None;
+                }
+            }
+            return Ok(Value::Vector(vec![StepSeries { labels: absent_labels(input), values }]));
+        }
+        let keep_name = matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime);
+        let mut out = Vec::with_capacity(r.series.len());
+        let mut step_args = vec![0.0; arg_vals.len()];
+        for (mut labels, samples) in r.series {
+            let mut values = Vec::with_capacity(n);
+            let mut any = false;
+            for (i, &step) in self.steps.iter().enumerate() {
+                let end = r.shift.apply(step, self.opts.start, self.opts.end);
+                let b = WindowBounds { start: end - r.range_ms, end };
+                for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
+                    *a = vals[i];
+                }
+                let v = kernels::window(func, window_slice(&samples, b), b, &step_args);
+                any |= v.is_some();
+                values.push(v);
+            }
+            if any {
+                if !keep_name {
+                    labels.remove(METRIC_NAME);
+                }
+                out.push(StepSeries { labels, values });
+            }
+        }
+        if keep_name {
+            Ok(Value::Vector(out))
+        } else {
+            Ok(Value::Vector(merge_same_labels(out)?))
+        }
+    }
+
+    fn map(&mut self, func: MapFn, input: &Plan, args: &[Plan]) -> Result<Value, Error> {
+        let arg_vals: Vec<Vec<f64>> = args.iter().map(|a| self.eval_scalar(a)).collect::<Result<_, _>>()?;
+        if func == MapFn::Negate && input.kind() == ValueKind::Scalar {
+            return Ok(Value::Scalar(self.eval_scalar(input)?.into_iter().map(|v| -v).collect()));
+        }
+        if let (MapFn::Timestamp, Plan::Select { matchers, shift }) = (func, input) {
+            let mut v = self.select(matchers, shift, true)?;
+            for s in v.iter_mut() {
+                s.labels.remove(METRIC_NAME);
+            }
+            return Ok(Value::Vector(merge_same_labels(v)?));
+        }
+        let mut v = self.eval_vector(input)?;
+        let steps = self.steps.clone();
+        let mut step_args = vec![0.0; arg_vals.len()];
+        for s in v.iter_mut() {
+            for (i, val) in s.values.iter_mut().enumerate() {
+                if let Some(x) = val {
+                    for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
+                        *a = vals[i];
+                    }
+                    *x = kernels::map(func, *x, &step_args, steps[i]);
+                }
+            }
+            s.labels.remove(METRIC_NAME);
+        }
+        Ok(Value::Vector(merge_same_labels(v)?))
+    }
+
+    fn vector_function(
+        &mut self,
+        func: VectorFn,
+        input: &Plan,
+        args: &[Plan],
+        labels: &[(String, String)],
+    ) -> Result<Value, Error> {
+        let n = self.steps.len();
+        match func {
+            VectorFn::Absent => {
+                let v = self.eval_vector(input)?;
+                let values = (0..n)
+                    .map(|i| if v.iter().any(|s| s.values[i].is_some()) { None } else { Some(1.0) })
+                    .collect();
+                Ok(Value::Vector(vec![StepSeries {
+                    labels: Labels::from_pairs(labels.iter().cloned()),
+                    values,
+                }]))
+            }
+            VectorFn::Scalar => {
+                let v = self.eval_vector(input)?;
+                Ok(Value::Scalar(
+                    (0..n)
+                        .map(|i| {
+                            let mut it = v.iter().filter_map(|s| s.values[i]);
+                            match (it.next(), it.next()) {
+                                (Some(x), None) => x,
+                                _ => f64::NAN,
+                            }
+                        })
+                        .collect(),
+                ))
+            }
+            VectorFn::Sort | VectorFn::SortDesc => {
+                let mut v = self.eval_vector(input)?;
+                if n == 1 {
+                    let descending = func == VectorFn::SortDesc;
+                    v.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], descending));
+                }
+                Ok(Value::Vector(v))
+            }
+            VectorFn::HistogramQuantile => {
+                let q = self.eval_scalar(&args[0])?;
+                let v = self.eval_vector(input)?;
+                // group buckets by their labels without `le` (and the metric name)
+                let mut groups: HashMap<Labels, Vec<(f64, usize)>> = HashMap::new();
+                for (idx, s) in v.iter().enumerate() {
+                    let le = s.labels.get("le");
+                    let Ok(ub) = parse_le(le) else { continue };
+                    let mut key = s.labels.clone();
+                    key.remove("le");
+                    key.remove(METRIC_NAME);
+                    groups.entry(key).or_default().push((ub, idx));
+                }
+                let mut out = Vec::with_capacity(groups.len());
+                for (labels, members) in groups {
+                    let mut values = Vec::with_capacity(n);
+                    let mut buckets = Vec::with_capacity(members.len());
+                    for (i, &qv) in q.iter().enumerate() {
+                        buckets.clear();
+                        buckets.extend(
+                            members.iter().filter_map(|&(ub, idx)| v[idx].values[i].map(|c| (ub, c))),
+                        );
+                        values.push(if buckets.is_empty() {
+                            None
+                        } else {
+                            Some(kernels::bucket_quantile(qv, &mut buckets))
+                        });
+                    }
+                    out.push(StepSeries { labels, values });
+                }
+                Ok(Value::Vector(out))
+            }
+        }
+    }
+
+    fn aggregate(
+        &mut self,
+        op: AggOp,
+        grouping: &Grouping,
+        param: Option<&Plan>,
+        input: &Plan,
+    ) -> Result<Value, Error> {
+        let n = self.steps.len();
+        let (param_num, param_str) = match (op, param) {
+            (AggOp::CountValues, Some(p)) => match self.eval(p)? {
+                Value::Str(s) => (vec![], s),
+                _ => return Err(Error::Plan("count_values needs a string parameter".into())),
+            },
+            (_, Some(p)) => (self.eval_scalar(p)?, String::new()),
+            _ => (vec![], String::new()),
+        };
+        let v = self.eval_vector(input)?;
+        if op == AggOp::CountValues && !valid_label_name(&param_str) {
+            return Err(Error::Execution(format!("invalid label name {param_str:?}")));
+        }
+        // group index of each input series
+        let mut group_of = Vec::with_capacity(v.len());
+        let mut groups: Vec<Labels> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        for s in &v {
+            let key = group_labels(&s.labels, grouping);
+            let g = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push(key);
+                groups.len() - 1
+            });
+            group_of.push(g);
+        }
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+        for (i, &g) in group_of.iter().enumerate() {
+            members[g].push(i);
+        }
+        match op {
+            AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
+                let mut keep = vec![vec![None; n]; v.len()];
+                for step in 0..n {
+                    let k = param_num[step];
+                    if k.is_nan() {
+                        return Err(Error::Execution("Parameter value is NaN".into()));
+                    }
+                    let k = if k >= 1.0 { k.min(1e9) as usize } else { 0 };
+                    for m in &members {
+                        let mut present: Vec<usize> =
+                            m.iter().copied().filter(|&i| v[i].values[step].is_some()).collect();
+                        if op != AggOp::Limitk {
+                            present.sort_by(|&a, &b| {
+                                cmp_nan_last(v[a].values[step], v[b].values[step], op == AggOp::Topk)
+                            });
+                        }
+                        for &i in present.iter().take(k) {
+                            keep[i][step] = v[i].values[step];
+                        }
+                    }
+                }
+                let mut out: Vec<StepSeries> = v
+                    .into_iter()
+                    .zip(keep)
+                    .filter(|(_, k)| k.iter().any(|x| x.is_some()))
+                    .map(|(s, values)| StepSeries { labels: s.labels, values })
+                    .collect();
+                if n == 1 {
+                    out.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], op == AggOp::Topk));
+                }
+                Ok(Value::Vector(out))
+            }
+            AggOp::CountValues => {
+                let mut out: HashMap<Labels, Vec<Option<f64>>> = HashMap::new();
+                for (g, m) in members.iter().enumerate() {
+                    for &i in m {
+                        for step in 0..n {
+                            if let Some(x) = v[i].values[step] {
+                                let mut l = groups[g].clone();
+                                l.set(&param_str, &crate::format::format_value(x));
+                                let e = out.entry(l).or_insert_with(|| vec![None; n]);
+                                e[step] = Some(e[step].unwrap_or(0.0) + 1.0);
+                            }
+                        }
+                    }
+                }
+                Ok(Value::Vector(
+                    out.into_iter().map(|(labels, values)| StepSeries { labels, values }).collect(),
+                ))
+            }
+            _ => {
+                let mut out = Vec::with_capacity(groups.len());
+                let mut buf: Vec<f64> = Vec::new();
+                for (g, m) in members.iter().enumerate() {
+                    let mut values = Vec::with_capacity(n);
+                    for step in 0..n {
+                        buf.clear();
+                        buf.extend(m.iter().filter_map(|&i| v[i].values[step]));
+                        if buf.is_empty() {
+                            values.push(None);
+                            continue;
+                        }
+                        let p = param_num.get(step).copied().unwrap_or(f64::NAN);
+                        values.push(Some(aggregate_values(op, &mut buf, p)));
+                    }
+                    out.push(StepSeries { labels: groups[g].clone(), values });
+                }
+                Ok(Value::Vector(out))
+            }
+        }
+    }
+
+    fn scalar_op(&mut self, op: BinOp, lhs: &Plan, rhs: &Plan, return_bool: bool) -> Result<Value, Error> {
+        let (lk, rk) = (lhs.kind(), rhs.kind());
+        if lk == ValueKind::Scalar && rk == ValueKind::Scalar {
+            let l = self.eval_scalar(lhs)?;
+            let r = self.eval_scalar(rhs)?;
+            return Ok(Value::Scalar(l.into_iter().zip(r).map(|(a, b)| kernels::binary(op, a, b)).collect()));
+        }
+        let scalar_left = lk == ValueKind::Scalar;
+        let (vec_plan, sc_plan) = if scalar_left { (rhs, lhs) } else { (lhs, rhs) };
+        let sc = self.eval_scalar(sc_plan)?;
+        let mut v = self.eval_vector(vec_plan)?;
+        let drop_name = !op.is_comparison() || return_bool;
+        for s in v.iter_mut() {
+            for (i, val) in s.values.iter_mut().enumerate() {
+                if let Some(x) = *val {
+                    let (a, b) = if scalar_left { (sc[i], x) } else { (x, sc[i]) };
+                    let r = kernels::binary(op, a, b);
+                    *val = if op.is_comparison() {
+                        if return_bool {
+                            Some(r)
+                        } else if r == 1.0 {
+                            Some(x)
+                        } else {
+                            None
+                        }
+                    } else {
+                        Some(r)
+                    };
+                }
+            }
+            if drop_name {
+                s.labels.remove(METRIC_NAME);
+            }
+        }
+        v.retain(|s| s.values.iter().any(|x| x.is_some()));
+        if drop_name {
+            Ok(Value::Vector(merge_same_labels(v)?))
+        } else {
+            Ok(Value::Vector(v))
+        }
+    }
+}
+
+/// Orders values ascending or descending with NaN (and absent values) last either way, as
+/// Prometheus's `sort`, `topk` and `bottomk` do.
+fn cmp_nan_last(a: Option<f64>, b: Option<f64>, descending: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (x, y) = (a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN));
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if descending => y.total_cmp(&x),
+        _ => x.total_cmp(&y),
+    }
+}
+
+fn parse_le(s: &str) -> Result<f64, ()> {
+    match s.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        other => other.parse::<f64>().map_err(|_| ()),
+    }
+}
+
+fn valid_label_name(s: &str) -> bool {
+    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
+}
+
+/// The labels `absent`/`absent_over_time` report: the equality matchers of a plain selection.
+pub fn absent_labels(input: &Plan) -> Labels {
+    let matchers = match input {
+        Plan::Select { matchers, .. } | Plan::Window { matchers, .. } => matchers,
+        _ => return Labels::new(),
+    };
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for m in matchers {
+        *seen.entry(m.name.as_str()).or_default() += 1;
+    }
+    Labels::from_pairs(
+        matchers
+            .iter()
+            .filter(|m| {
+                m.op == promflow_storage::MatchOp::Equal
+                    && m.name != METRIC_NAME
+                    && seen[m.name.as_str()] == 1
+            })
+            .map(|m| (m.name.clone(), m.value.clone())),
+    )
+}
+
+fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
+    match op {
+        AggOp::Sum => kernels::kahan_sum(vals.iter().copied()),
+        AggOp::Avg => kernels::mean(vals.iter().copied()),
+        AggOp::Min => vals.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }),
+        AggOp::Max => vals.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a }),
+        AggOp::Count => vals.len() as f64,
+        AggOp::Group => 1.0,
+        AggOp::Stddev => kernels::variance(vals.iter().copied()).sqrt(),
+        AggOp::Stdvar => kernels::variance(vals.iter().copied()),
+        AggOp::Quantile => kernels::quantile(param, vals),
+        AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio | AggOp::CountValues => f64::NAN,
+    }
+}
+
+/// The labels that identify a series' group: the `by` labels, or all but the `without`
+/// labels and the metric name.
+fn group_labels(l: &Labels, g: &Grouping) -> Labels {
+    match g {
+        Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
+        Grouping::Without(names) => {
+            let mut out = l.clone();
+            out.retain(|x| x.name != METRIC_NAME && !names.iter().any(|n| n == &x.name));
+            out
+        }
+    }
+}
+
+/// Merges series that ended up with identical labels (after dropping the metric name);
+/// two values at the same step are Prometheus's duplicate-labelset error.
+fn merge_same_labels(v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(v.len());
+    let mut out: Vec<StepSeries> = Vec::with_capacity(v.len());
+    for s in v {
+        match index.get(&s.labels) {
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+            Some(&i) => {
+                let target = &mut out[i];
+                for (a, b) in target.values.iter_mut().zip(s.values) {
+                    match (&a, b) {
+                        (Some(_), Some(_)) => {
+                            return Err(Error::Execution(
+                                "vector cannot contain metrics with the same labelset".into(),
+                            ))
+                        }
+                        (None, Some(x)) => *a = Some(x),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Vec<StepSeries> {
+    let n = l.first().or(r.first()).map(|s| s.values.len()).unwrap_or(0);
+    let sig = |s: &StepSeries| join_signature(&s.labels, g);
+    // per signature, at which steps the other side has a value
+    let mut rsig: HashMap<Labels, Vec<bool>> = HashMap::new();
+    for s in &r {
+        let e = rsig.entry(sig(s)).or_insert_with(|| vec![false; n]);
+        for (i, v) in s.values.iter().enumerate() {
+            e[i] |= v.is_some();
+        }
+    }
+    match op {
+        BinOp::And | BinOp::Unless => {
+            let want = op == BinOp::And;
+            l.into_iter()
+                .map(|mut s| {
+                    let present = rsig.get(&sig(&s));
+                    for (i, v) in s.values.iter_mut().enumerate() {
+                        let has = present.is_some_and(|p| p[i]);
+                        if has != want {
+                            *v = None;
+                        }
+                    }
+                    s
+                })
+                .filter(|s| s.values.iter().any(|x| x.is_some()))
+                .collect()
+        }
+        _ => {
+            let mut lsig: HashMap<Labels, Vec<bool>> = HashMap::new();
+            for s in &l {
+                let e = lsig.entry(sig(s)).or_insert_with(|| vec![false; n]);
+                for (i, v) in s.values.iter().enumerate() {
+                    e[i] |= v.is_some();
+                }
+            }
+            let mut out = l;
+            for mut s in r {
+                if let Some(p) = lsig.get(&sig(&s)) {
+                    for (i, v) in s.values.iter_mut().enumerate() {
+                        if p[i] {
+                            *v = None;
+                        }
+                    }
+                }
+                if s.values.iter().any(|x| x.is_some()) {
+                    out.push(s);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The labels two series are matched on: `on` labels, or all but `ignoring` labels and the
+/// metric name.
+fn join_signature(l: &Labels, g: &Grouping) -> Labels {
+    match g {
+        Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
+        Grouping::Without(names) => {
+            let mut out = l.clone();
+            out.retain(|x| x.name != METRIC_NAME && !names.iter().any(|n| n == &x.name));
+            out
+        }
+    }
+}
+
+fn join(
+    op: BinOp,
+    lhs: Vec<StepSeries>,
+    rhs: Vec<StepSeries>,
+    g: &Grouping,
+    card: &Cardinality,
+    return_bool: bool,
+    n: usize,
+) -> Result<Vec<StepSeries>, Error> {
+    // "many" is the side whose labels the result keeps; "one" must be unique per signature.
+    let swapped = matches!(card, Cardinality::OneToMany(_));
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let include: &[String] = match card {
+        Cardinality::ManyToOne(l) | Cardinality::OneToMany(l) => l,
+        _ => &[],
+    };
+    let one_to_one = matches!(card, Cardinality::OneToOne);
+    let one_sigs: Vec<Labels> = one.iter().map(|s| join_signature(&s.labels, g)).collect();
+    let mut by_sig: HashMap<&Labels, Vec<usize>> = HashMap::new();
+    for (i, s) in one_sigs.iter().enumerate() {
+        by_sig.entry(s).or_default().push(i);
+    }
+    let drop_name = !op.is_comparison() || return_bool;
+    let mut out_index: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<StepSeries> = Vec::new();
+    // for one-to-one: which many-side series matched a signature at a step
+    let mut seen_many: HashMap<(Labels, usize), ()> = HashMap::new();
+    for m in &many {
+        let sig = join_signature(&m.labels, g);
+        let Some(candidates) = by_sig.get(&sig) else { continue };
+        for step in 0..n {
+            let Some(mv) = m.values[step] else { continue };
+            let mut matched = candidates.iter().filter(|&&i| one[i].values[step].is_some());
+            let Some(&oi) = matched.next() else { continue };
+            if matched.next().is_some() {
+                let side = if swapped { "left" } else { "right" };
+                return Err(Error::Execution(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    sig,
+                    candidates.iter().filter(|&&i| one[i].values[step].is_some()).map(|&i| one[i].labels.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if one_to_one && seen_many.insert((sig.clone(), step), ()).is_some() {
+                return Err(Error::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
+            let ov = one[oi].values[step].unwrap_or(f64::NAN);
+            let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
+            let r = kernels::binary(op, lv, rv);
+            let value = if op.is_comparison() {
+                if return_bool {
+                    r
+                } else if r == 1.0 {
+                    lv
+                } else {
+                    continue;
+                }
+            } else {
+                r
+            };
+            let labels = result_labels(&m.labels, &one[oi].labels, g, one_to_one, include, drop_name);
+            let idx = match out_index.get(&labels) {
+                Some(&i) => i,
+                None => {
+                    out_index.insert(labels.clone(), out.len());
+                    out.push(StepSeries { labels, values: vec![None; n] });
+                    out.len() - 1
+                }
+            };
+            if out[idx].values[step].is_some() {
+                return Err(Error::Execution(
+                    "multiple matches for labels: grouping labels must ensure unique matches".into(),
+                ));
+            }
+            out[idx].values[step] = Some(value);
+        }
+    }
+    Ok(out)
+}
+
+fn result_labels(
+    many: &Labels,
+    one: &Labels,
+    g: &Grouping,
+    one_to_one: bool,
+    include: &[String],
+    drop_name: bool,
+) -> Labels {
+    let mut l = many.clone();
+    if drop_name {
+        l.remove(METRIC_NAME);
+    }
+    if one_to_one {
+        match g {
+            Grouping::By(names) => l.retain(|x| names.iter().any(|n| n == &x.name)),
+            Grouping::Without(names) => l.retain(|x| !names.iter().any(|n| n == &x.name)),
+        }
+    }
+    for name in include {
+        l.set(name, one.get(name));
+    }
+    l
+}
+
+fn relabel(rule: &Relabel, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
+    match rule {
+        Relabel::DropName => {
+            for s in v.iter_mut() {
+                s.labels.remove(METRIC_NAME);
+            }
+        }
+        Relabel::Replace { dst, replacement, src, regex } => {
+            let re = promflow_storage::re2::compile_anchored(regex).map_err(|e| {
+                Error::Execution(format!("invalid regular expression in label_replace(): {e}"))
+            })?;
+            for s in v.iter_mut() {
+                let value = s.labels.get(src).to_string();
+                if let Some(caps) = re.captures(&value) {
+                    let mut out = String::new();
+                    // Go's `Expand` and the regex crate's agree on `$1`, `${1}`, `$name`, and `$1x`.
+                    caps.expand(replacement, &mut out);
+                    s.labels.set(dst, &out);
+                }
+            }
+        }
+        Relabel::Join { dst, separator, src } => {
+            for s in v.iter_mut() {
+                let joined: Vec<&str> = src.iter().map(|n| s.labels.get(n)).collect();
+                let joined = joined.join(separator);
+                s.labels.set(dst, &joined);
+            }
+        }
+    }
+    merge_same_labels(v)
+}

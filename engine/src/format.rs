@@ -1,0 +1,60 @@
+//! Number and time formatting as Prometheus's API prints them.
+
+/// Formats a sample value like Go's `strconv.FormatFloat(v, 'f', -1, 64)`, with Prometheus's
+/// spellings of the special values: `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        // Rust's shortest round-trip form never uses an exponent for `{}`, like Go's 'f', -1.
+        format!("{v}")
+    }
+}
+
+/// Formats a millisecond timestamp as seconds with at most three decimals and no trailing
+/// zeros (`1700000000`, `1700000000.5`), as a JSON number.
+pub fn format_timestamp(ms: i64) -> String {
+    let neg = ms < 0;
+    let abs = ms.unsigned_abs();
+    let (secs, frac) = (abs / 1000, abs % 1000);
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    out.push_str(&secs.to_string());
+    if frac != 0 {
+        let f = format!("{frac:03}");
+        out.push('.');
+        out.push_str(f.trim_end_matches('0'));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_like_go() {
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(1e-7), "0.0000001");
+        assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_value(-0.0), "-0");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(2.0), "2");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(format_timestamp(1_700_000_000_000), "1700000000");
+        assert_eq!(format_timestamp(1_700_000_000_500), "1700000000.5");
+        assert_eq!(format_timestamp(1_795_333_714_928), "1795333714.928");
+        assert_eq!(format_timestamp(-1_500), "-1.5");
+    }
+}

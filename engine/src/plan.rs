@@ -1,0 +1,618 @@
+//! The plan IR: one logical plan that every front end compiles to and both executors run.
+//!
+//! Nodes are time-series and relational operators, not query-language syntax. Every node
+//! produces one of four kinds of value, evaluated at each step of a query:
+//!
+//! * [`ValueKind::Scalar`]: one number per step;
+//! * [`ValueKind::Instant`]: a set of labelled series with at most one value per step;
+//! * [`ValueKind::Range`]: a set of labelled series with, per step, the samples of a window;
+//! * [`ValueKind::String`]: a constant string.
+//!
+//! See `docs/architecture.md` for the operator catalogue and the `EXPLAIN` text form that
+//! [`Plan`]'s `Display` prints.
+
+use std::fmt;
+
+use promflow_storage::Matcher;
+
+/// The kind of value a plan node produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// One number per step.
+    Scalar,
+    /// Labelled series, one value per step.
+    Instant,
+    /// Labelled series, a window of samples per step.
+    Range,
+    /// A constant string.
+    String,
+}
+
+impl ValueKind {
+    /// The name Prometheus uses in messages ("scalar", "instant vector", …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueKind::Scalar => "scalar",
+            ValueKind::Instant => "instant vector",
+            ValueKind::Range => "range vector",
+            ValueKind::String => "string",
+        }
+    }
+}
+
+/// Where a selection is anchored in time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimeAnchor {
+    /// At each evaluation step (the default).
+    Step,
+    /// At a fixed time in milliseconds (`@ <t>`, `@ start()`, `@ end()` resolved at lowering).
+    Fixed(i64),
+    /// At the query's start.
+    Start,
+    /// At the query's end.
+    End,
+}
+
+/// How a node's time is shifted and anchored: `at` picks the base time, then `offset_ms`
+/// is subtracted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeShift {
+    /// Milliseconds subtracted from the anchor (negative moves forward).
+    pub offset_ms: i64,
+    /// The anchor.
+    pub at: TimeAnchor,
+}
+
+impl Default for TimeShift {
+    fn default() -> Self {
+        TimeShift { offset_ms: 0, at: TimeAnchor::Step }
+    }
+}
+
+impl TimeShift {
+    /// The time at which a node with this shift is read when evaluated at `step`.
+    pub fn apply(&self, step: i64, query_start: i64, query_end: i64) -> i64 {
+        let base = match self.at {
+            TimeAnchor::Step => step,
+            TimeAnchor::Fixed(t) => t,
+            TimeAnchor::Start => query_start,
+            TimeAnchor::End => query_end,
+        };
+        base - self.offset_ms
+    }
+
+    /// Whether the shift is the identity.
+    pub fn is_identity(&self) -> bool {
+        self.offset_ms == 0 && self.at == TimeAnchor::Step
+    }
+}
+
+/// Functions over the window of samples of each series (range vector → instant vector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WindowFn {
+    /// Per-second rate of a counter, extrapolated.
+    Rate,
+    /// Increase of a counter, extrapolated.
+    Increase,
+    /// Difference of a gauge, extrapolated.
+    Delta,
+    /// Per-second rate from the last two samples.
+    Irate,
+    /// Difference of the last two samples.
+    Idelta,
+    /// Least-squares slope.
+    Deriv,
+    /// Least-squares prediction `t` seconds ahead (scalar argument).
+    PredictLinear,
+    /// Number of value changes.
+    Changes,
+    /// Number of counter resets.
+    Resets,
+    /// Mean of the window.
+    AvgOverTime,
+    /// Minimum of the window.
+    MinOverTime,
+    /// Maximum of the window.
+    MaxOverTime,
+    /// Sum of the window.
+    SumOverTime,
+    /// Sample count of the window.
+    CountOverTime,
+    /// Last value of the window.
+    LastOverTime,
+    /// 1 for each series with a sample in the window.
+    PresentOverTime,
+    /// Population standard deviation of the window.
+    StddevOverTime,
+    /// Population variance of the window.
+    StdvarOverTime,
+    /// φ-quantile of the window (scalar argument first).
+    QuantileOverTime,
+    /// 1 when the selection has no sample in the window.
+    AbsentOverTime,
+    /// Timestamp of the first sample in the window (experimental).
+    TsOfMinOverTime,
+    /// Timestamp of the maximum sample (experimental).
+    TsOfMaxOverTime,
+    /// Timestamp of the last sample (experimental).
+    TsOfLastOverTime,
+    /// Median absolute deviation (experimental).
+    MadOverTime,
+    /// First value of the window (experimental).
+    FirstOverTime,
+    /// Double exponential smoothing with smoothing and trend factors.
+    DoubleExponentialSmoothing,
+}
+
+/// Functions applied to each series' value at each step (instant vector → instant vector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapFn {
+    /// `abs`
+    Abs,
+    /// `ceil`
+    Ceil,
+    /// `floor`
+    Floor,
+    /// `exp`
+    Exp,
+    /// `sqrt`
+    Sqrt,
+    /// `ln`
+    Ln,
+    /// `log2`
+    Log2,
+    /// `log10`
+    Log10,
+    /// `sgn`
+    Sgn,
+    /// `round` (optional scalar `to_nearest`)
+    Round,
+    /// `clamp(min, max)`
+    Clamp,
+    /// `clamp_min(min)`
+    ClampMin,
+    /// `clamp_max(max)`
+    ClampMax,
+    /// Trigonometric and hyperbolic functions.
+    Trig(TrigFn),
+    /// Calendar functions of the value taken as seconds (or the step time when no argument).
+    Date(DateFn),
+    /// `timestamp`: the sample's own timestamp in seconds.
+    Timestamp,
+    /// Unary minus.
+    Negate,
+}
+
+/// Trigonometric functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum TrigFn {
+    Acos,
+    Acosh,
+    Asin,
+    Asinh,
+    Atan,
+    Atanh,
+    Cos,
+    Cosh,
+    Sin,
+    Sinh,
+    Tan,
+    Tanh,
+    Deg,
+    Rad,
+}
+
+/// Calendar functions (UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum DateFn {
+    DayOfMonth,
+    DayOfWeek,
+    DayOfYear,
+    DaysInMonth,
+    Hour,
+    Minute,
+    Month,
+    Year,
+}
+
+/// Aggregation operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum AggOp {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Group,
+    Stddev,
+    Stdvar,
+    Topk,
+    Bottomk,
+    Quantile,
+    CountValues,
+    Limitk,
+    LimitRatio,
+}
+
+/// Which labels an aggregation or join keys on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    /// Keep exactly these labels.
+    By(Vec<String>),
+    /// Drop these labels (and the metric name).
+    Without(Vec<String>),
+}
+
+/// Binary operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    /// Whether the operator is a comparison (filters unless `bool`).
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le)
+    }
+
+    /// Whether the operator is a set operator (`and`, `or`, `unless`).
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+
+    /// The operator's symbol.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Mod => "%",
+            BinOp::Pow => "^",
+            BinOp::Atan2 => "atan2",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Gt => ">",
+            BinOp::Lt => "<",
+            BinOp::Ge => ">=",
+            BinOp::Le => "<=",
+            BinOp::And => "and",
+            BinOp::Or => "or",
+            BinOp::Unless => "unless",
+        }
+    }
+}
+
+/// Which side of a join may have many series per match group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cardinality {
+    /// Each group has at most one series per side.
+    OneToOne,
+    /// Many on the left; the listed labels are copied from the right.
+    ManyToOne(Vec<String>),
+    /// Many on the right; the listed labels are copied from the left.
+    OneToMany(Vec<String>),
+    /// Set operators.
+    ManyToMany,
+}
+
+/// The join key and cardinality of a vector–vector operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinKey {
+    /// `on(...)` (By) or `ignoring(...)` (Without).
+    pub grouping: Grouping,
+    /// Cardinality.
+    pub card: Cardinality,
+}
+
+/// Label rewrites that keep values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Relabel {
+    /// `label_replace(v, dst, replacement, src, regex)`.
+    Replace {
+        /// Destination label.
+        dst: String,
+        /// Replacement template (`$1`, `${name}`).
+        replacement: String,
+        /// Source label.
+        src: String,
+        /// Fully anchored regex over the source value.
+        regex: String,
+    },
+    /// `label_join(v, dst, separator, src...)`.
+    Join {
+        /// Destination label.
+        dst: String,
+        /// Separator between values.
+        separator: String,
+        /// Source labels, in order.
+        src: Vec<String>,
+    },
+    /// Removes the metric name.
+    DropName,
+}
+
+/// Functions that shape a whole vector rather than each value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VectorFn {
+    /// 1 with no labels when the input is empty at a step (labels come from the plan).
+    Absent,
+    /// Sort ascending by value (instant queries only).
+    Sort,
+    /// Sort descending by value.
+    SortDesc,
+    /// `histogram_quantile(φ, buckets)` over classic `le` buckets.
+    HistogramQuantile,
+    /// The only element's value as a scalar, NaN otherwise.
+    Scalar,
+}
+
+/// A node of the logical plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// A constant number at every step.
+    Number(f64),
+    /// A constant string.
+    Str(String),
+    /// The evaluation time in seconds at every step.
+    Time,
+    /// Instant selection: the newest sample within the lookback window of each step.
+    Select {
+        /// Label matchers (all must hold).
+        matchers: Vec<Matcher>,
+        /// Time shift.
+        shift: TimeShift,
+    },
+    /// Range selection: the samples within `(t - range, t]` of each step.
+    Window {
+        /// Label matchers.
+        matchers: Vec<Matcher>,
+        /// Window length in milliseconds.
+        range_ms: i64,
+        /// Time shift.
+        shift: TimeShift,
+    },
+    /// Evaluates an instant-valued plan at sub-steps to form windows (a subquery).
+    SubWindow {
+        /// The inner instant plan.
+        input: Box<Plan>,
+        /// Window length in milliseconds.
+        range_ms: i64,
+        /// Inner resolution in milliseconds.
+        step_ms: i64,
+        /// Time shift.
+        shift: TimeShift,
+    },
+    /// A window function applied to each series of a range-valued input.
+    WindowFunction {
+        /// The function.
+        func: WindowFn,
+        /// The range-valued input.
+        input: Box<Plan>,
+        /// Scalar arguments (before or after the window, per the function).
+        args: Vec<Plan>,
+    },
+    /// A value function applied to each element of an instant vector.
+    Map {
+        /// The function.
+        func: MapFn,
+        /// The instant input.
+        input: Box<Plan>,
+        /// Scalar arguments.
+        args: Vec<Plan>,
+    },
+    /// A function of a whole instant vector.
+    VectorFunction {
+        /// The function.
+        func: VectorFn,
+        /// The instant input.
+        input: Box<Plan>,
+        /// Scalar arguments.
+        args: Vec<Plan>,
+        /// Labels of the output (for `absent`).
+        labels: Vec<(String, String)>,
+    },
+    /// Groups series by labels and aggregates each group at each step.
+    Aggregate {
+        /// The operator.
+        op: AggOp,
+        /// Grouping labels.
+        grouping: Grouping,
+        /// The parameter (k, φ, label name).
+        param: Option<Box<Plan>>,
+        /// The instant input.
+        input: Box<Plan>,
+    },
+    /// Vector–vector operation: match series on labels, combine values.
+    Join {
+        /// The operator.
+        op: BinOp,
+        /// Left input.
+        lhs: Box<Plan>,
+        /// Right input.
+        rhs: Box<Plan>,
+        /// How series are matched.
+        key: JoinKey,
+        /// Comparison returns 0/1 instead of filtering.
+        return_bool: bool,
+    },
+    /// Vector–scalar or scalar–scalar operation applied per element.
+    ScalarOp {
+        /// The operator.
+        op: BinOp,
+        /// Left input.
+        lhs: Box<Plan>,
+        /// Right input.
+        rhs: Box<Plan>,
+        /// Comparison returns 0/1 instead of filtering.
+        return_bool: bool,
+    },
+    /// Rewrites labels of every series.
+    Relabel {
+        /// The rewrite.
+        rule: Relabel,
+        /// The instant input.
+        input: Box<Plan>,
+    },
+    /// Turns a scalar into a one-element vector with no labels (`vector(s)`).
+    ToVector(Box<Plan>),
+}
+
+impl Plan {
+    /// The kind of value this node produces.
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            Plan::Number(_) | Plan::Time => ValueKind::Scalar,
+            Plan::Str(_) => ValueKind::String,
+            Plan::Window { .. } | Plan::SubWindow { .. } => ValueKind::Range,
+            Plan::VectorFunction { func: VectorFn::Scalar, .. } => ValueKind::Scalar,
+            Plan::ScalarOp { lhs, rhs, .. } => {
+                if lhs.kind() == ValueKind::Scalar && rhs.kind() == ValueKind::Scalar {
+                    ValueKind::Scalar
+                } else {
+                    ValueKind::Instant
+                }
+            }
+            Plan::Map { func: MapFn::Negate, input, .. } if input.kind() == ValueKind::Scalar => {
+                ValueKind::Scalar
+            }
+            _ => ValueKind::Instant,
+        }
+    }
+
+    /// The children of the node, in evaluation order.
+    pub fn children(&self) -> Vec<&Plan> {
+        match self {
+            Plan::Number(_) | Plan::Str(_) | Plan::Time | Plan::Select { .. } | Plan::Window { .. } => vec![],
+            Plan::SubWindow { input, .. } | Plan::Relabel { input, .. } | Plan::ToVector(input) => {
+                vec![input]
+            }
+            Plan::WindowFunction { input, args, .. }
+            | Plan::Map { input, args, .. }
+            | Plan::VectorFunction { input, args, .. } => {
+                let mut v: Vec<&Plan> = args.iter().collect();
+                v.push(input);
+                v
+            }
+            Plan::Aggregate { param, input, .. } => {
+                let mut v: Vec<&Plan> = param.iter().map(|p| p.as_ref()).collect();
+                v.push(input);
+                v
+            }
+            Plan::Join { lhs, rhs, .. } | Plan::ScalarOp { lhs, rhs, .. } => vec![lhs, rhs],
+        }
+    }
+
+    /// The longest look-back any selection in the plan needs, in milliseconds (windows plus
+    /// offsets), not counting the lookback delta.
+    pub fn max_window_ms(&self) -> i64 {
+        let own = match self {
+            Plan::Window { range_ms, shift, .. } => range_ms + shift.offset_ms.max(0),
+            Plan::Select { shift, .. } => shift.offset_ms.max(0),
+            Plan::SubWindow { range_ms, shift, input, .. } => {
+                range_ms + shift.offset_ms.max(0) + input.max_window_ms()
+            }
+            _ => 0,
+        };
+        self.children().iter().map(|c| c.max_window_ms()).max().unwrap_or(0).max(own)
+    }
+
+    fn explain_line(&self) -> String {
+        match self {
+            Plan::Number(n) => format!("Number {}", crate::format::format_value(*n)),
+            Plan::Str(s) => format!("String {s:?}"),
+            Plan::Time => "Time".into(),
+            Plan::Select { matchers, shift } => {
+                format!("Select {}{}", fmt_matchers(matchers), fmt_shift(shift))
+            }
+            Plan::Window { matchers, range_ms, shift } => {
+                format!("Window {} range={}ms{}", fmt_matchers(matchers), range_ms, fmt_shift(shift))
+            }
+            Plan::SubWindow { range_ms, step_ms, shift, .. } => {
+                format!("SubWindow range={range_ms}ms step={step_ms}ms{}", fmt_shift(shift))
+            }
+            Plan::WindowFunction { func, .. } => format!("WindowFunction {func:?}"),
+            Plan::Map { func, .. } => format!("Map {func:?}"),
+            Plan::VectorFunction { func, labels, .. } => {
+                if labels.is_empty() {
+                    format!("VectorFunction {func:?}")
+                } else {
+                    format!("VectorFunction {func:?} labels={labels:?}")
+                }
+            }
+            Plan::Aggregate { op, grouping, .. } => format!("Aggregate {op:?} {}", fmt_grouping(grouping)),
+            Plan::Join { op, key, return_bool, .. } => format!(
+                "Join {} {} card={:?}{}",
+                op.symbol(),
+                fmt_grouping(&key.grouping),
+                key.card,
+                if *return_bool { " bool" } else { "" }
+            ),
+            Plan::ScalarOp { op, return_bool, .. } => {
+                format!("ScalarOp {}{}", op.symbol(), if *return_bool { " bool" } else { "" })
+            }
+            Plan::Relabel { rule, .. } => format!("Relabel {rule:?}"),
+            Plan::ToVector(_) => "ToVector".into(),
+        }
+    }
+
+    fn explain(&self, depth: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}{}", "  ".repeat(depth), self.explain_line())?;
+        for c in self.children() {
+            c.explain(depth + 1, f)?;
+        }
+        Ok(())
+    }
+}
+
+fn fmt_matchers(ms: &[Matcher]) -> String {
+    let parts: Vec<String> = ms.iter().map(|m| m.to_string()).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn fmt_shift(s: &TimeShift) -> String {
+    let mut out = String::new();
+    if s.offset_ms != 0 {
+        out.push_str(&format!(" offset={}ms", s.offset_ms));
+    }
+    match s.at {
+        TimeAnchor::Step => {}
+        TimeAnchor::Fixed(t) => out.push_str(&format!(" at={t}ms")),
+        TimeAnchor::Start => out.push_str(" at=start"),
+        TimeAnchor::End => out.push_str(" at=end"),
+    }
+    out
+}
+
+fn fmt_grouping(g: &Grouping) -> String {
+    match g {
+        Grouping::By(l) => format!("by({})", l.join(", ")),
+        Grouping::Without(l) => format!("without({})", l.join(", ")),
+    }
+}
+
+impl fmt::Display for Plan {
+    /// The `EXPLAIN` text form: one operator per line, children indented below their parent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.explain(0, f)
+    }
+}
