@@ -1,0 +1,152 @@
+//! Parsers for the two text exposition formats a scrape target may answer with:
+//!
+//! * the Prometheus text format 0.0.4 (and 1.0.0, which adds quoted UTF-8 names such as
+//!   `{"my.metric", "a.b"="c"} 1`), lenient like Prometheus's own parser;
+//! * OpenMetrics 1.0, strict: single spaces, no blank lines or free comments, `# EOF` required.
+//!
+//! [`parse`] reads a whole body into an [`Exposition`]: every sample with its full label set
+//! (including `__name__`), plus the HELP / TYPE / UNIT metadata per metric family. Behaviour
+//! follows Prometheus 3's `model/textparse`:
+//!
+//! * `le` labels (after a histogram `# TYPE`) and `quantile` labels (after a summary `# TYPE`)
+//!   are normalised to canonical float text (`le="1"` → `le="1.0"`, `le="1000000"` → `le="1e+06"`);
+//! * OpenMetrics `_created` samples are kept as ordinary series, exemplars are checked and
+//!   dropped, timestamps in float seconds become milliseconds;
+//! * values use Go's `ParseFloat` syntax (`NaN`, `+Inf`, `-Inf`, `Inf`, exponents), with hex
+//!   floats and `_` refused;
+//! * a NaN value is stored as the canonical NaN, never as the staleness marker.
+//!
+//! Any malformed input, including HTML error pages and binary data, yields a [`ParseError`]
+//! naming the line; the parsers never panic.
+
+mod common;
+mod openmetrics;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+use promflow_storage::Labels;
+
+/// The exposition format of a scrape body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 / 1.0.0 (`text/plain`).
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 text (`application/openmetrics-text`).
+    OpenMetrics,
+}
+
+/// Picks the format from a scrape response's `Content-Type`: `application/openmetrics-text`
+/// (any parameters, any case) is OpenMetrics; `text/plain`, anything else, or a missing header
+/// is the Prometheus text format.
+pub fn format_from_content_type(ct: Option<&str>) -> Format {
+    let Some(ct) = ct else { return Format::Text };
+    let media_type = ct.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case("application/openmetrics-text") {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// One sample read from an exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedSample {
+    /// The series' labels, including `__name__`; labels with empty values are dropped.
+    pub labels: Labels,
+    /// The explicit timestamp in milliseconds, if the line carried one (OpenMetrics seconds
+    /// are converted, truncating toward zero as Prometheus does).
+    pub timestamp_ms: Option<i64>,
+    /// The sample value; NaN is always the canonical NaN, never a staleness marker.
+    pub value: f64,
+}
+
+/// A metric family type, as declared by a `# TYPE` line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    /// `counter`.
+    Counter,
+    /// `gauge`.
+    Gauge,
+    /// `histogram` (classic buckets).
+    Histogram,
+    /// `gaugehistogram` (OpenMetrics only).
+    GaugeHistogram,
+    /// `summary`.
+    Summary,
+    /// `info` (OpenMetrics only).
+    Info,
+    /// `stateset` (OpenMetrics only).
+    StateSet,
+    /// `unknown` (OpenMetrics), `untyped` (text format), or no `# TYPE` line at all.
+    #[default]
+    Unknown,
+}
+
+impl MetricType {
+    /// The name Prometheus's metadata API uses: `counter`, `gauge`, `histogram`,
+    /// `gaugehistogram`, `summary`, `info`, `stateset` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+            MetricType::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for MetricType {
+    /// Writes [`MetricType::as_str`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The metadata of one metric family, merged from its `# HELP`, `# TYPE` and `# UNIT` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricMetadata {
+    /// The family name as written on the metadata lines (OpenMetrics family names exclude
+    /// suffixes such as `_total`; text-format names are usually the full sample name).
+    pub family: String,
+    /// The declared type; [`MetricType::Unknown`] when there was no `# TYPE` line.
+    pub metric_type: MetricType,
+    /// The unescaped HELP text, or "".
+    pub help: String,
+    /// The unit from `# UNIT` (OpenMetrics only), or "".
+    pub unit: String,
+}
+
+/// Everything read from one scrape body.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Exposition {
+    /// Samples in the order they appear.
+    pub samples: Vec<ParsedSample>,
+    /// One entry per family with metadata lines, in order of first appearance.
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// Why a body could not be parsed. Displays as `line N: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    /// The 1-based line where the problem was found.
+    pub line: usize,
+    /// What was wrong, e.g. `expected '=' after label name, got "}"`.
+    pub message: String,
+}
+
+/// Parses a whole scrape body in the given format. The first malformed line fails the whole
+/// body, as a Prometheus scrape does.
+pub fn parse(body: &[u8], format: Format) -> Result<Exposition, ParseError> {
+    match format {
+        Format::Text => text::parse(body),
+        Format::OpenMetrics => openmetrics::parse(body),
+    }
+}

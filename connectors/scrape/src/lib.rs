@@ -1,0 +1,20 @@
+//! Scraping: the exposition-format parsers, file-based service discovery, and the scrape
+//! manager that runs one loop per target and appends what it scrapes to storage.
+#![warn(missing_docs)]
+
+pub mod exposition;
+mod file_sd;
+mod manager;
+
+pub use manager::{ScrapeManager, TargetInfo};
+
+/// Errors of the scrape manager.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP client for a scrape config could not be built (TLS files, auth headers).
+    #[error("scrape client: {0}")]
+    Client(String),
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("scrape manager state is poisoned")]
+    Poisoned,
+}

@@ -1,0 +1,857 @@
+//! The scrape manager: turns scrape configs into targets (static and file discovery,
+//! relabelling), runs one loop per target, and appends what each scrape yields, with
+//! Prometheus's report series and staleness markers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use promflow_config::{relabel, Config, RelabelConfig, ScrapeConfig};
+use promflow_storage::{stale_nan, Db, Labels};
+use tokio::sync::watch;
+
+use crate::exposition::{self, MetricMetadata};
+use crate::Error;
+
+/// The state of one target as the targets API reports it.
+#[derive(Clone, Debug)]
+pub struct TargetInfo {
+    /// The job's name.
+    pub scrape_pool: String,
+    /// Labels before relabelling.
+    pub discovered_labels: Labels,
+    /// Labels after relabelling (empty for dropped targets).
+    pub labels: Labels,
+    /// Whether relabelling dropped the target.
+    pub dropped: bool,
+    /// The URL scraped.
+    pub scrape_url: String,
+    /// `up`, `down` or `unknown` (not scraped yet).
+    pub health: &'static str,
+    /// The last scrape's error, or "".
+    pub last_error: String,
+    /// When the last scrape started.
+    pub last_scrape: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long the last scrape took.
+    pub last_duration: Duration,
+    /// Scrape interval.
+    pub interval: Duration,
+    /// Scrape timeout.
+    pub timeout: Duration,
+}
+
+/// What a pool needs from its scrape config, resolved against the global section.
+#[derive(Clone, Debug, PartialEq)]
+struct PoolSettings {
+    job: String,
+    interval: Duration,
+    timeout: Duration,
+    metrics_path: String,
+    scheme: String,
+    params: BTreeMap<String, Vec<String>>,
+    honor_labels: bool,
+    honor_timestamps: bool,
+    relabel: Vec<RelabelConfig>,
+    metric_relabel: Vec<RelabelConfig>,
+    sample_limit: usize,
+    label_limit: usize,
+    body_size_limit: u64,
+    external_labels: Labels,
+    client_key: String,
+}
+
+/// Per-target mutable status shared between the loop and the API.
+#[derive(Default)]
+struct TargetStatus {
+    health: &'static str,
+    last_error: String,
+    last_scrape: Option<chrono::DateTime<chrono::Utc>>,
+    last_duration: Duration,
+    metadata: Vec<MetricMetadata>,
+}
+
+struct Target {
+    discovered: Labels,
+    labels: Labels,
+    url: String,
+    status: Arc<Mutex<TargetStatus>>,
+    stop: watch::Sender<bool>,
+}
+
+struct Pool {
+    settings: PoolSettings,
+    client: reqwest::Client,
+    targets: HashMap<u64, Target>,
+    dropped: Vec<Labels>,
+    groups: HashMap<String, Vec<(Vec<String>, Labels)>>,
+    file_sd_stop: Option<watch::Sender<bool>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    scrapes: AtomicU64,
+    failed: AtomicU64,
+    sample_limit_exceeded: AtomicU64,
+    out_of_order: AtomicU64,
+    duplicate: AtomicU64,
+}
+
+/// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
+pub struct ScrapeManager {
+    db: Arc<Db>,
+    runtime: tokio::runtime::Handle,
+    pools: Mutex<BTreeMap<String, Pool>>,
+    counters: Arc<Counters>,
+}
+
+impl ScrapeManager {
+    /// A manager appending to `db`, running its loops on `runtime`.
+    pub fn new(db: Arc<Db>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(ScrapeManager {
+            db,
+            runtime,
+            pools: Mutex::new(BTreeMap::new()),
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// Brings the pools in line with `cfg`: pools whose settings are unchanged keep their
+    /// loops; changed or removed ones stop (writing staleness markers) and new ones start.
+    pub fn apply(self: &Arc<Self>, cfg: &Config) -> Result<(), Error> {
+        let mut wanted: BTreeMap<String, (PoolSettings, &ScrapeConfig)> = BTreeMap::new();
+        for sc in &cfg.scrape_configs {
+            wanted.insert(sc.job_name.clone(), (pool_settings(sc, cfg), sc));
+        }
+        let mut pools = self.pools.lock().map_err(|_| Error::Poisoned)?;
+        let existing: Vec<String> = pools.keys().cloned().collect();
+        for job in existing {
+            let keep =
+                wanted.get(&job).is_some_and(|(s, _)| pools.get(&job).is_some_and(|p| &p.settings == s));
+            if !keep {
+                if let Some(pool) = pools.remove(&job) {
+                    stop_pool(pool);
+                }
+            }
+        }
+        for (job, (settings, sc)) in wanted {
+            if pools.contains_key(&job) {
+                // unchanged settings: refresh static targets (labels may differ only in groups)
+                let groups = static_groups(sc);
+                self.sync_group(&mut pools, &job, "static", groups);
+                continue;
+            }
+            let client = build_client(sc, &settings)?;
+            pools.insert(
+                job.clone(),
+                Pool {
+                    settings,
+                    client,
+                    targets: HashMap::new(),
+                    dropped: vec![],
+                    groups: HashMap::new(),
+                    file_sd_stop: None,
+                },
+            );
+            self.sync_group(&mut pools, &job, "static", static_groups(sc));
+            if !sc.file_sd_configs.is_empty() {
+                let (tx, rx) = watch::channel(false);
+                if let Some(p) = pools.get_mut(&job) {
+                    p.file_sd_stop = Some(tx);
+                }
+                let files: Vec<(Vec<String>, Duration)> =
+                    sc.file_sd_configs.iter().map(|f| (f.files.clone(), f.refresh_interval)).collect();
+                let me = Arc::clone(self);
+                self.runtime.spawn(file_sd_loop(me, job.clone(), files, rx));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the target groups that `source` contributed to pool `job` and reconciles the
+    /// pool's loops.
+    fn sync_group(
+        self: &Arc<Self>,
+        pools: &mut BTreeMap<String, Pool>,
+        job: &str,
+        source: &str,
+        groups: Vec<(Vec<String>, Labels)>,
+    ) {
+        let Some(pool) = pools.get_mut(job) else { return };
+        pool.groups.insert(source.to_string(), groups);
+        let mut wanted: HashMap<u64, (Labels, Labels, String)> = HashMap::new();
+        let mut dropped = Vec::new();
+        for (targets, group_labels) in pool.groups.values().flatten() {
+            for addr in targets {
+                let discovered = discovered_labels(&pool.settings, addr, group_labels);
+                match target_labels(&pool.settings, &discovered) {
+                    Some((labels, url)) => {
+                        wanted.insert(labels.stable_hash(), (discovered, labels, url));
+                    }
+                    None => dropped.push(discovered),
+                }
+            }
+        }
+        pool.dropped = dropped;
+        let gone: Vec<u64> = pool.targets.keys().filter(|h| !wanted.contains_key(h)).copied().collect();
+        for h in gone {
+            if let Some(t) = pool.targets.remove(&h) {
+                let _ = t.stop.send(true);
+            }
+        }
+        for (h, (discovered, labels, url)) in wanted {
+            if pool.targets.contains_key(&h) {
+                continue;
+            }
+            let (tx, rx) = watch::channel(false);
+            let status = Arc::new(Mutex::new(TargetStatus { health: "unknown", ..Default::default() }));
+            let lp = ScrapeLoop {
+                db: Arc::clone(&self.db),
+                client: pool.client.clone(),
+                settings: pool.settings.clone(),
+                labels: labels.clone(),
+                url: url.clone(),
+                status: Arc::clone(&status),
+                counters: Arc::clone(&self.counters),
+                seen: HashMap::new(),
+            };
+            self.runtime.spawn(lp.run(rx));
+            pool.targets.insert(h, Target { discovered, labels, url, status, stop: tx });
+        }
+    }
+
+    /// A snapshot of every target, active and dropped.
+    pub fn targets(&self) -> Vec<TargetInfo> {
+        let Ok(pools) = self.pools.lock() else { return vec![] };
+        let mut out = Vec::new();
+        for (job, pool) in pools.iter() {
+            let mut active: Vec<&Target> = pool.targets.values().collect();
+            active.sort_by(|a, b| a.labels.cmp(&b.labels));
+            for t in active {
+                let st =
+                    t.status.lock().map(|s| (s.health, s.last_error.clone(), s.last_scrape, s.last_duration));
+                let (health, last_error, last_scrape, last_duration) =
+                    st.unwrap_or(("unknown", String::new(), None, Duration::ZERO));
+                out.push(TargetInfo {
+                    scrape_pool: job.clone(),
+                    discovered_labels: t.discovered.clone(),
+                    labels: t.labels.clone(),
+                    dropped: false,
+                    scrape_url: t.url.clone(),
+                    health,
+                    last_error,
+                    last_scrape,
+                    last_duration,
+                    interval: pool.settings.interval,
+                    timeout: pool.settings.timeout,
+                });
+            }
+            for d in &pool.dropped {
+                out.push(TargetInfo {
+                    scrape_pool: job.clone(),
+                    discovered_labels: d.clone(),
+                    labels: Labels::new(),
+                    dropped: true,
+                    scrape_url: String::new(),
+                    health: "unknown",
+                    last_error: String::new(),
+                    last_scrape: None,
+                    last_duration: Duration::ZERO,
+                    interval: pool.settings.interval,
+                    timeout: pool.settings.timeout,
+                });
+            }
+        }
+        out
+    }
+
+    /// Metric metadata from each target's last successful scrape, with the target's labels.
+    pub fn metadata(&self) -> Vec<(Labels, MetricMetadata)> {
+        let Ok(pools) = self.pools.lock() else { return vec![] };
+        let mut out = Vec::new();
+        for pool in pools.values() {
+            for t in pool.targets.values() {
+                if let Ok(s) = t.status.lock() {
+                    out.extend(s.metadata.iter().map(|m| (t.labels.clone(), m.clone())));
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes the scrape manager's metrics in the text format.
+    pub fn write_metrics(&self, out: &mut String) {
+        let c = &self.counters;
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter("promflow_scrapes_total", "Scrapes attempted.", c.scrapes.load(Ordering::Relaxed));
+        counter(
+            "promflow_scrapes_failed_total",
+            "Scrapes that failed (target down).",
+            c.failed.load(Ordering::Relaxed),
+        );
+        counter(
+            "prometheus_target_scrapes_exceeded_sample_limit_total",
+            "Total number of scrapes that hit the sample limit and were rejected.",
+            c.sample_limit_exceeded.load(Ordering::Relaxed),
+        );
+        counter(
+            "prometheus_target_scrapes_sample_out_of_order_total",
+            "Total number of samples rejected due to not being out of the expected order.",
+            c.out_of_order.load(Ordering::Relaxed),
+        );
+        counter(
+            "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+            "Total number of samples rejected due to duplicate timestamps but different values.",
+            c.duplicate.load(Ordering::Relaxed),
+        );
+        let Ok(pools) = self.pools.lock() else { return };
+        let _ = writeln!(out, "# HELP prometheus_target_scrape_pools_total Total number of scrape pool creation attempts.\n# TYPE prometheus_target_scrape_pools_total counter\nprometheus_target_scrape_pools_total {}", pools.len());
+        let _ = writeln!(out, "# HELP prometheus_sd_discovered_targets Current number of discovered targets.\n# TYPE prometheus_sd_discovered_targets gauge");
+        for (job, p) in pools.iter() {
+            let _ = writeln!(
+                out,
+                "prometheus_sd_discovered_targets{{config=\"{job}\",name=\"scrape\"}} {}",
+                p.targets.len() + p.dropped.len()
+            );
+        }
+        let _ = writeln!(out, "# HELP prometheus_target_scrape_pool_targets Current number of targets in this scrape pool.\n# TYPE prometheus_target_scrape_pool_targets gauge");
+        for (job, p) in pools.iter() {
+            let _ = writeln!(
+                out,
+                "prometheus_target_scrape_pool_targets{{scrape_job=\"{job}\"}} {}",
+                p.targets.len()
+            );
+        }
+    }
+
+    /// Stops every loop, writing staleness markers for what they scraped.
+    pub fn stop(&self) {
+        if let Ok(mut pools) = self.pools.lock() {
+            for (_, pool) in std::mem::take(&mut *pools) {
+                stop_pool(pool);
+            }
+        }
+    }
+}
+
+fn stop_pool(pool: Pool) {
+    if let Some(s) = pool.file_sd_stop {
+        let _ = s.send(true);
+    }
+    for t in pool.targets.into_values() {
+        let _ = t.stop.send(true);
+    }
+}
+
+fn pool_settings(sc: &ScrapeConfig, cfg: &Config) -> PoolSettings {
+    PoolSettings {
+        job: sc.job_name.clone(),
+        interval: sc.scrape_interval,
+        timeout: sc.scrape_timeout,
+        metrics_path: sc.metrics_path.clone(),
+        scheme: sc.scheme.clone(),
+        params: sc.params.clone(),
+        honor_labels: sc.honor_labels,
+        honor_timestamps: sc.honor_timestamps,
+        relabel: sc.relabel_configs.clone(),
+        metric_relabel: sc.metric_relabel_configs.clone(),
+        sample_limit: sc.sample_limit as usize,
+        label_limit: sc.label_limit as usize,
+        body_size_limit: sc.body_size_limit,
+        external_labels: cfg.global.external_labels.clone(),
+        client_key: format!(
+            "{:?}{:?}{:?}{:?}",
+            sc.basic_auth, sc.authorization, sc.tls_config, sc.bearer_token
+        ),
+    }
+}
+
+fn static_groups(sc: &ScrapeConfig) -> Vec<(Vec<String>, Labels)> {
+    sc.static_configs.iter().map(|s| (s.targets.clone(), s.labels.clone())).collect()
+}
+
+fn build_client(sc: &ScrapeConfig, s: &PoolSettings) -> Result<reqwest::Client, Error> {
+    let mut b = reqwest::Client::builder()
+        .timeout(s.timeout)
+        .user_agent(concat!("promflow/", env!("CARGO_PKG_VERSION")));
+    let tls = &sc.tls_config;
+    if tls.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(ca) = tls.ca_file.as_deref().filter(|s| !s.is_empty()) {
+        let pem = std::fs::read(ca).map_err(|e| Error::Client(format!("reading ca_file {ca}: {e}")))?;
+        let cert =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| Error::Client(format!("ca_file {ca}: {e}")))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (tls.cert_file.as_deref(), tls.key_file.as_deref()) {
+        if !cert.is_empty() && !key.is_empty() {
+            let mut pem =
+                std::fs::read(cert).map_err(|e| Error::Client(format!("reading cert_file {cert}: {e}")))?;
+            pem.extend(
+                std::fs::read(key).map_err(|e| Error::Client(format!("reading key_file {key}: {e}")))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| Error::Client(format!("client certificate: {e}")))?;
+            b = b.identity(id);
+        }
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = auth_header(sc)? {
+        let v = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|e| Error::Client(format!("authorization header: {e}")))?;
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    b = b.default_headers(headers);
+    b.build().map_err(|e| Error::Client(e.to_string()))
+}
+
+fn read_secret(inline: &Option<String>, file: &Option<String>) -> Result<String, Error> {
+    if let Some(f) = file.as_deref().filter(|f| !f.is_empty()) {
+        return std::fs::read_to_string(f)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| Error::Client(format!("reading {f}: {e}")));
+    }
+    Ok(inline.clone().unwrap_or_default())
+}
+
+fn auth_header(sc: &ScrapeConfig) -> Result<Option<String>, Error> {
+    if let Some(ba) = &sc.basic_auth {
+        let pw = read_secret(&ba.password, &ba.password_file)?;
+        let raw = format!("{}:{}", ba.username, pw);
+        return Ok(Some(format!("Basic {}", base64(raw.as_bytes()))));
+    }
+    if let Some(a) = &sc.authorization {
+        let cred = read_secret(&a.credentials, &a.credentials_file)?;
+        return Ok(Some(format!("{} {}", a.type_, cred)));
+    }
+    let token = read_secret(&sc.bearer_token, &sc.bearer_token_file)?;
+    Ok((!token.is_empty()).then(|| format!("Bearer {token}")))
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The labels a target starts with before relabelling, as Prometheus sets them.
+fn discovered_labels(s: &PoolSettings, addr: &str, group: &Labels) -> Labels {
+    let mut l = group.clone();
+    l.set("__address__", addr);
+    l.set("job", &s.job);
+    l.set("__scheme__", &s.scheme);
+    l.set("__metrics_path__", &s.metrics_path);
+    l.set("__scrape_interval__", &promflow_config::format_duration(s.interval));
+    l.set("__scrape_timeout__", &promflow_config::format_duration(s.timeout));
+    for (k, v) in &s.params {
+        if let Some(first) = v.first() {
+            l.set(&format!("__param_{k}"), first);
+        }
+    }
+    l
+}
+
+/// Relabels a target; `None` when dropped. Returns the final labels and the scrape URL.
+fn target_labels(s: &PoolSettings, discovered: &Labels) -> Option<(Labels, String)> {
+    let mut l = relabel::process(discovered, &s.relabel)?;
+    let addr = l.get("__address__").to_string();
+    if addr.is_empty() {
+        return None;
+    }
+    if l.get("instance").is_empty() {
+        l.set("instance", &addr);
+    }
+    let scheme = l.get("__scheme__").to_string();
+    let path = l.get("__metrics_path__").to_string();
+    let mut query: Vec<(String, String)> = Vec::new();
+    for (k, vals) in &s.params {
+        let from_label = l.get(&format!("__param_{k}")).to_string();
+        if !from_label.is_empty() {
+            query.push((k.clone(), from_label));
+            query.extend(vals.iter().skip(1).map(|v| (k.clone(), v.clone())));
+        } else {
+            query.extend(vals.iter().map(|v| (k.clone(), v.clone())));
+        }
+    }
+    for x in l.iter() {
+        if let Some(k) = x.name.strip_prefix("__param_") {
+            if !s.params.contains_key(k) {
+                query.push((k.to_string(), x.value.clone()));
+            }
+        }
+    }
+    let mut url = format!("{scheme}://{addr}{path}");
+    if !query.is_empty() {
+        let q: Vec<String> =
+            query.iter().map(|(k, v)| format!("{}={}", url_escape(k), url_escape(v))).collect();
+        url.push('?');
+        url.push_str(&q.join("&"));
+    }
+    l.retain(|x| !x.name.starts_with("__"));
+    Some((l, url))
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+async fn file_sd_loop(
+    mgr: Arc<ScrapeManager>,
+    job: String,
+    files: Vec<(Vec<String>, Duration)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let refresh = files
+        .iter()
+        .map(|(_, d)| *d)
+        .min()
+        .unwrap_or(Duration::from_secs(300))
+        .max(Duration::from_millis(100));
+    let patterns: Vec<String> = files.into_iter().flat_map(|(f, _)| f).collect();
+    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    loop {
+        let groups = crate::file_sd::read_groups(&patterns);
+        if last.as_ref() != Some(&groups) {
+            if let Ok(mut pools) = mgr.pools.lock() {
+                mgr.sync_group(&mut pools, &job, "file", groups.clone());
+            }
+            last = Some(groups);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(refresh) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One target's scrape loop.
+struct ScrapeLoop {
+    db: Arc<Db>,
+    client: reqwest::Client,
+    settings: PoolSettings,
+    labels: Labels,
+    url: String,
+    status: Arc<Mutex<TargetStatus>>,
+    counters: Arc<Counters>,
+    /// Series written by the previous scrape (without explicit timestamps): the ones that get
+    /// a staleness marker when they disappear.
+    seen: HashMap<Labels, ()>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl ScrapeLoop {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Spread targets over the interval by a hash of their identity, as Prometheus does,
+        // so that all targets of a job are not scraped at the same instant.
+        let interval_ms = self.settings.interval.as_millis().max(1) as i64;
+        let offset = (self.labels.stable_hash() % interval_ms as u64) as i64;
+        let now = now_ms();
+        let wait = (offset - now.rem_euclid(interval_ms)).rem_euclid(interval_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            _ = stop.changed() => return,
+        }
+        let mut ticker = tokio::time::interval(self.settings.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_t = 0;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => break,
+            }
+            last_t = now_ms();
+            self.scrape_once(last_t).await;
+        }
+        // end of run: every series this target wrote goes stale
+        let t = now_ms().max(last_t + 1);
+        let db = Arc::clone(&self.db);
+        let seen: Vec<Labels> = self.seen.keys().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut app = db.appender();
+            for l in &seen {
+                let _ = app.append(l, t, stale_nan());
+            }
+            if let Err(e) = app.commit() {
+                tracing::warn!(error = %e, "writing staleness markers for a stopped target");
+            }
+        })
+        .await;
+    }
+
+    async fn fetch(&self) -> Result<(Vec<u8>, Option<String>), String> {
+        let timeout_secs = format!("{}", self.settings.timeout.as_secs_f64());
+        let resp = self
+            .client
+            .get(&self.url)
+            .header(
+                reqwest::header::ACCEPT,
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
+            )
+            .header("X-Prometheus-Scrape-Timeout-Seconds", timeout_secs)
+            .send()
+            .await
+            .map_err(|e| describe_reqwest(&e, self.settings.timeout))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("server returned HTTP status {status}"));
+        }
+        let ct = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let limit = self.settings.body_size_limit;
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe_reqwest(&e, self.settings.timeout))? {
+            body.extend_from_slice(&chunk);
+            if limit > 0 && body.len() as u64 > limit {
+                return Err(format!(
+                    "body size limit exceeded: the scrape response is larger than {limit} bytes"
+                ));
+            }
+        }
+        Ok((body, ct))
+    }
+
+    async fn scrape_once(&mut self, t: i64) {
+        let started = Instant::now();
+        let started_wall = chrono::Utc::now();
+        self.counters.scrapes.fetch_add(1, Ordering::Relaxed);
+        let fetched = self.fetch().await;
+        let parsed = fetched.and_then(|(body, ct)| {
+            let format = exposition::format_from_content_type(ct.as_deref());
+            exposition::parse(&body, format).map_err(|e| e.to_string())
+        });
+        let duration = started.elapsed();
+        let db = Arc::clone(&self.db);
+        let settings = self.settings.clone();
+        let target = self.labels.clone();
+        let prev = std::mem::take(&mut self.seen);
+        let counters = Arc::clone(&self.counters);
+        let outcome = tokio::task::spawn_blocking(move || {
+            append_scrape(&db, &settings, &target, prev, t, parsed, duration, &counters)
+        })
+        .await;
+        let (seen, err, metadata) = match outcome {
+            Ok(o) => o,
+            Err(e) => (HashMap::new(), Some(format!("internal error: {e}")), None),
+        };
+        self.seen = seen;
+        if err.is_some() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut st) = self.status.lock() {
+            st.health = if err.is_none() { "up" } else { "down" };
+            st.last_error = err.unwrap_or_default();
+            st.last_scrape = Some(started_wall);
+            st.last_duration = duration;
+            if let Some(md) = metadata {
+                st.metadata = md;
+            }
+        }
+    }
+}
+
+fn describe_reqwest(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("Get: context deadline exceeded (timeout {}s)", timeout.as_secs_f64());
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+/// Applies target labels to a scraped series: with `honor_labels` scraped labels win;
+/// otherwise a clashing scraped label is kept as `exported_<name>`.
+fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels {
+    let mut out = scraped.clone();
+    for tl in target.iter() {
+        let existing = scraped.get(&tl.name);
+        if honor {
+            if existing.is_empty() {
+                out.set(&tl.name, &tl.value);
+            }
+        } else {
+            if !existing.is_empty() {
+                out.set(&format!("exported_{}", tl.name), existing);
+            }
+            out.set(&tl.name, &tl.value);
+        }
+    }
+    out
+}
+
+type ScrapeOutcome = (HashMap<Labels, ()>, Option<String>, Option<Vec<MetricMetadata>>);
+
+/// Appends one scrape's samples, staleness markers and report series in one commit.
+#[allow(clippy::too_many_arguments)]
+fn append_scrape(
+    db: &Arc<Db>,
+    s: &PoolSettings,
+    target: &Labels,
+    prev: HashMap<Labels, ()>,
+    t: i64,
+    parsed: Result<exposition::Exposition, String>,
+    duration: Duration,
+    counters: &Counters,
+) -> ScrapeOutcome {
+    let mut app = db.appender();
+    let mut seen: HashMap<Labels, ()> = HashMap::new();
+    let mut err = None;
+    let (mut scraped, mut post_relabel, mut added) = (0usize, 0usize, 0usize);
+    let mut metadata = None;
+    match parsed {
+        Err(e) => err = Some(e),
+        Ok(expo) => {
+            scraped = expo.samples.len();
+            let mut batch: Vec<(Labels, i64, f64, bool)> = Vec::with_capacity(expo.samples.len());
+            for ps in expo.samples {
+                let mut l = merge_target_labels(&ps.labels, target, s.honor_labels);
+                if !s.metric_relabel.is_empty() {
+                    match relabel::process(&l, &s.metric_relabel) {
+                        Some(x) => l = x,
+                        None => continue,
+                    }
+                }
+                if s.label_limit > 0 && l.len() > s.label_limit {
+                    err = Some(format!(
+                        "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+                        l.metric_name(),
+                        l.len(),
+                        s.label_limit
+                    ));
+                    break;
+                }
+                let explicit = s.honor_timestamps && ps.timestamp_ms.is_some();
+                let ts = if explicit { ps.timestamp_ms.unwrap_or(t) } else { t };
+                batch.push((l, ts, ps.value, explicit));
+            }
+            if err.is_none() && s.sample_limit > 0 && batch.len() > s.sample_limit {
+                counters.sample_limit_exceeded.fetch_add(1, Ordering::Relaxed);
+                err =
+                    Some(format!("sample limit exceeded: {} samples, limit {}", batch.len(), s.sample_limit));
+            }
+            if err.is_none() {
+                post_relabel = batch.len();
+                let mut dup_check: HashSet<Labels> = HashSet::with_capacity(batch.len());
+                for (l, ts, v, explicit) in batch {
+                    if !dup_check.insert(l.clone()) {
+                        counters.duplicate.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    match app.append(&l, ts, v) {
+                        Ok(()) => {}
+                        Err(promflow_storage::Error::OutOfOrder) => {
+                            counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(promflow_storage::Error::DuplicateTimestamp) => {
+                            counters.duplicate.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, series = %l, "scrape: sample rejected");
+                            continue;
+                        }
+                    }
+                    if !explicit {
+                        if !prev.contains_key(&l) {
+                            added += 1;
+                        }
+                        seen.insert(l, ());
+                    }
+                }
+                metadata = Some(expo.metadata);
+            }
+        }
+    }
+    if err.is_some() {
+        // a failed scrape appends nothing but staleness markers and the report
+        app.rollback();
+        app = db.appender();
+        seen.clear();
+        scraped = 0;
+        post_relabel = 0;
+        added = 0;
+    }
+    for l in prev.keys() {
+        if !seen.contains_key(l) {
+            let _ = app.append(l, t, stale_nan());
+        }
+    }
+    let up = if err.is_none() { 1.0 } else { 0.0 };
+    let report: [(&str, f64); 5] = [
+        ("up", up),
+        ("scrape_duration_seconds", duration.as_secs_f64()),
+        ("scrape_samples_scraped", scraped as f64),
+        ("scrape_samples_post_metric_relabeling", post_relabel as f64),
+        ("scrape_series_added", added as f64),
+    ];
+    for (name, v) in report {
+        let mut l = target.clone();
+        l.set(promflow_storage::METRIC_NAME, name);
+        let _ = app.append(&l, t, v);
+    }
+    if let Err(e) = app.commit() {
+        tracing::error!(error = %e, job = %s.job, "scrape: commit failed");
+        return (HashMap::new(), Some(format!("storage: {e}")), None);
+    }
+    (seen, err, metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
+
+    #[test]
+    fn target_labels_clash() {
+        let scraped = Labels::from_pairs([("__name__", "x"), ("job", "inner")]);
+        let target = Labels::from_pairs([("job", "outer"), ("instance", "h:1")]);
+        let merged = merge_target_labels(&scraped, &target, false);
+        assert_eq!(merged.get("job"), "outer");
+        assert_eq!(merged.get("exported_job"), "inner");
+        let honored = merge_target_labels(&scraped, &target, true);
+        assert_eq!(honored.get("job"), "inner");
+        assert_eq!(honored.get("instance"), "h:1");
+    }
+}
