@@ -1,0 +1,744 @@
+//! Route table and handlers of Prometheus's HTTP API v1.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use promflow_engine::format::{format_timestamp, format_value};
+use promflow_engine::{QueryOptions, QueryResult};
+use promflow_storage::{Labels, Matcher, Querier};
+use serde_json::{json, Value};
+
+use crate::params::{limit_param, parse_duration, time_param, Params, MAX_TIME_MS, MIN_TIME_MS};
+use crate::{ApiError, AppState};
+
+type Shared = State<Arc<AppState>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// Builds the router; `route_prefix` is `--web.route-prefix` ("/" for none).
+pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
+    let api = Router::new()
+        .route("/query", any(query))
+        .route("/query_range", any(query_range))
+        .route("/format_query", any(format_query))
+        .route("/query_exemplars", any(empty_list))
+        .route("/series", any(series))
+        .route("/labels", any(labels))
+        .route("/label/{name}/values", get(label_values))
+        .route("/metadata", get(metadata))
+        .route("/targets", get(targets))
+        .route("/targets/metadata", get(targets_metadata))
+        .route("/scrape_pools", get(scrape_pools))
+        .route("/rules", get(rules))
+        .route("/alerts", get(alerts))
+        .route("/alertmanagers", get(alertmanagers))
+        .route("/status/buildinfo", get(buildinfo))
+        .route("/status/config", get(status_config))
+        .route("/status/flags", get(status_flags))
+        .route("/status/runtimeinfo", get(runtimeinfo))
+        .route("/status/tsdb", get(status_tsdb))
+        .route("/status/walreplay", get(walreplay))
+        .route("/write", post(remote_write))
+        .route("/admin/tsdb/{op}", any(admin));
+    let root = Router::new()
+        .nest("/api/v1", api)
+        .route("/-/healthy", any(|| async { "Prometheus Server is Healthy.\n" }))
+        .route("/-/ready", any(ready))
+        .route("/-/reload", any(reload))
+        .route("/-/quit", any(quit))
+        .route("/metrics", get(self_metrics))
+        .route("/", get(home))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(cors))
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
+        .with_state(state);
+    let prefix = route_prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        root
+    } else {
+        Router::new().nest(prefix, root)
+    }
+}
+
+async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    state.http_metrics.observe(&handler, resp.status().as_u16());
+    resp
+}
+
+/// Prometheus's default CORS headers (`--web.cors.origin=.*`); `OPTIONS` answers 204.
+async fn cors(req: Request, next: Next) -> Response {
+    let is_options = req.method() == Method::OPTIONS;
+    let mut resp = if is_options { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"),
+    );
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Date"));
+    resp
+}
+
+fn success(data: Value) -> Response {
+    json_response(json!({"status": "success", "data": data}).to_string())
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn params(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Params {
+    Params::new(q.0.as_deref(), headers, body)
+}
+
+async fn home(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "promflow {} (Prometheus-compatible API {}).\nThe HTTP API is served under /api/v1/; promflow's own metrics at /metrics.\n",
+            env!("CARGO_PKG_VERSION"),
+            state.status.version
+        ),
+    )
+        .into_response()
+}
+
+// ---- queries ----
+
+fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
+    let mut timeout = state.query.timeout;
+    if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
+        let d = parse_duration(t)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
+        timeout = timeout.min(d);
+    }
+    Ok(timeout)
+}
+
+fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
+    match p.get("lookback_delta").filter(|t| !t.is_empty()) {
+        Some(t) => parse_duration(t)
+            .map(|d| d.as_millis() as i64)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"lookback_delta\": {e}"))),
+        None => Ok(state.query.lookback_delta.as_millis() as i64),
+    }
+}
+
+fn compile(state: &AppState, q: &str) -> Result<promflow_engine::Plan, ApiError> {
+    promflow_promql::compile(q, &state.query.compile).map_err(|e| match e {
+        promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
+        promflow_promql::Error::Unsupported(m) => ApiError::execution(m),
+    })
+}
+
+async fn run_query(
+    state: Arc<AppState>,
+    plan: promflow_engine::Plan,
+    opts: QueryOptions,
+) -> Result<QueryResult, ApiError> {
+    let res = tokio::task::spawn_blocking(move || promflow_engine::evaluate(&plan, state.db.as_ref(), &opts))
+        .await
+        .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
+    res.map_err(|e| match e {
+        promflow_engine::Error::Timeout(_) => ApiError::timeout(e.to_string()),
+        promflow_engine::Error::Storage(_) => ApiError::internal(e.to_string()),
+        promflow_engine::Error::Plan(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
+        _ => ApiError::execution(e.to_string()),
+    })
+}
+
+async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let text = p.get("query").unwrap_or("").to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let t = time_param(&p, "time", Some(now))?;
+    let timeout = query_timeout(&state, &p)?;
+    let plan = compile(&state, &text)?;
+    if p.get("explain").is_some_and(|v| v == "1" || v == "true") {
+        return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
+    }
+    let opts = QueryOptions {
+        start: t,
+        end: t,
+        step: 1,
+        lookback_ms: lookback(&state, &p)?,
+        max_samples: state.query.max_samples,
+        deadline: Some(Instant::now() + timeout),
+    };
+    let res = run_query(state, plan, opts).await?;
+    Ok(json_response(render_result(&res)))
+}
+
+async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let start = time_param(&p, "start", None)?;
+    let end = time_param(&p, "end", None)?;
+    if end < start {
+        return Err(ApiError::bad_data("end timestamp must not be before start time".into()));
+    }
+    let step = match p.get("step") {
+        Some(s) if !s.is_empty() => {
+            parse_duration(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?
+        }
+        _ => {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"step\": cannot parse \"\" to a valid duration".into(),
+            ))
+        }
+    };
+    let step_ms = step.as_millis() as i64;
+    if step_ms <= 0 {
+        return Err(ApiError::bad_data(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if (end - start) / step_ms > 11_000 {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+        ));
+    }
+    let timeout = query_timeout(&state, &p)?;
+    let plan = compile(&state, p.get("query").unwrap_or(""))?;
+    let opts = QueryOptions {
+        start,
+        end,
+        step: step_ms,
+        lookback_ms: lookback(&state, &p)?,
+        max_samples: state.query.max_samples,
+        deadline: Some(Instant::now() + timeout),
+    };
+    let res = run_query(state, plan, opts).await?;
+    Ok(json_response(render_result(&res)))
+}
+
+/// Renders a query result as Prometheus's JSON, by hand: timestamps must be printed as
+/// seconds without a trailing `.0`, which a generic serializer cannot do.
+pub fn render_result(res: &QueryResult) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
+    match res {
+        QueryResult::Scalar(t, v) => {
+            let _ = write!(out, "\"scalar\",\"result\":[{},\"{}\"]", format_timestamp(*t), format_value(*v));
+        }
+        QueryResult::String(t, s) => {
+            let _ = write!(out, "\"string\",\"result\":[{},{}]", format_timestamp(*t), json!(s));
+        }
+        QueryResult::Vector(v) => {
+            out.push_str("\"vector\",\"result\":[");
+            for (i, (labels, t, val)) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, labels);
+                let _ = write!(out, ",\"value\":[{},\"{}\"]}}", format_timestamp(*t), format_value(*val));
+            }
+            out.push(']');
+        }
+        QueryResult::Matrix(m) => {
+            out.push_str("\"matrix\",\"result\":[");
+            for (i, s) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"values\":[");
+                for (j, p) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "[{},\"{}\"]", format_timestamp(p.t), format_value(p.v));
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
+    }
+    out.push_str("}}");
+    out
+}
+
+fn labels_json(l: &Labels) -> Value {
+    Value::Object(l.iter().map(|x| (x.name.clone(), Value::String(x.value.clone()))).collect())
+}
+
+fn write_labels(out: &mut String, l: &Labels) {
+    out.push_str(&labels_json(l).to_string());
+}
+
+async fn format_query(q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let text = promflow_promql::format_query(p.get("query").unwrap_or(""))
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    Ok(success(Value::String(text)))
+}
+
+async fn empty_list() -> Response {
+    success(json!([]))
+}
+
+// ---- metadata ----
+
+fn parse_selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let mut out = Vec::new();
+    for s in p.all("match[]") {
+        let plan = promflow_promql::compile(s, &Default::default())
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+        match plan {
+            promflow_engine::Plan::Select { matchers, .. } => {
+                if matchers.iter().all(|m| m.matches_empty()) {
+                    return Err(ApiError::bad_data(
+                        "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher"
+                            .into(),
+                    ));
+                }
+                out.push(matchers)
+            }
+            _ => {
+                return Err(ApiError::bad_data(format!(
+                    "invalid parameter \"match[]\": {s:?} is not a series selector"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
+    Ok((time_param(p, "start", Some(MIN_TIME_MS))?, time_param(p, "end", Some(MAX_TIME_MS))?))
+}
+
+fn storage_err(e: promflow_storage::Error) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+fn truncate<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
+    if limit > 0 && v.len() > limit {
+        v.truncate(limit);
+    }
+    v
+}
+
+async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let sels = parse_selectors(&p)?;
+    if sels.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided".into()));
+    }
+    let (mint, maxt) = time_range(&p)?;
+    let limit = limit_param(&p)?;
+    let mut all: Vec<Labels> = Vec::new();
+    for m in &sels {
+        all.extend(state.db.series(m, mint, maxt).map_err(storage_err)?);
+    }
+    all.sort();
+    all.dedup();
+    Ok(success(Value::Array(truncate(all, limit).iter().map(labels_json).collect())))
+}
+
+async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let sels = parse_selectors(&p)?;
+    let (mint, maxt) = time_range(&p)?;
+    let limit = limit_param(&p)?;
+    let mut names: Vec<String> = Vec::new();
+    if sels.is_empty() {
+        names = state.db.label_names(&[], mint, maxt).map_err(storage_err)?;
+    } else {
+        for m in &sels {
+            names.extend(state.db.label_names(m, mint, maxt).map_err(storage_err)?);
+        }
+        names.sort();
+        names.dedup();
+    }
+    Ok(success(json!(truncate(names, limit))))
+}
+
+/// Undoes Grafana's and Prometheus's `U__` escaping of a label name in a URL path.
+pub fn unescape_label_name(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("U__") else { return name.to_string() };
+    let mut out = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'_') {
+            chars.next();
+            out.push('_');
+            continue;
+        }
+        let hex: String = chars.by_ref().take_while(|&c| c != '_').collect();
+        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+            Some(ch) => out.push(ch),
+            None => return name.to_string(),
+        }
+    }
+    out
+}
+
+async fn label_values(
+    State(state): Shared,
+    Path(name): Path<String>,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let p = params(&q, &headers, &Bytes::new());
+    let name = unescape_label_name(&name);
+    if name.is_empty() {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let sels = parse_selectors(&p)?;
+    let (mint, maxt) = time_range(&p)?;
+    let limit = limit_param(&p)?;
+    let mut values: Vec<String> = Vec::new();
+    if sels.is_empty() {
+        values = state.db.label_values(&name, &[], mint, maxt).map_err(storage_err)?;
+    } else {
+        for m in &sels {
+            values.extend(state.db.label_values(&name, m, mint, maxt).map_err(storage_err)?);
+        }
+        values.sort();
+        values.dedup();
+    }
+    Ok(success(json!(truncate(values, limit))))
+}
+
+async fn metadata(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
+    let metric = p.get("metric").unwrap_or("");
+    let mut map = serde_json::Map::new();
+    for (_, md) in state.scrape.metadata() {
+        if !metric.is_empty() && md.family != metric {
+            continue;
+        }
+        let entry = map.entry(md.family.clone()).or_insert_with(|| json!([]));
+        let item = json!({"type": md.metric_type.as_str(), "help": md.help, "unit": md.unit});
+        if let Some(a) = entry.as_array_mut() {
+            if !a.contains(&item) {
+                a.push(item);
+            }
+        }
+    }
+    if limit >= 0 {
+        let keys: Vec<String> = map.keys().skip(limit as usize).cloned().collect();
+        for k in keys {
+            map.remove(&k);
+        }
+    }
+    Ok(success(Value::Object(map)))
+}
+
+async fn targets(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let want = p.get("state").unwrap_or("any");
+    let pool = p.get("scrapePool");
+    let mut active = Vec::new();
+    let mut dropped = Vec::new();
+    for t in state.scrape.targets() {
+        if pool.is_some_and(|p| p != t.scrape_pool) {
+            continue;
+        }
+        if t.dropped {
+            dropped.push(
+                json!({"discoveredLabels": labels_json(&t.discovered_labels), "scrapePool": t.scrape_pool}),
+            );
+            continue;
+        }
+        active.push(json!({
+            "discoveredLabels": labels_json(&t.discovered_labels),
+            "labels": labels_json(&t.labels),
+            "scrapePool": t.scrape_pool,
+            "scrapeUrl": t.scrape_url,
+            "globalUrl": t.scrape_url,
+            "lastError": t.last_error,
+            "lastScrape": t.last_scrape.map(|s| s.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "lastScrapeDuration": t.last_duration.as_secs_f64(),
+            "health": t.health,
+            "scrapeInterval": promflow_config::format_duration(t.interval),
+            "scrapeTimeout": promflow_config::format_duration(t.timeout),
+        }));
+    }
+    let mut data = serde_json::Map::new();
+    if want == "active" || want == "any" || want.is_empty() {
+        data.insert("activeTargets".into(), Value::Array(active));
+    }
+    if want == "dropped" || want == "any" || want.is_empty() {
+        data.insert("droppedTargets".into(), Value::Array(dropped));
+    }
+    Ok(success(Value::Object(data)))
+}
+
+async fn targets_metadata(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let metric = p.get("metric").unwrap_or("");
+    let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
+    let target_matchers = match p.get("match_target").filter(|s| !s.is_empty()) {
+        Some(sel) => match promflow_promql::compile(sel, &Default::default()) {
+            Ok(promflow_engine::Plan::Select { matchers, .. }) => matchers,
+            _ => return Err(ApiError::bad_data(format!("invalid parameter \"match_target\": {sel:?}"))),
+        },
+        None => vec![],
+    };
+    let mut out = Vec::new();
+    for (target, md) in state.scrape.metadata() {
+        if limit >= 0 && out.len() as i64 >= limit {
+            break;
+        }
+        if !metric.is_empty() && md.family != metric {
+            continue;
+        }
+        if !target_matchers.iter().all(|m| m.matches_labels(&target)) {
+            continue;
+        }
+        let mut item = json!({"target": labels_json(&target), "type": md.metric_type.as_str(), "help": md.help, "unit": md.unit});
+        if metric.is_empty() {
+            item["metric"] = Value::String(md.family.clone());
+        }
+        out.push(item);
+    }
+    Ok(success(Value::Array(out)))
+}
+
+async fn scrape_pools(State(state): Shared) -> ApiResult {
+    let mut pools: Vec<String> = state.scrape.targets().into_iter().map(|t| t.scrape_pool).collect();
+    pools.sort();
+    pools.dedup();
+    Ok(success(json!({"scrapePools": pools})))
+}
+
+async fn rules() -> Response {
+    success(json!({"groups": []}))
+}
+
+async fn alerts() -> Response {
+    success(json!({"alerts": []}))
+}
+
+async fn alertmanagers() -> Response {
+    success(json!({"activeAlertmanagers": [], "droppedAlertmanagers": []}))
+}
+
+// ---- status ----
+
+async fn buildinfo(State(state): Shared) -> Response {
+    success(json!({
+        "version": state.status.version,
+        "revision": format!("promflow-{}", env!("CARGO_PKG_VERSION")),
+        "branch": "main",
+        "buildUser": "promflow",
+        "buildDate": "",
+        "goVersion": "rust",
+    }))
+}
+
+async fn status_config(State(state): Shared) -> Response {
+    let yaml = state.status.config_yaml.read().map(|c| c.clone()).unwrap_or_default();
+    success(json!({ "yaml": yaml }))
+}
+
+async fn status_flags(State(state): Shared) -> Response {
+    let map: serde_json::Map<String, Value> =
+        state.status.flags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    success(Value::Object(map))
+}
+
+async fn runtimeinfo(State(state): Shared) -> Response {
+    let st = &state.status;
+    let start = chrono::DateTime::from_timestamp(st.start_seconds, 0).unwrap_or_default();
+    let last = chrono::DateTime::from_timestamp(st.last_reload_seconds.load(Ordering::SeqCst), 0)
+        .unwrap_or_default();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    success(json!({
+        "startTime": start.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "reloadConfigSuccess": st.reload_ok.load(Ordering::SeqCst),
+        "lastConfigTime": last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "corruptionCount": state.db.stats(0).wal_corruptions,
+        "goroutineCount": 0,
+        "GOMAXPROCS": threads,
+        "GOMEMLIMIT": i64::MAX,
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": st.storage_retention,
+    }))
+}
+
+async fn status_tsdb(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let limit = match p.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ApiError::bad_data("limit must be a positive number".into()))?,
+        None => 10,
+    };
+    let s = state.db.stats(limit);
+    let pairs = |v: &[(String, u64)]| -> Value {
+        Value::Array(v.iter().map(|(n, c)| json!({"name": n, "value": c})).collect())
+    };
+    Ok(success(json!({
+        "headStats": {
+            "numSeries": s.num_series,
+            "numLabelPairs": s.num_label_pairs,
+            "chunkCount": s.num_chunks,
+            "minTime": s.min_time.unwrap_or(i64::MAX),
+            "maxTime": s.max_time.unwrap_or(i64::MIN),
+        },
+        "seriesCountByMetricName": pairs(&s.series_count_by_metric),
+        "labelValueCountByLabelName": pairs(&s.label_value_count_by_label_name),
+        "memoryInBytesByLabelName": [],
+        "seriesCountByLabelValuePair": pairs(&s.series_count_by_label_value_pair),
+    })))
+}
+
+async fn walreplay() -> Response {
+    success(json!({"min": 0, "max": 0, "current": 0}))
+}
+
+async fn admin(State(state): Shared) -> ApiResult {
+    if !state.admin_enabled {
+        return Err(ApiError {
+            error_type: "unavailable",
+            message: "admin APIs disabled".into(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+        });
+    }
+    Err(ApiError {
+        error_type: "unavailable",
+        message: "promflow does not implement the TSDB admin API yet".into(),
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+    })
+}
+
+// ---- ingest ----
+
+async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    if !state.remote_write_enabled {
+        return (
+            StatusCode::NOT_FOUND,
+            "remote write receiver needs to be enabled with --web.enable-remote-write-receiver\n",
+        )
+            .into_response();
+    }
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        if !enc.eq_ignore_ascii_case("snappy") {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content encoding {enc:?}; only snappy is accepted\n"),
+            )
+                .into_response();
+        }
+    }
+    let req = match promflow_remote::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "remote write: undecodable request");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let mut app = state.db.appender();
+        match promflow_remote::append_request(&req, app.as_mut()) {
+            Ok(_) => app.commit().map(|_| ()).map_err(promflow_remote::Error::Storage),
+            Err(e) => {
+                app.rollback();
+                Err(e)
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(promflow_remote::Error::Storage(e))) => {
+            tracing::error!(error = %e, "remote write: storage failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "remote write: request rejected");
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+// ---- lifecycle ----
+
+async fn ready(State(state): Shared) -> Response {
+    if state.status.ready.load(Ordering::SeqCst) {
+        "Prometheus Server is Ready.\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
+}
+
+fn lifecycle_guard(state: &AppState, method: &Method) -> Option<Response> {
+    if !state.lifecycle_enabled {
+        return Some((StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n").into_response());
+    }
+    if method != Method::POST && method != Method::PUT {
+        return Some((StatusCode::METHOD_NOT_ALLOWED, "Only POST or PUT requests allowed\n").into_response());
+    }
+    None
+}
+
+async fn reload(State(state): Shared, method: Method) -> Response {
+    if let Some(r) = lifecycle_guard(&state, &method) {
+        return r;
+    }
+    let f = state.reload.clone();
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn quit(State(state): Shared, method: Method) -> Response {
+    if let Some(r) = lifecycle_guard(&state, &method) {
+        return r;
+    }
+    state.quit.send_replace(true);
+    "Requesting termination... Goodbye!\n".into_response()
+}
+
+async fn self_metrics(State(state): Shared) -> Response {
+    let body = crate::metrics::render(&state);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u_escaping() {
+        assert_eq!(unescape_label_name("U__my_2e_label"), "my.label");
+        assert_eq!(unescape_label_name("U__a__b"), "a_b");
+        assert_eq!(unescape_label_name("job"), "job");
+    }
+}

@@ -1,0 +1,157 @@
+//! promflow's HTTP server: Prometheus's HTTP API v1, the lifecycle endpoints, the
+//! remote-write receiver and promflow's own metrics, on axum.
+#![warn(missing_docs)]
+
+mod api;
+mod metrics;
+pub mod params;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+pub use api::router;
+pub use metrics::HttpMetrics;
+
+/// Errors of the HTTP server itself (binding, serving).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("listen on {0}: {1}")]
+    Bind(String, #[source] std::io::Error),
+    /// Serving failed.
+    #[error("serve: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// An API error with Prometheus's `errorType` and HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    /// `bad_data`, `execution`, `timeout`, `canceled`, `internal`, `unavailable`, `not_found`.
+    pub error_type: &'static str,
+    /// The message.
+    pub message: String,
+    /// The HTTP status.
+    pub status: StatusCode,
+}
+
+impl ApiError {
+    /// A 400 `bad_data` error.
+    pub fn bad_data(message: String) -> Self {
+        ApiError { error_type: "bad_data", message, status: StatusCode::BAD_REQUEST }
+    }
+
+    /// A 422 `execution` error.
+    pub fn execution(message: String) -> Self {
+        ApiError { error_type: "execution", message, status: StatusCode::UNPROCESSABLE_ENTITY }
+    }
+
+    /// A 500 `internal` error.
+    pub fn internal(message: String) -> Self {
+        ApiError { error_type: "internal", message, status: StatusCode::INTERNAL_SERVER_ERROR }
+    }
+
+    /// A 503 `timeout` error.
+    pub fn timeout(message: String) -> Self {
+        ApiError { error_type: "timeout", message, status: StatusCode::SERVICE_UNAVAILABLE }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            serde_json::json!({"status": "error", "errorType": self.error_type, "error": self.message});
+        (self.status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
+            .into_response()
+    }
+}
+
+/// How queries are run: Prometheus's `--query.*` flags.
+#[derive(Clone, Debug)]
+pub struct QuerySettings {
+    /// `--query.lookback-delta`.
+    pub lookback_delta: Duration,
+    /// `--query.timeout`.
+    pub timeout: Duration,
+    /// `--query.max-samples`.
+    pub max_samples: usize,
+    /// Lowering options (default subquery step).
+    pub compile: promflow_promql::CompileOptions,
+}
+
+/// What the server reports about itself: configuration, flags, reload state.
+pub struct ServerStatus {
+    /// The version promflow claims for API clients (a Prometheus 3.x version, semver).
+    pub version: String,
+    /// The configuration currently in force, as YAML.
+    pub config_yaml: RwLock<String>,
+    /// Every flag and its value, as `/api/v1/status/flags` lists them.
+    pub flags: Vec<(String, String)>,
+    /// Whether the last configuration (re)load succeeded.
+    pub reload_ok: AtomicBool,
+    /// When the last successful (re)load happened, in Unix seconds.
+    pub last_reload_seconds: AtomicI64,
+    /// Configuration fields accepted but not implemented yet, by the last successful load.
+    pub unimplemented_fields: AtomicI64,
+    /// Process start, in Unix seconds.
+    pub start_seconds: i64,
+    /// Whether start-up has finished (WAL replayed, scraping started).
+    pub ready: AtomicBool,
+    /// The retention setting, as text, for runtimeinfo.
+    pub storage_retention: String,
+}
+
+impl ServerStatus {
+    /// Records the outcome of a (re)load.
+    pub fn record_reload(&self, ok: bool, yaml: Option<String>, unimplemented: usize) {
+        self.reload_ok.store(ok, Ordering::SeqCst);
+        if ok {
+            self.last_reload_seconds.store(chrono::Utc::now().timestamp(), Ordering::SeqCst);
+            self.unimplemented_fields.store(unimplemented as i64, Ordering::SeqCst);
+            if let Some(y) = yaml {
+                if let Ok(mut c) = self.config_yaml.write() {
+                    *c = y;
+                }
+            }
+        }
+    }
+}
+
+/// A function that re-reads and applies the configuration; `Err` keeps the running one.
+pub type ReloadFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Storage: querier, appender, stats.
+    pub db: Arc<promflow_storage::Db>,
+    /// The scrape manager, for targets and metadata.
+    pub scrape: Arc<promflow_scrape::ScrapeManager>,
+    /// Query settings.
+    pub query: QuerySettings,
+    /// Server status.
+    pub status: Arc<ServerStatus>,
+    /// Configuration reload (SIGHUP and `/-/reload` call the same function).
+    pub reload: ReloadFn,
+    /// `--web.enable-lifecycle`.
+    pub lifecycle_enabled: bool,
+    /// `--web.enable-admin-api`.
+    pub admin_enabled: bool,
+    /// `--web.enable-remote-write-receiver`.
+    pub remote_write_enabled: bool,
+    /// Set to true by `/-/quit` (and by signals) to stop the server.
+    pub quit: tokio::sync::watch::Sender<bool>,
+    /// Request counters.
+    pub http_metrics: HttpMetrics,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)
+}

@@ -1,0 +1,148 @@
+//! promflow's own metrics in the text exposition format, under Prometheus's names where a
+//! part has a Prometheus twin, so the Prometheus mixin's dashboards and alerts work.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use crate::AppState;
+
+/// Counts of HTTP requests by handler and status code.
+#[derive(Default)]
+pub struct HttpMetrics {
+    counts: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl HttpMetrics {
+    /// Counts one request.
+    pub fn observe(&self, handler: &str, code: u16) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry((handler.to_string(), code)).or_default() += 1;
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        header(out, "prometheus_http_requests_total", "counter", "Counter of HTTP requests.");
+        if let Ok(c) = self.counts.lock() {
+            for ((handler, code), n) in c.iter() {
+                let _ = writeln!(
+                    out,
+                    "prometheus_http_requests_total{{code=\"{code}\",handler=\"{handler}\"}} {n}"
+                );
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, typ: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {typ}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// Renders every metric of the server.
+pub fn render(state: &AppState) -> String {
+    let mut out = String::with_capacity(8192);
+    let st = &state.status;
+    header(&mut out, "prometheus_build_info", "gauge", "A metric with a constant '1' value labeled by version, revision, branch, goversion from which prometheus was built, and the goos and goarch for the build.");
+    let _ = writeln!(
+        out,
+        "prometheus_build_info{{branch=\"main\",goarch=\"{}\",goos=\"{}\",goversion=\"rust\",revision=\"promflow-{}\",tags=\"\",version=\"{}\"}} 1",
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        env!("CARGO_PKG_VERSION"),
+        st.version
+    );
+    gauge(
+        &mut out,
+        "prometheus_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful.",
+        st.reload_ok.load(Ordering::SeqCst) as u8,
+    );
+    gauge(
+        &mut out,
+        "prometheus_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload.",
+        st.last_reload_seconds.load(Ordering::SeqCst),
+    );
+    gauge(&mut out, "promflow_config_unimplemented_fields", "Configuration fields that Prometheus accepts and promflow accepted but does not implement yet (see docs/configuration.md).", st.unimplemented_fields.load(Ordering::SeqCst));
+    gauge(
+        &mut out,
+        "prometheus_ready",
+        "Whether Prometheus startup was fully completed and the server is ready for normal operation.",
+        st.ready.load(Ordering::SeqCst) as u8,
+    );
+    gauge(
+        &mut out,
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        st.start_seconds,
+    );
+    if let Some((rss, cpu)) = process_stats() {
+        gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);
+        counter(
+            &mut out,
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            cpu,
+        );
+    }
+    let s = state.db.stats(0);
+    gauge(&mut out, "prometheus_tsdb_head_series", "Total number of series in the head block.", s.num_series);
+    gauge(&mut out, "prometheus_tsdb_head_chunks", "Total number of chunks in the head block.", s.num_chunks);
+    counter(
+        &mut out,
+        "prometheus_tsdb_head_samples_appended_total",
+        "Total number of appended samples.",
+        s.num_samples,
+    );
+    gauge(
+        &mut out,
+        "prometheus_tsdb_head_min_time",
+        "Minimum time bound of the head block.",
+        s.min_time.unwrap_or(0),
+    );
+    gauge(
+        &mut out,
+        "prometheus_tsdb_head_max_time",
+        "Maximum timestamp of the head block.",
+        s.max_time.unwrap_or(0),
+    );
+    counter(
+        &mut out,
+        "prometheus_tsdb_wal_corruptions_total",
+        "Total number of WAL corruptions.",
+        s.wal_corruptions,
+    );
+    counter(
+        &mut out,
+        "promflow_wal_truncated_bytes_total",
+        "Bytes cut from torn or corrupt WAL tails at start-up.",
+        s.wal_truncated_bytes,
+    );
+    gauge(&mut out, "promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
+    state.scrape.write_metrics(&mut out);
+    state.http_metrics.write(&mut out);
+    out
+}
+
+/// Resident memory in bytes and CPU seconds from /proc (Linux only).
+fn process_stats() -> Option<(u64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = 100.0;
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+    Some((rss_pages * 4096, (utime + stime) / ticks))
+}

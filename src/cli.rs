@@ -1,0 +1,364 @@
+//! Command-line flags, named and defaulted as Prometheus 3.x names them.
+
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    promflow_config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn log_level(s: &str) -> Result<String, String> {
+    match s {
+        "debug" | "info" | "warn" | "error" => Ok(s.to_string()),
+        _ => Err(format!("enum value must be one of debug,info,warn,error, got '{s}'")),
+    }
+}
+
+fn log_format(s: &str) -> Result<String, String> {
+    match s {
+        "logfmt" | "json" => Ok(s.to_string()),
+        _ => Err(format!("enum value must be one of logfmt,json, got '{s}'")),
+    }
+}
+
+/// promflow's flags. Every flag Prometheus 3.x's server accepts is accepted; those promflow
+/// does not implement yet are listed in [`UNIMPLEMENTED`] and draw one warning when set.
+#[derive(Parser, Debug)]
+#[command(
+    name = "promflow",
+    version,
+    about = "The Prometheus-compatible monitoring server, built as a streaming dataflow engine.",
+    long_about = None
+)]
+pub struct Flags {
+    /// Prometheus configuration file path.
+    #[arg(long = "config.file", default_value = "prometheus.yml")]
+    pub config_file: String,
+    /// Interval at which the configuration file is checked for changes (0 disables).
+    #[arg(long = "config.auto-reload-interval", default_value = "30s", value_parser = duration)]
+    pub config_auto_reload_interval: Duration,
+    /// Address to listen on for UI, API, and telemetry (repeatable).
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
+    pub listen_address: Vec<String>,
+    /// Path to the configuration file that can enable TLS or authentication.
+    #[arg(long = "web.config.file", default_value = "")]
+    pub web_config_file: String,
+    /// Maximum duration before timing out read of the request.
+    #[arg(long = "web.read-timeout", default_value = "5m", value_parser = duration)]
+    pub web_read_timeout: Duration,
+    /// Maximum number of simultaneous connections across all listeners.
+    #[arg(long = "web.max-connections", default_value_t = 512)]
+    pub web_max_connections: u64,
+    /// Limits the number of concurrent notification subscribers.
+    #[arg(long = "web.max-notifications-subscribers", default_value_t = 16)]
+    pub web_max_notifications_subscribers: u64,
+    /// The URL under which promflow is externally reachable.
+    #[arg(long = "web.external-url", default_value = "")]
+    pub external_url: String,
+    /// Prefix for the internal routes of web endpoints (defaults to the external URL's path).
+    #[arg(long = "web.route-prefix", default_value = "")]
+    pub route_prefix: String,
+    /// Path to static asset directory, available at /user.
+    #[arg(long = "web.user-assets", default_value = "")]
+    pub user_assets: String,
+    /// Enable shutdown and reload via HTTP request.
+    #[arg(long = "web.enable-lifecycle", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub enable_lifecycle: bool,
+    /// Enable API endpoints for admin control actions.
+    #[arg(long = "web.enable-admin-api", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub enable_admin_api: bool,
+    /// Enable API endpoint accepting remote write requests.
+    #[arg(long = "web.enable-remote-write-receiver", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub enable_remote_write_receiver: bool,
+    /// Remote write message versions the receiver accepts.
+    #[arg(
+        long = "web.remote-write-receiver.accepted-protobuf-messages",
+        default_value = "prometheus.WriteRequest"
+    )]
+    pub remote_write_accepted_messages: Vec<String>,
+    /// Enable API endpoint accepting OTLP write requests.
+    #[arg(long = "web.enable-otlp-receiver", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub enable_otlp_receiver: bool,
+    /// Path to the console template directory.
+    #[arg(long = "web.console.templates", default_value = "consoles")]
+    pub console_templates: String,
+    /// Path to the console library directory.
+    #[arg(long = "web.console.libraries", default_value = "console_libraries")]
+    pub console_libraries: String,
+    /// Document title of the web UI.
+    #[arg(
+        long = "web.page-title",
+        default_value = "Prometheus Time Series Collection and Processing Server"
+    )]
+    pub page_title: String,
+    /// Regex for CORS origin. It is fully anchored.
+    #[arg(long = "web.cors.origin", default_value = ".*")]
+    pub cors_origin: String,
+    /// Base path for metrics storage.
+    #[arg(long = "storage.tsdb.path", default_value = "data/")]
+    pub tsdb_path: String,
+    /// How long to retain samples in storage.
+    #[arg(long = "storage.tsdb.retention.time", default_value = "")]
+    pub retention_time: String,
+    /// Maximum number of bytes that can be stored for blocks.
+    #[arg(long = "storage.tsdb.retention.size", default_value = "")]
+    pub retention_size: String,
+    /// Do not create lockfile in data directory.
+    #[arg(long = "storage.tsdb.no-lockfile", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub no_lockfile: bool,
+    /// Size of the queue through which head chunks are written to the disk.
+    #[arg(long = "storage.tsdb.head-chunks-write-queue-size", default_value_t = 0)]
+    pub head_chunks_write_queue_size: i64,
+    /// Compress the tsdb WAL.
+    #[arg(long = "storage.tsdb.wal-compression", num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub wal_compression: bool,
+    /// Compression algorithm for the tsdb WAL.
+    #[arg(long = "storage.tsdb.wal-compression-type", default_value = "snappy")]
+    pub wal_compression_type: String,
+    /// Allow compaction of overlapping blocks.
+    #[arg(long = "storage.tsdb.allow-overlapping-compaction", num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub allow_overlapping_compaction: bool,
+    /// Delayed compaction upper bound, in percent of the block range.
+    #[arg(long = "storage.tsdb.delayed-compaction.max-percent", default_value_t = 10)]
+    pub delayed_compaction_max_percent: i64,
+    /// Minimum duration of a data block before being persisted.
+    #[arg(long = "storage.tsdb.min-block-duration", default_value = "2h", value_parser = duration)]
+    pub min_block_duration: Duration,
+    /// Maximum duration compacted blocks may span.
+    #[arg(long = "storage.tsdb.max-block-duration", value_parser = duration)]
+    pub max_block_duration: Option<Duration>,
+    /// Max size for a single chunk segment in a block.
+    #[arg(long = "storage.tsdb.max-block-chunk-segment-size", default_value = "0B")]
+    pub max_block_chunk_segment_size: String,
+    /// Base path for metrics storage in agent mode.
+    #[arg(long = "storage.agent.path", default_value = "data-agent/")]
+    pub agent_path: String,
+    /// Compress the agent WAL.
+    #[arg(long = "storage.agent.wal-compression", num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub agent_wal_compression: bool,
+    /// Minimum age samples may be before being considered for deletion when the WAL is truncated.
+    #[arg(long = "storage.agent.retention.min-time", value_parser = duration)]
+    pub agent_retention_min: Option<Duration>,
+    /// Maximum age samples may be before being forcibly deleted when the WAL is truncated.
+    #[arg(long = "storage.agent.retention.max-time", value_parser = duration)]
+    pub agent_retention_max: Option<Duration>,
+    /// Do not create lockfile in data directory (agent mode).
+    #[arg(long = "storage.agent.no-lockfile", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub agent_no_lockfile: bool,
+    /// How long to wait flushing sample on shutdown or config reload.
+    #[arg(long = "storage.remote.flush-deadline", default_value = "1m", value_parser = duration)]
+    pub remote_flush_deadline: Duration,
+    /// Maximum overall number of samples to return via the remote read interface.
+    #[arg(long = "storage.remote.read-sample-limit", default_value_t = 50_000_000)]
+    pub remote_read_sample_limit: i64,
+    /// Maximum number of concurrent remote read calls.
+    #[arg(long = "storage.remote.read-concurrent-limit", default_value_t = 10)]
+    pub remote_read_concurrent_limit: i64,
+    /// Maximum number of bytes in a single frame for streaming remote read responses.
+    #[arg(long = "storage.remote.read-max-bytes-in-frame", default_value_t = 1_048_576)]
+    pub remote_read_max_bytes_in_frame: i64,
+    /// Max time to tolerate prometheus outage for restoring "for" state of alert.
+    #[arg(long = "rules.alert.for-outage-tolerance", default_value = "1h", value_parser = duration)]
+    pub for_outage_tolerance: Duration,
+    /// Minimum duration between alert and restored "for" state.
+    #[arg(long = "rules.alert.for-grace-period", default_value = "10m", value_parser = duration)]
+    pub for_grace_period: Duration,
+    /// Minimum amount of time to wait before resending an alert to Alertmanager.
+    #[arg(long = "rules.alert.resend-delay", default_value = "1m", value_parser = duration)]
+    pub resend_delay: Duration,
+    /// Global concurrency limit for independent rules that can run concurrently.
+    #[arg(long = "rules.max-concurrent-evals", default_value_t = 4)]
+    pub rules_max_concurrent_evals: i64,
+    /// The capacity of the queue for pending Alertmanager notifications.
+    #[arg(long = "alertmanager.notification-queue-capacity", default_value_t = 10000)]
+    pub notification_queue_capacity: i64,
+    /// Send any outstanding Alertmanager notifications when shutting down.
+    #[arg(long = "alertmanager.drain-notification-queue-on-shutdown", num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub drain_notification_queue: bool,
+    /// The maximum lookback duration for retrieving metrics during expression evaluations.
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = duration)]
+    pub lookback_delta: Duration,
+    /// Maximum time a query may take before being aborted.
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = duration)]
+    pub query_timeout: Duration,
+    /// Maximum number of queries executed concurrently.
+    #[arg(long = "query.max-concurrency", default_value_t = 20)]
+    pub query_max_concurrency: i64,
+    /// Maximum number of samples a single query can load into memory.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    pub query_max_samples: usize,
+    /// Comma separated feature names to enable (repeatable).
+    #[arg(long = "enable-feature", value_delimiter = ',')]
+    pub enable_feature: Vec<String>,
+    /// Run in agent mode.
+    #[arg(long = "agent", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub agent: bool,
+    /// Use GOMEMLIMIT-style automatic memory limits (accepted for compatibility).
+    #[arg(long = "auto-gomemlimit", num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub auto_gomemlimit: bool,
+    /// Ratio of the container memory limit used as the memory limit.
+    #[arg(long = "auto-gomemlimit.ratio", default_value_t = 0.9)]
+    pub auto_gomemlimit_ratio: f64,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", default_value = "info", value_parser = log_level)]
+    pub log_level: String,
+    /// Output format of log messages.
+    #[arg(long = "log.format", default_value = "logfmt", value_parser = log_format)]
+    pub log_format: String,
+    /// Scrape: adjust scrape timestamps by up to the tolerance to align them.
+    #[arg(long = "scrape.adjust-timestamps", num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub scrape_adjust_timestamps: bool,
+    /// Timestamp tolerance for scrape alignment.
+    #[arg(long = "scrape.timestamp-tolerance", default_value = "2ms", value_parser = duration)]
+    pub scrape_timestamp_tolerance: Duration,
+    /// Interval used by the scrape manager to throttle target group updates.
+    #[arg(long = "scrape.discovery-reload-interval", default_value = "5s", value_parser = duration)]
+    pub scrape_discovery_reload_interval: Duration,
+    /// Prometheus 2.x retention flag, deprecated in favour of --storage.tsdb.retention.time.
+    #[arg(long = "storage.tsdb.retention", value_parser = duration)]
+    pub legacy_retention: Option<Duration>,
+}
+
+/// Flags Prometheus accepts that promflow does not implement yet: setting one starts the
+/// server with one warning naming it (see docs/configuration.md).
+pub const UNIMPLEMENTED: &[&str] = &[
+    "config.auto-reload-interval",
+    "web.config.file",
+    "web.read-timeout",
+    "web.max-connections",
+    "web.max-notifications-subscribers",
+    "web.user-assets",
+    "web.enable-admin-api",
+    "web.remote-write-receiver.accepted-protobuf-messages",
+    "web.enable-otlp-receiver",
+    "web.console.templates",
+    "web.console.libraries",
+    "web.page-title",
+    "web.cors.origin",
+    "storage.tsdb.retention.time",
+    "storage.tsdb.retention.size",
+    "storage.tsdb.no-lockfile",
+    "storage.tsdb.head-chunks-write-queue-size",
+    "storage.tsdb.wal-compression",
+    "storage.tsdb.wal-compression-type",
+    "storage.tsdb.allow-overlapping-compaction",
+    "storage.tsdb.delayed-compaction.max-percent",
+    "storage.tsdb.min-block-duration",
+    "storage.tsdb.max-block-duration",
+    "storage.tsdb.max-block-chunk-segment-size",
+    "storage.tsdb.retention",
+    "storage.agent.path",
+    "storage.agent.wal-compression",
+    "storage.agent.retention.min-time",
+    "storage.agent.retention.max-time",
+    "storage.agent.no-lockfile",
+    "storage.remote.flush-deadline",
+    "storage.remote.read-sample-limit",
+    "storage.remote.read-concurrent-limit",
+    "storage.remote.read-max-bytes-in-frame",
+    "rules.alert.for-outage-tolerance",
+    "rules.alert.for-grace-period",
+    "rules.alert.resend-delay",
+    "rules.max-concurrent-evals",
+    "alertmanager.notification-queue-capacity",
+    "alertmanager.drain-notification-queue-on-shutdown",
+    "query.max-concurrency",
+    "agent",
+    "auto-gomemlimit",
+    "auto-gomemlimit.ratio",
+    "scrape.adjust-timestamps",
+    "scrape.timestamp-tolerance",
+    "scrape.discovery-reload-interval",
+];
+
+/// Rewrites kingpin's `--no-<flag>` negations into `--<flag>=false` before clap sees them.
+fn normalise_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let bools: Vec<String> = Flags::command()
+        .get_arguments()
+        .filter(|a| a.get_num_args().is_some_and(|n| n.min_values() == 0))
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    args.into_iter()
+        .map(|a| match a.strip_prefix("--no-") {
+            Some(rest) if bools.iter().any(|b| b == rest) => format!("--{rest}=false"),
+            _ => a,
+        })
+        .collect()
+}
+
+/// Parses the process arguments; on error clap prints the message and exits (code 2).
+pub fn parse() -> (Flags, ArgMatches) {
+    let args = normalise_args(std::env::args());
+    let matches = Flags::command().get_matches_from(args);
+    let flags = Flags::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (flags, matches)
+}
+
+/// The unimplemented flags the user set explicitly.
+pub fn unimplemented_set(matches: &ArgMatches) -> Vec<&'static str> {
+    let cmd = Flags::command();
+    UNIMPLEMENTED
+        .iter()
+        .copied()
+        .filter(|name| {
+            cmd.get_arguments()
+                .find(|a| a.get_long() == Some(*name))
+                .is_some_and(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        })
+        .collect()
+}
+
+/// Every flag and its value as text, for `/api/v1/status/flags`.
+pub fn flag_values(matches: &ArgMatches) -> Vec<(String, String)> {
+    let cmd = Flags::command();
+    let mut out = Vec::new();
+    for a in cmd.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        if long == "help" || long == "version" {
+            continue;
+        }
+        let id = a.get_id().as_str();
+        let value = matches
+            .get_raw(id)
+            .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        out.push((long.to_string(), value));
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negated_bools() {
+        let args = normalise_args(["promflow".to_string(), "--no-web.enable-lifecycle".to_string()]);
+        assert_eq!(args[1], "--web.enable-lifecycle=false");
+        let m = Flags::command().get_matches_from(args);
+        assert!(!Flags::from_arg_matches(&m).unwrap().enable_lifecycle);
+    }
+
+    #[test]
+    fn defaults_match_prometheus() {
+        let m = Flags::command().get_matches_from(["promflow"]);
+        let f = Flags::from_arg_matches(&m).unwrap();
+        assert_eq!(f.config_file, "prometheus.yml");
+        assert_eq!(f.tsdb_path, "data/");
+        assert_eq!(f.listen_address, vec!["0.0.0.0:9090"]);
+        assert_eq!(f.lookback_delta, Duration::from_secs(300));
+        assert_eq!(f.query_timeout, Duration::from_secs(120));
+        assert_eq!(f.query_max_samples, 50_000_000);
+        assert!(unimplemented_set(&m).is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(Flags::command().try_get_matches_from(["promflow", "--query.timeout=abc"]).is_err());
+        assert!(Flags::command().try_get_matches_from(["promflow", "--log.level=loud"]).is_err());
+        assert!(Flags::command().try_get_matches_from(["promflow", "--no-such-flag"]).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! The `promflow` binary: parses Prometheus's flags and wires storage, scraping, the query
+//! engine and the HTTP server together. Nothing else lives here.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use promflow_config::Config;
+use promflow_http::{AppState, QuerySettings, ServerStatus};
+use promflow_scrape::ScrapeManager;
+use promflow_storage::{Db, DbOptions};
+use tracing::{error, info, warn};
+
+/// The Prometheus version whose API and semantics promflow follows; API clients such as
+/// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
+const COMPAT_VERSION: &str = "3.5.0";
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::new(level);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &str) -> Result<promflow_config::LoadedConfig, String> {
+    Config::load_file(std::path::Path::new(path)).map_err(|e| e.to_string())
+}
+
+fn main() {
+    let (flags, matches) = cli::parse();
+    init_logging(&flags.log_level, &flags.log_format);
+    for name in cli::unimplemented_set(&matches) {
+        warn!(
+            flag = name,
+            "flag accepted for compatibility with Prometheus but not implemented by promflow yet"
+        );
+    }
+    for feature in &flags.enable_feature {
+        warn!(feature = %feature, "feature flag accepted but has no effect in promflow yet");
+    }
+    if let Err(e) = run(flags, &matches) {
+        error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
+    let loaded = load_config(&flags.config_file)
+        .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
+    for w in &loaded.warnings {
+        warn!(file = %flags.config_file, "{w}");
+    }
+    info!(path = %flags.tsdb_path, "opening storage");
+    let db = Db::open(&PathBuf::from(&flags.tsdb_path), DbOptions::default())
+        .map_err(|e| format!("opening storage: {e}"))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("promflow")
+        .build()
+        .map_err(|e| format!("starting runtime: {e}"))?;
+
+    let scrape = ScrapeManager::new(Arc::clone(&db), runtime.handle().clone());
+    let status = Arc::new(ServerStatus {
+        version: COMPAT_VERSION.to_string(),
+        config_yaml: RwLock::new(loaded.config.to_redacted_yaml()),
+        flags: cli::flag_values(matches),
+        reload_ok: AtomicBool::new(true),
+        last_reload_seconds: AtomicI64::new(chrono_now()),
+        unimplemented_fields: AtomicI64::new(loaded.warnings.len() as i64),
+        start_seconds: chrono_now(),
+        ready: AtomicBool::new(false),
+        storage_retention: if flags.retention_time.is_empty() {
+            "15d".into()
+        } else {
+            flags.retention_time.clone()
+        },
+    });
+    {
+        let _guard = runtime.enter();
+        scrape.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
+    }
+
+    let reload: promflow_http::ReloadFn = {
+        let (path, scrape, status, handle) =
+            (flags.config_file.clone(), Arc::clone(&scrape), Arc::clone(&status), runtime.handle().clone());
+        Arc::new(move || {
+            let _guard = handle.enter();
+            let result = load_config(&path).and_then(|l| {
+                scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                for w in &l.warnings {
+                    warn!(file = %path, "{w}");
+                }
+                Ok(l)
+            });
+            match result {
+                Ok(l) => {
+                    status.record_reload(true, Some(l.config.to_redacted_yaml()), l.warnings.len());
+                    info!(file = %path, "completed loading of configuration file");
+                    Ok(())
+                }
+                Err(e) => {
+                    status.record_reload(false, None, 0);
+                    error!(file = %path, error = %e, "error reloading config; keeping the running configuration");
+                    Err(e)
+                }
+            }
+        })
+    };
+
+    let route_prefix = route_prefix(&flags);
+    let (quit, quit_rx) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState {
+        db: Arc::clone(&db),
+        scrape: Arc::clone(&scrape),
+        query: QuerySettings {
+            lookback_delta: flags.lookback_delta,
+            timeout: flags.query_timeout,
+            max_samples: flags.query_max_samples,
+            compile: promflow_promql::CompileOptions {
+                default_subquery_step: loaded.config.global.evaluation_interval,
+            },
+        },
+        status: Arc::clone(&status),
+        reload: Arc::clone(&reload),
+        lifecycle_enabled: flags.enable_lifecycle,
+        admin_enabled: flags.enable_admin_api,
+        remote_write_enabled: flags.enable_remote_write_receiver,
+        quit: quit.clone(),
+        http_metrics: Default::default(),
+    });
+
+    runtime.block_on(async move {
+        let app = promflow_http::router(state, &route_prefix);
+        let mut servers = Vec::new();
+        for addr in &flags.listen_address {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
+            info!(address = %addr, "listening");
+            let app = app.clone();
+            let mut stop = quit_rx.clone();
+            servers.push(tokio::spawn(async move {
+                promflow_http::serve(listener, app, async move {
+                    let _ = stop.wait_for(|q| *q).await;
+                })
+                .await
+            }));
+        }
+        status.ready.store(true, Ordering::SeqCst);
+        info!("server is ready to receive web requests");
+        wait_for_signals(reload, quit_rx.clone()).await;
+        quit.send_replace(true);
+        info!("stopping scrape manager");
+        scrape.stop();
+        // let the loops write their staleness markers
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for s in servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        Ok::<(), String>(())
+    })?;
+    if let Err(e) = db.close() {
+        warn!(error = %e, "closing storage");
+    }
+    info!("see you next time!");
+    Ok(())
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `--web.route-prefix`, defaulting to the path of `--web.external-url`, as in Prometheus.
+fn route_prefix(flags: &cli::Flags) -> String {
+    if !flags.route_prefix.is_empty() {
+        return flags.route_prefix.clone();
+    }
+    let url = flags.external_url.as_str();
+    let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    match after_scheme.find('/') {
+        Some(i) => after_scheme[i..].to_string(),
+        None => "/".to_string(),
+    }
+}
+
+/// Waits for SIGTERM, SIGINT or `/-/quit`; SIGHUP reloads the configuration.
+async fn wait_for_signals(reload: promflow_http::ReloadFn, mut quit: tokio::sync::watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let f = Arc::clone(&reload);
+                let _ = tokio::task::spawn_blocking(move || f()).await;
+            }
+            _ = term.recv() => { info!("received SIGTERM, exiting gracefully"); return; }
+            _ = int.recv() => { info!("received SIGINT, exiting gracefully"); return; }
+            _ = quit.wait_for(|q| *q) => { info!("received termination request via web service, exiting gracefully"); return; }
+        }
+    }
+}

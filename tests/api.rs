@@ -1,0 +1,198 @@
+//! End-to-end: the HTTP API of the real binary, fed through the remote-write receiver.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const BASE: i64 = 1_700_000_000_000;
+
+fn seeded() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(
+        dir.path(),
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let mut ts = Vec::new();
+    for (job, inst, mult) in [("api", "a:1", 1.0), ("api", "b:1", 2.0), ("db", "c:1", 3.0)] {
+        let samples: Vec<(i64, f64)> =
+            (0..40).map(|i| (BASE + i * 15_000 + 7, i as f64 * 10.0 * mult)).collect();
+        ts.push(series(&[("__name__", "http_requests_total"), ("job", job), ("instance", inst)], &samples));
+    }
+    ts.push(series(&[("__name__", "temperature"), ("room", "a\"b")], &[(BASE + 1_007, 21.5)]));
+    let (code, body) = remote_write(&s, ts);
+    assert_eq!(code, 204, "{body}");
+    (dir, s)
+}
+
+#[test]
+fn instant_and_range_queries_have_prometheus_shapes() {
+    let (_dir, s) = seeded();
+    let t = (BASE + 300_000) as f64 / 1000.0;
+    let (code, v) = s.get_json(&format!("/api/v1/query?query=http_requests_total&time={t}"));
+    assert_eq!(code, 200);
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["resultType"], "vector");
+    let r = result(&v);
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0]["metric"]["__name__"], "http_requests_total");
+    assert_eq!(r[0]["value"][0], serde_json::json!(1700000300));
+    assert!(r[0]["value"][1].is_string());
+
+    // sum by job of rate: 10/15 per second per unit multiplier
+    let (_, v) = s.post_form(
+        "/api/v1/query",
+        &[("query", "sum by (job) (rate(http_requests_total[2m]))"), ("time", &t.to_string())],
+    );
+    let r = result(&v);
+    assert_eq!(r.len(), 2);
+    let api = r.iter().find(|x| x["metric"]["job"] == "api").unwrap();
+    let val: f64 = api["value"][1].as_str().unwrap().parse().unwrap();
+    assert!((val - 2.0).abs() < 1e-9, "{val}");
+
+    let (code, v) = s.get_json(&format!(
+        "/api/v1/query_range?query=http_requests_total{{job%3D%22db%22}}&start={}&end={}&step=60",
+        BASE / 1000 + 60,
+        BASE / 1000 + 300
+    ));
+    assert_eq!(code, 200);
+    assert_eq!(v["data"]["resultType"], "matrix");
+    let vals = result(&v)[0]["values"].as_array().unwrap();
+    assert_eq!(vals.len(), 5);
+    assert_eq!(vals[0][0], serde_json::json!(1700000060));
+
+    let (_, v) = s.get_json("/api/v1/query?query=1%2B1&time=1700000000");
+    assert_eq!(v["data"], serde_json::json!({"resultType":"scalar","result":[1700000000,"2"]}));
+    let (_, v) = s.get_json("/api/v1/query?query=%22hello%22&time=1700000000.5");
+    assert_eq!(v["data"], serde_json::json!({"resultType":"string","result":[1700000000.5,"hello"]}));
+    let (_, v) = s.get_json(&format!("/api/v1/query?query=temperature%20%2F%200&time={t}"));
+    assert_eq!(result(&v)[0]["value"][1], "+Inf");
+    assert_eq!(result(&v)[0]["metric"]["room"], "a\"b");
+}
+
+#[test]
+fn errors_are_json_with_prometheus_types() {
+    let (_dir, s) = seeded();
+    let (code, v) = s.get_json("/api/v1/query?query=sum(");
+    assert_eq!(code, 400);
+    assert_eq!(v["errorType"], "bad_data");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.starts_with("invalid parameter \"query\": 1:"), "{msg}");
+    assert!(msg.contains("parse error"), "{msg}");
+
+    let (code, v) = s.get_json("/api/v1/query_range?query=up&start=10&end=5&step=1");
+    assert_eq!(code, 400);
+    assert_eq!(v["error"], "end timestamp must not be before start time");
+    let (code, v) = s.get_json("/api/v1/query_range?query=up&start=0&end=5&step=0");
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("zero or negative query resolution step widths"));
+    let (code, v) = s.get_json("/api/v1/query_range?query=up&end=5&step=1");
+    assert_eq!(code, 400);
+    assert_eq!(v["error"], "invalid parameter \"start\": cannot parse \"\" to a valid timestamp");
+    let (code, _) = s.get_json("/api/v1/query_range?query=up&start=0&end=100000&step=1");
+    assert_eq!(code, 400);
+    let (code, v) = s.get_json("/api/v1/series");
+    assert_eq!(code, 400);
+    assert_eq!(v["error"], "no match[] parameter provided");
+    let (code, v) = s.get_json("/api/v1/series?match[]=%7Bjob%3D%22%22%7D");
+    assert_eq!(code, 400, "{v}");
+
+    // many-to-many matching is an execution error (422)
+    let t = (BASE + 300_000) / 1000;
+    let (code, v) = s.get_json(&format!(
+        "/api/v1/query?query=http_requests_total%20%2B%20on(job)%20http_requests_total&time={t}"
+    ));
+    assert_eq!(code, 422, "{v}");
+    assert_eq!(v["errorType"], "execution");
+}
+
+#[test]
+fn metadata_endpoints() {
+    let (_dir, s) = seeded();
+    let (_, v) = s.get_json("/api/v1/labels");
+    assert_eq!(v["data"], serde_json::json!(["__name__", "instance", "job", "room"]));
+    let (_, v) = s.post_form("/api/v1/labels", &[("match[]", "temperature")]);
+    assert_eq!(v["data"], serde_json::json!(["__name__", "room"]));
+    let (_, v) = s.get_json("/api/v1/label/job/values");
+    assert_eq!(v["data"], serde_json::json!(["api", "db"]));
+    let (_, v) = s.get_json("/api/v1/label/__name__/values?limit=1");
+    assert_eq!(v["data"], serde_json::json!(["http_requests_total"]));
+    let (_, v) = s.get_json("/api/v1/series?match[]=http_requests_total%7Bjob%3D~%22d.%22%7D");
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"__name__":"http_requests_total","instance":"c:1","job":"db"}])
+    );
+    let (_, v) = s.get_json("/api/v1/label/U__jo_62_/values");
+    assert_eq!(v["data"], serde_json::json!(["api", "db"]));
+
+    let (_, v) = s.post_form(
+        "/api/v1/query_exemplars",
+        &[("query", "test"), ("start", "1700000000000"), ("end", "1700000001000")],
+    );
+    assert_eq!(v, serde_json::json!({"status":"success","data":[]}));
+    let (_, v) = s.get_json("/api/v1/status/buildinfo");
+    assert!(v["data"]["version"].as_str().unwrap().starts_with("3."));
+    assert!(v["data"].get("features").is_none());
+    let (_, v) = s.get_json("/api/v1/format_query?query=sum(rate(foo%5B5m%5D))by(job)");
+    assert_eq!(v["data"], "sum by (job) (rate(foo[5m]))");
+    let (_, v) = s.get_json("/api/v1/status/flags");
+    assert_eq!(v["data"]["query.lookback-delta"], "5m");
+    let (_, v) = s.get_json("/api/v1/status/tsdb");
+    assert_eq!(v["data"]["headStats"]["numSeries"], 4);
+    for path in [
+        "/api/v1/rules",
+        "/api/v1/alerts",
+        "/api/v1/status/config",
+        "/api/v1/status/runtimeinfo",
+        "/api/v1/targets",
+        "/api/v1/metadata",
+        "/api/v1/targets/metadata",
+    ] {
+        let (code, v) = s.get_json(path);
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(v["status"], "success", "{path}");
+    }
+    let (_, v) = s.get_json("/api/v1/query?query=up&explain=1");
+    assert!(v["data"]["result"].as_str().unwrap().starts_with("Select {__name__=\"up\"}"), "{v}");
+}
+
+#[test]
+fn remote_write_rejects_bad_input_without_losing_data() {
+    let (_dir, s) = seeded();
+    let r = client()
+        .post(s.url("/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .body("garbage")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // an out-of-order sample rejects the request, and nothing of it is stored
+    let (code, body) = remote_write(
+        &s,
+        vec![
+            series(&[("__name__", "fresh")], &[(BASE + 5, 1.0)]),
+            series(&[("__name__", "temperature"), ("room", "a\"b")], &[(BASE, 1.0)]),
+        ],
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("out of order"), "{body}");
+    let (_, v) = s.get_json(&format!("/api/v1/query?query=fresh&time={}", BASE / 1000 + 10));
+    assert_eq!(result(&v).len(), 0);
+    // the server is still healthy
+    assert_eq!(s.get_text("/-/healthy").0, 200);
+}
+
+#[test]
+fn cors_gzip_and_form_precedence() {
+    let (_dir, s) = seeded();
+    let r = client().request(reqwest::Method::OPTIONS, s.url("/api/v1/query")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = client().post(s.url("/api/v1/query?query=1")).form(&[("query", "2")]).send().unwrap();
+    let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["data"]["result"][1], "2");
+    let raw = reqwest::blocking::Client::builder().gzip(false).build().unwrap();
+    let r = raw.get(s.url("/api/v1/labels")).header("Accept-Encoding", "gzip").send().unwrap();
+    assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+}

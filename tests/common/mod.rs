@@ -1,0 +1,190 @@
+//! Shared helpers of the end-to-end tests: start the real `promflow` binary (and real peers)
+//! on 127.0.0.1 with bounded waits, push remote-write payloads, query the HTTP API.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
+use serde_json::Value;
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+/// A running server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = client().get(self.url(path)).send().unwrap();
+        let code = r.status().as_u16();
+        let text = r.text().unwrap();
+        (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    }
+
+    pub fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let r = client().post(self.url(path)).form(form).send().unwrap();
+        let code = r.status().as_u16();
+        let text = r.text().unwrap();
+        (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    }
+
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let r = client().get(self.url(path)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, path: &str) {
+        let url = self.url(path);
+        let ok = wait_for(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited early ({status}):\n{}", self.logs());
+            }
+            client().get(&url).send().ok().filter(|r| r.status().is_success()).map(|_| ())
+        });
+        assert!(ok.is_some(), "server did not become ready:\n{}", self.logs());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts promflow with `config` (YAML text) in `dir`, on a free port, with `extra` flags.
+pub fn start_promflow(dir: &Path, config: &str, extra: &[&str]) -> Server {
+    let cfg = dir.join("prometheus.yml");
+    if !cfg.exists() || !config.is_empty() {
+        std::fs::write(&cfg, config).unwrap();
+    }
+    start_promflow_with(dir, &cfg, free_port(), extra)
+}
+
+pub fn start_promflow_with(dir: &Path, cfg: &Path, port: u16, extra: &[&str]) -> Server {
+    let log = dir.join(format!("promflow-{port}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start promflow");
+    let mut s = Server { child, port, base: format!("http://127.0.0.1:{port}"), log };
+    s.wait_ready("/-/ready");
+    s
+}
+
+/// Whether a peer binary exists; outside CI a missing peer skips the test with a message,
+/// in CI (CI=true) it is a failure because `.ci/run` installs every peer.
+pub fn peer(bin: &str) -> Option<PathBuf> {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("peer {bin} is not installed; .ci/run installs it from Debian's packages");
+    }
+    eprintln!("SKIP: {bin} is not installed (apt-get install the Debian package to run this test)");
+    None
+}
+
+/// Starts Debian's Prometheus with the remote-write receiver on a free port.
+pub fn start_prometheus(dir: &Path, config: &str) -> Option<Server> {
+    let bin = peer("prometheus")?;
+    let port = free_port();
+    let cfg = dir.join("prom.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = dir.join("prometheus.log");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("prom-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    let mut s = Server { child, port, base: format!("http://127.0.0.1:{port}"), log };
+    s.wait_ready("/-/ready");
+    Some(s)
+}
+
+/// A series for a remote-write request.
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    let mut labels: Vec<Label> =
+        labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    TimeSeries { labels, samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect() }
+}
+
+/// Sends a remote-write request; returns the HTTP status and body.
+pub fn remote_write(server: &Server, ts: Vec<TimeSeries>) -> (u16, String) {
+    let body = promflow_remote::encode(&WriteRequest { timeseries: ts, metadata: vec![] });
+    let r = client()
+        .post(server.url("/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap_or_default())
+}
+
+/// The `data.result` array of an API answer.
+pub fn result(v: &Value) -> &Vec<Value> {
+    v["data"]["result"].as_array().unwrap_or_else(|| panic!("no result array in {v}"))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}

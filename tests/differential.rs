@@ -1,0 +1,381 @@
+//! Differential tests against Debian's Prometheus 2.42: the same remote-write payload goes
+//! to both servers, then the same queries and Grafana's API calls go to both, and the answers
+//! are compared. Sample timestamps never sit on a window boundary, so the 2.x/3.x difference
+//! in window closedness (docs/promql-compat.md) does not show.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const STEP_MS: i64 = 15_000;
+const POINTS: i64 = 240; // one hour
+
+/// A deterministic data set: counters with resets, gauges, several jobs and instances.
+fn payload(base: i64) -> Vec<promflow_remote::TimeSeries> {
+    let mut out = Vec::new();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 1000) as f64 / 1000.0
+    };
+    for (job, instances) in [("api", 3), ("db", 2), ("cache", 1)] {
+        for i in 0..instances {
+            let inst = format!("{job}-{i}:9100");
+            for code in ["200", "500"] {
+                let mut v = 0.0;
+                let samples: Vec<(i64, f64)> = (0..POINTS)
+                    .map(|k| {
+                        // counters start at 0, where Prometheus 2.x and 3.x extrapolate alike
+                        // (docs/promql-compat.md: the zero-point order changed in 3.0)
+                        if k > 0 {
+                            v += (rnd() * 10.0).floor() + if code == "200" { 5.0 } else { 0.0 };
+                        }
+                        if k == 120 && i == 0 {
+                            v = 3.0; // counter reset
+                        }
+                        (base + k * STEP_MS + 1_234 + i * 17, v)
+                    })
+                    .collect();
+                out.push(series(
+                    &[("__name__", "http_requests_total"), ("job", job), ("instance", &inst), ("code", code)],
+                    &samples,
+                ));
+            }
+            let samples: Vec<(i64, f64)> = (0..POINTS)
+                .map(|k| (base + k * STEP_MS + 4_321 + i * 13, 20.0 + (rnd() * 100.0).round() / 10.0))
+                .collect();
+            out.push(series(
+                &[("__name__", "temperature_celsius"), ("job", job), ("instance", &inst)],
+                &samples,
+            ));
+        }
+    }
+    out
+}
+
+const QUERIES: &[&str] = &[
+    "http_requests_total",
+    "http_requests_total{job=\"api\"}",
+    "http_requests_total{job!=\"api\"}",
+    "http_requests_total{job=~\"a.*|db\",code!~\"5..\"}",
+    "http_requests_total offset 5m",
+    "temperature_celsius offset 10m",
+    "rate(http_requests_total[5m])",
+    "irate(http_requests_total[1m])",
+    "increase(http_requests_total[10m])",
+    "rate(http_requests_total{code=\"500\"}[2m] offset 3m)",
+    "sum(rate(http_requests_total[5m]))",
+    "sum by (job) (rate(http_requests_total[5m]))",
+    "sum without (instance) (rate(http_requests_total[5m]))",
+    "avg by (job) (temperature_celsius)",
+    "min by (code) (http_requests_total)",
+    "max without (code, instance) (http_requests_total)",
+    "count by (job) (temperature_celsius)",
+    "count(http_requests_total)",
+    "temperature_celsius * 1.8 + 32",
+    "2 * temperature_celsius - 1",
+    "temperature_celsius > 25",
+    "temperature_celsius > bool 25",
+    "25 < temperature_celsius",
+    "http_requests_total / 1000",
+    "rate(http_requests_total[5m]) / on(job, instance) group_left sum by (job, instance) (rate(http_requests_total[5m]))",
+    "sum by (job) (rate(http_requests_total{code=\"500\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
+    "temperature_celsius - temperature_celsius offset 5m",
+    "sum(increase(http_requests_total[15m])) by (code) > 100",
+    "-temperature_celsius",
+    "avg(temperature_celsius) == bool avg(temperature_celsius)",
+    "max(temperature_celsius) - min(temperature_celsius)",
+];
+
+fn canonical(v: &Value) -> BTreeMap<String, Vec<(String, f64)>> {
+    let mut out = BTreeMap::new();
+    let data = &v["data"];
+    let items: Vec<Value> = match data["resultType"].as_str() {
+        Some("vector") | Some("matrix") => data["result"].as_array().cloned().unwrap_or_default(),
+        Some("scalar") => vec![serde_json::json!({"metric": {}, "value": data["result"]})],
+        _ => vec![],
+    };
+    for item in items {
+        let key = item["metric"].to_string();
+        let mut points = Vec::new();
+        let vals: Vec<Value> = match item.get("values") {
+            Some(v) => v.as_array().cloned().unwrap_or_default(),
+            None => vec![item["value"].clone()],
+        };
+        for p in vals {
+            points.push((p[0].to_string(), p[1].as_str().unwrap_or("").parse::<f64>().unwrap_or(f64::NAN)));
+        }
+        out.insert(key, points);
+    }
+    out
+}
+
+fn same(
+    a: &BTreeMap<String, Vec<(String, f64)>>,
+    b: &BTreeMap<String, Vec<(String, f64)>>,
+) -> Result<(), String> {
+    if a.keys().collect::<Vec<_>>() != b.keys().collect::<Vec<_>>() {
+        return Err(format!("series differ:\n promflow: {:?}\n prometheus: {:?}", a.keys(), b.keys()));
+    }
+    for (k, pa) in a {
+        let pb = &b[k];
+        if pa.len() != pb.len() {
+            return Err(format!("{k}: {} points vs {}", pa.len(), pb.len()));
+        }
+        for ((ta, va), (tb, vb)) in pa.iter().zip(pb) {
+            let close = (va.is_nan() && vb.is_nan())
+                || va == vb
+                || ((va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()));
+            if ta != tb || !close {
+                return Err(format!("{k}: ({ta}, {va}) vs ({tb}, {vb})"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn same_answers_as_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(prom) = start_prometheus(dir.path(), "global:\n  scrape_interval: 15s\n") else { return };
+    let pf = start_promflow(
+        dir.path(),
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let base = (now_ms() - (POINTS + 4) * STEP_MS) / 60_000 * 60_000;
+    let data = payload(base);
+    assert_eq!(remote_write(&prom, data.clone()).0, 204);
+    assert_eq!(remote_write(&pf, data).0, 204);
+
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for q in QUERIES {
+        let enc: String = form_urlencoded(q);
+        for t in [base + 20 * 60_000 + 500, base + 45 * 60_000 + 7_777, base + POINTS * STEP_MS] {
+            let path = format!("/api/v1/query?query={enc}&time={}", t as f64 / 1000.0);
+            let (ca, a) = pf.get_json(&path);
+            let (cb, b) = prom.get_json(&path);
+            checked += 1;
+            if ca != cb {
+                failures.push(format!("{q} @{t}: status {ca} vs {cb}: {a} / {b}"));
+            } else if let Err(e) = same(&canonical(&a), &canonical(&b)) {
+                failures.push(format!("{q} @{t}: {e}"));
+            }
+        }
+        let path = format!(
+            "/api/v1/query_range?query={enc}&start={}&end={}&step=37",
+            (base + 10 * 60_000) / 1000,
+            (base + 58 * 60_000) / 1000
+        );
+        let (ca, a) = pf.get_json(&path);
+        let (cb, b) = prom.get_json(&path);
+        checked += 1;
+        if ca != cb {
+            failures.push(format!("range {q}: status {ca} vs {cb}"));
+        } else if let Err(e) = same(&canonical(&a), &canonical(&b)) {
+            failures.push(format!("range {q}: {e}"));
+        }
+    }
+    eprintln!("differential: {} of {checked} answers identical to Prometheus 2.42", checked - failures.len());
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn form_urlencoded(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The JSON "shape" of a value: object keys with the shapes of their values, array element
+/// shapes, scalar types. Prometheus's keys must all be present in promflow's answer.
+fn shape_covers(ours: &Value, theirs: &Value, path: &str, errs: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, vb) in b {
+                match a.get(k) {
+                    Some(va) => shape_covers(va, vb, &format!("{path}.{k}"), errs),
+                    None => errs.push(format!("{path}: missing key {k}")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if let (Some(x), Some(y)) = (a.first(), b.first()) {
+                shape_covers(x, y, &format!("{path}[0]"), errs);
+            }
+        }
+        (a, b) => {
+            let kind = |v: &Value| match v {
+                Value::Null => "null",
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            if kind(a) != kind(b) {
+                errs.push(format!("{path}: {} vs {}", kind(a), kind(b)));
+            }
+        }
+    }
+}
+
+/// (method, path with query string, form body) of one call.
+type GrafanaCall<'a> = (&'a str, String, Vec<(&'a str, String)>);
+
+#[test]
+fn grafana_calls_answer_like_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(prom) = start_prometheus(dir.path(), "global:\n  scrape_interval: 15s\n") else { return };
+    let pf = start_promflow(
+        dir.path(),
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let base = (now_ms() - (POINTS + 4) * STEP_MS) / 60_000 * 60_000;
+    let data = payload(base);
+    assert_eq!(remote_write(&prom, data.clone()).0, 204);
+    assert_eq!(remote_write(&pf, data).0, 204);
+    let (s, e) = ((base / 1000).to_string(), ((base + POINTS * STEP_MS) / 1000).to_string());
+    let t = ((base + 30 * 60_000) / 1000).to_string();
+    // (method, path, form) as Grafana sends them (compat.md §1.2)
+    let calls: Vec<GrafanaCall> = vec![
+        ("POST", "/api/v1/query".into(), vec![("query", "1+1".into()), ("time", "4".into())]),
+        ("GET", "/api/v1/status/buildinfo".into(), vec![]),
+        (
+            "POST",
+            "/api/v1/query_range".into(),
+            vec![
+                ("query", "sum by (job) (rate(http_requests_total[5m]))".into()),
+                ("start", s.clone()),
+                ("end", e.clone()),
+                ("step", "60".into()),
+            ],
+        ),
+        ("POST", "/api/v1/query".into(), vec![("query", "temperature_celsius".into()), ("time", t.clone())]),
+        (
+            "POST",
+            "/api/v1/query_exemplars".into(),
+            vec![("query", "test".into()), ("start", format!("{s}000")), ("end", format!("{e}000"))],
+        ),
+        ("GET", "/api/v1/rules".into(), vec![]),
+        ("GET", format!("/api/v1/label/__name__/values?start={s}&end={e}&limit=40000"), vec![]),
+        (
+            "POST",
+            "/api/v1/labels".into(),
+            vec![("start", s.clone()), ("end", e.clone()), ("limit", "40000".into())],
+        ),
+        (
+            "POST",
+            "/api/v1/labels".into(),
+            vec![("match[]", "temperature_celsius".into()), ("start", s.clone()), ("end", e.clone())],
+        ),
+        ("GET", format!("/api/v1/label/job/values?match[]=http_requests_total&start={s}&end={e}"), vec![]),
+        (
+            "POST",
+            "/api/v1/series".into(),
+            vec![
+                ("match[]", "{__name__!=\"\"}".into()),
+                ("start", s.clone()),
+                ("end", e.clone()),
+                ("limit", "40000".into()),
+            ],
+        ),
+        ("GET", "/api/v1/metadata".into(), vec![]),
+        ("GET", "/api/v1/status/flags".into(), vec![]),
+        ("GET", "/api/v1/status/config".into(), vec![]),
+        ("GET", "/api/v1/status/runtimeinfo".into(), vec![]),
+        ("GET", "/api/v1/status/tsdb".into(), vec![]),
+        ("GET", "/api/v1/targets".into(), vec![]),
+        ("GET", "/api/v1/alerts".into(), vec![]),
+        ("POST", "/api/v1/query".into(), vec![("query", "sum(".into())]),
+        (
+            "POST",
+            "/api/v1/query_range".into(),
+            vec![("query", "up".into()), ("start", e.clone()), ("end", s.clone()), ("step", "15".into())],
+        ),
+    ];
+    let mut errs = Vec::new();
+    for (method, path, form) in &calls {
+        let send = |srv: &Server| {
+            let c = client();
+            let r = if *method == "POST" { c.post(srv.url(path)).form(form) } else { c.get(srv.url(path)) };
+            let r = r.send().unwrap();
+            let code = r.status().as_u16();
+            let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap_or(Value::Null);
+            (code, v)
+        };
+        let (ca, a) = send(&pf);
+        let (cb, b) = send(&prom);
+        if ca != cb {
+            errs.push(format!("{method} {path}: status {ca} vs {cb}"));
+            continue;
+        }
+        let mut e = Vec::new();
+        if path.ends_with("/status/flags") {
+            // flag names differ between 2.42 and 3.x; Grafana only reads the envelope
+            shape_covers(&a["status"], &b["status"], ".status", &mut e);
+            assert!(a["data"].as_object().is_some_and(|m| m.values().all(|v| v.is_string())), "{a}");
+        } else {
+            shape_covers(&a, &b, "", &mut e);
+        }
+        errs.extend(e.into_iter().map(|x| format!("{method} {path}: {x}")));
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+#[test]
+fn promtool_query_instant_gets_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(promtool) = peer("promtool") else { return };
+    let Some(prom) = start_prometheus(dir.path(), "global:\n  scrape_interval: 15s\n") else { return };
+    let pf = start_promflow(
+        dir.path(),
+        "global:\n  scrape_interval: 15s\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let base = (now_ms() - (POINTS + 4) * STEP_MS) / 60_000 * 60_000;
+    let data = payload(base);
+    assert_eq!(remote_write(&prom, data.clone()).0, 204);
+    assert_eq!(remote_write(&pf, data).0, 204);
+    let t = ((base + 30 * 60_000) / 1000).to_string();
+    for q in ["sum by (job) (rate(http_requests_total[5m]))", "temperature_celsius{job=\"db\"}"] {
+        let run = |srv: &Server| {
+            let out = Command::new(&promtool)
+                .args(["query", "instant", "--time", &t, &srv.base, q])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+            let mut lines: Vec<String> =
+                String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+            lines.sort();
+            lines
+        };
+        let (ours, theirs) = (run(&pf), run(&prom));
+        assert_eq!(ours.len(), theirs.len(), "{q}: {ours:?} vs {theirs:?}");
+        for (a, b) in ours.iter().zip(&theirs) {
+            // `{labels} => value @[time]`: labels and time exactly, the value within 1e-12
+            // (promflow sums with Kahan compensation as Prometheus 3 does; 2.42 does not)
+            let split = |l: &str| -> (String, f64, String) {
+                let (lhs, rest) = l.split_once(" => ").expect("promtool line");
+                let (v, t) = rest.split_once(' ').expect("value and time");
+                (lhs.to_string(), v.parse().unwrap(), t.to_string())
+            };
+            let ((la, va, ta), (lb, vb, tb)) = (split(a), split(b));
+            assert_eq!((la, ta), (lb, tb), "{q}");
+            assert!((va - vb).abs() <= 1e-12 * va.abs().max(vb.abs()), "{q}: {a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! End-to-end: acknowledged samples survive `kill -9`, and a torn WAL tail is cut, not fatal.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn acknowledged_samples_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let base = now_ms() - 60_000;
+    for batch in 0..20 {
+        let samples: Vec<(i64, f64)> =
+            (0..5).map(|i| (base + (batch * 5 + i) * 100, (batch * 5 + i) as f64)).collect();
+        let (code, body) = remote_write(&s, vec![series(&[("__name__", "durable"), ("k", "v")], &samples)]);
+        assert_eq!(code, 204, "{body}");
+    }
+    s.kill9();
+    let port = free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    let s = start_promflow_with(dir.path(), &cfg, port, &[]);
+    let (_, v) = s.get_json(&format!(
+        "/api/v1/query?query=count_over_time(durable[1m])&time={}",
+        (base + 10_000) as f64 / 1000.0
+    ));
+    assert_eq!(result(&v)[0]["value"][1], "100", "{v}");
+}
+
+#[test]
+fn torn_wal_tail_is_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let base = now_ms() - 60_000;
+    let (code, _) = remote_write(&s, vec![series(&[("__name__", "keep")], &[(base, 1.0)])]);
+    assert_eq!(code, 204);
+    let (code, _) = remote_write(&s, vec![series(&[("__name__", "keep")], &[(base + 1000, 2.0)])]);
+    assert_eq!(code, 204);
+    s.kill9();
+    // tear the last record in half
+    let wal = dir.path().join("data/promflow/wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal).unwrap().flatten().map(|e| e.path()).collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let cfg = dir.path().join("prometheus.yml");
+    let s = start_promflow_with(dir.path(), &cfg, free_port(), &[]);
+    let (_, v) = s.get_json(&format!("/api/v1/query?query=keep&time={}", (base + 500) as f64 / 1000.0));
+    assert_eq!(result(&v)[0]["value"][1], "1", "{v}");
+    let (_, metrics) = s.get_text("/metrics");
+    assert!(metrics.contains("prometheus_tsdb_wal_corruptions_total 1"), "{metrics}");
+}
+
+#[test]
+fn prometheus_data_directory_is_left_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("wal")).unwrap();
+    std::fs::write(data.join("wal/00000000"), b"prometheus wal bytes").unwrap();
+    std::fs::create_dir_all(data.join("01HABCDEFGHJKMNPQRSTVWXYZ0")).unwrap();
+    std::fs::write(data.join("01HABCDEFGHJKMNPQRSTVWXYZ0/meta.json"), b"{\"ulid\":\"x\"}").unwrap();
+    let mut s = start_promflow(dir.path(), "", &[]);
+    s.signal("TERM");
+    let _ = s.child.wait();
+    assert_eq!(std::fs::read(data.join("wal/00000000")).unwrap(), b"prometheus wal bytes");
+    assert_eq!(
+        std::fs::read(data.join("01HABCDEFGHJKMNPQRSTVWXYZ0/meta.json")).unwrap(),
+        b"{\"ulid\":\"x\"}"
+    );
+    assert!(s.logs().contains("not served"), "{}", s.logs());
+}

@@ -1,0 +1,109 @@
+//! End-to-end: promflow scrapes itself, a real node_exporter and a broken target.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A target that answers every request with an HTML page (not an exposition format).
+fn garbage_target() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten().take(200) {
+            let mut buf = [0u8; 2048];
+            let _ = conn.read(&mut buf);
+            let body = "<html><body>not metrics {{{</body></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{}",
+                body.len(),
+                body
+            );
+        }
+    });
+    port
+}
+
+fn target_health(s: &Server, job: &str) -> Option<(String, String)> {
+    let (_, v) = s.get_json("/api/v1/targets");
+    let t = v["data"]["activeTargets"].as_array()?.iter().find(|t| t["scrapePool"] == job)?.clone();
+    let health = t["health"].as_str()?.to_string();
+    (health != "unknown").then(|| (health, t["lastError"].as_str().unwrap_or("").to_string()))
+}
+
+#[test]
+fn scrapes_self_node_exporter_and_marks_garbage_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let garbage = garbage_target();
+    let node = peer("prometheus-node-exporter").map(|bin| {
+        let p = free_port();
+        let child = Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{p}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (p, child)
+    });
+    let mut config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n  - job_name: garbage\n    static_configs:\n      - targets: ['127.0.0.1:{garbage}']\n        labels: {{team: x}}\n"
+    );
+    if let Some((p, _)) = &node {
+        config.push_str(&format!(
+            "  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{p}']\n"
+        ));
+    }
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let s = start_promflow_with(dir.path(), &cfg, port, &[]);
+
+    let self_h = wait_for(Duration::from_secs(15), || target_health(&s, "self")).expect("self scraped");
+    assert_eq!(self_h.0, "up", "{self_h:?}");
+    let g = wait_for(Duration::from_secs(15), || target_health(&s, "garbage")).expect("garbage scraped");
+    assert_eq!(g.0, "down");
+    assert!(!g.1.is_empty(), "a down target reports its error");
+
+    // `up` reflects both, with target labels
+    let up = wait_for(Duration::from_secs(10), || {
+        let (_, v) = s.get_json("/api/v1/query?query=up");
+        let r = result(&v).clone();
+        (r.len() >= 2).then_some(r)
+    })
+    .unwrap();
+    let garbage_up = up.iter().find(|x| x["metric"]["job"] == "garbage").unwrap();
+    assert_eq!(garbage_up["value"][1], "0");
+    assert_eq!(garbage_up["metric"]["team"], "x");
+    let self_up = up.iter().find(|x| x["metric"]["job"] == "self").unwrap();
+    assert_eq!(self_up["value"][1], "1");
+    assert_eq!(self_up["metric"]["instance"], format!("127.0.0.1:{port}"));
+
+    // self-scraped series and report series are queryable
+    let (_, v) = s.get_json("/api/v1/query?query=prometheus_tsdb_head_series%7Bjob%3D%22self%22%7D");
+    assert_eq!(result(&v).len(), 1, "{v}");
+    let (_, v) = s.get_json("/api/v1/query?query=scrape_samples_scraped%7Bjob%3D%22self%22%7D");
+    let n: f64 = result(&v)[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(n > 10.0, "{n}");
+
+    if let Some((_, mut child)) = node {
+        let h = wait_for(Duration::from_secs(15), || target_health(&s, "node")).expect("node scraped");
+        assert_eq!(h.0, "up", "{h:?}");
+        let (_, v) = s.get_json("/api/v1/query?query=node_cpu_seconds_total");
+        assert!(!result(&v).is_empty(), "node_exporter's counters are stored");
+        let (_, v) = s.get_json("/api/v1/metadata?metric=node_cpu_seconds_total");
+        assert_eq!(v["data"]["node_cpu_seconds_total"][0]["type"], "counter", "{v}");
+        let _ = child.kill();
+        let _ = child.wait();
+        // the target is down now, and its series go stale: `node_cpu_seconds_total` vanishes
+        let gone = wait_for(Duration::from_secs(15), || {
+            let (_, v) = s.get_json("/api/v1/query?query=node_cpu_seconds_total");
+            result(&v).is_empty().then_some(())
+        });
+        assert!(gone.is_some(), "series of a failed target are marked stale");
+    }
+}
