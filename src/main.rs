@@ -64,6 +64,8 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         .worker_threads(2)
         .enable_all()
         .thread_name("promflow")
+        // deeply nested queries recurse through parsing, lowering and evaluation
+        .thread_stack_size(16 << 20)
         .build()
         .map_err(|e| format!("starting runtime: {e}"))?;
 

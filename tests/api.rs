@@ -196,3 +196,25 @@ fn cors_gzip_and_form_precedence() {
     let r = raw.get(s.url("/api/v1/labels")).header("Accept-Encoding", "gzip").send().unwrap();
     assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
 }
+
+#[test]
+fn hostile_queries_get_errors_not_crashes() {
+    let (_dir, s) = seeded();
+    let t = (BASE + 300_000) / 1000;
+    // a subquery that would need 3e10 inner steps is refused
+    let (code, v) =
+        s.get_json(&format!("/api/v1/query?query=max_over_time(temperature%5B1y%3A1ms%5D)&time={t}"));
+    assert_eq!(code, 422, "{v}");
+    // deep nesting is parsed and evaluated without blowing the stack
+    let deep = format!("{}1{}", "(".repeat(2000), ")".repeat(2000));
+    let (code, v) = s.post_form("/api/v1/query", &[("query", &deep), ("time", "100")]);
+    assert!(code == 200 || code == 400, "{code} {v}");
+    for q in
+        ["", "foo{", "rate(foo)", "sum by (", "label_replace(up, \"a\", \"b\", \"c\", \"(\")", "\u{0}\u{1}"]
+    {
+        let (code, v) = s.post_form("/api/v1/query", &[("query", q)]);
+        assert_eq!(code, 400, "{q:?}: {v}");
+        assert_eq!(v["errorType"], "bad_data");
+    }
+    assert_eq!(s.get_text("/-/healthy").0, 200);
+}

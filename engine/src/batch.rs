@@ -325,6 +325,11 @@ impl Ctx<'_> {
         let step = step_ms.max(1);
         // inner steps are the multiples of the step inside (lo - range, hi]
         let first = (lo - range_ms).div_euclid(step) * step + step;
+        // every inner step is at least one sample per series: refuse what cannot fit
+        let inner_steps = (hi - first) / step + 1;
+        if inner_steps > self.opts.max_samples as i64 {
+            return Err(Error::TooManySamples("subquery evaluation"));
+        }
         let inner_opts = QueryOptions { start: first, end: hi, step, ..self.opts.clone() };
         let mut inner = Ctx {
             querier: self.querier,
@@ -532,7 +537,7 @@ impl Ctx<'_> {
         let mut groups: Vec<Labels> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         for s in &v {
-            let key = group_labels(&s.labels, grouping);
+            let key = grouping_key(&s.labels, grouping);
             let g = *index.entry(key.clone()).or_insert_with(|| {
                 groups.push(key);
                 groups.len() - 1
@@ -722,9 +727,9 @@ fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
     }
 }
 
-/// The labels that identify a series' group: the `by` labels, or all but the `without`
-/// labels and the metric name.
-fn group_labels(l: &Labels, g: &Grouping) -> Labels {
+/// The labels that identify a series' group in an aggregation, or its match key in a join:
+/// the `by`/`on` labels, or all but the `without`/`ignoring` labels and the metric name.
+fn grouping_key(l: &Labels, g: &Grouping) -> Labels {
     match g {
         Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
         Grouping::Without(names) => {
@@ -767,7 +772,7 @@ fn merge_same_labels(v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
 
 fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Vec<StepSeries> {
     let n = l.first().or(r.first()).map(|s| s.values.len()).unwrap_or(0);
-    let sig = |s: &StepSeries| join_signature(&s.labels, g);
+    let sig = |s: &StepSeries| grouping_key(&s.labels, g);
     // per signature, at which steps the other side has a value
     let mut rsig: HashMap<Labels, Vec<bool>> = HashMap::new();
     for s in &r {
@@ -819,19 +824,6 @@ fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Ve
     }
 }
 
-/// The labels two series are matched on: `on` labels, or all but `ignoring` labels and the
-/// metric name.
-fn join_signature(l: &Labels, g: &Grouping) -> Labels {
-    match g {
-        Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
-        Grouping::Without(names) => {
-            let mut out = l.clone();
-            out.retain(|x| x.name != METRIC_NAME && !names.iter().any(|n| n == &x.name));
-            out
-        }
-    }
-}
-
 fn join(
     op: BinOp,
     lhs: Vec<StepSeries>,
@@ -849,7 +841,7 @@ fn join(
         _ => &[],
     };
     let one_to_one = matches!(card, Cardinality::OneToOne);
-    let one_sigs: Vec<Labels> = one.iter().map(|s| join_signature(&s.labels, g)).collect();
+    let one_sigs: Vec<Labels> = one.iter().map(|s| grouping_key(&s.labels, g)).collect();
     let mut by_sig: HashMap<&Labels, Vec<usize>> = HashMap::new();
     for (i, s) in one_sigs.iter().enumerate() {
         by_sig.entry(s).or_default().push(i);
@@ -860,7 +852,7 @@ fn join(
     // for one-to-one: which many-side series matched a signature at a step
     let mut seen_many: HashMap<(Labels, usize), ()> = HashMap::new();
     for m in &many {
-        let sig = join_signature(&m.labels, g);
+        let sig = grouping_key(&m.labels, g);
         let Some(candidates) = by_sig.get(&sig) else { continue };
         for step in 0..n {
             let Some(mv) = m.values[step] else { continue };

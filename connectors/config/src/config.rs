@@ -1143,13 +1143,15 @@ pub struct Features {
     pub tracing: bool,
     /// `otlp` is honoured.
     pub otlp: bool,
+    /// `rule_files` are evaluated.
+    pub rules: bool,
 }
 
 impl Default for Features {
-    /// Static, file and HTTP discovery; nothing else.
+    /// Static and file discovery; nothing else.
     fn default() -> Self {
         Features {
-            service_discoveries: ["static_configs", "file_sd_configs", "http_sd_configs"]
+            service_discoveries: ["static_configs", "file_sd_configs"]
                 .into_iter()
                 .map(String::from)
                 .collect(),
@@ -1160,6 +1162,7 @@ impl Default for Features {
             exemplars: false,
             tracing: false,
             otlp: false,
+            rules: false,
         }
     }
 }
@@ -1362,7 +1365,34 @@ impl Config {
     }
 
     fn collect_warnings(&self, f: &Features, out: &mut Vec<String>) {
+        if !self.rule_files.is_empty() && !f.rules {
+            out.push(
+                "rule_files: not implemented yet; recording and alerting rules are not evaluated".into(),
+            );
+        }
         for sc in &self.scrape_configs {
+            // scrape settings the scrape loop does not honour yet
+            let unhonoured: [(&str, bool); 11] = [
+                ("oauth2", sc.oauth2.is_some()),
+                ("proxy_url", sc.proxy_url.is_some()),
+                ("proxy_from_environment", sc.proxy_from_environment),
+                ("http_headers", !sc.http_headers.is_empty()),
+                ("follow_redirects", !sc.follow_redirects),
+                ("target_limit", sc.target_limit != 0),
+                ("keep_dropped_targets", sc.keep_dropped_targets != 0),
+                ("track_timestamps_staleness", sc.track_timestamps_staleness),
+                ("enable_compression", !sc.enable_compression),
+                ("scrape_native_histograms", sc.scrape_native_histograms == Some(true)),
+                ("native_histogram_bucket_limit", sc.native_histogram_bucket_limit != 0),
+            ];
+            for (key, set) in unhonoured {
+                if set {
+                    out.push(format!(
+                        "scrape_configs[job={:?}].{key}: not implemented yet; ignored",
+                        sc.job_name
+                    ));
+                }
+            }
             for (key, _) in sc.service_discoveries() {
                 if !f.service_discoveries.contains(key) {
                     out.push(format!(

@@ -222,6 +222,7 @@ fn realistic_config() {
     assert_eq!(
         loaded.warnings,
         vec![
+            "rule_files: not implemented yet; recording and alerting rules are not evaluated",
             "scrape_configs[job=\"cloud\"].kubernetes_sd_configs: not implemented yet; targets from it are not scraped",
             "scrape_configs[job=\"cloud\"].ec2_sd_configs: not implemented yet; targets from it are not scraped",
             "alerting.alertmanagers: not implemented yet; alerts are not sent to Alertmanager",
@@ -715,4 +716,17 @@ fn no_panics_on_garbage() {
         "scrape_configs:\n  - job_name: a\n    ec2_sd_configs:\n      - {}",
         bomb.replace('\n', "\n        ")
     ));
+}
+
+#[test]
+fn unhonoured_scrape_settings_warn_by_name() {
+    let text = "scrape_configs:\n  - job_name: a\n    target_limit: 5\n    proxy_url: http://127.0.0.1:3128\n    static_configs: [{targets: ['h:1']}]\n";
+    let loaded = Config::parse(text, "p.yml").unwrap();
+    assert_eq!(
+        loaded.warnings,
+        vec![
+            "scrape_configs[job=\"a\"].proxy_url: not implemented yet; ignored",
+            "scrape_configs[job=\"a\"].target_limit: not implemented yet; ignored",
+        ]
+    );
 }

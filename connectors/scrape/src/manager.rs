@@ -57,6 +57,8 @@ struct PoolSettings {
     metric_relabel: Vec<RelabelConfig>,
     sample_limit: usize,
     label_limit: usize,
+    label_name_length_limit: usize,
+    label_value_length_limit: usize,
     body_size_limit: u64,
     external_labels: Labels,
     client_key: String,
@@ -360,6 +362,8 @@ fn pool_settings(sc: &ScrapeConfig, cfg: &Config) -> PoolSettings {
         metric_relabel: sc.metric_relabel_configs.clone(),
         sample_limit: sc.sample_limit as usize,
         label_limit: sc.label_limit as usize,
+        label_name_length_limit: sc.label_name_length_limit as usize,
+        label_value_length_limit: sc.label_value_length_limit as usize,
         body_size_limit: sc.body_size_limit,
         external_labels: cfg.global.external_labels.clone(),
         client_key: format!(
@@ -712,6 +716,38 @@ fn merge_target_labels(scraped: &Labels, target: &Labels, honor: bool) -> Labels
     out
 }
 
+/// Prometheus's per-sample label limits; a violation fails the whole scrape.
+fn check_label_limits(s: &PoolSettings, l: &Labels) -> Option<String> {
+    if s.label_limit > 0 && l.len() > s.label_limit {
+        return Some(format!(
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+            l.metric_name(),
+            l.len(),
+            s.label_limit
+        ));
+    }
+    for x in l.iter() {
+        if s.label_name_length_limit > 0 && x.name.len() > s.label_name_length_limit {
+            return Some(format!(
+                "label_name_length_limit exceeded (metric: {}, label name: {}, limit: {})",
+                l.metric_name(),
+                x.name,
+                s.label_name_length_limit
+            ));
+        }
+        if s.label_value_length_limit > 0 && x.value.len() > s.label_value_length_limit {
+            return Some(format!(
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, limit: {})",
+                l.metric_name(),
+                x.name,
+                x.value,
+                s.label_value_length_limit
+            ));
+        }
+    }
+    None
+}
+
 type ScrapeOutcome = (HashMap<Labels, ()>, Option<String>, Option<Vec<MetricMetadata>>);
 
 /// Appends one scrape's samples, staleness markers and report series in one commit.
@@ -744,13 +780,8 @@ fn append_scrape(
                         None => continue,
                     }
                 }
-                if s.label_limit > 0 && l.len() > s.label_limit {
-                    err = Some(format!(
-                        "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
-                        l.metric_name(),
-                        l.len(),
-                        s.label_limit
-                    ));
+                if let Some(e) = check_label_limits(s, &l) {
+                    err = Some(e);
                     break;
                 }
                 let explicit = s.honor_timestamps && ps.timestamp_ms.is_some();
