@@ -140,19 +140,23 @@ fn same(
     Ok(())
 }
 
-#[test]
-fn same_answers_as_prometheus() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(prom) = start_prometheus(dir.path(), "global:\n  scrape_interval: 15s\n") else { return };
-    let pf = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 15s\n",
-        &["--web.enable-remote-write-receiver"],
-    );
+/// Starts Prometheus 2.42 and promflow and remote-writes the same payload to both; `None`
+/// when Prometheus is not installed (outside CI).
+fn seeded_pair(dir: &std::path::Path) -> Option<(Server, Server, i64)> {
+    let prom = start_prometheus(dir, "global:\n  scrape_interval: 15s\n")?;
+    let pf =
+        start_promflow(dir, "global:\n  scrape_interval: 15s\n", &["--web.enable-remote-write-receiver"]);
     let base = (now_ms() - (POINTS + 4) * STEP_MS) / 60_000 * 60_000;
     let data = payload(base);
     assert_eq!(remote_write(&prom, data.clone()).0, 204);
     assert_eq!(remote_write(&pf, data).0, 204);
+    Some((pf, prom, base))
+}
+
+#[test]
+fn same_answers_as_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((pf, prom, base)) = seeded_pair(dir.path()) else { return };
 
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -238,16 +242,7 @@ type GrafanaCall<'a> = (&'a str, String, Vec<(&'a str, String)>);
 #[test]
 fn grafana_calls_answer_like_prometheus() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(prom) = start_prometheus(dir.path(), "global:\n  scrape_interval: 15s\n") else { return };
-    let pf = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 15s\n",
-        &["--web.enable-remote-write-receiver"],
-    );
-    let base = (now_ms() - (POINTS + 4) * STEP_MS) / 60_000 * 60_000;
-    let data = payload(base);
-    assert_eq!(remote_write(&prom, data.clone()).0, 204);
-    assert_eq!(remote_write(&pf, data).0, 204);
+    let Some((pf, prom, base)) = seeded_pair(dir.path()) else { return };
     let (s, e) = ((base / 1000).to_string(), ((base + POINTS * STEP_MS) / 1000).to_string());
     let t = ((base + 30 * 60_000) / 1000).to_string();
     // (method, path, form) as Grafana sends them (compat.md §1.2)
@@ -340,16 +335,7 @@ fn grafana_calls_answer_like_prometheus() {
 fn promtool_query_instant_gets_the_same_answer() {
     let dir = tempfile::tempdir().unwrap();
     let Some(promtool) = peer("promtool") else { return };
-    let Some(prom) = start_prometheus(dir.path(), "global:\n  scrape_interval: 15s\n") else { return };
-    let pf = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 15s\n",
-        &["--web.enable-remote-write-receiver"],
-    );
-    let base = (now_ms() - (POINTS + 4) * STEP_MS) / 60_000 * 60_000;
-    let data = payload(base);
-    assert_eq!(remote_write(&prom, data.clone()).0, 204);
-    assert_eq!(remote_write(&pf, data).0, 204);
+    let Some((pf, prom, base)) = seeded_pair(dir.path()) else { return };
     let t = ((base + 30 * 60_000) / 1000).to_string();
     for q in ["sum by (job) (rate(http_requests_total[5m]))", "temperature_celsius{job=\"db\"}"] {
         let run = |srv: &Server| {
