@@ -2,6 +2,7 @@
 //! engine and the HTTP server together. Nothing else lives here.
 
 mod cli;
+mod logging;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -18,23 +19,13 @@ use tracing::{error, info, warn};
 /// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
 const COMPAT_VERSION: &str = "3.5.0";
 
-fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::new(level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn load_config(path: &str) -> Result<promflow_config::LoadedConfig, String> {
     Config::load_file(std::path::Path::new(path)).map_err(|e| e.to_string())
 }
 
 fn main() {
     let (flags, matches) = cli::parse();
-    init_logging(&flags.log_level, &flags.log_format);
+    logging::init(&flags.log_level, &flags.log_format);
     for name in cli::unimplemented_set(&matches) {
         warn!(
             flag = name,

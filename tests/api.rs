@@ -21,6 +21,10 @@ fn seeded() -> (tempfile::TempDir, Server) {
         ts.push(series(&[("__name__", "http_requests_total"), ("job", job), ("instance", inst)], &samples));
     }
     ts.push(series(&[("__name__", "temperature"), ("room", "a\"b")], &[(BASE + 1_007, 21.5)]));
+    ts.push(series(
+        &[("__name__", "my.metric"), ("service.name", "checkout"), ("msg", "multi\nline")],
+        &[(BASE + 2_003, 7.0)],
+    ));
     let (code, body) = remote_write(&s, ts);
     assert_eq!(code, 204, "{body}");
     (dir, s)
@@ -69,6 +73,18 @@ fn instant_and_range_queries_have_prometheus_shapes() {
     let (_, v) = s.get_json(&format!("/api/v1/query?query=temperature%20%2F%200&time={t}"));
     assert_eq!(result(&v)[0]["value"][1], "+Inf");
     assert_eq!(result(&v)[0]["metric"]["room"], "a\"b");
+
+    // UTF-8 names (Prometheus 3): quoted in selectors and in grouping; `.` matches newlines
+    let (code, v) = s.post_form(
+        "/api/v1/query",
+        &[
+            ("query", "sum by (\"service.name\") ({\"my.metric\", msg=~\"multi.line\"})"),
+            ("time", &t.to_string()),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(result(&v)[0]["metric"]["service.name"], "checkout", "{v}");
+    assert_eq!(result(&v)[0]["value"][1], "7");
 }
 
 #[test]
@@ -111,7 +127,7 @@ fn errors_are_json_with_prometheus_types() {
 fn metadata_endpoints() {
     let (_dir, s) = seeded();
     let (_, v) = s.get_json("/api/v1/labels");
-    assert_eq!(v["data"], serde_json::json!(["__name__", "instance", "job", "room"]));
+    assert_eq!(v["data"], serde_json::json!(["__name__", "instance", "job", "msg", "room", "service.name"]));
     let (_, v) = s.post_form("/api/v1/labels", &[("match[]", "temperature")]);
     assert_eq!(v["data"], serde_json::json!(["__name__", "room"]));
     let (_, v) = s.get_json("/api/v1/label/job/values");
@@ -139,7 +155,7 @@ fn metadata_endpoints() {
     let (_, v) = s.get_json("/api/v1/status/flags");
     assert_eq!(v["data"]["query.lookback-delta"], "5m");
     let (_, v) = s.get_json("/api/v1/status/tsdb");
-    assert_eq!(v["data"]["headStats"]["numSeries"], 4);
+    assert_eq!(v["data"]["headStats"]["numSeries"], 5);
     for path in [
         "/api/v1/rules",
         "/api/v1/alerts",

@@ -47,6 +47,12 @@ fn broken_config_is_refused_and_old_one_keeps_running() {
     assert!(reloaded.is_some(), "{}", s.logs());
     let (_, v) = s.get_json("/api/v1/status/config");
     assert!(v["data"]["yaml"].as_str().unwrap().contains("myself"), "{v}");
+    // the removed job's target wrote staleness markers: its `up` is gone at once
+    let gone = wait_for(Duration::from_secs(10), || {
+        let (_, v) = s.get_json("/api/v1/query?query=up%7Bjob%3D%22self%22%7D");
+        result(&v).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "series of a removed target are marked stale");
 
     // lifecycle GET is refused
     assert_eq!(client().get(s.url("/-/reload")).send().unwrap().status().as_u16(), 405);
@@ -66,6 +72,32 @@ fn invalid_config_at_start_is_an_error_naming_the_field() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("scrape_configz") && err.contains("bad.yml"), "{err}");
+}
+
+#[test]
+fn route_prefix_moves_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "").unwrap();
+    let log = dir.path().join("log");
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.external-url=http://example.test:9090/prom/")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut s = Server { child, port, base: format!("http://127.0.0.1:{port}"), log };
+    let ready = wait_for(Duration::from_secs(20), || {
+        client().get(s.url("/prom/-/ready")).send().ok().filter(|r| r.status().is_success())
+    });
+    assert!(ready.is_some(), "{}", s.logs());
+    let (code, v) = s.get_json("/prom/api/v1/query?query=1");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(s.get_text("/api/v1/query?query=1").0, 404);
+    s.kill9();
 }
 
 #[test]

@@ -60,6 +60,7 @@ struct PoolSettings {
     label_name_length_limit: usize,
     label_value_length_limit: usize,
     body_size_limit: u64,
+    accept: String,
     external_labels: Labels,
     client_key: String,
 }
@@ -79,7 +80,9 @@ struct Target {
     labels: Labels,
     url: String,
     status: Arc<Mutex<TargetStatus>>,
-    stop: watch::Sender<bool>,
+    /// `None` while running; `Some(markers)` stops the loop, writing staleness markers for
+    /// its series when `markers` is true.
+    stop: watch::Sender<Option<bool>>,
 }
 
 struct Pool {
@@ -122,41 +125,53 @@ impl ScrapeManager {
     /// Brings the pools in line with `cfg`: pools whose settings are unchanged keep their
     /// loops; changed or removed ones stop (writing staleness markers) and new ones start.
     pub fn apply(self: &Arc<Self>, cfg: &Config) -> Result<(), Error> {
-        let mut wanted: BTreeMap<String, (PoolSettings, &ScrapeConfig)> = BTreeMap::new();
-        for sc in &cfg.scrape_configs {
-            wanted.insert(sc.job_name.clone(), (pool_settings(sc, cfg), sc));
-        }
         let mut pools = self.pools.lock().map_err(|_| Error::Poisoned)?;
-        let existing: Vec<String> = pools.keys().cloned().collect();
-        for job in existing {
-            let keep =
-                wanted.get(&job).is_some_and(|(s, _)| pools.get(&job).is_some_and(|p| &p.settings == s));
-            if !keep {
-                if let Some(pool) = pools.remove(&job) {
-                    stop_pool(pool);
-                }
+        // Build every new or changed pool's client first, so that a bad TLS file refuses the
+        // whole configuration before anything running is touched.
+        let mut fresh: BTreeMap<String, (PoolSettings, &ScrapeConfig, reqwest::Client)> = BTreeMap::new();
+        let mut unchanged: Vec<&ScrapeConfig> = Vec::new();
+        for sc in &cfg.scrape_configs {
+            let settings = pool_settings(sc, cfg);
+            if pools.get(&sc.job_name).is_some_and(|p| p.settings == settings) {
+                unchanged.push(sc);
+            } else {
+                let client = build_client(sc, &settings)?;
+                fresh.insert(sc.job_name.clone(), (settings, sc, client));
             }
         }
-        for (job, (settings, sc)) in wanted {
-            if pools.contains_key(&job) {
-                // unchanged settings: refresh static targets (labels may differ only in groups)
-                let groups = static_groups(sc);
-                self.sync_group(&mut pools, &job, "static", groups);
-                continue;
+        let removed: Vec<String> = pools
+            .keys()
+            .filter(|job| !fresh.contains_key(*job) && !unchanged.iter().any(|sc| &sc.job_name == *job))
+            .cloned()
+            .collect();
+        for job in removed {
+            if let Some(pool) = pools.remove(&job) {
+                stop_pool(pool, |_| true);
             }
-            let client = build_client(sc, &settings)?;
-            pools.insert(
-                job.clone(),
-                Pool {
-                    settings,
-                    client,
-                    targets: HashMap::new(),
-                    dropped: vec![],
-                    groups: HashMap::new(),
-                    file_sd_stop: None,
-                },
-            );
+        }
+        for sc in unchanged {
+            self.sync_group(&mut pools, &sc.job_name, "static", static_groups(sc));
+        }
+        for (job, (settings, sc, client)) in fresh {
+            let old = pools.remove(&job);
+            let pool = Pool {
+                settings,
+                client,
+                targets: HashMap::new(),
+                dropped: vec![],
+                groups: HashMap::new(),
+                file_sd_stop: None,
+            };
+            pools.insert(job.clone(), pool);
             self.sync_group(&mut pools, &job, "static", static_groups(sc));
+            if let Some(old) = old {
+                // a target that the changed job still has keeps its series: no markers
+                let still = pools
+                    .get(&job)
+                    .map(|p| p.targets.keys().copied().collect::<HashSet<u64>>())
+                    .unwrap_or_default();
+                stop_pool(old, |h| !still.contains(&h));
+            }
             if !sc.file_sd_configs.is_empty() {
                 let (tx, rx) = watch::channel(false);
                 if let Some(p) = pools.get_mut(&job) {
@@ -199,14 +214,14 @@ impl ScrapeManager {
         let gone: Vec<u64> = pool.targets.keys().filter(|h| !wanted.contains_key(h)).copied().collect();
         for h in gone {
             if let Some(t) = pool.targets.remove(&h) {
-                let _ = t.stop.send(true);
+                let _ = t.stop.send(Some(true));
             }
         }
         for (h, (discovered, labels, url)) in wanted {
             if pool.targets.contains_key(&h) {
                 continue;
             }
-            let (tx, rx) = watch::channel(false);
+            let (tx, rx) = watch::channel(None);
             let status = Arc::new(Mutex::new(TargetStatus { health: "unknown", ..Default::default() }));
             let lp = ScrapeLoop {
                 db: Arc::clone(&self.db),
@@ -329,22 +344,25 @@ impl ScrapeManager {
         }
     }
 
-    /// Stops every loop, writing staleness markers for what they scraped.
+    /// Stops every loop at shutdown. Like Prometheus, no staleness markers are written, so
+    /// that series stay visible across a restart until the first new scrape.
     pub fn stop(&self) {
         if let Ok(mut pools) = self.pools.lock() {
             for (_, pool) in std::mem::take(&mut *pools) {
-                stop_pool(pool);
+                stop_pool(pool, |_| false);
             }
         }
     }
 }
 
-fn stop_pool(pool: Pool) {
+/// Stops a pool's discovery and loops; `markers(target hash)` says whether a target's
+/// series get staleness markers.
+fn stop_pool(pool: Pool, markers: impl Fn(u64) -> bool) {
     if let Some(s) = pool.file_sd_stop {
         let _ = s.send(true);
     }
-    for t in pool.targets.into_values() {
-        let _ = t.stop.send(true);
+    for (h, t) in pool.targets {
+        let _ = t.stop.send(Some(markers(h)));
     }
 }
 
@@ -365,6 +383,7 @@ fn pool_settings(sc: &ScrapeConfig, cfg: &Config) -> PoolSettings {
         label_name_length_limit: sc.label_name_length_limit as usize,
         label_value_length_limit: sc.label_value_length_limit as usize,
         body_size_limit: sc.body_size_limit,
+        accept: sc.accept_header(),
         external_labels: cfg.global.external_labels.clone(),
         client_key: format!(
             "{:?}{:?}{:?}{:?}",
@@ -570,7 +589,7 @@ fn now_ms() -> i64 {
 }
 
 impl ScrapeLoop {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut stop: watch::Receiver<Option<bool>>) {
         // Spread targets over the interval by a hash of their identity, as Prometheus does,
         // so that all targets of a job are not scraped at the same instant.
         let interval_ms = self.settings.interval.as_millis().max(1) as i64;
@@ -592,10 +611,14 @@ impl ScrapeLoop {
             last_t = now_ms();
             self.scrape_once(last_t).await;
         }
+        if *stop.borrow() != Some(true) {
+            return;
+        }
         // end of run: every series this target wrote goes stale
         let t = now_ms().max(last_t + 1);
         let db = Arc::clone(&self.db);
-        let seen: Vec<Labels> = self.seen.keys().cloned().collect();
+        let mut seen: Vec<Labels> = self.seen.keys().cloned().collect();
+        seen.extend(report_series(&self.labels));
         let _ = tokio::task::spawn_blocking(move || {
             let mut app = db.appender();
             for l in &seen {
@@ -613,10 +636,7 @@ impl ScrapeLoop {
         let resp = self
             .client
             .get(&self.url)
-            .header(
-                reqwest::header::ACCEPT,
-                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
-            )
+            .header(reqwest::header::ACCEPT, self.settings.accept.as_str())
             .header("X-Prometheus-Scrape-Timeout-Seconds", timeout_secs)
             .send()
             .await
@@ -748,6 +768,24 @@ fn check_label_limits(s: &PoolSettings, l: &Labels) -> Option<String> {
     None
 }
 
+/// The series every scrape reports about itself, in the order `append_scrape` writes them.
+const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// The report series of a target: its labels with each report metric name.
+fn report_series(target: &Labels) -> [Labels; 5] {
+    REPORT_SERIES.map(|name| {
+        let mut l = target.clone();
+        l.set(promflow_storage::METRIC_NAME, name);
+        l
+    })
+}
+
 type ScrapeOutcome = (HashMap<Labels, ()>, Option<String>, Option<Vec<MetricMetadata>>);
 
 /// Appends one scrape's samples, staleness markers and report series in one commit.
@@ -842,17 +880,9 @@ fn append_scrape(
         }
     }
     let up = if err.is_none() { 1.0 } else { 0.0 };
-    let report: [(&str, f64); 5] = [
-        ("up", up),
-        ("scrape_duration_seconds", duration.as_secs_f64()),
-        ("scrape_samples_scraped", scraped as f64),
-        ("scrape_samples_post_metric_relabeling", post_relabel as f64),
-        ("scrape_series_added", added as f64),
-    ];
-    for (name, v) in report {
-        let mut l = target.clone();
-        l.set(promflow_storage::METRIC_NAME, name);
-        let _ = app.append(&l, t, v);
+    let values = [up, duration.as_secs_f64(), scraped as f64, post_relabel as f64, added as f64];
+    for (l, v) in report_series(target).iter().zip(values) {
+        let _ = app.append(l, t, v);
     }
     if let Err(e) = app.commit() {
         tracing::error!(error = %e, job = %s.job, "scrape: commit failed");

@@ -1,0 +1,77 @@
+//! Log output in Prometheus's two formats: logfmt (`ts=… level=info msg="…" key=value`)
+//! and JSON, selected by `--log.format`, filtered by `--log.level`.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats events as logfmt, quoting values that need it.
+struct Logfmt;
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+fn quote(out: &mut String, v: &str) {
+    if !v.is_empty() && !v.contains(|c: char| c == ' ' || c == '"' || c == '=' || c.is_control()) {
+        out.push_str(v);
+    } else {
+        let _ = write!(out, "{v:?}");
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            let _ = write!(self.rest, " {}=", field.name());
+            quote(&mut self.rest, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Logfmt
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let meta = event.metadata();
+        let mut line = String::with_capacity(128);
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let _ = write!(
+            line,
+            "ts={ts} level={} source={} msg=",
+            meta.level().as_str().to_lowercase(),
+            meta.target()
+        );
+        quote(&mut line, &fields.message);
+        line.push_str(&fields.rest);
+        writeln!(w, "{line}")
+    }
+}
+
+/// Installs the global subscriber.
+pub fn init(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::new(level);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.event_format(Logfmt).init();
+    }
+}
