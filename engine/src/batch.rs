@@ -144,7 +144,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         Value::Range(r) => {
             let t = steps[0];
             let end = r.shift.apply(t, opts.start, opts.end);
-            let bounds = WindowBounds { start: end - r.range_ms, end };
+            let bounds = WindowBounds { start: end - r.range_ms, end, eval_time: t };
             let mut out: Vec<Series> = r
                 .series
                 .into_iter()
@@ -370,7 +370,7 @@ impl Ctx<'_> {
             let mut values = vec![Some(1.0); n];
             for (i, &step) in self.steps.iter().enumerate() {
                 let end = r.shift.apply(step, self.opts.start, self.opts.end);
-                let b = WindowBounds { start: end - r.range_ms, end };
+                let b = WindowBounds { start: end - r.range_ms, end, eval_time: step };
                 if r.series.iter().any(|(_, s)| !window_slice(s, b).is_empty()) {
                     values[i] = None;
                 }
@@ -385,7 +385,7 @@ impl Ctx<'_> {
             let mut any = false;
             for (i, &step) in self.steps.iter().enumerate() {
                 let end = r.shift.apply(step, self.opts.start, self.opts.end);
-                let b = WindowBounds { start: end - r.range_ms, end };
+                let b = WindowBounds { start: end - r.range_ms, end, eval_time: step };
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
                 }
@@ -427,6 +427,11 @@ impl Ctx<'_> {
                 if let Some(x) = val {
                     for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                         *a = vals[i];
+                    }
+                    // clamp with min > max yields nothing, as in Prometheus
+                    if func == MapFn::Clamp && step_args[1] < step_args[0] {
+                        *val = None;
+                        continue;
                     }
                     *x = kernels::map(func, *x, &step_args, steps[i]);
                 }

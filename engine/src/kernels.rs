@@ -16,6 +16,8 @@ pub struct WindowBounds {
     pub start: i64,
     /// Inclusive upper bound in milliseconds.
     pub end: i64,
+    /// The evaluation step the window belongs to (differs from `end` under `@`/`offset`).
+    pub eval_time: i64,
 }
 
 impl WindowBounds {
@@ -41,7 +43,8 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
         Idelta => instant_delta(samples, false),
         Deriv => linear_regression(samples, samples[0].t).map(|(slope, _)| slope),
         PredictLinear => {
-            let (slope, intercept) = linear_regression(samples, bounds.end)?;
+            // predicted from the evaluation time, even when `@` anchors the window elsewhere
+            let (slope, intercept) = linear_regression(samples, bounds.eval_time)?;
             Some(slope * args.first().copied().unwrap_or(0.0) + intercept)
         }
         Changes => {
@@ -218,18 +221,7 @@ fn double_exponential_smoothing(samples: &[Sample], sf: f64, tf: f64) -> Option<
 
 /// Kahan-compensated sum, as Prometheus 3 sums.
 pub fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
-    let (mut sum, mut c) = (0.0f64, 0.0f64);
-    for v in vals {
-        let t = sum + v;
-        if t.is_infinite() {
-            c = 0.0;
-        } else if sum.abs() >= v.abs() {
-            c += (sum - t) + v;
-        } else {
-            c += (v - t) + sum;
-        }
-        sum = t;
-    }
+    let (sum, c) = vals.fold((0.0, 0.0), |(s, c), v| kahan_inc(v, s, c));
     if c.is_finite() {
         sum + c
     } else {
@@ -237,10 +229,52 @@ pub fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Arithmetic mean with Kahan summation.
-pub fn mean(vals: impl Iterator<Item = f64> + Clone) -> f64 {
-    let n = vals.clone().count() as f64;
-    kahan_sum(vals) / n
+/// One step of Kahan–Neumaier summation: adds `inc` to `sum` with compensation `c`.
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Arithmetic mean as Prometheus 3 computes `avg` and `avg_over_time`: a Kahan-compensated
+/// sum divided by the count while the sum stays finite, switching to an incremental mean
+/// once it would overflow.
+pub fn mean(vals: impl Iterator<Item = f64>) -> f64 {
+    let (mut count, mut sum, mut c) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut incremental, mut avg) = (false, 0.0f64);
+    for v in vals {
+        count += 1.0;
+        if count == 1.0 {
+            sum = v;
+            continue;
+        }
+        if !incremental {
+            let (t, nc) = kahan_inc(v, sum, c);
+            if !t.is_infinite() {
+                sum = t;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            avg = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        let (t, nc) = kahan_inc(v / count, q * avg, q * c);
+        avg = t;
+        c = nc;
+    }
+    if incremental {
+        avg + c
+    } else {
+        (sum + c) / count
+    }
 }
 
 /// Population variance (Welford's method, as Prometheus computes stdvar).
@@ -271,7 +305,13 @@ pub fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    vals.sort_by(|a, b| a.total_cmp(b));
+    // Go's sort.Float64s puts NaN first; the interpolation below depends on that order
+    vals.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
     let n = vals.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0) as usize;
@@ -365,16 +405,31 @@ pub fn map(func: MapFn, v: f64, args: &[f64], t_ms: i64) -> f64 {
             let inv = 1.0 / to;
             (v * inv + 0.5).floor() / inv
         }
-        MapFn::Clamp => {
-            let (lo, hi) = (args[0], args[1]);
-            v.max(lo).min(hi)
-        }
-        MapFn::ClampMin => v.max(args[0]),
-        MapFn::ClampMax => v.min(args[0]),
+        MapFn::Clamp => go_max(args[0], go_min(args[1], v)),
+        MapFn::ClampMin => go_max(args[0], v),
+        MapFn::ClampMax => go_min(args[0], v),
         MapFn::Trig(f) => trig(f, v),
         MapFn::Date(f) => date(f, v),
         MapFn::Timestamp => t_ms as f64 / 1000.0,
         MapFn::Negate => -v,
+    }
+}
+
+/// Go's `math.Max`: NaN if either argument is NaN.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: NaN if either argument is NaN.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
     }
 }
 
@@ -485,15 +540,26 @@ mod tests {
     fn rate_of_steady_counter() {
         // 10 per 10s for a minute, window (0, 60s]
         let samples: Vec<Sample> = (1..=6).map(|i| s(i * 10_000, i as f64 * 10.0)).collect();
-        let r = extrapolated_rate(&samples, WindowBounds { start: 0, end: 60_000 }, true, true).unwrap();
+        let r = extrapolated_rate(
+            &samples,
+            WindowBounds { start: 0, end: 60_000, eval_time: 60_000 },
+            true,
+            true,
+        )
+        .unwrap();
         assert!((r - 1.0).abs() < 1e-9, "{r}");
     }
 
     #[test]
     fn counter_reset_is_compensated() {
         let samples = vec![s(10_000, 5.0), s(20_000, 10.0), s(30_000, 2.0)];
-        let inc =
-            extrapolated_rate(&samples, WindowBounds { start: 5_000, end: 35_000 }, true, false).unwrap();
+        let inc = extrapolated_rate(
+            &samples,
+            WindowBounds { start: 5_000, end: 35_000, eval_time: 35_000 },
+            true,
+            false,
+        )
+        .unwrap();
         // raw increase 5 + 2 = 7 over 20s sampled, extrapolated by 5s each side -> 7 * 30/20,
         // but to-zero limits the start: 20 * 5/7 = 14.3s > 5s, so 5s is kept.
         assert!((inc - 10.5).abs() < 1e-9, "{inc}");

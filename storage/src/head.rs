@@ -571,30 +571,36 @@ mod tests {
         let sel = |ms: &[Matcher]| names(&h.select(ms, all, i64::MAX));
         assert_eq!(
             sel(&[m(MatchOp::Equal, "__name__", "up")]),
-            vec!["up{instance=\"1\", job=\"a\"}", "up{instance=\"2\", job=\"b\"}"]
+            vec![
+                "{__name__=\"up\", instance=\"1\", job=\"a\"}",
+                "{__name__=\"up\", instance=\"2\", job=\"b\"}"
+            ]
         );
         assert_eq!(
             sel(&[m(MatchOp::Equal, "__name__", "up"), m(MatchOp::NotEqual, "job", "a")]),
-            vec!["up{instance=\"2\", job=\"b\"}"]
+            vec!["{__name__=\"up\", instance=\"2\", job=\"b\"}"]
         );
         assert_eq!(
             sel(&[m(MatchOp::Regex, "__name__", "up|http_.*"), m(MatchOp::Equal, "job", "a")]),
-            vec!["http_requests{job=\"a\"}", "up{instance=\"1\", job=\"a\"}"]
+            vec!["{__name__=\"http_requests\", job=\"a\"}", "{__name__=\"up\", instance=\"1\", job=\"a\"}"]
         );
         assert_eq!(
             sel(&[m(MatchOp::NotRegex, "job", "a"), m(MatchOp::Equal, "__name__", "http_requests")]),
-            vec!["http_requests{code=\"500\", job=\"b\"}"]
+            vec!["{__name__=\"http_requests\", code=\"500\", job=\"b\"}"]
         );
         // matchers that match the empty string: absent labels count as ""
         assert_eq!(
             sel(&[m(MatchOp::Equal, "code", ""), m(MatchOp::Equal, "job", "b")]),
-            vec!["up{instance=\"2\", job=\"b\"}"]
+            vec!["{__name__=\"up\", instance=\"2\", job=\"b\"}"]
         );
         assert_eq!(
             sel(&[m(MatchOp::Regex, "code", "500|"), m(MatchOp::Equal, "__name__", "http_requests")]).len(),
             2
         );
-        assert_eq!(sel(&[m(MatchOp::NotEqual, "code", "")]), vec!["http_requests{code=\"500\", job=\"b\"}"]);
+        assert_eq!(
+            sel(&[m(MatchOp::NotEqual, "code", "")]),
+            vec!["{__name__=\"http_requests\", code=\"500\", job=\"b\"}"]
+        );
         assert_eq!(sel(&[m(MatchOp::NotRegex, "code", "")]).len(), 1);
         assert_eq!(sel(&[m(MatchOp::Regex, "instance", ".+")]).len(), 2);
         // every matcher matches "": all series are candidates

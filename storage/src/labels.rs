@@ -121,17 +121,14 @@ impl<'a> IntoIterator for &'a Labels {
 }
 
 impl fmt::Display for Labels {
-    /// Prints `{a="b", c="d"}` in Prometheus's style (name first, outside the braces).
+    /// Prints `{__name__="up", job="api"}`, as Prometheus's `labels.Labels.String()` does
+    /// (its error messages quote label sets this way).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.metric_name();
-        f.write_str(name)?;
         f.write_str("{")?;
-        let mut first = true;
-        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
-            if !first {
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
                 f.write_str(", ")?;
             }
-            first = false;
             write!(f, "{}={:?}", l.name, l.value)?;
         }
         f.write_str("}")
