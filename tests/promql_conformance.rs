@@ -350,13 +350,19 @@ fn duration_ms(s: &str) -> Option<i64> {
 
 fn load(db: &Arc<Db>, block: &[String]) {
     let interval = block[0].split_whitespace().nth(1).and_then(duration_ms).unwrap_or(0);
-    let mut app = db.appender();
+    // a series repeated within one block: the later line wins
+    let mut series: Vec<(Labels, Vec<Slot>)> = Vec::new();
     for line in &block[1..] {
         let Some((labels, rest)) = series_desc(line) else { continue };
         if labels.is_empty() || rest.trim_start().starts_with("@st") {
             continue;
         }
         let Some(slots) = expand(rest) else { continue };
+        series.retain(|(l, _)| *l != labels);
+        series.push((labels, slots));
+    }
+    let mut app = db.appender();
+    for (labels, slots) in &series {
         for (i, slot) in slots.iter().enumerate() {
             let t = i as i64 * interval;
             let v = match slot {
@@ -364,7 +370,7 @@ fn load(db: &Arc<Db>, block: &[String]) {
                 Slot::Stale => stale_nan(),
                 Slot::Empty | Slot::Histogram => continue,
             };
-            let _ = app.append(&labels, t, v);
+            let _ = app.append(labels, t, v);
         }
     }
     let _ = app.commit();
