@@ -234,3 +234,34 @@ fn hostile_queries_get_errors_not_crashes() {
     }
     assert_eq!(s.get_text("/-/healthy").0, 200);
 }
+
+#[test]
+fn review_regressions() {
+    let (_dir, s) = seeded();
+    let t = (BASE + 300_000) / 1000;
+    let instant = |q: &str| -> Value {
+        let (code, v) = s.post_form("/api/v1/query", &[("query", q), ("time", &t.to_string())]);
+        assert_eq!(code, 200, "{q}: {v}");
+        v
+    };
+    // `or` completes a series with the same labels: the classic `or vector(0)` in a subquery
+    let v = instant("max_over_time((sum(nonexistent) or vector(0))[5m:1m])");
+    assert_eq!(result(&v)[0]["value"][1], "0", "{v}");
+    // `@ start()` inside a subquery means the query's start, not the subquery's
+    let direct = instant("http_requests_total{instance=\"c:1\"}");
+    let anchored = instant("max_over_time((http_requests_total{instance=\"c:1\"} @ start())[1m:10s])");
+    assert_eq!(result(&anchored)[0]["value"][1], result(&direct)[0]["value"][1]);
+    // lookback_delta=0 means the default
+    let (_, v) = s.post_form(
+        "/api/v1/query",
+        &[("query", "http_requests_total"), ("time", &t.to_string()), ("lookback_delta", "0")],
+    );
+    assert_eq!(result(&v).len(), 3, "{v}");
+    // negative steps and out-of-range times are bad data, not a runaway query
+    let (code, v) = s.get_json("/api/v1/query_range?query=up&start=0&end=10&step=-1");
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("zero or negative"), "{v}");
+    let (code, _) =
+        s.get_json("/api/v1/query_range?query=up&start=9223372036000000&end=9223372036854774&step=3600");
+    assert_eq!(code, 400);
+}

@@ -48,10 +48,10 @@ impl QueryOptions {
 
     fn steps(&self) -> Vec<i64> {
         let mut v = Vec::new();
-        let mut t = self.start;
-        while t <= self.end {
-            v.push(t);
-            t += self.step.max(1);
+        let mut t = Some(self.start);
+        while let Some(x) = t.filter(|x| *x <= self.end) {
+            v.push(x);
+            t = x.checked_add(self.step.max(1));
         }
         v
     }
@@ -96,12 +96,23 @@ struct Ctx<'a> {
     opts: QueryOptions,
     steps: Vec<i64>,
     samples_loaded: usize,
+    /// The outermost query's start and end: what `@ start()` and `@ end()` mean, also inside
+    /// subqueries, whose own steps cover another range.
+    query_start: i64,
+    query_end: i64,
 }
 
 /// Evaluates `plan` over `querier` at the steps of `opts`. An instant query (start == end)
 /// returns the value's own shape; a range query always returns a matrix.
 pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Result<QueryResult, Error> {
-    let mut ctx = Ctx { querier, opts: opts.clone(), steps: opts.steps(), samples_loaded: 0 };
+    let mut ctx = Ctx {
+        querier,
+        opts: opts.clone(),
+        steps: opts.steps(),
+        samples_loaded: 0,
+        query_start: opts.start,
+        query_end: opts.end,
+    };
     let instant = opts.start == opts.end;
     if !instant && !matches!(plan.kind(), ValueKind::Scalar | ValueKind::Instant) {
         return Err(Error::Plan(format!(
@@ -193,8 +204,8 @@ impl Ctx<'_> {
 
     fn anchored_span(&self, shift: &TimeShift) -> (i64, i64) {
         let (first, last) = (self.steps[0], *self.steps.last().unwrap_or(&self.steps[0]));
-        let a = shift.apply(first, self.opts.start, self.opts.end);
-        let b = shift.apply(last, self.opts.start, self.opts.end);
+        let a = shift.apply(first, self.query_start, self.query_end);
+        let b = shift.apply(last, self.query_start, self.query_end);
         (a.min(b), a.max(b))
     }
 
@@ -232,7 +243,7 @@ impl Ctx<'_> {
                 let l = self.eval_vector(lhs)?;
                 let r = self.eval_vector(rhs)?;
                 if op.is_set() {
-                    Value::Vector(set_op(*op, l, r, &key.grouping))
+                    Value::Vector(set_op(*op, l, r, &key.grouping)?)
                 } else {
                     Value::Vector(join(*op, l, r, &key.grouping, &key.card, *return_bool, n)?)
                 }
@@ -290,7 +301,7 @@ impl Ctx<'_> {
             let mut values = Vec::with_capacity(self.steps.len());
             let mut any = false;
             for &step in &self.steps {
-                let t = shift.apply(step, self.opts.start, self.opts.end);
+                let t = shift.apply(step, self.query_start, self.query_end);
                 let idx = s.samples.partition_point(|x| x.t <= t);
                 let v = if idx == 0 {
                     None
@@ -336,6 +347,8 @@ impl Ctx<'_> {
             steps: inner_opts.steps(),
             opts: inner_opts,
             samples_loaded: self.samples_loaded,
+            query_start: self.query_start,
+            query_end: self.query_end,
         };
         if inner.steps.is_empty() {
             return Ok(Value::Range(RangeValue { series: vec![], range_ms, shift: *shift }));
@@ -359,6 +372,8 @@ impl Ctx<'_> {
             _ => return Err(Error::Plan("subquery over a non-instant expression".into())),
         };
         self.samples_loaded = inner.samples_loaded;
+        // the points a subquery produces are held in memory like loaded samples
+        self.count_samples(series.iter().map(|(_, s)| s.len()).sum())?;
         Ok(Value::Range(RangeValue { series, range_ms, shift: *shift }))
     }
 
@@ -369,7 +384,7 @@ impl Ctx<'_> {
         if func == WindowFn::AbsentOverTime {
             let mut values = vec![Some(1.0); n];
             for (i, &step) in self.steps.iter().enumerate() {
-                let end = r.shift.apply(step, self.opts.start, self.opts.end);
+                let end = r.shift.apply(step, self.query_start, self.query_end);
                 let b = WindowBounds { start: end - r.range_ms, end, eval_time: step };
                 if r.series.iter().any(|(_, s)| !window_slice(s, b).is_empty()) {
                     values[i] = None;
@@ -384,7 +399,7 @@ impl Ctx<'_> {
             let mut values = Vec::with_capacity(n);
             let mut any = false;
             for (i, &step) in self.steps.iter().enumerate() {
-                let end = r.shift.apply(step, self.opts.start, self.opts.end);
+                let end = r.shift.apply(step, self.query_start, self.query_end);
                 let b = WindowBounds { start: end - r.range_ms, end, eval_time: step };
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
@@ -490,13 +505,14 @@ impl Ctx<'_> {
                 for (idx, s) in v.iter().enumerate() {
                     let le = s.labels.get("le");
                     let Ok(ub) = parse_le(le) else { continue };
+                    // buckets of different metrics never mix: the name is part of the key
                     let mut key = s.labels.clone();
                     key.remove("le");
-                    key.remove(METRIC_NAME);
                     groups.entry(key).or_default().push((ub, idx));
                 }
                 let mut out = Vec::with_capacity(groups.len());
-                for (labels, members) in groups {
+                for (mut labels, members) in groups {
+                    labels.remove(METRIC_NAME);
                     let mut values = Vec::with_capacity(n);
                     let mut buckets = Vec::with_capacity(members.len());
                     for (i, &qv) in q.iter().enumerate() {
@@ -512,7 +528,7 @@ impl Ctx<'_> {
                     }
                     out.push(StepSeries { labels, values });
                 }
-                Ok(Value::Vector(out))
+                Ok(Value::Vector(merge_same_labels(out)?))
             }
         }
     }
@@ -775,7 +791,7 @@ fn merge_same_labels(v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
     Ok(out)
 }
 
-fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Vec<StepSeries> {
+fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Result<Vec<StepSeries>, Error> {
     let n = l.first().or(r.first()).map(|s| s.values.len()).unwrap_or(0);
     let sig = |s: &StepSeries| grouping_key(&s.labels, g);
     // per signature, at which steps the other side has a value
@@ -789,7 +805,7 @@ fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Ve
     match op {
         BinOp::And | BinOp::Unless => {
             let want = op == BinOp::And;
-            l.into_iter()
+            Ok(l.into_iter()
                 .map(|mut s| {
                     let present = rsig.get(&sig(&s));
                     for (i, v) in s.values.iter_mut().enumerate() {
@@ -801,7 +817,7 @@ fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Ve
                     s
                 })
                 .filter(|s| s.values.iter().any(|x| x.is_some()))
-                .collect()
+                .collect())
         }
         _ => {
             let mut lsig: HashMap<Labels, Vec<bool>> = HashMap::new();
@@ -824,7 +840,9 @@ fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Ve
                     out.push(s);
                 }
             }
-            out
+            // a right-hand series may complete a left-hand one with the same labels at the
+            // steps the left lacks (`x or vector(0)` in a subquery): they are one series
+            merge_same_labels(out)
         }
     }
 }

@@ -82,7 +82,8 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
         TsOfMinOverTime => {
             let mut best = samples[0];
             for s in &samples[1..] {
-                if s.v < best.v || best.v.is_nan() {
+                // ties go to the latest sample, as in Prometheus
+                if s.v <= best.v || best.v.is_nan() {
                     best = *s;
                 }
             }
@@ -91,7 +92,7 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
         TsOfMaxOverTime => {
             let mut best = samples[0];
             for s in &samples[1..] {
-                if s.v > best.v || best.v.is_nan() {
+                if s.v >= best.v || best.v.is_nan() {
                     best = *s;
                 }
             }
@@ -457,7 +458,8 @@ pub fn date(f: DateFn, secs: f64) -> f64 {
     if !secs.is_finite() {
         return f64::NAN;
     }
-    let s = secs.floor() as i64;
+    // Go's time.Unix(int64(v), 0) truncates toward zero
+    let s = secs.trunc() as i64;
     let days = s.div_euclid(86_400);
     let rem = s.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);

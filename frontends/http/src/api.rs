@@ -132,8 +132,12 @@ fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
 
 fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
     match p.get("lookback_delta").filter(|t| !t.is_empty()) {
+        // zero or negative means the server's default, as in Prometheus's engine
+        Some(t) if t.parse::<f64>().is_ok_and(|f| f <= 0.0) => {
+            Ok(state.query.lookback_delta.as_millis() as i64)
+        }
         Some(t) => parse_duration(t)
-            .map(|d| d.as_millis() as i64)
+            .map(|d| if d.is_zero() { state.query.lookback_delta } else { d }.as_millis() as i64)
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"lookback_delta\": {e}"))),
         None => Ok(state.query.lookback_delta.as_millis() as i64),
     }
@@ -191,7 +195,13 @@ async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body
     if end < start {
         return Err(ApiError::bad_data("end timestamp must not be before start time".into()));
     }
+    let zero_step = || {
+        ApiError::bad_data(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        )
+    };
     let step = match p.get("step") {
+        Some(s) if s.parse::<f64>().is_ok_and(|f| f <= 0.0) => return Err(zero_step()),
         Some(s) if !s.is_empty() => {
             parse_duration(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?
         }
@@ -203,11 +213,9 @@ async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body
     };
     let step_ms = step.as_millis() as i64;
     if step_ms <= 0 {
-        return Err(ApiError::bad_data(
-            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-        ));
+        return Err(zero_step());
     }
-    if (end - start) / step_ms > 11_000 {
+    if (end as i128 - start as i128) / step_ms as i128 > 11_000 {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
         ));

@@ -49,11 +49,12 @@ pub const MAX_TIME_MS: i64 = 9_223_309_901_257_974;
 /// Parses a time parameter: float Unix seconds (rounded to milliseconds) or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
-        if f.is_finite() {
-            let secs = f.trunc();
-            let ms = ((f - secs) * 1000.0).round();
-            return Ok(secs as i64 * 1000 + ms as i64);
+        let (secs, frac) = (f.trunc(), f.fract());
+        let ms = (secs * 1000.0 + (frac * 1000.0).round()) as i128;
+        if f.is_finite() && (MIN_TIME_MS as i128..=MAX_TIME_MS as i128).contains(&ms) {
+            return Ok(ms as i64);
         }
+        return Err(format!("cannot parse {s:?} to a valid timestamp"));
     }
     match s {
         "-292273086-05-16T16:47:06Z" => return Ok(MIN_TIME_MS),

@@ -195,7 +195,7 @@ fn window_fn(name: &str) -> Option<WindowFn> {
         "ts_of_min_over_time" => WindowFn::TsOfMinOverTime,
         "ts_of_max_over_time" => WindowFn::TsOfMaxOverTime,
         "ts_of_last_over_time" => WindowFn::TsOfLastOverTime,
-        "double_exponential_smoothing" | "holt_winters" => WindowFn::DoubleExponentialSmoothing,
+        "double_exponential_smoothing" => WindowFn::DoubleExponentialSmoothing,
         _ => return None,
     })
 }
