@@ -245,7 +245,7 @@ impl Ctx<'_> {
                 if op.is_set() {
                     Value::Vector(set_op(*op, l, r, &key.grouping)?)
                 } else {
-                    Value::Vector(join(*op, l, r, &key.grouping, &key.card, *return_bool, n)?)
+                    Value::Vector(join(*op, l, r, key, *return_bool, n)?)
                 }
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => self.scalar_op(*op, lhs, rhs, *return_bool)?,
@@ -851,11 +851,11 @@ fn join(
     op: BinOp,
     lhs: Vec<StepSeries>,
     rhs: Vec<StepSeries>,
-    g: &Grouping,
-    card: &Cardinality,
+    key: &crate::plan::JoinKey,
     return_bool: bool,
     n: usize,
 ) -> Result<Vec<StepSeries>, Error> {
+    let (g, card) = (&key.grouping, &key.card);
     // "many" is the side whose labels the result keeps; "one" must be unique per signature.
     let swapped = matches!(card, Cardinality::OneToMany(_));
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
@@ -870,17 +870,17 @@ fn join(
         by_sig.entry(s).or_default().push(i);
     }
     let drop_name = !op.is_comparison() || return_bool;
-    let mut out_index: HashMap<Labels, usize> = HashMap::new();
-    let mut out: Vec<StepSeries> = Vec::new();
-    // for one-to-one: which many-side series matched a signature at a step
+    let mut out = JoinOutput::new(n);
+    // signatures that had a many-side value at a step (one-to-one: at most one may match)
     let mut seen_many: HashMap<(Labels, usize), ()> = HashMap::new();
+    let no_labels = Labels::new();
     for m in &many {
         let sig = grouping_key(&m.labels, g);
-        let Some(candidates) = by_sig.get(&sig) else { continue };
+        let candidates = by_sig.get(&sig).map(Vec::as_slice).unwrap_or(&[]);
         for step in 0..n {
             let Some(mv) = m.values[step] else { continue };
             let mut matched = candidates.iter().filter(|&&i| one[i].values[step].is_some());
-            let Some(&oi) = matched.next() else { continue };
+            let first = matched.next();
             if matched.next().is_some() {
                 let side = if swapped { "left" } else { "right" };
                 return Err(Error::Execution(format!(
@@ -889,43 +889,87 @@ fn join(
                     candidates.iter().filter(|&&i| one[i].values[step].is_some()).map(|&i| one[i].labels.to_string()).collect::<Vec<_>>().join(", ")
                 )));
             }
-            if one_to_one && seen_many.insert((sig.clone(), step), ()).is_some() {
+            let repeated = seen_many.insert((sig.clone(), step), ()).is_some();
+            if repeated && one_to_one && first.is_some() {
                 return Err(Error::Execution(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
                 ));
             }
-            let ov = one[oi].values[step].unwrap_or(f64::NAN);
+            let (ov, one_labels) = match first {
+                Some(&oi) => (one[oi].values[step].unwrap_or(f64::NAN), &one[oi].labels),
+                None => match key.fill_one {
+                    Some(v) => (v, &no_labels),
+                    None => continue,
+                },
+            };
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-            let r = kernels::binary(op, lv, rv);
-            let value = if op.is_comparison() {
-                if return_bool {
-                    r
-                } else if r == 1.0 {
-                    lv
-                } else {
-                    continue;
-                }
-            } else {
-                r
-            };
-            let labels = result_labels(&m.labels, &one[oi].labels, g, one_to_one, include, drop_name);
-            let idx = match out_index.get(&labels) {
-                Some(&i) => i,
-                None => {
-                    out_index.insert(labels.clone(), out.len());
-                    out.push(StepSeries { labels, values: vec![None; n] });
-                    out.len() - 1
-                }
-            };
-            if out[idx].values[step].is_some() {
-                return Err(Error::Execution(
-                    "multiple matches for labels: grouping labels must ensure unique matches".into(),
-                ));
+            if let Some(value) = combine(op, lv, rv, return_bool) {
+                let labels = result_labels(&m.labels, one_labels, g, one_to_one, include, drop_name);
+                out.set(labels, step, value)?;
             }
-            out[idx].values[step] = Some(value);
         }
     }
-    Ok(out)
+    if let Some(fill) = key.fill_many {
+        // one-side series whose group has no many-side value at a step: the match group's
+        // labels, with the fill value standing in for the many side
+        for (oi, o) in one.iter().enumerate() {
+            for step in 0..n {
+                let Some(ov) = o.values[step] else { continue };
+                if seen_many.contains_key(&(one_sigs[oi].clone(), step)) {
+                    continue;
+                }
+                let (lv, rv) = if swapped { (ov, fill) } else { (fill, ov) };
+                if let Some(value) = combine(op, lv, rv, return_bool) {
+                    out.set(one_sigs[oi].clone(), step, value)?;
+                }
+            }
+        }
+    }
+    Ok(out.series)
+}
+
+/// Applies a binary operator; comparisons without `bool` filter, keeping the left value.
+fn combine(op: BinOp, lv: f64, rv: f64, return_bool: bool) -> Option<f64> {
+    let r = kernels::binary(op, lv, rv);
+    if !op.is_comparison() || return_bool {
+        Some(r)
+    } else if r == 1.0 {
+        Some(lv)
+    } else {
+        None
+    }
+}
+
+/// The series a join produces, one per label set.
+struct JoinOutput {
+    n: usize,
+    index: HashMap<Labels, usize>,
+    series: Vec<StepSeries>,
+}
+
+impl JoinOutput {
+    fn new(n: usize) -> Self {
+        JoinOutput { n, index: HashMap::new(), series: Vec::new() }
+    }
+
+    /// Sets the value of `labels` at `step`; a second value there is Prometheus's error.
+    fn set(&mut self, labels: Labels, step: usize, value: f64) -> Result<(), Error> {
+        let idx = match self.index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(labels.clone(), self.series.len());
+                self.series.push(StepSeries { labels, values: vec![None; self.n] });
+                self.series.len() - 1
+            }
+        };
+        if self.series[idx].values[step].is_some() {
+            return Err(Error::Execution(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
+        }
+        self.series[idx].values[step] = Some(value);
+        Ok(())
+    }
 }
 
 fn result_labels(

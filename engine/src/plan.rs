@@ -316,12 +316,17 @@ pub enum Cardinality {
 }
 
 /// The join key and cardinality of a vector–vector operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JoinKey {
     /// `on(...)` (By) or `ignoring(...)` (Without).
     pub grouping: Grouping,
     /// Cardinality.
     pub card: Cardinality,
+    /// Value standing in for a missing series on the "many" side (the left one unless
+    /// `group_right`): PromQL's `fill_left`, or `fill`. `None` drops unmatched groups.
+    pub fill_many: Option<f64>,
+    /// Value standing in for a missing series on the "one" side: `fill_right`, or `fill`.
+    pub fill_one: Option<f64>,
 }
 
 /// Label rewrites that keep values.
@@ -560,13 +565,20 @@ impl Plan {
                 }
             }
             Plan::Aggregate { op, grouping, .. } => format!("Aggregate {op:?} {}", fmt_grouping(grouping)),
-            Plan::Join { op, key, return_bool, .. } => format!(
-                "Join {} {} card={:?}{}",
-                op.symbol(),
-                fmt_grouping(&key.grouping),
-                key.card,
-                if *return_bool { " bool" } else { "" }
-            ),
+            Plan::Join { op, key, return_bool, .. } => {
+                let mut line =
+                    format!("Join {} {} card={:?}", op.symbol(), fmt_grouping(&key.grouping), key.card);
+                if *return_bool {
+                    line.push_str(" bool");
+                }
+                if let Some(v) = key.fill_many {
+                    line.push_str(&format!(" fill_many={}", crate::format::format_value(v)));
+                }
+                if let Some(v) = key.fill_one {
+                    line.push_str(&format!(" fill_one={}", crate::format::format_value(v)));
+                }
+                line
+            }
             Plan::ScalarOp { op, return_bool, .. } => {
                 format!("ScalarOp {}{}", op.symbol(), if *return_bool { " bool" } else { "" })
             }

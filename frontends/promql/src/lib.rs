@@ -317,13 +317,11 @@ impl Lowering<'_> {
                     _ => Cardinality::OneToOne,
                 }
             };
-            Ok(Plan::Join {
-                op,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-                key: JoinKey { grouping, card },
-                return_bool,
-            })
+            // Prometheus applies fill_left to the "many" side and fill_right to the "one"
+            // side, whichever operand each is (corpus: fill-modifier.test, group_right cases)
+            let fill = m.map(|m| m.fill_values.clone()).unwrap_or_default();
+            let key = JoinKey { grouping, card, fill_many: fill.lhs, fill_one: fill.rhs };
+            Ok(Plan::Join { op, lhs: Box::new(lhs), rhs: Box::new(rhs), key, return_bool })
         } else {
             Ok(Plan::ScalarOp { op, lhs: Box::new(lhs), rhs: Box::new(rhs), return_bool })
         }
