@@ -550,7 +550,7 @@ impl Ctx<'_> {
             _ => (vec![], String::new()),
         };
         let v = self.eval_vector(input)?;
-        if op == AggOp::CountValues && !valid_label_name(&param_str) {
+        if op == AggOp::CountValues && param_str.is_empty() {
             return Err(Error::Execution(format!("invalid label name {param_str:?}")));
         }
         // group index of each input series
@@ -705,10 +705,6 @@ fn parse_le(s: &str) -> Result<f64, ()> {
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
         other => other.parse::<f64>().map_err(|_| ()),
     }
-}
-
-fn valid_label_name(s: &str) -> bool {
-    !s.is_empty() && std::str::from_utf8(s.as_bytes()).is_ok()
 }
 
 /// The labels `absent`/`absent_over_time` report: the equality matchers of a plain selection.

@@ -61,7 +61,6 @@ struct PoolSettings {
     label_value_length_limit: usize,
     body_size_limit: u64,
     accept: String,
-    external_labels: Labels,
     client_key: String,
 }
 
@@ -131,7 +130,7 @@ impl ScrapeManager {
         let mut fresh: BTreeMap<String, (PoolSettings, &ScrapeConfig, reqwest::Client)> = BTreeMap::new();
         let mut unchanged: Vec<&ScrapeConfig> = Vec::new();
         for sc in &cfg.scrape_configs {
-            let settings = pool_settings(sc, cfg);
+            let settings = pool_settings(sc);
             if pools.get(&sc.job_name).is_some_and(|p| p.settings == settings) {
                 unchanged.push(sc);
             } else {
@@ -366,7 +365,7 @@ fn stop_pool(pool: Pool, markers: impl Fn(u64) -> bool) {
     }
 }
 
-fn pool_settings(sc: &ScrapeConfig, cfg: &Config) -> PoolSettings {
+fn pool_settings(sc: &ScrapeConfig) -> PoolSettings {
     PoolSettings {
         job: sc.job_name.clone(),
         interval: sc.scrape_interval,
@@ -384,7 +383,6 @@ fn pool_settings(sc: &ScrapeConfig, cfg: &Config) -> PoolSettings {
         label_value_length_limit: sc.label_value_length_limit as usize,
         body_size_limit: sc.body_size_limit,
         accept: sc.accept_header(),
-        external_labels: cfg.global.external_labels.clone(),
         client_key: format!(
             "{:?}{:?}{:?}{:?}",
             sc.basic_auth, sc.authorization, sc.tls_config, sc.bearer_token

@@ -131,6 +131,28 @@ impl<'a> Cursor<'a> {
     }
 
     /// An error located at byte `pos`.
+    /// Reads a label name inside braces, quoted (UTF-8) or legacy, returning it and whether
+    /// it was quoted; `None` when the braces close instead (the cursor is then past `}`).
+    pub fn label_name(&mut self, allow_newline: bool) -> Result<Option<(Cow<'a, str>, bool)>, ParseError> {
+        let npos = self.pos;
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                Ok(None)
+            }
+            Some(b'"') => match self.quoted(allow_newline) {
+                Some(raw) => decode_quoted(raw)
+                    .map(|n| Some((n, true)))
+                    .ok_or_else(|| self.error_at(npos, "quoted name is not valid UTF-8")),
+                None => Err(self.unexpected(npos, "unterminated quoted name")),
+            },
+            _ => match self.legacy_label_name() {
+                Some(n) => Ok(Some((Cow::Borrowed(n), false))),
+                None => Err(self.unexpected(npos, "expected label name or '}'")),
+            },
+        }
+    }
+
     pub fn error_at(&self, pos: usize, message: impl Into<String>) -> ParseError {
         ParseError { line: line_of(self.b, pos), message: message.into() }
     }

@@ -280,24 +280,7 @@ impl<'a> Parser<'a> {
     fn labels(&mut self, exemplar: bool) -> Result<(), ParseError> {
         loop {
             let npos = self.c.pos;
-            let (name, quoted): (Cow<'a, str>, bool) = match self.c.peek() {
-                Some(b'}') => {
-                    self.c.pos += 1;
-                    return Ok(());
-                }
-                Some(b'"') => match self.c.quoted(false) {
-                    Some(raw) => (
-                        decode_quoted(raw)
-                            .ok_or_else(|| self.c.error_at(npos, "quoted name is not valid UTF-8"))?,
-                        true,
-                    ),
-                    None => return Err(self.c.unexpected(npos, "unterminated quoted name")),
-                },
-                _ => match self.c.legacy_label_name() {
-                    Some(n) => (Cow::Borrowed(n), false),
-                    None => return Err(self.c.unexpected(npos, "expected label name or '}'")),
-                },
-            };
+            let Some((name, quoted)) = self.c.label_name(false)? else { return Ok(()) };
             if quoted && !exemplar && matches!(self.c.peek(), Some(b',' | b'}')) {
                 // A lone quoted string is the metric name.
                 if self.scratch.name.is_some() {

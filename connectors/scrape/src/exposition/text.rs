@@ -192,24 +192,7 @@ impl<'a> Parser<'a> {
         loop {
             self.c.skip_blanks();
             let npos = self.c.pos;
-            let (name, quoted): (Cow<'a, str>, bool) = match self.c.peek() {
-                Some(b'}') => {
-                    self.c.pos += 1;
-                    return Ok(());
-                }
-                Some(b'"') => match self.c.quoted(true) {
-                    Some(raw) => (
-                        decode_quoted(raw)
-                            .ok_or_else(|| self.c.error_at(npos, "quoted name is not valid UTF-8"))?,
-                        true,
-                    ),
-                    None => return Err(self.c.unexpected(npos, "unterminated quoted name")),
-                },
-                _ => match self.c.legacy_label_name() {
-                    Some(n) => (Cow::Borrowed(n), false),
-                    None => return Err(self.c.unexpected(npos, "expected label name or '}'")),
-                },
-            };
+            let Some((name, quoted)) = self.c.label_name(true)? else { return Ok(()) };
             self.c.skip_blanks();
             if quoted && matches!(self.c.peek(), Some(b',' | b'}')) {
                 // A lone quoted string is the metric name.
