@@ -23,6 +23,17 @@ fn load_config(path: &str) -> Result<promflow_config::LoadedConfig, String> {
     Config::load_file(std::path::Path::new(path)).map_err(|e| e.to_string())
 }
 
+/// `--enable-feature` values promflow acts on. The PromQL language features are always on in
+/// promflow (docs/promql-compat.md), so their flags are accepted silently; delayed name removal
+/// changes results, so it stays opt-in as in Prometheus.
+const HONOURED_FEATURES: &[&str] = &[
+    "promql-delayed-name-removal",
+    "promql-experimental-functions",
+    "promql-duration-expr",
+    "promql-extended-range-selectors",
+    "promql-binop-fill-modifiers",
+];
+
 fn main() {
     let (flags, matches) = cli::parse();
     logging::init(&flags.log_level, &flags.log_format);
@@ -33,7 +44,9 @@ fn main() {
         );
     }
     for feature in &flags.enable_feature {
-        warn!(feature = %feature, "feature flag accepted but has no effect in promflow yet");
+        if !HONOURED_FEATURES.contains(&feature.as_str()) {
+            warn!(feature = %feature, "feature flag accepted but has no effect in promflow yet");
+        }
     }
     if let Err(e) = run(flags, &matches) {
         error!("{e}");
@@ -117,6 +130,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             lookback_delta: flags.lookback_delta,
             timeout: flags.query_timeout,
             max_samples: flags.query_max_samples,
+            delayed_name_removal: flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal"),
             compile: promflow_promql::CompileOptions {
                 default_subquery_step: loaded.config.global.evaluation_interval,
             },

@@ -88,6 +88,44 @@ fn instant_and_range_queries_have_prometheus_shapes() {
 }
 
 #[test]
+fn warnings_and_infos_come_with_results() {
+    let (_dir, s) = seeded();
+    let t = (BASE + 300_000) as f64 / 1000.0;
+    // a counter-style function over a name without a counter suffix: Prometheus's info
+    let (code, v) =
+        s.post_form("/api/v1/query", &[("query", "rate(temperature[10m:1m])"), ("time", &t.to_string())]);
+    assert_eq!(code, 200, "{v}");
+    let infos = v["infos"].as_array().expect("infos");
+    assert_eq!(infos.len(), 1, "{v}");
+    assert!(
+        infos[0].as_str().unwrap().starts_with(
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"temperature\""
+        ),
+        "{v}"
+    );
+    assert!(v.get("warnings").is_none(), "{v}");
+    // an out-of-range quantile: a warning, and still a result
+    let (code, v) = s.post_form(
+        "/api/v1/query",
+        &[("query", "quantile(1.5, http_requests_total)"), ("time", &t.to_string())],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(result(&v)[0]["value"][1], "+Inf", "{v}");
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .starts_with("PromQL warning: quantile value should be between 0 and 1, got 1.5"),
+        "{v}"
+    );
+    // none on a clean query
+    let (_, v) =
+        s.post_form("/api/v1/query", &[("query", "rate(http_requests_total[5m])"), ("time", &t.to_string())]);
+    assert!(v.get("infos").is_none() && v.get("warnings").is_none(), "{v}");
+}
+
+#[test]
 fn errors_are_json_with_prometheus_types() {
     let (_dir, s) = seeded();
     let (code, v) = s.get_json("/api/v1/query?query=sum(");

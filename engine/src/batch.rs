@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use promflow_storage::{is_stale_nan, Labels, Matcher, Querier, Sample, Series, METRIC_NAME};
 
+use crate::annotations::{go_format_g, Annotations, Level};
 use crate::kernels::{self, WindowBounds};
 use crate::plan::{
-    AggOp, BinOp, Cardinality, Grouping, MapFn, Plan, Relabel, TimeShift, ValueKind, VectorFn, WindowFn,
+    AggOp, BinOp, Cardinality, Grouping, MapFn, Origin, Plan, Relabel, TimeShift, ValueKind, VectorFn,
+    WindowFn,
 };
 use crate::Error;
 
@@ -31,6 +33,9 @@ pub struct QueryOptions {
     pub max_samples: usize,
     /// When the query must give up.
     pub deadline: Option<Instant>,
+    /// Prometheus's `promql-delayed-name-removal` feature: functions keep `__name__` until the
+    /// end of the evaluation, so that annotations can name the metric.
+    pub delayed_name_removal: bool,
 }
 
 impl QueryOptions {
@@ -43,6 +48,7 @@ impl QueryOptions {
             lookback_ms: 300_000,
             max_samples: 50_000_000,
             deadline: None,
+            delayed_name_removal: false,
         }
     }
 
@@ -68,6 +74,15 @@ pub enum QueryResult {
     Vector(Vec<(Labels, i64, f64)>),
     /// A matrix: series with their points (range queries, or a range selection at an instant).
     Matrix(Vec<Series>),
+}
+
+/// A successful evaluation: the result and the warnings and infos raised on the way.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// The result.
+    pub result: QueryResult,
+    /// Prometheus's annotations.
+    pub annotations: Annotations,
 }
 
 /// One series of an instant-valued intermediate: a value or nothing at each step.
@@ -100,11 +115,12 @@ struct Ctx<'a> {
     /// subqueries, whose own steps cover another range.
     query_start: i64,
     query_end: i64,
+    annotations: Annotations,
 }
 
 /// Evaluates `plan` over `querier` at the steps of `opts`. An instant query (start == end)
 /// returns the value's own shape; a range query always returns a matrix.
-pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Result<QueryResult, Error> {
+pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Result<Evaluation, Error> {
     let mut ctx = Ctx {
         querier,
         opts: opts.clone(),
@@ -112,6 +128,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         samples_loaded: 0,
         query_start: opts.start,
         query_end: opts.end,
+        annotations: Annotations::default(),
     };
     let instant = opts.start == opts.end;
     if !instant && !matches!(plan.kind(), ValueKind::Scalar | ValueKind::Instant) {
@@ -122,7 +139,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
     }
     let value = ctx.eval(plan)?;
     let steps = ctx.steps.clone();
-    Ok(match value {
+    let result = match value {
         Value::Str(s) => QueryResult::String(opts.start, s),
         Value::Scalar(vals) if instant => QueryResult::Scalar(opts.start, vals[0]),
         Value::Scalar(vals) => QueryResult::Matrix(vec![Series {
@@ -167,7 +184,8 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             QueryResult::Matrix(out)
         }
-    })
+    };
+    Ok(Evaluation { result, annotations: ctx.annotations })
 }
 
 /// Whether the plan's top operator defines the order of an instant result.
@@ -231,13 +249,15 @@ impl Ctx<'_> {
             Plan::SubWindow { input, range_ms, step_ms, shift } => {
                 self.subquery(input, *range_ms, *step_ms, shift)?
             }
-            Plan::WindowFunction { func, input, args } => self.window_function(*func, input, args)?,
-            Plan::Map { func, input, args } => self.map(*func, input, args)?,
-            Plan::VectorFunction { func, input, args, labels } => {
-                self.vector_function(*func, input, args, labels)?
+            Plan::WindowFunction { func, input, args, origin } => {
+                self.window_function(*func, input, args, origin)?
             }
-            Plan::Aggregate { op, grouping, param, input } => {
-                self.aggregate(*op, grouping, param.as_deref(), input)?
+            Plan::Map { func, input, args } => self.map(*func, input, args)?,
+            Plan::VectorFunction { func, input, args, labels, origin } => {
+                self.vector_function(*func, input, args, labels, origin)?
+            }
+            Plan::Aggregate { op, grouping, param, input, origin } => {
+                self.aggregate(*op, grouping, param.as_deref(), input, origin)?
             }
             Plan::Join { op, lhs, rhs, key, return_bool } => {
                 let l = self.eval_vector(lhs)?;
@@ -349,6 +369,7 @@ impl Ctx<'_> {
             samples_loaded: self.samples_loaded,
             query_start: self.query_start,
             query_end: self.query_end,
+            annotations: Annotations::default(),
         };
         if inner.steps.is_empty() {
             return Ok(Value::Range(RangeValue { series: vec![], range_ms, shift: *shift }));
@@ -372,12 +393,19 @@ impl Ctx<'_> {
             _ => return Err(Error::Plan("subquery over a non-instant expression".into())),
         };
         self.samples_loaded = inner.samples_loaded;
+        self.annotations.merge(std::mem::take(&mut inner.annotations));
         // the points a subquery produces are held in memory like loaded samples
         self.count_samples(series.iter().map(|(_, s)| s.len()).sum())?;
         Ok(Value::Range(RangeValue { series, range_ms, shift: *shift }))
     }
 
-    fn window_function(&mut self, func: WindowFn, input: &Plan, args: &[Plan]) -> Result<Value, Error> {
+    fn window_function(
+        &mut self,
+        func: WindowFn,
+        input: &Plan,
+        args: &[Plan],
+        origin: &Origin,
+    ) -> Result<Value, Error> {
         let arg_vals: Vec<Vec<f64>> = args.iter().map(|a| self.eval_scalar(a)).collect::<Result<_, _>>()?;
         let r = self.eval_range(input)?;
         let n = self.steps.len();
@@ -404,9 +432,28 @@ impl Ctx<'_> {
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
                 }
-                let v = kernels::window(func, window_slice(&samples, b), b, &step_args);
+                let window = window_slice(&samples, b);
+                if func == WindowFn::QuantileOverTime && !window.is_empty() {
+                    check_quantile(&mut self.annotations, step_args[0], origin, 0);
+                }
+                let v = kernels::window(func, window, b, &step_args);
                 any |= v.is_some();
                 values.push(v);
+            }
+            if any && matches!(func, WindowFn::Rate | WindowFn::Increase) {
+                let name = labels.get(METRIC_NAME);
+                if !name.is_empty()
+                    && !["_total", "_sum", "_count", "_bucket"].iter().any(|s| name.ends_with(s))
+                {
+                    self.annotations.add(
+                        Level::Info,
+                        format!(
+                            "metric might not be a counter, name does not end in \
+                             _total/_sum/_count/_bucket: {name:?}"
+                        ),
+                        origin.arg(0),
+                    );
+                }
             }
             if any {
                 if !keep_name {
@@ -462,6 +509,7 @@ impl Ctx<'_> {
         input: &Plan,
         args: &[Plan],
         labels: &[(String, String)],
+        origin: &Origin,
     ) -> Result<Value, Error> {
         let n = self.steps.len();
         match func {
@@ -491,6 +539,14 @@ impl Ctx<'_> {
             }
             VectorFn::Sort | VectorFn::SortDesc => {
                 let mut v = self.eval_vector(input)?;
+                if n > 1 {
+                    self.annotations.add(
+                        Level::Warning,
+                        "sort is ineffective for range queries since results are always ordered by labels"
+                            .into(),
+                        origin.expr,
+                    );
+                }
                 if n == 1 {
                     let descending = func == VectorFn::SortDesc;
                     v.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], descending));
@@ -500,11 +556,26 @@ impl Ctx<'_> {
             VectorFn::HistogramQuantile => {
                 let q = self.eval_scalar(&args[0])?;
                 let v = self.eval_vector(input)?;
+                for &qv in &q {
+                    check_quantile(&mut self.annotations, qv, origin, 0);
+                }
                 // group buckets by their labels without `le` (and the metric name)
                 let mut groups: HashMap<Labels, Vec<(f64, usize)>> = HashMap::new();
                 for (idx, s) in v.iter().enumerate() {
                     let le = s.labels.get("le");
-                    let Ok(ub) = parse_le(le) else { continue };
+                    let Ok(ub) = parse_le(le) else {
+                        if s.values.iter().any(Option::is_some) {
+                            let name =
+                                if self.opts.delayed_name_removal { s.labels.get(METRIC_NAME) } else { "" };
+                            let mut message =
+                                format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
+                            if !name.is_empty() {
+                                message.push_str(&format!(" for metric name {name:?}"));
+                            }
+                            self.annotations.add(Level::Warning, message, origin.arg(1));
+                        }
+                        continue;
+                    };
                     // buckets of different metrics never mix: the name is part of the key
                     let mut key = s.labels.clone();
                     key.remove("le");
@@ -512,6 +583,11 @@ impl Ctx<'_> {
                 }
                 let mut out = Vec::with_capacity(groups.len());
                 for (mut labels, members) in groups {
+                    let name = if self.opts.delayed_name_removal {
+                        labels.get(METRIC_NAME).to_string()
+                    } else {
+                        String::new()
+                    };
                     labels.remove(METRIC_NAME);
                     let mut values = Vec::with_capacity(n);
                     let mut buckets = Vec::with_capacity(members.len());
@@ -520,11 +596,15 @@ impl Ctx<'_> {
                         buckets.extend(
                             members.iter().filter_map(|&(ub, idx)| v[idx].values[i].map(|c| (ub, c))),
                         );
-                        values.push(if buckets.is_empty() {
-                            None
-                        } else {
-                            Some(kernels::bucket_quantile(qv, &mut buckets))
-                        });
+                        if buckets.is_empty() {
+                            values.push(None);
+                            continue;
+                        }
+                        let bq = kernels::bucket_quantile(qv, &mut buckets);
+                        if let Some(fix) = bq.forced_monotonic {
+                            self.annotations.add_monotonicity_fix(&name, origin.arg(1), self.steps[i], fix);
+                        }
+                        values.push(Some(bq.value));
                     }
                     out.push(StepSeries { labels, values });
                 }
@@ -539,6 +619,7 @@ impl Ctx<'_> {
         grouping: &Grouping,
         param: Option<&Plan>,
         input: &Plan,
+        origin: &Origin,
     ) -> Result<Value, Error> {
         let n = self.steps.len();
         let (param_num, param_str) = match (op, param) {
@@ -550,6 +631,20 @@ impl Ctx<'_> {
             _ => (vec![], String::new()),
         };
         let v = self.eval_vector(input)?;
+        if op == AggOp::Quantile {
+            // Prometheus reports NaN, then the largest and the smallest out-of-range φ
+            if param_num.iter().any(|q| q.is_nan()) {
+                check_quantile(&mut self.annotations, f64::NAN, origin, 0);
+            }
+            let max = param_num.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let min = param_num.iter().copied().fold(f64::INFINITY, f64::min);
+            if max > 1.0 {
+                check_quantile(&mut self.annotations, max, origin, 0);
+            }
+            if min < 0.0 {
+                check_quantile(&mut self.annotations, min, origin, 0);
+            }
+        }
         if op == AggOp::CountValues && param_str.is_empty() {
             return Err(Error::Execution(format!("invalid label name {param_str:?}")));
         }
@@ -682,6 +777,17 @@ impl Ctx<'_> {
         } else {
             Ok(Value::Vector(v))
         }
+    }
+}
+
+/// Records Prometheus's warning for a quantile outside [0, 1] (or NaN).
+fn check_quantile(annotations: &mut Annotations, q: f64, origin: &Origin, arg: usize) {
+    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+        annotations.add(
+            Level::Warning,
+            format!("quantile value should be between 0 and 1, got {}", go_format_g(q, None)),
+            origin.arg(arg),
+        );
     }
 }
 

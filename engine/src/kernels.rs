@@ -321,23 +321,51 @@ pub fn quantile(q: f64, vals: &mut [f64]) -> f64 {
     vals[lower] * (1.0 - weight) + vals[upper] * weight
 }
 
+/// What `histogram_quantile` found for one group of classic buckets at one step.
+#[derive(Clone, Copy, Debug)]
+pub struct BucketQuantile {
+    /// The estimated quantile.
+    pub value: f64,
+    /// When counts decreased from one bucket to the next and had to be raised: the smallest
+    /// and largest upper bound raised and the largest raise (Prometheus reports it as info).
+    pub forced_monotonic: Option<(f64, f64, f64)>,
+}
+
+/// Differences this small between neighbouring bucket counts are floating-point noise, and are
+/// evened out silently in either direction (Prometheus's `smallDeltaTolerance`).
+const SMALL_DELTA_TOLERANCE: f64 = 1e-12;
+
+/// Whether `a` and `b` are equal within the relative tolerance `eps` (Prometheus's
+/// `util/almost.Equal`).
+pub fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    if a == b || (a.is_nan() && b.is_nan()) {
+        return true;
+    }
+    let sum = a.abs() + b.abs();
+    if a == 0.0 || b == 0.0 || sum < f64::MIN_POSITIVE {
+        return (a - b).abs() < eps * f64::MIN_POSITIVE;
+    }
+    (a - b).abs() / sum.min(f64::MAX) < eps
+}
+
 /// `histogram_quantile` over classic buckets given as (upper bound, cumulative count),
-/// following Prometheus's `bucketQuantile` (monotonicity fixed, +Inf bucket required).
-pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+/// following Prometheus's `BucketQuantile` (+Inf bucket required, equal bounds merged,
+/// decreasing counts raised to keep the cumulative counts monotonic).
+pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> BucketQuantile {
+    let plain = |value| BucketQuantile { value, forced_monotonic: None };
     if q.is_nan() {
-        return f64::NAN;
+        return plain(f64::NAN);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return plain(f64::NEG_INFINITY);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return plain(f64::INFINITY);
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     if buckets.is_empty() || buckets[buckets.len() - 1].0 != f64::INFINITY {
-        return f64::NAN;
+        return plain(f64::NAN);
     }
-    // merge buckets with equal bounds, then force monotonic counts
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
     for &(ub, c) in buckets.iter() {
         match merged.last_mut() {
@@ -345,14 +373,31 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
             _ => merged.push((ub, c)),
         }
     }
-    let mut max = f64::NEG_INFINITY;
-    for b in merged.iter_mut() {
-        if b.1 > max {
-            max = b.1;
+    let mut forced: Option<(f64, f64, f64)> = None;
+    let mut prev = merged[0].1;
+    for b in merged.iter_mut().skip(1) {
+        let curr = b.1;
+        if curr == prev {
+            continue;
+        }
+        // `prev` stays put when a count is evened out or raised: it is the running maximum
+        if almost_equal(prev, curr, SMALL_DELTA_TOLERANCE) {
+            b.1 = prev;
+        } else if curr < prev {
+            b.1 = prev;
+            let (lo, hi, diff) = forced.get_or_insert((f64::INFINITY, f64::NEG_INFINITY, 0.0));
+            *lo = lo.min(b.0);
+            *hi = hi.max(b.0);
+            *diff = diff.max(prev - curr);
         } else {
-            b.1 = max;
+            prev = curr;
         }
     }
+    let value = quantile_of_monotonic(q, &merged);
+    BucketQuantile { value, forced_monotonic: forced }
+}
+
+fn quantile_of_monotonic(q: f64, merged: &[(f64, f64)]) -> f64 {
     if merged.len() < 2 {
         return f64::NAN;
     }
@@ -361,7 +406,7 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         return f64::NAN;
     }
     let rank = q * observations;
-    let b = merged.iter().position(|x| x.1 >= rank).unwrap_or(merged.len() - 1);
+    let b = merged[..merged.len() - 1].iter().position(|x| x.1 >= rank).unwrap_or(merged.len() - 1);
     if b == merged.len() - 1 {
         return merged[merged.len() - 2].0;
     }
@@ -485,7 +530,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 // Howard Hinnant's civil calendar algorithms.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -591,7 +636,7 @@ mod tests {
     #[test]
     fn histogram_quantile_classic() {
         let mut b = vec![(0.1, 10.0), (0.5, 20.0), (f64::INFINITY, 20.0)];
-        let q = bucket_quantile(0.5, &mut b);
+        let q = bucket_quantile(0.5, &mut b).value;
         assert!((q - 0.1).abs() < 1e-12, "{q}");
     }
 }

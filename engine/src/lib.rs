@@ -4,12 +4,14 @@
 //! The engine depends on storage only; it knows nothing of PromQL or SQL text, nor of HTTP.
 #![warn(missing_docs)]
 
+pub mod annotations;
 pub mod batch;
 pub mod format;
 pub mod kernels;
 pub mod plan;
 
-pub use batch::{evaluate, QueryOptions, QueryResult};
+pub use annotations::{Annotations, Level};
+pub use batch::{evaluate, Evaluation, QueryOptions, QueryResult};
 pub use plan::Plan;
 
 /// Evaluation errors, each mapped by the HTTP layer to Prometheus's error type.

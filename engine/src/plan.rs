@@ -87,6 +87,41 @@ impl TimeShift {
     }
 }
 
+/// A position in the query text: 1-based line and byte column, as Prometheus prints it in
+/// annotations (`(1:7)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourcePos {
+    /// Line, from 1.
+    pub line: u32,
+    /// Byte column within the line, from 1.
+    pub col: u32,
+}
+
+/// Where an expression and its arguments start in the query text, so that warnings and infos
+/// can point at the sub-expression that caused them. Origins play no part in what a plan
+/// computes, so every two origins compare equal: plans that differ only in where their text
+/// came from are the same plan (and can share state in the dataflow).
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The start of the whole expression (a function call or aggregation).
+    pub expr: Option<SourcePos>,
+    /// The start of each argument, in the query's order (an aggregation's parameter first).
+    pub args: Vec<Option<SourcePos>>,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Origin {
+    /// The start of argument `i`, if known.
+    pub fn arg(&self, i: usize) -> Option<SourcePos> {
+        self.args.get(i).copied().flatten()
+    }
+}
+
 /// Functions over the window of samples of each series (range vector → instant vector).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WindowFn {
@@ -415,6 +450,8 @@ pub enum Plan {
         input: Box<Plan>,
         /// Scalar arguments (before or after the window, per the function).
         args: Vec<Plan>,
+        /// Where the call and its arguments are in the query text.
+        origin: Origin,
     },
     /// A value function applied to each element of an instant vector.
     Map {
@@ -435,6 +472,8 @@ pub enum Plan {
         args: Vec<Plan>,
         /// Labels of the output (for `absent`).
         labels: Vec<(String, String)>,
+        /// Where the call and its arguments are in the query text.
+        origin: Origin,
     },
     /// Groups series by labels and aggregates each group at each step.
     Aggregate {
@@ -446,6 +485,8 @@ pub enum Plan {
         param: Option<Box<Plan>>,
         /// The instant input.
         input: Box<Plan>,
+        /// Where the aggregation and its parameter are in the query text.
+        origin: Origin,
     },
     /// Vector–vector operation: match series on labels, combine values.
     Join {

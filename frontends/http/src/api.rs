@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use promflow_engine::format::{format_timestamp, format_value};
-use promflow_engine::{QueryOptions, QueryResult};
+use promflow_engine::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
 use promflow_storage::{Labels, Matcher, Querier};
 use serde_json::{json, Value};
 
@@ -154,7 +154,7 @@ async fn run_query(
     state: Arc<AppState>,
     plan: promflow_engine::Plan,
     opts: QueryOptions,
-) -> Result<QueryResult, ApiError> {
+) -> Result<Evaluation, ApiError> {
     let res = tokio::task::spawn_blocking(move || promflow_engine::evaluate(&plan, state.db.as_ref(), &opts))
         .await
         .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
@@ -183,9 +183,10 @@ async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byte
         lookback_ms: lookback(&state, &p)?,
         max_samples: state.query.max_samples,
         deadline: Some(Instant::now() + timeout),
+        delayed_name_removal: state.query.delayed_name_removal,
     };
     let res = run_query(state, plan, opts).await?;
-    Ok(json_response(render_result(&res)))
+    Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
 async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -229,14 +230,16 @@ async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body
         lookback_ms: lookback(&state, &p)?,
         max_samples: state.query.max_samples,
         deadline: Some(Instant::now() + timeout),
+        delayed_name_removal: state.query.delayed_name_removal,
     };
     let res = run_query(state, plan, opts).await?;
-    Ok(json_response(render_result(&res)))
+    Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
-/// Renders a query result as Prometheus's JSON, by hand: timestamps must be printed as
-/// seconds without a trailing `.0`, which a generic serializer cannot do.
-pub fn render_result(res: &QueryResult) -> String {
+/// Renders a query result and its warnings and infos as Prometheus's JSON, by hand:
+/// timestamps must be printed as seconds without a trailing `.0`, which a generic serializer
+/// cannot do.
+pub fn render_result(res: &QueryResult, annotations: &Annotations) -> String {
     let mut out = String::with_capacity(256);
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match res {
@@ -278,9 +281,19 @@ pub fn render_result(res: &QueryResult) -> String {
             out.push(']');
         }
     }
-    out.push_str("}}");
+    out.push('}');
+    for (key, level) in [("warnings", Level::Warning), ("infos", Level::Info)] {
+        let texts = annotations.texts(level, Some(MAX_ANNOTATIONS));
+        if !texts.is_empty() {
+            let _ = write!(out, ",\"{key}\":{}", json!(texts));
+        }
+    }
+    out.push('}');
     out
 }
+
+/// How many warnings, and how many infos, a response lists (Prometheus's limit).
+const MAX_ANNOTATIONS: usize = 10;
 
 fn labels_json(l: &Labels) -> Value {
     Value::Object(l.iter().map(|x| (x.name.clone(), Value::String(x.value.clone()))).collect())

@@ -78,6 +78,8 @@ pub struct QuerySettings {
     pub timeout: Duration,
     /// `--query.max-samples`.
     pub max_samples: usize,
+    /// `--enable-feature=promql-delayed-name-removal`.
+    pub delayed_name_removal: bool,
     /// Lowering options (default subquery step).
     pub compile: promflow_promql::CompileOptions,
 }

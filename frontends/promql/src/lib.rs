@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promflow_engine::plan::{
-    AggOp, BinOp, Cardinality, DateFn, Grouping, JoinKey, MapFn, Plan, Relabel, TimeAnchor, TimeShift,
-    TrigFn, ValueKind, VectorFn, WindowFn,
+    AggOp, BinOp, Cardinality, DateFn, Grouping, JoinKey, MapFn, Origin, Plan, Relabel, TimeAnchor,
+    TimeShift, TrigFn, ValueKind, VectorFn, WindowFn,
 };
 use promflow_storage::{MatchOp, Matcher, METRIC_NAME};
 use promql_parser::label::MatchOp as PMatchOp;
@@ -286,7 +286,13 @@ impl Lowering<'_> {
                     Some(e) => Some(Box::new(self.lower(e)?)),
                     None => None,
                 };
-                Plan::Aggregate { op, grouping, param, input: Box::new(self.lower(&a.expr)?) }
+                Plan::Aggregate {
+                    op,
+                    grouping,
+                    param,
+                    input: Box::new(self.lower(&a.expr)?),
+                    origin: Origin::default(),
+                }
             }
             Expr::Binary(b) => self.binary(b)?,
             Expr::Call(c) => self.call(c)?,
@@ -343,7 +349,12 @@ impl Lowering<'_> {
             };
             let input = arg(range_idx)?;
             let scalars = scalar_idx.into_iter().map(arg).collect::<Result<Vec<_>, _>>()?;
-            return Ok(Plan::WindowFunction { func, input: Box::new(input), args: scalars });
+            return Ok(Plan::WindowFunction {
+                func,
+                input: Box::new(input),
+                args: scalars,
+                origin: Origin::default(),
+            });
         }
         if let Some(func) = map_fn(name) {
             let input = if args.is_empty() {
@@ -364,12 +375,14 @@ impl Lowering<'_> {
                 input: Box::new(arg(0)?),
                 args: vec![],
                 labels: vec![],
+                origin: Origin::default(),
             },
             "sort" | "sort_desc" => Plan::VectorFunction {
                 func: if name == "sort" { VectorFn::Sort } else { VectorFn::SortDesc },
                 input: Box::new(arg(0)?),
                 args: vec![],
                 labels: vec![],
+                origin: Origin::default(),
             },
             "absent" => {
                 let input = arg(0)?;
@@ -377,13 +390,20 @@ impl Lowering<'_> {
                     .iter()
                     .map(|l| (l.name.clone(), l.value.clone()))
                     .collect();
-                Plan::VectorFunction { func: VectorFn::Absent, input: Box::new(input), args: vec![], labels }
+                Plan::VectorFunction {
+                    func: VectorFn::Absent,
+                    input: Box::new(input),
+                    args: vec![],
+                    labels,
+                    origin: Origin::default(),
+                }
             }
             "histogram_quantile" => Plan::VectorFunction {
                 func: VectorFn::HistogramQuantile,
                 input: Box::new(arg(1)?),
                 args: vec![arg(0)?],
                 labels: vec![],
+                origin: Origin::default(),
             },
             "label_replace" => {
                 let dst = string_arg(
