@@ -90,6 +90,22 @@ pub struct Evaluation {
 struct StepSeries {
     labels: Labels,
     values: Vec<Option<f64>>,
+    /// With delayed name removal: the metric name is to be removed at the end of the query.
+    drop_name: bool,
+}
+
+impl StepSeries {
+    fn new(labels: Labels, values: Vec<Option<f64>>) -> Self {
+        StepSeries { labels, values, drop_name: false }
+    }
+}
+
+/// The labels that name a metric and describe its type and unit: an operation that changes
+/// what the values mean removes them all.
+const METRIC_IDENTITY_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
+fn strip_metric_identity(l: &mut Labels) {
+    l.retain(|x| !METRIC_IDENTITY_LABELS.contains(&x.name.as_str()));
 }
 
 /// A range-valued intermediate: each series' samples and how to find its window at a step.
@@ -137,7 +153,10 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
             plan.kind().name()
         )));
     }
-    let value = ctx.eval(plan)?;
+    let value = match ctx.eval(plan)? {
+        Value::Vector(v) => Value::Vector(finish_names(v)?),
+        other => other,
+    };
     let steps = ctx.steps.clone();
     let result = match value {
         Value::Str(s) => QueryResult::String(opts.start, s),
@@ -265,7 +284,7 @@ impl Ctx<'_> {
                 if op.is_set() {
                     Value::Vector(set_op(*op, l, r, &key.grouping)?)
                 } else {
-                    Value::Vector(join(*op, l, r, key, *return_bool, n)?)
+                    Value::Vector(join(*op, l, r, key, *return_bool, self.opts.delayed_name_removal)?)
                 }
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => self.scalar_op(*op, lhs, rhs, *return_bool)?,
@@ -275,10 +294,7 @@ impl Ctx<'_> {
             }
             Plan::ToVector(input) => {
                 let s = self.eval_scalar(input)?;
-                Value::Vector(vec![StepSeries {
-                    labels: Labels::new(),
-                    values: s.into_iter().map(Some).collect(),
-                }])
+                Value::Vector(vec![StepSeries::new(Labels::new(), s.into_iter().map(Some).collect())])
             }
         })
     }
@@ -339,7 +355,7 @@ impl Ctx<'_> {
                 values.push(v);
             }
             if any {
-                out.push(StepSeries { labels: s.labels, values });
+                out.push(StepSeries::new(s.labels, values));
             }
         }
         Ok(out)
@@ -375,7 +391,8 @@ impl Ctx<'_> {
             return Ok(Value::Range(RangeValue { series: vec![], range_ms, shift: *shift }));
         }
         let series: Vec<(Labels, Vec<Sample>)> = match inner.eval(input)? {
-            Value::Vector(v) => v
+            // a window's series carry no marks: names marked for removal go here
+            Value::Vector(v) => finish_names(v)?
                 .into_iter()
                 .map(|s| {
                     let samples = inner
@@ -418,12 +435,12 @@ impl Ctx<'_> {
                     values[i] = None;
                 }
             }
-            return Ok(Value::Vector(vec![StepSeries { labels: absent_labels(input), values }]));
+            return Ok(Value::Vector(vec![StepSeries::new(absent_labels(input), values)]));
         }
         let keep_name = matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime);
         let mut out = Vec::with_capacity(r.series.len());
         let mut step_args = vec![0.0; arg_vals.len()];
-        for (mut labels, samples) in r.series {
+        for (labels, samples) in r.series {
             let mut values = Vec::with_capacity(n);
             let mut any = false;
             for (i, &step) in self.steps.iter().enumerate() {
@@ -456,16 +473,13 @@ impl Ctx<'_> {
                 }
             }
             if any {
-                if !keep_name {
-                    labels.remove(METRIC_NAME);
-                }
-                out.push(StepSeries { labels, values });
+                out.push(StepSeries::new(labels, values));
             }
         }
         if keep_name {
             Ok(Value::Vector(out))
         } else {
-            Ok(Value::Vector(merge_same_labels(out)?))
+            Ok(Value::Vector(self.drop_names(out)?))
         }
     }
 
@@ -475,11 +489,8 @@ impl Ctx<'_> {
             return Ok(Value::Scalar(self.eval_scalar(input)?.into_iter().map(|v| -v).collect()));
         }
         if let (MapFn::Timestamp, Plan::Select { matchers, shift }) = (func, input) {
-            let mut v = self.select(matchers, shift, true)?;
-            for s in v.iter_mut() {
-                s.labels.remove(METRIC_NAME);
-            }
-            return Ok(Value::Vector(merge_same_labels(v)?));
+            let v = self.select(matchers, shift, true)?;
+            return Ok(Value::Vector(self.drop_names(v)?));
         }
         let mut v = self.eval_vector(input)?;
         let steps = self.steps.clone();
@@ -498,9 +509,8 @@ impl Ctx<'_> {
                     *x = kernels::map(func, *x, &step_args, steps[i]);
                 }
             }
-            s.labels.remove(METRIC_NAME);
         }
-        Ok(Value::Vector(merge_same_labels(v)?))
+        Ok(Value::Vector(self.drop_names(v)?))
     }
 
     fn vector_function(
@@ -518,10 +528,7 @@ impl Ctx<'_> {
                 let values = (0..n)
                     .map(|i| if v.iter().any(|s| s.values[i].is_some()) { None } else { Some(1.0) })
                     .collect();
-                Ok(Value::Vector(vec![StepSeries {
-                    labels: Labels::from_pairs(labels.iter().cloned()),
-                    values,
-                }]))
+                Ok(Value::Vector(vec![StepSeries::new(Labels::from_pairs(labels.iter().cloned()), values)]))
             }
             VectorFn::Scalar => {
                 let v = self.eval_vector(input)?;
@@ -582,13 +589,12 @@ impl Ctx<'_> {
                     groups.entry(key).or_default().push((ub, idx));
                 }
                 let mut out = Vec::with_capacity(groups.len());
-                for (mut labels, members) in groups {
+                for (labels, members) in groups {
                     let name = if self.opts.delayed_name_removal {
                         labels.get(METRIC_NAME).to_string()
                     } else {
                         String::new()
                     };
-                    labels.remove(METRIC_NAME);
                     let mut values = Vec::with_capacity(n);
                     let mut buckets = Vec::with_capacity(members.len());
                     for (i, &qv) in q.iter().enumerate() {
@@ -606,9 +612,9 @@ impl Ctx<'_> {
                         }
                         values.push(Some(bq.value));
                     }
-                    out.push(StepSeries { labels, values });
+                    out.push(StepSeries::new(labels, values));
                 }
-                Ok(Value::Vector(merge_same_labels(out)?))
+                Ok(Value::Vector(self.drop_names(out)?))
             }
         }
     }
@@ -690,7 +696,7 @@ impl Ctx<'_> {
                     .into_iter()
                     .zip(keep)
                     .filter(|(_, k)| k.iter().any(|x| x.is_some()))
-                    .map(|(s, values)| StepSeries { labels: s.labels, values })
+                    .map(|(s, values)| StepSeries { labels: s.labels, values, drop_name: s.drop_name })
                     .collect();
                 if n == 1 {
                     out.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], op == AggOp::Topk));
@@ -712,7 +718,7 @@ impl Ctx<'_> {
                     }
                 }
                 Ok(Value::Vector(
-                    out.into_iter().map(|(labels, values)| StepSeries { labels, values }).collect(),
+                    out.into_iter().map(|(labels, values)| StepSeries::new(labels, values)).collect(),
                 ))
             }
             _ => {
@@ -730,7 +736,10 @@ impl Ctx<'_> {
                         let p = param_num.get(step).copied().unwrap_or(f64::NAN);
                         values.push(Some(aggregate_values(op, &mut buf, p)));
                     }
-                    out.push(StepSeries { labels: groups[g].clone(), values });
+                    // a group keeps `__name__` only under `by (__name__)`; it is dropped at the
+                    // end if any member's name was to be dropped
+                    let drop_name = m.iter().any(|&i| v[i].drop_name);
+                    out.push(StepSeries { labels: groups[g].clone(), values, drop_name });
                 }
                 Ok(Value::Vector(out))
             }
@@ -767,17 +776,43 @@ impl Ctx<'_> {
                     };
                 }
             }
-            if drop_name {
-                s.labels.remove(METRIC_NAME);
-            }
         }
         v.retain(|s| s.values.iter().any(|x| x.is_some()));
         if drop_name {
-            Ok(Value::Vector(merge_same_labels(v)?))
+            Ok(Value::Vector(self.drop_names(v)?))
         } else {
             Ok(Value::Vector(v))
         }
     }
+
+    /// Removes the metric name (with `__type__` and `__unit__`) from every series and merges
+    /// those that become equal; with delayed name removal, only marks them for removal at the
+    /// end of the query (see [`finish_names`]), so that later operators still see the name.
+    fn drop_names(&self, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
+        if self.opts.delayed_name_removal {
+            for s in v.iter_mut() {
+                s.drop_name = true;
+            }
+            return Ok(v);
+        }
+        for s in v.iter_mut() {
+            strip_metric_identity(&mut s.labels);
+        }
+        merge_same_labels(v)
+    }
+}
+
+/// With delayed name removal, removes the names marked for removal from the query's result;
+/// series that become equal merge, and two values at one step are an error.
+fn finish_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
+    if !v.iter().any(|s| s.drop_name) {
+        return Ok(v);
+    }
+    for s in v.iter_mut().filter(|s| s.drop_name) {
+        strip_metric_identity(&mut s.labels);
+        s.drop_name = false;
+    }
+    merge_same_labels(v)
 }
 
 /// Records Prometheus's warning for a quantile outside [0, 1] (or NaN).
@@ -955,8 +990,9 @@ fn join(
     rhs: Vec<StepSeries>,
     key: &crate::plan::JoinKey,
     return_bool: bool,
-    n: usize,
+    delayed_name_removal: bool,
 ) -> Result<Vec<StepSeries>, Error> {
+    let n = lhs.first().or(rhs.first()).map_or(0, |s| s.values.len());
     let (g, card) = (&key.grouping, &key.card);
     // "many" is the side whose labels the result keeps; "one" must be unique per signature.
     let swapped = matches!(card, Cardinality::OneToMany(_));
@@ -971,7 +1007,8 @@ fn join(
     for (i, s) in one_sigs.iter().enumerate() {
         by_sig.entry(s).or_default().push(i);
     }
-    let drop_name = !op.is_comparison() || return_bool;
+    // arithmetic removes the name at once; `bool` comparisons like functions (delayed or not)
+    let strip_name = !op.is_comparison() || (return_bool && !delayed_name_removal);
     let mut out = JoinOutput::new(n);
     // signatures that had a many-side value at a step (one-to-one: at most one may match)
     let mut seen_many: HashMap<(Labels, usize), ()> = HashMap::new();
@@ -1006,7 +1043,7 @@ fn join(
             };
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             if let Some(value) = combine(op, lv, rv, return_bool) {
-                let labels = result_labels(&m.labels, one_labels, g, one_to_one, include, drop_name);
+                let labels = result_labels(&m.labels, one_labels, g, one_to_one, include, strip_name);
                 out.set(labels, step, value)?;
             }
         }
@@ -1027,7 +1064,13 @@ fn join(
             }
         }
     }
-    Ok(out.series)
+    let mut series = out.series;
+    if return_bool && delayed_name_removal {
+        for s in series.iter_mut() {
+            s.drop_name = true;
+        }
+    }
+    Ok(series)
 }
 
 /// Applies a binary operator; comparisons without `bool` filter, keeping the left value.
@@ -1060,7 +1103,7 @@ impl JoinOutput {
             Some(&i) => i,
             None => {
                 self.index.insert(labels.clone(), self.series.len());
-                self.series.push(StepSeries { labels, values: vec![None; self.n] });
+                self.series.push(StepSeries::new(labels, vec![None; self.n]));
                 self.series.len() - 1
             }
         };
@@ -1084,7 +1127,7 @@ fn result_labels(
 ) -> Labels {
     let mut l = many.clone();
     if drop_name {
-        l.remove(METRIC_NAME);
+        strip_metric_identity(&mut l);
     }
     if one_to_one {
         match g {
@@ -1100,11 +1143,6 @@ fn result_labels(
 
 fn relabel(rule: &Relabel, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
     match rule {
-        Relabel::DropName => {
-            for s in v.iter_mut() {
-                s.labels.remove(METRIC_NAME);
-            }
-        }
         Relabel::Replace { dst, replacement, src, regex } => {
             let re = promflow_storage::re2::compile_anchored(regex).map_err(|e| {
                 Error::Execution(format!("invalid regular expression in label_replace(): {e}"))
@@ -1116,6 +1154,8 @@ fn relabel(rule: &Relabel, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Er
                     // Go's `Expand` and the regex crate's agree on `$1`, `${1}`, `$name`, and `$1x`.
                     caps.expand(replacement, &mut out);
                     s.labels.set(dst, &out);
+                    // a name set explicitly stays, delayed name removal or not
+                    s.drop_name &= dst != METRIC_NAME;
                 }
             }
         }
@@ -1124,6 +1164,7 @@ fn relabel(rule: &Relabel, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Er
                 let joined: Vec<&str> = src.iter().map(|n| s.labels.get(n)).collect();
                 let joined = joined.join(separator);
                 s.labels.set(dst, &joined);
+                s.drop_name &= dst != METRIC_NAME;
             }
         }
     }

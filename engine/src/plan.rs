@@ -387,8 +387,6 @@ pub enum Relabel {
         /// Source labels, in order.
         src: Vec<String>,
     },
-    /// Removes the metric name.
-    DropName,
 }
 
 /// Functions that shape a whole vector rather than each value.
