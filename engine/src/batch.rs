@@ -211,8 +211,10 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
 fn preserves_order(plan: &Plan) -> bool {
     matches!(
         plan,
-        Plan::VectorFunction { func: VectorFn::Sort | VectorFn::SortDesc, .. }
-            | Plan::Aggregate { op: AggOp::Topk | AggOp::Bottomk, .. }
+        Plan::VectorFunction {
+            func: VectorFn::Sort | VectorFn::SortDesc | VectorFn::SortByLabel | VectorFn::SortByLabelDesc,
+            ..
+        } | Plan::Aggregate { op: AggOp::Topk | AggOp::Bottomk, .. }
     )
 }
 
@@ -522,6 +524,17 @@ impl Ctx<'_> {
         origin: &Origin,
     ) -> Result<Value, Error> {
         let n = self.steps.len();
+        let sorts = matches!(
+            func,
+            VectorFn::Sort | VectorFn::SortDesc | VectorFn::SortByLabel | VectorFn::SortByLabelDesc
+        );
+        if sorts && n > 1 {
+            self.annotations.add(
+                Level::Warning,
+                "sort is ineffective for range queries since results are always ordered by labels".into(),
+                origin.expr,
+            );
+        }
         match func {
             VectorFn::Absent => {
                 let v = self.eval_vector(input)?;
@@ -544,16 +557,31 @@ impl Ctx<'_> {
                         .collect(),
                 ))
             }
+            VectorFn::SortByLabel | VectorFn::SortByLabelDesc => {
+                let names = args
+                    .iter()
+                    .map(|a| match self.eval(a)? {
+                        Value::Str(s) => Ok(s),
+                        _ => Err(Error::Plan("sort_by_label takes label names as strings".into())),
+                    })
+                    .collect::<Result<Vec<String>, Error>>()?;
+                let mut v = self.eval_vector(input)?;
+                v.sort_by(|a, b| {
+                    let by_names = names
+                        .iter()
+                        .map(|l| kernels::natural_cmp(a.labels.get(l), b.labels.get(l)))
+                        .find(|o| o.is_ne())
+                        .unwrap_or_else(|| a.labels.cmp(&b.labels));
+                    if func == VectorFn::SortByLabelDesc {
+                        by_names.reverse()
+                    } else {
+                        by_names
+                    }
+                });
+                Ok(Value::Vector(v))
+            }
             VectorFn::Sort | VectorFn::SortDesc => {
                 let mut v = self.eval_vector(input)?;
-                if n > 1 {
-                    self.annotations.add(
-                        Level::Warning,
-                        "sort is ineffective for range queries since results are always ordered by labels"
-                            .into(),
-                        origin.expr,
-                    );
-                }
                 if n == 1 {
                     let descending = func == VectorFn::SortDesc;
                     v.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], descending));
@@ -671,6 +699,48 @@ impl Ctx<'_> {
             members[g].push(i);
         }
         match op {
+            AggOp::LimitRatio => {
+                // Prometheus: all-zero ratios give nothing, NaN fails, and ratios beyond ±1
+                // are capped with a warning
+                if param_num.iter().all(|&r| r == 0.0) {
+                    return Ok(Value::Vector(vec![]));
+                }
+                if param_num.iter().any(|r| r.is_nan()) {
+                    return Err(Error::Execution("Ratio value is NaN".into()));
+                }
+                let max = param_num.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let min = param_num.iter().copied().fold(f64::INFINITY, f64::min);
+                for (bad, cap) in [(max, 1.0), (min, -1.0)] {
+                    if bad.abs() > 1.0 && bad.signum() == cap {
+                        self.annotations.add(
+                            Level::Warning,
+                            format!(
+                                "ratio value should be between -1 and 1, got {}, capping to {}",
+                                go_format_g(bad, None),
+                                go_format_g(cap, None)
+                            ),
+                            origin.arg(0),
+                        );
+                    }
+                }
+                // a series is kept by where its label hash falls in [0, 1): the same series
+                // for the same ratio at every step and on every server
+                let mut out = Vec::new();
+                for mut s in v {
+                    let offset = s.labels.prometheus_hash() as f64 / u64::MAX as f64;
+                    for (val, &r) in s.values.iter_mut().zip(&param_num) {
+                        let r = r.clamp(-1.0, 1.0);
+                        let keep = (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r);
+                        if !keep {
+                            *val = None;
+                        }
+                    }
+                    if s.values.iter().any(Option::is_some) {
+                        out.push(s);
+                    }
+                }
+                Ok(Value::Vector(out))
+            }
             AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
                 let mut keep = vec![vec![None; n]; v.len()];
                 for step in 0..n {

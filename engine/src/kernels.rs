@@ -99,6 +99,7 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
             Some(best.t as f64 / 1000.0)
         }
         TsOfLastOverTime => samples.last().map(|s| s.t as f64 / 1000.0),
+        TsOfFirstOverTime => samples.first().map(|s| s.t as f64 / 1000.0),
         AbsentOverTime => None,
         DoubleExponentialSmoothing => {
             let sf = args.first().copied().unwrap_or(f64::NAN);
@@ -425,6 +426,37 @@ fn quantile_of_monotonic(q: f64, merged: &[(f64, f64)]) -> f64 {
     bucket_start + (bucket_end - bucket_start) * (rank_in / count)
 }
 
+/// Natural order of label values, as Prometheus's `sort_by_label` uses: runs of digits compare
+/// as numbers, other runs as text, and a string that runs out first sorts first.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[i - 1].is_ascii_digit() {
+                out.push(&s[start..i]);
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(&cb) {
+        let numeric = |c: &str| c.bytes().all(|b| b.is_ascii_digit());
+        let ord = if numeric(x) && numeric(y) {
+            let (tx, ty) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty))
+        } else {
+            x.cmp(y)
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
 /// Applies a per-value function; `args` are its scalar arguments at this step and `t_ms`
 /// the sample time (for `timestamp`).
 pub fn map(func: MapFn, v: f64, args: &[f64], t_ms: i64) -> f64 {
@@ -617,6 +649,17 @@ mod tests {
         let mut v = vec![1.0, 2.0, 3.0, 4.0];
         assert_eq!(quantile(0.5, &mut v), 2.5);
         assert_eq!(quantile(1.5, &mut v), f64::INFINITY);
+    }
+
+    #[test]
+    fn natural_order() {
+        use std::cmp::Ordering::*;
+        assert_eq!(natural_cmp("a2", "a10"), Less);
+        assert_eq!(natural_cmp("a10", "a2"), Greater);
+        assert_eq!(natural_cmp("a", "a1"), Less);
+        assert_eq!(natural_cmp("b", "a10"), Greater);
+        assert_eq!(natural_cmp("007", "7"), Equal);
+        assert_eq!(natural_cmp("99999999999999999999", "100000000000000000000"), Less);
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub enum WindowFn {
     TsOfMaxOverTime,
     /// Timestamp of the last sample (experimental).
     TsOfLastOverTime,
+    /// Timestamp of the first sample (experimental).
+    TsOfFirstOverTime,
     /// Median absolute deviation (experimental).
     MadOverTime,
     /// First value of the window (experimental).
@@ -398,6 +400,11 @@ pub enum VectorFn {
     Sort,
     /// Sort descending by value.
     SortDesc,
+    /// Sort by the values of the labels given as string arguments, in natural order, then by
+    /// the whole label set (experimental).
+    SortByLabel,
+    /// `SortByLabel`, descending.
+    SortByLabelDesc,
     /// `histogram_quantile(φ, buckets)` over classic `le` buckets.
     HistogramQuantile,
     /// The only element's value as a scalar, NaN otherwise.

@@ -99,6 +99,19 @@ impl Labels {
         self.0.retain(|l| keep(l));
     }
 
+    /// The hash Prometheus's `labels.Hash` gives (xxHash64 of every name and value, each
+    /// followed by 0xff), where answers depend on it: `limit_ratio` keeps a series by it.
+    pub fn prometheus_hash(&self) -> u64 {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for l in &self.0 {
+            h.update(l.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xff]);
+        }
+        h.digest()
+    }
+
     /// A stable 64-bit hash of the label set (FNV-1a over names and values).
     pub fn stable_hash(&self) -> u64 {
         let mut h: u64 = 0xcbf29ce484222325;

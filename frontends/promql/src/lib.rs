@@ -164,6 +164,7 @@ fn agg_op(op: &str) -> Option<AggOp> {
         "quantile" => AggOp::Quantile,
         "count_values" => AggOp::CountValues,
         "limitk" => AggOp::Limitk,
+        "limit_ratio" => AggOp::LimitRatio,
         _ => return None,
     })
 }
@@ -195,6 +196,7 @@ fn window_fn(name: &str) -> Option<WindowFn> {
         "ts_of_min_over_time" => WindowFn::TsOfMinOverTime,
         "ts_of_max_over_time" => WindowFn::TsOfMaxOverTime,
         "ts_of_last_over_time" => WindowFn::TsOfLastOverTime,
+        "ts_of_first_over_time" => WindowFn::TsOfFirstOverTime,
         "double_exponential_smoothing" => WindowFn::DoubleExponentialSmoothing,
         _ => return None,
     })
@@ -381,6 +383,13 @@ impl Lowering<'_> {
                 func: if name == "sort" { VectorFn::Sort } else { VectorFn::SortDesc },
                 input: Box::new(arg(0)?),
                 args: vec![],
+                labels: vec![],
+                origin: Origin::default(),
+            },
+            "sort_by_label" | "sort_by_label_desc" => Plan::VectorFunction {
+                func: if name == "sort_by_label" { VectorFn::SortByLabel } else { VectorFn::SortByLabelDesc },
+                input: Box::new(arg(0)?),
+                args: (1..args.len()).map(arg).collect::<Result<_, _>>()?,
                 labels: vec![],
                 origin: Origin::default(),
             },
