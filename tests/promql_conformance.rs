@@ -474,8 +474,11 @@ fn load(store: &mut Store, block: &[String]) {
 
 /// The matcher lists of every selection in `plan`.
 fn selections<'a>(plan: &'a Plan, out: &mut Vec<&'a [Matcher]>) {
-    if let Plan::Select { matchers, .. } | Plan::Window { matchers, .. } = plan {
-        out.push(matchers);
+    match plan {
+        Plan::Select { matchers, .. } | Plan::Window { matchers, .. } => out.push(matchers),
+        // info() also reads the info series its data-label selector names
+        Plan::Info { data_matchers: Some(ms), .. } => out.push(ms),
+        _ => {}
     }
     for c in plan.children() {
         selections(c, out);

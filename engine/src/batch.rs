@@ -294,6 +294,10 @@ impl Ctx<'_> {
                 let v = self.eval_vector(input)?;
                 Value::Vector(relabel(rule, v)?)
             }
+            Plan::Info { input, data_matchers, shift } => {
+                let v = self.eval_vector(input)?;
+                Value::Vector(self.info(v, data_matchers.as_deref(), shift)?)
+            }
             Plan::ToVector(input) => {
                 let s = self.eval_scalar(input)?;
                 Value::Vector(vec![StepSeries::new(Labels::new(), s.into_iter().map(Some).collect())])
@@ -855,6 +859,120 @@ impl Ctx<'_> {
         }
     }
 
+    /// `info()`: adds to each series the labels of the info series that share its `instance`
+    /// and `job`, following Prometheus's `promql/info.go`.
+    fn info(
+        &mut self,
+        base: Vec<StepSeries>,
+        data_matchers: Option<&[Matcher]>,
+        shift: &TimeShift,
+    ) -> Result<Vec<StepSeries>, Error> {
+        let n = self.steps.len();
+        let (name_matchers, mut data): (Vec<Matcher>, Vec<Matcher>) =
+            data_matchers.unwrap_or_default().iter().cloned().partition(|m| m.name == METRIC_NAME);
+        let effective = effective_info_name_matchers(&name_matchers, data_matchers.is_some());
+        // info series in the input itself pass through unchanged
+        let ignored: Vec<bool> =
+            base.iter().map(|s| effective.iter().all(|m| m.matches(s.labels.get(METRIC_NAME)))).collect();
+        let mut id_values: Vec<(&str, Vec<String>)> = Vec::new();
+        for id in INFO_IDENTIFYING_LABELS {
+            let mut vals: Vec<String> = base
+                .iter()
+                .zip(&ignored)
+                .filter(|(_, &ign)| !ign)
+                .map(|(s, _)| s.labels.get(id).to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            vals.sort();
+            vals.dedup();
+            if !vals.is_empty() {
+                id_values.push((id, vals));
+            }
+        }
+        let info_series = if id_values.is_empty() {
+            Vec::new()
+        } else {
+            let mut matchers = Vec::new();
+            for (id, vals) in &id_values {
+                let alternatives: Vec<String> = vals.iter().map(|v| regex::escape(v)).collect();
+                matchers.push(
+                    Matcher::new(promflow_storage::MatchOp::Regex, *id, alternatives.join("|"))
+                        .map_err(|e| Error::Execution(e.to_string()))?,
+                );
+            }
+            matchers.extend(data.iter().cloned());
+            matchers.extend(effective_info_name_matchers(&name_matchers, !name_matchers.is_empty()));
+            // values are the samples' own timestamps: the newest version of an info series wins
+            self.select(&matchers, shift, true)?
+        };
+        data.retain(|m| m.name != METRIC_NAME);
+        let info_sig = |name: &str, l: &Labels| {
+            let mut sig = vec![name.to_string()];
+            sig.extend(INFO_IDENTIFYING_LABELS.iter().map(|id| l.get(id).to_string()));
+            sig
+        };
+        let mut info_names: Vec<&str> = info_series.iter().map(|s| s.labels.get(METRIC_NAME)).collect();
+        info_names.sort();
+        info_names.dedup();
+        let all_match_empty = data.iter().all(|m| m.matches(""));
+        let mut out = JoinOutput::new(n);
+        for step in 0..n {
+            let mut by_sig: HashMap<Vec<String>, (&Labels, f64)> = HashMap::new();
+            for s in &info_series {
+                let Some(t) = s.values[step] else { continue };
+                let sig = info_sig(s.labels.get(METRIC_NAME), &s.labels);
+                match by_sig.get(&sig) {
+                    Some(&(_, et)) if et > t => {}
+                    Some(&(el, et)) if et == t => {
+                        return Err(Error::Execution(format!(
+                            "found duplicate series for info metric: existing {el} @ {}, new {} @ {}",
+                            (et * 1000.0).round() as i64,
+                            s.labels,
+                            (t * 1000.0).round() as i64
+                        )));
+                    }
+                    _ => {
+                        by_sig.insert(sig, (&s.labels, t));
+                    }
+                }
+            }
+            for (b, &ign) in base.iter().zip(&ignored) {
+                let Some(value) = b.values[step] else { continue };
+                if ign {
+                    out.set_marked(b.labels.clone(), b.drop_name, step, value)?;
+                    continue;
+                }
+                let mut added = Labels::new();
+                let mut matched = false;
+                for name in &info_names {
+                    let Some((il, _)) = by_sig.get(&info_sig(name, &b.labels)) else { continue };
+                    matched = true;
+                    for l in il.iter().filter(|l| l.name != METRIC_NAME) {
+                        if !data.is_empty() && !data.iter().any(|m| m.name == l.name) {
+                            continue;
+                        }
+                        let existing = added.get(&l.name);
+                        if !existing.is_empty() && existing != l.value {
+                            return Err(Error::Execution(format!("conflicting label: {}", l.name)));
+                        }
+                        if !b.labels.contains(&l.name) {
+                            added.set(&l.name, &l.value);
+                        }
+                    }
+                }
+                if !matched && !all_match_empty {
+                    continue;
+                }
+                let mut labels = b.labels.clone();
+                for l in added.iter() {
+                    labels.set(&l.name, &l.value);
+                }
+                out.set_marked(labels, b.drop_name, step, value)?;
+            }
+        }
+        Ok(out.series)
+    }
+
     /// Removes the metric name (with `__type__` and `__unit__`) from every series and merges
     /// those that become equal; with delayed name removal, only marks them for removal at the
     /// end of the query (see [`finish_names`]), so that later operators still see the name.
@@ -883,6 +1001,25 @@ fn finish_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
         s.drop_name = false;
     }
     merge_same_labels(v)
+}
+
+/// The labels `info()` joins on.
+const INFO_IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// Which metrics count as info metrics for `info()`: the given name matchers if one of them
+/// selects (`=` or `=~`), else `.+_info` narrowed by them, else `target_info`.
+fn effective_info_name_matchers(name_matchers: &[Matcher], given: bool) -> Vec<Matcher> {
+    use promflow_storage::MatchOp;
+    if name_matchers.iter().any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Regex)) {
+        return name_matchers.to_vec();
+    }
+    let fixed = |op, v: &str| Matcher::new(op, METRIC_NAME, v).expect("a valid matcher");
+    if given && !name_matchers.is_empty() {
+        let mut out = vec![fixed(MatchOp::Regex, ".+_info")];
+        out.extend(name_matchers.iter().cloned());
+        return out;
+    }
+    vec![fixed(MatchOp::Equal, "target_info")]
 }
 
 /// Records Prometheus's warning for a quantile outside [0, 1] (or NaN).
@@ -1167,23 +1304,39 @@ impl JoinOutput {
         JoinOutput { n, index: HashMap::new(), series: Vec::new() }
     }
 
+    /// [`JoinOutput::set`] for a series whose name may be marked for removal; a second value at
+    /// a step is Prometheus's duplicate-labelset error.
+    fn set_marked(&mut self, labels: Labels, drop_name: bool, step: usize, value: f64) -> Result<(), Error> {
+        let i = self.slot(labels, drop_name);
+        if self.series[i].values[step].is_some() {
+            return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
+        }
+        self.series[i].values[step] = Some(value);
+        Ok(())
+    }
+
     /// Sets the value of `labels` at `step`; a second value there is Prometheus's error.
     fn set(&mut self, labels: Labels, step: usize, value: f64) -> Result<(), Error> {
-        let idx = match self.index.get(&labels) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(labels.clone(), self.series.len());
-                self.series.push(StepSeries::new(labels, vec![None; self.n]));
-                self.series.len() - 1
-            }
-        };
-        if self.series[idx].values[step].is_some() {
+        let i = self.slot(labels, false);
+        if self.series[i].values[step].is_some() {
             return Err(Error::Execution(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
         }
-        self.series[idx].values[step] = Some(value);
+        self.series[i].values[step] = Some(value);
         Ok(())
+    }
+
+    /// The index of the series with `labels`, added if new.
+    fn slot(&mut self, labels: Labels, drop_name: bool) -> usize {
+        match self.index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(labels.clone(), self.series.len());
+                self.series.push(StepSeries { labels, values: vec![None; self.n], drop_name });
+                self.series.len() - 1
+            }
+        }
     }
 }
 

@@ -526,6 +526,17 @@ pub enum Plan {
     },
     /// Turns a scalar into a one-element vector with no labels (`vector(s)`).
     ToVector(Box<Plan>),
+    /// Adds the data labels of matching info series (`target_info` by default) to each input
+    /// series, joined on `instance` and `job` (PromQL's experimental `info()`).
+    Info {
+        /// The instant input.
+        input: Box<Plan>,
+        /// The data-label selector (`info(v, {…})`): which info metrics (by `__name__`) and
+        /// which of their labels to add; `None` when not given.
+        data_matchers: Option<Vec<Matcher>>,
+        /// When the info series are read: the time shift of the input's first selection.
+        shift: TimeShift,
+    },
 }
 
 impl Plan {
@@ -554,7 +565,10 @@ impl Plan {
     pub fn children(&self) -> Vec<&Plan> {
         match self {
             Plan::Number(_) | Plan::Str(_) | Plan::Time | Plan::Select { .. } | Plan::Window { .. } => vec![],
-            Plan::SubWindow { input, .. } | Plan::Relabel { input, .. } | Plan::ToVector(input) => {
+            Plan::SubWindow { input, .. }
+            | Plan::Relabel { input, .. }
+            | Plan::ToVector(input)
+            | Plan::Info { input, .. } => {
                 vec![input]
             }
             Plan::WindowFunction { input, args, .. }
@@ -630,6 +644,10 @@ impl Plan {
             }
             Plan::Relabel { rule, .. } => format!("Relabel {rule:?}"),
             Plan::ToVector(_) => "ToVector".into(),
+            Plan::Info { data_matchers, shift, .. } => match data_matchers {
+                Some(ms) => format!("Info {}{}", fmt_matchers(ms), fmt_shift(shift)),
+                None => format!("Info{}", fmt_shift(shift)),
+            },
         }
     }
 

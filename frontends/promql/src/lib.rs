@@ -244,6 +244,40 @@ fn map_fn(name: &str) -> Option<MapFn> {
     })
 }
 
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+/// When `info()` reads its info series: at the time of the first selection in `plan`. A
+/// selection without `@` takes the offsets of the subqueries around it, up to and including
+/// the nearest one with an `@`, whose anchor it takes (Prometheus's `infoSelectTimestampAndOffset`).
+fn first_selection_shift(plan: &Plan, enclosing: &[TimeShift]) -> Option<TimeShift> {
+    match plan {
+        Plan::Select { shift, .. } | Plan::Window { shift, .. } => {
+            let mut s = *shift;
+            if s.at == TimeAnchor::Step {
+                for sq in enclosing.iter().rev() {
+                    s.offset_ms += sq.offset_ms;
+                    if sq.at != TimeAnchor::Step {
+                        s.at = sq.at;
+                        break;
+                    }
+                }
+            }
+            Some(s)
+        }
+        Plan::SubWindow { shift, input, .. } => {
+            let mut inner = enclosing.to_vec();
+            inner.push(*shift);
+            first_selection_shift(input, &inner)
+        }
+        _ => plan.children().into_iter().find_map(|c| first_selection_shift(c, enclosing)),
+    }
+}
+
 fn string_arg(e: &Expr) -> Result<String, Error> {
     match e {
         Expr::StringLiteral(s) => Ok(s.val.clone()),
@@ -393,6 +427,22 @@ impl Lowering<'_> {
                 labels: vec![],
                 origin: Origin::default(),
             },
+            "info" => {
+                let input = arg(0)?;
+                let data_matchers = match args.get(1) {
+                    None => None,
+                    Some(e) => match unparen(e) {
+                        Expr::VectorSelector(vs) => Some(matchers_of(vs)?),
+                        _ => {
+                            return Err(Error::Parse(
+                                "info() takes a label selector as its second argument".into(),
+                            ))
+                        }
+                    },
+                };
+                let shift = first_selection_shift(&input, &[]).unwrap_or_default();
+                Plan::Info { input: Box::new(input), data_matchers, shift }
+            }
             "absent" => {
                 let input = arg(0)?;
                 let labels = promflow_engine::batch::absent_labels(&input)
