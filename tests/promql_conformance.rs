@@ -380,7 +380,8 @@ fn quoted(s: &str) -> Option<(String, &str)> {
 /// the labels and the rest of the line.
 fn series_desc(s: &str) -> Option<(Labels, &str)> {
     let s = s.trim_start();
-    let name_end = s.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(s.len());
+    // `name@st` (a start-timestamp line) ends the name at the `@`
+    let name_end = s.find(|c: char| c == '{' || c == '@' || c.is_whitespace()).unwrap_or(s.len());
     let name = &s[..name_end];
     let mut pairs: Vec<(String, String)> = Vec::new();
     if !name.is_empty() {
@@ -485,6 +486,17 @@ fn selections<'a>(plan: &'a Plan, out: &mut Vec<&'a [Matcher]>) {
     }
 }
 
+/// Whether `query` names the metric `name` as a whole identifier (`foo` is not in `foo_bucket`).
+fn mentions_metric(query: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    !name.is_empty()
+        && query.match_indices(name).any(|(i, _)| {
+            let before = query[..i].chars().next_back().is_none_or(|c| !ident(c));
+            let after = query[i + name.len()..].chars().next().is_none_or(|c| !ident(c));
+            before && after
+        })
+}
+
 /// Why an eval cannot run on promflow yet, if it reads series that hold native histograms or
 /// start timestamps (or asks for start timestamps).
 fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<&'static str> {
@@ -498,7 +510,7 @@ fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<
             sels.iter().any(|ms| ms.iter().all(|m| m.matches_labels(labels)))
         }
         // a query promflow cannot compile yet: judge by the metric names it mentions
-        None => !labels.metric_name().is_empty() && query.contains(labels.metric_name()),
+        None => mentions_metric(query, labels.metric_name()),
     };
     store.unsupported.iter().find(|(l, _)| hit(l)).map(|(_, u)| u.reason())
 }

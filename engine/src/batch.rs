@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use promflow_storage::{is_stale_nan, Labels, Matcher, Querier, Sample, Series, METRIC_NAME};
 
-use crate::annotations::{go_format_g, Annotations, Level};
+use crate::annotations::{Annotations, Level};
 use crate::kernels::{self, WindowBounds};
 use crate::plan::{
     AggOp, BinOp, Cardinality, Grouping, MapFn, Origin, Plan, Relabel, TimeShift, ValueKind, VectorFn,
     WindowFn,
 };
 use crate::Error;
+use promflow_storage::gofmt::format_g as go_format_g;
 
 /// Parameters of one query evaluation.
 #[derive(Clone, Debug)]
@@ -592,63 +593,109 @@ impl Ctx<'_> {
                 }
                 Ok(Value::Vector(v))
             }
-            VectorFn::HistogramQuantile => {
-                let q = self.eval_scalar(&args[0])?;
-                let v = self.eval_vector(input)?;
-                for &qv in &q {
-                    check_quantile(&mut self.annotations, qv, origin, 0);
-                }
-                // group buckets by their labels without `le` (and the metric name)
-                let mut groups: HashMap<Labels, Vec<(f64, usize)>> = HashMap::new();
-                for (idx, s) in v.iter().enumerate() {
-                    let le = s.labels.get("le");
-                    let Ok(ub) = parse_le(le) else {
-                        if s.values.iter().any(Option::is_some) {
-                            let name =
-                                if self.opts.delayed_name_removal { s.labels.get(METRIC_NAME) } else { "" };
-                            let mut message =
-                                format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
-                            if !name.is_empty() {
-                                message.push_str(&format!(" for metric name {name:?}"));
-                            }
-                            self.annotations.add(Level::Warning, message, origin.arg(1));
-                        }
-                        continue;
-                    };
-                    // buckets of different metrics never mix: the name is part of the key
-                    let mut key = s.labels.clone();
-                    key.remove("le");
-                    groups.entry(key).or_default().push((ub, idx));
-                }
-                let mut out = Vec::with_capacity(groups.len());
-                for (labels, members) in groups {
-                    let name = if self.opts.delayed_name_removal {
-                        labels.get(METRIC_NAME).to_string()
-                    } else {
-                        String::new()
-                    };
-                    let mut values = Vec::with_capacity(n);
-                    let mut buckets = Vec::with_capacity(members.len());
-                    for (i, &qv) in q.iter().enumerate() {
-                        buckets.clear();
-                        buckets.extend(
-                            members.iter().filter_map(|&(ub, idx)| v[idx].values[i].map(|c| (ub, c))),
-                        );
-                        if buckets.is_empty() {
-                            values.push(None);
-                            continue;
-                        }
-                        let bq = kernels::bucket_quantile(qv, &mut buckets);
-                        if let Some(fix) = bq.forced_monotonic {
-                            self.annotations.add_monotonicity_fix(&name, origin.arg(1), self.steps[i], fix);
-                        }
-                        values.push(Some(bq.value));
-                    }
-                    out.push(StepSeries::new(labels, values));
-                }
-                Ok(Value::Vector(self.drop_names(out)?))
+            VectorFn::HistogramQuantile | VectorFn::HistogramQuantiles | VectorFn::HistogramFraction => {
+                self.classic_histograms(func, input, args, origin)
             }
         }
+    }
+
+    /// `histogram_quantile`, `histogram_quantiles` and `histogram_fraction` over classic
+    /// histograms: series that differ only in `le` are one histogram's cumulative buckets.
+    fn classic_histograms(
+        &mut self,
+        func: VectorFn,
+        input: &Plan,
+        args: &[Plan],
+        origin: &Origin,
+    ) -> Result<Value, Error> {
+        let n = self.steps.len();
+        // the parameters, each a scalar per step, and where the buckets are in the call
+        let (params, quantile_label, buckets_arg) = match func {
+            VectorFn::HistogramQuantile => (vec![self.eval_scalar(&args[0])?], None, 1),
+            VectorFn::HistogramFraction => {
+                (vec![self.eval_scalar(&args[0])?, self.eval_scalar(&args[1])?], None, 2)
+            }
+            _ => {
+                let label = match args.first().map(|a| self.eval(a)).transpose()? {
+                    Some(Value::Str(l)) => l,
+                    _ => return Err(Error::Plan("histogram_quantiles needs a label name".into())),
+                };
+                let qs = args[1..].iter().map(|a| self.eval_scalar(a)).collect::<Result<Vec<_>, _>>()?;
+                (qs, Some(label), 0)
+            }
+        };
+        if func != VectorFn::HistogramFraction {
+            let first_q_arg = if func == VectorFn::HistogramQuantile { 0 } else { 2 };
+            for (i, qs) in params.iter().enumerate() {
+                for &q in qs {
+                    check_quantile(&mut self.annotations, q, origin, first_q_arg + i);
+                }
+            }
+        }
+        let v = self.eval_vector(input)?;
+        // group buckets by their labels without `le` (buckets of different metrics never mix:
+        // the name is part of the key)
+        let mut groups: HashMap<Labels, Vec<(f64, usize)>> = HashMap::new();
+        for (idx, s) in v.iter().enumerate() {
+            let le = s.labels.get("le");
+            let Ok(ub) = parse_le(le) else {
+                if s.values.iter().any(Option::is_some) {
+                    let name = if self.opts.delayed_name_removal { s.labels.get(METRIC_NAME) } else { "" };
+                    let mut message =
+                        format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
+                    if !name.is_empty() {
+                        message.push_str(&format!(" for metric name {name:?}"));
+                    }
+                    self.annotations.add(Level::Warning, message, origin.arg(buckets_arg));
+                }
+                continue;
+            };
+            let mut key = s.labels.clone();
+            key.remove("le");
+            groups.entry(key).or_default().push((ub, idx));
+        }
+        // one output series per group, or per group and quantile for histogram_quantiles
+        let outputs = if func == VectorFn::HistogramQuantiles { params.len() } else { 1 };
+        let mut out = Vec::with_capacity(groups.len() * outputs);
+        let mut buckets = Vec::new();
+        for (labels, members) in groups {
+            let name = if self.opts.delayed_name_removal {
+                labels.get(METRIC_NAME).to_string()
+            } else {
+                String::new()
+            };
+            let mut values = vec![Vec::with_capacity(n); outputs];
+            for (i, &step) in self.steps.iter().enumerate() {
+                buckets.clear();
+                buckets.extend(members.iter().filter_map(|&(ub, idx)| v[idx].values[i].map(|c| (ub, c))));
+                for (o, vals) in values.iter_mut().enumerate() {
+                    if buckets.is_empty() {
+                        vals.push(None);
+                        continue;
+                    }
+                    let value = if func == VectorFn::HistogramFraction {
+                        kernels::bucket_fraction(params[0][i], params[1][i], &mut buckets)
+                    } else {
+                        let q = if func == VectorFn::HistogramQuantile { params[0][i] } else { params[o][i] };
+                        let bq = kernels::bucket_quantile(q, &mut buckets);
+                        if let Some(fix) = bq.forced_monotonic {
+                            self.annotations.add_monotonicity_fix(&name, origin.arg(buckets_arg), step, fix);
+                        }
+                        bq.value
+                    };
+                    vals.push(Some(value));
+                }
+            }
+            for (o, vals) in values.into_iter().enumerate() {
+                let mut l = labels.clone();
+                if let Some(label) = &quantile_label {
+                    // Prometheus names each quantile by its first step's value
+                    l.set(label, &promflow_storage::gofmt::format_openmetrics_float(params[o][0]));
+                }
+                out.push(StepSeries::new(l, vals));
+            }
+        }
+        Ok(Value::Vector(self.drop_names(out)?))
     }
 
     fn aggregate(

@@ -73,6 +73,8 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
             let mut vals: Vec<f64> = samples.iter().map(|s| s.v).collect();
             Some(quantile(args.first().copied().unwrap_or(f64::NAN), &mut vals))
         }
+        // a NaN makes the median undefined: NaN, not a median of the rest
+        MadOverTime if samples.iter().any(|s| s.v.is_nan()) => Some(f64::NAN),
         MadOverTime => {
             let mut vals: Vec<f64> = samples.iter().map(|s| s.v).collect();
             let median = quantile(0.5, &mut vals);
@@ -396,6 +398,67 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> BucketQuantile {
     }
     let value = quantile_of_monotonic(q, &merged);
     BucketQuantile { value, forced_monotonic: forced }
+}
+
+/// `histogram_fraction` over classic buckets given as (upper bound, cumulative count): the
+/// estimated share of observations in `[lower, upper]`, interpolating linearly within a bucket,
+/// following Prometheus's `BucketFraction` (no monotonicity fix).
+pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.is_empty() || buckets[buckets.len() - 1].0 != f64::INFINITY {
+        return f64::NAN;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let count = merged[merged.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, None, None);
+    // the first bucket starts at 0 when its bound is positive, else at -Inf
+    let mut lower_bound = if merged[0].0 <= 0.0 { f64::NEG_INFINITY } else { 0.0 };
+    for (i, &(upper_bound, c)) in merged.iter().enumerate() {
+        if i > 0 {
+            lower_bound = merged[i - 1].0;
+        }
+        // no interpolation inside a bucket of infinite width
+        let interpolate = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                c
+            } else {
+                rank + (c - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+            }
+        };
+        if lower_rank.is_none() && lower_bound >= lower {
+            lower_rank = Some(rank);
+        }
+        if upper_rank.is_none() && lower_bound >= upper {
+            upper_rank = Some(rank);
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        if lower_rank.is_none() && lower_bound < lower && upper_bound > lower {
+            lower_rank = Some(interpolate(lower));
+        }
+        if upper_rank.is_none() && lower_bound < upper && upper_bound > upper {
+            upper_rank = Some(interpolate(upper));
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        rank = c;
+    }
+    let clamp = |r: Option<f64>| r.filter(|&r| r <= count).unwrap_or(count);
+    (clamp(upper_rank) - clamp(lower_rank)) / count
 }
 
 fn quantile_of_monotonic(q: f64, merged: &[(f64, f64)]) -> f64 {

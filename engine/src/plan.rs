@@ -407,6 +407,11 @@ pub enum VectorFn {
     SortByLabelDesc,
     /// `histogram_quantile(φ, buckets)` over classic `le` buckets.
     HistogramQuantile,
+    /// `histogram_quantiles(buckets, "label", φ…)` (experimental): one series per φ, named by
+    /// the label; the label name comes first among the arguments, then the φs.
+    HistogramQuantiles,
+    /// `histogram_fraction(lower, upper, buckets)` over classic buckets.
+    HistogramFraction,
     /// The only element's value as a scalar, NaN otherwise.
     Scalar,
 }

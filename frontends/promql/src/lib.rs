@@ -457,6 +457,20 @@ impl Lowering<'_> {
                     origin: Origin::default(),
                 }
             }
+            "histogram_fraction" => Plan::VectorFunction {
+                func: VectorFn::HistogramFraction,
+                input: Box::new(arg(2)?),
+                args: vec![arg(0)?, arg(1)?],
+                labels: vec![],
+                origin: Origin::default(),
+            },
+            "histogram_quantiles" => Plan::VectorFunction {
+                func: VectorFn::HistogramQuantiles,
+                input: Box::new(arg(0)?),
+                args: (1..args.len()).map(arg).collect::<Result<_, _>>()?,
+                labels: vec![],
+                origin: Origin::default(),
+            },
             "histogram_quantile" => Plan::VectorFunction {
                 func: VectorFn::HistogramQuantile,
                 input: Box::new(arg(1)?),

@@ -321,63 +321,6 @@ fn is_decimal_syntax(s: &[u8]) -> bool {
     i == s.len()
 }
 
-/// Formats like Prometheus's `labels.FormatOpenMetricsFloat`: Go's shortest `%g`
-/// (`strconv.FormatFloat(f, 'g', -1, 64)`), with `.0` appended when the result has neither a `.`
-/// nor an exponent; `+Inf`, `-Inf` and `NaN` for the special values; `0.0` for both zeros.
-pub(super) fn format_openmetrics_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".to_string();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "+Inf" } else { "-Inf" }.to_string();
-    }
-    if f == 0.0 {
-        return "0.0".to_string();
-    }
-    // Rust's `{:e}` prints the shortest round-tripping digits, like Go's shortest formatting.
-    let sci = format!("{:e}", f.abs());
-    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    let mut out = String::with_capacity(digits.len() + 8);
-    if f < 0.0 {
-        out.push('-');
-    }
-    if !(-4..6).contains(&exp) {
-        // %e: d[.ddd]e±XX
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        let a = exp.unsigned_abs();
-        if a < 10 {
-            out.push('0');
-        }
-        out.push_str(&a.to_string());
-        return out;
-    }
-    if exp >= 0 {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            out.extend(std::iter::repeat_n('0', int_len - digits.len()));
-            out.push_str(".0");
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
-    } else {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-        out.push_str(&digits);
-    }
-    out
-}
-
 /// Prometheus 3 rewrites the `le` label of classic histograms and the `quantile` label of
 /// summaries to canonical float text (`le="1"` becomes `le="1.0"`). The type is the one of the
 /// most recent `# TYPE` line, exactly as Prometheus's parsers track it; values that do not parse
@@ -390,7 +333,7 @@ pub(super) fn normalize_label_value<'v>(mtype: MetricType, name: &str, value: Co
     }
     match go_parse_float(value.as_bytes()) {
         Some(f) => {
-            let s = format_openmetrics_float(f);
+            let s = promflow_storage::gofmt::format_openmetrics_float(f);
             if s == value {
                 value
             } else {

@@ -1,5 +1,5 @@
-use super::common::format_openmetrics_float;
 use super::*;
+use promflow_storage::gofmt::format_openmetrics_float;
 
 fn text(body: &str) -> Exposition {
     match parse(body.as_bytes(), Format::Text) {
