@@ -13,7 +13,7 @@ use promflow_storage::{is_stale_nan, Labels, Matcher, Querier, Sample, Series, M
 use crate::annotations::{Annotations, Level};
 use crate::kernels::{self, WindowBounds};
 use crate::plan::{
-    AggOp, BinOp, Cardinality, Grouping, MapFn, Origin, Plan, Relabel, TimeShift, ValueKind, VectorFn,
+    AggOp, BinOp, Cardinality, Edges, Grouping, MapFn, Origin, Plan, Relabel, TimeShift, ValueKind, VectorFn,
     WindowFn,
 };
 use crate::Error;
@@ -114,6 +114,28 @@ struct RangeValue {
     series: Vec<(Labels, Vec<Sample>)>,
     range_ms: i64,
     shift: TimeShift,
+    /// Anchored and smoothed windows also hold the samples up to `lookback_ms` beyond their
+    /// edges (see [`RangeValue::widened`]).
+    edges: Edges,
+    lookback_ms: i64,
+}
+
+impl RangeValue {
+    /// The window at `step`.
+    fn bounds(&self, step: i64, query_start: i64, query_end: i64) -> WindowBounds {
+        let end = self.shift.apply(step, query_start, query_end);
+        WindowBounds { start: end - self.range_ms, end, eval_time: step }
+    }
+
+    /// The samples an anchored or smoothed window reads: those within the lookback before its
+    /// start too, and for smoothed those within the lookback after its end.
+    fn widened<'s>(&self, samples: &'s [Sample], b: WindowBounds) -> &'s [Sample] {
+        let after = if self.edges == Edges::Smoothed { self.lookback_ms } else { 0 };
+        window_slice(
+            samples,
+            WindowBounds { start: b.start - self.lookback_ms, end: b.end + after, eval_time: b.eval_time },
+        )
+    }
 }
 
 enum Value {
@@ -190,15 +212,20 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
             QueryResult::Matrix(out)
         }
         Value::Range(r) => {
-            let t = steps[0];
-            let end = r.shift.apply(t, opts.start, opts.end);
-            let bounds = WindowBounds { start: end - r.range_ms, end, eval_time: t };
+            let bounds = r.bounds(steps[0], opts.start, opts.end);
             let mut out: Vec<Series> = r
                 .series
-                .into_iter()
+                .iter()
                 .filter_map(|(labels, samples)| {
-                    let w = window_slice(&samples, bounds).to_vec();
-                    (!w.is_empty()).then_some(Series { labels, samples: w })
+                    let w = match r.edges {
+                        Edges::Plain => window_slice(samples, bounds).to_vec(),
+                        edges => kernels::extend_window(
+                            r.widened(samples, bounds),
+                            bounds,
+                            edges == Edges::Smoothed,
+                        ),
+                    };
+                    (!w.is_empty()).then(|| Series { labels: labels.clone(), samples: w })
                 })
                 .collect();
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -256,17 +283,32 @@ impl Ctx<'_> {
             Plan::Number(v) => Value::Scalar(vec![*v; n]),
             Plan::Str(s) => Value::Str(s.clone()),
             Plan::Time => Value::Scalar(self.steps.iter().map(|&t| t as f64 / 1000.0).collect()),
-            Plan::Select { matchers, shift } => Value::Vector(self.select(matchers, shift, false)?),
-            Plan::Window { matchers, range_ms, shift } => {
+            Plan::Select { matchers, shift, edges: Edges::Smoothed } => {
+                Value::Vector(self.select_smoothed(matchers, shift)?)
+            }
+            Plan::Select { matchers, shift, .. } => Value::Vector(self.select(matchers, shift, false)?),
+            Plan::Window { matchers, range_ms, shift, edges } => {
                 let (lo, hi) = self.anchored_span(shift);
-                let series = self.querier.select(matchers, lo - range_ms + 1, hi)?;
+                let lookback_ms = self.opts.lookback_ms;
+                let (before, after) = match edges {
+                    Edges::Plain => (0, 0),
+                    Edges::Anchored => (lookback_ms, 0),
+                    Edges::Smoothed => (lookback_ms, lookback_ms),
+                };
+                let series = self.querier.select(matchers, lo - range_ms - before + 1, hi + after)?;
                 let mut out = Vec::with_capacity(series.len());
                 for s in series {
                     let samples: Vec<Sample> = s.samples.into_iter().filter(|x| !is_stale_nan(x.v)).collect();
                     self.count_samples(samples.len())?;
                     out.push((s.labels, samples));
                 }
-                Value::Range(RangeValue { series: out, range_ms: *range_ms, shift: *shift })
+                Value::Range(RangeValue {
+                    series: out,
+                    range_ms: *range_ms,
+                    shift: *shift,
+                    edges: *edges,
+                    lookback_ms,
+                })
             }
             Plan::SubWindow { input, range_ms, step_ms, shift } => {
                 self.subquery(input, *range_ms, *step_ms, shift)?
@@ -325,6 +367,32 @@ impl Ctx<'_> {
             Value::Range(r) => Ok(r),
             _ => Err(Error::Plan(format!("expected range vector, got {}", plan.kind().name()))),
         }
+    }
+
+    /// Smoothed instant selection: per step, the value at the step's time interpolated from
+    /// the samples within the lookback on either side (see [`kernels::smoothed_value`]).
+    fn select_smoothed(&mut self, matchers: &[Matcher], shift: &TimeShift) -> Result<Vec<StepSeries>, Error> {
+        let (lo, hi) = self.anchored_span(shift);
+        let lookback = self.opts.lookback_ms;
+        let series = self.querier.select(matchers, lo - lookback + 1, hi + lookback)?;
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            let samples: Vec<Sample> = s.samples.into_iter().filter(|x| !is_stale_nan(x.v)).collect();
+            self.count_samples(samples.len())?;
+            let values: Vec<Option<f64>> = self
+                .steps
+                .iter()
+                .map(|&step| {
+                    let t = shift.apply(step, self.query_start, self.query_end);
+                    let b = WindowBounds { start: t - lookback, end: t + lookback, eval_time: step };
+                    kernels::smoothed_value(window_slice(&samples, b), t)
+                })
+                .collect();
+            if values.iter().any(Option::is_some) {
+                out.push(StepSeries::new(s.labels, values));
+            }
+        }
+        Ok(out)
     }
 
     /// Instant selection: per step, the newest sample in `(t - lookback, t]` unless it is a
@@ -395,7 +463,13 @@ impl Ctx<'_> {
             annotations: Annotations::default(),
         };
         if inner.steps.is_empty() {
-            return Ok(Value::Range(RangeValue { series: vec![], range_ms, shift: *shift }));
+            return Ok(Value::Range(RangeValue {
+                series: vec![],
+                range_ms,
+                shift: *shift,
+                edges: Edges::Plain,
+                lookback_ms: 0,
+            }));
         }
         let series: Vec<(Labels, Vec<Sample>)> = match inner.eval(input)? {
             // a window's series carry no marks: names marked for removal go here
@@ -420,7 +494,7 @@ impl Ctx<'_> {
         self.annotations.merge(std::mem::take(&mut inner.annotations));
         // the points a subquery produces are held in memory like loaded samples
         self.count_samples(series.iter().map(|(_, s)| s.len()).sum())?;
-        Ok(Value::Range(RangeValue { series, range_ms, shift: *shift }))
+        Ok(Value::Range(RangeValue { series, range_ms, shift: *shift, edges: Edges::Plain, lookback_ms: 0 }))
     }
 
     fn window_function(
@@ -431,13 +505,12 @@ impl Ctx<'_> {
         origin: &Origin,
     ) -> Result<Value, Error> {
         let arg_vals: Vec<Vec<f64>> = args.iter().map(|a| self.eval_scalar(a)).collect::<Result<_, _>>()?;
-        let r = self.eval_range(input)?;
+        let mut r = self.eval_range(input)?;
         let n = self.steps.len();
         if func == WindowFn::AbsentOverTime {
             let mut values = vec![Some(1.0); n];
             for (i, &step) in self.steps.iter().enumerate() {
-                let end = r.shift.apply(step, self.query_start, self.query_end);
-                let b = WindowBounds { start: end - r.range_ms, end, eval_time: step };
+                let b = r.bounds(step, self.query_start, self.query_end);
                 if r.series.iter().any(|(_, s)| !window_slice(s, b).is_empty()) {
                     values[i] = None;
                 }
@@ -447,12 +520,11 @@ impl Ctx<'_> {
         let keep_name = matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime);
         let mut out = Vec::with_capacity(r.series.len());
         let mut step_args = vec![0.0; arg_vals.len()];
-        for (labels, samples) in r.series {
+        for (labels, samples) in std::mem::take(&mut r.series) {
             let mut values = Vec::with_capacity(n);
             let mut any = false;
             for (i, &step) in self.steps.iter().enumerate() {
-                let end = r.shift.apply(step, self.query_start, self.query_end);
-                let b = WindowBounds { start: end - r.range_ms, end, eval_time: step };
+                let b = r.bounds(step, self.query_start, self.query_end);
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
                 }
@@ -460,7 +532,10 @@ impl Ctx<'_> {
                 if func == WindowFn::QuantileOverTime && !window.is_empty() {
                     check_quantile(&mut self.annotations, step_args[0], origin, 0);
                 }
-                let v = kernels::window(func, window, b, &step_args);
+                let v = match r.edges {
+                    Edges::Plain => kernels::window(func, window, b, &step_args),
+                    edges => extended_window(func, r.widened(&samples, b), b, edges, &step_args)?,
+                };
                 any |= v.is_some();
                 values.push(v);
             }
@@ -495,7 +570,7 @@ impl Ctx<'_> {
         if func == MapFn::Negate && input.kind() == ValueKind::Scalar {
             return Ok(Value::Scalar(self.eval_scalar(input)?.into_iter().map(|v| -v).collect()));
         }
-        if let (MapFn::Timestamp, Plan::Select { matchers, shift }) = (func, input) {
+        if let (MapFn::Timestamp, Plan::Select { matchers, shift, edges: Edges::Plain }) = (func, input) {
             let v = self.select(matchers, shift, true)?;
             return Ok(Value::Vector(self.drop_names(v)?));
         }
@@ -1048,6 +1123,28 @@ fn finish_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
         s.drop_name = false;
     }
     merge_same_labels(v)
+}
+
+/// A window function over an anchored or smoothed window (`widened` holds the samples within
+/// the lookback beyond its edges). Prometheus allows `changes` and `resets` anchored, and
+/// `rate`, `increase` and `delta` either way; the front end rejects the rest.
+fn extended_window(
+    func: WindowFn,
+    widened: &[Sample],
+    b: WindowBounds,
+    edges: Edges,
+    args: &[f64],
+) -> Result<Option<f64>, Error> {
+    let smoothed = edges == Edges::Smoothed;
+    Ok(match func {
+        WindowFn::Rate => kernels::extended_rate(widened, b, smoothed, true, true),
+        WindowFn::Increase => kernels::extended_rate(widened, b, smoothed, true, false),
+        WindowFn::Delta => kernels::extended_rate(widened, b, smoothed, false, false),
+        WindowFn::Changes | WindowFn::Resets if !smoothed => {
+            kernels::anchored_from(widened, b.start).and_then(|w| kernels::window(func, w, b, args))
+        }
+        _ => return Err(Error::Plan(format!("{func:?} cannot read an {edges:?} window"))),
+    })
 }
 
 /// The labels `info()` joins on.

@@ -489,6 +489,129 @@ fn quantile_of_monotonic(q: f64, merged: &[(f64, f64)]) -> f64 {
     bucket_start + (bucket_end - bucket_start) * (rank_in / count)
 }
 
+/// `rate`, `increase` and `delta` over an anchored or smoothed window `(start, end]`, following
+/// Prometheus's `extendedRate`: `samples` are those in the window widened by the lookback (on
+/// the left, and for `smoothed` on the right too). The left edge is the last sample at or
+/// before `start` (interpolated to `start` when smoothed), the right edge the last sample
+/// (interpolated to `end` when smoothed); there is no extrapolation.
+pub fn extended_rate(
+    samples: &[Sample],
+    b: WindowBounds,
+    smoothed: bool,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let (start, end) = (b.start, b.end);
+    let mut last = samples.len() - 1;
+    let mut first = samples[..last].partition_point(|s| s.t <= start).saturating_sub(1);
+    if smoothed {
+        last = samples[..last].partition_point(|s| s.t < end);
+    }
+    if samples[last].t <= start || (smoothed && samples[first].t > end) {
+        return None;
+    }
+    let left = edge_value(samples, first, start, smoothed && samples[first].t < start, is_counter);
+    let right = if smoothed && last > 0 && samples[last].t > end {
+        edge_value(samples, last - 1, end, true, is_counter)
+    } else {
+        samples[last].v
+    };
+    let mut result = right - left;
+    if is_counter {
+        if samples[first].t <= start {
+            first += 1;
+        }
+        if samples[last].t >= end && last > 0 {
+            last -= 1;
+        }
+        // the counter resets between the edges, each adding the value before it
+        let mut prev = left;
+        for s in samples.get(first..=last).unwrap_or(&[]) {
+            if s.v < prev {
+                result += prev;
+            }
+            prev = s.v;
+        }
+        if right < prev {
+            result += prev;
+        }
+    }
+    if is_rate {
+        result /= b.seconds();
+    }
+    Some(result)
+}
+
+/// The value at time `t`: sample `i`'s own, or, with `interpolate`, the line from sample `i`
+/// to sample `i + 1` read at `t` (a counter reset between them counts from zero).
+fn edge_value(samples: &[Sample], i: usize, t: i64, interpolate: bool, is_counter: bool) -> f64 {
+    if !interpolate || i + 1 >= samples.len() {
+        return samples[i].v;
+    }
+    let (p1, p2) = (samples[i], samples[i + 1]);
+    let y1 = if is_counter && p2.v < p1.v { 0.0 } else { p1.v };
+    y1 + (p2.v - y1) * (t - p1.t) as f64 / (p2.t - p1.t) as f64
+}
+
+/// The samples an anchored `changes` or `resets` looks at in the widened window: from the last
+/// sample at or before `start` on, or `None` when no sample lies after `start`.
+pub fn anchored_from(samples: &[Sample], start: i64) -> Option<&[Sample]> {
+    let after = samples.partition_point(|s| s.t <= start);
+    if after >= samples.len() {
+        return None;
+    }
+    Some(&samples[after.saturating_sub(1)..])
+}
+
+/// A smoothed instant selection at `t`: the sample at `t`, else the line between the samples
+/// around `t`, else the newest sample before `t` (all within the lookback on either side).
+pub fn smoothed_value(samples: &[Sample], t: i64) -> Option<f64> {
+    let i = samples.partition_point(|s| s.t < t);
+    match (samples.get(i), i.checked_sub(1).map(|p| samples[p])) {
+        (Some(s), _) if s.t == t => Some(s.v),
+        (Some(&next), Some(prev)) => {
+            Some(prev.v + (next.v - prev.v) * (t - prev.t) as f64 / (next.t - prev.t) as f64)
+        }
+        (None, Some(prev)) => Some(prev.v),
+        _ => None,
+    }
+}
+
+/// The window Prometheus returns for an anchored or smoothed range selection read directly
+/// (`extendFloats`): a point at `start` (the edge value), the samples strictly inside, and a
+/// point at `end`.
+pub fn extend_window(samples: &[Sample], b: WindowBounds, smoothed: bool) -> Vec<Sample> {
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    let (start, end) = (b.start, b.end);
+    let mut last = samples.len() - 1;
+    let mut first = samples[..last].partition_point(|s| s.t <= start).saturating_sub(1);
+    if smoothed {
+        last = samples[..last].partition_point(|s| s.t < end);
+    }
+    if samples[last].t <= start {
+        return Vec::new();
+    }
+    let left = edge_value(samples, first, start, smoothed && samples[first].t < start, false);
+    let right = if smoothed && last > 0 && samples[last].t > end {
+        edge_value(samples, last - 1, end, true, false)
+    } else {
+        samples[last].v
+    };
+    if samples[first].t <= start {
+        first += 1;
+    }
+    let inner_end = if samples[last].t >= end { last } else { last + 1 };
+    let mut out = vec![Sample { t: start, v: left }];
+    out.extend_from_slice(samples.get(first..inner_end).unwrap_or(&[]));
+    out.push(Sample { t: end, v: right });
+    out
+}
+
 /// Natural order of label values, as Prometheus's `sort_by_label` uses: runs of digits compare
 /// as numbers, other runs as text, and a string that runs out first sorts first.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
@@ -712,6 +835,27 @@ mod tests {
         let mut v = vec![1.0, 2.0, 3.0, 4.0];
         assert_eq!(quantile(0.5, &mut v), 2.5);
         assert_eq!(quantile(1.5, &mut v), f64::INFINITY);
+    }
+
+    #[test]
+    fn anchored_and_smoothed_increase() {
+        // extended_vectors.test: `metric 1+1x4 9+1x4` every 15s, increase(metric[1m] …)
+        let vals = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0, 11.0, 12.0, 13.0];
+        let samples: Vec<Sample> =
+            vals.iter().enumerate().map(|(i, &v)| Sample { t: i as i64 * 15_000, v }).collect();
+        let at = |t: i64, smoothed: bool| {
+            let b = WindowBounds { start: t - 60_000, end: t, eval_time: t };
+            let after = if smoothed { 300_000 } else { 0 };
+            let lo = samples.partition_point(|s| s.t <= b.start - 300_000);
+            let hi = samples.partition_point(|s| s.t <= b.end + after);
+            extended_rate(&samples[lo..hi], b, smoothed, true, false).unwrap()
+        };
+        let anchored = [0.0, 1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0];
+        let smoothed = [1.0 / 3.0, 4.0 / 3.0, 7.0 / 3.0, 10.0 / 3.0, 5.0, 7.0, 7.0, 7.0, 6.0];
+        for (i, t) in (5_000..=125_000).step_by(15_000).enumerate() {
+            assert!((at(t, false) - anchored[i]).abs() < 1e-9, "anchored at {t}: {}", at(t, false));
+            assert!((at(t, true) - smoothed[i]).abs() < 1e-9, "smoothed at {t}: {}", at(t, true));
+        }
     }
 
     #[test]

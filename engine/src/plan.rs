@@ -122,6 +122,22 @@ impl Origin {
     }
 }
 
+/// How a selection treats the edges of its window: Prometheus's experimental extended range
+/// selectors (`x[5m] anchored`, `x[5m] smoothed`, `x smoothed`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Edges {
+    /// Only the samples inside the window (or, for an instant selection, the newest one
+    /// within the lookback).
+    #[default]
+    Plain,
+    /// The window also takes the last sample at or before its start (within the lookback)
+    /// as its left edge; counter functions then measure without extrapolating.
+    Anchored,
+    /// Values at the window's edges (or at the instant) are interpolated from the samples
+    /// around them, looking as far as the lookback on either side.
+    Smoothed,
+}
+
 /// Functions over the window of samples of each series (range vector → instant vector).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WindowFn {
@@ -431,6 +447,8 @@ pub enum Plan {
         matchers: Vec<Matcher>,
         /// Time shift.
         shift: TimeShift,
+        /// Plain or smoothed (interpolated at the step).
+        edges: Edges,
     },
     /// Range selection: the samples within `(t - range, t]` of each step.
     Window {
@@ -440,6 +458,8 @@ pub enum Plan {
         range_ms: i64,
         /// Time shift.
         shift: TimeShift,
+        /// Plain, anchored or smoothed window edges.
+        edges: Edges,
     },
     /// Evaluates an instant-valued plan at sub-steps to form windows (a subquery).
     SubWindow {
@@ -611,12 +631,16 @@ impl Plan {
             Plan::Number(n) => format!("Number {}", crate::format::format_value(*n)),
             Plan::Str(s) => format!("String {s:?}"),
             Plan::Time => "Time".into(),
-            Plan::Select { matchers, shift } => {
-                format!("Select {}{}", fmt_matchers(matchers), fmt_shift(shift))
+            Plan::Select { matchers, shift, edges } => {
+                format!("Select {}{}{}", fmt_matchers(matchers), fmt_shift(shift), fmt_edges(*edges))
             }
-            Plan::Window { matchers, range_ms, shift } => {
-                format!("Window {} range={}ms{}", fmt_matchers(matchers), range_ms, fmt_shift(shift))
-            }
+            Plan::Window { matchers, range_ms, shift, edges } => format!(
+                "Window {} range={}ms{}{}",
+                fmt_matchers(matchers),
+                range_ms,
+                fmt_shift(shift),
+                fmt_edges(*edges)
+            ),
             Plan::SubWindow { range_ms, step_ms, shift, .. } => {
                 format!("SubWindow range={range_ms}ms step={step_ms}ms{}", fmt_shift(shift))
             }
@@ -682,6 +706,14 @@ fn fmt_shift(s: &TimeShift) -> String {
         TimeAnchor::End => out.push_str(" at=end"),
     }
     out
+}
+
+fn fmt_edges(e: Edges) -> &'static str {
+    match e {
+        Edges::Plain => "",
+        Edges::Anchored => " anchored",
+        Edges::Smoothed => " smoothed",
+    }
 }
 
 fn fmt_grouping(g: &Grouping) -> String {

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promflow_engine::plan::{
-    AggOp, BinOp, Cardinality, DateFn, Grouping, JoinKey, MapFn, Origin, Plan, Relabel, TimeAnchor,
+    AggOp, BinOp, Cardinality, DateFn, Edges, Grouping, JoinKey, MapFn, Origin, Plan, Relabel, TimeAnchor,
     TimeShift, TrigFn, ValueKind, VectorFn, WindowFn,
 };
 use promflow_storage::{MatchOp, Matcher, METRIC_NAME};
@@ -295,13 +295,16 @@ impl Lowering<'_> {
             Expr::Unary(u) => {
                 Plan::Map { func: MapFn::Negate, input: Box::new(self.lower(&u.expr)?), args: vec![] }
             }
-            Expr::VectorSelector(vs) => {
-                Plan::Select { matchers: matchers_of(vs)?, shift: shift_of(&vs.offset, &vs.at) }
-            }
+            Expr::VectorSelector(vs) => Plan::Select {
+                matchers: matchers_of(vs)?,
+                shift: shift_of(&vs.offset, &vs.at),
+                edges: Edges::Plain,
+            },
             Expr::MatrixSelector(ms) => Plan::Window {
                 matchers: matchers_of(&ms.vs)?,
                 range_ms: millis(&ms.range),
                 shift: shift_of(&ms.vs.offset, &ms.vs.at),
+                edges: Edges::Plain,
             },
             Expr::Subquery(sq) => Plan::SubWindow {
                 input: Box::new(self.lower(&sq.expr)?),
