@@ -66,6 +66,14 @@ fn instant_and_range_queries_have_prometheus_shapes() {
     assert_eq!(vals.len(), 5);
     assert_eq!(vals[0][0], serde_json::json!(1700000060));
 
+    // a range query is a matrix even when it has one step; a range selector is refused
+    let (code, v) = s.get_json("/api/v1/query_range?query=1%2B1&start=1700000000&end=1700000000&step=15");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "matrix", "{v}");
+    let (code, _) =
+        s.get_json("/api/v1/query_range?query=temperature[5m]&start=1700000000&end=1700000000&step=15");
+    assert_eq!(code, 400);
+
     let (_, v) = s.get_json("/api/v1/query?query=1%2B1&time=1700000000");
     assert_eq!(v["data"], serde_json::json!({"resultType":"scalar","result":[1700000000,"2"]}));
     let (_, v) = s.get_json("/api/v1/query?query=%22hello%22&time=1700000000.5");

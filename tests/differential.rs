@@ -24,7 +24,7 @@ fn payload(base: i64) -> Vec<promflow_remote::TimeSeries> {
         seed ^= seed << 17;
         (seed % 1000) as f64 / 1000.0
     };
-    for (job, instances) in [("api", 3), ("db", 2), ("cache", 1)] {
+    for (j, (job, instances)) in [("api", 3), ("db", 2), ("cache", 1)].into_iter().enumerate() {
         for i in 0..instances {
             let inst = format!("{job}-{i}:9100");
             for code in ["200", "500"] {
@@ -48,13 +48,46 @@ fn payload(base: i64) -> Vec<promflow_remote::TimeSeries> {
                 ));
             }
             let samples: Vec<(i64, f64)> = (0..POINTS)
-                .map(|k| (base + k * STEP_MS + 4_321 + i * 13, 20.0 + (rnd() * 100.0).round() / 10.0))
+                // a per-series offset keeps values of different series apart: no ties to break
+                .map(|k| {
+                    let v = 20.0 + (rnd() * 100.0).round() / 10.0 + i as f64 * 0.001 + j as f64 * 0.0001;
+                    (base + k * STEP_MS + 4_321 + i * 13, v)
+                })
                 .collect();
             out.push(series(
                 &[("__name__", "temperature_celsius"), ("job", job), ("instance", &inst)],
                 &samples,
             ));
         }
+        // a classic histogram per job: cumulative buckets, sum and count
+        let bounds = ["0.1", "0.5", "1", "+Inf"];
+        let mut counts = [0.0; 4];
+        let mut sum = 0.0;
+        let mut rows: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 6];
+        for k in 0..POINTS {
+            let t = base + k * STEP_MS + 2_345;
+            if k > 0 {
+                for _ in 0..3 {
+                    let obs = rnd() * 1.5;
+                    sum += obs;
+                    for (c, b) in counts.iter_mut().zip([0.1, 0.5, 1.0, f64::INFINITY]) {
+                        if obs <= b {
+                            *c += 1.0;
+                        }
+                    }
+                }
+            }
+            for (row, c) in rows.iter_mut().zip(counts) {
+                row.push((t, c));
+            }
+            rows[4].push((t, sum));
+            rows[5].push((t, counts[3]));
+        }
+        for (b, row) in bounds.iter().zip(&rows) {
+            out.push(series(&[("__name__", "request_seconds_bucket"), ("job", job), ("le", b)], row));
+        }
+        out.push(series(&[("__name__", "request_seconds_sum"), ("job", job)], &rows[4]));
+        out.push(series(&[("__name__", "request_seconds_count"), ("job", job)], &rows[5]));
     }
     out
 }
@@ -91,6 +124,108 @@ const QUERIES: &[&str] = &[
     "-temperature_celsius",
     "avg(temperature_celsius) == bool avg(temperature_celsius)",
     "max(temperature_celsius) - min(temperature_celsius)",
+    // functions over windows
+    "delta(temperature_celsius[10m])",
+    "idelta(temperature_celsius[5m])",
+    "deriv(temperature_celsius[10m])",
+    "predict_linear(temperature_celsius[10m], 600)",
+    "changes(temperature_celsius[15m])",
+    "resets(http_requests_total[30m])",
+    "avg_over_time(temperature_celsius[10m])",
+    "min_over_time(temperature_celsius[10m])",
+    "max_over_time(temperature_celsius[10m])",
+    "sum_over_time(temperature_celsius[3m])",
+    "count_over_time(temperature_celsius[7m])",
+    "last_over_time(temperature_celsius[2m])",
+    "present_over_time(temperature_celsius[2m])",
+    "stddev_over_time(temperature_celsius[10m])",
+    "stdvar_over_time(temperature_celsius[10m])",
+    "quantile_over_time(0.9, temperature_celsius[10m])",
+    "absent_over_time(nonexistent_metric[5m])",
+    "absent_over_time(temperature_celsius[5m])",
+    "irate(http_requests_total[5m] offset 1m)",
+    "rate(http_requests_total[1h])",
+    "increase(http_requests_total{code=\"500\"}[2m])",
+    // subqueries and @
+    "max_over_time(rate(http_requests_total[2m])[10m:1m])",
+    "avg_over_time(temperature_celsius[10m:30s])",
+    "min_over_time(sum by (job) (temperature_celsius)[15m:2m] offset 1m)",
+    "rate(http_requests_total[5m:15s])",
+    // per-value functions
+    "abs(temperature_celsius - 25)",
+    "ceil(temperature_celsius)",
+    "floor(temperature_celsius)",
+    "round(temperature_celsius)",
+    "round(temperature_celsius, 0.5)",
+    "sqrt(temperature_celsius)",
+    "exp(temperature_celsius / 10)",
+    "ln(temperature_celsius)",
+    "log2(temperature_celsius)",
+    "log10(temperature_celsius)",
+    "sgn(temperature_celsius - 25)",
+    "clamp(temperature_celsius, 22, 27)",
+    "clamp_min(temperature_celsius, 25)",
+    "clamp_max(temperature_celsius, 25)",
+    "timestamp(temperature_celsius)",
+    "sin(temperature_celsius)",
+    "atan2(temperature_celsius, 10)",
+    "deg(temperature_celsius)",
+    "hour(timestamp(temperature_celsius))",
+    "minute()",
+    "day_of_week()",
+    "days_in_month()",
+    "year(vector(1700000000))",
+    // aggregations
+    "stddev(temperature_celsius)",
+    "stdvar by (job) (temperature_celsius)",
+    "group by (job) (temperature_celsius)",
+    // on tied values 2.x and 3.x keep different series (docs/promql-compat.md): no ties here
+    "topk(2, temperature_celsius)",
+    "bottomk(2, temperature_celsius)",
+    "topk by (job) (1, temperature_celsius)",
+    "quantile(0.5, temperature_celsius)",
+    "quantile by (job) (0.9, temperature_celsius)",
+    "count_values(\"value\", round(temperature_celsius))",
+    "count_values by (job) (\"v\", ceil(temperature_celsius / 10))",
+    "sum by (job, code) (increase(http_requests_total[5m]))",
+    "avg without (job) (temperature_celsius)",
+    "count(count by (job) (temperature_celsius))",
+    "sum(http_requests_total) by (code)",
+    // vector matching and sets
+    "http_requests_total{code=\"500\"} / ignoring(code) http_requests_total{code=\"200\"}",
+    "http_requests_total / on(job, instance) group_left temperature_celsius",
+    "temperature_celsius * on(job, instance) group_right http_requests_total",
+    "temperature_celsius and on(job) (temperature_celsius > 25)",
+    "temperature_celsius unless temperature_celsius{job=\"db\"}",
+    "temperature_celsius{job=\"api\"} or temperature_celsius{job=\"db\"}",
+    "http_requests_total{code=\"200\"} > on(job, instance) http_requests_total{code=\"500\"}",
+    "http_requests_total{code=\"200\"} >= bool ignoring(code) http_requests_total{code=\"500\"}",
+    "temperature_celsius != 25.5",
+    "temperature_celsius % 7",
+    "temperature_celsius ^ 2",
+    "2 ^ 3 ^ 2",
+    "(1 + 2) * 3 - 4 / 2",
+    "10 % 3",
+    "1 < bool 2",
+    // label functions and shaping
+    "label_replace(temperature_celsius, \"host\", \"$1\", \"instance\", \"(.*):.*\")",
+    "label_replace(temperature_celsius, \"job\", \"x-$1\", \"job\", \"a(.*)\")",
+    "label_join(temperature_celsius, \"id\", \"/\", \"job\", \"instance\")",
+    "sort(temperature_celsius)",
+    "sort_desc(sum by (job) (temperature_celsius))",
+    "vector(1)",
+    "scalar(sum(temperature_celsius))",
+    "scalar(temperature_celsius)",
+    "time()",
+    "absent(nonexistent_metric{job=\"x\"})",
+    "absent(temperature_celsius)",
+    "sum(temperature_celsius) + scalar(count(temperature_celsius))",
+    // classic histograms
+    "histogram_quantile(0.9, rate(request_seconds_bucket[5m]))",
+    "histogram_quantile(0.5, sum by (le) (rate(request_seconds_bucket[10m])))",
+    "histogram_quantile(0.99, sum by (job, le) (increase(request_seconds_bucket[15m])))",
+    "rate(request_seconds_sum[5m]) / rate(request_seconds_count[5m])",
+    "sum by (job) (rate(request_seconds_count[5m]))",
 ];
 
 fn canonical(v: &Value) -> BTreeMap<String, Vec<(String, f64)>> {
@@ -126,7 +261,9 @@ fn same(
     for (k, pa) in a {
         let pb = &b[k];
         if pa.len() != pb.len() {
-            return Err(format!("{k}: {} points vs {}", pa.len(), pb.len()));
+            let ta: Vec<&String> = pa.iter().map(|p| &p.0).collect();
+            let tb: Vec<&String> = pb.iter().map(|p| &p.0).collect();
+            return Err(format!("{k}: {} points vs {}: {ta:?} vs {tb:?}", pa.len(), pb.len()));
         }
         for ((ta, va), (tb, vb)) in pa.iter().zip(pb) {
             let close = (va.is_nan() && vb.is_nan())
@@ -162,7 +299,8 @@ fn same_answers_as_prometheus() {
     let mut checked = 0;
     for q in QUERIES {
         let enc: String = form_urlencoded(q);
-        for t in [base + 20 * 60_000 + 500, base + 45 * 60_000 + 7_777, base + POINTS * STEP_MS] {
+        // never a multiple of a subquery step either: 2.x closes subquery windows on the left
+        for t in [base + 20 * 60_000 + 500, base + 45 * 60_000 + 7_777, base + POINTS * STEP_MS + 2_222] {
             let path = format!("/api/v1/query?query={enc}&time={}", t as f64 / 1000.0);
             let (ca, a) = pf.get_json(&path);
             let (cb, b) = prom.get_json(&path);
@@ -175,7 +313,7 @@ fn same_answers_as_prometheus() {
         }
         let path = format!(
             "/api/v1/query_range?query={enc}&start={}&end={}&step=37",
-            (base + 10 * 60_000) / 1000,
+            (base + 10 * 60_000 + 1_111) as f64 / 1000.0,
             (base + 58 * 60_000) / 1000
         );
         let (ca, a) = pf.get_json(&path);

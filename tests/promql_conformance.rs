@@ -735,6 +735,7 @@ fn check_eval(
             max_samples: 50_000_000,
             deadline: None,
             delayed_name_removal: true,
+            range_query: !instant,
         };
         promflow_engine::evaluate(&plan, store.db.as_ref(), &opts).map_err(|e| e.to_string())
     });

@@ -37,6 +37,9 @@ pub struct QueryOptions {
     /// Prometheus's `promql-delayed-name-removal` feature: functions keep `__name__` until the
     /// end of the evaluation, so that annotations can name the metric.
     pub delayed_name_removal: bool,
+    /// A range query (`/api/v1/query_range`): the result is a matrix and the expression must
+    /// be a scalar or an instant vector, even when `start == end`.
+    pub range_query: bool,
 }
 
 impl QueryOptions {
@@ -50,6 +53,7 @@ impl QueryOptions {
             max_samples: 50_000_000,
             deadline: None,
             delayed_name_removal: false,
+            range_query: false,
         }
     }
 
@@ -169,7 +173,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         query_end: opts.end,
         annotations: Annotations::default(),
     };
-    let instant = opts.start == opts.end;
+    let instant = opts.start == opts.end && !opts.range_query;
     if !instant && !matches!(plan.kind(), ValueKind::Scalar | ValueKind::Instant) {
         return Err(Error::Plan(format!(
             "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
@@ -876,14 +880,13 @@ impl Ctx<'_> {
                     }
                     let k = if k >= 1.0 { k.min(1e9) as usize } else { 0 };
                     for m in &members {
-                        let mut present: Vec<usize> =
-                            m.iter().copied().filter(|&i| v[i].values[step].is_some()).collect();
-                        if op != AggOp::Limitk {
-                            present.sort_by(|&a, &b| {
-                                cmp_nan_last(v[a].values[step], v[b].values[step], op == AggOp::Topk)
-                            });
-                        }
-                        for &i in present.iter().take(k) {
+                        let present: Vec<(usize, f64)> =
+                            m.iter().filter_map(|&i| v[i].values[step].map(|x| (i, x))).collect();
+                        let kept = match op {
+                            AggOp::Limitk => present.iter().take(k).map(|&(i, _)| i).collect(),
+                            _ => kernels::heap_select(&present, k, op == AggOp::Topk),
+                        };
+                        for i in kept {
                             keep[i][step] = v[i].values[step];
                         }
                     }

@@ -612,6 +612,58 @@ pub fn extend_window(samples: &[Sample], b: WindowBounds, smoothed: bool) -> Vec
     out
 }
 
+/// The members `topk` (or, with `top` false, `bottomk`) keeps of `candidates` (index, value),
+/// in input order, chosen exactly as Prometheus does: a binary heap of at most `k` elements
+/// whose root is the weakest kept value (NaN weakest of all), replaced only by a strictly
+/// stronger one. Ties between equal values therefore go the way they go in Prometheus.
+pub fn heap_select(candidates: &[(usize, f64)], k: usize, top: bool) -> Vec<usize> {
+    // `weaker(a, b)`: a sits nearer the root than b (Go's `Less` of the heap type)
+    let weaker = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
+    let mut heap: Vec<(usize, f64)> = Vec::with_capacity(k.min(candidates.len()));
+    let down = |heap: &mut Vec<(usize, f64)>, mut i: usize| {
+        let n = heap.len();
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let mut j = left;
+            if left + 1 < n && weaker(heap[left + 1].1, heap[left].1) {
+                j = left + 1;
+            }
+            if !weaker(heap[j].1, heap[i].1) {
+                break;
+            }
+            heap.swap(i, j);
+            i = j;
+        }
+    };
+    for &(idx, v) in candidates {
+        if heap.len() < k {
+            heap.push((idx, v));
+            let mut j = heap.len() - 1;
+            while j > 0 {
+                let parent = (j - 1) / 2;
+                if !weaker(heap[j].1, heap[parent].1) {
+                    break;
+                }
+                heap.swap(parent, j);
+                j = parent;
+            }
+        } else if k > 0 {
+            let root = heap[0].1;
+            let stronger = if top { root < v } else { root > v };
+            if stronger || (root.is_nan() && !v.is_nan()) {
+                heap[0] = (idx, v);
+                down(&mut heap, 0);
+            }
+        }
+    }
+    let mut kept: Vec<usize> = heap.into_iter().map(|(i, _)| i).collect();
+    kept.sort_unstable();
+    kept
+}
+
 /// Natural order of label values, as Prometheus's `sort_by_label` uses: runs of digits compare
 /// as numbers, other runs as text, and a string that runs out first sorts first.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {

@@ -184,6 +184,7 @@ async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byte
         max_samples: state.query.max_samples,
         deadline: Some(Instant::now() + timeout),
         delayed_name_removal: state.query.delayed_name_removal,
+        range_query: false,
     };
     let res = run_query(state, plan, opts).await?;
     Ok(json_response(render_result(&res.result, &res.annotations)))
@@ -231,6 +232,7 @@ async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body
         max_samples: state.query.max_samples,
         deadline: Some(Instant::now() + timeout),
         delayed_name_removal: state.query.delayed_name_removal,
+        range_query: true,
     };
     let res = run_query(state, plan, opts).await?;
     Ok(json_response(render_result(&res.result, &res.annotations)))
