@@ -9,6 +9,8 @@ use promflow_engine::plan::{
     TimeShift, TrigFn, ValueKind, VectorFn, WindowFn,
 };
 use promflow_storage::{MatchOp, Matcher, METRIC_NAME};
+
+pub mod parser;
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{self as p, Expr};
 

@@ -1,0 +1,364 @@
+//! Go-compatible literals. PromQL takes its number syntax, string escapes and number
+//! formatting from Go (`strconv`, `fmt`) and from Prometheus's duration type; users see the
+//! results in values, in canonical query text and in error messages, so they must match.
+
+/// Parses a number token as Prometheus does: as a Go integer literal (hex, octal with a
+/// leading zero, underscores), else as a Go float. The error is Go's `strconv` message.
+pub(crate) fn parse_number(s: &str) -> Result<f64, String> {
+    if let Some(i) = parse_int(s) {
+        return Ok(i as f64);
+    }
+    parse_float(s).map_err(|why| format!("strconv.ParseFloat: parsing {}: {why}", quote(s)))
+}
+
+/// `strconv.ParseInt(s, 0, 64)` for an unsigned token; `None` for any error.
+fn parse_int(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let (base, digits) = match (b.first(), b.get(1).map(u8::to_ascii_lowercase)) {
+        (Some(b'0'), Some(b'x')) if b.len() >= 3 => (16, &s[2..]),
+        (Some(b'0'), Some(b'b')) if b.len() >= 3 => (2, &s[2..]),
+        (Some(b'0'), Some(b'o')) if b.len() >= 3 => (8, &s[2..]),
+        (Some(b'0'), _) => (8, &s[1..]),
+        _ => (10, s),
+    };
+    if s.contains('_') && !underscores_ok(s) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for c in digits.chars().filter(|&c| c != '_') {
+        let d = c.to_digit(base)? as u64;
+        n = n.checked_mul(base as u64)?.checked_add(d)?;
+    }
+    i64::try_from(n).ok()
+}
+
+/// Go's rule for digit separators: each `_` sits between digits (or after a base prefix).
+fn underscores_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let (mut i, mut saw, hex) = if b.len() >= 2 && b[0] == b'0' && matches!(b[1] | 0x20, b'b' | b'o' | b'x') {
+        (2, b'0', b[1] | 0x20 == b'x')
+    } else {
+        (0, b'^', false)
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+        } else if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+        } else {
+            if saw == b'_' {
+                return false;
+            }
+            saw = b'!';
+        }
+        i += 1;
+    }
+    saw != b'_'
+}
+
+/// `strconv.ParseFloat(s, 64)` for the decimal forms the lexer can produce.
+fn parse_float(s: &str) -> Result<f64, &'static str> {
+    match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => return Ok(f64::INFINITY),
+        "-inf" | "-infinity" => return Ok(f64::NEG_INFINITY),
+        "nan" => return Ok(f64::NAN),
+        _ => {}
+    }
+    let digits_only =
+        |t: &str| t.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'));
+    // hex floats need a `p` exponent, which the lexer never lets through
+    if s.len() > 1 && s.as_bytes()[1] | 0x20 == b'x' || (s.contains('_') && !underscores_ok(s)) {
+        return Err("invalid syntax");
+    }
+    let plain: String = s.chars().filter(|&c| c != '_').collect();
+    if !digits_only(&plain) {
+        return Err("invalid syntax");
+    }
+    match plain.parse::<f64>() {
+        Ok(v) if v.is_infinite() => Err("value out of range"),
+        Ok(v) => Ok(v),
+        Err(_) => Err("invalid syntax"),
+    }
+}
+
+const NS_PER_MS: i64 = 1_000_000;
+const UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 24 * 3_600_000_000_000),
+    ("w", 7 * 24 * 3_600_000_000_000),
+    ("d", 24 * 3_600_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+];
+
+/// Prometheus's `model.ParseDuration`: `0`, or integer-unit pairs from `y` down to `ms`,
+/// each unit at most once. Returns nanoseconds.
+pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    let invalid = || format!("not a valid duration string: {}", quote(s));
+    let mut rest = s;
+    let mut total: u64 = 0;
+    let mut last_unit = None;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let v: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|c| !c.is_ascii_digit()).count();
+        if unit_len == 0 {
+            return Err(invalid());
+        }
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let idx = UNITS
+            .iter()
+            .position(|(u, _)| *u == unit)
+            .ok_or_else(|| format!("unknown unit {} in duration {}", quote(unit), quote(s)))?;
+        if last_unit.is_some_and(|l| idx <= l) {
+            return Err(invalid());
+        }
+        last_unit = Some(idx);
+        let mult = UNITS[idx].1;
+        if v > (1u64 << 63) / mult {
+            return Err("duration out of range".into());
+        }
+        total += v * mult;
+        if total > i64::MAX as u64 {
+            return Err("duration out of range".into());
+        }
+    }
+    Ok(total as i64)
+}
+
+/// Prometheus's `model.Duration.String()`: whole milliseconds, largest units first, years and
+/// weeks only when they divide evenly.
+pub(crate) fn format_duration(ns: i64) -> String {
+    let mut ms = ns / NS_PER_MS;
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    if ms < 0 {
+        out.push('-');
+        ms = -ms;
+    }
+    for (i, (unit, mult)) in UNITS.iter().enumerate() {
+        let mult = (*mult as i64) / NS_PER_MS;
+        if i < 2 && ms % mult != 0 {
+            continue;
+        }
+        if ms / mult > 0 {
+            out.push_str(&format!("{}{unit}", ms / mult));
+            ms %= mult;
+        }
+    }
+    out
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, with Prometheus's spelling of infinities.
+pub(crate) fn format_float(v: f64) -> String {
+    match v {
+        f64::INFINITY => "+Inf".into(),
+        f64::NEG_INFINITY => "-Inf".into(),
+        v if v.is_nan() => "NaN".into(),
+        v => format!("{v}"),
+    }
+}
+
+/// Go's `%v` of a float: shortest digits, in exponent form below 1e-4 and from 1e6 on.
+pub(crate) fn format_float_v(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        return format_float(v);
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format_float(v)
+    } else {
+        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    }
+}
+
+/// Whether Go's `unicode.IsPrint` holds, close enough for quoting: controls, separators
+/// other than the ASCII space and invisible format characters are escaped.
+fn is_print(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    if c.is_control() || c.is_whitespace() {
+        return false;
+    }
+    !matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}'
+        | '\u{feff}' | '\u{fff9}'..='\u{fffb}' | '\u{e000}'..='\u{f8ff}')
+}
+
+fn push_escaped(out: &mut String, c: char, quote: char) {
+    match c {
+        '\x07' => out.push_str("\\a"),
+        '\x08' => out.push_str("\\b"),
+        '\x0c' => out.push_str("\\f"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\x0b' => out.push_str("\\v"),
+        '\\' => out.push_str("\\\\"),
+        c if c == quote => {
+            out.push('\\');
+            out.push(c);
+        }
+        // U+FFFD stands for bytes that were not UTF-8 (see `unquote`); escaped, it parses back
+        c if is_print(c) && c != '\u{fffd}' => out.push(c),
+        c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+        c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+        c => out.push_str(&format!("\\U{:08x}", c as u32)),
+    }
+}
+
+/// Go's `strconv.Quote` (and `%q` of a string).
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        push_escaped(&mut out, c, '"');
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of a rune.
+pub(crate) fn quote_rune(c: char) -> String {
+    let mut out = String::from("'");
+    push_escaped(&mut out, c, '\'');
+    out.push('\'');
+    out
+}
+
+/// Go's `%#U` of a rune: `U+0063 'c'`.
+pub(crate) fn sharp_u(c: char) -> String {
+    if is_print(c) {
+        format!("U+{:04X} '{c}'", c as u32)
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
+}
+
+/// Decodes a string token (quotes included) that the lexer has already validated. Escapes
+/// that produce bytes (`\xff`, `\377`) are taken as bytes; invalid UTF-8 is replaced.
+pub(crate) fn unquote(token: &str) -> String {
+    // the quotes are ASCII and the lexer guarantees both are there
+    let body = &token[1..token.len() - 1];
+    if token.starts_with('`') || !body.contains('\\') {
+        return body.to_string();
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    let mut buf = [0u8; 4];
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        let Some(e) = chars.next() else { break };
+        let (digits, radix, is_byte) = match e {
+            'a' => (0, 0, b'\x07'),
+            'b' => (0, 0, b'\x08'),
+            'f' => (0, 0, b'\x0c'),
+            'n' => (0, 0, b'\n'),
+            'r' => (0, 0, b'\r'),
+            't' => (0, 0, b'\t'),
+            'v' => (0, 0, b'\x0b'),
+            '0'..='7' => (2, 8, e as u8 - b'0'),
+            'x' => (2, 16, 0),
+            'u' => (4, 16, 0),
+            'U' => (8, 16, 0),
+            other => {
+                out.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+        };
+        if radix == 0 {
+            out.push(is_byte);
+            continue;
+        }
+        let mut v = if radix == 8 { is_byte as u32 } else { 0 };
+        for _ in 0..digits {
+            if let Some(d) = chars.peek().and_then(|c| c.to_digit(radix)) {
+                v = v * radix + d;
+                chars.next();
+            }
+        }
+        if matches!(e, 'u' | 'U') {
+            out.extend_from_slice(char::from_u32(v).unwrap_or('\u{fffd}').encode_utf8(&mut buf).as_bytes());
+        } else {
+            out.push(v as u8);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_follow_go() {
+        assert_eq!(parse_number("0x1F"), Ok(31.0));
+        assert_eq!(parse_number("010"), Ok(8.0));
+        assert_eq!(parse_number("09"), Ok(9.0));
+        assert_eq!(parse_number("1_000"), Ok(1000.0));
+        assert_eq!(parse_number("1e3"), Ok(1000.0));
+        assert_eq!(parse_number(".5"), Ok(0.5));
+        assert_eq!(parse_number("2."), Ok(2.0));
+        assert!(parse_number("inF").unwrap().is_infinite());
+        assert!(parse_number("NaN").unwrap().is_nan());
+        assert_eq!(
+            parse_number("1e400"),
+            Err("strconv.ParseFloat: parsing \"1e400\": value out of range".into())
+        );
+    }
+
+    #[test]
+    fn durations_follow_prometheus() {
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
+        assert_eq!(parse_duration("5m1h"), Err("not a valid duration string: \"5m1h\"".into()));
+        assert_eq!(parse_duration("5y1hs"), Err("unknown unit \"hs\" in duration \"5y1hs\"".into()));
+        assert_eq!(format_duration(5_400_000_000_000), "1h30m");
+        assert_eq!(format_duration(90 * 86_400_000_000_000), "90d");
+        assert_eq!(format_duration(14 * 86_400_000_000_000), "2w");
+        assert_eq!(format_duration(1_500_000_000), "1s500ms");
+        assert_eq!(format_duration(-60_000_000_000), "-1m");
+        assert_eq!(format_duration(0), "0s");
+    }
+
+    #[test]
+    fn formatting_follows_go() {
+        assert_eq!(format_float(1e21), "1000000000000000000000");
+        assert_eq!(format_float(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_float_v(100000.0), "100000");
+        assert_eq!(format_float_v(1234567.0), "1.234567e+06");
+        assert_eq!(format_float_v(0.00001), "1e-05");
+        assert_eq!(quote("a\"b\\\n\u{7}é"), "\"a\\\"b\\\\\\n\\aé\"");
+        assert_eq!(quote_rune('\''), "'\\''");
+        assert_eq!(quote(&unquote(r#""a\xc5z""#)), r#""a\ufffdz""#);
+        assert_eq!(sharp_u('c'), "U+0063 'c'");
+    }
+
+    #[test]
+    fn unquotes_go_escapes() {
+        assert_eq!(unquote(r#""a\tb\x41\101\u00e9""#), "a\tbAAé");
+        assert_eq!(unquote(r"'it\'s'"), "it's");
+        assert_eq!(unquote(r"`raw\n`"), r"raw\n");
+        assert_eq!(unquote(r#""\xc3\xa9""#), "é");
+    }
+}
