@@ -133,6 +133,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             delayed_name_removal: flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal"),
             compile: promflow_promql::CompileOptions {
                 default_subquery_step: loaded.config.global.evaluation_interval,
+                ..Default::default()
             },
         },
         status: Arc::clone(&status),

@@ -708,8 +708,20 @@ fn run_eval(store: &Store, block: &[String]) -> Result<Option<&'static str>, Str
         Some((_, to, _)) if instant => (to, to),
         _ => (start, end),
     };
-    let compile_opts =
-        promflow_promql::CompileOptions { default_subquery_step: std::time::Duration::from_secs(60) };
+    // step() and range() are zero for an instant query, as in Prometheus
+    let (step_d, range_d) = if instant {
+        (std::time::Duration::ZERO, std::time::Duration::ZERO)
+    } else {
+        (
+            std::time::Duration::from_millis(step as u64),
+            std::time::Duration::from_millis((end - start) as u64),
+        )
+    };
+    let compile_opts = promflow_promql::CompileOptions {
+        default_subquery_step: std::time::Duration::from_secs(60),
+        step: step_d,
+        range: range_d,
+    };
     let plan = promflow_promql::compile(&query, &compile_opts).map_err(|e| e.to_string());
     let outcome = check_eval(store, &plan, &exp, (start, end, step), instant);
     // a case that reads what promflow cannot store is skipped, unless it passes all the same

@@ -143,8 +143,8 @@ fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
     }
 }
 
-fn compile(state: &AppState, q: &str) -> Result<promflow_engine::Plan, ApiError> {
-    promflow_promql::compile(q, &state.query.compile).map_err(|e| match e {
+fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_engine::Plan, ApiError> {
+    promflow_promql::compile(q, opts).map_err(|e| match e {
         promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
         promflow_promql::Error::Unsupported(m) => ApiError::execution(m),
     })
@@ -172,7 +172,7 @@ async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byte
     let now = chrono::Utc::now().timestamp_millis();
     let t = time_param(&p, "time", Some(now))?;
     let timeout = query_timeout(&state, &p)?;
-    let plan = compile(&state, &text)?;
+    let plan = compile(&text, &state.query.compile)?;
     if p.get("explain").is_some_and(|v| v == "1" || v == "true") {
         return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
     }
@@ -223,7 +223,13 @@ async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body
         ));
     }
     let timeout = query_timeout(&state, &p)?;
-    let plan = compile(&state, p.get("query").unwrap_or(""))?;
+    // step() and range() in the query stand for this query's resolution and span
+    let compile_opts = promflow_promql::CompileOptions {
+        step,
+        range: Duration::from_millis((end - start) as u64),
+        ..state.query.compile.clone()
+    };
+    let plan = compile(p.get("query").unwrap_or(""), &compile_opts)?;
     let opts = QueryOptions {
         start,
         end,
