@@ -436,6 +436,13 @@ impl Lowering<'_> {
             "step" if self.opts.range.is_zero() => Plan::Number(0.0),
             "step" => Plan::Number(self.opts.step.as_secs_f64()),
             "range" => Plan::Number(self.opts.range.as_secs_f64()),
+            // an instant query starts and ends at its evaluation time
+            "start" | "end" if self.opts.range.is_zero() => Plan::Time,
+            "start" | "end" => {
+                return Err(Error::Unsupported(format!(
+                    "{name}() in a range query is not supported yet by promflow"
+                )))
+            }
             "min_of" | "max_of" => match (arg(0)?, arg(1)?) {
                 (Plan::Number(a), Plan::Number(b)) if a.is_nan() || b.is_nan() => Plan::Number(f64::NAN),
                 (Plan::Number(a), Plan::Number(b)) => {
@@ -632,6 +639,7 @@ mod tests {
         assert_eq!(compile("min_of(step(), 2)", &o).unwrap(), Plan::Number(2.0));
         assert_eq!(compile("max_of(step(), 2)", &o).unwrap(), Plan::Number(10.0));
         assert!(matches!(compile("start()", &o), Err(Error::Unsupported(_))));
+        assert_eq!(compile("end()", &CompileOptions::default()).unwrap(), Plan::Time);
     }
 
     #[test]
