@@ -157,6 +157,17 @@ fn string_arg(e: &Expr) -> Result<String, Error> {
     }
 }
 
+/// Go's `math.Min`/`math.Max`, which `min_of`/`max_of` use: a NaN argument wins.
+fn min_max(max: bool, a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else if max {
+        a.max(b)
+    } else {
+        a.min(b)
+    }
+}
+
 fn grouping(on: bool, labels: &[String]) -> Grouping {
     if on {
         Grouping::By(labels.to_vec())
@@ -227,14 +238,7 @@ impl Lowering<'_> {
             DurationExpr::Step(_) => self.opts.step.as_secs_f64(),
             DurationExpr::Range(_) => self.opts.range.as_secs_f64(),
             DurationExpr::MinMax { max, lhs, rhs, .. } => {
-                let (l, r) = (self.eval_duration(lhs)?, self.eval_duration(rhs)?);
-                if l.is_nan() || r.is_nan() {
-                    f64::NAN
-                } else if *max {
-                    l.max(r)
-                } else {
-                    l.min(r)
-                }
+                min_max(*max, self.eval_duration(lhs)?, self.eval_duration(rhs)?)
             }
             DurationExpr::Neg(inner, _) => -self.eval_duration(inner)?,
             DurationExpr::Paren(inner, _) => self.eval_duration(inner)?,
@@ -444,10 +448,7 @@ impl Lowering<'_> {
                 )))
             }
             "min_of" | "max_of" => match (arg(0)?, arg(1)?) {
-                (Plan::Number(a), Plan::Number(b)) if a.is_nan() || b.is_nan() => Plan::Number(f64::NAN),
-                (Plan::Number(a), Plan::Number(b)) => {
-                    Plan::Number(if name == "max_of" { a.max(b) } else { a.min(b) })
-                }
+                (Plan::Number(a), Plan::Number(b)) => Plan::Number(min_max(name == "max_of", a, b)),
                 _ => {
                     return Err(Error::Unsupported(format!(
                         "{name}() of non-constant scalars is not supported yet"

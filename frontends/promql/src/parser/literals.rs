@@ -1,6 +1,8 @@
-//! Go-compatible literals. PromQL takes its number syntax, string escapes and number
-//! formatting from Go (`strconv`, `fmt`) and from Prometheus's duration type; users see the
-//! results in values, in canonical query text and in error messages, so they must match.
+//! Go-compatible literals. PromQL takes its number syntax and string escapes from Go
+//! (`strconv`) and its durations from Prometheus's duration type; users see the results in
+//! values, in canonical query text and in error messages, so they must match. (Go's float
+//! formatting lives in `promflow_engine::format` and `promflow_storage::gofmt`, Prometheus's
+//! durations in `promflow_config`.)
 
 /// Parses a number token as Prometheus does: as a Go integer literal (hex, octal with a
 /// leading zero, underscores), else as a Go float. The error is Go's `strconv` message.
@@ -85,107 +87,18 @@ fn parse_float(s: &str) -> Result<f64, &'static str> {
     }
 }
 
-const NS_PER_MS: i64 = 1_000_000;
-const UNITS: [(&str, u64); 7] = [
-    ("y", 365 * 24 * 3_600_000_000_000),
-    ("w", 7 * 24 * 3_600_000_000_000),
-    ("d", 24 * 3_600_000_000_000),
-    ("h", 3_600_000_000_000),
-    ("m", 60_000_000_000),
-    ("s", 1_000_000_000),
-    ("ms", 1_000_000),
-];
-
-/// Prometheus's `model.ParseDuration`: `0`, or integer-unit pairs from `y` down to `ms`,
-/// each unit at most once. Returns nanoseconds.
+/// A Prometheus duration literal (`1h30m`) in nanoseconds, with Prometheus's errors.
 pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
-    if s == "0" {
-        return Ok(0);
-    }
-    let invalid = || format!("not a valid duration string: {}", quote(s));
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut last_unit = None;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(invalid());
-        }
-        let v: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(|c| !c.is_ascii_digit()).count();
-        if unit_len == 0 {
-            return Err(invalid());
-        }
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let idx = UNITS
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(|| format!("unknown unit {} in duration {}", quote(unit), quote(s)))?;
-        if last_unit.is_some_and(|l| idx <= l) {
-            return Err(invalid());
-        }
-        last_unit = Some(idx);
-        let mult = UNITS[idx].1;
-        if v > (1u64 << 63) / mult {
-            return Err("duration out of range".into());
-        }
-        total += v * mult;
-        if total > i64::MAX as u64 {
-            return Err("duration out of range".into());
-        }
-    }
-    Ok(total as i64)
+    promflow_config::parse_duration(s).map(|d| d.as_nanos() as i64).map_err(|e| e.to_string())
 }
 
-/// Prometheus's `model.Duration.String()`: whole milliseconds, largest units first, years and
-/// weeks only when they divide evenly.
+/// Prometheus's text of a duration of `ns` nanoseconds, negative ones included (`-1m30s`).
 pub(crate) fn format_duration(ns: i64) -> String {
-    let mut ms = ns / NS_PER_MS;
-    if ms == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    if ms < 0 {
-        out.push('-');
-        ms = -ms;
-    }
-    for (i, (unit, mult)) in UNITS.iter().enumerate() {
-        let mult = (*mult as i64) / NS_PER_MS;
-        if i < 2 && ms % mult != 0 {
-            continue;
-        }
-        if ms / mult > 0 {
-            out.push_str(&format!("{}{unit}", ms / mult));
-            ms %= mult;
-        }
-    }
-    out
-}
-
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, with Prometheus's spelling of infinities.
-pub(crate) fn format_float(v: f64) -> String {
-    match v {
-        f64::INFINITY => "+Inf".into(),
-        f64::NEG_INFINITY => "-Inf".into(),
-        v if v.is_nan() => "NaN".into(),
-        v => format!("{v}"),
-    }
-}
-
-/// Go's `%v` of a float: shortest digits, in exponent form below 1e-4 and from 1e6 on.
-pub(crate) fn format_float_v(v: f64) -> String {
-    if !v.is_finite() || v == 0.0 {
-        return format_float(v);
-    }
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..6).contains(&exp) {
-        format_float(v)
+    let text = promflow_config::format_duration(std::time::Duration::from_nanos(ns.unsigned_abs()));
+    if ns < 0 && text != "0s" {
+        format!("-{text}")
     } else {
-        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        text
     }
 }
 
@@ -342,12 +255,6 @@ mod tests {
 
     #[test]
     fn formatting_follows_go() {
-        assert_eq!(format_float(1e21), "1000000000000000000000");
-        assert_eq!(format_float(0.1 + 0.2), "0.30000000000000004");
-        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_float_v(100000.0), "100000");
-        assert_eq!(format_float_v(1234567.0), "1.234567e+06");
-        assert_eq!(format_float_v(0.00001), "1e-05");
         assert_eq!(quote("a\"b\\\n\u{7}é"), "\"a\\\"b\\\\\\n\\aé\"");
         assert_eq!(quote_rune('\''), "'\\''");
         assert_eq!(quote(&unquote(r#""a\xc5z""#)), r#""a\ufffdz""#);

@@ -10,12 +10,13 @@
 
 use std::collections::VecDeque;
 
+use promflow_engine::format::format_value;
 use promflow_storage::{MatchOp, Matcher, METRIC_NAME};
 
 use super::ast::*;
 use super::functions;
 use super::lexer::{Keyword, Kind, LexError, Lexer, Preprocessor, Token};
-use super::literals::{format_float, parse_duration, parse_number, quote, unquote};
+use super::literals::{parse_duration, parse_number, quote, unquote};
 use super::ParseError;
 
 pub(crate) type PResult<T> = Result<T, ParseError>;
@@ -896,7 +897,7 @@ impl<'a> Parser<'a> {
             AtValue::Seconds(ts) => {
                 if !ts.is_finite() || ts >= i64::MAX as f64 || ts <= i64::MIN as f64 {
                     // Go's %f
-                    let shown = if ts.is_finite() { format!("{ts:.6}") } else { format_float(ts) };
+                    let shown = if ts.is_finite() { format!("{ts:.6}") } else { format_value(ts) };
                     return Err(self.error(start, format!("timestamp out of bounds for @ modifier: {shown}")));
                 }
                 At::Timestamp((ts * 1000.0).round() as i64)

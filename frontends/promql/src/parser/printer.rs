@@ -4,10 +4,12 @@
 
 use std::fmt::{self, Write};
 
+use promflow_engine::format::format_value;
+use promflow_storage::gofmt::format_g;
 use promflow_storage::Matcher;
 
 use super::ast::*;
-use super::literals::{format_duration, format_float, format_float_v, quote};
+use super::literals::{format_duration, quote};
 
 /// The line length above which [`prettify`] splits a node.
 pub const MAX_LINE: usize = 100;
@@ -114,16 +116,17 @@ fn binary_modifiers(b: &BinaryExpr) -> String {
         let side = if vm.card == Cardinality::ManyToOne { "left" } else { "right" };
         let _ = write!(out, " group_{side} ({})", labels(&vm.include));
     }
+    // Go's %v of the fill values
     match (vm.fill_lhs, vm.fill_rhs) {
         (Some(l), Some(r)) if l == r => {
-            let _ = write!(out, " fill ({})", format_float_v(l));
+            let _ = write!(out, " fill ({})", format_g(l, None));
         }
         (l, r) => {
             if let Some(l) = l {
-                let _ = write!(out, " fill_left ({})", format_float_v(l));
+                let _ = write!(out, " fill_left ({})", format_g(l, None));
             }
             if let Some(r) = r {
-                let _ = write!(out, " fill_right ({})", format_float_v(r));
+                let _ = write!(out, " fill_right ({})", format_g(r, None));
             }
         }
     }
@@ -133,7 +136,7 @@ fn binary_modifiers(b: &BinaryExpr) -> String {
 impl fmt::Display for NumberLiteral {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.duration {
-            return f.write_str(&format_float(self.val));
+            return f.write_str(&format_value(self.val));
         }
         if self.val < 0.0 {
             write!(f, "-{}", format_duration((-self.val * 1e9) as i64))
