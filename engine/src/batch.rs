@@ -287,6 +287,11 @@ impl Ctx<'_> {
             Plan::Number(v) => Value::Scalar(vec![*v; n]),
             Plan::Str(s) => Value::Str(s.clone()),
             Plan::Time => Value::Scalar(self.steps.iter().map(|&t| t as f64 / 1000.0).collect()),
+            Plan::QueryTime(at) => {
+                let shift = TimeShift { offset_ms: 0, at: *at };
+                let t = |step| shift.apply(step, self.query_start, self.query_end) as f64 / 1000.0;
+                Value::Scalar(self.steps.iter().map(|&s| t(s)).collect())
+            }
             Plan::Select { matchers, shift, edges: Edges::Smoothed } => {
                 Value::Vector(self.select_smoothed(matchers, shift)?)
             }

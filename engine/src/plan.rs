@@ -441,6 +441,9 @@ pub enum Plan {
     Str(String),
     /// The evaluation time in seconds at every step.
     Time,
+    /// The first or last evaluation time of the whole query in seconds, at every step (also
+    /// inside subqueries): PromQL's `start()` and `end()`. `TimeAnchor::Start` or `End`.
+    QueryTime(TimeAnchor),
     /// Instant selection: the newest sample within the lookback window of each step.
     Select {
         /// Label matchers (all must hold).
@@ -568,7 +571,7 @@ impl Plan {
     /// The kind of value this node produces.
     pub fn kind(&self) -> ValueKind {
         match self {
-            Plan::Number(_) | Plan::Time => ValueKind::Scalar,
+            Plan::Number(_) | Plan::Time | Plan::QueryTime(_) => ValueKind::Scalar,
             Plan::Str(_) => ValueKind::String,
             Plan::Window { .. } | Plan::SubWindow { .. } => ValueKind::Range,
             Plan::VectorFunction { func: VectorFn::Scalar, .. } => ValueKind::Scalar,
@@ -589,7 +592,12 @@ impl Plan {
     /// The children of the node, in evaluation order.
     pub fn children(&self) -> Vec<&Plan> {
         match self {
-            Plan::Number(_) | Plan::Str(_) | Plan::Time | Plan::Select { .. } | Plan::Window { .. } => vec![],
+            Plan::Number(_)
+            | Plan::Str(_)
+            | Plan::Time
+            | Plan::QueryTime(_)
+            | Plan::Select { .. }
+            | Plan::Window { .. } => vec![],
             Plan::SubWindow { input, .. }
             | Plan::Relabel { input, .. }
             | Plan::ToVector(input)
@@ -631,6 +639,7 @@ impl Plan {
             Plan::Number(n) => format!("Number {}", crate::format::format_value(*n)),
             Plan::Str(s) => format!("String {s:?}"),
             Plan::Time => "Time".into(),
+            Plan::QueryTime(at) => format!("QueryTime{}", fmt_shift(&TimeShift { offset_ms: 0, at: *at })),
             Plan::Select { matchers, shift, edges } => {
                 format!("Select {}{}{}", fmt_matchers(matchers), fmt_shift(shift), fmt_edges(*edges))
             }

@@ -146,7 +146,7 @@ fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
 fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_engine::Plan, ApiError> {
     promflow_promql::compile(q, opts).map_err(|e| match e {
         promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
-        promflow_promql::Error::Unsupported(m) => ApiError::execution(m),
+        promflow_promql::Error::Unsupported(m) | promflow_promql::Error::Invalid(m) => ApiError::execution(m),
     })
 }
 

@@ -22,6 +22,10 @@ pub enum Error {
     /// Valid PromQL that promflow does not evaluate yet.
     #[error("{0}")]
     Unsupported(String),
+    /// Valid syntax with an argument Prometheus refuses when the query runs, such as a bad
+    /// regular expression in `label_replace` (Prometheus answers `execution`).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Settings the lowering needs.

@@ -178,6 +178,16 @@ fn grouping(on: bool, labels: &[String]) -> Grouping {
 
 /// Parentheses around a function's or aggregation's argument do not count (Prometheus drops
 /// them before evaluating).
+/// A label name `label_replace`/`label_join` may write or read: non-empty valid UTF-8, as
+/// Prometheus requires. The lexer turns escapes that are not UTF-8 (`"\xff"`) into U+FFFD,
+/// so that character marks a name Prometheus would refuse.
+fn valid_label_name(name: String, role: &str, func: &str) -> Result<String, Error> {
+    if name.is_empty() || name.contains('\u{FFFD}') {
+        return Err(Error::Invalid(format!("invalid {role} label name in {func}(): {name}")));
+    }
+    Ok(name)
+}
+
 fn unparen(e: &Expr) -> &Expr {
     match e {
         Expr::Paren(inner, _) => unparen(inner),
@@ -440,13 +450,10 @@ impl Lowering<'_> {
             "step" if self.opts.range.is_zero() => Plan::Number(0.0),
             "step" => Plan::Number(self.opts.step.as_secs_f64()),
             "range" => Plan::Number(self.opts.range.as_secs_f64()),
-            // an instant query starts and ends at its evaluation time
-            "start" | "end" if self.opts.range.is_zero() => Plan::Time,
-            "start" | "end" => {
-                return Err(Error::Unsupported(format!(
-                    "{name}() in a range query is not supported yet by promflow"
-                )))
-            }
+            // the query's own start and end, read when it runs (an instant query's are its
+            // evaluation time; a rule compiled once is evaluated at many times)
+            "start" => Plan::QueryTime(TimeAnchor::Start),
+            "end" => Plan::QueryTime(TimeAnchor::End),
             "min_of" | "max_of" => match (arg(0)?, arg(1)?) {
                 (Plan::Number(a), Plan::Number(b)) => Plan::Number(min_max(name == "max_of", a, b)),
                 _ => {
@@ -479,12 +486,12 @@ impl Lowering<'_> {
             "histogram_quantiles" => vector_fn(VectorFn::HistogramQuantiles, arg(0)?, rest(1)?),
             "histogram_fraction" => vector_fn(VectorFn::HistogramFraction, arg(2)?, vec![arg(0)?, arg(1)?]),
             "label_replace" => {
-                let dst = string_arg(args[1])?;
+                let dst = valid_label_name(string_arg(args[1])?, "destination", name)?;
                 let replacement = string_arg(args[2])?;
                 let src = string_arg(args[3])?;
                 let regex = string_arg(args[4])?;
                 promflow_storage::re2::compile_anchored(&regex).map_err(|e| {
-                    Error::Parse(format!("invalid regular expression in label_replace(): {e}"))
+                    Error::Invalid(format!("invalid regular expression in label_replace(): {e}"))
                 })?;
                 Plan::Relabel {
                     rule: Relabel::Replace { dst, replacement, src, regex },
@@ -492,9 +499,12 @@ impl Lowering<'_> {
                 }
             }
             "label_join" => {
-                let dst = string_arg(args[1])?;
+                let dst = valid_label_name(string_arg(args[1])?, "destination", name)?;
                 let separator = string_arg(args[2])?;
-                let src = args[3..].iter().map(|e| string_arg(e)).collect::<Result<Vec<_>, _>>()?;
+                let src = args[3..]
+                    .iter()
+                    .map(|e| valid_label_name(string_arg(e)?, "source", name))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Plan::Relabel { rule: Relabel::Join { dst, separator, src }, input: Box::new(arg(0)?) }
             }
             "info" => {
@@ -639,8 +649,8 @@ mod tests {
         assert_eq!(compile("range()", &o).unwrap(), Plan::Number(30.0));
         assert_eq!(compile("min_of(step(), 2)", &o).unwrap(), Plan::Number(2.0));
         assert_eq!(compile("max_of(step(), 2)", &o).unwrap(), Plan::Number(10.0));
-        assert!(matches!(compile("start()", &o), Err(Error::Unsupported(_))));
-        assert_eq!(compile("end()", &CompileOptions::default()).unwrap(), Plan::Time);
+        assert_eq!(compile("start()", &o).unwrap(), Plan::QueryTime(TimeAnchor::Start));
+        assert_eq!(compile("end()", &CompileOptions::default()).unwrap(), Plan::QueryTime(TimeAnchor::End));
     }
 
     #[test]
