@@ -490,8 +490,9 @@ impl Lowering<'_> {
                 let replacement = string_arg(args[2])?;
                 let src = string_arg(args[3])?;
                 let regex = string_arg(args[4])?;
-                promflow_storage::re2::compile_anchored(&regex).map_err(|e| {
-                    Error::Invalid(format!("invalid regular expression in label_replace(): {e}"))
+                // Prometheus names the expression, not what is wrong with it
+                promflow_storage::re2::compile_anchored(&regex).map_err(|_| {
+                    Error::Invalid(format!("invalid regular expression in label_replace(): {regex}"))
                 })?;
                 Plan::Relabel {
                     rule: Relabel::Replace { dst, replacement, src, regex },
