@@ -8,12 +8,15 @@ use serde_json::Value;
 const BASE: i64 = 1_700_000_000_000;
 
 fn seeded() -> (tempfile::TempDir, Server) {
+    seeded_with(&[])
+}
+
+/// A server with the test data and extra flags.
+fn seeded_with(flags: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let s = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 15s\n",
-        &["--web.enable-remote-write-receiver"],
-    );
+    let mut args = vec!["--web.enable-remote-write-receiver"];
+    args.extend_from_slice(flags);
+    let s = start_promflow(dir.path(), "global:\n  scrape_interval: 15s\n", &args);
     let mut ts = Vec::new();
     for (job, inst, mult) in [("api", "a:1", 1.0), ("api", "b:1", 2.0), ("db", "c:1", 3.0)] {
         let samples: Vec<(i64, f64)> =
@@ -93,6 +96,40 @@ fn instant_and_range_queries_have_prometheus_shapes() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(result(&v)[0]["metric"]["service.name"], "checkout", "{v}");
     assert_eq!(result(&v)[0]["value"][1], "7");
+}
+
+#[test]
+fn delayed_name_removal_is_opt_in() {
+    let t = ((BASE + 300_000) as f64 / 1000.0).to_string();
+    let by_name = "sum by (__name__) (rate(http_requests_total[5m]))";
+    // without the feature, rate() drops the name at once
+    let (_dir, s) = seeded();
+    let (_, v) = s.post_form("/api/v1/query", &[("query", by_name), ("time", &t)]);
+    assert_eq!(result(&v)[0]["metric"], serde_json::json!({}), "{v}");
+    drop(s);
+    // with it, the name is there for `by (__name__)` and removed from the result at the end
+    let (_dir, s) = seeded_with(&["--enable-feature=promql-delayed-name-removal"]);
+    let (_, v) = s.post_form("/api/v1/query", &[("query", by_name), ("time", &t)]);
+    assert_eq!(result(&v).len(), 1, "{v}");
+    assert_eq!(result(&v)[0]["metric"], serde_json::json!({}), "{v}");
+    let (_, v) = s.post_form(
+        "/api/v1/query",
+        &[
+            ("query", "label_replace(rate(http_requests_total[5m]), \"n\", \"$1\", \"__name__\", \"(.+)\")"),
+            ("time", &t),
+        ],
+    );
+    assert_eq!(result(&v)[0]["metric"]["n"], "http_requests_total", "{v}");
+    assert!(result(&v)[0]["metric"].get("__name__").is_none(), "{v}");
+    // a filtering comparison across vectors keeps the mark: no name in the result
+    let (_, v) = s.post_form(
+        "/api/v1/query",
+        &[("query", "rate(http_requests_total[5m]) > ignoring(foo) (http_requests_total * 0)"), ("time", &t)],
+    );
+    assert!(!result(&v).is_empty(), "{v}");
+    for r in result(&v) {
+        assert!(r["metric"].get("__name__").is_none(), "{v}");
+    }
 }
 
 #[test]

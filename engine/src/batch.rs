@@ -1403,7 +1403,8 @@ fn join(
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             if let Some(value) = combine(op, lv, rv, return_bool) {
                 let labels = result_labels(&m.labels, one_labels, g, one_to_one, include, strip_name);
-                out.set(labels, step, value)?;
+                // a filtering comparison keeps the left series as it is, mark included
+                out.set(labels, !strip_name && m.drop_name, step, value)?;
             }
         }
     }
@@ -1418,7 +1419,7 @@ fn join(
                 }
                 let (lv, rv) = if swapped { (ov, fill) } else { (fill, ov) };
                 if let Some(value) = combine(op, lv, rv, return_bool) {
-                    out.set(one_sigs[oi].clone(), step, value)?;
+                    out.set(one_sigs[oi].clone(), false, step, value)?;
                 }
             }
         }
@@ -1468,8 +1469,8 @@ impl JoinOutput {
     }
 
     /// Sets the value of `labels` at `step`; a second value there is Prometheus's error.
-    fn set(&mut self, labels: Labels, step: usize, value: f64) -> Result<(), Error> {
-        let i = self.slot(labels, false);
+    fn set(&mut self, labels: Labels, drop_name: bool, step: usize, value: f64) -> Result<(), Error> {
+        let i = self.slot(labels, drop_name);
         if self.series[i].values[step].is_some() {
             return Err(Error::Execution(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
