@@ -312,33 +312,28 @@ fn same_answers_as_prometheus() {
 
     let mut failures = Vec::new();
     let mut checked = 0;
+    let mut compare = |what: String, path: String| {
+        let (ca, a) = pf.get_json(&path);
+        let (cb, b) = prom.get_json(&path);
+        checked += 1;
+        if ca != cb {
+            failures.push(format!("{what}: status {ca} vs {cb}: {a} / {b}"));
+        } else if let Err(e) = same(&canonical(&a), &canonical(&b)) {
+            failures.push(format!("{what}: {e}"));
+        }
+    };
     for q in QUERIES {
         let enc: String = form_urlencoded(q);
         // never a multiple of a subquery step either: 2.x closes subquery windows on the left
         for t in [base + 20 * 60_000 + 500, base + 45 * 60_000 + 7_777, base + POINTS * STEP_MS + 2_222] {
-            let path = format!("/api/v1/query?query={enc}&time={}", t as f64 / 1000.0);
-            let (ca, a) = pf.get_json(&path);
-            let (cb, b) = prom.get_json(&path);
-            checked += 1;
-            if ca != cb {
-                failures.push(format!("{q} @{t}: status {ca} vs {cb}: {a} / {b}"));
-            } else if let Err(e) = same(&canonical(&a), &canonical(&b)) {
-                failures.push(format!("{q} @{t}: {e}"));
-            }
+            compare(format!("{q} @{t}"), format!("/api/v1/query?query={enc}&time={}", t as f64 / 1000.0));
         }
         let path = format!(
             "/api/v1/query_range?query={enc}&start={}&end={}&step=37",
             (base + 10 * 60_000 + 1_111) as f64 / 1000.0,
             (base + 58 * 60_000) / 1000
         );
-        let (ca, a) = pf.get_json(&path);
-        let (cb, b) = prom.get_json(&path);
-        checked += 1;
-        if ca != cb {
-            failures.push(format!("range {q}: status {ca} vs {cb}"));
-        } else if let Err(e) = same(&canonical(&a), &canonical(&b)) {
-            failures.push(format!("range {q}: {e}"));
-        }
+        compare(format!("range {q}"), path);
     }
     eprintln!("differential: {} of {checked} answers identical to Prometheus 2.42", checked - failures.len());
     assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));

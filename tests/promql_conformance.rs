@@ -503,12 +503,12 @@ fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<
     if query.contains("start_timestamp") {
         return Some(Unsupported::StartTimestamps.reason());
     }
+    let mut sels = Vec::new();
+    if let Some(plan) = plan {
+        selections(plan, &mut sels);
+    }
     let hit = |labels: &Labels| match plan {
-        Some(plan) => {
-            let mut sels = Vec::new();
-            selections(plan, &mut sels);
-            sels.iter().any(|ms| ms.iter().all(|m| m.matches_labels(labels)))
-        }
+        Some(_) => sels.iter().any(|ms| ms.iter().all(|m| m.matches_labels(labels))),
         // a query promflow cannot compile yet: judge by the metric names it mentions
         None => mentions_metric(query, labels.metric_name()),
     };
@@ -646,19 +646,13 @@ fn parse_expect(lines: &[String]) -> Result<Expectation, String> {
     Ok(e)
 }
 
+/// The Go runner's float comparison: util/almost with ε = 1e-6, where a staleness marker
+/// equals only itself.
 fn almost_equal(a: f64, b: f64) -> bool {
     if promflow_storage::is_stale_nan(a) || promflow_storage::is_stale_nan(b) {
         return a.to_bits() == b.to_bits();
     }
-    if a == b || (a.is_nan() && b.is_nan()) {
-        return true;
-    }
-    let eps = 1e-6;
-    let sum = a.abs() + b.abs();
-    if a == 0.0 || b == 0.0 || sum < f64::MIN_POSITIVE {
-        return (a - b).abs() < eps * f64::MIN_POSITIVE;
-    }
-    (a - b).abs() / sum.min(f64::MAX) < eps
+    promflow_engine::kernels::almost_equal(a, b, 1e-6)
 }
 
 fn eval(store: &Store, block: &[String]) -> Verdict {

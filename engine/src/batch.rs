@@ -998,7 +998,7 @@ impl Ctx<'_> {
         shift: &TimeShift,
     ) -> Result<Vec<StepSeries>, Error> {
         let n = self.steps.len();
-        let (name_matchers, mut data): (Vec<Matcher>, Vec<Matcher>) =
+        let (name_matchers, data): (Vec<Matcher>, Vec<Matcher>) =
             data_matchers.unwrap_or_default().iter().cloned().partition(|m| m.name == METRIC_NAME);
         let effective = effective_info_name_matchers(&name_matchers, data_matchers.is_some());
         // info series in the input itself pass through unchanged
@@ -1035,7 +1035,6 @@ impl Ctx<'_> {
             // values are the samples' own timestamps: the newest version of an info series wins
             self.select(&matchers, shift, true)?
         };
-        data.retain(|m| m.name != METRIC_NAME);
         let info_sig = |name: &str, l: &Labels| {
             let mut sig = vec![name.to_string()];
             sig.extend(INFO_IDENTIFYING_LABELS.iter().map(|id| l.get(id).to_string()));

@@ -365,17 +365,7 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> BucketQuantile {
     if q > 1.0 {
         return plain(f64::INFINITY);
     }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if buckets.is_empty() || buckets[buckets.len() - 1].0 != f64::INFINITY {
-        return plain(f64::NAN);
-    }
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(ub, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == ub => last.1 += c,
-            _ => merged.push((ub, c)),
-        }
-    }
+    let Some(mut merged) = coalesced_buckets(buckets) else { return plain(f64::NAN) };
     let mut forced: Option<(f64, f64, f64)> = None;
     let mut prev = merged[0].1;
     for b in merged.iter_mut().skip(1) {
@@ -400,13 +390,12 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> BucketQuantile {
     BucketQuantile { value, forced_monotonic: forced }
 }
 
-/// `histogram_fraction` over classic buckets given as (upper bound, cumulative count): the
-/// estimated share of observations in `[lower, upper]`, interpolating linearly within a bucket,
-/// following Prometheus's `BucketFraction` (no monotonicity fix).
-pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+/// The buckets sorted by upper bound with equal bounds merged (Prometheus's
+/// `coalesceBuckets`), or `None` when there is no `+Inf` bucket, where the estimators give NaN.
+fn coalesced_buckets(buckets: &mut [(f64, f64)]) -> Option<Vec<(f64, f64)>> {
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if buckets.is_empty() || buckets[buckets.len() - 1].0 != f64::INFINITY {
-        return f64::NAN;
+    if buckets.last()?.0 != f64::INFINITY {
+        return None;
     }
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
     for &(ub, c) in buckets.iter() {
@@ -415,6 +404,14 @@ pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f6
             _ => merged.push((ub, c)),
         }
     }
+    Some(merged)
+}
+
+/// `histogram_fraction` over classic buckets given as (upper bound, cumulative count): the
+/// estimated share of observations in `[lower, upper]`, interpolating linearly within a bucket,
+/// following Prometheus's `BucketFraction` (no monotonicity fix).
+pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    let Some(merged) = coalesced_buckets(buckets) else { return f64::NAN };
     let count = merged[merged.len() - 1].1;
     if count == 0.0 || lower.is_nan() || upper.is_nan() {
         return f64::NAN;
@@ -489,28 +486,32 @@ fn quantile_of_monotonic(q: f64, merged: &[(f64, f64)]) -> f64 {
     bucket_start + (bucket_end - bucket_start) * (rank_in / count)
 }
 
-/// `rate`, `increase` and `delta` over an anchored or smoothed window `(start, end]`, following
-/// Prometheus's `extendedRate`: `samples` are those in the window widened by the lookback (on
-/// the left, and for `smoothed` on the right too). The left edge is the last sample at or
-/// before `start` (interpolated to `start` when smoothed), the right edge the last sample
-/// (interpolated to `end` when smoothed); there is no extrapolation.
-pub fn extended_rate(
+/// The edges of an anchored or smoothed window `(start, end]` read from `samples`, the window
+/// widened by the lookback (on the left, and for `smoothed` on the right too), following
+/// Prometheus's `extendedRate` and `extendFloats`: the value at the left edge is the last
+/// sample at or before `start` and at the right edge the last sample (both interpolated to the
+/// edge when smoothed); `inner` are the samples strictly between the edges.
+struct WindowEdges<'s> {
+    left: f64,
+    right: f64,
+    inner: &'s [Sample],
+    /// When the sample the left edge comes from was taken.
+    left_sample_t: i64,
+}
+
+fn window_edges(
     samples: &[Sample],
     b: WindowBounds,
     smoothed: bool,
     is_counter: bool,
-    is_rate: bool,
-) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
+) -> Option<WindowEdges<'_>> {
     let (start, end) = (b.start, b.end);
-    let mut last = samples.len() - 1;
-    let mut first = samples[..last].partition_point(|s| s.t <= start).saturating_sub(1);
+    let mut last = samples.len().checked_sub(1)?;
+    let first = samples[..last].partition_point(|s| s.t <= start).saturating_sub(1);
     if smoothed {
         last = samples[..last].partition_point(|s| s.t < end);
     }
-    if samples[last].t <= start || (smoothed && samples[first].t > end) {
+    if samples[last].t <= start {
         return None;
     }
     let left = edge_value(samples, first, start, smoothed && samples[first].t < start, is_counter);
@@ -519,23 +520,36 @@ pub fn extended_rate(
     } else {
         samples[last].v
     };
-    let mut result = right - left;
+    let inner_from = if samples[first].t <= start { first + 1 } else { first };
+    let inner_to = if samples[last].t >= end { last } else { last + 1 };
+    let inner = samples.get(inner_from..inner_to).unwrap_or(&[]);
+    Some(WindowEdges { left, right, inner, left_sample_t: samples[first].t })
+}
+
+/// `rate`, `increase` and `delta` over an anchored or smoothed window (see [`WindowEdges`]):
+/// the difference of the edges, without extrapolation, plus the counter resets between them.
+pub fn extended_rate(
+    samples: &[Sample],
+    b: WindowBounds,
+    smoothed: bool,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    let e = window_edges(samples, b, smoothed, is_counter)?;
+    if smoothed && e.left_sample_t > b.end {
+        return None;
+    }
+    let mut result = e.right - e.left;
     if is_counter {
-        if samples[first].t <= start {
-            first += 1;
-        }
-        if samples[last].t >= end && last > 0 {
-            last -= 1;
-        }
         // the counter resets between the edges, each adding the value before it
-        let mut prev = left;
-        for s in samples.get(first..=last).unwrap_or(&[]) {
+        let mut prev = e.left;
+        for s in e.inner {
             if s.v < prev {
                 result += prev;
             }
             prev = s.v;
         }
-        if right < prev {
+        if e.right < prev {
             result += prev;
         }
     }
@@ -584,31 +598,11 @@ pub fn smoothed_value(samples: &[Sample], t: i64) -> Option<f64> {
 /// (`extendFloats`): a point at `start` (the edge value), the samples strictly inside, and a
 /// point at `end`.
 pub fn extend_window(samples: &[Sample], b: WindowBounds, smoothed: bool) -> Vec<Sample> {
-    if samples.is_empty() {
-        return Vec::new();
-    }
-    let (start, end) = (b.start, b.end);
-    let mut last = samples.len() - 1;
-    let mut first = samples[..last].partition_point(|s| s.t <= start).saturating_sub(1);
-    if smoothed {
-        last = samples[..last].partition_point(|s| s.t < end);
-    }
-    if samples[last].t <= start {
-        return Vec::new();
-    }
-    let left = edge_value(samples, first, start, smoothed && samples[first].t < start, false);
-    let right = if smoothed && last > 0 && samples[last].t > end {
-        edge_value(samples, last - 1, end, true, false)
-    } else {
-        samples[last].v
-    };
-    if samples[first].t <= start {
-        first += 1;
-    }
-    let inner_end = if samples[last].t >= end { last } else { last + 1 };
-    let mut out = vec![Sample { t: start, v: left }];
-    out.extend_from_slice(samples.get(first..inner_end).unwrap_or(&[]));
-    out.push(Sample { t: end, v: right });
+    let Some(e) = window_edges(samples, b, smoothed, false) else { return Vec::new() };
+    let mut out = Vec::with_capacity(e.inner.len() + 2);
+    out.push(Sample { t: b.start, v: e.left });
+    out.extend_from_slice(e.inner);
+    out.push(Sample { t: b.end, v: e.right });
     out
 }
 

@@ -176,18 +176,30 @@ async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byte
     if p.get("explain").is_some_and(|v| v == "1" || v == "true") {
         return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
     }
-    let opts = QueryOptions {
-        start: t,
-        end: t,
-        step: 1,
-        lookback_ms: lookback(&state, &p)?,
+    let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
+    let res = run_query(state, plan, opts).await?;
+    Ok(json_response(render_result(&res.result, &res.annotations)))
+}
+
+/// The evaluation settings of a query over `(start, end, step)` in milliseconds, from the
+/// server's flags and the request's `lookback_delta`.
+fn query_options(
+    state: &AppState,
+    p: &Params,
+    (start, end, step): (i64, i64, i64),
+    timeout: Duration,
+    range_query: bool,
+) -> Result<QueryOptions, ApiError> {
+    Ok(QueryOptions {
+        start,
+        end,
+        step,
+        lookback_ms: lookback(state, p)?,
         max_samples: state.query.max_samples,
         deadline: Some(Instant::now() + timeout),
         delayed_name_removal: state.query.delayed_name_removal,
-        range_query: false,
-    };
-    let res = run_query(state, plan, opts).await?;
-    Ok(json_response(render_result(&res.result, &res.annotations)))
+        range_query,
+    })
 }
 
 async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -230,16 +242,7 @@ async fn query_range(State(state): Shared, q: RawQuery, headers: HeaderMap, body
         ..state.query.compile.clone()
     };
     let plan = compile(p.get("query").unwrap_or(""), &compile_opts)?;
-    let opts = QueryOptions {
-        start,
-        end,
-        step: step_ms,
-        lookback_ms: lookback(&state, &p)?,
-        max_samples: state.query.max_samples,
-        deadline: Some(Instant::now() + timeout),
-        delayed_name_removal: state.query.delayed_name_removal,
-        range_query: true,
-    };
+    let opts = query_options(&state, &p, (start, end, step_ms), timeout, true)?;
     let res = run_query(state, plan, opts).await?;
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
