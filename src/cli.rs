@@ -23,6 +23,53 @@ fn log_format(s: &str) -> Result<String, String> {
     }
 }
 
+/// Parses a byte size as Prometheus's `--storage.tsdb.retention.size` does: a number and a
+/// unit among B, KB, MB, GB, TB, PB, EB, in powers of 1024 (`512MB` is 512 MiB).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 =
+        num.parse().map_err(|_| format!("invalid size {s:?}: expected a number and a unit such as 512MB"))?;
+    let shift = match unit {
+        "B" => 0,
+        "KB" | "KiB" => 10,
+        "MB" | "MiB" => 20,
+        "GB" | "GiB" => 30,
+        "TB" | "TiB" => 40,
+        "PB" | "PiB" => 50,
+        "EB" | "EiB" => 60,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, PB or EB)"
+            ))
+        }
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+/// The retention Prometheus applies for these flags: `--storage.tsdb.retention.time` (or
+/// the deprecated `--storage.tsdb.retention`), and 15 days when neither it nor
+/// `--storage.tsdb.retention.size` is set. Returns (time in ms, size in bytes); `None` is
+/// unlimited.
+pub fn retention(flags: &Flags) -> Result<(Option<i64>, Option<u64>), String> {
+    let size = match flags.retention_size.as_str() {
+        "" | "0" | "0B" => None,
+        s => Some(parse_bytes(s)?),
+    };
+    let time = match (flags.retention_time.as_str(), flags.legacy_retention) {
+        ("", Some(d)) => Some(d),
+        ("", None) => None,
+        (s, _) => Some(duration(s)?),
+    }
+    .filter(|d| !d.is_zero());
+    let time = match (time, size) {
+        (None, None) => Some(Duration::from_secs(15 * 24 * 3600)),
+        (t, _) => t,
+    };
+    Ok((time.map(|d| d.as_millis().min(i64::MAX as u128) as i64), size))
+}
+
 /// promflow's flags. Every flag Prometheus 3.x's server accepts is accepted; those promflow
 /// does not implement yet are listed in [`UNIMPLEMENTED`] and draw one warning when set.
 #[derive(Parser, Debug)]
@@ -237,18 +284,14 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "web.console.libraries",
     "web.page-title",
     "web.cors.origin",
-    "storage.tsdb.retention.time",
-    "storage.tsdb.retention.size",
     "storage.tsdb.no-lockfile",
     "storage.tsdb.head-chunks-write-queue-size",
     "storage.tsdb.wal-compression",
     "storage.tsdb.wal-compression-type",
     "storage.tsdb.allow-overlapping-compaction",
     "storage.tsdb.delayed-compaction.max-percent",
-    "storage.tsdb.min-block-duration",
     "storage.tsdb.max-block-duration",
     "storage.tsdb.max-block-chunk-segment-size",
-    "storage.tsdb.retention",
     "storage.agent.path",
     "storage.agent.wal-compression",
     "storage.agent.retention.min-time",

@@ -61,7 +61,14 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         warn!(file = %flags.config_file, "{w}");
     }
     info!(path = %flags.tsdb_path, "opening storage");
-    let db = Db::open(&PathBuf::from(&flags.tsdb_path), DbOptions::default())
+    let (retention_time, retention_size) = cli::retention(&flags)?;
+    let db_options = DbOptions {
+        block_duration: flags.min_block_duration.as_millis().clamp(1, i64::MAX as u128) as i64,
+        retention_time,
+        retention_size,
+        ..DbOptions::default()
+    };
+    let db = Db::open(&PathBuf::from(&flags.tsdb_path), db_options)
         .map_err(|e| format!("opening storage: {e}"))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,13 +1,23 @@
-//! The database: a head, its WAL, the append feed and the data directory lock.
+//! The database: a head, its WAL, the blocks on disk, the append feed and the data
+//! directory lock.
+//!
+//! Time flows through it like this: samples are appended to the WAL and the head; once the
+//! head spans more than one and a half block durations, its oldest aligned block range is
+//! written as a block ([`crate::block`]), the head drops those samples, and a WAL checkpoint
+//! lets the segments that held them go. Blocks are merged into larger ones as time passes
+//! and deleted by retention. Queries read the head and every overlapping block and merge
+//! them, so a sample is visible exactly once wherever it lives.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant};
 
+use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
 use crate::head::{AppendResult, Head, SeriesRef, U64Map};
 use crate::wal::{self, RefSample, WalWriter};
 use crate::{
@@ -19,8 +29,15 @@ use crate::{
 const PROMFLOW_DIR: &str = "promflow";
 /// The WAL folder inside [`PROMFLOW_DIR`].
 const WAL_DIR: &str = "wal";
+/// The blocks folder inside [`PROMFLOW_DIR`].
+pub(crate) const BLOCKS_DIR: &str = "blocks";
 /// The lock file inside [`PROMFLOW_DIR`].
 const LOCK_FILE: &str = "lock";
+/// Series whose samples are read from the head (or merged from blocks) per lock hold while
+/// a block is written.
+const SERIES_PER_BATCH: usize = 2048;
+/// Two hours, Prometheus's block duration.
+const DEFAULT_BLOCK_DURATION: i64 = 2 * 3600 * 1000;
 /// The commit buffer is dropped after a batch bigger than this, not kept for reuse.
 const MAX_KEPT_BUFFER: usize = 64 << 20;
 
@@ -30,13 +47,63 @@ pub struct DbOptions {
     /// A WAL segment is cut once the next write would make it larger than this (bytes). A
     /// single commit bigger than this still goes into one segment.
     pub segment_size: u64,
+    /// The time range of a block cut from the head (milliseconds). Samples more than half of
+    /// it older than the head's newest sample are refused as out of bounds, as in Prometheus.
+    pub block_duration: i64,
+    /// Blocks whose end lies more than this before the newest block's end are deleted
+    /// (milliseconds; `None` keeps everything).
+    pub retention_time: Option<i64>,
+    /// While blocks and WAL together take more bytes than this, the oldest block is deleted.
+    pub retention_size: Option<u64>,
+    /// How often a background thread cuts blocks, merges them and applies retention; `None`
+    /// leaves that to explicit [`Db::compact`] calls.
+    pub compaction_interval: Option<Duration>,
 }
 
 impl Default for DbOptions {
-    /// 128 MiB segments, as Prometheus.
+    /// 128 MiB segments and two-hour blocks as Prometheus, no retention, compaction checked
+    /// every minute.
     fn default() -> Self {
-        DbOptions { segment_size: 128 << 20 }
+        DbOptions {
+            segment_size: 128 << 20,
+            block_duration: DEFAULT_BLOCK_DURATION,
+            retention_time: None,
+            retention_size: None,
+            compaction_interval: Some(Duration::from_secs(60)),
+        }
     }
+}
+
+/// What one [`Db::compact`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Blocks cut from the head.
+    pub head_blocks: usize,
+    /// Blocks written by merging others.
+    pub merged_blocks: usize,
+    /// Blocks deleted by retention.
+    pub deleted_blocks: usize,
+    /// WAL segments deleted after checkpoints.
+    pub wal_segments_deleted: usize,
+}
+
+/// One block as [`Db::blocks`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The block's ULID.
+    pub ulid: String,
+    /// First timestamp the block covers (inclusive, ms).
+    pub min_time: Timestamp,
+    /// End of the block's range (exclusive, ms).
+    pub max_time: Timestamp,
+    /// Samples in the block.
+    pub num_samples: u64,
+    /// Series in the block.
+    pub num_series: u64,
+    /// Compaction level (1 for blocks cut from the head or backfilled).
+    pub level: u32,
+    /// Bytes on disk.
+    pub size_bytes: u64,
 }
 
 /// A snapshot of the database's counters, in the spirit of Prometheus's
@@ -70,6 +137,14 @@ pub struct DbStats {
     pub series_count_by_label_value_pair: Vec<(String, u64)>,
     /// Distinct label pairs.
     pub num_label_pairs: u64,
+    /// Blocks on disk.
+    pub num_blocks: u64,
+    /// Bytes of the blocks on disk.
+    pub blocks_bytes: u64,
+    /// Bytes of the WAL (segments and checkpoint).
+    pub wal_bytes: u64,
+    /// Samples refused because they were older than the head accepts (since open).
+    pub out_of_bounds_samples: u64,
 }
 
 /// State only committers touch, behind one mutex that also orders commits.
@@ -86,7 +161,19 @@ struct Writer {
 /// concurrently with each other and block only while a commit applies its samples.
 pub struct Db {
     dir: PathBuf,
+    blocks_dir: PathBuf,
+    opts: DbOptions,
     head: RwLock<Head>,
+    /// Open blocks, sorted by `min_time`.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Appends older than this are refused as out of bounds: the newest block's end, or half
+    /// a block before the head's newest sample, whichever is later.
+    min_valid: AtomicI64,
+    /// The newest block's end: the head never takes samples before it.
+    floor: AtomicI64,
+    out_of_bounds: AtomicU64,
+    /// Serialises compactions (the background thread and explicit calls).
+    compacting: Mutex<()>,
     writer: Mutex<Writer>,
     subscribers: Mutex<Vec<Sender<Arc<CommittedBatch>>>>,
     wal_corruptions: u64,
@@ -160,8 +247,13 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
     Ok(file)
 }
 
-/// Rebuilds the head from the WAL; returns the next free series ref.
-fn replay_into(head: &mut Head, wal_dir: &Path) -> Result<(wal::ReplayOutcome, SeriesRef), Error> {
+/// Rebuilds the head from the WAL, skipping samples older than `floor` (they are in blocks);
+/// returns the next free series ref.
+fn replay_into(
+    head: &mut Head,
+    wal_dir: &Path,
+    floor: Timestamp,
+) -> Result<(wal::ReplayOutcome, SeriesRef), Error> {
     let started = Instant::now();
     // series are added to the head on their first sample, so series whose samples were all
     // lost (torn tail) do not linger without data
@@ -180,7 +272,7 @@ fn replay_into(head: &mut Head, wal_dir: &Path) -> Result<(wal::ReplayOutcome, S
             }
         }
         wal::Record::Samples(list) => {
-            for s in list {
+            for s in list.into_iter().filter(|s| s.t >= floor) {
                 let target = if head.get(s.r).is_some() {
                     Some(s.r)
                 } else if let Some(&a) = alias.get(&s.r) {
@@ -223,6 +315,72 @@ fn replay_into(head: &mut Head, wal_dir: &Path) -> Result<(wal::ReplayOutcome, S
     Ok((outcome, max_ref + 1))
 }
 
+/// The oldest timestamp the head accepts, given the newest block's end and the head's range.
+fn min_valid(floor: Timestamp, head: Option<(Timestamp, Timestamp)>, block_duration: i64) -> Timestamp {
+    match head {
+        Some((_, max)) => floor.max(max.saturating_sub(block_duration / 2)),
+        None => floor,
+    }
+}
+
+/// Opens every block in `dir`: removes leftovers of interrupted writes, skips (and reports)
+/// unreadable blocks, and deletes blocks whose data a later merge already holds.
+fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, Error> {
+    let mut blocks: Vec<Block> = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(format!("listing {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if name.ends_with(TMP_SUFFIX) {
+            tracing::info!(dir = %path.display(), "removing a block left half-written by a crash");
+            let _ = std::fs::remove_dir_all(&path);
+            continue;
+        }
+        match Block::open(&path) {
+            Ok(b) => blocks.push(b),
+            Err(e) => tracing::error!(block = %path.display(), error = %e, "skipping unreadable block"),
+        }
+    }
+    // a crash between writing a merged block and deleting its parts leaves both
+    let merged: Vec<(u32, BTreeSet<String>)> = blocks
+        .iter()
+        .map(|b| (b.meta().compaction.level, b.meta().compaction.sources.iter().cloned().collect()))
+        .collect();
+    blocks.retain(|b| {
+        let mine: BTreeSet<String> = b.meta().compaction.sources.iter().cloned().collect();
+        let superseded = merged.iter().any(|(level, other)| {
+            *level > b.meta().compaction.level && mine.is_subset(other) && *other != mine
+        });
+        if superseded {
+            tracing::info!(block = %b.meta().ulid, "deleting a block already merged into another");
+            let _ = std::fs::remove_dir_all(b.dir());
+        }
+        !superseded
+    });
+    blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    if !blocks.is_empty() {
+        tracing::info!(blocks = blocks.len(), "opened blocks");
+    }
+    Ok(blocks.into_iter().map(Arc::new).collect())
+}
+
+/// Runs [`Db::compact`] every `every` until the database is dropped.
+fn spawn_compactor(db: Weak<Db>, every: Duration) {
+    let spawned = std::thread::Builder::new().name("promflow-compactor".into()).spawn(move || loop {
+        std::thread::sleep(every);
+        let Some(db) = db.upgrade() else { return };
+        if let Err(e) = db.compact() {
+            tracing::error!(error = %e, "compaction failed; retrying at the next interval");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the compaction thread; blocks will not be cut");
+    }
+}
+
 impl Db {
     /// Opens (creating if needed) the database in `<data_dir>/promflow/`, locks it against
     /// other processes and replays its WAL. Corrupt WAL tails are truncated and counted, not
@@ -231,14 +389,27 @@ impl Db {
         warn_if_prometheus_dir(data_dir);
         let dir = data_dir.join(PROMFLOW_DIR);
         let wal_dir = dir.join(WAL_DIR);
-        std::fs::create_dir_all(&wal_dir)
-            .map_err(|e| Error::Io(format!("creating {}", wal_dir.display()), e))?;
+        let blocks_dir = dir.join(BLOCKS_DIR);
+        for d in [&wal_dir, &blocks_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::Io(format!("creating {}", d.display()), e))?;
+        }
         let lock_file = lock_dir(&dir)?;
+        let blocks = open_blocks(&blocks_dir)?;
+        let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(Timestamp::MIN);
         let mut head = Head::default();
-        let (outcome, next_ref) = replay_into(&mut head, &wal_dir)?;
+        let (outcome, next_ref) = replay_into(&mut head, &wal_dir, floor)?;
         let wal = WalWriter::open(&wal_dir, opts.segment_size, &outcome)?;
-        Ok(Arc::new(Db {
+        let min_valid = min_valid(floor, head.time_range(), opts.block_duration);
+        let interval = opts.compaction_interval;
+        let db = Arc::new(Db {
             dir,
+            blocks_dir,
+            opts,
+            blocks: RwLock::new(blocks),
+            min_valid: AtomicI64::new(min_valid),
+            floor: AtomicI64::new(floor),
+            out_of_bounds: AtomicU64::new(0),
+            compacting: Mutex::new(()),
             head: RwLock::new(head),
             writer: Mutex::new(Writer { wal, next_ref, buf: Vec::new() }),
             subscribers: Mutex::new(Vec::new()),
@@ -246,7 +417,11 @@ impl Db {
             wal_truncated_bytes: outcome.truncated_bytes,
             commit_dropped: AtomicU64::new(0),
             _lock: lock_file,
-        }))
+        });
+        if let Some(every) = interval {
+            spawn_compactor(Arc::downgrade(&db), every);
+        }
+        Ok(db)
     }
 
     /// The `promflow/` folder this database lives in.
@@ -292,7 +467,226 @@ impl Db {
             label_value_count_by_label_name: h.label_value_count_by_label_name,
             series_count_by_label_value_pair: h.series_count_by_label_value_pair,
             num_label_pairs: h.num_label_pairs,
+            num_blocks: read(&self.blocks).len() as u64,
+            blocks_bytes: read(&self.blocks).iter().map(|b| b.size_bytes()).sum(),
+            wal_bytes: lock(&self.writer).wal.size_bytes(),
+            out_of_bounds_samples: self.out_of_bounds.load(Ordering::Relaxed),
         }
+    }
+
+    /// The blocks on disk, oldest first.
+    pub fn blocks(&self) -> Vec<BlockInfo> {
+        read(&self.blocks)
+            .iter()
+            .map(|b| {
+                let m = b.meta();
+                BlockInfo {
+                    ulid: m.ulid.clone(),
+                    min_time: m.min_time,
+                    max_time: m.max_time,
+                    num_samples: m.stats.num_samples,
+                    num_series: m.stats.num_series,
+                    level: m.compaction.level,
+                    size_bytes: b.size_bytes(),
+                }
+            })
+            .collect()
+    }
+
+    /// Cuts every complete block range out of the head, merges blocks, and applies
+    /// retention. Runs by itself every [`DbOptions::compaction_interval`]; safe to call any
+    /// time (calls are serialised).
+    pub fn compact(&self) -> Result<CompactionReport, Error> {
+        let _running = lock(&self.compacting);
+        let mut report = CompactionReport::default();
+        while let Some(deleted) = self.compact_head()? {
+            report.head_blocks += 1;
+            report.wal_segments_deleted += deleted;
+        }
+        report.merged_blocks = self.merge_blocks()?;
+        report.deleted_blocks = self.apply_retention();
+        Ok(report)
+    }
+
+    /// Writes the head's oldest block range to a block once the head spans more than one and
+    /// a half block durations, then truncates the head and checkpoints the WAL. Returns the
+    /// number of WAL segments deleted, or `None` when there was nothing to cut.
+    fn compact_head(&self) -> Result<Option<usize>, Error> {
+        let dur = self.opts.block_duration.max(1);
+        let Some((hmin, hmax)) = read(&self.head).time_range() else { return Ok(None) };
+        if hmax.saturating_sub(hmin) <= dur / 2 * 3 {
+            return Ok(None);
+        }
+        let mint = hmin.div_euclid(dur) * dur;
+        let maxt = mint.saturating_add(dur);
+        // appends below `maxt` are already refused (the head spans more than 1.5 blocks), so
+        // the range is immutable while it is written
+        let refs = read(&self.head).refs_in_range(mint, maxt - 1);
+        let mut writer = BlockWriter::create(&self.blocks_dir, 1, Vec::new())?;
+        let mut samples = Vec::new();
+        for batch in refs.chunks(SERIES_PER_BATCH) {
+            let head = read(&self.head);
+            for (labels, r) in batch {
+                samples.clear();
+                head.samples_of(*r, mint, maxt - 1, &mut samples);
+                if let Err(e) = writer.add(Arc::clone(labels), &samples) {
+                    drop(head);
+                    writer.abort();
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(meta) = writer.finish(Some((mint, maxt)))? {
+            self.add_block(&meta)?;
+        }
+        self.floor.fetch_max(maxt, Ordering::SeqCst);
+        self.min_valid.fetch_max(maxt, Ordering::SeqCst);
+        let mut w = lock(&self.writer);
+        let removed = write(&self.head).truncate(maxt);
+        let head = read(&self.head);
+        let deleted = w.wal.checkpoint(head.all_series(), maxt)?;
+        tracing::info!(
+            mint,
+            maxt,
+            removed_series = removed,
+            wal_segments_deleted = deleted,
+            "cut a block from the head"
+        );
+        Ok(Some(deleted))
+    }
+
+    /// Opens a block just written and makes it visible to queries.
+    fn add_block(&self, meta: &BlockMeta) -> Result<(), Error> {
+        let block = Arc::new(Block::open(&self.blocks_dir.join(&meta.ulid))?);
+        let mut blocks = write(&self.blocks);
+        blocks.push(block);
+        blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+        Ok(())
+    }
+
+    /// Removes blocks from the query path and deletes their directories.
+    fn delete_blocks(&self, ulids: &BTreeSet<String>) {
+        let gone: Vec<Arc<Block>> = {
+            let mut blocks = write(&self.blocks);
+            let (gone, kept) = blocks.drain(..).partition(|b| ulids.contains(&b.meta().ulid));
+            *blocks = kept;
+            gone
+        };
+        for b in gone {
+            if let Err(e) = std::fs::remove_dir_all(b.dir()) {
+                tracing::warn!(block = %b.dir().display(), error = %e, "could not delete block directory");
+            }
+        }
+    }
+
+    /// Merges overlapping blocks, and blocks that together fill an aligned range three times
+    /// larger than theirs (6h, 18h, 54h, … for 2h blocks, up to 31 days). Returns the number
+    /// of blocks written.
+    fn merge_blocks(&self) -> Result<usize, Error> {
+        let mut written = 0;
+        loop {
+            let blocks = read(&self.blocks).clone();
+            let Some(group) = plan_merge(&blocks, self.opts.block_duration.max(1)) else {
+                return Ok(written);
+            };
+            self.merge(&group)?;
+            written += 1;
+        }
+    }
+
+    /// Writes one block holding the data of `group` and deletes the group.
+    fn merge(&self, group: &[Arc<Block>]) -> Result<(), Error> {
+        let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
+        let sources: BTreeSet<String> =
+            group.iter().flat_map(|b| b.meta().compaction.sources.iter().cloned()).collect();
+        let mint = group.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
+        let maxt = group.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
+        // every series of the group in label order, with where it lives
+        let mut entries: Vec<(Arc<Labels>, usize, u32)> = Vec::new();
+        for (bi, b) in group.iter().enumerate() {
+            for (id, s) in b.index().series.iter().enumerate() {
+                entries.push((Arc::clone(&s.labels), bi, id as u32));
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut writer = BlockWriter::create(&self.blocks_dir, level, sources.into_iter().collect())?;
+        let result = (|| {
+            let mut start = 0;
+            while start < entries.len() {
+                let mut end = (start + SERIES_PER_BATCH).min(entries.len());
+                while end < entries.len() && entries[end].0 == entries[end - 1].0 {
+                    end += 1;
+                }
+                let chunk = &entries[start..end];
+                let mut read_back: Vec<Vec<Vec<Sample>>> = Vec::with_capacity(group.len());
+                let mut positions: Vec<usize> = vec![0; group.len()];
+                for (bi, b) in group.iter().enumerate() {
+                    let ids: Vec<u32> = chunk.iter().filter(|e| e.1 == bi).map(|e| e.2).collect();
+                    read_back.push(b.read(&ids, Timestamp::MIN, Timestamp::MAX)?);
+                }
+                let mut i = 0;
+                while i < chunk.len() {
+                    let mut parts: Vec<Vec<Sample>> = Vec::new();
+                    let labels = Arc::clone(&chunk[i].0);
+                    while i < chunk.len() && chunk[i].0 == labels {
+                        let bi = chunk[i].1;
+                        parts.push(std::mem::take(&mut read_back[bi][positions[bi]]));
+                        positions[bi] += 1;
+                        i += 1;
+                    }
+                    writer.add(labels, &merge_samples(parts))?;
+                }
+                start = end;
+            }
+            Ok::<(), Error>(())
+        })();
+        if let Err(e) = result {
+            writer.abort();
+            return Err(e);
+        }
+        if let Some(meta) = writer.finish(Some((mint, maxt)))? {
+            self.add_block(&meta)?;
+        }
+        self.delete_blocks(&group.iter().map(|b| b.meta().ulid.clone()).collect());
+        tracing::info!(blocks = group.len(), level, mint, maxt, "merged blocks");
+        Ok(())
+    }
+
+    /// Deletes whole blocks beyond the retention time (counted back from the newest block's
+    /// end) and, oldest first, while blocks and WAL exceed the retention size.
+    fn apply_retention(&self) -> usize {
+        let blocks = read(&self.blocks).clone();
+        let mut doomed: BTreeSet<String> = BTreeSet::new();
+        if let (Some(keep), Some(newest)) =
+            (self.opts.retention_time, blocks.iter().map(|b| b.meta().max_time).max())
+        {
+            for b in &blocks {
+                if newest.saturating_sub(b.meta().max_time) > keep {
+                    doomed.insert(b.meta().ulid.clone());
+                }
+            }
+        }
+        if let Some(limit) = self.opts.retention_size {
+            let mut total: u64 = lock(&self.writer).wal.size_bytes()
+                + blocks
+                    .iter()
+                    .filter(|b| !doomed.contains(&b.meta().ulid))
+                    .map(|b| b.size_bytes())
+                    .sum::<u64>();
+            for b in &blocks {
+                if total <= limit {
+                    break;
+                }
+                if doomed.insert(b.meta().ulid.clone()) {
+                    total = total.saturating_sub(b.size_bytes());
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            tracing::info!(blocks = doomed.len(), "deleting blocks beyond retention");
+            self.delete_blocks(&doomed);
+        }
+        doomed.len()
     }
 
     /// Flushes the WAL to stable storage. The database stays usable; dropping it syncs too.
@@ -309,13 +703,110 @@ impl Drop for Db {
     }
 }
 
+/// Which blocks to merge next: a set of overlapping blocks, or else the blocks that fill an
+/// aligned range of the next size up, once a newer block shows that range is complete.
+fn plan_merge(blocks: &[Arc<Block>], block_duration: i64) -> Option<Vec<Arc<Block>>> {
+    // overlaps first: blocks are sorted by min_time, so a run of overlaps is contiguous
+    let mut i = 0;
+    while i < blocks.len() {
+        let mut end = blocks[i].meta().max_time;
+        let mut j = i + 1;
+        while j < blocks.len() && blocks[j].meta().min_time < end {
+            end = end.max(blocks[j].meta().max_time);
+            j += 1;
+        }
+        if j - i > 1 {
+            return Some(blocks[i..j].to_vec());
+        }
+        i = j;
+    }
+    let newest = blocks.iter().map(|b| b.meta().max_time).max()?;
+    const MAX_RANGE: i64 = 31 * 24 * 3600 * 1000;
+    let mut range = block_duration.saturating_mul(3);
+    while range <= MAX_RANGE.max(block_duration * 3) {
+        let mut k = 0;
+        while k < blocks.len() {
+            let start = blocks[k].meta().min_time.div_euclid(range) * range;
+            let stop = start.saturating_add(range);
+            let group: Vec<Arc<Block>> =
+                blocks[k..].iter().take_while(|b| b.meta().min_time < stop).cloned().collect();
+            k += group.len().max(1);
+            let fits = group.iter().all(|b| b.meta().max_time <= stop);
+            if fits && group.len() > 1 && stop <= newest {
+                return Some(group);
+            }
+        }
+        range = range.saturating_mul(3);
+    }
+    None
+}
+
+/// Merges sample lists of one series into time order, keeping the first of equal timestamps.
+fn merge_samples(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    parts.retain(|p| !p.is_empty());
+    match parts.len() {
+        0 => Vec::new(),
+        1 => parts.pop().unwrap_or_default(),
+        _ => {
+            let mut all: Vec<Sample> = parts.concat();
+            all.sort_by_key(|s| s.t);
+            all.dedup_by_key(|s| s.t);
+            all
+        }
+    }
+}
+
+/// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
+/// the samples of series found in several sources.
+fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
+    parts.retain(|p| !p.is_empty());
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all: Vec<Series> = parts.concat();
+    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut out: Vec<Series> = Vec::with_capacity(all.len());
+    let mut pending: Vec<Vec<Sample>> = Vec::new();
+    let mut iter = all.into_iter().peekable();
+    while let Some(s) = iter.next() {
+        pending.push(s.samples);
+        if iter.peek().is_some_and(|n| n.labels == s.labels) {
+            continue;
+        }
+        out.push(Series { labels: s.labels, samples: merge_samples(std::mem::take(&mut pending)) });
+    }
+    out
+}
+
+impl Db {
+    /// The blocks that may hold samples in `mint..=maxt`.
+    fn blocks_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
+        read(&self.blocks).iter().filter(|b| b.overlaps(mint, maxt)).cloned().collect()
+    }
+}
+
 impl Querier for Db {
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error> {
-        Ok(read(&self.head).select(matchers, mint, maxt))
+        let mut parts = Vec::new();
+        for b in self.blocks_in(mint, maxt) {
+            parts.push(b.select(matchers, mint, maxt)?);
+        }
+        parts.push(read(&self.head).select(matchers, mint, maxt));
+        Ok(merge_series(parts))
     }
 
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error> {
-        Ok(read(&self.head).series_labels(matchers, mint, maxt))
+        let mut out = read(&self.head).series_labels(matchers, mint, maxt);
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        for b in blocks {
+            out.extend(b.series_labels(matchers, mint, maxt).into_iter().map(|l| (*l).clone()));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     fn label_names(
@@ -324,7 +815,23 @@ impl Querier for Db {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<String>, Error> {
-        Ok(read(&self.head).label_names(matchers, mint, maxt))
+        let mut out = read(&self.head).label_names(matchers, mint, maxt);
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        for b in blocks {
+            if matchers.is_empty() {
+                out.extend(b.index().postings().names().map(|(n, _)| n.clone()));
+            } else {
+                for ls in b.series_labels(matchers, mint, maxt) {
+                    out.extend(ls.iter().map(|l| l.name.clone()));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     fn label_values(
@@ -334,7 +841,28 @@ impl Querier for Db {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<String>, Error> {
-        Ok(read(&self.head).label_values(name, matchers, mint, maxt))
+        let mut out = read(&self.head).label_values(name, matchers, mint, maxt);
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        for b in blocks {
+            if matchers.is_empty() {
+                if let Some(values) = b.index().postings().values(name) {
+                    out.extend(values.keys().cloned());
+                }
+            } else {
+                for ls in b.series_labels(matchers, mint, maxt) {
+                    let v = ls.get(name);
+                    if !v.is_empty() {
+                        out.push(v.to_string());
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 }
 
@@ -428,6 +956,10 @@ impl DbAppender {
 
 impl Appender for DbAppender {
     fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error> {
+        if t < self.db.min_valid.load(Ordering::Relaxed) {
+            self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::OutOfBounds);
+        }
         let idx = self.series_index(labels)?;
         let s = &mut self.series[idx as usize];
         if check(s.last, t, v)? {
@@ -469,7 +1001,12 @@ impl Appender for DbAppender {
                     }
                 }
             }
+            let min_valid = db.min_valid.load(Ordering::Relaxed);
             for (k, &(idx, t, v)) in keep.iter_mut().zip(&samples) {
+                if t < min_valid {
+                    dropped += 1;
+                    continue;
+                }
                 match check(last[idx as usize], t, v) {
                     Ok(true) => {
                         *k = true;
@@ -508,7 +1045,8 @@ impl Appender for DbAppender {
             new_series.iter().map(|&i| (ref_of(i), &*series[i as usize].labels)),
         );
         wal::encode_samples(&mut writer.buf, kept().map(|(idx, t, v)| RefSample { r: ref_of(idx), t, v }));
-        let written = writer.wal.write(&writer.buf);
+        let max_t = kept().map(|(_, t, _)| t).max().unwrap_or(Timestamp::MIN);
+        let written = writer.wal.write(&writer.buf, max_t);
         if writer.buf.capacity() > MAX_KEPT_BUFFER {
             writer.buf = Vec::new();
         }
@@ -530,6 +1068,9 @@ impl Appender for DbAppender {
                     tracing::error!(result = ?res, "head rejected a validated sample");
                 }
             }
+            let floor = db.floor.load(Ordering::Relaxed);
+            db.min_valid
+                .fetch_max(min_valid(floor, head.time_range(), db.opts.block_duration), Ordering::Relaxed);
         }
 
         let mut subs = lock(&db.subscribers);

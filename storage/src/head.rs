@@ -9,7 +9,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::chunk::{OpenChunk, SealedChunk};
-use crate::{Labels, MatchOp, Matcher, Sample, Series, Timestamp};
+use crate::postings::Postings;
+use crate::{Labels, Matcher, Sample, Series, Timestamp};
 
 /// A series' identifier, as written in the WAL.
 pub(crate) type SeriesRef = u64;
@@ -104,10 +105,49 @@ impl MemSeries {
         }
     }
 
+    /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
+    fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
+        let (mut samples, mut chunks) = (0u64, 0u64);
+        let whole = self.sealed.iter().take_while(|c| c.max_t() < mint).count();
+        for c in self.sealed.drain(..whole) {
+            samples += c.len() as u64;
+            chunks += 1;
+        }
+        if let Some(first) = self.sealed.first_mut() {
+            if first.min_t() < mint {
+                let (kept, cut) = rebuild_from(first.iter(), mint);
+                samples += cut;
+                *first = kept.seal();
+            }
+        } else if !self.open.is_empty() && self.open.min_t() < mint {
+            let (kept, cut) = rebuild_from(self.open.iter(), mint);
+            samples += cut;
+            if kept.is_empty() {
+                chunks += 1;
+            }
+            self.open = kept;
+        }
+        (samples, chunks)
+    }
+
     #[cfg(test)]
     fn num_samples(&self) -> usize {
         self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.open.len()
     }
+}
+
+/// A chunk holding the samples of `it` from `mint` on, and how many were left out.
+fn rebuild_from(it: crate::chunk::ChunkIter<'_>, mint: Timestamp) -> (OpenChunk, u64) {
+    let mut kept = OpenChunk::new();
+    let mut cut = 0;
+    for s in it {
+        if s.t < mint {
+            cut += 1;
+        } else {
+            kept.append(s.t, s.v);
+        }
+    }
+    (kept, cut)
 }
 
 /// What [`Head::append`] did with a sample.
@@ -147,37 +187,12 @@ pub(crate) struct Head {
     by_hash: U64Map<SeriesRef>,
     /// Series whose hash collided with an earlier series' hash (rare): searched linearly.
     collided: Vec<SeriesRef>,
-    /// Label name → value → sorted series refs.
-    postings: HashMap<String, HashMap<String, Vec<SeriesRef>>>,
-    /// Every series ref, sorted.
-    all: Vec<SeriesRef>,
+    /// Label pairs → sorted series refs.
+    postings: Postings<SeriesRef>,
     num_samples: u64,
     num_chunks: u64,
     min_time: Option<Timestamp>,
     max_time: Option<Timestamp>,
-}
-
-/// Inserts `r` into a sorted list; refs mostly grow, so this is usually a push.
-fn insert_sorted(list: &mut Vec<SeriesRef>, r: SeriesRef) {
-    match list.last() {
-        Some(&last) if last >= r => {
-            if let Err(i) = list.binary_search(&r) {
-                list.insert(i, r);
-            }
-        }
-        _ => list.push(r),
-    }
-}
-
-/// Keeps the elements of sorted `acc` that are also in sorted `other`.
-fn intersect(acc: &mut Vec<SeriesRef>, other: &[SeriesRef]) {
-    let mut rest = other;
-    acc.retain(|r| {
-        // galloping would be faster for very uneven sizes; binary search is close enough
-        let i = rest.partition_point(|x| x < r);
-        rest = &rest[i..];
-        rest.first() == Some(r)
-    });
 }
 
 fn full_range(mint: Timestamp, maxt: Timestamp) -> bool {
@@ -216,19 +231,7 @@ impl Head {
         if self.series.contains_key(&r) {
             return None;
         }
-        for l in labels.iter() {
-            let values = match self.postings.get_mut(&l.name) {
-                Some(v) => v,
-                None => self.postings.entry(l.name.clone()).or_default(),
-            };
-            match values.get_mut(&l.value) {
-                Some(list) => insert_sorted(list, r),
-                None => {
-                    values.insert(l.value.clone(), vec![r]);
-                }
-            }
-        }
-        insert_sorted(&mut self.all, r);
+        self.postings.insert(r, labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
         match self.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => self.collided.push(r),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -266,6 +269,78 @@ impl Head {
         AppendResult::Appended
     }
 
+    /// Drops every sample older than `mint` and the series left without samples (their
+    /// newest sample is then forgotten too); returns how many series were removed.
+    pub(crate) fn truncate(&mut self, mint: Timestamp) -> usize {
+        if self.min_time.is_none_or(|t| t >= mint) {
+            return 0;
+        }
+        let mut removed: Vec<SeriesRef> = Vec::new();
+        let mut new_min: Option<Timestamp> = None;
+        for (&r, s) in self.series.iter_mut() {
+            let (samples, chunks) = s.truncate(mint);
+            self.num_samples -= samples;
+            self.num_chunks -= chunks;
+            match s.first_t() {
+                Some(t) => new_min = Some(new_min.map_or(t, |m| m.min(t))),
+                None => removed.push(r),
+            }
+        }
+        removed.sort_unstable();
+        for &r in &removed {
+            let Some(s) = self.series.remove(&r) else { continue };
+            let hash = s.labels.stable_hash();
+            self.collided.retain(|&c| c != r);
+            if self.by_hash.get(&hash) == Some(&r) {
+                self.by_hash.remove(&hash);
+                // a collided series with the same hash takes the slot
+                if let Some(pos) = self
+                    .collided
+                    .iter()
+                    .position(|c| self.series.get(c).is_some_and(|o| o.labels.stable_hash() == hash))
+                {
+                    let other = self.collided.swap_remove(pos);
+                    self.by_hash.insert(hash, other);
+                }
+            }
+        }
+        self.postings.remove_all(&removed);
+        self.min_time = new_min;
+        if new_min.is_none() {
+            self.max_time = None;
+        }
+        removed.len()
+    }
+
+    /// Refs of the series with samples in `mint..=maxt`, sorted by their labels.
+    pub(crate) fn refs_in_range(&self, mint: Timestamp, maxt: Timestamp) -> Vec<(Arc<Labels>, SeriesRef)> {
+        let mut out: Vec<(Arc<Labels>, SeriesRef)> = self
+            .series
+            .iter()
+            .filter(|(_, s)| s.has_samples_in(mint, maxt))
+            .map(|(&r, s)| (Arc::clone(&s.labels), r))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Appends series `r`'s samples in `mint..=maxt` to `out`.
+    pub(crate) fn samples_of(&self, r: SeriesRef, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
+        if let Some(s) = self.series.get(&r) {
+            s.samples_in(mint, maxt, out);
+        }
+    }
+
+    /// Oldest and newest sample timestamps.
+    pub(crate) fn time_range(&self) -> Option<(Timestamp, Timestamp)> {
+        Some((self.min_time?, self.max_time?))
+    }
+
+    /// Every series with its labels (for checkpoints).
+    pub(crate) fn all_series(&self) -> impl Iterator<Item = (SeriesRef, &Labels)> {
+        self.series.iter().map(|(&r, s)| (r, &*s.labels))
+    }
+
     /// Number of series.
     pub(crate) fn num_series(&self) -> usize {
         self.series.len()
@@ -273,56 +348,8 @@ impl Head {
 
     /// Sorted refs of the series matching every matcher (label-only; no time filtering).
     fn postings(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
-        let mut lists: Vec<Cow<'_, [SeriesRef]>> = Vec::new();
-        let mut filters: Vec<&Matcher> = Vec::new();
-        for m in matchers {
-            if m.matches_empty() {
-                // also matches series without the label: cannot come from the index
-                filters.push(m);
-                continue;
-            }
-            // the series must carry the label with a matching value
-            let Some(values) = self.postings.get(&m.name) else { return Vec::new() };
-            let list: Cow<'_, [SeriesRef]> = if m.op == MatchOp::Equal {
-                match values.get(&m.value) {
-                    Some(p) => Cow::Borrowed(p.as_slice()),
-                    None => return Vec::new(),
-                }
-            } else {
-                // a series has one value per label, so these lists are disjoint: no dedup
-                let mut u: Vec<SeriesRef> = values
-                    .iter()
-                    .filter(|(v, _)| m.matches(v))
-                    .flat_map(|(_, p)| p.iter().copied())
-                    .collect();
-                u.sort_unstable();
-                Cow::Owned(u)
-            };
-            if list.is_empty() {
-                return Vec::new();
-            }
-            lists.push(list);
-        }
-        lists.sort_by_key(|l| l.len());
-        let mut out: Vec<SeriesRef> = match lists.split_first() {
-            None => self.all.clone(),
-            Some((first, rest)) => {
-                let mut acc = first.to_vec();
-                for l in rest {
-                    if acc.is_empty() {
-                        break;
-                    }
-                    intersect(&mut acc, l);
-                }
-                acc
-            }
-        };
-        if !filters.is_empty() {
-            out.retain(|r| {
-                self.series.get(r).is_some_and(|s| filters.iter().all(|m| m.matches_labels(&s.labels)))
-            });
-        }
-        out
+        self.postings
+            .select(matchers, |r, name| self.series.get(&r).map(|s| Cow::Borrowed(s.labels.get(name))))
     }
 
     /// Matching series with their samples in `mint..=maxt`, sorted by labels.
@@ -376,7 +403,7 @@ impl Head {
     /// Sorted label names of matching series.
     pub(crate) fn label_names(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<String> {
         let mut out: Vec<String> = if matchers.is_empty() && full_range(mint, maxt) {
-            self.postings.keys().cloned().collect()
+            self.postings.names().map(|(n, _)| n.clone()).collect()
         } else {
             let mut names: HashSet<&str> = HashSet::new();
             for s in self.matching(matchers, mint, maxt) {
@@ -397,7 +424,7 @@ impl Head {
         maxt: Timestamp,
     ) -> Vec<String> {
         let mut out: Vec<String> = if matchers.is_empty() {
-            let Some(values) = self.postings.get(name) else { return Vec::new() };
+            let Some(values) = self.postings.values(name) else { return Vec::new() };
             if mint > maxt {
                 return Vec::new();
             }
@@ -428,8 +455,8 @@ impl Head {
     /// Counters and top-`limit` label statistics.
     pub(crate) fn stats(&self, limit: usize) -> HeadStats {
         let mut pairs = Vec::new();
-        let mut value_counts = Vec::with_capacity(self.postings.len());
-        for (name, values) in &self.postings {
+        let mut value_counts = Vec::new();
+        for (name, values) in self.postings.names() {
             value_counts.push((name.clone(), values.len() as u64));
             for (value, refs) in values {
                 pairs.push((name.as_str(), value.as_str(), refs.len() as u64));
@@ -442,7 +469,7 @@ impl Head {
         let by_pair = pairs.into_iter().map(|(n, v, c)| (format!("{n}={v}"), c)).collect();
         let by_metric = self
             .postings
-            .get(crate::METRIC_NAME)
+            .values(crate::METRIC_NAME)
             .map(|values| values.iter().map(|(v, refs)| (v.clone(), refs.len() as u64)).collect())
             .unwrap_or_default();
         HeadStats {
@@ -471,6 +498,8 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postings::intersect;
+    use crate::MatchOp;
 
     fn ls(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied())

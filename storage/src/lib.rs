@@ -17,12 +17,15 @@ pub mod gofmt;
 pub mod labels;
 pub mod re2;
 
+mod block;
 mod chunk;
+mod codec;
 mod db;
 mod head;
+mod postings;
 mod wal;
 
-pub use db::{Db, DbOptions, DbStats};
+pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats};
 pub use labels::{Label, Labels, MatchOp, Matcher, METRIC_NAME};
 
 use std::sync::Arc;
@@ -83,6 +86,10 @@ pub enum Error {
     /// A sample older than the newest one of its series (Prometheus's "out of order sample").
     #[error("out of order sample")]
     OutOfOrder,
+    /// A sample older than the head accepts: before the newest block's end, or more than half
+    /// a block duration before the newest sample (Prometheus's "out of bounds").
+    #[error("out of bounds")]
+    OutOfBounds,
     /// Same timestamp as the newest sample of the series, different value.
     #[error("duplicate sample for timestamp")]
     DuplicateTimestamp,

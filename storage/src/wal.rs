@@ -24,17 +24,22 @@
 //! the end of the file, checksum mismatch) truncates that segment at the last good record;
 //! later segments are still read. Corruption is logged and counted, never fatal.
 //!
-//! Checkpointing is not implemented yet: the head keeps every sample in memory, so the WAL
-//! is never truncated at the front. When persistent blocks arrive, a checkpoint (the series
-//! records of live series plus the samples not yet in a block, written as ordinary records
-//! into `wal/checkpoint.NNNNNNNN/`) will let old segments be deleted; the framing above is
-//! ready for it.
+//! Checkpoints. When the head is cut into a block and truncated at time `T`, older segments
+//! hold only samples that are now in a block, but later segments still refer to series
+//! defined in them. A checkpoint `checkpoint.NNNNNNNN` (a file framed like a segment) holds
+//! series records for every series still in the head, written when segment `N` is started.
+//! Then every segment before `N` whose samples are all older than `T` is deleted (oldest
+//! first, stopping at the first that is still needed), and older checkpoints with them.
+//! Replay reads the newest checkpoint first, then the segments left. Samples older than `T`
+//! that a kept segment still holds are skipped by the caller, which knows `T` from the
+//! blocks on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::codec::{put_str, put_uvarint, Cursor};
 use crate::{Error, Labels};
 
 /// Series record, version 1.
@@ -80,6 +85,27 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     name.parse().ok()
+}
+
+/// Prefix of checkpoint files.
+const CHECKPOINT_PREFIX: &str = "checkpoint.";
+
+/// The newest checkpoint in `dir` and any older ones, by sequence number.
+fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
+    let ctx = || format!("listing WAL directory {}", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::Io(ctx(), e))? {
+        let entry = entry.map_err(|e| Error::Io(ctx(), e))?;
+        let name = entry.file_name();
+        let Some(seq) =
+            name.to_str().and_then(|n| n.strip_prefix(CHECKPOINT_PREFIX)).and_then(parse_segment_name)
+        else {
+            continue;
+        };
+        out.push((seq, entry.path()));
+    }
+    out.sort_by_key(|(seq, _)| *seq);
+    Ok(out)
 }
 
 /// Segments in `dir`, sorted by sequence number.
@@ -143,19 +169,6 @@ impl Drop for RecordEncoder<'_> {
     }
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_uvarint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
 /// Appends series records for `series` to `out` (nothing when empty).
 pub(crate) fn encode_series<'l>(out: &mut Vec<u8>, series: impl IntoIterator<Item = (u64, &'l Labels)>) {
     let mut enc = RecordEncoder::new(out, REC_SERIES_V1);
@@ -183,49 +196,14 @@ pub(crate) fn encode_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item 
 
 // ---- decoding ----
 
-/// A cursor over a payload; every read returns `None` past the end.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
-    }
-
-    fn uvarint(&mut self) -> Option<u64> {
-        let mut out: u64 = 0;
-        for i in 0..10 {
-            let b = *self.take(1)?.first()?;
-            out |= ((b & 0x7f) as u64) << (7 * i);
-            if b < 0x80 {
-                return Some(out);
-            }
-        }
-        None
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = usize::try_from(self.uvarint()?).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-}
-
 fn decode_series(payload: &[u8]) -> Option<Vec<(u64, Labels)>> {
     let mut c = Cursor(payload);
     let mut out = Vec::new();
-    while !c.0.is_empty() {
+    while !c.is_empty() {
         let r = c.u64()?;
         let n = c.uvarint()?;
         // each label takes at least two bytes: bound the count before allocating
-        if n > c.0.len() as u64 / 2 {
+        if n > c.remaining() as u64 / 2 {
             return None;
         }
         let mut pairs = Vec::with_capacity(n as usize);
@@ -264,12 +242,20 @@ pub(crate) struct ReplayOutcome {
     /// The last segment: sequence number, length after replay, and whether it can be
     /// appended to (its tail is known good).
     pub(crate) last: Option<(u64, u64, bool)>,
+    /// Every segment's sequence number with its newest sample's timestamp (`i64::MIN` when
+    /// it has no samples).
+    pub(crate) segment_max_t: Vec<(u64, i64)>,
 }
 
 /// Reads every segment in `dir` in order, handing each decodable record to `apply`, and
 /// truncates torn or corrupt tails.
 pub(crate) fn replay(dir: &Path, mut apply: impl FnMut(Record)) -> Result<ReplayOutcome, Error> {
     let mut out = ReplayOutcome::default();
+    if let Some((_, path)) = list_checkpoints(dir)?.pop() {
+        let mut ignored = ReplayOutcome::default();
+        replay_segment(&path, &mut apply, &mut ignored)?;
+        out.corruptions += ignored.corruptions;
+    }
     let segments = list_segments(dir)?;
     let mut prev: Option<u64> = None;
     for (seq, path) in segments {
@@ -279,7 +265,15 @@ pub(crate) fn replay(dir: &Path, mut apply: impl FnMut(Record)) -> Result<Replay
             }
         }
         prev = Some(seq);
-        let (len, appendable) = replay_segment(&path, &mut apply, &mut out)?;
+        let mut max_t = i64::MIN;
+        let mut track = |rec: Record| {
+            if let Record::Samples(list) = &rec {
+                max_t = list.iter().fold(max_t, |m, s| m.max(s.t));
+            }
+            apply(rec)
+        };
+        let (len, appendable) = replay_segment(&path, &mut track, &mut out)?;
+        out.segment_max_t.push((seq, max_t));
         out.segments += 1;
         out.last = Some((seq, len, appendable));
     }
@@ -370,8 +364,8 @@ pub(crate) struct WalWriter {
     file: File,
     /// Bytes of the current segment known to hold whole records.
     size: u64,
-    /// Segment files in the directory (replayed plus created).
-    segments: u64,
+    /// Every segment in the directory, oldest first, with its newest sample's timestamp.
+    segments: Vec<(u64, i64)>,
     /// The current segment may hold a partial record (a failed write that could not be
     /// undone): the next write goes to a fresh segment.
     broken: bool,
@@ -395,20 +389,22 @@ impl WalWriter {
                     seq,
                     file,
                     size: len,
-                    segments: replayed.segments,
+                    segments: replayed.segment_max_t.clone(),
                     broken: false,
                 })
             }
             last => {
                 let next = last.map_or(1, |(seq, _, _)| seq + 1);
                 let (seq, file) = create_segment(dir, next)?;
+                let mut segments = replayed.segment_max_t.clone();
+                segments.push((seq, i64::MIN));
                 Ok(WalWriter {
                     dir: dir.to_path_buf(),
                     segment_size,
                     seq,
                     file,
                     size: 0,
-                    segments: replayed.segments + 1,
+                    segments,
                     broken: false,
                 })
             }
@@ -417,12 +413,19 @@ impl WalWriter {
 
     /// Segment files in the WAL directory.
     pub(crate) fn segments(&self) -> u64 {
-        self.segments
+        self.segments.len() as u64
     }
 
-    /// Writes `buf` (whole records) with one positioned write, cutting a segment first if it
-    /// would overflow.
-    pub(crate) fn write(&mut self, buf: &[u8]) -> Result<(), Error> {
+    /// Bytes of the WAL directory's segments and checkpoint.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Writes `buf` (whole records whose newest sample is at `max_t`) with one positioned
+    /// write, cutting a segment first if it would overflow.
+    pub(crate) fn write(&mut self, buf: &[u8], max_t: i64) -> Result<(), Error> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -432,6 +435,9 @@ impl WalWriter {
         match self.file.write_all_at(buf, self.size) {
             Ok(()) => {
                 self.size += buf.len() as u64;
+                if let Some(last) = self.segments.last_mut().filter(|(seq, _)| *seq == self.seq) {
+                    last.1 = last.1.max(max_t);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -466,9 +472,46 @@ impl WalWriter {
         self.seq = seq;
         self.file = file;
         self.size = 0;
-        self.segments += 1;
+        self.segments.push((seq, i64::MIN));
         self.broken = false;
         Ok(())
+    }
+
+    /// Starts a new segment, writes a checkpoint of `series` (every series the head still
+    /// holds) beside it, and deletes the segments before it whose samples are all older than
+    /// `mint`, and older checkpoints. Returns the number of segments deleted.
+    pub(crate) fn checkpoint<'l>(
+        &mut self,
+        series: impl IntoIterator<Item = (u64, &'l Labels)>,
+        mint: i64,
+    ) -> Result<usize, Error> {
+        self.cut()?;
+        let name = format!("{CHECKPOINT_PREFIX}{}", segment_name(self.seq));
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let path = self.dir.join(&name);
+        let mut buf = Vec::new();
+        encode_series(&mut buf, series);
+        let ctx = || format!("writing WAL checkpoint {}", tmp.display());
+        std::fs::write(&tmp, &buf).map_err(|e| Error::Io(ctx(), e))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::Io(ctx(), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::Io(ctx(), e))?;
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not fsync the WAL directory");
+        }
+        for (seq, old) in list_checkpoints(&self.dir)? {
+            if seq < self.seq {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        let deletable =
+            self.segments.iter().take_while(|(seq, max_t)| *seq < self.seq && *max_t < mint).count();
+        for (seq, _) in self.segments.drain(..deletable) {
+            let p = self.dir.join(segment_name(seq));
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(segment = %p.display(), error = %e, "could not delete an old WAL segment");
+            }
+        }
+        Ok(deletable)
     }
 }
 
@@ -572,7 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::open(dir.path(), 100, &ReplayOutcome::default()).unwrap();
         for i in 1..=10 {
-            w.write(&batch(i, i as i64)).unwrap();
+            w.write(&batch(i, i as i64), i as i64).unwrap();
         }
         let segs = list_segments(dir.path()).unwrap();
         assert_eq!(segs.len() as u64, w.segments());
@@ -588,7 +631,7 @@ mod tests {
         let mut w = WalWriter::open(dir, 1 << 20, &ReplayOutcome::default()).unwrap();
         let mut ends = Vec::new();
         for i in 1..=n {
-            w.write(&batch(i, i as i64)).unwrap();
+            w.write(&batch(i, i as i64), i as i64).unwrap();
             ends.push(w.size);
         }
         w.sync().unwrap();
@@ -654,7 +697,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::open(dir.path(), 100, &ReplayOutcome::default()).unwrap();
         for i in 1..=6 {
-            w.write(&batch(i, i as i64)).unwrap();
+            w.write(&batch(i, i as i64), i as i64).unwrap();
         }
         let segs = list_segments(dir.path()).unwrap();
         assert!(segs.len() >= 3);
@@ -690,7 +733,7 @@ mod tests {
         let (_, _, out) = read_all(dir.path());
         let mut w = WalWriter::open(dir.path(), 1 << 20, &out).unwrap();
         assert_eq!(w.seq, 1);
-        w.write(&batch(3, 3)).unwrap();
+        w.write(&batch(3, 3), 3).unwrap();
         let (_, samples, out) = read_all(dir.path());
         assert_eq!((samples.len(), out.segments), (3, 1));
     }

@@ -235,9 +235,13 @@ fn reopen_replays_everything_bit_exact() {
     ];
     let before = {
         let db = open(dir.path());
-        for (i, v) in special.iter().enumerate() {
-            let l = ls(&[("__name__", "special"), ("i", &i.to_string())]);
-            commit(&db, &[(&l, i64::MIN + 1, 1.0), (&l, 0, *v), (&l, i64::MAX, 2.0)]);
+        // time moves forward across series (older samples would be out of bounds); the far
+        // end stays within the out-of-bounds window of the later appends
+        for (t, value) in [(i64::MIN + 1, None), (0, Some(())), (1_000_000, None)] {
+            for (i, v) in special.iter().enumerate() {
+                let l = ls(&[("__name__", "special"), ("i", &i.to_string())]);
+                commit(&db, &[(&l, t, if value.is_some() { *v } else { 1.0 + (t > 0) as i64 as f64 })]);
+            }
         }
         for t in 0..500 {
             commit(&db, &[(&ls(&[("__name__", "load"), ("k", "v")]), t, t as f64 / 3.0)]);
@@ -355,7 +359,7 @@ fn flipped_byte_is_truncated_and_counted() {
 #[test]
 fn segments_are_cut_at_segment_size() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = DbOptions { segment_size: 256 };
+    let opts = DbOptions { segment_size: 256, ..DbOptions::default() };
     let full = write_history(dir.path(), opts.clone(), 60);
     let segs = segments(dir.path());
     assert!(segs.len() > 5, "{} segments", segs.len());
@@ -383,7 +387,7 @@ fn segments_are_cut_at_segment_size() {
 #[test]
 fn corrupt_middle_segment_keeps_later_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = DbOptions { segment_size: 256 };
+    let opts = DbOptions { segment_size: 256, ..DbOptions::default() };
     write_history(dir.path(), opts.clone(), 60);
     let segs = segments(dir.path());
     let mid = &segs[segs.len() / 2];
@@ -564,4 +568,92 @@ fn concurrent_appenders_from_threads() {
     }
     drop(db);
     assert_eq!(dump(&open(dir.path())), before);
+}
+
+/// Options for tests that drive compaction by hand.
+fn manual(segment_size: u64) -> DbOptions {
+    DbOptions { segment_size, compaction_interval: None, ..DbOptions::default() }
+}
+
+const HOUR: i64 = 3600 * 1000;
+
+/// Appends `hours` of 15 s samples for `n` series, one commit per timestamp, so the head
+/// grows the way scrapes grow it. Values mix decimals, full-precision floats and a staleness
+/// marker.
+fn ingest(db: &Arc<Db>, n: usize, from: i64, hours: i64) {
+    let series: Vec<Labels> = (0..n).map(|i| ls(&[("__name__", "m"), ("i", &i.to_string())])).collect();
+    let mut t = from;
+    while t < from + hours * HOUR {
+        let mut app = db.appender();
+        for (i, l) in series.iter().enumerate() {
+            let v = match i % 3 {
+                0 => (t / 15_000) as f64 * 0.25,
+                1 => ((t as f64) / 7.0).sin(),
+                _ if t % (5 * HOUR) == 0 => stale_nan(),
+                _ => 1e6 + (t / 1000) as f64,
+            };
+            app.append(l, t, v).unwrap();
+        }
+        app.commit().unwrap();
+        t += 15_000;
+    }
+}
+
+#[test]
+fn head_is_cut_into_blocks_and_answers_stay_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    ingest(&db, 20, 0, 7);
+    let before = dump(&db);
+    let wal_before = segments(dir.path()).len();
+    let report = db.compact().unwrap();
+    // 7h of head: [0,2h) and [2h,4h) are cut (the head keeps more than 1.5 blocks otherwise)
+    assert_eq!(report.head_blocks, 2, "{report:?}");
+    assert!(report.wal_segments_deleted > 0, "{report:?}");
+    assert!(segments(dir.path()).len() < wal_before);
+    let blocks = db.blocks();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!((blocks[0].min_time, blocks[0].max_time), (0, 2 * HOUR));
+    assert_eq!(dump(&db), before, "head + blocks answer what the head alone did");
+    assert_eq!(db.stats(10).min_time, Some(4 * HOUR));
+    // the cut range no longer takes samples
+    let mut app = db.appender();
+    assert!(matches!(app.append(&ls(&[("__name__", "m"), ("i", "0")]), HOUR, 1.0), Err(Error::OutOfBounds)));
+    app.rollback();
+    drop(db);
+
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    assert_eq!(dump(&db), before, "restart: checkpoint + kept segments + blocks");
+    // more data: blocks [4h,6h) follows, and the three 2h blocks are merged into one 6h block
+    ingest(&db, 20, 7 * HOUR, 2);
+    let all = dump(&db);
+    let report = db.compact().unwrap();
+    assert_eq!(report.head_blocks, 1, "{report:?}");
+    assert_eq!(report.merged_blocks, 1, "{report:?}");
+    let blocks = db.blocks();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!((blocks[0].min_time, blocks[0].max_time, blocks[0].level), (0, 6 * HOUR, 2));
+    assert_eq!(dump(&db), all);
+    let m5 = db.select(&[m(MatchOp::Regex, "i", "1|4")], 5 * HOUR, 5 * HOUR + 15_000).unwrap();
+    assert_eq!(m5.len(), 2);
+    assert_eq!(m5[0].samples.len(), 2);
+}
+
+#[test]
+fn retention_deletes_whole_old_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { retention_time: Some(3 * HOUR), ..manual(1 << 20) };
+    let db = Db::open(dir.path(), opts).unwrap();
+    ingest(&db, 3, 0, 9);
+    let report = db.compact().unwrap();
+    // blocks [0,2h) [2h,4h) [4h,6h) are cut, merged to [0,6h), which is 0h behind the newest
+    // end: kept; then nothing is old enough yet
+    assert_eq!(report.deleted_blocks, 0, "{report:?}");
+    ingest(&db, 3, 9 * HOUR, 8);
+    let report = db.compact().unwrap();
+    assert!(report.deleted_blocks >= 1, "{report:?}");
+    let blocks = db.blocks();
+    let newest = blocks.iter().map(|b| b.max_time).max().unwrap();
+    assert!(blocks.iter().all(|b| newest - b.max_time <= 3 * HOUR), "{blocks:?}");
+    assert!(db.select(&name_eq("m"), 0, HOUR).unwrap().is_empty());
 }

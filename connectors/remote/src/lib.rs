@@ -104,7 +104,9 @@ pub fn append_request(req: &WriteRequest, app: &mut dyn Appender) -> Result<usiz
         validate(&labels)?;
         for s in &ts.samples {
             app.append(&labels, s.timestamp, s.value).map_err(|e| match e {
-                promflow_storage::Error::OutOfOrder | promflow_storage::Error::DuplicateTimestamp => {
+                promflow_storage::Error::OutOfOrder
+                | promflow_storage::Error::OutOfBounds
+                | promflow_storage::Error::DuplicateTimestamp => {
                     Error::InvalidSeries(labels.to_string(), format!("{e} (timestamp {})", s.timestamp))
                 }
                 other => Error::Storage(other),

@@ -839,7 +839,7 @@ fn append_scrape(
                     }
                     match app.append(&l, ts, v) {
                         Ok(()) => {}
-                        Err(promflow_storage::Error::OutOfOrder) => {
+                        Err(promflow_storage::Error::OutOfOrder | promflow_storage::Error::OutOfBounds) => {
                             counters.out_of_order.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }

@@ -1,0 +1,548 @@
+//! Immutable columnar blocks: a time range of samples in a Parquet file, with its own
+//! series index and meta file.
+//!
+//! A block is a directory `promflow/blocks/<ULID>/` holding:
+//!
+//! * `meta.json`: the block's ULID, time range (`minTime` inclusive, `maxTime` exclusive,
+//!   milliseconds), sample and series counts, compaction level and source blocks;
+//! * `index`: every series' labels in label order, with its row range (see [`index`]);
+//! * `samples.parquet`: one row per sample, sorted by series then time, with the columns
+//!   - `series_id` (UInt32): the series' position in the index,
+//!   - `timestamp` (Int64): milliseconds since the Unix epoch,
+//!   - `value_decimal` (Int64, nullable) and `value_digits` (UInt8): the value as
+//!     `value_decimal / 10^value_digits` when that is exact (see [`values`]),
+//!   - `value_float` (Float64, nullable): the value itself when it is not.
+//!
+//!   Exactly one of `value_decimal` and `value_float` is set in each row. Columns are
+//!   `DELTA_BINARY_PACKED` (integers) or `BYTE_STREAM_SPLIT` (floats) and zstd-compressed, in
+//!   pages of at most [`PAGE_ROWS`] rows so that a query reads only the pages of its series.
+//!
+//! A block is written into `<ULID>.tmp/` and renamed into place once complete and synced, so
+//! a crash never leaves a half-written block under a real name.
+
+pub(crate) mod index;
+pub(crate) mod values;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt8Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Labels, Matcher, Sample, Series, Timestamp};
+use index::BlockIndex;
+
+/// The block's meta file.
+pub(crate) const META_FILE: &str = "meta.json";
+/// The block's series index.
+pub(crate) const INDEX_FILE: &str = "index";
+/// The block's samples.
+pub(crate) const SAMPLES_FILE: &str = "samples.parquet";
+/// Suffix of a block directory being written.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// Rows per Parquet data page.
+pub(crate) const PAGE_ROWS: usize = 16 * 1024;
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows buffered before a record batch is handed to the Parquet writer.
+const BATCH_ROWS: usize = 64 * 1024;
+/// The `format` written into meta files.
+const FORMAT: &str = "promflow-parquet-v1";
+
+/// Compaction lineage, as in Prometheus's `meta.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Compaction {
+    /// 1 for a block cut from the head or backfilled, one more per merge.
+    pub(crate) level: u32,
+    /// ULIDs of the level-1 blocks whose data this block holds.
+    pub(crate) sources: Vec<String>,
+}
+
+/// Counts of a block's contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BlockStats {
+    /// Samples (rows).
+    pub(crate) num_samples: u64,
+    /// Series.
+    pub(crate) num_series: u64,
+}
+
+/// A block's `meta.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BlockMeta {
+    /// The block's id, also its directory name.
+    pub(crate) ulid: String,
+    /// Oldest timestamp the block may hold (inclusive).
+    pub(crate) min_time: Timestamp,
+    /// End of the block's range (exclusive).
+    pub(crate) max_time: Timestamp,
+    /// Contents.
+    pub(crate) stats: BlockStats,
+    /// Lineage.
+    pub(crate) compaction: Compaction,
+    /// Layout version; readers refuse versions they do not know.
+    pub(crate) version: u32,
+    /// The on-disk format's name.
+    pub(crate) format: String,
+}
+
+/// Crockford's base32 alphabet, as ULIDs use.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new ULID: 48 bits of milliseconds and 80 bits that differ per process and call, so
+/// blocks sort by creation time like Prometheus's.
+pub(crate) fn new_ulid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ms = now.as_millis() & ((1 << 48) - 1);
+    let seed = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r = xxhash_rust::xxh64::xxh64(&n.to_le_bytes(), seed) as u128
+        | (u128::from(xxhash_rust::xxh64::xxh64(&seed.to_le_bytes(), n) as u16) << 64);
+    let v: u128 = (ms << 80) | (r & ((1 << 80) - 1));
+    (0..26).rev().map(|i| CROCKFORD[((v >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+fn io(what: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Io(what(), e)
+}
+
+fn pq(what: &'static str) -> impl FnOnce(parquet::errors::ParquetError) -> Error {
+    move |e| Error::Io(what.to_string(), std::io::Error::other(e))
+}
+
+/// The samples file's Arrow schema.
+pub(crate) fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("series_id", DataType::UInt32, false),
+        Field::new("timestamp", DataType::Int64, false),
+        Field::new("value_decimal", DataType::Int64, true),
+        Field::new("value_digits", DataType::UInt8, false),
+        Field::new("value_float", DataType::Float64, true),
+    ]))
+}
+
+fn writer_properties() -> WriterProperties {
+    let delta = |b: parquet::file::properties::WriterPropertiesBuilder, col: &str| {
+        b.set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED)
+    };
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_dictionary_enabled(false)
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_column_dictionary_enabled(ColumnPath::from("value_digits"), true)
+        .set_column_encoding(ColumnPath::from("value_float"), Encoding::BYTE_STREAM_SPLIT)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "promflow.value".to_string(),
+            "value = value_decimal / 10^value_digits when value_decimal is set, else value_float".to_string(),
+        )]));
+    for col in ["series_id", "timestamp", "value_decimal"] {
+        b = delta(b, col);
+    }
+    b.build()
+}
+
+/// Writes one block from series handed over in label order.
+pub(crate) struct BlockWriter {
+    tmp: PathBuf,
+    dir: PathBuf,
+    ulid: String,
+    level: u32,
+    sources: Vec<String>,
+    writer: ArrowWriter<File>,
+    /// (labels, rows, min_t, max_t) per series written.
+    series: Vec<(Arc<Labels>, u64, Timestamp, Timestamp)>,
+    ids: Vec<u32>,
+    ts: Vec<i64>,
+    decimals: Vec<Option<i64>>,
+    digits: Vec<u8>,
+    floats: Vec<Option<f64>>,
+    samples: u64,
+}
+
+impl BlockWriter {
+    /// Starts a block in `blocks_dir/<new ULID>.tmp/`. `sources` empty means the block is its
+    /// own source (level 1).
+    pub(crate) fn create(blocks_dir: &Path, level: u32, sources: Vec<String>) -> Result<Self, Error> {
+        let ulid = new_ulid();
+        let dir = blocks_dir.join(&ulid);
+        let tmp = blocks_dir.join(format!("{ulid}{TMP_SUFFIX}"));
+        std::fs::create_dir_all(&tmp)
+            .map_err(io(|| format!("creating block directory {}", tmp.display())))?;
+        let path = tmp.join(SAMPLES_FILE);
+        let file = File::create(&path).map_err(io(|| format!("creating {}", path.display())))?;
+        let writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
+            .map_err(pq("starting a block's samples file"))?;
+        let sources = if sources.is_empty() { vec![ulid.clone()] } else { sources };
+        Ok(BlockWriter {
+            tmp,
+            dir,
+            ulid,
+            level,
+            sources,
+            writer,
+            series: Vec::new(),
+            ids: Vec::new(),
+            ts: Vec::new(),
+            decimals: Vec::new(),
+            digits: Vec::new(),
+            floats: Vec::new(),
+            samples: 0,
+        })
+    }
+
+    /// Adds a series after every series added so far in label order, with its samples in
+    /// time order. A series without samples is skipped.
+    pub(crate) fn add(&mut self, labels: Arc<Labels>, samples: &[Sample]) -> Result<(), Error> {
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return Ok(()) };
+        if self.series.last().is_some_and(|(prev, ..)| **prev >= *labels) {
+            return Err(Error::InvalidLabels(format!("block series out of order at {labels}")));
+        }
+        let id = u32::try_from(self.series.len())
+            .map_err(|_| Error::InvalidLabels("too many series in one block".into()))?;
+        let digits = values::series_digits(samples.iter().map(|s| s.v));
+        for s in samples {
+            self.ids.push(id);
+            self.ts.push(s.t);
+            self.digits.push(digits);
+            match values::mantissa(s.v, digits) {
+                Some(m) => {
+                    self.decimals.push(Some(m));
+                    self.floats.push(None);
+                }
+                None => {
+                    self.decimals.push(None);
+                    self.floats.push(Some(s.v));
+                }
+            }
+        }
+        self.samples += samples.len() as u64;
+        self.series.push((labels, samples.len() as u64, first.t, last.t));
+        if self.ids.len() >= BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), Error> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.ids))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.ts))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.decimals))),
+            Arc::new(UInt8Array::from(std::mem::take(&mut self.digits))),
+            Arc::new(Float64Array::from(std::mem::take(&mut self.floats))),
+        ];
+        let batch = RecordBatch::try_new(schema(), columns)
+            .map_err(|e| Error::Io("building a record batch".into(), std::io::Error::other(e)))?;
+        self.writer.write(&batch).map_err(pq("writing a block's samples"))
+    }
+
+    /// Completes the block: writes the index and meta file, syncs, and renames the directory
+    /// into place. The block covers `range` (`[min, max)`), or the span of its samples when
+    /// `range` is `None`. Returns `None` (and leaves nothing behind) for a block without
+    /// series.
+    pub(crate) fn finish(
+        mut self,
+        range: Option<(Timestamp, Timestamp)>,
+    ) -> Result<Option<BlockMeta>, Error> {
+        if self.series.is_empty() {
+            self.abort();
+            return Ok(None);
+        }
+        self.flush_batch()?;
+        let file = self.writer.into_inner().map_err(pq("finishing a block's samples file"))?;
+        file.sync_all().map_err(io(|| "syncing a block's samples file".to_string()))?;
+        let (min, max) = range.unwrap_or_else(|| {
+            let min = self.series.iter().map(|s| s.2).min().unwrap_or(0);
+            let max = self.series.iter().map(|s| s.3).max().unwrap_or(0);
+            (min, max.saturating_add(1))
+        });
+        let meta = BlockMeta {
+            ulid: self.ulid.clone(),
+            min_time: min,
+            max_time: max,
+            stats: BlockStats { num_samples: self.samples, num_series: self.series.len() as u64 },
+            compaction: Compaction { level: self.level, sources: std::mem::take(&mut self.sources) },
+            version: 1,
+            format: FORMAT.to_string(),
+        };
+        write_synced(&self.tmp.join(INDEX_FILE), &index::encode(&self.series))?;
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Io("encoding meta.json".into(), std::io::Error::other(e)))?;
+        write_synced(&self.tmp.join(META_FILE), &json)?;
+        std::fs::rename(&self.tmp, &self.dir)
+            .map_err(io(|| format!("renaming {} into place", self.tmp.display())))?;
+        sync_dir(self.dir.parent().unwrap_or(Path::new(".")));
+        Ok(Some(meta))
+    }
+
+    /// Removes the partly written block.
+    pub(crate) fn abort(self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut f = File::create(path).map_err(io(|| format!("creating {}", path.display())))?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(io(|| format!("writing {}", path.display())))
+}
+
+/// Syncs a directory so renames and new names in it survive a power loss.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not fsync directory");
+    }
+}
+
+/// An open, immutable block.
+pub(crate) struct Block {
+    dir: PathBuf,
+    meta: BlockMeta,
+    index: BlockIndex,
+    parquet: ArrowReaderMetadata,
+    size_bytes: u64,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block").field("dir", &self.dir).field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+        })
+        .unwrap_or(0)
+}
+
+fn corrupt(dir: &Path, what: &str) -> Error {
+    Error::Io(
+        format!("reading block {}", dir.display()),
+        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+    )
+}
+
+impl Block {
+    /// Opens the block in `dir`: reads its meta, index and Parquet footer (with page index).
+    pub(crate) fn open(dir: &Path) -> Result<Block, Error> {
+        let meta_path = dir.join(META_FILE);
+        let raw = std::fs::read(&meta_path).map_err(io(|| format!("reading {}", meta_path.display())))?;
+        let meta: BlockMeta =
+            serde_json::from_slice(&raw).map_err(|e| corrupt(dir, &format!("bad meta.json: {e}")))?;
+        if meta.version != 1 {
+            return Err(corrupt(dir, &format!("unknown block version {}", meta.version)));
+        }
+        let index_path = dir.join(INDEX_FILE);
+        let raw = std::fs::read(&index_path).map_err(io(|| format!("reading {}", index_path.display())))?;
+        let index = index::decode(&raw).ok_or_else(|| corrupt(dir, "corrupt index"))?;
+        let samples_path = dir.join(SAMPLES_FILE);
+        let file = File::open(&samples_path).map_err(io(|| format!("opening {}", samples_path.display())))?;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let parquet =
+            ArrowReaderMetadata::load(&file, options).map_err(pq("reading a block's Parquet footer"))?;
+        let rows = parquet.metadata().file_metadata().num_rows() as u64;
+        if rows != index.total_rows() {
+            return Err(corrupt(dir, "index and samples file disagree on the number of rows"));
+        }
+        Ok(Block { dir: dir.to_path_buf(), size_bytes: dir_size(dir), meta, index, parquet })
+    }
+
+    /// The block's meta file contents.
+    pub(crate) fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    /// The block's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes on disk.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// The block's series index.
+    pub(crate) fn index(&self) -> &BlockIndex {
+        &self.index
+    }
+
+    /// Whether the block may hold samples in `mint..=maxt`.
+    pub(crate) fn overlaps(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        self.meta.min_time <= maxt && self.meta.max_time > mint
+    }
+
+    /// The samples in `mint..=maxt` of series `ids` (ascending), each list in time order and
+    /// in the order of `ids`; series without samples in range get an empty list.
+    pub(crate) fn read(
+        &self,
+        ids: &[u32],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Vec<Sample>>, Error> {
+        let mut out: Vec<Vec<Sample>> = Vec::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let series = &self.index.series;
+        let ranges = ids.iter().filter_map(|&id| series.get(id as usize)).map(|s| {
+            let start = s.first_row as usize;
+            start..start + s.rows as usize
+        });
+        let selection = RowSelection::from_consecutive_ranges(ranges, self.index.total_rows() as usize);
+        let path = self.dir.join(SAMPLES_FILE);
+        let file = File::open(&path).map_err(io(|| format!("opening {}", path.display())))?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.parquet.clone())
+            .with_row_selection(selection)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(pq("reading a block's samples"))?;
+        let mut pos = 0usize; // index into ids of the series being filled
+        out.push(Vec::new());
+        for batch in reader {
+            let batch =
+                batch.map_err(|e| Error::Io("reading a block's samples".into(), std::io::Error::other(e)))?;
+            let sid = batch.column(0).as_primitive::<UInt32Type>();
+            let ts = batch.column(1).as_primitive::<Int64Type>();
+            let dec = batch.column(2).as_primitive::<Int64Type>();
+            let dig = batch.column(3).as_primitive::<UInt8Type>();
+            let flt = batch.column(4).as_primitive::<Float64Type>();
+            for row in 0..batch.num_rows() {
+                let id = sid.value(row);
+                while ids.get(pos).is_some_and(|&want| want < id) {
+                    pos += 1;
+                    out.push(Vec::new());
+                }
+                if ids.get(pos) != Some(&id) {
+                    return Err(corrupt(&self.dir, "samples file rows do not match the index"));
+                }
+                let t = ts.value(row);
+                if t < mint || t > maxt {
+                    continue;
+                }
+                let v = if dec.is_valid(row) {
+                    values::decode(dec.value(row), dig.value(row))
+                } else {
+                    flt.value(row)
+                };
+                if let Some(list) = out.last_mut() {
+                    list.push(Sample { t, v });
+                }
+            }
+        }
+        out.resize_with(ids.len(), Vec::new);
+        Ok(out)
+    }
+
+    /// Matching series with their samples in `mint..=maxt`, sorted by labels.
+    pub(crate) fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, Error> {
+        if !self.overlaps(mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let ids = self.index.select(matchers, mint, maxt);
+        let samples = self.read(&ids, mint, maxt)?;
+        Ok(ids
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(&id, samples)| Series {
+                labels: (*self.index.series[id as usize].labels).clone(),
+                samples,
+            })
+            .collect())
+    }
+
+    /// Labels of matching series with samples in range (judged by each series' time span).
+    pub(crate) fn series_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<Arc<Labels>> {
+        if !self.overlaps(mint, maxt) {
+            return Vec::new();
+        }
+        self.index
+            .select(matchers, mint, maxt)
+            .into_iter()
+            .map(|id| Arc::clone(&self.index.series[id as usize].labels))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ls(job: &str) -> Arc<Labels> {
+        Arc::new(Labels::from_pairs([("__name__", "up"), ("job", job)]))
+    }
+
+    #[test]
+    fn written_blocks_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BlockWriter::create(dir.path(), 1, Vec::new()).unwrap();
+        let a: Vec<Sample> = (0..1000).map(|i| Sample { t: i * 15_000, v: i as f64 * 0.01 }).collect();
+        let b: Vec<Sample> = (0..500)
+            .map(|i| Sample {
+                t: i * 15_000 + 7,
+                v: if i == 250 { crate::stale_nan() } else { (i as f64).sqrt() },
+            })
+            .collect();
+        w.add(ls("a"), &a).unwrap();
+        w.add(ls("b"), &b).unwrap();
+        assert!(w.add(ls("a"), &a).is_err(), "series must come in label order");
+        let meta = w.finish(None).unwrap().unwrap();
+        assert_eq!((meta.min_time, meta.max_time), (0, 999 * 15_000 + 1));
+        assert_eq!(meta.stats, BlockStats { num_samples: 1500, num_series: 2 });
+        let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        let all = block.select(&[], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].samples, a);
+        let bits = |s: &[Sample]| s.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&all[1].samples), bits(&b));
+        let m = Matcher::new(crate::MatchOp::Equal, "job", "b").unwrap();
+        let some = block.select(&[m], 15_000, 30_007).unwrap();
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].samples.len(), 2);
+        assert!(!dir.path().join(format!("{}{TMP_SUFFIX}", meta.ulid)).exists());
+    }
+
+    #[test]
+    fn ulids_are_sortable_and_distinct() {
+        let a = new_ulid();
+        let b = new_ulid();
+        assert_eq!(a.len(), 26);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| CROCKFORD.contains(&(c as u8))));
+    }
+}

@@ -1,0 +1,276 @@
+//! The inverted index shared by the head and the blocks: label name → value → sorted series
+//! ids, and the evaluation of label matchers against it.
+//!
+//! Values are kept sorted per name so that a regex with a literal prefix (`api_.*`) scans only
+//! the values that share the prefix, and a regex that is an alternation of literals
+//! (`GET|POST`) looks each literal up instead of testing every value.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{MatchOp, Matcher};
+
+/// How a matcher's value set can be found without testing every value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FastPath {
+    /// The matcher accepts exactly these values.
+    Set(Vec<String>),
+    /// The matcher accepts every value that starts with this prefix.
+    Prefix(String),
+    /// Each value has to be tested.
+    Scan,
+}
+
+/// Characters that make a regex more than a literal.
+fn is_meta(c: char) -> bool {
+    matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$')
+}
+
+/// Analyses a matcher for [`FastPath`]s. Only plainly literal shapes are recognised; anything
+/// else (escapes included) is scanned, which is always correct.
+pub(crate) fn fast_path(m: &Matcher) -> FastPath {
+    match m.op {
+        MatchOp::Equal => return FastPath::Set(vec![m.value.clone()]),
+        MatchOp::Regex => {}
+        _ => return FastPath::Scan,
+    }
+    let mut src = m.value.as_str();
+    if let Some(inner) = src.strip_prefix('(').and_then(|s| s.strip_suffix(')')) {
+        if !inner.contains(['(', ')']) {
+            src = inner;
+        }
+    }
+    if let Some(prefix) = src.strip_suffix(".*") {
+        if !prefix.chars().any(is_meta) {
+            return FastPath::Prefix(prefix.to_string());
+        }
+    }
+    let alternatives: Vec<&str> = src.split('|').collect();
+    if alternatives.iter().all(|a| !a.chars().any(is_meta)) {
+        let mut set: Vec<String> = alternatives.into_iter().map(str::to_string).collect();
+        set.sort_unstable();
+        set.dedup();
+        return FastPath::Set(set);
+    }
+    FastPath::Scan
+}
+
+/// Keeps the elements of sorted `acc` that are also in sorted `other`.
+pub(crate) fn intersect<Id: Copy + Ord>(acc: &mut Vec<Id>, other: &[Id]) {
+    let mut rest = other;
+    acc.retain(|r| {
+        let i = rest.partition_point(|x| x < r);
+        rest = &rest[i..];
+        rest.first() == Some(r)
+    });
+}
+
+/// Label name → value (sorted) → sorted ids of the series carrying that pair.
+#[derive(Debug)]
+pub(crate) struct Postings<Id> {
+    by_name: HashMap<String, BTreeMap<String, Vec<Id>>>,
+    /// Every id, sorted.
+    all: Vec<Id>,
+}
+
+impl<Id> Default for Postings<Id> {
+    fn default() -> Self {
+        Postings { by_name: HashMap::new(), all: Vec::new() }
+    }
+}
+
+/// Inserts `id` into a sorted list; ids mostly grow, so this is usually a push.
+fn insert_sorted<Id: Copy + Ord>(list: &mut Vec<Id>, id: Id) {
+    match list.last() {
+        Some(&last) if last >= id => {
+            if let Err(i) = list.binary_search(&id) {
+                list.insert(i, id);
+            }
+        }
+        _ => list.push(id),
+    }
+}
+
+impl<Id: Copy + Ord> Postings<Id> {
+    /// Indexes series `id` under each `(name, value)` pair.
+    pub(crate) fn insert<'a>(&mut self, id: Id, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for (name, value) in pairs {
+            let values = match self.by_name.get_mut(name) {
+                Some(v) => v,
+                None => self.by_name.entry(name.to_string()).or_default(),
+            };
+            match values.get_mut(value) {
+                Some(list) => insert_sorted(list, id),
+                None => {
+                    values.insert(value.to_string(), vec![id]);
+                }
+            }
+        }
+        insert_sorted(&mut self.all, id);
+    }
+
+    /// Removes every id in `ids` (sorted) from the index, dropping pairs left without series.
+    pub(crate) fn remove_all(&mut self, ids: &[Id]) {
+        if ids.is_empty() {
+            return;
+        }
+        let gone = |id: &Id| ids.binary_search(id).is_ok();
+        self.all.retain(|id| !gone(id));
+        self.by_name.retain(|_, values| {
+            values.retain(|_, list| {
+                list.retain(|id| !gone(id));
+                !list.is_empty()
+            });
+            !values.is_empty()
+        });
+    }
+
+    /// Every id, sorted.
+    #[cfg(test)]
+    pub(crate) fn all(&self) -> &[Id] {
+        &self.all
+    }
+
+    /// The values of `name` with their ids.
+    pub(crate) fn values(&self, name: &str) -> Option<&BTreeMap<String, Vec<Id>>> {
+        self.by_name.get(name)
+    }
+
+    /// Every label name with its values.
+    pub(crate) fn names(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Vec<Id>>)> {
+        self.by_name.iter()
+    }
+
+    /// The ids whose `m.name` value satisfies `m`, which must not match the empty string.
+    fn matching_values(&self, m: &Matcher) -> Cow<'_, [Id]> {
+        let Some(values) = self.by_name.get(&m.name) else { return Cow::Borrowed(&[]) };
+        let mut lists: Vec<&Vec<Id>> = match fast_path(m) {
+            FastPath::Set(set) => {
+                if let [one] = set.as_slice() {
+                    return values.get(one).map_or(Cow::Borrowed(&[]), |l| Cow::Borrowed(l.as_slice()));
+                }
+                set.iter().filter_map(|v| values.get(v)).collect()
+            }
+            FastPath::Prefix(p) => values
+                .range::<str, _>((std::ops::Bound::Included(p.as_str()), std::ops::Bound::Unbounded))
+                .take_while(|(v, _)| v.starts_with(&p))
+                .map(|(_, l)| l)
+                .collect(),
+            FastPath::Scan => values.iter().filter(|(v, _)| m.matches(v)).map(|(_, l)| l).collect(),
+        };
+        if lists.len() == 1 {
+            return Cow::Borrowed(lists.pop().map_or(&[][..], |l| l.as_slice()));
+        }
+        // a series has one value per label, so these lists are disjoint: no dedup
+        let mut u: Vec<Id> = lists.into_iter().flatten().copied().collect();
+        u.sort_unstable();
+        Cow::Owned(u)
+    }
+
+    /// Sorted ids of the series that satisfy every matcher, given their labels through
+    /// `value_of(id, name)` for matchers the index cannot answer (those accepting "").
+    pub(crate) fn select<'s>(
+        &'s self,
+        matchers: &[Matcher],
+        value_of: impl Fn(Id, &str) -> Option<Cow<'s, str>>,
+    ) -> Vec<Id> {
+        let mut lists: Vec<Cow<'_, [Id]>> = Vec::new();
+        let mut filters: Vec<&Matcher> = Vec::new();
+        for m in matchers {
+            if m.matches_empty() {
+                // also matches series without the label: cannot come from the index alone
+                filters.push(m);
+                continue;
+            }
+            let list = self.matching_values(m);
+            if list.is_empty() {
+                return Vec::new();
+            }
+            lists.push(list);
+        }
+        lists.sort_by_key(|l| l.len());
+        let mut out: Vec<Id> = match lists.split_first() {
+            None => self.all.clone(),
+            Some((first, rest)) => {
+                let mut acc = first.to_vec();
+                for l in rest {
+                    if acc.is_empty() {
+                        break;
+                    }
+                    intersect(&mut acc, l);
+                }
+                acc
+            }
+        };
+        if !filters.is_empty() {
+            out.retain(|&id| {
+                filters.iter().all(|m| m.matches(value_of(id, &m.name).as_deref().unwrap_or("")))
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(op: MatchOp, v: &str) -> Matcher {
+        Matcher::new(op, "a", v).unwrap()
+    }
+
+    #[test]
+    fn fast_paths_recognise_only_literal_shapes() {
+        assert_eq!(
+            fast_path(&m(MatchOp::Regex, "GET|POST")),
+            FastPath::Set(vec!["GET".into(), "POST".into()])
+        );
+        assert_eq!(fast_path(&m(MatchOp::Regex, "(x|y)")), FastPath::Set(vec!["x".into(), "y".into()]));
+        assert_eq!(fast_path(&m(MatchOp::Regex, "api_.*")), FastPath::Prefix("api_".into()));
+        assert_eq!(fast_path(&m(MatchOp::Regex, "a.c")), FastPath::Scan);
+        assert_eq!(fast_path(&m(MatchOp::Regex, "a\\.c|d")), FastPath::Scan);
+        assert_eq!(fast_path(&m(MatchOp::Regex, "(a|b).*")), FastPath::Scan);
+        assert_eq!(fast_path(&m(MatchOp::NotRegex, "a|b")), FastPath::Scan);
+    }
+
+    #[test]
+    fn select_agrees_with_testing_every_series() {
+        let series: Vec<Vec<(&str, &str)>> = vec![
+            vec![("__name__", "up"), ("a", "api_x")],
+            vec![("__name__", "up"), ("a", "api_y")],
+            vec![("__name__", "up"), ("a", "b")],
+            vec![("__name__", "up")],
+            vec![("__name__", "down"), ("a", "GET")],
+        ];
+        let mut p: Postings<u32> = Postings::default();
+        for (i, s) in series.iter().enumerate() {
+            p.insert(i as u32, s.iter().copied());
+        }
+        let cases = [
+            (MatchOp::Regex, "api_.*"),
+            (MatchOp::Regex, "api_x|b"),
+            (MatchOp::Regex, ".*"),
+            (MatchOp::Regex, "GET|nope"),
+            (MatchOp::NotRegex, "api_.*"),
+            (MatchOp::NotEqual, "b"),
+            (MatchOp::Equal, ""),
+            (MatchOp::Regex, "a.*|"),
+        ];
+        for (op, v) in cases {
+            let matcher = m(op, v);
+            let got = p.select(std::slice::from_ref(&matcher), |id, name| {
+                series[id as usize].iter().find(|(n, _)| *n == name).map(|(_, v)| Cow::Borrowed(*v))
+            });
+            let want: Vec<u32> = (0..series.len() as u32)
+                .filter(|&i| {
+                    matcher.matches(series[i as usize].iter().find(|(n, _)| *n == "a").map_or("", |(_, v)| v))
+                })
+                .collect();
+            assert_eq!(got, want, "{matcher}");
+        }
+        p.remove_all(&[0, 4]);
+        assert_eq!(p.all(), &[1, 2, 3]);
+        assert!(p.values("a").unwrap().get("api_x").is_none());
+        assert!(p.values("a").unwrap().get("GET").is_none());
+    }
+}
