@@ -3,6 +3,7 @@
 
 mod cli;
 mod logging;
+mod tsdb;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -35,6 +36,10 @@ const HONOURED_FEATURES: &[&str] = &[
 ];
 
 fn main() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "tsdb") {
+        std::process::exit(tsdb::main(args.collect()));
+    }
     let (flags, matches) = cli::parse();
     logging::init(&flags.log_level, &flags.log_format);
     for name in cli::unimplemented_set(&matches) {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::*;
@@ -242,55 +241,6 @@ const QUERIES: &[&str] = &[
     "rate(request_seconds_sum[5m]) / rate(request_seconds_count[5m])",
     "sum by (job) (rate(request_seconds_count[5m]))",
 ];
-
-fn canonical(v: &Value) -> BTreeMap<String, Vec<(String, f64)>> {
-    let mut out = BTreeMap::new();
-    let data = &v["data"];
-    let items: Vec<Value> = match data["resultType"].as_str() {
-        Some("vector") | Some("matrix") => data["result"].as_array().cloned().unwrap_or_default(),
-        Some("scalar") => vec![serde_json::json!({"metric": {}, "value": data["result"]})],
-        _ => vec![],
-    };
-    for item in items {
-        let key = item["metric"].to_string();
-        let mut points = Vec::new();
-        let vals: Vec<Value> = match item.get("values") {
-            Some(v) => v.as_array().cloned().unwrap_or_default(),
-            None => vec![item["value"].clone()],
-        };
-        for p in vals {
-            points.push((p[0].to_string(), p[1].as_str().unwrap_or("").parse::<f64>().unwrap_or(f64::NAN)));
-        }
-        out.insert(key, points);
-    }
-    out
-}
-
-fn same(
-    a: &BTreeMap<String, Vec<(String, f64)>>,
-    b: &BTreeMap<String, Vec<(String, f64)>>,
-) -> Result<(), String> {
-    if a.keys().collect::<Vec<_>>() != b.keys().collect::<Vec<_>>() {
-        return Err(format!("series differ:\n promflow: {:?}\n prometheus: {:?}", a.keys(), b.keys()));
-    }
-    for (k, pa) in a {
-        let pb = &b[k];
-        if pa.len() != pb.len() {
-            let ta: Vec<&String> = pa.iter().map(|p| &p.0).collect();
-            let tb: Vec<&String> = pb.iter().map(|p| &p.0).collect();
-            return Err(format!("{k}: {} points vs {}: {ta:?} vs {tb:?}", pa.len(), pb.len()));
-        }
-        for ((ta, va), (tb, vb)) in pa.iter().zip(pb) {
-            let close = (va.is_nan() && vb.is_nan())
-                || va == vb
-                || ((va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()));
-            if ta != tb || !close {
-                return Err(format!("{k}: ({ta}, {va}) vs ({tb}, {vb})"));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Starts Prometheus 2.42 and promflow and remote-writes the same payload to both; `None`
 /// when Prometheus is not installed (outside CI).

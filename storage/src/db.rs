@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Name of promflow's folder inside the data directory; nothing outside it is ever written.
-const PROMFLOW_DIR: &str = "promflow";
+pub(crate) const PROMFLOW_DIR: &str = "promflow";
 /// The WAL folder inside [`PROMFLOW_DIR`].
 const WAL_DIR: &str = "wal";
 /// The blocks folder inside [`PROMFLOW_DIR`].
@@ -70,6 +70,20 @@ impl Default for DbOptions {
             retention_time: None,
             retention_size: None,
             compaction_interval: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl BlockInfo {
+    pub(crate) fn new(m: &BlockMeta, size_bytes: u64) -> Self {
+        BlockInfo {
+            ulid: m.ulid.clone(),
+            min_time: m.min_time,
+            max_time: m.max_time,
+            num_samples: m.stats.num_samples,
+            num_series: m.stats.num_series,
+            level: m.compaction.level,
+            size_bytes,
         }
     }
 }
@@ -367,6 +381,35 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, Error> {
     Ok(blocks.into_iter().map(Arc::new).collect())
 }
 
+/// Writes the samples of a head in `mint..maxt` into a new block covering that range (or the
+/// span of its samples when `maxt` is `Timestamp::MAX`). `head` gives read access (a lock
+/// guard for the live head) and is called once per batch of series, so appenders are never
+/// held up for long.
+pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
+    blocks_dir: &Path,
+    head: impl Fn() -> G,
+    mint: Timestamp,
+    maxt: Timestamp,
+) -> Result<Option<BlockMeta>, Error> {
+    let last = maxt.saturating_sub(1);
+    let refs = head().refs_in_range(mint, last);
+    let mut writer = BlockWriter::create(blocks_dir, 1, Vec::new())?;
+    let mut samples = Vec::new();
+    for batch in refs.chunks(SERIES_PER_BATCH) {
+        let h = head();
+        for (labels, r) in batch {
+            samples.clear();
+            h.samples_of(*r, mint, last, &mut samples);
+            if let Err(e) = writer.add(Arc::clone(labels), &samples) {
+                drop(h);
+                writer.abort();
+                return Err(e);
+            }
+        }
+    }
+    writer.finish((maxt != Timestamp::MAX).then_some((mint, maxt)))
+}
+
 /// Runs [`Db::compact`] every `every` until the database is dropped.
 fn spawn_compactor(db: Weak<Db>, every: Duration) {
     let spawned = std::thread::Builder::new().name("promflow-compactor".into()).spawn(move || loop {
@@ -476,21 +519,7 @@ impl Db {
 
     /// The blocks on disk, oldest first.
     pub fn blocks(&self) -> Vec<BlockInfo> {
-        read(&self.blocks)
-            .iter()
-            .map(|b| {
-                let m = b.meta();
-                BlockInfo {
-                    ulid: m.ulid.clone(),
-                    min_time: m.min_time,
-                    max_time: m.max_time,
-                    num_samples: m.stats.num_samples,
-                    num_series: m.stats.num_series,
-                    level: m.compaction.level,
-                    size_bytes: b.size_bytes(),
-                }
-            })
-            .collect()
+        read(&self.blocks).iter().map(|b| BlockInfo::new(b.meta(), b.size_bytes())).collect()
     }
 
     /// Cuts every complete block range out of the head, merges blocks, and applies
@@ -499,6 +528,7 @@ impl Db {
     pub fn compact(&self) -> Result<CompactionReport, Error> {
         let _running = lock(&self.compacting);
         let mut report = CompactionReport::default();
+        self.load_new_blocks();
         while let Some(deleted) = self.compact_head()? {
             report.head_blocks += 1;
             report.wal_segments_deleted += deleted;
@@ -521,22 +551,7 @@ impl Db {
         let maxt = mint.saturating_add(dur);
         // appends below `maxt` are already refused (the head spans more than 1.5 blocks), so
         // the range is immutable while it is written
-        let refs = read(&self.head).refs_in_range(mint, maxt - 1);
-        let mut writer = BlockWriter::create(&self.blocks_dir, 1, Vec::new())?;
-        let mut samples = Vec::new();
-        for batch in refs.chunks(SERIES_PER_BATCH) {
-            let head = read(&self.head);
-            for (labels, r) in batch {
-                samples.clear();
-                head.samples_of(*r, mint, maxt - 1, &mut samples);
-                if let Err(e) = writer.add(Arc::clone(labels), &samples) {
-                    drop(head);
-                    writer.abort();
-                    return Err(e);
-                }
-            }
-        }
-        if let Some(meta) = writer.finish(Some((mint, maxt)))? {
+        if let Some(meta) = write_head_block(&self.blocks_dir, || read(&self.head), mint, maxt)? {
             self.add_block(&meta)?;
         }
         self.floor.fetch_max(maxt, Ordering::SeqCst);
@@ -553,6 +568,31 @@ impl Db {
             "cut a block from the head"
         );
         Ok(Some(deleted))
+    }
+
+    /// Opens blocks that appeared in the blocks folder since open (written by
+    /// `promflow tsdb create-blocks-from`), as Prometheus picks up backfilled blocks.
+    fn load_new_blocks(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.blocks_dir) else { return };
+        let known: BTreeSet<String> = read(&self.blocks).iter().map(|b| b.meta().ulid.clone()).collect();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(TMP_SUFFIX)
+                || known.contains(&name)
+                || !entry.path().join(crate::block::META_FILE).is_file()
+            {
+                continue;
+            }
+            match Block::open(&entry.path()) {
+                Ok(b) => {
+                    tracing::info!(block = %name, "loaded a block added to the data directory");
+                    let mut blocks = write(&self.blocks);
+                    blocks.push(Arc::new(b));
+                    blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+                }
+                Err(e) => tracing::error!(block = %name, error = %e, "skipping unreadable new block"),
+            }
+        }
     }
 
     /// Opens a block just written and makes it visible to queries.

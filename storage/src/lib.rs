@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backfill;
 pub mod gofmt;
 pub mod labels;
 pub mod re2;

@@ -2,6 +2,7 @@
 //! on 127.0.0.1 with bounded waits, push remote-write payloads, query the HTTP API.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -187,4 +188,56 @@ pub fn result(v: &Value) -> &Vec<Value> {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A query answer as series key → [(timestamp text, value)], for comparing two servers.
+pub fn canonical(v: &Value) -> BTreeMap<String, Vec<(String, f64)>> {
+    let mut out = BTreeMap::new();
+    let data = &v["data"];
+    let items: Vec<Value> = match data["resultType"].as_str() {
+        Some("vector") | Some("matrix") => data["result"].as_array().cloned().unwrap_or_default(),
+        Some("scalar") => vec![serde_json::json!({"metric": {}, "value": data["result"]})],
+        _ => vec![],
+    };
+    for item in items {
+        let key = item["metric"].to_string();
+        let mut points = Vec::new();
+        let vals: Vec<Value> = match item.get("values") {
+            Some(v) => v.as_array().cloned().unwrap_or_default(),
+            None => vec![item["value"].clone()],
+        };
+        for p in vals {
+            points.push((p[0].to_string(), p[1].as_str().unwrap_or("").parse::<f64>().unwrap_or(f64::NAN)));
+        }
+        out.insert(key, points);
+    }
+    out
+}
+
+/// Whether two canonical answers agree: the same series and timestamps, values equal within
+/// 1e-9 relative (NaN equals NaN).
+pub fn same(
+    a: &BTreeMap<String, Vec<(String, f64)>>,
+    b: &BTreeMap<String, Vec<(String, f64)>>,
+) -> Result<(), String> {
+    if a.keys().collect::<Vec<_>>() != b.keys().collect::<Vec<_>>() {
+        return Err(format!("series differ:\n promflow: {:?}\n prometheus: {:?}", a.keys(), b.keys()));
+    }
+    for (k, pa) in a {
+        let pb = &b[k];
+        if pa.len() != pb.len() {
+            let ta: Vec<&String> = pa.iter().map(|p| &p.0).collect();
+            let tb: Vec<&String> = pb.iter().map(|p| &p.0).collect();
+            return Err(format!("{k}: {} points vs {}: {ta:?} vs {tb:?}", pa.len(), pb.len()));
+        }
+        for ((ta, va), (tb, vb)) in pa.iter().zip(pb) {
+            let close = (va.is_nan() && vb.is_nan())
+                || va == vb
+                || ((va - vb).abs() <= 1e-9 * va.abs().max(vb.abs()));
+            if ta != tb || !close {
+                return Err(format!("{k}: ({ta}, {va}) vs ({tb}, {vb})"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -331,7 +331,8 @@ impl std::fmt::Debug for Block {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of the files directly in `dir`.
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()

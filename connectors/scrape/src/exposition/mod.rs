@@ -142,6 +142,16 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Parses an OpenMetrics body (promtool's backfill input) without collecting it: each sample
+/// goes to `sink` as it is read, so files far larger than memory allows for parsed samples
+/// can be read. Returns the metadata; errors as [`parse`].
+pub fn parse_openmetrics_each(
+    body: &[u8],
+    sink: &mut dyn FnMut(ParsedSample),
+) -> Result<Vec<MetricMetadata>, ParseError> {
+    openmetrics::parse_each(body, sink)
+}
+
 /// Parses a whole scrape body in the given format. The first malformed line fails the whole
 /// body, as a Prometheus scrape does.
 pub fn parse(body: &[u8], format: Format) -> Result<Exposition, ParseError> {

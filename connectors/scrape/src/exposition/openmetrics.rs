@@ -20,11 +20,22 @@ use super::{Exposition, MetricType, ParseError, ParsedSample};
 
 /// Parses an OpenMetrics body.
 pub(super) fn parse(body: &[u8]) -> Result<Exposition, ParseError> {
+    let mut samples = Vec::with_capacity(body.len() / 64);
+    let metadata = parse_each(body, &mut |s| samples.push(s))?;
+    Ok(Exposition { samples, metadata })
+}
+
+/// Parses an OpenMetrics body, handing each sample to `sink` as it is read; returns the
+/// metadata. On error, `sink` has seen the samples before the bad line.
+pub(super) fn parse_each(
+    body: &[u8],
+    sink: &mut dyn FnMut(ParsedSample),
+) -> Result<Vec<super::MetricMetadata>, ParseError> {
     let mut p = Parser {
         c: Cursor::new(body),
         mtype: MetricType::Unknown,
         meta: MetadataSet::default(),
-        samples: Vec::with_capacity(body.len() / 64),
+        sink,
         scratch: SeriesScratch::default(),
     };
     loop {
@@ -46,7 +57,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Exposition, ParseError> {
             }
         }
     }
-    Ok(Exposition { samples: p.samples, metadata: p.meta.into_vec() })
+    Ok(p.meta.into_vec())
 }
 
 #[derive(Clone, Copy)]
@@ -56,16 +67,16 @@ enum Meta {
     Unit,
 }
 
-struct Parser<'a> {
+struct Parser<'a, 's> {
     c: Cursor<'a>,
     /// The type of the most recent `# TYPE` line (Prometheus never resets it).
     mtype: MetricType,
     meta: MetadataSet,
-    samples: Vec<ParsedSample>,
+    sink: &'s mut dyn FnMut(ParsedSample),
     scratch: SeriesScratch<'a>,
 }
 
-impl<'a> Parser<'a> {
+impl<'a> Parser<'a, '_> {
     fn missing_eof(&self) -> ParseError {
         self.c.error_at(self.c.b.len(), "unexpected end of input: OpenMetrics data must end with \"# EOF\"")
     }
@@ -208,7 +219,7 @@ impl<'a> Parser<'a> {
         }
 
         let labels = self.scratch.finish(self.mtype).map_err(|m| self.c.error_at(line_start, m))?;
-        self.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value) });
+        (self.sink)(ParsedSample { labels, timestamp_ms, value: canonical(value) });
         Ok(())
     }
 
