@@ -229,13 +229,18 @@ fn a_block_reads_with_nothing_but_the_parquet_crate() {
     let mut rows = 0u64;
     let mut values: Vec<(i64, f64)> = Vec::new();
     for entry in std::fs::read_dir(&blocks).unwrap().flatten() {
+        // the decimal column holds differences: a series' mantissas are their running sum
+        let (mut series, mut mantissa): (Option<u32>, i64) = (None, 0);
         let file = File::open(entry.path().join("samples.parquet")).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let schema = batch.schema();
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            assert_eq!(names, ["series_id", "timestamp", "value_decimal", "value_digits", "value_float"]);
+            assert_eq!(
+                names,
+                ["series_id", "timestamp", "value_decimal_delta", "value_digits", "value_float"]
+            );
             let ids = batch.column(0).as_primitive::<UInt32Type>();
             let ts = batch.column(1).as_primitive::<Int64Type>();
             let dec = batch.column(2).as_primitive::<Int64Type>();
@@ -243,26 +248,37 @@ fn a_block_reads_with_nothing_but_the_parquet_crate() {
             let flt = batch.column(4).as_primitive::<Float64Type>();
             for r in 0..batch.num_rows() {
                 assert!(dec.is_valid(r) != flt.is_valid(r), "exactly one value column per row");
+                if Some(ids.value(r)) != series {
+                    (series, mantissa) = (Some(ids.value(r)), 0);
+                }
                 let v = if dec.is_valid(r) {
-                    dec.value(r) as f64 / 10f64.powi(dig.value(r) as i32)
+                    mantissa += dec.value(r);
+                    mantissa as f64 / 10f64.powi(dig.value(r) as i32)
                 } else {
                     flt.value(r)
                 };
-                let _ = ids.value(r);
                 values.push((ts.value(r), v));
             }
             rows += batch.num_rows() as u64;
         }
     }
     assert_eq!(rows, samples);
-    // the file's first series (app_requests_total, code 200, i0) reads back exactly
-    let first: Vec<f64> = text
+    // every (timestamp, value) of the file reads back bit for bit (NaN compared as NaN)
+    let key = |t: i64, v: f64| (t, if v.is_nan() { u64::MAX } else { v.to_bits() });
+    let mut want: Vec<(i64, u64)> = text
         .lines()
-        .filter(|l| l.starts_with("app_requests_total{code=\"200\",instance=\"i0:80\"}"))
-        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let mut it = l.rsplit(' ');
+            let t: f64 = it.next().unwrap().parse().unwrap();
+            let v: f64 = it.next().unwrap().parse().unwrap();
+            key((t * 1000.0) as i64, v)
+        })
         .collect();
-    let read: Vec<f64> = values.iter().filter(|(_, v)| first.contains(v)).map(|(_, v)| *v).collect();
-    assert!(read.len() >= first.len(), "every value of the first series is in some block");
+    let mut got: Vec<(i64, u64)> = values.iter().map(|&(t, v)| key(t, v)).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert!(got == want, "values differ from the input");
 }
 
 #[test]
