@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt8Type};
+use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type, UInt8Type};
 use arrow_array::Array;
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -229,7 +229,7 @@ fn a_block_reads_with_nothing_but_the_parquet_crate() {
     let mut rows = 0u64;
     let mut values: Vec<(i64, f64)> = Vec::new();
     for entry in std::fs::read_dir(&blocks).unwrap().flatten() {
-        // the decimal column holds differences: a series' mantissas are their running sum
+        // the decimal column holds zigzag differences: a series' mantissas are their running sum
         let (mut series, mut mantissa): (Option<u32>, i64) = (None, 0);
         let file = File::open(entry.path().join("samples.parquet")).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
@@ -239,11 +239,11 @@ fn a_block_reads_with_nothing_but_the_parquet_crate() {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             assert_eq!(
                 names,
-                ["series_id", "timestamp", "value_decimal_delta", "value_digits", "value_float"]
+                ["series_id", "timestamp", "value_decimal_delta_zigzag", "value_digits", "value_float"]
             );
             let ids = batch.column(0).as_primitive::<UInt32Type>();
             let ts = batch.column(1).as_primitive::<Int64Type>();
-            let dec = batch.column(2).as_primitive::<Int64Type>();
+            let dec = batch.column(2).as_primitive::<UInt64Type>();
             let dig = batch.column(3).as_primitive::<UInt8Type>();
             let flt = batch.column(4).as_primitive::<Float64Type>();
             for r in 0..batch.num_rows() {
@@ -252,7 +252,8 @@ fn a_block_reads_with_nothing_but_the_parquet_crate() {
                     (series, mantissa) = (Some(ids.value(r)), 0);
                 }
                 let v = if dec.is_valid(r) {
-                    mantissa += dec.value(r);
+                    let z = dec.value(r);
+                    mantissa += (z >> 1) as i64 ^ -((z & 1) as i64);
                     mantissa as f64 / 10f64.powi(dig.value(r) as i32)
                 } else {
                     flt.value(r)

@@ -9,18 +9,19 @@
 //! * `samples.parquet`: one row per sample, sorted by series then time, with the columns
 //!   - `series_id` (UInt32): the series' position in the index,
 //!   - `timestamp` (Int64): milliseconds since the Unix epoch,
-//!   - `value_decimal_delta` (Int64, nullable) and `value_digits` (UInt8): the value as a
-//!     decimal mantissa `m` with `value = m / 10^value_digits` when that is exact (see
-//!     [`values`]), stored as the difference from the series' previous mantissa (the first
-//!     one of a series as is): a series' mantissas are the running sum of this column over
-//!     its rows;
+//!   - `value_decimal_delta_zigzag` (UInt64, nullable) and `value_digits` (UInt8): the value
+//!     as a decimal mantissa `m` with `value = m / 10^value_digits` when that is exact (see
+//!     [`values`]), stored as the difference `d` from the series' previous mantissa (the first
+//!     one of a series from 0), zigzag-encoded (`(d << 1) ^ (d >> 63)`, so small negative
+//!     differences are small numbers too): a series' mantissas are the running sum of the
+//!     decoded differences over its rows;
 //!   - `value_float` (Float64, nullable): the value itself when no mantissa is exact.
 //!
-//!   Exactly one of `value_decimal_delta` and `value_float` is set in each row. Series ids
+//!   Exactly one of `value_decimal_delta_zigzag` and `value_float` is set in each row. Series ids
 //!   and timestamps are `DELTA_BINARY_PACKED`; the two value columns are
 //!   `BYTE_STREAM_SPLIT`, which puts the mostly-zero high bytes of the deltas side by side
-//!   for zstd (on node_exporter-like data this took the value column from 1.15 to 0.58 bytes
-//!   per sample; `docs/benchmarks.md`). Everything is zstd-compressed, in pages of at most
+//!   for zstd (on the node_exporter-like benchmark data this took the value column from 1.15
+//!   bytes per sample with plain mantissas to 0.80; `docs/benchmarks.md`). Everything is zstd-compressed, in pages of at most
 //!   [`PAGE_ROWS`] rows so that a query reads only the pages of its series.
 //!
 //! A block is written into `<ULID>.tmp/` and renamed into place once complete and synced, so
@@ -34,8 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt8Type};
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt8Array};
+use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type, UInt8Type};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array, UInt8Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -133,12 +136,21 @@ fn pq(what: &'static str) -> impl FnOnce(parquet::errors::ParquetError) -> Error
     move |e| Error::Io(what.to_string(), std::io::Error::other(e))
 }
 
+/// Maps signed to unsigned so that numbers near zero of either sign stay small.
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+fn unzigzag(u: u64) -> i64 {
+    (u >> 1) as i64 ^ -((u & 1) as i64)
+}
+
 /// The samples file's Arrow schema.
 pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
         Field::new("timestamp", DataType::Int64, false),
-        Field::new("value_decimal_delta", DataType::Int64, true),
+        Field::new("value_decimal_delta_zigzag", DataType::UInt64, true),
         Field::new("value_digits", DataType::UInt8, false),
         Field::new("value_float", DataType::Float64, true),
     ]))
@@ -156,11 +168,11 @@ fn writer_properties() -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_column_dictionary_enabled(ColumnPath::from("value_digits"), true)
         .set_column_encoding(ColumnPath::from("value_float"), Encoding::BYTE_STREAM_SPLIT)
-        .set_column_encoding(ColumnPath::from("value_decimal_delta"), Encoding::BYTE_STREAM_SPLIT)
+        .set_column_encoding(ColumnPath::from("value_decimal_delta_zigzag"), Encoding::BYTE_STREAM_SPLIT)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "promflow.value".to_string(),
-            "value = (running sum of value_decimal_delta over the series' rows) / 10^value_digits \
-             where value_decimal_delta is set, else value_float"
+            "value = (running sum over the series' rows of the zigzag-decoded \
+             value_decimal_delta_zigzag) / 10^value_digits where it is set, else value_float"
                 .to_string(),
         )]));
     for col in ["series_id", "timestamp"] {
@@ -181,7 +193,7 @@ pub(crate) struct BlockWriter {
     series: Vec<(Arc<Labels>, u64, Timestamp, Timestamp)>,
     ids: Vec<u32>,
     ts: Vec<i64>,
-    decimals: Vec<Option<i64>>,
+    decimals: Vec<Option<u64>>,
     digits: Vec<u8>,
     floats: Vec<Option<f64>>,
     samples: u64,
@@ -236,7 +248,7 @@ impl BlockWriter {
             match values::mantissa(s.v, digits) {
                 Some(m) => {
                     // mantissas are below 2^53 in magnitude: the difference cannot overflow
-                    self.decimals.push(Some(m - prev));
+                    self.decimals.push(Some(zigzag(m - prev)));
                     prev = m;
                     self.floats.push(None);
                 }
@@ -261,7 +273,7 @@ impl BlockWriter {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(std::mem::take(&mut self.ids))),
             Arc::new(Int64Array::from(std::mem::take(&mut self.ts))),
-            Arc::new(Int64Array::from(std::mem::take(&mut self.decimals))),
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.decimals))),
             Arc::new(UInt8Array::from(std::mem::take(&mut self.digits))),
             Arc::new(Float64Array::from(std::mem::take(&mut self.floats))),
         ];
@@ -442,7 +454,7 @@ impl Block {
                 batch.map_err(|e| Error::Io("reading a block's samples".into(), std::io::Error::other(e)))?;
             let sid = batch.column(0).as_primitive::<UInt32Type>();
             let ts = batch.column(1).as_primitive::<Int64Type>();
-            let dec = batch.column(2).as_primitive::<Int64Type>();
+            let dec = batch.column(2).as_primitive::<UInt64Type>();
             let dig = batch.column(3).as_primitive::<UInt8Type>();
             let flt = batch.column(4).as_primitive::<Float64Type>();
             for row in 0..batch.num_rows() {
@@ -457,7 +469,7 @@ impl Block {
                 }
                 let decimal = dec.is_valid(row);
                 if decimal {
-                    mantissa = mantissa.wrapping_add(dec.value(row));
+                    mantissa = mantissa.wrapping_add(unzigzag(dec.value(row)));
                 }
                 let t = ts.value(row);
                 if t < mint || t > maxt {
