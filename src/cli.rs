@@ -277,7 +277,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "web.max-connections",
     "web.max-notifications-subscribers",
     "web.user-assets",
-    "web.enable-admin-api",
     "web.remote-write-receiver.accepted-protobuf-messages",
     "web.enable-otlp-receiver",
     "web.console.templates",

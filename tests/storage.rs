@@ -339,3 +339,45 @@ fn kill_9_during_remote_write_keeps_every_acknowledged_sample() {
         assert!(n >= acked.len(), "{n} samples of {} acknowledged survived: {r}", acked.len());
     }
 }
+
+#[test]
+fn admin_api_deletes_snapshots_and_cleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver", "--web.enable-admin-api"]);
+    let base = now_ms() - 120_000;
+    let samples: Vec<(i64, f64)> = (0..10).map(|i| (base + i * 1000, i as f64)).collect();
+    let (code, _) = remote_write(
+        &s,
+        vec![
+            series(&[("__name__", "gone"), ("k", "a")], &samples),
+            series(&[("__name__", "kept")], &samples),
+        ],
+    );
+    assert_eq!(code, 204);
+    let post = |path: &str| client().post(s.url(path)).send().unwrap();
+    let r = post("/api/v1/admin/tsdb/delete_series");
+    assert_eq!(r.status().as_u16(), 400, "match[] is required");
+    let r = post("/api/v1/admin/tsdb/delete_series?match[]=gone");
+    assert_eq!(r.status().as_u16(), 204);
+    let at = (base + 9_000) as f64 / 1000.0;
+    let v = get(&s, &format!("/api/v1/query?query=gone&time={at}"));
+    assert!(result(&v).is_empty(), "{v}");
+    let v = get(&s, &format!("/api/v1/query?query=kept&time={at}"));
+    assert_eq!(result(&v).len(), 1, "{v}");
+    let r = post("/api/v1/admin/tsdb/snapshot");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    let name = v["data"]["name"].as_str().unwrap().to_string();
+    assert!(dir.path().join("data/promflow/snapshots").join(&name).join("promflow/blocks").is_dir(), "{v}");
+    assert_eq!(post("/api/v1/admin/tsdb/clean_tombstones").status().as_u16(), 204);
+    assert_eq!(client().get(s.url("/api/v1/admin/tsdb/snapshot")).send().unwrap().status().as_u16(), 405);
+    // the deletion survives a restart (WAL tombstones)
+    drop(s);
+    let cfg = dir.path().join("prometheus.yml");
+    let s = start_promflow_with(dir.path(), &cfg, free_port(), &[]);
+    let v = get(&s, &format!("/api/v1/query?query=gone&time={at}"));
+    assert!(result(&v).is_empty(), "{v}");
+    let r = client().post(s.url("/api/v1/admin/tsdb/clean_tombstones")).send().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["error"], "admin APIs disabled", "{v}");
+}

@@ -29,6 +29,8 @@ use crate::{
 pub(crate) const PROMFLOW_DIR: &str = "promflow";
 /// The WAL folder inside [`PROMFLOW_DIR`].
 const WAL_DIR: &str = "wal";
+/// The snapshots folder inside [`PROMFLOW_DIR`].
+const SNAPSHOTS_DIR: &str = "snapshots";
 /// The blocks folder inside [`PROMFLOW_DIR`].
 pub(crate) const BLOCKS_DIR: &str = "blocks";
 /// The lock file inside [`PROMFLOW_DIR`].
@@ -277,6 +279,14 @@ fn replay_into(
     let mut max_ref: SeriesRef = 0;
     let (mut samples, mut unknown, mut rejected) = (0u64, 0u64, 0u64);
     let outcome = wal::replay(wal_dir, |rec| match rec {
+        wal::Record::Tombstones(list) => {
+            for (r, mint, maxt) in list {
+                let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
+                if let Some(t) = target {
+                    head.delete_range(t, mint, maxt);
+                }
+            }
+        }
         wal::Record::Series(list) => {
             for (r, labels) in list {
                 max_ref = max_ref.max(r);
@@ -522,6 +532,76 @@ impl Db {
         read(&self.blocks).iter().map(|b| BlockInfo::new(b.meta(), b.size_bytes())).collect()
     }
 
+    /// Deletes the samples of the series matching `matchers` in `mint..=maxt`, in the head
+    /// (made durable by a WAL tombstones record) and in the blocks (tombstones files until
+    /// [`Db::clean_tombstones`] or a merge rewrites them). Returns the series affected.
+    pub fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<usize, Error> {
+        let mut affected = 0;
+        for b in self.blocks_in(mint, maxt) {
+            affected += b.delete(matchers, mint, maxt)?;
+        }
+        let mut w = lock(&self.writer);
+        let refs = read(&self.head).matching_refs(matchers, mint, maxt);
+        if !refs.is_empty() {
+            let Writer { wal, buf, .. } = &mut *w;
+            buf.clear();
+            wal::encode_tombstones(buf, refs.iter().map(|&r| (r, mint, maxt)));
+            wal.write(buf, Timestamp::MIN)?;
+            let mut head = write(&self.head);
+            for &r in &refs {
+                head.delete_range(r, mint, maxt);
+            }
+        }
+        affected += refs.len();
+        tracing::info!(series = affected, mint, maxt, "deleted series data");
+        Ok(affected)
+    }
+
+    /// Rewrites every block that has tombstones without the deleted samples.
+    pub fn clean_tombstones(&self) -> Result<usize, Error> {
+        let _running = lock(&self.compacting);
+        let dirty: Vec<Arc<Block>> =
+            read(&self.blocks).iter().filter(|b| b.has_tombstones()).cloned().collect();
+        for b in &dirty {
+            self.merge(std::slice::from_ref(b), b.meta().compaction.level)?;
+        }
+        Ok(dirty.len())
+    }
+
+    /// Writes a snapshot of the data into `<data dir>/promflow/snapshots/<name>/`: hard links
+    /// to every block's files, plus the head as one more block unless `skip_head`. The
+    /// snapshot directory is itself a data directory: `promflow --storage.tsdb.path` serves it.
+    pub fn snapshot(&self, name: &str, skip_head: bool) -> Result<PathBuf, Error> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(Error::InvalidLabels(format!("invalid snapshot name {name:?}")));
+        }
+        let root = self.dir.join(SNAPSHOTS_DIR).join(name);
+        let blocks_dir = root.join(PROMFLOW_DIR).join(BLOCKS_DIR);
+        let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+        std::fs::create_dir_all(&blocks_dir).map_err(|e| Error::Io(ctx("creating", &blocks_dir), e))?;
+        for b in read(&self.blocks).clone() {
+            let to = blocks_dir.join(&b.meta().ulid);
+            std::fs::create_dir_all(&to).map_err(|e| Error::Io(ctx("creating", &to), e))?;
+            let entries = std::fs::read_dir(b.dir()).map_err(|e| Error::Io(ctx("listing", b.dir()), e))?;
+            for entry in entries.flatten() {
+                let dst = to.join(entry.file_name());
+                std::fs::hard_link(entry.path(), &dst)
+                    .or_else(|_| std::fs::copy(entry.path(), &dst).map(|_| ()))
+                    .map_err(|e| Error::Io(ctx("linking", &dst), e))?;
+            }
+        }
+        if !skip_head {
+            write_head_block(&blocks_dir, || read(&self.head), Timestamp::MIN, Timestamp::MAX)?;
+        }
+        tracing::info!(snapshot = %root.display(), "snapshot written");
+        Ok(root)
+    }
+
     /// Cuts every complete block range out of the head, merges blocks, and applies
     /// retention. Runs by itself every [`DbOptions::compaction_interval`]; safe to call any
     /// time (calls are serialised).
@@ -629,14 +709,15 @@ impl Db {
             let Some(group) = plan_merge(&blocks, self.opts.block_duration.max(1)) else {
                 return Ok(written);
             };
-            self.merge(&group)?;
+            let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
+            self.merge(&group, level)?;
             written += 1;
         }
     }
 
-    /// Writes one block holding the data of `group` and deletes the group.
-    fn merge(&self, group: &[Arc<Block>]) -> Result<(), Error> {
-        let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
+    /// Writes one block of compaction `level` holding the data of `group` (without deleted
+    /// samples) and deletes the group.
+    fn merge(&self, group: &[Arc<Block>], level: u32) -> Result<(), Error> {
         let sources: BTreeSet<String> =
             group.iter().flat_map(|b| b.meta().compaction.sources.iter().cloned()).collect();
         let mint = group.iter().map(|b| b.meta().min_time).min().unwrap_or(0);

@@ -105,6 +105,25 @@ impl MemSeries {
         }
     }
 
+    /// Deletes the samples in `mint..=maxt`; returns (samples, chunks) before minus after.
+    fn delete_range(&mut self, mint: Timestamp, maxt: Timestamp) -> (u64, u64) {
+        let mut all = Vec::new();
+        self.samples_in(Timestamp::MIN, Timestamp::MAX, &mut all);
+        let before = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
+        all.retain(|s| s.t < mint || s.t > maxt);
+        self.sealed.clear();
+        self.open = OpenChunk::new();
+        for s in &all {
+            if self.open.is_full() {
+                let full = std::mem::take(&mut self.open);
+                self.sealed.push(full.seal());
+            }
+            self.open.append(s.t, s.v);
+        }
+        let after = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
+        (before.0 - after.0, before.1 - after.1)
+    }
+
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
     fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
         let (mut samples, mut chunks) = (0u64, 0u64);
@@ -310,6 +329,29 @@ impl Head {
             self.max_time = None;
         }
         removed.len()
+    }
+
+    /// Deletes series `r`'s samples in `mint..=maxt` (the series stays, with its newest
+    /// sample remembered, until truncation finds it empty).
+    pub(crate) fn delete_range(&mut self, r: SeriesRef, mint: Timestamp, maxt: Timestamp) {
+        if let Some(s) = self.series.get_mut(&r) {
+            let (samples, chunks) = s.delete_range(mint, maxt);
+            self.num_samples -= samples;
+            self.num_chunks -= chunks;
+        }
+    }
+
+    /// Refs of matching series with samples in `mint..=maxt` (label order not guaranteed).
+    pub(crate) fn matching_refs(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<SeriesRef> {
+        self.postings(matchers)
+            .into_iter()
+            .filter(|r| self.series.get(r).is_some_and(|s| s.has_samples_in(mint, maxt)))
+            .collect()
     }
 
     /// Refs of the series with samples in `mint..=maxt`, sorted by their labels.

@@ -18,7 +18,9 @@
 //!
 //! * [`REC_SERIES_V1`]: repeated `u64 ref | uvarint n | n × (uvarint len, name, uvarint len,
 //!   value)`;
-//! * [`REC_SAMPLES_V1`]: repeated `u64 ref | i64 t | u64 value bits`.
+//! * [`REC_SAMPLES_V1`]: repeated `u64 ref | i64 t | u64 value bits`;
+//! * [`REC_TOMBSTONES_V1`]: repeated `u64 ref | i64 mint | i64 maxt`: the series' samples in
+//!   `mint..=maxt` written before this record are deleted.
 //!
 //! Replay reads every segment in order. A torn or corrupt record (short header, length past
 //! the end of the file, checksum mismatch) truncates that segment at the last good record;
@@ -46,6 +48,8 @@ use crate::{Error, Labels};
 pub(crate) const REC_SERIES_V1: u8 = 1;
 /// Samples record, version 1.
 pub(crate) const REC_SAMPLES_V1: u8 = 2;
+/// Tombstones record, version 1: deleted time ranges of series.
+pub(crate) const REC_TOMBSTONES_V1: u8 = 3;
 
 /// Length + checksum + type.
 const HEADER_LEN: usize = 9;
@@ -73,6 +77,8 @@ pub(crate) enum Record {
     Series(Vec<(u64, Labels)>),
     /// Samples of known series.
     Samples(Vec<RefSample>),
+    /// Deleted ranges: (series ref, mint, maxt), inclusive.
+    Tombstones(Vec<(u64, i64, i64)>),
 }
 
 /// The file name of segment `seq`.
@@ -215,6 +221,30 @@ fn decode_series(payload: &[u8]) -> Option<Vec<(u64, Labels)>> {
     Some(out)
 }
 
+/// Appends a tombstones record (nothing when empty).
+pub(crate) fn encode_tombstones(out: &mut Vec<u8>, stones: impl IntoIterator<Item = (u64, i64, i64)>) {
+    let mut enc = RecordEncoder::new(out, REC_TOMBSTONES_V1);
+    for (r, mint, maxt) in stones {
+        let buf = enc.entry();
+        buf.extend_from_slice(&r.to_le_bytes());
+        buf.extend_from_slice(&mint.to_le_bytes());
+        buf.extend_from_slice(&maxt.to_le_bytes());
+    }
+}
+
+fn decode_tombstones(payload: &[u8]) -> Option<Vec<(u64, i64, i64)>> {
+    let entries = payload.chunks_exact(SAMPLE_LEN);
+    if !entries.remainder().is_empty() {
+        return None;
+    }
+    entries
+        .map(|e| {
+            let mut c = Cursor(e);
+            Some((c.u64()?, c.u64()? as i64, c.u64()? as i64))
+        })
+        .collect()
+}
+
 fn decode_samples(payload: &[u8]) -> Option<Vec<RefSample>> {
     let entries = payload.chunks_exact(SAMPLE_LEN);
     if !entries.remainder().is_empty() {
@@ -316,6 +346,7 @@ fn replay_segment(
         let rec = match typ {
             REC_SERIES_V1 => decode_series(&payload).map(Record::Series),
             REC_SAMPLES_V1 => decode_samples(&payload).map(Record::Samples),
+            REC_TOMBSTONES_V1 => decode_tombstones(&payload).map(Record::Tombstones),
             0 => None,
             other => {
                 // framing is intact, so a newer writer's record can be stepped over
@@ -548,6 +579,7 @@ mod tests {
         let out = replay(dir, |r| match r {
             Record::Series(s) => series.extend(s),
             Record::Samples(s) => samples.extend(s),
+            Record::Tombstones(_) => {}
         })
         .unwrap();
         (series, samples, out)

@@ -657,3 +657,38 @@ fn retention_deletes_whole_old_blocks() {
     assert!(blocks.iter().all(|b| newest - b.max_time <= 3 * HOUR), "{blocks:?}");
     assert!(db.select(&name_eq("m"), 0, HOUR).unwrap().is_empty());
 }
+
+#[test]
+fn deleted_series_stay_deleted_across_restart_compaction_and_cleaning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    ingest(&db, 6, 0, 7);
+    db.compact().unwrap();
+    assert_eq!(db.blocks().len(), 2);
+    // series 1 loses [1h, 5h]: in a block, across the block boundary, and in the head
+    let victim = [m(MatchOp::Equal, "i", "1")];
+    assert_eq!(db.delete_series(&victim, HOUR, 5 * HOUR).unwrap(), 3);
+    let check = |db: &Db| {
+        let s = db.select(&victim, ALL.0, ALL.1).unwrap();
+        assert!(s[0].samples.iter().all(|x| x.t < HOUR || x.t > 5 * HOUR));
+        assert_eq!(s[0].samples.len(), ((7 * HOUR - 4 * HOUR) / 15_000) as usize - 1);
+        let other = db.select(&[m(MatchOp::Equal, "i", "0")], ALL.0, ALL.1).unwrap();
+        assert_eq!(other[0].samples.len(), (7 * HOUR / 15_000) as usize);
+        // a series fully deleted in a range is not listed there
+        assert!(db.series(&victim, 2 * HOUR, 3 * HOUR).unwrap().is_empty());
+    };
+    check(&db);
+    drop(db);
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    check(&db);
+    assert_eq!(db.clean_tombstones().unwrap(), 2);
+    check(&db);
+    let snap = db.snapshot("snap-1", false).unwrap();
+    let before = dump(&db);
+    drop(db);
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    check(&db);
+    drop(db);
+    let copy = Db::open(&snap, manual(64 << 10)).unwrap();
+    assert_eq!(dump(&copy), before, "a snapshot serves the same data");
+}

@@ -647,7 +647,22 @@ async fn walreplay() -> Response {
     success(json!({"min": 0, "max": 0, "current": 0}))
 }
 
-async fn admin(State(state): Shared) -> ApiResult {
+/// The TSDB admin API (`--web.enable-admin-api`): `snapshot`, `delete_series` and
+/// `clean_tombstones`, with Prometheus's parameters, answers and errors.
+async fn admin(
+    State(state): Shared,
+    Path(op): Path<String>,
+    method: Method,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !matches!(op.as_str(), "snapshot" | "delete_series" | "clean_tombstones") {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    }
+    if method != Method::POST && method != Method::PUT {
+        return Ok(StatusCode::METHOD_NOT_ALLOWED.into_response());
+    }
     if !state.admin_enabled {
         return Err(ApiError {
             error_type: "unavailable",
@@ -655,11 +670,67 @@ async fn admin(State(state): Shared) -> ApiResult {
             status: StatusCode::INTERNAL_SERVER_ERROR,
         });
     }
-    Err(ApiError {
-        error_type: "unavailable",
-        message: "promflow does not implement the TSDB admin API yet".into(),
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-    })
+    let p = params(&q, &headers, &body);
+    let db = Arc::clone(&state.db);
+    // the work is file I/O: off the async workers
+    let blocking = |f: Box<dyn FnOnce() -> Result<Response, ApiError> + Send>| async move {
+        tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    match op.as_str() {
+        "snapshot" => {
+            let skip_head = match p.get("skip_head") {
+                None | Some("") => false,
+                Some(v) => parse_go_bool(v).ok_or_else(|| {
+                    ApiError::bad_data(format!(
+                        "unable to parse boolean 'skip_head' argument: strconv.ParseBool: parsing {v:?}: invalid syntax"
+                    ))
+                })?,
+            };
+            let now = chrono::Utc::now();
+            let nanos = now.timestamp_nanos_opt().unwrap_or_default() as u64;
+            let name = format!(
+                "{}-{:016x}",
+                now.format("%Y%m%dT%H%M%SZ"),
+                nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            );
+            blocking(Box::new(move || {
+                db.snapshot(&name, skip_head)
+                    .map_err(|e| ApiError::internal(format!("create snapshot: {e}")))?;
+                Ok(success(json!({ "name": name })))
+            }))
+            .await
+        }
+        "delete_series" => {
+            let sels = parse_selectors(&p)?;
+            if sels.is_empty() {
+                return Err(ApiError::bad_data("no match[] parameter provided".into()));
+            }
+            let (mint, maxt) = time_range(&p)?;
+            blocking(Box::new(move || {
+                for m in &sels {
+                    db.delete_series(m, mint, maxt).map_err(|e| ApiError::internal(e.to_string()))?;
+                }
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }))
+            .await
+        }
+        _ => {
+            blocking(Box::new(move || {
+                db.clean_tombstones().map_err(|e| ApiError::internal(e.to_string()))?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }))
+            .await
+        }
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 // ---- ingest ----

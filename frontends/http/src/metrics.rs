@@ -130,6 +130,20 @@ pub fn render(state: &AppState) -> String {
         s.wal_truncated_bytes,
     );
     gauge(&mut out, "promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
+    gauge(&mut out, "prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", s.num_blocks);
+    gauge(
+        &mut out,
+        "prometheus_tsdb_storage_blocks_bytes",
+        "The number of bytes that are currently used for local storage by all blocks.",
+        s.blocks_bytes,
+    );
+    gauge(&mut out, "promflow_wal_bytes", "Bytes of the WAL's segments and checkpoint.", s.wal_bytes);
+    counter(
+        &mut out,
+        "prometheus_tsdb_out_of_bound_samples_total",
+        "Total number of out of bound samples ingestion failed attempts.",
+        s.out_of_bounds_samples,
+    );
     state.scrape.write_metrics(&mut out);
     state.http_metrics.write(&mut out);
     out

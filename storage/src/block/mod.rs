@@ -24,6 +24,11 @@
 //!   bytes per sample with plain mantissas to 0.80; `docs/benchmarks.md`). Everything is zstd-compressed, in pages of at most
 //!   [`PAGE_ROWS`] rows so that a query reads only the pages of its series.
 //!
+//! A block may also hold a `tombstones` file: time ranges of series deleted through the admin
+//! API (`PFTS`, a version byte, then `uvarint n` and `n × (uvarint series id, varint mint,
+//! varint maxt)`, then a crc32c). Reads leave those samples out; merging or cleaning the
+//! block drops them for good.
+//!
 //! A block is written into `<ULID>.tmp/` and renamed into place once complete and synced, so
 //! a crash never leaves a half-written block under a real name.
 
@@ -60,6 +65,9 @@ pub(crate) const META_FILE: &str = "meta.json";
 pub(crate) const INDEX_FILE: &str = "index";
 /// The block's samples.
 pub(crate) const SAMPLES_FILE: &str = "samples.parquet";
+/// The block's deleted ranges.
+pub(crate) const TOMBSTONES_FILE: &str = "tombstones";
+const TOMBSTONES_MAGIC: &[u8; 4] = b"PFTS";
 /// Suffix of a block directory being written.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 /// Rows per Parquet data page.
@@ -340,6 +348,62 @@ pub(crate) fn sync_dir(dir: &Path) {
     }
 }
 
+/// A deleted time range of one series: (series id, mint, maxt), inclusive.
+pub(crate) type Tombstone = (u32, Timestamp, Timestamp);
+
+fn encode_tombstones(stones: &[Tombstone]) -> Vec<u8> {
+    use crate::codec::{put_uvarint, put_varint};
+    let mut out = Vec::with_capacity(16 + stones.len() * 8);
+    out.extend_from_slice(TOMBSTONES_MAGIC);
+    out.push(1);
+    put_uvarint(&mut out, stones.len() as u64);
+    for &(id, mint, maxt) in stones {
+        put_uvarint(&mut out, u64::from(id));
+        put_varint(&mut out, mint);
+        put_varint(&mut out, maxt);
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_tombstones(data: &[u8]) -> Option<Vec<Tombstone>> {
+    let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut c = crate::codec::Cursor(body);
+    if c.take(4)? != TOMBSTONES_MAGIC || c.take(1)? != [1] {
+        return None;
+    }
+    let n = usize::try_from(c.uvarint()?).ok()?;
+    if n > c.remaining() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push((u32::try_from(c.uvarint()?).ok()?, c.varint()?, c.varint()?));
+    }
+    c.is_empty().then_some(out)
+}
+
+/// Whether `intervals` (inclusive) cover `mint..=maxt` entirely.
+fn covered(intervals: &[(Timestamp, Timestamp)], mint: Timestamp, maxt: Timestamp) -> bool {
+    let mut sorted = intervals.to_vec();
+    sorted.sort_unstable();
+    let mut next = mint;
+    for (a, b) in sorted {
+        if a > next {
+            return false;
+        }
+        if b >= maxt {
+            return true;
+        }
+        next = next.max(b.saturating_add(1));
+    }
+    next > maxt
+}
+
 /// An open, immutable block.
 pub(crate) struct Block {
     dir: PathBuf,
@@ -347,6 +411,8 @@ pub(crate) struct Block {
     index: BlockIndex,
     parquet: ArrowReaderMetadata,
     size_bytes: u64,
+    /// Deleted ranges, sorted by series id.
+    tombstones: std::sync::RwLock<Vec<Tombstone>>,
 }
 
 impl std::fmt::Debug for Block {
@@ -393,7 +459,65 @@ impl Block {
         if rows != index.total_rows() {
             return Err(corrupt(dir, "index and samples file disagree on the number of rows"));
         }
-        Ok(Block { dir: dir.to_path_buf(), size_bytes: dir_size(dir), meta, index, parquet })
+        let tombstones = match std::fs::read(dir.join(TOMBSTONES_FILE)) {
+            Ok(raw) => decode_tombstones(&raw).unwrap_or_else(|| {
+                tracing::error!(block = %dir.display(), "corrupt tombstones file ignored: deleted series show again");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            size_bytes: dir_size(dir),
+            meta,
+            index,
+            parquet,
+            tombstones: std::sync::RwLock::new(tombstones),
+        })
+    }
+
+    fn stones(&self) -> std::sync::RwLockReadGuard<'_, Vec<Tombstone>> {
+        self.tombstones.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The deleted ranges of series `id`.
+    fn deleted(&self, stones: &[Tombstone], id: u32) -> Vec<(Timestamp, Timestamp)> {
+        let start = stones.partition_point(|s| s.0 < id);
+        stones[start..].iter().take_while(|s| s.0 == id).map(|s| (s.1, s.2)).collect()
+    }
+
+    /// Whether the block has deleted ranges.
+    pub(crate) fn has_tombstones(&self) -> bool {
+        !self.stones().is_empty()
+    }
+
+    /// Records deleted ranges of the series matching `matchers` in `mint..=maxt`; returns the
+    /// number of series affected. The tombstones file is replaced atomically.
+    pub(crate) fn delete(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<usize, Error> {
+        if !self.overlaps(mint, maxt) {
+            return Ok(0);
+        }
+        let ids = self.index.select(matchers, mint, maxt);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut stones = self.tombstones.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = stones.clone();
+        next.extend(ids.iter().map(|&id| (id, mint, maxt)));
+        next.sort_unstable();
+        next.dedup();
+        let tmp = self.dir.join(format!("{TOMBSTONES_FILE}{TMP_SUFFIX}"));
+        write_synced(&tmp, &encode_tombstones(&next))?;
+        std::fs::rename(&tmp, self.dir.join(TOMBSTONES_FILE))
+            .map_err(io(|| format!("replacing tombstones of {}", self.dir.display())))?;
+        sync_dir(&self.dir);
+        *stones = next;
+        Ok(ids.len())
     }
 
     /// The block's meta file contents.
@@ -482,6 +606,15 @@ impl Block {
             }
         }
         out.resize_with(ids.len(), Vec::new);
+        let stones = self.stones();
+        if !stones.is_empty() {
+            for (list, &id) in out.iter_mut().zip(ids) {
+                let gone = self.deleted(&stones, id);
+                if !gone.is_empty() {
+                    list.retain(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -518,9 +651,15 @@ impl Block {
         if !self.overlaps(mint, maxt) {
             return Vec::new();
         }
+        let stones = self.stones();
         self.index
             .select(matchers, mint, maxt)
             .into_iter()
+            .filter(|&id| {
+                let s = &self.index.series[id as usize];
+                stones.is_empty()
+                    || !covered(&self.deleted(&stones, id), mint.max(s.min_t), maxt.min(s.max_t))
+            })
             .map(|id| Arc::clone(&self.index.series[id as usize].labels))
             .collect()
     }
