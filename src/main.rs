@@ -20,6 +20,11 @@ use tracing::{error, info, warn};
 /// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
 const COMPAT_VERSION: &str = "3.5.0";
 
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
 fn load_config(path: &str) -> Result<promflow_config::LoadedConfig, String> {
     Config::load_file(std::path::Path::new(path)).map_err(|e| e.to_string())
 }
@@ -68,9 +73,10 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     info!(path = %flags.tsdb_path, "opening storage");
     let (retention_time, retention_size) = cli::retention(&flags)?;
     let db_options = DbOptions {
-        block_duration: flags.min_block_duration.as_millis().clamp(1, i64::MAX as u128) as i64,
+        block_duration: millis(flags.min_block_duration).max(1),
         retention_time,
         retention_size,
+        out_of_order_window: millis(loaded.config.storage.tsdb.out_of_order_time_window),
         ..DbOptions::default()
     };
     let db = Db::open(&PathBuf::from(&flags.tsdb_path), db_options)
@@ -109,10 +115,12 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     let reload: promflow_http::ReloadFn = {
         let (path, scrape, status, handle) =
             (flags.config_file.clone(), Arc::clone(&scrape), Arc::clone(&status), runtime.handle().clone());
+        let db = Arc::clone(&db);
         Arc::new(move || {
             let _guard = handle.enter();
             let result = load_config(&path).and_then(|l| {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
                 for w in &l.warnings {
                     warn!(file = %path, "{w}");
                 }

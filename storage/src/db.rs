@@ -60,6 +60,10 @@ pub struct DbOptions {
     /// How often a background thread cuts blocks, merges them and applies retention; `None`
     /// leaves that to explicit [`Db::compact`] calls.
     pub compaction_interval: Option<Duration>,
+    /// Samples older than their series' newest (or than the out-of-bounds limit) are still
+    /// taken when they are at most this much older than the head's newest sample
+    /// (milliseconds; 0 refuses them, as Prometheus's `out_of_order_time_window` default).
+    pub out_of_order_window: i64,
 }
 
 impl Default for DbOptions {
@@ -72,6 +76,7 @@ impl Default for DbOptions {
             retention_time: None,
             retention_size: None,
             compaction_interval: Some(Duration::from_secs(60)),
+            out_of_order_window: 0,
         }
     }
 }
@@ -185,8 +190,15 @@ pub struct Db {
     /// Appends older than this are refused as out of bounds: the newest block's end, or half
     /// a block before the head's newest sample, whichever is later.
     min_valid: AtomicI64,
-    /// The newest block's end: the head never takes samples before it.
+    /// The newest block's end: the head takes no in-order samples before it.
     floor: AtomicI64,
+    /// The head's newest sample (`i64::MIN` while empty).
+    head_max: AtomicI64,
+    /// The out-of-order window in force (ms); starts as the option, changes on reload.
+    ooo_window: AtomicI64,
+    /// While a head block range is being written, its end: out-of-order samples before it
+    /// are refused until the head is truncated (`i64::MIN` otherwise).
+    ooo_floor: AtomicI64,
     out_of_bounds: AtomicU64,
     /// Serialises compactions (the background thread and explicit calls).
     compacting: Mutex<()>,
@@ -311,7 +323,12 @@ fn replay_into(
                 } else {
                     None
                 };
-                match target.map(|r| head.append(r, s.t, s.v)) {
+                let appended = target.map(|r| match head.append(r, s.t, s.v) {
+                    // it was taken within the out-of-order window when written
+                    AppendResult::OutOfOrder => head.insert_ooo(r, s.t, s.v),
+                    other => other,
+                });
+                match appended {
                     Some(AppendResult::Appended) => samples += 1,
                     Some(AppendResult::Ignored) => {}
                     None | Some(AppendResult::UnknownSeries) => unknown += 1,
@@ -450,10 +467,16 @@ impl Db {
         let blocks = open_blocks(&blocks_dir)?;
         let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(Timestamp::MIN);
         let mut head = Head::default();
-        let (outcome, next_ref) = replay_into(&mut head, &wal_dir, floor)?;
+        // with an out-of-order window, samples older than the newest block may have arrived
+        // after it was cut and be only in the WAL: replay them (merges drop the duplicates)
+        let replay_from =
+            if opts.out_of_order_window > 0 { floor.saturating_sub(opts.out_of_order_window) } else { floor };
+        let (outcome, next_ref) = replay_into(&mut head, &wal_dir, replay_from)?;
         let wal = WalWriter::open(&wal_dir, opts.segment_size, &outcome)?;
         let min_valid = min_valid(floor, head.time_range(), opts.block_duration);
+        let head_max = head.time_range().map_or(Timestamp::MIN, |r| r.1);
         let interval = opts.compaction_interval;
+        let ooo_window = opts.out_of_order_window;
         let db = Arc::new(Db {
             dir,
             blocks_dir,
@@ -461,6 +484,9 @@ impl Db {
             blocks: RwLock::new(blocks),
             min_valid: AtomicI64::new(min_valid),
             floor: AtomicI64::new(floor),
+            head_max: AtomicI64::new(head_max),
+            ooo_floor: AtomicI64::new(Timestamp::MIN),
+            ooo_window: AtomicI64::new(ooo_window),
             out_of_bounds: AtomicU64::new(0),
             compacting: Mutex::new(()),
             head: RwLock::new(head),
@@ -525,6 +551,12 @@ impl Db {
             wal_bytes: lock(&self.writer).wal.size_bytes(),
             out_of_bounds_samples: self.out_of_bounds.load(Ordering::Relaxed),
         }
+    }
+
+    /// Changes the out-of-order window (Prometheus reloads `out_of_order_time_window` with the
+    /// configuration). Replay after a restart uses the window given at open.
+    pub fn set_out_of_order_window(&self, ms: i64) {
+        self.ooo_window.store(ms.max(0), Ordering::Relaxed);
     }
 
     /// The blocks on disk, oldest first.
@@ -629,16 +661,22 @@ impl Db {
         }
         let mint = hmin.div_euclid(dur) * dur;
         let maxt = mint.saturating_add(dur);
-        // appends below `maxt` are already refused (the head spans more than 1.5 blocks), so
-        // the range is immutable while it is written
-        if let Some(meta) = write_head_block(&self.blocks_dir, || read(&self.head), mint, maxt)? {
-            self.add_block(&meta)?;
+        // in-order appends below `maxt` are already refused (the head spans more than 1.5
+        // blocks); out-of-order ones are until the head is truncated, so the range is
+        // immutable while it is written
+        self.ooo_floor.store(maxt, Ordering::SeqCst);
+        let written = write_head_block(&self.blocks_dir, || read(&self.head), mint, maxt);
+        let written = written.and_then(|meta| meta.map_or(Ok(()), |m| self.add_block(&m)));
+        if let Err(e) = written {
+            self.ooo_floor.store(Timestamp::MIN, Ordering::SeqCst);
+            return Err(e);
         }
         self.floor.fetch_max(maxt, Ordering::SeqCst);
         self.min_valid.fetch_max(maxt, Ordering::SeqCst);
         let mut w = lock(&self.writer);
         let removed = write(&self.head).truncate(maxt);
         let head = read(&self.head);
+        self.ooo_floor.store(Timestamp::MIN, Ordering::SeqCst);
         let deleted = w.wal.checkpoint(head.all_series(), maxt)?;
         tracing::info!(
             mint,
@@ -1022,6 +1060,56 @@ fn validate(labels: &Labels) -> Result<(), Error> {
     Ok(())
 }
 
+/// The time bounds a sample must meet, read once per append.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// Older in-order samples are out of bounds.
+    min_valid: Timestamp,
+    /// The oldest sample the out-of-order window takes (`i64::MAX` without a window).
+    ooo_min: Timestamp,
+}
+
+impl Db {
+    fn bounds(&self) -> Bounds {
+        let window = self.ooo_window.load(Ordering::Relaxed);
+        let ooo_min = if window > 0 {
+            self.head_max
+                .load(Ordering::Relaxed)
+                .saturating_sub(window)
+                .max(self.ooo_floor.load(Ordering::Relaxed))
+                .max(Timestamp::MIN + 1)
+        } else {
+            Timestamp::MAX
+        };
+        Bounds { min_valid: self.min_valid.load(Ordering::Relaxed), ooo_min }
+    }
+}
+
+/// How a sample is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    /// After the series' newest sample.
+    InOrder,
+    /// Older than the series' newest, within the out-of-order window.
+    OutOfOrder,
+    /// Dropped silently (see [`check`]).
+    Skip,
+}
+
+/// Decides how `(t, v)` is taken given the series' newest sample and the bounds.
+fn admit(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64, b: Bounds) -> Result<Admit, Error> {
+    let in_window = t >= b.ooo_min;
+    if t < b.min_valid && !in_window {
+        return Err(Error::OutOfBounds);
+    }
+    match check(last, t, v) {
+        Ok(true) => Ok(Admit::InOrder),
+        Ok(false) => Ok(Admit::Skip),
+        Err(Error::OutOfOrder) if in_window => Ok(Admit::OutOfOrder),
+        Err(e) => Err(e),
+    }
+}
+
 /// Checks `(t, v)` against the newest sample; `Ok(true)` means store it, `Ok(false)` means
 /// drop it silently (identical repeat, or a staleness marker with nothing to mark stale).
 fn check(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64) -> Result<bool, Error> {
@@ -1077,15 +1165,31 @@ impl DbAppender {
 
 impl Appender for DbAppender {
     fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error> {
-        if t < self.db.min_valid.load(Ordering::Relaxed) {
+        let bounds = self.db.bounds();
+        if t < bounds.min_valid && t < bounds.ooo_min {
             self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
             return Err(Error::OutOfBounds);
         }
         let idx = self.series_index(labels)?;
         let s = &mut self.series[idx as usize];
-        if check(s.last, t, v)? {
-            s.last = Some((t, v.to_bits()));
-            self.samples.push((idx, t, v));
+        match admit(s.last, t, v, bounds)? {
+            Admit::InOrder => {
+                s.last = Some((t, v.to_bits()));
+                self.samples.push((idx, t, v));
+            }
+            Admit::OutOfOrder => {
+                // a conflicting value at a timestamp the series has is refused now, not
+                // dropped silently at commit
+                let stored = s.sref.and_then(|r| read(&self.db.head).value_at(r, t));
+                let batched =
+                    self.samples.iter().find(|&&(i, bt, _)| i == idx && bt == t).map(|x| x.2.to_bits());
+                match stored.or(batched) {
+                    Some(bits) if bits != v.to_bits() => return Err(Error::DuplicateTimestamp),
+                    Some(_) => {}
+                    None => self.samples.push((idx, t, v)),
+                }
+            }
+            Admit::Skip => {}
         }
         Ok(())
     }
@@ -1122,18 +1226,15 @@ impl Appender for DbAppender {
                     }
                 }
             }
-            let min_valid = db.min_valid.load(Ordering::Relaxed);
+            let bounds = db.bounds();
             for (k, &(idx, t, v)) in keep.iter_mut().zip(&samples) {
-                if t < min_valid {
-                    dropped += 1;
-                    continue;
-                }
-                match check(last[idx as usize], t, v) {
-                    Ok(true) => {
+                match admit(last[idx as usize], t, v, bounds) {
+                    Ok(Admit::InOrder) => {
                         *k = true;
                         last[idx as usize] = Some((t, v.to_bits()));
                     }
-                    Ok(false) => {}
+                    Ok(Admit::OutOfOrder) => *k = true,
+                    Ok(Admit::Skip) => {}
                     Err(_) => dropped += 1,
                 }
             }
@@ -1184,10 +1285,16 @@ impl Appender for DbAppender {
                 }
             }
             for (idx, t, v) in kept() {
-                let res = head.append(ref_of(idx), t, v);
-                if res != AppendResult::Appended {
-                    tracing::error!(result = ?res, "head rejected a validated sample");
+                let res = match head.append(ref_of(idx), t, v) {
+                    AppendResult::OutOfOrder => head.insert_ooo(ref_of(idx), t, v),
+                    other => other,
+                };
+                if !matches!(res, AppendResult::Appended | AppendResult::Ignored) {
+                    tracing::debug!(result = ?res, "head refused an out-of-order sample of the batch");
                 }
+            }
+            if let Some((_, max)) = head.time_range() {
+                db.head_max.fetch_max(max, Ordering::Relaxed);
             }
             let floor = db.floor.load(Ordering::Relaxed);
             db.min_valid

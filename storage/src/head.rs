@@ -44,13 +44,16 @@ pub(crate) struct MemSeries {
     pub(crate) labels: Arc<Labels>,
     sealed: Vec<SealedChunk>,
     open: OpenChunk,
-    /// Newest sample: timestamp and value bits.
+    /// Newest in-order sample: timestamp and value bits.
     last: Option<(Timestamp, u64)>,
+    /// Samples older than `last` taken within the out-of-order window, sorted by time. They
+    /// are merged with the chunks on every read and go to a block with the rest.
+    ooo: Vec<Sample>,
 }
 
 impl MemSeries {
     fn new(labels: Arc<Labels>) -> Self {
-        MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None }
+        MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None, ooo: Vec::new() }
     }
 
     /// The newest sample's timestamp and value bits.
@@ -59,10 +62,14 @@ impl MemSeries {
     }
 
     fn first_t(&self) -> Option<Timestamp> {
-        match self.sealed.first() {
+        let chunks = match self.sealed.first() {
             Some(c) => Some(c.min_t()),
             None if !self.open.is_empty() => Some(self.open.min_t()),
             None => None,
+        };
+        match (chunks, self.ooo.first()) {
+            (Some(a), Some(b)) => Some(a.min(b.t)),
+            (a, b) => a.or(b.map(|s| s.t)),
         }
     }
 
@@ -75,6 +82,9 @@ impl MemSeries {
 
     /// Whether some sample lies in `mint..=maxt`.
     fn has_samples_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        if self.ooo.iter().any(|s| s.t >= mint && s.t <= maxt) {
+            return true;
+        }
         match (self.first_t(), self.last) {
             (Some(first), Some((last, _))) if first > maxt || last < mint => return false,
             (None, _) | (_, None) => return false,
@@ -94,6 +104,7 @@ impl MemSeries {
 
     /// Appends the samples in `mint..=maxt` to `out`.
     fn samples_in(&self, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
+        let from = out.len();
         for (cmin, cmax, it) in self.chunks() {
             if cmax < mint {
                 continue;
@@ -103,6 +114,11 @@ impl MemSeries {
             }
             out.extend(it.skip_while(|s| s.t < mint).take_while(|s| s.t <= maxt));
         }
+        let ooo = self.ooo.iter().filter(|x| x.t >= mint && x.t <= maxt);
+        if ooo.clone().next().is_some() {
+            out.extend(ooo);
+            out[from..].sort_by_key(|x| x.t);
+        }
     }
 
     /// Deletes the samples in `mint..=maxt`; returns (samples, chunks) before minus after.
@@ -111,6 +127,7 @@ impl MemSeries {
         self.samples_in(Timestamp::MIN, Timestamp::MAX, &mut all);
         let before = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
         all.retain(|s| s.t < mint || s.t > maxt);
+        self.ooo.clear();
         self.sealed.clear();
         self.open = OpenChunk::new();
         for s in &all {
@@ -127,6 +144,9 @@ impl MemSeries {
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
     fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
         let (mut samples, mut chunks) = (0u64, 0u64);
+        let before = self.ooo.len();
+        self.ooo.retain(|s| s.t >= mint);
+        samples += (before - self.ooo.len()) as u64;
         let whole = self.sealed.iter().take_while(|c| c.max_t() < mint).count();
         for c in self.sealed.drain(..whole) {
             samples += c.len() as u64;
@@ -329,6 +349,28 @@ impl Head {
             self.max_time = None;
         }
         removed.len()
+    }
+
+    /// The value bits of series `r`'s sample at `t`, if it has one.
+    pub(crate) fn value_at(&self, r: SeriesRef, t: Timestamp) -> Option<u64> {
+        let mut at = Vec::new();
+        self.series.get(&r)?.samples_in(t, t, &mut at);
+        at.first().map(|s| s.v.to_bits())
+    }
+
+    /// Stores an out-of-order sample of series `r` (older than its newest), refusing a
+    /// different value at a timestamp the series already has.
+    pub(crate) fn insert_ooo(&mut self, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
+        if let Some(old) = self.value_at(r, t) {
+            return if old == v.to_bits() { AppendResult::Ignored } else { AppendResult::Duplicate };
+        }
+        let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
+        let i = s.ooo.partition_point(|x| x.t < t);
+        s.ooo.insert(i, Sample { t, v });
+        self.num_samples += 1;
+        self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        AppendResult::Appended
     }
 
     /// Deletes series `r`'s samples in `mint..=maxt` (the series stays, with its newest

@@ -692,3 +692,41 @@ fn deleted_series_stay_deleted_across_restart_compaction_and_cleaning() {
     let copy = Db::open(&snap, manual(64 << 10)).unwrap();
     assert_eq!(dump(&copy), before, "a snapshot serves the same data");
 }
+
+#[test]
+fn out_of_order_window_takes_older_samples_and_they_reach_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { out_of_order_window: 5 * HOUR, ..manual(64 << 10) };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    ingest(&db, 2, 0, 7);
+    db.compact().unwrap();
+    let l = ls(&[("__name__", "m"), ("i", "0")]);
+    let late = |db: &Arc<Db>, t: i64| {
+        let mut app = db.appender();
+        let r = app.append(&l, t, -1.0);
+        app.commit().unwrap();
+        r
+    };
+    // inside a block's range and inside the head, between existing samples
+    late(&db, 3 * HOUR + 7).unwrap();
+    late(&db, 6 * HOUR + 7).unwrap();
+    assert!(matches!(late(&db, HOUR), Err(Error::OutOfBounds)), "older than the window");
+    let mut app = db.appender();
+    assert!(matches!(app.append(&l, 6 * HOUR, 5.0), Err(Error::DuplicateTimestamp)));
+    app.rollback();
+    let count = |db: &Db, t: i64| {
+        let s = db.select(&[m(MatchOp::Equal, "i", "0")], t - 10, t + 10).unwrap();
+        s[0].samples.iter().filter(|x| x.t == t && x.v == -1.0).count()
+    };
+    assert_eq!((count(&db, 3 * HOUR + 7), count(&db, 6 * HOUR + 7)), (1, 1));
+    drop(db);
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_eq!((count(&db, 3 * HOUR + 7), count(&db, 6 * HOUR + 7)), (1, 1), "after replay");
+    ingest(&db, 2, 7 * HOUR, 3);
+    db.compact().unwrap();
+    assert_eq!((count(&db, 3 * HOUR + 7), count(&db, 6 * HOUR + 7)), (1, 1), "after compaction");
+    let blocks = db.blocks();
+    for w in blocks.windows(2) {
+        assert!(w[0].max_time <= w[1].min_time, "blocks do not overlap after merging: {blocks:?}");
+    }
+}

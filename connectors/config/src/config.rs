@@ -1438,8 +1438,16 @@ impl Config {
                 self.remote_read.len()
             ));
         }
-        if self.storage.tsdb != TsdbConfig::default() && !f.tsdb {
-            out.push("storage.tsdb: not implemented yet; these settings are ignored".into());
+        // out_of_order_time_window is implemented; the rest of storage.tsdb is not
+        let implemented = TsdbConfig {
+            out_of_order_time_window: self.storage.tsdb.out_of_order_time_window,
+            ..TsdbConfig::default()
+        };
+        if self.storage.tsdb != implemented && !f.tsdb {
+            out.push(
+                "storage.tsdb: only out_of_order_time_window is implemented; the other settings are ignored"
+                    .into(),
+            );
         }
         if self.storage.exemplars != ExemplarsConfig::default() && !f.exemplars {
             out.push("storage.exemplars: not implemented yet; this setting is ignored".into());

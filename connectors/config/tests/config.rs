@@ -590,7 +590,7 @@ scrape_configs:
         "scrape_configs[job=\"c\"].docker_sd_configs: not implemented yet",
         "remote_write: not implemented yet",
         "remote_read: not implemented yet",
-        "storage.tsdb: not implemented yet",
+        // storage.tsdb.out_of_order_time_window is implemented: no warning
         "storage.exemplars: not implemented yet",
         "tracing: not implemented yet",
         "otlp: not implemented yet",
