@@ -21,6 +21,34 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Starts a small checksummed file: `magic | version`; finish it with [`seal`].
+pub(crate) fn sealed_header(magic: &[u8; 4], version: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(magic);
+    out.push(version);
+    out
+}
+
+/// Appends the crc32c of everything before it.
+pub(crate) fn seal(out: &mut Vec<u8>) {
+    let crc = crc32c::crc32c(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// A cursor over the body of a file made by [`sealed_header`] and [`seal`], when its checksum,
+/// magic and version are right.
+pub(crate) fn open_sealed<'a>(data: &'a [u8], magic: &[u8; 4], version: u8) -> Option<Cursor<'a>> {
+    let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut c = Cursor(body);
+    if c.take(4)? != magic || c.take(1)? != [version] {
+        return None;
+    }
+    Some(c)
+}
+
 /// A cursor over a byte slice; every read returns `None` past the end.
 pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 

@@ -232,7 +232,8 @@ pub(crate) fn encode_tombstones(out: &mut Vec<u8>, stones: impl IntoIterator<Ite
     }
 }
 
-fn decode_tombstones(payload: &[u8]) -> Option<Vec<(u64, i64, i64)>> {
+/// The three little-endian `u64`s of each fixed-size entry (samples and tombstones records).
+fn triples(payload: &[u8]) -> Option<Vec<[u64; 3]>> {
     let entries = payload.chunks_exact(SAMPLE_LEN);
     if !entries.remainder().is_empty() {
         return None;
@@ -240,22 +241,22 @@ fn decode_tombstones(payload: &[u8]) -> Option<Vec<(u64, i64, i64)>> {
     entries
         .map(|e| {
             let mut c = Cursor(e);
-            Some((c.u64()?, c.u64()? as i64, c.u64()? as i64))
+            Some([c.u64()?, c.u64()?, c.u64()?])
         })
         .collect()
 }
 
+fn decode_tombstones(payload: &[u8]) -> Option<Vec<(u64, i64, i64)>> {
+    Some(triples(payload)?.into_iter().map(|[r, a, b]| (r, a as i64, b as i64)).collect())
+}
+
 fn decode_samples(payload: &[u8]) -> Option<Vec<RefSample>> {
-    let entries = payload.chunks_exact(SAMPLE_LEN);
-    if !entries.remainder().is_empty() {
-        return None;
-    }
-    entries
-        .map(|e| {
-            let mut c = Cursor(e);
-            Some(RefSample { r: c.u64()?, t: c.u64()? as i64, v: f64::from_bits(c.u64()?) })
-        })
-        .collect()
+    Some(
+        triples(payload)?
+            .into_iter()
+            .map(|[r, t, v]| RefSample { r, t: t as i64, v: f64::from_bits(v) })
+            .collect(),
+    )
 }
 
 // ---- replay ----

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::codec::{put_str, put_uvarint, put_varint, Cursor};
+use crate::codec::{open_sealed, put_str, put_uvarint, put_varint, seal, sealed_header};
 use crate::postings::Postings;
 use crate::{Labels, Matcher, Timestamp};
 
@@ -57,9 +57,7 @@ pub(crate) fn encode(series: &[(Arc<Labels>, u64, Timestamp, Timestamp)]) -> Vec
     symbols.sort_unstable();
     symbols.dedup();
     let sym = |s: &str| symbols.binary_search(&s).unwrap_or(0) as u64;
-    let mut out = Vec::with_capacity(16 + series.len() * 16);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    let mut out = sealed_header(MAGIC, VERSION);
     put_uvarint(&mut out, symbols.len() as u64);
     for s in &symbols {
         put_str(&mut out, s);
@@ -75,21 +73,13 @@ pub(crate) fn encode(series: &[(Arc<Labels>, u64, Timestamp, Timestamp)]) -> Vec
         put_varint(&mut out, *min_t);
         put_uvarint(&mut out, max_t.abs_diff(*min_t));
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    seal(&mut out);
     out
 }
 
 /// Parses an index file; `None` when it is truncated, corrupt or of an unknown version.
 pub(crate) fn decode(data: &[u8]) -> Option<BlockIndex> {
-    let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-        return None;
-    }
-    let mut c = Cursor(body);
-    if c.take(4)? != MAGIC || c.take(1)? != [VERSION] {
-        return None;
-    }
+    let mut c = open_sealed(data, MAGIC, VERSION)?;
     let n = usize::try_from(c.uvarint()?).ok()?;
     if n > c.remaining() {
         return None;

@@ -352,30 +352,20 @@ pub(crate) fn sync_dir(dir: &Path) {
 pub(crate) type Tombstone = (u32, Timestamp, Timestamp);
 
 fn encode_tombstones(stones: &[Tombstone]) -> Vec<u8> {
-    use crate::codec::{put_uvarint, put_varint};
-    let mut out = Vec::with_capacity(16 + stones.len() * 8);
-    out.extend_from_slice(TOMBSTONES_MAGIC);
-    out.push(1);
+    use crate::codec::{put_uvarint, put_varint, seal, sealed_header};
+    let mut out = sealed_header(TOMBSTONES_MAGIC, 1);
     put_uvarint(&mut out, stones.len() as u64);
     for &(id, mint, maxt) in stones {
         put_uvarint(&mut out, u64::from(id));
         put_varint(&mut out, mint);
         put_varint(&mut out, maxt);
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    seal(&mut out);
     out
 }
 
 fn decode_tombstones(data: &[u8]) -> Option<Vec<Tombstone>> {
-    let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-        return None;
-    }
-    let mut c = crate::codec::Cursor(body);
-    if c.take(4)? != TOMBSTONES_MAGIC || c.take(1)? != [1] {
-        return None;
-    }
+    let mut c = crate::codec::open_sealed(data, TOMBSTONES_MAGIC, 1)?;
     let n = usize::try_from(c.uvarint()?).ok()?;
     if n > c.remaining() {
         return None;
