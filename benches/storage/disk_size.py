@@ -134,8 +134,11 @@ def run_blocks_tool(cmd: list[str], om: Path, out: Path) -> dict:
     wall = time.monotonic() - t
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {p.stderr[-2000:]}")
-    blocks = sorted(d.name for d in out.iterdir() if d.is_dir()) if out.exists() else []
-    return {"wall_s": wall, "bytes": du_sb(out), "blocks": len(blocks), "stdout_tail": p.stdout[-1500:]}
+    blocks = sorted(d for d in out.iterdir() if d.is_dir()) if out.exists() else []
+    return {"wall_s": wall, "bytes": du_sb(out), "blocks": len(blocks),
+            "bytes_chunks": sum(du_sb(b / "chunks") for b in blocks),
+            "bytes_index": sum((b / "index").stat().st_size for b in blocks if (b / "index").exists()),
+            "stdout_tail": p.stdout[-1500:]}
 
 
 def run_promtool(om: Path, _prom: Path, run_dir: Path, _ctx: dict) -> dict:
@@ -354,7 +357,9 @@ def report(results: dict) -> str:
                     lines.append(f"  - {ex['series']}: file {ex['file']} → VM {ex['vm']}")
         pt = d["runs"].get("promtool") or []
         if pt:
-            lines.append(f"\npromtool wrote {pt[0]['blocks']} block(s) per run.")
+            lines.append(f"\npromtool wrote {pt[0]['blocks']} block(s) per run"
+                         + (f": chunks {pt[0]['bytes_chunks']} B, index {pt[0]['bytes_index']} B."
+                            if "bytes_chunks" in pt[0] else "."))
     return "\n".join(lines)
 
 

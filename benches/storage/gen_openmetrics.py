@@ -612,11 +612,13 @@ def b_series_per_host(h: Host) -> int:
 # ----------------------------------------------------------------------------------------------
 
 def value_class(v: str) -> str:
-    """'integer', 'short' (<= 6 significant digits) or 'long' (more)."""
+    """'integer', 'decimal_le_12_digits' (a non-integer whose shortest decimal has at most 12
+    significant digits) or 'decimal_gt_12_digits'. 12 digits is what VictoriaMetrics keeps of
+    values below 1e6 (see README.md)."""
     if "." not in v and "e" not in v and "E" not in v:
         return "integer"
-    mant = v.split("e")[0].replace("-", "").replace(".", "").lstrip("0")
-    return "short" if len(mant) <= 6 else "long"
+    mant = v.split("e")[0].replace("-", "").replace(".", "").strip("0")
+    return "decimal_le_12_digits" if len(mant) <= 12 else "decimal_gt_12_digits"
 
 
 def main(argv=None):
@@ -663,7 +665,7 @@ def main(argv=None):
 
     t0 = time.time()
     n_series = n_samples = 0
-    census = {"integer": 0, "short": 0, "long": 0}
+    census = {"integer": 0, "decimal_le_12_digits": 0, "decimal_gt_12_digits": 0}
     fam_stats = {}
     seen = set()
     with open(args.output, "w", encoding="utf-8", newline="\n", buffering=8 << 20) as f:
