@@ -363,8 +363,14 @@ def report(results: dict) -> str:
                              f"(max relative error {ver['max_rel_error']:.3g}, max {ver['max_ulps']} ULPs), "
                              f"missing series {ver['missing_series']}, extra {ver['extra_series']}, "
                              f"timestamp mismatches {ver['timestamp_mismatch_series']}")
-                for ex in ver["examples"][:3]:
+                for ex in (ver.get("worst") or ver["examples"])[:3]:
                     lines.append(f"  - {ex['series']}: file {ex['file']} → VM {ex['vm']}")
+                bm = {k: x for k, x in ver.get("by_metric", {}).items() if x["differing"]}
+                if bm:
+                    lines.append("\n| metric | values compared | differing | max relative error |")
+                    lines.append("|---|---|---|---|")
+                    for k, x in sorted(bm.items()):
+                        lines.append(f"| {k} | {x['compared']} | {x['differing']} | {x['max_rel_error']:.3g} |")
         pt = d["runs"].get("promtool") or []
         if pt:
             lines.append(f"\npromtool wrote {pt[0]['blocks']} block(s) per run"

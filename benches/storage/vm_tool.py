@@ -114,7 +114,8 @@ def verify(om_path: str, url: str) -> dict:
     stats = {"series_expected": len(expected), "samples_expected": n_expected, "series_exported": 0,
              "samples_exported": 0, "samples_compared": 0, "missing_series": 0, "extra_series": 0,
              "timestamp_mismatch_series": 0, "values_differing": 0, "max_rel_error": 0.0, "max_ulps": 0,
-             "examples": []}
+             "examples": [], "worst": [], "by_metric": {}}
+    worst = []  # (rel, series, file value, vm value), the largest few
     seen = set()
     with urllib.request.urlopen(f"{url}/api/v1/export?{q}", timeout=3600) as resp:
         for raw in resp:
@@ -135,18 +136,27 @@ def verify(om_path: str, url: str) -> dict:
             if list(ets) != obj["timestamps"]:
                 stats["timestamp_mismatch_series"] += 1
                 continue
+            bm = stats["by_metric"].setdefault(key[0], {"compared": 0, "differing": 0, "max_rel_error": 0.0})
             for want, got in zip(evals, obj["values"]):
                 got = float(got)
                 stats["samples_compared"] += 1
+                bm["compared"] += 1
                 if bits(want) != bits(got):
                     stats["values_differing"] += 1
+                    bm["differing"] += 1
                     rel = abs(got - want) / abs(want) if want != 0 else math.inf
                     ulps = abs(bits(got) - bits(want)) if (want > 0) == (got > 0) else -1
                     stats["max_rel_error"] = max(stats["max_rel_error"], rel)
+                    bm["max_rel_error"] = max(bm["max_rel_error"], rel)
                     stats["max_ulps"] = max(stats["max_ulps"], ulps)
                     if len(stats["examples"]) < 8:
                         stats["examples"].append({"series": key[0], "file": repr(want), "vm": repr(got)})
+                    if len(worst) < 8 or rel > worst[0][0]:
+                        worst.append((rel, key[0], repr(want), repr(got)))
+                        worst.sort()
+                        del worst[:-8]
     stats["missing_series"] = len(expected) - len(seen)
+    stats["worst"] = [{"rel_error": r, "series": n, "file": w, "vm": g} for r, n, w, g in reversed(worst)]
     return stats
 
 
