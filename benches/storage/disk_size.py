@@ -134,10 +134,15 @@ def run_blocks_tool(cmd: list[str], om: Path, out: Path) -> dict:
     wall = time.monotonic() - t
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {p.stderr[-2000:]}")
-    blocks = sorted(d for d in out.iterdir() if d.is_dir()) if out.exists() else []
-    return {"wall_s": wall, "bytes": du_sb(out), "blocks": len(blocks),
-            "bytes_chunks": sum(du_sb(b / "chunks") for b in blocks),
-            "bytes_index": sum((b / "index").stat().st_size for b in blocks if (b / "index").exists()),
+    # file sizes grouped by name (chunk segments under "chunks/"), over every block; the blocks
+    # are the directories that hold a meta.json, wherever the tool puts them
+    by_file: dict[str, int] = {}
+    metas = list(out.rglob("meta.json")) if out.exists() else []
+    for f in (out.rglob("*") if out.exists() else []):
+        if f.is_file():
+            name = f.parent.name + "/" if f.parent.name == "chunks" else f.name
+            by_file[name] = by_file.get(name, 0) + f.stat().st_size
+    return {"wall_s": wall, "bytes": du_sb(out), "blocks": len(metas), "bytes_by_file": by_file,
             "stdout_tail": p.stdout[-1500:]}
 
 
@@ -371,11 +376,14 @@ def report(results: dict) -> str:
                     lines.append("|---|---|---|---|")
                     for k, x in sorted(bm.items()):
                         lines.append(f"| {k} | {x['compared']} | {x['differing']} | {x['max_rel_error']:.3g} |")
-        pt = d["runs"].get("promtool") or []
-        if pt:
-            lines.append(f"\npromtool wrote {pt[0]['blocks']} block(s) per run"
-                         + (f": chunks {pt[0]['bytes_chunks']} B, index {pt[0]['bytes_index']} B."
-                            if "bytes_chunks" in pt[0] else "."))
+        for s in ("promtool", "promflow"):
+            runs = d["runs"].get(s) or []
+            if runs:
+                files = runs[0].get("bytes_by_file") or {}
+                big = sorted(files.items(), key=lambda kv: -kv[1])
+                lines.append(f"\n{LABEL[s]} wrote {runs[0]['blocks']} block(s) per run"
+                             + (": " + ", ".join(f"{k} {v} B ({v / d['samples']:.3f} B/sample)" for k, v in big)
+                                if big else "."))
     return "\n".join(lines)
 
 
