@@ -656,7 +656,7 @@ impl Db {
     fn compact_head(&self) -> Result<Option<usize>, Error> {
         let dur = self.opts.block_duration.max(1);
         let Some((hmin, hmax)) = read(&self.head).time_range() else { return Ok(None) };
-        if hmax.saturating_sub(hmin) <= dur / 2 * 3 {
+        if hmax.saturating_sub(hmin) <= (dur / 2).saturating_mul(3) {
             return Ok(None);
         }
         let mint = hmin.div_euclid(dur) * dur;
@@ -882,7 +882,7 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64) -> Option<Vec<Arc<Bloc
     let newest = blocks.iter().map(|b| b.meta().max_time).max()?;
     const MAX_RANGE: i64 = 31 * 24 * 3600 * 1000;
     let mut range = block_duration.saturating_mul(3);
-    while range <= MAX_RANGE.max(block_duration * 3) {
+    while range <= MAX_RANGE.max(block_duration.saturating_mul(3)) {
         let mut k = 0;
         while k < blocks.len() {
             let start = blocks[k].meta().min_time.div_euclid(range) * range;
@@ -895,7 +895,11 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64) -> Option<Vec<Arc<Bloc
                 return Some(group);
             }
         }
-        range = range.saturating_mul(3);
+        let next = range.saturating_mul(3);
+        if next == range {
+            break;
+        }
+        range = next;
     }
     None
 }
