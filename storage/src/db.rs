@@ -21,8 +21,8 @@ use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
 use crate::head::{AppendResult, Head, SeriesRef, U64Map};
 use crate::wal::{self, RefSample, WalWriter};
 use crate::{
-    is_stale_nan, Appender, CommitStats, CommittedBatch, Error, Labels, Matcher, Querier, Sample, Series,
-    Timestamp,
+    is_stale_nan, Appender, CommitStats, CommittedBatch, Error, Labels, LabelsRef, Matcher, Querier, Sample,
+    Series, Timestamp,
 };
 
 /// Name of promflow's folder inside the data directory; nothing outside it is ever written.
@@ -1132,28 +1132,63 @@ fn check(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64) -> Result<bool, E
     }
 }
 
+/// What a batch looks a series up by: owned labels (scrapes, rules) or labels borrowed from
+/// a decoded request (remote write), so a known series costs no allocation.
+trait SeriesKey {
+    fn hash(&self) -> u64;
+    fn is(&self, labels: &Labels) -> bool;
+    fn to_labels(&self) -> Labels;
+}
+
+impl SeriesKey for &Labels {
+    fn hash(&self) -> u64 {
+        self.stable_hash()
+    }
+    fn is(&self, labels: &Labels) -> bool {
+        **self == *labels
+    }
+    fn to_labels(&self) -> Labels {
+        (*self).clone()
+    }
+}
+
+impl SeriesKey for LabelsRef<'_> {
+    fn hash(&self) -> u64 {
+        self.stable_hash()
+    }
+    fn is(&self, labels: &Labels) -> bool {
+        labels.eq_ref(*self)
+    }
+    fn to_labels(&self) -> Labels {
+        LabelsRef::to_labels(self)
+    }
+}
+
 impl DbAppender {
-    /// Index of `labels` in the batch, adding it (with the head's state) if new.
-    fn series_index(&mut self, labels: &Labels) -> Result<u32, Error> {
-        let hash = labels.stable_hash();
+    /// Index of the series `key` in the batch, adding it (with the head's state) if new.
+    fn series_index(&mut self, key: impl SeriesKey) -> Result<u32, Error> {
+        let hash = key.hash();
         if let Some(&i) = self.by_hash.get(&hash) {
-            if *self.series[i as usize].labels == *labels {
+            if key.is(&self.series[i as usize].labels) {
                 return Ok(i);
             }
-            if let Some(&j) = self.collided.iter().find(|&&j| *self.series[j as usize].labels == *labels) {
+            if let Some(&j) = self.collided.iter().find(|&&j| key.is(&self.series[j as usize].labels)) {
                 return Ok(j);
             }
         }
-        validate(labels)?;
         let idx = u32::try_from(self.series.len())
             .map_err(|_| Error::InvalidLabels("too many series in one batch".into()))?;
         let entry = {
             let head = read(&self.db.head);
-            match head.lookup(labels, hash).and_then(|r| head.get(r).map(|s| (r, s))) {
+            match head.lookup_by(hash, |l| key.is(l)).and_then(|r| head.get(r).map(|s| (r, s))) {
                 Some((r, s)) => {
                     BatchSeries { labels: Arc::clone(&s.labels), hash, sref: Some(r), last: s.last() }
                 }
-                None => BatchSeries { labels: Arc::new(labels.clone()), hash, sref: None, last: None },
+                None => {
+                    let labels = key.to_labels();
+                    validate(&labels)?;
+                    BatchSeries { labels: Arc::new(labels), hash, sref: None, last: None }
+                }
             }
         };
         self.series.push(entry);
@@ -1165,16 +1200,9 @@ impl DbAppender {
         }
         Ok(idx)
     }
-}
 
-impl Appender for DbAppender {
-    fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error> {
-        let bounds = self.db.bounds();
-        if t < bounds.min_valid && t < bounds.ooo_min {
-            self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::OutOfBounds);
-        }
-        let idx = self.series_index(labels)?;
+    /// Stages `(t, v)` for the batch's series `idx`.
+    fn append_at(&mut self, idx: u32, t: Timestamp, v: f64, bounds: Bounds) -> Result<(), Error> {
         let s = &mut self.series[idx as usize];
         match admit(s.last, t, v, bounds)? {
             Admit::InOrder => {
@@ -1196,6 +1224,30 @@ impl Appender for DbAppender {
             Admit::Skip => {}
         }
         Ok(())
+    }
+
+    /// The bounds `t` must meet, or the out-of-bounds error (counted).
+    fn bounds_for(&self, t: Timestamp) -> Result<Bounds, Error> {
+        let bounds = self.db.bounds();
+        if t < bounds.min_valid && t < bounds.ooo_min {
+            self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::OutOfBounds);
+        }
+        Ok(bounds)
+    }
+}
+
+impl Appender for DbAppender {
+    fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error> {
+        let bounds = self.bounds_for(t)?;
+        let idx = self.series_index(labels)?;
+        self.append_at(idx, t, v, bounds)
+    }
+
+    fn append_ref(&mut self, labels: LabelsRef<'_>, t: Timestamp, v: f64) -> Result<(), Error> {
+        let bounds = self.bounds_for(t)?;
+        let idx = self.series_index(labels)?;
+        self.append_at(idx, t, v, bounds)
     }
 
     fn commit(self: Box<Self>) -> Result<CommitStats, Error> {

@@ -248,11 +248,16 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
 impl Head {
     /// The ref of the series with exactly these labels (`hash` is their `stable_hash`).
     pub(crate) fn lookup(&self, labels: &Labels, hash: u64) -> Option<SeriesRef> {
+        self.lookup_by(hash, |l| l == labels)
+    }
+
+    /// The ref of the series with hash `hash` whose labels satisfy `is_it`.
+    pub(crate) fn lookup_by(&self, hash: u64, is_it: impl Fn(&Labels) -> bool) -> Option<SeriesRef> {
         let r = *self.by_hash.get(&hash)?;
-        if self.series.get(&r).is_some_and(|s| *s.labels == *labels) {
+        if self.series.get(&r).is_some_and(|s| is_it(&s.labels)) {
             return Some(r);
         }
-        self.collided.iter().copied().find(|r| self.series.get(r).is_some_and(|s| *s.labels == *labels))
+        self.collided.iter().copied().find(|r| self.series.get(r).is_some_and(|s| is_it(&s.labels)))
     }
 
     /// The series with ref `r`.

@@ -114,14 +114,82 @@ impl Labels {
 
     /// A stable 64-bit hash of the label set (FNV-1a over names and values).
     pub fn stable_hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for l in &self.0 {
-            for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x100000001b3);
-            }
+        fnv_pairs(self.0.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+    }
+
+    /// Whether this set holds exactly the pairs of `other`.
+    pub fn eq_ref(&self, other: LabelsRef<'_>) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(other.0).all(|(l, &(n, v))| l.name == n && l.value == v)
+    }
+}
+
+/// FNV-1a over names and values, each followed by 0xff: [`Labels::stable_hash`].
+fn fnv_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (n, v) in pairs {
+        for b in n.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
         }
-        h
+    }
+    h
+}
+
+/// A label set borrowed from someone else's bytes (a decoded request), with the invariants
+/// of [`Labels`]: sorted by name, names unique, no empty value. It lets a writer look a
+/// series up without allocating; only a new series is turned into [`Labels`].
+#[derive(Clone, Copy, Debug)]
+pub struct LabelsRef<'a>(&'a [(&'a str, &'a str)]);
+
+impl<'a> LabelsRef<'a> {
+    /// Normalizes `pairs` in place as [`Labels::from_pairs`] does (drops empty values, sorts
+    /// by name, keeps the last of duplicate names) and borrows the result.
+    pub fn normalize<'s: 'a>(pairs: &'a mut Vec<(&'s str, &'s str)>) -> Self {
+        pairs.retain(|(_, v)| !v.is_empty());
+        if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+            // stable, so "last duplicate wins" keeps its meaning
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            let mut out = 0;
+            for i in 0..pairs.len() {
+                if out > 0 && pairs[out - 1].0 == pairs[i].0 {
+                    pairs[out - 1] = pairs[i];
+                } else {
+                    pairs[out] = pairs[i];
+                    out += 1;
+                }
+            }
+            pairs.truncate(out);
+        }
+        LabelsRef(pairs)
+    }
+
+    /// The value of `name`, or "" when the label is absent.
+    pub fn get(&self, name: &str) -> &'a str {
+        match self.0.binary_search_by(|(n, _)| (*n).cmp(name)) {
+            Ok(i) => self.0[i].1,
+            Err(_) => "",
+        }
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The same hash as [`Labels::stable_hash`] of the owned set.
+    pub fn stable_hash(&self) -> u64 {
+        fnv_pairs(self.0.iter().copied())
+    }
+
+    /// An owned copy.
+    pub fn to_labels(&self) -> Labels {
+        Labels(self.0.iter().map(|&(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect())
     }
 }
 

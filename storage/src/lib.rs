@@ -27,7 +27,7 @@ mod postings;
 mod wal;
 
 pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats};
-pub use labels::{Label, Labels, MatchOp, Matcher, METRIC_NAME};
+pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 
 use std::sync::Arc;
 
@@ -120,6 +120,11 @@ pub enum Error {
 pub trait Appender: Send {
     /// Adds one sample of the series `labels` (which must have a metric name).
     fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error>;
+    /// [`append`](Self::append) with labels borrowed from a decoded request: a series the
+    /// head already has is found without building [`Labels`].
+    fn append_ref(&mut self, labels: LabelsRef<'_>, t: Timestamp, v: f64) -> Result<(), Error> {
+        self.append(&labels.to_labels(), t, v)
+    }
     /// Makes the batch durable, visible to queriers, and sends it to the append feed.
     fn commit(self: Box<Self>) -> Result<CommitStats, Error>;
     /// Discards the batch.

@@ -2,7 +2,11 @@
 //! receiver, and encoding for senders and tests.
 #![warn(missing_docs)]
 
-use promflow_storage::{Appender, Labels};
+mod wire;
+
+pub use wire::RequestView;
+
+use promflow_storage::{Appender, LabelsRef};
 use prost::Message;
 
 /// Errors decoding or applying a remote-write request.
@@ -13,7 +17,7 @@ pub enum Error {
     Snappy(#[from] snap::Error),
     /// The payload is not a WriteRequest.
     #[error("protobuf decode: {0}")]
-    Protobuf(#[from] prost::DecodeError),
+    Malformed(&'static str),
     /// A series has no labels or an invalid label.
     #[error("invalid series {0}: {1}")]
     InvalidSeries(String, String),
@@ -83,10 +87,9 @@ pub struct MetricMetadata {
     pub unit: String,
 }
 
-/// Decodes a snappy-compressed `WriteRequest` body.
-pub fn decode(body: &[u8]) -> Result<WriteRequest, Error> {
-    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    Ok(WriteRequest::decode(raw.as_slice())?)
+/// Decompresses a snappy block-format body; [`RequestView::parse`] reads the result.
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>, Error> {
+    Ok(snap::raw::Decoder::new().decompress_vec(body)?)
 }
 
 /// Encodes a `WriteRequest` as a remote-write body (protobuf, snappy block format).
@@ -95,19 +98,23 @@ pub fn encode(req: &WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&raw).unwrap_or_default()
 }
 
-/// Appends every sample of `req` to `app`, stopping at the first sample storage refuses, so
-/// the caller can roll the whole request back as Prometheus does. Returns the sample count.
-pub fn append_request(req: &WriteRequest, app: &mut dyn Appender) -> Result<usize, Error> {
+/// Appends every sample of `req` to `app`, stopping at the first series or sample that is
+/// refused, so the caller can roll the whole request back as Prometheus does. Returns the
+/// sample count.
+pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<usize, Error> {
     let mut n = 0;
-    for ts in &req.timeseries {
-        let labels = Labels::from_pairs(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
-        validate(&labels)?;
-        for s in &ts.samples {
-            app.append(&labels, s.timestamp, s.value).map_err(|e| match e {
+    let mut scratch: Vec<(&str, &str)> = Vec::new();
+    for (pairs, samples) in req.series() {
+        scratch.clear();
+        scratch.extend_from_slice(pairs);
+        let labels = LabelsRef::normalize(&mut scratch);
+        validate(labels)?;
+        for &(t, v) in samples {
+            app.append_ref(labels, t, v).map_err(|e| match e {
                 promflow_storage::Error::OutOfOrder
                 | promflow_storage::Error::OutOfBounds
                 | promflow_storage::Error::DuplicateTimestamp => {
-                    Error::InvalidSeries(labels.to_string(), format!("{e} (timestamp {})", s.timestamp))
+                    Error::InvalidSeries(labels.to_labels().to_string(), format!("{e} (timestamp {t})"))
                 }
                 other => Error::Storage(other),
             })?;
@@ -117,12 +124,12 @@ pub fn append_request(req: &WriteRequest, app: &mut dyn Appender) -> Result<usiz
     Ok(n)
 }
 
-fn validate(labels: &Labels) -> Result<(), Error> {
+fn validate(labels: LabelsRef<'_>) -> Result<(), Error> {
     if labels.is_empty() {
         return Err(Error::InvalidSeries("{}".into(), "series has no labels".into()));
     }
-    if labels.metric_name().is_empty() {
-        return Err(Error::InvalidSeries(labels.to_string(), "series has no metric name".into()));
+    if labels.get(promflow_storage::METRIC_NAME).is_empty() {
+        return Err(Error::InvalidSeries(labels.to_labels().to_string(), "series has no metric name".into()));
     }
     Ok(())
 }
@@ -140,11 +147,14 @@ mod tests {
             }],
             metadata: vec![],
         };
-        assert_eq!(decode(&encode(&req)).unwrap(), req);
+        let raw = decompress(&encode(&req)).unwrap();
+        let view = RequestView::parse(&raw).unwrap();
+        let series: Vec<_> = view.series().collect();
+        assert_eq!(series, vec![(&[("__name__", "x")][..], &[(1000, 1.5)][..])]);
     }
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(decode(b"not snappy at all").is_err());
+        assert!(decompress(b"not snappy at all").is_err());
     }
 }

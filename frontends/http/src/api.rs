@@ -752,14 +752,9 @@ async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> 
                 .into_response();
         }
     }
-    let req = match promflow_remote::decode(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, "remote write: undecodable request");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
-        }
-    };
     let result = tokio::task::spawn_blocking(move || {
+        let raw = promflow_remote::decompress(&body)?;
+        let req = promflow_remote::RequestView::parse(&raw)?;
         let mut app = state.db.appender();
         match promflow_remote::append_request(&req, app.as_mut()) {
             Ok(_) => app.commit().map(|_| ()).map_err(promflow_remote::Error::Storage),
