@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use promflow_storage::{is_stale_nan, Labels, Matcher, Querier, Sample, Series, METRIC_NAME};
+use promflow_storage::{
+    is_stale_nan, Labels, Matcher, Querier, Sample, SampleSlice, Samples, Series, METRIC_NAME,
+};
 
 use crate::annotations::{Annotations, Level};
 use crate::kernels::{self, WindowBounds};
@@ -115,7 +117,7 @@ fn strip_metric_identity(l: &mut Labels) {
 
 /// A range-valued intermediate: each series' samples and how to find its window at a step.
 struct RangeValue {
-    series: Vec<(Labels, Vec<Sample>)>,
+    series: Vec<(Labels, Samples)>,
     range_ms: i64,
     shift: TimeShift,
     /// Anchored and smoothed windows also hold the samples up to `lookback_ms` beyond their
@@ -133,7 +135,7 @@ impl RangeValue {
 
     /// The samples an anchored or smoothed window reads: those within the lookback before its
     /// start too, and for smoothed those within the lookback after its end.
-    fn widened<'s>(&self, samples: &'s [Sample], b: WindowBounds) -> &'s [Sample] {
+    fn widened<'s>(&self, samples: SampleSlice<'s>, b: WindowBounds) -> SampleSlice<'s> {
         let after = if self.edges == Edges::Smoothed { self.lookback_ms } else { 0 };
         window_slice(
             samples,
@@ -190,7 +192,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         Value::Scalar(vals) if instant => QueryResult::Scalar(opts.start, vals[0]),
         Value::Scalar(vals) => QueryResult::Matrix(vec![Series {
             labels: Labels::new(),
-            samples: steps.iter().zip(vals).map(|(&t, v)| Sample { t, v }).collect(),
+            samples: Samples::new(steps.clone(), vals),
         }]),
         Value::Vector(series) if instant => {
             let mut out: Vec<(Labels, i64, f64)> =
@@ -204,7 +206,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
             let mut out: Vec<Series> = series
                 .into_iter()
                 .filter_map(|s| {
-                    let samples: Vec<Sample> = steps
+                    let samples: Samples = steps
                         .iter()
                         .zip(&s.values)
                         .filter_map(|(&t, v)| v.map(|v| Sample { t, v }))
@@ -222,9 +224,9 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
                 .iter()
                 .filter_map(|(labels, samples)| {
                     let w = match r.edges {
-                        Edges::Plain => window_slice(samples, bounds).to_vec(),
+                        Edges::Plain => window_slice(samples.view(), bounds).to_samples(),
                         edges => kernels::extend_window(
-                            r.widened(samples, bounds),
+                            r.widened(samples.view(), bounds),
                             bounds,
                             edges == Edges::Smoothed,
                         ),
@@ -251,10 +253,8 @@ fn preserves_order(plan: &Plan) -> bool {
 }
 
 /// The samples of `samples` (sorted by time) inside `bounds`.
-fn window_slice(samples: &[Sample], b: WindowBounds) -> &[Sample] {
-    let lo = samples.partition_point(|s| s.t <= b.start);
-    let hi = samples.partition_point(|s| s.t <= b.end);
-    &samples[lo..hi.max(lo)]
+fn window_slice(samples: SampleSlice<'_>, b: WindowBounds) -> SampleSlice<'_> {
+    samples.window(b.start, b.end)
 }
 
 impl Ctx<'_> {
@@ -307,7 +307,7 @@ impl Ctx<'_> {
                 let series = self.querier.select(matchers, lo - range_ms - before + 1, hi + after)?;
                 let mut out = Vec::with_capacity(series.len());
                 for s in series {
-                    let samples: Vec<Sample> = s.samples.into_iter().filter(|x| !is_stale_nan(x.v)).collect();
+                    let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
                     self.count_samples(samples.len())?;
                     out.push((s.labels, samples));
                 }
@@ -386,7 +386,7 @@ impl Ctx<'_> {
         let series = self.querier.select(matchers, lo - lookback + 1, hi + lookback)?;
         let mut out = Vec::with_capacity(series.len());
         for s in series {
-            let samples: Vec<Sample> = s.samples.into_iter().filter(|x| !is_stale_nan(x.v)).collect();
+            let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
             self.count_samples(samples.len())?;
             let values: Vec<Option<f64>> = self
                 .steps
@@ -394,7 +394,7 @@ impl Ctx<'_> {
                 .map(|&step| {
                     let t = shift.apply(step, self.query_start, self.query_end);
                     let b = WindowBounds { start: t - lookback, end: t + lookback, eval_time: step };
-                    kernels::smoothed_value(window_slice(&samples, b), t)
+                    kernels::smoothed_value(window_slice(samples.view(), b), t)
                 })
                 .collect();
             if values.iter().any(Option::is_some) {
@@ -418,15 +418,16 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             self.count_samples(s.samples.len())?;
+            let samples = s.samples.view();
             let mut values = Vec::with_capacity(self.steps.len());
             let mut any = false;
             for &step in &self.steps {
                 let t = shift.apply(step, self.query_start, self.query_end);
-                let idx = s.samples.partition_point(|x| x.t <= t);
+                let idx = samples.t.partition_point(|&x| x <= t);
                 let v = if idx == 0 {
                     None
                 } else {
-                    let x = s.samples[idx - 1];
+                    let x = samples.get(idx - 1);
                     if x.t <= t - lookback || is_stale_nan(x.v) {
                         None
                     } else if timestamps {
@@ -480,7 +481,7 @@ impl Ctx<'_> {
                 lookback_ms: 0,
             }));
         }
-        let series: Vec<(Labels, Vec<Sample>)> = match inner.eval(input)? {
+        let series: Vec<(Labels, Samples)> = match inner.eval(input)? {
             // a window's series carry no marks: names marked for removal go here
             Value::Vector(v) => finish_names(v)?
                 .into_iter()
@@ -495,7 +496,7 @@ impl Ctx<'_> {
                 })
                 .collect(),
             Value::Scalar(v) => {
-                vec![(Labels::new(), inner.steps.iter().zip(v).map(|(&t, v)| Sample { t, v }).collect())]
+                vec![(Labels::new(), Samples::new(inner.steps.clone(), v))]
             }
             _ => return Err(Error::Plan("subquery over a non-instant expression".into())),
         };
@@ -520,7 +521,7 @@ impl Ctx<'_> {
             let mut values = vec![Some(1.0); n];
             for (i, &step) in self.steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
-                if r.series.iter().any(|(_, s)| !window_slice(s, b).is_empty()) {
+                if r.series.iter().any(|(_, s)| !window_slice(s.view(), b).is_empty()) {
                     values[i] = None;
                 }
             }
@@ -537,13 +538,13 @@ impl Ctx<'_> {
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
                 }
-                let window = window_slice(&samples, b);
+                let window = window_slice(samples.view(), b);
                 if func == WindowFn::QuantileOverTime && !window.is_empty() {
                     check_quantile(&mut self.annotations, step_args[0], origin, 0);
                 }
                 let v = match r.edges {
                     Edges::Plain => kernels::window(func, window, b, &step_args),
-                    edges => extended_window(func, r.widened(&samples, b), b, edges, &step_args)?,
+                    edges => extended_window(func, r.widened(samples.view(), b), b, edges, &step_args)?,
                 };
                 any |= v.is_some();
                 values.push(v);
@@ -1137,7 +1138,7 @@ fn finish_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
 /// `rate`, `increase` and `delta` either way; the front end rejects the rest.
 fn extended_window(
     func: WindowFn,
-    widened: &[Sample],
+    widened: SampleSlice<'_>,
     b: WindowBounds,
     edges: Edges,
     args: &[f64],

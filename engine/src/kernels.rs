@@ -1,11 +1,12 @@
-//! Function kernels, written once as plain functions over sample slices so that the batch
+//! Function kernels, written once as plain functions over sample columns so that the batch
 //! executor and the dataflow renderer call the same code.
 //!
-//! Window kernels receive the samples of one series inside one window (staleness markers
-//! already removed) and the window's bounds in milliseconds; they return `None` where
-//! Prometheus returns no element.
+//! Window kernels receive the samples of one series inside one window as a [`SampleSlice`]:
+//! a timestamp and a value column (staleness markers already removed), which for samples
+//! read from a block are slices of the block's decoded Arrow arrays. They also get the
+//! window's bounds in milliseconds, and return `None` where Prometheus returns no element.
 
-use promflow_storage::Sample;
+use promflow_storage::{Sample, SampleSlice, Samples};
 
 use crate::plan::{DateFn, MapFn, TrigFn, WindowFn};
 
@@ -29,7 +30,7 @@ impl WindowBounds {
 
 /// Evaluates window function `func` over `samples`; `args` are its scalar arguments at this
 /// step (φ for `quantile_over_time`, seconds for `predict_linear`, factors for smoothing).
-pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[f64]) -> Option<f64> {
+pub fn window(func: WindowFn, samples: SampleSlice<'_>, bounds: WindowBounds, args: &[f64]) -> Option<f64> {
     use WindowFn::*;
     if samples.is_empty() {
         return None;
@@ -41,61 +42,55 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
         Delta => extrapolated_rate(samples, bounds, false, false),
         Irate => instant_delta(samples, true),
         Idelta => instant_delta(samples, false),
-        Deriv => linear_regression(samples, samples[0].t).map(|(slope, _)| slope),
+        Deriv => linear_regression(samples, samples.t[0]).map(|(slope, _)| slope),
         PredictLinear => {
             // predicted from the evaluation time, even when `@` anchors the window elsewhere
             let (slope, intercept) = linear_regression(samples, bounds.eval_time)?;
             Some(slope * args.first().copied().unwrap_or(0.0) + intercept)
         }
         Changes => {
-            let c = samples
-                .windows(2)
-                .filter(|w| !(w[1].v == w[0].v || (w[1].v.is_nan() && w[0].v.is_nan())))
-                .count();
+            let c =
+                samples.v.windows(2).filter(|w| !(w[1] == w[0] || (w[1].is_nan() && w[0].is_nan()))).count();
             Some(c as f64)
         }
-        Resets => Some(samples.windows(2).filter(|w| w[1].v < w[0].v).count() as f64),
-        AvgOverTime => Some(mean(samples.iter().map(|s| s.v))),
-        MinOverTime => {
-            Some(samples.iter().map(|s| s.v).fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }))
-        }
-        MaxOverTime => {
-            Some(samples.iter().map(|s| s.v).fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a }))
-        }
-        SumOverTime => Some(kahan_sum(samples.iter().map(|s| s.v))),
+        Resets => Some(samples.v.windows(2).filter(|w| w[1] < w[0]).count() as f64),
+        AvgOverTime => Some(mean(samples.v.iter().copied())),
+        MinOverTime => Some(samples.v.iter().fold(f64::NAN, |a, &v| if a.is_nan() || v < a { v } else { a })),
+        MaxOverTime => Some(samples.v.iter().fold(f64::NAN, |a, &v| if a.is_nan() || v > a { v } else { a })),
+        SumOverTime => Some(kahan_sum(samples.v.iter().copied())),
         CountOverTime => Some(n),
         LastOverTime => samples.last().map(|s| s.v),
         FirstOverTime => samples.first().map(|s| s.v),
         PresentOverTime => Some(1.0),
-        StddevOverTime => Some(variance(samples.iter().map(|s| s.v)).sqrt()),
-        StdvarOverTime => Some(variance(samples.iter().map(|s| s.v))),
+        StddevOverTime => Some(variance(samples.v.iter().copied()).sqrt()),
+        StdvarOverTime => Some(variance(samples.v.iter().copied())),
         QuantileOverTime => {
-            let mut vals: Vec<f64> = samples.iter().map(|s| s.v).collect();
+            let mut vals: Vec<f64> = samples.v.to_vec();
             Some(quantile(args.first().copied().unwrap_or(f64::NAN), &mut vals))
         }
         // a NaN makes the median undefined: NaN, not a median of the rest
-        MadOverTime if samples.iter().any(|s| s.v.is_nan()) => Some(f64::NAN),
+        MadOverTime if samples.v.iter().any(|v| v.is_nan()) => Some(f64::NAN),
         MadOverTime => {
-            let mut vals: Vec<f64> = samples.iter().map(|s| s.v).collect();
+            let mut vals: Vec<f64> = samples.v.to_vec();
             let median = quantile(0.5, &mut vals);
             let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
             Some(quantile(0.5, &mut dev))
         }
         TsOfMinOverTime => {
-            let mut best = samples[0];
-            for s in &samples[1..] {
+            let mut best = samples.get(0);
+            for s in samples.iter().skip(1) {
                 // ties go to the latest sample, as in Prometheus
                 if s.v <= best.v || best.v.is_nan() {
-                    best = *s;
+                    best = s;
                 }
             }
             Some(best.t as f64 / 1000.0)
         }
         TsOfMaxOverTime => {
-            let mut best = samples[0];
-            for s in &samples[1..] {
+            let mut best = samples.get(0);
+            for s in samples.iter().skip(1) {
                 if s.v >= best.v || best.v.is_nan() {
-                    best = *s;
+                    best = s;
                 }
             }
             Some(best.t as f64 / 1000.0)
@@ -115,7 +110,7 @@ pub fn window(func: WindowFn, samples: &[Sample], bounds: WindowBounds, args: &[
 /// (counter resets compensated), extrapolated towards the window's bounds by at most half an
 /// average sample interval, and never below zero for counters.
 pub fn extrapolated_rate(
-    samples: &[Sample],
+    samples: SampleSlice<'_>,
     b: WindowBounds,
     is_counter: bool,
     is_rate: bool,
@@ -123,16 +118,16 @@ pub fn extrapolated_rate(
     if samples.len() < 2 {
         return None;
     }
-    let first = samples[0];
-    let last = samples[samples.len() - 1];
+    let first = samples.get(0);
+    let last = samples.get(samples.len() - 1);
     let mut result = last.v - first.v;
     if is_counter {
         let mut prev = first.v;
-        for s in &samples[1..] {
-            if s.v < prev {
+        for &v in &samples.v[1..] {
+            if v < prev {
                 result += prev;
             }
-            prev = s.v;
+            prev = v;
         }
     }
     let mut to_start = (first.t - b.start) as f64 / 1000.0;
@@ -159,12 +154,12 @@ pub fn extrapolated_rate(
     Some(result * factor)
 }
 
-fn instant_delta(samples: &[Sample], is_rate: bool) -> Option<f64> {
+fn instant_delta(samples: SampleSlice<'_>, is_rate: bool) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
-    let last = samples[samples.len() - 1];
-    let prev = samples[samples.len() - 2];
+    let last = samples.get(samples.len() - 1);
+    let prev = samples.get(samples.len() - 2);
     let mut result = if is_rate && last.v < prev.v { last.v } else { last.v - prev.v };
     let interval = last.t - prev.t;
     if interval == 0 {
@@ -178,14 +173,14 @@ fn instant_delta(samples: &[Sample], is_rate: bool) -> Option<f64> {
 
 /// Least-squares fit of value against time (seconds relative to `intercept_t` ms): returns
 /// (slope per second, value at `intercept_t`). Needs two samples.
-pub fn linear_regression(samples: &[Sample], intercept_t: i64) -> Option<(f64, f64)> {
+pub fn linear_regression(samples: SampleSlice<'_>, intercept_t: i64) -> Option<(f64, f64)> {
     if samples.len() < 2 {
         return None;
     }
     let (mut n, mut sum_x, mut sum_y, mut sum_xy, mut sum_x2) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut const_y = true;
-    let first_y = samples[0].v;
-    for s in samples {
+    let first_y = samples.v[0];
+    for s in samples.iter() {
         if s.v != first_y {
             const_y = false;
         }
@@ -206,17 +201,17 @@ pub fn linear_regression(samples: &[Sample], intercept_t: i64) -> Option<(f64, f
     Some((slope, intercept))
 }
 
-fn double_exponential_smoothing(samples: &[Sample], sf: f64, tf: f64) -> Option<f64> {
+fn double_exponential_smoothing(samples: SampleSlice<'_>, sf: f64, tf: f64) -> Option<f64> {
     if samples.len() < 2 || !(sf > 0.0 && sf < 1.0) || !(tf > 0.0 && tf < 1.0) {
         return None;
     }
-    let (mut s0, mut s1) = (0.0, samples[0].v);
-    let mut trend = samples[1].v - samples[0].v;
-    for (i, s) in samples.iter().enumerate().skip(1) {
+    let (mut s0, mut s1) = (0.0, samples.v[0]);
+    let mut trend = samples.v[1] - samples.v[0];
+    for (i, &v) in samples.v.iter().enumerate().skip(1) {
         if i > 1 {
             trend = tf * (s1 - s0) + (1.0 - tf) * trend;
         }
-        let next = sf * s.v + (1.0 - sf) * (s1 + trend);
+        let next = sf * v + (1.0 - sf) * (s1 + trend);
         s0 = s1;
         s1 = next;
     }
@@ -494,42 +489,44 @@ fn quantile_of_monotonic(q: f64, merged: &[(f64, f64)]) -> f64 {
 struct WindowEdges<'s> {
     left: f64,
     right: f64,
-    inner: &'s [Sample],
+    inner: SampleSlice<'s>,
     /// When the sample the left edge comes from was taken.
     left_sample_t: i64,
 }
 
 fn window_edges(
-    samples: &[Sample],
+    samples: SampleSlice<'_>,
     b: WindowBounds,
     smoothed: bool,
     is_counter: bool,
 ) -> Option<WindowEdges<'_>> {
     let (start, end) = (b.start, b.end);
+    let ts = samples.t;
     let mut last = samples.len().checked_sub(1)?;
-    let first = samples[..last].partition_point(|s| s.t <= start).saturating_sub(1);
+    let first = ts[..last].partition_point(|&t| t <= start).saturating_sub(1);
     if smoothed {
-        last = samples[..last].partition_point(|s| s.t < end);
+        last = ts[..last].partition_point(|&t| t < end);
     }
-    if samples[last].t <= start {
+    if ts[last] <= start {
         return None;
     }
-    let left = edge_value(samples, first, start, smoothed && samples[first].t < start, is_counter);
-    let right = if smoothed && last > 0 && samples[last].t > end {
+    let left = edge_value(samples, first, start, smoothed && ts[first] < start, is_counter);
+    let right = if smoothed && last > 0 && ts[last] > end {
         edge_value(samples, last - 1, end, true, is_counter)
     } else {
-        samples[last].v
+        samples.v[last]
     };
-    let inner_from = if samples[first].t <= start { first + 1 } else { first };
-    let inner_to = if samples[last].t >= end { last } else { last + 1 };
-    let inner = samples.get(inner_from..inner_to).unwrap_or(&[]);
-    Some(WindowEdges { left, right, inner, left_sample_t: samples[first].t })
+    let inner_from = if ts[first] <= start { first + 1 } else { first };
+    let inner_to = if ts[last] >= end { last } else { last + 1 };
+    let inner =
+        if inner_from <= inner_to { samples.slice(inner_from..inner_to) } else { SampleSlice::default() };
+    Some(WindowEdges { left, right, inner, left_sample_t: ts[first] })
 }
 
 /// `rate`, `increase` and `delta` over an anchored or smoothed window (see [`WindowEdges`]):
 /// the difference of the edges, without extrapolation, plus the counter resets between them.
 pub fn extended_rate(
-    samples: &[Sample],
+    samples: SampleSlice<'_>,
     b: WindowBounds,
     smoothed: bool,
     is_counter: bool,
@@ -543,11 +540,11 @@ pub fn extended_rate(
     if is_counter {
         // the counter resets between the edges, each adding the value before it
         let mut prev = e.left;
-        for s in e.inner {
-            if s.v < prev {
+        for &v in e.inner.v {
+            if v < prev {
                 result += prev;
             }
-            prev = s.v;
+            prev = v;
         }
         if e.right < prev {
             result += prev;
@@ -561,32 +558,33 @@ pub fn extended_rate(
 
 /// The value at time `t`: sample `i`'s own, or, with `interpolate`, the line from sample `i`
 /// to sample `i + 1` read at `t` (a counter reset between them counts from zero).
-fn edge_value(samples: &[Sample], i: usize, t: i64, interpolate: bool, is_counter: bool) -> f64 {
+fn edge_value(samples: SampleSlice<'_>, i: usize, t: i64, interpolate: bool, is_counter: bool) -> f64 {
     if !interpolate || i + 1 >= samples.len() {
-        return samples[i].v;
+        return samples.v[i];
     }
-    let (p1, p2) = (samples[i], samples[i + 1]);
+    let (p1, p2) = (samples.get(i), samples.get(i + 1));
     let y1 = if is_counter && p2.v < p1.v { 0.0 } else { p1.v };
     y1 + (p2.v - y1) * (t - p1.t) as f64 / (p2.t - p1.t) as f64
 }
 
 /// The samples an anchored `changes` or `resets` looks at in the widened window: from the last
 /// sample at or before `start` on, or `None` when no sample lies after `start`.
-pub fn anchored_from(samples: &[Sample], start: i64) -> Option<&[Sample]> {
-    let after = samples.partition_point(|s| s.t <= start);
+pub fn anchored_from(samples: SampleSlice<'_>, start: i64) -> Option<SampleSlice<'_>> {
+    let after = samples.t.partition_point(|&t| t <= start);
     if after >= samples.len() {
         return None;
     }
-    Some(&samples[after.saturating_sub(1)..])
+    Some(samples.slice(after.saturating_sub(1)..samples.len()))
 }
 
 /// A smoothed instant selection at `t`: the sample at `t`, else the line between the samples
 /// around `t`, else the newest sample before `t` (all within the lookback on either side).
-pub fn smoothed_value(samples: &[Sample], t: i64) -> Option<f64> {
-    let i = samples.partition_point(|s| s.t < t);
-    match (samples.get(i), i.checked_sub(1).map(|p| samples[p])) {
+pub fn smoothed_value(samples: SampleSlice<'_>, t: i64) -> Option<f64> {
+    let i = samples.t.partition_point(|&x| x < t);
+    let next = (i < samples.len()).then(|| samples.get(i));
+    match (next, i.checked_sub(1).map(|p| samples.get(p))) {
         (Some(s), _) if s.t == t => Some(s.v),
-        (Some(&next), Some(prev)) => {
+        (Some(next), Some(prev)) => {
             Some(prev.v + (next.v - prev.v) * (t - prev.t) as f64 / (next.t - prev.t) as f64)
         }
         (None, Some(prev)) => Some(prev.v),
@@ -597,13 +595,12 @@ pub fn smoothed_value(samples: &[Sample], t: i64) -> Option<f64> {
 /// The window Prometheus returns for an anchored or smoothed range selection read directly
 /// (`extendFloats`): a point at `start` (the edge value), the samples strictly inside, and a
 /// point at `end`.
-pub fn extend_window(samples: &[Sample], b: WindowBounds, smoothed: bool) -> Vec<Sample> {
-    let Some(e) = window_edges(samples, b, smoothed, false) else { return Vec::new() };
-    let mut out = Vec::with_capacity(e.inner.len() + 2);
-    out.push(Sample { t: b.start, v: e.left });
-    out.extend_from_slice(e.inner);
-    out.push(Sample { t: b.end, v: e.right });
-    out
+pub fn extend_window(samples: SampleSlice<'_>, b: WindowBounds, smoothed: bool) -> Samples {
+    let Some(e) = window_edges(samples, b, smoothed, false) else { return Samples::default() };
+    std::iter::once(Sample { t: b.start, v: e.left })
+        .chain(e.inner.iter())
+        .chain(std::iter::once(Sample { t: b.end, v: e.right }))
+        .collect()
 }
 
 /// The members `topk` (or, with `top` false, `bottomk`) keeps of `candidates` (index, value),
@@ -850,9 +847,9 @@ mod tests {
     #[test]
     fn rate_of_steady_counter() {
         // 10 per 10s for a minute, window (0, 60s]
-        let samples: Vec<Sample> = (1..=6).map(|i| s(i * 10_000, i as f64 * 10.0)).collect();
+        let samples: Samples = (1..=6).map(|i| s(i * 10_000, i as f64 * 10.0)).collect();
         let r = extrapolated_rate(
-            &samples,
+            samples.view(),
             WindowBounds { start: 0, end: 60_000, eval_time: 60_000 },
             true,
             true,
@@ -863,9 +860,9 @@ mod tests {
 
     #[test]
     fn counter_reset_is_compensated() {
-        let samples = vec![s(10_000, 5.0), s(20_000, 10.0), s(30_000, 2.0)];
+        let samples: Samples = vec![s(10_000, 5.0), s(20_000, 10.0), s(30_000, 2.0)].into();
         let inc = extrapolated_rate(
-            &samples,
+            samples.view(),
             WindowBounds { start: 5_000, end: 35_000, eval_time: 35_000 },
             true,
             false,
@@ -887,14 +884,15 @@ mod tests {
     fn anchored_and_smoothed_increase() {
         // extended_vectors.test: `metric 1+1x4 9+1x4` every 15s, increase(metric[1m] …)
         let vals = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0, 11.0, 12.0, 13.0];
-        let samples: Vec<Sample> =
+        let samples: Samples =
             vals.iter().enumerate().map(|(i, &v)| Sample { t: i as i64 * 15_000, v }).collect();
+        let samples = samples.view();
         let at = |t: i64, smoothed: bool| {
             let b = WindowBounds { start: t - 60_000, end: t, eval_time: t };
             let after = if smoothed { 300_000 } else { 0 };
-            let lo = samples.partition_point(|s| s.t <= b.start - 300_000);
-            let hi = samples.partition_point(|s| s.t <= b.end + after);
-            extended_rate(&samples[lo..hi], b, smoothed, true, false).unwrap()
+            let lo = samples.t.partition_point(|&t| t <= b.start - 300_000);
+            let hi = samples.t.partition_point(|&t| t <= b.end + after);
+            extended_rate(samples.slice(lo..hi), b, smoothed, true, false).unwrap()
         };
         let anchored = [0.0, 1.0, 2.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0];
         let smoothed = [1.0 / 3.0, 4.0 / 3.0, 7.0 / 3.0, 10.0 / 3.0, 5.0, 7.0, 7.0, 7.0, 6.0];

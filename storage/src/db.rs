@@ -22,7 +22,7 @@ use crate::head::{AppendResult, Head, SeriesRef, U64Map};
 use crate::wal::{self, RefSample, WalWriter};
 use crate::{
     is_stale_nan, Appender, CommitStats, CommittedBatch, Error, Labels, LabelsRef, Matcher, Querier, Sample,
-    Series, Timestamp,
+    Samples, Series, Timestamp,
 };
 
 /// Name of promflow's folder inside the data directory; nothing outside it is ever written.
@@ -427,7 +427,7 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
         for (labels, r) in batch {
             samples.clear();
             h.samples_of(*r, mint, last, &mut samples);
-            if let Err(e) = writer.add(Arc::clone(labels), &samples) {
+            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied()) {
                 drop(h);
                 writer.abort();
                 return Err(e);
@@ -777,7 +777,7 @@ impl Db {
                     end += 1;
                 }
                 let chunk = &entries[start..end];
-                let mut read_back: Vec<Vec<Vec<Sample>>> = Vec::with_capacity(group.len());
+                let mut read_back: Vec<Vec<Samples>> = Vec::with_capacity(group.len());
                 let mut positions: Vec<usize> = vec![0; group.len()];
                 for (bi, b) in group.iter().enumerate() {
                     let ids: Vec<u32> = chunk.iter().filter(|e| e.1 == bi).map(|e| e.2).collect();
@@ -785,7 +785,7 @@ impl Db {
                 }
                 let mut i = 0;
                 while i < chunk.len() {
-                    let mut parts: Vec<Vec<Sample>> = Vec::new();
+                    let mut parts: Vec<Samples> = Vec::new();
                     let labels = Arc::clone(&chunk[i].0);
                     while i < chunk.len() && chunk[i].0 == labels {
                         let bi = chunk[i].1;
@@ -793,7 +793,7 @@ impl Db {
                         positions[bi] += 1;
                         i += 1;
                     }
-                    writer.add(labels, &merge_samples(parts))?;
+                    writer.add(labels, merge_samples(parts).iter())?;
                 }
                 start = end;
             }
@@ -905,16 +905,16 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64) -> Option<Vec<Arc<Bloc
 }
 
 /// Merges sample lists of one series into time order, keeping the first of equal timestamps.
-fn merge_samples(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+fn merge_samples(mut parts: Vec<Samples>) -> Samples {
     parts.retain(|p| !p.is_empty());
     match parts.len() {
-        0 => Vec::new(),
+        0 => Samples::default(),
         1 => parts.pop().unwrap_or_default(),
         _ => {
-            let mut all: Vec<Sample> = parts.concat();
+            let mut all: Vec<Sample> = parts.iter().flat_map(|p| p.iter()).collect();
             all.sort_by_key(|s| s.t);
             all.dedup_by_key(|s| s.t);
-            all
+            all.into()
         }
     }
 }
@@ -929,7 +929,7 @@ fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
     let mut all: Vec<Series> = parts.concat();
     all.sort_by(|a, b| a.labels.cmp(&b.labels));
     let mut out: Vec<Series> = Vec::with_capacity(all.len());
-    let mut pending: Vec<Vec<Sample>> = Vec::new();
+    let mut pending: Vec<Samples> = Vec::new();
     let mut iter = all.into_iter().peekable();
     while let Some(s) = iter.next() {
         pending.push(s.samples);

@@ -458,7 +458,7 @@ impl Head {
             .map(|s| {
                 let mut samples = Vec::new();
                 s.samples_in(mint, maxt, &mut samples);
-                Series { labels: (*s.labels).clone(), samples }
+                Series { labels: (*s.labels).clone(), samples: samples.into() }
             })
             .collect()
     }
@@ -644,7 +644,7 @@ mod tests {
         assert_eq!((h.num_samples, h.num_chunks), (250, 3));
         let all = h.select(&[], 100, 130);
         assert_eq!(all[0].samples.len(), 31);
-        assert_eq!(all[0].samples[0], Sample { t: 100, v: 100.0 });
+        assert_eq!(all[0].samples.view().get(0), Sample { t: 100, v: 100.0 });
         assert!(s.has_samples_in(119, 120));
         assert!(!s.has_samples_in(250, i64::MAX));
     }
@@ -738,8 +738,8 @@ mod tests {
         let up = [m(MatchOp::Equal, "__name__", "up")];
         let r = h.select(&up, 20, 30);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].samples, vec![Sample { t: 20, v: 1.0 }]);
-        assert_eq!(r[1].samples, vec![Sample { t: 30, v: 0.0 }]);
+        assert_eq!(r[0].samples.iter().collect::<Vec<_>>(), vec![Sample { t: 20, v: 1.0 }]);
+        assert_eq!(r[1].samples.iter().collect::<Vec<_>>(), vec![Sample { t: 30, v: 0.0 }]);
         assert_eq!(h.select(&up, 21, 29).len(), 0);
         assert_eq!(h.select(&up, 30, 20).len(), 0);
         assert_eq!(h.series_labels(&[], 0, 12).len(), 2);

@@ -17,6 +17,7 @@ pub mod backfill;
 pub mod gofmt;
 pub mod labels;
 pub mod re2;
+pub mod samples;
 
 mod block;
 mod chunk;
@@ -28,6 +29,7 @@ mod wal;
 
 pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
+pub use samples::{SampleSlice, Samples};
 
 use std::sync::Arc;
 
@@ -62,7 +64,7 @@ pub struct Series {
     /// The series' identity.
     pub labels: Labels,
     /// Samples in strictly increasing timestamp order, staleness markers included.
-    pub samples: Vec<Sample>,
+    pub samples: Samples,
 }
 
 /// What a successful commit wrote.

@@ -106,11 +106,12 @@ fn append_commit_query_round_trip() {
     assert_eq!(up.len(), 2);
     assert_eq!(up[0].labels, up_a);
     assert_eq!(up[1].samples.len(), 300);
-    assert_eq!(up[1].samples[299], Sample { t: 299_000, v: 299.0 });
+    assert_eq!(up[1].samples.view().get(299), Sample { t: 299_000, v: 299.0 });
     let mid = db.select(&name_eq("up"), 10_000, 12_000).unwrap();
     assert_eq!(
         mid[1].samples,
         vec![Sample { t: 10_000, v: 10.0 }, Sample { t: 11_000, v: 11.0 }, Sample { t: 12_000, v: 12.0 }]
+            .into()
     );
     assert_eq!(db.series(&[], 0, 5).unwrap(), vec![reqs.clone(), up_a.clone(), up_b.clone()]);
     assert_eq!(db.series(&[], 6, 999).unwrap(), Vec::<Labels>::new());
@@ -215,7 +216,7 @@ fn staleness_markers() {
     let d = db.select(&[], ALL.0, ALL.1).unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].samples.len(), 2);
-    assert!(is_stale_nan(d[0].samples[1].v));
+    assert!(is_stale_nan(d[0].samples.view().v[1]));
     // a batch that only drops produces nothing
     let mut app = db.appender();
     app.append(&l, 4, stale_nan()).unwrap();

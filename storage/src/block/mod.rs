@@ -36,6 +36,7 @@ pub(crate) mod index;
 pub(crate) mod values;
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type, UInt8Ty
 use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array, UInt8Array,
 };
+use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
@@ -56,7 +58,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Labels, Matcher, Sample, Series, Timestamp};
+use crate::{Error, Labels, Matcher, Sample, Samples, Series, Timestamp};
 use index::BlockIndex;
 
 /// The block's meta file.
@@ -240,16 +242,24 @@ impl BlockWriter {
 
     /// Adds a series after every series added so far in label order, with its samples in
     /// time order. A series without samples is skipped.
-    pub(crate) fn add(&mut self, labels: Arc<Labels>, samples: &[Sample]) -> Result<(), Error> {
-        let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return Ok(()) };
+    pub(crate) fn add(
+        &mut self,
+        labels: Arc<Labels>,
+        samples: impl Iterator<Item = Sample> + Clone,
+    ) -> Result<(), Error> {
+        let (Some(first), Some(last)) = (samples.clone().next(), samples.clone().last()) else {
+            return Ok(());
+        };
         if self.series.last().is_some_and(|(prev, ..)| **prev >= *labels) {
             return Err(Error::InvalidLabels(format!("block series out of order at {labels}")));
         }
         let id = u32::try_from(self.series.len())
             .map_err(|_| Error::InvalidLabels("too many series in one block".into()))?;
-        let digits = values::series_digits(samples.iter().map(|s| s.v));
+        let digits = values::series_digits(samples.clone().map(|s| s.v));
         let mut prev = 0i64;
+        let mut n = 0u64;
         for s in samples {
+            n += 1;
             self.ids.push(id);
             self.ts.push(s.t);
             self.digits.push(digits);
@@ -266,8 +276,8 @@ impl BlockWriter {
                 }
             }
         }
-        self.samples += samples.len() as u64;
-        self.series.push((labels, samples.len() as u64, first.t, last.t));
+        self.samples += n;
+        self.series.push((labels, n, first.t, last.t));
         if self.ids.len() >= BATCH_ROWS {
             self.flush_batch()?;
         }
@@ -535,17 +545,16 @@ impl Block {
         self.meta.min_time <= maxt && self.meta.max_time > mint
     }
 
-    /// The samples in `mint..=maxt` of series `ids` (ascending), each list in time order and
-    /// in the order of `ids`; series without samples in range get an empty list.
-    pub(crate) fn read(
-        &self,
-        ids: &[u32],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<Vec<Sample>>, Error> {
-        let mut out: Vec<Vec<Sample>> = Vec::with_capacity(ids.len());
+    /// The samples in `mint..=maxt` of series `ids` (ascending), each in time order and in
+    /// the order of `ids`; series without samples in range get empty columns.
+    ///
+    /// Each Parquet batch is decoded once into two Arrow buffers, its timestamp column as is
+    /// and its values decoded from their encoding; a series' samples are slices of those
+    /// buffers (joined only when a series spans two batches).
+    pub(crate) fn read(&self, ids: &[u32], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Samples>, Error> {
+        let mut pieces: Vec<Vec<Samples>> = (0..ids.len()).map(|_| Vec::new()).collect();
         if ids.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let series = &self.index.series;
         let ranges = ids.iter().filter_map(|&id| series.get(id as usize)).map(|s| {
@@ -560,9 +569,9 @@ impl Block {
             .with_batch_size(BATCH_ROWS)
             .build()
             .map_err(pq("reading a block's samples"))?;
-        let mut pos = 0usize; // index into ids of the series being filled
+        let mut pos = 0usize; // index into ids of the series being read
         let mut mantissa = 0i64; // running sum of the current series' decimal deltas
-        out.push(Vec::new());
+        let mut runs: Vec<(usize, Range<usize>)> = Vec::new(); // (pos, rows in range) per batch
         for batch in reader {
             let batch =
                 batch.map_err(|e| Error::Io("reading a block's samples".into(), std::io::Error::other(e)))?;
@@ -571,15 +580,22 @@ impl Block {
             let dec = batch.column(2).as_primitive::<UInt64Type>();
             let dig = batch.column(3).as_primitive::<UInt8Type>();
             let flt = batch.column(4).as_primitive::<Float64Type>();
+            let mut values: Vec<f64> = Vec::with_capacity(batch.num_rows());
+            let mut run: Option<usize> = None; // first row of the current series' in-range run
+            runs.clear();
             for row in 0..batch.num_rows() {
                 let id = sid.value(row);
-                while ids.get(pos).is_some_and(|&want| want < id) {
-                    pos += 1;
-                    mantissa = 0;
-                    out.push(Vec::new());
-                }
                 if ids.get(pos) != Some(&id) {
-                    return Err(corrupt(&self.dir, "samples file rows do not match the index"));
+                    if let Some(start) = run.take() {
+                        runs.push((pos, start..row));
+                    }
+                    while ids.get(pos).is_some_and(|&want| want < id) {
+                        pos += 1;
+                        mantissa = 0;
+                    }
+                    if ids.get(pos) != Some(&id) {
+                        return Err(corrupt(&self.dir, "samples file rows do not match the index"));
+                    }
                 }
                 let decimal = dec.is_valid(row);
                 if decimal {
@@ -587,21 +603,39 @@ impl Block {
                 }
                 let t = ts.value(row);
                 if t < mint || t > maxt {
+                    values.push(0.0); // keeps rows aligned; never read
+                    if let Some(start) = run.take() {
+                        runs.push((pos, start..row));
+                    }
                     continue;
                 }
-                let v = if decimal { values::decode(mantissa, dig.value(row)) } else { flt.value(row) };
-                if let Some(list) = out.last_mut() {
-                    list.push(Sample { t, v });
-                }
+                values.push(if decimal { values::decode(mantissa, dig.value(row)) } else { flt.value(row) });
+                run.get_or_insert(row);
+            }
+            if let Some(start) = run.take() {
+                runs.push((pos, start..batch.num_rows()));
+            }
+            let (t_col, v_col) = (ts.values().clone(), ScalarBuffer::from(values));
+            for (p, rows) in runs.drain(..) {
+                let len = rows.end - rows.start;
+                pieces[p]
+                    .push(Samples::from_buffers(t_col.slice(rows.start, len), v_col.slice(rows.start, len)));
             }
         }
-        out.resize_with(ids.len(), Vec::new);
+        let mut out: Vec<Samples> = pieces
+            .into_iter()
+            .map(|mut p| match p.len() {
+                0 | 1 => p.pop().unwrap_or_default(),
+                _ => p.iter().flat_map(|s| s.iter()).collect(),
+            })
+            .collect();
         let stones = self.stones();
         if !stones.is_empty() {
             for (list, &id) in out.iter_mut().zip(ids) {
                 let gone = self.deleted(&stones, id);
                 if !gone.is_empty() {
-                    list.retain(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
+                    *list =
+                        std::mem::take(list).filtered(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
                 }
             }
         }
@@ -674,23 +708,60 @@ mod tests {
                 v: if i == 250 { crate::stale_nan() } else { (i as f64).sqrt() },
             })
             .collect();
-        w.add(ls("a"), &a).unwrap();
-        w.add(ls("b"), &b).unwrap();
-        assert!(w.add(ls("a"), &a).is_err(), "series must come in label order");
+        w.add(ls("a"), a.iter().copied()).unwrap();
+        w.add(ls("b"), b.iter().copied()).unwrap();
+        assert!(w.add(ls("a"), a.iter().copied()).is_err(), "series must come in label order");
         let meta = w.finish(None).unwrap().unwrap();
         assert_eq!((meta.min_time, meta.max_time), (0, 999 * 15_000 + 1));
         assert_eq!(meta.stats, BlockStats { num_samples: 1500, num_series: 2 });
         let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
         let all = block.select(&[], i64::MIN, i64::MAX).unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0].samples, a);
-        let bits = |s: &[Sample]| s.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
-        assert_eq!(bits(&all[1].samples), bits(&b));
+        assert_eq!(all[0].samples.iter().collect::<Vec<_>>(), a);
+        let bits = |s: &mut dyn Iterator<Item = Sample>| s.map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(&mut all[1].samples.iter()), bits(&mut b.iter().copied()));
         let m = Matcher::new(crate::MatchOp::Equal, "job", "b").unwrap();
         let some = block.select(&[m], 15_000, 30_007).unwrap();
         assert_eq!(some.len(), 1);
         assert_eq!(some[0].samples.len(), 2);
         assert!(!dir.path().join(format!("{}{TMP_SUFFIX}", meta.ulid)).exists());
+    }
+
+    #[test]
+    fn reads_share_decoded_batches_and_join_series_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BlockWriter::create(dir.path(), 1, Vec::new()).unwrap();
+        // "a" ends inside the first Parquet batch, "b" spans the batch boundary, "c" after it
+        let n_a = 1000;
+        let n_b = BATCH_ROWS + 500;
+        let gen = |n: usize, off: i64| -> Vec<Sample> {
+            (0..n as i64).map(|i| Sample { t: i * 1000 + off, v: (i + off) as f64 * 0.25 }).collect()
+        };
+        let (a, b, c) = (gen(n_a, 0), gen(n_b, 1), gen(300, 2));
+        for (job, s) in [("a", &a), ("b", &b), ("c", &c)] {
+            w.add(ls(job), s.iter().copied()).unwrap();
+        }
+        let meta = w.finish(None).unwrap().unwrap();
+        let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        let all = block.read(&[0, 1, 2], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(all[0].iter().collect::<Vec<_>>(), a);
+        assert_eq!(all[1].iter().collect::<Vec<_>>(), b, "joined across the batch boundary");
+        assert_eq!(all[2].iter().collect::<Vec<_>>(), c);
+        // a and c sit in different batches but each is one slice of its batch's columns
+        let in_batch = |s: &Samples| s.view().t.as_ptr();
+        assert!(in_batch(&all[0]) != in_batch(&all[2]));
+        // a time range cuts every series to a contiguous slice
+        let (lo, hi) = (200_000, 400_002);
+        let cut = block.read(&[0, 1, 2], lo, hi).unwrap();
+        let want = |s: &[Sample]| s.iter().copied().filter(|x| x.t >= lo && x.t <= hi).collect::<Vec<_>>();
+        assert_eq!(cut[0].iter().collect::<Vec<_>>(), want(&a));
+        assert_eq!(cut[1].iter().collect::<Vec<_>>(), want(&b));
+        assert_eq!(cut[2].iter().collect::<Vec<_>>(), want(&c));
+        // only some ids, and an id without samples in range
+        let some = block.read(&[1, 2], 60_000_000, i64::MAX).unwrap();
+        assert_eq!(some.len(), 2);
+        assert!(some[1].is_empty());
+        assert_eq!(some[0].len(), n_b - 60_000);
     }
 
     #[test]

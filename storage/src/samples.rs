@@ -1,0 +1,172 @@
+//! A series' samples as two columns, the shape the query kernels read.
+//!
+//! Samples read from a block are slices of the Arrow arrays decoded from its Parquet file:
+//! the timestamp column as Parquet gives it, the value column as decoded from its custom
+//! encoding (see `block/values.rs`), both shared, not copied, by every series of the batch.
+//! The head's samples are decoded from its chunks into the same shape.
+
+use std::ops::Range;
+
+use arrow_buffer::ScalarBuffer;
+
+use crate::{Sample, Timestamp};
+
+/// Owned columns of samples in strictly increasing timestamp order. Cloning and slicing
+/// share the underlying Arrow buffers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Samples {
+    t: ScalarBuffer<i64>,
+    v: ScalarBuffer<f64>,
+}
+
+impl Samples {
+    /// Columns from two vectors of equal length (panics otherwise: a caller bug).
+    pub fn new(t: Vec<Timestamp>, v: Vec<f64>) -> Self {
+        assert_eq!(t.len(), v.len(), "timestamp and value columns differ in length");
+        Samples { t: t.into(), v: v.into() }
+    }
+
+    /// Columns sharing two Arrow buffers of equal length.
+    pub(crate) fn from_buffers(t: ScalarBuffer<i64>, v: ScalarBuffer<f64>) -> Self {
+        debug_assert_eq!(t.len(), v.len());
+        Samples { t, v }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    /// A borrowed view, what kernels take.
+    pub fn view(&self) -> SampleSlice<'_> {
+        SampleSlice { t: &self.t, v: &self.v }
+    }
+
+    /// The samples at `range`, sharing the buffers.
+    pub fn slice(&self, range: Range<usize>) -> Samples {
+        let len = range.end - range.start;
+        Samples { t: self.t.slice(range.start, len), v: self.v.slice(range.start, len) }
+    }
+
+    /// The samples one by one.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Sample> + ExactSizeIterator + Clone + '_ {
+        self.view().iter()
+    }
+
+    /// Keeps the samples for which `keep` holds (copies only when something is dropped).
+    pub fn filtered(self, keep: impl Fn(Sample) -> bool) -> Samples {
+        if self.iter().all(&keep) {
+            return self;
+        }
+        self.iter().filter(|&s| keep(s)).collect()
+    }
+}
+
+impl FromIterator<Sample> for Samples {
+    fn from_iter<I: IntoIterator<Item = Sample>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let (mut t, mut v) = (Vec::with_capacity(iter.size_hint().0), Vec::with_capacity(iter.size_hint().0));
+        for s in iter {
+            t.push(s.t);
+            v.push(s.v);
+        }
+        Samples::new(t, v)
+    }
+}
+
+impl From<Vec<Sample>> for Samples {
+    fn from(v: Vec<Sample>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+/// Borrowed columns of samples in time order: `t[i]` and `v[i]` are one sample.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SampleSlice<'a> {
+    /// Timestamps, milliseconds.
+    pub t: &'a [Timestamp],
+    /// Values, staleness markers included unless the caller dropped them.
+    pub v: &'a [f64],
+}
+
+impl<'a> SampleSlice<'a> {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    /// Sample `i` (panics past the end, like indexing).
+    pub fn get(&self, i: usize) -> Sample {
+        Sample { t: self.t[i], v: self.v[i] }
+    }
+
+    /// The oldest sample.
+    pub fn first(&self) -> Option<Sample> {
+        (!self.is_empty()).then(|| self.get(0))
+    }
+
+    /// The newest sample.
+    pub fn last(&self) -> Option<Sample> {
+        self.len().checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// The samples at `range`.
+    pub fn slice(&self, range: Range<usize>) -> SampleSlice<'a> {
+        SampleSlice { t: &self.t[range.clone()], v: &self.v[range] }
+    }
+
+    /// The samples with `start < t <= end` (a left-open window, as Prometheus 3's).
+    pub fn window(&self, start: Timestamp, end: Timestamp) -> SampleSlice<'a> {
+        let lo = self.t.partition_point(|&t| t <= start);
+        let hi = self.t.partition_point(|&t| t <= end);
+        self.slice(lo..hi.max(lo))
+    }
+
+    /// The samples one by one.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Sample> + ExactSizeIterator + Clone + 'a {
+        let (t, v) = (self.t, self.v);
+        t.iter().zip(v).map(|(&t, &v)| Sample { t, v })
+    }
+
+    /// An owned copy.
+    pub fn to_samples(&self) -> Samples {
+        Samples::new(self.t.to_vec(), self.v.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: i64, v: f64) -> Sample {
+        Sample { t, v }
+    }
+
+    #[test]
+    fn columns_round_trip_and_share_buffers() {
+        let all: Samples = vec![s(1, 1.0), s(2, 2.0), s(3, 3.0), s(4, 4.0)].into();
+        assert_eq!(all.len(), 4);
+        let mid = all.slice(1..3);
+        assert_eq!(mid.iter().collect::<Vec<_>>(), vec![s(2, 2.0), s(3, 3.0)]);
+        assert_eq!(mid.view().t.as_ptr(), all.view().t[1..].as_ptr(), "slicing copies nothing");
+        let w = all.view().window(1, 3);
+        assert_eq!(w.iter().collect::<Vec<_>>(), vec![s(2, 2.0), s(3, 3.0)]);
+        assert_eq!(w.first(), Some(s(2, 2.0)));
+        assert_eq!(w.last(), Some(s(3, 3.0)));
+        assert!(all.view().window(4, 10).is_empty());
+        assert_eq!(
+            all.clone().filtered(|x| x.t % 2 == 0).iter().collect::<Vec<_>>(),
+            vec![s(2, 2.0), s(4, 4.0)]
+        );
+    }
+}
