@@ -33,7 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, peer, wait_for};
+use common::{free_port, median, peer, rss_kib, wait_for};
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
 
 const SERIES_PER_REQUEST: usize = 2000;
@@ -282,18 +282,10 @@ impl System {
         std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
         let data = dir.join("data");
         let (bin, args, ready): (String, Vec<String>, &str) = match self {
-            System::Promflow => (
-                env!("CARGO_BIN_EXE_promflow").to_string(),
-                vec![
-                    format!("--config.file={}", cfg.display()),
-                    format!("--storage.tsdb.path={}", data.display()),
-                    format!("--web.listen-address={addr}"),
-                    "--web.enable-remote-write-receiver".into(),
-                ],
-                "/-/ready",
-            ),
-            System::Prometheus => (
-                "prometheus".into(),
+            // the same flags: promflow takes Prometheus's command line
+            System::Promflow | System::Prometheus => (
+                if self == System::Promflow { env!("CARGO_BIN_EXE_promflow") } else { "prometheus" }
+                    .to_string(),
                 vec![
                     format!("--config.file={}", cfg.display()),
                     format!("--storage.tsdb.path={}", data.display()),
@@ -347,16 +339,6 @@ impl System {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Sends `rounds` of every request with `conns` senders; each sender owns the chunks
 /// `k, k + conns, …` and sends them round by round. Panics on any non-2xx answer.
 fn send(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) {
@@ -402,11 +384,6 @@ fn pin_self(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {
