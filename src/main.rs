@@ -1,6 +1,7 @@
 //! The `promflow` binary: parses Prometheus's flags and wires storage, scraping, the query
 //! engine and the HTTP server together. Nothing else lives here.
 
+mod check;
 mod cli;
 mod logging;
 mod tsdb;
@@ -42,8 +43,10 @@ const HONOURED_FEATURES: &[&str] = &[
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|a| a == "tsdb") {
-        std::process::exit(tsdb::main(args.collect()));
+    match args.next() {
+        Some(a) if a == "tsdb" => std::process::exit(tsdb::main(args.collect())),
+        Some(a) if a == "check" => std::process::exit(check::main(args.collect())),
+        _ => {}
     }
     let (flags, matches) = cli::parse();
     logging::init(&flags.log_level, &flags.log_format);

@@ -1501,7 +1501,7 @@ fn located_error(text: &str, file: &str, loc: &serde_saphyr::Location, msg: Stri
     Error::config(file, Some(line), Some(col), msg)
 }
 
-fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, Error> {
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, Error> {
     let opts = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options::<T>(text, opts).map_err(|e| convert_error(&e, text, file))
 }

@@ -35,6 +35,7 @@ mod error;
 pub mod http;
 mod md5;
 pub mod relabel;
+pub mod rules;
 pub mod sd;
 mod yaml;
 

@@ -1,0 +1,348 @@
+//! Rule files (`rule_files` in `prometheus.yml`), read the way Prometheus's `rulefmt` reads
+//! them: groups of recording and alerting rules, unknown fields rejected, and every check
+//! `promtool check rules` makes on a rule's structure.
+//!
+//! Two checks need more than this crate knows and are left to the caller, which passes them
+//! in as functions: parsing `expr` as PromQL, and parsing label and annotation templates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::relabel::is_legacy_label_name;
+use crate::Error;
+
+/// A rule file: its groups in file order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleFile {
+    /// The groups.
+    pub groups: Vec<RuleGroup>,
+}
+
+/// A group: rules evaluated together, in order, at one interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleGroup {
+    /// `name`, unique within the file.
+    pub name: String,
+    /// `interval`; `None` means the global `evaluation_interval`.
+    pub interval: Option<Duration>,
+    /// `query_offset`; `None` means the global `rule_query_offset`.
+    pub query_offset: Option<Duration>,
+    /// `limit`: most series an alerting rule may produce and a recording rule may write
+    /// (0: no limit).
+    pub limit: u64,
+    /// The rules, in evaluation order.
+    pub rules: Vec<Rule>,
+}
+
+/// What a rule produces.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleKind {
+    /// `record: <metric name>`.
+    Record(String),
+    /// `alert: <name>`, with `for` and `keep_firing_for`.
+    Alert {
+        /// The alert's name.
+        name: String,
+        /// `for`: how long the condition must hold before the alert fires.
+        for_: Duration,
+        /// `keep_firing_for`: how long the alert keeps firing once the condition is gone.
+        keep_firing_for: Duration,
+    },
+}
+
+/// One rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    /// Recording or alerting.
+    pub kind: RuleKind,
+    /// The PromQL expression, as written.
+    pub expr: String,
+    /// Labels added to (or replacing those of) every output series; templates for alerts.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of an alert (templates).
+    pub annotations: BTreeMap<String, String>,
+    /// 1-based line of the rule in its file.
+    pub line: usize,
+}
+
+impl Rule {
+    /// The `record` or `alert` name.
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            RuleKind::Record(n) => n,
+            RuleKind::Alert { name, .. } => name,
+        }
+    }
+}
+
+/// The checks of a rule that need the query language and the template language.
+pub struct RuleChecks<'a> {
+    /// Parses a PromQL expression; the error is shown after "could not parse expression: ".
+    pub parse_expr: &'a dyn Fn(&str) -> Result<(), String>,
+    /// Parses a label or annotation template of an alerting rule.
+    pub parse_template: &'a dyn Fn(&str) -> Result<(), String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawFile {
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    groups: Vec<Spanned<RawGroup>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawGroup {
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    name: String,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    interval: Option<String>,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    query_offset: Option<String>,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    limit: u64,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawRule {
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    record: String,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    alert: String,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    expr: String,
+    #[serde(rename = "for", deserialize_with = "crate::yaml::nullable")]
+    for_: Option<String>,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    keep_firing_for: Option<String>,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    labels: BTreeMap<String, String>,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    annotations: BTreeMap<String, String>,
+}
+
+impl RuleFile {
+    /// Reads and checks a rule file. Every problem found is returned, as promtool lists them
+    /// all; a file that cannot be read or is not valid YAML gives one error.
+    pub fn load(path: &Path, checks: &RuleChecks<'_>) -> Result<RuleFile, Vec<Error>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![Error::config(&path.display().to_string(), None, None, e.to_string())])?;
+        RuleFile::parse(&text, &path.display().to_string(), checks)
+    }
+
+    /// Parses and checks the text of a rule file named `file`.
+    pub fn parse(text: &str, file: &str, checks: &RuleChecks<'_>) -> Result<RuleFile, Vec<Error>> {
+        let raw: RawFile = crate::config::parse_yaml(text, file).map_err(|e| vec![e])?;
+        let mut errors = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut out = RuleFile::default();
+        for g in raw.groups {
+            let line = g.referenced.line() as usize;
+            let g = g.value;
+            let at = |msg: String| Error::config(file, Some(line), None, msg);
+            if g.name.is_empty() {
+                errors.push(at("Groupname must not be empty".into()));
+            } else if !names.insert(g.name.clone()) {
+                errors.push(at(format!("groupname: \"{}\" is repeated in the same file", g.name)));
+            }
+            let duration = |field: &str, v: &Option<String>, errors: &mut Vec<Error>| {
+                v.as_deref().and_then(|s| match crate::parse_duration(s) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        errors.push(at(format!("group \"{}\": {field}: {e}", g.name)));
+                        None
+                    }
+                })
+            };
+            let mut group = RuleGroup {
+                name: g.name.clone(),
+                interval: duration("interval", &g.interval, &mut errors),
+                query_offset: duration("query_offset", &g.query_offset, &mut errors),
+                limit: g.limit,
+                rules: Vec::new(),
+            };
+            for (i, r) in g.rules.into_iter().enumerate() {
+                let line = r.referenced.line() as usize;
+                let r = r.value;
+                let shown = if r.alert.is_empty() { r.record.clone() } else { r.alert.clone() };
+                let mut fail = |msg: String| {
+                    errors.push(Error::config(
+                        file,
+                        Some(line),
+                        None,
+                        format!("group \"{}\", rule {}, \"{shown}\": {msg}", g.name, i + 1),
+                    ))
+                };
+                if let Some(rule) = check_rule(r, line, checks, &mut fail) {
+                    group.rules.push(rule);
+                }
+            }
+            out.groups.push(group);
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Number of rules in all groups.
+    pub fn num_rules(&self) -> usize {
+        self.groups.iter().map(|g| g.rules.len()).sum()
+    }
+}
+
+/// `rulefmt.Rule.Validate` and the template checks; reports through `fail` and returns the
+/// rule when nothing failed.
+fn check_rule(
+    r: RawRule,
+    line: usize,
+    checks: &RuleChecks<'_>,
+    fail: &mut dyn FnMut(String),
+) -> Option<Rule> {
+    let mut ok = true;
+    let mut bad = |msg: String| {
+        ok = false;
+        fail(msg)
+    };
+    match (r.record.is_empty(), r.alert.is_empty()) {
+        (false, false) => bad("only one of 'record' and 'alert' must be set".into()),
+        (true, true) => bad("one of 'record' or 'alert' must be set".into()),
+        _ => {}
+    }
+    if r.expr.is_empty() {
+        bad("field 'expr' must be set in rule".into());
+    } else if let Err(e) = (checks.parse_expr)(&r.expr) {
+        bad(format!("could not parse expression: {e}"));
+    }
+    let mut duration = |field: &str, v: &Option<String>| match v.as_deref().map(crate::parse_duration) {
+        None => Duration::ZERO,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            bad(format!("{field}: {e}"));
+            Duration::ZERO
+        }
+    };
+    let for_ = duration("for", &r.for_);
+    let keep_firing_for = duration("keep_firing_for", &r.keep_firing_for);
+    if !r.record.is_empty() {
+        if !r.annotations.is_empty() {
+            bad("invalid field 'annotations' in recording rule".into());
+        }
+        if !for_.is_zero() {
+            bad("invalid field 'for' in recording rule".into());
+        }
+        if !keep_firing_for.is_zero() {
+            bad("invalid field 'keep_firing_for' in recording rule".into());
+        }
+        if !is_valid_metric_name(&r.record) {
+            bad(format!("invalid recording rule name: {}", r.record));
+        }
+    }
+    for name in r.labels.keys() {
+        if !is_legacy_label_name(name) || name == "__name__" {
+            bad(format!("invalid label name: {name}"));
+        }
+    }
+    for name in r.annotations.keys() {
+        if !is_legacy_label_name(name) {
+            bad(format!("invalid annotation name: {name}"));
+        }
+    }
+    if !r.alert.is_empty() {
+        for (what, map) in [("label", &r.labels), ("annotation", &r.annotations)] {
+            for (name, text) in map {
+                if let Err(e) = (checks.parse_template)(text) {
+                    bad(format!("{what} {name:?}: template: {e}"));
+                }
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let kind = if r.record.is_empty() {
+        RuleKind::Alert { name: r.alert, for_, keep_firing_for }
+    } else {
+        RuleKind::Record(r.record)
+    };
+    Some(Rule { kind, expr: r.expr, labels: r.labels, annotations: r.annotations, line })
+}
+
+/// `model.IsValidMetricName` under the legacy scheme: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(_: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn parse(text: &str) -> Result<RuleFile, Vec<String>> {
+        let checks = RuleChecks {
+            parse_expr: &|e: &str| if e.contains("((") { Err("unclosed".into()) } else { Ok(()) },
+            parse_template: &any,
+        };
+        RuleFile::parse(text, "r.yml", &checks).map_err(|v| v.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn reads_groups_and_rules() {
+        let f = parse(
+            "groups:\n- name: g\n  interval: 30s\n  limit: 5\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n    labels: {team: a}\n  - alert: Down\n    expr: up == 0\n    for: 5m\n    annotations:\n      summary: '{{ $labels.instance }} down'\n",
+        )
+        .unwrap();
+        assert_eq!(f.num_rules(), 2);
+        let g = &f.groups[0];
+        assert_eq!((g.interval, g.limit), (Some(Duration::from_secs(30)), 5));
+        assert_eq!(g.rules[0].kind, RuleKind::Record("job:up:sum".into()));
+        assert_eq!(g.rules[0].line, 6);
+        assert!(
+            matches!(&g.rules[1].kind, RuleKind::Alert { name, for_, .. } if name == "Down" && for_.as_secs() == 300)
+        );
+        assert_eq!(parse("").unwrap().num_rules(), 0);
+    }
+
+    #[test]
+    fn reports_every_structural_problem() {
+        let errs = parse(
+            "groups:\n- name: g\n  rules:\n  - record: a\n    alert: b\n    expr: x\n  - expr: y\n  - record: 'bad name'\n    expr: ((x\n    for: 1m\n    annotations: {a: b}\n  - alert: A\n    expr: x\n    labels: {__name__: x, 'b-c': d}\n- name: g\n  rules: []\n- rules: []\n",
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for want in [
+            "only one of 'record' and 'alert' must be set",
+            "one of 'record' or 'alert' must be set",
+            "could not parse expression: unclosed",
+            "invalid field 'for' in recording rule",
+            "invalid field 'annotations' in recording rule",
+            "invalid recording rule name: bad name",
+            "invalid label name: __name__",
+            "invalid label name: b-c",
+            "groupname: \"g\" is repeated in the same file",
+            "Groupname must not be empty",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        assert!(all.starts_with("r.yml:4:"), "{all}");
+        let unknown =
+            parse("groups:\n- name: g\n  rules:\n  - record: a\n    expr: x\n    lables: {}\n").unwrap_err();
+        assert!(unknown[0].contains("lables"), "{unknown:?}");
+    }
+}

@@ -1,0 +1,195 @@
+//! `promflow check config|rules …`: promtool's checks, with its arguments, output and exit
+//! codes (0 valid, 1 invalid, 3 lint problems under `--lint-fatal`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use promflow_config::rules::{RuleChecks, RuleFile, RuleKind};
+use promflow_config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "promflow check", about = "Check the resources for validity.")]
+struct CheckArgs {
+    #[command(subcommand)]
+    command: CheckCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckCommand {
+    /// Check if the config files are valid or not.
+    Config {
+        /// Only check the config file syntax, ignoring file and content validation (rule
+        /// files are not read).
+        #[arg(long = "syntax-only")]
+        syntax_only: bool,
+        /// Linting checks to apply to the rule files.
+        #[arg(long, value_enum, default_value = "duplicate-rules")]
+        lint: Lint,
+        /// Make lint errors exit with exit code 3.
+        #[arg(long = "lint-fatal")]
+        lint_fatal: bool,
+        /// The config files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Check if the rule files are valid or not.
+    Rules {
+        /// Linting checks to apply.
+        #[arg(long, value_enum, default_value = "duplicate-rules")]
+        lint: Lint,
+        /// Make lint errors exit with exit code 3.
+        #[arg(long = "lint-fatal")]
+        lint_fatal: bool,
+        /// The rule files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Lint {
+    All,
+    DuplicateRules,
+    None,
+}
+
+const SUCCESS: i32 = 0;
+const FAILURE: i32 = 1;
+const LINT_FAILURE: i32 = 3;
+
+/// Runs `promflow check <args>` (`args` starts after `check`) and returns the exit code.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    let parsed = match CheckArgs::try_parse_from(std::iter::once("promflow check".into()).chain(args)) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { FAILURE } else { SUCCESS };
+        }
+    };
+    match parsed.command {
+        CheckCommand::Rules { lint, lint_fatal, files } => {
+            let mut code = SUCCESS;
+            for f in &files {
+                code = code.max(check_rule_file(f, lint, lint_fatal));
+            }
+            code
+        }
+        CheckCommand::Config { syntax_only, lint, lint_fatal, files } => {
+            let mut code = SUCCESS;
+            for f in &files {
+                code = code.max(check_config_file(f, syntax_only, lint, lint_fatal));
+            }
+            code
+        }
+    }
+}
+
+fn check_config_file(path: &Path, syntax_only: bool, lint: Lint, lint_fatal: bool) -> i32 {
+    println!("Checking {}", path.display());
+    let loaded = match Config::load_file(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("  FAILED: {e}");
+            println!();
+            return FAILURE;
+        }
+    };
+    let rule_files = if syntax_only { Vec::new() } else { expand_rule_globs(&loaded.config.rule_files) };
+    if !syntax_only {
+        println!("  SUCCESS: {} rule files found", rule_files.len());
+    }
+    println!(" SUCCESS: {} is valid prometheus config file syntax", path.display());
+    println!();
+    let mut code = SUCCESS;
+    for f in &rule_files {
+        code = code.max(check_rule_file(f, lint, lint_fatal));
+    }
+    code
+}
+
+/// The files `rule_files` globs name (a `*` is allowed in the last path element only).
+fn expand_rule_globs(globs: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for g in globs {
+        let path = Path::new(g);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !name.contains('*') {
+            out.push(path.to_path_buf());
+            continue;
+        }
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let (prefix, suffix) = name.split_once('*').unwrap_or((&name, ""));
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.len() >= prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    out
+}
+
+/// The checks promtool makes on `expr`, labels and annotations.
+pub fn rule_checks() -> RuleChecks<'static> {
+    RuleChecks {
+        parse_expr: &|e: &str| promflow_promql::parse(e).map(drop).map_err(|e| e.to_string()),
+        parse_template: &promflow_engine::template::check,
+    }
+}
+
+fn check_rule_file(path: &Path, lint: Lint, lint_fatal: bool) -> i32 {
+    println!("Checking {}", path.display());
+    let file = match RuleFile::load(path, &rule_checks()) {
+        Ok(f) => f,
+        Err(errors) => {
+            eprintln!("  FAILED:");
+            for e in errors {
+                eprintln!("{e}");
+            }
+            println!();
+            return FAILURE;
+        }
+    };
+    if lint != Lint::None {
+        let dups = duplicate_recording_rules(&file);
+        if !dups.is_empty() {
+            eprintln!("  FAILED:");
+            eprintln!("lint error {} duplicate rule(s) found.", dups.len());
+            for (name, labels) in &dups {
+                eprintln!("Metric: {name}\nLabel(s):");
+                for (k, v) in labels {
+                    eprintln!("\t{k}: {v}");
+                }
+            }
+            eprintln!("Might cause inconsistency while recording expressions");
+            println!();
+            return if lint_fatal { LINT_FAILURE } else { SUCCESS };
+        }
+    }
+    println!("  SUCCESS: {} rules found", file.num_rules());
+    println!();
+    SUCCESS
+}
+
+/// Recording rules that write the same metric with the same labels as an earlier one (in
+/// any group of the file): promtool's `duplicate-rules` lint.
+fn duplicate_recording_rules(file: &RuleFile) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut dups = Vec::new();
+    for rule in file.groups.iter().flat_map(|g| &g.rules) {
+        if let RuleKind::Record(name) = &rule.kind {
+            let key = (name.clone(), rule.labels.clone());
+            if !seen.insert(key.clone()) {
+                dups.push(key);
+            }
+        }
+    }
+    dups
+}
