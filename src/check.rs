@@ -95,7 +95,11 @@ fn check_config_file(path: &Path, syntax_only: bool, lint: Lint, lint_fatal: boo
             return FAILURE;
         }
     };
-    let rule_files = if syntax_only { Vec::new() } else { expand_rule_globs(&loaded.config.rule_files) };
+    let rule_files = if syntax_only {
+        Vec::new()
+    } else {
+        promflow_config::rules::expand_rule_files(&loaded.config.rule_files)
+    };
     if !syntax_only {
         println!("  SUCCESS: {} rule files found", rule_files.len());
     }
@@ -106,34 +110,6 @@ fn check_config_file(path: &Path, syntax_only: bool, lint: Lint, lint_fatal: boo
         code = code.max(check_rule_file(f, lint, lint_fatal));
     }
     code
-}
-
-/// The files `rule_files` globs name (a `*` is allowed in the last path element only).
-fn expand_rule_globs(globs: &[String]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for g in globs {
-        let path = Path::new(g);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if !name.contains('*') {
-            out.push(path.to_path_buf());
-            continue;
-        }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let (prefix, suffix) = name.split_once('*').unwrap_or((&name, ""));
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.len() >= prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
-            })
-            .map(|e| e.path())
-            .collect();
-        found.sort();
-        out.extend(found);
-    }
-    out
 }
 
 /// The checks promtool makes on `expr`, labels and annotations.

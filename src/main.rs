@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod logging;
+mod rules;
 mod tsdb;
 
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use promflow_config::Config;
+use promflow_engine::rules::{EvalSettings, GroupSpec, Manager as RuleManager};
+use promflow_engine::QueryOptions;
 use promflow_http::{AppState, QuerySettings, ServerStatus};
 use promflow_scrape::ScrapeManager;
 use promflow_storage::{Db, DbOptions};
@@ -26,8 +29,13 @@ fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
-fn load_config(path: &str) -> Result<promflow_config::LoadedConfig, String> {
-    Config::load_file(std::path::Path::new(path)).map_err(|e| e.to_string())
+/// Reads the configuration and the rule files it names; rule files' problems fail the load.
+fn load_config(path: &str) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
+    let features = promflow_config::Features { rules: true, ..Default::default() };
+    let opts = promflow_config::LoadOptions { features, ..Default::default() };
+    let mut loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
+    let groups = rules::load_groups(&loaded.config, &mut loaded.warnings)?;
+    Ok((loaded, groups))
 }
 
 /// `--enable-feature` values promflow acts on. The PromQL language features are always on in
@@ -68,7 +76,7 @@ fn main() {
 }
 
 fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
-    let loaded = load_config(&flags.config_file)
+    let (loaded, rule_groups) = load_config(&flags.config_file)
         .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
     for w in &loaded.warnings {
         warn!(file = %flags.config_file, "{w}");
@@ -115,14 +123,37 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         scrape.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     }
 
+    let rule_manager = {
+        let writer = Arc::clone(&db);
+        RuleManager::new(
+            Arc::clone(&db) as Arc<dyn promflow_storage::Querier>,
+            Arc::new(move || writer.appender()),
+            EvalSettings {
+                query: QueryOptions {
+                    lookback_ms: millis(flags.lookback_delta),
+                    max_samples: flags.query_max_samples,
+                    delayed_name_removal: flags
+                        .enable_feature
+                        .iter()
+                        .any(|f| f == "promql-delayed-name-removal"),
+                    ..QueryOptions::instant(0)
+                },
+                timeout: flags.query_timeout,
+            },
+        )
+    };
+    rule_manager.update(rule_groups);
+
     let reload: promflow_http::ReloadFn = {
         let (path, scrape, status, handle) =
             (flags.config_file.clone(), Arc::clone(&scrape), Arc::clone(&status), runtime.handle().clone());
         let db = Arc::clone(&db);
+        let rule_manager = Arc::clone(&rule_manager);
         Arc::new(move || {
             let _guard = handle.enter();
-            let result = load_config(&path).and_then(|l| {
+            let result = load_config(&path).and_then(|(l, groups)| {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                rule_manager.update(groups);
                 db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
                 for w in &l.warnings {
                     warn!(file = %path, "{w}");
@@ -149,6 +180,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     let state = Arc::new(AppState {
         db: Arc::clone(&db),
         scrape: Arc::clone(&scrape),
+        rules: Arc::clone(&rule_manager),
         query: QuerySettings {
             lookback_delta: flags.lookback_delta,
             timeout: flags.query_timeout,
@@ -190,6 +222,8 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         quit.send_replace(true);
         info!("stopping scrape manager");
         scrape.stop();
+        info!("stopping rule manager");
+        rule_manager.stop();
         // let the loops write their staleness markers
         tokio::time::sleep(Duration::from_millis(200)).await;
         for s in servers {

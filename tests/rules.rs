@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -119,4 +120,203 @@ fn check_config_reads_the_rule_files_it_names() {
     assert!(text.contains("valid prometheus config file syntax"), "{text}");
     assert!(text.contains("  SUCCESS: 2 rules found"), "{text}");
     assert!(Path::new(&dir.path().join("ok.yml")).exists());
+}
+
+const RECORDING_RULES: &str = "groups:
+- name: recorded
+  interval: 1s
+  rules:
+  - record: job:rule_input:sum
+    expr: sum by (job) (rule_input_total)
+  - record: rule_input:count
+    expr: count(rule_input_total)
+  - record: rule_input_relabelled
+    expr: rule_input_total{job=\"a\"} * 2
+    labels:
+      team: storage
+      job: renamed
+  - record: rule_input:from_recorded
+    expr: 'job:rule_input:sum{job=\"b\"} + 1'
+  - record: six
+    expr: 2 * 3
+";
+
+/// Raw recorded samples of `metric` newer than `after_ms`, by series.
+fn recorded(
+    server: &common::Server,
+    metric: &str,
+    at_s: f64,
+    after_ms: i64,
+) -> BTreeMap<String, Vec<(i64, String)>> {
+    let (code, v) = server.get_json(&format!("/api/v1/query?query={metric}%5B15s%5D&time={at_s}"));
+    assert_eq!(code, 200, "{v}");
+    let mut out = BTreeMap::new();
+    for s in common::result(&v) {
+        let mut labels: Vec<(String, String)> = s["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        labels.sort();
+        let points: Vec<(i64, String)> = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ((p[0].as_f64().unwrap() * 1000.0).round() as i64, p[1].as_str().unwrap().to_string()))
+            .filter(|(t, _)| *t > after_ms)
+            .collect();
+        out.insert(format!("{labels:?}"), points);
+    }
+    out
+}
+
+#[test]
+fn recording_rules_write_what_prometheus_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), RECORDING_RULES).unwrap();
+    let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n";
+    let Some(prom) = common::start_prometheus(dir.path(), config) else { return };
+    let pf = common::start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver"]);
+    // one minute of samples up to now, the same bytes to both
+    let now = common::now_ms() / 1000 * 1000;
+    let mut series = Vec::new();
+    for (job, inst, slope) in [("a", "x:1", 1.0), ("a", "x:2", 2.0), ("b", "y:1", 5.0)] {
+        let samples: Vec<(i64, f64)> = (0..60).map(|k| (now - (59 - k) * 1000, k as f64 * slope)).collect();
+        series.push(common::series(
+            &[("__name__", "rule_input_total"), ("job", job), ("instance", inst)],
+            &samples,
+        ));
+    }
+    for server in [&prom, &pf] {
+        let (code, body) = common::remote_write(server, series.clone());
+        assert_eq!(code, 204, "{body}");
+    }
+    // evaluations after both servers hold the data: both use the group's hashed timestamps
+    let after = common::now_ms() + 500;
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let at = common::now_ms() as f64 / 1000.0;
+    for metric in
+        ["job:rule_input:sum", "rule_input:count", "rule_input_relabelled", "rule_input:from_recorded", "six"]
+    {
+        let theirs = recorded(&prom, metric, at, after);
+        let ours = recorded(&pf, metric, at, after);
+        assert!(!theirs.is_empty(), "{metric}: Prometheus recorded nothing");
+        for (series, points) in &theirs {
+            let mine =
+                ours.get(series).unwrap_or_else(|| panic!("{metric}: promflow lacks {series}; has {ours:?}"));
+            let common_points: Vec<_> = points.iter().filter(|p| mine.iter().any(|m| m.0 == p.0)).collect();
+            assert!(
+                common_points.len() >= 2,
+                "{metric} {series}: evaluation times differ: {points:?} vs {mine:?}"
+            );
+            for p in common_points {
+                assert!(mine.contains(p), "{metric} {series}: {p:?} not in {mine:?}");
+            }
+        }
+        assert_eq!(theirs.len(), ours.len(), "{metric}: {theirs:?} vs {ours:?}");
+    }
+    // the rules API lists the group as Prometheus does
+    let (_, theirs) = prom.get_json("/api/v1/rules");
+    let (_, ours) = pf.get_json("/api/v1/rules");
+    let shape = |v: &serde_json::Value| -> Vec<(String, String, String, String)> {
+        let g = &v["data"]["groups"][0];
+        g["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    g["file"].as_str().unwrap().to_string(),
+                    r["name"].as_str().unwrap().to_string(),
+                    r["query"].as_str().unwrap().to_string(),
+                    r["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shape(&ours), shape(&theirs));
+    assert_eq!(ours["data"]["groups"][0]["interval"], theirs["data"]["groups"][0]["interval"]);
+    assert!(
+        ours["data"]["groups"][0]["rules"].as_array().unwrap().iter().all(|r| r["health"] == "ok"),
+        "{ours}"
+    );
+    let (code, _) = pf.get_json("/api/v1/rules?type=bogus");
+    assert_eq!(code, 400);
+}
+
+/// A group evaluated by hand over a real storage: output naming, staleness markers when a
+/// series disappears, and the errors Prometheus gives.
+#[test]
+fn recording_rule_group_semantics() {
+    use promflow_engine::rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec};
+    use promflow_engine::QueryOptions;
+    use promflow_storage::{is_stale_nan, Db, DbOptions, Labels, Matcher, Querier};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+    let mut app = db.appender();
+    for a in ["1", "2"] {
+        app.append(&Labels::from_pairs([("__name__", "x"), ("a", a)]), 1_000, 1.0).unwrap();
+    }
+    app.commit().unwrap();
+    let rule = |name: &str, expr: &str, labels: &[(&str, &str)]| RecordingRuleSpec {
+        name: name.into(),
+        query: expr.into(),
+        plan: promflow_promql::compile(expr, &Default::default()).unwrap(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    let spec = GroupSpec {
+        name: "g".into(),
+        file: "f.yml".into(),
+        interval_ms: 1000,
+        query_offset_ms: 0,
+        limit: 0,
+        rules: vec![rule("r", "x", &[("team", "t")]), rule("collapsed", "x", &[("a", "")])],
+    };
+    let settings = EvalSettings {
+        query: QueryOptions { lookback_ms: 5_000, ..QueryOptions::instant(0) },
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let writer = Arc::clone(&db);
+    let appender = move || writer.appender();
+    let mut group = Group::new(spec.clone());
+    group.evaluate(2_000, &*db, &appender, &settings);
+    let status = group.status();
+    assert_eq!(status.rules[0].health, Health::Ok);
+    assert_eq!(status.rules[1].health, Health::Err);
+    assert_eq!(
+        status.rules[1].last_error.as_deref(),
+        Some("vector contains metrics with the same labelset after applying rule labels")
+    );
+    let name = |n: &str| vec![Matcher::new(promflow_storage::MatchOp::Equal, "__name__", n).unwrap()];
+    let out = db.select(&name("r"), 0, 100_000).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].labels, Labels::from_pairs([("__name__", "r"), ("a", "1"), ("team", "t")]));
+    assert_eq!(out[0].samples.iter().map(|s| (s.t, s.v)).collect::<Vec<_>>(), vec![(2_000, 1.0)]);
+
+    // x leaves the lookback: the rule's series get staleness markers at the next evaluation
+    group.evaluate(9_000, &*db, &appender, &settings);
+    let out = db.select(&name("r"), 0, 100_000).unwrap();
+    for s in &out {
+        let last = s.samples.view().last().unwrap();
+        assert_eq!(last.t, 9_000);
+        assert!(is_stale_nan(last.v), "{s:?}");
+    }
+
+    // a limit below the output size fails the rule and writes nothing
+    let mut limited = Group::new(GroupSpec { limit: 1, rules: vec![rule("lim", "x", &[])], ..spec.clone() });
+    limited.evaluate(3_000, &*db, &appender, &settings);
+    assert_eq!(limited.status().rules[0].last_error.as_deref(), Some("exceeded limit of 1 with 2 series"));
+    assert!(db.select(&name("lim"), 0, 100_000).unwrap().is_empty());
+
+    // evaluation times are aligned to the interval, shifted by the group's hash
+    let every = GroupSpec { interval_ms: 60_000, ..spec };
+    let now = 1_800_000_123_456;
+    let ts = every.eval_timestamp(now);
+    assert!(ts <= now && ts > now - 60_000);
+    // times are truncated to milliseconds, as Prometheus stamps samples
+    assert_eq!(every.eval_timestamp(ts + 60_000), ts);
+    assert_eq!(every.eval_timestamp(ts + 60_001), ts + 60_000);
 }

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod format;
 pub mod kernels;
 pub mod plan;
+pub mod rules;
 pub mod template;
 
 pub use annotations::{Annotations, Level};

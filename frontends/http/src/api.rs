@@ -557,8 +557,63 @@ async fn scrape_pools(State(state): Shared) -> ApiResult {
     Ok(success(json!({"scrapePools": pools})))
 }
 
-async fn rules() -> Response {
-    success(json!({"groups": []}))
+async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    // alerting rules are not evaluated yet, so `type=alert` lists nothing
+    let with_records = match p.get("type").unwrap_or("") {
+        "" | "record" => true,
+        "alert" => false,
+        other => return Err(ApiError::bad_data(format!("not supported value {other:?}"))),
+    };
+    let (names, groups, files) = (p.all("rule_name[]"), p.all("rule_group[]"), p.all("file[]"));
+    let wanted = |set: &[&str], v: &str| set.is_empty() || set.contains(&v);
+    let mut out = Vec::new();
+    for g in state.rules.groups() {
+        if !wanted(&groups, &g.name) || !wanted(&files, &g.file) {
+            continue;
+        }
+        let rules: Vec<Value> = g
+            .rules
+            .iter()
+            .filter(|r| with_records && wanted(&names, &r.spec.name))
+            .map(|r| {
+                let mut v = json!({
+                    "name": r.spec.name,
+                    "query": r.spec.query,
+                    "labels": r.spec.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                    "health": r.health.as_str(),
+                    "evaluationTime": r.evaluation_time.as_secs_f64(),
+                    "lastEvaluation": rfc3339_ms(r.last_evaluation_ms),
+                    "type": "recording",
+                });
+                if let Some(e) = &r.last_error {
+                    v["lastError"] = Value::from(e.clone());
+                }
+                v
+            })
+            .collect();
+        if rules.is_empty() {
+            continue;
+        }
+        out.push(json!({
+            "name": g.name,
+            "file": g.file,
+            "rules": rules,
+            // Go prints a whole float64 without a fraction: `60`, not `60.0`
+            "interval": if g.interval_ms % 1000 == 0 { json!(g.interval_ms / 1000) } else { json!(g.interval_ms as f64 / 1000.0) },
+            "limit": g.limit,
+            "evaluationTime": g.evaluation_time.as_secs_f64(),
+            "lastEvaluation": rfc3339_ms(g.last_evaluation_ms),
+        }));
+    }
+    Ok(success(json!({"groups": out})))
+}
+
+/// A millisecond time as Go's JSON encoding of a `time.Time` (its zero value when unset).
+fn rfc3339_ms(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
 }
 
 async fn alerts() -> Response {

@@ -131,6 +131,8 @@ pub struct AppState {
     pub db: Arc<promflow_storage::Db>,
     /// The scrape manager, for targets and metadata.
     pub scrape: Arc<promflow_scrape::ScrapeManager>,
+    /// The rule manager, for `/api/v1/rules`.
+    pub rules: Arc<promflow_engine::rules::Manager>,
     /// Query settings.
     pub query: QuerySettings,
     /// Server status.
