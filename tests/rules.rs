@@ -241,8 +241,36 @@ fn recording_rules_write_what_prometheus_writes() {
         ours["data"]["groups"][0]["rules"].as_array().unwrap().iter().all(|r| r["health"] == "ok"),
         "{ours}"
     );
-    let (code, _) = pf.get_json("/api/v1/rules?type=bogus");
-    assert_eq!(code, 400);
+    // the labels of a rule with labels, and none on the others (Go's omitempty)
+    let labels = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["data"]["groups"][0]["rules"].as_array().unwrap().iter().map(|r| r["labels"].clone()).collect()
+    };
+    assert_eq!(labels(&ours), labels(&theirs));
+    // Prometheus 3 leaves out groups a filter emptied; 2.42 still listed them
+    assert!(shape_or_empty(&pf.get_json("/api/v1/rules?type=alert").1).is_empty());
+    // rule_name[], rule_group[] and file[] came after 2.42
+    assert!(shape_or_empty(&pf.get_json("/api/v1/rules?rule_group[]=nope").1).is_empty());
+    assert!(shape_or_empty(&pf.get_json("/api/v1/rules?file[]=nope.yml").1).is_empty());
+    let six = shape_or_empty(&pf.get_json("/api/v1/rules?rule_name[]=six&rule_name[]=rule_input:count").1);
+    assert_eq!(six, vec![("recorded".to_string(), vec!["rule_input:count".to_string(), "six".to_string()])]);
+    for path in ["/api/v1/rules?type=bogus", "/api/v1/rules?type=record"] {
+        let (a, b) = (prom.get_json(path), pf.get_json(path));
+        assert_eq!((a.0, a.1["error"].clone()), (b.0, b.1["error"].clone()), "{path}");
+        assert_eq!(shape_or_empty(&a.1), shape_or_empty(&b.1), "{path}");
+    }
+}
+
+/// (group, rule names) of a rules answer.
+fn shape_or_empty(v: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    let Some(groups) = v["data"]["groups"].as_array() else { return Vec::new() };
+    groups
+        .iter()
+        .map(|g| {
+            let names =
+                g["rules"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string());
+            (g["name"].as_str().unwrap().to_string(), names.collect())
+        })
+        .collect()
 }
 
 /// A group evaluated by hand over a real storage: output naming, staleness markers when a
@@ -319,4 +347,41 @@ fn recording_rule_group_semantics() {
     // times are truncated to milliseconds, as Prometheus stamps samples
     assert_eq!(every.eval_timestamp(ts + 60_000), ts);
     assert_eq!(every.eval_timestamp(ts + 60_001), ts + 60_000);
+}
+
+/// A reload that removes a rule and a group marks their series stale, keeps the rules that
+/// stay, and starts the new ones; a broken rule file fails the reload and keeps the rules.
+#[test]
+fn reloading_rules_marks_removed_series_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let write_rules = |text: &str| std::fs::write(&rules, text).unwrap();
+    write_rules(
+        "groups:\n- name: g\n  interval: 1s\n  rules:\n  - record: kept\n    expr: vector(1)\n  - record: dropped\n    expr: vector(2)\n- name: gone\n  interval: 1s\n  rules:\n  - record: gone_too\n    expr: vector(3)\n",
+    );
+    let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n";
+    let pf = common::start_promflow(dir.path(), config, &["--web.enable-lifecycle"]);
+    let present = |metric: &str| {
+        let (_, v) = pf.get_json(&format!("/api/v1/query?query={metric}"));
+        !common::result(&v).is_empty()
+    };
+    let waited = common::wait_for(std::time::Duration::from_secs(10), || {
+        (present("kept") && present("dropped") && present("gone_too")).then_some(())
+    });
+    assert!(waited.is_some(), "rules did not record");
+
+    write_rules("groups:\n- name: g\n  interval: 1s\n  rules:\n  - record: kept\n    expr: vector(1)\n  - record: added\n    expr: vector(4)\n");
+    let reload =
+        |pf: &common::Server| common::client().post(pf.url("/-/reload")).send().unwrap().status().as_u16();
+    assert_eq!(reload(&pf), 200);
+    let waited = common::wait_for(std::time::Duration::from_secs(10), || {
+        (present("added") && !present("dropped") && !present("gone_too")).then_some(())
+    });
+    assert!(waited.is_some(), "removed rules' series are still visible or the new rule did not record");
+    assert!(present("kept"));
+
+    write_rules("groups:\n- name: g\n  rules:\n  - record: 'bad name'\n    expr: vector(1)\n");
+    assert_eq!(reload(&pf), 500);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(present("added") && present("kept"), "a failed reload must keep the running rules");
 }

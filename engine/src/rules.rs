@@ -133,6 +133,10 @@ pub struct Group {
     spec: GroupSpec,
     /// Per rule, the series written by its last successful evaluation.
     previous: Vec<HashMap<Labels, ()>>,
+    /// Series of rules a reload removed from this group: marked stale at the next evaluation.
+    orphaned: Vec<Labels>,
+    /// The timestamp of the last evaluation's output.
+    last_ts: Option<i64>,
 }
 
 impl Group {
@@ -160,6 +164,8 @@ impl Group {
                 evaluation_time: Duration::ZERO,
             },
             previous: vec![HashMap::new(); spec.rules.len()],
+            orphaned: Vec::new(),
+            last_ts: None,
             spec,
         }
     }
@@ -175,8 +181,21 @@ impl Group {
     }
 
     /// Takes over the series a previous version of this group wrote, for rules that are the
-    /// same (name, query and labels), so a reload does not lose their staleness tracking.
+    /// same (name, query and labels), so a reload does not lose their staleness tracking; the
+    /// series of rules that are gone are marked stale at the next evaluation.
     pub fn copy_state(&mut self, old: &Group) {
+        self.orphaned = old.orphaned.clone();
+        self.last_ts = old.last_ts;
+        for (j, o) in old.spec.rules.iter().enumerate() {
+            let kept = self
+                .spec
+                .rules
+                .iter()
+                .any(|r| r.name == o.name && r.query == o.query && r.labels == o.labels);
+            if !kept {
+                self.orphaned.extend(old.previous[j].keys().cloned());
+            }
+        }
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let same = old
                 .spec
@@ -207,6 +226,15 @@ impl Group {
         let started = Instant::now();
         let wall = now_ms();
         let query_ts = ts - self.spec.query_offset_ms;
+        if !self.orphaned.is_empty() {
+            let mut app = appender();
+            for l in self.orphaned.drain(..) {
+                let _ = app.append(&l, query_ts, stale_nan());
+            }
+            if let Err(e) = app.commit() {
+                tracing::warn!(group = %self.spec.name, error = %e, "writing staleness markers of removed rules");
+            }
+        }
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let result = record(rule, query_ts, querier, base, self.spec.limit).and_then(|series| {
@@ -237,14 +265,20 @@ impl Group {
         }
         self.status.last_evaluation_ms = Some(wall);
         self.status.evaluation_time = started.elapsed();
+        self.last_ts = Some(query_ts);
     }
 
-    /// Writes staleness markers for every series the group wrote last (it was removed).
-    pub fn mark_stale(&mut self, ts: i64, appender: &dyn Fn() -> Box<dyn Appender>) {
+    /// Writes staleness markers, at `now_ms` (or just after the last output), for every
+    /// series the group wrote last: the group was removed.
+    pub fn mark_stale(&mut self, now_ms: i64, appender: &dyn Fn() -> Box<dyn Appender>) {
+        let ts = self.last_ts.map_or(now_ms, |t| now_ms.max(t + 1));
         let mut app = appender();
+        for l in self.orphaned.drain(..) {
+            let _ = app.append(&l, ts, stale_nan());
+        }
         for series in self.previous.iter_mut() {
             for l in series.keys() {
-                let _ = app.append(l, ts - self.spec.query_offset_ms, stale_nan());
+                let _ = app.append(l, ts, stale_nan());
             }
             series.clear();
         }
@@ -352,9 +386,7 @@ impl Manager {
             running.push(self.start(group));
         }
         for gone in old_groups {
-            let mut g = gone.lock().unwrap_or_else(|e| e.into_inner());
-            let ts = g.spec.eval_timestamp(now_ms());
-            g.mark_stale(ts, &*self.appender);
+            gone.lock().unwrap_or_else(|e| e.into_inner()).mark_stale(now_ms(), &*self.appender);
         }
     }
 

@@ -563,7 +563,11 @@ async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
     let with_records = match p.get("type").unwrap_or("") {
         "" | "record" => true,
         "alert" => false,
-        other => return Err(ApiError::bad_data(format!("not supported value {other:?}"))),
+        other => {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"type\": not supported value {other:?}"
+            )))
+        }
     };
     let (names, groups, files) = (p.all("rule_name[]"), p.all("rule_group[]"), p.all("file[]"));
     let wanted = |set: &[&str], v: &str| set.is_empty() || set.contains(&v);
@@ -580,7 +584,6 @@ async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
                 let mut v = json!({
                     "name": r.spec.name,
                     "query": r.spec.query,
-                    "labels": r.spec.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
                     "health": r.health.as_str(),
                     "evaluationTime": r.evaluation_time.as_secs_f64(),
                     "lastEvaluation": rfc3339_ms(r.last_evaluation_ms),
@@ -588,6 +591,12 @@ async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
                 });
                 if let Some(e) = &r.last_error {
                     v["lastError"] = Value::from(e.clone());
+                }
+                // `omitempty` in Prometheus
+                if !r.spec.labels.is_empty() {
+                    let labels: serde_json::Map<String, Value> =
+                        r.spec.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect();
+                    v["labels"] = Value::Object(labels);
                 }
                 v
             })
