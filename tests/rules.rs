@@ -57,6 +57,18 @@ const CASES: &[(&str, &str)] = &[
         "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    labels: {s: '{{ if $value }}a'}\n",
     ),
     (
+        "unknown template function",
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    annotations: {s: '{{ humanise $value }}'}\n",
+    ),
+    (
+        "undefined template variable",
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    annotations: {s: '{{ $valeu }}'}\n",
+    ),
+    (
+        "templates Prometheus accepts",
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    annotations: {s: '{{ range query \"up\" }}{{ .Labels.job | toUpper }}{{ end }} {{ $externalLabels.dc }} {{ with $x := 1 }}{{ $x }}{{ end }}'}\n",
+    ),
+    (
         "duplicate recording rules (lint)",
         "groups:\n- name: g\n  rules:\n  - record: a\n    expr: x\n  - record: a\n    expr: y\n",
     ),

@@ -83,8 +83,8 @@ impl Rule {
 pub struct RuleChecks<'a> {
     /// Parses a PromQL expression; the error is shown after "could not parse expression: ".
     pub parse_expr: &'a dyn Fn(&str) -> Result<(), String>,
-    /// Parses a label or annotation template of an alerting rule.
-    pub parse_template: &'a dyn Fn(&str) -> Result<(), String>,
+    /// Parses a label or annotation template of an alerting rule: (template name, text).
+    pub parse_template: &'a dyn Fn(&str, &str) -> Result<(), String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -259,7 +259,7 @@ fn check_rule(
     if !r.alert.is_empty() {
         for (what, map) in [("label", &r.labels), ("annotation", &r.annotations)] {
             for (name, text) in map {
-                if let Err(e) = (checks.parse_template)(text) {
+                if let Err(e) = (checks.parse_template)(&format!("__alert_{}", r.alert), text) {
                     bad(format!("{what} {name:?}: template: {e}"));
                 }
             }
@@ -319,7 +319,7 @@ pub fn is_valid_metric_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn any(_: &str) -> Result<(), String> {
+    fn any(_: &str, _: &str) -> Result<(), String> {
         Ok(())
     }
 
