@@ -300,8 +300,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "storage.remote.read-sample-limit",
     "storage.remote.read-concurrent-limit",
     "storage.remote.read-max-bytes-in-frame",
-    "rules.alert.for-outage-tolerance",
-    "rules.alert.for-grace-period",
     "rules.alert.resend-delay",
     "rules.max-concurrent-evals",
     "alertmanager.notification-queue-capacity",

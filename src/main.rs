@@ -30,11 +30,14 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Reads the configuration and the rule files it names; rule files' problems fail the load.
-fn load_config(path: &str) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
+fn load_config(
+    path: &str,
+    external_url: &str,
+) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
     let features = promflow_config::Features { rules: true, ..Default::default() };
     let opts = promflow_config::LoadOptions { features, ..Default::default() };
-    let mut loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
-    let groups = rules::load_groups(&loaded.config, &mut loaded.warnings)?;
+    let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
+    let groups = rules::load_groups(&loaded.config, external_url)?;
     Ok((loaded, groups))
 }
 
@@ -76,7 +79,7 @@ fn main() {
 }
 
 fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
-    let (loaded, rule_groups) = load_config(&flags.config_file)
+    let (loaded, rule_groups) = load_config(&flags.config_file, &flags.external_url)
         .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
     for w in &loaded.warnings {
         warn!(file = %flags.config_file, "{w}");
@@ -139,6 +142,11 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                     ..QueryOptions::instant(0)
                 },
                 timeout: flags.query_timeout,
+                compile: Some(Arc::new(move |q: &str| {
+                    promflow_promql::compile(q, &Default::default()).map_err(|e| e.to_string())
+                })),
+                outage_tolerance_ms: millis(flags.for_outage_tolerance),
+                for_grace_period_ms: millis(flags.for_grace_period),
             },
         )
     };
@@ -149,9 +157,10 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             (flags.config_file.clone(), Arc::clone(&scrape), Arc::clone(&status), runtime.handle().clone());
         let db = Arc::clone(&db);
         let rule_manager = Arc::clone(&rule_manager);
+        let external_url = flags.external_url.clone();
         Arc::new(move || {
             let _guard = handle.enter();
-            let result = load_config(&path).and_then(|(l, groups)| {
+            let result = load_config(&path, &external_url).and_then(|(l, groups)| {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
                 rule_manager.update(groups);
                 db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));

@@ -5,14 +5,16 @@ use std::path::Path;
 
 use promflow_config::rules::{RuleFile, RuleKind};
 use promflow_config::Config;
-use promflow_engine::rules::{GroupSpec, RecordingRuleSpec};
+use promflow_engine::rules::{AlertingRuleSpec, GroupSpec, RecordingRuleSpec, RuleSpec};
+use promflow_engine::template::Template;
 
-/// The recording-rule groups of every file `config.rule_files` names, or every problem found
-/// (a server refuses the whole configuration then, as Prometheus does). Alerting rules are
-/// reported in `warnings` and skipped: they are not evaluated yet.
-pub fn load_groups(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<GroupSpec>, String> {
+/// The rule groups of every file `config.rule_files` names, or every problem found (a server
+/// refuses the whole configuration then, as Prometheus does). `external_url` is what alert
+/// templates see as `$externalURL`.
+pub fn load_groups(config: &Config, external_url: &str) -> Result<Vec<GroupSpec>, String> {
     let mut groups = Vec::new();
-    let mut alerts = 0usize;
+    let external_labels: std::collections::BTreeMap<String, String> =
+        config.global.external_labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
     for path in promflow_config::rules::expand_rule_files(&config.rule_files) {
         let file = RuleFile::load(&path, &crate::check::rule_checks()).map_err(|errors| {
             let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -26,15 +28,37 @@ pub fn load_groups(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<Gr
             };
             let mut rules = Vec::new();
             for r in &g.rules {
-                let RuleKind::Record(name) = &r.kind else {
-                    alerts += 1;
-                    continue;
-                };
                 let plan = promflow_promql::compile(&r.expr, &compile)
-                    .map_err(|e| format!("{}: rule {name:?}: {e}", path.display()))?;
+                    .map_err(|e| format!("{}: rule {:?}: {e}", path.display(), r.name()))?;
                 let query = promflow_promql::format_query(&r.expr).unwrap_or_else(|_| r.expr.clone());
-                let labels = r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                rules.push(RecordingRuleSpec { name: name.clone(), query, plan, labels });
+                rules.push(match &r.kind {
+                    RuleKind::Record(name) => {
+                        let labels = r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        RuleSpec::Record(RecordingRuleSpec { name: name.clone(), query, plan, labels })
+                    }
+                    RuleKind::Alert { name, for_, keep_firing_for } => {
+                        let templates = |m: &std::collections::BTreeMap<String, String>| {
+                            m.iter()
+                                .map(|(k, v)| {
+                                    Template::parse(&format!("__alert_{name}"), v)
+                                        .map(|t| (k.clone(), v.clone(), t))
+                                        .map_err(|e| format!("{}: alert {name:?}: {e}", path.display()))
+                                })
+                                .collect::<Result<Vec<_>, String>>()
+                        };
+                        RuleSpec::Alert(AlertingRuleSpec {
+                            name: name.clone(),
+                            query,
+                            plan,
+                            for_ms: for_.as_millis() as i64,
+                            keep_firing_for_ms: keep_firing_for.as_millis() as i64,
+                            labels: templates(&r.labels)?,
+                            annotations: templates(&r.annotations)?,
+                            external_labels: external_labels.clone(),
+                            external_url: external_url.to_string(),
+                        })
+                    }
+                });
             }
             groups.push(GroupSpec {
                 name: g.name,
@@ -45,11 +69,6 @@ pub fn load_groups(config: &Config, warnings: &mut Vec<String>) -> Result<Vec<Gr
                 rules,
             });
         }
-    }
-    if alerts > 0 {
-        warnings.push(format!(
-            "rule_files: {alerts} alerting rule(s) are not evaluated yet; recording rules are"
-        ));
     }
     Ok(groups)
 }

@@ -289,7 +289,7 @@ fn shape_or_empty(v: &serde_json::Value) -> Vec<(String, Vec<String>)> {
 /// series disappears, and the errors Prometheus gives.
 #[test]
 fn recording_rule_group_semantics() {
-    use promflow_engine::rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec};
+    use promflow_engine::rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec};
     use promflow_engine::QueryOptions;
     use promflow_storage::{is_stale_nan, Db, DbOptions, Labels, Matcher, Querier};
     use std::sync::Arc;
@@ -301,11 +301,13 @@ fn recording_rule_group_semantics() {
         app.append(&Labels::from_pairs([("__name__", "x"), ("a", a)]), 1_000, 1.0).unwrap();
     }
     app.commit().unwrap();
-    let rule = |name: &str, expr: &str, labels: &[(&str, &str)]| RecordingRuleSpec {
-        name: name.into(),
-        query: expr.into(),
-        plan: promflow_promql::compile(expr, &Default::default()).unwrap(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    let rule = |name: &str, expr: &str, labels: &[(&str, &str)]| {
+        RuleSpec::Record(RecordingRuleSpec {
+            name: name.into(),
+            query: expr.into(),
+            plan: promflow_promql::compile(expr, &Default::default()).unwrap(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        })
     };
     let spec = GroupSpec {
         name: "g".into(),
@@ -318,10 +320,13 @@ fn recording_rule_group_semantics() {
     let settings = EvalSettings {
         query: QueryOptions { lookback_ms: 5_000, ..QueryOptions::instant(0) },
         timeout: std::time::Duration::from_secs(10),
+        compile: None,
+        outage_tolerance_ms: 3_600_000,
+        for_grace_period_ms: 600_000,
     };
     let writer = Arc::clone(&db);
     let appender = move || writer.appender();
-    let mut group = Group::new(spec.clone());
+    let mut group = Group::new(spec.clone(), false);
     group.evaluate(2_000, &*db, &appender, &settings);
     let status = group.status();
     assert_eq!(status.rules[0].health, Health::Ok);
@@ -346,7 +351,8 @@ fn recording_rule_group_semantics() {
     }
 
     // a limit below the output size fails the rule and writes nothing
-    let mut limited = Group::new(GroupSpec { limit: 1, rules: vec![rule("lim", "x", &[])], ..spec.clone() });
+    let mut limited =
+        Group::new(GroupSpec { limit: 1, rules: vec![rule("lim", "x", &[])], ..spec.clone() }, false);
     limited.evaluate(3_000, &*db, &appender, &settings);
     assert_eq!(limited.status().rules[0].last_error.as_deref(), Some("exceeded limit of 1 with 2 series"));
     assert!(db.select(&name("lim"), 0, 100_000).unwrap().is_empty());
@@ -396,4 +402,175 @@ fn reloading_rules_marks_removed_series_stale() {
     assert_eq!(reload(&pf), 500);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(present("added") && present("kept"), "a failed reload must keep the running rules");
+}
+
+const ALERTING_RULES: &str = "groups:
+- name: alerting
+  interval: 1s
+  rules:
+  - alert: HighInput
+    expr: rule_input_total > 50
+    for: 2s
+    labels:
+      severity: page
+      where: '{{ $labels.instance }}'
+    annotations:
+      summary: '{{ $labels.job }} at {{ $value | humanize }}'
+      detail: 'value {{ printf \"%.1f\" $value }} of {{ $labels.__name__ }}'
+  - alert: JobSum
+    expr: sum by (job) (rule_input_total) > 100
+    keep_firing_for: 30s
+  - alert: Constant
+    expr: vector(1)
+";
+
+/// `time` of an RFC 3339 timestamp in whole milliseconds (Prometheus prints nanoseconds).
+fn rfc3339_ms(s: &str) -> i64 {
+    let (secs, frac) = s.trim_end_matches('Z').split_once('.').unwrap_or((s.trim_end_matches('Z'), "0"));
+    let t = chrono::NaiveDateTime::parse_from_str(secs, "%Y-%m-%dT%H:%M:%S").unwrap().and_utc().timestamp();
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    t * 1000 + ms
+}
+
+/// The alerts of `/api/v1/alerts` as comparable tuples, sorted.
+fn alerts_of(server: &common::Server) -> Vec<(String, String, String, String, i64)> {
+    let (code, v) = server.get_json("/api/v1/alerts");
+    assert_eq!(code, 200, "{v}");
+    let mut out: Vec<_> = v["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"].to_string(),
+                a["annotations"].to_string(),
+                a["state"].as_str().unwrap().to_string(),
+                a["value"].as_str().unwrap().to_string(),
+                rfc3339_ms(a["activeAt"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn alerting_rules_behave_as_in_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alerts.yml"), ALERTING_RULES).unwrap();
+    let config =
+        "global:\n  evaluation_interval: 1s\n  external_labels: {dc: eu1}\nrule_files:\n  - alerts.yml\n";
+    let Some(prom) = common::start_prometheus(dir.path(), config) else { return };
+    let pf = common::start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver"]);
+    // the condition starts to hold 4 s from now, in the data itself: both servers have the
+    // samples long before, so both see it change at the same evaluation
+    let now = common::now_ms() / 1000 * 1000;
+    let cross = now + 4_000;
+    let mut series = Vec::new();
+    for (job, inst, high) in [("a", "x:1", 60.0), ("a", "x:2", 75.5), ("b", "y:1", 10.0)] {
+        let samples: Vec<(i64, f64)> =
+            (-30..30).map(|k| now + k * 1000).map(|t| (t, if t >= cross { high } else { 1.0 })).collect();
+        series.push(common::series(
+            &[("__name__", "rule_input_total"), ("job", job), ("instance", inst)],
+            &samples,
+        ));
+    }
+    for server in [&prom, &pf] {
+        let (code, body) = common::remote_write(server, series.clone());
+        assert_eq!(code, 204, "{body}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis((cross + 4_500 - common::now_ms()).max(0) as u64));
+    let (mut theirs, mut ours) = (alerts_of(&prom), alerts_of(&pf));
+    assert_eq!(ours.len(), 4, "{ours:#?}");
+    // `Constant` holds from each server's first evaluation, which depends on when it started
+    for a in theirs.iter_mut().chain(ours.iter_mut()).filter(|a| a.0.contains("Constant")) {
+        a.4 = 0;
+    }
+    assert_eq!(ours, theirs);
+    assert!(ours.iter().any(|a| a.2 == "firing" && a.0.contains("HighInput")), "{ours:#?}");
+    // the ALERTS and ALERTS_FOR_STATE samples both servers wrote at the same evaluations
+    let at = common::now_ms() as f64 / 1000.0;
+    for metric in ["ALERTS", "ALERTS_FOR_STATE"] {
+        let theirs = recorded(&prom, metric, at, cross);
+        let ours = recorded(&pf, metric, at, cross);
+        assert_eq!(theirs.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>(), "{metric}");
+        for (series, points) in &theirs {
+            let mine = &ours[series];
+            let shared: Vec<_> = points.iter().filter(|p| mine.iter().any(|m| m.0 == p.0)).collect();
+            assert!(shared.len() >= 2, "{metric} {series}: {points:?} vs {mine:?}");
+            for p in shared {
+                assert!(mine.contains(p), "{metric} {series}: {p:?} not in {mine:?}");
+            }
+        }
+    }
+    // the rules API describes the alerting rules as Prometheus does
+    let describe = |v: &serde_json::Value| -> Vec<String> {
+        v["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let keys = [
+                    "state",
+                    "name",
+                    "query",
+                    "duration",
+                    "keepFiringFor",
+                    "labels",
+                    "annotations",
+                    "type",
+                    "health",
+                ];
+                keys.iter().map(|k| format!("{k}={}", r[k])).collect::<Vec<_>>().join(" ")
+            })
+            .collect()
+    };
+    let (theirs, ours) = (prom.get_json("/api/v1/rules").1, pf.get_json("/api/v1/rules").1);
+    assert_eq!(describe(&ours), describe(&theirs));
+}
+
+/// After `kill -9` and a restart, a pending alert keeps the time it became active, shifted
+/// by the downtime (Prometheus's `for` state restoration from `ALERTS_FOR_STATE`).
+#[test]
+fn pending_alerts_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n- name: slow\n  interval: 1s\n  rules:\n  - alert: Long\n    expr: vector(1)\n    for: 15m\n",
+    )
+    .unwrap();
+    let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - alerts.yml\n";
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let port = common::free_port();
+    let active_at = |pf: &common::Server| -> Option<(String, i64)> {
+        let (_, v) = pf.get_json("/api/v1/alerts");
+        let a = v["data"]["alerts"].as_array()?.first()?.clone();
+        Some((a["state"].as_str()?.to_string(), rfc3339_ms(a["activeAt"].as_str()?)))
+    };
+    let for_state_written = |pf: &common::Server| {
+        let (_, v) = pf.get_json("/api/v1/query?query=ALERTS_FOR_STATE");
+        !common::result(&v).is_empty()
+    };
+    let mut pf = common::start_promflow_with(dir.path(), &cfg, port, &[]);
+    let ok = common::wait_for(std::time::Duration::from_secs(15), || for_state_written(&pf).then_some(()));
+    assert!(ok.is_some(), "ALERTS_FOR_STATE was never written");
+    let (state, first) = active_at(&pf).unwrap();
+    assert_eq!(state, "pending");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let killed = common::now_ms();
+    pf.kill9();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let restarted = common::now_ms();
+    let pf = common::start_promflow_with(dir.path(), &cfg, port, &[]);
+    // restoration happens after the second evaluation; until then the alert is new
+    let restored = common::wait_for(std::time::Duration::from_secs(15), || {
+        active_at(&pf).filter(|(_, at)| *at < restarted - 3_000)
+    });
+    let (state, at) = restored.expect("the alert's active time was not restored");
+    assert_eq!(state, "pending");
+    // the original time (whole seconds, as ALERTS_FOR_STATE stores it) plus the downtime
+    let shift = at - first / 1000 * 1000;
+    let down = restarted - killed;
+    assert!(shift >= down - 1_000 && shift <= down + 6_000, "shifted by {shift} ms for {down} ms down");
 }

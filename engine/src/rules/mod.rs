@@ -2,11 +2,14 @@
 //! evaluates them: each group at timestamps aligned to its interval by a hash of its name and
 //! file, its rules in order, each rule's output committed before the next rule runs.
 //!
-//! This module holds recording rules. A recording rule's output series are its expression's
-//! result with `__name__` set to the rule's name and the rule's labels applied, written at the
-//! evaluation timestamp; a series the previous evaluation wrote and this one did not gets a
-//! staleness marker, so queries stop seeing it at once. The incremental (dataflow) evaluation
-//! of the same rules, and alerting rules, build on this.
+//! A recording rule's output series are its expression's result with `__name__` set to the
+//! rule's name and the rule's labels applied; an alerting rule's are the `ALERTS` and
+//! `ALERTS_FOR_STATE` series of its pending and firing alerts (see [`alerting`]). Both are
+//! written at the evaluation timestamp; a series the previous evaluation wrote and this one
+//! did not gets a staleness marker, so queries stop seeing it at once. The incremental
+//! (dataflow) evaluation of the same rules builds on this.
+
+pub mod alerting;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,16 +18,28 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
+pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState};
+
 use crate::batch::{evaluate, QueryOptions, QueryResult};
 use crate::Plan;
 
-/// How rules' queries are evaluated: the server's query settings.
-#[derive(Clone, Debug)]
+/// Compiles a PromQL expression (for the `query` template function): given by the wiring,
+/// since the engine knows no query language.
+pub type CompileFn = Arc<dyn Fn(&str) -> Result<Plan, String> + Send + Sync>;
+
+/// How rules' queries are evaluated: the server's query and rule settings.
+#[derive(Clone)]
 pub struct EvalSettings {
     /// Lookback, sample limit, name removal; `start`, `end` and `deadline` are set per rule.
     pub query: QueryOptions,
     /// `--query.timeout`, per rule evaluation.
     pub timeout: Duration,
+    /// Compiles the expressions of `query` in alert templates (`None`: `query` fails).
+    pub compile: Option<CompileFn>,
+    /// `--rules.alert.for-outage-tolerance`, milliseconds.
+    pub outage_tolerance_ms: i64,
+    /// `--rules.alert.for-grace-period`, milliseconds.
+    pub for_grace_period_ms: i64,
 }
 
 /// A recording rule, its expression already compiled.
@@ -40,7 +55,54 @@ pub struct RecordingRuleSpec {
     pub labels: Vec<(String, String)>,
 }
 
-/// A group of recording rules.
+/// A rule of either kind.
+#[derive(Clone, Debug)]
+pub enum RuleSpec {
+    /// A recording rule.
+    Record(RecordingRuleSpec),
+    /// An alerting rule.
+    Alert(AlertingRuleSpec),
+}
+
+impl RuleSpec {
+    /// The `record` or `alert` name.
+    pub fn name(&self) -> &str {
+        match self {
+            RuleSpec::Record(r) => &r.name,
+            RuleSpec::Alert(a) => &a.name,
+        }
+    }
+
+    /// The expression as printed.
+    pub fn query(&self) -> &str {
+        match self {
+            RuleSpec::Record(r) => &r.query,
+            RuleSpec::Alert(a) => &a.query,
+        }
+    }
+
+    /// The label templates as written, (name, text).
+    pub fn labels(&self) -> Vec<(String, String)> {
+        match self {
+            RuleSpec::Record(r) => r.labels.clone(),
+            RuleSpec::Alert(a) => a.labels.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
+        }
+    }
+
+    /// Whether a reload left this rule unchanged (Prometheus matches rules by name and
+    /// labels; the query is compared too, so a changed expression starts afresh).
+    fn same_as(&self, other: &RuleSpec) -> bool {
+        self.name() == other.name()
+            && self.query() == other.query()
+            && self.labels() == other.labels()
+            && matches!(
+                (self, other),
+                (RuleSpec::Record(_), RuleSpec::Record(_)) | (RuleSpec::Alert(_), RuleSpec::Alert(_))
+            )
+    }
+}
+
+/// A group of rules.
 #[derive(Clone, Debug)]
 pub struct GroupSpec {
     /// `name`.
@@ -51,10 +113,11 @@ pub struct GroupSpec {
     pub interval_ms: i64,
     /// `query_offset` in milliseconds: queries run this far in the past.
     pub query_offset_ms: i64,
-    /// `limit`: most series a rule may write (0: no limit).
+    /// `limit`: most series a recording rule may write, or alerts an alerting rule may
+    /// have (0: no limit).
     pub limit: u64,
     /// The rules, in order.
-    pub rules: Vec<RecordingRuleSpec>,
+    pub rules: Vec<RuleSpec>,
 }
 
 impl GroupSpec {
@@ -97,7 +160,7 @@ impl Health {
 #[derive(Clone, Debug)]
 pub struct RuleStatus {
     /// The rule.
-    pub spec: RecordingRuleSpec,
+    pub spec: RuleSpec,
     /// Health after the last evaluation.
     pub health: Health,
     /// The last evaluation's error.
@@ -106,12 +169,27 @@ pub struct RuleStatus {
     pub last_evaluation_ms: Option<i64>,
     /// How long the last evaluation took.
     pub evaluation_time: Duration,
+    /// An alerting rule's pending and firing alerts.
+    pub alerts: Vec<Alert>,
+}
+
+impl RuleStatus {
+    /// An alerting rule's state: firing if any alert fires, else pending if any is pending.
+    pub fn alert_state(&self) -> AlertState {
+        if self.alerts.iter().any(|a| a.state == AlertState::Firing) {
+            AlertState::Firing
+        } else if self.alerts.iter().any(|a| a.state == AlertState::Pending) {
+            AlertState::Pending
+        } else {
+            AlertState::Inactive
+        }
+    }
 }
 
 /// What `/api/v1/rules` reports of a group.
 #[derive(Clone, Debug)]
 pub struct GroupStatus {
-    /// The group's name, file, interval and limit.
+    /// The group's name.
     pub name: String,
     /// The file.
     pub file: String,
@@ -127,12 +205,20 @@ pub struct GroupStatus {
     pub evaluation_time: Duration,
 }
 
+/// A rule's state between evaluations.
+#[derive(Clone, Debug, Default)]
+struct RuleState {
+    /// The series written by the last successful evaluation.
+    previous: HashMap<Labels, ()>,
+    /// An alerting rule's alerts.
+    alerting: AlertingState,
+}
+
 /// A group with its evaluation state.
 pub struct Group {
     status: GroupStatus,
     spec: GroupSpec,
-    /// Per rule, the series written by its last successful evaluation.
-    previous: Vec<HashMap<Labels, ()>>,
+    state: Vec<RuleState>,
     /// Series of rules a reload removed from this group: marked stale at the next evaluation.
     orphaned: Vec<Labels>,
     /// The timestamp of the last evaluation's output.
@@ -140,8 +226,9 @@ pub struct Group {
 }
 
 impl Group {
-    /// A group not evaluated yet.
-    pub fn new(spec: GroupSpec) -> Self {
+    /// A group not evaluated yet. With `restore`, its alerting rules restore their `for`
+    /// state (see [`Group::restore_for_state`]) before they write `ALERTS` series.
+    pub fn new(spec: GroupSpec, restore: bool) -> Self {
         let rules = spec
             .rules
             .iter()
@@ -151,6 +238,15 @@ impl Group {
                 last_error: None,
                 last_evaluation_ms: None,
                 evaluation_time: Duration::ZERO,
+                alerts: Vec::new(),
+            })
+            .collect();
+        let state = spec
+            .rules
+            .iter()
+            .map(|_| RuleState {
+                alerting: AlertingState { restored: !restore, ..Default::default() },
+                ..Default::default()
             })
             .collect();
         Group {
@@ -163,7 +259,7 @@ impl Group {
                 last_evaluation_ms: None,
                 evaluation_time: Duration::ZERO,
             },
-            previous: vec![HashMap::new(); spec.rules.len()],
+            state,
             orphaned: Vec::new(),
             last_ts: None,
             spec,
@@ -180,36 +276,29 @@ impl Group {
         &self.status
     }
 
-    /// Takes over the series a previous version of this group wrote, for rules that are the
-    /// same (name, query and labels), so a reload does not lose their staleness tracking; the
-    /// series of rules that are gone are marked stale at the next evaluation.
+    /// Takes over the state of a previous version of this group for rules that are the same
+    /// (name, query and labels), so a reload loses neither staleness tracking nor alert
+    /// state; the series of rules that are gone are marked stale at the next evaluation.
     pub fn copy_state(&mut self, old: &Group) {
         self.orphaned = old.orphaned.clone();
         self.last_ts = old.last_ts;
         for (j, o) in old.spec.rules.iter().enumerate() {
-            let kept = self
-                .spec
-                .rules
-                .iter()
-                .any(|r| r.name == o.name && r.query == o.query && r.labels == o.labels);
-            if !kept {
-                self.orphaned.extend(old.previous[j].keys().cloned());
+            if !self.spec.rules.iter().any(|r| r.same_as(o)) {
+                self.orphaned.extend(old.state[j].previous.keys().cloned());
             }
         }
         for (i, rule) in self.spec.rules.iter().enumerate() {
-            let same = old
-                .spec
-                .rules
-                .iter()
-                .position(|o| o.name == rule.name && o.query == rule.query && o.labels == rule.labels);
-            if let Some(j) = same {
-                self.previous[i] = old.previous[j].clone();
-                let (health, err, at, took) = {
-                    let s = &old.status.rules[j];
-                    (s.health, s.last_error.clone(), s.last_evaluation_ms, s.evaluation_time)
-                };
+            if let Some(j) = old.spec.rules.iter().position(|o| o.same_as(rule)) {
+                self.state[i] = old.state[j].clone();
+                let o = &old.status.rules[j];
                 let s = &mut self.status.rules[i];
-                (s.health, s.last_error, s.last_evaluation_ms, s.evaluation_time) = (health, err, at, took);
+                (s.health, s.last_error, s.last_evaluation_ms, s.evaluation_time, s.alerts) = (
+                    o.health,
+                    o.last_error.clone(),
+                    o.last_evaluation_ms,
+                    o.evaluation_time,
+                    o.alerts.clone(),
+                );
             }
         }
     }
@@ -221,7 +310,7 @@ impl Group {
         ts: i64,
         querier: &dyn Querier,
         appender: &dyn Fn() -> Box<dyn Appender>,
-        base: &EvalSettings,
+        settings: &EvalSettings,
     ) {
         let started = Instant::now();
         let wall = now_ms();
@@ -237,28 +326,36 @@ impl Group {
         }
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
-            let result = record(rule, query_ts, querier, base, self.spec.limit).and_then(|series| {
+            let state = &mut self.state[i];
+            let output = match rule {
+                RuleSpec::Record(r) => record(r, query_ts, querier, settings, self.spec.limit),
+                RuleSpec::Alert(a) => {
+                    alerting::eval(a, &mut state.alerting, query_ts, querier, settings, self.spec.limit)
+                }
+            };
+            let result = output.and_then(|series| {
                 let mut app = appender();
                 for (labels, v) in &series {
                     if let Err(e) = app.append(labels, query_ts, *v) {
-                        tracing::debug!(rule = %rule.name, series = %labels, error = %e, "recording rule sample refused");
+                        tracing::debug!(rule = %rule.name(), series = %labels, error = %e, "rule output sample refused");
                     }
                 }
                 let now: HashMap<Labels, ()> = series.into_iter().map(|(l, _)| (l, ())).collect();
-                for gone in self.previous[i].keys().filter(|l| !now.contains_key(*l)) {
+                for gone in state.previous.keys().filter(|l| !now.contains_key(*l)) {
                     let _ = app.append(gone, query_ts, stale_nan());
                 }
                 app.commit().map_err(|e| format!("writing the output: {e}"))?;
-                self.previous[i] = now;
+                state.previous = now;
                 Ok(())
             });
             let s = &mut self.status.rules[i];
             s.last_evaluation_ms = Some(wall);
             s.evaluation_time = rule_started.elapsed();
+            s.alerts = state.alerting.active_alerts();
             match result {
                 Ok(()) => (s.health, s.last_error) = (Health::Ok, None),
                 Err(e) => {
-                    tracing::warn!(group = %self.spec.name, rule = %rule.name, error = %e, "evaluating rule failed");
+                    tracing::warn!(group = %self.spec.name, rule = %rule.name(), error = %e, "evaluating rule failed");
                     (s.health, s.last_error) = (Health::Err, Some(e));
                 }
             }
@@ -266,6 +363,36 @@ impl Group {
         self.status.last_evaluation_ms = Some(wall);
         self.status.evaluation_time = started.elapsed();
         self.last_ts = Some(query_ts);
+    }
+
+    /// Restores the `for` state of the group's alerting rules from `ALERTS_FOR_STATE` at
+    /// `now_ms` (Prometheus does it after the second evaluation following a start).
+    pub fn restore_for_state(&mut self, now_ms: i64, querier: &dyn Querier, settings: &EvalSettings) {
+        for (i, rule) in self.spec.rules.iter().enumerate() {
+            if let RuleSpec::Alert(a) = rule {
+                let st = &mut self.state[i].alerting;
+                if !st.restored {
+                    alerting::restore_for_state(
+                        a,
+                        st,
+                        now_ms,
+                        querier,
+                        settings.outage_tolerance_ms,
+                        settings.for_grace_period_ms,
+                    );
+                    self.status.rules[i].alerts = st.active_alerts();
+                }
+            }
+        }
+    }
+
+    /// Whether some alerting rule still waits for its `for` state to be restored.
+    pub fn needs_restore(&self) -> bool {
+        self.spec
+            .rules
+            .iter()
+            .zip(&self.state)
+            .any(|(r, s)| matches!(r, RuleSpec::Alert(_)) && !s.alerting.restored)
     }
 
     /// Writes staleness markers, at `now_ms` (or just after the last output), for every
@@ -276,15 +403,38 @@ impl Group {
         for l in self.orphaned.drain(..) {
             let _ = app.append(&l, ts, stale_nan());
         }
-        for series in self.previous.iter_mut() {
-            for l in series.keys() {
+        for state in self.state.iter_mut() {
+            for l in state.previous.keys() {
                 let _ = app.append(l, ts, stale_nan());
             }
-            series.clear();
+            state.previous.clear();
         }
         if let Err(e) = app.commit() {
             tracing::warn!(group = %self.spec.name, error = %e, "writing staleness markers of a removed group");
         }
+    }
+}
+
+/// An instant query at `t` as a rule runs it: a vector (a scalar becomes one series without
+/// labels), or Prometheus's error for other result types.
+fn instant_query(
+    plan: &Plan,
+    t: i64,
+    querier: &dyn Querier,
+    settings: &EvalSettings,
+) -> Result<Vec<(Labels, f64)>, String> {
+    let opts = QueryOptions {
+        start: t,
+        end: t,
+        range_query: false,
+        deadline: Some(Instant::now() + settings.timeout),
+        ..settings.query.clone()
+    };
+    let eval = evaluate(plan, querier, &opts).map_err(|e| e.to_string())?;
+    match eval.result {
+        QueryResult::Vector(v) => Ok(v.into_iter().map(|(l, _, v)| (l, v)).collect()),
+        QueryResult::Scalar(_, v) => Ok(vec![(Labels::new(), v)]),
+        _ => Err("rule result is not a vector or scalar".into()),
     }
 }
 
@@ -293,22 +443,10 @@ fn record(
     rule: &RecordingRuleSpec,
     t: i64,
     querier: &dyn Querier,
-    base: &EvalSettings,
+    settings: &EvalSettings,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let opts = QueryOptions {
-        start: t,
-        end: t,
-        range_query: false,
-        deadline: Some(Instant::now() + base.timeout),
-        ..base.query.clone()
-    };
-    let eval = evaluate(&rule.plan, querier, &opts).map_err(|e| e.to_string())?;
-    let vector = match eval.result {
-        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
-        QueryResult::Scalar(_, v) => vec![(Labels::new(), v)],
-        _ => return Err("rule result is not a vector or scalar".into()),
-    };
+    let vector = instant_query(&rule.plan, t, querier, settings)?;
     let mut out: Vec<(Labels, f64)> = vector
         .into_iter()
         .map(|(mut l, v)| {
@@ -339,6 +477,9 @@ pub struct Manager {
     appender: Arc<dyn Fn() -> Box<dyn Appender> + Send + Sync>,
     base: EvalSettings,
     running: Mutex<Vec<Running>>,
+    /// Whether groups have been started once: only the groups of the first start restore
+    /// their alerts' `for` state, as in Prometheus.
+    started: AtomicBool,
 }
 
 struct Running {
@@ -355,7 +496,13 @@ impl Manager {
         appender: Arc<dyn Fn() -> Box<dyn Appender> + Send + Sync>,
         base: EvalSettings,
     ) -> Arc<Self> {
-        Arc::new(Manager { querier, appender, base, running: Mutex::new(Vec::new()) })
+        Arc::new(Manager {
+            querier,
+            appender,
+            base,
+            running: Mutex::new(Vec::new()),
+            started: AtomicBool::new(false),
+        })
     }
 
     /// Replaces the running groups with `groups`. A group with the same file and name as a
@@ -374,8 +521,9 @@ impl Manager {
             }
             old_groups.push(r.group);
         }
+        let restore = !self.started.swap(true, Ordering::SeqCst);
         for spec in groups {
-            let mut group = Group::new(spec);
+            let mut group = Group::new(spec, restore);
             if let Some(i) = old_groups.iter().position(|g| {
                 let g = g.lock().unwrap_or_else(|e| e.into_inner());
                 g.spec.file == group.spec.file && g.spec.name == group.spec.name
@@ -424,6 +572,11 @@ impl Manager {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.iter().map(|r| r.group.lock().unwrap_or_else(|e| e.into_inner()).status.clone()).collect()
     }
+
+    /// Every pending and firing alert, group by group, rule by rule.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.groups().into_iter().flat_map(|g| g.rules).flat_map(|r| r.alerts).collect()
+    }
 }
 
 /// A group's loop: wait for the next aligned evaluation time, evaluate, repeat; checks `stop`
@@ -438,6 +591,7 @@ fn run_group(
     let interval = group.lock().unwrap_or_else(|e| e.into_inner()).spec.interval_ms.max(1);
     let first = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now_ms()) + interval + 1;
     let mut next = first;
+    let mut evaluations = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let now = now_ms();
         if now < next {
@@ -447,7 +601,15 @@ fn run_group(
         // skipped evaluations (a slow group, a suspended machine) are not caught up, as in
         // Prometheus: the next one is the latest aligned time
         let ts = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now);
-        group.lock().unwrap_or_else(|e| e.into_inner()).evaluate(ts, querier, appender, base);
+        let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
+        g.evaluate(ts, querier, appender, base);
+        evaluations += 1;
+        // as Prometheus: restore after a second evaluation, so recording rules the alerts
+        // read have caught up with the data received since the start
+        if evaluations == 2 && g.needs_restore() {
+            g.restore_for_state(now_ms(), querier, base);
+        }
+        drop(g);
         // + 1: the true evaluation time has a sub-millisecond part `ts` truncated away
         next = ts + interval + 1;
     }

@@ -1,0 +1,260 @@
+//! Alerting rules: Prometheus's alert state machine (pending → firing → inactive, `for`,
+//! `keep_firing_for`, resolved alerts kept 15 minutes for the notifier), the `ALERTS` and
+//! `ALERTS_FOR_STATE` series, templates in labels and annotations, and the restoration of
+//! `for` state from `ALERTS_FOR_STATE` after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_NAME};
+
+use super::{instant_query, EvalSettings};
+use crate::template::{AlertData, QueryRows, Template};
+use crate::Plan;
+
+/// How long a resolved alert is kept (and re-sent to Alertmanager as resolved).
+const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// An alerting rule, its expression compiled and its templates parsed.
+#[derive(Clone, Debug)]
+pub struct AlertingRuleSpec {
+    /// `alert`: the alert's name.
+    pub name: String,
+    /// The expression as Prometheus prints it.
+    pub query: String,
+    /// The compiled expression.
+    pub plan: Plan,
+    /// `for`, in milliseconds.
+    pub for_ms: i64,
+    /// `keep_firing_for`, in milliseconds.
+    pub keep_firing_for_ms: i64,
+    /// `labels` (templates), with their text for `/api/v1/rules`.
+    pub labels: Vec<(String, String, Template)>,
+    /// `annotations` (templates), with their text.
+    pub annotations: Vec<(String, String, Template)>,
+    /// `global.external_labels`, for `$externalLabels`.
+    pub external_labels: BTreeMap<String, String>,
+    /// `--web.external-url`, for `$externalURL`.
+    pub external_url: String,
+}
+
+/// The state of an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertState {
+    /// Resolved (kept for a while to be reported as resolved).
+    Inactive,
+    /// Active for less than `for`.
+    Pending,
+    /// Active for at least `for`.
+    Firing,
+}
+
+impl AlertState {
+    /// The name the API and the `alertstate` label use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+        }
+    }
+}
+
+/// One alert of a rule: one output series of its expression.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    /// The alert's labels: the series' labels without `__name__`, the rule's (expanded)
+    /// labels, and `alertname`.
+    pub labels: Labels,
+    /// Expanded annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Current state.
+    pub state: AlertState,
+    /// The value of the series at the last evaluation.
+    pub value: f64,
+    /// When the condition started to hold (ms).
+    pub active_at: i64,
+    /// When it started firing (ms).
+    pub fired_at: Option<i64>,
+    /// When it was resolved (ms).
+    pub resolved_at: Option<i64>,
+    /// Since when it is firing only because of `keep_firing_for` (ms).
+    pub keep_firing_since: Option<i64>,
+}
+
+/// An alerting rule's state between evaluations.
+#[derive(Clone, Debug, Default)]
+pub struct AlertingState {
+    /// Alerts by their labels.
+    pub active: HashMap<Labels, Alert>,
+    /// Whether `for` state has been restored (or needs none): until then no `ALERTS` series
+    /// are written, as in Prometheus.
+    pub restored: bool,
+}
+
+impl AlertingState {
+    /// The alerts that are pending or firing, in label order.
+    pub fn active_alerts(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> =
+            self.active.values().filter(|a| a.state != AlertState::Inactive).cloned().collect();
+        v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        v
+    }
+}
+
+/// Evaluates `rule` at `t` (ms), updating `st`; returns the `ALERTS` and `ALERTS_FOR_STATE`
+/// samples to write, or Prometheus's error.
+pub fn eval(
+    rule: &AlertingRuleSpec,
+    st: &mut AlertingState,
+    t: i64,
+    querier: &dyn Querier,
+    settings: &EvalSettings,
+    limit: u64,
+) -> Result<Vec<(Labels, f64)>, String> {
+    let vector = instant_query(&rule.plan, t, querier, settings)?;
+    let template_query = |q: &str| -> Result<QueryRows, String> {
+        let compile = settings.compile.as_ref().ok_or("query is not available")?;
+        let plan = compile(q)?;
+        Ok(instant_query(&plan, t, querier, settings)?
+            .into_iter()
+            .map(|(l, v)| (l.iter().map(|x| (x.name.clone(), x.value.clone())).collect(), v))
+            .collect())
+    };
+    let mut now: HashMap<Labels, Alert> = HashMap::new();
+    for (series, value) in vector {
+        let data = AlertData {
+            labels: series.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+            external_labels: rule.external_labels.clone(),
+            external_url: rule.external_url.clone(),
+            value,
+        };
+        let expand = |tmpl: &Template| {
+            tmpl.expand(&data, t as f64 / 1000.0, Some(&template_query)).unwrap_or_else(|e| {
+                tracing::warn!(alert = %rule.name, error = %e, "expanding alert template failed");
+                format!("<error expanding template: {e}>")
+            })
+        };
+        let mut labels = series.clone();
+        labels.remove(METRIC_NAME);
+        for (name, _, tmpl) in &rule.labels {
+            labels.set(name, &expand(tmpl));
+        }
+        labels.set("alertname", &rule.name);
+        let annotations = rule.annotations.iter().map(|(n, _, tmpl)| (n.clone(), expand(tmpl))).collect();
+        if now.contains_key(&labels) {
+            return Err("vector contains metrics with the same labelset after applying alert labels".into());
+        }
+        let alert = Alert {
+            labels: labels.clone(),
+            annotations,
+            state: AlertState::Pending,
+            value,
+            active_at: t,
+            fired_at: None,
+            resolved_at: None,
+            keep_firing_since: None,
+        };
+        now.insert(labels, alert);
+    }
+    let returned: Vec<Labels> = now.keys().cloned().collect();
+    for (labels, fresh) in now {
+        match st.active.get_mut(&labels) {
+            Some(a) if a.state != AlertState::Inactive => {
+                a.value = fresh.value;
+                a.annotations = fresh.annotations;
+            }
+            _ => {
+                st.active.insert(labels, fresh);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut active_count = 0u64;
+    let mut gone = Vec::new();
+    for (labels, a) in st.active.iter_mut() {
+        if !returned.contains(labels) {
+            let keep_firing = a.state == AlertState::Firing && rule.keep_firing_for_ms > 0 && {
+                let since = *a.keep_firing_since.get_or_insert(t);
+                t - since < rule.keep_firing_for_ms
+            };
+            if a.state == AlertState::Pending || a.resolved_at.is_some_and(|r| t - r > RESOLVED_RETENTION_MS)
+            {
+                gone.push(labels.clone());
+            }
+            if a.state != AlertState::Inactive && !keep_firing {
+                a.state = AlertState::Inactive;
+                a.resolved_at = Some(t);
+            }
+            if !keep_firing {
+                continue;
+            }
+        } else {
+            a.keep_firing_since = None;
+        }
+        active_count += 1;
+        if a.state == AlertState::Pending && t - a.active_at >= rule.for_ms {
+            a.state = AlertState::Firing;
+            a.fired_at = Some(t);
+        }
+        if st.restored {
+            let mut alerts = a.labels.clone();
+            alerts.set(METRIC_NAME, "ALERTS");
+            alerts.set("alertstate", a.state.as_str());
+            out.push((alerts, 1.0));
+            let mut for_state = a.labels.clone();
+            for_state.set(METRIC_NAME, "ALERTS_FOR_STATE");
+            out.push((for_state, (a.active_at / 1000) as f64));
+        }
+    }
+    for l in gone {
+        st.active.remove(&l);
+    }
+    if limit > 0 && active_count > limit {
+        st.active.clear();
+        return Err(format!("exceeded limit of {limit} with {active_count} alerts"));
+    }
+    Ok(out)
+}
+
+/// Prometheus's `RestoreForState` for one rule at `t` (ms): an alert that was pending or
+/// firing before a restart keeps the time it became active, from the newest
+/// `ALERTS_FOR_STATE` sample within `outage_tolerance_ms`, shifted by the downtime, and
+/// never fires sooner than `grace_ms` after the restart.
+pub fn restore_for_state(
+    rule: &AlertingRuleSpec,
+    st: &mut AlertingState,
+    t: i64,
+    querier: &dyn Querier,
+    outage_tolerance_ms: i64,
+    grace_ms: i64,
+) {
+    st.restored = true;
+    if rule.for_ms < grace_ms {
+        return;
+    }
+    for a in st.active.values_mut() {
+        let mut matchers =
+            vec![Matcher::new(MatchOp::Equal, METRIC_NAME, "ALERTS_FOR_STATE").expect("literal")];
+        for l in a.labels.iter() {
+            matchers.push(Matcher::new(MatchOp::Equal, l.name.clone(), l.value.clone()).expect("literal"));
+        }
+        let Ok(series) = querier.select(&matchers, t - outage_tolerance_ms, t) else { continue };
+        // the series with exactly the alert's labels (matchers also match supersets)
+        let Some(s) = series.iter().find(|s| s.labels.len() == a.labels.len() + 1) else { continue };
+        let Some(last) = s.samples.view().last() else { continue };
+        if is_stale_nan(last.v) {
+            continue;
+        }
+        let down_at = last.t / 1000 * 1000;
+        let mut active_at = (last.v as i64) * 1000;
+        let remaining = rule.for_ms - (down_at - active_at);
+        if remaining <= 0 {
+            // it was firing: the next evaluation decides again
+        } else if remaining < grace_ms {
+            active_at = t + grace_ms - rule.for_ms;
+        } else {
+            active_at += t - down_at;
+        }
+        a.active_at = active_at;
+    }
+}
