@@ -300,7 +300,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "storage.remote.read-sample-limit",
     "storage.remote.read-concurrent-limit",
     "storage.remote.read-max-bytes-in-frame",
-    "rules.alert.resend-delay",
     "rules.max-concurrent-evals",
     "alertmanager.notification-queue-capacity",
     "alertmanager.drain-notification-queue-on-shutdown",

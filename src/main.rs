@@ -34,7 +34,7 @@ fn load_config(
     path: &str,
     external_url: &str,
 ) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
-    let features = promflow_config::Features { rules: true, ..Default::default() };
+    let features = promflow_config::Features { rules: true, alertmanagers: true, ..Default::default() };
     let opts = promflow_config::LoadOptions { features, ..Default::default() };
     let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
     let groups = rules::load_groups(&loaded.config, external_url)?;
@@ -126,8 +126,11 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         scrape.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     }
 
+    let notifier = promflow_notifier::Notifier::new(runtime.handle());
+    notifier.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let rule_manager = {
         let writer = Arc::clone(&db);
+        let sink = Arc::clone(&notifier);
         RuleManager::new(
             Arc::clone(&db) as Arc<dyn promflow_storage::Querier>,
             Arc::new(move || writer.appender()),
@@ -147,6 +150,21 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 })),
                 outage_tolerance_ms: millis(flags.for_outage_tolerance),
                 for_grace_period_ms: millis(flags.for_grace_period),
+                resend_delay_ms: millis(flags.resend_delay),
+                notify: Some(Arc::new(move |alerts: Vec<promflow_engine::rules::Notification>| {
+                    sink.send(
+                        alerts
+                            .into_iter()
+                            .map(|a| promflow_notifier::Alert {
+                                labels: a.labels,
+                                annotations: a.annotations,
+                                starts_at_ms: a.starts_at_ms,
+                                ends_at_ms: a.ends_at_ms,
+                                generator_url: a.generator_url,
+                            })
+                            .collect(),
+                    )
+                })),
             },
         )
     };
@@ -157,11 +175,13 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             (flags.config_file.clone(), Arc::clone(&scrape), Arc::clone(&status), runtime.handle().clone());
         let db = Arc::clone(&db);
         let rule_manager = Arc::clone(&rule_manager);
+        let notifier = Arc::clone(&notifier);
         let external_url = flags.external_url.clone();
         Arc::new(move || {
             let _guard = handle.enter();
             let result = load_config(&path, &external_url).and_then(|(l, groups)| {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                notifier.apply(&l.config).map_err(|e| e.to_string())?;
                 rule_manager.update(groups);
                 db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
                 for w in &l.warnings {
@@ -190,6 +210,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         db: Arc::clone(&db),
         scrape: Arc::clone(&scrape),
         rules: Arc::clone(&rule_manager),
+        notifier: Arc::clone(&notifier),
         query: QuerySettings {
             lookback_delta: flags.lookback_delta,
             timeout: flags.query_timeout,
@@ -233,6 +254,8 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         scrape.stop();
         info!("stopping rule manager");
         rule_manager.stop();
+        info!("stopping notification manager");
+        notifier.stop();
         // let the loops write their staleness markers
         tokio::time::sleep(Duration::from_millis(200)).await;
         for s in servers {

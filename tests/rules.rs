@@ -323,6 +323,8 @@ fn recording_rule_group_semantics() {
         compile: None,
         outage_tolerance_ms: 3_600_000,
         for_grace_period_ms: 600_000,
+        resend_delay_ms: 60_000,
+        notify: None,
     };
     let writer = Arc::clone(&db);
     let appender = move || writer.appender();

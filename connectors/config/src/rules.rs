@@ -276,33 +276,10 @@ fn check_rule(
     Some(Rule { kind, expr: r.expr, labels: r.labels, annotations: r.annotations, line })
 }
 
-/// The files `rule_files` globs name (a `*` is allowed in the last path element only), each
-/// glob's matches sorted.
+/// The files `rule_files` globs name (a `*` or `?` is allowed in the last path element
+/// only), each glob's matches sorted.
 pub fn expand_rule_files(globs: &[String]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for g in globs {
-        let path = Path::new(g);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if !name.contains('*') {
-            out.push(path.to_path_buf());
-            continue;
-        }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let (prefix, suffix) = name.split_once('*').unwrap_or((&name, ""));
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.len() >= prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
-            })
-            .map(|e| e.path())
-            .collect();
-        found.sort();
-        out.extend(found);
-    }
-    out
+    globs.iter().flat_map(|g| crate::expand_glob(g)).map(PathBuf::from).collect()
 }
 
 /// `model.IsValidMetricName` under the legacy scheme: `[a-zA-Z_:][a-zA-Z0-9_:]*`.

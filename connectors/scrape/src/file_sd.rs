@@ -2,7 +2,6 @@
 //! file name, re-read on every refresh.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use promflow_storage::Labels;
 use serde::Deserialize;
@@ -15,36 +14,13 @@ struct Group {
     labels: BTreeMap<String, String>,
 }
 
-/// Expands `pattern` (a `*` or `?` glob in the last path component only, as Prometheus
-/// allows) into existing files, sorted.
-fn expand(pattern: &str) -> Vec<String> {
-    let path = Path::new(pattern);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if !name.contains(['*', '?']) {
-        return vec![pattern.to_string()];
-    }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let re = format!("^{}$", regex::escape(name).replace("\\*", ".*").replace("\\?", "."));
-    let Ok(re) = regex::Regex::new(&re) else { return vec![] };
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_str().is_some_and(|n| re.is_match(n)))
-                .map(|e| e.path().display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
 /// Reads every file matching `patterns`; a file that cannot be read or parsed is skipped
 /// with a warning (Prometheus keeps the last good targets of such a file; promflow drops
 /// them until the file is fixed — see docs/configuration.md).
 pub fn read_groups(patterns: &[String]) -> Vec<(Vec<String>, Labels)> {
     let mut out = Vec::new();
     for p in patterns {
-        for file in expand(p) {
+        for file in promflow_config::expand_glob(p) {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {

@@ -2,8 +2,9 @@
 //! manager that runs one loop per target and appends what it scrapes to storage.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod exposition;
-mod file_sd;
+pub mod file_sd;
 mod manager;
 
 pub use manager::{ScrapeManager, TargetInfo};

@@ -79,6 +79,77 @@ pub struct Alert {
     pub resolved_at: Option<i64>,
     /// Since when it is firing only because of `keep_firing_for` (ms).
     pub keep_firing_since: Option<i64>,
+    /// When it was last handed to the notifier (ms).
+    pub last_sent_at: Option<i64>,
+    /// Until when Alertmanager should consider it firing without a resend (ms).
+    pub valid_until: Option<i64>,
+}
+
+impl Alert {
+    /// Prometheus's `needsSending`: never while pending; at once when resolved since the
+    /// last send; else once `resend_delay_ms` has passed.
+    fn needs_sending(&self, t: i64, resend_delay_ms: i64) -> bool {
+        if self.state == AlertState::Pending {
+            return false;
+        }
+        if self.resolved_at.is_some_and(|r| self.last_sent_at.is_none_or(|s| r > s)) {
+            return true;
+        }
+        self.last_sent_at.is_none_or(|s| s + resend_delay_ms < t)
+    }
+}
+
+/// An alert handed to the notifier, in Alertmanager's terms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// The alert's labels.
+    pub labels: Labels,
+    /// Expanded annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing (ms).
+    pub starts_at_ms: i64,
+    /// When it was resolved, or until when it is valid (ms).
+    pub ends_at_ms: i64,
+    /// `<external URL>/graph?g0.expr=…&g0.tab=1`.
+    pub generator_url: String,
+}
+
+/// Receives the alerts to send after each evaluation of an alerting rule (the notifier).
+pub type NotifyFn = std::sync::Arc<dyn Fn(Vec<Notification>) + Send + Sync>;
+
+/// The alerts of `st` to send at evaluation time `t`, marked as sent: Prometheus's
+/// `sendAlerts` (an alert stays valid for four evaluation intervals or resend delays).
+pub fn to_send(
+    rule: &AlertingRuleSpec,
+    st: &mut AlertingState,
+    t: i64,
+    resend_delay_ms: i64,
+    interval_ms: i64,
+) -> Vec<Notification> {
+    let generator_url = format!(
+        "{}/graph?g0.expr={}&g0.tab=1",
+        rule.external_url.trim_end_matches('/'),
+        crate::template::query_escape(&rule.query)
+    );
+    let mut out = Vec::new();
+    let mut alerts: Vec<&mut Alert> = st.active.values_mut().collect();
+    alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+    for a in alerts {
+        if !a.needs_sending(t, resend_delay_ms) {
+            continue;
+        }
+        a.last_sent_at = Some(t);
+        let valid_until = t + 4 * resend_delay_ms.max(interval_ms);
+        a.valid_until = Some(valid_until);
+        out.push(Notification {
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            starts_at_ms: a.fired_at.unwrap_or(a.active_at),
+            ends_at_ms: a.resolved_at.unwrap_or(valid_until),
+            generator_url: generator_url.clone(),
+        });
+    }
+    out
 }
 
 /// An alerting rule's state between evaluations.
@@ -153,6 +224,8 @@ pub fn eval(
             fired_at: None,
             resolved_at: None,
             keep_firing_since: None,
+            last_sent_at: None,
+            valid_until: None,
         };
         now.insert(labels, alert);
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
-pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState};
+pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState, Notification, NotifyFn};
 
 use crate::batch::{evaluate, QueryOptions, QueryResult};
 use crate::Plan;
@@ -40,6 +40,10 @@ pub struct EvalSettings {
     pub outage_tolerance_ms: i64,
     /// `--rules.alert.for-grace-period`, milliseconds.
     pub for_grace_period_ms: i64,
+    /// `--rules.alert.resend-delay`, milliseconds.
+    pub resend_delay_ms: i64,
+    /// Where firing and resolved alerts go (`None`: nowhere).
+    pub notify: Option<NotifyFn>,
 }
 
 /// A recording rule, its expression already compiled.
@@ -346,6 +350,13 @@ impl Group {
                 }
                 app.commit().map_err(|e| format!("writing the output: {e}"))?;
                 state.previous = now;
+                if let (RuleSpec::Alert(a), Some(notify)) = (rule, &settings.notify) {
+                    let due =
+                        alerting::to_send(a, &mut state.alerting, ts, settings.resend_delay_ms, self.spec.interval_ms);
+                    if !due.is_empty() {
+                        notify(due);
+                    }
+                }
                 Ok(())
             });
             let s = &mut self.status.rules[i];

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 
 pub use value::Value;
 
+pub(crate) use funcs::query_escape;
+
 use parse::{Command, List, Node, Operand, Pipeline};
 
 /// The variables Prometheus declares before an alert template's text.

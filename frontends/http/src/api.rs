@@ -689,8 +689,12 @@ async fn alerts(State(state): Shared) -> Response {
     success(json!({"alerts": alerts}))
 }
 
-async fn alertmanagers() -> Response {
-    success(json!({"activeAlertmanagers": [], "droppedAlertmanagers": []}))
+async fn alertmanagers(State(state): Shared) -> Response {
+    let n = Arc::clone(&state.notifier);
+    // discovery may read files
+    let (active, dropped) = tokio::task::spawn_blocking(move || n.alertmanagers()).await.unwrap_or_default();
+    let urls = |v: Vec<String>| v.into_iter().map(|url| json!({"url": url})).collect::<Vec<_>>();
+    success(json!({"activeAlertmanagers": urls(active), "droppedAlertmanagers": urls(dropped)}))
 }
 
 // ---- status ----

@@ -131,8 +131,10 @@ pub struct AppState {
     pub db: Arc<promflow_storage::Db>,
     /// The scrape manager, for targets and metadata.
     pub scrape: Arc<promflow_scrape::ScrapeManager>,
-    /// The rule manager, for `/api/v1/rules`.
+    /// The rule manager, for `/api/v1/rules` and `/api/v1/alerts`.
     pub rules: Arc<promflow_engine::rules::Manager>,
+    /// The notifier, for `/api/v1/alertmanagers` and its counters.
+    pub notifier: Arc<promflow_notifier::Notifier>,
     /// Query settings.
     pub query: QuerySettings,
     /// Server status.

@@ -144,6 +144,37 @@ pub fn render(state: &AppState) -> String {
         "Total number of out of bound samples ingestion failed attempts.",
         s.out_of_bounds_samples,
     );
+    let n = &state.notifier.stats;
+    counter(
+        &mut out,
+        "prometheus_notifications_sent_total",
+        "Total number of alerts sent.",
+        n.sent.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "prometheus_notifications_errors_total",
+        "Total number of sent alerts affected by errors.",
+        n.errors.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "prometheus_notifications_dropped_total",
+        "Total number of alerts dropped due to errors when sending to Alertmanager.",
+        n.dropped.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "prometheus_notifications_queue_length",
+        "The number of alert notifications in the queue.",
+        state.notifier.queue_length(),
+    );
+    gauge(
+        &mut out,
+        "prometheus_notifications_queue_capacity",
+        "The capacity of the alert notifications queue.",
+        promflow_notifier::QUEUE_CAPACITY,
+    );
     state.scrape.write_metrics(&mut out);
     state.http_metrics.write(&mut out);
     out
