@@ -23,28 +23,31 @@ enum CheckCommand {
         /// files are not read).
         #[arg(long = "syntax-only")]
         syntax_only: bool,
-        /// Linting checks to apply to the rule files.
-        #[arg(long, value_enum, default_value = "duplicate-rules")]
-        lint: Lint,
-        /// Make lint errors exit with exit code 3.
-        #[arg(long = "lint-fatal")]
-        lint_fatal: bool,
+        #[command(flatten)]
+        lint: LintArgs,
         /// The config files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Check if the rule files are valid or not.
     Rules {
-        /// Linting checks to apply.
-        #[arg(long, value_enum, default_value = "duplicate-rules")]
-        lint: Lint,
-        /// Make lint errors exit with exit code 3.
-        #[arg(long = "lint-fatal")]
-        lint_fatal: bool,
+        #[command(flatten)]
+        lint: LintArgs,
         /// The rule files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// promtool's lint options, shared by `check config` and `check rules`.
+#[derive(clap::Args, Debug)]
+struct LintArgs {
+    /// Linting checks to apply to the rule files.
+    #[arg(long, value_enum, default_value = "duplicate-rules")]
+    lint: Lint,
+    /// Make lint errors exit with exit code 3.
+    #[arg(long = "lint-fatal")]
+    lint_fatal: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,14 +71,14 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     match parsed.command {
-        CheckCommand::Rules { lint, lint_fatal, files } => {
+        CheckCommand::Rules { lint: LintArgs { lint, lint_fatal }, files } => {
             let mut code = SUCCESS;
             for f in &files {
                 code = code.max(check_rule_file(f, lint, lint_fatal));
             }
             code
         }
-        CheckCommand::Config { syntax_only, lint, lint_fatal, files } => {
+        CheckCommand::Config { syntax_only, lint: LintArgs { lint, lint_fatal }, files } => {
             let mut code = SUCCESS;
             for f in &files {
                 code = code.max(check_config_file(f, syntax_only, lint, lint_fatal));

@@ -153,6 +153,19 @@ const RECORDING_RULES: &str = "groups:
     expr: 2 * 3
 ";
 
+/// `rule_input_total{job, instance}` with `samples`.
+fn input_series(job: &str, inst: &str, samples: &[(i64, f64)]) -> promflow_remote::TimeSeries {
+    common::series(&[("__name__", "rule_input_total"), ("job", job), ("instance", inst)], samples)
+}
+
+/// Remote-writes the same series to every server.
+fn write_to(servers: &[&common::Server], series: &[promflow_remote::TimeSeries]) {
+    for server in servers {
+        let (code, body) = common::remote_write(server, series.to_vec());
+        assert_eq!(code, 204, "{body}");
+    }
+}
+
 /// Raw recorded samples of `metric` newer than `after_ms`, by series.
 fn recorded(
     server: &common::Server,
@@ -195,15 +208,9 @@ fn recording_rules_write_what_prometheus_writes() {
     let mut series = Vec::new();
     for (job, inst, slope) in [("a", "x:1", 1.0), ("a", "x:2", 2.0), ("b", "y:1", 5.0)] {
         let samples: Vec<(i64, f64)> = (0..60).map(|k| (now - (59 - k) * 1000, k as f64 * slope)).collect();
-        series.push(common::series(
-            &[("__name__", "rule_input_total"), ("job", job), ("instance", inst)],
-            &samples,
-        ));
+        series.push(input_series(job, inst, &samples));
     }
-    for server in [&prom, &pf] {
-        let (code, body) = common::remote_write(server, series.clone());
-        assert_eq!(code, 204, "{body}");
-    }
+    write_to(&[&prom, &pf], &series);
     // evaluations after both servers hold the data: both use the group's hashed timestamps
     let after = common::now_ms() + 500;
     std::thread::sleep(std::time::Duration::from_millis(4500));
@@ -472,15 +479,9 @@ fn alerting_rules_behave_as_in_prometheus() {
     for (job, inst, high) in [("a", "x:1", 60.0), ("a", "x:2", 75.5), ("b", "y:1", 10.0)] {
         let samples: Vec<(i64, f64)> =
             (-30..30).map(|k| now + k * 1000).map(|t| (t, if t >= cross { high } else { 1.0 })).collect();
-        series.push(common::series(
-            &[("__name__", "rule_input_total"), ("job", job), ("instance", inst)],
-            &samples,
-        ));
+        series.push(input_series(job, inst, &samples));
     }
-    for server in [&prom, &pf] {
-        let (code, body) = common::remote_write(server, series.clone());
-        assert_eq!(code, 204, "{body}");
-    }
+    write_to(&[&prom, &pf], &series);
     std::thread::sleep(std::time::Duration::from_millis((cross + 4_500 - common::now_ms()).max(0) as u64));
     let (mut theirs, mut ours) = (alerts_of(&prom), alerts_of(&pf));
     assert_eq!(ours.len(), 4, "{ours:#?}");

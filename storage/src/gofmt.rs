@@ -1,5 +1,5 @@
-//! Number formatting as Go prints it, where Prometheus's output depends on it: annotation
-//! texts (`%g`) and label values it writes (`labels.FormatOpenMetricsFloat`).
+//! Go's number formatting, where Prometheus's output depends on it (annotation texts' `%g`,
+//! label values it writes with `labels.FormatOpenMetricsFloat`), and Go's string escapes.
 
 /// Formats like Go's `%g` (`prec` None: shortest representation; Some(p): `%.pg`), which
 /// Prometheus uses for numbers inside annotation texts.
@@ -67,6 +67,59 @@ pub fn format_openmetrics_float(f: f64) -> String {
     }
 }
 
+/// Decodes the escapes of a Go double- or single-quoted string's body (`\n`, `\t`, `\x41`,
+/// `\101`, `\u00e9`, …), as PromQL strings and Go templates write them. Escapes that produce
+/// bytes (`\xff`, `\377`) are taken as bytes; invalid UTF-8 is replaced.
+pub fn unescape(body: &str) -> String {
+    if !body.contains('\\') {
+        return body.to_string();
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    let mut buf = [0u8; 4];
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        let Some(e) = chars.next() else { break };
+        let (digits, radix, is_byte) = match e {
+            'a' => (0, 0, b'\x07'),
+            'b' => (0, 0, b'\x08'),
+            'f' => (0, 0, b'\x0c'),
+            'n' => (0, 0, b'\n'),
+            'r' => (0, 0, b'\r'),
+            't' => (0, 0, b'\t'),
+            'v' => (0, 0, b'\x0b'),
+            '0'..='7' => (2, 8, e as u8 - b'0'),
+            'x' => (2, 16, 0),
+            'u' => (4, 16, 0),
+            'U' => (8, 16, 0),
+            other => {
+                out.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+        };
+        if radix == 0 {
+            out.push(is_byte);
+            continue;
+        }
+        let mut v = if radix == 8 { is_byte as u32 } else { 0 };
+        for _ in 0..digits {
+            if let Some(d) = chars.peek().and_then(|c| c.to_digit(radix)) {
+                v = v * radix + d;
+                chars.next();
+            }
+        }
+        if matches!(e, 'u' | 'U') {
+            out.extend_from_slice(char::from_u32(v).unwrap_or('\u{fffd}').encode_utf8(&mut buf).as_bytes());
+        } else {
+            out.push(v as u8);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +147,13 @@ mod tests {
         assert_eq!(format_openmetrics_float(1e6), "1e+06");
         assert_eq!(format_openmetrics_float(0.25), "0.25");
         assert_eq!(format_openmetrics_float(f64::INFINITY), "+Inf");
+    }
+
+    #[test]
+    fn unescapes_go_strings() {
+        assert_eq!(unescape(r"a\tb\n"), "a\tb\n");
+        assert_eq!(unescape(r"\x41\101\u00e9\U0001F600"), "AAé😀");
+        assert_eq!(unescape(r#"q\"uote"#), "q\"uote");
+        assert_eq!(unescape("plain"), "plain");
     }
 }

@@ -363,7 +363,7 @@ impl Parser<'_> {
                 if i >= bytes.len() {
                     return Err(self.err("unterminated quoted string"));
                 }
-                let s = unquote(&r[1..i]).ok_or_else(|| self.err("bad string syntax"))?;
+                let s = promflow_storage::gofmt::unescape(&r[1..i]);
                 self.advance(i + 1);
                 Operand::Str(s)
             }
@@ -429,38 +429,4 @@ pub(crate) fn parse_int(s: &str) -> Option<i64> {
         body.parse().ok()?
     };
     Some(if neg { -v } else { v })
-}
-
-/// A Go double-quoted string's escapes.
-fn unquote(s: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next()? {
-            'n' => out.push('\n'),
-            't' => out.push('\t'),
-            'r' => out.push('\r'),
-            '\\' => out.push('\\'),
-            '"' => out.push('"'),
-            '\'' => out.push('\''),
-            'a' => out.push('\u{7}'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'v' => out.push('\u{b}'),
-            'x' => {
-                let h: String = it.by_ref().take(2).collect();
-                out.push(char::from(u8::from_str_radix(&h, 16).ok()?));
-            }
-            'u' => {
-                let h: String = it.by_ref().take(4).collect();
-                out.push(char::from_u32(u32::from_str_radix(&h, 16).ok()?)?);
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
 }

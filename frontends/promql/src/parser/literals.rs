@@ -165,58 +165,14 @@ pub(crate) fn sharp_u(c: char) -> String {
     }
 }
 
-/// Decodes a string token (quotes included) that the lexer has already validated. Escapes
-/// that produce bytes (`\xff`, `\377`) are taken as bytes; invalid UTF-8 is replaced.
+/// Decodes a string token (quotes included) that the lexer has already validated.
 pub(crate) fn unquote(token: &str) -> String {
     // the quotes are ASCII and the lexer guarantees both are there
     let body = &token[1..token.len() - 1];
-    if token.starts_with('`') || !body.contains('\\') {
+    if token.starts_with('`') {
         return body.to_string();
     }
-    let mut out: Vec<u8> = Vec::with_capacity(body.len());
-    let mut chars = body.chars().peekable();
-    let mut buf = [0u8; 4];
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            continue;
-        }
-        let Some(e) = chars.next() else { break };
-        let (digits, radix, is_byte) = match e {
-            'a' => (0, 0, b'\x07'),
-            'b' => (0, 0, b'\x08'),
-            'f' => (0, 0, b'\x0c'),
-            'n' => (0, 0, b'\n'),
-            'r' => (0, 0, b'\r'),
-            't' => (0, 0, b'\t'),
-            'v' => (0, 0, b'\x0b'),
-            '0'..='7' => (2, 8, e as u8 - b'0'),
-            'x' => (2, 16, 0),
-            'u' => (4, 16, 0),
-            'U' => (8, 16, 0),
-            other => {
-                out.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
-                continue;
-            }
-        };
-        if radix == 0 {
-            out.push(is_byte);
-            continue;
-        }
-        let mut v = if radix == 8 { is_byte as u32 } else { 0 };
-        for _ in 0..digits {
-            if let Some(d) = chars.peek().and_then(|c| c.to_digit(radix)) {
-                v = v * radix + d;
-                chars.next();
-            }
-        }
-        if matches!(e, 'u' | 'U') {
-            out.extend_from_slice(char::from_u32(v).unwrap_or('\u{fffd}').encode_utf8(&mut buf).as_bytes());
-        } else {
-            out.push(v as u8);
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    promflow_storage::gofmt::unescape(body)
 }
 
 #[cfg(test)]
