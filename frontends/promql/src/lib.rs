@@ -8,6 +8,7 @@ use std::time::Duration;
 use promflow_engine::plan::Plan;
 
 mod lower;
+pub mod notation;
 pub mod parser;
 
 pub use lower::lower;
