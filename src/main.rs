@@ -6,6 +6,7 @@ mod cli;
 mod logging;
 mod rules;
 mod tsdb;
+mod unittest;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -57,6 +58,13 @@ fn main() {
     match args.next() {
         Some(a) if a == "tsdb" => std::process::exit(tsdb::main(args.collect())),
         Some(a) if a == "check" => std::process::exit(check::main(args.collect())),
+        Some(a) if a == "test" => {
+            if args.next().is_some_and(|a| a == "rules") {
+                std::process::exit(unittest::main(args.collect()));
+            }
+            eprintln!("usage: promflow test rules <test-rule-file>...");
+            std::process::exit(1);
+        }
         _ => {}
     }
     let (flags, matches) = cli::parse();

@@ -1,8 +1,6 @@
 //! Wiring of `rule_files`: read and check them, compile their expressions, and hand the
 //! groups to the engine's rule manager.
 
-use std::path::Path;
-
 use promflow_config::rules::{RuleFile, RuleKind};
 use promflow_config::Config;
 use promflow_engine::rules::{AlertingRuleSpec, GroupSpec, RecordingRuleSpec, RuleSpec};
@@ -12,18 +10,51 @@ use promflow_engine::template::Template;
 /// refuses the whole configuration then, as Prometheus does). `external_url` is what alert
 /// templates see as `$externalURL`.
 pub fn load_groups(config: &Config, external_url: &str) -> Result<Vec<GroupSpec>, String> {
+    let settings = RuleSettings {
+        evaluation_interval: config.global.evaluation_interval,
+        query_offset: config.global.rule_query_offset,
+        external_labels: config
+            .global
+            .external_labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect(),
+        external_url: external_url.to_string(),
+    };
+    // as Prometheus's filepath.Glob: a rule file that does not exist is no match, not an error
+    let files: Vec<_> = promflow_config::rules::expand_rule_files(&config.rule_files)
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    load_files(&files, &settings)
+}
+
+/// What rule groups take from their surroundings.
+pub struct RuleSettings {
+    /// The default group interval and subquery step.
+    pub evaluation_interval: std::time::Duration,
+    /// The default `query_offset`.
+    pub query_offset: std::time::Duration,
+    /// `$externalLabels`.
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// `$externalURL`, and the base of alerts' generator URLs.
+    pub external_url: String,
+}
+
+/// The rule groups of `paths`, compiled.
+pub fn load_files(paths: &[std::path::PathBuf], settings: &RuleSettings) -> Result<Vec<GroupSpec>, String> {
     let mut groups = Vec::new();
-    let external_labels: std::collections::BTreeMap<String, String> =
-        config.global.external_labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
-    for path in promflow_config::rules::expand_rule_files(&config.rule_files) {
-        let file = RuleFile::load(&path, &crate::check::rule_checks()).map_err(|errors| {
+    let external_labels = &settings.external_labels;
+    let external_url = settings.external_url.as_str();
+    for path in paths {
+        let file = RuleFile::load(path, &crate::check::rule_checks()).map_err(|errors| {
             let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             format!("loading rules from {}: {}", path.display(), list.join("; "))
         })?;
         for g in file.groups {
-            let interval = g.interval.unwrap_or(config.global.evaluation_interval);
+            let interval = g.interval.unwrap_or(settings.evaluation_interval);
             let compile = promflow_promql::CompileOptions {
-                default_subquery_step: config.global.evaluation_interval,
+                default_subquery_step: settings.evaluation_interval,
                 ..Default::default()
             };
             let mut rules = Vec::new();
@@ -62,17 +93,13 @@ pub fn load_groups(config: &Config, external_url: &str) -> Result<Vec<GroupSpec>
             }
             groups.push(GroupSpec {
                 name: g.name,
-                file: display(&path),
+                file: path.display().to_string(),
                 interval_ms: (interval.as_millis() as i64).max(1),
-                query_offset_ms: g.query_offset.unwrap_or(config.global.rule_query_offset).as_millis() as i64,
+                query_offset_ms: g.query_offset.unwrap_or(settings.query_offset).as_millis() as i64,
                 limit: g.limit,
                 rules,
             });
         }
     }
     Ok(groups)
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

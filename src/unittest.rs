@@ -1,0 +1,389 @@
+//! `promflow test rules <test file>...`: promtool's rule unit tests, with its file format,
+//! semantics, output and exit codes.
+//!
+//! Each test group loads its `input_series` (series notation, one sample per `interval`)
+//! into a fresh storage, then evaluates every rule group at every `evaluation_interval` from
+//! time 0 to the last `eval_time` (in `group_eval_order` when given), with the same rule
+//! engine the server runs. After the evaluation at `t`, the `alert_rule_test`s whose
+//! `eval_time` falls in `[t, t + evaluation_interval)` compare the rule's firing alerts
+//! (labels and annotations) with `exp_alerts`; at the end every `promql_expr_test` runs its
+//! expression at its `eval_time` and compares the samples exactly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use promflow_engine::rules::{AlertState, EvalSettings, Group, GroupSpec, RuleSpec};
+use promflow_engine::{QueryOptions, QueryResult};
+use promflow_promql::notation::{expand, series_desc, Slot};
+use promflow_storage::{stale_nan, Db, DbOptions, Labels};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    #[serde(default)]
+    rule_files: Vec<String>,
+    #[serde(default)]
+    evaluation_interval: Option<String>,
+    #[serde(default)]
+    group_eval_order: Vec<String>,
+    #[serde(default)]
+    tests: Vec<TestGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestGroup {
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    input_series: Vec<InputSeries>,
+    #[serde(default)]
+    alert_rule_test: Vec<AlertTest>,
+    #[serde(default)]
+    promql_expr_test: Vec<ExprTest>,
+    #[serde(default)]
+    external_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    external_url: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSeries {
+    series: String,
+    #[serde(default)]
+    values: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertTest {
+    eval_time: String,
+    alertname: String,
+    #[serde(default)]
+    exp_alerts: Vec<ExpAlert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpAlert {
+    #[serde(default)]
+    exp_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    exp_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExprTest {
+    expr: String,
+    eval_time: String,
+    #[serde(default)]
+    exp_samples: Vec<ExpSample>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpSample {
+    labels: String,
+    value: f64,
+}
+
+/// Runs `promflow test rules <files>` (`args` after `rules`); returns the exit code.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    if args.is_empty() {
+        eprintln!("usage: promflow test rules <test-rule-file>...");
+        return 1;
+    }
+    let mut failed = false;
+    for f in args {
+        let path = PathBuf::from(f);
+        println!("Unit Testing:  {}", path.display());
+        match run_file(&path) {
+            Ok(()) => println!("  SUCCESS"),
+            Err(errors) => {
+                failed = true;
+                eprintln!("  FAILED:");
+                for e in errors {
+                    eprintln!("{e}");
+                }
+            }
+        }
+        println!();
+    }
+    i32::from(failed)
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    promflow_config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// Go's `time.Duration` text of whole milliseconds, as promtool prints eval times.
+fn go_duration(ms: i64) -> String {
+    let (h, m, s, rest) = (ms / 3_600_000, (ms / 60_000) % 60, (ms / 1000) % 60, ms % 1000);
+    let secs = if rest == 0 {
+        format!("{s}s")
+    } else {
+        format!("{s}.{}s", format!("{rest:03}").trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, _) => format!("{m}m{secs}"),
+        _ => format!("{h}h{m}m{secs}"),
+    }
+}
+
+fn run_file(path: &Path) -> Result<(), Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("  {e}")])?;
+    let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| vec![format!("  {e}")])?;
+    let eval_interval = file
+        .evaluation_interval
+        .as_deref()
+        .map(duration)
+        .transpose()
+        .map_err(|e| vec![e])?
+        .unwrap_or(Duration::from_secs(60));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let rule_files: Vec<PathBuf> = file
+        .rule_files
+        .iter()
+        .flat_map(|f| promflow_config::expand_glob(&dir.join(f).display().to_string()))
+        .map(PathBuf::from)
+        // as promtool: a rule file that does not exist is no match of its glob, not an error
+        .filter(|p| p.exists())
+        .collect();
+    let mut errors = Vec::new();
+    for tg in &file.tests {
+        if let Err(mut e) = run_group(tg, &rule_files, eval_interval, &file.group_eval_order) {
+            errors.append(&mut e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn run_group(
+    tg: &TestGroup,
+    rule_files: &[PathBuf],
+    eval_interval: Duration,
+    order: &[String],
+) -> Result<(), Vec<String>> {
+    let interval =
+        tg.interval.as_deref().map(duration).transpose().map_err(|e| vec![e])?.unwrap_or(eval_interval);
+    let tmp = tempfile::tempdir().map_err(|e| vec![format!("  temporary storage: {e}")])?;
+    let db = Db::open(
+        tmp.path(),
+        DbOptions { block_duration: i64::MAX, compaction_interval: None, ..Default::default() },
+    )
+    .map_err(|e| vec![format!("  storage: {e}")])?;
+    load_series(&db, &tg.input_series, ms(interval))?;
+    let settings = crate::rules::RuleSettings {
+        evaluation_interval: eval_interval,
+        query_offset: Duration::ZERO,
+        external_labels: tg.external_labels.clone(),
+        external_url: tg.external_url.clone(),
+    };
+    let mut specs: Vec<GroupSpec> =
+        crate::rules::load_files(rule_files, &settings).map_err(|e| vec![format!("  {e}")])?;
+    if !order.is_empty() {
+        specs.sort_by_key(|g| order.iter().position(|n| *n == g.name).unwrap_or(usize::MAX));
+    }
+    let mut groups: Vec<Group> = specs.into_iter().map(|s| Group::new(s, true)).collect();
+    let eval = EvalSettings {
+        query: QueryOptions { lookback_ms: 300_000, ..QueryOptions::instant(0) },
+        timeout: Duration::from_secs(120),
+        compile: Some(Arc::new(|q: &str| {
+            promflow_promql::compile(q, &Default::default()).map_err(|e| e.to_string())
+        })),
+        outage_tolerance_ms: 3_600_000,
+        for_grace_period_ms: 600_000,
+        resend_delay_ms: 60_000,
+        notify: None,
+    };
+    let parse_time = |s: &str| duration(s).map(ms).map_err(|e| vec![format!("  {e}")]);
+    let mut alert_tests: Vec<(i64, &AlertTest)> = tg
+        .alert_rule_test
+        .iter()
+        .map(|t| parse_time(&t.eval_time).map(|at| (at, t)))
+        .collect::<Result<_, _>>()?;
+    alert_tests.sort_by_key(|(t, _)| *t);
+    let expr_times: Vec<i64> =
+        tg.promql_expr_test.iter().map(|t| parse_time(&t.eval_time)).collect::<Result<_, _>>()?;
+    let max_t = alert_tests.iter().map(|(t, _)| *t).chain(expr_times.iter().copied()).max().unwrap_or(0);
+    let step = ms(eval_interval).max(1);
+    let writer = Arc::clone(&db);
+    let appender = move || writer.appender();
+    let mut errors = Vec::new();
+    let mut next_alert_test = 0;
+    let mut ts = 0i64;
+    while ts <= max_t {
+        for g in groups.iter_mut() {
+            g.evaluate(ts, &*db, &appender, &eval);
+            for r in &g.status().rules {
+                if let Some(e) = &r.last_error {
+                    errors.push(format!("    rule: {}, time: {}, err: {e}", r.spec.name(), go_duration(ts)));
+                }
+            }
+        }
+        while next_alert_test < alert_tests.len() && alert_tests[next_alert_test].0 < ts + step {
+            let (at, test) = alert_tests[next_alert_test];
+            next_alert_test += 1;
+            if at < ts {
+                continue;
+            }
+            if let Some(e) = check_alerts(&groups, test, at) {
+                errors.push(e);
+            }
+        }
+        ts += step;
+    }
+    for (test, at) in tg.promql_expr_test.iter().zip(&expr_times) {
+        if let Some(e) = check_expr(&db, test, *at, &eval) {
+            errors.push(e);
+        }
+    }
+    if !tg.name.is_empty() && !errors.is_empty() {
+        errors.insert(0, format!("    name: {},", tg.name));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn load_series(db: &Arc<Db>, series: &[InputSeries], interval_ms: i64) -> Result<(), Vec<String>> {
+    let mut app = db.appender();
+    for s in series {
+        let (labels, _) =
+            series_desc(&s.series).ok_or_else(|| vec![format!("  bad input series {:?}", s.series)])?;
+        let slots =
+            expand(&s.values).ok_or_else(|| vec![format!("  bad values {:?} of {}", s.values, s.series)])?;
+        for (i, slot) in slots.iter().enumerate() {
+            let v = match slot {
+                Slot::Value(v) => *v,
+                Slot::Stale => stale_nan(),
+                Slot::Empty => continue,
+                Slot::Histogram => {
+                    return Err(vec![format!("  native histograms are not supported: {}", s.series)])
+                }
+            };
+            app.append(&labels, i as i64 * interval_ms, v)
+                .map_err(|e| vec![format!("  {}: {e}", s.series)])?;
+        }
+    }
+    app.commit().map(drop).map_err(|e| vec![format!("  {e}")])
+}
+
+type AlertKey = (Labels, BTreeMap<String, String>);
+
+fn check_alerts(groups: &[Group], test: &AlertTest, at: i64) -> Option<String> {
+    let mut got: Vec<AlertKey> = Vec::new();
+    for g in groups {
+        for r in &g.status().rules {
+            if let RuleSpec::Alert(a) = &r.spec {
+                if a.name == test.alertname {
+                    got.extend(
+                        r.alerts
+                            .iter()
+                            .filter(|x| x.state == AlertState::Firing)
+                            .map(|x| (x.labels.clone(), x.annotations.clone())),
+                    );
+                }
+            }
+        }
+    }
+    let mut exp: Vec<AlertKey> = test
+        .exp_alerts
+        .iter()
+        .map(|e| {
+            let mut l = Labels::from_pairs(e.exp_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            l.set("alertname", &test.alertname);
+            (l, e.exp_annotations.clone())
+        })
+        .collect();
+    got.sort();
+    exp.sort();
+    if got == exp {
+        return None;
+    }
+    let show = |v: &[AlertKey]| {
+        v.iter()
+            .enumerate()
+            .map(|(i, (l, a))| {
+                let ann: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                format!(
+                    "            {i}:\n              Labels:{l}\n              Annotations:{{{}}}",
+                    ann.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Some(format!(
+        "    alertname: {}, time: {}, \n        exp:[\n{}\n            ], \n        got:[\n{}\n            ]",
+        test.alertname,
+        go_duration(at),
+        show(&exp),
+        show(&got)
+    ))
+}
+
+fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Option<String> {
+    let fail = |what: String| Some(format!("    expr: {:?}, time: {}, {what}", test.expr, go_duration(at)));
+    let plan = match promflow_promql::compile(&test.expr, &Default::default()) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("err: {e}")),
+    };
+    let opts = QueryOptions { start: at, end: at, ..eval.query.clone() };
+    let got: Vec<(Labels, f64)> = match promflow_engine::evaluate(&plan, &**db, &opts).map(|e| e.result) {
+        Ok(QueryResult::Vector(v)) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
+        Ok(QueryResult::Scalar(_, v)) => vec![(Labels::new(), v)],
+        Ok(_) => return fail("err: expression did not evaluate to a vector or scalar".into()),
+        Err(e) => return fail(format!("err: {e}")),
+    };
+    let mut exp = Vec::new();
+    for s in &test.exp_samples {
+        match series_desc(&s.labels) {
+            Some((l, _)) => exp.push((l, s.value)),
+            None => return fail(format!("err: bad labels {:?}", s.labels)),
+        }
+    }
+    let mut got = got;
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    exp.sort_by(|a, b| a.0.cmp(&b.0));
+    let same = got.len() == exp.len() && got.iter().zip(&exp).all(|(g, e)| g.0 == e.0 && g.1 == e.1);
+    if same {
+        return None;
+    }
+    let show = |v: &[(Labels, f64)]| {
+        let items: Vec<String> = v.iter().map(|(l, x)| format!("{{Labels:{l} Value:{x}}}")).collect();
+        format!("[{}]", items.join(" "))
+    };
+    fail(format!("\n        exp: {}\n        got: {}", show(&exp), show(&got)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(480_000), "8m0s");
+        assert_eq!(go_duration(1_500), "1.5s");
+        assert_eq!(go_duration(3_723_000), "1h2m3s");
+    }
+}
