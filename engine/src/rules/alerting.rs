@@ -3,7 +3,7 @@
 //! `ALERTS_FOR_STATE` series, templates in labels and annotations, and the restoration of
 //! `for` state from `ALERTS_FOR_STATE` after a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_NAME};
 
@@ -229,7 +229,7 @@ pub fn eval(
         };
         now.insert(labels, alert);
     }
-    let returned: Vec<Labels> = now.keys().cloned().collect();
+    let returned: HashSet<Labels> = now.keys().cloned().collect();
     for (labels, fresh) in now {
         match st.active.get_mut(&labels) {
             Some(a) if a.state != AlertState::Inactive => {
