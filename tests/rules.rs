@@ -267,6 +267,26 @@ fn recording_rules_write_what_prometheus_writes() {
     assert_eq!(labels(&ours), labels(&theirs));
     // Prometheus 3 leaves out groups a filter emptied; 2.42 still listed them
     assert!(shape_or_empty(&pf.get_json("/api/v1/rules?type=alert").1).is_empty());
+    // the rule-group metrics of Prometheus's mixin, under the same label
+    let family = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{rule_group=")) && l.contains(";recorded\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let ((_, ours_m), (_, theirs_m)) = (pf.get_text("/metrics"), prom.get_text("/metrics"));
+    for (name, at_least) in [
+        ("prometheus_rule_evaluations_total", 15.0),
+        ("prometheus_rule_group_iterations_total", 3.0),
+        ("prometheus_rule_group_rules", 5.0),
+    ] {
+        assert!(family(&theirs_m, name).is_some(), "Prometheus has no {name}");
+        let v = family(&ours_m, name);
+        assert!(v.is_some_and(|v| v >= at_least), "{name} is {v:?} in promflow's /metrics");
+    }
+    assert_eq!(family(&ours_m, "prometheus_rule_evaluation_failures_total"), Some(0.0));
     // rule_name[], rule_group[] and file[] came after 2.42
     assert!(shape_or_empty(&pf.get_json("/api/v1/rules?rule_group[]=nope").1).is_empty());
     assert!(shape_or_empty(&pf.get_json("/api/v1/rules?file[]=nope.yml").1).is_empty());

@@ -207,6 +207,14 @@ pub struct GroupStatus {
     pub last_evaluation_ms: Option<i64>,
     /// How long the last evaluation of all rules took.
     pub evaluation_time: Duration,
+    /// Evaluations of the group so far.
+    pub iterations: u64,
+    /// Evaluations skipped because the group ran late.
+    pub missed_iterations: u64,
+    /// Rule evaluations so far.
+    pub rule_evaluations: u64,
+    /// Rule evaluations that failed.
+    pub rule_failures: u64,
 }
 
 /// A rule's state between evaluations.
@@ -262,6 +270,10 @@ impl Group {
                 rules,
                 last_evaluation_ms: None,
                 evaluation_time: Duration::ZERO,
+                iterations: 0,
+                missed_iterations: 0,
+                rule_evaluations: 0,
+                rule_failures: 0,
             },
             state,
             orphaned: Vec::new(),
@@ -363,9 +375,11 @@ impl Group {
             s.last_evaluation_ms = Some(wall);
             s.evaluation_time = rule_started.elapsed();
             s.alerts = state.alerting.active_alerts();
+            self.status.rule_evaluations += 1;
             match result {
                 Ok(()) => (s.health, s.last_error) = (Health::Ok, None),
                 Err(e) => {
+                    self.status.rule_failures += 1;
                     tracing::warn!(group = %self.spec.name, rule = %rule.name(), error = %e, "evaluating rule failed");
                     (s.health, s.last_error) = (Health::Err, Some(e));
                 }
@@ -373,6 +387,7 @@ impl Group {
         }
         self.status.last_evaluation_ms = Some(wall);
         self.status.evaluation_time = started.elapsed();
+        self.status.iterations += 1;
         self.last_ts = Some(query_ts);
     }
 
@@ -613,6 +628,11 @@ fn run_group(
         // Prometheus: the next one is the latest aligned time
         let ts = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now);
         let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
+        let missed = ((ts - next + 1) / interval).max(0) as u64;
+        if missed > 0 {
+            g.status.missed_iterations += missed;
+            tracing::warn!(group = %g.spec.name, missed, "rule group evaluation is late; iterations skipped");
+        }
         g.evaluate(ts, querier, appender, base);
         evaluations += 1;
         // as Prometheus: restore after a second evaluation, so recording rules the alerts

@@ -175,6 +175,7 @@ pub fn render(state: &AppState) -> String {
         "The capacity of the alert notifications queue.",
         promflow_notifier::QUEUE_CAPACITY,
     );
+    write_rule_metrics(&mut out, &state.rules.groups());
     state.scrape.write_metrics(&mut out);
     state.http_metrics.write(&mut out);
     out
@@ -190,4 +191,58 @@ fn process_stats() -> Option<(u64, f64)> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     let rss_pages: u64 = fields.get(21)?.parse().ok()?;
     Some((rss_pages * 4096, (utime + stime) / ticks))
+}
+
+/// Prometheus's rule-group metrics, labelled `rule_group="<file>;<name>"`.
+fn write_rule_metrics(out: &mut String, groups: &[promflow_engine::rules::GroupStatus]) {
+    type Value = fn(&promflow_engine::rules::GroupStatus) -> f64;
+    let families: [(&str, &str, &str, Value); 8] = [
+        ("prometheus_rule_evaluations_total", "counter", "The total number of rule evaluations.", |g| {
+            g.rule_evaluations as f64
+        }),
+        (
+            "prometheus_rule_evaluation_failures_total",
+            "counter",
+            "The total number of rule evaluation failures.",
+            |g| g.rule_failures as f64,
+        ),
+        (
+            "prometheus_rule_group_iterations_total",
+            "counter",
+            "The total number of scheduled rule group evaluations, whether executed or missed.",
+            |g| (g.iterations + g.missed_iterations) as f64,
+        ),
+        (
+            "prometheus_rule_group_iterations_missed_total",
+            "counter",
+            "The total number of rule group evaluations missed due to slow rule group evaluation.",
+            |g| g.missed_iterations as f64,
+        ),
+        ("prometheus_rule_group_interval_seconds", "gauge", "The interval of a rule group.", |g| {
+            g.interval_ms as f64 / 1000.0
+        }),
+        (
+            "prometheus_rule_group_last_duration_seconds",
+            "gauge",
+            "The duration of the last rule group evaluation.",
+            |g| g.evaluation_time.as_secs_f64(),
+        ),
+        (
+            "prometheus_rule_group_last_evaluation_timestamp_seconds",
+            "gauge",
+            "The timestamp of the last rule group evaluation in seconds.",
+            |g| g.last_evaluation_ms.map_or(0.0, |t| t as f64 / 1000.0),
+        ),
+        ("prometheus_rule_group_rules", "gauge", "The number of rules.", |g| g.rules.len() as f64),
+    ];
+    for (name, typ, help, value) in families {
+        header(out, name, typ, help);
+        for g in groups {
+            let key = format!("{};{}", g.file, g.name)
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(out, "{name}{{rule_group=\"{key}\"}} {}", value(g));
+        }
+    }
 }
