@@ -70,6 +70,16 @@ pub fn retention(flags: &Flags) -> Result<(Option<i64>, Option<u64>), String> {
     Ok((time.map(|d| d.as_millis().min(i64::MAX as u128) as i64), size))
 }
 
+/// `--storage.tsdb.max-block-duration` in milliseconds, or Prometheus's default: 31 days, or a
+/// tenth of the retention time when that is shorter.
+pub fn max_block_duration(flags: &Flags, retention_time_ms: Option<i64>) -> i64 {
+    const DAYS_31: i64 = 31 * 24 * 3600 * 1000;
+    match flags.max_block_duration {
+        Some(d) => d.as_millis().min(i64::MAX as u128) as i64,
+        None => retention_time_ms.map_or(DAYS_31, |r| (r / 10).min(DAYS_31)),
+    }
+}
+
 /// promflow's flags. Every flag Prometheus 3.x's server accepts is accepted; those promflow
 /// does not implement yet are listed in [`UNIMPLEMENTED`] and draw one warning when set.
 #[derive(Parser, Debug)]
@@ -289,7 +299,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "storage.tsdb.wal-compression-type",
     "storage.tsdb.allow-overlapping-compaction",
     "storage.tsdb.delayed-compaction.max-percent",
-    "storage.tsdb.max-block-duration",
     "storage.tsdb.max-block-chunk-segment-size",
     "storage.agent.path",
     "storage.agent.wal-compression",

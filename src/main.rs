@@ -96,6 +96,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     let (retention_time, retention_size) = cli::retention(&flags)?;
     let db_options = DbOptions {
         block_duration: millis(flags.min_block_duration).max(1),
+        max_block_duration: cli::max_block_duration(&flags, retention_time),
         retention_time,
         retention_size,
         out_of_order_window: millis(loaded.config.storage.tsdb.out_of_order_time_window),

@@ -64,6 +64,9 @@ pub struct DbOptions {
     /// taken when they are at most this much older than the head's newest sample
     /// (milliseconds; 0 refuses them, as Prometheus's `out_of_order_time_window` default).
     pub out_of_order_window: i64,
+    /// Compaction never makes a block longer than this (milliseconds); merged ranges are
+    /// three times the previous one from `block_duration` up.
+    pub max_block_duration: i64,
 }
 
 impl Default for DbOptions {
@@ -77,6 +80,7 @@ impl Default for DbOptions {
             retention_size: None,
             compaction_interval: Some(Duration::from_secs(60)),
             out_of_order_window: 0,
+            max_block_duration: 31 * 24 * 3600 * 1000,
         }
     }
 }
@@ -738,13 +742,15 @@ impl Db {
     }
 
     /// Merges overlapping blocks, and blocks that together fill an aligned range three times
-    /// larger than theirs (6h, 18h, 54h, … for 2h blocks, up to 31 days). Returns the number
+    /// larger than theirs (6h, 18h, 54h, … for 2h blocks, up to `max_block_duration`). Returns the number
     /// of blocks written.
     fn merge_blocks(&self) -> Result<usize, Error> {
         let mut written = 0;
         loop {
             let blocks = read(&self.blocks).clone();
-            let Some(group) = plan_merge(&blocks, self.opts.block_duration.max(1)) else {
+            let Some(group) =
+                plan_merge(&blocks, self.opts.block_duration.max(1), self.opts.max_block_duration)
+            else {
                 return Ok(written);
             };
             let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
@@ -864,7 +870,7 @@ impl Drop for Db {
 
 /// Which blocks to merge next: a set of overlapping blocks, or else the blocks that fill an
 /// aligned range of the next size up, once a newer block shows that range is complete.
-fn plan_merge(blocks: &[Arc<Block>], block_duration: i64) -> Option<Vec<Arc<Block>>> {
+fn plan_merge(blocks: &[Arc<Block>], block_duration: i64, max_range: i64) -> Option<Vec<Arc<Block>>> {
     // overlaps first: blocks are sorted by min_time, so a run of overlaps is contiguous
     let mut i = 0;
     while i < blocks.len() {
@@ -880,9 +886,8 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64) -> Option<Vec<Arc<Bloc
         i = j;
     }
     let newest = blocks.iter().map(|b| b.meta().max_time).max()?;
-    const MAX_RANGE: i64 = 31 * 24 * 3600 * 1000;
     let mut range = block_duration.saturating_mul(3);
-    while range <= MAX_RANGE.max(block_duration.saturating_mul(3)) {
+    while range <= max_range {
         let mut k = 0;
         while k < blocks.len() {
             let start = blocks[k].meta().min_time.div_euclid(range) * range;

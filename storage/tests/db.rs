@@ -641,6 +641,21 @@ fn head_is_cut_into_blocks_and_answers_stay_the_same() {
 }
 
 #[test]
+fn merges_stop_at_the_max_block_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2h blocks may merge into 6h ones but never into 18h: the max is below it
+    let opts = DbOptions { max_block_duration: 12 * HOUR, ..manual(1 << 20) };
+    let db = Db::open(dir.path(), opts).unwrap();
+    ingest(&db, 2, 0, 22);
+    db.compact().unwrap();
+    db.compact().unwrap();
+    let blocks = db.blocks();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    assert!(blocks.iter().all(|b| b.max_time - b.min_time <= 6 * HOUR), "{blocks:?}");
+    assert!(blocks.iter().any(|b| b.max_time - b.min_time == 6 * HOUR), "{blocks:?}");
+}
+
+#[test]
 fn retention_deletes_whole_old_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let opts = DbOptions { retention_time: Some(3 * HOUR), ..manual(1 << 20) };
