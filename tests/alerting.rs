@@ -115,3 +115,125 @@ fn alerts_fire_and_resolve_in_a_real_alertmanager() {
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert!(sent.is_some_and(|n| n >= 2.0), "firing and resolved sends are counted: {sent:?}");
 }
+
+/// An Alertmanager stand-in that records every POST body and fails the first `fail_first`
+/// requests with 500: Alertmanager cannot be made to fail on demand.
+struct Capture {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn start_capture(fail_first: usize) -> Capture {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    let mut request_line = String::new();
+                    // request line and headers
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if request_line.is_empty() {
+                            request_line = line.trim().to_string();
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let n = {
+                        let mut b = seen.lock().unwrap();
+                        b.push(format!("{request_line}\n{}", String::from_utf8_lossy(&body)));
+                        b.len()
+                    };
+                    let reply: &[u8] = if n <= fail_first {
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    if stream.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Capture { port, bodies }
+}
+
+#[test]
+fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = start_capture(1);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n- name: many\n  interval: 1s\n  rules:\n  - alert: Many\n    expr: many > 0\n",
+    )
+    .unwrap();
+    let config = format!(
+        "global:\n  evaluation_interval: 1s\nrule_files:\n  - alerts.yml\nalerting:\n  alertmanagers:\n  - path_prefix: /am\n    static_configs:\n    - targets: ['127.0.0.1:{}']\n",
+        capture.port
+    );
+    let pf = common::start_promflow(dir.path(), &config, &["--web.enable-remote-write-receiver"]);
+    let now = common::now_ms();
+    let series: Vec<_> = (0..300)
+        .map(|i| common::series(&[("__name__", "many"), ("i", &i.to_string())], &[(now, 1.0)]))
+        .collect();
+    let (code, body) = common::remote_write(&pf, series);
+    assert_eq!(code, 204, "{body}");
+    // 300 firing alerts: a failed first request, its retry, and the rest of the batch
+    let bodies = wait_for(Duration::from_secs(20), || {
+        let b = capture.bodies.lock().unwrap().clone();
+        let alerts: usize = b
+            .iter()
+            .skip(1)
+            .map(|x| {
+                serde_json::from_str::<serde_json::Value>(x.split_once('\n').unwrap().1)
+                    .unwrap()
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        (alerts >= 300).then_some(b)
+    })
+    .expect("not every alert was delivered");
+    assert!(
+        bodies.iter().all(|b| b.starts_with("POST /am/api/v2/alerts HTTP/1.1")),
+        "{:?}",
+        bodies[0].lines().next()
+    );
+    let sizes: Vec<usize> = bodies
+        .iter()
+        .map(|x| {
+            serde_json::from_str::<serde_json::Value>(x.split_once('\n').unwrap().1)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert!(sizes.iter().all(|&n| n <= 256), "a batch exceeded 256 alerts: {sizes:?}");
+    assert_eq!(bodies[0], bodies[1], "the failed request is retried with the same batch");
+    assert_eq!(sizes[..3], [256, 256, 44], "{sizes:?}");
+    let (_, metrics) = pf.get_text("/metrics");
+    assert!(metrics.contains("prometheus_notifications_errors_total 0"), "a retried send is not an error");
+}
