@@ -179,6 +179,12 @@ fn start_capture(fail_first: usize) -> Capture {
     Capture { port, bodies }
 }
 
+/// The number of alerts in a recorded request (request line, newline, JSON array).
+fn batch_size(recorded: &str) -> usize {
+    let body = recorded.split_once('\n').map_or("", |(_, b)| b);
+    serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0)
+}
+
 #[test]
 fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,17 +208,7 @@ fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
     // 300 firing alerts: a failed first request, its retry, and the rest of the batch
     let bodies = wait_for(Duration::from_secs(20), || {
         let b = capture.bodies.lock().unwrap().clone();
-        let alerts: usize = b
-            .iter()
-            .skip(1)
-            .map(|x| {
-                serde_json::from_str::<serde_json::Value>(x.split_once('\n').unwrap().1)
-                    .unwrap()
-                    .as_array()
-                    .unwrap()
-                    .len()
-            })
-            .sum();
+        let alerts: usize = b.iter().skip(1).map(|x| batch_size(x)).sum();
         (alerts >= 300).then_some(b)
     })
     .expect("not every alert was delivered");
@@ -221,16 +217,7 @@ fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
         "{:?}",
         bodies[0].lines().next()
     );
-    let sizes: Vec<usize> = bodies
-        .iter()
-        .map(|x| {
-            serde_json::from_str::<serde_json::Value>(x.split_once('\n').unwrap().1)
-                .unwrap()
-                .as_array()
-                .unwrap()
-                .len()
-        })
-        .collect();
+    let sizes: Vec<usize> = bodies.iter().map(|x| batch_size(x)).collect();
     assert!(sizes.iter().all(|&n| n <= 256), "a batch exceeded 256 alerts: {sizes:?}");
     assert_eq!(bodies[0], bodies[1], "the failed request is retried with the same batch");
     assert_eq!(sizes[..3], [256, 256, 44], "{sizes:?}");
