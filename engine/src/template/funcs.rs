@@ -382,17 +382,19 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             }
             chars.next();
         }
+        // widths and precisions are capped: a template must not make a gigabyte of padding
+        const MAX_PAD: usize = 10_000;
         let mut width = None;
         while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            width = Some(width.unwrap_or(0) * 10 + d as usize);
+            width = Some((width.unwrap_or(0) * 10 + d as usize).min(MAX_PAD));
             chars.next();
         }
         let mut prec = None;
         if chars.peek() == Some(&'.') {
             chars.next();
-            let mut p = 0;
+            let mut p = 0usize;
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                p = p * 10 + d as usize;
+                p = (p * 10 + d as usize).min(MAX_PAD);
                 chars.next();
             }
             prec = Some(p);
@@ -772,6 +774,7 @@ mod tests {
             f("%q %x %t %%", vec![Value::Str("a\"b".into()), Value::Int(255), Value::Bool(true)]),
             "\"a\\\"b\" ff true %"
         );
+        assert_eq!(f("%99999999999999999999d", vec![Value::Int(1)]).len(), 10_000, "padding is capped");
     }
 
     #[test]
