@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod batch;
+pub mod dataflow;
 pub mod format;
 pub mod kernels;
 pub mod plan;
