@@ -103,8 +103,49 @@ fn views_equal_the_batch_executor_at_every_evaluation() {
             }
             checked += 1;
         }
+        // only the next evaluation will be read: the views may forget what came before
+        inc.compact(t + 1);
         t += 15_000;
     }
     assert!(checked > 300);
     inc.shutdown();
+}
+
+/// One new sample of one series costs the same records whether the view covers 100 series
+/// or 10,000: the executor is incremental, not a recomputation.
+#[test]
+fn one_sample_costs_the_same_records_for_100_and_10k_series() {
+    let cost = |n: usize| -> [u64; 2] {
+        let inc = Incremental::start(2).unwrap();
+        let x = vec![Matcher::new(MatchOp::Equal, "__name__", "x").unwrap()];
+        inc.install(ViewSpec {
+            matchers: x,
+            lookback_ms: LOOKBACK,
+            aggregate: Some((AggKind::Sum, vec!["job".into()])),
+        });
+        let labels: Vec<Labels> = (0..n)
+            .map(|i| {
+                Labels::from_pairs([
+                    ("__name__", "x".to_string()),
+                    ("job", format!("j{}", i % 10)),
+                    ("i", i.to_string()),
+                ])
+            })
+            .collect();
+        let batch: Vec<(Labels, i64, f64)> = labels.iter().map(|l| (l.clone(), 1_000, 1.0)).collect();
+        inc.append(&batch);
+        inc.advance(2_000);
+        inc.read(0, 1_500);
+        let before = inc.records_total();
+        inc.append(&[(labels[3].clone(), 2_000, 5.0)]);
+        inc.advance(3_000);
+        inc.read(0, 2_500);
+        let after = inc.records_total();
+        inc.shutdown();
+        [after[0].1 - before[0].1, after[1].1 - before[1].1]
+    };
+    let (small, large) = (cost(100), cost(10_000));
+    assert_eq!(small, large, "records for one sample: {small:?} with 100 series, {large:?} with 10k");
+    // the series' old and new value, and its group's old and new sum
+    assert_eq!(small, [2, 2]);
 }

@@ -16,6 +16,7 @@
 //!   the order the controller sends them, and each read gathers every worker's shard.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{Capability, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
-use timely::progress::frontier::Antichain;
+use timely::progress::frontier::{Antichain, AntichainRef};
 
 /// An `f64` ordered by `total_cmp`, as differential needs ordered data.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -81,10 +82,22 @@ type PendingRead = (u64, u64, Sender<Rows>);
 /// Retractions due at a time: the capability to send them, and (series, sample time).
 type Due = (Capability<u64>, Vec<(u64, i64)>);
 
+/// Records that left each operator of a view, summed over workers
+/// (`promflow_dataflow_records_total`).
+#[derive(Debug, Default)]
+pub struct OperatorCounters {
+    /// Out of the per-series latest-sample operator: one per sample that starts or stops
+    /// counting.
+    pub latest: AtomicU64,
+    /// Out of the aggregation: one per group whose value changes (twice: −old, +new).
+    pub aggregate: AtomicU64,
+}
+
 enum Command {
-    Install { id: u64, kind: Option<AggKind>, lookback_ms: i64 },
+    Install { id: u64, kind: Option<AggKind>, lookback_ms: i64, counters: Arc<OperatorCounters> },
     Rows { id: u64, rows: Arc<Vec<Row>> },
     Advance(u64),
+    Compact(u64),
     Read { id: u64, t: u64, reply: Sender<Rows> },
     Shutdown,
 }
@@ -116,6 +129,7 @@ pub struct Incremental {
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
     views: Mutex<HashMap<u64, ViewState>>,
     series: Mutex<HashMap<Labels, u64>>,
+    counters: Mutex<Vec<Arc<OperatorCounters>>>,
     workers: usize,
 }
 
@@ -153,6 +167,7 @@ impl Incremental {
             guards: Mutex::new(Some(guards)),
             views: Mutex::new(HashMap::new()),
             series: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Vec::new()),
             workers,
         })
     }
@@ -174,8 +189,20 @@ impl Incremental {
         let id = views.len() as u64;
         let (kind, lookback_ms) = (spec.aggregate.as_ref().map(|a| a.0), spec.lookback_ms);
         views.insert(id, ViewState { spec, keys: Vec::new(), key_ids: HashMap::new() });
-        self.broadcast(|| Command::Install { id, kind, lookback_ms });
+        let counters = Arc::new(OperatorCounters::default());
+        self.counters.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&counters));
+        self.broadcast(|| Command::Install { id, kind, lookback_ms, counters: Arc::clone(&counters) });
         id
+    }
+
+    /// Records out of each kind of operator so far, over all views and workers:
+    /// (`latest sample`, `aggregate`).
+    pub fn records_total(&self) -> [(&'static str, u64); 2] {
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let sum = |f: fn(&OperatorCounters) -> &AtomicU64| {
+            counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        };
+        [("latest sample", sum(|c| &c.latest)), ("aggregate", sum(|c| &c.aggregate))]
     }
 
     /// Hands appended samples to every view they match. Samples of one call must not be
@@ -220,6 +247,13 @@ impl Incremental {
     pub fn advance(&self, t: i64) {
         let t = t.max(0) as u64;
         self.broadcast(|| Command::Advance(t));
+    }
+
+    /// Lets the views forget history before `t`: reads at earlier times are no longer
+    /// answered correctly. Without it a view keeps every change it ever made.
+    pub fn compact(&self, t: i64) {
+        let t = t.max(0) as u64;
+        self.broadcast(|| Command::Compact(t));
     }
 
     /// The view's value at `t` (waits until every worker has processed through `t`; the
@@ -278,8 +312,8 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>) {
     loop {
         loop {
             match rx.try_recv() {
-                Ok(Command::Install { id, kind, lookback_ms }) => {
-                    let view = install(worker, kind, lookback_ms.max(1) as u64, time);
+                Ok(Command::Install { id, kind, lookback_ms, counters }) => {
+                    let view = install(worker, kind, lookback_ms.max(1) as u64, time, counters);
                     views.insert(id, view);
                 }
                 Ok(Command::Rows { id, rows }) => {
@@ -295,6 +329,13 @@ fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>) {
                         if *v.input.time() < time {
                             v.input.advance_to(time);
                         }
+                    }
+                }
+                Ok(Command::Compact(t)) => {
+                    let frontier = [t];
+                    for v in views.values_mut() {
+                        v.trace.set_logical_compaction(AntichainRef::new(&frontier));
+                        v.trace.set_physical_compaction(AntichainRef::new(&frontier));
                     }
                 }
                 Ok(Command::Read { id, t, reply }) => reads.push((id, t, reply)),
@@ -325,7 +366,11 @@ fn read_at(
     t: u64,
 ) -> Vec<(u64, f64)> {
     let mut out = Vec::new();
-    let Some(spans) = trace.spans_through(Antichain::from_elem(t + 1).borrow()) else { return out };
+    // read everything the trace holds (batch bounds need not fall on `t + 1`) and keep the
+    // updates at times up to `t`
+    let mut upper = Antichain::new();
+    trace.read_upper(&mut upper);
+    let Some(spans) = trace.spans_through(upper.borrow()) else { return out };
     let (mut cur, storage) = cursor_list(spans.into_iter().filter_map(|b| b.inner).collect());
     while cur.key_valid(&storage) {
         while cur.val_valid(&storage) {
@@ -351,6 +396,7 @@ fn install(
     kind: Option<AggKind>,
     lookback: u64,
     time: u64,
+    counters: Arc<OperatorCounters>,
 ) -> WorkerView {
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
@@ -423,6 +469,10 @@ fn install(
             })
             .container::<Vec<_>>()
             .as_collection();
+        let c = Arc::clone(&counters);
+        let latest = latest.inspect_batch(move |_, xs| {
+            c.latest.fetch_add(xs.len() as u64, Ordering::Relaxed);
+        });
         let arranged = match kind {
             None => {
                 latest.map(|(series_key, _series, v): (u64, u64, Value)| (series_key, v)).arrange_by_key()
@@ -439,6 +489,9 @@ fn install(
                         AggKind::Sum => vals.iter().map(|(v, m)| v.0 * *m as f64).sum(),
                     };
                     out.push((Value(v), 1));
+                })
+                .inspect_batch(move |_, xs| {
+                    counters.aggregate.fetch_add(xs.len() as u64, Ordering::Relaxed);
                 })
                 .arrange_by_key(),
         };
