@@ -216,32 +216,12 @@ fn print_block(b: &BlockInfo, header: bool, human: bool) {
         b.ulid,
         time(b.min_time),
         time(b.max_time),
-        go_duration(b.max_time - b.min_time),
+        promflow_storage::gofmt::format_duration_ms(b.max_time - b.min_time),
         b.num_samples,
         "-",
         b.num_series,
         size
     );
-}
-
-/// Go's `time.Duration.String` for a millisecond count (`2h0m0s`, `1h59m59.999s`, `250ms`).
-fn go_duration(ms: i64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
-    let sign = if ms < 0 { "-" } else { "" };
-    let ms = ms.unsigned_abs();
-    if ms < 1000 {
-        return format!("{sign}{ms}ms");
-    }
-    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let secs =
-        if frac == 0 { format!("{s}") } else { format!("{s}.{frac:03}").trim_end_matches('0').to_string() };
-    match (h, m) {
-        (0, 0) => format!("{sign}{secs}s"),
-        (0, m) => format!("{sign}{m}m{secs}s"),
-        (h, m) => format!("{sign}{h}h{m}m{secs}s"),
-    }
 }
 
 /// Bytes in binary units, as promtool's human-readable sizes.
@@ -263,14 +243,6 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_print_as_go_does() {
-        assert_eq!(go_duration(7_200_000), "2h0m0s");
-        assert_eq!(go_duration(7_199_999), "1h59m59.999s");
-        assert_eq!(go_duration(61_500), "1m1.5s");
-        assert_eq!(go_duration(250), "250ms");
-    }
 
     #[test]
     fn block_durations_follow_promtool() {

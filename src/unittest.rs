@@ -17,6 +17,7 @@ use std::time::Duration;
 use promflow_engine::rules::{AlertState, EvalSettings, Group, GroupSpec, RuleSpec};
 use promflow_engine::{QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, series_desc, Slot};
+use promflow_storage::gofmt::format_duration_ms;
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
 use serde::Deserialize;
 
@@ -127,21 +128,6 @@ fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
-/// Go's `time.Duration` text of whole milliseconds, as promtool prints eval times.
-fn go_duration(ms: i64) -> String {
-    let (h, m, s, rest) = (ms / 3_600_000, (ms / 60_000) % 60, (ms / 1000) % 60, ms % 1000);
-    let secs = if rest == 0 {
-        format!("{s}s")
-    } else {
-        format!("{s}.{}s", format!("{rest:03}").trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => secs,
-        (0, _) => format!("{m}m{secs}"),
-        _ => format!("{h}h{m}m{secs}"),
-    }
-}
-
 fn run_file(path: &Path) -> Result<(), Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("  {e}")])?;
     let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| vec![format!("  {e}")])?;
@@ -233,7 +219,11 @@ fn run_group(
             g.evaluate(ts, &*db, &appender, &eval);
             for r in &g.status().rules {
                 if let Some(e) = &r.last_error {
-                    errors.push(format!("    rule: {}, time: {}, err: {e}", r.spec.name(), go_duration(ts)));
+                    errors.push(format!(
+                        "    rule: {}, time: {}, err: {e}",
+                        r.spec.name(),
+                        format_duration_ms(ts)
+                    ));
                 }
             }
         }
@@ -335,14 +325,15 @@ fn check_alerts(groups: &[Group], test: &AlertTest, at: i64) -> Option<String> {
     Some(format!(
         "    alertname: {}, time: {}, \n        exp:[\n{}\n            ], \n        got:[\n{}\n            ]",
         test.alertname,
-        go_duration(at),
+        format_duration_ms(at),
         show(&exp),
         show(&got)
     ))
 }
 
 fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Option<String> {
-    let fail = |what: String| Some(format!("    expr: {:?}, time: {}, {what}", test.expr, go_duration(at)));
+    let fail =
+        |what: String| Some(format!("    expr: {:?}, time: {}, {what}", test.expr, format_duration_ms(at)));
     let plan = match promflow_promql::compile(&test.expr, &Default::default()) {
         Ok(p) => p,
         Err(e) => return fail(format!("err: {e}")),
@@ -373,17 +364,4 @@ fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Op
         format!("[{}]", items.join(" "))
     };
     fail(format!("\n        exp: {}\n        got: {}", show(&exp), show(&got)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::go_duration;
-
-    #[test]
-    fn durations_print_like_go() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(480_000), "8m0s");
-        assert_eq!(go_duration(1_500), "1.5s");
-        assert_eq!(go_duration(3_723_000), "1h2m3s");
-    }
 }

@@ -120,6 +120,42 @@ pub fn unescape(body: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Go's `time.Duration.String` for nanoseconds (`1h30m0s`, `59.999s`, `250ms`, `1.5µs`), as
+/// promtool prints durations and the `toDuration` template function returns them.
+pub fn format_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let trim = |v: f64| format!("{v:.9}").trim_end_matches('0').trim_end_matches('.').to_string();
+    let u = ns.unsigned_abs();
+    let body = if u < 1_000_000_000 {
+        let (unit, div) = match u {
+            0..1_000 => ("ns", 1),
+            1_000..1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        format!("{}{unit}", trim(u as f64 / div as f64))
+    } else {
+        let (h, m) = (u / 3_600_000_000_000, (u / 60_000_000_000) % 60);
+        let s = trim((u % 60_000_000_000) as f64 / 1e9);
+        match (h, m) {
+            (0, 0) => format!("{s}s"),
+            (0, m) => format!("{m}m{s}s"),
+            (h, m) => format!("{h}h{m}m{s}s"),
+        }
+    };
+    if ns < 0 {
+        format!("-{body}")
+    } else {
+        body
+    }
+}
+
+/// [`format_duration`] of milliseconds.
+pub fn format_duration_ms(ms: i64) -> String {
+    format_duration(ms.saturating_mul(1_000_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +191,19 @@ mod tests {
         assert_eq!(unescape(r"\x41\101\u00e9\U0001F600"), "AAé😀");
         assert_eq!(unescape(r#"q\"uote"#), "q\"uote");
         assert_eq!(unescape("plain"), "plain");
+    }
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(format_duration_ms(7_200_000), "2h0m0s");
+        assert_eq!(format_duration_ms(7_199_999), "1h59m59.999s");
+        assert_eq!(format_duration_ms(61_500), "1m1.5s");
+        assert_eq!(format_duration_ms(250), "250ms");
+        assert_eq!(format_duration_ms(0), "0s");
+        assert_eq!(format_duration_ms(480_000), "8m0s");
+        assert_eq!(format_duration_ms(1_500), "1.5s");
+        assert_eq!(format_duration_ms(3_723_000), "1h2m3s");
+        assert_eq!(format_duration(5_400_000_000_000), "1h30m0s");
+        assert_eq!(format_duration(1_500_000), "1.5ms");
     }
 }

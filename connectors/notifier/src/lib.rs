@@ -242,8 +242,9 @@ async fn send_batch(n: &Notifier, batch: &[Alert]) {
         if alerts.is_empty() {
             continue;
         }
+        // what this entry's relabelling kept is what it sends
+        let count = alerts.len() as u64;
         let body = serde_json::Value::Array(alerts).to_string();
-        let count = batch.len() as u64;
         for url in set.discover().0 {
             let (client, body, timeout) = (set.client.clone(), body.clone(), set.cfg.timeout);
             sends.push(tokio::spawn(async move {

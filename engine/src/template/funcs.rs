@@ -308,7 +308,7 @@ pub(crate) fn call(name: &str, args: Vec<Value>, env: &Env<'_>) -> Result<Value,
                 "humanize1024" => humanize1024(v),
                 "humanizeDuration" => humanize_duration(v),
                 "humanizePercentage" => format!("{}%", format_g(v * 100.0, Some(4))),
-                "toDuration" => go_duration((v * 1e9) as i64),
+                "toDuration" => promflow_storage::gofmt::format_duration((v * 1e9) as i64),
                 _ if !v.is_finite() && name == "humanizeTimestamp" => format_g(v, Some(4)),
                 _ => go_time(v).ok_or_else(|| format!("error calling {name}: time out of range"))?,
             })
@@ -574,47 +574,6 @@ fn go_time(v: f64) -> Option<String> {
     Some(format!("{}{frac} +0000 UTC", t.format("%Y-%m-%d %H:%M:%S")))
 }
 
-/// Go's `time.Duration.String()`.
-fn go_duration(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let neg = ns < 0;
-    let u = ns.unsigned_abs();
-    let body = if u < 1_000_000_000 {
-        let (unit, div) = if u < 1_000 {
-            ("ns", 1)
-        } else if u < 1_000_000 {
-            ("µs", 1_000)
-        } else {
-            ("ms", 1_000_000)
-        };
-        format!("{}{unit}", trim_frac(u as f64 / div as f64))
-    } else {
-        let (h, m) = (u / 3_600_000_000_000, (u / 60_000_000_000) % 60);
-        let s = (u % 60_000_000_000) as f64 / 1e9;
-        let mut out = String::new();
-        if h > 0 {
-            out.push_str(&format!("{h}h"));
-        }
-        if h > 0 || m > 0 {
-            out.push_str(&format!("{m}m"));
-        }
-        out.push_str(&format!("{}s", trim_frac(s)));
-        out
-    };
-    if neg {
-        format!("-{body}")
-    } else {
-        body
-    }
-}
-
-fn trim_frac(v: f64) -> String {
-    let s = format!("{v:.9}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 /// A Prometheus duration (`1h30m`, `5m`, `250ms`) in seconds.
 fn parse_prom_duration(s: &str) -> Option<f64> {
     if s == "0" {
@@ -788,8 +747,6 @@ mod tests {
         assert_eq!(humanize_duration(59.5), "59.5s");
         assert_eq!(humanize_duration(0.0015), "1.5ms");
         assert_eq!(go_time(1_700_000_000.5).unwrap(), "2023-11-14 22:13:20.5 +0000 UTC");
-        assert_eq!(go_duration(5_400_000_000_000), "1h30m0s");
-        assert_eq!(go_duration(1_500_000), "1.5ms");
         assert_eq!(strip_domain("host.example.com:9100"), "host:9100");
         assert_eq!(strip_domain("10.0.0.1:9100"), "10.0.0.1:9100");
         assert_eq!(query_escape("a b/c"), "a+b%2Fc");

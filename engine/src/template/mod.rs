@@ -112,14 +112,14 @@ impl Exec<'_> {
                 }
             }
             Node::If(p, then, alt) => {
-                let v = self.scoped_pipeline(p, dot)?;
+                let v = self.pipeline(p, dot)?;
                 let mark = self.vars.len();
                 let r = if v.truthy() { self.list(then, dot) } else { self.list(alt, dot) };
                 self.vars.truncate(mark);
                 r?;
             }
             Node::With(p, then, alt) => {
-                let v = self.scoped_pipeline(p, dot)?;
+                let v = self.pipeline(p, dot)?;
                 let mark = self.vars.len();
                 let r = if v.truthy() { self.list(then, &v) } else { self.list(alt, dot) };
                 self.vars.truncate(mark);
@@ -161,11 +161,6 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// A pipeline whose declared variables live until the end of the enclosing block.
-    fn scoped_pipeline(&mut self, p: &Pipeline, dot: &Value) -> Result<Value, String> {
-        self.pipeline(p, dot)
-    }
-
     fn pipeline(&mut self, p: &Pipeline, dot: &Value) -> Result<Value, String> {
         let v = self.cmds(&p.cmds, dot)?;
         if let Some(name) = p.vars.first() {
@@ -197,11 +192,7 @@ impl Exec<'_> {
             return funcs::call(name, args, &self.env);
         }
         if c.args.len() > 1 || piped.is_some() {
-            let what = match &c.args[0] {
-                Operand::Dot(f) if !f.is_empty() => "can't give argument to non-function",
-                _ => "can't give argument to non-function",
-            };
-            return Err(what.into());
+            return Err("can't give argument to non-function".into());
         }
         self.operand(&c.args[0], dot)
     }

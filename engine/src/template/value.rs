@@ -79,34 +79,28 @@ impl fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(v) => f.write_str(&format_g(*v, None)),
             Value::Str(s) => f.write_str(s),
-            Value::Labels(m) => {
-                f.write_str("map[")?;
-                for (i, (k, v)) in m.iter().enumerate() {
-                    write!(f, "{}{k}:{v}", if i > 0 { " " } else { "" })?;
-                }
-                f.write_str("]")
-            }
-            Value::Map(m) => {
-                f.write_str("map[")?;
-                for (i, (k, v)) in m.iter().enumerate() {
-                    write!(f, "{}{k}:{v}", if i > 0 { " " } else { "" })?;
-                }
-                f.write_str("]")
-            }
-            Value::List(l) => {
-                f.write_str("[")?;
-                for (i, v) in l.iter().enumerate() {
-                    write!(f, "{}{v}", if i > 0 { " " } else { "" })?;
-                }
-                f.write_str("]")
-            }
-            Value::Struct(fields) => {
-                f.write_str("{")?;
-                for (i, (_, v)) in fields.iter().enumerate() {
-                    write!(f, "{}{v}", if i > 0 { " " } else { "" })?;
-                }
-                f.write_str("}")
-            }
+            Value::Labels(m) => write_seq(f, "map[", "]", m.iter().map(|(k, v)| format!("{k}:{v}"))),
+            Value::Map(m) => write_seq(f, "map[", "]", m.iter().map(|(k, v)| format!("{k}:{v}"))),
+            Value::List(l) => write_seq(f, "[", "]", l.iter().map(|v| v.to_string())),
+            Value::Struct(fields) => write_seq(f, "{", "}", fields.iter().map(|(_, v)| v.to_string())),
         }
     }
+}
+
+/// `open`, the items separated by spaces, `close`: how Go's `fmt` prints maps, slices and
+/// structs.
+fn write_seq(
+    f: &mut fmt::Formatter<'_>,
+    open: &str,
+    close: &str,
+    items: impl Iterator<Item = String>,
+) -> fmt::Result {
+    f.write_str(open)?;
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        f.write_str(&item)?;
+    }
+    f.write_str(close)
 }
