@@ -111,7 +111,7 @@ impl StepSeries {
 /// what the values mean removes them all.
 const METRIC_IDENTITY_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
 
-fn strip_metric_identity(l: &mut Labels) {
+pub(crate) fn strip_metric_identity(l: &mut Labels) {
     l.retain(|x| !METRIC_IDENTITY_LABELS.contains(&x.name.as_str()));
 }
 
@@ -1229,7 +1229,7 @@ pub fn absent_labels(input: &Plan) -> Labels {
     )
 }
 
-fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
+pub(crate) fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
     match op {
         AggOp::Sum => kernels::kahan_sum(vals.iter().copied()),
         AggOp::Avg => kernels::mean(vals.iter().copied()),
@@ -1246,7 +1246,7 @@ fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
 
 /// The labels that identify a series' group in an aggregation, or its match key in a join:
 /// the `by`/`on` labels, or all but the `without`/`ignoring` labels and the metric name.
-fn grouping_key(l: &Labels, g: &Grouping) -> Labels {
+pub(crate) fn grouping_key(l: &Labels, g: &Grouping) -> Labels {
     match g {
         Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
         Grouping::Without(names) => {
@@ -1434,7 +1434,7 @@ fn join(
 }
 
 /// Applies a binary operator; comparisons without `bool` filter, keeping the left value.
-fn combine(op: BinOp, lv: f64, rv: f64, return_bool: bool) -> Option<f64> {
+pub(crate) fn combine(op: BinOp, lv: f64, rv: f64, return_bool: bool) -> Option<f64> {
     let r = kernels::binary(op, lv, rv);
     if !op.is_comparison() || return_bool {
         Some(r)
@@ -1493,7 +1493,7 @@ impl JoinOutput {
     }
 }
 
-fn result_labels(
+pub(crate) fn result_labels(
     many: &Labels,
     one: &Labels,
     g: &Grouping,
@@ -1517,31 +1517,47 @@ fn result_labels(
     l
 }
 
-fn relabel(rule: &Relabel, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
+/// The regex of a `label_replace`, compiled (none for `label_join`).
+pub(crate) fn compile_relabel(rule: &Relabel) -> Result<Option<regex::Regex>, Error> {
     match rule {
-        Relabel::Replace { dst, replacement, src, regex } => {
-            let re = promflow_storage::re2::compile_anchored(regex).map_err(|e| {
-                Error::Execution(format!("invalid regular expression in label_replace(): {e}"))
-            })?;
-            for s in v.iter_mut() {
-                let value = s.labels.get(src).to_string();
-                if let Some(caps) = re.captures(&value) {
-                    let mut out = String::new();
-                    // Go's `Expand` and the regex crate's agree on `$1`, `${1}`, `$name`, and `$1x`.
-                    caps.expand(replacement, &mut out);
-                    s.labels.set(dst, &out);
-                    // a name set explicitly stays, delayed name removal or not
-                    s.drop_name &= dst != METRIC_NAME;
-                }
-            }
+        Relabel::Replace { regex, .. } => promflow_storage::re2::compile_anchored(regex)
+            .map(Some)
+            .map_err(|e| Error::Execution(format!("invalid regular expression in label_replace(): {e}"))),
+        Relabel::Join { .. } => Ok(None),
+    }
+}
+
+/// Rewrites one label set; `re` is [`compile_relabel`]'s. Returns whether the destination
+/// label was set.
+pub(crate) fn relabel_one(rule: &Relabel, re: Option<&regex::Regex>, labels: &mut Labels) -> bool {
+    match rule {
+        Relabel::Replace { dst, replacement, src, .. } => {
+            let value = labels.get(src).to_string();
+            let Some(caps) = re.and_then(|re| re.captures(&value)) else { return false };
+            let mut out = String::new();
+            // Go's `Expand` and the regex crate's agree on `$1`, `${1}`, `$name`, and `$1x`.
+            caps.expand(replacement, &mut out);
+            labels.set(dst, &out);
+            true
         }
         Relabel::Join { dst, separator, src } => {
-            for s in v.iter_mut() {
-                let joined: Vec<&str> = src.iter().map(|n| s.labels.get(n)).collect();
-                let joined = joined.join(separator);
-                s.labels.set(dst, &joined);
-                s.drop_name &= dst != METRIC_NAME;
-            }
+            let joined: Vec<&str> = src.iter().map(|n| labels.get(n)).collect();
+            let joined = joined.join(separator);
+            labels.set(dst, &joined);
+            true
+        }
+    }
+}
+
+fn relabel(rule: &Relabel, mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
+    let re = compile_relabel(rule)?;
+    let dst = match rule {
+        Relabel::Replace { dst, .. } | Relabel::Join { dst, .. } => dst,
+    };
+    for s in v.iter_mut() {
+        // a name set explicitly stays, delayed name removal or not
+        if relabel_one(rule, re.as_ref(), &mut s.labels) {
+            s.drop_name &= dst != METRIC_NAME;
         }
     }
     merge_same_labels(v)

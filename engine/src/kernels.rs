@@ -106,15 +106,22 @@ pub fn window(func: WindowFn, samples: SampleSlice<'_>, bounds: WindowBounds, ar
     }
 }
 
-/// Prometheus's extrapolated rate: the difference between the first and last samples
-/// (counter resets compensated), extrapolated towards the window's bounds by at most half an
-/// average sample interval, and never below zero for counters.
-pub fn extrapolated_rate(
-    samples: SampleSlice<'_>,
-    b: WindowBounds,
-    is_counter: bool,
-    is_rate: bool,
-) -> Option<f64> {
+/// The quantities of Prometheus's extrapolation over one window.
+struct Extrapolation {
+    /// Last minus first value, counter resets compensated.
+    result: f64,
+    /// Seconds extrapolated before the first sample and after the last.
+    to_start: f64,
+    to_end: f64,
+    /// Seconds between the first and last sample.
+    sampled: f64,
+    /// Whether either side was cut short (to half an interval, or to the counter's zero).
+    clamped: bool,
+    /// Milliseconds after the last sample at which the end side is cut short.
+    end_threshold_ms: f64,
+}
+
+fn extrapolation(samples: SampleSlice<'_>, b: WindowBounds, is_counter: bool) -> Option<Extrapolation> {
     if samples.len() < 2 {
         return None;
     }
@@ -135,23 +142,58 @@ pub fn extrapolated_rate(
     let sampled = (last.t - first.t) as f64 / 1000.0;
     let avg = sampled / (samples.len() - 1) as f64;
     let threshold = avg * 1.1;
+    let mut clamped = false;
     if to_start >= threshold {
         to_start = avg / 2.0;
+        clamped = true;
     }
     if is_counter && result > 0.0 && first.v >= 0.0 {
         let to_zero = sampled * (first.v / result);
         if to_zero < to_start {
             to_start = to_zero;
+            clamped = true;
         }
     }
     if to_end >= threshold {
         to_end = avg / 2.0;
+        clamped = true;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
+    Some(Extrapolation { result, to_start, to_end, sampled, clamped, end_threshold_ms: threshold * 1000.0 })
+}
+
+/// Prometheus's extrapolated rate: the difference between the first and last samples
+/// (counter resets compensated), extrapolated towards the window's bounds by at most half an
+/// average sample interval, and never below zero for counters.
+pub fn extrapolated_rate(
+    samples: SampleSlice<'_>,
+    b: WindowBounds,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    let e = extrapolation(samples, b, is_counter)?;
+    let mut factor = (e.sampled + e.to_start + e.to_end) / e.sampled;
     if is_rate {
         factor /= b.seconds();
     }
-    Some(result * factor)
+    Some(e.result * factor)
+}
+
+/// Until when [`extrapolated_rate`] over the same samples keeps its value at `b` while the
+/// window slides forward with time alone (the first end time, in milliseconds, at which it
+/// may change). While neither side is cut short, the extrapolated span is the whole window
+/// wherever it lies; the start side can only stop being cut as the window moves on, and the
+/// end side is cut once the last sample is more than 1.1 intervals old. `None` when a side
+/// is cut now, and the value moves with time.
+pub fn extrapolation_steady_until(
+    samples: SampleSlice<'_>,
+    b: WindowBounds,
+    is_counter: bool,
+) -> Option<i64> {
+    let e = extrapolation(samples, b, is_counter)?;
+    if e.clamped {
+        return None;
+    }
+    Some(samples.last()?.t + e.end_threshold_ms.ceil() as i64)
 }
 
 fn instant_delta(samples: SampleSlice<'_>, is_rate: bool) -> Option<f64> {

@@ -32,6 +32,10 @@ pub enum Error {
     /// The plan is malformed for the executor (a front-end bug, or an unsupported feature).
     #[error("{0}")]
     Plan(String),
+    /// The incremental executor cannot maintain this expression (yet); the batch executor
+    /// can still evaluate it.
+    #[error("not supported by the incremental executor: {0}")]
+    Unsupported(String),
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(#[from] promflow_storage::Error),

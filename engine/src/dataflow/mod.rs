@@ -1,19 +1,22 @@
-//! The incremental executor, first slice (`docs/dataflow.md`, step 1): instant selections kept
-//! current as samples arrive, and `sum`/`count by` over them, maintained by a
-//! timely/differential dataflow instead of being recomputed at every evaluation.
+//! The incremental executor: views of the plan IR kept current by a timely/differential
+//! dataflow as samples arrive, instead of being recomputed at every evaluation
+//! (`docs/dataflow.md`).
 //!
-//! * A view's samples enter one input. A stateful timely operator, keyed by series, holds each
-//!   series' current sample and an expiry wheel: a sample counts from the later of its own
-//!   timestamp and its arrival, until the next sample of its series replaces it or the
-//!   lookback runs out, whichever is first. Only these changes (−old, +new) enter
-//!   differential; a retraction waits in the wheel (with a capability for its time) and is
-//!   emitted when the frontier reaches it, never ahead into differential's batcher.
-//! * `sum`/`count by` is a differential `reduce` over the groups' current values.
-//! * Dataflow time is evaluation time in milliseconds. [`Incremental::advance`] moves every
-//!   view's input to a time; [`Incremental::read`] waits until a view is complete through a
-//!   time and reads its arrangement at that time.
-//! * Workers run on their own threads (`timely::execute`); commands reach every worker in
-//!   the order the controller sends them, and each read gathers every worker's shard.
+//! * [`Incremental::install`] lowers a plan and builds it on every worker
+//!   ([`render`]); sub-plans an earlier view arranged are shared, not rebuilt.
+//! * Samples enter through [`Incremental::append`]: each goes to the leaves (selections and
+//!   window functions) whose matchers it satisfies, and nowhere else.
+//! * Dataflow time is evaluation time in milliseconds. [`Incremental::advance`] moves the
+//!   clock; [`Incremental::tick`] also brings the values that move with time alone up to
+//!   date at that time; [`Incremental::read`] waits until every worker is complete through a
+//!   time and reads the view's arrangement there.
+//! * Workers run on their own threads (`timely::execute`). Commands reach every worker in the
+//!   order the controller sends them, so every worker builds the same dataflows; a read
+//!   gathers every worker's shard.
+
+mod keys;
+mod render;
+mod series;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,19 +24,24 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
-use differential_dataflow::AsCollection;
-use promflow_storage::{is_stale_nan, Labels, Matcher};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::{Capability, Input, Probe};
+use promflow_storage::Labels;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
 
+use crate::plan::Plan;
+use crate::Error;
+use keys::Keys;
+use render::{Node, Registry, RenderCx};
+
 /// An `f64` ordered by `total_cmp`, as differential needs ordered data.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Value(f64);
+pub(crate) struct Value(f64);
 
 impl Eq for Value {}
 
@@ -49,77 +57,58 @@ impl Ord for Value {
     }
 }
 
-/// What a view aggregates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AggKind {
-    /// `sum by (…)`.
-    Sum,
-    /// `count by (…)`.
-    Count,
+/// A sample on its way to a leaf: (series key, timestamp, value).
+pub(crate) type Row = (u64, i64, f64);
+
+/// A change of one element: ((key, value), time, +1 or −1).
+pub(crate) type Update = ((u64, Value), u64, isize);
+
+/// A view's identity, returned by [`Incremental::install`].
+pub type ViewId = usize;
+
+/// The kinds of operator whose output records are counted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Operator {
+    Series,
+    Elementwise,
+    Aggregate,
+    Join,
 }
 
-/// A view: the series matching `matchers`, as an instant selection with `lookback_ms`,
-/// optionally aggregated by the labels `by`.
-#[derive(Clone, Debug)]
-pub struct ViewSpec {
-    /// The selection.
-    pub matchers: Vec<Matcher>,
-    /// How long a sample stays visible (`--query.lookback-delta`).
-    pub lookback_ms: i64,
-    /// The aggregation, with its grouping labels.
-    pub aggregate: Option<(AggKind, Vec<String>)>,
-}
+const OPERATOR_NAMES: [&str; 4] = ["series", "elementwise", "aggregate", "join"];
 
-/// A sample row of a view: (series id, group id, timestamp, value).
-type Row = (u64, u64, i64, f64);
-
-/// A view's rows as (output key, value), the answer to a read.
-type Rows = Vec<(u64, f64)>;
-
-/// A read waiting for its view to be complete: (view, time, where the answer goes).
-type PendingRead = (u64, u64, Sender<Rows>);
-
-/// Retractions due at a time: the capability to send them, and (series, sample time).
-type Due = (Capability<u64>, Vec<(u64, i64)>);
-
-/// Records that left each operator of a view, summed over workers
-/// (`promflow_dataflow_records_total`).
+/// Records out of each kind of operator, summed over views and workers.
 #[derive(Debug, Default)]
-pub struct OperatorCounters {
-    /// Out of the per-series latest-sample operator: one per sample that starts or stops
-    /// counting.
-    pub latest: AtomicU64,
-    /// Out of the aggregation: one per group whose value changes (twice: −old, +new).
-    pub aggregate: AtomicU64,
+pub(crate) struct Counters {
+    records: [AtomicU64; 4],
 }
+
+/// One worker's part of a read: (key, value, count) triples.
+type Shard = Vec<(u64, f64, isize)>;
+
+type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
 
 enum Command {
-    Install { id: u64, kind: Option<AggKind>, lookback_ms: i64, counters: Arc<OperatorCounters> },
-    Rows { id: u64, rows: Arc<Vec<Row>> },
-    Advance(u64),
+    Install { node: Node },
+    Rows { leaf: usize, rows: Arc<Vec<Row>> },
+    Advance { t: u64, tick: bool },
     Compact(u64),
-    Read { id: u64, t: u64, reply: Sender<Rows> },
+    Read { arrangement: usize, t: u64, reply: Sender<Shard> },
     Shutdown,
 }
 
-/// A view's identities: the series and groups its rows name.
-struct ViewState {
-    spec: ViewSpec,
-    /// Output key → labels: series labels (no aggregation) or group labels.
-    keys: Vec<Labels>,
-    key_ids: HashMap<Labels, u64>,
-}
-
-impl ViewState {
-    fn key(&mut self, labels: Labels) -> u64 {
-        if let Some(&k) = self.key_ids.get(&labels) {
-            return k;
-        }
-        let k = self.keys.len() as u64;
-        self.keys.push(labels.clone());
-        self.key_ids.insert(labels, k);
-        k
-    }
+/// What the controller knows: the registry of arranged sub-plans and leaves, each series'
+/// key and the leaves it feeds, and the clock.
+struct Controller {
+    registry: Registry,
+    /// The arrangement each view reads.
+    views: Vec<usize>,
+    /// Per series: its key and the leaves whose matchers it satisfies, as of `routes_for`
+    /// leaves.
+    routes: HashMap<Labels, (u64, Vec<usize>)>,
+    routes_for: usize,
+    clock: u64,
+    ticked: Option<u64>,
 }
 
 /// The incremental executor: views maintained by timely workers.
@@ -127,15 +116,17 @@ pub struct Incremental {
     senders: Mutex<Vec<Sender<Command>>>,
     threads: Vec<std::thread::Thread>,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
-    views: Mutex<HashMap<u64, ViewState>>,
-    series: Mutex<HashMap<Labels, u64>>,
-    counters: Mutex<Vec<Arc<OperatorCounters>>>,
+    controller: Mutex<Controller>,
+    keys: Keys,
+    counters: Arc<Counters>,
+    lookback_ms: i64,
     workers: usize,
 }
 
 impl Incremental {
-    /// Starts `workers` timely worker threads.
-    pub fn start(workers: usize) -> Result<Incremental, String> {
+    /// Starts `workers` timely worker threads; instant selections look back `lookback_ms`
+    /// (`--query.lookback-delta`).
+    pub fn start(workers: usize, lookback_ms: i64) -> Result<Incremental, String> {
         let workers = workers.max(1);
         let (mut senders, mut receivers) = (Vec::new(), Vec::new());
         for _ in 0..workers {
@@ -146,13 +137,16 @@ impl Incremental {
         let receivers = Arc::new(Mutex::new(receivers));
         let (thread_tx, thread_rx) = channel::<(usize, std::thread::Thread)>();
         let thread_tx = Mutex::new(thread_tx);
+        let keys = Keys::default();
+        let counters = Arc::new(Counters::default());
+        let (wkeys, wcounters) = (keys.clone(), Arc::clone(&counters));
         let guards = timely::execute(timely::Config::process(workers), move |worker| {
             let rx = receivers.lock().ok().and_then(|mut r| r[worker.index()].take());
             if let Ok(tx) = thread_tx.lock() {
                 let _ = tx.send((worker.index(), std::thread::current()));
             }
             if let Some(rx) = rx {
-                run_worker(worker, rx);
+                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters));
             }
         })?;
         let mut threads: Vec<Option<std::thread::Thread>> = vec![None; workers];
@@ -165,11 +159,23 @@ impl Incremental {
             senders: Mutex::new(senders),
             threads: threads.into_iter().flatten().collect(),
             guards: Mutex::new(Some(guards)),
-            views: Mutex::new(HashMap::new()),
-            series: Mutex::new(HashMap::new()),
-            counters: Mutex::new(Vec::new()),
+            controller: Mutex::new(Controller {
+                registry: Registry::default(),
+                views: Vec::new(),
+                routes: HashMap::new(),
+                routes_for: 0,
+                clock: 0,
+                ticked: None,
+            }),
+            keys,
+            counters,
+            lookback_ms,
             workers,
         })
+    }
+
+    fn controller(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.controller.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn broadcast(&self, make: impl Fn() -> Command) {
@@ -183,58 +189,78 @@ impl Incremental {
         }
     }
 
-    /// Installs a view; returns its id.
-    pub fn install(&self, spec: ViewSpec) -> u64 {
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let id = views.len() as u64;
-        let (kind, lookback_ms) = (spec.aggregate.as_ref().map(|a| a.0), spec.lookback_ms);
-        views.insert(id, ViewState { spec, keys: Vec::new(), key_ids: HashMap::new() });
-        let counters = Arc::new(OperatorCounters::default());
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&counters));
-        self.broadcast(|| Command::Install { id, kind, lookback_ms, counters: Arc::clone(&counters) });
-        id
+    /// Installs a view of `plan` (an instant-vector expression). Sub-plans that an installed
+    /// view already maintains are shared. Fails, changing nothing, when the plan uses what
+    /// the incremental executor does not maintain (the error names it).
+    pub fn install(&self, plan: &Plan) -> Result<ViewId, Error> {
+        let mut c = self.controller();
+        let (node, arrangement) = c.registry.lower_view(plan, self.lookback_ms)?;
+        if let Some(node) = node {
+            self.broadcast(|| Command::Install { node: node.clone() });
+        }
+        c.views.push(arrangement);
+        Ok(c.views.len() - 1)
     }
 
-    /// Records out of each kind of operator so far, over all views and workers:
-    /// (`latest sample`, `aggregate`).
-    pub fn records_total(&self) -> [(&'static str, u64); 2] {
-        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let sum = |f: fn(&OperatorCounters) -> &AtomicU64| {
-            counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
-        };
-        [("latest sample", sum(|c| &c.latest)), ("aggregate", sum(|c| &c.aggregate))]
+    /// Records out of each kind of operator so far, over all views and workers
+    /// (`promflow_dataflow_records_total{operator}`).
+    pub fn records_total(&self) -> Vec<(&'static str, u64)> {
+        OPERATOR_NAMES
+            .iter()
+            .zip(&self.counters.records)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
     }
 
-    /// Hands appended samples to every view they match. Samples of one call must not be
-    /// older than those of earlier calls for the same series (storage's append order).
+    /// Arrangements that views registered: one per distinct selection, window function and
+    /// view (`promflow_dataflow_arrangements`).
+    pub fn arrangements(&self) -> usize {
+        self.controller().registry.arrangements()
+    }
+
+    /// Distinct label sets the executor has numbered (series and derived series).
+    pub fn label_sets(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Hands appended samples to the leaves they match; samples no view selects go nowhere.
+    /// A series' samples must come in time order across calls (storage's append order).
     pub fn append(&self, samples: &[(Labels, i64, f64)]) {
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let mut series_ids = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let mut per_view: BTreeMap<u64, Vec<Row>> = BTreeMap::new();
+        let mut c = self.controller();
+        let leaves = c.registry.leaves.len();
+        if c.routes_for != leaves {
+            // a view added leaves since the routes were worked out
+            c.routes.clear();
+            c.routes_for = leaves;
+        }
+        let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
+        let Controller { registry, routes, .. } = &mut *c;
         for (labels, t, v) in samples {
-            let next = series_ids.len() as u64;
-            let sid = *series_ids.entry(labels.clone()).or_insert(next);
-            for (&id, view) in views.iter_mut() {
-                if !view.spec.matchers.iter().all(|m| m.matches_labels(labels)) {
-                    continue;
+            let (key, to) = match routes.get(labels) {
+                Some(r) => r,
+                None => {
+                    let to: Vec<usize> = registry
+                        .leaves
+                        .iter()
+                        .filter(|(_, ms)| ms.iter().all(|m| m.matches_labels(labels)))
+                        .map(|(leaf, _)| *leaf)
+                        .collect();
+                    let key = if to.is_empty() { u64::MAX } else { self.keys.intern(labels.clone()) };
+                    routes.entry(labels.clone()).or_insert((key, to))
                 }
-                let key = match &view.spec.aggregate {
-                    None => view.key(labels.clone()),
-                    Some((_, by)) => {
-                        let l = Labels::from_pairs(by.iter().map(|n| (n.as_str(), labels.get(n))));
-                        view.key(l)
-                    }
-                };
-                per_view.entry(id).or_default().push((sid, key, *t, *v));
+            };
+            for leaf in to {
+                per_leaf.entry(*leaf).or_default().push((*key, *t, *v));
             }
         }
-        drop(series_ids);
-        drop(views);
-        for (id, rows) in per_view {
-            let rows = Arc::new(rows);
-            // the first worker feeds; the exchange sends each series to its owner
-            if let Ok(senders) = self.senders.lock() {
-                let _ = senders[0].send(Command::Rows { id, rows });
+        drop(c);
+        if per_leaf.is_empty() {
+            return;
+        }
+        // the first worker feeds; the exchange sends each series to its owner
+        if let Ok(senders) = self.senders.lock() {
+            for (leaf, rows) in per_leaf {
+                let _ = senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
             }
         }
         if let Some(t) = self.threads.first() {
@@ -242,11 +268,30 @@ impl Incremental {
         }
     }
 
-    /// Moves every view's time to `t`: samples appended from now on count from `t` at the
-    /// earliest, and reads at times before `t` can complete.
+    fn advance_to(&self, c: &mut Controller, t: u64, tick: bool) {
+        if t < c.clock || (t == c.clock && !tick) {
+            return;
+        }
+        c.clock = t;
+        if tick {
+            c.ticked = Some(t);
+        }
+        self.broadcast(|| Command::Advance { t, tick });
+    }
+
+    /// Moves the clock to `t`: samples appended from now on count from `t` at the earliest,
+    /// and reads at times before `t` can complete.
     pub fn advance(&self, t: i64) {
-        let t = t.max(0) as u64;
-        self.broadcast(|| Command::Advance(t));
+        let mut c = self.controller();
+        self.advance_to(&mut c, t.max(0) as u64, false);
+    }
+
+    /// Moves the clock to `t` and brings the values that move with time alone (`rate`'s
+    /// extrapolation, `predict_linear`) up to date at `t`. The server ticks at every group
+    /// evaluation time; a read ticks at its own time when the clock has not passed it.
+    pub fn tick(&self, t: i64) {
+        let mut c = self.controller();
+        self.advance_to(&mut c, t.max(0) as u64, true);
     }
 
     /// Lets the views forget history before `t`: reads at earlier times are no longer
@@ -256,25 +301,42 @@ impl Incremental {
         self.broadcast(|| Command::Compact(t));
     }
 
-    /// The view's value at `t` (waits until every worker has processed through `t`; the
-    /// caller must have advanced to a time after `t`).
-    pub fn read(&self, id: u64, t: i64) -> Vec<(Labels, f64)> {
-        let (tx, rx) = channel();
+    /// The view's value at `t`. When the clock has not passed `t`, it ticks at `t` and moves
+    /// just past it; then waits until every worker is complete through `t`.
+    pub fn read(&self, view: ViewId, t: i64) -> Result<Vec<(Labels, f64)>, Error> {
         let t = t.max(0) as u64;
-        self.broadcast(|| Command::Read { id, t, reply: tx.clone() });
+        let arrangement = {
+            let mut c = self.controller();
+            let Some(&arrangement) = c.views.get(view) else {
+                return Err(Error::Plan(format!("no view {view}")));
+            };
+            if c.clock <= t {
+                if c.ticked != Some(t) {
+                    self.advance_to(&mut c, t, true);
+                }
+                self.advance_to(&mut c, t + 1, false);
+            }
+            arrangement
+        };
+        let (tx, rx) = channel();
+        self.broadcast(|| Command::Read { arrangement, t, reply: tx.clone() });
         let mut out: BTreeMap<u64, f64> = BTreeMap::new();
         for _ in 0..self.workers {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(part) => out.extend(part),
-                Err(_) => break,
+            let part = rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| Error::Execution("the dataflow did not answer a read within 30s".into()))?;
+            for (key, value, count) in part {
+                if count != 1 || out.insert(key, value).is_some() {
+                    return Err(Error::Execution(format!(
+                        "vector cannot contain metrics with the same labelset: {}",
+                        self.keys.labels(key)
+                    )));
+                }
             }
         }
-        let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(view) = views.get(&id) else { return Vec::new() };
-        let mut rows: Vec<(Labels, f64)> =
-            out.into_iter().filter_map(|(k, v)| view.keys.get(k as usize).map(|l| (l.clone(), v))).collect();
+        let mut rows: Vec<(Labels, f64)> = out.into_iter().map(|(k, v)| (self.keys.labels(k), v)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        rows
+        Ok(rows)
     }
 
     /// Stops the workers and waits for them.
@@ -296,75 +358,115 @@ impl Drop for Incremental {
     }
 }
 
-/// A view's handles on one worker.
-struct WorkerView {
-    input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Row>>>,
-    probe: ProbeHandle<u64>,
-    trace: differential_dataflow::operators::arrange::TraceAgent<
-        differential_dataflow::trace::implementations::ValSpine<u64, Value, u64, isize>,
-    >,
+type LeafInput = InputHandle<u64, CapacityContainerBuilder<Vec<Row>>>;
+type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
+
+/// One worker's handles: every registered arrangement (with the probe of the dataflow that
+/// builds it), the leaf inputs, and each dataflow's clock input.
+#[derive(Default)]
+pub(crate) struct WorkerState {
+    traces: HashMap<usize, (Trace, ProbeHandle<u64>)>,
+    leaves: HashMap<usize, LeafInput>,
+    clocks: Vec<ClockInput>,
 }
 
-fn run_worker(worker: &mut timely::worker::Worker, rx: Receiver<Command>) {
-    let mut views: HashMap<u64, WorkerView> = HashMap::new();
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    rx: Receiver<Command>,
+    keys: Keys,
+    counters: Arc<Counters>,
+) {
+    let mut state = WorkerState::default();
     let mut time: u64 = 0;
-    let mut reads: Vec<PendingRead> = Vec::new();
+    let mut reads: Vec<(usize, u64, Sender<Shard>)> = Vec::new();
     loop {
         loop {
             match rx.try_recv() {
-                Ok(Command::Install { id, kind, lookback_ms, counters }) => {
-                    let view = install(worker, kind, lookback_ms.max(1) as u64, time, counters);
-                    views.insert(id, view);
-                }
-                Ok(Command::Rows { id, rows }) => {
-                    if let Some(v) = views.get_mut(&id) {
+                Ok(Command::Install { node }) => install(worker, &mut state, &node, time, &keys, &counters),
+                Ok(Command::Rows { leaf, rows }) => {
+                    if let Some(input) = state.leaves.get_mut(&leaf) {
                         for r in rows.iter() {
-                            v.input.send(*r);
+                            input.send(*r);
                         }
                     }
                 }
-                Ok(Command::Advance(t)) => {
+                Ok(Command::Advance { t, tick }) => {
                     time = time.max(t);
-                    for v in views.values_mut() {
-                        if *v.input.time() < time {
-                            v.input.advance_to(time);
+                    for input in state.leaves.values_mut() {
+                        if *input.time() < time {
+                            input.advance_to(time);
+                        }
+                    }
+                    for clock in state.clocks.iter_mut() {
+                        if *clock.time() < time {
+                            clock.advance_to(time);
+                        }
+                        if tick {
+                            clock.send(());
                         }
                     }
                 }
                 Ok(Command::Compact(t)) => {
                     let frontier = [t];
-                    for v in views.values_mut() {
-                        v.trace.set_logical_compaction(AntichainRef::new(&frontier));
-                        v.trace.set_physical_compaction(AntichainRef::new(&frontier));
+                    for (trace, _) in state.traces.values_mut() {
+                        trace.set_logical_compaction(AntichainRef::new(&frontier));
+                        trace.set_physical_compaction(AntichainRef::new(&frontier));
                     }
                 }
-                Ok(Command::Read { id, t, reply }) => reads.push((id, t, reply)),
+                Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => break,
             }
         }
         reads.retain_mut(|(id, t, reply)| {
-            let Some(v) = views.get_mut(id) else {
+            let Some((trace, probe)) = state.traces.get_mut(id) else {
                 let _ = reply.send(Vec::new());
                 return false;
             };
-            if v.probe.less_equal(t) {
+            if probe.less_equal(t) {
                 return true;
             }
-            let _ = reply.send(read_at(&mut v.trace, *t));
+            let _ = reply.send(read_at(trace, *t));
             false
         });
         worker.step_or_park(Some(Duration::from_millis(20)));
     }
 }
 
-/// The accumulated (key, value) pairs of a trace at time `t`.
-fn read_at(
-    trace: &mut differential_dataflow::operators::arrange::TraceAgent<
-        differential_dataflow::trace::implementations::ValSpine<u64, Value, u64, isize>,
-    >,
-    t: u64,
-) -> Vec<(u64, f64)> {
+/// Builds one view's dataflow on this worker.
+fn install(
+    worker: &mut timely::worker::Worker,
+    state: &mut WorkerState,
+    node: &Node,
+    time: u64,
+    keys: &Keys,
+    counters: &Arc<Counters>,
+) {
+    let mut clock_input = ClockInput::new();
+    let new_leaves = worker.dataflow::<u64, _, _>(|scope| {
+        let clock = scope.input_from(&mut clock_input);
+        let mut cx = RenderCx {
+            state: &mut *state,
+            clock,
+            probe: ProbeHandle::new(),
+            keys: keys.clone(),
+            counters: Arc::clone(counters),
+            new_leaves: Vec::new(),
+        };
+        render::render(scope, node, &mut cx);
+        cx.new_leaves
+    });
+    for leaf in new_leaves {
+        if let Some(input) = state.leaves.get_mut(&leaf) {
+            input.advance_to(time);
+        }
+    }
+    clock_input.advance_to(time);
+    state.clocks.push(clock_input);
+}
+
+/// The accumulated (key, value, count) triples of a trace at time `t`.
+fn read_at(trace: &mut Trace, t: u64) -> Shard {
     let mut out = Vec::new();
     // read everything the trace holds (batch bounds need not fall on `t + 1`) and keep the
     // updates at times up to `t`
@@ -380,124 +482,12 @@ fn read_at(
                     n += *diff;
                 }
             });
-            if n > 0 {
-                out.push((*cur.key(&storage), cur.val(&storage).0));
+            if n != 0 {
+                out.push((*cur.key(&storage), cur.val(&storage).0, n));
             }
             cur.step_val(&storage);
         }
         cur.step_key(&storage);
     }
     out
-}
-
-/// Builds one view's dataflow on this worker.
-fn install(
-    worker: &mut timely::worker::Worker,
-    kind: Option<AggKind>,
-    lookback: u64,
-    time: u64,
-    counters: Arc<OperatorCounters>,
-) -> WorkerView {
-    let mut input = InputHandle::new();
-    let probe = ProbeHandle::new();
-    let trace = worker.dataflow::<u64, _, _>(|scope| {
-        let latest = scope
-            .input_from(&mut input)
-            .unary_frontier(Exchange::new(|r: &Row| r.0), "latest sample", move |_cap, _info| {
-                // per series: (sample time, value, output key) of the sample that counts now
-                let mut current: HashMap<u64, (i64, f64, u64)> = HashMap::new();
-                // contributions until their lookback runs out: (series, sample time) → (key, value)
-                let mut live: HashMap<(u64, i64), (u64, f64)> = HashMap::new();
-                let mut wheel: BTreeMap<u64, Due> = BTreeMap::new();
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|cap, data| {
-                        let Some(&now) = cap.least() else { return };
-                        for batch in data {
-                            for &(series, key, t, v) in batch.iter() {
-                                let expiry = (t.max(0) as u64).saturating_add(lookback);
-                                let start = (t.max(0) as u64).max(now);
-                                if current.get(&series).is_some_and(|&(ct, _, _)| t <= ct) {
-                                    continue; // not newer than what counts: a duplicate or out of order
-                                }
-                                // the sample that counted so far stops where this one starts,
-                                // unless its lookback runs out first (the wheel retracts it then)
-                                if let Some((ct, _, _)) = current.remove(&series) {
-                                    let old_expiry = (ct.max(0) as u64).saturating_add(lookback);
-                                    if start < old_expiry {
-                                        if let Some((okey, ov)) = live.remove(&(series, ct)) {
-                                            let c = cap.delayed(&start, 0);
-                                            output.session(&c).give((
-                                                (okey, series, Value(ov)),
-                                                start,
-                                                -1isize,
-                                            ));
-                                        }
-                                    }
-                                }
-                                if is_stale_nan(v) || expiry <= start {
-                                    continue;
-                                }
-                                current.insert(series, (t, v, key));
-                                live.insert((series, t), (key, v));
-                                let c = cap.delayed(&start, 0);
-                                output.session(&c).give(((key, series, Value(v)), start, 1isize));
-                                wheel
-                                    .entry(expiry)
-                                    .or_insert_with(|| (cap.delayed(&expiry, 0), Vec::new()))
-                                    .1
-                                    .push((series, t));
-                            }
-                        }
-                    });
-                    // retract the samples whose lookback ran out before the frontier
-                    while let Some((&at, _)) = wheel.iter().next() {
-                        if frontier.less_equal(&at) {
-                            break;
-                        }
-                        let Some((c, due)) = wheel.remove(&at) else { break };
-                        let mut session = output.session(&c);
-                        for (series, t) in due {
-                            if let Some((key, v)) = live.remove(&(series, t)) {
-                                session.give(((key, series, Value(v)), at, -1isize));
-                                if current.get(&series).is_some_and(|&(ct, _, _)| ct == t) {
-                                    current.remove(&series);
-                                }
-                            }
-                        }
-                    }
-                }
-            })
-            .container::<Vec<_>>()
-            .as_collection();
-        let c = Arc::clone(&counters);
-        let latest = latest.inspect_batch(move |_, xs| {
-            c.latest.fetch_add(xs.len() as u64, Ordering::Relaxed);
-        });
-        let arranged = match kind {
-            None => {
-                latest.map(|(series_key, _series, v): (u64, u64, Value)| (series_key, v)).arrange_by_key()
-            }
-            Some(k) => latest
-                .map(|(group, _series, v): (u64, u64, Value)| (group, v))
-                .reduce(move |_group, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
-                    let n: isize = vals.iter().map(|(_, m)| *m).sum();
-                    if n <= 0 {
-                        return;
-                    }
-                    let v = match k {
-                        AggKind::Count => n as f64,
-                        AggKind::Sum => vals.iter().map(|(v, m)| v.0 * *m as f64).sum(),
-                    };
-                    out.push((Value(v), 1));
-                })
-                .inspect_batch(move |_, xs| {
-                    counters.aggregate.fetch_add(xs.len() as u64, Ordering::Relaxed);
-                })
-                .arrange_by_key(),
-        };
-        arranged.stream.probe_with(&probe);
-        arranged.trace
-    });
-    input.advance_to(time);
-    WorkerView { input, probe, trace }
 }

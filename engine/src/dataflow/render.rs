@@ -1,0 +1,423 @@
+//! From the plan IR to a dataflow, in two halves.
+//!
+//! * **Lowering** (on the controller): a [`Plan`] becomes a [`Node`] tree. Sub-plans that an
+//!   earlier view already arranged become [`Node::Import`]s of that arrangement, so two rules
+//!   that share `rate(x[5m])` share its state. Every selection and window function and every
+//!   view's root is arranged and registered for later views to share.
+//! * **Rendering** (on every worker, in the same order): a [`Node`] tree becomes timely and
+//!   differential operators. Selections and window functions are the per-series operator
+//!   ([`super::series`]); value functions and scalar operations are maps; aggregations are
+//!   differential `reduce`s; vector matching is a differential `join`, set operators
+//!   `semijoin`/`antijoin`. Every value is computed by the batch executor's kernels and
+//!   label rules.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use promflow_storage::Matcher;
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use super::keys::Keys;
+use super::series::{self, SeriesFn};
+use super::{Counters, Operator, Value, WorkerState};
+use crate::batch::{
+    aggregate_values, combine, compile_relabel, grouping_key, relabel_one, result_labels,
+    strip_metric_identity,
+};
+use crate::kernels;
+use crate::plan::{AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, VectorFn};
+use crate::Error;
+
+/// A lowered plan: what the workers build for one view.
+#[derive(Clone, Debug)]
+pub(crate) enum Node {
+    /// An arrangement an earlier view built.
+    Import(usize),
+    /// Arranges the input and registers it under `id`.
+    Arrange { id: usize, input: Box<Node> },
+    /// The per-series operator over the samples fed to input `leaf`.
+    Series { leaf: usize, func: SeriesFn },
+    /// A value function of each element (the metric name is dropped).
+    Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
+    /// An operation between each element and a constant.
+    ScalarOp { input: Box<Node>, op: BinOp, scalar: f64, scalar_left: bool, return_bool: bool },
+    /// `label_replace`, `label_join`.
+    Relabel { input: Box<Node>, rule: Relabel },
+    /// An aggregation by groups.
+    Aggregate { input: Box<Node>, op: AggOp, grouping: Grouping, param: f64 },
+    /// Vector matching.
+    Join { lhs: Box<Node>, rhs: Box<Node>, op: BinOp, key: JoinKey, return_bool: bool },
+}
+
+/// The controller's record of what has been built: arranged sub-plans and the leaves that
+/// samples are fed to.
+#[derive(Default)]
+pub(crate) struct Registry {
+    /// Arranged sub-plans, with the lookback they were lowered with, and their ids.
+    arranged: Vec<(Plan, i64, usize)>,
+    /// Leaf inputs and the selection whose samples they take.
+    pub(crate) leaves: Vec<(usize, Vec<Matcher>)>,
+}
+
+impl Registry {
+    /// How many arrangements views have registered.
+    pub(crate) fn arrangements(&self) -> usize {
+        self.arranged.len()
+    }
+
+    /// Lowers a view's plan; returns the tree to build (`None` when an identical view exists)
+    /// and the arrangement the view reads. Nothing is registered when the plan is not
+    /// supported.
+    pub(crate) fn lower_view(&mut self, plan: &Plan, lookback: i64) -> Result<(Option<Node>, usize), Error> {
+        let mut l = Lowering { reg: self, lookback, new: Vec::new(), leaves: Vec::new() };
+        let node = l.lower(plan)?;
+        let (node, id) = match node {
+            Node::Import(id) => (None, id),
+            node @ Node::Arrange { id, .. } => (Some(node), id),
+            node => {
+                let id = l.next_id();
+                l.new.push((plan.clone(), lookback, id));
+                (Some(Node::Arrange { id, input: Box::new(node) }), id)
+            }
+        };
+        let (new, leaves) = (l.new, l.leaves);
+        self.arranged.extend(new);
+        self.leaves.extend(leaves);
+        Ok((node, id))
+    }
+}
+
+struct Lowering<'r> {
+    reg: &'r Registry,
+    lookback: i64,
+    new: Vec<(Plan, i64, usize)>,
+    leaves: Vec<(usize, Vec<Matcher>)>,
+}
+
+fn unsupported(what: impl std::fmt::Display) -> Error {
+    Error::Unsupported(what.to_string())
+}
+
+/// The value of a scalar plan that does not depend on time or data.
+fn constant(plan: &Plan) -> Option<f64> {
+    match plan {
+        Plan::Number(n) => Some(*n),
+        Plan::ScalarOp { op, lhs, rhs, .. } => Some(kernels::binary(*op, constant(lhs)?, constant(rhs)?)),
+        Plan::Map { func: MapFn::Negate, input, .. } => constant(input).map(|v| -v),
+        _ => None,
+    }
+}
+
+impl Lowering<'_> {
+    fn next_id(&self) -> usize {
+        self.reg.arranged.len() + self.new.len()
+    }
+
+    fn find(&self, plan: &Plan) -> Option<usize> {
+        self.reg
+            .arranged
+            .iter()
+            .chain(&self.new)
+            .find(|(p, lb, _)| *lb == self.lookback && p == plan)
+            .map(|&(_, _, id)| id)
+    }
+
+    /// Registers `plan` as arranged, built by `node`.
+    fn arrange(&mut self, plan: &Plan, make: impl FnOnce(usize) -> Node) -> Node {
+        let id = self.next_id();
+        self.new.push((plan.clone(), self.lookback, id));
+        Node::Arrange { id, input: Box::new(make(id)) }
+    }
+
+    fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
+        args.iter()
+            .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that is not a constant")))
+            .collect()
+    }
+
+    fn lower(&mut self, plan: &Plan) -> Result<Node, Error> {
+        if let Some(id) = self.find(plan) {
+            return Ok(Node::Import(id));
+        }
+        Ok(match plan {
+            Plan::Select { matchers, shift, edges: Edges::Plain } if shift.is_identity() => {
+                let lookback = self.lookback;
+                self.leaves.push((self.next_id(), matchers.clone()));
+                self.arrange(plan, |leaf| Node::Series {
+                    leaf,
+                    func: SeriesFn::Last { lookback, timestamp: false },
+                })
+            }
+            Plan::Map { func: MapFn::Timestamp, input, .. } if matches!(&**input, Plan::Select { shift, edges: Edges::Plain, .. } if shift.is_identity()) =>
+            {
+                let Plan::Select { matchers, .. } = &**input else { unreachable!() };
+                let lookback = self.lookback;
+                self.leaves.push((self.next_id(), matchers.clone()));
+                self.arrange(plan, |leaf| Node::Series {
+                    leaf,
+                    func: SeriesFn::Last { lookback, timestamp: true },
+                })
+            }
+            Plan::WindowFunction { func, input, args, .. } => {
+                let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
+                    return Err(unsupported(format!(
+                        "{func:?} over a subquery, an offset, @ or extended edges"
+                    )));
+                };
+                if !shift.is_identity() {
+                    return Err(unsupported("offset and @"));
+                }
+                if *func == crate::plan::WindowFn::AbsentOverTime {
+                    return Err(unsupported("absent_over_time"));
+                }
+                let args = self.constants(args)?;
+                self.leaves.push((self.next_id(), matchers.clone()));
+                let series = SeriesFn::Window { func: *func, range: *range_ms, args };
+                self.arrange(plan, |leaf| Node::Series { leaf, func: series })
+            }
+            Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
+                if *func == MapFn::Timestamp {
+                    return Err(unsupported("timestamp() of an expression"));
+                }
+                Node::Map { input: Box::new(self.lower(input)?), func: *func, args: self.constants(args)? }
+            }
+            Plan::ScalarOp { op, lhs, rhs, return_bool } => {
+                let (input, scalar, scalar_left) = match (constant(lhs), constant(rhs)) {
+                    (Some(s), None) => (rhs, s, true),
+                    (None, Some(s)) => (lhs, s, false),
+                    _ => return Err(unsupported("an operation with a scalar that is not a constant")),
+                };
+                if input.kind() != crate::plan::ValueKind::Instant {
+                    return Err(unsupported("scalar expressions"));
+                }
+                let input = Box::new(self.lower(input)?);
+                Node::ScalarOp { input, op: *op, scalar, scalar_left, return_bool: *return_bool }
+            }
+            Plan::Relabel { rule, input } => {
+                compile_relabel(rule)?;
+                Node::Relabel { input: Box::new(self.lower(input)?), rule: rule.clone() }
+            }
+            Plan::Aggregate { op, grouping, param, input, .. } => {
+                let param = match (op, param) {
+                    (AggOp::Sum | AggOp::Avg | AggOp::Min | AggOp::Max | AggOp::Count, None)
+                    | (AggOp::Group | AggOp::Stddev | AggOp::Stdvar, None) => 0.0,
+                    (AggOp::Quantile, Some(p)) => {
+                        constant(p).ok_or_else(|| unsupported("a quantile that is not a constant"))?
+                    }
+                    _ => return Err(unsupported(format!("the {op:?} aggregation"))),
+                };
+                Node::Aggregate {
+                    input: Box::new(self.lower(input)?),
+                    op: *op,
+                    grouping: grouping.clone(),
+                    param,
+                }
+            }
+            Plan::Join { op, lhs, rhs, key, return_bool } => {
+                if key.fill_many.is_some() || key.fill_one.is_some() {
+                    return Err(unsupported("fill modifiers"));
+                }
+                let (lhs, rhs) = (Box::new(self.lower(lhs)?), Box::new(self.lower(rhs)?));
+                Node::Join { lhs, rhs, op: *op, key: key.clone(), return_bool: *return_bool }
+            }
+            Plan::VectorFunction { func: VectorFn::Sort | VectorFn::SortDesc, input, .. } => {
+                self.lower(input)?
+            }
+            other => {
+                let line = other.to_string();
+                return Err(unsupported(line.lines().next().unwrap_or_default().trim()));
+            }
+        })
+    }
+}
+
+/// An element of a vector: (label-set key, value).
+type Element = (u64, Value);
+
+/// A collection of (key, value) updates at evaluation times.
+pub(crate) type Coll<'s> = VecCollection<'s, u64, (u64, Value), isize>;
+
+/// What rendering one view's dataflow needs on a worker.
+pub(crate) struct RenderCx<'a, 's> {
+    pub(crate) state: &'a mut WorkerState,
+    pub(crate) clock: Stream<'s, u64, Vec<()>>,
+    pub(crate) probe: ProbeHandle<u64>,
+    pub(crate) keys: Keys,
+    pub(crate) counters: Arc<Counters>,
+    /// Leaf inputs created by this view, to be advanced to the worker's time.
+    pub(crate) new_leaves: Vec<usize>,
+}
+
+fn without_name(mut l: promflow_storage::Labels) -> promflow_storage::Labels {
+    strip_metric_identity(&mut l);
+    l
+}
+
+fn counted<'s>(c: Coll<'s>, counters: &Arc<Counters>, op: Operator) -> Coll<'s> {
+    let counters = Arc::clone(counters);
+    c.inspect_batch(move |_, xs| {
+        counters.records[op as usize].fetch_add(xs.len() as u64, Ordering::Relaxed);
+    })
+}
+
+/// Builds `node` in `scope`.
+pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'_, 's>) -> Coll<'s> {
+    match node {
+        Node::Import(id) => {
+            let (trace, _) = cx.state.traces.get_mut(id).expect("imported arrangements are registered first");
+            trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v))
+        }
+        Node::Arrange { id, input } => {
+            let c = render(scope, input, cx);
+            let arranged = c.arrange_by_key();
+            arranged.stream.clone().probe_with(&cx.probe);
+            cx.state.traces.insert(*id, (arranged.trace.clone(), cx.probe.clone()));
+            arranged.as_collection(|k: &u64, v: &Value| (*k, *v))
+        }
+        Node::Series { leaf, func } => {
+            let mut input = timely::dataflow::InputHandle::new();
+            let rows = scope.input_from(&mut input);
+            cx.state.leaves.insert(*leaf, input);
+            cx.new_leaves.push(*leaf);
+            let out = counted(
+                series::render(rows, cx.clock.clone(), func.clone()).as_collection(),
+                &cx.counters,
+                Operator::Series,
+            );
+            if !func.drops_name() {
+                return out;
+            }
+            let (keys, mut names) = (cx.keys.clone(), HashMap::new());
+            out.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut names, k, without_name), v))
+        }
+        Node::Map { input, func, args } => {
+            let (func, args, keys) = (*func, args.clone(), cx.keys.clone());
+            let mut names = HashMap::new();
+            let out = render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+                // clamp with min > max yields nothing, as in Prometheus
+                if func == MapFn::Clamp && args.get(1) < args.first() {
+                    return None;
+                }
+                Some((keys.rewrite(&mut names, k, without_name), Value(kernels::map(func, v.0, &args, 0))))
+            });
+            counted(out, &cx.counters, Operator::Elementwise)
+        }
+        Node::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
+            let (op, s, left, as_bool, keys) = (*op, *scalar, *scalar_left, *return_bool, cx.keys.clone());
+            let drop_name = !op.is_comparison() || as_bool;
+            let mut names = HashMap::new();
+            let out = render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+                let (a, b) = if left { (s, v.0) } else { (v.0, s) };
+                let r = kernels::binary(op, a, b);
+                let value = if !op.is_comparison() || as_bool {
+                    r
+                } else if r == 1.0 {
+                    v.0
+                } else {
+                    return None;
+                };
+                let k = if drop_name { keys.rewrite(&mut names, k, without_name) } else { k };
+                Some((k, Value(value)))
+            });
+            counted(out, &cx.counters, Operator::Elementwise)
+        }
+        Node::Relabel { input, rule } => {
+            let (rule, keys) = (rule.clone(), cx.keys.clone());
+            let re = compile_relabel(&rule).ok().flatten();
+            let mut names = HashMap::new();
+            let out = render(scope, input, cx).map(move |(k, v): (u64, Value)| {
+                let k = keys.rewrite(&mut names, k, |mut l| {
+                    relabel_one(&rule, re.as_ref(), &mut l);
+                    l
+                });
+                (k, v)
+            });
+            counted(out, &cx.counters, Operator::Elementwise)
+        }
+        Node::Aggregate { input, op, grouping, param } => {
+            let (op, param, grouping, keys) = (*op, *param, grouping.clone(), cx.keys.clone());
+            let mut groups = HashMap::new();
+            let out = render(scope, input, cx)
+                .map(move |(k, v): (u64, Value)| {
+                    (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping)), v)
+                })
+                .reduce(move |_group, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
+                    let mut xs: Vec<f64> = Vec::with_capacity(vals.len());
+                    for (v, m) in vals {
+                        for _ in 0..(*m).max(0) {
+                            xs.push(v.0);
+                        }
+                    }
+                    if !xs.is_empty() {
+                        out.push((Value(aggregate_values(op, &mut xs, param)), 1));
+                    }
+                });
+            counted(out, &cx.counters, Operator::Aggregate)
+        }
+        Node::Join { lhs, rhs, op, key, return_bool } => {
+            let l = render(scope, lhs, cx);
+            let r = render(scope, rhs, cx);
+            let out = if op.is_set() {
+                set_operation(l, r, *op, &key.grouping, &cx.keys)
+            } else {
+                join(l, r, *op, key, *return_bool, &cx.keys)
+            };
+            counted(out, &cx.counters, Operator::Join)
+        }
+    }
+}
+
+/// Each element keyed by its match signature (`on`/`ignoring` labels).
+fn by_signature<'s>(
+    c: Coll<'s>,
+    g: &Grouping,
+    keys: &Keys,
+) -> VecCollection<'s, u64, (u64, (u64, Value)), isize> {
+    let (g, keys) = (g.clone(), keys.clone());
+    let mut sigs = HashMap::new();
+    c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut sigs, k, |l| grouping_key(&l, &g)), (k, v)))
+}
+
+/// `and`, `or`, `unless`: the left elements whose signature the right side has (or lacks),
+/// and for `or` the right elements whose signature the left side lacks.
+fn set_operation<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, g: &Grouping, keys: &Keys) -> Coll<'s> {
+    let signatures = |c: Coll<'s>| by_signature(c, g, keys).map(|(sig, _)| sig).distinct();
+    match op {
+        BinOp::And => by_signature(l, g, keys).semijoin(signatures(r)).map(|(_, kv)| kv),
+        BinOp::Unless => by_signature(l, g, keys).antijoin(signatures(r)).map(|(_, kv)| kv),
+        _ => {
+            let right = by_signature(r, g, keys).antijoin(signatures(l.clone())).map(|(_, kv)| kv);
+            l.concat(right)
+        }
+    }
+}
+
+/// Arithmetic and comparisons between matched elements, one-to-one or with `group_left` /
+/// `group_right`, labelled as the batch executor labels them.
+fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: bool, keys: &Keys) -> Coll<'s> {
+    let swapped = matches!(key.card, Cardinality::OneToMany(_));
+    let include: Vec<String> = match &key.card {
+        Cardinality::ManyToOne(l) | Cardinality::OneToMany(l) => l.clone(),
+        _ => Vec::new(),
+    };
+    let one_to_one = matches!(key.card, Cardinality::OneToOne);
+    let (many, one) = if swapped { (r, l) } else { (l, r) };
+    let g = key.grouping.clone();
+    let strip_name = !op.is_comparison() || return_bool;
+    let keys2 = keys.clone();
+    let mut labelled: HashMap<(u64, u64), u64> = HashMap::new();
+    by_signature(many, &g, keys).join(by_signature(one, &g, keys)).flat_map(
+        move |(_sig, ((mk, mv), (ok, ov))): (u64, (Element, Element))| {
+            let (lv, rv) = if swapped { (ov.0, mv.0) } else { (mv.0, ov.0) };
+            let value = combine(op, lv, rv, return_bool)?;
+            let k = *labelled.entry((mk, ok)).or_insert_with(|| {
+                let (m, o) = (keys2.labels(mk), keys2.labels(ok));
+                keys2.intern(result_labels(&m, &o, &g, one_to_one, &include, strip_name))
+            });
+            Some((k, Value(value)))
+        },
+    )
+}

@@ -1,0 +1,286 @@
+//! The per-series operator: instant selections and window functions kept current sample by
+//! sample.
+//!
+//! Each series keeps, in the operator, only the samples its function can still see (the
+//! newest one for an instant selection, the window's for a window function). Its value is
+//! recomputed by the batch executor's kernel, at the dataflow time of each event that can
+//! change it, and only a change leaves the operator (−old, +new):
+//!
+//! * a sample arrives: it counts from the later of its own timestamp and the time it
+//!   arrived, so a late sample is never dropped;
+//! * the oldest sample leaves the window or the lookback: each series has one expiry
+//!   pending, held with a capability for its time, never sent ahead into differential;
+//! * a clock tick, for the series whose value moves with time alone at the moment:
+//!   `predict_linear` always (it predicts from the evaluation time); `rate`, `increase` and
+//!   `delta` only while their extrapolation is cut short at a window edge (a window not yet
+//!   full, a series that stopped), because otherwise the extrapolated span is the whole
+//!   window wherever it lies ([`kernels::extrapolation_steady_until`]).
+//!
+//! Events are processed in time order once the inputs' frontiers have passed their time, so
+//! a value computed at `t` never sees a sample that counts from after `t`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use promflow_storage::{is_stale_nan, SampleSlice};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use super::{Row, Update, Value};
+use crate::kernels::{self, WindowBounds};
+use crate::plan::WindowFn;
+
+/// What the operator computes for each series.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum SeriesFn {
+    /// An instant selection: the newest sample within the lookback, absent when it is a
+    /// staleness marker; its timestamp in seconds instead of its value for `timestamp(x)`.
+    Last {
+        /// The lookback delta in milliseconds.
+        lookback: i64,
+        /// Whether the value is the sample's timestamp.
+        timestamp: bool,
+    },
+    /// A window function over `(t - range, t]`.
+    Window {
+        /// The function.
+        func: WindowFn,
+        /// The window length in milliseconds.
+        range: i64,
+        /// Its constant scalar arguments.
+        args: Vec<f64>,
+    },
+}
+
+impl SeriesFn {
+    /// How long a sample stays visible.
+    fn span(&self) -> i64 {
+        match self {
+            SeriesFn::Last { lookback, .. } => *lookback,
+            SeriesFn::Window { range, .. } => *range,
+        }
+    }
+
+    /// Whether the result loses the metric name (every window function but
+    /// `last_over_time` and `first_over_time`, as in the batch executor).
+    pub(crate) fn drops_name(&self) -> bool {
+        matches!(self, SeriesFn::Last { timestamp: true, .. })
+            || matches!(self, SeriesFn::Window { func, .. }
+                if !matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime))
+    }
+
+    /// Whether the value can change with time alone, between samples and expiries.
+    fn moves_with_time(&self) -> bool {
+        matches!(
+            self,
+            SeriesFn::Window {
+                func: WindowFn::Rate | WindowFn::Increase | WindowFn::Delta | WindowFn::PredictLinear,
+                ..
+            }
+        )
+    }
+
+    /// For a value that moves with time: until when the value at `at` holds with no new
+    /// sample (`None`: it moves now, and is recomputed at every tick).
+    fn steady_until(&self, t: &[i64], v: &[f64], at: i64) -> Option<i64> {
+        let SeriesFn::Window { func, range, .. } = self else { return Some(i64::MAX) };
+        let b = WindowBounds { start: at - range, end: at, eval_time: at };
+        let window = SampleSlice { t, v }.window(b.start, b.end);
+        match func {
+            WindowFn::Rate | WindowFn::Increase => kernels::extrapolation_steady_until(window, b, true),
+            WindowFn::Delta => kernels::extrapolation_steady_until(window, b, false),
+            WindowFn::PredictLinear => None,
+            _ => Some(i64::MAX),
+        }
+    }
+
+    /// The value at `at` of a series whose visible samples are `t`, `v`.
+    fn value(&self, t: &[i64], v: &[f64], at: i64) -> Option<f64> {
+        match self {
+            SeriesFn::Last { lookback, timestamp } => {
+                let (&st, &sv) = (t.last()?, v.last()?);
+                if st <= at - lookback || is_stale_nan(sv) {
+                    None
+                } else if *timestamp {
+                    Some(st as f64 / 1000.0)
+                } else {
+                    Some(sv)
+                }
+            }
+            SeriesFn::Window { func, range, args } => {
+                let b = WindowBounds { start: at - range, end: at, eval_time: at };
+                kernels::window(*func, SampleSlice { t, v }.window(b.start, b.end), b, args)
+            }
+        }
+    }
+}
+
+/// One series' state: its visible samples, in time order, and the value last emitted.
+#[derive(Default)]
+struct SeriesState {
+    t: Vec<i64>,
+    v: Vec<f64>,
+    emitted: Option<f64>,
+    /// The time of the next event pending for this series (its oldest sample leaves, or its
+    /// value starts to move with time), if any.
+    next: Option<u64>,
+}
+
+impl SeriesState {
+    /// Adds a sample; an instant selection keeps only the newest.
+    fn insert(&mut self, func: &SeriesFn, t: i64, v: f64) {
+        match func {
+            SeriesFn::Last { .. } => {
+                if self.t.last().is_none_or(|&last| t > last) {
+                    self.t.clear();
+                    self.v.clear();
+                    self.t.push(t);
+                    self.v.push(v);
+                }
+            }
+            SeriesFn::Window { .. } => {
+                // range selections never see staleness markers
+                if is_stale_nan(v) {
+                    return;
+                }
+                let i = self.t.partition_point(|&x| x < t);
+                if self.t.get(i) == Some(&t) {
+                    return; // a duplicate timestamp: the first sample stored wins
+                }
+                self.t.insert(i, t);
+                self.v.insert(i, v);
+            }
+        }
+    }
+
+    /// Drops the samples no longer visible at `at`.
+    fn evict(&mut self, span: i64, at: i64) {
+        let n = self.t.partition_point(|&x| x <= at - span);
+        if n > 0 {
+            self.t.drain(..n);
+            self.v.drain(..n);
+        }
+    }
+}
+
+/// Events due at one dataflow time.
+#[derive(Default)]
+struct Due {
+    cap: Option<Capability<u64>>,
+    samples: Vec<(u64, i64, f64)>,
+    /// Series whose next event is due (see `SeriesState::next`).
+    expiring: Vec<u64>,
+    tick: bool,
+}
+
+/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks.
+pub(crate) fn render<'s>(
+    rows: Stream<'s, u64, Vec<Row>>,
+    clock: Stream<'s, u64, Vec<()>>,
+    func: SeriesFn,
+) -> Stream<'s, u64, Vec<Update>> {
+    rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
+        let mut due: BTreeMap<u64, Due> = BTreeMap::new();
+        let mut series: HashMap<u64, SeriesState> = HashMap::new();
+        // series whose value moves with time now: recomputed at every tick
+        let mut moving: HashSet<u64> = HashSet::new();
+        let span = func.span().max(1);
+        let moves = func.moves_with_time();
+        move |(input, f_rows), (ticks, f_clock), output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(&now) = cap.least() else { return };
+                for batch in data {
+                    for &(s, t, v) in batch.iter() {
+                        let at = (t.max(0) as u64).max(now);
+                        let d = due.entry(at).or_default();
+                        if d.cap.is_none() {
+                            d.cap = Some(cap.delayed(&at, 0));
+                        }
+                        d.samples.push((s, t, v));
+                    }
+                }
+            });
+            ticks.for_each_stamp(|cap, _data| {
+                let Some(&now) = cap.least() else { return };
+                let d = due.entry(now).or_default();
+                if d.cap.is_none() {
+                    d.cap = Some(cap.delayed(&now, 0));
+                }
+                d.tick = true;
+            });
+            while let Some(entry) = due.first_entry() {
+                let at = *entry.key();
+                if f_rows.less_equal(&at) || f_clock.less_equal(&at) {
+                    break;
+                }
+                let d = entry.remove();
+                let Some(cap) = d.cap else { continue };
+                let mut touched: Vec<u64> = Vec::with_capacity(d.samples.len() + d.expiring.len());
+                for (s, t, v) in d.samples {
+                    series.entry(s).or_default().insert(&func, t, v);
+                    touched.push(s);
+                }
+                for s in d.expiring {
+                    if let Some(st) = series.get_mut(&s) {
+                        if st.next == Some(at) {
+                            st.next = None;
+                        }
+                    }
+                    touched.push(s);
+                }
+                if d.tick && moves {
+                    touched.extend(moving.iter().copied());
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                let mut session = output.session(&cap);
+                let at_ms = at as i64;
+                for s in touched {
+                    let Some(st) = series.get_mut(&s) else { continue };
+                    st.evict(span, at_ms);
+                    let value = func.value(&st.t, &st.v, at_ms);
+                    if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
+                        if let Some(old) = st.emitted {
+                            session.give(((s, Value(old)), at, -1isize));
+                        }
+                        if let Some(new) = value {
+                            session.give(((s, Value(new)), at, 1isize));
+                        }
+                        st.emitted = value;
+                    }
+                    let Some(&first) = st.t.first() else {
+                        moving.remove(&s);
+                        if st.emitted.is_none() {
+                            series.remove(&s);
+                        }
+                        continue;
+                    };
+                    // the next event: the oldest visible sample leaves, or the value starts to
+                    // move with time
+                    let mut when = first.saturating_add(span);
+                    if moves {
+                        match func.steady_until(&st.t, &st.v, at_ms) {
+                            Some(until) => {
+                                moving.remove(&s);
+                                when = when.min(until);
+                            }
+                            None => {
+                                moving.insert(s);
+                            }
+                        }
+                    }
+                    let when = when.max(0) as u64;
+                    if when > at && st.next.is_none_or(|n| n > when) {
+                        st.next = Some(when);
+                        let d = due.entry(when).or_default();
+                        if d.cap.is_none() {
+                            d.cap = Some(cap.delayed(&when));
+                        }
+                        d.expiring.push(s);
+                    }
+                }
+            }
+        }
+    })
+}
