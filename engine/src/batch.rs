@@ -1199,7 +1199,7 @@ fn cmp_nan_last(a: Option<f64>, b: Option<f64>, descending: bool) -> std::cmp::O
     }
 }
 
-fn parse_le(s: &str) -> Result<f64, ()> {
+pub(crate) fn parse_le(s: &str) -> Result<f64, ()> {
     match s.trim() {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),

@@ -39,9 +39,16 @@ use crate::Error;
 use keys::Keys;
 use render::{Node, Registry, RenderCx};
 
-/// An `f64` ordered by `total_cmp`, as differential needs ordered data.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
+/// retraction must cancel the NaN it retracts.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Value(f64);
+
+impl PartialEq for Value {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
 
 impl Eq for Value {}
 
@@ -327,10 +334,10 @@ impl Incremental {
                 .map_err(|_| Error::Execution("the dataflow did not answer a read within 30s".into()))?;
             for (key, value, count) in part {
                 if count != 1 || out.insert(key, value).is_some() {
-                    return Err(Error::Execution(format!(
-                        "vector cannot contain metrics with the same labelset: {}",
-                        self.keys.labels(key)
-                    )));
+                    // the batch executor's words for two series that ended up with one label set
+                    return Err(Error::Execution(
+                        "vector cannot contain metrics with the same labelset".into(),
+                    ));
                 }
             }
         }

@@ -16,19 +16,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use promflow_storage::Matcher;
-use timely::dataflow::operators::{Input, Probe};
+use promflow_storage::{Labels, Matcher};
+use timely::dataflow::operators::{Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::keys::Keys;
 use super::series::{self, SeriesFn};
 use super::{Counters, Operator, Value, WorkerState};
 use crate::batch::{
-    aggregate_values, combine, compile_relabel, grouping_key, relabel_one, result_labels,
-    strip_metric_identity,
+    absent_labels, aggregate_values, combine, compile_relabel, grouping_key, parse_le, relabel_one,
+    result_labels, strip_metric_identity,
 };
 use crate::kernels;
-use crate::plan::{AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, VectorFn};
+use crate::plan::{
+    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, VectorFn, WindowFn,
+};
 use crate::Error;
 
 /// A lowered plan: what the workers build for one view.
@@ -48,6 +50,14 @@ pub(crate) enum Node {
     Relabel { input: Box<Node>, rule: Relabel },
     /// An aggregation by groups.
     Aggregate { input: Box<Node>, op: AggOp, grouping: Grouping, param: f64 },
+    /// One element at all times (`vector(c)`).
+    Constant { labels: Labels, value: f64 },
+    /// One element with `labels` and value 1 while the input is empty (`absent`,
+    /// `absent_over_time`).
+    Absent { input: Box<Node>, labels: Labels },
+    /// `histogram_quantile(φ, …)` or `histogram_fraction(lower, upper, …)` over classic
+    /// buckets: the series that differ only in `le` are one histogram.
+    Histogram { input: Box<Node>, func: VectorFn, params: Vec<f64> },
     /// Vector matching.
     Join { lhs: Box<Node>, rhs: Box<Node>, op: BinOp, key: JoinKey, return_bool: bool },
 }
@@ -170,8 +180,17 @@ impl Lowering<'_> {
                 if !shift.is_identity() {
                     return Err(unsupported("offset and @"));
                 }
-                if *func == crate::plan::WindowFn::AbsentOverTime {
-                    return Err(unsupported("absent_over_time"));
+                if *func == WindowFn::AbsentOverTime {
+                    // 1 while no series has a sample in the window: the absence of
+                    // `present_over_time` over the same window
+                    let present = Plan::WindowFunction {
+                        func: WindowFn::PresentOverTime,
+                        input: input.clone(),
+                        args: Vec::new(),
+                        origin: Default::default(),
+                    };
+                    let labels = absent_labels(input);
+                    return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
                 }
                 let args = self.constants(args)?;
                 self.leaves.push((self.next_id(), matchers.clone()));
@@ -226,6 +245,24 @@ impl Lowering<'_> {
             Plan::VectorFunction { func: VectorFn::Sort | VectorFn::SortDesc, input, .. } => {
                 self.lower(input)?
             }
+            Plan::ToVector(scalar) => match constant(scalar) {
+                Some(value) => Node::Constant { labels: Labels::new(), value },
+                None => return Err(unsupported("vector() of a scalar that is not a constant")),
+            },
+            Plan::VectorFunction { func: VectorFn::Absent, input, labels, .. } => Node::Absent {
+                input: Box::new(self.lower(input)?),
+                labels: Labels::from_pairs(labels.iter().cloned()),
+            },
+            Plan::VectorFunction {
+                func: func @ (VectorFn::HistogramQuantile | VectorFn::HistogramFraction),
+                input,
+                args,
+                ..
+            } => Node::Histogram {
+                input: Box::new(self.lower(input)?),
+                func: *func,
+                params: self.constants(args)?,
+            },
             other => {
                 let line = other.to_string();
                 return Err(unsupported(line.lines().next().unwrap_or_default().trim()));
@@ -357,6 +394,43 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 });
             counted(out, &cx.counters, Operator::Aggregate)
         }
+        Node::Constant { labels, value } => constant_collection(scope, labels, *value, &cx.keys),
+        Node::Absent { input, labels } => {
+            let present = render(scope, input, cx).map(|_| ()).distinct();
+            let one = constant_collection(scope, labels, 1.0, &cx.keys).map(|kv| ((), kv));
+            counted(one.antijoin(present).map(|(_, kv)| kv), &cx.counters, Operator::Join)
+        }
+        Node::Histogram { input, func, params } => {
+            let (func, params, keys) = (*func, params.clone(), cx.keys.clone());
+            let mut buckets_of = HashMap::new();
+            let out = render(scope, input, cx)
+                .flat_map(move |(k, count): (u64, Value)| {
+                    // the histogram a bucket belongs to (its labels without `le`), and its bound
+                    let (histogram, le) = *buckets_of.entry(k).or_insert_with(|| {
+                        let mut l = keys.labels(k);
+                        let le = parse_le(l.get("le")).ok();
+                        l.remove("le");
+                        (keys.intern(l), le)
+                    });
+                    le.map(|le| (histogram, (Value(le), count)))
+                })
+                .reduce(move |_h, vals: &[(&(Value, Value), isize)], out: &mut Vec<(Value, isize)>| {
+                    let mut buckets: Vec<(f64, f64)> = vals.iter().map(|((le, c), _)| (le.0, c.0)).collect();
+                    if buckets.is_empty() {
+                        return;
+                    }
+                    let v = match func {
+                        VectorFn::HistogramFraction => {
+                            kernels::bucket_fraction(params[0], params[1], &mut buckets)
+                        }
+                        _ => kernels::bucket_quantile(params[0], &mut buckets).value,
+                    };
+                    out.push((Value(v), 1));
+                });
+            let (keys, mut names) = (cx.keys.clone(), HashMap::new());
+            let out = out.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut names, k, without_name), v));
+            counted(out, &cx.counters, Operator::Aggregate)
+        }
         Node::Join { lhs, rhs, op, key, return_bool } => {
             let l = render(scope, lhs, cx);
             let r = render(scope, rhs, cx);
@@ -368,6 +442,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             counted(out, &cx.counters, Operator::Join)
         }
     }
+}
+
+/// One element, present from time 0 on, built by the first worker only.
+fn constant_collection<'s>(scope: Scope<'s, u64>, labels: &Labels, value: f64, keys: &Keys) -> Coll<'s> {
+    let key = keys.intern(labels.clone());
+    let data = if scope.index() == 0 { vec![((key, Value(value)), 0u64, 1isize)] } else { Vec::new() };
+    data.to_stream(scope).as_collection()
 }
 
 /// Each element keyed by its match signature (`on`/`ignoring` labels).
