@@ -201,12 +201,51 @@ impl Incremental {
     /// the incremental executor does not maintain (the error names it).
     pub fn install(&self, plan: &Plan) -> Result<ViewId, Error> {
         let mut c = self.controller();
-        let (node, arrangement) = c.registry.lower_view(plan, self.lookback_ms)?;
-        if let Some(node) = node {
+        let lowered = c.registry.lower_view(plan, self.lookback_ms)?;
+        Ok(self.build(&mut c, lowered))
+    }
+
+    fn build(&self, c: &mut Controller, lowered: render::Lowered) -> ViewId {
+        if let Some(node) = lowered.node {
             self.broadcast(|| Command::Install { node: node.clone() });
         }
-        c.views.push(arrangement);
-        Ok(c.views.len() - 1)
+        c.views.push(lowered.arrangement);
+        c.views.len() - 1
+    }
+
+    /// Installs a view of `plan` that starts from history: the leaves it adds are first fed
+    /// what `querier` holds over the plan's longest window plus the lookback before `now`,
+    /// then follow [`Incremental::append`]. Leaves it shares with earlier views already hold
+    /// their history. The caller must append, after this call, exactly the samples committed
+    /// after `querier`'s snapshot: no gap, and no sample twice.
+    pub fn install_from(
+        &self,
+        plan: &Plan,
+        querier: &dyn promflow_storage::Querier,
+        now: i64,
+    ) -> Result<ViewId, Error> {
+        let mut c = self.controller();
+        let lowered = c.registry.lower_view(plan, self.lookback_ms)?;
+        let from = now - plan.max_window_ms() - self.lookback_ms;
+        let mut history: Vec<(usize, Vec<Row>)> = Vec::new();
+        for (leaf, matchers) in &lowered.new_leaves {
+            let mut rows = Vec::new();
+            for s in querier.select(matchers, from, now)? {
+                let key = self.keys.intern(s.labels);
+                rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
+            }
+            history.push((*leaf, rows));
+        }
+        let view = self.build(&mut c, lowered);
+        if let Ok(senders) = self.senders.lock() {
+            for (leaf, rows) in history {
+                let _ = senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
+            }
+        }
+        if let Some(t) = self.threads.first() {
+            t.unpark();
+        }
+        Ok(view)
     }
 
     /// Records out of each kind of operator so far, over all views and workers

@@ -78,10 +78,10 @@ impl Registry {
         self.arranged.len()
     }
 
-    /// Lowers a view's plan; returns the tree to build (`None` when an identical view exists)
-    /// and the arrangement the view reads. Nothing is registered when the plan is not
-    /// supported.
-    pub(crate) fn lower_view(&mut self, plan: &Plan, lookback: i64) -> Result<(Option<Node>, usize), Error> {
+    /// Lowers a view's plan; returns the tree to build (`None` when an identical view exists),
+    /// the arrangement the view reads, and the leaves it adds (which start empty). Nothing is
+    /// registered when the plan is not supported.
+    pub(crate) fn lower_view(&mut self, plan: &Plan, lookback: i64) -> Result<Lowered, Error> {
         let mut l = Lowering { reg: self, lookback, new: Vec::new(), leaves: Vec::new() };
         let node = l.lower(plan)?;
         let (node, id) = match node {
@@ -95,9 +95,20 @@ impl Registry {
         };
         let (new, leaves) = (l.new, l.leaves);
         self.arranged.extend(new);
-        self.leaves.extend(leaves);
-        Ok((node, id))
+        self.leaves.extend(leaves.iter().cloned());
+        Ok(Lowered { node, arrangement: id, new_leaves: leaves })
     }
+}
+
+/// What [`Registry::lower_view`] decided.
+pub(crate) struct Lowered {
+    /// The tree to build (`None` when an identical view exists).
+    pub(crate) node: Option<Node>,
+    /// The arrangement the view reads.
+    pub(crate) arrangement: usize,
+    /// The leaves it adds, with their selections and how far back they see (their window
+    /// or the lookback).
+    pub(crate) new_leaves: Vec<(usize, Vec<Matcher>)>,
 }
 
 struct Lowering<'r> {
