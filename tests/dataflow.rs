@@ -86,20 +86,27 @@ const VIEWS: &[&str] = &[
     "vector(1) or on() x",
 ];
 
-#[test]
-fn views_equal_the_batch_executor_at_every_evaluation() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(
-        dir.path(),
-        DbOptions { block_duration: i64::MAX, compaction_interval: None, ..Default::default() },
-    )
-    .unwrap();
-    let all = samples();
+/// An empty store in `dir` that keeps everything in the head.
+fn open_db(dir: &tempfile::TempDir) -> std::sync::Arc<Db> {
+    let opts = DbOptions { block_duration: i64::MAX, compaction_interval: None, ..Default::default() };
+    Db::open(dir.path(), opts).unwrap()
+}
+
+/// Appends and commits `samples`.
+fn store(db: &std::sync::Arc<Db>, samples: &[(Labels, i64, f64)]) {
     let mut app = db.appender();
-    for (l, t, v) in &all {
+    for (l, t, v) in samples {
         app.append(l, *t, *v).unwrap();
     }
     app.commit().unwrap();
+}
+
+#[test]
+fn views_equal_the_batch_executor_at_every_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    let all = samples();
+    store(&db, &all);
 
     let inc = Incremental::start(2, LOOKBACK).unwrap();
     let views: Vec<(&str, usize)> = VIEWS.iter().map(|q| (*q, inc.install(&compile(q)).unwrap())).collect();
@@ -189,13 +196,9 @@ fn rules_sharing_a_window_function_share_its_arrangement() {
 
     // the shared arrangement serves both views correctly
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+    let db = open_db(&dir);
     let all = samples();
-    let mut app = db.appender();
-    for (l, t, v) in &all {
-        app.append(l, *t, *v).unwrap();
-    }
-    app.commit().unwrap();
+    store(&db, &all);
     inc.append(&all);
     for (view, query) in [(first, "sum by (job) (rate(x[5m]))"), (second, "max by (job) (rate(x[5m]))")] {
         let got: BTreeMap<Labels, f64> = inc.read(view, 1_300_000).unwrap().into_iter().collect();
@@ -248,19 +251,9 @@ fn two_hours() -> Vec<(Labels, i64, f64)> {
 #[test]
 fn views_start_from_history_in_the_middle_of_a_window() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(
-        dir.path(),
-        DbOptions { block_duration: i64::MAX, compaction_interval: None, ..Default::default() },
-    )
-    .unwrap();
+    let db = open_db(&dir);
     let all = two_hours();
-    let append = |from: usize, to: usize| {
-        let mut app = db.appender();
-        for (l, t, v) in &all[from..to] {
-            app.append(l, *t, *v).unwrap();
-        }
-        app.commit().unwrap();
-    };
+    let append = |from: usize, to: usize| store(&db, &all[from..to]);
     // the restart: 90 minutes of samples are in storage
     let restart = 5_400_000;
     let mut next = all.partition_point(|s| s.1 <= restart);
