@@ -225,6 +225,15 @@ pub struct Flags {
     /// Minimum amount of time to wait before resending an alert to Alertmanager.
     #[arg(long = "rules.alert.resend-delay", default_value = "1m", value_parser = duration)]
     pub resend_delay: Duration,
+    /// How rule expressions are kept current (promflow's extension): `event` maintains each
+    /// one as a dataflow view fed by every appended sample and reads it at each evaluation;
+    /// `tick` evaluates every rule from scratch at each evaluation, as Prometheus does.
+    /// Expressions the dataflow does not maintain are evaluated as in `tick`.
+    #[arg(long = "rules.evaluation-mode", default_value = "event", value_parser = ["event", "tick"])]
+    pub rules_evaluation_mode: String,
+    /// Timely worker threads that maintain rule views in `event` mode (promflow's extension).
+    #[arg(long = "rules.dataflow-workers", default_value_t = 1)]
+    pub rules_dataflow_workers: usize,
     /// Global concurrency limit for independent rules that can run concurrently.
     #[arg(long = "rules.max-concurrent-evals", default_value_t = 4)]
     pub rules_max_concurrent_evals: i64,

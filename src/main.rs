@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use promflow_config::Config;
-use promflow_engine::rules::{EvalSettings, GroupSpec, Manager as RuleManager};
+use promflow_engine::rules::{EvalSettings, GroupSpec, Manager as RuleManager, RuleViews};
 use promflow_engine::QueryOptions;
 use promflow_http::{AppState, QuerySettings, ServerStatus};
 use promflow_scrape::ScrapeManager;
@@ -137,6 +137,22 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
 
     let notifier = promflow_notifier::Notifier::new(runtime.handle());
     notifier.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
+    let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
+    // views remove metric names at once; with delayed removal every rule runs in batch
+    let rule_views = if flags.rules_evaluation_mode == "event" && !delayed_name_removal {
+        let querier = Arc::clone(&db) as Arc<dyn promflow_storage::Querier>;
+        Some(
+            RuleViews::start(
+                flags.rules_dataflow_workers,
+                millis(flags.lookback_delta),
+                db.subscribe(),
+                querier,
+            )
+            .map_err(|e| format!("starting the rule dataflow: {e}"))?,
+        )
+    } else {
+        None
+    };
     let rule_manager = {
         let writer = Arc::clone(&db);
         let sink = Arc::clone(&notifier);
@@ -147,10 +163,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 query: QueryOptions {
                     lookback_ms: millis(flags.lookback_delta),
                     max_samples: flags.query_max_samples,
-                    delayed_name_removal: flags
-                        .enable_feature
-                        .iter()
-                        .any(|f| f == "promql-delayed-name-removal"),
+                    delayed_name_removal,
                     ..QueryOptions::instant(0)
                 },
                 timeout: flags.query_timeout,
@@ -174,6 +187,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                             .collect(),
                     )
                 })),
+                views: rule_views,
             },
         )
     };

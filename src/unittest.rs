@@ -197,6 +197,8 @@ fn run_group(
         for_grace_period_ms: 600_000,
         resend_delay_ms: 60_000,
         notify: None,
+        // promtool's semantics: every rule evaluated from scratch at each tick
+        views: None,
     };
     let parse_time = |s: &str| duration(s).map(ms).map_err(|e| vec![format!("  {e}")]);
     let mut alert_tests: Vec<(i64, &AlertTest)> = tg

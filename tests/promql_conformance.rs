@@ -22,7 +22,7 @@ use promflow_engine::dataflow::{Incremental, ViewId};
 use promflow_engine::plan::ValueKind;
 use promflow_engine::{Evaluation, Level, Plan, QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, number, quoted, series_desc, Slot};
-use promflow_storage::{stale_nan, Db, DbOptions, Labels, Matcher, Sample, Series};
+use promflow_storage::{stale_nan, Db, DbOptions, Labels, Sample, Series};
 
 const DEFAULT_CORPUS: &str = "../shared/promql-tests";
 const BASELINE: &str = "tests/promql-baseline.txt";
@@ -510,19 +510,6 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
     appended
 }
 
-/// The matcher lists of every selection in `plan`.
-fn selections<'a>(plan: &'a Plan, out: &mut Vec<&'a [Matcher]>) {
-    match plan {
-        Plan::Select { matchers, .. } | Plan::Window { matchers, .. } => out.push(matchers),
-        // info() also reads the info series its data-label selector names
-        Plan::Info { data_matchers: Some(ms), .. } => out.push(ms),
-        _ => {}
-    }
-    for c in plan.children() {
-        selections(c, out);
-    }
-}
-
 /// Whether `query` names the metric `name` as a whole identifier (`foo` is not in `foo_bucket`).
 fn mentions_metric(query: &str, name: &str) -> bool {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
@@ -540,10 +527,7 @@ fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<
     if query.contains("start_timestamp") {
         return Some(Unsupported::StartTimestamps.reason());
     }
-    let mut sels = Vec::new();
-    if let Some(plan) = plan {
-        selections(plan, &mut sels);
-    }
+    let sels = plan.map(Plan::selections).unwrap_or_default();
     let hit = |labels: &Labels| match plan {
         Some(_) => sels.iter().any(|ms| ms.iter().all(|m| m.matches_labels(labels))),
         // a query promflow cannot compile yet: judge by the metric names it mentions

@@ -235,6 +235,15 @@ fn recording_rules_write_what_prometheus_writes() {
         }
         assert_eq!(theirs.len(), ours.len(), "{metric}: {theirs:?} vs {ours:?}");
     }
+    // in the default event mode the first three rules read dataflow views; the one that reads
+    // an earlier rule's output of the same evaluation does not try, and `2 * 3` is a scalar
+    let (_, metrics) = pf.get_text("/metrics");
+    for line in [
+        "promflow_rule_expressions{evaluation=\"view\"} 3",
+        "promflow_rule_expressions{evaluation=\"batch\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in /metrics");
+    }
     // the rules API lists the group as Prometheus does
     let (_, theirs) = prom.get_json("/api/v1/rules");
     let (_, ours) = pf.get_json("/api/v1/rules");
@@ -313,16 +322,26 @@ fn shape_or_empty(v: &serde_json::Value) -> Vec<(String, Vec<String>)> {
 }
 
 /// A group evaluated by hand over a real storage: output naming, staleness markers when a
-/// series disappears, and the errors Prometheus gives.
+/// series disappears, and the errors Prometheus gives; in tick mode (batch) and in event mode
+/// (the rule reads a dataflow view fed by storage's append feed).
 #[test]
 fn recording_rule_group_semantics() {
-    use promflow_engine::rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec};
+    recording_rule_group_semantics_in(false);
+    recording_rule_group_semantics_in(true);
+}
+
+fn recording_rule_group_semantics_in(event_mode: bool) {
+    use promflow_engine::rules::{
+        EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec, RuleViews,
+    };
     use promflow_engine::QueryOptions;
     use promflow_storage::{is_stale_nan, Db, DbOptions, Labels, Matcher, Querier};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+    let views = event_mode
+        .then(|| RuleViews::start(2, 5_000, db.subscribe(), Arc::clone(&db) as Arc<dyn Querier>).unwrap());
     let mut app = db.appender();
     for a in ["1", "2"] {
         app.append(&Labels::from_pairs([("__name__", "x"), ("a", a)]), 1_000, 1.0).unwrap();
@@ -352,6 +371,7 @@ fn recording_rule_group_semantics() {
         for_grace_period_ms: 600_000,
         resend_delay_ms: 60_000,
         notify: None,
+        views: views.clone(),
     };
     let writer = Arc::clone(&db);
     let appender = move || writer.appender();
@@ -394,6 +414,11 @@ fn recording_rule_group_semantics() {
     // times are truncated to milliseconds, as Prometheus stamps samples
     assert_eq!(every.eval_timestamp(ts + 60_000), ts);
     assert_eq!(every.eval_timestamp(ts + 60_001), ts + 60_000);
+    if let Some(views) = views {
+        // `r`, `collapsed` and `lim` read one shared view of `x`
+        assert_eq!(views.counts(), (1, 0));
+        assert_eq!(views.arrangements(), 1);
+    }
 }
 
 /// A reload that removes a rule and a group marks their series stale, keeps the rules that

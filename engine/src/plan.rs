@@ -620,6 +620,25 @@ impl Plan {
         }
     }
 
+    /// The matcher lists of every selection in the plan (and of `info()`'s data-label
+    /// selector), in evaluation order: the series the plan can read.
+    pub fn selections(&self) -> Vec<&[Matcher]> {
+        let mut out = Vec::new();
+        self.collect_selections(&mut out);
+        out
+    }
+
+    fn collect_selections<'a>(&'a self, out: &mut Vec<&'a [Matcher]>) {
+        match self {
+            Plan::Select { matchers, .. } | Plan::Window { matchers, .. } => out.push(matchers),
+            Plan::Info { data_matchers: Some(ms), .. } => out.push(ms),
+            _ => {}
+        }
+        for c in self.children() {
+            c.collect_selections(out);
+        }
+    }
+
     /// The longest look-back any selection in the plan needs, in milliseconds (windows plus
     /// offsets), not counting the lookback delta.
     pub fn max_window_ms(&self) -> i64 {

@@ -214,8 +214,8 @@ impl Incremental {
     }
 
     /// Installs a view of `plan` that starts from history: the leaves it adds are first fed
-    /// what `querier` holds over the plan's longest window plus the lookback before `now`,
-    /// then follow [`Incremental::append`]. Leaves it shares with earlier views already hold
+    /// what `querier` holds from the plan's longest window plus the lookback before `now` on
+    /// (everything committed, even after `now`), then follow [`Incremental::append`]. Leaves it shares with earlier views already hold
     /// their history. The caller must append, after this call, exactly the samples committed
     /// after `querier`'s snapshot: no gap, and no sample twice.
     pub fn install_from(
@@ -230,7 +230,7 @@ impl Incremental {
         let mut history: Vec<(usize, Vec<Row>)> = Vec::new();
         for (leaf, matchers) in &lowered.new_leaves {
             let mut rows = Vec::new();
-            for s in querier.select(matchers, from, now)? {
+            for s in querier.select(matchers, from, i64::MAX)? {
                 let key = self.keys.intern(s.labels);
                 rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
             }
@@ -272,6 +272,11 @@ impl Incremental {
     /// Hands appended samples to the leaves they match; samples no view selects go nowhere.
     /// A series' samples must come in time order across calls (storage's append order).
     pub fn append(&self, samples: &[(Labels, i64, f64)]) {
+        self.append_from(samples.iter().map(|(l, t, v)| (l, *t, *v)));
+    }
+
+    /// [`Incremental::append`] over borrowed samples (storage's append feed).
+    pub fn append_from<'a>(&self, samples: impl IntoIterator<Item = (&'a Labels, i64, f64)>) {
         let mut c = self.controller();
         let leaves = c.registry.leaves.len();
         if c.routes_for != leaves {
@@ -296,7 +301,7 @@ impl Incremental {
                 }
             };
             for leaf in to {
-                per_leaf.entry(*leaf).or_default().push((*key, *t, *v));
+                per_leaf.entry(*leaf).or_default().push((*key, t, v));
             }
         }
         drop(c);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_NAME};
 
-use super::{instant_query, EvalSettings};
+use super::{instant_query, EvalSettings, RuleViews};
 use crate::template::{AlertData, QueryRows, Template};
 use crate::Plan;
 
@@ -180,13 +180,15 @@ pub fn eval(
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
+    views: Option<&RuleViews>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let vector = instant_query(&rule.plan, t, querier, settings)?;
+    let vector = instant_query(&rule.plan, t, querier, settings, views)?;
     let template_query = |q: &str| -> Result<QueryRows, String> {
         let compile = settings.compile.as_ref().ok_or("query is not available")?;
         let plan = compile(q)?;
-        Ok(instant_query(&plan, t, querier, settings)?
+        // template queries are one-off: always in batch
+        Ok(instant_query(&plan, t, querier, settings, None)?
             .into_iter()
             .map(|(l, v)| (l.iter().map(|x| (x.name.clone(), x.value.clone())).collect(), v))
             .collect())

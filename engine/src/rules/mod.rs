@@ -10,6 +10,7 @@
 //! (dataflow) evaluation of the same rules builds on this.
 
 pub mod alerting;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
 pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState, Notification, NotifyFn};
+pub use views::RuleViews;
 
 use crate::batch::{evaluate, QueryOptions, QueryResult};
 use crate::Plan;
@@ -44,6 +46,9 @@ pub struct EvalSettings {
     pub resend_delay_ms: i64,
     /// Where firing and resolved alerts go (`None`: nowhere).
     pub notify: Option<NotifyFn>,
+    /// Views that keep rule expressions current (`--rules.evaluation-mode=event`); `None`:
+    /// every rule is evaluated in batch at every tick.
+    pub views: Option<Arc<RuleViews>>,
 }
 
 /// A recording rule, its expression already compiled.
@@ -235,6 +240,8 @@ pub struct Group {
     orphaned: Vec<Labels>,
     /// The timestamp of the last evaluation's output.
     last_ts: Option<i64>,
+    /// Per rule: whether it may read a view (see [`views::view_rules`]).
+    view_ok: Vec<bool>,
 }
 
 impl Group {
@@ -278,6 +285,7 @@ impl Group {
             state,
             orphaned: Vec::new(),
             last_ts: None,
+            view_ok: views::view_rules(&spec),
             spec,
         }
     }
@@ -343,11 +351,18 @@ impl Group {
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let state = &mut self.state[i];
+            let views = settings.views.as_deref().filter(|_| self.view_ok[i]);
             let output = match rule {
-                RuleSpec::Record(r) => record(r, query_ts, querier, settings, self.spec.limit),
-                RuleSpec::Alert(a) => {
-                    alerting::eval(a, &mut state.alerting, query_ts, querier, settings, self.spec.limit)
-                }
+                RuleSpec::Record(r) => record(r, query_ts, querier, settings, views, self.spec.limit),
+                RuleSpec::Alert(a) => alerting::eval(
+                    a,
+                    &mut state.alerting,
+                    query_ts,
+                    querier,
+                    settings,
+                    views,
+                    self.spec.limit,
+                ),
             };
             let result = output.and_then(|series| {
                 let mut app = appender();
@@ -442,13 +457,18 @@ impl Group {
 }
 
 /// An instant query at `t` as a rule runs it: a vector (a scalar becomes one series without
-/// labels), or Prometheus's error for other result types.
+/// labels), or Prometheus's error for other result types. From `views` when given and the
+/// plan is maintained there.
 fn instant_query(
     plan: &Plan,
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
+    views: Option<&RuleViews>,
 ) -> Result<Vec<(Labels, f64)>, String> {
+    if let Some(rows) = views.and_then(|v| v.read(plan, t)) {
+        return rows;
+    }
     let opts = QueryOptions {
         start: t,
         end: t,
@@ -470,9 +490,10 @@ fn record(
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
+    views: Option<&RuleViews>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let vector = instant_query(&rule.plan, t, querier, settings)?;
+    let vector = instant_query(&rule.plan, t, querier, settings, views)?;
     let mut out: Vec<(Labels, f64)> = vector
         .into_iter()
         .map(|(mut l, v)| {
@@ -597,6 +618,11 @@ impl Manager {
     pub fn groups(&self) -> Vec<GroupStatus> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.iter().map(|r| r.group.lock().unwrap_or_else(|e| e.into_inner()).status.clone()).collect()
+    }
+
+    /// The views that keep rule expressions current, in `event` mode.
+    pub fn views(&self) -> Option<&RuleViews> {
+        self.base.views.as_deref()
     }
 
     /// Every pending and firing alert, group by group, rule by rule.

@@ -176,6 +176,9 @@ pub fn render(state: &AppState) -> String {
         promflow_notifier::QUEUE_CAPACITY,
     );
     write_rule_metrics(&mut out, &state.rules.groups());
+    if let Some(views) = state.rules.views() {
+        write_dataflow_metrics(&mut out, views);
+    }
     state.scrape.write_metrics(&mut out);
     state.http_metrics.write(&mut out);
     out
@@ -191,6 +194,29 @@ fn process_stats() -> Option<(u64, f64)> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     let rss_pages: u64 = fields.get(21)?.parse().ok()?;
     Some((rss_pages * 4096, (utime + stime) / ticks))
+}
+
+/// The incremental executor's metrics (promflow's own), in `--rules.evaluation-mode=event`.
+fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::rules::RuleViews) {
+    header(
+        out,
+        "promflow_dataflow_records_total",
+        "counter",
+        "Records (value changes) out of the dataflow's operators, by kind of operator.",
+    );
+    for (operator, n) in views.records_total() {
+        let _ = writeln!(out, "promflow_dataflow_records_total{{operator=\"{operator}\"}} {n}");
+    }
+    gauge(
+        out,
+        "promflow_dataflow_arrangements",
+        "Arrangements the rule views registered (shared sub-expressions count once).",
+        views.arrangements(),
+    );
+    let (live, batch) = views.counts();
+    header(out, "promflow_rule_expressions", "gauge", "Rule expressions by how they are evaluated.");
+    let _ = writeln!(out, "promflow_rule_expressions{{evaluation=\"view\"}} {live}");
+    let _ = writeln!(out, "promflow_rule_expressions{{evaluation=\"batch\"}} {batch}");
 }
 
 /// Prometheus's rule-group metrics, labelled `rule_group="<file>;<name>"`.
