@@ -160,6 +160,8 @@ pub struct AlertingState {
     /// Whether `for` state has been restored (or needs none): until then no `ALERTS` series
     /// are written, as in Prometheus.
     pub restored: bool,
+    /// The latest time the rule's result was applied at.
+    pub applied_at: Option<i64>,
 }
 
 impl AlertingState {
@@ -184,6 +186,26 @@ pub fn eval(
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
     let vector = instant_query(&rule.plan, t, querier, settings, views)?;
+    apply(rule, st, vector, t, querier, settings, limit)
+}
+
+/// Applies the expression's result `vector` at `t` to the rule's alerts: Prometheus's
+/// evaluation once the query has run. In event mode a view's change runs it at the change's
+/// time; a later call with an earlier `t` (a tick that ran behind an event) changes no state
+/// and only reports the current alerts.
+pub fn apply(
+    rule: &AlertingRuleSpec,
+    st: &mut AlertingState,
+    vector: Vec<(Labels, f64)>,
+    t: i64,
+    querier: &dyn Querier,
+    settings: &EvalSettings,
+    limit: u64,
+) -> Result<Vec<(Labels, f64)>, String> {
+    if st.applied_at.is_some_and(|last| t < last) {
+        return Ok(alerts_series(st));
+    }
+    st.applied_at = Some(t);
     let template_query = |q: &str| -> Result<QueryRows, String> {
         let compile = settings.compile.as_ref().ok_or("query is not available")?;
         let plan = compile(q)?;
@@ -243,7 +265,6 @@ pub fn eval(
             }
         }
     }
-    let mut out = Vec::new();
     let mut active_count = 0u64;
     let mut gone = Vec::new();
     for (labels, a) in st.active.iter_mut() {
@@ -271,15 +292,6 @@ pub fn eval(
             a.state = AlertState::Firing;
             a.fired_at = Some(t);
         }
-        if st.restored {
-            let mut alerts = a.labels.clone();
-            alerts.set(METRIC_NAME, "ALERTS");
-            alerts.set("alertstate", a.state.as_str());
-            out.push((alerts, 1.0));
-            let mut for_state = a.labels.clone();
-            for_state.set(METRIC_NAME, "ALERTS_FOR_STATE");
-            out.push((for_state, (a.active_at / 1000) as f64));
-        }
     }
     for l in gone {
         st.active.remove(&l);
@@ -288,7 +300,32 @@ pub fn eval(
         st.active.clear();
         return Err(format!("exceeded limit of {limit} with {active_count} alerts"));
     }
-    Ok(out)
+    Ok(alerts_series(st))
+}
+
+/// The `ALERTS` and `ALERTS_FOR_STATE` samples of the pending and firing alerts (none until
+/// `for` state is restored, as in Prometheus).
+fn alerts_series(st: &AlertingState) -> Vec<(Labels, f64)> {
+    let mut out = Vec::new();
+    if !st.restored {
+        return out;
+    }
+    for a in st.active.values().filter(|a| a.state != AlertState::Inactive) {
+        let mut alerts = a.labels.clone();
+        alerts.set(METRIC_NAME, "ALERTS");
+        alerts.set("alertstate", a.state.as_str());
+        out.push((alerts, 1.0));
+        let mut for_state = a.labels.clone();
+        for_state.set(METRIC_NAME, "ALERTS_FOR_STATE");
+        out.push((for_state, (a.active_at / 1000) as f64));
+    }
+    out
+}
+
+/// When a pending alert of `st` reaches its `for` with no change of the data: the time an
+/// event-mode rule must be applied again to fire it on time.
+pub fn next_firing(rule: &AlertingRuleSpec, st: &AlertingState) -> Option<i64> {
+    st.active.values().filter(|a| a.state == AlertState::Pending).map(|a| a.active_at + rule.for_ms).min()
 }
 
 /// Prometheus's `RestoreForState` for one rule at `t` (ms): an alert that was pending or
