@@ -293,3 +293,26 @@ fn views_start_from_history_in_the_middle_of_a_window() {
     assert_eq!(checked, 14 * 3 + 16 * 5);
     inc.shutdown();
 }
+
+/// A subscription delivers each change of a view once its time is complete, with no read and
+/// no tick: what event-mode alerts run on.
+#[test]
+fn subscriptions_deliver_each_change_when_its_time_is_complete() {
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    let view = inc.install(&compile("sum by (job) (x) > 10")).unwrap();
+    let changes = inc.subscribe(view).unwrap();
+    let l = |job: &str, i: &str| Labels::from_pairs([("__name__", "x"), ("job", job), ("i", i)]);
+    inc.append(&[(l("a", "1"), 1_000, 4.0), (l("a", "2"), 1_000, 5.0), (l("b", "1"), 1_000, 20.0)]);
+    inc.advance(1_500);
+    let first = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(first, (1_000, vec![(Labels::from_pairs([("job", "b")]), 20.0, 1)]));
+    // a crossing: job a's sum goes above 10 at 2 s
+    inc.append(&[(l("a", "1"), 2_000, 6.0)]);
+    inc.advance(2_001);
+    let (t, updates) = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!((t, updates), (2_000, vec![(Labels::from_pairs([("job", "a")]), 11.0, 1)]));
+    // nothing is sent for times without a change
+    inc.advance(3_000);
+    assert!(changes.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+    inc.shutdown();
+}

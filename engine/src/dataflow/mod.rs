@@ -30,6 +30,8 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use promflow_storage::Labels;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator as _;
 use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
@@ -101,8 +103,13 @@ enum Command {
     Advance { t: u64, tick: bool },
     Compact(u64),
     Read { arrangement: usize, t: u64, reply: Sender<Shard> },
+    Subscribe { arrangement: usize, tx: Sender<Change> },
     Shutdown,
 }
+
+/// A view's change at one time: (time, [(labels, value, +1 or −1)]), with every update of
+/// that time.
+pub type Change = (i64, Vec<(Labels, f64, isize)>);
 
 /// What the controller knows: the registry of arranged sub-plans and leaves, each series'
 /// key and the leaves it feeds, and the clock.
@@ -390,6 +397,19 @@ impl Incremental {
         Ok(rows)
     }
 
+    /// Every change of the view from now on, one message per time once the time is complete
+    /// (the first message holds the view's whole content). The subscription's dataflow lives
+    /// as long as the executor; a dropped receiver only stops the messages mattering.
+    pub fn subscribe(&self, view: ViewId) -> Result<Receiver<Change>, Error> {
+        let arrangement = {
+            let c = self.controller();
+            *c.views.get(view).ok_or_else(|| Error::Plan(format!("no view {view}")))?
+        };
+        let (tx, rx) = channel();
+        self.broadcast(|| Command::Subscribe { arrangement, tx: tx.clone() });
+        Ok(rx)
+    }
+
     /// Stops the workers and waits for them.
     pub fn shutdown(&self) {
         self.broadcast(|| Command::Shutdown);
@@ -465,6 +485,9 @@ fn run_worker(
                     }
                 }
                 Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
+                Ok(Command::Subscribe { arrangement, tx }) => {
+                    subscribe(worker, &mut state, arrangement, tx, &keys)
+                }
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => break,
             }
@@ -514,6 +537,38 @@ fn install(
     }
     clock_input.advance_to(time);
     state.clocks.push(clock_input);
+}
+
+/// Builds a dataflow that imports a view's arrangement and sends its changes, gathered on the
+/// first worker, time by time once each time is complete.
+fn subscribe(
+    worker: &mut timely::worker::Worker,
+    state: &mut WorkerState,
+    arrangement: usize,
+    tx: Sender<Change>,
+    keys: &Keys,
+) {
+    let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return };
+    let keys = keys.clone();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let changes = trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v));
+        let mut pending: BTreeMap<u64, Vec<(Labels, f64, isize)>> = BTreeMap::new();
+        let to_first = Exchange::new(|_: &Update| 0u64);
+        changes.inner.sink(to_first, "subscribe", move |(input, frontier)| {
+            input.for_each(|_cap, data| {
+                for ((k, v), t, d) in data.drain(..) {
+                    pending.entry(t).or_default().push((keys.labels(k), v.0, d));
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (t, updates) = entry.remove_entry();
+                let _ = tx.send((t as i64, updates));
+            }
+        });
+    });
 }
 
 /// The accumulated (key, value, count) triples of a trace at time `t`.
