@@ -147,6 +147,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 millis(flags.lookback_delta),
                 db.subscribe(),
                 querier,
+                true,
             )
             .map_err(|e| format!("starting the rule dataflow: {e}"))?,
         )

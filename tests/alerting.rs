@@ -121,6 +121,8 @@ fn alerts_fire_and_resolve_in_a_real_alertmanager() {
 struct Capture {
     port: u16,
     bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// When each body arrived.
+    arrived: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
 }
 
 fn start_capture(fail_first: usize) -> Capture {
@@ -128,10 +130,11 @@ fn start_capture(fail_first: usize) -> Capture {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = std::sync::Arc::clone(&bodies);
+    let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, when) = (std::sync::Arc::clone(&bodies), std::sync::Arc::clone(&arrived));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let seen = std::sync::Arc::clone(&seen);
+            let (seen, when) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&when));
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut stream = stream;
@@ -159,6 +162,7 @@ fn start_capture(fail_first: usize) -> Capture {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
+                    when.lock().unwrap().push(std::time::Instant::now());
                     let n = {
                         let mut b = seen.lock().unwrap();
                         b.push(format!("{request_line}\n{}", String::from_utf8_lossy(&body)));
@@ -176,7 +180,7 @@ fn start_capture(fail_first: usize) -> Capture {
             });
         }
     });
-    Capture { port, bodies }
+    Capture { port, bodies, arrived }
 }
 
 /// The number of alerts in a recorded request (request line, newline, JSON array).
@@ -223,4 +227,52 @@ fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
     assert_eq!(sizes[..3], [256, 256, 44], "{sizes:?}");
     let (_, metrics) = pf.get_text("/metrics");
     assert!(metrics.contains("prometheus_notifications_errors_total 0"), "a retried send is not an error");
+}
+
+/// In event mode (the default) an alert moves when its data does: with a one-minute group
+/// interval, each crossing of the threshold (firing, resolved, firing again) reaches the
+/// receiver within two seconds of the remote write that carried it, which no tick explains.
+#[test]
+fn event_mode_alerts_are_sent_when_the_data_crosses_not_at_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = start_capture(0);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n- name: slow\n  interval: 1m\n  rules:\n  - alert: Hot\n    expr: temperature > 90\n",
+    )
+    .unwrap();
+    let config = format!(
+        "global:\n  evaluation_interval: 1m\nrule_files:\n  - alerts.yml\nalerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['127.0.0.1:{}']\n",
+        capture.port
+    );
+    let pf = common::start_promflow(dir.path(), &config, &["--web.enable-remote-write-receiver"]);
+    let write = |value: f64| {
+        let s = common::series(&[("__name__", "temperature"), ("room", "a")], &[(common::now_ms(), value)]);
+        let (code, body) = common::remote_write(&pf, vec![s]);
+        assert_eq!(code, 204, "{body}");
+        std::time::Instant::now()
+    };
+    let received = || capture.bodies.lock().unwrap().len();
+    write(20.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut latencies = Vec::new();
+    for (value, state) in [(95.0, "firing"), (20.0, "resolved"), (96.0, "firing")] {
+        let before = received();
+        let sent = write(value);
+        let arrived = wait_for(Duration::from_secs(2), || (received() > before).then_some(()));
+        arrived.unwrap_or_else(|| panic!("the {state} alert did not arrive within 2 s"));
+        latencies.push(capture.arrived.lock().unwrap()[before] - sent);
+        let body = capture.bodies.lock().unwrap().last().cloned().unwrap_or_default();
+        let alert = serde_json::from_str::<serde_json::Value>(body.split_once('\n').map_or("", |(_, b)| b))
+            .ok()
+            .and_then(|v| v.get(0).cloned())
+            .unwrap_or_else(|| panic!("not an alert: {body}"));
+        assert_eq!(alert["labels"]["alertname"], "Hot", "{body}");
+        // a firing alert is valid for minutes ahead; a resolved one ended already
+        let ends_at = chrono::DateTime::parse_from_rfc3339(alert["endsAt"].as_str().unwrap()).unwrap();
+        let ended = ends_at.timestamp_millis() <= common::now_ms();
+        assert_eq!(ended, state == "resolved", "{state}: {body}");
+        std::thread::sleep(Duration::from_millis(1_000));
+    }
+    println!("sample to receiver: {latencies:?}");
 }

@@ -340,8 +340,9 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
 
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
-    let views = event_mode
-        .then(|| RuleViews::start(2, 5_000, db.subscribe(), Arc::clone(&db) as Arc<dyn Querier>).unwrap());
+    let views = event_mode.then(|| {
+        RuleViews::start(2, 5_000, db.subscribe(), Arc::clone(&db) as Arc<dyn Querier>, false).unwrap()
+    });
     let mut app = db.appender();
     for a in ["1", "2"] {
         app.append(&Labels::from_pairs([("__name__", "x"), ("a", a)]), 1_000, 1.0).unwrap();
@@ -508,14 +509,27 @@ fn alerts_of(server: &common::Server) -> Vec<(String, String, String, String, i6
     out
 }
 
+/// In tick mode promflow's alerts are Prometheus's, to the millisecond.
 #[test]
 fn alerting_rules_behave_as_in_prometheus() {
+    alerting_rules_against_prometheus("tick");
+}
+
+/// In event mode the alerts are the same, but each became active at the timestamp of the
+/// sample that made its condition true, not at the next evaluation.
+#[test]
+fn event_mode_alerts_become_active_at_the_crossing_sample() {
+    alerting_rules_against_prometheus("event");
+}
+
+fn alerting_rules_against_prometheus(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("alerts.yml"), ALERTING_RULES).unwrap();
     let config =
         "global:\n  evaluation_interval: 1s\n  external_labels: {dc: eu1}\nrule_files:\n  - alerts.yml\n";
     let Some(prom) = common::start_prometheus(dir.path(), config) else { return };
-    let pf = common::start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver"]);
+    let mode_flag = format!("--rules.evaluation-mode={mode}");
+    let pf = common::start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver", &mode_flag]);
     // the condition starts to hold 4 s from now, in the data itself: both servers have the
     // samples long before, so both see it change at the same evaluation
     let now = common::now_ms() / 1000 * 1000;
@@ -534,6 +548,16 @@ fn alerting_rules_behave_as_in_prometheus() {
     for a in theirs.iter_mut().chain(ours.iter_mut()).filter(|a| a.0.contains("Constant")) {
         a.4 = 0;
     }
+    if mode == "event" {
+        // Prometheus's alerts became active at its first evaluation after the crossing
+        for (mine, theirs) in
+            ours.iter_mut().zip(theirs.iter_mut()).filter(|(a, _)| !a.0.contains("Constant"))
+        {
+            assert_eq!(mine.4, cross, "{mine:?}");
+            assert!(theirs.4 >= cross && theirs.4 < cross + 1_000, "{theirs:?}");
+            theirs.4 = cross;
+        }
+    }
     assert_eq!(ours, theirs);
     assert!(ours.iter().any(|a| a.2 == "firing" && a.0.contains("HighInput")), "{ours:#?}");
     // the ALERTS and ALERTS_FOR_STATE samples both servers wrote at the same evaluations
@@ -542,7 +566,8 @@ fn alerting_rules_behave_as_in_prometheus() {
         let theirs = recorded(&prom, metric, at, cross);
         let ours = recorded(&pf, metric, at, cross);
         assert_eq!(theirs.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>(), "{metric}");
-        for (series, points) in &theirs {
+        // `Constant`'s active time is each server's first evaluation (or watch)
+        for (series, points) in theirs.iter().filter(|(s, _)| metric == "ALERTS" || !s.contains("Constant")) {
             let mine = &ours[series];
             let shared: Vec<_> = points.iter().filter(|p| mine.iter().any(|m| m.0 == p.0)).collect();
             assert!(shared.len() >= 2, "{metric} {series}: {points:?} vs {mine:?}");
@@ -604,7 +629,7 @@ fn pending_alerts_survive_a_restart() {
     let ok = common::wait_for(std::time::Duration::from_secs(15), || for_state_written(&pf).then_some(()));
     assert!(ok.is_some(), "ALERTS_FOR_STATE was never written");
     let (state, first) = active_at(&pf).unwrap();
-    assert_eq!(state, "pending");
+    assert_eq!(state, "pending", "active at {first}, now {}", common::now_ms());
     std::thread::sleep(std::time::Duration::from_secs(5));
     let killed = common::now_ms();
     pf.kill9();
@@ -616,7 +641,7 @@ fn pending_alerts_survive_a_restart() {
         active_at(&pf).filter(|(_, at)| *at < restarted - 3_000)
     });
     let (state, at) = restored.expect("the alert's active time was not restored");
-    assert_eq!(state, "pending");
+    assert_eq!(state, "pending", "active at {at}, first {first}, restarted {restarted}");
     // the original time (whole seconds, as ALERTS_FOR_STATE stores it) plus the downtime
     let shift = at - first / 1000 * 1000;
     let down = restarted - killed;

@@ -337,6 +337,11 @@ impl Incremental {
         self.broadcast(|| Command::Advance { t, tick });
     }
 
+    /// The clock: samples appended now count from this time at the earliest.
+    pub fn clock(&self) -> i64 {
+        self.controller().clock as i64
+    }
+
     /// Moves the clock to `t`: samples appended from now on count from `t` at the earliest,
     /// and reads at times before `t` can complete.
     pub fn advance(&self, t: i64) {

@@ -406,6 +406,48 @@ impl Group {
         self.last_ts = Some(query_ts);
     }
 
+    /// Event mode: applies alerting rule `i`'s result as its view changed at `t`, and hands
+    /// the alerts due to the notifier at once (the `ALERTS` series are still written at the
+    /// group's evaluations). Returns when the rule must be applied again with no change of
+    /// data (a pending alert reaching its `for`).
+    pub fn apply_view(
+        &mut self,
+        i: usize,
+        t: i64,
+        vector: Vec<(Labels, f64)>,
+        querier: &dyn Querier,
+        settings: &EvalSettings,
+    ) -> Option<i64> {
+        let RuleSpec::Alert(a) = self.spec.rules.get(i)? else { return None };
+        let st = &mut self.state[i].alerting;
+        let query_ts = t - self.spec.query_offset_ms;
+        if let Err(e) = alerting::apply(a, st, vector, query_ts, querier, settings, self.spec.limit) {
+            tracing::warn!(group = %self.spec.name, rule = %a.name, error = %e, "applying a view change failed");
+        }
+        if let Some(notify) = &settings.notify {
+            let due = alerting::to_send(a, st, t, settings.resend_delay_ms, self.spec.interval_ms);
+            if !due.is_empty() {
+                notify(due);
+            }
+        }
+        self.status.rules[i].alerts = st.active_alerts();
+        alerting::next_firing(a, st)
+    }
+
+    /// The alerting rules whose views drive them in event mode: (index, expression).
+    pub fn event_rules(&self) -> Vec<(usize, Plan)> {
+        self.spec
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.view_ok[*i])
+            .filter_map(|(i, r)| match r {
+                RuleSpec::Alert(a) => Some((i, a.plan.clone())),
+                RuleSpec::Record(_) => None,
+            })
+            .collect()
+    }
+
     /// Restores the `for` state of the group's alerting rules from `ALERTS_FOR_STATE` at
     /// `now_ms` (Prometheus does it after the second evaluation following a start).
     pub fn restore_for_state(&mut self, now_ms: i64, querier: &dyn Querier, settings: &EvalSettings) {
@@ -533,6 +575,23 @@ struct Running {
     group: Arc<Mutex<Group>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Event mode: the watches that drive the group's alerting rules.
+    watches: Vec<u64>,
+}
+
+impl Running {
+    /// Stops the group's thread and its watches, and waits for the thread.
+    fn halt(&mut self, views: Option<&RuleViews>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(views) = views {
+            for id in self.watches.drain(..) {
+                views.unwatch(id);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Manager {
@@ -563,9 +622,7 @@ impl Manager {
         }
         let mut old_groups = Vec::new();
         for mut r in old {
-            if let Some(t) = r.thread.take() {
-                let _ = t.join();
-            }
+            r.halt(self.views());
             old_groups.push(r.group);
         }
         let restore = !self.started.swap(true, Ordering::SeqCst);
@@ -597,7 +654,23 @@ impl Manager {
             .stack_size(16 << 20)
             .spawn(move || run_group(&g, &s, &*querier, &*appender, &base))
             .ok();
-        Running { group, stop, thread }
+        let mut watches = Vec::new();
+        if let Some(views) = self.views() {
+            let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
+            for (i, plan) in rules {
+                let (g, querier, base) = (Arc::clone(&group), Arc::clone(&self.querier), self.base.clone());
+                let handler = Box::new(move |t: i64, vector: &[(Labels, f64)]| {
+                    let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
+                    g.apply_view(i, t, vector.to_vec(), &*querier, &base)
+                });
+                match views.watch(&plan, handler) {
+                    Some(Ok(id)) => watches.push(id),
+                    Some(Err(e)) => tracing::warn!(error = %e, "watching an alerting rule's view failed"),
+                    None => {}
+                }
+            }
+        }
+        Running { group, stop, thread, watches }
     }
 
     /// Stops every group (at shutdown; no staleness markers are written).
@@ -607,9 +680,7 @@ impl Manager {
             r.stop.store(true, Ordering::SeqCst);
         }
         for r in running.iter_mut() {
-            if let Some(t) = r.thread.take() {
-                let _ = t.join();
-            }
+            r.halt(self.base.views.as_deref());
         }
         running.clear();
     }
@@ -644,6 +715,12 @@ fn run_group(
     let first = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now_ms()) + interval + 1;
     let mut next = first;
     let mut evaluations = 0u32;
+    // event mode: the views' clock waits for each evaluation (announced one ahead)
+    let views = base.views.as_deref();
+    let mut announced = views.map(|v| {
+        v.schedule(next - 1);
+        next - 1
+    });
     while !stop.load(Ordering::SeqCst) {
         let now = now_ms();
         if now < next {
@@ -669,5 +746,14 @@ fn run_group(
         drop(g);
         // + 1: the true evaluation time has a sub-millisecond part `ts` truncated away
         next = ts + interval + 1;
+        if let Some(v) = views {
+            v.schedule(next - 1);
+            if let Some(done) = announced.replace(next - 1) {
+                v.unschedule(done);
+            }
+        }
+    }
+    if let (Some(v), Some(t)) = (views, announced) {
+        v.unschedule(t);
     }
 }

@@ -10,19 +10,47 @@
 //! Before each read every batch committed so far is taken from the feed, so a view read at
 //! `t` has seen every sample acknowledged before the read. An expression the incremental
 //! executor does not maintain is evaluated by the batch executor, as in tick mode.
+//!
+//! The dataflow's clock follows the wall clock (every few milliseconds, after the feed is
+//! taken), so a view changes as soon as the data does, but never passes the next evaluation
+//! time a group has announced ([`RuleViews::schedule`]): that evaluation can still read its
+//! views at exactly its time. [`RuleViews::watch`] hands a view's changes to a handler as they
+//! happen (event-mode alerts).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{CommittedBatch, Labels, Querier};
 
-use crate::dataflow::{Incremental, ViewId};
+use crate::dataflow::{Change, Incremental, ViewId};
 use crate::Plan;
 
 /// How long a view keeps its past: reads more than this before the newest read are not
 /// answered correctly (a rule reads at its group's evaluation time, close to now).
 const KEEP_MS: i64 = 3_600_000;
+
+/// How often the feed is taken and the clock moved.
+const FEED_POLL: Duration = Duration::from_millis(5);
+
+/// An announced evaluation this far behind the wall clock no longer holds the clock back (a
+/// stopped or stuck group).
+const LATE_EVALUATION_MS: i64 = 10_000;
+
+/// Handles a view's content at a time (event-mode alerts); returns when it wants to be
+/// called again with the same content (a pending alert's `for` running out), if ever.
+pub type WatchFn = Box<dyn FnMut(i64, &[(Labels, f64)]) -> Option<i64> + Send>;
+
+struct Watch {
+    changes: Receiver<Change>,
+    /// When the watch began: its first message holds the view's whole content, stamped with
+    /// the view's oldest time, which is when the watch learns it, not when it became true.
+    since: i64,
+    current: HashMap<Labels, f64>,
+    handler: WatchFn,
+    wake_at: Option<i64>,
+}
 
 /// Rule views over one storage, fed by its append feed.
 pub struct RuleViews {
@@ -31,35 +59,60 @@ pub struct RuleViews {
     querier: Arc<dyn Querier>,
     /// Each expression seen, with its view (`None`: not maintained, evaluated in batch).
     views: Mutex<Vec<(Plan, Option<ViewId>)>>,
+    /// Announced evaluation times, with how many groups announced each.
+    scheduled: Mutex<BTreeMap<i64, usize>>,
+    watches: Mutex<HashMap<u64, Watch>>,
+    next_watch: Mutex<u64>,
+    /// Whether the clock follows the wall clock (the server) or only the reads (tests that
+    /// evaluate at chosen times).
+    wall_clock: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl RuleViews {
     /// Starts `workers` dataflow workers over `feed` (subscribed before any view is
-    /// installed) and `querier` (for history). A thread takes the feed every 50 ms, so that it
-    /// does not pile up between evaluations.
+    /// installed) and `querier` (for history), and the threads that take the feed and move
+    /// the clock, and that run watches. With `wall_clock` false the clock moves only with
+    /// reads, for tests that evaluate at times of their choosing.
     pub fn start(
         workers: usize,
         lookback_ms: i64,
         feed: Receiver<Arc<CommittedBatch>>,
         querier: Arc<dyn Querier>,
+        wall_clock: bool,
     ) -> Result<Arc<RuleViews>, String> {
         let views = Arc::new(RuleViews {
             inc: Incremental::start(workers, lookback_ms)?,
             feed: Mutex::new(feed),
             querier,
             views: Mutex::new(Vec::new()),
+            scheduled: Mutex::new(BTreeMap::new()),
+            watches: Mutex::new(HashMap::new()),
+            next_watch: Mutex::new(0),
+            wall_clock,
         });
-        let weak: Weak<RuleViews> = Arc::downgrade(&views);
-        std::thread::Builder::new()
-            .name("rule-views-feed".into())
-            .spawn(move || {
-                while let Some(v) = weak.upgrade() {
-                    v.take_feed();
-                    drop(v);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            })
-            .map_err(|e| format!("starting the feed thread: {e}"))?;
+        let spawn = |name: &str, step: fn(&RuleViews)| {
+            let weak: Weak<RuleViews> = Arc::downgrade(&views);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    while let Some(v) = weak.upgrade() {
+                        step(&v);
+                        drop(v);
+                        std::thread::sleep(FEED_POLL);
+                    }
+                })
+                .map(|_| ())
+                .map_err(|e| format!("starting {name}: {e}"))
+        };
+        spawn("rule-views-feed", |v| {
+            v.take_feed();
+            v.move_clock();
+        })?;
+        spawn("rule-views-watch", RuleViews::run_watches)?;
         Ok(views)
     }
 
@@ -71,34 +124,122 @@ impl RuleViews {
         }
     }
 
+    /// Moves the clock to now, but not past the next announced evaluation.
+    fn move_clock(&self) {
+        if !self.wall_clock {
+            return;
+        }
+        let now = now_ms();
+        let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+        scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
+        let target = scheduled.keys().next().map_or(now, |t| now.min(*t));
+        drop(scheduled);
+        self.inc.advance(target);
+    }
+
+    /// Announces an evaluation at `t`: the clock waits for it.
+    pub fn schedule(&self, t: i64) {
+        *self.scheduled.lock().unwrap_or_else(|e| e.into_inner()).entry(t).or_default() += 1;
+    }
+
+    /// Withdraws an announcement (the evaluation ran, or its group stopped).
+    pub fn unschedule(&self, t: i64) {
+        let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = scheduled.get_mut(&t) {
+            *n -= 1;
+            if *n == 0 {
+                scheduled.remove(&t);
+            }
+        }
+    }
+
+    /// The view of `plan`, installed from history at `t` on first use (then `fresh`); `None`
+    /// when the incremental executor does not maintain it.
+    fn view_of(&self, plan: &Plan, t: i64) -> Option<Result<(ViewId, bool), String>> {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, view)) = views.iter().find(|(p, _)| p == plan) {
+            return view.map(|v| Ok((v, false)));
+        }
+        self.take_feed();
+        // everything committed until now, even ahead of `t`: a later delivery of the same
+        // samples through the feed is ignored
+        let view = match self.inc.install_from(plan, self.querier.as_ref(), t) {
+            Ok(v) => Some(v),
+            Err(crate::Error::Unsupported(what)) => {
+                tracing::info!(%what, "rule expression evaluated in batch, not as a view");
+                None
+            }
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        views.push((plan.clone(), view));
+        view.map(|v| Ok((v, true)))
+    }
+
     /// `plan`'s value at `t` from its view, or `None` when the incremental executor does not
     /// maintain it (the caller evaluates it in batch).
     pub fn read(&self, plan: &Plan, t: i64) -> Option<Result<Vec<(Labels, f64)>, String>> {
-        let view = {
-            let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-            match views.iter().find(|(p, _)| p == plan) {
-                Some((_, view)) => *view,
-                None => {
-                    self.take_feed();
-                    // everything committed until now, even ahead of `t`: a later delivery of
-                    // the same samples through the feed is ignored
-                    let view = match self.inc.install_from(plan, self.querier.as_ref(), t) {
-                        Ok(v) => Some(v),
-                        Err(crate::Error::Unsupported(what)) => {
-                            tracing::info!(%what, "rule expression evaluated in batch, not as a view");
-                            None
-                        }
-                        Err(e) => return Some(Err(e.to_string())),
-                    };
-                    views.push((plan.clone(), view));
-                    view
-                }
-            }
-        }?;
+        let (view, fresh) = match self.view_of(plan, t)? {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
         self.take_feed();
+        // a view installed behind the clock (its group runs late, another group's read moved
+        // the clock on) holds its history from the clock on: it is read there
+        let t = if fresh { t.max(self.inc.clock() - 1) } else { t };
         let rows = self.inc.read(view, t).map_err(|e| e.to_string());
         self.inc.compact(t - KEEP_MS);
         Some(rows)
+    }
+
+    /// Calls `handler` with `plan`'s whole result each time it changes, at the change's time
+    /// (the first call has the result at the time of the subscription), and again at the
+    /// time the handler asks for. Returns the watch's id, or `None` when the incremental
+    /// executor does not maintain the plan.
+    pub fn watch(&self, plan: &Plan, handler: WatchFn) -> Option<Result<u64, String>> {
+        let since = if self.wall_clock { now_ms() } else { self.inc.clock() };
+        let (view, _) = match self.view_of(plan, since)? {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        let changes = match self.inc.subscribe(view) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
+        *next += 1;
+        let watch = Watch { changes, since, current: HashMap::new(), handler, wake_at: None };
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(*next, watch);
+        Some(Ok(*next))
+    }
+
+    /// Ends a watch.
+    pub fn unwatch(&self, id: u64) {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Hands each watch its view's changes, time by time, and wakes the ones that asked.
+    fn run_watches(&self) {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        for w in watches.values_mut() {
+            while let Ok((t, updates)) = w.changes.try_recv() {
+                // retractions first: a changed element comes as −old and +new at one time
+                for (labels, value, _) in updates.iter().filter(|u| u.2 < 0) {
+                    if w.current.get(labels).is_some_and(|v| v.to_bits() == value.to_bits()) {
+                        w.current.remove(labels);
+                    }
+                }
+                for (labels, value, _) in updates.into_iter().filter(|u| u.2 > 0) {
+                    w.current.insert(labels, value);
+                }
+                let vector: Vec<(Labels, f64)> = w.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
+                w.wake_at = (w.handler)(t.max(w.since), &vector);
+            }
+            if let Some(at) = w.wake_at.filter(|at| *at <= now) {
+                let vector: Vec<(Labels, f64)> = w.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
+                w.wake_at = (w.handler)(at, &vector);
+            }
+        }
     }
 
     /// Records out of each kind of dataflow operator so far.
