@@ -34,11 +34,12 @@ fn millis(d: Duration) -> i64 {
 fn load_config(
     path: &str,
     external_url: &str,
+    event_mode: bool,
 ) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
     let features = promflow_config::Features { rules: true, alertmanagers: true, ..Default::default() };
     let opts = promflow_config::LoadOptions { features, ..Default::default() };
     let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
-    let groups = rules::load_groups(&loaded.config, external_url)?;
+    let groups = rules::load_groups(&loaded.config, external_url, event_mode)?;
     Ok((loaded, groups))
 }
 
@@ -87,8 +88,9 @@ fn main() {
 }
 
 fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
-    let (loaded, rule_groups) = load_config(&flags.config_file, &flags.external_url)
-        .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
+    let (loaded, rule_groups) =
+        load_config(&flags.config_file, &flags.external_url, flags.rules_evaluation_mode == "event")
+            .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
     for w in &loaded.warnings {
         warn!(file = %flags.config_file, "{w}");
     }
@@ -138,8 +140,9 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     let notifier = promflow_notifier::Notifier::new(runtime.handle());
     notifier.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
-    // views remove metric names at once; with delayed removal every rule runs in batch
-    let rule_views = if flags.rules_evaluation_mode == "event" && !delayed_name_removal {
+    // views remove metric names at once; with delayed removal every rule runs in batch. Views
+    // run in tick mode too, for groups that choose `evaluation_mode: event`.
+    let rule_views = if !delayed_name_removal {
         let querier = Arc::clone(&db) as Arc<dyn promflow_storage::Querier>;
         Some(
             RuleViews::start(
@@ -201,9 +204,10 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         let rule_manager = Arc::clone(&rule_manager);
         let notifier = Arc::clone(&notifier);
         let external_url = flags.external_url.clone();
+        let event_mode = flags.rules_evaluation_mode == "event";
         Arc::new(move || {
             let _guard = handle.enter();
-            let result = load_config(&path, &external_url).and_then(|(l, groups)| {
+            let result = load_config(&path, &external_url, event_mode).and_then(|(l, groups)| {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
                 notifier.apply(&l.config).map_err(|e| e.to_string())?;
                 rule_manager.update(groups);

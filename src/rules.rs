@@ -1,7 +1,7 @@
 //! Wiring of `rule_files`: read and check them, compile their expressions, and hand the
 //! groups to the engine's rule manager.
 
-use promflow_config::rules::{RuleFile, RuleKind};
+use promflow_config::rules::{EvaluationMode, RuleFile, RuleKind};
 use promflow_config::Config;
 use promflow_engine::rules::{AlertingRuleSpec, GroupSpec, RecordingRuleSpec, RuleSpec};
 use promflow_engine::template::Template;
@@ -9,8 +9,9 @@ use promflow_engine::template::Template;
 /// The rule groups of every file `config.rule_files` names, or every problem found (a server
 /// refuses the whole configuration then, as Prometheus does). `external_url` is what alert
 /// templates see as `$externalURL`.
-pub fn load_groups(config: &Config, external_url: &str) -> Result<Vec<GroupSpec>, String> {
+pub fn load_groups(config: &Config, external_url: &str, event_mode: bool) -> Result<Vec<GroupSpec>, String> {
     let settings = RuleSettings {
+        event_mode,
         evaluation_interval: config.global.evaluation_interval,
         query_offset: config.global.rule_query_offset,
         external_labels: config
@@ -31,6 +32,8 @@ pub fn load_groups(config: &Config, external_url: &str) -> Result<Vec<GroupSpec>
 
 /// What rule groups take from their surroundings.
 pub struct RuleSettings {
+    /// `--rules.evaluation-mode=event`: the default of groups without `evaluation_mode`.
+    pub event_mode: bool,
     /// The default group interval and subquery step.
     pub evaluation_interval: std::time::Duration,
     /// The default `query_offset`.
@@ -97,6 +100,7 @@ pub fn load_files(paths: &[std::path::PathBuf], settings: &RuleSettings) -> Resu
                 interval_ms: (interval.as_millis() as i64).max(1),
                 query_offset_ms: g.query_offset.unwrap_or(settings.query_offset).as_millis() as i64,
                 limit: g.limit,
+                event_mode: g.evaluation_mode.map_or(settings.event_mode, |m| m == EvaluationMode::Event),
                 rules,
             });
         }

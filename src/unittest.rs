@@ -176,6 +176,8 @@ fn run_group(
     .map_err(|e| vec![format!("  storage: {e}")])?;
     load_series(&db, &tg.input_series, ms(interval))?;
     let settings = crate::rules::RuleSettings {
+        // promtool's semantics
+        event_mode: false,
         evaluation_interval: eval_interval,
         query_offset: Duration::ZERO,
         external_labels: tg.external_labels.clone(),

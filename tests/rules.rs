@@ -100,6 +100,60 @@ fn check_rules_verdicts_match_promtool() {
     assert!(mismatches.is_empty(), "verdicts differ:\n{}", mismatches.join("\n"));
 }
 
+/// `evaluation_mode:` is promflow's extension: `promflow check rules` accepts it with a
+/// warning that Prometheus would not (promtool refuses the file); a wrong value fails.
+#[test]
+fn check_rules_flags_evaluation_mode_as_not_portable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mode.yml");
+    let check = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_promflow"))
+            .args(["check", "rules"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let group = |mode: &str| {
+        format!(
+            "groups:\n- name: g\n  evaluation_mode: {mode}\n  rules:\n  - record: a\n    expr: vector(1)\n"
+        )
+    };
+    let (code, stderr) = check(&group("tick"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("not portable to Prometheus: group \"g\": evaluation_mode"), "{stderr}");
+    let (code, stderr) = check(&group("sometimes"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("evaluation_mode: must be \"event\" or \"tick\""), "{stderr}");
+    if let Some(promtool) = common::peer("promtool") {
+        std::fs::write(&file, group("tick")).unwrap();
+        let status = Command::new(promtool).args(["check", "rules"]).arg(&file).output().unwrap().status;
+        assert_eq!(status.code(), Some(1), "promtool accepts what it should not");
+    }
+}
+
+/// A group's `evaluation_mode` overrides `--rules.evaluation-mode` both ways.
+#[test]
+fn a_groups_evaluation_mode_overrides_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n- name: ev\n  interval: 1s\n  evaluation_mode: event\n  rules:\n  - record: a\n    expr: sum(up)\n- name: tk\n  interval: 1s\n  rules:\n  - record: b\n    expr: count(up)\n",
+    )
+    .unwrap();
+    let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n";
+    for (flag, views) in [("tick", 1), ("event", 2)] {
+        let pf = common::start_promflow(dir.path(), config, &[&format!("--rules.evaluation-mode={flag}")]);
+        let line = format!("promflow_rule_expressions{{evaluation=\"view\"}} {views}");
+        let seen = common::wait_for(std::time::Duration::from_secs(10), || {
+            let (_, metrics) = pf.get_text("/metrics");
+            metrics.lines().any(|l| l == line).then_some(())
+        });
+        assert!(seen.is_some(), "--rules.evaluation-mode={flag}: no {line:?}");
+    }
+}
+
 #[test]
 fn check_config_reads_the_rule_files_it_names() {
     let Some(promtool) = common::peer("promtool") else { return };
@@ -362,6 +416,7 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
         interval_ms: 1000,
         query_offset_ms: 0,
         limit: 0,
+        event_mode: true,
         rules: vec![rule("r", "x", &[("team", "t")]), rule("collapsed", "x", &[("a", "")])],
     };
     let settings = EvalSettings {

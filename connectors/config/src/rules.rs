@@ -34,8 +34,31 @@ pub struct RuleGroup {
     /// `limit`: most series an alerting rule may produce and a recording rule may write
     /// (0: no limit).
     pub limit: u64,
+    /// `evaluation_mode` (promflow's extension, not portable to Prometheus); `None` means the
+    /// server's `--rules.evaluation-mode`.
+    pub evaluation_mode: Option<EvaluationMode>,
     /// The rules, in evaluation order.
     pub rules: Vec<Rule>,
+}
+
+/// How a group's rules are kept current (promflow's extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvaluationMode {
+    /// Maintained as dataflow views; alerts move when their data does.
+    Event,
+    /// Evaluated from scratch at each evaluation, as Prometheus does.
+    Tick,
+}
+
+impl EvaluationMode {
+    /// `event` or `tick`.
+    pub fn parse(s: &str) -> Option<EvaluationMode> {
+        match s {
+            "event" => Some(EvaluationMode::Event),
+            "tick" => Some(EvaluationMode::Tick),
+            _ => None,
+        }
+    }
 }
 
 /// What a rule produces.
@@ -106,6 +129,8 @@ struct RawGroup {
     #[serde(deserialize_with = "crate::yaml::nullable")]
     limit: u64,
     #[serde(deserialize_with = "crate::yaml::nullable")]
+    evaluation_mode: Option<String>,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
     rules: Vec<Spanned<RawRule>>,
 }
 
@@ -166,6 +191,16 @@ impl RuleFile {
                 interval: duration("interval", &g.interval, &mut errors),
                 query_offset: duration("query_offset", &g.query_offset, &mut errors),
                 limit: g.limit,
+                evaluation_mode: g.evaluation_mode.as_deref().and_then(|m| {
+                    let mode = EvaluationMode::parse(m);
+                    if mode.is_none() {
+                        errors.push(at(format!(
+                            "group \"{}\": evaluation_mode: must be \"event\" or \"tick\", not {m:?}",
+                            g.name
+                        )));
+                    }
+                    mode
+                }),
                 rules: Vec::new(),
             };
             for (i, r) in g.rules.into_iter().enumerate() {
@@ -191,6 +226,20 @@ impl RuleFile {
         } else {
             Err(errors)
         }
+    }
+
+    /// What Prometheus would refuse in this file: the groups that use promflow's extensions.
+    pub fn not_portable(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|g| g.evaluation_mode.is_some())
+            .map(|g| {
+                format!(
+                    "group \"{}\": evaluation_mode is a promflow extension; Prometheus refuses it",
+                    g.name
+                )
+            })
+            .collect()
     }
 
     /// Number of rules in all groups.

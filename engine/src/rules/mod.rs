@@ -125,6 +125,9 @@ pub struct GroupSpec {
     /// `limit`: most series a recording rule may write, or alerts an alerting rule may
     /// have (0: no limit).
     pub limit: u64,
+    /// Whether the group's rules read views and its alerts move with their data (event mode,
+    /// when the manager has views), or are evaluated from scratch at each tick.
+    pub event_mode: bool,
     /// The rules, in order.
     pub rules: Vec<RuleSpec>,
 }

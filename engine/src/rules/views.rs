@@ -260,11 +260,15 @@ impl RuleViews {
     }
 }
 
-/// Which rules of a group may read views: none when the group queries in the past
+/// Which rules of a group may read views: none in a tick-mode group, none when the group
+/// queries in the past
 /// (`query_offset` waits for late samples, which a view counts from their arrival), and not
 /// a rule that reads what an earlier rule of the same group writes in the same evaluation
 /// (a view sees that output only after the evaluation time).
 pub(crate) fn view_rules(spec: &super::GroupSpec) -> Vec<bool> {
+    if !spec.event_mode {
+        return vec![false; spec.rules.len()];
+    }
     let mut written: Vec<String> = Vec::new();
     let mut out = Vec::with_capacity(spec.rules.len());
     for rule in &spec.rules {
