@@ -1,0 +1,333 @@
+//! What keeping rules current costs, side by side with Prometheus 2.42: process CPU and peak
+//! memory of each server with and without the same rule set, under the same remote-write
+//! stream, each measured alone in turn.
+//!
+//! Run with `cargo bench --bench rules`. Environment (defaults in brackets): `BENCH_SERIES`
+//! [20000] active series, `BENCH_HISTORY_MIN` [55] minutes of history sent before the
+//! stream, `BENCH_MINUTES` [10] of live stream (one sample per series every 15 s, stamped with
+//! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3].
+//!
+//! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
+//! the rule set and without it. A run starts the server pinned to CPU 1 (`taskset`), sends the
+//! history as fast as the server takes it, then the stream in real time, and measures the
+//! server's CPU time (user + system, `/proc/<pid>/stat`) over the stream only, and its peak
+//! resident memory (`VmHWM`). Rule CPU is the CPU with rules minus the CPU without them, per
+//! system and repetition; medians are printed as a Markdown table for docs/benchmarks.md.
+//!
+//! The rule set (`rule_file`) follows the node-exporter and application mixins: recording
+//! rules over `rate`, `increase`, `avg_over_time` and `max_over_time` with `[5m]`, `[1h]` and
+//! `[1d]` windows, sums and ratios by instance and job that share those sub-expressions,
+//! classic histogram quantiles, and alerting rules.
+
+mod workload;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use workload::common::{self, free_port, median, peer, wait_for};
+use workload::{
+    all_series, encode_rounds, env, pin_self, send, Running, CLIENT_CPU, INTERVAL_MS, SERVER_CPU,
+};
+
+/// The rule set: (file text, number of rules).
+fn rule_file() -> (String, usize) {
+    let mut recording: Vec<(String, String)> = Vec::new();
+    let counters = [
+        "node_network_receive_bytes_total",
+        "node_network_transmit_bytes_total",
+        "node_network_receive_packets_total",
+        "node_network_transmit_packets_total",
+        "node_disk_read_bytes_total",
+        "node_disk_written_bytes_total",
+        "node_disk_reads_completed_total",
+        "node_disk_writes_completed_total",
+        "http_requests_total",
+        "http_request_duration_seconds_count",
+    ];
+    for c in counters {
+        let short = c.trim_end_matches("_total");
+        for w in ["5m", "1h"] {
+            recording.push((
+                format!("instance:{short}:rate{w}"),
+                format!("sum by (instance, job) (rate({c}[{w}]))"),
+            ));
+            recording.push((format!("job:{short}:rate{w}"), format!("sum by (job) (rate({c}[{w}]))")));
+        }
+        recording
+            .push((format!("instance:{short}:increase1d"), format!("sum by (instance) (increase({c}[1d]))")));
+    }
+    recording.push((
+        "instance:node_cpu_utilisation:rate5m".into(),
+        "1 - avg without (cpu) (sum without (mode) (rate(node_cpu_seconds_total{mode=~\"idle|iowait|steal\"}[5m])))"
+            .into(),
+    ));
+    recording.push((
+        "instance:node_cpu_seconds:rate1h".into(),
+        "sum without (cpu) (rate(node_cpu_seconds_total[1h]))".into(),
+    ));
+    recording.push((
+        "instance:node_load1_per_cpu:ratio".into(),
+        "node_load1 / on (instance, job) count without (cpu) (count without (mode) (node_cpu_seconds_total{mode=\"idle\"}))"
+            .into(),
+    ));
+    recording.push((
+        "instance:node_memory_utilisation:ratio".into(),
+        "1 - (node_memory_MemAvailable_bytes / on (instance, job) node_memory_MemTotal_bytes)".into(),
+    ));
+    for g in [
+        "node_load1",
+        "node_load5",
+        "node_load15",
+        "node_memory_MemAvailable_bytes",
+        "node_memory_Cached_bytes",
+    ] {
+        for w in ["1h", "1d"] {
+            recording.push((format!("instance:{g}:avg{w}"), format!("avg_over_time({g}[{w}])")));
+            recording.push((format!("instance:{g}:max{w}"), format!("max_over_time({g}[{w}])")));
+        }
+    }
+    recording.push((
+        "instance:node_filesystem_avail:ratio".into(),
+        "node_filesystem_avail_bytes / on (instance, job, device, mountpoint, fstype) node_filesystem_size_bytes"
+            .into(),
+    ));
+    for (name, q) in [("p99", "0.99"), ("p90", "0.9"), ("p50", "0.5")] {
+        recording.push((
+            format!("handler:http_request_duration_seconds:{name}5m"),
+            format!("histogram_quantile({q}, sum by (handler, le) (rate(http_request_duration_seconds_bucket[5m])))"),
+        ));
+    }
+    recording.push((
+        "handler:http_requests_errors:ratio5m".into(),
+        "sum by (handler) (rate(http_requests_total{code=\"500\"}[5m])) / on (handler) sum by (handler) (rate(http_requests_total[5m]))"
+            .into(),
+    ));
+    let mut alerts: Vec<(String, String, &str)> = Vec::new();
+    for (name, expr, f) in [
+        ("NodeFilesystemAlmostFull", "node_filesystem_avail_bytes / on (instance, job, device, mountpoint, fstype) node_filesystem_size_bytes < 0.05", "1h"),
+        ("NodeHighLoad", "node_load15 > 3.9", "15m"),
+        ("NodeMemoryLow", "node_memory_MemAvailable_bytes / on (instance, job) node_memory_MemTotal_bytes < 0.01", "15m"),
+        ("NodeNetworkReceiveBurst", "rate(node_network_receive_bytes_total[5m]) > 1e9", "5m"),
+        ("NodeDiskWriteBurst", "rate(node_disk_written_bytes_total[5m]) > 1e9", "5m"),
+        ("NodeCPUBusy", "sum without (mode) (rate(node_cpu_seconds_total{mode!=\"idle\"}[5m])) > 0.99", "15m"),
+        ("HttpErrors", "sum by (instance, handler) (rate(http_requests_total{code=\"500\"}[5m])) > 100", "5m"),
+        ("HttpSlow", "histogram_quantile(0.99, sum by (instance, le) (rate(http_request_duration_seconds_bucket[5m]))) > 10", "10m"),
+        ("HttpTrafficDrop", "sum by (instance) (rate(http_requests_total[5m])) < 0.001", "10m"),
+        ("HttpDailyVolumeLow", "sum by (instance) (increase(http_requests_total[1d])) < 1", "1h"),
+        ("NodeLoadSustained", "avg_over_time(node_load1[1h]) > 3.95", "0s"),
+        ("NodeDiskReadsStalled", "rate(node_disk_reads_completed_total[1h]) == 0", "30m"),
+    ] {
+        alerts.push((name.to_string(), expr.to_string(), f));
+    }
+    let n = recording.len() + alerts.len();
+    let mut text = String::from("groups:\n- name: node-recording\n  rules:\n");
+    for (record, expr) in &recording {
+        text.push_str(&format!("  - record: {record}\n    expr: '{}'\n", expr.replace('\'', "''")));
+    }
+    text.push_str("- name: alerts\n  rules:\n");
+    for (alert, expr, f) in &alerts {
+        text.push_str(&format!(
+            "  - alert: {alert}\n    expr: '{}'\n    for: {f}\n    labels:\n      severity: warning\n    annotations:\n      summary: '{{{{ $labels.instance }}}} at {{{{ $value }}}}'\n",
+            expr.replace('\'', "''")
+        ));
+    }
+    (text, n)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum System {
+    Promflow,
+    Prometheus,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Promflow => "promflow",
+            System::Prometheus => "Prometheus 2.42",
+        }
+    }
+
+    fn start(self, dir: &Path, rules: Option<&str>, interval_s: usize) -> Running {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.join("bench.yml");
+        let mut config = format!("global:\n  scrape_interval: 15s\n  evaluation_interval: {interval_s}s\n");
+        if let Some(text) = rules {
+            std::fs::write(dir.join("rules.yml"), text).unwrap();
+            config.push_str("rule_files:\n  - rules.yml\n");
+        }
+        std::fs::write(&cfg, config).unwrap();
+        let bin = if self == System::Promflow {
+            env!("CARGO_BIN_EXE_promflow").to_string()
+        } else {
+            "prometheus".into()
+        };
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let child = Command::new("taskset")
+            .args(["-c", SERVER_CPU])
+            .arg(&bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start server under taskset");
+        let mut server = Running { child, base: format!("http://{addr}") };
+        let http = common::client();
+        let up = wait_for(Duration::from_secs(60), || {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("{} exited early: {status}", self.name());
+            }
+            http.get(format!("{}/-/ready", server.base)).send().ok().filter(|r| r.status().is_success())
+        });
+        assert!(up.is_some(), "{} did not become ready", self.name());
+        server
+    }
+}
+
+/// User plus system CPU seconds the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    let hz = 100.0; // sysconf(_SC_CLK_TCK) on Linux
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Peak resident memory in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+struct Run {
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    rule_health: String,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("BENCH_SERIES", 20_000);
+    let history_min = env("BENCH_HISTORY_MIN", 55);
+    let minutes = env("BENCH_MINUTES", 10);
+    let interval_s = env("BENCH_INTERVAL_S", 60);
+    let reps = env("BENCH_REPS", 3);
+    pin_self(CLIENT_CPU);
+    if peer("prometheus").is_none() {
+        eprintln!("prometheus not installed: nothing to compare with");
+        return;
+    }
+    let (rules, rule_count) = rule_file();
+    let specs = all_series(n);
+    let history_rounds = history_min * 60_000 / INTERVAL_MS as usize;
+    let stream_rounds = minutes * 60_000 / INTERVAL_MS as usize;
+    let combos = [
+        (System::Promflow, true),
+        (System::Prometheus, true),
+        (System::Promflow, false),
+        (System::Prometheus, false),
+    ];
+    let mut runs: Vec<Vec<Run>> = combos.iter().map(|_| Vec::new()).collect();
+    for rep in 0..reps {
+        for i in 0..combos.len() {
+            let which = (rep + i) % combos.len();
+            let (system, with_rules) = combos[which];
+            let dir = tempfile::tempdir().unwrap();
+            let server = system.start(dir.path(), with_rules.then_some(rules.as_str()), interval_s);
+            let pid = server.child.id();
+            // the samples' times: history up to now, then one round every 15 s from now on
+            let now = common::now_ms() / INTERVAL_MS * INTERVAL_MS;
+            let start_ms = now - history_rounds as i64 * INTERVAL_MS;
+            let bodies = encode_rounds(&specs, history_rounds + stream_rounds, start_ms);
+            eprintln!("rep {rep} {} rules={with_rules}: history", system.name());
+            send(&server.base, &bodies[..history_rounds], 2);
+            let cpu0 = cpu_seconds(pid);
+            let t0 = Instant::now();
+            for (k, round) in bodies[history_rounds..].iter().enumerate() {
+                let due = start_ms + (history_rounds + k) as i64 * INTERVAL_MS;
+                let wait = due - common::now_ms();
+                if wait > 0 {
+                    std::thread::sleep(Duration::from_millis(wait as u64));
+                }
+                send(&server.base, std::slice::from_ref(round), 2);
+            }
+            // the last round's evaluations
+            std::thread::sleep(Duration::from_millis(INTERVAL_MS as u64));
+            let cpu_s = cpu_seconds(pid) - cpu0;
+            let elapsed = t0.elapsed().as_secs_f64();
+            let (_, v) = {
+                let http = common::client();
+                let text = http.get(format!("{}/api/v1/rules", server.base)).send().unwrap().text().unwrap();
+                ((), serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default())
+            };
+            let healths: Vec<String> = v["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .map(|r| r["health"].as_str().unwrap_or("?").to_string())
+                .collect();
+            let ok = healths.iter().filter(|h| *h == "ok").count();
+            let run = Run {
+                cpu_s,
+                peak_rss_mib: peak_rss_mib(pid),
+                rule_health: format!("{ok}/{} ok", healths.len()),
+            };
+            eprintln!(
+                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s, peak rss {:.0} MiB, rules {}",
+                system.name(),
+                run.cpu_s,
+                elapsed,
+                run.peak_rss_mib,
+                run.rule_health
+            );
+            if system == System::Promflow && with_rules {
+                let metrics =
+                    common::client().get(format!("{}/metrics", server.base)).send().unwrap().text().unwrap();
+                for l in metrics.lines().filter(|l| {
+                    l.starts_with("promflow_dataflow") || l.starts_with("promflow_rule_expressions")
+                }) {
+                    eprintln!("  {l}");
+                }
+            }
+            runs[which].push(run);
+        }
+    }
+    println!(
+        "{n} active series, {history_min} min of history then {minutes} min of stream at 15 s, {rule_count} rules every {interval_s} s; medians of {reps}\n"
+    );
+    println!("| system | CPU with rules, s | CPU without, s | rule CPU, s | peak RSS with / without, MiB | rule health |");
+    println!("|---|---|---|---|---|---|");
+    let mut rule_cpu = Vec::new();
+    for (k, system) in [System::Promflow, System::Prometheus].iter().enumerate() {
+        let (with, without) = (&runs[k], &runs[k + 2]);
+        let diff: Vec<f64> = with.iter().zip(without).map(|(a, b)| a.cpu_s - b.cpu_s).collect();
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {} |",
+            system.name(),
+            median(with.iter().map(|r| r.cpu_s).collect()),
+            median(without.iter().map(|r| r.cpu_s).collect()),
+            median(diff.clone()),
+            median(with.iter().map(|r| r.peak_rss_mib).collect()),
+            median(without.iter().map(|r| r.peak_rss_mib).collect()),
+            with.iter().map(|r| r.rule_health.clone()).collect::<Vec<_>>().join(", "),
+        );
+        rule_cpu.push(diff);
+    }
+    let ratio: Vec<f64> = rule_cpu[0].iter().zip(&rule_cpu[1]).map(|(a, b)| a / b).collect();
+    println!("\npromflow / Prometheus rule CPU: {:.2}× (median of per-repetition ratios)", median(ratio));
+}
