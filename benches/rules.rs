@@ -5,7 +5,9 @@
 //! Run with `cargo bench --bench rules`. Environment (defaults in brackets): `BENCH_SERIES`
 //! [20000] active series, `BENCH_HISTORY_MIN` [55] minutes of history sent before the
 //! stream, `BENCH_MINUTES` [10] of live stream (one sample per series every 15 s, stamped with
-//! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3].
+//! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3],
+//! `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules
+//! (for profiling; no ratio is printed then).
 //!
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
 //! the rule set and without it. A run starts the server pinned to CPU 1 (`taskset`), sends the
@@ -241,11 +243,15 @@ fn main() {
         (System::Promflow, false),
         (System::Prometheus, false),
     ];
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let mut runs: Vec<Vec<Run>> = combos.iter().map(|_| Vec::new()).collect();
     for rep in 0..reps {
         for i in 0..combos.len() {
             let which = (rep + i) % combos.len();
             let (system, with_rules) = combos[which];
+            if !only.is_empty() && (!with_rules || !system.name().to_lowercase().starts_with(&only)) {
+                continue;
+            }
             let dir = tempfile::tempdir().unwrap();
             let server = system.start(dir.path(), with_rules.then_some(rules.as_str()), interval_s);
             let pid = server.child.id();
@@ -306,6 +312,9 @@ fn main() {
             }
             runs[which].push(run);
         }
+    }
+    if !only.is_empty() {
+        return;
     }
     println!(
         "{n} active series, {history_min} min of history then {minutes} min of stream at 15 s, {rule_count} rules every {interval_s} s; medians of {reps}\n"

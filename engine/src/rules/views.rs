@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{CommittedBatch, Labels, Querier};
 
@@ -28,8 +28,13 @@ use crate::dataflow::{Change, Incremental, ViewId};
 use crate::Plan;
 
 /// How long a view keeps its past: reads more than this before the newest read are not
-/// answered correctly (a rule reads at its group's evaluation time, close to now).
-const KEEP_MS: i64 = 3_600_000;
+/// answered correctly (a rule reads at its group's evaluation time, close to now). A read
+/// walks every update a view keeps, so this is kept short.
+const KEEP_MS: i64 = 60_000;
+
+/// How often the clock moves when no sample arrives: for lookback expiry and `for` timers,
+/// which need no faster clock. Every move costs every dataflow a round of progress tracking.
+const IDLE_CLOCK: Duration = Duration::from_millis(250);
 
 /// How often the feed is taken and the clock moved.
 const FEED_POLL: Duration = Duration::from_millis(5);
@@ -63,6 +68,8 @@ pub struct RuleViews {
     scheduled: Mutex<BTreeMap<i64, usize>>,
     watches: Mutex<HashMap<u64, Watch>>,
     next_watch: Mutex<u64>,
+    /// Whether samples were appended since the clock last moved, and when it last moved.
+    clock_state: Mutex<(bool, Instant)>,
     /// Whether the clock follows the wall clock (the server) or only the reads (tests that
     /// evaluate at chosen times).
     wall_clock: bool,
@@ -92,6 +99,7 @@ impl RuleViews {
             scheduled: Mutex::new(BTreeMap::new()),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
+            clock_state: Mutex::new((false, Instant::now())),
             wall_clock,
         });
         let spawn = |name: &str, step: fn(&RuleViews)| {
@@ -119,15 +127,28 @@ impl RuleViews {
     /// Hands every batch committed so far to the views.
     fn take_feed(&self) {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut appended = false;
         while let Ok(batch) = feed.try_recv() {
             self.inc.append_from(batch.samples.iter().map(|(l, s)| (l.as_ref(), s.t, s.v)));
+            appended = true;
+        }
+        if appended {
+            self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
         }
     }
 
-    /// Moves the clock to now, but not past the next announced evaluation.
+    /// Moves the clock to now, but not past the next announced evaluation: at once after
+    /// samples arrived, else every [`IDLE_CLOCK`].
     fn move_clock(&self) {
         if !self.wall_clock {
             return;
+        }
+        {
+            let mut state = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
+            if !state.0 && state.1.elapsed() < IDLE_CLOCK {
+                return;
+            }
+            *state = (false, Instant::now());
         }
         let now = now_ms();
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
