@@ -14,6 +14,7 @@
 //!   order the controller sends them, so every worker builds the same dataflows; a read
 //!   gathers every worker's shard.
 
+mod abelian;
 mod keys;
 mod render;
 mod series;

@@ -20,6 +20,7 @@ use promflow_storage::{Labels, Matcher};
 use timely::dataflow::operators::{Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
+use super::abelian::SumCount;
 use super::keys::Keys;
 use super::series::{self, SeriesFn};
 use super::{Counters, Operator, Value, WorkerState};
@@ -384,6 +385,33 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 (k, v)
             });
             counted(out, &cx.counters, Operator::Elementwise)
+        }
+        Node::Aggregate {
+            input,
+            op: op @ (AggOp::Sum | AggOp::Count | AggOp::Avg | AggOp::Group),
+            grouping,
+            ..
+        } => {
+            // O(1) per change: the group's sum and count accumulate as differences
+            let (op, grouping, keys) = (*op, grouping.clone(), cx.keys.clone());
+            let mut groups = HashMap::new();
+            let out = render(scope, input, cx)
+                .explode(move |(k, v): (u64, Value)| {
+                    let group = keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping));
+                    std::iter::once((group, SumCount::of(v.0)))
+                })
+                .count()
+                .flat_map(move |(group, acc): (u64, SumCount)| {
+                    let v = match op {
+                        _ if acc.count <= 0 => return None,
+                        AggOp::Count => acc.count as f64,
+                        AggOp::Group => 1.0,
+                        AggOp::Avg => acc.mean(),
+                        _ => acc.sum(),
+                    };
+                    Some((group, Value(v)))
+                });
+            counted(out, &cx.counters, Operator::Aggregate)
         }
         Node::Aggregate { input, op, grouping, param } => {
             let (op, param, grouping, keys) = (*op, *param, grouping.clone(), cx.keys.clone());

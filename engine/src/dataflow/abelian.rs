@@ -1,0 +1,207 @@
+//! `sum`, `count`, `avg` and `group` as differential *differences*: each element contributes
+//! its value and a count of one, and differential accumulates the contributions per group.
+//! A change costs O(1) however large its group is, where a `reduce` replays the whole group.
+//!
+//! Floats do not cancel exactly under −old, +new, so the sum is kept as a double-double (the
+//! rounded sum and its error, by TwoSum): adding and retracting values of any magnitude leaves
+//! the result as accurate as a compensated sum over the group. Non-finite values are counted
+//! apart, because `∞ − ∞` and `NaN − NaN` would poison a running sum for good. Differential
+//! adds contributions in any order, so a count of zero on the way says nothing about the sum;
+//! a group whose count ends at zero may keep a residue, and rows are filtered on the count.
+
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+
+/// One group's accumulated contributions.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SumCount {
+    /// The finite values' sum, rounded, and the rounding error.
+    sum: f64,
+    err: f64,
+    /// The same sum scaled by 2⁻⁵¹², for a mean of values whose sum overflows.
+    scaled: f64,
+    scaled_err: f64,
+    /// How many values.
+    pub(crate) count: i64,
+    /// How many of them were NaN, +∞ and −∞.
+    nan: i64,
+    pos_inf: i64,
+    neg_inf: i64,
+}
+
+/// 2⁻⁵¹², exact as a multiplier.
+const SCALE: f64 = 7.458340731200207e-155;
+
+/// Knuth's TwoSum: `a + b` rounded, and the exact error of that rounding.
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// Two double-doubles added, renormalised.
+fn add(a: f64, a_err: f64, b: f64, b_err: f64) -> (f64, f64) {
+    let (s, e) = two_sum(a, b);
+    if !s.is_finite() {
+        return (s, 0.0);
+    }
+    two_sum(s, e + a_err + b_err)
+}
+
+impl SumCount {
+    /// One value's contribution.
+    pub(crate) fn of(v: f64) -> SumCount {
+        let mut c = SumCount { count: 1, ..Default::default() };
+        if v.is_nan() {
+            c.nan = 1;
+        } else if v == f64::INFINITY {
+            c.pos_inf = 1;
+        } else if v == f64::NEG_INFINITY {
+            c.neg_inf = 1;
+        } else {
+            c.sum = v;
+            c.scaled = v * SCALE;
+        }
+        c
+    }
+
+    /// The mean of the group's values (Prometheus's `avg`, which does not overflow where
+    /// the sum would).
+    pub(crate) fn mean(&self) -> f64 {
+        let sum = self.sum();
+        if sum.is_finite() || self.nan > 0 || self.pos_inf > 0 || self.neg_inf > 0 {
+            return sum / self.count as f64;
+        }
+        (self.scaled + self.scaled_err) / self.count as f64 / SCALE
+    }
+
+    /// The sum of the group's values, as IEEE addition would give it.
+    pub(crate) fn sum(&self) -> f64 {
+        if self.nan > 0 || (self.pos_inf > 0 && self.neg_inf > 0) {
+            f64::NAN
+        } else if self.pos_inf > 0 {
+            f64::INFINITY
+        } else if self.neg_inf > 0 {
+            f64::NEG_INFINITY
+        } else if !self.sum.is_finite() {
+            // the finite values' sum overflowed (its error term is NaN then); a group that
+            // overflowed once stays so, which only values near f64::MAX can bring about
+            self.sum
+        } else {
+            self.sum + self.err
+        }
+    }
+
+    fn key(&self) -> (u64, u64, u64, u64, i64, i64, i64, i64) {
+        let bits = |x: f64| x.to_bits();
+        let (s, e, c, ce) = (bits(self.sum), bits(self.err), bits(self.scaled), bits(self.scaled_err));
+        (s, e, c, ce, self.count, self.nan, self.pos_inf, self.neg_inf)
+    }
+}
+
+impl PartialEq for SumCount {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+
+impl Eq for SumCount {}
+
+impl PartialOrd for SumCount {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for SumCount {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&o.key())
+    }
+}
+
+impl IsZero for SumCount {
+    fn is_zero(&self) -> bool {
+        self.count == 0
+            && self.nan == 0
+            && self.pos_inf == 0
+            && self.neg_inf == 0
+            && self.sum == 0.0
+            && self.err == 0.0
+            && self.scaled == 0.0
+            && self.scaled_err == 0.0
+    }
+}
+
+impl Semigroup for SumCount {
+    fn plus_equals(&mut self, rhs: &Self) {
+        (self.sum, self.err) = add(self.sum, self.err, rhs.sum, rhs.err);
+        (self.scaled, self.scaled_err) = add(self.scaled, self.scaled_err, rhs.scaled, rhs.scaled_err);
+        self.count += rhs.count;
+        self.nan += rhs.nan;
+        self.pos_inf += rhs.pos_inf;
+        self.neg_inf += rhs.neg_inf;
+    }
+}
+
+impl Monoid for SumCount {
+    fn zero() -> Self {
+        SumCount::default()
+    }
+}
+
+impl Abelian for SumCount {
+    fn negate(&mut self) {
+        self.sum = -self.sum;
+        self.err = -self.err;
+        self.scaled = -self.scaled;
+        self.scaled_err = -self.scaled_err;
+        self.count = -self.count;
+        self.nan = -self.nan;
+        self.pos_inf = -self.pos_inf;
+        self.neg_inf = -self.neg_inf;
+    }
+}
+
+impl Multiply<isize> for SumCount {
+    type Output = SumCount;
+    fn multiply(mut self, rhs: &isize) -> SumCount {
+        let n = *rhs as i64;
+        self.sum *= n as f64;
+        self.err *= n as f64;
+        self.scaled *= n as f64;
+        self.scaled_err *= n as f64;
+        self.count *= n;
+        self.nan *= n;
+        self.pos_inf *= n;
+        self.neg_inf *= n;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn total(vals: &[(f64, isize)]) -> SumCount {
+        let mut acc = SumCount::zero();
+        for &(v, d) in vals {
+            acc.plus_equals(&SumCount::of(v).multiply(&d));
+        }
+        acc
+    }
+
+    #[test]
+    fn retractions_cancel_exactly_and_keep_precision() {
+        let c = total(&[(1e20, 1), (1.0, 1), (1e20, -1)]);
+        assert_eq!((c.sum(), c.count), (1.0, 1));
+        let c = total(&[(0.1, 1), (0.2, 1), (0.1, -1), (0.2, -1)]);
+        assert!(c.is_zero(), "{c:?}");
+        let c = total(&[(f64::NAN, 1), (2.0, 1), (f64::NAN, -1)]);
+        assert_eq!((c.sum(), c.count), (2.0, 1));
+        let c = total(&[(f64::INFINITY, 1), (f64::NEG_INFINITY, 1)]);
+        assert!(c.sum().is_nan());
+        // the sum overflows, the mean does not
+        let c = total(&[(f64::MAX, 1), (f64::MAX / 2.0, 1)]);
+        assert_eq!(c.sum(), f64::INFINITY);
+        assert_eq!(c.mean(), f64::MAX * 0.75);
+    }
+}
