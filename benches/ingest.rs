@@ -28,13 +28,12 @@
 mod workload;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use workload::common::{self, free_port, median, peer, rss_kib, wait_for};
+use workload::common::{self, free_port, median, peer, rss_kib};
 use workload::{
-    all_series, encode_rounds, env, pin_self, send, Running, CLIENT_CPU, INTERVAL_MS, SERIES_PER_REQUEST,
-    SERVER_CPU,
+    all_series, encode_rounds, env, pin_self, send, start_pinned, Running, CLIENT_CPU, INTERVAL_MS,
+    SERIES_PER_REQUEST,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -84,25 +83,7 @@ impl System {
                 "/health",
             ),
         };
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = Command::new("taskset")
-            .args(["-c", SERVER_CPU])
-            .arg(&bin)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start server under taskset");
-        let mut server = Running { child, base: format!("http://{addr}") };
-        let http = common::client();
-        let up = wait_for(Duration::from_secs(60), || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("{} exited early: {status}", self.name());
-            }
-            http.get(format!("{}{ready}", server.base)).send().ok().filter(|r| r.status().is_success())
-        });
-        assert!(up.is_some(), "{} did not become ready", self.name());
-        server
+        start_pinned(&bin, &args, dir, &addr, ready, self.name())
     }
 
     /// How many series the server holds, by its own count.

@@ -24,12 +24,11 @@
 mod workload;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use workload::common::{self, free_port, median, peer, wait_for};
+use workload::common::{self, free_port, median, peer};
 use workload::{
-    all_series, encode_rounds, env, pin_self, send, Running, CLIENT_CPU, INTERVAL_MS, SERVER_CPU,
+    all_series, encode_rounds, env, pin_self, send, start_pinned, Running, CLIENT_CPU, INTERVAL_MS,
 };
 
 /// The rule set: (file text, number of rules).
@@ -166,28 +165,13 @@ impl System {
         } else {
             "prometheus".into()
         };
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = Command::new("taskset")
-            .args(["-c", SERVER_CPU])
-            .arg(&bin)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start server under taskset");
-        let mut server = Running { child, base: format!("http://{addr}") };
-        let http = common::client();
-        let up = wait_for(Duration::from_secs(60), || {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("{} exited early: {status}", self.name());
-            }
-            http.get(format!("{}/-/ready", server.base)).send().ok().filter(|r| r.status().is_success())
-        });
-        assert!(up.is_some(), "{} did not become ready", self.name());
-        server
+        let args = [
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={addr}"),
+            "--web.enable-remote-write-receiver".to_string(),
+        ];
+        start_pinned(&bin, &args, dir, &addr, "/-/ready", self.name())
     }
 }
 

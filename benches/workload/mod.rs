@@ -272,3 +272,34 @@ pub fn pin_self(cpu: usize) {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
+
+/// Starts `bin args` on the server CPU (`taskset -c SERVER_CPU`), its stderr in
+/// `dir/server.log`, and waits until `base + ready` answers 2xx; `name` is for messages.
+pub fn start_pinned(
+    bin: &str,
+    args: &[String],
+    dir: &std::path::Path,
+    addr: &str,
+    ready: &str,
+    name: &str,
+) -> Running {
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let child = std::process::Command::new("taskset")
+        .args(["-c", SERVER_CPU])
+        .arg(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start server under taskset");
+    let mut server = Running { child, base: format!("http://{addr}") };
+    let http = common::client();
+    let up = common::wait_for(std::time::Duration::from_secs(60), || {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("{name} exited early: {status}");
+        }
+        http.get(format!("{}{ready}", server.base)).send().ok().filter(|r| r.status().is_success())
+    });
+    assert!(up.is_some(), "{name} did not become ready");
+    server
+}
