@@ -1,0 +1,192 @@
+//! From the sample that crosses a threshold to the alert at the receiver, side by side with
+//! Prometheus 2.42: promflow in its default event mode, Prometheus evaluating every interval.
+//!
+//! Run with `cargo bench --bench alert_latency`. Environment (defaults in brackets):
+//! `BENCH_CROSSINGS` [20] per system, `BENCH_INTERVAL_S` [15] evaluation interval.
+//!
+//! Each server runs alone on CPU 1 with one rule, `temperature > 90` with `for: 0s`, and sends
+//! its alerts to a receiver in this process that speaks Alertmanager's API v2 and timestamps
+//! each request as it arrives. A crossing is a remote write of 95 (the sample stamped with the
+//! wall clock); its latency runs from the write's response to the arrival of the first request
+//! that holds the alert firing with a `startsAt` at or after the crossing. After each crossing
+//! the value goes back to 20 and the next crossing waits for the resolved alert. Printed: p50,
+//! p99 and the largest latency per system, as a Markdown table for docs/benchmarks.md.
+
+mod workload;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use workload::common::{self, free_port, peer};
+use workload::{env, pin_self, start_pinned, CLIENT_CPU};
+
+/// Requests received: (arrival, body).
+type Received = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// An Alertmanager API v2 stand-in that answers 200 and keeps every body with its arrival.
+fn start_receiver() -> (u16, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&received);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    seen.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&body).to_string()));
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+/// The alerts of a request body: (firing, startsAt in ms).
+fn alerts_in(body: &str) -> Vec<(bool, i64)> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let ms = |s: &serde_json::Value| {
+        s.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map_or(0, |d| d.timestamp_millis())
+    };
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| (ms(&a["endsAt"]) > common::now_ms(), ms(&a["startsAt"])))
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let crossings = env("BENCH_CROSSINGS", 20);
+    let interval_s = env("BENCH_INTERVAL_S", 15);
+    pin_self(CLIENT_CPU);
+    let mut systems = vec![("promflow", env!("CARGO_BIN_EXE_promflow").to_string())];
+    if peer("prometheus").is_some() {
+        systems.push(("Prometheus 2.42", "prometheus".to_string()));
+    }
+    let mut table = Vec::new();
+    for (name, bin) in systems {
+        let (port, received) = start_receiver();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("alerts.yml"),
+            "groups:\n- name: hot\n  rules:\n  - alert: Hot\n    expr: temperature > 90\n",
+        )
+        .unwrap();
+        let cfg = dir.path().join("bench.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  evaluation_interval: {interval_s}s\nrule_files:\n  - alerts.yml\nalerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['127.0.0.1:{port}']\n"
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let args = [
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address={addr}"),
+            "--web.enable-remote-write-receiver".to_string(),
+        ];
+        let server = start_pinned(&bin, &args, dir.path(), &addr, "/-/ready", name);
+        let http = common::client();
+        let write = |value: f64| {
+            let s =
+                common::series(&[("__name__", "temperature"), ("room", "a")], &[(common::now_ms(), value)]);
+            let body = promflow_remote::encode(&promflow_remote::WriteRequest {
+                timeseries: vec![s],
+                metadata: vec![],
+            });
+            let r = http
+                .post(format!("{}/api/v1/write", server.base))
+                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Encoding", "snappy")
+                .body(body)
+                .send()
+                .expect("remote write");
+            assert!(r.status().is_success(), "remote write answered {}", r.status());
+        };
+        let limit = Duration::from_secs(3 * interval_s as u64 + 10);
+        write(20.0);
+        std::thread::sleep(Duration::from_secs(2));
+        let mut latencies = Vec::new();
+        for k in 0..crossings {
+            let before = received.lock().unwrap().len();
+            let crossed_at = common::now_ms();
+            write(95.0);
+            let sent = Instant::now();
+            let arrival = common::wait_for(limit, || {
+                received.lock().unwrap()[before..]
+                    .iter()
+                    .find(|(_, b)| {
+                        alerts_in(b).iter().any(|&(firing, starts)| firing && starts >= crossed_at - 1_000)
+                    })
+                    .map(|(at, _)| *at)
+            });
+            let arrival = arrival.unwrap_or_else(|| panic!("{name}: crossing {k} never arrived"));
+            latencies.push((arrival - sent).as_secs_f64() * 1000.0);
+            // back under the threshold; the next crossing waits for the resolved alert
+            let before = received.lock().unwrap().len();
+            write(20.0);
+            let resolved = common::wait_for(limit, || {
+                received.lock().unwrap()[before..]
+                    .iter()
+                    .any(|(_, b)| alerts_in(b).iter().any(|a| !a.0))
+                    .then_some(())
+            });
+            assert!(resolved.is_some(), "{name}: crossing {k} was never resolved");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        latencies.sort_by(f64::total_cmp);
+        eprintln!("{name}: {latencies:?}");
+        table.push((
+            name,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies[latencies.len() - 1],
+        ));
+        drop(server);
+    }
+    println!("{crossings} crossings of `temperature > 90` (`for: 0s`), evaluation interval {interval_s} s\n");
+    println!("| system | p50, ms | p99, ms | max, ms |");
+    println!("|---|---|---|---|");
+    for (name, p50, p99, max) in &table {
+        println!("| {name} | {p50:.1} | {p99:.1} | {max:.1} |");
+    }
+    if table.len() == 2 {
+        println!("\npromflow / Prometheus p99: {:.4}×", table[0].2 / table[1].2);
+    }
+}
