@@ -15,60 +15,14 @@
 
 mod workload;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, peer};
 use workload::{env, pin_self, start_pinned, CLIENT_CPU};
 
-/// Requests received: (arrival, body).
-type Received = Arc<Mutex<Vec<(Instant, String)>>>;
-
-/// An Alertmanager API v2 stand-in that answers 200 and keeps every body with its arrival.
-fn start_receiver() -> (u16, Received) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let received: Received = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&received);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let seen = Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut stream = stream;
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    seen.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&body).to_string()));
-                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, received)
-}
-
-/// The alerts of a request body: (firing, startsAt in ms).
-fn alerts_in(body: &str) -> Vec<(bool, i64)> {
+/// The alerts of a recorded request (request line, newline, body): (firing, startsAt in ms).
+fn alerts_in(request: &str) -> Vec<(bool, i64)> {
+    let body = request.split_once('\n').map_or("", |(_, b)| b);
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let ms = |s: &serde_json::Value| {
         s.as_str()
@@ -100,7 +54,14 @@ fn main() {
     }
     let mut table = Vec::new();
     for (name, bin) in systems {
-        let (port, received) = start_receiver();
+        let receiver = common::start_capture(0);
+        let port = receiver.port;
+        // the requests that arrived from index `from` on, with their arrival
+        let since = |from: usize| -> Vec<(Instant, String)> {
+            let arrived = receiver.arrived.lock().unwrap().clone();
+            let bodies = receiver.bodies.lock().unwrap().clone();
+            arrived.into_iter().zip(bodies).skip(from).collect()
+        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("alerts.yml"),
@@ -148,28 +109,25 @@ fn main() {
             // crossings land at spread-out points of the evaluation cycle (a fixed sequence),
             // not always just after the evaluation that resolved the previous one
             std::thread::sleep(Duration::from_millis((k as u64 * 7_919) % (interval_s as u64 * 1_000)));
-            let before = received.lock().unwrap().len();
+            let before = receiver.bodies.lock().unwrap().len();
             let crossed_at = common::now_ms();
             write(95.0);
             let sent = Instant::now();
             let arrival = common::wait_for(limit, || {
-                received.lock().unwrap()[before..]
-                    .iter()
+                since(before)
+                    .into_iter()
                     .find(|(_, b)| {
                         alerts_in(b).iter().any(|&(firing, starts)| firing && starts >= crossed_at - 1_000)
                     })
-                    .map(|(at, _)| *at)
+                    .map(|(at, _)| at)
             });
             let arrival = arrival.unwrap_or_else(|| panic!("{name}: crossing {k} never arrived"));
             latencies.push((arrival - sent).as_secs_f64() * 1000.0);
             // back under the threshold; the next crossing waits for the resolved alert
-            let before = received.lock().unwrap().len();
+            let before = receiver.bodies.lock().unwrap().len();
             write(20.0);
             let resolved = common::wait_for(limit, || {
-                received.lock().unwrap()[before..]
-                    .iter()
-                    .any(|(_, b)| alerts_in(b).iter().any(|a| !a.0))
-                    .then_some(())
+                since(before).iter().any(|(_, b)| alerts_in(b).iter().any(|a| !a.0)).then_some(())
             });
             assert!(resolved.is_some(), "{name}: crossing {k} was never resolved");
             std::thread::sleep(Duration::from_millis(500));

@@ -116,73 +116,6 @@ fn alerts_fire_and_resolve_in_a_real_alertmanager() {
     assert!(sent.is_some_and(|n| n >= 2.0), "firing and resolved sends are counted: {sent:?}");
 }
 
-/// An Alertmanager stand-in that records every POST body and fails the first `fail_first`
-/// requests with 500: Alertmanager cannot be made to fail on demand.
-struct Capture {
-    port: u16,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    /// When each body arrived.
-    arrived: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
-}
-
-fn start_capture(fail_first: usize) -> Capture {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (seen, when) = (std::sync::Arc::clone(&bodies), std::sync::Arc::clone(&arrived));
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (seen, when) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&when));
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut stream = stream;
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    let mut request_line = String::new();
-                    // request line and headers
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if request_line.is_empty() {
-                            request_line = line.trim().to_string();
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    when.lock().unwrap().push(std::time::Instant::now());
-                    let n = {
-                        let mut b = seen.lock().unwrap();
-                        b.push(format!("{request_line}\n{}", String::from_utf8_lossy(&body)));
-                        b.len()
-                    };
-                    let reply: &[u8] = if n <= fail_first {
-                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    if stream.write_all(reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Capture { port, bodies, arrived }
-}
-
 /// The number of alerts in a recorded request (request line, newline, JSON array).
 fn batch_size(recorded: &str) -> usize {
     let body = recorded.split_once('\n').map_or("", |(_, b)| b);
@@ -192,7 +125,7 @@ fn batch_size(recorded: &str) -> usize {
 #[test]
 fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let capture = start_capture(1);
+    let capture = common::start_capture(1);
     std::fs::write(
         dir.path().join("alerts.yml"),
         "groups:\n- name: many\n  interval: 1s\n  rules:\n  - alert: Many\n    expr: many > 0\n",
@@ -235,7 +168,7 @@ fn alerts_go_out_in_batches_of_256_and_failed_sends_are_retried() {
 #[test]
 fn event_mode_alerts_are_sent_when_the_data_crosses_not_at_the_next_tick() {
     let dir = tempfile::tempdir().unwrap();
-    let capture = start_capture(0);
+    let capture = common::start_capture(0);
     std::fs::write(
         dir.path().join("alerts.yml"),
         "groups:\n- name: slow\n  interval: 1m\n  rules:\n  - alert: Hot\n    expr: temperature > 90\n",

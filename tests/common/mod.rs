@@ -258,3 +258,72 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// An Alertmanager stand-in that records every POST body and fails the first `fail_first`
+/// requests with 500: Alertmanager cannot be made to fail on demand.
+pub struct Capture {
+    /// Where it listens on 127.0.0.1.
+    pub port: u16,
+    /// Each request as its request line, a newline, and its body.
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// When each request arrived.
+    pub arrived: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+}
+
+pub fn start_capture(fail_first: usize) -> Capture {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, when) = (std::sync::Arc::clone(&bodies), std::sync::Arc::clone(&arrived));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (seen, when) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&when));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    let mut request_line = String::new();
+                    // request line and headers
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if request_line.is_empty() {
+                            request_line = line.trim().to_string();
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    when.lock().unwrap().push(std::time::Instant::now());
+                    let n = {
+                        let mut b = seen.lock().unwrap();
+                        b.push(format!("{request_line}\n{}", String::from_utf8_lossy(&body)));
+                        b.len()
+                    };
+                    let reply: &[u8] = if n <= fail_first {
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    if stream.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Capture { port, bodies, arrived }
+}
