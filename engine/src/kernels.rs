@@ -170,30 +170,31 @@ pub fn extrapolated_rate(
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
+    extrapolated_rate_steady(samples, b, is_counter, is_rate).map(|(v, _)| v)
+}
+
+/// [`extrapolated_rate`], and until when it keeps that value while the window slides forward
+/// with time alone (the first end time, in milliseconds, at which it may change). While
+/// neither side is cut short, the extrapolated span is the whole window wherever it lies; the
+/// start side can only stop being cut as the window moves on, and the end side is cut once the
+/// last sample is more than 1.1 intervals old. `None` for the time when a side is cut now, and
+/// the value moves with time.
+pub fn extrapolated_rate_steady(
+    samples: SampleSlice<'_>,
+    b: WindowBounds,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<(f64, Option<i64>)> {
     let e = extrapolation(samples, b, is_counter)?;
     let mut factor = (e.sampled + e.to_start + e.to_end) / e.sampled;
     if is_rate {
         factor /= b.seconds();
     }
-    Some(e.result * factor)
-}
-
-/// Until when [`extrapolated_rate`] over the same samples keeps its value at `b` while the
-/// window slides forward with time alone (the first end time, in milliseconds, at which it
-/// may change). While neither side is cut short, the extrapolated span is the whole window
-/// wherever it lies; the start side can only stop being cut as the window moves on, and the
-/// end side is cut once the last sample is more than 1.1 intervals old. `None` when a side
-/// is cut now, and the value moves with time.
-pub fn extrapolation_steady_until(
-    samples: SampleSlice<'_>,
-    b: WindowBounds,
-    is_counter: bool,
-) -> Option<i64> {
-    let e = extrapolation(samples, b, is_counter)?;
-    if e.clamped {
-        return None;
-    }
-    Some(samples.last()?.t + e.end_threshold_ms.ceil() as i64)
+    let steady_until = match (e.clamped, samples.last()) {
+        (false, Some(last)) => Some(last.t + e.end_threshold_ms.ceil() as i64),
+        _ => None,
+    };
+    Some((e.result * factor, steady_until))
 }
 
 fn instant_delta(samples: SampleSlice<'_>, is_rate: bool) -> Option<f64> {

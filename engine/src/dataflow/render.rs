@@ -154,6 +154,12 @@ impl Lowering<'_> {
         Node::Arrange { id, input: Box::new(make(id)) }
     }
 
+    /// A leaf fed the samples of `matchers`, computing `func` per series; arranged as `plan`.
+    fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn) -> Node {
+        self.leaves.push((self.next_id(), matchers.to_vec()));
+        self.arrange(plan, |leaf| Node::Series { leaf, func })
+    }
+
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
         args.iter()
             .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that is not a constant")))
@@ -166,22 +172,12 @@ impl Lowering<'_> {
         }
         Ok(match plan {
             Plan::Select { matchers, shift, edges: Edges::Plain } if shift.is_identity() => {
-                let lookback = self.lookback;
-                self.leaves.push((self.next_id(), matchers.clone()));
-                self.arrange(plan, |leaf| Node::Series {
-                    leaf,
-                    func: SeriesFn::Last { lookback, timestamp: false },
-                })
+                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: false })
             }
             Plan::Map { func: MapFn::Timestamp, input, .. } if matches!(&**input, Plan::Select { shift, edges: Edges::Plain, .. } if shift.is_identity()) =>
             {
                 let Plan::Select { matchers, .. } = &**input else { unreachable!() };
-                let lookback = self.lookback;
-                self.leaves.push((self.next_id(), matchers.clone()));
-                self.arrange(plan, |leaf| Node::Series {
-                    leaf,
-                    func: SeriesFn::Last { lookback, timestamp: true },
-                })
+                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true })
             }
             Plan::WindowFunction { func, input, args, .. } => {
                 let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
@@ -205,9 +201,7 @@ impl Lowering<'_> {
                     return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
                 }
                 let args = self.constants(args)?;
-                self.leaves.push((self.next_id(), matchers.clone()));
-                let series = SeriesFn::Window { func: *func, range: *range_ms, args };
-                self.arrange(plan, |leaf| Node::Series { leaf, func: series })
+                self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args })
             }
             Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {

@@ -14,7 +14,7 @@
 //!   `predict_linear` always (it predicts from the evaluation time); `rate`, `increase` and
 //!   `delta` only while their extrapolation is cut short at a window edge (a window not yet
 //!   full, a series that stopped), because otherwise the extrapolated span is the whole
-//!   window wherever it lies ([`kernels::extrapolation_steady_until`]).
+//!   window wherever it lies ([`kernels::extrapolated_rate_steady`]).
 //!
 //! Events are processed in time order once the inputs' frontiers have passed their time, so
 //! a value computed at `t` never sees a sample that counts from after `t`.
@@ -81,37 +81,38 @@ impl SeriesFn {
         )
     }
 
-    /// For a value that moves with time: until when the value at `at` holds with no new
-    /// sample (`None`: it moves now, and is recomputed at every tick).
-    fn steady_until(&self, t: &[i64], v: &[f64], at: i64) -> Option<i64> {
-        let SeriesFn::Window { func, range, .. } = self else { return Some(i64::MAX) };
-        let b = WindowBounds { start: at - range, end: at, eval_time: at };
-        let window = SampleSlice { t, v }.window(b.start, b.end);
-        match func {
-            WindowFn::Rate | WindowFn::Increase => kernels::extrapolation_steady_until(window, b, true),
-            WindowFn::Delta => kernels::extrapolation_steady_until(window, b, false),
-            WindowFn::PredictLinear => None,
-            _ => Some(i64::MAX),
-        }
-    }
-
-    /// The value at `at` of a series whose visible samples are `t`, `v`.
-    fn value(&self, t: &[i64], v: &[f64], at: i64) -> Option<f64> {
-        match self {
+    /// The value at `at` of a series whose visible samples are `t`, `v`, and until when it
+    /// holds with no new sample (`None`: it moves with time now, and is recomputed at every
+    /// tick). The extrapolating functions get both from one pass over the window.
+    fn evaluate(&self, t: &[i64], v: &[f64], at: i64) -> (Option<f64>, Option<i64>) {
+        // a value that changes only with samples and expiries
+        let steady = |x: Option<f64>| (x, Some(i64::MAX));
+        let (func, range, args) = match self {
             SeriesFn::Last { lookback, timestamp } => {
-                let (&st, &sv) = (t.last()?, v.last()?);
-                if st <= at - lookback || is_stale_nan(sv) {
+                let (Some(&st), Some(&sv)) = (t.last(), v.last()) else { return steady(None) };
+                return steady(if st <= at - lookback || is_stale_nan(sv) {
                     None
                 } else if *timestamp {
                     Some(st as f64 / 1000.0)
                 } else {
                     Some(sv)
-                }
+                });
             }
-            SeriesFn::Window { func, range, args } => {
-                let b = WindowBounds { start: at - range, end: at, eval_time: at };
-                kernels::window(*func, SampleSlice { t, v }.window(b.start, b.end), b, args)
-            }
+            SeriesFn::Window { func, range, args } => (*func, *range, args),
+        };
+        let b = WindowBounds { start: at - range, end: at, eval_time: at };
+        let window = SampleSlice { t, v }.window(b.start, b.end);
+        let rate =
+            |counter, per_second| match kernels::extrapolated_rate_steady(window, b, counter, per_second) {
+                Some((value, until)) => (Some(value), until),
+                None => (None, Some(i64::MAX)),
+            };
+        match func {
+            WindowFn::Rate => rate(true, true),
+            WindowFn::Increase => rate(true, false),
+            WindowFn::Delta => rate(false, false),
+            WindowFn::PredictLinear => (kernels::window(func, window, b, args), None),
+            _ => steady(kernels::window(func, window, b, args)),
         }
     }
 }
@@ -239,7 +240,7 @@ pub(crate) fn render<'s>(
                 for s in touched {
                     let Some(st) = series.get_mut(&s) else { continue };
                     st.evict(span, at_ms);
-                    let value = func.value(&st.t, &st.v, at_ms);
+                    let (value, steady_until) = func.evaluate(&st.t, &st.v, at_ms);
                     if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
                         if let Some(old) = st.emitted {
                             session.give(((s, Value(old)), at, -1isize));
@@ -260,7 +261,7 @@ pub(crate) fn render<'s>(
                     // move with time
                     let mut when = first.saturating_add(span);
                     if moves {
-                        match func.steady_until(&st.t, &st.v, at_ms) {
+                        match steady_until {
                             Some(until) => {
                                 moving.remove(&s);
                                 when = when.min(until);

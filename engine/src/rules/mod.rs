@@ -662,9 +662,9 @@ impl Manager {
             let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
             for (i, plan) in rules {
                 let (g, querier, base) = (Arc::clone(&group), Arc::clone(&self.querier), self.base.clone());
-                let handler = Box::new(move |t: i64, vector: &[(Labels, f64)]| {
+                let handler = Box::new(move |t: i64, vector: Vec<(Labels, f64)>| {
                     let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
-                    g.apply_view(i, t, vector.to_vec(), &*querier, &base)
+                    g.apply_view(i, t, vector, &*querier, &base)
                 });
                 match views.watch(&plan, handler) {
                     Some(Ok(id)) => watches.push(id),
@@ -683,7 +683,7 @@ impl Manager {
             r.stop.store(true, Ordering::SeqCst);
         }
         for r in running.iter_mut() {
-            r.halt(self.base.views.as_deref());
+            r.halt(self.views());
         }
         running.clear();
     }

@@ -45,7 +45,7 @@ const LATE_EVALUATION_MS: i64 = 10_000;
 
 /// Handles a view's content at a time (event-mode alerts); returns when it wants to be
 /// called again with the same content (a pending alert's `for` running out), if ever.
-pub type WatchFn = Box<dyn FnMut(i64, &[(Labels, f64)]) -> Option<i64> + Send>;
+pub type WatchFn = Box<dyn FnMut(i64, Vec<(Labels, f64)>) -> Option<i64> + Send>;
 
 struct Watch {
     changes: Receiver<Change>,
@@ -73,6 +73,15 @@ pub struct RuleViews {
     /// Whether the clock follows the wall clock (the server) or only the reads (tests that
     /// evaluate at chosen times).
     wall_clock: bool,
+}
+
+impl Watch {
+    /// Hands the handler the view's current result at `t`, and keeps when it wants to be
+    /// called again.
+    fn call(&mut self, t: i64) {
+        let vector = self.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
+        self.wake_at = (self.handler)(t, vector);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -253,12 +262,10 @@ impl RuleViews {
                 for (labels, value, _) in updates.into_iter().filter(|u| u.2 > 0) {
                     w.current.insert(labels, value);
                 }
-                let vector: Vec<(Labels, f64)> = w.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
-                w.wake_at = (w.handler)(t.max(w.since), &vector);
+                w.call(t.max(w.since));
             }
             if let Some(at) = w.wake_at.filter(|at| *at <= now) {
-                let vector: Vec<(Labels, f64)> = w.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
-                w.wake_at = (w.handler)(at, &vector);
+                w.call(at);
             }
         }
     }
