@@ -300,7 +300,8 @@ fn views_start_from_history_in_the_middle_of_a_window() {
 fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     let inc = Incremental::start(2, LOOKBACK).unwrap();
     let view = inc.install(&compile("sum by (job) (x) > 10")).unwrap();
-    let changes = inc.subscribe(view).unwrap();
+    let sub = inc.subscribe(view).unwrap();
+    let changes = &sub.changes;
     let l = |job: &str, i: &str| Labels::from_pairs([("__name__", "x"), ("job", job), ("i", i)]);
     inc.append(&[(l("a", "1"), 1_000, 4.0), (l("a", "2"), 1_000, 5.0), (l("b", "1"), 1_000, 20.0)]);
     inc.advance(1_500);
@@ -311,8 +312,9 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     inc.advance(2_001);
     let (t, updates) = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!((t, updates), (2_000, vec![(Labels::from_pairs([("job", "a")]), 11.0, 1)]));
-    // nothing is sent for times without a change
+    // nothing is sent for times without a change, but the progress is reported
     inc.advance(3_000);
     assert!(changes.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+    assert_eq!(sub.complete_before(), 3_000);
     inc.shutdown();
 }

@@ -104,13 +104,29 @@ enum Command {
     Advance { t: u64, tick: bool },
     Compact(u64),
     Read { arrangement: usize, t: u64, reply: Sender<Shard> },
-    Subscribe { arrangement: usize, tx: Sender<Change> },
+    Subscribe { arrangement: usize, tx: Sender<Change>, complete: Arc<AtomicU64> },
     Shutdown,
 }
 
 /// A view's change at one time: (time, [(labels, value, +1 or −1)]), with every update of
 /// that time.
 pub type Change = (i64, Vec<(Labels, f64, isize)>);
+
+/// A view's changes as they complete ([`Incremental::subscribe`]).
+pub struct Subscription {
+    /// One message per time with a change, in time order.
+    pub changes: Receiver<Change>,
+    /// Every change at a time before this one has been sent.
+    complete: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// Every change at a time before this one has been sent on `changes` (`i64::MAX` once the
+    /// view can no longer change).
+    pub fn complete_before(&self) -> i64 {
+        self.complete.load(Ordering::Acquire).min(i64::MAX as u64) as i64
+    }
+}
 
 /// What the controller knows: the registry of arranged sub-plans and leaves, each series'
 /// key and the leaves it feeds, and the clock.
@@ -365,8 +381,24 @@ impl Incremental {
         self.broadcast(|| Command::Compact(t));
     }
 
-    /// The view's value at `t`. When the clock has not passed `t`, it ticks at `t` and moves
-    /// just past it; then waits until every worker is complete through `t`.
+    /// Lets time `t` complete: when the clock has not passed `t`, it ticks at `t` and moves
+    /// just past it.
+    pub fn complete(&self, t: i64) {
+        let mut c = self.controller();
+        self.complete_at(&mut c, t.max(0) as u64);
+    }
+
+    fn complete_at(&self, c: &mut Controller, t: u64) {
+        if c.clock <= t {
+            if c.ticked != Some(t) {
+                self.advance_to(c, t, true);
+            }
+            self.advance_to(c, t + 1, false);
+        }
+    }
+
+    /// The view's value at `t`. Completes `t` ([`Incremental::complete`]), then waits until
+    /// every worker is complete through `t`.
     pub fn read(&self, view: ViewId, t: i64) -> Result<Vec<(Labels, f64)>, Error> {
         let t = t.max(0) as u64;
         let arrangement = {
@@ -374,12 +406,7 @@ impl Incremental {
             let Some(&arrangement) = c.views.get(view) else {
                 return Err(Error::Plan(format!("no view {view}")));
             };
-            if c.clock <= t {
-                if c.ticked != Some(t) {
-                    self.advance_to(&mut c, t, true);
-                }
-                self.advance_to(&mut c, t + 1, false);
-            }
+            self.complete_at(&mut c, t);
             arrangement
         };
         let (tx, rx) = channel();
@@ -406,14 +433,19 @@ impl Incremental {
     /// Every change of the view from now on, one message per time once the time is complete
     /// (the first message holds the view's whole content). The subscription's dataflow lives
     /// as long as the executor; a dropped receiver only stops the messages mattering.
-    pub fn subscribe(&self, view: ViewId) -> Result<Receiver<Change>, Error> {
+    pub fn subscribe(&self, view: ViewId) -> Result<Subscription, Error> {
         let arrangement = {
             let c = self.controller();
             *c.views.get(view).ok_or_else(|| Error::Plan(format!("no view {view}")))?
         };
         let (tx, rx) = channel();
-        self.broadcast(|| Command::Subscribe { arrangement, tx: tx.clone() });
-        Ok(rx)
+        let complete = Arc::new(AtomicU64::new(0));
+        self.broadcast(|| Command::Subscribe {
+            arrangement,
+            tx: tx.clone(),
+            complete: Arc::clone(&complete),
+        });
+        Ok(Subscription { changes: rx, complete })
     }
 
     /// Stops the workers and waits for them.
@@ -491,8 +523,8 @@ fn run_worker(
                     }
                 }
                 Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
-                Ok(Command::Subscribe { arrangement, tx }) => {
-                    subscribe(worker, &mut state, arrangement, tx, &keys)
+                Ok(Command::Subscribe { arrangement, tx, complete }) => {
+                    subscribe(worker, &mut state, arrangement, tx, complete, &keys)
                 }
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => break,
@@ -552,10 +584,13 @@ fn subscribe(
     state: &mut WorkerState,
     arrangement: usize,
     tx: Sender<Change>,
+    complete: Arc<AtomicU64>,
     keys: &Keys,
 ) {
     let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return };
     let keys = keys.clone();
+    // every update goes to the first worker, which alone sends and reports progress
+    let sends = worker.index() == 0;
     worker.dataflow::<u64, _, _>(|scope| {
         let changes = trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v));
         let mut pending: BTreeMap<u64, Vec<(Labels, f64, isize)>> = BTreeMap::new();
@@ -572,6 +607,10 @@ fn subscribe(
                 }
                 let (t, updates) = entry.remove_entry();
                 let _ = tx.send((t as i64, updates));
+            }
+            if sends {
+                let before = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+                complete.store(before, Ordering::Release);
             }
         });
     });

@@ -733,6 +733,10 @@ fn run_group(
         // skipped evaluations (a slow group, a suspended machine) are not caught up, as in
         // Prometheus: the next one is the latest aligned time
         let ts = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now);
+        if let Some(v) = views {
+            // watches apply their changes up to `ts` first (they take the group's lock)
+            v.settle(ts);
+        }
         let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
         let missed = ((ts - next + 1) / interval).max(0) as u64;
         if missed > 0 {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{CommittedBatch, Labels, Querier};
 
-use crate::dataflow::{Change, Incremental, ViewId};
+use crate::dataflow::{Incremental, Subscription, ViewId};
 use crate::Plan;
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -47,8 +47,12 @@ const LATE_EVALUATION_MS: i64 = 10_000;
 /// called again with the same content (a pending alert's `for` running out), if ever.
 pub type WatchFn = Box<dyn FnMut(i64, Vec<(Labels, f64)>) -> Option<i64> + Send>;
 
+/// How long an evaluation waits for the watches to catch up with its time
+/// ([`RuleViews::settle`]); the dataflow answers within milliseconds unless overloaded.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 struct Watch {
-    changes: Receiver<Change>,
+    changes: Subscription,
     /// When the watch began: its first message holds the view's whole content, stamped with
     /// the view's oldest time, which is when the watch learns it, not when it became true.
     since: i64,
@@ -242,6 +246,34 @@ impl RuleViews {
         Some(Ok(*next))
     }
 
+    /// Brings every watch up to `t` before a group evaluates at `t`: completes `t` and hands
+    /// each watch its changes through `t`. Otherwise an evaluation can see a crossing before
+    /// the watch does, and the alert becomes active at the evaluation's time instead of the
+    /// crossing sample's.
+    pub fn settle(&self, t: i64) {
+        if self.watches.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return;
+        }
+        self.take_feed();
+        self.inc.complete(t);
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let behind = {
+                let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+                watches.values().filter(|w| w.changes.complete_before() <= t).count()
+            };
+            if behind == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(behind, at = t, "alert watches did not catch up before an evaluation");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.run_watches();
+    }
+
     /// Ends a watch.
     pub fn unwatch(&self, id: u64) {
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -252,7 +284,7 @@ impl RuleViews {
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         for w in watches.values_mut() {
-            while let Ok((t, updates)) = w.changes.try_recv() {
+            while let Ok((t, updates)) = w.changes.changes.try_recv() {
                 // retractions first: a changed element comes as −old and +new at one time
                 for (labels, value, _) in updates.iter().filter(|u| u.2 < 0) {
                     if w.current.get(labels).is_some_and(|v| v.to_bits() == value.to_bits()) {
