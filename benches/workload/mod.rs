@@ -172,53 +172,197 @@ pub fn all_series(n: usize) -> Vec<SeriesSpec> {
     out
 }
 
+/// Every series' value, round by round: the same walk for every run.
+pub struct Walk {
+    rng: Rng,
+    /// The current round's value of each series.
+    pub values: Vec<f64>,
+    started: bool,
+}
+
+impl Walk {
+    /// The walk of `specs`, before its first round.
+    pub fn new(specs: &[SeriesSpec]) -> Walk {
+        let mut rng = Rng(0x5eed);
+        let values = specs
+            .iter()
+            .map(|s| match s.kind {
+                Kind::Counter { step } => (rng.below(1000) * step) as f64,
+                Kind::CpuSeconds => rng.below(10_000_000) as f64 / 100.0,
+                Kind::Gauge { level } => (level / 2 + rng.below(level)) as f64,
+                Kind::Load => rng.below(400) as f64 / 100.0,
+            })
+            .collect();
+        Walk { rng, values, started: false }
+    }
+
+    /// Moves to the next round (the first call keeps the starting values).
+    pub fn step(&mut self, specs: &[SeriesSpec]) {
+        if !std::mem::replace(&mut self.started, true) {
+            return;
+        }
+        let rng = &mut self.rng;
+        for (v, spec) in self.values.iter_mut().zip(specs) {
+            *v = match spec.kind {
+                Kind::Counter { .. } | Kind::CpuSeconds if rng.below(500) == 0 => 0.0,
+                Kind::Counter { step } => *v + rng.below(step + 1) as f64,
+                // whole hundredths, kept exact by rounding the sum
+                Kind::CpuSeconds => ((*v * 100.0).round() + rng.below(1501) as f64) / 100.0,
+                Kind::Gauge { level } => {
+                    let d = rng.below(level / 50 + 1) as f64 - (level / 100) as f64;
+                    (*v + d).max(0.0)
+                }
+                Kind::Load => rng.below(400) as f64 / 100.0,
+            };
+        }
+    }
+}
+
 /// The remote-write bodies: `bodies[round][chunk]`, chunk = 2,000 consecutive series.
 pub fn encode_rounds(specs: &[SeriesSpec], rounds: usize, start_ms: i64) -> Vec<Vec<Arc<Vec<u8>>>> {
-    let mut rng = Rng(0x5eed);
-    let mut value: Vec<f64> = specs
-        .iter()
-        .map(|s| match s.kind {
-            Kind::Counter { step } => (rng.below(1000) * step) as f64,
-            Kind::CpuSeconds => rng.below(10_000_000) as f64 / 100.0,
-            Kind::Gauge { level } => (level / 2 + rng.below(level)) as f64,
-            Kind::Load => rng.below(400) as f64 / 100.0,
-        })
-        .collect();
+    let mut walk = Walk::new(specs);
     let mut out = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let t = start_ms + round as i64 * INTERVAL_MS;
-        let mut bodies = Vec::new();
-        for (c, chunk) in specs.chunks(SERIES_PER_REQUEST).enumerate() {
-            let base = c * SERIES_PER_REQUEST;
-            let timeseries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, spec)| {
-                    let v = &mut value[base + i];
-                    if round > 0 {
-                        *v = match spec.kind {
-                            Kind::Counter { .. } | Kind::CpuSeconds if rng.below(500) == 0 => 0.0,
-                            Kind::Counter { step } => *v + rng.below(step + 1) as f64,
-                            // whole hundredths, kept exact by rounding the sum
-                            Kind::CpuSeconds => ((*v * 100.0).round() + rng.below(1501) as f64) / 100.0,
-                            Kind::Gauge { level } => {
-                                let d = rng.below(level / 50 + 1) as f64 - (level / 100) as f64;
-                                (*v + d).max(0.0)
-                            }
-                            Kind::Load => rng.below(400) as f64 / 100.0,
-                        };
-                    }
-                    TimeSeries {
+        walk.step(specs);
+        let bodies = specs
+            .chunks(SERIES_PER_REQUEST)
+            .zip(walk.values.chunks(SERIES_PER_REQUEST))
+            .map(|(chunk, values)| {
+                let timeseries = chunk
+                    .iter()
+                    .zip(values)
+                    .map(|(spec, v)| TimeSeries {
                         labels: spec.labels.clone(),
                         samples: vec![Sample { timestamp: t, value: *v }],
-                    }
-                })
-                .collect();
-            bodies.push(Arc::new(promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] })));
-        }
+                    })
+                    .collect();
+                Arc::new(promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] }))
+            })
+            .collect();
         out.push(bodies);
     }
     out
+}
+
+/// The benchmark rule set, in the node-exporter and application mixins' style: recording
+/// rules (name, expression) and alerting rules (name, expression, `for`).
+pub struct RuleSet {
+    pub recording: Vec<(String, String)>,
+    pub alerts: Vec<(String, String, &'static str)>,
+}
+
+/// The rule set the rules benchmarks run: `rate`, `increase`, `avg_over_time` and
+/// `max_over_time` over `[5m]`, `[1h]` and `[1d]`, sums and ratios by instance and job that
+/// share those sub-expressions, classic histogram quantiles, and alerting rules.
+pub fn rule_set() -> RuleSet {
+    let mut recording: Vec<(String, String)> = Vec::new();
+    let counters = [
+        "node_network_receive_bytes_total",
+        "node_network_transmit_bytes_total",
+        "node_network_receive_packets_total",
+        "node_network_transmit_packets_total",
+        "node_disk_read_bytes_total",
+        "node_disk_written_bytes_total",
+        "node_disk_reads_completed_total",
+        "node_disk_writes_completed_total",
+        "http_requests_total",
+        "http_request_duration_seconds_count",
+    ];
+    for c in counters {
+        let short = c.trim_end_matches("_total");
+        for w in ["5m", "1h"] {
+            recording.push((
+                format!("instance:{short}:rate{w}"),
+                format!("sum by (instance, job) (rate({c}[{w}]))"),
+            ));
+            recording.push((format!("job:{short}:rate{w}"), format!("sum by (job) (rate({c}[{w}]))")));
+        }
+        recording
+            .push((format!("instance:{short}:increase1d"), format!("sum by (instance) (increase({c}[1d]))")));
+    }
+    recording.push((
+        "instance:node_cpu_utilisation:rate5m".into(),
+        "1 - avg without (cpu) (sum without (mode) (rate(node_cpu_seconds_total{mode=~\"idle|iowait|steal\"}[5m])))"
+            .into(),
+    ));
+    recording.push((
+        "instance:node_cpu_seconds:rate1h".into(),
+        "sum without (cpu) (rate(node_cpu_seconds_total[1h]))".into(),
+    ));
+    recording.push((
+        "instance:node_load1_per_cpu:ratio".into(),
+        "node_load1 / on (instance, job) count without (cpu) (count without (mode) (node_cpu_seconds_total{mode=\"idle\"}))"
+            .into(),
+    ));
+    recording.push((
+        "instance:node_memory_utilisation:ratio".into(),
+        "1 - (node_memory_MemAvailable_bytes / on (instance, job) node_memory_MemTotal_bytes)".into(),
+    ));
+    for g in [
+        "node_load1",
+        "node_load5",
+        "node_load15",
+        "node_memory_MemAvailable_bytes",
+        "node_memory_Cached_bytes",
+    ] {
+        for w in ["1h", "1d"] {
+            recording.push((format!("instance:{g}:avg{w}"), format!("avg_over_time({g}[{w}])")));
+            recording.push((format!("instance:{g}:max{w}"), format!("max_over_time({g}[{w}])")));
+        }
+    }
+    recording.push((
+        "instance:node_filesystem_avail:ratio".into(),
+        "node_filesystem_avail_bytes / on (instance, job, device, mountpoint, fstype) node_filesystem_size_bytes"
+            .into(),
+    ));
+    for (name, q) in [("p99", "0.99"), ("p90", "0.9"), ("p50", "0.5")] {
+        recording.push((
+            format!("handler:http_request_duration_seconds:{name}5m"),
+            format!("histogram_quantile({q}, sum by (handler, le) (rate(http_request_duration_seconds_bucket[5m])))"),
+        ));
+    }
+    recording.push((
+        "handler:http_requests_errors:ratio5m".into(),
+        "sum by (handler) (rate(http_requests_total{code=\"500\"}[5m])) / on (handler) sum by (handler) (rate(http_requests_total[5m]))"
+            .into(),
+    ));
+    let mut alerts: Vec<(String, String, &'static str)> = Vec::new();
+    for (name, expr, f) in [
+        ("NodeFilesystemAlmostFull", "node_filesystem_avail_bytes / on (instance, job, device, mountpoint, fstype) node_filesystem_size_bytes < 0.05", "1h"),
+        ("NodeHighLoad", "node_load15 > 3.9", "15m"),
+        ("NodeMemoryLow", "node_memory_MemAvailable_bytes / on (instance, job) node_memory_MemTotal_bytes < 0.01", "15m"),
+        ("NodeNetworkReceiveBurst", "rate(node_network_receive_bytes_total[5m]) > 1e9", "5m"),
+        ("NodeDiskWriteBurst", "rate(node_disk_written_bytes_total[5m]) > 1e9", "5m"),
+        ("NodeCPUBusy", "sum without (mode) (rate(node_cpu_seconds_total{mode!=\"idle\"}[5m])) > 0.99", "15m"),
+        ("HttpErrors", "sum by (instance, handler) (rate(http_requests_total{code=\"500\"}[5m])) > 100", "5m"),
+        ("HttpSlow", "histogram_quantile(0.99, sum by (instance, le) (rate(http_request_duration_seconds_bucket[5m]))) > 10", "10m"),
+        ("HttpTrafficDrop", "sum by (instance) (rate(http_requests_total[5m])) < 0.001", "10m"),
+        ("HttpDailyVolumeLow", "sum by (instance) (increase(http_requests_total[1d])) < 1", "1h"),
+        ("NodeLoadSustained", "avg_over_time(node_load1[1h]) > 3.95", "0s"),
+        ("NodeDiskReadsStalled", "rate(node_disk_reads_completed_total[1h]) == 0", "30m"),
+    ] {
+        alerts.push((name.to_string(), expr.to_string(), f));
+    }
+    RuleSet { recording, alerts }
+}
+
+/// The rule set as a Prometheus rule file: (file text, number of rules).
+pub fn rule_file() -> (String, usize) {
+    let RuleSet { recording, alerts } = rule_set();
+    let n = recording.len() + alerts.len();
+    let mut text = String::from("groups:\n- name: node-recording\n  rules:\n");
+    for (record, expr) in &recording {
+        text.push_str(&format!("  - record: {record}\n    expr: '{}'\n", expr.replace('\'', "''")));
+    }
+    text.push_str("- name: alerts\n  rules:\n");
+    for (alert, expr, f) in &alerts {
+        text.push_str(&format!(
+            "  - alert: {alert}\n    expr: '{}'\n    for: {f}\n    labels:\n      severity: warning\n    annotations:\n      summary: '{{{{ $labels.instance }}}} at {{{{ $value }}}}'\n",
+            expr.replace('\'', "''")
+        ));
+    }
+    (text, n)
 }
 
 /// A server under test: its process (killed on drop) and where to reach it.

@@ -121,26 +121,48 @@ struct Extrapolation {
     end_threshold_ms: f64,
 }
 
-fn extrapolation(samples: SampleSlice<'_>, b: WindowBounds, is_counter: bool) -> Option<Extrapolation> {
-    if samples.len() < 2 {
+/// What the extrapolating functions (`rate`, `increase`, `delta`) need to know of a window's
+/// samples. The batch executor takes it from the samples ([`window_ends`]); the
+/// incremental executor keeps it current as samples come and go, without walking the window.
+#[derive(Clone, Debug)]
+pub struct WindowEnds<R> {
+    /// The oldest sample in the window.
+    pub first: Sample,
+    /// The newest sample in the window.
+    pub last: Sample,
+    /// How many samples the window holds.
+    pub len: usize,
+    /// The value before each counter reset (a sample lower than the one before it), oldest
+    /// first.
+    pub resets: R,
+}
+
+/// A window's ends and counter resets, from its samples (`None` when it has none).
+pub fn window_ends(samples: SampleSlice<'_>) -> Option<WindowEnds<impl Iterator<Item = f64> + '_>> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let resets = samples.v.windows(2).filter(|w| w[1] < w[0]).map(|w| w[0]);
+    Some(WindowEnds { first, last, len: samples.len(), resets })
+}
+
+fn extrapolation(
+    w: WindowEnds<impl Iterator<Item = f64>>,
+    b: WindowBounds,
+    is_counter: bool,
+) -> Option<Extrapolation> {
+    if w.len < 2 {
         return None;
     }
-    let first = samples.get(0);
-    let last = samples.get(samples.len() - 1);
+    let WindowEnds { first, last, .. } = w;
     let mut result = last.v - first.v;
     if is_counter {
-        let mut prev = first.v;
-        for &v in &samples.v[1..] {
-            if v < prev {
-                result += prev;
-            }
-            prev = v;
+        for prev in w.resets {
+            result += prev;
         }
     }
     let mut to_start = (first.t - b.start) as f64 / 1000.0;
     let mut to_end = (b.end - last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
-    let avg = sampled / (samples.len() - 1) as f64;
+    let avg = sampled / (w.len - 1) as f64;
     let threshold = avg * 1.1;
     let mut clamped = false;
     if to_start >= threshold {
@@ -170,7 +192,7 @@ pub fn extrapolated_rate(
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
-    extrapolated_rate_steady(samples, b, is_counter, is_rate).map(|(v, _)| v)
+    extrapolated_rate_steady(window_ends(samples)?, b, is_counter, is_rate).map(|(v, _)| v)
 }
 
 /// [`extrapolated_rate`], and until when it keeps that value while the window slides forward
@@ -180,20 +202,18 @@ pub fn extrapolated_rate(
 /// last sample is more than 1.1 intervals old. `None` for the time when a side is cut now, and
 /// the value moves with time.
 pub fn extrapolated_rate_steady(
-    samples: SampleSlice<'_>,
+    w: WindowEnds<impl Iterator<Item = f64>>,
     b: WindowBounds,
     is_counter: bool,
     is_rate: bool,
 ) -> Option<(f64, Option<i64>)> {
-    let e = extrapolation(samples, b, is_counter)?;
+    let last = w.last;
+    let e = extrapolation(w, b, is_counter)?;
     let mut factor = (e.sampled + e.to_start + e.to_end) / e.sampled;
     if is_rate {
         factor /= b.seconds();
     }
-    let steady_until = match (e.clamped, samples.last()) {
-        (false, Some(last)) => Some(last.t + e.end_threshold_ms.ceil() as i64),
-        _ => None,
-    };
+    let steady_until = (!e.clamped).then(|| last.t + e.end_threshold_ms.ceil() as i64);
     Some((e.result * factor, steady_until))
 }
 

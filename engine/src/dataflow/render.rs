@@ -6,8 +6,9 @@
 //!   view's root is arranged and registered for later views to share.
 //! * **Rendering** (on every worker, in the same order): a [`Node`] tree becomes timely and
 //!   differential operators. Selections and window functions are the per-series operator
-//!   ([`super::series`]); value functions and scalar operations are maps; aggregations are
-//!   differential `reduce`s; vector matching is a differential `join`, set operators
+//!   ([`super::series`]); value functions and scalar operations are maps; `sum`, `count`,
+//!   `avg` and `group` are differences counted per group ([`super::abelian`]), the other
+//!   aggregations differential `reduce`s; vector matching is a differential `join`, set operators
 //!   `semijoin`/`antijoin`. Every value is computed by the batch executor's kernels and
 //!   label rules.
 
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use promflow_storage::{Labels, Matcher};
 use timely::dataflow::operators::{Input, Probe, ToStream};
@@ -394,7 +396,9 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     let group = keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping));
                     std::iter::once((group, SumCount::of(v.0)))
                 })
-                .count()
+                // the total order of times lets the count add a change to the group's total
+                // so far, where `count` would replay the group's history at every time
+                .count_total()
                 .flat_map(move |(group, acc): (u64, SumCount)| {
                     let v = match op {
                         _ if acc.count <= 0 => return None,

@@ -19,7 +19,7 @@
 //! Events are processed in time order once the inputs' frontiers have passed their time, so
 //! a value computed at `t` never sees a sample that counts from after `t`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use promflow_storage::{is_stale_nan, SampleSlice};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -81,10 +81,17 @@ impl SeriesFn {
         )
     }
 
-    /// The value at `at` of a series whose visible samples are `t`, `v`, and until when it
-    /// holds with no new sample (`None`: it moves with time now, and is recomputed at every
-    /// tick). The extrapolating functions get both from one pass over the window.
-    fn evaluate(&self, t: &[i64], v: &[f64], at: i64) -> (Option<f64>, Option<i64>) {
+    /// Whether the state tracks counter resets (see `SeriesState::resets`).
+    fn tracks_resets(&self) -> bool {
+        matches!(self, SeriesFn::Window { func: WindowFn::Rate | WindowFn::Increase, .. })
+    }
+
+    /// The value at `at` of a series in state `st` (evicted at `at`: its samples are the
+    /// window's), and until when it holds with no new sample (`None`: it moves with time now,
+    /// and is recomputed at every tick). The extrapolating functions read only the window's
+    /// ends and counter resets, not its samples.
+    fn evaluate(&self, st: &SeriesState, at: i64) -> (Option<f64>, Option<i64>) {
+        let (t, v) = (st.ts(), st.vs());
         // a value that changes only with samples and expiries
         let steady = |x: Option<f64>| (x, Some(i64::MAX));
         let (func, range, args) = match self {
@@ -101,12 +108,18 @@ impl SeriesFn {
             SeriesFn::Window { func, range, args } => (*func, *range, args),
         };
         let b = WindowBounds { start: at - range, end: at, eval_time: at };
-        let window = SampleSlice { t, v }.window(b.start, b.end);
-        let rate =
-            |counter, per_second| match kernels::extrapolated_rate_steady(window, b, counter, per_second) {
+        let window = SampleSlice { t, v };
+        let rate = |counter, per_second| {
+            let (Some(first), Some(last)) = (window.first(), window.last()) else {
+                return (None, Some(i64::MAX));
+            };
+            let ends =
+                kernels::WindowEnds { first, last, len: t.len(), resets: st.resets.iter().map(|r| r.1) };
+            match kernels::extrapolated_rate_steady(ends, b, counter, per_second) {
                 Some((value, until)) => (Some(value), until),
                 None => (None, Some(i64::MAX)),
-            };
+            }
+        };
         match func {
             WindowFn::Rate => rate(true, true),
             WindowFn::Increase => rate(true, false),
@@ -120,8 +133,14 @@ impl SeriesFn {
 /// One series' state: its visible samples, in time order, and the value last emitted.
 #[derive(Default)]
 struct SeriesState {
+    /// The samples, of which those from `head` on are visible: evicted samples are dropped
+    /// from the front in bulk, not one shift of the whole window per eviction.
     t: Vec<i64>,
     v: Vec<f64>,
+    head: usize,
+    /// For `rate` and `increase`: each counter reset among the visible samples, as the
+    /// timestamp and value of the sample before it, oldest first.
+    resets: VecDeque<(i64, f64)>,
     emitted: Option<f64>,
     /// The time of the next event pending for this series (its oldest sample leaves, or its
     /// value starts to move with time), if any.
@@ -129,13 +148,24 @@ struct SeriesState {
 }
 
 impl SeriesState {
+    /// The visible samples' timestamps.
+    fn ts(&self) -> &[i64] {
+        &self.t[self.head..]
+    }
+
+    /// The visible samples' values.
+    fn vs(&self) -> &[f64] {
+        &self.v[self.head..]
+    }
+
     /// Adds a sample; an instant selection keeps only the newest.
     fn insert(&mut self, func: &SeriesFn, t: i64, v: f64) {
         match func {
             SeriesFn::Last { .. } => {
-                if self.t.last().is_none_or(|&last| t > last) {
+                if self.ts().last().is_none_or(|&last| t > last) {
                     self.t.clear();
                     self.v.clear();
+                    self.head = 0;
                     self.t.push(t);
                     self.v.push(v);
                 }
@@ -145,22 +175,51 @@ impl SeriesState {
                 if is_stale_nan(v) {
                     return;
                 }
-                let i = self.t.partition_point(|&x| x < t);
+                let i = self.head + self.ts().partition_point(|&x| x < t);
                 if self.t.get(i) == Some(&t) {
                     return; // a duplicate timestamp: the first sample stored wins
                 }
+                let newest = i == self.t.len();
                 self.t.insert(i, t);
                 self.v.insert(i, v);
+                if !func.tracks_resets() {
+                    return;
+                }
+                if !newest {
+                    self.find_resets();
+                } else if i > self.head && v < self.v[i - 1] {
+                    self.resets.push_back((self.t[i - 1], self.v[i - 1]));
+                }
+            }
+        }
+    }
+
+    /// Finds the counter resets among the visible samples (after a sample arrived out of
+    /// order).
+    fn find_resets(&mut self) {
+        self.resets.clear();
+        for i in self.head + 1..self.t.len() {
+            if self.v[i] < self.v[i - 1] {
+                self.resets.push_back((self.t[i - 1], self.v[i - 1]));
             }
         }
     }
 
     /// Drops the samples no longer visible at `at`.
     fn evict(&mut self, span: i64, at: i64) {
-        let n = self.t.partition_point(|&x| x <= at - span);
-        if n > 0 {
-            self.t.drain(..n);
-            self.v.drain(..n);
+        // from the front: an eviction reads the oldest samples only
+        let cutoff = at - span;
+        while self.t.get(self.head).is_some_and(|&x| x <= cutoff) {
+            self.head += 1;
+        }
+        while self.resets.front().is_some_and(|r| r.0 <= cutoff) {
+            self.resets.pop_front();
+        }
+        // the dropped prefix is freed once it outgrows the visible part: O(1) per sample
+        if self.head > 0 && self.head >= self.t.len() - self.head {
+            self.t.drain(..self.head);
+            self.v.drain(..self.head);
+            self.head = 0;
         }
     }
 }
@@ -240,7 +299,7 @@ pub(crate) fn render<'s>(
                 for s in touched {
                     let Some(st) = series.get_mut(&s) else { continue };
                     st.evict(span, at_ms);
-                    let (value, steady_until) = func.evaluate(&st.t, &st.v, at_ms);
+                    let (value, steady_until) = func.evaluate(st, at_ms);
                     if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
                         if let Some(old) = st.emitted {
                             session.give(((s, Value(old)), at, -1isize));
@@ -250,7 +309,7 @@ pub(crate) fn render<'s>(
                         }
                         st.emitted = value;
                     }
-                    let Some(&first) = st.t.first() else {
+                    let Some(&first) = st.ts().first() else {
                         moving.remove(&s);
                         if st.emitted.is_none() {
                             series.remove(&s);
