@@ -120,6 +120,8 @@ fn main() {
                     inc.read(*v, clock).unwrap();
                     reads += 1;
                 }
+                // as the server's rule views: a minute of past kept
+                inc.compact(clock - 60_000);
                 read_cpu += process_cpu_s() - r0;
             } else {
                 inc.advance(clock);

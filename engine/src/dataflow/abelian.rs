@@ -1,15 +1,26 @@
-//! `sum`, `count`, `avg` and `group` as differential *differences*: each element contributes
-//! its value and a count of one, and differential accumulates the contributions per group.
-//! A change costs O(1) however large its group is, where a `reduce` replays the whole group.
+//! `sum`, `count`, `avg` and `group` as *differences*: each element contributes its value and
+//! a count of one, and [`aggregate`] accumulates the contributions per group in place. A
+//! change costs one update of its group's total however large the group is, where a
+//! differential `reduce` replays the whole group and a differential `count` arranges every
+//! contribution.
 //!
 //! Floats do not cancel exactly under −old, +new, so the sum is kept as a double-double (the
 //! rounded sum and its error, by TwoSum): adding and retracting values of any magnitude leaves
 //! the result as accurate as a compensated sum over the group. Non-finite values are counted
-//! apart, because `∞ − ∞` and `NaN − NaN` would poison a running sum for good. Differential
-//! adds contributions in any order, so a count of zero on the way says nothing about the sum;
-//! a group whose count ends at zero may keep a residue, and rows are filtered on the count.
+//! apart, because `∞ − ∞` and `NaN − NaN` would poison a running sum for good. A group whose
+//! count falls to zero is forgotten, with whatever residue its sum kept.
+
+use std::collections::BTreeMap;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+
+use super::keys::KeyMap;
+use super::Value;
+use crate::plan::AggOp;
 
 /// One group's accumulated contributions.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -175,6 +186,80 @@ impl Multiply<isize> for SumCount {
         self.neg_inf *= n;
         self
     }
+}
+
+impl SumCount {
+    /// The aggregation's result for the group, `None` when the group is empty.
+    fn result(&self, op: AggOp) -> Option<f64> {
+        match op {
+            _ if self.count <= 0 => None,
+            AggOp::Count => Some(self.count as f64),
+            AggOp::Group => Some(1.0),
+            AggOp::Avg => Some(self.mean()),
+            _ => Some(self.sum()),
+        }
+    }
+}
+
+/// An element's change as its group sees it: (group, value, +1 or −1).
+type Contribution = (u64, f64, isize);
+
+/// `op` (`sum`, `count`, `avg` or `group`) of `elements`, keyed by their group: one state per
+/// group on the worker that owns it, changed in place by each element's change once its time
+/// is complete, and a change of the group's result (−old, +new) at that time.
+pub(crate) fn aggregate<'s>(
+    elements: VecCollection<'s, u64, (u64, Value), isize>,
+    op: AggOp,
+) -> VecCollection<'s, u64, (u64, Value), isize> {
+    let owner = Exchange::new(|u: &((u64, Value), u64, isize)| (u.0).0);
+    elements
+        .inner
+        .unary_frontier(owner, "abelian", move |_cap, _info| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Contribution>)> = BTreeMap::new();
+            let mut totals: KeyMap<u64, SumCount> = KeyMap::default();
+            let mut before: KeyMap<u64, Option<f64>> = KeyMap::default();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for &((group, v), t, diff) in batch.iter() {
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
+                                .1
+                                .push((group, v.0, diff));
+                        }
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (t, (cap, changes)) = entry.remove_entry();
+                    for (group, v, diff) in changes {
+                        let total = totals.entry(group).or_default();
+                        before.entry(group).or_insert_with(|| total.result(op));
+                        total.plus_equals(&SumCount::of(v).multiply(&diff));
+                    }
+                    let mut session = output.session(&cap);
+                    for (group, old) in before.drain() {
+                        let new = totals.get(&group).and_then(|total| total.result(op));
+                        if totals.get(&group).is_some_and(|total| total.count == 0) {
+                            totals.remove(&group);
+                        }
+                        if old.map(f64::to_bits) == new.map(f64::to_bits) {
+                            continue;
+                        }
+                        if let Some(old) = old {
+                            session.give(((group, Value(old)), t, -1isize));
+                        }
+                        if let Some(new) = new {
+                            session.give(((group, Value(new)), t, 1isize));
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
 }
 
 #[cfg(test)]

@@ -1,10 +1,44 @@
 //! Label sets as numbers: the dataflow moves `u64` keys, and this table turns them back into
 //! labels where an operator needs them (grouping, joins, name removal) and at reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
 use promflow_storage::Labels;
+
+/// A hasher for keys: numbers handed out in sequence, which need spreading over a table's
+/// buckets but no protection from chosen input (SipHash's cost showed in every operator's
+/// per-change lookups).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which the table uses, depend on every input bit
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A map from keys (or other numbers).
+pub(crate) type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// A set of keys.
+pub(crate) type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Default)]
 struct Table {
@@ -43,7 +77,7 @@ impl Keys {
     /// series' labels are looked up and rewritten once, not at every change of its value.
     pub(crate) fn rewrite(
         &self,
-        cache: &mut HashMap<u64, u64>,
+        cache: &mut KeyMap<u64, u64>,
         key: u64,
         f: impl FnOnce(Labels) -> Labels,
     ) -> u64 {

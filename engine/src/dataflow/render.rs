@@ -12,18 +12,16 @@
 //!   `semijoin`/`antijoin`. Every value is computed by the batch executor's kernels and
 //!   label rules.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use promflow_storage::{Labels, Matcher};
 use timely::dataflow::operators::{Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use super::abelian::SumCount;
-use super::keys::Keys;
+use super::abelian;
+use super::keys::{KeyMap, Keys};
 use super::series::{self, SeriesFn};
 use super::{Counters, Operator, Value, WorkerState};
 use crate::batch::{
@@ -335,12 +333,12 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             if !func.drops_name() {
                 return out;
             }
-            let (keys, mut names) = (cx.keys.clone(), HashMap::new());
+            let (keys, mut names) = (cx.keys.clone(), KeyMap::default());
             out.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut names, k, without_name), v))
         }
         Node::Map { input, func, args } => {
             let (func, args, keys) = (*func, args.clone(), cx.keys.clone());
-            let mut names = HashMap::new();
+            let mut names = KeyMap::default();
             let out = render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
                 // clamp with min > max yields nothing, as in Prometheus
                 if func == MapFn::Clamp && args.get(1) < args.first() {
@@ -353,7 +351,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
             let (op, s, left, as_bool, keys) = (*op, *scalar, *scalar_left, *return_bool, cx.keys.clone());
             let drop_name = !op.is_comparison() || as_bool;
-            let mut names = HashMap::new();
+            let mut names = KeyMap::default();
             let out = render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
                 let (a, b) = if left { (s, v.0) } else { (v.0, s) };
                 let r = kernels::binary(op, a, b);
@@ -372,7 +370,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Relabel { input, rule } => {
             let (rule, keys) = (rule.clone(), cx.keys.clone());
             let re = compile_relabel(&rule).ok().flatten();
-            let mut names = HashMap::new();
+            let mut names = KeyMap::default();
             let out = render(scope, input, cx).map(move |(k, v): (u64, Value)| {
                 let k = keys.rewrite(&mut names, k, |mut l| {
                     relabel_one(&rule, re.as_ref(), &mut l);
@@ -390,30 +388,15 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         } => {
             // O(1) per change: the group's sum and count accumulate as differences
             let (op, grouping, keys) = (*op, grouping.clone(), cx.keys.clone());
-            let mut groups = HashMap::new();
-            let out = render(scope, input, cx)
-                .explode(move |(k, v): (u64, Value)| {
-                    let group = keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping));
-                    std::iter::once((group, SumCount::of(v.0)))
-                })
-                // the total order of times lets the count add a change to the group's total
-                // so far, where `count` would replay the group's history at every time
-                .count_total()
-                .flat_map(move |(group, acc): (u64, SumCount)| {
-                    let v = match op {
-                        _ if acc.count <= 0 => return None,
-                        AggOp::Count => acc.count as f64,
-                        AggOp::Group => 1.0,
-                        AggOp::Avg => acc.mean(),
-                        _ => acc.sum(),
-                    };
-                    Some((group, Value(v)))
-                });
-            counted(out, &cx.counters, Operator::Aggregate)
+            let mut groups = KeyMap::default();
+            let grouped = render(scope, input, cx).map(move |(k, v): (u64, Value)| {
+                (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping)), v)
+            });
+            counted(abelian::aggregate(grouped, op), &cx.counters, Operator::Aggregate)
         }
         Node::Aggregate { input, op, grouping, param } => {
             let (op, param, grouping, keys) = (*op, *param, grouping.clone(), cx.keys.clone());
-            let mut groups = HashMap::new();
+            let mut groups = KeyMap::default();
             let out = render(scope, input, cx)
                 .map(move |(k, v): (u64, Value)| {
                     (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping)), v)
@@ -439,7 +422,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         }
         Node::Histogram { input, func, params } => {
             let (func, params, keys) = (*func, params.clone(), cx.keys.clone());
-            let mut buckets_of = HashMap::new();
+            let mut buckets_of = KeyMap::default();
             let out = render(scope, input, cx)
                 .flat_map(move |(k, count): (u64, Value)| {
                     // the histogram a bucket belongs to (its labels without `le`), and its bound
@@ -464,7 +447,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     };
                     out.push((Value(v), 1));
                 });
-            let (keys, mut names) = (cx.keys.clone(), HashMap::new());
+            let (keys, mut names) = (cx.keys.clone(), KeyMap::default());
             let out = out.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut names, k, without_name), v));
             counted(out, &cx.counters, Operator::Aggregate)
         }
@@ -495,7 +478,7 @@ fn by_signature<'s>(
     keys: &Keys,
 ) -> VecCollection<'s, u64, (u64, (u64, Value)), isize> {
     let (g, keys) = (g.clone(), keys.clone());
-    let mut sigs = HashMap::new();
+    let mut sigs = KeyMap::default();
     c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut sigs, k, |l| grouping_key(&l, &g)), (k, v)))
 }
 
@@ -526,7 +509,7 @@ fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: boo
     let g = key.grouping.clone();
     let strip_name = !op.is_comparison() || return_bool;
     let keys2 = keys.clone();
-    let mut labelled: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut labelled: KeyMap<(u64, u64), u64> = KeyMap::default();
     by_signature(many, &g, keys).join(by_signature(one, &g, keys)).flat_map(
         move |(_sig, ((mk, mv), (ok, ov))): (u64, (Element, Element))| {
             let (lv, rv) = if swapped { (ov.0, mv.0) } else { (mv.0, ov.0) };

@@ -19,7 +19,7 @@
 //! Events are processed in time order once the inputs' frontiers have passed their time, so
 //! a value computed at `t` never sees a sample that counts from after `t`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use promflow_storage::{is_stale_nan, SampleSlice};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -27,6 +27,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use super::keys::{KeyMap, KeySet};
 use super::{Row, Update, Value};
 use crate::kernels::{self, WindowBounds};
 use crate::plan::WindowFn;
@@ -242,9 +243,9 @@ pub(crate) fn render<'s>(
 ) -> Stream<'s, u64, Vec<Update>> {
     rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
         let mut due: BTreeMap<u64, Due> = BTreeMap::new();
-        let mut series: HashMap<u64, SeriesState> = HashMap::new();
+        let mut series: KeyMap<u64, SeriesState> = KeyMap::default();
         // series whose value moves with time now: recomputed at every tick
-        let mut moving: HashSet<u64> = HashSet::new();
+        let mut moving = KeySet::default();
         let span = func.span().max(1);
         let moves = func.moves_with_time();
         move |(input, f_rows), (ticks, f_clock), output| {
