@@ -7,7 +7,9 @@
 //! `BENCH_SERIES` [20000], `BENCH_HISTORY_MIN` [60] minutes in storage before the views are
 //! installed from it, `BENCH_MINUTES` [5] of stream measured (one sample per series every
 //! 15 s), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_IDLE_MS` [250] how often the
-//! clock moves between samples (the server's idle clock), `BENCH_WORKERS` [1].
+//! clock moves between samples (the server's idle clock), `BENCH_WORKERS` [1],
+//! `BENCH_CHUNKS` [1] requests a round arrives in: the clock moves 2 ms on after each, as
+//! the server's feed moves it to the wall clock after each request.
 //!
 //! The views are installed from storage as the server installs them, then the stream is fed
 //! round by round: the round's samples, a clock move to their time, idle clock moves until
@@ -25,6 +27,10 @@ use promflow_storage::{Db, DbOptions, Labels};
 use workload::{all_series, env, rule_set, Walk, INTERVAL_MS};
 
 const LOOKBACK_MS: i64 = 300_000;
+
+/// Where in the evaluation interval the evaluations fall: between rounds, as a group's
+/// evaluations fall between scrapes.
+const EVAL_OFFSET_MS: i64 = 7_500;
 
 /// User plus system CPU seconds of this process, all threads.
 fn process_cpu_s() -> f64 {
@@ -48,6 +54,7 @@ fn main() {
     let interval_ms = env("BENCH_INTERVAL_S", 60) as i64 * 1000;
     let idle_ms = env("BENCH_IDLE_MS", 250).max(1) as i64;
     let workers = env("BENCH_WORKERS", 1);
+    let chunks = env("BENCH_CHUNKS", 1).max(1);
 
     let rules = rule_set();
     let alert_count = rules.alerts.len();
@@ -67,7 +74,7 @@ fn main() {
     let mut walk = Walk::new(&specs);
     let history_rounds = history_min as i64 * 60_000 / INTERVAL_MS;
     let stream_rounds = minutes as i64 * 60_000 / INTERVAL_MS;
-    // rounds at whole evaluation intervals, so the stream starts just after an evaluation
+    // the stream starts at a whole evaluation interval; evaluations fall `EVAL_OFFSET_MS` into it
     let start = 1_700_000_000_000 / interval_ms * interval_ms - history_rounds * INTERVAL_MS;
 
     let dir = tempfile::tempdir().unwrap();
@@ -109,12 +116,18 @@ fn main() {
     for round in 0..stream_rounds {
         let t = stream_start + round * INTERVAL_MS;
         walk.step(&specs);
-        inc.append_from(labels.iter().zip(&walk.values).map(|(l, v)| (l, t, *v)));
+        let per_chunk = n.div_ceil(chunks);
+        for (k, (ls, vs)) in labels.chunks(per_chunk).zip(walk.values.chunks(per_chunk)).enumerate() {
+            inc.append_from(ls.iter().zip(vs).map(|(l, v)| (l, t, *v)));
+            if k + 1 < chunks {
+                inc.advance(t + 2 * (k as i64 + 1));
+            }
+        }
         stream_values.push(walk.values.clone());
         // the clock after the samples, then idle moves and evaluations until the next round
-        let mut clock = t;
+        let mut clock = t + 2 * (chunks as i64 - 1);
         while clock < t + INTERVAL_MS {
-            if clock % interval_ms == 0 {
+            if clock % interval_ms == EVAL_OFFSET_MS {
                 let r0 = process_cpu_s();
                 for v in &views {
                     inc.read(*v, clock).unwrap();
@@ -130,7 +143,7 @@ fn main() {
             for w in &watches {
                 changes += w.changes.try_iter().count() as u64;
             }
-            clock += idle_ms;
+            clock = (clock / idle_ms + 1) * idle_ms;
         }
     }
     let last = stream_start + stream_rounds * INTERVAL_MS;
@@ -159,9 +172,9 @@ fn main() {
     }
     let batch0 = process_cpu_s();
     let mut evaluations = 0u64;
-    let mut t = stream_start;
+    let mut t = stream_start + EVAL_OFFSET_MS;
     while t <= last {
-        if t % interval_ms == 0 {
+        if t % interval_ms == EVAL_OFFSET_MS {
             for p in &plans {
                 let opts = QueryOptions { lookback_ms: LOOKBACK_MS, ..QueryOptions::instant(t) };
                 evaluate(p, db.as_ref(), &opts).unwrap();
@@ -174,7 +187,7 @@ fn main() {
 
     let samples = (n as i64 * stream_rounds) as f64;
     println!(
-        "{n} series, {history_min} min of history, {minutes} min of stream, {} rules every {} s, clock every {idle_ms} ms, {workers} worker(s)",
+        "{n} series, {history_min} min of history, {minutes} min of stream in {chunks} request(s) a round, {} rules every {} s, clock every {idle_ms} ms, {workers} worker(s)",
         plans.len(),
         interval_ms / 1000
     );
