@@ -316,5 +316,13 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     inc.advance(3_000);
     assert!(changes.recv_timeout(std::time::Duration::from_millis(300)).is_err());
     assert_eq!(sub.complete_before(), 3_000);
+    // unsubscribing drops the subscription's dataflow on both workers, and with it the
+    // senders: the channel disconnects
+    inc.unsubscribe(&sub);
+    inc.advance(4_000);
+    assert_eq!(
+        changes.recv_timeout(std::time::Duration::from_secs(10)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+    );
     inc.shutdown();
 }

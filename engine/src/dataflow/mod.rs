@@ -104,7 +104,8 @@ enum Command {
     Advance { t: u64, tick: bool },
     Compact(u64),
     Read { arrangement: usize, t: u64, reply: Sender<Shard> },
-    Subscribe { arrangement: usize, tx: Sender<Change>, complete: Arc<AtomicU64> },
+    Subscribe { id: u64, arrangement: usize, tx: Sender<Change>, complete: Arc<AtomicU64> },
+    Unsubscribe(u64),
     Shutdown,
 }
 
@@ -114,8 +115,10 @@ pub type Change = (i64, Vec<(Labels, f64, isize)>);
 
 /// A view's changes as they complete ([`Incremental::subscribe`]).
 pub struct Subscription {
-    /// One message per time with a change, in time order.
+    /// One message per time with a change, in time order; disconnected once
+    /// [`Incremental::unsubscribe`] has dropped the subscription's dataflow.
     pub changes: Receiver<Change>,
+    id: u64,
     /// Every change at a time before this one has been sent.
     complete: Arc<AtomicU64>,
 }
@@ -152,6 +155,7 @@ pub struct Incremental {
     counters: Arc<Counters>,
     lookback_ms: i64,
     workers: usize,
+    next_subscription: AtomicU64,
 }
 
 impl Incremental {
@@ -202,6 +206,7 @@ impl Incremental {
             counters,
             lookback_ms,
             workers,
+            next_subscription: AtomicU64::new(0),
         })
     }
 
@@ -432,7 +437,7 @@ impl Incremental {
 
     /// Every change of the view from now on, one message per time once the time is complete
     /// (the first message holds the view's whole content). The subscription's dataflow lives
-    /// as long as the executor; a dropped receiver only stops the messages mattering.
+    /// until [`Incremental::unsubscribe`].
     pub fn subscribe(&self, view: ViewId) -> Result<Subscription, Error> {
         let arrangement = {
             let c = self.controller();
@@ -440,12 +445,20 @@ impl Incremental {
         };
         let (tx, rx) = channel();
         let complete = Arc::new(AtomicU64::new(0));
+        let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
         self.broadcast(|| Command::Subscribe {
+            id,
             arrangement,
             tx: tx.clone(),
             complete: Arc::clone(&complete),
         });
-        Ok(Subscription { changes: rx, complete })
+        Ok(Subscription { changes: rx, id, complete })
+    }
+
+    /// Drops a subscription's dataflow on every worker (a watch ended: its rule was removed or
+    /// reloaded), so that it costs nothing more.
+    pub fn unsubscribe(&self, sub: &Subscription) {
+        self.broadcast(|| Command::Unsubscribe(sub.id));
     }
 
     /// Stops the workers and waits for them.
@@ -488,6 +501,8 @@ fn run_worker(
     let mut state = WorkerState::default();
     let mut time: u64 = 0;
     let mut reads: Vec<(usize, u64, Sender<Shard>)> = Vec::new();
+    // each subscription's dataflow, by the subscription's id
+    let mut subscriptions: HashMap<u64, usize> = HashMap::new();
     loop {
         loop {
             match rx.try_recv() {
@@ -523,8 +538,16 @@ fn run_worker(
                     }
                 }
                 Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
-                Ok(Command::Subscribe { arrangement, tx, complete }) => {
-                    subscribe(worker, &mut state, arrangement, tx, complete, &keys)
+                Ok(Command::Subscribe { id, arrangement, tx, complete }) => {
+                    let dataflow = worker.next_dataflow_index();
+                    if subscribe(worker, &mut state, arrangement, tx, complete, &keys) {
+                        subscriptions.insert(id, dataflow);
+                    }
+                }
+                Ok(Command::Unsubscribe(id)) => {
+                    if let Some(dataflow) = subscriptions.remove(&id) {
+                        worker.drop_dataflow(dataflow);
+                    }
                 }
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => break,
@@ -578,7 +601,8 @@ fn install(
 }
 
 /// Builds a dataflow that imports a view's arrangement and sends its changes, gathered on the
-/// first worker, time by time once each time is complete.
+/// first worker, time by time once each time is complete; false when there is no such
+/// arrangement (nothing is built).
 fn subscribe(
     worker: &mut timely::worker::Worker,
     state: &mut WorkerState,
@@ -586,8 +610,8 @@ fn subscribe(
     tx: Sender<Change>,
     complete: Arc<AtomicU64>,
     keys: &Keys,
-) {
-    let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return };
+) -> bool {
+    let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return false };
     let keys = keys.clone();
     // every update goes to the first worker, which alone sends and reports progress
     let sends = worker.index() == 0;
@@ -614,6 +638,7 @@ fn subscribe(
             }
         });
     });
+    true
 }
 
 /// The accumulated (key, value, count) triples of a trace at time `t`.

@@ -276,7 +276,9 @@ impl RuleViews {
 
     /// Ends a watch.
     pub fn unwatch(&self, id: u64) {
-        self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if let Some(w) = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+            self.inc.unsubscribe(&w.changes);
+        }
     }
 
     /// Hands each watch its view's changes, time by time, and wakes the ones that asked.
