@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -23,8 +22,8 @@ use super::Value;
 use crate::plan::AggOp;
 
 /// One group's accumulated contributions.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SumCount {
+#[derive(Clone, Copy, Debug, Default)]
+struct SumCount {
     /// The finite values' sum, rounded, and the rounding error.
     sum: f64,
     err: f64,
@@ -32,7 +31,7 @@ pub(crate) struct SumCount {
     scaled: f64,
     scaled_err: f64,
     /// How many values.
-    pub(crate) count: i64,
+    count: i64,
     /// How many of them were NaN, +∞ and −∞.
     nan: i64,
     pos_inf: i64,
@@ -60,7 +59,7 @@ fn add(a: f64, a_err: f64, b: f64, b_err: f64) -> (f64, f64) {
 
 impl SumCount {
     /// One value's contribution.
-    pub(crate) fn of(v: f64) -> SumCount {
+    fn of(v: f64) -> SumCount {
         let mut c = SumCount { count: 1, ..Default::default() };
         if v.is_nan() {
             c.nan = 1;
@@ -77,7 +76,7 @@ impl SumCount {
 
     /// The mean of the group's values (Prometheus's `avg`, which does not overflow where
     /// the sum would).
-    pub(crate) fn mean(&self) -> f64 {
+    fn mean(&self) -> f64 {
         let sum = self.sum();
         if sum.is_finite() || self.nan > 0 || self.pos_inf > 0 || self.neg_inf > 0 {
             return sum / self.count as f64;
@@ -86,7 +85,7 @@ impl SumCount {
     }
 
     /// The sum of the group's values, as IEEE addition would give it.
-    pub(crate) fn sum(&self) -> f64 {
+    fn sum(&self) -> f64 {
         if self.nan > 0 || (self.pos_inf > 0 && self.neg_inf > 0) {
             f64::NAN
         } else if self.pos_inf > 0 {
@@ -102,47 +101,7 @@ impl SumCount {
         }
     }
 
-    fn key(&self) -> (u64, u64, u64, u64, i64, i64, i64, i64) {
-        let bits = |x: f64| x.to_bits();
-        let (s, e, c, ce) = (bits(self.sum), bits(self.err), bits(self.scaled), bits(self.scaled_err));
-        (s, e, c, ce, self.count, self.nan, self.pos_inf, self.neg_inf)
-    }
-}
-
-impl PartialEq for SumCount {
-    fn eq(&self, o: &Self) -> bool {
-        self.key() == o.key()
-    }
-}
-
-impl Eq for SumCount {}
-
-impl PartialOrd for SumCount {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl Ord for SumCount {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&o.key())
-    }
-}
-
-impl IsZero for SumCount {
-    fn is_zero(&self) -> bool {
-        self.count == 0
-            && self.nan == 0
-            && self.pos_inf == 0
-            && self.neg_inf == 0
-            && self.sum == 0.0
-            && self.err == 0.0
-            && self.scaled == 0.0
-            && self.scaled_err == 0.0
-    }
-}
-
-impl Semigroup for SumCount {
+    /// Adds another group's contributions.
     fn plus_equals(&mut self, rhs: &Self) {
         (self.sum, self.err) = add(self.sum, self.err, rhs.sum, rhs.err);
         (self.scaled, self.scaled_err) = add(self.scaled, self.scaled_err, rhs.scaled, rhs.scaled_err);
@@ -151,31 +110,10 @@ impl Semigroup for SumCount {
         self.pos_inf += rhs.pos_inf;
         self.neg_inf += rhs.neg_inf;
     }
-}
 
-impl Monoid for SumCount {
-    fn zero() -> Self {
-        SumCount::default()
-    }
-}
-
-impl Abelian for SumCount {
-    fn negate(&mut self) {
-        self.sum = -self.sum;
-        self.err = -self.err;
-        self.scaled = -self.scaled;
-        self.scaled_err = -self.scaled_err;
-        self.count = -self.count;
-        self.nan = -self.nan;
-        self.pos_inf = -self.pos_inf;
-        self.neg_inf = -self.neg_inf;
-    }
-}
-
-impl Multiply<isize> for SumCount {
-    type Output = SumCount;
-    fn multiply(mut self, rhs: &isize) -> SumCount {
-        let n = *rhs as i64;
+    /// The contributions `n` times over (−1: their retraction).
+    fn multiply(mut self, n: isize) -> SumCount {
+        let n = n as i64;
         self.sum *= n as f64;
         self.err *= n as f64;
         self.scaled *= n as f64;
@@ -186,9 +124,7 @@ impl Multiply<isize> for SumCount {
         self.neg_inf *= n;
         self
     }
-}
 
-impl SumCount {
     /// The aggregation's result for the group, `None` when the group is empty.
     fn result(&self, op: AggOp) -> Option<f64> {
         match op {
@@ -238,7 +174,7 @@ pub(crate) fn aggregate<'s>(
                     for (group, v, diff) in changes {
                         let total = totals.entry(group).or_default();
                         before.entry(group).or_insert_with(|| total.result(op));
-                        total.plus_equals(&SumCount::of(v).multiply(&diff));
+                        total.plus_equals(&SumCount::of(v).multiply(diff));
                     }
                     let mut session = output.session(&cap);
                     for (group, old) in before.drain() {
@@ -267,11 +203,25 @@ mod tests {
     use super::*;
 
     fn total(vals: &[(f64, isize)]) -> SumCount {
-        let mut acc = SumCount::zero();
+        let mut acc = SumCount::default();
         for &(v, d) in vals {
-            acc.plus_equals(&SumCount::of(v).multiply(&d));
+            acc.plus_equals(&SumCount::of(v).multiply(d));
         }
         acc
+    }
+
+    impl SumCount {
+        /// Whether nothing is left of any contribution.
+        fn is_zero(&self) -> bool {
+            self.count == 0
+                && self.nan == 0
+                && self.pos_inf == 0
+                && self.neg_inf == 0
+                && self.sum == 0.0
+                && self.err == 0.0
+                && self.scaled == 0.0
+                && self.scaled_err == 0.0
+        }
     }
 
     #[test]

@@ -387,21 +387,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             ..
         } => {
             // O(1) per change: the group's sum and count accumulate as differences
-            let (op, grouping, keys) = (*op, grouping.clone(), cx.keys.clone());
-            let mut groups = KeyMap::default();
-            let grouped = render(scope, input, cx).map(move |(k, v): (u64, Value)| {
-                (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping)), v)
-            });
-            counted(abelian::aggregate(grouped, op), &cx.counters, Operator::Aggregate)
+            let grouped = by_group(render(scope, input, cx), grouping, &cx.keys);
+            counted(abelian::aggregate(grouped, *op), &cx.counters, Operator::Aggregate)
         }
         Node::Aggregate { input, op, grouping, param } => {
-            let (op, param, grouping, keys) = (*op, *param, grouping.clone(), cx.keys.clone());
-            let mut groups = KeyMap::default();
-            let out = render(scope, input, cx)
-                .map(move |(k, v): (u64, Value)| {
-                    (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &grouping)), v)
-                })
-                .reduce(move |_group, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
+            let (op, param) = (*op, *param);
+            let out = by_group(render(scope, input, cx), grouping, &cx.keys).reduce(
+                move |_group, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
                     let mut xs: Vec<f64> = Vec::with_capacity(vals.len());
                     for (v, m) in vals {
                         for _ in 0..(*m).max(0) {
@@ -411,7 +403,8 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     if !xs.is_empty() {
                         out.push((Value(aggregate_values(op, &mut xs, param)), 1));
                     }
-                });
+                },
+            );
             counted(out, &cx.counters, Operator::Aggregate)
         }
         Node::Constant { labels, value } => constant_collection(scope, labels, *value, &cx.keys),
@@ -480,6 +473,13 @@ fn by_signature<'s>(
     let (g, keys) = (g.clone(), keys.clone());
     let mut sigs = KeyMap::default();
     c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut sigs, k, |l| grouping_key(&l, &g)), (k, v)))
+}
+
+/// Each element under its group's key instead of its own.
+fn by_group<'s>(c: Coll<'s>, g: &Grouping, keys: &Keys) -> Coll<'s> {
+    let (g, keys) = (g.clone(), keys.clone());
+    let mut groups = KeyMap::default();
+    c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &g)), v))
 }
 
 /// `and`, `or`, `unless`: the left elements whose signature the right side has (or lacks),

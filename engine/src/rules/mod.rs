@@ -559,6 +559,7 @@ fn record(
     Ok(out)
 }
 
+/// The wall clock in milliseconds.
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

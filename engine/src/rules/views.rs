@@ -20,10 +20,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use promflow_storage::{CommittedBatch, Labels, Querier};
 
+use super::now_ms;
 use crate::dataflow::{Incremental, Subscription, ViewId};
 use crate::Plan;
 
@@ -86,10 +87,6 @@ impl Watch {
         let vector = self.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
         self.wake_at = (self.handler)(t, vector);
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl RuleViews {
