@@ -9,7 +9,9 @@
 //! 15 s), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_IDLE_MS` [250] how often the
 //! clock moves between samples (the server's idle clock), `BENCH_WORKERS` [1],
 //! `BENCH_CHUNKS` [1] requests a round arrives in: the clock moves 2 ms on after each, as
-//! the server's feed moves it to the wall clock after each request.
+//! the server's feed moved it to the wall clock after each request, `BENCH_GRAIN` [1]
+//! whether recording rules' views change only at the evaluation times (as in the server) or
+//! with every sample (0).
 //!
 //! The views are installed from storage as the server installs them, then the stream is fed
 //! round by round: the round's samples, a clock move to their time, idle clock moves until
@@ -21,7 +23,7 @@ mod workload;
 
 use std::time::Instant;
 
-use promflow_engine::dataflow::Incremental;
+use promflow_engine::dataflow::{Grain, Incremental};
 use promflow_engine::{evaluate, Plan, QueryOptions};
 use promflow_storage::{Db, DbOptions, Labels};
 use workload::{all_series, env, rule_set, Walk, INTERVAL_MS};
@@ -55,9 +57,11 @@ fn main() {
     let idle_ms = env("BENCH_IDLE_MS", 250).max(1) as i64;
     let workers = env("BENCH_WORKERS", 1);
     let chunks = env("BENCH_CHUNKS", 1).max(1);
+    let grain = (env("BENCH_GRAIN", 1) == 1).then(|| Grain::new(interval_ms, EVAL_OFFSET_MS));
 
     let rules = rule_set();
     let alert_count = rules.alerts.len();
+    let recording_count = rules.recording.len();
     let exprs: Vec<String> = rules
         .recording
         .into_iter()
@@ -98,7 +102,11 @@ fn main() {
     let inc = Incremental::start(workers, LOOKBACK_MS).unwrap();
     let views: Vec<_> = plans
         .iter()
-        .map(|p| inc.install_from(p, db.as_ref(), stream_start - 1).expect("maintained"))
+        .enumerate()
+        .map(|(i, p)| {
+            let grain = grain.filter(|_| i < recording_count);
+            inc.install_from(p, db.as_ref(), stream_start - 1, grain).expect("maintained")
+        })
         .collect();
     let watches: Vec<_> =
         views[views.len() - alert_count..].iter().map(|v| inc.subscribe(*v).unwrap()).collect();
@@ -187,9 +195,10 @@ fn main() {
 
     let samples = (n as i64 * stream_rounds) as f64;
     println!(
-        "{n} series, {history_min} min of history, {minutes} min of stream in {chunks} request(s) a round, {} rules every {} s, clock every {idle_ms} ms, {workers} worker(s)",
+        "{n} series, {history_min} min of history, {minutes} min of stream in {chunks} request(s) a round, {} rules every {} s, recording views {}, clock every {idle_ms} ms, {workers} worker(s)",
         plans.len(),
-        interval_ms / 1000
+        interval_ms / 1000,
+        if grain.is_some() { "at the evaluation times" } else { "at every sample" }
     );
     println!("install from history: {installed_cpu:.2} s CPU, {arrangements} arrangements");
     println!(

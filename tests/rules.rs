@@ -417,7 +417,12 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
         query_offset_ms: 0,
         limit: 0,
         event_mode: true,
-        rules: vec![rule("r", "x", &[("team", "t")]), rule("collapsed", "x", &[("a", "")])],
+        rules: vec![
+            rule("r", "x", &[("team", "t")]),
+            rule("collapsed", "x", &[("a", "")]),
+            // a view of its own, first needed after `r` read its view at the same time
+            rule("total", "sum(x)", &[]),
+        ],
     };
     let settings = EvalSettings {
         query: QueryOptions { lookback_ms: 5_000, ..QueryOptions::instant(0) },
@@ -445,6 +450,9 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].labels, Labels::from_pairs([("__name__", "r"), ("a", "1"), ("team", "t")]));
     assert_eq!(out[0].samples.iter().map(|s| (s.t, s.v)).collect::<Vec<_>>(), vec![(2_000, 1.0)]);
+    let total = db.select(&name("total"), 0, 100_000).unwrap();
+    assert_eq!(total.len(), 1, "{total:?}");
+    assert_eq!(total[0].samples.iter().map(|s| (s.t, s.v)).collect::<Vec<_>>(), vec![(2_000, 2.0)]);
 
     // x leaves the lookback: the rule's series get staleness markers at the next evaluation
     group.evaluate(9_000, &*db, &appender, &settings);
@@ -471,9 +479,9 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
     assert_eq!(every.eval_timestamp(ts + 60_000), ts);
     assert_eq!(every.eval_timestamp(ts + 60_001), ts + 60_000);
     if let Some(views) = views {
-        // `r`, `collapsed` and `lim` read one shared view of `x`
-        assert_eq!(views.counts(), (1, 0));
-        assert_eq!(views.arrangements(), 1);
+        // `r`, `collapsed` and `lim` read one shared view of `x`, `total` one of its own
+        assert_eq!(views.counts(), (2, 0));
+        assert_eq!(views.arrangements(), 2);
     }
 }
 

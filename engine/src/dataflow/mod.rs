@@ -76,6 +76,43 @@ pub(crate) type Update = ((u64, Value), u64, isize);
 /// A view's identity, returned by [`Incremental::install`].
 pub type ViewId = usize;
 
+/// The times at which a view is read, when it is read only at some: a rule group's
+/// evaluation times, `phase_ms + k × period_ms`. A view installed with a grain changes only at
+/// those times. Every event between two of them (samples arriving, samples leaving their
+/// window, the clock ticking) takes effect at the next one, so the changes of one interval
+/// meet in one update per series and group, and the view read at a grain time still equals
+/// the batch evaluation there. A read between grain times sees the previous grain time's
+/// value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grain {
+    period_ms: u64,
+    phase_ms: u64,
+}
+
+impl Grain {
+    /// The grain of times `phase_ms + k × period_ms` (any phase; the period at least 1 ms).
+    pub fn new(period_ms: i64, phase_ms: i64) -> Grain {
+        let period_ms = period_ms.max(1);
+        Grain { period_ms: period_ms as u64, phase_ms: phase_ms.rem_euclid(period_ms) as u64 }
+    }
+
+    /// The first time of the grain at or after `t`.
+    pub(crate) fn up(&self, t: u64) -> u64 {
+        let Some(since) = t.checked_sub(self.phase_ms) else { return self.phase_ms };
+        let rem = since % self.period_ms;
+        if rem == 0 {
+            t
+        } else {
+            t.saturating_add(self.period_ms - rem)
+        }
+    }
+
+    /// Whether `t` is a time of the grain.
+    pub fn contains(&self, t: i64) -> bool {
+        t >= 0 && self.up(t as u64) == t as u64
+    }
+}
+
 /// The kinds of operator whose output records are counted.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operator {
@@ -230,7 +267,7 @@ impl Incremental {
     /// the incremental executor does not maintain (the error names it).
     pub fn install(&self, plan: &Plan) -> Result<ViewId, Error> {
         let mut c = self.controller();
-        let lowered = c.registry.lower_view(plan, self.lookback_ms)?;
+        let lowered = c.registry.lower_view(plan, self.lookback_ms, None)?;
         Ok(self.build(&mut c, lowered))
     }
 
@@ -246,15 +283,18 @@ impl Incremental {
     /// what `querier` holds from the plan's longest window plus the lookback before `now` on
     /// (everything committed, even after `now`), then follow [`Incremental::append`]. Leaves it shares with earlier views already hold
     /// their history. The caller must append, after this call, exactly the samples committed
-    /// after `querier`'s snapshot: no gap, and no sample twice.
+    /// after `querier`'s snapshot: no gap, and no sample twice. The history counts from the
+    /// clock at the earliest, so a read before the clock does not see it. With a `grain`, the view
+    /// changes only at the grain's times (it shares only with views of the same grain).
     pub fn install_from(
         &self,
         plan: &Plan,
         querier: &dyn promflow_storage::Querier,
         now: i64,
+        grain: Option<Grain>,
     ) -> Result<ViewId, Error> {
         let mut c = self.controller();
-        let lowered = c.registry.lower_view(plan, self.lookback_ms)?;
+        let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
         let from = now - plan.max_window_ms() - self.lookback_ms;
         let mut history: Vec<(usize, Vec<Row>)> = Vec::new();
         for (leaf, matchers) in &lowered.new_leaves {

@@ -23,7 +23,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use super::abelian;
 use super::keys::{KeyMap, Keys};
 use super::series::{self, SeriesFn};
-use super::{Counters, Operator, Value, WorkerState};
+use super::{Counters, Grain, Operator, Value, WorkerState};
 use crate::batch::{
     absent_labels, aggregate_values, combine, compile_relabel, grouping_key, parse_le, relabel_one,
     result_labels, strip_metric_identity,
@@ -41,8 +41,9 @@ pub(crate) enum Node {
     Import(usize),
     /// Arranges the input and registers it under `id`.
     Arrange { id: usize, input: Box<Node> },
-    /// The per-series operator over the samples fed to input `leaf`.
-    Series { leaf: usize, func: SeriesFn },
+    /// The per-series operator over the samples fed to input `leaf`, changing only at the
+    /// times of `grain` when there is one.
+    Series { leaf: usize, func: SeriesFn, grain: Option<Grain> },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a constant.
@@ -67,8 +68,8 @@ pub(crate) enum Node {
 /// samples are fed to.
 #[derive(Default)]
 pub(crate) struct Registry {
-    /// Arranged sub-plans, with the lookback they were lowered with, and their ids.
-    arranged: Vec<(Plan, i64, usize)>,
+    /// Arranged sub-plans, with the lookback and grain they were lowered with, and their ids.
+    arranged: Vec<(Plan, i64, Option<Grain>, usize)>,
     /// Leaf inputs and the selection whose samples they take.
     pub(crate) leaves: Vec<(usize, Vec<Matcher>)>,
 }
@@ -82,15 +83,20 @@ impl Registry {
     /// Lowers a view's plan; returns the tree to build (`None` when an identical view exists),
     /// the arrangement the view reads, and the leaves it adds (which start empty). Nothing is
     /// registered when the plan is not supported.
-    pub(crate) fn lower_view(&mut self, plan: &Plan, lookback: i64) -> Result<Lowered, Error> {
-        let mut l = Lowering { reg: self, lookback, new: Vec::new(), leaves: Vec::new() };
+    pub(crate) fn lower_view(
+        &mut self,
+        plan: &Plan,
+        lookback: i64,
+        grain: Option<Grain>,
+    ) -> Result<Lowered, Error> {
+        let mut l = Lowering { reg: self, lookback, grain, new: Vec::new(), leaves: Vec::new() };
         let node = l.lower(plan)?;
         let (node, id) = match node {
             Node::Import(id) => (None, id),
             node @ Node::Arrange { id, .. } => (Some(node), id),
             node => {
                 let id = l.next_id();
-                l.new.push((plan.clone(), lookback, id));
+                l.new.push((plan.clone(), lookback, grain, id));
                 (Some(Node::Arrange { id, input: Box::new(node) }), id)
             }
         };
@@ -115,7 +121,8 @@ pub(crate) struct Lowered {
 struct Lowering<'r> {
     reg: &'r Registry,
     lookback: i64,
-    new: Vec<(Plan, i64, usize)>,
+    grain: Option<Grain>,
+    new: Vec<(Plan, i64, Option<Grain>, usize)>,
     leaves: Vec<(usize, Vec<Matcher>)>,
 }
 
@@ -143,21 +150,22 @@ impl Lowering<'_> {
             .arranged
             .iter()
             .chain(&self.new)
-            .find(|(p, lb, _)| *lb == self.lookback && p == plan)
-            .map(|&(_, _, id)| id)
+            .find(|(p, lb, g, _)| *lb == self.lookback && *g == self.grain && p == plan)
+            .map(|&(_, _, _, id)| id)
     }
 
     /// Registers `plan` as arranged, built by `node`.
     fn arrange(&mut self, plan: &Plan, make: impl FnOnce(usize) -> Node) -> Node {
         let id = self.next_id();
-        self.new.push((plan.clone(), self.lookback, id));
+        self.new.push((plan.clone(), self.lookback, self.grain, id));
         Node::Arrange { id, input: Box::new(make(id)) }
     }
 
     /// A leaf fed the samples of `matchers`, computing `func` per series; arranged as `plan`.
     fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn) -> Node {
         self.leaves.push((self.next_id(), matchers.to_vec()));
-        self.arrange(plan, |leaf| Node::Series { leaf, func })
+        let grain = self.grain;
+        self.arrange(plan, |leaf| Node::Series { leaf, func, grain })
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -320,13 +328,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             cx.state.traces.insert(*id, (arranged.trace.clone(), cx.probe.clone()));
             arranged.as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func } => {
+        Node::Series { leaf, func, grain } => {
             let mut input = timely::dataflow::InputHandle::new();
             let rows = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, input);
             cx.new_leaves.push(*leaf);
             let out = counted(
-                series::render(rows, cx.clock.clone(), func.clone()).as_collection(),
+                series::render(rows, cx.clock.clone(), func.clone(), *grain).as_collection(),
                 &cx.counters,
                 Operator::Series,
             );

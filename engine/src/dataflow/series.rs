@@ -18,6 +18,9 @@
 //!
 //! Events are processed in time order once the inputs' frontiers have passed their time, so
 //! a value computed at `t` never sees a sample that counts from after `t`.
+//!
+//! With a [`Grain`] every event takes effect at the grain's next time instead: the series is
+//! evaluated there, once for all the events since the grain's previous time.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -28,7 +31,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::keys::{KeyMap, KeySet};
-use super::{Row, Update, Value};
+use super::{Grain, Row, Update, Value};
 use crate::kernels::{self, WindowBounds};
 use crate::plan::WindowFn;
 
@@ -176,7 +179,11 @@ impl SeriesState {
                 if is_stale_nan(v) {
                     return;
                 }
-                let i = self.head + self.ts().partition_point(|&x| x < t);
+                // in order, the common case, without a search of the window
+                let i = match self.t.last() {
+                    Some(&last) if t <= last => self.head + self.ts().partition_point(|&x| x < t),
+                    _ => self.t.len(),
+                };
                 if self.t.get(i) == Some(&t) {
                     return; // a duplicate timestamp: the first sample stored wins
                 }
@@ -235,11 +242,13 @@ struct Due {
     tick: bool,
 }
 
-/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks.
+/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks;
+/// with a `grain`, every event takes effect at the grain's next time.
 pub(crate) fn render<'s>(
     rows: Stream<'s, u64, Vec<Row>>,
     clock: Stream<'s, u64, Vec<()>>,
     func: SeriesFn,
+    grain: Option<Grain>,
 ) -> Stream<'s, u64, Vec<Update>> {
     rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
         let mut due: BTreeMap<u64, Due> = BTreeMap::new();
@@ -248,12 +257,13 @@ pub(crate) fn render<'s>(
         let mut moving = KeySet::default();
         let span = func.span().max(1);
         let moves = func.moves_with_time();
+        let up = move |t: u64| grain.map_or(t, |g| g.up(t));
         move |(input, f_rows), (ticks, f_clock), output| {
             input.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
                 for batch in data {
                     for &(s, t, v) in batch.iter() {
-                        let at = (t.max(0) as u64).max(now);
+                        let at = up((t.max(0) as u64).max(now));
                         let d = due.entry(at).or_default();
                         if d.cap.is_none() {
                             d.cap = Some(cap.delayed(&at, 0));
@@ -264,9 +274,10 @@ pub(crate) fn render<'s>(
             });
             ticks.for_each_stamp(|cap, _data| {
                 let Some(&now) = cap.least() else { return };
-                let d = due.entry(now).or_default();
+                let at = up(now);
+                let d = due.entry(at).or_default();
                 if d.cap.is_none() {
-                    d.cap = Some(cap.delayed(&now, 0));
+                    d.cap = Some(cap.delayed(&at, 0));
                 }
                 d.tick = true;
             });
@@ -331,7 +342,7 @@ pub(crate) fn render<'s>(
                             }
                         }
                     }
-                    let when = when.max(0) as u64;
+                    let when = up(when.max(0) as u64);
                     if when > at && st.next.is_none_or(|n| n > when) {
                         st.next = Some(when);
                         let d = due.entry(when).or_default();

@@ -162,6 +162,27 @@ pub struct AlertingState {
     pub restored: bool,
     /// The latest time the rule's result was applied at.
     pub applied_at: Option<i64>,
+    /// What each element of the last result expanded to ([`Expansions::Reuse`]).
+    pub(crate) expansions: HashMap<Labels, Expansion>,
+}
+
+/// An element's alert labels and annotations, with the value they were expanded with.
+#[derive(Clone, Debug)]
+pub(crate) struct Expansion {
+    value_bits: u64,
+    labels: Labels,
+    annotations: BTreeMap<String, String>,
+}
+
+/// Whether [`apply`] expands every element's templates, or only those of elements that are
+/// new or whose value changed since the last application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expansions {
+    /// At a group's evaluation, as Prometheus does at each: templates may run queries.
+    Fresh,
+    /// Between evaluations, at each change of an event-mode rule's view (several a minute):
+    /// an element whose value did not change keeps what it expanded to.
+    Reuse,
 }
 
 impl AlertingState {
@@ -185,14 +206,15 @@ pub fn eval(
     views: Option<&RuleViews>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let vector = instant_query(&rule.plan, t, querier, settings, views)?;
-    apply(rule, st, vector, t, querier, settings, limit)
+    let vector = instant_query(&rule.plan, t, querier, settings, views.map(|v| (v, None)))?;
+    apply(rule, st, vector, t, querier, settings, limit, Expansions::Fresh)
 }
 
 /// Applies the expression's result `vector` at `t` to the rule's alerts: Prometheus's
 /// evaluation once the query has run. In event mode a view's change runs it at the change's
 /// time; a later call with an earlier `t` (a tick that ran behind an event) changes no state
 /// and only reports the current alerts.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     rule: &AlertingRuleSpec,
     st: &mut AlertingState,
@@ -201,6 +223,7 @@ pub fn apply(
     querier: &dyn Querier,
     settings: &EvalSettings,
     limit: u64,
+    expansions: Expansions,
 ) -> Result<Vec<(Labels, f64)>, String> {
     if st.applied_at.is_some_and(|last| t < last) {
         return Ok(alerts_series(st));
@@ -216,7 +239,22 @@ pub fn apply(
             .collect())
     };
     let mut now: HashMap<Labels, Alert> = HashMap::new();
+    let mut expanded: HashMap<Labels, Expansion> = HashMap::with_capacity(vector.len());
+    let mut previous = std::mem::take(&mut st.expansions);
     for (series, value) in vector {
+        let kept = previous
+            .remove(&series)
+            .filter(|e| expansions == Expansions::Reuse && e.value_bits == value.to_bits());
+        if let Some(e) = kept {
+            if now.contains_key(&e.labels) {
+                return Err(
+                    "vector contains metrics with the same labelset after applying alert labels".into()
+                );
+            }
+            now.insert(e.labels.clone(), new_alert(e.labels.clone(), e.annotations.clone(), value, t));
+            expanded.insert(series, e);
+            continue;
+        }
         let data = AlertData {
             labels: series.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
             external_labels: rule.external_labels.clone(),
@@ -235,24 +273,15 @@ pub fn apply(
             labels.set(name, &expand(tmpl));
         }
         labels.set("alertname", &rule.name);
-        let annotations = rule.annotations.iter().map(|(n, _, tmpl)| (n.clone(), expand(tmpl))).collect();
+        let annotations: BTreeMap<String, String> =
+            rule.annotations.iter().map(|(n, _, tmpl)| (n.clone(), expand(tmpl))).collect();
         if now.contains_key(&labels) {
             return Err("vector contains metrics with the same labelset after applying alert labels".into());
         }
-        let alert = Alert {
-            labels: labels.clone(),
-            annotations,
-            state: AlertState::Pending,
-            value,
-            active_at: t,
-            fired_at: None,
-            resolved_at: None,
-            keep_firing_since: None,
-            last_sent_at: None,
-            valid_until: None,
-        };
-        now.insert(labels, alert);
+        now.insert(labels.clone(), new_alert(labels.clone(), annotations.clone(), value, t));
+        expanded.insert(series, Expansion { value_bits: value.to_bits(), labels, annotations });
     }
+    st.expansions = expanded;
     let returned: HashSet<Labels> = now.keys().cloned().collect();
     for (labels, fresh) in now {
         match st.active.get_mut(&labels) {
@@ -301,6 +330,22 @@ pub fn apply(
         return Err(format!("exceeded limit of {limit} with {active_count} alerts"));
     }
     Ok(alerts_series(st))
+}
+
+/// A pending alert that became active at `t`.
+fn new_alert(labels: Labels, annotations: BTreeMap<String, String>, value: f64, t: i64) -> Alert {
+    Alert {
+        labels,
+        annotations,
+        state: AlertState::Pending,
+        value,
+        active_at: t,
+        fired_at: None,
+        resolved_at: None,
+        keep_firing_since: None,
+        last_sent_at: None,
+        valid_until: None,
+    }
 }
 
 /// The `ALERTS` and `ALERTS_FOR_STATE` samples of the pending and firing alerts (none until

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
-pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState, Notification, NotifyFn};
+pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState, Expansions, Notification, NotifyFn};
 pub use views::RuleViews;
 
 use crate::batch::{evaluate, QueryOptions, QueryResult};
+use crate::dataflow::Grain;
 use crate::Plan;
 
 /// Compiles a PromQL expression (for the `query` template function): given by the wiring,
@@ -143,6 +144,11 @@ impl GroupSpec {
         let adj = now_ms as i128 * 1_000_000 - offset;
         let base = adj - adj.rem_euclid(interval_ns);
         ((base + offset) / 1_000_000) as i64
+    }
+
+    /// The group's evaluation times, at which its recording rules' views are read.
+    pub fn grain(&self) -> Grain {
+        Grain::new(self.interval_ms, self.eval_timestamp(0))
     }
 }
 
@@ -356,7 +362,11 @@ impl Group {
             let state = &mut self.state[i];
             let views = settings.views.as_deref().filter(|_| self.view_ok[i]);
             let output = match rule {
-                RuleSpec::Record(r) => record(r, query_ts, querier, settings, views, self.spec.limit),
+                RuleSpec::Record(r) => {
+                    // read only at the group's evaluations: the view changes only at those
+                    let views = views.map(|v| (v, self.spec.grain()));
+                    record(r, query_ts, querier, settings, views, self.spec.limit)
+                }
                 RuleSpec::Alert(a) => alerting::eval(
                     a,
                     &mut state.alerting,
@@ -424,7 +434,9 @@ impl Group {
         let RuleSpec::Alert(a) = self.spec.rules.get(i)? else { return None };
         let st = &mut self.state[i].alerting;
         let query_ts = t - self.spec.query_offset_ms;
-        if let Err(e) = alerting::apply(a, st, vector, query_ts, querier, settings, self.spec.limit) {
+        if let Err(e) =
+            alerting::apply(a, st, vector, query_ts, querier, settings, self.spec.limit, Expansions::Reuse)
+        {
             tracing::warn!(group = %self.spec.name, rule = %a.name, error = %e, "applying a view change failed");
         }
         if let Some(notify) = &settings.notify {
@@ -502,16 +514,16 @@ impl Group {
 }
 
 /// An instant query at `t` as a rule runs it: a vector (a scalar becomes one series without
-/// labels), or Prometheus's error for other result types. From `views` when given and the
-/// plan is maintained there.
+/// labels), or Prometheus's error for other result types. From `views` (read at the grain
+/// given, if any) when given and the plan is maintained there.
 fn instant_query(
     plan: &Plan,
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
-    views: Option<&RuleViews>,
+    views: Option<(&RuleViews, Option<Grain>)>,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    if let Some(rows) = views.and_then(|v| v.read(plan, t)) {
+    if let Some(rows) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
         return rows;
     }
     let opts = QueryOptions {
@@ -535,9 +547,10 @@ fn record(
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
-    views: Option<&RuleViews>,
+    views: Option<(&RuleViews, Grain)>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
+    let views = views.map(|(v, grain)| (v, Some(grain)));
     let vector = instant_query(&rule.plan, t, querier, settings, views)?;
     let mut out: Vec<(Labels, f64)> = vector
         .into_iter()

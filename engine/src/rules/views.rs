@@ -11,10 +11,13 @@
 //! `t` has seen every sample acknowledged before the read. An expression the incremental
 //! executor does not maintain is evaluated by the batch executor, as in tick mode.
 //!
-//! The dataflow's clock follows the wall clock (every few milliseconds, after the feed is
-//! taken), so a view changes as soon as the data does, but never passes the next evaluation
-//! time a group has announced ([`RuleViews::schedule`]): that evaluation can still read its
-//! views at exactly its time. [`RuleViews::watch`] hands a view's changes to a handler as they
+//! The dataflow's clock follows the wall clock, so a view changes as soon as the data does,
+//! but never passes the next evaluation time a group has announced ([`RuleViews::schedule`]):
+//! that evaluation can still read its views at exactly its time. After samples arrive the
+//! clock is held while more keep coming (for at most [`HOLD_MAX`]): a burst of remote-write
+//! requests that carry one round of samples, stamped alike, then enters the dataflow at
+//! their own timestamp, one change per series and aggregate, instead of at the arrival time
+//! of each request. [`RuleViews::watch`] hands a view's changes to a handler as they
 //! happen (event-mode alerts).
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use promflow_storage::{CommittedBatch, Labels, Querier};
 
 use super::now_ms;
-use crate::dataflow::{Incremental, Subscription, ViewId};
+use crate::dataflow::{Grain, Incremental, Subscription, ViewId};
 use crate::Plan;
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -39,6 +42,11 @@ const IDLE_CLOCK: Duration = Duration::from_millis(250);
 
 /// How often the feed is taken and the clock moved.
 const FEED_POLL: Duration = Duration::from_millis(5);
+
+/// How long the clock may be held after samples arrive, while more arrive at every poll. It
+/// adds to the latency of a change (the budget from remote write to notification is
+/// 50 ms); a lone write waits one poll.
+const HOLD_MAX: Duration = Duration::from_millis(20);
 
 /// An announced evaluation this far behind the wall clock no longer holds the clock back (a
 /// stopped or stuck group).
@@ -67,17 +75,47 @@ pub struct RuleViews {
     inc: Incremental,
     feed: Mutex<Receiver<Arc<CommittedBatch>>>,
     querier: Arc<dyn Querier>,
-    /// Each expression seen, with its view (`None`: not maintained, evaluated in batch).
-    views: Mutex<Vec<(Plan, Option<ViewId>)>>,
+    views: Mutex<Vec<SeenExpression>>,
     /// Announced evaluation times, with how many groups announced each.
     scheduled: Mutex<BTreeMap<i64, usize>>,
     watches: Mutex<HashMap<u64, Watch>>,
     next_watch: Mutex<u64>,
-    /// Whether samples were appended since the clock last moved, and when it last moved.
-    clock_state: Mutex<(bool, Instant)>,
+    clock_state: Mutex<ClockState>,
     /// Whether the clock follows the wall clock (the server) or only the reads (tests that
     /// evaluate at chosen times).
     wall_clock: bool,
+}
+
+/// An expression seen, with the grain it is read at, and its view (`None`: not maintained,
+/// evaluated in batch).
+type SeenExpression = (Plan, Option<Grain>, Option<ViewId>);
+
+/// What the clock waits for.
+struct ClockState {
+    /// Samples were appended since the feed thread last looked.
+    arrived: bool,
+    /// Since when the clock has been held for appended samples, if it is.
+    held_since: Option<Instant>,
+    /// When the clock last moved.
+    moved_at: Instant,
+}
+
+impl ClockState {
+    /// Whether the clock should move now: once samples stop arriving (or have been held for
+    /// [`HOLD_MAX`]), else every [`IDLE_CLOCK`]. Consumes the arrival.
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = match self.held_since {
+            Some(since) => !self.arrived || now - since >= HOLD_MAX,
+            None => now - self.moved_at >= IDLE_CLOCK,
+        };
+        self.arrived = false;
+        if due {
+            self.held_since = None;
+            self.moved_at = now;
+        }
+        due
+    }
 }
 
 impl Watch {
@@ -109,7 +147,11 @@ impl RuleViews {
             scheduled: Mutex::new(BTreeMap::new()),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
-            clock_state: Mutex::new((false, Instant::now())),
+            clock_state: Mutex::new(ClockState {
+                arrived: false,
+                held_since: None,
+                moved_at: Instant::now(),
+            }),
             wall_clock,
         });
         let spawn = |name: &str, step: fn(&RuleViews)| {
@@ -143,22 +185,17 @@ impl RuleViews {
             appended = true;
         }
         if appended {
-            self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
+            let mut clock = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
+            clock.arrived = true;
+            clock.held_since.get_or_insert_with(Instant::now);
         }
     }
 
-    /// Moves the clock to now, but not past the next announced evaluation: at once after
-    /// samples arrived, else every [`IDLE_CLOCK`].
+    /// Moves the clock to now, but not past the next announced evaluation, when it is due
+    /// ([`ClockState::due`]).
     fn move_clock(&self) {
-        if !self.wall_clock {
+        if !self.wall_clock || !self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).due() {
             return;
-        }
-        {
-            let mut state = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
-            if !state.0 && state.1.elapsed() < IDLE_CLOCK {
-                return;
-            }
-            *state = (false, Instant::now());
         }
         let now = now_ms();
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,17 +221,17 @@ impl RuleViews {
         }
     }
 
-    /// The view of `plan`, installed from history at `t` on first use (then `fresh`); `None`
-    /// when the incremental executor does not maintain it.
-    fn view_of(&self, plan: &Plan, t: i64) -> Option<Result<(ViewId, bool), String>> {
+    /// The view of `plan` at `grain`, installed from history at `t` on first use (then
+    /// `fresh`); `None` when the incremental executor does not maintain it.
+    fn view_of(&self, plan: &Plan, t: i64, grain: Option<Grain>) -> Option<Result<(ViewId, bool), String>> {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, view)) = views.iter().find(|(p, _)| p == plan) {
+        if let Some((_, _, view)) = views.iter().find(|(p, g, _)| *g == grain && p == plan) {
             return view.map(|v| Ok((v, false)));
         }
         self.take_feed();
         // everything committed until now, even ahead of `t`: a later delivery of the same
         // samples through the feed is ignored
-        let view = match self.inc.install_from(plan, self.querier.as_ref(), t) {
+        let view = match self.inc.install_from(plan, self.querier.as_ref(), t, grain) {
             Ok(v) => Some(v),
             Err(crate::Error::Unsupported(what)) => {
                 tracing::info!(%what, "rule expression evaluated in batch, not as a view");
@@ -202,21 +239,32 @@ impl RuleViews {
             }
             Err(e) => return Some(Err(e.to_string())),
         };
-        views.push((plan.clone(), view));
+        views.push((plan.clone(), grain, view));
         view.map(|v| Ok((v, true)))
     }
 
     /// `plan`'s value at `t` from its view, or `None` when the incremental executor does not
-    /// maintain it (the caller evaluates it in batch).
-    pub fn read(&self, plan: &Plan, t: i64) -> Option<Result<Vec<(Labels, f64)>, String>> {
-        let (view, fresh) = match self.view_of(plan, t)? {
+    /// maintain it, or not at `t` (the caller evaluates it in batch). A view read with a
+    /// `grain` (a recording rule's, read only at its group's evaluation times) changes only at
+    /// the grain's times.
+    pub fn read(
+        &self,
+        plan: &Plan,
+        t: i64,
+        grain: Option<Grain>,
+    ) -> Option<Result<Vec<(Labels, f64)>, String>> {
+        let grain = grain.filter(|g| g.contains(t));
+        let (view, fresh) = match self.view_of(plan, t, grain)? {
             Ok(v) => v,
             Err(e) => return Some(Err(e)),
         };
         self.take_feed();
-        // a view installed behind the clock (its group runs late, another group's read moved
-        // the clock on) holds its history from the clock on: it is read there
-        let t = if fresh { t.max(self.inc.clock() - 1) } else { t };
+        // a view installed when the clock had passed `t` (an earlier rule of the group read
+        // at `t`, the group runs late) holds its history from the clock on: it is evaluated
+        // in batch this once
+        if fresh && self.inc.clock() > t {
+            return None;
+        }
         let rows = self.inc.read(view, t).map_err(|e| e.to_string());
         self.inc.compact(t - KEEP_MS);
         Some(rows)
@@ -228,7 +276,7 @@ impl RuleViews {
     /// executor does not maintain the plan.
     pub fn watch(&self, plan: &Plan, handler: WatchFn) -> Option<Result<u64, String>> {
         let since = if self.wall_clock { now_ms() } else { self.inc.clock() };
-        let (view, _) = match self.view_of(plan, since)? {
+        let (view, _) = match self.view_of(plan, since, None)? {
             Ok(v) => v,
             Err(e) => return Some(Err(e)),
         };
@@ -314,7 +362,7 @@ impl RuleViews {
     /// How many rule expressions are maintained as views, and how many in batch.
     pub fn counts(&self) -> (usize, usize) {
         let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let live = views.iter().filter(|(_, v)| v.is_some()).count();
+        let live = views.iter().filter(|(_, _, v)| v.is_some()).count();
         (live, views.len() - live)
     }
 }
