@@ -478,6 +478,14 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
     // times are truncated to milliseconds, as Prometheus stamps samples
     assert_eq!(every.eval_timestamp(ts + 60_000), ts);
     assert_eq!(every.eval_timestamp(ts + 60_001), ts + 60_000);
+    // recording rules' views change at exactly those times
+    for name in ["g", "node-recording", "alerts", "k8s.rules"] {
+        let g = GroupSpec { name: name.into(), ..every.clone() };
+        for now in [now, now + 17_000, 1_700_000_000_001] {
+            let ts = g.eval_timestamp(now);
+            assert!(g.grain().contains(ts) && !g.grain().contains(ts - 1), "{name} at {now}");
+        }
+    }
     if let Some(views) = views {
         // `r`, `collapsed` and `lim` read one shared view of `x`, `total` one of its own
         assert_eq!(views.counts(), (2, 0));

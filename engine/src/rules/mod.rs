@@ -148,7 +148,9 @@ impl GroupSpec {
 
     /// The group's evaluation times, at which its recording rules' views are read.
     pub fn grain(&self) -> Grain {
-        Grain::new(self.interval_ms, self.eval_timestamp(0))
+        // from a positive time: before 0 the division truncates sub-millisecond offsets the
+        // other way
+        Grain::new(self.interval_ms, self.eval_timestamp(2 * self.interval_ms.max(1)))
     }
 }
 
