@@ -363,11 +363,18 @@ fn views_with_a_grain_equal_the_batch_executor_at_its_times_with_fewer_changes()
     };
     let (mut next, mut t, mut checked) = (0, 7_000, 0);
     while t < 1_300_000 {
-        let from = next;
-        next = all.partition_point(|s| s.1 <= t);
-        store(&db, &all[from..next]);
-        fine.append(&all[from..next]);
-        coarse.append(&all[from..next]);
+        // half a minute of samples, a clock move (which a view with a grain waits out), the rest
+        for until in [t - 30_000, t] {
+            let from = next;
+            next = all.partition_point(|s| s.1 <= until);
+            store(&db, &all[from..next]);
+            fine.append(&all[from..next]);
+            coarse.append(&all[from..next]);
+            if until < t {
+                fine.advance(until + 1);
+                coarse.advance(until + 1);
+            }
+        }
         checked += check(&views, t);
         if t == 607_000 {
             // a reload: installed after the reads at `t` completed it

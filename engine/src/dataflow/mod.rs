@@ -107,6 +107,19 @@ impl Grain {
         }
     }
 
+    /// How far the inputs of a view with this grain follow a clock at `t`: just past the
+    /// grain's last time before `t`. Inputs held there until the clock passes the grain's next
+    /// time cost no progress tracking meanwhile (a clock move costs every dataflow whose inputs
+    /// move a round of it), and a sample sent at that time still takes effect at the grain's
+    /// first time at or after `t`, as it would have at `t`.
+    pub(crate) fn settled(&self, t: u64) -> u64 {
+        if t <= self.phase_ms {
+            return 0;
+        }
+        let last = t - 1 - (t - 1 - self.phase_ms) % self.period_ms;
+        last + 1
+    }
+
     /// Whether `t` is a time of the grain.
     pub fn contains(&self, t: i64) -> bool {
         t >= 0 && self.up(t as u64) == t as u64
@@ -136,7 +149,7 @@ type Shard = Vec<(u64, f64, isize)>;
 type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
 
 enum Command {
-    Install { node: Node },
+    Install { node: Node, grain: Option<Grain> },
     Rows { leaf: usize, rows: Arc<Vec<Row>> },
     Advance { t: u64, tick: bool },
     Compact(u64),
@@ -273,7 +286,7 @@ impl Incremental {
 
     fn build(&self, c: &mut Controller, lowered: render::Lowered) -> ViewId {
         if let Some(node) = lowered.node {
-            self.broadcast(|| Command::Install { node: node.clone() });
+            self.broadcast(|| Command::Install { node: node.clone(), grain: lowered.grain });
         }
         c.views.push(lowered.arrangement);
         c.views.len() - 1
@@ -528,8 +541,8 @@ type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
 #[derive(Default)]
 pub(crate) struct WorkerState {
     traces: HashMap<usize, (Trace, ProbeHandle<u64>)>,
-    leaves: HashMap<usize, LeafInput>,
-    clocks: Vec<ClockInput>,
+    leaves: HashMap<usize, (LeafInput, Option<Grain>)>,
+    clocks: Vec<(ClockInput, Option<Grain>)>,
 }
 
 fn run_worker(
@@ -546,9 +559,11 @@ fn run_worker(
     loop {
         loop {
             match rx.try_recv() {
-                Ok(Command::Install { node }) => install(worker, &mut state, &node, time, &keys, &counters),
+                Ok(Command::Install { node, grain }) => {
+                    install(worker, &mut state, &node, grain, time, &keys, &counters)
+                }
                 Ok(Command::Rows { leaf, rows }) => {
-                    if let Some(input) = state.leaves.get_mut(&leaf) {
+                    if let Some((input, _)) = state.leaves.get_mut(&leaf) {
                         for r in rows.iter() {
                             input.send(*r);
                         }
@@ -556,14 +571,16 @@ fn run_worker(
                 }
                 Ok(Command::Advance { t, tick }) => {
                     time = time.max(t);
-                    for input in state.leaves.values_mut() {
-                        if *input.time() < time {
-                            input.advance_to(time);
+                    for (input, grain) in state.leaves.values_mut() {
+                        let to = follow(*grain, time);
+                        if *input.time() < to {
+                            input.advance_to(to);
                         }
                     }
-                    for clock in state.clocks.iter_mut() {
-                        if *clock.time() < time {
-                            clock.advance_to(time);
+                    for (clock, grain) in state.clocks.iter_mut() {
+                        let to = follow(*grain, time);
+                        if *clock.time() < to {
+                            clock.advance_to(to);
                         }
                         if tick {
                             clock.send(());
@@ -608,11 +625,17 @@ fn run_worker(
     }
 }
 
+/// How far the inputs of a view with `grain` follow a clock at `t` ([`Grain::settled`]).
+fn follow(grain: Option<Grain>, t: u64) -> u64 {
+    grain.map_or(t, |g| g.settled(t))
+}
+
 /// Builds one view's dataflow on this worker.
 fn install(
     worker: &mut timely::worker::Worker,
     state: &mut WorkerState,
     node: &Node,
+    grain: Option<Grain>,
     time: u64,
     keys: &Keys,
     counters: &Arc<Counters>,
@@ -627,17 +650,19 @@ fn install(
             keys: keys.clone(),
             counters: Arc::clone(counters),
             new_leaves: Vec::new(),
+            grain,
         };
         render::render(scope, node, &mut cx);
         cx.new_leaves
     });
+    let to = follow(grain, time);
     for leaf in new_leaves {
-        if let Some(input) = state.leaves.get_mut(&leaf) {
-            input.advance_to(time);
+        if let Some((input, _)) = state.leaves.get_mut(&leaf) {
+            input.advance_to(to);
         }
     }
-    clock_input.advance_to(time);
-    state.clocks.push(clock_input);
+    clock_input.advance_to(to);
+    state.clocks.push((clock_input, grain));
 }
 
 /// Builds a dataflow that imports a view's arrangement and sends its changes, gathered on the

@@ -41,9 +41,8 @@ pub(crate) enum Node {
     Import(usize),
     /// Arranges the input and registers it under `id`.
     Arrange { id: usize, input: Box<Node> },
-    /// The per-series operator over the samples fed to input `leaf`, changing only at the
-    /// times of `grain` when there is one.
-    Series { leaf: usize, func: SeriesFn, grain: Option<Grain> },
+    /// The per-series operator over the samples fed to input `leaf`.
+    Series { leaf: usize, func: SeriesFn },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a constant.
@@ -103,7 +102,7 @@ impl Registry {
         let (new, leaves) = (l.new, l.leaves);
         self.arranged.extend(new);
         self.leaves.extend(leaves.iter().cloned());
-        Ok(Lowered { node, arrangement: id, new_leaves: leaves })
+        Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain })
     }
 }
 
@@ -116,6 +115,8 @@ pub(crate) struct Lowered {
     /// The leaves it adds, with their selections and how far back they see (their window
     /// or the lookback).
     pub(crate) new_leaves: Vec<(usize, Vec<Matcher>)>,
+    /// The grain its new operators change at.
+    pub(crate) grain: Option<Grain>,
 }
 
 struct Lowering<'r> {
@@ -164,8 +165,7 @@ impl Lowering<'_> {
     /// A leaf fed the samples of `matchers`, computing `func` per series; arranged as `plan`.
     fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn) -> Node {
         self.leaves.push((self.next_id(), matchers.to_vec()));
-        let grain = self.grain;
-        self.arrange(plan, |leaf| Node::Series { leaf, func, grain })
+        self.arrange(plan, |leaf| Node::Series { leaf, func })
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -300,6 +300,8 @@ pub(crate) struct RenderCx<'a, 's> {
     pub(crate) counters: Arc<Counters>,
     /// Leaf inputs created by this view, to be advanced to the worker's time.
     pub(crate) new_leaves: Vec<usize>,
+    /// The grain the view changes at, if any.
+    pub(crate) grain: Option<Grain>,
 }
 
 fn without_name(mut l: promflow_storage::Labels) -> promflow_storage::Labels {
@@ -328,13 +330,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             cx.state.traces.insert(*id, (arranged.trace.clone(), cx.probe.clone()));
             arranged.as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func, grain } => {
+        Node::Series { leaf, func } => {
             let mut input = timely::dataflow::InputHandle::new();
             let rows = scope.input_from(&mut input);
-            cx.state.leaves.insert(*leaf, input);
+            cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
             let out = counted(
-                series::render(rows, cx.clock.clone(), func.clone(), *grain).as_collection(),
+                series::render(rows, cx.clock.clone(), func.clone(), cx.grain).as_collection(),
                 &cx.counters,
                 Operator::Series,
             );
