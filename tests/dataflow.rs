@@ -376,6 +376,9 @@ fn views_with_a_grain_equal_the_batch_executor_at_its_times_with_fewer_changes()
             }
         }
         checked += check(&views, t);
+        // between its times a view with a grain holds the value of its last one
+        let (_, _, c) = views[0];
+        assert_eq!(coarse.read(c, t + 5_000).unwrap(), coarse.read(c, t).unwrap());
         if t == 607_000 {
             // a reload: installed after the reads at `t` completed it
             for q in &queries[2..] {

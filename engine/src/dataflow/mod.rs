@@ -113,11 +113,13 @@ impl Grain {
     /// move a round of it), and a sample sent at that time still takes effect at the grain's
     /// first time at or after `t`, as it would have at `t`.
     pub(crate) fn settled(&self, t: u64) -> u64 {
-        if t <= self.phase_ms {
-            return 0;
-        }
-        let last = t - 1 - (t - 1 - self.phase_ms) % self.period_ms;
-        last + 1
+        t.checked_sub(1).and_then(|before| self.down(before)).map_or(0, |last| last + 1)
+    }
+
+    /// The grain's last time at or before `t`, if any.
+    pub(crate) fn down(&self, t: u64) -> Option<u64> {
+        let since = t.checked_sub(self.phase_ms)?;
+        Some(t - since % self.period_ms)
     }
 
     /// Whether `t` is a time of the grain.
@@ -185,8 +187,8 @@ impl Subscription {
 /// key and the leaves it feeds, and the clock.
 struct Controller {
     registry: Registry,
-    /// The arrangement each view reads.
-    views: Vec<usize>,
+    /// The arrangement each view reads, and the grain it changes at.
+    views: Vec<(usize, Option<Grain>)>,
     /// Per series: its key and the leaves whose matchers it satisfies, as of `routes_for`
     /// leaves.
     routes: HashMap<Labels, (u64, Vec<usize>)>,
@@ -288,7 +290,7 @@ impl Incremental {
         if let Some(node) = lowered.node {
             self.broadcast(|| Command::Install { node: node.clone(), grain: lowered.grain });
         }
-        c.views.push(lowered.arrangement);
+        c.views.push((lowered.arrangement, lowered.grain));
         c.views.len() - 1
     }
 
@@ -456,16 +458,23 @@ impl Incremental {
     }
 
     /// The view's value at `t`. Completes `t` ([`Incremental::complete`]), then waits until
-    /// every worker is complete through `t`.
+    /// every worker is complete through `t`. A view with a grain is read at the grain's last
+    /// time at or before `t` (empty before its first).
     pub fn read(&self, view: ViewId, t: i64) -> Result<Vec<(Labels, f64)>, Error> {
         let t = t.max(0) as u64;
-        let arrangement = {
+        let (arrangement, t) = {
             let mut c = self.controller();
-            let Some(&arrangement) = c.views.get(view) else {
+            let Some(&(arrangement, grain)) = c.views.get(view) else {
                 return Err(Error::Plan(format!("no view {view}")));
             };
             self.complete_at(&mut c, t);
-            arrangement
+            match grain {
+                None => (arrangement, t),
+                Some(g) => match g.down(t) {
+                    Some(at) => (arrangement, at),
+                    None => return Ok(Vec::new()),
+                },
+            }
         };
         let (tx, rx) = channel();
         self.broadcast(|| Command::Read { arrangement, t, reply: tx.clone() });
@@ -494,7 +503,7 @@ impl Incremental {
     pub fn subscribe(&self, view: ViewId) -> Result<Subscription, Error> {
         let arrangement = {
             let c = self.controller();
-            *c.views.get(view).ok_or_else(|| Error::Plan(format!("no view {view}")))?
+            c.views.get(view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0
         };
         let (tx, rx) = channel();
         let complete = Arc::new(AtomicU64::new(0));
