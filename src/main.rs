@@ -148,7 +148,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             RuleViews::start(
                 flags.rules_dataflow_workers,
                 millis(flags.lookback_delta),
-                db.subscribe(),
+                |wake| db.subscribe_waking(wake),
                 querier,
                 true,
             )

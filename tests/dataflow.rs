@@ -300,7 +300,7 @@ fn views_start_from_history_in_the_middle_of_a_window() {
 fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     let inc = Incremental::start(2, LOOKBACK).unwrap();
     let view = inc.install(&compile("sum by (job) (x) > 10")).unwrap();
-    let sub = inc.subscribe(view).unwrap();
+    let sub = inc.subscribe(view, None).unwrap();
     let changes = &sub.changes;
     let l = |job: &str, i: &str| Labels::from_pairs([("__name__", "x"), ("job", job), ("i", i)]);
     inc.append(&[(l("a", "1"), 1_000, 4.0), (l("a", "2"), 1_000, 5.0), (l("b", "1"), 1_000, 20.0)]);

@@ -395,7 +395,14 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
     let views = event_mode.then(|| {
-        RuleViews::start(2, 5_000, db.subscribe(), Arc::clone(&db) as Arc<dyn Querier>, false).unwrap()
+        RuleViews::start(
+            2,
+            5_000,
+            |wake| db.subscribe_waking(wake),
+            Arc::clone(&db) as Arc<dyn Querier>,
+            false,
+        )
+        .unwrap()
     });
     let mut app = db.appender();
     for a in ["1", "2"] {

@@ -43,6 +43,13 @@ const DEFAULT_BLOCK_DURATION: i64 = 2 * 3600 * 1000;
 /// The commit buffer is dropped after a batch bigger than this, not kept for reuse.
 const MAX_KEPT_BUFFER: usize = 64 << 20;
 
+/// Called after a batch is sent to a subscriber ([`Db::subscribe_waking`]); it must be quick
+/// (it runs in the committing thread, under the subscribers' lock).
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+/// A subscriber to the append feed, and what wakes it.
+type Subscriber = (Sender<Arc<CommittedBatch>>, Option<Wake>);
+
 /// Options for [`Db::open`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbOptions {
@@ -207,7 +214,7 @@ pub struct Db {
     /// Serialises compactions (the background thread and explicit calls).
     compacting: Mutex<()>,
     writer: Mutex<Writer>,
-    subscribers: Mutex<Vec<Sender<Arc<CommittedBatch>>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
     wal_corruptions: u64,
     wal_truncated_bytes: u64,
     commit_dropped: AtomicU64,
@@ -528,7 +535,15 @@ impl Db {
     /// is dropped once its receiver is.
     pub fn subscribe(&self) -> Receiver<Arc<CommittedBatch>> {
         let (tx, rx) = channel();
-        lock(&self.subscribers).push(tx);
+        lock(&self.subscribers).push((tx, None));
+        rx
+    }
+
+    /// [`Db::subscribe`], calling `wake` after each batch is sent: the subscriber can wait for
+    /// batches without polling its channel.
+    pub fn subscribe_waking(&self, wake: Wake) -> Receiver<Arc<CommittedBatch>> {
+        let (tx, rx) = channel();
+        lock(&self.subscribers).push((tx, Some(wake)));
         rx
     }
 
@@ -1369,7 +1384,13 @@ impl Appender for DbAppender {
                     .map(|(idx, t, v)| (Arc::clone(&series[idx as usize].labels), Sample { t, v }))
                     .collect(),
             });
-            subs.retain(|tx| tx.send(Arc::clone(&batch)).is_ok());
+            subs.retain(|(tx, wake)| {
+                let sent = tx.send(Arc::clone(&batch)).is_ok();
+                if let (true, Some(wake)) = (sent, wake) {
+                    wake();
+                }
+                sent
+            });
         }
         drop(subs);
         Ok(CommitStats { samples: num_samples, new_series: new_series.len() })

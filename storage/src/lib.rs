@@ -27,7 +27,7 @@ mod head;
 mod postings;
 mod wal;
 
-pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats};
+pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use samples::{SampleSlice, Samples};
 

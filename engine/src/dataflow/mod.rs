@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::Duration;
 
 use differential_dataflow::operators::arrange::TraceAgent;
@@ -151,12 +152,31 @@ type Shard = Vec<(u64, f64, isize)>;
 type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
 
 enum Command {
-    Install { node: Node, grain: Option<Grain> },
-    Rows { leaf: usize, rows: Arc<Vec<Row>> },
-    Advance { t: u64, tick: bool },
+    Install {
+        node: Node,
+        grain: Option<Grain>,
+    },
+    Rows {
+        leaf: usize,
+        rows: Arc<Vec<Row>>,
+    },
+    Advance {
+        t: u64,
+        tick: bool,
+    },
     Compact(u64),
-    Read { arrangement: usize, t: u64, reply: Sender<Shard> },
-    Subscribe { id: u64, arrangement: usize, tx: Sender<Change>, complete: Arc<AtomicU64> },
+    Read {
+        arrangement: usize,
+        t: u64,
+        reply: Sender<Shard>,
+    },
+    Subscribe {
+        id: u64,
+        arrangement: usize,
+        tx: Sender<Change>,
+        complete: Arc<AtomicU64>,
+        wake: Option<Thread>,
+    },
     Unsubscribe(u64),
     Shutdown,
 }
@@ -498,9 +518,9 @@ impl Incremental {
     }
 
     /// Every change of the view from now on, one message per time once the time is complete
-    /// (the first message holds the view's whole content). The subscription's dataflow lives
-    /// until [`Incremental::unsubscribe`].
-    pub fn subscribe(&self, view: ViewId) -> Result<Subscription, Error> {
+    /// (the first message holds the view's whole content); `wake` is unparked after messages
+    /// are sent. The subscription's dataflow lives until [`Incremental::unsubscribe`].
+    pub fn subscribe(&self, view: ViewId, wake: Option<Thread>) -> Result<Subscription, Error> {
         let arrangement = {
             let c = self.controller();
             c.views.get(view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0
@@ -513,6 +533,7 @@ impl Incremental {
             arrangement,
             tx: tx.clone(),
             complete: Arc::clone(&complete),
+            wake: wake.clone(),
         });
         Ok(Subscription { changes: rx, id, complete })
     }
@@ -604,9 +625,9 @@ fn run_worker(
                     }
                 }
                 Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
-                Ok(Command::Subscribe { id, arrangement, tx, complete }) => {
+                Ok(Command::Subscribe { id, arrangement, tx, complete, wake }) => {
                     let dataflow = worker.next_dataflow_index();
-                    if subscribe(worker, &mut state, arrangement, tx, complete, &keys) {
+                    if subscribe(worker, &mut state, arrangement, (tx, wake), complete, &keys) {
                         subscriptions.insert(id, dataflow);
                     }
                 }
@@ -675,13 +696,13 @@ fn install(
 }
 
 /// Builds a dataflow that imports a view's arrangement and sends its changes, gathered on the
-/// first worker, time by time once each time is complete; false when there is no such
-/// arrangement (nothing is built).
+/// first worker, time by time once each time is complete (then unparks the thread to wake, if
+/// any); false when there is no such arrangement (nothing is built).
 fn subscribe(
     worker: &mut timely::worker::Worker,
     state: &mut WorkerState,
     arrangement: usize,
-    tx: Sender<Change>,
+    (tx, wake): (Sender<Change>, Option<Thread>),
     complete: Arc<AtomicU64>,
     keys: &Keys,
 ) -> bool {
@@ -699,12 +720,16 @@ fn subscribe(
                     pending.entry(t).or_default().push((keys.labels(k), v.0, d));
                 }
             });
+            let mut sent = false;
             while let Some(entry) = pending.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
                 let (t, updates) = entry.remove_entry();
-                let _ = tx.send((t as i64, updates));
+                sent |= tx.send((t as i64, updates)).is_ok();
+            }
+            if let (true, Some(w)) = (sent, &wake) {
+                w.unpark();
             }
             if sends {
                 let before = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);

@@ -22,10 +22,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use promflow_storage::{CommittedBatch, Labels, Querier};
+use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
 
 use super::now_ms;
 use crate::dataflow::{Grain, Incremental, Subscription, ViewId};
@@ -40,7 +41,8 @@ const KEEP_MS: i64 = 60_000;
 /// which need no faster clock. Every move costs every dataflow a round of progress tracking.
 const IDLE_CLOCK: Duration = Duration::from_millis(250);
 
-/// How often the feed is taken and the clock moved.
+/// How often the feed is taken while the clock is held for a burst of samples (otherwise
+/// storage wakes the feed thread).
 const FEED_POLL: Duration = Duration::from_millis(5);
 
 /// How long the clock may be held after samples arrive, while more arrive at every poll. It
@@ -84,6 +86,8 @@ pub struct RuleViews {
     /// Whether the clock follows the wall clock (the server) or only the reads (tests that
     /// evaluate at chosen times).
     wall_clock: bool,
+    /// The thread that runs watches, woken by their subscriptions.
+    watch_thread: OnceLock<Thread>,
 }
 
 /// An expression seen, with the grain it is read at, and its view (`None`: not maintained,
@@ -116,6 +120,15 @@ impl ClockState {
         }
         due
     }
+
+    /// How long until the clock may be due with no sample arriving: the next poll while it
+    /// is held for a burst, else the rest of the idle period.
+    fn wait(&self) -> Duration {
+        match self.held_since {
+            Some(_) => FEED_POLL,
+            None => IDLE_CLOCK.saturating_sub(self.moved_at.elapsed()),
+        }
+    }
 }
 
 impl Watch {
@@ -128,17 +141,25 @@ impl Watch {
 }
 
 impl RuleViews {
-    /// Starts `workers` dataflow workers over `feed` (subscribed before any view is
-    /// installed) and `querier` (for history), and the threads that take the feed and move
-    /// the clock, and that run watches. With `wall_clock` false the clock moves only with
+    /// Starts `workers` dataflow workers over the append feed that `subscribe` returns
+    /// (subscribed here, before any view is installed; storage calls the [`Wake`] it is given
+    /// after each batch) and `querier` (for history), and the threads that take the feed and
+    /// move the clock, and that run watches. With `wall_clock` false the clock moves only with
     /// reads, for tests that evaluate at times of their choosing.
     pub fn start(
         workers: usize,
         lookback_ms: i64,
-        feed: Receiver<Arc<CommittedBatch>>,
+        subscribe: impl FnOnce(Wake) -> Receiver<Arc<CommittedBatch>>,
         querier: Arc<dyn Querier>,
         wall_clock: bool,
     ) -> Result<Arc<RuleViews>, String> {
+        let feed_thread: Arc<OnceLock<Thread>> = Arc::default();
+        let wake = Arc::clone(&feed_thread);
+        let feed = subscribe(Box::new(move || {
+            if let Some(t) = wake.get() {
+                t.unpark();
+            }
+        }));
         let views = Arc::new(RuleViews {
             inc: Incremental::start(workers, lookback_ms)?,
             feed: Mutex::new(feed),
@@ -153,26 +174,33 @@ impl RuleViews {
                 moved_at: Instant::now(),
             }),
             wall_clock,
+            watch_thread: OnceLock::new(),
         });
-        let spawn = |name: &str, step: fn(&RuleViews)| {
+        // each thread runs its step, then sleeps until woken or until the step wants it back
+        let spawn = |name: &str, step: fn(&RuleViews) -> Duration| {
             let weak: Weak<RuleViews> = Arc::downgrade(&views);
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
                     while let Some(v) = weak.upgrade() {
-                        step(&v);
+                        let wait = step(&v);
                         drop(v);
-                        std::thread::sleep(FEED_POLL);
+                        std::thread::park_timeout(wait);
                     }
                 })
-                .map(|_| ())
+                .map(|h| h.thread().clone())
                 .map_err(|e| format!("starting {name}: {e}"))
         };
-        spawn("rule-views-feed", |v| {
+        let feed = spawn("rule-views-feed", |v| {
             v.take_feed();
-            v.move_clock();
+            v.move_clock()
         })?;
-        spawn("rule-views-watch", RuleViews::run_watches)?;
+        let _ = feed_thread.set(feed);
+        let watch = spawn("rule-views-watch", |v| {
+            v.run_watches();
+            v.watch_wait()
+        })?;
+        let _ = views.watch_thread.set(watch);
         Ok(views)
     }
 
@@ -192,10 +220,16 @@ impl RuleViews {
     }
 
     /// Moves the clock to now, but not past the next announced evaluation, when it is due
-    /// ([`ClockState::due`]).
-    fn move_clock(&self) {
-        if !self.wall_clock || !self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).due() {
-            return;
+    /// ([`ClockState::due`]); returns how long the feed thread may sleep unless woken.
+    fn move_clock(&self) -> Duration {
+        if !self.wall_clock {
+            return IDLE_CLOCK;
+        }
+        {
+            let mut clock = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
+            if !clock.due() {
+                return clock.wait();
+            }
         }
         let now = now_ms();
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
@@ -203,6 +237,7 @@ impl RuleViews {
         let target = scheduled.keys().next().map_or(now, |t| now.min(*t));
         drop(scheduled);
         self.inc.advance(target);
+        IDLE_CLOCK
     }
 
     /// Announces an evaluation at `t`: the clock waits for it.
@@ -280,7 +315,7 @@ impl RuleViews {
             Ok(v) => v,
             Err(e) => return Some(Err(e)),
         };
-        let changes = match self.inc.subscribe(view) {
+        let changes = match self.inc.subscribe(view, self.watch_thread.get().cloned()) {
             Ok(c) => c,
             Err(e) => return Some(Err(e.to_string())),
         };
@@ -324,6 +359,15 @@ impl RuleViews {
         if let Some(w) = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
             self.inc.unsubscribe(&w.changes);
         }
+    }
+
+    /// How long the watch thread may sleep unless a subscription wakes it: until the first
+    /// time a watch asked to be called at, or at most [`IDLE_CLOCK`].
+    fn watch_wait(&self) -> Duration {
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        let first = watches.values().filter_map(|w| w.wake_at).min();
+        first.map_or(IDLE_CLOCK, |at| Duration::from_millis((at - now).clamp(0, 250) as u64))
     }
 
     /// Hands each watch its view's changes, time by time, and wakes the ones that asked.
