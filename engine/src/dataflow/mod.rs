@@ -563,6 +563,9 @@ impl Drop for Incremental {
     }
 }
 
+/// The longest a worker parks with nothing to do.
+const PARK_MAX: Duration = Duration::from_millis(100);
+
 type LeafInput = InputHandle<u64, CapacityContainerBuilder<Vec<Row>>>;
 type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
 
@@ -651,7 +654,9 @@ fn run_worker(
             let _ = reply.send(read_at(trace, *t));
             false
         });
-        worker.step_or_park(Some(Duration::from_millis(20)));
+        // commands unpark the worker, and timely unparks it for messages between workers; the
+        // deadline only bounds a lost wake-up (every wake-up steps every dataflow)
+        worker.step_or_park(Some(PARK_MAX));
     }
 }
 
