@@ -534,16 +534,18 @@ impl Db {
     /// (batches that stored no sample are not sent). The channel is unbounded; a subscriber
     /// is dropped once its receiver is.
     pub fn subscribe(&self) -> Receiver<Arc<CommittedBatch>> {
-        let (tx, rx) = channel();
-        lock(&self.subscribers).push((tx, None));
-        rx
+        self.add_subscriber(None)
     }
 
     /// [`Db::subscribe`], calling `wake` after each batch is sent: the subscriber can wait for
     /// batches without polling its channel.
     pub fn subscribe_waking(&self, wake: Wake) -> Receiver<Arc<CommittedBatch>> {
+        self.add_subscriber(Some(wake))
+    }
+
+    fn add_subscriber(&self, wake: Option<Wake>) -> Receiver<Arc<CommittedBatch>> {
         let (tx, rx) = channel();
-        lock(&self.subscribers).push((tx, Some(wake)));
+        lock(&self.subscribers).push((tx, wake));
         rx
     }
 

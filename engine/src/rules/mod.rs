@@ -359,15 +359,15 @@ impl Group {
                 tracing::warn!(group = %self.spec.name, error = %e, "writing staleness markers of removed rules");
             }
         }
+        // recording rules are read only at the group's evaluations: their views change only then
+        let grain = self.spec.grain();
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let state = &mut self.state[i];
             let views = settings.views.as_deref().filter(|_| self.view_ok[i]);
             let output = match rule {
                 RuleSpec::Record(r) => {
-                    // read only at the group's evaluations: the view changes only at those
-                    let views = views.map(|v| (v, self.spec.grain()));
-                    record(r, query_ts, querier, settings, views, self.spec.limit)
+                    record(r, query_ts, querier, settings, views.map(|v| (v, grain)), self.spec.limit)
                 }
                 RuleSpec::Alert(a) => alerting::eval(
                     a,

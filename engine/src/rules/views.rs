@@ -367,7 +367,7 @@ impl RuleViews {
         let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         let first = watches.values().filter_map(|w| w.wake_at).min();
-        first.map_or(IDLE_CLOCK, |at| Duration::from_millis((at - now).clamp(0, 250) as u64))
+        first.map_or(IDLE_CLOCK, |at| Duration::from_millis((at - now).max(0) as u64).min(IDLE_CLOCK))
     }
 
     /// Hands each watch its view's changes, time by time, and wakes the ones that asked.
