@@ -397,3 +397,104 @@ fn views_with_a_grain_equal_the_batch_executor_at_its_times_with_fewer_changes()
     fine.shutdown();
     coarse.shutdown();
 }
+
+/// Twelve series over 3 hours, every 15 s with jitter: counters with resets, a gap longer
+/// than a tail (25 minutes), a series that stops, staleness markers.
+fn three_hours() -> Vec<(Labels, i64, f64)> {
+    let mut out = Vec::new();
+    for i in 0..12i64 {
+        let labels = Labels::from_pairs([
+            ("__name__", "x".to_string()),
+            ("job", format!("j{}", i % 3)),
+            ("i", i.to_string()),
+        ]);
+        let mut v = 0.0;
+        for k in 0..720i64 {
+            let t = k * 15_000 + (i * 37 + k * 13) % 500;
+            let gap = i == 5 && (6_000_000..7_500_000).contains(&t);
+            if gap || (i == 6 && t > 7_200_000) {
+                continue;
+            }
+            v = if i % 3 == 0 && k % 40 == 39 { 1.0 } else { v + (i + 1) as f64 };
+            let stale = i == 8 && k % 100 == 50;
+            out.push((labels.clone(), t, if stale { stale_nan() } else { v }));
+        }
+    }
+    out.sort_by_key(|s| s.1);
+    out
+}
+
+/// Long windows kept by their ends (the tail read back from storage as the window moves,
+/// the newest sample and a count) and `max`/`min_over_time` kept as candidates equal the
+/// batch executor at every minute, with and without a grain, through gaps, resets, stale
+/// markers, and samples out of order (one inside the window, one older than it), while
+/// holding a fraction of the samples a view that keeps every one holds.
+#[test]
+fn windows_kept_by_their_ends_read_back_storage_and_equal_the_batch_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    db.set_out_of_order_window(7_200_000);
+    let all = three_hours();
+    let queries = [
+        "increase(x[1h])",
+        "rate(x[1h])",
+        "delta(x[1h])",
+        "count_over_time(x[1h])",
+        "last_over_time(x[1h])",
+        "present_over_time(x[1h])",
+        "sum by (job) (rate(x[1h]))",
+        "max_over_time(x[1h])",
+        "min_over_time(x[50m])",
+    ];
+    let grain = Grain::new(60_000, 7_000);
+    let ends = Incremental::start(2, LOOKBACK).unwrap();
+    ends.read_back_from(db.clone(), 3_600_000);
+    let every = Incremental::start(2, LOOKBACK).unwrap();
+    let start = 5_400_000 + 7_000;
+    let mut next = all.partition_point(|s| s.1 <= start);
+    store(&db, &all[..next]);
+    let mut views: Vec<(&str, &Incremental, usize)> = Vec::new();
+    for q in queries {
+        for (inc, g) in [(&ends, None), (&ends, Some(grain)), (&every, None), (&every, Some(grain))] {
+            views.push((q, inc, inc.install_from(&compile(q), db.as_ref(), start, g).unwrap()));
+        }
+    }
+    let late = |i: i64, t: i64| {
+        let labels =
+            Labels::from_pairs([("__name__", "x"), ("job", &*format!("j{}", i % 3)), ("i", &*i.to_string())]);
+        vec![(labels, t, 1e6)]
+    };
+    let (mut t, mut checked) = (start, 0);
+    while t < 10_800_000 {
+        t += 60_000;
+        let from = next;
+        next = all.partition_point(|s| s.1 <= t);
+        let mut batch_of = all[from..next].to_vec();
+        if t == start + 20 * 60_000 {
+            // out of order: inside the window, and older than it
+            batch_of.extend(late(2, t - 600_000 + 1));
+            batch_of.extend(late(4, t - 4_200_000 + 1));
+        }
+        store(&db, &batch_of);
+        ends.append(&batch_of);
+        every.append(&batch_of);
+        for (q, inc, id) in &views {
+            let want = batch(&db, q, t);
+            let got: BTreeMap<Labels, f64> = inc.read(*id, t).unwrap().into_iter().collect();
+            assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{q} at {t}");
+            for (l, w) in &want {
+                let g = got[l];
+                assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{q} at {t}, {l}: {g} vs {w}");
+            }
+            checked += 1;
+        }
+        ends.compact(t + 1);
+        every.compact(t + 1);
+    }
+    assert_eq!(checked, 90 * queries.len() * 4);
+    // the windows kept by their ends hold their tails, the extremes their candidates
+    let (kept, all_kept) = (ends.samples_kept(), every.samples_kept());
+    assert!(kept * 3 < all_kept, "kept {kept} of {all_kept}");
+    ends.shutdown();
+    every.shutdown();
+}

@@ -383,6 +383,9 @@ fn check_incremental(seg: &mut Segment, c: &EvalCase) -> Result<Option<String>, 
     if rebuild {
         seg.views = None; // stop the old workers before starting new ones
         let inc = Incremental::start(2, 300_000).map_err(|e| format!("dataflow start: {e}"))?;
+        // every window the functions allow is kept by its ends, reading the store back: the
+        // store holds what is fed, and more (later samples, which the views do not ask for)
+        inc.read_back_from(Arc::clone(&seg.store.db) as _, 0);
         seg.views = Some(Views { inc, installed: HashMap::new(), fed: 0, clock: 0 });
     }
     let Some(views) = seg.views.as_mut() else { return Err("no views".into()) };

@@ -35,11 +35,11 @@ pub fn window(func: WindowFn, samples: SampleSlice<'_>, bounds: WindowBounds, ar
     if samples.is_empty() {
         return None;
     }
-    let n = samples.len() as f64;
     match func {
-        Rate => extrapolated_rate(samples, bounds, true, true),
-        Increase => extrapolated_rate(samples, bounds, true, false),
-        Delta => extrapolated_rate(samples, bounds, false, false),
+        Rate | Increase | Delta | CountOverTime | LastOverTime | FirstOverTime | PresentOverTime
+        | TsOfLastOverTime | TsOfFirstOverTime => {
+            window_from_ends(func, window_ends(samples)?, bounds).map(|(v, _)| v)
+        }
         Irate => instant_delta(samples, true),
         Idelta => instant_delta(samples, false),
         Deriv => linear_regression(samples, samples.t[0]).map(|(slope, _)| slope),
@@ -58,10 +58,6 @@ pub fn window(func: WindowFn, samples: SampleSlice<'_>, bounds: WindowBounds, ar
         MinOverTime => Some(samples.v.iter().fold(f64::NAN, |a, &v| if a.is_nan() || v < a { v } else { a })),
         MaxOverTime => Some(samples.v.iter().fold(f64::NAN, |a, &v| if a.is_nan() || v > a { v } else { a })),
         SumOverTime => Some(kahan_sum(samples.v.iter().copied())),
-        CountOverTime => Some(n),
-        LastOverTime => samples.last().map(|s| s.v),
-        FirstOverTime => samples.first().map(|s| s.v),
-        PresentOverTime => Some(1.0),
         StddevOverTime => Some(variance(samples.v.iter().copied()).sqrt()),
         StdvarOverTime => Some(variance(samples.v.iter().copied())),
         QuantileOverTime => {
@@ -95,8 +91,6 @@ pub fn window(func: WindowFn, samples: SampleSlice<'_>, bounds: WindowBounds, ar
             }
             Some(best.t as f64 / 1000.0)
         }
-        TsOfLastOverTime => samples.last().map(|s| s.t as f64 / 1000.0),
-        TsOfFirstOverTime => samples.first().map(|s| s.t as f64 / 1000.0),
         AbsentOverTime => None,
         DoubleExponentialSmoothing => {
             let sf = args.first().copied().unwrap_or(f64::NAN);
@@ -183,19 +177,51 @@ fn extrapolation(
     Some(Extrapolation { result, to_start, to_end, sampled, clamped, end_threshold_ms: threshold * 1000.0 })
 }
 
-/// Prometheus's extrapolated rate: the difference between the first and last samples
-/// (counter resets compensated), extrapolated towards the window's bounds by at most half an
-/// average sample interval, and never below zero for counters.
-pub fn extrapolated_rate(
-    samples: SampleSlice<'_>,
-    b: WindowBounds,
-    is_counter: bool,
-    is_rate: bool,
-) -> Option<f64> {
-    extrapolated_rate_steady(window_ends(samples)?, b, is_counter, is_rate).map(|(v, _)| v)
+/// Whether `func`'s value depends only on what [`WindowEnds`] holds of a window, so that it can
+/// be kept current without the samples between the window's ends.
+pub fn reads_only_ends(func: WindowFn) -> bool {
+    use WindowFn::*;
+    matches!(
+        func,
+        Rate | Increase
+            | Delta
+            | CountOverTime
+            | LastOverTime
+            | FirstOverTime
+            | PresentOverTime
+            | TsOfLastOverTime
+            | TsOfFirstOverTime
+    )
 }
 
-/// [`extrapolated_rate`], and until when it keeps that value while the window slides forward
+/// The value of a function that reads only a window's ends ([`reads_only_ends`]; `None` for
+/// another function, or no value), and until when it holds while the window slides forward
+/// with time alone (see [`extrapolated_rate_steady`]; `i64::MAX` when only samples change it).
+pub fn window_from_ends(
+    func: WindowFn,
+    w: WindowEnds<impl Iterator<Item = f64>>,
+    b: WindowBounds,
+) -> Option<(f64, Option<i64>)> {
+    use WindowFn::*;
+    let steady = |v: f64| Some((v, Some(i64::MAX)));
+    match func {
+        Rate => extrapolated_rate_steady(w, b, true, true),
+        Increase => extrapolated_rate_steady(w, b, true, false),
+        Delta => extrapolated_rate_steady(w, b, false, false),
+        CountOverTime => steady(w.len as f64),
+        LastOverTime => steady(w.last.v),
+        FirstOverTime => steady(w.first.v),
+        PresentOverTime => steady(1.0),
+        TsOfLastOverTime => steady(w.last.t as f64 / 1000.0),
+        TsOfFirstOverTime => steady(w.first.t as f64 / 1000.0),
+        _ => None,
+    }
+}
+
+/// Prometheus's extrapolated rate (the difference between the first and last samples, counter
+/// resets compensated, extrapolated towards the window's bounds by at most half an average
+/// sample interval, and never below zero for counters), and until when it keeps that value
+/// while the window slides forward
 /// with time alone (the first end time, in milliseconds, at which it may change). While
 /// neither side is cut short, the extrapolated span is the whole window wherever it lies; the
 /// start side can only stop being cut as the window moves on, and the end side is cut once the
@@ -911,26 +937,16 @@ mod tests {
     fn rate_of_steady_counter() {
         // 10 per 10s for a minute, window (0, 60s]
         let samples: Samples = (1..=6).map(|i| s(i * 10_000, i as f64 * 10.0)).collect();
-        let r = extrapolated_rate(
-            samples.view(),
-            WindowBounds { start: 0, end: 60_000, eval_time: 60_000 },
-            true,
-            true,
-        )
-        .unwrap();
+        let b = WindowBounds { start: 0, end: 60_000, eval_time: 60_000 };
+        let r = window(WindowFn::Rate, samples.view(), b, &[]).unwrap();
         assert!((r - 1.0).abs() < 1e-9, "{r}");
     }
 
     #[test]
     fn counter_reset_is_compensated() {
         let samples: Samples = vec![s(10_000, 5.0), s(20_000, 10.0), s(30_000, 2.0)].into();
-        let inc = extrapolated_rate(
-            samples.view(),
-            WindowBounds { start: 5_000, end: 35_000, eval_time: 35_000 },
-            true,
-            false,
-        )
-        .unwrap();
+        let b = WindowBounds { start: 5_000, end: 35_000, eval_time: 35_000 };
+        let inc = window(WindowFn::Increase, samples.view(), b, &[]).unwrap();
         // raw increase 5 + 2 = 7 over 20s sampled, extrapolated by 5s each side -> 7 * 30/20,
         // but to-zero limits the start: 20 * 5/7 = 14.3s > 5s, so 5s is kept.
         assert!((inc - 10.5).abs() < 1e-9, "{inc}");

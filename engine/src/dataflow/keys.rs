@@ -68,6 +68,11 @@ impl Keys {
         k
     }
 
+    /// The key of `labels`, if they have one.
+    pub(crate) fn find(&self, labels: &Labels) -> Option<u64> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).ids.get(labels).copied()
+    }
+
     /// The label set of `key` (empty for a key never assigned).
     pub(crate) fn labels(&self, key: u64) -> Labels {
         self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(key as usize).cloned().unwrap_or_default()

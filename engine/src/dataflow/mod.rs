@@ -20,7 +20,7 @@ mod render;
 mod series;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
@@ -140,10 +140,12 @@ pub(crate) enum Operator {
 
 const OPERATOR_NAMES: [&str; 4] = ["series", "elementwise", "aggregate", "join"];
 
-/// Records out of each kind of operator, summed over views and workers.
+/// Records out of each kind of operator, summed over views and workers, and the samples the
+/// per-series operators hold.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     records: [AtomicU64; 4],
+    pub(crate) samples_kept: AtomicI64,
 }
 
 /// One worker's part of a read: (key, value, count) triples.
@@ -282,6 +284,15 @@ impl Incremental {
         })
     }
 
+    /// Lets the views installed from now on keep windows of at least `ends_from_ms` by their
+    /// ends (for the functions that read only those: `rate`, `increase`, `count_over_time`,
+    /// …), reading the samples in between back from `querier` as the windows move. `querier`
+    /// must see every sample appended to the executor by the time it is appended (storage
+    /// commits a batch before its append feed delivers it).
+    pub fn read_back_from(&self, querier: Arc<dyn promflow_storage::Querier>, ends_from_ms: i64) {
+        self.controller().registry.read_back = Some((series::ReadBack(querier), ends_from_ms));
+    }
+
     fn controller(&self) -> std::sync::MutexGuard<'_, Controller> {
         self.controller.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -360,6 +371,12 @@ impl Incremental {
             .zip(&self.counters.records)
             .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
             .collect()
+    }
+
+    /// Samples the per-series operators hold, over all views and workers
+    /// (`promflow_dataflow_samples_kept`): the dataflow state that grows with windows.
+    pub fn samples_kept(&self) -> i64 {
+        self.counters.samples_kept.load(Ordering::Relaxed)
     }
 
     /// Arrangements that views registered: one per distinct selection, window function and

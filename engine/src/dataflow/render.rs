@@ -22,7 +22,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::abelian;
 use super::keys::{KeyMap, Keys};
-use super::series::{self, SeriesFn};
+use super::series::{self, Keep, ReadBack, SeriesFn};
 use super::{Counters, Grain, Operator, Value, WorkerState};
 use crate::batch::{
     absent_labels, aggregate_values, combine, compile_relabel, grouping_key, parse_le, relabel_one,
@@ -41,8 +41,9 @@ pub(crate) enum Node {
     Import(usize),
     /// Arranges the input and registers it under `id`.
     Arrange { id: usize, input: Box<Node> },
-    /// The per-series operator over the samples fed to input `leaf`.
-    Series { leaf: usize, func: SeriesFn },
+    /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
+    /// says.
+    Series { leaf: usize, func: SeriesFn, keep: Keep },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a constant.
@@ -71,6 +72,9 @@ pub(crate) struct Registry {
     arranged: Vec<(Plan, i64, Option<Grain>, usize)>,
     /// Leaf inputs and the selection whose samples they take.
     pub(crate) leaves: Vec<(usize, Vec<Matcher>)>,
+    /// Storage to read samples back from, and from which window length operators keep only
+    /// a window's ends ([`Keep::Ends`]).
+    pub(crate) read_back: Option<(ReadBack, i64)>,
 }
 
 impl Registry {
@@ -165,7 +169,8 @@ impl Lowering<'_> {
     /// A leaf fed the samples of `matchers`, computing `func` per series; arranged as `plan`.
     fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn) -> Node {
         self.leaves.push((self.next_id(), matchers.to_vec()));
-        self.arrange(plan, |leaf| Node::Series { leaf, func })
+        let keep = Keep::choose(&func, matchers, self.reg.read_back.as_ref().map(|(r, from)| (r, *from)));
+        self.arrange(plan, |leaf| Node::Series { leaf, func, keep })
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -330,13 +335,22 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             cx.state.traces.insert(*id, (arranged.trace.clone(), cx.probe.clone()));
             arranged.as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func } => {
+        Node::Series { leaf, func, keep } => {
             let mut input = timely::dataflow::InputHandle::new();
             let rows = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
             let out = counted(
-                series::render(rows, cx.clock.clone(), func.clone(), cx.grain).as_collection(),
+                series::render(
+                    rows,
+                    cx.clock.clone(),
+                    func.clone(),
+                    keep.clone(),
+                    cx.grain,
+                    cx.keys.clone(),
+                    Arc::clone(&cx.counters),
+                )
+                .as_collection(),
                 &cx.counters,
                 Operator::Series,
             );

@@ -21,18 +21,28 @@
 //!
 //! With a [`Grain`] every event takes effect at the grain's next time instead: the series is
 //! evaluated there, once for all the events since the grain's previous time.
+//!
+//! A series keeps fewer samples where its function allows ([`Keep`]): `max_over_time` and
+//! `min_over_time` only the samples that may still become the extreme, and the functions that
+//! read only a window's ends (`rate`, `increase`, `delta`, `count_over_time`, …), given a
+//! storage to read back from, only the window's oldest samples, its newest one and its count.
+//! As the window moves past the oldest samples kept, the next ones are read back from storage,
+//! for all the series that need them in one read.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use promflow_storage::{is_stale_nan, SampleSlice};
+use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, Sample, SampleSlice};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::keys::{KeyMap, KeySet};
-use super::{Grain, Row, Update, Value};
-use crate::kernels::{self, WindowBounds};
+use super::keys::{KeyMap, KeySet, Keys};
+use super::{Counters, Grain, Row, Update, Value};
+use crate::kernels::{self, WindowBounds, WindowEnds};
 use crate::plan::WindowFn;
 
 /// What the operator computes for each series.
@@ -112,43 +122,137 @@ impl SeriesFn {
             SeriesFn::Window { func, range, args } => (*func, *range, args),
         };
         let b = WindowBounds { start: at - range, end: at, eval_time: at };
-        let window = SampleSlice { t, v };
-        let rate = |counter, per_second| {
-            let (Some(first), Some(last)) = (window.first(), window.last()) else {
-                return (None, Some(i64::MAX));
-            };
-            let ends =
-                kernels::WindowEnds { first, last, len: t.len(), resets: st.resets.iter().map(|r| r.1) };
-            match kernels::extrapolated_rate_steady(ends, b, counter, per_second) {
+        if kernels::reads_only_ends(func) {
+            return match st.ends().and_then(|w| kernels::window_from_ends(func, w, b)) {
                 Some((value, until)) => (Some(value), until),
                 None => (None, Some(i64::MAX)),
-            }
-        };
+            };
+        }
+        let window = SampleSlice { t, v };
         match func {
-            WindowFn::Rate => rate(true, true),
-            WindowFn::Increase => rate(true, false),
-            WindowFn::Delta => rate(false, false),
             WindowFn::PredictLinear => (kernels::window(func, window, b, args), None),
             _ => steady(kernels::window(func, window, b, args)),
         }
     }
 }
 
-/// One series' state: its visible samples, in time order, and the value last emitted.
+/// Storage, for the samples an operator does not keep: a querier that sees every batch the
+/// append feed has delivered (and maybe more, which the operator allows for).
+#[derive(Clone)]
+pub(crate) struct ReadBack(pub(crate) Arc<dyn Querier>);
+
+impl fmt::Debug for ReadBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReadBack")
+    }
+}
+
+/// Which of a series' visible samples the operator keeps.
+#[derive(Clone, Debug)]
+pub(crate) enum Keep {
+    /// All of them.
+    All,
+    /// For `max_over_time` and `min_over_time`: the candidates, the samples that no later
+    /// sample beats. The kernel over the candidates gives the value over the whole window.
+    Extremes {
+        /// Whether the maximum is wanted.
+        max: bool,
+    },
+    /// For the functions that read only a window's ends ([`kernels::reads_only_ends`]): the
+    /// window's oldest samples (its *tail*, up to about `tail_ms` past the window's start), its
+    /// newest sample and its count. The samples after the tail are read back from `source`
+    /// when the tail has left the window.
+    Ends {
+        /// How far ahead of the window's start a read-back reaches.
+        tail_ms: i64,
+        /// Where samples are read back from.
+        source: ReadBack,
+        /// The selection the operator is fed.
+        matchers: Vec<Matcher>,
+    },
+}
+
+impl Keep {
+    /// How the operator for `func` keeps samples: by their ends when storage can be read back
+    /// and the window is at least `ends_from` long.
+    pub(crate) fn choose(func: &SeriesFn, matchers: &[Matcher], read_back: Option<(&ReadBack, i64)>) -> Keep {
+        let SeriesFn::Window { func, range, .. } = func else { return Keep::All };
+        match (func, read_back) {
+            (WindowFn::MaxOverTime, _) => Keep::Extremes { max: true },
+            (WindowFn::MinOverTime, _) => Keep::Extremes { max: false },
+            (f, Some((source, ends_from))) if kernels::reads_only_ends(*f) && *range >= ends_from => {
+                let tail_ms = (range / 4).clamp(1, MAX_TAIL_MS);
+                Keep::Ends { tail_ms, source: source.clone(), matchers: matchers.to_vec() }
+            }
+            _ => Keep::All,
+        }
+    }
+}
+
+/// The longest tail a read-back fetches: 120 samples of a series scraped every 15 s.
+const MAX_TAIL_MS: i64 = 30 * 60 * 1000;
+
+/// Up to how many series a read-back asks storage for one by one, rather than for the whole
+/// selection over the union of their ranges.
+const FEW_SERIES: usize = 8;
+
+/// What a series kept by its ends ([`Keep::Ends`]) knows of the window past its tail.
+#[derive(Clone, Copy)]
+struct Ends {
+    /// The tail holds every window sample up to this time (a multiple of the tail length, so
+    /// that series with the same timestamps are read back together).
+    until: i64,
+    /// How many samples the window holds.
+    len: usize,
+    /// The newest sample.
+    last: (i64, f64),
+    /// Whether a sample came out of order: only storage knows its place, so the whole window
+    /// is read back.
+    reread: bool,
+}
+
+/// A read-back a series needs: its samples in `after < t <= upto`.
+#[derive(Clone, Copy)]
+struct Want {
+    after: i64,
+    upto: i64,
+    /// The whole window (after an out-of-order sample), not the tail's continuation.
+    whole: bool,
+}
+
+/// The end of a tail read back when the window starts after `cutoff`: at least `tail_ms`
+/// further, on a multiple of `tail_ms`.
+fn tail_end(cutoff: i64, tail_ms: i64) -> i64 {
+    (cutoff.div_euclid(tail_ms) + 2).saturating_mul(tail_ms)
+}
+
+/// Whether sample value `later` beats the earlier `earlier` as the window's maximum (or
+/// minimum): as in the kernel's fold, a NaN loses to anything after it, and a tie goes to the
+/// earlier sample.
+fn beats(max: bool, later: f64, earlier: f64) -> bool {
+    earlier.is_nan() || if max { later > earlier } else { later < earlier }
+}
+
+/// One series' state: its visible samples kept ([`Keep`]), in time order, and the value last
+/// emitted.
 #[derive(Default)]
 struct SeriesState {
-    /// The samples, of which those from `head` on are visible: evicted samples are dropped
-    /// from the front in bulk, not one shift of the whole window per eviction.
+    /// The samples kept, of which those from `head` on are visible: evicted samples are
+    /// dropped from the front in bulk, not one shift of the whole window per eviction.
     t: Vec<i64>,
     v: Vec<f64>,
     head: usize,
     /// For `rate` and `increase`: each counter reset among the visible samples, as the
     /// timestamp and value of the sample before it, oldest first.
     resets: VecDeque<(i64, f64)>,
+    /// With [`Keep::Ends`], while the window holds a sample.
+    ends: Option<Ends>,
     emitted: Option<f64>,
     /// The time of the next event pending for this series (its oldest sample leaves, or its
     /// value starts to move with time), if any.
     next: Option<u64>,
+    /// How many visible samples were kept when last counted ([`Counters::samples_kept`]).
+    counted: usize,
 }
 
 impl SeriesState {
@@ -162,10 +266,11 @@ impl SeriesState {
         &self.v[self.head..]
     }
 
-    /// Adds a sample; an instant selection keeps only the newest.
-    fn insert(&mut self, func: &SeriesFn, t: i64, v: f64) {
-        match func {
-            SeriesFn::Last { .. } => {
+    /// Adds a sample that counts from `at` on, as `keep` says; an instant selection keeps only
+    /// the newest.
+    fn insert(&mut self, func: &SeriesFn, keep: &Keep, (t, v): (i64, f64), at: i64) {
+        match (func, keep) {
+            (SeriesFn::Last { .. }, _) => {
                 if self.ts().last().is_none_or(|&last| t > last) {
                     self.t.clear();
                     self.v.clear();
@@ -174,32 +279,95 @@ impl SeriesState {
                     self.v.push(v);
                 }
             }
-            SeriesFn::Window { .. } => {
-                // range selections never see staleness markers
-                if is_stale_nan(v) {
-                    return;
-                }
-                // in order, the common case, without a search of the window
-                let i = match self.t.last() {
-                    Some(&last) if t <= last => self.head + self.ts().partition_point(|&x| x < t),
-                    _ => self.t.len(),
-                };
-                if self.t.get(i) == Some(&t) {
-                    return; // a duplicate timestamp: the first sample stored wins
-                }
-                let newest = i == self.t.len();
-                self.t.insert(i, t);
-                self.v.insert(i, v);
-                if !func.tracks_resets() {
-                    return;
-                }
-                if !newest {
-                    self.find_resets();
-                } else if i > self.head && v < self.v[i - 1] {
-                    self.resets.push_back((self.t[i - 1], self.v[i - 1]));
-                }
+            // range selections never see staleness markers
+            (SeriesFn::Window { .. }, _) if is_stale_nan(v) => {}
+            (SeriesFn::Window { .. }, Keep::All) => self.insert_any(func.tracks_resets(), t, v),
+            (SeriesFn::Window { .. }, Keep::Extremes { max }) => self.insert_candidate(*max, t, v),
+            (SeriesFn::Window { range, .. }, Keep::Ends { tail_ms, .. }) => {
+                self.insert_end(func.tracks_resets(), (t, v), at - range, *tail_ms)
             }
         }
+    }
+
+    /// Where a sample at `t` goes among the kept ones, and whether one is there already.
+    fn place(&self, t: i64) -> (usize, bool) {
+        // in order, the common case, without a search of the window
+        let i = match self.t.last() {
+            Some(&last) if t <= last => self.head + self.ts().partition_point(|&x| x < t),
+            _ => self.t.len(),
+        };
+        (i, self.t.get(i) == Some(&t))
+    }
+
+    /// Adds a sample to a series that keeps every sample.
+    fn insert_any(&mut self, track_resets: bool, t: i64, v: f64) {
+        let (i, taken) = self.place(t);
+        if taken {
+            return; // a duplicate timestamp: the first sample stored wins
+        }
+        let newest = i == self.t.len();
+        self.t.insert(i, t);
+        self.v.insert(i, v);
+        if !track_resets {
+            return;
+        }
+        if !newest {
+            self.find_resets();
+        } else if i > self.head && v < self.v[i - 1] {
+            self.resets.push_back((self.t[i - 1], self.v[i - 1]));
+        }
+    }
+
+    /// Adds a sample to a series that keeps the candidates for its extreme: unless a later
+    /// candidate beats it, it becomes one and ends the candidacy of the earlier ones it beats.
+    /// Candidates are ordered from best to worst, so only the next one can beat it, and the
+    /// ones it beats are those just before it.
+    fn insert_candidate(&mut self, max: bool, t: i64, v: f64) {
+        let (i, taken) = self.place(t);
+        if taken || self.v.get(i).is_some_and(|&later| beats(max, later, v)) {
+            return;
+        }
+        let mut j = i;
+        while j > self.head && beats(max, v, self.v[j - 1]) {
+            j -= 1;
+        }
+        self.t.splice(j..i, [t]);
+        self.v.splice(j..i, [v]);
+    }
+
+    /// Adds a sample to a series kept by its ends whose window starts after `cutoff`.
+    fn insert_end(&mut self, track_resets: bool, (t, v): (i64, f64), cutoff: i64, tail_ms: i64) {
+        let Some(e) = self.ends.as_mut() else {
+            if t > cutoff {
+                self.t.clear();
+                self.v.clear();
+                self.head = 0;
+                self.resets.clear();
+                self.t.push(t);
+                self.v.push(v);
+                let until = tail_end(cutoff, tail_ms).max(t);
+                self.ends = Some(Ends { until, len: 1, last: (t, v), reread: false });
+            }
+            return;
+        };
+        if t <= e.last.0 {
+            // out of order (a duplicate changes nothing: the first sample stored wins); a
+            // read-back may also have seen it already, before it came
+            e.reread |= t < e.last.0;
+            return;
+        }
+        if t <= cutoff {
+            return; // what the window holds leaves it now too
+        }
+        e.len += 1;
+        if t <= e.until {
+            self.t.push(t);
+            self.v.push(v);
+        }
+        if track_resets && v < e.last.1 {
+            self.resets.push_back(e.last);
+        }
+        e.last = (t, v);
     }
 
     /// Finds the counter resets among the visible samples (after a sample arrived out of
@@ -213,13 +381,17 @@ impl SeriesState {
         }
     }
 
-    /// Drops the samples no longer visible at `at`.
-    fn evict(&mut self, span: i64, at: i64) {
+    /// Drops the samples no longer visible at `at`; returns the read-back a series kept by its
+    /// ends needs: the tail's continuation once the tail has left the window, the whole window
+    /// after a sample came out of order.
+    fn evict(&mut self, span: i64, at: i64, keep: &Keep) -> Option<Want> {
         // from the front: an eviction reads the oldest samples only
         let cutoff = at - span;
+        let kept = self.head;
         while self.t.get(self.head).is_some_and(|&x| x <= cutoff) {
             self.head += 1;
         }
+        let gone = self.head - kept;
         while self.resets.front().is_some_and(|r| r.0 <= cutoff) {
             self.resets.pop_front();
         }
@@ -229,6 +401,87 @@ impl SeriesState {
             self.v.drain(..self.head);
             self.head = 0;
         }
+        let (Keep::Ends { tail_ms, .. }, Some(e)) = (keep, self.ends.as_mut()) else { return None };
+        // more gone than counted: the count is off, which only storage can set right
+        e.reread |= gone > e.len;
+        e.len = e.len.saturating_sub(gone);
+        if e.reread {
+            return Some(Want { after: cutoff, upto: e.last.0, whole: true });
+        }
+        if e.len == 0 || e.last.0 <= cutoff {
+            self.ends = None;
+            self.resets.clear();
+            return None;
+        }
+        let tail_gone = self.head == self.t.len();
+        tail_gone.then(|| Want {
+            after: e.until,
+            upto: tail_end(cutoff, *tail_ms).min(e.last.0),
+            whole: false,
+        })
+    }
+
+    /// Takes what storage holds in the range of `want` (stale markers removed) for a series
+    /// kept by its ends whose window starts after `cutoff`. Storage may hold samples the
+    /// operator has not been given yet: those after the newest sample given are not asked
+    /// for, and one before it counts as out of order when it comes ([`SeriesState::insert_end`]).
+    fn read_back(
+        &mut self,
+        want: Want,
+        samples: &[(i64, f64)],
+        cutoff: i64,
+        tail_ms: i64,
+        track_resets: bool,
+    ) {
+        let Some(e) = self.ends.as_mut() else { return };
+        if want.whole {
+            self.t.clear();
+            self.v.clear();
+            self.head = 0;
+            self.resets.clear();
+            let (Some(&first), Some(&last)) = (samples.first(), samples.last()) else {
+                self.ends = None;
+                return;
+            };
+            let until = tail_end(cutoff, tail_ms).max(first.0);
+            for (i, &(t, v)) in samples.iter().enumerate() {
+                if t <= until {
+                    self.t.push(t);
+                    self.v.push(v);
+                }
+                if track_resets && i > 0 && v < samples[i - 1].1 {
+                    self.resets.push_back(samples[i - 1]);
+                }
+            }
+            *e = Ends { until, len: samples.len(), last, reread: false };
+            return;
+        }
+        for &(t, v) in samples {
+            if t <= cutoff {
+                e.len = e.len.saturating_sub(1); // left with the tail, past what it held
+            } else {
+                self.t.push(t);
+                self.v.push(v);
+            }
+        }
+        e.until = tail_end(cutoff, tail_ms);
+        if e.len == 0 {
+            self.ends = None;
+            self.resets.clear();
+        } else if self.head == self.t.len() {
+            e.reread = true; // a gap longer than the tail: the window's rest is read whole
+        }
+    }
+
+    /// What the functions that read only the window's ends need ([`kernels::reads_only_ends`]).
+    fn ends(&self) -> Option<WindowEnds<impl Iterator<Item = f64> + '_>> {
+        let (t, v) = (self.ts(), self.vs());
+        let first = Sample { t: *t.first()?, v: *v.first()? };
+        let (last, len) = match self.ends {
+            Some(e) => (Sample { t: e.last.0, v: e.last.1 }, e.len),
+            None => (Sample { t: *t.last()?, v: *v.last()? }, t.len()),
+        };
+        Some(WindowEnds { first, last, len, resets: self.resets.iter().map(|r| r.1) })
     }
 }
 
@@ -242,13 +495,63 @@ struct Due {
     tick: bool,
 }
 
-/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks;
-/// with a `grain`, every event takes effect at the grain's next time.
+/// Reads back what `wants` asks for (by series key) from `source`, stale markers removed: one
+/// series at a time for a few, else one selection of `matchers` over the union of the ranges.
+fn read_back(
+    source: &ReadBack,
+    matchers: &[Matcher],
+    keys: &Keys,
+    wants: &[(u64, Want)],
+) -> KeyMap<u64, Vec<(i64, f64)>> {
+    let mut out: KeyMap<u64, Vec<(i64, f64)>> = KeyMap::default();
+    let mut take = |key: u64, want: Want, samples: SampleSlice<'_>| {
+        let w = samples.window(want.after, want.upto);
+        out.entry(key).or_default().extend(w.iter().filter(|s| !is_stale_nan(s.v)).map(|s| (s.t, s.v)));
+    };
+    let warn = |e: promflow_storage::Error| tracing::warn!(error = %e, "reading a window back from storage");
+    if wants.len() <= FEW_SERIES {
+        for &(key, want) in wants {
+            let labels: Labels = keys.labels(key);
+            let exact: Vec<Matcher> =
+                labels.iter().filter_map(|l| Matcher::new(MatchOp::Equal, &l.name, &l.value).ok()).collect();
+            match source.0.select(&exact, want.after.saturating_add(1), want.upto) {
+                Ok(found) => found
+                    .iter()
+                    .filter(|x| x.labels == labels)
+                    .for_each(|x| take(key, want, x.samples.view())),
+                Err(e) => warn(e),
+            }
+        }
+        return out;
+    }
+    let after = wants.iter().map(|w| w.1.after).min().unwrap_or(0);
+    let upto = wants.iter().map(|w| w.1.upto).max().unwrap_or(0);
+    let by_key: KeyMap<u64, Want> = wants.iter().copied().collect();
+    match source.0.select(matchers, after.saturating_add(1), upto) {
+        Ok(found) => {
+            for x in found {
+                let Some(key) = keys.find(&x.labels) else { continue };
+                if let Some(&want) = by_key.get(&key) {
+                    take(key, want, x.samples.view());
+                }
+            }
+        }
+        Err(e) => warn(e),
+    }
+    out
+}
+
+/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks,
+/// keeping samples as `keep` says (`keys` names the series for read-backs); with a `grain`,
+/// every event takes effect at the grain's next time.
 pub(crate) fn render<'s>(
     rows: Stream<'s, u64, Vec<Row>>,
     clock: Stream<'s, u64, Vec<()>>,
     func: SeriesFn,
+    keep: Keep,
     grain: Option<Grain>,
+    keys: Keys,
+    counters: Arc<Counters>,
 ) -> Stream<'s, u64, Vec<Update>> {
     rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
         let mut due: BTreeMap<u64, Due> = BTreeMap::new();
@@ -257,6 +560,7 @@ pub(crate) fn render<'s>(
         let mut moving = KeySet::default();
         let span = func.span().max(1);
         let moves = func.moves_with_time();
+        let track_resets = func.tracks_resets();
         let up = move |t: u64| grain.map_or(t, |g| g.up(t));
         move |(input, f_rows), (ticks, f_clock), output| {
             input.for_each_stamp(|cap, data| {
@@ -288,9 +592,10 @@ pub(crate) fn render<'s>(
                 }
                 let d = entry.remove();
                 let Some(cap) = d.cap else { continue };
+                let at_ms = at as i64;
                 let mut touched: Vec<u64> = Vec::with_capacity(d.samples.len() + d.expiring.len());
                 for (s, t, v) in d.samples {
-                    series.entry(s).or_default().insert(&func, t, v);
+                    series.entry(s).or_default().insert(&func, &keep, (t, v), at_ms);
                     touched.push(s);
                 }
                 for s in d.expiring {
@@ -306,11 +611,39 @@ pub(crate) fn render<'s>(
                 }
                 touched.sort_unstable();
                 touched.dedup();
+                let mut wants: Vec<(u64, Want)> = Vec::new();
+                for &s in &touched {
+                    if let Some(want) = series.get_mut(&s).and_then(|st| st.evict(span, at_ms, &keep)) {
+                        wants.push((s, want));
+                    }
+                }
+                if let Keep::Ends { tail_ms, source, matchers } = &keep {
+                    // the tails' continuations first; a series that finds none (a gap) is
+                    // read whole in a second round
+                    for _round in 0..2 {
+                        if wants.is_empty() {
+                            break;
+                        }
+                        let mut read = read_back(source, matchers, &keys, &wants);
+                        let mut again = Vec::new();
+                        for (s, want) in wants.drain(..) {
+                            let Some(st) = series.get_mut(&s) else { continue };
+                            let samples = read.remove(&s).unwrap_or_default();
+                            st.read_back(want, &samples, at_ms - span, *tail_ms, track_resets);
+                            if let Some(e) = st.ends.as_mut().filter(|e| e.reread && !want.whole) {
+                                again.push((s, Want { after: at_ms - span, upto: e.last.0, whole: true }));
+                            }
+                        }
+                        wants = again;
+                    }
+                }
                 let mut session = output.session(&cap);
-                let at_ms = at as i64;
+                let mut kept: i64 = 0;
                 for s in touched {
                     let Some(st) = series.get_mut(&s) else { continue };
-                    st.evict(span, at_ms);
+                    let now_kept = st.ts().len();
+                    kept += now_kept as i64 - st.counted as i64;
+                    st.counted = now_kept;
                     let (value, steady_until) = func.evaluate(st, at_ms);
                     if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
                         if let Some(old) = st.emitted {
@@ -352,6 +685,7 @@ pub(crate) fn render<'s>(
                         d.expiring.push(s);
                     }
                 }
+                counters.samples_kept.fetch_add(kept, Ordering::Relaxed);
             }
         }
     })

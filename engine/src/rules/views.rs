@@ -37,6 +37,12 @@ use crate::Plan;
 /// walks every update a view keeps, so this is kept short.
 const KEEP_MS: i64 = 60_000;
 
+/// Windows at least this long are kept by their ends where the function allows
+/// ([`Incremental::read_back_from`]): a `[1h]` window of 15 s samples keeps 60 of its 240, a
+/// `[1d]` window 120 of its 5,760. Shorter windows keep every sample, which costs little and
+/// spares their frequent read-backs.
+const ENDS_FROM_MS: i64 = 3_600_000;
+
 /// How often the clock moves when no sample arrives: for lookback expiry and `for` timers,
 /// which need no faster clock. Every move costs every dataflow a round of progress tracking.
 const IDLE_CLOCK: Duration = Duration::from_millis(250);
@@ -160,8 +166,10 @@ impl RuleViews {
                 t.unpark();
             }
         }));
+        let inc = Incremental::start(workers, lookback_ms)?;
+        inc.read_back_from(Arc::clone(&querier), ENDS_FROM_MS);
         let views = Arc::new(RuleViews {
-            inc: Incremental::start(workers, lookback_ms)?,
+            inc,
             feed: Mutex::new(feed),
             querier,
             views: Mutex::new(Vec::new()),
@@ -401,6 +409,11 @@ impl RuleViews {
     /// Arrangements the views registered.
     pub fn arrangements(&self) -> usize {
         self.inc.arrangements()
+    }
+
+    /// Samples the views' per-series operators hold.
+    pub fn samples_kept(&self) -> i64 {
+        self.inc.samples_kept()
     }
 
     /// How many rule expressions are maintained as views, and how many in batch.

@@ -213,6 +213,12 @@ fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::rules::Rule
         "Arrangements the rule views registered (shared sub-expressions count once).",
         views.arrangements(),
     );
+    gauge(
+        out,
+        "promflow_dataflow_samples_kept",
+        "Samples the rule views' per-series operators hold: windows' samples, candidates for a window's extreme, and the oldest samples of windows kept by their ends.",
+        views.samples_kept(),
+    );
     let (live, batch) = views.counts();
     header(out, "promflow_rule_expressions", "gauge", "Rule expressions by how they are evaluated.");
     let _ = writeln!(out, "promflow_rule_expressions{{evaluation=\"view\"}} {live}");
