@@ -15,7 +15,7 @@
 //! server's CPU time (user + system, `/proc/<pid>/stat`) over the stream only, from one
 //! evaluation interval and a round after the history (the time to catch up with it, whose
 //! CPU is printed apart), and its peak
-//! resident memory (`VmHWM`). Rule CPU is the CPU with rules minus the CPU without them, per
+//! resident memory (`VmHWM`) and its resident memory at the end (`VmRSS`). Rule CPU is the CPU with rules minus the CPU without them, per
 //! system and repetition; medians are printed as a Markdown table for docs/benchmarks.md.
 //!
 //! The rule set (`rule_file`) follows the node-exporter and application mixins: recording
@@ -84,12 +84,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
-/// Peak resident memory in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
+/// Resident memory in MiB, at its peak (`VmHWM:`) or now (`VmRSS:`).
+fn rss_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
 }
@@ -97,6 +97,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 struct Run {
     cpu_s: f64,
     peak_rss_mib: f64,
+    end_rss_mib: f64,
     rule_health: String,
 }
 
@@ -179,17 +180,19 @@ fn main() {
             let ok = healths.iter().filter(|h| *h == "ok").count();
             let run = Run {
                 cpu_s,
-                peak_rss_mib: peak_rss_mib(pid),
+                peak_rss_mib: rss_mib(pid, "VmHWM:"),
+                end_rss_mib: rss_mib(pid, "VmRSS:"),
                 rule_health: format!("{ok}/{} ok", healths.len()),
             };
             eprintln!(
-                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s (history {:.1} s, catching up {:.1} s), peak rss {:.0} MiB, rules {}",
+                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s (history {:.1} s, catching up {:.1} s), rss peak {:.0} / end {:.0} MiB, rules {}",
                 system.name(),
                 run.cpu_s,
                 elapsed,
                 cpu_history - cpu_start,
                 cpu0 - cpu_history,
                 run.peak_rss_mib,
+                run.end_rss_mib,
                 run.rule_health
             );
             if system == System::Promflow && with_rules {
@@ -211,20 +214,22 @@ fn main() {
         "{n} active series, {history_min} min of history, {} s of stream to catch up, then {minutes} min of stream at 15 s measured, {rule_count} rules every {interval_s} s; medians of {reps}\n",
         settle_rounds as i64 * INTERVAL_MS / 1000
     );
-    println!("| system | CPU with rules, s | CPU without, s | rule CPU, s | peak RSS with / without, MiB | rule health |");
-    println!("|---|---|---|---|---|---|");
+    println!("| system | CPU with rules, s | CPU without, s | rule CPU, s | peak RSS with / without, MiB | RSS at the end with / without, MiB | rule health |");
+    println!("|---|---|---|---|---|---|---|");
     let mut rule_cpu = Vec::new();
     for (k, system) in [System::Promflow, System::Prometheus].iter().enumerate() {
         let (with, without) = (&runs[k], &runs[k + 2]);
         let diff: Vec<f64> = with.iter().zip(without).map(|(a, b)| a.cpu_s - b.cpu_s).collect();
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {:.0} / {:.0} | {} |",
             system.name(),
             median(with.iter().map(|r| r.cpu_s).collect()),
             median(without.iter().map(|r| r.cpu_s).collect()),
             median(diff.clone()),
             median(with.iter().map(|r| r.peak_rss_mib).collect()),
             median(without.iter().map(|r| r.peak_rss_mib).collect()),
+            median(with.iter().map(|r| r.end_rss_mib).collect()),
+            median(without.iter().map(|r| r.end_rss_mib).collect()),
             with.iter().map(|r| r.rule_health.clone()).collect::<Vec<_>>().join(", "),
         );
         rule_cpu.push(diff);

@@ -129,6 +129,9 @@ impl Grain {
     }
 }
 
+/// How many rows of history a view's installation sends to the workers at a time.
+const HISTORY_PIECE: usize = 1 << 18;
+
 /// The kinds of operator whose output records are counted.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operator {
@@ -342,18 +345,23 @@ impl Incremental {
         let mut c = self.controller();
         let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
         let from = now - plan.max_window_ms() - self.lookback_ms;
-        let mut history: Vec<(usize, Vec<Row>)> = Vec::new();
+        let mut history: Vec<(usize, Vec<promflow_storage::Series>)> = Vec::new();
         for (leaf, matchers) in &lowered.new_leaves {
-            let mut rows = Vec::new();
-            for s in querier.select(matchers, from, i64::MAX)? {
-                let key = self.keys.intern(s.labels);
-                rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
-            }
-            history.push((*leaf, rows));
+            history.push((*leaf, querier.select(matchers, from, i64::MAX)?));
         }
         let view = self.build(&mut c, lowered);
         if let Ok(senders) = self.senders.lock() {
-            for (leaf, rows) in history {
+            // in pieces, each series' samples freed as they are turned into rows
+            for (leaf, found) in history {
+                let mut rows = Vec::new();
+                for s in found {
+                    let key = self.keys.intern(s.labels);
+                    rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
+                    if rows.len() >= HISTORY_PIECE {
+                        let _ = senders[0]
+                            .send(Command::Rows { leaf, rows: Arc::new(std::mem::take(&mut rows)) });
+                    }
+                }
                 let _ = senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
             }
         }
@@ -617,6 +625,11 @@ fn run_worker(
                         for r in rows.iter() {
                             input.send(*r);
                         }
+                    }
+                    // a piece of history moves on before the next: held once, not piled up
+                    if rows.len() >= HISTORY_PIECE {
+                        drop(rows);
+                        worker.step();
                     }
                 }
                 Ok(Command::Advance { t, tick }) => {

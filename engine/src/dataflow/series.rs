@@ -492,6 +492,8 @@ struct Due {
     samples: Vec<(u64, i64, f64)>,
     /// Series whose next event is due (see `SeriesState::next`).
     expiring: Vec<u64>,
+    /// Series that took their samples as they came, before the operator's first round.
+    absorbed: Vec<u64>,
     tick: bool,
 }
 
@@ -562,9 +564,16 @@ pub(crate) fn render<'s>(
         let moves = func.moves_with_time();
         let track_resets = func.tracks_resets();
         let up = move |t: u64| grain.map_or(t, |g| g.up(t));
+        // the time the first samples count from, and whether a round has run since
+        let (mut initial, mut started): (Option<u64>, bool) = (None, false);
         move |(input, f_rows), (ticks, f_clock), output| {
             input.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
+                // before the first round, the samples that count from the first time (a
+                // view's history) go straight into their series' state: nothing can be due
+                // for a series earlier, and the history is not held twice
+                let first = *initial.get_or_insert(up(now));
+                let straight = !started && due.keys().next().is_none_or(|&k| k >= first);
                 for batch in data {
                     for &(s, t, v) in batch.iter() {
                         let at = up((t.max(0) as u64).max(now));
@@ -572,7 +581,15 @@ pub(crate) fn render<'s>(
                         if d.cap.is_none() {
                             d.cap = Some(cap.delayed(&at, 0));
                         }
-                        d.samples.push((s, t, v));
+                        if straight && at == first {
+                            let st = series.entry(s).or_insert_with(|| {
+                                d.absorbed.push(s);
+                                SeriesState::default()
+                            });
+                            st.insert(&func, &keep, (t, v), at as i64);
+                        } else {
+                            d.samples.push((s, t, v));
+                        }
                     }
                 }
             });
@@ -591,9 +608,11 @@ pub(crate) fn render<'s>(
                     break;
                 }
                 let d = entry.remove();
+                started = true;
                 let Some(cap) = d.cap else { continue };
                 let at_ms = at as i64;
-                let mut touched: Vec<u64> = Vec::with_capacity(d.samples.len() + d.expiring.len());
+                let mut touched: Vec<u64> = d.absorbed;
+                touched.reserve(d.samples.len() + d.expiring.len());
                 for (s, t, v) in d.samples {
                     series.entry(s).or_default().insert(&func, &keep, (t, v), at_ms);
                     touched.push(s);
