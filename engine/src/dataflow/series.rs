@@ -395,11 +395,18 @@ impl SeriesState {
         while self.resets.front().is_some_and(|r| r.0 <= cutoff) {
             self.resets.pop_front();
         }
-        // the dropped prefix is freed once it outgrows the visible part: O(1) per sample
-        if self.head > 0 && self.head >= self.t.len() - self.head {
+        // the dropped prefix is freed once it is a quarter of what is kept: O(1) per sample,
+        // and a window's vectors stay within about 1.5 times its samples
+        if self.head > 0 && self.head * 4 >= self.t.len() {
             self.t.drain(..self.head);
             self.v.drain(..self.head);
             self.head = 0;
+            let len = self.t.len();
+            if self.t.capacity() > 2 * len + 8 {
+                // the window shrank (a history, a gap): give the room back
+                self.t.shrink_to(len + len / 2);
+                self.v.shrink_to(len + len / 2);
+            }
         }
         let (Keep::Ends { tail_ms, .. }, Some(e)) = (keep, self.ends.as_mut()) else { return None };
         // more gone than counted: the count is off, which only storage can set right
