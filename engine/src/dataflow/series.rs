@@ -253,6 +253,9 @@ struct SeriesState {
     next: Option<u64>,
     /// How many visible samples were kept when last counted ([`Counters::samples_kept`]).
     counted: usize,
+    /// Whether samples went straight into the state since the last round, which then
+    /// evaluates the series.
+    absorbed: bool,
 }
 
 impl SeriesState {
@@ -499,7 +502,7 @@ struct Due {
     samples: Vec<(u64, i64, f64)>,
     /// Series whose next event is due (see `SeriesState::next`).
     expiring: Vec<u64>,
-    /// Series that took their samples as they came, before the operator's first round.
+    /// Series that took their samples as they came (see `SeriesState::absorbed`).
     absorbed: Vec<u64>,
     tick: bool,
 }
@@ -571,16 +574,19 @@ pub(crate) fn render<'s>(
         let moves = func.moves_with_time();
         let track_resets = func.tracks_resets();
         let up = move |t: u64| grain.map_or(t, |g| g.up(t));
-        // the time the first samples count from, and whether a round has run since
-        let (mut initial, mut started): (Option<u64>, bool) = (None, false);
         move |(input, f_rows), (ticks, f_clock), output| {
+            // the earliest time an event can still be due at: a sample that counts from it
+            // goes straight into its series' state when nothing is due before it (nothing
+            // can come before it either), instead of waiting in the queue: a view's history,
+            // and most samples of the feed, which arrive after their timestamp
+            let floor = |f: &timely::progress::frontier::MutableAntichain<u64>| {
+                f.frontier().iter().min().copied().unwrap_or(u64::MAX)
+            };
+            let earliest = floor(f_rows).min(floor(f_clock));
+            let earliest = (earliest < u64::MAX).then(|| up(earliest));
+            let straight = earliest.filter(|&e| due.keys().next().is_none_or(|&k| k >= e));
             input.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
-                // before the first round, the samples that count from the first time (a
-                // view's history) go straight into their series' state: nothing can be due
-                // for a series earlier, and the history is not held twice
-                let first = *initial.get_or_insert(up(now));
-                let straight = !started && due.keys().next().is_none_or(|&k| k >= first);
                 for batch in data {
                     for &(s, t, v) in batch.iter() {
                         let at = up((t.max(0) as u64).max(now));
@@ -588,11 +594,11 @@ pub(crate) fn render<'s>(
                         if d.cap.is_none() {
                             d.cap = Some(cap.delayed(&at, 0));
                         }
-                        if straight && at == first {
-                            let st = series.entry(s).or_insert_with(|| {
+                        if straight == Some(at) {
+                            let st = series.entry(s).or_default();
+                            if !std::mem::replace(&mut st.absorbed, true) {
                                 d.absorbed.push(s);
-                                SeriesState::default()
-                            });
+                            }
                             st.insert(&func, &keep, (t, v), at as i64);
                         } else {
                             d.samples.push((s, t, v));
@@ -615,7 +621,6 @@ pub(crate) fn render<'s>(
                     break;
                 }
                 let d = entry.remove();
-                started = true;
                 let Some(cap) = d.cap else { continue };
                 let at_ms = at as i64;
                 let mut touched: Vec<u64> = d.absorbed;
@@ -667,6 +672,7 @@ pub(crate) fn render<'s>(
                 let mut kept: i64 = 0;
                 for s in touched {
                     let Some(st) = series.get_mut(&s) else { continue };
+                    st.absorbed = false;
                     let now_kept = st.ts().len();
                     kept += now_kept as i64 - st.counted as i64;
                     st.counted = now_kept;
