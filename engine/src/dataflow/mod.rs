@@ -40,7 +40,7 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 
 use crate::plan::Plan;
 use crate::Error;
-use keys::Keys;
+use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
 
 /// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
@@ -217,6 +217,9 @@ struct Controller {
     /// Per series: its key and the leaves whose matchers it satisfies, as of `routes_for`
     /// leaves.
     routes: HashMap<Labels, (u64, Vec<usize>)>,
+    /// The same for the append feed's shared label sets, by their address
+    /// ([`Incremental::append_shared`]).
+    shared_routes: KeyMap<usize, (Arc<Labels>, u64, Vec<usize>)>,
     routes_for: usize,
     clock: u64,
     ticked: Option<u64>,
@@ -275,6 +278,7 @@ impl Incremental {
                 registry: Registry::default(),
                 views: Vec::new(),
                 routes: HashMap::new(),
+                shared_routes: KeyMap::default(),
                 routes_for: 0,
                 clock: 0,
                 ticked: None,
@@ -404,29 +408,41 @@ impl Incremental {
         self.append_from(samples.iter().map(|(l, t, v)| (l, *t, *v)));
     }
 
-    /// [`Incremental::append`] over borrowed samples (storage's append feed).
+    /// [`Incremental::append`] over borrowed samples.
     pub fn append_from<'a>(&self, samples: impl IntoIterator<Item = (&'a Labels, i64, f64)>) {
         let mut c = self.controller();
-        let leaves = c.registry.leaves.len();
-        if c.routes_for != leaves {
-            // a view added leaves since the routes were worked out
-            c.routes.clear();
-            c.routes_for = leaves;
-        }
+        self.check_routes(&mut c);
         let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
         let Controller { registry, routes, .. } = &mut *c;
         for (labels, t, v) in samples {
             let (key, to) = match routes.get(labels) {
                 Some(r) => r,
+                None => routes.entry(labels.clone()).or_insert(self.route(registry, labels)),
+            };
+            for leaf in to {
+                per_leaf.entry(*leaf).or_default().push((*key, t, v));
+            }
+        }
+        drop(c);
+        self.feed(per_leaf);
+    }
+
+    /// [`Incremental::append_from`] over storage's append feed, whose label sets storage shares
+    /// for a series' life: a series is found by its label set's address, not by hashing its
+    /// labels (which was most of the feed thread's time). The route holds the label set, so
+    /// the address is not reused while it is known.
+    pub fn append_shared<'a>(&self, samples: impl IntoIterator<Item = (&'a Arc<Labels>, i64, f64)>) {
+        let mut c = self.controller();
+        self.check_routes(&mut c);
+        let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
+        let Controller { registry, shared_routes, .. } = &mut *c;
+        for (labels, t, v) in samples {
+            let address = Arc::as_ptr(labels) as usize;
+            let (_, key, to) = match shared_routes.get(&address) {
+                Some(r) => r,
                 None => {
-                    let to: Vec<usize> = registry
-                        .leaves
-                        .iter()
-                        .filter(|(_, ms)| ms.iter().all(|m| m.matches_labels(labels)))
-                        .map(|(leaf, _)| *leaf)
-                        .collect();
-                    let key = if to.is_empty() { u64::MAX } else { self.keys.intern(labels.clone()) };
-                    routes.entry(labels.clone()).or_insert((key, to))
+                    let (key, to) = self.route(registry, labels);
+                    shared_routes.entry(address).or_insert((Arc::clone(labels), key, to))
                 }
             };
             for leaf in to {
@@ -434,10 +450,38 @@ impl Incremental {
             }
         }
         drop(c);
+        self.feed(per_leaf);
+    }
+
+    /// Forgets the routes when a view has added leaves since they were worked out.
+    fn check_routes(&self, c: &mut Controller) {
+        let leaves = c.registry.leaves.len();
+        if c.routes_for != leaves {
+            c.routes.clear();
+            c.shared_routes.clear();
+            c.routes_for = leaves;
+        }
+    }
+
+    /// Where the samples of `labels` go: the series' key (`u64::MAX` when no leaf takes it)
+    /// and the leaves whose selections it matches.
+    fn route(&self, registry: &Registry, labels: &Labels) -> (u64, Vec<usize>) {
+        let to: Vec<usize> = registry
+            .leaves
+            .iter()
+            .filter(|(_, ms)| ms.iter().all(|m| m.matches_labels(labels)))
+            .map(|(leaf, _)| *leaf)
+            .collect();
+        let key = if to.is_empty() { u64::MAX } else { self.keys.intern(labels.clone()) };
+        (key, to)
+    }
+
+    /// Sends each leaf its rows, through the first worker (the exchange sends each series to
+    /// its owner).
+    fn feed(&self, per_leaf: BTreeMap<usize, Vec<Row>>) {
         if per_leaf.is_empty() {
             return;
         }
-        // the first worker feeds; the exchange sends each series to its owner
         if let Ok(senders) = self.senders.lock() {
             for (leaf, rows) in per_leaf {
                 let _ = senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });

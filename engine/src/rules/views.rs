@@ -221,7 +221,7 @@ impl RuleViews {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
         let mut appended = false;
         while let Ok(batch) = feed.try_recv() {
-            self.inc.append_from(batch.samples.iter().map(|(l, s)| (l.as_ref(), s.t, s.v)));
+            self.inc.append_shared(batch.samples.iter().map(|(l, s)| (l, s.t, s.v)));
             appended = true;
         }
         if appended {
