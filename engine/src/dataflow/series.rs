@@ -189,7 +189,8 @@ impl Keep {
     }
 }
 
-/// The longest tail a read-back fetches: 120 samples of a series scraped every 15 s.
+/// The longest tail length: a read-back fetches one to two tail lengths past the window's
+/// start, at most 240 samples of a series scraped every 15 s.
 const MAX_TAIL_MS: i64 = 30 * 60 * 1000;
 
 /// Up to how many series a read-back asks storage for one by one, rather than for the whole

@@ -38,8 +38,8 @@ use crate::Plan;
 const KEEP_MS: i64 = 60_000;
 
 /// Windows at least this long are kept by their ends where the function allows
-/// ([`Incremental::read_back_from`]): a `[1h]` window of 15 s samples keeps 60 of its 240, a
-/// `[1d]` window 120 of its 5,760. Shorter windows keep every sample, which costs little and
+/// ([`Incremental::read_back_from`]): a `[1h]` window of 15 s samples keeps at most 120 of its
+/// 240, a `[1d]` window 240 of its 5,760. Shorter windows keep every sample, which costs little and
 /// spares their frequent read-backs.
 const ENDS_FROM_MS: i64 = 3_600_000;
 
