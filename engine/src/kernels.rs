@@ -221,12 +221,11 @@ pub fn window_from_ends(
 /// Prometheus's extrapolated rate (the difference between the first and last samples, counter
 /// resets compensated, extrapolated towards the window's bounds by at most half an average
 /// sample interval, and never below zero for counters), and until when it keeps that value
-/// while the window slides forward
-/// with time alone (the first end time, in milliseconds, at which it may change). While
-/// neither side is cut short, the extrapolated span is the whole window wherever it lies; the
-/// start side can only stop being cut as the window moves on, and the end side is cut once the
-/// last sample is more than 1.1 intervals old. `None` for the time when a side is cut now, and
-/// the value moves with time.
+/// while the window slides forward with time alone (the first end time, in milliseconds, at
+/// which it may change). While neither side is cut short, the extrapolated span is the whole
+/// window wherever it lies; the start side can only stop being cut as the window moves on, and
+/// the end side is cut once the last sample is more than 1.1 intervals old. `None` for the
+/// time when a side is cut now, and the value moves with time.
 pub fn extrapolated_rate_steady(
     w: WindowEnds<impl Iterator<Item = f64>>,
     b: WindowBounds,

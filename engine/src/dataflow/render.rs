@@ -169,7 +169,7 @@ impl Lowering<'_> {
     /// A leaf fed the samples of `matchers`, computing `func` per series; arranged as `plan`.
     fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn) -> Node {
         self.leaves.push((self.next_id(), matchers.to_vec()));
-        let keep = Keep::choose(&func, matchers, self.reg.read_back.as_ref().map(|(r, from)| (r, *from)));
+        let keep = Keep::choose(&func, matchers, self.reg.read_back.as_ref());
         self.arrange(plan, |leaf| Node::Series { leaf, func, keep })
     }
 

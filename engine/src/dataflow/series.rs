@@ -175,12 +175,12 @@ pub(crate) enum Keep {
 impl Keep {
     /// How the operator for `func` keeps samples: by their ends when storage can be read back
     /// and the window is at least `ends_from` long.
-    pub(crate) fn choose(func: &SeriesFn, matchers: &[Matcher], read_back: Option<(&ReadBack, i64)>) -> Keep {
+    pub(crate) fn choose(func: &SeriesFn, matchers: &[Matcher], read_back: Option<&(ReadBack, i64)>) -> Keep {
         let SeriesFn::Window { func, range, .. } = func else { return Keep::All };
         match (func, read_back) {
             (WindowFn::MaxOverTime, _) => Keep::Extremes { max: true },
             (WindowFn::MinOverTime, _) => Keep::Extremes { max: false },
-            (f, Some((source, ends_from))) if kernels::reads_only_ends(*f) && *range >= ends_from => {
+            (f, Some((source, ends_from))) if kernels::reads_only_ends(*f) && range >= ends_from => {
                 let tail_ms = (range / 4).clamp(1, MAX_TAIL_MS);
                 Keep::Ends { tail_ms, source: source.clone(), matchers: matchers.to_vec() }
             }
@@ -207,8 +207,8 @@ struct Ends {
     len: usize,
     /// The newest sample.
     last: (i64, f64),
-    /// Whether a sample came out of order: only storage knows its place, so the whole window
-    /// is read back.
+    /// Whether only the whole window read back can set the state right: a sample came out of
+    /// order (only storage knows its place), or more samples left than were counted.
     reread: bool,
 }
 
@@ -433,9 +433,11 @@ impl SeriesState {
     }
 
     /// Takes what storage holds in the range of `want` (stale markers removed) for a series
-    /// kept by its ends whose window starts after `cutoff`. Storage may hold samples the
-    /// operator has not been given yet: those after the newest sample given are not asked
-    /// for, and one before it counts as out of order when it comes ([`SeriesState::insert_end`]).
+    /// kept by its ends whose window starts after `cutoff`; returns the read-back of the whole
+    /// window when the tail's continuation found nothing (a gap longer than the tail). Storage
+    /// may hold samples the operator has not been given yet: those after the newest sample
+    /// given are not asked for, and one before it counts as out of order when it comes
+    /// ([`SeriesState::insert_end`]).
     fn read_back(
         &mut self,
         want: Want,
@@ -443,8 +445,8 @@ impl SeriesState {
         cutoff: i64,
         tail_ms: i64,
         track_resets: bool,
-    ) {
-        let Some(e) = self.ends.as_mut() else { return };
+    ) -> Option<Want> {
+        let e = self.ends.as_mut()?;
         if want.whole {
             self.t.clear();
             self.v.clear();
@@ -452,7 +454,7 @@ impl SeriesState {
             self.resets.clear();
             let (Some(&first), Some(&last)) = (samples.first(), samples.last()) else {
                 self.ends = None;
-                return;
+                return None;
             };
             let until = tail_end(cutoff, tail_ms).max(first.0);
             for (i, &(t, v)) in samples.iter().enumerate() {
@@ -465,7 +467,7 @@ impl SeriesState {
                 }
             }
             *e = Ends { until, len: samples.len(), last, reread: false };
-            return;
+            return None;
         }
         for &(t, v) in samples {
             if t <= cutoff {
@@ -479,9 +481,9 @@ impl SeriesState {
         if e.len == 0 {
             self.ends = None;
             self.resets.clear();
-        } else if self.head == self.t.len() {
-            e.reread = true; // a gap longer than the tail: the window's rest is read whole
+            return None;
         }
+        (self.head == self.t.len()).then_some(Want { after: cutoff, upto: e.last.0, whole: true })
     }
 
     /// What the functions that read only the window's ends need ([`kernels::reads_only_ends`]).
@@ -661,10 +663,8 @@ pub(crate) fn render<'s>(
                         for (s, want) in wants.drain(..) {
                             let Some(st) = series.get_mut(&s) else { continue };
                             let samples = read.remove(&s).unwrap_or_default();
-                            st.read_back(want, &samples, at_ms - span, *tail_ms, track_resets);
-                            if let Some(e) = st.ends.as_mut().filter(|e| e.reread && !want.whole) {
-                                again.push((s, Want { after: at_ms - span, upto: e.last.0, whole: true }));
-                            }
+                            let whole = st.read_back(want, &samples, at_ms - span, *tail_ms, track_resets);
+                            again.extend(whole.map(|w| (s, w)));
                         }
                         wants = again;
                     }
