@@ -86,6 +86,12 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// Whether an element of the rule's current result has the alert's labels (a firing
+    /// alert that `keep_firing_for` keeps has none).
+    fn returned(&self) -> bool {
+        self.state != AlertState::Inactive && self.keep_firing_since.is_none()
+    }
+
     /// Prometheus's `needsSending`: never while pending; at once when resolved since the
     /// last send; else once `resend_delay_ms` has passed.
     fn needs_sending(&self, t: i64, resend_delay_ms: i64) -> bool {
@@ -126,18 +132,20 @@ pub fn to_send(
     resend_delay_ms: i64,
     interval_ms: i64,
 ) -> Vec<Notification> {
+    // event-mode rules ask at every change of their view: most of the time nothing is due
+    let mut alerts: Vec<&mut Alert> =
+        st.active.values_mut().filter(|a| a.needs_sending(t, resend_delay_ms)).collect();
+    if alerts.is_empty() {
+        return Vec::new();
+    }
     let generator_url = format!(
         "{}/graph?g0.expr={}&g0.tab=1",
         rule.external_url.trim_end_matches('/'),
         crate::template::query_escape(&rule.query)
     );
     let mut out = Vec::new();
-    let mut alerts: Vec<&mut Alert> = st.active.values_mut().collect();
     alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
     for a in alerts {
-        if !a.needs_sending(t, resend_delay_ms) {
-            continue;
-        }
         a.last_sent_at = Some(t);
         let valid_until = t + 4 * resend_delay_ms.max(interval_ms);
         a.valid_until = Some(valid_until);
@@ -162,30 +170,28 @@ pub struct AlertingState {
     pub restored: bool,
     /// The latest time the rule's result was applied at.
     pub applied_at: Option<i64>,
-    /// What each element of the last result expanded to ([`Expansions::Reuse`]).
+    /// What each element of the current result expanded to.
     pub(crate) expansions: HashMap<Labels, Expansion>,
 }
 
-/// An element's alert labels and annotations, with the value they were expanded with.
+/// What an element of the result expanded to: its alert labels and annotations.
 #[derive(Clone, Debug)]
 pub(crate) struct Expansion {
-    value_bits: u64,
     labels: Labels,
     annotations: BTreeMap<String, String>,
 }
 
-/// Whether [`apply`] expands every element's templates, or only those of elements that are
-/// new or whose value changed since the last application.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expansions {
-    /// At a group's evaluation, as Prometheus does at each: templates may run queries.
-    Fresh,
-    /// Between evaluations, at each change of an event-mode rule's view (several a minute):
-    /// an element whose value did not change keeps what it expanded to.
-    Reuse,
-}
-
 impl AlertingState {
+    /// The changes that turn the current result into `vector`: every element of `vector`,
+    /// and the departure of every current element it lacks.
+    pub fn changes_to(&self, vector: Vec<(Labels, f64)>) -> Vec<ElementChange> {
+        let next: HashSet<&Labels> = vector.iter().map(|(l, _)| l).collect();
+        let gone: Vec<ElementChange> =
+            self.expansions.keys().filter(|l| !next.contains(l)).map(|l| (l.clone(), None)).collect();
+        drop(next);
+        vector.into_iter().map(|(l, v)| (l, Some(v))).chain(gone).collect()
+    }
+
     /// The alerts that are pending or firing, in label order.
     pub fn active_alerts(&self) -> Vec<Alert> {
         let mut v: Vec<Alert> =
@@ -207,14 +213,13 @@ pub fn eval(
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
     let vector = instant_query(&rule.plan, t, querier, settings, views.map(|v| (v, None)))?;
-    apply(rule, st, vector, t, querier, settings, limit, Expansions::Fresh)
+    apply(rule, st, vector, t, querier, settings, limit)
 }
 
 /// Applies the expression's result `vector` at `t` to the rule's alerts: Prometheus's
-/// evaluation once the query has run. In event mode a view's change runs it at the change's
-/// time; a later call with an earlier `t` (a tick that ran behind an event) changes no state
-/// and only reports the current alerts.
-#[allow(clippy::too_many_arguments)]
+/// evaluation once the query has run, every element's templates expanded. A later call with
+/// an earlier `t` (a tick that ran behind an event-mode change) changes no state and only
+/// reports the current alerts.
 pub fn apply(
     rule: &AlertingRuleSpec,
     st: &mut AlertingState,
@@ -223,63 +228,20 @@ pub fn apply(
     querier: &dyn Querier,
     settings: &EvalSettings,
     limit: u64,
-    expansions: Expansions,
 ) -> Result<Vec<(Labels, f64)>, String> {
     if st.applied_at.is_some_and(|last| t < last) {
         return Ok(alerts_series(st));
     }
     st.applied_at = Some(t);
-    let template_query = |q: &str| -> Result<QueryRows, String> {
-        let compile = settings.compile.as_ref().ok_or("query is not available")?;
-        let plan = compile(q)?;
-        // template queries are one-off: always in batch
-        Ok(instant_query(&plan, t, querier, settings, None)?
-            .into_iter()
-            .map(|(l, v)| (l.iter().map(|x| (x.name.clone(), x.value.clone())).collect(), v))
-            .collect())
-    };
     let mut now: HashMap<Labels, Alert> = HashMap::new();
     let mut expanded: HashMap<Labels, Expansion> = HashMap::with_capacity(vector.len());
-    let mut previous = std::mem::take(&mut st.expansions);
     for (series, value) in vector {
-        let kept = previous
-            .remove(&series)
-            .filter(|e| expansions == Expansions::Reuse && e.value_bits == value.to_bits());
-        if let Some(e) = kept {
-            if now.contains_key(&e.labels) {
-                return Err(
-                    "vector contains metrics with the same labelset after applying alert labels".into()
-                );
-            }
-            now.insert(e.labels.clone(), new_alert(e.labels.clone(), e.annotations.clone(), value, t));
-            expanded.insert(series, e);
-            continue;
+        let e = expand(rule, &series, value, t, querier, settings);
+        if now.contains_key(&e.labels) {
+            return Err(SAME_LABELSET.into());
         }
-        let data = AlertData {
-            labels: series.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
-            external_labels: rule.external_labels.clone(),
-            external_url: rule.external_url.clone(),
-            value,
-        };
-        let expand = |tmpl: &Template| {
-            tmpl.expand(&data, t as f64 / 1000.0, Some(&template_query)).unwrap_or_else(|e| {
-                tracing::warn!(alert = %rule.name, error = %e, "expanding alert template failed");
-                format!("<error expanding template: {e}>")
-            })
-        };
-        let mut labels = series.clone();
-        labels.remove(METRIC_NAME);
-        for (name, _, tmpl) in &rule.labels {
-            labels.set(name, &expand(tmpl));
-        }
-        labels.set("alertname", &rule.name);
-        let annotations: BTreeMap<String, String> =
-            rule.annotations.iter().map(|(n, _, tmpl)| (n.clone(), expand(tmpl))).collect();
-        if now.contains_key(&labels) {
-            return Err("vector contains metrics with the same labelset after applying alert labels".into());
-        }
-        now.insert(labels.clone(), new_alert(labels.clone(), annotations.clone(), value, t));
-        expanded.insert(series, Expansion { value_bits: value.to_bits(), labels, annotations });
+        now.insert(e.labels.clone(), new_alert(e.labels.clone(), e.annotations.clone(), value, t));
+        expanded.insert(series, e);
     }
     st.expansions = expanded;
     let returned: HashSet<Labels> = now.keys().cloned().collect();
@@ -294,42 +256,178 @@ pub fn apply(
             }
         }
     }
-    let mut active_count = 0u64;
-    let mut gone = Vec::new();
     for (labels, a) in st.active.iter_mut() {
-        if !returned.contains(labels) {
-            let keep_firing = a.state == AlertState::Firing && rule.keep_firing_for_ms > 0 && {
-                let since = *a.keep_firing_since.get_or_insert(t);
-                t - since < rule.keep_firing_for_ms
-            };
-            if a.state == AlertState::Pending || a.resolved_at.is_some_and(|r| t - r > RESOLVED_RETENTION_MS)
-            {
-                gone.push(labels.clone());
-            }
-            if a.state != AlertState::Inactive && !keep_firing {
-                a.state = AlertState::Inactive;
-                a.resolved_at = Some(t);
-            }
-            if !keep_firing {
+        if returned.contains(labels) {
+            a.keep_firing_since = None;
+        } else {
+            leave(rule, a, t);
+        }
+    }
+    sweep(rule, st, t, limit)?;
+    Ok(alerts_series(st))
+}
+
+const SAME_LABELSET: &str = "vector contains metrics with the same labelset after applying alert labels";
+
+/// A change of one element of a rule's result: its series, and its new value or `None` when
+/// it left the result.
+pub type ElementChange = (Labels, Option<f64>);
+
+/// Applies the changes of an event-mode rule's result at `t`, between evaluations: the
+/// alerts end as [`apply`] would leave them given the whole result, but only the changed
+/// elements are looked at (and every alert's clocks: `for`, `keep_firing_for`, the retention
+/// of resolved alerts). An element keeps the alert labels and annotations it expanded to at
+/// the last evaluation or when it appeared; evaluations expand everything again, as
+/// Prometheus does at each. Returns whether an alert appeared, changed state or went away.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_changes(
+    rule: &AlertingRuleSpec,
+    st: &mut AlertingState,
+    changes: Vec<ElementChange>,
+    t: i64,
+    querier: &dyn Querier,
+    settings: &EvalSettings,
+    limit: u64,
+) -> Result<bool, String> {
+    if st.applied_at.is_some_and(|last| t < last) {
+        return Ok(false);
+    }
+    st.applied_at = Some(t);
+    let mut changed = false;
+    let mut error = None;
+    // departures first: an element may leave and another arrive with its alert labels
+    let (gone, came): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, v)| v.is_none());
+    for (series, _) in gone {
+        let Some(e) = st.expansions.remove(&series) else { continue };
+        if let Some(a) = st.active.get_mut(&e.labels) {
+            changed |= leave(rule, a, t);
+        }
+    }
+    for (series, value) in came.into_iter().filter_map(|(s, v)| Some((s, v?))) {
+        if !st.expansions.contains_key(&series) {
+            let e = expand(rule, &series, value, t, querier, settings);
+            if st.active.get(&e.labels).is_some_and(Alert::returned) {
+                error.get_or_insert(SAME_LABELSET.to_string());
                 continue;
             }
-        } else {
-            a.keep_firing_since = None;
+            st.expansions.insert(series.clone(), e);
         }
-        active_count += 1;
-        if a.state == AlertState::Pending && t - a.active_at >= rule.for_ms {
+        let Some(e) = st.expansions.get(&series) else { continue };
+        match st.active.get_mut(&e.labels) {
+            Some(a) if a.state != AlertState::Inactive => {
+                a.value = value;
+                changed |= a.keep_firing_since.take().is_some();
+            }
+            _ => {
+                st.active
+                    .insert(e.labels.clone(), new_alert(e.labels.clone(), e.annotations.clone(), value, t));
+                changed = true;
+            }
+        }
+    }
+    changed |= sweep(rule, st, t, limit)?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(changed),
+    }
+}
+
+/// What an element expands to at `t`: its alert labels (the series' labels without
+/// `__name__`, the rule's labels, `alertname`) and annotations.
+fn expand(
+    rule: &AlertingRuleSpec,
+    series: &Labels,
+    value: f64,
+    t: i64,
+    querier: &dyn Querier,
+    settings: &EvalSettings,
+) -> Expansion {
+    let template_query = |q: &str| -> Result<QueryRows, String> {
+        let compile = settings.compile.as_ref().ok_or("query is not available")?;
+        let plan = compile(q)?;
+        // template queries are one-off: always in batch
+        Ok(instant_query(&plan, t, querier, settings, None)?
+            .into_iter()
+            .map(|(l, v)| (l.iter().map(|x| (x.name.clone(), x.value.clone())).collect(), v))
+            .collect())
+    };
+    let data = AlertData {
+        labels: series.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+        external_labels: rule.external_labels.clone(),
+        external_url: rule.external_url.clone(),
+        value,
+    };
+    let run = |tmpl: &Template| {
+        tmpl.expand(&data, t as f64 / 1000.0, Some(&template_query)).unwrap_or_else(|e| {
+            tracing::warn!(alert = %rule.name, error = %e, "expanding alert template failed");
+            format!("<error expanding template: {e}>")
+        })
+    };
+    let mut labels = series.clone();
+    labels.remove(METRIC_NAME);
+    for (name, _, tmpl) in &rule.labels {
+        labels.set(name, &run(tmpl));
+    }
+    labels.set("alertname", &rule.name);
+    let annotations = rule.annotations.iter().map(|(n, _, tmpl)| (n.clone(), run(tmpl))).collect();
+    Expansion { labels, annotations }
+}
+
+/// An alert whose element left the result at `t`: a pending one is dropped (by [`sweep`]),
+/// a firing one resolves, unless `keep_firing_for` keeps it firing from `t` on.
+/// Returns whether the alert changed.
+fn leave(rule: &AlertingRuleSpec, a: &mut Alert, t: i64) -> bool {
+    match a.state {
+        AlertState::Inactive => return false,
+        AlertState::Pending => a.state = AlertState::Inactive,
+        AlertState::Firing if rule.keep_firing_for_ms > 0 => {
+            if a.keep_firing_since.is_some() {
+                return false;
+            }
+            a.keep_firing_since = Some(t);
+        }
+        AlertState::Firing => {
+            a.state = AlertState::Inactive;
+            a.resolved_at = Some(t);
+        }
+    }
+    true
+}
+
+/// Moves every alert's clocks to `t`: pending alerts whose `for` has passed fire, firing
+/// alerts whose `keep_firing_for` has run out resolve, dropped pending alerts and resolved
+/// alerts past their retention go; then applies the rule's `limit`. Returns whether an
+/// alert changed or went.
+fn sweep(rule: &AlertingRuleSpec, st: &mut AlertingState, t: i64, limit: u64) -> Result<bool, String> {
+    let mut active_count = 0u64;
+    let mut changed = false;
+    st.active.retain(|_, a| {
+        if a.state == AlertState::Inactive {
+            // a pending alert that left was never resolved: it goes at once
+            let keep = a.resolved_at.is_some_and(|r| t - r <= RESOLVED_RETENTION_MS);
+            changed |= !keep;
+            return keep;
+        }
+        if let Some(since) = a.keep_firing_since {
+            if t - since >= rule.keep_firing_for_ms {
+                a.state = AlertState::Inactive;
+                a.resolved_at = Some(t);
+                changed = true;
+                return true;
+            }
+        } else if a.state == AlertState::Pending && t - a.active_at >= rule.for_ms {
             a.state = AlertState::Firing;
             a.fired_at = Some(t);
+            changed = true;
         }
-    }
-    for l in gone {
-        st.active.remove(&l);
-    }
+        active_count += 1;
+        true
+    });
     if limit > 0 && active_count > limit {
         st.active.clear();
         return Err(format!("exceeded limit of {limit} with {active_count} alerts"));
     }
-    Ok(alerts_series(st))
+    Ok(changed)
 }
 
 /// A pending alert that became active at `t`.
@@ -413,5 +511,127 @@ pub fn restore_for_state(
             active_at += t - down_at;
         }
         a.active_at = active_at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promflow_storage::{Db, DbOptions};
+
+    fn rule(for_ms: i64, keep_firing_for_ms: i64) -> AlertingRuleSpec {
+        let template = |text: &str| Template::parse("__alert_T", text).expect("valid template");
+        AlertingRuleSpec {
+            name: "T".into(),
+            query: "x > 0".into(),
+            plan: Plan::Number(1.0),
+            for_ms,
+            keep_firing_for_ms,
+            labels: vec![("severity".into(), "page".into(), template("page"))],
+            annotations: vec![("summary".into(), String::new(), template("{{ $labels.i }} is up"))],
+            external_labels: BTreeMap::new(),
+            external_url: String::new(),
+        }
+    }
+
+    fn settings() -> EvalSettings {
+        EvalSettings {
+            query: crate::QueryOptions::instant(0),
+            timeout: std::time::Duration::from_secs(10),
+            compile: None,
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+            resend_delay_ms: 60_000,
+            notify: None,
+            views: None,
+        }
+    }
+
+    /// Everything about an alert but its annotations, which event mode expands less often.
+    fn states(st: &AlertingState) -> Vec<String> {
+        let mut v: Vec<String> = st
+            .active
+            .values()
+            .map(|a| {
+                format!(
+                    "{:?} {:?} {} {} {:?} {:?} {:?}",
+                    a.labels, a.state, a.value, a.active_at, a.fired_at, a.resolved_at, a.keep_firing_since
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Applying only the changed elements of each result, and nothing at the times in
+    /// between, leaves the alerts as applying every whole result does: `for`,
+    /// `keep_firing_for`, resolution, retention and elements that come back.
+    #[test]
+    fn applying_changes_equals_applying_whole_results() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), DbOptions::default()).expect("db");
+        let settings = settings();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for (for_ms, keep_ms) in [(0, 0), (30_000, 0), (90_000, 0), (30_000, 45_000), (0, 20_000)] {
+            let rule = rule(for_ms, keep_ms);
+            let (mut whole, mut delta) = (AlertingState::default(), AlertingState::default());
+            let mut current: BTreeMap<Labels, f64> = BTreeMap::new();
+            let mut t = 1_000_000;
+            for step in 0..400 {
+                t += 1 + next(20_000) as i64;
+                let mut vector = current.clone();
+                for i in 0..8 {
+                    let series = Labels::from_pairs([("__name__", "x"), ("i", &i.to_string())]);
+                    match next(10) {
+                        0 | 1 => {
+                            vector.remove(&series);
+                        }
+                        2 | 3 => {
+                            vector.insert(series, next(4) as f64);
+                        }
+                        _ => {}
+                    }
+                }
+                // a time with no change: the handler asked to be called for its clocks
+                let changes: Vec<ElementChange> = if step % 5 == 4 {
+                    Vec::new()
+                } else {
+                    let left = current.keys().filter(|l| !vector.contains_key(*l)).map(|l| (l.clone(), None));
+                    let came = vector
+                        .iter()
+                        .filter(|(l, v)| current.get(*l).is_none_or(|old| old.to_bits() != v.to_bits()))
+                        .map(|(l, v)| (l.clone(), Some(*v)));
+                    let changes = left.chain(came).collect();
+                    current = vector;
+                    changes
+                };
+                let all = current.iter().map(|(l, v)| (l.clone(), *v)).collect();
+                apply(&rule, &mut whole, all, t, &*db, &settings, 0).expect("applied");
+                apply_changes(&rule, &mut delta, changes, t, &*db, &settings, 0).expect("applied");
+                assert_eq!(states(&delta), states(&whole), "for {for_ms} keep {keep_ms}, step {step} at {t}");
+            }
+            assert!(whole.active.values().any(|a| a.state == AlertState::Firing), "the sequence fires");
+        }
+    }
+
+    #[test]
+    fn changes_beyond_the_limit_fail_and_drop_the_alerts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), DbOptions::default()).expect("db");
+        let (rule, settings) = (rule(0, 0), settings());
+        let mut st = AlertingState::default();
+        let series = |i: usize| Labels::from_pairs([("__name__", "x"), ("i", &i.to_string())]);
+        let two = vec![(series(1), Some(1.0)), (series(2), Some(1.0))];
+        assert_eq!(apply_changes(&rule, &mut st, two, 1000, &*db, &settings, 2), Ok(true));
+        let third = vec![(series(3), Some(1.0))];
+        let err = apply_changes(&rule, &mut st, third, 2000, &*db, &settings, 2).expect_err("over the limit");
+        assert_eq!(err, "exceeded limit of 2 with 3 alerts");
+        assert!(st.active.is_empty());
     }
 }

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
-pub use alerting::{Alert, AlertState, AlertingRuleSpec, AlertingState, Expansions, Notification, NotifyFn};
-pub use views::RuleViews;
+pub use alerting::{
+    Alert, AlertState, AlertingRuleSpec, AlertingState, ElementChange, Notification, NotifyFn,
+};
+pub use views::{RuleViews, ViewChange};
 
 use crate::batch::{evaluate, QueryOptions, QueryResult};
 use crate::dataflow::Grain;
@@ -429,25 +431,33 @@ impl Group {
         &mut self,
         i: usize,
         t: i64,
-        vector: Vec<(Labels, f64)>,
+        change: ViewChange,
         querier: &dyn Querier,
         settings: &EvalSettings,
     ) -> Option<i64> {
         let RuleSpec::Alert(a) = self.spec.rules.get(i)? else { return None };
         let st = &mut self.state[i].alerting;
+        let changes = match change {
+            ViewChange::Whole(vector) => st.changes_to(vector),
+            ViewChange::Elements(changes) => changes,
+        };
         let query_ts = t - self.spec.query_offset_ms;
-        if let Err(e) =
-            alerting::apply(a, st, vector, query_ts, querier, settings, self.spec.limit, Expansions::Reuse)
-        {
-            tracing::warn!(group = %self.spec.name, rule = %a.name, error = %e, "applying a view change failed");
-        }
+        let changed = alerting::apply_changes(a, st, changes, query_ts, querier, settings, self.spec.limit)
+            .unwrap_or_else(|e| {
+                tracing::warn!(group = %self.spec.name, rule = %a.name, error = %e, "applying a view change failed");
+                true
+            });
         if let Some(notify) = &settings.notify {
             let due = alerting::to_send(a, st, t, settings.resend_delay_ms, self.spec.interval_ms);
             if !due.is_empty() {
                 notify(due);
             }
         }
-        self.status.rules[i].alerts = st.active_alerts();
+        // the API's alerts show values as of the last evaluation, as Prometheus's do, and
+        // states as of their last change
+        if changed {
+            self.status.rules[i].alerts = st.active_alerts();
+        }
         alerting::next_firing(a, st)
     }
 
@@ -678,9 +688,9 @@ impl Manager {
             let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
             for (i, plan) in rules {
                 let (g, querier, base) = (Arc::clone(&group), Arc::clone(&self.querier), self.base.clone());
-                let handler = Box::new(move |t: i64, vector: Vec<(Labels, f64)>| {
+                let handler = Box::new(move |t: i64, change: ViewChange| {
                     let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
-                    g.apply_view(i, t, vector, &*querier, &base)
+                    g.apply_view(i, t, change, &*querier, &base)
                 });
                 match views.watch(&plan, handler) {
                     Some(Ok(id)) => watches.push(id),

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
 
 use super::now_ms;
+use super::ElementChange;
 use crate::dataflow::{Grain, Incremental, Subscription, ViewId};
 use crate::Plan;
 
@@ -64,9 +65,19 @@ const HOLD_MAX: Duration = Duration::from_millis(20);
 /// stopped or stuck group).
 const LATE_EVALUATION_MS: i64 = 10_000;
 
-/// Handles a view's content at a time (event-mode alerts); returns when it wants to be
-/// called again with the same content (a pending alert's `for` running out), if ever.
-pub type WatchFn = Box<dyn FnMut(i64, Vec<(Labels, f64)>) -> Option<i64> + Send>;
+/// Handles a view's change at a time (event-mode alerts). Returns when it wants to be called
+/// again with no change (a pending alert's `for` running out), if ever.
+pub type WatchFn = Box<dyn FnMut(i64, ViewChange) -> Option<i64> + Send>;
+
+/// What a watch's handler is told.
+#[derive(Debug)]
+pub enum ViewChange {
+    /// The view's whole content (the first call).
+    Whole(Vec<(Labels, f64)>),
+    /// The elements that changed, with their new values, or `None` for those that left (none
+    /// in a call the handler asked for).
+    Elements(Vec<ElementChange>),
+}
 
 /// How long an evaluation waits for the watches to catch up with its time
 /// ([`RuleViews::settle`]); the dataflow answers within milliseconds unless overloaded.
@@ -77,7 +88,8 @@ struct Watch {
     /// When the watch began: its first message holds the view's whole content, stamped with
     /// the view's oldest time, which is when the watch learns it, not when it became true.
     since: i64,
-    current: HashMap<Labels, f64>,
+    /// Whether the handler has had the view's whole content.
+    started: bool,
     handler: WatchFn,
     wake_at: Option<i64>,
 }
@@ -142,12 +154,26 @@ impl ClockState {
 }
 
 impl Watch {
-    /// Hands the handler the view's current result at `t`, and keeps when it wants to be
-    /// called again.
-    fn call(&mut self, t: i64) {
-        let vector = self.current.iter().map(|(l, v)| (l.clone(), *v)).collect();
-        self.wake_at = (self.handler)(t, vector);
+    /// Hands the handler what changed at `t`, and keeps when it wants to be called again.
+    fn call(&mut self, t: i64, change: ViewChange) {
+        self.wake_at = (self.handler)(t, change);
     }
+}
+
+/// The elements that changed in a view's updates at one time: a changed element comes as
+/// −old and +new, one that left as −old only.
+fn element_changes(mut updates: Vec<(Labels, f64, isize)>) -> Vec<ElementChange> {
+    // each element's addition sorts after its retraction, and is the one kept
+    updates.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    let mut out: Vec<ElementChange> = Vec::with_capacity(updates.len());
+    for (labels, value, diff) in updates {
+        let value = (diff > 0).then_some(value);
+        match out.last_mut() {
+            Some(last) if last.0 == labels => last.1 = value.or(last.1),
+            _ => out.push((labels, value)),
+        }
+    }
+    out
 }
 
 impl RuleViews {
@@ -333,7 +359,7 @@ impl RuleViews {
         };
         let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
         *next += 1;
-        let watch = Watch { changes, since, current: HashMap::new(), handler, wake_at: None };
+        let watch = Watch { changes, since, started: false, handler, wake_at: None };
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(*next, watch);
         Some(Ok(*next))
     }
@@ -388,19 +414,17 @@ impl RuleViews {
         let now = now_ms();
         for w in watches.values_mut() {
             while let Ok((t, updates)) = w.changes.changes.try_recv() {
-                // retractions first: a changed element comes as −old and +new at one time
-                for (labels, value, _) in updates.iter().filter(|u| u.2 < 0) {
-                    if w.current.get(labels).is_some_and(|v| v.to_bits() == value.to_bits()) {
-                        w.current.remove(labels);
-                    }
-                }
-                for (labels, value, _) in updates.into_iter().filter(|u| u.2 > 0) {
-                    w.current.insert(labels, value);
-                }
-                w.call(t.max(w.since));
+                let change = if std::mem::replace(&mut w.started, true) {
+                    ViewChange::Elements(element_changes(updates))
+                } else {
+                    ViewChange::Whole(
+                        updates.into_iter().filter(|u| u.2 > 0).map(|(l, v, _)| (l, v)).collect(),
+                    )
+                };
+                w.call(t.max(w.since), change);
             }
             if let Some(at) = w.wake_at.filter(|at| *at <= now) {
-                w.call(at);
+                w.call(at, ViewChange::Elements(Vec::new()));
             }
         }
     }
