@@ -618,6 +618,7 @@ impl Running {
             }
         }
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -731,8 +732,9 @@ impl Manager {
     }
 }
 
-/// A group's loop: wait for the next aligned evaluation time, evaluate, repeat; checks `stop`
-/// at least every 100 ms.
+/// A group's loop: wait for the next aligned evaluation time, evaluate, repeat. Sleeps until
+/// the next evaluation (at most a second at a time, should the wall clock jump) unless
+/// [`Running::halt`] wakes it to stop.
 fn run_group(
     group: &Mutex<Group>,
     stop: &AtomicBool,
@@ -753,7 +755,7 @@ fn run_group(
     while !stop.load(Ordering::SeqCst) {
         let now = now_ms();
         if now < next {
-            std::thread::sleep(Duration::from_millis((next - now).min(100) as u64));
+            std::thread::park_timeout(Duration::from_millis((next - now).min(1000) as u64));
             continue;
         }
         // skipped evaluations (a slow group, a suspended machine) are not caught up, as in
