@@ -151,7 +151,10 @@ fn main() {
             for w in &watches {
                 changes += w.changes.try_iter().count() as u64;
             }
-            clock = (clock / idle_ms + 1) * idle_ms;
+            // the next idle move or evaluation, whichever comes first
+            let next_eval =
+                (clock - EVAL_OFFSET_MS).div_euclid(interval_ms) * interval_ms + interval_ms + EVAL_OFFSET_MS;
+            clock = ((clock / idle_ms + 1) * idle_ms).min(next_eval);
         }
     }
     let last = stream_start + stream_rounds * INTERVAL_MS;
