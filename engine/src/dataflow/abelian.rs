@@ -11,6 +11,7 @@
 //! count falls to zero is forgotten, with whatever residue its sum kept.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -18,7 +19,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 
 use super::keys::KeyMap;
-use super::Value;
+use super::{Counters, Value};
 use crate::plan::AggOp;
 
 /// One group's accumulated contributions.
@@ -146,6 +147,7 @@ type Contribution = (u64, f64, isize);
 pub(crate) fn aggregate<'s>(
     elements: VecCollection<'s, u64, (u64, Value), isize>,
     op: AggOp,
+    counters: Arc<Counters>,
 ) -> VecCollection<'s, u64, (u64, Value), isize> {
     let owner = Exchange::new(|u: &((u64, Value), u64, isize)| (u.0).0);
     elements
@@ -191,6 +193,10 @@ pub(crate) fn aggregate<'s>(
                         if let Some(new) = new {
                             session.give(((group, Value(new)), t, 1isize));
                         }
+                        counters.count(
+                            super::Operator::Aggregate,
+                            usize::from(old.is_some()) + usize::from(new.is_some()),
+                        );
                     }
                 }
             }

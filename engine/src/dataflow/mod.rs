@@ -151,10 +151,17 @@ pub(crate) struct Counters {
     pub(crate) samples_kept: AtomicI64,
 }
 
+impl Counters {
+    /// Counts `n` records out of an operator of kind `op`.
+    pub(crate) fn count(&self, op: Operator, n: usize) {
+        self.records[op as usize].fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// One worker's part of a read: (key, value, count) triples.
 type Shard = Vec<(u64, f64, isize)>;
 
-type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
+pub(crate) type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
 
 enum Command {
     Install {
@@ -761,7 +768,7 @@ fn install(
             new_leaves: Vec::new(),
             grain,
         };
-        render::render(scope, node, &mut cx);
+        render::render_view(scope, node, &mut cx);
         cx.new_leaves
     });
     let to = follow(grain, time);

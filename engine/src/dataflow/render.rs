@@ -12,9 +12,9 @@
 //!   `semijoin`/`antijoin`. Every value is computed by the batch executor's kernels and
 //!   label rules.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::{AsCollection, VecCollection};
 use promflow_storage::{Labels, Matcher};
 use timely::dataflow::operators::{Input, Probe, ToStream};
@@ -309,16 +309,42 @@ pub(crate) struct RenderCx<'a, 's> {
     pub(crate) grain: Option<Grain>,
 }
 
-fn without_name(mut l: promflow_storage::Labels) -> promflow_storage::Labels {
+/// The labels without the metric's identity (`__name__`), as functions and arithmetic leave
+/// them.
+pub(crate) fn without_name(mut l: promflow_storage::Labels) -> promflow_storage::Labels {
     strip_metric_identity(&mut l);
     l
 }
 
+/// Counts the records out of an operator that cannot count them itself (an added operator
+/// per use: the operators on the common paths count their own).
 fn counted<'s>(c: Coll<'s>, counters: &Arc<Counters>, op: Operator) -> Coll<'s> {
     let counters = Arc::clone(counters);
-    c.inspect_batch(move |_, xs| {
-        counters.records[op as usize].fetch_add(xs.len() as u64, Ordering::Relaxed);
-    })
+    c.inspect_batch(move |_, xs| counters.count(op, xs.len()))
+}
+
+/// Builds a view's tree in `scope`: its root is arranged for reads, and nothing reads the
+/// root's records as a collection.
+pub(crate) fn render_view<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'_, 's>) {
+    match node {
+        Node::Arrange { id, input } => drop(arrange(scope, *id, input, cx)),
+        node => drop(render(scope, node, cx)),
+    }
+}
+
+/// Arranges `input`'s collection and registers it under `id`, with the probe that tells
+/// reads how far it is complete.
+fn arrange<'s>(
+    scope: Scope<'s, u64>,
+    id: usize,
+    input: &Node,
+    cx: &mut RenderCx<'_, 's>,
+) -> Arranged<'s, super::Trace> {
+    let c = render(scope, input, cx);
+    let arranged = c.arrange_by_key();
+    arranged.stream.clone().probe_with(&cx.probe);
+    cx.state.traces.insert(id, (arranged.trace.clone(), cx.probe.clone()));
+    arranged
 }
 
 /// Builds `node` in `scope`.
@@ -329,54 +355,43 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
         Node::Arrange { id, input } => {
-            let c = render(scope, input, cx);
-            let arranged = c.arrange_by_key();
-            arranged.stream.clone().probe_with(&cx.probe);
-            cx.state.traces.insert(*id, (arranged.trace.clone(), cx.probe.clone()));
-            arranged.as_collection(|k: &u64, v: &Value| (*k, *v))
+            arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
         Node::Series { leaf, func, keep } => {
             let mut input = timely::dataflow::InputHandle::new();
             let rows = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
-            let out = counted(
-                series::render(
-                    rows,
-                    cx.clock.clone(),
-                    func.clone(),
-                    keep.clone(),
-                    cx.grain,
-                    cx.keys.clone(),
-                    Arc::clone(&cx.counters),
-                )
-                .as_collection(),
-                &cx.counters,
-                Operator::Series,
-            );
-            if !func.drops_name() {
-                return out;
-            }
-            let (keys, mut names) = (cx.keys.clone(), KeyMap::default());
-            out.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut names, k, without_name), v))
+            series::render(
+                rows,
+                cx.clock.clone(),
+                func.clone(),
+                keep.clone(),
+                cx.grain,
+                cx.keys.clone(),
+                Arc::clone(&cx.counters),
+            )
+            .as_collection()
         }
         Node::Map { input, func, args } => {
             let (func, args, keys) = (*func, args.clone(), cx.keys.clone());
             let mut names = KeyMap::default();
-            let out = render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+            let counters = Arc::clone(&cx.counters);
+            render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
                 // clamp with min > max yields nothing, as in Prometheus
                 if func == MapFn::Clamp && args.get(1) < args.first() {
                     return None;
                 }
+                counters.count(Operator::Elementwise, 1);
                 Some((keys.rewrite(&mut names, k, without_name), Value(kernels::map(func, v.0, &args, 0))))
-            });
-            counted(out, &cx.counters, Operator::Elementwise)
+            })
         }
         Node::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
             let (op, s, left, as_bool, keys) = (*op, *scalar, *scalar_left, *return_bool, cx.keys.clone());
             let drop_name = !op.is_comparison() || as_bool;
             let mut names = KeyMap::default();
-            let out = render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+            let counters = Arc::clone(&cx.counters);
+            render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
                 let (a, b) = if left { (s, v.0) } else { (v.0, s) };
                 let r = kernels::binary(op, a, b);
                 let value = if !op.is_comparison() || as_bool {
@@ -387,22 +402,23 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     return None;
                 };
                 let k = if drop_name { keys.rewrite(&mut names, k, without_name) } else { k };
+                counters.count(Operator::Elementwise, 1);
                 Some((k, Value(value)))
-            });
-            counted(out, &cx.counters, Operator::Elementwise)
+            })
         }
         Node::Relabel { input, rule } => {
             let (rule, keys) = (rule.clone(), cx.keys.clone());
             let re = compile_relabel(&rule).ok().flatten();
             let mut names = KeyMap::default();
-            let out = render(scope, input, cx).map(move |(k, v): (u64, Value)| {
+            let counters = Arc::clone(&cx.counters);
+            render(scope, input, cx).map(move |(k, v): (u64, Value)| {
                 let k = keys.rewrite(&mut names, k, |mut l| {
                     relabel_one(&rule, re.as_ref(), &mut l);
                     l
                 });
+                counters.count(Operator::Elementwise, 1);
                 (k, v)
-            });
-            counted(out, &cx.counters, Operator::Elementwise)
+            })
         }
         Node::Aggregate {
             input,
@@ -412,7 +428,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         } => {
             // O(1) per change: the group's sum and count accumulate as differences
             let grouped = by_group(render(scope, input, cx), grouping, &cx.keys);
-            counted(abelian::aggregate(grouped, *op), &cx.counters, Operator::Aggregate)
+            abelian::aggregate(grouped, *op, Arc::clone(&cx.counters))
         }
         Node::Aggregate { input, op, grouping, param } => {
             let (op, param) = (*op, *param);

@@ -41,6 +41,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::keys::{KeyMap, KeySet, Keys};
+use super::render::without_name;
 use super::{Counters, Grain, Row, Update, Value};
 use crate::kernels::{self, WindowBounds, WindowEnds};
 use crate::plan::WindowFn;
@@ -577,6 +578,9 @@ pub(crate) fn render<'s>(
         let moves = func.moves_with_time();
         let track_resets = func.tracks_resets();
         let up = move |t: u64| grain.map_or(t, |g| g.up(t));
+        // the output's key: the series', or its labels without the metric name
+        let drops_name = func.drops_name();
+        let mut names = KeyMap::default();
         move |(input, f_rows), (ticks, f_clock), output| {
             // the earliest time an event can still be due at: a sample that counts from it
             // goes straight into its series' state when nothing is due before it (nothing
@@ -670,7 +674,7 @@ pub(crate) fn render<'s>(
                     }
                 }
                 let mut session = output.session(&cap);
-                let mut kept: i64 = 0;
+                let (mut kept, mut records): (i64, usize) = (0, 0);
                 for s in touched {
                     let Some(st) = series.get_mut(&s) else { continue };
                     st.absorbed = false;
@@ -679,11 +683,14 @@ pub(crate) fn render<'s>(
                     st.counted = now_kept;
                     let (value, steady_until) = func.evaluate(st, at_ms);
                     if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
+                        let k = if drops_name { keys.rewrite(&mut names, s, without_name) } else { s };
                         if let Some(old) = st.emitted {
-                            session.give(((s, Value(old)), at, -1isize));
+                            session.give(((k, Value(old)), at, -1isize));
+                            records += 1;
                         }
                         if let Some(new) = value {
-                            session.give(((s, Value(new)), at, 1isize));
+                            session.give(((k, Value(new)), at, 1isize));
+                            records += 1;
                         }
                         st.emitted = value;
                     }
@@ -719,6 +726,7 @@ pub(crate) fn render<'s>(
                     }
                 }
                 counters.samples_kept.fetch_add(kept, Ordering::Relaxed);
+                counters.count(super::Operator::Series, records);
             }
         }
     })
