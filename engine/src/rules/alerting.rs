@@ -295,24 +295,27 @@ pub fn apply_changes(
     st.applied_at = Some(t);
     let mut changed = false;
     let mut error = None;
-    // departures first: an element may leave and another arrive with its alert labels
+    // an alert whose element leaves stays if an arriving element takes its labels, as in a
+    // whole evaluation, which knows alerts by their labels
     let (gone, came): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, v)| v.is_none());
+    let mut leaving: HashSet<Labels> = HashSet::new();
     for (series, _) in gone {
-        let Some(e) = st.expansions.remove(&series) else { continue };
-        if let Some(a) = st.active.get_mut(&e.labels) {
-            changed |= leave(rule, a, t);
+        if let Some(e) = st.expansions.remove(&series) {
+            leaving.insert(e.labels);
         }
     }
     for (series, value) in came.into_iter().filter_map(|(s, v)| Some((s, v?))) {
         if !st.expansions.contains_key(&series) {
             let e = expand(rule, &series, value, t, querier, settings);
-            if st.active.get(&e.labels).is_some_and(Alert::returned) {
+            let taken = st.active.get(&e.labels).is_some_and(Alert::returned) && !leaving.contains(&e.labels);
+            if taken {
                 error.get_or_insert(SAME_LABELSET.to_string());
                 continue;
             }
             st.expansions.insert(series.clone(), e);
         }
         let Some(e) = st.expansions.get(&series) else { continue };
+        leaving.remove(&e.labels);
         match st.active.get_mut(&e.labels) {
             Some(a) if a.state != AlertState::Inactive => {
                 a.value = value;
@@ -323,6 +326,11 @@ pub fn apply_changes(
                     .insert(e.labels.clone(), new_alert(e.labels.clone(), e.annotations.clone(), value, t));
                 changed = true;
             }
+        }
+    }
+    for labels in leaving {
+        if let Some(a) = st.active.get_mut(&labels) {
+            changed |= leave(rule, a, t);
         }
     }
     changed |= sweep(rule, st, t, limit)?;
@@ -618,6 +626,30 @@ mod tests {
             }
             assert!(whole.active.values().any(|a| a.state == AlertState::Firing), "the sequence fires");
         }
+    }
+
+    /// Two series with the same alert labels (they differ only in `__name__`): one leaves
+    /// as the other arrives, and the alert stays, as a whole evaluation keeps it.
+    #[test]
+    fn an_alert_stays_when_another_series_takes_its_labels() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), DbOptions::default()).expect("db");
+        let (rule, settings) = (rule(60_000, 0), settings());
+        let x = Labels::from_pairs([("__name__", "x"), ("i", "1")]);
+        let y = Labels::from_pairs([("__name__", "y"), ("i", "1")]);
+        let (mut whole, mut delta) = (AlertingState::default(), AlertingState::default());
+        apply(&rule, &mut whole, vec![(x.clone(), 1.0)], 1000, &*db, &settings, 0).expect("applied");
+        apply_changes(&rule, &mut delta, vec![(x.clone(), Some(1.0))], 1000, &*db, &settings, 0)
+            .expect("applied");
+        apply(&rule, &mut whole, vec![(y.clone(), 2.0)], 2000, &*db, &settings, 0).expect("applied");
+        let swap = vec![(x, None), (y.clone(), Some(2.0))];
+        assert_eq!(apply_changes(&rule, &mut delta, swap, 2000, &*db, &settings, 0), Ok(false));
+        assert_eq!(states(&delta), states(&whole));
+        assert_eq!(delta.active.values().map(|a| a.active_at).collect::<Vec<_>>(), [1000]);
+        // the same labels from a second series at once: Prometheus's error
+        let x = Labels::from_pairs([("__name__", "x"), ("i", "1")]);
+        let err = apply_changes(&rule, &mut delta, vec![(x, Some(3.0))], 3000, &*db, &settings, 0);
+        assert_eq!(err, Err(SAME_LABELSET.to_string()));
     }
 
     #[test]
