@@ -232,9 +232,33 @@ struct Controller {
     ticked: Option<u64>,
 }
 
+/// The workers' command channels, and the rows appended since the last command.
+///
+/// Appended rows wait here for the next command (a clock move, at most the idle clock's
+/// period later in the server), and go to the workers just before it: they would wait in the
+/// operators anyway, since nothing is computed until the clock moves. The workers then wake
+/// once per burst of appends, not once per append: each wake-up schedules every dataflow
+/// with new input.
+struct Outbox {
+    senders: Vec<Sender<Command>>,
+    held: BTreeMap<usize, Vec<Row>>,
+}
+
+impl Outbox {
+    /// Sends the held rows to the first worker (the exchange sends each series to its
+    /// owner); true when there were any.
+    fn flush(&mut self) -> bool {
+        let any = !self.held.is_empty();
+        for (leaf, rows) in std::mem::take(&mut self.held) {
+            let _ = self.senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
+        }
+        any
+    }
+}
+
 /// The incremental executor: views maintained by timely workers.
 pub struct Incremental {
-    senders: Mutex<Vec<Sender<Command>>>,
+    outbox: Mutex<Outbox>,
     threads: Vec<std::thread::Thread>,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
     controller: Mutex<Controller>,
@@ -278,7 +302,7 @@ impl Incremental {
             threads[i] = Some(t);
         }
         Ok(Incremental {
-            senders: Mutex::new(senders),
+            outbox: Mutex::new(Outbox { senders, held: BTreeMap::new() }),
             threads: threads.into_iter().flatten().collect(),
             guards: Mutex::new(Some(guards)),
             controller: Mutex::new(Controller {
@@ -311,9 +335,16 @@ impl Incremental {
         self.controller.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends every worker a command, after the held rows.
     fn broadcast(&self, make: impl Fn() -> Command) {
-        if let Ok(senders) = self.senders.lock() {
-            for tx in senders.iter() {
+        {
+            let mut outbox = self.outbox();
+            outbox.flush();
+            for tx in outbox.senders.iter() {
                 let _ = tx.send(make());
             }
         }
@@ -361,7 +392,10 @@ impl Incremental {
             history.push((*leaf, querier.select(matchers, from, i64::MAX)?));
         }
         let view = self.build(&mut c, lowered);
-        if let Ok(senders) = self.senders.lock() {
+        {
+            let mut outbox = self.outbox();
+            outbox.flush();
+            let senders = &outbox.senders;
             // in pieces, each series' samples freed as they are turned into rows
             for (leaf, found) in history {
                 let mut rows = Vec::new();
@@ -483,19 +517,11 @@ impl Incremental {
         (key, to)
     }
 
-    /// Sends each leaf its rows, through the first worker (the exchange sends each series to
-    /// its owner).
+    /// Holds each leaf's rows for the workers until the next command ([`Outbox`]).
     fn feed(&self, per_leaf: BTreeMap<usize, Vec<Row>>) {
-        if per_leaf.is_empty() {
-            return;
-        }
-        if let Ok(senders) = self.senders.lock() {
-            for (leaf, rows) in per_leaf {
-                let _ = senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
-            }
-        }
-        if let Some(t) = self.threads.first() {
-            t.unpark();
+        let mut outbox = self.outbox();
+        for (leaf, rows) in per_leaf {
+            outbox.held.entry(leaf).or_default().extend(rows);
         }
     }
 
