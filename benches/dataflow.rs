@@ -21,10 +21,6 @@
 
 mod workload;
 
-/// The server's allocator (`src/main.rs`), so that the views cost here what they cost there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::time::Instant;
 
 use promflow_engine::dataflow::{Grain, Incremental};

@@ -21,12 +21,6 @@ use promflow_scrape::ScrapeManager;
 use promflow_storage::{Db, DbOptions};
 use tracing::{error, info, warn};
 
-/// mimalloc instead of glibc's allocator: the dataflow and the batch executor allocate many
-/// small, short-lived objects (glibc's `malloc`/`free` were a sixth of the dataflow worker's
-/// profile), and glibc kept the start-up transient's memory as RSS for the process's life.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The Prometheus version whose API and semantics promflow follows; API clients such as
 /// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
 const COMPAT_VERSION: &str = "3.5.0";
