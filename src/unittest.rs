@@ -189,18 +189,12 @@ fn run_group(
         specs.sort_by_key(|g| order.iter().position(|n| *n == g.name).unwrap_or(usize::MAX));
     }
     let mut groups: Vec<Group> = specs.into_iter().map(|s| Group::new(s, true)).collect();
+    // promtool's semantics: every rule evaluated from scratch at each tick (no views)
     let eval = EvalSettings {
-        query: QueryOptions { lookback_ms: 300_000, ..QueryOptions::instant(0) },
-        timeout: Duration::from_secs(120),
         compile: Some(Arc::new(|q: &str| {
             promflow_promql::compile(q, &Default::default()).map_err(|e| e.to_string())
         })),
-        outage_tolerance_ms: 3_600_000,
-        for_grace_period_ms: 600_000,
-        resend_delay_ms: 60_000,
-        notify: None,
-        // promtool's semantics: every rule evaluated from scratch at each tick
-        views: None,
+        ..EvalSettings::default()
     };
     let parse_time = |s: &str| duration(s).map(ms).map_err(|e| vec![format!("  {e}")]);
     let mut alert_tests: Vec<(i64, &AlertTest)> = tg

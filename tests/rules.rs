@@ -433,13 +433,8 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
     };
     let settings = EvalSettings {
         query: QueryOptions { lookback_ms: 5_000, ..QueryOptions::instant(0) },
-        timeout: std::time::Duration::from_secs(10),
-        compile: None,
-        outage_tolerance_ms: 3_600_000,
-        for_grace_period_ms: 600_000,
-        resend_delay_ms: 60_000,
-        notify: None,
         views: views.clone(),
+        ..EvalSettings::default()
     };
     let writer = Arc::clone(&db);
     let appender = move || writer.appender();

@@ -542,19 +542,6 @@ mod tests {
         }
     }
 
-    fn settings() -> EvalSettings {
-        EvalSettings {
-            query: crate::QueryOptions::instant(0),
-            timeout: std::time::Duration::from_secs(10),
-            compile: None,
-            outage_tolerance_ms: 3_600_000,
-            for_grace_period_ms: 600_000,
-            resend_delay_ms: 60_000,
-            notify: None,
-            views: None,
-        }
-    }
-
     /// Everything about an alert but its annotations, which event mode expands less often.
     fn states(st: &AlertingState) -> Vec<String> {
         let mut v: Vec<String> = st
@@ -578,7 +565,7 @@ mod tests {
     fn applying_changes_equals_applying_whole_results() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), DbOptions::default()).expect("db");
-        let settings = settings();
+        let settings = EvalSettings::default();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move |n: u64| {
             seed ^= seed << 13;
@@ -634,7 +621,7 @@ mod tests {
     fn an_alert_stays_when_another_series_takes_its_labels() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), DbOptions::default()).expect("db");
-        let (rule, settings) = (rule(60_000, 0), settings());
+        let (rule, settings) = (rule(60_000, 0), EvalSettings::default());
         let x = Labels::from_pairs([("__name__", "x"), ("i", "1")]);
         let y = Labels::from_pairs([("__name__", "y"), ("i", "1")]);
         let (mut whole, mut delta) = (AlertingState::default(), AlertingState::default());
@@ -656,7 +643,7 @@ mod tests {
     fn changes_beyond_the_limit_fail_and_drop_the_alerts() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), DbOptions::default()).expect("db");
-        let (rule, settings) = (rule(0, 0), settings());
+        let (rule, settings) = (rule(0, 0), EvalSettings::default());
         let mut st = AlertingState::default();
         let series = |i: usize| Labels::from_pairs([("__name__", "x"), ("i", &i.to_string())]);
         let two = vec![(series(1), Some(1.0)), (series(2), Some(1.0))];

@@ -54,6 +54,24 @@ pub struct EvalSettings {
     pub views: Option<Arc<RuleViews>>,
 }
 
+impl Default for EvalSettings {
+    /// Prometheus's defaults: a 5-minute lookback, `--query.timeout=2m`, an outage tolerance
+    /// of 1h, a grace period of 10m, a resend delay of 1m; no template queries, no notifier,
+    /// no views (every rule in batch).
+    fn default() -> Self {
+        EvalSettings {
+            query: QueryOptions::instant(0),
+            timeout: Duration::from_secs(120),
+            compile: None,
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+            resend_delay_ms: 60_000,
+            notify: None,
+            views: None,
+        }
+    }
+}
+
 /// A recording rule, its expression already compiled.
 #[derive(Clone, Debug)]
 pub struct RecordingRuleSpec {
