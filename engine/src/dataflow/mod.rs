@@ -246,13 +246,11 @@ struct Outbox {
 
 impl Outbox {
     /// Sends the held rows to the first worker (the exchange sends each series to its
-    /// owner); true when there were any.
-    fn flush(&mut self) -> bool {
-        let any = !self.held.is_empty();
+    /// owner).
+    fn flush(&mut self) {
         for (leaf, rows) in std::mem::take(&mut self.held) {
             let _ = self.senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
         }
-        any
     }
 }
 
