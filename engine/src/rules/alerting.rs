@@ -279,7 +279,6 @@ pub type ElementChange = (Labels, Option<f64>);
 /// of resolved alerts). An element keeps the alert labels and annotations it expanded to at
 /// the last evaluation or when it appeared; evaluations expand everything again, as
 /// Prometheus does at each. Returns whether an alert appeared, changed state or went away.
-#[allow(clippy::too_many_arguments)]
 pub fn apply_changes(
     rule: &AlertingRuleSpec,
     st: &mut AlertingState,
