@@ -7,16 +7,22 @@
 //! stream, `BENCH_MINUTES` [10] of live stream (one sample per series every 15 s, stamped with
 //! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3],
 //! `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules
-//! (for profiling; no ratio is printed then).
+//! (for profiling; no ratio is printed then). The scale is `BENCH_SERIES=50000
+//! BENCH_HISTORY_MIN=1440 BENCH_MINUTES=10`.
 //!
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
-//! the rule set and without it. A run starts the server pinned to CPU 1 (`taskset`), sends the
-//! history as fast as the server takes it, then the stream in real time, and measures the
-//! server's CPU time (user + system, `/proc/<pid>/stat`) over the stream only, from one
-//! evaluation interval and a round after the history (the time to catch up with it, whose
-//! CPU is printed apart), and its peak
-//! resident memory (`VmHWM`) and its resident memory at the end (`VmRSS`). Rule CPU is the CPU with rules minus the CPU without them, per
-//! system and repetition; medians are printed as a Markdown table for docs/benchmarks.md.
+//! the rule set and without it. A run starts the server pinned to CPU 1 (`taskset`) without
+//! rules and sends the history as fast as the server takes it (every series with 20 samples
+//! per request, encoded as it goes), then the rounds whose time passed meanwhile. Then the
+//! rule set (or none) is loaded by a reload (SIGHUP), as on a server restarted over its
+//! data: rules loaded earlier would write their outputs at the wall clock and put a day of
+//! history out of bounds. Then the stream runs in real time. Measured: the server's CPU time
+//! (user + system, `/proc/<pid>/stat`) over the stream only, from one evaluation interval and
+//! a round after the reload (the time to catch up with the history, whose CPU is printed
+//! apart); its peak resident memory (`VmHWM`, reset through `clear_refs` after the history,
+//! so that it is the peak with the rules, not the backfill's) and its resident memory at the
+//! end (`VmRSS`). Rule CPU is the CPU with rules minus the CPU without them, per system and
+//! repetition; medians are printed as a Markdown table for docs/benchmarks.md.
 //!
 //! The rule set (`rule_file`) follows the node-exporter and application mixins: recording
 //! rules over `rate`, `increase`, `avg_over_time` and `max_over_time` with `[5m]`, `[1h]` and
@@ -30,8 +36,34 @@ use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, median, peer};
 use workload::{
-    all_series, encode_rounds, env, pin_self, rule_file, send, start_pinned, Running, CLIENT_CPU, INTERVAL_MS,
+    all_series, env, pin_self, rule_file, send, start_pinned, Rounds, Running, CLIENT_CPU, INTERVAL_MS,
 };
+
+/// Rounds of history per block of requests: every series with 20 samples (5 minutes).
+const HISTORY_BLOCK_ROUNDS: usize = 20;
+
+/// Sends the next `count` rounds of `rounds` as history, in blocks that a second thread
+/// encodes while the previous one is sent, and gives the generator back for the stream.
+fn send_history<'a>(base: &str, mut rounds: Rounds<'a>, count: usize) -> Rounds<'a> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let encoder = scope.spawn(move || {
+            let mut left = count;
+            while left > 0 {
+                let k = left.min(HISTORY_BLOCK_ROUNDS);
+                left -= k;
+                if tx.send(rounds.next_block(k)).is_err() {
+                    break;
+                }
+            }
+            rounds
+        });
+        for block in rx {
+            send(base, &[block], 2);
+        }
+        encoder.join().expect("history encoder")
+    })
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum System {
@@ -47,16 +79,11 @@ impl System {
         }
     }
 
-    fn start(self, dir: &Path, rules: Option<&str>, interval_s: usize) -> Running {
+    /// Starts the server in `dir` without rules; `load_rules` gives it its rule set later.
+    fn start(self, dir: &Path, interval_s: usize) -> Running {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.join("bench.yml");
-        let mut config = format!("global:\n  scrape_interval: 15s\n  evaluation_interval: {interval_s}s\n");
-        if let Some(text) = rules {
-            std::fs::write(dir.join("rules.yml"), text).unwrap();
-            config.push_str("rule_files:\n  - rules.yml\n");
-        }
-        std::fs::write(&cfg, config).unwrap();
+        let cfg = write_config(dir, None, interval_s);
         let bin = if self == System::Promflow {
             env!("CARGO_BIN_EXE_promflow").to_string()
         } else {
@@ -70,6 +97,35 @@ impl System {
         ];
         start_pinned(&bin, &args, dir, &addr, "/-/ready", self.name())
     }
+}
+
+/// Writes the server's configuration in `dir`, with `rules` as its rule file if given.
+fn write_config(dir: &Path, rules: Option<&str>, interval_s: usize) -> std::path::PathBuf {
+    let cfg = dir.join("bench.yml");
+    let mut config = format!("global:\n  scrape_interval: 15s\n  evaluation_interval: {interval_s}s\n");
+    if let Some(text) = rules {
+        std::fs::write(dir.join("rules.yml"), text).unwrap();
+        config.push_str("rule_files:\n  - rules.yml\n");
+    }
+    std::fs::write(&cfg, config).unwrap();
+    cfg
+}
+
+/// Rewrites the configuration with `rules` (or none) and reloads it with SIGHUP, as both
+/// servers do; waits until the API lists `count` rules.
+fn load_rules(server: &Running, dir: &Path, rules: Option<&str>, interval_s: usize, count: usize) {
+    write_config(dir, rules, interval_s);
+    // SAFETY: kill(2) with a pid this process started and still holds
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
+    let http = common::client();
+    let loaded = common::wait_for(Duration::from_secs(60), || {
+        let text = http.get(format!("{}/api/v1/rules", server.base)).send().ok()?.text().ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let n: usize =
+            v["data"]["groups"].as_array()?.iter().map(|g| g["rules"].as_array().map_or(0, Vec::len)).sum();
+        (n == count).then_some(())
+    });
+    assert!(loaded.is_some(), "the server did not load its {count} rules");
 }
 
 /// User plus system CPU seconds the process has used.
@@ -118,11 +174,11 @@ fn main() {
     let (rules, rule_count) = rule_file();
     let specs = all_series(n);
     let history_rounds = history_min * 60_000 / INTERVAL_MS as usize;
-    // the stream's first rounds (one evaluation interval and a round) let both servers catch
-    // up with the history before the CPU is measured: promflow's views take in what arrived
-    // after their installation, Prometheus runs its first evaluations
-    let settle_rounds = interval_s * 1000 / INTERVAL_MS as usize + 1;
-    let stream_rounds = settle_rounds + minutes * 60_000 / INTERVAL_MS as usize;
+    // after the history, one evaluation interval and a round of stream let both servers catch
+    // up with it before the CPU is measured: promflow's views take in what arrived after
+    // their installation, Prometheus runs its first evaluations
+    let settle_ms = interval_s as i64 * 1000 + INTERVAL_MS;
+    let measured_rounds = minutes * 60_000 / INTERVAL_MS as usize;
     let combos = [
         (System::Promflow, true),
         (System::Prometheus, true),
@@ -139,27 +195,42 @@ fn main() {
                 continue;
             }
             let dir = tempfile::tempdir().unwrap();
-            let server = system.start(dir.path(), with_rules.then_some(rules.as_str()), interval_s);
+            let server = system.start(dir.path(), interval_s);
             let pid = server.child.id();
-            // the samples' times: history up to now, then one round every 15 s from now on
+            // the samples' times: history up to now, then one round every 15 s
             let now = common::now_ms() / INTERVAL_MS * INTERVAL_MS;
             let start_ms = now - history_rounds as i64 * INTERVAL_MS;
-            let bodies = encode_rounds(&specs, history_rounds + stream_rounds, start_ms);
             eprintln!("rep {rep} {} rules={with_rules}: history", system.name());
             let cpu_start = cpu_seconds(pid);
-            send(&server.base, &bodies[..history_rounds], 2);
+            let history_started = Instant::now();
+            let mut rounds = send_history(&server.base, Rounds::new(&specs, start_ms), history_rounds);
+            // the rounds whose time passed while the history went
+            while rounds.next_ms() <= common::now_ms() {
+                send(&server.base, &[rounds.next_block(1)], 2);
+            }
             let cpu_history = cpu_seconds(pid);
-            let (mut cpu0, mut t0) = (cpu_history, Instant::now());
-            for (k, round) in bodies[history_rounds..].iter().enumerate() {
-                let due = start_ms + (history_rounds + k) as i64 * INTERVAL_MS;
+            let history_s = history_started.elapsed().as_secs_f64();
+            let history_peak_mib = rss_mib(pid, "VmHWM:");
+            // "5" resets the peak resident set size to the current one (proc(5))
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+            // the rules come after the history, as to a server restarted over its data: their
+            // outputs, written at the wall clock, would put a day of history out of bounds
+            let (rules, count) = if with_rules { (Some(rules.as_str()), rule_count) } else { (None, 0) };
+            load_rules(&server, dir.path(), rules, interval_s, count);
+            // the stream, each round when due
+            let measure_from = common::now_ms() + settle_ms;
+            let (mut cpu0, mut t0, mut measured) = (cpu_history, Instant::now(), None);
+            while measured.is_none_or(|m| m < measured_rounds) {
+                let due = rounds.next_ms();
                 let wait = due - common::now_ms();
                 if wait > 0 {
                     std::thread::sleep(Duration::from_millis(wait as u64));
                 }
-                if k == settle_rounds {
-                    (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+                if measured.is_none() && due >= measure_from {
+                    (cpu0, t0, measured) = (cpu_seconds(pid), Instant::now(), Some(0));
                 }
-                send(&server.base, std::slice::from_ref(round), 2);
+                send(&server.base, &[rounds.next_block(1)], 2);
+                measured = measured.map(|m| m + 1);
             }
             // the last round's evaluations
             std::thread::sleep(Duration::from_millis(INTERVAL_MS as u64));
@@ -185,11 +256,13 @@ fn main() {
                 rule_health: format!("{ok}/{} ok", healths.len()),
             };
             eprintln!(
-                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s (history {:.1} s, catching up {:.1} s), rss peak {:.0} / end {:.0} MiB, rules {}",
+                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s (history {:.1} s in {:.0} s, peak {:.0} MiB; catching up {:.1} s), rss peak {:.0} / end {:.0} MiB, rules {}",
                 system.name(),
                 run.cpu_s,
                 elapsed,
                 cpu_history - cpu_start,
+                history_s,
+                history_peak_mib,
                 cpu0 - cpu_history,
                 run.peak_rss_mib,
                 run.end_rss_mib,
@@ -212,7 +285,7 @@ fn main() {
     }
     println!(
         "{n} active series, {history_min} min of history, {} s of stream to catch up, then {minutes} min of stream at 15 s measured, {rule_count} rules every {interval_s} s; medians of {reps}\n",
-        settle_rounds as i64 * INTERVAL_MS / 1000
+        settle_ms / 1000
     );
     println!("| system | CPU with rules, s | CPU without, s | rule CPU, s | peak RSS with / without, MiB | RSS at the end with / without, MiB | rule health |");
     println!("|---|---|---|---|---|---|---|");

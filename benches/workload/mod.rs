@@ -220,29 +220,61 @@ impl Walk {
 
 /// The remote-write bodies: `bodies[round][chunk]`, chunk = 2,000 consecutive series.
 pub fn encode_rounds(specs: &[SeriesSpec], rounds: usize, start_ms: i64) -> Vec<Vec<Arc<Vec<u8>>>> {
-    let mut walk = Walk::new(specs);
-    let mut out = Vec::with_capacity(rounds);
-    for round in 0..rounds {
-        let t = start_ms + round as i64 * INTERVAL_MS;
-        walk.step(specs);
-        let bodies = specs
-            .chunks(SERIES_PER_REQUEST)
-            .zip(walk.values.chunks(SERIES_PER_REQUEST))
-            .map(|(chunk, values)| {
+    let mut gen = Rounds::new(specs, start_ms);
+    (0..rounds).map(|_| gen.next_block(1)).collect()
+}
+
+/// Samples per request when a block of rounds goes out together: about what Prometheus's
+/// remote-write shards send.
+const SAMPLES_PER_BLOCK_REQUEST: usize = 10_000;
+
+/// The workload's rounds, encoded as they are needed, so that a day of history for 50k series
+/// (288 M samples) never sits in memory: one walk, one round every 15 s from `start_ms`.
+pub struct Rounds<'a> {
+    specs: &'a [SeriesSpec],
+    walk: Walk,
+    next: usize,
+    start_ms: i64,
+}
+
+impl<'a> Rounds<'a> {
+    /// The rounds of `specs` whose first is stamped `start_ms`.
+    pub fn new(specs: &'a [SeriesSpec], start_ms: i64) -> Self {
+        Rounds { specs, walk: Walk::new(specs), next: 0, start_ms }
+    }
+
+    /// The timestamp of the next round.
+    pub fn next_ms(&self) -> i64 {
+        self.start_ms + self.next as i64 * INTERVAL_MS
+    }
+
+    /// The next `k` rounds as one set of requests in which every series carries its `k`
+    /// samples: 2,000 series per request for one round (Prometheus's shape for live data),
+    /// about 10,000 samples per request for more (a backfill's).
+    pub fn next_block(&mut self, k: usize) -> Vec<Arc<Vec<u8>>> {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(k); self.specs.len()];
+        for _ in 0..k {
+            let timestamp = self.next_ms();
+            self.walk.step(self.specs);
+            for (s, value) in samples.iter_mut().zip(&self.walk.values) {
+                s.push(Sample { timestamp, value: *value });
+            }
+            self.next += 1;
+        }
+        let per_request = if k == 1 { SERIES_PER_REQUEST } else { (SAMPLES_PER_BLOCK_REQUEST / k).max(1) };
+        self.specs
+            .chunks(per_request)
+            .zip(samples.chunks_mut(per_request))
+            .map(|(chunk, samples)| {
                 let timeseries = chunk
                     .iter()
-                    .zip(values)
-                    .map(|(spec, v)| TimeSeries {
-                        labels: spec.labels.clone(),
-                        samples: vec![Sample { timestamp: t, value: *v }],
-                    })
+                    .zip(samples)
+                    .map(|(spec, s)| TimeSeries { labels: spec.labels.clone(), samples: std::mem::take(s) })
                     .collect();
                 Arc::new(promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] }))
             })
-            .collect();
-        out.push(bodies);
+            .collect()
     }
-    out
 }
 
 /// The benchmark rule set, in the node-exporter and application mixins' style: recording

@@ -213,6 +213,12 @@ pub struct Db {
     out_of_bounds: AtomicU64,
     /// Serialises compactions (the background thread and explicit calls).
     compacting: Mutex<()>,
+    /// The background compaction thread, woken when the head has a block range to cut.
+    compactor: std::sync::OnceLock<std::thread::Thread>,
+    /// The compaction thread, joined by [`Db::close`] so that it holds the database no more.
+    compactor_handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by [`Db::close`]: the compaction thread stops.
+    closing: std::sync::atomic::AtomicBool,
     writer: Mutex<Writer>,
     subscribers: Mutex<Vec<Subscriber>>,
     wal_corruptions: u64,
@@ -450,16 +456,35 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
 
 /// Runs [`Db::compact`] every `every` until the database is dropped.
 fn spawn_compactor(db: Weak<Db>, every: Duration) {
+    let weak = db.clone();
     let spawned = std::thread::Builder::new().name("promflow-compactor".into()).spawn(move || loop {
-        std::thread::sleep(every);
-        let Some(db) = db.upgrade() else { return };
+        // woken early by a commit that leaves the head with a range to cut, or by `close`
+        std::thread::park_timeout(every);
+        let Some(db) = weak.upgrade() else { return };
+        if db.closing.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = db.compact() {
             tracing::error!(error = %e, "compaction failed; retrying at the next interval");
         }
     });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the compaction thread; blocks will not be cut");
+    match spawned {
+        Ok(handle) => {
+            if let Some(db) = db.upgrade() {
+                let _ = db.compactor.set(handle.thread().clone());
+                *lock(&db.compactor_handle) = Some(handle);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the compaction thread; blocks will not be cut")
+        }
     }
+}
+
+/// Whether a head spanning `min..=max` has a block range to cut: it spans more than one and
+/// a half block durations (Prometheus's rule), so the newest half block stays appendable.
+fn head_compactable(min: Timestamp, max: Timestamp, block_duration: i64) -> bool {
+    max.saturating_sub(min) > (block_duration / 2).saturating_mul(3)
 }
 
 impl Db {
@@ -500,6 +525,9 @@ impl Db {
             ooo_window: AtomicI64::new(ooo_window),
             out_of_bounds: AtomicU64::new(0),
             compacting: Mutex::new(()),
+            compactor: std::sync::OnceLock::new(),
+            compactor_handle: Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
             head: RwLock::new(head),
             writer: Mutex::new(Writer { wal, next_ref, buf: Vec::new() }),
             subscribers: Mutex::new(Vec::new()),
@@ -677,10 +705,11 @@ impl Db {
     fn compact_head(&self) -> Result<Option<usize>, Error> {
         let dur = self.opts.block_duration.max(1);
         let Some((hmin, hmax)) = read(&self.head).time_range() else { return Ok(None) };
-        if hmax.saturating_sub(hmin) <= (dur / 2).saturating_mul(3) {
+        if !head_compactable(hmin, hmax, dur) {
             return Ok(None);
         }
-        let mint = hmin.div_euclid(dur) * dur;
+        // a head reaching back to the oldest timestamps cuts its first range from there
+        let mint = hmin.div_euclid(dur).checked_mul(dur).unwrap_or(Timestamp::MIN);
         let maxt = mint.saturating_add(dur);
         // in-order appends below `maxt` are already refused (the head spans more than 1.5
         // blocks); out-of-order ones are until the head is truncated, so the range is
@@ -873,6 +902,15 @@ impl Db {
 
     /// Flushes the WAL to stable storage. The database stays usable; dropping it syncs too.
     pub fn close(&self) -> Result<(), Error> {
+        // the compaction thread stops and lets go of the database (and its lock file) first
+        self.closing.store(true, Ordering::SeqCst);
+        let handle = lock(&self.compactor_handle).take();
+        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
+            handle.thread().unpark();
+            if handle.join().is_err() {
+                tracing::error!("the compaction thread panicked");
+            }
+        }
         lock(&self.writer).wal.sync()
     }
 }
@@ -907,7 +945,8 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64, max_range: i64) -> Opt
     while range <= max_range {
         let mut k = 0;
         while k < blocks.len() {
-            let start = blocks[k].meta().min_time.div_euclid(range) * range;
+            let start =
+                blocks[k].meta().min_time.div_euclid(range).checked_mul(range).unwrap_or(Timestamp::MIN);
             let stop = start.saturating_add(range);
             let group: Vec<Arc<Block>> =
                 blocks[k..].iter().take_while(|b| b.meta().min_time < stop).cloned().collect();
@@ -1371,8 +1410,15 @@ impl Appender for DbAppender {
                     tracing::debug!(result = ?res, "head refused an out-of-order sample of the batch");
                 }
             }
-            if let Some((_, max)) = head.time_range() {
+            if let Some((min, max)) = head.time_range() {
                 db.head_max.fetch_max(max, Ordering::Relaxed);
+                // cut now rather than at the compactor's next round: a backfill would pile
+                // hours of samples into the head in between
+                if head_compactable(min, max, db.opts.block_duration) {
+                    if let Some(compactor) = db.compactor.get() {
+                        compactor.unpark();
+                    }
+                }
             }
             let floor = db.floor.load(Ordering::Relaxed);
             db.min_valid

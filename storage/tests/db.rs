@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use promflow_storage::{
     is_stale_nan, stale_nan, Db, DbOptions, Error, Labels, MatchOp, Matcher, Querier, Sample,
@@ -234,6 +235,9 @@ fn reopen_replays_everything_bit_exact() {
         f64::NEG_INFINITY,
         f64::from_bits(0x7ff8_0000_dead_beef),
     ];
+    // the head spans from the oldest timestamp on: no block is cut, so that the head alone
+    // is replayed
+    let open = |dir: &Path| Db::open(dir, manual(128 << 20)).unwrap();
     let before = {
         let db = open(dir.path());
         // time moves forward across series (older samples would be out of bounds); the far
@@ -598,6 +602,35 @@ fn ingest(db: &Arc<Db>, n: usize, from: i64, hours: i64) {
         app.commit().unwrap();
         t += 15_000;
     }
+}
+
+#[test]
+fn a_head_reaching_back_to_the_oldest_timestamp_is_cut_and_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    commit(&db, &[(&ls(&[("__name__", "old")]), i64::MIN + 1, 1.0)]);
+    ingest(&db, 2, 0, 4);
+    let before = dump(&db);
+    let report = db.compact().unwrap();
+    assert!(report.head_blocks >= 1, "{report:?}");
+    assert_eq!(db.blocks()[0].min_time, i64::MIN);
+    assert_eq!(dump(&db), before);
+}
+
+#[test]
+fn a_backfill_is_cut_into_blocks_as_it_goes_not_at_the_compactors_next_round() {
+    let dir = tempfile::tempdir().unwrap();
+    // a compactor that would not run by itself during this test
+    let opts = DbOptions { compaction_interval: Some(Duration::from_secs(3600)), ..DbOptions::default() };
+    let db = Db::open(dir.path(), opts).unwrap();
+    ingest(&db, 5, 0, 4);
+    // the head spans 4h > 1.5 blocks: the commit that made it so woke the compactor
+    let cut = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        !db.blocks().is_empty()
+    });
+    assert!(cut, "no block was cut within 5 s");
+    assert_eq!((db.blocks()[0].min_time, db.blocks()[0].max_time), (0, 2 * HOUR));
 }
 
 #[test]

@@ -20,11 +20,11 @@ mod render;
 mod series;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
@@ -132,6 +132,18 @@ impl Grain {
 /// How many rows of history a view's installation sends to the workers at a time.
 const HISTORY_PIECE: usize = 1 << 18;
 
+/// How much time one read of a view's history covers: a `[1d]` window over thousands of
+/// series is read an hour at a time, oldest first, never whole.
+const HISTORY_SLICE_MS: i64 = 3_600_000;
+
+/// Pieces of history that may wait for the workers at once: the controller reads the next
+/// piece while a worker takes one, and history is never piled up in the channel.
+const HISTORY_PIECES_QUEUED: usize = 2;
+
+/// How long the controller waits for the workers to take a piece of history before it
+/// stops waiting (a worker that failed takes nothing more).
+const HISTORY_STALL: Duration = Duration::from_secs(30);
+
 /// The kinds of operator whose output records are counted.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operator {
@@ -149,6 +161,8 @@ const OPERATOR_NAMES: [&str; 4] = ["series", "elementwise", "aggregate", "join"]
 pub(crate) struct Counters {
     records: [AtomicU64; 4],
     pub(crate) samples_kept: AtomicI64,
+    /// Pieces of history sent to the first worker and not yet moved on by it.
+    history_queued: AtomicUsize,
 }
 
 impl Counters {
@@ -171,6 +185,8 @@ enum Command {
     Rows {
         leaf: usize,
         rows: Arc<Vec<Row>>,
+        /// A piece of a view's history, counted in [`Counters`]' `history_queued`.
+        history: bool,
     },
     Advance {
         t: u64,
@@ -249,8 +265,41 @@ impl Outbox {
     /// owner).
     fn flush(&mut self) {
         for (leaf, rows) in std::mem::take(&mut self.held) {
-            let _ = self.senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
+            let _ = self.senders[0].send(Command::Rows { leaf, rows: Arc::new(rows), history: false });
         }
+    }
+}
+
+/// Sends a view's history to the first worker, piece by piece, waiting while
+/// [`HISTORY_PIECES_QUEUED`] pieces are still to be taken.
+struct HistorySender<'a> {
+    senders: &'a [Sender<Command>],
+    incremental: &'a Incremental,
+    /// The worker took nothing for [`HISTORY_STALL`]: the rest goes without waiting.
+    stalled: bool,
+}
+
+impl HistorySender<'_> {
+    fn send(&mut self, leaf: usize, rows: Vec<Row>) {
+        let queued = &self.incremental.counters.history_queued;
+        let mut since = Instant::now();
+        let mut left = queued.load(Ordering::Acquire);
+        while !self.stalled && left >= HISTORY_PIECES_QUEUED {
+            if let Some(t) = self.incremental.threads.first() {
+                t.unpark();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            let now = queued.load(Ordering::Acquire);
+            if now < left {
+                since = Instant::now();
+            } else if since.elapsed() > HISTORY_STALL {
+                tracing::warn!("the dataflow worker took no history for 30 s; sending the rest at once");
+                self.stalled = true;
+            }
+            left = now;
+        }
+        queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.senders[0].send(Command::Rows { leaf, rows: Arc::new(rows), history: true });
     }
 }
 
@@ -385,28 +434,39 @@ impl Incremental {
         let mut c = self.controller();
         let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
         let from = now - plan.max_window_ms() - self.lookback_ms;
-        let mut history: Vec<(usize, Vec<promflow_storage::Series>)> = Vec::new();
-        for (leaf, matchers) in &lowered.new_leaves {
-            history.push((*leaf, querier.select(matchers, from, i64::MAX)?));
-        }
+        let leaves = lowered.new_leaves.clone();
         let view = self.build(&mut c, lowered);
-        {
-            let mut outbox = self.outbox();
-            outbox.flush();
-            let senders = &outbox.senders;
-            // in pieces, each series' samples freed as they are turned into rows
-            for (leaf, found) in history {
+        if leaves.is_empty() {
+            return Ok(view);
+        }
+        let mut outbox = self.outbox();
+        outbox.flush();
+        let mut history = HistorySender { senders: &outbox.senders, incremental: self, stalled: false };
+        // oldest first, a slice at a time: each series' samples reach its operator in time
+        // order, and only a slice's samples are in memory at once
+        let mut lo = from;
+        loop {
+            let last = lo.saturating_add(HISTORY_SLICE_MS) > now;
+            let hi = if last { i64::MAX } else { lo + HISTORY_SLICE_MS - 1 };
+            for (leaf, matchers) in &leaves {
+                let found = querier.select(matchers, lo, hi)?;
+                // in pieces, each series' samples freed as they are turned into rows
                 let mut rows = Vec::new();
                 for s in found {
                     let key = self.keys.intern(s.labels);
                     rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
                     if rows.len() >= HISTORY_PIECE {
-                        let _ = senders[0]
-                            .send(Command::Rows { leaf, rows: Arc::new(std::mem::take(&mut rows)) });
+                        history.send(*leaf, std::mem::take(&mut rows));
                     }
                 }
-                let _ = senders[0].send(Command::Rows { leaf, rows: Arc::new(rows) });
+                if !rows.is_empty() {
+                    history.send(*leaf, rows);
+                }
             }
+            if last {
+                break;
+            }
+            lo = hi + 1;
         }
         if let Some(t) = self.threads.first() {
             t.unpark();
@@ -695,16 +755,17 @@ fn run_worker(
                 Ok(Command::Install { node, grain }) => {
                     install(worker, &mut state, &node, grain, time, &keys, &counters)
                 }
-                Ok(Command::Rows { leaf, rows }) => {
+                Ok(Command::Rows { leaf, rows, history }) => {
                     if let Some((input, _)) = state.leaves.get_mut(&leaf) {
                         for r in rows.iter() {
                             input.send(*r);
                         }
                     }
                     // a piece of history moves on before the next: held once, not piled up
-                    if rows.len() >= HISTORY_PIECE {
+                    if history {
                         drop(rows);
                         worker.step();
+                        counters.history_queued.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
                 Ok(Command::Advance { t, tick }) => {

@@ -381,6 +381,16 @@ impl Group {
         }
         // recording rules are read only at the group's evaluations: their views change only then
         let grain = self.spec.grain();
+        if let Some(views) = settings.views.as_deref() {
+            let plans =
+                self.spec.rules.iter().zip(&self.view_ok).filter(|(_, ok)| **ok).map(
+                    |(rule, _)| match rule {
+                        RuleSpec::Record(r) => (&r.plan, Some(grain)),
+                        RuleSpec::Alert(a) => (&a.plan, None),
+                    },
+                );
+            views.prepare(plans, query_ts);
+        }
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let state = &mut self.state[i];

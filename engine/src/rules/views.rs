@@ -316,6 +316,19 @@ impl RuleViews {
         view.map(|v| Ok((v, true)))
     }
 
+    /// Installs, from history at `t`, the views of `plans` (each with the grain it is read
+    /// with) that are not installed yet, before any of them is read at `t`. A group's first
+    /// evaluation calls it: a view first needed after an earlier rule's read completed `t`
+    /// would start from the clock and be evaluated in batch that once, which over a `[1d]`
+    /// window means reading a day of samples for every series at once.
+    pub fn prepare<'p>(&self, plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>, t: i64) {
+        for (plan, grain) in plans {
+            if let Some(Err(e)) = self.view_of(plan, t, grain.filter(|g| g.contains(t))) {
+                tracing::warn!(error = %e, "installing a rule's view");
+            }
+        }
+    }
+
     /// `plan`'s value at `t` from its view, or `None` when the incremental executor does not
     /// maintain it, or not at `t` (the caller evaluates it in batch). A view read with a
     /// `grain` (a recording rule's, read only at its group's evaluation times) changes only at
