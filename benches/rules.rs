@@ -22,7 +22,9 @@
 //! apart); its peak resident memory (`VmHWM`, reset through `clear_refs` after the history,
 //! so that it is the peak with the rules, not the backfill's) and its resident memory at the
 //! end (`VmRSS`). Rule CPU is the CPU with rules minus the CPU without them, per system and
-//! repetition; medians are printed as a Markdown table for docs/benchmarks.md.
+//! repetition; medians are printed as a Markdown table for docs/benchmarks.md. Each run also
+//! prints the part of its CPU spent compacting storage: at the scale a block merge
+//! can fall in one run's window and not in another's, and is no part of the rules' cost.
 //!
 //! The rule set (`rule_file`) follows the node-exporter and application mixins: recording
 //! rules over `rate`, `increase`, `avg_over_time` and `max_over_time` with `[5m]`, `[1h]` and
@@ -130,7 +132,42 @@ fn load_rules(server: &Running, dir: &Path, rules: Option<&str>, interval_s: usi
 
 /// User plus system CPU seconds the process has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_of(&format!("/proc/{pid}/stat"))
+}
+
+/// Seconds the server has spent compacting its storage, which runs on a schedule of its own
+/// (a block range completes, merges follow) and so lands in some runs' measured window and
+/// not in others: promflow's compaction thread's CPU, Prometheus's own total of compaction
+/// durations (wall time; its compactions run on one goroutine).
+fn compaction_seconds(system: System, pid: u32, base: &str) -> f64 {
+    match system {
+        System::Promflow => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                comm.starts_with("promflow-compac")
+            })
+            .map(|t| cpu_of(&t.path().join("stat").to_string_lossy()))
+            .sum(),
+        System::Prometheus => {
+            let text = common::client()
+                .get(format!("{base}/metrics"))
+                .send()
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.strip_prefix("prometheus_tsdb_compaction_duration_seconds_sum "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        }
+    }
+}
+
+/// User plus system CPU seconds in a `/proc/…/stat` file (a process's or a thread's).
+fn cpu_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // the fields after the command name, which is in parentheses and may hold spaces
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -220,6 +257,7 @@ fn main() {
             // the stream, each round when due
             let measure_from = common::now_ms() + settle_ms;
             let (mut cpu0, mut t0, mut measured) = (cpu_history, Instant::now(), None);
+            let mut compaction0 = 0.0;
             while measured.is_none_or(|m| m < measured_rounds) {
                 let due = rounds.next_ms();
                 let wait = due - common::now_ms();
@@ -228,6 +266,7 @@ fn main() {
                 }
                 if measured.is_none() && due >= measure_from {
                     (cpu0, t0, measured) = (cpu_seconds(pid), Instant::now(), Some(0));
+                    compaction0 = compaction_seconds(system, pid, &server.base);
                 }
                 send(&server.base, &[rounds.next_block(1)], 2);
                 measured = measured.map(|m| m + 1);
@@ -235,6 +274,7 @@ fn main() {
             // the last round's evaluations
             std::thread::sleep(Duration::from_millis(INTERVAL_MS as u64));
             let cpu_s = cpu_seconds(pid) - cpu0;
+            let compaction_s = compaction_seconds(system, pid, &server.base) - compaction0;
             let elapsed = t0.elapsed().as_secs_f64();
             let (_, v) = {
                 let http = common::client();
@@ -256,10 +296,11 @@ fn main() {
                 rule_health: format!("{ok}/{} ok", healths.len()),
             };
             eprintln!(
-                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s (history {:.1} s in {:.0} s, peak {:.0} MiB; catching up {:.1} s), rss peak {:.0} / end {:.0} MiB, rules {}",
+                "rep {rep} {:<16} rules={with_rules:<5} cpu {:.1} s over {:.0} s (of which compaction {:.1} s; history {:.1} s in {:.0} s, peak {:.0} MiB; catching up {:.1} s), rss peak {:.0} / end {:.0} MiB, rules {}",
                 system.name(),
                 run.cpu_s,
                 elapsed,
+                compaction_s,
                 cpu_history - cpu_start,
                 history_s,
                 history_peak_mib,

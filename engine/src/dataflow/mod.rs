@@ -283,20 +283,20 @@ impl HistorySender<'_> {
     fn send(&mut self, leaf: usize, rows: Vec<Row>) {
         let queued = &self.incremental.counters.history_queued;
         let mut since = Instant::now();
-        let mut left = queued.load(Ordering::Acquire);
-        while !self.stalled && left >= HISTORY_PIECES_QUEUED {
+        let mut waiting = queued.load(Ordering::Acquire);
+        while !self.stalled && waiting >= HISTORY_PIECES_QUEUED {
             if let Some(t) = self.incremental.threads.first() {
                 t.unpark();
             }
             std::thread::sleep(Duration::from_millis(1));
             let now = queued.load(Ordering::Acquire);
-            if now < left {
+            if now < waiting {
                 since = Instant::now();
             } else if since.elapsed() > HISTORY_STALL {
-                tracing::warn!("the dataflow worker took no history for 30 s; sending the rest at once");
+                tracing::warn!(stalled = ?HISTORY_STALL, "the dataflow worker takes no history; sending the rest at once");
                 self.stalled = true;
             }
-            left = now;
+            waiting = now;
         }
         queued.fetch_add(1, Ordering::AcqRel);
         let _ = self.senders[0].send(Command::Rows { leaf, rows: Arc::new(rows), history: true });
