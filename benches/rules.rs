@@ -6,8 +6,8 @@
 //! [20000] active series, `BENCH_HISTORY_MIN` [55] minutes of history sent before the
 //! stream, `BENCH_MINUTES` [10] of live stream (one sample per series every 15 s, stamped with
 //! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3],
-//! `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules
-//! (for profiling; no ratio is printed then). The scale is `BENCH_SERIES=50000
+//! `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules,
+//! or without them with `:without` after the name (for profiling; no ratio is printed then). The scale is `BENCH_SERIES=50000
 //! BENCH_HISTORY_MIN=1440 BENCH_MINUTES=10`.
 //!
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
@@ -223,12 +223,18 @@ fn main() {
         (System::Prometheus, false),
     ];
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let (only, only_with_rules) = match only.strip_suffix(":without") {
+        Some(system) => (system.to_string(), false),
+        None => (only, true),
+    };
     let mut runs: Vec<Vec<Run>> = combos.iter().map(|_| Vec::new()).collect();
     for rep in 0..reps {
         for i in 0..combos.len() {
             let which = (rep + i) % combos.len();
             let (system, with_rules) = combos[which];
-            if !only.is_empty() && (!with_rules || !system.name().to_lowercase().starts_with(&only)) {
+            if !only.is_empty()
+                && (with_rules != only_with_rules || !system.name().to_lowercase().starts_with(&only))
+            {
                 continue;
             }
             let dir = tempfile::tempdir().unwrap();
