@@ -119,15 +119,22 @@ fn load_rules(server: &Running, dir: &Path, rules: Option<&str>, interval_s: usi
     write_config(dir, rules, interval_s);
     // SAFETY: kill(2) with a pid this process started and still holds
     unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
-    let http = common::client();
     let loaded = common::wait_for(Duration::from_secs(60), || {
-        let text = http.get(format!("{}/api/v1/rules", server.base)).send().ok()?.text().ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let n: usize =
-            v["data"]["groups"].as_array()?.iter().map(|g| g["rules"].as_array().map_or(0, Vec::len)).sum();
-        (n == count).then_some(())
+        rule_healths(&server.base).filter(|h| h.len() == count).map(|_| ())
     });
     assert!(loaded.is_some(), "the server did not load its {count} rules");
+}
+
+/// The health of every rule the server's `/api/v1/rules` lists, or `None` if it does not
+/// answer.
+fn rule_healths(base: &str) -> Option<Vec<String>> {
+    let text = common::client().get(format!("{base}/api/v1/rules")).send().ok()?.text().ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let rules = v["data"]["groups"]
+        .as_array()?
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default());
+    Some(rules.map(|r| r["health"].as_str().unwrap_or("?").to_string()).collect())
 }
 
 /// User plus system CPU seconds the process has used.
@@ -282,18 +289,7 @@ fn main() {
             let cpu_s = cpu_seconds(pid) - cpu0;
             let compaction_s = compaction_seconds(system, pid, &server.base) - compaction0;
             let elapsed = t0.elapsed().as_secs_f64();
-            let (_, v) = {
-                let http = common::client();
-                let text = http.get(format!("{}/api/v1/rules", server.base)).send().unwrap().text().unwrap();
-                ((), serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default())
-            };
-            let healths: Vec<String> = v["data"]["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-                .map(|r| r["health"].as_str().unwrap_or("?").to_string())
-                .collect();
+            let healths = rule_healths(&server.base).unwrap_or_default();
             let ok = healths.iter().filter(|h| *h == "ok").count();
             let run = Run {
                 cpu_s,

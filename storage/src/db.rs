@@ -213,10 +213,9 @@ pub struct Db {
     out_of_bounds: AtomicU64,
     /// Serialises compactions (the background thread and explicit calls).
     compacting: Mutex<()>,
-    /// The background compaction thread, woken when the head has a block range to cut.
-    compactor: std::sync::OnceLock<std::thread::Thread>,
-    /// The compaction thread, joined by [`Db::close`] so that it holds the database no more.
-    compactor_handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The background compaction thread: woken when the head has a block range to cut, and
+    /// joined by [`Db::close`] so that it holds the database no more.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set by [`Db::close`]: the compaction thread stops.
     closing: std::sync::atomic::AtomicBool,
     writer: Mutex<Writer>,
@@ -471,8 +470,7 @@ fn spawn_compactor(db: Weak<Db>, every: Duration) {
     match spawned {
         Ok(handle) => {
             if let Some(db) = db.upgrade() {
-                let _ = db.compactor.set(handle.thread().clone());
-                *lock(&db.compactor_handle) = Some(handle);
+                *lock(&db.compactor) = Some(handle);
             }
         }
         Err(e) => {
@@ -525,8 +523,7 @@ impl Db {
             ooo_window: AtomicI64::new(ooo_window),
             out_of_bounds: AtomicU64::new(0),
             compacting: Mutex::new(()),
-            compactor: std::sync::OnceLock::new(),
-            compactor_handle: Mutex::new(None),
+            compactor: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
             head: RwLock::new(head),
             writer: Mutex::new(Writer { wal, next_ref, buf: Vec::new() }),
@@ -904,7 +901,7 @@ impl Db {
     pub fn close(&self) -> Result<(), Error> {
         // the compaction thread stops and lets go of the database (and its lock file) first
         self.closing.store(true, Ordering::SeqCst);
-        let handle = lock(&self.compactor_handle).take();
+        let handle = lock(&self.compactor).take();
         if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
             handle.thread().unpark();
             if handle.join().is_err() {
@@ -1415,8 +1412,8 @@ impl Appender for DbAppender {
                 // cut now rather than at the compactor's next round: a backfill would pile
                 // hours of samples into the head in between
                 if head_compactable(min, max, db.opts.block_duration) {
-                    if let Some(compactor) = db.compactor.get() {
-                        compactor.unpark();
+                    if let Some(compactor) = lock(&db.compactor).as_ref() {
+                        compactor.thread().unpark();
                     }
                 }
             }

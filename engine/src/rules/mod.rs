@@ -273,6 +273,9 @@ pub struct Group {
     last_ts: Option<i64>,
     /// Per rule: whether it may read a view (see [`views::view_rules`]).
     view_ok: Vec<bool>,
+    /// Whether the rules' views were installed before the group's first reads
+    /// ([`RuleViews::prepare`]); a reload makes a new group.
+    views_prepared: bool,
 }
 
 impl Group {
@@ -317,6 +320,7 @@ impl Group {
             orphaned: Vec::new(),
             last_ts: None,
             view_ok: views::view_rules(&spec),
+            views_prepared: false,
             spec,
         }
     }
@@ -381,7 +385,8 @@ impl Group {
         }
         // recording rules are read only at the group's evaluations: their views change only then
         let grain = self.spec.grain();
-        if let Some(views) = settings.views.as_deref() {
+        if let Some(views) = settings.views.as_deref().filter(|_| !self.views_prepared) {
+            self.views_prepared = true;
             let plans =
                 self.spec.rules.iter().zip(&self.view_ok).filter(|(_, ok)| **ok).map(
                     |(rule, _)| match rule {
