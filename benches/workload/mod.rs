@@ -354,6 +354,25 @@ pub fn rule_set() -> RuleSet {
             format!("histogram_quantile({q}, sum by (handler, le) (rate(http_request_duration_seconds_bucket[5m])))"),
         ));
     }
+    for (name, q) in [("p99", "0.99"), ("p50", "0.5")] {
+        recording.push((
+            format!("handler:http_request_duration_seconds:{name}1h"),
+            format!("histogram_quantile({q}, sum by (handler, le) (rate(http_request_duration_seconds_bucket[1h])))"),
+        ));
+    }
+    recording.push((
+        "handler:http_request_duration_seconds:mean5m".into(),
+        "sum by (handler) (rate(http_request_duration_seconds_sum[5m])) / on (handler) sum by (handler) (rate(http_request_duration_seconds_count[5m]))"
+            .into(),
+    ));
+    recording.push((
+        "instance:node_network_receive_bytes_excluding_lo:rate5m".into(),
+        "sum by (instance, job) (rate(node_network_receive_bytes_total{device!=\"lo\"}[5m]))".into(),
+    ));
+    recording.push((
+        "instance:node_memory_cached:ratio".into(),
+        "node_memory_Cached_bytes / on (instance, job) node_memory_MemTotal_bytes".into(),
+    ));
     recording.push((
         "handler:http_requests_errors:ratio5m".into(),
         "sum by (handler) (rate(http_requests_total{code=\"500\"}[5m])) / on (handler) sum by (handler) (rate(http_requests_total[5m]))"
@@ -373,6 +392,11 @@ pub fn rule_set() -> RuleSet {
         ("HttpDailyVolumeLow", "sum by (instance) (increase(http_requests_total[1d])) < 1", "1h"),
         ("NodeLoadSustained", "avg_over_time(node_load1[1h]) > 3.95", "0s"),
         ("NodeDiskReadsStalled", "rate(node_disk_reads_completed_total[1h]) == 0", "30m"),
+        ("NodeNetworkTransmitBurst", "rate(node_network_transmit_bytes_total[5m]) > 1e9", "5m"),
+        ("NodeDiskReadBurst", "rate(node_disk_read_bytes_total[5m]) > 1e9", "5m"),
+        ("HttpErrorsSustained", "sum by (instance) (rate(http_requests_total{code=\"500\"}[1h])) > 50", "30m"),
+        ("NodeLoadPeakDaily", "max_over_time(node_load15[1d]) > 3.99", "1h"),
+        ("HttpSlowHandler", "handler:http_request_duration_seconds:mean5m > 5", "10m"),
     ] {
         alerts.push((name.to_string(), expr.to_string(), f));
     }
