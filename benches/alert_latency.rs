@@ -18,7 +18,7 @@ mod workload;
 use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, peer};
-use workload::{env, pin_self, start_pinned, CLIENT_CPU};
+use workload::{env, percentile, pin_self, start_pinned, CLIENT_CPU};
 
 /// The alerts of a recorded request (request line, newline, body): (firing, startsAt in ms).
 fn alerts_in(request: &str) -> Vec<(bool, i64)> {
@@ -34,11 +34,6 @@ fn alerts_in(request: &str) -> Vec<(bool, i64)> {
         .flatten()
         .map(|a| (ms(&a["endsAt"]) > common::now_ms(), ms(&a["startsAt"])))
         .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 fn main() {

@@ -109,7 +109,7 @@ fn main() {
         })
         .collect();
     let watches: Vec<_> =
-        views[views.len() - alert_count..].iter().map(|v| inc.subscribe(*v, None).unwrap()).collect();
+        views[views.len() - alert_count..].iter().map(|v| inc.subscribe(*v, 0, None).unwrap()).collect();
     // the history is taken in once the views answer a read
     for v in &views {
         inc.read(*v, stream_start - 1).unwrap();

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, median, peer};
 use workload::{
-    all_series, env, pin_self, rule_file, send, start_pinned, Rounds, Running, CLIENT_CPU, INTERVAL_MS,
+    all_series, env, pin_self, rss_mib, rule_file, send, start_pinned, Rounds, Running, CLIENT_CPU,
+    INTERVAL_MS,
 };
 
 /// Rounds of history per block of requests: every series with 20 samples (5 minutes).
@@ -207,16 +208,6 @@ fn cpu_of(path: &str) -> f64 {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
     let hz = 100.0; // sysconf(_SC_CLK_TCK) on Linux
     (ticks(11) + ticks(12)) / hz
-}
-
-/// Resident memory in MiB, at its peak (`VmHWM:`) or now (`VmRSS:`).
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 struct Run {

@@ -231,6 +231,17 @@ pub struct Flags {
     /// Expressions the dataflow does not maintain are evaluated as in `tick`.
     #[arg(long = "rules.evaluation-mode", default_value = "event", value_parser = ["event", "tick"])]
     pub rules_evaluation_mode: String,
+    /// Live result streams (`/api/v1/subscribe`, promflow's extension): how many
+    /// subscriptions one websocket connection may hold.
+    #[arg(long = "subscribe.max-per-connection", default_value_t = 100)]
+    pub subscribe_max_per_connection: usize,
+    /// Live result streams: how many subscriptions the server holds over all connections.
+    #[arg(long = "subscribe.max-total", default_value_t = 10_000)]
+    pub subscribe_max_total: usize,
+    /// Live result streams: how often a subscribed query that the dataflow does not maintain
+    /// (`topk`, subqueries, `offset`, …) is evaluated in batch to find its changes.
+    #[arg(long = "subscribe.batch-interval", default_value = "1s", value_parser = duration)]
+    pub subscribe_batch_interval: Duration,
     /// Timely worker threads that maintain rule views in `event` mode (promflow's extension).
     #[arg(long = "rules.dataflow-workers", default_value_t = 1)]
     pub rules_dataflow_workers: usize,

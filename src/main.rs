@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod logging;
 mod rules;
+mod subscribe;
 mod tsdb;
 mod unittest;
 
@@ -60,6 +61,7 @@ fn main() {
     match args.next() {
         Some(a) if a == "tsdb" => std::process::exit(tsdb::main(args.collect())),
         Some(a) if a == "check" => std::process::exit(check::main(args.collect())),
+        Some(a) if a == "subscribe" => std::process::exit(subscribe::main(args.collect())),
         Some(a) if a == "test" => {
             if args.next().is_some_and(|a| a == "rules") {
                 std::process::exit(unittest::main(args.collect()));
@@ -273,6 +275,11 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         remote_write_enabled: flags.enable_remote_write_receiver,
         quit: quit.clone(),
         http_metrics: Default::default(),
+        subscriptions: promflow_http::Subscriptions::new(
+            flags.subscribe_max_per_connection,
+            flags.subscribe_max_total,
+            flags.subscribe_batch_interval,
+        ),
     });
 
     runtime.block_on(async move {

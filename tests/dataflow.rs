@@ -211,6 +211,53 @@ fn rules_sharing_a_window_function_share_its_arrangement() {
     inc.shutdown();
 }
 
+/// Uninstalling a view drops what only it needed, keeps what another view shares, and the
+/// survivor still equals the batch executor; a view installed again starts afresh.
+#[test]
+fn uninstalled_views_free_what_only_they_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    let all = samples();
+    store(&db, &all);
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    let shared = inc.install(&compile("sum by (job) (rate(x[5m]))")).unwrap();
+    let own = inc.install(&compile("max by (job) (rate(x[5m])) > 0")).unwrap();
+    let alone = inc.install(&compile("avg_over_time(x[10m])")).unwrap();
+    assert_eq!(inc.arrangements(), 4, "rate(x[5m]), each view's result");
+    inc.append(&all);
+    let t = 1_300_000;
+    inc.read(alone, t).unwrap();
+    let kept_with_all = inc.samples_kept();
+    assert!(kept_with_all > 0);
+
+    // `avg_over_time` shares nothing: its operator and its kept samples go
+    inc.uninstall(alone);
+    assert_eq!(inc.arrangements(), 3);
+    assert!(inc.read(alone, t).is_err(), "an uninstalled view is not read");
+    let kept = std::time::Instant::now();
+    while inc.samples_kept() == kept_with_all && kept.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(inc.samples_kept() < kept_with_all, "the dropped operator's samples are no longer kept");
+
+    // `rate(x[5m])` stays for the first view; only the second view's own arrangement goes
+    inc.uninstall(own);
+    assert_eq!(inc.arrangements(), 2, "rate(x[5m]) and the sum stay");
+    inc.append(&[(Labels::from_pairs([("__name__", "x"), ("job", "a"), ("i", "0")]), 1_310_000, 1e6)]);
+    let got: BTreeMap<Labels, f64> = inc.read(shared, 1_320_000).unwrap().into_iter().collect();
+    assert!(!got.is_empty(), "the shared view still follows the samples");
+    inc.uninstall(shared);
+    assert_eq!(inc.arrangements(), 0);
+    assert_eq!(inc.views(), 0);
+
+    // installed again: built anew, and it answers
+    let again = inc.install(&compile("sum by (job) (rate(x[5m]))")).unwrap();
+    assert_eq!(inc.arrangements(), 2);
+    inc.append(&[(Labels::from_pairs([("__name__", "x"), ("job", "a"), ("i", "0")]), 1_330_000, 2e6)]);
+    assert!(inc.read(again, 1_340_000).is_ok());
+    inc.shutdown();
+}
+
 /// What the executor cannot maintain yet is refused with a clear error, and leaves nothing
 /// behind.
 #[test]
@@ -300,13 +347,16 @@ fn views_start_from_history_in_the_middle_of_a_window() {
 fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     let inc = Incremental::start(2, LOOKBACK).unwrap();
     let view = inc.install(&compile("sum by (job) (x) > 10")).unwrap();
-    let sub = inc.subscribe(view, None).unwrap();
+    let sub = inc.subscribe(view, 0, None).unwrap();
     let changes = &sub.changes;
     let l = |job: &str, i: &str| Labels::from_pairs([("__name__", "x"), ("job", job), ("i", i)]);
     inc.append(&[(l("a", "1"), 1_000, 4.0), (l("a", "2"), 1_000, 5.0), (l("b", "1"), 1_000, 20.0)]);
     inc.advance(1_500);
+    // the first message: the view is empty at the subscription's start
     let first = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-    assert_eq!(first, (1_000, vec![(Labels::from_pairs([("job", "b")]), 20.0, 1)]));
+    assert_eq!(first, (0, vec![]));
+    let second = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(second, (1_000, vec![(Labels::from_pairs([("job", "b")]), 20.0, 1)]));
     // a crossing: job a's sum goes above 10 at 2 s
     inc.append(&[(l("a", "1"), 2_000, 6.0)]);
     inc.advance(2_001);

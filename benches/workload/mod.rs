@@ -21,7 +21,7 @@ pub fn env(name: &str, default: usize) -> usize {
 }
 
 /// splitmix64: a small deterministic generator, so every run sends the same bytes.
-pub struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -31,7 +31,8 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -461,6 +462,22 @@ pub fn send(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) {
             });
         }
     });
+}
+
+/// The value below which a share `p` of `sorted` lies (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// A process's resident memory in MiB, at its peak (`VmHWM:`) or now (`VmRSS:`).
+pub fn rss_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 pub fn pin_self(cpu: usize) {

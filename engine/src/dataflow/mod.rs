@@ -15,6 +15,7 @@
 //!   gathers every worker's shard.
 
 mod abelian;
+mod installs;
 mod keys;
 mod render;
 mod series;
@@ -40,6 +41,7 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 
 use crate::plan::Plan;
 use crate::Error;
+use installs::Installs;
 use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
 
@@ -179,8 +181,16 @@ pub(crate) type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
 
 enum Command {
     Install {
+        /// The installation's number ([`Installs`]).
+        install: usize,
         node: Node,
         grain: Option<Grain>,
+    },
+    /// Drops an installation's dataflow and the handles of what it built.
+    Drop {
+        install: usize,
+        arrangements: Vec<usize>,
+        leaves: Vec<usize>,
     },
     Rows {
         leaf: usize,
@@ -201,6 +211,7 @@ enum Command {
     Subscribe {
         id: u64,
         arrangement: usize,
+        from: u64,
         tx: Sender<Change>,
         complete: Arc<AtomicU64>,
         wake: Option<Thread>,
@@ -235,15 +246,18 @@ impl Subscription {
 /// key and the leaves it feeds, and the clock.
 struct Controller {
     registry: Registry,
-    /// The arrangement each view reads, and the grain it changes at.
-    views: Vec<(usize, Option<Grain>)>,
-    /// Per series: its key and the leaves whose matchers it satisfies, as of `routes_for`
-    /// leaves.
+    /// Which installation built each arrangement, and which are still needed.
+    installs: Installs,
+    /// The arrangement each live view reads, and the grain it changes at.
+    views: HashMap<ViewId, (usize, Option<Grain>)>,
+    next_view: ViewId,
+    /// Per series: its key and the leaves whose matchers it satisfies, as of the registry's
+    /// `routes_for` version of its leaves.
     routes: HashMap<Labels, (u64, Vec<usize>)>,
     /// The same for the append feed's shared label sets, by their address
     /// ([`Incremental::append_shared`]).
     shared_routes: KeyMap<usize, (Arc<Labels>, u64, Vec<usize>)>,
-    routes_for: usize,
+    routes_for: u64,
     clock: u64,
     ticked: Option<u64>,
 }
@@ -354,7 +368,9 @@ impl Incremental {
             guards: Mutex::new(Some(guards)),
             controller: Mutex::new(Controller {
                 registry: Registry::default(),
-                views: Vec::new(),
+                installs: Installs::default(),
+                views: HashMap::new(),
+                next_view: 0,
                 routes: HashMap::new(),
                 shared_routes: KeyMap::default(),
                 routes_for: 0,
@@ -411,10 +427,35 @@ impl Incremental {
 
     fn build(&self, c: &mut Controller, lowered: render::Lowered) -> ViewId {
         if let Some(node) = lowered.node {
-            self.broadcast(|| Command::Install { node: node.clone(), grain: lowered.grain });
+            let install = c.installs.add(&node);
+            self.broadcast(|| Command::Install { install, node: node.clone(), grain: lowered.grain });
         }
-        c.views.push((lowered.arrangement, lowered.grain));
-        c.views.len() - 1
+        c.installs.read_by_view(lowered.arrangement);
+        let view = c.next_view;
+        c.next_view += 1;
+        c.views.insert(view, (lowered.arrangement, lowered.grain));
+        view
+    }
+
+    /// Ends a view: every dataflow that only it needed is dropped on every worker, with the
+    /// arrangements, leaves and samples it kept; what other views share stays. The view's
+    /// subscriptions must have ended ([`Incremental::unsubscribe`]).
+    pub fn uninstall(&self, view: ViewId) {
+        let mut c = self.controller();
+        let Some((arrangement, _)) = c.views.remove(&view) else { return };
+        for (install, built) in c.installs.release(arrangement) {
+            c.registry.forget(&built.arrangements, &built.leaves);
+            self.broadcast(|| Command::Drop {
+                install,
+                arrangements: built.arrangements.clone(),
+                leaves: built.leaves.clone(),
+            });
+        }
+    }
+
+    /// How many views are installed.
+    pub fn views(&self) -> usize {
+        self.controller().views.len()
     }
 
     /// Installs a view of `plan` that starts from history: the leaves it adds are first fed
@@ -552,13 +593,13 @@ impl Incremental {
         self.feed(per_leaf);
     }
 
-    /// Forgets the routes when a view has added leaves since they were worked out.
+    /// Forgets the routes when views have added or dropped leaves since they were worked out.
     fn check_routes(&self, c: &mut Controller) {
-        let leaves = c.registry.leaves.len();
-        if c.routes_for != leaves {
+        let version = c.registry.leaves_version;
+        if c.routes_for != version {
             c.routes.clear();
             c.shared_routes.clear();
-            c.routes_for = leaves;
+            c.routes_for = version;
         }
     }
 
@@ -644,7 +685,7 @@ impl Incremental {
         let t = t.max(0) as u64;
         let (arrangement, t) = {
             let mut c = self.controller();
-            let Some(&(arrangement, grain)) = c.views.get(view) else {
+            let Some(&(arrangement, grain)) = c.views.get(&view) else {
                 return Err(Error::Plan(format!("no view {view}")));
             };
             self.complete_at(&mut c, t);
@@ -678,19 +719,22 @@ impl Incremental {
     }
 
     /// Every change of the view from now on, one message per time once the time is complete
-    /// (the first message holds the view's whole content); `wake` is unparked after messages
-    /// are sent. The subscription's dataflow lives until [`Incremental::unsubscribe`].
-    pub fn subscribe(&self, view: ViewId, wake: Option<Thread>) -> Result<Subscription, Error> {
+    /// (the first message holds the view's whole content, and is empty once `from` is complete
+    /// with nothing in the view); `wake` is unparked after messages are sent. The
+    /// subscription's dataflow lives until [`Incremental::unsubscribe`].
+    pub fn subscribe(&self, view: ViewId, from: i64, wake: Option<Thread>) -> Result<Subscription, Error> {
         let arrangement = {
             let c = self.controller();
-            c.views.get(view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0
+            c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0
         };
         let (tx, rx) = channel();
         let complete = Arc::new(AtomicU64::new(0));
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
+        let from = from.max(0) as u64;
         self.broadcast(|| Command::Subscribe {
             id,
             arrangement,
+            from,
             tx: tx.clone(),
             complete: Arc::clone(&complete),
             wake: wake.clone(),
@@ -730,12 +774,14 @@ type LeafInput = InputHandle<u64, CapacityContainerBuilder<Vec<Row>>>;
 type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
 
 /// One worker's handles: every registered arrangement (with the probe of the dataflow that
-/// builds it), the leaf inputs, and each dataflow's clock input.
+/// builds it), the leaf inputs, and each installation's clock input and dataflow.
 #[derive(Default)]
 pub(crate) struct WorkerState {
     traces: HashMap<usize, (Trace, ProbeHandle<u64>)>,
     leaves: HashMap<usize, (LeafInput, Option<Grain>)>,
-    clocks: Vec<(ClockInput, Option<Grain>)>,
+    clocks: HashMap<usize, (ClockInput, Option<Grain>)>,
+    /// Each installation's dataflow, by the installation's number.
+    dataflows: HashMap<usize, usize>,
 }
 
 fn run_worker(
@@ -752,8 +798,20 @@ fn run_worker(
     loop {
         loop {
             match rx.try_recv() {
-                Ok(Command::Install { node, grain }) => {
-                    install(worker, &mut state, &node, grain, time, &keys, &counters)
+                Ok(Command::Install { install: number, node, grain }) => {
+                    install(worker, &mut state, number, &node, grain, time, (&keys, &counters))
+                }
+                Ok(Command::Drop { install, arrangements, leaves }) => {
+                    for a in &arrangements {
+                        state.traces.remove(a);
+                    }
+                    for l in &leaves {
+                        state.leaves.remove(l);
+                    }
+                    state.clocks.remove(&install);
+                    if let Some(dataflow) = state.dataflows.remove(&install) {
+                        worker.drop_dataflow(dataflow);
+                    }
                 }
                 Ok(Command::Rows { leaf, rows, history }) => {
                     if let Some((input, _)) = state.leaves.get_mut(&leaf) {
@@ -776,7 +834,7 @@ fn run_worker(
                             input.advance_to(to);
                         }
                     }
-                    for (clock, grain) in state.clocks.iter_mut() {
+                    for (clock, grain) in state.clocks.values_mut() {
                         let to = follow(*grain, time);
                         if *clock.time() < to {
                             clock.advance_to(to);
@@ -794,9 +852,9 @@ fn run_worker(
                     }
                 }
                 Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
-                Ok(Command::Subscribe { id, arrangement, tx, complete, wake }) => {
+                Ok(Command::Subscribe { id, arrangement, from, tx, complete, wake }) => {
                     let dataflow = worker.next_dataflow_index();
-                    if subscribe(worker, &mut state, arrangement, (tx, wake), complete, &keys) {
+                    if subscribe(worker, &mut state, (arrangement, from), (tx, wake), complete, &keys) {
                         subscriptions.insert(id, dataflow);
                     }
                 }
@@ -831,16 +889,17 @@ fn follow(grain: Option<Grain>, t: u64) -> u64 {
     grain.map_or(t, |g| g.settled(t))
 }
 
-/// Builds one view's dataflow on this worker.
+/// Builds one view's dataflow on this worker, as installation `number`.
 fn install(
     worker: &mut timely::worker::Worker,
     state: &mut WorkerState,
+    number: usize,
     node: &Node,
     grain: Option<Grain>,
     time: u64,
-    keys: &Keys,
-    counters: &Arc<Counters>,
+    (keys, counters): (&Keys, &Arc<Counters>),
 ) {
+    state.dataflows.insert(number, worker.next_dataflow_index());
     let mut clock_input = ClockInput::new();
     let new_leaves = worker.dataflow::<u64, _, _>(|scope| {
         let clock = scope.input_from(&mut clock_input);
@@ -863,16 +922,17 @@ fn install(
         }
     }
     clock_input.advance_to(to);
-    state.clocks.push((clock_input, grain));
+    state.clocks.insert(number, (clock_input, grain));
 }
 
 /// Builds a dataflow that imports a view's arrangement and sends its changes, gathered on the
 /// first worker, time by time once each time is complete (then unparks the thread to wake, if
-/// any); false when there is no such arrangement (nothing is built).
+/// any); an empty message first when the view is still empty once `from` is complete. False
+/// when there is no such arrangement (nothing is built).
 fn subscribe(
     worker: &mut timely::worker::Worker,
     state: &mut WorkerState,
-    arrangement: usize,
+    (arrangement, from): (usize, u64),
     (tx, wake): (Sender<Change>, Option<Thread>),
     complete: Arc<AtomicU64>,
     keys: &Keys,
@@ -884,6 +944,8 @@ fn subscribe(
     worker.dataflow::<u64, _, _>(|scope| {
         let changes = trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v));
         let mut pending: BTreeMap<u64, Vec<(Labels, f64, isize)>> = BTreeMap::new();
+        // whether the first message (the view's whole content) went
+        let mut started = false;
         let to_first = Exchange::new(|_: &Update| 0u64);
         changes.inner.sink(to_first, "subscribe", move |(input, frontier)| {
             input.for_each(|_cap, data| {
@@ -897,7 +959,17 @@ fn subscribe(
                     break;
                 }
                 let (t, updates) = entry.remove_entry();
+                started = true;
                 sent |= tx.send((t as i64, updates)).is_ok();
+            }
+            // an empty view sends nothing on its own: its first message, stamped `from`, says
+            // so once `from` is complete with nothing in it
+            let complete_to = frontier.frontier().iter().min().copied();
+            if let (true, false, Some(f)) = (sends, started, complete_to) {
+                if f > from {
+                    started = true;
+                    sent |= tx.send((from.min(i64::MAX as u64) as i64, Vec::new())).is_ok();
+                }
             }
             if let (true, Some(w)) = (sent, &wake) {
                 w.unpark();

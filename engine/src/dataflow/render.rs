@@ -64,6 +64,27 @@ pub(crate) enum Node {
     Join { lhs: Box<Node>, rhs: Box<Node>, op: BinOp, key: JoinKey, return_bool: bool },
 }
 
+impl Node {
+    /// Calls `f` on this node and every node below it.
+    pub(crate) fn walk(&self, f: &mut impl FnMut(&Node)) {
+        f(self);
+        match self {
+            Node::Import(_) | Node::Series { .. } | Node::Constant { .. } => {}
+            Node::Arrange { input, .. }
+            | Node::Map { input, .. }
+            | Node::ScalarOp { input, .. }
+            | Node::Relabel { input, .. }
+            | Node::Aggregate { input, .. }
+            | Node::Absent { input, .. }
+            | Node::Histogram { input, .. } => input.walk(f),
+            Node::Join { lhs, rhs, .. } => {
+                lhs.walk(f);
+                rhs.walk(f);
+            }
+        }
+    }
+}
+
 /// The controller's record of what has been built: arranged sub-plans and the leaves that
 /// samples are fed to.
 #[derive(Default)]
@@ -75,6 +96,11 @@ pub(crate) struct Registry {
     /// Storage to read samples back from, and from which window length operators keep only
     /// a window's ends ([`Keep::Ends`]).
     pub(crate) read_back: Option<(ReadBack, i64)>,
+    /// The next arrangement's id: ids are never reused, since a dropped view's arrangements
+    /// leave gaps.
+    next: usize,
+    /// Changes whenever `leaves` does, so that routes worked out before are redone.
+    pub(crate) leaves_version: u64,
 }
 
 impl Registry {
@@ -104,9 +130,25 @@ impl Registry {
             }
         };
         let (new, leaves) = (l.new, l.leaves);
+        self.next += new.len();
         self.arranged.extend(new);
-        self.leaves.extend(leaves.iter().cloned());
+        if !leaves.is_empty() {
+            self.leaves.extend(leaves.iter().cloned());
+            self.leaves_version += 1;
+        }
         Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain })
+    }
+}
+
+impl Registry {
+    /// Forgets arrangements and leaves whose dataflow was dropped: later views build them
+    /// anew, and samples no longer go to the leaves.
+    pub(crate) fn forget(&mut self, arrangements: &[usize], leaves: &[usize]) {
+        self.arranged.retain(|(_, _, _, id)| !arrangements.contains(id));
+        if !leaves.is_empty() {
+            self.leaves.retain(|(id, _)| !leaves.contains(id));
+            self.leaves_version += 1;
+        }
     }
 }
 
@@ -147,7 +189,7 @@ fn constant(plan: &Plan) -> Option<f64> {
 
 impl Lowering<'_> {
     fn next_id(&self) -> usize {
-        self.reg.arranged.len() + self.new.len()
+        self.reg.next + self.new.len()
     }
 
     fn find(&self, plan: &Plan) -> Option<usize> {

@@ -235,6 +235,33 @@ fn beats(max: bool, later: f64, earlier: f64) -> bool {
     earlier.is_nan() || if max { later > earlier } else { later < earlier }
 }
 
+/// An operator's series. Dropped with its dataflow (its view uninstalled), it takes the
+/// samples it held off [`Counters::samples_kept`].
+struct SeriesMap {
+    series: KeyMap<u64, SeriesState>,
+    counters: Arc<Counters>,
+}
+
+impl std::ops::Deref for SeriesMap {
+    type Target = KeyMap<u64, SeriesState>;
+    fn deref(&self) -> &Self::Target {
+        &self.series
+    }
+}
+
+impl std::ops::DerefMut for SeriesMap {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.series
+    }
+}
+
+impl Drop for SeriesMap {
+    fn drop(&mut self) {
+        let held: i64 = self.series.values().map(|st| st.counted as i64).sum();
+        self.counters.samples_kept.fetch_sub(held, Ordering::Relaxed);
+    }
+}
+
 /// One series' state: its visible samples kept ([`Keep`]), in time order, and the value last
 /// emitted.
 #[derive(Default)]
@@ -571,7 +598,7 @@ pub(crate) fn render<'s>(
 ) -> Stream<'s, u64, Vec<Update>> {
     rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
         let mut due: BTreeMap<u64, Due> = BTreeMap::new();
-        let mut series: KeyMap<u64, SeriesState> = KeyMap::default();
+        let mut series = SeriesMap { series: KeyMap::default(), counters: Arc::clone(&counters) };
         // series whose value moves with time now: recomputed at every tick
         let mut moving = KeySet::default();
         let span = func.span().max(1);

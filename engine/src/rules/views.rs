@@ -31,7 +31,7 @@ use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
 use super::now_ms;
 use super::ElementChange;
 use crate::dataflow::{Grain, Incremental, Subscription, ViewId};
-use crate::Plan;
+use crate::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
 /// answered correctly (a rule reads at its group's evaluation time, close to now). A read
@@ -85,6 +85,9 @@ const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 struct Watch {
     changes: Subscription,
+    /// The view watched, and whether a client (not a rule) watches it.
+    view: ViewId,
+    reader: Reader,
     /// When the watch began: its first message holds the view's whole content, stamped with
     /// the view's oldest time, which is when the watch learns it, not when it became true.
     since: i64,
@@ -112,9 +115,24 @@ pub struct RuleViews {
     watch_thread: OnceLock<Thread>,
 }
 
-/// An expression seen, with the grain it is read at, and its view (`None`: not maintained,
-/// evaluated in batch).
-type SeenExpression = (Plan, Option<Grain>, Option<ViewId>);
+/// An expression seen, with the grain it is read at, its view, and who reads it.
+struct SeenExpression {
+    plan: Plan,
+    grain: Option<Grain>,
+    /// `Err`: not maintained (why), evaluated in batch.
+    view: Result<ViewId, String>,
+    /// Whether a rule reads it: rules' views last as long as the server.
+    rules: bool,
+    /// Clients subscribed to it: a view no rule reads goes with its last client.
+    clients: usize,
+}
+
+/// Who reads a view.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reader {
+    Rule,
+    Client,
+}
 
 /// What the clock waits for.
 struct ClockState {
@@ -294,26 +312,49 @@ impl RuleViews {
         }
     }
 
-    /// The view of `plan` at `grain`, installed from history at `t` on first use (then
-    /// `fresh`); `None` when the incremental executor does not maintain it.
-    fn view_of(&self, plan: &Plan, t: i64, grain: Option<Grain>) -> Option<Result<(ViewId, bool), String>> {
+    /// The view of `plan` at `grain` for `reader`, installed from history at `t` on first use
+    /// (then `fresh`). [`Error::Unsupported`] when the incremental executor does not
+    /// maintain it.
+    fn view_of(
+        &self,
+        plan: &Plan,
+        t: i64,
+        grain: Option<Grain>,
+        reader: Reader,
+    ) -> Result<(ViewId, bool), Error> {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, view)) = views.iter().find(|(p, g, _)| *g == grain && p == plan) {
-            return view.map(|v| Ok((v, false)));
+        if let Some(seen) = views.iter_mut().find(|s| s.grain == grain && s.plan == *plan) {
+            let view = seen.view.clone().map_err(Error::Unsupported)?;
+            match reader {
+                Reader::Rule => seen.rules = true,
+                Reader::Client => seen.clients += 1,
+            }
+            return Ok((view, false));
         }
         self.take_feed();
         // everything committed until now, even ahead of `t`: a later delivery of the same
         // samples through the feed is ignored
         let view = match self.inc.install_from(plan, self.querier.as_ref(), t, grain) {
-            Ok(v) => Some(v),
-            Err(crate::Error::Unsupported(what)) => {
-                tracing::info!(%what, "rule expression evaluated in batch, not as a view");
-                None
+            Ok(v) => Ok(v),
+            Err(Error::Unsupported(what)) => {
+                if reader == Reader::Rule {
+                    tracing::info!(%what, "rule expression evaluated in batch, not as a view");
+                }
+                Err(what)
             }
-            Err(e) => return Some(Err(e.to_string())),
+            Err(e) => return Err(e),
         };
-        views.push((plan.clone(), grain, view));
-        view.map(|v| Ok((v, true)))
+        // a client's expression that is not maintained is not remembered: clients come and go
+        if reader == Reader::Rule || view.is_ok() {
+            views.push(SeenExpression {
+                plan: plan.clone(),
+                grain,
+                view: view.clone(),
+                rules: reader == Reader::Rule,
+                clients: usize::from(reader == Reader::Client),
+            });
+        }
+        view.map(|v| (v, true)).map_err(Error::Unsupported)
     }
 
     /// Installs, from history at `t`, the views of `plans` (each with the grain it is read
@@ -323,8 +364,10 @@ impl RuleViews {
     /// window means reading a day of samples for every series at once.
     pub fn prepare<'p>(&self, plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>, t: i64) {
         for (plan, grain) in plans {
-            if let Some(Err(e)) = self.view_of(plan, t, grain.filter(|g| g.contains(t))) {
-                tracing::warn!(error = %e, "installing a rule's view");
+            let grain = grain.filter(|g| g.contains(t));
+            match self.view_of(plan, t, grain, Reader::Rule) {
+                Ok(_) | Err(Error::Unsupported(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "installing a rule's view"),
             }
         }
     }
@@ -340,9 +383,10 @@ impl RuleViews {
         grain: Option<Grain>,
     ) -> Option<Result<Vec<(Labels, f64)>, String>> {
         let grain = grain.filter(|g| g.contains(t));
-        let (view, fresh) = match self.view_of(plan, t, grain)? {
+        let (view, fresh) = match self.view_of(plan, t, grain, Reader::Rule) {
             Ok(v) => v,
-            Err(e) => return Some(Err(e)),
+            Err(Error::Unsupported(_)) => return None,
+            Err(e) => return Some(Err(e.to_string())),
         };
         self.take_feed();
         // a view installed when the clock had passed `t` (an earlier rule of the group read
@@ -356,25 +400,58 @@ impl RuleViews {
         Some(rows)
     }
 
-    /// Calls `handler` with `plan`'s whole result each time it changes, at the change's time
-    /// (the first call has the result at the time of the subscription), and again at the
-    /// time the handler asks for. Returns the watch's id, or `None` when the incremental
-    /// executor does not maintain the plan.
+    /// Calls `handler` with `plan`'s whole result, then with what changed each time it
+    /// changes, at the change's time (the first call has the result at the time of the
+    /// watch), and again at the time the handler asks for. Returns the watch's id, or `None`
+    /// when the incremental executor does not maintain the plan. A rule's watch
+    /// (event-mode alerts): its view stays after [`RuleViews::unwatch`].
     pub fn watch(&self, plan: &Plan, handler: WatchFn) -> Option<Result<u64, String>> {
+        match self.watch_as(plan, handler, Reader::Rule) {
+            Ok(id) => Some(Ok(id)),
+            Err(Error::Unsupported(_)) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    /// A client's standing query (a websocket subscription): [`RuleViews::watch`], except
+    /// that the view, which starts from history and shares what other views arrange, is
+    /// uninstalled when its last client unwatches it and no rule reads it.
+    /// [`Error::Unsupported`] names what the incremental executor does not maintain.
+    pub fn subscribe(&self, plan: &Plan, handler: WatchFn) -> Result<u64, Error> {
+        self.watch_as(plan, handler, Reader::Client)
+    }
+
+    fn watch_as(&self, plan: &Plan, handler: WatchFn, reader: Reader) -> Result<u64, Error> {
         let since = if self.wall_clock { now_ms() } else { self.inc.clock() };
-        let (view, _) = match self.view_of(plan, since, None)? {
-            Ok(v) => v,
-            Err(e) => return Some(Err(e)),
-        };
-        let changes = match self.inc.subscribe(view, self.watch_thread.get().cloned()) {
+        let (view, _) = self.view_of(plan, since, None, reader)?;
+        let changes = match self.inc.subscribe(view, since, self.watch_thread.get().cloned()) {
             Ok(c) => c,
-            Err(e) => return Some(Err(e.to_string())),
+            Err(e) => {
+                self.release(view, reader);
+                return Err(e);
+            }
         };
         let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
         *next += 1;
-        let watch = Watch { changes, since, started: false, handler, wake_at: None };
+        let watch = Watch { changes, view, reader, since, started: false, handler, wake_at: None };
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(*next, watch);
-        Some(Ok(*next))
+        Ok(*next)
+    }
+
+    /// A reader is done with `view`: a client's last reference to a view no rule reads
+    /// uninstalls it.
+    fn release(&self, view: ViewId, reader: Reader) {
+        if reader == Reader::Rule {
+            return;
+        }
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = views.iter().position(|s| s.view.as_ref().ok() == Some(&view)) else { return };
+        let seen = &mut views[i];
+        seen.clients = seen.clients.saturating_sub(1);
+        if seen.clients == 0 && !seen.rules {
+            views.swap_remove(i);
+            self.inc.uninstall(view);
+        }
     }
 
     /// Brings every watch up to `t` before a group evaluates at `t`: completes `t` and hands
@@ -405,10 +482,12 @@ impl RuleViews {
         self.run_watches();
     }
 
-    /// Ends a watch.
+    /// Ends a watch; a client's also gives up its view ([`RuleViews::subscribe`]).
     pub fn unwatch(&self, id: u64) {
-        if let Some(w) = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+        let watch = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if let Some(w) = watch {
             self.inc.unsubscribe(&w.changes);
+            self.release(w.view, w.reader);
         }
     }
 
@@ -460,8 +539,8 @@ impl RuleViews {
     /// How many rule expressions are maintained as views, and how many in batch.
     pub fn counts(&self) -> (usize, usize) {
         let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let live = views.iter().filter(|(_, _, v)| v.is_some()).count();
-        (live, views.len() - live)
+        let live = views.iter().filter(|s| s.rules && s.view.is_ok()).count();
+        (live, views.iter().filter(|s| s.view.is_err()).count())
     }
 }
 

@@ -47,6 +47,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/status/tsdb", get(status_tsdb))
         .route("/status/walreplay", get(walreplay))
         .route("/write", post(remote_write))
+        .route("/subscribe", get(crate::subscribe::subscribe))
         .route("/admin/tsdb/{op}", any(admin));
     let root = Router::new()
         .nest("/api/v1", api)
@@ -310,7 +311,8 @@ fn labels_json(l: &Labels) -> Value {
     Value::Object(l.iter().map(|x| (x.name.clone(), Value::String(x.value.clone()))).collect())
 }
 
-fn write_labels(out: &mut String, l: &Labels) {
+/// Writes a label set as the API's JSON object.
+pub(crate) fn write_labels(out: &mut String, l: &Labels) {
     out.push_str(&labels_json(l).to_string());
 }
 

@@ -5,6 +5,7 @@
 mod api;
 mod metrics;
 pub mod params;
+mod subscribe;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::router;
 pub use metrics::HttpMetrics;
+pub use subscribe::Subscriptions;
 
 /// Errors of the HTTP server itself (binding, serving).
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,8 @@ pub struct AppState {
     pub quit: tokio::sync::watch::Sender<bool>,
     /// Request counters.
     pub http_metrics: HttpMetrics,
+    /// Live result streams' limits and counts (`/api/v1/subscribe`).
+    pub subscriptions: Subscriptions,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

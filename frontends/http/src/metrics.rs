@@ -179,6 +179,18 @@ pub fn render(state: &AppState) -> String {
     if let Some(views) = state.rules.views() {
         write_dataflow_metrics(&mut out, views);
     }
+    gauge(
+        &mut out,
+        "promflow_subscriptions",
+        "Live result streams subscribed over /api/v1/subscribe.",
+        state.subscriptions.live.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "promflow_subscription_slow_consumers_total",
+        "Subscription connections closed because the client did not take its messages in time.",
+        state.subscriptions.slow_consumers.load(Ordering::Relaxed),
+    );
     state.scrape.write_metrics(&mut out);
     state.http_metrics.write(&mut out);
     out
@@ -210,7 +222,7 @@ fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::rules::Rule
     gauge(
         out,
         "promflow_dataflow_arrangements",
-        "Arrangements the rule views registered (shared sub-expressions count once).",
+        "Arrangements the views of rules and subscriptions registered (shared sub-expressions count once).",
         views.arrangements(),
     );
     gauge(
