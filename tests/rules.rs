@@ -525,6 +525,13 @@ fn reloading_rules_marks_removed_series_stale() {
     });
     assert!(waited.is_some(), "removed rules' series are still visible or the new rule did not record");
     assert!(present("kept"));
+    // the removed rules' views are uninstalled: one view, one arrangement per rule left
+    let gauge = |name: &str| {
+        let (_, text) = pf.get_text("/metrics");
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let views = gauge("promflow_rule_expressions{evaluation=\"view\"}");
+    assert_eq!((views, gauge("promflow_dataflow_arrangements")), (Some(2.0), Some(2.0)));
 
     write_rules("groups:\n- name: g\n  rules:\n  - record: 'bad name'\n    expr: vector(1)\n");
     assert_eq!(reload(&pf), 500);

@@ -103,6 +103,14 @@ impl RuleSpec {
         }
     }
 
+    /// The compiled expression.
+    pub fn plan(&self) -> &Plan {
+        match self {
+            RuleSpec::Record(r) => &r.plan,
+            RuleSpec::Alert(a) => &a.plan,
+        }
+    }
+
     /// The expression as printed.
     pub fn query(&self) -> &str {
         match self {
@@ -702,6 +710,17 @@ impl Manager {
         }
         for gone in old_groups {
             gone.lock().unwrap_or_else(|e| e.into_inner()).mark_stale(now_ms(), &*self.appender);
+        }
+        // the views of rules that are gone go with them (a changed rule is a new expression)
+        if let Some(views) = self.views() {
+            let plans: Vec<Plan> = running
+                .iter()
+                .flat_map(|r| {
+                    let g = r.group.lock().unwrap_or_else(|e| e.into_inner());
+                    g.spec.rules.iter().map(|rule| rule.plan().clone()).collect::<Vec<_>>()
+                })
+                .collect();
+            views.retire_rule_views(|p| plans.contains(p));
         }
     }
 

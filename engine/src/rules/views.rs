@@ -482,6 +482,27 @@ impl RuleViews {
         self.run_watches();
     }
 
+    /// After a reload: the views of expressions no rule has any more are uninstalled (unless
+    /// a client subscribes to them), and forgotten if evaluated in batch. `kept` says which
+    /// expressions the rules have now.
+    pub fn retire_rule_views(&self, kept: impl Fn(&Plan) -> bool) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = 0;
+        while i < views.len() {
+            let seen = &mut views[i];
+            if seen.rules && !kept(&seen.plan) {
+                seen.rules = false;
+                if seen.clients == 0 {
+                    if let Ok(view) = views.swap_remove(i).view {
+                        self.inc.uninstall(view);
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
     /// Ends a watch; a client's also gives up its view ([`RuleViews::subscribe`]).
     pub fn unwatch(&self, id: u64) {
         let watch = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -556,10 +577,7 @@ pub(crate) fn view_rules(spec: &super::GroupSpec) -> Vec<bool> {
     let mut written: Vec<String> = Vec::new();
     let mut out = Vec::with_capacity(spec.rules.len());
     for rule in &spec.rules {
-        let plan = match rule {
-            super::RuleSpec::Record(r) => &r.plan,
-            super::RuleSpec::Alert(a) => &a.plan,
-        };
+        let plan = rule.plan();
         let reads_earlier = plan.selections().iter().any(|ms| {
             written.iter().any(|name| {
                 let l = Labels::from_pairs([(promflow_storage::METRIC_NAME, name.as_str())]);
