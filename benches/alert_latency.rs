@@ -17,7 +17,7 @@ mod workload;
 
 use std::time::{Duration, Instant};
 
-use workload::common::{self, free_port, peer};
+use workload::common::{self, free_port};
 use workload::{env, percentile, pin_self, start_pinned, CLIENT_CPU};
 
 /// The alerts of a recorded request (request line, newline, body): (firing, startsAt in ms).
@@ -43,12 +43,8 @@ fn main() {
     let crossings = env("BENCH_CROSSINGS", 20);
     let interval_s = env("BENCH_INTERVAL_S", 15);
     pin_self(CLIENT_CPU);
-    let mut systems = vec![("promflow", env!("CARGO_BIN_EXE_promflow").to_string())];
-    if peer("prometheus").is_some() {
-        systems.push(("Prometheus 2.42", "prometheus".to_string()));
-    }
     let mut table = Vec::new();
-    for (name, bin) in systems {
+    for (name, bin) in workload::systems("Prometheus 2.42") {
         let receiver = common::start_capture(0);
         let port = receiver.port;
         // the requests that arrived from index `from` on, with their arrival

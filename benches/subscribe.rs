@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
-use workload::common::{self, free_port, peer};
+use workload::common::{self, free_port};
 use workload::{env, percentile, pin_self, start_pinned, Rng, CLIENT_CPU};
 
 const JOBS: usize = 100;
@@ -211,12 +211,8 @@ fn main() {
     let subscriptions = env("BENCH_SUBSCRIPTIONS", 1000);
     let seconds = env("BENCH_SECONDS", 60);
     pin_self(CLIENT_CPU);
-    let mut systems = vec![("promflow", env!("CARGO_BIN_EXE_promflow").to_string())];
-    if peer("prometheus").is_some() {
-        systems.push(("Prometheus 2.42 (polled every second)", "prometheus".to_string()));
-    }
     let mut table = Vec::new();
-    for (name, bin) in systems {
+    for (name, bin) in workload::systems("Prometheus 2.42 (polled every second)") {
         let promflow = name == "promflow";
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("bench.yml");

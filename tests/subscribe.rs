@@ -73,6 +73,12 @@ fn metric(server: &Server, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
+/// promflow with the remote-write receiver and no scrape target, and `extra` flags.
+fn server(dir: &tempfile::TempDir, extra: &[&str]) -> Server {
+    let flags: Vec<&str> = ["--web.enable-remote-write-receiver"].iter().chain(extra).copied().collect();
+    start_promflow(dir.path(), "global:\n  scrape_interval: 1m\n", &flags)
+}
+
 fn temp(server: &Server, host: &str, t: i64, v: f64) {
     let (code, body) = remote_write(server, vec![series(&[("__name__", "temp"), ("host", host)], &[(t, v)])]);
     assert_eq!(code, 204, "{body}");
@@ -81,11 +87,7 @@ fn temp(server: &Server, host: &str, t: i64, v: f64) {
 #[test]
 fn a_subscription_streams_its_snapshot_then_each_change_and_frees_its_view() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 1m\n",
-        &["--web.enable-remote-write-receiver"],
-    );
+    let server = server(&dir, &[]);
     let t0 = now_ms();
     temp(&server, "a", t0, 5.0);
     temp(&server, "b", t0, 20.0);
@@ -173,11 +175,7 @@ fn a_subscription_streams_its_snapshot_then_each_change_and_frees_its_view() {
 #[test]
 fn a_query_the_dataflow_does_not_maintain_is_evaluated_in_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 1m\n",
-        &["--web.enable-remote-write-receiver", "--subscribe.batch-interval=200ms"],
-    );
+    let server = server(&dir, &["--subscribe.batch-interval=200ms"]);
     let t0 = now_ms();
     temp(&server, "a", t0, 5.0);
     temp(&server, "b", t0, 20.0);
@@ -229,11 +227,7 @@ fn a_subscription_to_a_rules_expression_shares_its_arrangement() {
 #[test]
 fn a_slow_client_is_disconnected_while_others_keep_receiving() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 1m\n",
-        &["--web.enable-remote-write-receiver"],
-    );
+    let server = server(&dir, &[]);
     // big change messages: 2,000 series with long labels, all changing at every write
     let pad = "x".repeat(300);
     let write = |t: i64, v: f64| {
@@ -301,11 +295,7 @@ fn a_slow_client_is_disconnected_while_others_keep_receiving() {
 #[test]
 fn the_subscribe_command_prints_one_json_line_per_message() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_promflow(
-        dir.path(),
-        "global:\n  scrape_interval: 1m\n",
-        &["--web.enable-remote-write-receiver"],
-    );
+    let server = server(&dir, &[]);
     let t0 = now_ms();
     temp(&server, "a", t0, 1.0);
     let mut child = Command::new(env!("CARGO_BIN_EXE_promflow"))

@@ -480,6 +480,16 @@ pub fn rss_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The systems a side-by-side benchmark runs: promflow, and Prometheus (under `name`) when
+/// it is installed. (name, binary).
+pub fn systems(prometheus_name: &'static str) -> Vec<(&'static str, String)> {
+    let mut systems = vec![("promflow", env!("CARGO_BIN_EXE_promflow").to_string())];
+    if common::peer("prometheus").is_some() {
+        systems.push((prometheus_name, "prometheus".to_string()));
+    }
+    systems
+}
+
 pub fn pin_self(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity get a
     // pointer to it that lives for the call.
