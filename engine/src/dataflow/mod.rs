@@ -251,8 +251,8 @@ struct Controller {
     /// The arrangement each live view reads, and the grain it changes at.
     views: HashMap<ViewId, (usize, Option<Grain>)>,
     next_view: ViewId,
-    /// Per series: its key and the leaves whose matchers it satisfies, as of the registry's
-    /// `routes_for` version of its leaves.
+    /// Per series: its key and the leaves whose matchers it satisfies, worked out when the
+    /// registry's leaves were at version `routes_for`.
     routes: HashMap<Labels, (u64, Vec<usize>)>,
     /// The same for the append feed's shared label sets, by their address
     /// ([`Incremental::append_shared`]).
