@@ -131,7 +131,12 @@ fn subscribe_all(
                     let text = match socket.read() {
                         Ok(tungstenite::Message::Text(t)) => t,
                         Ok(_) => continue,
-                        Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        Err(tungstenite::Error::Io(e))
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
                             continue
                         }
                         Err(e) => panic!("subscription connection: {e}"),
