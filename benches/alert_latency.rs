@@ -83,14 +83,7 @@ fn main() {
                 timeseries: vec![s],
                 metadata: vec![],
             });
-            let r = http
-                .post(format!("{}/api/v1/write", server.base))
-                .header("Content-Type", "application/x-protobuf")
-                .header("Content-Encoding", "snappy")
-                .body(body)
-                .send()
-                .expect("remote write");
-            assert!(r.status().is_success(), "remote write answered {}", r.status());
+            workload::post_write(&http, &server.base, body);
         };
         let limit = Duration::from_secs(3 * interval_s as u64 + 10);
         write(20.0);

@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, median, peer};
 use workload::{
-    all_series, env, pin_self, rss_mib, rule_file, send, start_pinned, Rounds, Running, CLIENT_CPU,
-    INTERVAL_MS,
+    all_series, cpu_of, cpu_seconds, env, pin_self, rss_mib, rule_file, send, start_pinned, Rounds, Running,
+    CLIENT_CPU, INTERVAL_MS,
 };
 
 /// Rounds of history per block of requests: every series with 20 samples (5 minutes).
@@ -163,11 +163,6 @@ fn wait_for_compaction(system: System, pid: u32, base: &str, rounds: &mut Rounds
     started.elapsed()
 }
 
-/// User plus system CPU seconds the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    cpu_of(&format!("/proc/{pid}/stat"))
-}
-
 /// Seconds the server has spent compacting its storage, which runs on a schedule of its own
 /// (a block range completes, merges follow) and so lands in some runs' measured window and
 /// not in others: promflow's compaction thread's CPU, Prometheus's own total of compaction
@@ -196,18 +191,6 @@ fn compaction_seconds(system: System, pid: u32, base: &str) -> f64 {
                 .unwrap_or(0.0)
         }
     }
-}
-
-/// User plus system CPU seconds in a `/proc/…/stat` file (a process's or a thread's).
-fn cpu_of(path: &str) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // the fields after the command name, which is in parentheses and may hold spaces
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
-    let hz = 100.0; // sysconf(_SC_CLK_TCK) on Linux
-    (ticks(11) + ticks(12)) / hz
 }
 
 struct Run {

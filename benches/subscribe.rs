@@ -80,7 +80,6 @@ impl Writer {
     /// Writes every second until `until`.
     fn run(&mut self, base: &str, until: Instant) {
         let http = common::client();
-        let url = format!("{base}/api/v1/write");
         while Instant::now() < until {
             let tick = Instant::now();
             let t = common::now_ms();
@@ -93,14 +92,7 @@ impl Writer {
                 })
                 .collect();
             let body = promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] });
-            let r = http
-                .post(&url)
-                .header("Content-Type", "application/x-protobuf")
-                .header("Content-Encoding", "snappy")
-                .body(body)
-                .send()
-                .expect("remote write");
-            assert!(r.status().is_success(), "remote write answered {}", r.status());
+            workload::post_write(&http, base, body);
             self.acks.lock().unwrap().insert(t, Instant::now());
             std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
         }
@@ -193,13 +185,6 @@ fn poll_all(
         .collect()
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
-}
-
 fn metric(base: &str, name: &str) -> f64 {
     let text =
         common::client().get(format!("{base}/metrics")).send().and_then(|r| r.text()).unwrap_or_default();
@@ -248,10 +233,10 @@ fn main() {
             (Vec::new(), poll_all(&server.base, subscriptions, end))
         };
         writer.run(&server.base, measure_from);
-        let cpu0 = cpu_seconds(pid);
+        let cpu0 = workload::cpu_seconds(pid);
         let t0 = Instant::now();
         writer.run(&server.base, end);
-        let cpu = cpu_seconds(pid) - cpu0;
+        let cpu = workload::cpu_seconds(pid) - cpu0;
         let elapsed = t0.elapsed().as_secs_f64();
         let rss_after = workload::rss_mib(pid, "VmRSS:");
         // writes answered in the measured seconds, early enough for what they cause to be seen

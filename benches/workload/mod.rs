@@ -437,26 +437,46 @@ impl Drop for Running {
 
 /// Sends `rounds` of every request with `conns` senders; each sender owns the chunks
 /// `k, k + conns, …` and sends them round by round. Panics on any non-2xx answer.
+/// Posts one encoded remote-write body to `base`; panics unless it is answered 2xx.
+pub fn post_write(http: &reqwest::blocking::Client, base: &str, body: Vec<u8>) {
+    let r = http
+        .post(format!("{base}/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .expect("remote write");
+    let code = r.status();
+    let text = r.text().unwrap_or_default();
+    assert!(code.is_success(), "remote write answered {code}: {text}");
+}
+
+/// User plus system CPU seconds the process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    cpu_of(&format!("/proc/{pid}/stat"))
+}
+
+/// User plus system CPU seconds in a `/proc/…/stat` file (a process's or a thread's).
+pub fn cpu_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    let hz = 100.0; // sysconf(_SC_CLK_TCK) on Linux
+    (ticks(11) + ticks(12)) / hz
+}
+
 pub fn send(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) {
-    let url = format!("{base}/api/v1/write");
     std::thread::scope(|scope| {
         for k in 0..conns {
-            let url = &url;
             scope.spawn(move || {
                 let http = common::client();
                 for round in bodies {
                     for body in round.iter().skip(k).step_by(conns) {
-                        let r = http
-                            .post(url)
-                            .header("Content-Type", "application/x-protobuf")
-                            .header("Content-Encoding", "snappy")
-                            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                            .body(body.as_ref().clone())
-                            .send()
-                            .expect("remote write");
-                        let code = r.status();
-                        let text = r.text().unwrap_or_default();
-                        assert!(code.is_success(), "remote write answered {code}: {text}");
+                        post_write(&http, base, body.as_ref().clone());
                     }
                 }
             });
