@@ -108,7 +108,7 @@ fn main() {
             inc.install_from(p, db.as_ref(), stream_start - 1, grain).expect("maintained")
         })
         .collect();
-    let watches: Vec<_> =
+    let mut watches: Vec<_> =
         views[views.len() - alert_count..].iter().map(|v| inc.subscribe(*v, 0, None).unwrap()).collect();
     // the history is taken in once the views answer a read
     for v in &views {
@@ -148,8 +148,10 @@ fn main() {
                 inc.advance(clock);
             }
             moves += 1;
-            for w in &watches {
-                changes += w.changes.try_iter().count() as u64;
+            for w in &mut watches {
+                while w.try_next().is_ok() {
+                    changes += 1;
+                }
             }
             // the next idle move or evaluation, whichever comes first
             let next_eval =

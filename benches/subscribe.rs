@@ -3,7 +3,8 @@
 //!
 //! Run with `cargo bench --bench subscribe`. Environment (defaults in brackets):
 //! `BENCH_SERIES` [10000] active series, `BENCH_SUBSCRIPTIONS` [1000] queries,
-//! `BENCH_SECONDS` [60] measured.
+//! `BENCH_SECONDS` [60] measured, `BENCH_ONLY` [both] `promflow` or `prometheus` to run one,
+//! `BENCH_PROMFLOW` [the one built] a promflow binary to run.
 //!
 //! The series are `bench_load{job, host}` (100 jobs); every second one remote-write request
 //! carries a new value for each, stamped with the wall clock. The queries are ten shapes
@@ -233,6 +234,15 @@ fn main() {
             (Vec::new(), poll_all(&server.base, subscriptions, end))
         };
         writer.run(&server.base, measure_from);
+        // the dataflow's gauges while every client is subscribed
+        let gauges: Vec<(&str, f64)> = if promflow {
+            ["promflow_subscriptions", "promflow_dataflow_arrangements", "promflow_dataflow_samples_kept"]
+                .into_iter()
+                .map(|m| (m, metric(&server.base, m)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let cpu0 = workload::cpu_seconds(pid);
         let t0 = Instant::now();
         writer.run(&server.base, end);
@@ -281,12 +291,8 @@ fn main() {
             "{name}: {} latencies, cpu {cpu:.1} s over {elapsed:.0} s, rss {rss_before:.0} -> {rss_after:.0} MiB",
             latencies.len()
         );
-        if promflow {
-            for m in
-                ["promflow_subscriptions", "promflow_dataflow_arrangements", "promflow_dataflow_samples_kept"]
-            {
-                eprintln!("  {m} {}", metric(&server.base, m));
-            }
+        for (m, value) in gauges {
+            eprintln!("  {m} {value}");
         }
         table.push((
             name,
@@ -306,11 +312,12 @@ fn main() {
     for (name, p50, p99, max, cpu, (before, after)) in &table {
         println!("| {name} | {p50:.1} | {p99:.1} | {max:.1} | {cpu:.1} | {before:.0} / {after:.0} |");
     }
-    let (before, after) = table[0].5;
-    println!(
-        "\npromflow: {:.1} KiB of resident memory per subscription",
-        (after - before) * 1024.0 / subscriptions as f64
-    );
+    if let Some((_, _, _, _, _, (before, after))) = table.iter().find(|r| r.0 == "promflow") {
+        println!(
+            "\npromflow: {:.1} KiB of resident memory per subscription",
+            (after - before) * 1024.0 / subscriptions as f64
+        );
+    }
     if table.len() == 2 {
         println!(
             "promflow / Prometheus p99: {:.4}×, server CPU: {:.2}×",

@@ -347,8 +347,7 @@ fn views_start_from_history_in_the_middle_of_a_window() {
 fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     let inc = Incremental::start(2, LOOKBACK).unwrap();
     let view = inc.install(&compile("sum by (job) (x) > 10")).unwrap();
-    let sub = inc.subscribe(view, 0, None).unwrap();
-    let changes = &sub.changes;
+    let mut changes = inc.subscribe(view, 0, None).unwrap();
     let l = |job: &str, i: &str| Labels::from_pairs([("__name__", "x"), ("job", job), ("i", i)]);
     inc.append(&[(l("a", "1"), 1_000, 4.0), (l("a", "2"), 1_000, 5.0), (l("b", "1"), 1_000, 20.0)]);
     inc.advance(1_500);
@@ -365,10 +364,10 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     // nothing is sent for times without a change, but the progress is reported
     inc.advance(3_000);
     assert!(changes.recv_timeout(std::time::Duration::from_millis(300)).is_err());
-    assert_eq!(sub.complete_before(), 3_000);
-    // unsubscribing drops the subscription's dataflow on both workers, and with it the
-    // senders: the channel disconnects
-    inc.unsubscribe(&sub);
+    assert_eq!(changes.complete_before(), 3_000);
+    // unsubscribing ends the subscription on both workers, and with it the senders: the
+    // channel disconnects
+    inc.unsubscribe(&changes);
     inc.advance(4_000);
     assert_eq!(
         changes.recv_timeout(std::time::Duration::from_secs(10)),

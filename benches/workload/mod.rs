@@ -501,10 +501,17 @@ pub fn rss_mib(pid: u32, field: &str) -> f64 {
 }
 
 /// The systems a side-by-side benchmark runs: promflow, and Prometheus (under `name`) when
-/// it is installed. (name, binary).
+/// it is installed; `BENCH_ONLY=promflow` or `BENCH_ONLY=prometheus` keeps one (to profile
+/// it), and `BENCH_PROMFLOW` names another promflow binary (to compare two builds). (name,
+/// binary).
 pub fn systems(prometheus_name: &'static str) -> Vec<(&'static str, String)> {
-    let mut systems = vec![("promflow", env!("CARGO_BIN_EXE_promflow").to_string())];
-    if common::peer("prometheus").is_some() {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let mut systems = Vec::new();
+    if only.is_empty() || only == "promflow" {
+        let built = env!("CARGO_BIN_EXE_promflow").to_string();
+        systems.push(("promflow", std::env::var("BENCH_PROMFLOW").unwrap_or(built)));
+    }
+    if common::peer("prometheus").is_some() && (only.is_empty() || only == "prometheus") {
         systems.push((prometheus_name, "prometheus".to_string()));
     }
     systems

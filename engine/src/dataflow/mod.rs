@@ -19,6 +19,7 @@ mod installs;
 mod keys;
 mod render;
 mod series;
+mod tap;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -33,8 +34,6 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use promflow_storage::Labels;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator as _;
 use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
@@ -44,6 +43,7 @@ use crate::Error;
 use installs::Installs;
 use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
+pub use tap::{Change, Subscription};
 
 /// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
 /// retraction must cancel the NaN it retracts.
@@ -213,33 +213,11 @@ enum Command {
         arrangement: usize,
         from: u64,
         tx: Sender<Change>,
-        complete: Arc<AtomicU64>,
+        complete: Arc<[AtomicU64]>,
         wake: Option<Thread>,
     },
     Unsubscribe(u64),
     Shutdown,
-}
-
-/// A view's change at one time: (time, [(labels, value, +1 or −1)]), with every update of
-/// that time.
-pub type Change = (i64, Vec<(Labels, f64, isize)>);
-
-/// A view's changes as they complete ([`Incremental::subscribe`]).
-pub struct Subscription {
-    /// One message per time with a change, in time order; disconnected once
-    /// [`Incremental::unsubscribe`] has dropped the subscription's dataflow.
-    pub changes: Receiver<Change>,
-    id: u64,
-    /// Every change at a time before this one has been sent.
-    complete: Arc<AtomicU64>,
-}
-
-impl Subscription {
-    /// Every change at a time before this one has been sent on `changes` (`i64::MAX` once the
-    /// view can no longer change).
-    pub fn complete_before(&self) -> i64 {
-        self.complete.load(Ordering::Acquire).min(i64::MAX as u64) as i64
-    }
 }
 
 /// What the controller knows: the registry of arranged sub-plans and leaves, each series'
@@ -718,19 +696,18 @@ impl Incremental {
         Ok(rows)
     }
 
-    /// Every change of the view from now on, one message per time once the time is complete
-    /// (the first message holds the view's whole content, and is empty once `from` is complete
-    /// with nothing in the view); `wake` is unparked after messages are sent. The
-    /// subscription's dataflow lives until [`Incremental::unsubscribe`].
+    /// Every change of the view from `from` on (from the clock, if it is later), one message
+    /// per time once the time is complete; the first message holds the view's whole content at
+    /// the start, even when it is empty. `wake` is unparked after messages are sent. The
+    /// subscription lasts until [`Incremental::unsubscribe`], or until its view is dropped.
     pub fn subscribe(&self, view: ViewId, from: i64, wake: Option<Thread>) -> Result<Subscription, Error> {
-        let arrangement = {
-            let c = self.controller();
-            c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0
-        };
-        let (tx, rx) = channel();
-        let complete = Arc::new(AtomicU64::new(0));
+        // the clock cannot move before every worker has the subscription: no update after its
+        // start has left a tap yet
+        let c = self.controller();
+        let arrangement = c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0;
+        let from = (from.max(0) as u64).max(c.clock);
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let from = from.max(0) as u64;
+        let (sub, tx, complete) = Subscription::new(id, from as i64, self.workers);
         self.broadcast(|| Command::Subscribe {
             id,
             arrangement,
@@ -739,11 +716,12 @@ impl Incremental {
             complete: Arc::clone(&complete),
             wake: wake.clone(),
         });
-        Ok(Subscription { changes: rx, id, complete })
+        drop(c);
+        Ok(sub)
     }
 
-    /// Drops a subscription's dataflow on every worker (a watch ended: its rule was removed or
-    /// reloaded), so that it costs nothing more.
+    /// Ends a subscription on every worker: its channel disconnects once every worker has let
+    /// it go.
     pub fn unsubscribe(&self, sub: &Subscription) {
         self.broadcast(|| Command::Unsubscribe(sub.id));
     }
@@ -778,6 +756,8 @@ type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
 #[derive(Default)]
 pub(crate) struct WorkerState {
     traces: HashMap<usize, (Trace, ProbeHandle<u64>)>,
+    /// Each arrangement's tap, which subscriptions register with.
+    taps: HashMap<usize, tap::Subscribers>,
     leaves: HashMap<usize, (LeafInput, Option<Grain>)>,
     clocks: HashMap<usize, (ClockInput, Option<Grain>)>,
     /// Each installation's dataflow, by the installation's number.
@@ -793,7 +773,7 @@ fn run_worker(
     let mut state = WorkerState::default();
     let mut time: u64 = 0;
     let mut reads: Vec<(usize, u64, Sender<Shard>)> = Vec::new();
-    // each subscription's dataflow, by the subscription's id
+    // the arrangement each subscription taps, by the subscription's id
     let mut subscriptions: HashMap<u64, usize> = HashMap::new();
     loop {
         loop {
@@ -804,6 +784,7 @@ fn run_worker(
                 Ok(Command::Drop { install, arrangements, leaves }) => {
                     for a in &arrangements {
                         state.traces.remove(a);
+                        state.taps.remove(a);
                     }
                     for l in &leaves {
                         state.leaves.remove(l);
@@ -853,14 +834,16 @@ fn run_worker(
                 }
                 Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
                 Ok(Command::Subscribe { id, arrangement, from, tx, complete, wake }) => {
-                    let dataflow = worker.next_dataflow_index();
-                    if subscribe(worker, &mut state, (arrangement, from), (tx, wake), complete, &keys) {
-                        subscriptions.insert(id, dataflow);
+                    if let Some(tap) = state.taps.get(&arrangement) {
+                        let worker = worker.index();
+                        tap.borrow_mut().push(tap::Subscriber::new((id, from), tx, complete, worker, wake));
+                        subscriptions.insert(id, arrangement);
                     }
                 }
                 Ok(Command::Unsubscribe(id)) => {
-                    if let Some(dataflow) = subscriptions.remove(&id) {
-                        worker.drop_dataflow(dataflow);
+                    let tap = subscriptions.remove(&id).and_then(|a| state.taps.get(&a));
+                    if let Some(tap) = tap {
+                        tap.borrow_mut().retain(|s| s.id != id);
                     }
                 }
                 Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
@@ -923,64 +906,6 @@ fn install(
     }
     clock_input.advance_to(to);
     state.clocks.insert(number, (clock_input, grain));
-}
-
-/// Builds a dataflow that imports a view's arrangement and sends its changes, gathered on the
-/// first worker, time by time once each time is complete (then unparks the thread to wake, if
-/// any); an empty message first when the view is still empty once `from` is complete. False
-/// when there is no such arrangement (nothing is built).
-fn subscribe(
-    worker: &mut timely::worker::Worker,
-    state: &mut WorkerState,
-    (arrangement, from): (usize, u64),
-    (tx, wake): (Sender<Change>, Option<Thread>),
-    complete: Arc<AtomicU64>,
-    keys: &Keys,
-) -> bool {
-    let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return false };
-    let keys = keys.clone();
-    // every update goes to the first worker, which alone sends and reports progress
-    let sends = worker.index() == 0;
-    worker.dataflow::<u64, _, _>(|scope| {
-        let changes = trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v));
-        let mut pending: BTreeMap<u64, Vec<(Labels, f64, isize)>> = BTreeMap::new();
-        // whether the first message (the view's whole content) went
-        let mut started = false;
-        let to_first = Exchange::new(|_: &Update| 0u64);
-        changes.inner.sink(to_first, "subscribe", move |(input, frontier)| {
-            input.for_each(|_cap, data| {
-                for ((k, v), t, d) in data.drain(..) {
-                    pending.entry(t).or_default().push((keys.labels(k), v.0, d));
-                }
-            });
-            let mut sent = false;
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let (t, updates) = entry.remove_entry();
-                started = true;
-                sent |= tx.send((t as i64, updates)).is_ok();
-            }
-            // an empty view sends nothing on its own: its first message, stamped `from`, says
-            // so once `from` is complete with nothing in it
-            let complete_to = frontier.frontier().iter().min().copied();
-            if let (true, false, Some(f)) = (sends, started, complete_to) {
-                if f > from {
-                    started = true;
-                    sent |= tx.send((from.min(i64::MAX as u64) as i64, Vec::new())).is_ok();
-                }
-            }
-            if let (true, Some(w)) = (sent, &wake) {
-                w.unpark();
-            }
-            if sends {
-                let before = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
-                complete.store(before, Ordering::Release);
-            }
-        });
-    });
-    true
 }
 
 /// The accumulated (key, value, count) triples of a trace at time `t`.

@@ -375,7 +375,7 @@ pub(crate) fn render_view<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut Rende
 }
 
 /// Arranges `input`'s collection and registers it under `id`, with the probe that tells
-/// reads how far it is complete.
+/// reads how far it is complete and the tap that subscriptions register with.
 fn arrange<'s>(
     scope: Scope<'s, u64>,
     id: usize,
@@ -385,6 +385,8 @@ fn arrange<'s>(
     let c = render(scope, input, cx);
     let arranged = c.arrange_by_key();
     arranged.stream.clone().probe_with(&cx.probe);
+    let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone(), cx.keys.clone());
+    cx.state.taps.insert(id, tap);
     cx.state.traces.insert(id, (arranged.trace.clone(), cx.probe.clone()));
     arranged
 }

@@ -526,7 +526,7 @@ impl RuleViews {
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         for w in watches.values_mut() {
-            while let Ok((t, updates)) = w.changes.changes.try_recv() {
+            while let Ok((t, updates)) = w.changes.try_next() {
                 let change = if std::mem::replace(&mut w.started, true) {
                     ViewChange::Elements(element_changes(updates))
                 } else {

@@ -1,0 +1,244 @@
+//! Subscriptions to views, without a dataflow each.
+//!
+//! Every arrangement a view builds gets a *tap*: an operator on the arrangement's stream of
+//! batches that hands each completed time's updates to the subscriptions registered with it
+//! on its worker. A subscription is a registration, not a dataflow of its own: a thousand
+//! subscriptions cost a thousand entries in lists, not a thousand dataflows for every worker
+//! to schedule and track progress in at every clock move (which, in the subscribe
+//! benchmark, was most of the latency).
+//!
+//! A subscription starts at a time no earlier than the clock, so no update after its start
+//! has yet left any tap. Each worker's tap sends its shard of the view at the start once that
+//! time is complete on the worker (read from the arrangement), then its shard of every later
+//! time's change. [`Subscription`] merges the workers' messages, time by time, once every
+//! worker has completed the time.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::trace::{Cursor, Navigable, SpanOf, TraceReader};
+use promflow_storage::Labels;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator as _;
+use timely::dataflow::Stream;
+use timely::progress::frontier::AntichainRef;
+
+use super::keys::Keys;
+use super::{read_at, Trace};
+
+/// A view's change at one time: (time, [(labels, value, +1 or −1)]), with every update of
+/// that time.
+pub type Change = (i64, Vec<(Labels, f64, isize)>);
+
+/// One worker's end of a subscription, registered with a tap.
+pub(crate) struct Subscriber {
+    pub(crate) id: u64,
+    /// The subscription's start: the first message is the view's content at this time.
+    from: u64,
+    /// Whether this worker's shard of the content at `from` went.
+    started: bool,
+    tx: Sender<Change>,
+    /// Every worker's progress; this worker stores its own.
+    complete: Arc<[AtomicU64]>,
+    worker: usize,
+    /// Unparked after messages are sent.
+    wake: Option<Thread>,
+}
+
+impl Subscriber {
+    /// Worker `worker`'s end of subscription `id`, starting at `from`.
+    pub(crate) fn new(
+        (id, from): (u64, u64),
+        tx: Sender<Change>,
+        complete: Arc<[AtomicU64]>,
+        worker: usize,
+        wake: Option<Thread>,
+    ) -> Self {
+        Subscriber { id, from, started: false, tx, complete, worker, wake }
+    }
+}
+
+/// The subscriptions registered with one arrangement's tap on one worker.
+pub(crate) type Subscribers = Rc<RefCell<Vec<Subscriber>>>;
+
+/// Puts a tap on an arrangement's stream of batches (`trace` is its trace, read for each
+/// subscription's first message); returns the list that subscriptions register with.
+pub(crate) fn tap<'s>(
+    stream: Stream<'s, u64, Vec<SpanOf<Trace>>>,
+    mut trace: Trace,
+    keys: Keys,
+) -> Subscribers {
+    let subscribers: Subscribers = Rc::default();
+    let registered = Rc::clone(&subscribers);
+    // updates of times not yet complete on this worker
+    let mut pending: BTreeMap<u64, Vec<(u64, f64, isize)>> = BTreeMap::new();
+    stream.sink(Pipeline, "Tap", move |(input, frontier)| {
+        let complete = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+        let mut subscribers = registered.borrow_mut();
+        if subscribers.is_empty() {
+            // what completes while nobody listens is before any later subscription's start
+            input.for_each(|_, _| {});
+            pending.clear();
+        } else {
+            input.for_each(|_, spans| {
+                for span in spans.iter() {
+                    let Some(batch) = span.inner.as_ref() else { continue };
+                    let mut cursor = batch.cursor();
+                    while cursor.key_valid(batch) {
+                        let key = *cursor.key(batch);
+                        while cursor.val_valid(batch) {
+                            let value = cursor.val(batch).0;
+                            cursor.map_times(batch, |t, d| {
+                                pending.entry(*t).or_default().push((key, value, *d))
+                            });
+                            cursor.step_val(batch);
+                        }
+                        cursor.step_key(batch);
+                    }
+                }
+            });
+            send(&mut subscribers, &mut pending, complete, &mut trace, &keys);
+        }
+        // this handle holds back no compaction that a later subscription's first read needs:
+        // each starts at the clock or later
+        if let Some(t) = complete.checked_sub(1).filter(|t| *t < u64::MAX - 1) {
+            let frontier = [t];
+            trace.set_logical_compaction(AntichainRef::new(&frontier));
+            trace.set_physical_compaction(AntichainRef::new(&frontier));
+        }
+    });
+    subscribers
+}
+
+/// Sends each subscription its first message once its start is `complete` (the content at
+/// its start, read from `trace`), then the updates of each time before `complete` after its
+/// start; stores the worker's progress and wakes whom it sent to.
+fn send(
+    subscribers: &mut [Subscriber],
+    pending: &mut BTreeMap<u64, Vec<(u64, f64, isize)>>,
+    complete: u64,
+    trace: &mut Trace,
+    keys: &Keys,
+) {
+    let labelled = |rows: &[(u64, f64, isize)]| -> Vec<(Labels, f64, isize)> {
+        rows.iter().map(|(k, v, d)| (keys.labels(*k), *v, *d)).collect()
+    };
+    let mut sent = vec![false; subscribers.len()];
+    for (s, sent) in subscribers.iter_mut().zip(sent.iter_mut()) {
+        if !s.started && s.from < complete {
+            let content = labelled(&read_at(trace, s.from));
+            *sent |= s.tx.send((s.from.min(i64::MAX as u64) as i64, content)).is_ok();
+            s.started = true;
+        }
+    }
+    while let Some(entry) = pending.first_entry() {
+        if *entry.key() >= complete {
+            break;
+        }
+        let (t, updates) = entry.remove_entry();
+        let mut rows: Option<Vec<(Labels, f64, isize)>> = None;
+        for (s, sent) in subscribers.iter().zip(sent.iter_mut()) {
+            if s.started && s.from < t {
+                let rows = rows.get_or_insert_with(|| labelled(&updates));
+                *sent |= s.tx.send((t as i64, rows.clone())).is_ok();
+            }
+        }
+    }
+    for (s, sent) in subscribers.iter().zip(sent) {
+        if s.started {
+            s.complete[s.worker].store(complete, Ordering::Release);
+        }
+        if let (true, Some(w)) = (sent, &s.wake) {
+            w.unpark();
+        }
+    }
+}
+
+/// A view's changes as they complete ([`super::Incremental::subscribe`]): the view's content
+/// at the subscription's start, then one change per time with a change, in time order.
+pub struct Subscription {
+    changes: Receiver<Change>,
+    pub(crate) id: u64,
+    /// Per worker: every change at a time before this one has been sent.
+    complete: Arc<[AtomicU64]>,
+    /// Workers' shards of times not yet complete on every worker (the start's always there,
+    /// so that it is delivered even when the view is empty).
+    pending: BTreeMap<i64, Vec<(Labels, f64, isize)>>,
+    /// Every worker dropped its end: the view's dataflow is gone, or the subscription ended.
+    disconnected: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        id: u64,
+        from: i64,
+        workers: usize,
+    ) -> (Subscription, Sender<Change>, Arc<[AtomicU64]>) {
+        let (tx, changes) = std::sync::mpsc::channel();
+        let complete: Arc<[AtomicU64]> = (0..workers).map(|_| AtomicU64::new(0)).collect();
+        let pending = BTreeMap::from([(from, Vec::new())]);
+        let sub = Subscription { changes, id, complete: Arc::clone(&complete), pending, disconnected: false };
+        (sub, tx, complete)
+    }
+
+    /// Every change at a time before this one has been sent by every worker (`i64::MAX` once
+    /// the view can no longer change).
+    pub fn complete_before(&self) -> i64 {
+        let min = self.complete.iter().map(|c| c.load(Ordering::Acquire)).min().unwrap_or(0);
+        min.min(i64::MAX as u64) as i64
+    }
+
+    /// The next change, if every worker has completed its time; `Disconnected` once none
+    /// can come (after [`super::Incremental::unsubscribe`], or when the view is dropped).
+    pub fn try_next(&mut self) -> Result<Change, TryRecvError> {
+        // progress first: a worker sends a time's updates before it says the time is complete
+        let complete = self.complete_before();
+        self.drain();
+        match self.pending.first_entry() {
+            Some(first) if *first.key() < complete => Ok(first.remove_entry()),
+            _ if self.disconnected => Err(TryRecvError::Disconnected),
+            _ => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// [`Subscription::try_next`], waiting up to `timeout` for a change.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Change, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.try_next() {
+                Ok(change) => return Ok(change),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            // a message may come before the progress that completes its time: poll briefly
+            match self.changes.recv_timeout(left.min(Duration::from_millis(1))) {
+                Ok((t, rows)) => self.pending.entry(t).or_default().extend(rows),
+                Err(RecvTimeoutError::Disconnected) => self.disconnected = true,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.changes.try_recv() {
+                Ok((t, rows)) => self.pending.entry(t).or_default().extend(rows),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.disconnected = true;
+                    return;
+                }
+            }
+        }
+    }
+}
