@@ -43,7 +43,7 @@ use crate::Error;
 use installs::Installs;
 use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
-pub use tap::{Change, Subscription};
+pub use tap::{ElementChange, Subscription, ViewChange};
 
 /// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
 /// retraction must cancel the NaN it retracts.
@@ -212,7 +212,7 @@ enum Command {
         id: u64,
         arrangement: usize,
         from: u64,
-        tx: Sender<Change>,
+        tx: Sender<tap::TimedShard>,
         complete: Arc<[AtomicU64]>,
         wake: Option<Thread>,
     },
@@ -707,7 +707,7 @@ impl Incremental {
         let arrangement = c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0;
         let from = (from.max(0) as u64).max(c.clock);
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let (sub, tx, complete) = Subscription::new(id, from as i64, self.workers);
+        let (sub, tx, complete) = Subscription::new(id, from, self.workers, self.keys.clone());
         self.broadcast(|| Command::Subscribe {
             id,
             arrangement,

@@ -385,7 +385,7 @@ fn arrange<'s>(
     let c = render(scope, input, cx);
     let arranged = c.arrange_by_key();
     arranged.stream.clone().probe_with(&cx.probe);
-    let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone(), cx.keys.clone());
+    let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());
     cx.state.taps.insert(id, tap);
     cx.state.traces.insert(id, (arranged.trace.clone(), cx.probe.clone()));
     arranged

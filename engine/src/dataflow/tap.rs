@@ -11,7 +11,9 @@
 //! has yet left any tap. Each worker's tap sends its shard of the view at the start once that
 //! time is complete on the worker (read from the arrangement), then its shard of every later
 //! time's change. [`Subscription`] merges the workers' messages, time by time, once every
-//! worker has completed the time.
+//! worker has completed the time, and turns each time's updates into element changes. Label
+//! sets stay keys until then: an element whose value changed is a retraction and an
+//! addition, and is looked up once, off the worker.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -30,11 +32,23 @@ use timely::dataflow::Stream;
 use timely::progress::frontier::AntichainRef;
 
 use super::keys::Keys;
-use super::{read_at, Trace};
+use super::{read_at, Shard, Trace};
 
-/// A view's change at one time: (time, [(labels, value, +1 or −1)]), with every update of
-/// that time.
-pub type Change = (i64, Vec<(Labels, f64, isize)>);
+/// A worker's shard of a view's updates at one time.
+pub(crate) type TimedShard = (u64, Shard);
+
+/// A change of one element of a view: its labels, and its new value or `None` when it left.
+pub type ElementChange = (Labels, Option<f64>);
+
+/// What a subscription delivers at one time.
+#[derive(Debug, PartialEq)]
+pub enum ViewChange {
+    /// The view's whole content (the first message).
+    Whole(Vec<(Labels, f64)>),
+    /// The elements that changed (in no meaningful order), with their new values, or `None`
+    /// for those that left.
+    Elements(Vec<ElementChange>),
+}
 
 /// One worker's end of a subscription, registered with a tap.
 pub(crate) struct Subscriber {
@@ -43,7 +57,7 @@ pub(crate) struct Subscriber {
     from: u64,
     /// Whether this worker's shard of the content at `from` went.
     started: bool,
-    tx: Sender<Change>,
+    tx: Sender<TimedShard>,
     /// Every worker's progress; this worker stores its own.
     complete: Arc<[AtomicU64]>,
     worker: usize,
@@ -55,7 +69,7 @@ impl Subscriber {
     /// Worker `worker`'s end of subscription `id`, starting at `from`.
     pub(crate) fn new(
         (id, from): (u64, u64),
-        tx: Sender<Change>,
+        tx: Sender<TimedShard>,
         complete: Arc<[AtomicU64]>,
         worker: usize,
         wake: Option<Thread>,
@@ -69,15 +83,11 @@ pub(crate) type Subscribers = Rc<RefCell<Vec<Subscriber>>>;
 
 /// Puts a tap on an arrangement's stream of batches (`trace` is its trace, read for each
 /// subscription's first message); returns the list that subscriptions register with.
-pub(crate) fn tap<'s>(
-    stream: Stream<'s, u64, Vec<SpanOf<Trace>>>,
-    mut trace: Trace,
-    keys: Keys,
-) -> Subscribers {
+pub(crate) fn tap(stream: Stream<'_, u64, Vec<SpanOf<Trace>>>, mut trace: Trace) -> Subscribers {
     let subscribers: Subscribers = Rc::default();
     let registered = Rc::clone(&subscribers);
     // updates of times not yet complete on this worker
-    let mut pending: BTreeMap<u64, Vec<(u64, f64, isize)>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Shard> = BTreeMap::new();
     stream.sink(Pipeline, "Tap", move |(input, frontier)| {
         let complete = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
         let mut subscribers = registered.borrow_mut();
@@ -103,7 +113,7 @@ pub(crate) fn tap<'s>(
                     }
                 }
             });
-            send(&mut subscribers, &mut pending, complete, &mut trace, &keys);
+            send(&mut subscribers, &mut pending, complete, &mut trace);
         }
         // this handle holds back no compaction that a later subscription's first read needs:
         // each starts at the clock or later
@@ -121,19 +131,14 @@ pub(crate) fn tap<'s>(
 /// start; stores the worker's progress and wakes whom it sent to.
 fn send(
     subscribers: &mut [Subscriber],
-    pending: &mut BTreeMap<u64, Vec<(u64, f64, isize)>>,
+    pending: &mut BTreeMap<u64, Shard>,
     complete: u64,
     trace: &mut Trace,
-    keys: &Keys,
 ) {
-    let labelled = |rows: &[(u64, f64, isize)]| -> Vec<(Labels, f64, isize)> {
-        rows.iter().map(|(k, v, d)| (keys.labels(*k), *v, *d)).collect()
-    };
     let mut sent = vec![false; subscribers.len()];
     for (s, sent) in subscribers.iter_mut().zip(sent.iter_mut()) {
         if !s.started && s.from < complete {
-            let content = labelled(&read_at(trace, s.from));
-            *sent |= s.tx.send((s.from.min(i64::MAX as u64) as i64, content)).is_ok();
+            *sent |= s.tx.send((s.from, read_at(trace, s.from))).is_ok();
             s.started = true;
         }
     }
@@ -142,11 +147,9 @@ fn send(
             break;
         }
         let (t, updates) = entry.remove_entry();
-        let mut rows: Option<Vec<(Labels, f64, isize)>> = None;
         for (s, sent) in subscribers.iter().zip(sent.iter_mut()) {
             if s.started && s.from < t {
-                let rows = rows.get_or_insert_with(|| labelled(&updates));
-                *sent |= s.tx.send((t as i64, rows.clone())).is_ok();
+                *sent |= s.tx.send((t, updates.clone())).is_ok();
             }
         }
     }
@@ -163,27 +166,39 @@ fn send(
 /// A view's changes as they complete ([`super::Incremental::subscribe`]): the view's content
 /// at the subscription's start, then one change per time with a change, in time order.
 pub struct Subscription {
-    changes: Receiver<Change>,
+    changes: Receiver<TimedShard>,
     pub(crate) id: u64,
     /// Per worker: every change at a time before this one has been sent.
     complete: Arc<[AtomicU64]>,
+    /// The subscription's start: its first message is the view's content then.
+    from: u64,
     /// Workers' shards of times not yet complete on every worker (the start's always there,
     /// so that it is delivered even when the view is empty).
-    pending: BTreeMap<i64, Vec<(Labels, f64, isize)>>,
+    pending: BTreeMap<u64, Shard>,
     /// Every worker dropped its end: the view's dataflow is gone, or the subscription ended.
     disconnected: bool,
+    keys: Keys,
 }
 
 impl Subscription {
     pub(crate) fn new(
         id: u64,
-        from: i64,
+        from: u64,
         workers: usize,
-    ) -> (Subscription, Sender<Change>, Arc<[AtomicU64]>) {
+        keys: Keys,
+    ) -> (Subscription, Sender<TimedShard>, Arc<[AtomicU64]>) {
         let (tx, changes) = std::sync::mpsc::channel();
         let complete: Arc<[AtomicU64]> = (0..workers).map(|_| AtomicU64::new(0)).collect();
         let pending = BTreeMap::from([(from, Vec::new())]);
-        let sub = Subscription { changes, id, complete: Arc::clone(&complete), pending, disconnected: false };
+        let sub = Subscription {
+            changes,
+            id,
+            complete: Arc::clone(&complete),
+            from,
+            pending,
+            disconnected: false,
+            keys,
+        };
         (sub, tx, complete)
     }
 
@@ -194,21 +209,25 @@ impl Subscription {
         min.min(i64::MAX as u64) as i64
     }
 
-    /// The next change, if every worker has completed its time; `Disconnected` once none
-    /// can come (after [`super::Incremental::unsubscribe`], or when the view is dropped).
-    pub fn try_next(&mut self) -> Result<Change, TryRecvError> {
+    /// The next change and its time, if every worker has completed the time; `Disconnected`
+    /// once none can come (after [`super::Incremental::unsubscribe`], or when the view is
+    /// dropped).
+    pub fn try_next(&mut self) -> Result<(i64, ViewChange), TryRecvError> {
         // progress first: a worker sends a time's updates before it says the time is complete
         let complete = self.complete_before();
         self.drain();
         match self.pending.first_entry() {
-            Some(first) if *first.key() < complete => Ok(first.remove_entry()),
+            Some(first) if (*first.key() as i64) < complete => {
+                let (t, updates) = first.remove_entry();
+                Ok((t.min(i64::MAX as u64) as i64, self.change(t, updates)))
+            }
             _ if self.disconnected => Err(TryRecvError::Disconnected),
             _ => Err(TryRecvError::Empty),
         }
     }
 
     /// [`Subscription::try_next`], waiting up to `timeout` for a change.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Change, RecvTimeoutError> {
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<(i64, ViewChange), RecvTimeoutError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.try_next() {
@@ -240,5 +259,26 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Every worker's updates at `t` as what changed: the whole content at the start, then
+    /// each element's new value (a changed element comes as −old and +new, one that left as
+    /// −old only).
+    fn change(&self, t: u64, mut updates: Shard) -> ViewChange {
+        if t == self.from {
+            let whole = updates.into_iter().filter(|u| u.2 > 0).map(|(k, v, _)| (self.keys.labels(k), v));
+            return ViewChange::Whole(whole.collect());
+        }
+        // each element's addition sorts after its retraction, and is the one kept
+        updates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        let mut elements: Vec<(u64, Option<f64>)> = Vec::with_capacity(updates.len());
+        for (key, value, diff) in updates {
+            let value = (diff > 0).then_some(value);
+            match elements.last_mut() {
+                Some(last) if last.0 == key => last.1 = value.or(last.1),
+                _ => elements.push((key, value)),
+            }
+        }
+        ViewChange::Elements(elements.into_iter().map(|(k, v)| (self.keys.labels(k), v)).collect())
     }
 }

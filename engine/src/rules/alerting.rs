@@ -269,9 +269,7 @@ pub fn apply(
 
 const SAME_LABELSET: &str = "vector contains metrics with the same labelset after applying alert labels";
 
-/// A change of one element of a rule's result: its series, and its new value or `None` when
-/// it left the result.
-pub type ElementChange = (Labels, Option<f64>);
+pub use crate::dataflow::ElementChange;
 
 /// Applies the changes of an event-mode rule's result at `t`, between evaluations: the
 /// alerts end as [`apply`] would leave them given the whole result, but only the changed

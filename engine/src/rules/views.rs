@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
 
 use super::now_ms;
-use super::ElementChange;
+pub use crate::dataflow::ViewChange;
 use crate::dataflow::{Grain, Incremental, Subscription, ViewId};
 use crate::{Error, Plan};
 
@@ -69,16 +69,6 @@ const LATE_EVALUATION_MS: i64 = 10_000;
 /// again with no change (a pending alert's `for` running out), if ever.
 pub type WatchFn = Box<dyn FnMut(i64, ViewChange) -> Option<i64> + Send>;
 
-/// What a watch's handler is told.
-#[derive(Debug)]
-pub enum ViewChange {
-    /// The view's whole content (the first call).
-    Whole(Vec<(Labels, f64)>),
-    /// The elements that changed, with their new values, or `None` for those that left (none
-    /// in a call the handler asked for).
-    Elements(Vec<ElementChange>),
-}
-
 /// How long an evaluation waits for the watches to catch up with its time
 /// ([`RuleViews::settle`]); the dataflow answers within milliseconds unless overloaded.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
@@ -91,8 +81,6 @@ struct Watch {
     /// When the watch began: its first message holds the view's whole content, stamped with
     /// the view's oldest time, which is when the watch learns it, not when it became true.
     since: i64,
-    /// Whether the handler has had the view's whole content.
-    started: bool,
     handler: WatchFn,
     wake_at: Option<i64>,
 }
@@ -176,22 +164,6 @@ impl Watch {
     fn call(&mut self, t: i64, change: ViewChange) {
         self.wake_at = (self.handler)(t, change);
     }
-}
-
-/// The elements that changed in a view's updates at one time: a changed element comes as
-/// −old and +new, one that left as −old only.
-fn element_changes(mut updates: Vec<(Labels, f64, isize)>) -> Vec<ElementChange> {
-    // each element's addition sorts after its retraction, and is the one kept
-    updates.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-    let mut out: Vec<ElementChange> = Vec::with_capacity(updates.len());
-    for (labels, value, diff) in updates {
-        let value = (diff > 0).then_some(value);
-        match out.last_mut() {
-            Some(last) if last.0 == labels => last.1 = value.or(last.1),
-            _ => out.push((labels, value)),
-        }
-    }
-    out
 }
 
 impl RuleViews {
@@ -433,7 +405,7 @@ impl RuleViews {
         };
         let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
         *next += 1;
-        let watch = Watch { changes, view, reader, since, started: false, handler, wake_at: None };
+        let watch = Watch { changes, view, reader, since, handler, wake_at: None };
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(*next, watch);
         Ok(*next)
     }
@@ -526,14 +498,7 @@ impl RuleViews {
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         for w in watches.values_mut() {
-            while let Ok((t, updates)) = w.changes.try_next() {
-                let change = if std::mem::replace(&mut w.started, true) {
-                    ViewChange::Elements(element_changes(updates))
-                } else {
-                    ViewChange::Whole(
-                        updates.into_iter().filter(|u| u.2 > 0).map(|(l, v, _)| (l, v)).collect(),
-                    )
-                };
+            while let Ok((t, change)) = w.changes.try_next() {
                 w.call(t.max(w.since), change);
             }
             if let Some(at) = w.wake_at.filter(|at| *at <= now) {
