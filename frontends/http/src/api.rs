@@ -311,9 +311,49 @@ fn labels_json(l: &Labels) -> Value {
     Value::Object(l.iter().map(|x| (x.name.clone(), Value::String(x.value.clone()))).collect())
 }
 
-/// Writes a label set as the API's JSON object.
+/// Writes a label set as the API's JSON object, as [`labels_json`] would serialize (a label
+/// set is sorted by name, as a JSON map orders it), without building the map: every sample of
+/// a query's result and of a subscription's change goes through here.
 pub(crate) fn write_labels(out: &mut String, l: &Labels) {
-    out.push_str(&labels_json(l).to_string());
+    out.push('{');
+    for (i, label) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, &label.name);
+        out.push(':');
+        write_json_string(out, &label.value);
+    }
+    out.push('}');
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it.
+fn write_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // every escaped byte is ASCII, so `i` is on a character boundary
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 async fn format_query(q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -962,6 +1002,23 @@ async fn self_metrics(State(state): Shared) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_written_as_serde_json_writes_them() {
+        let l = Labels::from_pairs([
+            ("__name__", "up"),
+            ("quote", "a\"b\\c"),
+            ("controls", "\n\r\t\u{8}\u{c}\u{1}\u{1f}"),
+            ("unicode", "é/✓"),
+            ("empty_name_is_dropped", ""),
+        ]);
+        let mut out = String::new();
+        write_labels(&mut out, &l);
+        assert_eq!(out, labels_json(&l).to_string());
+        out.clear();
+        write_labels(&mut out, &Labels::new());
+        assert_eq!(out, "{}");
+    }
 
     #[test]
     fn u_escaping() {
