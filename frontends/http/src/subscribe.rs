@@ -20,6 +20,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::SinkExt;
 use promflow_engine::format::{format_timestamp, format_value};
 use promflow_engine::rules::{ElementChange, ViewChange};
 use promflow_engine::{Plan, QueryOptions, QueryResult};
@@ -35,6 +36,9 @@ const QUEUE: usize = 1024;
 
 /// How long writing one message may take before the consumer counts as slow.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many queued messages go out in one write.
+const WRITE_BATCH: usize = 256;
 
 /// How often the server says it is alive on an otherwise quiet connection.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -180,11 +184,15 @@ impl Connection {
                     Some(Ok(_)) => Ok(()),
                 },
                 Some(event) = self.events.1.recv() => {
-                    let message = match event {
-                        Event::Change(n, t, change) => self.change(n, t, change),
-                        Event::Failed(n, why) => self.subs.get(&n).map(|s| error_message(&s.id, "execution", &why)),
-                    };
-                    send_all(&mut socket, message.into_iter().collect()).await
+                    // what else is queued goes out in the same write: a clock move changes
+                    // many of a connection's subscriptions at once
+                    let mut messages = Vec::new();
+                    let mut next = Some(event);
+                    while let Some(event) = next {
+                        messages.extend(self.on_event(event));
+                        next = if messages.len() < WRITE_BATCH { self.events.1.try_recv().ok() } else { None };
+                    }
+                    send_all(&mut socket, messages).await
                 }
                 Some((n, result)) = self.installed.1.recv() => {
                     let reply = self.on_installed(n, result);
@@ -212,6 +220,14 @@ impl Connection {
             let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }
         self.close();
+    }
+
+    /// The message for a subscription's event, if it says anything.
+    fn on_event(&mut self, event: Event) -> Option<String> {
+        match event {
+            Event::Change(n, t, change) => self.change(n, t, change),
+            Event::Failed(n, why) => self.subs.get(&n).map(|s| error_message(&s.id, "execution", &why)),
+        }
     }
 
     /// Handles a client's message; returns the replies.
@@ -509,17 +525,24 @@ fn end_watches(state: &Arc<AppState>, watches: Vec<u64>) {
     });
 }
 
-/// Writes every message in order; a write that takes longer than [`SEND_TIMEOUT`] makes the
-/// consumer slow.
+/// Writes every message in order, then flushes once; a message (or the flush) that takes
+/// longer than [`SEND_TIMEOUT`] to be taken makes the consumer slow.
 async fn send_all(socket: &mut WebSocket, messages: Vec<String>) -> Result<(), End> {
-    for m in messages {
-        match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(m.into()))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(End::Closed),
-            Err(_) => return Err(End::Slow("a message took longer than 10s to be taken")),
-        }
+    if messages.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    for m in messages {
+        within_send_timeout(socket.feed(Message::Text(m.into()))).await?;
+    }
+    within_send_timeout(socket.flush()).await
+}
+
+async fn within_send_timeout<E>(write: impl std::future::Future<Output = Result<(), E>>) -> Result<(), End> {
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Closed),
+        Err(_) => Err(End::Slow("a message took longer than 10s to be taken")),
+    }
 }
 
 /// The elements that changed from `before` to `after`: new values, and `None` for those that
