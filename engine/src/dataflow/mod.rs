@@ -21,7 +21,7 @@ mod render;
 mod series;
 mod tap;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -202,7 +202,11 @@ enum Command {
         t: u64,
         tick: bool,
     },
-    Compact(u64),
+    /// Compacts the arrangements that reads have read to `read`, the others to `other`.
+    Compact {
+        read: u64,
+        other: u64,
+    },
     Read {
         arrangement: usize,
         t: u64,
@@ -634,10 +638,13 @@ impl Incremental {
     }
 
     /// Lets the views forget history before `t`: reads at earlier times are no longer
-    /// answered correctly. Without it a view keeps every change it ever made.
+    /// answered correctly. Arrangements no read has read (views only subscribed to, and what
+    /// views compute on the way) forget everything before the clock: nothing reads their past.
+    /// Without it a view keeps every change it ever made.
     pub fn compact(&self, t: i64) {
-        let t = t.max(0) as u64;
-        self.broadcast(|| Command::Compact(t));
+        let read = t.max(0) as u64;
+        let other = self.controller().clock.saturating_sub(1).max(read);
+        self.broadcast(|| Command::Compact { read, other });
     }
 
     /// Lets time `t` complete: when the clock has not passed `t`, it ticks at `t` and moves
@@ -775,6 +782,8 @@ fn run_worker(
     let mut reads: Vec<(usize, u64, Sender<Shard>)> = Vec::new();
     // the arrangement each subscription taps, by the subscription's id
     let mut subscriptions: HashMap<u64, usize> = HashMap::new();
+    // the arrangements reads have read, which keep the past that compaction leaves them
+    let mut read_arrangements: HashSet<usize> = HashSet::new();
     loop {
         loop {
             match rx.try_recv() {
@@ -785,6 +794,7 @@ fn run_worker(
                     for a in &arrangements {
                         state.traces.remove(a);
                         state.taps.remove(a);
+                        read_arrangements.remove(a);
                     }
                     for l in &leaves {
                         state.leaves.remove(l);
@@ -825,14 +835,17 @@ fn run_worker(
                         }
                     }
                 }
-                Ok(Command::Compact(t)) => {
-                    let frontier = [t];
-                    for (trace, _) in state.traces.values_mut() {
+                Ok(Command::Compact { read, other }) => {
+                    for (id, (trace, _)) in state.traces.iter_mut() {
+                        let frontier = [if read_arrangements.contains(id) { read } else { other }];
                         trace.set_logical_compaction(AntichainRef::new(&frontier));
                         trace.set_physical_compaction(AntichainRef::new(&frontier));
                     }
                 }
-                Ok(Command::Read { arrangement, t, reply }) => reads.push((arrangement, t, reply)),
+                Ok(Command::Read { arrangement, t, reply }) => {
+                    read_arrangements.insert(arrangement);
+                    reads.push((arrangement, t, reply))
+                }
                 Ok(Command::Subscribe { id, arrangement, from, tx, complete, wake }) => {
                     if let Some(tap) = state.taps.get(&arrangement) {
                         let worker = worker.index();

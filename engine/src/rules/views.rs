@@ -52,6 +52,10 @@ const ENDS_FROM_MS: i64 = 3_600_000;
 /// rules benchmark.
 const IDLE_CLOCK: Duration = Duration::from_secs(1);
 
+/// How often a clock move also compacts the views ([`Incremental::compact`]): the views that
+/// rules read keep [`KEEP_MS`] of past, the others none.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the feed is taken while the clock is held for a burst of samples (otherwise
 /// storage wakes the feed thread).
 const FEED_POLL: Duration = Duration::from_millis(5);
@@ -130,6 +134,8 @@ struct ClockState {
     held_since: Option<Instant>,
     /// When the clock last moved.
     moved_at: Instant,
+    /// When the clock last compacted the views.
+    compacted_at: Instant,
 }
 
 impl ClockState {
@@ -200,6 +206,7 @@ impl RuleViews {
                 arrived: false,
                 held_since: None,
                 moved_at: Instant::now(),
+                compacted_at: Instant::now(),
             }),
             wall_clock,
             watch_thread: OnceLock::new(),
@@ -265,6 +272,18 @@ impl RuleViews {
         let target = scheduled.keys().next().map_or(now, |t| now.min(*t));
         drop(scheduled);
         self.inc.advance(target);
+        // reads compact too, but views only subscribed to are never read
+        let compact = {
+            let mut clock = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
+            let due = clock.compacted_at.elapsed() >= COMPACT_EVERY;
+            if due {
+                clock.compacted_at = Instant::now();
+            }
+            due
+        };
+        if compact {
+            self.inc.compact(target - KEEP_MS);
+        }
         IDLE_CLOCK
     }
 
