@@ -46,7 +46,7 @@ pub enum ViewChange {
     /// The view's whole content (the first message).
     Whole(Vec<(Labels, f64)>),
     /// The elements that changed (in no meaningful order), with their new values, or `None`
-    /// for those that left.
+    /// for those that left (none when a rule's watch asked to be called at a time).
     Elements(Vec<ElementChange>),
 }
 

@@ -82,8 +82,9 @@ struct Watch {
     /// The view watched, and whether a client (not a rule) watches it.
     view: ViewId,
     reader: Reader,
-    /// When the watch began: its first message holds the view's whole content, stamped with
-    /// the view's oldest time, which is when the watch learns it, not when it became true.
+    /// When the watch began: its first message holds the view's whole content at its start
+    /// (this time, or the dataflow's clock if later), which is when the watch learns it, not
+    /// when it became true.
     since: i64,
     handler: WatchFn,
     wake_at: Option<i64>,
