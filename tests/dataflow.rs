@@ -77,6 +77,10 @@ const VIEWS: &[&str] = &[
     "x and on(job) (x > 200)",
     "x unless on(i) (x > 300)",
     "x or on(i) (x * 0)",
+    // `offset`: the same selection with every sample counting later
+    "x offset 1m",
+    "sum by (job) (rate(x[5m] offset 2m))",
+    "x - x offset 30s",
     "label_replace(x, \"k\", \"$1\", \"job\", \"j(.)\")",
     // these change with no sample arriving: series 0 stops at 500s and its lookback runs out,
     // series 7 starts at 400s, series 9 has staleness markers
@@ -263,7 +267,16 @@ fn uninstalled_views_free_what_only_they_needed() {
 #[test]
 fn unsupported_expressions_are_refused() {
     let inc = Incremental::start(1, LOOKBACK).unwrap();
-    for query in ["x offset 5m", "rate(x[5m:1m])", "topk(3, x)", "time() - x", "count_values(\"v\", x)"] {
+    let refused = [
+        "x offset -5m",
+        "x @ 100",
+        "predict_linear(x[5m] offset 1m, 60)",
+        "rate(x[5m:1m])",
+        "topk(3, x)",
+        "time() - x",
+        "count_values(\"v\", x)",
+    ];
+    for query in refused {
         let err = inc.install(&compile(query)).unwrap_err().to_string();
         assert!(err.starts_with("not supported by the incremental executor"), "{query}: {err}");
     }
@@ -307,7 +320,7 @@ fn views_start_from_history_in_the_middle_of_a_window() {
     append(0, next);
     let inc = Incremental::start(2, LOOKBACK).unwrap();
     let mut views = Vec::new();
-    for q in ["sum by (job) (rate(x[1h]))", "x", "increase(x[1h])"] {
+    for q in ["sum by (job) (rate(x[1h]))", "x", "increase(x[1h])", "rate(x[1h] offset 10m)"] {
         views.push((q, inc.install_from(&compile(q), db.as_ref(), restart, None).unwrap()));
     }
     let mut t = restart;
@@ -336,8 +349,8 @@ fn views_start_from_history_in_the_middle_of_a_window() {
         }
         inc.compact(t + 1);
     }
-    // 14 reads of three views before the reload, 16 of five from it on
-    assert_eq!(checked, 14 * 3 + 16 * 5);
+    // 14 reads of four views before the reload, 16 of six from it on
+    assert_eq!(checked, 14 * 4 + 16 * 6);
     inc.shutdown();
 }
 

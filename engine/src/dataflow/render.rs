@@ -17,6 +17,7 @@ use std::sync::Arc;
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::{AsCollection, VecCollection};
 use promflow_storage::{Labels, Matcher};
+use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::{Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
@@ -30,7 +31,8 @@ use crate::batch::{
 };
 use crate::kernels;
 use crate::plan::{
-    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, VectorFn, WindowFn,
+    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, TimeAnchor, TimeShift,
+    VectorFn, WindowFn,
 };
 use crate::Error;
 
@@ -43,7 +45,8 @@ pub(crate) enum Node {
     Arrange { id: usize, input: Box<Node> },
     /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
     /// says.
-    Series { leaf: usize, func: SeriesFn, keep: Keep },
+    /// `offset_ms`: every sample counts that much later (an `offset`).
+    Series { leaf: usize, func: SeriesFn, keep: Keep, offset_ms: i64 },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a constant.
@@ -187,6 +190,26 @@ fn constant(plan: &Plan) -> Option<f64> {
     }
 }
 
+/// The offset of a shift that is only a positive `offset` (or none): such a selection is the
+/// same selection with every sample counting that much later. `None` for `@` and negative
+/// offsets, which read samples that arrive after the evaluation.
+fn shift_by_offset(shift: &TimeShift) -> Option<i64> {
+    (shift.at == TimeAnchor::Step && shift.offset_ms >= 0).then_some(shift.offset_ms)
+}
+
+/// Window functions whose value depends on the samples' times against the evaluation time
+/// (not only on their order and spacing): shifting the samples would change them.
+fn reads_sample_times(func: WindowFn) -> bool {
+    matches!(
+        func,
+        WindowFn::PredictLinear
+            | WindowFn::TsOfMinOverTime
+            | WindowFn::TsOfMaxOverTime
+            | WindowFn::TsOfLastOverTime
+            | WindowFn::TsOfFirstOverTime
+    )
+}
+
 impl Lowering<'_> {
     fn next_id(&self) -> usize {
         self.reg.next + self.new.len()
@@ -208,11 +231,14 @@ impl Lowering<'_> {
         Node::Arrange { id, input: Box::new(make(id)) }
     }
 
-    /// A leaf fed the samples of `matchers`, computing `func` per series; arranged as `plan`.
-    fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn) -> Node {
+    /// A leaf fed the samples of `matchers`, computing `func` per series, each sample
+    /// counting `offset_ms` after its timestamp; arranged as `plan`.
+    fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn, offset_ms: i64) -> Node {
         self.leaves.push((self.next_id(), matchers.to_vec()));
-        let keep = Keep::choose(&func, matchers, self.reg.read_back.as_ref());
-        self.arrange(plan, |leaf| Node::Series { leaf, func, keep })
+        // reading a window back from storage goes by the samples' own times: not for a shift
+        let read_back = if offset_ms == 0 { self.reg.read_back.as_ref() } else { None };
+        let keep = Keep::choose(&func, matchers, read_back);
+        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, offset_ms })
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -226,13 +252,19 @@ impl Lowering<'_> {
             return Ok(Node::Import(id));
         }
         Ok(match plan {
-            Plan::Select { matchers, shift, edges: Edges::Plain } if shift.is_identity() => {
-                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: false })
+            Plan::Select { matchers, shift, edges: Edges::Plain } if shift_by_offset(shift).is_some() => {
+                let offset = shift_by_offset(shift).unwrap_or(0);
+                self.series(
+                    plan,
+                    matchers,
+                    SeriesFn::Last { lookback: self.lookback, timestamp: false },
+                    offset,
+                )
             }
             Plan::Map { func: MapFn::Timestamp, input, .. } if matches!(&**input, Plan::Select { shift, edges: Edges::Plain, .. } if shift.is_identity()) =>
             {
                 let Plan::Select { matchers, .. } = &**input else { unreachable!() };
-                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true })
+                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true }, 0)
             }
             Plan::WindowFunction { func, input, args, .. } => {
                 let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
@@ -240,9 +272,11 @@ impl Lowering<'_> {
                         "{func:?} over a subquery, an offset, @ or extended edges"
                     )));
                 };
-                if !shift.is_identity() {
-                    return Err(unsupported("offset and @"));
-                }
+                // a shifted window is the window over samples counted `offset` later, except for
+                // what reads the samples' times against the evaluation's
+                let offset = shift_by_offset(shift)
+                    .filter(|o| *o == 0 || !reads_sample_times(*func))
+                    .ok_or_else(|| unsupported("offset and @"))?;
                 if *func == WindowFn::AbsentOverTime {
                     // 1 while no series has a sample in the window: the absence of
                     // `present_over_time` over the same window
@@ -256,7 +290,7 @@ impl Lowering<'_> {
                     return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
                 }
                 let args = self.constants(args)?;
-                self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args })
+                self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args }, offset)
             }
             Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {
@@ -401,9 +435,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Arrange { id, input } => {
             arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func, keep } => {
+        Node::Series { leaf, func, keep, offset_ms } => {
             let mut input = timely::dataflow::InputHandle::new();
-            let rows = scope.input_from(&mut input);
+            let mut rows = scope.input_from(&mut input);
+            if *offset_ms != 0 {
+                let offset = *offset_ms;
+                rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+            }
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
             series::render(
