@@ -81,6 +81,9 @@ const VIEWS: &[&str] = &[
     "x offset 1m",
     "sum by (job) (rate(x[5m] offset 2m))",
     "x - x offset 30s",
+    // each group's k greatest or smallest elements, chosen as the batch executor chooses
+    "topk by (job) (2, x)",
+    "bottomk(3, rate(x[2m]))",
     "label_replace(x, \"k\", \"$1\", \"job\", \"j(.)\")",
     // these change with no sample arriving: series 0 stops at 500s and its lookback runs out,
     // series 7 starts at 400s, series 9 has staleness markers
@@ -272,7 +275,7 @@ fn unsupported_expressions_are_refused() {
         "x @ 100",
         "predict_linear(x[5m] offset 1m, 60)",
         "rate(x[5m:1m])",
-        "topk(3, x)",
+        "topk(scalar(sum(x)), x)",
         "time() - x",
         "count_values(\"v\", x)",
     ];

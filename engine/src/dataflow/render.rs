@@ -44,8 +44,7 @@ pub(crate) enum Node {
     /// Arranges the input and registers it under `id`.
     Arrange { id: usize, input: Box<Node> },
     /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
-    /// says.
-    /// `offset_ms`: every sample counts that much later (an `offset`).
+    /// says; every sample counts `offset_ms` after its timestamp (an `offset`).
     Series { leaf: usize, func: SeriesFn, keep: Keep, offset_ms: i64 },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
@@ -53,7 +52,7 @@ pub(crate) enum Node {
     ScalarOp { input: Box<Node>, op: BinOp, scalar: f64, scalar_left: bool, return_bool: bool },
     /// `label_replace`, `label_join`.
     Relabel { input: Box<Node>, rule: Relabel },
-    /// An aggregation by groups.
+    /// An aggregation by groups (`param`: the quantile, or `k` of `topk`/`bottomk`).
     Aggregate { input: Box<Node>, op: AggOp, grouping: Grouping, param: f64 },
     /// One element at all times (`vector(c)`).
     Constant { labels: Labels, value: f64 },
@@ -321,6 +320,14 @@ impl Lowering<'_> {
                     (AggOp::Quantile, Some(p)) => {
                         constant(p).ok_or_else(|| unsupported("a quantile that is not a constant"))?
                     }
+                    (AggOp::Topk | AggOp::Bottomk, Some(k)) => match constant(k) {
+                        Some(k) if !k.is_nan() => k,
+                        _ => {
+                            return Err(unsupported(format!(
+                                "the {op:?} aggregation with a k that is not a constant"
+                            )))
+                        }
+                    },
                     _ => return Err(unsupported(format!("the {op:?} aggregation"))),
                 };
                 Node::Aggregate {
@@ -511,6 +518,33 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             // O(1) per change: the group's sum and count accumulate as differences
             let grouped = by_group(render(scope, input, cx), grouping, &cx.keys);
             abelian::aggregate(grouped, *op, Arc::clone(&cx.counters))
+        }
+        Node::Aggregate { input, op: op @ (AggOp::Topk | AggOp::Bottomk), grouping, param } => {
+            // each group's k greatest (smallest) elements, chosen as the batch executor chooses
+            let (top, k) = (*op == AggOp::Topk, if *param >= 1.0 { param.min(1e9) as usize } else { 0 });
+            let (g, keys) = (grouping.clone(), cx.keys.clone());
+            let mut groups = KeyMap::default();
+            let members = render(scope, input, cx).map(move |(s, v): (u64, Value)| {
+                (keys.rewrite(&mut groups, s, |l| grouping_key(&l, &g)), (s, v))
+            });
+            let keys = cx.keys.clone();
+            let out = members.reduce(
+                move |_group, vals: &[(&(u64, Value), isize)], out: &mut Vec<((u64, Value), isize)>| {
+                    // in label order, as the batch executor's series come: ties go the same way
+                    let mut present: Vec<(Labels, u64, f64)> = vals
+                        .iter()
+                        .filter(|(_, m)| *m > 0)
+                        .map(|((s, v), _)| (keys.labels(*s), *s, v.0))
+                        .collect();
+                    present.sort_by(|a, b| a.0.cmp(&b.0));
+                    let candidates: Vec<(usize, f64)> =
+                        present.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
+                    for i in kernels::heap_select(&candidates, k, top) {
+                        out.push(((present[i].1, Value(present[i].2)), 1));
+                    }
+                },
+            );
+            counted(out.map(|(_, element)| element), &cx.counters, Operator::Aggregate)
         }
         Node::Aggregate { input, op, grouping, param } => {
             let (op, param) = (*op, *param);
