@@ -84,6 +84,9 @@ const VIEWS: &[&str] = &[
     // each group's k greatest or smallest elements, chosen as the batch executor chooses
     "topk by (job) (2, x)",
     "bottomk(3, rate(x[2m]))",
+    "limitk by (job) (2, x)",
+    "limit_ratio(0.5, x)",
+    "limit_ratio(-0.3, rate(x[2m]))",
     "label_replace(x, \"k\", \"$1\", \"job\", \"j(.)\")",
     // these change with no sample arriving: series 0 stops at 500s and its lookback runs out,
     // series 7 starts at 400s, series 9 has staleness markers

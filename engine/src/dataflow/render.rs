@@ -52,7 +52,8 @@ pub(crate) enum Node {
     ScalarOp { input: Box<Node>, op: BinOp, scalar: f64, scalar_left: bool, return_bool: bool },
     /// `label_replace`, `label_join`.
     Relabel { input: Box<Node>, rule: Relabel },
-    /// An aggregation by groups (`param`: the quantile, or `k` of `topk`/`bottomk`).
+    /// An aggregation by groups (`param`: the quantile, `k` of `topk`/`bottomk`/`limitk`, the
+    /// ratio of `limit_ratio`).
     Aggregate { input: Box<Node>, op: AggOp, grouping: Grouping, param: f64 },
     /// One element at all times (`vector(c)`).
     Constant { labels: Labels, value: f64 },
@@ -320,14 +321,16 @@ impl Lowering<'_> {
                     (AggOp::Quantile, Some(p)) => {
                         constant(p).ok_or_else(|| unsupported("a quantile that is not a constant"))?
                     }
-                    (AggOp::Topk | AggOp::Bottomk, Some(k)) => match constant(k) {
-                        Some(k) if !k.is_nan() => k,
-                        _ => {
-                            return Err(unsupported(format!(
-                                "the {op:?} aggregation with a k that is not a constant"
-                            )))
+                    (AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio, Some(k)) => {
+                        match constant(k) {
+                            Some(k) if !k.is_nan() => k,
+                            _ => {
+                                return Err(unsupported(format!(
+                                    "the {op:?} aggregation with a parameter that is not a constant"
+                                )))
+                            }
                         }
-                    },
+                    }
                     _ => return Err(unsupported(format!("the {op:?} aggregation"))),
                 };
                 Node::Aggregate {
@@ -519,9 +522,27 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let grouped = by_group(render(scope, input, cx), grouping, &cx.keys);
             abelian::aggregate(grouped, *op, Arc::clone(&cx.counters))
         }
-        Node::Aggregate { input, op: op @ (AggOp::Topk | AggOp::Bottomk), grouping, param } => {
-            // each group's k greatest (smallest) elements, chosen as the batch executor chooses
-            let (top, k) = (*op == AggOp::Topk, if *param >= 1.0 { param.min(1e9) as usize } else { 0 });
+        Node::Aggregate { input, op: AggOp::LimitRatio, param, .. } => {
+            // a series is kept by where its label hash falls in [0, 1), as in the batch executor
+            let (r, keys) = (param.clamp(-1.0, 1.0), cx.keys.clone());
+            let mut kept = KeyMap::default();
+            let out = render(scope, input, cx).filter(move |(s, _): &(u64, Value)| {
+                *kept.entry(*s).or_insert_with(|| {
+                    let at = keys.labels(*s).prometheus_hash() as f64 / u64::MAX as f64;
+                    (r >= 0.0 && at < r) || (r < 0.0 && at >= 1.0 + r)
+                })
+            });
+            counted(out, &cx.counters, Operator::Aggregate)
+        }
+        Node::Aggregate {
+            input,
+            op: op @ (AggOp::Topk | AggOp::Bottomk | AggOp::Limitk),
+            grouping,
+            param,
+        } => {
+            // each group's k greatest (smallest, first) elements, chosen as the batch executor
+            // chooses
+            let (op, k) = (*op, if *param >= 1.0 { param.min(1e9) as usize } else { 0 });
             let (g, keys) = (grouping.clone(), cx.keys.clone());
             let mut groups = KeyMap::default();
             let members = render(scope, input, cx).map(move |(s, v): (u64, Value)| {
@@ -539,7 +560,11 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     present.sort_by(|a, b| a.0.cmp(&b.0));
                     let candidates: Vec<(usize, f64)> =
                         present.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
-                    for i in kernels::heap_select(&candidates, k, top) {
+                    let chosen = match op {
+                        AggOp::Limitk => (0..k.min(candidates.len())).collect(),
+                        _ => kernels::heap_select(&candidates, k, op == AggOp::Topk),
+                    };
+                    for i in chosen {
                         out.push(((present[i].1, Value(present[i].2)), 1));
                     }
                 },
