@@ -197,6 +197,9 @@ fn shift_by_offset(shift: &TimeShift) -> Option<i64> {
     (shift.at == TimeAnchor::Step && shift.offset_ms >= 0).then_some(shift.offset_ms)
 }
 
+/// Why a shifted selection is not maintained.
+const NOT_SHIFTED: &str = "@, a negative offset, or an offset under a function of the samples' times";
+
 /// Window functions whose value depends on the samples' times against the evaluation time
 /// (not only on their order and spacing): shifting the samples would change them.
 fn reads_sample_times(func: WindowFn) -> bool {
@@ -252,8 +255,8 @@ impl Lowering<'_> {
             return Ok(Node::Import(id));
         }
         Ok(match plan {
-            Plan::Select { matchers, shift, edges: Edges::Plain } if shift_by_offset(shift).is_some() => {
-                let offset = shift_by_offset(shift).unwrap_or(0);
+            Plan::Select { matchers, shift, edges: Edges::Plain } => {
+                let offset = shift_by_offset(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 self.series(
                     plan,
                     matchers,
@@ -276,7 +279,7 @@ impl Lowering<'_> {
                 // what reads the samples' times against the evaluation's
                 let offset = shift_by_offset(shift)
                     .filter(|o| *o == 0 || !reads_sample_times(*func))
-                    .ok_or_else(|| unsupported("offset and @"))?;
+                    .ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 if *func == WindowFn::AbsentOverTime {
                     // 1 while no series has a sample in the window: the absence of
                     // `present_over_time` over the same window

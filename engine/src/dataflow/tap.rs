@@ -241,17 +241,18 @@ impl Subscription {
             }
             // a message may come before the progress that completes its time: poll briefly
             match self.changes.recv_timeout(left.min(Duration::from_millis(1))) {
-                Ok((t, rows)) => self.pending.entry(t).or_default().extend(rows),
+                Ok(shard) => self.keep(shard),
                 Err(RecvTimeoutError::Disconnected) => self.disconnected = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
     }
 
+    /// Takes every message sent so far.
     fn drain(&mut self) {
         loop {
             match self.changes.try_recv() {
-                Ok((t, rows)) => self.pending.entry(t).or_default().extend(rows),
+                Ok(shard) => self.keep(shard),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.disconnected = true;
@@ -259,6 +260,11 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Adds a worker's shard to its time's updates.
+    fn keep(&mut self, (t, rows): TimedShard) {
+        self.pending.entry(t).or_default().extend(rows);
     }
 
     /// Every worker's updates at `t` as what changed: the whole content at the start, then
