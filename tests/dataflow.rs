@@ -87,6 +87,11 @@ const VIEWS: &[&str] = &[
     "limitk by (job) (2, x)",
     "limit_ratio(0.5, x)",
     "limit_ratio(-0.3, rate(x[2m]))",
+    // `fill`: an element alone in its match group meets the fill value (series 7 starts late,
+    // every sixth series stops early, so each side has elements the other lacks for a while)
+    "x - on(i) fill(0) (x offset 2m)",
+    "x / ignoring(i) group_left fill_right(1) sum by (job) (x > 3000)",
+    "sum by (job) (x > 2000) > bool on(job) group_right fill_left(5) (x offset 1m)",
     "label_replace(x, \"k\", \"$1\", \"job\", \"j(.)\")",
     // these change with no sample arriving: series 0 stops at 500s and its lookback runs out,
     // series 7 starts at 400s, series 9 has staleness markers

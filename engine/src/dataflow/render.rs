@@ -344,9 +344,6 @@ impl Lowering<'_> {
                 }
             }
             Plan::Join { op, lhs, rhs, key, return_bool } => {
-                if key.fill_many.is_some() || key.fill_one.is_some() {
-                    return Err(unsupported("fill modifiers"));
-                }
                 let (lhs, rhs) = (Box::new(self.lower(lhs)?), Box::new(self.lower(rhs)?));
                 Node::Join { lhs, rhs, op: *op, key: key.clone(), return_bool: *return_bool }
             }
@@ -681,7 +678,8 @@ fn set_operation<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, g: &Grouping, keys: &K
 }
 
 /// Arithmetic and comparisons between matched elements, one-to-one or with `group_left` /
-/// `group_right`, labelled as the batch executor labels them.
+/// `group_right`, labelled as the batch executor labels them. With `fill` modifiers an
+/// element whose match group the other side lacks is combined with the fill value instead.
 fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: bool, keys: &Keys) -> Coll<'s> {
     let swapped = matches!(key.card, Cardinality::OneToMany(_));
     let include: Vec<String> = match &key.card {
@@ -692,17 +690,45 @@ fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: boo
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let g = key.grouping.clone();
     let strip_name = !op.is_comparison() || return_bool;
-    let keys2 = keys.clone();
+    // the operands in the operator's order: the many side is the right one under group_right
+    let ordered = move |mv: f64, ov: f64| if swapped { (ov, mv) } else { (mv, ov) };
+    let (many, one) = (by_signature(many, &g, keys), by_signature(one, &g, keys));
+    let (keys2, include2) = (keys.clone(), include.clone());
     let mut labelled: KeyMap<(u64, u64), u64> = KeyMap::default();
-    by_signature(many, &g, keys).join(by_signature(one, &g, keys)).flat_map(
+    let mut out = many.clone().join(one.clone()).flat_map(
         move |(_sig, ((mk, mv), (ok, ov))): (u64, (Element, Element))| {
-            let (lv, rv) = if swapped { (ov.0, mv.0) } else { (mv.0, ov.0) };
+            let (lv, rv) = ordered(mv.0, ov.0);
             let value = combine(op, lv, rv, return_bool)?;
             let k = *labelled.entry((mk, ok)).or_insert_with(|| {
                 let (m, o) = (keys2.labels(mk), keys2.labels(ok));
-                keys2.intern(result_labels(&m, &o, &g, one_to_one, &include, strip_name))
+                keys2.intern(result_labels(&m, &o, &g, one_to_one, &include2, strip_name))
             });
             Some((k, Value(value)))
         },
-    )
+    );
+    if let Some(fill) = key.fill_one {
+        // a many-side element alone in its match group: the fill stands in for the one side,
+        // whose labels it has none of
+        let (keys, g) = (keys.clone(), key.grouping.clone());
+        let mut labelled: KeyMap<u64, u64> = KeyMap::default();
+        let alone = many.clone().antijoin(one.clone().map(|(sig, _)| sig).distinct());
+        out = out.concat(alone.flat_map(move |(_sig, (mk, mv)): (u64, Element)| {
+            let (lv, rv) = ordered(mv.0, fill);
+            let value = combine(op, lv, rv, return_bool)?;
+            let k = *labelled.entry(mk).or_insert_with(|| {
+                let m = keys.labels(mk);
+                keys.intern(result_labels(&m, &Labels::new(), &g, one_to_one, &include, strip_name))
+            });
+            Some((k, Value(value)))
+        }));
+    }
+    if let Some(fill) = key.fill_many {
+        // a one-side element alone in its match group: labelled with the group's labels
+        let alone = one.antijoin(many.map(|(sig, _)| sig).distinct());
+        out = out.concat(alone.flat_map(move |(sig, (_ok, ov)): (u64, Element)| {
+            let (lv, rv) = ordered(fill, ov.0);
+            combine(op, lv, rv, return_bool).map(|value| (sig, Value(value)))
+        }));
+    }
+    out
 }
