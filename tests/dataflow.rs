@@ -92,6 +92,10 @@ const VIEWS: &[&str] = &[
     "x - on(i) fill(0) (x offset 2m)",
     "x / ignoring(i) group_left fill_right(1) sum by (job) (x > 3000)",
     "sum by (job) (x > 2000) > bool on(job) group_right fill_left(5) (x offset 1m)",
+    // classic histograms: buckets `le` 1, 1.0, 2 and +Inf summed over jobs; quantiles by one
+    // label, and a bound written twice (`2`, `2e0`) with the same count, which adds up
+    "histogram_quantiles(sum by (le) (label_replace(label_replace(label_replace(x, \"le\", \"$1\", \"job\", \"j(.)\"), \"le\", \"+Inf\", \"le\", \"3\"), \"le\", \"1.0\", \"le\", \"0\")), \"q\", 0.25, 0.9)",
+    "histogram_quantile(0.6, label_replace(sum by (le) (label_replace(label_replace(x, \"le\", \"$1\", \"job\", \"j(.)\"), \"le\", \"+Inf\", \"le\", \"0\")), \"le\", \"2e0\", \"le\", \"2\") or sum by (le) (label_replace(label_replace(x, \"le\", \"$1\", \"job\", \"j(.)\"), \"le\", \"+Inf\", \"le\", \"0\")))",
     "label_replace(x, \"k\", \"$1\", \"job\", \"j(.)\")",
     // these change with no sample arriving: series 0 stops at 500s and its lookback runs out,
     // series 7 starts at 400s, series 9 has staleness markers

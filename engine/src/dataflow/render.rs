@@ -60,9 +60,11 @@ pub(crate) enum Node {
     /// One element with `labels` and value 1 while the input is empty (`absent`,
     /// `absent_over_time`).
     Absent { input: Box<Node>, labels: Labels },
-    /// `histogram_quantile(φ, …)` or `histogram_fraction(lower, upper, …)` over classic
-    /// buckets: the series that differ only in `le` are one histogram.
-    Histogram { input: Box<Node>, func: VectorFn, params: Vec<f64> },
+    /// `histogram_quantile(φ, …)`, `histogram_quantiles(…, label, φ…)` or
+    /// `histogram_fraction(lower, upper, …)` over classic buckets: the series that differ
+    /// only in `le` are one histogram. `histogram_quantiles` gives one element per quantile,
+    /// which `quantile_label` names.
+    Histogram { input: Box<Node>, func: VectorFn, params: Vec<f64>, quantile_label: Option<String> },
     /// Vector matching.
     Join { lhs: Box<Node>, rhs: Box<Node>, op: BinOp, key: JoinKey, return_bool: bool },
 }
@@ -367,7 +369,19 @@ impl Lowering<'_> {
                 input: Box::new(self.lower(input)?),
                 func: *func,
                 params: self.constants(args)?,
+                quantile_label: None,
             },
+            Plan::VectorFunction { func: VectorFn::HistogramQuantiles, input, args, .. } => {
+                let Some((Plan::Str(label), quantiles)) = args.split_first() else {
+                    return Err(Error::Plan("histogram_quantiles needs a label name".into()));
+                };
+                Node::Histogram {
+                    input: Box::new(self.lower(input)?),
+                    func: VectorFn::HistogramQuantiles,
+                    params: self.constants(quantiles)?,
+                    quantile_label: Some(label.clone()),
+                }
+            }
             other => {
                 let line = other.to_string();
                 return Err(unsupported(line.lines().next().unwrap_or_default().trim()));
@@ -594,8 +608,9 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let one = constant_collection(scope, labels, 1.0, &cx.keys).map(|kv| ((), kv));
             counted(one.antijoin(present).map(|(_, kv)| kv), &cx.counters, Operator::Join)
         }
-        Node::Histogram { input, func, params } => {
-            let (func, params, keys) = (*func, params.clone(), cx.keys.clone());
+        Node::Histogram { input, func, params, quantile_label } => {
+            let (func, keys) = (*func, cx.keys.clone());
+            let (params, quantiles) = (params.clone(), params.clone());
             let mut buckets_of = KeyMap::default();
             let out = render(scope, input, cx)
                 .flat_map(move |(k, count): (u64, Value)| {
@@ -608,21 +623,44 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     });
                     le.map(|le| (histogram, (Value(le), count)))
                 })
-                .reduce(move |_h, vals: &[(&(Value, Value), isize)], out: &mut Vec<(Value, isize)>| {
-                    let mut buckets: Vec<(f64, f64)> = vals.iter().map(|((le, c), _)| (le.0, c.0)).collect();
-                    if buckets.is_empty() {
-                        return;
-                    }
-                    let v = match func {
-                        VectorFn::HistogramFraction => {
-                            kernels::bucket_fraction(params[0], params[1], &mut buckets)
+                .reduce(
+                    move |_h, vals: &[(&(Value, Value), isize)], out: &mut Vec<((u32, Value), isize)>| {
+                        // buckets with one bound written differently (`0.2`, `2e-1`) and the same
+                        // count are one value with a multiplicity; the kernel adds them up
+                        let mut buckets: Vec<(f64, f64)> = vals
+                            .iter()
+                            .flat_map(|((le, c), m)| std::iter::repeat_n((le.0, c.0), (*m).max(0) as usize))
+                            .collect();
+                        if buckets.is_empty() {
+                            return;
                         }
-                        _ => kernels::bucket_quantile(params[0], &mut buckets).value,
-                    };
-                    out.push((Value(v), 1));
+                        if func == VectorFn::HistogramFraction {
+                            let v = kernels::bucket_fraction(params[0], params[1], &mut buckets);
+                            out.push(((0, Value(v)), 1));
+                            return;
+                        }
+                        // one value per quantile: the first for histogram_quantile
+                        let count = if func == VectorFn::HistogramQuantiles { params.len() } else { 1 };
+                        for (i, &q) in params.iter().take(count).enumerate() {
+                            out.push(((i as u32, Value(kernels::bucket_quantile(q, &mut buckets).value)), 1));
+                        }
+                    },
+                );
+            // the result's labels: without the name, and with the quantile's label if asked;
+            // two histograms that this makes one label set are the batch executor's error
+            let (keys, mut labelled) = (cx.keys.clone(), KeyMap::<(u64, u32), u64>::default());
+            let quantile_label = quantile_label.clone();
+            let out = out.map(move |(k, (i, v)): (u64, (u32, Value))| {
+                let k = *labelled.entry((k, i)).or_insert_with(|| {
+                    let mut l = keys.labels(k);
+                    if let Some(label) = &quantile_label {
+                        let q = quantiles[i as usize];
+                        l.set(label, &promflow_storage::gofmt::format_openmetrics_float(q));
+                    }
+                    keys.intern(without_name(l))
                 });
-            let (keys, mut names) = (cx.keys.clone(), KeyMap::default());
-            let out = out.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut names, k, without_name), v));
+                (k, v)
+            });
             counted(out, &cx.counters, Operator::Aggregate)
         }
         Node::Join { lhs, rhs, op, key, return_bool } => {
