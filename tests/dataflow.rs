@@ -92,6 +92,13 @@ const VIEWS: &[&str] = &[
     "x - on(i) fill(0) (x offset 2m)",
     "x / ignoring(i) group_left fill_right(1) sum by (job) (x > 3000)",
     "sum by (job) (x > 2000) > bool on(job) group_right fill_left(5) (x offset 1m)",
+    // anchored windows: the last sample at or before the window's start is its left edge, so
+    // values change when a sample crosses the start, with no sample arriving
+    "increase(x[2m] anchored)",
+    "sum by (job) (rate(x[1m] anchored))",
+    "changes(x[3m] anchored)",
+    "delta(x[90s] anchored offset 1m)",
+    "resets(x[2m] anchored)",
     // classic histograms: buckets `le` 1, 1.0, 2 and +Inf summed over jobs; quantiles by one
     // label, and a bound written twice (`2`, `2e0`) with the same count, which adds up
     "histogram_quantiles(sum by (le) (label_replace(label_replace(label_replace(x, \"le\", \"$1\", \"job\", \"j(.)\"), \"le\", \"+Inf\", \"le\", \"3\"), \"le\", \"1.0\", \"le\", \"0\")), \"q\", 0.25, 0.9)",
@@ -290,6 +297,7 @@ fn unsupported_expressions_are_refused() {
         "topk(scalar(sum(x)), x)",
         "time() - x",
         "count_values(\"v\", x)",
+        "rate(x[5m] smoothed)",
     ];
     for query in refused {
         let err = inc.install(&compile(query)).unwrap_err().to_string();

@@ -1136,6 +1136,12 @@ fn finish_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
 /// A window function over an anchored or smoothed window (`widened` holds the samples within
 /// the lookback beyond its edges). Prometheus allows `changes` and `resets` anchored, and
 /// `rate`, `increase` and `delta` either way; the front end rejects the rest.
+/// A window function over an anchored window (`widened`: the window's samples and those
+/// within the lookback before it); `None` where it has no value.
+pub(crate) fn anchored_window(func: WindowFn, widened: SampleSlice<'_>, b: WindowBounds) -> Option<f64> {
+    extended_window(func, widened, b, Edges::Anchored, &[]).ok().flatten()
+}
+
 fn extended_window(
     func: WindowFn,
     widened: SampleSlice<'_>,

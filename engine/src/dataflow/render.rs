@@ -202,6 +202,10 @@ fn shift_by_offset(shift: &TimeShift) -> Option<i64> {
 /// Why a shifted selection is not maintained.
 const NOT_SHIFTED: &str = "@, a negative offset, or an offset under a function of the samples' times";
 
+/// Why a smoothed selection is not maintained: its value at an evaluation interpolates
+/// towards the first sample after it, which a view has not seen yet.
+const NOT_CAUSAL: &str = "smoothed edges, which read samples after the evaluation time";
+
 /// Window functions whose value depends on the samples' times against the evaluation time
 /// (not only on their order and spacing): shifting the samples would change them.
 fn reads_sample_times(func: WindowFn) -> bool {
@@ -271,11 +275,35 @@ impl Lowering<'_> {
                 let Plan::Select { matchers, .. } = &**input else { unreachable!() };
                 self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true }, 0)
             }
+            Plan::Select { edges: Edges::Smoothed, .. } => return Err(unsupported(NOT_CAUSAL)),
+            Plan::WindowFunction { input, .. }
+                if matches!(&**input, Plan::Window { edges: Edges::Smoothed, .. }) =>
+            {
+                return Err(unsupported(NOT_CAUSAL))
+            }
+            Plan::WindowFunction {
+                func:
+                    func @ (WindowFn::Rate
+                    | WindowFn::Increase
+                    | WindowFn::Delta
+                    | WindowFn::Changes
+                    | WindowFn::Resets),
+                input,
+                ..
+            } if matches!(&**input, Plan::Window { edges: Edges::Anchored, .. }) => {
+                let Plan::Window { matchers, range_ms, shift, .. } = &**input else { unreachable!() };
+                let offset = shift_by_offset(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                let anchored = SeriesFn::Anchored { func: *func, range: *range_ms, lookback: self.lookback };
+                self.series(plan, matchers, anchored, offset)
+            }
             Plan::WindowFunction { func, input, args, .. } => {
                 let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
-                    return Err(unsupported(format!(
-                        "{func:?} over a subquery, an offset, @ or extended edges"
-                    )));
+                    let what = if matches!(&**input, Plan::Window { .. }) {
+                        "an anchored window"
+                    } else {
+                        "a subquery"
+                    };
+                    return Err(unsupported(format!("{func:?} over {what}")));
                 };
                 // a shifted window is the window over samples counted `offset` later, except for
                 // what reads the samples' times against the evaluation's

@@ -66,6 +66,17 @@ pub(crate) enum SeriesFn {
         /// Its constant scalar arguments.
         args: Vec<f64>,
     },
+    /// An anchored window function (`rate`, `increase`, `delta`, `changes`, `resets` over
+    /// `x[range] anchored`): the window also takes the last sample at or before its start,
+    /// within the lookback, as its left edge.
+    Anchored {
+        /// The function.
+        func: WindowFn,
+        /// The window length in milliseconds.
+        range: i64,
+        /// How far before the window's start its left edge may lie.
+        lookback: i64,
+    },
 }
 
 impl SeriesFn {
@@ -74,13 +85,14 @@ impl SeriesFn {
         match self {
             SeriesFn::Last { lookback, .. } => *lookback,
             SeriesFn::Window { range, .. } => *range,
+            SeriesFn::Anchored { range, lookback, .. } => range + lookback,
         }
     }
 
     /// Whether the result loses the metric name (every window function but
     /// `last_over_time` and `first_over_time`, as in the batch executor).
     pub(crate) fn drops_name(&self) -> bool {
-        matches!(self, SeriesFn::Last { timestamp: true, .. })
+        matches!(self, SeriesFn::Last { timestamp: true, .. } | SeriesFn::Anchored { .. })
             || matches!(self, SeriesFn::Window { func, .. }
                 if !matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime))
     }
@@ -121,6 +133,11 @@ impl SeriesFn {
                 });
             }
             SeriesFn::Window { func, range, args } => (*func, *range, args),
+            SeriesFn::Anchored { func, range, .. } => {
+                // the visible samples are the window's and those within the lookback before it
+                let b = WindowBounds { start: at - range, end: at, eval_time: at };
+                return steady(crate::batch::anchored_window(*func, SampleSlice { t, v }, b));
+            }
         };
         let b = WindowBounds { start: at - range, end: at, eval_time: at };
         if kernels::reads_only_ends(func) {
@@ -134,6 +151,16 @@ impl SeriesFn {
             WindowFn::PredictLinear => (kernels::window(func, window, b, args), None),
             _ => steady(kernels::window(func, window, b, args)),
         }
+    }
+}
+
+impl SeriesFn {
+    /// For an anchored window, when the oldest sample inside the window will cross its start
+    /// (becoming its left edge), which changes the value with no sample arriving.
+    fn next_crossing(&self, st: &SeriesState, at: i64) -> Option<i64> {
+        let SeriesFn::Anchored { range, .. } = self else { return None };
+        let t = st.ts();
+        t.get(t.partition_point(|&x| x <= at - range)).map(|x| x.saturating_add(*range))
     }
 }
 
@@ -312,7 +339,8 @@ impl SeriesState {
                 }
             }
             // range selections never see staleness markers
-            (SeriesFn::Window { .. }, _) if is_stale_nan(v) => {}
+            (SeriesFn::Window { .. } | SeriesFn::Anchored { .. }, _) if is_stale_nan(v) => {}
+            (SeriesFn::Anchored { .. }, _) => self.insert_any(false, t, v),
             (SeriesFn::Window { .. }, Keep::All) => self.insert_any(func.tracks_resets(), t, v),
             (SeriesFn::Window { .. }, Keep::Extremes { max }) => self.insert_candidate(*max, t, v),
             (SeriesFn::Window { range, .. }, Keep::Ends { tail_ms, .. }) => {
@@ -731,6 +759,9 @@ pub(crate) fn render<'s>(
                     // the next event: the oldest visible sample leaves, or the value starts to
                     // move with time
                     let mut when = first.saturating_add(span);
+                    if let Some(crossing) = func.next_crossing(st, at_ms) {
+                        when = when.min(crossing);
+                    }
                     if moves {
                         match steady_until {
                             Some(until) => {
