@@ -639,6 +639,21 @@ impl Plan {
         }
     }
 
+    /// The latest time an `@ t` pins a selection or window to (its offset taken off), if
+    /// any: an evaluation before it reads samples after the evaluation time.
+    pub fn latest_pinned_ms(&self) -> Option<i64> {
+        let own = match self {
+            Plan::Select { shift, .. } | Plan::Window { shift, .. } | Plan::SubWindow { shift, .. } => {
+                match shift.at {
+                    TimeAnchor::Fixed(t) => Some(t - shift.offset_ms),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        self.children().iter().filter_map(|c| c.latest_pinned_ms()).chain(own).max()
+    }
+
     /// The longest look-back any selection in the plan needs, in milliseconds (windows plus
     /// offsets), not counting the lookback delta.
     pub fn max_window_ms(&self) -> i64 {

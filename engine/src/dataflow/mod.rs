@@ -457,7 +457,7 @@ impl Incremental {
         let mut c = self.controller();
         let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
         let from = now - plan.max_window_ms() - self.lookback_ms;
-        let leaves = lowered.new_leaves.clone();
+        let (mut leaves, pinned) = (lowered.new_leaves.clone(), lowered.pinned.clone());
         let view = self.build(&mut c, lowered);
         if leaves.is_empty() {
             return Ok(view);
@@ -465,6 +465,22 @@ impl Incremental {
         let mut outbox = self.outbox();
         outbox.flush();
         let mut history = HistorySender { senders: &outbox.senders, incremental: self, stalled: false };
+        // a pinned leaf (`@ t`) sees the samples of one span, however long ago, and no later
+        for (leaf, lo, hi) in pinned {
+            let Some(i) = leaves.iter().position(|(l, _)| *l == leaf) else { continue };
+            let (_, matchers) = leaves.swap_remove(i);
+            let rows = querier
+                .select(&matchers, lo.saturating_add(1), hi)?
+                .into_iter()
+                .flat_map(|s| {
+                    let key = self.keys.intern(s.labels);
+                    s.samples.iter().map(move |x| (key, x.t, x.v)).collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>();
+            if !rows.is_empty() {
+                history.send(leaf, rows);
+            }
+        }
         // oldest first, a slice at a time: each series' samples reach its operator in time
         // order, and only a slice's samples are in memory at once
         let mut lo = from;

@@ -44,8 +44,8 @@ pub(crate) enum Node {
     /// Arranges the input and registers it under `id`.
     Arrange { id: usize, input: Box<Node> },
     /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
-    /// says; every sample counts `offset_ms` after its timestamp (an `offset`).
-    Series { leaf: usize, func: SeriesFn, keep: Keep, offset_ms: i64 },
+    /// says, evaluated when `time` says.
+    Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a constant.
@@ -123,7 +123,8 @@ impl Registry {
         lookback: i64,
         grain: Option<Grain>,
     ) -> Result<Lowered, Error> {
-        let mut l = Lowering { reg: self, lookback, grain, new: Vec::new(), leaves: Vec::new() };
+        let mut l =
+            Lowering { reg: self, lookback, grain, new: Vec::new(), leaves: Vec::new(), pinned: Vec::new() };
         let node = l.lower(plan)?;
         let (node, id) = match node {
             Node::Import(id) => (None, id),
@@ -134,14 +135,14 @@ impl Registry {
                 (Some(Node::Arrange { id, input: Box::new(node) }), id)
             }
         };
-        let (new, leaves) = (l.new, l.leaves);
+        let (new, leaves, pinned) = (l.new, l.leaves, l.pinned);
         self.next += new.len();
         self.arranged.extend(new);
         if !leaves.is_empty() {
             self.leaves.extend(leaves.iter().cloned());
             self.leaves_version += 1;
         }
-        Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain })
+        Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain, pinned })
     }
 }
 
@@ -168,6 +169,9 @@ pub(crate) struct Lowered {
     pub(crate) new_leaves: Vec<(usize, Vec<Matcher>)>,
     /// The grain its new operators change at.
     pub(crate) grain: Option<Grain>,
+    /// The new leaves evaluated at a fixed time (`@`), with the span of sample times they
+    /// see, `(from, to]`: their history, wherever it lies.
+    pub(crate) pinned: Vec<(usize, i64, i64)>,
 }
 
 struct Lowering<'r> {
@@ -176,6 +180,7 @@ struct Lowering<'r> {
     grain: Option<Grain>,
     new: Vec<(Plan, i64, Option<Grain>, usize)>,
     leaves: Vec<(usize, Vec<Matcher>)>,
+    pinned: Vec<(usize, i64, i64)>,
 }
 
 fn unsupported(what: impl std::fmt::Display) -> Error {
@@ -192,15 +197,32 @@ fn constant(plan: &Plan) -> Option<f64> {
     }
 }
 
-/// The offset of a shift that is only a positive `offset` (or none): such a selection is the
-/// same selection with every sample counting that much later. `None` for `@` and negative
-/// offsets, which read samples that arrive after the evaluation.
-fn shift_by_offset(shift: &TimeShift) -> Option<i64> {
-    (shift.at == TimeAnchor::Step && shift.offset_ms >= 0).then_some(shift.offset_ms)
+/// When a selection or window is evaluated, relative to the view's evaluation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeafTime {
+    /// At each evaluation, over the samples counted this many milliseconds after their
+    /// timestamps (a positive `offset`, or none): the same as evaluating that much earlier.
+    Shifted(i64),
+    /// At this fixed time whatever the evaluation's (`@ t`, its offset taken off): samples
+    /// after it are ignored, and nothing expires as the clock moves.
+    Pinned(i64),
+}
+
+impl LeafTime {
+    /// How a shift is maintained; `None` for negative offsets and `@ start()`/`@ end()`,
+    /// which read samples after the evaluation or a query range a view does not have.
+    fn of(shift: &TimeShift) -> Option<LeafTime> {
+        match shift.at {
+            TimeAnchor::Step if shift.offset_ms >= 0 => Some(LeafTime::Shifted(shift.offset_ms)),
+            TimeAnchor::Fixed(t) => Some(LeafTime::Pinned(t.saturating_sub(shift.offset_ms))),
+            _ => None,
+        }
+    }
 }
 
 /// Why a shifted selection is not maintained.
-const NOT_SHIFTED: &str = "@, a negative offset, or an offset under a function of the samples' times";
+const NOT_SHIFTED: &str =
+    "@ start(), @ end(), a negative offset, or an offset under a function of the samples' times";
 
 /// Why a smoothed selection is not maintained: its value at an evaluation interpolates
 /// towards the first sample after it, which a view has not seen yet.
@@ -242,12 +264,18 @@ impl Lowering<'_> {
 
     /// A leaf fed the samples of `matchers`, computing `func` per series, each sample
     /// counting `offset_ms` after its timestamp; arranged as `plan`.
-    fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn, offset_ms: i64) -> Node {
-        self.leaves.push((self.next_id(), matchers.to_vec()));
-        // reading a window back from storage goes by the samples' own times: not for a shift
-        let read_back = if offset_ms == 0 { self.reg.read_back.as_ref() } else { None };
+    fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn, time: LeafTime) -> Node {
+        let leaf = self.next_id();
+        self.leaves.push((leaf, matchers.to_vec()));
+        if let LeafTime::Pinned(t) = time {
+            // its history is what it sees at its time, however long ago
+            self.pinned.push((leaf, t.saturating_sub(func.span()), t));
+        }
+        // reading a window back from storage follows the window's moving start: not for a
+        // shift or a pinned window
+        let read_back = if time == LeafTime::Shifted(0) { self.reg.read_back.as_ref() } else { None };
         let keep = Keep::choose(&func, matchers, read_back);
-        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, offset_ms })
+        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, time })
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -262,18 +290,20 @@ impl Lowering<'_> {
         }
         Ok(match plan {
             Plan::Select { matchers, shift, edges: Edges::Plain } => {
-                let offset = shift_by_offset(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 self.series(
                     plan,
                     matchers,
                     SeriesFn::Last { lookback: self.lookback, timestamp: false },
-                    offset,
+                    time,
                 )
             }
-            Plan::Map { func: MapFn::Timestamp, input, .. } if matches!(&**input, Plan::Select { shift, edges: Edges::Plain, .. } if shift.is_identity()) =>
+            // the samples' own timestamps: not under an offset, which moves them
+            Plan::Map { func: MapFn::Timestamp, input, .. } if matches!(&**input, Plan::Select { shift, edges: Edges::Plain, .. } if matches!(LeafTime::of(shift), Some(LeafTime::Shifted(0) | LeafTime::Pinned(_)))) =>
             {
-                let Plan::Select { matchers, .. } = &**input else { unreachable!() };
-                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true }, 0)
+                let Plan::Select { matchers, shift, .. } = &**input else { unreachable!() };
+                let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true }, time)
             }
             Plan::Select { edges: Edges::Smoothed, .. } => return Err(unsupported(NOT_CAUSAL)),
             Plan::WindowFunction { input, .. }
@@ -292,9 +322,9 @@ impl Lowering<'_> {
                 ..
             } if matches!(&**input, Plan::Window { edges: Edges::Anchored, .. }) => {
                 let Plan::Window { matchers, range_ms, shift, .. } = &**input else { unreachable!() };
-                let offset = shift_by_offset(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 let anchored = SeriesFn::Anchored { func: *func, range: *range_ms, lookback: self.lookback };
-                self.series(plan, matchers, anchored, offset)
+                self.series(plan, matchers, anchored, time)
             }
             Plan::WindowFunction { func, input, args, .. } => {
                 let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
@@ -307,8 +337,8 @@ impl Lowering<'_> {
                 };
                 // a shifted window is the window over samples counted `offset` later, except for
                 // what reads the samples' times against the evaluation's
-                let offset = shift_by_offset(shift)
-                    .filter(|o| *o == 0 || !reads_sample_times(*func))
+                let time = LeafTime::of(shift)
+                    .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(*func)))
                     .ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 if *func == WindowFn::AbsentOverTime {
                     // 1 while no series has a sample in the window: the absence of
@@ -323,7 +353,7 @@ impl Lowering<'_> {
                     return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
                 }
                 let args = self.constants(args)?;
-                self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args }, offset)
+                self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args }, time)
             }
             Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {
@@ -487,12 +517,16 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Arrange { id, input } => {
             arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func, keep, offset_ms } => {
+        Node::Series { leaf, func, keep, time } => {
             let mut input = timely::dataflow::InputHandle::new();
             let mut rows = scope.input_from(&mut input);
-            if *offset_ms != 0 {
-                let offset = *offset_ms;
-                rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+            let mut pinned = None;
+            match *time {
+                LeafTime::Shifted(0) => {}
+                LeafTime::Shifted(offset) => {
+                    rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+                }
+                LeafTime::Pinned(t) => pinned = Some(t),
             }
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
@@ -501,6 +535,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 cx.clock.clone(),
                 func.clone(),
                 keep.clone(),
+                pinned,
                 cx.grain,
                 cx.keys.clone(),
                 Arc::clone(&cx.counters),

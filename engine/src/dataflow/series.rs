@@ -81,7 +81,7 @@ pub(crate) enum SeriesFn {
 
 impl SeriesFn {
     /// How long a sample stays visible.
-    fn span(&self) -> i64 {
+    pub(crate) fn span(&self) -> i64 {
         match self {
             SeriesFn::Last { lookback, .. } => *lookback,
             SeriesFn::Window { range, .. } => *range,
@@ -116,8 +116,9 @@ impl SeriesFn {
     /// The value at `at` of a series in state `st` (evicted at `at`: its samples are the
     /// window's), and until when it holds with no new sample (`None`: it moves with time now,
     /// and is recomputed at every tick). The extrapolating functions read only the window's
-    /// ends and counter resets, not its samples.
-    fn evaluate(&self, st: &SeriesState, at: i64) -> (Option<f64>, Option<i64>) {
+    /// ends and counter resets, not its samples. `eval_time` is the evaluation's time, which
+    /// differs from `at` under `@` (`predict_linear` predicts from it).
+    fn evaluate(&self, st: &SeriesState, at: i64, eval_time: i64) -> (Option<f64>, Option<i64>) {
         let (t, v) = (st.ts(), st.vs());
         // a value that changes only with samples and expiries
         let steady = |x: Option<f64>| (x, Some(i64::MAX));
@@ -139,7 +140,7 @@ impl SeriesFn {
                 return steady(crate::batch::anchored_window(*func, SampleSlice { t, v }, b));
             }
         };
-        let b = WindowBounds { start: at - range, end: at, eval_time: at };
+        let b = WindowBounds { start: at - range, end: at, eval_time };
         if kernels::reads_only_ends(func) {
             return match st.ends().and_then(|w| kernels::window_from_ends(func, w, b)) {
                 Some((value, until)) => (Some(value), until),
@@ -614,12 +615,16 @@ fn read_back(
 
 /// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks,
 /// keeping samples as `keep` says (`keys` names the series for read-backs); with a `grain`,
-/// every event takes effect at the grain's next time.
+/// every event takes effect at the grain's next time. A `pinned` operator (`@ t`) evaluates
+/// every series at `t` whatever the time: it ignores samples after `t`, and its values change
+/// only as samples arrive.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn render<'s>(
     rows: Stream<'s, u64, Vec<Row>>,
     clock: Stream<'s, u64, Vec<()>>,
     func: SeriesFn,
     keep: Keep,
+    pinned: Option<i64>,
     grain: Option<Grain>,
     keys: Keys,
     counters: Arc<Counters>,
@@ -630,7 +635,11 @@ pub(crate) fn render<'s>(
         // series whose value moves with time now: recomputed at every tick
         let mut moving = KeySet::default();
         let span = func.span().max(1);
-        let moves = func.moves_with_time();
+        // pinned, only `predict_linear` moves: it predicts from the evaluation's time
+        let moves = match pinned {
+            None => func.moves_with_time(),
+            Some(_) => matches!(func, SeriesFn::Window { func: WindowFn::PredictLinear, .. }),
+        };
         let track_resets = func.tracks_resets();
         let up = move |t: u64| grain.map_or(t, |g| g.up(t));
         // the output's key: the series', or its labels without the metric name
@@ -651,6 +660,9 @@ pub(crate) fn render<'s>(
                 let Some(&now) = cap.least() else { return };
                 for batch in data {
                     for &(s, t, v) in batch.iter() {
+                        if pinned.is_some_and(|p| t > p) {
+                            continue;
+                        }
                         let at = up((t.max(0) as u64).max(now));
                         let d = due.entry(at).or_default();
                         if d.cap.is_none() {
@@ -685,6 +697,8 @@ pub(crate) fn render<'s>(
                 let d = entry.remove();
                 let Some(cap) = d.cap else { continue };
                 let at_ms = at as i64;
+                // the time the series are evaluated at
+                let eval_ms = pinned.unwrap_or(at_ms);
                 let mut touched: Vec<u64> = d.absorbed;
                 touched.reserve(d.samples.len() + d.expiring.len());
                 for (s, t, v) in d.samples {
@@ -706,7 +720,7 @@ pub(crate) fn render<'s>(
                 touched.dedup();
                 let mut wants: Vec<(u64, Want)> = Vec::new();
                 for &s in &touched {
-                    if let Some(want) = series.get_mut(&s).and_then(|st| st.evict(span, at_ms, &keep)) {
+                    if let Some(want) = series.get_mut(&s).and_then(|st| st.evict(span, eval_ms, &keep)) {
                         wants.push((s, want));
                     }
                 }
@@ -736,7 +750,7 @@ pub(crate) fn render<'s>(
                     let now_kept = st.ts().len();
                     kept += now_kept as i64 - st.counted as i64;
                     st.counted = now_kept;
-                    let (value, steady_until) = func.evaluate(st, at_ms);
+                    let (value, steady_until) = func.evaluate(st, eval_ms, at_ms);
                     if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
                         let k = if drops_name { keys.rewrite(&mut names, s, without_name) } else { s };
                         if let Some(old) = st.emitted {
@@ -756,11 +770,15 @@ pub(crate) fn render<'s>(
                         }
                         continue;
                     };
-                    // the next event: the oldest visible sample leaves, or the value starts to
-                    // move with time
-                    let mut when = first.saturating_add(span);
-                    if let Some(crossing) = func.next_crossing(st, at_ms) {
-                        when = when.min(crossing);
+                    // the next event: the oldest visible sample leaves (never, pinned), a
+                    // sample crosses an anchored window's start, or the value starts to move
+                    // with time
+                    let mut when = i64::MAX;
+                    if pinned.is_none() {
+                        when = first.saturating_add(span);
+                        if let Some(crossing) = func.next_crossing(st, at_ms) {
+                            when = when.min(crossing);
+                        }
                     }
                     if moves {
                         match steady_until {
@@ -772,6 +790,9 @@ pub(crate) fn render<'s>(
                                 moving.insert(s);
                             }
                         }
+                    }
+                    if when == i64::MAX {
+                        continue;
                     }
                     let when = up(when.max(0) as u64);
                     if when > at && st.next.is_none_or(|n| n > when) {
