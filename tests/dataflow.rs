@@ -99,6 +99,15 @@ const VIEWS: &[&str] = &[
     "changes(x[3m] anchored)",
     "delta(x[90s] anchored offset 1m)",
     "resets(x[2m] anchored)",
+    // scalars that change: `time()` at every tick, `scalar(v)` (NaN while `v` has no element
+    // or several: series 7 starts late, series 0 stops)
+    "time() - timestamp(x)",
+    "vector(time())",
+    "minute(vector(time() * 60))",
+    "x > bool scalar(sum(x{i=\"1\"}))",
+    "x * scalar(x{job=\"j1\"})",
+    "vector(scalar(x{i=\"7\"}) - 2 * time())",
+    "scalar(x{i=\"0\"}) < x",
     // `@ t`: evaluated at t whatever the evaluation's time (compared from t on: before it, the
     // batch executor reads samples the view has not been fed yet)
     "x @ 300",
@@ -313,7 +322,6 @@ fn unsupported_expressions_are_refused() {
         "predict_linear(x[5m] offset 1m, 60)",
         "rate(x[5m:1m])",
         "topk(scalar(sum(x)), x)",
-        "time() - x",
         "count_values(\"v\", x)",
         "rate(x[5m] smoothed)",
     ];

@@ -639,6 +639,12 @@ impl Plan {
         }
     }
 
+    /// Whether the plan reads the evaluation time (`time()`, and the date functions without
+    /// an argument), so that its value changes with the clock alone.
+    pub fn reads_time(&self) -> bool {
+        matches!(self, Plan::Time) || self.children().iter().any(|c| c.reads_time())
+    }
+
     /// The latest time an `@ t` pins a selection or window to (its offset taken off), if
     /// any: an evaluation before it reads samples after the evaluation time.
     pub fn latest_pinned_ms(&self) -> Option<i64> {

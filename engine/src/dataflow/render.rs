@@ -30,6 +30,7 @@ use crate::batch::{
     result_labels, strip_metric_identity,
 };
 use crate::kernels;
+use crate::plan::ValueKind;
 use crate::plan::{
     AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, TimeAnchor, TimeShift,
     VectorFn, WindowFn,
@@ -48,8 +49,14 @@ pub(crate) enum Node {
     Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
-    /// An operation between each element and a constant.
-    ScalarOp { input: Box<Node>, op: BinOp, scalar: f64, scalar_left: bool, return_bool: bool },
+    /// An operation between each element and a scalar.
+    ScalarOp { input: Box<Node>, op: BinOp, scalar: Scalar, scalar_left: bool, return_bool: bool },
+    /// `time()`: one element with no labels whose value is the evaluation time in seconds,
+    /// brought up to date at every tick of the clock.
+    Now,
+    /// `scalar(v)`: one element with no labels, the input's only element's value, or NaN
+    /// when it has none or several.
+    ScalarOf { input: Box<Node> },
     /// `label_replace`, `label_join`.
     Relabel { input: Box<Node>, rule: Relabel },
     /// An aggregation by groups (`param`: the quantile, `k` of `topk`/`bottomk`/`limitk`, the
@@ -69,15 +76,41 @@ pub(crate) enum Node {
     Join { lhs: Box<Node>, rhs: Box<Node>, op: BinOp, key: JoinKey, return_bool: bool },
 }
 
+/// A scalar operand.
+#[derive(Clone, Debug)]
+pub(crate) enum Scalar {
+    /// The same value at all times.
+    Constant(f64),
+    /// A collection of at most one element with no labels whose value changes with time
+    /// (`time()`, `scalar(v)`, operations between them).
+    Varying(Box<Node>),
+}
+
+impl Scalar {
+    /// The scalar as a collection: `vector(s)`.
+    fn into_node(self) -> Node {
+        match self {
+            Scalar::Constant(value) => Node::Constant { labels: Labels::new(), value },
+            Scalar::Varying(node) => *node,
+        }
+    }
+}
+
 impl Node {
     /// Calls `f` on this node and every node below it.
     pub(crate) fn walk(&self, f: &mut impl FnMut(&Node)) {
         f(self);
         match self {
-            Node::Import(_) | Node::Series { .. } | Node::Constant { .. } => {}
+            Node::Import(_) | Node::Series { .. } | Node::Constant { .. } | Node::Now => {}
+            Node::ScalarOp { input, scalar, .. } => {
+                input.walk(f);
+                if let Scalar::Varying(node) = scalar {
+                    node.walk(f);
+                }
+            }
             Node::Arrange { input, .. }
             | Node::Map { input, .. }
-            | Node::ScalarOp { input, .. }
+            | Node::ScalarOf { input }
             | Node::Relabel { input, .. }
             | Node::Aggregate { input, .. }
             | Node::Absent { input, .. }
@@ -284,6 +317,40 @@ impl Lowering<'_> {
             .collect()
     }
 
+    /// A scalar operand: a constant, or a collection of one element with no labels.
+    fn lower_scalar(&mut self, plan: &Plan) -> Result<Scalar, Error> {
+        if let Some(value) = constant(plan) {
+            return Ok(Scalar::Constant(value));
+        }
+        let node = match plan {
+            Plan::Time => Node::Now,
+            Plan::VectorFunction { func: VectorFn::Scalar, input, .. } => {
+                Node::ScalarOf { input: Box::new(self.lower(input)?) }
+            }
+            // between two scalars: the left one is a one-element vector with no labels
+            Plan::ScalarOp { op, lhs, rhs, return_bool } => Node::ScalarOp {
+                input: Box::new(self.lower_scalar(lhs)?.into_node()),
+                op: *op,
+                scalar: self.lower_scalar(rhs)?,
+                scalar_left: false,
+                return_bool: *return_bool,
+            },
+            Plan::Map { func: MapFn::Negate, input, .. } => Node::Map {
+                input: Box::new(self.lower_scalar(input)?.into_node()),
+                func: MapFn::Negate,
+                args: Vec::new(),
+            },
+            other => {
+                let line = other.to_string();
+                return Err(unsupported(format!(
+                    "the scalar {}",
+                    line.lines().next().unwrap_or_default().trim()
+                )));
+            }
+        };
+        Ok(Scalar::Varying(Box::new(node)))
+    }
+
     fn lower(&mut self, plan: &Plan) -> Result<Node, Error> {
         if let Some(id) = self.find(plan) {
             return Ok(Node::Import(id));
@@ -362,15 +429,13 @@ impl Lowering<'_> {
                 Node::Map { input: Box::new(self.lower(input)?), func: *func, args: self.constants(args)? }
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => {
-                let (input, scalar, scalar_left) = match (constant(lhs), constant(rhs)) {
-                    (Some(s), None) => (rhs, s, true),
-                    (None, Some(s)) => (lhs, s, false),
-                    _ => return Err(unsupported("an operation with a scalar that is not a constant")),
+                let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {
+                    (ValueKind::Scalar, ValueKind::Instant) => (rhs, lhs, true),
+                    (ValueKind::Instant, ValueKind::Scalar) => (lhs, rhs, false),
+                    _ => return Err(unsupported("scalar expressions")),
                 };
-                if input.kind() != crate::plan::ValueKind::Instant {
-                    return Err(unsupported("scalar expressions"));
-                }
                 let input = Box::new(self.lower(input)?);
+                let scalar = self.lower_scalar(scalar)?;
                 Node::ScalarOp { input, op: *op, scalar, scalar_left, return_bool: *return_bool }
             }
             Plan::Relabel { rule, input } => {
@@ -410,10 +475,7 @@ impl Lowering<'_> {
             Plan::VectorFunction { func: VectorFn::Sort | VectorFn::SortDesc, input, .. } => {
                 self.lower(input)?
             }
-            Plan::ToVector(scalar) => match constant(scalar) {
-                Some(value) => Node::Constant { labels: Labels::new(), value },
-                None => return Err(unsupported("vector() of a scalar that is not a constant")),
-            },
+            Plan::ToVector(scalar) => self.lower_scalar(scalar)?.into_node(),
             Plan::VectorFunction { func: VectorFn::Absent, input, labels, .. } => Node::Absent {
                 input: Box::new(self.lower(input)?),
                 labels: Labels::from_pairs(labels.iter().cloned()),
@@ -556,24 +618,53 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             })
         }
         Node::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
-            let (op, s, left, as_bool, keys) = (*op, *scalar, *scalar_left, *return_bool, cx.keys.clone());
+            let (op, left, as_bool, keys) = (*op, *scalar_left, *return_bool, cx.keys.clone());
             let drop_name = !op.is_comparison() || as_bool;
             let mut names = KeyMap::default();
             let counters = Arc::clone(&cx.counters);
-            render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
-                let (a, b) = if left { (s, v.0) } else { (v.0, s) };
-                let r = kernels::binary(op, a, b);
-                let value = if !op.is_comparison() || as_bool {
-                    r
-                } else if r == 1.0 {
-                    v.0
-                } else {
-                    return None;
-                };
+            // one element with the scalar's value: arithmetic and `bool` give the result,
+            // a filtering comparison keeps the element's value
+            let mut element = move |k: u64, v: f64, s: f64| {
+                let (a, b) = if left { (s, v) } else { (v, s) };
+                let value =
+                    combine(op, a, b, as_bool).map(|r| if op.is_comparison() && !as_bool { v } else { r })?;
                 let k = if drop_name { keys.rewrite(&mut names, k, without_name) } else { k };
                 counters.count(Operator::Elementwise, 1);
                 Some((k, Value(value)))
-            })
+            };
+            let elements = render(scope, input, cx);
+            match scalar {
+                Scalar::Constant(s) => {
+                    let s = *s;
+                    elements.flat_map(move |(k, v): (u64, Value)| element(k, v.0, s))
+                }
+                Scalar::Varying(node) => {
+                    // every element meets the scalar's value: when it changes, all of them do
+                    let scalar = render(scope, node, cx).map(|(_, s): (u64, Value)| ((), s));
+                    elements
+                        .map(|kv: (u64, Value)| ((), kv))
+                        .join(scalar)
+                        .flat_map(move |((), ((k, v), s)): ((), ((u64, Value), Value))| element(k, v.0, s.0))
+                }
+            }
+        }
+        Node::Now => now_collection(scope, cx.clock.clone(), cx.grain, &cx.keys),
+        Node::ScalarOf { input } => {
+            let present = render(scope, input, cx).map(|(_, v): (u64, Value)| ((), v));
+            let only =
+                present.clone().reduce(|_, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
+                    let value = match vals {
+                        [(v, 1)] => **v,
+                        _ => Value(f64::NAN),
+                    };
+                    out.push((value, 1));
+                });
+            let none = constant_collection(scope, &Labels::new(), f64::NAN, &cx.keys)
+                .map(|kv| ((), kv))
+                .antijoin(present.map(|_| ()).distinct())
+                .map(|(_, kv)| kv);
+            let key = cx.keys.intern(Labels::new());
+            only.map(move |((), v)| (key, v)).concat(none)
         }
         Node::Relabel { input, rule } => {
             let (rule, keys) = (rule.clone(), cx.keys.clone());
@@ -737,6 +828,40 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             counted(out, &cx.counters, Operator::Join)
         }
     }
+}
+
+/// `time()`: one element with no labels whose value is the time of the clock's last tick (at
+/// the grain's next time), built by the first worker only.
+fn now_collection<'s>(
+    scope: Scope<'s, u64>,
+    clock: Stream<'s, u64, Vec<()>>,
+    grain: Option<Grain>,
+    keys: &Keys,
+) -> Coll<'s> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::operator::Operator as _;
+    let (key, first) = (keys.intern(Labels::new()), scope.index() == 0);
+    let mut last: Option<f64> = None;
+    clock
+        .unary(Pipeline, "now", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, _ticks| {
+                    let Some(&now) = cap.least() else { return };
+                    let at = grain.map_or(now, |g| g.up(now));
+                    let value = at as f64 / 1000.0;
+                    if !first || last == Some(value) {
+                        return;
+                    }
+                    let cap = cap.delayed(&at, 0);
+                    let mut session = output.session(&cap);
+                    if let Some(old) = last.replace(value) {
+                        session.give(((key, Value(old)), at, -1isize));
+                    }
+                    session.give(((key, Value(value)), at, 1isize));
+                });
+            }
+        })
+        .as_collection()
 }
 
 /// One element, present from time 0 on, built by the first worker only.

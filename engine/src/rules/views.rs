@@ -410,6 +410,11 @@ impl RuleViews {
     /// uninstalled when its last client unwatches it and no rule reads it.
     /// [`Error::Unsupported`] names what the incremental executor does not maintain.
     pub fn subscribe(&self, plan: &Plan, handler: WatchFn) -> Result<u64, Error> {
+        if plan.reads_time() {
+            // a view's `time()` moves at the clock's ticks, which come with the rules'
+            // evaluations: a client would see it stand still between them
+            return Err(Error::Unsupported("time() in a subscription".into()));
+        }
         self.watch_as(plan, handler, Reader::Client)
     }
 
