@@ -329,6 +329,13 @@ fn unsupported_expressions_are_refused() {
         let err = inc.install(&compile(query)).unwrap_err().to_string();
         assert!(err.starts_with("not supported by the incremental executor"), "{query}: {err}");
     }
+    // what Prometheus fails at every evaluation fails to install, with its message
+    for (query, message) in
+        [("topk(NaN, x)", "Parameter value is NaN"), ("limit_ratio(NaN, x)", "Ratio value is NaN")]
+    {
+        let err = inc.install(&compile(query)).unwrap_err().to_string();
+        assert!(err.contains(message), "{query}: {err}");
+    }
     assert_eq!(inc.arrangements(), 0);
     inc.shutdown();
 }

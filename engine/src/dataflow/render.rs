@@ -452,7 +452,12 @@ impl Lowering<'_> {
                     (AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio, Some(k)) => {
                         match constant(k) {
                             Some(k) if !k.is_nan() => k,
-                            _ => {
+                            // Prometheus fails every evaluation, with or without elements
+                            Some(_) if *op == AggOp::LimitRatio => {
+                                return Err(Error::Execution("Ratio value is NaN".into()))
+                            }
+                            Some(_) => return Err(Error::Execution("Parameter value is NaN".into())),
+                            None => {
                                 return Err(unsupported(format!(
                                     "the {op:?} aggregation with a parameter that is not a constant"
                                 )))
