@@ -108,6 +108,15 @@ const VIEWS: &[&str] = &[
     "x * scalar(x{job=\"j1\"})",
     "vector(scalar(x{i=\"7\"}) - 2 * time())",
     "scalar(x{i=\"0\"}) < x",
+    // subqueries: the inner expression sampled at every multiple of the step (exactly there,
+    // the clock ticking at each step for the values that move with time), nested too
+    "max_over_time(x[3m:30s])",
+    "sum by (job) (rate(x[5m:1m]))",
+    "avg_over_time(rate(x[2m])[4m:45s])",
+    "min_over_time(sum by (job) (x)[2m:20s] offset 1m)",
+    "rate(sum_over_time(x[1m:15s])[3m:15s])",
+    "absent_over_time(x{i=\"0\"}[2m:30s])",
+    "deriv(predict_linear(x[2m], 30)[3m:20s])",
     // `@ t`: evaluated at t whatever the evaluation's time (compared from t on: before it, the
     // batch executor reads samples the view has not been fed yet)
     "x @ 300",
@@ -320,7 +329,7 @@ fn unsupported_expressions_are_refused() {
         "x offset -5m",
         "x @ start()",
         "predict_linear(x[5m] offset 1m, 60)",
-        "rate(x[5m:1m])",
+        "rate(x[5m:1m] @ 100)",
         "topk(scalar(sum(x)), x)",
         "count_values(\"v\", x)",
         "rate(x[5m] smoothed)",
@@ -383,6 +392,8 @@ fn views_start_from_history_in_the_middle_of_a_window() {
         "increase(x[1h])",
         "rate(x[1h] offset 10m)",
         "sum_over_time(x[10m] @ 1800)",
+        // a subquery's steps before the start are the batch executor's
+        "max_over_time(rate(x[5m])[30m:1m])",
     ] {
         views.push((q, inc.install_from(&compile(q), db.as_ref(), restart, None).unwrap()));
     }
@@ -396,7 +407,8 @@ fn views_start_from_history_in_the_middle_of_a_window() {
         inc.append(&all[from..next]);
         if t == 6_300_000 {
             // a reload adds a rule that shares rate(x[1h]) and one that needs a new window
-            for q in ["max by (job) (rate(x[1h]))", "avg_over_time(x[45m])"] {
+            for q in ["max by (job) (rate(x[1h]))", "avg_over_time(x[45m])", "min_over_time(sum(x)[20m:45s])"]
+            {
                 views.push((q, inc.install_from(&compile(q), db.as_ref(), t, None).unwrap()));
             }
         }
@@ -412,8 +424,8 @@ fn views_start_from_history_in_the_middle_of_a_window() {
         }
         inc.compact(t + 1);
     }
-    // 14 reads of five views before the reload, 16 of seven from it on
-    assert_eq!(checked, 14 * 5 + 16 * 7);
+    // 14 reads of six views before the reload, 16 of nine from it on
+    assert_eq!(checked, 14 * 6 + 16 * 9);
     inc.shutdown();
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct Install {
     pub(crate) arrangements: Vec<usize>,
     /// The leaf inputs it created.
     pub(crate) leaves: Vec<usize>,
+    /// The steps of its subqueries.
+    pub(crate) subquery_steps: Vec<u64>,
     /// The installations whose arrangements it imports.
     imports: Vec<usize>,
     /// Views that read one of its arrangements, plus installations that import one.
@@ -43,6 +45,10 @@ impl Installs {
         node.walk(&mut |n| match n {
             Node::Arrange { id, .. } => install.arrangements.push(*id),
             Node::Series { leaf, .. } => install.leaves.push(*leaf),
+            Node::Subquery { leaf, step_ms, .. } => {
+                install.leaves.push(*leaf);
+                install.subquery_steps.push((*step_ms).max(1) as u64);
+            }
             Node::Import(id) => imported.push(*id),
             _ => {}
         });
@@ -65,6 +71,11 @@ impl Installs {
         }
         self.live.insert(number, install);
         number
+    }
+
+    /// The steps of installation `number`'s subqueries.
+    pub(crate) fn subquery_steps(&self, number: usize) -> Vec<u64> {
+        self.live.get(&number).map(|i| i.subquery_steps.clone()).unwrap_or_default()
     }
 
     /// A view reads `arrangement`: the installation that built it gains a user.

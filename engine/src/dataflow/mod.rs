@@ -21,7 +21,7 @@ mod render;
 mod series;
 mod tap;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 
 use crate::plan::Plan;
 use crate::Error;
+use crate::{QueryOptions, QueryResult};
 use installs::Installs;
 use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
@@ -242,7 +243,15 @@ struct Controller {
     routes_for: u64,
     clock: u64,
     ticked: Option<u64>,
+    /// The steps of the live views' subqueries, with how many installations use each: the
+    /// clock ticks at every multiple of each, so that what the subqueries sample is up to
+    /// date there.
+    subquery_steps: BTreeMap<u64, usize>,
 }
+
+/// At most this many steps of one subquery are ticked in one clock move (a longer jump
+/// leaves the earlier steps' time-moving values as they were).
+const MAX_STEP_TICKS: u64 = 10_000;
 
 /// The workers' command channels, and the rows appended since the last command.
 ///
@@ -358,6 +367,7 @@ impl Incremental {
                 routes_for: 0,
                 clock: 0,
                 ticked: None,
+                subquery_steps: BTreeMap::new(),
             }),
             keys,
             counters,
@@ -410,6 +420,9 @@ impl Incremental {
     fn build(&self, c: &mut Controller, lowered: render::Lowered) -> ViewId {
         if let Some(node) = lowered.node {
             let install = c.installs.add(&node);
+            for step in c.installs.subquery_steps(install) {
+                *c.subquery_steps.entry(step).or_default() += 1;
+            }
             self.broadcast(|| Command::Install { install, node: node.clone(), grain: lowered.grain });
         }
         c.installs.read_by_view(lowered.arrangement);
@@ -427,6 +440,14 @@ impl Incremental {
         let Some((arrangement, _)) = c.views.remove(&view) else { return };
         for (install, built) in c.installs.release(arrangement) {
             c.registry.forget(&built.arrangements, &built.leaves);
+            for step in &built.subquery_steps {
+                if let Some(n) = c.subquery_steps.get_mut(step) {
+                    *n -= 1;
+                    if *n == 0 {
+                        c.subquery_steps.remove(step);
+                    }
+                }
+            }
             self.broadcast(|| Command::Drop {
                 install,
                 arrangements: built.arrangements.clone(),
@@ -458,8 +479,9 @@ impl Incremental {
         let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
         let from = now - plan.max_window_ms() - self.lookback_ms;
         let (mut leaves, pinned) = (lowered.new_leaves.clone(), lowered.pinned.clone());
+        let (subqueries, start) = (lowered.subqueries.clone(), c.clock);
         let view = self.build(&mut c, lowered);
-        if leaves.is_empty() {
+        if leaves.is_empty() && subqueries.is_empty() {
             return Ok(view);
         }
         let mut outbox = self.outbox();
@@ -506,6 +528,38 @@ impl Incremental {
                 break;
             }
             lo = hi + 1;
+        }
+        // a subquery samples its inner values from the view's start on; the steps before it
+        // that its windows still reach are the batch executor's values there
+        for sub in subqueries {
+            let step = sub.step_ms.max(1);
+            let start = start as i64;
+            let first = (start - sub.reach_ms + 1).div_euclid(step) * step + step;
+            let last = (start - 1).div_euclid(step) * step;
+            if first > last {
+                continue;
+            }
+            let opts = QueryOptions {
+                start: first,
+                end: last,
+                step,
+                lookback_ms: self.lookback_ms,
+                range_query: true,
+                ..QueryOptions::instant(first)
+            };
+            let rows: Vec<Row> = match crate::batch::evaluate(&sub.inner, querier, &opts)?.result {
+                QueryResult::Matrix(series) => series
+                    .into_iter()
+                    .flat_map(|s| {
+                        let key = self.keys.intern(s.labels);
+                        s.samples.iter().map(|x| (key, x.t, x.v)).collect::<Vec<_>>()
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !rows.is_empty() {
+                history.send(sub.leaf, rows);
+            }
         }
         if let Some(t) = self.threads.first() {
             t.unpark();
@@ -624,6 +678,27 @@ impl Incremental {
 
     fn advance_to(&self, c: &mut Controller, t: u64, tick: bool) {
         if t < c.clock || (t == c.clock && !tick) {
+            return;
+        }
+        // the subqueries' steps on the way (and at `t`, unless this move ticks there)
+        let mut steps = BTreeSet::new();
+        for &step in c.subquery_steps.keys() {
+            let first = c.clock.div_ceil(step).saturating_mul(step);
+            let first = first.max(t.saturating_sub(step.saturating_mul(MAX_STEP_TICKS)));
+            let mut b = first;
+            while b < t || (b == t && !tick) {
+                if b != c.clock || c.ticked != Some(b) {
+                    steps.insert(b);
+                }
+                b = b.saturating_add(step);
+            }
+        }
+        for b in steps {
+            c.clock = b;
+            c.ticked = Some(b);
+            self.broadcast(|| Command::Advance { t: b, tick: true });
+        }
+        if t == c.clock && !tick {
             return;
         }
         c.clock = t;
@@ -923,6 +998,7 @@ fn install(
             counters: Arc::clone(counters),
             new_leaves: Vec::new(),
             grain,
+            start: time,
         };
         render::render_view(scope, node, &mut cx);
         cx.new_leaves

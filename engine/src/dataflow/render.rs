@@ -18,7 +18,7 @@ use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::{AsCollection, VecCollection};
 use promflow_storage::{Labels, Matcher};
 use timely::dataflow::operators::vec::Map as _;
-use timely::dataflow::operators::{Input, Probe, ToStream};
+use timely::dataflow::operators::{Concat, Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::abelian;
@@ -47,6 +47,11 @@ pub(crate) enum Node {
     /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
     /// says, evaluated when `time` says.
     Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime },
+    /// A window function over a subquery: `inner` is sampled at every multiple of `step_ms`
+    /// (each element's value there is a sample of its series, counting `offset_ms` later) and
+    /// the samples go through the per-series operator, with `leaf` an input for the samples
+    /// of the steps before the view's start (computed by the batch executor).
+    Subquery { inner: Box<Node>, step_ms: i64, offset_ms: i64, leaf: usize, func: SeriesFn, keep: Keep },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a scalar.
@@ -114,7 +119,8 @@ impl Node {
             | Node::Relabel { input, .. }
             | Node::Aggregate { input, .. }
             | Node::Absent { input, .. }
-            | Node::Histogram { input, .. } => input.walk(f),
+            | Node::Histogram { input, .. }
+            | Node::Subquery { inner: input, .. } => input.walk(f),
             Node::Join { lhs, rhs, .. } => {
                 lhs.walk(f);
                 rhs.walk(f);
@@ -156,8 +162,15 @@ impl Registry {
         lookback: i64,
         grain: Option<Grain>,
     ) -> Result<Lowered, Error> {
-        let mut l =
-            Lowering { reg: self, lookback, grain, new: Vec::new(), leaves: Vec::new(), pinned: Vec::new() };
+        let mut l = Lowering {
+            reg: self,
+            lookback,
+            grain,
+            new: Vec::new(),
+            leaves: Vec::new(),
+            pinned: Vec::new(),
+            subqueries: Vec::new(),
+        };
         let node = l.lower(plan)?;
         let (node, id) = match node {
             Node::Import(id) => (None, id),
@@ -168,14 +181,14 @@ impl Registry {
                 (Some(Node::Arrange { id, input: Box::new(node) }), id)
             }
         };
-        let (new, leaves, pinned) = (l.new, l.leaves, l.pinned);
+        let (new, leaves, pinned, subqueries) = (l.new, l.leaves, l.pinned, l.subqueries);
         self.next += new.len();
         self.arranged.extend(new);
         if !leaves.is_empty() {
             self.leaves.extend(leaves.iter().cloned());
             self.leaves_version += 1;
         }
-        Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain, pinned })
+        Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain, pinned, subqueries })
     }
 }
 
@@ -205,6 +218,22 @@ pub(crate) struct Lowered {
     /// The new leaves evaluated at a fixed time (`@`), with the span of sample times they
     /// see, `(from, to]`: their history, wherever it lies.
     pub(crate) pinned: Vec<(usize, i64, i64)>,
+    /// The new subqueries: their history leaf and what fills it.
+    pub(crate) subqueries: Vec<SubqueryHistory>,
+}
+
+/// What a subquery's window needs from before its view starts: the inner plan's values at
+/// the steps within its reach, which the batch executor computes.
+#[derive(Clone, Debug)]
+pub(crate) struct SubqueryHistory {
+    /// The leaf the values are fed to.
+    pub(crate) leaf: usize,
+    /// The inner plan.
+    pub(crate) inner: Plan,
+    /// The subquery's resolution.
+    pub(crate) step_ms: i64,
+    /// How far before an evaluation its steps reach (range plus offset).
+    pub(crate) reach_ms: i64,
 }
 
 struct Lowering<'r> {
@@ -214,6 +243,7 @@ struct Lowering<'r> {
     new: Vec<(Plan, i64, Option<Grain>, usize)>,
     leaves: Vec<(usize, Vec<Matcher>)>,
     pinned: Vec<(usize, i64, i64)>,
+    subqueries: Vec<SubqueryHistory>,
 }
 
 fn unsupported(what: impl std::fmt::Display) -> Error {
@@ -373,6 +403,53 @@ impl Lowering<'_> {
                 self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true }, time)
             }
             Plan::Select { edges: Edges::Smoothed, .. } => return Err(unsupported(NOT_CAUSAL)),
+            Plan::WindowFunction { func, input, args, .. } if matches!(&**input, Plan::SubWindow { .. }) => {
+                let Plan::SubWindow { input: inner, range_ms, step_ms, shift } = &**input else {
+                    unreachable!()
+                };
+                let offset = match LeafTime::of(shift) {
+                    Some(LeafTime::Shifted(o)) if o == 0 || !reads_sample_times(*func) => o,
+                    _ => {
+                        return Err(unsupported(format!(
+                            "{func:?} over a subquery with @ or a negative offset"
+                        )))
+                    }
+                };
+                if *func == WindowFn::AbsentOverTime {
+                    let present = Plan::WindowFunction {
+                        func: WindowFn::PresentOverTime,
+                        input: input.clone(),
+                        args: Vec::new(),
+                        origin: Default::default(),
+                    };
+                    let labels = absent_labels(input);
+                    return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
+                }
+                let args = self.constants(args)?;
+                // the inner values must be exact at every step, not at the grain's times
+                let grain = self.grain.take();
+                let inner_node = self.lower(inner);
+                self.grain = grain;
+                let inner_node = Box::new(inner_node?);
+                let step_ms = (*step_ms).max(1);
+                let leaf = self.next_id();
+                self.subqueries.push(SubqueryHistory {
+                    leaf,
+                    inner: (**inner).clone(),
+                    step_ms,
+                    reach_ms: range_ms + offset,
+                });
+                let func = SeriesFn::Window { func: *func, range: *range_ms, args };
+                let keep = Keep::choose(&func, &[], None);
+                self.arrange(plan, |leaf| Node::Subquery {
+                    inner: inner_node,
+                    step_ms,
+                    offset_ms: offset,
+                    leaf,
+                    func,
+                    keep,
+                })
+            }
             Plan::WindowFunction { input, .. }
                 if matches!(&**input, Plan::Window { edges: Edges::Smoothed, .. }) =>
             {
@@ -395,12 +472,7 @@ impl Lowering<'_> {
             }
             Plan::WindowFunction { func, input, args, .. } => {
                 let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
-                    let what = if matches!(&**input, Plan::Window { .. }) {
-                        "an anchored window"
-                    } else {
-                        "a subquery"
-                    };
-                    return Err(unsupported(format!("{func:?} over {what}")));
+                    return Err(unsupported(format!("{func:?} over an anchored window")));
                 };
                 // a shifted window is the window over samples counted `offset` later, except for
                 // what reads the samples' times against the evaluation's
@@ -532,6 +604,8 @@ pub(crate) struct RenderCx<'a, 's> {
     pub(crate) new_leaves: Vec<usize>,
     /// The grain the view changes at, if any.
     pub(crate) grain: Option<Grain>,
+    /// The clock when the view was built: where subqueries start sampling.
+    pub(crate) start: u64,
 }
 
 /// The labels without the metric's identity (`__name__`), as functions and arithmetic leave
@@ -603,6 +677,32 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 func.clone(),
                 keep.clone(),
                 pinned,
+                cx.grain,
+                cx.keys.clone(),
+                Arc::clone(&cx.counters),
+            )
+            .as_collection()
+        }
+        Node::Subquery { inner, step_ms, offset_ms, leaf, func, keep } => {
+            let mut input = timely::dataflow::InputHandle::new();
+            let history = scope.input_from(&mut input);
+            cx.state.leaves.insert(*leaf, (input, cx.grain));
+            cx.new_leaves.push(*leaf);
+            // the inner values exactly at the steps, whatever the view's grain
+            let grain = cx.grain.take();
+            let inner = render(scope, inner, cx);
+            cx.grain = grain;
+            let mut rows = series::sample(inner.inner, *step_ms as u64, cx.start).concat(history);
+            if *offset_ms != 0 {
+                let offset = *offset_ms;
+                rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+            }
+            series::render(
+                rows,
+                cx.clock.clone(),
+                func.clone(),
+                keep.clone(),
+                None,
                 cx.grain,
                 cx.keys.clone(),
                 Arc::clone(&cx.counters),

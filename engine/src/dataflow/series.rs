@@ -613,6 +613,71 @@ fn read_back(
     out
 }
 
+/// A subquery's samples: the content of the inner collection (`updates`) at every multiple
+/// of `step` from `start` on, as one sample per element stamped with the step, sent at the
+/// step's time once the inner collection is complete there. No step is skipped, however far
+/// the frontier jumps: what the samples feed is evaluated at every step's time too (a
+/// subquery over a subquery reads those values).
+pub(crate) fn sample<'s>(
+    updates: Stream<'s, u64, Vec<Update>>,
+    step: u64,
+    start: u64,
+) -> Stream<'s, u64, Vec<Row>> {
+    let step = step.max(1);
+    let align = move |t: u64| t.div_ceil(step).saturating_mul(step);
+    // an element's updates meet on one worker, whichever operator made them
+    updates.unary_frontier(Exchange::new(|u: &Update| u.0 .0), "subquery", move |cap, _info| {
+        let mut cap = Some(cap);
+        let mut pending: BTreeMap<u64, Vec<(u64, Value, isize)>> = BTreeMap::new();
+        // the inner collection's content: (element, value bits) → count
+        let mut content: std::collections::HashMap<(u64, u64), isize> = std::collections::HashMap::new();
+        let mut next = align(start);
+        move |(input, frontier), output| {
+            input.for_each(|_, data| {
+                for ((k, v), t, d) in data.drain(..) {
+                    pending.entry(t).or_default().push((k, v, d));
+                }
+            });
+            let Some(c) = cap.as_mut() else { return };
+            let front = frontier.frontier().iter().min().copied();
+            // every step the frontier has passed
+            while front.is_none_or(|f| f > next) {
+                while let Some(entry) = pending.first_entry() {
+                    if *entry.key() > next {
+                        break;
+                    }
+                    for (k, v, d) in entry.remove() {
+                        let n = content.entry((k, v.0.to_bits())).or_default();
+                        *n += d;
+                        if *n == 0 {
+                            content.remove(&(k, v.0.to_bits()));
+                        }
+                    }
+                }
+                if front.is_none() && pending.is_empty() && content.is_empty() {
+                    break;
+                }
+                c.downgrade(&next);
+                let mut session = output.session(&*c);
+                for (&(k, bits), &n) in &content {
+                    if n > 0 {
+                        session.give((k, next as i64, f64::from_bits(bits)));
+                    }
+                }
+                next = next.saturating_add(step);
+                if front.is_none() {
+                    break;
+                }
+            }
+            if front.is_none() {
+                cap = None;
+            } else {
+                c.downgrade(&next);
+            }
+        }
+    })
+}
+
 /// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks,
 /// keeping samples as `keep` says (`keys` names the series for read-backs); with a `grain`,
 /// every event takes effect at the grain's next time. A `pinned` operator (`@ t`) evaluates
