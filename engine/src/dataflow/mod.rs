@@ -186,6 +186,8 @@ enum Command {
         install: usize,
         node: Node,
         grain: Option<Grain>,
+        /// Where its subqueries start sampling (the steps before come with the history).
+        sample_from: u64,
     },
     /// Drops an installation's dataflow and the handles of what it built.
     Drop {
@@ -414,16 +416,19 @@ impl Incremental {
     pub fn install(&self, plan: &Plan) -> Result<ViewId, Error> {
         let mut c = self.controller();
         let lowered = c.registry.lower_view(plan, self.lookback_ms, None)?;
-        Ok(self.build(&mut c, lowered))
+        let sample_from = c.clock;
+        Ok(self.build(&mut c, lowered, sample_from))
     }
 
-    fn build(&self, c: &mut Controller, lowered: render::Lowered) -> ViewId {
+    /// Builds a lowered view; its subqueries sample their inner values from `sample_from` on.
+    fn build(&self, c: &mut Controller, lowered: render::Lowered, sample_from: u64) -> ViewId {
         if let Some(node) = lowered.node {
             let install = c.installs.add(&node);
             for step in c.installs.subquery_steps(install) {
                 *c.subquery_steps.entry(step).or_default() += 1;
             }
-            self.broadcast(|| Command::Install { install, node: node.clone(), grain: lowered.grain });
+            let grain = lowered.grain;
+            self.broadcast(|| Command::Install { install, node: node.clone(), grain, sample_from });
         }
         c.installs.read_by_view(lowered.arrangement);
         let view = c.next_view;
@@ -479,8 +484,10 @@ impl Incremental {
         let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
         let from = now - plan.max_window_ms() - self.lookback_ms;
         let (mut leaves, pinned) = (lowered.new_leaves.clone(), lowered.pinned.clone());
-        let (subqueries, start) = (lowered.subqueries.clone(), c.clock);
-        let view = self.build(&mut c, lowered);
+        // subqueries sample from `now` (or the clock, if later): what the leaves' history
+        // makes of the inner values before it would start at the history's start
+        let (subqueries, start) = (lowered.subqueries.clone(), c.clock.max(now.max(0) as u64));
+        let view = self.build(&mut c, lowered, start);
         if leaves.is_empty() && subqueries.is_empty() {
             return Ok(view);
         }
@@ -533,9 +540,9 @@ impl Incremental {
         // that its windows still reach are the batch executor's values there
         for sub in subqueries {
             let step = sub.step_ms.max(1);
-            let start = start as i64;
-            let first = (start - sub.reach_ms + 1).div_euclid(step) * step + step;
-            let last = (start - 1).div_euclid(step) * step;
+            let (after, upto) = sub.before(start as i64);
+            let first = after.div_euclid(step) * step + step;
+            let last = upto.div_euclid(step) * step;
             if first > last {
                 continue;
             }
@@ -878,8 +885,9 @@ fn run_worker(
     loop {
         loop {
             match rx.try_recv() {
-                Ok(Command::Install { install: number, node, grain }) => {
-                    install(worker, &mut state, number, &node, grain, time, (&keys, &counters))
+                Ok(Command::Install { install: number, node, grain, sample_from }) => {
+                    let times = (time, sample_from);
+                    install(worker, &mut state, number, &node, grain, times, (&keys, &counters))
                 }
                 Ok(Command::Drop { install, arrangements, leaves }) => {
                     for a in &arrangements {
@@ -983,7 +991,7 @@ fn install(
     number: usize,
     node: &Node,
     grain: Option<Grain>,
-    time: u64,
+    (time, sample_from): (u64, u64),
     (keys, counters): (&Keys, &Arc<Counters>),
 ) {
     state.dataflows.insert(number, worker.next_dataflow_index());
@@ -998,7 +1006,7 @@ fn install(
             counters: Arc::clone(counters),
             new_leaves: Vec::new(),
             grain,
-            start: time,
+            start: sample_from,
         };
         render::render_view(scope, node, &mut cx);
         cx.new_leaves

@@ -48,10 +48,10 @@ pub(crate) enum Node {
     /// says, evaluated when `time` says.
     Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime },
     /// A window function over a subquery: `inner` is sampled at every multiple of `step_ms`
-    /// (each element's value there is a sample of its series, counting `offset_ms` later) and
-    /// the samples go through the per-series operator, with `leaf` an input for the samples
+    /// (each element's value there is a sample of its series) and the samples go through the
+    /// per-series operator, evaluated when `time` says, with `leaf` an input for the samples
     /// of the steps before the view's start (computed by the batch executor).
-    Subquery { inner: Box<Node>, step_ms: i64, offset_ms: i64, leaf: usize, func: SeriesFn, keep: Keep },
+    Subquery { inner: Box<Node>, step_ms: i64, time: LeafTime, leaf: usize, func: SeriesFn, keep: Keep },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a scalar.
@@ -232,8 +232,21 @@ pub(crate) struct SubqueryHistory {
     pub(crate) inner: Plan,
     /// The subquery's resolution.
     pub(crate) step_ms: i64,
-    /// How far before an evaluation its steps reach (range plus offset).
-    pub(crate) reach_ms: i64,
+    /// Its range.
+    pub(crate) range_ms: i64,
+    /// When its window is evaluated.
+    pub(crate) time: LeafTime,
+}
+
+impl SubqueryHistory {
+    /// The span of steps, `(from, to]`, that the windows evaluated from `start` on see
+    /// before `start`.
+    pub(crate) fn before(&self, start: i64) -> (i64, i64) {
+        match self.time {
+            LeafTime::Shifted(offset) => (start - self.range_ms - offset, start - 1),
+            LeafTime::Pinned(t) => (t - self.range_ms, t.min(start - 1)),
+        }
+    }
 }
 
 struct Lowering<'r> {
@@ -407,14 +420,17 @@ impl Lowering<'_> {
                 let Plan::SubWindow { input: inner, range_ms, step_ms, shift } = &**input else {
                     unreachable!()
                 };
-                let offset = match LeafTime::of(shift) {
-                    Some(LeafTime::Shifted(o)) if o == 0 || !reads_sample_times(*func) => o,
-                    _ => {
-                        return Err(unsupported(format!(
-                            "{func:?} over a subquery with @ or a negative offset"
-                        )))
+                let time = LeafTime::of(shift)
+                    .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(*func)))
+                    .ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                // a step sampled before an `@` time inside would need the samples after it
+                if let Some(inner_pin) = inner.latest_pinned_ms() {
+                    if !matches!(time, LeafTime::Pinned(p) if inner_pin <= p - range_ms) {
+                        return Err(unsupported(
+                            "an @ inside a subquery, whose steps before it would read later samples",
+                        ));
                     }
-                };
+                }
                 if *func == WindowFn::AbsentOverTime {
                     let present = Plan::WindowFunction {
                         func: WindowFn::PresentOverTime,
@@ -437,14 +453,15 @@ impl Lowering<'_> {
                     leaf,
                     inner: (**inner).clone(),
                     step_ms,
-                    reach_ms: range_ms + offset,
+                    range_ms: *range_ms,
+                    time,
                 });
                 let func = SeriesFn::Window { func: *func, range: *range_ms, args };
                 let keep = Keep::choose(&func, &[], None);
                 self.arrange(plan, |leaf| Node::Subquery {
                     inner: inner_node,
                     step_ms,
-                    offset_ms: offset,
+                    time,
                     leaf,
                     func,
                     keep,
@@ -549,9 +566,12 @@ impl Lowering<'_> {
                 let (lhs, rhs) = (Box::new(self.lower(lhs)?), Box::new(self.lower(rhs)?));
                 Node::Join { lhs, rhs, op: *op, key: key.clone(), return_bool: *return_bool }
             }
-            Plan::VectorFunction { func: VectorFn::Sort | VectorFn::SortDesc, input, .. } => {
-                self.lower(input)?
-            }
+            // a view has no order: sorting leaves it as it is
+            Plan::VectorFunction {
+                func: VectorFn::Sort | VectorFn::SortDesc | VectorFn::SortByLabel | VectorFn::SortByLabelDesc,
+                input,
+                ..
+            } => self.lower(input)?,
             Plan::ToVector(scalar) => self.lower_scalar(scalar)?.into_node(),
             Plan::VectorFunction { func: VectorFn::Absent, input, labels, .. } => Node::Absent {
                 input: Box::new(self.lower(input)?),
@@ -604,7 +624,7 @@ pub(crate) struct RenderCx<'a, 's> {
     pub(crate) new_leaves: Vec<usize>,
     /// The grain the view changes at, if any.
     pub(crate) grain: Option<Grain>,
-    /// The clock when the view was built: where subqueries start sampling.
+    /// Where subqueries start sampling: the clock, or the time a view from history starts at.
     pub(crate) start: u64,
 }
 
@@ -683,7 +703,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             )
             .as_collection()
         }
-        Node::Subquery { inner, step_ms, offset_ms, leaf, func, keep } => {
+        Node::Subquery { inner, step_ms, time, leaf, func, keep } => {
             let mut input = timely::dataflow::InputHandle::new();
             let history = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, (input, cx.grain));
@@ -692,17 +712,26 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let grain = cx.grain.take();
             let inner = render(scope, inner, cx);
             cx.grain = grain;
-            let mut rows = series::sample(inner.inner, *step_ms as u64, cx.start).concat(history);
-            if *offset_ms != 0 {
-                let offset = *offset_ms;
-                rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+            let (step, mut pinned) = (*step_ms as u64, None);
+            let until = match *time {
+                LeafTime::Pinned(t) => {
+                    pinned = Some(t);
+                    Some(t.max(0) as u64)
+                }
+                LeafTime::Shifted(_) => None,
+            };
+            let mut rows = series::sample(inner.inner, step, cx.start, until).concat(history);
+            if let LeafTime::Shifted(offset) = *time {
+                if offset != 0 {
+                    rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+                }
             }
             series::render(
                 rows,
                 cx.clock.clone(),
                 func.clone(),
                 keep.clone(),
-                None,
+                pinned,
                 cx.grain,
                 cx.keys.clone(),
                 Arc::clone(&cx.counters),

@@ -617,11 +617,13 @@ fn read_back(
 /// of `step` from `start` on, as one sample per element stamped with the step, sent at the
 /// step's time once the inner collection is complete there. No step is skipped, however far
 /// the frontier jumps: what the samples feed is evaluated at every step's time too (a
-/// subquery over a subquery reads those values).
+/// subquery over a subquery reads those values). A pinned subquery (`@`) samples no step
+/// after `until`.
 pub(crate) fn sample<'s>(
     updates: Stream<'s, u64, Vec<Update>>,
     step: u64,
     start: u64,
+    until: Option<u64>,
 ) -> Stream<'s, u64, Vec<Row>> {
     let step = step.max(1);
     let align = move |t: u64| t.div_ceil(step).saturating_mul(step);
@@ -638,6 +640,12 @@ pub(crate) fn sample<'s>(
                     pending.entry(t).or_default().push((k, v, d));
                 }
             });
+            if until.is_some_and(|u| next > u) {
+                // nothing more to sample: let the updates go
+                cap = None;
+                pending.clear();
+                content.clear();
+            }
             let Some(c) = cap.as_mut() else { return };
             let front = frontier.frontier().iter().min().copied();
             // every step the frontier has passed
@@ -665,11 +673,11 @@ pub(crate) fn sample<'s>(
                     }
                 }
                 next = next.saturating_add(step);
-                if front.is_none() {
+                if front.is_none() || until.is_some_and(|u| next > u) {
                     break;
                 }
             }
-            if front.is_none() {
+            if front.is_none() || until.is_some_and(|u| next > u) {
                 cap = None;
             } else {
                 c.downgrade(&next);
