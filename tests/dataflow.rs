@@ -155,23 +155,21 @@ fn store(db: &std::sync::Arc<Db>, samples: &[(Labels, i64, f64)]) {
     app.commit().unwrap();
 }
 
-#[test]
-fn views_equal_the_batch_executor_at_every_evaluation() {
+/// Feeds `all` in time order, reading every view of `queries` every 15 s from 5 s to `until`
+/// (from its `@` time on) and comparing it with the batch executor over the same store;
+/// returns how many reads were compared.
+fn assert_views_equal_batch(all: &[(Labels, i64, f64)], queries: &[&str], until: i64) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(&dir);
-    let all = samples();
-    store(&db, &all);
-
+    store(&db, all);
     let inc = Incremental::start(2, LOOKBACK).unwrap();
-    let views: Vec<(&str, usize, i64)> = VIEWS
+    let views: Vec<(&str, usize, i64)> = queries
         .iter()
         .map(|q| (*q, inc.install(&compile(q)).unwrap(), compile(q).latest_pinned_ms().unwrap_or(0)))
         .collect();
-    let mut expected = 0;
-    let mut next = 0;
-    let mut checked = 0;
+    let (mut next, mut checked) = (0, 0);
     let mut t = 5_000;
-    while t <= 1_700_000 {
+    while t <= until {
         let from = next;
         while next < all.len() && all[next].1 <= t {
             next += 1;
@@ -181,7 +179,6 @@ fn views_equal_the_batch_executor_at_every_evaluation() {
             if t < *pinned {
                 continue;
             }
-            expected += 1;
             let want = batch(&db, query, t);
             let got: BTreeMap<Labels, f64> = inc.read(*id, t).unwrap().into_iter().collect();
             assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{query} at {t}");
@@ -196,9 +193,68 @@ fn views_equal_the_batch_executor_at_every_evaluation() {
         inc.compact(t + 1);
         t += 15_000;
     }
-    assert_eq!(checked, expected);
-    assert!(checked >= 100 * VIEWS.len(), "{checked}");
     inc.shutdown();
+    checked
+}
+
+#[test]
+fn views_equal_the_batch_executor_at_every_evaluation() {
+    let checked = assert_views_equal_batch(&samples(), VIEWS, 1_700_000);
+    assert!(checked >= 100 * VIEWS.len(), "{checked}");
+}
+
+/// `info()`: `up` of six targets, `target_info` of four whose `version` changes at 5 min
+/// (the old series stops at 8 min, so both are there in between: the newer wins), and a
+/// `build_info` of two.
+fn info_samples() -> Vec<(Labels, i64, f64)> {
+    let mut out = Vec::new();
+    let series = |name: &str, pairs: &[(&str, String)]| {
+        let mut l = vec![("__name__", name.to_string())];
+        l.extend(pairs.iter().cloned());
+        Labels::from_pairs(l)
+    };
+    for t in (0..900_000).step_by(15_000) {
+        for i in 0..6 {
+            let id = [("instance", format!("h{i}")), ("job", "node".to_string())];
+            out.push((series("up", &id), t, (i % 2) as f64));
+            if i < 4 {
+                let version = if t < 300_000 { "1" } else { "2" };
+                if t < 480_000 || version == "2" {
+                    let mut l = id.to_vec();
+                    l.push(("version", version.to_string()));
+                    out.push((series("target_info", &l), t, 1.0));
+                }
+                if (300_000..480_000).contains(&t) {
+                    // the old version, scraped a little earlier while both are there
+                    let mut l = id.to_vec();
+                    l.push(("version", "1".to_string()));
+                    out.push((series("target_info", &l), t - 5_000, 1.0));
+                }
+            }
+            if i < 2 {
+                let mut l = id.to_vec();
+                l.push(("revision", format!("r{i}")));
+                out.push((series("build_info", &l), t, 1.0));
+            }
+        }
+    }
+    out.sort_by_key(|s| s.1);
+    out.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    out
+}
+
+#[test]
+fn info_views_equal_the_batch_executor() {
+    let queries = [
+        "info(up)",
+        "info(up, {version=~\".+\"})",
+        "info(up, {__name__=~\".+_info\"})",
+        "info(up, {__name__=\"build_info\", revision=~\".*\"})",
+        "sum by (version) (info(up))",
+        "info(target_info)",
+    ];
+    let checked = assert_views_equal_batch(&info_samples(), &queries, 1_000_000);
+    assert_eq!(checked, 67 * queries.len());
 }
 
 /// Records out of each operator kind while one sample of one series is appended under

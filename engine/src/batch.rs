@@ -1162,11 +1162,11 @@ fn extended_window(
 }
 
 /// The labels `info()` joins on.
-const INFO_IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+pub(crate) const INFO_IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
 
 /// Which metrics count as info metrics for `info()`: the given name matchers if one of them
 /// selects (`=` or `=~`), else `.+_info` narrowed by them, else `target_info`.
-fn effective_info_name_matchers(name_matchers: &[Matcher], given: bool) -> Vec<Matcher> {
+pub(crate) fn effective_info_name_matchers(name_matchers: &[Matcher], given: bool) -> Vec<Matcher> {
     use promflow_storage::MatchOp;
     if name_matchers.iter().any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Regex)) {
         return name_matchers.to_vec();

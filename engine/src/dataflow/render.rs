@@ -26,8 +26,8 @@ use super::keys::{KeyMap, Keys};
 use super::series::{self, Keep, ReadBack, SeriesFn};
 use super::{Counters, Grain, Operator, Value, WorkerState};
 use crate::batch::{
-    absent_labels, aggregate_values, combine, compile_relabel, grouping_key, parse_le, relabel_one,
-    result_labels, strip_metric_identity,
+    absent_labels, aggregate_values, combine, compile_relabel, effective_info_name_matchers, grouping_key,
+    parse_le, relabel_one, result_labels, strip_metric_identity, INFO_IDENTIFYING_LABELS,
 };
 use crate::kernels;
 use crate::plan::ValueKind;
@@ -77,6 +77,18 @@ pub(crate) enum Node {
     /// only in `le` are one histogram. `histogram_quantiles` gives one element per quantile,
     /// which `quantile_label` names.
     Histogram { input: Box<Node>, func: VectorFn, params: Vec<f64>, quantile_label: Option<String> },
+    /// `info(input, {…})`: each element gains the data labels of the newest info series
+    /// (`info`: their sample timestamps) with its `instance` and `job`, one per info metric;
+    /// elements that are info series themselves (`ignore` matches their name) pass as they
+    /// are, and unmatched elements pass only if `keep_unmatched`. With `data_names`, only
+    /// those labels are added.
+    Info {
+        input: Box<Node>,
+        info: Box<Node>,
+        ignore: Vec<Matcher>,
+        data_names: Vec<String>,
+        keep_unmatched: bool,
+    },
     /// Vector matching.
     Join { lhs: Box<Node>, rhs: Box<Node>, op: BinOp, key: JoinKey, return_bool: bool },
 }
@@ -121,7 +133,7 @@ impl Node {
             | Node::Absent { input, .. }
             | Node::Histogram { input, .. }
             | Node::Subquery { inner: input, .. } => input.walk(f),
-            Node::Join { lhs, rhs, .. } => {
+            Node::Join { lhs, rhs, .. } | Node::Info { input: lhs, info: rhs, .. } => {
                 lhs.walk(f);
                 rhs.walk(f);
             }
@@ -404,7 +416,7 @@ impl Lowering<'_> {
                 self.series(
                     plan,
                     matchers,
-                    SeriesFn::Last { lookback: self.lookback, timestamp: false },
+                    SeriesFn::Last { lookback: self.lookback, timestamp: false, keep_name: false },
                     time,
                 )
             }
@@ -413,7 +425,12 @@ impl Lowering<'_> {
             {
                 let Plan::Select { matchers, shift, .. } = &**input else { unreachable!() };
                 let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
-                self.series(plan, matchers, SeriesFn::Last { lookback: self.lookback, timestamp: true }, time)
+                self.series(
+                    plan,
+                    matchers,
+                    SeriesFn::Last { lookback: self.lookback, timestamp: true, keep_name: false },
+                    time,
+                )
             }
             Plan::Select { edges: Edges::Smoothed, .. } => return Err(unsupported(NOT_CAUSAL)),
             Plan::WindowFunction { func, input, args, .. } if matches!(&**input, Plan::SubWindow { .. }) => {
@@ -573,6 +590,37 @@ impl Lowering<'_> {
                 ..
             } => self.lower(input)?,
             Plan::ToVector(scalar) => self.lower_scalar(scalar)?.into_node(),
+            Plan::Info { input, data_matchers, shift } => {
+                let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                let (names, data): (Vec<Matcher>, Vec<Matcher>) = data_matchers
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .partition(|m| m.name == promflow_storage::METRIC_NAME);
+                // the info series, by the batch executor's rules, with their samples' times
+                let mut matchers = data.clone();
+                matchers.extend(effective_info_name_matchers(&names, !names.is_empty()));
+                let selection = Plan::Info {
+                    input: Box::new(Plan::Number(0.0)), // a key no query plan has, to share it
+                    data_matchers: Some(matchers.clone()),
+                    shift: shift.clone(),
+                };
+                let info = match self.find(&selection) {
+                    Some(id) => Node::Import(id),
+                    None => {
+                        let last =
+                            SeriesFn::Last { lookback: self.lookback, timestamp: true, keep_name: true };
+                        self.series(&selection, &matchers, last, time)
+                    }
+                };
+                Node::Info {
+                    input: Box::new(self.lower(input)?),
+                    info: Box::new(info),
+                    ignore: effective_info_name_matchers(&names, data_matchers.is_some()),
+                    data_names: data.iter().map(|m| m.name.clone()).collect(),
+                    keep_unmatched: data.iter().all(|m| m.matches("")),
+                }
+            }
             Plan::VectorFunction { func: VectorFn::Absent, input, labels, .. } => Node::Absent {
                 input: Box::new(self.lower(input)?),
                 labels: Labels::from_pairs(labels.iter().cloned()),
@@ -951,6 +999,15 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             });
             counted(out, &cx.counters, Operator::Aggregate)
         }
+        Node::Info { input, info, ignore, data_names, keep_unmatched } => {
+            let base = render(scope, input, cx);
+            let info = render(scope, info, cx);
+            counted(
+                info_labels(base, info, ignore, data_names, *keep_unmatched, &cx.keys),
+                &cx.counters,
+                Operator::Join,
+            )
+        }
         Node::Join { lhs, rhs, op, key, return_bool } => {
             let l = render(scope, lhs, cx);
             let r = render(scope, rhs, cx);
@@ -1021,6 +1078,89 @@ fn by_group<'s>(c: Coll<'s>, g: &Grouping, keys: &Keys) -> Coll<'s> {
     let (g, keys) = (g.clone(), keys.clone());
     let mut groups = KeyMap::default();
     c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &g)), v))
+}
+
+/// `info()`: see [`Node::Info`]. An element matches the info series with its `instance` and
+/// `job` (not when it has neither); of each info metric the newest series counts (the
+/// batch executor's errors for two equally new ones and for conflicting labels are not
+/// raised: the first wins).
+fn info_labels<'s>(
+    base: Coll<'s>,
+    info: Coll<'s>,
+    ignore: &[Matcher],
+    data_names: &[String],
+    keep_unmatched: bool,
+    keys: &Keys,
+) -> Coll<'s> {
+    use promflow_storage::METRIC_NAME;
+    // the identifying labels of a label set, none when it has neither
+    let signature = |keys: &Keys, k: u64| {
+        let l = keys.labels(k);
+        let sig = Labels::from_pairs(
+            INFO_IDENTIFYING_LABELS.iter().map(|id| (id.to_string(), l.get(id).to_string())),
+        );
+        (!sig.is_empty()).then(|| keys.intern(sig))
+    };
+    let (k1, k2, k3, k4) = (keys.clone(), keys.clone(), keys.clone(), keys.clone());
+    let ignore = ignore.to_vec();
+    let mut is_info = KeyMap::default();
+    let base = base.map(move |(k, v): Element| {
+        let own = *is_info.entry(k).or_insert_with(|| {
+            let l = k1.labels(k);
+            ignore.iter().all(|m| m.matches(l.get(METRIC_NAME)))
+        });
+        (own, (k, v))
+    });
+    let passing = base.clone().filter(|(own, _)| *own).map(|(_, kv)| kv);
+    let mut sigs = KeyMap::default();
+    let matching = base
+        .filter(|(own, _)| !*own)
+        .map(move |(_, (k, v))| (*sigs.entry(k).or_insert_with(|| signature(&k2, k)), (k, v)));
+    let mut info_sigs = KeyMap::default();
+    let info = info.flat_map(move |(k, ts): Element| {
+        (*info_sigs.entry(k).or_insert_with(|| signature(&k3, k))).map(|sig| (sig, (k, ts)))
+    });
+    let with_sig = matching.clone().flat_map(|(sig, kv)| sig.map(|s| (s, kv)));
+    let data_names = data_names.to_vec();
+    let matched = with_sig
+        .join(info.clone())
+        .map(|(_sig, ((bk, bv), info)): (u64, (Element, Element))| (bk, (bv, info)))
+        .reduce(move |&bk, infos: &[(&(Value, Element), isize)], out: &mut Vec<((u64, Value), isize)>| {
+            let Some(((bv, _), _)) = infos.first() else { return };
+            let mut labels = k4.labels(bk);
+            // per info metric, its newest series
+            let mut newest: std::collections::BTreeMap<String, (f64, Labels)> = Default::default();
+            for ((_, (ik, ts)), _) in infos {
+                let il = k4.labels(*ik);
+                let name = il.get(METRIC_NAME).to_string();
+                if newest.get(&name).is_none_or(|(t, _)| ts.0 > *t) {
+                    newest.insert(name, (ts.0, il));
+                }
+            }
+            let mut added = Labels::new();
+            for (_, (_, il)) in newest {
+                for l in il.iter().filter(|l| l.name != METRIC_NAME) {
+                    let wanted = data_names.is_empty() || data_names.iter().any(|n| *n == l.name);
+                    if wanted && added.get(&l.name).is_empty() && !labels.contains(&l.name) {
+                        added.set(&l.name, &l.value);
+                    }
+                }
+            }
+            for l in added.iter() {
+                labels.set(&l.name, &l.value);
+            }
+            out.push(((k4.intern(labels), *bv), 1));
+        })
+        .map(|(_, kv)| kv);
+    let mut out = passing.concat(matched);
+    if keep_unmatched {
+        let info_sigs = info.map(|(sig, _)| sig).distinct();
+        let (alone, no_sig) = (matching.clone().flat_map(|(sig, kv)| sig.map(|s| (s, kv))), matching);
+        out = out
+            .concat(alone.antijoin(info_sigs).map(|(_, kv)| kv))
+            .concat(no_sig.flat_map(|(sig, kv)| sig.is_none().then_some(kv)));
+    }
+    out
 }
 
 /// `and`, `or`, `unless`: the left elements whose signature the right side has (or lacks),

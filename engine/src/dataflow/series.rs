@@ -56,6 +56,8 @@ pub(crate) enum SeriesFn {
         lookback: i64,
         /// Whether the value is the sample's timestamp.
         timestamp: bool,
+        /// Whether the metric name stays (`info()`'s series; `timestamp(x)` drops it).
+        keep_name: bool,
     },
     /// A window function over `(t - range, t]`.
     Window {
@@ -92,7 +94,7 @@ impl SeriesFn {
     /// Whether the result loses the metric name (every window function but
     /// `last_over_time` and `first_over_time`, as in the batch executor).
     pub(crate) fn drops_name(&self) -> bool {
-        matches!(self, SeriesFn::Last { timestamp: true, .. } | SeriesFn::Anchored { .. })
+        matches!(self, SeriesFn::Last { timestamp: true, keep_name: false, .. } | SeriesFn::Anchored { .. })
             || matches!(self, SeriesFn::Window { func, .. }
                 if !matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime))
     }
@@ -123,7 +125,7 @@ impl SeriesFn {
         // a value that changes only with samples and expiries
         let steady = |x: Option<f64>| (x, Some(i64::MAX));
         let (func, range, args) = match self {
-            SeriesFn::Last { lookback, timestamp } => {
+            SeriesFn::Last { lookback, timestamp, .. } => {
                 let (Some(&st), Some(&sv)) = (t.last(), v.last()) else { return steady(None) };
                 return steady(if st <= at - lookback || is_stale_nan(sv) {
                     None
