@@ -603,7 +603,7 @@ impl Lowering<'_> {
                 let selection = Plan::Info {
                     input: Box::new(Plan::Number(0.0)), // a key no query plan has, to share it
                     data_matchers: Some(matchers.clone()),
-                    shift: shift.clone(),
+                    shift: *shift,
                 };
                 let info = match self.find(&selection) {
                     Some(id) => Node::Import(id),
@@ -1140,7 +1140,7 @@ fn info_labels<'s>(
             let mut added = Labels::new();
             for (_, (_, il)) in newest {
                 for l in il.iter().filter(|l| l.name != METRIC_NAME) {
-                    let wanted = data_names.is_empty() || data_names.iter().any(|n| *n == l.name);
+                    let wanted = data_names.is_empty() || data_names.contains(&l.name);
                     if wanted && added.get(&l.name).is_empty() && !labels.contains(&l.name) {
                         added.set(&l.name, &l.value);
                     }
