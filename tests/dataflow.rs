@@ -108,6 +108,11 @@ const VIEWS: &[&str] = &[
     "x * scalar(x{job=\"j1\"})",
     "vector(scalar(x{i=\"7\"}) - 2 * time())",
     "scalar(x{i=\"0\"}) < x",
+    // parameters that change: every group's choice is made again when they do
+    "topk by (job) (scalar(count(x > 3000) or vector(0)), x)",
+    "quantile by (job) (scalar(x{i=\"1\"}) / 5000, x)",
+    "limit_ratio(time() % 17 / 17 - 0.5, x)",
+    "timestamp(x * 2)",
     // subqueries: the inner expression sampled at every multiple of the step (exactly there,
     // the clock ticking at each step for the values that move with time), nested too
     "max_over_time(x[3m:30s])",
@@ -387,7 +392,7 @@ fn unsupported_expressions_are_refused() {
         "x @ start()",
         "predict_linear(x[5m] offset 1m, 60)",
         "rate((x @ 500)[5m:1m])",
-        "topk(scalar(sum(x)), x)",
+        "quantile_over_time(scalar(x{i=\"1\"}), x[5m])",
         "count_values(\"v\", x)",
         "rate(x[5m] smoothed)",
     ];

@@ -642,7 +642,13 @@ impl Plan {
     /// Whether the plan reads the evaluation time (`time()`, and the date functions without
     /// an argument), so that its value changes with the clock alone.
     pub fn reads_time(&self) -> bool {
-        matches!(self, Plan::Time) || self.children().iter().any(|c| c.reads_time())
+        let own = match self {
+            Plan::Time => true,
+            // of a computed vector, its elements' time is the evaluation's
+            Plan::Map { func: MapFn::Timestamp, input, .. } => !matches!(**input, Plan::Select { .. }),
+            _ => false,
+        };
+        own || self.children().iter().any(|c| c.reads_time())
     }
 
     /// The latest time an `@ t` pins a selection or window to (its offset taken off), if

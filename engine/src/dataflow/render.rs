@@ -56,6 +56,8 @@ pub(crate) enum Node {
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a scalar.
     ScalarOp { input: Box<Node>, op: BinOp, scalar: Scalar, scalar_left: bool, return_bool: bool },
+    /// `timestamp(v)` of a computed vector: each element's value is the evaluation time.
+    Timestamp { input: Box<Node> },
     /// `time()`: one element with no labels whose value is the evaluation time in seconds,
     /// brought up to date at every tick of the clock.
     Now,
@@ -66,7 +68,7 @@ pub(crate) enum Node {
     Relabel { input: Box<Node>, rule: Relabel },
     /// An aggregation by groups (`param`: the quantile, `k` of `topk`/`bottomk`/`limitk`, the
     /// ratio of `limit_ratio`).
-    Aggregate { input: Box<Node>, op: AggOp, grouping: Grouping, param: f64 },
+    Aggregate { input: Box<Node>, op: AggOp, grouping: Grouping, param: Scalar },
     /// One element at all times (`vector(c)`).
     Constant { labels: Labels, value: f64 },
     /// One element with `labels` and value 1 while the input is empty (`absent`,
@@ -119,7 +121,7 @@ impl Node {
         f(self);
         match self {
             Node::Import(_) | Node::Series { .. } | Node::Constant { .. } | Node::Now => {}
-            Node::ScalarOp { input, scalar, .. } => {
+            Node::ScalarOp { input, scalar, .. } | Node::Aggregate { input, param: scalar, .. } => {
                 input.walk(f);
                 if let Scalar::Varying(node) = scalar {
                     node.walk(f);
@@ -128,8 +130,8 @@ impl Node {
             Node::Arrange { input, .. }
             | Node::Map { input, .. }
             | Node::ScalarOf { input }
+            | Node::Timestamp { input }
             | Node::Relabel { input, .. }
-            | Node::Aggregate { input, .. }
             | Node::Absent { input, .. }
             | Node::Histogram { input, .. }
             | Node::Subquery { inner: input, .. } => input.walk(f),
@@ -530,7 +532,7 @@ impl Lowering<'_> {
             }
             Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {
-                    return Err(unsupported("timestamp() of an expression"));
+                    return Ok(Node::Timestamp { input: Box::new(self.lower(input)?) });
                 }
                 Node::Map { input: Box::new(self.lower(input)?), func: *func, args: self.constants(args)? }
             }
@@ -549,35 +551,29 @@ impl Lowering<'_> {
                 Node::Relabel { input: Box::new(self.lower(input)?), rule: rule.clone() }
             }
             Plan::Aggregate { op, grouping, param, input, .. } => {
+                // lowered in the order they are rendered: an arrangement before its imports
+                let input = Box::new(self.lower(input)?);
                 let param = match (op, param) {
                     (AggOp::Sum | AggOp::Avg | AggOp::Min | AggOp::Max | AggOp::Count, None)
-                    | (AggOp::Group | AggOp::Stddev | AggOp::Stdvar, None) => 0.0,
-                    (AggOp::Quantile, Some(p)) => {
-                        constant(p).ok_or_else(|| unsupported("a quantile that is not a constant"))?
-                    }
-                    (AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio, Some(k)) => {
-                        match constant(k) {
-                            Some(k) if !k.is_nan() => k,
+                    | (AggOp::Group | AggOp::Stddev | AggOp::Stdvar, None) => Scalar::Constant(0.0),
+                    (
+                        AggOp::Quantile | AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio,
+                        Some(p),
+                    ) => {
+                        match self.lower_scalar(p)? {
                             // Prometheus fails every evaluation, with or without elements
-                            Some(_) if *op == AggOp::LimitRatio => {
+                            Scalar::Constant(k) if k.is_nan() && *op == AggOp::LimitRatio => {
                                 return Err(Error::Execution("Ratio value is NaN".into()))
                             }
-                            Some(_) => return Err(Error::Execution("Parameter value is NaN".into())),
-                            None => {
-                                return Err(unsupported(format!(
-                                    "the {op:?} aggregation with a parameter that is not a constant"
-                                )))
+                            Scalar::Constant(k) if k.is_nan() && *op != AggOp::Quantile => {
+                                return Err(Error::Execution("Parameter value is NaN".into()))
                             }
+                            param => param,
                         }
                     }
                     _ => return Err(unsupported(format!("the {op:?} aggregation"))),
                 };
-                Node::Aggregate {
-                    input: Box::new(self.lower(input)?),
-                    op: *op,
-                    grouping: grouping.clone(),
-                    param,
-                }
+                Node::Aggregate { input, op: *op, grouping: grouping.clone(), param }
             }
             Plan::Join { op, lhs, rhs, key, return_bool } => {
                 let (lhs, rhs) = (Box::new(self.lower(lhs)?), Box::new(self.lower(rhs)?));
@@ -590,8 +586,10 @@ impl Lowering<'_> {
                 ..
             } => self.lower(input)?,
             Plan::ToVector(scalar) => self.lower_scalar(scalar)?.into_node(),
-            Plan::Info { input, data_matchers, shift } => {
+            Plan::Info { input: info_input, data_matchers, shift } => {
                 let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                // lowered in the order they are rendered: an arrangement before its imports
+                let input = Box::new(self.lower(info_input)?);
                 let (names, data): (Vec<Matcher>, Vec<Matcher>) = data_matchers
                     .iter()
                     .flatten()
@@ -614,7 +612,7 @@ impl Lowering<'_> {
                     }
                 };
                 Node::Info {
-                    input: Box::new(self.lower(input)?),
+                    input,
                     info: Box::new(info),
                     ignore: effective_info_name_matchers(&names, data_matchers.is_some()),
                     data_names: data.iter().map(|m| m.name.clone()).collect(),
@@ -831,6 +829,12 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             }
         }
         Node::Now => now_collection(scope, cx.clock.clone(), cx.grain, &cx.keys),
+        Node::Timestamp { input } => {
+            let (keys, mut names) = (cx.keys.clone(), KeyMap::default());
+            let elements = render(scope, input, cx).map(|(k, _): (u64, Value)| (k, ()));
+            with_param(scope, elements, &Scalar::Varying(Box::new(Node::Now)), cx)
+                .map(move |(k, ((), now))| (keys.rewrite(&mut names, k, without_name), now))
+        }
         Node::ScalarOf { input } => {
             let present = render(scope, input, cx).map(|(_, v): (u64, Value)| ((), v));
             let only =
@@ -874,14 +878,18 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         }
         Node::Aggregate { input, op: AggOp::LimitRatio, param, .. } => {
             // a series is kept by where its label hash falls in [0, 1), as in the batch executor
-            let (r, keys) = (param.clamp(-1.0, 1.0), cx.keys.clone());
-            let mut kept = KeyMap::default();
-            let out = render(scope, input, cx).filter(move |(s, _): &(u64, Value)| {
-                *kept.entry(*s).or_insert_with(|| {
-                    let at = keys.labels(*s).prometheus_hash() as f64 / u64::MAX as f64;
-                    (r >= 0.0 && at < r) || (r < 0.0 && at >= 1.0 + r)
-                })
-            });
+            let keys = cx.keys.clone();
+            let mut hashes = KeyMap::default();
+            let elements = render(scope, input, cx).map(|(s, v): (u64, Value)| (s, (s, v)));
+            let out = with_param(scope, elements, param, cx).flat_map(
+                move |(_, ((s, v), r)): (u64, (Element, Value))| {
+                    let at = *hashes
+                        .entry(s)
+                        .or_insert_with(|| keys.labels(s).prometheus_hash() as f64 / u64::MAX as f64);
+                    let r = r.0.clamp(-1.0, 1.0);
+                    ((r >= 0.0 && at < r) || (r < 0.0 && at >= 1.0 + r)).then_some((s, v))
+                },
+            );
             counted(out, &cx.counters, Operator::Aggregate)
         }
         Node::Aggregate {
@@ -892,20 +900,24 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         } => {
             // each group's k greatest (smallest, first) elements, chosen as the batch executor
             // chooses
-            let (op, k) = (*op, if *param >= 1.0 { param.min(1e9) as usize } else { 0 });
+            let op = *op;
             let (g, keys) = (grouping.clone(), cx.keys.clone());
             let mut groups = KeyMap::default();
             let members = render(scope, input, cx).map(move |(s, v): (u64, Value)| {
                 (keys.rewrite(&mut groups, s, |l| grouping_key(&l, &g)), (s, v))
             });
             let keys = cx.keys.clone();
-            let out = members.reduce(
-                move |_group, vals: &[(&(u64, Value), isize)], out: &mut Vec<((u64, Value), isize)>| {
+            let out = with_param(scope, members, param, cx).reduce(
+                move |_group,
+                      vals: &[(&((u64, Value), Value), isize)],
+                      out: &mut Vec<((u64, Value), isize)>| {
+                    let Some((&(_, k), _)) = vals.first() else { return };
+                    let k = if k.0 >= 1.0 { k.0.min(1e9) as usize } else { 0 };
                     // in label order, as the batch executor's series come: ties go the same way
                     let mut present: Vec<(Labels, u64, f64)> = vals
                         .iter()
                         .filter(|(_, m)| *m > 0)
-                        .map(|((s, v), _)| (keys.labels(*s), *s, v.0))
+                        .map(|(((s, v), _), _)| (keys.labels(*s), *s, v.0))
                         .collect();
                     present.sort_by(|a, b| a.0.cmp(&b.0));
                     let candidates: Vec<(usize, f64)> =
@@ -922,17 +934,19 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             counted(out.map(|(_, element)| element), &cx.counters, Operator::Aggregate)
         }
         Node::Aggregate { input, op, grouping, param } => {
-            let (op, param) = (*op, *param);
-            let out = by_group(render(scope, input, cx), grouping, &cx.keys).reduce(
-                move |_group, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
+            let op = *op;
+            let grouped = by_group(render(scope, input, cx), grouping, &cx.keys);
+            let out = with_param(scope, grouped, param, cx).reduce(
+                move |_group, vals: &[(&(Value, Value), isize)], out: &mut Vec<(Value, isize)>| {
+                    let Some((&(_, param), _)) = vals.first() else { return };
                     let mut xs: Vec<f64> = Vec::with_capacity(vals.len());
-                    for (v, m) in vals {
+                    for ((v, _), m) in vals {
                         for _ in 0..(*m).max(0) {
                             xs.push(v.0);
                         }
                     }
                     if !xs.is_empty() {
-                        out.push((Value(aggregate_values(op, &mut xs, param)), 1));
+                        out.push((Value(aggregate_values(op, &mut xs, param.0)), 1));
                     }
                 },
             );
@@ -1017,6 +1031,30 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 join(l, r, *op, key, *return_bool, &cx.keys)
             };
             counted(out, &cx.counters, Operator::Join)
+        }
+    }
+}
+
+/// Each keyed record paired with a parameter's value: the constant's, or the changing
+/// scalar's (a join on the unit key: when it changes, every record does, as each evaluation
+/// recomputes them in Prometheus).
+fn with_param<'s, D>(
+    scope: Scope<'s, u64>,
+    c: VecCollection<'s, u64, (u64, D), isize>,
+    param: &Scalar,
+    cx: &mut RenderCx<'_, 's>,
+) -> VecCollection<'s, u64, (u64, (D, Value)), isize>
+where
+    D: timely::ExchangeData + Clone + Ord + std::fmt::Debug,
+{
+    match param {
+        Scalar::Constant(p) => {
+            let p = Value(*p);
+            c.map(move |(k, d)| (k, (d, p)))
+        }
+        Scalar::Varying(node) => {
+            let p = render(scope, node, cx).map(|(_, p): (u64, Value)| ((), p));
+            c.map(|(k, d)| ((), (k, d))).join(p).map(|((), ((k, d), p))| (k, (d, p)))
         }
     }
 }
