@@ -908,9 +908,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             });
             let keys = cx.keys.clone();
             let out = with_param(scope, members, param, cx).reduce(
-                move |_group,
-                      vals: &[(&((u64, Value), Value), isize)],
-                      out: &mut Vec<((u64, Value), isize)>| {
+                move |_group, vals: &[(&(Element, Value), isize)], out: &mut Vec<((u64, Value), isize)>| {
                     let Some((&(_, k), _)) = vals.first() else { return };
                     let k = if k.0 >= 1.0 { k.0.min(1e9) as usize } else { 0 };
                     // in label order, as the batch executor's series come: ties go the same way
