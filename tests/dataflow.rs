@@ -208,6 +208,41 @@ fn views_equal_the_batch_executor_at_every_evaluation() {
     assert!(checked >= 100 * VIEWS.len(), "{checked}");
 }
 
+/// Errors that hold while their cause does, and go with it: the views raise the batch
+/// executor's matching errors at the same evaluations (series 12 stops at 500 s and leaves the
+/// lookback at 800 s: until then `j0` has two series on the "one" side).
+#[test]
+fn views_raise_the_batch_executors_matching_errors_while_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    let all = samples();
+    store(&db, &all);
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    let queries =
+        ["x{i=~\"0|4\"} + on(job) group_left x{i=~\"8|12\"}", "x{i=~\"8|12\"} > on(job) x{i=\"4\"}"];
+    let views: Vec<usize> = queries.iter().map(|q| inc.install(&compile(q)).unwrap()).collect();
+    let (mut next, mut failed, mut answered) = (0, 0, 0);
+    for t in (5_000..=1_000_000).step_by(15_000) {
+        let from = next;
+        next = all.partition_point(|s| s.1 <= t);
+        inc.append(&all[from..next]);
+        for (query, view) in queries.iter().zip(&views) {
+            let opts = QueryOptions { lookback_ms: LOOKBACK, ..QueryOptions::instant(t) };
+            let want = evaluate(&compile(query), db.as_ref(), &opts).map(|_| ()).map_err(|e| e.to_string());
+            let got = inc.read(*view, t).map(|_| ()).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{query} at {t}");
+            if want.is_err() {
+                failed += 1;
+            } else {
+                answered += 1;
+            }
+        }
+        inc.compact(t + 1);
+    }
+    assert!(failed > 50 && answered > 20, "{failed} failed, {answered} answered");
+    inc.shutdown();
+}
+
 /// `info()`: `up` of six targets, `target_info` of four whose `version` changes at 5 min
 /// (the old series stops at 8 min, so both are there in between: the newer wins), and a
 /// `build_info` of two.

@@ -178,6 +178,10 @@ impl Counters {
 /// One worker's part of a read: (key, value, count) triples.
 type Shard = Vec<(u64, f64, isize)>;
 
+/// A worker's answer to a read: its shard of the content, and the keys of the errors that
+/// hold.
+type ReadReply = (Shard, Vec<u64>);
+
 pub(crate) type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
 
 enum Command {
@@ -213,7 +217,8 @@ enum Command {
     Read {
         arrangement: usize,
         t: u64,
-        reply: Sender<Shard>,
+        /// The worker's shard of the content, and the keys of the errors that hold.
+        reply: Sender<ReadReply>,
     },
     Subscribe {
         id: u64,
@@ -782,18 +787,22 @@ impl Incremental {
         };
         let (tx, rx) = channel();
         self.broadcast(|| Command::Read { arrangement, t, reply: tx.clone() });
-        let mut out: BTreeMap<u64, f64> = BTreeMap::new();
+        let mut parts = Vec::with_capacity(self.workers);
         for _ in 0..self.workers {
-            let part = rx
+            let (part, errors) = rx
                 .recv_timeout(Duration::from_secs(30))
                 .map_err(|_| Error::Execution("the dataflow did not answer a read within 30s".into()))?;
-            for (key, value, count) in part {
-                if count != 1 || out.insert(key, value).is_some() {
-                    // the batch executor's words for two series that ended up with one label set
-                    return Err(Error::Execution(
-                        "vector cannot contain metrics with the same labelset".into(),
-                    ));
-                }
+            if let Some(&error) = errors.first() {
+                // the batch executor's words for what made the evaluation fail
+                return Err(Error::Execution(self.keys.labels(error).get(render::ERROR_LABEL).to_string()));
+            }
+            parts.push(part);
+        }
+        let mut out: BTreeMap<u64, f64> = BTreeMap::new();
+        for (key, value, count) in parts.into_iter().flatten() {
+            if count != 1 || out.insert(key, value).is_some() {
+                // the batch executor's words for two series that ended up with one label set
+                return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
             }
         }
         let mut rows: Vec<(Labels, f64)> = out.into_iter().map(|(k, v)| (self.keys.labels(k), v)).collect();
@@ -861,6 +870,9 @@ type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
 #[derive(Default)]
 pub(crate) struct WorkerState {
     traces: HashMap<usize, (Trace, ProbeHandle<u64>)>,
+    /// The errors of the arrangements whose sub-expressions can fail (a join's matching):
+    /// elements keyed by `{__error__="<message>"}` while the error holds.
+    errors: HashMap<usize, Trace>,
     /// Each arrangement's tap, which subscriptions register with.
     taps: HashMap<usize, tap::Subscribers>,
     leaves: HashMap<usize, (LeafInput, Option<Grain>)>,
@@ -877,7 +889,7 @@ fn run_worker(
 ) {
     let mut state = WorkerState::default();
     let mut time: u64 = 0;
-    let mut reads: Vec<(usize, u64, Sender<Shard>)> = Vec::new();
+    let mut reads: Vec<(usize, u64, Sender<ReadReply>)> = Vec::new();
     // the arrangement each subscription taps, by the subscription's id
     let mut subscriptions: HashMap<u64, usize> = HashMap::new();
     // the arrangements reads have read, which keep the past that compaction leaves them
@@ -892,6 +904,7 @@ fn run_worker(
                 Ok(Command::Drop { install, arrangements, leaves }) => {
                     for a in &arrangements {
                         state.traces.remove(a);
+                        state.errors.remove(a);
                         state.taps.remove(a);
                         read_arrangements.remove(a);
                     }
@@ -935,7 +948,8 @@ fn run_worker(
                     }
                 }
                 Ok(Command::Compact { read, other }) => {
-                    for (id, (trace, _)) in state.traces.iter_mut() {
+                    let traces = state.traces.iter_mut().map(|(id, (trace, _))| (id, trace));
+                    for (id, trace) in traces.chain(state.errors.iter_mut()) {
                         let frontier = [if read_arrangements.contains(id) { read } else { other }];
                         trace.set_logical_compaction(AntichainRef::new(&frontier));
                         trace.set_physical_compaction(AntichainRef::new(&frontier));
@@ -964,13 +978,17 @@ fn run_worker(
         }
         reads.retain_mut(|(id, t, reply)| {
             let Some((trace, probe)) = state.traces.get_mut(id) else {
-                let _ = reply.send(Vec::new());
+                let _ = reply.send((Vec::new(), Vec::new()));
                 return false;
             };
             if probe.less_equal(t) {
                 return true;
             }
-            let _ = reply.send(read_at(trace, *t));
+            let content = read_at(trace, *t);
+            let errors = state.errors.get_mut(id).map_or_else(Vec::new, |errors| {
+                read_at(errors, *t).into_iter().filter(|e| e.2 > 0).map(|e| e.0).collect()
+            });
+            let _ = reply.send((content, errors));
             false
         });
         // commands unpark the worker, and timely unparks it for messages between workers; the
@@ -1007,6 +1025,7 @@ fn install(
             new_leaves: Vec::new(),
             grain,
             start: sample_from,
+            errors: Vec::new(),
         };
         render::render_view(scope, node, &mut cx);
         cx.new_leaves

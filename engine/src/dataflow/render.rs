@@ -672,7 +672,13 @@ pub(crate) struct RenderCx<'a, 's> {
     pub(crate) grain: Option<Grain>,
     /// Where subqueries start sampling: the clock, or the time a view from history starts at.
     pub(crate) start: u64,
+    /// The errors of what has been rendered so far (each an element keyed by
+    /// `{__error__="<message>"}` while it holds), which the enclosing arrangements keep.
+    pub(crate) errors: Vec<Coll<'s>>,
 }
+
+/// The label an error element's only label is named by.
+pub(crate) const ERROR_LABEL: &str = "__error__";
 
 /// The labels without the metric's identity (`__name__`), as functions and arithmetic leave
 /// them.
@@ -705,7 +711,14 @@ fn arrange<'s>(
     input: &Node,
     cx: &mut RenderCx<'_, 's>,
 ) -> Arranged<'s, super::Trace> {
+    let mark = cx.errors.len();
     let c = render(scope, input, cx);
+    if let Some((first, rest)) = cx.errors[mark..].split_first() {
+        // what can fail below: read with the arrangement, and imported with it
+        let errors = rest.iter().fold(first.clone(), |all, e| all.concat(e.clone())).arrange_by_key();
+        errors.stream.clone().probe_with(&cx.probe);
+        cx.state.errors.insert(id, errors.trace);
+    }
     let arranged = c.arrange_by_key();
     arranged.stream.clone().probe_with(&cx.probe);
     let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());
@@ -718,6 +731,9 @@ fn arrange<'s>(
 pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'_, 's>) -> Coll<'s> {
     match node {
         Node::Import(id) => {
+            if let Some(errors) = cx.state.errors.get_mut(id) {
+                cx.errors.push(errors.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v)));
+            }
             let (trace, _) = cx.state.traces.get_mut(id).expect("imported arrangements are registered first");
             trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
@@ -1014,11 +1030,9 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Info { input, info, ignore, data_names, keep_unmatched } => {
             let base = render(scope, input, cx);
             let info = render(scope, info, cx);
-            counted(
-                info_labels(base, info, ignore, data_names, *keep_unmatched, &cx.keys),
-                &cx.counters,
-                Operator::Join,
-            )
+            let (out, errors) = info_labels(base, info, ignore, data_names, *keep_unmatched, &cx.keys);
+            cx.errors.push(errors);
+            counted(out, &cx.counters, Operator::Join)
         }
         Node::Join { lhs, rhs, op, key, return_bool } => {
             let l = render(scope, lhs, cx);
@@ -1026,7 +1040,9 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let out = if op.is_set() {
                 set_operation(l, r, *op, &key.grouping, &cx.keys)
             } else {
-                join(l, r, *op, key, *return_bool, &cx.keys)
+                let (out, errors) = join(l, r, *op, key, *return_bool, &cx.keys);
+                cx.errors.push(errors);
+                out
             };
             counted(out, &cx.counters, Operator::Join)
         }
@@ -1116,10 +1132,13 @@ fn by_group<'s>(c: Coll<'s>, g: &Grouping, keys: &Keys) -> Coll<'s> {
     c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &g)), v))
 }
 
+/// What `info()` makes of an element: its new label set and value, or an error's key.
+type InfoOutcome = Result<(u64, Value), u64>;
+
 /// `info()`: see [`Node::Info`]. An element matches the info series with its `instance` and
-/// `job` (not when it has neither); of each info metric the newest series counts (the
-/// batch executor's errors for two equally new ones and for conflicting labels are not
-/// raised: the first wins).
+/// `job` (not when it has neither); of each info metric the newest series counts. Two as
+/// new, and info metrics that give one label different values, are the batch executor's
+/// errors (returned with the result).
 fn info_labels<'s>(
     base: Coll<'s>,
     info: Coll<'s>,
@@ -1127,7 +1146,7 @@ fn info_labels<'s>(
     data_names: &[String],
     keep_unmatched: bool,
     keys: &Keys,
-) -> Coll<'s> {
+) -> (Coll<'s>, Coll<'s>) {
     use promflow_storage::METRIC_NAME;
     // the identifying labels of a label set, none when it has neither
     let signature = |keys: &Keys, k: u64| {
@@ -1161,23 +1180,41 @@ fn info_labels<'s>(
     let matched = with_sig
         .join(info.clone())
         .map(|(_sig, ((bk, bv), info)): (u64, (Element, Element))| (bk, (bv, info)))
-        .reduce(move |&bk, infos: &[(&(Value, Element), isize)], out: &mut Vec<((u64, Value), isize)>| {
+        .reduce(move |&bk, infos: &[(&(Value, Element), isize)], out: &mut Vec<(InfoOutcome, isize)>| {
             let Some(((bv, _), _)) = infos.first() else { return };
             let mut labels = k4.labels(bk);
-            // per info metric, its newest series
+            let error = |message: String| (Err(k4.intern(Labels::from_pairs([(ERROR_LABEL, message)]))), 1);
+            // per info metric, its newest series; two as new are the batch executor's error
             let mut newest: std::collections::BTreeMap<String, (f64, Labels)> = Default::default();
             for ((_, (ik, ts)), _) in infos {
                 let il = k4.labels(*ik);
                 let name = il.get(METRIC_NAME).to_string();
-                if newest.get(&name).is_none_or(|(t, _)| ts.0 > *t) {
-                    newest.insert(name, (ts.0, il));
+                match newest.get(&name) {
+                    Some((t, _)) if *t > ts.0 => {}
+                    Some((t, existing)) if *t == ts.0 => {
+                        let at = (t * 1000.0).round() as i64;
+                        out.push(error(format!(
+                            "found duplicate series for info metric: existing {existing} @ {at}, new {il} @ {at}"
+                        )));
+                        return;
+                    }
+                    _ => {
+                        newest.insert(name, (ts.0, il));
+                    }
                 }
             }
             let mut added = Labels::new();
             for (_, (_, il)) in newest {
                 for l in il.iter().filter(|l| l.name != METRIC_NAME) {
-                    let wanted = data_names.is_empty() || data_names.contains(&l.name);
-                    if wanted && added.get(&l.name).is_empty() && !labels.contains(&l.name) {
+                    if !data_names.is_empty() && !data_names.contains(&l.name) {
+                        continue;
+                    }
+                    let existing = added.get(&l.name);
+                    if !existing.is_empty() && existing != l.value {
+                        out.push(error(format!("conflicting label: {}", l.name)));
+                        return;
+                    }
+                    if !labels.contains(&l.name) {
                         added.set(&l.name, &l.value);
                     }
                 }
@@ -1185,9 +1222,10 @@ fn info_labels<'s>(
             for l in added.iter() {
                 labels.set(&l.name, &l.value);
             }
-            out.push(((k4.intern(labels), *bv), 1));
-        })
-        .map(|(_, kv)| kv);
+            out.push((Ok((k4.intern(labels), *bv)), 1));
+        });
+    let errors = matched.clone().flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value(0.0))));
+    let matched = matched.flat_map(|(_, outcome)| outcome.ok());
     let mut out = passing.concat(matched);
     if keep_unmatched {
         let info_sigs = info.map(|(sig, _)| sig).distinct();
@@ -1196,7 +1234,54 @@ fn info_labels<'s>(
             .concat(alone.antijoin(info_sigs).map(|(_, kv)| kv))
             .concat(no_sig.flat_map(|(sig, kv)| sig.is_none().then_some(kv)));
     }
-    out
+    (out, errors)
+}
+
+/// How an error's message is made of a match group's labels and its members' labels.
+type ErrorMessage = Box<dyn Fn(&Labels, &[Labels]) -> String>;
+
+/// The batch executor's errors of vector matching, while they hold: two elements of the
+/// "one" side in a match group that the "many" side has (`many-to-many matching not
+/// allowed`), and, one-to-one, two of the "many" side in a group the other side has.
+fn matching_errors<'s>(
+    many: &VecCollection<'s, u64, (u64, Element), isize>,
+    one: &VecCollection<'s, u64, (u64, Element), isize>,
+    swapped: bool,
+    one_to_one: bool,
+    keys: &Keys,
+) -> Coll<'s> {
+    let side = if swapped { "left" } else { "right" };
+    let duplicates = |c: &VecCollection<'s, u64, (u64, Element), isize>, message: ErrorMessage| {
+        let keys = keys.clone();
+        c.clone().map(|(sig, (k, _))| (sig, k)).reduce(
+            move |&sig, members: &[(&u64, isize)], out: &mut Vec<(u64, isize)>| {
+                if members.iter().map(|(_, n)| *n).sum::<isize>() > 1 {
+                    let mut labels: Vec<Labels> = members.iter().map(|(k, _)| keys.labels(**k)).collect();
+                    labels.sort();
+                    let error = Labels::from_pairs([(ERROR_LABEL, message(&keys.labels(sig), &labels))]);
+                    out.push((keys.intern(error), 1));
+                }
+            },
+        )
+    };
+    let one_message = Box::new(move |sig: &Labels, members: &[Labels]| {
+        let members: Vec<String> = members.iter().map(|l| l.to_string()).collect();
+        format!(
+            "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
+            members.join(", ")
+        )
+    });
+    let present =
+        |c: &VecCollection<'s, u64, (u64, Element), isize>| c.clone().map(|(sig, _)| sig).distinct();
+    let mut errors = duplicates(one, one_message).semijoin(present(many));
+    if one_to_one {
+        let many_message = Box::new(|_: &Labels, _: &[Labels]| {
+            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                .to_string()
+        });
+        errors = errors.concat(duplicates(many, many_message).semijoin(present(one)));
+    }
+    errors.map(|(_, error)| error).distinct().map(|error| (error, Value(0.0)))
 }
 
 /// `and`, `or`, `unless`: the left elements whose signature the right side has (or lacks),
@@ -1216,7 +1301,15 @@ fn set_operation<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, g: &Grouping, keys: &K
 /// Arithmetic and comparisons between matched elements, one-to-one or with `group_left` /
 /// `group_right`, labelled as the batch executor labels them. With `fill` modifiers an
 /// element whose match group the other side lacks is combined with the fill value instead.
-fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: bool, keys: &Keys) -> Coll<'s> {
+/// Also returns its matching errors (see [`matching_errors`]).
+fn join<'s>(
+    l: Coll<'s>,
+    r: Coll<'s>,
+    op: BinOp,
+    key: &JoinKey,
+    return_bool: bool,
+    keys: &Keys,
+) -> (Coll<'s>, Coll<'s>) {
     let swapped = matches!(key.card, Cardinality::OneToMany(_));
     let include: Vec<String> = match &key.card {
         Cardinality::ManyToOne(l) | Cardinality::OneToMany(l) => l.clone(),
@@ -1229,6 +1322,7 @@ fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: boo
     // the operands in the operator's order: the many side is the right one under group_right
     let ordered = move |mv: f64, ov: f64| if swapped { (ov, mv) } else { (mv, ov) };
     let (many, one) = (by_signature(many, &g, keys), by_signature(one, &g, keys));
+    let errors = matching_errors(&many, &one, swapped, one_to_one, keys);
     let (keys2, include2) = (keys.clone(), include.clone());
     let mut labelled: KeyMap<(u64, u64), u64> = KeyMap::default();
     let mut out = many.clone().join(one.clone()).flat_map(
@@ -1266,5 +1360,5 @@ fn join<'s>(l: Coll<'s>, r: Coll<'s>, op: BinOp, key: &JoinKey, return_bool: boo
             combine(op, lv, rv, return_bool).map(|value| (sig, Value(value)))
         }));
     }
-    out
+    (out, errors)
 }
