@@ -180,16 +180,17 @@ fn a_query_the_dataflow_does_not_maintain_is_evaluated_in_batch() {
     temp(&server, "a", t0, 5.0);
     temp(&server, "b", t0, 20.0);
     let mut client = Client::connect(&server);
-    // topk with a k the views cannot take (not a constant): 1 while there are two series
-    client.send(json!({"id": "top", "query": "topk(scalar(count(temp)) - 1, temp)"}));
+    // count_values, which the views do not maintain: one element per value, its label `host`
+    client.send(json!({"id": "top", "query": "count_values(\"host\", temp)"}));
     let snapshot = client.next();
     assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-    assert_eq!(samples(&snapshot["result"]), vec![("b".to_string(), "20".to_string())]);
+    let one = |v: &str| (v.to_string(), "1".to_string());
+    assert_eq!(samples(&snapshot["result"]), vec![one("20"), one("5")]);
     assert_eq!(metric(&server, "promflow_dataflow_arrangements"), 0.0, "no view");
     temp(&server, "a", t0 + 1000, 50.0);
     let change = client.next();
-    assert_eq!(samples(&change["added"]), vec![("a".to_string(), "50".to_string())], "{change}");
-    assert_eq!(change["removed"][0]["metric"]["host"], "b");
+    assert_eq!(samples(&change["added"]), vec![one("50")], "{change}");
+    assert_eq!(change["removed"][0]["metric"]["host"], "5");
     client.send(json!({"id": "top", "unsubscribe": true}));
     assert_eq!(client.next()["type"], "unsubscribed");
     assert_eq!(metric(&server, "promflow_subscriptions"), 0.0);
