@@ -2,7 +2,12 @@
 //! Prometheus 2.42: promflow in its default event mode, Prometheus evaluating every interval.
 //!
 //! Run with `cargo bench --bench alert_latency`. Environment (defaults in brackets):
-//! `BENCH_CROSSINGS` [20] per system, `BENCH_INTERVAL_S` [15] evaluation interval.
+//! `BENCH_CROSSINGS` [20] per system, `BENCH_INTERVAL_S` [15] evaluation interval,
+//! `BENCH_VIA` [direct] `alertmanager` to put a real Alertmanager (Debian's
+//! `prometheus-alertmanager`, on the clients' CPU) between the server and the receiver, which
+//! then gets Alertmanager's webhook (every alert its own group, `group_wait: 0s`, and
+//! `group_interval: 10ms`: an alert that fires again joins its resolved group, which
+//! Alertmanager keeps up to 30 s, and waits for the group's next interval).
 //!
 //! Each server runs alone on CPU 1 with one rule, `temperature > 90` with `for: 0s`, and sends
 //! its alerts to a receiver in this process that speaks Alertmanager's API v2 and timestamps
@@ -21,6 +26,8 @@ use workload::common::{self, free_port};
 use workload::{env, percentile, pin_self, start_pinned, CLIENT_CPU};
 
 /// The alerts of a recorded request (request line, newline, body): (firing, startsAt in ms).
+/// The body is Alertmanager's API v2 (a list of alerts) or its webhook (`alerts`, each with
+/// its `status`).
 fn alerts_in(request: &str) -> Vec<(bool, i64)> {
     let body = request.split_once('\n').map_or("", |(_, b)| b);
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -29,11 +36,62 @@ fn alerts_in(request: &str) -> Vec<(bool, i64)> {
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
             .map_or(0, |d| d.timestamp_millis())
     };
-    v.as_array()
+    let webhook = v["alerts"].as_array();
+    webhook
+        .or(v.as_array())
         .into_iter()
         .flatten()
-        .map(|a| (ms(&a["endsAt"]) > common::now_ms(), ms(&a["startsAt"])))
+        .map(|a| {
+            let firing = match a["status"].as_str() {
+                Some(status) if webhook.is_some() => status == "firing",
+                _ => ms(&a["endsAt"]) > common::now_ms(),
+            };
+            (firing, ms(&a["startsAt"]))
+        })
         .collect()
+}
+
+/// A real Alertmanager that sends every alert at once to the webhook at `port`.
+struct Alertmanager {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Alertmanager {
+    fn start(dir: &std::path::Path, webhook_port: u16) -> Alertmanager {
+        let bin = common::peer("prometheus-alertmanager").expect("prometheus-alertmanager is installed");
+        let cfg = dir.join("am.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "route:\n  receiver: bench\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 10ms\n  repeat_interval: 1h\nreceivers:\n- name: bench\n  webhook_configs:\n  - url: http://127.0.0.1:{webhook_port}/\n    send_resolved: true\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start alertmanager");
+        let ready = common::wait_for(Duration::from_secs(30), || {
+            let url = format!("http://127.0.0.1:{port}/-/ready");
+            common::client().get(url).send().ok().filter(|r| r.status().is_success())
+        });
+        assert!(ready.is_some(), "alertmanager did not start");
+        Alertmanager { child, port }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn main() {
@@ -42,6 +100,7 @@ fn main() {
     }
     let crossings = env("BENCH_CROSSINGS", 20);
     let interval_s = env("BENCH_INTERVAL_S", 15);
+    let via_alertmanager = std::env::var("BENCH_VIA").is_ok_and(|v| v == "alertmanager");
     pin_self(CLIENT_CPU);
     let mut table = Vec::new();
     for (name, bin) in workload::systems("Prometheus 2.42") {
@@ -54,6 +113,9 @@ fn main() {
             arrived.into_iter().zip(bodies).skip(from).collect()
         };
         let dir = tempfile::tempdir().unwrap();
+        // the server sends to the receiver, or to an Alertmanager that sends to it
+        let alertmanager = via_alertmanager.then(|| Alertmanager::start(dir.path(), port));
+        let target = alertmanager.as_ref().map_or(port, |am| am.port);
         std::fs::write(
             dir.path().join("alerts.yml"),
             "groups:\n- name: hot\n  rules:\n  - alert: Hot\n    expr: temperature > 90\n",
@@ -63,7 +125,7 @@ fn main() {
         std::fs::write(
             &cfg,
             format!(
-                "global:\n  evaluation_interval: {interval_s}s\nrule_files:\n  - alerts.yml\nalerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['127.0.0.1:{port}']\n"
+                "global:\n  evaluation_interval: {interval_s}s\nrule_files:\n  - alerts.yml\nalerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['127.0.0.1:{target}']\n"
             ),
         )
         .unwrap();
@@ -125,8 +187,10 @@ fn main() {
             latencies[latencies.len() - 1],
         ));
         drop(server);
+        drop(alertmanager);
     }
-    println!("{crossings} crossings of `temperature > 90` (`for: 0s`), evaluation interval {interval_s} s\n");
+    let via = if via_alertmanager { ", through Alertmanager" } else { "" };
+    println!("{crossings} crossings of `temperature > 90` (`for: 0s`), evaluation interval {interval_s} s{via}\n");
     println!("| system | p50, ms | p99, ms | max, ms |");
     println!("|---|---|---|---|");
     for (name, p50, p99, max) in &table {
