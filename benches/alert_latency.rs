@@ -190,7 +190,9 @@ fn main() {
         drop(alertmanager);
     }
     let via = if via_alertmanager { ", through Alertmanager" } else { "" };
-    println!("{crossings} crossings of `temperature > 90` (`for: 0s`), evaluation interval {interval_s} s{via}\n");
+    println!(
+        "{crossings} crossings of `temperature > 90` (`for: 0s`), evaluation interval {interval_s} s{via}\n"
+    );
     println!("| system | p50, ms | p99, ms | max, ms |");
     println!("|---|---|---|---|");
     for (name, p50, p99, max) in &table {

@@ -209,17 +209,33 @@ fn views_equal_the_batch_executor_at_every_evaluation() {
 }
 
 /// Errors that hold while their cause does, and go with it: the views raise the batch
-/// executor's matching errors at the same evaluations (series 12 stops at 500 s and leaves the
-/// lookback at 800 s: until then `j0` has two series on the "one" side).
+/// executor's errors at the same evaluations. Matching: series 12 stops at 500 s and leaves the
+/// lookback at 800 s, until then `j0` has two series on the "one" side. Duplicate label sets:
+/// `y` copies series 1 of `x` until 600 s, so `rate` without a name gives two series one label
+/// set until they leave the window.
 #[test]
-fn views_raise_the_batch_executors_matching_errors_while_they_hold() {
+fn views_raise_the_batch_executors_errors_while_they_hold() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(&dir);
-    let all = samples();
+    let mut all = samples();
+    let copies: Vec<_> = all
+        .iter()
+        .filter(|(l, t, _)| l.get("i") == "1" && *t < 600_000)
+        .map(|(l, t, v)| {
+            let mut l = l.clone();
+            l.set("__name__", "y");
+            (l, *t, *v)
+        })
+        .collect();
+    all.extend(copies);
+    all.sort_by_key(|s| s.1);
     store(&db, &all);
     let inc = Incremental::start(2, LOOKBACK).unwrap();
-    let queries =
-        ["x{i=~\"0|4\"} + on(job) group_left x{i=~\"8|12\"}", "x{i=~\"8|12\"} > on(job) x{i=\"4\"}"];
+    let queries = [
+        "x{i=~\"0|4\"} + on(job) group_left x{i=~\"8|12\"}",
+        "x{i=~\"8|12\"} > on(job) x{i=\"4\"}",
+        "sum(rate({i=\"1\"}[2m]))",
+    ];
     let views: Vec<usize> = queries.iter().map(|q| inc.install(&compile(q)).unwrap()).collect();
     let (mut next, mut failed, mut answered) = (0, 0, 0);
     for t in (5_000..=1_000_000).step_by(15_000) {

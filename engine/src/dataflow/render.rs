@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::{AsCollection, VecCollection};
-use promflow_storage::{Labels, Matcher};
+use promflow_storage::{Labels, MatchOp, Matcher};
 use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::{Concat, Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
@@ -45,8 +45,10 @@ pub(crate) enum Node {
     /// Arranges the input and registers it under `id`.
     Arrange { id: usize, input: Box<Node> },
     /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
-    /// says, evaluated when `time` says.
-    Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime },
+    /// says, evaluated when `time` says. With `distinct_names`, the function drops the
+    /// metric name of series that may have different ones: two that become one label set
+    /// are the batch executor's error.
+    Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime, distinct_names: bool },
     /// A window function over a subquery: `inner` is sampled at every multiple of `step_ms`
     /// (each element's value there is a sample of its series) and the samples go through the
     /// per-series operator, evaluated when `time` says, with `leaf` an input for the samples
@@ -365,7 +367,11 @@ impl Lowering<'_> {
         // shift or a pinned window
         let read_back = if time == LeafTime::Shifted(0) { self.reg.read_back.as_ref() } else { None };
         let keep = Keep::choose(&func, matchers, read_back);
-        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, time })
+        // only a selection that does not fix the name can give two series one label set
+        // when the name goes (a check that costs an arrangement of the result)
+        let distinct_names = func.drops_name()
+            && !matchers.iter().any(|m| m.name == promflow_storage::METRIC_NAME && m.op == MatchOp::Equal);
+        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, time, distinct_names })
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -740,7 +746,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Arrange { id, input } => {
             arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func, keep, time } => {
+        Node::Series { leaf, func, keep, time, distinct_names } => {
             let mut input = timely::dataflow::InputHandle::new();
             let mut rows = scope.input_from(&mut input);
             let mut pinned = None;
@@ -753,7 +759,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             }
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
-            series::render(
+            let out = series::render(
                 rows,
                 cx.clock.clone(),
                 func.clone(),
@@ -763,7 +769,18 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 cx.keys.clone(),
                 Arc::clone(&cx.counters),
             )
-            .as_collection()
+            .as_collection();
+            if *distinct_names {
+                let error = Labels::from_pairs([(
+                    ERROR_LABEL,
+                    "vector cannot contain metrics with the same labelset",
+                )]);
+                let error = cx.keys.intern(error);
+                let duplicates =
+                    out.clone().map(|(k, _): Element| k).count().filter(|(_, n): &(u64, isize)| *n > 1);
+                cx.errors.push(duplicates.map(move |_| error).distinct().map(|e| (e, Value(0.0))));
+            }
+            out
         }
         Node::Subquery { inner, step_ms, time, leaf, func, keep } => {
             let mut input = timely::dataflow::InputHandle::new();
