@@ -316,6 +316,15 @@ impl LeafTime {
 const NOT_SHIFTED: &str =
     "@ start(), @ end(), a negative offset, or an offset under a function of the samples' times";
 
+/// When a window function over a window or subquery shifted by `shift` is evaluated: a
+/// shifted window is the window over samples counted `offset` later, except for what reads
+/// the samples' times against the evaluation's.
+fn window_time(func: WindowFn, shift: &TimeShift) -> Result<LeafTime, Error> {
+    LeafTime::of(shift)
+        .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(func)))
+        .ok_or_else(|| unsupported(NOT_SHIFTED))
+}
+
 /// Why a smoothed selection is not maintained: its value at an evaluation interpolates
 /// towards the first sample after it, which a view has not seen yet.
 const NOT_CAUSAL: &str = "smoothed edges, which read samples after the evaluation time";
@@ -378,6 +387,19 @@ impl Lowering<'_> {
         args.iter()
             .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that is not a constant")))
             .collect()
+    }
+
+    /// `absent_over_time(w)`: 1 while no series has a sample in the window, the absence of
+    /// `present_over_time` over the same window.
+    fn absent_over_time(&mut self, window: &Plan) -> Result<Node, Error> {
+        let present = Plan::WindowFunction {
+            func: WindowFn::PresentOverTime,
+            input: Box::new(window.clone()),
+            args: Vec::new(),
+            origin: Default::default(),
+        };
+        let labels = absent_labels(window);
+        Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels })
     }
 
     /// A scalar operand: a constant, or a collection of one element with no labels.
@@ -445,9 +467,7 @@ impl Lowering<'_> {
                 let Plan::SubWindow { input: inner, range_ms, step_ms, shift } = &**input else {
                     unreachable!()
                 };
-                let time = LeafTime::of(shift)
-                    .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(*func)))
-                    .ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                let time = window_time(*func, shift)?;
                 // a step sampled before an `@` time inside would need the samples after it
                 if let Some(inner_pin) = inner.latest_pinned_ms() {
                     if !matches!(time, LeafTime::Pinned(p) if inner_pin <= p - range_ms) {
@@ -457,14 +477,7 @@ impl Lowering<'_> {
                     }
                 }
                 if *func == WindowFn::AbsentOverTime {
-                    let present = Plan::WindowFunction {
-                        func: WindowFn::PresentOverTime,
-                        input: input.clone(),
-                        args: Vec::new(),
-                        origin: Default::default(),
-                    };
-                    let labels = absent_labels(input);
-                    return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
+                    return self.absent_over_time(input);
                 }
                 let args = self.constants(args)?;
                 // the inner values must be exact at every step, not at the grain's times
@@ -516,22 +529,9 @@ impl Lowering<'_> {
                 let Plan::Window { matchers, range_ms, shift, edges: Edges::Plain } = &**input else {
                     return Err(unsupported(format!("{func:?} over an anchored window")));
                 };
-                // a shifted window is the window over samples counted `offset` later, except for
-                // what reads the samples' times against the evaluation's
-                let time = LeafTime::of(shift)
-                    .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(*func)))
-                    .ok_or_else(|| unsupported(NOT_SHIFTED))?;
+                let time = window_time(*func, shift)?;
                 if *func == WindowFn::AbsentOverTime {
-                    // 1 while no series has a sample in the window: the absence of
-                    // `present_over_time` over the same window
-                    let present = Plan::WindowFunction {
-                        func: WindowFn::PresentOverTime,
-                        input: input.clone(),
-                        args: Vec::new(),
-                        origin: Default::default(),
-                    };
-                    let labels = absent_labels(input);
-                    return Ok(Node::Absent { input: Box::new(self.lower(&present)?), labels });
+                    return self.absent_over_time(input);
                 }
                 let args = self.constants(args)?;
                 self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args }, time)
@@ -748,28 +748,10 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         }
         Node::Series { leaf, func, keep, time, distinct_names } => {
             let mut input = timely::dataflow::InputHandle::new();
-            let mut rows = scope.input_from(&mut input);
-            let mut pinned = None;
-            match *time {
-                LeafTime::Shifted(0) => {}
-                LeafTime::Shifted(offset) => {
-                    rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
-                }
-                LeafTime::Pinned(t) => pinned = Some(t),
-            }
+            let rows = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
-            let out = series::render(
-                rows,
-                cx.clock.clone(),
-                func.clone(),
-                keep.clone(),
-                pinned,
-                cx.grain,
-                cx.keys.clone(),
-                Arc::clone(&cx.counters),
-            )
-            .as_collection();
+            let out = per_series(rows, *time, func, keep, cx);
             if *distinct_names {
                 let error = Labels::from_pairs([(
                     ERROR_LABEL,
@@ -791,31 +773,12 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let grain = cx.grain.take();
             let inner = render(scope, inner, cx);
             cx.grain = grain;
-            let (step, mut pinned) = (*step_ms as u64, None);
             let until = match *time {
-                LeafTime::Pinned(t) => {
-                    pinned = Some(t);
-                    Some(t.max(0) as u64)
-                }
+                LeafTime::Pinned(t) => Some(t.max(0) as u64),
                 LeafTime::Shifted(_) => None,
             };
-            let mut rows = series::sample(inner.inner, step, cx.start, until).concat(history);
-            if let LeafTime::Shifted(offset) = *time {
-                if offset != 0 {
-                    rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
-                }
-            }
-            series::render(
-                rows,
-                cx.clock.clone(),
-                func.clone(),
-                keep.clone(),
-                pinned,
-                cx.grain,
-                cx.keys.clone(),
-                Arc::clone(&cx.counters),
-            )
-            .as_collection()
+            let rows = series::sample(inner.inner, *step_ms as u64, cx.start, until).concat(history);
+            per_series(rows, *time, func, keep, cx)
         }
         Node::Map { input, func, args } => {
             let (func, args, keys) = (*func, args.clone(), cx.keys.clone());
@@ -1064,6 +1027,27 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             counted(out, &cx.counters, Operator::Join)
         }
     }
+}
+
+/// The per-series operator over `rows`, evaluated when `time` says, at the view's grain.
+fn per_series<'s>(
+    mut rows: Stream<'s, u64, Vec<super::Row>>,
+    time: LeafTime,
+    func: &SeriesFn,
+    keep: &Keep,
+    cx: &RenderCx<'_, 's>,
+) -> Coll<'s> {
+    let pinned = match time {
+        LeafTime::Shifted(0) => None,
+        LeafTime::Shifted(offset) => {
+            rows = rows.map(move |(k, t, v): super::Row| (k, t.saturating_add(offset), v));
+            None
+        }
+        LeafTime::Pinned(t) => Some(t),
+    };
+    let (keys, counters) = (cx.keys.clone(), Arc::clone(&cx.counters));
+    series::render(rows, cx.clock.clone(), func.clone(), keep.clone(), pinned, cx.grain, keys, counters)
+        .as_collection()
 }
 
 /// Each keyed record paired with a parameter's value: the constant's, or the changing
