@@ -652,6 +652,18 @@ pub(crate) fn sample<'s>(
             let front = frontier.frontier().iter().min().copied();
             // every step the frontier has passed
             while front.is_none_or(|f| f > next) {
+                if content.is_empty() {
+                    // nothing to sample until the next update: skip the empty steps at once
+                    // (a view built at the clock's start and read at today's time)
+                    let update = pending.keys().next().copied().unwrap_or(u64::MAX);
+                    let skip_to = align(update.min(front.unwrap_or(u64::MAX)));
+                    if skip_to > next {
+                        next = skip_to;
+                        if front.is_some_and(|f| f <= next) || until.is_some_and(|u| next > u) {
+                            break;
+                        }
+                    }
+                }
                 while let Some(entry) = pending.first_entry() {
                     if *entry.key() > next {
                         break;
