@@ -113,6 +113,10 @@ const VIEWS: &[&str] = &[
     "quantile by (job) (scalar(x{i=\"1\"}) / 5000, x)",
     "limit_ratio(time() % 17 / 17 - 0.5, x)",
     "timestamp(x * 2)",
+    // a window function's argument that changes: every series is evaluated again when it does
+    "quantile_over_time(scalar(x{i=\"1\"}) / 20000, x[2m])",
+    "predict_linear(x[3m], scalar(count(x > 2000) or vector(0)) * 10)",
+    "quantile_over_time(time() % 7 / 7, x[1m:20s])",
     // subqueries: the inner expression sampled at every multiple of the step (exactly there,
     // the clock ticking at each step for the values that move with time), nested too
     "max_over_time(x[3m:30s])",
@@ -443,7 +447,7 @@ fn unsupported_expressions_are_refused() {
         "x @ start()",
         "predict_linear(x[5m] offset 1m, 60)",
         "rate((x @ 500)[5m:1m])",
-        "quantile_over_time(scalar(x{i=\"1\"}), x[5m])",
+        "double_exponential_smoothing(x[5m], 0.5, scalar(x{i=\"1\"}) / 10000)",
         "count_values(\"v\", x)",
         "rate(x[5m] smoothed)",
     ];

@@ -47,13 +47,30 @@ pub(crate) enum Node {
     /// The per-series operator over the samples fed to input `leaf`, keeping them as `keep`
     /// says, evaluated when `time` says. With `distinct_names`, the function drops the
     /// metric name of series that may have different ones: two that become one label set
-    /// are the batch executor's error.
-    Series { leaf: usize, func: SeriesFn, keep: Keep, time: LeafTime, distinct_names: bool },
+    /// are the batch executor's error. A window function's first argument that changes is
+    /// `arg`'s value (a scalar collection).
+    Series {
+        leaf: usize,
+        func: SeriesFn,
+        keep: Keep,
+        time: LeafTime,
+        distinct_names: bool,
+        arg: Option<Box<Node>>,
+    },
     /// A window function over a subquery: `inner` is sampled at every multiple of `step_ms`
     /// (each element's value there is a sample of its series) and the samples go through the
     /// per-series operator, evaluated when `time` says, with `leaf` an input for the samples
-    /// of the steps before the view's start (computed by the batch executor).
-    Subquery { inner: Box<Node>, step_ms: i64, time: LeafTime, leaf: usize, func: SeriesFn, keep: Keep },
+    /// of the steps before the view's start (computed by the batch executor), and `arg` as
+    /// in [`Node::Series`].
+    Subquery {
+        inner: Box<Node>,
+        step_ms: i64,
+        time: LeafTime,
+        leaf: usize,
+        func: SeriesFn,
+        keep: Keep,
+        arg: Option<Box<Node>>,
+    },
     /// A value function of each element (the metric name is dropped).
     Map { input: Box<Node>, func: MapFn, args: Vec<f64> },
     /// An operation between each element and a scalar.
@@ -122,7 +139,14 @@ impl Node {
     pub(crate) fn walk(&self, f: &mut impl FnMut(&Node)) {
         f(self);
         match self {
-            Node::Import(_) | Node::Series { .. } | Node::Constant { .. } | Node::Now => {}
+            Node::Import(_) | Node::Series { arg: None, .. } | Node::Constant { .. } | Node::Now => {}
+            Node::Series { arg: Some(arg), .. } => arg.walk(f),
+            Node::Subquery { inner, arg, .. } => {
+                inner.walk(f);
+                if let Some(arg) = arg {
+                    arg.walk(f);
+                }
+            }
             Node::ScalarOp { input, scalar, .. } | Node::Aggregate { input, param: scalar, .. } => {
                 input.walk(f);
                 if let Scalar::Varying(node) = scalar {
@@ -135,8 +159,7 @@ impl Node {
             | Node::Timestamp { input }
             | Node::Relabel { input, .. }
             | Node::Absent { input, .. }
-            | Node::Histogram { input, .. }
-            | Node::Subquery { inner: input, .. } => input.walk(f),
+            | Node::Histogram { input, .. } => input.walk(f),
             Node::Join { lhs, rhs, .. } | Node::Info { input: lhs, info: rhs, .. } => {
                 lhs.walk(f);
                 rhs.walk(f);
@@ -366,6 +389,18 @@ impl Lowering<'_> {
     /// A leaf fed the samples of `matchers`, computing `func` per series, each sample
     /// counting `offset_ms` after its timestamp; arranged as `plan`.
     fn series(&mut self, plan: &Plan, matchers: &[Matcher], func: SeriesFn, time: LeafTime) -> Node {
+        self.series_with(plan, matchers, func, time, None)
+    }
+
+    /// [`Lowering::series`] with a window function's first argument that changes.
+    fn series_with(
+        &mut self,
+        plan: &Plan,
+        matchers: &[Matcher],
+        func: SeriesFn,
+        time: LeafTime,
+        arg: Option<Box<Node>>,
+    ) -> Node {
         let leaf = self.next_id();
         self.leaves.push((leaf, matchers.to_vec()));
         if let LeafTime::Pinned(t) = time {
@@ -380,7 +415,24 @@ impl Lowering<'_> {
         // when the name goes (a check that costs an arrangement of the result)
         let distinct_names = func.drops_name()
             && !matchers.iter().any(|m| m.name == promflow_storage::METRIC_NAME && m.op == MatchOp::Equal);
-        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, time, distinct_names })
+        self.arrange(plan, |leaf| Node::Series { leaf, func, keep, time, distinct_names, arg })
+    }
+
+    /// A window function's arguments: constants, or a first one that changes (its value
+    /// stands as NaN until the scalar's first).
+    fn window_args(&mut self, args: &[Plan]) -> Result<(Vec<f64>, Option<Box<Node>>), Error> {
+        if let Ok(constants) = self.constants(args) {
+            return Ok((constants, None));
+        }
+        let Some((first, rest)) = args.split_first() else { return Ok((Vec::new(), None)) };
+        let mut values = vec![f64::NAN];
+        values.extend(self.constants(rest)?);
+        match self.lower_scalar(first)? {
+            Scalar::Constant(c) => {
+                Ok((vec![c].into_iter().chain(values.into_iter().skip(1)).collect(), None))
+            }
+            Scalar::Varying(node) => Ok((values, Some(node))),
+        }
     }
 
     fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
@@ -479,12 +531,13 @@ impl Lowering<'_> {
                 if *func == WindowFn::AbsentOverTime {
                     return self.absent_over_time(input);
                 }
-                let args = self.constants(args)?;
                 // the inner values must be exact at every step, not at the grain's times
                 let grain = self.grain.take();
                 let inner_node = self.lower(inner);
                 self.grain = grain;
                 let inner_node = Box::new(inner_node?);
+                // lowered after the inner expression, as they are rendered
+                let (args, arg) = self.window_args(args)?;
                 let step_ms = (*step_ms).max(1);
                 let leaf = self.next_id();
                 self.subqueries.push(SubqueryHistory {
@@ -503,6 +556,7 @@ impl Lowering<'_> {
                     leaf,
                     func,
                     keep,
+                    arg,
                 })
             }
             Plan::WindowFunction { input, .. }
@@ -533,8 +587,9 @@ impl Lowering<'_> {
                 if *func == WindowFn::AbsentOverTime {
                     return self.absent_over_time(input);
                 }
-                let args = self.constants(args)?;
-                self.series(plan, matchers, SeriesFn::Window { func: *func, range: *range_ms, args }, time)
+                let (args, arg) = self.window_args(args)?;
+                let func = SeriesFn::Window { func: *func, range: *range_ms, args };
+                self.series_with(plan, matchers, func, time, arg)
             }
             Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {
@@ -746,12 +801,12 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Arrange { id, input } => {
             arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, *v))
         }
-        Node::Series { leaf, func, keep, time, distinct_names } => {
+        Node::Series { leaf, func, keep, time, distinct_names, arg } => {
             let mut input = timely::dataflow::InputHandle::new();
             let rows = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, (input, cx.grain));
             cx.new_leaves.push(*leaf);
-            let out = per_series(rows, *time, func, keep, cx);
+            let out = per_series(scope, rows, (*time, func, keep, arg.as_deref()), cx);
             if *distinct_names {
                 let error = Labels::from_pairs([(
                     ERROR_LABEL,
@@ -764,7 +819,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             }
             out
         }
-        Node::Subquery { inner, step_ms, time, leaf, func, keep } => {
+        Node::Subquery { inner, step_ms, time, leaf, func, keep, arg } => {
             let mut input = timely::dataflow::InputHandle::new();
             let history = scope.input_from(&mut input);
             cx.state.leaves.insert(*leaf, (input, cx.grain));
@@ -778,7 +833,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 LeafTime::Shifted(_) => None,
             };
             let rows = series::sample(inner.inner, *step_ms as u64, cx.start, until).concat(history);
-            per_series(rows, *time, func, keep, cx)
+            per_series(scope, rows, (*time, func, keep, arg.as_deref()), cx)
         }
         Node::Map { input, func, args } => {
             let (func, args, keys) = (*func, args.clone(), cx.keys.clone());
@@ -1029,13 +1084,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
     }
 }
 
-/// The per-series operator over `rows`, evaluated when `time` says, at the view's grain.
+/// The per-series operator over `rows`, evaluated when `time` says, at the view's grain,
+/// with a window function's first argument from `arg` when it changes.
 fn per_series<'s>(
+    scope: Scope<'s, u64>,
     mut rows: Stream<'s, u64, Vec<super::Row>>,
-    time: LeafTime,
-    func: &SeriesFn,
-    keep: &Keep,
-    cx: &RenderCx<'_, 's>,
+    (time, func, keep, arg): (LeafTime, &SeriesFn, &Keep, Option<&Node>),
+    cx: &mut RenderCx<'_, 's>,
 ) -> Coll<'s> {
     let pinned = match time {
         LeafTime::Shifted(0) => None,
@@ -1045,9 +1100,18 @@ fn per_series<'s>(
         }
         LeafTime::Pinned(t) => Some(t),
     };
+    let mut ticks = cx.clock.clone().map(|()| None);
+    if let Some(arg) = arg {
+        // every worker's operator needs the argument's values, each from its time on
+        use timely::dataflow::operators::vec::Broadcast;
+        let values = render(scope, arg, cx)
+            .inner
+            .flat_map(|((_, v), t, diff): ((u64, Value), u64, isize)| (diff > 0).then_some(Some((t, v.0))))
+            .broadcast();
+        ticks = ticks.concat(values);
+    }
     let (keys, counters) = (cx.keys.clone(), Arc::clone(&cx.counters));
-    series::render(rows, cx.clock.clone(), func.clone(), keep.clone(), pinned, cx.grain, keys, counters)
-        .as_collection()
+    series::render(rows, ticks, func.clone(), keep.clone(), pinned, cx.grain, keys, counters).as_collection()
 }
 
 /// Each keyed record paired with a parameter's value: the constant's, or the changing

@@ -158,6 +158,15 @@ impl SeriesFn {
 }
 
 impl SeriesFn {
+    /// Sets a window function's first argument (one that changes over time).
+    fn set_first_arg(&mut self, value: f64) {
+        if let SeriesFn::Window { args, .. } = self {
+            if let Some(first) = args.first_mut() {
+                *first = value;
+            }
+        }
+    }
+
     /// For an anchored window, when the oldest sample inside the window will cross its start
     /// (becoming its left edge), which changes the value with no sample arriving.
     fn next_crossing(&self, st: &SeriesState, at: i64) -> Option<i64> {
@@ -567,6 +576,8 @@ struct Due {
     /// Series that took their samples as they came (see `SeriesState::absorbed`).
     absorbed: Vec<u64>,
     tick: bool,
+    /// The window function's first argument from this time on, when it changed.
+    arg: Option<f64>,
 }
 
 /// Reads back what `wants` asks for (by series key) from `source`, stale markers removed: one
@@ -700,6 +711,10 @@ pub(crate) fn sample<'s>(
     })
 }
 
+/// What the operator's second input brings: a tick of the clock at the message's time, or a
+/// new value of the window function's first argument from a time on.
+pub(crate) type Tick = Option<(u64, f64)>;
+
 /// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks,
 /// keeping samples as `keep` says (`keys` names the series for read-backs); with a `grain`,
 /// every event takes effect at the grain's next time. A `pinned` operator (`@ t`) evaluates
@@ -708,7 +723,7 @@ pub(crate) fn sample<'s>(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn render<'s>(
     rows: Stream<'s, u64, Vec<Row>>,
-    clock: Stream<'s, u64, Vec<()>>,
+    clock: Stream<'s, u64, Vec<Tick>>,
     func: SeriesFn,
     keep: Keep,
     pinned: Option<i64>,
@@ -732,6 +747,8 @@ pub(crate) fn render<'s>(
         // the output's key: the series', or its labels without the metric name
         let drops_name = func.drops_name();
         let mut names = KeyMap::default();
+        // its first argument changes when it comes from a scalar that does
+        let mut func = func;
         move |(input, f_rows), (ticks, f_clock), output| {
             // the earliest time an event can still be due at: a sample that counts from it
             // goes straight into its series' state when nothing is due before it (nothing
@@ -767,14 +784,22 @@ pub(crate) fn render<'s>(
                     }
                 }
             });
-            ticks.for_each_stamp(|cap, _data| {
+            ticks.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
-                let at = up(now);
-                let d = due.entry(at).or_default();
-                if d.cap.is_none() {
-                    d.cap = Some(cap.delayed(&at, 0));
+                for tick in data.flat_map(|batch| batch.iter()) {
+                    let at = up(match tick {
+                        Some((t, _)) => (*t).max(now),
+                        None => now,
+                    });
+                    let d = due.entry(at).or_default();
+                    if d.cap.is_none() {
+                        d.cap = Some(cap.delayed(&at, 0));
+                    }
+                    match tick {
+                        Some((_, value)) => d.arg = Some(*value),
+                        None => d.tick = true,
+                    }
                 }
-                d.tick = true;
             });
             while let Some(entry) = due.first_entry() {
                 let at = *entry.key();
@@ -802,6 +827,11 @@ pub(crate) fn render<'s>(
                 }
                 if d.tick && moves {
                     touched.extend(moving.iter().copied());
+                }
+                if let Some(value) = d.arg {
+                    // every series' value depends on it
+                    func.set_first_arg(value);
+                    touched.extend(series.keys().copied());
                 }
                 touched.sort_unstable();
                 touched.dedup();
