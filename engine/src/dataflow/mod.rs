@@ -863,7 +863,7 @@ impl Drop for Incremental {
 const PARK_MAX: Duration = Duration::from_millis(100);
 
 type LeafInput = InputHandle<u64, CapacityContainerBuilder<Vec<Row>>>;
-type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<()>>>;
+type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<series::Tick>>>;
 
 /// One worker's handles: every registered arrangement (with the probe of the dataflow that
 /// builds it), the leaf inputs, and each installation's clock input and dataflow.
@@ -943,7 +943,7 @@ fn run_worker(
                             clock.advance_to(to);
                         }
                         if tick {
-                            clock.send(());
+                            clock.send(None);
                         }
                     }
                 }

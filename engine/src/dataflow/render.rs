@@ -723,7 +723,7 @@ pub(crate) type Coll<'s> = VecCollection<'s, u64, (u64, Value), isize>;
 /// What rendering one view's dataflow needs on a worker.
 pub(crate) struct RenderCx<'a, 's> {
     pub(crate) state: &'a mut WorkerState,
-    pub(crate) clock: Stream<'s, u64, Vec<()>>,
+    pub(crate) clock: Stream<'s, u64, Vec<series::Tick>>,
     pub(crate) probe: ProbeHandle<u64>,
     pub(crate) keys: Keys,
     pub(crate) counters: Arc<Counters>,
@@ -1100,7 +1100,8 @@ fn per_series<'s>(
         }
         LeafTime::Pinned(t) => Some(t),
     };
-    let mut ticks = cx.clock.clone().map(|()| None);
+    // the clock's ticks are the operator's second input as they are (no operator more)
+    let mut ticks = cx.clock.clone();
     if let Some(arg) = arg {
         // every worker's operator needs the argument's values, each from its time on
         use timely::dataflow::operators::vec::Broadcast;
@@ -1142,7 +1143,7 @@ where
 /// the grain's next time), built by the first worker only.
 fn now_collection<'s>(
     scope: Scope<'s, u64>,
-    clock: Stream<'s, u64, Vec<()>>,
+    clock: Stream<'s, u64, Vec<series::Tick>>,
     grain: Option<Grain>,
     keys: &Keys,
 ) -> Coll<'s> {

@@ -711,8 +711,9 @@ pub(crate) fn sample<'s>(
     })
 }
 
-/// What the operator's second input brings: a tick of the clock at the message's time, or a
-/// new value of the window function's first argument from a time on.
+/// What the operator's second input brings: a tick of the clock at the message's time (`None`:
+/// what the clock input sends), or a new value of the window function's first argument from
+/// a time on.
 pub(crate) type Tick = Option<(u64, f64)>;
 
 /// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks,
