@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::operators::arrange::TraceAgent;
@@ -44,7 +43,7 @@ use crate::{QueryOptions, QueryResult};
 use installs::Installs;
 use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
-pub use tap::{ElementChange, Subscription, ViewChange};
+pub use tap::{ElementChange, Notify, Subscription, ViewChange};
 
 /// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
 /// retraction must cancel the NaN it retracts.
@@ -226,7 +225,7 @@ enum Command {
         from: u64,
         tx: Sender<tap::TimedShard>,
         complete: Arc<[AtomicU64]>,
-        wake: Option<Thread>,
+        wake: Option<tap::Notify>,
     },
     Unsubscribe(u64),
     Shutdown,
@@ -812,9 +811,9 @@ impl Incremental {
 
     /// Every change of the view from `from` on (from the clock, if it is later), one message
     /// per time once the time is complete; the first message holds the view's whole content at
-    /// the start, even when it is empty. `wake` is unparked after messages are sent. The
+    /// the start, even when it is empty. `wake` is woken after messages are sent. The
     /// subscription lasts until [`Incremental::unsubscribe`], or until its view is dropped.
-    pub fn subscribe(&self, view: ViewId, from: i64, wake: Option<Thread>) -> Result<Subscription, Error> {
+    pub fn subscribe(&self, view: ViewId, from: i64, wake: Option<Notify>) -> Result<Subscription, Error> {
         // the clock cannot move before every worker has the subscription: no update after its
         // start has left a tap yet
         let c = self.controller();

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,8 @@ pub(crate) struct Subscriber {
     /// Every worker's progress; this worker stores its own.
     complete: Arc<[AtomicU64]>,
     worker: usize,
-    /// Unparked after messages are sent.
-    wake: Option<Thread>,
+    /// Woken after messages are sent.
+    wake: Option<Notify>,
 }
 
 impl Subscriber {
@@ -72,9 +72,30 @@ impl Subscriber {
         tx: Sender<TimedShard>,
         complete: Arc<[AtomicU64]>,
         worker: usize,
-        wake: Option<Thread>,
+        wake: Option<Notify>,
     ) -> Self {
         Subscriber { id, from, started: false, tx, complete, worker, wake }
+    }
+}
+
+/// Whom a subscription's messages wake: a thread, told which of the subscriptions it reads
+/// has messages (`tag`), so that it looks at those and not at every one it has.
+#[derive(Clone)]
+pub struct Notify {
+    thread: Thread,
+    ready: Arc<Mutex<Vec<u64>>>,
+    tag: u64,
+}
+
+impl Notify {
+    /// Wakes `thread`, after adding `tag` to `ready`.
+    pub fn new(thread: Thread, ready: Arc<Mutex<Vec<u64>>>, tag: u64) -> Self {
+        Notify { thread, ready, tag }
+    }
+
+    fn wake(&self) {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).push(self.tag);
+        self.thread.unpark();
     }
 }
 
@@ -128,7 +149,8 @@ pub(crate) fn tap(stream: Stream<'_, u64, Vec<SpanOf<Trace>>>, mut trace: Trace)
 
 /// Sends each subscription its first message once its start is `complete` (the content at
 /// its start, read from `trace`), then the updates of each time before `complete` after its
-/// start; stores the worker's progress and wakes whom it sent to.
+/// start; stores the worker's progress and wakes whom it sent to or whose progress moved
+/// (with several workers, the last to complete a time may have nothing to send for it).
 fn send(
     subscribers: &mut [Subscriber],
     pending: &mut BTreeMap<u64, Shard>,
@@ -154,11 +176,9 @@ fn send(
         }
     }
     for (s, sent) in subscribers.iter().zip(sent) {
-        if s.started {
-            s.complete[s.worker].store(complete, Ordering::Release);
-        }
-        if let (true, Some(w)) = (sent, &s.wake) {
-            w.unpark();
+        let moved = s.started && s.complete[s.worker].swap(complete, Ordering::AcqRel) < complete;
+        if let (true, Some(w)) = (sent || moved, &s.wake) {
+            w.wake();
         }
     }
 }

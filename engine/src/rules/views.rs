@@ -30,7 +30,7 @@ use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
 
 use super::now_ms;
 pub use crate::dataflow::ViewChange;
-use crate::dataflow::{Grain, Incremental, Subscription, ViewId};
+use crate::dataflow::{Grain, Incremental, Notify, Subscription, ViewId};
 use crate::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -106,6 +106,9 @@ pub struct RuleViews {
     wall_clock: bool,
     /// The thread that runs watches, woken by their subscriptions.
     watch_thread: OnceLock<Thread>,
+    /// The watches whose subscriptions have messages since the watch thread last looked: it
+    /// looks at those only, not at every watch each time one of a thousand has a message.
+    ready: Arc<Mutex<Vec<u64>>>,
 }
 
 /// An expression seen, with the grain it is read at, its view, and who reads it.
@@ -167,6 +170,13 @@ impl ClockState {
 }
 
 impl Watch {
+    /// Hands the handler every change whose time is complete, time by time.
+    fn deliver(&mut self) {
+        while let Ok((t, change)) = self.changes.try_next() {
+            self.call(t.max(self.since), change);
+        }
+    }
+
     /// Hands the handler what changed at `t`, and keeps when it wants to be called again.
     fn call(&mut self, t: i64, change: ViewChange) {
         self.wake_at = (self.handler)(t, change);
@@ -211,6 +221,7 @@ impl RuleViews {
             }),
             wall_clock,
             watch_thread: OnceLock::new(),
+            ready: Arc::default(),
         });
         // each thread runs its step, then sleeps until woken or until the step wants it back
         let spawn = |name: &str, step: fn(&RuleViews) -> Duration| {
@@ -233,7 +244,7 @@ impl RuleViews {
         })?;
         let _ = feed_thread.set(feed);
         let watch = spawn("rule-views-watch", |v| {
-            v.run_watches();
+            v.run_ready_watches();
             v.watch_wait()
         })?;
         let _ = views.watch_thread.set(watch);
@@ -421,18 +432,22 @@ impl RuleViews {
     fn watch_as(&self, plan: &Plan, handler: WatchFn, reader: Reader) -> Result<u64, Error> {
         let since = if self.wall_clock { now_ms() } else { self.inc.clock() };
         let (view, _) = self.view_of(plan, since, None, reader)?;
-        let changes = match self.inc.subscribe(view, since, self.watch_thread.get().cloned()) {
+        let id = {
+            let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
+            *next += 1;
+            *next
+        };
+        let wake = self.watch_thread.get().map(|t| Notify::new(t.clone(), Arc::clone(&self.ready), id));
+        let changes = match self.inc.subscribe(view, since, wake) {
             Ok(c) => c,
             Err(e) => {
                 self.release(view, reader);
                 return Err(e);
             }
         };
-        let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
-        *next += 1;
         let watch = Watch { changes, view, reader, since, handler, wake_at: None };
-        self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(*next, watch);
-        Ok(*next)
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(id, watch);
+        Ok(id)
     }
 
     /// A reader is done with `view`: a client's last reference to a view no rule reads
@@ -520,12 +535,32 @@ impl RuleViews {
 
     /// Hands each watch its view's changes, time by time, and wakes the ones that asked.
     fn run_watches(&self) {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        for w in watches.values_mut() {
+            w.deliver();
+        }
+        Self::call_due(&mut watches);
+    }
+
+    /// [`RuleViews::run_watches`] for the watches whose subscriptions woke the watch thread.
+    fn run_ready_watches(&self) {
+        let mut ready = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        ready.sort_unstable();
+        ready.dedup();
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ready {
+            if let Some(w) = watches.get_mut(&id) {
+                w.deliver();
+            }
+        }
+        Self::call_due(&mut watches);
+    }
+
+    /// Calls the watches whose handlers asked to be called by now.
+    fn call_due(watches: &mut HashMap<u64, Watch>) {
         let now = now_ms();
         for w in watches.values_mut() {
-            while let Ok((t, change)) = w.changes.try_next() {
-                w.call(t.max(w.since), change);
-            }
             if let Some(at) = w.wake_at.filter(|at| *at <= now) {
                 w.call(at, ViewChange::Elements(Vec::new()));
             }
