@@ -56,7 +56,9 @@ fn closure(meta: &Value, root: &str) -> HashSet<String> {
 #[test]
 fn engine_knows_no_query_language_and_no_http() {
     let deps = closure(&metadata(), "promflow-engine");
-    for forbidden in ["promql-parser", "sqlparser", "axum", "hyper", "promflow-promql", "promflow-http"] {
+    for forbidden in
+        ["promql-parser", "sqlparser", "axum", "hyper", "promflow-promql", "promflow-sql", "promflow-http"]
+    {
         assert!(!deps.contains(forbidden), "promflow-engine must not depend on {forbidden}");
     }
 }

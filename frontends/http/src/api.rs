@@ -28,6 +28,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
     let api = Router::new()
         .route("/query", any(query))
         .route("/query_range", any(query_range))
+        .route("/sql", any(crate::sql::sql))
         .route("/format_query", any(format_query))
         .route("/query_exemplars", any(empty_list))
         .route("/series", any(series))
@@ -95,7 +96,7 @@ async fn cors(req: Request, next: Next) -> Response {
     resp
 }
 
-fn success(data: Value) -> Response {
+pub(crate) fn success(data: Value) -> Response {
     json_response(json!({"status": "success", "data": data}).to_string())
 }
 
@@ -103,7 +104,7 @@ fn json_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn params(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Params {
+pub(crate) fn params(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Params {
     Params::new(q.0.as_deref(), headers, body)
 }
 
@@ -121,7 +122,7 @@ async fn home(State(state): Shared) -> Response {
 
 // ---- queries ----
 
-fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
+pub(crate) fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
     let mut timeout = state.query.timeout;
     if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
         let d = parse_duration(t)
@@ -151,7 +152,7 @@ fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_e
     })
 }
 
-async fn run_query(
+pub(crate) async fn run_query(
     state: Arc<AppState>,
     plan: promflow_engine::Plan,
     opts: QueryOptions,
@@ -184,7 +185,7 @@ async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byte
 
 /// The evaluation settings of a query over `(start, end, step)` in milliseconds, from the
 /// server's flags and the request's `lookback_delta`.
-fn query_options(
+pub(crate) fn query_options(
     state: &AppState,
     p: &Params,
     (start, end, step): (i64, i64, i64),

@@ -5,6 +5,7 @@
 mod api;
 mod metrics;
 pub mod params;
+mod sql;
 mod subscribe;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

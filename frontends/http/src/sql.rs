@@ -1,0 +1,81 @@
+//! `/api/v1/sql`: SQL over the metrics, compiled to the same plans as PromQL
+//! (`promflow_sql`), evaluated by the batch executor, answered as columns and rows.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use promflow_sql::{Cell, Statement};
+use serde_json::{json, Value};
+
+use crate::api::{params, query_options, query_timeout, run_query, success};
+use crate::ApiError;
+
+type Shared = State<std::sync::Arc<crate::AppState>>;
+
+/// The SQL text of a request: `query` from the URL or a form body, or a JSON body's `query`.
+fn sql_text(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_data(format!("invalid JSON body: {e}")))?;
+        return v["query"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": a string is required".into()));
+    }
+    Ok(params(q, headers, body).get("query").unwrap_or("").to_string())
+}
+
+/// A cell as JSON: numbers as numbers where finite, NaN and ±Inf as Prometheus's strings.
+fn cell_json(c: &Cell) -> Value {
+    let number = |v: f64| {
+        if v.is_finite() {
+            json!(v)
+        } else {
+            json!(promflow_engine::format::format_value(v))
+        }
+    };
+    match c {
+        Cell::Null => Value::Null,
+        Cell::Text(s) => json!(s),
+        Cell::Timestamp(v) | Cell::Number(v) => number(*v),
+    }
+}
+
+/// `GET`/`POST /api/v1/sql`.
+pub(crate) async fn sql(
+    State(state): Shared,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = sql_text(&q, &headers, &body)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let statement = promflow_sql::compile(&text, now)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    let query = match statement {
+        Statement::Explain(query) => {
+            let rows: Vec<Value> = query.parts.iter().map(|p| json!([p.name, p.plan.to_string()])).collect();
+            let columns = json!([{"name": "column", "type": "text"}, {"name": "plan", "type": "text"}]);
+            return Ok(success(json!({"columns": columns, "rows": rows})));
+        }
+        Statement::Select(query) => query,
+    };
+    let p = params(&q, &headers, &body);
+    let timeout = query_timeout(&state, &p)?;
+    let mut results = Vec::with_capacity(query.parts.len());
+    for part in &query.parts {
+        let opts = query_options(&state, &p, (query.at, query.at, 1), timeout, false)?;
+        results.push(run_query(state.clone(), part.plan.clone(), opts).await?.result);
+    }
+    let answer = query.rows(&results);
+    let columns: Vec<Value> =
+        answer.columns.iter().map(|c| json!({"name": c.name, "type": c.source.kind().name()})).collect();
+    let rows: Vec<Value> =
+        answer.rows.iter().map(|r| Value::Array(r.iter().map(cell_json).collect())).collect();
+    Ok(success(json!({"columns": columns, "rows": rows})))
+}

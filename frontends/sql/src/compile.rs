@@ -1,0 +1,670 @@
+//! From SQL text to plans: parse with sqlparser, then lower the one `SELECT` to the engine's
+//! plan IR (one plan per value the rows need) and the rows' shape.
+
+use promflow_engine::plan::{
+    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, Origin, TimeShift, WindowFn,
+};
+use promflow_engine::Plan;
+use promflow_storage::{MatchOp, Matcher};
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause,
+    OrderByKind, OrderBySort, SelectItem, SetExpr, Spanned, TableFactor, UnaryOperator,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Span;
+
+use crate::Error;
+
+/// A compiled statement.
+#[derive(Debug)]
+pub enum Statement {
+    /// Run the query and answer its rows.
+    Select(Query),
+    /// Answer the query's plans as text (`EXPLAIN SELECT …`).
+    Explain(Query),
+}
+
+/// A query: the plans to evaluate, when, and how their results become rows.
+#[derive(Debug)]
+pub struct Query {
+    /// The plans, one per value source of the rows, each evaluated at [`Query::at`].
+    pub parts: Vec<Part>,
+    /// The evaluation time (milliseconds): the upper bound of the `ts` predicates, or now.
+    pub at: i64,
+    /// The output columns as written (`*` is expanded with the result's label names).
+    pub columns: Vec<Column>,
+    /// `ORDER BY`: output column index and whether descending; rows sort by their label
+    /// columns and `ts` when empty.
+    pub order_by: Vec<(usize, bool)>,
+    /// `LIMIT`.
+    pub limit: Option<usize>,
+    /// `OFFSET`.
+    pub offset: usize,
+    /// Whether rows are groups (an aggregate or `GROUP BY`) rather than samples.
+    pub grouped: bool,
+}
+
+/// One plan of a query and what its result feeds.
+#[derive(Debug)]
+pub struct Part {
+    /// The output column it computes (a name, for `EXPLAIN`).
+    pub name: String,
+    /// The plan in the engine's IR.
+    pub plan: Plan,
+    /// Whether it counts rows: over no rows it is 0, where other aggregates are `NULL`.
+    pub counts: bool,
+}
+
+/// An output column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    /// The name the client sees.
+    pub name: String,
+    /// Where its values come from.
+    pub source: Source,
+}
+
+/// Where a column's values come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A label's value (`NULL` where the series lacks it).
+    Label(String),
+    /// The sample's timestamp.
+    Ts,
+    /// The sample's value.
+    Value,
+    /// The result of [`Query::parts`]`[i]` for the row's group.
+    Part(usize),
+    /// `*`: every label of the result, then `ts` and `value`.
+    Star,
+}
+
+/// A column's SQL type, as the API names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// `text`
+    Text,
+    /// `timestamp`
+    Timestamp,
+    /// `double`
+    Double,
+}
+
+impl ColumnKind {
+    /// The type's name in API answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnKind::Text => "text",
+            ColumnKind::Timestamp => "timestamp",
+            ColumnKind::Double => "double",
+        }
+    }
+}
+
+impl Source {
+    /// The column's type.
+    pub fn kind(&self) -> ColumnKind {
+        match self {
+            Source::Label(_) | Source::Star => ColumnKind::Text,
+            Source::Ts => ColumnKind::Timestamp,
+            Source::Value | Source::Part(_) => ColumnKind::Double,
+        }
+    }
+}
+
+/// The label a column name stands for (`label_ts` and `label_value` for labels named like the
+/// sample columns).
+pub(crate) fn label_of_column(column: &str) -> &str {
+    match column {
+        "label_ts" => "ts",
+        "label_value" => "value",
+        c => c,
+    }
+}
+
+/// The column name of label `name`.
+pub(crate) fn column_of_label(name: &str) -> String {
+    match name {
+        "ts" | "value" => format!("label_{name}"),
+        n => n.to_string(),
+    }
+}
+
+fn invalid(span: Span, message: impl Into<String>) -> Error {
+    Error::Invalid { message: message.into(), line: span.start.line, column: span.start.column }
+}
+
+/// Compiles `sql` with `now_ms` as `now()`.
+pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
+    let statements =
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::Parse(e.to_string()))?;
+    let [statement] = statements.as_slice() else {
+        return Err(Error::Parse(format!("expected one statement, found {}", statements.len())));
+    };
+    match statement {
+        ast::Statement::Query(q) => Ok(Statement::Select(lower_query(q, now_ms)?)),
+        ast::Statement::Explain { statement, analyze: false, .. } => match statement.as_ref() {
+            ast::Statement::Query(q) => Ok(Statement::Explain(lower_query(q, now_ms)?)),
+            other => Err(invalid(other.span(), "EXPLAIN takes a SELECT")),
+        },
+        other => Err(invalid(other.span(), "only SELECT and EXPLAIN SELECT are supported")),
+    }
+}
+
+/// The `ts` bounds of a query, inclusive, in milliseconds.
+struct Bounds {
+    lo: i64,
+    hi: i64,
+}
+
+fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
+    if let Some(with) = &q.with {
+        return Err(invalid(with.span(), "WITH is not supported yet"));
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return Err(invalid(q.body.span(), "only a plain SELECT is supported yet (no UNION, VALUES)"));
+    };
+    if let Some(d) = &select.distinct {
+        return Err(invalid(select.span(), format!("{d} is not supported yet")));
+    }
+    if let Some(h) = &select.having {
+        return Err(invalid(h.span(), "HAVING is not supported yet"));
+    }
+    let metric = table(select)?;
+    let mut matchers = vec![matcher(MatchOp::Equal, "__name__", &metric, select.span())?];
+    let mut bounds = Bounds { lo: 0, hi: now };
+    if let Some(w) = &select.selection {
+        for c in conjuncts(w) {
+            predicate(c, &mut matchers, &mut bounds, now)?;
+        }
+    }
+    if bounds.lo > bounds.hi {
+        // no sample can satisfy the bounds; keep a valid one-millisecond window with none
+        bounds.lo = bounds.hi;
+        matchers.push(matcher(MatchOp::Equal, "__name__", "", select.span())?);
+    }
+    let groups = match &select.group_by {
+        GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Identifier(id) if !matches!(id.value.as_str(), "ts" | "value") => {
+                    Ok(label_of_column(&id.value).to_string())
+                }
+                e => Err(invalid(
+                    e.span(),
+                    "GROUP BY takes label columns only yet (no ts, value or expressions)",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        g => return Err(invalid(select.span(), format!("{g} is not supported"))),
+    };
+    let window = Plan::Window {
+        matchers,
+        range_ms: bounds.hi - bounds.lo + 1,
+        shift: TimeShift::default(),
+        edges: Edges::Plain,
+    };
+    let mut parts = Vec::new();
+    let mut columns = Vec::new();
+    let grouped = !groups.is_empty() || select.projection.iter().any(is_aggregate);
+    for item in &select.projection {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            SelectItem::Wildcard(_) if !grouped => {
+                columns.push(Column { name: "*".into(), source: Source::Star });
+                continue;
+            }
+            other => return Err(invalid(other.span(), "this select item is not supported with GROUP BY")),
+        };
+        let column = match expr {
+            Expr::Identifier(id) => {
+                let source = match id.value.as_str() {
+                    "ts" => Source::Ts,
+                    "value" => Source::Value,
+                    c => Source::Label(label_of_column(c).to_string()),
+                };
+                if grouped && !matches!(&source, Source::Label(l) if groups.contains(l)) {
+                    return Err(invalid(
+                        id.span,
+                        format!(
+                            "column \"{}\" must appear in the GROUP BY clause or be used in an aggregate",
+                            id.value
+                        ),
+                    ));
+                }
+                Column { name: alias.unwrap_or_else(|| id.value.clone()), source }
+            }
+            Expr::Function(f) => {
+                let (name, plan) = aggregate(f, &window, &groups)?;
+                let counts = name == "count";
+                parts.push(Part { name: alias.clone().unwrap_or_else(|| name.clone()), plan, counts });
+                Column { name: alias.unwrap_or(name), source: Source::Part(parts.len() - 1) }
+            }
+            e => return Err(invalid(e.span(), "only columns and aggregates can be selected yet")),
+        };
+        columns.push(column);
+    }
+    if !grouped {
+        parts.push(Part { name: "samples".into(), plan: window, counts: false });
+    }
+    let order_by = match &q.order_by {
+        None => Vec::new(),
+        Some(o) => match &o.kind {
+            OrderByKind::Expressions(exprs) => exprs
+                .iter()
+                .map(|e| {
+                    let desc = match &e.options.sort {
+                        None | Some(OrderBySort::Asc) => false,
+                        Some(OrderBySort::Desc) => true,
+                        Some(OrderBySort::Using(_)) => {
+                            return Err(invalid(e.expr.span(), "ORDER BY … USING is not supported"))
+                        }
+                    };
+                    if e.options.nulls_first.is_some() {
+                        return Err(invalid(e.expr.span(), "NULLS FIRST/LAST is not supported yet"));
+                    }
+                    Ok((order_column(&e.expr, &columns)?, desc))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            OrderByKind::All(_) => return Err(invalid(q.span(), "ORDER BY ALL is not supported")),
+        },
+    };
+    let (limit, offset) = match &q.limit_clause {
+        None => (None, 0),
+        Some(LimitClause::LimitOffset { limit, offset, limit_by }) if limit_by.is_empty() => (
+            limit.as_ref().map(count).transpose()?,
+            offset.as_ref().map(|o| count(&o.value)).transpose()?.unwrap_or(0),
+        ),
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => (Some(count(limit)?), count(offset)?),
+        Some(l) => return Err(invalid(q.span(), format!("{l} is not supported"))),
+    };
+    Ok(Query { parts, at: bounds.hi, columns, order_by, limit, offset, grouped })
+}
+
+/// The metric a `SELECT` reads: its one table (a schema before it is ignored).
+fn table(select: &ast::Select) -> Result<String, Error> {
+    let [from] = select.from.as_slice() else {
+        return Err(invalid(
+            select.span(),
+            "a query reads exactly one metric yet (no joins, no FROM-less SELECT)",
+        ));
+    };
+    if let Some(j) = from.joins.first() {
+        return Err(invalid(j.relation.span(), "JOIN is not supported yet"));
+    }
+    match &from.relation {
+        TableFactor::Table { name, args: None, alias: None, .. } => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|id| id.value.clone())
+            .ok_or_else(|| invalid(name.span(), "a table name")),
+        other => Err(invalid(other.span(), "FROM takes a metric name (no aliases or subqueries yet)")),
+    }
+}
+
+fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            let mut v = conjuncts(left);
+            v.extend(conjuncts(right));
+            v
+        }
+        Expr::Nested(inner) => conjuncts(inner),
+        e => vec![e],
+    }
+}
+
+fn matcher(op: MatchOp, name: &str, value: &str, span: Span) -> Result<Matcher, Error> {
+    Matcher::new(op, name, value).map_err(|e| invalid(span, format!("invalid pattern: {e}")))
+}
+
+/// A regex source matching exactly `s`.
+fn quote_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The anchored regex of a LIKE pattern (`%` any run, `_` any one character, `\` escapes).
+fn like_regex(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            '\\' => out.push_str(&quote_regex(&chars.next().map(String::from).unwrap_or_default())),
+            c => out.push_str(&quote_regex(&c.to_string())),
+        }
+    }
+    out
+}
+
+fn string(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The label a predicate's left side names (not `ts` or `value`).
+fn label_column(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(id) if !matches!(id.value.as_str(), "ts" | "value") => {
+            Some(label_of_column(&id.value).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Adds one conjunct of `WHERE`: label matchers, or `ts` bounds.
+fn predicate(e: &Expr, matchers: &mut Vec<Matcher>, bounds: &mut Bounds, now: i64) -> Result<(), Error> {
+    let span = e.span();
+    // SQL's NULL never compares: a label predicate also requires the label
+    let with_label = |m: Matcher, matchers: &mut Vec<Matcher>| -> Result<(), Error> {
+        let present = matcher(MatchOp::NotEqual, &m.name, "", span)?;
+        matchers.push(m);
+        matchers.push(present);
+        Ok(())
+    };
+    match e {
+        Expr::BinaryOp { left, op, right } if is_ts(left) || is_ts(right) => {
+            let (op, other) = if is_ts(left) { (op.clone(), right) } else { (flip(op), left) };
+            let t = time(other, now)?;
+            match op {
+                BinaryOperator::Gt => bounds.lo = bounds.lo.max(t + 1),
+                BinaryOperator::GtEq => bounds.lo = bounds.lo.max(t),
+                BinaryOperator::Lt => bounds.hi = bounds.hi.min(t - 1),
+                BinaryOperator::LtEq => bounds.hi = bounds.hi.min(t),
+                BinaryOperator::Eq => {
+                    bounds.lo = bounds.lo.max(t);
+                    bounds.hi = bounds.hi.min(t);
+                }
+                op => {
+                    return Err(invalid(
+                        span,
+                        format!("ts {op} is not supported (use <, <=, >, >=, = or BETWEEN)"),
+                    ))
+                }
+            }
+            Ok(())
+        }
+        Expr::Between { expr, negated: false, low, high } if is_ts(expr) => {
+            bounds.lo = bounds.lo.max(time(low, now)?);
+            bounds.hi = bounds.hi.min(time(high, now)?);
+            Ok(())
+        }
+        Expr::BinaryOp { left, op, right } => {
+            let (Some(label), Some(v)) = (label_column(left), string(right)) else {
+                return Err(invalid(
+                    span,
+                    "WHERE takes label predicates (a label column against a string) and ts bounds, joined by AND",
+                ));
+            };
+            let m = match op {
+                BinaryOperator::Eq => matcher(MatchOp::Equal, &label, v, span)?,
+                BinaryOperator::NotEq => matcher(MatchOp::NotEqual, &label, v, span)?,
+                // PostgreSQL's regex operators search; label matchers are anchored
+                BinaryOperator::PGRegexMatch => {
+                    matcher(MatchOp::Regex, &label, &format!(".*(?:{v}).*"), span)?
+                }
+                BinaryOperator::PGRegexIMatch => {
+                    matcher(MatchOp::Regex, &label, &format!("(?i).*(?:{v}).*"), span)?
+                }
+                BinaryOperator::PGRegexNotMatch => {
+                    matcher(MatchOp::NotRegex, &label, &format!(".*(?:{v}).*"), span)?
+                }
+                BinaryOperator::PGRegexNotIMatch => {
+                    matcher(MatchOp::NotRegex, &label, &format!("(?i).*(?:{v}).*"), span)?
+                }
+                op => return Err(invalid(span, format!("{op} on a label is not supported"))),
+            };
+            with_label(m, matchers)
+        }
+        Expr::Like { negated, any: false, expr, pattern, escape_char: None }
+        | Expr::ILike { negated, any: false, expr, pattern, escape_char: None } => {
+            let (Some(label), Some(p)) = (label_column(expr), string(pattern)) else {
+                return Err(invalid(span, "LIKE takes a label column and a string pattern"));
+            };
+            let case = if matches!(e, Expr::ILike { .. }) { "(?i)" } else { "" };
+            let op = if *negated { MatchOp::NotRegex } else { MatchOp::Regex };
+            with_label(matcher(op, &label, &format!("{case}{}", like_regex(p)), span)?, matchers)
+        }
+        Expr::In { expr, target: ast::InTarget::List(list), negated, .. } => {
+            let Some(label) = label_column(expr) else {
+                return Err(invalid(span, "IN takes a label column"));
+            };
+            let values = list
+                .iter()
+                .map(|v| string(v).map(quote_regex).ok_or_else(|| invalid(v.span(), "IN takes strings")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let op = if *negated { MatchOp::NotRegex } else { MatchOp::Regex };
+            with_label(matcher(op, &label, &values.join("|"), span)?, matchers)
+        }
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+            let Some(label) = label_column(inner) else {
+                return Err(invalid(span, "IS NULL takes a label column (ts and value are never NULL)"));
+            };
+            let op = if matches!(e, Expr::IsNull(_)) { MatchOp::Equal } else { MatchOp::NotEqual };
+            matchers.push(matcher(op, &label, "", span)?);
+            Ok(())
+        }
+        Expr::Nested(inner) => predicate(inner, matchers, bounds, now),
+        _ => Err(invalid(
+            span,
+            "WHERE takes label predicates (=, <>, LIKE, ~, IN, IS NULL) and ts bounds, joined by AND",
+        )),
+    }
+}
+
+fn is_ts(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(id) if id.value == "ts")
+}
+
+/// The comparison with its sides swapped (`5 < ts` is `ts > 5`).
+fn flip(op: &BinaryOperator) -> BinaryOperator {
+    match op {
+        BinaryOperator::Gt => BinaryOperator::Lt,
+        BinaryOperator::GtEq => BinaryOperator::LtEq,
+        BinaryOperator::Lt => BinaryOperator::Gt,
+        BinaryOperator::LtEq => BinaryOperator::GtEq,
+        op => op.clone(),
+    }
+}
+
+/// A point in time in milliseconds: `now()`, `now() ± INTERVAL '…'`, a timestamp string
+/// (RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` in UTC) or a number of seconds since the epoch.
+fn time(e: &Expr, now: i64) -> Result<i64, Error> {
+    match e {
+        Expr::Function(f) if is_named(f, "now") || is_named(f, "current_timestamp") => Ok(now),
+        Expr::BinaryOp { left, op: op @ (BinaryOperator::Minus | BinaryOperator::Plus), right } => {
+            let base = time(left, now)?;
+            let d = interval(right)?;
+            Ok(if *op == BinaryOperator::Minus { base - d } else { base + d })
+        }
+        Expr::Nested(inner) => time(inner, now),
+        Expr::TypedString(ts) => match &ts.value.value {
+            ast::Value::SingleQuotedString(s) => timestamp(s, e.span()),
+            _ => Err(invalid(e.span(), "a timestamp string")),
+        },
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => timestamp(s, e.span()),
+            ast::Value::Number(n, _) => n
+                .parse::<f64>()
+                .map(|s| (s * 1000.0).round() as i64)
+                .map_err(|_| invalid(e.span(), "a number of seconds")),
+            _ => Err(invalid(e.span(), "a time: now(), a timestamp string or epoch seconds")),
+        },
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => time(expr, now).map(|t| -t),
+        _ => {
+            Err(invalid(e.span(), "a time: now(), now() - INTERVAL '…', a timestamp string or epoch seconds"))
+        }
+    }
+}
+
+fn timestamp(s: &str, span: Span) -> Result<i64, Error> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()));
+    }
+    Err(invalid(
+        span,
+        format!("cannot read \"{s}\" as a timestamp (RFC 3339, or YYYY-MM-DD HH:MM:SS in UTC)"),
+    ))
+}
+
+/// An interval's length in milliseconds: `INTERVAL '5 minutes'`, `INTERVAL '1 hour 30
+/// minutes'`, `INTERVAL '5' MINUTE`.
+fn interval(e: &Expr) -> Result<i64, Error> {
+    let Expr::Interval(i) = e else {
+        return Err(invalid(e.span(), "an INTERVAL"));
+    };
+    let Some(text) = string(&i.value) else {
+        return Err(invalid(i.value.span(), "an interval string"));
+    };
+    let text = match &i.leading_field {
+        Some(field) => format!("{text} {field}"),
+        None => text.to_string(),
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() || !words.len().is_multiple_of(2) {
+        return Err(invalid(e.span(), format!("cannot read interval \"{text}\" (for example '5 minutes')")));
+    }
+    let mut ms = 0f64;
+    for pair in words.chunks(2) {
+        let n: f64 = pair[0]
+            .parse()
+            .map_err(|_| invalid(e.span(), format!("cannot read \"{}\" in interval \"{text}\"", pair[0])))?;
+        let unit = match pair[1].to_ascii_lowercase().as_str() {
+            "ms" | "millisecond" | "milliseconds" => 1.0,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
+            "min" | "mins" | "minute" | "minutes" => 60e3,
+            "h" | "hour" | "hours" => 3_600e3,
+            "d" | "day" | "days" => 86_400e3,
+            "w" | "week" | "weeks" => 604_800e3,
+            u => return Err(invalid(e.span(), format!("unknown interval unit \"{u}\""))),
+        };
+        ms += n * unit;
+    }
+    Ok(ms.round() as i64)
+}
+
+fn is_named(f: &ast::Function, name: &str) -> bool {
+    f.name.0.len() == 1 && f.name.0[0].as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case(name))
+}
+
+fn is_aggregate(item: &SelectItem) -> bool {
+    matches!(
+        item,
+        SelectItem::UnnamedExpr(Expr::Function(_))
+            | SelectItem::ExprWithAlias { expr: Expr::Function(_), .. }
+    )
+}
+
+/// An aggregate over the group's samples in the window: its column name and plan (the
+/// window function per series, then the aggregation across the group).
+fn aggregate(f: &ast::Function, window: &Plan, groups: &[String]) -> Result<(String, Plan), Error> {
+    let name = f.name.to_string().to_ascii_lowercase();
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(invalid(f.span(), format!("{name} takes one argument")));
+    };
+    if list.duplicate_treatment.is_some()
+        || f.filter.is_some()
+        || f.over.is_some()
+        || !f.within_group.is_empty()
+    {
+        return Err(invalid(f.span(), "DISTINCT, FILTER, OVER and WITHIN GROUP are not supported yet"));
+    }
+    let arg_ok = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(id)))] => id.value == "value",
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => name == "count",
+        _ => false,
+    };
+    if !arg_ok {
+        return Err(invalid(f.span(), format!("{name}() takes the value column (count also takes *)")));
+    }
+    let per_series = |func| Plan::WindowFunction {
+        func,
+        input: Box::new(window.clone()),
+        args: vec![],
+        origin: Origin::default(),
+    };
+    let across = |op, input| Plan::Aggregate {
+        op,
+        grouping: Grouping::By(groups.to_vec()),
+        param: None,
+        input: Box::new(input),
+        origin: Origin::default(),
+    };
+    let plan = match name.as_str() {
+        "sum" => across(AggOp::Sum, per_series(WindowFn::SumOverTime)),
+        "count" => across(AggOp::Sum, per_series(WindowFn::CountOverTime)),
+        "min" => across(AggOp::Min, per_series(WindowFn::MinOverTime)),
+        "max" => across(AggOp::Max, per_series(WindowFn::MaxOverTime)),
+        "avg" => Plan::Join {
+            op: BinOp::Div,
+            lhs: Box::new(across(AggOp::Sum, per_series(WindowFn::SumOverTime))),
+            rhs: Box::new(across(AggOp::Sum, per_series(WindowFn::CountOverTime))),
+            key: JoinKey {
+                grouping: Grouping::Without(vec![]),
+                card: Cardinality::OneToOne,
+                fill_many: None,
+                fill_one: None,
+            },
+            return_bool: false,
+        },
+        _ => {
+            return Err(invalid(
+                f.span(),
+                format!("aggregate {name}() is not supported yet (count, sum, avg, min, max are)"),
+            ))
+        }
+    };
+    Ok((name, plan))
+}
+
+/// The output column an `ORDER BY` item names: a column name or alias, or a 1-based position.
+fn order_column(e: &Expr, columns: &[Column]) -> Result<usize, Error> {
+    match e {
+        Expr::Identifier(id) => columns.iter().position(|c| c.name == id.value).ok_or_else(|| {
+            invalid(id.span, format!("ORDER BY column \"{}\" is not in the select list", id.value))
+        }),
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => {
+                n.parse::<usize>().ok().filter(|i| (1..=columns.len()).contains(i)).map(|i| i - 1).ok_or_else(
+                    || invalid(e.span(), format!("ORDER BY position {n} is not in the select list")),
+                )
+            }
+            _ => Err(invalid(e.span(), "ORDER BY takes a column name or position")),
+        },
+        e => Err(invalid(e.span(), "ORDER BY takes a column name or position")),
+    }
+}
+
+fn count(e: &Expr) -> Result<usize, Error> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().map_err(|_| invalid(e.span(), "a non-negative integer")),
+            _ => Err(invalid(e.span(), "a non-negative integer")),
+        },
+        e => Err(invalid(e.span(), "a non-negative integer")),
+    }
+}

@@ -1,0 +1,41 @@
+//! promflow's SQL front end: every metric is a table, and a `SELECT` over one compiles to the
+//! engine's plan IR, the same IR PromQL compiles to, so both run on the same executors.
+//!
+//! A table's columns are its series' label names (text, `NULL` where a series lacks the
+//! label), `ts` (the sample's timestamp) and `value` (double); labels named `ts` or `value`
+//! appear as `label_ts` and `label_value`. Staleness markers are never rows.
+//!
+//! What a query becomes (`docs/sql.md` has the full list):
+//! - rows of samples (`SELECT job, ts, value FROM m WHERE …`): a range selection of the
+//!   table's series over the `ts` bounds, evaluated at the upper bound;
+//! - aggregates over the samples (`SELECT job, max(value) FROM m WHERE … GROUP BY job`): the
+//!   window function over the same range per series, then the aggregation across the group
+//!   (`max by (job) (max_over_time(m[…]))`): the PromQL twin of the query, operator for
+//!   operator.
+//!
+//! [`compile`] turns text into a [`Statement`]; the caller evaluates each of the query's
+//! [`Query::parts`] at [`Query::at`] and hands the results to [`Query::rows`].
+
+mod compile;
+mod rows;
+
+pub use compile::{compile, Column, ColumnKind, Part, Query, Source, Statement};
+pub use rows::{Cell, Rows};
+
+/// What went wrong with a SQL text: the message names the problem and where it is.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    /// The text is not SQL the parser accepts (the parser's message, with line and column).
+    #[error("{0}")]
+    Parse(String),
+    /// The text is SQL, but not a query over promflow's tables that this front end accepts.
+    #[error("{message} at line {line}, column {column}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// Where (1-based), or 0 where the parser gave no position.
+        line: u64,
+        /// Where (1-based).
+        column: u64,
+    },
+}

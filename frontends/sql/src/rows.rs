@@ -1,0 +1,182 @@
+//! From the engine's results to SQL rows: samples of a matrix, or groups of instant vectors
+//! (one per aggregate column) joined on their labels; then `ORDER BY`, `OFFSET`, `LIMIT`.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use promflow_engine::QueryResult;
+use promflow_storage::{is_stale_nan, Labels};
+
+use crate::compile::{column_of_label, Column, Query, Source};
+
+/// One value of a row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    /// SQL `NULL`: a label the series lacks, or an aggregate of no rows.
+    Null,
+    /// A label value.
+    Text(String),
+    /// A sample's timestamp, in seconds.
+    Timestamp(f64),
+    /// A number.
+    Number(f64),
+}
+
+impl Cell {
+    /// Orders cells as PostgreSQL does in ascending order: numbers (NaN after every other
+    /// number) and text by value, `NULL` last.
+    fn compare(&self, other: &Cell) -> Ordering {
+        use Cell::*;
+        match (self, other) {
+            (Null, Null) => Ordering::Equal,
+            (Null, _) => Ordering::Greater,
+            (_, Null) => Ordering::Less,
+            (Text(a), Text(b)) => a.cmp(b),
+            (Number(a) | Timestamp(a), Number(b) | Timestamp(b)) => match (a.is_nan(), b.is_nan()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                _ => a.partial_cmp(b).unwrap_or(Ordering::Equal),
+            },
+            (Text(_), _) => Ordering::Greater,
+            (_, Text(_)) => Ordering::Less,
+        }
+    }
+}
+
+/// A query's answer: named, typed columns and their rows.
+#[derive(Debug, PartialEq)]
+pub struct Rows {
+    /// The columns, `*` expanded.
+    pub columns: Vec<Column>,
+    /// The rows, each with one cell per column.
+    pub rows: Vec<Vec<Cell>>,
+}
+
+impl Query {
+    /// The rows of the query from its parts' results (`results[i]` is [`Query::parts`]`[i]`
+    /// evaluated at [`Query::at`]).
+    pub fn rows(&self, results: &[QueryResult]) -> Rows {
+        let (columns, mut rows) = if self.grouped { self.groups(results) } else { self.samples(results) };
+        if self.order_by.is_empty() {
+            // a stable answer: by the label columns, then ts
+            let keys: Vec<usize> = (0..columns.len())
+                .filter(|&i| matches!(columns[i].source, Source::Label(_)))
+                .chain((0..columns.len()).filter(|&i| columns[i].source == Source::Ts))
+                .collect();
+            rows.sort_by(|a, b| {
+                keys.iter().map(|&i| a[i].compare(&b[i])).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+            });
+        } else {
+            // positions are of the written columns; `*` only appears without grouping, where it
+            // is the whole select list's start or end at most once, so map through the names
+            let written: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+            let keys: Vec<(usize, bool)> = self
+                .order_by
+                .iter()
+                .filter_map(|&(i, desc)| columns.iter().position(|c| c.name == written[i]).map(|p| (p, desc)))
+                .collect();
+            rows.sort_by(|a, b| {
+                keys.iter()
+                    .map(|&(i, desc)| {
+                        let o = a[i].compare(&b[i]);
+                        if desc {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    })
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            });
+        }
+        let rows = rows.into_iter().skip(self.offset).take(self.limit.unwrap_or(usize::MAX)).collect();
+        Rows { columns, rows }
+    }
+
+    /// One row per sample of the range selection.
+    fn samples(&self, results: &[QueryResult]) -> (Vec<Column>, Vec<Vec<Cell>>) {
+        let series = match results.first() {
+            Some(QueryResult::Matrix(m)) => m.as_slice(),
+            _ => &[],
+        };
+        let labels: BTreeSet<&str> = series
+            .iter()
+            .flat_map(|s| s.labels.iter().map(|l| l.name.as_str()))
+            .filter(|n| *n != "__name__")
+            .collect();
+        let columns: Vec<Column> = self
+            .columns
+            .iter()
+            .flat_map(|c| match c.source {
+                Source::Star => labels
+                    .iter()
+                    .map(|l| Column { name: column_of_label(l), source: Source::Label(l.to_string()) })
+                    .chain([
+                        Column { name: "ts".into(), source: Source::Ts },
+                        Column { name: "value".into(), source: Source::Value },
+                    ])
+                    .collect::<Vec<_>>(),
+                _ => vec![c.clone()],
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for s in series {
+            for sample in s.samples.iter().filter(|x| !is_stale_nan(x.v)) {
+                rows.push(
+                    columns
+                        .iter()
+                        .map(|c| match &c.source {
+                            Source::Label(l) => label(&s.labels, l),
+                            Source::Ts => Cell::Timestamp(sample.t as f64 / 1000.0),
+                            _ => Cell::Number(sample.v),
+                        })
+                        .collect(),
+                );
+            }
+        }
+        (columns, rows)
+    }
+
+    /// One row per group: the label columns, and each aggregate's value for the group.
+    fn groups(&self, results: &[QueryResult]) -> (Vec<Column>, Vec<Vec<Cell>>) {
+        let mut groups: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+        for (i, r) in results.iter().enumerate() {
+            if let QueryResult::Vector(v) = r {
+                for (labels, _, value) in v {
+                    groups.entry(labels.clone()).or_insert_with(|| vec![None; results.len()])[i] =
+                        Some(*value);
+                }
+            }
+        }
+        let cell = |c: &Column, labels: &Labels, values: &[Option<f64>]| match &c.source {
+            Source::Label(l) => label(labels, l),
+            Source::Part(i) => values[*i].map_or(Cell::Null, Cell::Number),
+            _ => Cell::Null,
+        };
+        let ungrouped = !self.columns.iter().any(|c| matches!(c.source, Source::Label(_)));
+        if groups.is_empty() && ungrouped {
+            // an aggregate over no rows is one row: count 0, the others NULL
+            let row = self
+                .columns
+                .iter()
+                .map(|c| match c.source {
+                    Source::Part(i) if self.parts[i].counts => Cell::Number(0.0),
+                    _ => Cell::Null,
+                })
+                .collect();
+            return (self.columns.clone(), vec![row]);
+        }
+        let rows = groups
+            .iter()
+            .map(|(labels, values)| self.columns.iter().map(|c| cell(c, labels, values)).collect());
+        (self.columns.clone(), rows.collect())
+    }
+}
+
+fn label(labels: &Labels, name: &str) -> Cell {
+    match labels.get(name) {
+        "" => Cell::Null,
+        v => Cell::Text(v.to_string()),
+    }
+}

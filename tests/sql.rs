@@ -1,0 +1,248 @@
+//! SQL over HTTP end to end: the real binary, samples pushed through remote write, queries
+//! on `/api/v1/sql` compared with the written samples and with their PromQL twins on
+//! `/api/v1/query` (the same plan text, the same values).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{client, now_ms, remote_write, series, start_promflow, Server};
+use serde_json::{json, Value};
+
+const STEP_MS: i64 = 15_000;
+const SAMPLES: i64 = 20;
+/// The bits of Prometheus's staleness marker.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// The server with the test's samples: four `m` series (one without `instance`, one with a
+/// label named `value` and a staleness marker) and `m_odd` with NaN and +Inf; returns the
+/// first and last sample times (ms).
+fn setup(dir: &std::path::Path) -> (Server, i64, i64) {
+    let server =
+        start_promflow(dir, "global:\n  scrape_interval: 15s\n", &["--web.enable-remote-write-receiver"]);
+    let t0 = (now_ms() - 10 * 60_000) / 1000 * 1000;
+    let points = |f: &dyn Fn(i64) -> f64| (0..SAMPLES).map(|k| (t0 + k * STEP_MS, f(k))).collect::<Vec<_>>();
+    let mut marked = points(&|k| 100.0 + k as f64);
+    marked[5].1 = f64::from_bits(STALE_NAN);
+    let (status, body) = remote_write(
+        &server,
+        vec![
+            series(&[("__name__", "m"), ("job", "a"), ("instance", "i1")], &points(&|k| 1.0 + k as f64)),
+            series(&[("__name__", "m"), ("job", "a"), ("instance", "i2")], &points(&|k| 2.0 * k as f64)),
+            series(&[("__name__", "m"), ("job", "b"), ("instance", "i1"), ("value", "v")], &marked),
+            series(&[("__name__", "m"), ("job", "b")], &points(&|k| 0.5 * k as f64)),
+            series(
+                &[("__name__", "m_odd"), ("job", "c")],
+                &[(t0, 1.0), (t0 + STEP_MS, f64::NAN), (t0 + 2 * STEP_MS, f64::INFINITY)],
+            ),
+        ],
+    );
+    assert!(status / 100 == 2, "remote write answered {status}: {body}");
+    (server, t0, t0 + (SAMPLES - 1) * STEP_MS)
+}
+
+/// Posts `sql` as a form; returns the status and the answer.
+fn sql(server: &Server, sql: &str) -> (u16, Value) {
+    server.post_form("/api/v1/sql", &[("query", sql)])
+}
+
+fn rows(v: &Value) -> Vec<Value> {
+    v["data"]["rows"].as_array().unwrap_or_else(|| panic!("no rows in {v}")).clone()
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+#[test]
+fn rows_are_the_written_samples_with_labels_as_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+
+    let (status, v) = sql(
+        &server,
+        &format!("SELECT job, instance, ts, value FROM m WHERE job = 'a' AND {bounds} ORDER BY instance, ts"),
+    );
+    assert_eq!(status, 200, "{v}");
+    let columns = &v["data"]["columns"];
+    assert_eq!(
+        columns,
+        &json!([{"name": "job", "type": "text"}, {"name": "instance", "type": "text"},
+                {"name": "ts", "type": "timestamp"}, {"name": "value", "type": "double"}])
+    );
+    let got = rows(&v);
+    assert_eq!(got.len(), 2 * SAMPLES as usize);
+    assert_eq!(got[0], json!(["a", "i1", t0 as f64 / 1000.0, 1.0]));
+    assert_eq!(got[1], json!(["a", "i1", (t0 + STEP_MS) as f64 / 1000.0, 2.0]));
+    assert_eq!(got[SAMPLES as usize], json!(["a", "i2", t0 as f64 / 1000.0, 0.0]));
+
+    // `*`: every label as a column (`value` renamed), NULL where a series lacks one, and the
+    // staleness marker is not a row
+    let (_, v) = sql(&server, &format!("SELECT * FROM m WHERE job = 'b' AND {bounds}"));
+    let names: Vec<&str> =
+        v["data"]["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["instance", "job", "label_value", "ts", "value"]);
+    let got = rows(&v);
+    assert_eq!(got.len(), 2 * SAMPLES as usize - 1, "the staleness marker is no row");
+    assert!(got.iter().any(|r| r[0].is_null() && r[2].is_null()), "NULL for missing labels: {got:?}");
+    assert!(got.iter().any(|r| r[0] == "i1" && r[2] == "v" && r[4] == 100.0));
+
+    // NULL tests, and the time bounds cut rows
+    let (_, v) = sql(
+        &server,
+        &format!(
+            "SELECT value FROM m WHERE instance IS NULL AND ts > {} AND {bounds}",
+            seconds(t1 - STEP_MS)
+        ),
+    );
+    assert_eq!(rows(&v), vec![json!([0.5 * (SAMPLES - 1) as f64])]);
+    let (_, v) = sql(&server, &format!("SELECT count(*) FROM m WHERE instance <> 'i1' AND {bounds}"));
+    assert_eq!(
+        rows(&v),
+        vec![json!([SAMPLES as f64])],
+        "<> excludes the series without the label, as NULL does"
+    );
+
+    // NaN and infinities as Prometheus writes them; a JSON body
+    let r = client()
+        .post(server.url("/api/v1/sql"))
+        .header("Content-Type", "application/json")
+        .body(json!({"query": format!("SELECT value FROM m_odd WHERE {bounds}")}).to_string())
+        .send()
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(rows(&v), vec![json!([1.0]), json!(["NaN"]), json!(["+Inf"])]);
+}
+
+/// Pairs of a SQL query and its PromQL twin (`{R}` stands for the range of the bounds).
+const TWINS: &[(&str, &str)] = &[
+    ("SELECT job, sum(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (sum_over_time(m[{R}]))"),
+    ("SELECT job, count(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (count_over_time(m[{R}]))"),
+    ("SELECT job, max(value) FROM m WHERE {B} GROUP BY job", "max by (job) (max_over_time(m[{R}]))"),
+    (
+        "SELECT instance, min(value) FROM m WHERE {B} GROUP BY instance",
+        "min by (instance) (min_over_time(m[{R}]))",
+    ),
+    (
+        "SELECT job, avg(value) FROM m WHERE {B} GROUP BY job",
+        "sum by (job) (sum_over_time(m[{R}])) / sum by (job) (count_over_time(m[{R}]))",
+    ),
+    ("SELECT sum(value) FROM m WHERE job = 'a' AND {B}", "sum(sum_over_time(m{job=\"a\",job!=\"\"}[{R}]))"),
+    (
+        "SELECT instance, max(value) FROM m WHERE job IN ('a', 'b') AND {B} GROUP BY instance",
+        "max by (instance) (max_over_time(m{job=~\"a|b\",job!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, count(*) FROM m WHERE instance LIKE 'i_' AND {B} GROUP BY job",
+        "sum by (job) (count_over_time(m{instance=~\"i.\",instance!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, sum(value) FROM m WHERE instance ~ '2$' AND {B} GROUP BY job",
+        "sum by (job) (sum_over_time(m{instance=~\".*(?:2$).*\",instance!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT max(value) FROM m WHERE label_value = 'v' AND {B}",
+        "max(max_over_time(m{value=\"v\",value!=\"\"}[{R}]))",
+    ),
+];
+
+/// Each row's group labels (text cells) → its last cell.
+fn sql_groups(v: &Value) -> BTreeMap<String, f64> {
+    rows(v)
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            let key: Vec<String> =
+                r[..r.len() - 1].iter().map(|c| c.as_str().unwrap_or("").to_string()).collect();
+            (key.join(","), r[r.len() - 1].as_f64().unwrap())
+        })
+        .collect()
+}
+
+fn promql_groups(v: &Value) -> BTreeMap<String, f64> {
+    common::result(v)
+        .iter()
+        .map(|s| {
+            let key: Vec<&str> =
+                s["metric"].as_object().unwrap().values().map(|l| l.as_str().unwrap()).collect();
+            (key.join(","), s["value"][1].as_str().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn aggregates_compile_to_their_promql_twins_and_give_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let range = format!("{}ms", t1 - t0 + 1);
+    for (sql_text, promql) in TWINS {
+        let sql_text = sql_text.replace("{B}", &bounds);
+        let promql = promql.replace("{R}", &range);
+        let (status, explained) = sql(&server, &format!("EXPLAIN {sql_text}"));
+        assert_eq!(status, 200, "{sql_text}: {explained}");
+        let plans = rows(&explained);
+        let sql_plan = plans[0][1].as_str().unwrap();
+        let (status, twin) = server
+            .post_form("/api/v1/query", &[("query", &promql), ("time", &seconds(t1)), ("explain", "1")]);
+        assert_eq!(status, 200, "{promql}: {twin}");
+        assert_eq!(
+            sql_plan,
+            twin["data"]["result"].as_str().unwrap(),
+            "{sql_text} and {promql} compile alike"
+        );
+
+        let (_, got) = sql(&server, &sql_text);
+        let (_, want) = server.post_form("/api/v1/query", &[("query", &promql), ("time", &seconds(t1))]);
+        let (got, want) = (sql_groups(&got), promql_groups(&want));
+        assert!(!want.is_empty(), "{promql} has a result");
+        assert_eq!(got, want, "{sql_text} answers as {promql}");
+    }
+}
+
+#[test]
+fn order_limit_empty_tables_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+
+    let (_, v) = sql(
+        &server,
+        &format!(
+            "SELECT job, max(value) AS top FROM m WHERE {bounds} GROUP BY job ORDER BY top DESC LIMIT 1"
+        ),
+    );
+    assert_eq!(v["data"]["columns"][1]["name"], "top");
+    assert_eq!(rows(&v), vec![json!(["b", 100.0 + (SAMPLES - 1) as f64])]);
+    // descending puts NULL first, as PostgreSQL does
+    let (_, v) = sql(
+        &server,
+        &format!("SELECT job, instance, count(*) FROM m WHERE {bounds} GROUP BY job, instance ORDER BY 2 DESC, job LIMIT 2 OFFSET 1"),
+    );
+    assert_eq!(rows(&v), vec![json!(["a", "i2", SAMPLES as f64]), json!(["a", "i1", SAMPLES as f64])]);
+
+    // an aggregate over no rows is one row, as in SQL
+    let (_, v) = sql(&server, "SELECT count(*), sum(value) FROM no_such_metric");
+    assert_eq!(rows(&v), vec![json!([0.0, null])]);
+
+    // errors name the problem and the position; the server keeps answering
+    let (status, v) = sql(&server, "SELEC job FROM m");
+    assert_eq!((status, v["errorType"].as_str()), (400, Some("bad_data")));
+    assert!(v["error"].as_str().unwrap().contains("Line: 1, Column: 1"), "{v}");
+    let (status, v) = sql(&server, "SELECT job, value FROM m GROUP BY job");
+    assert_eq!(status, 400);
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("column \"value\" must appear in the GROUP BY clause") && e.contains("line 1, column 13"),
+        "{e}"
+    );
+    let (status, v) = sql(&server, "SELECT job FROM m WHERE job = 'a' OR job = 'b'");
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = sql(&server, "SELECT job FROM m WHERE ts > now() - INTERVAL '5 fortnights'");
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("unknown interval unit"), "{v}");
+    let (status, _) =
+        sql(&server, &format!("SELECT count(*) FROM m WHERE ts > now() - INTERVAL '1 hour' AND {bounds}"));
+    assert_eq!(status, 200);
+}
