@@ -59,7 +59,9 @@ pub(crate) async fn sql(
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
     let query = match statement {
         Statement::Explain(query) => {
-            let rows: Vec<Value> = query.parts.iter().map(|p| json!([p.name, p.plan.to_string()])).collect();
+            // one row per part, with its first segment's plan (the others differ in ranges)
+            let rows: Vec<Value> =
+                query.parts.iter().map(|p| json!([p.name, p.segments[0].0.to_string()])).collect();
             let columns = json!([{"name": "column", "type": "text"}, {"name": "plan", "type": "text"}]);
             return Ok(success(json!({"columns": columns, "rows": rows})));
         }
@@ -69,8 +71,13 @@ pub(crate) async fn sql(
     let timeout = query_timeout(&state, &p)?;
     let mut results = Vec::with_capacity(query.parts.len());
     for part in &query.parts {
-        let opts = query_options(&state, &p, (query.at, query.at, 1), timeout, false)?;
-        results.push(run_query(state.clone(), part.plan.clone(), opts).await?.result);
+        let mut segments = Vec::with_capacity(part.segments.len());
+        for (plan, eval) in &part.segments {
+            let range = eval.start != eval.end;
+            let opts = query_options(&state, &p, (eval.start, eval.end, eval.step), timeout, range)?;
+            segments.push(run_query(state.clone(), plan.clone(), opts).await?.result);
+        }
+        results.push(segments);
     }
     let answer = query.rows(&results);
     let columns: Vec<Value> =

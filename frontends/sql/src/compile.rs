@@ -28,10 +28,10 @@ pub enum Statement {
 /// A query: the plans to evaluate, when, and how their results become rows.
 #[derive(Debug)]
 pub struct Query {
-    /// The plans, one per value source of the rows, each evaluated at [`Query::at`].
+    /// The plans, one per value source of the rows.
     pub parts: Vec<Part>,
-    /// The evaluation time (milliseconds): the upper bound of the `ts` predicates, or now.
-    pub at: i64,
+    /// With `date_bin` in `GROUP BY`: the buckets' width and origin (milliseconds).
+    pub bucket: Option<(i64, i64)>,
     /// The output columns as written (`*` is expanded with the result's label names).
     pub columns: Vec<Column>,
     /// `ORDER BY`: output column index and whether descending; rows sort by their label
@@ -45,15 +45,31 @@ pub struct Query {
     pub grouped: bool,
 }
 
-/// One plan of a query and what its result feeds.
+/// One value source of a query's rows: an output column, or a `HAVING` condition.
 #[derive(Debug)]
 pub struct Part {
-    /// The output column it computes (a name, for `EXPLAIN`).
+    /// The output column it computes, or the condition (a name, for `EXPLAIN`).
     pub name: String,
-    /// The plan in the engine's IR.
-    pub plan: Plan,
+    /// The plans and when to evaluate each. One, at the upper `ts` bound, without time
+    /// buckets; with them, up to three: the first and last buckets (which the `ts` bounds may
+    /// cut) at their own times, and the whole buckets between over a range of steps.
+    pub segments: Vec<(Plan, Eval)>,
     /// Whether it counts rows: over no rows it is 0, where other aggregates are `NULL`.
     pub counts: bool,
+    /// A `HAVING` condition: only the groups in its result are rows.
+    pub filter: bool,
+}
+
+/// When a plan is evaluated (milliseconds): at `start` only when `start == end`, else at
+/// every `step` from `start` to `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Eval {
+    /// First evaluation.
+    pub start: i64,
+    /// Last evaluation.
+    pub end: i64,
+    /// Between evaluations.
+    pub step: i64,
 }
 
 /// An output column.
@@ -76,6 +92,8 @@ pub enum Source {
     Value,
     /// The result of [`Query::parts`]`[i]` for the row's group.
     Part(usize),
+    /// The row's time bucket (`date_bin`): its start.
+    Bucket,
     /// `*`: every label of the result, then `ts` and `value`.
     Star,
 }
@@ -107,7 +125,7 @@ impl Source {
     pub fn kind(&self) -> ColumnKind {
         match self {
             Source::Label(_) | Source::Star => ColumnKind::Text,
-            Source::Ts => ColumnKind::Timestamp,
+            Source::Ts | Source::Bucket => ColumnKind::Timestamp,
             Source::Value | Source::Part(_) => ColumnKind::Double,
         }
     }
@@ -156,6 +174,57 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
 struct Bounds {
     lo: i64,
     hi: i64,
+    /// Whether a predicate set `lo`.
+    lo_given: bool,
+}
+
+/// The most buckets a query may have (Prometheus's limit on a range query's points).
+const MAX_BUCKETS: i64 = 11_000;
+
+/// What a query reads: the selection's matchers and the `ts` bounds; builds its windows.
+struct Selection {
+    matchers: Vec<Matcher>,
+    bounds: Bounds,
+}
+
+impl Selection {
+    /// The range selection of the samples in `[lo, hi]`, evaluated at `hi`.
+    fn window(&self, lo: i64, hi: i64) -> Plan {
+        Plan::Window {
+            matchers: self.matchers.clone(),
+            range_ms: hi - lo + 1,
+            shift: TimeShift::default(),
+            edges: Edges::Plain,
+        }
+    }
+
+    /// The plans of an aggregate (`make` builds one over a window) and when to evaluate
+    /// them: once over the bounds, or per time bucket (the cut first and last buckets on
+    /// their own, the whole ones between as a range of steps).
+    fn segments(&self, bucket: Option<(i64, i64)>, make: &dyn Fn(Plan) -> Plan) -> Vec<(Plan, Eval)> {
+        let Bounds { lo, hi, .. } = self.bounds;
+        let at = |t| Eval { start: t, end: t, step: 1 };
+        let Some((width, origin)) = bucket else {
+            return vec![(make(self.window(lo, hi)), at(hi))];
+        };
+        let first = bin(lo, width, origin);
+        let last = bin(hi, width, origin);
+        if first == last {
+            return vec![(make(self.window(lo, hi)), at(hi))];
+        }
+        let mut out = vec![(make(self.window(lo, first + width - 1)), at(first + width - 1))];
+        if last - first > width {
+            let eval = Eval { start: first + 2 * width - 1, end: last - 1, step: width };
+            out.push((make(self.window(0, width - 1)), eval));
+        }
+        out.push((make(self.window(last, hi)), at(hi)));
+        out
+    }
+}
+
+/// The start of the bucket of `t` (`date_bin`).
+pub(crate) fn bin(t: i64, width: i64, origin: i64) -> i64 {
+    origin + (t - origin).div_euclid(width) * width
 }
 
 fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
@@ -168,46 +237,95 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
     if let Some(d) = &select.distinct {
         return Err(invalid(select.span(), format!("{d} is not supported yet")));
     }
-    if let Some(h) = &select.having {
-        return Err(invalid(h.span(), "HAVING is not supported yet"));
-    }
     let metric = table(select)?;
-    let mut matchers = vec![matcher(MatchOp::Equal, "__name__", &metric, select.span())?];
-    let mut bounds = Bounds { lo: 0, hi: now };
+    let mut sel = Selection {
+        matchers: vec![matcher(MatchOp::Equal, "__name__", &metric, select.span())?],
+        bounds: Bounds { lo: 0, hi: now, lo_given: false },
+    };
     if let Some(w) = &select.selection {
         for c in conjuncts(w) {
-            predicate(c, &mut matchers, &mut bounds, now)?;
+            predicate(c, &mut sel.matchers, &mut sel.bounds, now)?;
         }
     }
-    if bounds.lo > bounds.hi {
+    if sel.bounds.lo > sel.bounds.hi {
         // no sample can satisfy the bounds; keep a valid one-millisecond window with none
-        bounds.lo = bounds.hi;
-        matchers.push(matcher(MatchOp::Equal, "__name__", "", select.span())?);
+        sel.bounds.lo = sel.bounds.hi;
+        sel.matchers.push(matcher(MatchOp::Equal, "__name__", "", select.span())?);
     }
-    let groups = match &select.group_by {
-        GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs
-            .iter()
-            .map(|e| match e {
-                Expr::Identifier(id) if !matches!(id.value.as_str(), "ts" | "value") => {
-                    Ok(label_of_column(&id.value).to_string())
-                }
-                e => Err(invalid(
-                    e.span(),
-                    "GROUP BY takes label columns only yet (no ts, value or expressions)",
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+    // the select list's time buckets, by alias, to find them named in GROUP BY
+    let mut bucket: Option<(i64, i64)> = None;
+    let mut groups = Vec::new();
+    let group_exprs = match &select.group_by {
+        GroupByExpr::Expressions(exprs, mods) if mods.is_empty() => exprs.as_slice(),
         g => return Err(invalid(select.span(), format!("{g} is not supported"))),
     };
-    let window = Plan::Window {
-        matchers,
-        range_ms: bounds.hi - bounds.lo + 1,
-        shift: TimeShift::default(),
-        edges: Edges::Plain,
-    };
+    for e in group_exprs {
+        // a position or an alias stands for the select list's expression
+        let e = match e {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| select.projection.get(i.wrapping_sub(1)))
+                    .and_then(select_expr)
+                    .ok_or_else(|| {
+                        invalid(e.span(), format!("GROUP BY position {n} is not in the select list"))
+                    })?,
+                _ => e,
+            },
+            Expr::Identifier(id) => select
+                .projection
+                .iter()
+                .find_map(|item| match item {
+                    SelectItem::ExprWithAlias { expr: x @ Expr::Function(_), alias }
+                        if alias.value == id.value =>
+                    {
+                        Some(x)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(e),
+            e => e,
+        };
+        match e {
+            Expr::Identifier(id) if !matches!(id.value.as_str(), "ts" | "value") => {
+                groups.push(label_of_column(&id.value).to_string())
+            }
+            Expr::Function(f) if is_named(f, "date_bin") => {
+                let b = date_bin(f, now)?;
+                if bucket.is_some_and(|x| x != b) {
+                    return Err(invalid(f.span(), "one date_bin per query"));
+                }
+                bucket = Some(b);
+            }
+            e => {
+                return Err(invalid(
+                    e.span(),
+                    "GROUP BY takes label columns and date_bin(…, ts) (no ts, value or other expressions)",
+                ))
+            }
+        }
+    }
+    if let Some((width, origin)) = bucket {
+        if !sel.bounds.lo_given {
+            return Err(invalid(
+                select.span(),
+                "time buckets need a lower bound on ts (for example ts > now() - INTERVAL '1 hour')",
+            ));
+        }
+        let n = (bin(sel.bounds.hi, width, origin) - bin(sel.bounds.lo, width, origin)) / width + 1;
+        if n > MAX_BUCKETS {
+            return Err(invalid(
+                select.span(),
+                format!(
+                    "{n} time buckets, more than {MAX_BUCKETS}: widen the buckets or narrow the ts bounds"
+                ),
+            ));
+        }
+    }
     let mut parts = Vec::new();
     let mut columns = Vec::new();
-    let grouped = !groups.is_empty() || select.projection.iter().any(is_aggregate);
+    let grouped = !group_exprs.is_empty() || select.projection.iter().any(is_aggregate);
     for item in &select.projection {
         let (expr, alias) = match item {
             SelectItem::UnnamedExpr(e) => (e, None),
@@ -236,18 +354,44 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
                 }
                 Column { name: alias.unwrap_or_else(|| id.value.clone()), source }
             }
+            Expr::Function(f) if is_named(f, "date_bin") => {
+                if bucket != Some(date_bin(f, now)?) {
+                    return Err(invalid(f.span(), "date_bin(…) must appear in the GROUP BY clause"));
+                }
+                Column { name: alias.unwrap_or_else(|| "date_bin".into()), source: Source::Bucket }
+            }
             Expr::Function(f) => {
-                let (name, plan) = aggregate(f, &window, &groups)?;
+                let (name, make) = aggregate(f, &groups)?;
                 let counts = name == "count";
-                parts.push(Part { name: alias.clone().unwrap_or_else(|| name.clone()), plan, counts });
+                let segments = sel.segments(bucket, &make);
+                parts.push(Part {
+                    name: alias.clone().unwrap_or_else(|| name.clone()),
+                    segments,
+                    counts,
+                    filter: false,
+                });
                 Column { name: alias.unwrap_or(name), source: Source::Part(parts.len() - 1) }
             }
-            e => return Err(invalid(e.span(), "only columns and aggregates can be selected yet")),
+            e => return Err(invalid(e.span(), "only columns, date_bin and aggregates can be selected yet")),
         };
         columns.push(column);
     }
+    if let Some(h) = &select.having {
+        for c in conjuncts(h) {
+            let (name, make) = having(c, &groups)?;
+            let segments = sel.segments(bucket, &make);
+            parts.push(Part { name, segments, counts: false, filter: true });
+        }
+    }
     if !grouped {
-        parts.push(Part { name: "samples".into(), plan: window, counts: false });
+        let Bounds { lo, hi, .. } = sel.bounds;
+        let eval = Eval { start: hi, end: hi, step: 1 };
+        parts.push(Part {
+            name: "samples".into(),
+            segments: vec![(sel.window(lo, hi), eval)],
+            counts: false,
+            filter: false,
+        });
     }
     let order_by = match &q.order_by {
         None => Vec::new(),
@@ -280,7 +424,84 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
         Some(LimitClause::OffsetCommaLimit { offset, limit }) => (Some(count(limit)?), count(offset)?),
         Some(l) => return Err(invalid(q.span(), format!("{l} is not supported"))),
     };
-    Ok(Query { parts, at: bounds.hi, columns, order_by, limit, offset, grouped })
+    Ok(Query { parts, bucket, columns, order_by, limit, offset, grouped })
+}
+
+/// The expression of a select item.
+fn select_expr(item: &SelectItem) -> Option<&Expr> {
+    match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+/// `date_bin(INTERVAL '…', ts[, origin])`: the buckets' width and origin (default the epoch).
+fn date_bin(f: &ast::Function, now: i64) -> Result<(i64, i64), Error> {
+    let args = match &f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>(),
+        _ => None,
+    };
+    let usage = || invalid(f.span(), "date_bin takes (INTERVAL '…', ts[, origin])");
+    let args = args.ok_or_else(usage)?;
+    let (width, origin) = match args.as_slice() {
+        [width, ts] if is_ts(ts) => (interval(width)?, 0),
+        [width, ts, origin] if is_ts(ts) => (interval(width)?, time(origin, now)?),
+        _ => return Err(usage()),
+    };
+    if width <= 0 {
+        return Err(invalid(f.span(), "date_bin's interval must be positive"));
+    }
+    Ok((width, origin))
+}
+
+/// A `HAVING` conjunct, `aggregate <comparison> number`: its name and its plan (the
+/// aggregate's, filtered by the comparison, as PromQL's `… > 10` filters).
+fn having(e: &Expr, groups: &[String]) -> Result<(String, MakePlan), Error> {
+    let usage = || invalid(e.span(), "HAVING takes comparisons of an aggregate with a number, joined by AND");
+    let Expr::BinaryOp { left, op, right } = e else { return Err(usage()) };
+    let (f, op, n) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Function(f), n) => (f, op.clone(), n),
+        (n, Expr::Function(f)) => (f, flip(op), n),
+        _ => return Err(usage()),
+    };
+    let n = number(n).ok_or_else(usage)?;
+    let op = match op {
+        BinaryOperator::Eq => BinOp::Eq,
+        BinaryOperator::NotEq => BinOp::Ne,
+        BinaryOperator::Gt => BinOp::Gt,
+        BinaryOperator::Lt => BinOp::Lt,
+        BinaryOperator::GtEq => BinOp::Ge,
+        BinaryOperator::LtEq => BinOp::Le,
+        _ => return Err(usage()),
+    };
+    let (_, make) = aggregate(f, groups)?;
+    let filter = move |w: Plan| Plan::ScalarOp {
+        op,
+        lhs: Box::new(make(w)),
+        rhs: Box::new(Plan::Number(n)),
+        return_bool: false,
+    };
+    Ok((format!("HAVING {e}"), Box::new(filter)))
+}
+
+/// A numeric literal, possibly negated.
+fn number(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => number(expr).map(|n| -n),
+        Expr::Nested(inner) => number(inner),
+        _ => None,
+    }
 }
 
 /// The metric a `SELECT` reads: its one table (a schema before it is ignored).
@@ -383,12 +604,19 @@ fn predicate(e: &Expr, matchers: &mut Vec<Matcher>, bounds: &mut Bounds, now: i6
             let (op, other) = if is_ts(left) { (op.clone(), right) } else { (flip(op), left) };
             let t = time(other, now)?;
             match op {
-                BinaryOperator::Gt => bounds.lo = bounds.lo.max(t + 1),
-                BinaryOperator::GtEq => bounds.lo = bounds.lo.max(t),
+                BinaryOperator::Gt => {
+                    bounds.lo = bounds.lo.max(t + 1);
+                    bounds.lo_given = true;
+                }
+                BinaryOperator::GtEq => {
+                    bounds.lo = bounds.lo.max(t);
+                    bounds.lo_given = true;
+                }
                 BinaryOperator::Lt => bounds.hi = bounds.hi.min(t - 1),
                 BinaryOperator::LtEq => bounds.hi = bounds.hi.min(t),
                 BinaryOperator::Eq => {
                     bounds.lo = bounds.lo.max(t);
+                    bounds.lo_given = true;
                     bounds.hi = bounds.hi.min(t);
                 }
                 op => {
@@ -402,6 +630,7 @@ fn predicate(e: &Expr, matchers: &mut Vec<Matcher>, bounds: &mut Bounds, now: i6
         }
         Expr::Between { expr, negated: false, low, high } if is_ts(expr) => {
             bounds.lo = bounds.lo.max(time(low, now)?);
+            bounds.lo_given = true;
             bounds.hi = bounds.hi.min(time(high, now)?);
             Ok(())
         }
@@ -579,9 +808,15 @@ fn is_aggregate(item: &SelectItem) -> bool {
     )
 }
 
-/// An aggregate over the group's samples in the window: its column name and plan (the
-/// window function per series, then the aggregation across the group).
-fn aggregate(f: &ast::Function, window: &Plan, groups: &[String]) -> Result<(String, Plan), Error> {
+/// Builds a part's plan over a window.
+type MakePlan = Box<dyn Fn(Plan) -> Plan>;
+
+/// An aggregate over the group's samples in a window: its column name and how to build its
+/// plan over a window (the window function per series, then the aggregation across the
+/// group). The range functions (`rate`, `increase`, `delta`, `irate`, `idelta`, `deriv`)
+/// are each series' value over its samples, summed across the group (PromQL's
+/// `sum by (…) (rate(m[…]))`): over a group of one series, the function of its `(ts, value)`.
+fn aggregate(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan), Error> {
     let name = f.name.to_string().to_ascii_lowercase();
     let FunctionArguments::List(list) = &f.args else {
         return Err(invalid(f.span(), format!("{name} takes one argument")));
@@ -601,44 +836,58 @@ fn aggregate(f: &ast::Function, window: &Plan, groups: &[String]) -> Result<(Str
     if !arg_ok {
         return Err(invalid(f.span(), format!("{name}() takes the value column (count also takes *)")));
     }
-    let per_series = |func| Plan::WindowFunction {
-        func,
-        input: Box::new(window.clone()),
-        args: vec![],
-        origin: Origin::default(),
+    let groups = groups.to_vec();
+    let over = move |op, func| {
+        let grouping = Grouping::By(groups.clone());
+        move |window: Plan| Plan::Aggregate {
+            op,
+            grouping: grouping.clone(),
+            param: None,
+            input: Box::new(Plan::WindowFunction {
+                func,
+                input: Box::new(window),
+                args: vec![],
+                origin: Origin::default(),
+            }),
+            origin: Origin::default(),
+        }
     };
-    let across = |op, input| Plan::Aggregate {
-        op,
-        grouping: Grouping::By(groups.to_vec()),
-        param: None,
-        input: Box::new(input),
-        origin: Origin::default(),
-    };
-    let plan = match name.as_str() {
-        "sum" => across(AggOp::Sum, per_series(WindowFn::SumOverTime)),
-        "count" => across(AggOp::Sum, per_series(WindowFn::CountOverTime)),
-        "min" => across(AggOp::Min, per_series(WindowFn::MinOverTime)),
-        "max" => across(AggOp::Max, per_series(WindowFn::MaxOverTime)),
-        "avg" => Plan::Join {
-            op: BinOp::Div,
-            lhs: Box::new(across(AggOp::Sum, per_series(WindowFn::SumOverTime))),
-            rhs: Box::new(across(AggOp::Sum, per_series(WindowFn::CountOverTime))),
-            key: JoinKey {
-                grouping: Grouping::Without(vec![]),
-                card: Cardinality::OneToOne,
-                fill_many: None,
-                fill_one: None,
-            },
-            return_bool: false,
-        },
+    let make: MakePlan = match name.as_str() {
+        "sum" => Box::new(over(AggOp::Sum, WindowFn::SumOverTime)),
+        "count" => Box::new(over(AggOp::Sum, WindowFn::CountOverTime)),
+        "min" => Box::new(over(AggOp::Min, WindowFn::MinOverTime)),
+        "max" => Box::new(over(AggOp::Max, WindowFn::MaxOverTime)),
+        "rate" => Box::new(over(AggOp::Sum, WindowFn::Rate)),
+        "increase" => Box::new(over(AggOp::Sum, WindowFn::Increase)),
+        "delta" => Box::new(over(AggOp::Sum, WindowFn::Delta)),
+        "irate" => Box::new(over(AggOp::Sum, WindowFn::Irate)),
+        "idelta" => Box::new(over(AggOp::Sum, WindowFn::Idelta)),
+        "deriv" => Box::new(over(AggOp::Sum, WindowFn::Deriv)),
+        "avg" => {
+            let (sum, count) = (over(AggOp::Sum, WindowFn::SumOverTime), over(AggOp::Sum, WindowFn::CountOverTime));
+            Box::new(move |window: Plan| Plan::Join {
+                op: BinOp::Div,
+                lhs: Box::new(sum(window.clone())),
+                rhs: Box::new(count(window)),
+                key: JoinKey {
+                    grouping: Grouping::Without(vec![]),
+                    card: Cardinality::OneToOne,
+                    fill_many: None,
+                    fill_one: None,
+                },
+                return_bool: false,
+            })
+        }
         _ => {
             return Err(invalid(
                 f.span(),
-                format!("aggregate {name}() is not supported yet (count, sum, avg, min, max are)"),
+                format!(
+                    "aggregate {name}() is not supported yet (count, sum, avg, min, max, rate, increase, delta, irate, idelta, deriv are)"
+                ),
             ))
         }
     };
-    Ok((name, plan))
+    Ok((name, make))
 }
 
 /// The output column an `ORDER BY` item names: a column name or alias, or a 1-based position.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use promflow_engine::QueryResult;
 use promflow_storage::{is_stale_nan, Labels};
 
-use crate::compile::{column_of_label, Column, Query, Source};
+use crate::compile::{bin, column_of_label, Column, Query, Source};
 
 /// One value of a row.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,15 +54,17 @@ pub struct Rows {
 }
 
 impl Query {
-    /// The rows of the query from its parts' results (`results[i]` is [`Query::parts`]`[i]`
-    /// evaluated at [`Query::at`]).
-    pub fn rows(&self, results: &[QueryResult]) -> Rows {
+    /// The rows of the query from its parts' results (`results[i][j]` is segment `j` of
+    /// [`Query::parts`]`[i]` evaluated as the segment says).
+    pub fn rows(&self, results: &[Vec<QueryResult>]) -> Rows {
         let (columns, mut rows) = if self.grouped { self.groups(results) } else { self.samples(results) };
         if self.order_by.is_empty() {
             // a stable answer: by the label columns, then ts
             let keys: Vec<usize> = (0..columns.len())
                 .filter(|&i| matches!(columns[i].source, Source::Label(_)))
-                .chain((0..columns.len()).filter(|&i| columns[i].source == Source::Ts))
+                .chain(
+                    (0..columns.len()).filter(|&i| matches!(columns[i].source, Source::Ts | Source::Bucket)),
+                )
                 .collect();
             rows.sort_by(|a, b| {
                 keys.iter().map(|&i| a[i].compare(&b[i])).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
@@ -95,8 +97,8 @@ impl Query {
     }
 
     /// One row per sample of the range selection.
-    fn samples(&self, results: &[QueryResult]) -> (Vec<Column>, Vec<Vec<Cell>>) {
-        let series = match results.first() {
+    fn samples(&self, results: &[Vec<QueryResult>]) -> (Vec<Column>, Vec<Vec<Cell>>) {
+        let series = match results.first().and_then(|segments| segments.first()) {
             Some(QueryResult::Matrix(m)) => m.as_slice(),
             _ => &[],
         };
@@ -138,24 +140,29 @@ impl Query {
         (columns, rows)
     }
 
-    /// One row per group: the label columns, and each aggregate's value for the group.
-    fn groups(&self, results: &[QueryResult]) -> (Vec<Column>, Vec<Vec<Cell>>) {
-        let mut groups: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
-        for (i, r) in results.iter().enumerate() {
-            if let QueryResult::Vector(v) = r {
-                for (labels, _, value) in v {
-                    groups.entry(labels.clone()).or_insert_with(|| vec![None; results.len()])[i] =
-                        Some(*value);
-                }
+    /// One row per group (and time bucket): the label columns, the bucket, and each
+    /// aggregate's value; only the groups that every `HAVING` part has.
+    fn groups(&self, results: &[Vec<QueryResult>]) -> (Vec<Column>, Vec<Vec<Cell>>) {
+        let mut groups: BTreeMap<(Labels, Option<i64>), Vec<Option<f64>>> = BTreeMap::new();
+        for (i, segments) in results.iter().enumerate() {
+            for (labels, t, value) in segments.iter().flat_map(points) {
+                let bucket = self.bucket.map(|(width, origin)| bin(t, width, origin));
+                groups.entry((labels, bucket)).or_insert_with(|| vec![None; results.len()])[i] = Some(value);
             }
         }
-        let cell = |c: &Column, labels: &Labels, values: &[Option<f64>]| match &c.source {
-            Source::Label(l) => label(labels, l),
-            Source::Part(i) => values[*i].map_or(Cell::Null, Cell::Number),
-            _ => Cell::Null,
-        };
-        let ungrouped = !self.columns.iter().any(|c| matches!(c.source, Source::Label(_)));
-        if groups.is_empty() && ungrouped {
+        groups
+            .retain(|_, values| self.parts.iter().zip(values.iter()).all(|(p, v)| !p.filter || v.is_some()));
+        let cell =
+            |c: &Column, (labels, bucket): &(Labels, Option<i64>), values: &[Option<f64>]| match &c.source {
+                Source::Label(l) => label(labels, l),
+                Source::Part(i) => values[*i].map_or(Cell::Null, Cell::Number),
+                Source::Bucket => bucket.map_or(Cell::Null, |b| Cell::Timestamp(b as f64 / 1000.0)),
+                _ => Cell::Null,
+            };
+        let whole_table = self.bucket.is_none()
+            && !self.parts.iter().any(|p| p.filter)
+            && !self.columns.iter().any(|c| matches!(c.source, Source::Label(_)));
+        if groups.is_empty() && whole_table {
             // an aggregate over no rows is one row: count 0, the others NULL
             let row = self
                 .columns
@@ -167,10 +174,21 @@ impl Query {
                 .collect();
             return (self.columns.clone(), vec![row]);
         }
-        let rows = groups
-            .iter()
-            .map(|(labels, values)| self.columns.iter().map(|c| cell(c, labels, values)).collect());
+        let rows =
+            groups.iter().map(|(key, values)| self.columns.iter().map(|c| cell(c, key, values)).collect());
         (self.columns.clone(), rows.collect())
+    }
+}
+
+/// The (labels, time, value) points of an evaluation: an instant vector's elements, or every
+/// point of a range evaluation's series.
+fn points(r: &QueryResult) -> Vec<(Labels, i64, f64)> {
+    match r {
+        QueryResult::Vector(v) => v.clone(),
+        QueryResult::Matrix(m) => {
+            m.iter().flat_map(|s| s.samples.iter().map(move |x| (s.labels.clone(), x.t, x.v))).collect()
+        }
+        _ => Vec::new(),
     }
 }
 
