@@ -309,3 +309,29 @@ fn time_buckets_and_having() {
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("need a lower bound on ts"), "{v}");
 }
+
+#[test]
+fn show_tables_and_describe_list_metrics_and_their_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = setup(dir.path());
+    let (status, v) = sql(&server, "SHOW TABLES");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["columns"], json!([{"name": "table_name", "type": "text"}]));
+    let tables = rows(&v);
+    assert!(tables.contains(&json!(["m"])) && tables.contains(&json!(["m_odd"])), "{tables:?}");
+
+    let (_, v) = sql(&server, "DESCRIBE m");
+    assert_eq!(
+        rows(&v),
+        vec![
+            json!(["instance", "text"]),
+            json!(["job", "text"]),
+            json!(["label_value", "text"]),
+            json!(["ts", "timestamp"]),
+            json!(["value", "double"]),
+        ]
+    );
+    let (status, v) = sql(&server, "DESCRIBE no_such_metric");
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("no table \"no_such_metric\""), "{v}");
+}

@@ -399,7 +399,7 @@ fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
     Ok((time_param(p, "start", Some(MIN_TIME_MS))?, time_param(p, "end", Some(MAX_TIME_MS))?))
 }
 
-fn storage_err(e: promflow_storage::Error) -> ApiError {
+pub(crate) fn storage_err(e: promflow_storage::Error) -> ApiError {
     ApiError::internal(e.to_string())
 }
 

@@ -5,10 +5,12 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use promflow_sql::{Cell, Statement};
+use promflow_sql::{Cell, Rows, Statement};
+use promflow_storage::{MatchOp, Matcher, Querier};
 use serde_json::{json, Value};
 
-use crate::api::{params, query_options, query_timeout, run_query, success};
+use crate::api::{params, query_options, query_timeout, run_query, storage_err, success};
+use crate::params::{MAX_TIME_MS, MIN_TIME_MS};
 use crate::ApiError;
 
 type Shared = State<std::sync::Arc<crate::AppState>>;
@@ -66,6 +68,20 @@ pub(crate) async fn sql(
             return Ok(success(json!({"columns": columns, "rows": rows})));
         }
         Statement::Select(query) => query,
+        Statement::ShowTables => {
+            let names = state.db.label_values("__name__", &[], MIN_TIME_MS, MAX_TIME_MS);
+            return Ok(answer(&Rows::tables(names.map_err(storage_err)?)));
+        }
+        Statement::Describe(metric) => {
+            let name = Matcher::new(MatchOp::Equal, "__name__", metric.as_str()).map_err(storage_err)?;
+            let names = state.db.label_names(&[name], MIN_TIME_MS, MAX_TIME_MS).map_err(storage_err)?;
+            if names.is_empty() {
+                return Err(ApiError::bad_data(format!(
+                    "invalid parameter \"query\": no table \"{metric}\""
+                )));
+            }
+            return Ok(answer(&Rows::describe(names)));
+        }
     };
     let p = params(&q, &headers, &body);
     let timeout = query_timeout(&state, &p)?;
@@ -79,10 +95,14 @@ pub(crate) async fn sql(
         }
         results.push(segments);
     }
-    let answer = query.rows(&results);
+    Ok(answer(&query.rows(&results)))
+}
+
+/// Rows as the API answers them.
+fn answer(rows: &Rows) -> Response {
     let columns: Vec<Value> =
-        answer.columns.iter().map(|c| json!({"name": c.name, "type": c.source.kind().name()})).collect();
+        rows.columns.iter().map(|c| json!({"name": c.name, "type": c.source.kind().name()})).collect();
     let rows: Vec<Value> =
-        answer.rows.iter().map(|r| Value::Array(r.iter().map(cell_json).collect())).collect();
-    Ok(success(json!({"columns": columns, "rows": rows})))
+        rows.rows.iter().map(|r| Value::Array(r.iter().map(cell_json).collect())).collect();
+    success(json!({"columns": columns, "rows": rows}))
 }

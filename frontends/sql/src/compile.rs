@@ -23,6 +23,10 @@ pub enum Statement {
     Select(Query),
     /// Answer the query's plans as text (`EXPLAIN SELECT …`).
     Explain(Query),
+    /// List the tables: the metric names (`SHOW TABLES`).
+    ShowTables,
+    /// List a table's columns (`DESCRIBE m`): the label names of its series, `ts`, `value`.
+    Describe(String),
 }
 
 /// A query: the plans to evaluate, when, and how their results become rows.
@@ -166,7 +170,16 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
             ast::Statement::Query(q) => Ok(Statement::Explain(lower_query(q, now_ms)?)),
             other => Err(invalid(other.span(), "EXPLAIN takes a SELECT")),
         },
-        other => Err(invalid(other.span(), "only SELECT and EXPLAIN SELECT are supported")),
+        ast::Statement::ShowTables { .. } => Ok(Statement::ShowTables),
+        ast::Statement::ExplainTable { table_name, .. } => {
+            match table_name.0.last().and_then(|p| p.as_ident()) {
+                Some(id) => Ok(Statement::Describe(id.value.clone())),
+                None => Err(invalid(table_name.span(), "DESCRIBE takes a metric name")),
+            }
+        }
+        other => {
+            Err(invalid(other.span(), "only SELECT, EXPLAIN SELECT, SHOW TABLES and DESCRIBE are supported"))
+        }
     }
 }
 

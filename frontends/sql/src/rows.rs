@@ -192,6 +192,30 @@ fn points(r: &QueryResult) -> Vec<(Labels, i64, f64)> {
     }
 }
 
+impl Rows {
+    /// `SHOW TABLES`: one row per metric name.
+    pub fn tables(metrics: Vec<String>) -> Rows {
+        let columns = vec![Column { name: "table_name".into(), source: Source::Label("table_name".into()) }];
+        Rows { columns, rows: metrics.into_iter().map(|m| vec![Cell::Text(m)]).collect() }
+    }
+
+    /// `DESCRIBE m`: one row per column of the table, from its series' label names.
+    pub fn describe(label_names: Vec<String>) -> Rows {
+        let columns = ["column_name", "data_type"]
+            .map(|n| Column { name: n.into(), source: Source::Label(n.into()) })
+            .to_vec();
+        let labels = label_names
+            .iter()
+            .filter(|n| *n != "__name__")
+            .map(|n| (column_of_label(n), Source::Label(n.clone())));
+        let rows = labels
+            .chain([("ts".to_string(), Source::Ts), ("value".to_string(), Source::Value)])
+            .map(|(name, source)| vec![Cell::Text(name), Cell::Text(source.kind().name().into())])
+            .collect();
+        Rows { columns, rows }
+    }
+}
+
 fn label(labels: &Labels, name: &str) -> Cell {
     match labels.get(name) {
         "" => Cell::Null,
