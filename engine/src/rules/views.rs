@@ -543,9 +543,13 @@ impl RuleViews {
         Self::call_due(&mut watches);
     }
 
-    /// [`RuleViews::run_watches`] for the watches whose subscriptions woke the watch thread.
+    /// [`RuleViews::run_watches`] for the watches whose subscriptions woke the watch thread;
+    /// for all of them when none did (the thread's periodic wake: a safety net, once a second).
     fn run_ready_watches(&self) {
         let mut ready = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        if ready.is_empty() {
+            return self.run_watches();
+        }
         ready.sort_unstable();
         ready.dedup();
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
