@@ -231,6 +231,10 @@ pub struct Flags {
     /// Expressions the dataflow does not maintain are evaluated as in `tick`.
     #[arg(long = "rules.evaluation-mode", default_value = "event", value_parser = ["event", "tick"])]
     pub rules_evaluation_mode: String,
+    /// Where to serve SQL on the PostgreSQL wire protocol (`psql -h … -p …`; promflow's
+    /// extension, `docs/sql.md`); off unless set. No authentication or TLS yet.
+    #[arg(long = "sql.listen-address")]
+    pub sql_listen_address: Option<String>,
     /// Live result streams (`/api/v1/subscribe`, promflow's extension): how many
     /// subscriptions one websocket connection may hold.
     #[arg(long = "subscribe.max-per-connection", default_value_t = 100)]

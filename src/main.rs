@@ -282,7 +282,19 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         ),
     });
 
+    let sql_settings = promflow_sql::Settings {
+        lookback_ms: millis(flags.lookback_delta),
+        max_samples: flags.query_max_samples,
+        timeout: flags.query_timeout,
+    };
+    let sql_querier: Arc<dyn promflow_storage::Querier> = db.clone();
     runtime.block_on(async move {
+        if let Some(addr) = &flags.sql_listen_address {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
+            info!(address = %addr, "serving SQL on the PostgreSQL wire protocol");
+            tokio::spawn(promflow_sql::pg::serve(listener, sql_querier, sql_settings));
+        }
         let app = promflow_http::router(state, &route_prefix);
         let mut servers = Vec::new();
         for addr in &flags.listen_address {

@@ -18,8 +18,13 @@ const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 /// label named `value` and a staleness marker) and `m_odd` with NaN and +Inf; returns the
 /// first and last sample times (ms).
 fn setup(dir: &std::path::Path) -> (Server, i64, i64) {
-    let server =
-        start_promflow(dir, "global:\n  scrape_interval: 15s\n", &["--web.enable-remote-write-receiver"]);
+    setup_with(dir, &[])
+}
+
+/// [`setup`] with more flags.
+fn setup_with(dir: &std::path::Path, extra: &[&str]) -> (Server, i64, i64) {
+    let flags: Vec<&str> = ["--web.enable-remote-write-receiver"].iter().chain(extra).copied().collect();
+    let server = start_promflow(dir, "global:\n  scrape_interval: 15s\n", &flags);
     let t0 = (now_ms() - 10 * 60_000) / 1000 * 1000;
     let points = |f: &dyn Fn(i64) -> f64| (0..SAMPLES).map(|k| (t0 + k * STEP_MS, f(k))).collect::<Vec<_>>();
     let mut marked = points(&|k| 100.0 + k as f64);
@@ -334,4 +339,63 @@ fn show_tables_and_describe_list_metrics_and_their_columns() {
     let (status, v) = sql(&server, "DESCRIBE no_such_metric");
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("no table \"no_such_metric\""), "{v}");
+}
+
+/// Runs `sql` through the real `psql` against promflow's wire protocol on `port`; returns
+/// psql's exit status, its unaligned output (`|` between fields) and its errors.
+fn psql(bin: &std::path::Path, port: u16, sql: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(bin)
+        .args([
+            "-X",
+            "-A",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "promflow",
+            "-d",
+            "promflow",
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn psql_queries_over_the_postgresql_wire_protocol() {
+    let Some(bin) = common::peer("psql") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+
+    let (ok, out, err) =
+        psql(&bin, port, &format!("SELECT job, count(*), max(value) FROM m WHERE {bounds} GROUP BY job"));
+    assert!(ok, "psql failed: {err}");
+    let want = format!("job|count|max\na|{}|38\nb|{}|119\n(2 rows)\n", 2 * SAMPLES, 2 * SAMPLES - 1);
+    assert_eq!(out, want);
+
+    // timestamps as PostgreSQL writes timestamptz, NULL as nothing, NaN and infinities
+    let first = chrono::DateTime::from_timestamp_millis(t0).unwrap().format("%Y-%m-%d %H:%M:%S%.3f+00");
+    let (ok, out, err) = psql(&bin, port, &format!("SELECT instance, ts, value FROM m WHERE job = 'b' AND {bounds} ORDER BY instance DESC, ts LIMIT 1"));
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("instance|ts|value\n|{first}|0\n(1 row)\n"));
+    let (_, out, _) = psql(&bin, port, &format!("SELECT value FROM m_odd WHERE {bounds}"));
+    assert_eq!(out, "value\n1\nNaN\nInfinity\n(3 rows)\n");
+
+    // errors reach psql as errors, and the server goes on answering
+    let (ok, _, err) = psql(&bin, port, "SELECT job, value FROM m GROUP BY job");
+    assert!(!ok && err.contains("must appear in the GROUP BY clause"), "{err}");
+    let (ok, _, err) = psql(&bin, port, "DESCRIBE nothing_here");
+    assert!(!ok && err.contains("no table"), "{err}");
+    let (ok, out, err) = psql(&bin, port, "SHOW TABLES");
+    assert!(ok && out.contains("\nm\n") && out.contains("\nm_odd\n"), "{out} {err}");
 }

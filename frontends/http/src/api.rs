@@ -132,7 +132,7 @@ pub(crate) fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, Ap
     Ok(timeout)
 }
 
-fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
+pub(crate) fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
     match p.get("lookback_delta").filter(|t| !t.is_empty()) {
         // zero or negative means the server's default, as in Prometheus's engine
         Some(t) if t.parse::<f64>().is_ok_and(|f| f <= 0.0) => {
@@ -152,7 +152,7 @@ fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_e
     })
 }
 
-pub(crate) async fn run_query(
+async fn run_query(
     state: Arc<AppState>,
     plan: promflow_engine::Plan,
     opts: QueryOptions,
@@ -185,7 +185,7 @@ async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byte
 
 /// The evaluation settings of a query over `(start, end, step)` in milliseconds, from the
 /// server's flags and the request's `lookback_delta`.
-pub(crate) fn query_options(
+fn query_options(
     state: &AppState,
     p: &Params,
     (start, end, step): (i64, i64, i64),
@@ -399,7 +399,7 @@ fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
     Ok((time_param(p, "start", Some(MIN_TIME_MS))?, time_param(p, "end", Some(MAX_TIME_MS))?))
 }
 
-pub(crate) fn storage_err(e: promflow_storage::Error) -> ApiError {
+fn storage_err(e: promflow_storage::Error) -> ApiError {
     ApiError::internal(e.to_string())
 }
 

@@ -5,12 +5,10 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
-use promflow_sql::{Cell, Rows, Statement};
-use promflow_storage::{MatchOp, Matcher, Querier};
+use promflow_sql::{Cell, ExecError, Rows, Settings};
 use serde_json::{json, Value};
 
-use crate::api::{params, query_options, query_timeout, run_query, storage_err, success};
-use crate::params::{MAX_TIME_MS, MIN_TIME_MS};
+use crate::api::{lookback, params, query_timeout, success};
 use crate::ApiError;
 
 type Shared = State<std::sync::Arc<crate::AppState>>;
@@ -59,43 +57,22 @@ pub(crate) async fn sql(
     let now = chrono::Utc::now().timestamp_millis();
     let statement = promflow_sql::compile(&text, now)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
-    let query = match statement {
-        Statement::Explain(query) => {
-            // one row per part, with its first segment's plan (the others differ in ranges)
-            let rows: Vec<Value> =
-                query.parts.iter().map(|p| json!([p.name, p.segments[0].0.to_string()])).collect();
-            let columns = json!([{"name": "column", "type": "text"}, {"name": "plan", "type": "text"}]);
-            return Ok(success(json!({"columns": columns, "rows": rows})));
-        }
-        Statement::Select(query) => query,
-        Statement::ShowTables => {
-            let names = state.db.label_values("__name__", &[], MIN_TIME_MS, MAX_TIME_MS);
-            return Ok(answer(&Rows::tables(names.map_err(storage_err)?)));
-        }
-        Statement::Describe(metric) => {
-            let name = Matcher::new(MatchOp::Equal, "__name__", metric.as_str()).map_err(storage_err)?;
-            let names = state.db.label_names(&[name], MIN_TIME_MS, MAX_TIME_MS).map_err(storage_err)?;
-            if names.is_empty() {
-                return Err(ApiError::bad_data(format!(
-                    "invalid parameter \"query\": no table \"{metric}\""
-                )));
-            }
-            return Ok(answer(&Rows::describe(names)));
-        }
-    };
     let p = params(&q, &headers, &body);
-    let timeout = query_timeout(&state, &p)?;
-    let mut results = Vec::with_capacity(query.parts.len());
-    for part in &query.parts {
-        let mut segments = Vec::with_capacity(part.segments.len());
-        for (plan, eval) in &part.segments {
-            let range = eval.start != eval.end;
-            let opts = query_options(&state, &p, (eval.start, eval.end, eval.step), timeout, range)?;
-            segments.push(run_query(state.clone(), plan.clone(), opts).await?.result);
-        }
-        results.push(segments);
-    }
-    Ok(answer(&query.rows(&results)))
+    let settings = Settings {
+        lookback_ms: lookback(&state, &p)?,
+        max_samples: state.query.max_samples,
+        timeout: query_timeout(&state, &p)?,
+    };
+    let rows = tokio::task::spawn_blocking(move || statement.execute(state.db.as_ref(), &settings))
+        .await
+        .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?
+        .map_err(|e| match e {
+            ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
+            ExecError::NoTable(_) => ApiError::bad_data(format!("invalid parameter \"query\": {e}")),
+            ExecError::Storage(_) => ApiError::internal(e.to_string()),
+            ExecError::Engine(_) => ApiError::execution(e.to_string()),
+        })?;
+    Ok(answer(&rows))
 }
 
 /// Rows as the API answers them.

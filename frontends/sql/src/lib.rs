@@ -17,9 +17,12 @@
 //! [`Query::parts`] at [`Query::at`] and hands the results to [`Query::rows`].
 
 mod compile;
+mod exec;
+pub mod pg;
 mod rows;
 
-pub use compile::{compile, Column, ColumnKind, Part, Query, Source, Statement};
+pub use compile::{compile, Column, ColumnKind, Eval, Part, Query, Source, Statement};
+pub use exec::{ExecError, Settings};
 pub use rows::{Cell, Rows};
 
 /// What went wrong with a SQL text: the message names the problem and where it is.

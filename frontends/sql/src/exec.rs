@@ -1,0 +1,90 @@
+//! Running a compiled statement against storage with the batch executor: what both the
+//! HTTP endpoint and the PostgreSQL wire protocol answer.
+
+use std::time::{Duration, Instant};
+
+use promflow_engine::QueryOptions;
+use promflow_storage::{MatchOp, Matcher, Querier};
+
+use crate::compile::{Column, Source, Statement};
+use crate::rows::{Cell, Rows};
+
+/// The smallest and largest sample times a catalog query reads.
+const ALL_TIME: (i64, i64) = (i64::MIN / 2, i64::MAX / 2);
+
+/// The evaluation settings of the server (`--query.*` flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// An instant selection's lookback.
+    pub lookback_ms: i64,
+    /// The most samples one evaluation may hold.
+    pub max_samples: usize,
+    /// How long a statement may run.
+    pub timeout: Duration,
+}
+
+/// Why a statement that compiled could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The engine refused or failed the plan (too many samples, a timeout, …).
+    #[error(transparent)]
+    Engine(#[from] promflow_engine::Error),
+    /// Storage could not be read.
+    #[error("reading storage: {0}")]
+    Storage(#[from] promflow_storage::Error),
+    /// `DESCRIBE` of a metric with no series.
+    #[error("no table \"{0}\"")]
+    NoTable(String),
+}
+
+impl Statement {
+    /// Answers the statement from `querier` (blocking: run it off an async runtime's
+    /// threads).
+    pub fn execute(&self, querier: &dyn Querier, settings: &Settings) -> Result<Rows, ExecError> {
+        match self {
+            Statement::Explain(query) => {
+                let text = |name: &str| Column { name: name.into(), source: Source::Label(name.into()) };
+                // one row per part, with its first segment's plan (the others differ in ranges)
+                let rows = query
+                    .parts
+                    .iter()
+                    .map(|p| vec![Cell::Text(p.name.clone()), Cell::Text(p.segments[0].0.to_string())])
+                    .collect();
+                Ok(Rows { columns: vec![text("column"), text("plan")], rows })
+            }
+            Statement::ShowTables => {
+                Ok(Rows::tables(querier.label_values("__name__", &[], ALL_TIME.0, ALL_TIME.1)?))
+            }
+            Statement::Describe(metric) => {
+                let name = Matcher::new(MatchOp::Equal, "__name__", metric.as_str())?;
+                let names = querier.label_names(&[name], ALL_TIME.0, ALL_TIME.1)?;
+                if names.is_empty() {
+                    return Err(ExecError::NoTable(metric.clone()));
+                }
+                Ok(Rows::describe(names))
+            }
+            Statement::Select(query) => {
+                let deadline = Instant::now() + settings.timeout;
+                let mut results = Vec::with_capacity(query.parts.len());
+                for part in &query.parts {
+                    let mut segments = Vec::with_capacity(part.segments.len());
+                    for (plan, eval) in &part.segments {
+                        let opts = QueryOptions {
+                            start: eval.start,
+                            end: eval.end,
+                            step: eval.step,
+                            lookback_ms: settings.lookback_ms,
+                            max_samples: settings.max_samples,
+                            deadline: Some(deadline),
+                            delayed_name_removal: false,
+                            range_query: eval.start != eval.end,
+                        };
+                        segments.push(promflow_engine::evaluate(plan, querier, &opts)?.result);
+                    }
+                    results.push(segments);
+                }
+                Ok(query.rows(&results))
+            }
+        }
+    }
+}
