@@ -399,3 +399,58 @@ fn psql_queries_over_the_postgresql_wire_protocol() {
     let (ok, out, err) = psql(&bin, port, "SHOW TABLES");
     assert!(ok && out.contains("\nm\n") && out.contains("\nm_odd\n"), "{out} {err}");
 }
+
+/// A Python program that queries promflow's wire protocol with psycopg (from PyPI) and
+/// prints what it received as JSON.
+const PSYCOPG: &str = r#"
+import json, sys, psycopg
+port, bounds = sys.argv[1], sys.argv[2]
+out = {}
+with psycopg.connect(f"host=127.0.0.1 port={port} user=promflow dbname=promflow connect_timeout=10",
+                     cursor_factory=psycopg.ClientCursor) as conn:
+    cur = conn.execute(f"SELECT job, count(*), max(value) FROM m WHERE {bounds} GROUP BY job ORDER BY job")
+    out["columns"] = [[d.name, d.type_code] for d in cur.description]
+    out["rows"] = cur.fetchall()
+    cur = conn.execute(f"SELECT ts, value FROM m WHERE instance = %s AND job = %s AND {bounds} ORDER BY ts LIMIT 1", ["i2", "a"])
+    ts, value = cur.fetchone()
+    out["first"] = [ts.isoformat(), value]
+    try:
+        conn.execute("SELECT value FROM m GROUP BY job")
+    except psycopg.Error as e:
+        out["error"] = [e.sqlstate, str(e)]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn psycopg_queries_over_the_postgresql_wire_protocol() {
+    let python = common::peer("python3").expect("python3");
+    let has_psycopg = std::process::Command::new(&python)
+        .args(["-c", "import psycopg"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_psycopg {
+        assert!(std::env::var("CI").is_err(), "psycopg is not installed; .ci/run installs it from PyPI");
+        eprintln!("SKIP: psycopg is not installed (pip install psycopg to run this test)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let out = std::process::Command::new(&python)
+        .args(["-c", PSYCOPG, &port.to_string(), &bounds])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // text and float8 (PostgreSQL's type oids 25 and 701)
+    assert_eq!(v["columns"], json!([["job", 25], ["count", 701], ["max", 701]]));
+    assert_eq!(
+        v["rows"],
+        json!([["a", 2.0 * SAMPLES as f64, 38.0], ["b", 2.0 * SAMPLES as f64 - 1.0, 119.0]])
+    );
+    let first =
+        chrono::DateTime::from_timestamp_millis(t0).unwrap().format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    assert_eq!(v["first"], json!([first, 0.0]), "timestamptz reaches Python as a datetime");
+    assert!(v["error"][1].as_str().unwrap().contains("GROUP BY"), "{v}");
+}

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::{stream, Sink};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -59,6 +59,21 @@ fn text(cell: &Cell) -> Option<String> {
     }
 }
 
+/// The command tag of a statement that only concerns the session, which drivers send on
+/// their own (psycopg opens a transaction before its first query): promflow has no
+/// transactions and no settings, so these succeed and change nothing.
+fn session_command(query: &str) -> Option<&'static str> {
+    let first = query.split_whitespace().next()?.trim_end_matches(';').to_ascii_uppercase();
+    match first.as_str() {
+        "BEGIN" | "START" => Some("BEGIN"),
+        "COMMIT" | "END" => Some("COMMIT"),
+        "ROLLBACK" | "ABORT" => Some("ROLLBACK"),
+        "SET" | "RESET" => Some("SET"),
+        "DISCARD" => Some("DISCARD"),
+        _ => None,
+    }
+}
+
 fn response(rows: Rows) -> PgWireResult<Response> {
     let fields: Vec<FieldInfo> = rows
         .columns
@@ -87,6 +102,9 @@ impl SimpleQueryHandler for Handler {
     {
         if query.trim().trim_end_matches(';').trim().is_empty() {
             return Ok(vec![Response::EmptyQuery]);
+        }
+        if let Some(tag) = session_command(query) {
+            return Ok(vec![Response::Execution(Tag::new(tag))]);
         }
         let now = chrono::Utc::now().timestamp_millis();
         let statement = crate::compile(query, now).map_err(|e| match e {
