@@ -120,7 +120,8 @@ fn rows_are_the_written_samples_with_labels_as_columns() {
     assert_eq!(rows(&v), vec![json!([1.0]), json!(["NaN"]), json!(["+Inf"])]);
 }
 
-/// Pairs of a SQL query and its PromQL twin (`{R}` stands for the range of the bounds).
+/// Pairs of a SQL query and its PromQL twin (`{B}` stands for the `ts` bounds, `{R}` for
+/// their range): thirty, the documented set.
 const TWINS: &[(&str, &str)] = &[
     ("SELECT job, sum(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (sum_over_time(m[{R}]))"),
     ("SELECT job, count(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (count_over_time(m[{R}]))"),
@@ -160,28 +161,92 @@ const TWINS: &[(&str, &str)] = &[
         "SELECT job, count(*) FROM m WHERE {B} GROUP BY job HAVING count(*) > 20",
         "sum by (job) (count_over_time(m[{R}]))",
     ),
+    (
+        "SELECT job, instance, sum(value) FROM m WHERE {B} GROUP BY job, instance",
+        "sum by (job, instance) (sum_over_time(m[{R}]))",
+    ),
+    ("SELECT min(value) FROM m WHERE {B}", "min(min_over_time(m[{R}]))"),
+    ("SELECT count(*) FROM m WHERE instance IS NULL AND {B}", "sum(count_over_time(m{instance=\"\"}[{R}]))"),
+    (
+        "SELECT job, count(*) FROM m WHERE instance IS NOT NULL AND {B} GROUP BY job",
+        "sum by (job) (count_over_time(m{instance!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, sum(value) FROM m WHERE job <> 'a' AND {B} GROUP BY job",
+        "sum by (job) (sum_over_time(m{job!=\"a\",job!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT instance, max(value) FROM m WHERE job NOT IN ('b') AND {B} GROUP BY instance",
+        "max by (instance) (max_over_time(m{job!~\"b\",job!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, count(*) FROM m WHERE instance NOT LIKE '%1' AND {B} GROUP BY job",
+        "sum by (job) (count_over_time(m{instance!~\".*1\",instance!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, count(*) FROM m WHERE instance ILIKE 'I_' AND {B} GROUP BY job",
+        "sum by (job) (count_over_time(m{instance=~\"(?i)I.\",instance!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, max(value) FROM m WHERE instance ~* 'I2' AND {B} GROUP BY job",
+        "max by (job) (max_over_time(m{instance=~\"(?i).*(?:I2).*\",instance!=\"\"}[{R}]))",
+    ),
+    (
+        "SELECT job, min(value) FROM m WHERE instance !~ '2' AND {B} GROUP BY job",
+        "min by (job) (min_over_time(m{instance!~\".*(?:2).*\",instance!=\"\"}[{R}]))",
+    ),
+    ("SELECT job, irate(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (irate(m[{R}]))"),
+    ("SELECT job, idelta(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (idelta(m[{R}]))"),
+    (
+        "SELECT instance, delta(value) FROM m WHERE job = 'a' AND {B} GROUP BY instance",
+        "sum by (instance) (delta(m{job=\"a\",job!=\"\"}[{R}]))",
+    ),
+    ("SELECT avg(value) FROM m WHERE {B}", "sum(sum_over_time(m[{R}])) / sum(count_over_time(m[{R}]))"),
+    (
+        "SELECT job, max(value) FROM m WHERE {B} GROUP BY job HAVING min(value) >= 0",
+        "max by (job) (max_over_time(m[{R}]))",
+    ),
+    (
+        "SELECT label_value, sum(value) FROM m WHERE {B} GROUP BY label_value",
+        "sum by (value) (sum_over_time(m[{R}]))",
+    ),
 ];
 
-/// Each row's group labels (text cells) → its last cell.
+/// Each row's group as `label=value` pairs (its text cells, by column name: `label_value` is
+/// the label `value`; NULL cells left out) → its last cell.
 fn sql_groups(v: &Value) -> BTreeMap<String, f64> {
+    let names: Vec<String> = v["data"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().trim_start_matches("label_").to_string())
+        .collect();
     rows(v)
         .iter()
         .map(|r| {
             let r = r.as_array().unwrap();
-            let key: Vec<String> =
-                r[..r.len() - 1].iter().map(|c| c.as_str().unwrap_or("").to_string()).collect();
-            (key.join(","), r[r.len() - 1].as_f64().unwrap())
+            let key: BTreeMap<&str, &str> = names
+                .iter()
+                .zip(&r[..r.len() - 1])
+                .filter_map(|(n, c)| Some((n.as_str(), c.as_str()?)))
+                .collect();
+            (format!("{key:?}"), r[r.len() - 1].as_f64().unwrap())
         })
         .collect()
 }
 
+/// Each series of an instant vector as its `label=value` pairs → its value.
 fn promql_groups(v: &Value) -> BTreeMap<String, f64> {
     common::result(v)
         .iter()
         .map(|s| {
-            let key: Vec<&str> =
-                s["metric"].as_object().unwrap().values().map(|l| l.as_str().unwrap()).collect();
-            (key.join(","), s["value"][1].as_str().unwrap().parse().unwrap())
+            let key: BTreeMap<&str, &str> = s["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(n, l)| (n.as_str(), l.as_str().unwrap()))
+                .collect();
+            (format!("{key:?}"), s["value"][1].as_str().unwrap().parse().unwrap())
         })
         .collect()
 }
