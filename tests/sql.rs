@@ -322,6 +322,14 @@ fn order_limit_empty_tables_and_errors() {
         e.contains("column \"value\" must appear in the GROUP BY clause") && e.contains("line 1, column 13"),
         "{e}"
     );
+    let (status, v) = sql(&server, "SELECT table_name FROM information_schema.tables");
+    assert_eq!(status, 400, "not a metric named tables: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("schema \"information_schema\" is not supported yet"),
+        "{v}"
+    );
+    let (status, v) = sql(&server, &format!("SELECT count(*) FROM public.m WHERE {bounds}"));
+    assert_eq!((status, rows(&v)), (200, vec![json!([4.0 * SAMPLES as f64 - 1.0])]));
     let (status, v) = sql(&server, "SELECT job FROM m WHERE job = 'a' OR job = 'b'");
     assert_eq!(status, 400, "{v}");
     let (status, v) = sql(&server, "SELECT job FROM m WHERE ts > now() - INTERVAL '5 fortnights'");

@@ -529,12 +529,18 @@ fn table(select: &ast::Select) -> Result<String, Error> {
         return Err(invalid(j.relation.span(), "JOIN is not supported yet"));
     }
     match &from.relation {
-        TableFactor::Table { name, args: None, alias: None, .. } => name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|id| id.value.clone())
-            .ok_or_else(|| invalid(name.span(), "a table name")),
+        TableFactor::Table { name, args: None, alias: None, .. } => {
+            let parts: Vec<&str> =
+                name.0.iter().filter_map(|p| p.as_ident()).map(|id| id.value.as_str()).collect();
+            match parts.as_slice() {
+                [metric] | ["public", metric] => Ok(metric.to_string()),
+                [schema, _] => Err(invalid(
+                    name.span(),
+                    format!("schema \"{schema}\" is not supported yet (the metrics are in \"public\")"),
+                )),
+                _ => Err(invalid(name.span(), "a metric name, optionally public.<metric>")),
+            }
+        }
         other => Err(invalid(other.span(), "FROM takes a metric name (no aliases or subqueries yet)")),
     }
 }

@@ -13,8 +13,9 @@
 //!   (`max by (job) (max_over_time(m[…]))`): the PromQL twin of the query, operator for
 //!   operator.
 //!
-//! [`compile`] turns text into a [`Statement`]; the caller evaluates each of the query's
-//! [`Query::parts`] at [`Query::at`] and hands the results to [`Query::rows`].
+//! [`compile`] turns text into a [`Statement`]; [`Statement::execute`] runs it against
+//! storage with the batch executor and answers [`Rows`]; [`pg::serve`] answers the same on
+//! the PostgreSQL wire protocol.
 
 mod compile;
 mod exec;
