@@ -59,11 +59,16 @@ fn seconds(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// The `ts` predicate of the written samples' span.
+fn bounds(t0: i64, t1: i64) -> String {
+    format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1))
+}
+
 #[test]
 fn rows_are_the_written_samples_with_labels_as_columns() {
     let dir = tempfile::tempdir().unwrap();
     let (server, t0, t1) = setup(dir.path());
-    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let bounds = bounds(t0, t1);
 
     let (status, v) = sql(
         &server,
@@ -255,7 +260,7 @@ fn promql_groups(v: &Value) -> BTreeMap<String, f64> {
 fn aggregates_compile_to_their_promql_twins_and_give_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let (server, t0, t1) = setup(dir.path());
-    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let bounds = bounds(t0, t1);
     let range = format!("{}ms", t1 - t0 + 1);
     for (sql_text, promql) in TWINS {
         let sql_text = sql_text.replace("{B}", &bounds);
@@ -290,7 +295,7 @@ fn aggregates_compile_to_their_promql_twins_and_give_the_same_results() {
 fn order_limit_empty_tables_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (server, t0, t1) = setup(dir.path());
-    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let bounds = bounds(t0, t1);
 
     let (_, v) = sql(
         &server,
@@ -344,7 +349,7 @@ fn order_limit_empty_tables_and_errors() {
 fn time_buckets_and_having() {
     let dir = tempfile::tempdir().unwrap();
     let (server, t0, t1) = setup(dir.path());
-    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let bounds = bounds(t0, t1);
     // what the buckets must hold, from the written samples of job a (i1: 1 + k, i2: 2k)
     for (width_s, origin_s) in [(60, 0), (45, 7)] {
         let mut want: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
@@ -448,7 +453,7 @@ fn psql_queries_over_the_postgresql_wire_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
-    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let bounds = bounds(t0, t1);
 
     let (ok, out, err) =
         psql(&bin, port, &format!("SELECT job, count(*), max(value) FROM m WHERE {bounds} GROUP BY job"));
@@ -510,7 +515,7 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
-    let bounds = format!("ts >= {} AND ts <= {}", seconds(t0), seconds(t1));
+    let bounds = bounds(t0, t1);
     let out = std::process::Command::new(&python)
         .args(["-c", PSYCOPG, &port.to_string(), &bounds])
         .output()

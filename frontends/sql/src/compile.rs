@@ -85,6 +85,13 @@ pub struct Column {
     pub source: Source,
 }
 
+impl Column {
+    /// A text column of a catalog answer (`SHOW TABLES`, `DESCRIBE`, `EXPLAIN`).
+    pub(crate) fn text(name: &str) -> Column {
+        Column { name: name.into(), source: Source::Label(name.into()) }
+    }
+}
+
 /// Where a column's values come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
@@ -265,7 +272,7 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
         sel.bounds.lo = sel.bounds.hi;
         sel.matchers.push(matcher(MatchOp::Equal, "__name__", "", select.span())?);
     }
-    // the select list's time buckets, by alias, to find them named in GROUP BY
+    // GROUP BY: label columns, and at most one time bucket
     let mut bucket: Option<(i64, i64)> = None;
     let mut groups = Vec::new();
     let group_exprs = match &select.group_by {
@@ -275,17 +282,13 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
     for e in group_exprs {
         // a position or an alias stands for the select list's expression
         let e = match e {
-            Expr::Value(v) => match &v.value {
-                ast::Value::Number(n, _) => n
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| select.projection.get(i.wrapping_sub(1)))
-                    .and_then(select_expr)
-                    .ok_or_else(|| {
-                        invalid(e.span(), format!("GROUP BY position {n} is not in the select list"))
-                    })?,
-                _ => e,
-            },
+            Expr::Value(_) if numeral(e).is_some() => numeral(e)
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|i| select.projection.get(i.wrapping_sub(1)))
+                .and_then(select_expr)
+                .ok_or_else(|| {
+                    invalid(e.span(), format!("GROUP BY position {e} is not in the select list"))
+                })?,
             Expr::Identifier(id) => select
                 .projection
                 .iter()
@@ -300,10 +303,11 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
                 .unwrap_or(e),
             e => e,
         };
+        if let Some(label) = label_column(e) {
+            groups.push(label);
+            continue;
+        }
         match e {
-            Expr::Identifier(id) if !matches!(id.value.as_str(), "ts" | "value") => {
-                groups.push(label_of_column(&id.value).to_string())
-            }
             Expr::Function(f) if is_named(f, "date_bin") => {
                 let b = date_bin(f, now)?;
                 if bucket.is_some_and(|x| x != b) {
@@ -504,20 +508,28 @@ fn having(e: &Expr, groups: &[String]) -> Result<(String, MakePlan), Error> {
     Ok((format!("HAVING {e}"), Box::new(filter)))
 }
 
+/// The text of a numeric literal.
+fn numeral(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A numeric literal, possibly negated.
 fn number(e: &Expr) -> Option<f64> {
     match e {
-        Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => n.parse().ok(),
-            _ => None,
-        },
+        Expr::Value(_) => numeral(e)?.parse().ok(),
         Expr::UnaryOp { op: UnaryOperator::Minus, expr } => number(expr).map(|n| -n),
         Expr::Nested(inner) => number(inner),
         _ => None,
     }
 }
 
-/// The metric a `SELECT` reads: its one table (a schema before it is ignored).
+/// The metric a `SELECT` reads: its one table, in the schema `public`.
 fn table(select: &ast::Select) -> Result<String, Error> {
     let [from] = select.from.as_slice() else {
         return Err(invalid(
@@ -915,24 +927,18 @@ fn order_column(e: &Expr, columns: &[Column]) -> Result<usize, Error> {
         Expr::Identifier(id) => columns.iter().position(|c| c.name == id.value).ok_or_else(|| {
             invalid(id.span, format!("ORDER BY column \"{}\" is not in the select list", id.value))
         }),
-        Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => {
+        e => match numeral(e) {
+            Some(n) => {
                 n.parse::<usize>().ok().filter(|i| (1..=columns.len()).contains(i)).map(|i| i - 1).ok_or_else(
                     || invalid(e.span(), format!("ORDER BY position {n} is not in the select list")),
                 )
             }
-            _ => Err(invalid(e.span(), "ORDER BY takes a column name or position")),
+            None => Err(invalid(e.span(), "ORDER BY takes a column name or position")),
         },
-        e => Err(invalid(e.span(), "ORDER BY takes a column name or position")),
     }
 }
 
+/// A non-negative integer literal (`LIMIT`, `OFFSET`).
 fn count(e: &Expr) -> Result<usize, Error> {
-    match e {
-        Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => n.parse().map_err(|_| invalid(e.span(), "a non-negative integer")),
-            _ => Err(invalid(e.span(), "a non-negative integer")),
-        },
-        e => Err(invalid(e.span(), "a non-negative integer")),
-    }
+    numeral(e).and_then(|n| n.parse().ok()).ok_or_else(|| invalid(e.span(), "a non-negative integer"))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use promflow_engine::QueryOptions;
 use promflow_storage::{MatchOp, Matcher, Querier};
 
-use crate::compile::{Column, Source, Statement};
+use crate::compile::{Column, Statement};
 use crate::rows::{Cell, Rows};
 
 /// The smallest and largest sample times a catalog query reads.
@@ -43,14 +43,13 @@ impl Statement {
     pub fn execute(&self, querier: &dyn Querier, settings: &Settings) -> Result<Rows, ExecError> {
         match self {
             Statement::Explain(query) => {
-                let text = |name: &str| Column { name: name.into(), source: Source::Label(name.into()) };
                 // one row per part, with its first segment's plan (the others differ in ranges)
                 let rows = query
                     .parts
                     .iter()
                     .map(|p| vec![Cell::Text(p.name.clone()), Cell::Text(p.segments[0].0.to_string())])
                     .collect();
-                Ok(Rows { columns: vec![text("column"), text("plan")], rows })
+                Ok(Rows { columns: vec![Column::text("column"), Column::text("plan")], rows })
             }
             Statement::ShowTables => {
                 Ok(Rows::tables(querier.label_values("__name__", &[], ALL_TIME.0, ALL_TIME.1)?))

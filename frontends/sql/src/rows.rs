@@ -58,40 +58,32 @@ impl Query {
     /// [`Query::parts`]`[i]` evaluated as the segment says).
     pub fn rows(&self, results: &[Vec<QueryResult>]) -> Rows {
         let (columns, mut rows) = if self.grouped { self.groups(results) } else { self.samples(results) };
-        if self.order_by.is_empty() {
+        let keys: Vec<(usize, bool)> = if self.order_by.is_empty() {
             // a stable answer: by the label columns, then ts
-            let keys: Vec<usize> = (0..columns.len())
-                .filter(|&i| matches!(columns[i].source, Source::Label(_)))
-                .chain(
-                    (0..columns.len()).filter(|&i| matches!(columns[i].source, Source::Ts | Source::Bucket)),
-                )
-                .collect();
-            rows.sort_by(|a, b| {
-                keys.iter().map(|&i| a[i].compare(&b[i])).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
-            });
+            let labels = (0..columns.len()).filter(|&i| matches!(columns[i].source, Source::Label(_)));
+            let times =
+                (0..columns.len()).filter(|&i| matches!(columns[i].source, Source::Ts | Source::Bucket));
+            labels.chain(times).map(|i| (i, false)).collect()
         } else {
             // positions are of the written columns; `*` only appears without grouping, where it
             // is the whole select list's start or end at most once, so map through the names
             let written: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
-            let keys: Vec<(usize, bool)> = self
-                .order_by
+            self.order_by
                 .iter()
                 .filter_map(|&(i, desc)| columns.iter().position(|c| c.name == written[i]).map(|p| (p, desc)))
-                .collect();
-            rows.sort_by(|a, b| {
-                keys.iter()
-                    .map(|&(i, desc)| {
-                        let o = a[i].compare(&b[i]);
-                        if desc {
-                            o.reverse()
-                        } else {
-                            o
-                        }
-                    })
-                    .find(|o| o.is_ne())
-                    .unwrap_or(Ordering::Equal)
-            });
-        }
+                .collect()
+        };
+        rows.sort_by(|a, b| {
+            let order = |&(i, desc): &(usize, bool)| {
+                let o = a[i].compare(&b[i]);
+                if desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            };
+            keys.iter().map(order).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        });
         let rows = rows.into_iter().skip(self.offset).take(self.limit.unwrap_or(usize::MAX)).collect();
         Rows { columns, rows }
     }
@@ -195,15 +187,13 @@ fn points(r: &QueryResult) -> Vec<(Labels, i64, f64)> {
 impl Rows {
     /// `SHOW TABLES`: one row per metric name.
     pub fn tables(metrics: Vec<String>) -> Rows {
-        let columns = vec![Column { name: "table_name".into(), source: Source::Label("table_name".into()) }];
+        let columns = vec![Column::text("table_name")];
         Rows { columns, rows: metrics.into_iter().map(|m| vec![Cell::Text(m)]).collect() }
     }
 
     /// `DESCRIBE m`: one row per column of the table, from its series' label names.
     pub fn describe(label_names: Vec<String>) -> Rows {
-        let columns = ["column_name", "data_type"]
-            .map(|n| Column { name: n.into(), source: Source::Label(n.into()) })
-            .to_vec();
+        let columns = vec![Column::text("column_name"), Column::text("data_type")];
         let labels = label_names
             .iter()
             .filter(|n| *n != "__name__")
