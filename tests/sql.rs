@@ -482,10 +482,11 @@ fn psql_queries_over_the_postgresql_wire_protocol() {
 /// prints what it received as JSON.
 const PSYCOPG: &str = r#"
 import json, sys, psycopg
-port, bounds = sys.argv[1], sys.argv[2]
+from datetime import datetime, timezone
+port, bounds, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+dsn = f"host=127.0.0.1 port={port} user=promflow dbname=promflow connect_timeout=10"
 out = {}
-with psycopg.connect(f"host=127.0.0.1 port={port} user=promflow dbname=promflow connect_timeout=10",
-                     cursor_factory=psycopg.ClientCursor) as conn:
+with psycopg.connect(dsn, cursor_factory=psycopg.ClientCursor) as conn:
     cur = conn.execute(f"SELECT job, count(*), max(value) FROM m WHERE {bounds} GROUP BY job ORDER BY job")
     out["columns"] = [[d.name, d.type_code] for d in cur.description]
     out["rows"] = cur.fetchall()
@@ -496,6 +497,26 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=promflow dbname=promflow 
         conn.execute("SELECT value FROM m GROUP BY job")
     except psycopg.Error as e:
         out["error"] = [e.sqlstate, str(e)]
+# psycopg's default cursor: the extended protocol, the server binds the parameters
+lo, hi = (datetime.fromtimestamp(t / 1000, timezone.utc) for t in (t0, t1))
+first = "SELECT ts, value FROM m WHERE instance = %s AND job = %s AND ts >= %s AND ts <= %s ORDER BY ts LIMIT 1"
+with psycopg.connect(dsn) as conn:
+    cur = conn.execute("SELECT job, count(*), max(value) FROM m WHERE ts >= %s AND ts <= %s AND job = %s GROUP BY job",
+                       [t0 / 1000, t1 / 1000, "b"])
+    out["extended_columns"] = [[d.name, d.type_code] for d in cur.description]
+    out["extended_rows"] = cur.fetchall()
+    ts, value = conn.execute(first, ["i2", "a", lo, hi]).fetchone()
+    out["extended_first"] = [ts.isoformat(), value]
+    cur = conn.cursor(binary=True)
+    ts, value = cur.execute(first, ["i2", "a", lo, hi]).fetchone()
+    out["binary_first"] = [ts.isoformat(), value]
+    prepared = [conn.execute(first, ["i1", "a", lo, hi], prepare=True).fetchone()[1] for _ in range(2)]
+    out["prepared"] = prepared
+    out["star"] = [d.name for d in conn.execute("SELECT * FROM m WHERE job = %s AND ts >= %s AND ts <= %s", ["b", lo, hi]).description]
+    try:
+        conn.execute("SELECT value FROM m WHERE job = %s GROUP BY job", ["a"])
+    except psycopg.Error as e:
+        out["extended_error"] = [e.sqlstate, str(e)]
 print(json.dumps(out))
 "#;
 
@@ -517,7 +538,7 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
     let bounds = bounds(t0, t1);
     let out = std::process::Command::new(&python)
-        .args(["-c", PSYCOPG, &port.to_string(), &bounds])
+        .args(["-c", PSYCOPG, &port.to_string(), &bounds, &t0.to_string(), &t1.to_string()])
         .output()
         .expect("run python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -532,4 +553,13 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
         chrono::DateTime::from_timestamp_millis(t0).unwrap().format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
     assert_eq!(v["first"], json!([first, 0.0]), "timestamptz reaches Python as a datetime");
     assert!(v["error"][1].as_str().unwrap().contains("GROUP BY"), "{v}");
+    // the extended protocol: numbers, text and datetimes bound by the server, text and binary
+    // results, named prepared statements
+    assert_eq!(v["extended_columns"], v["columns"]);
+    assert_eq!(v["extended_rows"], json!([["b", 2.0 * SAMPLES as f64 - 1.0, 119.0]]));
+    assert_eq!(v["extended_first"], v["first"]);
+    assert_eq!(v["binary_first"], v["first"], "binary timestamptz and float8");
+    assert_eq!(v["prepared"], json!([1.0, 1.0]));
+    assert_eq!(v["star"], json!(["instance", "job", "label_value", "ts", "value"]));
+    assert_eq!(v["extended_error"][0], "0A000", "{v}");
 }

@@ -17,6 +17,7 @@
 //! storage with the batch executor and answers [`Rows`]; [`pg::serve`] answers the same on
 //! the PostgreSQL wire protocol.
 
+mod bind;
 mod compile;
 mod exec;
 pub mod pg;

@@ -1,30 +1,48 @@
 //! The PostgreSQL wire protocol (`--sql.listen-address`), with the pgwire crate: `psql`,
-//! drivers and BI tools send SQL and receive rows. The simple query protocol; no
-//! authentication and no TLS yet (listen on loopback, or behind a proxy that has them).
+//! drivers and BI tools send SQL and receive rows. The simple query protocol, and the
+//! extended one (parse, bind with `$n` parameters, describe, execute) that drivers use by
+//! default; results in text or binary format as the client asks. No authentication and no
+//! TLS yet (listen on loopback, or behind a proxy that has them).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::{stream, Sink};
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse,
+    Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use promflow_storage::Querier;
 use tokio::net::TcpListener;
 
-use crate::compile::ColumnKind;
+use crate::bind::{self, Param};
+use crate::compile::{ColumnKind, Source, Statement};
 use crate::exec::{ExecError, Settings};
 use crate::rows::{Cell, Rows};
 use crate::Error;
+
+/// The most answers computed to describe a portal and kept for its execution; more are
+/// dropped (their executions compute them again).
+const DESCRIBED_MAX: usize = 64;
 
 /// Answers SQL on the PostgreSQL wire protocol from one storage.
 struct Handler {
     querier: Arc<dyn Querier>,
     settings: Settings,
+    /// Answers computed to describe a portal (drivers describe, then execute, in one round
+    /// trip), by client and portal, taken by the execution so the query runs once.
+    described: Mutex<HashMap<(SocketAddr, String), Rows>>,
 }
 
 impl NoopStartupHandler for Handler {}
@@ -51,11 +69,7 @@ fn text(cell: &Cell) -> Option<String> {
         Cell::Number(v) if v.is_nan() => Some("NaN".into()),
         Cell::Number(v) if v.is_infinite() => Some(if *v > 0.0 { "Infinity" } else { "-Infinity" }.into()),
         Cell::Number(v) => Some(v.to_string()),
-        Cell::Timestamp(s) => {
-            let ms = (s * 1000.0).round() as i64;
-            chrono::DateTime::from_timestamp_millis(ms)
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string())
-        }
+        Cell::Timestamp(s) => date_time(*s).map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string()),
     }
 }
 
@@ -74,22 +88,86 @@ fn session_command(query: &str) -> Option<&'static str> {
     }
 }
 
-fn response(rows: Rows) -> PgWireResult<Response> {
-    let fields: Vec<FieldInfo> = rows
-        .columns
+/// The answer to a statement that only concerns the session, as the protocol reports it.
+fn session_response(tag: &'static str) -> Response {
+    match tag {
+        "BEGIN" => Response::TransactionStart(Tag::new(tag)),
+        "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(tag)),
+        _ => Response::Execution(Tag::new(tag)),
+    }
+}
+
+/// Column `i`'s format in `format` (text where the client named fewer formats than columns).
+fn format_of(format: &Format, i: usize) -> FieldFormat {
+    match format {
+        Format::Individual(f) if i >= f.len() => FieldFormat::Text,
+        f => f.format_for(i),
+    }
+}
+
+/// The row description of `columns`, in the formats the client asked for.
+fn fields(columns: &[crate::Column], format: &Format) -> Vec<FieldInfo> {
+    columns
         .iter()
-        .map(|c| FieldInfo::new(c.name.clone(), None, None, pg_type(c.source.kind()), FieldFormat::Text))
-        .collect();
-    let schema = Arc::new(fields);
+        .enumerate()
+        .map(|(i, c)| {
+            FieldInfo::new(c.name.clone(), None, None, pg_type(c.source.kind()), format_of(format, i))
+        })
+        .collect()
+}
+
+/// Seconds since the epoch as a point in time (to the millisecond, promflow's resolution).
+fn date_time(seconds: f64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis((seconds * 1000.0).round() as i64)
+}
+
+/// Writes `cell` in its field's format: text as PostgreSQL writes it, or binary.
+fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWireResult<()> {
+    if field.format() == FieldFormat::Text {
+        return encoder.encode_field(&text(cell));
+    }
+    match cell {
+        Cell::Null => encoder.encode_field(&None::<f64>),
+        Cell::Text(s) => encoder.encode_field(s),
+        Cell::Number(v) => encoder.encode_field(v),
+        Cell::Timestamp(s) => encoder.encode_field(&date_time(*s)),
+    }
+}
+
+fn response(rows: &Rows, format: &Format) -> PgWireResult<Response> {
+    let schema = Arc::new(fields(&rows.columns, format));
     let mut encoded = Vec::with_capacity(rows.rows.len());
     for row in &rows.rows {
         let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
-        for cell in row {
-            encoder.encode_field(&text(cell))?;
+        for (field, cell) in schema.iter().zip(row) {
+            encode(&mut encoder, field, cell)?;
         }
         encoded.push(Ok(encoder.take_row()));
     }
     Ok(Response::Query(QueryResponse::new(schema, stream::iter(encoded))))
+}
+
+fn compile(sql: &str) -> PgWireResult<Statement> {
+    crate::compile(sql, chrono::Utc::now().timestamp_millis()).map_err(|e| match e {
+        Error::Parse(m) => error("42601", m),
+        e => error("0A000", e.to_string()),
+    })
+}
+
+impl Handler {
+    /// Compiles and runs `sql` off the async threads.
+    async fn rows(&self, sql: &str) -> PgWireResult<Rows> {
+        let statement = compile(sql)?;
+        let (querier, settings) = (Arc::clone(&self.querier), self.settings.clone());
+        tokio::task::spawn_blocking(move || statement.execute(querier.as_ref(), &settings))
+            .await
+            .map_err(|e| error("XX000", format!("query panicked: {e}")))?
+            .map_err(|e| match e {
+                ExecError::NoTable(_) => error("42P01", e.to_string()),
+                ExecError::Engine(promflow_engine::Error::Timeout(_)) => error("57014", e.to_string()),
+                e => error("XX000", e.to_string()),
+            })
+    }
 }
 
 #[async_trait]
@@ -104,23 +182,212 @@ impl SimpleQueryHandler for Handler {
             return Ok(vec![Response::EmptyQuery]);
         }
         if let Some(tag) = session_command(query) {
-            return Ok(vec![Response::Execution(Tag::new(tag))]);
+            return Ok(vec![session_response(tag)]);
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        let statement = crate::compile(query, now).map_err(|e| match e {
-            Error::Parse(m) => error("42601", m),
-            e => error("0A000", e.to_string()),
-        })?;
-        let (querier, settings) = (Arc::clone(&self.querier), self.settings.clone());
-        let rows = tokio::task::spawn_blocking(move || statement.execute(querier.as_ref(), &settings))
-            .await
-            .map_err(|e| error("XX000", format!("query panicked: {e}")))?
-            .map_err(|e| match e {
-                ExecError::NoTable(_) => error("42P01", e.to_string()),
-                ExecError::Engine(promflow_engine::Error::Timeout(_)) => error("57014", e.to_string()),
-                e => error("XX000", e.to_string()),
-            })?;
-        Ok(vec![response(rows)?])
+        Ok(vec![response(&self.rows(query).await?, &Format::UnifiedText)?])
+    }
+}
+
+/// A statement of the extended protocol: its text, with `$n` parameters.
+#[derive(Clone, Debug)]
+struct Prepared {
+    sql: String,
+    parameters: usize,
+}
+
+/// Checks a statement's syntax when the client parses it, as PostgreSQL does.
+struct Parser;
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let parameters = bind::count(sql).map_err(|e| error("42601", e.to_string()))?;
+        if session_command(sql).is_none() {
+            let nulls = vec![Param::Null; parameters];
+            let bound = bind::substitute(sql, &nulls).map_err(|e| error("42601", e.to_string()))?;
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &bound)
+                .map_err(|e| error("42601", e.to_string()))?;
+        }
+        Ok(Some(Prepared { sql: sql.to_string(), parameters }))
+    }
+
+    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(vec![Type::UNKNOWN; statement.parameters])
+    }
+
+    fn get_result_schema(
+        &self,
+        _statement: &Prepared,
+        _format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        // the handler describes statements and portals itself (the columns of `*` depend on
+        // the data)
+        Ok(Vec::new())
+    }
+}
+
+/// Whether parameters of type `t` are written as numbers.
+fn numeric(t: &Type) -> bool {
+    [Type::INT2, Type::INT4, Type::INT8, Type::FLOAT4, Type::FLOAT8, Type::NUMERIC, Type::OID].contains(t)
+}
+
+/// The portal's parameter values, decoded by their types and formats.
+fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
+    let types = &portal.statement.parameter_types;
+    (0..portal.parameter_len())
+        .map(|i| {
+            if portal.parameters[i].is_none() {
+                return Ok(Param::Null);
+            }
+            let t = types.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN);
+            let bad = |e: PgWireError| error("22P02", format!("parameter ${}: {e}", i + 1));
+            let number = |v: Option<f64>| v.map_or(Param::Null, Param::Number);
+            Ok(match t {
+                Type::INT2 => number(portal.parameter::<i16>(i, &t).map_err(bad)?.map(f64::from)),
+                Type::INT4 => number(portal.parameter::<i32>(i, &t).map_err(bad)?.map(f64::from)),
+                Type::INT8 => number(portal.parameter::<i64>(i, &t).map_err(bad)?.map(|v| v as f64)),
+                Type::FLOAT4 => number(portal.parameter::<f32>(i, &t).map_err(bad)?.map(f64::from)),
+                Type::FLOAT8 => number(portal.parameter::<f64>(i, &t).map_err(bad)?),
+                Type::BOOL => match portal.parameter::<bool>(i, &t).map_err(bad)? {
+                    Some(b) => Param::Text(b.to_string()),
+                    None => Param::Null,
+                },
+                Type::TIMESTAMPTZ => {
+                    match portal.parameter::<chrono::DateTime<chrono::FixedOffset>>(i, &t).map_err(bad)? {
+                        Some(at) => Param::Text(at.to_rfc3339()),
+                        None => Param::Null,
+                    }
+                }
+                Type::TIMESTAMP => match portal.parameter::<chrono::NaiveDateTime>(i, &t).map_err(bad)? {
+                    Some(at) => Param::Text(at.and_utc().to_rfc3339()),
+                    None => Param::Null,
+                },
+                t if portal.parameter_format.is_binary(i) && numeric(&t) => {
+                    return Err(error(
+                        "0A000",
+                        format!("parameter ${}: binary {} is not supported", i + 1, t.name()),
+                    ))
+                }
+                t => {
+                    let bytes = portal.parameters[i].as_deref().unwrap_or_default();
+                    let text = std::str::from_utf8(bytes)
+                        .map_err(|_| error("22021", format!("parameter ${} is not UTF-8", i + 1)))?;
+                    if numeric(&t) {
+                        let v = text.trim().parse::<f64>().map_err(|_| {
+                            error("22P02", format!("parameter ${}: \"{text}\" is not a number", i + 1))
+                        })?;
+                        Param::Number(v)
+                    } else {
+                        Param::Text(text.to_string())
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+impl Handler {
+    /// The portal's answer: computed now, or taken from its description.
+    async fn portal_rows(&self, client: SocketAddr, portal: &Portal<Prepared>) -> PgWireResult<Rows> {
+        let key = (client, portal.name.clone());
+        if let Some(rows) = self.described.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
+            return Ok(rows);
+        }
+        let sql = bind::substitute(&portal.statement.statement.sql, &parameters(portal)?)
+            .map_err(|e| error("08P01", e.to_string()))?;
+        self.rows(&sql).await
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::new(Parser)
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &target.statement;
+        let types = (0..prepared.parameters)
+            .map(|i| target.parameter_types.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN))
+            .collect();
+        if session_command(&prepared.sql).is_some() {
+            return Ok(DescribeStatementResponse::new(types, Vec::new()));
+        }
+        // the columns before any value is bound: written ones are known; `*` and the catalog
+        // answers are found by running the statement with its parameters NULL
+        let nulls = bind::substitute(&prepared.sql, &vec![Param::Null; prepared.parameters])
+            .map_err(|e| error("42601", e.to_string()))?;
+        let columns = match compile(&nulls)? {
+            Statement::Select(q) if !q.columns.iter().any(|c| c.source == Source::Star) => q.columns,
+            _ => self.rows(&nulls).await?.columns,
+        };
+        Ok(DescribeStatementResponse::new(types, fields(&columns, &Format::UnifiedText)))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if session_command(&portal.statement.statement.sql).is_some() {
+            return Ok(DescribePortalResponse::new(Vec::new()));
+        }
+        let rows = self.portal_rows(client.socket_addr(), portal).await?;
+        let described = fields(&rows.columns, &portal.result_column_format);
+        let mut kept = self.described.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= DESCRIBED_MAX {
+            kept.clear();
+        }
+        kept.insert((client.socket_addr(), portal.name.clone()), rows);
+        Ok(DescribePortalResponse::new(described))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(tag) = session_command(&portal.statement.statement.sql) {
+            return Ok(session_response(tag));
+        }
+        let rows = self.portal_rows(client.socket_addr(), portal).await?;
+        response(&rows, &portal.result_column_format)
     }
 }
 
@@ -131,6 +398,10 @@ impl PgWireServerHandlers for Handlers {
         Arc::clone(&self.0)
     }
 
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         Arc::clone(&self.0)
     }
@@ -138,7 +409,7 @@ impl PgWireServerHandlers for Handlers {
 
 /// Serves the wire protocol on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, querier: Arc<dyn Querier>, settings: Settings) {
-    let handlers = Arc::new(Handlers(Arc::new(Handler { querier, settings })));
+    let handlers = Arc::new(Handlers(Arc::new(Handler { querier, settings, described: Mutex::default() })));
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
