@@ -327,12 +327,13 @@ fn order_limit_empty_tables_and_errors() {
         e.contains("column \"value\" must appear in the GROUP BY clause") && e.contains("line 1, column 13"),
         "{e}"
     );
-    let (status, v) = sql(&server, "SELECT table_name FROM information_schema.tables");
-    assert_eq!(status, 400, "not a metric named tables: {v}");
-    assert!(
-        v["error"].as_str().unwrap().contains("schema \"information_schema\" is not supported yet"),
-        "{v}"
-    );
+    // the catalogs answer over HTTP too; another schema than public is not the metrics'
+    let (status, v) = sql(&server, "SELECT table_name FROM information_schema.tables ORDER BY 1");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(rows(&v), vec![json!(["m"]), json!(["m_odd"])]);
+    let (status, v) = sql(&server, "SELECT count(*) FROM monitoring.m");
+    assert_eq!(status, 400, "not the metric m: {v}");
+    assert!(v["error"].as_str().unwrap().contains("schema \"monitoring\" is not supported yet"), "{v}");
     let (status, v) = sql(&server, &format!("SELECT count(*) FROM public.m WHERE {bounds}"));
     assert_eq!((status, rows(&v)), (200, vec![json!([4.0 * SAMPLES as f64 - 1.0])]));
     let (status, v) = sql(&server, "SELECT job FROM m WHERE job = 'a' OR job = 'b'");
@@ -476,6 +477,59 @@ fn psql_queries_over_the_postgresql_wire_protocol() {
     assert!(!ok && err.contains("no table"), "{err}");
     let (ok, out, err) = psql(&bin, port, "SHOW TABLES");
     assert!(ok && out.contains("\nm\n") && out.contains("\nm_odd\n"), "{out} {err}");
+}
+
+#[test]
+fn psql_describes_tables_from_the_catalogs() {
+    let Some(bin) = common::peer("psql") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, _, _) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+
+    // psql's \dt and \d read pg_catalog: every query they send must be answered
+    let (ok, out, err) = psql(&bin, port, "\\dt");
+    assert!(ok && err.is_empty(), "{err}");
+    assert_eq!(
+        out,
+        "List of relations\nSchema|Name|Type|Owner\npublic|m|table|promflow\npublic|m_odd|table|promflow\n(2 rows)\n"
+    );
+    let (ok, out, err) = psql(&bin, port, "\\dt m_*");
+    assert!(ok && out.contains("public|m_odd|table") && !out.contains("public|m|"), "{out} {err}");
+    let (ok, out, err) = psql(&bin, port, "\\d m");
+    assert!(ok && err.is_empty(), "{err}");
+    assert_eq!(
+        out,
+        "Table \"public.m\"\nColumn|Type|Collation|Nullable|Default\ninstance|text|||\njob|text|||\n\
+         label_value|text|||\nts|timestamp with time zone||not null|\nvalue|double precision||not null|\n"
+    );
+    let (_, _, err) = psql(&bin, port, "\\d nothing_here");
+    assert!(err.contains("Did not find any relation named \"nothing_here\""), "{err}");
+
+    // information_schema and the session's functions, as drivers and BI tools read them
+    let (ok, out, err) = psql(
+        &bin,
+        port,
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name = 'm_odd' ORDER BY ordinal_position",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "column_name|data_type|is_nullable\njob|text|YES\nts|timestamp with time zone|NO\n\
+         value|double precision|NO\n(3 rows)\n"
+    );
+    let (ok, out, err) = psql(
+        &bin,
+        port,
+        "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'm%' ORDER BY 1",
+    );
+    assert!(ok && out == "table_name\nm\nm_odd\n(2 rows)\n", "{out} {err}");
+    let (ok, out, err) =
+        psql(&bin, port, "SELECT current_schema(), current_database(), version() LIKE 'PostgreSQL %'");
+    assert!(ok && out.contains("public|promflow|t"), "{out} {err}");
+    // what the interpreter does not take is an error that names it
+    let (ok, _, err) = psql(&bin, port, "SELECT relkind, count(*) FROM pg_class GROUP BY relkind");
+    assert!(!ok && err.contains("GROUP BY is not supported in catalog queries"), "{err}");
 }
 
 /// A Python program that queries promflow's wire protocol with psycopg (from PyPI) and

@@ -42,6 +42,7 @@ fn cell_json(c: &Cell) -> Value {
     match c {
         Cell::Null => Value::Null,
         Cell::Text(s) => json!(s),
+        Cell::Bool(b) => json!(b),
         Cell::Timestamp(v) | Cell::Number(v) => number(*v),
     }
 }
@@ -68,7 +69,9 @@ pub(crate) async fn sql(
         .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?
         .map_err(|e| match e {
             ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
-            ExecError::NoTable(_) => ApiError::bad_data(format!("invalid parameter \"query\": {e}")),
+            ExecError::NoTable(_) | ExecError::Catalog(_) => {
+                ApiError::bad_data(format!("invalid parameter \"query\": {e}"))
+            }
             ExecError::Storage(_) => ApiError::internal(e.to_string()),
             ExecError::Engine(_) => ApiError::execution(e.to_string()),
         })?;

@@ -27,6 +27,9 @@ pub enum Statement {
     ShowTables,
     /// List a table's columns (`DESCRIBE m`): the label names of its series, `ts`, `value`.
     Describe(String),
+    /// A query over the catalogs (`pg_catalog`, `information_schema`) or of no table
+    /// (`SELECT version()`), answered by the catalog interpreter.
+    Catalog(Box<ast::Query>),
 }
 
 /// A query: the plans to evaluate, when, and how their results become rows.
@@ -107,6 +110,8 @@ pub enum Source {
     Bucket,
     /// `*`: every label of the result, then `ts` and `value`.
     Star,
+    /// A catalog answer's column, of the given type.
+    Computed(ColumnKind),
 }
 
 /// A column's SQL type, as the API names it.
@@ -118,6 +123,10 @@ pub enum ColumnKind {
     Timestamp,
     /// `double`
     Double,
+    /// `bigint` (catalog answers: oids, counts, positions)
+    Integer,
+    /// `boolean` (catalog answers)
+    Boolean,
 }
 
 impl ColumnKind {
@@ -127,6 +136,8 @@ impl ColumnKind {
             ColumnKind::Text => "text",
             ColumnKind::Timestamp => "timestamp",
             ColumnKind::Double => "double",
+            ColumnKind::Integer => "bigint",
+            ColumnKind::Boolean => "boolean",
         }
     }
 }
@@ -138,6 +149,7 @@ impl Source {
             Source::Label(_) | Source::Star => ColumnKind::Text,
             Source::Ts | Source::Bucket => ColumnKind::Timestamp,
             Source::Value | Source::Part(_) => ColumnKind::Double,
+            Source::Computed(kind) => *kind,
         }
     }
 }
@@ -172,6 +184,7 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
         return Err(Error::Parse(format!("expected one statement, found {}", statements.len())));
     };
     match statement {
+        ast::Statement::Query(q) if crate::catalog::reads_catalog(q) => Ok(Statement::Catalog(q.clone())),
         ast::Statement::Query(q) => Ok(Statement::Select(lower_query(q, now_ms)?)),
         ast::Statement::Explain { statement, analyze: false, .. } => match statement.as_ref() {
             ast::Statement::Query(q) => Ok(Statement::Explain(lower_query(q, now_ms)?)),

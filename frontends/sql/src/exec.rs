@@ -10,7 +10,7 @@ use crate::compile::{Column, Statement};
 use crate::rows::{Cell, Rows};
 
 /// The smallest and largest sample times a catalog query reads.
-const ALL_TIME: (i64, i64) = (i64::MIN / 2, i64::MAX / 2);
+pub(crate) const ALL_TIME: (i64, i64) = (i64::MIN / 2, i64::MAX / 2);
 
 /// The evaluation settings of the server (`--query.*` flags).
 #[derive(Clone, Debug)]
@@ -32,9 +32,12 @@ pub enum ExecError {
     /// Storage could not be read.
     #[error("reading storage: {0}")]
     Storage(#[from] promflow_storage::Error),
-    /// `DESCRIBE` of a metric with no series.
+    /// `DESCRIBE` of a metric with no series, or an unknown catalog table.
     #[error("no table \"{0}\"")]
     NoTable(String),
+    /// A catalog query the catalog interpreter cannot answer.
+    #[error("{0}")]
+    Catalog(String),
 }
 
 impl Statement {
@@ -60,8 +63,9 @@ impl Statement {
                 if names.is_empty() {
                     return Err(ExecError::NoTable(metric.clone()));
                 }
-                Ok(Rows::describe(names))
+                Ok(Rows::describe(&names))
             }
+            Statement::Catalog(query) => crate::catalog::answer(query, querier),
             Statement::Select(query) => {
                 let deadline = Instant::now() + settings.timeout;
                 let mut results = Vec::with_capacity(query.parts.len());

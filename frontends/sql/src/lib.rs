@@ -13,11 +13,16 @@
 //!   (`max by (job) (max_over_time(m[…]))`): the PromQL twin of the query, operator for
 //!   operator.
 //!
+//! Queries over the catalogs clients read to learn the tables (`pg_catalog`,
+//! `information_schema`, `SELECT version()`) are metadata, not samples: a small interpreter
+//! answers them from storage's metric and label names instead.
+//!
 //! [`compile`] turns text into a [`Statement`]; [`Statement::execute`] runs it against
 //! storage with the batch executor and answers [`Rows`]; [`pg::serve`] answers the same on
 //! the PostgreSQL wire protocol.
 
 mod bind;
+mod catalog;
 mod compile;
 mod exec;
 pub mod pg;

@@ -58,6 +58,8 @@ fn pg_type(kind: ColumnKind) -> Type {
         ColumnKind::Text => Type::TEXT,
         ColumnKind::Timestamp => Type::TIMESTAMPTZ,
         ColumnKind::Double => Type::FLOAT8,
+        ColumnKind::Integer => Type::INT8,
+        ColumnKind::Boolean => Type::BOOL,
     }
 }
 
@@ -66,6 +68,7 @@ fn text(cell: &Cell) -> Option<String> {
     match cell {
         Cell::Null => None,
         Cell::Text(s) => Some(s.clone()),
+        Cell::Bool(b) => Some(if *b { "t" } else { "f" }.into()),
         Cell::Number(v) if v.is_nan() => Some("NaN".into()),
         Cell::Number(v) if v.is_infinite() => Some(if *v > 0.0 { "Infinity" } else { "-Infinity" }.into()),
         Cell::Number(v) => Some(v.to_string()),
@@ -129,7 +132,9 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWir
     match cell {
         Cell::Null => encoder.encode_field(&None::<f64>),
         Cell::Text(s) => encoder.encode_field(s),
+        Cell::Number(v) if *field.datatype() == Type::INT8 => encoder.encode_field(&(*v as i64)),
         Cell::Number(v) => encoder.encode_field(v),
+        Cell::Bool(b) => encoder.encode_field(b),
         Cell::Timestamp(s) => encoder.encode_field(&date_time(*s)),
     }
 }
@@ -164,6 +169,7 @@ impl Handler {
             .map_err(|e| error("XX000", format!("query panicked: {e}")))?
             .map_err(|e| match e {
                 ExecError::NoTable(_) => error("42P01", e.to_string()),
+                ExecError::Catalog(_) => error("0A000", e.to_string()),
                 ExecError::Engine(promflow_engine::Error::Timeout(_)) => error("57014", e.to_string()),
                 e => error("XX000", e.to_string()),
             })

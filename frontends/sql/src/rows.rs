@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use promflow_engine::QueryResult;
 use promflow_storage::{is_stale_nan, Labels};
 
-use crate::compile::{bin, column_of_label, Column, Query, Source};
+use crate::compile::{bin, column_of_label, Column, ColumnKind, Query, Source};
 
 /// One value of a row.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +20,8 @@ pub enum Cell {
     Timestamp(f64),
     /// A number.
     Number(f64),
+    /// A truth value (catalog answers).
+    Bool(bool),
 }
 
 impl Cell {
@@ -32,6 +34,9 @@ impl Cell {
             (Null, _) => Ordering::Greater,
             (_, Null) => Ordering::Less,
             (Text(a), Text(b)) => a.cmp(b),
+            (Bool(a), Bool(b)) => a.cmp(b),
+            (Bool(_), _) => Ordering::Greater,
+            (_, Bool(_)) => Ordering::Less,
             (Number(a) | Timestamp(a), Number(b) | Timestamp(b)) => match (a.is_nan(), b.is_nan()) {
                 (true, true) => Ordering::Equal,
                 (true, false) => Ordering::Greater,
@@ -192,18 +197,22 @@ impl Rows {
     }
 
     /// `DESCRIBE m`: one row per column of the table, from its series' label names.
-    pub fn describe(label_names: Vec<String>) -> Rows {
+    pub fn describe(label_names: &[String]) -> Rows {
         let columns = vec![Column::text("column_name"), Column::text("data_type")];
-        let labels = label_names
-            .iter()
-            .filter(|n| *n != "__name__")
-            .map(|n| (column_of_label(n), Source::Label(n.clone())));
-        let rows = labels
-            .chain([("ts".to_string(), Source::Ts), ("value".to_string(), Source::Value)])
-            .map(|(name, source)| vec![Cell::Text(name), Cell::Text(source.kind().name().into())])
+        let rows = table_columns(label_names)
+            .into_iter()
+            .map(|(name, kind)| vec![Cell::Text(name), Cell::Text(kind.name().into())])
             .collect();
         Rows { columns, rows }
     }
+}
+
+/// A table's columns and their types from its series' label names: the labels (renamed as
+/// [`column_of_label`] says), then `ts` and `value`.
+pub(crate) fn table_columns(label_names: &[String]) -> Vec<(String, ColumnKind)> {
+    let labels =
+        label_names.iter().filter(|n| *n != "__name__").map(|n| (column_of_label(n), ColumnKind::Text));
+    labels.chain([("ts".into(), ColumnKind::Timestamp), ("value".into(), ColumnKind::Double)]).collect()
 }
 
 fn label(labels: &Labels, name: &str) -> Cell {
