@@ -1,0 +1,155 @@
+//! SQL against its PromQL twin over a long history: the same questions asked both ways of
+//! the same storage, in process (no HTTP, no JSON), alternating, medians reported.
+//!
+//! Run with `cargo bench --bench sql`. Environment (defaults in brackets): `BENCH_SERIES`
+//! [5000] series of the rules benchmark's hosts (node_cpu_seconds_total is 32 of every ~185),
+//! `BENCH_HISTORY_MIN` [360] minutes of history at one sample per series every 15 s,
+//! `BENCH_RUNS` [7] runs of each query each way.
+//!
+//! A SQL run is compile + execute + rows (`promflow_sql::compile`, `Statement::execute`); a
+//! PromQL run is compile + evaluate (`promflow_promql::compile`, `promflow_engine::evaluate`)
+//! of the twin at the same time(s). Printed as Markdown for docs/benchmarks.md.
+
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use promflow_engine::{evaluate, QueryOptions};
+use promflow_storage::{Db, DbOptions, Labels};
+use workload::{all_series, env, Walk, INTERVAL_MS};
+
+const LOOKBACK_MS: i64 = 300_000;
+const MAX_SAMPLES: usize = 200_000_000;
+
+/// A question asked both ways: its name, the SQL, the PromQL twin, and whether the twin is
+/// a range evaluation at the SQL's bucket width (else one instant evaluation at the end).
+struct Pair {
+    name: &'static str,
+    sql: String,
+    promql: String,
+    step_ms: Option<i64>,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("BENCH_SERIES", 5000);
+    let history_min = env("BENCH_HISTORY_MIN", 360) as i64;
+    let runs = env("BENCH_RUNS", 7).max(1);
+
+    let specs = all_series(n);
+    let labels: Vec<Labels> = specs
+        .iter()
+        .map(|s| Labels::from_pairs(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
+        .collect();
+    let rounds = history_min * 60_000 / INTERVAL_MS;
+    let end = 1_700_000_000_000 / 300_000 * 300_000;
+    let start = end - rounds * INTERVAL_MS;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+    let mut walk = Walk::new(&specs);
+    let t_write = Instant::now();
+    for round in 1..=rounds {
+        walk.step(&specs);
+        let mut app = db.appender();
+        for (l, v) in labels.iter().zip(&walk.values) {
+            app.append(l, start + round * INTERVAL_MS, *v).unwrap();
+        }
+        app.commit().unwrap();
+    }
+    eprintln!("{} samples written in {:.1} s", rounds * n as i64, t_write.elapsed().as_secs_f64());
+
+    // the window (start, end]: SQL's `ts > start AND ts <= end`, PromQL's `[range]` at end
+    let range = format!("{history_min}m");
+    let bounds = format!("ts > {} AND ts <= {}", start as f64 / 1000.0, end as f64 / 1000.0);
+    let m = "node_cpu_seconds_total";
+    let pairs = [
+        Pair {
+            name: "avg by mode",
+            sql: format!("SELECT mode, avg(value) FROM {m} WHERE {bounds} GROUP BY mode"),
+            promql: format!("sum by (mode) (sum_over_time({m}[{range}])) / sum by (mode) (count_over_time({m}[{range}]))"),
+            step_ms: None,
+        },
+        Pair {
+            name: "max by mode",
+            sql: format!("SELECT mode, max(value) FROM {m} WHERE {bounds} GROUP BY mode"),
+            promql: format!("max by (mode) (max_over_time({m}[{range}]))"),
+            step_ms: None,
+        },
+        Pair {
+            name: "rate by mode",
+            sql: format!("SELECT mode, rate(value) FROM {m} WHERE {bounds} GROUP BY mode"),
+            promql: format!("sum by (mode) (rate({m}[{range}]))"),
+            step_ms: None,
+        },
+        Pair {
+            name: "sum by mode, 5 min buckets",
+            sql: format!(
+                "SELECT date_bin(INTERVAL '5 minutes', ts, TIMESTAMP '1970-01-01') AS b, mode, sum(value) FROM {m} \
+                 WHERE {bounds} GROUP BY b, mode"
+            ),
+            promql: format!("sum by (mode) (sum_over_time({m}[5m]))"),
+            step_ms: Some(300_000),
+        },
+        Pair {
+            name: "rows of one mode",
+            sql: format!("SELECT instance, cpu, ts, value FROM {m} WHERE mode = 'user' AND {bounds}"),
+            promql: format!("{m}{{mode=\"user\"}}[{range}]"),
+            step_ms: None,
+        },
+    ];
+
+    let settings = promflow_sql::Settings {
+        lookback_ms: LOOKBACK_MS,
+        max_samples: MAX_SAMPLES,
+        timeout: Duration::from_secs(600),
+    };
+    println!(
+        "{n} series, {history_min} min of history at 15 s ({} samples), {runs} runs each way, medians\n",
+        rounds * n as i64
+    );
+    println!("| query | SQL, ms | PromQL twin, ms | SQL / PromQL | rows |");
+    println!("|---|---|---|---|---|");
+    for pair in &pairs {
+        let (mut sql_ms, mut promql_ms, mut rows) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let statement =
+                promflow_sql::compile(&pair.sql, end).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
+            let answer =
+                statement.execute(db.as_ref(), &settings).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
+            sql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            rows = answer.rows.len();
+
+            let t = Instant::now();
+            let plan =
+                promflow_promql::compile(&pair.promql, &Default::default()).expect("the twin compiles");
+            // the buckets' ends: the first whole bucket's end after the window's start, to the end
+            let (from, step) = match pair.step_ms {
+                Some(step) => ((start / step + 1) * step + step - 1, step),
+                None => (end, 1),
+            };
+            let opts = QueryOptions {
+                start: from,
+                end,
+                step,
+                lookback_ms: LOOKBACK_MS,
+                max_samples: MAX_SAMPLES,
+                deadline: None,
+                delayed_name_removal: false,
+                range_query: pair.step_ms.is_some(),
+            };
+            let result = evaluate(&plan, db.as_ref(), &opts).expect("the twin evaluates");
+            promql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            drop(result);
+        }
+        let (s, p) = (median(sql_ms), median(promql_ms));
+        println!("| {} | {s:.1} | {p:.1} | {:.2} | {rows} |", pair.name, s / p);
+    }
+}
