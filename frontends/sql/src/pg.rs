@@ -42,7 +42,7 @@ struct Handler {
     settings: Settings,
     /// Answers computed to describe a portal (drivers describe, then execute, in one round
     /// trip), by client and portal, taken by the execution so the query runs once.
-    described: Mutex<HashMap<(SocketAddr, String), Rows>>,
+    described: Mutex<HashMap<Bound, Rows>>,
 }
 
 impl NoopStartupHandler for Handler {}
@@ -302,13 +302,19 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
         .collect()
 }
 
+/// What a described answer is kept under: the client, the portal, its statement's text and
+/// its parameters, so that a portal bound again with other values is never answered with
+/// the old ones.
+type Bound = (SocketAddr, String, String, Vec<Option<Vec<u8>>>);
+
+fn bound(client: SocketAddr, portal: &Portal<Prepared>) -> Bound {
+    let parameters = portal.parameters.iter().map(|p| p.as_deref().map(<[u8]>::to_vec)).collect();
+    (client, portal.name.clone(), portal.statement.statement.sql.clone(), parameters)
+}
+
 impl Handler {
-    /// The portal's answer: computed now, or taken from its description.
-    async fn portal_rows(&self, client: SocketAddr, portal: &Portal<Prepared>) -> PgWireResult<Rows> {
-        let key = (client, portal.name.clone());
-        if let Some(rows) = self.described.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
-            return Ok(rows);
-        }
+    /// Runs the portal's statement with its parameters.
+    async fn run_portal(&self, portal: &Portal<Prepared>) -> PgWireResult<Rows> {
         let sql = bind::substitute(&portal.statement.statement.sql, &parameters(portal)?)
             .map_err(|e| error("08P01", e.to_string()))?;
         self.rows(&sql).await
@@ -367,13 +373,13 @@ impl ExtendedQueryHandler for Handler {
         if session_command(&portal.statement.statement.sql).is_some() {
             return Ok(DescribePortalResponse::new(Vec::new()));
         }
-        let rows = self.portal_rows(client.socket_addr(), portal).await?;
+        let rows = self.run_portal(portal).await?;
         let described = fields(&rows.columns, &portal.result_column_format);
         let mut kept = self.described.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() >= DESCRIBED_MAX {
             kept.clear();
         }
-        kept.insert((client.socket_addr(), portal.name.clone()), rows);
+        kept.insert(bound(client.socket_addr(), portal), rows);
         Ok(DescribePortalResponse::new(described))
     }
 
@@ -392,7 +398,15 @@ impl ExtendedQueryHandler for Handler {
         if let Some(tag) = session_command(&portal.statement.statement.sql) {
             return Ok(session_response(tag));
         }
-        let rows = self.portal_rows(client.socket_addr(), portal).await?;
+        let described = self
+            .described
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&bound(client.socket_addr(), portal));
+        let rows = match described {
+            Some(rows) => rows,
+            None => self.run_portal(portal).await?,
+        };
         response(&rows, &portal.result_column_format)
     }
 }
