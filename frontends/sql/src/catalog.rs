@@ -87,7 +87,8 @@ pub(crate) fn reads_catalog(query: &ast::Query) -> bool {
             TableFactor::Table { name, .. } => {
                 let (schema, table) = split(name);
                 schema.as_ref().is_some_and(|s| CATALOG_SCHEMAS.contains(&s.as_str()))
-                    || (schema.is_none() && relation_columns(&table).is_some())
+                    // unqualified, only pg_catalog's (a metric may be named `tables`)
+                    || (schema.is_none() && table.starts_with("pg_") && relation_columns(&table).is_some())
             }
             TableFactor::Derived { subquery, .. } => body(&subquery.body),
             _ => false,
@@ -623,10 +624,9 @@ fn from_factor(f: &TableFactor, catalog: &mut Catalog, outer: Option<&Scope>) ->
                 ("pg_partition_ancestors", [oid]) => vec![vec![oid.clone()]],
                 _ => return Err(unsupported(format!("the table function {function}"))),
             };
-            let column = if function == "unnest" { "unnest".to_string() } else { "relid".to_string() };
             let alias = alias.as_ref().map_or(function.clone(), |a| a.name.value.clone());
             // `unnest(x) AS y`: y names the column too
-            let column = if function == "unnest" { alias.clone() } else { column };
+            let column = if function == "unnest" { alias.clone() } else { "relid".to_string() };
             Ok((vec![(alias, column)], Vec::new(), rows))
         }
         TableFactor::Derived { subquery, alias, .. } => {
