@@ -119,6 +119,7 @@ fn check_config_file(path: &Path, syntax_only: bool, lint: Lint, lint_fatal: boo
 pub fn rule_checks() -> RuleChecks<'static> {
     RuleChecks {
         parse_expr: &|e: &str| promflow_promql::parse(e).map(drop).map_err(|e| e.to_string()),
+        parse_sql: &|e: &str| promflow_sql::standing(e).map(drop).map_err(|e| e.to_string()),
         parse_template: &promflow_engine::template::check,
     }
 }

@@ -1,7 +1,7 @@
 //! Wiring of `rule_files`: read and check them, compile their expressions, and hand the
 //! groups to the engine's rule manager.
 
-use promflow_config::rules::{EvaluationMode, RuleFile, RuleKind};
+use promflow_config::rules::{EvaluationMode, ExprLang, RuleFile, RuleKind};
 use promflow_config::Config;
 use promflow_engine::rules::{AlertingRuleSpec, GroupSpec, RecordingRuleSpec, RuleSpec};
 use promflow_engine::template::Template;
@@ -62,9 +62,17 @@ pub fn load_files(paths: &[std::path::PathBuf], settings: &RuleSettings) -> Resu
             };
             let mut rules = Vec::new();
             for r in &g.rules {
-                let plan = promflow_promql::compile(&r.expr, &compile)
-                    .map_err(|e| format!("{}: rule {:?}: {e}", path.display(), r.name()))?;
-                let query = promflow_promql::format_query(&r.expr).unwrap_or_else(|_| r.expr.clone());
+                let failed = |e: String| format!("{}: rule {:?}: {e}", path.display(), r.name());
+                let (plan, query) = match r.lang {
+                    ExprLang::PromQL => (
+                        promflow_promql::compile(&r.expr, &compile).map_err(|e| failed(e.to_string()))?,
+                        promflow_promql::format_query(&r.expr).unwrap_or_else(|_| r.expr.clone()),
+                    ),
+                    // the SQL as written: the rules API shows it as the rule's query
+                    ExprLang::Sql => {
+                        (promflow_sql::standing(&r.expr).map_err(|e| failed(e.to_string()))?, r.expr.clone())
+                    }
+                };
                 rules.push(match &r.kind {
                     RuleKind::Record(name) => {
                         let labels = r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

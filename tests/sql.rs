@@ -617,3 +617,121 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     assert_eq!(v["star"], json!(["instance", "job", "label_value", "ts", "value"]));
     assert_eq!(v["extended_error"][0], "0A000", "{v}");
 }
+
+/// Rules may give `sql:` instead of `expr:` (promflow's extension): a standing query records
+/// the same series as its PromQL twin and alerts on its `HAVING`; `promflow check rules`
+/// accepts the file with a warning that Prometheus would not.
+#[test]
+fn standing_sql_rules_record_and_alert_like_their_promql_twins() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = "FROM temp WHERE ts > now() - INTERVAL '5 minutes' GROUP BY job";
+    let rules = format!(
+        "groups:
+- name: standing
+  interval: 1s
+  rules:
+  - record: sql:temp:max
+    sql: SELECT job, max(value) {window}
+  - record: promql:temp:max
+    expr: max by (job) (max_over_time(temp[5m]))
+  - record: sql:temp:avg
+    sql: SELECT job, avg(value) {window}
+  - record: promql:temp:avg
+    expr: sum by (job) (sum_over_time(temp[5m])) / sum by (job) (count_over_time(temp[5m]))
+  - alert: Hot
+    sql: SELECT job, max(value) {window} HAVING max(value) > 10
+"
+    );
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("not portable to Prometheus: group \"standing\", rule \"sql:temp:max\": sql"),
+        "{stderr}"
+    );
+    if let Some(promtool) = common::peer("promtool") {
+        let status =
+            std::process::Command::new(promtool).args(["check", "rules"]).arg(&file).output().unwrap();
+        assert_eq!(status.status.code(), Some(1), "promtool accepts what it should not");
+    }
+    std::fs::write(
+        dir.path().join("bad.yml"),
+        "groups:\n- name: g\n  rules:\n  - record: a\n    sql: SELECT sum(value) FROM temp\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .args(["check", "rules"])
+        .arg(dir.path().join("bad.yml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("could not compile SQL: a standing query's ts bounds slide with now()"), "{text}");
+
+    let server = start_promflow(
+        dir.path(),
+        "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    let t0 = now_ms() - 60_000;
+    let (status, body) = remote_write(
+        &server,
+        vec![
+            series(&[("__name__", "temp"), ("job", "x"), ("host", "a")], &[(t0, 5.0), (t0 + 15_000, 7.0)]),
+            series(&[("__name__", "temp"), ("job", "y"), ("host", "b")], &[(t0, 20.0), (t0 + 15_000, 30.0)]),
+            series(&[("__name__", "temp"), ("job", "y"), ("host", "c")], &[(t0, 25.0)]),
+        ],
+    );
+    assert!(status / 100 == 2, "{body}");
+    let by_job = |query: &str| -> BTreeMap<String, String> {
+        let (_, v) = server.get_json(&format!("/api/v1/query?query={query}"));
+        v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["metric"]["job"].as_str().unwrap_or("").to_string(),
+                    s["value"][1].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let recorded = common::wait_for(std::time::Duration::from_secs(20), || {
+        let all = ["sql:temp:max", "promql:temp:max", "sql:temp:avg", "promql:temp:avg"].map(by_job);
+        all.iter().all(|r| r.len() == 2).then_some(all)
+    });
+    let [sql_max, promql_max, sql_avg, promql_avg] = recorded.expect("every rule records both jobs");
+    let expect = |pairs: [(&str, &str); 2]| pairs.map(|(j, v)| (j.to_string(), v.to_string())).into();
+    assert_eq!(sql_max, expect([("x", "7"), ("y", "30")]));
+    assert_eq!(sql_max, promql_max);
+    assert_eq!(sql_avg, expect([("x", "6"), ("y", "25")]));
+    assert_eq!(sql_avg, promql_avg);
+
+    let firing = common::wait_for(std::time::Duration::from_secs(20), || {
+        let (_, v) = server.get_json("/api/v1/alerts");
+        let alerts = v["data"]["alerts"].as_array().cloned().unwrap_or_default();
+        (alerts.len() == 1 && alerts[0]["state"] == "firing").then_some(alerts)
+    });
+    let alerts = firing.expect("the SQL alert fires");
+    assert_eq!(alerts[0]["labels"], json!({"alertname": "Hot", "job": "y"}));
+    assert_eq!(alerts[0]["value"], "3e+01");
+    let (_, rules) = server.get_json("/api/v1/rules");
+    let queries: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["query"].as_str())
+        .collect();
+    assert!(
+        queries[0].starts_with("SELECT job, max(value) FROM temp"),
+        "the rules API shows the SQL: {queries:?}"
+    );
+}

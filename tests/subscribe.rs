@@ -172,6 +172,74 @@ fn a_subscription_streams_its_snapshot_then_each_change_and_frees_its_view() {
     );
 }
 
+/// A standing SQL query and its PromQL twin on one connection receive the same stream: the
+/// same snapshot, then the same change at each sample, group labels and values alike.
+#[test]
+fn a_sql_subscription_streams_what_its_promql_twin_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    let write = |host: &str, job: &str, t: i64, v: f64| {
+        let labels = [("__name__", "temp"), ("host", host), ("job", job)];
+        let (code, body) = remote_write(&server, vec![series(&labels, &[(t, v)])]);
+        assert_eq!(code, 204, "{body}");
+    };
+    let t0 = now_ms();
+    write("a", "x", t0, 5.0);
+    write("b", "y", t0, 20.0);
+    write("c", "y", t0, 12.0);
+
+    let mut client = Client::connect(&server);
+    // what cannot stand is refused on the socket with the reason
+    client.send(json!({"id": "rows", "lang": "sql", "query": "SELECT host, value FROM temp WHERE ts > now() - INTERVAL '5 minutes'"}));
+    let refused = client.next();
+    assert_eq!((refused["id"].as_str(), refused["errorType"].as_str()), (Some("rows"), Some("bad_data")));
+    assert!(refused["error"].as_str().unwrap().contains("aggregates"), "{refused}");
+
+    let sql = "SELECT job, max(value) AS hottest FROM temp WHERE ts > now() - INTERVAL '5 minutes' \
+               GROUP BY job HAVING max(value) > 10";
+    let promql = "max by (job) (max_over_time(temp[5m])) and max by (job) (max_over_time(temp[5m])) > 10";
+    client.send(json!({"id": "sql", "lang": "sql", "query": sql}));
+    let mut sql_snapshot = client.next();
+    assert!(metric(&server, "promflow_dataflow_arrangements") > 0.0, "a view, not a batch evaluation");
+    client.send(json!({"id": "promql", "query": promql}));
+    let mut promql_snapshot = client.next();
+    for m in [&mut sql_snapshot, &mut promql_snapshot] {
+        m.as_object_mut().unwrap().remove("id");
+    }
+    // one message of each subscription, without their ids
+    let pair = |client: &mut Client| {
+        let mut got: Vec<Value> = (0..2).map(|_| client.next()).collect();
+        got.sort_by_key(|m| m["id"].as_str().unwrap_or("").to_string());
+        assert_eq!((got[0]["id"].as_str(), got[1]["id"].as_str()), (Some("promql"), Some("sql")), "{got:?}");
+        for m in &mut got {
+            m.as_object_mut().unwrap().remove("id");
+        }
+        let sql = got.pop().unwrap();
+        (got.pop().unwrap(), sql)
+    };
+    assert_eq!(sql_snapshot["type"], "snapshot", "{sql_snapshot}");
+    assert_eq!(sql_snapshot["result"].as_array().map(Vec::len), Some(1), "{sql_snapshot}");
+    assert_eq!(sql_snapshot["result"][0]["metric"], json!({"job": "y"}), "a row's labels are its group's");
+    assert_eq!(sql_snapshot["result"][0]["value"][1], "20");
+    // the same evaluation time, or the same content from two starts a moment apart
+    assert_eq!(sql_snapshot["result"][0]["metric"], promql_snapshot["result"][0]["metric"]);
+    assert_eq!(sql_snapshot["result"][0]["value"][1], promql_snapshot["result"][0]["value"][1]);
+
+    // stamped ahead of the dataflow's clock, so that each counts from its own time
+    let t1 = now_ms() + 300;
+    write("a", "x", t1, 15.0);
+    let (promql_added, sql_added) = pair(&mut client);
+    assert_eq!(sql_added, promql_added);
+    assert_eq!(sql_added["time"].as_f64().unwrap(), t1 as f64 / 1000.0);
+    assert_eq!(sql_added["added"][0]["metric"], json!({"job": "x"}), "{sql_added}");
+    assert_eq!(sql_added["added"][0]["value"][1], "15");
+
+    write("b", "y", (now_ms() + 300).max(t1 + 1), 30.0);
+    let (promql_changed, sql_changed) = pair(&mut client);
+    assert_eq!(sql_changed, promql_changed);
+    assert_eq!(sql_changed["changed"][0]["value"][1], "30", "{sql_changed}");
+}
+
 #[test]
 fn a_query_the_dataflow_does_not_maintain_is_evaluated_in_batch() {
     let dir = tempfile::tempdir().unwrap();

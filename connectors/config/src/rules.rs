@@ -2,8 +2,10 @@
 //! them: groups of recording and alerting rules, unknown fields rejected, and every check
 //! `promtool check rules` makes on a rule's structure.
 //!
-//! Two checks need more than this crate knows and are left to the caller, which passes them
-//! in as functions: parsing `expr` as PromQL, and parsing label and annotation templates.
+//! Three checks need more than this crate knows and are left to the caller, which passes them
+//! in as functions: parsing `expr` as PromQL, compiling `sql` (promflow's extension: a rule's
+//! expression in SQL, `docs/sql.md`) as a standing query, and parsing label and annotation
+//! templates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -77,13 +79,24 @@ pub enum RuleKind {
     },
 }
 
+/// The language of a rule's expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExprLang {
+    /// `expr:`, PromQL.
+    PromQL,
+    /// `sql:`, a standing SQL query (promflow's extension, not portable to Prometheus).
+    Sql,
+}
+
 /// One rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// Recording or alerting.
     pub kind: RuleKind,
-    /// The PromQL expression, as written.
+    /// The expression, as written (`expr:` or `sql:`).
     pub expr: String,
+    /// Which of the two it is.
+    pub lang: ExprLang,
     /// Labels added to (or replacing those of) every output series; templates for alerts.
     pub labels: BTreeMap<String, String>,
     /// Annotations of an alert (templates).
@@ -106,6 +119,9 @@ impl Rule {
 pub struct RuleChecks<'a> {
     /// Parses a PromQL expression; the error is shown after "could not parse expression: ".
     pub parse_expr: &'a dyn Fn(&str) -> Result<(), String>,
+    /// Compiles a rule's `sql:` as a standing query; the error is shown after "could not
+    /// compile SQL: ".
+    pub parse_sql: &'a dyn Fn(&str) -> Result<(), String>,
     /// Parses a label or annotation template of an alerting rule: (template name, text).
     pub parse_template: &'a dyn Fn(&str, &str) -> Result<(), String>,
 }
@@ -143,6 +159,8 @@ struct RawRule {
     alert: String,
     #[serde(deserialize_with = "crate::yaml::nullable")]
     expr: String,
+    #[serde(deserialize_with = "crate::yaml::nullable")]
+    sql: String,
     #[serde(rename = "for", deserialize_with = "crate::yaml::nullable")]
     for_: Option<String>,
     #[serde(deserialize_with = "crate::yaml::nullable")]
@@ -228,18 +246,26 @@ impl RuleFile {
         }
     }
 
-    /// What Prometheus would refuse in this file: the groups that use promflow's extensions.
+    /// What Prometheus would refuse in this file: the groups and rules that use promflow's
+    /// extensions (`evaluation_mode`, `sql:`).
     pub fn not_portable(&self) -> Vec<String> {
-        self.groups
-            .iter()
-            .filter(|g| g.evaluation_mode.is_some())
-            .map(|g| {
-                format!(
+        let mut found = Vec::new();
+        for g in &self.groups {
+            if g.evaluation_mode.is_some() {
+                found.push(format!(
                     "group \"{}\": evaluation_mode is a promflow extension; Prometheus refuses it",
                     g.name
-                )
-            })
-            .collect()
+                ));
+            }
+            for r in g.rules.iter().filter(|r| r.lang == ExprLang::Sql) {
+                found.push(format!(
+                    "group \"{}\", rule \"{}\": sql is a promflow extension; Prometheus refuses it",
+                    g.name,
+                    r.name()
+                ));
+            }
+        }
+        found
     }
 
     /// Number of rules in all groups.
@@ -266,11 +292,28 @@ fn check_rule(
         (true, true) => bad("one of 'record' or 'alert' must be set".into()),
         _ => {}
     }
-    if r.expr.is_empty() {
-        bad("field 'expr' must be set in rule".into());
-    } else if let Err(e) = (checks.parse_expr)(&r.expr) {
-        bad(format!("could not parse expression: {e}"));
-    }
+    let (expr, lang) = match (r.expr.is_empty(), r.sql.is_empty()) {
+        (false, false) => {
+            bad("only one of 'expr' and 'sql' must be set".into());
+            (r.expr, ExprLang::PromQL)
+        }
+        (true, true) => {
+            bad("field 'expr' must be set in rule".into());
+            (r.expr, ExprLang::PromQL)
+        }
+        (false, true) => {
+            if let Err(e) = (checks.parse_expr)(&r.expr) {
+                bad(format!("could not parse expression: {e}"));
+            }
+            (r.expr, ExprLang::PromQL)
+        }
+        (true, false) => {
+            if let Err(e) = (checks.parse_sql)(&r.sql) {
+                bad(format!("could not compile SQL: {e}"));
+            }
+            (r.sql, ExprLang::Sql)
+        }
+    };
     let mut duration = |field: &str, v: &Option<String>| match v.as_deref().map(crate::parse_duration) {
         None => Duration::ZERO,
         Some(Ok(d)) => d,
@@ -322,7 +365,7 @@ fn check_rule(
     } else {
         RuleKind::Record(r.record)
     };
-    Some(Rule { kind, expr: r.expr, labels: r.labels, annotations: r.annotations, line })
+    Some(Rule { kind, expr, lang, labels: r.labels, annotations: r.annotations, line })
 }
 
 /// The files `rule_files` globs name (a `*` or `?` is allowed in the last path element
@@ -352,6 +395,7 @@ mod tests {
     fn parse(text: &str) -> Result<RuleFile, Vec<String>> {
         let checks = RuleChecks {
             parse_expr: &|e: &str| if e.contains("((") { Err("unclosed".into()) } else { Ok(()) },
+            parse_sql: &|e: &str| if e.contains("SELECT") { Ok(()) } else { Err("not a SELECT".into()) },
             parse_template: &any,
         };
         RuleFile::parse(text, "r.yml", &checks).map_err(|v| v.iter().map(|e| e.to_string()).collect())
@@ -399,5 +443,28 @@ mod tests {
         let unknown =
             parse("groups:\n- name: g\n  rules:\n  - record: a\n    expr: x\n    lables: {}\n").unwrap_err();
         assert!(unknown[0].contains("lables"), "{unknown:?}");
+    }
+
+    #[test]
+    fn a_rule_in_sql_is_read_checked_and_flagged_as_not_portable() {
+        let f = parse(
+            "groups:\n- name: g\n  rules:\n  - record: job:load:max\n    sql: SELECT job, max(value) FROM load WHERE ts > now() - INTERVAL '5 minutes' GROUP BY job\n  - record: b\n    expr: up\n",
+        )
+        .unwrap();
+        let r = &f.groups[0].rules[0];
+        assert_eq!(r.lang, ExprLang::Sql);
+        assert!(r.expr.starts_with("SELECT job"));
+        assert_eq!(f.groups[0].rules[1].lang, ExprLang::PromQL);
+        assert_eq!(
+            f.not_portable(),
+            vec!["group \"g\", rule \"job:load:max\": sql is a promflow extension; Prometheus refuses it"]
+        );
+        let errs = parse(
+            "groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n    sql: SELECT 1\n  - record: b\n    sql: DELETE FROM x\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(errs.contains("only one of 'expr' and 'sql' must be set"), "{errs}");
+        assert!(errs.contains("could not compile SQL: not a SELECT"), "{errs}");
     }
 }

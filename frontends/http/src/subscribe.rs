@@ -246,13 +246,11 @@ impl Connection {
         let Some(query) = request.get("query").and_then(Value::as_str) else {
             return vec![error_message(&id, "bad_data", "\"query\" must be a string")];
         };
-        match request.get("lang").map(|l| l.as_str()) {
-            None | Some(Some("promql")) => {}
-            Some(Some("sql")) => {
-                return vec![error_message(&id, "bad_data", "SQL subscriptions are not supported yet")]
-            }
+        let sql = match request.get("lang").map(|l| l.as_str()) {
+            None | Some(Some("promql")) => false,
+            Some(Some("sql")) => true,
             Some(_) => return vec![error_message(&id, "bad_data", "\"lang\" must be \"promql\" or \"sql\"")],
-        }
+        };
         if self.subs.values().any(|s| s.id == id) {
             return vec![error_message(
                 &id,
@@ -267,10 +265,18 @@ impl Connection {
             );
             return vec![error_message(&id, "limit", &why)];
         }
-        let plan = match promflow_promql::compile(query, &self.state.query.compile) {
+        // a SQL subscription is its standing query's plan: one element per group
+        let compiled = if sql {
+            promflow_sql::standing(query).map_err(|e| ("bad_data", e.to_string()))
+        } else {
+            promflow_promql::compile(query, &self.state.query.compile).map_err(|e| match e {
+                promflow_promql::Error::Parse(m) => ("bad_data", m),
+                e => ("execution", e.to_string()),
+            })
+        };
+        let plan = match compiled {
             Ok(p) => p,
-            Err(promflow_promql::Error::Parse(m)) => return vec![error_message(&id, "bad_data", &m)],
-            Err(e) => return vec![error_message(&id, "execution", &e.to_string())],
+            Err((kind, why)) => return vec![error_message(&id, kind, &why)],
         };
         if plan.kind() != promflow_engine::plan::ValueKind::Instant {
             let why = "a subscription's query must return an instant vector";

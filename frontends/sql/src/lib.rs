@@ -11,7 +11,9 @@
 //! - aggregates over the samples (`SELECT job, max(value) FROM m WHERE … GROUP BY job`): the
 //!   window function over the same range per series, then the aggregation across the group
 //!   (`max by (job) (max_over_time(m[…]))`): the PromQL twin of the query, operator for
-//!   operator.
+//!   operator;
+//! - a standing query (one aggregate per group over `ts > now() - INTERVAL '…'`): one plan
+//!   evaluated at every time, for rules' `sql:` and websocket subscriptions ([`standing`]).
 //!
 //! Queries over the catalogs clients read to learn the tables (`pg_catalog`,
 //! `information_schema`, `SELECT version()`) are metadata, not samples: a small interpreter
@@ -27,10 +29,12 @@ mod compile;
 mod exec;
 pub mod pg;
 mod rows;
+mod standing;
 
 pub use compile::{compile, Column, ColumnKind, Eval, Part, Query, Source, Statement};
 pub use exec::{ExecError, Settings};
 pub use rows::{Cell, Rows};
+pub use standing::standing;
 
 /// What went wrong with a SQL text: the message names the problem and where it is.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -48,4 +52,8 @@ pub enum Error {
         /// Where (1-based).
         column: u64,
     },
+    /// A query that cannot stand (a rule's `sql:`, a subscription): it does not compile to
+    /// one value per group over a window that slides with `now()` (`standing`).
+    #[error("{0}")]
+    NotStanding(String),
 }
