@@ -215,6 +215,18 @@ const TWINS: &[(&str, &str)] = &[
         "SELECT label_value, sum(value) FROM m WHERE {B} GROUP BY label_value",
         "sum by (value) (sum_over_time(m[{R}]))",
     ),
+    (
+        "SELECT job, max(value) - min(value) AS spread FROM m WHERE {B} GROUP BY job",
+        "max by (job) (max_over_time(m[{R}])) - min by (job) (min_over_time(m[{R}]))",
+    ),
+    (
+        "SELECT job, sum(value) / 60 FROM m WHERE {B} GROUP BY job",
+        "sum by (job) (sum_over_time(m[{R}])) / 60",
+    ),
+    (
+        "SELECT job, 2 ^ -(max(value)) FROM m WHERE {B} GROUP BY job",
+        "2 ^ (max by (job) (max_over_time(m[{R}])) * -1)",
+    ),
 ];
 
 /// Each row's group as `label=value` pairs (its text cells, by column name: `label_value` is
@@ -734,4 +746,83 @@ fn standing_sql_rules_record_and_alert_like_their_promql_twins() {
         queries[0].starts_with("SELECT job, max(value) FROM temp"),
         "the rules API shows the SQL: {queries:?}"
     );
+}
+
+/// `stddev` and `variance` (sample and population) over each group's samples, arithmetic
+/// over aggregates, and `HAVING` over such arithmetic, against the written samples.
+#[test]
+fn stddev_variance_and_arithmetic_over_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = bounds(t0, t1);
+    // the rows of each job, as setup wrote them (the staleness marker is no row)
+    let job_a: Vec<f64> = (0..SAMPLES).flat_map(|k| [1.0 + k as f64, 2.0 * k as f64]).collect();
+    let job_b: Vec<f64> = (0..SAMPLES)
+        .filter(|k| *k != 5)
+        .map(|k| 100.0 + k as f64)
+        .chain((0..SAMPLES).map(|k| 0.5 * k as f64))
+        .collect();
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let squares: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
+        let spread = v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
+        [
+            (squares / (n - 1.0)).sqrt(),
+            squares / n,
+            (squares / n).sqrt(),
+            squares / (n - 1.0),
+            spread,
+            mean * 2.0,
+        ]
+    };
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT job, stddev(value), var_pop(value), stddev_pop(value), variance(value), \
+             max(value) - min(value) AS spread, (sum(value) / count(*)) * 2 AS twice_mean \
+             FROM m WHERE {bounds} GROUP BY job ORDER BY job"
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let names: Vec<&str> =
+        v["data"]["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["job", "stddev", "var_pop", "stddev_pop", "variance", "spread", "twice_mean"]);
+    let got = rows(&v);
+    assert_eq!(got.len(), 2, "{v}");
+    for (row, samples) in got.iter().zip([&job_a, &job_b]) {
+        let want = stats(samples);
+        for (i, w) in want.iter().enumerate() {
+            let g = row[i + 1].as_f64().unwrap_or_else(|| panic!("column {} of {row}", names[i + 1]));
+            assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{}: {g} against {w} in {row}", names[i + 1]);
+        }
+    }
+
+    // HAVING over arithmetic and between two aggregates
+    let (_, v) = sql(
+        &server,
+        &format!(
+            "SELECT job, count(*) FROM m WHERE {bounds} GROUP BY job HAVING max(value) - min(value) > 50"
+        ),
+    );
+    assert_eq!(rows(&v), vec![json!(["b", 39.0])], "{v}");
+    let (_, v) = sql(
+        &server,
+        &format!("SELECT job FROM m WHERE {bounds} GROUP BY job HAVING sum(value) > count(*) * 50"),
+    );
+    assert_eq!(rows(&v), vec![json!(["b"])], "only b's mean is above 50: {v}");
+
+    // a constant is not a group's value; other functions are not aggregates
+    for (q, why) in [
+        (format!("SELECT job, 1 + 2 FROM m WHERE {bounds} GROUP BY job"), "numbers alone"),
+        (
+            format!("SELECT job, percentile_cont(value) FROM m WHERE {bounds} GROUP BY job"),
+            "not supported yet",
+        ),
+        (format!("SELECT job, max(value) || 'x' FROM m WHERE {bounds} GROUP BY job"), "arithmetic"),
+    ] {
+        let (status, v) = sql(&server, &q);
+        assert_eq!(status, 400, "{q}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{q}: {v}");
+    }
 }

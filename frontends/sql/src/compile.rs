@@ -2,7 +2,7 @@
 //! plan IR (one plan per value the rows need) and the rows' shape.
 
 use promflow_engine::plan::{
-    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, Origin, TimeShift, WindowFn,
+    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Origin, TimeShift, WindowFn,
 };
 use promflow_engine::Plan;
 use promflow_storage::{MatchOp, Matcher};
@@ -366,44 +366,47 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
             }
             other => return Err(invalid(other.span(), "this select item is not supported with GROUP BY")),
         };
-        let column = match expr {
-            Expr::Identifier(id) => {
-                let source = match id.value.as_str() {
-                    "ts" => Source::Ts,
-                    "value" => Source::Value,
-                    c => Source::Label(label_of_column(c).to_string()),
-                };
-                if grouped && !matches!(&source, Source::Label(l) if groups.contains(l)) {
-                    return Err(invalid(
-                        id.span,
-                        format!(
-                            "column \"{}\" must appear in the GROUP BY clause or be used in an aggregate",
-                            id.value
-                        ),
-                    ));
+        let column =
+            match expr {
+                Expr::Identifier(id) => {
+                    let source = match id.value.as_str() {
+                        "ts" => Source::Ts,
+                        "value" => Source::Value,
+                        c => Source::Label(label_of_column(c).to_string()),
+                    };
+                    if grouped && !matches!(&source, Source::Label(l) if groups.contains(l)) {
+                        return Err(invalid(
+                            id.span,
+                            format!(
+                                "column \"{}\" must appear in the GROUP BY clause or be used in an aggregate",
+                                id.value
+                            ),
+                        ));
+                    }
+                    Column { name: alias.unwrap_or_else(|| id.value.clone()), source }
                 }
-                Column { name: alias.unwrap_or_else(|| id.value.clone()), source }
-            }
-            Expr::Function(f) if is_named(f, "date_bin") => {
-                if bucket != Some(date_bin(f, now)?) {
-                    return Err(invalid(f.span(), "date_bin(…) must appear in the GROUP BY clause"));
+                Expr::Function(f) if is_named(f, "date_bin") => {
+                    if bucket != Some(date_bin(f, now)?) {
+                        return Err(invalid(f.span(), "date_bin(…) must appear in the GROUP BY clause"));
+                    }
+                    Column { name: alias.unwrap_or_else(|| "date_bin".into()), source: Source::Bucket }
                 }
-                Column { name: alias.unwrap_or_else(|| "date_bin".into()), source: Source::Bucket }
-            }
-            Expr::Function(f) => {
-                let (name, make) = aggregate(f, &groups)?;
-                let counts = name == "count";
-                let segments = sel.segments(bucket, &make);
-                parts.push(Part {
-                    name: alias.clone().unwrap_or_else(|| name.clone()),
-                    segments,
-                    counts,
-                    filter: false,
-                });
-                Column { name: alias.unwrap_or(name), source: Source::Part(parts.len() - 1) }
-            }
-            e => return Err(invalid(e.span(), "only columns, date_bin and aggregates can be selected yet")),
-        };
+                e if grouped => {
+                    let (name, make, counts) = value_expr(e, &groups)?;
+                    let segments = sel.segments(bucket, &make);
+                    parts.push(Part {
+                        name: alias.clone().unwrap_or_else(|| name.clone()),
+                        segments,
+                        counts,
+                        filter: false,
+                    });
+                    Column { name: alias.unwrap_or(name), source: Source::Part(parts.len() - 1) }
+                }
+                e => return Err(invalid(
+                    e.span(),
+                    "only columns, date_bin, aggregates and arithmetic over aggregates can be selected yet",
+                )),
+            };
         columns.push(column);
     }
     if let Some(h) = &select.having {
@@ -494,31 +497,40 @@ fn date_bin(f: &ast::Function, now: i64) -> Result<(i64, i64), Error> {
 /// A `HAVING` conjunct, `aggregate <comparison> number`: its name and its plan (the
 /// aggregate's, filtered by the comparison, as PromQL's `… > 10` filters).
 fn having(e: &Expr, groups: &[String]) -> Result<(String, MakePlan), Error> {
-    let usage = || invalid(e.span(), "HAVING takes comparisons of an aggregate with a number, joined by AND");
+    let usage = || {
+        invalid(
+            e.span(),
+            "HAVING takes comparisons of aggregates (or arithmetic over them) with numbers or with each other, joined by AND",
+        )
+    };
     let Expr::BinaryOp { left, op, right } = e else { return Err(usage()) };
-    let (f, op, n) = match (left.as_ref(), right.as_ref()) {
-        (Expr::Function(f), n) => (f, op.clone(), n),
-        (n, Expr::Function(f)) => (f, flip(op), n),
-        _ => return Err(usage()),
+    let comparison = |op: &BinaryOperator| {
+        Some(match op {
+            BinaryOperator::Eq => BinOp::Eq,
+            BinaryOperator::NotEq => BinOp::Ne,
+            BinaryOperator::Gt => BinOp::Gt,
+            BinaryOperator::Lt => BinOp::Lt,
+            BinaryOperator::GtEq => BinOp::Ge,
+            BinaryOperator::LtEq => BinOp::Le,
+            _ => return None,
+        })
     };
-    let n = number(n).ok_or_else(usage)?;
-    let op = match op {
-        BinaryOperator::Eq => BinOp::Eq,
-        BinaryOperator::NotEq => BinOp::Ne,
-        BinaryOperator::Gt => BinOp::Gt,
-        BinaryOperator::Lt => BinOp::Lt,
-        BinaryOperator::GtEq => BinOp::Ge,
-        BinaryOperator::LtEq => BinOp::Le,
-        _ => return Err(usage()),
+    // a number on the left is flipped to the right: the filter keeps the aggregate's value
+    let filter: MakePlan = match (number(left), number(right)) {
+        (Some(_), Some(_)) => return Err(usage()),
+        (Some(n), None) | (None, Some(n)) => {
+            let (side, op) = if number(right).is_some() { (left, op.clone()) } else { (right, flip(op)) };
+            let op = comparison(&op).ok_or_else(usage)?;
+            let (_, make, _) = value_expr(side, groups)?;
+            Box::new(move |w| with_number(op, make(w), n))
+        }
+        (None, None) => {
+            let op = comparison(op).ok_or_else(usage)?;
+            let ((_, l, _), (_, r, _)) = (value_expr(left, groups)?, value_expr(right, groups)?);
+            Box::new(move |w: Plan| one_to_one(op, l(w.clone()), r(w)))
+        }
     };
-    let (_, make) = aggregate(f, groups)?;
-    let filter = move |w: Plan| Plan::ScalarOp {
-        op,
-        lhs: Box::new(make(w)),
-        rhs: Box::new(Plan::Number(n)),
-        return_bool: false,
-    };
-    Ok((format!("HAVING {e}"), Box::new(filter)))
+    Ok((format!("HAVING {e}"), filter))
 }
 
 /// The text of a numeric literal.
@@ -845,11 +857,102 @@ fn is_named(f: &ast::Function, name: &str) -> bool {
 }
 
 fn is_aggregate(item: &SelectItem) -> bool {
-    matches!(
-        item,
-        SelectItem::UnnamedExpr(Expr::Function(_))
-            | SelectItem::ExprWithAlias { expr: Expr::Function(_), .. }
-    )
+    select_expr(item).is_some_and(holds_aggregate)
+}
+
+/// Whether an expression calls a function other than `date_bin` (every other function a
+/// select list may call is an aggregate).
+fn holds_aggregate(e: &Expr) -> bool {
+    match e {
+        Expr::Function(f) => !is_named(f, "date_bin"),
+        Expr::BinaryOp { left, right, .. } => holds_aggregate(left) || holds_aggregate(right),
+        Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } => holds_aggregate(inner),
+        _ => false,
+    }
+}
+
+/// A join of two plans that each give one element per group, matched on all their labels.
+fn one_to_one(op: BinOp, lhs: Plan, rhs: Plan) -> Plan {
+    Plan::Join {
+        op,
+        lhs: Box::new(lhs),
+        rhs: Box::new(rhs),
+        key: JoinKey {
+            grouping: Grouping::Without(vec![]),
+            card: Cardinality::OneToOne,
+            fill_many: None,
+            fill_one: None,
+        },
+        return_bool: false,
+    }
+}
+
+/// `plan op n` for each element.
+fn with_number(op: BinOp, plan: Plan, n: f64) -> Plan {
+    Plan::ScalarOp { op, lhs: Box::new(plan), rhs: Box::new(Plan::Number(n)), return_bool: false }
+}
+
+/// An arithmetic operator of a value expression.
+fn arithmetic(op: &BinaryOperator) -> Option<BinOp> {
+    Some(match op {
+        BinaryOperator::Plus => BinOp::Add,
+        BinaryOperator::Minus => BinOp::Sub,
+        BinaryOperator::Multiply => BinOp::Mul,
+        BinaryOperator::Divide => BinOp::Div,
+        BinaryOperator::Modulo => BinOp::Mod,
+        BinaryOperator::PGExp => BinOp::Pow,
+        _ => return None,
+    })
+}
+
+/// A value computed per group: an aggregate, or arithmetic over aggregates and numbers
+/// (`max(value) - min(value)`, `sum(value) / 60`). Returns its column name (the aggregate's,
+/// or PostgreSQL's `?column?` for an expression), how to build its plan over a window, and
+/// whether it counts rows (a bare `count`). Arithmetic is PromQL's (IEEE: a division by zero
+/// is ±Inf or NaN, not an error).
+fn value_expr(e: &Expr, groups: &[String]) -> Result<(String, MakePlan, bool), Error> {
+    match e {
+        Expr::Function(f) if !is_named(f, "date_bin") => {
+            let (name, make) = aggregate(f, groups)?;
+            let counts = name == "count";
+            Ok((name, make, counts))
+        }
+        Expr::Nested(inner) => value_expr(inner, groups),
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => {
+            let (_, make, _) = value_expr(expr, groups)?;
+            Ok(("?column?".into(), Box::new(move |w| with_number(BinOp::Mul, make(w), -1.0)), false))
+        }
+        Expr::BinaryOp { left, op, right } if arithmetic(op).is_some() => {
+            let op = arithmetic(op).unwrap_or(BinOp::Add);
+            let make: MakePlan = match (number(left), number(right)) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(e.span(), "an expression of numbers alone is not a value of the group"))
+                }
+                (None, Some(n)) => {
+                    let (_, l, _) = value_expr(left, groups)?;
+                    Box::new(move |w| with_number(op, l(w), n))
+                }
+                (Some(n), None) => {
+                    let (_, r, _) = value_expr(right, groups)?;
+                    Box::new(move |w| Plan::ScalarOp {
+                        op,
+                        lhs: Box::new(Plan::Number(n)),
+                        rhs: Box::new(r(w)),
+                        return_bool: false,
+                    })
+                }
+                (None, None) => {
+                    let ((_, l, _), (_, r, _)) = (value_expr(left, groups)?, value_expr(right, groups)?);
+                    Box::new(move |w: Plan| one_to_one(op, l(w.clone()), r(w)))
+                }
+            };
+            Ok(("?column?".into(), make, false))
+        }
+        e => Err(invalid(
+            e.span(),
+            "a grouped query selects label columns of its GROUP BY, date_bin, aggregates of value, and arithmetic (+ - * / % ^) over aggregates and numbers",
+        )),
+    }
 }
 
 /// Builds a part's plan over a window.
@@ -880,19 +983,30 @@ fn aggregate(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan),
     if !arg_ok {
         return Err(invalid(f.span(), format!("{name}() takes the value column (count also takes *)")));
     }
-    let groups = groups.to_vec();
-    let over = move |op, func| {
-        let grouping = Grouping::By(groups.clone());
+    let by = Grouping::By(groups.to_vec());
+    let per_series = |func, window: Plan| Plan::WindowFunction {
+        func,
+        input: Box::new(window),
+        args: vec![],
+        origin: Origin::default(),
+    };
+    let sum_by = {
+        let by = by.clone();
+        move |input: Plan| Plan::Aggregate {
+            op: AggOp::Sum,
+            grouping: by.clone(),
+            param: None,
+            input: Box::new(input),
+            origin: Origin::default(),
+        }
+    };
+    let over = |op, func| {
+        let by = by.clone();
         move |window: Plan| Plan::Aggregate {
             op,
-            grouping: grouping.clone(),
+            grouping: by.clone(),
             param: None,
-            input: Box::new(Plan::WindowFunction {
-                func,
-                input: Box::new(window),
-                args: vec![],
-                origin: Origin::default(),
-            }),
+            input: Box::new(per_series(func, window)),
             origin: Origin::default(),
         }
     };
@@ -909,24 +1023,47 @@ fn aggregate(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan),
         "deriv" => Box::new(over(AggOp::Sum, WindowFn::Deriv)),
         "avg" => {
             let (sum, count) = (over(AggOp::Sum, WindowFn::SumOverTime), over(AggOp::Sum, WindowFn::CountOverTime));
-            Box::new(move |window: Plan| Plan::Join {
-                op: BinOp::Div,
-                lhs: Box::new(sum(window.clone())),
-                rhs: Box::new(count(window)),
-                key: JoinKey {
-                    grouping: Grouping::Without(vec![]),
-                    card: Cardinality::OneToOne,
-                    fill_many: None,
-                    fill_one: None,
-                },
-                return_bool: false,
+            Box::new(move |window: Plan| one_to_one(BinOp::Div, sum(window.clone()), count(window)))
+        }
+        // the group's samples' variance from each series' count, mean and variance (the
+        // within-series and between-series sums of squares), so that no sample is read twice
+        // and no sum of squares of raw values cancels: Σ nᵢ·varᵢ + Σ nᵢ·(meanᵢ − mean)²
+        "stddev" | "stddev_samp" | "stddev_pop" | "variance" | "var_samp" | "var_pop" => {
+            let (sum, count) = (over(AggOp::Sum, WindowFn::SumOverTime), over(AggOp::Sum, WindowFn::CountOverTime));
+            let (sample, root) = (!name.ends_with("_pop"), name.starts_with("stddev"));
+            let by = by.clone();
+            Box::new(move |w: Plan| {
+                let n_i = per_series(WindowFn::CountOverTime, w.clone());
+                let within = sum_by(one_to_one(BinOp::Mul, n_i.clone(), per_series(WindowFn::StdvarOverTime, w.clone())));
+                let mean = one_to_one(BinOp::Div, sum(w.clone()), count(w.clone()));
+                let deviation = Plan::Join {
+                    op: BinOp::Sub,
+                    lhs: Box::new(per_series(WindowFn::AvgOverTime, w.clone())),
+                    rhs: Box::new(mean),
+                    key: JoinKey {
+                        grouping: by.clone(),
+                        card: Cardinality::ManyToOne(vec![]),
+                        fill_many: None,
+                        fill_one: None,
+                    },
+                    return_bool: false,
+                };
+                let between = sum_by(one_to_one(BinOp::Mul, n_i, with_number(BinOp::Pow, deviation, 2.0)));
+                let n = count(w);
+                let degrees = if sample { with_number(BinOp::Sub, n, 1.0) } else { n };
+                let variance = one_to_one(BinOp::Div, one_to_one(BinOp::Add, within, between), degrees);
+                if root {
+                    Plan::Map { func: MapFn::Sqrt, input: Box::new(variance), args: vec![] }
+                } else {
+                    variance
+                }
             })
         }
         _ => {
             return Err(invalid(
                 f.span(),
                 format!(
-                    "aggregate {name}() is not supported yet (count, sum, avg, min, max, rate, increase, delta, irate, idelta, deriv are)"
+                    "aggregate {name}() is not supported yet (count, sum, avg, min, max, stddev, stddev_pop, variance, var_pop, rate, increase, delta, irate, idelta, deriv are)"
                 ),
             ))
         }
