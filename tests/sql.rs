@@ -826,3 +826,86 @@ fn stddev_variance_and_arithmetic_over_aggregates() {
         assert!(v["error"].as_str().unwrap().contains(why), "{q}: {v}");
     }
 }
+
+/// Reads an Arrow IPC stream from stdin with pyarrow (PyPI) and prints its schema and rows as
+/// JSON: timestamps as float seconds, NaN and ±Inf as the JSON answer writes them.
+const PYARROW: &str = r#"
+import json, math, sys
+import pyarrow.ipc as ipc
+table = ipc.open_stream(sys.stdin.buffer.read()).read_all()
+def cell(v):
+    if hasattr(v, "timestamp"):
+        return v.timestamp()
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+    return v
+rows = [[cell(v) for v in row] for row in zip(*[c.to_pylist() for c in table.columns])]
+print(json.dumps({"schema": [[f.name, str(f.type)] for f in table.schema], "rows": rows}))
+"#;
+
+/// With `Accept: application/vnd.apache.arrow.stream`, `/api/v1/sql` answers an Arrow IPC
+/// stream that pyarrow reads into the same columns and rows as the JSON answer.
+#[test]
+fn arrow_ipc_answers_carry_the_json_answers_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = bounds(t0, t1);
+    let arrow = |q: &str| {
+        let r = client()
+            .post(server.url("/api/v1/sql"))
+            .header("Accept", "application/vnd.apache.arrow.stream")
+            .form(&[("query", q)])
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let media = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (status, media, r.bytes().unwrap().to_vec())
+    };
+    for (q, schema) in [
+        (
+            format!("SELECT job, instance, ts, value FROM m WHERE {bounds} ORDER BY job, instance, ts"),
+            json!([
+                ["job", "string"],
+                ["instance", "string"],
+                ["ts", "timestamp[ms, tz=UTC]"],
+                ["value", "double"]
+            ]),
+        ),
+        (
+            format!("SELECT ts, value FROM m_odd WHERE {bounds}"),
+            json!([["ts", "timestamp[ms, tz=UTC]"], ["value", "double"]]),
+        ),
+        (
+            format!("SELECT job, count(*) AS n, avg(value) FROM m WHERE {bounds} GROUP BY job"),
+            json!([["job", "string"], ["n", "double"], ["avg", "double"]]),
+        ),
+        (
+            format!("SELECT job, ts, value FROM m WHERE job = 'none' AND {bounds}"),
+            json!([["job", "string"], ["ts", "timestamp[ms, tz=UTC]"], ["value", "double"]]),
+        ),
+    ] {
+        let (status, media, body) = arrow(&q);
+        assert_eq!((status, media.as_str()), (200, "application/vnd.apache.arrow.stream"), "{q}");
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", PYARROW])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "pyarrow (installed by .ci/run): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(read["schema"], schema, "{q}");
+        let (_, json_answer) = sql(&server, &q);
+        assert_eq!(read["rows"], json_answer["data"]["rows"], "{q}: the Arrow rows are the JSON rows");
+    }
+    // an error stays the API's JSON error
+    let (status, media, body) = arrow("SELECT FROM");
+    assert_eq!((status, media.as_str()), (400, "application/json"), "{}", String::from_utf8_lossy(&body));
+}

@@ -1,10 +1,11 @@
 //! `/api/v1/sql`: SQL over the metrics, compiled to the same plans as PromQL
-//! (`promflow_sql`), evaluated by the batch executor, answered as columns and rows.
+//! (`promflow_sql`), evaluated by the batch executor, answered as columns and rows in JSON,
+//! or as an Arrow IPC stream for a client that accepts one.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use promflow_sql::{Cell, ExecError, Rows, Settings};
 use serde_json::{json, Value};
 
@@ -75,7 +76,19 @@ pub(crate) async fn sql(
             ExecError::Storage(_) => ApiError::internal(e.to_string()),
             ExecError::Engine(_) => ApiError::execution(e.to_string()),
         })?;
+    if accepts_arrow(&headers) {
+        let stream =
+            rows.to_arrow_stream().map_err(|e| ApiError::internal(format!("encoding Arrow: {e}")))?;
+        return Ok(([(header::CONTENT_TYPE, promflow_sql::ARROW_STREAM)], stream).into_response());
+    }
     Ok(answer(&rows))
+}
+
+/// Whether the client asks for an Arrow IPC stream (errors are still JSON, as the API's).
+fn accepts_arrow(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |media| media.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(promflow_sql::ARROW_STREAM),
+    )
 }
 
 /// Rows as the API answers them.

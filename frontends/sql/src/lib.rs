@@ -23,6 +23,7 @@
 //! storage with the batch executor and answers [`Rows`]; [`pg::serve`] answers the same on
 //! the PostgreSQL wire protocol.
 
+mod arrow;
 mod bind;
 mod catalog;
 mod compile;
@@ -31,6 +32,7 @@ pub mod pg;
 mod rows;
 mod standing;
 
+pub use arrow::ARROW_STREAM;
 pub use compile::{compile, Column, ColumnKind, Eval, Part, Query, Source, Statement};
 pub use exec::{ExecError, Settings};
 pub use rows::{Cell, Rows};
