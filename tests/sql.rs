@@ -909,3 +909,55 @@ fn arrow_ipc_answers_carry_the_json_answers_rows() {
     let (status, media, body) = arrow("SELECT FROM");
     assert_eq!((status, media.as_str()), (400, "application/json"), "{}", String::from_utf8_lossy(&body));
 }
+
+/// `histogram_quantile(φ, rate(value))` over a classic histogram's buckets compiles to
+/// PromQL's `histogram_quantile(φ, sum by (…, le) (rate(…)))` and answers as it does.
+#[test]
+fn histogram_quantile_over_buckets_is_its_promql_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    // two instances of one job; each bucket's counter grows at its own pace
+    let mut buckets = Vec::new();
+    for (instance, pace) in [("i1", 1.0), ("i2", 3.0)] {
+        for (le, share) in [("0.1", 0.2), ("0.5", 0.7), ("+Inf", 1.0)] {
+            let points: Vec<(i64, f64)> =
+                (0..SAMPLES).map(|k| (t0 + k * STEP_MS, (k as f64) * 10.0 * pace * share)).collect();
+            buckets.push(series(
+                &[("__name__", "lat_bucket"), ("job", "a"), ("instance", instance), ("le", le)],
+                &points,
+            ));
+        }
+    }
+    let (status, body) = remote_write(&server, buckets);
+    assert!(status / 100 == 2, "{body}");
+    let range = format!("{}ms", t1 - t0 + 1);
+    let bounds = bounds(t0, t1);
+    for (sql_text, promql) in [
+        (
+            format!("SELECT job, histogram_quantile(0.9, rate(value)) FROM lat_bucket WHERE {bounds} GROUP BY job"),
+            format!("histogram_quantile(0.9, sum by (job, le) (rate(lat_bucket[{range}])))"),
+        ),
+        (
+            format!("SELECT instance, histogram_quantile(0.5, increase(value)) AS median FROM lat_bucket WHERE {bounds} GROUP BY instance"),
+            format!("histogram_quantile(0.5, sum by (instance, le) (increase(lat_bucket[{range}])))"),
+        ),
+    ] {
+        let (status, explained) = sql(&server, &format!("EXPLAIN {sql_text}"));
+        assert_eq!(status, 200, "{explained}");
+        let (_, twin) =
+            server.post_form("/api/v1/query", &[("query", &promql), ("time", &seconds(t1)), ("explain", "1")]);
+        assert_eq!(rows(&explained)[0][1], twin["data"]["result"], "{sql_text} and {promql} compile alike");
+        let (_, got) = sql(&server, &sql_text);
+        let (_, want) = server.post_form("/api/v1/query", &[("query", &promql), ("time", &seconds(t1))]);
+        let (got, want) = (sql_groups(&got), promql_groups(&want));
+        assert!(!want.is_empty() && got == want, "{sql_text}: {got:?} against {want:?}");
+    }
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT le, histogram_quantile(0.9, rate(value)) FROM lat_bucket WHERE {bounds} GROUP BY le"
+        ),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("le cannot be in GROUP BY"), "{v}");
+}

@@ -2,7 +2,7 @@
 //! plan IR (one plan per value the rows need) and the rows' shape.
 
 use promflow_engine::plan::{
-    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Origin, TimeShift, WindowFn,
+    AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Origin, TimeShift, VectorFn, WindowFn,
 };
 use promflow_engine::Plan;
 use promflow_storage::{MatchOp, Matcher};
@@ -871,6 +871,41 @@ fn holds_aggregate(e: &Expr) -> bool {
     }
 }
 
+/// `histogram_quantile(φ, agg)`: the quantile of each group's classic histogram, whose
+/// buckets are `agg` (`rate(value)`, `increase(value)`, …) grouped by the query's labels and
+/// `le`: PromQL's `histogram_quantile(φ, sum by (job, le) (rate(m_bucket[…])))`.
+fn histogram_quantile(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan, bool), Error> {
+    let usage = || {
+        invalid(
+            f.span(),
+            "histogram_quantile takes a number and an aggregate of the buckets, such as rate(value)",
+        )
+    };
+    let FunctionArguments::List(list) = &f.args else { return Err(usage()) };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(phi)), FunctionArg::Unnamed(FunctionArgExpr::Expr(buckets))] =
+        list.args.as_slice()
+    else {
+        return Err(usage());
+    };
+    let phi = number(phi).ok_or_else(usage)?;
+    if groups.iter().any(|g| g == "le") {
+        return Err(invalid(
+            f.span(),
+            "histogram_quantile groups the buckets by le itself: le cannot be in GROUP BY",
+        ));
+    }
+    let by_le: Vec<String> = groups.iter().cloned().chain(["le".to_string()]).collect();
+    let (_, buckets, _) = value_expr(buckets, &by_le)?;
+    let make: MakePlan = Box::new(move |w| Plan::VectorFunction {
+        func: VectorFn::HistogramQuantile,
+        input: Box::new(buckets(w)),
+        args: vec![Plan::Number(phi)],
+        labels: vec![],
+        origin: Origin::default(),
+    });
+    Ok(("histogram_quantile".into(), make, false))
+}
+
 /// A join of two plans that each give one element per group, matched on all their labels.
 fn one_to_one(op: BinOp, lhs: Plan, rhs: Plan) -> Plan {
     Plan::Join {
@@ -912,6 +947,7 @@ fn arithmetic(op: &BinaryOperator) -> Option<BinOp> {
 /// is ±Inf or NaN, not an error).
 fn value_expr(e: &Expr, groups: &[String]) -> Result<(String, MakePlan, bool), Error> {
     match e {
+        Expr::Function(f) if is_named(f, "histogram_quantile") => histogram_quantile(f, groups),
         Expr::Function(f) if !is_named(f, "date_bin") => {
             let (name, make) = aggregate(f, groups)?;
             let counts = name == "count";
