@@ -42,7 +42,7 @@ fn cell_json(c: &Cell) -> Value {
     };
     match c {
         Cell::Null => Value::Null,
-        Cell::Text(s) => json!(s),
+        Cell::Text(s) => Value::String(s.to_string()),
         Cell::Bool(b) => json!(b),
         Cell::Timestamp(v) | Cell::Number(v) => number(*v),
     }

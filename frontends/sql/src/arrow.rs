@@ -35,7 +35,7 @@ impl Rows {
                 ColumnKind::Text => {
                     let values: StringArray = cells
                         .map(|c| match c {
-                            Cell::Text(s) => Some(s.as_str()),
+                            Cell::Text(s) => Some(s.as_ref()),
                             _ => None,
                         })
                         .collect();

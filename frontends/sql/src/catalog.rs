@@ -485,7 +485,7 @@ pub(crate) fn answer(query: &ast::Query, querier: &dyn Querier) -> Result<Rows, 
         V::Bool(b) => Cell::Bool(*b),
         V::Int(i) => Cell::Number(*i as f64),
         V::Float(f) => Cell::Number(*f),
-        v => Cell::Text(v.to_text().unwrap_or_default()),
+        v => Cell::Text(v.to_text().unwrap_or_default().into()),
     };
     let rows = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
     Ok(Rows { columns, rows })

@@ -50,7 +50,12 @@ impl Statement {
                 let rows = query
                     .parts
                     .iter()
-                    .map(|p| vec![Cell::Text(p.name.clone()), Cell::Text(p.segments[0].0.to_string())])
+                    .map(|p| {
+                        vec![
+                            Cell::Text(p.name.as_str().into()),
+                            Cell::Text(p.segments[0].0.to_string().into()),
+                        ]
+                    })
                     .collect();
                 Ok(Rows { columns: vec![Column::text("column"), Column::text("plan")], rows })
             }

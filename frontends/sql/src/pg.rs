@@ -67,7 +67,7 @@ fn pg_type(kind: ColumnKind) -> Type {
 fn text(cell: &Cell) -> Option<String> {
     match cell {
         Cell::Null => None,
-        Cell::Text(s) => Some(s.clone()),
+        Cell::Text(s) => Some(s.to_string()),
         Cell::Bool(b) => Some(if *b { "t" } else { "f" }.into()),
         Cell::Number(v) if v.is_nan() => Some("NaN".into()),
         Cell::Number(v) if v.is_infinite() => Some(if *v > 0.0 { "Infinity" } else { "-Infinity" }.into()),
@@ -131,7 +131,7 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWir
     }
     match cell {
         Cell::Null => encoder.encode_field(&None::<f64>),
-        Cell::Text(s) => encoder.encode_field(s),
+        Cell::Text(s) => encoder.encode_field(&s.as_ref()),
         Cell::Number(v) if *field.datatype() == Type::INT8 => encoder.encode_field(&(*v as i64)),
         Cell::Number(v) => encoder.encode_field(v),
         Cell::Bool(b) => encoder.encode_field(b),
