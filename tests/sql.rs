@@ -798,6 +798,37 @@ fn stddev_variance_and_arithmetic_over_aggregates() {
         }
     }
 
+    // percentile_cont over every row of the group, interpolated as PostgreSQL does
+    let percentile = |v: &[f64], phi: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let pos = phi * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    };
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT job, percentile_cont(0.5) WITHIN GROUP (ORDER BY value), \
+             percentile_cont(0.9) WITHIN GROUP (ORDER BY value) AS p90, \
+             percentile_cont(0.25) WITHIN GROUP (ORDER BY value DESC) AS top_quarter \
+             FROM m WHERE {bounds} GROUP BY job ORDER BY job"
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    for (row, samples) in rows(&v).iter().zip([&job_a, &job_b]) {
+        for (i, phi) in [0.5, 0.9, 0.75].into_iter().enumerate() {
+            let (g, w) = (row[i + 1].as_f64().unwrap(), percentile(samples, phi));
+            assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "φ {phi}: {g} against {w} in {row}");
+        }
+    }
+    let (_, explained) = sql(
+        &server,
+        &format!("EXPLAIN SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY value) FROM m WHERE {bounds}"),
+    );
+    let plan = rows(&explained)[0][1].as_str().unwrap().to_string();
+    assert!(plan.starts_with("AggregateSamples Quantile by() param=0.9"), "{plan}");
+
     // HAVING over arithmetic and between two aggregates
     let (_, v) = sql(
         &server,
@@ -817,8 +848,13 @@ fn stddev_variance_and_arithmetic_over_aggregates() {
         (format!("SELECT job, 1 + 2 FROM m WHERE {bounds} GROUP BY job"), "numbers alone"),
         (
             format!("SELECT job, percentile_cont(value) FROM m WHERE {bounds} GROUP BY job"),
-            "not supported yet",
+            "takes a fraction",
         ),
+        (
+            format!("SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY value) FROM m WHERE {bounds}"),
+            "percentile value 1.5 is not between 0 and 1",
+        ),
+        (format!("SELECT job, median(value) FROM m WHERE {bounds} GROUP BY job"), "not supported yet"),
         (format!("SELECT job, max(value) || 'x' FROM m WHERE {bounds} GROUP BY job"), "arithmetic"),
     ] {
         let (status, v) = sql(&server, &q);

@@ -332,6 +332,9 @@ impl Ctx<'_> {
             Plan::Aggregate { op, grouping, param, input, origin } => {
                 self.aggregate(*op, grouping, param.as_deref(), input, origin)?
             }
+            Plan::AggregateSamples { op, grouping, param, input } => {
+                self.aggregate_samples(*op, grouping, *param, input)?
+            }
             Plan::Join { op, lhs, rhs, key, return_bool } => {
                 let l = self.eval_vector(lhs)?;
                 let r = self.eval_vector(rhs)?;
@@ -573,6 +576,39 @@ impl Ctx<'_> {
         } else {
             Ok(Value::Vector(self.drop_names(out)?))
         }
+    }
+
+    /// Every sample in the windows of each group's series, aggregated at each step
+    /// ([`Plan::AggregateSamples`]); a group with no sample in a window has no value there.
+    fn aggregate_samples(
+        &mut self,
+        op: AggOp,
+        grouping: &Grouping,
+        param: f64,
+        input: &Plan,
+    ) -> Result<Value, Error> {
+        let r = self.eval_range(input)?;
+        let mut groups: HashMap<Labels, Vec<usize>> = HashMap::new();
+        for (i, (labels, _)) in r.series.iter().enumerate() {
+            groups.entry(grouping_key(labels, grouping)).or_default().push(i);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        let mut vals = Vec::new();
+        for (key, members) in groups {
+            let mut values = Vec::with_capacity(self.steps.len());
+            for &step in &self.steps {
+                let b = r.bounds(step, self.query_start, self.query_end);
+                vals.clear();
+                for &i in &members {
+                    vals.extend_from_slice(window_slice(r.series[i].1.view(), b).v);
+                }
+                values.push((!vals.is_empty()).then(|| aggregate_values(op, &mut vals, param)));
+            }
+            if values.iter().any(Option::is_some) {
+                out.push(StepSeries::new(key, values));
+            }
+        }
+        Ok(Value::Vector(out))
     }
 
     fn map(&mut self, func: MapFn, input: &Plan, args: &[Plan]) -> Result<Value, Error> {

@@ -521,6 +521,19 @@ pub enum Plan {
         /// Where the aggregation and its parameter are in the query text.
         origin: Origin,
     },
+    /// Aggregates every sample in the window of every series of a group at each step: SQL's
+    /// aggregates over rows (`percentile_cont`), which PromQL has no operator for (its
+    /// aggregations take one value per series). Produced by the SQL front end only.
+    AggregateSamples {
+        /// The operator (`Quantile` with `param` φ).
+        op: AggOp,
+        /// Grouping labels.
+        grouping: Grouping,
+        /// The operator's constant parameter.
+        param: f64,
+        /// The range-valued input.
+        input: Box<Plan>,
+    },
     /// Vector–vector operation: match series on labels, combine values.
     Join {
         /// The operator.
@@ -601,6 +614,7 @@ impl Plan {
             Plan::SubWindow { input, .. }
             | Plan::Relabel { input, .. }
             | Plan::ToVector(input)
+            | Plan::AggregateSamples { input, .. }
             | Plan::Info { input, .. } => {
                 vec![input]
             }
@@ -709,6 +723,11 @@ impl Plan {
                 }
             }
             Plan::Aggregate { op, grouping, .. } => format!("Aggregate {op:?} {}", fmt_grouping(grouping)),
+            Plan::AggregateSamples { op, grouping, param, .. } => format!(
+                "AggregateSamples {op:?} {} param={}",
+                fmt_grouping(grouping),
+                crate::format::format_value(*param)
+            ),
             Plan::Join { op, key, return_bool, .. } => {
                 let mut line =
                     format!("Join {} {} card={:?}", op.symbol(), fmt_grouping(&key.grouping), key.card);

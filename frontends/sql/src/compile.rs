@@ -906,6 +906,43 @@ fn histogram_quantile(f: &ast::Function, groups: &[String]) -> Result<(String, M
     Ok(("histogram_quantile".into(), make, false))
 }
 
+/// `percentile_cont(φ) WITHIN GROUP (ORDER BY value [ASC|DESC])`: the φ-quantile of the
+/// group's samples, interpolated linearly between the two nearest (PostgreSQL's definition,
+/// and PromQL's `quantile`), over every sample of every series of the group: the IR's
+/// `AggregateSamples`, which PromQL has no syntax for.
+fn percentile_cont(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan, bool), Error> {
+    let usage = || invalid(f.span(), "percentile_cont takes a fraction and WITHIN GROUP (ORDER BY value)");
+    let FunctionArguments::List(list) = &f.args else { return Err(usage()) };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(fraction))] = list.args.as_slice() else {
+        return Err(usage());
+    };
+    let [order] = f.within_group.as_slice() else { return Err(usage()) };
+    if !matches!(&order.expr, Expr::Identifier(id) if id.value == "value")
+        || f.filter.is_some()
+        || f.over.is_some()
+    {
+        return Err(usage());
+    }
+    let phi = number(fraction).ok_or_else(usage)?;
+    if !(0.0..=1.0).contains(&phi) {
+        return Err(invalid(fraction.span(), format!("percentile value {phi} is not between 0 and 1")));
+    }
+    // the fraction from the top of a descending order is 1 − φ from the bottom
+    let phi = match order.options.sort {
+        Some(OrderBySort::Desc) => 1.0 - phi,
+        Some(OrderBySort::Using(_)) => return Err(usage()),
+        _ => phi,
+    };
+    let grouping = Grouping::By(groups.to_vec());
+    let make: MakePlan = Box::new(move |w| Plan::AggregateSamples {
+        op: AggOp::Quantile,
+        grouping: grouping.clone(),
+        param: phi,
+        input: Box::new(w),
+    });
+    Ok(("percentile_cont".into(), make, false))
+}
+
 /// A join of two plans that each give one element per group, matched on all their labels.
 fn one_to_one(op: BinOp, lhs: Plan, rhs: Plan) -> Plan {
     Plan::Join {
@@ -948,6 +985,7 @@ fn arithmetic(op: &BinaryOperator) -> Option<BinOp> {
 fn value_expr(e: &Expr, groups: &[String]) -> Result<(String, MakePlan, bool), Error> {
     match e {
         Expr::Function(f) if is_named(f, "histogram_quantile") => histogram_quantile(f, groups),
+        Expr::Function(f) if is_named(f, "percentile_cont") => percentile_cont(f, groups),
         Expr::Function(f) if !is_named(f, "date_bin") => {
             let (name, make) = aggregate(f, groups)?;
             let counts = name == "count";
