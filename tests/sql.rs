@@ -997,3 +997,78 @@ fn histogram_quantile_over_buckets_is_its_promql_twin() {
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("le cannot be in GROUP BY"), "{v}");
 }
+
+/// `WITH`, subqueries in `FROM` and joins: each metric query in them runs through its plans,
+/// and the interpreter joins and filters their rows (a metric table's own `WHERE` conjuncts
+/// are applied where its rows are read).
+#[test]
+fn ctes_subqueries_and_joins_over_metric_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = bounds(t0, t1);
+
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "WITH mx AS (SELECT job, max(value) AS top FROM m WHERE {bounds} GROUP BY job), \
+                  n AS (SELECT job, count(*) AS samples FROM m WHERE {bounds} GROUP BY job) \
+             SELECT mx.job, mx.top, n.samples, mx.top / n.samples AS ratio \
+             FROM mx JOIN n ON mx.job = n.job ORDER BY mx.job"
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        rows(&v),
+        vec![json!(["a", 38.0, 40.0, 38.0 / 40.0]), json!(["b", 119.0, 39.0, 119.0 / 39.0])]
+    );
+
+    let (_, v) = sql(
+        &server,
+        &format!(
+            "SELECT job, top FROM (SELECT job, max(value) AS top FROM m WHERE {bounds} GROUP BY job) t \
+             WHERE top > 100"
+        ),
+    );
+    assert_eq!(rows(&v), vec![json!(["b", 119.0])], "{v}");
+
+    // two series of one metric joined on their timestamps; x's bounds use now(), which only
+    // the metric's own query (where they are applied) understands
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT x.ts, x.value, y.value, y.value - x.value AS gap FROM m x JOIN m y ON x.ts = y.ts \
+             WHERE x.job = 'a' AND x.instance = 'i1' AND x.ts > now() - INTERVAL '1 hour' \
+             AND y.job = 'a' AND y.instance = 'i2' AND y.ts >= {} AND y.ts <= {} \
+             ORDER BY x.ts LIMIT 3",
+            seconds(t0),
+            seconds(t1)
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let want: Vec<Value> = (0..3)
+        .map(|k| {
+            let (x, y) = (1.0 + k as f64, 2.0 * k as f64);
+            json!([(t0 + k * STEP_MS) as f64 / 1000.0, x, y, y - x])
+        })
+        .collect();
+    assert_eq!(rows(&v), want, "{v}");
+
+    // a condition over both tables is the interpreter's, after the join (y = 2k > x = 1 + k
+    // from k = 2 on)
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT x.ts FROM m x, m y WHERE x.ts = y.ts AND x.instance = 'i1' AND y.instance = 'i2' \
+             AND x.job = 'a' AND y.job = 'a' AND {} AND y.value > x.value",
+            bounds.replace("ts", "x.ts")
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(rows(&v).len(), SAMPLES as usize - 2, "{v}");
+    assert_eq!(rows(&v)[0], json!([(t0 + 2 * STEP_MS) as f64 / 1000.0]));
+
+    // what the interpreter does not do is an error that says what to do instead
+    let (status, v) = sql(&server, "SELECT x.job, count(*) FROM m x JOIN m y ON x.ts = y.ts GROUP BY x.job");
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("aggregate inside the CTEs"), "{v}");
+}

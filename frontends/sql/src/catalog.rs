@@ -8,6 +8,11 @@
 //! `CASE`, casts to `regclass`/`regtype`, regular expressions, `UNION`) and evaluates lazily:
 //! expressions over the catalogs promflow keeps empty (constraints, indexes, policies, …)
 //! are never evaluated, as there are no rows to evaluate them on.
+//!
+//! The same interpreter answers relational queries over metrics (`WITH`, joins, subqueries
+//! in `FROM`): each metric query in them (a CTE's or subquery's body over one metric, or a
+//! metric table with the `WHERE` conjuncts that are its own) runs through its plans, and its
+//! rows become a relation (`docs/sql.md`, "Joins, subqueries and CTEs").
 
 use std::cmp::Ordering;
 
@@ -242,9 +247,66 @@ struct Catalog<'a> {
     querier: &'a dyn Querier,
     tables: Option<Vec<Table>>,
     with_columns: bool,
+    /// How to run the metric queries of a relational query (`None` for catalog queries).
+    metrics: Option<Metrics<'a>>,
+    /// The common table expressions in scope, innermost last.
+    ctes: Vec<(String, Relation)>,
+    /// For the `SELECT` whose `FROM` is being read: each metric table's own `WHERE`
+    /// conjuncts (by alias), applied where its rows are read.
+    own: Vec<(String, Vec<Expr>)>,
+}
+
+/// How a relational query runs its metric queries: the server's settings, `now()`, and the
+/// statement's deadline.
+pub(crate) struct Metrics<'a> {
+    pub(crate) settings: &'a crate::exec::Settings,
+    pub(crate) now: i64,
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl Catalog<'_> {
+    /// Whether `f` reads a metric (in a relational query): a table that is neither a common
+    /// table expression in scope nor a catalog's. Returns its alias and metric name.
+    fn metric_table(&self, f: &TableFactor) -> Option<(String, String)> {
+        let TableFactor::Table { name, alias, args: None, .. } = f else { return None };
+        let (schema, table) = split(name);
+        let catalog = schema.as_ref().is_some_and(|s| CATALOG_SCHEMAS.contains(&s.as_str()))
+            || (schema.is_none() && relation_columns(&table).is_some());
+        let cte = self.cte(name).is_some();
+        // the metric's own spelling: a quoted name keeps its case
+        let metric = name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone())?;
+        (self.metrics.is_some() && !catalog && !cte)
+            .then(|| (alias.as_ref().map_or_else(|| metric.clone(), |a| a.name.value.clone()), metric))
+    }
+
+    /// The common table expression `name` names, if one in scope does (the innermost).
+    fn cte(&self, name: &ObjectName) -> Option<&Relation> {
+        let (schema, table) = split(name);
+        schema.is_none().then(|| self.ctes.iter().rev().find(|(n, _)| *n == table).map(|(_, r)| r)).flatten()
+    }
+
+    /// The rows of a single metric's query (its text), run through its plans.
+    fn metric_rows(&self, sql: &str) -> Result<Relation, ExecError> {
+        let Some(m) = &self.metrics else { return Err(unsupported("a metric in a catalog query")) };
+        let compiled =
+            crate::compile::compile(sql, m.now).map_err(|e| ExecError::Catalog(format!("in {sql}: {e}")))?;
+        let crate::Statement::Select(q) = compiled else {
+            return Err(ExecError::Catalog(format!("{sql} is not a metric's query")));
+        };
+        let rows = crate::exec::run(&q, self.querier, m.settings, m.deadline)?;
+        let value = |c: &Cell| match c {
+            Cell::Null => V::Null,
+            Cell::Bool(b) => V::Bool(*b),
+            Cell::Text(t) => V::Text(t.to_string()),
+            // timestamps as seconds since the epoch, as the JSON answer writes them
+            Cell::Number(v) | Cell::Timestamp(v) => V::Float(*v),
+        };
+        Ok(Relation {
+            columns: rows.columns.iter().map(|c| c.name.clone()).collect(),
+            rows: rows.rows.iter().map(|r| r.iter().map(value).collect()).collect(),
+        })
+    }
+
     /// The metrics as tables, oids stable across queries: a hash of the name, moved on past
     /// a collision (so psql's second query finds the table its first one named).
     fn tables(&mut self, columns: bool) -> Result<&[Table], ExecError> {
@@ -462,8 +524,13 @@ impl Scope<'_> {
 }
 
 /// Answers a catalog query from `querier`.
-pub(crate) fn answer(query: &ast::Query, querier: &dyn Querier) -> Result<Rows, ExecError> {
-    let mut catalog = Catalog { querier, tables: None, with_columns: false };
+pub(crate) fn answer(
+    query: &ast::Query,
+    querier: &dyn Querier,
+    metrics: Option<Metrics>,
+) -> Result<Rows, ExecError> {
+    let mut catalog =
+        Catalog { querier, tables: None, with_columns: false, metrics, ctes: Vec::new(), own: Vec::new() };
     let (names, rows) = run_query(query, &mut catalog, None)?;
     let columns = names
         .iter()
@@ -494,10 +561,25 @@ pub(crate) fn answer(query: &ast::Query, querier: &dyn Querier) -> Result<Rows, 
 type Answer = (Vec<String>, Vec<Vec<V>>);
 
 fn run_query(query: &ast::Query, catalog: &mut Catalog, outer: Option<&Scope>) -> Result<Answer, ExecError> {
-    if query.with.is_some() {
-        return Err(unsupported("WITH"));
+    let scoped = catalog.ctes.len();
+    if let Some(with) = &query.with {
+        if with.recursive {
+            return Err(unsupported("WITH RECURSIVE"));
+        }
+        for cte in &with.cte_tables {
+            let relation = relation_of(&cte.query, catalog, outer)?;
+            let relation = match cte.alias.columns.as_slice() {
+                [] => relation,
+                names => {
+                    Relation { columns: names.iter().map(|c| c.name.value.clone()).collect(), ..relation }
+                }
+            };
+            catalog.ctes.push((cte.alias.name.value.clone(), relation));
+        }
     }
-    let ((names, mut rows), scopes) = run_body(&query.body, catalog, outer)?;
+    let body = run_body(&query.body, catalog, outer);
+    catalog.ctes.truncate(scoped);
+    let ((names, mut rows), scopes) = body?;
     if let Some(order_by) = &query.order_by {
         let ast::OrderByKind::Expressions(exprs) = &order_by.kind else {
             return Err(unsupported("ORDER BY ALL"));
@@ -603,8 +685,56 @@ fn run_body(
 /// The rows of `FROM`: (alias, column) per column, the aliases of empty catalogs, rows.
 type From = (Vec<(String, String)>, Vec<String>, Vec<Vec<V>>);
 
+/// The rows of a subquery or CTE: a single metric's query runs through its plans, anything
+/// else in the interpreter.
+fn relation_of(
+    query: &ast::Query,
+    catalog: &mut Catalog,
+    outer: Option<&Scope>,
+) -> Result<Relation, ExecError> {
+    if catalog.metrics.is_some()
+        && !reads_catalog(query)
+        && !crate::compile::is_relational(query)
+        && !reads_ctes(query, catalog)
+    {
+        return catalog.metric_rows(&query.to_string());
+    }
+    let (columns, rows) = run_query(query, catalog, outer)?;
+    Ok(Relation { columns, rows })
+}
+
+/// A relation's columns under `alias`, as `FROM` reads them.
+fn aliased(alias: &str, relation: Relation) -> From {
+    (relation.columns.into_iter().map(|c| (alias.to_string(), c)).collect(), Vec::new(), relation.rows)
+}
+
+/// Whether a query's `FROM` names a common table expression in scope.
+fn reads_ctes(query: &ast::Query, catalog: &Catalog) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else { return true };
+    select.from.iter().any(|t| {
+        std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)).any(|f| match f {
+            TableFactor::Table { name, .. } => catalog.cte(name).is_some(),
+            _ => true,
+        })
+    })
+}
+
 fn from_factor(f: &TableFactor, catalog: &mut Catalog, outer: Option<&Scope>) -> Result<From, ExecError> {
+    if let Some((alias, metric)) = catalog.metric_table(f) {
+        // the table's rows, with the conjuncts of WHERE that are its own
+        let own = catalog.own.iter().find(|(a, _)| *a == alias).map(|(_, c)| c.clone()).unwrap_or_default();
+        let mut sql = format!("SELECT * FROM \"{}\"", metric.replace('"', "\"\""));
+        if !own.is_empty() {
+            let own: Vec<String> = own.iter().map(|e| e.to_string()).collect();
+            sql = format!("{sql} WHERE {}", own.join(" AND "));
+        }
+        return Ok(aliased(&alias, catalog.metric_rows(&sql)?));
+    }
     match f {
+        TableFactor::Table { name, alias, args: None, .. } if catalog.cte(name).is_some() => {
+            let relation = catalog.cte(name).cloned().unwrap_or(Relation { columns: vec![], rows: vec![] });
+            Ok(aliased(&alias.as_ref().map_or_else(|| split(name).1, |a| a.name.value.clone()), relation))
+        }
         TableFactor::Table { name, alias, args: None, .. } => {
             let (schema, table) = split(name);
             let relation = catalog.relation(schema.as_deref(), &table)?;
@@ -630,7 +760,7 @@ fn from_factor(f: &TableFactor, catalog: &mut Catalog, outer: Option<&Scope>) ->
             Ok((vec![(alias, column)], Vec::new(), rows))
         }
         TableFactor::Derived { subquery, alias, .. } => {
-            let (names, rows) = run_query(subquery, catalog, outer)?;
+            let Relation { columns: names, rows } = relation_of(subquery, catalog, outer)?;
             let alias = alias.as_ref().map_or(String::new(), |a| a.name.value.clone());
             Ok((names.into_iter().map(|n| (alias.clone(), n)).collect(), Vec::new(), rows))
         }
@@ -681,7 +811,60 @@ fn run_select(
     catalog: &mut Catalog,
     outer: Option<&Scope>,
 ) -> Result<(Answer, Sources), ExecError> {
+    // a metric table's own WHERE conjuncts are applied where its rows are read, and not again
+    let conditions: Vec<&Expr> = select.selection.as_ref().map(crate::compile::conjuncts).unwrap_or_default();
+    let mut consumed = vec![false; conditions.len()];
+    let mut own = Vec::new();
+    if let Some(now) = catalog.metrics.as_ref().map(|m| m.now) {
+        let factors = select
+            .from
+            .iter()
+            .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)));
+        for (alias, _) in factors.filter_map(|f| catalog.metric_table(f)) {
+            let mut mine = Vec::new();
+            for (c, done) in conditions.iter().zip(consumed.iter_mut()) {
+                if let Some(p) = crate::compile::own_predicate(c, &alias, now) {
+                    mine.push(p);
+                    *done = true;
+                }
+            }
+            own.push((alias, mine));
+        }
+    }
+    let outer_own = std::mem::replace(&mut catalog.own, own);
     // FROM: the cross product of its items (one row of no columns without FROM)
+    let from = read_from(select, catalog, outer);
+    catalog.own = outer_own;
+    let (columns, empty, rows) = from?;
+    if !matches!(&select.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty()) {
+        return Err(match catalog.metrics {
+            None => unsupported("GROUP BY"),
+            Some(_) => ExecError::Catalog(
+                "GROUP BY over a join, CTE or subquery is not supported yet: aggregate inside the CTEs or subqueries"
+                    .into(),
+            ),
+        });
+    }
+    let mut kept = Vec::new();
+    for row in rows {
+        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer };
+        let mut keep = true;
+        for (c, _) in conditions.iter().zip(&consumed).filter(|(_, done)| !**done) {
+            if !eval(c, &scope, catalog)?.truth() {
+                keep = false;
+                break;
+            }
+        }
+        if keep {
+            kept.push(row);
+        }
+    }
+    project(select, columns, empty, kept, catalog, outer)
+}
+
+/// The rows of a `SELECT`'s `FROM`: the cross product of its items (one row of no columns
+/// without `FROM`).
+fn read_from(select: &ast::Select, catalog: &mut Catalog, outer: Option<&Scope>) -> Result<From, ExecError> {
     let (mut columns, mut empty, mut rows) = (Vec::new(), Vec::new(), vec![Vec::new()]);
     for t in &select.from {
         let (c, e, r) = from_joins(t, catalog, outer)?;
@@ -692,19 +875,18 @@ fn run_select(
         columns.extend(c);
         empty.extend(e);
     }
-    if !matches!(&select.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty()) {
-        return Err(unsupported("GROUP BY"));
-    }
-    let mut kept = Vec::new();
-    for row in rows {
-        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer };
-        if let Some(w) = &select.selection {
-            if !eval(w, &scope, catalog)?.truth() {
-                continue;
-            }
-        }
-        kept.push(row);
-    }
+    Ok((columns, empty, rows))
+}
+
+/// The select list over the kept rows (and `DISTINCT`).
+fn project(
+    select: &ast::Select,
+    columns: Vec<(String, String)>,
+    empty: Vec<String>,
+    kept: Vec<Vec<V>>,
+    catalog: &mut Catalog,
+    outer: Option<&Scope>,
+) -> Result<(Answer, Sources), ExecError> {
     let mut names = Vec::new();
     for item in &select.projection {
         match item {
@@ -901,6 +1083,18 @@ fn eval(e: &Expr, scope: &Scope, catalog: &mut Catalog) -> Result<V, ExecError> 
                         _ => V::Null,
                     },
                 },
+                (BinaryOperator::Multiply | BinaryOperator::Divide | BinaryOperator::Modulo, _) => {
+                    // IEEE arithmetic, as PromQL's and the aggregates' (a division by zero
+                    // is ±Inf or NaN)
+                    match (l.number(), r.number()) {
+                        (Some(a), Some(b)) => V::Float(match op {
+                            BinaryOperator::Multiply => a * b,
+                            BinaryOperator::Divide => a / b,
+                            _ => a % b,
+                        }),
+                        _ => V::Null,
+                    }
+                }
                 _ => return Err(unsupported(format!("the operator {op}"))),
             }
         }

@@ -30,6 +30,11 @@ pub enum Statement {
     /// A query over the catalogs (`pg_catalog`, `information_schema`) or of no table
     /// (`SELECT version()`), answered by the catalog interpreter.
     Catalog(Box<ast::Query>),
+    /// A query with `WITH`, a join, or a subquery in `FROM`: each metric query in it (a CTE's
+    /// or subquery's body, or a metric table with the `WHERE` conjuncts that are its own)
+    /// is compiled to plans and run, and the interpreter joins and filters their rows.
+    /// Holds the query and `now()`.
+    Relational(Box<ast::Query>, i64),
 }
 
 /// A query: the plans to evaluate, when, and how their results become rows.
@@ -185,6 +190,7 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
     };
     match statement {
         ast::Statement::Query(q) if crate::catalog::reads_catalog(q) => Ok(Statement::Catalog(q.clone())),
+        ast::Statement::Query(q) if is_relational(q) => Ok(Statement::Relational(q.clone(), now_ms)),
         ast::Statement::Query(q) => Ok(Statement::Select(lower_query(q, now_ms)?)),
         ast::Statement::Explain { statement, analyze: false, .. } => match statement.as_ref() {
             ast::Statement::Query(q) => Ok(Statement::Explain(lower_query(q, now_ms)?)),
@@ -201,6 +207,69 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
             Err(invalid(other.span(), "only SELECT, EXPLAIN SELECT, SHOW TABLES and DESCRIBE are supported"))
         }
     }
+}
+
+/// Whether `q` needs the relational interpreter: `WITH`, a join, several `FROM` items, or a
+/// subquery in `FROM` (a single metric's query compiles to plans alone).
+pub(crate) fn is_relational(q: &ast::Query) -> bool {
+    q.with.is_some()
+        || matches!(q.body.as_ref(), SetExpr::Select(s) if s.from.len() > 1
+            || s.from.iter().any(|t| !t.joins.is_empty() || matches!(t.relation, TableFactor::Derived { .. })))
+}
+
+/// A `WHERE` conjunct of a relational query as a predicate of the metric table `alias`
+/// alone (`a.job = 'x'` → `job = 'x'`), when it reads only that table's columns, through
+/// its alias, and a single metric's query takes it (labels and `ts` bounds): such a conjunct
+/// is applied where the table's rows are read instead of after the join.
+pub(crate) fn own_predicate(e: &Expr, alias: &str, now: i64) -> Option<Expr> {
+    fn strip(e: &Expr, alias: &str, columns: &mut usize) -> Option<Expr> {
+        // each sub-expression in place, in a copy of `e`
+        let mut out = e.clone();
+        let mut each = |x: &mut Expr| -> Option<()> {
+            *x = strip(x, alias, columns)?;
+            Some(())
+        };
+        match &mut out {
+            Expr::CompoundIdentifier(ids) => match ids.as_slice() {
+                [q, c] if q.value == alias => {
+                    *columns += 1;
+                    return Some(Expr::Identifier(c.clone()));
+                }
+                _ => return None,
+            },
+            Expr::BinaryOp { left, right, .. } => {
+                each(left)?;
+                each(right)?;
+            }
+            Expr::Between { expr, low, high, .. } => {
+                each(expr)?;
+                each(low)?;
+                each(high)?;
+            }
+            Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. } => {
+                each(expr)?;
+                each(pattern)?;
+            }
+            Expr::In { expr, target: ast::InTarget::List(list), .. } => {
+                each(expr)?;
+                for x in list.iter_mut() {
+                    each(x)?;
+                }
+            }
+            Expr::IsNull(x) | Expr::IsNotNull(x) | Expr::Nested(x) | Expr::UnaryOp { expr: x, .. } => {
+                each(x)?
+            }
+            // literals and now(): no column in them
+            Expr::Value(_) | Expr::TypedString(_) | Expr::Interval(_) => {}
+            Expr::Function(f) if is_named(f, "now") || is_named(f, "current_timestamp") => {}
+            _ => return None,
+        }
+        Some(out)
+    }
+    let mut columns = 0;
+    let own = strip(e, alias, &mut columns).filter(|_| columns > 0)?;
+    let mut bounds = Bounds { lo: 0, hi: now, lo_given: false };
+    predicate(&own, &mut Vec::new(), &mut bounds, now).ok().map(|_| own)
 }
 
 /// The `ts` bounds of a query, inclusive, in milliseconds.
@@ -262,7 +331,7 @@ pub(crate) fn bin(t: i64, width: i64, origin: i64) -> i64 {
 
 fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
     if let Some(with) = &q.with {
-        return Err(invalid(with.span(), "WITH is not supported yet"));
+        return Err(invalid(with.span(), "EXPLAIN of a query with WITH is not supported yet"));
     }
     let SetExpr::Select(select) = q.body.as_ref() else {
         return Err(invalid(q.body.span(), "only a plain SELECT is supported yet (no UNION, VALUES)"));
@@ -582,7 +651,7 @@ fn table(select: &ast::Select) -> Result<String, Error> {
     }
 }
 
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
+pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
             let mut v = conjuncts(left);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use promflow_engine::QueryOptions;
 use promflow_storage::{MatchOp, Matcher, Querier};
 
-use crate::compile::{Column, Statement};
+use crate::compile::{Column, Query, Statement};
 use crate::rows::{Cell, Rows};
 
 /// The smallest and largest sample times a catalog query reads.
@@ -70,29 +70,44 @@ impl Statement {
                 }
                 Ok(Rows::describe(&names))
             }
-            Statement::Catalog(query) => crate::catalog::answer(query, querier),
-            Statement::Select(query) => {
-                let deadline = Instant::now() + settings.timeout;
-                let mut results = Vec::with_capacity(query.parts.len());
-                for part in &query.parts {
-                    let mut segments = Vec::with_capacity(part.segments.len());
-                    for (plan, eval) in &part.segments {
-                        let opts = QueryOptions {
-                            start: eval.start,
-                            end: eval.end,
-                            step: eval.step,
-                            lookback_ms: settings.lookback_ms,
-                            max_samples: settings.max_samples,
-                            deadline: Some(deadline),
-                            delayed_name_removal: false,
-                            range_query: eval.start != eval.end,
-                        };
-                        segments.push(promflow_engine::evaluate(plan, querier, &opts)?.result);
-                    }
-                    results.push(segments);
-                }
-                Ok(query.rows(&results))
+            Statement::Catalog(query) => crate::catalog::answer(query, querier, None),
+            Statement::Relational(query, now) => {
+                let metrics = crate::catalog::Metrics {
+                    settings,
+                    now: *now,
+                    deadline: Instant::now() + settings.timeout,
+                };
+                crate::catalog::answer(query, querier, Some(metrics))
             }
+            Statement::Select(query) => run(query, querier, settings, Instant::now() + settings.timeout),
         }
     }
+}
+
+/// The rows of a single metric's query: its plans evaluated, then turned into rows.
+pub(crate) fn run(
+    query: &Query,
+    querier: &dyn Querier,
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<Rows, ExecError> {
+    let mut results = Vec::with_capacity(query.parts.len());
+    for part in &query.parts {
+        let mut segments = Vec::with_capacity(part.segments.len());
+        for (plan, eval) in &part.segments {
+            let opts = QueryOptions {
+                start: eval.start,
+                end: eval.end,
+                step: eval.step,
+                lookback_ms: settings.lookback_ms,
+                max_samples: settings.max_samples,
+                deadline: Some(deadline),
+                delayed_name_removal: false,
+                range_query: eval.start != eval.end,
+            };
+            segments.push(promflow_engine::evaluate(plan, querier, &opts)?.result);
+        }
+        results.push(segments);
+    }
+    Ok(query.rows(&results))
 }

@@ -17,7 +17,8 @@
 //!
 //! Queries over the catalogs clients read to learn the tables (`pg_catalog`,
 //! `information_schema`, `SELECT version()`) are metadata, not samples: a small interpreter
-//! answers them from storage's metric and label names instead.
+//! answers them from storage's metric and label names instead. The same interpreter joins,
+//! filters and orders the rows of the metric queries inside `WITH`, joins and subqueries.
 //!
 //! [`compile`] turns text into a [`Statement`]; [`Statement::execute`] runs it against
 //! storage with the batch executor and answers [`Rows`]; [`pg::serve`] answers the same on
