@@ -501,6 +501,8 @@ struct Scope<'a> {
     empty: &'a [String],
     row: &'a [V],
     outer: Option<&'a Scope<'a>>,
+    /// In a grouped `SELECT`: the group's value of each aggregate call.
+    aggregates: &'a [(Expr, V)],
 }
 
 impl Scope<'_> {
@@ -603,7 +605,7 @@ fn run_query(query: &ast::Query, catalog: &mut Catalog, outer: Option<&Scope>) -
                     (Some(k), _) => k,
                     (None, Some(scopes)) => {
                         let (columns, empty, source) = &scopes[i];
-                        let scope = Scope { columns, empty, row: source, outer };
+                        let scope = Scope { columns, empty, row: source, outer, aggregates: &[] };
                         eval(&e.expr, &scope, catalog)?
                     }
                     (None, None) => return Err(unsupported("ORDER BY an expression after UNION")),
@@ -637,7 +639,7 @@ fn run_query(query: &ast::Query, catalog: &mut Catalog, outer: Option<&Scope>) -
     }
     if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &query.limit_clause {
         let mut number = |e: &Expr| -> Result<usize, ExecError> {
-            let scope = Scope { columns: &[], empty: &[], row: &[], outer: None };
+            let scope = Scope { columns: &[], empty: &[], row: &[], outer: None, aggregates: &[] };
             Ok(eval(e, &scope, catalog)?.number().unwrap_or(0.0).max(0.0) as usize)
         };
         let skip = offset.as_ref().map(|o| number(&o.value)).transpose()?.unwrap_or(0);
@@ -744,7 +746,7 @@ fn from_factor(f: &TableFactor, catalog: &mut Catalog, outer: Option<&Scope>) ->
         }
         TableFactor::Table { name, alias, args: Some(args), .. } => {
             let (_, function) = split(name);
-            let scope = Scope { columns: &[], empty: &[], row: &[], outer };
+            let scope = Scope { columns: &[], empty: &[], row: &[], outer, aggregates: &[] };
             let values: Vec<V> =
                 args.args.iter().map(|a| argument(a, &scope, catalog)).collect::<Result<_, _>>()?;
             let rows = match (function.as_str(), values.as_slice()) {
@@ -786,7 +788,8 @@ fn from_joins(t: &TableWithJoins, catalog: &mut Catalog, outer: Option<&Scope>) 
                 let row: Vec<V> = left.iter().chain(right).cloned().collect();
                 let keep = match constraint {
                     JoinConstraint::On(e) => {
-                        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer };
+                        let scope =
+                            Scope { columns: &columns, empty: &empty, row: &row, outer, aggregates: &[] };
                         eval(e, &scope, catalog)?.truth()
                     }
                     JoinConstraint::None => true,
@@ -836,18 +839,9 @@ fn run_select(
     let from = read_from(select, catalog, outer);
     catalog.own = outer_own;
     let (columns, empty, rows) = from?;
-    if !matches!(&select.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty()) {
-        return Err(match catalog.metrics {
-            None => unsupported("GROUP BY"),
-            Some(_) => ExecError::Catalog(
-                "GROUP BY over a join, CTE or subquery is not supported yet: aggregate inside the CTEs or subqueries"
-                    .into(),
-            ),
-        });
-    }
     let mut kept = Vec::new();
     for row in rows {
-        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer };
+        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer, aggregates: &[] };
         let mut keep = true;
         for (c, _) in conditions.iter().zip(&consumed).filter(|(_, done)| !**done) {
             if !eval(c, &scope, catalog)?.truth() {
@@ -896,10 +890,21 @@ fn project(
             other => return Err(unsupported(other)),
         }
     }
-    let mut out = Vec::with_capacity(kept.len());
-    let mut sources = Vec::with_capacity(kept.len());
-    for row in kept {
-        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer };
+    // each output row's source: a kept row, or with grouping a group's first row and its
+    // aggregates' values
+    let units = match grouping(select)? {
+        None => {
+            if select.having.is_some() {
+                return Err(unsupported("HAVING without GROUP BY or an aggregate"));
+            }
+            kept.into_iter().map(|row| (row, Vec::new())).collect()
+        }
+        Some(keys) => groups(select, &keys, (&columns, &empty), kept, catalog, outer)?,
+    };
+    let mut out = Vec::with_capacity(units.len());
+    let mut sources = Vec::with_capacity(units.len());
+    for (row, aggregates) in units {
+        let scope = Scope { columns: &columns, empty: &empty, row: &row, outer, aggregates: &aggregates };
         let mut values = Vec::with_capacity(names.len());
         for item in &select.projection {
             match item {
@@ -927,6 +932,219 @@ fn project(
         });
     }
     Ok(((names, out), sources))
+}
+
+/// The aggregate functions the interpreter computes over a group's rows.
+const AGGREGATES: [&str; 5] = ["count", "sum", "avg", "min", "max"];
+
+fn is_aggregate_call(e: &Expr) -> bool {
+    matches!(e, Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&split(&f.name).1.as_str()))
+}
+
+/// Every aggregate call in `e` (not inside another).
+fn aggregate_calls<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        e if is_aggregate_call(e) && !out.contains(&e) => out.push(e),
+        e if is_aggregate_call(e) => {}
+        Expr::BinaryOp { left, right, .. } => {
+            aggregate_calls(left, out);
+            aggregate_calls(right, out);
+        }
+        Expr::Nested(x) | Expr::UnaryOp { expr: x, .. } | Expr::Cast { expr: x, .. } => {
+            aggregate_calls(x, out)
+        }
+        Expr::Function(f) => {
+            if let FunctionArguments::List(list) = &f.args {
+                for a in &list.args {
+                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                        aggregate_calls(x, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The `GROUP BY` expressions of a grouped `SELECT` (positions and output names stand for
+/// the select list's expressions), or `None` when it neither groups nor aggregates.
+fn grouping(select: &ast::Select) -> Result<Option<Vec<Expr>>, ExecError> {
+    let ast::GroupByExpr::Expressions(exprs, modifiers) = &select.group_by else {
+        return Err(unsupported("GROUP BY ALL"));
+    };
+    if !modifiers.is_empty() {
+        return Err(unsupported("GROUP BY modifiers"));
+    }
+    let mut calls = Vec::new();
+    for item in &select.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            aggregate_calls(e, &mut calls);
+        }
+    }
+    if let Some(h) = &select.having {
+        aggregate_calls(h, &mut calls);
+    }
+    if exprs.is_empty() && calls.is_empty() {
+        return Ok(None);
+    }
+    let item_expr = |i: usize| match select.projection.get(i) {
+        Some(SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) => Some(e.clone()),
+        _ => None,
+    };
+    let keys = exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => {
+                    n.parse::<usize>().ok().and_then(|p| item_expr(p.wrapping_sub(1))).ok_or_else(|| {
+                        ExecError::Catalog(format!("GROUP BY position {n} is not in the select list"))
+                    })
+                }
+                _ => Ok(e.clone()),
+            },
+            Expr::Identifier(id) => Ok(select
+                .projection
+                .iter()
+                .find_map(|item| match item {
+                    SelectItem::ExprWithAlias { expr, alias } if alias.value == id.value => {
+                        Some(expr.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| e.clone())),
+            e => Ok(e.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(keys))
+}
+
+/// Whether `e` reads columns only through the `GROUP BY` expressions and aggregate calls.
+fn grouped_ok(e: &Expr, keys: &[Expr]) -> bool {
+    if keys.contains(e) || is_aggregate_call(e) {
+        return true;
+    }
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => false,
+        Expr::BinaryOp { left, right, .. } => grouped_ok(left, keys) && grouped_ok(right, keys),
+        Expr::Nested(x) | Expr::UnaryOp { expr: x, .. } | Expr::Cast { expr: x, .. } => grouped_ok(x, keys),
+        Expr::Function(f) => match &f.args {
+            FunctionArguments::List(list) => list.args.iter().all(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => grouped_ok(x, keys),
+                _ => true,
+            }),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
+/// A group of a grouped `SELECT`: its first row and its aggregate calls' values.
+type Group = (Vec<V>, Vec<(Expr, V)>);
+
+/// The groups of `rows` by `keys` in the order they first appear (one group of no rows when
+/// the select aggregates without `GROUP BY`, as SQL has it), each as its first row and its
+/// aggregates' values, those that `HAVING` keeps.
+fn groups(
+    select: &ast::Select,
+    keys: &[Expr],
+    (columns, empty): (&[(String, String)], &[String]),
+    rows: Vec<Vec<V>>,
+    catalog: &mut Catalog,
+    outer: Option<&Scope>,
+) -> Result<Vec<Group>, ExecError> {
+    let mut calls = Vec::new();
+    for item in &select.projection {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            if !grouped_ok(e, keys) {
+                return Err(ExecError::Catalog(format!(
+                    "{e} must appear in the GROUP BY clause or be used in an aggregate function"
+                )));
+            }
+            aggregate_calls(e, &mut calls);
+        }
+    }
+    if let Some(h) = &select.having {
+        aggregate_calls(h, &mut calls);
+    }
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut grouped: Vec<Vec<Vec<V>>> = Vec::new();
+    for row in rows {
+        let scope = Scope { columns, empty, row: &row, outer, aggregates: &[] };
+        let key = keys.iter().map(|k| eval(k, &scope, catalog)).collect::<Result<Vec<_>, _>>()?;
+        let at = *index.entry(format!("{key:?}")).or_insert_with(|| {
+            grouped.push(Vec::new());
+            grouped.len() - 1
+        });
+        grouped[at].push(row);
+    }
+    if grouped.is_empty() && keys.is_empty() {
+        grouped.push(Vec::new());
+    }
+    let mut out = Vec::with_capacity(grouped.len());
+    for members in grouped {
+        let mut values = Vec::with_capacity(calls.len());
+        for call in &calls {
+            values.push(((*call).clone(), aggregate(call, &members, (columns, empty), catalog, outer)?));
+        }
+        let first = members.into_iter().next().unwrap_or_else(|| vec![V::Null; columns.len()]);
+        if let Some(h) = &select.having {
+            let scope = Scope { columns, empty, row: &first, outer, aggregates: &values };
+            if !eval(h, &scope, catalog)?.truth() {
+                continue;
+            }
+        }
+        out.push((first, values));
+    }
+    Ok(out)
+}
+
+/// An aggregate call's value over a group's rows (`NULL`s skipped, as in SQL; `NULL` over no
+/// values but for `count`).
+fn aggregate(
+    call: &Expr,
+    rows: &[Vec<V>],
+    (columns, empty): (&[(String, String)], &[String]),
+    catalog: &mut Catalog,
+    outer: Option<&Scope>,
+) -> Result<V, ExecError> {
+    let Expr::Function(f) = call else { return Ok(V::Null) };
+    let name = split(&f.name).1;
+    let FunctionArguments::List(list) = &f.args else { return Err(unsupported(format!("{name}()"))) };
+    if list.duplicate_treatment.is_some() || f.filter.is_some() {
+        return Err(unsupported(format!("DISTINCT and FILTER in {name}")));
+    }
+    let arg = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => None,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))] => Some(x),
+        _ => return Err(unsupported(format!("{name} with these arguments"))),
+    };
+    let Some(arg) = arg else { return Ok(V::Int(rows.len() as i64)) };
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        let scope = Scope { columns, empty, row, outer, aggregates: &[] };
+        match eval(arg, &scope, catalog)? {
+            V::Null => {}
+            v => values.push(v),
+        }
+    }
+    let numbers = || values.iter().filter_map(V::number);
+    Ok(match name.as_str() {
+        "count" => V::Int(values.len() as i64),
+        _ if values.is_empty() => V::Null,
+        "sum" => V::Float(numbers().sum()),
+        "avg" => V::Float(numbers().sum::<f64>() / numbers().count().max(1) as f64),
+        "min" | "max" => {
+            let pick = if name == "min" { Ordering::Less } else { Ordering::Greater };
+            values.iter().skip(1).fold(values[0].clone(), |best, v| {
+                if v.compare(&best) == Some(pick) {
+                    v.clone()
+                } else {
+                    best
+                }
+            })
+        }
+        _ => V::Null,
+    })
 }
 
 /// The name PostgreSQL gives an unnamed select item.
@@ -989,6 +1207,9 @@ fn compare(op: &BinaryOperator, a: &V, b: &V) -> Option<V> {
 }
 
 fn eval(e: &Expr, scope: &Scope, catalog: &mut Catalog) -> Result<V, ExecError> {
+    if let Some((_, v)) = scope.aggregates.iter().find(|(call, _)| call == e) {
+        return Ok(v.clone());
+    }
     Ok(match e {
         Expr::Identifier(id) => scope.lookup(None, &id.value)?,
         Expr::CompoundIdentifier(ids) => match ids.as_slice() {
