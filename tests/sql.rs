@@ -1085,6 +1085,10 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
     let (_, v) =
         sql(&server, &format!("SELECT count(*) FROM (SELECT job FROM m WHERE job = 'none' AND {bounds}) t"));
     assert_eq!(rows(&v), vec![json!([0.0])], "an aggregate over no rows is one row: {v}");
+    // a join too large to hold is stopped, not run (79⁴ rows)
+    let (status, v) = sql(&server, "SELECT count(*) FROM m a, m b, m c, m d");
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("more than 5000000 rows"), "{v}");
     let (status, v) =
         sql(&server, "SELECT x.instance, count(*) FROM m x JOIN m y ON x.ts = y.ts GROUP BY x.job");
     assert_eq!(status, 400, "{v}");

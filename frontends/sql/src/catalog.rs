@@ -256,6 +256,9 @@ struct Catalog<'a> {
     own: Vec<(String, Vec<Expr>)>,
 }
 
+/// The most rows a relational query's joins may make.
+const MAX_ROWS: usize = 5_000_000;
+
 /// How a relational query runs its metric queries: the server's settings, `now()`, and the
 /// statement's deadline.
 pub(crate) struct Metrics<'a> {
@@ -277,6 +280,23 @@ impl Catalog<'_> {
         let metric = name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone())?;
         (self.metrics.is_some() && !catalog && !cte)
             .then(|| (alias.as_ref().map_or_else(|| metric.clone(), |a| a.name.value.clone()), metric))
+    }
+
+    /// Whether a relational query may go on holding `rows` rows: within the statement's
+    /// deadline (`--query.timeout`) and [`MAX_ROWS`] (the nested-loop joins of two large
+    /// metric tables would otherwise hold the server's memory and a worker for as long as
+    /// they take).
+    fn check(&self, rows: usize) -> Result<(), ExecError> {
+        let Some(m) = &self.metrics else { return Ok(()) };
+        if std::time::Instant::now() > m.deadline {
+            return Err(ExecError::Engine(promflow_engine::Error::Timeout("joining rows")));
+        }
+        if rows > MAX_ROWS {
+            return Err(ExecError::Catalog(format!(
+                "the query's joins make more than {MAX_ROWS} rows: bound the tables' ts, or aggregate in CTEs before joining"
+            )));
+        }
+        Ok(())
     }
 
     /// The common table expression `name` names, if one in scope does (the innermost).
@@ -782,9 +802,14 @@ fn from_joins(t: &TableWithJoins, catalog: &mut Catalog, outer: Option<&Scope>) 
         columns.extend(right_columns.iter().cloned());
         empty.extend(right_empty);
         let mut joined = Vec::new();
+        let mut pairs = 0usize;
         for left in &rows {
             let mut matched = false;
             for right in &right_rows {
+                pairs += 1;
+                if pairs.is_multiple_of(4096) {
+                    catalog.check(joined.len())?;
+                }
                 let row: Vec<V> = left.iter().chain(right).cloned().collect();
                 let keep = match constraint {
                     JoinConstraint::On(e) => {
@@ -862,6 +887,7 @@ fn read_from(select: &ast::Select, catalog: &mut Catalog, outer: Option<&Scope>)
     let (mut columns, mut empty, mut rows) = (Vec::new(), Vec::new(), vec![Vec::new()]);
     for t in &select.from {
         let (c, e, r) = from_joins(t, catalog, outer)?;
+        catalog.check(rows.len().saturating_mul(r.len()))?;
         rows = rows
             .iter()
             .flat_map(|left: &Vec<V>| r.iter().map(move |right| [left.clone(), right.clone()].concat()))
