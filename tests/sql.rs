@@ -1085,6 +1085,18 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
     let (_, v) =
         sql(&server, &format!("SELECT count(*) FROM (SELECT job FROM m WHERE job = 'none' AND {bounds}) t"));
     assert_eq!(rows(&v), vec![json!([0.0])], "an aggregate over no rows is one row: {v}");
+    // WHERE on the right side of a LEFT JOIN filters after the join (y's rows of i2 are all
+    // job a, so none is left), not before it (which would keep every x with NULLs)
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT x.ts, y.value FROM m x LEFT JOIN m y ON x.ts = y.ts AND y.instance = 'i2' \
+             WHERE x.job = 'a' AND x.instance = 'i1' AND {} AND y.job = 'b'",
+            bounds.replace("ts", "x.ts")
+        ),
+    );
+    assert_eq!((status, rows(&v).len()), (200, 0), "{v}");
+
     // a join too large to hold is stopped, not run (79⁴ rows)
     let (status, v) = sql(&server, "SELECT count(*) FROM m a, m b, m c, m d");
     assert_eq!(status, 400, "{v}");

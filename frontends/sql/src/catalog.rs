@@ -844,10 +844,15 @@ fn run_select(
     let mut consumed = vec![false; conditions.len()];
     let mut own = Vec::new();
     if let Some(now) = catalog.metrics.as_ref().map(|m| m.now) {
-        let factors = select
-            .from
-            .iter()
-            .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)));
+        // not the right side of a LEFT JOIN: WHERE filters its NULLs after the join, which a
+        // condition applied before it would turn into unmatched rows
+        let factors = select.from.iter().flat_map(|t| {
+            let inner = t
+                .joins
+                .iter()
+                .filter(|j| !matches!(j.join_operator, JoinOperator::Left(_) | JoinOperator::LeftOuter(_)));
+            std::iter::once(&t.relation).chain(inner.map(|j| &j.relation))
+        });
         for (alias, _) in factors.filter_map(|f| catalog.metric_table(f)) {
             let mut mine = Vec::new();
             for (c, done) in conditions.iter().zip(consumed.iter_mut()) {
