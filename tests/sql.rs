@@ -1097,6 +1097,14 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
     );
     assert_eq!((status, rows(&v).len()), (200, 0), "{v}");
 
+    // errors name the problem and its place
+    let (status, v) = sql(
+        &server,
+        &format!("SELECT x.nope FROM m x JOIN m y ON x.ts = y.ts WHERE {}", bounds.replace("ts", "x.ts")),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("column x.nope does not exist at line 1, column 8"), "{v}");
+
     // a join too large to hold is stopped, not run (79⁴ rows)
     let (status, v) = sql(&server, "SELECT count(*) FROM m a, m b, m c, m d");
     assert_eq!(status, 400, "{v}");

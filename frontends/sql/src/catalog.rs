@@ -19,8 +19,8 @@ use std::cmp::Ordering;
 use promflow_storage::{MatchOp, Matcher, Querier};
 use sqlparser::ast::{
     self, BinaryOperator, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    JoinConstraint, JoinOperator, ObjectName, SelectItem, SetExpr, SetOperator, SetQuantifier, TableFactor,
-    TableWithJoins, UnaryOperator,
+    JoinConstraint, JoinOperator, ObjectName, SelectItem, SetExpr, SetOperator, SetQuantifier, Spanned,
+    TableFactor, TableWithJoins, UnaryOperator,
 };
 
 use crate::compile::ColumnKind;
@@ -178,6 +178,17 @@ impl V {
                 _ => Some(a.to_text().cmp(&b.to_text())),
             },
         }
+    }
+}
+
+/// `e` with where in the query its cause is, as the compiler's errors say it (an error
+/// already placed, or of another kind, is left as it is).
+fn at(e: ExecError, span: sqlparser::tokenizer::Span) -> ExecError {
+    match e {
+        ExecError::Catalog(m) if !m.contains(" at line ") && span.start.line > 0 => {
+            ExecError::Catalog(format!("{m} at line {}, column {}", span.start.line, span.start.column))
+        }
+        e => e,
     }
 }
 
@@ -1242,10 +1253,10 @@ fn eval(e: &Expr, scope: &Scope, catalog: &mut Catalog) -> Result<V, ExecError> 
         return Ok(v.clone());
     }
     Ok(match e {
-        Expr::Identifier(id) => scope.lookup(None, &id.value)?,
+        Expr::Identifier(id) => scope.lookup(None, &id.value).map_err(|e| at(e, id.span))?,
         Expr::CompoundIdentifier(ids) => match ids.as_slice() {
-            [.., q, c] => scope.lookup(Some(&q.value), &c.value)?,
-            [c] => scope.lookup(None, &c.value)?,
+            [.., q, c] => scope.lookup(Some(&q.value), &c.value).map_err(|e| at(e, q.span))?,
+            [c] => scope.lookup(None, &c.value).map_err(|e| at(e, c.span))?,
             [] => V::Null,
         },
         Expr::Value(v) => match &v.value {
@@ -1525,7 +1536,7 @@ fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) -> Result<V
             }
             None => V::Null,
         },
-        other => return Err(unsupported(format!("the function {other}()"))),
+        other => return Err(at(unsupported(format!("the function {other}()")), f.name.span())),
     })
 }
 
