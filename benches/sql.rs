@@ -1,5 +1,6 @@
 //! SQL against its PromQL twin over a long history: the same questions asked both ways of
-//! the same storage, in process (no HTTP, no JSON), alternating, medians reported.
+//! the same storage, in process (no HTTP, no JSON), alternating, medians reported; then both
+//! ways over HTTP, the real server opened on the same storage, answers read whole.
 //!
 //! Run with `cargo bench --bench sql`. Environment (defaults in brackets): `BENCH_SERIES`
 //! [5000] series of the rules benchmark's hosts (node_cpu_seconds_total is 32 of every ~185),
@@ -8,7 +9,10 @@
 //!
 //! A SQL run is compile + execute + rows (`promflow_sql::compile`, `Statement::execute`); a
 //! PromQL run is compile + evaluate (`promflow_promql::compile`, `promflow_engine::evaluate`)
-//! of the twin at the same time(s). Printed as Markdown for docs/benchmarks.md.
+//! of the twin at the same time(s). Over HTTP, a SQL run is `POST /api/v1/sql` and a PromQL
+//! run `GET /api/v1/query` (or `/api/v1/query_range` for the buckets), each until its whole
+//! JSON answer is read: what a client waits for. The server runs on CPU 1, the client on
+//! CPU 0. Printed as Markdown for docs/benchmarks.md.
 
 mod workload;
 
@@ -16,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use promflow_engine::{evaluate, QueryOptions};
 use promflow_storage::{Db, DbOptions, Labels};
-use workload::{all_series, env, Walk, INTERVAL_MS};
+use workload::common::{client, free_port};
+use workload::{all_series, env, pin_self, start_pinned, Walk, CLIENT_CPU, INTERVAL_MS};
 
 const LOOKBACK_MS: i64 = 300_000;
 const MAX_SAMPLES: usize = 200_000_000;
@@ -151,5 +156,54 @@ fn main() {
         }
         let (s, p) = (median(sql_ms), median(promql_ms));
         println!("| {} | {s:.1} | {p:.1} | {:.2} | {rows} |", pair.name, s / p);
+    }
+
+    // over HTTP: the server on the same storage
+    drop(db);
+    pin_self(CLIENT_CPU);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
+    let args = [
+        format!("--config.file={}", cfg.display()),
+        format!("--storage.tsdb.path={}", dir.path().display()),
+        format!("--web.listen-address={addr}"),
+        format!("--query.max-samples={MAX_SAMPLES}"),
+    ];
+    let server =
+        start_pinned(env!("CARGO_BIN_EXE_promflow"), &args, dir.path(), &addr, "/-/ready", "promflow");
+    let http = client();
+    let seconds = |ms: i64| format!("{}", ms as f64 / 1000.0);
+    println!("\nOver HTTP, answers read whole:\n");
+    println!("| query | SQL, ms | PromQL twin, ms | SQL / PromQL | answer bytes, SQL / PromQL |");
+    println!("|---|---|---|---|---|");
+    for pair in &pairs {
+        let (mut sql_ms, mut promql_ms, mut bytes) = (Vec::new(), Vec::new(), (0, 0));
+        for _ in 0..runs {
+            let t = Instant::now();
+            let r = http.post(format!("{}/api/v1/sql", server.base)).form(&[("query", &pair.sql)]).send();
+            let body = r.and_then(|r| r.error_for_status()).and_then(|r| r.bytes()).expect("SQL answered");
+            sql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            bytes.0 = body.len();
+
+            let t = Instant::now();
+            let r = match pair.step_ms {
+                Some(step) => http.get(format!("{}/api/v1/query_range", server.base)).query(&[
+                    ("query", pair.promql.as_str()),
+                    ("start", &seconds((start / step + 1) * step + step - 1)),
+                    ("end", &seconds(end)),
+                    ("step", &seconds(step)),
+                ]),
+                None => http
+                    .get(format!("{}/api/v1/query", server.base))
+                    .query(&[("query", pair.promql.as_str()), ("time", &seconds(end))]),
+            };
+            let body =
+                r.send().and_then(|r| r.error_for_status()).and_then(|r| r.bytes()).expect("twin answered");
+            promql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            bytes.1 = body.len();
+        }
+        let (s, p) = (median(sql_ms), median(promql_ms));
+        println!("| {} | {s:.1} | {p:.1} | {:.2} | {} / {} |", pair.name, s / p, bytes.0, bytes.1);
     }
 }
