@@ -9,7 +9,8 @@
 //!
 //! A SQL run is compile + execute + rows (`promflow_sql::compile`, `Statement::execute`); a
 //! PromQL run is compile + evaluate (`promflow_promql::compile`, `promflow_engine::evaluate`)
-//! of the twin at the same time(s). Over HTTP, a SQL run is `POST /api/v1/sql` and a PromQL
+//! of the twin at the same time(s); each includes freeing its answer, and each goes first in
+//! every other run. Over HTTP, a SQL run is `POST /api/v1/sql` and a PromQL
 //! run `GET /api/v1/query` (or `/api/v1/query_range` for the buckets), each until its whole
 //! JSON answer is read: what a client waits for. The server runs on CPU 1, the client on
 //! CPU 0. Printed as Markdown for docs/benchmarks.md.
@@ -33,6 +34,22 @@ struct Pair {
     sql: String,
     promql: String,
     step_ms: Option<i64>,
+}
+
+/// Runs `a` and `b` `runs` times each, each first in every other run (neither pays for the
+/// other's leftovers every time); their times in milliseconds.
+fn alternate(runs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut a_ms, mut b_ms) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        if run % 2 == 0 {
+            a_ms.push(a());
+            b_ms.push(b());
+        } else {
+            b_ms.push(b());
+            a_ms.push(a());
+        }
+    }
+    (a_ms, b_ms)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -122,16 +139,18 @@ fn main() {
     println!("| query | SQL, ms | PromQL twin, ms | SQL / PromQL | rows |");
     println!("|---|---|---|---|---|");
     for pair in &pairs {
-        let (mut sql_ms, mut promql_ms, mut rows) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..runs {
+        let mut rows = 0;
+        let sql_run = || {
             let t = Instant::now();
             let statement =
                 promflow_sql::compile(&pair.sql, end).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
             let answer =
                 statement.execute(db.as_ref(), &settings).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
-            sql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            rows = answer.rows.len();
-
+            rows = answer.len();
+            drop(answer);
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let promql_run = || {
             let t = Instant::now();
             let plan =
                 promflow_promql::compile(&pair.promql, &Default::default()).expect("the twin compiles");
@@ -151,9 +170,10 @@ fn main() {
                 range_query: pair.step_ms.is_some(),
             };
             let result = evaluate(&plan, db.as_ref(), &opts).expect("the twin evaluates");
-            promql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             drop(result);
-        }
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let (sql_ms, promql_ms) = alternate(runs, sql_run, promql_run);
         let (s, p) = (median(sql_ms), median(promql_ms));
         println!("| {} | {s:.1} | {p:.1} | {:.2} | {rows} |", pair.name, s / p);
     }
@@ -178,14 +198,16 @@ fn main() {
     println!("| query | SQL, ms | PromQL twin, ms | SQL / PromQL | answer bytes, SQL / PromQL |");
     println!("|---|---|---|---|---|");
     for pair in &pairs {
-        let (mut sql_ms, mut promql_ms, mut bytes) = (Vec::new(), Vec::new(), (0, 0));
-        for _ in 0..runs {
+        let mut bytes = (0, 0);
+        let sql_run = || {
             let t = Instant::now();
             let r = http.post(format!("{}/api/v1/sql", server.base)).form(&[("query", &pair.sql)]).send();
             let body = r.and_then(|r| r.error_for_status()).and_then(|r| r.bytes()).expect("SQL answered");
-            sql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             bytes.0 = body.len();
-
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let mut twin_bytes = 0;
+        let promql_run = || {
             let t = Instant::now();
             let r = match pair.step_ms {
                 Some(step) => http.get(format!("{}/api/v1/query_range", server.base)).query(&[
@@ -200,9 +222,11 @@ fn main() {
             };
             let body =
                 r.send().and_then(|r| r.error_for_status()).and_then(|r| r.bytes()).expect("twin answered");
-            promql_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            bytes.1 = body.len();
-        }
+            twin_bytes = body.len();
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let (sql_ms, promql_ms) = alternate(runs, sql_run, promql_run);
+        bytes.1 = twin_bytes;
         let (s, p) = (median(sql_ms), median(promql_ms));
         println!("| {} | {s:.1} | {p:.1} | {:.2} | {} / {} |", pair.name, s / p, bytes.0, bytes.1);
     }

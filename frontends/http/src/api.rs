@@ -100,7 +100,7 @@ pub(crate) fn success(data: Value) -> Response {
     json_response(json!({"status": "success", "data": data}).to_string())
 }
 
-fn json_response(body: String) -> Response {
+pub(crate) fn json_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -329,7 +329,7 @@ pub(crate) fn write_labels(out: &mut String, l: &Labels) {
 }
 
 /// Writes `s` as a JSON string, escaped as serde_json escapes it.
-fn write_json_string(out: &mut String, s: &str) {
+pub(crate) fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

@@ -7,9 +7,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use promflow_sql::{Cell, ExecError, Rows, Settings};
-use serde_json::{json, Value};
 
-use crate::api::{lookback, params, query_timeout, success};
+use crate::api::{json_response, lookback, params, query_timeout, write_json_string};
 use crate::ApiError;
 
 type Shared = State<std::sync::Arc<crate::AppState>>;
@@ -21,7 +20,7 @@ fn sql_text(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Result<String, A
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
     if is_json {
-        let v: Value = serde_json::from_slice(body)
+        let v: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_data(format!("invalid JSON body: {e}")))?;
         return v["query"]
             .as_str()
@@ -31,20 +30,21 @@ fn sql_text(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Result<String, A
     Ok(params(q, headers, body).get("query").unwrap_or("").to_string())
 }
 
-/// A cell as JSON: numbers as numbers where finite, NaN and ±Inf as Prometheus's strings.
-fn cell_json(c: &Cell) -> Value {
-    let number = |v: f64| {
-        if v.is_finite() {
-            json!(v)
-        } else {
-            json!(promflow_engine::format::format_value(v))
+/// Writes a cell as JSON: numbers as numbers where finite (as `serde_json` writes an `f64`),
+/// NaN and ±Inf as Prometheus's strings.
+fn write_cell(out: &mut String, c: &Cell) {
+    match *c {
+        Cell::Null => out.push_str("null"),
+        Cell::Text(ref s) => write_json_string(out, s),
+        Cell::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Cell::Timestamp(v) | Cell::Number(v) if v.is_finite() => {
+            out.push_str(ryu::Buffer::new().format_finite(v))
         }
-    };
-    match c {
-        Cell::Null => Value::Null,
-        Cell::Text(s) => Value::String(s.to_string()),
-        Cell::Bool(b) => json!(b),
-        Cell::Timestamp(v) | Cell::Number(v) => number(*v),
+        Cell::Timestamp(v) | Cell::Number(v) => {
+            out.push('"');
+            out.push_str(&promflow_engine::format::format_value(v));
+            out.push('"');
+        }
     }
 }
 
@@ -65,10 +65,10 @@ pub(crate) async fn sql(
         max_samples: state.query.max_samples,
         timeout: query_timeout(&state, &p)?,
     };
-    let rows = tokio::task::spawn_blocking(move || statement.execute(state.db.as_ref(), &settings))
-        .await
-        .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?
-        .map_err(|e| match e {
+    let arrow = accepts_arrow(&headers);
+    // the answer is encoded off the async threads too: it can be as long as the query
+    let encoded = tokio::task::spawn_blocking(move || {
+        let rows = statement.execute(state.db.as_ref(), &settings).map_err(|e| match e {
             ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
             ExecError::NoTable(_) | ExecError::Catalog(_) => {
                 ApiError::bad_data(format!("invalid parameter \"query\": {e}"))
@@ -76,12 +76,17 @@ pub(crate) async fn sql(
             ExecError::Storage(_) => ApiError::internal(e.to_string()),
             ExecError::Engine(_) => ApiError::execution(e.to_string()),
         })?;
-    if accepts_arrow(&headers) {
-        let stream =
-            rows.to_arrow_stream().map_err(|e| ApiError::internal(format!("encoding Arrow: {e}")))?;
-        return Ok(([(header::CONTENT_TYPE, promflow_sql::ARROW_STREAM)], stream).into_response());
-    }
-    Ok(answer(&rows))
+        if arrow {
+            let stream =
+                rows.to_arrow_stream().map_err(|e| ApiError::internal(format!("encoding Arrow: {e}")))?;
+            Ok(([(header::CONTENT_TYPE, promflow_sql::ARROW_STREAM)], stream).into_response())
+        } else {
+            Ok(json_response(answer(&rows)))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
+    encoded
 }
 
 /// Whether the client asks for an Arrow IPC stream (errors are still JSON, as the API's).
@@ -91,11 +96,32 @@ fn accepts_arrow(headers: &HeaderMap) -> bool {
     )
 }
 
-/// Rows as the API answers them.
-fn answer(rows: &Rows) -> Response {
-    let columns: Vec<Value> =
-        rows.columns.iter().map(|c| json!({"name": c.name, "type": c.source.kind().name()})).collect();
-    let rows: Vec<Value> =
-        rows.rows.iter().map(|r| Value::Array(r.iter().map(cell_json).collect())).collect();
-    success(json!({"columns": columns, "rows": rows}))
+/// Rows as the API answers them, written out directly: a rows query's answer can be a
+/// hundred thousand rows, which a JSON tree would first copy cell by cell.
+fn answer(rows: &Rows) -> String {
+    let mut out = String::with_capacity(64 + 24 * rows.len() * rows.columns.len());
+    out.push_str("{\"status\":\"success\",\"data\":{\"columns\":[");
+    for (i, c) in rows.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        write_json_string(&mut out, &c.name);
+        out.push_str(",\"type\":");
+        write_json_string(&mut out, c.source.kind().name());
+        out.push('}');
+    }
+    out.push_str("],\"rows\":[");
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(if i > 0 { ",[" } else { "[" });
+        for (j, cell) in row.cells().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            write_cell(&mut out, &cell);
+        }
+        out.push(']');
+    }
+    out.push_str("]}}");
+    out
 }

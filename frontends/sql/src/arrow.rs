@@ -13,9 +13,8 @@
 
 use std::sync::Arc;
 
-use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 
 use crate::rows::{Cell, Rows};
@@ -30,20 +29,21 @@ impl Rows {
         let mut fields = Vec::with_capacity(self.columns.len());
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for (i, column) in self.columns.iter().enumerate() {
-            let cells = self.rows.iter().map(|r| r.get(i).unwrap_or(&Cell::Null));
+            let cells = self.iter().map(|r| r.get(i));
             let (data_type, array): (DataType, ArrayRef) = match column.source.kind() {
                 ColumnKind::Text => {
-                    let values: StringArray = cells
-                        .map(|c| match c {
-                            Cell::Text(s) => Some(s.as_ref()),
-                            _ => None,
-                        })
-                        .collect();
-                    (DataType::Utf8, Arc::new(values))
+                    let mut values = StringBuilder::new();
+                    for c in cells {
+                        match c.as_ref() {
+                            Cell::Text(s) => values.append_value(s),
+                            _ => values.append_null(),
+                        }
+                    }
+                    (DataType::Utf8, Arc::new(values.finish()))
                 }
                 ColumnKind::Timestamp => {
                     let values: TimestampMillisecondArray = cells
-                        .map(|c| match c {
+                        .map(|c| match *c {
                             Cell::Timestamp(s) | Cell::Number(s) if s.is_finite() => {
                                 Some((s * 1000.0).round() as i64)
                             }
@@ -54,17 +54,17 @@ impl Rows {
                     (data_type, Arc::new(values.with_timezone("UTC")))
                 }
                 ColumnKind::Double => {
-                    let values: Float64Array = cells.map(number).collect();
+                    let values: Float64Array = cells.map(|c| number(&c)).collect();
                     (DataType::Float64, Arc::new(values))
                 }
                 ColumnKind::Integer => {
-                    let values: Int64Array = cells.map(|c| number(c).map(|v| v as i64)).collect();
+                    let values: Int64Array = cells.map(|c| number(&c).map(|v| v as i64)).collect();
                     (DataType::Int64, Arc::new(values))
                 }
                 ColumnKind::Boolean => {
                     let values: BooleanArray = cells
-                        .map(|c| match c {
-                            Cell::Bool(b) => Some(*b),
+                        .map(|c| match *c {
+                            Cell::Bool(b) => Some(b),
                             _ => None,
                         })
                         .collect();
@@ -101,21 +101,21 @@ fn number(c: &Cell) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::{Column, Source};
-    use arrow_array::Array;
+    use arrow_array::{Array, StringArray};
 
     #[test]
     fn rows_round_trip_through_an_arrow_stream() {
-        let rows = Rows {
-            columns: vec![
+        let rows = Rows::new(
+            vec![
                 Column { name: "job".into(), source: Source::Label("job".into()) },
                 Column { name: "ts".into(), source: Source::Ts },
                 Column { name: "value".into(), source: Source::Value },
             ],
-            rows: vec![
+            vec![
                 vec![Cell::Text("a".into()), Cell::Timestamp(1.5), Cell::Number(f64::NAN)],
                 vec![Cell::Null, Cell::Timestamp(2.0), Cell::Number(3.0)],
             ],
-        };
+        );
         let bytes = rows.to_arrow_stream().unwrap();
         let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
         let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();

@@ -334,7 +334,7 @@ impl Catalog<'_> {
         };
         Ok(Relation {
             columns: rows.columns.iter().map(|c| c.name.clone()).collect(),
-            rows: rows.rows.iter().map(|r| r.iter().map(value).collect()).collect(),
+            rows: rows.iter().map(|r| r.cells().map(|c| value(&c)).collect()).collect(),
         })
     }
 
@@ -588,7 +588,7 @@ pub(crate) fn answer(
         v => Cell::Text(v.to_text().unwrap_or_default().into()),
     };
     let rows = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
-    Ok(Rows { columns, rows })
+    Ok(Rows::new(columns, rows))
 }
 
 type Answer = (Vec<String>, Vec<Vec<V>>);

@@ -55,6 +55,10 @@ pub struct Query {
     pub offset: usize,
     /// Whether rows are groups (an aggregate or `GROUP BY`) rather than samples.
     pub grouped: bool,
+    /// The `ts` bounds (inclusive, milliseconds): the plans are evaluated over the samples
+    /// within them only, so a window that reaches past them (a cut bucket's) reads what the
+    /// bounds leave of it.
+    pub bounds: (i64, i64),
 }
 
 /// One value source of a query's rows: an output column, or a `HAVING` condition.
@@ -63,8 +67,10 @@ pub struct Part {
     /// The output column it computes, or the condition (a name, for `EXPLAIN`).
     pub name: String,
     /// The plans and when to evaluate each. One, at the upper `ts` bound, without time
-    /// buckets; with them, up to three: the first and last buckets (which the `ts` bounds may
-    /// cut) at their own times, and the whole buckets between over a range of steps.
+    /// buckets; with them, one over a range of steps, one per bucket (the `ts` bounds cut the
+    /// first and last buckets' windows: [`Query::bounds`]), except for what extrapolates to
+    /// its window's edges (`rate`, …): then up to three, the first and last buckets on their
+    /// own, with windows that end at the bounds, and the whole buckets between.
     pub segments: Vec<(Plan, Eval)>,
     /// Whether it counts rows: over no rows it is 0, where other aggregates are `NULL`.
     pub counts: bool,
@@ -314,14 +320,28 @@ impl Selection {
         if first == last {
             return vec![(make(self.window(lo, hi)), at(hi))];
         }
+        let whole = make(self.window(0, width - 1));
+        if !reads_window_edges(&whole) {
+            // every bucket's whole window, evaluated over the samples within the bounds only
+            return vec![(whole, Eval { start: first + width - 1, end: last + width - 1, step: width })];
+        }
         let mut out = vec![(make(self.window(lo, first + width - 1)), at(first + width - 1))];
         if last - first > width {
             let eval = Eval { start: first + 2 * width - 1, end: last - 1, step: width };
-            out.push((make(self.window(0, width - 1)), eval));
+            out.push((whole, eval));
         }
         out.push((make(self.window(last, hi)), at(hi)));
         out
     }
+}
+
+/// Whether a plan's value depends on where its windows start and end, not only on the
+/// samples in them: the functions that extrapolate to a window's edges, and
+/// `predict_linear`, which predicts from the evaluation's time.
+fn reads_window_edges(plan: &Plan) -> bool {
+    use promflow_engine::plan::WindowFn::{Delta, Increase, PredictLinear, Rate};
+    matches!(plan, Plan::WindowFunction { func: Rate | Increase | Delta | PredictLinear, .. })
+        || plan.children().into_iter().any(reads_window_edges)
 }
 
 /// The start of the bucket of `t` (`date_bin`).
@@ -526,7 +546,8 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
         Some(LimitClause::OffsetCommaLimit { offset, limit }) => (Some(count(limit)?), count(offset)?),
         Some(l) => return Err(invalid(q.span(), format!("{l} is not supported"))),
     };
-    Ok(Query { parts, bucket, columns, order_by, limit, offset, grouped })
+    let bounds = (sel.bounds.lo, sel.bounds.hi);
+    Ok(Query { parts, bucket, columns, order_by, limit, offset, grouped, bounds })
 }
 
 /// The expression of a select item.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use promflow_engine::QueryOptions;
-use promflow_storage::{MatchOp, Matcher, Querier};
+use promflow_storage::{Labels, MatchOp, Matcher, Querier, Series, Timestamp};
 
 use crate::compile::{Column, Query, Statement};
 use crate::rows::{Cell, Rows};
@@ -57,7 +57,7 @@ impl Statement {
                         ]
                     })
                     .collect();
-                Ok(Rows { columns: vec![Column::text("column"), Column::text("plan")], rows })
+                Ok(Rows::new(vec![Column::text("column"), Column::text("plan")], rows))
             }
             Statement::ShowTables => {
                 Ok(Rows::tables(querier.label_values("__name__", &[], ALL_TIME.0, ALL_TIME.1)?))
@@ -91,6 +91,7 @@ pub(crate) fn run(
     settings: &Settings,
     deadline: Instant,
 ) -> Result<Rows, ExecError> {
+    let querier = Within { querier, lo: query.bounds.0, hi: query.bounds.1 };
     let mut results = Vec::with_capacity(query.parts.len());
     for part in &query.parts {
         let mut segments = Vec::with_capacity(part.segments.len());
@@ -105,9 +106,55 @@ pub(crate) fn run(
                 delayed_name_removal: false,
                 range_query: eval.start != eval.end,
             };
-            segments.push(promflow_engine::evaluate(plan, querier, &opts)?.result);
+            segments.push(promflow_engine::evaluate(plan, &querier, &opts)?.result);
         }
         results.push(segments);
     }
-    Ok(query.rows(&results))
+    Ok(query.rows(results))
+}
+
+/// A querier that reads only the samples within `lo..=hi`: a query's `ts` bounds.
+struct Within<'q> {
+    querier: &'q dyn Querier,
+    lo: Timestamp,
+    hi: Timestamp,
+}
+
+impl Querier for Within<'_> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, promflow_storage::Error> {
+        self.querier.select(matchers, mint.max(self.lo), maxt.min(self.hi))
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Labels>, promflow_storage::Error> {
+        self.querier.series(matchers, mint.max(self.lo), maxt.min(self.hi))
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.querier.label_names(matchers, mint.max(self.lo), maxt.min(self.hi))
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.querier.label_values(name, matchers, mint.max(self.lo), maxt.min(self.hi))
+    }
 }

@@ -36,7 +36,7 @@ mod standing;
 pub use arrow::ARROW_STREAM;
 pub use compile::{compile, Column, ColumnKind, Eval, Part, Query, Source, Statement};
 pub use exec::{ExecError, Settings};
-pub use rows::{Cell, Rows};
+pub use rows::{Cell, Row, Rows};
 pub use standing::standing;
 
 /// What went wrong with a SQL text: the message names the problem and where it is.

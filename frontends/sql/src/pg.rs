@@ -141,11 +141,11 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWir
 
 fn response(rows: &Rows, format: &Format) -> PgWireResult<Response> {
     let schema = Arc::new(fields(&rows.columns, format));
-    let mut encoded = Vec::with_capacity(rows.rows.len());
-    for row in &rows.rows {
+    let mut encoded = Vec::with_capacity(rows.len());
+    for row in rows.iter() {
         let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
-        for (field, cell) in schema.iter().zip(row) {
-            encode(&mut encoder, field, cell)?;
+        for (field, cell) in schema.iter().zip(row.cells()) {
+            encode(&mut encoder, field, &cell)?;
         }
         encoded.push(Ok(encoder.take_row()));
     }

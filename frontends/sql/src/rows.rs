@@ -1,11 +1,12 @@
 //! From the engine's results to SQL rows: samples of a matrix, or groups of instant vectors
 //! (one per aggregate column) joined on their labels; then `ORDER BY`, `OFFSET`, `LIMIT`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use promflow_engine::QueryResult;
-use promflow_storage::{is_stale_nan, Labels, Sample, Series};
+use promflow_storage::{is_stale_nan, Labels, Series};
 
 use crate::compile::{bin, column_of_label, Column, ColumnKind, Query, Source};
 
@@ -50,48 +51,136 @@ impl Cell {
 }
 
 /// A query's answer: named, typed columns and their rows.
-#[derive(Debug, PartialEq)]
+///
+/// Rows of samples are not built: they are read off the evaluated series where they lie, in
+/// the answer's order, when asked for (building a vector of cells per sample was most of a
+/// rows query's cost, three times the evaluation's in `benches/sql.rs`).
+#[derive(Debug)]
 pub struct Rows {
     /// The columns, `*` expanded.
     pub columns: Vec<Column>,
-    /// The rows, each with one cell per column.
-    pub rows: Vec<Vec<Cell>>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Rows built cell by cell: groups, catalogs, joins.
+    Cells(Vec<Vec<Cell>>),
+    /// Rows of samples, one per (series, sample) of `order`.
+    Samples {
+        series: Vec<Series>,
+        /// Each series' label cells, one per column (`NULL` in the `ts` and `value` columns).
+        labels: Vec<Vec<Cell>>,
+        /// The rows: a series' index and the index of its sample.
+        order: Vec<(u32, u32)>,
+    },
+}
+
+/// One row of [`Rows`].
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    rows: &'a Rows,
+    index: usize,
+}
+
+impl<'a> Row<'a> {
+    /// The cell in column `column` (`NULL` past the last column).
+    pub fn get(&self, column: usize) -> Cow<'a, Cell> {
+        self.rows.cell(self.index, column)
+    }
+
+    /// The row's cells, one per column.
+    pub fn cells(self) -> impl Iterator<Item = Cow<'a, Cell>> {
+        (0..self.rows.columns.len()).map(move |c| self.get(c))
+    }
+}
+
+impl Rows {
+    /// Rows built cell by cell, each with one cell per column.
+    pub fn new(columns: Vec<Column>, rows: Vec<Vec<Cell>>) -> Rows {
+        Rows { columns, body: Body::Cells(rows) }
+    }
+
+    /// How many rows there are.
+    pub fn len(&self) -> usize {
+        match &self.body {
+            Body::Cells(rows) => rows.len(),
+            Body::Samples { order, .. } => order.len(),
+        }
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cell of row `row` in column `column` (`NULL` out of range).
+    pub fn cell(&self, row: usize, column: usize) -> Cow<'_, Cell> {
+        const NULL: &Cell = &Cell::Null;
+        match &self.body {
+            Body::Cells(rows) => Cow::Borrowed(rows.get(row).and_then(|r| r.get(column)).unwrap_or(NULL)),
+            Body::Samples { series, labels, order } => match order.get(row) {
+                Some(&at) if column < self.columns.len() => {
+                    sample_cell(series, labels, &self.columns, at, column)
+                }
+                _ => Cow::Borrowed(NULL),
+            },
+        }
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+        (0..self.len()).map(move |index| Row { rows: self, index })
+    }
+
+    /// Every row as cells.
+    pub fn into_cells(self) -> Vec<Vec<Cell>> {
+        match self.body {
+            Body::Cells(rows) => rows,
+            Body::Samples { .. } => self.iter().map(|r| r.cells().map(Cow::into_owned).collect()).collect(),
+        }
+    }
+}
+
+impl PartialEq for Rows {
+    fn eq(&self, other: &Rows) -> bool {
+        self.columns == other.columns
+            && self.len() == other.len()
+            && self.iter().zip(other.iter()).all(|(a, b)| a.cells().eq(b.cells()))
+    }
 }
 
 impl Query {
     /// The rows of the query from its parts' results (`results[i][j]` is segment `j` of
     /// [`Query::parts`]`[i]` evaluated as the segment says).
-    pub fn rows(&self, results: &[Vec<QueryResult>]) -> Rows {
+    pub fn rows(&self, results: Vec<Vec<QueryResult>>) -> Rows {
         let (skip, take) = (self.offset, self.limit.unwrap_or(usize::MAX));
         if self.grouped {
-            let (columns, mut rows) = self.groups(results);
+            let (columns, mut rows) = self.groups(&results);
             let keys = self.sort_keys(&columns);
             sort_rows(&mut rows, &keys);
             let rows = rows.into_iter().skip(skip).take(take).collect();
-            return Rows { columns, rows };
+            return Rows::new(columns, rows);
         }
-        let series = match results.first().and_then(|segments| segments.first()) {
-            Some(QueryResult::Matrix(m)) => m.as_slice(),
-            _ => &[],
+        let series = match results.into_iter().next().and_then(|segments| segments.into_iter().next()) {
+            Some(QueryResult::Matrix(m)) => m,
+            _ => Vec::new(),
         };
-        let columns = self.sample_columns(series);
+        let columns = self.sample_columns(&series);
         let keys = self.sort_keys(&columns);
-        let rows = match SeriesOrder::of(&columns, &keys) {
-            Some(order) => order.rows(series, &columns, skip, take),
+        let labels: Vec<Vec<Cell>> = series.iter().map(|s| label_cells(&s.labels, &columns)).collect();
+        let order = match SeriesOrder::of(&columns, &keys) {
+            Some(order) => order.rows(&series, &labels, skip, take),
             None => {
-                let mut rows: Vec<Vec<Cell>> = series
-                    .iter()
-                    .flat_map(|s| {
-                        let cells = label_cells(&s.labels, &columns);
-                        let columns = &columns;
-                        live(s).map(move |x| sample_row(&cells, columns, x))
-                    })
-                    .collect();
-                sort_rows(&mut rows, &keys);
-                rows.into_iter().skip(skip).take(take).collect()
+                // any other order: sort every row, by the cells of its series and sample
+                let mut all: Vec<(u32, u32)> =
+                    (0..series.len()).flat_map(|s| live(&series[s]).map(move |x| (s as u32, x))).collect();
+                let cell = |at: (u32, u32), c: usize| sample_cell(&series, &labels, &columns, at, c);
+                all.sort_by(|&a, &b| compare_by(&keys, |c| cell(a, c), |c| cell(b, c)));
+                all.into_iter().skip(skip).take(take).collect()
             }
         };
-        Rows { columns, rows }
+        Rows { columns, body: Body::Samples { series, labels, order } }
     }
 
     /// The sort keys (output column index, descending): `ORDER BY`'s, or for a stable answer
@@ -183,8 +272,17 @@ fn sort_rows(rows: &mut [Vec<Cell>], keys: &[(usize, bool)]) {
 
 /// `a` against `b` on `keys`.
 fn compare_on(keys: &[(usize, bool)], a: &[Cell], b: &[Cell]) -> Ordering {
+    compare_by(keys, |i| Cow::Borrowed(&a[i]), |i| Cow::Borrowed(&b[i]))
+}
+
+/// Row `a` against row `b` on `keys`, given their cells by column.
+fn compare_by<'a, 'b>(
+    keys: &[(usize, bool)],
+    a: impl Fn(usize) -> Cow<'a, Cell>,
+    b: impl Fn(usize) -> Cow<'b, Cell>,
+) -> Ordering {
     let order = |&(i, desc): &(usize, bool)| {
-        let o = a[i].compare(&b[i]);
+        let o = a(i).compare(&b(i));
         if desc {
             o.reverse()
         } else {
@@ -194,9 +292,26 @@ fn compare_on(keys: &[(usize, bool)], a: &[Cell], b: &[Cell]) -> Ordering {
     keys.iter().map(order).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
 }
 
-/// A series' samples that are rows (staleness markers are not).
-fn live(s: &Series) -> impl Iterator<Item = Sample> + '_ {
-    s.samples.iter().filter(|x| !is_stale_nan(x.v))
+/// The indices of a series' samples that are rows (staleness markers are not).
+fn live(s: &Series) -> impl Iterator<Item = u32> + '_ {
+    s.samples.iter().enumerate().filter(|(_, x)| !is_stale_nan(x.v)).map(|(i, _)| i as u32)
+}
+
+/// The cell in column `c` of the row of sample `x` of series `s`, whose label cells are
+/// `labels[s]`.
+fn sample_cell<'a>(
+    series: &[Series],
+    labels: &'a [Vec<Cell>],
+    columns: &[Column],
+    (s, x): (u32, u32),
+    c: usize,
+) -> Cow<'a, Cell> {
+    let sample = series[s as usize].samples.view().get(x as usize);
+    match columns[c].source {
+        Source::Ts => Cow::Owned(Cell::Timestamp(sample.t as f64 / 1000.0)),
+        Source::Label(_) => Cow::Borrowed(&labels[s as usize][c]),
+        _ => Cow::Owned(Cell::Number(sample.v)),
+    }
 }
 
 /// A series' cells for the label columns (`NULL` in the others, filled per sample).
@@ -206,19 +321,6 @@ fn label_cells(labels: &Labels, columns: &[Column]) -> Vec<Cell> {
         .map(|c| match &c.source {
             Source::Label(l) => label(labels, l),
             _ => Cell::Null,
-        })
-        .collect()
-}
-
-/// The row of one sample of a series whose label cells are `cells`.
-fn sample_row(cells: &[Cell], columns: &[Column], x: Sample) -> Vec<Cell> {
-    columns
-        .iter()
-        .zip(cells)
-        .map(|(c, cell)| match &c.source {
-            Source::Label(_) => cell.clone(),
-            Source::Ts => Cell::Timestamp(x.t as f64 / 1000.0),
-            _ => Cell::Number(x.v),
         })
         .collect()
 }
@@ -248,11 +350,12 @@ impl<'k> SeriesOrder<'k> {
         Some(SeriesOrder { labels: &keys[..n], by_time })
     }
 
-    fn rows(&self, series: &[Series], columns: &[Column], skip: usize, take: usize) -> Vec<Vec<Cell>> {
-        let cells: Vec<Vec<Cell>> = series.iter().map(|s| label_cells(&s.labels, columns)).collect();
+    /// The rows within `skip` and `take`, as (series, sample) indices.
+    fn rows(&self, series: &[Series], cells: &[Vec<Cell>], skip: usize, take: usize) -> Vec<(u32, u32)> {
         let mut order: Vec<usize> = (0..series.len()).collect();
         order.sort_by(|&a, &b| compare_on(self.labels, &cells[a], &cells[b]));
-        let mut page = Page { skip, take, out: Vec::new() };
+        let samples: usize = series.iter().map(|s| s.samples.len()).sum();
+        let mut page = Page { skip, take, out: Vec::with_capacity(samples.saturating_sub(skip).min(take)) };
         let mut run = order.as_slice();
         while let Some(&first) = run.first() {
             let len = run
@@ -262,13 +365,13 @@ impl<'k> SeriesOrder<'k> {
             let (same, rest) = run.split_at(len);
             if same.len() > 1 && self.by_time {
                 // stable by time: equal times keep the series' order
-                let mut merged: Vec<(usize, Sample)> =
-                    same.iter().flat_map(|&i| live(&series[i]).map(move |x| (i, x))).collect();
-                merged.sort_by_key(|m| m.1.t);
-                merged.into_iter().for_each(|(i, x)| page.add(|| sample_row(&cells[i], columns, x)));
+                let mut merged: Vec<(u32, u32)> =
+                    same.iter().flat_map(|&i| live(&series[i]).map(move |x| (i as u32, x))).collect();
+                merged.sort_by_key(|&(s, x)| series[s as usize].samples.view().get(x as usize).t);
+                merged.into_iter().for_each(|at| page.add(at));
             } else {
                 for &i in same {
-                    live(&series[i]).for_each(|x| page.add(|| sample_row(&cells[i], columns, x)));
+                    live(&series[i]).for_each(|x| page.add((i as u32, x)));
                 }
             }
             if page.full() {
@@ -280,21 +383,21 @@ impl<'k> SeriesOrder<'k> {
     }
 }
 
-/// The rows within `OFFSET` and `LIMIT`, built only for those.
+/// The rows within `OFFSET` and `LIMIT`.
 struct Page {
     /// Rows still to skip.
     skip: usize,
     /// Rows to keep.
     take: usize,
-    out: Vec<Vec<Cell>>,
+    out: Vec<(u32, u32)>,
 }
 
 impl Page {
-    fn add(&mut self, row: impl FnOnce() -> Vec<Cell>) {
+    fn add(&mut self, row: (u32, u32)) {
         if self.skip > 0 {
             self.skip -= 1;
         } else if self.out.len() < self.take {
-            self.out.push(row());
+            self.out.push(row);
         }
     }
 
@@ -319,7 +422,7 @@ impl Rows {
     /// `SHOW TABLES`: one row per metric name.
     pub fn tables(metrics: Vec<String>) -> Rows {
         let columns = vec![Column::text("table_name")];
-        Rows { columns, rows: metrics.into_iter().map(|m| vec![Cell::Text(m.into())]).collect() }
+        Rows::new(columns, metrics.into_iter().map(|m| vec![Cell::Text(m.into())]).collect())
     }
 
     /// `DESCRIBE m`: one row per column of the table, from its series' label names.
@@ -329,7 +432,7 @@ impl Rows {
             .into_iter()
             .map(|(name, kind)| vec![Cell::Text(name.into()), Cell::Text(kind.name().into())])
             .collect();
-        Rows { columns, rows }
+        Rows::new(columns, rows)
     }
 }
 
@@ -352,6 +455,7 @@ fn label(labels: &Labels, name: &str) -> Cell {
 mod tests {
     use super::*;
     use crate::compile::{compile, Statement};
+    use promflow_storage::Sample;
 
     /// Series that tie on `job`, interleave in time, lack a label, and hold a staleness marker.
     fn results() -> Vec<Vec<QueryResult>> {
@@ -380,11 +484,13 @@ mod tests {
         let Some(QueryResult::Matrix(series)) = results[0].first() else { unreachable!() };
         let columns = q.sample_columns(series);
         let keys = q.sort_keys(&columns);
-        let mut rows: Vec<Vec<Cell>> = series
-            .iter()
-            .flat_map(|s| {
-                let cells = label_cells(&s.labels, &columns);
-                live(s).map(|x| sample_row(&cells, &columns, x)).collect::<Vec<_>>()
+        let labels: Vec<Vec<Cell>> = series.iter().map(|s| label_cells(&s.labels, &columns)).collect();
+        let mut rows: Vec<Vec<Cell>> = (0..series.len())
+            .flat_map(|s| live(&series[s]).map(move |x| (s as u32, x)))
+            .map(|at| {
+                (0..columns.len())
+                    .map(|c| sample_cell(series, &labels, &columns, at, c).into_owned())
+                    .collect()
             })
             .collect();
         sort_rows(&mut rows, &keys);
@@ -419,7 +525,7 @@ mod tests {
                     }
                     other => panic!("{sql}: {other:?}"),
                 };
-                assert_eq!(q.rows(&results).rows, sorted_whole(&q, &results), "{sql}");
+                assert_eq!(q.rows(results.clone()).into_cells(), sorted_whole(&q, &results), "{sql}");
             }
         }
     }
