@@ -57,7 +57,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/-/reload", any(reload))
         .route("/-/quit", any(quit))
         .route("/metrics", get(self_metrics))
-        .route("/", get(home))
+        .merge(crate::ui::routes(route_prefix.trim_end_matches('/')))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(cors))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
@@ -106,18 +106,6 @@ pub(crate) fn json_response(body: String) -> Response {
 
 pub(crate) fn params(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Params {
     Params::new(q.0.as_deref(), headers, body)
-}
-
-async fn home(State(state): Shared) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!(
-            "promflow {} (Prometheus-compatible API {}).\nThe HTTP API is served under /api/v1/; promflow's own metrics at /metrics.\n",
-            env!("CARGO_PKG_VERSION"),
-            state.status.version
-        ),
-    )
-        .into_response()
 }
 
 // ---- queries ----

@@ -1,5 +1,5 @@
 //! promflow's HTTP server: Prometheus's HTTP API v1, the lifecycle endpoints, the
-//! remote-write receiver and promflow's own metrics, on axum.
+//! remote-write receiver, promflow's own metrics and the web UI, on axum.
 #![warn(missing_docs)]
 
 mod api;
@@ -7,6 +7,7 @@ mod metrics;
 pub mod params;
 mod sql;
 mod subscribe;
+mod ui;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,358 @@
+// The graph page (`/graph`): panels of an expression editor, a table and a graph tab, and a
+// live switch that turns the panel into a websocket subscription. The panels' state lives in
+// the URL as Prometheus writes it (`g0.expr`, `g0.tab`, `g0.range_input`, …), so alert
+// `generatorURL`s and bookmarks open the same panels.
+import uPlot from 'uplot';
+import { EditorView, keymap, placeholder } from '@codemirror/view';
+import { EditorState } from '@codemirror/state';
+import { defaultKeymap, history, historyKeymap } from '@codemirror/commands';
+import { syntaxHighlighting, defaultHighlightStyle, bracketMatching } from '@codemirror/language';
+import { autocompletion, closeBrackets, completionKeymap } from '@codemirror/autocomplete';
+import { PromQLExtension } from '@prometheus-io/codemirror-promql';
+import { api, el, formatDuration, parseDuration, seriesName } from './dom.js';
+
+/** The most points a graph asks for per series (Prometheus's UI's resolution). */
+const POINTS = 250;
+
+/** Reads the panels from the URL's `gN.*` parameters (one empty panel when there is none). */
+function panelsFromUrl() {
+  const params = new URLSearchParams(window.location.search);
+  const panels = [];
+  for (let i = 0; params.has(`g${i}.expr`) || params.has(`g${i}.tab`); i++) {
+    const get = (key) => params.get(`g${i}.${key}`);
+    panels.push({
+      expr: get('expr') || '',
+      tab: get('tab') === '1' ? 'table' : 'graph',
+      range: parseDuration(get('range_input') || '1h') || 3600,
+      end: get('end_input') ? Date.parse(get('end_input')) / 1000 || null : null,
+      step: get('step_input') ? Number(get('step_input')) || null : null,
+      stacked: get('stacked') === '1',
+      live: get('live') === '1',
+    });
+  }
+  return panels.length ? panels : [newPanel()];
+}
+
+function newPanel() {
+  return { expr: '', tab: 'table', range: 3600, end: null, step: null, stacked: false, live: false };
+}
+
+/** Writes the panels back to the URL (replacing the history entry: no entry per keystroke). */
+function panelsToUrl(panels) {
+  const params = new URLSearchParams();
+  panels.forEach((p, i) => {
+    params.set(`g${i}.expr`, p.expr);
+    params.set(`g${i}.tab`, p.tab === 'table' ? '1' : '0');
+    params.set(`g${i}.range_input`, formatDuration(p.range));
+    if (p.end) params.set(`g${i}.end_input`, new Date(p.end * 1000).toISOString());
+    if (p.step) params.set(`g${i}.step_input`, String(p.step));
+    if (p.stacked) params.set(`g${i}.stacked`, '1');
+    if (p.live) params.set(`g${i}.live`, '1');
+  });
+  window.history.replaceState(null, '', `${window.location.pathname}?${params}`);
+}
+
+export function graphPage(main, prefix) {
+  const panels = panelsFromUrl();
+  const list = el('div', { class: 'panels' });
+  const save = () => panelsToUrl(panels);
+  const add = (state) => list.append(panelView(prefix, state, save, () => {
+    panels.splice(panels.indexOf(state), 1);
+    save();
+  }));
+  panels.forEach(add);
+  const addButton = el('button', {
+    class: 'add',
+    onclick: () => {
+      const state = newPanel();
+      panels.push(state);
+      add(state);
+      save();
+    },
+  }, 'Add panel');
+  main.append(list, addButton);
+}
+
+/** One panel: editor, controls, and the table or graph of its expression. */
+function panelView(prefix, state, save, remove) {
+  const errors = el('div', { class: 'messages' });
+  const body = el('div', { class: 'body' });
+  let live = null;
+  let chart = null;
+
+  const editor = new EditorView({
+    parent: el('div', {}),
+    state: EditorState.create({
+      doc: state.expr,
+      extensions: [
+        history(),
+        bracketMatching(),
+        closeBrackets(),
+        autocompletion(),
+        syntaxHighlighting(defaultHighlightStyle),
+        placeholder('Expression (press Enter to execute, Shift+Enter for a new line)'),
+        new PromQLExtension().setComplete({ remote: { url: window.location.origin + prefix } }).asExtension(),
+        keymap.of([
+          { key: 'Enter', run: () => { execute(); return true; } },
+          ...completionKeymap,
+          ...defaultKeymap,
+          ...historyKeymap,
+        ]),
+        // the view manages its element's classes: ours goes through its attributes
+        EditorView.editorAttributes.of({ class: 'editor' }),
+        EditorView.updateListener.of((u) => {
+          if (u.docChanged) {
+            state.expr = u.state.doc.toString();
+            save();
+          }
+        }),
+      ],
+    }),
+  });
+
+  const tabButton = (name, label) => el('button', {
+    role: 'tab',
+    class: `tab ${name}`,
+    'aria-selected': String(state.tab === name),
+    onclick: () => {
+      state.tab = name;
+      save();
+      syncTabs();
+      execute();
+    },
+  }, label);
+  const tabs = el('div', { role: 'tablist', class: 'tabs' }, tabButton('table', 'Table'), tabButton('graph', 'Graph'));
+  const syncTabs = () => tabs.querySelectorAll('button').forEach((b) => {
+    b.setAttribute('aria-selected', String(b.classList.contains(state.tab)));
+  });
+
+  const rangeInput = el('input', {
+    class: 'range', 'aria-label': 'Range', size: 6, value: formatDuration(state.range),
+    onchange: (e) => {
+      const seconds = parseDuration(e.target.value);
+      if (seconds) state.range = seconds;
+      e.target.value = formatDuration(state.range);
+      save();
+      execute();
+    },
+  });
+  const endInput = el('input', {
+    class: 'end', 'aria-label': 'End time', type: 'datetime-local', step: 1,
+    value: state.end ? new Date(state.end * 1000).toISOString().slice(0, 19) : '',
+    onchange: (e) => {
+      state.end = e.target.value ? Date.parse(`${e.target.value}Z`) / 1000 : null;
+      save();
+      execute();
+    },
+  });
+  const stepInput = el('input', {
+    class: 'step', 'aria-label': 'Resolution (seconds)', size: 6, placeholder: 'step (s)',
+    value: state.step || '',
+    onchange: (e) => {
+      state.step = Number(e.target.value) > 0 ? Number(e.target.value) : null;
+      save();
+      execute();
+    },
+  });
+  const stacked = el('input', {
+    type: 'checkbox', class: 'stacked', checked: state.stacked,
+    onchange: (e) => { state.stacked = e.target.checked; save(); execute(); },
+  });
+  const liveSwitch = el('input', {
+    type: 'checkbox', class: 'live', checked: state.live,
+    onchange: (e) => { state.live = e.target.checked; save(); execute(); },
+  });
+  const controls = el('div', { class: 'controls' },
+    el('label', {}, 'Range ', rangeInput),
+    el('label', {}, 'End ', endInput),
+    el('label', {}, 'Step ', stepInput),
+    el('label', {}, stacked, ' Stacked'),
+    el('label', { title: 'Follow the result as samples arrive (a websocket subscription)' }, liveSwitch, ' Live'),
+  );
+
+  const panel = el('section', { class: 'panel' },
+    el('div', { class: 'expression' },
+      editor.dom,
+      el('button', { class: 'execute', onclick: () => execute() }, 'Execute'),
+      el('button', { class: 'remove', title: 'Remove panel', 'aria-label': 'Remove panel', onclick: () => {
+        stop();
+        panel.remove();
+        remove();
+      } }, '×')),
+    tabs, controls, errors, body);
+
+  function stop() {
+    if (live) live.close();
+    live = null;
+    if (chart) chart.destroy();
+    chart = null;
+  }
+
+  function show(kind, texts) {
+    for (const text of texts) errors.append(el('div', { class: kind, role: kind === 'error' ? 'alert' : 'status' }, text));
+  }
+
+  async function execute() {
+    stop();
+    errors.replaceChildren();
+    body.replaceChildren();
+    const expr = state.expr.trim();
+    if (!expr) return;
+    const end = state.end || Date.now() / 1000;
+    try {
+      if (state.live) {
+        // the graph starts from the range's history, then follows the changes
+        const seed = state.tab === 'graph'
+          ? (await api(prefix, 'query_range', { query: expr, start: end - state.range, end, step: graphStep(state) })).data.result
+          : [];
+        live = subscribe(prefix, state, expr, body, show, seed);
+      } else if (state.tab === 'table') {
+        const { data, warnings, infos } = await api(prefix, 'query', { query: expr, time: end });
+        show('warning', warnings);
+        show('info', infos);
+        body.append(table(data));
+      } else {
+        const { data, warnings, infos } = await api(prefix, 'query_range', {
+          query: expr, start: end - state.range, end, step: graphStep(state),
+        });
+        show('warning', warnings);
+        show('info', infos);
+        chart = graph(body, data.result, state.stacked, [end - state.range, end]);
+      }
+    } catch (e) {
+      show('error', [e.message]);
+    }
+  }
+
+  syncTabs();
+  if (state.expr) execute();
+  return panel;
+}
+
+/** A graph's step: the panel's, or the range over `POINTS`. */
+function graphStep(state) {
+  return state.step || Math.max(Math.floor(state.range / POINTS), 1);
+}
+
+/** The table of an instant query's result. */
+function table(data) {
+  const rows = [];
+  switch (data.resultType) {
+    case 'vector':
+      for (const s of data.result) rows.push([seriesName(s.metric), s.value[1]]);
+      break;
+    case 'matrix':
+      for (const s of data.result) {
+        rows.push([seriesName(s.metric), s.values.map(([t, v]) => `${v} @${t}`).join('\n')]);
+      }
+      break;
+    case 'scalar':
+      rows.push(['scalar', data.result[1]]);
+      break;
+    default:
+      rows.push(['string', data.result[1]]);
+  }
+  if (!rows.length) return el('p', { class: 'empty' }, 'Empty query result');
+  return el('table', { class: 'result' },
+    el('thead', {}, el('tr', {}, el('th', {}, 'Series'), el('th', {}, 'Value'))),
+    el('tbody', {}, rows.map(([name, value]) => el('tr', {}, el('td', { class: 'series' }, name), el('td', { class: 'value' }, value)))));
+}
+
+const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+
+/**
+ * Draws series (`[{metric, values: [[t, "v"], …]}]`) as a uPlot chart in `parent`, over the
+ * time span `[start, end]` (seconds) whatever part of it has samples.
+ */
+function graph(parent, series, stackedMode, [start, end]) {
+  const times = [...new Set(series.flatMap((s) => s.values.map(([t]) => t)))].sort((a, b) => a - b);
+  const index = new Map(times.map((t, i) => [t, i]));
+  const columns = series.map((s) => {
+    const column = new Array(times.length).fill(null);
+    for (const [t, v] of s.values) column[index.get(t)] = Number(v);
+    return column;
+  });
+  if (stackedMode) {
+    for (let i = 1; i < columns.length; i++) {
+      columns[i] = columns[i].map((v, j) => (v === null ? null : v + (columns[i - 1][j] || 0)));
+    }
+  }
+  const holder = el('div', { class: 'chart' });
+  const legend = el('ul', { class: 'legend' },
+    series.map((s, i) => el('li', {}, el('span', { class: 'swatch', style: `background:${COLORS[i % COLORS.length]}` }), seriesName(s.metric))));
+  parent.append(holder, legend);
+  if (!series.length) {
+    parent.append(el('p', { class: 'empty' }, 'Empty query result'));
+  }
+  const width = Math.max(parent.clientWidth || 800, 300);
+  return new uPlot({
+    width,
+    height: 320,
+    legend: { show: false },
+    series: [{}, ...series.map((s, i) => ({
+      label: seriesName(s.metric),
+      stroke: COLORS[i % COLORS.length],
+      fill: stackedMode ? `${COLORS[i % COLORS.length]}33` : undefined,
+      width: 1.5,
+      spanGaps: false,
+    }))],
+    scales: { x: { time: true, range: () => [start, end] } },
+    axes: [{}, { size: 70 }],
+  }, [times, ...columns], holder);
+}
+
+/**
+ * Subscribes to `expr` over the websocket and keeps the table or graph current: the
+ * snapshot, then every change. The graph scrolls: it keeps the panel's range of points.
+ */
+function subscribe(prefix, state, expr, body, show, seed) {
+  const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws';
+  const socket = new WebSocket(`${scheme}://${window.location.host}${prefix}/api/v1/subscribe`);
+  const current = new Map(); // series name -> {metric, value}
+  const history = new Map(); // series name -> {metric, values: [[t, "v"], …]}
+  for (const s of seed) history.set(seriesName(s.metric), { metric: s.metric, values: [...s.values] });
+  let chart = null;
+  const status = el('div', { class: 'live-status', role: 'status' }, 'connecting…');
+  const view = el('div', {});
+  body.append(status, view);
+  const record = (s, t) => {
+    const key = seriesName(s.metric);
+    current.set(key, s);
+    const h = history.get(key) || { metric: s.metric, values: [] };
+    h.values.push([t, s.value[1]]);
+    while (h.values.length && h.values[0][0] < t - state.range) h.values.shift();
+    history.set(key, h);
+  };
+  const render = () => {
+    if (chart) chart.destroy();
+    chart = null;
+    view.replaceChildren();
+    if (state.tab === 'table') {
+      view.append(table({ resultType: 'vector', result: [...current.values()] }));
+    } else {
+      const now = Date.now() / 1000;
+      chart = graph(view, [...history.values()], state.stacked, [now - state.range, now]);
+    }
+  };
+  socket.onopen = () => {
+    status.textContent = 'live';
+    socket.send(JSON.stringify({ id: 'panel', lang: 'promql', query: expr }));
+  };
+  socket.onmessage = (event) => {
+    const m = JSON.parse(event.data);
+    if (m.type === 'error') {
+      show('error', [m.error]);
+    } else if (m.type === 'snapshot') {
+      current.clear();
+      for (const s of m.result) record(s, m.time);
+      render();
+    } else if (m.type === 'change') {
+      for (const s of [...m.added, ...m.changed]) record(s, m.time);
+      for (const s of m.removed) current.delete(seriesName(s.metric));
+      render();
+    }
+    status.textContent = `live, last change ${new Date((m.time || Date.now() / 1000) * 1000).toLocaleTimeString()}`;
+  };
+  socket.onclose = () => { status.textContent = 'disconnected'; };
+  return { close: () => { socket.close(); if (chart) chart.destroy(); } };
+}

@@ -1,0 +1,274 @@
+//! The web UI in real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
+//! over WebDriver) against the real binary: the graph page's table and chart, a live panel
+//! following samples pushed through remote write, and the targets page. Each test saves a
+//! screenshot under `target/ui-screenshots/` for a person to look at.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+/// WebDriver's key for an element reference in its answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long a page may take to show what a test waits for.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A headless Chromium session through chromedriver, both ended when dropped.
+struct Browser {
+    http: reqwest::blocking::Client,
+    session: String,
+    driver: Child,
+}
+
+impl Browser {
+    /// `None` (the test skips) where Chromium is not installed outside CI.
+    fn start() -> Option<Browser> {
+        let driver_bin = peer("chromedriver")?;
+        let chromium = peer("chromium")?;
+        let port = free_port();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let http = client();
+        let base = format!("http://127.0.0.1:{port}");
+        let ready = wait_for(PATIENCE, || {
+            let v: Value =
+                serde_json::from_slice(&http.get(format!("{base}/status")).send().ok()?.bytes().ok()?)
+                    .ok()?;
+            v["value"]["ready"].as_bool().filter(|r| *r)
+        });
+        let mut browser = Browser { http, session: base.clone(), driver };
+        assert!(ready.is_some(), "chromedriver did not become ready on port {port}");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"],
+            },
+        }}});
+        let v = browser.call("POST", "", capabilities);
+        let id = v["sessionId"].as_str().expect("a WebDriver session id").to_string();
+        browser.session = format!("{base}/session/{id}");
+        Some(browser)
+    }
+
+    /// A WebDriver command on the session (the new-session command when `path` is empty).
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = if path.is_empty() {
+            format!("{}/session", self.session)
+        } else {
+            format!("{}{path}", self.session)
+        };
+        let request = match method {
+            "GET" => self.http.get(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => self.http.post(&url).header("Content-Type", "application/json").body(body.to_string()),
+        };
+        let bytes = request.send().and_then(|r| r.bytes()).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        if v["value"]["error"].is_string() {
+            panic!("{method} {path}: {}", v["value"]);
+        }
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({"url": url}));
+    }
+
+    /// The elements `css` selects now.
+    fn all(&self, css: &str) -> Vec<String> {
+        let v = self.call("POST", "/elements", json!({"using": "css selector", "value": css}));
+        v.as_array().unwrap().iter().map(|e| e[ELEMENT].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Waits for the first element `css` selects.
+    fn find(&self, css: &str) -> String {
+        wait_for(PATIENCE, || self.all(css).into_iter().next())
+            .unwrap_or_else(|| self.fail(&format!("no {css}")))
+    }
+
+    fn text(&self, element: &str) -> String {
+        self.call("GET", &format!("/element/{element}/text"), Value::Null).as_str().unwrap_or("").to_string()
+    }
+
+    fn click(&self, element: &str) {
+        self.call("POST", &format!("/element/{element}/click"), json!({}));
+    }
+
+    fn type_into(&self, element: &str, text: &str) {
+        self.call("POST", &format!("/element/{element}/value"), json!({"text": text}));
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.call("POST", "/execute/sync", json!({"script": script, "args": []}))
+    }
+
+    /// The text of everything `css` selects, once `done` holds for it (fails after a while).
+    fn wait_texts(&self, css: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let mut last = Vec::new();
+        let found = wait_for(PATIENCE, || {
+            last = self.all(css).iter().map(|e| self.text(e)).collect();
+            done(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| self.fail(&format!("{css} never as expected; last seen {last:?}")))
+    }
+
+    /// Saves a screenshot as `target/ui-screenshots/<name>.png`; returns its path.
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.call("GET", "/screenshot", Value::Null);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Fails the test with what the page shows, and a screenshot of it.
+    fn fail(&self, why: &str) -> ! {
+        let path = self.screenshot("failure");
+        let body = self.script("return document.body.innerText;");
+        panic!("{why}\npage text: {body}\nscreenshot: {}", path.display());
+    }
+
+    /// How many of the first canvas's pixels are drawn (not transparent).
+    fn drawn_pixels(&self) -> u64 {
+        let v = self.script(
+            "const c = document.querySelector('.chart canvas'); if (!c) return 0; \
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+             let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;",
+        );
+        v.as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.http.delete(&self.session).send();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_promflow(
+        dir.path(),
+        "global:\n  scrape_interval: 1h\n",
+        &["--web.enable-remote-write-receiver"],
+    );
+    (dir, server)
+}
+
+/// Writes `name{host=…}` for each (host, value), one sample a minute over the last ten.
+fn write_gauges(server: &Server, name: &str, hosts: &[(&str, f64)]) {
+    let now = now_ms();
+    let series = hosts
+        .iter()
+        .map(|(host, v)| {
+            let samples: Vec<(i64, f64)> = (0..10).map(|k| (now - (9 - k) * 60_000, v + k as f64)).collect();
+            common::series(&[("__name__", name), ("host", host)], &samples)
+        })
+        .collect();
+    let (status, body) = remote_write(server, series);
+    assert!(status / 100 == 2, "remote write answered {status}: {body}");
+}
+
+#[test]
+fn the_graph_page_shows_a_query_as_a_table_and_a_chart() {
+    let Some(browser) = Browser::start() else { return };
+    let (_dir, server) = start();
+    write_gauges(&server, "ui_temp", &[("a", 10.0), ("b", 20.0)]);
+
+    // a Prometheus link (an alert's generatorURL opens the table tab)
+    browser.goto(&format!("{}/graph?g0.expr=ui_temp&g0.tab=1", server.base));
+    let rows = browser.wait_texts("table.result tbody tr", |rows| rows.len() == 2);
+    assert!(rows[0].contains("ui_temp{host=\"a\"}") && rows[0].contains("19"), "{rows:?}");
+    assert!(rows[1].contains("ui_temp{host=\"b\"}") && rows[1].contains("29"), "{rows:?}");
+
+    // a second panel: type a query, press Enter
+    browser.click(&browser.find("button.add"));
+    let editors = wait_for(PATIENCE, || Some(browser.all(".cm-content")).filter(|e| e.len() == 2)).unwrap();
+    browser.click(&editors[1]);
+    browser.type_into(&editors[1], "sum(ui_temp)\u{E007}");
+    let rows = browser.wait_texts(".panel:nth-child(2) table.result tbody tr", |rows| rows.len() == 1);
+    assert!(rows[0].contains("48"), "sum of the newest values 19 + 29: {rows:?}");
+    // the URL keeps both panels, as Prometheus's links do
+    let url = browser.call("GET", "/url", Value::Null);
+    assert!(url.as_str().unwrap().contains("g1.expr=sum%28ui_temp%29"), "{url}");
+
+    // an error is shown where the user looks
+    browser.type_into(&editors[1], " +\u{E007}");
+    browser
+        .wait_texts(".panel:nth-child(2) .messages .error", |e| e.iter().any(|t| t.contains("parse error")));
+
+    // the first panel's graph: a chart drawn over the hour, one legend entry per series
+    browser.click(&browser.find(".panel:nth-child(1) button.tab.graph"));
+    browser.wait_texts(".panel:nth-child(1) .legend li", |l| l.len() == 2);
+    let drawn = wait_for(PATIENCE, || Some(browser.drawn_pixels()).filter(|n| *n > 500));
+    let shot = browser.screenshot("graph");
+    assert!(drawn.is_some(), "the chart has lines drawn (see {})", shot.display());
+}
+
+#[test]
+fn a_live_panel_follows_samples_pushed_through_remote_write() {
+    let Some(browser) = Browser::start() else { return };
+    let (_dir, server) = start();
+    write_gauges(&server, "ui_live", &[("a", 1.0)]);
+
+    browser.goto(&format!("{}/graph?g0.expr=ui_live&g0.tab=1&g0.live=1", server.base));
+    browser.wait_texts("table.result tbody tr", |rows| rows.len() == 1 && rows[0].contains("10"));
+    browser.wait_texts(".live-status", |s| s.iter().any(|t| t.starts_with("live")));
+    let push = |v: f64| {
+        let ts = common::series(&[("__name__", "ui_live"), ("host", "a")], &[(now_ms(), v)]);
+        let (status, body) = remote_write(&server, vec![ts]);
+        assert!(status / 100 == 2, "remote write answered {status}: {body}");
+    };
+    push(77.0);
+    browser.wait_texts("table.result tbody tr", |rows| rows.len() == 1 && rows[0].contains("77"));
+
+    // the graph tab, still live: the chart changes when a sample arrives, without a reload
+    browser.click(&browser.find("button.tab.graph"));
+    wait_for(PATIENCE, || Some(browser.drawn_pixels()).filter(|n| *n > 100))
+        .unwrap_or_else(|| browser.fail("no chart drawn"));
+    let before = browser.script("return document.querySelector('.chart canvas').toDataURL();");
+    push(-50.0);
+    let changed = wait_for(PATIENCE, || {
+        let now = browser.script("return document.querySelector('.chart canvas').toDataURL();");
+        (now != before).then_some(())
+    });
+    let shot = browser.screenshot("live");
+    assert!(changed.is_some(), "the live chart did not change after a push (see {})", shot.display());
+    let url = browser.call("GET", "/url", Value::Null);
+    assert!(url.as_str().unwrap().contains("g0.live=1"), "{url}");
+}
+
+#[test]
+fn the_targets_page_shows_a_broken_target_with_its_error() {
+    let Some(browser) = Browser::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: broken\n    static_configs:\n      - targets: ['127.0.0.1:{closed}']\n        labels: {{team: ui}}\n"
+    );
+    let server = start_promflow(dir.path(), &config, &[]);
+
+    browser.goto(&format!("{}/targets", server.base));
+    let rows = browser.wait_texts("tr.target", |rows| rows.iter().any(|r| r.contains("DOWN")));
+    let row = rows.iter().find(|r| r.contains("DOWN")).unwrap();
+    assert!(row.contains(&format!("127.0.0.1:{closed}")), "{row}");
+    assert!(row.contains("team=\"ui\""), "the target's labels: {row}");
+    let errors = browser.wait_texts("tr.target td.error", |e| e.iter().any(|t| !t.is_empty()));
+    assert!(errors.iter().any(|e| e.contains("refused")), "the scrape error: {errors:?}");
+    browser.wait_texts(".pool h2", |h| h.iter().any(|t| t.contains("broken (0/1 up)")));
+    browser.screenshot("targets");
+}
