@@ -96,10 +96,6 @@ impl Browser {
             .unwrap_or_else(|| self.fail(&format!("no {css}")))
     }
 
-    fn text(&self, element: &str) -> String {
-        self.call("GET", &format!("/element/{element}/text"), Value::Null).as_str().unwrap_or("").to_string()
-    }
-
     fn click(&self, element: &str) {
         self.call("POST", &format!("/element/{element}/click"), json!({}));
     }
@@ -113,10 +109,17 @@ impl Browser {
     }
 
     /// The text of everything `css` selects, once `done` holds for it (fails after a while).
+    /// Read in one script call: a live page replaces its elements as changes arrive, so
+    /// elements found by one command may be gone by the next.
     fn wait_texts(&self, css: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
         let mut last = Vec::new();
         let found = wait_for(PATIENCE, || {
-            last = self.all(css).iter().map(|e| self.text(e)).collect();
+            let texts = self.call(
+                "POST",
+                "/execute/sync",
+                json!({"script": "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);", "args": [css]}),
+            );
+            last = texts.as_array()?.iter().map(|t| t.as_str().unwrap_or("").to_string()).collect();
             done(&last).then(|| last.clone())
         });
         found.unwrap_or_else(|| self.fail(&format!("{css} never as expected; last seen {last:?}")))
