@@ -275,3 +275,59 @@ fn the_targets_page_shows_a_broken_target_with_its_error() {
     browser.wait_texts(".pool h2", |h| h.iter().any(|t| t.contains("broken (0/1 up)")));
     browser.screenshot("targets");
 }
+
+#[test]
+fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
+    let Some(browser) = Browser::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: ui\n    interval: 1s\n    rules:\n      - alert: UiHot\n        expr: ui_heat > 5\n        labels: {severity: page}\n        annotations: {summary: 'host {{ $labels.host }} is hot'}\n      - alert: UiNever\n        expr: ui_heat > 1000\n      - record: ui:heat:sum\n        expr: sum(ui_heat)\n",
+    )
+    .unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1h\n  evaluation_interval: 1s\nrule_files: ['{}']\n",
+        dir.path().join("rules.yml").display()
+    );
+    let server = start_promflow(dir.path(), &config, &["--web.enable-remote-write-receiver"]);
+    write_gauges(&server, "ui_heat", &[("a", -10.0), ("b", 100.0)]);
+
+    // alerts: the firing rule open with its alert, the inactive one listed
+    browser.goto(&format!("{}/alerts", server.base));
+    let alerts = browser.wait_texts("tr.alert.firing", |a| !a.is_empty());
+    assert_eq!(alerts.len(), 1, "only host b is above 5: {alerts:?}");
+    assert!(alerts[0].contains("host=\"b\"") && alerts[0].contains("host b is hot"), "{alerts:?}");
+    // the value as Prometheus's alerts API writes it
+    assert!(alerts[0].contains("severity=\"page\"") && alerts[0].contains("1.09e+02"), "{alerts:?}");
+    browser.wait_texts("details.rule.inactive summary", |r| r.iter().any(|t| t.contains("UiNever")));
+    browser.screenshot("alerts");
+    // only what is firing
+    browser.click(&browser.find("input.show-inactive"));
+    browser.wait_texts("details.rule summary", |r| r.len() == 1 && r[0].contains("UiHot"));
+
+    // rules: the group and its three rules, evaluated
+    browser.goto(&format!("{}/rules", server.base));
+    let rules = browser.wait_texts("tr.rule", |r| r.len() == 3 && r.iter().all(|t| t.contains("OK")));
+    assert!(rules.iter().any(|r| r.contains("record: ui:heat:sum")), "{rules:?}");
+
+    // status: build information, and the metric with the most series among the highest
+    browser.goto(&format!("{}/status", server.base));
+    let tables = browser.wait_texts("table.ranking", |t| t.iter().any(|t| t.contains("ui_heat")));
+    assert!(!tables.is_empty());
+    browser.wait_texts("table.kv", |t| t.iter().any(|t| t.contains("version")));
+    browser.screenshot("status");
+
+    // the SQL console, from its URL
+    let sql =
+        "SELECT host, max(value) AS hottest FROM ui_heat WHERE ts > now() - INTERVAL '1 hour' GROUP BY host";
+    let url = format!(
+        "{}/sql?q={}",
+        server.base,
+        form_urlencoded::byte_serialize(sql.as_bytes()).collect::<String>()
+    );
+    browser.goto(&url);
+    let rows = browser.wait_texts("table.result tbody tr", |r| r.len() == 2);
+    assert!(rows[0].contains('a') && rows[0].contains("-1"), "{rows:?}");
+    assert!(rows[1].contains('b') && rows[1].contains("109"), "{rows:?}");
+    browser.screenshot("sql");
+}

@@ -1,4 +1,4 @@
-//! The web UI: the same page at every UI path (`/graph`, `/targets`), whose script renders
+//! The web UI: the same page at every UI path (`/graph`, `/alerts`, …), whose script renders
 //! the page its path names, and the script and style sheet, bundled from `ui/` by the build
 //! script and embedded in the binary (nothing is read from disk at run time).
 
@@ -13,7 +13,7 @@ const APP_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ui/app.js"));
 const APP_CSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ui/app.css"));
 
 /// The paths of the UI's pages.
-pub(crate) const PAGES: [&str; 2] = ["/graph", "/targets"];
+pub(crate) const PAGES: [&str; 6] = ["/graph", "/alerts", "/rules", "/targets", "/status", "/sql"];
 
 /// The page: relative asset paths, so that it works under `--web.route-prefix` as is.
 const PAGE: &str = r#"<!doctype html>
