@@ -151,11 +151,6 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             flags.retention_time.clone()
         },
     });
-    {
-        let _guard = runtime.enter();
-        scrape.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
-    }
-
     let notifier = promflow_notifier::Notifier::new(runtime.handle());
     notifier.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
@@ -310,6 +305,9 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 .await
             }));
         }
+        // scraping starts once the listeners are bound, so that a server scraping itself
+        // finds itself there at its first scrape
+        scrape.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
         status.ready.store(true, Ordering::SeqCst);
         info!("server is ready to receive web requests");
         wait_for_signals(reload, quit_rx.clone()).await;
