@@ -198,15 +198,14 @@ fn main() {
     println!("| query | SQL, ms | PromQL twin, ms | SQL / PromQL | answer bytes, SQL / PromQL |");
     println!("|---|---|---|---|---|");
     for pair in &pairs {
-        let mut bytes = (0, 0);
+        let (mut sql_bytes, mut twin_bytes) = (0, 0);
         let sql_run = || {
             let t = Instant::now();
             let r = http.post(format!("{}/api/v1/sql", server.base)).form(&[("query", &pair.sql)]).send();
             let body = r.and_then(|r| r.error_for_status()).and_then(|r| r.bytes()).expect("SQL answered");
-            bytes.0 = body.len();
+            sql_bytes = body.len();
             t.elapsed().as_secs_f64() * 1000.0
         };
-        let mut twin_bytes = 0;
         let promql_run = || {
             let t = Instant::now();
             let r = match pair.step_ms {
@@ -226,8 +225,7 @@ fn main() {
             t.elapsed().as_secs_f64() * 1000.0
         };
         let (sql_ms, promql_ms) = alternate(runs, sql_run, promql_run);
-        bytes.1 = twin_bytes;
         let (s, p) = (median(sql_ms), median(promql_ms));
-        println!("| {} | {s:.1} | {p:.1} | {:.2} | {} / {} |", pair.name, s / p, bytes.0, bytes.1);
+        println!("| {} | {s:.1} | {p:.1} | {:.2} | {sql_bytes} / {twin_bytes} |", pair.name, s / p);
     }
 }

@@ -67,7 +67,7 @@ pub(crate) async fn sql(
     };
     let arrow = accepts_arrow(&headers);
     // the answer is encoded off the async threads too: it can be as long as the query
-    let encoded = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let rows = statement.execute(state.db.as_ref(), &settings).map_err(|e| match e {
             ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
             ExecError::NoTable(_) | ExecError::Catalog(_) => {
@@ -85,8 +85,7 @@ pub(crate) async fn sql(
         }
     })
     .await
-    .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
-    encoded
+    .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?
 }
 
 /// Whether the client asks for an Arrow IPC stream (errors are still JSON, as the API's).

@@ -941,7 +941,7 @@ fn project(
             }
             kept.into_iter().map(|row| (row, Vec::new())).collect()
         }
-        Some(keys) => groups(select, &keys, (&columns, &empty), kept, catalog, outer)?,
+        Some((keys, calls)) => groups(select, &keys, &calls, (&columns, &empty), kept, catalog, outer)?,
     };
     let mut out = Vec::with_capacity(units.len());
     let mut sources = Vec::with_capacity(units.len());
@@ -1008,9 +1008,14 @@ fn aggregate_calls<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     }
 }
 
+/// A grouped `SELECT`'s `GROUP BY` expressions and the aggregate calls of its select list
+/// and `HAVING`.
+type Grouped<'s> = (Vec<Expr>, Vec<&'s Expr>);
+
 /// The `GROUP BY` expressions of a grouped `SELECT` (positions and output names stand for
-/// the select list's expressions), or `None` when it neither groups nor aggregates.
-fn grouping(select: &ast::Select) -> Result<Option<Vec<Expr>>, ExecError> {
+/// the select list's expressions) and its aggregate calls, or `None` when it neither groups
+/// nor aggregates.
+fn grouping(select: &ast::Select) -> Result<Option<Grouped<'_>>, ExecError> {
     let ast::GroupByExpr::Expressions(exprs, modifiers) = &select.group_by else {
         return Err(unsupported("GROUP BY ALL"));
     };
@@ -1057,7 +1062,7 @@ fn grouping(select: &ast::Select) -> Result<Option<Vec<Expr>>, ExecError> {
             e => Ok(e.clone()),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(keys))
+    Ok(Some((keys, calls)))
 }
 
 /// Whether `e` reads columns only through the `GROUP BY` expressions and aggregate calls.
@@ -1089,12 +1094,12 @@ type Group = (Vec<V>, Vec<(Expr, V)>);
 fn groups(
     select: &ast::Select,
     keys: &[Expr],
+    calls: &[&Expr],
     (columns, empty): (&[(String, String)], &[String]),
     rows: Vec<Vec<V>>,
     catalog: &mut Catalog,
     outer: Option<&Scope>,
 ) -> Result<Vec<Group>, ExecError> {
-    let mut calls = Vec::new();
     for item in &select.projection {
         if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
             if !grouped_ok(e, keys) {
@@ -1102,11 +1107,7 @@ fn groups(
                     "{e} must appear in the GROUP BY clause or be used in an aggregate function"
                 )));
             }
-            aggregate_calls(e, &mut calls);
         }
-    }
-    if let Some(h) = &select.having {
-        aggregate_calls(h, &mut calls);
     }
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut grouped: Vec<Vec<Vec<V>>> = Vec::new();
@@ -1125,8 +1126,8 @@ fn groups(
     let mut out = Vec::with_capacity(grouped.len());
     for members in grouped {
         let mut values = Vec::with_capacity(calls.len());
-        for call in &calls {
-            values.push(((*call).clone(), aggregate(call, &members, (columns, empty), catalog, outer)?));
+        for &call in calls {
+            values.push((call.clone(), aggregate(call, &members, (columns, empty), catalog, outer)?));
         }
         let first = members.into_iter().next().unwrap_or_else(|| vec![V::Null; columns.len()]);
         if let Some(h) = &select.having {

@@ -606,15 +606,19 @@ fn having(e: &Expr, groups: &[String]) -> Result<(String, MakePlan), Error> {
         })
     };
     // a number on the left is flipped to the right: the filter keeps the aggregate's value
-    let filter: MakePlan = match (number(left), number(right)) {
+    let against_number = match (number(left), number(right)) {
         (Some(_), Some(_)) => return Err(usage()),
-        (Some(n), None) | (None, Some(n)) => {
-            let (side, op) = if number(right).is_some() { (left, op.clone()) } else { (right, flip(op)) };
+        (None, Some(n)) => Some((left, op.clone(), n)),
+        (Some(n), None) => Some((right, flip(op), n)),
+        (None, None) => None,
+    };
+    let filter: MakePlan = match against_number {
+        Some((side, op, n)) => {
             let op = comparison(&op).ok_or_else(usage)?;
             let (_, make, _) = value_expr(side, groups)?;
             Box::new(move |w| with_number(op, make(w), n))
         }
-        (None, None) => {
+        None => {
             let op = comparison(op).ok_or_else(usage)?;
             let ((_, l, _), (_, r, _)) = (value_expr(left, groups)?, value_expr(right, groups)?);
             Box::new(move |w: Plan| one_to_one(op, l(w.clone()), r(w)))

@@ -120,6 +120,13 @@ struct Within<'q> {
     hi: Timestamp,
 }
 
+impl Within<'_> {
+    /// A read's range narrowed to the bounds.
+    fn clip(&self, mint: Timestamp, maxt: Timestamp) -> (Timestamp, Timestamp) {
+        (mint.max(self.lo), maxt.min(self.hi))
+    }
+}
+
 impl Querier for Within<'_> {
     fn select(
         &self,
@@ -127,7 +134,8 @@ impl Querier for Within<'_> {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
-        self.querier.select(matchers, mint.max(self.lo), maxt.min(self.hi))
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.select(matchers, mint, maxt)
     }
 
     fn series(
@@ -136,7 +144,8 @@ impl Querier for Within<'_> {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<Labels>, promflow_storage::Error> {
-        self.querier.series(matchers, mint.max(self.lo), maxt.min(self.hi))
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.series(matchers, mint, maxt)
     }
 
     fn label_names(
@@ -145,7 +154,8 @@ impl Querier for Within<'_> {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<String>, promflow_storage::Error> {
-        self.querier.label_names(matchers, mint.max(self.lo), maxt.min(self.hi))
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.label_names(matchers, mint, maxt)
     }
 
     fn label_values(
@@ -155,6 +165,7 @@ impl Querier for Within<'_> {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<String>, promflow_storage::Error> {
-        self.querier.label_values(name, matchers, mint.max(self.lo), maxt.min(self.hi))
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.label_values(name, matchers, mint, maxt)
     }
 }

@@ -2,36 +2,13 @@
 // (state, active since, value, labels, annotations), filterable by state and text; and the
 // rules page (`/rules`): every rule group with its rules' health, last evaluation and error.
 // Both are read again every few seconds.
-import { api, el, formatDuration } from './dom.js';
-
-/** How often the pages read the rules again. */
-const REFRESH_MS = 5000;
+import { api, el, formatDuration, labelChips, refreshing } from './dom.js';
 
 const STATES = ['firing', 'pending', 'inactive'];
-
-function labelChips(set) {
-  return el('div', { class: 'labels' },
-    Object.entries(set || {}).map(([k, v]) => el('span', { class: 'label' }, `${k}="${v}"`)));
-}
 
 function since(iso) {
   if (!iso || iso.startsWith('0001')) return 'never';
   return `${formatDuration(Math.max(0, (Date.now() - Date.parse(iso)) / 1000))} ago`;
-}
-
-/** Runs `load` now and every `REFRESH_MS`, showing its failure in `failure`. */
-async function refreshing(failure, load) {
-  const run = async () => {
-    try {
-      await load();
-      failure.hidden = true;
-    } catch (e) {
-      failure.textContent = e.message;
-      failure.hidden = false;
-    }
-  };
-  await run();
-  setInterval(run, REFRESH_MS);
 }
 
 export async function alertsPage(main, prefix) {

@@ -58,3 +58,30 @@ export function parseDuration(text) {
   }
   return total > 0 ? total : null;
 }
+
+/** A label set as chips (`name="value"`). */
+export function labelChips(set) {
+  return el('div', { class: 'labels' },
+    Object.entries(set || {}).map(([k, v]) => el('span', { class: 'label' }, `${k}="${v}"`)));
+}
+
+/** How often the pages that follow the server's state (targets, alerts, rules) read it again. */
+const REFRESH_MS = 5000;
+
+/**
+ * Runs `load` now and every few seconds, showing a failure in `failure` (hidden while
+ * loads succeed): targets and rules change state between reads, and the pages follow.
+ */
+export async function refreshing(failure, load) {
+  const run = async () => {
+    try {
+      await load();
+      failure.hidden = true;
+    } catch (e) {
+      failure.textContent = e.message;
+      failure.hidden = false;
+    }
+  };
+  await run();
+  setInterval(run, REFRESH_MS);
+}

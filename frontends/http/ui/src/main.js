@@ -5,7 +5,8 @@ import './style.css';
 import { graphPage } from './graph.js';
 import { targetsPage } from './targets.js';
 import { alertsPage, rulesPage } from './alerts.js';
-import { statusPage, sqlPage } from './status.js';
+import { statusPage } from './status.js';
+import { sqlPage } from './sql.js';
 import { el } from './dom.js';
 
 // The path the server is served under (`--web.route-prefix`): everything before the page's name.

@@ -1,7 +1,7 @@
 // The targets page (`/targets`): every active target by scrape pool, with its health, last
 // scrape, duration and error, and its labels after relabelling (before, on demand), read
 // again every few seconds.
-import { api, el, seriesName } from './dom.js';
+import { api, el, labelChips, refreshing, seriesName } from './dom.js';
 
 export async function targetsPage(main, prefix) {
   const filter = el('input', { type: 'search', class: 'filter', placeholder: 'Filter by endpoint or labels', 'aria-label': 'Filter targets' });
@@ -32,40 +32,26 @@ export async function targetsPage(main, prefix) {
   unhealthy.addEventListener('change', render);
   const failure = el('div', { class: 'error', role: 'alert', hidden: true });
   main.insertBefore(failure, list);
-  const load = async () => {
-    try {
-      const { data } = await api(prefix, 'targets', { state: 'active' });
-      targets = data.activeTargets || [];
-      failure.hidden = true;
-      render();
-    } catch (e) {
-      failure.textContent = e.message;
-      failure.hidden = false;
-    }
-  };
-  await load();
-  // targets change state between scrapes: the page follows, as a dashboard would
-  setInterval(load, REFRESH_MS);
+  await refreshing(failure, async () => {
+    const { data } = await api(prefix, 'targets', { state: 'active' });
+    targets = data.activeTargets || [];
+    render();
+  });
 }
-
-/** How often the page reads the targets again. */
-const REFRESH_MS = 5000;
 
 function row(t, opened) {
   const key = `${t.scrapePool} ${t.scrapeUrl}`;
   const ago = t.lastScrape && !t.lastScrape.startsWith('0001')
     ? `${((Date.now() - Date.parse(t.lastScrape)) / 1000).toFixed(1)}s ago`
     : 'never';
-  const labels = (set) => el('div', { class: 'labels' },
-    Object.entries(set || {}).map(([k, v]) => el('span', { class: 'label' }, `${k}="${v}"`)));
   return el('tr', { class: `target ${t.health}` },
     el('td', {}, el('a', { href: t.scrapeUrl }, t.scrapeUrl)),
     el('td', {}, el('span', { class: `health ${t.health}` }, t.health.toUpperCase())),
-    el('td', {}, labels(t.labels),
+    el('td', {}, labelChips(t.labels),
       el('details', {
         open: opened.has(key),
         ontoggle: (e) => (e.target.open ? opened.add(key) : opened.delete(key)),
-      }, el('summary', {}, 'before relabelling'), labels(t.discoveredLabels))),
+      }, el('summary', {}, 'before relabelling'), labelChips(t.discoveredLabels))),
     el('td', {}, ago),
     el('td', {}, `${(t.lastScrapeDuration * 1000).toFixed(1)} ms`),
     el('td', { class: 'error' }, t.lastError || ''));
