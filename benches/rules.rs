@@ -41,35 +41,9 @@ use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, median, peer};
 use workload::{
-    all_series, cpu_of, cpu_seconds, env, pin_self, rss_mib, rule_file, send, start_pinned, Rounds, Running,
-    CLIENT_CPU, INTERVAL_MS,
+    all_series, cpu_of, cpu_seconds, env, pin_self, rss_mib, rule_file, send, send_history, start_pinned,
+    Rounds, Running, CLIENT_CPU, INTERVAL_MS,
 };
-
-/// Rounds of history per block of requests: every series with 20 samples (5 minutes).
-const HISTORY_BLOCK_ROUNDS: usize = 20;
-
-/// Sends the next `count` rounds of `rounds` as history, in blocks that a second thread
-/// encodes while the previous one is sent, and gives the generator back for the stream.
-fn send_history<'a>(base: &str, mut rounds: Rounds<'a>, count: usize) -> Rounds<'a> {
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let encoder = scope.spawn(move || {
-            let mut left = count;
-            while left > 0 {
-                let k = left.min(HISTORY_BLOCK_ROUNDS);
-                left -= k;
-                if tx.send(rounds.next_block(k)).is_err() {
-                    break;
-                }
-            }
-            rounds
-        });
-        for block in rx {
-            send(base, &[block], 2);
-        }
-        encoder.join().expect("history encoder")
-    })
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum System {
