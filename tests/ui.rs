@@ -72,6 +72,61 @@ fn the_graph_page_shows_a_query_as_a_table_and_a_chart() {
 }
 
 #[test]
+fn the_graph_page_works_by_keyboard_at_a_laptops_width() {
+    let Some(browser) = Browser::start() else { return };
+    let (_dir, server) = start();
+    let long = "a-host-name-long-enough-to-need-wrapping-in-a-table-cell-at-a-small-laptops-width";
+    write_gauges(&server, "ui_keys", &[("a", 10.0), (long, 20.0)]);
+    browser.resize(1024, 768);
+    browser.goto(&format!("{}/graph", server.base));
+
+    // from the top of the page to the editor by Tab; a metric name completed from the
+    // server's names (↓ chooses, Tab accepts); Enter executes
+    browser.find(".cm-content");
+    browser.tab_to(".cm-content");
+    browser.press("ui_ke");
+    // CodeMirror ignores keys on the list within 75 ms of its opening (a person's reaction
+    // time): the test waits as long before each
+    let react = || std::thread::sleep(std::time::Duration::from_millis(150));
+    browser.wait_texts(".cm-tooltip-autocomplete li", |o| o.iter().any(|t| t.contains("ui_keys")));
+    react();
+    browser.press("\u{E015}");
+    browser.wait_texts(".cm-tooltip-autocomplete li[aria-selected]", |o| {
+        o.iter().any(|t| t.contains("ui_keys"))
+    });
+    react();
+    browser.press("\u{E004}");
+    let doc = browser.wait_texts(".cm-content", |d| d.first().is_some_and(|t| t.trim() == "ui_keys"));
+    browser.press("\u{E007}");
+    browser.wait_texts("table.result tbody tr", |rows| rows.len() == 2);
+    assert!(browser.all(".cm-tooltip-autocomplete").is_empty(), "Enter closed the completions: {doc:?}");
+
+    // on to the tabs by Tab, → to the graph
+    browser.tab_to("button.tab.table");
+    browser.press("\u{E014}");
+    browser.wait_texts(".legend li", |l| l.len() == 2);
+    wait_for(PATIENCE, || Some(browser.drawn_pixels()).filter(|n| *n > 500))
+        .unwrap_or_else(|| browser.fail("no chart drawn"));
+    let focused = browser.script("return document.activeElement.matches('button.tab.graph');");
+    assert_eq!(focused, Value::Bool(true), "the Graph tab has the focus");
+
+    // readable at a laptop's width: nothing wider than the window; the chart follows the
+    // window when it narrows
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth;";
+    assert_eq!(browser.script(fits), Value::Bool(true), "the page is wider than 1024 px");
+    browser.screenshot("keyboard-1024");
+    let before = browser.script("return document.querySelector('.chart canvas').width;").as_u64().unwrap();
+    browser.resize(800, 768);
+    let after = wait_for(PATIENCE, || {
+        let w = browser.script("return document.querySelector('.chart canvas').width;").as_u64()?;
+        (w < before && w <= 800).then_some(w)
+    });
+    assert!(after.is_some(), "the chart ({before} px wide) did not narrow with the window");
+    assert_eq!(browser.script(fits), Value::Bool(true), "the page is wider than 800 px");
+    browser.screenshot("keyboard-800");
+}
+
+#[test]
 fn a_live_panel_follows_samples_pushed_through_remote_write() {
     let Some(browser) = Browser::start() else { return };
     let (_dir, server) = start();
@@ -166,6 +221,19 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
     assert!(!tables.is_empty());
     browser.wait_texts("table.kv", |t| t.iter().any(|t| t.contains("version")));
     browser.screenshot("status");
+    // a ranked name opens its series in the graph page; a label pair its selector
+    browser.script(
+        "[...document.querySelectorAll('table.ranking a')].find(a => a.textContent === 'ui_heat').click();",
+    );
+    browser.wait_texts("table.result tbody tr", |r| r.len() == 2);
+    browser.goto(&format!("{}/status", server.base));
+    browser.wait_texts("table.ranking", |t| t.iter().any(|t| t.contains("host=b")));
+    browser.script(
+        "[...document.querySelectorAll('table.ranking a')].find(a => a.textContent === 'host=b').click();",
+    );
+    let rows = browser.wait_texts("table.result tbody tr", |r| !r.is_empty());
+    assert!(rows.iter().all(|r| r.contains("host=\"b\"")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("ui_heat{host=\"b\"}")), "{rows:?}");
 
     // the SQL console, from its URL
     let sql =

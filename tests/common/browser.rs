@@ -122,6 +122,38 @@ impl Browser {
         self.call("POST", "/execute/sync", json!({"script": script, "args": []}))
     }
 
+    /// Presses `keys` one after the other on whatever has the focus (WebDriver's codes for
+    /// the special keys: `\u{E004}` Tab, `\u{E007}` Enter, `\u{E014}` →, `\u{E015}` ↓).
+    pub fn press(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| [json!({"type": "keyDown", "value": c}), json!({"type": "keyUp", "value": c})])
+            .collect();
+        self.call(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        );
+    }
+
+    /// Presses Tab until the element `css` selects has the focus (fails after 30 presses).
+    pub fn tab_to(&self, css: &str) {
+        for _ in 0..30 {
+            if self.script(&format!("return document.activeElement.matches({css:?});")).as_bool()
+                == Some(true)
+            {
+                return;
+            }
+            self.press("\u{E004}");
+        }
+        self.fail(&format!("Tab never reached {css}"));
+    }
+
+    /// Sets the window's size in CSS pixels.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call("POST", "/window/rect", json!({"width": width, "height": height}));
+    }
+
     /// Runs `script` as WebDriver's asynchronous script: it ends by calling its last
     /// argument (`arguments[arguments.length - 1]`) with the answer.
     pub fn script_async(&self, script: &str, args: Value) -> Value {

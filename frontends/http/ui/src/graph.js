@@ -7,7 +7,7 @@ import { EditorView, keymap, placeholder } from '@codemirror/view';
 import { EditorState } from '@codemirror/state';
 import { defaultKeymap, history, historyKeymap } from '@codemirror/commands';
 import { syntaxHighlighting, defaultHighlightStyle, bracketMatching } from '@codemirror/language';
-import { autocompletion, closeBrackets, completionKeymap } from '@codemirror/autocomplete';
+import { acceptCompletion, autocompletion, closeBrackets, closeCompletion } from '@codemirror/autocomplete';
 import { PromQLExtension } from '@prometheus-io/codemirror-promql';
 import { api, el, formatDuration, parseDuration, seriesName } from './dom.js';
 
@@ -88,18 +88,21 @@ function panelView(prefix, state, save, remove) {
         history(),
         bracketMatching(),
         closeBrackets(),
-        autocompletion(),
+        // nothing chosen until ↓/↑: Enter executes what was typed, and accepts a completion
+        // only once one is chosen (Tab accepts it too; without one, Tab moves the focus on)
+        autocompletion({ selectOnOpen: false }),
         syntaxHighlighting(defaultHighlightStyle),
         placeholder('Expression (press Enter to execute, Shift+Enter for a new line)'),
         new PromQLExtension().setComplete({ remote: { url: window.location.origin + prefix } }).asExtension(),
         keymap.of([
-          { key: 'Enter', run: () => { execute(); return true; } },
-          ...completionKeymap,
+          { key: 'Enter', run: (view) => { closeCompletion(view); execute(); return true; } },
+          { key: 'Tab', run: acceptCompletion },
           ...defaultKeymap,
           ...historyKeymap,
         ]),
         // the view manages its element's classes: ours goes through its attributes
         EditorView.editorAttributes.of({ class: 'editor' }),
+        EditorView.contentAttributes.of({ 'aria-label': 'Expression' }),
         EditorView.updateListener.of((u) => {
           if (u.docChanged) {
             state.expr = u.state.doc.toString();
@@ -121,7 +124,17 @@ function panelView(prefix, state, save, remove) {
       execute();
     },
   }, label);
-  const tabs = el('div', { role: 'tablist', class: 'tabs' }, tabButton('table', 'Table'), tabButton('graph', 'Graph'));
+  // ← and → move between the tabs, as in any tab list
+  const tabs = el('div', {
+    role: 'tablist',
+    class: 'tabs',
+    onkeydown: (e) => {
+      if (e.key !== 'ArrowLeft' && e.key !== 'ArrowRight') return;
+      const other = tabs.querySelector(`button.${state.tab === 'table' ? 'graph' : 'table'}`);
+      other.focus();
+      other.click();
+    },
+  }, tabButton('table', 'Table'), tabButton('graph', 'Graph'));
   const syncTabs = () => tabs.querySelectorAll('button').forEach((b) => {
     b.setAttribute('aria-selected', String(b.classList.contains(state.tab)));
   });
@@ -284,9 +297,9 @@ function graph(parent, series, stackedMode, [start, end]) {
   if (!series.length) {
     parent.append(el('p', { class: 'empty' }, 'Empty query result'));
   }
-  const width = Math.max(parent.clientWidth || 800, 300);
-  return new uPlot({
-    width,
+  const width = () => Math.max(parent.clientWidth || 800, 300);
+  const chart = new uPlot({
+    width: width(),
     height: 320,
     legend: { show: false },
     series: [{}, ...series.map((s, i) => ({
@@ -300,8 +313,17 @@ function graph(parent, series, stackedMode, [start, end]) {
       spanGaps: false,
     }))],
     scales: { x: { time: true, range: () => [start, end] } },
-    axes: [{}, { size: 70 }],
+    // x labels ("12:05am") need ~60 px: uPlot's default 50 px spacing overlaps them below ~1000 px
+    axes: [{ space: 80 }, { size: 70 }],
   }, [times, ...columns], holder);
+  // follows the page's width (a window resized, a panel wrapped)
+  const resized = new ResizeObserver(() => {
+    if (width() !== chart.width) chart.setSize({ width: width(), height: 320 });
+  });
+  resized.observe(parent);
+  const destroy = chart.destroy.bind(chart);
+  chart.destroy = () => { resized.disconnect(); destroy(); };
+  return chart;
 }
 
 /**
