@@ -139,6 +139,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     let status = Arc::new(ServerStatus {
         version: COMPAT_VERSION.to_string(),
         config_yaml: RwLock::new(loaded.config.to_redacted_yaml()),
+        external_labels: RwLock::new(loaded.config.global.external_labels.clone()),
         flags: cli::flag_values(matches),
         reload_ok: AtomicBool::new(true),
         last_reload_seconds: AtomicI64::new(chrono_now()),
@@ -234,6 +235,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             match result {
                 Ok(l) => {
                     status.record_reload(true, Some(l.config.to_redacted_yaml()), l.warnings.len());
+                    status.set_external_labels(l.config.global.external_labels.clone());
                     info!(file = %path, "completed loading of configuration file");
                     Ok(())
                 }

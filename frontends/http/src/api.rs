@@ -57,6 +57,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/-/reload", any(reload))
         .route("/-/quit", any(quit))
         .route("/metrics", get(self_metrics))
+        .route("/federate", get(crate::federate::federate))
         .merge(crate::ui::routes(route_prefix.trim_end_matches('/')))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(cors))
@@ -358,7 +359,7 @@ async fn empty_list() -> Response {
 
 // ---- metadata ----
 
-fn parse_selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+pub(crate) fn parse_selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut out = Vec::new();
     for s in p.all("match[]") {
         let plan = promflow_promql::compile(s, &Default::default())

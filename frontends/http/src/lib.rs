@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod federate;
 mod metrics;
 pub mod params;
 mod sql;
@@ -108,9 +109,23 @@ pub struct ServerStatus {
     pub ready: AtomicBool,
     /// The retention setting, as text, for runtimeinfo.
     pub storage_retention: String,
+    /// `global.external_labels` of the running configuration (federation appends them).
+    pub external_labels: RwLock<promflow_storage::Labels>,
 }
 
 impl ServerStatus {
+    /// The running configuration's external labels.
+    pub fn external_labels(&self) -> promflow_storage::Labels {
+        self.external_labels.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Records a successful (re)load's external labels.
+    pub fn set_external_labels(&self, labels: promflow_storage::Labels) {
+        if let Ok(mut l) = self.external_labels.write() {
+            *l = labels;
+        }
+    }
+
     /// Records the outcome of a (re)load.
     pub fn record_reload(&self, ok: bool, yaml: Option<String>, unimplemented: usize) {
         self.reload_ok.store(ok, Ordering::SeqCst);
