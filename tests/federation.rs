@@ -49,7 +49,8 @@ fn encoded(selector: &str) -> String {
 #[test]
 fn federation_answers_what_prometheus_answers_and_prometheus_scrapes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let promflow = start_promflow(dir.path(), GLOBAL, &["--web.enable-remote-write-receiver"]);
+    let promflow =
+        start_promflow(dir.path(), GLOBAL, &["--web.enable-remote-write-receiver", "--web.enable-lifecycle"]);
     let now = now_ms();
     let (status, body) = remote_write(&promflow, samples(now));
     assert_eq!(status / 100, 2, "remote write: {body}");
@@ -76,6 +77,15 @@ fn federation_answers_what_prometheus_answers_and_prometheus_scrapes_it() {
     let (status, _, why) = federate(&promflow, &format!("?match[]={}", encoded("fed_temp{")));
     assert_eq!(status, 400, "{why}");
     assert!(why.contains("match[]"), "{why}");
+
+    // a reload's external labels apply to the next answer
+    std::fs::write(dir.path().join("prometheus.yml"), GLOBAL.replace("cluster: pf", "cluster: eu")).unwrap();
+    let r = client().post(promflow.url("/-/reload")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, _, reloaded) = federate(&promflow, &format!("?match[]={}", encoded(MATCH)));
+    assert_eq!(reloaded, expected.replace("cluster=\"pf\"", "cluster=\"eu\""));
+    std::fs::write(dir.path().join("prometheus.yml"), GLOBAL).unwrap();
+    assert_eq!(client().post(promflow.url("/-/reload")).send().unwrap().status().as_u16(), 200);
 
     // the oracle: Prometheus 2.42 with the same samples and external labels
     for sub in ["source", "scraper"] {
