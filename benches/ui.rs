@@ -113,29 +113,19 @@ fn wait_until_idle(uis: &[Ui], started: Instant) {
     }
 }
 
-/// The script added to every new page: it notes (`window.__chartAt`, ms since the navigation
-/// started) the frame after `chart` and `n` entries of `legend` are in the page.
-fn chart_watch(ui: &Ui, n: usize) -> String {
+/// A script that waits for a chart other than the one the page shows now (`chart` with
+/// [`HOSTS`] entries of `legend`), and runs `then` (JavaScript) at the frame after it appears.
+fn on_new_chart(ui: &Ui, then: &str) -> String {
     format!(
-        "(() => {{ const done = () => document.querySelector({chart:?}) && \
-         document.querySelectorAll({legend:?}).length >= {n}; \
-         const seen = new MutationObserver(() => {{ if (done()) {{ seen.disconnect(); \
-         requestAnimationFrame(() => {{ window.__chartAt = performance.now(); }}); }} }}); \
+        "(() => {{ const old = document.querySelector({chart:?}); \
+         const seen = new MutationObserver(() => {{ const c = document.querySelector({chart:?}); \
+           if (c && c !== old && document.querySelectorAll({legend:?}).length >= {HOSTS}) {{ \
+             seen.disconnect(); requestAnimationFrame(() => {{ {then} }}); }} }}); \
          seen.observe(document, {{ childList: true, subtree: true }}); }})();",
         chart = ui.chart,
         legend = ui.legend,
     )
 }
-
-/// Clicks Execute and answers the ms to the frame after a new chart with `n` legend entries.
-const EXECUTE_SCRIPT: &str = "const [button, chart, legend, n, answer] = arguments; \
-    const old = document.querySelector(chart); const t0 = performance.now(); \
-    const done = () => { const c = document.querySelector(chart); \
-      return c && c !== old && document.querySelectorAll(legend).length >= n; }; \
-    const seen = new MutationObserver(() => { if (done()) { seen.disconnect(); \
-      requestAnimationFrame(() => answer(performance.now() - t0)); } }); \
-    seen.observe(document, { childList: true, subtree: true }); \
-    document.querySelector(button).click();";
 
 /// One page open: (ms to the chart, bytes loaded, JS heap MiB).
 fn open(browser: &Browser, ui: &Ui, expr: &str) -> (f64, f64, f64) {
@@ -158,9 +148,15 @@ fn open(browser: &Browser, ui: &Ui, expr: &str) -> (f64, f64, f64) {
     (at, loaded.as_f64().unwrap_or(0.0), heap.as_f64().unwrap_or(0.0) / 1048576.0)
 }
 
+/// Clicks Execute: the ms to the frame after the new chart.
 fn execute(browser: &Browser, ui: &Ui) -> f64 {
-    let v = browser.script_async(EXECUTE_SCRIPT, json!([ui.execute, ui.chart, ui.legend, HOSTS]));
-    v.as_f64().expect("execute answered a time")
+    let script = format!(
+        "const answer = arguments[arguments.length - 1]; const t0 = performance.now(); {} \
+         document.querySelector({:?}).click();",
+        on_new_chart(ui, "answer(performance.now() - t0);"),
+        ui.execute
+    );
+    browser.script_async(&script, json!([])).as_f64().expect("execute answered a time")
 }
 
 /// One sample for every series at `ts`, as one remote-write body.
@@ -188,13 +184,8 @@ fn live(browser: &Browser, ui: &Ui, specs: &[SeriesSpec], pushes: usize) -> Vec<
     for push in 0..pushes {
         std::thread::sleep(Duration::from_millis(500));
         browser.script(&format!(
-            "const old = document.querySelector({chart:?}); window.__redrawnAt = null; \
-             const seen = new MutationObserver(() => {{ const c = document.querySelector({chart:?}); \
-               if (c && c !== old && document.querySelectorAll({legend:?}).length >= {HOSTS}) {{ seen.disconnect(); \
-                 requestAnimationFrame(() => {{ window.__redrawnAt = Date.now(); }}); }} }}); \
-             seen.observe(document, {{ childList: true, subtree: true }});",
-            chart = ui.chart,
-            legend = ui.legend,
+            "window.__redrawnAt = null; {}",
+            on_new_chart(ui, "window.__redrawnAt = Date.now();")
         ));
         post_write(&http, &ui.server.base, round_body(&load, now_ms(), push as f64));
         let answered = now_ms();
@@ -308,12 +299,16 @@ fn main() {
     }
 }
 
-/// Runs `f` with [`chart_watch`] of `ui` added to every page the browser opens meanwhile.
+/// Runs `f` with a script added to every page the browser opens meanwhile that notes
+/// (`window.__chartAt`, ms since the navigation started) the frame after the chart appears.
 fn watching<T>(browser: &Browser, ui: &Ui, f: impl FnOnce() -> T) -> T {
     let cdp = |cmd: &str, params: Value| {
         browser.call("POST", "/goog/cdp/execute", json!({"cmd": cmd, "params": params}))
     };
-    let added = cdp("Page.addScriptToEvaluateOnNewDocument", json!({"source": chart_watch(ui, HOSTS)}));
+    let added = cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": on_new_chart(ui, "window.__chartAt = performance.now();")}),
+    );
     let answer = f();
     cdp("Page.removeScriptToEvaluateOnNewDocument", json!({"identifier": added["identifier"]}));
     answer

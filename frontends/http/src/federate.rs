@@ -44,14 +44,15 @@ pub async fn federate(State(state): Shared, q: RawQuery, headers: HeaderMap, bod
         }
         Ok::<_, promflow_storage::Error>(exposition(&newest, &external))
     })
-    .await;
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|read| read.map_err(|e| e.to_string()));
     match answer {
-        Ok(Ok(text)) => Response::builder()
+        Ok(text) => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
             .body(Body::from(text))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
