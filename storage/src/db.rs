@@ -220,6 +220,8 @@ pub struct Db {
     closing: std::sync::atomic::AtomicBool,
     writer: Mutex<Writer>,
     subscribers: Mutex<Vec<Subscriber>>,
+    /// The segments the live WAL tails read: checkpoints keep them ([`Db::tail_wal`]).
+    wal_holds: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     wal_corruptions: u64,
     wal_truncated_bytes: u64,
     commit_dropped: AtomicU64,
@@ -528,6 +530,7 @@ impl Db {
             head: RwLock::new(head),
             writer: Mutex::new(Writer { wal, next_ref, buf: Vec::new() }),
             subscribers: Mutex::new(Vec::new()),
+            wal_holds: Mutex::new(Vec::new()),
             wal_corruptions: outcome.corruptions,
             wal_truncated_bytes: outcome.truncated_bytes,
             commit_dropped: AtomicU64::new(0),
@@ -537,6 +540,20 @@ impl Db {
             spawn_compactor(Arc::downgrade(&db), every);
         }
         Ok(db)
+    }
+
+    /// Follows the WAL from `from` on (or from its end), for a consumer that must see every
+    /// committed sample in commit order even after an outage of its own (the remote-write
+    /// sender). While the tail lives, checkpoints keep the segments it has not finished, up
+    /// to [`HOLD_MAX_MS`](crate::wal_tail::HOLD_MAX_MS) of samples behind the head.
+    pub fn tail_wal(
+        &self,
+        from: Option<crate::wal_tail::WalPosition>,
+    ) -> Result<crate::wal_tail::WalTail, Error> {
+        let hold = Arc::new(AtomicU64::new(0));
+        // registered before the tail reads, so no checkpoint deletes what it is opening
+        lock(&self.wal_holds).push(Arc::downgrade(&hold));
+        crate::wal_tail::WalTail::open(&self.dir.join(WAL_DIR), from, hold)
     }
 
     /// The `promflow/` folder this database lives in.
@@ -724,7 +741,13 @@ impl Db {
         let removed = write(&self.head).truncate(maxt);
         let head = read(&self.head);
         self.ooo_floor.store(Timestamp::MIN, Ordering::SeqCst);
-        let deleted = w.wal.checkpoint(head.all_series(), maxt)?;
+        let keep_from = {
+            let mut holds = lock(&self.wal_holds);
+            holds.retain(|h| h.strong_count() > 0);
+            holds.iter().filter_map(|h| h.upgrade()).map(|h| h.load(Ordering::Acquire)).min()
+        };
+        let hold = (keep_from.unwrap_or(u64::MAX), maxt.saturating_sub(crate::wal_tail::HOLD_MAX_MS));
+        let deleted = w.wal.checkpoint(head.all_series(), maxt, hold)?;
         tracing::info!(
             mint,
             maxt,

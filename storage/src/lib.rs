@@ -18,6 +18,7 @@ pub mod gofmt;
 pub mod labels;
 pub mod re2;
 pub mod samples;
+pub mod wal_tail;
 
 mod block;
 mod chunk;

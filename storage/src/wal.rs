@@ -52,7 +52,7 @@ pub(crate) const REC_SAMPLES_V1: u8 = 2;
 pub(crate) const REC_TOMBSTONES_V1: u8 = 3;
 
 /// Length + checksum + type.
-const HEADER_LEN: usize = 9;
+pub(crate) const HEADER_LEN: usize = 9;
 /// Bytes of one sample in a samples record.
 const SAMPLE_LEN: usize = 24;
 /// Records are split before their payload grows past this, keeping lengths far below
@@ -94,10 +94,10 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Prefix of checkpoint files.
-const CHECKPOINT_PREFIX: &str = "checkpoint.";
+pub(crate) const CHECKPOINT_PREFIX: &str = "checkpoint.";
 
 /// The newest checkpoint in `dir` and any older ones, by sequence number.
-fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
+pub(crate) fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     let ctx = || format!("listing WAL directory {}", dir.display());
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::Io(ctx(), e))? {
@@ -259,6 +259,50 @@ fn decode_samples(payload: &[u8]) -> Option<Vec<RefSample>> {
     )
 }
 
+/// What a record with a sound checksum decodes to.
+pub(crate) enum Decoded {
+    Record(Record),
+    /// A type this reader does not know (a newer writer's): framing is intact, so it is
+    /// stepped over.
+    Unknown,
+    /// A known type whose payload does not decode.
+    Bad,
+}
+
+/// Decodes the payload of a record of type `typ` found at `offset` in `path` (named in the
+/// warnings).
+pub(crate) fn decode_record(typ: u8, payload: &[u8], path: &Path, offset: u64) -> Decoded {
+    let rec = match typ {
+        REC_SERIES_V1 => decode_series(payload).map(Record::Series),
+        REC_SAMPLES_V1 => decode_samples(payload).map(Record::Samples),
+        REC_TOMBSTONES_V1 => decode_tombstones(payload).map(Record::Tombstones),
+        0 => None,
+        other => {
+            tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
+            return Decoded::Unknown;
+        }
+    };
+    match rec {
+        Some(rec) => Decoded::Record(rec),
+        None => {
+            tracing::warn!(segment = %path.display(), offset, record_type = typ, "skipping undecodable WAL record with a valid checksum");
+            Decoded::Bad
+        }
+    }
+}
+
+/// Whether a record's checksum matches its type and payload.
+pub(crate) fn checksum_ok(crc: u32, typ: u8, payload: &[u8]) -> bool {
+    crc32c::crc32c_append(crc32c::crc32c(&[typ]), payload) == crc
+}
+
+/// A record header: payload length, checksum, type.
+pub(crate) fn parse_header(header: &[u8; HEADER_LEN]) -> (u64, u32, u8) {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    (len, crc, header[8])
+}
+
 // ---- replay ----
 
 /// What replay found.
@@ -333,35 +377,19 @@ fn replay_segment(
             break "short record header";
         }
         reader.read_exact(&mut header).map_err(|e| Error::Io(ctx("reading"), e))?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let typ = header[8];
+        let (len, crc, typ) = parse_header(&header);
         if len > file_len - offset - HEADER_LEN as u64 {
             break "record length past the end of the segment";
         }
         payload.resize(len as usize, 0);
         reader.read_exact(&mut payload).map_err(|e| Error::Io(ctx("reading"), e))?;
-        if crc32c::crc32c_append(crc32c::crc32c(&[typ]), &payload) != crc {
+        if !checksum_ok(crc, typ, &payload) {
             break "checksum mismatch";
         }
-        let rec = match typ {
-            REC_SERIES_V1 => decode_series(&payload).map(Record::Series),
-            REC_SAMPLES_V1 => decode_samples(&payload).map(Record::Samples),
-            REC_TOMBSTONES_V1 => decode_tombstones(&payload).map(Record::Tombstones),
-            0 => None,
-            other => {
-                // framing is intact, so a newer writer's record can be stepped over
-                tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
-                offset += HEADER_LEN as u64 + len;
-                continue;
-            }
-        };
-        match rec {
-            Some(rec) => apply(rec),
-            None => {
-                out.corruptions += 1;
-                tracing::warn!(segment = %path.display(), offset, record_type = typ, "skipping undecodable WAL record with a valid checksum");
-            }
+        match decode_record(typ, &payload, path, offset) {
+            Decoded::Record(rec) => apply(rec),
+            Decoded::Unknown => {}
+            Decoded::Bad => out.corruptions += 1,
         }
         offset += HEADER_LEN as u64 + len;
     };
@@ -511,11 +539,14 @@ impl WalWriter {
 
     /// Starts a new segment, writes a checkpoint of `series` (every series the head still
     /// holds) beside it, and deletes the segments before it whose samples are all older than
-    /// `mint`, and older checkpoints. Returns the number of segments deleted.
+    /// `mint` and that come before `keep_from` (the oldest segment a reader still reads) or
+    /// whose samples are all older than `give_up` (a reader that far behind loses them), and
+    /// older checkpoints. Returns the number of segments deleted.
     pub(crate) fn checkpoint<'l>(
         &mut self,
         series: impl IntoIterator<Item = (u64, &'l Labels)>,
         mint: i64,
+        (keep_from, give_up): (u64, i64),
     ) -> Result<usize, Error> {
         self.cut()?;
         let name = format!("{CHECKPOINT_PREFIX}{}", segment_name(self.seq));
@@ -535,8 +566,13 @@ impl WalWriter {
                 let _ = std::fs::remove_file(old);
             }
         }
-        let deletable =
-            self.segments.iter().take_while(|(seq, max_t)| *seq < self.seq && *max_t < mint).count();
+        let deletable = self
+            .segments
+            .iter()
+            .take_while(|(seq, max_t)| {
+                *seq < self.seq && *max_t < mint && (*seq < keep_from || *max_t < give_up)
+            })
+            .count();
         for (seq, _) in self.segments.drain(..deletable) {
             let p = self.dir.join(segment_name(seq));
             if let Err(e) = std::fs::remove_file(&p) {
