@@ -37,7 +37,12 @@ fn load_config(
     external_url: &str,
     event_mode: bool,
 ) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
-    let features = promflow_config::Features { rules: true, alertmanagers: true, ..Default::default() };
+    let features = promflow_config::Features {
+        rules: true,
+        alertmanagers: true,
+        remote_write: true,
+        ..Default::default()
+    };
     let opts = promflow_config::LoadOptions { features, ..Default::default() };
     let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
     let groups = rules::load_groups(&loaded.config, external_url, event_mode)?;
@@ -154,6 +159,8 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     });
     let notifier = promflow_notifier::Notifier::new(runtime.handle());
     notifier.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
+    let remote_write = promflow_remote::RemoteWriter::new(Arc::clone(&db), runtime.handle().clone());
+    remote_write.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
     // views remove metric names at once; with delayed removal every rule runs in batch. Views
     // run in tick mode too, for groups that choose `evaluation_mode: event`.
@@ -218,6 +225,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         let db = Arc::clone(&db);
         let rule_manager = Arc::clone(&rule_manager);
         let notifier = Arc::clone(&notifier);
+        let remote_write = Arc::clone(&remote_write);
         let external_url = flags.external_url.clone();
         let event_mode = flags.rules_evaluation_mode == "event";
         Arc::new(move || {
@@ -225,6 +233,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             let result = load_config(&path, &external_url, event_mode).and_then(|(l, groups)| {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
                 notifier.apply(&l.config).map_err(|e| e.to_string())?;
+                remote_write.apply(&l.config).map_err(|e| e.to_string())?;
                 rule_manager.update(groups);
                 db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
                 for w in &l.warnings {
@@ -255,6 +264,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         scrape: Arc::clone(&scrape),
         rules: Arc::clone(&rule_manager),
         notifier: Arc::clone(&notifier),
+        remote_write: Arc::clone(&remote_write),
         query: QuerySettings {
             lookback_delta: flags.lookback_delta,
             timeout: flags.query_timeout,
@@ -322,6 +332,9 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         notifier.stop();
         // let the loops write their staleness markers
         tokio::time::sleep(Duration::from_millis(200)).await;
+        info!("stopping remote storage");
+        let remote = Arc::clone(&remote_write);
+        let _ = tokio::task::spawn_blocking(move || remote.stop()).await;
         for s in servers {
             let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
         }

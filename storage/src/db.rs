@@ -556,6 +556,11 @@ impl Db {
         crate::wal_tail::WalTail::open(&self.dir.join(WAL_DIR), from, hold)
     }
 
+    /// The newest sample's timestamp the head has taken, if any.
+    pub fn newest_sample_time(&self) -> Option<Timestamp> {
+        Some(self.head_max.load(Ordering::Relaxed)).filter(|t| *t != Timestamp::MIN)
+    }
+
     /// The `promflow/` folder this database lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

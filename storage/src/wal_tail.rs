@@ -49,7 +49,34 @@ impl std::str::FromStr for WalPosition {
     }
 }
 
-/// A committed sample read from the WAL: series ref, timestamp, value.
+/// Where a sample is in the WAL: the position of its record and its index in the record.
+/// Ordered as the WAL is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SampleAt {
+    /// The record's position.
+    pub record: WalPosition,
+    /// The sample's index in the record.
+    pub index: u32,
+}
+
+impl std::fmt::Display for SampleAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.record, self.index)
+    }
+}
+
+impl std::str::FromStr for SampleAt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (record, index) =
+            s.trim().rsplit_once(':').ok_or_else(|| format!("not a WAL sample position: {s:?}"))?;
+        let index = index.parse().map_err(|e| format!("not a WAL sample position: {s:?}: {e}"))?;
+        Ok(SampleAt { record: record.parse()?, index })
+    }
+}
+
+/// A committed sample read from the WAL: series ref, timestamp, value, and where it is.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TailSample {
     /// The series' ref; [`WalTail::labels`] names it.
@@ -58,6 +85,8 @@ pub struct TailSample {
     pub t: i64,
     /// The value (staleness markers included).
     pub v: f64,
+    /// Its place in the WAL.
+    pub at: SampleAt,
 }
 
 /// What a [`WalTail`] has met so far.
@@ -199,6 +228,7 @@ impl WalTail {
             let path = self.dir.join(wal::segment_name(self.pos.segment));
             match read_record(file, &path, self.pos.offset, u64::MAX)? {
                 Step::Record(decoded, next) => {
+                    let record = self.pos;
                     self.pos.offset = next;
                     match decoded {
                         Decoded::Record(Record::Series(list)) => {
@@ -207,7 +237,12 @@ impl WalTail {
                         }
                         Decoded::Record(Record::Samples(list)) => {
                             self.stats.records[1] += 1;
-                            out.extend(list.into_iter().map(|s| TailSample { series: s.r, t: s.t, v: s.v }));
+                            out.extend(list.into_iter().enumerate().map(|(i, s)| TailSample {
+                                series: s.r,
+                                t: s.t,
+                                v: s.v,
+                                at: SampleAt { record, index: i as u32 },
+                            }));
                         }
                         Decoded::Record(Record::Tombstones(_)) => self.stats.records[2] += 1,
                         Decoded::Unknown => {}

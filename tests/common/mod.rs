@@ -150,11 +150,15 @@ pub fn peer(bin: &str) -> Option<PathBuf> {
 
 /// Starts Debian's Prometheus with the remote-write receiver on a free port.
 pub fn start_prometheus(dir: &Path, config: &str) -> Option<Server> {
+    start_prometheus_on(dir, config, free_port())
+}
+
+/// [`start_prometheus`] on `port` (a restart keeps its address and `dir/prom-data`).
+pub fn start_prometheus_on(dir: &Path, config: &str, port: u16) -> Option<Server> {
     let bin = peer("prometheus")?;
-    let port = free_port();
     let cfg = dir.join("prom.yml");
     std::fs::write(&cfg, config).unwrap();
-    let log = dir.join("prometheus.log");
+    let log = dir.join(format!("prometheus-{port}-{}.log", now_ms()));
     let child = Command::new(bin)
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--storage.tsdb.path={}", dir.join("prom-data").display()))

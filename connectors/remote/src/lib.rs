@@ -1,9 +1,11 @@
 //! Remote write 1.0 (protobuf + snappy block format): the messages, decoding for the
-//! receiver, and encoding for senders and tests.
+//! receiver, encoding, and the sender that follows the WAL ([`sender`]).
 #![warn(missing_docs)]
 
+pub mod sender;
 mod wire;
 
+pub use sender::RemoteWriter;
 pub use wire::RequestView;
 
 use promflow_storage::{Appender, LabelsRef};

@@ -154,6 +154,8 @@ pub struct AppState {
     pub rules: Arc<promflow_engine::rules::Manager>,
     /// The notifier, for `/api/v1/alertmanagers` and its counters.
     pub notifier: Arc<promflow_notifier::Notifier>,
+    /// The remote-write queues, for their `prometheus_remote_storage_*` metrics.
+    pub remote_write: Arc<promflow_remote::RemoteWriter>,
     /// Query settings.
     pub query: QuerySettings,
     /// Server status.

@@ -192,6 +192,7 @@ pub fn render(state: &AppState) -> String {
         state.subscriptions.slow_consumers.load(Ordering::Relaxed),
     );
     state.scrape.write_metrics(&mut out);
+    state.remote_write.write_metrics(&mut out);
     state.http_metrics.write(&mut out);
     out
 }

@@ -1,0 +1,206 @@
+//! The remote-write sender against real receivers: Prometheus 2.42 (with its receiver on)
+//! stopped for a minute, promflow killed with SIGKILL meanwhile, and every sample still
+//! arrives; a batch the receiver refuses for good is dropped and counted; VictoriaMetrics
+//! takes the same protocol.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SERIES: usize = 10;
+
+/// `samples` one-second samples per series of `rw_out{i}` from `from`, and one of `dropme`.
+fn write_batch(server: &Server, from: i64, samples: usize, value: f64) {
+    let mut ts: Vec<_> = (0..SERIES)
+        .map(|i| {
+            let points: Vec<(i64, f64)> =
+                (0..samples).map(|j| (from + j as i64 * 1000, value + j as f64)).collect();
+            series(&[("__name__", "rw_out"), ("i", &i.to_string())], &points)
+        })
+        .collect();
+    ts.push(series(&[("__name__", "dropme")], &[(from, 1.0)]));
+    let (code, body) = remote_write(server, ts);
+    assert_eq!(code, 204, "{body}");
+}
+
+/// A metric's value for the queue in promflow's /metrics (summed over its lines).
+fn queue_metric(server: &Server, name: &str) -> f64 {
+    let (_, text) = server.get_text("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("remote_name=\"prom\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Per series `i`: (sample count, sum) that Prometheus holds for `rw_out{site="pf"}`.
+fn received(prom: &Server) -> Vec<(String, f64)> {
+    let q = "count_over_time(rw_out{site=\"pf\"}[1h])";
+    let url = format!("/api/v1/query?query={}&time={}", urlencode(q), now_ms() as f64 / 1000.0);
+    let Ok(r) = client().get(prom.url(&url)).send() else { return Vec::new() };
+    let v: serde_json::Value = serde_json::from_str(&r.text().unwrap_or_default()).unwrap_or_default();
+    let mut out: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let n = s["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+                    (s["metric"]["i"].as_str().unwrap_or("").to_string(), n)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Waits until Prometheus holds `want` samples of every series.
+fn wait_received(prom: &Server, want: f64, limit: Duration) -> Vec<(String, f64)> {
+    let mut last = Vec::new();
+    let ok = wait_for(limit, || {
+        last = received(prom);
+        (last.len() == SERIES && last.iter().all(|(_, n)| *n == want)).then_some(())
+    });
+    assert!(ok.is_some(), "Prometheus holds {last:?}, not {want} samples of each of {SERIES} series");
+    last
+}
+
+fn promflow_config(prom_port: u16) -> String {
+    // promflow takes samples up to an hour out of order; Prometheus here takes none
+    format!(
+        "global:\n  external_labels: {{site: pf}}\nstorage:\n  tsdb: {{out_of_order_time_window: 1h}}\nremote_write:\n  - url: http://127.0.0.1:{prom_port}/api/v1/write\n    name: prom\n    queue_config: {{batch_send_deadline: 200ms, min_backoff: 100ms, max_backoff: 2s}}\n    write_relabel_configs:\n      - {{source_labels: [__name__], regex: dropme, action: drop}}\n"
+    )
+}
+
+#[test]
+fn every_sample_reaches_prometheus_through_a_minute_long_outage_and_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom_port = free_port();
+    let prom_config = "global: {scrape_interval: 1h}\n";
+    let Some(mut prom) = start_prometheus_on(dir.path(), prom_config, prom_port) else { return };
+    let config = promflow_config(prom_port);
+    let flags = ["--web.enable-remote-write-receiver"];
+    let mut promflow = start_promflow(dir.path(), &config, &flags);
+    let base = now_ms() - 10 * 60 * 1000;
+
+    // the queue follows the WAL: what is written is sent, with the external labels, without
+    // the series the relabelling drops
+    write_batch(&promflow, base, 20, 100.0);
+    wait_received(&prom, 20.0, Duration::from_secs(30));
+    let (_, dropped) = prom.get_json("/api/v1/query?query=dropme");
+    assert!(result(&dropped).is_empty(), "{dropped}");
+    assert!(queue_metric(&promflow, "prometheus_remote_storage_samples_dropped_total") >= 1.0);
+    assert!(queue_metric(&promflow, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds") > 0.0);
+
+    // the receiver goes away for a minute; samples keep coming, and promflow is killed and
+    // restarted meanwhile
+    let outage = std::time::Instant::now();
+    prom.signal("TERM");
+    let _ = prom.child.wait();
+    write_batch(&promflow, base + 20_000, 20, 200.0);
+    let retried = wait_for(Duration::from_secs(20), || {
+        (queue_metric(&promflow, "prometheus_remote_storage_samples_retried_total") > 0.0).then_some(())
+    });
+    assert!(retried.is_some(), "the queue retries while the receiver is down");
+    assert!(queue_metric(&promflow, "prometheus_remote_storage_samples_pending") > 0.0);
+    promflow.kill9();
+    let promflow = start_promflow(dir.path(), "", &flags);
+    write_batch(&promflow, base + 40_000, 20, 300.0);
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed()));
+
+    // back: every sample of the three batches arrives, once
+    let Some(prom) = start_prometheus_on(dir.path(), prom_config, prom_port) else { return };
+    wait_received(&prom, 60.0, Duration::from_secs(60));
+    let (_, sum) = prom.get_json(&format!(
+        "/api/v1/query?query=sum(sum_over_time(rw_out[1h]))&time={}",
+        now_ms() as f64 / 1000.0
+    ));
+    // per series: 20 × (100 + 200 + 300) + 3 × (0 + … + 19)
+    let want = SERIES as f64 * (20.0 * 600.0 + 3.0 * 190.0);
+    assert_eq!(result(&sum)[0]["value"][1].as_str(), Some(want.to_string().as_str()), "{sum}");
+
+    // a batch the receiver refuses for good (a sample out of order for it) is dropped and
+    // counted, and the queue goes on
+    let now = now_ms();
+    for t in [now, now - 60_000] {
+        let (code, body) = remote_write(&promflow, vec![series(&[("__name__", "rw_ooo")], &[(t, 1.0)])]);
+        assert_eq!(code, 204, "{body}");
+        // the older sample goes in a later request (in one request Prometheus drops it quietly)
+        let there = wait_for(Duration::from_secs(30), || {
+            let (_, v) = prom.get_json("/api/v1/query?query=rw_ooo");
+            (!result(&v).is_empty()).then_some(())
+        });
+        assert!(there.is_some());
+    }
+    let failed = wait_for(Duration::from_secs(30), || {
+        (queue_metric(&promflow, "prometheus_remote_storage_samples_failed_total") >= 1.0).then_some(())
+    });
+    assert!(failed.is_some(), "the refused sample is counted as failed:\n{}", promflow.logs());
+    let (code, body) = remote_write(&promflow, vec![series(&[("__name__", "rw_after")], &[(now_ms(), 7.0)])]);
+    assert_eq!(code, 204, "{body}");
+    let after = wait_for(Duration::from_secs(30), || {
+        let (_, v) = prom.get_json("/api/v1/query?query=rw_after");
+        (!result(&v).is_empty()).then_some(())
+    });
+    assert!(after.is_some(), "samples after a dropped batch still arrive");
+}
+
+#[test]
+fn victoria_metrics_takes_promflows_remote_write() {
+    let Some(bin) = peer("victoria-metrics") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let vm_port = free_port();
+    let log = std::fs::File::create(dir.path().join("vm.log")).unwrap();
+    let mut vm = std::process::Command::new(bin)
+        .arg(format!("-storageDataPath={}", dir.path().join("vm-data").display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+        .arg("-retentionPeriod=100y")
+        .arg("-search.latencyOffset=0s")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let vm_url = format!("http://127.0.0.1:{vm_port}");
+    let up = wait_for(Duration::from_secs(30), || {
+        client().get(format!("{vm_url}/health")).send().ok().filter(|r| r.status().is_success())
+    });
+    assert!(up.is_some(), "VictoriaMetrics did not start");
+    let config = format!(
+        "global:\n  external_labels: {{site: pf}}\nremote_write:\n  - url: {vm_url}/api/v1/write\n    name: prom\n    queue_config: {{batch_send_deadline: 200ms}}\n"
+    );
+    let promflow = start_promflow(dir.path(), &config, &["--web.enable-remote-write-receiver"]);
+    let base = now_ms() - 60_000;
+    write_batch(&promflow, base, 20, 100.0);
+    let mut last = String::new();
+    let got = wait_for(Duration::from_secs(30), || {
+        let _ = client().get(format!("{vm_url}/internal/force_flush")).send();
+        last = client()
+            .get(format!("{vm_url}/api/v1/export?match[]={}", urlencode("rw_out{site=\"pf\"}")))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        let lines: Vec<serde_json::Value> =
+            last.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let complete =
+            lines.len() == SERIES && lines.iter().all(|l| l["values"].as_array().map(Vec::len) == Some(20));
+        complete.then_some(lines)
+    });
+    let _ = vm.kill();
+    let _ = vm.wait();
+    let lines = got.unwrap_or_else(|| panic!("VictoriaMetrics holds:\n{last}"));
+    let first = &lines.iter().find(|l| l["metric"]["i"] == "0").unwrap();
+    assert_eq!(first["timestamps"][0], base);
+    assert_eq!(first["values"][19], 119.0);
+    assert_eq!(queue_metric(&promflow, "prometheus_remote_storage_samples_failed_total"), 0.0);
+}
