@@ -330,7 +330,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "storage.agent.retention.max-time",
     "storage.agent.no-lockfile",
     "storage.remote.flush-deadline",
-    "storage.remote.read-sample-limit",
     "storage.remote.read-concurrent-limit",
     "storage.remote.read-max-bytes-in-frame",
     "rules.max-concurrent-evals",

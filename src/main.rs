@@ -280,6 +280,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         lifecycle_enabled: flags.enable_lifecycle,
         admin_enabled: flags.enable_admin_api,
         remote_write_enabled: flags.enable_remote_write_receiver,
+        remote_read_sample_limit: flags.remote_read_sample_limit,
         quit: quit.clone(),
         http_metrics: Default::default(),
         subscriptions: promflow_http::Subscriptions::new(

@@ -57,6 +57,16 @@ impl Labels {
         self.0.binary_search_by(|l| l.name.as_str().cmp(name)).is_ok()
     }
 
+    /// Adds each label of `defaults` whose name this set lacks (the external labels a series,
+    /// an alert or a remote read answer gains: its own labels win).
+    pub fn add_missing(&mut self, defaults: &Labels) {
+        for l in defaults {
+            if !self.contains(&l.name) {
+                self.set(&l.name, &l.value);
+            }
+        }
+    }
+
     /// Sets `name` to `value`; an empty value removes the label.
     pub fn set(&mut self, name: &str, value: &str) {
         match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {

@@ -201,6 +201,11 @@ impl WalTail {
         self.series.get(&r)
     }
 
+    /// How many series the tail knows (those of the newest checkpoint it read, and later).
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
     /// What the tail has met so far.
     pub fn stats(&self) -> TailStats {
         self.stats

@@ -161,11 +161,7 @@ impl Notifier {
         let settings = self.current();
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         for mut a in alerts {
-            for l in settings.external_labels.iter() {
-                if !a.labels.contains(&l.name) {
-                    a.labels.set(&l.name, &l.value);
-                }
-            }
+            a.labels.add_missing(&settings.external_labels);
             match process(&a.labels, &settings.relabel) {
                 Some(l) if !l.is_empty() => a.labels = l,
                 _ => {

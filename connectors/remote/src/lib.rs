@@ -2,6 +2,7 @@
 //! receiver, encoding, and the sender that follows the WAL ([`sender`]).
 #![warn(missing_docs)]
 
+pub mod read;
 pub mod sender;
 mod wire;
 

@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/status/tsdb", get(status_tsdb))
         .route("/status/walreplay", get(walreplay))
         .route("/write", post(remote_write))
+        .route("/read", post(crate::remote_read::remote_read))
         .route("/subscribe", get(crate::subscribe::subscribe))
         .route("/admin/tsdb/{op}", any(admin));
     let root = Router::new()

@@ -417,6 +417,10 @@ impl Reader {
                 lock(&unsent).save();
             }
             if resharded_at.elapsed() >= RESHARD_EVERY {
+                // series gone from the head (the tail forgot them at a checkpoint) go too
+                if self.series.len() > tail.series_count() {
+                    self.series.retain(|r, _| tail.labels(*r).is_some());
+                }
                 let secs = resharded_at.elapsed().as_secs_f64();
                 resharded_at = Instant::now();
                 let sent = self.shared.sent_ok.load(Ordering::Relaxed);
@@ -477,11 +481,7 @@ impl Reader {
             return None;
         };
         let mut labels = labels.clone();
-        for l in &self.external {
-            if !labels.contains(&l.name) {
-                labels.set(&l.name, &l.value);
-            }
-        }
+        labels.add_missing(&self.external);
         let named = relabel::process(&labels, &self.config.write_relabel_configs).map(|l| {
             Arc::new(
                 l.iter().map(|l| Label { name: l.name.clone(), value: l.value.clone() }).collect::<Vec<_>>(),
