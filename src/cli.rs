@@ -129,6 +129,10 @@ pub struct Flags {
     /// Enable API endpoint accepting remote write requests.
     #[arg(long = "web.enable-remote-write-receiver", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub enable_remote_write_receiver: bool,
+    /// Accept pushes on the Pushgateway API (`/metrics/job/<job>{/<label>/<value>}`,
+    /// promflow's extension): pushed groups are ingested at every scrape interval.
+    #[arg(long = "web.enable-pushgateway", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub enable_pushgateway: bool,
     /// Remote write message versions the receiver accepts.
     #[arg(
         long = "web.remote-write-receiver.accepted-protobuf-messages",

@@ -159,6 +159,10 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     });
     let notifier = promflow_notifier::Notifier::new(runtime.handle());
     notifier.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
+    let push = flags.enable_pushgateway.then(|| {
+        let interval = loaded.config.global.scrape_interval;
+        promflow_scrape::push::PushGateway::start(Arc::clone(&db), interval, runtime.handle())
+    });
     let remote_write = promflow_remote::RemoteWriter::new(Arc::clone(&db), runtime.handle().clone());
     remote_write.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
@@ -226,6 +230,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         let rule_manager = Arc::clone(&rule_manager);
         let notifier = Arc::clone(&notifier);
         let remote_write = Arc::clone(&remote_write);
+        let push = push.clone();
         let external_url = flags.external_url.clone();
         let event_mode = flags.rules_evaluation_mode == "event";
         Arc::new(move || {
@@ -234,6 +239,9 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
                 notifier.apply(&l.config).map_err(|e| e.to_string())?;
                 remote_write.apply(&l.config).map_err(|e| e.to_string())?;
+                if let Some(push) = &push {
+                    push.set_interval(l.config.global.scrape_interval);
+                }
                 rule_manager.update(groups);
                 db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
                 for w in &l.warnings {
@@ -281,6 +289,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         admin_enabled: flags.enable_admin_api,
         remote_write_enabled: flags.enable_remote_write_receiver,
         remote_read_sample_limit: flags.remote_read_sample_limit,
+        push: push.clone(),
         quit: quit.clone(),
         http_metrics: Default::default(),
         subscriptions: promflow_http::Subscriptions::new(
@@ -333,6 +342,9 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         notifier.stop();
         // let the loops write their staleness markers
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(push) = &push {
+            push.stop();
+        }
         info!("stopping remote storage");
         let remote = Arc::clone(&remote_write);
         let _ = tokio::task::spawn_blocking(move || remote.stop()).await;

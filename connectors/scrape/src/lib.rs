@@ -6,6 +6,7 @@ pub mod client;
 pub mod exposition;
 pub mod file_sd;
 mod manager;
+pub mod push;
 
 pub use manager::{ScrapeManager, TargetInfo};
 

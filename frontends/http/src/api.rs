@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use promflow_engine::format::{format_timestamp, format_value};
 use promflow_engine::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/-/quit", any(quit))
         .route("/metrics", get(self_metrics))
         .route("/federate", get(crate::federate::federate))
+        .route("/metrics/{*group}", put(crate::push::put).post(crate::push::post).delete(crate::push::delete))
         .merge(crate::ui::routes(route_prefix.trim_end_matches('/')))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(cors))

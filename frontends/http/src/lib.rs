@@ -6,6 +6,7 @@ mod api;
 mod federate;
 mod metrics;
 pub mod params;
+mod push;
 mod remote_read;
 mod sql;
 mod subscribe;
@@ -169,6 +170,8 @@ pub struct AppState {
     pub admin_enabled: bool,
     /// `--web.enable-remote-write-receiver`.
     pub remote_write_enabled: bool,
+    /// The Pushgateway API's groups, with `--web.enable-pushgateway`.
+    pub push: Option<Arc<promflow_scrape::push::PushGateway>>,
     /// `--storage.remote.read-sample-limit`: samples one remote read may return (0: no limit).
     pub remote_read_sample_limit: i64,
     /// Set to true by `/-/quit` (and by signals) to stop the server.
