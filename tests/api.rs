@@ -351,3 +351,71 @@ fn review_regressions() {
         s.get_json("/api/v1/query_range?query=up&start=9223372036000000&end=9223372036854774&step=3600");
     assert_eq!(code, 400);
 }
+
+#[test]
+fn remote_write_2_0_and_zstd_bodies_are_received() {
+    let (_dir, s) = seeded();
+    let t = BASE + 3_600_000;
+    let v1 = promflow_remote::WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "rw2"), ("k", "a")], &[(t, 1.0), (t + 1000, 2.0)]),
+            series(&[("__name__", "rw2"), ("k", "b")], &[(t, 3.0)]),
+        ],
+        metadata: vec![],
+    };
+    let v2 = promflow_remote::WriteRequestV2::from_v1(&v1);
+    let send = |content_type: &str, encoding: &str, body: Vec<u8>| {
+        client()
+            .post(s.url("/api/v1/write"))
+            .header("Content-Type", content_type)
+            .header("Content-Encoding", encoding)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let ct2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+    let r = send(ct2, "snappy", promflow_remote::encode_v2(&v2));
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(r.headers()["x-prometheus-remote-write-samples-written"], "3");
+    assert_eq!(r.headers()["x-prometheus-remote-write-histograms-written"], "0");
+    let (_, v) =
+        s.get_json(&format!("/api/v1/query?query=sum(count_over_time(rw2[1h]))&time={}", t / 1000 + 2));
+    assert_eq!(result(&v)[0]["value"][1], "3", "{v}");
+    // zstd, as vmagent compresses for receivers that take it, for 1.0 and 2.0 bodies
+    let zstd = |raw: Vec<u8>| zstd::bulk::compress(&raw, 3).unwrap();
+    let later = promflow_remote::WriteRequest {
+        timeseries: vec![series(&[("__name__", "rw2"), ("k", "c")], &[(t, 5.0)])],
+        metadata: vec![],
+    };
+    let raw1 = promflow_remote::decompress(&promflow_remote::encode(&later)).unwrap();
+    let r = send("application/x-protobuf", "zstd", zstd(raw1));
+    assert_eq!(r.status().as_u16(), 204);
+    assert!(
+        r.headers().get("x-prometheus-remote-write-samples-written").is_none(),
+        "1.0 answers carry no counts"
+    );
+    let mut v2c = promflow_remote::WriteRequestV2::from_v1(&later);
+    v2c.timeseries[0].labels_refs[3] = v2c.symbols.len() as u32 + 1;
+    let raw2 = promflow_remote::decompress(&promflow_remote::encode_v2(&v2c)).unwrap();
+    let r = send(ct2, "zstd", zstd(raw2));
+    assert_eq!(r.status().as_u16(), 400, "a label reference past the symbol table");
+    assert_eq!(r.headers()["x-prometheus-remote-write-samples-written"], "0");
+    let (_, v) = s.get_json(&format!("/api/v1/query?query=rw2{{k=\"c\"}}&time={}", t / 1000 + 2));
+    assert_eq!(result(&v)[0]["value"][1], "5", "{v}");
+    // vmagent's question whether zstd bodies are taken
+    assert_eq!(s.get_text("/api/v1/write?get_vm_proto_version=1"), (200, "1".to_string()));
+    // what is not supported is a 415 that says what is
+    let r = send("application/x-protobuf;proto=io.prometheus.write.v3.Request", "snappy", vec![]);
+    assert_eq!(r.status().as_u16(), 415);
+    assert!(r.text().unwrap().contains("v3"));
+    let r = send("application/json", "snappy", vec![]);
+    assert_eq!(r.status().as_u16(), 415);
+    let r = send("application/x-protobuf", "gzip", vec![]);
+    assert_eq!(r.status().as_u16(), 415);
+    let (_, text) = s.get_text("/metrics");
+    assert!(
+        text.contains("promflow_remote_write_received_requests_total{encoding=\"zstd\",message=\"io.prometheus.write.v2.Request\"} 1"),
+        "{}",
+        text.lines().filter(|l| l.contains("received_requests")).collect::<Vec<_>>().join("\n")
+    );
+}

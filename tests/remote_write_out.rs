@@ -204,3 +204,43 @@ fn victoria_metrics_takes_promflows_remote_write() {
     assert_eq!(first["values"][19], 119.0);
     assert_eq!(queue_metric(&promflow, "prometheus_remote_storage_samples_failed_total"), 0.0);
 }
+
+#[test]
+fn a_queue_sends_remote_write_2_0_and_falls_back_to_1_0_for_a_receiver_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(prom) = start_prometheus(dir.path(), "global: {scrape_interval: 1h}\n") else { return };
+    let receiver_dir = dir.path().join("receiver");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+    let receiver = start_promflow(&receiver_dir, "", &["--web.enable-remote-write-receiver"]);
+    let endpoint = |url: String, name: &str| {
+        format!("  - url: {url}\n    name: {name}\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 200ms}}\n")
+    };
+    let config = format!(
+        "global:\n  external_labels: {{site: pf}}\nremote_write:\n{}{}",
+        endpoint(receiver.url("/api/v1/write"), "promflow"),
+        endpoint(prom.url("/api/v1/write"), "prom")
+    );
+    let sender = start_promflow(dir.path(), &config, &["--web.enable-remote-write-receiver"]);
+    write_batch(&sender, now_ms() - 60_000, 20, 100.0);
+    // promflow takes 2.0; Prometheus 2.42 answers a 2.0 body as an empty 1.0 request, so the
+    // queue sends 1.0 to it
+    for server in [&receiver, &prom] {
+        let got = wait_for(Duration::from_secs(30), || {
+            let (_, v) =
+                server.get_json("/api/v1/query?query=count_over_time(rw_out%7Bsite%3D%22pf%22%7D%5B10m%5D)");
+            let r = result(&v);
+            (r.len() == SERIES && r.iter().all(|s| s["value"][1] == "20")).then_some(())
+        });
+        assert!(got.is_some(), "{} holds every sample", server.base);
+    }
+    let (_, text) = receiver.get_text("/metrics");
+    let requests = |message: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("promflow_remote_write_received_requests_total") && l.contains(message))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(requests("io.prometheus.write.v2.Request") >= 1.0, "{text}");
+    assert_eq!(requests("message=\"prometheus.WriteRequest\""), 0.0);
+    assert!(sender.logs().contains("does not know 2.0"), "the fallback is logged");
+}

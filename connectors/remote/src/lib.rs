@@ -24,6 +24,9 @@ pub enum Error {
     /// A series has no labels or an invalid label.
     #[error("invalid series {0}: {1}")]
     InvalidSeries(String, String),
+    /// The body is not zstd-compressed, or decompresses to too much.
+    #[error("zstd decode: {0}")]
+    Zstd(String),
     /// Storage refused a sample.
     #[error("{0}")]
     Storage(#[from] promflow_storage::Error),
@@ -93,6 +96,110 @@ pub struct MetricMetadata {
 /// Decompresses a snappy block-format body; [`RequestView::parse`] reads the result.
 pub fn decompress(body: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(snap::raw::Decoder::new().decompress_vec(body)?)
+}
+
+/// The most a zstd-compressed request may decompress to.
+const MAX_ZSTD_DECOMPRESSED: usize = 256 << 20;
+
+/// Decompresses a zstd body (as vmagent sends to receivers that take it).
+pub fn decompress_zstd(body: &[u8]) -> Result<Vec<u8>, Error> {
+    zstd::bulk::decompress(body, MAX_ZSTD_DECOMPRESSED).map_err(|e| Error::Zstd(e.to_string()))
+}
+
+/// The remote write protobuf messages: 1.0's `prometheus.WriteRequest` and 2.0's
+/// `io.prometheus.write.v2.Request` (labels as references into a symbol table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message1or2 {
+    /// `prometheus.WriteRequest`.
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+impl Message1or2 {
+    /// The name a `Content-Type`'s `proto` parameter and `protobuf_message` give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Message1or2::V1 => "prometheus.WriteRequest",
+            Message1or2::V2 => "io.prometheus.write.v2.Request",
+        }
+    }
+
+    /// The message a request's `Content-Type` announces: `application/x-protobuf` with no
+    /// `proto` parameter (or none at all) is 1.0; anything else is an error naming it.
+    pub fn from_content_type(ct: Option<&str>) -> Result<Message1or2, String> {
+        let Some(ct) = ct else { return Ok(Message1or2::V1) };
+        let mut parts = ct.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if !media.eq_ignore_ascii_case("application/x-protobuf") {
+            return Err(format!("unsupported content type {ct:?}; expected application/x-protobuf"));
+        }
+        for p in parts {
+            if let Some(v) = p.strip_prefix("proto=") {
+                return match v.trim_matches('"') {
+                    "prometheus.WriteRequest" => Ok(Message1or2::V1),
+                    "io.prometheus.write.v2.Request" => Ok(Message1or2::V2),
+                    other => Err(format!("unknown remote write protobuf message {other}")),
+                };
+            }
+        }
+        Ok(Message1or2::V1)
+    }
+}
+
+/// `io.prometheus.write.v2.Request`, for senders and tests (the receiver reads
+/// [`RequestView::parse_v2`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequestV2 {
+    /// Every label name and value, once; the first is "".
+    #[prost(string, repeated, tag = "4")]
+    pub symbols: Vec<String>,
+    /// The series.
+    #[prost(message, repeated, tag = "5")]
+    pub timeseries: Vec<TimeSeriesV2>,
+}
+
+/// `io.prometheus.write.v2.TimeSeries` (float samples only).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeriesV2 {
+    /// Name and value references into the symbol table, pair after pair.
+    #[prost(uint32, repeated, tag = "1")]
+    pub labels_refs: Vec<u32>,
+    /// Float samples.
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+impl WriteRequestV2 {
+    /// The 2.0 form of a 1.0 request: each distinct string once in the symbol table.
+    pub fn from_v1(req: &WriteRequest) -> WriteRequestV2 {
+        let mut symbols = vec![String::new()];
+        let mut index: std::collections::HashMap<String, u32> =
+            std::collections::HashMap::from([(String::new(), 0)]);
+        let mut refer = |s: &str| -> u32 {
+            if let Some(i) = index.get(s) {
+                return *i;
+            }
+            let i = symbols.len() as u32;
+            symbols.push(s.to_string());
+            index.insert(s.to_string(), i);
+            i
+        };
+        let timeseries = req
+            .timeseries
+            .iter()
+            .map(|ts| TimeSeriesV2 {
+                labels_refs: ts.labels.iter().flat_map(|l| [refer(&l.name), refer(&l.value)]).collect(),
+                samples: ts.samples.clone(),
+            })
+            .collect();
+        WriteRequestV2 { symbols, timeseries }
+    }
+}
+
+/// Encodes a 2.0 request as a remote-write body (protobuf, snappy block format).
+pub fn encode_v2(req: &WriteRequestV2) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap_or_default()
 }
 
 /// Encodes a `WriteRequest` as a remote-write body (protobuf, snappy block format).

@@ -47,7 +47,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/status/runtimeinfo", get(runtimeinfo))
         .route("/status/tsdb", get(status_tsdb))
         .route("/status/walreplay", get(walreplay))
-        .route("/write", post(remote_write))
+        .route("/write", post(remote_write).get(vm_proto_version))
         .route("/read", post(crate::remote_read::remote_read))
         .route("/subscribe", get(crate::subscribe::subscribe))
         .route("/admin/tsdb/{op}", any(admin));
@@ -898,6 +898,7 @@ fn parse_go_bool(v: &str) -> Option<bool> {
 // ---- ingest ----
 
 async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    use promflow_remote::Message1or2;
     if !state.remote_write_enabled {
         return (
             StatusCode::NOT_FOUND,
@@ -905,21 +906,33 @@ async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> 
         )
             .into_response();
     }
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
-        if !enc.eq_ignore_ascii_case("snappy") {
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported content encoding {enc:?}; only snappy is accepted\n"),
-            )
-                .into_response();
+    let unsupported = |e: String| (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{e}\n")).into_response();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let message = match Message1or2::from_content_type(content_type) {
+        Ok(m) => m,
+        Err(e) => return unsupported(e),
+    };
+    let encoding = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None => "snappy",
+        Some(e) if e.eq_ignore_ascii_case("snappy") => "snappy",
+        Some(e) if e.eq_ignore_ascii_case("zstd") => "zstd",
+        Some(e) => {
+            return unsupported(format!("unsupported content encoding {e:?}; snappy and zstd are accepted"))
         }
-    }
+    };
+    state.http_metrics.observe_remote_write(message.name(), encoding);
     let result = tokio::task::spawn_blocking(move || {
-        let raw = promflow_remote::decompress(&body)?;
-        let req = promflow_remote::RequestView::parse(&raw)?;
+        let raw = match encoding {
+            "zstd" => promflow_remote::decompress_zstd(&body)?,
+            _ => promflow_remote::decompress(&body)?,
+        };
+        let req = match message {
+            Message1or2::V1 => promflow_remote::RequestView::parse(&raw)?,
+            Message1or2::V2 => promflow_remote::RequestView::parse_v2(&raw)?,
+        };
         let mut app = state.db.appender();
         match promflow_remote::append_request(&req, app.as_mut()) {
-            Ok(_) => app.commit().map(|_| ()).map_err(promflow_remote::Error::Storage),
+            Ok(n) => app.commit().map(|_| n).map_err(promflow_remote::Error::Storage),
             Err(e) => {
                 app.rollback();
                 Err(e)
@@ -927,18 +940,42 @@ async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> 
         }
     })
     .await;
+    // remote write 2.0 answers say what was written (histograms and exemplars are not stored)
+    let written = |n: usize, mut r: Response| {
+        if message == Message1or2::V2 {
+            let h = r.headers_mut();
+            for (name, v) in [
+                ("x-prometheus-remote-write-samples-written", n),
+                ("x-prometheus-remote-write-histograms-written", 0),
+                ("x-prometheus-remote-write-exemplars-written", 0),
+            ] {
+                h.insert(name, v.into());
+            }
+        }
+        r
+    };
     match result {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(n)) => written(n, StatusCode::NO_CONTENT.into_response()),
         Ok(Err(promflow_remote::Error::Storage(e))) => {
             tracing::error!(error = %e, "remote write: storage failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+            written(0, (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "remote write: request rejected");
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+            written(0, (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// vmagent asks a remote-write URL `?get_vm_proto_version=1` whether it takes its protocol:
+/// Prometheus's protobuf compressed with zstd instead of snappy. The receiver does ("1").
+async fn vm_proto_version(State(state): Shared, RawQuery(q): RawQuery) -> Response {
+    let asked = q.is_some_and(|q| q.split('&').any(|p| p.starts_with("get_vm_proto_version")));
+    if !state.remote_write_enabled || !asked {
+        return (StatusCode::METHOD_NOT_ALLOWED, "remote write takes POST requests\n").into_response();
+    }
+    "1".into_response()
 }
 
 // ---- lifecycle ----

@@ -12,9 +12,17 @@ use crate::AppState;
 #[derive(Default)]
 pub struct HttpMetrics {
     counts: Mutex<BTreeMap<(String, u16), u64>>,
+    remote_write: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl HttpMetrics {
+    /// Counts one remote-write request by its protobuf message and compression.
+    pub fn observe_remote_write(&self, message: &'static str, encoding: &'static str) {
+        if let Ok(mut c) = self.remote_write.lock() {
+            *c.entry((message, encoding)).or_default() += 1;
+        }
+    }
+
     /// Counts one request.
     pub fn observe(&self, handler: &str, code: u16) {
         if let Ok(mut c) = self.counts.lock() {
@@ -23,6 +31,20 @@ impl HttpMetrics {
     }
 
     fn write(&self, out: &mut String) {
+        header(
+            out,
+            "promflow_remote_write_received_requests_total",
+            "counter",
+            "Remote-write requests received, by protobuf message and compression.",
+        );
+        if let Ok(c) = self.remote_write.lock() {
+            for ((message, encoding), n) in c.iter() {
+                let _ = writeln!(
+                    out,
+                    "promflow_remote_write_received_requests_total{{encoding=\"{encoding}\",message=\"{message}\"}} {n}"
+                );
+            }
+        }
         header(out, "prometheus_http_requests_total", "counter", "Counter of HTTP requests.");
         if let Ok(c) = self.counts.lock() {
             for ((handler, code), n) in c.iter() {

@@ -30,7 +30,7 @@ use promflow_storage::wal_tail::{SampleAt, WalPosition, WalTail};
 use promflow_storage::{Db, Labels};
 use tokio::sync::mpsc;
 
-use crate::{encode, Label, Sample, TimeSeries, WriteRequest};
+use crate::{encode, encode_v2, Label, Message1or2, Sample, TimeSeries, WriteRequest, WriteRequestV2};
 use metrics::{DropReason, QueueLabels, QueueMetrics};
 
 /// How often a reader that has caught up with the WAL looks again.
@@ -80,6 +80,8 @@ struct Shared {
     samples_read: AtomicU64,
     /// Samples the receiver took (`samples_total` counts every attempt, as Prometheus's).
     sent_ok: AtomicU64,
+    /// The receiver refused remote write 2.0: the queue sends 1.0.
+    v1_only: AtomicBool,
 }
 
 impl RemoteWriter {
@@ -156,6 +158,7 @@ impl RemoteWriter {
             metrics: QueueMetrics::default(),
             samples_read: AtomicU64::new(0),
             sent_ok: AtomicU64::new(0),
+            v1_only: AtomicBool::new(false),
         });
         let dir = self.db.dir().join("remote").join(dir_name(&shared.name));
         let reader = Reader {
@@ -633,6 +636,8 @@ enum Outcome {
     Retry(String, Option<Duration>),
     /// Not worth retrying: the batch is dropped.
     Failed(String),
+    /// The receiver takes only remote write 1.0: send again as 1.0 at once.
+    Older,
 }
 
 impl Sender {
@@ -640,7 +645,8 @@ impl Sender {
         while let Some(batch) = rx.recv().await {
             let n = batch.samples.len() as u64;
             let newest = batch.samples.iter().map(|s| s.1).max().unwrap_or(0);
-            let body = encode(&to_request(&batch.samples));
+            let req = to_request(&batch.samples);
+            let mut bodies: [Option<Vec<u8>>; 2] = [None, None];
             let qc = &self.config.queue_config;
             let mut backoff = qc.min_backoff;
             let m = &self.shared.metrics;
@@ -649,10 +655,17 @@ impl Sender {
                     // unsent: its samples are read again from the saved position
                     return;
                 }
+                let message = self.message();
+                let body = bodies[message as usize]
+                    .get_or_insert_with(|| match message {
+                        Message1or2::V1 => encode(&req),
+                        Message1or2::V2 => encode_v2(&WriteRequestV2::from_v1(&req)),
+                    })
+                    .clone();
                 m.samples_total.fetch_add(n, Ordering::Relaxed);
                 m.bytes_total.fetch_add(body.len() as u64, Ordering::Relaxed);
                 let started = Instant::now();
-                let outcome = self.send(body.clone()).await;
+                let outcome = self.send(message, body, n).await;
                 m.observe_duration(started.elapsed().as_secs_f64());
                 match outcome {
                     Outcome::Sent => {
@@ -665,6 +678,7 @@ impl Sender {
                         tracing::error!(remote_name = %self.shared.name, url = %self.config.url, samples = n, error = %why, "remote write: non-recoverable error; the batch is dropped");
                         break;
                     }
+                    Outcome::Older => continue,
                     Outcome::Retry(why, after) => {
                         m.samples_retried.fetch_add(n, Ordering::Relaxed);
                         tracing::warn!(remote_name = %self.shared.name, url = %self.config.url, samples = n, error = %why, retry_in = ?backoff, "remote write: recoverable error; retrying");
@@ -695,13 +709,28 @@ impl Sender {
         }
     }
 
-    async fn send(&self, body: Vec<u8>) -> Outcome {
+    /// The message this queue sends: 2.0 when configured, until a receiver refuses it.
+    fn message(&self) -> Message1or2 {
+        if self.config.protobuf_message == Message1or2::V2.name()
+            && !self.shared.v1_only.load(Ordering::Relaxed)
+        {
+            Message1or2::V2
+        } else {
+            Message1or2::V1
+        }
+    }
+
+    async fn send(&self, message: Message1or2, body: Vec<u8>, n: u64) -> Outcome {
+        let (content_type, version) = match message {
+            Message1or2::V1 => ("application/x-protobuf", "0.1.0"),
+            Message1or2::V2 => ("application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0"),
+        };
         let mut req = self
             .client
             .post(&self.config.url)
             .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+            .header("Content-Type", content_type)
+            .header("X-Prometheus-Remote-Write-Version", version);
         for (k, v) in &self.config.headers {
             req = req.header(k, v);
         }
@@ -710,7 +739,25 @@ impl Sender {
             Err(e) => return Outcome::Retry(e.to_string(), None),
         };
         let status = resp.status();
+        if message == Message1or2::V2 && status.as_u16() == 415 {
+            // a receiver that knows only 1.0 says so: this queue sends 1.0 from now on
+            tracing::warn!(remote_name = %self.shared.name, url = %self.config.url, "remote write: the receiver refuses 2.0 (415); sending 1.0");
+            self.shared.v1_only.store(true, Ordering::Relaxed);
+            return Outcome::Older;
+        }
         if status.is_success() {
+            let written = resp.headers().get("X-Prometheus-Remote-Write-Samples-Written");
+            let written = written.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if message == Message1or2::V2 && written.is_none() && n > 0 {
+                // a 1.0 receiver that ignores the Content-Type reads a 2.0 body as an empty
+                // 1.0 request and answers 2xx having written nothing (Prometheus 2.x does)
+                tracing::warn!(remote_name = %self.shared.name, url = %self.config.url, "remote write: the receiver does not say what it wrote, so it does not know 2.0; sending 1.0");
+                self.shared.v1_only.store(true, Ordering::Relaxed);
+                return Outcome::Older;
+            }
+            if message == Message1or2::V2 && written.is_some_and(|w| w < n) {
+                tracing::warn!(remote_name = %self.shared.name, sent = n, written = ?written, "remote write: the receiver wrote fewer samples than sent");
+            }
             return Outcome::Sent;
         }
         let retry_after = resp
