@@ -107,3 +107,69 @@ fn scrapes_self_node_exporter_and_marks_garbage_down() {
         assert!(gone.is_some(), "series of a failed target are marked stale");
     }
 }
+
+/// An HTTP service discovery endpoint answering whatever `answer` holds: (status, body).
+fn sd_server(answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten().take(500) {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let (code, body) = answer.lock().unwrap().clone();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                body.len(),
+                body
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn http_sd_targets_follow_the_endpoint_and_survive_its_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer = std::sync::Arc::new(std::sync::Mutex::new((200, "[]".to_string())));
+    let sd = sd_server(answer.clone());
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: sd\n    http_sd_configs:\n      - url: http://127.0.0.1:{sd}/targets\n        refresh_interval: 1s\n    relabel_configs:\n      - {{source_labels: [__meta_url], regex: '.*/targets', target_label: from_sd, replacement: yes}}\n"
+    );
+    let s = start_promflow(dir.path(), &config, &[]);
+    let me = format!("127.0.0.1:{}", s.port);
+    *answer.lock().unwrap() = (200, format!("[{{\"targets\": [\"{me}\"], \"labels\": {{\"env\": \"a\"}}}}]"));
+    let up = wait_for(Duration::from_secs(20), || {
+        let (_, v) =
+            s.get_json("/api/v1/query?query=up%7Bjob%3D%22sd%22%2Cenv%3D%22a%22%2Cfrom_sd%3D%22yes%22%7D");
+        (result(&v).first()?["value"][1] == "1").then_some(())
+    });
+    assert!(up.is_some(), "the discovered target is scraped with its group's labels and __meta_url");
+    let (_, v) = s.get_json("/api/v1/targets");
+    let t = &v["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scrapePool"] == "sd")
+        .unwrap()
+        .clone();
+    assert_eq!(t["discoveredLabels"]["__meta_url"], format!("http://127.0.0.1:{sd}/targets"));
+    // a failing endpoint keeps the targets it gave last
+    *answer.lock().unwrap() = (500, "oops".to_string());
+    let failed = wait_for(Duration::from_secs(10), || {
+        let (_, text) = s.get_text("/metrics");
+        text.lines()
+            .any(|l| l.starts_with("prometheus_sd_http_failures_total ") && !l.ends_with(" 0"))
+            .then_some(())
+    });
+    assert!(failed.is_some());
+    assert_eq!(target_health(&s, "sd").map(|h| h.0), Some("up".to_string()));
+    // an empty list removes them
+    *answer.lock().unwrap() = (200, "[]".to_string());
+    let gone = wait_for(Duration::from_secs(10), || {
+        let (_, v) = s.get_json("/api/v1/targets");
+        let any = v["data"]["activeTargets"].as_array()?.iter().any(|t| t["scrapePool"] == "sd");
+        (!any).then_some(())
+    });
+    assert!(gone.is_some(), "the targets go when the endpoint lists none");
+}

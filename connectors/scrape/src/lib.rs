@@ -5,6 +5,7 @@
 pub mod client;
 pub mod exposition;
 pub mod file_sd;
+pub mod http_sd;
 mod manager;
 pub mod push;
 

@@ -90,7 +90,7 @@ struct Pool {
     targets: HashMap<u64, Target>,
     dropped: Vec<Labels>,
     groups: HashMap<String, Vec<(Vec<String>, Labels)>>,
-    file_sd_stop: Option<watch::Sender<bool>>,
+    sd_stop: Option<watch::Sender<bool>>,
 }
 
 #[derive(Default)]
@@ -100,6 +100,8 @@ struct Counters {
     sample_limit_exceeded: AtomicU64,
     out_of_order: AtomicU64,
     duplicate: AtomicU64,
+    /// HTTP service discovery fetches that failed.
+    sd_failures: AtomicU64,
 }
 
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
@@ -127,7 +129,9 @@ impl ScrapeManager {
         let mut pools = self.pools.lock().map_err(|_| Error::Poisoned)?;
         // Build every new or changed pool's client first, so that a bad TLS file refuses the
         // whole configuration before anything running is touched.
-        let mut fresh: BTreeMap<String, (PoolSettings, &ScrapeConfig, reqwest::Client)> = BTreeMap::new();
+        type HttpSd = Vec<(promflow_config::HttpSdConfig, reqwest::Client)>;
+        let mut fresh: BTreeMap<String, (PoolSettings, &ScrapeConfig, reqwest::Client, HttpSd)> =
+            BTreeMap::new();
         let mut unchanged: Vec<&ScrapeConfig> = Vec::new();
         for sc in &cfg.scrape_configs {
             let settings = pool_settings(sc);
@@ -135,7 +139,12 @@ impl ScrapeManager {
                 unchanged.push(sc);
             } else {
                 let client = build_client(sc, &settings)?;
-                fresh.insert(sc.job_name.clone(), (settings, sc, client));
+                let mut http_sd = Vec::new();
+                for h in &sc.http_sd_configs {
+                    let timeout = h.refresh_interval.max(Duration::from_secs(1));
+                    http_sd.push((h.clone(), crate::client::http_client(&h.http_client(), timeout)?));
+                }
+                fresh.insert(sc.job_name.clone(), (settings, sc, client, http_sd));
             }
         }
         let removed: Vec<String> = pools
@@ -151,7 +160,7 @@ impl ScrapeManager {
         for sc in unchanged {
             self.sync_group(&mut pools, &sc.job_name, "static", static_groups(sc));
         }
-        for (job, (settings, sc, client)) in fresh {
+        for (job, (settings, sc, client, http_sd)) in fresh {
             let old = pools.remove(&job);
             let pool = Pool {
                 settings,
@@ -159,7 +168,7 @@ impl ScrapeManager {
                 targets: HashMap::new(),
                 dropped: vec![],
                 groups: HashMap::new(),
-                file_sd_stop: None,
+                sd_stop: None,
             };
             pools.insert(job.clone(), pool);
             self.sync_group(&mut pools, &job, "static", static_groups(sc));
@@ -171,15 +180,20 @@ impl ScrapeManager {
                     .unwrap_or_default();
                 stop_pool(old, |h| !still.contains(&h));
             }
-            if !sc.file_sd_configs.is_empty() {
+            if !sc.file_sd_configs.is_empty() || !sc.http_sd_configs.is_empty() {
                 let (tx, rx) = watch::channel(false);
                 if let Some(p) = pools.get_mut(&job) {
-                    p.file_sd_stop = Some(tx);
+                    p.sd_stop = Some(tx);
                 }
-                let files: Vec<(Vec<String>, Duration)> =
-                    sc.file_sd_configs.iter().map(|f| (f.files.clone(), f.refresh_interval)).collect();
-                let me = Arc::clone(self);
-                self.runtime.spawn(file_sd_loop(me, job.clone(), files, rx));
+                if !sc.file_sd_configs.is_empty() {
+                    let files: Vec<(Vec<String>, Duration)> =
+                        sc.file_sd_configs.iter().map(|f| (f.files.clone(), f.refresh_interval)).collect();
+                    self.runtime.spawn(file_sd_loop(Arc::clone(self), job.clone(), files, rx.clone()));
+                }
+                for (i, h) in http_sd.into_iter().enumerate() {
+                    let source = format!("http/{i}");
+                    self.runtime.spawn(http_sd_loop(Arc::clone(self), job.clone(), source, h, rx.clone()));
+                }
             }
         }
         Ok(())
@@ -323,6 +337,11 @@ impl ScrapeManager {
             "Total number of samples rejected due to duplicate timestamps but different values.",
             c.duplicate.load(Ordering::Relaxed),
         );
+        counter(
+            "prometheus_sd_http_failures_total",
+            "Number of HTTP service discovery refresh failures.",
+            c.sd_failures.load(Ordering::Relaxed),
+        );
         let Ok(pools) = self.pools.lock() else { return };
         let _ = writeln!(out, "# HELP prometheus_target_scrape_pools_total Total number of scrape pool creation attempts.\n# TYPE prometheus_target_scrape_pools_total counter\nprometheus_target_scrape_pools_total {}", pools.len());
         let _ = writeln!(out, "# HELP prometheus_sd_discovered_targets Current number of discovered targets.\n# TYPE prometheus_sd_discovered_targets gauge");
@@ -357,7 +376,7 @@ impl ScrapeManager {
 /// Stops a pool's discovery and loops; `markers(target hash)` says whether a target's
 /// series get staleness markers.
 fn stop_pool(pool: Pool, markers: impl Fn(u64) -> bool) {
-    if let Some(s) = pool.file_sd_stop {
+    if let Some(s) = pool.sd_stop {
         let _ = s.send(true);
     }
     for (h, t) in pool.targets {
@@ -491,6 +510,37 @@ async fn file_sd_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(refresh) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Fetches one `http_sd_configs` entry every refresh interval; a failed fetch keeps the
+/// targets of the last good one.
+async fn http_sd_loop(
+    mgr: Arc<ScrapeManager>,
+    job: String,
+    source: String,
+    (cfg, client): (promflow_config::HttpSdConfig, reqwest::Client),
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    loop {
+        match crate::http_sd::fetch(&client, &cfg).await {
+            Ok(groups) if last.as_ref() != Some(&groups) => {
+                if let Ok(mut pools) = mgr.pools.lock() {
+                    mgr.sync_group(&mut pools, &job, &source, groups.clone());
+                }
+                last = Some(groups);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                mgr.counters.sd_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(job = %job, url = %cfg.url, error = %e, "http_sd: fetch failed; keeping the last targets");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.refresh_interval.max(Duration::from_millis(100))) => {}
             _ = stop.changed() => return,
         }
     }
