@@ -133,6 +133,10 @@ pub struct Flags {
     /// promflow's extension): pushed groups are ingested at every scrape interval.
     #[arg(long = "web.enable-pushgateway", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub enable_pushgateway: bool,
+    /// DNS servers (`host:port`, repeatable) that `dns_sd_configs` ask instead of those of
+    /// /etc/resolv.conf (promflow's extension).
+    #[arg(long = "discovery.dns-server")]
+    pub dns_servers: Vec<String>,
     /// Remote write message versions the receiver accepts.
     #[arg(
         long = "web.remote-write-receiver.accepted-protobuf-messages",

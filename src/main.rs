@@ -141,6 +141,16 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         .map_err(|e| format!("starting runtime: {e}"))?;
 
     let scrape = ScrapeManager::new(Arc::clone(&db), runtime.handle().clone());
+    if !flags.dns_servers.is_empty() {
+        let servers = flags
+            .dns_servers
+            .iter()
+            .map(|s| {
+                s.parse::<std::net::SocketAddr>().map_err(|e| format!("--discovery.dns-server={s}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        scrape.set_dns_servers(servers);
+    }
     let status = Arc::new(ServerStatus {
         version: COMPAT_VERSION.to_string(),
         config_yaml: RwLock::new(loaded.config.to_redacted_yaml()),

@@ -173,3 +173,74 @@ fn http_sd_targets_follow_the_endpoint_and_survive_its_failures() {
     });
     assert!(gone.is_some(), "the targets go when the endpoint lists none");
 }
+
+#[test]
+fn dns_sd_finds_srv_a_and_aaaa_targets_from_a_real_dns_server() {
+    let Some(dnsmasq) = peer("dnsmasq") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (port, dns_port) = (free_port(), free_port());
+    let mut dns = Command::new(dnsmasq)
+        .args([
+            "-d",
+            "-k",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+        ])
+        .arg(format!("--port={dns_port}"))
+        .arg(format!("--srv-host=_prom._tcp.example.test,localhost,{port}"))
+        .arg("--host-record=self.example.test,127.0.0.1")
+        .arg("--host-record=v6.example.test,::1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: dns-srv\n    dns_sd_configs: [{{names: [_prom._tcp.example.test], refresh_interval: 1s}}]\n    relabel_configs:\n      - {{source_labels: [__meta_dns_srv_record_target], target_label: srv_target}}\n  - job_name: dns-a\n    dns_sd_configs: [{{names: [self.example.test, v6.example.test], type: A, port: {port}, refresh_interval: 1s}}]\n  - job_name: dns-aaaa\n    dns_sd_configs: [{{names: [v6.example.test], type: AAAA, port: {port}, refresh_interval: 1s}}]\n"
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let s = start_promflow_with(
+        dir.path(),
+        &cfg,
+        port,
+        &[&format!("--discovery.dns-server=127.0.0.1:{dns_port}")],
+    );
+    let up = |q: &str| {
+        let (_, v) = s.get_json(&format!(
+            "/api/v1/query?query={}",
+            form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+        ));
+        result(&v).first().and_then(|r| r["value"][1].as_str().map(String::from))
+    };
+    let found = wait_for(Duration::from_secs(20), || {
+        (up("up{job=\"dns-srv\",srv_target=\"localhost.\"}")? == "1" && up("up{job=\"dns-a\"}")? == "1")
+            .then_some(())
+    });
+    assert!(found.is_some(), "the SRV and A targets are scraped: {:?}", s.get_json("/api/v1/targets").1);
+    let failures = || {
+        let (_, text) = s.get_text("/metrics");
+        let line =
+            text.lines().find(|l| l.starts_with("prometheus_sd_dns_lookup_failures_total "))?.to_string();
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    };
+    let before = failures().unwrap();
+    let _ = dns.kill();
+    let _ = dns.wait();
+    let (_, v) = s.get_json("/api/v1/targets");
+    let targets = v["data"]["activeTargets"].as_array().unwrap().clone();
+    let of = |job: &str| targets.iter().filter(|t| t["scrapePool"] == job).cloned().collect::<Vec<_>>();
+    assert_eq!(of("dns-srv")[0]["discoveredLabels"]["__address__"], format!("localhost:{port}"));
+    assert_eq!(of("dns-srv")[0]["discoveredLabels"]["__meta_dns_srv_record_port"], port.to_string());
+    // dnsmasq refuses the A question for a name it has only an AAAA record for: that name
+    // fails, and the other name of the entry is found all the same
+    assert_eq!(of("dns-a").len(), 1, "v6.example.test has no A record");
+    assert_eq!(of("dns-a")[0]["discoveredLabels"]["__meta_dns_name"], "self.example.test");
+    assert_eq!(of("dns-aaaa")[0]["discoveredLabels"]["__address__"], format!("[::1]:{port}"));
+    // the server is gone: lookups fail, and the targets stay
+    let failed = wait_for(Duration::from_secs(30), || (failures()? > before + 2.0).then_some(()));
+    assert!(failed.is_some(), "lookups of a server that is gone fail");
+    assert_eq!(target_health(&s, "dns-a").map(|h| h.0), Some("up".to_string()));
+}

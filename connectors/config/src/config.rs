@@ -1148,10 +1148,10 @@ pub struct Features {
 }
 
 impl Default for Features {
-    /// Static, file and HTTP discovery; nothing else.
+    /// Static, file, HTTP and DNS discovery; nothing else.
     fn default() -> Self {
         Features {
-            service_discoveries: ["static_configs", "file_sd_configs", "http_sd_configs"]
+            service_discoveries: ["static_configs", "file_sd_configs", "http_sd_configs", "dns_sd_configs"]
                 .into_iter()
                 .map(String::from)
                 .collect(),

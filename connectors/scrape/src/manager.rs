@@ -102,6 +102,9 @@ struct Counters {
     duplicate: AtomicU64,
     /// HTTP service discovery fetches that failed.
     sd_failures: AtomicU64,
+    /// DNS service discovery refreshes, and those that failed.
+    dns_lookups: AtomicU64,
+    dns_failures: AtomicU64,
 }
 
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
@@ -110,6 +113,8 @@ pub struct ScrapeManager {
     runtime: tokio::runtime::Handle,
     pools: Mutex<BTreeMap<String, Pool>>,
     counters: Arc<Counters>,
+    /// The DNS servers `dns_sd_configs` ask.
+    dns_servers: Mutex<Vec<std::net::SocketAddr>>,
 }
 
 impl ScrapeManager {
@@ -120,7 +125,16 @@ impl ScrapeManager {
             runtime,
             pools: Mutex::new(BTreeMap::new()),
             counters: Arc::new(Counters::default()),
+            dns_servers: Mutex::new(crate::dns_sd::system_servers()),
         })
+    }
+
+    /// Makes `dns_sd_configs` ask these servers instead of `/etc/resolv.conf`'s (for the
+    /// discoveries started from now on).
+    pub fn set_dns_servers(&self, servers: Vec<std::net::SocketAddr>) {
+        if let Ok(mut s) = self.dns_servers.lock() {
+            *s = servers;
+        }
     }
 
     /// Brings the pools in line with `cfg`: pools whose settings are unchanged keep their
@@ -180,7 +194,10 @@ impl ScrapeManager {
                     .unwrap_or_default();
                 stop_pool(old, |h| !still.contains(&h));
             }
-            if !sc.file_sd_configs.is_empty() || !sc.http_sd_configs.is_empty() {
+            if !sc.file_sd_configs.is_empty()
+                || !sc.http_sd_configs.is_empty()
+                || !sc.dns_sd_configs.is_empty()
+            {
                 let (tx, rx) = watch::channel(false);
                 if let Some(p) = pools.get_mut(&job) {
                     p.sd_stop = Some(tx);
@@ -193,6 +210,12 @@ impl ScrapeManager {
                 for (i, h) in http_sd.into_iter().enumerate() {
                     let source = format!("http/{i}");
                     self.runtime.spawn(http_sd_loop(Arc::clone(self), job.clone(), source, h, rx.clone()));
+                }
+                let servers = self.dns_servers.lock().map(|s| s.clone()).unwrap_or_default();
+                for (i, d) in sc.dns_sd_configs.iter().enumerate() {
+                    let source = format!("dns/{i}");
+                    let dns = (d.clone(), servers.clone());
+                    self.runtime.spawn(dns_sd_loop(Arc::clone(self), job.clone(), source, dns, rx.clone()));
                 }
             }
         }
@@ -341,6 +364,16 @@ impl ScrapeManager {
             "prometheus_sd_http_failures_total",
             "Number of HTTP service discovery refresh failures.",
             c.sd_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            "prometheus_sd_dns_lookups_total",
+            "The number of DNS-SD lookups.",
+            c.dns_lookups.load(Ordering::Relaxed),
+        );
+        counter(
+            "prometheus_sd_dns_lookup_failures_total",
+            "The number of DNS-SD lookup failures.",
+            c.dns_failures.load(Ordering::Relaxed),
         );
         let Ok(pools) = self.pools.lock() else { return };
         let _ = writeln!(out, "# HELP prometheus_target_scrape_pools_total Total number of scrape pool creation attempts.\n# TYPE prometheus_target_scrape_pools_total counter\nprometheus_target_scrape_pools_total {}", pools.len());
@@ -538,6 +571,45 @@ async fn http_sd_loop(
                 mgr.counters.sd_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(job = %job, url = %cfg.url, error = %e, "http_sd: fetch failed; keeping the last targets");
             }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.refresh_interval.max(Duration::from_millis(100))) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Looks one `dns_sd_configs` entry up every refresh interval; a failed lookup keeps the
+/// targets of the last good one.
+async fn dns_sd_loop(
+    mgr: Arc<ScrapeManager>,
+    job: String,
+    source: String,
+    (cfg, servers): (promflow_config::DnsSdConfig, Vec<std::net::SocketAddr>),
+    mut stop: watch::Receiver<bool>,
+) {
+    // per name: a name whose lookup fails keeps its last targets, the others follow theirs
+    let mut by_name: BTreeMap<String, Vec<(Vec<String>, Labels)>> = BTreeMap::new();
+    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    loop {
+        for name in &cfg.names {
+            mgr.counters.dns_lookups.fetch_add(1, Ordering::Relaxed);
+            match crate::dns_sd::discover(&servers, &cfg, name).await {
+                Ok(groups) => {
+                    by_name.insert(name.clone(), groups);
+                }
+                Err(e) => {
+                    mgr.counters.dns_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(job = %job, name = %name, error = %e, "dns_sd: lookup failed; keeping the last targets");
+                }
+            }
+        }
+        let groups: Vec<(Vec<String>, Labels)> = by_name.values().flatten().cloned().collect();
+        if last.as_ref() != Some(&groups) {
+            if let Ok(mut pools) = mgr.pools.lock() {
+                mgr.sync_group(&mut pools, &job, &source, groups.clone());
+            }
+            last = Some(groups);
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.refresh_interval.max(Duration::from_millis(100))) => {}
