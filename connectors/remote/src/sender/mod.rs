@@ -103,10 +103,6 @@ impl RemoteWriter {
         let mut wanted = Vec::new();
         for rw in &cfg.remote_write {
             for (set, what) in [
-                (
-                    rw.protobuf_message != "prometheus.WriteRequest",
-                    "protobuf_message (remote write 2.0): sent as 1.0",
-                ),
                 (rw.oauth2.is_some(), "oauth2: not implemented, requests go without it"),
                 (
                     rw.sigv4.is_some() || rw.azuread.is_some() || rw.google_iam.is_some(),
