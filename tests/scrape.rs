@@ -244,3 +244,158 @@ fn dns_sd_finds_srv_a_and_aaaa_targets_from_a_real_dns_server() {
     assert!(failed.is_some(), "lookups of a server that is gone fail");
     assert_eq!(target_health(&s, "dns-a").map(|h| h.0), Some("up".to_string()));
 }
+
+/// A Consul agent's HTTP API, as far as discovery reads it: `/v1/catalog/services` (with
+/// blocking queries on `X-Consul-Index`) and `/v1/health/service/<name>`, answering with
+/// bodies shaped as Consul's documented answers.
+struct ConsulServer {
+    /// (index, service → tags, service → health entries as JSON, fail the next catalog call)
+    state: std::sync::Arc<(std::sync::Mutex<ConsulState>, std::sync::Condvar)>,
+    port: u16,
+}
+
+#[derive(Default)]
+struct ConsulState {
+    index: u64,
+    services: std::collections::BTreeMap<String, (Vec<String>, String)>,
+    fail_next: bool,
+    blocked_calls: u64,
+}
+
+impl ConsulServer {
+    fn start() -> ConsulServer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let state = std::sync::Arc::new((
+            std::sync::Mutex::new(ConsulState { index: 1, ..Default::default() }),
+            std::sync::Condvar::new(),
+        ));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten().take(2000) {
+                let state = shared.clone();
+                std::thread::spawn(move || Self::answer(conn, &state));
+            }
+        });
+        ConsulServer { state, port }
+    }
+
+    fn answer(mut conn: std::net::TcpStream, state: &(std::sync::Mutex<ConsulState>, std::sync::Condvar)) {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).unwrap_or(0);
+        let request = String::from_utf8_lossy(&buf[..n]).to_string();
+        let target = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let param =
+            |k: &str| query.split('&').find_map(|p| p.strip_prefix(&format!("{k}="))).map(str::to_string);
+        let (lock, cvar) = state;
+        let mut st = lock.lock().unwrap();
+        let (code, body) = if path == "/v1/catalog/services" {
+            // a blocking query waits for the index to move past the one it names
+            if let Some(i) = param("index").and_then(|i| i.parse::<u64>().ok()).filter(|i| *i == st.index) {
+                st.blocked_calls += 1;
+                let wait =
+                    param("wait").and_then(|w| w.trim_end_matches("ms").parse::<u64>().ok()).unwrap_or(1000);
+                st = cvar.wait_timeout_while(st, Duration::from_millis(wait), |s| s.index == i).unwrap().0;
+            }
+            if std::mem::take(&mut st.fail_next) {
+                (500, "rpc error: No cluster leader".to_string())
+            } else {
+                let map: Vec<String> =
+                    st.services.iter().map(|(k, (tags, _))| format!("{k:?}: {tags:?}")).collect();
+                (200, format!("{{{}}}", map.join(", ")))
+            }
+        } else if let Some(name) = path.strip_prefix("/v1/health/service/") {
+            (200, st.services.get(name).map_or("[]".to_string(), |(_, entries)| entries.clone()))
+        } else {
+            (404, "not found".to_string())
+        };
+        let index = st.index;
+        drop(st);
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nX-Consul-Index: {index}\r\nX-Consul-Knownleader: true\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+
+    /// Registers (or replaces) `service` with one instance at `address:port`.
+    fn register(&self, service: &str, tags: &[&str], address: &str, port: u16) {
+        let entry = format!(
+            r#"[{{"Node": {{"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": "node-1", "Address": "{address}", "Datacenter": "dc1", "TaggedAddresses": {{"lan": "{address}", "wan": "198.18.0.1"}}, "Meta": {{"instance_type": "t2.medium"}}}},
+               "Service": {{"ID": "{service}-1", "Service": "{service}", "Tags": {tags:?}, "Address": "", "Meta": {{"version": "1.0"}}, "Port": {port}, "Namespace": ""}},
+               "Checks": [{{"Node": "node-1", "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing", "ServiceID": ""}}]}}]"#
+        );
+        self.change(|st| {
+            st.services.insert(service.to_string(), (tags.iter().map(|t| t.to_string()).collect(), entry));
+        });
+    }
+
+    fn change(&self, f: impl FnOnce(&mut ConsulState)) {
+        let (lock, cvar) = &*self.state;
+        let mut st = lock.lock().unwrap();
+        f(&mut st);
+        st.index += 1;
+        cvar.notify_all();
+    }
+}
+
+#[test]
+fn consul_sd_follows_the_catalog_with_blocking_queries() {
+    let consul = ConsulServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    consul.register("web", &["prod", "v1"], "127.0.0.1", port);
+    consul.register("batch", &["dev"], "127.0.0.1", 1);
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: consul\n    consul_sd_configs: [{{server: '127.0.0.1:{}', tags: [prod], refresh_interval: 30s}}]\n    relabel_configs:\n      - {{source_labels: [__meta_consul_service], target_label: service}}\n",
+        consul.port
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let s = start_promflow_with(dir.path(), &cfg, port, &[]);
+    let targets = || {
+        let (_, v) = s.get_json("/api/v1/targets");
+        v["data"]["activeTargets"].as_array().cloned().unwrap_or_default()
+    };
+    let up = wait_for(Duration::from_secs(20), || {
+        let (_, v) = s.get_json("/api/v1/query?query=up%7Bjob%3D%22consul%22%2Cservice%3D%22web%22%7D");
+        (result(&v).first()?["value"][1] == "1").then_some(())
+    });
+    assert!(up.is_some(), "the tagged service's instance is scraped: {:?}", targets());
+    let t = targets();
+    assert_eq!(t.len(), 1, "the service without the tag is left out");
+    let d = &t[0]["discoveredLabels"];
+    assert_eq!(d["__address__"], format!("127.0.0.1:{port}"));
+    assert_eq!(d["__meta_consul_tags"], ",prod,v1,");
+    assert_eq!(d["__meta_consul_health"], "passing");
+    assert_eq!(d["__meta_consul_dc"], "dc1");
+    assert_eq!(d["__meta_consul_metadata_instance_type"], "t2.medium");
+    assert_eq!(d["__meta_consul_service_metadata_version"], "1.0");
+    assert_eq!(d["__meta_consul_tagged_address_wan"], "198.18.0.1");
+
+    // a registration shows while discovery waits on the catalog (refresh_interval is 30 s)
+    let waited = wait_for(Duration::from_secs(10), || {
+        (consul.state.0.lock().unwrap().blocked_calls > 0).then_some(())
+    });
+    assert!(waited.is_some(), "discovery waits on the catalog's index");
+    consul.register("db", &["prod"], "127.0.0.2", 9104);
+    let shown = wait_for(Duration::from_secs(10), || (targets().len() == 2).then_some(()));
+    assert!(shown.is_some(), "the new service is a target before the refresh interval");
+    consul.change(|st| {
+        st.services.remove("db");
+    });
+    let gone = wait_for(Duration::from_secs(10), || (targets().len() == 1).then_some(()));
+    assert!(gone.is_some(), "a deregistered service's targets go");
+
+    // Consul failing: the targets stay, the failures are counted
+    consul.change(|st| st.fail_next = true);
+    let failed = wait_for(Duration::from_secs(10), || {
+        let (_, text) = s.get_text("/metrics");
+        text.lines()
+            .any(|l| l.starts_with("prometheus_sd_consul_rpc_failures_total ") && !l.ends_with(" 0"))
+            .then_some(())
+    });
+    assert!(failed.is_some());
+    assert_eq!(targets().len(), 1);
+}

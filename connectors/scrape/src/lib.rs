@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod consul_sd;
 pub mod dns_sd;
 pub mod exposition;
 pub mod file_sd;

@@ -105,6 +105,8 @@ struct Counters {
     /// DNS service discovery refreshes, and those that failed.
     dns_lookups: AtomicU64,
     dns_failures: AtomicU64,
+    /// Consul service discovery requests that failed.
+    consul_failures: AtomicU64,
 }
 
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
@@ -144,8 +146,9 @@ impl ScrapeManager {
         // Build every new or changed pool's client first, so that a bad TLS file refuses the
         // whole configuration before anything running is touched.
         type HttpSd = Vec<(promflow_config::HttpSdConfig, reqwest::Client)>;
-        let mut fresh: BTreeMap<String, (PoolSettings, &ScrapeConfig, reqwest::Client, HttpSd)> =
-            BTreeMap::new();
+        type ConsulSd = Vec<(promflow_config::ConsulSdConfig, reqwest::Client)>;
+        type Fresh<'c> = (PoolSettings, &'c ScrapeConfig, reqwest::Client, HttpSd, ConsulSd);
+        let mut fresh: BTreeMap<String, Fresh<'_>> = BTreeMap::new();
         let mut unchanged: Vec<&ScrapeConfig> = Vec::new();
         for sc in &cfg.scrape_configs {
             let settings = pool_settings(sc);
@@ -158,7 +161,12 @@ impl ScrapeManager {
                     let timeout = h.refresh_interval.max(Duration::from_secs(1));
                     http_sd.push((h.clone(), crate::client::http_client(&h.http_client(), timeout)?));
                 }
-                fresh.insert(sc.job_name.clone(), (settings, sc, client, http_sd));
+                let mut consul_sd = Vec::new();
+                for c in &sc.consul_sd_configs {
+                    let timeout = c.refresh_interval.max(Duration::from_secs(10));
+                    consul_sd.push((c.clone(), crate::client::http_client(&c.http_client(), timeout)?));
+                }
+                fresh.insert(sc.job_name.clone(), (settings, sc, client, http_sd, consul_sd));
             }
         }
         let removed: Vec<String> = pools
@@ -174,7 +182,7 @@ impl ScrapeManager {
         for sc in unchanged {
             self.sync_group(&mut pools, &sc.job_name, "static", static_groups(sc));
         }
-        for (job, (settings, sc, client, http_sd)) in fresh {
+        for (job, (settings, sc, client, http_sd, consul_sd)) in fresh {
             let old = pools.remove(&job);
             let pool = Pool {
                 settings,
@@ -194,10 +202,11 @@ impl ScrapeManager {
                     .unwrap_or_default();
                 stop_pool(old, |h| !still.contains(&h));
             }
-            if !sc.file_sd_configs.is_empty()
+            let discovers = !sc.file_sd_configs.is_empty()
                 || !sc.http_sd_configs.is_empty()
                 || !sc.dns_sd_configs.is_empty()
-            {
+                || !sc.consul_sd_configs.is_empty();
+            if discovers {
                 let (tx, rx) = watch::channel(false);
                 if let Some(p) = pools.get_mut(&job) {
                     p.sd_stop = Some(tx);
@@ -210,6 +219,10 @@ impl ScrapeManager {
                 for (i, h) in http_sd.into_iter().enumerate() {
                     let source = format!("http/{i}");
                     self.runtime.spawn(http_sd_loop(Arc::clone(self), job.clone(), source, h, rx.clone()));
+                }
+                for (i, c) in consul_sd.into_iter().enumerate() {
+                    let source = format!("consul/{i}");
+                    self.runtime.spawn(consul_sd_loop(Arc::clone(self), job.clone(), source, c, rx.clone()));
                 }
                 let servers = self.dns_servers.lock().map(|s| s.clone()).unwrap_or_default();
                 for (i, d) in sc.dns_sd_configs.iter().enumerate() {
@@ -364,6 +377,11 @@ impl ScrapeManager {
             "prometheus_sd_http_failures_total",
             "Number of HTTP service discovery refresh failures.",
             c.sd_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            "prometheus_sd_consul_rpc_failures_total",
+            "The number of Consul RPC call failures.",
+            c.consul_failures.load(Ordering::Relaxed),
         );
         counter(
             "prometheus_sd_dns_lookups_total",
@@ -574,6 +592,55 @@ async fn http_sd_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.refresh_interval.max(Duration::from_millis(100))) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Follows one `consul_sd_configs` entry: a round waits on the catalog for a change (or the
+/// refresh interval); a failed round keeps the last targets and is retried after a pause.
+async fn consul_sd_loop(
+    mgr: Arc<ScrapeManager>,
+    job: String,
+    source: String,
+    (cfg, client): (promflow_config::ConsulSdConfig, reqwest::Client),
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    let mut index = 0u64;
+    let pause = cfg.refresh_interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let started = std::time::Instant::now();
+        let round = tokio::select! {
+            r = crate::consul_sd::round(&client, &cfg, index) => r,
+            _ = stop.changed() => return,
+        };
+        let mut wait = Duration::ZERO;
+        match round {
+            Ok(r) => {
+                if last.as_ref() != Some(&r.groups) {
+                    if let Ok(mut pools) = mgr.pools.lock() {
+                        mgr.sync_group(&mut pools, &job, &source, r.groups.clone());
+                    }
+                    last = Some(r.groups);
+                }
+                // an index that goes back (a restarted server) starts the wait over; an answer
+                // that did not wait (no change, no blocking) is not asked again at once
+                let same = r.index == index;
+                index = if r.index < index { 0 } else { r.index };
+                if same && started.elapsed() < pause {
+                    wait = cfg.refresh_interval;
+                }
+            }
+            Err(e) => {
+                mgr.counters.consul_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(job = %job, server = %cfg.server, error = %e, "consul_sd: request failed; keeping the last targets");
+                index = 0;
+                wait = pause;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }
