@@ -550,19 +550,34 @@ async fn file_sd_loop(
         .unwrap_or(Duration::from_secs(300))
         .max(Duration::from_millis(100));
     let patterns: Vec<String> = files.into_iter().flat_map(|(f, _)| f).collect();
-    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    let mut sink = SdSink { mgr, job, source: "file".into(), last: None };
     loop {
-        let groups = crate::file_sd::read_groups(&patterns);
-        if last.as_ref() != Some(&groups) {
-            if let Ok(mut pools) = mgr.pools.lock() {
-                mgr.sync_group(&mut pools, &job, "file", groups.clone());
-            }
-            last = Some(groups);
-        }
+        sink.publish(crate::file_sd::read_groups(&patterns));
         tokio::select! {
             _ = tokio::time::sleep(refresh) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Where a discovery hands its target groups: the pool of `job`, as `source`'s part of it,
+/// when they changed.
+struct SdSink {
+    mgr: Arc<ScrapeManager>,
+    job: String,
+    source: String,
+    last: Option<Vec<(Vec<String>, Labels)>>,
+}
+
+impl SdSink {
+    fn publish(&mut self, groups: Vec<(Vec<String>, Labels)>) {
+        if self.last.as_ref() == Some(&groups) {
+            return;
+        }
+        if let Ok(mut pools) = self.mgr.pools.lock() {
+            self.mgr.sync_group(&mut pools, &self.job, &self.source, groups.clone());
+        }
+        self.last = Some(groups);
     }
 }
 
@@ -575,19 +590,13 @@ async fn http_sd_loop(
     (cfg, client): (promflow_config::HttpSdConfig, reqwest::Client),
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    let mut sink = SdSink { mgr, job, source, last: None };
     loop {
         match crate::http_sd::fetch(&client, &cfg).await {
-            Ok(groups) if last.as_ref() != Some(&groups) => {
-                if let Ok(mut pools) = mgr.pools.lock() {
-                    mgr.sync_group(&mut pools, &job, &source, groups.clone());
-                }
-                last = Some(groups);
-            }
-            Ok(_) => {}
+            Ok(groups) => sink.publish(groups),
             Err(e) => {
-                mgr.counters.sd_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(job = %job, url = %cfg.url, error = %e, "http_sd: fetch failed; keeping the last targets");
+                sink.mgr.counters.sd_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(job = %sink.job, url = %cfg.url, error = %e, "http_sd: fetch failed; keeping the last targets");
             }
         }
         tokio::select! {
@@ -606,7 +615,7 @@ async fn consul_sd_loop(
     (cfg, client): (promflow_config::ConsulSdConfig, reqwest::Client),
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    let mut sink = SdSink { mgr, job, source, last: None };
     let mut index = 0u64;
     let pause = cfg.refresh_interval.clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
@@ -618,12 +627,7 @@ async fn consul_sd_loop(
         let mut wait = Duration::ZERO;
         match round {
             Ok(r) => {
-                if last.as_ref() != Some(&r.groups) {
-                    if let Ok(mut pools) = mgr.pools.lock() {
-                        mgr.sync_group(&mut pools, &job, &source, r.groups.clone());
-                    }
-                    last = Some(r.groups);
-                }
+                sink.publish(r.groups);
                 // an index that goes back (a restarted server) starts the wait over; an answer
                 // that did not wait (no change, no blocking) is not asked again at once
                 let same = r.index == index;
@@ -633,8 +637,8 @@ async fn consul_sd_loop(
                 }
             }
             Err(e) => {
-                mgr.counters.consul_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(job = %job, server = %cfg.server, error = %e, "consul_sd: request failed; keeping the last targets");
+                sink.mgr.counters.consul_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(job = %sink.job, server = %cfg.server, error = %e, "consul_sd: request failed; keeping the last targets");
                 index = 0;
                 wait = pause;
             }
@@ -657,27 +661,22 @@ async fn dns_sd_loop(
 ) {
     // per name: a name whose lookup fails keeps its last targets, the others follow theirs
     let mut by_name: BTreeMap<String, Vec<(Vec<String>, Labels)>> = BTreeMap::new();
-    let mut last: Option<Vec<(Vec<String>, Labels)>> = None;
+    let mut sink = SdSink { mgr, job, source, last: None };
     loop {
         for name in &cfg.names {
-            mgr.counters.dns_lookups.fetch_add(1, Ordering::Relaxed);
+            let counters = &sink.mgr.counters;
+            counters.dns_lookups.fetch_add(1, Ordering::Relaxed);
             match crate::dns_sd::discover(&servers, &cfg, name).await {
                 Ok(groups) => {
                     by_name.insert(name.clone(), groups);
                 }
                 Err(e) => {
-                    mgr.counters.dns_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(job = %job, name = %name, error = %e, "dns_sd: lookup failed; keeping the last targets");
+                    counters.dns_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(job = %sink.job, name = %name, error = %e, "dns_sd: lookup failed; keeping the last targets");
                 }
             }
         }
-        let groups: Vec<(Vec<String>, Labels)> = by_name.values().flatten().cloned().collect();
-        if last.as_ref() != Some(&groups) {
-            if let Ok(mut pools) = mgr.pools.lock() {
-                mgr.sync_group(&mut pools, &job, &source, groups.clone());
-            }
-            last = Some(groups);
-        }
+        sink.publish(by_name.values().flatten().cloned().collect());
         tokio::select! {
             _ = tokio::time::sleep(cfg.refresh_interval.max(Duration::from_millis(100))) => {}
             _ = stop.changed() => return,
