@@ -1148,19 +1148,13 @@ pub struct Features {
 }
 
 impl Default for Features {
-    /// Static, file, HTTP, DNS and Consul discovery; nothing else.
+    /// Static and file discovery; nothing else.
     fn default() -> Self {
         Features {
-            service_discoveries: [
-                "static_configs",
-                "file_sd_configs",
-                "http_sd_configs",
-                "dns_sd_configs",
-                "consul_sd_configs",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            service_discoveries: ["static_configs", "file_sd_configs"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             remote_write: false,
             remote_read: false,
             alertmanagers: false,
