@@ -6,12 +6,23 @@ use std::collections::BTreeMap;
 use promflow_storage::Labels;
 use serde::Deserialize;
 
+/// A target group as file and HTTP discovery read it: `{"targets": [...], "labels": {...}}`.
 #[derive(Deserialize)]
-struct Group {
+pub(crate) struct Group {
     #[serde(default)]
     targets: Vec<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+impl Group {
+    /// The group's targets and labels, with `meta` (the discovery's `__meta_*` label) set to
+    /// `value`.
+    pub(crate) fn labelled(self, meta: &str, value: &str) -> (Vec<String>, Labels) {
+        let mut labels = Labels::from_pairs(self.labels);
+        labels.set(meta, value);
+        (self.targets, labels)
+    }
 }
 
 /// Reads every file matching `patterns`; a file that cannot be read or parsed is skipped
@@ -35,11 +46,7 @@ pub fn read_groups(patterns: &[String]) -> Vec<(Vec<String>, Labels)> {
             };
             match parsed {
                 Ok(groups) => {
-                    for g in groups {
-                        let mut labels = Labels::from_pairs(g.labels);
-                        labels.set("__meta_filepath", &file);
-                        out.push((g.targets, labels));
-                    }
+                    out.extend(groups.into_iter().map(|g| g.labelled("__meta_filepath", &file)));
                 }
                 Err(e) => tracing::warn!(file = %file, error = %e, "file_sd: cannot parse file"),
             }

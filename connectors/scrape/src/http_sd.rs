@@ -3,19 +3,10 @@
 //! gets `__meta_url`. As in Prometheus, a failed fetch (network, status other than 200, a
 //! body that is not such a list) keeps the targets of the last good one.
 
-use std::collections::BTreeMap;
-
 use promflow_config::HttpSdConfig;
 use promflow_storage::Labels;
-use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct Group {
-    #[serde(default)]
-    targets: Vec<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
+use crate::file_sd::Group;
 
 /// Fetches the target groups of one `http_sd_configs` entry.
 pub async fn fetch(
@@ -40,12 +31,5 @@ pub async fn fetch(
     }
     let body = resp.bytes().await.map_err(|e| e.to_string())?;
     let groups: Vec<Group> = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    Ok(groups
-        .into_iter()
-        .map(|g| {
-            let mut labels = Labels::from_pairs(g.labels);
-            labels.set("__meta_url", &cfg.url);
-            (g.targets, labels)
-        })
-        .collect())
+    Ok(groups.into_iter().map(|g| g.labelled("__meta_url", &cfg.url)).collect())
 }

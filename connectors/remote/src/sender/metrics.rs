@@ -157,32 +157,25 @@ pub(crate) fn write(
             );
         }
     }
-    family(
-        out,
-        "prometheus_wal_watcher_record_decode_failures_total",
-        "counter",
-        "Number of records read by the WAL watcher that resulted in an error when decoding.",
-    );
-    for (l, m) in queues {
-        let _ = writeln!(
-            out,
-            "prometheus_wal_watcher_record_decode_failures_total{{consumer=\"{}\"}} {}",
-            l.name,
-            m.corruptions.load(Ordering::Relaxed)
-        );
-    }
-    family(
-        out,
-        "prometheus_wal_watcher_current_segment",
-        "gauge",
-        "Current segment the WAL watcher is reading records from.",
-    );
-    for (l, m) in queues {
-        let _ = writeln!(
-            out,
-            "prometheus_wal_watcher_current_segment{{consumer=\"{}\"}} {}",
-            l.name,
-            m.current_segment.load(Ordering::Relaxed)
-        );
+    type PerConsumer = fn(&QueueMetrics) -> u64;
+    let per_consumer: [(&str, &str, &str, PerConsumer); 2] = [
+        (
+            "prometheus_wal_watcher_record_decode_failures_total",
+            "counter",
+            "Number of records read by the WAL watcher that resulted in an error when decoding.",
+            |m| m.corruptions.load(Ordering::Relaxed),
+        ),
+        (
+            "prometheus_wal_watcher_current_segment",
+            "gauge",
+            "Current segment the WAL watcher is reading records from.",
+            |m| m.current_segment.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in per_consumer {
+        family(out, name, kind, help);
+        for (l, m) in queues {
+            let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", l.name, get(m));
+        }
     }
 }
