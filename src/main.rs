@@ -37,8 +37,14 @@ fn load_config(
     external_url: &str,
     event_mode: bool,
 ) -> Result<(promflow_config::LoadedConfig, Vec<GroupSpec>), String> {
-    let discoveries =
-        ["static_configs", "file_sd_configs", "http_sd_configs", "dns_sd_configs", "consul_sd_configs"];
+    let discoveries = [
+        "static_configs",
+        "file_sd_configs",
+        "http_sd_configs",
+        "dns_sd_configs",
+        "consul_sd_configs",
+        "kubernetes_sd_configs",
+    ];
     let features = promflow_config::Features {
         rules: true,
         alertmanagers: true,

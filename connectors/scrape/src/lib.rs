@@ -8,6 +8,7 @@ pub mod dns_sd;
 pub mod exposition;
 pub mod file_sd;
 pub mod http_sd;
+pub mod kubernetes_sd;
 mod manager;
 pub mod push;
 

@@ -107,6 +107,8 @@ struct Counters {
     dns_failures: AtomicU64,
     /// Consul service discovery requests that failed.
     consul_failures: AtomicU64,
+    /// Kubernetes service discovery's events and failed requests.
+    kubernetes: Arc<crate::kubernetes_sd::Counters>,
 }
 
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
@@ -205,7 +207,8 @@ impl ScrapeManager {
             let discovers = !sc.file_sd_configs.is_empty()
                 || !sc.http_sd_configs.is_empty()
                 || !sc.dns_sd_configs.is_empty()
-                || !sc.consul_sd_configs.is_empty();
+                || !sc.consul_sd_configs.is_empty()
+                || !sc.kubernetes_sd_configs.is_empty();
             if discovers {
                 let (tx, rx) = watch::channel(false);
                 if let Some(p) = pools.get_mut(&job) {
@@ -223,6 +226,18 @@ impl ScrapeManager {
                 for (i, c) in consul_sd.into_iter().enumerate() {
                     let source = format!("consul/{i}");
                     self.runtime.spawn(consul_sd_loop(Arc::clone(self), job.clone(), source, c, rx.clone()));
+                }
+                for (i, k) in sc.kubernetes_sd_configs.iter().enumerate() {
+                    let mut sink = SdSink {
+                        mgr: Arc::clone(self),
+                        job: job.clone(),
+                        source: format!("kubernetes/{i}"),
+                        last: None,
+                    };
+                    let counters = Arc::clone(&self.counters.kubernetes);
+                    let run =
+                        crate::kubernetes_sd::run(k.clone(), counters, rx.clone(), move |g| sink.publish(g));
+                    self.runtime.spawn(run);
                 }
                 let servers = self.dns_servers.lock().map(|s| s.clone()).unwrap_or_default();
                 for (i, d) in sc.dns_sd_configs.iter().enumerate() {
@@ -393,6 +408,7 @@ impl ScrapeManager {
             "The number of DNS-SD lookup failures.",
             c.dns_failures.load(Ordering::Relaxed),
         );
+        c.kubernetes.write_metrics(out);
         let Ok(pools) = self.pools.lock() else { return };
         let _ = writeln!(out, "# HELP prometheus_target_scrape_pools_total Total number of scrape pool creation attempts.\n# TYPE prometheus_target_scrape_pools_total counter\nprometheus_target_scrape_pools_total {}", pools.len());
         let _ = writeln!(out, "# HELP prometheus_sd_discovered_targets Current number of discovered targets.\n# TYPE prometheus_sd_discovered_targets gauge");

@@ -201,9 +201,9 @@ fn grouping_key(path: &str) -> Result<Labels, PushError> {
         let (name, value) = match pair[0].strip_suffix("@base64") {
             Some(name) => (
                 name,
-                base64url(pair[1]).ok_or_else(|| {
-                    PushError::BadGroup(format!("invalid base64 encoding in label value {:?}", pair[1]))
-                })?,
+                crate::client::base64_decode(pair[1]).and_then(|b| String::from_utf8(b).ok()).ok_or_else(
+                    || PushError::BadGroup(format!("invalid base64 encoding in label value {:?}", pair[1])),
+                )?,
             ),
             None => (pair[0], pair[1].to_string()),
         };
@@ -222,31 +222,6 @@ fn grouping_key(path: &str) -> Result<Labels, PushError> {
         return Err(PushError::BadGroup("job name is required".into()));
     }
     Ok(Labels::from_pairs(pairs))
-}
-
-/// Decodes base64url (padding optional); `=` alone is the empty string.
-fn base64url(s: &str) -> Option<String> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | v as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The families of a pushed body, each sample's labels with the grouping labels (which win)
