@@ -49,6 +49,7 @@ fn load_config(
         rules: true,
         alertmanagers: true,
         remote_write: true,
+        remote_read: true,
         service_discoveries: discoveries.into_iter().map(String::from).collect(),
         ..Default::default()
     };
@@ -184,6 +185,8 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     });
     let remote_write = promflow_remote::RemoteWriter::new(Arc::clone(&db), runtime.handle().clone());
     remote_write.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
+    let remote_read = Arc::new(promflow_remote::reader::RemoteReaders::new());
+    remote_read.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
     // views remove metric names at once; with delayed removal every rule runs in batch. Views
     // run in tick mode too, for groups that choose `evaluation_mode: event`.
@@ -249,6 +252,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         let rule_manager = Arc::clone(&rule_manager);
         let notifier = Arc::clone(&notifier);
         let remote_write = Arc::clone(&remote_write);
+        let remote_read = Arc::clone(&remote_read);
         let push = push.clone();
         let external_url = flags.external_url.clone();
         let event_mode = flags.rules_evaluation_mode == "event";
@@ -258,6 +262,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 scrape.apply(&l.config).map_err(|e| e.to_string())?;
                 notifier.apply(&l.config).map_err(|e| e.to_string())?;
                 remote_write.apply(&l.config).map_err(|e| e.to_string())?;
+                remote_read.apply(&l.config).map_err(|e| e.to_string())?;
                 if let Some(push) = &push {
                     push.set_interval(l.config.global.scrape_interval);
                 }
@@ -292,6 +297,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         rules: Arc::clone(&rule_manager),
         notifier: Arc::clone(&notifier),
         remote_write: Arc::clone(&remote_write),
+        remote_read: Arc::clone(&remote_read),
         query: QuerySettings {
             lookback_delta: flags.lookback_delta,
             timeout: flags.query_timeout,

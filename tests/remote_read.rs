@@ -155,3 +155,99 @@ fn a_remote_read_returns_every_sample_with_the_external_labels_within_the_sample
     let ok = wait_for(Duration::from_secs(5), || (read(&promflow, &req).0 == 200).then_some(()));
     assert!(ok.is_some());
 }
+
+/// `series` samples every minute over `minutes` (inclusive), ending `ago_end` minutes ago.
+fn minutes(name: &str, i: &str, (ago_start, ago_end): (i64, i64), now: i64) -> promflow_remote::TimeSeries {
+    let points: Vec<(i64, f64)> = (ago_end..=ago_start).rev().map(|m| (now - m * 60_000, m as f64)).collect();
+    series(&[("__name__", name), ("i", i)], &points)
+}
+
+/// The value of a one-series instant query, or "" when it has none.
+fn value(s: &Server, q: &str) -> (String, Vec<String>) {
+    let path =
+        format!("/api/v1/query?query={}", form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
+    let (code, v) = s.get_json(&path);
+    assert_eq!(code, 200, "{q}: {v}");
+    let warnings =
+        v["warnings"].as_array().map(|w| w.iter().map(|x| x.to_string()).collect()).unwrap_or_default();
+    let value =
+        result(&v).first().map(|r| r["value"][1].as_str().unwrap_or("").to_string()).unwrap_or_default();
+    (value, warnings)
+}
+
+#[test]
+fn promflow_queries_read_prometheus_as_remote_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    // Prometheus 2.42 holds the older history, with the external label both servers share
+    let prom_dir = dir.path().join("prom");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let Some(prom) = start_prometheus(&prom_dir, "global:\n  external_labels: {region: eu}\n") else {
+        return;
+    };
+    let now = now_ms() / 60_000 * 60_000;
+    let old = vec![
+        minutes("hist", "0", (50, 30), now),
+        minutes("hist", "1", (50, 30), now),
+        minutes("archived_only", "0", (45, 40), now),
+        minutes("recent_remote", "0", (6, 5), now),
+    ];
+    let (code, body) = remote_write(&prom, old);
+    assert!(code / 100 == 2, "{code} {body}");
+
+    // promflow holds the last 20 minutes
+    let read_config = |extra: &str| {
+        format!(
+            "global:\n  external_labels: {{region: eu}}\nremote_read:\n  - url: {}\n    name: archive\n{extra}",
+            prom.url("/api/v1/read")
+        )
+    };
+    let pf_dir = dir.path().join("pf");
+    std::fs::create_dir_all(&pf_dir).unwrap();
+    let promflow = start_promflow(&pf_dir, &read_config(""), &["--web.enable-remote-write-receiver"]);
+    let local = vec![minutes("hist", "0", (20, 0), now), minutes("hist", "1", (20, 0), now)];
+    let (code, body) = remote_write(&promflow, local);
+    assert_eq!(code, 204, "{body}");
+
+    // local and remote samples of the same series merge; series only the remote has appear,
+    // without the external label the request added
+    let (n, warnings) = value(&promflow, "count_over_time(hist{i=\"0\"}[1h])");
+    assert_eq!(n, "42", "21 remote + 21 local samples");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let path = format!("/api/v1/query?query=archived_only&time={}", (now - 40 * 60_000) / 1000);
+    let (_, v) = promflow.get_json(&path);
+    let r = result(&v);
+    assert_eq!(r.len(), 1, "{v}");
+    assert_eq!(r[0]["metric"], serde_json::json!({"__name__": "archived_only", "i": "0"}));
+    assert_eq!(value(&promflow, "count(count_over_time(hist[1h]))").0, "2");
+    // without read_recent, what is newer than promflow's oldest sample is not asked for
+    assert_eq!(value(&promflow, "count_over_time(recent_remote[10m])").0, "");
+
+    // reloaded with read_recent and a required matcher: recent data comes, but only for
+    // selections that carry the matcher
+    std::fs::write(
+        pf_dir.join("prometheus.yml"),
+        read_config("    read_recent: true\n    required_matchers: {i: \"0\"}\n"),
+    )
+    .unwrap();
+    promflow.signal("HUP");
+    let recent = wait_for(Duration::from_secs(10), || {
+        (value(&promflow, "count_over_time(recent_remote{i=\"0\"}[10m])").0 == "2").then_some(())
+    });
+    assert!(recent.is_some(), "read_recent brings the remote's recent samples");
+    assert_eq!(
+        value(&promflow, "count_over_time(recent_remote[10m])").0,
+        "",
+        "no required matcher, no remote read"
+    );
+    assert_eq!(
+        value(&promflow, "count_over_time(hist{i=\"1\"}[1h])").0,
+        "21",
+        "i=1 is not sent to the endpoint"
+    );
+
+    // the endpoint gone: queries answer from local storage, with a warning naming it
+    drop(prom);
+    let (n, warnings) = value(&promflow, "count_over_time(hist{i=\"0\"}[1h])");
+    assert_eq!(n, "21");
+    assert!(warnings.iter().any(|w| w.contains("remote_read archive")), "{warnings:?}");
+}

@@ -561,6 +561,14 @@ impl Db {
         Some(self.head_max.load(Ordering::Relaxed)).filter(|t| *t != Timestamp::MIN)
     }
 
+    /// The oldest sample time local storage holds: the oldest block's start, else the head's
+    /// oldest sample; `None` when empty. Remote read skips what is newer unless asked for
+    /// recent data.
+    pub fn oldest_sample_time(&self) -> Option<Timestamp> {
+        let oldest_block = read(&self.blocks).first().map(|b| b.meta().min_time);
+        oldest_block.or_else(|| read(&self.head).min_time())
+    }
+
     /// The `promflow/` folder this database lives in.
     pub fn dir(&self) -> &Path {
         &self.dir

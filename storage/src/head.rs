@@ -234,6 +234,13 @@ pub(crate) struct Head {
     max_time: Option<Timestamp>,
 }
 
+impl Head {
+    /// The oldest sample the head holds, if any.
+    pub(crate) fn min_time(&self) -> Option<Timestamp> {
+        self.min_time
+    }
+}
+
 fn full_range(mint: Timestamp, maxt: Timestamp) -> bool {
     mint == Timestamp::MIN && maxt == Timestamp::MAX
 }

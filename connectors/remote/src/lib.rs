@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod read;
+pub mod reader;
 pub mod sender;
 mod wire;
 
@@ -12,7 +13,8 @@ pub use wire::RequestView;
 use promflow_storage::{Appender, LabelsRef};
 use prost::Message;
 
-/// Errors decoding or applying a remote-write request.
+/// Errors of remote storage: decoding or applying a remote-write request, setting up an
+/// endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The body is not snappy block-compressed.
@@ -30,6 +32,10 @@ pub enum Error {
     /// Storage refused a sample.
     #[error("{0}")]
     Storage(#[from] promflow_storage::Error),
+    /// The HTTP client of a remote endpoint (named first) could not be built from its
+    /// settings.
+    #[error("{0}: {1}")]
+    Client(String, String),
 }
 
 /// `prometheus.WriteRequest`.

@@ -136,6 +136,13 @@ pub(crate) fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
     }
 }
 
+/// The storage queries read: promflow's own, and the `remote_read` endpoints (only the
+/// local one when there are none). Blocks on the endpoints: use from `spawn_blocking`.
+fn fanout(state: &AppState, runtime: tokio::runtime::Handle) -> promflow_remote::reader::Fanout<'_> {
+    let oldest = state.db.oldest_sample_time();
+    promflow_remote::reader::Fanout::new(state.db.as_ref(), oldest, state.remote_read.current(), runtime)
+}
+
 fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_engine::Plan, ApiError> {
     promflow_promql::compile(q, opts).map_err(|e| match e {
         promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
@@ -148,9 +155,19 @@ async fn run_query(
     plan: promflow_engine::Plan,
     opts: QueryOptions,
 ) -> Result<Evaluation, ApiError> {
-    let res = tokio::task::spawn_blocking(move || promflow_engine::evaluate(&plan, state.db.as_ref(), &opts))
-        .await
-        .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
+    let runtime = tokio::runtime::Handle::current();
+    let res = tokio::task::spawn_blocking(move || {
+        let storage = fanout(&state, runtime);
+        let mut res = promflow_engine::evaluate(&plan, &storage, &opts);
+        if let Ok(r) = &mut res {
+            for w in storage.warnings() {
+                r.annotations.add(Level::Warning, w, None);
+            }
+        }
+        res
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
     res.map_err(|e| match e {
         promflow_engine::Error::Timeout(_) => ApiError::timeout(e.to_string()),
         promflow_engine::Error::Storage(_) => ApiError::internal(e.to_string()),
@@ -409,10 +426,19 @@ async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Byt
     }
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
-    let mut all: Vec<Labels> = Vec::new();
-    for m in &sels {
-        all.extend(state.db.series(m, mint, maxt).map_err(storage_err)?);
-    }
+    // the remote_read endpoints are asked too, off the async workers
+    let runtime = tokio::runtime::Handle::current();
+    let found = tokio::task::spawn_blocking(move || {
+        let storage = fanout(&state, runtime);
+        let mut all: Vec<Labels> = Vec::new();
+        for m in &sels {
+            all.extend(storage.series(m, mint, maxt)?);
+        }
+        Ok::<_, promflow_storage::Error>(all)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("series lookup panicked: {e}")))?;
+    let mut all = found.map_err(storage_err)?;
     all.sort();
     all.dedup();
     Ok(success(Value::Array(truncate(all, limit).iter().map(labels_json).collect())))

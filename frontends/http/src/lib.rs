@@ -158,6 +158,8 @@ pub struct AppState {
     pub notifier: Arc<promflow_notifier::Notifier>,
     /// The remote-write queues, for their `prometheus_remote_storage_*` metrics.
     pub remote_write: Arc<promflow_remote::RemoteWriter>,
+    /// The `remote_read` endpoints queries also read from.
+    pub remote_read: Arc<promflow_remote::reader::RemoteReaders>,
     /// Query settings.
     pub query: QuerySettings,
     /// Server status.

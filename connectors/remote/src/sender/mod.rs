@@ -46,14 +46,6 @@ const RESHARD_EVERY: Duration = Duration::from_secs(10);
 /// then count as sent); what was not sent is read again from the saved position.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// Errors starting a queue.
-#[derive(Debug, thiserror::Error)]
-pub enum SenderError {
-    /// The HTTP client could not be built from the endpoint's settings.
-    #[error("remote_write {0}: {1}")]
-    Client(String, String),
-}
-
 /// The remote-write queues of the running configuration.
 pub struct RemoteWriter {
     db: Arc<Db>,
@@ -97,7 +89,7 @@ impl RemoteWriter {
     /// Makes the queues those of `cfg`: an endpoint whose settings (and the external labels)
     /// are unchanged keeps running; the others stop, saving their place, and start again
     /// from it with the new settings.
-    pub fn apply(&self, cfg: &Config) -> Result<(), SenderError> {
+    pub fn apply(&self, cfg: &Config) -> Result<(), crate::Error> {
         let external = cfg.global.external_labels.clone();
         // build every client first: a bad one changes nothing
         let mut wanted = Vec::new();
@@ -119,7 +111,7 @@ impl RemoteWriter {
             }
             let timeout = rw.remote_timeout.max(Duration::from_millis(1));
             let client = promflow_scrape::client::http_client(&rw.http_client(), timeout)
-                .map_err(|e| SenderError::Client(rw.url.clone(), e.to_string()))?;
+                .map_err(|e| crate::Error::Client(format!("remote_write {}", rw.url), e.to_string()))?;
             wanted.push((rw.clone(), client));
         }
         let mut queues = self.queues();

@@ -1,0 +1,330 @@
+//! Reading from `remote_read` endpoints in queries: [`RemoteReaders`] holds the configured
+//! endpoints, and [`Fanout`] is the querier a query runs on — promflow's own storage merged
+//! with what the endpoints answer, as Prometheus's fanout storage does.
+//!
+//! Per endpoint and selection: a query is sent only if it has every `required_matchers`
+//! pair as an equality matcher; without `read_recent`, only the part of the range older than
+//! the oldest local sample is asked for (nothing when the range is all local); the external
+//! labels are added as equality matchers the query lacks, and taken off the answer's series
+//! (`filter_external_labels`, default on). Series with the same labels from several places
+//! are merged, local samples winning at equal timestamps. An endpoint that fails does not
+//! fail the query: its error becomes a warning of the answer, as in Prometheus.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use promflow_config::{Config, RemoteReadConfig};
+use promflow_storage::{Labels, MatchOp, Matcher, Querier, Samples, Series, Timestamp};
+
+use crate::read::{LabelMatcher, MatcherType, Query, ReadRequest, ReadResponse, ResponseType};
+use crate::Error;
+
+/// One `remote_read` endpoint.
+pub struct RemoteReader {
+    config: RemoteReadConfig,
+    client: reqwest::Client,
+    external: Labels,
+}
+
+impl RemoteReader {
+    /// The endpoint's name (its URL when unnamed).
+    pub fn name(&self) -> &str {
+        if self.config.name.is_empty() {
+            &self.config.url
+        } else {
+            &self.config.name
+        }
+    }
+
+    /// Whether a selection with `matchers` over `mint..=maxt` goes to this endpoint, and
+    /// over which range: `None` when it does not.
+    fn range_for(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        oldest_local: Option<Timestamp>,
+    ) -> Option<(Timestamp, Timestamp)> {
+        let has_required = self.config.required_matchers.iter().all(|(name, value)| {
+            matchers.iter().any(|m| m.op == MatchOp::Equal && m.name == *name && m.value == *value)
+        });
+        if !has_required {
+            return None;
+        }
+        match oldest_local {
+            Some(oldest) if !self.config.read_recent => (mint < oldest).then(|| (mint, maxt.min(oldest))),
+            _ => Some((mint, maxt)),
+        }
+    }
+
+    /// The series the endpoint has for `matchers` in `mint..=maxt`, external labels taken off.
+    async fn read(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, String> {
+        let mut wire: Vec<LabelMatcher> = matchers.iter().map(to_wire).collect();
+        let mut added = Vec::new();
+        if self.config.filter_external_labels {
+            for l in &self.external {
+                if !matchers.iter().any(|m| m.name == l.name) {
+                    wire.push(LabelMatcher {
+                        r#type: MatcherType::Eq as i32,
+                        name: l.name.clone(),
+                        value: l.value.clone(),
+                    });
+                    added.push(l.name.clone());
+                }
+            }
+        }
+        let query = Query { start_timestamp_ms: mint, end_timestamp_ms: maxt, matchers: wire, hints: None };
+        let request =
+            ReadRequest { queries: vec![query], accepted_response_types: vec![ResponseType::Samples as i32] };
+        let mut post = self
+            .client
+            .post(&self.config.url)
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Read-Version", "0.1.0")
+            .body(request.encode_body());
+        for (k, v) in &self.config.headers {
+            post = post.header(k, v);
+        }
+        let resp = post.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
+            return Err(format!("{status}: {text}"));
+        }
+        let answer = ReadResponse::decode_body(&body).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for ts in answer.results.into_iter().flat_map(|r| r.timeseries) {
+            let mut labels = Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value)));
+            for name in &added {
+                labels.remove(name);
+            }
+            let (t, v): (Vec<i64>, Vec<f64>) = ts.samples.iter().map(|s| (s.timestamp, s.value)).unzip();
+            out.push(Series { labels, samples: Samples::new(t, v) });
+        }
+        Ok(out)
+    }
+}
+
+fn to_wire(m: &Matcher) -> LabelMatcher {
+    let ty = match m.op {
+        MatchOp::Equal => MatcherType::Eq,
+        MatchOp::NotEqual => MatcherType::Neq,
+        MatchOp::Regex => MatcherType::Re,
+        MatchOp::NotRegex => MatcherType::Nre,
+    };
+    LabelMatcher { r#type: ty as i32, name: m.name.clone(), value: m.value.clone() }
+}
+
+/// The configured `remote_read` endpoints; replaced as a whole on reload.
+#[derive(Default)]
+pub struct RemoteReaders {
+    readers: RwLock<Vec<Arc<RemoteReader>>>,
+}
+
+impl RemoteReaders {
+    /// No endpoints.
+    pub fn new() -> RemoteReaders {
+        RemoteReaders::default()
+    }
+
+    /// Takes `cfg`'s `remote_read` endpoints (with its external labels). A client that cannot
+    /// be built (a TLS file) refuses the whole set, leaving the old one.
+    pub fn apply(&self, cfg: &Config) -> Result<(), Error> {
+        let external = cfg.global.external_labels.clone();
+        let mut fresh = Vec::new();
+        for rr in &cfg.remote_read {
+            let client = promflow_scrape::client::http_client(&rr.http_client(), rr.remote_timeout)
+                .map_err(|e| Error::Client(format!("remote_read {}", rr.url), e.to_string()))?;
+            fresh.push(Arc::new(RemoteReader { config: rr.clone(), client, external: external.clone() }));
+        }
+        if let Ok(mut r) = self.readers.write() {
+            *r = fresh;
+        }
+        Ok(())
+    }
+
+    /// The endpoints now in force.
+    pub fn current(&self) -> Vec<Arc<RemoteReader>> {
+        self.readers.read().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// A querier over local storage and remote read endpoints, for one query. Its methods block
+/// on the endpoints' answers: call them off the async runtime's worker threads (from
+/// `spawn_blocking`).
+pub struct Fanout<'a> {
+    local: &'a dyn Querier,
+    remotes: Vec<Arc<RemoteReader>>,
+    oldest_local: Option<Timestamp>,
+    runtime: tokio::runtime::Handle,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl<'a> Fanout<'a> {
+    /// Local storage (holding samples from `oldest_local` on) and `remotes`, whose requests
+    /// run on `runtime`.
+    pub fn new(
+        local: &'a dyn Querier,
+        oldest_local: Option<Timestamp>,
+        remotes: Vec<Arc<RemoteReader>>,
+        runtime: tokio::runtime::Handle,
+    ) -> Fanout<'a> {
+        Fanout { local, remotes, oldest_local, runtime, warnings: Mutex::new(Vec::new()) }
+    }
+
+    /// The endpoints' errors so far, one line each, for the answer's `warnings`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// What the endpoints that take this selection answer.
+    fn remote_select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
+        let mut out = Vec::new();
+        for r in &self.remotes {
+            let Some((from, to)) = r.range_for(matchers, mint, maxt, self.oldest_local) else { continue };
+            match self.runtime.block_on(r.read(matchers, from, to)) {
+                Ok(series) => out.extend(series),
+                Err(e) => {
+                    tracing::warn!(endpoint = %r.name(), error = %e, "remote read failed; answering without it");
+                    if let Ok(mut w) = self.warnings.lock() {
+                        w.push(format!("remote_read {}: {e}", r.name()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Merges series with equal labels: samples in time order, the first source's sample kept
+/// at a timestamp several have.
+fn merge(sources: Vec<Series>) -> Vec<Series> {
+    let mut by_labels: BTreeMap<Labels, Vec<Samples>> = BTreeMap::new();
+    for s in sources {
+        by_labels.entry(s.labels).or_default().push(s.samples);
+    }
+    by_labels
+        .into_iter()
+        .map(|(labels, parts)| {
+            if parts.len() == 1 {
+                let samples = parts.into_iter().next().unwrap_or_else(|| Samples::new(vec![], vec![]));
+                return Series { labels, samples };
+            }
+            let mut points: BTreeMap<i64, f64> = BTreeMap::new();
+            for p in &parts {
+                for s in p.iter() {
+                    points.entry(s.t).or_insert(s.v);
+                }
+            }
+            let (t, v): (Vec<i64>, Vec<f64>) = points.into_iter().unzip();
+            Series { labels, samples: Samples::new(t, v) }
+        })
+        .collect()
+}
+
+impl Querier for Fanout<'_> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, promflow_storage::Error> {
+        let mut all = self.local.select(matchers, mint, maxt)?;
+        let remote = self.remote_select(matchers, mint, maxt);
+        if remote.is_empty() {
+            return Ok(all);
+        }
+        all.extend(remote);
+        Ok(merge(all))
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Labels>, promflow_storage::Error> {
+        let mut all = self.local.series(matchers, mint, maxt)?;
+        all.extend(self.remote_select(matchers, mint, maxt).into_iter().map(|s| s.labels));
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Local only: remote read has no label-name request (nor has Prometheus's client).
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.local.label_names(matchers, mint, maxt)
+    }
+
+    /// Local only, as [`Fanout::label_names`].
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.local.label_values(name, matchers, mint, maxt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(read_recent: bool, required: &[(&str, &str)]) -> RemoteReader {
+        let config = RemoteReadConfig {
+            url: "http://127.0.0.1:1/api/v1/read".into(),
+            read_recent,
+            required_matchers: required.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        RemoteReader { config, client: reqwest::Client::new(), external: Labels::new() }
+    }
+
+    #[test]
+    fn which_selections_and_ranges_go_remote() {
+        let eq = |n: &str, v: &str| Matcher::new(MatchOp::Equal, n, v).unwrap();
+        let ms = [eq("__name__", "up"), eq("job", "a")];
+        // without read_recent only what is older than local storage, clamped to its start
+        let r = reader(false, &[]);
+        assert_eq!(r.range_for(&ms, 0, 100, Some(50)), Some((0, 50)));
+        assert_eq!(r.range_for(&ms, 60, 100, Some(50)), None);
+        assert_eq!(r.range_for(&ms, 0, 100, None), Some((0, 100)), "empty local storage");
+        assert_eq!(reader(true, &[]).range_for(&ms, 60, 100, Some(50)), Some((60, 100)));
+        // required matchers must be equality matchers of the selection
+        assert_eq!(reader(true, &[("job", "a")]).range_for(&ms, 0, 1, None), Some((0, 1)));
+        assert_eq!(reader(true, &[("job", "b")]).range_for(&ms, 0, 1, None), None);
+        let re = [Matcher::new(MatchOp::Regex, "job", "a").unwrap()];
+        assert_eq!(reader(true, &[("job", "a")]).range_for(&re, 0, 1, None), None);
+    }
+
+    #[test]
+    fn merged_series_keep_the_first_sources_sample_at_equal_times() {
+        let s = |name: &str, t: Vec<i64>, v: Vec<f64>| Series {
+            labels: Labels::from_pairs([("__name__", name)]),
+            samples: Samples::new(t, v),
+        };
+        let merged = merge(vec![
+            s("a", vec![10, 20], vec![1.0, 2.0]),
+            s("b", vec![5], vec![9.0]),
+            s("a", vec![5, 20, 30], vec![0.5, 7.0, 3.0]),
+        ]);
+        assert_eq!(merged.len(), 2);
+        let a: Vec<(i64, f64)> = merged[0].samples.iter().map(|x| (x.t, x.v)).collect();
+        assert_eq!(a, vec![(5, 0.5), (10, 1.0), (20, 2.0), (30, 3.0)]);
+        assert_eq!(merged[1].samples.len(), 1);
+    }
+}
