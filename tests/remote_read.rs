@@ -156,6 +156,97 @@ fn a_remote_read_returns_every_sample_with_the_external_labels_within_the_sample
     assert!(ok.is_some());
 }
 
+/// A streamed series: its labels and its chunks.
+type StreamedSeries = (Vec<(String, String)>, Vec<promflow_remote::chunks::Chunk>);
+
+/// The series of a streamed answer, in order, frames checked.
+fn streamed_series(code: u16, body: &[u8]) -> Vec<StreamedSeries> {
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(body));
+    let mut out: Vec<StreamedSeries> = Vec::new();
+    for frame in promflow_remote::chunks::read_frames(body, u64::MAX).unwrap() {
+        for s in frame.chunked_series {
+            let labels: Vec<(String, String)> = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            match out.last_mut() {
+                Some((last, chunks)) if *last == labels => chunks.extend(s.chunks),
+                _ => out.push((labels, s.chunks)),
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn streamed_xor_chunks_are_the_bytes_prometheus_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let promflow = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let Some(prom) = start_prometheus(dir.path(), "") else { return };
+    // 100 samples per series inside one of Prometheus's 2 h chunk ranges (so it keeps them in
+    // one head chunk, as promflow's 120-sample chunks do), with irregular steps and values,
+    // so every delta-of-delta and XOR case is used
+    const HOURS_2: i64 = 7_200_000;
+    let from = now_ms() / HOURS_2 * HOURS_2 - HOURS_2 + 60_000;
+    let ts: Vec<promflow_remote::TimeSeries> = (0..3)
+        .map(|i| {
+            let mut t = from;
+            let points: Vec<(i64, f64)> = (0..100i64)
+                .map(|j| {
+                    t += [15_000, 15_000, 14_999, 16_321, 1, 15_000][(j % 6) as usize]
+                        * (1 + (j % 25 == 0) as i64 * 40);
+                    let v = match (i, j % 4) {
+                        (0, _) => j as f64,
+                        (1, 0) => 1e9 / (j + 1) as f64,
+                        (1, _) => -0.125 * j as f64,
+                        // pairs a hair apart: XORs with 31 or more leading zeros
+                        (_, 0 | 2) => (j * j % 7) as f64,
+                        _ => ((j - 1) * (j - 1) % 7) as f64 + 2f64.powi(-40),
+                    };
+                    (t, v)
+                })
+                .collect();
+            series(&[("__name__", "xs"), ("i", &i.to_string())], &points)
+        })
+        .collect();
+    for server in [&promflow, &prom] {
+        let (code, body) = remote_write(server, ts.clone());
+        assert!(code / 100 == 2, "{code} {body}");
+    }
+    let req = ReadRequest {
+        queries: vec![query(from - HOURS_2, from + HOURS_2, &[(MatcherType::Eq, "__name__", "xs")])],
+        accepted_response_types: vec![1, 0],
+    };
+    let send = |s: &Server| {
+        let r = client()
+            .post(s.url("/api/v1/read"))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Read-Version", "0.1.0")
+            .body(req.encode_body())
+            .send()
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(ct, promflow_remote::chunks::STREAMED_CONTENT_TYPE);
+        (r.status().as_u16(), r.bytes().unwrap().to_vec())
+    };
+    let (code, body) = send(&promflow);
+    let ours = streamed_series(code, &body);
+    let (code, body) = send(&prom);
+    let theirs = streamed_series(code, &body);
+    assert_eq!(ours.len(), 3);
+    for ((ol, oc), (tl, tc)) in ours.iter().zip(&theirs) {
+        assert_eq!(ol, tl);
+        assert_eq!(oc.len(), 1, "100 samples: one chunk");
+        assert_eq!(oc, tc, "the same chunks, byte for byte, as Prometheus 2.42 streams for {ol:?}");
+        let samples: Vec<(i64, f64)> =
+            oc.iter().flat_map(|c| promflow_storage::decode_xor_chunk(&c.data).unwrap()).collect();
+        let sent = &ts[ol[1].1.parse::<usize>().unwrap()].samples;
+        assert_eq!(samples.len(), sent.len());
+        assert!(samples
+            .iter()
+            .zip(sent)
+            .all(|(a, b)| a.0 == b.timestamp && a.1.to_bits() == b.value.to_bits()));
+    }
+}
+
 /// `series` samples every minute over `minutes` (inclusive), ending `ago_end` minutes ago.
 fn minutes(name: &str, i: &str, (ago_start, ago_end): (i64, i64), now: i64) -> promflow_remote::TimeSeries {
     let points: Vec<(i64, f64)> = (ago_end..=ago_start).rev().map(|m| (now - m * 60_000, m as f64)).collect();

@@ -1,5 +1,5 @@
-//! Gorilla-style compressed chunks of float samples, bit-compatible in spirit with
-//! Prometheus's XOR chunks.
+//! Gorilla-style compressed chunks of float samples: Prometheus's XOR chunks, byte for byte
+//! (`tests/remote_read.rs` compares streamed remote-read answers with Prometheus 2.42's).
 //!
 //! Layout of a chunk's bytes:
 //!
@@ -121,18 +121,42 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 /// Whether `v` fits in an `n`-bit two's complement field.
+/// Whether a delta-of-delta goes into an `n`-bit bucket: Prometheus's range,
+/// `-(2^(n-1) - 1) ..= 2^(n-1)` (one more positive value than two's complement has, one less
+/// negative), which the chunks must share to be Prometheus's bytes.
 fn fits_signed(v: i64, n: u32) -> bool {
     let lim = 1i64 << (n - 1);
-    (-lim..lim).contains(&v)
+    -(lim - 1) <= v && v <= lim
 }
 
-/// Sign-extends the low `n` bits of `v`.
-fn sign_extend(v: u64, n: u32) -> i64 {
-    let shift = 64 - n;
-    ((v << shift) as i64) >> shift
+/// The delta-of-delta an `n`-bit bucket holds (the inverse of [`fits_signed`]'s range).
+fn from_bucket(v: u64, n: u32) -> i64 {
+    if v > 1 << (n - 1) {
+        v as i64 - (1i64 << n)
+    } else {
+        v as i64
+    }
 }
 
-/// The chunk being appended to: the bit stream plus the encoder's running state.
+/// Encodes samples (in time order; at most `u16::MAX`, the rest is left out) as one chunk,
+/// byte for byte a Prometheus XOR chunk: what streamed remote read answers carry.
+pub fn encode_xor_chunk(samples: impl IntoIterator<Item = (Timestamp, f64)>) -> Vec<u8> {
+    let mut c = OpenChunk::new();
+    for (t, v) in samples.into_iter().take(usize::from(u16::MAX)) {
+        c.append(t, v);
+    }
+    c.w.buf
+}
+
+/// Decodes a Prometheus XOR chunk; `None` when it is torn or malformed.
+pub fn decode_xor_chunk(data: &[u8]) -> Option<Vec<(Timestamp, f64)>> {
+    if data.len() < HEADER_LEN {
+        return None;
+    }
+    let out: Vec<(Timestamp, f64)> = ChunkIter::new(data).map(|s| (s.t, s.v)).collect();
+    (out.len() == sample_count(data)).then_some(out)
+}
+
 #[derive(Debug)]
 pub(crate) struct OpenChunk {
     w: BitWriter,
@@ -357,7 +381,7 @@ impl<'a> ChunkIter<'a> {
                     4 => self.r.read_bits(64)? as i64,
                     n => {
                         let width = DOD_BUCKETS[n - 1].2;
-                        sign_extend(self.r.read_bits(width)?, width)
+                        from_bucket(self.r.read_bits(width)?, width)
                     }
                 };
                 self.delta = (self.delta as i64).wrapping_add(dod) as u64;
@@ -451,6 +475,31 @@ mod tests {
             assert_eq!(sealed.min_t(), first.0);
             assert_eq!(sealed.max_t(), last.0);
         }
+    }
+
+    #[test]
+    fn bucket_edges_use_prometheus_ranges_and_round_trip() {
+        // 14-bit bucket: -8191..=8192; 17-bit: -65535..=65536; 20-bit: -524287..=524288
+        assert!(fits_signed(8192, 14) && !fits_signed(-8192, 14) && fits_signed(-8191, 14));
+        assert!(fits_signed(65536, 17) && !fits_signed(-65536, 17));
+        for n in [14, 17, 20] {
+            for v in [-(1i64 << (n - 1)) + 1, -1, 0, 1, 1i64 << (n - 1)] {
+                assert_eq!(from_bucket((v as u64) & ((1 << n) - 1), n), v, "{v} in {n} bits");
+            }
+        }
+        let mut t = 1_000_000i64;
+        let mut delta = 20_000i64;
+        let mut samples = vec![(t, 1.0)];
+        for dod in [0i64, 8192, -8192, 8191, -8191, 65536, -65536, 524288, -524288, 1 << 40] {
+            delta += dod;
+            t += delta;
+            samples.push((t, dod as f64));
+        }
+        let data = encode_xor_chunk(samples.iter().copied());
+        let back = decode_xor_chunk(&data).unwrap();
+        assert_eq!(back, samples);
+        assert_eq!(decode_xor_chunk(&data[..data.len() - 3]), None, "a torn chunk");
+        assert_eq!(decode_xor_chunk(&[0]), None);
     }
 
     #[test]

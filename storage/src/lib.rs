@@ -28,6 +28,7 @@ mod head;
 mod postings;
 mod wal;
 
+pub use chunk::{decode_xor_chunk, encode_xor_chunk};
 pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use samples::{SampleSlice, Samples};

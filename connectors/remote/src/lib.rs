@@ -2,6 +2,7 @@
 //! receiver, encoding, and the sender that follows the WAL ([`sender`]).
 #![warn(missing_docs)]
 
+pub mod chunks;
 pub mod read;
 pub mod reader;
 pub mod sender;

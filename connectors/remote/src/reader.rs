@@ -7,7 +7,8 @@
 //! the oldest local sample is asked for (nothing when the range is all local); the external
 //! labels are added as equality matchers the query lacks, and taken off the answer's series
 //! (`filter_external_labels`, default on). Series with the same labels from several places
-//! are merged, local samples winning at equal timestamps. An endpoint that fails does not
+//! are merged, local samples winning at equal timestamps. Answers are asked for as streamed
+//! XOR chunks first, samples second. An endpoint that fails does not
 //! fail the query: its error becomes a warning of the answer, as in Prometheus.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use promflow_config::{Config, RemoteReadConfig};
 use promflow_storage::{Labels, MatchOp, Matcher, Querier, Samples, Series, Timestamp};
 
+use crate::chunks::{read_frames, XOR};
 use crate::read::{LabelMatcher, MatcherType, Query, ReadRequest, ReadResponse, ResponseType};
 use crate::Error;
 
@@ -79,8 +81,8 @@ impl RemoteReader {
             }
         }
         let query = Query { start_timestamp_ms: mint, end_timestamp_ms: maxt, matchers: wire, hints: None };
-        let request =
-            ReadRequest { queries: vec![query], accepted_response_types: vec![ResponseType::Samples as i32] };
+        let accepted = vec![ResponseType::StreamedXorChunks as i32, ResponseType::Samples as i32];
+        let request = ReadRequest { queries: vec![query], accepted_response_types: accepted };
         let mut post = self
             .client
             .post(&self.config.url)
@@ -93,22 +95,56 @@ impl RemoteReader {
         }
         let resp = post.send().await.map_err(|e| e.to_string())?;
         let status = resp.status();
+        let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let streamed = content_type.is_some_and(|ct| ct.starts_with("application/x-streamed-protobuf"));
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
             return Err(format!("{status}: {text}"));
         }
-        let answer = ReadResponse::decode_body(&body).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for ts in answer.results.into_iter().flat_map(|r| r.timeseries) {
-            let mut labels = Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value)));
+        let label_set = |labels: Vec<crate::Label>| {
+            let mut labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
             for name in &added {
                 labels.remove(name);
             }
-            let (t, v): (Vec<i64>, Vec<f64>) = ts.samples.iter().map(|s| (s.timestamp, s.value)).unzip();
-            out.push(Series { labels, samples: Samples::new(t, v) });
+            labels
+        };
+        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+        if streamed {
+            // whole chunks come back: samples outside the range are dropped, and a series
+            // split over frames is joined again
+            for frame in read_frames(&body, self.config.chunked_read_limit).map_err(|e| e.to_string())? {
+                for s in frame.chunked_series {
+                    let labels = label_set(s.labels);
+                    let mut samples = Vec::new();
+                    for c in &s.chunks {
+                        if c.r#type != XOR {
+                            return Err(format!(
+                                "chunk encoding {} is not supported (float XOR only)",
+                                c.r#type
+                            ));
+                        }
+                        let decoded = promflow_storage::decode_xor_chunk(&c.data)
+                            .ok_or_else(|| "a torn or malformed XOR chunk".to_string())?;
+                        samples.extend(decoded.into_iter().filter(|(t, _)| (mint..=maxt).contains(t)));
+                    }
+                    match out.last_mut() {
+                        Some((last, so_far)) if *last == labels => so_far.extend(samples),
+                        _ => out.push((labels, samples)),
+                    }
+                }
+            }
+        } else {
+            let answer = ReadResponse::decode_body(&body).map_err(|e| e.to_string())?;
+            for ts in answer.results.into_iter().flat_map(|r| r.timeseries) {
+                out.push((label_set(ts.labels), ts.samples.iter().map(|s| (s.timestamp, s.value)).collect()));
+            }
         }
-        Ok(out)
+        let series = out.into_iter().filter(|(_, samples)| !samples.is_empty()).map(|(labels, samples)| {
+            let (t, v): (Vec<i64>, Vec<f64>) = samples.into_iter().unzip();
+            Series { labels, samples: Samples::new(t, v) }
+        });
+        Ok(series.collect())
     }
 }
 

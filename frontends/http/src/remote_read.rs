@@ -1,7 +1,8 @@
 //! `POST /api/v1/read`: remote read, so a Prometheus server can use promflow as remote
 //! storage (`remote_read` in its configuration). Every query's series come back with all
-//! their samples in the range, as one `ReadResponse` (the `SAMPLES` answer, which every
-//! client accepts). As Prometheus serves it: an equality matcher on an external label with
+//! their samples in the range, in the first answer kind the client accepts: one
+//! `ReadResponse` (`SAMPLES`), or `ChunkedReadResponse` frames of XOR chunks
+//! (`STREAMED_XOR_CHUNKS`). As Prometheus serves it: an equality matcher on an external label with
 //! its value is dropped (the series do not carry it), and each series gains the external
 //! labels it lacks.
 
@@ -9,7 +10,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use promflow_remote::read::{label, MatcherType, QueryResult, ReadRequest, ReadResponse};
+use promflow_remote::chunks::{
+    chunks_of, write_frame, ChunkedReadResponse, ChunkedSeries, STREAMED_CONTENT_TYPE,
+};
+use promflow_remote::read::{label, MatcherType, QueryResult, ReadRequest, ReadResponse, ResponseType};
 use promflow_remote::{Sample, TimeSeries};
 use promflow_storage::{Labels, MatchOp, Matcher, Querier};
 
@@ -28,9 +32,12 @@ pub async fn remote_read(State(state): Shared, body: Bytes) -> Response {
     let db = std::sync::Arc::clone(&state.db);
     let answer = tokio::task::spawn_blocking(move || answer(&body, db.as_ref(), &external, limit)).await;
     match answer {
-        Ok(Ok(body)) => {
+        Ok(Ok(Answer::Samples(body))) => {
             ([(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")], body)
                 .into_response()
+        }
+        Ok(Ok(Answer::Streamed(body))) => {
+            ([(header::CONTENT_TYPE, STREAMED_CONTENT_TYPE)], body).into_response()
         }
         Ok(Err(Refusal::BadRequest(e))) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Ok(Err(Refusal::Internal(e))) => {
@@ -40,16 +47,35 @@ pub async fn remote_read(State(state): Shared, body: Bytes) -> Response {
     }
 }
 
-fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Result<Vec<u8>, Refusal> {
+/// A body in the kind the client takes first: one `ReadResponse`, or chunked frames.
+enum Answer {
+    Samples(Vec<u8>),
+    Streamed(Vec<u8>),
+}
+
+/// A frame is closed once its chunks pass this size, as Prometheus's server does (its
+/// `remote-read-max-bytes-in-frame` default).
+const MAX_BYTES_IN_FRAME: usize = 1 << 20;
+
+fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Result<Answer, Refusal> {
     let req = ReadRequest::decode_body(body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-    if !req.takes_samples() {
-        return Err(Refusal::BadRequest(
-            "the client accepts only streamed XOR chunks; promflow answers remote read with samples".into(),
-        ));
+    // the first kind in the client's order that promflow knows; samples when none is named
+    let streamed = req
+        .accepted_response_types
+        .iter()
+        .find_map(|t| match ResponseType::try_from(*t) {
+            Ok(ResponseType::Samples) => Some(false),
+            Ok(ResponseType::StreamedXorChunks) => Some(true),
+            Err(_) => None,
+        })
+        .unwrap_or(false);
+    if !req.accepted_response_types.is_empty() && !req.takes_samples() && !streamed {
+        return Err(Refusal::BadRequest("none of the accepted response types is known".into()));
     }
     let mut samples_left = if limit > 0 { limit } else { i64::MAX };
     let mut results = Vec::with_capacity(req.queries.len());
-    for q in &req.queries {
+    let mut frames = Vec::new();
+    for (index, q) in req.queries.iter().enumerate() {
         let mut matchers = Vec::with_capacity(q.matchers.len());
         for m in &q.matchers {
             let op = match MatcherType::try_from(m.r#type) {
@@ -71,6 +97,12 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
         let found = db
             .select(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)
             .map_err(|e| Refusal::Internal(e.to_string()))?;
+        if streamed {
+            // streamed answers are bounded by their frames, not by the sample limit (as in
+            // Prometheus)
+            stream_frames(&mut frames, index as i64, found, external);
+            continue;
+        }
         let mut timeseries = Vec::with_capacity(found.len());
         for s in found {
             samples_left -= s.samples.len() as i64;
@@ -79,14 +111,52 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
                     "exceeded sample limit ({limit}): narrow the query or raise --storage.remote.read-sample-limit"
                 )));
             }
-            let mut labels = s.labels;
-            labels.add_missing(external);
             timeseries.push(TimeSeries {
-                labels: labels.iter().map(|l| label(&l.name, &l.value)).collect(),
+                labels: wire_labels(s.labels, external),
                 samples: s.samples.iter().map(|x| Sample { value: x.v, timestamp: x.t }).collect(),
             });
         }
         results.push(QueryResult { timeseries });
     }
-    Ok(ReadResponse { results }.encode_body())
+    if streamed {
+        return Ok(Answer::Streamed(frames));
+    }
+    Ok(Answer::Samples(ReadResponse { results }.encode_body()))
+}
+
+/// A series' labels as sent: with the external labels it lacks.
+fn wire_labels(mut labels: Labels, external: &Labels) -> Vec<promflow_remote::Label> {
+    labels.add_missing(external);
+    labels.iter().map(|l| label(&l.name, &l.value)).collect()
+}
+
+/// Appends the frames answering query `index` to `out`: each series' samples as XOR chunks,
+/// a frame closed when it passes [`MAX_BYTES_IN_FRAME`] (a series may go on in the next).
+fn stream_frames(out: &mut Vec<u8>, index: i64, found: Vec<promflow_storage::Series>, external: &Labels) {
+    let mut frame = ChunkedReadResponse { chunked_series: Vec::new(), query_index: index };
+    let mut size = 0;
+    for s in found {
+        let labels = wire_labels(s.labels, external);
+        let samples: Vec<(i64, f64)> = s.samples.iter().map(|x| (x.t, x.v)).collect();
+        let mut part = ChunkedSeries { labels: labels.clone(), chunks: Vec::new() };
+        for chunk in chunks_of(&samples) {
+            size += chunk.data.len();
+            part.chunks.push(chunk);
+            if size >= MAX_BYTES_IN_FRAME {
+                frame.chunked_series.push(std::mem::replace(
+                    &mut part,
+                    ChunkedSeries { labels: labels.clone(), chunks: Vec::new() },
+                ));
+                write_frame(out, &frame);
+                frame.chunked_series.clear();
+                size = 0;
+            }
+        }
+        if !part.chunks.is_empty() {
+            frame.chunked_series.push(part);
+        }
+    }
+    if !frame.chunked_series.is_empty() {
+        write_frame(out, &frame);
+    }
 }
