@@ -183,7 +183,11 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         let interval = loaded.config.global.scrape_interval;
         promflow_scrape::push::PushGateway::start(Arc::clone(&db), interval, runtime.handle())
     });
-    let remote_write = promflow_remote::RemoteWriter::new(Arc::clone(&db), runtime.handle().clone());
+    let remote_write = promflow_remote::RemoteWriter::new(
+        Arc::clone(&db),
+        runtime.handle().clone(),
+        Some(Arc::clone(&scrape)),
+    );
     remote_write.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;
     let remote_read = Arc::new(promflow_remote::reader::RemoteReaders::new());
     remote_read.apply(&loaded.config).map_err(|e| format!("applying configuration: {e}"))?;

@@ -244,3 +244,91 @@ fn a_queue_sends_remote_write_2_0_and_falls_back_to_1_0_for_a_receiver_without_i
     assert_eq!(requests("message=\"prometheus.WriteRequest\""), 0.0);
     assert!(sender.logs().contains("does not know 2.0"), "the fallback is logged");
 }
+
+/// A receiver that keeps every request it takes, decoded: metadata requests have no effect
+/// Prometheus 2.42 or Debian's VictoriaMetrics would show (both drop metadata).
+fn start_keeping_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<promflow_remote::WriteRequest>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = std::sync::Arc::clone(&kept);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(10_000) {
+            let kept = std::sync::Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let req =
+                        promflow_remote::WriteRequest::decode_body(&body).expect("a remote-write 1.0 body");
+                    kept.lock().unwrap().push(req);
+                    if stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, kept)
+}
+
+#[test]
+fn queues_send_the_scrape_targets_metric_metadata() {
+    let (port, kept) = start_keeping_receiver();
+    let (quiet_port, quiet) = start_keeping_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let self_port = free_port();
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: self\n    static_configs: [{{targets: ['127.0.0.1:{self_port}']}}]\nremote_write:\n  - url: http://127.0.0.1:{port}/write\n    name: prom\n    metadata_config: {{send_interval: 1s, max_samples_per_send: 40}}\n  - url: http://127.0.0.1:{quiet_port}/write\n    name: quiet\n    metadata_config: {{send: false}}\n"
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let s = start_promflow_with(dir.path(), &cfg, self_port, &[]);
+    let families = |reqs: &[promflow_remote::WriteRequest]| -> Vec<promflow_remote::MetricMetadata> {
+        reqs.iter().flat_map(|r| r.metadata.clone()).collect()
+    };
+    let found = wait_for(Duration::from_secs(20), || {
+        let reqs = kept.lock().unwrap();
+        families(&reqs).into_iter().find(|m| m.metric_family_name == "promflow_scrapes_total")
+    });
+    let m = found.expect("promflow's own scrape metadata is sent");
+    assert_eq!(m.r#type, 1, "a counter");
+    assert_eq!(m.help, "Scrapes attempted.");
+    // metadata travels in requests of its own, each within max_samples_per_send; a second
+    // round comes a send_interval later
+    let rounds = wait_for(Duration::from_secs(10), || {
+        let reqs = kept.lock().unwrap();
+        let with: Vec<&promflow_remote::WriteRequest> =
+            reqs.iter().filter(|r| !r.metadata.is_empty()).collect();
+        assert!(with.iter().all(|r| r.timeseries.is_empty() && r.metadata.len() <= 40));
+        let n = families(&reqs).iter().filter(|m| m.metric_family_name == "promflow_scrapes_total").count();
+        (n >= 2).then_some(n)
+    });
+    assert!(rounds.is_some(), "metadata is sent again every send_interval");
+    assert!(queue_metric(&s, "prometheus_remote_storage_metadata_total") > 0.0);
+    // the samples still go, to both endpoints; the one with send: false gets no metadata
+    let samples = wait_for(Duration::from_secs(10), || {
+        let q = quiet.lock().unwrap();
+        q.iter().any(|r| !r.timeseries.is_empty()).then_some(())
+    });
+    assert!(samples.is_some());
+    assert!(families(&quiet.lock().unwrap()).is_empty(), "send: false sends no metadata");
+}

@@ -215,6 +215,15 @@ pub fn encode(req: &WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&raw).unwrap_or_default()
 }
 
+impl WriteRequest {
+    /// Decodes a remote-write 1.0 body (snappy block format, then protobuf) whole, metadata
+    /// included (the receiver reads bodies through [`RequestView`] instead).
+    pub fn decode_body(body: &[u8]) -> Result<WriteRequest, Error> {
+        let raw = decompress(body)?;
+        WriteRequest::decode(raw.as_slice()).map_err(|_| Error::Malformed("not a WriteRequest"))
+    }
+}
+
 /// Appends every sample of `req` to `app`, stopping at the first series or sample that is
 /// refused, so the caller can roll the whole request back as Prometheus does. Returns the
 /// sample count.

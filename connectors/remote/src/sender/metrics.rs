@@ -26,6 +26,11 @@ pub(crate) struct QueueMetrics {
     dropped: [AtomicU64; 2],
     pub(crate) samples_pending: AtomicI64,
     pub(crate) bytes_total: AtomicU64,
+    /// Metadata entries sent (every attempt), failed, retried; metadata bytes sent.
+    pub(crate) metadata_total: AtomicU64,
+    pub(crate) metadata_failed: AtomicU64,
+    pub(crate) metadata_retried: AtomicU64,
+    pub(crate) metadata_bytes: AtomicU64,
     pub(crate) enqueue_retries: AtomicU64,
     pub(crate) shards: AtomicU64,
     pub(crate) shards_desired: AtomicU64,
@@ -91,7 +96,7 @@ pub(crate) fn write(
         highest_in_ms.max(0) / 1000
     );
     type Get = fn(&QueueMetrics, &promflow_config::QueueConfig) -> f64;
-    let simple: [(&str, &str, &str, Get); 14] = [
+    let simple: [(&str, &str, &str, Get); 18] = [
         ("prometheus_remote_storage_samples_total", "counter", "Total number of samples sent to remote storage.", |m, _| m.samples_total.load(Ordering::Relaxed) as f64),
         ("prometheus_remote_storage_samples_failed_total", "counter", "Total number of samples which failed on send to remote storage, non-recoverable errors.", |m, _| m.samples_failed.load(Ordering::Relaxed) as f64),
         ("prometheus_remote_storage_samples_retried_total", "counter", "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable.", |m, _| m.samples_retried.load(Ordering::Relaxed) as f64),
@@ -105,6 +110,10 @@ pub(crate) fn write(
         ("prometheus_remote_storage_shard_capacity", "gauge", "The capacity of each shard of the queue used for parallel sending to the remote storage.", |_, c| c.capacity as f64),
         ("prometheus_remote_storage_max_samples_per_send", "gauge", "The maximum number of samples to be sent, in a single request, to the remote storage.", |_, c| c.max_samples_per_send as f64),
         ("prometheus_remote_storage_queue_highest_sent_timestamp_seconds", "gauge", "Timestamp from a WAL sample, the highest timestamp successfully sent by this queue, in seconds since epoch.", |m, _| (m.highest_sent_ms.load(Ordering::Relaxed).max(0) / 1000) as f64),
+        ("prometheus_remote_storage_metadata_total", "counter", "Total number of metadata entries sent to remote storage.", |m, _| m.metadata_total.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_metadata_failed_total", "counter", "Total number of metadata entries which failed on send to remote storage, non-recoverable errors.", |m, _| m.metadata_failed.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_metadata_retried_total", "counter", "Total number of metadata entries which failed on send to remote storage but were retried because the send error was recoverable.", |m, _| m.metadata_retried.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_metadata_bytes_total", "counter", "The total number of bytes of metadata sent by the queue after compression.", |m, _| m.metadata_bytes.load(Ordering::Relaxed) as f64),
         ("promflow_remote_write_wal_segments_missed_total", "counter", "WAL segments deleted before the queue read them (the queue was more than a day behind).", |m, _| m.segments_missed.load(Ordering::Relaxed) as f64),
     ];
     for (name, kind, help, get) in simple {

@@ -51,6 +51,8 @@ pub struct RemoteWriter {
     db: Arc<Db>,
     runtime: tokio::runtime::Handle,
     queues: Mutex<Vec<Queue>>,
+    /// Where metric metadata comes from (`metadata_config`): the scrape targets.
+    scrape: Option<Arc<promflow_scrape::ScrapeManager>>,
 }
 
 /// One endpoint's queue: its configuration and the thread that runs it.
@@ -77,9 +79,14 @@ struct Shared {
 }
 
 impl RemoteWriter {
-    /// A sender with no queues; [`RemoteWriter::apply`] starts them.
-    pub fn new(db: Arc<Db>, runtime: tokio::runtime::Handle) -> Arc<RemoteWriter> {
-        Arc::new(RemoteWriter { db, runtime, queues: Mutex::new(Vec::new()) })
+    /// A sender with no queues; [`RemoteWriter::apply`] starts them. With `scrape`, queues
+    /// also send the scrape targets' metric metadata (`metadata_config`).
+    pub fn new(
+        db: Arc<Db>,
+        runtime: tokio::runtime::Handle,
+        scrape: Option<Arc<promflow_scrape::ScrapeManager>>,
+    ) -> Arc<RemoteWriter> {
+        Arc::new(RemoteWriter { db, runtime, queues: Mutex::new(Vec::new()), scrape })
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Vec<Queue>> {
@@ -158,6 +165,15 @@ impl RemoteWriter {
             position_file: dir.join("position"),
             series: HashMap::new(),
         };
+        let meta = &config.metadata_config;
+        if let (true, Some(scrape)) = (meta.send, &self.scrape) {
+            let endpoint = Endpoint {
+                client: reader.client.clone(),
+                config: config.clone(),
+                shared: Arc::clone(&shared),
+            };
+            self.runtime.spawn(send_metadata(endpoint, Arc::clone(scrape)));
+        }
         let db = Arc::clone(&self.db);
         let thread = std::thread::Builder::new()
             .name(format!("remote-write-{}", shared.name))
@@ -522,13 +538,12 @@ impl Reader {
         (0..n)
             .map(|shard| {
                 let (tx, rx) = mpsc::channel(depth);
-                let sender = Sender {
+                let endpoint = Endpoint {
                     client: self.client.clone(),
                     config: self.config.clone(),
                     shared: Arc::clone(&self.shared),
-                    unsent: Arc::clone(unsent),
-                    shard,
                 };
+                let sender = Sender { endpoint, unsent: Arc::clone(unsent), shard };
                 self.runtime.spawn(sender.run(rx));
                 ShardInput { tx, pending: None }
             })
@@ -608,13 +623,26 @@ fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, file)
 }
 
-/// One shard's sending task.
-struct Sender {
+/// Where and how a queue sends: shards and the metadata task share it.
+struct Endpoint {
     client: reqwest::Client,
     config: RemoteWriteConfig,
     shared: Arc<Shared>,
+}
+
+/// One shard's sending task.
+struct Sender {
+    endpoint: Endpoint,
     unsent: Arc<Mutex<Unsent>>,
     shard: usize,
+}
+
+impl std::ops::Deref for Sender {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// How a send ended.
@@ -688,7 +716,9 @@ impl Sender {
             unsent.save();
         }
     }
+}
 
+impl Endpoint {
     /// Sleeps `d`, waking early when the queue stops.
     async fn pause(&self, d: Duration) {
         let until = tokio::time::Instant::now() + d;
@@ -762,6 +792,76 @@ impl Sender {
             Outcome::Failed(why)
         }
     }
+}
+
+/// How many times one metadata request is tried before it waits for the next interval.
+const METADATA_TRIES: u32 = 3;
+
+/// Sends the scrape targets' metric metadata every `send_interval` while the queue runs, as
+/// requests of metadata only (one entry per metric family, at most `max_samples_per_send`
+/// a request). Remote write 2.0 carries metadata on its series, which promflow's 2.0
+/// requests do not: a queue sending 2.0 sends no metadata.
+async fn send_metadata(endpoint: Endpoint, scrape: Arc<promflow_scrape::ScrapeManager>) {
+    let mc = &endpoint.config.metadata_config;
+    let interval = mc.send_interval.max(Duration::from_secs(1));
+    let per_request = usize::try_from(mc.max_samples_per_send).unwrap_or(0).max(1);
+    let m = &endpoint.shared.metrics;
+    while !endpoint.shared.stop.load(Ordering::Acquire) {
+        if endpoint.message() == Message1or2::V1 {
+            let families = metadata_of(&scrape);
+            for batch in families.chunks(per_request) {
+                let body = encode(&WriteRequest { timeseries: Vec::new(), metadata: batch.to_vec() });
+                let n = batch.len() as u64;
+                let mut backoff = endpoint.config.queue_config.min_backoff;
+                for attempt in 1..=METADATA_TRIES {
+                    m.metadata_total.fetch_add(n, Ordering::Relaxed);
+                    m.metadata_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    match endpoint.send(Message1or2::V1, body.clone(), 0).await {
+                        Outcome::Sent | Outcome::Older => break,
+                        Outcome::Retry(why, _) if attempt < METADATA_TRIES => {
+                            m.metadata_retried.fetch_add(n, Ordering::Relaxed);
+                            tracing::warn!(remote_name = %endpoint.shared.name, error = %why, "remote write: sending metadata failed; retrying");
+                            endpoint.pause(backoff).await;
+                            backoff = (backoff * 2).min(endpoint.config.queue_config.max_backoff);
+                        }
+                        Outcome::Retry(why, _) | Outcome::Failed(why) => {
+                            m.metadata_failed.fetch_add(n, Ordering::Relaxed);
+                            tracing::error!(remote_name = %endpoint.shared.name, error = %why, "remote write: metadata not sent");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        endpoint.pause(interval).await;
+    }
+}
+
+/// One metadata entry per metric family the scrape targets expose (the first target's wins
+/// when they differ), in the wire's form.
+fn metadata_of(scrape: &promflow_scrape::ScrapeManager) -> Vec<crate::MetricMetadata> {
+    use promflow_scrape::exposition::MetricType as T;
+    let mut families: std::collections::BTreeMap<String, crate::MetricMetadata> = Default::default();
+    for (_, m) in scrape.metadata() {
+        // prometheus.MetricMetadata.MetricType
+        let kind = match m.metric_type {
+            T::Unknown => 0,
+            T::Counter => 1,
+            T::Gauge => 2,
+            T::Histogram => 3,
+            T::GaugeHistogram => 4,
+            T::Summary => 5,
+            T::Info => 6,
+            T::StateSet => 7,
+        };
+        families.entry(m.family.clone()).or_insert(crate::MetricMetadata {
+            r#type: kind,
+            metric_family_name: m.family,
+            help: m.help,
+            unit: m.unit,
+        });
+    }
+    families.into_values().collect()
 }
 
 /// A write request of a batch: one time series per distinct series, its samples in order.
