@@ -332,3 +332,59 @@ fn queues_send_the_scrape_targets_metric_metadata() {
     assert!(samples.is_some());
     assert!(families(&quiet.lock().unwrap()).is_empty(), "send: false sends no metadata");
 }
+
+#[test]
+fn a_reloaded_endpoint_goes_on_from_its_place_and_an_unchanged_one_keeps_running() {
+    let (a, at_a) = start_keeping_receiver();
+    let (b, at_b) = start_keeping_receiver();
+    let (c, at_c) = start_keeping_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |moved: u16| {
+        format!(
+            "remote_write:\n  - url: http://127.0.0.1:{moved}/write\n    name: moving\n    metadata_config: {{send: false}}\n    queue_config: {{batch_send_deadline: 100ms}}\n  - url: http://127.0.0.1:{c}/write\n    name: steady\n    metadata_config: {{send: false}}\n    queue_config: {{batch_send_deadline: 100ms}}\n"
+        )
+    };
+    let s = start_promflow(dir.path(), &config(a), &["--web.enable-remote-write-receiver"]);
+    let samples = |kept: &std::sync::Mutex<Vec<promflow_remote::WriteRequest>>| -> Vec<(String, i64)> {
+        let reqs = kept.lock().unwrap();
+        let mut out: Vec<(String, i64)> = reqs
+            .iter()
+            .flat_map(|r| r.timeseries.iter())
+            .filter(|t| t.labels.iter().any(|l| l.value == "rw_out"))
+            .flat_map(|t| {
+                let i = t.labels.iter().find(|l| l.name == "i").map(|l| l.value.clone()).unwrap_or_default();
+                t.samples.iter().map(move |x| (i.clone(), x.timestamp))
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let from = now_ms() - 60_000;
+    write_batch(&s, from, 5, 0.0);
+    let sent = wait_for(Duration::from_secs(20), || (samples(&at_a).len() == 5 * SERIES).then_some(()));
+    assert!(sent.is_some(), "the first endpoint gets the first samples: {}", samples(&at_a).len());
+    assert!(
+        wait_for(Duration::from_secs(10), || (samples(&at_c).len() == 5 * SERIES).then_some(())).is_some()
+    );
+
+    // the endpoint moves to another URL under the same name: the new queue starts from the
+    // old one's place, so the new receiver gets what follows and nothing twice
+    std::fs::write(dir.path().join("prometheus.yml"), config(b)).unwrap();
+    s.signal("HUP");
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        let (_, v) = s.get_json("/api/v1/status/config");
+        v["data"]["yaml"].as_str().is_some_and(|y| y.contains(&format!("127.0.0.1:{b}"))).then_some(())
+    });
+    assert!(reloaded.is_some(), "the reload took");
+    write_batch(&s, from + 5_000, 3, 10.0);
+    let moved = wait_for(Duration::from_secs(20), || (samples(&at_b).len() == 3 * SERIES).then_some(()));
+    assert!(moved.is_some(), "the moved endpoint gets the new samples: {:?}", samples(&at_b));
+    assert!(samples(&at_b).iter().all(|(_, t)| *t >= from + 5_000), "nothing sent twice");
+    assert_eq!(samples(&at_a).len(), 5 * SERIES, "the old URL gets nothing more");
+    let steady = wait_for(Duration::from_secs(20), || (samples(&at_c).len() == 8 * SERIES).then_some(()));
+    assert!(
+        steady.is_some(),
+        "the unchanged endpoint keeps sending, each sample once: {}",
+        samples(&at_c).len()
+    );
+}
