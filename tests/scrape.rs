@@ -175,7 +175,7 @@ fn http_sd_targets_follow_the_endpoint_and_survive_its_failures() {
 }
 
 #[test]
-fn dns_sd_finds_srv_a_and_aaaa_targets_from_a_real_dns_server() {
+fn dns_sd_finds_srv_a_aaaa_and_mx_targets_from_a_real_dns_server() {
     let Some(dnsmasq) = peer("dnsmasq") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (port, dns_port) = (free_port(), free_port());
@@ -193,12 +193,13 @@ fn dns_sd_finds_srv_a_and_aaaa_targets_from_a_real_dns_server() {
         .arg(format!("--srv-host=_prom._tcp.example.test,localhost,{port}"))
         .arg("--host-record=self.example.test,127.0.0.1")
         .arg("--host-record=v6.example.test,::1")
+        .arg("--mx-host=mail.example.test,localhost,10")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let config = format!(
-        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: dns-srv\n    dns_sd_configs: [{{names: [_prom._tcp.example.test], refresh_interval: 1s}}]\n    relabel_configs:\n      - {{source_labels: [__meta_dns_srv_record_target], target_label: srv_target}}\n  - job_name: dns-a\n    dns_sd_configs: [{{names: [self.example.test, v6.example.test], type: A, port: {port}, refresh_interval: 1s}}]\n  - job_name: dns-aaaa\n    dns_sd_configs: [{{names: [v6.example.test], type: AAAA, port: {port}, refresh_interval: 1s}}]\n"
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: dns-srv\n    dns_sd_configs: [{{names: [_prom._tcp.example.test], refresh_interval: 1s}}]\n    relabel_configs:\n      - {{source_labels: [__meta_dns_srv_record_target], target_label: srv_target}}\n  - job_name: dns-a\n    dns_sd_configs: [{{names: [self.example.test, v6.example.test], type: A, port: {port}, refresh_interval: 1s}}]\n  - job_name: dns-aaaa\n    dns_sd_configs: [{{names: [v6.example.test], type: AAAA, port: {port}, refresh_interval: 1s}}]\n  - job_name: dns-mx\n    dns_sd_configs: [{{names: [mail.example.test], type: MX, port: {port}, refresh_interval: 1s}}]\n"
     );
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
@@ -216,8 +217,8 @@ fn dns_sd_finds_srv_a_and_aaaa_targets_from_a_real_dns_server() {
         result(&v).first().and_then(|r| r["value"][1].as_str().map(String::from))
     };
     let found = wait_for(Duration::from_secs(20), || {
-        (up("up{job=\"dns-srv\",srv_target=\"localhost.\"}")? == "1" && up("up{job=\"dns-a\"}")? == "1")
-            .then_some(())
+        let srv = up("up{job=\"dns-srv\",srv_target=\"localhost.\"}")? == "1";
+        (srv && up("up{job=\"dns-a\"}")? == "1" && up("up{job=\"dns-mx\"}")? == "1").then_some(())
     });
     assert!(found.is_some(), "the SRV and A targets are scraped: {:?}", s.get_json("/api/v1/targets").1);
     let failures = || {
@@ -239,6 +240,8 @@ fn dns_sd_finds_srv_a_and_aaaa_targets_from_a_real_dns_server() {
     assert_eq!(of("dns-a").len(), 1, "v6.example.test has no A record");
     assert_eq!(of("dns-a")[0]["discoveredLabels"]["__meta_dns_name"], "self.example.test");
     assert_eq!(of("dns-aaaa")[0]["discoveredLabels"]["__address__"], format!("[::1]:{port}"));
+    assert_eq!(of("dns-mx")[0]["discoveredLabels"]["__address__"], format!("localhost:{port}"));
+    assert_eq!(of("dns-mx")[0]["discoveredLabels"]["__meta_dns_mx_record_target"], "localhost.");
     // the server is gone: lookups fail, and the targets stay
     let failed = wait_for(Duration::from_secs(30), || (failures()? > before + 2.0).then_some(()));
     assert!(failed.is_some(), "lookups of a server that is gone fail");

@@ -1,4 +1,4 @@
-//! DNS service discovery (`dns_sd_configs`): SRV, A and AAAA records of the configured names,
+//! DNS service discovery (`dns_sd_configs`): SRV, A, AAAA, MX and NS records of the configured names,
 //! looked up every `refresh_interval`, with Prometheus's `__meta_dns_*` labels.
 //!
 //! A small DNS client over UDP (RFC 1035): one question per query, answers parsed with name
@@ -16,6 +16,8 @@ use promflow_storage::Labels;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const TYPE_A: u16 = 1;
+const TYPE_NS: u16 = 2;
+const TYPE_MX: u16 = 15;
 const TYPE_AAAA: u16 = 28;
 const TYPE_SRV: u16 = 33;
 
@@ -23,7 +25,15 @@ const TYPE_SRV: u16 = 33;
 #[derive(Clone, Debug, PartialEq)]
 enum Record {
     Ip(IpAddr),
-    Srv { port: u16, target: String },
+    Srv {
+        port: u16,
+        target: String,
+    },
+    /// An MX exchange or an NS server: a host name, scraped on the configured port.
+    Host {
+        kind: &'static str,
+        target: String,
+    },
 }
 
 /// The DNS servers of `/etc/resolv.conf` (port 53), or 127.0.0.1:53 if it names none.
@@ -43,7 +53,7 @@ pub fn system_servers() -> Vec<SocketAddr> {
 
 /// The target groups of `name` for one `dns_sd_configs` entry: one per record,
 /// `__address__` the SRV target and port (the target's name, not resolved, as Prometheus
-/// does) or the address and the configured port.
+/// does), the address, or the MX/NS host, with the configured port.
 pub async fn discover(
     servers: &[SocketAddr],
     cfg: &DnsSdConfig,
@@ -53,6 +63,8 @@ pub async fn discover(
         "A" => TYPE_A,
         "AAAA" => TYPE_AAAA,
         "SRV" | "" => TYPE_SRV,
+        "MX" => TYPE_MX,
+        "NS" => TYPE_NS,
         other => return Err(format!("record type {other} is not supported by promflow's DNS discovery")),
     };
     let mut out = Vec::new();
@@ -63,6 +75,10 @@ pub async fn discover(
                 labels.set("__meta_dns_srv_record_target", &target);
                 labels.set("__meta_dns_srv_record_port", &port.to_string());
                 format!("{}:{port}", target.trim_end_matches('.'))
+            }
+            Record::Host { kind, target } => {
+                labels.set(&format!("__meta_dns_{kind}_record_target"), &target);
+                format!("{}:{}", target.trim_end_matches('.'), cfg.port)
             }
             Record::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{}", cfg.port),
             Record::Ip(ip) => format!("{ip}:{}", cfg.port),
@@ -168,6 +184,12 @@ fn parse_reply(reply: &[u8], qtype: u16) -> Result<Vec<Record>, String> {
                     port: u16::from_be_bytes([rdata[4], rdata[5]]),
                     target: read_name(reply, rdata_at + 6).ok_or_else(bad)?,
                 },
+                TYPE_MX if rdlen >= 3 => {
+                    Record::Host { kind: "mx", target: read_name(reply, rdata_at + 2).ok_or_else(bad)? }
+                }
+                TYPE_NS if rdlen >= 1 => {
+                    Record::Host { kind: "ns", target: read_name(reply, rdata_at).ok_or_else(bad)? }
+                }
                 _ => return Err(bad()),
             });
         }
@@ -221,6 +243,23 @@ mod tests {
         // a pointer to itself is cut off, not followed for ever
         assert_eq!(read_name(&[0xc0, 0], 0), None);
         assert!(parse_reply(&[0; 5], TYPE_A).is_err());
+    }
+
+    #[test]
+    fn ns_and_mx_answers_name_hosts() {
+        // header, question "ex." NS, then one answer: pointer to the question's name, NS, IN,
+        // TTL, and "ns1" + a pointer to "ex."
+        let mut reply = vec![0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        reply.extend([2, b'e', b'x', 0, 0, 2, 0, 1]);
+        reply.extend([0xc0, 12, 0, 2, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'n', b's', b'1', 0xc0, 12]);
+        let ns = parse_reply(&reply, TYPE_NS).unwrap();
+        assert_eq!(ns, vec![Record::Host { kind: "ns", target: "ns1.ex.".into() }]);
+        // the same answer as MX: preference 10, then the exchange
+        let mut mx = reply[..12].to_vec();
+        mx.extend([2, b'e', b'x', 0, 0, 15, 0, 1]);
+        mx.extend([0xc0, 12, 0, 15, 0, 1, 0, 0, 0, 60, 0, 8, 0, 10, 3, b'm', b'x', b'1', 0xc0, 12]);
+        let got = parse_reply(&mx, TYPE_MX).unwrap();
+        assert_eq!(got, vec![Record::Host { kind: "mx", target: "mx1.ex.".into() }]);
     }
 
     #[test]
