@@ -48,30 +48,6 @@ fn list_kind(plural: &str) -> (&'static str, &'static str) {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Whether `o` is in `namespace` (any when `None`) and has every `k=v` of `selector`.
 fn selected(o: &Value, namespace: Option<&str>, selector: &str) -> bool {
     let meta = &o["metadata"];
@@ -125,11 +101,8 @@ impl ApiServer {
             }
         }
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let params: BTreeMap<String, String> = query
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.to_string(), percent_decode(v)))
-            .collect();
+        let params: BTreeMap<String, String> =
+            form_urlencoded::parse(query.as_bytes()).into_owned().collect();
         let param = |k: &str| params.get(k).cloned().unwrap_or_default();
         // /api/v1[/namespaces/<ns>]/<plural> and /apis/<group>/<version>[/namespaces/<ns>]/<plural>
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();

@@ -24,17 +24,24 @@ fn write(promflow: &Server, from: i64) {
     assert_eq!(code, 204, "{body}");
 }
 
-fn read(promflow: &Server, req: &ReadRequest) -> (u16, Vec<u8>) {
-    let body = req.encode_body();
+fn read(server: &Server, req: &ReadRequest) -> (u16, Vec<u8>) {
+    let (code, _, body) = read_typed(server, req);
+    (code, body)
+}
+
+/// A remote-read request's status, answer content type and body.
+fn read_typed(server: &Server, req: &ReadRequest) -> (u16, String, Vec<u8>) {
     let r = client()
-        .post(promflow.url("/api/v1/read"))
+        .post(server.url("/api/v1/read"))
         .header("Content-Type", "application/x-protobuf")
         .header("Content-Encoding", "snappy")
         .header("X-Prometheus-Remote-Read-Version", "0.1.0")
-        .body(body)
+        .body(req.encode_body())
         .send()
         .unwrap();
-    (r.status().as_u16(), r.bytes().unwrap().to_vec())
+    let content_type =
+        r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (r.status().as_u16(), content_type, r.bytes().unwrap().to_vec())
 }
 
 fn query(from: i64, to: i64, matchers: &[(MatcherType, &str, &str)]) -> Query {
@@ -215,17 +222,9 @@ fn streamed_xor_chunks_are_the_bytes_prometheus_streams() {
         accepted_response_types: vec![1, 0],
     };
     let send = |s: &Server| {
-        let r = client()
-            .post(s.url("/api/v1/read"))
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Read-Version", "0.1.0")
-            .body(req.encode_body())
-            .send()
-            .unwrap();
-        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-        assert_eq!(ct, promflow_remote::chunks::STREAMED_CONTENT_TYPE);
-        (r.status().as_u16(), r.bytes().unwrap().to_vec())
+        let (code, content_type, body) = read_typed(s, &req);
+        assert_eq!(content_type, promflow_remote::chunks::STREAMED_CONTENT_TYPE);
+        (code, body)
     };
     let (code, body) = send(&promflow);
     let ours = streamed_series(code, &body);

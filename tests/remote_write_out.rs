@@ -245,55 +245,18 @@ fn a_queue_sends_remote_write_2_0_and_falls_back_to_1_0_for_a_receiver_without_i
     assert!(sender.logs().contains("does not know 2.0"), "the fallback is logged");
 }
 
-/// A receiver that keeps every request it takes, decoded: metadata requests have no effect
-/// Prometheus 2.42 or Debian's VictoriaMetrics would show (both drop metadata).
-fn start_keeping_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<promflow_remote::WriteRequest>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let shared = std::sync::Arc::clone(&kept);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten().take(10_000) {
-            let kept = std::sync::Arc::clone(&shared);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut stream = stream;
-                loop {
-                    let mut len = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let req =
-                        promflow_remote::WriteRequest::decode_body(&body).expect("a remote-write 1.0 body");
-                    kept.lock().unwrap().push(req);
-                    if stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, kept)
+/// The remote-write requests a capture took, decoded.
+fn requests(capture: &Capture) -> Vec<promflow_remote::WriteRequest> {
+    let raw = capture.raw.lock().unwrap();
+    raw.iter()
+        .map(|b| promflow_remote::WriteRequest::decode_body(b).expect("a remote-write 1.0 body"))
+        .collect()
 }
 
 #[test]
 fn queues_send_the_scrape_targets_metric_metadata() {
-    let (port, kept) = start_keeping_receiver();
-    let (quiet_port, quiet) = start_keeping_receiver();
+    let (kept, quiet) = (start_capture(0), start_capture(0));
+    let (port, quiet_port) = (kept.port, quiet.port);
     let dir = tempfile::tempdir().unwrap();
     let self_port = free_port();
     let config = format!(
@@ -306,8 +269,7 @@ fn queues_send_the_scrape_targets_metric_metadata() {
         reqs.iter().flat_map(|r| r.metadata.clone()).collect()
     };
     let found = wait_for(Duration::from_secs(20), || {
-        let reqs = kept.lock().unwrap();
-        families(&reqs).into_iter().find(|m| m.metric_family_name == "promflow_scrapes_total")
+        families(&requests(&kept)).into_iter().find(|m| m.metric_family_name == "promflow_scrapes_total")
     });
     let m = found.expect("promflow's own scrape metadata is sent");
     assert_eq!(m.r#type, 1, "a counter");
@@ -315,7 +277,7 @@ fn queues_send_the_scrape_targets_metric_metadata() {
     // metadata travels in requests of its own, each within max_samples_per_send; a second
     // round comes a send_interval later
     let rounds = wait_for(Duration::from_secs(10), || {
-        let reqs = kept.lock().unwrap();
+        let reqs = requests(&kept);
         let with: Vec<&promflow_remote::WriteRequest> =
             reqs.iter().filter(|r| !r.metadata.is_empty()).collect();
         assert!(with.iter().all(|r| r.timeseries.is_empty() && r.metadata.len() <= 40));
@@ -326,18 +288,16 @@ fn queues_send_the_scrape_targets_metric_metadata() {
     assert!(queue_metric(&s, "prometheus_remote_storage_metadata_total") > 0.0);
     // the samples still go, to both endpoints; the one with send: false gets no metadata
     let samples = wait_for(Duration::from_secs(10), || {
-        let q = quiet.lock().unwrap();
-        q.iter().any(|r| !r.timeseries.is_empty()).then_some(())
+        requests(&quiet).iter().any(|r| !r.timeseries.is_empty()).then_some(())
     });
     assert!(samples.is_some());
-    assert!(families(&quiet.lock().unwrap()).is_empty(), "send: false sends no metadata");
+    assert!(families(&requests(&quiet)).is_empty(), "send: false sends no metadata");
 }
 
 #[test]
 fn a_reloaded_endpoint_goes_on_from_its_place_and_an_unchanged_one_keeps_running() {
-    let (a, at_a) = start_keeping_receiver();
-    let (b, at_b) = start_keeping_receiver();
-    let (c, at_c) = start_keeping_receiver();
+    let (at_a, at_b, at_c) = (start_capture(0), start_capture(0), start_capture(0));
+    let (a, b, c) = (at_a.port, at_b.port, at_c.port);
     let dir = tempfile::tempdir().unwrap();
     let config = |moved: u16| {
         format!(
@@ -345,8 +305,8 @@ fn a_reloaded_endpoint_goes_on_from_its_place_and_an_unchanged_one_keeps_running
         )
     };
     let s = start_promflow(dir.path(), &config(a), &["--web.enable-remote-write-receiver"]);
-    let samples = |kept: &std::sync::Mutex<Vec<promflow_remote::WriteRequest>>| -> Vec<(String, i64)> {
-        let reqs = kept.lock().unwrap();
+    let samples = |kept: &Capture| -> Vec<(String, i64)> {
+        let reqs = requests(kept);
         let mut out: Vec<(String, i64)> = reqs
             .iter()
             .flat_map(|r| r.timeseries.iter())

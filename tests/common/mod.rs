@@ -273,13 +273,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// An Alertmanager stand-in that records every POST body and fails the first `fail_first`
-/// requests with 500: Alertmanager cannot be made to fail on demand.
+/// A receiver that records every POST body and fails the first `fail_first` requests with
+/// 500: an Alertmanager stand-in (Alertmanager cannot be made to fail on demand), and a
+/// remote-write receiver that keeps what Prometheus and VictoriaMetrics drop (metadata).
 pub struct Capture {
     /// Where it listens on 127.0.0.1.
     pub port: u16,
     /// Each request as its request line, a newline, and its body.
     pub bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Each request's body as sent (binary protocols: remote write).
+    pub raw: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     /// When each request arrived.
     pub arrived: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
 }
@@ -290,10 +293,13 @@ pub fn start_capture(fail_first: usize) -> Capture {
     let port = listener.local_addr().unwrap().port();
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (seen, when) = (std::sync::Arc::clone(&bodies), std::sync::Arc::clone(&arrived));
+    let raw = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, when, kept) =
+        (std::sync::Arc::clone(&bodies), std::sync::Arc::clone(&arrived), std::sync::Arc::clone(&raw));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (seen, when) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&when));
+            let (seen, when, kept) =
+                (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&when), std::sync::Arc::clone(&kept));
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut stream = stream;
@@ -327,6 +333,7 @@ pub fn start_capture(fail_first: usize) -> Capture {
                         b.push(format!("{request_line}\n{}", String::from_utf8_lossy(&body)));
                         b.len()
                     };
+                    kept.lock().unwrap().push(body);
                     let reply: &[u8] = if n <= fail_first {
                         b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
                     } else {
@@ -339,5 +346,5 @@ pub fn start_capture(fail_first: usize) -> Capture {
             });
         }
     });
-    Capture { port, bodies, arrived }
+    Capture { port, bodies, raw, arrived }
 }

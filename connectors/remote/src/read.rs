@@ -124,12 +124,6 @@ impl ReadRequest {
     pub fn encode_body(&self) -> Vec<u8> {
         snap::raw::Encoder::new().compress_vec(&self.encode_to_vec()).unwrap_or_default()
     }
-
-    /// Whether the client takes a plain `ReadResponse` of samples.
-    pub fn takes_samples(&self) -> bool {
-        self.accepted_response_types.is_empty()
-            || self.accepted_response_types.contains(&(ResponseType::Samples as i32))
-    }
 }
 
 impl ReadResponse {

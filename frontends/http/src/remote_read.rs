@@ -60,18 +60,16 @@ const MAX_BYTES_IN_FRAME: usize = 1 << 20;
 fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Result<Answer, Refusal> {
     let req = ReadRequest::decode_body(body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     // the first kind in the client's order that promflow knows; samples when none is named
-    let streamed = req
-        .accepted_response_types
-        .iter()
-        .find_map(|t| match ResponseType::try_from(*t) {
-            Ok(ResponseType::Samples) => Some(false),
-            Ok(ResponseType::StreamedXorChunks) => Some(true),
-            Err(_) => None,
-        })
-        .unwrap_or(false);
-    if !req.accepted_response_types.is_empty() && !req.takes_samples() && !streamed {
-        return Err(Refusal::BadRequest("none of the accepted response types is known".into()));
-    }
+    let known = req.accepted_response_types.iter().find_map(|t| match ResponseType::try_from(*t) {
+        Ok(ResponseType::Samples) => Some(false),
+        Ok(ResponseType::StreamedXorChunks) => Some(true),
+        Err(_) => None,
+    });
+    let streamed = match known {
+        Some(streamed) => streamed,
+        None if req.accepted_response_types.is_empty() => false,
+        None => return Err(Refusal::BadRequest("none of the accepted response types is known".into())),
+    };
     let mut samples_left = if limit > 0 { limit } else { i64::MAX };
     let mut results = Vec::with_capacity(req.queries.len());
     let mut frames = Vec::new();
