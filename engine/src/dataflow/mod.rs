@@ -15,6 +15,7 @@
 //!   gathers every worker's shard.
 
 mod abelian;
+mod hub;
 mod installs;
 mod keys;
 mod render;
@@ -40,6 +41,7 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 use crate::plan::Plan;
 use crate::Error;
 use crate::{QueryOptions, QueryResult};
+use hub::{Hub, HubInput, HubItem, HubNode, HubPlans, SharedHub};
 use installs::Installs;
 use keys::{KeyMap, Keys};
 use render::{Node, Registry, RenderCx};
@@ -228,6 +230,19 @@ enum Command {
         wake: Option<tap::Notify>,
     },
     Unsubscribe(u64),
+    /// Builds hub nodes (the first worker's hub; the others have none of its data).
+    HubInstall(Vec<(usize, HubNode)>),
+    /// Drops hub nodes.
+    HubDrop(Vec<usize>),
+    /// Registers a subscription to a hub node.
+    HubSubscribe {
+        id: u64,
+        node: usize,
+        from: u64,
+        tx: Sender<tap::TimedShard>,
+        complete: Arc<[AtomicU64]>,
+        wake: Option<tap::Notify>,
+    },
     Shutdown,
 }
 
@@ -239,6 +254,10 @@ struct Controller {
     installs: Installs,
     /// The arrangement each live view reads, and the grain it changes at.
     views: HashMap<ViewId, (usize, Option<Grain>)>,
+    /// The hub's nodes ([`hub`]).
+    hub: HubPlans,
+    /// Each live hub view's node, and every node it uses.
+    hub_views: HashMap<ViewId, (usize, Vec<usize>)>,
     next_view: ViewId,
     /// Per series: its key and the leaves whose matchers it satisfies, worked out when the
     /// registry's leaves were at version `routes_for`.
@@ -367,6 +386,8 @@ impl Incremental {
                 registry: Registry::default(),
                 installs: Installs::default(),
                 views: HashMap::new(),
+                hub: HubPlans::default(),
+                hub_views: HashMap::new(),
                 next_view: 0,
                 routes: HashMap::new(),
                 shared_routes: KeyMap::default(),
@@ -446,6 +467,14 @@ impl Incremental {
     /// subscriptions must have ended ([`Incremental::unsubscribe`]).
     pub fn uninstall(&self, view: ViewId) {
         let mut c = self.controller();
+        if let Some((_, used)) = c.hub_views.remove(&view) {
+            let gone = c.hub.release(&used);
+            if !gone.is_empty() {
+                c.registry.forget(&[], &gone);
+                self.broadcast(|| Command::HubDrop(gone.clone()));
+            }
+            return;
+        }
         let Some((arrangement, _)) = c.views.remove(&view) else { return };
         for (install, built) in c.installs.release(arrangement) {
             c.registry.forget(&built.arrangements, &built.leaves);
@@ -467,7 +496,8 @@ impl Incremental {
 
     /// How many views are installed.
     pub fn views(&self) -> usize {
-        self.controller().views.len()
+        let c = self.controller();
+        c.views.len() + c.hub_views.len()
     }
 
     /// Installs a view of `plan` that starts from history: the leaves it adds are first fed
@@ -514,32 +544,7 @@ impl Incremental {
                 history.send(leaf, rows);
             }
         }
-        // oldest first, a slice at a time: each series' samples reach its operator in time
-        // order, and only a slice's samples are in memory at once
-        let mut lo = from;
-        loop {
-            let last = lo.saturating_add(HISTORY_SLICE_MS) > now;
-            let hi = if last { i64::MAX } else { lo + HISTORY_SLICE_MS - 1 };
-            for (leaf, matchers) in &leaves {
-                let found = querier.select(matchers, lo, hi)?;
-                // in pieces, each series' samples freed as they are turned into rows
-                let mut rows = Vec::new();
-                for s in found {
-                    let key = self.keys.intern(s.labels);
-                    rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
-                    if rows.len() >= HISTORY_PIECE {
-                        history.send(*leaf, std::mem::take(&mut rows));
-                    }
-                }
-                if !rows.is_empty() {
-                    history.send(*leaf, rows);
-                }
-            }
-            if last {
-                break;
-            }
-            lo = hi + 1;
-        }
+        self.send_history(&mut history, &leaves, querier, (from, now))?;
         // a subquery samples its inner values from the view's start on; the steps before it
         // that its windows still reach are the batch executor's values there
         for sub in subqueries {
@@ -578,6 +583,79 @@ impl Incremental {
         Ok(view)
     }
 
+    /// Sends `leaves` what `querier` holds of their selections from `from` on (everything
+    /// committed, even after `now`): oldest first, a slice at a time, so that each series'
+    /// samples reach its operator in time order and only a slice's samples are in memory at
+    /// once.
+    fn send_history(
+        &self,
+        history: &mut HistorySender<'_>,
+        leaves: &[(usize, Vec<promflow_storage::Matcher>)],
+        querier: &dyn promflow_storage::Querier,
+        (from, now): (i64, i64),
+    ) -> Result<(), Error> {
+        let mut lo = from;
+        loop {
+            let last = lo.saturating_add(HISTORY_SLICE_MS) > now;
+            let hi = if last { i64::MAX } else { lo + HISTORY_SLICE_MS - 1 };
+            for (leaf, matchers) in leaves {
+                let found = querier.select(matchers, lo, hi)?;
+                // in pieces, each series' samples freed as they are turned into rows
+                let mut rows = Vec::new();
+                for s in found {
+                    let key = self.keys.intern(s.labels);
+                    rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
+                    if rows.len() >= HISTORY_PIECE {
+                        history.send(*leaf, std::mem::take(&mut rows));
+                    }
+                }
+                if !rows.is_empty() {
+                    history.send(*leaf, rows);
+                }
+            }
+            if last {
+                return Ok(());
+            }
+            lo = hi + 1;
+        }
+    }
+
+    /// Installs a view of `plan` in the hub ([`hub`]: many views as data in one operator,
+    /// for clients' standing queries), sharing the hub's nodes that other views built. With
+    /// `history` (a querier and `now`), the leaves it adds start from history as
+    /// [`Incremental::install_from`]'s do, with the same duty for the caller; without, they
+    /// start empty. A hub view is subscribed to, not read. [`Error::Unsupported`] when the
+    /// hub does not hold the plan: [`Incremental::install_from`] makes it a dataflow.
+    pub fn install_hub(
+        &self,
+        plan: &Plan,
+        history: Option<(&dyn promflow_storage::Querier, i64)>,
+    ) -> Result<ViewId, Error> {
+        let mut c = self.controller();
+        let Controller { registry, hub, .. } = &mut *c;
+        let read_back = registry.read_back.clone();
+        let lowered = hub.lower(plan, self.lookback_ms, read_back.as_ref(), &mut || registry.take_id())?;
+        registry.add_leaves(&lowered.new_leaves);
+        if !lowered.new.is_empty() {
+            self.broadcast(|| Command::HubInstall(lowered.new.clone()));
+        }
+        let view = c.next_view;
+        c.next_view += 1;
+        c.hub_views.insert(view, (lowered.root, lowered.used));
+        let Some((querier, now)) = history.filter(|_| !lowered.new_leaves.is_empty()) else {
+            return Ok(view);
+        };
+        let from = now - plan.max_window_ms() - self.lookback_ms;
+        let mut outbox = self.outbox();
+        outbox.flush();
+        let mut history = HistorySender { senders: &outbox.senders, incremental: self, stalled: false };
+        self.send_history(&mut history, &lowered.new_leaves, querier, (from, now))?;
+        if let Some(t) = self.threads.first() {
+            t.unpark();
+        }
+        Ok(view)
+    }
+
     /// Records out of each kind of operator so far, over all views and workers
     /// (`promflow_dataflow_records_total{operator}`).
     pub fn records_total(&self) -> Vec<(&'static str, u64)> {
@@ -595,9 +673,11 @@ impl Incremental {
     }
 
     /// Arrangements that views registered: one per distinct selection, window function and
-    /// view (`promflow_dataflow_arrangements`).
+    /// view, in the dataflow or as a node of the hub, which keeps its content as an
+    /// arrangement does (`promflow_dataflow_arrangements`).
     pub fn arrangements(&self) -> usize {
-        self.controller().registry.arrangements()
+        let c = self.controller();
+        c.registry.arrangements() + c.hub.len()
     }
 
     /// Distinct label sets the executor has numbered (series and derived series).
@@ -773,6 +853,11 @@ impl Incremental {
         let (arrangement, t) = {
             let mut c = self.controller();
             let Some(&(arrangement, grain)) = c.views.get(&view) else {
+                if c.hub_views.contains_key(&view) {
+                    return Err(Error::Plan(format!(
+                        "view {view} is in the hub: it is subscribed to, not read"
+                    )));
+                }
                 return Err(Error::Plan(format!("no view {view}")));
             };
             self.complete_at(&mut c, t);
@@ -817,9 +902,22 @@ impl Incremental {
         // the clock cannot move before every worker has the subscription: no update after its
         // start has left a tap yet
         let c = self.controller();
-        let arrangement = c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0;
         let from = (from.max(0) as u64).max(c.clock);
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
+        if let Some(&(node, _)) = c.hub_views.get(&view) {
+            // the hub is on the first worker alone
+            let (sub, tx, complete) = Subscription::new(id, from, 1, self.keys.clone());
+            self.broadcast(|| Command::HubSubscribe {
+                id,
+                node,
+                from,
+                tx: tx.clone(),
+                complete: Arc::clone(&complete),
+                wake: wake.clone(),
+            });
+            return Ok(sub);
+        }
+        let arrangement = c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0;
         let (sub, tx, complete) = Subscription::new(id, from, self.workers, self.keys.clone());
         self.broadcast(|| Command::Subscribe {
             id,
@@ -887,6 +985,9 @@ fn run_worker(
     counters: Arc<Counters>,
 ) {
     let mut state = WorkerState::default();
+    // every worker builds the hub's dataflow (workers build the same dataflows in the same
+    // order); only the first one's is fed
+    let (hub, mut hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
     let mut time: u64 = 0;
     let mut reads: Vec<(usize, u64, Sender<ReadReply>)> = Vec::new();
     // the arrangement each subscription taps, by the subscription's id
@@ -920,6 +1021,10 @@ fn run_worker(
                         for r in rows.iter() {
                             input.send(*r);
                         }
+                    } else if hub.borrow().has_leaf(leaf) {
+                        for r in rows.iter() {
+                            hub_input.send(HubItem::Row(leaf, *r));
+                        }
                     }
                     // a piece of history moves on before the next: held once, not piled up
                     if history {
@@ -930,6 +1035,12 @@ fn run_worker(
                 }
                 Ok(Command::Advance { t, tick }) => {
                     time = time.max(t);
+                    if *hub_input.time() < time {
+                        hub_input.advance_to(time);
+                    }
+                    if tick {
+                        hub_input.send(HubItem::Tick);
+                    }
                     for (input, grain) in state.leaves.values_mut() {
                         let to = follow(*grain, time);
                         if *input.time() < to {
@@ -965,7 +1076,16 @@ fn run_worker(
                         subscriptions.insert(id, arrangement);
                     }
                 }
+                Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
+                Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
+                Ok(Command::HubSubscribe { id, node, from, tx, complete, wake }) => {
+                    if worker.index() == 0 {
+                        let subscriber = tap::Subscriber::new((id, from), tx, complete, 0, wake);
+                        hub.borrow_mut().subscribe(node, subscriber);
+                    }
+                }
                 Ok(Command::Unsubscribe(id)) => {
+                    hub.borrow_mut().unsubscribe(id);
                     let tap = subscriptions.remove(&id).and_then(|a| state.taps.get(&a));
                     if let Some(tap) = tap {
                         tap.borrow_mut().retain(|s| s.id != id);

@@ -223,15 +223,26 @@ impl Registry {
         let (new, leaves, pinned, subqueries) = (l.new, l.leaves, l.pinned, l.subqueries);
         self.next += new.len();
         self.arranged.extend(new);
-        if !leaves.is_empty() {
-            self.leaves.extend(leaves.iter().cloned());
-            self.leaves_version += 1;
-        }
+        self.add_leaves(&leaves);
         Ok(Lowered { node, arrangement: id, new_leaves: leaves, grain, pinned, subqueries })
     }
 }
 
 impl Registry {
+    /// A new id for what is not an arrangement of the dataflow (a node of the hub).
+    pub(crate) fn take_id(&mut self) -> usize {
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// Registers leaves that samples are fed to.
+    pub(crate) fn add_leaves(&mut self, leaves: &[(usize, Vec<Matcher>)]) {
+        if !leaves.is_empty() {
+            self.leaves.extend(leaves.iter().cloned());
+            self.leaves_version += 1;
+        }
+    }
+
     /// Forgets arrangements and leaves whose dataflow was dropped: later views build them
     /// anew, and samples no longer go to the leaves.
     pub(crate) fn forget(&mut self, arrangements: &[usize], leaves: &[usize]) {
@@ -303,7 +314,7 @@ fn unsupported(what: impl std::fmt::Display) -> Error {
 }
 
 /// The value of a scalar plan that does not depend on time or data.
-fn constant(plan: &Plan) -> Option<f64> {
+pub(super) fn constant(plan: &Plan) -> Option<f64> {
     match plan {
         Plan::Number(n) => Some(*n),
         Plan::ScalarOp { op, lhs, rhs, .. } => Some(kernels::binary(*op, constant(lhs)?, constant(rhs)?)),
@@ -326,7 +337,7 @@ pub(crate) enum LeafTime {
 impl LeafTime {
     /// How a shift is maintained; `None` for negative offsets and `@ start()`/`@ end()`,
     /// which read samples after the evaluation or a query range a view does not have.
-    fn of(shift: &TimeShift) -> Option<LeafTime> {
+    pub(super) fn of(shift: &TimeShift) -> Option<LeafTime> {
         match shift.at {
             TimeAnchor::Step if shift.offset_ms >= 0 => Some(LeafTime::Shifted(shift.offset_ms)),
             TimeAnchor::Fixed(t) => Some(LeafTime::Pinned(t.saturating_sub(shift.offset_ms))),
@@ -342,7 +353,7 @@ const NOT_SHIFTED: &str =
 /// When a window function over a window or subquery shifted by `shift` is evaluated: a
 /// shifted window is the window over samples counted `offset` later, except for what reads
 /// the samples' times against the evaluation's.
-fn window_time(func: WindowFn, shift: &TimeShift) -> Result<LeafTime, Error> {
+pub(super) fn window_time(func: WindowFn, shift: &TimeShift) -> Result<LeafTime, Error> {
     LeafTime::of(shift)
         .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(func)))
         .ok_or_else(|| unsupported(NOT_SHIFTED))

@@ -569,7 +569,6 @@ impl SeriesState {
 /// Events due at one dataflow time.
 #[derive(Default)]
 struct Due {
-    cap: Option<Capability<u64>>,
     samples: Vec<(u64, i64, f64)>,
     /// Series whose next event is due (see `SeriesState::next`).
     expiring: Vec<u64>,
@@ -716,11 +715,244 @@ pub(crate) fn sample<'s>(
 /// a time on.
 pub(crate) type Tick = Option<(u64, f64)>;
 
-/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks,
-/// keeping samples as `keep` says (`keys` names the series for read-backs); with a `grain`,
-/// every event takes effect at the grain's next time. A `pinned` operator (`@ t`) evaluates
-/// every series at `t` whatever the time: it ignores samples after `t`, and its values change
-/// only as samples arrive.
+/// The per-series operator's state and logic, apart from timely: the timely operator
+/// ([`render`]) and the shared operator of many views ([`super::hub`]) both drive it. Events
+/// wait in a queue by the time they take effect; [`SeriesOp::run_first`] runs the first
+/// time's events once the caller knows nothing more can come before it.
+pub(crate) struct SeriesOp {
+    func: SeriesFn,
+    keep: Keep,
+    pinned: Option<i64>,
+    grain: Option<Grain>,
+    keys: Keys,
+    counters: Arc<Counters>,
+    due: BTreeMap<u64, Due>,
+    series: SeriesMap,
+    /// Series whose value moves with time now: recomputed at every tick.
+    moving: KeySet,
+    span: i64,
+    /// Whether values can move with time alone (pinned, only `predict_linear`'s: it predicts
+    /// from the evaluation's time).
+    moves: bool,
+    track_resets: bool,
+    drops_name: bool,
+    /// Each series' output key when the function drops the name.
+    names: KeyMap<u64, u64>,
+}
+
+impl SeriesOp {
+    /// An operator computing `func` per series, keeping samples as `keep` says (`keys` names
+    /// the series for read-backs); with a `grain`, every event takes effect at the grain's
+    /// next time. A `pinned` operator (`@ t`) evaluates every series at `t` whatever the
+    /// time: it ignores samples after `t`, and its values change only as samples arrive.
+    pub(crate) fn new(
+        func: SeriesFn,
+        keep: Keep,
+        pinned: Option<i64>,
+        grain: Option<Grain>,
+        keys: Keys,
+        counters: Arc<Counters>,
+    ) -> SeriesOp {
+        let moves = match pinned {
+            None => func.moves_with_time(),
+            Some(_) => matches!(func, SeriesFn::Window { func: WindowFn::PredictLinear, .. }),
+        };
+        SeriesOp {
+            span: func.span().max(1),
+            moves,
+            track_resets: func.tracks_resets(),
+            drops_name: func.drops_name(),
+            series: SeriesMap { series: KeyMap::default(), counters: Arc::clone(&counters) },
+            func,
+            keep,
+            pinned,
+            grain,
+            keys,
+            counters,
+            due: BTreeMap::new(),
+            moving: KeySet::default(),
+            names: KeyMap::default(),
+        }
+    }
+
+    fn up(&self, t: u64) -> u64 {
+        self.grain.map_or(t, |g| g.up(t))
+    }
+
+    /// The time an event may take effect at once, given that no input can bring anything
+    /// before `earliest` (the least of the inputs' frontiers): a sample that counts from it
+    /// goes straight into its series' state when nothing is due before it, instead of
+    /// waiting in the queue (a view's history, and most samples of the feed, which arrive
+    /// after their timestamp).
+    pub(crate) fn straight(&self, earliest: u64) -> Option<u64> {
+        let earliest = (earliest < u64::MAX).then(|| self.up(earliest))?;
+        self.due.keys().next().is_none_or(|&k| k >= earliest).then_some(earliest)
+    }
+
+    /// Takes a sample that arrived at dataflow time `now` (`straight` from
+    /// [`SeriesOp::straight`]); returns the time it takes effect at, or `None` when a pinned
+    /// operator ignores it.
+    pub(crate) fn push_sample(&mut self, now: u64, straight: Option<u64>, (s, t, v): Row) -> Option<u64> {
+        if self.pinned.is_some_and(|p| t > p) {
+            return None;
+        }
+        let at = self.up((t.max(0) as u64).max(now));
+        let d = self.due.entry(at).or_default();
+        if straight == Some(at) {
+            let st = self.series.entry(s).or_default();
+            if !std::mem::replace(&mut st.absorbed, true) {
+                d.absorbed.push(s);
+            }
+            st.insert(&self.func, &self.keep, (t, v), at as i64);
+        } else {
+            d.samples.push((s, t, v));
+        }
+        Some(at)
+    }
+
+    /// Takes a tick of the clock, or a new value of the first argument, that arrived at
+    /// `now`; returns the time it takes effect at.
+    pub(crate) fn push_tick(&mut self, now: u64, tick: &Tick) -> u64 {
+        let at = self.up(match tick {
+            Some((t, _)) => (*t).max(now),
+            None => now,
+        });
+        let d = self.due.entry(at).or_default();
+        match tick {
+            Some((_, value)) => d.arg = Some(*value),
+            None => d.tick = true,
+        }
+        at
+    }
+
+    /// Whether the clock's ticks can change its values (see [`SeriesOp::push_tick`]).
+    pub(crate) fn takes_ticks(&self) -> bool {
+        self.moves
+    }
+
+    /// The first time events are due at.
+    pub(crate) fn first_due(&self) -> Option<u64> {
+        self.due.keys().next().copied()
+    }
+
+    /// Runs the events due at the first due time: evaluates the series they touch, calls
+    /// `emit(key, old, new)` for each whose value changed, and returns the later times at
+    /// which it put events (the series' next expiries).
+    pub(crate) fn run_first(&mut self, mut emit: impl FnMut(u64, Option<f64>, Option<f64>)) -> Vec<u64> {
+        let mut later = Vec::new();
+        let Some((at, d)) = self.due.pop_first() else { return later };
+        let at_ms = at as i64;
+        // the time the series are evaluated at
+        let eval_ms = self.pinned.unwrap_or(at_ms);
+        let (series, keep, span) = (&mut self.series, &self.keep, self.span);
+        let mut touched: Vec<u64> = d.absorbed;
+        touched.reserve(d.samples.len() + d.expiring.len());
+        for (s, t, v) in d.samples {
+            series.entry(s).or_default().insert(&self.func, keep, (t, v), at_ms);
+            touched.push(s);
+        }
+        for s in d.expiring {
+            if let Some(st) = series.get_mut(&s) {
+                if st.next == Some(at) {
+                    st.next = None;
+                }
+            }
+            touched.push(s);
+        }
+        if d.tick && self.moves {
+            touched.extend(self.moving.iter().copied());
+        }
+        if let Some(value) = d.arg {
+            // every series' value depends on it
+            self.func.set_first_arg(value);
+            touched.extend(series.keys().copied());
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut wants: Vec<(u64, Want)> = Vec::new();
+        for &s in &touched {
+            if let Some(want) = series.get_mut(&s).and_then(|st| st.evict(span, eval_ms, keep)) {
+                wants.push((s, want));
+            }
+        }
+        if let Keep::Ends { tail_ms, source, matchers } = keep {
+            // the tails' continuations first; a series that finds none (a gap) is read whole
+            // in a second round
+            for _round in 0..2 {
+                if wants.is_empty() {
+                    break;
+                }
+                let mut read = read_back(source, matchers, &self.keys, &wants);
+                let mut again = Vec::new();
+                for (s, want) in wants.drain(..) {
+                    let Some(st) = series.get_mut(&s) else { continue };
+                    let samples = read.remove(&s).unwrap_or_default();
+                    let whole = st.read_back(want, &samples, at_ms - span, *tail_ms, self.track_resets);
+                    again.extend(whole.map(|w| (s, w)));
+                }
+                wants = again;
+            }
+        }
+        let (mut kept, mut records): (i64, usize) = (0, 0);
+        for s in touched {
+            let Some(st) = series.get_mut(&s) else { continue };
+            st.absorbed = false;
+            let now_kept = st.ts().len();
+            kept += now_kept as i64 - st.counted as i64;
+            st.counted = now_kept;
+            let (value, steady_until) = self.func.evaluate(st, eval_ms, at_ms);
+            if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
+                let k = if self.drops_name { self.keys.rewrite(&mut self.names, s, without_name) } else { s };
+                records += usize::from(st.emitted.is_some()) + usize::from(value.is_some());
+                emit(k, st.emitted, value);
+                st.emitted = value;
+            }
+            let Some(&first) = st.ts().first() else {
+                self.moving.remove(&s);
+                if st.emitted.is_none() {
+                    series.remove(&s);
+                }
+                continue;
+            };
+            // the next event: the oldest visible sample leaves (never, pinned), a sample
+            // crosses an anchored window's start, or the value starts to move with time
+            let mut when = i64::MAX;
+            if self.pinned.is_none() {
+                when = first.saturating_add(span);
+                if let Some(crossing) = self.func.next_crossing(st, at_ms) {
+                    when = when.min(crossing);
+                }
+            }
+            if self.moves {
+                match steady_until {
+                    Some(until) => {
+                        self.moving.remove(&s);
+                        when = when.min(until);
+                    }
+                    None => {
+                        self.moving.insert(s);
+                    }
+                }
+            }
+            if when == i64::MAX {
+                continue;
+            }
+            let when = self.grain.map_or(when.max(0) as u64, |g| g.up(when.max(0) as u64));
+            if when > at && st.next.is_none_or(|n| n > when) {
+                st.next = Some(when);
+                self.due.entry(when).or_default().expiring.push(s);
+                later.push(when);
+            }
+        }
+        self.counters.samples_kept.fetch_add(kept, Ordering::Relaxed);
+        self.counters.count(super::Operator::Series, records);
+        later
+    }
+}
+
+/// Renders the operator over `rows` (exchanged by series) and this worker's `clock` ticks
+/// ([`SeriesOp::new`] says what the other arguments mean). Each event time is held with a
+/// capability until its events have run.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn render<'s>(
     rows: Stream<'s, u64, Vec<Row>>,
@@ -733,197 +965,50 @@ pub(crate) fn render<'s>(
     counters: Arc<Counters>,
 ) -> Stream<'s, u64, Vec<Update>> {
     rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
-        let mut due: BTreeMap<u64, Due> = BTreeMap::new();
-        let mut series = SeriesMap { series: KeyMap::default(), counters: Arc::clone(&counters) };
-        // series whose value moves with time now: recomputed at every tick
-        let mut moving = KeySet::default();
-        let span = func.span().max(1);
-        // pinned, only `predict_linear` moves: it predicts from the evaluation's time
-        let moves = match pinned {
-            None => func.moves_with_time(),
-            Some(_) => matches!(func, SeriesFn::Window { func: WindowFn::PredictLinear, .. }),
-        };
-        let track_resets = func.tracks_resets();
-        let up = move |t: u64| grain.map_or(t, |g| g.up(t));
-        // the output's key: the series', or its labels without the metric name
-        let drops_name = func.drops_name();
-        let mut names = KeyMap::default();
-        // its first argument changes when it comes from a scalar that does
-        let mut func = func;
+        let mut op = SeriesOp::new(func, keep, pinned, grain, keys, counters);
+        let mut caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         move |(input, f_rows), (ticks, f_clock), output| {
-            // the earliest time an event can still be due at: a sample that counts from it
-            // goes straight into its series' state when nothing is due before it (nothing
-            // can come before it either), instead of waiting in the queue: a view's history,
-            // and most samples of the feed, which arrive after their timestamp
             let floor = |f: &timely::progress::frontier::MutableAntichain<u64>| {
                 f.frontier().iter().min().copied().unwrap_or(u64::MAX)
             };
-            let earliest = floor(f_rows).min(floor(f_clock));
-            let earliest = (earliest < u64::MAX).then(|| up(earliest));
-            let straight = earliest.filter(|&e| due.keys().next().is_none_or(|&k| k >= e));
+            let straight = op.straight(floor(f_rows).min(floor(f_clock)));
             input.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
-                for batch in data {
-                    for &(s, t, v) in batch.iter() {
-                        if pinned.is_some_and(|p| t > p) {
-                            continue;
-                        }
-                        let at = up((t.max(0) as u64).max(now));
-                        let d = due.entry(at).or_default();
-                        if d.cap.is_none() {
-                            d.cap = Some(cap.delayed(&at, 0));
-                        }
-                        if straight == Some(at) {
-                            let st = series.entry(s).or_default();
-                            if !std::mem::replace(&mut st.absorbed, true) {
-                                d.absorbed.push(s);
-                            }
-                            st.insert(&func, &keep, (t, v), at as i64);
-                        } else {
-                            d.samples.push((s, t, v));
-                        }
+                for &row in data.flat_map(|batch| batch.iter()) {
+                    if let Some(at) = op.push_sample(now, straight, row) {
+                        caps.entry(at).or_insert_with(|| cap.delayed(&at, 0));
                     }
                 }
             });
             ticks.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
                 for tick in data.flat_map(|batch| batch.iter()) {
-                    let at = up(match tick {
-                        Some((t, _)) => (*t).max(now),
-                        None => now,
-                    });
-                    let d = due.entry(at).or_default();
-                    if d.cap.is_none() {
-                        d.cap = Some(cap.delayed(&at, 0));
-                    }
-                    match tick {
-                        Some((_, value)) => d.arg = Some(*value),
-                        None => d.tick = true,
-                    }
+                    let at = op.push_tick(now, tick);
+                    caps.entry(at).or_insert_with(|| cap.delayed(&at, 0));
                 }
             });
-            while let Some(entry) = due.first_entry() {
-                let at = *entry.key();
+            while let Some(at) = op.first_due() {
                 if f_rows.less_equal(&at) || f_clock.less_equal(&at) {
                     break;
                 }
-                let d = entry.remove();
-                let Some(cap) = d.cap else { continue };
-                let at_ms = at as i64;
-                // the time the series are evaluated at
-                let eval_ms = pinned.unwrap_or(at_ms);
-                let mut touched: Vec<u64> = d.absorbed;
-                touched.reserve(d.samples.len() + d.expiring.len());
-                for (s, t, v) in d.samples {
-                    series.entry(s).or_default().insert(&func, &keep, (t, v), at_ms);
-                    touched.push(s);
-                }
-                for s in d.expiring {
-                    if let Some(st) = series.get_mut(&s) {
-                        if st.next == Some(at) {
-                            st.next = None;
-                        }
-                    }
-                    touched.push(s);
-                }
-                if d.tick && moves {
-                    touched.extend(moving.iter().copied());
-                }
-                if let Some(value) = d.arg {
-                    // every series' value depends on it
-                    func.set_first_arg(value);
-                    touched.extend(series.keys().copied());
-                }
-                touched.sort_unstable();
-                touched.dedup();
-                let mut wants: Vec<(u64, Want)> = Vec::new();
-                for &s in &touched {
-                    if let Some(want) = series.get_mut(&s).and_then(|st| st.evict(span, eval_ms, &keep)) {
-                        wants.push((s, want));
-                    }
-                }
-                if let Keep::Ends { tail_ms, source, matchers } = &keep {
-                    // the tails' continuations first; a series that finds none (a gap) is
-                    // read whole in a second round
-                    for _round in 0..2 {
-                        if wants.is_empty() {
-                            break;
-                        }
-                        let mut read = read_back(source, matchers, &keys, &wants);
-                        let mut again = Vec::new();
-                        for (s, want) in wants.drain(..) {
-                            let Some(st) = series.get_mut(&s) else { continue };
-                            let samples = read.remove(&s).unwrap_or_default();
-                            let whole = st.read_back(want, &samples, at_ms - span, *tail_ms, track_resets);
-                            again.extend(whole.map(|w| (s, w)));
-                        }
-                        wants = again;
-                    }
-                }
+                let Some(cap) = caps.remove(&at) else {
+                    // every event time is held when its first event comes
+                    op.run_first(|_, _, _| {});
+                    continue;
+                };
                 let mut session = output.session(&cap);
-                let (mut kept, mut records): (i64, usize) = (0, 0);
-                for s in touched {
-                    let Some(st) = series.get_mut(&s) else { continue };
-                    st.absorbed = false;
-                    let now_kept = st.ts().len();
-                    kept += now_kept as i64 - st.counted as i64;
-                    st.counted = now_kept;
-                    let (value, steady_until) = func.evaluate(st, eval_ms, at_ms);
-                    if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
-                        let k = if drops_name { keys.rewrite(&mut names, s, without_name) } else { s };
-                        if let Some(old) = st.emitted {
-                            session.give(((k, Value(old)), at, -1isize));
-                            records += 1;
-                        }
-                        if let Some(new) = value {
-                            session.give(((k, Value(new)), at, 1isize));
-                            records += 1;
-                        }
-                        st.emitted = value;
+                let later = op.run_first(|k, old, new| {
+                    if let Some(old) = old {
+                        session.give(((k, Value(old)), at, -1isize));
                     }
-                    let Some(&first) = st.ts().first() else {
-                        moving.remove(&s);
-                        if st.emitted.is_none() {
-                            series.remove(&s);
-                        }
-                        continue;
-                    };
-                    // the next event: the oldest visible sample leaves (never, pinned), a
-                    // sample crosses an anchored window's start, or the value starts to move
-                    // with time
-                    let mut when = i64::MAX;
-                    if pinned.is_none() {
-                        when = first.saturating_add(span);
-                        if let Some(crossing) = func.next_crossing(st, at_ms) {
-                            when = when.min(crossing);
-                        }
+                    if let Some(new) = new {
+                        session.give(((k, Value(new)), at, 1isize));
                     }
-                    if moves {
-                        match steady_until {
-                            Some(until) => {
-                                moving.remove(&s);
-                                when = when.min(until);
-                            }
-                            None => {
-                                moving.insert(s);
-                            }
-                        }
-                    }
-                    if when == i64::MAX {
-                        continue;
-                    }
-                    let when = up(when.max(0) as u64);
-                    if when > at && st.next.is_none_or(|n| n > when) {
-                        st.next = Some(when);
-                        let d = due.entry(when).or_default();
-                        if d.cap.is_none() {
-                            d.cap = Some(cap.delayed(&when));
-                        }
-                        d.expiring.push(s);
-                    }
+                });
+                drop(session);
+                for when in later {
+                    caps.entry(when).or_insert_with(|| cap.delayed(&when));
                 }
-                counters.samples_kept.fetch_add(kept, Ordering::Relaxed);
-                counters.count(super::Operator::Series, records);
             }
         }
     })

@@ -76,6 +76,40 @@ impl Subscriber {
     ) -> Self {
         Subscriber { id, from, started: false, tx, complete, worker, wake }
     }
+
+    /// The subscription's start.
+    pub(crate) fn from(&self) -> u64 {
+        self.from
+    }
+
+    /// Whether its first message went.
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Sends the first message, the content at the start; returns whether it went.
+    pub(crate) fn start(&mut self, content: impl FnOnce() -> Shard) -> bool {
+        self.started = true;
+        self.tx.send((self.from, content())).is_ok()
+    }
+
+    /// Sends the updates at `t`; returns whether they went.
+    pub(crate) fn send(&self, t: u64, updates: Shard) -> bool {
+        self.tx.send((t, updates)).is_ok()
+    }
+
+    /// Stores that this worker has sent every update before `complete`; returns whether
+    /// that moved its progress (once started).
+    pub(crate) fn progress(&self, complete: u64) -> bool {
+        self.started && self.complete[self.worker].swap(complete, Ordering::AcqRel) < complete
+    }
+
+    /// Wakes whom the subscription wakes.
+    pub(crate) fn wake(&self) {
+        if let Some(w) = &self.wake {
+            w.wake();
+        }
+    }
 }
 
 /// Whom a subscription's messages wake: a thread, told which of the subscriptions it reads
@@ -159,9 +193,9 @@ fn send(
 ) {
     let mut sent = vec![false; subscribers.len()];
     for (s, sent) in subscribers.iter_mut().zip(sent.iter_mut()) {
-        if !s.started && s.from < complete {
-            *sent |= s.tx.send((s.from, read_at(trace, s.from))).is_ok();
-            s.started = true;
+        if !s.started() && s.from() < complete {
+            let from = s.from();
+            *sent |= s.start(|| read_at(trace, from));
         }
     }
     while let Some(entry) = pending.first_entry() {
@@ -170,15 +204,14 @@ fn send(
         }
         let (t, updates) = entry.remove_entry();
         for (s, sent) in subscribers.iter().zip(sent.iter_mut()) {
-            if s.started && s.from < t {
-                *sent |= s.tx.send((t, updates.clone())).is_ok();
+            if s.started() && s.from() < t {
+                *sent |= s.send(t, updates.clone());
             }
         }
     }
     for (s, sent) in subscribers.iter().zip(sent) {
-        let moved = s.started && s.complete[s.worker].swap(complete, Ordering::AcqRel) < complete;
-        if let (true, Some(w)) = (sent || moved, &s.wake) {
-            w.wake();
+        if s.progress(complete) || sent {
+            s.wake();
         }
     }
 }

@@ -121,6 +121,8 @@ struct SeenExpression {
     rules: bool,
     /// Clients subscribed to it: a view no rule reads goes with its last client.
     clients: usize,
+    /// Whether the view is in the hub (a client's; streamed, not read).
+    hub: bool,
 }
 
 /// Who reads a view.
@@ -326,7 +328,12 @@ impl RuleViews {
         reader: Reader,
     ) -> Result<(ViewId, bool), Error> {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(seen) = views.iter_mut().find(|s| s.grain == grain && s.plan == *plan) {
+        // a rule reads its views, so never a hub view; a client shares a rule's view first
+        let same = views
+            .iter_mut()
+            .filter(|s| s.grain == grain && s.plan == *plan && (reader == Reader::Client || !s.hub))
+            .min_by_key(|s| s.hub);
+        if let Some(seen) = same {
             let view = seen.view.clone().map_err(Error::Unsupported)?;
             match reader {
                 Reader::Rule => seen.rules = true,
@@ -336,8 +343,21 @@ impl RuleViews {
         }
         self.take_feed();
         // everything committed until now, even ahead of `t`: a later delivery of the same
-        // samples through the feed is ignored
-        let view = match self.inc.install_from(plan, self.querier.as_ref(), t, grain) {
+        // samples through the feed is ignored. A client's view is in the hub when the hub
+        // holds its plan.
+        let hub = match reader {
+            Reader::Client => match self.inc.install_hub(plan, Some((self.querier.as_ref(), t))) {
+                Ok(view) => Some(view),
+                Err(Error::Unsupported(_)) => None,
+                Err(e) => return Err(e),
+            },
+            Reader::Rule => None,
+        };
+        let installed = match hub {
+            Some(view) => Ok(view),
+            None => self.inc.install_from(plan, self.querier.as_ref(), t, grain),
+        };
+        let view = match installed {
             Ok(v) => Ok(v),
             Err(Error::Unsupported(what)) => {
                 if reader == Reader::Rule {
@@ -355,6 +375,7 @@ impl RuleViews {
                 view: view.clone(),
                 rules: reader == Reader::Rule,
                 clients: usize::from(reader == Reader::Client),
+                hub: hub.is_some(),
             });
         }
         view.map(|v| (v, true)).map_err(Error::Unsupported)

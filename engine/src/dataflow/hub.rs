@@ -1,0 +1,727 @@
+//! The hub: many views as data in one operator.
+//!
+//! A view rendered as a differential dataflow of its own costs every worker a round of
+//! progress tracking at each clock move, and every change it makes goes through
+//! arrangements (`docs/dataflow.md`, "where a round of the subscribe benchmark goes"). For
+//! a thousand clients' standing queries over ten thousand series that fixed cost is most of
+//! a round. The common shapes of a dashboard's query — a selection or a window function of
+//! one, arithmetic and comparisons with constants, value functions, and aggregations with
+//! constant parameters over those — need neither joins nor retractions through
+//! arrangements, so the hub keeps them as data in a single operator on the first worker:
+//!
+//! * a **leaf** (a selection or window function) is the per-series operator's logic
+//!   ([`SeriesOp`]), fed the samples of its selection, its output a map from series to value;
+//! * an **upper node** (elementwise function, aggregation) keeps its output content and, for
+//!   an aggregation, each group's members; a change of its input recomputes what it touches
+//!   with the batch executor's kernels;
+//! * nodes are shared between views by plan, as arrangements are, and live while a view uses
+//!   them.
+//!
+//! Events are processed time by time once the clock has passed them, exactly when the
+//! per-series operator would process them, so a hub view changes at the same times and to
+//! the same values as the dataflow view of the same plan; subscriptions receive each time's
+//! changes as a tap sends them. Plans the hub does not hold (joins, subqueries, `@`,
+//! changing scalars, …) are views of their own in the dataflow, which is also where rules'
+//! views stay (they are read at times; the hub only streams).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use promflow_storage::{Labels, MatchOp, Matcher};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator as _;
+use timely::dataflow::operators::Input;
+use timely::dataflow::InputHandle;
+
+use super::keys::{KeyMap, KeySet, Keys};
+use super::render::{constant, window_time, without_name, LeafTime};
+use super::series::{Keep, ReadBack, SeriesFn, SeriesOp};
+use super::tap::Subscriber;
+use super::{Counters, Operator, Row, Shard};
+use crate::batch::{aggregate_values, combine, grouping_key};
+use crate::kernels;
+use crate::plan::{AggOp, BinOp, Edges, Grouping, MapFn, Plan, ValueKind, VectorFn, WindowFn};
+use crate::Error;
+
+/// A node of a hub view, as the controller lowers it and the first worker builds it. Inputs
+/// are nodes with smaller ids.
+#[derive(Clone, Debug)]
+pub(crate) enum HubNode {
+    /// The per-series function of the samples fed to this node (its id is a leaf's), each
+    /// sample counting `offset` milliseconds after its timestamp.
+    Leaf { func: SeriesFn, keep: Keep, offset: i64 },
+    /// A value function of each element (the metric name is dropped).
+    Map { input: usize, func: MapFn, args: Vec<f64> },
+    /// An operation between each element and a constant.
+    ScalarOp { input: usize, op: BinOp, scalar: f64, scalar_left: bool, return_bool: bool },
+    /// An aggregation by groups with a constant parameter.
+    Aggregate { input: usize, op: AggOp, grouping: Grouping, param: f64 },
+}
+
+/// What the hub's input carries: a sample for a leaf, or a tick of the clock.
+#[derive(Clone, Debug)]
+pub(crate) enum HubItem {
+    /// A sample of leaf `.0`'s selection.
+    Row(usize, Row),
+    /// The clock ticked at the message's time.
+    Tick,
+}
+
+/// The hub's input handle on a worker.
+pub(crate) type HubInput = InputHandle<u64, CapacityContainerBuilder<Vec<HubItem>>>;
+
+// ---- lowering (the controller) ----
+
+/// A hub node as the controller knows it.
+struct Known {
+    /// Its plan, to share it.
+    plan: Plan,
+    id: usize,
+    /// How many views use it.
+    refs: usize,
+    /// Whether its elements keep distinct label sets when their metric names go (they all
+    /// have one name, or none).
+    distinct: bool,
+}
+
+/// The hub's nodes as the controller knows them.
+#[derive(Default)]
+pub(crate) struct HubPlans {
+    nodes: Vec<Known>,
+}
+
+/// What lowering a view for the hub decided.
+pub(crate) struct HubLowered {
+    /// The node whose content is the view.
+    pub(crate) root: usize,
+    /// The nodes to build, in id order.
+    pub(crate) new: Vec<(usize, HubNode)>,
+    /// Every node the view uses (new or shared), each once.
+    pub(crate) used: Vec<usize>,
+    /// The new leaves and their selections.
+    pub(crate) new_leaves: Vec<(usize, Vec<Matcher>)>,
+}
+
+fn unsupported(what: &str) -> Error {
+    Error::Unsupported(format!("{what} in the hub"))
+}
+
+impl HubPlans {
+    /// How many nodes the hub holds.
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Lowers `plan` into hub nodes, sharing those that exist; `next_id` numbers new nodes.
+    /// [`Error::Unsupported`] when the hub does not hold the plan (nothing is registered).
+    pub(crate) fn lower(
+        &mut self,
+        plan: &Plan,
+        lookback: i64,
+        read_back: Option<&(ReadBack, i64)>,
+        next_id: &mut dyn FnMut() -> usize,
+    ) -> Result<HubLowered, Error> {
+        let mut l = HubLowering {
+            plans: self,
+            lookback,
+            read_back,
+            new: Vec::new(),
+            used: Vec::new(),
+            leaves: Vec::new(),
+        };
+        let (root, _) = l.lower(plan, next_id)?;
+        let (new, mut used, new_leaves) = (l.new, l.used, l.leaves);
+        used.sort_unstable();
+        used.dedup();
+        let mut built = Vec::with_capacity(new.len());
+        for (plan, id, node, distinct) in new {
+            self.nodes.push(Known { plan, id, refs: 0, distinct });
+            built.push((id, node));
+        }
+        for known in self.nodes.iter_mut() {
+            if used.binary_search(&known.id).is_ok() {
+                known.refs += 1;
+            }
+        }
+        let new = built;
+        Ok(HubLowered { root, new, used, new_leaves })
+    }
+
+    /// A view that used `used` is gone: returns the nodes no view uses any more, which are
+    /// forgotten.
+    pub(crate) fn release(&mut self, used: &[usize]) -> Vec<usize> {
+        let mut gone = Vec::new();
+        self.nodes.retain_mut(|known| {
+            if used.contains(&known.id) {
+                known.refs -= 1;
+                if known.refs == 0 {
+                    gone.push(known.id);
+                    return false;
+                }
+            }
+            true
+        });
+        gone
+    }
+}
+
+struct HubLowering<'a> {
+    plans: &'a HubPlans,
+    lookback: i64,
+    read_back: Option<&'a (ReadBack, i64)>,
+    /// The nodes to build: plan, id, node, and whether its elements stay distinct without
+    /// their names.
+    new: Vec<(Plan, usize, HubNode, bool)>,
+    used: Vec<usize>,
+    leaves: Vec<(usize, Vec<Matcher>)>,
+}
+
+impl HubLowering<'_> {
+    /// Lowers `plan`; returns its node and whether its elements keep distinct label sets when
+    /// their metric names go (they all have one name, or none).
+    fn lower(&mut self, plan: &Plan, next_id: &mut dyn FnMut() -> usize) -> Result<(usize, bool), Error> {
+        let known = self.plans.nodes.iter().map(|k| (&k.plan, k.id, k.distinct));
+        let found =
+            known.chain(self.new.iter().map(|(p, id, _, d)| (p, *id, *d))).find(|(p, _, _)| *p == plan);
+        if let Some((_, id, distinct)) = found {
+            self.used.push(id);
+            return Ok((id, distinct));
+        }
+        let (node, distinct) = match plan {
+            Plan::Select { matchers, shift, edges: Edges::Plain } => {
+                let Some(LeafTime::Shifted(offset)) = LeafTime::of(shift) else {
+                    return Err(unsupported("a pinned or negative time shift"));
+                };
+                let func = SeriesFn::Last { lookback: self.lookback, timestamp: false, keep_name: false };
+                let distinct = names_fixed(matchers);
+                return Ok((self.leaf(plan, matchers, func, offset, distinct, next_id), distinct));
+            }
+            Plan::WindowFunction { func, input, args, .. } => {
+                let Plan::Window { matchers, range_ms, shift, edges } = &**input else {
+                    return Err(unsupported("a subquery"));
+                };
+                let (series_fn, offset) = match (edges, window_time(*func, shift)?) {
+                    (_, LeafTime::Pinned(_)) => return Err(unsupported("@")),
+                    (_, _) if *func == WindowFn::AbsentOverTime => {
+                        return Err(unsupported("absent_over_time"))
+                    }
+                    (Edges::Plain, LeafTime::Shifted(offset)) => {
+                        let args = args
+                            .iter()
+                            .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that changes")))
+                            .collect::<Result<Vec<f64>, Error>>()?;
+                        (SeriesFn::Window { func: *func, range: *range_ms, args }, offset)
+                    }
+                    (Edges::Anchored, LeafTime::Shifted(offset))
+                        if matches!(
+                            func,
+                            WindowFn::Rate
+                                | WindowFn::Increase
+                                | WindowFn::Delta
+                                | WindowFn::Changes
+                                | WindowFn::Resets
+                        ) =>
+                    {
+                        (
+                            SeriesFn::Anchored { func: *func, range: *range_ms, lookback: self.lookback },
+                            offset,
+                        )
+                    }
+                    _ => return Err(unsupported("this window")),
+                };
+                let drops = series_fn.drops_name();
+                if drops && !names_fixed(matchers) {
+                    // two series of different metrics could become one label set: the
+                    // dataflow's check holds that error
+                    return Err(unsupported("a function over series of several metrics"));
+                }
+                let distinct = drops || names_fixed(matchers);
+                return Ok((self.leaf(plan, matchers, series_fn, offset, distinct, next_id), distinct));
+            }
+            Plan::Map { func, input, args }
+                if input.kind() == ValueKind::Instant && *func != MapFn::Timestamp =>
+            {
+                let (input, distinct) = self.lower(input, next_id)?;
+                if !distinct {
+                    return Err(unsupported("a function over series of several metrics"));
+                }
+                let args = args
+                    .iter()
+                    .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that changes")))
+                    .collect::<Result<Vec<f64>, Error>>()?;
+                (HubNode::Map { input, func: *func, args }, true)
+            }
+            Plan::ScalarOp { op, lhs, rhs, return_bool } => {
+                let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {
+                    (ValueKind::Scalar, ValueKind::Instant) => (rhs, lhs, true),
+                    (ValueKind::Instant, ValueKind::Scalar) => (lhs, rhs, false),
+                    _ => return Err(unsupported("scalar expressions")),
+                };
+                let scalar = constant(scalar).ok_or_else(|| unsupported("a scalar that changes"))?;
+                let (input, distinct) = self.lower(input, next_id)?;
+                let keeps_name = op.is_comparison() && !*return_bool;
+                if !keeps_name && !distinct {
+                    return Err(unsupported("arithmetic over series of several metrics"));
+                }
+                let node =
+                    HubNode::ScalarOp { input, op: *op, scalar, scalar_left, return_bool: *return_bool };
+                (node, distinct || !keeps_name)
+            }
+            Plan::Aggregate { op, grouping, param, input, .. } => {
+                let param = match (op, param) {
+                    (AggOp::Sum | AggOp::Avg | AggOp::Min | AggOp::Max | AggOp::Count, None)
+                    | (AggOp::Group | AggOp::Stddev | AggOp::Stdvar, None) => 0.0,
+                    (AggOp::Quantile | AggOp::Topk | AggOp::Bottomk | AggOp::Limitk, Some(p)) => {
+                        let k = constant(p).ok_or_else(|| unsupported("a parameter that changes"))?;
+                        if k.is_nan() && *op != AggOp::Quantile {
+                            // the dataflow fails the installation with Prometheus's message
+                            return Err(unsupported("a NaN parameter"));
+                        }
+                        k
+                    }
+                    _ => return Err(unsupported("this aggregation")),
+                };
+                let (input, distinct) = self.lower(input, next_id)?;
+                let keeps_input = matches!(op, AggOp::Topk | AggOp::Bottomk | AggOp::Limitk);
+                let by_name = matches!(grouping, Grouping::By(names) if names.iter().any(|n| n == promflow_storage::METRIC_NAME));
+                let distinct = if keeps_input { distinct } else { !by_name };
+                (HubNode::Aggregate { input, op: *op, grouping: grouping.clone(), param }, distinct)
+            }
+            // a view has no order: sorting leaves it as it is
+            Plan::VectorFunction {
+                func: VectorFn::Sort | VectorFn::SortDesc | VectorFn::SortByLabel | VectorFn::SortByLabelDesc,
+                input,
+                ..
+            } => return self.lower(input, next_id),
+            _ => return Err(unsupported("this expression")),
+        };
+        let id = next_id();
+        self.used.push(id);
+        self.new.push((plan.clone(), id, node, distinct));
+        Ok((id, distinct))
+    }
+
+    /// A leaf computing `func` over `matchers`' series, registered as `plan`.
+    fn leaf(
+        &mut self,
+        plan: &Plan,
+        matchers: &[Matcher],
+        func: SeriesFn,
+        offset: i64,
+        distinct: bool,
+        next_id: &mut dyn FnMut() -> usize,
+    ) -> usize {
+        // reading a window back from storage follows the window's moving start: not shifted
+        let read_back = if offset == 0 { self.read_back } else { None };
+        let keep = Keep::choose(&func, matchers, read_back);
+        let id = next_id();
+        self.used.push(id);
+        self.leaves.push((id, matchers.to_vec()));
+        self.new.push((plan.clone(), id, HubNode::Leaf { func, keep, offset }, distinct));
+        id
+    }
+}
+
+/// Whether a selection's series all have one metric name.
+fn names_fixed(matchers: &[Matcher]) -> bool {
+    matchers.iter().any(|m| m.name == promflow_storage::METRIC_NAME && m.op == MatchOp::Equal)
+}
+
+// ---- the operator (the first worker) ----
+
+/// One element's change at a time: its key, old value and new value (`None`: absent).
+type Change = (u64, Option<f64>, Option<f64>);
+
+/// A built node: how it computes, and its content.
+struct NodeState {
+    kind: NodeKind,
+    /// The node's elements now: key → value.
+    content: KeyMap<u64, f64>,
+}
+
+enum NodeKind {
+    Leaf {
+        op: SeriesOp,
+        offset: i64,
+    },
+    Map {
+        input: usize,
+        func: MapFn,
+        args: Vec<f64>,
+        names: KeyMap<u64, u64>,
+    },
+    ScalarOp {
+        input: usize,
+        op: BinOp,
+        scalar: f64,
+        scalar_left: bool,
+        return_bool: bool,
+        names: KeyMap<u64, u64>,
+    },
+    Aggregate {
+        input: usize,
+        op: AggOp,
+        grouping: Grouping,
+        param: f64,
+        /// Each input element's group.
+        group_of: KeyMap<u64, u64>,
+        /// Each group's members and their values.
+        members: KeyMap<u64, KeyMap<u64, f64>>,
+        /// Each group's output elements.
+        output: KeyMap<u64, Vec<(u64, f64)>>,
+    },
+}
+
+impl NodeKind {
+    fn input(&self) -> Option<usize> {
+        match self {
+            NodeKind::Leaf { .. } => None,
+            NodeKind::Map { input, .. }
+            | NodeKind::ScalarOp { input, .. }
+            | NodeKind::Aggregate { input, .. } => Some(*input),
+        }
+    }
+}
+
+/// The hub on a worker: its nodes by id (inputs before their readers), and the
+/// subscriptions to each.
+pub(crate) struct Hub {
+    nodes: BTreeMap<usize, NodeState>,
+    subscribers: HashMap<usize, Vec<Subscriber>>,
+    /// Each subscription's node, by the subscription's id.
+    subscribed: HashMap<u64, usize>,
+    keys: Keys,
+    counters: Arc<Counters>,
+}
+
+/// The hub shared between its operator and the worker's command loop.
+pub(crate) type SharedHub = Rc<RefCell<Hub>>;
+
+impl Hub {
+    /// Builds the hub's operator in a dataflow of its own on `worker`; returns the hub and
+    /// its input.
+    pub(crate) fn build(
+        worker: &mut timely::worker::Worker,
+        keys: Keys,
+        counters: Arc<Counters>,
+    ) -> (SharedHub, HubInput) {
+        let hub: SharedHub = Rc::new(RefCell::new(Hub {
+            nodes: BTreeMap::new(),
+            subscribers: HashMap::new(),
+            subscribed: HashMap::new(),
+            keys,
+            counters,
+        }));
+        let mut input = HubInput::new();
+        let inner = Rc::clone(&hub);
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope.input_from(&mut input).sink(Pipeline, "Hub", move |(items, frontier)| {
+                let complete = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
+                let mut hub = inner.borrow_mut();
+                items.for_each_stamp(|cap, data| {
+                    let Some(&now) = cap.least() else { return };
+                    for item in data.flat_map(|batch| batch.drain(..)) {
+                        hub.push(now, complete, item);
+                    }
+                });
+                hub.run(complete);
+            });
+        });
+        (hub, input)
+    }
+
+    /// Whether `leaf` is one of the hub's leaves.
+    pub(crate) fn has_leaf(&self, leaf: usize) -> bool {
+        matches!(self.nodes.get(&leaf), Some(NodeState { kind: NodeKind::Leaf { .. }, .. }))
+    }
+
+    /// Builds new nodes: each upper node starts from its input's content.
+    pub(crate) fn install(&mut self, nodes: Vec<(usize, HubNode)>) {
+        for (id, node) in nodes {
+            let kind = match node {
+                HubNode::Leaf { func, keep, offset } => {
+                    let op =
+                        SeriesOp::new(func, keep, None, None, self.keys.clone(), Arc::clone(&self.counters));
+                    NodeKind::Leaf { op, offset }
+                }
+                HubNode::Map { input, func, args } => {
+                    NodeKind::Map { input, func, args, names: KeyMap::default() }
+                }
+                HubNode::ScalarOp { input, op, scalar, scalar_left, return_bool } => NodeKind::ScalarOp {
+                    input,
+                    op,
+                    scalar,
+                    scalar_left,
+                    return_bool,
+                    names: KeyMap::default(),
+                },
+                HubNode::Aggregate { input, op, grouping, param } => NodeKind::Aggregate {
+                    input,
+                    op,
+                    grouping,
+                    param,
+                    group_of: KeyMap::default(),
+                    members: KeyMap::default(),
+                    output: KeyMap::default(),
+                },
+            };
+            let mut state = NodeState { kind, content: KeyMap::default() };
+            if let Some(input) = state.kind.input() {
+                let start: Vec<Change> = self
+                    .nodes
+                    .get(&input)
+                    .map(|n| n.content.iter().map(|(k, v)| (*k, None, Some(*v))).collect())
+                    .unwrap_or_default();
+                state.apply(&start, &self.keys, &self.counters);
+            }
+            self.nodes.insert(id, state);
+        }
+    }
+
+    /// Drops nodes, and the subscriptions to them.
+    pub(crate) fn drop_nodes(&mut self, ids: &[usize]) {
+        for id in ids {
+            self.nodes.remove(id);
+            for s in self.subscribers.remove(id).unwrap_or_default() {
+                self.subscribed.remove(&s.id);
+            }
+        }
+    }
+
+    /// Registers a subscription to node `node`.
+    pub(crate) fn subscribe(&mut self, node: usize, subscriber: Subscriber) {
+        if self.nodes.contains_key(&node) {
+            self.subscribed.insert(subscriber.id, node);
+            self.subscribers.entry(node).or_default().push(subscriber);
+        }
+    }
+
+    /// Ends a subscription, if it is the hub's.
+    pub(crate) fn unsubscribe(&mut self, id: u64) {
+        if let Some(node) = self.subscribed.remove(&id) {
+            if let Some(subs) = self.subscribers.get_mut(&node) {
+                subs.retain(|s| s.id != id);
+            }
+        }
+    }
+
+    /// Takes an input item that arrived at `now`, with the input complete before `complete`.
+    fn push(&mut self, now: u64, complete: u64, item: HubItem) {
+        match item {
+            HubItem::Row(leaf, (s, t, v)) => {
+                if let Some(NodeState { kind: NodeKind::Leaf { op, offset }, .. }) = self.nodes.get_mut(&leaf)
+                {
+                    let straight = op.straight(complete);
+                    op.push_sample(now, straight, (s, t.saturating_add(*offset), v));
+                }
+            }
+            HubItem::Tick => {
+                for node in self.nodes.values_mut() {
+                    match &mut node.kind {
+                        NodeKind::Leaf { op, .. } if op.takes_ticks() => drop(op.push_tick(now, &None)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes every time before `complete` that events are due at, in time order, and
+    /// hands each subscription its start and changes.
+    fn run(&mut self, complete: u64) {
+        let mut woken = KeySet::default();
+        loop {
+            let next = self
+                .nodes
+                .values()
+                .filter_map(|n| match &n.kind {
+                    NodeKind::Leaf { op, .. } => op.first_due(),
+                    _ => None,
+                })
+                .min();
+            let Some(at) = next.filter(|&at| at < complete) else { break };
+            // subscriptions that start before `at` see the content before its changes
+            self.start(at, &mut woken);
+            let changes = self.run_at(at);
+            for (node, subs) in &self.subscribers {
+                let Some(changed) = changes.get(node).filter(|c| !c.is_empty()) else { continue };
+                let shard: Shard = changed
+                    .iter()
+                    .flat_map(|&(k, old, new)| {
+                        old.map(|v| (k, v, -1isize)).into_iter().chain(new.map(|v| (k, v, 1isize)))
+                    })
+                    .collect();
+                for s in subs.iter().filter(|s| s.started() && s.from() < at) {
+                    if s.send(at, shard.clone()) {
+                        woken.insert(s.id);
+                    }
+                }
+            }
+        }
+        self.start(complete, &mut woken);
+        for subs in self.subscribers.values() {
+            for s in subs {
+                if s.progress(complete) || woken.contains(&s.id) {
+                    s.wake();
+                }
+            }
+        }
+    }
+
+    /// Sends the subscriptions that start before `before` their first message: their node's
+    /// content.
+    fn start(&mut self, before: u64, woken: &mut KeySet) {
+        for (node, subs) in self.subscribers.iter_mut() {
+            let Some(state) = self.nodes.get(node) else { continue };
+            for s in subs.iter_mut().filter(|s| !s.started() && s.from() < before) {
+                if s.start(|| state.content.iter().map(|(k, v)| (*k, *v, 1)).collect()) {
+                    woken.insert(s.id);
+                }
+            }
+        }
+    }
+
+    /// Runs the leaves' events due at `at` and carries their changes up through the nodes;
+    /// returns each node's changes.
+    fn run_at(&mut self, at: u64) -> HashMap<usize, Vec<Change>> {
+        let mut changes: HashMap<usize, Vec<Change>> = HashMap::new();
+        let ids: Vec<usize> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let Some(mut state) = self.nodes.remove(&id) else { continue };
+            let out = match &mut state.kind {
+                NodeKind::Leaf { op, .. } => {
+                    let mut out = Vec::new();
+                    if op.first_due() == Some(at) {
+                        op.run_first(|k, old, new| out.push((k, old, new)));
+                    }
+                    state.set(&out);
+                    out
+                }
+                kind => match kind.input().and_then(|i| changes.get(&i)) {
+                    Some(input) if !input.is_empty() => {
+                        let input = input.clone();
+                        state.apply(&input, &self.keys, &self.counters)
+                    }
+                    _ => Vec::new(),
+                },
+            };
+            if !out.is_empty() {
+                changes.insert(id, out);
+            }
+            self.nodes.insert(id, state);
+        }
+        changes
+    }
+}
+
+impl NodeState {
+    /// Applies its own changes to the content.
+    fn set(&mut self, changes: &[Change]) {
+        for &(k, _, new) in changes {
+            match new {
+                Some(v) => self.content.insert(k, v),
+                None => self.content.remove(&k),
+            };
+        }
+    }
+
+    /// Applies its input's changes; returns its own.
+    fn apply(&mut self, input: &[Change], keys: &Keys, counters: &Counters) -> Vec<Change> {
+        let mut out: Vec<Change> = Vec::new();
+        match &mut self.kind {
+            NodeKind::Leaf { .. } => return out,
+            NodeKind::Map { func, args, names, .. } => {
+                // clamp with min > max yields nothing, as in Prometheus
+                let none = *func == MapFn::Clamp && args.get(1) < args.first();
+                let f = |v: Option<f64>| v.filter(|_| !none).map(|v| kernels::map(*func, v, args, 0));
+                for &(k, old, new) in input {
+                    out.push((keys.rewrite(names, k, without_name), f(old), f(new)));
+                }
+                counters.count(Operator::Elementwise, input.len());
+            }
+            NodeKind::ScalarOp { op, scalar, scalar_left, return_bool, names, .. } => {
+                let (op, s, left, as_bool) = (*op, *scalar, *scalar_left, *return_bool);
+                let f = |v: Option<f64>| {
+                    let v = v?;
+                    let (a, b) = if left { (s, v) } else { (v, s) };
+                    combine(op, a, b, as_bool).map(|r| if op.is_comparison() && !as_bool { v } else { r })
+                };
+                let drop_name = !op.is_comparison() || as_bool;
+                for &(k, old, new) in input {
+                    let k = if drop_name { keys.rewrite(names, k, without_name) } else { k };
+                    out.push((k, f(old), f(new)));
+                }
+                counters.count(Operator::Elementwise, input.len());
+            }
+            NodeKind::Aggregate { op, grouping, param, group_of, members, output, .. } => {
+                let mut dirty: Vec<u64> = Vec::new();
+                for &(k, _, new) in input {
+                    let g = keys.rewrite(group_of, k, |l| grouping_key(&l, grouping));
+                    let group = members.entry(g).or_default();
+                    match new {
+                        Some(v) => group.insert(k, v),
+                        None => group.remove(&k),
+                    };
+                    dirty.push(g);
+                }
+                dirty.sort_unstable();
+                dirty.dedup();
+                for g in dirty {
+                    let now = match members.get(&g) {
+                        Some(m) if !m.is_empty() => aggregate(*op, *param, g, m, keys),
+                        _ => Vec::new(),
+                    };
+                    if members.get(&g).is_some_and(|m| m.is_empty()) {
+                        members.remove(&g);
+                    }
+                    let before =
+                        if now.is_empty() { output.remove(&g) } else { output.insert(g, now.clone()) };
+                    let before = before.unwrap_or_default();
+                    for &(k, v) in &before {
+                        let new = now.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+                        out.push((k, Some(v), new));
+                    }
+                    for &(k, v) in &now {
+                        if !before.iter().any(|(b, _)| *b == k) {
+                            out.push((k, None, Some(v)));
+                        }
+                    }
+                }
+                counters.count(Operator::Aggregate, out.len());
+            }
+        }
+        // what did not change is not a change
+        out.retain(|(_, old, new)| old.map(f64::to_bits) != new.map(f64::to_bits));
+        self.set(&out);
+        out
+    }
+}
+
+/// A group's output elements: one keyed by the group for the aggregations of values, the
+/// chosen members for `topk`, `bottomk` and `limitk`, chosen as the batch executor chooses.
+fn aggregate(op: AggOp, param: f64, group: u64, members: &KeyMap<u64, f64>, keys: &Keys) -> Vec<(u64, f64)> {
+    match op {
+        AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
+            let k = if param >= 1.0 { param.min(1e9) as usize } else { 0 };
+            // in label order, as the batch executor's series come: ties go the same way
+            let mut present: Vec<(Labels, u64, f64)> =
+                members.iter().map(|(s, v)| (keys.labels(*s), *s, *v)).collect();
+            present.sort_by(|a, b| a.0.cmp(&b.0));
+            let candidates: Vec<(usize, f64)> = present.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
+            let chosen = match op {
+                AggOp::Limitk => (0..k.min(candidates.len())).collect(),
+                _ => kernels::heap_select(&candidates, k, op == AggOp::Topk),
+            };
+            chosen.into_iter().map(|i| (present[i].1, present[i].2)).collect()
+        }
+        _ => {
+            // in value order, as the dataflow's reduce sees them: the same sum, bit for bit
+            let mut xs: Vec<f64> = members.values().copied().collect();
+            xs.sort_by(|a, b| a.total_cmp(b));
+            vec![(group, aggregate_values(op, &mut xs, param))]
+        }
+    }
+}
