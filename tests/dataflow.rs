@@ -164,6 +164,17 @@ fn store(db: &std::sync::Arc<Db>, samples: &[(Labels, i64, f64)]) {
     app.commit().unwrap();
 }
 
+/// Asserts that a view's content equals the batch executor's answer at `t`, values within
+/// rounding.
+fn assert_close(got: &BTreeMap<Labels, f64>, want: &BTreeMap<Labels, f64>, query: &str, t: i64) {
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{query} at {t}");
+    for (l, w) in want {
+        let g = got[l];
+        let close = (g - w).abs() <= 1e-9 * w.abs().max(1.0) || (g.is_nan() && w.is_nan());
+        assert!(close, "{query} at {t}, {l}: {g} vs {w}");
+    }
+}
+
 /// Feeds `all` in time order, reading every view of `queries` every 15 s from 5 s to `until`
 /// (from its `@` time on) and comparing it with the batch executor over the same store;
 /// returns how many reads were compared.
@@ -190,12 +201,7 @@ fn assert_views_equal_batch(all: &[(Labels, i64, f64)], queries: &[&str], until:
             }
             let want = batch(&db, query, t);
             let got: BTreeMap<Labels, f64> = inc.read(*id, t).unwrap().into_iter().collect();
-            assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{query} at {t}");
-            for (l, w) in &want {
-                let g = got[l];
-                let close = (g - w).abs() <= 1e-9 * w.abs().max(1.0) || (g.is_nan() && w.is_nan());
-                assert!(close, "{query} at {t}, {l}: {g} vs {w}");
-            }
+            assert_close(&got, &want, query, t);
             checked += 1;
         }
         // only the next evaluation will be read: the views may forget what came before
@@ -761,4 +767,76 @@ fn windows_kept_by_their_ends_read_back_storage_and_equal_the_batch_executor() {
     assert!(kept * 3 < all_kept, "kept {kept} of {all_kept}");
     ends.shutdown();
     every.shutdown();
+}
+
+/// Expressions the hub holds ([`Incremental::install_hub`]): selections and window functions,
+/// arithmetic and comparisons with constants, value functions, aggregations (with members that
+/// leave as their series stop), each compared with the batch executor.
+const HUB_VIEWS: &[&str] = &[
+    "x",
+    "x offset 2m",
+    "x > 300",
+    "abs(x - 1000) * 2",
+    "sum by (job) (x)",
+    "count by (job) (x > 100)",
+    "avg(x)",
+    "max without (i) (x)",
+    "quantile by (job) (0.9, x)",
+    "stddev by (job) (x)",
+    "topk by (job) (2, x)",
+    "bottomk(3, x)",
+    "rate(x[2m])",
+    "sum by (job) (rate(x[5m]))",
+    "max_over_time(x[1m])",
+    "avg_over_time(x[3m] offset 1m)",
+    "sort_desc(sum by (job) (x))",
+];
+
+/// What a client subscribed to a hub view sees, added up, equals the batch executor at every
+/// evaluation; ending the subscriptions and views frees every node and sample the hub held.
+#[test]
+fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    let all = samples();
+    store(&db, &all);
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    let mut views: Vec<_> = HUB_VIEWS
+        .iter()
+        .map(|q| {
+            let view = inc.install_hub(&compile(q), None).unwrap_or_else(|e| panic!("{q}: {e}"));
+            (*q, view, inc.subscribe(view, 0, None).unwrap(), std::collections::HashMap::new())
+        })
+        .collect();
+    assert!(inc.arrangements() > 0);
+    let (mut next, mut checked) = (0, 0);
+    let mut t = 5_000;
+    while t <= 1_700_000 {
+        let from = next;
+        while next < all.len() && all[next].1 <= t {
+            next += 1;
+        }
+        inc.append(&all[from..next]);
+        inc.complete(t);
+        for (query, _, sub, content) in views.iter_mut() {
+            sub.follow_through(t, content, std::time::Duration::from_secs(30)).unwrap();
+            let want = batch(&db, query, t);
+            let got: BTreeMap<Labels, f64> = content.iter().map(|(l, v)| (l.clone(), *v)).collect();
+            assert_close(&got, &want, query, t);
+            checked += 1;
+        }
+        t += 15_000;
+    }
+    assert!(checked >= 100 * HUB_VIEWS.len(), "{checked}");
+    for (_, view, sub, _) in views.drain(..) {
+        inc.unsubscribe(&sub);
+        inc.uninstall(view);
+    }
+    assert_eq!(inc.arrangements(), 0, "every hub node goes with the last view using it");
+    let freed = (0..1000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        inc.samples_kept() == 0
+    });
+    assert!(freed, "the hub's leaves let their samples go: {}", inc.samples_kept());
+    inc.shutdown();
 }

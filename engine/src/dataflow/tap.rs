@@ -301,6 +301,44 @@ impl Subscription {
         }
     }
 
+    /// Brings `content` (the view's elements as this subscription's messages so far make
+    /// them) up to `t`: waits up to `wait` until every worker has completed `t`, then applies
+    /// every message through it. A client that follows a view's content uses this; so do the
+    /// tests that compare it with the batch executor.
+    pub fn follow_through(
+        &mut self,
+        t: i64,
+        content: &mut std::collections::HashMap<Labels, f64>,
+        wait: Duration,
+    ) -> Result<(), RecvTimeoutError> {
+        let deadline = Instant::now() + wait;
+        while self.complete_before() <= t {
+            if self.disconnected {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            if Instant::now() > deadline {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        self.drain();
+        while self.pending.first_key_value().is_some_and(|(at, _)| *at as i64 <= t) {
+            let Ok((_, change)) = self.try_next() else { break };
+            match change {
+                ViewChange::Whole(rows) => *content = rows.into_iter().collect(),
+                ViewChange::Elements(changes) => {
+                    for (labels, value) in changes {
+                        match value {
+                            Some(v) => content.insert(labels, v),
+                            None => content.remove(&labels),
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Takes every message sent so far.
     fn drain(&mut self) {
         loop {
