@@ -533,16 +533,7 @@ impl Hub {
     /// hands each subscription its start and changes.
     fn run(&mut self, complete: u64) {
         let mut woken = KeySet::default();
-        loop {
-            let next = self
-                .nodes
-                .values()
-                .filter_map(|n| match &n.kind {
-                    NodeKind::Leaf { op, .. } => op.first_due(),
-                    _ => None,
-                })
-                .min();
-            let Some(at) = next.filter(|&at| at < complete) else { break };
+        while let Some(at) = self.next_due().filter(|&at| at < complete) {
             // subscriptions that start before `at` see the content before its changes
             self.start(at, &mut woken);
             let changes = self.run_at(at);
@@ -571,6 +562,15 @@ impl Hub {
         }
     }
 
+    /// The first time events are due at in any leaf.
+    fn next_due(&self) -> Option<u64> {
+        let leaves = self.nodes.values().filter_map(|n| match &n.kind {
+            NodeKind::Leaf { op, .. } => op.first_due(),
+            _ => None,
+        });
+        leaves.min()
+    }
+
     /// Sends the subscriptions that start before `before` their first message: their node's
     /// content.
     fn start(&mut self, before: u64, woken: &mut KeySet) {
@@ -586,8 +586,8 @@ impl Hub {
 
     /// Runs the leaves' events due at `at` and carries their changes up through the nodes;
     /// returns each node's changes.
-    fn run_at(&mut self, at: u64) -> HashMap<usize, Vec<Change>> {
-        let mut changes: HashMap<usize, Vec<Change>> = HashMap::new();
+    fn run_at(&mut self, at: u64) -> KeyMap<usize, Vec<Change>> {
+        let mut changes: KeyMap<usize, Vec<Change>> = KeyMap::default();
         let ids: Vec<usize> = self.nodes.keys().copied().collect();
         for id in ids {
             let Some(mut state) = self.nodes.remove(&id) else { continue };
@@ -601,10 +601,7 @@ impl Hub {
                     out
                 }
                 kind => match kind.input().and_then(|i| changes.get(&i)) {
-                    Some(input) if !input.is_empty() => {
-                        let input = input.clone();
-                        state.apply(&input, &self.keys, &self.counters)
-                    }
+                    Some(input) if !input.is_empty() => state.apply(input, &self.keys, &self.counters),
                     _ => Vec::new(),
                 },
             };
