@@ -37,7 +37,7 @@ use timely::dataflow::operators::Input;
 use timely::dataflow::InputHandle;
 
 use super::keys::{KeyMap, KeySet, Keys};
-use super::render::{constant, window_time, without_name, LeafTime};
+use super::render::{constant, constants, window_time, without_name, LeafTime};
 use super::series::{Keep, ReadBack, SeriesFn, SeriesOp};
 use super::tap::Subscriber;
 use super::{Counters, Operator, Row, Shard};
@@ -146,8 +146,7 @@ impl HubPlans {
                 known.refs += 1;
             }
         }
-        let new = built;
-        Ok(HubLowered { root, new, used, new_leaves })
+        Ok(HubLowered { root, new: built, used, new_leaves })
     }
 
     /// A view that used `used` is gone: returns the nodes no view uses any more, which are
@@ -209,11 +208,7 @@ impl HubLowering<'_> {
                         return Err(unsupported("absent_over_time"))
                     }
                     (Edges::Plain, LeafTime::Shifted(offset)) => {
-                        let args = args
-                            .iter()
-                            .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that changes")))
-                            .collect::<Result<Vec<f64>, Error>>()?;
-                        (SeriesFn::Window { func: *func, range: *range_ms, args }, offset)
+                        (SeriesFn::Window { func: *func, range: *range_ms, args: constants(args)? }, offset)
                     }
                     (Edges::Anchored, LeafTime::Shifted(offset))
                         if matches!(
@@ -248,11 +243,7 @@ impl HubLowering<'_> {
                 if !distinct {
                     return Err(unsupported("a function over series of several metrics"));
                 }
-                let args = args
-                    .iter()
-                    .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that changes")))
-                    .collect::<Result<Vec<f64>, Error>>()?;
-                (HubNode::Map { input, func: *func, args }, true)
+                (HubNode::Map { input, func: *func, args: constants(args)? }, true)
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => {
                 let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {

@@ -223,7 +223,7 @@ enum Command {
     },
     Subscribe {
         id: u64,
-        arrangement: usize,
+        target: Tapped,
         from: u64,
         tx: Sender<tap::TimedShard>,
         complete: Arc<[AtomicU64]>,
@@ -234,16 +234,16 @@ enum Command {
     HubInstall(Vec<(usize, HubNode)>),
     /// Drops hub nodes.
     HubDrop(Vec<usize>),
-    /// Registers a subscription to a hub node.
-    HubSubscribe {
-        id: u64,
-        node: usize,
-        from: u64,
-        tx: Sender<tap::TimedShard>,
-        complete: Arc<[AtomicU64]>,
-        wake: Option<tap::Notify>,
-    },
     Shutdown,
+}
+
+/// What a subscription follows.
+#[derive(Clone, Copy)]
+enum Tapped {
+    /// An arrangement's tap, on every worker.
+    Arrangement(usize),
+    /// A hub node, on the first worker alone.
+    Hub(usize),
 }
 
 /// What the controller knows: the registry of arranged sub-plans and leaves, each series'
@@ -904,24 +904,16 @@ impl Incremental {
         let c = self.controller();
         let from = (from.max(0) as u64).max(c.clock);
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        if let Some(&(node, _)) = c.hub_views.get(&view) {
-            // the hub is on the first worker alone
-            let (sub, tx, complete) = Subscription::new(id, from, 1, self.keys.clone());
-            self.broadcast(|| Command::HubSubscribe {
-                id,
-                node,
-                from,
-                tx: tx.clone(),
-                complete: Arc::clone(&complete),
-                wake: wake.clone(),
-            });
-            return Ok(sub);
-        }
-        let arrangement = c.views.get(&view).ok_or_else(|| Error::Plan(format!("no view {view}")))?.0;
-        let (sub, tx, complete) = Subscription::new(id, from, self.workers, self.keys.clone());
+        // the hub is on the first worker alone
+        let (target, workers) = match (c.hub_views.get(&view), c.views.get(&view)) {
+            (Some(&(node, _)), _) => (Tapped::Hub(node), 1),
+            (None, Some(&(arrangement, _))) => (Tapped::Arrangement(arrangement), self.workers),
+            (None, None) => return Err(Error::Plan(format!("no view {view}"))),
+        };
+        let (sub, tx, complete) = Subscription::new(id, from, workers, self.keys.clone());
         self.broadcast(|| Command::Subscribe {
             id,
-            arrangement,
+            target,
             from,
             tx: tx.clone(),
             complete: Arc::clone(&complete),
@@ -1069,21 +1061,23 @@ fn run_worker(
                     read_arrangements.insert(arrangement);
                     reads.push((arrangement, t, reply))
                 }
-                Ok(Command::Subscribe { id, arrangement, from, tx, complete, wake }) => {
-                    if let Some(tap) = state.taps.get(&arrangement) {
-                        let worker = worker.index();
-                        tap.borrow_mut().push(tap::Subscriber::new((id, from), tx, complete, worker, wake));
-                        subscriptions.insert(id, arrangement);
+                Ok(Command::Subscribe { id, target, from, tx, complete, wake }) => match target {
+                    Tapped::Arrangement(arrangement) => {
+                        if let Some(tap) = state.taps.get(&arrangement) {
+                            let worker = worker.index();
+                            let subscriber = tap::Subscriber::new((id, from), tx, complete, worker, wake);
+                            tap.borrow_mut().push(subscriber);
+                            subscriptions.insert(id, arrangement);
+                        }
                     }
-                }
-                Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
-                Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
-                Ok(Command::HubSubscribe { id, node, from, tx, complete, wake }) => {
-                    if worker.index() == 0 {
+                    Tapped::Hub(node) if worker.index() == 0 => {
                         let subscriber = tap::Subscriber::new((id, from), tx, complete, 0, wake);
                         hub.borrow_mut().subscribe(node, subscriber);
                     }
-                }
+                    Tapped::Hub(_) => {}
+                },
+                Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
+                Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
                 Ok(Command::Unsubscribe(id)) => {
                     hub.borrow_mut().unsubscribe(id);
                     let tap = subscriptions.remove(&id).and_then(|a| state.taps.get(&a));

@@ -323,6 +323,13 @@ pub(super) fn constant(plan: &Plan) -> Option<f64> {
     }
 }
 
+/// The values of scalar arguments that must be constants ([`Error::Unsupported`] otherwise).
+pub(super) fn constants(args: &[Plan]) -> Result<Vec<f64>, Error> {
+    args.iter()
+        .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that is not a constant")))
+        .collect()
+}
+
 /// When a selection or window is evaluated, relative to the view's evaluation time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LeafTime {
@@ -432,24 +439,18 @@ impl Lowering<'_> {
     /// A window function's arguments: constants, or a first one that changes (its value
     /// stands as NaN until the scalar's first).
     fn window_args(&mut self, args: &[Plan]) -> Result<(Vec<f64>, Option<Box<Node>>), Error> {
-        if let Ok(constants) = self.constants(args) {
+        if let Ok(constants) = constants(args) {
             return Ok((constants, None));
         }
         let Some((first, rest)) = args.split_first() else { return Ok((Vec::new(), None)) };
         let mut values = vec![f64::NAN];
-        values.extend(self.constants(rest)?);
+        values.extend(constants(rest)?);
         match self.lower_scalar(first)? {
             Scalar::Constant(c) => {
                 Ok((vec![c].into_iter().chain(values.into_iter().skip(1)).collect(), None))
             }
             Scalar::Varying(node) => Ok((values, Some(node))),
         }
-    }
-
-    fn constants(&self, args: &[Plan]) -> Result<Vec<f64>, Error> {
-        args.iter()
-            .map(|a| constant(a).ok_or_else(|| unsupported("a scalar argument that is not a constant")))
-            .collect()
     }
 
     /// `absent_over_time(w)`: 1 while no series has a sample in the window, the absence of
@@ -606,7 +607,7 @@ impl Lowering<'_> {
                 if *func == MapFn::Timestamp {
                     return Ok(Node::Timestamp { input: Box::new(self.lower(input)?) });
                 }
-                Node::Map { input: Box::new(self.lower(input)?), func: *func, args: self.constants(args)? }
+                Node::Map { input: Box::new(self.lower(input)?), func: *func, args: constants(args)? }
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => {
                 let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {
@@ -703,7 +704,7 @@ impl Lowering<'_> {
             } => Node::Histogram {
                 input: Box::new(self.lower(input)?),
                 func: *func,
-                params: self.constants(args)?,
+                params: constants(args)?,
                 quantile_label: None,
             },
             Plan::VectorFunction { func: VectorFn::HistogramQuantiles, input, args, .. } => {
@@ -713,7 +714,7 @@ impl Lowering<'_> {
                 Node::Histogram {
                     input: Box::new(self.lower(input)?),
                     func: VectorFn::HistogramQuantiles,
-                    params: self.constants(quantiles)?,
+                    params: constants(quantiles)?,
                     quantile_label: Some(label.clone()),
                 }
             }
