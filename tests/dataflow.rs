@@ -3,8 +3,9 @@
 //! same samples. Also: what one sample costs, and what views share.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use promflow_engine::dataflow::{Grain, Incremental, ViewChange};
+use promflow_engine::dataflow::{ElementChange, Grain, Incremental, ViewChange};
 use promflow_engine::{evaluate, Plan, QueryOptions, QueryResult};
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
 
@@ -566,22 +567,23 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     // the first message: the view is empty at the subscription's start
     let first = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(first, (0, ViewChange::Whole(vec![])));
+    let job = |j: &str| Arc::new(Labels::from_pairs([("job", j)]));
+    let element = |j: &str, was_present, value| ElementChange { labels: job(j), was_present, value };
     let second = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-    assert_eq!(second, (1_000, ViewChange::Elements(vec![(Labels::from_pairs([("job", "b")]), Some(20.0))])));
+    assert_eq!(second, (1_000, ViewChange::Elements(vec![element("b", false, Some(20.0))])));
     // a crossing: job a's sum goes above 10 at 2 s
     inc.append(&[(l("a", "1"), 2_000, 6.0)]);
     inc.advance(2_001);
     let third = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-    assert_eq!(third, (2_000, ViewChange::Elements(vec![(Labels::from_pairs([("job", "a")]), Some(11.0))])));
+    assert_eq!(third, (2_000, ViewChange::Elements(vec![element("a", false, Some(11.0))])));
     // a changed value is one element (its retraction and addition paired), a departure
-    // another
+    // another; both were present before
     inc.append(&[(l("b", "1"), 2_500, 25.0), (l("a", "1"), 2_500, 1.0)]);
     inc.advance(2_501);
     let (t, change) = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     let ViewChange::Elements(mut elements) = change else { panic!("a change, not the whole view") };
-    elements.sort_by(|a, b| a.0.cmp(&b.0));
-    let job = |j: &str| Labels::from_pairs([("job", j)]);
-    assert_eq!((t, elements), (2_500, vec![(job("a"), None), (job("b"), Some(25.0))]));
+    elements.sort_by(|a, b| a.labels.cmp(&b.labels));
+    assert_eq!((t, elements), (2_500, vec![element("a", true, None), element("b", true, Some(25.0))]));
     // nothing is sent for times without a change, but the progress is reported
     inc.advance(3_000);
     assert!(changes.recv_timeout(std::time::Duration::from_millis(300)).is_err());

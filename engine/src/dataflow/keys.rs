@@ -40,10 +40,12 @@ pub(crate) type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 /// A set of keys.
 pub(crate) type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
+/// Each label set is stored once, shared by its entry in `ids` and in `labels`, and handed
+/// out shared ([`Keys::shared`]) to the subscriptions that deliver it.
 #[derive(Default)]
 struct Table {
-    ids: HashMap<Labels, u64>,
-    labels: Vec<Labels>,
+    ids: HashMap<Arc<Labels>, u64>,
+    labels: Vec<Arc<Labels>>,
 }
 
 /// A table of label sets shared by the controller and every worker. Keys are never freed: a
@@ -63,7 +65,8 @@ impl Keys {
             return k;
         }
         let k = t.labels.len() as u64;
-        t.labels.push(labels.clone());
+        let labels = Arc::new(labels);
+        t.labels.push(Arc::clone(&labels));
         t.ids.insert(labels, k);
         k
     }
@@ -75,6 +78,12 @@ impl Keys {
 
     /// The label set of `key` (empty for a key never assigned).
     pub(crate) fn labels(&self, key: u64) -> Labels {
+        Arc::unwrap_or_clone(self.shared(key))
+    }
+
+    /// The label set of `key`, shared rather than copied (empty for a key never assigned):
+    /// what a subscription hands out for every element that changed.
+    pub(crate) fn shared(&self, key: u64) -> Arc<Labels> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(key as usize).cloned().unwrap_or_default()
     }
 

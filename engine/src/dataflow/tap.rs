@@ -37,14 +37,24 @@ use super::{read_at, Shard, Trace};
 /// A worker's shard of a view's updates at one time.
 pub(crate) type TimedShard = (u64, Shard);
 
-/// A change of one element of a view: its labels, and its new value or `None` when it left.
-pub type ElementChange = (Labels, Option<f64>);
+/// A change of one element of a view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ElementChange {
+    /// The element's labels, shared with the executor's table of label sets.
+    pub labels: Arc<Labels>,
+    /// Whether the element was in the view before this change: with `value`, it tells an
+    /// element that came from one that changed, so a client need not keep the view's
+    /// series to tell them apart.
+    pub was_present: bool,
+    /// Its new value, or `None` when it left.
+    pub value: Option<f64>,
+}
 
 /// What a subscription delivers at one time.
 #[derive(Debug, PartialEq)]
 pub enum ViewChange {
     /// The view's whole content (the first message).
-    Whole(Vec<(Labels, f64)>),
+    Whole(Vec<(Arc<Labels>, f64)>),
     /// The elements that changed (in no meaningful order), with their new values, or `None`
     /// for those that left (none when a rule's watch asked to be called at a time).
     Elements(Vec<ElementChange>),
@@ -325,12 +335,14 @@ impl Subscription {
         while self.pending.first_key_value().is_some_and(|(at, _)| *at as i64 <= t) {
             let Ok((_, change)) = self.try_next() else { break };
             match change {
-                ViewChange::Whole(rows) => *content = rows.into_iter().collect(),
+                ViewChange::Whole(rows) => {
+                    *content = rows.into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect()
+                }
                 ViewChange::Elements(changes) => {
-                    for (labels, value) in changes {
-                        match value {
-                            Some(v) => content.insert(labels, v),
-                            None => content.remove(&labels),
+                    for c in changes {
+                        match c.value {
+                            Some(v) => content.insert(Arc::unwrap_or_clone(c.labels), v),
+                            None => content.remove(&*c.labels),
                         };
                     }
                 }
@@ -363,19 +375,22 @@ impl Subscription {
     /// −old only).
     fn change(&self, t: u64, mut updates: Shard) -> ViewChange {
         if t == self.from {
-            let whole = updates.into_iter().filter(|u| u.2 > 0).map(|(k, v, _)| (self.keys.labels(k), v));
+            let whole = updates.into_iter().filter(|u| u.2 > 0).map(|(k, v, _)| (self.keys.shared(k), v));
             return ViewChange::Whole(whole.collect());
         }
-        // each element's addition sorts after its retraction, and is the one kept
+        // each element's addition sorts after its retraction, and is the one kept; a
+        // retraction says the element was there
         updates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-        let mut elements: Vec<(u64, Option<f64>)> = Vec::with_capacity(updates.len());
+        let mut elements: Vec<(u64, bool, Option<f64>)> = Vec::with_capacity(updates.len());
         for (key, value, diff) in updates {
             let value = (diff > 0).then_some(value);
             match elements.last_mut() {
-                Some(last) if last.0 == key => last.1 = value.or(last.1),
-                _ => elements.push((key, value)),
+                Some(last) if last.0 == key => last.2 = value.or(last.2),
+                _ => elements.push((key, diff < 0, value)),
             }
         }
-        ViewChange::Elements(elements.into_iter().map(|(k, v)| (self.keys.labels(k), v)).collect())
+        let change =
+            |(k, was_present, value)| ElementChange { labels: self.keys.shared(k), was_present, value };
+        ViewChange::Elements(elements.into_iter().map(change).collect())
     }
 }

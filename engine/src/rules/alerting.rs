@@ -4,6 +4,7 @@
 //! `for` state from `ALERTS_FOR_STATE` after a restart.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_NAME};
 
@@ -184,12 +185,21 @@ pub(crate) struct Expansion {
 impl AlertingState {
     /// The changes that turn the current result into `vector`: every element of `vector`,
     /// and the departure of every current element it lacks.
-    pub fn changes_to(&self, vector: Vec<(Labels, f64)>) -> Vec<ElementChange> {
-        let next: HashSet<&Labels> = vector.iter().map(|(l, _)| l).collect();
-        let gone: Vec<ElementChange> =
-            self.expansions.keys().filter(|l| !next.contains(l)).map(|l| (l.clone(), None)).collect();
+    pub fn changes_to(&self, vector: Vec<(Arc<Labels>, f64)>) -> Vec<ElementChange> {
+        let next: HashSet<&Labels> = vector.iter().map(|(l, _)| &**l).collect();
+        let gone: Vec<ElementChange> = self
+            .expansions
+            .keys()
+            .filter(|l| !next.contains(l))
+            .map(|l| ElementChange { labels: Arc::new(l.clone()), was_present: true, value: None })
+            .collect();
         drop(next);
-        vector.into_iter().map(|(l, v)| (l, Some(v))).chain(gone).collect()
+        let came = vector.into_iter().map(|(labels, v)| ElementChange {
+            was_present: self.expansions.contains_key(&*labels),
+            labels,
+            value: Some(v),
+        });
+        came.chain(gone).collect()
     }
 
     /// The alerts that are pending or firing, in label order.
@@ -294,14 +304,14 @@ pub fn apply_changes(
     let mut error = None;
     // an alert whose element leaves stays if an arriving element takes its labels, as in a
     // whole evaluation, which knows alerts by their labels
-    let (gone, came): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, v)| v.is_none());
+    let (gone, came): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.value.is_none());
     let mut leaving: HashSet<Labels> = HashSet::new();
-    for (series, _) in gone {
-        if let Some(e) = st.expansions.remove(&series) {
+    for c in gone {
+        if let Some(e) = st.expansions.remove(&*c.labels) {
             leaving.insert(e.labels);
         }
     }
-    for (series, value) in came.into_iter().filter_map(|(s, v)| Some((s, v?))) {
+    for (series, value) in came.into_iter().filter_map(|c| Some((Arc::unwrap_or_clone(c.labels), c.value?))) {
         if !st.expansions.contains_key(&series) {
             let e = expand(rule, &series, value, t, querier, settings);
             let taken = st.active.get(&e.labels).is_some_and(Alert::returned) && !leaving.contains(&e.labels);
@@ -594,11 +604,12 @@ mod tests {
                 let changes: Vec<ElementChange> = if step % 5 == 4 {
                     Vec::new()
                 } else {
-                    let left = current.keys().filter(|l| !vector.contains_key(*l)).map(|l| (l.clone(), None));
+                    let change = |l: &Labels, value| element(l, current.contains_key(l), value);
+                    let left = current.keys().filter(|l| !vector.contains_key(*l)).map(|l| change(l, None));
                     let came = vector
                         .iter()
                         .filter(|(l, v)| current.get(*l).is_none_or(|old| old.to_bits() != v.to_bits()))
-                        .map(|(l, v)| (l.clone(), Some(*v)));
+                        .map(|(l, v)| change(l, Some(*v)));
                     let changes = left.chain(came).collect();
                     current = vector;
                     changes
@@ -612,6 +623,10 @@ mod tests {
         }
     }
 
+    fn element(labels: &Labels, was_present: bool, value: Option<f64>) -> ElementChange {
+        ElementChange { labels: Arc::new(labels.clone()), was_present, value }
+    }
+
     /// Two series with the same alert labels (they differ only in `__name__`): one leaves
     /// as the other arrives, and the alert stays, as a whole evaluation keeps it.
     #[test]
@@ -623,16 +638,17 @@ mod tests {
         let y = Labels::from_pairs([("__name__", "y"), ("i", "1")]);
         let (mut whole, mut delta) = (AlertingState::default(), AlertingState::default());
         apply(&rule, &mut whole, vec![(x.clone(), 1.0)], 1000, &*db, &settings, 0).expect("applied");
-        apply_changes(&rule, &mut delta, vec![(x.clone(), Some(1.0))], 1000, &*db, &settings, 0)
+        apply_changes(&rule, &mut delta, vec![element(&x, false, Some(1.0))], 1000, &*db, &settings, 0)
             .expect("applied");
         apply(&rule, &mut whole, vec![(y.clone(), 2.0)], 2000, &*db, &settings, 0).expect("applied");
-        let swap = vec![(x, None), (y.clone(), Some(2.0))];
+        let swap = vec![element(&x, true, None), element(&y, false, Some(2.0))];
         assert_eq!(apply_changes(&rule, &mut delta, swap, 2000, &*db, &settings, 0), Ok(false));
         assert_eq!(states(&delta), states(&whole));
         assert_eq!(delta.active.values().map(|a| a.active_at).collect::<Vec<_>>(), [1000]);
         // the same labels from a second series at once: Prometheus's error
         let x = Labels::from_pairs([("__name__", "x"), ("i", "1")]);
-        let err = apply_changes(&rule, &mut delta, vec![(x, Some(3.0))], 3000, &*db, &settings, 0);
+        let err =
+            apply_changes(&rule, &mut delta, vec![element(&x, false, Some(3.0))], 3000, &*db, &settings, 0);
         assert_eq!(err, Err(SAME_LABELSET.to_string()));
     }
 
@@ -643,9 +659,9 @@ mod tests {
         let (rule, settings) = (rule(0, 0), EvalSettings::default());
         let mut st = AlertingState::default();
         let series = |i: usize| Labels::from_pairs([("__name__", "x"), ("i", &i.to_string())]);
-        let two = vec![(series(1), Some(1.0)), (series(2), Some(1.0))];
+        let two = vec![element(&series(1), false, Some(1.0)), element(&series(2), false, Some(1.0))];
         assert_eq!(apply_changes(&rule, &mut st, two, 1000, &*db, &settings, 2), Ok(true));
-        let third = vec![(series(3), Some(1.0))];
+        let third = vec![element(&series(3), false, Some(1.0))];
         let err = apply_changes(&rule, &mut st, third, 2000, &*db, &settings, 2).expect_err("over the limit");
         assert_eq!(err, "exceeded limit of 2 with 3 alerts");
         assert!(st.active.is_empty());

@@ -11,7 +11,7 @@
 //! queue fill, or takes longer than [`SEND_TIMEOUT`] to take one message, is told and
 //! disconnected: nothing is buffered without bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -138,8 +138,6 @@ struct Sub {
     plan: Option<Plan>,
     /// Ended by the client while its view was being installed.
     cancelled: bool,
-    /// The series its result holds now, to tell added from changed.
-    series: HashSet<Labels>,
 }
 
 struct Connection {
@@ -291,13 +289,7 @@ impl Connection {
         }
         let n = self.next;
         self.next += 1;
-        let sub = Sub {
-            id,
-            source: Source::Installing,
-            plan: Some(plan.clone()),
-            cancelled: false,
-            series: HashSet::new(),
-        };
+        let sub = Sub { id, source: Source::Installing, plan: Some(plan.clone()), cancelled: false };
         self.subs.insert(n, sub);
         // installing a view reads its history: off the connection's task
         let (state, queue) = (Arc::clone(&self.state), self.queue());
@@ -337,7 +329,7 @@ impl Connection {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut last: Option<HashMap<Labels, f64>> = None;
+            let mut last: Option<HashMap<Arc<Labels>, f64>> = None;
             loop {
                 tick.tick().await;
                 let t = chrono::Utc::now().timestamp_millis();
@@ -354,9 +346,9 @@ impl Connection {
                     promflow_engine::evaluate(&plan, state.db.as_ref(), &opts)
                 })
                 .await;
-                let rows: HashMap<Labels, f64> = match evaluated {
+                let rows: HashMap<Arc<Labels>, f64> = match evaluated {
                     Ok(Ok(ev)) => match ev.result {
-                        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
+                        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (Arc::new(l), v)).collect(),
                         _ => HashMap::new(),
                     },
                     Ok(Err(e)) => {
@@ -366,7 +358,7 @@ impl Connection {
                     Err(_) => return,
                 };
                 let change = match &last {
-                    None => ViewChange::Whole(rows.iter().map(|(l, v)| (l.clone(), *v)).collect()),
+                    None => ViewChange::Whole(rows.iter().map(|(l, v)| (Arc::clone(l), *v)).collect()),
                     Some(before) => ViewChange::Elements(differences(before, &rows)),
                 };
                 last = Some(rows);
@@ -432,8 +424,8 @@ impl Connection {
     }
 
     /// The message for a change of subscription `n` at `t`, if it says anything.
-    fn change(&mut self, n: u64, t: i64, change: ViewChange) -> Option<String> {
-        let sub = self.subs.get_mut(&n).filter(|s| !s.cancelled)?;
+    fn change(&self, n: u64, t: i64, change: ViewChange) -> Option<String> {
+        let sub = self.subs.get(&n).filter(|s| !s.cancelled)?;
         let time = format_timestamp(t);
         let mut out = String::with_capacity(128);
         let _ = write!(out, "{{\"id\":{},", sub.id);
@@ -441,36 +433,34 @@ impl Connection {
             ViewChange::Whole(mut rows) => {
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
                 let _ = write!(out, "\"type\":\"snapshot\",\"time\":{time},\"result\":[");
-                for (i, (labels, value)) in rows.into_iter().enumerate() {
+                for (i, (labels, value)) in rows.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_sample(&mut out, &labels, &time, value);
-                    sub.series.insert(labels);
+                    write_sample(&mut out, labels, &time, *value);
                 }
                 out.push_str("]}");
             }
             ViewChange::Elements(mut changes) => {
-                changes.sort_by(|a, b| a.0.cmp(&b.0));
+                changes.sort_by(|a, b| a.labels.cmp(&b.labels));
                 let (mut added, mut changed, mut removed) = (String::new(), String::new(), String::new());
-                for (labels, value) in changes {
-                    match value {
-                        Some(v) if sub.series.contains(&labels) => {
+                for c in changes {
+                    match (c.was_present, c.value) {
+                        (true, Some(v)) => {
                             separate(&mut changed);
-                            write_sample(&mut changed, &labels, &time, v);
+                            write_sample(&mut changed, &c.labels, &time, v);
                         }
-                        Some(v) => {
+                        (false, Some(v)) => {
                             separate(&mut added);
-                            write_sample(&mut added, &labels, &time, v);
-                            sub.series.insert(labels);
+                            write_sample(&mut added, &c.labels, &time, v);
                         }
-                        None if sub.series.remove(&labels) => {
+                        (true, None) => {
                             separate(&mut removed);
                             removed.push_str("{\"metric\":");
-                            write_labels(&mut removed, &labels);
+                            write_labels(&mut removed, &c.labels);
                             removed.push('}');
                         }
-                        None => {}
+                        (false, None) => {}
                     }
                 }
                 if added.is_empty() && changed.is_empty() && removed.is_empty() {
@@ -553,13 +543,18 @@ async fn within_send_timeout<E>(write: impl std::future::Future<Output = Result<
 
 /// The elements that changed from `before` to `after`: new values, and `None` for those that
 /// left.
-fn differences(before: &HashMap<Labels, f64>, after: &HashMap<Labels, f64>) -> Vec<ElementChange> {
+fn differences(before: &HashMap<Arc<Labels>, f64>, after: &HashMap<Arc<Labels>, f64>) -> Vec<ElementChange> {
+    let change = |labels: &Arc<Labels>, value| ElementChange {
+        labels: Arc::clone(labels),
+        was_present: before.contains_key(labels),
+        value,
+    };
     let mut out: Vec<ElementChange> = after
         .iter()
         .filter(|(l, v)| before.get(*l).is_none_or(|b| b.to_bits() != v.to_bits()))
-        .map(|(l, v)| (l.clone(), Some(*v)))
+        .map(|(l, v)| change(l, Some(*v)))
         .collect();
-    out.extend(before.keys().filter(|l| !after.contains_key(*l)).map(|l| (l.clone(), None)));
+    out.extend(before.keys().filter(|l| !after.contains_key(*l)).map(|l| change(l, None)));
     out
 }
 
