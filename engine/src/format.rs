@@ -3,15 +3,23 @@
 /// Formats a sample value like Go's `strconv.FormatFloat(v, 'f', -1, 64)`, with Prometheus's
 /// spellings of the special values: `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+/// [`format_value`] appended to `out`, for writers of many values (the subscriptions' changes).
+pub fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write as _;
     if v.is_nan() {
-        "NaN".to_string()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".to_string()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
+        out.push_str("-Inf");
     } else {
         // Rust's shortest round-trip form never uses an exponent for `{}`, like Go's 'f', -1.
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 

@@ -544,13 +544,8 @@ impl Hub {
             }
         }
         self.start(complete, &mut woken);
-        for subs in self.subscribers.values() {
-            for s in subs {
-                if s.progress(complete) || woken.contains(&s.id) {
-                    s.wake();
-                }
-            }
-        }
+        let all = self.subscribers.values().flatten();
+        Subscriber::wake_all(all.filter(|s| s.progress(complete) || woken.contains(&s.id)));
     }
 
     /// The first time events are due at in any leaf.

@@ -274,6 +274,10 @@ struct Controller {
     subquery_steps: BTreeMap<u64, usize>,
 }
 
+/// Held rows that are worth waking the workers for before the next command: a remote-write
+/// request's worth (a scrape's few hundred wait for the clock).
+const FLUSH_ROWS: usize = 1_000;
+
 /// At most this many steps of one subquery are ticked in one clock move (a longer jump
 /// leaves the earlier steps' time-moving values as they were).
 const MAX_STEP_TICKS: u64 = 10_000;
@@ -284,7 +288,8 @@ const MAX_STEP_TICKS: u64 = 10_000;
 /// period later in the server), and go to the workers just before it: they would wait in the
 /// operators anyway, since nothing is computed until the clock moves. The workers then wake
 /// once per burst of appends, not once per append: each wake-up schedules every dataflow
-/// with new input.
+/// with new input. Once [`FLUSH_ROWS`] are held they go at once: the workers queue them while
+/// the clock is held for the rest of the burst, instead of after it moves.
 struct Outbox {
     senders: Vec<Sender<Command>>,
     held: BTreeMap<usize, Vec<Row>>,
@@ -759,11 +764,19 @@ impl Incremental {
         (key, to)
     }
 
-    /// Holds each leaf's rows for the workers until the next command ([`Outbox`]).
+    /// Holds each leaf's rows for the workers until the next command, or sends them when they are
+    /// many ([`Outbox`]).
     fn feed(&self, per_leaf: BTreeMap<usize, Vec<Row>>) {
         let mut outbox = self.outbox();
         for (leaf, rows) in per_leaf {
             outbox.held.entry(leaf).or_default().extend(rows);
+        }
+        if outbox.held.values().map(Vec::len).sum::<usize>() >= FLUSH_ROWS {
+            outbox.flush();
+            drop(outbox);
+            for t in &self.threads {
+                t.unpark();
+            }
         }
     }
 

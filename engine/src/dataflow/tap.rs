@@ -114,10 +114,20 @@ impl Subscriber {
         self.started && self.complete[self.worker].swap(complete, Ordering::AcqRel) < complete
     }
 
-    /// Wakes whom the subscription wakes.
-    pub(crate) fn wake(&self) {
-        if let Some(w) = &self.wake {
-            w.wake();
+    /// Wakes whom the subscriptions `woken` wake: each woken thread is told of them all
+    /// under one lock and unparked once, after the last. Woken one by one, a thread on the same
+    /// CPU preempted the sender at the first and looked at one subscription per wake-up.
+    pub(crate) fn wake_all<'a>(woken: impl IntoIterator<Item = &'a Subscriber>) {
+        let mut threads: Vec<(&Notify, Vec<u64>)> = Vec::new();
+        for n in woken.into_iter().filter_map(|s| s.wake.as_ref()) {
+            match threads.iter_mut().find(|(t, _)| Arc::ptr_eq(&t.ready, &n.ready)) {
+                Some((_, tags)) => tags.push(n.tag),
+                None => threads.push((n, vec![n.tag])),
+            }
+        }
+        for (n, tags) in threads {
+            n.ready.lock().unwrap_or_else(|e| e.into_inner()).extend(tags);
+            n.thread.unpark();
         }
     }
 }
@@ -135,11 +145,6 @@ impl Notify {
     /// Wakes `thread`, after adding `tag` to `ready`.
     pub fn new(thread: Thread, ready: Arc<Mutex<Vec<u64>>>, tag: u64) -> Self {
         Notify { thread, ready, tag }
-    }
-
-    fn wake(&self) {
-        self.ready.lock().unwrap_or_else(|e| e.into_inner()).push(self.tag);
-        self.thread.unpark();
     }
 }
 
@@ -219,11 +224,8 @@ fn send(
             }
         }
     }
-    for (s, sent) in subscribers.iter().zip(sent) {
-        if s.progress(complete) || sent {
-            s.wake();
-        }
-    }
+    let woken = subscribers.iter().zip(sent).filter(|(s, sent)| s.progress(complete) || *sent);
+    Subscriber::wake_all(woken.map(|(s, _)| s));
 }
 
 /// A view's changes as they complete ([`super::Incremental::subscribe`]): the view's content

@@ -21,7 +21,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
-use promflow_engine::format::{format_timestamp, format_value};
+use promflow_engine::format::{format_timestamp, write_value};
 use promflow_engine::rules::{ElementChange, ViewChange};
 use promflow_engine::{Plan, QueryOptions, QueryResult};
 use promflow_storage::Labels;
@@ -562,7 +562,11 @@ fn differences(before: &HashMap<Arc<Labels>, f64>, after: &HashMap<Arc<Labels>, 
 fn write_sample(out: &mut String, labels: &Labels, time: &str, value: f64) {
     out.push_str("{\"metric\":");
     write_labels(out, labels);
-    let _ = write!(out, ",\"value\":[{time},\"{}\"]}}", format_value(value));
+    out.push_str(",\"value\":[");
+    out.push_str(time);
+    out.push_str(",\"");
+    write_value(out, value);
+    out.push_str("\"]}");
 }
 
 fn separate(list: &mut String) {
