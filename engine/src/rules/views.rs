@@ -56,8 +56,8 @@ const IDLE_CLOCK: Duration = Duration::from_secs(1);
 /// rules read keep [`KEEP_MS`] of past, the others none.
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
-/// How often the feed is taken while the clock is held for a burst of samples (otherwise
-/// storage wakes the feed thread).
+/// How long the clock stays held after the last samples of a burst arrived (storage wakes the
+/// feed thread at each batch).
 const FEED_POLL: Duration = Duration::from_millis(5);
 
 /// How long the clock may be held after samples arrive, while more arrive at every poll. It
@@ -134,10 +134,9 @@ enum Reader {
 
 /// What the clock waits for.
 struct ClockState {
-    /// Samples were appended since the feed thread last looked.
-    arrived: bool,
-    /// Since when the clock has been held for appended samples, if it is.
-    held_since: Option<Instant>,
+    /// While the clock is held for appended samples: since when, and when the last arrived
+    /// (taken off the feed, before the dataflow takes them, which overlaps the hold).
+    held: Option<(Instant, Instant)>,
     /// When the clock last moved.
     moved_at: Instant,
     /// When the clock last compacted the views.
@@ -145,27 +144,34 @@ struct ClockState {
 }
 
 impl ClockState {
-    /// Whether the clock should move now: once samples stop arriving (or have been held for
-    /// [`HOLD_MAX`]), else every [`IDLE_CLOCK`]. Consumes the arrival.
+    /// Samples arrived now.
+    fn arrived(&mut self) {
+        let now = Instant::now();
+        let since = self.held.map_or(now, |(since, _)| since);
+        self.held = Some((since, now));
+    }
+
+    /// Whether the clock should move now: once no samples arrived for [`FEED_POLL`] (or they
+    /// have been held for [`HOLD_MAX`]), else every [`IDLE_CLOCK`].
     fn due(&mut self) -> bool {
         let now = Instant::now();
-        let due = match self.held_since {
-            Some(since) => !self.arrived || now - since >= HOLD_MAX,
+        let due = match self.held {
+            Some((since, last)) => now - last >= FEED_POLL || now - since >= HOLD_MAX,
             None => now - self.moved_at >= IDLE_CLOCK,
         };
-        self.arrived = false;
         if due {
-            self.held_since = None;
+            self.held = None;
             self.moved_at = now;
         }
         due
     }
 
-    /// How long until the clock may be due with no sample arriving: the next poll while it
-    /// is held for a burst, else the rest of the idle period.
+    /// How long until the clock may be due with no sample arriving.
     fn wait(&self) -> Duration {
-        match self.held_since {
-            Some(_) => FEED_POLL,
+        match self.held {
+            Some((since, last)) => {
+                FEED_POLL.saturating_sub(last.elapsed()).min(HOLD_MAX.saturating_sub(since.elapsed()))
+            }
             None => IDLE_CLOCK.saturating_sub(self.moved_at.elapsed()),
         }
     }
@@ -216,8 +222,7 @@ impl RuleViews {
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
             clock_state: Mutex::new(ClockState {
-                arrived: false,
-                held_since: None,
+                held: None,
                 moved_at: Instant::now(),
                 compacted_at: Instant::now(),
             }),
@@ -253,18 +258,13 @@ impl RuleViews {
         Ok(views)
     }
 
-    /// Hands every batch committed so far to the views.
+    /// Hands every batch committed so far to the views; the clock is held from each batch's
+    /// arrival.
     fn take_feed(&self) {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut appended = false;
         while let Ok(batch) = feed.try_recv() {
+            self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).arrived();
             self.inc.append_shared(batch.samples.iter().map(|(l, s)| (l, s.t, s.v)));
-            appended = true;
-        }
-        if appended {
-            let mut clock = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
-            clock.arrived = true;
-            clock.held_since.get_or_insert_with(Instant::now);
         }
     }
 
