@@ -794,8 +794,13 @@ const HUB_VIEWS: &[&str] = &[
     "sort_desc(sum by (job) (x))",
 ];
 
+/// Hub views installed once [`HUB_VIEWS`] hold content: new nodes over theirs.
+const LATE_HUB_VIEWS: &[&str] =
+    &["sum by (job) (x > 300)", "abs(x - 1000) * 2 + 1", "max_over_time(x[1m]) * 10", "-sum by (job) (x)"];
+
 /// What a client subscribed to a hub view sees, added up, equals the batch executor at every
-/// evaluation; ending the subscriptions and views frees every node and sample the hub held.
+/// evaluation, for views installed at the start and later, over nodes that hold content;
+/// ending the subscriptions and views frees every node and sample the hub held.
 #[test]
 fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -826,6 +831,15 @@ fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
             let got: BTreeMap<Labels, f64> = content.iter().map(|(l, v)| (l.clone(), *v)).collect();
             assert_close(&got, &want, query, t);
             checked += 1;
+        }
+        if t == 800_000 {
+            // late: subscriptions to nodes that hold content (their first message computes it
+            // from the leaves up), and new nodes over existing ones (which start from it)
+            let late = HUB_VIEWS.iter().chain(LATE_HUB_VIEWS).map(|q| {
+                let view = inc.install_hub(&compile(q), None).unwrap_or_else(|e| panic!("{q}: {e}"));
+                (*q, view, inc.subscribe(view, t, None).unwrap(), std::collections::HashMap::new())
+            });
+            views.extend(late.collect::<Vec<_>>());
         }
         t += 15_000;
     }

@@ -11,9 +11,13 @@
 //!
 //! * a **leaf** (a selection or window function) is the per-series operator's logic
 //!   ([`SeriesOp`]), fed the samples of its selection, its output a map from series to value;
-//! * an **upper node** (elementwise function, aggregation) keeps its output content and, for
-//!   an aggregation, each group's members; a change of its input recomputes what it touches
-//!   with the batch executor's kernels;
+//! * an **upper node** (elementwise function, aggregation) turns its input's changes into its
+//!   own; an aggregation keeps each group's members and output, and recomputes a group that a
+//!   change touches with the batch executor's kernels;
+//! * no node keeps a copy of its content: a new subscription's first message, or a new node
+//!   over an existing input, computes it from the leaves' values (a leaf's per-series state
+//!   holds the value it last emitted) and the aggregations' outputs. A round then costs no
+//!   map updates for contents that nobody reads;
 //! * nodes are shared between views by plan, as arrangements are, and live while a view uses
 //!   them.
 //!
@@ -326,11 +330,11 @@ fn names_fixed(matchers: &[Matcher]) -> bool {
 /// One element's change at a time: its key, old value and new value (`None`: absent).
 type Change = (u64, Option<f64>, Option<f64>);
 
-/// A built node: how it computes, and its content.
+/// A built node: how it computes.
 struct NodeState {
     kind: NodeKind,
-    /// The node's elements now: key → value.
-    content: KeyMap<u64, f64>,
+    /// For an elementwise node that drops the metric name: each input key's output key.
+    names: KeyMap<u64, u64>,
 }
 
 enum NodeKind {
@@ -342,7 +346,6 @@ enum NodeKind {
         input: usize,
         func: MapFn,
         args: Vec<f64>,
-        names: KeyMap<u64, u64>,
     },
     ScalarOp {
         input: usize,
@@ -350,7 +353,6 @@ enum NodeKind {
         scalar: f64,
         scalar_left: bool,
         return_bool: bool,
-        names: KeyMap<u64, u64>,
     },
     Aggregate {
         input: usize,
@@ -373,6 +375,31 @@ impl NodeKind {
             NodeKind::Map { input, .. }
             | NodeKind::ScalarOp { input, .. }
             | NodeKind::Aggregate { input, .. } => Some(*input),
+        }
+    }
+
+    /// An elementwise node's value of an input element's value (`None`: filtered out).
+    fn value(&self, v: f64) -> Option<f64> {
+        match self {
+            NodeKind::Map { func, args, .. } => {
+                // clamp with min > max yields nothing, as in Prometheus
+                let none = *func == MapFn::Clamp && args.get(1) < args.first();
+                (!none).then(|| kernels::map(*func, v, args, 0))
+            }
+            &NodeKind::ScalarOp { op, scalar, scalar_left, return_bool, .. } => {
+                let (a, b) = if scalar_left { (scalar, v) } else { (v, scalar) };
+                combine(op, a, b, return_bool).map(|r| if op.is_comparison() && !return_bool { v } else { r })
+            }
+            NodeKind::Leaf { .. } | NodeKind::Aggregate { .. } => Some(v),
+        }
+    }
+
+    /// Whether an elementwise node drops the metric name.
+    fn drops_name(&self) -> bool {
+        match self {
+            NodeKind::Map { .. } => true,
+            NodeKind::ScalarOp { op, return_bool, .. } => !op.is_comparison() || *return_bool,
+            NodeKind::Leaf { .. } | NodeKind::Aggregate { .. } => false,
         }
     }
 }
@@ -438,17 +465,10 @@ impl Hub {
                         SeriesOp::new(func, keep, None, None, self.keys.clone(), Arc::clone(&self.counters));
                     NodeKind::Leaf { op, offset }
                 }
-                HubNode::Map { input, func, args } => {
-                    NodeKind::Map { input, func, args, names: KeyMap::default() }
+                HubNode::Map { input, func, args } => NodeKind::Map { input, func, args },
+                HubNode::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
+                    NodeKind::ScalarOp { input, op, scalar, scalar_left, return_bool }
                 }
-                HubNode::ScalarOp { input, op, scalar, scalar_left, return_bool } => NodeKind::ScalarOp {
-                    input,
-                    op,
-                    scalar,
-                    scalar_left,
-                    return_bool,
-                    names: KeyMap::default(),
-                },
                 HubNode::Aggregate { input, op, grouping, param } => NodeKind::Aggregate {
                     input,
                     op,
@@ -459,13 +479,12 @@ impl Hub {
                     output: KeyMap::default(),
                 },
             };
-            let mut state = NodeState { kind, content: KeyMap::default() };
+            let mut state = NodeState { kind, names: KeyMap::default() };
             if let Some(input) = state.kind.input() {
-                let start: Vec<Change> = self
-                    .nodes
-                    .get(&input)
-                    .map(|n| n.content.iter().map(|(k, v)| (*k, None, Some(*v))).collect())
-                    .unwrap_or_default();
+                let start: Vec<Change> = content(&self.nodes, &self.keys, input)
+                    .into_iter()
+                    .map(|(k, v)| (k, None, Some(v)))
+                    .collect();
                 state.apply(&start, &self.keys, &self.counters);
             }
             self.nodes.insert(id, state);
@@ -560,10 +579,10 @@ impl Hub {
     /// Sends the subscriptions that start before `before` their first message: their node's
     /// content.
     fn start(&mut self, before: u64, woken: &mut KeySet) {
+        let (nodes, keys) = (&self.nodes, &self.keys);
         for (node, subs) in self.subscribers.iter_mut() {
-            let Some(state) = self.nodes.get(node) else { continue };
             for s in subs.iter_mut().filter(|s| !s.started() && s.from() < before) {
-                if s.start(|| state.content.iter().map(|(k, v)| (*k, *v, 1)).collect()) {
+                if s.start(|| content(nodes, keys, *node).into_iter().map(|(k, v)| (k, v, 1)).collect()) {
                     woken.insert(s.id);
                 }
             }
@@ -583,7 +602,6 @@ impl Hub {
                     if op.first_due() == Some(at) {
                         op.run_first(|k, old, new| out.push((k, old, new)));
                     }
-                    state.set(&out);
                     out
                 }
                 kind => match kind.input().and_then(|i| changes.get(&i)) {
@@ -600,42 +618,37 @@ impl Hub {
     }
 }
 
-impl NodeState {
-    /// Applies its own changes to the content.
-    fn set(&mut self, changes: &[Change]) {
-        for &(k, _, new) in changes {
-            match new {
-                Some(v) => self.content.insert(k, v),
-                None => self.content.remove(&k),
+/// Node `id`'s elements now: its leaves' values carried up through it.
+fn content(nodes: &BTreeMap<usize, NodeState>, keys: &Keys, id: usize) -> Vec<(u64, f64)> {
+    let Some(node) = nodes.get(&id) else { return Vec::new() };
+    match &node.kind {
+        NodeKind::Leaf { op, .. } => op.values(),
+        NodeKind::Aggregate { output, .. } => output.values().flatten().copied().collect(),
+        kind @ (NodeKind::Map { input, .. } | NodeKind::ScalarOp { input, .. }) => {
+            let drops_name = kind.drops_name();
+            let key = |k: u64| match node.names.get(&k) {
+                Some(renamed) => *renamed,
+                None if drops_name => keys.intern(without_name(keys.labels(k))),
+                None => k,
             };
+            let input = content(nodes, keys, *input);
+            input.into_iter().filter_map(|(k, v)| Some((key(k), kind.value(v)?))).collect()
         }
     }
+}
 
+impl NodeState {
     /// Applies its input's changes; returns its own.
     fn apply(&mut self, input: &[Change], keys: &Keys, counters: &Counters) -> Vec<Change> {
         let mut out: Vec<Change> = Vec::new();
+        let drops_name = self.kind.drops_name();
         match &mut self.kind {
             NodeKind::Leaf { .. } => return out,
-            NodeKind::Map { func, args, names, .. } => {
-                // clamp with min > max yields nothing, as in Prometheus
-                let none = *func == MapFn::Clamp && args.get(1) < args.first();
-                let f = |v: Option<f64>| v.filter(|_| !none).map(|v| kernels::map(*func, v, args, 0));
+            kind @ (NodeKind::Map { .. } | NodeKind::ScalarOp { .. }) => {
+                let value = |v: Option<f64>| kind.value(v?);
                 for &(k, old, new) in input {
-                    out.push((keys.rewrite(names, k, without_name), f(old), f(new)));
-                }
-                counters.count(Operator::Elementwise, input.len());
-            }
-            NodeKind::ScalarOp { op, scalar, scalar_left, return_bool, names, .. } => {
-                let (op, s, left, as_bool) = (*op, *scalar, *scalar_left, *return_bool);
-                let f = |v: Option<f64>| {
-                    let v = v?;
-                    let (a, b) = if left { (s, v) } else { (v, s) };
-                    combine(op, a, b, as_bool).map(|r| if op.is_comparison() && !as_bool { v } else { r })
-                };
-                let drop_name = !op.is_comparison() || as_bool;
-                for &(k, old, new) in input {
-                    let k = if drop_name { keys.rewrite(names, k, without_name) } else { k };
-                    out.push((k, f(old), f(new)));
+                    let k = if drops_name { keys.rewrite(&mut self.names, k, without_name) } else { k };
+                    out.push((k, value(old), value(new)));
                 }
                 counters.count(Operator::Elementwise, input.len());
             }
@@ -678,7 +691,6 @@ impl NodeState {
         }
         // what did not change is not a change
         out.retain(|(_, old, new)| old.map(f64::to_bits) != new.map(f64::to_bits));
-        self.set(&out);
         out
     }
 }

@@ -830,6 +830,12 @@ impl SeriesOp {
         self.moves
     }
 
+    /// Every series' value as last emitted, by output key: the operator's output now.
+    pub(crate) fn values(&self) -> Vec<(u64, f64)> {
+        let key = |s: &u64| if self.drops_name { self.names.get(s).copied() } else { Some(*s) };
+        self.series.iter().filter_map(|(s, st)| Some((key(s)?, st.emitted?))).collect()
+    }
+
     /// The first time events are due at.
     pub(crate) fn first_due(&self) -> Option<u64> {
         self.due.keys().next().copied()
