@@ -65,11 +65,12 @@ pub(crate) enum HubNode {
     Aggregate { input: usize, op: AggOp, grouping: Grouping, param: f64 },
 }
 
-/// What the hub's input carries: a sample for a leaf, or a tick of the clock.
+/// What the hub's input carries: samples for a leaf, or a tick of the clock.
 #[derive(Clone, Debug)]
 pub(crate) enum HubItem {
-    /// A sample of leaf `.0`'s selection.
-    Row(usize, Row),
+    /// Samples of leaf `.0`'s selection, as the controller sent them: one item per batch,
+    /// not one per sample, so the leaf is looked up once.
+    Rows(usize, Arc<Vec<Row>>),
     /// The clock ticked at the message's time.
     Tick,
 }
@@ -521,11 +522,13 @@ impl Hub {
     /// Takes an input item that arrived at `now`, with the input complete before `complete`.
     fn push(&mut self, now: u64, complete: u64, item: HubItem) {
         match item {
-            HubItem::Row(leaf, (s, t, v)) => {
+            HubItem::Rows(leaf, rows) => {
                 if let Some(NodeState { kind: NodeKind::Leaf { op, offset }, .. }) = self.nodes.get_mut(&leaf)
                 {
-                    let straight = op.straight(complete);
-                    op.push_sample(now, straight, (s, t.saturating_add(*offset), v));
+                    for &(s, t, v) in rows.iter() {
+                        let straight = op.straight(complete);
+                        op.push_sample(now, straight, (s, t.saturating_add(*offset), v));
+                    }
                 }
             }
             HubItem::Tick => {

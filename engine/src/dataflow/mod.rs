@@ -1027,9 +1027,7 @@ fn run_worker(
                             input.send(*r);
                         }
                     } else if hub.borrow().has_leaf(leaf) {
-                        for r in rows.iter() {
-                            hub_input.send(HubItem::Row(leaf, *r));
-                        }
+                        hub_input.send(HubItem::Rows(leaf, Arc::clone(&rows)));
                     }
                     // a piece of history moves on before the next: held once, not piled up
                     if history {
