@@ -308,12 +308,9 @@ fn double_exponential_smoothing(samples: SampleSlice<'_>, sf: f64, tf: f64) -> O
 
 /// Kahan-compensated sum, as Prometheus 3 sums.
 pub fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
-    let (sum, c) = vals.fold((0.0, 0.0), |(s, c), v| kahan_inc(v, s, c));
-    if c.is_finite() {
-        sum + c
-    } else {
-        sum
-    }
+    let mut fold = SumFold::default();
+    vals.for_each(|v| fold.push(v));
+    fold.value()
 }
 
 /// One step of Kahan–Neumaier summation: adds `inc` to `sum` with compensation `c`.
@@ -333,34 +330,77 @@ pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 /// sum divided by the count while the sum stays finite, switching to an incremental mean
 /// once it would overflow.
 pub fn mean(vals: impl Iterator<Item = f64>) -> f64 {
-    let (mut count, mut sum, mut c) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut incremental, mut avg) = (false, 0.0f64);
-    for v in vals {
-        count += 1.0;
-        if count == 1.0 {
-            sum = v;
-            continue;
+    let mut fold = MeanFold::default();
+    vals.for_each(|v| fold.push(v));
+    fold.value()
+}
+
+/// The state of [`kahan_sum`] after a prefix of its values: pushing the rest gives the same
+/// sum, bit for bit, as summing them all, which lets a window that only grew resume.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SumFold {
+    sum: f64,
+    c: f64,
+}
+
+impl SumFold {
+    /// Adds the next value.
+    pub fn push(&mut self, v: f64) {
+        (self.sum, self.c) = kahan_inc(v, self.sum, self.c);
+    }
+
+    /// The sum of the values pushed.
+    pub fn value(&self) -> f64 {
+        if self.c.is_finite() {
+            self.sum + self.c
+        } else {
+            self.sum
         }
-        if !incremental {
-            let (t, nc) = kahan_inc(v, sum, c);
+    }
+}
+
+/// The state of [`mean`] after a prefix of its values (see [`SumFold`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MeanFold {
+    count: f64,
+    sum: f64,
+    c: f64,
+    /// Set once the sum would overflow: from then on `avg` holds the running mean.
+    incremental: bool,
+    avg: f64,
+}
+
+impl MeanFold {
+    /// Adds the next value.
+    pub fn push(&mut self, v: f64) {
+        self.count += 1.0;
+        let count = self.count;
+        if count == 1.0 {
+            self.sum = v;
+            return;
+        }
+        if !self.incremental {
+            let (t, nc) = kahan_inc(v, self.sum, self.c);
             if !t.is_infinite() {
-                sum = t;
-                c = nc;
-                continue;
+                self.sum = t;
+                self.c = nc;
+                return;
             }
-            incremental = true;
-            avg = sum / (count - 1.0);
-            c /= count - 1.0;
+            self.incremental = true;
+            self.avg = self.sum / (count - 1.0);
+            self.c /= count - 1.0;
         }
         let q = (count - 1.0) / count;
-        let (t, nc) = kahan_inc(v / count, q * avg, q * c);
-        avg = t;
-        c = nc;
+        (self.avg, self.c) = kahan_inc(v / count, q * self.avg, q * self.c);
     }
-    if incremental {
-        avg + c
-    } else {
-        (sum + c) / count
+
+    /// The mean of the values pushed (NaN for none).
+    pub fn value(&self) -> f64 {
+        if self.incremental {
+            self.avg + self.c
+        } else {
+            (self.sum + self.c) / self.count
+        }
     }
 }
 

@@ -431,7 +431,7 @@ impl Connection {
         let _ = write!(out, "{{\"id\":{},", sub.id);
         match change {
             ViewChange::Whole(mut rows) => {
-                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 let _ = write!(out, "\"type\":\"snapshot\",\"time\":{time},\"result\":[");
                 for (i, (labels, value)) in rows.iter().enumerate() {
                     if i > 0 {
@@ -442,7 +442,7 @@ impl Connection {
                 out.push_str("]}");
             }
             ViewChange::Elements(mut changes) => {
-                changes.sort_by(|a, b| a.labels.cmp(&b.labels));
+                changes.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
                 let (mut added, mut changed, mut removed) = (String::new(), String::new(), String::new());
                 for c in changes {
                     match (c.was_present, c.value) {
