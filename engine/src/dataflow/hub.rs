@@ -31,6 +31,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use promflow_storage::{Labels, MatchOp, Matcher};
@@ -568,6 +569,8 @@ impl Hub {
         self.start(complete, &mut woken);
         let all = self.subscribers.values().flatten();
         Subscriber::wake_all(all.filter(|s| s.progress(complete) || woken.contains(&s.id)));
+        let next = self.next_due().unwrap_or(u64::MAX);
+        self.counters.hub_next_event.store(next, Ordering::Relaxed);
     }
 
     /// The first time events are due at in any leaf.

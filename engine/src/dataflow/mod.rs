@@ -161,12 +161,26 @@ const OPERATOR_NAMES: [&str; 4] = ["series", "elementwise", "aggregate", "join"]
 
 /// Records out of each kind of operator, summed over views and workers, and the samples the
 /// per-series operators hold.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     records: [AtomicU64; 4],
     pub(crate) samples_kept: AtomicI64,
     /// Pieces of history sent to the first worker and not yet moved on by it.
     history_queued: AtomicUsize,
+    /// The first time events are due at in the hub (`u64::MAX`: none), as the hub left it
+    /// ([`Incremental::next_event`]).
+    pub(crate) hub_next_event: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            records: Default::default(),
+            samples_kept: AtomicI64::new(0),
+            history_queued: AtomicUsize::new(0),
+            hub_next_event: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Counters {
@@ -659,6 +673,14 @@ impl Incremental {
             t.unpark();
         }
         Ok(view)
+    }
+
+    /// The first time an event is due at in the hub's views: a window's oldest sample leaves
+    /// it, or a sample stamped ahead of the clock takes effect. Until the clock passes it,
+    /// their subscribers do not see the change.
+    pub fn next_event(&self) -> Option<i64> {
+        let t = self.counters.hub_next_event.load(Ordering::Relaxed);
+        (t != u64::MAX).then_some(t as i64)
     }
 
     /// Records out of each kind of operator so far, over all views and workers

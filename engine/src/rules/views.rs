@@ -52,6 +52,13 @@ const ENDS_FROM_MS: i64 = 3_600_000;
 /// rules benchmark.
 const IDLE_CLOCK: Duration = Duration::from_secs(1);
 
+/// How soon after the last move the clock may move for an event due in the hub's views
+/// ([`Incremental::next_event`]: a window's oldest sample leaving it), rather than wait for
+/// the idle clock: a subscriber sees such a change at most this late. Views that follow
+/// scrapes spread over their interval have an event due nearly always; this bounds their
+/// moves to four a second.
+const EVENT_CLOCK: Duration = Duration::from_millis(250);
+
 /// How often a clock move also compacts the views ([`Incremental::compact`]): the views that
 /// rules read keep [`KEEP_MS`] of past, the others none.
 const COMPACT_EVERY: Duration = Duration::from_secs(5);
@@ -133,6 +140,7 @@ enum Reader {
 }
 
 /// What the clock waits for.
+#[derive(Clone)]
 struct ClockState {
     /// While the clock is held for appended samples: since when, and when the last arrived
     /// (taken off the feed, before the dataflow takes them, which overlaps the hold).
@@ -152,12 +160,16 @@ impl ClockState {
     }
 
     /// Whether the clock should move now: once no samples arrived for [`FEED_POLL`] (or they
-    /// have been held for [`HOLD_MAX`]), else every [`IDLE_CLOCK`].
-    fn due(&mut self) -> bool {
+    /// have been held for [`HOLD_MAX`]), else every [`IDLE_CLOCK`], or [`EVENT_CLOCK`] after
+    /// the last move once an event is due (`event_in`: how long until one is, if any is).
+    fn due(&mut self, event_in: Option<Duration>) -> bool {
         let now = Instant::now();
         let due = match self.held {
             Some((since, last)) => now - last >= FEED_POLL || now - since >= HOLD_MAX,
-            None => now - self.moved_at >= IDLE_CLOCK,
+            None => {
+                let idle = now - self.moved_at;
+                idle >= IDLE_CLOCK || (event_in == Some(Duration::ZERO) && idle >= EVENT_CLOCK)
+            }
         };
         if due {
             self.held = None;
@@ -166,13 +178,18 @@ impl ClockState {
         due
     }
 
-    /// How long until the clock may be due with no sample arriving.
-    fn wait(&self) -> Duration {
+    /// How long until the clock may be due with no sample arriving (`event_in` as for
+    /// [`ClockState::due`]).
+    fn wait(&self, event_in: Option<Duration>) -> Duration {
         match self.held {
             Some((since, last)) => {
                 FEED_POLL.saturating_sub(last.elapsed()).min(HOLD_MAX.saturating_sub(since.elapsed()))
             }
-            None => IDLE_CLOCK.saturating_sub(self.moved_at.elapsed()),
+            None => {
+                let idle = self.moved_at.elapsed();
+                let event = event_in.map(|e| e.max(EVENT_CLOCK.saturating_sub(idle)));
+                IDLE_CLOCK.saturating_sub(idle).min(event.unwrap_or(Duration::MAX))
+            }
         }
     }
 }
@@ -274,10 +291,15 @@ impl RuleViews {
         if !self.wall_clock {
             return IDLE_CLOCK;
         }
+        // an event at `t` is run once the clock has passed it
+        let event_in = self
+            .inc
+            .next_event()
+            .map(|t| Duration::from_millis(t.saturating_add(1).saturating_sub(now_ms()).max(0) as u64));
         {
             let mut clock = self.clock_state.lock().unwrap_or_else(|e| e.into_inner());
-            if !clock.due() {
-                return clock.wait();
+            if !clock.due(event_in) {
+                return clock.wait(event_in);
             }
         }
         let now = now_ms();
@@ -298,7 +320,8 @@ impl RuleViews {
         if compact {
             self.inc.compact(target - KEEP_MS);
         }
-        IDLE_CLOCK
+        // by then the hub has run what the move made due, and tells its next event
+        EVENT_CLOCK
     }
 
     /// Announces an evaluation at `t`: the clock waits for it.
@@ -644,4 +667,40 @@ pub(crate) fn view_rules(spec: &super::GroupSpec) -> Vec<bool> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock_moved(ago: Duration) -> ClockState {
+        let then = Instant::now() - ago;
+        ClockState { held: None, moved_at: then, compacted_at: then }
+    }
+
+    /// With nothing held, the clock moves for an event due in the hub once `EVENT_CLOCK` has
+    /// passed since the last move, not only every `IDLE_CLOCK`.
+    #[test]
+    fn clock_moves_for_due_events() {
+        let ms = Duration::from_millis;
+        // no event: the idle clock alone
+        assert!(!clock_moved(ms(300)).due(None));
+        assert!(clock_moved(ms(300)).wait(None) > ms(600));
+        assert!(clock_moved(IDLE_CLOCK).due(None));
+        // an event due now: once EVENT_CLOCK has passed since the last move
+        assert!(clock_moved(ms(300)).due(Some(Duration::ZERO)));
+        let recent = clock_moved(ms(100));
+        assert!(!recent.clone().due(Some(Duration::ZERO)));
+        assert!((ms(100)..=ms(150)).contains(&recent.wait(Some(Duration::ZERO))));
+        // an event ahead: the clock sleeps until it, or until the idle clock if that is sooner
+        let idle = clock_moved(ms(300));
+        assert!(!idle.clone().due(Some(ms(400))));
+        assert!((ms(350)..=ms(400)).contains(&idle.wait(Some(ms(400)))));
+        assert!(idle.wait(Some(ms(5_000))) <= ms(700));
+        // samples held: the hold decides, whatever is due
+        let mut held = clock_moved(ms(300));
+        held.arrived();
+        assert!(!held.due(Some(Duration::ZERO)));
+        assert!(held.wait(Some(Duration::ZERO)) <= FEED_POLL);
+    }
 }
