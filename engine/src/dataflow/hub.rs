@@ -720,8 +720,9 @@ fn aggregate(op: AggOp, param: f64, group: u64, members: &KeyMap<u64, f64>, keys
         }
         _ => {
             // in value order, as the dataflow's reduce sees them: the same sum, bit for bit
+            // (values equal under `total_cmp` have the same bits, so an unstable sort will do)
             let mut xs: Vec<f64> = members.values().copied().collect();
-            xs.sort_by(|a, b| a.total_cmp(b));
+            xs.sort_unstable_by(|a, b| a.total_cmp(b));
             vec![(group, aggregate_values(op, &mut xs, param))]
         }
     }
