@@ -547,7 +547,10 @@ impl Hub {
     /// hands each subscription its start and changes.
     fn run(&mut self, complete: u64) {
         let mut woken = KeySet::default();
-        while let Some(at) = self.next_due().filter(|&at| at < complete) {
+        // the first time due at or after `complete`, which the clock is told of
+        let next = loop {
+            let next = self.next_due();
+            let Some(at) = next.filter(|&at| at < complete) else { break next };
             // subscriptions that start before `at` see the content before its changes
             self.start(at, &mut woken);
             let changes = self.run_at(at);
@@ -565,12 +568,11 @@ impl Hub {
                     }
                 }
             }
-        }
+        };
         self.start(complete, &mut woken);
         let all = self.subscribers.values().flatten();
         Subscriber::wake_all(all.filter(|s| s.progress(complete) || woken.contains(&s.id)));
-        let next = self.next_due().unwrap_or(u64::MAX);
-        self.counters.hub_next_event.store(next, Ordering::Relaxed);
+        self.counters.hub_next_event.store(next.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The first time events are due at in any leaf.

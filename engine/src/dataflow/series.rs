@@ -349,6 +349,22 @@ enum Fold {
     Mean(kernels::MeanFold),
 }
 
+impl Fold {
+    fn push(&mut self, v: f64) {
+        match self {
+            Fold::Sum(f) => f.push(v),
+            Fold::Mean(f) => f.push(v),
+        }
+    }
+
+    fn value(&self) -> f64 {
+        match self {
+            Fold::Sum(f) => f.value(),
+            Fold::Mean(f) => f.value(),
+        }
+    }
+}
+
 impl SeriesState {
     /// The visible samples' timestamps.
     fn ts(&self) -> &[i64] {
@@ -374,20 +390,10 @@ impl SeriesState {
                 fold: if mean { Fold::Mean(Default::default()) } else { Fold::Sum(Default::default()) },
             },
         };
-        let rest = &v[f.len..];
-        let value = match &mut f.fold {
-            Fold::Sum(s) => {
-                rest.iter().for_each(|&x| s.push(x));
-                s.value()
-            }
-            Fold::Mean(m) => {
-                rest.iter().for_each(|&x| m.push(x));
-                m.value()
-            }
-        };
+        v[f.len..].iter().for_each(|&x| f.fold.push(x));
         f.len = v.len();
         self.folded.set(Some(f));
-        Some(value)
+        Some(f.fold.value())
     }
 
     /// Adds a sample that counts from `at` on, as `keep` says; an instant selection keeps only
