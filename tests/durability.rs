@@ -1,4 +1,5 @@
-//! End-to-end: acknowledged samples survive `kill -9`, and a torn WAL tail is cut, not fatal.
+//! End-to-end: acknowledged samples are stored, concurrent writers and head cuts included,
+//! and survive `kill -9`; a torn WAL tail is cut, not fatal.
 
 mod common;
 
@@ -24,6 +25,61 @@ fn acknowledged_samples_survive_kill_9() {
         (base + 10_000) as f64 / 1000.0
     ));
     assert_eq!(result(&v)[0]["value"][1], "100", "{v}");
+}
+
+/// Two remote-write clients, one an hour behind the other, while the head is cut into
+/// blocks again and again: every sample answered 204 is stored, and survives `kill -9`.
+#[test]
+fn concurrent_writers_lose_no_acknowledged_sample_while_the_head_is_cut() {
+    const STEP: i64 = 120_000;
+    const REQUESTS: i64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let base = now_ms() - 24 * 3_600_000;
+    let acknowledged: i64 = std::thread::scope(|scope| {
+        let writers: Vec<_> = [("ahead", 0i64), ("behind", -59 * 60_000)]
+            .into_iter()
+            .map(|(name, lag)| {
+                let s = &s;
+                scope.spawn(move || {
+                    let mut acked = 0;
+                    for r in 0..REQUESTS {
+                        let t = base + r * STEP + lag;
+                        let ts: Vec<_> = (0..50)
+                            .map(|i| {
+                                series(
+                                    &[("__name__", "rw_race"), ("writer", name), ("i", &i.to_string())],
+                                    &[(t, r as f64)],
+                                )
+                            })
+                            .collect();
+                        let (code, body) = remote_write(s, ts);
+                        match code {
+                            204 => acked += 50,
+                            400 => assert!(body.contains("out of bounds"), "{body}"),
+                            _ => panic!("{code}: {body}"),
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert!(acknowledged >= REQUESTS * 50, "too few samples acknowledged: {acknowledged}");
+    let stored = |s: &Server| -> i64 {
+        let (_, v) = s.get_json(&format!(
+            "/api/v1/query?query=sum(count_over_time(rw_race[2d]))&time={}",
+            (base + REQUESTS * STEP) as f64 / 1000.0
+        ));
+        result(&v)[0]["value"][1].as_str().unwrap().parse().unwrap()
+    };
+    assert_eq!(stored(&s), acknowledged);
+    let (_, tsdb) = s.get_json("/api/v1/status/tsdb");
+    s.kill9();
+    let cfg = dir.path().join("prometheus.yml");
+    let s = start_promflow_with(dir.path(), &cfg, free_port(), &[]);
+    assert_eq!(stored(&s), acknowledged, "after kill -9 (before it: {tsdb})");
 }
 
 #[test]

@@ -74,6 +74,9 @@ pub struct DbOptions {
     /// Compaction never makes a block longer than this (milliseconds); merged ranges are
     /// three times the previous one from `block_duration` up.
     pub max_block_duration: i64,
+    /// How long a head cut waits for open appenders that staged samples in the range it
+    /// writes; an appender open longer has those samples refused at commit.
+    pub cut_waits_for_appenders: Duration,
 }
 
 impl Default for DbOptions {
@@ -88,6 +91,7 @@ impl Default for DbOptions {
             compaction_interval: Some(Duration::from_secs(60)),
             out_of_order_window: 0,
             max_block_duration: 31 * 24 * 3600 * 1000,
+            cut_waits_for_appenders: Duration::from_secs(30),
         }
     }
 }
@@ -158,9 +162,10 @@ pub struct DbStats {
     pub wal_truncated_bytes: u64,
     /// WAL segment files.
     pub wal_segments: u64,
-    /// Samples a commit dropped because a concurrent commit had made them out of order or
-    /// duplicate after they were appended (since open).
-    pub commit_dropped_samples: u64,
+    /// Samples a commit refused, and reported to its caller as [`Error::Refused`], because a
+    /// concurrent commit had made them out of order or duplicate after they were appended
+    /// (since open).
+    pub commit_refused_samples: u64,
     /// Series per metric name, largest first.
     pub series_count_by_metric: Vec<(String, u64)>,
     /// Distinct values per label name, largest first.
@@ -224,7 +229,12 @@ pub struct Db {
     wal_holds: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
     wal_corruptions: u64,
     wal_truncated_bytes: u64,
-    commit_dropped: AtomicU64,
+    commit_refused: AtomicU64,
+    /// The oldest sample each open appender has staged: a head cut waits for those older than
+    /// the range it writes ([`Db::wait_for_appends_below`]).
+    open_appends: Mutex<OpenAppends>,
+    /// Notified when an open appender commits, rolls back or is dropped.
+    appends_closed: std::sync::Condvar,
     /// Holds the `flock` on `promflow/lock` for the life of the database.
     _lock: File,
 }
@@ -533,7 +543,9 @@ impl Db {
             wal_holds: Mutex::new(Vec::new()),
             wal_corruptions: outcome.corruptions,
             wal_truncated_bytes: outcome.truncated_bytes,
-            commit_dropped: AtomicU64::new(0),
+            commit_refused: AtomicU64::new(0),
+            open_appends: Mutex::new(OpenAppends::default()),
+            appends_closed: std::sync::Condvar::new(),
             _lock: lock_file,
         });
         if let Some(every) = interval {
@@ -582,7 +594,38 @@ impl Db {
             by_hash: U64Map::default(),
             collided: Vec::new(),
             samples: Vec::new(),
+            open_id: None,
+            oldest: Timestamp::MAX,
+            admitted: None,
         })
+    }
+
+    /// Waits until no open appender holds a staged sample older than `t`, for at most
+    /// `limit`; returns whether none does. Called by a head cut once appends older than `t`
+    /// are refused, so that a sample accepted before the cut reaches the head before the
+    /// range is written (Prometheus waits for overlapping appenders the same way).
+    fn wait_for_appends_below(&self, t: Timestamp, limit: Duration) {
+        let open = lock(&self.open_appends);
+        let (open, waited) = self
+            .appends_closed
+            .wait_timeout_while(open, limit, |o| o.oldest.values().any(|&oldest| oldest < t))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waited.timed_out() {
+            // marked under the commit lock, so that a commit either applied before the mark
+            // (and the range written next holds its samples) or sees the mark
+            drop(open);
+            let _commits = lock(&self.writer);
+            let mut open = lock(&self.open_appends);
+            let late: Vec<u64> = open.oldest.iter().filter(|(_, &o)| o < t).map(|(&id, _)| id).collect();
+            tracing::warn!(
+                before = t,
+                appenders = late.len(),
+                "a head cut stopped waiting for open appenders; their samples before the cut will be refused at commit"
+            );
+            for id in late {
+                open.abandoned.insert(id, t);
+            }
+        }
     }
 
     /// Subscribes to the append feed: every batch committed from now on, in commit order
@@ -617,7 +660,7 @@ impl Db {
             wal_corruptions: self.wal_corruptions,
             wal_truncated_bytes: self.wal_truncated_bytes,
             wal_segments,
-            commit_dropped_samples: self.commit_dropped.load(Ordering::Relaxed),
+            commit_refused_samples: self.commit_refused.load(Ordering::Relaxed),
             series_count_by_metric: h.series_count_by_metric,
             label_value_count_by_label_name: h.label_value_count_by_label_name,
             series_count_by_label_value_pair: h.series_count_by_label_value_pair,
@@ -739,9 +782,15 @@ impl Db {
         let mint = hmin.div_euclid(dur).checked_mul(dur).unwrap_or(Timestamp::MIN);
         let maxt = mint.saturating_add(dur);
         // in-order appends below `maxt` are already refused (the head spans more than 1.5
-        // blocks); out-of-order ones are until the head is truncated, so the range is
-        // immutable while it is written
-        self.ooo_floor.store(maxt, Ordering::SeqCst);
+        // blocks); out-of-order ones are until the head is truncated. Set under the lock that
+        // appenders register their oldest sample with, then wait for the appenders that
+        // staged samples in the range: the range is complete and immutable while written.
+        {
+            let _open = lock(&self.open_appends);
+            self.ooo_floor.store(maxt, Ordering::SeqCst);
+            self.min_valid.fetch_max(maxt, Ordering::SeqCst);
+        }
+        self.wait_for_appends_below(maxt, self.opts.cut_waits_for_appenders);
         let written = write_head_block(&self.blocks_dir, || read(&self.head), mint, maxt);
         let written = written.and_then(|meta| meta.map_or(Ok(()), |m| self.add_block(&m)));
         if let Err(e) = written {
@@ -1146,6 +1195,42 @@ struct DbAppender {
     collided: Vec<u32>,
     /// (index into `series`, t, v) in append order.
     samples: Vec<(u32, Timestamp, f64)>,
+    /// The appender's key in [`Db::open_appends`] once it has staged a sample.
+    open_id: Option<u64>,
+    /// The oldest staged timestamp (`i64::MAX` before the first).
+    oldest: Timestamp,
+    /// The loosest bounds any staged sample was admitted under: the commit checks against
+    /// these, not against bounds that moved since (other commits, a head cut).
+    admitted: Option<Bounds>,
+}
+
+/// The oldest staged sample of every open appender, by appender.
+#[derive(Default)]
+struct OpenAppends {
+    next_id: u64,
+    oldest: U64Map<Timestamp>,
+    /// Appenders a head cut stopped waiting for, with the end of the range it cut: their
+    /// samples before it can no longer be stored.
+    abandoned: U64Map<Timestamp>,
+}
+
+impl DbAppender {
+    /// The end of the range a head cut wrote without waiting for this appender, if one did.
+    fn abandoned_below(&self) -> Option<Timestamp> {
+        self.open_id.and_then(|id| lock(&self.db.open_appends).abandoned.get(&id).copied())
+    }
+}
+
+impl Drop for DbAppender {
+    fn drop(&mut self) {
+        if let Some(id) = self.open_id.take() {
+            let mut open = lock(&self.db.open_appends);
+            open.oldest.remove(&id);
+            open.abandoned.remove(&id);
+            drop(open);
+            self.db.appends_closed.notify_all();
+        }
+    }
 }
 
 fn validate(labels: &Labels) -> Result<(), Error> {
@@ -1165,6 +1250,13 @@ struct Bounds {
     min_valid: Timestamp,
     /// The oldest sample the out-of-order window takes (`i64::MAX` without a window).
     ooo_min: Timestamp,
+}
+
+impl Bounds {
+    /// The bounds that admit what either admits.
+    fn loosest(self, other: Bounds) -> Bounds {
+        Bounds { min_valid: self.min_valid.min(other.min_valid), ooo_min: self.ooo_min.min(other.ooo_min) }
+    }
 }
 
 impl Db {
@@ -1320,13 +1412,26 @@ impl DbAppender {
         Ok(())
     }
 
-    /// The bounds `t` must meet, or the out-of-bounds error (counted).
-    fn bounds_for(&self, t: Timestamp) -> Result<Bounds, Error> {
-        let bounds = self.db.bounds();
+    /// The bounds `t` must meet, or the out-of-bounds error (counted). A `t` older than any
+    /// staged before is registered in [`Db::open_appends`] under the same lock as the bounds
+    /// are read, so a head cut either refuses it or waits for this appender's commit.
+    fn bounds_for(&mut self, t: Timestamp) -> Result<Bounds, Error> {
+        let db = Arc::clone(&self.db);
+        let mut open = (t < self.oldest).then(|| lock(&db.open_appends));
+        let bounds = db.bounds();
         if t < bounds.min_valid && t < bounds.ooo_min {
-            self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
             return Err(Error::OutOfBounds);
         }
+        if let Some(open) = open.as_mut() {
+            let id = *self.open_id.get_or_insert_with(|| {
+                open.next_id += 1;
+                open.next_id
+            });
+            open.oldest.insert(id, t);
+            self.oldest = t;
+        }
+        self.admitted = Some(self.admitted.map_or(bounds, |a| a.loosest(bounds)));
         Ok(bounds)
     }
 }
@@ -1344,20 +1449,26 @@ impl Appender for DbAppender {
         self.append_at(idx, t, v, bounds)
     }
 
-    fn commit(self: Box<Self>) -> Result<CommitStats, Error> {
-        let DbAppender { db, mut series, samples, .. } = *self;
+    fn commit(mut self: Box<Self>) -> Result<CommitStats, Error> {
+        let db = Arc::clone(&self.db);
+        let mut series = std::mem::take(&mut self.series);
+        let samples = std::mem::take(&mut self.samples);
+        let admitted = self.admitted;
         if samples.is_empty() {
             return Ok(CommitStats::default());
         }
         let mut guard = lock(&db.writer);
         let writer = &mut *guard;
+        let abandoned_below = self.abandoned_below();
 
         // Re-validate against the head as it is now: the commit lock keeps it unchanged
         // until we apply. A concurrent commit may have created our new series or advanced
-        // our series' newest sample since `append`.
+        // our series' newest sample since `append`. Time bounds are those the samples were
+        // admitted under: a head cut waits for this commit ([`Db::wait_for_appends_below`]),
+        // and bounds moved by other commits must not turn an accepted sample away.
         let mut refs: Vec<Option<SeriesRef>> = Vec::with_capacity(series.len());
         let mut keep = vec![false; samples.len()];
-        let mut dropped = 0u64;
+        let mut refused: Option<(u64, Error)> = None;
         {
             let head = read(&db.head);
             let mut last: Vec<Option<(Timestamp, u64)>> = Vec::with_capacity(series.len());
@@ -1376,23 +1487,41 @@ impl Appender for DbAppender {
                     }
                 }
             }
-            let bounds = db.bounds();
+            let bounds = admitted.unwrap_or_else(|| db.bounds());
+            // only when a cut gave up waiting for this appender: a sample in the range it
+            // wrote would be lost with the head's truncation
+            let cut = abandoned_below.unwrap_or(Timestamp::MIN);
             for (k, &(idx, t, v)) in keep.iter_mut().zip(&samples) {
-                match admit(last[idx as usize], t, v, bounds) {
+                let verdict =
+                    if t < cut { Err(Error::OutOfBounds) } else { admit(last[idx as usize], t, v, bounds) };
+                match verdict {
                     Ok(Admit::InOrder) => {
                         *k = true;
                         last[idx as usize] = Some((t, v.to_bits()));
                     }
                     Ok(Admit::OutOfOrder) => *k = true,
                     Ok(Admit::Skip) => {}
-                    Err(_) => dropped += 1,
+                    Err(e) => match &mut refused {
+                        Some((n, _)) => *n += 1,
+                        None => refused = Some((1, e)),
+                    },
                 }
             }
         }
-        if dropped > 0 {
-            db.commit_dropped.fetch_add(dropped, Ordering::Relaxed);
-            tracing::debug!(samples = dropped, "dropped samples made out of order by a concurrent commit");
+        if let Some((n, e)) = &refused {
+            db.commit_refused.fetch_add(*n, Ordering::Relaxed);
+            tracing::warn!(samples = n, staged = samples.len(), reason = %e, "samples made unacceptable by a concurrent commit were refused");
         }
+        // the rest is committed; the refusal is the caller's to report
+        let refusal = |stored: usize| match refused {
+            Some((n, reason)) => Err(Error::Refused {
+                refused: n,
+                staged: samples.len() as u64,
+                stored,
+                reason: Box::new(reason),
+            }),
+            None => Ok(()),
+        };
 
         // refs for series that are new and got at least one sample
         let mut new_series: Vec<u32> = Vec::new();
@@ -1407,7 +1536,7 @@ impl Appender for DbAppender {
         let kept = || samples.iter().zip(&keep).filter(|(_, k)| **k).map(|(s, _)| *s);
         let num_samples = kept().count();
         if num_samples == 0 {
-            return Ok(CommitStats::default());
+            return refusal(0).map(|()| CommitStats::default());
         }
 
         // one write(2) for the whole batch
@@ -1474,6 +1603,7 @@ impl Appender for DbAppender {
             });
         }
         drop(subs);
+        refusal(num_samples)?;
         Ok(CommitStats { samples: num_samples, new_series: new_series.len() })
     }
 

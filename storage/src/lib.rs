@@ -104,12 +104,42 @@ pub enum Error {
     /// A label matcher's regex does not compile.
     #[error("invalid regular expression {0:?}: {1}")]
     InvalidRegex(String, String),
+    /// A commit stored `stored` of the batch's `staged` samples and refused the others:
+    /// between `append` and `commit` a concurrent commit made them out of order or
+    /// duplicate (`reason` is the first refusal).
+    #[error("{refused} of {staged} samples refused at commit ({stored} stored): {reason}")]
+    Refused {
+        /// Samples refused.
+        refused: u64,
+        /// Samples the batch staged.
+        staged: u64,
+        /// Samples stored.
+        stored: usize,
+        /// Why the first refused sample was refused.
+        reason: Box<Error>,
+    },
     /// The data directory is held by another process.
     #[error("data directory {0} is locked by another process")]
     Locked(String),
     /// An I/O error on the data directory, with what was being done.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+}
+
+impl Error {
+    /// Whether the sender of the samples caused the error (a sample or series it must not
+    /// send again as it is), as opposed to a failure of storage itself: remote write answers
+    /// the first with 400 and the second with 500, which senders retry.
+    pub fn is_sample_error(&self) -> bool {
+        matches!(
+            self,
+            Error::OutOfOrder
+                | Error::OutOfBounds
+                | Error::DuplicateTimestamp
+                | Error::InvalidLabels(_)
+                | Error::Refused { .. }
+        )
+    }
 }
 
 /// A batch of appends that becomes visible and durable together.
@@ -120,7 +150,9 @@ pub enum Error {
 /// `commit` returns only after the batch's WAL records have been handed to the kernel with
 /// `write(2)`, so a committed sample survives `kill -9` of promflow (not a power loss: fsync
 /// happens when a WAL segment is cut). A sample that became out of order through a concurrent
-/// commit between `append` and `commit` is dropped and counted, never reordered.
+/// commit between `append` and `commit` is never reordered and never dropped silently: the
+/// rest of the batch is committed and `commit` returns [`Error::Refused`]. Time bounds that
+/// moved since `append` (the head's newest sample, a head cut) do not refuse a staged sample.
 pub trait Appender: Send {
     /// Adds one sample of the series `labels` (which must have a metric name).
     fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error>;

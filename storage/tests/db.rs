@@ -529,14 +529,90 @@ fn concurrent_commit_makes_pending_sample_out_of_order() {
     slow.append(&l, 10, 1.0).unwrap();
     slow.append(&l, 30, 3.0).unwrap();
     commit(&db, &[(&l, 20, 2.0)]);
-    // t=10 is now out of order: dropped and counted; t=30 lands on the existing series
-    let st = slow.commit().unwrap();
-    assert_eq!((st.samples, st.new_series), (1, 0));
+    // t=10 is now out of order: refused, counted and said; t=30 lands on the existing series
+    match slow.commit() {
+        Err(Error::Refused { refused: 1, staged: 2, stored: 1, reason }) => {
+            assert!(matches!(*reason, Error::OutOfOrder), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     let s = db.stats(1);
-    assert_eq!((s.num_series, s.num_samples, s.commit_dropped_samples), (1, 2, 1));
+    assert_eq!((s.num_series, s.num_samples, s.commit_refused_samples), (1, 2, 1));
     drop(db);
     let db = open(dir.path());
     assert_eq!(dump(&db)[0].1, vec![(20, 2.0f64.to_bits()), (30, 3.0f64.to_bits())]);
+}
+
+#[test]
+fn bounds_moved_by_another_commit_do_not_refuse_a_staged_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let (a, b) = (ls(&[("__name__", "a")]), ls(&[("__name__", "b")]));
+    let mut slow = db.appender();
+    slow.append(&a, 0, 1.0).unwrap();
+    // another writer moves the head's newest sample two hours on: t=0 is now out of bounds
+    // for a new append, but this one was accepted when the head took it
+    commit(&db, &[(&b, 2 * HOUR, 2.0)]);
+    assert!(matches!(db.appender().append(&a, 1, 1.0), Err(Error::OutOfBounds)));
+    assert_eq!(slow.commit().unwrap().samples, 1);
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(dump(&db)[0], (a, vec![(0, 1.0f64.to_bits())]));
+}
+
+#[test]
+fn a_head_cut_waits_for_an_appender_with_samples_in_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    let (a, b) = (ls(&[("__name__", "a")]), ls(&[("__name__", "b")]));
+    commit(&db, &[(&b, 0, 0.0)]);
+    let mut slow = db.appender();
+    slow.append(&a, 1000, 1.0).unwrap();
+    // the head now spans two blocks: [0, 2h) is cut while `slow` holds a sample in it
+    commit(&db, &[(&b, 4 * HOUR, 4.0)]);
+    let cutter = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || db.compact().unwrap())
+    };
+    // the cut cannot finish while `slow` is open (bounded: it gives up after 30 s)
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!cutter.is_finished(), "the cut did not wait for the open appender");
+    assert_eq!(slow.commit().unwrap().samples, 1);
+    let report = cutter.join().unwrap();
+    assert!(report.head_blocks >= 1, "{report:?}");
+    let blocks = db.blocks();
+    assert_eq!((blocks[0].min_time, blocks[0].max_time), (0, 2 * HOUR));
+    assert_eq!(blocks[0].num_samples, 2, "the block holds the staged sample");
+    let want = vec![
+        (a.clone(), vec![(1000, 1.0f64.to_bits())]),
+        (b.clone(), vec![(0, 0), (4 * HOUR, 4.0f64.to_bits())]),
+    ];
+    assert_eq!(dump(&db), want);
+    drop(db);
+    assert_eq!(dump(&Db::open(dir.path(), manual(1 << 20)).unwrap()), want);
+}
+
+#[test]
+fn an_appender_a_head_cut_stopped_waiting_for_is_refused_what_the_cut_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { cut_waits_for_appenders: Duration::from_millis(100), ..manual(1 << 20) };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let (a, b) = (ls(&[("__name__", "a")]), ls(&[("__name__", "b")]));
+    commit(&db, &[(&b, 0, 0.0)]);
+    let mut stale = db.appender();
+    stale.append(&a, 1000, 1.0).unwrap();
+    stale.append(&a, 3 * HOUR, 3.0).unwrap();
+    commit(&db, &[(&b, 4 * HOUR, 4.0)]);
+    db.compact().unwrap();
+    // [0, 2h) is in a block and out of the head: t=1000 cannot be stored any more, and the
+    // commit says so instead of answering success
+    match stale.commit() {
+        Err(Error::Refused { refused: 1, staged: 2, stored: 1, reason }) => {
+            assert!(matches!(*reason, Error::OutOfBounds), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(dump(&db)[0], (a, vec![(3 * HOUR, 3.0f64.to_bits())]));
 }
 
 #[test]
@@ -553,9 +629,13 @@ fn concurrent_appenders_from_threads() {
                 for t in 0..200 {
                     let mut app = db.appender();
                     app.append(&own, t, i as f64).unwrap();
-                    // the shared series races: late samples may be rejected or dropped
+                    // the shared series races: a late sample is refused at append or at
+                    // commit, and the commit says so
                     let _ = app.append(&shared, t, 0.0);
-                    app.commit().unwrap();
+                    match app.commit() {
+                        Ok(_) | Err(Error::Refused { refused: 1, stored: 1, .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
                 }
             })
         })

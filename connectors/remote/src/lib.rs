@@ -233,21 +233,39 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<u
     for (pairs, samples) in req.series() {
         scratch.clear();
         scratch.extend_from_slice(pairs);
+        check_names(&mut scratch)?;
         let labels = LabelsRef::normalize(&mut scratch);
         validate(labels)?;
         for &(t, v) in samples {
-            app.append_ref(labels, t, v).map_err(|e| match e {
-                promflow_storage::Error::OutOfOrder
-                | promflow_storage::Error::OutOfBounds
-                | promflow_storage::Error::DuplicateTimestamp => {
+            app.append_ref(labels, t, v).map_err(|e| {
+                if e.is_sample_error() {
                     Error::InvalidSeries(labels.to_labels().to_string(), format!("{e} (timestamp {t})"))
+                } else {
+                    Error::Storage(e)
                 }
-                other => Error::Storage(other),
             })?;
             n += 1;
         }
     }
     Ok(n)
+}
+
+/// Refuses a series with an empty label name or a name given twice, as Prometheus's
+/// receiver does: which duplicate should win is the sender's to fix, not ours to guess.
+fn check_names(pairs: &mut [(&str, &str)]) -> Result<(), Error> {
+    let described = |pairs: &[(&str, &str)]| {
+        promflow_storage::Labels::from_pairs(pairs.iter().filter(|(n, _)| !n.is_empty()).copied()).to_string()
+    };
+    if pairs.iter().any(|(n, v)| n.is_empty() && !v.is_empty()) {
+        return Err(Error::InvalidSeries(described(pairs), "empty label name".into()));
+    }
+    if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Error::InvalidSeries(described(pairs), format!("duplicate label name {:?}", w[0].0)));
+        }
+    }
+    Ok(())
 }
 
 fn validate(labels: LabelsRef<'_>) -> Result<(), Error> {

@@ -982,7 +982,7 @@ async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> 
     };
     match result {
         Ok(Ok(n)) => written(n, StatusCode::NO_CONTENT.into_response()),
-        Ok(Err(promflow_remote::Error::Storage(e))) => {
+        Ok(Err(promflow_remote::Error::Storage(e))) if !e.is_sample_error() => {
             tracing::error!(error = %e, "remote write: storage failed");
             written(0, (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
         }
