@@ -99,7 +99,8 @@ pub struct Flags {
     /// Address to listen on for UI, API, and telemetry (repeatable).
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
     pub listen_address: Vec<String>,
-    /// Path to the configuration file that can enable TLS or authentication.
+    /// Path to the configuration file that can enable TLS or authentication (the exporter
+    /// toolkit's format; re-read when it changes).
     #[arg(long = "web.config.file", default_value = "")]
     pub web_config_file: String,
     /// Maximum duration before timing out read of the request.
@@ -240,7 +241,8 @@ pub struct Flags {
     #[arg(long = "rules.evaluation-mode", default_value = "event", value_parser = ["event", "tick"])]
     pub rules_evaluation_mode: String,
     /// Where to serve SQL on the PostgreSQL wire protocol (`psql -h … -p …`; promflow's
-    /// extension, `docs/sql.md`); off unless set. No authentication or TLS yet.
+    /// extension, `docs/sql.md`); off unless set. It takes the users and the TLS of
+    /// `--web.config.file`.
     #[arg(long = "sql.listen-address")]
     pub sql_listen_address: Option<String>,
     /// Live result streams (`/api/v1/subscribe`, promflow's extension): how many
@@ -314,9 +316,6 @@ pub struct Flags {
 /// server with one warning naming it (see docs/configuration.md).
 pub const UNIMPLEMENTED: &[&str] = &[
     "config.auto-reload-interval",
-    "web.config.file",
-    "web.read-timeout",
-    "web.max-connections",
     "web.max-notifications-subscribers",
     "web.user-assets",
     "web.remote-write-receiver.accepted-protobuf-messages",
@@ -324,7 +323,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "web.console.templates",
     "web.console.libraries",
     "web.page-title",
-    "web.cors.origin",
     "storage.tsdb.no-lockfile",
     "storage.tsdb.head-chunks-write-queue-size",
     "storage.tsdb.wal-compression",

@@ -128,6 +128,22 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     for w in &loaded.warnings {
         warn!(file = %flags.config_file, "{w}");
     }
+    // security settings are checked before anything starts: an unusable one stops the server
+    let web = Arc::new(
+        promflow_config::web::WebGuard::open(
+            (!flags.web_config_file.is_empty()).then(|| std::path::Path::new(&flags.web_config_file)),
+        )
+        .map_err(|e| {
+            format!("Error loading web config (--web.config.file={}): {e}", flags.web_config_file)
+        })?,
+    );
+    let cors_origin = match flags.cors_origin.as_str() {
+        ".*" => None,
+        re => Some(
+            promflow_storage::re2::compile_anchored(re)
+                .map_err(|e| format!("--web.cors.origin={re}: {e}"))?,
+        ),
+    };
     info!(path = %flags.tsdb_path, "opening storage");
     let (retention_time, retention_size) = cli::retention(&flags)?;
     let db_options = DbOptions {
@@ -326,7 +342,15 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             flags.subscribe_max_total,
             flags.subscribe_batch_interval,
         ),
+        web: Arc::clone(&web),
+        read_timeout: flags.web_read_timeout,
+        cors_origin,
     });
+    let listeners = Arc::new(promflow_http::Listeners::new(
+        Arc::clone(&web),
+        usize::try_from(flags.web_max_connections).unwrap_or(usize::MAX),
+        flags.web_read_timeout,
+    ));
 
     let sql_settings = promflow_sql::Settings {
         lookback_ms: millis(flags.lookback_delta),
@@ -339,7 +363,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             let listener =
                 tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
             info!(address = %addr, "serving SQL on the PostgreSQL wire protocol");
-            tokio::spawn(promflow_sql::pg::serve(listener, sql_querier, sql_settings));
+            tokio::spawn(promflow_sql::pg::serve(listener, sql_querier, sql_settings, Arc::clone(&web)));
         }
         let app = promflow_http::router(state, &route_prefix);
         let mut servers = Vec::new();
@@ -347,10 +371,10 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
             let listener =
                 tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
             info!(address = %addr, "listening");
-            let app = app.clone();
+            let (app, listeners) = (app.clone(), Arc::clone(&listeners));
             let mut stop = quit_rx.clone();
             servers.push(tokio::spawn(async move {
-                promflow_http::serve(listener, app, async move {
+                promflow_http::serve(listener, app, listeners, async move {
                     let _ = stop.wait_for(|q| *q).await;
                 })
                 .await

@@ -285,9 +285,17 @@ fn remote_write_rejects_bad_input_without_losing_data() {
 #[test]
 fn cors_gzip_and_form_precedence() {
     let (_dir, s) = seeded();
-    let r = client().request(reqwest::Method::OPTIONS, s.url("/api/v1/query")).send().unwrap();
+    // as Prometheus: CORS headers answer a request that names its origin
+    let r = client()
+        .request(reqwest::Method::OPTIONS, s.url("/api/v1/query"))
+        .header("Origin", "https://grafana.example.com")
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 204);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = client().request(reqwest::Method::OPTIONS, s.url("/api/v1/query")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
     let r = client().post(s.url("/api/v1/query?query=1")).form(&[("query", "2")]).send().unwrap();
     let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
     assert_eq!(v["data"]["result"][1], "2");

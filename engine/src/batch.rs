@@ -265,6 +265,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// Refuses, before anything is allocated, an output of one value per step for each of
+    /// `series` series that alone would hold more points than the sample limit; checks the
+    /// deadline, as every operator does before its loop over series.
+    fn reserve_steps(&self, series: usize) -> Result<(), Error> {
+        if series.saturating_mul(self.steps.len()) > self.opts.max_samples {
+            return Err(Error::TooManySamples("query execution"));
+        }
+        self.check_deadline()
+    }
+
     fn count_samples(&mut self, n: usize) -> Result<(), Error> {
         self.samples_loaded += n;
         if self.samples_loaded > self.opts.max_samples {
@@ -307,6 +317,7 @@ impl Ctx<'_> {
                 let series = self.querier.select(matchers, lo - range_ms - before + 1, hi + after)?;
                 let mut out = Vec::with_capacity(series.len());
                 for s in series {
+                    self.check_deadline()?;
                     let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
                     self.count_samples(samples.len())?;
                     out.push((s.labels, samples));
@@ -387,8 +398,10 @@ impl Ctx<'_> {
         let (lo, hi) = self.anchored_span(shift);
         let lookback = self.opts.lookback_ms;
         let series = self.querier.select(matchers, lo - lookback + 1, hi + lookback)?;
+        self.reserve_steps(series.len())?;
         let mut out = Vec::with_capacity(series.len());
         for s in series {
+            self.check_deadline()?;
             let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
             self.count_samples(samples.len())?;
             let values: Vec<Option<f64>> = self
@@ -418,8 +431,10 @@ impl Ctx<'_> {
         let (lo, hi) = self.anchored_span(shift);
         let lookback = self.opts.lookback_ms;
         let series = self.querier.select(matchers, lo - lookback + 1, hi)?;
+        self.reserve_steps(series.len())?;
         let mut out = Vec::with_capacity(series.len());
         for s in series {
+            self.check_deadline()?;
             self.count_samples(s.samples.len())?;
             let samples = s.samples.view();
             let mut values = Vec::with_capacity(self.steps.len());
@@ -531,9 +546,11 @@ impl Ctx<'_> {
             return Ok(Value::Vector(vec![StepSeries::new(absent_labels(input), values)]));
         }
         let keep_name = matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime);
+        self.reserve_steps(r.series.len())?;
         let mut out = Vec::with_capacity(r.series.len());
         let mut step_args = vec![0.0; arg_vals.len()];
         for (labels, samples) in std::mem::take(&mut r.series) {
+            self.check_deadline()?;
             let mut values = Vec::with_capacity(n);
             let mut any = false;
             for (i, &step) in self.steps.iter().enumerate() {

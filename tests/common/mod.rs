@@ -117,6 +117,13 @@ pub fn start_promflow(dir: &Path, config: &str, extra: &[&str]) -> Server {
 }
 
 pub fn start_promflow_with(dir: &Path, cfg: &Path, port: u16, extra: &[&str]) -> Server {
+    let mut s = spawn_promflow(dir, cfg, port, extra);
+    s.wait_ready("/-/ready");
+    s
+}
+
+/// Starts promflow as [`start_promflow_with`] does, without waiting for it to be ready.
+pub fn spawn_promflow(dir: &Path, cfg: &Path, port: u16, extra: &[&str]) -> Server {
     let log = dir.join(format!("promflow-{port}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_promflow"))
         .arg(format!("--config.file={}", cfg.display()))
@@ -127,9 +134,7 @@ pub fn start_promflow_with(dir: &Path, cfg: &Path, port: u16, extra: &[&str]) ->
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start promflow");
-    let mut s = Server { child, port, base: format!("http://127.0.0.1:{port}"), log };
-    s.wait_ready("/-/ready");
-    s
+    Server { child, port, base: format!("http://127.0.0.1:{port}"), log }
 }
 
 /// Whether a peer binary exists; outside CI a missing peer skips the test with a message,

@@ -1515,7 +1515,7 @@ fn valid_glob_path(p: &str) -> bool {
 }
 
 /// The directory of a configuration file, for resolving relative paths.
-fn base_dir(file: &str) -> PathBuf {
+pub(crate) fn base_dir(file: &str) -> PathBuf {
     match Path::new(file).parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -37,6 +37,7 @@ mod md5;
 pub mod relabel;
 pub mod rules;
 pub mod sd;
+pub mod web;
 mod yaml;
 
 pub use config::{

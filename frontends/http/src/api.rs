@@ -62,15 +62,15 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/metrics/{*group}", put(crate::push::put).post(crate::push::post).delete(crate::push::delete))
         .merge(crate::ui::routes(route_prefix.trim_end_matches('/')))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
-        .with_state(state);
+        .layer(middleware::from_fn_with_state(state.read_timeout, crate::serve::body_deadline))
+        .with_state(state.clone());
     let prefix = route_prefix.trim_end_matches('/');
-    if prefix.is_empty() {
-        root
-    } else {
-        Router::new().nest(prefix, root)
-    }
+    let app = if prefix.is_empty() { root } else { Router::new().nest(prefix, root) };
+    // outermost, so that every path and method (unknown ones too) is authenticated
+    app.layer(middleware::from_fn_with_state(Arc::clone(&state.web), crate::serve::response_headers))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.web), crate::serve::authenticate))
 }
 
 async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
@@ -84,18 +84,31 @@ async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
     resp
 }
 
-/// Prometheus's default CORS headers (`--web.cors.origin=.*`); `OPTIONS` answers 204.
-async fn cors(req: Request, next: Next) -> Response {
+/// Prometheus's CORS headers for a request with an `Origin`: the origin is allowed when it
+/// matches `--web.cors.origin` (every origin, answered `*`, for the default `.*`); `OPTIONS`
+/// answers 204.
+async fn cors(State(state): Shared, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let is_options = req.method() == Method::OPTIONS;
     let mut resp = if is_options { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let Some(origin) = origin else { return resp };
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Accept, Authorization, Content-Type, Origin"),
     );
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Date"));
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    match &state.cors_origin {
+        None => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+        Some(allowed) if origin.to_str().is_ok_and(|o| allowed.is_match(o)) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        }
+        Some(_) => {}
+    }
     resp
 }
 

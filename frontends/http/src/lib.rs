@@ -8,6 +8,7 @@ mod metrics;
 pub mod params;
 mod push;
 mod remote_read;
+mod serve;
 mod sql;
 mod subscribe;
 mod ui;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::router;
 pub use metrics::HttpMetrics;
+pub use serve::{serve, Listeners};
 pub use subscribe::Subscriptions;
 
 /// Errors of the HTTP server itself (binding, serving).
@@ -182,13 +184,10 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// Live result streams' limits and counts (`/api/v1/subscribe`).
     pub subscriptions: Subscriptions,
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)
+    /// `--web.config.file`: basic authentication and response headers for every path.
+    pub web: Arc<promflow_config::web::WebGuard>,
+    /// `--web.read-timeout`: how long a request's body may take to arrive.
+    pub read_timeout: Duration,
+    /// `--web.cors.origin`, fully anchored; `None` for `.*` (any origin, answered `*`).
+    pub cors_origin: Option<regex::Regex>,
 }

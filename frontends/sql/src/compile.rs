@@ -187,10 +187,76 @@ fn invalid(span: Span, message: impl Into<String>) -> Error {
     Error::Invalid { message: message.into(), line: span.start.line, column: span.start.column }
 }
 
+/// Operators one statement may have. Chained operators parse into a tree as deep as the
+/// chain (`1+1+…+1`), and building, compiling, evaluating and dropping that tree recurse
+/// once per level: the bound keeps every request within the stack. PostgreSQL's own
+/// `max_stack_depth` stops such chains at a similar size.
+pub const MAX_OPERATORS: usize = 4_000;
+/// Parentheses (sub-expressions, calls, subqueries) one statement may nest.
+pub const MAX_NESTING: usize = 200;
+
+/// Parses `sql` into statements, refusing text whose syntax tree would be deeper than
+/// [`MAX_OPERATORS`] and [`MAX_NESTING`] allow, before any tree is built.
+pub fn parse(sql: &str) -> Result<Vec<ast::Statement>, Error> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::Parse(e.to_string()))?;
+    let (mut operators, mut depth, mut deepest) = (0usize, 0usize, 0usize);
+    for t in &tokens {
+        match &t.token {
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Whitespace(_) | Token::Comma | Token::Number(..) | Token::SingleQuotedString(_) => {}
+            Token::Word(w) => {
+                use sqlparser::keywords::Keyword as K;
+                if matches!(
+                    w.keyword,
+                    K::AND | K::OR | K::NOT | K::IS | K::LIKE | K::ILIKE | K::BETWEEN | K::IN
+                ) {
+                    operators += 1;
+                }
+            }
+            _ => operators += 1,
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(Error::TooComplex(format!(
+            "statement nests {deepest} levels of parentheses; at most {MAX_NESTING} are allowed"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(Error::TooComplex(format!(
+            "statement has {operators} operators; at most {MAX_OPERATORS} are allowed"
+        )));
+    }
+    Parser::new(&PostgreSqlDialect {})
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| Error::Parse(e.to_string()))
+}
+
+/// The stack SQL is compiled and evaluated on. Syntax trees are walked recursively, one
+/// frame or more per level, and [`MAX_OPERATORS`] levels need more than a thread's own stack
+/// in an unoptimised build; the memory is reserved, and only what a statement uses is touched.
+const SQL_STACK: usize = 256 << 20;
+
+/// Runs `f` on a stack of its own, [`SQL_STACK`] bytes.
+pub(crate) fn on_deep_stack<T>(f: impl FnOnce() -> T) -> T {
+    stacker::grow(SQL_STACK, f)
+}
+
 /// Compiles `sql` with `now_ms` as `now()`.
 pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
-    let statements =
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::Parse(e.to_string()))?;
+    on_deep_stack(|| compile_here(sql, now_ms))
+}
+
+/// [`compile`] on the caller's stack.
+fn compile_here(sql: &str, now_ms: i64) -> Result<Statement, Error> {
+    let statements = parse(sql)?;
     let [statement] = statements.as_slice() else {
         return Err(Error::Parse(format!("expected one statement, found {}", statements.len())));
     };

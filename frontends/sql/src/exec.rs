@@ -44,6 +44,11 @@ impl Statement {
     /// Answers the statement from `querier` (blocking: run it off an async runtime's
     /// threads).
     pub fn execute(&self, querier: &dyn Querier, settings: &Settings) -> Result<Rows, ExecError> {
+        crate::compile::on_deep_stack(|| self.execute_here(querier, settings))
+    }
+
+    /// [`Statement::execute`] on the caller's stack.
+    fn execute_here(&self, querier: &dyn Querier, settings: &Settings) -> Result<Rows, ExecError> {
         match self {
             Statement::Explain(query) => {
                 // one row per part, with its first segment's plan (the others differ in ranges)

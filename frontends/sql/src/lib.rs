@@ -34,7 +34,9 @@ mod rows;
 mod standing;
 
 pub use arrow::ARROW_STREAM;
-pub use compile::{compile, Column, ColumnKind, Eval, Part, Query, Source, Statement};
+pub use compile::{
+    compile, parse, Column, ColumnKind, Eval, Part, Query, Source, Statement, MAX_NESTING, MAX_OPERATORS,
+};
 pub use exec::{ExecError, Settings};
 pub use rows::{Cell, Row, Rows};
 pub use standing::standing;
@@ -55,6 +57,10 @@ pub enum Error {
         /// Where (1-based).
         column: u64,
     },
+    /// The statement is nested or chained more deeply than promflow evaluates
+    /// ([`MAX_OPERATORS`], [`MAX_NESTING`]); PostgreSQL's SQLSTATE 54001.
+    #[error("{0}")]
+    TooComplex(String),
     /// A query that cannot stand (a rule's `sql:`, a subscription): it does not compile to
     /// one value per group over a window that slides with `now()` (`standing`).
     #[error("{0}")]

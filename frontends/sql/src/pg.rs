@@ -1,8 +1,8 @@
 //! The PostgreSQL wire protocol (`--sql.listen-address`), with the pgwire crate: `psql`,
 //! drivers and BI tools send SQL and receive rows. The simple query protocol, and the
 //! extended one (parse, bind with `$n` parameters, describe, execute) that drivers use by
-//! default; results in text or binary format as the client asks. No authentication and no
-//! TLS yet (listen on loopback, or behind a proxy that has them).
+//! default; results in text or binary format as the client asks. Sessions take the TLS and
+//! the users of `--web.config.file` ([`serve`]).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::{stream, Sink};
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -22,7 +24,8 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use promflow_config::web::{Access, WebGuard};
 use promflow_storage::Querier;
 use tokio::net::TcpListener;
 
@@ -155,6 +158,7 @@ fn response(rows: &Rows, format: &Format) -> PgWireResult<Response> {
 fn compile(sql: &str) -> PgWireResult<Statement> {
     crate::compile(sql, chrono::Utc::now().timestamp_millis()).map_err(|e| match e {
         Error::Parse(m) => error("42601", m),
+        Error::TooComplex(m) => error("54001", m),
         e => error("0A000", e.to_string()),
     })
 }
@@ -221,8 +225,10 @@ impl QueryParser for Parser {
         if session_command(sql).is_none() {
             let nulls = vec![Param::Null; parameters];
             let bound = bind::substitute(sql, &nulls).map_err(|e| error("42601", e.to_string()))?;
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &bound)
-                .map_err(|e| error("42601", e.to_string()))?;
+            crate::parse(&bound).map_err(|e| match e {
+                Error::TooComplex(m) => error("54001", m),
+                e => error("42601", e.to_string()),
+            })?;
         }
         Ok(Some(Prepared { sql: sql.to_string(), parameters }))
     }
@@ -411,31 +417,126 @@ impl ExtendedQueryHandler for Handler {
     }
 }
 
-struct Handlers(Arc<Handler>);
+struct Handlers {
+    handler: Arc<Handler>,
+    startup: Arc<Startup>,
+}
 
-impl PgWireServerHandlers for Handlers {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.0)
+/// The start of a session: TLS required when `--web.config.file` configures it, and a
+/// password checked against its `basic_auth_users` when it has any (the same users as the
+/// HTTP API). The password travels as PostgreSQL's cleartext password message, inside TLS
+/// when TLS is configured: SCRAM would need secrets the bcrypt hashes cannot provide.
+struct Startup {
+    web: Arc<WebGuard>,
+    password: CleartextPasswordAuthStartupHandler<WebUsers, DefaultServerParameterProvider>,
+    open: Arc<Handler>,
+}
+
+/// `basic_auth_users` as pgwire's password source.
+#[derive(Debug)]
+struct WebUsers(Arc<WebGuard>);
+
+#[async_trait]
+impl AuthSource for WebUsers {
+    async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
+        // passwords are only verified (bcrypt), never recovered
+        Err(PgWireError::ApiError("promflow verifies passwords; it cannot recover them".into()))
     }
 
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.0)
-    }
-
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::clone(&self.0)
+    async fn verify_password(&self, login: &LoginInfo, presented: &[u8]) -> PgWireResult<Option<()>> {
+        let user = login.user().unwrap_or_default().to_string();
+        let password = String::from_utf8_lossy(presented).into_owned();
+        let web = Arc::clone(&self.0);
+        let checked = user.clone();
+        let access = tokio::task::spawn_blocking(move || web.check(Some((&checked, &password))))
+            .await
+            .unwrap_or_else(|e| Access::Broken(e.to_string()));
+        match access {
+            Access::Granted => Ok(None),
+            Access::Denied => Err(PgWireError::InvalidPassword(user)),
+            Access::Broken(e) => {
+                tracing::error!(error = %e, "refusing a SQL session: the web configuration is invalid");
+                Err(fatal("XX000", "the server's web configuration is invalid".into()))
+            }
+        }
     }
 }
 
-/// Serves the wire protocol on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, querier: Arc<dyn Querier>, settings: Settings) {
-    let handlers = Arc::new(Handlers(Arc::new(Handler { querier, settings, described: Mutex::default() })));
+/// A FATAL error: the session ends.
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message)))
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let settings = match self.web.current() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "refusing a SQL session: the web configuration is invalid");
+                return Err(fatal("XX000", "the server's web configuration is invalid".into()));
+            }
+        };
+        if matches!(message, PgWireFrontendMessage::Startup(_))
+            && settings.tls.is_some()
+            && !client.is_secure()
+        {
+            return Err(fatal(
+                "28000",
+                "promflow accepts SQL sessions over TLS only (sslmode=require)".into(),
+            ));
+        }
+        if settings.config.basic_auth_users.is_empty() {
+            self.open.on_startup(client, message).await
+        } else {
+            self.password.on_startup(client, message).await
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+}
+
+/// Serves the wire protocol on `listener` until the task is dropped, with the users and the
+/// TLS of `web`.
+pub async fn serve(listener: TcpListener, querier: Arc<dyn Querier>, settings: Settings, web: Arc<WebGuard>) {
+    let handler = Arc::new(Handler { querier, settings, described: Mutex::default() });
+    let startup = Arc::new(Startup {
+        web: Arc::clone(&web),
+        password: CleartextPasswordAuthStartupHandler::new(
+            WebUsers(Arc::clone(&web)),
+            DefaultServerParameterProvider::default(),
+        ),
+        open: Arc::clone(&handler),
+    });
+    let handlers = Arc::new(Handlers { handler, startup });
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
                 let handlers = Arc::clone(&handlers);
+                let tls = match web.current() {
+                    Ok(s) => s.tls.clone().map(pgwire::tokio::TlsAcceptor::from),
+                    // the session is refused at its start, with a message
+                    Err(_) => None,
+                };
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                         tracing::debug!(%peer, error = %e, "SQL wire connection ended");
                     }
                 });

@@ -1,0 +1,472 @@
+//! End-to-end: `--web.config.file` (basic authentication and TLS) holds on every path of the
+//! HTTP server and on the PostgreSQL listener, side by side with Prometheus where it has the
+//! same setting; settings promflow cannot honour stop it at start-up; `--web.cors.origin`,
+//! `--web.max-connections` and `--web.read-timeout` are honoured. Clients are the real ones:
+//! curl, promtool, psql and a websocket client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const USER: &str = "alice";
+const PASSWORD: &str = "correct horse";
+
+/// A web configuration with one bcrypt user (cost 4: the tests run many verifications).
+fn users_yaml() -> String {
+    format!("basic_auth_users:\n  {USER}: {}\n", bcrypt_hash(PASSWORD))
+}
+
+fn bcrypt_hash(password: &str) -> String {
+    bcrypt::hash(password, 4).unwrap()
+}
+
+/// Starts promflow with `extra` flags and waits for its log to say it is ready (the HTTP
+/// readiness probe needs credentials or TLS here). Panics if it exits.
+fn start(dir: &Path, extra: &[&str]) -> Server {
+    let cfg = dir.join("prometheus.yml");
+    if !cfg.exists() {
+        std::fs::write(&cfg, "").unwrap();
+    }
+    let mut s = spawn_promflow(dir, &cfg, free_port(), extra);
+    let ready = wait_for(Duration::from_secs(30), || {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            panic!("promflow exited ({status}):\n{}", s.logs());
+        }
+        s.logs().contains("server is ready").then_some(())
+    });
+    assert!(ready.is_some(), "promflow did not start:\n{}", s.logs());
+    s
+}
+
+/// Runs promflow with `extra` flags expecting it to refuse to start; returns its log.
+fn refused_start(dir: &Path, extra: &[&str]) -> String {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promflow");
+    let out = wait_child(out, Duration::from_secs(20));
+    assert!(!out.status.success(), "promflow started with {extra:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let done = wait_for(limit, || child.try_wait().ok().flatten());
+    if done.is_none() {
+        let _ = child.kill();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `curl` with `args`; returns the HTTP status (0 when no answer) and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Every kind of path the server has, with the method it takes: all must be guarded.
+const PATHS: &[(&str, &str)] = &[
+    ("GET", "/api/v1/query?query=up"),
+    ("POST", "/api/v1/query_range"),
+    ("GET", "/api/v1/status/config"),
+    ("POST", "/api/v1/write"),
+    ("POST", "/api/v1/read"),
+    ("POST", "/api/v1/sql"),
+    ("POST", "/api/v1/admin/tsdb/delete_series?match[]=up"),
+    ("GET", "/federate?match[]=up"),
+    ("GET", "/metrics"),
+    ("GET", "/-/healthy"),
+    ("GET", "/-/ready"),
+    ("POST", "/-/reload"),
+    ("POST", "/-/quit"),
+    ("GET", "/"),
+    ("GET", "/graph"),
+    ("PUT", "/metrics/job/x"),
+    ("OPTIONS", "/api/v1/query"),
+    ("GET", "/no/such/path"),
+];
+
+#[test]
+fn basic_auth_guards_every_path_as_prometheus_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, users_yaml()).unwrap();
+    let web_flag = format!("--web.config.file={}", web.display());
+    let s = start(
+        dir.path(),
+        &[
+            &web_flag,
+            "--web.enable-lifecycle",
+            "--web.enable-admin-api",
+            "--web.enable-remote-write-receiver",
+            "--web.enable-pushgateway",
+        ],
+    );
+    let good = format!("{USER}:{PASSWORD}");
+    let wrong = format!("{USER}:wrong");
+    let stranger = format!("mallory:{PASSWORD}");
+    for &(method, path) in PATHS {
+        let url = s.url(path);
+        for creds in [None, Some(wrong.as_str()), Some(stranger.as_str())] {
+            let mut args = vec!["-X", method, url.as_str()];
+            if let Some(c) = creds {
+                args.extend(["-u", c]);
+            }
+            let (code, body) = curl(&args);
+            assert_eq!(code, 401, "{method} {path} with {creds:?}: {body}");
+        }
+    }
+    // the challenge, as Prometheus sends it
+    let out = Command::new("curl").args(["-s", "-i", &s.url("/api/v1/query?query=up")]).output().unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.contains("www-authenticate: basic"), "{head}");
+    // the right password opens the API (not /-/quit: the server is still needed)
+    let (code, body) = curl(&["-u", &good, &s.url("/api/v1/query?query=1")]);
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = curl(&["-u", &good, &s.url("/metrics")]);
+    assert_eq!(code, 200);
+    // a websocket needs the credentials too
+    let ws = |auth: Option<&str>| {
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://127.0.0.1:{}/api/v1/subscribe",
+            s.port
+        ))
+        .unwrap();
+        if let Some(a) = auth {
+            let v =
+                format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, a));
+            req.headers_mut().insert("authorization", v.parse().unwrap());
+        }
+        match tungstenite::connect(req) {
+            Ok(_) => 101,
+            Err(tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(ws(None), 401);
+    assert_eq!(ws(Some(&wrong)), 401);
+    assert_eq!(ws(Some(&good)), 101);
+
+    // Prometheus with the same file answers the same, path for path it has
+    let Some(bin) = peer("prometheus") else { return };
+    let port = free_port();
+    let mut prom = Command::new(bin)
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(&web_flag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_for(Duration::from_secs(30), || {
+        (curl(&[&format!("http://127.0.0.1:{port}/-/healthy")]).0 == 401).then_some(())
+    });
+    let answers = |base: &str, creds: &str| curl(&["-u", creds, &format!("{base}/api/v1/query?query=1")]).0;
+    let prom_base = format!("http://127.0.0.1:{port}");
+    let same = up.is_some()
+        && [good.as_str(), wrong.as_str(), stranger.as_str()]
+            .iter()
+            .all(|c| answers(&prom_base, c) == answers(&s.base, c));
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(same, "promflow and Prometheus answer the same credentials differently");
+}
+
+/// A self-signed CA and a certificate it signs for 127.0.0.1, made with openssl.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let pki = Pki { dir: dir.to_path_buf() };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=promflow test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        pki.issue("server", "subjectAltName=IP:127.0.0.1,DNS:localhost");
+        pki.issue("client", "extendedKeyUsage=clientAuth");
+        pki
+    }
+
+    /// A key and a certificate `name.crt` signed by the CA.
+    fn issue(&self, name: &str, ext: &str) {
+        let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        std::fs::write(self.dir.join(format!("{name}.ext")), format!("{ext}\n")).unwrap();
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &crt,
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl").current_dir(&self.dir).args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+#[test]
+fn tls_and_basic_auth_for_curl_promtool_and_psql() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}", users_yaml()),
+    )
+    .unwrap();
+    let sql_port = free_port();
+    let s = start(
+        dir.path(),
+        &[
+            &format!("--web.config.file={}", web.display()),
+            &format!("--sql.listen-address=127.0.0.1:{sql_port}"),
+        ],
+    );
+    let https = format!("https://127.0.0.1:{}", s.port);
+    let ca = pki.path("ca.crt");
+    let good = format!("{USER}:{PASSWORD}");
+    let (code, body) = curl(&["--cacert", &ca, "-u", &good, &format!("{https}/api/v1/query?query=1")]);
+    assert_eq!(code, 200, "{body}");
+    let (code, _) =
+        curl(&["--cacert", &ca, "-u", &format!("{USER}:x"), &format!("{https}/api/v1/query?query=1")]);
+    assert_eq!(code, 401);
+    // plain HTTP gets no answer, and TLS 1.1 is not spoken
+    assert_eq!(curl(&["-u", &good, &s.url("/api/v1/query?query=1")]).0, 0);
+    assert_eq!(curl(&["--cacert", &ca, "--tls-max", "1.1", "-u", &good, &format!("{https}/-/healthy")]).0, 0);
+    // HTTP/2 by ALPN, as Go's server
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert", &ca, "-u", &good])
+        .arg(format!("{https}/-/healthy"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
+
+    if let Some(promtool) = peer("promtool") {
+        // promtool 2.42 takes credentials in the URL and a CA from Go's SSL_CERT_FILE
+        let url = format!("https://{USER}:{}@127.0.0.1:{}", PASSWORD.replace(' ', "%20"), s.port);
+        let out = Command::new(promtool)
+            .env("SSL_CERT_FILE", &ca)
+            .args(["query", "instant", &url, "41+1"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("42"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let wrong = format!("https://{USER}:nope@127.0.0.1:{}", s.port);
+        let out = Command::new("promtool")
+            .env("SSL_CERT_FILE", &ca)
+            .args(["query", "instant", &wrong, "1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "promtool got in with a wrong password");
+    }
+
+    // psql: TLS and the same password; no TLS, or a wrong password, is refused
+    let psql = |sslmode: &str, password: &str| {
+        let out = Command::new("psql")
+            .env("PGPASSWORD", password)
+            .env("PGSSLROOTCERT", &ca)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .args([
+                &format!("host=127.0.0.1 port={sql_port} user={USER} dbname=promflow sslmode={sslmode}"),
+                "-tAc",
+                "SELECT 40 + 2",
+            ])
+            .output()
+            .expect("psql");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    if peer("psql").is_some() {
+        let (ok, out) = psql("verify-full", PASSWORD);
+        assert!(ok && out.trim() == "42", "{out}");
+        let (ok, out) = psql("require", "wrong");
+        assert!(!ok && out.to_lowercase().contains("password authentication failed"), "{out}");
+        let (ok, out) = psql("disable", PASSWORD);
+        assert!(!ok && out.contains("TLS"), "{out}");
+    }
+}
+
+#[test]
+fn client_certificates_are_required_and_verified_and_certificates_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    .unwrap();
+    let s = start(dir.path(), &[&format!("--web.config.file={}", web.display())]);
+    let url = format!("https://127.0.0.1:{}/-/healthy", s.port);
+    let ca = pki.path("ca.crt");
+    assert_eq!(curl(&["--cacert", &ca, &url]).0, 0, "no client certificate");
+    let (cert, key) = (pki.path("client.crt"), pki.path("client.key"));
+    assert_eq!(curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &url]).0, 200);
+    // a certificate from another CA is refused
+    let other = tempfile::tempdir().unwrap();
+    let stranger = Pki::new(other.path());
+    let (scert, skey) = (stranger.path("client.crt"), stranger.path("client.key"));
+    assert_eq!(curl(&["--cacert", &ca, "--cert", &scert, "--key", &skey, &url]).0, 0);
+
+    // a new server certificate from another CA is served once written, without a restart
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(other.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let new_ca = stranger.path("ca.crt");
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        (curl(&["--cacert", &new_ca, "--cert", &cert, "--key", &key, &url]).0 == 200).then_some(())
+    });
+    assert!(reloaded.is_some(), "the new certificate was not served:\n{}", s.logs());
+}
+
+#[test]
+fn settings_promflow_cannot_honour_stop_it_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, says) in [
+        ("basic_auth_users:\n  alice: not-a-hash\n", "not a bcrypt hash"),
+        ("rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit"),
+        ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
+        ("tls_server_config:\n  cert_file: a.crt\n", "missing key_file"),
+        (
+            "tls_server_config:\n  min_version: TLS10\n  max_version: TLS11\n  cert_file: a\n  key_file: b\n",
+            "TLS 1.2 and 1.3 only",
+        ),
+        ("http_server_config:\n  headers:\n    Server: promflow\n", "can not be configured"),
+        ("no_such_section: {}\n", "no_such_section"),
+    ] {
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, yaml).unwrap();
+        let log = refused_start(dir.path(), &[&format!("--web.config.file={}", web.display())]);
+        assert!(log.contains(says), "{yaml}: {log}");
+    }
+    let log = refused_start(dir.path(), &["--web.config.file=/no/such/web.yml"]);
+    assert!(log.contains("/no/such/web.yml"), "{log}");
+}
+
+#[test]
+fn response_headers_cors_connection_cap_and_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n    Content-Security-Policy: default-src 'self'\n",
+    )
+    .unwrap();
+    let s = start(
+        dir.path(),
+        &[
+            &format!("--web.config.file={}", web.display()),
+            "--web.cors.origin=https://grafana\\.example\\.com",
+            "--web.max-connections=4",
+            "--web.read-timeout=2s",
+        ],
+    );
+    let head = |args: &[&str]| {
+        let out = Command::new("curl").args(["-s", "-i", "-m", "10"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let h = head(&[&s.url("/api/v1/query?query=1")]);
+    assert!(
+        h.contains("x-frame-options: deny") && h.contains("content-security-policy: default-src 'self'"),
+        "{h}"
+    );
+    let h = head(&["-H", "Origin: https://grafana.example.com", &s.url("/api/v1/query?query=1")]);
+    assert!(h.contains("access-control-allow-origin: https://grafana.example.com"), "{h}");
+    let h = head(&["-H", "Origin: https://evil.example.com", &s.url("/api/v1/query?query=1")]);
+    assert!(!h.contains("access-control-allow-origin"), "{h}");
+
+    // four idle connections hold every slot: a fifth request waits until one goes
+    let mut idle: Vec<TcpStream> =
+        (0..4).map(|_| TcpStream::connect(("127.0.0.1", s.port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = curl(&["-m", "1", &s.url("/-/healthy")]);
+    assert_eq!(code, 0, "a fifth connection was served while four were open");
+    // the read timeout closes the idle ones: the server ends them within a bounded time
+    let mut buf = [0u8; 64];
+    let closed = idle.iter_mut().all(|c| {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.read(&mut buf).is_ok()
+    });
+    assert!(closed, "idle connections were not closed");
+    let served = wait_for(Duration::from_secs(10), || {
+        (curl(&["-m", "2", &s.url("/-/healthy")]).0 == 200).then_some(())
+    });
+    assert!(served.is_some(), "the server did not serve after the idle connections went");
+    // a slow request body is cut off by the same timeout
+    let mut slow = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(slow, "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nquery=").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
