@@ -168,6 +168,7 @@ fn main() {
                 deadline: None,
                 delayed_name_removal: false,
                 range_query: pair.step_ms.is_some(),
+                canceled: None,
             };
             let result = evaluate(&plan, db.as_ref(), &opts).expect("the twin evaluates");
             drop(result);

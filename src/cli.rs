@@ -171,6 +171,11 @@ pub struct Flags {
     /// Maximum number of bytes that can be stored for blocks.
     #[arg(long = "storage.tsdb.retention.size", default_value = "")]
     pub retention_size: String,
+    /// How far ahead of the server's clock a sample's timestamp may be (promflow's extension;
+    /// 0 takes any): later samples are refused, so that one sample from a wrong clock cannot
+    /// make every present-time sample out of bounds.
+    #[arg(long = "storage.tsdb.future-limit", default_value = "10m", value_parser = duration)]
+    pub future_limit: Duration,
     /// Do not create lockfile in data directory.
     #[arg(long = "storage.tsdb.no-lockfile", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub no_lockfile: bool,
@@ -341,7 +346,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "rules.max-concurrent-evals",
     "alertmanager.notification-queue-capacity",
     "alertmanager.drain-notification-queue-on-shutdown",
-    "query.max-concurrency",
     "agent",
     "auto-gomemlimit",
     "auto-gomemlimit.ratio",

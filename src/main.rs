@@ -152,6 +152,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         retention_time,
         retention_size,
         out_of_order_window: millis(loaded.config.storage.tsdb.out_of_order_time_window),
+        future_limit: Some(millis(flags.future_limit)).filter(|&l| l > 0),
         ..DbOptions::default()
     };
     let db = Db::open(&PathBuf::from(&flags.tsdb_path), db_options)
@@ -345,6 +346,9 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         web: Arc::clone(&web),
         read_timeout: flags.web_read_timeout,
         cors_origin,
+        query_slots: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1),
+        )),
     });
     let listeners = Arc::new(promflow_http::Listeners::new(
         Arc::clone(&web),

@@ -110,6 +110,33 @@ fn torn_wal_tail_is_cut_and_reported() {
 }
 
 #[test]
+fn an_unreadable_block_is_skipped_counted_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    // five hours of samples in one request: the head spans enough to cut a block at once
+    let end = now_ms() / 60_000 * 60_000;
+    let samples: Vec<(i64, f64)> = (0..300).map(|i| (end - (299 - i) * 60_000, i as f64)).collect();
+    assert_eq!(remote_write(&s, vec![series(&[("__name__", "blocky")], &samples)]).0, 204);
+    let blocks = dir.path().join("data/promflow/blocks");
+    let block = wait_for(std::time::Duration::from_secs(30), || {
+        std::fs::read_dir(&blocks).ok()?.flatten().map(|e| e.path()).find(|p| p.join("meta.json").is_file())
+    })
+    .expect("no block was cut");
+    s.kill9();
+    for f in std::fs::read_dir(&block).unwrap().flatten() {
+        if f.path().extension().is_some_and(|e| e == "parquet") {
+            std::fs::write(f.path(), b"not parquet").unwrap();
+        }
+    }
+    let cfg = dir.path().join("prometheus.yml");
+    let s = start_promflow_with(dir.path(), &cfg, free_port(), &[]);
+    let (_, metrics) = s.get_text("/metrics");
+    assert!(metrics.contains("promflow_tsdb_unreadable_blocks 1"), "{metrics}");
+    let (_, v) = s.get_json("/api/v1/status/runtimeinfo");
+    assert_eq!(v["data"]["unreadableBlocks"], 1, "{v}");
+}
+
+#[test]
 fn prometheus_data_directory_is_left_intact() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -400,6 +400,7 @@ fn passes(store: &Store, c: &EvalCase, delayed_name_removal: bool) -> bool {
         deadline: None,
         delayed_name_removal,
         range_query: !c.instant,
+        canceled: None,
     };
     let Ok(plan) = &c.plan else { return false };
     match (promflow_engine::evaluate(plan, store.db.as_ref(), &opts), &c.exp.fail) {
@@ -892,6 +893,7 @@ fn check_eval(
             deadline: None,
             delayed_name_removal: true,
             range_query: !instant,
+            canceled: None,
         };
         promflow_engine::evaluate(&plan, store.db.as_ref(), &opts).map_err(|e| e.to_string())
     });

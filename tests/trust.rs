@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -131,4 +132,156 @@ fn the_query_timeout_stops_a_query_inside_its_loops() {
         "ran {:?} past a 1 s timeout",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_sample_far_in_the_future_is_refused_and_the_present_stays_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let now = now_ms();
+    let (code, body) = remote_write(&s, vec![series(&[("__name__", "clock")], &[(now + 86_400_000, 1.0)])]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("ahead of the server's clock"), "{body}");
+    // what Prometheus 2.42 and 3 take: a day ahead would make every present sample out of bounds
+    let (code, body) = remote_write(&s, vec![series(&[("__name__", "present")], &[(now - 1_000, 1.0)])]);
+    assert_eq!(code, 204, "{body}");
+}
+
+#[test]
+fn queries_wait_for_one_of_max_concurrency_slots_and_a_hung_up_client_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(
+        dir.path(),
+        "",
+        &["--web.enable-remote-write-receiver", "--query.max-concurrency=1", "--query.timeout=5m"],
+    );
+    let end = seed_load(&s) as f64 / 1000.0;
+    // 3,600 steps, each the median of a window of 3,600 subquery points, for 200 series:
+    // minutes of work in little memory
+    let slow = s.url(&format!(
+        "/api/v1/query_range?query=quantile_over_time(0.5,load[1h:1s])&start={}&end={end}&step=1",
+        end - 3600.0
+    ));
+    let hangs_up_after = |secs| {
+        let slow = slow.clone();
+        std::thread::spawn(move || {
+            let client =
+                reqwest::blocking::Client::builder().timeout(Duration::from_secs(secs)).build().unwrap();
+            assert!(client.get(&slow).send().is_err(), "the slow query answered within {secs} s");
+        })
+    };
+    let fast = "/api/v1/query?query=1%2B1&timeout=3s";
+    let client = hangs_up_after(8);
+    std::thread::sleep(Duration::from_millis(500));
+    // the one slot is taken: a second query waits in the queue until its timeout
+    let (code, v) = s.get_json(fast);
+    assert_eq!((code, v["errorType"].as_str()), (503, Some("timeout")), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("queue"), "{v}");
+    // once the client hangs up, its query stops and the slot is free again
+    client.join().unwrap();
+    let answered = wait_for(Duration::from_secs(20), || (s.get_json(fast).0 == 200).then_some(()));
+    assert!(answered.is_some(), "the abandoned query kept its slot:\n{}", s.logs());
+}
+
+#[test]
+fn a_target_relabelled_to_another_scheme_is_dropped_not_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "scrape_configs:\n  - job_name: evil\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n    relabel_configs:\n      - target_label: __scheme__\n        replacement: javascript\n"
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let s = start_promflow_with(dir.path(), &dir.path().join("prometheus.yml"), port, &[]);
+    let targets = wait_for(Duration::from_secs(20), || {
+        let (_, v) = s.get_json("/api/v1/targets?state=any");
+        (!v["data"]["droppedTargets"].as_array()?.is_empty()).then_some(v)
+    })
+    .expect("the target was neither dropped nor kept");
+    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    assert!(active.is_empty(), "{targets}");
+}
+
+#[test]
+fn passwords_in_urls_are_redacted_in_the_status_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "remote_write:\n  - url: http://writer:s3cret@127.0.0.1:1/api/v1/write\nscrape_configs:\n  - job_name: p\n    proxy_url: http://proxyuser:pr0xy@127.0.0.1:3128\n    static_configs:\n      - targets: ['127.0.0.1:1']\n";
+    let s = start_promflow(dir.path(), config, &[]);
+    let (_, v) = s.get_json("/api/v1/status/config");
+    let yaml = v["data"]["yaml"].as_str().unwrap();
+    assert!(!yaml.contains("s3cret") && !yaml.contains("pr0xy"), "{yaml}");
+    assert!(yaml.contains("http://writer:xxxxx@127.0.0.1:1/api/v1/write"), "{yaml}");
+    assert!(yaml.contains("http://proxyuser:xxxxx@127.0.0.1:3128"), "{yaml}");
+}
+
+#[test]
+fn small_bodies_cannot_become_huge_labels_and_errors_stay_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let post = |body: Vec<u8>, encoding: &str| {
+        let r = client()
+            .post(s.url("/api/v1/write"))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", encoding)
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let huge_value = |len: usize| promflow_remote::WriteRequest {
+        timeseries: vec![series(&[("__name__", "bomb"), ("payload", &"a".repeat(len))], &[(now_ms(), 1.0)])],
+        metadata: vec![],
+    };
+    // a few kilobytes of zstd that would decompress to 200 MiB are refused without decoding
+    let raw = prost::Message::encode_to_vec(&huge_value(200 << 20));
+    let body = zstd::bulk::compress(&raw, 3).unwrap();
+    assert!(body.len() < 64 << 10, "the bomb is {} bytes", body.len());
+    let rss_before = rss_kib(s.child.id());
+    let (code, answer) = post(body, "zstd");
+    assert!(code == 400 || code == 413, "{code}: {}", &answer[..answer.len().min(300)]);
+    assert!(answer.len() < 2048, "the answer is {} bytes", answer.len());
+    assert!(rss_kib(s.child.id()).saturating_sub(rss_before) < 100 << 10, "the bomb grew the server");
+    // a 1 MiB label value fits the size limits but is refused for its length, briefly
+    let (code, answer) = post(promflow_remote::encode(&huge_value(1 << 20)), "snappy");
+    assert_eq!(code, 400, "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.contains("label value of 1048576 bytes") && answer.len() < 2048, "{answer:.300}");
+    let (_, v) = s.get_json("/api/v1/query?query=bomb");
+    assert!(result(&v).is_empty());
+    // a many-to-many error quotes the series, but not without end
+    let many: Vec<_> = (0..2000)
+        .map(|i| {
+            series(&[("__name__", "mm"), ("i", &format!("{i}-{}", "x".repeat(200)))], &[(now_ms(), 1.0)])
+        })
+        .collect();
+    assert_eq!(remote_write(&s, many).0, 204);
+    let (code, v) = s.get_json("/api/v1/query?query=mm%20%2B%20on()%20mm");
+    assert_eq!(code, 422, "{v:.300}");
+    assert!(v["error"].as_str().unwrap().len() <= 4200, "{} bytes", v["error"].as_str().unwrap().len());
+}
+
+#[test]
+fn catalog_queries_are_bounded_in_rows_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver", "--query.timeout=3s"]);
+    // 300 metrics of 6 columns: pg_attribute has ~1,800 rows
+    let ts: Vec<_> = (0..300)
+        .map(|i| {
+            series(&[("__name__", &format!("m{i}")), ("a", "1"), ("b", "2"), ("c", "3")], &[(now_ms(), 1.0)])
+        })
+        .collect();
+    assert_eq!(remote_write(&s, ts).0, 204);
+    let sql = |q: &str| s.post_form("/api/v1/sql", &[("query", q)]);
+    let rss_before = rss_kib(s.child.id());
+    let (code, v) = sql("SELECT count(*) FROM pg_attribute a, pg_attribute b, pg_attribute c");
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("more than"), "{v}");
+    assert!(rss_kib(s.child.id()).saturating_sub(rss_before) < 1 << 20, "the refused join took a GiB");
+    // a correlated subquery runs once per row (1,800 times 90,000 pairs here): the
+    // statement's timeout stops it
+    let started = std::time::Instant::now();
+    let (code, v) =
+        sql("SELECT count(*) FROM pg_attribute a WHERE EXISTS (SELECT 1 FROM pg_class b, pg_class c \
+         WHERE b.relname = c.relname AND b.oid = a.attrelid AND c.oid <> a.attrelid)");
+    assert_eq!((code, v["errorType"].as_str()), (503, Some("timeout")), "{v}");
+    assert!(started.elapsed() < Duration::from_secs(20), "ran {:?} past a 3 s timeout", started.elapsed());
+    assert_eq!(s.get_text("/-/healthy").0, 200);
 }

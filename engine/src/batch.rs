@@ -6,6 +6,8 @@
 //! evaluation per step. Window and value functions call [`crate::kernels`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use promflow_storage::{
@@ -42,6 +44,9 @@ pub struct QueryOptions {
     /// A range query (`/api/v1/query_range`): the result is a matrix and the expression must
     /// be a scalar or an instant vector, even when `start == end`.
     pub range_query: bool,
+    /// Set when whoever asked no longer waits for the answer (the client hung up): the query
+    /// stops where it would stop for its deadline.
+    pub canceled: Option<Arc<AtomicBool>>,
 }
 
 impl QueryOptions {
@@ -54,6 +59,7 @@ impl QueryOptions {
             lookback_ms: 300_000,
             max_samples: 50_000_000,
             deadline: None,
+            canceled: None,
             delayed_name_removal: false,
             range_query: false,
         }
@@ -259,6 +265,9 @@ fn window_slice(samples: SampleSlice<'_>, b: WindowBounds) -> SampleSlice<'_> {
 
 impl Ctx<'_> {
     fn check_deadline(&self) -> Result<(), Error> {
+        if self.opts.canceled.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Canceled);
+        }
         match self.opts.deadline {
             Some(d) if Instant::now() > d => Err(Error::Timeout("expression evaluation")),
             _ => Ok(()),

@@ -26,6 +26,9 @@ pub enum Error {
     /// The query ran past its deadline (Prometheus's `timeout` error type).
     #[error("query timed out in {0}")]
     Timeout(&'static str),
+    /// The query was canceled: nobody waits for its answer any more (Prometheus's `canceled`).
+    #[error("query was canceled")]
+    Canceled,
     /// Too many samples would be loaded (an `execution` error in Prometheus).
     #[error("query processing would load too many samples into memory in {0}")]
     TooManySamples(&'static str),

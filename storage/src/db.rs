@@ -77,6 +77,10 @@ pub struct DbOptions {
     /// How long a head cut waits for open appenders that staged samples in the range it
     /// writes; an appender open longer has those samples refused at commit.
     pub cut_waits_for_appenders: Duration,
+    /// Samples more than this ahead of the server's clock are refused (milliseconds; `None`
+    /// takes any). A sample far in the future would make every present one out of bounds
+    /// until the clock caught up with it.
+    pub future_limit: Option<i64>,
 }
 
 impl Default for DbOptions {
@@ -92,6 +96,7 @@ impl Default for DbOptions {
             out_of_order_window: 0,
             max_block_duration: 31 * 24 * 3600 * 1000,
             cut_waits_for_appenders: Duration::from_secs(30),
+            future_limit: None,
         }
     }
 }
@@ -180,8 +185,11 @@ pub struct DbStats {
     pub blocks_bytes: u64,
     /// Bytes of the WAL (segments and checkpoint).
     pub wal_bytes: u64,
-    /// Samples refused because they were older than the head accepts (since open).
+    /// Samples refused because they were older than the head accepts, or further ahead of the
+    /// clock than the future limit (since open).
     pub out_of_bounds_samples: u64,
+    /// Blocks in the data directory that could not be read and are not served.
+    pub unreadable_blocks: u64,
 }
 
 /// State only committers touch, behind one mutex that also orders commits.
@@ -230,6 +238,8 @@ pub struct Db {
     wal_corruptions: u64,
     wal_truncated_bytes: u64,
     commit_refused: AtomicU64,
+    /// Blocks in the data directory that could not be opened, by name: skipped, not served.
+    unreadable_blocks: Mutex<BTreeSet<String>>,
     /// The oldest sample each open appender has staged: a head cut waits for those older than
     /// the range it writes ([`Db::wait_for_appends_below`]).
     open_appends: Mutex<OpenAppends>,
@@ -384,6 +394,13 @@ fn replay_into(
     Ok((outcome, max_ref + 1))
 }
 
+/// The server's clock in milliseconds since the epoch.
+fn now_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX))
+}
+
 /// The oldest timestamp the head accepts, given the newest block's end and the head's range.
 fn min_valid(floor: Timestamp, head: Option<(Timestamp, Timestamp)>, block_duration: i64) -> Timestamp {
     match head {
@@ -393,9 +410,11 @@ fn min_valid(floor: Timestamp, head: Option<(Timestamp, Timestamp)>, block_durat
 }
 
 /// Opens every block in `dir`: removes leftovers of interrupted writes, skips (and reports)
-/// unreadable blocks, and deletes blocks whose data a later merge already holds.
-fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, Error> {
+/// unreadable blocks, and deletes blocks whose data a later merge already holds. Returns the
+/// blocks and the names of the unreadable ones.
+fn open_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, BTreeSet<String>), Error> {
     let mut blocks: Vec<Block> = Vec::new();
+    let mut unreadable = BTreeSet::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(format!("listing {}", dir.display()), e))?;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -410,7 +429,10 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, Error> {
         }
         match Block::open(&path) {
             Ok(b) => blocks.push(b),
-            Err(e) => tracing::error!(block = %path.display(), error = %e, "skipping unreadable block"),
+            Err(e) => {
+                tracing::error!(block = %path.display(), error = %e, "skipping unreadable block");
+                unreadable.insert(name);
+            }
         }
     }
     // a crash between writing a merged block and deleting its parts leaves both
@@ -433,7 +455,7 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, Error> {
     if !blocks.is_empty() {
         tracing::info!(blocks = blocks.len(), "opened blocks");
     }
-    Ok(blocks.into_iter().map(Arc::new).collect())
+    Ok((blocks.into_iter().map(Arc::new).collect(), unreadable))
 }
 
 /// Writes the samples of a head in `mint..maxt` into a new block covering that range (or the
@@ -510,7 +532,7 @@ impl Db {
             std::fs::create_dir_all(d).map_err(|e| Error::Io(format!("creating {}", d.display()), e))?;
         }
         let lock_file = lock_dir(&dir)?;
-        let blocks = open_blocks(&blocks_dir)?;
+        let (blocks, unreadable) = open_blocks(&blocks_dir)?;
         let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(Timestamp::MIN);
         let mut head = Head::default();
         // with an out-of-order window, samples older than the newest block may have arrived
@@ -544,6 +566,7 @@ impl Db {
             wal_corruptions: outcome.corruptions,
             wal_truncated_bytes: outcome.truncated_bytes,
             commit_refused: AtomicU64::new(0),
+            unreadable_blocks: Mutex::new(unreadable),
             open_appends: Mutex::new(OpenAppends::default()),
             appends_closed: std::sync::Condvar::new(),
             _lock: lock_file,
@@ -594,6 +617,7 @@ impl Db {
             by_hash: U64Map::default(),
             collided: Vec::new(),
             samples: Vec::new(),
+            latest: self.opts.future_limit.map_or(Timestamp::MAX, |l| now_ms().saturating_add(l)),
             open_id: None,
             oldest: Timestamp::MAX,
             admitted: None,
@@ -669,6 +693,7 @@ impl Db {
             blocks_bytes: read(&self.blocks).iter().map(|b| b.size_bytes()).sum(),
             wal_bytes: lock(&self.writer).wal.size_bytes(),
             out_of_bounds_samples: self.out_of_bounds.load(Ordering::Relaxed),
+            unreadable_blocks: lock(&self.unreadable_blocks).len() as u64,
         }
     }
 
@@ -840,7 +865,11 @@ impl Db {
                     blocks.push(Arc::new(b));
                     blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
                 }
-                Err(e) => tracing::error!(block = %name, error = %e, "skipping unreadable new block"),
+                Err(e) => {
+                    if lock(&self.unreadable_blocks).insert(name.clone()) {
+                        tracing::error!(block = %name, error = %e, "skipping unreadable new block");
+                    }
+                }
             }
         }
     }
@@ -950,9 +979,10 @@ impl Db {
     fn apply_retention(&self) -> usize {
         let blocks = read(&self.blocks).clone();
         let mut doomed: BTreeSet<String> = BTreeSet::new();
-        if let (Some(keep), Some(newest)) =
-            (self.opts.retention_time, blocks.iter().map(|b| b.meta().max_time).max())
-        {
+        // measured from the newest block's end, but never from the future: blocks ahead of
+        // the clock (written before a future limit was set) must not push the present out
+        let newest = blocks.iter().map(|b| b.meta().max_time).max().map(|n| n.min(now_ms()));
+        if let (Some(keep), Some(newest)) = (self.opts.retention_time, newest) {
             for b in &blocks {
                 if newest.saturating_sub(b.meta().max_time) > keep {
                     doomed.insert(b.meta().ulid.clone());
@@ -1195,6 +1225,8 @@ struct DbAppender {
     collided: Vec<u32>,
     /// (index into `series`, t, v) in append order.
     samples: Vec<(u32, Timestamp, f64)>,
+    /// The newest timestamp the appender takes: its creation time plus the future limit.
+    latest: Timestamp,
     /// The appender's key in [`Db::open_appends`] once it has staged a sample.
     open_id: Option<u64>,
     /// The oldest staged timestamp (`i64::MAX` before the first).
@@ -1416,6 +1448,11 @@ impl DbAppender {
     /// staged before is registered in [`Db::open_appends`] under the same lock as the bounds
     /// are read, so a head cut either refuses it or waits for this appender's commit.
     fn bounds_for(&mut self, t: Timestamp) -> Result<Bounds, Error> {
+        if t > self.latest {
+            self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            let limit_ms = self.db.opts.future_limit.unwrap_or(0);
+            return Err(Error::TooFarInFuture { t, limit_ms });
+        }
         let db = Arc::clone(&self.db);
         let mut open = (t < self.oldest).then(|| lock(&db.open_appends));
         let bounds = db.bounds();

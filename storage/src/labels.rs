@@ -187,6 +187,11 @@ impl<'a> LabelsRef<'a> {
         self.0.len()
     }
 
+    /// The `(name, value)` pairs, sorted by name.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.0.iter().copied()
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

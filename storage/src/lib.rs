@@ -18,6 +18,7 @@ pub mod gofmt;
 pub mod labels;
 pub mod re2;
 pub mod samples;
+pub mod shorten;
 pub mod wal_tail;
 
 mod block;
@@ -95,6 +96,14 @@ pub enum Error {
     /// a block duration before the newest sample (Prometheus's "out of bounds").
     #[error("out of bounds")]
     OutOfBounds,
+    /// A timestamp further ahead of the server's clock than `DbOptions::future_limit` allows.
+    #[error("sample timestamp {t} is more than {limit_ms} ms ahead of the server's clock")]
+    TooFarInFuture {
+        /// The sample's timestamp (ms).
+        t: Timestamp,
+        /// The limit (ms).
+        limit_ms: i64,
+    },
     /// Same timestamp as the newest sample of the series, different value.
     #[error("duplicate sample for timestamp")]
     DuplicateTimestamp,
@@ -135,6 +144,7 @@ impl Error {
             self,
             Error::OutOfOrder
                 | Error::OutOfBounds
+                | Error::TooFarInFuture { .. }
                 | Error::DuplicateTimestamp
                 | Error::InvalidLabels(_)
                 | Error::Refused { .. }

@@ -924,3 +924,43 @@ fn checkpoints_keep_the_segments_a_wal_tail_has_not_read() {
     let report = db.compact().unwrap();
     assert!(report.wal_segments_deleted > 0, "without a tail, old segments go: {report:?}");
 }
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn samples_beyond_the_future_limit_are_refused_and_present_ones_still_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { future_limit: Some(10 * 60_000), ..DbOptions::default() };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let l = ls(&[("__name__", "clock")]);
+    let now = wall_ms();
+    let mut app = db.appender();
+    assert!(matches!(app.append(&l, now + 24 * HOUR, 1.0), Err(Error::TooFarInFuture { .. })));
+    app.append(&l, now + 60_000, 1.0).unwrap();
+    app.commit().unwrap();
+    // a present-time sample of another series is still within bounds
+    commit(&db, &[(&ls(&[("__name__", "other")]), now - 30 * 60_000, 2.0)]);
+    assert_eq!(db.stats(1).out_of_bounds_samples, 1);
+}
+
+#[test]
+fn retention_is_not_measured_from_blocks_in_the_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { retention_time: Some(15 * 24 * HOUR), ..manual(1 << 20) };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let l = ls(&[("__name__", "m")]);
+    let now = wall_ms() / HOUR * HOUR;
+    // present-day blocks, then (no future limit here) two samples 30 days ahead
+    for h in 0..6 {
+        commit(&db, &[(&l, now - (6 - h) * HOUR, h as f64)]);
+    }
+    let future = now + 30 * 24 * HOUR;
+    commit(&db, &[(&l, future, 1.0), (&l, future + 4 * HOUR, 2.0)]);
+    let report = db.compact().unwrap();
+    assert!(report.head_blocks >= 3, "{report:?}");
+    assert_eq!(report.deleted_blocks, 0, "present-day blocks were deleted for a block 30 days ahead");
+    let present: usize = dump(&db)[0].1.iter().filter(|(t, _)| *t < now).count();
+    assert_eq!(present, 6);
+}

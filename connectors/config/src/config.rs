@@ -692,8 +692,8 @@ config_struct! {
     @http false;
     /// One `remote_write` endpoint.
     pub struct RemoteWriteConfig {
-        /// The endpoint URL (required).
-        #[serde(deserialize_with = "crate::yaml::nullable")]
+        /// The endpoint URL (required; its password is redacted when rendered).
+        #[serde(deserialize_with = "crate::yaml::nullable", serialize_with = "crate::yaml::ser_url")]
         pub url: String = String::new(),
         /// Request timeout (default 30s).
         #[serde(with = "crate::duration::serde_duration")]
@@ -785,8 +785,8 @@ config_struct! {
     @http true;
     /// One `remote_read` endpoint.
     pub struct RemoteReadConfig {
-        /// The endpoint URL (required).
-        #[serde(deserialize_with = "crate::yaml::nullable")]
+        /// The endpoint URL (required; its password is redacted when rendered).
+        #[serde(deserialize_with = "crate::yaml::nullable", serialize_with = "crate::yaml::ser_url")]
         pub url: String = String::new(),
         /// Request timeout (default 1m).
         #[serde(with = "crate::duration::serde_duration")]

@@ -110,8 +110,8 @@ config_struct! {
         /// TLS settings for the token endpoint.
         #[serde(deserialize_with = "crate::yaml::nullable")]
         pub tls_config: TlsConfig = TlsConfig::default(),
-        /// Proxy for the token endpoint.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// Proxy for the token endpoint (its password is redacted when rendered).
+        #[serde(serialize_with = "crate::yaml::ser_opt_url", skip_serializing_if = "Option::is_none")]
         pub proxy_url: Option<String> = None,
         /// Hosts that bypass the proxy.
         #[serde(skip_serializing_if = "Option::is_none")]

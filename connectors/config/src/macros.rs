@@ -217,8 +217,8 @@ macro_rules! config_struct {
             pub follow_redirects: bool = true,
             /// Whether HTTP/2 may be used.
             pub enable_http2: bool = $h2,
-            /// Proxy URL.
-            #[serde(skip_serializing_if = "Option::is_none")]
+            /// Proxy URL (its password is redacted when rendered).
+            #[serde(serialize_with = "crate::yaml::ser_opt_url", skip_serializing_if = "Option::is_none")]
             pub proxy_url: Option<String> = None,
             /// Comma-separated hosts that bypass the proxy.
             #[serde(skip_serializing_if = "Option::is_none")]

@@ -62,8 +62,9 @@ config_struct! {
     @http true;
     /// One `http_sd_configs` entry.
     pub struct HttpSdConfig {
-        /// The endpoint returning `[{targets, labels}]` JSON.
-        #[serde(deserialize_with = "crate::yaml::nullable")]
+        /// The endpoint returning `[{targets, labels}]` JSON (its password is redacted when
+        /// rendered).
+        #[serde(deserialize_with = "crate::yaml::nullable", serialize_with = "crate::yaml::ser_url")]
         pub url: String = String::new(),
         /// How often to fetch (default 1m).
         #[serde(with = "crate::duration::serde_duration")]

@@ -294,6 +294,34 @@ pub(crate) fn ser_secret<S: Serializer>(v: &Option<String>, s: S) -> Result<S::O
     }
 }
 
+/// A URL with the password of its user information replaced by `xxxxx`, as Prometheus's
+/// `config.URL` renders itself (`http://user:xxxxx@host/`).
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:xxxxx@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Serializes a URL with its password redacted ([`redact_url`]).
+pub(crate) fn ser_url<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(v))
+}
+
+/// Serializes an optional URL with its password redacted ([`redact_url`]).
+pub(crate) fn ser_opt_url<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_str(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Serde for [`Labels`] as a YAML mapping `name: value`.
 pub(crate) mod labels_serde {
     use super::*;
@@ -570,5 +598,19 @@ mod tests {
             ["scrape_interval", "scrape_timeout"].iter().map(|s| s.to_string()).collect();
         assert_eq!(suggest("scrape_intervall", &known).as_deref(), Some("scrape_interval"));
         assert_eq!(suggest("zzz", &known), None);
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(redact_url("http://u:p4ss@proxy:3128"), "http://u:xxxxx@proxy:3128");
+        assert_eq!(redact_url("https://u:p@ss:w@h/api/v1/write?x=1"), "https://u:xxxxx@h/api/v1/write?x=1");
+        assert_eq!(redact_url("http://u@h/p"), "http://u@h/p");
+        assert_eq!(redact_url("http://h/a:b@c"), "http://h/a:b@c");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// The body is not zstd-compressed, or decompresses to too much.
     #[error("zstd decode: {0}")]
     Zstd(String),
+    /// The body would decompress to more than [`max_decompressed`] allows.
+    #[error("body too large: {0}")]
+    TooLarge(String),
     /// Storage refused a sample.
     #[error("{0}")]
     Storage(#[from] promflow_storage::Error),
@@ -100,17 +103,48 @@ pub struct MetricMetadata {
     pub unit: String,
 }
 
-/// Decompresses a snappy block-format body; [`RequestView::parse`] reads the result.
+/// The most a request body may decompress to: 64 times its size, at least 32 MiB (real
+/// remote-write bodies compress 5 to 20 times), at most 256 MiB. A few kilobytes of zeros
+/// must not become hundreds of megabytes.
+pub fn max_decompressed(compressed: usize) -> usize {
+    compressed.saturating_mul(64).clamp(32 << 20, 256 << 20)
+}
+
+/// Decompresses a snappy block-format body; [`RequestView::parse`] reads the result. The
+/// size the body declares is checked against [`max_decompressed`] before anything is
+/// allocated.
 pub fn decompress(body: &[u8]) -> Result<Vec<u8>, Error> {
+    let declared = snap::raw::decompress_len(body)?;
+    let limit = max_decompressed(body.len());
+    if declared > limit {
+        return Err(Error::TooLarge(format!(
+            "a {} byte body declares {declared} bytes decompressed; at most {limit} are taken",
+            body.len()
+        )));
+    }
     Ok(snap::raw::Decoder::new().decompress_vec(body)?)
 }
 
-/// The most a zstd-compressed request may decompress to.
-const MAX_ZSTD_DECOMPRESSED: usize = 256 << 20;
-
-/// Decompresses a zstd body (as vmagent sends to receivers that take it).
+/// Decompresses a zstd body (as vmagent sends to receivers that take it), to at most
+/// [`max_decompressed`] bytes.
 pub fn decompress_zstd(body: &[u8]) -> Result<Vec<u8>, Error> {
-    zstd::bulk::decompress(body, MAX_ZSTD_DECOMPRESSED).map_err(|e| Error::Zstd(e.to_string()))
+    zstd::bulk::decompress(body, max_decompressed(body.len())).map_err(|e| Error::Zstd(e.to_string()))
+}
+
+/// The longest label name a series may have (bytes), as Mimir's default.
+pub const MAX_LABEL_NAME_BYTES: usize = 1024;
+/// The longest label value a series may have (bytes): label values identify series, and a
+/// value this long is a payload, not a name, that every query and the WAL would carry.
+pub const MAX_LABEL_VALUE_BYTES: usize = 16 * 1024;
+/// How much of a label set an error message quotes.
+const QUOTED_LABELS_BYTES: usize = 512;
+
+/// `labels` as text for an error message, cut at [`QUOTED_LABELS_BYTES`]: the answer and the
+/// log must not grow with what the sender sent.
+fn quoted<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let text =
+        promflow_storage::Labels::from_pairs(pairs.into_iter().filter(|(n, _)| !n.is_empty())).to_string();
+    promflow_storage::shorten::shortened(&text, QUOTED_LABELS_BYTES).into_owned()
 }
 
 /// The remote write protobuf messages: 1.0's `prometheus.WriteRequest` and 2.0's
@@ -239,7 +273,7 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<u
         for &(t, v) in samples {
             app.append_ref(labels, t, v).map_err(|e| {
                 if e.is_sample_error() {
-                    Error::InvalidSeries(labels.to_labels().to_string(), format!("{e} (timestamp {t})"))
+                    Error::InvalidSeries(quoted(labels.pairs()), format!("{e} (timestamp {t})"))
                 } else {
                     Error::Storage(e)
                 }
@@ -251,11 +285,23 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<u
 }
 
 /// Refuses a series with an empty label name or a name given twice, as Prometheus's
-/// receiver does: which duplicate should win is the sender's to fix, not ours to guess.
+/// receiver does (which duplicate should win is the sender's to fix, not ours to guess), and
+/// names or values longer than [`MAX_LABEL_NAME_BYTES`] and [`MAX_LABEL_VALUE_BYTES`].
 fn check_names(pairs: &mut [(&str, &str)]) -> Result<(), Error> {
-    let described = |pairs: &[(&str, &str)]| {
-        promflow_storage::Labels::from_pairs(pairs.iter().filter(|(n, _)| !n.is_empty()).copied()).to_string()
-    };
+    let described = |pairs: &[(&str, &str)]| quoted(pairs.iter().copied());
+    if let Some((n, v)) =
+        pairs.iter().find(|(n, v)| n.len() > MAX_LABEL_NAME_BYTES || v.len() > MAX_LABEL_VALUE_BYTES)
+    {
+        let (what, len, limit) = if n.len() > MAX_LABEL_NAME_BYTES {
+            ("name", n.len(), MAX_LABEL_NAME_BYTES)
+        } else {
+            ("value", v.len(), MAX_LABEL_VALUE_BYTES)
+        };
+        return Err(Error::InvalidSeries(
+            described(pairs),
+            format!("label {what} of {len} bytes; at most {limit} are taken"),
+        ));
+    }
     if pairs.iter().any(|(n, v)| n.is_empty() && !v.is_empty()) {
         return Err(Error::InvalidSeries(described(pairs), "empty label name".into()));
     }
@@ -273,7 +319,7 @@ fn validate(labels: LabelsRef<'_>) -> Result<(), Error> {
         return Err(Error::InvalidSeries("{}".into(), "series has no labels".into()));
     }
     if labels.get(promflow_storage::METRIC_NAME).is_empty() {
-        return Err(Error::InvalidSeries(labels.to_labels().to_string(), "series has no metric name".into()));
+        return Err(Error::InvalidSeries(quoted(labels.pairs()), "series has no metric name".into()));
     }
     Ok(())
 }

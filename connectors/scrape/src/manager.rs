@@ -512,6 +512,12 @@ fn target_labels(s: &PoolSettings, discovered: &Labels) -> Option<(Labels, Strin
         l.set("instance", &addr);
     }
     let scheme = l.get("__scheme__").to_string();
+    if scheme != "http" && scheme != "https" {
+        // relabelling (the common `prometheus.io/scheme` annotation rule) can set anything:
+        // a target is scraped over HTTP or not at all
+        tracing::debug!(target = %addr, scheme = %scheme, "dropping a target whose scheme is neither http nor https");
+        return None;
+    }
     let path = l.get("__metrics_path__").to_string();
     let mut query: Vec<(String, String)> = Vec::new();
     for (k, vals) in &s.params {
@@ -823,7 +829,9 @@ impl ScrapeLoop {
         }
         if let Ok(mut st) = self.status.lock() {
             st.health = if err.is_none() { "up" } else { "down" };
-            st.last_error = err.unwrap_or_default();
+            // shown by the API and the UI: bounded, whatever the target answered
+            st.last_error =
+                err.map(|e| promflow_storage::shorten::shortened(&e, 1024).into_owned()).unwrap_or_default();
             st.last_scrape = Some(started_wall);
             st.last_duration = duration;
             if let Some(md) = metadata {
@@ -971,7 +979,11 @@ fn append_scrape(
                     }
                     match app.append(&l, ts, v) {
                         Ok(()) => {}
-                        Err(promflow_storage::Error::OutOfOrder | promflow_storage::Error::OutOfBounds) => {
+                        Err(
+                            promflow_storage::Error::OutOfOrder
+                            | promflow_storage::Error::OutOfBounds
+                            | promflow_storage::Error::TooFarInFuture { .. },
+                        ) => {
                             counters.out_of_order.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }

@@ -163,13 +163,42 @@ fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_e
     })
 }
 
+/// Sets its flag when dropped: when the handler's future is dropped because the client
+/// hung up, the query it started stops at its next check.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A slot among `--query.max-concurrency`, waited for within the query's deadline, as
+/// Prometheus's query queue counts towards the timeout.
+pub(crate) async fn query_slot(
+    state: &AppState,
+    deadline: Option<Instant>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+    match tokio::time::timeout(wait, Arc::clone(&state.query_slots).acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(ApiError::timeout("query timed out in query queue".into())),
+    }
+}
+
 async fn run_query(
     state: Arc<AppState>,
     plan: promflow_engine::Plan,
-    opts: QueryOptions,
+    mut opts: QueryOptions,
 ) -> Result<Evaluation, ApiError> {
+    let slot = query_slot(&state, opts.deadline).await?;
+    let canceled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.canceled = Some(Arc::clone(&canceled));
+    let _cancel = CancelOnDrop(canceled);
     let runtime = tokio::runtime::Handle::current();
     let res = tokio::task::spawn_blocking(move || {
+        // the slot is the evaluation's, held until it ends even if the client left
+        let _slot = slot;
         let storage = fanout(&state, runtime);
         let mut res = promflow_engine::evaluate(&plan, &storage, &opts);
         if let Ok(r) = &mut res {
@@ -183,6 +212,7 @@ async fn run_query(
     .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
     res.map_err(|e| match e {
         promflow_engine::Error::Timeout(_) => ApiError::timeout(e.to_string()),
+        promflow_engine::Error::Canceled => ApiError::canceled(e.to_string()),
         promflow_engine::Error::Storage(_) => ApiError::internal(e.to_string()),
         promflow_engine::Error::Plan(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
         _ => ApiError::execution(e.to_string()),
@@ -222,6 +252,7 @@ fn query_options(
         deadline: Some(Instant::now() + timeout),
         delayed_name_removal: state.query.delayed_name_removal,
         range_query,
+        canceled: None,
     })
 }
 
@@ -806,6 +837,8 @@ async fn runtimeinfo(State(state): Shared) -> Response {
         "reloadConfigSuccess": st.reload_ok.load(Ordering::SeqCst),
         "lastConfigTime": last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "corruptionCount": state.db.stats(0).wal_corruptions,
+        // promflow's: blocks skipped at start because they could not be read
+        "unreadableBlocks": state.db.stats(0).unreadable_blocks,
         "goroutineCount": 0,
         "GOMAXPROCS": threads,
         "GOMEMLIMIT": i64::MAX,
@@ -995,6 +1028,10 @@ async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> 
     };
     match result {
         Ok(Ok(n)) => written(n, StatusCode::NO_CONTENT.into_response()),
+        Ok(Err(e @ promflow_remote::Error::TooLarge(_))) => {
+            tracing::warn!(error = %e, "remote write: request rejected");
+            written(0, (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
+        }
         Ok(Err(promflow_remote::Error::Storage(e))) if !e.is_sample_error() => {
             tracing::error!(error = %e, "remote write: storage failed");
             written(0, (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())

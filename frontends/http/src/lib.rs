@@ -63,16 +63,29 @@ impl ApiError {
         ApiError { error_type: "internal", message, status: StatusCode::INTERNAL_SERVER_ERROR }
     }
 
+    /// A `canceled` error, with the status Prometheus gives it (499: the client went away).
+    pub fn canceled(message: String) -> Self {
+        ApiError {
+            error_type: "canceled",
+            message,
+            status: StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+
     /// A 503 `timeout` error.
     pub fn timeout(message: String) -> Self {
         ApiError { error_type: "timeout", message, status: StatusCode::SERVICE_UNAVAILABLE }
     }
 }
 
+/// How much of an error message an answer carries: messages quote queries and series, and
+/// must not grow with them.
+const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            serde_json::json!({"status": "error", "errorType": self.error_type, "error": self.message});
+        let message = promflow_storage::shorten::shortened(&self.message, MAX_ERROR_MESSAGE_BYTES);
+        let body = serde_json::json!({"status": "error", "errorType": self.error_type, "error": message});
         (self.status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string())
             .into_response()
     }
@@ -190,4 +203,7 @@ pub struct AppState {
     pub read_timeout: Duration,
     /// `--web.cors.origin`, fully anchored; `None` for `.*` (any origin, answered `*`).
     pub cors_origin: Option<regex::Regex>,
+    /// `--query.max-concurrency`: PromQL and SQL queries of the HTTP API run in these slots;
+    /// the others wait, within their timeout.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
 }

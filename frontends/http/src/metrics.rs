@@ -152,6 +152,12 @@ pub fn render(state: &AppState) -> String {
         s.wal_truncated_bytes,
     );
     gauge(&mut out, "promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
+    gauge(
+        &mut out,
+        "promflow_tsdb_unreadable_blocks",
+        "Blocks in the data directory that could not be read and are not served.",
+        s.unreadable_blocks,
+    );
     gauge(&mut out, "prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", s.num_blocks);
     gauge(
         &mut out,

@@ -66,8 +66,10 @@ pub(crate) async fn sql(
         timeout: query_timeout(&state, &p)?,
     };
     let arrow = accepts_arrow(&headers);
+    let slot = crate::api::query_slot(&state, Some(std::time::Instant::now() + settings.timeout)).await?;
     // the answer is encoded off the async threads too: it can be as long as the query
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let rows = statement.execute(state.db.as_ref(), &settings).map_err(|e| match e {
             ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
             ExecError::NoTable(_) | ExecError::Catalog(_) => {

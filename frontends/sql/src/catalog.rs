@@ -260,6 +260,8 @@ struct Catalog<'a> {
     with_columns: bool,
     /// How to run the metric queries of a relational query (`None` for catalog queries).
     metrics: Option<Metrics<'a>>,
+    /// When the statement must give up (`--query.timeout`).
+    deadline: std::time::Instant,
     /// The common table expressions in scope, innermost last.
     ctes: Vec<(String, Relation)>,
     /// For the `SELECT` whose `FROM` is being read: each metric table's own `WHERE`
@@ -267,15 +269,16 @@ struct Catalog<'a> {
     own: Vec<(String, Vec<Expr>)>,
 }
 
-/// The most rows a relational query's joins may make.
+/// The most rows a query's joins may make.
 const MAX_ROWS: usize = 5_000_000;
+/// The most values a query's joins may hold (rows times columns): wide catalog rows make
+/// the row count alone too loose a bound on memory.
+const MAX_CELLS: usize = 20_000_000;
 
-/// How a relational query runs its metric queries: the server's settings, `now()`, and the
-/// statement's deadline.
+/// How a relational query runs its metric queries: the server's settings and `now()`.
 pub(crate) struct Metrics<'a> {
     pub(crate) settings: &'a crate::exec::Settings,
     pub(crate) now: i64,
-    pub(crate) deadline: std::time::Instant,
 }
 
 impl Catalog<'_> {
@@ -293,19 +296,25 @@ impl Catalog<'_> {
             .then(|| (alias.as_ref().map_or_else(|| metric.clone(), |a| a.name.value.clone()), metric))
     }
 
-    /// Whether a relational query may go on holding `rows` rows: within the statement's
-    /// deadline (`--query.timeout`) and [`MAX_ROWS`] (the nested-loop joins of two large
-    /// metric tables would otherwise hold the server's memory and a worker for as long as
-    /// they take).
-    fn check(&self, rows: usize) -> Result<(), ExecError> {
-        let Some(m) = &self.metrics else { return Ok(()) };
-        if std::time::Instant::now() > m.deadline {
-            return Err(ExecError::Engine(promflow_engine::Error::Timeout("joining rows")));
-        }
-        if rows > MAX_ROWS {
+    /// Whether a query may go on holding `rows` rows: within the statement's deadline
+    /// (`--query.timeout`) and [`MAX_ROWS`] (nested-loop joins of large tables, metric or
+    /// catalog, would otherwise hold the server's memory and a worker for as long as they
+    /// take).
+    fn check(&self, rows: usize, columns: usize) -> Result<(), ExecError> {
+        self.check_deadline()?;
+        if rows > MAX_ROWS || rows.saturating_mul(columns) > MAX_CELLS {
             return Err(ExecError::Catalog(format!(
-                "the query's joins make more than {MAX_ROWS} rows: bound the tables' ts, or aggregate in CTEs before joining"
+                "the query's joins make more than {MAX_ROWS} rows or {MAX_CELLS} values: bound the tables' ts, or aggregate in CTEs before joining"
             )));
+        }
+        Ok(())
+    }
+
+    /// Whether the statement is still within its deadline; checked by every (sub)query run,
+    /// so that correlated subqueries, run once per row, stop too.
+    fn check_deadline(&self) -> Result<(), ExecError> {
+        if std::time::Instant::now() > self.deadline {
+            return Err(ExecError::Engine(promflow_engine::Error::Timeout("evaluating the statement")));
         }
         Ok(())
     }
@@ -324,7 +333,7 @@ impl Catalog<'_> {
         let crate::Statement::Select(q) = compiled else {
             return Err(ExecError::Catalog(format!("{sql} is not a metric's query")));
         };
-        let rows = crate::exec::run(&q, self.querier, m.settings, m.deadline)?;
+        let rows = crate::exec::run(&q, self.querier, m.settings, self.deadline)?;
         let value = |c: &Cell| match c {
             Cell::Null => V::Null,
             Cell::Bool(b) => V::Bool(*b),
@@ -561,9 +570,17 @@ pub(crate) fn answer(
     query: &ast::Query,
     querier: &dyn Querier,
     metrics: Option<Metrics>,
+    deadline: std::time::Instant,
 ) -> Result<Rows, ExecError> {
-    let mut catalog =
-        Catalog { querier, tables: None, with_columns: false, metrics, ctes: Vec::new(), own: Vec::new() };
+    let mut catalog = Catalog {
+        querier,
+        tables: None,
+        with_columns: false,
+        metrics,
+        deadline,
+        ctes: Vec::new(),
+        own: Vec::new(),
+    };
     let (names, rows) = run_query(query, &mut catalog, None)?;
     let columns = names
         .iter()
@@ -594,6 +611,7 @@ pub(crate) fn answer(
 type Answer = (Vec<String>, Vec<Vec<V>>);
 
 fn run_query(query: &ast::Query, catalog: &mut Catalog, outer: Option<&Scope>) -> Result<Answer, ExecError> {
+    catalog.check_deadline()?;
     let scoped = catalog.ctes.len();
     if let Some(with) = &query.with {
         if with.recursive {
@@ -819,7 +837,7 @@ fn from_joins(t: &TableWithJoins, catalog: &mut Catalog, outer: Option<&Scope>) 
             for right in &right_rows {
                 pairs += 1;
                 if pairs.is_multiple_of(4096) {
-                    catalog.check(joined.len())?;
+                    catalog.check(joined.len(), columns.len())?;
                 }
                 let row: Vec<V> = left.iter().chain(right).cloned().collect();
                 let keep = match constraint {
@@ -903,7 +921,7 @@ fn read_from(select: &ast::Select, catalog: &mut Catalog, outer: Option<&Scope>)
     let (mut columns, mut empty, mut rows) = (Vec::new(), Vec::new(), vec![Vec::new()]);
     for t in &select.from {
         let (c, e, r) = from_joins(t, catalog, outer)?;
-        catalog.check(rows.len().saturating_mul(r.len()))?;
+        catalog.check(rows.len().saturating_mul(r.len()), columns.len() + c.len())?;
         rows = rows
             .iter()
             .flat_map(|left: &Vec<V>| r.iter().map(move |right| [left.clone(), right.clone()].concat()))

@@ -75,14 +75,12 @@ impl Statement {
                 }
                 Ok(Rows::describe(&names))
             }
-            Statement::Catalog(query) => crate::catalog::answer(query, querier, None),
+            Statement::Catalog(query) => {
+                crate::catalog::answer(query, querier, None, Instant::now() + settings.timeout)
+            }
             Statement::Relational(query, now) => {
-                let metrics = crate::catalog::Metrics {
-                    settings,
-                    now: *now,
-                    deadline: Instant::now() + settings.timeout,
-                };
-                crate::catalog::answer(query, querier, Some(metrics))
+                let metrics = crate::catalog::Metrics { settings, now: *now };
+                crate::catalog::answer(query, querier, Some(metrics), Instant::now() + settings.timeout)
             }
             Statement::Select(query) => run(query, querier, settings, Instant::now() + settings.timeout),
         }
@@ -110,6 +108,7 @@ pub(crate) fn run(
                 deadline: Some(deadline),
                 delayed_name_removal: false,
                 range_query: eval.start != eval.end,
+                canceled: None,
             };
             segments.push(promflow_engine::evaluate(plan, &querier, &opts)?.result);
         }

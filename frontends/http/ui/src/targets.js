@@ -45,7 +45,8 @@ function row(t, opened) {
     ? `${((Date.now() - Date.parse(t.lastScrape)) / 1000).toFixed(1)}s ago`
     : 'never';
   return el('tr', { class: `target ${t.health}` },
-    el('td', {}, el('a', { href: t.scrapeUrl }, t.scrapeUrl)),
+    // only http and https are links: a relabelled scheme must never become script
+    el('td', {}, /^https?:\/\//i.test(t.scrapeUrl) ? el('a', { href: t.scrapeUrl }, t.scrapeUrl) : t.scrapeUrl),
     el('td', {}, el('span', { class: `health ${t.health}` }, t.health.toUpperCase())),
     el('td', {}, labelChips(t.labels),
       el('details', {
