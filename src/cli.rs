@@ -257,6 +257,13 @@ pub struct Flags {
     /// Live result streams: how many subscriptions the server holds over all connections.
     #[arg(long = "subscribe.max-total", default_value_t = 10_000)]
     pub subscribe_max_total: usize,
+    /// Live result streams: samples the subscriptions of one connection may hold, as their
+    /// queries read them when subscribed (a view keeps its windows' samples).
+    #[arg(long = "subscribe.max-samples-per-connection", default_value_t = 10_000_000)]
+    pub subscribe_max_samples_per_connection: usize,
+    /// Live result streams: samples the subscriptions of all connections may hold.
+    #[arg(long = "subscribe.max-samples-total", default_value_t = 50_000_000)]
+    pub subscribe_max_samples_total: usize,
     /// Live result streams: how often a subscribed query that the dataflow does not maintain
     /// (`topk`, subqueries, `offset`, …) is evaluated in batch to find its changes.
     #[arg(long = "subscribe.batch-interval", default_value = "1s", value_parser = duration)]

@@ -339,8 +339,12 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         quit: quit.clone(),
         http_metrics: Default::default(),
         subscriptions: promflow_http::Subscriptions::new(
-            flags.subscribe_max_per_connection,
-            flags.subscribe_max_total,
+            promflow_http::SubscriptionLimits {
+                per_connection: flags.subscribe_max_per_connection,
+                total: flags.subscribe_max_total,
+                samples_per_connection: flags.subscribe_max_samples_per_connection,
+                samples_total: flags.subscribe_max_samples_total,
+            },
             flags.subscribe_batch_interval,
         ),
         web: Arc::clone(&web),

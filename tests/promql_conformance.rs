@@ -904,7 +904,7 @@ fn check_eval(
             Err(e) => Err(format!("error {e:?} does not match {expected:?}")),
         };
     }
-    let Evaluation { result, annotations } = result?;
+    let Evaluation { result, annotations, .. } = result?;
     exp.warn.check("warning", &annotations.texts(Level::Warning, None))?;
     exp.info.check("info", &annotations.texts(Level::Info, None))?;
     compare(&result, exp, instant && exp.range_vector.is_none(), start, step)?;

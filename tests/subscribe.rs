@@ -398,3 +398,47 @@ fn the_subscribe_command_prints_one_json_line_per_message() {
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["type"], "error");
 }
+
+/// Long windows hold their samples in the views: subscriptions are limited by what their
+/// queries read, per connection and in total, not only by their number.
+#[test]
+fn subscriptions_are_limited_by_the_samples_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        server(&dir, &["--subscribe.max-samples-per-connection=6000", "--subscribe.max-samples-total=9000"]);
+    // 20 series with an hour of 15 s samples: 4,800 samples in an hour's window
+    let end = now_ms();
+    let ts: Vec<_> = (0..20)
+        .map(|i| {
+            let samples: Vec<(i64, f64)> = (0..240).map(|k| (end - (239 - k) * 15_000, k as f64)).collect();
+            series(&[("__name__", "load"), ("host", &format!("h{i}"))], &samples)
+        })
+        .collect();
+    assert_eq!(remote_write(&server, ts).0, 204);
+    let mut a = Client::connect(&server);
+    a.send(json!({"id": 1, "query": "max_over_time(load[1h])"}));
+    assert_eq!(a.next()["type"], "snapshot");
+    let held = metric(&server, "promflow_subscription_samples");
+    assert!((4_000.0..=5_000.0).contains(&held), "{held}");
+    // a second hour-long window does not fit this connection's budget
+    a.send(json!({"id": 2, "query": "min_over_time(load[1h])"}));
+    let refused = a.next();
+    assert_eq!(
+        (refused["id"].as_i64(), refused["errorType"].as_str()),
+        (Some(2), Some("limit")),
+        "{refused}"
+    );
+    // nor, on another connection, what is left of the total
+    let mut b = Client::connect(&server);
+    b.send(json!({"id": "b", "query": "min_over_time(load[1h])"}));
+    let refused = b.next();
+    assert_eq!(refused["errorType"], "limit", "{refused}");
+    // a short window still fits
+    b.send(json!({"id": "short", "query": "max_over_time(load[5m])"}));
+    assert_eq!(b.next()["type"], "snapshot");
+    // unsubscribing gives the samples back
+    a.send(json!({"id": 1, "unsubscribe": true}));
+    assert_eq!(a.next()["type"], "unsubscribed");
+    b.send(json!({"id": "b2", "query": "min_over_time(load[1h])"}));
+    assert_eq!(b.next()["type"], "snapshot");
+}

@@ -96,6 +96,8 @@ pub struct Evaluation {
     pub result: QueryResult,
     /// Prometheus's annotations.
     pub annotations: Annotations,
+    /// Samples the evaluation read from storage (what `--query.max-samples` counts).
+    pub samples: usize,
 }
 
 /// One series of an instant-valued intermediate: a value or nothing at each step.
@@ -244,7 +246,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
             QueryResult::Matrix(out)
         }
     };
-    Ok(Evaluation { result, annotations: ctx.annotations })
+    Ok(Evaluation { result, annotations: ctx.annotations, samples: ctx.samples_loaded })
 }
 
 /// Whether the plan's top operator defines the order of an instant result.

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 pub use api::router;
 pub use metrics::HttpMetrics;
 pub use serve::{serve, Listeners};
-pub use subscribe::Subscriptions;
+pub use subscribe::{SubscriptionLimits, Subscriptions};
 
 /// Errors of the HTTP server itself (binding, serving).
 #[derive(Debug, thiserror::Error)]

@@ -213,6 +213,12 @@ pub fn render(state: &AppState) -> String {
         "Live result streams subscribed over /api/v1/subscribe.",
         state.subscriptions.live.load(Ordering::Relaxed),
     );
+    gauge(
+        &mut out,
+        "promflow_subscription_samples",
+        "Samples the live subscriptions' queries read when subscribed (what their views hold).",
+        state.subscriptions.samples.load(Ordering::Relaxed),
+    );
     counter(
         &mut out,
         "promflow_subscription_slow_consumers_total",

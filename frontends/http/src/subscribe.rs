@@ -46,12 +46,30 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The close code for a consumer disconnected for being slow (RFC 6455: policy violation).
 const CLOSE_SLOW: u16 = 1008;
 
+/// What subscriptions may hold: how many, and how many samples their queries read.
+#[derive(Clone, Copy, Debug)]
+pub struct SubscriptionLimits {
+    /// `--subscribe.max-per-connection`.
+    pub per_connection: usize,
+    /// `--subscribe.max-total`.
+    pub total: usize,
+    /// `--subscribe.max-samples-per-connection`.
+    pub samples_per_connection: usize,
+    /// `--subscribe.max-samples-total`.
+    pub samples_total: usize,
+}
+
 /// The limits on subscriptions, and what is subscribed now.
 pub struct Subscriptions {
     /// `--subscribe.max-per-connection`.
     pub max_per_connection: usize,
     /// `--subscribe.max-total`.
     pub max_total: usize,
+    /// The sample budgets, per connection and in total.
+    pub limits: SubscriptionLimits,
+    /// Samples the live subscriptions' queries read when subscribed, over every connection
+    /// (`promflow_subscription_samples`): what their views hold, within `limits`.
+    pub samples: AtomicUsize,
     /// Live subscriptions over every connection (`promflow_subscriptions`).
     pub live: AtomicUsize,
     /// Connections closed because their consumer was slow
@@ -65,10 +83,12 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// No subscription yet, within these limits; queries the dataflow does not maintain are
     /// evaluated every `batch_interval`.
-    pub fn new(max_per_connection: usize, max_total: usize, batch_interval: Duration) -> Self {
+    pub fn new(limits: SubscriptionLimits, batch_interval: Duration) -> Self {
         Subscriptions {
-            max_per_connection,
-            max_total,
+            max_per_connection: limits.per_connection,
+            max_total: limits.total,
+            limits,
+            samples: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             slow_consumers: AtomicU64::new(0),
             batch_interval,
@@ -85,6 +105,19 @@ impl Subscriptions {
     fn free_place(&self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
+
+    /// Takes `n` samples of the total budget; false when they do not fit.
+    fn reserve_samples(&self, n: usize) -> bool {
+        self.samples
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&h| h <= self.limits.samples_total)
+            })
+            .is_ok()
+    }
+
+    fn release_samples(&self, n: usize) {
+        self.samples.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// `GET /api/v1/subscribe`.
@@ -100,8 +133,9 @@ enum Event {
     Failed(u64, String),
 }
 
-/// A view installed (or not) in the background: (subscription, its watch or why not).
-type Installed = (u64, Result<u64, Refusal>);
+/// A view installed (or not) in the background: (subscription, its watch or why not, the
+/// samples reserved for it in the total budget).
+type Installed = (u64, Result<u64, Refusal>, usize);
 
 /// Why a subscription has no view.
 enum Refusal {
@@ -109,6 +143,8 @@ enum Refusal {
     NotMaintained,
     /// Installing the view failed.
     Failed(String),
+    /// The query reads more samples than the budgets leave.
+    Limit(String),
 }
 
 /// Where a subscription's changes come from.
@@ -138,12 +174,16 @@ struct Sub {
     plan: Option<Plan>,
     /// Ended by the client while its view was being installed.
     cancelled: bool,
+    /// Samples its query read when subscribed, held in the budgets while it lives.
+    samples: usize,
 }
 
 struct Connection {
     state: Arc<AppState>,
     /// Subscriptions by their number on this connection.
     subs: HashMap<u64, Sub>,
+    /// Samples this connection's subscriptions hold (their `samples`).
+    samples: usize,
     next: u64,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     /// Views installed (or not) in the background.
@@ -157,6 +197,7 @@ impl Connection {
         Connection {
             state,
             subs: HashMap::new(),
+            samples: 0,
             next: 0,
             events: mpsc::channel(QUEUE),
             installed: mpsc::unbounded_channel(),
@@ -192,8 +233,8 @@ impl Connection {
                     }
                     send_all(&mut socket, messages).await
                 }
-                Some((n, result)) = self.installed.1.recv() => {
-                    let reply = self.on_installed(n, result);
+                Some((n, result, samples)) = self.installed.1.recv() => {
+                    let reply = self.on_installed(n, result, samples);
                     send_all(&mut socket, reply.into_iter().collect()).await
                 }
                 _ = self.overflow.notified() => Err(End::Slow("more changes queued than the connection takes")),
@@ -289,12 +330,33 @@ impl Connection {
         }
         let n = self.next;
         self.next += 1;
-        let sub = Sub { id, source: Source::Installing, plan: Some(plan.clone()), cancelled: false };
+        let sub =
+            Sub { id, source: Source::Installing, plan: Some(plan.clone()), cancelled: false, samples: 0 };
         self.subs.insert(n, sub);
+        let limits = self.state.subscriptions.limits;
+        let budget =
+            self.state.query.max_samples.min(limits.samples_per_connection.saturating_sub(self.samples)).min(
+                limits.samples_total.saturating_sub(self.state.subscriptions.samples.load(Ordering::Acquire)),
+            );
         // installing a view reads its history: off the connection's task
         let (state, queue) = (Arc::clone(&self.state), self.queue());
         let done = self.installed.0.clone();
         tokio::task::spawn_blocking(move || {
+            let samples = match samples_read(&state, &plan, budget) {
+                Ok(read) if state.subscriptions.reserve_samples(read) => read,
+                Ok(read) => {
+                    let why = format!(
+                        "the query reads {read} samples, more than the server's subscriptions have left \
+                         (--subscribe.max-samples-total)"
+                    );
+                    let _ = done.send((n, Err(Refusal::Limit(why)), 0));
+                    return;
+                }
+                Err(why) => {
+                    let _ = done.send((n, Err(Refusal::Limit(why)), 0));
+                    return;
+                }
+            };
             let handler = Box::new(move |t: i64, change: ViewChange| -> Option<i64> {
                 queue(Event::Change(n, t, change));
                 None
@@ -306,7 +368,7 @@ impl Connection {
                     e => Refusal::Failed(e.to_string()),
                 }),
             };
-            let _ = done.send((n, result));
+            let _ = done.send((n, result, samples));
         });
         Vec::new()
     }
@@ -368,9 +430,18 @@ impl Connection {
         .abort_handle()
     }
 
-    /// A view was installed for subscription `n` (or could not be).
-    fn on_installed(&mut self, n: u64, result: Result<u64, Refusal>) -> Option<String> {
-        let cancelled = self.subs.get(&n)?.cancelled;
+    /// A view was installed for subscription `n` (or could not be); `samples` were reserved
+    /// for it in the total budget.
+    fn on_installed(&mut self, n: u64, result: Result<u64, Refusal>, samples: usize) -> Option<String> {
+        let Some(cancelled) = self.subs.get(&n).map(|s| s.cancelled) else {
+            self.state.subscriptions.release_samples(samples);
+            return None;
+        };
+        let limit = self.state.subscriptions.limits.samples_per_connection;
+        let over = self.samples.saturating_add(samples) > limit;
+        if cancelled || over || matches!(result, Err(Refusal::Failed(_) | Refusal::Limit(_))) {
+            self.state.subscriptions.release_samples(samples);
+        }
         match result {
             Ok(watch) if cancelled => {
                 self.subs.remove(&n);
@@ -379,22 +450,49 @@ impl Connection {
             Err(_) if cancelled => {
                 self.subs.remove(&n);
             }
+            Ok(_) | Err(Refusal::NotMaintained) if over => {
+                // another subscription of the connection took the budget meanwhile
+                if let Ok(watch) = result {
+                    self.end_watches(vec![watch]);
+                }
+                let sub = self.subs.remove(&n)?;
+                self.state.subscriptions.free_place();
+                let why = format!(
+                    "the query reads {samples} samples, more than this connection's subscriptions have left \
+                     (--subscribe.max-samples-per-connection={limit})"
+                );
+                return Some(error_message(&sub.id, "limit", &why));
+            }
             Ok(watch) => {
+                self.samples += samples;
                 let sub = self.subs.get_mut(&n)?;
-                (sub.source, sub.plan) = (Source::View(watch), None);
+                (sub.source, sub.plan, sub.samples) = (Source::View(watch), None, samples);
             }
             Err(Refusal::NotMaintained) => {
+                self.samples += samples;
                 let plan = self.subs.get_mut(&n)?.plan.take()?;
                 let batch = self.evaluate_in_batch(n, plan);
-                self.subs.get_mut(&n)?.source = Source::Batch(batch);
+                let sub = self.subs.get_mut(&n)?;
+                (sub.source, sub.samples) = (Source::Batch(batch), samples);
             }
             Err(Refusal::Failed(why)) => {
                 let sub = self.subs.remove(&n)?;
                 self.state.subscriptions.free_place();
                 return Some(error_message(&sub.id, "execution", &why));
             }
+            Err(Refusal::Limit(why)) => {
+                let sub = self.subs.remove(&n)?;
+                self.state.subscriptions.free_place();
+                return Some(error_message(&sub.id, "limit", &why));
+            }
         }
         None
+    }
+
+    /// Gives back what subscription `sub` held of the budgets.
+    fn release(&mut self, samples: usize) {
+        self.samples -= samples;
+        self.state.subscriptions.release_samples(samples);
     }
 
     fn unsubscribe(&mut self, id: &Value) -> Vec<String> {
@@ -404,15 +502,18 @@ impl Connection {
         let reply = json!({"id": id, "type": "unsubscribed"}).to_string();
         let Some(sub) = self.subs.get_mut(&n) else { return vec![reply] };
         self.state.subscriptions.free_place();
+        let held = sub.samples;
         match &sub.source {
             Source::View(watch) => {
                 let watch = *watch;
                 self.subs.remove(&n);
+                self.release(held);
                 self.end_watches(vec![watch]);
             }
             Source::Batch(batch) => {
                 batch.abort();
                 self.subs.remove(&n);
+                self.release(held);
             }
             // still installing: ended when the installation reports
             Source::Installing => {
@@ -487,6 +588,7 @@ impl Connection {
             if !sub.cancelled {
                 self.state.subscriptions.free_place();
             }
+            self.state.subscriptions.release_samples(sub.samples);
             match sub.source {
                 Source::View(watch) => watches.push(watch),
                 Source::Batch(batch) => batch.abort(),
@@ -498,10 +600,33 @@ impl Connection {
         let (state, mut installed) = (self.state, self.installed.1);
         drop(self.installed.0);
         tokio::spawn(async move {
-            while let Some((_, result)) = installed.recv().await {
+            while let Some((_, result, samples)) = installed.recv().await {
+                state.subscriptions.release_samples(samples);
                 end_watches(&state, result.ok().into_iter().collect());
             }
         });
+    }
+}
+
+/// The samples `plan` reads when evaluated now: what a view of it holds once it has read its
+/// history. An error, for the client, when that is more than `budget`.
+fn samples_read(state: &AppState, plan: &Plan, budget: usize) -> Result<usize, String> {
+    let q = &state.query;
+    let opts = QueryOptions {
+        lookback_ms: q.lookback_delta.as_millis() as i64,
+        max_samples: budget,
+        deadline: Some(std::time::Instant::now() + q.timeout),
+        delayed_name_removal: q.delayed_name_removal,
+        ..QueryOptions::instant(chrono::Utc::now().timestamp_millis())
+    };
+    match promflow_engine::evaluate(plan, state.db.as_ref(), &opts) {
+        Ok(ev) => Ok(ev.samples),
+        Err(promflow_engine::Error::TooManySamples(_)) => Err(format!(
+            "the query reads more than the {budget} samples this subscription may hold \
+             (--query.max-samples, --subscribe.max-samples-per-connection, --subscribe.max-samples-total)"
+        )),
+        // the installation itself reports what is wrong with the query
+        Err(_) => Ok(0),
     }
 }
 
