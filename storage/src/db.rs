@@ -804,8 +804,9 @@ impl Db {
             return Ok(None);
         }
         // a head reaching back to the oldest timestamps cuts its first range from there
-        let mint = hmin.div_euclid(dur).checked_mul(dur).unwrap_or(Timestamp::MIN);
-        let maxt = mint.saturating_add(dur);
+        let range_from = |hmin: Timestamp| hmin.div_euclid(dur).checked_mul(dur).unwrap_or(Timestamp::MIN);
+        let mut mint = range_from(hmin);
+        let mut maxt = mint.saturating_add(dur);
         // in-order appends below `maxt` are already refused (the head spans more than 1.5
         // blocks); out-of-order ones are until the head is truncated. Set under the lock that
         // appenders register their oldest sample with, then wait for the appenders that
@@ -816,6 +817,15 @@ impl Db {
             self.min_valid.fetch_max(maxt, Ordering::SeqCst);
         }
         self.wait_for_appends_below(maxt, self.opts.cut_waits_for_appenders);
+        // what the waited-for appenders committed may lie before the planned range (admitted
+        // before other writers moved the bounds on): the cut starts from the head's oldest
+        // sample as it is now, so that the truncation below loses none. The range only moves
+        // earlier, below the `maxt` every append was held to.
+        let now_oldest = read(&self.head).time_range().map_or(hmin, |r| r.0);
+        if range_from(now_oldest) < mint {
+            mint = range_from(now_oldest);
+            maxt = mint.saturating_add(dur);
+        }
         let written = write_head_block(&self.blocks_dir, || read(&self.head), mint, maxt);
         let written = written.and_then(|meta| meta.map_or(Ok(()), |m| self.add_block(&m)));
         if let Err(e) = written {
@@ -1123,11 +1133,15 @@ impl Db {
 
 impl Querier for Db {
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error> {
+        // the head before the blocks: a cut adds its block before it truncates the head, so a
+        // range that moves between the two reads is seen at least once (then merged), never
+        // missed
+        let head = read(&self.head).select(matchers, mint, maxt);
         let mut parts = Vec::new();
         for b in self.blocks_in(mint, maxt) {
             parts.push(b.select(matchers, mint, maxt)?);
         }
-        parts.push(read(&self.head).select(matchers, mint, maxt));
+        parts.push(head);
         Ok(merge_series(parts))
     }
 

@@ -593,6 +593,33 @@ fn a_head_cut_waits_for_an_appender_with_samples_in_its_range() {
 }
 
 #[test]
+fn a_sample_committed_during_a_cut_before_its_planned_range_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    let (a, b) = (ls(&[("__name__", "a")]), ls(&[("__name__", "b")]));
+    commit(&db, &[(&b, 2 * HOUR, 2.0)]);
+    // admitted: within an hour of the newest sample, and older than anything in the head
+    let mut slow = db.appender();
+    slow.append(&a, 3 * HOUR / 2, 1.5).unwrap();
+    commit(&db, &[(&b, 5 * HOUR + 1, 5.0)]);
+    // the cut plans [2h, 4h) from the head's oldest sample, then waits for `slow`
+    let cutter = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || db.compact().unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(slow.commit().unwrap().samples, 1);
+    cutter.join().unwrap();
+    let want = vec![
+        (a.clone(), vec![(3 * HOUR / 2, 1.5f64.to_bits())]),
+        (b.clone(), vec![(2 * HOUR, 2.0f64.to_bits()), (5 * HOUR + 1, 5.0f64.to_bits())]),
+    ];
+    assert_eq!(dump(&db), want);
+    drop(db);
+    assert_eq!(dump(&Db::open(dir.path(), manual(1 << 20)).unwrap()), want);
+}
+
+#[test]
 fn an_appender_a_head_cut_stopped_waiting_for_is_refused_what_the_cut_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let opts = DbOptions { cut_waits_for_appenders: Duration::from_millis(100), ..manual(1 << 20) };

@@ -410,6 +410,9 @@ pub(crate) struct Block {
     meta: BlockMeta,
     index: BlockIndex,
     parquet: ArrowReaderMetadata,
+    /// The samples file, open for the block's life: a merge deletes a block's directory
+    /// while queries that took the block before may still read it ([`Block::samples_file`]).
+    samples: File,
     size_bytes: u64,
     /// Deleted ranges, sorted by series id.
     tombstones: std::sync::RwLock<Vec<Tombstone>>,
@@ -472,7 +475,20 @@ impl Block {
             meta,
             index,
             parquet,
+            samples: file,
             tombstones: std::sync::RwLock::new(tombstones),
+        })
+    }
+
+    /// A reader of the samples file with an offset of its own, opened from the descriptor
+    /// the block holds (Linux's `/proc/self/fd`), so that it reads even after a merge has
+    /// deleted the block's files; by path where `/proc` is missing.
+    fn samples_file(&self) -> Result<File, Error> {
+        use std::os::unix::io::AsRawFd;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.samples.as_raw_fd()));
+        File::open(&by_fd).or_else(|_| {
+            let path = self.dir.join(SAMPLES_FILE);
+            File::open(&path).map_err(io(|| format!("opening {}", path.display())))
         })
     }
 
@@ -562,8 +578,7 @@ impl Block {
             start..start + s.rows as usize
         });
         let selection = RowSelection::from_consecutive_ranges(ranges, self.index.total_rows() as usize);
-        let path = self.dir.join(SAMPLES_FILE);
-        let file = File::open(&path).map_err(io(|| format!("opening {}", path.display())))?;
+        let file = self.samples_file()?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.parquet.clone())
             .with_row_selection(selection)
             .with_batch_size(BATCH_ROWS)
