@@ -168,7 +168,7 @@ impl WebConfig {
         }
         if cfg.tls_enabled() {
             // the TLS settings are built once here so that every error shows at start-up
-            TlsSettings::build(&cfg.tls_server_config).map_err(fail)?;
+            tls_settings(&cfg.tls_server_config).map_err(fail)?;
         }
         Ok(cfg)
     }
@@ -189,100 +189,95 @@ impl WebConfig {
 }
 
 /// The TLS settings of a listener, built from `tls_server_config`.
-struct TlsSettings;
-
-impl TlsSettings {
-    fn build(t: &TlsServerConfig) -> Result<Arc<ServerConfig>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions = tls_versions(&t.min_version, &t.max_version)?;
-        let (certs, key) = server_identity(t)?;
-        let client_auth = ClientAuth::parse(&t.client_auth_type)?;
-        let client_ca = match (t.client_ca.as_str(), t.client_ca_file.as_str()) {
-            ("", "") => None,
-            (pem, "") => Some(pem_certs(pem.as_bytes(), "client_ca")?),
-            ("", file) => Some(pem_certs(&read(file)?, file)?),
-            _ => return Err("at most one of client_ca and client_ca_file must be configured".into()),
-        };
-        if client_ca.is_some() && client_auth == ClientAuth::None {
-            return Err("Client CA's have been configured without a Client Auth Policy".into());
-        }
-        if client_auth.verifies() && client_ca.is_none() {
-            return Err(format!("client_auth_type {} needs client_ca_file or client_ca", t.client_auth_type));
-        }
-        if !t.client_allowed_sans.is_empty() {
-            return Err("client_allowed_sans is not supported by promflow; remove it or verify client \
-                        certificates with client_ca_file alone"
-                .into());
-        }
-        let mut provider = (*provider).clone();
-        if !t.cipher_suites.is_empty() {
-            let wanted = t.cipher_suites.iter().map(|c| cipher_suite(c)).collect::<Result<Vec<_>, _>>()?;
-            let mut suites: Vec<rustls::SupportedCipherSuite> = provider
-                .cipher_suites
-                .iter()
-                .filter(|s| s.version() == &rustls::version::TLS13)
-                .copied()
-                .collect();
-            // the configured order, for prefer_server_cipher_suites
-            for w in wanted.into_iter().flatten() {
-                if let Some(s) = provider.cipher_suites.iter().find(|s| s.suite() == w) {
-                    suites.push(*s);
-                }
-            }
-            let tls12_only = !versions.iter().any(|v| v == &&rustls::version::TLS13);
-            if tls12_only && !suites.iter().any(|s| s.version() == &rustls::version::TLS12) {
-                return Err(format!(
-                    "cipher_suites: none of {:?} is available (promflow offers the ECDHE AES-GCM and \
-                     ChaCha20-Poly1305 suites for TLS 1.2)",
-                    t.cipher_suites
-                ));
-            }
-            provider.cipher_suites = suites;
-        }
-        if !t.curve_preferences.is_empty() {
-            let mut groups = Vec::new();
-            for c in &t.curve_preferences {
-                let name = curve(c)?;
-                if let Some(g) = name.and_then(|n| provider.kx_groups.iter().find(|g| g.name() == n)) {
-                    groups.push(*g);
-                }
-            }
-            if groups.is_empty() {
-                return Err(format!("curve_preferences: none of {:?} is available", t.curve_preferences));
-            }
-            provider.kx_groups = groups;
-        }
-        let provider = Arc::new(provider);
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&versions)
-            .map_err(|e| format!("tls_server_config: {e}"))?;
-        let verifier: Option<Arc<dyn ClientCertVerifier>> = match (client_auth, client_ca) {
-            (ClientAuth::None, _) => None,
-            (ClientAuth::Request | ClientAuth::RequireAny, _) => Some(Arc::new(AnyClientCert {
-                mandatory: client_auth == ClientAuth::RequireAny,
-                provider: Arc::clone(&provider),
-            })),
-            (_, Some(cas)) => {
-                let mut roots = RootCertStore::empty();
-                for c in cas {
-                    roots.add(c).map_err(|e| format!("client CA: {e}"))?;
-                }
-                let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
-                let b = if client_auth == ClientAuth::VerifyIfGiven { b.allow_unauthenticated() } else { b };
-                Some(b.build().map_err(|e| format!("client CA: {e}"))?)
-            }
-            (_, None) => unreachable!("checked above"),
-        };
-        let builder = match verifier {
-            Some(v) => builder.with_client_cert_verifier(v),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("certificate and key do not match: {e}"))?;
-        config.ignore_client_order = t.prefer_server_cipher_suites;
-        Ok(Arc::new(config))
+fn tls_settings(t: &TlsServerConfig) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions = tls_versions(&t.min_version, &t.max_version)?;
+    let (certs, key) = server_identity(t)?;
+    let client_auth = ClientAuth::parse(&t.client_auth_type)?;
+    let client_ca = match (t.client_ca.as_str(), t.client_ca_file.as_str()) {
+        ("", "") => None,
+        (pem, "") => Some(pem_certs(pem.as_bytes(), "client_ca")?),
+        ("", file) => Some(pem_certs(&read(file)?, file)?),
+        _ => return Err("at most one of client_ca and client_ca_file must be configured".into()),
+    };
+    if client_ca.is_some() && client_auth == ClientAuth::None {
+        return Err("Client CA's have been configured without a Client Auth Policy".into());
     }
+    if client_auth.verifies() && client_ca.is_none() {
+        return Err(format!("client_auth_type {} needs client_ca_file or client_ca", t.client_auth_type));
+    }
+    if !t.client_allowed_sans.is_empty() {
+        return Err("client_allowed_sans is not supported by promflow; remove it or verify client \
+                    certificates with client_ca_file alone"
+            .into());
+    }
+    let mut provider = (*provider).clone();
+    if !t.cipher_suites.is_empty() {
+        let wanted = t.cipher_suites.iter().map(|c| cipher_suite(c)).collect::<Result<Vec<_>, _>>()?;
+        let mut suites: Vec<rustls::SupportedCipherSuite> = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .copied()
+            .collect();
+        // the configured order, for prefer_server_cipher_suites
+        for w in wanted.into_iter().flatten() {
+            if let Some(s) = provider.cipher_suites.iter().find(|s| s.suite() == w) {
+                suites.push(*s);
+            }
+        }
+        let tls12_only = !versions.iter().any(|v| v == &&rustls::version::TLS13);
+        if tls12_only && !suites.iter().any(|s| s.version() == &rustls::version::TLS12) {
+            return Err(format!(
+                "cipher_suites: none of {:?} is available (promflow offers the ECDHE AES-GCM and \
+                 ChaCha20-Poly1305 suites for TLS 1.2)",
+                t.cipher_suites
+            ));
+        }
+        provider.cipher_suites = suites;
+    }
+    if !t.curve_preferences.is_empty() {
+        let mut groups = Vec::new();
+        for c in &t.curve_preferences {
+            let name = curve(c)?;
+            if let Some(g) = name.and_then(|n| provider.kx_groups.iter().find(|g| g.name() == n)) {
+                groups.push(*g);
+            }
+        }
+        if groups.is_empty() {
+            return Err(format!("curve_preferences: none of {:?} is available", t.curve_preferences));
+        }
+        provider.kx_groups = groups;
+    }
+    let provider = Arc::new(provider);
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    let verifier: Option<Arc<dyn ClientCertVerifier>> = match (client_auth, client_ca) {
+        (ClientAuth::None, _) => None,
+        (ClientAuth::Request | ClientAuth::RequireAny, _) => Some(Arc::new(AnyClientCert {
+            mandatory: client_auth == ClientAuth::RequireAny,
+            provider: Arc::clone(&provider),
+        })),
+        (_, Some(cas)) => {
+            let mut roots = RootCertStore::empty();
+            for c in cas {
+                roots.add(c).map_err(|e| format!("client CA: {e}"))?;
+            }
+            let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+            let b = if client_auth == ClientAuth::VerifyIfGiven { b.allow_unauthenticated() } else { b };
+            Some(b.build().map_err(|e| format!("client CA: {e}"))?)
+        }
+        (_, None) => unreachable!("checked above"),
+    };
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_single_cert(certs, key).map_err(|e| format!("certificate and key do not match: {e}"))?;
+    config.ignore_client_order = t.prefer_server_cipher_suites;
+    Ok(Arc::new(config))
 }
 
 fn read(file: &str) -> Result<Vec<u8>, String> {
@@ -627,7 +622,7 @@ impl std::fmt::Debug for WebGuard {
 }
 
 fn settings(config: &WebConfig) -> Result<WebSettings, String> {
-    let tls = if config.tls_enabled() { Some(TlsSettings::build(&config.tls_server_config)?) } else { None };
+    let tls = if config.tls_enabled() { Some(tls_settings(&config.tls_server_config)?) } else { None };
     Ok(WebSettings { config: config.clone(), tls })
 }
 

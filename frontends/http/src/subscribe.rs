@@ -61,10 +61,6 @@ pub struct SubscriptionLimits {
 
 /// The limits on subscriptions, and what is subscribed now.
 pub struct Subscriptions {
-    /// `--subscribe.max-per-connection`.
-    pub max_per_connection: usize,
-    /// `--subscribe.max-total`.
-    pub max_total: usize,
     /// The sample budgets, per connection and in total.
     pub limits: SubscriptionLimits,
     /// Samples the live subscriptions' queries read when subscribed, over every connection
@@ -85,8 +81,6 @@ impl Subscriptions {
     /// evaluated every `batch_interval`.
     pub fn new(limits: SubscriptionLimits, batch_interval: Duration) -> Self {
         Subscriptions {
-            max_per_connection: limits.per_connection,
-            max_total: limits.total,
             limits,
             samples: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -95,10 +89,10 @@ impl Subscriptions {
         }
     }
 
-    /// Takes a place among the `max_total`; false when there is none left.
+    /// Takes a place among `limits.total`; false when there is none left.
     fn take_place(&self) -> bool {
         self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_total).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limits.total).then_some(n + 1))
             .is_ok()
     }
 
@@ -297,10 +291,10 @@ impl Connection {
                 "this connection already has a subscription with this id",
             )];
         }
-        if self.subs.len() >= self.state.subscriptions.max_per_connection {
+        if self.subs.len() >= self.state.subscriptions.limits.per_connection {
             let why = format!(
                 "at most {} subscriptions per connection (--subscribe.max-per-connection)",
-                self.state.subscriptions.max_per_connection
+                self.state.subscriptions.limits.per_connection
             );
             return vec![error_message(&id, "limit", &why)];
         }
@@ -324,7 +318,7 @@ impl Connection {
         if !self.state.subscriptions.take_place() {
             let why = format!(
                 "the server holds its limit of {} subscriptions (--subscribe.max-total)",
-                self.state.subscriptions.max_total
+                self.state.subscriptions.limits.total
             );
             return vec![error_message(&id, "limit", &why)];
         }
