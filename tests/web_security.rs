@@ -29,11 +29,16 @@ fn bcrypt_hash(password: &str) -> String {
 /// Starts promflow with `extra` flags and waits for its log to say it is ready (the HTTP
 /// readiness probe needs credentials or TLS here). Panics if it exits.
 fn start(dir: &Path, extra: &[&str]) -> Server {
+    start_on(dir, free_port(), extra)
+}
+
+/// [`start`] on a given port (for a configuration that names it).
+fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Server {
     let cfg = dir.join("prometheus.yml");
     if !cfg.exists() {
         std::fs::write(&cfg, "").unwrap();
     }
-    let mut s = spawn_promflow(dir, &cfg, free_port(), extra);
+    let mut s = spawn_promflow(dir, &cfg, port, extra);
     let ready = wait_for(Duration::from_secs(30), || {
         if let Ok(Some(status)) = s.child.try_wait() {
             panic!("promflow exited ({status}):\n{}", s.logs());
@@ -356,16 +361,20 @@ fn tls_and_basic_auth_for_curl_promtool_and_psql() {
     }
 }
 
+/// Writes `web.yml` in `dir`: the [`Pki`]'s server certificate, client certificates from its
+/// CA required, and `more` (users) after it.
+fn mutual_tls_web_config(dir: &Path, more: &str) -> PathBuf {
+    let web = dir.join("web.yml");
+    let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n";
+    std::fs::write(&web, format!("{tls}{more}")).unwrap();
+    web
+}
+
 #[test]
 fn client_certificates_are_required_and_verified_and_certificates_reload() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let web = dir.path().join("web.yml");
-    std::fs::write(
-        &web,
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
-    )
-    .unwrap();
+    let web = mutual_tls_web_config(dir.path(), "");
     let s = start(dir.path(), &[&format!("--web.config.file={}", web.display())]);
     let url = format!("https://127.0.0.1:{}/-/healthy", s.port);
     let ca = pki.path("ca.crt");
@@ -387,6 +396,147 @@ fn client_certificates_are_required_and_verified_and_certificates_reload() {
         (curl(&["--cacert", &new_ca, "--cert", &cert, "--key", &key, &url]).0 == 200).then_some(())
     });
     assert!(reloaded.is_some(), "the new certificate was not served:\n{}", s.logs());
+}
+
+/// Runs `promflow subscribe` with `args` until its first line (or its end); returns whether it
+/// printed a snapshot, and what it printed on both streams.
+fn subscribe_first_line(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .arg("subscribe")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promflow subscribe");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    });
+    let ended = wait_for(Duration::from_secs(20), || reader.is_finished().then_some(()));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let line = if ended.is_some() { reader.join().unwrap() } else { String::new() };
+    (line.contains("\"snapshot\""), format!("{line}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn promflow_subscribe_follows_tls_client_certificates_and_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    Pki::new(dir.path());
+    let web = mutual_tls_web_config(dir.path(), &users_yaml());
+    let s = start(dir.path(), &[&format!("--web.config.file={}", web.display())]);
+    let https = format!("https://127.0.0.1:{}", s.port);
+    // the client settings live in a directory of their own: relative paths are its
+    let client = dir.path().join("client");
+    std::fs::create_dir(&client).unwrap();
+    std::fs::write(client.join("password"), format!("{PASSWORD}\n")).unwrap();
+    let settings = |name: &str, text: &str| {
+        let path = client.join(name);
+        std::fs::write(&path, text).unwrap();
+        format!("--http.config.file={}", path.display())
+    };
+    let tls = "tls_config:\n  ca_file: ../ca.crt\n  cert_file: ../client.crt\n  key_file: ../client.key\n";
+    let good =
+        settings("good.yml", &format!("basic_auth:\n  username: {USER}\n  password_file: password\n{tls}"));
+    let (ok, out) = subscribe_first_line(&[&good, &https, "vector(42)"]);
+    assert!(ok && out.contains("42"), "{out}");
+
+    let wrong = settings("wrong.yml", &format!("basic_auth:\n  username: {USER}\n  password: nope\n{tls}"));
+    let (ok, out) = subscribe_first_line(&[&wrong, &https, "vector(42)"]);
+    assert!(!ok && out.contains("401"), "{out}");
+    let no_cert = settings(
+        "no-cert.yml",
+        &format!(
+            "basic_auth:\n  username: {USER}\n  password_file: password\ntls_config:\n  ca_file: ../ca.crt\n"
+        ),
+    );
+    let (ok, out) = subscribe_first_line(&[&no_cert, &https, "vector(42)"]);
+    assert!(!ok, "{out}");
+    // the server's certificate is verified, and names 127.0.0.1 and localhost only
+    let (ok, out) = subscribe_first_line(&[&https, "vector(42)"]);
+    assert!(!ok && out.contains("certificate"), "{out}");
+    let elsewhere = settings(
+        "name.yml",
+        &format!(
+            "basic_auth:\n  username: {USER}\n  password_file: password\n{tls}  server_name: example.org\n"
+        ),
+    );
+    let (ok, out) = subscribe_first_line(&[&elsewhere, &https, "vector(42)"]);
+    assert!(!ok && out.contains("certificate"), "{out}");
+    // what this client cannot honour stops it before it connects
+    let proxy = settings("proxy.yml", "proxy_url: http://127.0.0.1:1\n");
+    let (ok, out) = subscribe_first_line(&[&proxy, &https, "vector(42)"]);
+    assert!(!ok && out.contains("not supported") && out.contains("proxy_url"), "{out}");
+}
+
+#[test]
+fn scrapes_honour_tls_config_and_basic_auth() {
+    // promflow scrapes itself behind TLS, a client certificate and basic authentication; each
+    // job leaves out or changes one setting, and only the complete one is up
+    let dir = tempfile::tempdir().unwrap();
+    Pki::new(dir.path());
+    let web = mutual_tls_web_config(dir.path(), &users_yaml());
+    std::fs::write(dir.path().join("password"), PASSWORD).unwrap();
+    let port = free_port();
+    let job = |name: &str, tls: &str, auth: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    scrape_interval: 1s\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n{auth}    tls_config:\n      ca_file: ca.crt\n{tls}"
+        )
+    };
+    let auth = format!("    basic_auth: {{username: {USER}, password_file: password}}\n");
+    let cert = "      cert_file: client.crt\n      key_file: client.key\n";
+    let jobs = [
+        job("complete", &format!("{cert}      server_name: localhost\n      min_version: TLS13\n"), &auth),
+        job("no_password", cert, ""),
+        job("no_certificate", "", &auth),
+        job("other_name", &format!("{cert}      server_name: example.org\n"), &auth),
+    ];
+    std::fs::write(dir.path().join("prometheus.yml"), format!("scrape_configs:\n{}", jobs.concat())).unwrap();
+    let s = start_on(dir.path(), port, &[&format!("--web.config.file={}", web.display())]);
+    let ca = dir.path().join("ca.crt").display().to_string();
+    let good = format!("{USER}:{PASSWORD}");
+    let up = || {
+        let (_, body) = curl(&[
+            "--cacert",
+            &ca,
+            "--cert",
+            &dir.path().join("client.crt").display().to_string(),
+            "--key",
+            &dir.path().join("client.key").display().to_string(),
+            "-u",
+            &good,
+            &format!("https://127.0.0.1:{port}/api/v1/query?query=up"),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut up: Vec<(String, String)> = v["data"]["result"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|s| {
+                        (
+                            s["metric"]["job"].as_str().unwrap_or("").to_string(),
+                            s["value"][1].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        up.sort();
+        up
+    };
+    let all = wait_for(Duration::from_secs(30), || (up().len() == 4).then_some(()));
+    assert!(all.is_some(), "not every job was scraped: {:?}\n{}", up(), s.logs());
+    let expected: Vec<(String, String)> =
+        [("complete", "1"), ("no_certificate", "0"), ("no_password", "0"), ("other_name", "0")]
+            .iter()
+            .map(|(j, v)| (j.to_string(), v.to_string()))
+            .collect();
+    assert_eq!(up(), expected, "{}", s.logs());
 }
 
 #[test]

@@ -37,6 +37,13 @@ pub enum Error {
     /// A relabel rule is invalid (bad action, regex, or missing field).
     #[error("{0}")]
     InvalidRelabel(String),
+    /// A client's `tls_config` cannot be used: a certificate or key that does not parse, a
+    /// version rustls does not speak, a bad `server_name`.
+    #[error("tls_config: {message}")]
+    ClientTls {
+        /// What is wrong.
+        message: String,
+    },
 }
 
 fn display_config(file: &str, line: Option<usize>, column: Option<usize>, message: &str) -> String {

@@ -29,6 +29,7 @@
 #[macro_use]
 mod macros;
 
+mod client;
 mod config;
 pub mod duration;
 mod error;

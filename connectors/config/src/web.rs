@@ -280,11 +280,11 @@ fn tls_settings(t: &TlsServerConfig) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-fn read(file: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read(file: &str) -> Result<Vec<u8>, String> {
     std::fs::read(file).map_err(|e| format!("reading {file}: {e}"))
 }
 
-fn pem_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn pem_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{what}: not PEM certificates: {e}"))?;
@@ -324,7 +324,10 @@ fn server_identity(
 
 /// The protocol versions between `min` and `max`. rustls speaks TLS 1.2 and 1.3 only: a
 /// minimum of TLS 1.0 or 1.1 allows what it always allowed, a maximum below 1.2 is refused.
-fn tls_versions(min: &str, max: &str) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+pub(crate) fn tls_versions(
+    min: &str,
+    max: &str,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
     let rank = |s: &str, default: u8| -> Result<u8, String> {
         Ok(match s {
             "" => default,
@@ -340,7 +343,7 @@ fn tls_versions(min: &str, max: &str) -> Result<Vec<&'static rustls::SupportedPr
         return Err(format!("max_version {max} is older than min_version {min}"));
     }
     if hi < 12 {
-        return Err(format!("max_version {max}: promflow serves TLS 1.2 and 1.3 only"));
+        return Err(format!("max_version {max}: promflow speaks TLS 1.2 and 1.3 only"));
     }
     Ok([(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
         .into_iter()

@@ -8,8 +8,10 @@ use std::time::Duration;
 use promflow_config::KubernetesSdConfig;
 use serde::Deserialize;
 
-use crate::client::{base64_decode, builder, Tls};
+use crate::client::{base64_decode, builder};
 use crate::Error;
+use base64::Engine as _;
+use promflow_config::TlsConfig;
 
 /// Where a pod's service account files are mounted.
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -75,10 +77,8 @@ fn in_cluster(dir: &Path, timeout: Duration) -> Result<Connection, Error> {
     }
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let ca = dir.join("ca.crt");
-    let ca_pem = std::fs::read(&ca).map_err(|e| Error::Client(format!("reading {}: {e}", ca.display())))?;
-    let client = builder(Tls { ca_pem: Some(ca_pem), ..Tls::default() }, timeout)?
-        .build()
-        .map_err(|e| Error::Client(e.to_string()))?;
+    let tls = TlsConfig { ca_file: Some(ca.display().to_string()), ..TlsConfig::default() };
+    let client = builder(&tls, timeout)?.build().map_err(|e| Error::Client(e.to_string()))?;
     let mut conn = Connection::plain(&format!("https://{host}:{port}"), client);
     conn.token_file = Some(dir.join("token"));
     conn.own_namespace = std::fs::read_to_string(dir.join("namespace"))
@@ -159,30 +159,27 @@ fn kubeconfig(file: &Path, timeout: Duration) -> Result<Connection, Error> {
     let user = kc.users.iter().find(|u| u.name == context.user).map(|u| &u.item);
     let dir = file.parent().unwrap_or(Path::new("."));
     // inline data wins over a file, as in kubectl
-    let material = |data: &Option<String>,
-                    path: &Option<String>,
-                    what: &str|
-     -> Result<Option<Vec<u8>>, Error> {
-        if let Some(d) = data.as_deref().filter(|d| !d.is_empty()) {
-            let clean: String = d.chars().filter(|c| !c.is_whitespace()).collect();
-            return base64_decode(&clean).map(Some).ok_or_else(|| err(format!("{what}-data is not base64")));
-        }
-        match path.as_deref().filter(|p| !p.is_empty()) {
-            Some(p) => {
+    let material =
+        |data: &Option<String>, path: &Option<String>, what: &str| -> Result<Option<String>, Error> {
+            let pem = if let Some(d) = data.as_deref().filter(|d| !d.is_empty()) {
+                let clean: String = d.chars().filter(|c| !c.is_whitespace()).collect();
+                base64_decode(&clean).ok_or_else(|| err(format!("{what}-data is not base64")))?
+            } else if let Some(p) = path.as_deref().filter(|p| !p.is_empty()) {
                 let p = dir.join(p);
-                std::fs::read(&p).map(Some).map_err(|e| err(format!("reading {}: {e}", p.display())))
-            }
-            None => Ok(None),
-        }
-    };
-    let mut tls = Tls {
-        ca_pem: material(
+                std::fs::read(&p).map_err(|e| err(format!("reading {}: {e}", p.display())))?
+            } else {
+                return Ok(None);
+            };
+            String::from_utf8(pem).map(Some).map_err(|_| err(format!("{what}: not PEM text")))
+        };
+    let mut tls = TlsConfig {
+        ca: material(
             &cluster.certificate_authority_data,
             &cluster.certificate_authority,
             "certificate-authority",
         )?,
-        insecure: cluster.insecure_skip_tls_verify,
-        ..Tls::default()
+        insecure_skip_verify: cluster.insecure_skip_tls_verify,
+        ..TlsConfig::default()
     };
     let mut conn_auth = None;
     let mut token_file = None;
@@ -192,10 +189,9 @@ fn kubeconfig(file: &Path, timeout: Duration) -> Result<Connection, Error> {
         }
         let cert = material(&u.client_certificate_data, &u.client_certificate, "client-certificate")?;
         let key = material(&u.client_key_data, &u.client_key, "client-key")?;
-        if let (Some(mut cert), Some(key)) = (cert, key) {
-            cert.push(b'\n');
-            cert.extend(key);
-            tls.identity_pem = Some(cert);
+        if let (Some(cert), Some(key)) = (cert, key) {
+            tls.cert = Some(cert);
+            tls.key = Some(key);
         }
         if let Some(t) = u.token.as_deref().filter(|t| !t.is_empty()) {
             conn_auth = Some(format!("Bearer {t}"));
@@ -203,13 +199,13 @@ fn kubeconfig(file: &Path, timeout: Duration) -> Result<Connection, Error> {
             token_file = Some(dir.join(f));
         } else if let Some(name) = u.username.as_deref().filter(|n| !n.is_empty()) {
             let raw = format!("{name}:{}", u.password.as_deref().unwrap_or(""));
-            conn_auth = Some(format!("Basic {}", crate::client::base64(raw.as_bytes())));
+            conn_auth = Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)));
         }
     }
     if cluster.server.is_empty() {
         return Err(err(format!("cluster {:?} has no server", context.cluster)));
     }
-    let client = builder(tls, timeout)?.build().map_err(|e| err(e.to_string()))?;
+    let client = builder(&tls, timeout)?.build().map_err(|e| err(e.to_string()))?;
     let mut conn = Connection::plain(&cluster.server, client);
     conn.authorization = conn_auth;
     conn.token_file = token_file;
