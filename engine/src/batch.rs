@@ -65,6 +65,11 @@ impl QueryOptions {
         }
     }
 
+    /// What stops this query: its deadline and its cancellation.
+    fn stop(&self) -> Stop<'_> {
+        Stop { deadline: self.deadline, canceled: self.canceled.as_deref() }
+    }
+
     fn steps(&self) -> Vec<i64> {
         let mut v = Vec::new();
         let mut t = Some(self.start);
@@ -265,15 +270,30 @@ fn window_slice(samples: SampleSlice<'_>, b: WindowBounds) -> SampleSlice<'_> {
     samples.window(b.start, b.end)
 }
 
-impl Ctx<'_> {
-    fn check_deadline(&self) -> Result<(), Error> {
-        if self.opts.canceled.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+/// When a query must give up: checked before every operator and for every series (or group,
+/// or step) inside an operator's loops, so that neither a deadline nor a client that hung up
+/// waits for a whole operator.
+#[derive(Clone, Copy)]
+struct Stop<'a> {
+    deadline: Option<Instant>,
+    canceled: Option<&'a AtomicBool>,
+}
+
+impl Stop<'_> {
+    fn check(self) -> Result<(), Error> {
+        if self.canceled.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Canceled);
         }
-        match self.opts.deadline {
+        match self.deadline {
             Some(d) if Instant::now() > d => Err(Error::Timeout("expression evaluation")),
             _ => Ok(()),
         }
+    }
+}
+
+impl Ctx<'_> {
+    fn check_deadline(&self) -> Result<(), Error> {
+        self.opts.stop().check()
     }
 
     /// Refuses, before anything is allocated, an output of one value per step for each of
@@ -361,9 +381,10 @@ impl Ctx<'_> {
                 let l = self.eval_vector(lhs)?;
                 let r = self.eval_vector(rhs)?;
                 if op.is_set() {
-                    Value::Vector(set_op(*op, l, r, &key.grouping)?)
+                    Value::Vector(set_op(*op, l, r, &key.grouping, self.opts.stop())?)
                 } else {
-                    Value::Vector(join(*op, l, r, key, *return_bool, self.opts.delayed_name_removal)?)
+                    let delayed = self.opts.delayed_name_removal;
+                    Value::Vector(join(*op, l, r, key, *return_bool, delayed, self.opts.stop())?)
                 }
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => self.scalar_op(*op, lhs, rhs, *return_bool)?,
@@ -620,9 +641,11 @@ impl Ctx<'_> {
         for (i, (labels, _)) in r.series.iter().enumerate() {
             groups.entry(grouping_key(labels, grouping)).or_default().push(i);
         }
+        self.reserve_steps(groups.len())?;
         let mut out = Vec::with_capacity(groups.len());
         let mut vals = Vec::new();
         for (key, members) in groups {
+            self.check_deadline()?;
             let mut values = Vec::with_capacity(self.steps.len());
             for &step in &self.steps {
                 let b = r.bounds(step, self.query_start, self.query_end);
@@ -652,6 +675,7 @@ impl Ctx<'_> {
         let steps = self.steps.clone();
         let mut step_args = vec![0.0; arg_vals.len()];
         for s in v.iter_mut() {
+            self.check_deadline()?;
             for (i, val) in s.values.iter_mut().enumerate() {
                 if let Some(x) = val {
                     for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
@@ -805,9 +829,11 @@ impl Ctx<'_> {
         }
         // one output series per group, or per group and quantile for histogram_quantiles
         let outputs = if func == VectorFn::HistogramQuantiles { params.len() } else { 1 };
+        self.reserve_steps(groups.len().saturating_mul(outputs))?;
         let mut out = Vec::with_capacity(groups.len() * outputs);
         let mut buckets = Vec::new();
         for (labels, members) in groups {
+            self.check_deadline()?;
             let name = if self.opts.delayed_name_removal {
                 labels.get(METRIC_NAME).to_string()
             } else {
@@ -887,6 +913,7 @@ impl Ctx<'_> {
         let mut groups: Vec<Labels> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         for s in &v {
+            self.check_deadline()?;
             let key = grouping_key(&s.labels, grouping);
             let g = *index.entry(key.clone()).or_insert_with(|| {
                 groups.push(key);
@@ -944,6 +971,7 @@ impl Ctx<'_> {
             AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
                 let mut keep = vec![vec![None; n]; v.len()];
                 for step in 0..n {
+                    self.check_deadline()?;
                     let k = param_num[step];
                     if k.is_nan() {
                         return Err(Error::Execution("Parameter value is NaN".into()));
@@ -976,10 +1004,15 @@ impl Ctx<'_> {
                 let mut out: HashMap<Labels, Vec<Option<f64>>> = HashMap::new();
                 for (g, m) in members.iter().enumerate() {
                     for &i in m {
+                        self.check_deadline()?;
                         for step in 0..n {
                             if let Some(x) = v[i].values[step] {
                                 let mut l = groups[g].clone();
                                 l.set(&param_str, &crate::format::format_value(x));
+                                // every distinct value is a series of a value per step
+                                if !out.contains_key(&l) {
+                                    self.reserve_steps(out.len() + 1)?;
+                                }
                                 let e = out.entry(l).or_insert_with(|| vec![None; n]);
                                 e[step] = Some(e[step].unwrap_or(0.0) + 1.0);
                             }
@@ -994,6 +1027,7 @@ impl Ctx<'_> {
                 let mut out = Vec::with_capacity(groups.len());
                 let mut buf: Vec<f64> = Vec::new();
                 for (g, m) in members.iter().enumerate() {
+                    self.check_deadline()?;
                     let mut values = Vec::with_capacity(n);
                     for step in 0..n {
                         buf.clear();
@@ -1028,6 +1062,7 @@ impl Ctx<'_> {
         let mut v = self.eval_vector(vec_plan)?;
         let drop_name = !op.is_comparison() || return_bool;
         for s in v.iter_mut() {
+            self.check_deadline()?;
             for (i, val) in s.values.iter_mut().enumerate() {
                 if let Some(x) = *val {
                     let (a, b) = if scalar_left { (sc[i], x) } else { (x, sc[i]) };
@@ -1111,6 +1146,7 @@ impl Ctx<'_> {
         let all_match_empty = data.iter().all(|m| m.matches(""));
         let mut out = JoinOutput::new(n);
         for step in 0..n {
+            self.check_deadline()?;
             let mut by_sig: HashMap<Vec<String>, (&Labels, f64)> = HashMap::new();
             for s in &info_series {
                 let Some(t) = s.values[step] else { continue };
@@ -1357,12 +1393,19 @@ fn merge_same_labels(v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
     Ok(out)
 }
 
-fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Result<Vec<StepSeries>, Error> {
+fn set_op(
+    op: BinOp,
+    l: Vec<StepSeries>,
+    r: Vec<StepSeries>,
+    g: &Grouping,
+    stop: Stop<'_>,
+) -> Result<Vec<StepSeries>, Error> {
     let n = l.first().or(r.first()).map(|s| s.values.len()).unwrap_or(0);
     let sig = |s: &StepSeries| grouping_key(&s.labels, g);
     // per signature, at which steps the other side has a value
     let mut rsig: HashMap<Labels, Vec<bool>> = HashMap::new();
     for s in &r {
+        stop.check()?;
         let e = rsig.entry(sig(s)).or_insert_with(|| vec![false; n]);
         for (i, v) in s.values.iter().enumerate() {
             e[i] |= v.is_some();
@@ -1371,23 +1414,26 @@ fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Re
     match op {
         BinOp::And | BinOp::Unless => {
             let want = op == BinOp::And;
-            Ok(l.into_iter()
-                .map(|mut s| {
-                    let present = rsig.get(&sig(&s));
-                    for (i, v) in s.values.iter_mut().enumerate() {
-                        let has = present.is_some_and(|p| p[i]);
-                        if has != want {
-                            *v = None;
-                        }
+            let mut out = Vec::with_capacity(l.len());
+            for mut s in l {
+                stop.check()?;
+                let present = rsig.get(&sig(&s));
+                for (i, v) in s.values.iter_mut().enumerate() {
+                    let has = present.is_some_and(|p| p[i]);
+                    if has != want {
+                        *v = None;
                     }
-                    s
-                })
-                .filter(|s| s.values.iter().any(|x| x.is_some()))
-                .collect())
+                }
+                if s.values.iter().any(|x| x.is_some()) {
+                    out.push(s);
+                }
+            }
+            Ok(out)
         }
         _ => {
             let mut lsig: HashMap<Labels, Vec<bool>> = HashMap::new();
             for s in &l {
+                stop.check()?;
                 let e = lsig.entry(sig(s)).or_insert_with(|| vec![false; n]);
                 for (i, v) in s.values.iter().enumerate() {
                     e[i] |= v.is_some();
@@ -1395,6 +1441,7 @@ fn set_op(op: BinOp, l: Vec<StepSeries>, r: Vec<StepSeries>, g: &Grouping) -> Re
             }
             let mut out = l;
             for mut s in r {
+                stop.check()?;
                 if let Some(p) = lsig.get(&sig(&s)) {
                     for (i, v) in s.values.iter_mut().enumerate() {
                         if p[i] {
@@ -1420,6 +1467,7 @@ fn join(
     key: &crate::plan::JoinKey,
     return_bool: bool,
     delayed_name_removal: bool,
+    stop: Stop<'_>,
 ) -> Result<Vec<StepSeries>, Error> {
     let n = lhs.first().or(rhs.first()).map_or(0, |s| s.values.len());
     let (g, card) = (&key.grouping, &key.card);
@@ -1443,6 +1491,7 @@ fn join(
     let mut seen_many: HashMap<(Labels, usize), ()> = HashMap::new();
     let no_labels = Labels::new();
     for m in &many {
+        stop.check()?;
         let sig = grouping_key(&m.labels, g);
         let candidates = by_sig.get(&sig).map(Vec::as_slice).unwrap_or(&[]);
         for step in 0..n {
@@ -1482,6 +1531,7 @@ fn join(
         // one-side series whose group has no many-side value at a step: the match group's
         // labels, with the fill value standing in for the many side
         for (oi, o) in one.iter().enumerate() {
+            stop.check()?;
             for step in 0..n {
                 let Some(ov) = o.values[step] else { continue };
                 if seen_many.contains_key(&(one_sigs[oi].clone(), step)) {
