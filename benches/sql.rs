@@ -131,6 +131,7 @@ fn main() {
         lookback_ms: LOOKBACK_MS,
         max_samples: MAX_SAMPLES,
         timeout: Duration::from_secs(600),
+        canceled: None,
     };
     println!(
         "{n} series, {history_min} min of history at 15 s ({} samples), {runs} runs each way, medians\n",

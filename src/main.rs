@@ -364,14 +364,23 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         lookback_ms: millis(flags.lookback_delta),
         max_samples: flags.query_max_samples,
         timeout: flags.query_timeout,
+        canceled: None,
     };
     let sql_querier: Arc<dyn promflow_storage::Querier> = db.clone();
+    let sql_query_slots = Arc::clone(&state.query_slots);
     runtime.block_on(async move {
         if let Some(addr) = &flags.sql_listen_address {
             let listener =
                 tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
             info!(address = %addr, "serving SQL on the PostgreSQL wire protocol");
-            tokio::spawn(promflow_sql::pg::serve(listener, sql_querier, sql_settings, Arc::clone(&web)));
+            let serve = promflow_sql::pg::serve(
+                listener,
+                sql_querier,
+                sql_settings,
+                sql_query_slots,
+                Arc::clone(&web),
+            );
+            tokio::spawn(serve);
         }
         let app = promflow_http::router(state, &route_prefix);
         let mut servers = Vec::new();

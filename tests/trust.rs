@@ -183,6 +183,123 @@ fn queries_wait_for_one_of_max_concurrency_slots_and_a_hung_up_client_frees_its_
     assert!(answered.is_some(), "the abandoned query kept its slot:\n{}", s.logs());
 }
 
+/// A correlated subquery run once per row of `pg_attribute` over `seed_metrics`' 300
+/// metrics: minutes of work in little memory.
+const SLOW_SQL: &str =
+    "SELECT count(*) FROM pg_attribute a WHERE EXISTS (SELECT 1 FROM pg_class b, pg_class c \
+     WHERE b.relname = c.relname AND b.oid = a.attrelid AND c.oid <> a.attrelid)";
+
+/// 300 metrics of 6 columns: `pg_attribute` has about 1,800 rows.
+fn seed_metrics(s: &Server) {
+    let ts: Vec<_> = (0..300)
+        .map(|i| {
+            series(&[("__name__", &format!("m{i}")), ("a", "1"), ("b", "2"), ("c", "3")], &[(now_ms(), 1.0)])
+        })
+        .collect();
+    assert_eq!(remote_write(s, ts).0, 204);
+}
+
+/// Runs `sql` over the wire protocol with psycopg and sends a cancel request (libpq's, as
+/// psql's Ctrl-C) `cancel_after` seconds after it was sent; `on_sent` runs meanwhile. Returns
+/// psycopg's SQLSTATE (`null` when the statement answered) and how long it ran, or `None`
+/// without psycopg.
+fn cancel_over_the_wire(
+    port: u16,
+    sql: &str,
+    cancel_after: f64,
+    on_sent: impl FnOnce(),
+) -> Option<serde_json::Value> {
+    const SCRIPT: &str = r#"
+import json, sys, threading, time
+import psycopg
+port, sql, after = sys.argv[1], sys.argv[2], float(sys.argv[3])
+conn = psycopg.connect(f"host=127.0.0.1 port={port} user=promflow dbname=promflow", autocommit=True)
+result = {}
+def run():
+    started = time.monotonic()
+    try:
+        conn.execute(sql).fetchall()
+        result["sqlstate"] = None
+    except psycopg.Error as e:
+        result["sqlstate"], result["message"] = e.sqlstate, str(e)
+    result["seconds"] = time.monotonic() - started
+worker = threading.Thread(target=run)
+worker.start()
+print("sent", flush=True)
+time.sleep(after)
+(getattr(conn, "cancel_safe", None) or conn.cancel)()
+worker.join(120)
+print(json.dumps(result), flush=True)
+"#;
+    if !Command::new("python3").args(["-c", "import psycopg"]).status().is_ok_and(|s| s.success()) {
+        assert!(std::env::var("CI").is_err(), "psycopg is not installed; .ci/run installs it from PyPI");
+        eprintln!("SKIP: psycopg is not installed");
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT, &port.to_string(), sql, &cancel_after.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("sent"));
+    on_sent();
+    let result = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = child.wait();
+    Some(serde_json::from_str(&result).unwrap_or_else(|e| panic!("{e}: {result:?}")))
+}
+
+#[test]
+fn sql_statements_take_query_slots_and_stop_when_their_client_leaves_or_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql_port = free_port();
+    let s = start_promflow(
+        dir.path(),
+        "",
+        &[
+            "--web.enable-remote-write-receiver",
+            "--query.max-concurrency=1",
+            "--query.timeout=5m",
+            &format!("--sql.listen-address=127.0.0.1:{sql_port}"),
+        ],
+    );
+    seed_metrics(&s);
+    let fast = "/api/v1/query?query=1%2B1&timeout=1s";
+    let queued = |s: &Server| {
+        let (code, v) = s.get_json(fast);
+        assert_eq!((code, v["errorType"].as_str()), (503, Some("timeout")), "{v}");
+        assert!(v["error"].as_str().unwrap().contains("queue"), "{v}");
+    };
+    let slot_freed = |s: &Server, by: &str| {
+        let answered = wait_for(Duration::from_secs(20), || (s.get_json(fast).0 == 200).then_some(()));
+        assert!(answered.is_some(), "{by} kept its slot:\n{}", s.logs());
+    };
+
+    // over HTTP: the statement holds the one slot until its client hangs up
+    let url = s.url("/api/v1/sql");
+    let client = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(6)).build().unwrap();
+        let answer = client.post(&url).form(&[("query", SLOW_SQL)]).send();
+        assert!(answer.is_err(), "the slow statement answered within 6 s");
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    queued(&s);
+    client.join().unwrap();
+    slot_freed(&s, "a statement whose HTTP client hung up");
+
+    // over the wire protocol: the same slots, and a cancel request stops the statement
+    let canceled = cancel_over_the_wire(sql_port, SLOW_SQL, 4.0, || {
+        std::thread::sleep(Duration::from_millis(1500));
+        queued(&s);
+    });
+    if let Some(v) = canceled {
+        assert_eq!(v["sqlstate"], "57014", "{v}");
+        assert!(v["message"].as_str().unwrap().contains("user request"), "{v}");
+        assert!(v["seconds"].as_f64().unwrap() < 20.0, "{v}");
+        slot_freed(&s, "a canceled wire-protocol statement");
+    }
+}
+
 #[test]
 fn a_target_relabelled_to_another_scheme_is_dropped_not_linked() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,13 +379,7 @@ fn small_bodies_cannot_become_huge_labels_and_errors_stay_short() {
 fn catalog_queries_are_bounded_in_rows_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver", "--query.timeout=3s"]);
-    // 300 metrics of 6 columns: pg_attribute has ~1,800 rows
-    let ts: Vec<_> = (0..300)
-        .map(|i| {
-            series(&[("__name__", &format!("m{i}")), ("a", "1"), ("b", "2"), ("c", "3")], &[(now_ms(), 1.0)])
-        })
-        .collect();
-    assert_eq!(remote_write(&s, ts).0, 204);
+    seed_metrics(&s);
     let sql = |q: &str| s.post_form("/api/v1/sql", &[("query", q)]);
     let rss_before = rss_kib(s.child.id());
     let (code, v) = sql("SELECT count(*) FROM pg_attribute a, pg_attribute b, pg_attribute c");
@@ -278,9 +389,7 @@ fn catalog_queries_are_bounded_in_rows_and_time() {
     // a correlated subquery runs once per row (1,800 times 90,000 pairs here): the
     // statement's timeout stops it
     let started = std::time::Instant::now();
-    let (code, v) =
-        sql("SELECT count(*) FROM pg_attribute a WHERE EXISTS (SELECT 1 FROM pg_class b, pg_class c \
-         WHERE b.relname = c.relname AND b.oid = a.attrelid AND c.oid <> a.attrelid)");
+    let (code, v) = sql(SLOW_SQL);
     assert_eq!((code, v["errorType"].as_str()), (503, Some("timeout")), "{v}");
     assert!(started.elapsed() < Duration::from_secs(20), "ran {:?} past a 3 s timeout", started.elapsed());
     assert_eq!(s.get_text("/-/healthy").0, 200);

@@ -165,7 +165,7 @@ fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_e
 
 /// Sets its flag when dropped: when the handler's future is dropped because the client
 /// hung up, the query it started stops at its next check.
-struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

@@ -2,6 +2,9 @@
 //! (`promflow_sql`), evaluated by the batch executor, answered as columns and rows in JSON,
 //! or as an Arrow IPC stream for a client that accepts one.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
@@ -60,11 +63,15 @@ pub(crate) async fn sql(
     let statement = promflow_sql::compile(&text, now)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
     let p = params(&q, &headers, &body);
+    let canceled = Arc::new(AtomicBool::new(false));
     let settings = Settings {
         lookback_ms: lookback(&state, &p)?,
         max_samples: state.query.max_samples,
         timeout: query_timeout(&state, &p)?,
+        canceled: Some(Arc::clone(&canceled)),
     };
+    // dropped with this future when the client hangs up: the statement stops at its next check
+    let _cancel = crate::api::CancelOnDrop(canceled);
     let arrow = accepts_arrow(&headers);
     let slot = crate::api::query_slot(&state, Some(std::time::Instant::now() + settings.timeout)).await?;
     // the answer is encoded off the async threads too: it can be as long as the query
@@ -72,6 +79,7 @@ pub(crate) async fn sql(
         let _slot = slot;
         let rows = statement.execute(state.db.as_ref(), &settings).map_err(|e| match e {
             ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
+            ExecError::Engine(promflow_engine::Error::Canceled) => ApiError::canceled(e.to_string()),
             ExecError::NoTable(_) | ExecError::Catalog(_) => {
                 ApiError::bad_data(format!("invalid parameter \"query\": {e}"))
             }

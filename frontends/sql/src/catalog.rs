@@ -262,6 +262,8 @@ struct Catalog<'a> {
     metrics: Option<Metrics<'a>>,
     /// When the statement must give up (`--query.timeout`).
     deadline: std::time::Instant,
+    /// Set when nobody waits for the answer any more.
+    canceled: Option<&'a std::sync::atomic::AtomicBool>,
     /// The common table expressions in scope, innermost last.
     ctes: Vec<(String, Relation)>,
     /// For the `SELECT` whose `FROM` is being read: each metric table's own `WHERE`
@@ -310,9 +312,12 @@ impl Catalog<'_> {
         Ok(())
     }
 
-    /// Whether the statement is still within its deadline; checked by every (sub)query run,
-    /// so that correlated subqueries, run once per row, stop too.
+    /// Whether the statement is still within its deadline and wanted; checked by every
+    /// (sub)query run, so that correlated subqueries, run once per row, stop too.
     fn check_deadline(&self) -> Result<(), ExecError> {
+        if self.canceled.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(ExecError::Engine(promflow_engine::Error::Canceled));
+        }
         if std::time::Instant::now() > self.deadline {
             return Err(ExecError::Engine(promflow_engine::Error::Timeout("evaluating the statement")));
         }
@@ -565,19 +570,20 @@ impl Scope<'_> {
     }
 }
 
-/// Answers a catalog query from `querier`.
-pub(crate) fn answer(
+/// Answers a catalog query from `querier` within `settings`' timeout.
+pub(crate) fn answer<'a>(
     query: &ast::Query,
-    querier: &dyn Querier,
-    metrics: Option<Metrics>,
-    deadline: std::time::Instant,
+    querier: &'a dyn Querier,
+    metrics: Option<Metrics<'a>>,
+    settings: &'a crate::exec::Settings,
 ) -> Result<Rows, ExecError> {
     let mut catalog = Catalog {
         querier,
         tables: None,
         with_columns: false,
         metrics,
-        deadline,
+        deadline: std::time::Instant::now() + settings.timeout,
+        canceled: settings.canceled.as_deref(),
         ctes: Vec::new(),
         own: Vec::new(),
     };

@@ -1,6 +1,8 @@
 //! Running a compiled statement against storage with the batch executor: what both the
 //! HTTP endpoint and the PostgreSQL wire protocol answer.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promflow_engine::QueryOptions;
@@ -21,6 +23,9 @@ pub struct Settings {
     pub max_samples: usize,
     /// How long a statement may run.
     pub timeout: Duration,
+    /// Set when nobody waits for the answer any more (the client hung up or sent a cancel
+    /// request): the statement stops where it would stop for its deadline.
+    pub canceled: Option<Arc<AtomicBool>>,
 }
 
 /// Why a statement that compiled could not be answered.
@@ -75,12 +80,10 @@ impl Statement {
                 }
                 Ok(Rows::describe(&names))
             }
-            Statement::Catalog(query) => {
-                crate::catalog::answer(query, querier, None, Instant::now() + settings.timeout)
-            }
+            Statement::Catalog(query) => crate::catalog::answer(query, querier, None, settings),
             Statement::Relational(query, now) => {
                 let metrics = crate::catalog::Metrics { settings, now: *now };
-                crate::catalog::answer(query, querier, Some(metrics), Instant::now() + settings.timeout)
+                crate::catalog::answer(query, querier, Some(metrics), settings)
             }
             Statement::Select(query) => run(query, querier, settings, Instant::now() + settings.timeout),
         }
@@ -108,7 +111,7 @@ pub(crate) fn run(
                 deadline: Some(deadline),
                 delayed_name_removal: false,
                 range_query: eval.start != eval.end,
-                canceled: None,
+                canceled: settings.canceled.clone(),
             };
             segments.push(promflow_engine::evaluate(plan, &querier, &opts)?.result);
         }

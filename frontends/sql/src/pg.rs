@@ -7,13 +7,16 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::{stream, Sink};
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -22,12 +25,14 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use promflow_config::web::{Access, WebGuard};
 use promflow_storage::Querier;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::bind::{self, Param};
 use crate::compile::{ColumnKind, Source, Statement};
@@ -43,6 +48,10 @@ const DESCRIBED_MAX: usize = 64;
 struct Handler {
     querier: Arc<dyn Querier>,
     settings: Settings,
+    /// `--query.max-concurrency`'s slots, shared with the HTTP API.
+    slots: Arc<Semaphore>,
+    /// The sessions running a statement, by the key their cancel requests carry.
+    running: Arc<ConnectionManager>,
     /// Answers computed to describe a portal (drivers describe, then execute, in one round
     /// trip), by client and portal, taken by the execution so the query runs once.
     described: Mutex<HashMap<Bound, Rows>>,
@@ -164,25 +173,52 @@ fn compile(sql: &str) -> PgWireResult<Statement> {
 }
 
 impl Handler {
-    /// Compiles and runs `sql` off the async threads.
-    async fn rows(&self, sql: &str) -> PgWireResult<Rows> {
+    /// Compiles and runs `sql` off the async threads, in one of `--query.max-concurrency`'s
+    /// slots (the wait counts toward the timeout, as for the HTTP API), until it ends or the
+    /// session's cancel request (`session` is its process id and secret key) arrives.
+    async fn rows(&self, session: (i32, SecretKey), sql: &str) -> PgWireResult<Rows> {
         let statement = compile(sql)?;
-        let (querier, settings) = (Arc::clone(&self.querier), self.settings.clone());
-        tokio::task::spawn_blocking(move || statement.execute(querier.as_ref(), &settings))
-            .await
-            .map_err(|e| error("XX000", format!("query panicked: {e}")))?
-            .map_err(|e| match e {
-                ExecError::NoTable(_) => error("42P01", e.to_string()),
-                ExecError::Catalog(_) => error("0A000", e.to_string()),
-                ExecError::Engine(promflow_engine::Error::Timeout(_)) => error("57014", e.to_string()),
-                e => error("XX000", e.to_string()),
-            })
+        let deadline = Instant::now() + self.settings.timeout;
+        let slot = match tokio::time::timeout(self.settings.timeout, Arc::clone(&self.slots).acquire_owned()).await
+        {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(error("57014", "canceling statement due to statement timeout: no query slot became free (--query.max-concurrency)".into())),
+        };
+        let canceled = Arc::new(AtomicBool::new(false));
+        let settings = Settings {
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            canceled: Some(Arc::clone(&canceled)),
+            ..self.settings.clone()
+        };
+        let (session, _registered) = self.running.register(session.0, session.1);
+        let cancel_request = session.start_query().await;
+        let querier = Arc::clone(&self.querier);
+        let mut work = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            statement.execute(querier.as_ref(), &settings)
+        });
+        let outcome = tokio::select! {
+            done = &mut work => done,
+            Ok(()) = cancel_request => {
+                canceled.store(true, Ordering::Relaxed);
+                work.await
+            }
+        };
+        outcome.map_err(|e| error("XX000", format!("query panicked: {e}")))?.map_err(|e| match e {
+            ExecError::NoTable(_) => error("42P01", e.to_string()),
+            ExecError::Catalog(_) => error("0A000", e.to_string()),
+            ExecError::Engine(promflow_engine::Error::Timeout(_)) => error("57014", e.to_string()),
+            ExecError::Engine(promflow_engine::Error::Canceled) => {
+                error("57014", "canceling statement due to user request".into())
+            }
+            e => error("XX000", e.to_string()),
+        })
     }
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -194,7 +230,7 @@ impl SimpleQueryHandler for Handler {
         if let Some(tag) = session_command(query) {
             return Ok(vec![session_response(tag)]);
         }
-        Ok(vec![response(&self.rows(query).await?, &Format::UnifiedText)?])
+        Ok(vec![response(&self.rows(client.pid_and_secret_key(), query).await?, &Format::UnifiedText)?])
     }
 }
 
@@ -320,10 +356,10 @@ fn bound(client: SocketAddr, portal: &Portal<Prepared>) -> Bound {
 
 impl Handler {
     /// Runs the portal's statement with its parameters.
-    async fn run_portal(&self, portal: &Portal<Prepared>) -> PgWireResult<Rows> {
+    async fn run_portal(&self, session: (i32, SecretKey), portal: &Portal<Prepared>) -> PgWireResult<Rows> {
         let sql = bind::substitute(&portal.statement.statement.sql, &parameters(portal)?)
             .map_err(|e| error("08P01", e.to_string()))?;
-        self.rows(&sql).await
+        self.rows(session, &sql).await
     }
 }
 
@@ -338,7 +374,7 @@ impl ExtendedQueryHandler for Handler {
 
     async fn do_describe_statement<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         target: &StoredStatement<Prepared>,
     ) -> PgWireResult<DescribeStatementResponse>
     where
@@ -360,7 +396,7 @@ impl ExtendedQueryHandler for Handler {
             .map_err(|e| error("42601", e.to_string()))?;
         let columns = match compile(&nulls)? {
             Statement::Select(q) if !q.columns.iter().any(|c| c.source == Source::Star) => q.columns,
-            _ => self.rows(&nulls).await?.columns,
+            _ => self.rows(client.pid_and_secret_key(), &nulls).await?.columns,
         };
         Ok(DescribeStatementResponse::new(types, fields(&columns, &Format::UnifiedText)))
     }
@@ -379,7 +415,7 @@ impl ExtendedQueryHandler for Handler {
         if session_command(&portal.statement.statement.sql).is_some() {
             return Ok(DescribePortalResponse::new(Vec::new()));
         }
-        let rows = self.run_portal(portal).await?;
+        let rows = self.run_portal(client.pid_and_secret_key(), portal).await?;
         let described = fields(&rows.columns, &portal.result_column_format);
         let mut kept = self.described.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() >= DESCRIBED_MAX {
@@ -411,7 +447,7 @@ impl ExtendedQueryHandler for Handler {
             .remove(&bound(client.socket_addr(), portal));
         let rows = match described {
             Some(rows) => rows,
-            None => self.run_portal(portal).await?,
+            None => self.run_portal(client.pid_and_secret_key(), portal).await?,
         };
         response(&rows, &portal.result_column_format)
     }
@@ -511,12 +547,24 @@ impl PgWireServerHandlers for Handlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::clone(&self.startup)
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(Arc::clone(&self.handler.running)))
+    }
 }
 
 /// Serves the wire protocol on `listener` until the task is dropped, with the users and the
-/// TLS of `web`.
-pub async fn serve(listener: TcpListener, querier: Arc<dyn Querier>, settings: Settings, web: Arc<WebGuard>) {
-    let handler = Arc::new(Handler { querier, settings, described: Mutex::default() });
+/// TLS of `web`; statements run in `slots` (`--query.max-concurrency`'s, shared with the HTTP
+/// API) and stop at a cancel request (psql's Ctrl-C).
+pub async fn serve(
+    listener: TcpListener,
+    querier: Arc<dyn Querier>,
+    settings: Settings,
+    slots: Arc<Semaphore>,
+    web: Arc<WebGuard>,
+) {
+    let running = Arc::new(ConnectionManager::new());
+    let handler = Arc::new(Handler { querier, settings, slots, running, described: Mutex::default() });
     let startup = Arc::new(Startup {
         web: Arc::clone(&web),
         password: CleartextPasswordAuthStartupHandler::new(
