@@ -540,11 +540,60 @@ fn scrapes_honour_tls_config_and_basic_auth() {
 }
 
 #[test]
+fn client_certificates_must_carry_one_of_the_allowed_sans() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.issue(
+        "alice",
+        "extendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://example.org/alice,email:alice@example.org",
+    );
+    pki.issue("bob", "extendedKeyUsage=clientAuth\nsubjectAltName=IP:10.1.2.3");
+    pki.issue("carol", "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:carol.example");
+    let web = mutual_tls_web_config(
+        dir.path(),
+        "  client_allowed_sans: ['spiffe://example.org/alice', '10.1.2.3']\n",
+    );
+    let s = start(dir.path(), &[&format!("--web.config.file={}", web.display())]);
+    let url = format!("https://127.0.0.1:{}/-/healthy", s.port);
+    let ca = pki.path("ca.crt");
+    let with = |name: &str| {
+        let (cert, key) = (pki.path(&format!("{name}.crt")), pki.path(&format!("{name}.key")));
+        curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &url]).0
+    };
+    assert_eq!(with("alice"), 200, "a URI SAN that is allowed");
+    assert_eq!(with("bob"), 200, "an IP SAN that is allowed");
+    assert_eq!(with("carol"), 0, "a DNS SAN that is not");
+    assert_eq!(with("client"), 0, "no SAN at all");
+    // a certificate that is not required cannot be matched: refused at start-up
+    let loose = dir.path().join("loose.yml");
+    let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n  client_allowed_sans: [x]\n";
+    std::fs::write(&loose, tls).unwrap();
+    let log = refused_start(dir.path(), &[&format!("--web.config.file={}", loose.display())]);
+    assert!(log.contains("client_allowed_sans requires"), "{log}");
+}
+
+#[test]
+fn the_rate_limit_answers_429_beyond_its_burst_and_refills() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, format!("rate_limit:\n  burst: 3\n  interval: 2s\n{}", users_yaml())).unwrap();
+    let s = start(dir.path(), &[&format!("--web.config.file={}", web.display())]);
+    let good = format!("{USER}:{PASSWORD}");
+    let codes: Vec<u16> = (0..5).map(|_| curl(&["-u", &good, &s.url("/-/healthy")]).0).collect();
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    // the limit comes before the credentials: a wrong password beyond it is 429, not 401
+    assert_eq!(curl(&["-u", &format!("{USER}:wrong"), &s.url("/-/healthy")]).0, 429);
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(curl(&["-u", &good, &s.url("/-/healthy")]).0, 200, "one token back after the interval");
+    assert_eq!(curl(&["-u", &good, &s.url("/-/healthy")]).0, 429);
+}
+
+#[test]
 fn settings_promflow_cannot_honour_stop_it_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     for (yaml, says) in [
         ("basic_auth_users:\n  alice: not-a-hash\n", "not a bcrypt hash"),
-        ("rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit"),
+        ("rate_limit:\n  interval: soon\n  burst: 5\n", "soon"),
         ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
         ("tls_server_config:\n  cert_file: a.crt\n", "missing key_file"),
         (

@@ -22,7 +22,6 @@ use rustls::{DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use crate::config::join_dir;
-use crate::yaml::YamlValue;
 use crate::Error;
 
 config_struct! {
@@ -84,9 +83,56 @@ config_struct! {
         /// User name → bcrypt hash of the password; empty lets everyone in.
         #[serde(deserialize_with = "crate::yaml::nullable")]
         pub basic_auth_users: BTreeMap<String, String> = BTreeMap::new(),
-        /// The toolkit's request rate limit: refused, promflow has none.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub rate_limit: Option<YamlValue> = None,
+        /// A limit on the rate of requests, over all clients.
+        #[serde(deserialize_with = "crate::yaml::nullable")]
+        pub rate_limit: RateLimitConfig = RateLimitConfig::default(),
+    }
+}
+
+config_struct! {
+    /// `rate_limit`: a token bucket over every request of every listener, as the toolkit's
+    /// (Go's `rate.Limiter`): `burst` requests at once, one more every `interval`; a request
+    /// beyond gets 429 before its credentials are checked. Off while `interval` is 0.
+    pub struct RateLimitConfig {
+        /// Requests allowed at once (the bucket's size); 0 with an interval refuses all.
+        pub burst: u32 = 0,
+        /// Time between two requests at the sustained rate.
+        #[serde(with = "crate::duration::serde_duration")]
+        pub interval: Duration = Duration::ZERO,
+    }
+}
+
+/// The rate limit in force: Go's `rate.Limiter` with `Allow`, a bucket of `burst` tokens that
+/// starts full and gains one every `interval`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    burst: f64,
+    interval: Duration,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// The limiter of `config`, `None` when it is off.
+    pub fn new(config: &RateLimitConfig) -> Option<RateLimiter> {
+        (!config.interval.is_zero()).then(|| RateLimiter {
+            burst: f64::from(config.burst),
+            interval: config.interval,
+            bucket: Mutex::new((f64::from(config.burst), Instant::now())),
+        })
+    }
+
+    /// Whether one more request may pass now; takes its token if so.
+    pub fn allow(&self) -> bool {
+        let mut bucket = lock(&self.bucket);
+        let now = Instant::now();
+        let gained = now.duration_since(bucket.1).as_secs_f64() / self.interval.as_secs_f64();
+        *bucket = ((bucket.0 + gained).min(self.burst), now);
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -146,9 +192,6 @@ impl WebConfig {
                 *p = join_dir(&dir, p);
             }
         }
-        if cfg.rate_limit.is_some() {
-            return Err(fail("rate_limit is not supported by promflow; remove it".into()));
-        }
         for (user, hash) in &cfg.basic_auth_users {
             hash.parse::<bcrypt::HashParts>()
                 .map_err(|e| fail(format!("basic_auth_users: user {user:?}: not a bcrypt hash: {e}")))?;
@@ -206,9 +249,10 @@ fn tls_settings(t: &TlsServerConfig) -> Result<Arc<ServerConfig>, String> {
     if client_auth.verifies() && client_ca.is_none() {
         return Err(format!("client_auth_type {} needs client_ca_file or client_ca", t.client_auth_type));
     }
-    if !t.client_allowed_sans.is_empty() {
-        return Err("client_allowed_sans is not supported by promflow; remove it or verify client \
-                    certificates with client_ca_file alone"
+    let certificate_required = matches!(client_auth, ClientAuth::RequireAny | ClientAuth::RequireAndVerify);
+    if !t.client_allowed_sans.is_empty() && !certificate_required {
+        return Err("client_allowed_sans requires client_auth_type to be one of RequireAnyClientCert or \
+                    RequireAndVerifyClientCert"
             .into());
     }
     let mut provider = (*provider).clone();
@@ -269,6 +313,13 @@ fn tls_settings(t: &TlsServerConfig) -> Result<Arc<ServerConfig>, String> {
             Some(b.build().map_err(|e| format!("client CA: {e}"))?)
         }
         (_, None) => unreachable!("checked above"),
+    };
+    let verifier = match verifier {
+        Some(inner) if !t.client_allowed_sans.is_empty() => {
+            Some(Arc::new(AllowedSans { inner, allowed: t.client_allowed_sans.clone() })
+                as Arc<dyn ClientCertVerifier>)
+        }
+        v => v,
     };
     let builder = match verifier {
         Some(v) => builder.with_client_cert_verifier(v),
@@ -462,6 +513,110 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// `client_allowed_sans`: a client certificate, once `inner` accepts it, must carry one of
+/// `allowed` among its subject alternative names (DNS names, email addresses, IP addresses
+/// and URIs, compared as strings, as the exporter toolkit does).
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let sans = subject_alt_names(end_entity).map_err(rejected)?;
+        if sans.iter().any(|san| self.allowed.contains(san)) {
+            Ok(verified)
+        } else {
+            // the reason reaches the log of the failed handshake, not the client
+            Err(rejected(format!("could not find allowed SANs in client cert, found: {sans:?}")))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A client certificate refused for `why`.
+fn rejected(why: String) -> rustls::Error {
+    let why = rustls::OtherError(Arc::new(std::io::Error::other(why)));
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(why))
+}
+
+/// A certificate's subject alternative names as Go writes them: DNS names, email addresses,
+/// IP addresses (`192.0.2.1`, `2001:db8::1`) and URIs.
+fn subject_alt_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    use x509_cert::der::asn1::ObjectIdentifier;
+    use x509_cert::der::Decode;
+    const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let cert =
+        x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| format!("client certificate: {e}"))?;
+    let mut out = Vec::new();
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        if ext.extn_id != SUBJECT_ALT_NAME {
+            continue;
+        }
+        let names = SubjectAltName::from_der(ext.extn_value.as_bytes())
+            .map_err(|e| format!("client certificate's subjectAltName: {e}"))?;
+        for name in names.0 {
+            match name {
+                GeneralName::DnsName(s)
+                | GeneralName::Rfc822Name(s)
+                | GeneralName::UniformResourceIdentifier(s) => out.push(s.to_string()),
+                GeneralName::IpAddress(ip) => {
+                    let bytes = ip.as_bytes();
+                    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+                        out.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+                        out.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What a listener enforces, built from one reading of the web configuration.
 pub struct WebSettings {
     /// The configuration as read.
@@ -493,6 +648,8 @@ pub struct WebGuard {
     verified: Mutex<std::collections::HashSet<CacheKey>>,
     /// One bcrypt run at a time: a flood of wrong passwords costs one core, not all.
     bcrypt: Mutex<()>,
+    /// `rate_limit` as read at start-up (the toolkit builds it once, when it starts serving).
+    rate: Option<RateLimiter>,
 }
 
 struct GuardState {
@@ -525,7 +682,12 @@ impl WebGuard {
             None => WebSettings { config: WebConfig::default(), tls: None },
         };
         let stamps = path.map(|p| file_stamps(p, &settings.config)).unwrap_or_default();
+        let rate = RateLimiter::new(&settings.config.rate_limit);
+        if let Some(r) = &rate {
+            tracing::info!(burst = r.burst, interval = ?r.interval, "request rate limit is on");
+        }
         Ok(WebGuard {
+            rate,
             path: path.map(Path::to_path_buf),
             state: Mutex::new(GuardState {
                 current: Ok(Arc::new(settings)),
@@ -566,6 +728,11 @@ impl WebGuard {
             }
         }
         st.current.clone()
+    }
+
+    /// Whether `rate_limit` lets one more request in now (always, without one).
+    pub fn allow_request(&self) -> bool {
+        self.rate.as_ref().is_none_or(RateLimiter::allow)
     }
 
     /// Whether basic authentication is required at all.

@@ -151,10 +151,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Basic authentication from `basic_auth_users`, for every path: missing or wrong
-/// credentials get 401 with a `WWW-Authenticate` challenge, an unreadable web configuration
+/// `rate_limit` (429 beyond it, before anything else), then basic authentication from
+/// `basic_auth_users`, for every path: missing or wrong credentials get 401 with a `WWW-Authenticate` challenge, an unreadable web configuration
 /// 500 (fail closed). bcrypt runs on a blocking thread.
 pub(crate) async fn authenticate(State(web): State<Arc<WebGuard>>, req: Request, next: Next) -> Response {
+    if !web.allow_request() {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
     if !web.requires_auth() && web.current().is_ok() {
         return next.run(req).await;
     }
