@@ -826,7 +826,7 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_honour() {
         for (yaml, want) in [
-            ("rate_limit: {interval: 1s, burst: 10}", "rate_limit is not supported"),
+            ("rate_limit: {interval: often, burst: 10}", "often"),
             ("basic_auth_users: {alice: plain}", "not a bcrypt hash"),
             ("http_server_config: {headers: {Server: x}}", "can not be configured"),
             ("http_server_config: {headers: {X-Frame-Options: allow}}", "Expected one of"),
@@ -842,6 +842,22 @@ mod tests {
         assert_eq!(tls_versions("TLS13", "").unwrap().len(), 1);
         assert!(cipher_suite("TLS_FOO").is_err());
         assert_eq!(cipher_suite("TLS_RSA_WITH_AES_128_CBC_SHA").unwrap(), None);
+    }
+
+    #[test]
+    fn the_rate_limiter_is_a_bucket_that_starts_full() {
+        let off = RateLimitConfig::default();
+        assert!(RateLimiter::new(&off).is_none(), "no interval, no limit");
+        let limiter =
+            RateLimiter::new(&RateLimitConfig { burst: 2, interval: Duration::from_millis(200) }).unwrap();
+        assert_eq!([limiter.allow(), limiter.allow(), limiter.allow()], [true, true, false]);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!([limiter.allow(), limiter.allow()], [true, false]);
+        // as Go's rate.Limiter: a burst of 0 lets nothing through
+        let none =
+            RateLimiter::new(&RateLimitConfig { burst: 0, interval: Duration::from_millis(1) }).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!none.allow());
     }
 
     #[test]
