@@ -16,7 +16,7 @@ fn python(url: &str, code: &str) -> Option<()> {
         Command::new("python3").args(["-c", "import prometheus_client"]).status().is_ok_and(|s| s.success());
     if !have {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("prometheus_client is missing; .ci/run installs it from PyPI");
+            panic!("prometheus_client is missing; .ci/install-peers installs it from PyPI");
         }
         eprintln!("SKIP: python3 -m pip install prometheus_client to run this test");
         return None;

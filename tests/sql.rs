@@ -598,14 +598,14 @@ print(json.dumps(out))
 
 #[test]
 fn psycopg_queries_over_the_postgresql_wire_protocol() {
-    // the python3 on PATH: the one `.ci/run` installs psycopg into
+    // the python3 on PATH: the one `.ci/install-peers` installs psycopg into
     let python = std::path::PathBuf::from("python3");
     let has_psycopg = std::process::Command::new(&python)
         .args(["-c", "import psycopg"])
         .status()
         .is_ok_and(|s| s.success());
     if !has_psycopg {
-        assert!(std::env::var("CI").is_err(), "psycopg is not installed; .ci/run installs it from PyPI");
+        assert!(std::env::var("CI").is_err(), "psycopg is not installed; .ci/install-peers installs it from PyPI");
         eprintln!("SKIP: psycopg is not installed (pip install psycopg to run this test)");
         return;
     }
@@ -943,7 +943,7 @@ fn arrow_ipc_answers_carry_the_json_answers_rows() {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "pyarrow (installed by .ci/run): {}",
+            "pyarrow (installed by .ci/install-peers): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let read: Value = serde_json::from_slice(&out.stdout).unwrap();
