@@ -605,7 +605,10 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_psycopg {
-        assert!(std::env::var("CI").is_err(), "psycopg is not installed; .ci/install-peers installs it from PyPI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "psycopg is not installed; .ci/install-peers installs it from PyPI"
+        );
         eprintln!("SKIP: psycopg is not installed (pip install psycopg to run this test)");
         return;
     }

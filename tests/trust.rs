@@ -232,7 +232,10 @@ worker.join(120)
 print(json.dumps(result), flush=True)
 "#;
     if !Command::new("python3").args(["-c", "import psycopg"]).status().is_ok_and(|s| s.success()) {
-        assert!(std::env::var("CI").is_err(), "psycopg is not installed; .ci/install-peers installs it from PyPI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "psycopg is not installed; .ci/install-peers installs it from PyPI"
+        );
         eprintln!("SKIP: psycopg is not installed");
         return None;
     }
