@@ -210,13 +210,7 @@ async fn run_query(
     })
     .await
     .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
-    res.map_err(|e| match e {
-        promflow_engine::Error::Timeout(_) => ApiError::timeout(e.to_string()),
-        promflow_engine::Error::Canceled => ApiError::canceled(e.to_string()),
-        promflow_engine::Error::Storage(_) => ApiError::internal(e.to_string()),
-        promflow_engine::Error::Plan(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
-        _ => ApiError::execution(e.to_string()),
-    })
+    res.map_err(ApiError::from)
 }
 
 async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {

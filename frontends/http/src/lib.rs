@@ -78,6 +78,22 @@ impl ApiError {
     }
 }
 
+/// The one map from the engine's errors to the API's, for every endpoint that evaluates a
+/// plan (PromQL and SQL alike): a plan the executor refuses is the query's fault (400), too
+/// many samples is `execution` (422) as in Prometheus, storage failing is the server's (500).
+impl From<promflow_engine::Error> for ApiError {
+    fn from(e: promflow_engine::Error) -> Self {
+        use promflow_engine::Error as E;
+        match e {
+            E::Timeout(_) => ApiError::timeout(e.to_string()),
+            E::Canceled => ApiError::canceled(e.to_string()),
+            E::Storage(_) => ApiError::internal(e.to_string()),
+            E::Plan(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
+            E::Execution(_) | E::TooManySamples(_) | E::Unsupported(_) => ApiError::execution(e.to_string()),
+        }
+    }
+}
+
 /// How much of an error message an answer carries: messages quote queries and series, and
 /// must not grow with them.
 const MAX_ERROR_MESSAGE_BYTES: usize = 4096;

@@ -78,13 +78,11 @@ pub(crate) async fn sql(
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let rows = statement.execute(state.db.as_ref(), &settings).map_err(|e| match e {
-            ExecError::Engine(promflow_engine::Error::Timeout(_)) => ApiError::timeout(e.to_string()),
-            ExecError::Engine(promflow_engine::Error::Canceled) => ApiError::canceled(e.to_string()),
+            ExecError::Engine(e) => ApiError::from(e),
             ExecError::NoTable(_) | ExecError::Catalog(_) => {
                 ApiError::bad_data(format!("invalid parameter \"query\": {e}"))
             }
             ExecError::Storage(_) => ApiError::internal(e.to_string()),
-            ExecError::Engine(_) => ApiError::execution(e.to_string()),
         })?;
         if arrow {
             let stream =
