@@ -15,7 +15,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use promflow_config::Config;
-use promflow_engine::rules::{EvalSettings, GroupSpec, Manager as RuleManager, RuleViews};
+use promflow_engine::live::LiveViews;
+use promflow_engine::rules::{EvalSettings, GroupSpec, Manager as RuleManager};
 use promflow_engine::QueryOptions;
 use promflow_http::{AppState, QuerySettings, ServerStatus};
 use promflow_scrape::ScrapeManager;
@@ -211,10 +212,10 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
     let delayed_name_removal = flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal");
     // views remove metric names at once; with delayed removal every rule runs in batch. Views
     // run in tick mode too, for groups that choose `evaluation_mode: event`.
-    let rule_views = if !delayed_name_removal {
+    let live_views = if !delayed_name_removal {
         let querier = Arc::clone(&db) as Arc<dyn promflow_storage::Querier>;
         Some(
-            RuleViews::start(
+            LiveViews::start(
                 flags.rules_dataflow_workers,
                 millis(flags.lookback_delta),
                 |wake| db.subscribe_waking(wake),
@@ -260,7 +261,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                             .collect(),
                     )
                 })),
-                views: rule_views,
+                views: live_views.clone(),
             },
         )
     };
@@ -316,6 +317,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
         db: Arc::clone(&db),
         scrape: Arc::clone(&scrape),
         rules: Arc::clone(&rule_manager),
+        live: live_views.clone(),
         notifier: Arc::clone(&notifier),
         remote_write: Arc::clone(&remote_write),
         remote_read: Arc::clone(&remote_read),

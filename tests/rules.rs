@@ -385,9 +385,8 @@ fn recording_rule_group_semantics() {
 }
 
 fn recording_rule_group_semantics_in(event_mode: bool) {
-    use promflow_engine::rules::{
-        EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec, RuleViews,
-    };
+    use promflow_engine::live::LiveViews;
+    use promflow_engine::rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec};
     use promflow_engine::QueryOptions;
     use promflow_storage::{is_stale_nan, Db, DbOptions, Labels, Matcher, Querier};
     use std::sync::Arc;
@@ -395,7 +394,7 @@ fn recording_rule_group_semantics_in(event_mode: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
     let views = event_mode.then(|| {
-        RuleViews::start(
+        LiveViews::start(
             2,
             5_000,
             |wake| db.subscribe_waking(wake),

@@ -398,8 +398,8 @@ fn client_certificates_are_required_and_verified_and_certificates_reload() {
     assert!(reloaded.is_some(), "the new certificate was not served:\n{}", s.logs());
 }
 
-/// Runs `promflow subscribe` with `args` until its first line (or its end); returns whether it
-/// printed a snapshot, and what it printed on both streams.
+/// Runs `promflow subscribe` with `args` until its first message other than a heartbeat (or
+/// its end); returns whether that was a snapshot, and what it printed on both streams.
 fn subscribe_first_line(args: &[&str]) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_promflow"))
         .arg("subscribe")
@@ -409,13 +409,22 @@ fn subscribe_first_line(args: &[&str]) -> (bool, String) {
         .spawn()
         .expect("promflow subscribe");
     let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    // the first line that is not a heartbeat (a heartbeat may come before a slow snapshot)
+    let reader = std::thread::spawn(move || loop {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
-        while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+        let mut open = true;
+        while open {
+            open = stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false);
+            if !open || byte[0] == b'\n' {
+                break;
+            }
             line.push(byte[0]);
         }
-        String::from_utf8_lossy(&line).into_owned()
+        let line = String::from_utf8_lossy(&line).into_owned();
+        if !open || !line.contains("\"heartbeat\"") {
+            return line;
+        }
     });
     let ended = wait_for(Duration::from_secs(20), || reader.is_finished().then_some(()));
     let _ = child.kill();

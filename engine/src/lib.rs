@@ -9,6 +9,7 @@ pub mod batch;
 pub mod dataflow;
 pub mod format;
 pub mod kernels;
+pub mod live;
 pub mod plan;
 pub mod rules;
 pub mod template;

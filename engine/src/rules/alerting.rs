@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_NAME};
 
-use super::{instant_query, EvalSettings, RuleViews};
+use super::{instant_query, EvalSettings};
+use crate::live::LiveViews;
 use crate::template::{AlertData, QueryRows, Template};
 use crate::Plan;
 
@@ -219,7 +220,7 @@ pub fn eval(
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
-    views: Option<&RuleViews>,
+    views: Option<&LiveViews>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
     let vector = instant_query(&rule.plan, t, querier, settings, views.map(|v| (v, None)))?;

@@ -10,7 +10,6 @@
 //! (dataflow) evaluation of the same rules builds on this.
 
 pub mod alerting;
-pub mod views;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +18,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
+use crate::live::{LiveViews, ViewChange};
+
 pub use alerting::{
     Alert, AlertState, AlertingRuleSpec, AlertingState, ElementChange, Notification, NotifyFn,
 };
-pub use views::{RuleViews, ViewChange};
 
 use crate::batch::{evaluate, QueryOptions, QueryResult};
 use crate::dataflow::Grain;
@@ -51,7 +51,7 @@ pub struct EvalSettings {
     pub notify: Option<NotifyFn>,
     /// Views that keep rule expressions current (`--rules.evaluation-mode=event`); `None`:
     /// every rule is evaluated in batch at every tick.
-    pub views: Option<Arc<RuleViews>>,
+    pub views: Option<Arc<LiveViews>>,
 }
 
 impl Default for EvalSettings {
@@ -279,10 +279,10 @@ pub struct Group {
     orphaned: Vec<Labels>,
     /// The timestamp of the last evaluation's output.
     last_ts: Option<i64>,
-    /// Per rule: whether it may read a view (see [`views::view_rules`]).
+    /// Per rule: whether it may read a view (see [`view_rules`]).
     view_ok: Vec<bool>,
     /// Whether the rules' views were installed before the group's first reads
-    /// ([`RuleViews::prepare`]); a reload makes a new group.
+    /// ([`LiveViews::prepare`]); a reload makes a new group.
     views_prepared: bool,
 }
 
@@ -327,7 +327,7 @@ impl Group {
             state,
             orphaned: Vec::new(),
             last_ts: None,
-            view_ok: views::view_rules(&spec),
+            view_ok: view_rules(&spec),
             views_prepared: false,
             spec,
         }
@@ -574,7 +574,7 @@ fn instant_query(
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
-    views: Option<(&RuleViews, Option<Grain>)>,
+    views: Option<(&LiveViews, Option<Grain>)>,
 ) -> Result<Vec<(Labels, f64)>, String> {
     if let Some(rows) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
         return rows;
@@ -600,7 +600,7 @@ fn record(
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
-    views: Option<(&RuleViews, Grain)>,
+    views: Option<(&LiveViews, Grain)>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
     let views = views.map(|(v, grain)| (v, Some(grain)));
@@ -626,7 +626,7 @@ fn record(
 }
 
 /// The wall clock in milliseconds.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -651,7 +651,7 @@ struct Running {
 
 impl Running {
     /// Stops the group's thread and its watches, and waits for the thread.
-    fn halt(&mut self, views: Option<&RuleViews>) {
+    fn halt(&mut self, views: Option<&LiveViews>) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(views) = views {
             for id in self.watches.drain(..) {
@@ -774,7 +774,7 @@ impl Manager {
     }
 
     /// The views that keep rule expressions current, in `event` mode.
-    pub fn views(&self) -> Option<&RuleViews> {
+    fn views(&self) -> Option<&LiveViews> {
         self.base.views.as_deref()
     }
 
@@ -843,4 +843,33 @@ fn run_group(
     if let (Some(v), Some(t)) = (views, announced) {
         v.unschedule(t);
     }
+}
+
+/// Which rules of a group may read views: none in a tick-mode group, none when the group
+/// queries in the past
+/// (`query_offset` waits for late samples, which a view counts from their arrival), and not
+/// a rule that reads what an earlier rule of the same group writes in the same evaluation
+/// (a view sees that output only after the evaluation time).
+pub(crate) fn view_rules(spec: &GroupSpec) -> Vec<bool> {
+    if !spec.event_mode {
+        return vec![false; spec.rules.len()];
+    }
+    let mut written: Vec<String> = Vec::new();
+    let mut out = Vec::with_capacity(spec.rules.len());
+    for rule in &spec.rules {
+        let plan = rule.plan();
+        let reads_earlier = plan.selections().iter().any(|ms| {
+            written.iter().any(|name| {
+                let l = Labels::from_pairs([(promflow_storage::METRIC_NAME, name.as_str())]);
+                // a selection that names no metric, or a matching one, may read the output
+                ms.iter().filter(|m| m.name == promflow_storage::METRIC_NAME).all(|m| m.matches_labels(&l))
+            })
+        });
+        out.push(spec.query_offset_ms == 0 && !reads_earlier);
+        match rule {
+            RuleSpec::Record(r) => written.push(r.name.clone()),
+            RuleSpec::Alert(_) => written.extend(["ALERTS".to_string(), "ALERTS_FOR_STATE".to_string()]),
+        }
+    }
+    out
 }

@@ -185,6 +185,9 @@ pub struct AppState {
     pub scrape: Arc<promflow_scrape::ScrapeManager>,
     /// The rule manager, for `/api/v1/rules` and `/api/v1/alerts`.
     pub rules: Arc<promflow_engine::rules::Manager>,
+    /// The live views subscriptions are served from (shared with the rule manager); `None`
+    /// when every query runs in batch (delayed name removal).
+    pub live: Option<Arc<promflow_engine::live::LiveViews>>,
     /// The notifier, for `/api/v1/alertmanagers` and its counters.
     pub notifier: Arc<promflow_notifier::Notifier>,
     /// The remote-write queues, for their `prometheus_remote_storage_*` metrics.

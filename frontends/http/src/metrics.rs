@@ -204,7 +204,7 @@ pub fn render(state: &AppState) -> String {
         promflow_notifier::QUEUE_CAPACITY,
     );
     write_rule_metrics(&mut out, &state.rules.groups());
-    if let Some(views) = state.rules.views() {
+    if let Some(views) = state.live.as_deref() {
         write_dataflow_metrics(&mut out, views);
     }
     gauge(
@@ -244,7 +244,7 @@ fn process_stats() -> Option<(u64, f64)> {
 }
 
 /// The incremental executor's metrics (promflow's own), in `--rules.evaluation-mode=event`.
-fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::rules::RuleViews) {
+fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::live::LiveViews) {
     header(
         out,
         "promflow_dataflow_records_total",

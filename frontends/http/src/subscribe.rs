@@ -3,7 +3,7 @@
 //! polling. The messages are documented in docs/api.md.
 //!
 //! A subscription is a watch on a view in the rules' dataflow
-//! ([`promflow_engine::rules::RuleViews::subscribe`]): it starts from history and shares
+//! ([`promflow_engine::live::LiveViews::subscribe`]): it starts from history and shares
 //! what the rules' views and other subscriptions arrange. The dataflow's watch thread hands
 //! each change to the connection through a bounded queue; the connection's task turns it
 //! into JSON and writes it. A query the dataflow does not maintain (yet) is evaluated in batch
@@ -22,7 +22,8 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
 use promflow_engine::format::{format_timestamp, write_value};
-use promflow_engine::rules::{ElementChange, ViewChange};
+use promflow_engine::live::ViewChange;
+use promflow_engine::rules::ElementChange;
 use promflow_engine::{Plan, QueryOptions, QueryResult};
 use promflow_storage::Labels;
 use serde_json::{json, Value};
@@ -355,7 +356,7 @@ impl Connection {
                 queue(Event::Change(n, t, change));
                 None
             });
-            let result = match state.rules.views() {
+            let result = match state.live.as_deref() {
                 None => Err(Refusal::NotMaintained),
                 Some(views) => views.subscribe(&plan, handler).map_err(|e| match e {
                     promflow_engine::Error::Unsupported(_) => Refusal::NotMaintained,
@@ -632,7 +633,7 @@ fn end_watches(state: &Arc<AppState>, watches: Vec<u64>) {
     }
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
-        if let Some(views) = state.rules.views() {
+        if let Some(views) = state.live.as_deref() {
             for w in watches {
                 views.unwatch(w);
             }

@@ -1,7 +1,9 @@
-//! Rule expressions read from views that the incremental executor keeps current, instead of
-//! being evaluated from scratch at every tick (`--rules.evaluation-mode=event`).
+//! Live views: query expressions that the incremental executor keeps current, the one service
+//! that both its clients use — the rule manager (`--rules.evaluation-mode=event`: a rule reads
+//! its view at each evaluation instead of evaluating from scratch) and live result streams
+//! (`/api/v1/subscribe`: a subscription is handed each change of its view as it happens).
 //!
-//! [`RuleViews`] subscribes to storage's append feed when it starts. A rule's view is
+//! [`LiveViews`] subscribes to storage's append feed when it starts. A rule's view is
 //! installed at its first evaluation and starts from history (the querier, over the
 //! expression's longest window plus the lookback); from then on the feed keeps it current.
 //! Storage may deliver a sample both in that history and in the feed: the per-series
@@ -12,12 +14,12 @@
 //! executor does not maintain is evaluated by the batch executor, as in tick mode.
 //!
 //! The dataflow's clock follows the wall clock, so a view changes as soon as the data does,
-//! but never passes the next evaluation time a group has announced ([`RuleViews::schedule`]):
+//! but never passes the next evaluation time a group has announced ([`LiveViews::schedule`]):
 //! that evaluation can still read its views at exactly its time. After samples arrive the
 //! clock is held while more keep coming (for at most [`HOLD_MAX`]): a burst of remote-write
 //! requests that carry one round of samples, stamped alike, then enters the dataflow at
 //! their own timestamp, one change per series and aggregate, instead of at the arrival time
-//! of each request. [`RuleViews::watch`] hands a view's changes to a handler as they
+//! of each request. [`LiveViews::watch`] hands a view's changes to a handler as they
 //! happen (event-mode alerts).
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
 
-use super::now_ms;
 pub use crate::dataflow::ViewChange;
 use crate::dataflow::{Grain, Incremental, Notify, Subscription, ViewId};
+use crate::rules::now_ms;
 use crate::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -81,7 +83,7 @@ const LATE_EVALUATION_MS: i64 = 10_000;
 pub type WatchFn = Box<dyn FnMut(i64, ViewChange) -> Option<i64> + Send>;
 
 /// How long an evaluation waits for the watches to catch up with its time
-/// ([`RuleViews::settle`]); the dataflow answers within milliseconds unless overloaded.
+/// ([`LiveViews::settle`]); the dataflow answers within milliseconds unless overloaded.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 struct Watch {
@@ -98,7 +100,7 @@ struct Watch {
 }
 
 /// Rule views over one storage, fed by its append feed.
-pub struct RuleViews {
+pub struct LiveViews {
     inc: Incremental,
     feed: Mutex<Receiver<Arc<CommittedBatch>>>,
     querier: Arc<dyn Querier>,
@@ -208,7 +210,7 @@ impl Watch {
     }
 }
 
-impl RuleViews {
+impl LiveViews {
     /// Starts `workers` dataflow workers over the append feed that `subscribe` returns
     /// (subscribed here, before any view is installed; storage calls the [`Wake`] it is given
     /// after each batch) and `querier` (for history), and the threads that take the feed and
@@ -220,7 +222,7 @@ impl RuleViews {
         subscribe: impl FnOnce(Wake) -> Receiver<Arc<CommittedBatch>>,
         querier: Arc<dyn Querier>,
         wall_clock: bool,
-    ) -> Result<Arc<RuleViews>, String> {
+    ) -> Result<Arc<LiveViews>, String> {
         let feed_thread: Arc<OnceLock<Thread>> = Arc::default();
         let wake = Arc::clone(&feed_thread);
         let feed = subscribe(Box::new(move || {
@@ -230,7 +232,7 @@ impl RuleViews {
         }));
         let inc = Incremental::start(workers, lookback_ms)?;
         inc.read_back_from(Arc::clone(&querier), ENDS_FROM_MS);
-        let views = Arc::new(RuleViews {
+        let views = Arc::new(LiveViews {
             inc,
             feed: Mutex::new(feed),
             querier,
@@ -248,8 +250,8 @@ impl RuleViews {
             ready: Arc::default(),
         });
         // each thread runs its step, then sleeps until woken or until the step wants it back
-        let spawn = |name: &str, step: fn(&RuleViews) -> Duration| {
-            let weak: Weak<RuleViews> = Arc::downgrade(&views);
+        let spawn = |name: &str, step: fn(&LiveViews) -> Duration| {
+            let weak: Weak<LiveViews> = Arc::downgrade(&views);
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
@@ -451,7 +453,7 @@ impl RuleViews {
     /// changes, at the change's time (the first call has the result at the time of the
     /// watch), and again at the time the handler asks for. Returns the watch's id, or `None`
     /// when the incremental executor does not maintain the plan. A rule's watch
-    /// (event-mode alerts): its view stays after [`RuleViews::unwatch`].
+    /// (event-mode alerts): its view stays after [`LiveViews::unwatch`].
     pub fn watch(&self, plan: &Plan, handler: WatchFn) -> Option<Result<u64, String>> {
         match self.watch_as(plan, handler, Reader::Rule) {
             Ok(id) => Some(Ok(id)),
@@ -460,7 +462,7 @@ impl RuleViews {
         }
     }
 
-    /// A client's standing query (a websocket subscription): [`RuleViews::watch`], except
+    /// A client's standing query (a websocket subscription): [`LiveViews::watch`], except
     /// that the view, which starts from history and shares what other views arrange, is
     /// uninstalled when its last client unwatches it and no rule reads it.
     /// [`Error::Unsupported`] names what the incremental executor does not maintain.
@@ -559,7 +561,7 @@ impl RuleViews {
         }
     }
 
-    /// Ends a watch; a client's also gives up its view ([`RuleViews::subscribe`]).
+    /// Ends a watch; a client's also gives up its view ([`LiveViews::subscribe`]).
     pub fn unwatch(&self, id: u64) {
         let watch = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         if let Some(w) = watch {
@@ -587,7 +589,7 @@ impl RuleViews {
         Self::call_due(&mut watches);
     }
 
-    /// [`RuleViews::run_watches`] for the watches whose subscriptions woke the watch thread;
+    /// [`LiveViews::run_watches`] for the watches whose subscriptions woke the watch thread;
     /// for all of them when none did (the thread's periodic wake: a safety net, once a second).
     fn run_ready_watches(&self) {
         let mut ready = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
@@ -636,37 +638,6 @@ impl RuleViews {
         let live = views.iter().filter(|s| s.rules && s.view.is_ok()).count();
         (live, views.iter().filter(|s| s.view.is_err()).count())
     }
-}
-
-/// Which rules of a group may read views: none in a tick-mode group, none when the group
-/// queries in the past
-/// (`query_offset` waits for late samples, which a view counts from their arrival), and not
-/// a rule that reads what an earlier rule of the same group writes in the same evaluation
-/// (a view sees that output only after the evaluation time).
-pub(crate) fn view_rules(spec: &super::GroupSpec) -> Vec<bool> {
-    if !spec.event_mode {
-        return vec![false; spec.rules.len()];
-    }
-    let mut written: Vec<String> = Vec::new();
-    let mut out = Vec::with_capacity(spec.rules.len());
-    for rule in &spec.rules {
-        let plan = rule.plan();
-        let reads_earlier = plan.selections().iter().any(|ms| {
-            written.iter().any(|name| {
-                let l = Labels::from_pairs([(promflow_storage::METRIC_NAME, name.as_str())]);
-                // a selection that names no metric, or a matching one, may read the output
-                ms.iter().filter(|m| m.name == promflow_storage::METRIC_NAME).all(|m| m.matches_labels(&l))
-            })
-        });
-        out.push(spec.query_offset_ms == 0 && !reads_earlier);
-        match rule {
-            super::RuleSpec::Record(r) => written.push(r.name.clone()),
-            super::RuleSpec::Alert(_) => {
-                written.extend(["ALERTS".to_string(), "ALERTS_FOR_STATE".to_string()])
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
