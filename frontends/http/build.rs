@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
+    // only the binary needs the bundle: the library's own builds and tests need no npm
+    if std::env::var_os("CARGO_FEATURE_UI").is_none() {
+        return;
+    }
     let ui =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("ui");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

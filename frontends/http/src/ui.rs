@@ -1,6 +1,8 @@
 //! The web UI: the same page at every UI path (`/graph`, `/alerts`, …), whose script renders
 //! the page its path names, and the script and style sheet, bundled from `ui/` by the build
-//! script and embedded in the binary (nothing is read from disk at run time).
+//! script and embedded in the binary (nothing is read from disk at run time). The bundle is
+//! built with the `ui` feature, which the `promflow` binary turns on: the library alone builds
+//! without Node.js.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -8,9 +10,18 @@ use axum::routing::get;
 use axum::Router;
 
 /// The bundled script (`ui/src/main.js` and the npm packages it imports).
+#[cfg(feature = "ui")]
 const APP_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ui/app.js"));
 /// The bundled style sheet (`ui/src/style.css` and uPlot's).
+#[cfg(feature = "ui")]
 const APP_CSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ui/app.css"));
+/// Built without the `ui` feature (the library's own tests, which need no npm): the page
+/// says so in place of the script.
+#[cfg(not(feature = "ui"))]
+const APP_JS: &[u8] =
+    b"document.body.textContent = 'promflow was built without its web UI (the ui feature).';";
+#[cfg(not(feature = "ui"))]
+const APP_CSS: &[u8] = b"";
 
 /// The paths of the UI's pages.
 pub(crate) const PAGES: [&str; 6] = ["/graph", "/alerts", "/rules", "/targets", "/status", "/sql"];
