@@ -181,9 +181,10 @@ pub enum WindowFn {
     QuantileOverTime,
     /// 1 when the selection has no sample in the window.
     AbsentOverTime,
-    /// Timestamp of the first sample in the window (experimental).
+    /// Timestamp of the window's minimum sample, the latest of equal ones; a NaN is replaced
+    /// by any later sample (experimental).
     TsOfMinOverTime,
-    /// Timestamp of the maximum sample (experimental).
+    /// Timestamp of the window's maximum sample, the latest of equal ones (experimental).
     TsOfMaxOverTime,
     /// Timestamp of the last sample (experimental).
     TsOfLastOverTime,
