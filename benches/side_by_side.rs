@@ -5,7 +5,7 @@
 //! Environment: `BENCH_SERIES` (default 2000), `BENCH_POINTS` (default 240, at 15 s),
 //! `BENCH_REPS` (default 9). Results go to stdout as a Markdown table for docs/benchmarks.md.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::time::Instant;

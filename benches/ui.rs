@@ -23,7 +23,7 @@
 //!
 //! Printed as Markdown for docs/benchmarks.md.
 
-#[path = "../tests/common/browser.rs"]
+#[path = "../tests/it/common/browser.rs"]
 mod browser;
 mod workload;
 

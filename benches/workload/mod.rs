@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/it/common/mod.rs"]
 pub mod common;
 
 pub const SERIES_PER_REQUEST: usize = 2000;

@@ -1,5 +1,5 @@
 //! Gorilla-style compressed chunks of float samples: Prometheus's XOR chunks, byte for byte
-//! (`tests/remote_read.rs` compares streamed remote-read answers with Prometheus 2.42's).
+//! (`tests/it/remote_read.rs` compares streamed remote-read answers with Prometheus 2.42's).
 //!
 //! Layout of a chunk's bytes:
 //!

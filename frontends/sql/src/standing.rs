@@ -100,7 +100,7 @@ mod tests {
     use super::*;
 
     fn promql(q: &str) -> Plan {
-        // the SQL/PromQL pairs in tests/sql.rs check the aggregates' plans against PromQL's;
+        // the SQL/PromQL pairs in tests/it/sql.rs check the aggregates' plans against PromQL's;
         // here only the shape around them matters
         match compile(q, TIMES[0]) {
             Ok(Statement::Select(q)) => q.parts[0].segments[0].0.clone(),

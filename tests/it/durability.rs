@@ -1,7 +1,7 @@
 //! End-to-end: acknowledged samples are stored, concurrent writers and head cuts included,
 //! and survive `kill -9`; a torn WAL tail is cut, not fatal.
 
-mod common;
+use crate::common;
 
 use common::*;
 

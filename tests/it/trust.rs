@@ -1,7 +1,7 @@
 //! End-to-end: hostile requests against the real binary get an error in the right class and
 //! leave the server running (the security settings themselves are in `web_security.rs`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

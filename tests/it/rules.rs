@@ -1,7 +1,7 @@
 //! Rule files: `promflow check rules` and `promflow check config` give the verdicts (exit
 //! codes) of Debian's `promtool` 2.42 on the same files.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

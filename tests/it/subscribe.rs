@@ -2,7 +2,7 @@
 //! `/api/v1/subscribe`, samples pushed through remote write, and the `promflow subscribe`
 //! client.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

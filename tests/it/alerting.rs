@@ -1,7 +1,7 @@
 //! Alerts reach a real Alertmanager (Debian's `prometheus-alertmanager`) with the labels and
 //! annotations Prometheus would send, and are resolved there when the data says so.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

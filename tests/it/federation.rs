@@ -2,7 +2,7 @@
 //! Prometheus serves for the same samples and external labels, and a Prometheus scraping it
 //! with `honor_labels: true` stores the federated series with their own labels.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! on `/api/v1/sql` compared with the written samples and with their PromQL twins on
 //! `/api/v1/query` (the same plan text, the same values).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

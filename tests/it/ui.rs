@@ -5,7 +5,7 @@
 
 #[path = "common/browser.rs"]
 mod browser;
-mod common;
+use crate::common;
 
 use browser::{Browser, PATIENCE};
 use common::*;

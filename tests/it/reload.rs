@@ -1,7 +1,7 @@
 //! End-to-end: configuration reload by SIGHUP and `/-/reload`; a broken file is refused and
 //! the running configuration keeps working.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

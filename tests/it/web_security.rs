@@ -4,7 +4,7 @@
 //! `--web.max-connections` and `--web.read-timeout` are honoured. Clients are the real ones:
 //! curl, promtool, psql and a websocket client.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! groups are queryable at once and stay current, `pushadd` keeps the group's other
 //! families, a push replaces them (the replaced series go stale), a delete removes the group.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

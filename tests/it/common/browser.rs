@@ -1,5 +1,5 @@
 //! A headless Chromium session driven over WebDriver (Debian's `chromium` and
-//! `chromium-driver`): what the browser tests (`tests/ui.rs`) and the UI benchmark
+//! `chromium-driver`): what the browser tests (`tests/it/ui.rs`) and the UI benchmark
 //! (`benches/ui.rs`) share. Included by path (`#[path]`) next to `common`.
 #![allow(dead_code)]
 

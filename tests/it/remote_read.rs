@@ -2,7 +2,7 @@
 //! promflow's samples what promflow answers itself; a direct request gets every sample with
 //! the external labels, and the sample limit refuses a larger answer.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! fails the run if Prometheus expands the template differently), then required from
 //! promflow's template engine on the same data.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! against promtool's, blocks readable by a stock Parquet reader, and acknowledged samples
 //! surviving `kill -9` in the middle of a remote-write stream.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! End-to-end: promflow scrapes itself, a real node_exporter and a broken target.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! `promflow test rules` gives promtool 2.42's verdict on every unit-test file in
 //! `tests/rules-unit/` (each file's name says whether it should pass or fail).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! are compared. Sample timestamps never sit on a window boundary, so the 2.x/3.x difference
 //! in window closedness (docs/promql-compat.md) does not show.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! End-to-end: the HTTP API of the real binary, fed through the remote-write receiver.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

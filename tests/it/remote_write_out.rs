@@ -3,7 +3,7 @@
 //! arrives; a batch the receiver refuses for good is dropped and counted; VictoriaMetrics
 //! takes the same protocol.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! answers in `tests/kubernetes/` as lists and watch streams, changes them while promflow
 //! watches, compacts its history (410 Gone) and fails a list.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
