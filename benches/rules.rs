@@ -8,7 +8,7 @@
 //! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3],
 //! `BENCH_REP_FROM` [0] the first repetition's number (the rotation of the runs follows it, so
 //! that repetitions can be run in several sittings), `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules,
-//! or without them with `:without` after the name (for profiling; no ratio is printed then). The scale is `BENCH_SERIES=50000
+//! or without them with `:without` after the name (for profiling; no ratio is printed then). The reported scale is `BENCH_SERIES=50000
 //! BENCH_HISTORY_MIN=1440 BENCH_MINUTES=10`.
 //!
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
@@ -26,7 +26,7 @@
 //! so that it is the peak with the rules, not the backfill's) and its resident memory at the
 //! end (`VmRSS`). Rule CPU is the CPU with rules minus the CPU without them, per system and
 //! repetition; medians are printed as a Markdown table for docs/benchmarks.md. Each run also
-//! prints the part of its CPU spent compacting storage: at the scale a block merge
+//! prints the part of its CPU spent compacting storage: at the reported scale a block merge
 //! can fall in one run's window and not in another's, and is no part of the rules' cost.
 //!
 //! The rule set (`rule_file`) follows the node-exporter and application mixins: recording
@@ -234,7 +234,7 @@ fn main() {
             }
             let history_s = history_started.elapsed().as_secs_f64();
             // both servers merge blocks after a backfill (promflow's compactor used 36 s of CPU
-            // at the scale); that is no part of the rules' cost, so it ends first
+            // at the reported scale); that is no part of the rules' cost, so it ends first
             let compaction_wait = wait_for_compaction(system, pid, &server.base, &mut rounds);
             let cpu_history = cpu_seconds(pid);
             let history_peak_mib = rss_mib(pid, "VmHWM:");

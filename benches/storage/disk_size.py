@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side disk-size benchmark for issue 4: bytes per sample on disk after a backfill.
+"""Side-by-side disk-size benchmark: bytes per sample on disk after a backfill.
 
 Systems, each measured alone in turn on the same generated file, alternating, REPS times:
   promtool  `promtool tsdb create-blocks-from openmetrics FILE OUT` (Prometheus 2.42, Debian)

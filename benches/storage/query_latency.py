@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side query latency over data read from blocks: Prometheus vs promflow (issue 4).
+"""Side-by-side query latency over data read from blocks: Prometheus vs promflow.
 
 Backfills the same OpenMetrics file once per system (promtool / promflow
 `tsdb create-blocks-from openmetrics`), then starts each server alone in turn on its blocks

@@ -70,7 +70,7 @@ const COMPACT_EVERY: Duration = Duration::from_secs(5);
 const FEED_POLL: Duration = Duration::from_millis(5);
 
 /// How long the clock may be held after samples arrive, while more arrive at every poll. It
-/// adds to the latency of a change (the budget from remote write to notification is
+/// adds to the latency of a change (the budget from remote write to notification is
 /// 50 ms); a lone write waits one poll.
 const HOLD_MAX: Duration = Duration::from_millis(20);
 

@@ -126,7 +126,7 @@ fn rows_are_the_written_samples_with_labels_as_columns() {
 }
 
 /// Pairs of a SQL query and its PromQL twin (`{B}` stands for the `ts` bounds, `{R}` for
-/// their range): thirty, the documented set.
+/// their range): thirty, the documented set of what SQL covers.
 const TWINS: &[(&str, &str)] = &[
     ("SELECT job, sum(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (sum_over_time(m[{R}]))"),
     ("SELECT job, count(value) FROM m WHERE {B} GROUP BY job", "sum by (job) (count_over_time(m[{R}]))"),
