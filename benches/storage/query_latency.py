@@ -147,7 +147,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--input", default="/tmp/bench-storage/full/a_100000s_2h.om")
     ap.add_argument("--workdir", default="/tmp/bench-storage/ql")
-    ap.add_argument("--promflow", default=os.environ.get("PROMFLOW", "/work/main/target/release/promflow"))
+    ap.add_argument("--promflow", default=os.environ.get("PROMFLOW", "target/release/promflow"))
     ap.add_argument("--prometheus", default="prometheus")
     ap.add_argument("--promtool", default="promtool")
     ap.add_argument("--rounds", type=int, default=3)

@@ -8,6 +8,7 @@ mod alerting;
 mod api;
 mod dataflow;
 mod differential;
+mod docs;
 mod durability;
 mod federation;
 mod kubernetes_sd;
