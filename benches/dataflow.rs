@@ -23,8 +23,9 @@ mod workload;
 
 use std::time::Instant;
 
-use promflow_engine::dataflow::{Grain, Incremental};
-use promflow_engine::{evaluate, Plan, QueryOptions};
+use promflow_batch::{evaluate, QueryOptions};
+use promflow_incremental::{Grain, Incremental};
+use promflow_plan::Plan;
 use promflow_storage::{Db, DbOptions, Labels};
 use workload::{all_series, env, rule_set, Walk, INTERVAL_MS};
 

@@ -8,7 +8,7 @@
 //! `BENCH_RUNS` [7] runs of each query each way.
 //!
 //! A SQL run is compile + execute + rows (`promflow_sql::compile`, `Statement::execute`); a
-//! PromQL run is compile + evaluate (`promflow_promql::compile`, `promflow_engine::evaluate`)
+//! PromQL run is compile + evaluate (`promflow_promql::compile`, `promflow_batch::evaluate`)
 //! of the twin at the same time(s); each includes freeing its answer, and each goes first in
 //! every other run. Over HTTP, a SQL run is `POST /api/v1/sql` and a PromQL
 //! run `GET /api/v1/query` (or `/api/v1/query_range` for the buckets), each until its whole
@@ -19,7 +19,7 @@ mod workload;
 
 use std::time::{Duration, Instant};
 
-use promflow_engine::{evaluate, QueryOptions};
+use promflow_batch::{evaluate, QueryOptions};
 use promflow_storage::{Db, DbOptions, Labels};
 use workload::common::{client, free_port};
 use workload::{all_series, env, pin_self, start_pinned, Walk, CLIENT_CPU, INTERVAL_MS};

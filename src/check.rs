@@ -120,7 +120,7 @@ pub fn rule_checks() -> RuleChecks<'static> {
     RuleChecks {
         parse_expr: &|e: &str| promflow_promql::parse(e).map(drop).map_err(|e| e.to_string()),
         parse_sql: &|e: &str| promflow_sql::standing(e).map(drop).map_err(|e| e.to_string()),
-        parse_template: &promflow_engine::template::check,
+        parse_template: &promflow_template::check,
     }
 }
 

@@ -15,10 +15,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use promflow_config::Config;
-use promflow_engine::live::LiveViews;
-use promflow_engine::rules::{EvalSettings, GroupSpec, Manager as RuleManager};
-use promflow_engine::QueryOptions;
 use promflow_http::{AppState, QuerySettings, ServerStatus};
+use promflow_incremental::live::LiveViews;
+use promflow_plan::QueryOptions;
+use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
 use promflow_scrape::ScrapeManager;
 use promflow_storage::{Db, DbOptions};
 use tracing::{error, info, warn};
@@ -247,7 +247,7 @@ fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
                 outage_tolerance_ms: millis(flags.for_outage_tolerance),
                 for_grace_period_ms: millis(flags.for_grace_period),
                 resend_delay_ms: millis(flags.resend_delay),
-                notify: Some(Arc::new(move |alerts: Vec<promflow_engine::rules::Notification>| {
+                notify: Some(Arc::new(move |alerts: Vec<promflow_rules::Notification>| {
                     sink.send(
                         alerts
                             .into_iter()

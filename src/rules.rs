@@ -3,8 +3,8 @@
 
 use promflow_config::rules::{EvaluationMode, ExprLang, RuleFile, RuleKind};
 use promflow_config::Config;
-use promflow_engine::rules::{AlertingRuleSpec, GroupSpec, RecordingRuleSpec, RuleSpec};
-use promflow_engine::template::Template;
+use promflow_rules::{AlertingRuleSpec, GroupSpec, RecordingRuleSpec, RuleSpec};
+use promflow_template::Template;
 
 /// The rule groups of every file `config.rule_files` names, or every problem found (a server
 /// refuses the whole configuration then, as Prometheus does). `external_url` is what alert

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use promflow_engine::rules::{AlertState, EvalSettings, Group, GroupSpec, RuleSpec};
-use promflow_engine::{QueryOptions, QueryResult};
+use promflow_plan::{QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, series_desc, Slot};
+use promflow_rules::{AlertState, EvalSettings, Group, GroupSpec, RuleSpec};
 use promflow_storage::gofmt::format_duration_ms;
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
 use serde::Deserialize;
@@ -337,7 +337,7 @@ fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Op
         Err(e) => return fail(format!("err: {e}")),
     };
     let opts = QueryOptions { start: at, end: at, ..eval.query.clone() };
-    let got: Vec<(Labels, f64)> = match promflow_engine::evaluate(&plan, &**db, &opts).map(|e| e.result) {
+    let got: Vec<(Labels, f64)> = match promflow_batch::evaluate(&plan, &**db, &opts).map(|e| e.result) {
         Ok(QueryResult::Vector(v)) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
         Ok(QueryResult::Scalar(_, v)) => vec![(Labels::new(), v)],
         Ok(_) => return fail("err: expression did not evaluate to a vector or scalar".into()),

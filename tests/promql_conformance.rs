@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use promflow_engine::dataflow::{Incremental, Subscription, ViewId};
-use promflow_engine::plan::ValueKind;
-use promflow_engine::{Evaluation, Level, Plan, QueryOptions, QueryResult};
+use promflow_incremental::{Incremental, Subscription, ViewId};
+use promflow_plan::ValueKind;
+use promflow_plan::{Evaluation, Level, Plan, QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, number, quoted, series_desc, Slot};
 use promflow_storage::{stale_nan, Db, DbOptions, Labels, Sample, Series};
 
@@ -403,7 +403,7 @@ fn passes(store: &Store, c: &EvalCase, delayed_name_removal: bool) -> bool {
         canceled: None,
     };
     let Ok(plan) = &c.plan else { return false };
-    match (promflow_engine::evaluate(plan, store.db.as_ref(), &opts), &c.exp.fail) {
+    match (promflow_batch::evaluate(plan, store.db.as_ref(), &opts), &c.exp.fail) {
         (Err(e), Some(expected)) => message_matches(expected, &e.to_string()),
         (Ok(r), None) => {
             compare(&r.result, &c.exp, c.instant && c.exp.range_vector.is_none(), c.start, c.step).is_ok()
@@ -783,7 +783,7 @@ fn almost_equal(a: f64, b: f64) -> bool {
     if promflow_storage::is_stale_nan(a) || promflow_storage::is_stale_nan(b) {
         return a.to_bits() == b.to_bits();
     }
-    promflow_engine::kernels::almost_equal(a, b, 1e-6)
+    promflow_kernels::almost_equal(a, b, 1e-6)
 }
 
 fn eval(store: &Store, block: &[String]) -> Verdict {
@@ -895,7 +895,7 @@ fn check_eval(
             range_query: !instant,
             canceled: None,
         };
-        promflow_engine::evaluate(&plan, store.db.as_ref(), &opts).map_err(|e| e.to_string())
+        promflow_batch::evaluate(&plan, store.db.as_ref(), &opts).map_err(|e| e.to_string())
     });
     if let Some(expected) = &exp.fail {
         return match &result {

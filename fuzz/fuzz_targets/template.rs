@@ -1,7 +1,7 @@
 //! Go templates as alerting rules' annotations use them: parsed, then expanded.
 #![no_main]
 
-use promflow_engine::template::{AlertData, Template};
+use promflow_template::{AlertData, Template};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

@@ -394,8 +394,9 @@ fn replay_into(
     Ok((outcome, max_ref + 1))
 }
 
-/// The server's clock in milliseconds since the epoch.
-fn now_ms() -> Timestamp {
+/// The server's clock in milliseconds since the epoch: the time every component stamps
+/// samples, evaluations and deadlines with.
+pub fn now_ms() -> Timestamp {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX))

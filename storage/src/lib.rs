@@ -30,7 +30,7 @@ mod postings;
 mod wal;
 
 pub use chunk::{decode_xor_chunk, encode_xor_chunk};
-pub use db::{BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
+pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use samples::{SampleSlice, Samples};
 

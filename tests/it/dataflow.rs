@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use promflow_engine::dataflow::{ElementChange, Grain, Incremental, ViewChange};
-use promflow_engine::{evaluate, Plan, QueryOptions, QueryResult};
+use promflow_batch::evaluate;
+use promflow_incremental::{ElementChange, Grain, Incremental, ViewChange};
+use promflow_plan::{Plan, QueryOptions, QueryResult};
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
 
 const LOOKBACK: i64 = 300_000;

@@ -1,5 +1,7 @@
-//! The architecture's dependency rules, checked from `cargo metadata`: the engine depends on
-//! neither query-language parser nor on HTTP; storage depends on no other promflow crate.
+//! The architecture's dependency rules, checked from `cargo metadata`: the engine's crates are
+//! layered and know neither query language nor HTTP; the plan IR, the kernels and the batch
+//! executor need no dataflow runtime; the front ends reach the engine through the plan IR;
+//! storage depends on no other promflow crate.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -53,13 +55,54 @@ fn closure(meta: &Value, root: &str) -> HashSet<String> {
     seen
 }
 
+/// The engine's crates, lowest first: each may depend only on crates before it in this list
+/// (and on storage), never on a front end, a connector or HTTP.
+const ENGINE_LAYERS: [&str; 6] = [
+    "promflow-plan",
+    "promflow-kernels",
+    "promflow-template",
+    "promflow-batch",
+    "promflow-incremental",
+    "promflow-rules",
+];
+
 #[test]
-fn engine_knows_no_query_language_and_no_http() {
-    let deps = closure(&metadata(), "promflow-engine");
-    for forbidden in
-        ["promql-parser", "sqlparser", "axum", "hyper", "promflow-promql", "promflow-sql", "promflow-http"]
-    {
-        assert!(!deps.contains(forbidden), "promflow-engine must not depend on {forbidden}");
+fn each_engine_crate_depends_only_on_lower_layers_and_knows_no_query_language_and_no_http() {
+    let meta = metadata();
+    for (i, krate) in ENGINE_LAYERS.iter().enumerate() {
+        let deps = closure(&meta, krate);
+        for d in deps.iter().filter(|d| d.starts_with("promflow")) {
+            assert!(
+                d == "promflow-storage" || ENGINE_LAYERS[..i].contains(&d.as_str()),
+                "{krate} must not depend on {d}: only on storage and the engine crates below it"
+            );
+        }
+        for forbidden in ["promql-parser", "sqlparser", "axum", "hyper"] {
+            assert!(!deps.contains(forbidden), "{krate} must not depend on {forbidden}");
+        }
+    }
+}
+
+#[test]
+fn the_plan_ir_the_kernels_and_the_batch_executor_run_without_a_dataflow_or_an_async_runtime() {
+    let meta = metadata();
+    for krate in ["promflow-plan", "promflow-kernels", "promflow-batch"] {
+        let deps = closure(&meta, krate);
+        for forbidden in ["timely", "differential-dataflow", "tokio"] {
+            assert!(!deps.contains(forbidden), "{krate} must not depend on {forbidden}");
+        }
+    }
+}
+
+#[test]
+fn the_front_ends_compile_to_the_plan_ir_without_the_incremental_executor() {
+    let meta = metadata();
+    for krate in ["promflow-promql", "promflow-sql"] {
+        let deps = closure(&meta, krate);
+        assert!(deps.contains("promflow-plan"), "{krate} compiles to the plan IR");
+        for forbidden in ["timely", "differential-dataflow", "promflow-incremental", "promflow-rules"] {
+            assert!(!deps.contains(forbidden), "{krate} must not depend on {forbidden}");
+        }
     }
 }
 

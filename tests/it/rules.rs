@@ -385,9 +385,9 @@ fn recording_rule_group_semantics() {
 }
 
 fn recording_rule_group_semantics_in(event_mode: bool) {
-    use promflow_engine::live::LiveViews;
-    use promflow_engine::rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec};
-    use promflow_engine::QueryOptions;
+    use promflow_incremental::live::LiveViews;
+    use promflow_plan::QueryOptions;
+    use promflow_rules::{EvalSettings, Group, GroupSpec, Health, RecordingRuleSpec, RuleSpec};
     use promflow_storage::{is_stale_nan, Db, DbOptions, Labels, Matcher, Querier};
     use std::sync::Arc;
 

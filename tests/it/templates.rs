@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use promflow_engine::template::{AlertData, Template};
+use promflow_template::{AlertData, Template};
 
 /// (template, what Prometheus expands it to) for the series
 /// `test_metric{instance="host-1.example.com:9100", job="node"}` = 1234567.5.

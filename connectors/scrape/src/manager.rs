@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use promflow_config::{relabel, Config, RelabelConfig, ScrapeConfig};
-use promflow_storage::{stale_nan, Db, Labels};
+use promflow_storage::{now_ms, stale_nan, Db, Labels};
 use tokio::sync::watch;
 
 use crate::exposition::{self, MetricMetadata};
@@ -718,10 +718,6 @@ struct ScrapeLoop {
     /// Series written by the previous scrape (without explicit timestamps): the ones that get
     /// a staleness marker when they disappear.
     seen: HashMap<Labels, ()>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl ScrapeLoop {

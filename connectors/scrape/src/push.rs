@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use promflow_config::relabel::is_legacy_label_name;
-use promflow_storage::{stale_nan, Db, Labels};
+use promflow_storage::{now_ms, stale_nan, Db, Labels};
 
 use crate::exposition::{self, Format, MetricType};
 
@@ -261,13 +261,6 @@ fn family_of(name: &str, declared: &BTreeMap<&str, MetricType>) -> String {
         }
     }
     name.to_string()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

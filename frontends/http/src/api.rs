@@ -12,8 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::Router;
-use promflow_engine::format::{format_timestamp, format_value};
-use promflow_engine::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
+use promflow_plan::format::{format_timestamp, format_value};
+use promflow_plan::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
 use promflow_storage::{Labels, Matcher, Querier};
 use serde_json::{json, Value};
 
@@ -156,7 +156,7 @@ fn fanout(state: &AppState, runtime: tokio::runtime::Handle) -> promflow_remote:
     promflow_remote::reader::Fanout::new(state.db.as_ref(), oldest, state.remote_read.current(), runtime)
 }
 
-fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_engine::Plan, ApiError> {
+fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_plan::Plan, ApiError> {
     promflow_promql::compile(q, opts).map_err(|e| match e {
         promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
         promflow_promql::Error::Unsupported(m) | promflow_promql::Error::Invalid(m) => ApiError::execution(m),
@@ -188,7 +188,7 @@ pub(crate) async fn query_slot(
 
 async fn run_query(
     state: Arc<AppState>,
-    plan: promflow_engine::Plan,
+    plan: promflow_plan::Plan,
     mut opts: QueryOptions,
 ) -> Result<Evaluation, ApiError> {
     let slot = query_slot(&state, opts.deadline).await?;
@@ -200,7 +200,7 @@ async fn run_query(
         // the slot is the evaluation's, held until it ends even if the client left
         let _slot = slot;
         let storage = fanout(&state, runtime);
-        let mut res = promflow_engine::evaluate(&plan, &storage, &opts);
+        let mut res = promflow_batch::evaluate(&plan, &storage, &opts);
         if let Ok(r) = &mut res {
             for w in storage.warnings() {
                 r.annotations.add(Level::Warning, w, None);
@@ -422,7 +422,7 @@ pub(crate) fn parse_selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError>
         let plan = promflow_promql::compile(s, &Default::default())
             .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
         match plan {
-            promflow_engine::Plan::Select { matchers, .. } => {
+            promflow_plan::Plan::Select { matchers, .. } => {
                 if matchers.iter().all(|m| m.matches_empty()) {
                     return Err(ApiError::bad_data(
                         "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher"
@@ -623,7 +623,7 @@ async fn targets_metadata(State(state): Shared, q: RawQuery) -> ApiResult {
     let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
     let target_matchers = match p.get("match_target").filter(|s| !s.is_empty()) {
         Some(sel) => match promflow_promql::compile(sel, &Default::default()) {
-            Ok(promflow_engine::Plan::Select { matchers, .. }) => matchers,
+            Ok(promflow_plan::Plan::Select { matchers, .. }) => matchers,
             _ => return Err(ApiError::bad_data(format!("invalid parameter \"match_target\": {sel:?}"))),
         },
         None => vec![],
@@ -656,7 +656,7 @@ async fn scrape_pools(State(state): Shared) -> ApiResult {
 }
 
 async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
-    use promflow_engine::rules::RuleSpec;
+    use promflow_rules::RuleSpec;
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
     let (with_alerts, with_records) = match p.get("type").unwrap_or("") {
         "" => (true, true),
@@ -746,7 +746,7 @@ fn string_map<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
 }
 
 /// An alert as `/api/v1/alerts` and `/api/v1/rules` show it.
-fn alert_json(a: &promflow_engine::rules::Alert) -> Value {
+fn alert_json(a: &promflow_rules::Alert) -> Value {
     let mut v = json!({
         "labels": labels_json(&a.labels),
         "annotations": string_map(a.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),

@@ -81,9 +81,9 @@ impl ApiError {
 /// The one map from the engine's errors to the API's, for every endpoint that evaluates a
 /// plan (PromQL and SQL alike): a plan the executor refuses is the query's fault (400), too
 /// many samples is `execution` (422) as in Prometheus, storage failing is the server's (500).
-impl From<promflow_engine::Error> for ApiError {
-    fn from(e: promflow_engine::Error) -> Self {
-        use promflow_engine::Error as E;
+impl From<promflow_plan::Error> for ApiError {
+    fn from(e: promflow_plan::Error) -> Self {
+        use promflow_plan::Error as E;
         match e {
             E::Timeout(_) => ApiError::timeout(e.to_string()),
             E::Canceled => ApiError::canceled(e.to_string()),
@@ -184,10 +184,10 @@ pub struct AppState {
     /// The scrape manager, for targets and metadata.
     pub scrape: Arc<promflow_scrape::ScrapeManager>,
     /// The rule manager, for `/api/v1/rules` and `/api/v1/alerts`.
-    pub rules: Arc<promflow_engine::rules::Manager>,
+    pub rules: Arc<promflow_rules::Manager>,
     /// The live views subscriptions are served from (shared with the rule manager); `None`
     /// when every query runs in batch (delayed name removal).
-    pub live: Option<Arc<promflow_engine::live::LiveViews>>,
+    pub live: Option<Arc<promflow_incremental::live::LiveViews>>,
     /// The notifier, for `/api/v1/alertmanagers` and its counters.
     pub notifier: Arc<promflow_notifier::Notifier>,
     /// The remote-write queues, for their `prometheus_remote_storage_*` metrics.

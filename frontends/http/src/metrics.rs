@@ -244,7 +244,7 @@ fn process_stats() -> Option<(u64, f64)> {
 }
 
 /// The incremental executor's metrics (promflow's own), in `--rules.evaluation-mode=event`.
-fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::live::LiveViews) {
+fn write_dataflow_metrics(out: &mut String, views: &promflow_incremental::live::LiveViews) {
     header(
         out,
         "promflow_dataflow_records_total",
@@ -273,8 +273,8 @@ fn write_dataflow_metrics(out: &mut String, views: &promflow_engine::live::LiveV
 }
 
 /// Prometheus's rule-group metrics, labelled `rule_group="<file>;<name>"`.
-fn write_rule_metrics(out: &mut String, groups: &[promflow_engine::rules::GroupStatus]) {
-    type Value = fn(&promflow_engine::rules::GroupStatus) -> f64;
+fn write_rule_metrics(out: &mut String, groups: &[promflow_rules::GroupStatus]) {
+    type Value = fn(&promflow_rules::GroupStatus) -> f64;
     let families: [(&str, &str, &str, Value); 8] = [
         ("prometheus_rule_evaluations_total", "counter", "The total number of rule evaluations.", |g| {
             g.rule_evaluations as f64

@@ -45,7 +45,7 @@ fn write_cell(out: &mut String, c: &Cell) {
         }
         Cell::Timestamp(v) | Cell::Number(v) => {
             out.push('"');
-            out.push_str(&promflow_engine::format::format_value(v));
+            out.push_str(&promflow_plan::format::format_value(v));
             out.push('"');
         }
     }

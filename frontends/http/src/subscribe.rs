@@ -3,7 +3,7 @@
 //! polling. The messages are documented in docs/api.md.
 //!
 //! A subscription is a watch on a view in the rules' dataflow
-//! ([`promflow_engine::live::LiveViews::subscribe`]): it starts from history and shares
+//! ([`promflow_incremental::live::LiveViews::subscribe`]): it starts from history and shares
 //! what the rules' views and other subscriptions arrange. The dataflow's watch thread hands
 //! each change to the connection through a bounded queue; the connection's task turns it
 //! into JSON and writes it. A query the dataflow does not maintain (yet) is evaluated in batch
@@ -21,10 +21,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
-use promflow_engine::format::{format_timestamp, write_value};
-use promflow_engine::live::ViewChange;
-use promflow_engine::rules::ElementChange;
-use promflow_engine::{Plan, QueryOptions, QueryResult};
+use promflow_incremental::live::ViewChange;
+use promflow_plan::format::{format_timestamp, write_value};
+use promflow_plan::{Plan, QueryOptions, QueryResult};
+use promflow_rules::ElementChange;
 use promflow_storage::Labels;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
@@ -312,7 +312,7 @@ impl Connection {
             Ok(p) => p,
             Err((kind, why)) => return vec![error_message(&id, kind, &why)],
         };
-        if plan.kind() != promflow_engine::plan::ValueKind::Instant {
+        if plan.kind() != promflow_plan::ValueKind::Instant {
             let why = "a subscription's query must return an instant vector";
             return vec![error_message(&id, "bad_data", why)];
         }
@@ -359,7 +359,7 @@ impl Connection {
             let result = match state.live.as_deref() {
                 None => Err(Refusal::NotMaintained),
                 Some(views) => views.subscribe(&plan, handler).map_err(|e| match e {
-                    promflow_engine::Error::Unsupported(_) => Refusal::NotMaintained,
+                    promflow_plan::Error::Unsupported(_) => Refusal::NotMaintained,
                     e => Refusal::Failed(e.to_string()),
                 }),
             };
@@ -400,7 +400,7 @@ impl Connection {
                         delayed_name_removal: q.delayed_name_removal,
                         ..QueryOptions::instant(t)
                     };
-                    promflow_engine::evaluate(&plan, state.db.as_ref(), &opts)
+                    promflow_batch::evaluate(&plan, state.db.as_ref(), &opts)
                 })
                 .await;
                 let rows: HashMap<Arc<Labels>, f64> = match evaluated {
@@ -614,9 +614,9 @@ fn samples_read(state: &AppState, plan: &Plan, budget: usize) -> Result<usize, S
         delayed_name_removal: q.delayed_name_removal,
         ..QueryOptions::instant(chrono::Utc::now().timestamp_millis())
     };
-    match promflow_engine::evaluate(plan, state.db.as_ref(), &opts) {
+    match promflow_batch::evaluate(plan, state.db.as_ref(), &opts) {
         Ok(ev) => Ok(ev.samples),
-        Err(promflow_engine::Error::TooManySamples(_)) => Err(format!(
+        Err(promflow_plan::Error::TooManySamples(_)) => Err(format!(
             "the query reads more than the {budget} samples this subscription may hold \
              (--query.max-samples, --subscribe.max-samples-per-connection, --subscribe.max-samples-total)"
         )),

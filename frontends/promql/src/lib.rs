@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use promflow_engine::plan::Plan;
+use promflow_plan::Plan;
 
 mod lower;
 pub mod notation;
@@ -69,7 +69,7 @@ pub fn format_query(query: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use promflow_engine::plan::BinOp;
+    use promflow_plan::BinOp;
 
     #[test]
     fn lowers_rate_sum() {

@@ -2,7 +2,7 @@
 //! evaluated here, with the query's step and range, as Prometheus does when it prepares a
 //! query.
 
-use promflow_engine::plan::{
+use promflow_plan::{
     AggOp, BinOp, Cardinality as PlanCard, DateFn, Edges, Grouping, JoinKey, MapFn, Origin, Plan, Relabel,
     SourcePos, TimeAnchor, TimeShift, TrigFn, ValueKind, VectorFn, WindowFn,
 };
@@ -470,7 +470,7 @@ impl Lowering<'_> {
             "sort_by_label_desc" => vector_fn(VectorFn::SortByLabelDesc, arg(0)?, rest(1)?),
             "absent" => {
                 let input = arg(0)?;
-                let labels = promflow_engine::batch::absent_labels(&input)
+                let labels = promflow_plan::semantics::absent_labels(&input)
                     .iter()
                     .map(|l| (l.name.clone(), l.value.clone()))
                     .collect();

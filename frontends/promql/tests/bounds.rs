@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use promflow_engine::{evaluate, Error, QueryOptions};
+use promflow_batch::evaluate;
+use promflow_plan::{Error, QueryOptions};
 use promflow_promql::{compile, CompileOptions};
 use promflow_storage::{Labels, Matcher, Querier, Samples, Series, Timestamp};
 
@@ -105,7 +106,7 @@ fn range_options(secs: i64, max_samples: usize, canceled: Option<Arc<AtomicBool>
 fn run(store: &CancelOnTrigger, query: &str, opts: &QueryOptions) -> Result<usize, Error> {
     let plan = compile(query, &CompileOptions::default()).expect(query);
     evaluate(&plan, store, opts).map(|e| match e.result {
-        promflow_engine::QueryResult::Matrix(m) => m.len(),
+        promflow_plan::QueryResult::Matrix(m) => m.len(),
         other => panic!("{query}: not a matrix: {other:?}"),
     })
 }

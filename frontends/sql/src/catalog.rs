@@ -315,13 +315,7 @@ impl Catalog<'_> {
     /// Whether the statement is still within its deadline and wanted; checked by every
     /// (sub)query run, so that correlated subqueries, run once per row, stop too.
     fn check_deadline(&self) -> Result<(), ExecError> {
-        if self.canceled.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
-            return Err(ExecError::Engine(promflow_engine::Error::Canceled));
-        }
-        if std::time::Instant::now() > self.deadline {
-            return Err(ExecError::Engine(promflow_engine::Error::Timeout("evaluating the statement")));
-        }
-        Ok(())
+        Ok(promflow_plan::Stop { deadline: Some(self.deadline), canceled: self.canceled }.check()?)
     }
 
     /// The common table expression `name` names, if one in scope does (the innermost).

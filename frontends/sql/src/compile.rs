@@ -1,10 +1,10 @@
 //! From SQL text to plans: parse with sqlparser, then lower the one `SELECT` to the engine's
 //! plan IR (one plan per value the rows need) and the rows' shape.
 
-use promflow_engine::plan::{
+use promflow_plan::Plan;
+use promflow_plan::{
     AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Origin, TimeShift, VectorFn, WindowFn,
 };
-use promflow_engine::Plan;
 use promflow_storage::{MatchOp, Matcher};
 use sqlparser::ast::{
     self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause,
@@ -405,7 +405,7 @@ impl Selection {
 /// samples in them: the functions that extrapolate to a window's edges, and
 /// `predict_linear`, which predicts from the evaluation's time.
 fn reads_window_edges(plan: &Plan) -> bool {
-    use promflow_engine::plan::WindowFn::{Delta, Increase, PredictLinear, Rate};
+    use promflow_plan::WindowFn::{Delta, Increase, PredictLinear, Rate};
     matches!(plan, Plan::WindowFunction { func: Rate | Increase | Delta | PredictLinear, .. })
         || plan.children().into_iter().any(reads_window_edges)
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use promflow_engine::QueryOptions;
+use promflow_plan::QueryOptions;
 use promflow_storage::{Labels, MatchOp, Matcher, Querier, Series, Timestamp};
 
 use crate::compile::{Column, Query, Statement};
@@ -33,7 +33,7 @@ pub struct Settings {
 pub enum ExecError {
     /// The engine refused or failed the plan (too many samples, a timeout, …).
     #[error(transparent)]
-    Engine(#[from] promflow_engine::Error),
+    Engine(#[from] promflow_plan::Error),
     /// Storage could not be read.
     #[error("reading storage: {0}")]
     Storage(#[from] promflow_storage::Error),
@@ -113,7 +113,7 @@ pub(crate) fn run(
                 range_query: eval.start != eval.end,
                 canceled: settings.canceled.clone(),
             };
-            segments.push(promflow_engine::evaluate(plan, &querier, &opts)?.result);
+            segments.push(promflow_batch::evaluate(plan, &querier, &opts)?.result);
         }
         results.push(segments);
     }

@@ -207,8 +207,8 @@ impl Handler {
         outcome.map_err(|e| error("XX000", format!("query panicked: {e}")))?.map_err(|e| match e {
             ExecError::NoTable(_) => error("42P01", e.to_string()),
             ExecError::Catalog(_) => error("0A000", e.to_string()),
-            ExecError::Engine(promflow_engine::Error::Timeout(_)) => error("57014", e.to_string()),
-            ExecError::Engine(promflow_engine::Error::Canceled) => {
+            ExecError::Engine(promflow_plan::Error::Timeout(_)) => error("57014", e.to_string()),
+            ExecError::Engine(promflow_plan::Error::Canceled) => {
                 error("57014", "canceling statement due to user request".into())
             }
             e => error("XX000", e.to_string()),

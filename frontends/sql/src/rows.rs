@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
-use promflow_engine::QueryResult;
+use promflow_plan::QueryResult;
 use promflow_storage::{is_stale_nan, Labels, Series};
 
 use crate::compile::{bin, column_of_label, Column, ColumnKind, Query, Source};

@@ -19,7 +19,7 @@
 //! and `ts BETWEEN now() - INTERVAL '1 hour' AND now()` slide; an absolute bound, a missing
 //! lower bound (the whole history) or an upper bound before `now()` do not.
 
-use promflow_engine::plan::{BinOp, Cardinality, Grouping, JoinKey, Plan};
+use promflow_plan::{BinOp, Cardinality, Grouping, JoinKey, Plan};
 
 use crate::compile::{compile, Query, Statement};
 use crate::Error;

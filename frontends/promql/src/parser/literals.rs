@@ -1,7 +1,7 @@
 //! Go-compatible literals. PromQL takes its number syntax and string escapes from Go
 //! (`strconv`) and its durations from Prometheus's duration type; users see the results in
 //! values, in canonical query text and in error messages, so they must match. (Go's float
-//! formatting lives in `promflow_engine::format` and `promflow_storage::gofmt`, Prometheus's
+//! formatting lives in `promflow_plan::format` and `promflow_storage::gofmt`, Prometheus's
 //! durations in `promflow_config`.)
 
 /// Parses a number token as Prometheus does: as a Go integer literal (hex, octal with a

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use promflow_engine::format::format_value;
+use promflow_plan::format::format_value;
 use promflow_storage::{MatchOp, Matcher, METRIC_NAME};
 
 use super::ast::*;

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write};
 
-use promflow_engine::format::format_value;
+use promflow_plan::format::format_value;
 use promflow_storage::gofmt::format_g;
 use promflow_storage::Matcher;
 

@@ -46,10 +46,11 @@ use super::render::{constant, constants, window_time, without_name, LeafTime};
 use super::series::{Keep, ReadBack, SeriesFn, SeriesOp};
 use super::tap::Subscriber;
 use super::{Counters, Operator, Row, Shard};
-use crate::batch::{aggregate_values, combine, grouping_key};
-use crate::kernels;
-use crate::plan::{AggOp, BinOp, Edges, Grouping, MapFn, Plan, ValueKind, VectorFn, WindowFn};
-use crate::Error;
+use promflow_kernels as kernels;
+use promflow_kernels::{aggregate_values, combine};
+use promflow_plan::semantics::grouping_key;
+use promflow_plan::Error;
+use promflow_plan::{AggOp, BinOp, Edges, Grouping, MapFn, Plan, ValueKind, VectorFn, WindowFn};
 
 /// A node of a hub view, as the controller lowers it and the first worker builds it. Inputs
 /// are nodes with smaller ids.

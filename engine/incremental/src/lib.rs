@@ -13,11 +13,15 @@
 //! * Workers run on their own threads (`timely::execute`). Commands reach every worker in the
 //!   order the controller sends them, so every worker builds the same dataflows; a read
 //!   gathers every worker's shard.
+//! * [`live`] is the one live-view service over it: rules (in event mode) and subscriptions
+//!   are both its clients.
+#![warn(missing_docs)]
 
 mod abelian;
 mod hub;
 mod installs;
 mod keys;
+pub mod live;
 mod render;
 mod series;
 mod tap;
@@ -38,12 +42,12 @@ use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
 
-use crate::plan::Plan;
-use crate::Error;
-use crate::{QueryOptions, QueryResult};
 use hub::{Hub, HubInput, HubItem, HubNode, HubPlans, SharedHub};
 use installs::Installs;
 use keys::{KeyMap, Keys};
+use promflow_plan::Error;
+use promflow_plan::Plan;
+use promflow_plan::{QueryOptions, QueryResult};
 use render::{Node, Registry, RenderCx};
 pub use tap::{ElementChange, Notify, Subscription, ViewChange};
 
@@ -582,7 +586,7 @@ impl Incremental {
                 range_query: true,
                 ..QueryOptions::instant(first)
             };
-            let rows: Vec<Row> = match crate::batch::evaluate(&sub.inner, querier, &opts)?.result {
+            let rows: Vec<Row> = match promflow_batch::evaluate(&sub.inner, querier, &opts)?.result {
                 QueryResult::Matrix(series) => series
                     .into_iter()
                     .flat_map(|s| {

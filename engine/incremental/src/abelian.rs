@@ -20,7 +20,7 @@ use timely::dataflow::operators::Capability;
 
 use super::keys::KeyMap;
 use super::{Counters, Value};
-use crate::plan::AggOp;
+use promflow_plan::AggOp;
 
 /// One group's accumulated contributions.
 #[derive(Clone, Copy, Debug, Default)]

@@ -5,10 +5,12 @@
 //! a timestamp and a value column (staleness markers already removed), which for samples
 //! read from a block are slices of the block's decoded Arrow arrays. They also get the
 //! window's bounds in milliseconds, and return `None` where Prometheus returns no element.
+#![warn(missing_docs)]
 
 use promflow_storage::{Sample, SampleSlice, Samples};
 
-use crate::plan::{DateFn, MapFn, TrigFn, WindowFn};
+use promflow_plan::format::civil_from_days;
+use promflow_plan::{AggOp, BinOp, DateFn, Edges, Error, MapFn, TrigFn, WindowFn};
 
 /// The bounds of a window: samples have `start < t <= end` (left-open, as in Prometheus 3).
 #[derive(Clone, Copy, Debug)]
@@ -918,20 +920,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
-// Howard Hinnant's civil calendar algorithms.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
+// Howard Hinnant's civil calendar algorithm (the inverse of `civil_from_days`).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -944,8 +933,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Applies an arithmetic or comparison operator to two values. For comparisons the result
 /// is 1 or 0; the caller decides whether to filter.
-pub fn binary(op: crate::plan::BinOp, a: f64, b: f64) -> f64 {
-    use crate::plan::BinOp::*;
+pub fn binary(op: BinOp, a: f64, b: f64) -> f64 {
+    use BinOp::*;
     match op {
         Add => a + b,
         Sub => a - b,
@@ -962,6 +951,65 @@ pub fn binary(op: crate::plan::BinOp, a: f64, b: f64) -> f64 {
         Le => (a <= b) as u8 as f64,
         And | Or | Unless => f64::NAN,
     }
+}
+
+/// The value an aggregation gives a group of `vals` (`param` is `quantile`'s φ); the
+/// aggregations that select series rather than compute a value (`topk`, `limitk`, …)
+/// answer NaN here.
+pub fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
+    match op {
+        AggOp::Sum => kahan_sum(vals.iter().copied()),
+        AggOp::Avg => mean(vals.iter().copied()),
+        AggOp::Min => vals.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }),
+        AggOp::Max => vals.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a }),
+        AggOp::Count => vals.len() as f64,
+        AggOp::Group => 1.0,
+        AggOp::Stddev => variance(vals.iter().copied()).sqrt(),
+        AggOp::Stdvar => variance(vals.iter().copied()),
+        AggOp::Quantile => quantile(param, vals),
+        AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio | AggOp::CountValues => f64::NAN,
+    }
+}
+
+/// Applies a binary operator; comparisons without `bool` filter, keeping the left value.
+pub fn combine(op: BinOp, lv: f64, rv: f64, return_bool: bool) -> Option<f64> {
+    let r = binary(op, lv, rv);
+    if !op.is_comparison() || return_bool {
+        Some(r)
+    } else if r == 1.0 {
+        Some(lv)
+    } else {
+        None
+    }
+}
+
+/// A window function over an anchored window (`widened`: the window's samples and those
+/// within the lookback before it); `None` where it has no value.
+pub fn anchored_window(func: WindowFn, widened: SampleSlice<'_>, b: WindowBounds) -> Option<f64> {
+    extended_window(func, widened, b, Edges::Anchored, &[]).ok().flatten()
+}
+
+/// A window function over an anchored or smoothed window: `widened` holds the window's
+/// samples and those within the lookback beyond its edges. Prometheus allows `changes` and
+/// `resets` anchored, and `rate`, `increase` and `delta` either way; the front end rejects
+/// the rest.
+pub fn extended_window(
+    func: WindowFn,
+    widened: SampleSlice<'_>,
+    b: WindowBounds,
+    edges: Edges,
+    args: &[f64],
+) -> Result<Option<f64>, Error> {
+    let smoothed = edges == Edges::Smoothed;
+    Ok(match func {
+        WindowFn::Rate => extended_rate(widened, b, smoothed, true, true),
+        WindowFn::Increase => extended_rate(widened, b, smoothed, true, false),
+        WindowFn::Delta => extended_rate(widened, b, smoothed, false, false),
+        WindowFn::Changes | WindowFn::Resets if !smoothed => {
+            anchored_from(widened, b.start).and_then(|w| window(func, w, b, args))
+        }
+        _ => return Err(Error::Plan(format!("{func:?} cannot read an {edges:?} window"))),
+    })
 }
 
 #[cfg(test)]

@@ -1,22 +1,27 @@
-//! promflow's engine: the plan IR that every front end compiles to, the function kernels,
-//! and the batch executor that evaluates a plan over storage's querier.
+//! promflow's plan IR and the semantics every executor shares.
 //!
-//! The engine depends on storage only; it knows nothing of PromQL or SQL text, nor of HTTP.
+//! The front ends (PromQL, SQL) compile text to a [`Plan`]; the executors (the batch executor
+//! and the incremental one) run it. This crate is what they agree on, and holds no executor:
+//!
+//! * [`ir`]: the plan's nodes and their `EXPLAIN` text;
+//! * [`eval`]: a query's options, what stops it, and the result shapes;
+//! * [`semantics`]: PromQL's label semantics (grouping keys, result labels, relabelling);
+//! * [`annotations`]: Prometheus's warnings and infos, with the source position they cite;
+//! * [`format`]: numbers and times printed as Prometheus (Go) prints them;
+//! * [`Error`]: the evaluation errors every executor returns.
+//!
+//! It depends on storage's series model only: no dataflow runtime, no async runtime.
 #![warn(missing_docs)]
 
 pub mod annotations;
-pub mod batch;
-pub mod dataflow;
+pub mod eval;
 pub mod format;
-pub mod kernels;
-pub mod live;
-pub mod plan;
-pub mod rules;
-pub mod template;
+pub mod ir;
+pub mod semantics;
 
 pub use annotations::{Annotations, Level};
-pub use batch::{evaluate, Evaluation, QueryOptions, QueryResult};
-pub use plan::Plan;
+pub use eval::{Evaluation, QueryOptions, QueryResult, Stop};
+pub use ir::*;
 
 /// Evaluation errors, each mapped by the HTTP layer to Prometheus's error type.
 #[derive(Debug, thiserror::Error)]

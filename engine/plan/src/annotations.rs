@@ -5,7 +5,7 @@
 //! `PromQL info: …`, then ` (line:col)` pointing at the sub-expression that caused it. Two
 //! annotations with the same text (position aside) are one; the later position is kept.
 
-use crate::plan::SourcePos;
+use crate::SourcePos;
 
 /// How serious an annotation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +149,7 @@ impl Annotations {
 fn rfc3339_seconds(ms: i64) -> String {
     // Go's time.Unix(ms/1000, 0) truncates toward zero
     let s = ms / 1000;
-    let (y, m, d) = crate::kernels::civil_from_days(s.div_euclid(86_400));
+    let (y, m, d) = crate::format::civil_from_days(s.div_euclid(86_400));
     let rem = s.rem_euclid(86_400);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

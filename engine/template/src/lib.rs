@@ -8,6 +8,7 @@
 //! as `$labels`, `$externalLabels`, `$externalURL`, `$value`) and functions (Go's builtins
 //! plus `humanize*`, `query`, `first`, `label`, `value`, `reReplaceAll`, `match`, `title`, …;
 //! see [`funcs`]). `define`, `template`, `block`, `break` and `continue` are not supported.
+#![warn(missing_docs)]
 
 mod funcs;
 mod parse;
@@ -17,7 +18,7 @@ use std::collections::BTreeMap;
 
 pub use value::Value;
 
-pub(crate) use funcs::query_escape;
+pub use funcs::query_escape;
 
 use parse::{Command, List, Node, Operand, Pipeline};
 

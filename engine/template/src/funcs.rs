@@ -654,7 +654,7 @@ fn strip_domain(s: &str) -> String {
 }
 
 /// Go's `url.QueryEscape`.
-pub(crate) fn query_escape(s: &str) -> String {
+pub fn query_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {

@@ -3,107 +3,26 @@
 //!
 //! Every operator works on whole step ranges: an instant-valued node yields, per series, one
 //! optional value per step, so a range query costs one pass per operator rather than one
-//! evaluation per step. Window and value functions call [`crate::kernels`].
+//! evaluation per step. Window and value functions call [`promflow_kernels`].
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 use promflow_storage::{
     is_stale_nan, Labels, Matcher, Querier, Sample, SampleSlice, Samples, Series, METRIC_NAME,
 };
 
-use crate::annotations::{Annotations, Level};
-use crate::kernels::{self, WindowBounds};
-use crate::plan::{
-    AggOp, BinOp, Cardinality, Edges, Grouping, MapFn, Origin, Plan, Relabel, TimeShift, ValueKind, VectorFn,
-    WindowFn,
+use promflow_kernels::{self as kernels, aggregate_values, combine, extended_window, WindowBounds};
+use promflow_plan::semantics::{
+    absent_labels, compile_relabel, effective_info_name_matchers, grouping_key, parse_le, relabel_one,
+    result_labels, strip_metric_identity, INFO_IDENTIFYING_LABELS,
 };
-use crate::Error;
+use promflow_plan::{
+    AggOp, Annotations, BinOp, Cardinality, Edges, Error, Grouping, Level, MapFn, Origin, Plan, Relabel,
+    Stop, TimeShift, ValueKind, VectorFn, WindowFn,
+};
+pub use promflow_plan::{Evaluation, QueryOptions, QueryResult};
 use promflow_storage::gofmt::format_g as go_format_g;
-
-/// Parameters of one query evaluation.
-#[derive(Clone, Debug)]
-pub struct QueryOptions {
-    /// First step, in milliseconds.
-    pub start: i64,
-    /// Last step (inclusive), in milliseconds.
-    pub end: i64,
-    /// Step width in milliseconds (any positive value for instant queries).
-    pub step: i64,
-    /// How far back an instant selection looks for a sample, in milliseconds.
-    pub lookback_ms: i64,
-    /// Most samples the query may load (`--query.max-samples`).
-    pub max_samples: usize,
-    /// When the query must give up.
-    pub deadline: Option<Instant>,
-    /// Prometheus's `promql-delayed-name-removal` feature: functions keep `__name__` until the
-    /// end of the evaluation, so that annotations can name the metric.
-    pub delayed_name_removal: bool,
-    /// A range query (`/api/v1/query_range`): the result is a matrix and the expression must
-    /// be a scalar or an instant vector, even when `start == end`.
-    pub range_query: bool,
-    /// Set when whoever asked no longer waits for the answer (the client hung up): the query
-    /// stops where it would stop for its deadline.
-    pub canceled: Option<Arc<AtomicBool>>,
-}
-
-impl QueryOptions {
-    /// Options for an instant query at `t` with Prometheus's defaults.
-    pub fn instant(t: i64) -> Self {
-        QueryOptions {
-            start: t,
-            end: t,
-            step: 1,
-            lookback_ms: 300_000,
-            max_samples: 50_000_000,
-            deadline: None,
-            canceled: None,
-            delayed_name_removal: false,
-            range_query: false,
-        }
-    }
-
-    /// What stops this query: its deadline and its cancellation.
-    fn stop(&self) -> Stop<'_> {
-        Stop { deadline: self.deadline, canceled: self.canceled.as_deref() }
-    }
-
-    fn steps(&self) -> Vec<i64> {
-        let mut v = Vec::new();
-        let mut t = Some(self.start);
-        while let Some(x) = t.filter(|x| *x <= self.end) {
-            v.push(x);
-            t = x.checked_add(self.step.max(1));
-        }
-        v
-    }
-}
-
-/// The result of a query, in the shapes Prometheus's API returns.
-#[derive(Clone, Debug, PartialEq)]
-pub enum QueryResult {
-    /// A scalar at an instant: (time, value).
-    Scalar(i64, f64),
-    /// A string at an instant.
-    String(i64, String),
-    /// An instant vector: labels, time, value.
-    Vector(Vec<(Labels, i64, f64)>),
-    /// A matrix: series with their points (range queries, or a range selection at an instant).
-    Matrix(Vec<Series>),
-}
-
-/// A successful evaluation: the result and the warnings and infos raised on the way.
-#[derive(Clone, Debug)]
-pub struct Evaluation {
-    /// The result.
-    pub result: QueryResult,
-    /// Prometheus's annotations.
-    pub annotations: Annotations,
-    /// Samples the evaluation read from storage (what `--query.max-samples` counts).
-    pub samples: usize,
-}
 
 /// One series of an instant-valued intermediate: a value or nothing at each step.
 #[derive(Clone, Debug)]
@@ -118,14 +37,6 @@ impl StepSeries {
     fn new(labels: Labels, values: Vec<Option<f64>>) -> Self {
         StepSeries { labels, values, drop_name: false }
     }
-}
-
-/// The labels that name a metric and describe its type and unit: an operation that changes
-/// what the values mean removes them all.
-const METRIC_IDENTITY_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
-
-pub(crate) fn strip_metric_identity(l: &mut Labels) {
-    l.retain(|x| !METRIC_IDENTITY_LABELS.contains(&x.name.as_str()));
 }
 
 /// A range-valued intermediate: each series' samples and how to find its window at a step.
@@ -268,27 +179,6 @@ fn preserves_order(plan: &Plan) -> bool {
 /// The samples of `samples` (sorted by time) inside `bounds`.
 fn window_slice(samples: SampleSlice<'_>, b: WindowBounds) -> SampleSlice<'_> {
     samples.window(b.start, b.end)
-}
-
-/// When a query must give up: checked before every operator and for every series (or group,
-/// or step) inside an operator's loops, so that neither a deadline nor a client that hung up
-/// waits for a whole operator.
-#[derive(Clone, Copy)]
-struct Stop<'a> {
-    deadline: Option<Instant>,
-    canceled: Option<&'a AtomicBool>,
-}
-
-impl Stop<'_> {
-    fn check(self) -> Result<(), Error> {
-        if self.canceled.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(Error::Canceled);
-        }
-        match self.deadline {
-            Some(d) if Instant::now() > d => Err(Error::Timeout("expression evaluation")),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl Ctx<'_> {
@@ -1008,7 +898,7 @@ impl Ctx<'_> {
                         for step in 0..n {
                             if let Some(x) = v[i].values[step] {
                                 let mut l = groups[g].clone();
-                                l.set(&param_str, &crate::format::format_value(x));
+                                l.set(&param_str, &promflow_plan::format::format_value(x));
                                 // every distinct value is a series of a value per step
                                 if !out.contains_key(&l) {
                                     self.reserve_steps(out.len() + 1)?;
@@ -1233,53 +1123,6 @@ fn finish_names(mut v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
     merge_same_labels(v)
 }
 
-/// A window function over an anchored or smoothed window (`widened` holds the samples within
-/// the lookback beyond its edges). Prometheus allows `changes` and `resets` anchored, and
-/// `rate`, `increase` and `delta` either way; the front end rejects the rest.
-/// A window function over an anchored window (`widened`: the window's samples and those
-/// within the lookback before it); `None` where it has no value.
-pub(crate) fn anchored_window(func: WindowFn, widened: SampleSlice<'_>, b: WindowBounds) -> Option<f64> {
-    extended_window(func, widened, b, Edges::Anchored, &[]).ok().flatten()
-}
-
-fn extended_window(
-    func: WindowFn,
-    widened: SampleSlice<'_>,
-    b: WindowBounds,
-    edges: Edges,
-    args: &[f64],
-) -> Result<Option<f64>, Error> {
-    let smoothed = edges == Edges::Smoothed;
-    Ok(match func {
-        WindowFn::Rate => kernels::extended_rate(widened, b, smoothed, true, true),
-        WindowFn::Increase => kernels::extended_rate(widened, b, smoothed, true, false),
-        WindowFn::Delta => kernels::extended_rate(widened, b, smoothed, false, false),
-        WindowFn::Changes | WindowFn::Resets if !smoothed => {
-            kernels::anchored_from(widened, b.start).and_then(|w| kernels::window(func, w, b, args))
-        }
-        _ => return Err(Error::Plan(format!("{func:?} cannot read an {edges:?} window"))),
-    })
-}
-
-/// The labels `info()` joins on.
-pub(crate) const INFO_IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
-
-/// Which metrics count as info metrics for `info()`: the given name matchers if one of them
-/// selects (`=` or `=~`), else `.+_info` narrowed by them, else `target_info`.
-pub(crate) fn effective_info_name_matchers(name_matchers: &[Matcher], given: bool) -> Vec<Matcher> {
-    use promflow_storage::MatchOp;
-    if name_matchers.iter().any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Regex)) {
-        return name_matchers.to_vec();
-    }
-    let fixed = |op, v: &str| Matcher::new(op, METRIC_NAME, v).expect("a valid matcher");
-    if given && !name_matchers.is_empty() {
-        let mut out = vec![fixed(MatchOp::Regex, ".+_info")];
-        out.extend(name_matchers.iter().cloned());
-        return out;
-    }
-    vec![fixed(MatchOp::Equal, "target_info")]
-}
-
 /// Records Prometheus's warning for a quantile outside [0, 1] (or NaN).
 fn check_quantile(annotations: &mut Annotations, q: f64, origin: &Origin, arg: usize) {
     if q.is_nan() || !(0.0..=1.0).contains(&q) {
@@ -1302,64 +1145,6 @@ fn cmp_nan_last(a: Option<f64>, b: Option<f64>, descending: bool) -> std::cmp::O
         (false, true) => Ordering::Less,
         _ if descending => y.total_cmp(&x),
         _ => x.total_cmp(&y),
-    }
-}
-
-pub(crate) fn parse_le(s: &str) -> Result<f64, ()> {
-    match s.trim() {
-        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
-        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        other => other.parse::<f64>().map_err(|_| ()),
-    }
-}
-
-/// The labels `absent`/`absent_over_time` report: the equality matchers of a plain selection.
-pub fn absent_labels(input: &Plan) -> Labels {
-    let matchers = match input {
-        Plan::Select { matchers, .. } | Plan::Window { matchers, .. } => matchers,
-        _ => return Labels::new(),
-    };
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for m in matchers {
-        *seen.entry(m.name.as_str()).or_default() += 1;
-    }
-    Labels::from_pairs(
-        matchers
-            .iter()
-            .filter(|m| {
-                m.op == promflow_storage::MatchOp::Equal
-                    && m.name != METRIC_NAME
-                    && seen[m.name.as_str()] == 1
-            })
-            .map(|m| (m.name.clone(), m.value.clone())),
-    )
-}
-
-pub(crate) fn aggregate_values(op: AggOp, vals: &mut [f64], param: f64) -> f64 {
-    match op {
-        AggOp::Sum => kernels::kahan_sum(vals.iter().copied()),
-        AggOp::Avg => kernels::mean(vals.iter().copied()),
-        AggOp::Min => vals.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v < a { v } else { a }),
-        AggOp::Max => vals.iter().copied().fold(f64::NAN, |a, v| if a.is_nan() || v > a { v } else { a }),
-        AggOp::Count => vals.len() as f64,
-        AggOp::Group => 1.0,
-        AggOp::Stddev => kernels::variance(vals.iter().copied()).sqrt(),
-        AggOp::Stdvar => kernels::variance(vals.iter().copied()),
-        AggOp::Quantile => kernels::quantile(param, vals),
-        AggOp::Topk | AggOp::Bottomk | AggOp::Limitk | AggOp::LimitRatio | AggOp::CountValues => f64::NAN,
-    }
-}
-
-/// The labels that identify a series' group in an aggregation, or its match key in a join:
-/// the `by`/`on` labels, or all but the `without`/`ignoring` labels and the metric name.
-pub(crate) fn grouping_key(l: &Labels, g: &Grouping) -> Labels {
-    match g {
-        Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
-        Grouping::Without(names) => {
-            let mut out = l.clone();
-            out.retain(|x| x.name != METRIC_NAME && !names.iter().any(|n| n == &x.name));
-            out
-        }
     }
 }
 
@@ -1464,7 +1249,7 @@ fn join(
     op: BinOp,
     lhs: Vec<StepSeries>,
     rhs: Vec<StepSeries>,
-    key: &crate::plan::JoinKey,
+    key: &promflow_plan::JoinKey,
     return_bool: bool,
     delayed_name_removal: bool,
     stop: Stop<'_>,
@@ -1553,18 +1338,6 @@ fn join(
     Ok(series)
 }
 
-/// Applies a binary operator; comparisons without `bool` filter, keeping the left value.
-pub(crate) fn combine(op: BinOp, lv: f64, rv: f64, return_bool: bool) -> Option<f64> {
-    let r = kernels::binary(op, lv, rv);
-    if !op.is_comparison() || return_bool {
-        Some(r)
-    } else if r == 1.0 {
-        Some(lv)
-    } else {
-        None
-    }
-}
-
 /// The series a join produces, one per label set.
 struct JoinOutput {
     n: usize,
@@ -1609,62 +1382,6 @@ impl JoinOutput {
                 self.series.push(StepSeries { labels, values: vec![None; self.n], drop_name });
                 self.series.len() - 1
             }
-        }
-    }
-}
-
-pub(crate) fn result_labels(
-    many: &Labels,
-    one: &Labels,
-    g: &Grouping,
-    one_to_one: bool,
-    include: &[String],
-    drop_name: bool,
-) -> Labels {
-    let mut l = many.clone();
-    if drop_name {
-        strip_metric_identity(&mut l);
-    }
-    if one_to_one {
-        match g {
-            Grouping::By(names) => l.retain(|x| names.iter().any(|n| n == &x.name)),
-            Grouping::Without(names) => l.retain(|x| !names.iter().any(|n| n == &x.name)),
-        }
-    }
-    for name in include {
-        l.set(name, one.get(name));
-    }
-    l
-}
-
-/// The regex of a `label_replace`, compiled (none for `label_join`).
-pub(crate) fn compile_relabel(rule: &Relabel) -> Result<Option<regex::Regex>, Error> {
-    match rule {
-        Relabel::Replace { regex, .. } => promflow_storage::re2::compile_anchored(regex)
-            .map(Some)
-            .map_err(|e| Error::Execution(format!("invalid regular expression in label_replace(): {e}"))),
-        Relabel::Join { .. } => Ok(None),
-    }
-}
-
-/// Rewrites one label set; `re` is [`compile_relabel`]'s. Returns whether the destination
-/// label was set.
-pub(crate) fn relabel_one(rule: &Relabel, re: Option<&regex::Regex>, labels: &mut Labels) -> bool {
-    match rule {
-        Relabel::Replace { dst, replacement, src, .. } => {
-            let value = labels.get(src).to_string();
-            let Some(caps) = re.and_then(|re| re.captures(&value)) else { return false };
-            let mut out = String::new();
-            // Go's `Expand` and the regex crate's agree on `$1`, `${1}`, `$name`, and `$1x`.
-            caps.expand(replacement, &mut out);
-            labels.set(dst, &out);
-            true
-        }
-        Relabel::Join { dst, separator, src } => {
-            let joined: Vec<&str> = src.iter().map(|n| labels.get(n)).collect();
-            let joined = joined.join(separator);
-            labels.set(dst, &joined);
-            true
         }
     }
 }

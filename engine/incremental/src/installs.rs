@@ -132,7 +132,7 @@ mod tests {
             id: 1,
             input: Box::new(Node::Map {
                 input: Box::new(Node::Import(0)),
-                func: crate::plan::MapFn::Abs,
+                func: promflow_plan::MapFn::Abs,
                 args: vec![],
             }),
         };

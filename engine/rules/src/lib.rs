@@ -8,25 +8,26 @@
 //! written at the evaluation timestamp; a series the previous evaluation wrote and this one
 //! did not gets a staleness marker, so queries stop seeing it at once. The incremental
 //! (dataflow) evaluation of the same rules builds on this.
+#![warn(missing_docs)]
 
 pub mod alerting;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use promflow_storage::{stale_nan, Appender, Labels, Querier, METRIC_NAME};
+use promflow_storage::{now_ms, stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
-use crate::live::{LiveViews, ViewChange};
+use promflow_incremental::live::{LiveViews, ViewChange};
 
 pub use alerting::{
     Alert, AlertState, AlertingRuleSpec, AlertingState, ElementChange, Notification, NotifyFn,
 };
 
-use crate::batch::{evaluate, QueryOptions, QueryResult};
-use crate::dataflow::Grain;
-use crate::Plan;
+use promflow_batch::{evaluate, QueryOptions, QueryResult};
+use promflow_incremental::Grain;
+use promflow_plan::Plan;
 
 /// Compiles a PromQL expression (for the `query` template function): given by the wiring,
 /// since the engine knows no query language.
@@ -626,10 +627,6 @@ fn record(
 }
 
 /// The wall clock in milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Runs rule groups on the wall clock, one thread per group, and replaces them on reload.
 pub struct Manager {
     querier: Arc<dyn Querier>,

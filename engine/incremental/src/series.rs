@@ -44,8 +44,8 @@ use timely::dataflow::Stream;
 use super::keys::{KeyMap, KeySet, Keys};
 use super::render::without_name;
 use super::{Counters, Grain, Row, Update, Value};
-use crate::kernels::{self, WindowBounds, WindowEnds};
-use crate::plan::WindowFn;
+use promflow_kernels::{self as kernels, WindowBounds, WindowEnds};
+use promflow_plan::WindowFn;
 
 /// What the operator computes for each series.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,7 +140,7 @@ impl SeriesFn {
             SeriesFn::Anchored { func, range, .. } => {
                 // the visible samples are the window's and those within the lookback before it
                 let b = WindowBounds { start: at - range, end: at, eval_time: at };
-                return steady(crate::batch::anchored_window(*func, SampleSlice { t, v }, b));
+                return steady(promflow_kernels::anchored_window(*func, SampleSlice { t, v }, b));
             }
         };
         let b = WindowBounds { start: at - range, end: at, eval_time };

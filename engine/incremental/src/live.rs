@@ -28,12 +28,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use promflow_storage::{CommittedBatch, Labels, Querier, Wake};
+use promflow_storage::{now_ms, CommittedBatch, Labels, Querier, Wake};
 
-pub use crate::dataflow::ViewChange;
-use crate::dataflow::{Grain, Incremental, Notify, Subscription, ViewId};
-use crate::rules::now_ms;
-use crate::{Error, Plan};
+pub use crate::ViewChange;
+use crate::{Grain, Incremental, Notify, Subscription, ViewId};
+use promflow_plan::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
 /// answered correctly (a rule reads at its group's evaluation time, close to now). A read

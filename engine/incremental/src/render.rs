@@ -25,17 +25,18 @@ use super::abelian;
 use super::keys::{KeyMap, Keys};
 use super::series::{self, Keep, ReadBack, SeriesFn};
 use super::{Counters, Grain, Operator, Value, WorkerState};
-use crate::batch::{
-    absent_labels, aggregate_values, combine, compile_relabel, effective_info_name_matchers, grouping_key,
-    parse_le, relabel_one, result_labels, strip_metric_identity, INFO_IDENTIFYING_LABELS,
+use promflow_kernels as kernels;
+use promflow_kernels::{aggregate_values, combine};
+use promflow_plan::semantics::{
+    absent_labels, compile_relabel, effective_info_name_matchers, grouping_key, parse_le, relabel_one,
+    result_labels, strip_metric_identity, INFO_IDENTIFYING_LABELS,
 };
-use crate::kernels;
-use crate::plan::ValueKind;
-use crate::plan::{
+use promflow_plan::Error;
+use promflow_plan::ValueKind;
+use promflow_plan::{
     AggOp, BinOp, Cardinality, Edges, Grouping, JoinKey, MapFn, Plan, Relabel, TimeAnchor, TimeShift,
     VectorFn, WindowFn,
 };
-use crate::Error;
 
 /// A lowered plan: what the workers build for one view.
 #[derive(Clone, Debug)]
@@ -603,7 +604,7 @@ impl Lowering<'_> {
                 let func = SeriesFn::Window { func: *func, range: *range_ms, args };
                 self.series_with(plan, matchers, func, time, arg)
             }
-            Plan::Map { func, input, args } if input.kind() == crate::plan::ValueKind::Instant => {
+            Plan::Map { func, input, args } if input.kind() == promflow_plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {
                     return Ok(Node::Timestamp { input: Box::new(self.lower(input)?) });
                 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_NAME};
 
 use super::{instant_query, EvalSettings};
-use crate::live::LiveViews;
-use crate::template::{AlertData, QueryRows, Template};
-use crate::Plan;
+use promflow_incremental::live::LiveViews;
+use promflow_plan::Plan;
+use promflow_template::{AlertData, QueryRows, Template};
 
 /// How long a resolved alert is kept (and re-sent to Alertmanager as resolved).
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
@@ -143,7 +143,7 @@ pub fn to_send(
     let generator_url = format!(
         "{}/graph?g0.expr={}&g0.tab=1",
         rule.external_url.trim_end_matches('/'),
-        crate::template::query_escape(&rule.query)
+        promflow_template::query_escape(&rule.query)
     );
     let mut out = Vec::new();
     alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -280,7 +280,7 @@ pub fn apply(
 
 const SAME_LABELSET: &str = "vector contains metrics with the same labelset after applying alert labels";
 
-pub use crate::dataflow::ElementChange;
+pub use promflow_incremental::ElementChange;
 
 /// Applies the changes of an event-mode rule's result at `t`, between evaluations: the
 /// alerts end as [`apply`] would leave them given the whole result, but only the changed
