@@ -600,6 +600,27 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     inc.shutdown();
 }
 
+/// A view of constants (`vector(42)`, `absent(…)` of nothing) stays open with the clock: a
+/// subscription made after its dataflow has run for a while still gets its first message.
+#[test]
+fn a_late_subscription_to_a_constant_view_gets_its_first_message() {
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    for (i, query) in ["vector(42)", "absent(nothing)", "vector(1) + 1"].iter().enumerate() {
+        let view = inc.install(&compile(query)).unwrap();
+        // the workers step the new dataflow, and the clock moves, before anyone subscribes
+        let start = 10_000 * (i as i64 + 1);
+        inc.advance(start);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut changes = inc.subscribe(view, start, None).unwrap();
+        inc.advance(start + 1_000);
+        let first = changes.recv_timeout(std::time::Duration::from_secs(10));
+        let Ok((t, ViewChange::Whole(elements))) = first else { panic!("{query}: {first:?}") };
+        assert_eq!((t, elements.len()), (start, 1), "{query}");
+        inc.unsubscribe(&changes);
+    }
+    inc.shutdown();
+}
+
 /// A view with a grain (a recording rule's, read only at its group's evaluation times) equals
 /// the batch executor at every time of the grain, with far fewer changes than a view that
 /// follows every sample, also when it starts from history.

@@ -453,7 +453,7 @@ fn promflow_subscribe_follows_tls_client_certificates_and_basic_auth() {
     let good =
         settings("good.yml", &format!("basic_auth:\n  username: {USER}\n  password_file: password\n{tls}"));
     let (ok, out) = subscribe_first_line(&[&good, &https, "vector(42)"]);
-    assert!(ok && out.contains("42"), "{out}");
+    assert!(ok && out.contains("42"), "{out}\nserver:\n{}", s.logs());
 
     let wrong = settings("wrong.yml", &format!("basic_auth:\n  username: {USER}\n  password: nope\n{tls}"));
     let (ok, out) = subscribe_first_line(&[&wrong, &https, "vector(42)"]);

@@ -909,7 +909,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     };
                     out.push((value, 1));
                 });
-            let none = constant_collection(scope, &Labels::new(), f64::NAN, &cx.keys)
+            let none = constant_collection(scope, &cx.clock, &Labels::new(), f64::NAN, &cx.keys)
                 .map(|kv| ((), kv))
                 .antijoin(present.map(|_| ()).distinct())
                 .map(|(_, kv)| kv);
@@ -1014,10 +1014,10 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             );
             counted(out, &cx.counters, Operator::Aggregate)
         }
-        Node::Constant { labels, value } => constant_collection(scope, labels, *value, &cx.keys),
+        Node::Constant { labels, value } => constant_collection(scope, &cx.clock, labels, *value, &cx.keys),
         Node::Absent { input, labels } => {
             let present = render(scope, input, cx).map(|_| ()).distinct();
-            let one = constant_collection(scope, labels, 1.0, &cx.keys).map(|kv| ((), kv));
+            let one = constant_collection(scope, &cx.clock, labels, 1.0, &cx.keys).map(|kv| ((), kv));
             counted(one.antijoin(present).map(|(_, kv)| kv), &cx.counters, Operator::Join)
         }
         Node::Histogram { input, func, params, quantile_label } => {
@@ -1186,11 +1186,21 @@ fn now_collection<'s>(
         .as_collection()
 }
 
-/// One element, present from time 0 on, built by the first worker only.
-fn constant_collection<'s>(scope: Scope<'s, u64>, labels: &Labels, value: f64, keys: &Keys) -> Coll<'s> {
+/// One element, present from time 0 on, built by the first worker only. Its frontier follows
+/// the clock, as every other leaf's does: a stream made of the element alone would be complete
+/// for ever after the first step, the operators downstream would retire, and a subscription
+/// registered after that would never be sent its first message.
+fn constant_collection<'s>(
+    scope: Scope<'s, u64>,
+    clock: &Stream<'s, u64, Vec<series::Tick>>,
+    labels: &Labels,
+    value: f64,
+    keys: &Keys,
+) -> Coll<'s> {
     let key = keys.intern(labels.clone());
     let data = if scope.index() == 0 { vec![((key, Value(value)), 0u64, 1isize)] } else { Vec::new() };
-    data.to_stream(scope).as_collection()
+    let held_by_clock = clock.clone().flat_map(|_tick| std::iter::empty::<((u64, Value), u64, isize)>());
+    data.to_stream(scope).concat(held_by_clock).as_collection()
 }
 
 /// Each element keyed by its match signature (`on`/`ignoring` labels).
