@@ -6,7 +6,6 @@ mod common;
 
 mod alerting;
 mod api;
-mod dataflow;
 mod differential;
 mod docs;
 mod durability;
