@@ -698,6 +698,56 @@ impl Db {
         }
     }
 
+    /// Writes storage's metrics, under Prometheus's TSDB names where it has a twin.
+    pub fn write_metrics(&self, w: &mut crate::MetricsWriter) {
+        let s = self.stats(0);
+        w.gauge("prometheus_tsdb_head_series", "Total number of series in the head block.", s.num_series);
+        w.gauge("prometheus_tsdb_head_chunks", "Total number of chunks in the head block.", s.num_chunks);
+        w.counter(
+            "prometheus_tsdb_head_samples_appended_total",
+            "Total number of appended samples.",
+            s.num_samples,
+        );
+        w.gauge(
+            "prometheus_tsdb_head_min_time",
+            "Minimum time bound of the head block.",
+            s.min_time.unwrap_or(0),
+        );
+        w.gauge(
+            "prometheus_tsdb_head_max_time",
+            "Maximum timestamp of the head block.",
+            s.max_time.unwrap_or(0),
+        );
+        w.counter(
+            "prometheus_tsdb_wal_corruptions_total",
+            "Total number of WAL corruptions.",
+            s.wal_corruptions,
+        );
+        w.counter(
+            "promflow_wal_truncated_bytes_total",
+            "Bytes cut from torn or corrupt WAL tails at start-up.",
+            s.wal_truncated_bytes,
+        );
+        w.gauge("promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
+        w.gauge(
+            "promflow_tsdb_unreadable_blocks",
+            "Blocks in the data directory that could not be read and are not served.",
+            s.unreadable_blocks,
+        );
+        w.gauge("prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", s.num_blocks);
+        w.gauge(
+            "prometheus_tsdb_storage_blocks_bytes",
+            "The number of bytes that are currently used for local storage by all blocks.",
+            s.blocks_bytes,
+        );
+        w.gauge("promflow_wal_bytes", "Bytes of the WAL's segments and checkpoint.", s.wal_bytes);
+        w.counter(
+            "prometheus_tsdb_out_of_bound_samples_total",
+            "Total number of out of bound samples ingestion failed attempts.",
+            s.out_of_bounds_samples,
+        );
+    }
+
     /// Changes the out-of-order window (Prometheus reloads `out_of_order_time_window` with the
     /// configuration). Replay after a restart uses the window given at open.
     pub fn set_out_of_order_window(&self, ms: i64) {

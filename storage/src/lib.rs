@@ -18,6 +18,7 @@ pub mod gofmt;
 pub mod labels;
 pub mod re2;
 pub mod samples;
+pub mod self_metrics;
 pub mod shorten;
 pub mod wal_tail;
 
@@ -33,6 +34,7 @@ pub use chunk::{decode_xor_chunk, encode_xor_chunk};
 pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use samples::{SampleSlice, Samples};
+pub use self_metrics::{MetricKind, MetricsWriter};
 
 use std::sync::Arc;
 

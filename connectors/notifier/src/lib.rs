@@ -184,6 +184,36 @@ impl Notifier {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Writes the notifier's metrics, under Prometheus's names.
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
+        let n = &self.stats;
+        w.counter(
+            "prometheus_notifications_sent_total",
+            "Total number of alerts sent.",
+            n.sent.load(Ordering::Relaxed),
+        );
+        w.counter(
+            "prometheus_notifications_errors_total",
+            "Total number of sent alerts affected by errors.",
+            n.errors.load(Ordering::Relaxed),
+        );
+        w.counter(
+            "prometheus_notifications_dropped_total",
+            "Total number of alerts dropped due to errors when sending to Alertmanager.",
+            n.dropped.load(Ordering::Relaxed),
+        );
+        w.gauge(
+            "prometheus_notifications_queue_length",
+            "The number of alert notifications in the queue.",
+            self.queue_length(),
+        );
+        w.gauge(
+            "prometheus_notifications_queue_capacity",
+            "The capacity of the alert notifications queue.",
+            QUEUE_CAPACITY,
+        );
+    }
+
     /// The alert URLs of the discovered Alertmanagers, and of those relabelling dropped.
     pub fn alertmanagers(&self) -> (Vec<String>, Vec<String>) {
         let (mut active, mut dropped) = (Vec::new(), Vec::new());

@@ -361,71 +361,70 @@ impl ScrapeManager {
         out
     }
 
-    /// Writes the scrape manager's metrics in the text format.
-    pub fn write_metrics(&self, out: &mut String) {
+    /// Writes the scrape manager's and service discovery's metrics.
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
+        use promflow_storage::MetricKind;
         let c = &self.counters;
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter("promflow_scrapes_total", "Scrapes attempted.", c.scrapes.load(Ordering::Relaxed));
-        counter(
-            "promflow_scrapes_failed_total",
-            "Scrapes that failed (target down).",
-            c.failed.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_target_scrapes_exceeded_sample_limit_total",
-            "Total number of scrapes that hit the sample limit and were rejected.",
-            c.sample_limit_exceeded.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_target_scrapes_sample_out_of_order_total",
-            "Total number of samples rejected due to not being out of the expected order.",
-            c.out_of_order.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_target_scrapes_sample_duplicate_timestamp_total",
-            "Total number of samples rejected due to duplicate timestamps but different values.",
-            c.duplicate.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_sd_http_failures_total",
-            "Number of HTTP service discovery refresh failures.",
-            c.sd_failures.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_sd_consul_rpc_failures_total",
-            "The number of Consul RPC call failures.",
-            c.consul_failures.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_sd_dns_lookups_total",
-            "The number of DNS-SD lookups.",
-            c.dns_lookups.load(Ordering::Relaxed),
-        );
-        counter(
-            "prometheus_sd_dns_lookup_failures_total",
-            "The number of DNS-SD lookup failures.",
-            c.dns_failures.load(Ordering::Relaxed),
-        );
-        c.kubernetes.write_metrics(out);
-        let Ok(pools) = self.pools.lock() else { return };
-        let _ = writeln!(out, "# HELP prometheus_target_scrape_pools_total Total number of scrape pool creation attempts.\n# TYPE prometheus_target_scrape_pools_total counter\nprometheus_target_scrape_pools_total {}", pools.len());
-        let _ = writeln!(out, "# HELP prometheus_sd_discovered_targets Current number of discovered targets.\n# TYPE prometheus_sd_discovered_targets gauge");
-        for (job, p) in pools.iter() {
-            let _ = writeln!(
-                out,
-                "prometheus_sd_discovered_targets{{config=\"{job}\",name=\"scrape\"}} {}",
-                p.targets.len() + p.dropped.len()
-            );
+        let counters = [
+            ("promflow_scrapes_total", "Scrapes attempted.", &c.scrapes),
+            ("promflow_scrapes_failed_total", "Scrapes that failed (target down).", &c.failed),
+            (
+                "prometheus_target_scrapes_exceeded_sample_limit_total",
+                "Total number of scrapes that hit the sample limit and were rejected.",
+                &c.sample_limit_exceeded,
+            ),
+            (
+                "prometheus_target_scrapes_sample_out_of_order_total",
+                "Total number of samples rejected due to not being out of the expected order.",
+                &c.out_of_order,
+            ),
+            (
+                "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+                "Total number of samples rejected due to duplicate timestamps but different values.",
+                &c.duplicate,
+            ),
+            (
+                "prometheus_sd_http_failures_total",
+                "Number of HTTP service discovery refresh failures.",
+                &c.sd_failures,
+            ),
+            (
+                "prometheus_sd_consul_rpc_failures_total",
+                "The number of Consul RPC call failures.",
+                &c.consul_failures,
+            ),
+            ("prometheus_sd_dns_lookups_total", "The number of DNS-SD lookups.", &c.dns_lookups),
+            (
+                "prometheus_sd_dns_lookup_failures_total",
+                "The number of DNS-SD lookup failures.",
+                &c.dns_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            w.counter(name, help, counter.load(Ordering::Relaxed));
         }
-        let _ = writeln!(out, "# HELP prometheus_target_scrape_pool_targets Current number of targets in this scrape pool.\n# TYPE prometheus_target_scrape_pool_targets gauge");
+        c.kubernetes.write_metrics(w);
+        let Ok(pools) = self.pools.lock() else { return };
+        w.counter(
+            "prometheus_target_scrape_pools_total",
+            "Total number of scrape pool creation attempts.",
+            pools.len(),
+        );
+        let mut discovered = w.family(
+            "prometheus_sd_discovered_targets",
+            MetricKind::Gauge,
+            "Current number of discovered targets.",
+        );
         for (job, p) in pools.iter() {
-            let _ = writeln!(
-                out,
-                "prometheus_target_scrape_pool_targets{{scrape_job=\"{job}\"}} {}",
-                p.targets.len()
-            );
+            discovered.sample(&[("config", job), ("name", "scrape")], p.targets.len() + p.dropped.len());
+        }
+        let mut targets = w.family(
+            "prometheus_target_scrape_pool_targets",
+            MetricKind::Gauge,
+            "Current number of targets in this scrape pool.",
+        );
+        for (job, p) in pools.iter() {
+            targets.sample(&[("scrape_job", job)], p.targets.len());
         }
     }
 

@@ -637,6 +637,37 @@ impl LiveViews {
         let live = views.iter().filter(|s| s.rules && s.view.is_ok()).count();
         (live, views.iter().filter(|s| s.view.is_err()).count())
     }
+
+    /// Writes the incremental executor's metrics (promflow's own).
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
+        use promflow_storage::MetricKind;
+        let mut records = w.family(
+            "promflow_dataflow_records_total",
+            MetricKind::Counter,
+            "Records (value changes) out of the dataflow's operators, by kind of operator.",
+        );
+        for (operator, n) in self.records_total() {
+            records.sample(&[("operator", operator)], n);
+        }
+        w.gauge(
+            "promflow_dataflow_arrangements",
+            "Arrangements the views of rules and subscriptions registered (shared sub-expressions count once).",
+            self.arrangements(),
+        );
+        w.gauge(
+            "promflow_dataflow_samples_kept",
+            "Samples the rule views' per-series operators hold: windows' samples, candidates for a window's extreme, and the oldest samples of windows kept by their ends.",
+            self.samples_kept(),
+        );
+        let (live, batch) = self.counts();
+        w.family(
+            "promflow_rule_expressions",
+            MetricKind::Gauge,
+            "Rule expressions by how they are evaluated.",
+        )
+        .sample(&[("evaluation", "view")], live)
+        .sample(&[("evaluation", "batch")], batch);
+    }
 }
 
 #[cfg(test)]

@@ -770,6 +770,59 @@ impl Manager {
         running.iter().map(|r| r.group.lock().unwrap_or_else(|e| e.into_inner()).status.clone()).collect()
     }
 
+    /// Writes Prometheus's rule-group metrics, labelled `rule_group="<file>;<name>"`.
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
+        use promflow_storage::MetricKind::{Counter, Gauge};
+        type Value = fn(&GroupStatus) -> f64;
+        let families: [(&str, promflow_storage::MetricKind, &str, Value); 8] = [
+            ("prometheus_rule_evaluations_total", Counter, "The total number of rule evaluations.", |g| {
+                g.rule_evaluations as f64
+            }),
+            (
+                "prometheus_rule_evaluation_failures_total",
+                Counter,
+                "The total number of rule evaluation failures.",
+                |g| g.rule_failures as f64,
+            ),
+            (
+                "prometheus_rule_group_iterations_total",
+                Counter,
+                "The total number of scheduled rule group evaluations, whether executed or missed.",
+                |g| (g.iterations + g.missed_iterations) as f64,
+            ),
+            (
+                "prometheus_rule_group_iterations_missed_total",
+                Counter,
+                "The total number of rule group evaluations missed due to slow rule group evaluation.",
+                |g| g.missed_iterations as f64,
+            ),
+            ("prometheus_rule_group_interval_seconds", Gauge, "The interval of a rule group.", |g| {
+                g.interval_ms as f64 / 1000.0
+            }),
+            (
+                "prometheus_rule_group_last_duration_seconds",
+                Gauge,
+                "The duration of the last rule group evaluation.",
+                |g| g.evaluation_time.as_secs_f64(),
+            ),
+            (
+                "prometheus_rule_group_last_evaluation_timestamp_seconds",
+                Gauge,
+                "The timestamp of the last rule group evaluation in seconds.",
+                |g| g.last_evaluation_ms.map_or(0.0, |t| t as f64 / 1000.0),
+            ),
+            ("prometheus_rule_group_rules", Gauge, "The number of rules.", |g| g.rules.len() as f64),
+        ];
+        let groups = self.groups();
+        let keys: Vec<String> = groups.iter().map(|g| format!("{};{}", g.file, g.name)).collect();
+        for (name, kind, help, value) in families {
+            let mut family = w.family(name, kind, help);
+            for (g, key) in groups.iter().zip(&keys) {
+                family.sample(&[("rule_group", key)], value(g));
+            }
+        }
+    }
+
     /// The views that keep rule expressions current, in `event` mode.
     fn views(&self) -> Option<&LiveViews> {
         self.base.views.as_deref()

@@ -83,7 +83,7 @@ fn exposition(newest: &BTreeMap<(String, Labels), Sample>, external: &Labels) ->
             first = false;
             out.push_str(n);
             out.push_str("=\"");
-            escape_label_value(&mut out, v);
+            promflow_storage::self_metrics::escape_label_value(&mut out, v);
             out.push('"');
         }
         if !first {
@@ -92,18 +92,6 @@ fn exposition(newest: &BTreeMap<(String, Labels), Sample>, external: &Labels) ->
         let _ = writeln!(out, " {} {}", format_g(sample.v, None), sample.t);
     }
     out
-}
-
-/// A label value as the text format quotes it: backslash, double quote and line feed escaped.
-fn escape_label_value(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
 }
 
 #[cfg(test)]

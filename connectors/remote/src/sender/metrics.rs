@@ -1,7 +1,8 @@
 //! The `prometheus_remote_storage_*` and `prometheus_wal_watcher_*` metrics of the sender,
 //! named and labelled as Prometheus 2.42 names them, so existing alerts and dashboards work.
 
-use std::fmt::Write as _;
+use promflow_storage::MetricKind::{self, Counter, Gauge};
+use promflow_storage::MetricsWriter;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Upper bounds of `prometheus_remote_storage_sent_batch_duration_seconds` (Prometheus's).
@@ -71,120 +72,109 @@ pub(crate) struct QueueLabels<'a> {
     pub(crate) config: &'a promflow_config::QueueConfig,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// Writes the metrics of every queue, and the ones shared by all (`samples_in`, the newest
 /// timestamp read), in the text format.
 pub(crate) fn write(
-    out: &mut String,
+    w: &mut MetricsWriter,
     samples_in: u64,
     highest_in_ms: i64,
     queues: &[(QueueLabels<'_>, &QueueMetrics)],
 ) {
-    family(
-        out,
+    w.counter(
         "prometheus_remote_storage_samples_in_total",
-        "counter",
         "Samples in to remote storage, compare to samples out for queue managers.",
+        samples_in,
     );
-    let _ = writeln!(out, "prometheus_remote_storage_samples_in_total {samples_in}");
-    let _ = writeln!(
-        out,
-        "# HELP prometheus_remote_storage_highest_timestamp_in_seconds Highest timestamp that has come into the remote storage via the Appender interface, in seconds since epoch.\n# TYPE prometheus_remote_storage_highest_timestamp_in_seconds gauge\nprometheus_remote_storage_highest_timestamp_in_seconds {}",
-        highest_in_ms.max(0) / 1000
+    w.gauge(
+        "prometheus_remote_storage_highest_timestamp_in_seconds",
+        "Highest timestamp that has come into the remote storage via the Appender interface, in seconds since epoch.",
+        highest_in_ms.max(0) / 1000,
     );
     type Get = fn(&QueueMetrics, &promflow_config::QueueConfig) -> f64;
-    let simple: [(&str, &str, &str, Get); 18] = [
-        ("prometheus_remote_storage_samples_total", "counter", "Total number of samples sent to remote storage.", |m, _| m.samples_total.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_samples_failed_total", "counter", "Total number of samples which failed on send to remote storage, non-recoverable errors.", |m, _| m.samples_failed.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_samples_retried_total", "counter", "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable.", |m, _| m.samples_retried.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_samples_pending", "gauge", "The number of samples pending in the queues shards to be sent to the remote storage.", |m, _| m.samples_pending.load(Ordering::Relaxed).max(0) as f64),
-        ("prometheus_remote_storage_bytes_total", "counter", "The total number of bytes of data (not metadata) sent by the queue after compression.", |m, _| m.bytes_total.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_enqueue_retries_total", "counter", "Total number of times enqueue has failed because a shards queue was full.", |m, _| m.enqueue_retries.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_shards", "gauge", "The number of shards used for parallel sending to the remote storage.", |m, _| m.shards.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_shards_desired", "gauge", "The number of shards that the queues shard calculation wants to run based on the rate of samples in vs. samples out.", |m, _| m.shards_desired.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_shards_max", "gauge", "The maximum number of shards that the queue is allowed to run.", |_, c| c.max_shards as f64),
-        ("prometheus_remote_storage_shards_min", "gauge", "The minimum number of shards that the queue is allowed to run.", |_, c| c.min_shards as f64),
-        ("prometheus_remote_storage_shard_capacity", "gauge", "The capacity of each shard of the queue used for parallel sending to the remote storage.", |_, c| c.capacity as f64),
-        ("prometheus_remote_storage_max_samples_per_send", "gauge", "The maximum number of samples to be sent, in a single request, to the remote storage.", |_, c| c.max_samples_per_send as f64),
-        ("prometheus_remote_storage_queue_highest_sent_timestamp_seconds", "gauge", "Timestamp from a WAL sample, the highest timestamp successfully sent by this queue, in seconds since epoch.", |m, _| (m.highest_sent_ms.load(Ordering::Relaxed).max(0) / 1000) as f64),
-        ("prometheus_remote_storage_metadata_total", "counter", "Total number of metadata entries sent to remote storage.", |m, _| m.metadata_total.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_metadata_failed_total", "counter", "Total number of metadata entries which failed on send to remote storage, non-recoverable errors.", |m, _| m.metadata_failed.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_metadata_retried_total", "counter", "Total number of metadata entries which failed on send to remote storage but were retried because the send error was recoverable.", |m, _| m.metadata_retried.load(Ordering::Relaxed) as f64),
-        ("prometheus_remote_storage_metadata_bytes_total", "counter", "The total number of bytes of metadata sent by the queue after compression.", |m, _| m.metadata_bytes.load(Ordering::Relaxed) as f64),
-        ("promflow_remote_write_wal_segments_missed_total", "counter", "WAL segments deleted before the queue read them (the queue was more than a day behind).", |m, _| m.segments_missed.load(Ordering::Relaxed) as f64),
+    let simple: [(&str, MetricKind, &str, Get); 18] = [
+        ("prometheus_remote_storage_samples_total", Counter, "Total number of samples sent to remote storage.", |m, _| m.samples_total.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_samples_failed_total", Counter, "Total number of samples which failed on send to remote storage, non-recoverable errors.", |m, _| m.samples_failed.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_samples_retried_total", Counter, "Total number of samples which failed on send to remote storage but were retried because the send error was recoverable.", |m, _| m.samples_retried.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_samples_pending", Gauge, "The number of samples pending in the queues shards to be sent to the remote storage.", |m, _| m.samples_pending.load(Ordering::Relaxed).max(0) as f64),
+        ("prometheus_remote_storage_bytes_total", Counter, "The total number of bytes of data (not metadata) sent by the queue after compression.", |m, _| m.bytes_total.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_enqueue_retries_total", Counter, "Total number of times enqueue has failed because a shards queue was full.", |m, _| m.enqueue_retries.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_shards", Gauge, "The number of shards used for parallel sending to the remote storage.", |m, _| m.shards.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_shards_desired", Gauge, "The number of shards that the queues shard calculation wants to run based on the rate of samples in vs. samples out.", |m, _| m.shards_desired.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_shards_max", Gauge, "The maximum number of shards that the queue is allowed to run.", |_, c| c.max_shards as f64),
+        ("prometheus_remote_storage_shards_min", Gauge, "The minimum number of shards that the queue is allowed to run.", |_, c| c.min_shards as f64),
+        ("prometheus_remote_storage_shard_capacity", Gauge, "The capacity of each shard of the queue used for parallel sending to the remote storage.", |_, c| c.capacity as f64),
+        ("prometheus_remote_storage_max_samples_per_send", Gauge, "The maximum number of samples to be sent, in a single request, to the remote storage.", |_, c| c.max_samples_per_send as f64),
+        ("prometheus_remote_storage_queue_highest_sent_timestamp_seconds", Gauge, "Timestamp from a WAL sample, the highest timestamp successfully sent by this queue, in seconds since epoch.", |m, _| (m.highest_sent_ms.load(Ordering::Relaxed).max(0) / 1000) as f64),
+        ("prometheus_remote_storage_metadata_total", Counter, "Total number of metadata entries sent to remote storage.", |m, _| m.metadata_total.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_metadata_failed_total", Counter, "Total number of metadata entries which failed on send to remote storage, non-recoverable errors.", |m, _| m.metadata_failed.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_metadata_retried_total", Counter, "Total number of metadata entries which failed on send to remote storage but were retried because the send error was recoverable.", |m, _| m.metadata_retried.load(Ordering::Relaxed) as f64),
+        ("prometheus_remote_storage_metadata_bytes_total", Counter, "The total number of bytes of metadata sent by the queue after compression.", |m, _| m.metadata_bytes.load(Ordering::Relaxed) as f64),
+        ("promflow_remote_write_wal_segments_missed_total", Counter, "WAL segments deleted before the queue read them (the queue was more than a day behind).", |m, _| m.segments_missed.load(Ordering::Relaxed) as f64),
     ];
     for (name, kind, help, get) in simple {
-        family(out, name, kind, help);
+        let mut family = w.family(name, kind, help);
         for (l, m) in queues {
-            let _ =
-                writeln!(out, "{name}{{remote_name=\"{}\",url=\"{}\"}} {}", l.name, l.url, get(m, l.config));
+            family.sample(&[("remote_name", l.name), ("url", l.url)], get(m, l.config));
         }
     }
-    family(out, "prometheus_remote_storage_samples_dropped_total", "counter", "Total number of samples which were dropped after being read from the WAL before being sent via remote write, either via relabelling or unintentionally because of an unknown reference ID.");
+    let mut dropped = w.family(
+        "prometheus_remote_storage_samples_dropped_total",
+        Counter,
+        "Total number of samples which were dropped after being read from the WAL before being sent via remote write, either via relabelling or unintentionally because of an unknown reference ID.",
+    );
     for (l, m) in queues {
         for (i, reason) in ["dropped_series", "unknown_series"].iter().enumerate() {
             let n = m.dropped[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "prometheus_remote_storage_samples_dropped_total{{reason=\"{reason}\",remote_name=\"{}\",url=\"{}\"}} {n}", l.name, l.url);
+            dropped.sample(&[("reason", reason), ("remote_name", l.name), ("url", l.url)], n);
         }
     }
-    let name = "prometheus_remote_storage_sent_batch_duration_seconds";
-    family(out, name, "histogram", "Duration of send calls to the remote storage.");
+    let mut durations = w.family(
+        "prometheus_remote_storage_sent_batch_duration_seconds",
+        MetricKind::Histogram,
+        "Duration of send calls to the remote storage.",
+    );
     for (l, m) in queues {
-        let labels = format!("remote_name=\"{}\",url=\"{}\"", l.name, l.url);
+        let labels = [("remote_name", l.name), ("url", l.url)];
         for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{le}\"}} {}",
-                m.durations[i].load(Ordering::Relaxed)
-            );
+            let le = le.to_string();
+            let bucket = [labels[0], labels[1], ("le", le.as_str())];
+            durations.sample_suffixed("_bucket", &bucket, m.durations[i].load(Ordering::Relaxed));
         }
         let count = m.durations[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            m.duration_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        durations
+            .sample_suffixed("_bucket", &[labels[0], labels[1], ("le", "+Inf")], count)
+            .sample_suffixed("_sum", &labels, m.duration_sum_us.load(Ordering::Relaxed) as f64 / 1e6)
+            .sample_suffixed("_count", &labels, count);
     }
-    family(
-        out,
+    let mut records = w.family(
         "prometheus_wal_watcher_records_read_total",
-        "counter",
+        Counter,
         "Number of records read by the WAL watcher from the WAL.",
     );
     for (l, m) in queues {
         for (i, kind) in ["series", "samples", "tombstones"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "prometheus_wal_watcher_records_read_total{{consumer=\"{}\",type=\"{kind}\"}} {}",
-                l.name,
-                m.records[i].load(Ordering::Relaxed)
-            );
+            records.sample(&[("consumer", l.name), ("type", kind)], m.records[i].load(Ordering::Relaxed));
         }
     }
     type PerConsumer = fn(&QueueMetrics) -> u64;
-    let per_consumer: [(&str, &str, &str, PerConsumer); 2] = [
+    let per_consumer: [(&str, MetricKind, &str, PerConsumer); 2] = [
         (
             "prometheus_wal_watcher_record_decode_failures_total",
-            "counter",
+            Counter,
             "Number of records read by the WAL watcher that resulted in an error when decoding.",
             |m| m.corruptions.load(Ordering::Relaxed),
         ),
         (
             "prometheus_wal_watcher_current_segment",
-            "gauge",
+            Gauge,
             "Current segment the WAL watcher is reading records from.",
             |m| m.current_segment.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, get) in per_consumer {
-        family(out, name, kind, help);
+        let mut family = w.family(name, kind, help);
         for (l, m) in queues {
-            let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", l.name, get(m));
+            family.sample(&[("consumer", l.name)], get(m));
         }
     }
 }

@@ -67,7 +67,7 @@ struct Queue {
 struct Shared {
     /// `remote_name`: the configured name, or a hash of the URL.
     name: String,
-    /// The URL with `"` and `\` escaped for a label value.
+    /// The URL, the `url` label of the queue's metrics.
     url_label: String,
     stop: AtomicBool,
     metrics: QueueMetrics,
@@ -147,7 +147,7 @@ impl RemoteWriter {
             config.name.clone()
         };
         let shared = Arc::new(Shared {
-            url_label: config.url.replace('\\', "\\\\").replace('"', "\\\""),
+            url_label: config.url.clone(),
             name,
             stop: AtomicBool::new(false),
             metrics: QueueMetrics::default(),
@@ -184,8 +184,8 @@ impl RemoteWriter {
         Queue { config, external, shared, thread }
     }
 
-    /// The metrics of every queue in the text format.
-    pub fn write_metrics(&self, out: &mut String) {
+    /// Writes the metrics of every queue.
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
         let queues = self.queues();
         let samples_in =
             queues.iter().map(|q| q.shared.samples_read.load(Ordering::Relaxed)).max().unwrap_or(0);
@@ -201,7 +201,7 @@ impl RemoteWriter {
                 (labels, &q.shared.metrics)
             })
             .collect();
-        metrics::write(out, samples_in, highest, &rows);
+        metrics::write(w, samples_in, highest, &rows);
     }
 
     /// Stops every queue, each saving the place up to which it has sent.

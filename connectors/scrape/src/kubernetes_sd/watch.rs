@@ -74,20 +74,22 @@ impl Counters {
     }
 
     /// Writes `prometheus_sd_kubernetes_events_total` and `…_failures_total`.
-    pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(out, "# HELP prometheus_sd_kubernetes_events_total The number of Kubernetes events handled.\n# TYPE prometheus_sd_kubernetes_events_total counter");
-        for (role, events) in Role::ALL.iter().zip(&self.events) {
-            for (kind, n) in ["add", "update", "delete"].iter().zip(events) {
-                let _ = writeln!(
-                    out,
-                    "prometheus_sd_kubernetes_events_total{{event=\"{kind}\",role=\"{}\"}} {}",
-                    role.name(),
-                    n.load(Ordering::Relaxed)
-                );
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
+        let mut events = w.family(
+            "prometheus_sd_kubernetes_events_total",
+            promflow_storage::MetricKind::Counter,
+            "The number of Kubernetes events handled.",
+        );
+        for (role, counts) in Role::ALL.iter().zip(&self.events) {
+            for (kind, n) in ["add", "update", "delete"].iter().zip(counts) {
+                events.sample(&[("event", kind), ("role", role.name())], n.load(Ordering::Relaxed));
             }
         }
-        let _ = writeln!(out, "# HELP prometheus_sd_kubernetes_failures_total The number of failed WATCH/LIST requests.\n# TYPE prometheus_sd_kubernetes_failures_total counter\nprometheus_sd_kubernetes_failures_total {}", self.failures.load(Ordering::Relaxed));
+        w.counter(
+            "prometheus_sd_kubernetes_failures_total",
+            "The number of failed WATCH/LIST requests.",
+            self.failures.load(Ordering::Relaxed),
+        );
     }
 }
 

@@ -1,0 +1,171 @@
+//! The one writer of promflow's own metrics (`/metrics`) in the text exposition format. Each
+//! component owns its metric names and writes its families through a [`MetricsWriter`]
+//! (`Db::write_metrics`, the scrape manager's, the rule manager's, …); the HTTP server only
+//! puts them together. Label values are escaped here, once, and values are printed as
+//! Prometheus's client library prints them.
+
+use std::fmt::Write;
+
+use crate::gofmt::format_g;
+
+/// A family's type, as its `# TYPE` line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (or is reset by a restart).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Buckets (`_bucket` with `le`), `_sum` and `_count`.
+    Histogram,
+}
+
+impl MetricKind {
+    fn name(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A sample value: integers exactly, floats as Go's `strconv.FormatFloat(v, 'g', -1, 64)`
+/// with `+Inf`, `-Inf` and `NaN`.
+pub trait MetricValue {
+    /// Appends the value's text to `out`.
+    fn write_to(&self, out: &mut String);
+}
+
+macro_rules! integer_values {
+    ($($t:ty),*) => {$(
+        impl MetricValue for $t {
+            fn write_to(&self, out: &mut String) {
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+integer_values!(u8, u32, u64, usize, i32, i64);
+
+impl MetricValue for f64 {
+    fn write_to(&self, out: &mut String) {
+        out.push_str(&format_g(*self, None));
+    }
+}
+
+impl MetricValue for bool {
+    fn write_to(&self, out: &mut String) {
+        out.push(if *self { '1' } else { '0' });
+    }
+}
+
+/// Collects metric families in the text exposition format (version 0.0.4).
+#[derive(Debug, Default)]
+pub struct MetricsWriter {
+    out: String,
+}
+
+impl MetricsWriter {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        MetricsWriter { out: String::with_capacity(8192) }
+    }
+
+    /// Starts a family: its `# HELP` and `# TYPE` lines. Its samples follow through the
+    /// returned [`Family`].
+    pub fn family<'w>(&'w mut self, name: &'w str, kind: MetricKind, help: &str) -> Family<'w> {
+        let _ = writeln!(self.out, "# HELP {name} {}\n# TYPE {name} {}", escape_help(help), kind.name());
+        Family { out: &mut self.out, name }
+    }
+
+    /// A family of one counter sample without labels.
+    pub fn counter(&mut self, name: &str, help: &str, value: impl MetricValue) {
+        self.family(name, MetricKind::Counter, help).sample(&[], value);
+    }
+
+    /// A family of one gauge sample without labels.
+    pub fn gauge(&mut self, name: &str, help: &str, value: impl MetricValue) {
+        self.family(name, MetricKind::Gauge, help).sample(&[], value);
+    }
+
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// The samples of one family ([`MetricsWriter::family`]).
+pub struct Family<'w> {
+    out: &'w mut String,
+    name: &'w str,
+}
+
+impl Family<'_> {
+    /// One sample with `labels` (names are written as given, values escaped).
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: impl MetricValue) -> &mut Self {
+        self.sample_suffixed("", labels, value)
+    }
+
+    /// One sample of the family's name with `suffix` (a histogram's `_bucket`, `_sum`, `_count`).
+    pub fn sample_suffixed(
+        &mut self,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        value: impl MetricValue,
+    ) -> &mut Self {
+        self.out.push_str(self.name);
+        self.out.push_str(suffix);
+        for (i, (name, v)) in labels.iter().enumerate() {
+            self.out.push(if i == 0 { '{' } else { ',' });
+            self.out.push_str(name);
+            self.out.push_str("=\"");
+            escape_label_value(self.out, v);
+            self.out.push('"');
+        }
+        if !labels.is_empty() {
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        value.write_to(self.out);
+        self.out.push('\n');
+        self
+    }
+}
+
+/// A label value as the text format quotes it: backslash, double quote and line feed escaped.
+pub fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A help text as the text format writes it: backslash and line feed escaped.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_samples_and_escaping() {
+        let mut w = MetricsWriter::new();
+        w.counter("a_total", "Things.\nMore", 3u64);
+        w.family("b", MetricKind::Gauge, "B.")
+            .sample(&[("job", "x\"y\\z\nw"), ("i", "1")], 0.5)
+            .sample(&[], f64::INFINITY);
+        w.gauge("c", "C.", true);
+        assert_eq!(
+            w.finish(),
+            "# HELP a_total Things.\\nMore\n# TYPE a_total counter\na_total 3\n\
+             # HELP b B.\n# TYPE b gauge\nb{job=\"x\\\"y\\\\z\\nw\",i=\"1\"} 0.5\nb +Inf\n\
+             # HELP c C.\n# TYPE c gauge\nc 1\n"
+        );
+    }
+}
