@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::render::Node;
+use crate::lower::dataflow::Node;
 
 /// What one installation built, and what it needs.
 #[derive(Debug, Default)]

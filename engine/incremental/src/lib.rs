@@ -2,8 +2,9 @@
 //! dataflow as samples arrive, instead of being recomputed at every evaluation
 //! (`docs/dataflow.md`).
 //!
-//! * [`Incremental::install`] lowers a plan and builds it on every worker
-//!   ([`render`]); sub-plans an earlier view arranged are shared, not rebuilt.
+//! * [`Incremental::install`] lowers a plan (`lower/`: the dataflow's and the hub's lowerings
+//!   side by side, with what each maintains) and builds it on every worker (`render.rs`);
+//!   sub-plans an earlier view arranged are shared, not rebuilt.
 //! * Samples enter through [`Incremental::append`]: each goes to the leaves (selections and
 //!   window functions) whose matchers it satisfies, and nowhere else.
 //! * Dataflow time is evaluation time in milliseconds. [`Incremental::advance`] moves the
@@ -22,6 +23,7 @@ mod hub;
 mod installs;
 mod keys;
 pub mod live;
+mod lower;
 mod render;
 mod series;
 mod tap;
@@ -42,13 +44,15 @@ use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
 
-use hub::{Hub, HubInput, HubItem, HubNode, HubPlans, SharedHub};
+use hub::{Hub, HubInput, HubItem, SharedHub};
 use installs::Installs;
 use keys::{KeyMap, Keys};
+use lower::dataflow::{Lowered, Node, Registry};
+use lower::hub::{HubNode, HubPlans};
 use promflow_plan::Error;
 use promflow_plan::Plan;
 use promflow_plan::{QueryOptions, QueryResult};
-use render::{Node, Registry, RenderCx};
+use render::RenderCx;
 pub use tap::{ElementChange, Notify, Subscription, ViewChange};
 
 /// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
@@ -469,7 +473,7 @@ impl Incremental {
     }
 
     /// Builds a lowered view; its subqueries sample their inner values from `sample_from` on.
-    fn build(&self, c: &mut Controller, lowered: render::Lowered, sample_from: u64) -> ViewId {
+    fn build(&self, c: &mut Controller, lowered: Lowered, sample_from: u64) -> ViewId {
         if let Some(node) = lowered.node {
             let install = c.installs.add(&node);
             for step in c.installs.subquery_steps(install) {
