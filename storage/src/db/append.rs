@@ -1,0 +1,502 @@
+//! The appender: samples staged, checked against the bounds they were admitted under, and
+//! committed to the WAL and the head in one step.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::compact::head_compactable;
+use super::{lock, min_valid, now_ms, read, write, Db, MAX_KEPT_BUFFER};
+use crate::head::{AppendResult, SeriesRef, U64Map};
+use crate::wal::{self, RefSample};
+use crate::{
+    is_stale_nan, Appender, CommitStats, CommittedBatch, Error, Labels, LabelsRef, Sample, Timestamp,
+};
+
+impl Db {
+    /// A new, empty batch of appends.
+    pub fn appender(self: &Arc<Self>) -> Box<dyn Appender> {
+        Box::new(DbAppender {
+            db: Arc::clone(self),
+            series: Vec::new(),
+            by_hash: U64Map::default(),
+            collided: Vec::new(),
+            samples: Vec::new(),
+            latest: self.opts.future_limit.map_or(Timestamp::MAX, |l| now_ms().saturating_add(l)),
+            open_id: None,
+            oldest: Timestamp::MAX,
+            admitted: None,
+        })
+    }
+
+    /// Waits until no open appender holds a staged sample older than `t`, for at most
+    /// `limit`; returns whether none does. Called by a head cut once appends older than `t`
+    /// are refused, so that a sample accepted before the cut reaches the head before the
+    /// range is written (Prometheus waits for overlapping appenders the same way).
+    pub(super) fn wait_for_appends_below(&self, t: Timestamp, limit: Duration) {
+        let open = lock(&self.open_appends);
+        let (open, waited) = self
+            .appends_closed
+            .wait_timeout_while(open, limit, |o| o.oldest.values().any(|&oldest| oldest < t))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waited.timed_out() {
+            // marked under the commit lock, so that a commit either applied before the mark
+            // (and the range written next holds its samples) or sees the mark
+            drop(open);
+            let _commits = lock(&self.writer);
+            let mut open = lock(&self.open_appends);
+            let late: Vec<u64> = open.oldest.iter().filter(|(_, &o)| o < t).map(|(&id, _)| id).collect();
+            tracing::warn!(
+                before = t,
+                appenders = late.len(),
+                "a head cut stopped waiting for open appenders; their samples before the cut will be refused at commit"
+            );
+            for id in late {
+                open.abandoned.insert(id, t);
+            }
+        }
+    }
+}
+
+/// A series touched by a batch.
+struct BatchSeries {
+    labels: Arc<Labels>,
+    /// `labels.stable_hash()`.
+    hash: u64,
+    /// The head's ref when the series existed at first append.
+    sref: Option<SeriesRef>,
+    /// Newest sample seen (head or batch): timestamp and value bits.
+    last: Option<(Timestamp, u64)>,
+}
+
+/// The [`Appender`] of a [`Db`].
+struct DbAppender {
+    db: Arc<Db>,
+    series: Vec<BatchSeries>,
+    /// `stable_hash` → index into `series` of the first series with that hash.
+    by_hash: U64Map<u32>,
+    /// Indices of series whose hash collided with an earlier one's.
+    collided: Vec<u32>,
+    /// (index into `series`, t, v) in append order.
+    samples: Vec<(u32, Timestamp, f64)>,
+    /// The newest timestamp the appender takes: its creation time plus the future limit.
+    latest: Timestamp,
+    /// The appender's key in [`Db::open_appends`] once it has staged a sample.
+    open_id: Option<u64>,
+    /// The oldest staged timestamp (`i64::MAX` before the first).
+    oldest: Timestamp,
+    /// The loosest bounds any staged sample was admitted under: the commit checks against
+    /// these, not against bounds that moved since (other commits, a head cut).
+    admitted: Option<Bounds>,
+}
+
+/// The oldest staged sample of every open appender, by appender.
+#[derive(Default)]
+pub(super) struct OpenAppends {
+    next_id: u64,
+    oldest: U64Map<Timestamp>,
+    /// Appenders a head cut stopped waiting for, with the end of the range it cut: their
+    /// samples before it can no longer be stored.
+    abandoned: U64Map<Timestamp>,
+}
+
+impl DbAppender {
+    /// The end of the range a head cut wrote without waiting for this appender, if one did.
+    fn abandoned_below(&self) -> Option<Timestamp> {
+        self.open_id.and_then(|id| lock(&self.db.open_appends).abandoned.get(&id).copied())
+    }
+}
+
+impl Drop for DbAppender {
+    fn drop(&mut self) {
+        if let Some(id) = self.open_id.take() {
+            let mut open = lock(&self.db.open_appends);
+            open.oldest.remove(&id);
+            open.abandoned.remove(&id);
+            drop(open);
+            self.db.appends_closed.notify_all();
+        }
+    }
+}
+
+fn validate(labels: &Labels) -> Result<(), Error> {
+    if labels.is_empty() {
+        return Err(Error::InvalidLabels("empty label set".into()));
+    }
+    if labels.iter().any(|l| l.name.is_empty() || l.value.is_empty()) {
+        return Err(Error::InvalidLabels(format!("empty label name or value in {labels}")));
+    }
+    Ok(())
+}
+
+/// The time bounds a sample must meet, read once per append.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// Older in-order samples are out of bounds.
+    min_valid: Timestamp,
+    /// The oldest sample the out-of-order window takes (`i64::MAX` without a window).
+    ooo_min: Timestamp,
+}
+
+impl Bounds {
+    /// The bounds that admit what either admits.
+    fn loosest(self, other: Bounds) -> Bounds {
+        Bounds { min_valid: self.min_valid.min(other.min_valid), ooo_min: self.ooo_min.min(other.ooo_min) }
+    }
+}
+
+impl Db {
+    fn bounds(&self) -> Bounds {
+        let window = self.ooo_window.load(Ordering::Relaxed);
+        let ooo_min = if window > 0 {
+            self.head_max
+                .load(Ordering::Relaxed)
+                .saturating_sub(window)
+                .max(self.ooo_floor.load(Ordering::Relaxed))
+                .max(Timestamp::MIN + 1)
+        } else {
+            Timestamp::MAX
+        };
+        Bounds { min_valid: self.min_valid.load(Ordering::Relaxed), ooo_min }
+    }
+}
+
+/// How a sample is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    /// After the series' newest sample.
+    InOrder,
+    /// Older than the series' newest, within the out-of-order window.
+    OutOfOrder,
+    /// Dropped silently (see [`check`]).
+    Skip,
+}
+
+/// Decides how `(t, v)` is taken given the series' newest sample and the bounds.
+fn admit(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64, b: Bounds) -> Result<Admit, Error> {
+    let in_window = t >= b.ooo_min;
+    if t < b.min_valid && !in_window {
+        return Err(Error::OutOfBounds);
+    }
+    match check(last, t, v) {
+        Ok(true) => Ok(Admit::InOrder),
+        Ok(false) => Ok(Admit::Skip),
+        Err(Error::OutOfOrder) if in_window => Ok(Admit::OutOfOrder),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks `(t, v)` against the newest sample; `Ok(true)` means store it, `Ok(false)` means
+/// drop it silently (identical repeat, or a staleness marker with nothing to mark stale).
+fn check(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64) -> Result<bool, Error> {
+    match last {
+        Some((lt, _)) if t < lt => Err(Error::OutOfOrder),
+        Some((lt, lv)) if t == lt => {
+            if v.to_bits() == lv {
+                Ok(false)
+            } else {
+                Err(Error::DuplicateTimestamp)
+            }
+        }
+        None if is_stale_nan(v) => Ok(false),
+        Some((_, lv)) if is_stale_nan(v) && is_stale_nan(f64::from_bits(lv)) => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// What a batch looks a series up by: owned labels (scrapes, rules) or labels borrowed from
+/// a decoded request (remote write), so a known series costs no allocation.
+trait SeriesKey {
+    fn hash(&self) -> u64;
+    fn is(&self, labels: &Labels) -> bool;
+    fn to_labels(&self) -> Labels;
+}
+
+impl SeriesKey for &Labels {
+    fn hash(&self) -> u64 {
+        self.stable_hash()
+    }
+    fn is(&self, labels: &Labels) -> bool {
+        **self == *labels
+    }
+    fn to_labels(&self) -> Labels {
+        (*self).clone()
+    }
+}
+
+impl SeriesKey for LabelsRef<'_> {
+    fn hash(&self) -> u64 {
+        self.stable_hash()
+    }
+    fn is(&self, labels: &Labels) -> bool {
+        labels.eq_ref(*self)
+    }
+    fn to_labels(&self) -> Labels {
+        LabelsRef::to_labels(self)
+    }
+}
+
+impl DbAppender {
+    /// Index of the series `key` in the batch, adding it (with the head's state) if new.
+    fn series_index(&mut self, key: impl SeriesKey) -> Result<u32, Error> {
+        let hash = key.hash();
+        if let Some(&i) = self.by_hash.get(&hash) {
+            if key.is(&self.series[i as usize].labels) {
+                return Ok(i);
+            }
+            if let Some(&j) = self.collided.iter().find(|&&j| key.is(&self.series[j as usize].labels)) {
+                return Ok(j);
+            }
+        }
+        let idx = u32::try_from(self.series.len())
+            .map_err(|_| Error::InvalidLabels("too many series in one batch".into()))?;
+        let entry = {
+            let head = read(&self.db.head);
+            match head.lookup_by(hash, |l| key.is(l)).and_then(|r| head.get(r).map(|s| (r, s))) {
+                Some((r, s)) => {
+                    BatchSeries { labels: Arc::clone(&s.labels), hash, sref: Some(r), last: s.last() }
+                }
+                None => {
+                    let labels = key.to_labels();
+                    validate(&labels)?;
+                    BatchSeries { labels: Arc::new(labels), hash, sref: None, last: None }
+                }
+            }
+        };
+        self.series.push(entry);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.push(idx),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(idx);
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Stages `(t, v)` for the batch's series `idx`.
+    fn append_at(&mut self, idx: u32, t: Timestamp, v: f64, bounds: Bounds) -> Result<(), Error> {
+        let s = &mut self.series[idx as usize];
+        match admit(s.last, t, v, bounds)? {
+            Admit::InOrder => {
+                s.last = Some((t, v.to_bits()));
+                self.samples.push((idx, t, v));
+            }
+            Admit::OutOfOrder => {
+                // a conflicting value at a timestamp the series has is refused now, not
+                // dropped silently at commit
+                let stored = s.sref.and_then(|r| read(&self.db.head).value_at(r, t));
+                let batched =
+                    self.samples.iter().find(|&&(i, bt, _)| i == idx && bt == t).map(|x| x.2.to_bits());
+                match stored.or(batched) {
+                    Some(bits) if bits != v.to_bits() => return Err(Error::DuplicateTimestamp),
+                    Some(_) => {}
+                    None => self.samples.push((idx, t, v)),
+                }
+            }
+            Admit::Skip => {}
+        }
+        Ok(())
+    }
+
+    /// The bounds `t` must meet, or the out-of-bounds error (counted). A `t` older than any
+    /// staged before is registered in [`Db::open_appends`] under the same lock as the bounds
+    /// are read, so a head cut either refuses it or waits for this appender's commit.
+    fn bounds_for(&mut self, t: Timestamp) -> Result<Bounds, Error> {
+        if t > self.latest {
+            self.db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            let limit_ms = self.db.opts.future_limit.unwrap_or(0);
+            return Err(Error::TooFarInFuture { t, limit_ms });
+        }
+        let db = Arc::clone(&self.db);
+        let mut open = (t < self.oldest).then(|| lock(&db.open_appends));
+        let bounds = db.bounds();
+        if t < bounds.min_valid && t < bounds.ooo_min {
+            db.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::OutOfBounds);
+        }
+        if let Some(open) = open.as_mut() {
+            let id = *self.open_id.get_or_insert_with(|| {
+                open.next_id += 1;
+                open.next_id
+            });
+            open.oldest.insert(id, t);
+            self.oldest = t;
+        }
+        self.admitted = Some(self.admitted.map_or(bounds, |a| a.loosest(bounds)));
+        Ok(bounds)
+    }
+}
+
+impl Appender for DbAppender {
+    fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error> {
+        let bounds = self.bounds_for(t)?;
+        let idx = self.series_index(labels)?;
+        self.append_at(idx, t, v, bounds)
+    }
+
+    fn append_ref(&mut self, labels: LabelsRef<'_>, t: Timestamp, v: f64) -> Result<(), Error> {
+        let bounds = self.bounds_for(t)?;
+        let idx = self.series_index(labels)?;
+        self.append_at(idx, t, v, bounds)
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommitStats, Error> {
+        let db = Arc::clone(&self.db);
+        let mut series = std::mem::take(&mut self.series);
+        let samples = std::mem::take(&mut self.samples);
+        let admitted = self.admitted;
+        if samples.is_empty() {
+            return Ok(CommitStats::default());
+        }
+        let mut guard = lock(&db.writer);
+        let writer = &mut *guard;
+        let abandoned_below = self.abandoned_below();
+
+        // Re-validate against the head as it is now: the commit lock keeps it unchanged
+        // until we apply. A concurrent commit may have created our new series or advanced
+        // our series' newest sample since `append`. Time bounds are those the samples were
+        // admitted under: a head cut waits for this commit ([`Db::wait_for_appends_below`]),
+        // and bounds moved by other commits must not turn an accepted sample away.
+        let mut refs: Vec<Option<SeriesRef>> = Vec::with_capacity(series.len());
+        let mut keep = vec![false; samples.len()];
+        let mut refused: Option<(u64, Error)> = None;
+        {
+            let head = read(&db.head);
+            let mut last: Vec<Option<(Timestamp, u64)>> = Vec::with_capacity(series.len());
+            for s in &mut series {
+                let found =
+                    s.sref.filter(|r| head.get(*r).is_some()).or_else(|| head.lookup(&s.labels, s.hash));
+                match found.and_then(|r| head.get(r).map(|m| (r, m))) {
+                    Some((r, m)) => {
+                        s.labels = Arc::clone(&m.labels);
+                        refs.push(Some(r));
+                        last.push(m.last());
+                    }
+                    None => {
+                        refs.push(None);
+                        last.push(None);
+                    }
+                }
+            }
+            let bounds = admitted.unwrap_or_else(|| db.bounds());
+            // only when a cut gave up waiting for this appender: a sample in the range it
+            // wrote would be lost with the head's truncation
+            let cut = abandoned_below.unwrap_or(Timestamp::MIN);
+            for (k, &(idx, t, v)) in keep.iter_mut().zip(&samples) {
+                let verdict =
+                    if t < cut { Err(Error::OutOfBounds) } else { admit(last[idx as usize], t, v, bounds) };
+                match verdict {
+                    Ok(Admit::InOrder) => {
+                        *k = true;
+                        last[idx as usize] = Some((t, v.to_bits()));
+                    }
+                    Ok(Admit::OutOfOrder) => *k = true,
+                    Ok(Admit::Skip) => {}
+                    Err(e) => match &mut refused {
+                        Some((n, _)) => *n += 1,
+                        None => refused = Some((1, e)),
+                    },
+                }
+            }
+        }
+        if let Some((n, e)) = &refused {
+            db.commit_refused.fetch_add(*n, Ordering::Relaxed);
+            tracing::warn!(samples = n, staged = samples.len(), reason = %e, "samples made unacceptable by a concurrent commit were refused");
+        }
+        // the rest is committed; the refusal is the caller's to report
+        let refusal = |stored: usize| match refused {
+            Some((n, reason)) => Err(Error::Refused {
+                refused: n,
+                staged: samples.len() as u64,
+                stored,
+                reason: Box::new(reason),
+            }),
+            None => Ok(()),
+        };
+
+        // refs for series that are new and got at least one sample
+        let mut new_series: Vec<u32> = Vec::new();
+        for (&(idx, _, _), _) in samples.iter().zip(&keep).filter(|(_, k)| **k) {
+            if refs[idx as usize].is_none() {
+                refs[idx as usize] = Some(writer.next_ref);
+                writer.next_ref += 1;
+                new_series.push(idx);
+            }
+        }
+        let ref_of = |idx: u32| refs[idx as usize].unwrap_or(0);
+        let kept = || samples.iter().zip(&keep).filter(|(_, k)| **k).map(|(s, _)| *s);
+        let num_samples = kept().count();
+        if num_samples == 0 {
+            return refusal(0).map(|()| CommitStats::default());
+        }
+
+        // one write(2) for the whole batch
+        writer.buf.clear();
+        wal::encode_series(
+            &mut writer.buf,
+            new_series.iter().map(|&i| (ref_of(i), &*series[i as usize].labels)),
+        );
+        wal::encode_samples(&mut writer.buf, kept().map(|(idx, t, v)| RefSample { r: ref_of(idx), t, v }));
+        let max_t = kept().map(|(_, t, _)| t).max().unwrap_or(Timestamp::MIN);
+        let written = writer.wal.write(&writer.buf, max_t);
+        if writer.buf.capacity() > MAX_KEPT_BUFFER {
+            writer.buf = Vec::new();
+        }
+        written?;
+
+        {
+            let mut head = write(&db.head);
+            for &i in &new_series {
+                let s = &series[i as usize];
+                let r = ref_of(i);
+                if head.create(r, Arc::clone(&s.labels), s.hash) != Some(r) {
+                    // cannot happen: the ref is fresh and the labels were absent under the lock
+                    tracing::error!(series = %s.labels, "new series clashed with an existing one");
+                }
+            }
+            for (idx, t, v) in kept() {
+                let res = match head.append(ref_of(idx), t, v) {
+                    AppendResult::OutOfOrder => head.insert_ooo(ref_of(idx), t, v),
+                    other => other,
+                };
+                if !matches!(res, AppendResult::Appended | AppendResult::Ignored) {
+                    tracing::debug!(result = ?res, "head refused an out-of-order sample of the batch");
+                }
+            }
+            if let Some((min, max)) = head.time_range() {
+                db.head_max.fetch_max(max, Ordering::Relaxed);
+                // cut now rather than at the compactor's next round: a backfill would pile
+                // hours of samples into the head in between
+                if head_compactable(min, max, db.opts.block_duration) {
+                    if let Some(compactor) = lock(&db.compactor).as_ref() {
+                        compactor.thread().unpark();
+                    }
+                }
+            }
+            let floor = db.floor.load(Ordering::Relaxed);
+            db.min_valid
+                .fetch_max(min_valid(floor, head.time_range(), db.opts.block_duration), Ordering::Relaxed);
+        }
+
+        let mut subs = lock(&db.subscribers);
+        if !subs.is_empty() {
+            let batch = Arc::new(CommittedBatch {
+                samples: kept()
+                    .map(|(idx, t, v)| (Arc::clone(&series[idx as usize].labels), Sample { t, v }))
+                    .collect(),
+            });
+            subs.retain(|(tx, wake)| {
+                let sent = tx.send(Arc::clone(&batch)).is_ok();
+                if let (true, Some(wake)) = (sent, wake) {
+                    wake();
+                }
+                sent
+            });
+        }
+        drop(subs);
+        refusal(num_samples)?;
+        Ok(CommitStats { samples: num_samples, new_series: new_series.len() })
+    }
+
+    fn rollback(self: Box<Self>) {}
+}

@@ -1,0 +1,788 @@
+//! The database: a head, its WAL, the blocks on disk, the append feed and the data
+//! directory lock.
+//!
+//! Time flows through it like this: samples are appended to the WAL and the head; once the
+//! head spans more than one and a half block durations, its oldest aligned block range is
+//! written as a block ([`crate::block`]), the head drops those samples, and a WAL checkpoint
+//! lets the segments that held them go. Blocks are merged into larger ones as time passes
+//! and deleted by retention. Queries read the head and every overlapping block and merge
+//! them, so a sample is visible exactly once wherever it lives.
+//!
+//! * `mod.rs`: the database itself, opening it (WAL replay, blocks), the append feed, stats,
+//!   admin operations;
+//! * `append.rs`: the appender, and the bounds a sample is admitted under;
+//! * `compact.rs`: head cuts, block merges, retention, and the compaction thread;
+//! * `query.rs`: the querier over the head and the blocks.
+
+mod append;
+mod compact;
+mod query;
+
+use append::OpenAppends;
+use compact::spawn_compactor;
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
+use crate::head::{AppendResult, Head, SeriesRef, U64Map};
+use crate::wal::{self, WalWriter};
+use crate::{CommittedBatch, Error, Labels, Matcher, Timestamp};
+
+/// Name of promflow's folder inside the data directory; nothing outside it is ever written.
+pub(crate) const PROMFLOW_DIR: &str = "promflow";
+/// The WAL folder inside [`PROMFLOW_DIR`].
+const WAL_DIR: &str = "wal";
+/// The snapshots folder inside [`PROMFLOW_DIR`].
+const SNAPSHOTS_DIR: &str = "snapshots";
+/// The blocks folder inside [`PROMFLOW_DIR`].
+pub(crate) const BLOCKS_DIR: &str = "blocks";
+/// The lock file inside [`PROMFLOW_DIR`].
+const LOCK_FILE: &str = "lock";
+/// Series whose samples are read from the head (or merged from blocks) per lock hold while
+/// a block is written.
+const SERIES_PER_BATCH: usize = 2048;
+/// Two hours, Prometheus's block duration.
+const DEFAULT_BLOCK_DURATION: i64 = 2 * 3600 * 1000;
+/// The commit buffer is dropped after a batch bigger than this, not kept for reuse.
+const MAX_KEPT_BUFFER: usize = 64 << 20;
+
+/// Called after a batch is sent to a subscriber ([`Db::subscribe_waking`]); it must be quick
+/// (it runs in the committing thread, under the subscribers' lock).
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+/// A subscriber to the append feed, and what wakes it.
+type Subscriber = (Sender<Arc<CommittedBatch>>, Option<Wake>);
+
+/// Options for [`Db::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbOptions {
+    /// A WAL segment is cut once the next write would make it larger than this (bytes). A
+    /// single commit bigger than this still goes into one segment.
+    pub segment_size: u64,
+    /// The time range of a block cut from the head (milliseconds). Samples more than half of
+    /// it older than the head's newest sample are refused as out of bounds, as in Prometheus.
+    pub block_duration: i64,
+    /// Blocks whose end lies more than this before the newest block's end are deleted
+    /// (milliseconds; `None` keeps everything).
+    pub retention_time: Option<i64>,
+    /// While blocks and WAL together take more bytes than this, the oldest block is deleted.
+    pub retention_size: Option<u64>,
+    /// How often a background thread cuts blocks, merges them and applies retention; `None`
+    /// leaves that to explicit [`Db::compact`] calls.
+    pub compaction_interval: Option<Duration>,
+    /// Samples older than their series' newest (or than the out-of-bounds limit) are still
+    /// taken when they are at most this much older than the head's newest sample
+    /// (milliseconds; 0 refuses them, as Prometheus's `out_of_order_time_window` default).
+    pub out_of_order_window: i64,
+    /// Compaction never makes a block longer than this (milliseconds); merged ranges are
+    /// three times the previous one from `block_duration` up.
+    pub max_block_duration: i64,
+    /// How long a head cut waits for open appenders that staged samples in the range it
+    /// writes; an appender open longer has those samples refused at commit.
+    pub cut_waits_for_appenders: Duration,
+    /// Samples more than this ahead of the server's clock are refused (milliseconds; `None`
+    /// takes any). A sample far in the future would make every present one out of bounds
+    /// until the clock caught up with it.
+    pub future_limit: Option<i64>,
+}
+
+impl Default for DbOptions {
+    /// 128 MiB segments and two-hour blocks as Prometheus, no retention, compaction checked
+    /// every minute.
+    fn default() -> Self {
+        DbOptions {
+            segment_size: 128 << 20,
+            block_duration: DEFAULT_BLOCK_DURATION,
+            retention_time: None,
+            retention_size: None,
+            compaction_interval: Some(Duration::from_secs(60)),
+            out_of_order_window: 0,
+            max_block_duration: 31 * 24 * 3600 * 1000,
+            cut_waits_for_appenders: Duration::from_secs(30),
+            future_limit: None,
+        }
+    }
+}
+
+impl BlockInfo {
+    pub(crate) fn new(m: &BlockMeta, size_bytes: u64) -> Self {
+        BlockInfo {
+            ulid: m.ulid.clone(),
+            min_time: m.min_time,
+            max_time: m.max_time,
+            num_samples: m.stats.num_samples,
+            num_series: m.stats.num_series,
+            level: m.compaction.level,
+            size_bytes,
+        }
+    }
+}
+
+/// What one [`Db::compact`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Blocks cut from the head.
+    pub head_blocks: usize,
+    /// Blocks written by merging others.
+    pub merged_blocks: usize,
+    /// Blocks deleted by retention.
+    pub deleted_blocks: usize,
+    /// WAL segments deleted after checkpoints.
+    pub wal_segments_deleted: usize,
+}
+
+/// One block as [`Db::blocks`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The block's ULID.
+    pub ulid: String,
+    /// First timestamp the block covers (inclusive, ms).
+    pub min_time: Timestamp,
+    /// End of the block's range (exclusive, ms).
+    pub max_time: Timestamp,
+    /// Samples in the block.
+    pub num_samples: u64,
+    /// Series in the block.
+    pub num_series: u64,
+    /// Compaction level (1 for blocks cut from the head or backfilled).
+    pub level: u32,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+}
+
+/// A snapshot of the database's counters, in the spirit of Prometheus's
+/// `/api/v1/status/tsdb`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbStats {
+    /// Series in the head.
+    pub num_series: u64,
+    /// Samples in the head.
+    pub num_samples: u64,
+    /// Chunks in the head, open ones included.
+    pub num_chunks: u64,
+    /// Oldest sample timestamp in the head.
+    pub min_time: Option<Timestamp>,
+    /// Newest sample timestamp in the head.
+    pub max_time: Option<Timestamp>,
+    /// Torn or corrupt WAL records found when opening.
+    pub wal_corruptions: u64,
+    /// Bytes cut off WAL segments when opening.
+    pub wal_truncated_bytes: u64,
+    /// WAL segment files.
+    pub wal_segments: u64,
+    /// Samples a commit refused, and reported to its caller as [`Error::Refused`], because a
+    /// concurrent commit had made them out of order or duplicate after they were appended
+    /// (since open).
+    pub commit_refused_samples: u64,
+    /// Series per metric name, largest first.
+    pub series_count_by_metric: Vec<(String, u64)>,
+    /// Distinct values per label name, largest first.
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Series per `name=value` pair, largest first.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+    /// Distinct label pairs.
+    pub num_label_pairs: u64,
+    /// Blocks on disk.
+    pub num_blocks: u64,
+    /// Bytes of the blocks on disk.
+    pub blocks_bytes: u64,
+    /// Bytes of the WAL (segments and checkpoint).
+    pub wal_bytes: u64,
+    /// Samples refused because they were older than the head accepts, or further ahead of the
+    /// clock than the future limit (since open).
+    pub out_of_bounds_samples: u64,
+    /// Blocks in the data directory that could not be read and are not served.
+    pub unreadable_blocks: u64,
+}
+
+/// State only committers touch, behind one mutex that also orders commits.
+struct Writer {
+    wal: WalWriter,
+    next_ref: SeriesRef,
+    /// Reused encoding buffer.
+    buf: Vec<u8>,
+}
+
+/// promflow's time series database: the in-memory head, made durable by the WAL.
+///
+/// Thread-safe: appenders commit from any thread (commits are serialized), queriers read
+/// concurrently with each other and block only while a commit applies its samples.
+pub struct Db {
+    dir: PathBuf,
+    blocks_dir: PathBuf,
+    opts: DbOptions,
+    head: RwLock<Head>,
+    /// Open blocks, sorted by `min_time`.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Appends older than this are refused as out of bounds: the newest block's end, or half
+    /// a block before the head's newest sample, whichever is later.
+    min_valid: AtomicI64,
+    /// The newest block's end: the head takes no in-order samples before it.
+    floor: AtomicI64,
+    /// The head's newest sample (`i64::MIN` while empty).
+    head_max: AtomicI64,
+    /// The out-of-order window in force (ms); starts as the option, changes on reload.
+    ooo_window: AtomicI64,
+    /// While a head block range is being written, its end: out-of-order samples before it
+    /// are refused until the head is truncated (`i64::MIN` otherwise).
+    ooo_floor: AtomicI64,
+    out_of_bounds: AtomicU64,
+    /// Serialises compactions (the background thread and explicit calls).
+    compacting: Mutex<()>,
+    /// The background compaction thread: woken when the head has a block range to cut, and
+    /// joined by [`Db::close`] so that it holds the database no more.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by [`Db::close`]: the compaction thread stops.
+    closing: std::sync::atomic::AtomicBool,
+    writer: Mutex<Writer>,
+    subscribers: Mutex<Vec<Subscriber>>,
+    /// The segments the live WAL tails read: checkpoints keep them ([`Db::tail_wal`]).
+    wal_holds: Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    wal_corruptions: u64,
+    wal_truncated_bytes: u64,
+    commit_refused: AtomicU64,
+    /// Blocks in the data directory that could not be opened, by name: skipped, not served.
+    unreadable_blocks: Mutex<BTreeSet<String>>,
+    /// The oldest sample each open appender has staged: a head cut waits for those older than
+    /// the range it writes ([`Db::wait_for_appends_below`]).
+    open_appends: Mutex<OpenAppends>,
+    /// Notified when an open appender commits, rolls back or is dropped.
+    appends_closed: std::sync::Condvar,
+    /// Holds the `flock` on `promflow/lock` for the life of the database.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+// A panic elsewhere must not make the database unusable: poisoned locks are taken as is.
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Warns once if `data_dir` looks like a Prometheus TSDB. Reads only.
+fn warn_if_prometheus_dir(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    let mut found: Vec<String> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == PROMFLOW_DIR || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if name == "wal" || name == "chunks_head" || entry.path().join("meta.json").is_file() {
+            found.push(name);
+        }
+    }
+    if !found.is_empty() {
+        found.sort();
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            found = ?found,
+            "the data directory holds a Prometheus TSDB; its history is not served by promflow and is left untouched"
+        );
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::Io(format!("opening lock file {}", path.display()), e))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(if err.kind() == std::io::ErrorKind::WouldBlock {
+            Error::Locked(dir.display().to_string())
+        } else {
+            Error::Io(format!("locking {}", path.display()), err)
+        });
+    }
+    Ok(file)
+}
+
+/// Rebuilds the head from the WAL, skipping samples older than `floor` (they are in blocks);
+/// returns the next free series ref.
+fn replay_into(
+    head: &mut Head,
+    wal_dir: &Path,
+    floor: Timestamp,
+) -> Result<(wal::ReplayOutcome, SeriesRef), Error> {
+    let started = Instant::now();
+    // series are added to the head on their first sample, so series whose samples were all
+    // lost (torn tail) do not linger without data
+    let mut pending: U64Map<Labels> = U64Map::default();
+    // a WAL ref whose labels already live under another ref (duplicate series records)
+    let mut alias: U64Map<SeriesRef> = U64Map::default();
+    let mut max_ref: SeriesRef = 0;
+    let (mut samples, mut unknown, mut rejected) = (0u64, 0u64, 0u64);
+    let outcome = wal::replay(wal_dir, |rec| match rec {
+        wal::Record::Tombstones(list) => {
+            for (r, mint, maxt) in list {
+                let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
+                if let Some(t) = target {
+                    head.delete_range(t, mint, maxt);
+                }
+            }
+        }
+        wal::Record::Series(list) => {
+            for (r, labels) in list {
+                max_ref = max_ref.max(r);
+                if head.get(r).is_none() && !alias.contains_key(&r) {
+                    pending.insert(r, labels);
+                }
+            }
+        }
+        wal::Record::Samples(list) => {
+            for s in list.into_iter().filter(|s| s.t >= floor) {
+                let target = if head.get(s.r).is_some() {
+                    Some(s.r)
+                } else if let Some(&a) = alias.get(&s.r) {
+                    Some(a)
+                } else if let Some(labels) = pending.remove(&s.r) {
+                    let hash = labels.stable_hash();
+                    let got = head.create(s.r, Arc::new(labels), hash);
+                    if let Some(g) = got.filter(|g| *g != s.r) {
+                        alias.insert(s.r, g);
+                    }
+                    got
+                } else {
+                    None
+                };
+                let appended = target.map(|r| match head.append(r, s.t, s.v) {
+                    // it was taken within the out-of-order window when written
+                    AppendResult::OutOfOrder => head.insert_ooo(r, s.t, s.v),
+                    other => other,
+                });
+                match appended {
+                    Some(AppendResult::Appended) => samples += 1,
+                    Some(AppendResult::Ignored) => {}
+                    None | Some(AppendResult::UnknownSeries) => unknown += 1,
+                    Some(AppendResult::OutOfOrder | AppendResult::Duplicate) => rejected += 1,
+                }
+            }
+        }
+    })?;
+    if unknown > 0 {
+        tracing::warn!(
+            samples = unknown,
+            "WAL samples of unknown series skipped (their series record was lost)"
+        );
+    }
+    if rejected > 0 {
+        tracing::warn!(samples = rejected, "out-of-order or duplicate WAL samples skipped");
+    }
+    tracing::info!(
+        segments = outcome.segments,
+        series = head.num_series(),
+        samples,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "WAL replayed"
+    );
+    Ok((outcome, max_ref + 1))
+}
+
+/// The server's clock in milliseconds since the epoch: the time every component stamps
+/// samples, evaluations and deadlines with.
+pub fn now_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX))
+}
+
+/// The oldest timestamp the head accepts, given the newest block's end and the head's range.
+fn min_valid(floor: Timestamp, head: Option<(Timestamp, Timestamp)>, block_duration: i64) -> Timestamp {
+    match head {
+        Some((_, max)) => floor.max(max.saturating_sub(block_duration / 2)),
+        None => floor,
+    }
+}
+
+/// Opens every block in `dir`: removes leftovers of interrupted writes, skips (and reports)
+/// unreadable blocks, and deletes blocks whose data a later merge already holds. Returns the
+/// blocks and the names of the unreadable ones.
+fn open_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, BTreeSet<String>), Error> {
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut unreadable = BTreeSet::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(format!("listing {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if name.ends_with(TMP_SUFFIX) {
+            tracing::info!(dir = %path.display(), "removing a block left half-written by a crash");
+            let _ = std::fs::remove_dir_all(&path);
+            continue;
+        }
+        match Block::open(&path) {
+            Ok(b) => blocks.push(b),
+            Err(e) => {
+                tracing::error!(block = %path.display(), error = %e, "skipping unreadable block");
+                unreadable.insert(name);
+            }
+        }
+    }
+    // a crash between writing a merged block and deleting its parts leaves both
+    let merged: Vec<(u32, BTreeSet<String>)> = blocks
+        .iter()
+        .map(|b| (b.meta().compaction.level, b.meta().compaction.sources.iter().cloned().collect()))
+        .collect();
+    blocks.retain(|b| {
+        let mine: BTreeSet<String> = b.meta().compaction.sources.iter().cloned().collect();
+        let superseded = merged.iter().any(|(level, other)| {
+            *level > b.meta().compaction.level && mine.is_subset(other) && *other != mine
+        });
+        if superseded {
+            tracing::info!(block = %b.meta().ulid, "deleting a block already merged into another");
+            let _ = std::fs::remove_dir_all(b.dir());
+        }
+        !superseded
+    });
+    blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    if !blocks.is_empty() {
+        tracing::info!(blocks = blocks.len(), "opened blocks");
+    }
+    Ok((blocks.into_iter().map(Arc::new).collect(), unreadable))
+}
+
+/// Writes the samples of a head in `mint..maxt` into a new block covering that range (or the
+/// span of its samples when `maxt` is `Timestamp::MAX`). `head` gives read access (a lock
+/// guard for the live head) and is called once per batch of series, so appenders are never
+/// held up for long.
+pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
+    blocks_dir: &Path,
+    head: impl Fn() -> G,
+    mint: Timestamp,
+    maxt: Timestamp,
+) -> Result<Option<BlockMeta>, Error> {
+    let last = maxt.saturating_sub(1);
+    let refs = head().refs_in_range(mint, last);
+    let mut writer = BlockWriter::create(blocks_dir, 1, Vec::new())?;
+    let mut samples = Vec::new();
+    for batch in refs.chunks(SERIES_PER_BATCH) {
+        let h = head();
+        for (labels, r) in batch {
+            samples.clear();
+            h.samples_of(*r, mint, last, &mut samples);
+            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied()) {
+                drop(h);
+                writer.abort();
+                return Err(e);
+            }
+        }
+    }
+    writer.finish((maxt != Timestamp::MAX).then_some((mint, maxt)))
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `<data_dir>/promflow/`, locks it against
+    /// other processes and replays its WAL. Corrupt WAL tails are truncated and counted, not
+    /// fatal. Nothing outside `<data_dir>/promflow/` is modified.
+    pub fn open(data_dir: &Path, opts: DbOptions) -> Result<Arc<Db>, Error> {
+        warn_if_prometheus_dir(data_dir);
+        let dir = data_dir.join(PROMFLOW_DIR);
+        let wal_dir = dir.join(WAL_DIR);
+        let blocks_dir = dir.join(BLOCKS_DIR);
+        for d in [&wal_dir, &blocks_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::Io(format!("creating {}", d.display()), e))?;
+        }
+        let lock_file = lock_dir(&dir)?;
+        let (blocks, unreadable) = open_blocks(&blocks_dir)?;
+        let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(Timestamp::MIN);
+        let mut head = Head::default();
+        // with an out-of-order window, samples older than the newest block may have arrived
+        // after it was cut and be only in the WAL: replay them (merges drop the duplicates)
+        let replay_from =
+            if opts.out_of_order_window > 0 { floor.saturating_sub(opts.out_of_order_window) } else { floor };
+        let (outcome, next_ref) = replay_into(&mut head, &wal_dir, replay_from)?;
+        let wal = WalWriter::open(&wal_dir, opts.segment_size, &outcome)?;
+        let min_valid = min_valid(floor, head.time_range(), opts.block_duration);
+        let head_max = head.time_range().map_or(Timestamp::MIN, |r| r.1);
+        let interval = opts.compaction_interval;
+        let ooo_window = opts.out_of_order_window;
+        let db = Arc::new(Db {
+            dir,
+            blocks_dir,
+            opts,
+            blocks: RwLock::new(blocks),
+            min_valid: AtomicI64::new(min_valid),
+            floor: AtomicI64::new(floor),
+            head_max: AtomicI64::new(head_max),
+            ooo_floor: AtomicI64::new(Timestamp::MIN),
+            ooo_window: AtomicI64::new(ooo_window),
+            out_of_bounds: AtomicU64::new(0),
+            compacting: Mutex::new(()),
+            compactor: Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            head: RwLock::new(head),
+            writer: Mutex::new(Writer { wal, next_ref, buf: Vec::new() }),
+            subscribers: Mutex::new(Vec::new()),
+            wal_holds: Mutex::new(Vec::new()),
+            wal_corruptions: outcome.corruptions,
+            wal_truncated_bytes: outcome.truncated_bytes,
+            commit_refused: AtomicU64::new(0),
+            unreadable_blocks: Mutex::new(unreadable),
+            open_appends: Mutex::new(OpenAppends::default()),
+            appends_closed: std::sync::Condvar::new(),
+            _lock: lock_file,
+        });
+        if let Some(every) = interval {
+            spawn_compactor(Arc::downgrade(&db), every);
+        }
+        Ok(db)
+    }
+
+    /// Follows the WAL from `from` on (or from its end), for a consumer that must see every
+    /// committed sample in commit order even after an outage of its own (the remote-write
+    /// sender). While the tail lives, checkpoints keep the segments it has not finished, up
+    /// to [`HOLD_MAX_MS`](crate::wal_tail::HOLD_MAX_MS) of samples behind the head.
+    pub fn tail_wal(
+        &self,
+        from: Option<crate::wal_tail::WalPosition>,
+    ) -> Result<crate::wal_tail::WalTail, Error> {
+        let hold = Arc::new(AtomicU64::new(0));
+        // registered before the tail reads, so no checkpoint deletes what it is opening
+        lock(&self.wal_holds).push(Arc::downgrade(&hold));
+        crate::wal_tail::WalTail::open(&self.dir.join(WAL_DIR), from, hold)
+    }
+
+    /// The newest sample's timestamp the head has taken, if any.
+    pub fn newest_sample_time(&self) -> Option<Timestamp> {
+        Some(self.head_max.load(Ordering::Relaxed)).filter(|t| *t != Timestamp::MIN)
+    }
+
+    /// The oldest sample time local storage holds: the oldest block's start, else the head's
+    /// oldest sample; `None` when empty. Remote read skips what is newer unless asked for
+    /// recent data.
+    pub fn oldest_sample_time(&self) -> Option<Timestamp> {
+        let oldest_block = read(&self.blocks).first().map(|b| b.meta().min_time);
+        oldest_block.or_else(|| read(&self.head).min_time())
+    }
+
+    /// The `promflow/` folder this database lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Subscribes to the append feed: every batch committed from now on, in commit order
+    /// (batches that stored no sample are not sent). The channel is unbounded; a subscriber
+    /// is dropped once its receiver is.
+    pub fn subscribe(&self) -> Receiver<Arc<CommittedBatch>> {
+        self.add_subscriber(None)
+    }
+
+    /// [`Db::subscribe`], calling `wake` after each batch is sent: the subscriber can wait for
+    /// batches without polling its channel.
+    pub fn subscribe_waking(&self, wake: Wake) -> Receiver<Arc<CommittedBatch>> {
+        self.add_subscriber(Some(wake))
+    }
+
+    fn add_subscriber(&self, wake: Option<Wake>) -> Receiver<Arc<CommittedBatch>> {
+        let (tx, rx) = channel();
+        lock(&self.subscribers).push((tx, wake));
+        rx
+    }
+
+    /// Counters, with the `top_limit` largest entries of each label statistic.
+    pub fn stats(&self, top_limit: usize) -> DbStats {
+        let h = read(&self.head).stats(top_limit);
+        let wal_segments = lock(&self.writer).wal.segments();
+        DbStats {
+            num_series: h.num_series,
+            num_samples: h.num_samples,
+            num_chunks: h.num_chunks,
+            min_time: h.min_time,
+            max_time: h.max_time,
+            wal_corruptions: self.wal_corruptions,
+            wal_truncated_bytes: self.wal_truncated_bytes,
+            wal_segments,
+            commit_refused_samples: self.commit_refused.load(Ordering::Relaxed),
+            series_count_by_metric: h.series_count_by_metric,
+            label_value_count_by_label_name: h.label_value_count_by_label_name,
+            series_count_by_label_value_pair: h.series_count_by_label_value_pair,
+            num_label_pairs: h.num_label_pairs,
+            num_blocks: read(&self.blocks).len() as u64,
+            blocks_bytes: read(&self.blocks).iter().map(|b| b.size_bytes()).sum(),
+            wal_bytes: lock(&self.writer).wal.size_bytes(),
+            out_of_bounds_samples: self.out_of_bounds.load(Ordering::Relaxed),
+            unreadable_blocks: lock(&self.unreadable_blocks).len() as u64,
+        }
+    }
+
+    /// Writes storage's metrics, under Prometheus's TSDB names where it has a twin.
+    pub fn write_metrics(&self, w: &mut crate::MetricsWriter) {
+        let s = self.stats(0);
+        w.gauge("prometheus_tsdb_head_series", "Total number of series in the head block.", s.num_series);
+        w.gauge("prometheus_tsdb_head_chunks", "Total number of chunks in the head block.", s.num_chunks);
+        w.counter(
+            "prometheus_tsdb_head_samples_appended_total",
+            "Total number of appended samples.",
+            s.num_samples,
+        );
+        w.gauge(
+            "prometheus_tsdb_head_min_time",
+            "Minimum time bound of the head block.",
+            s.min_time.unwrap_or(0),
+        );
+        w.gauge(
+            "prometheus_tsdb_head_max_time",
+            "Maximum timestamp of the head block.",
+            s.max_time.unwrap_or(0),
+        );
+        w.counter(
+            "prometheus_tsdb_wal_corruptions_total",
+            "Total number of WAL corruptions.",
+            s.wal_corruptions,
+        );
+        w.counter(
+            "promflow_wal_truncated_bytes_total",
+            "Bytes cut from torn or corrupt WAL tails at start-up.",
+            s.wal_truncated_bytes,
+        );
+        w.gauge("promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
+        w.gauge(
+            "promflow_tsdb_unreadable_blocks",
+            "Blocks in the data directory that could not be read and are not served.",
+            s.unreadable_blocks,
+        );
+        w.gauge("prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", s.num_blocks);
+        w.gauge(
+            "prometheus_tsdb_storage_blocks_bytes",
+            "The number of bytes that are currently used for local storage by all blocks.",
+            s.blocks_bytes,
+        );
+        w.gauge("promflow_wal_bytes", "Bytes of the WAL's segments and checkpoint.", s.wal_bytes);
+        w.counter(
+            "prometheus_tsdb_out_of_bound_samples_total",
+            "Total number of out of bound samples ingestion failed attempts.",
+            s.out_of_bounds_samples,
+        );
+    }
+
+    /// Changes the out-of-order window (Prometheus reloads `out_of_order_time_window` with the
+    /// configuration). Replay after a restart uses the window given at open.
+    pub fn set_out_of_order_window(&self, ms: i64) {
+        self.ooo_window.store(ms.max(0), Ordering::Relaxed);
+    }
+
+    /// The blocks on disk, oldest first.
+    pub fn blocks(&self) -> Vec<BlockInfo> {
+        read(&self.blocks).iter().map(|b| BlockInfo::new(b.meta(), b.size_bytes())).collect()
+    }
+
+    /// Deletes the samples of the series matching `matchers` in `mint..=maxt`, in the head
+    /// (made durable by a WAL tombstones record) and in the blocks (tombstones files until
+    /// [`Db::clean_tombstones`] or a merge rewrites them). Returns the series affected.
+    pub fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<usize, Error> {
+        let mut affected = 0;
+        for b in self.blocks_in(mint, maxt) {
+            affected += b.delete(matchers, mint, maxt)?;
+        }
+        let mut w = lock(&self.writer);
+        let refs = read(&self.head).matching_refs(matchers, mint, maxt);
+        if !refs.is_empty() {
+            let Writer { wal, buf, .. } = &mut *w;
+            buf.clear();
+            wal::encode_tombstones(buf, refs.iter().map(|&r| (r, mint, maxt)));
+            wal.write(buf, Timestamp::MIN)?;
+            let mut head = write(&self.head);
+            for &r in &refs {
+                head.delete_range(r, mint, maxt);
+            }
+        }
+        affected += refs.len();
+        tracing::info!(series = affected, mint, maxt, "deleted series data");
+        Ok(affected)
+    }
+
+    /// Rewrites every block that has tombstones without the deleted samples.
+    pub fn clean_tombstones(&self) -> Result<usize, Error> {
+        let _running = lock(&self.compacting);
+        let dirty: Vec<Arc<Block>> =
+            read(&self.blocks).iter().filter(|b| b.has_tombstones()).cloned().collect();
+        for b in &dirty {
+            self.merge(std::slice::from_ref(b), b.meta().compaction.level)?;
+        }
+        Ok(dirty.len())
+    }
+
+    /// Writes a snapshot of the data into `<data dir>/promflow/snapshots/<name>/`: hard links
+    /// to every block's files, plus the head as one more block unless `skip_head`. The
+    /// snapshot directory is itself a data directory: `promflow --storage.tsdb.path` serves it.
+    pub fn snapshot(&self, name: &str, skip_head: bool) -> Result<PathBuf, Error> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(Error::InvalidLabels(format!("invalid snapshot name {name:?}")));
+        }
+        let root = self.dir.join(SNAPSHOTS_DIR).join(name);
+        let blocks_dir = root.join(PROMFLOW_DIR).join(BLOCKS_DIR);
+        let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+        std::fs::create_dir_all(&blocks_dir).map_err(|e| Error::Io(ctx("creating", &blocks_dir), e))?;
+        for b in read(&self.blocks).clone() {
+            let to = blocks_dir.join(&b.meta().ulid);
+            std::fs::create_dir_all(&to).map_err(|e| Error::Io(ctx("creating", &to), e))?;
+            let entries = std::fs::read_dir(b.dir()).map_err(|e| Error::Io(ctx("listing", b.dir()), e))?;
+            for entry in entries.flatten() {
+                let dst = to.join(entry.file_name());
+                std::fs::hard_link(entry.path(), &dst)
+                    .or_else(|_| std::fs::copy(entry.path(), &dst).map(|_| ()))
+                    .map_err(|e| Error::Io(ctx("linking", &dst), e))?;
+            }
+        }
+        if !skip_head {
+            write_head_block(&blocks_dir, || read(&self.head), Timestamp::MIN, Timestamp::MAX)?;
+        }
+        tracing::info!(snapshot = %root.display(), "snapshot written");
+        Ok(root)
+    }
+
+    /// Flushes the WAL to stable storage. The database stays usable; dropping it syncs too.
+    pub fn close(&self) -> Result<(), Error> {
+        // the compaction thread stops and lets go of the database (and its lock file) first
+        self.closing.store(true, Ordering::SeqCst);
+        let handle = lock(&self.compactor).take();
+        if let Some(handle) = handle.filter(|h| h.thread().id() != std::thread::current().id()) {
+            handle.thread().unpark();
+            if handle.join().is_err() {
+                tracing::error!("the compaction thread panicked");
+            }
+        }
+        lock(&self.writer).wal.sync()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = lock(&self.writer).wal.sync() {
+            tracing::error!(error = %e, "syncing the WAL on shutdown failed");
+        }
+    }
+}

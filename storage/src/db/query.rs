@@ -1,0 +1,122 @@
+//! Queries: the head and every overlapping block, merged so that each sample is seen once.
+
+use std::sync::Arc;
+
+use super::compact::merge_samples;
+use super::{read, Db};
+use crate::block::Block;
+use crate::{Error, Labels, Matcher, Querier, Samples, Series, Timestamp};
+
+/// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
+/// the samples of series found in several sources.
+fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
+    parts.retain(|p| !p.is_empty());
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all: Vec<Series> = parts.concat();
+    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut out: Vec<Series> = Vec::with_capacity(all.len());
+    let mut pending: Vec<Samples> = Vec::new();
+    let mut iter = all.into_iter().peekable();
+    while let Some(s) = iter.next() {
+        pending.push(s.samples);
+        if iter.peek().is_some_and(|n| n.labels == s.labels) {
+            continue;
+        }
+        out.push(Series { labels: s.labels, samples: merge_samples(std::mem::take(&mut pending)) });
+    }
+    out
+}
+
+impl Db {
+    /// The blocks that may hold samples in `mint..=maxt`.
+    pub(super) fn blocks_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
+        read(&self.blocks).iter().filter(|b| b.overlaps(mint, maxt)).cloned().collect()
+    }
+}
+
+impl Querier for Db {
+    fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error> {
+        // the head before the blocks: a cut adds its block before it truncates the head, so a
+        // range that moves between the two reads is seen at least once (then merged), never
+        // missed
+        let head = read(&self.head).select(matchers, mint, maxt);
+        let mut parts = Vec::new();
+        for b in self.blocks_in(mint, maxt) {
+            parts.push(b.select(matchers, mint, maxt)?);
+        }
+        parts.push(head);
+        Ok(merge_series(parts))
+    }
+
+    fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error> {
+        let mut out = read(&self.head).series_labels(matchers, mint, maxt);
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        for b in blocks {
+            out.extend(b.series_labels(matchers, mint, maxt).into_iter().map(|l| (*l).clone()));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, Error> {
+        let mut out = read(&self.head).label_names(matchers, mint, maxt);
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        for b in blocks {
+            if matchers.is_empty() {
+                out.extend(b.index().postings().names().map(|(n, _)| n.clone()));
+            } else {
+                for ls in b.series_labels(matchers, mint, maxt) {
+                    out.extend(ls.iter().map(|l| l.name.clone()));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, Error> {
+        let mut out = read(&self.head).label_values(name, matchers, mint, maxt);
+        let blocks = self.blocks_in(mint, maxt);
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        for b in blocks {
+            if matchers.is_empty() {
+                if let Some(values) = b.index().postings().values(name) {
+                    out.extend(values.keys().cloned());
+                }
+            } else {
+                for ls in b.series_labels(matchers, mint, maxt) {
+                    let v = ls.get(name);
+                    if !v.is_empty() {
+                        out.push(v.to_string());
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
