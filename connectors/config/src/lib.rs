@@ -57,26 +57,13 @@ pub use sd::{
 };
 pub use yaml::{UntypedConfig, YamlValue};
 
-/// Expands `pattern` (a `*` or `?` glob in the last path component only, as Prometheus
-/// allows: file SD, rule files) into existing files, sorted; a pattern without a glob is
-/// returned as it is, whether or not the file exists.
+/// Expands `pattern` (a `*`, `?` or `[…]` glob in the last path component only, as
+/// Prometheus allows: file SD, rule files) into existing files, sorted ([`glob`]); a pattern
+/// without a glob is returned as it is, whether or not the file exists, so that a missing
+/// file is reported by whoever reads it.
 pub fn expand_glob(pattern: &str) -> Vec<String> {
-    let path = std::path::Path::new(pattern);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if !name.contains(['*', '?']) {
+    if !pattern.contains(['*', '?', '[']) {
         return vec![pattern.to_string()];
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let re = format!("^{}$", regex::escape(name).replace("\\*", ".*").replace("\\?", "."));
-    let Ok(re) = regex::Regex::new(&re) else { return vec![] };
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_str().is_some_and(|n| re.is_match(n)))
-                .map(|e| e.path().display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    glob(pattern).unwrap_or_default()
 }
