@@ -1,0 +1,93 @@
+//! The remote-write receiver (`/api/v1/write`).
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+
+pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    use promflow_remote::Message1or2;
+    if !state.remote_write_enabled {
+        return (
+            StatusCode::NOT_FOUND,
+            "remote write receiver needs to be enabled with --web.enable-remote-write-receiver\n",
+        )
+            .into_response();
+    }
+    let unsupported = |e: String| (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{e}\n")).into_response();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let message = match Message1or2::from_content_type(content_type) {
+        Ok(m) => m,
+        Err(e) => return unsupported(e),
+    };
+    let encoding = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None => "snappy",
+        Some(e) if e.eq_ignore_ascii_case("snappy") => "snappy",
+        Some(e) if e.eq_ignore_ascii_case("zstd") => "zstd",
+        Some(e) => {
+            return unsupported(format!("unsupported content encoding {e:?}; snappy and zstd are accepted"))
+        }
+    };
+    state.http_metrics.observe_remote_write(message.name(), encoding);
+    let result = tokio::task::spawn_blocking(move || {
+        let raw = match encoding {
+            "zstd" => promflow_remote::decompress_zstd(&body)?,
+            _ => promflow_remote::decompress(&body)?,
+        };
+        let req = match message {
+            Message1or2::V1 => promflow_remote::RequestView::parse(&raw)?,
+            Message1or2::V2 => promflow_remote::RequestView::parse_v2(&raw)?,
+        };
+        let mut app = state.db.appender();
+        match promflow_remote::append_request(&req, app.as_mut()) {
+            Ok(n) => app.commit().map(|_| n).map_err(promflow_remote::Error::Storage),
+            Err(e) => {
+                app.rollback();
+                Err(e)
+            }
+        }
+    })
+    .await;
+    // remote write 2.0 answers say what was written (histograms and exemplars are not stored)
+    let written = |n: usize, mut r: Response| {
+        if message == Message1or2::V2 {
+            let h = r.headers_mut();
+            for (name, v) in [
+                ("x-prometheus-remote-write-samples-written", n),
+                ("x-prometheus-remote-write-histograms-written", 0),
+                ("x-prometheus-remote-write-exemplars-written", 0),
+            ] {
+                h.insert(name, v.into());
+            }
+        }
+        r
+    };
+    match result {
+        Ok(Ok(n)) => written(n, StatusCode::NO_CONTENT.into_response()),
+        Ok(Err(e @ promflow_remote::Error::TooLarge(_))) => {
+            tracing::warn!(error = %e, "remote write: request rejected");
+            written(0, (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
+        }
+        Ok(Err(promflow_remote::Error::Storage(e))) if !e.is_sample_error() => {
+            tracing::error!(error = %e, "remote write: storage failed");
+            written(0, (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "remote write: request rejected");
+            written(0, (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// vmagent asks a remote-write URL `?get_vm_proto_version=1` whether it takes its protocol:
+/// Prometheus's protobuf compressed with zstd instead of snappy. The receiver does ("1").
+pub(super) async fn vm_proto_version(State(state): Shared, RawQuery(q): RawQuery) -> Response {
+    let asked = q.is_some_and(|q| q.split('&').any(|p| p.starts_with("get_vm_proto_version")));
+    if !state.remote_write_enabled || !asked {
+        return (StatusCode::METHOD_NOT_ALLOWED, "remote write takes POST requests\n").into_response();
+    }
+    "1".into_response()
+}

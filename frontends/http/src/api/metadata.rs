@@ -1,0 +1,264 @@
+//! `series`, `labels`, `label/<name>/values`, `metadata`, `targets`, `targets/metadata` and
+//! `scrape_pools`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use promflow_storage::{Labels, Matcher, Querier};
+use serde_json::{json, Value};
+
+use super::query::{fanout, labels_json};
+use super::{params, success, ApiResult, Shared};
+use crate::params::{limit_param, time_param, Params, MAX_TIME_MS, MIN_TIME_MS};
+use crate::ApiError;
+
+pub(crate) fn parse_selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let mut out = Vec::new();
+    for s in p.all("match[]") {
+        let plan = promflow_promql::compile(s, &Default::default())
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+        match plan {
+            promflow_plan::Plan::Select { matchers, .. } => {
+                if matchers.iter().all(|m| m.matches_empty()) {
+                    return Err(ApiError::bad_data(
+                        "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher"
+                            .into(),
+                    ));
+                }
+                out.push(matchers)
+            }
+            _ => {
+                return Err(ApiError::bad_data(format!(
+                    "invalid parameter \"match[]\": {s:?} is not a series selector"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn time_range(p: &Params) -> Result<(i64, i64), ApiError> {
+    Ok((time_param(p, "start", Some(MIN_TIME_MS))?, time_param(p, "end", Some(MAX_TIME_MS))?))
+}
+
+fn storage_err(e: promflow_storage::Error) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+fn truncate<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
+    if limit > 0 && v.len() > limit {
+        v.truncate(limit);
+    }
+    v
+}
+
+pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let sels = parse_selectors(&p)?;
+    if sels.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided".into()));
+    }
+    let (mint, maxt) = time_range(&p)?;
+    let limit = limit_param(&p)?;
+    // the remote_read endpoints are asked too, off the async workers
+    let runtime = tokio::runtime::Handle::current();
+    let found = tokio::task::spawn_blocking(move || {
+        let storage = fanout(&state, runtime);
+        let mut all: Vec<Labels> = Vec::new();
+        for m in &sels {
+            all.extend(storage.series(m, mint, maxt)?);
+        }
+        Ok::<_, promflow_storage::Error>(all)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("series lookup panicked: {e}")))?;
+    let mut all = found.map_err(storage_err)?;
+    all.sort();
+    all.dedup();
+    Ok(success(Value::Array(truncate(all, limit).iter().map(labels_json).collect())))
+}
+
+pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let sels = parse_selectors(&p)?;
+    let (mint, maxt) = time_range(&p)?;
+    let limit = limit_param(&p)?;
+    let mut names: Vec<String> = Vec::new();
+    if sels.is_empty() {
+        names = state.db.label_names(&[], mint, maxt).map_err(storage_err)?;
+    } else {
+        for m in &sels {
+            names.extend(state.db.label_names(m, mint, maxt).map_err(storage_err)?);
+        }
+        names.sort();
+        names.dedup();
+    }
+    Ok(success(json!(truncate(names, limit))))
+}
+
+/// Undoes Grafana's and Prometheus's `U__` escaping of a label name in a URL path.
+pub fn unescape_label_name(name: &str) -> String {
+    let Some(rest) = name.strip_prefix("U__") else { return name.to_string() };
+    let mut out = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'_') {
+            chars.next();
+            out.push('_');
+            continue;
+        }
+        let hex: String = chars.by_ref().take_while(|&c| c != '_').collect();
+        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+            Some(ch) => out.push(ch),
+            None => return name.to_string(),
+        }
+    }
+    out
+}
+
+pub(super) async fn label_values(
+    State(state): Shared,
+    Path(name): Path<String>,
+    q: RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let p = params(&q, &headers, &Bytes::new());
+    let name = unescape_label_name(&name);
+    if name.is_empty() {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let sels = parse_selectors(&p)?;
+    let (mint, maxt) = time_range(&p)?;
+    let limit = limit_param(&p)?;
+    let mut values: Vec<String> = Vec::new();
+    if sels.is_empty() {
+        values = state.db.label_values(&name, &[], mint, maxt).map_err(storage_err)?;
+    } else {
+        for m in &sels {
+            values.extend(state.db.label_values(&name, m, mint, maxt).map_err(storage_err)?);
+        }
+        values.sort();
+        values.dedup();
+    }
+    Ok(success(json!(truncate(values, limit))))
+}
+
+pub(super) async fn metadata(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
+    let metric = p.get("metric").unwrap_or("");
+    let mut map = serde_json::Map::new();
+    for (_, md) in state.scrape.metadata() {
+        if !metric.is_empty() && md.family != metric {
+            continue;
+        }
+        let entry = map.entry(md.family.clone()).or_insert_with(|| json!([]));
+        let item = json!({"type": md.metric_type.as_str(), "help": md.help, "unit": md.unit});
+        if let Some(a) = entry.as_array_mut() {
+            if !a.contains(&item) {
+                a.push(item);
+            }
+        }
+    }
+    if limit >= 0 {
+        let keys: Vec<String> = map.keys().skip(limit as usize).cloned().collect();
+        for k in keys {
+            map.remove(&k);
+        }
+    }
+    Ok(success(Value::Object(map)))
+}
+
+pub(super) async fn targets(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let want = p.get("state").unwrap_or("any");
+    let pool = p.get("scrapePool");
+    let mut active = Vec::new();
+    let mut dropped = Vec::new();
+    for t in state.scrape.targets() {
+        if pool.is_some_and(|p| p != t.scrape_pool) {
+            continue;
+        }
+        if t.dropped {
+            dropped.push(
+                json!({"discoveredLabels": labels_json(&t.discovered_labels), "scrapePool": t.scrape_pool}),
+            );
+            continue;
+        }
+        active.push(json!({
+            "discoveredLabels": labels_json(&t.discovered_labels),
+            "labels": labels_json(&t.labels),
+            "scrapePool": t.scrape_pool,
+            "scrapeUrl": t.scrape_url,
+            "globalUrl": t.scrape_url,
+            "lastError": t.last_error,
+            "lastScrape": t.last_scrape.map(|s| s.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "lastScrapeDuration": t.last_duration.as_secs_f64(),
+            "health": t.health,
+            "scrapeInterval": promflow_config::format_duration(t.interval),
+            "scrapeTimeout": promflow_config::format_duration(t.timeout),
+        }));
+    }
+    let mut data = serde_json::Map::new();
+    if want == "active" || want == "any" || want.is_empty() {
+        data.insert("activeTargets".into(), Value::Array(active));
+    }
+    if want == "dropped" || want == "any" || want.is_empty() {
+        data.insert("droppedTargets".into(), Value::Array(dropped));
+    }
+    Ok(success(Value::Object(data)))
+}
+
+pub(super) async fn targets_metadata(State(state): Shared, q: RawQuery) -> ApiResult {
+    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let metric = p.get("metric").unwrap_or("");
+    let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
+    let target_matchers = match p.get("match_target").filter(|s| !s.is_empty()) {
+        Some(sel) => match promflow_promql::compile(sel, &Default::default()) {
+            Ok(promflow_plan::Plan::Select { matchers, .. }) => matchers,
+            _ => return Err(ApiError::bad_data(format!("invalid parameter \"match_target\": {sel:?}"))),
+        },
+        None => vec![],
+    };
+    let mut out = Vec::new();
+    for (target, md) in state.scrape.metadata() {
+        if limit >= 0 && out.len() as i64 >= limit {
+            break;
+        }
+        if !metric.is_empty() && md.family != metric {
+            continue;
+        }
+        if !target_matchers.iter().all(|m| m.matches_labels(&target)) {
+            continue;
+        }
+        let mut item = json!({"target": labels_json(&target), "type": md.metric_type.as_str(), "help": md.help, "unit": md.unit});
+        if metric.is_empty() {
+            item["metric"] = Value::String(md.family.clone());
+        }
+        out.push(item);
+    }
+    Ok(success(Value::Array(out)))
+}
+
+pub(super) async fn scrape_pools(State(state): Shared) -> ApiResult {
+    let mut pools: Vec<String> = state.scrape.targets().into_iter().map(|t| t.scrape_pool).collect();
+    pools.sort();
+    pools.dedup();
+    Ok(success(json!({"scrapePools": pools})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u_escaping() {
+        assert_eq!(unescape_label_name("U__my_2e_label"), "my.label");
+        assert_eq!(unescape_label_name("U__a__b"), "a_b");
+        assert_eq!(unescape_label_name("job"), "job");
+    }
+}

@@ -1,0 +1,338 @@
+//! `query`, `query_range` and `format_query`: PromQL evaluated in batch, answered as
+//! Prometheus's JSON; query slots, timeouts and cancellation.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use promflow_plan::format::{format_timestamp, format_value};
+use promflow_plan::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
+use promflow_storage::Labels;
+use serde_json::{json, Value};
+
+use super::{json_response, params, success, ApiResult, Shared};
+use crate::params::{parse_duration, time_param, Params};
+use crate::{ApiError, AppState};
+
+pub(crate) fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
+    let mut timeout = state.query.timeout;
+    if let Some(t) = p.get("timeout").filter(|t| !t.is_empty()) {
+        let d = parse_duration(t)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"timeout\": {e}")))?;
+        timeout = timeout.min(d);
+    }
+    Ok(timeout)
+}
+
+pub(crate) fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
+    match p.get("lookback_delta").filter(|t| !t.is_empty()) {
+        // zero or negative means the server's default, as in Prometheus's engine
+        Some(t) if t.parse::<f64>().is_ok_and(|f| f <= 0.0) => {
+            Ok(state.query.lookback_delta.as_millis() as i64)
+        }
+        Some(t) => parse_duration(t)
+            .map(|d| if d.is_zero() { state.query.lookback_delta } else { d }.as_millis() as i64)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"lookback_delta\": {e}"))),
+        None => Ok(state.query.lookback_delta.as_millis() as i64),
+    }
+}
+
+/// The storage queries read: promflow's own, and the `remote_read` endpoints (only the
+/// local one when there are none). Blocks on the endpoints: use from `spawn_blocking`.
+pub(super) fn fanout(
+    state: &AppState,
+    runtime: tokio::runtime::Handle,
+) -> promflow_remote::reader::Fanout<'_> {
+    let oldest = state.db.oldest_sample_time();
+    promflow_remote::reader::Fanout::new(state.db.as_ref(), oldest, state.remote_read.current(), runtime)
+}
+
+fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_plan::Plan, ApiError> {
+    promflow_promql::compile(q, opts).map_err(|e| match e {
+        promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
+        promflow_promql::Error::Unsupported(m) | promflow_promql::Error::Invalid(m) => ApiError::execution(m),
+    })
+}
+
+/// Sets its flag when dropped: when the handler's future is dropped because the client
+/// hung up, the query it started stops at its next check.
+pub(crate) struct CancelOnDrop(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A slot among `--query.max-concurrency`, waited for within the query's deadline, as
+/// Prometheus's query queue counts towards the timeout.
+pub(crate) async fn query_slot(
+    state: &AppState,
+    deadline: Option<Instant>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let wait = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+    match tokio::time::timeout(wait, Arc::clone(&state.query_slots).acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(ApiError::timeout("query timed out in query queue".into())),
+    }
+}
+
+async fn run_query(
+    state: Arc<AppState>,
+    plan: promflow_plan::Plan,
+    mut opts: QueryOptions,
+) -> Result<Evaluation, ApiError> {
+    let slot = query_slot(&state, opts.deadline).await?;
+    let canceled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.canceled = Some(Arc::clone(&canceled));
+    let _cancel = CancelOnDrop(canceled);
+    let runtime = tokio::runtime::Handle::current();
+    let res = tokio::task::spawn_blocking(move || {
+        // the slot is the evaluation's, held until it ends even if the client left
+        let _slot = slot;
+        let storage = fanout(&state, runtime);
+        let mut res = promflow_batch::evaluate(&plan, &storage, &opts);
+        if let Ok(r) = &mut res {
+            for w in storage.warnings() {
+                r.annotations.add(Level::Warning, w, None);
+            }
+        }
+        res
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
+    res.map_err(ApiError::from)
+}
+
+pub(super) async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let text = p.get("query").unwrap_or("").to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let t = time_param(&p, "time", Some(now))?;
+    let timeout = query_timeout(&state, &p)?;
+    let plan = compile(&text, &state.query.compile)?;
+    if p.get("explain").is_some_and(|v| v == "1" || v == "true") {
+        return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
+    }
+    let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
+    let res = run_query(state, plan, opts).await?;
+    Ok(json_response(render_result(&res.result, &res.annotations)))
+}
+
+/// The evaluation settings of a query over `(start, end, step)` in milliseconds, from the
+/// server's flags and the request's `lookback_delta`.
+fn query_options(
+    state: &AppState,
+    p: &Params,
+    (start, end, step): (i64, i64, i64),
+    timeout: Duration,
+    range_query: bool,
+) -> Result<QueryOptions, ApiError> {
+    Ok(QueryOptions {
+        start,
+        end,
+        step,
+        lookback_ms: lookback(state, p)?,
+        max_samples: state.query.max_samples,
+        deadline: Some(Instant::now() + timeout),
+        delayed_name_removal: state.query.delayed_name_removal,
+        range_query,
+        canceled: None,
+    })
+}
+
+pub(super) async fn query_range(
+    State(state): Shared,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let start = time_param(&p, "start", None)?;
+    let end = time_param(&p, "end", None)?;
+    if end < start {
+        return Err(ApiError::bad_data("end timestamp must not be before start time".into()));
+    }
+    let zero_step = || {
+        ApiError::bad_data(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        )
+    };
+    let step = match p.get("step") {
+        Some(s) if s.parse::<f64>().is_ok_and(|f| f <= 0.0) => return Err(zero_step()),
+        Some(s) if !s.is_empty() => {
+            parse_duration(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?
+        }
+        _ => {
+            return Err(ApiError::bad_data(
+                "invalid parameter \"step\": cannot parse \"\" to a valid duration".into(),
+            ))
+        }
+    };
+    let step_ms = step.as_millis() as i64;
+    if step_ms <= 0 {
+        return Err(zero_step());
+    }
+    if (end as i128 - start as i128) / step_ms as i128 > 11_000 {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+        ));
+    }
+    let timeout = query_timeout(&state, &p)?;
+    // step() and range() in the query stand for this query's resolution and span
+    let compile_opts = promflow_promql::CompileOptions {
+        step,
+        range: Duration::from_millis((end - start) as u64),
+        ..state.query.compile.clone()
+    };
+    let plan = compile(p.get("query").unwrap_or(""), &compile_opts)?;
+    let opts = query_options(&state, &p, (start, end, step_ms), timeout, true)?;
+    let res = run_query(state, plan, opts).await?;
+    Ok(json_response(render_result(&res.result, &res.annotations)))
+}
+
+/// Renders a query result and its warnings and infos as Prometheus's JSON, by hand:
+/// timestamps must be printed as seconds without a trailing `.0`, which a generic serializer
+/// cannot do.
+pub fn render_result(res: &QueryResult, annotations: &Annotations) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
+    match res {
+        QueryResult::Scalar(t, v) => {
+            let _ = write!(out, "\"scalar\",\"result\":[{},\"{}\"]", format_timestamp(*t), format_value(*v));
+        }
+        QueryResult::String(t, s) => {
+            let _ = write!(out, "\"string\",\"result\":[{},{}]", format_timestamp(*t), json!(s));
+        }
+        QueryResult::Vector(v) => {
+            out.push_str("\"vector\",\"result\":[");
+            for (i, (labels, t, val)) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, labels);
+                let _ = write!(out, ",\"value\":[{},\"{}\"]}}", format_timestamp(*t), format_value(*val));
+            }
+            out.push(']');
+        }
+        QueryResult::Matrix(m) => {
+            out.push_str("\"matrix\",\"result\":[");
+            for (i, s) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"values\":[");
+                for (j, p) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "[{},\"{}\"]", format_timestamp(p.t), format_value(p.v));
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+    for (key, level) in [("warnings", Level::Warning), ("infos", Level::Info)] {
+        let texts = annotations.texts(level, Some(MAX_ANNOTATIONS));
+        if !texts.is_empty() {
+            let _ = write!(out, ",\"{key}\":{}", json!(texts));
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// How many warnings, and how many infos, a response lists (Prometheus's limit).
+const MAX_ANNOTATIONS: usize = 10;
+
+pub(super) fn labels_json(l: &Labels) -> Value {
+    Value::Object(l.iter().map(|x| (x.name.clone(), Value::String(x.value.clone()))).collect())
+}
+
+/// Writes a label set as the API's JSON object, as [`labels_json`] would serialize (a label
+/// set is sorted by name, as a JSON map orders it), without building the map: every sample of
+/// a query's result and of a subscription's change goes through here.
+pub(crate) fn write_labels(out: &mut String, l: &Labels) {
+    out.push('{');
+    for (i, label) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_string(out, &label.name);
+        out.push(':');
+        write_json_string(out, &label.value);
+    }
+    out.push('}');
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it.
+pub(crate) fn write_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // every escaped byte is ASCII, so `i` is on a character boundary
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+pub(super) async fn format_query(q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let text = promflow_promql::format_query(p.get("query").unwrap_or(""))
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    Ok(success(Value::String(text)))
+}
+
+pub(super) async fn empty_list() -> Response {
+    success(json!([]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_written_as_serde_json_writes_them() {
+        let l = Labels::from_pairs([
+            ("__name__", "up"),
+            ("quote", "a\"b\\c"),
+            ("controls", "\n\r\t\u{8}\u{c}\u{1}\u{1f}"),
+            ("unicode", "é/✓"),
+            ("empty_name_is_dropped", ""),
+        ]);
+        let mut out = String::new();
+        write_labels(&mut out, &l);
+        assert_eq!(out, labels_json(&l).to_string());
+        out.clear();
+        write_labels(&mut out, &Labels::new());
+        assert_eq!(out, "{}");
+    }
+}
