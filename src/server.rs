@@ -1,0 +1,481 @@
+//! The server (`promflow` without a subcommand): storage, scraping, rules, remote storage and
+//! the listeners started from the flags and the configuration in that order, served until a
+//! signal or `/-/quit`, and stopped in the reverse order.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use promflow_config::web::WebGuard;
+use promflow_config::{Config, LoadedConfig};
+use promflow_http::{AppState, QuerySettings, ReloadFn, ServerStatus};
+use promflow_incremental::live::LiveViews;
+use promflow_plan::QueryOptions;
+use promflow_remote::reader::RemoteReaders;
+use promflow_remote::RemoteWriter;
+use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
+use promflow_scrape::push::PushGateway;
+use promflow_scrape::ScrapeManager;
+use promflow_storage::{Db, DbOptions, Querier};
+use regex::Regex;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::cli;
+
+/// The Prometheus version whose API and semantics promflow follows; API clients such as
+/// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
+const COMPAT_VERSION: &str = "3.5.0";
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Runs the server until it is told to stop; an error is a reason not to start.
+pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
+    let (loaded, rule_groups) =
+        load_config(&flags.config_file, &flags.external_url, flags.rules_evaluation_mode == "event")
+            .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
+    for w in &loaded.warnings {
+        warn!(file = %flags.config_file, "{w}");
+    }
+    // security settings are checked before anything starts: an unusable one stops the server
+    let security = Security::open(&flags)?;
+    let db = open_storage(&flags, &loaded.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("promflow")
+        // deeply nested queries recurse through parsing, lowering and evaluation
+        .thread_stack_size(16 << 20)
+        .build()
+        .map_err(|e| format!("starting runtime: {e}"))?;
+    let server = Components::start(&flags, matches, &loaded, rule_groups, &db, runtime.handle())?;
+    let reload = server.reload_handler(&flags, &db, runtime.handle().clone());
+    let (quit, quit_rx) = watch::channel(false);
+    let state = server.app_state(&flags, &loaded.config, &db, &security, Arc::clone(&reload), quit.clone());
+    runtime.block_on(server.serve(&flags, &loaded.config, state, reload, (quit, quit_rx)))?;
+    if let Err(e) = db.close() {
+        warn!(error = %e, "closing storage");
+    }
+    info!("see you next time!");
+    Ok(())
+}
+
+/// Reads the configuration and the rule files it names; rule files' problems fail the load.
+fn load_config(
+    path: &str,
+    external_url: &str,
+    event_mode: bool,
+) -> Result<(LoadedConfig, Vec<GroupSpec>), String> {
+    let discoveries = [
+        "static_configs",
+        "file_sd_configs",
+        "http_sd_configs",
+        "dns_sd_configs",
+        "consul_sd_configs",
+        "kubernetes_sd_configs",
+    ];
+    let features = promflow_config::Features {
+        rules: true,
+        alertmanagers: true,
+        remote_write: true,
+        remote_read: true,
+        service_discoveries: discoveries.into_iter().map(String::from).collect(),
+        ..Default::default()
+    };
+    let opts = promflow_config::LoadOptions { features, ..Default::default() };
+    let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
+    let groups = crate::rules::load_groups(&loaded.config, external_url, event_mode)?;
+    Ok((loaded, groups))
+}
+
+/// The listeners' security settings: `--web.config.file` and `--web.cors.origin`.
+struct Security {
+    web: Arc<WebGuard>,
+    /// `None` for the default `.*`: every origin, answered `*`.
+    cors_origin: Option<Regex>,
+}
+
+impl Security {
+    fn open(flags: &cli::Flags) -> Result<Security, String> {
+        let web_config =
+            (!flags.web_config_file.is_empty()).then(|| std::path::Path::new(&flags.web_config_file));
+        let web = WebGuard::open(web_config).map_err(|e| {
+            format!("Error loading web config (--web.config.file={}): {e}", flags.web_config_file)
+        })?;
+        let cors_origin = match flags.cors_origin.as_str() {
+            ".*" => None,
+            re => Some(
+                promflow_storage::re2::compile_anchored(re)
+                    .map_err(|e| format!("--web.cors.origin={re}: {e}"))?,
+            ),
+        };
+        Ok(Security { web: Arc::new(web), cors_origin })
+    }
+}
+
+/// Opens the database under `--storage.tsdb.path` with the flags' block and retention settings.
+fn open_storage(flags: &cli::Flags, config: &Config) -> Result<Arc<Db>, String> {
+    info!(path = %flags.tsdb_path, "opening storage");
+    let (retention_time, retention_size) = cli::retention(flags)?;
+    let db_options = DbOptions {
+        block_duration: millis(flags.min_block_duration).max(1),
+        max_block_duration: cli::max_block_duration(flags, retention_time),
+        retention_time,
+        retention_size,
+        out_of_order_window: millis(config.storage.tsdb.out_of_order_time_window),
+        future_limit: Some(millis(flags.future_limit)).filter(|&l| l > 0),
+        ..DbOptions::default()
+    };
+    Db::open(&PathBuf::from(&flags.tsdb_path), db_options).map_err(|e| format!("opening storage: {e}"))
+}
+
+/// The server's running parts around storage.
+struct Components {
+    scrape: Arc<ScrapeManager>,
+    status: Arc<ServerStatus>,
+    notifier: Arc<promflow_notifier::Notifier>,
+    push: Option<Arc<PushGateway>>,
+    remote_write: Arc<RemoteWriter>,
+    remote_read: Arc<RemoteReaders>,
+    live_views: Option<Arc<LiveViews>>,
+    rule_manager: Arc<RuleManager>,
+}
+
+impl Components {
+    /// Starts every part but scraping, which starts once the listeners are bound
+    /// ([`Components::serve`]).
+    fn start(
+        flags: &cli::Flags,
+        matches: &clap::ArgMatches,
+        loaded: &LoadedConfig,
+        rule_groups: Vec<GroupSpec>,
+        db: &Arc<Db>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Components, String> {
+        let config = &loaded.config;
+        let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
+        if !flags.dns_servers.is_empty() {
+            let servers = flags
+                .dns_servers
+                .iter()
+                .map(|s| {
+                    s.parse::<std::net::SocketAddr>().map_err(|e| format!("--discovery.dns-server={s}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            scrape.set_dns_servers(servers);
+        }
+        let status = Arc::new(ServerStatus {
+            version: COMPAT_VERSION.to_string(),
+            config_yaml: RwLock::new(config.to_redacted_yaml()),
+            external_labels: RwLock::new(config.global.external_labels.clone()),
+            flags: cli::flag_values(matches),
+            reload_ok: AtomicBool::new(true),
+            last_reload_seconds: AtomicI64::new(now_seconds()),
+            unimplemented_fields: AtomicI64::new(loaded.warnings.len() as i64),
+            start_seconds: now_seconds(),
+            ready: AtomicBool::new(false),
+            storage_retention: if flags.retention_time.is_empty() {
+                "15d".into()
+            } else {
+                flags.retention_time.clone()
+            },
+        });
+        let notifier = promflow_notifier::Notifier::new(runtime);
+        notifier.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
+        let push = flags
+            .enable_pushgateway
+            .then(|| PushGateway::start(Arc::clone(db), config.global.scrape_interval, runtime));
+        let remote_write = RemoteWriter::new(Arc::clone(db), runtime.clone(), Some(Arc::clone(&scrape)));
+        remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
+        let remote_read = Arc::new(RemoteReaders::new());
+        remote_read.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
+        let live_views = start_live_views(flags, db)?;
+        let rule_manager = start_rules(flags, db, &notifier, live_views.clone());
+        rule_manager.update(rule_groups);
+        Ok(Components { scrape, status, notifier, push, remote_write, remote_read, live_views, rule_manager })
+    }
+
+    /// What `SIGHUP` and `/-/reload` run: the configuration and rule files read again and
+    /// applied to every part, or the running configuration kept when they are invalid.
+    fn reload_handler(&self, flags: &cli::Flags, db: &Arc<Db>, runtime: tokio::runtime::Handle) -> ReloadFn {
+        let path = flags.config_file.clone();
+        let external_url = flags.external_url.clone();
+        let event_mode = flags.rules_evaluation_mode == "event";
+        let (scrape, status, db) = (Arc::clone(&self.scrape), Arc::clone(&self.status), Arc::clone(db));
+        let (rule_manager, notifier) = (Arc::clone(&self.rule_manager), Arc::clone(&self.notifier));
+        let (remote_write, remote_read) = (Arc::clone(&self.remote_write), Arc::clone(&self.remote_read));
+        let push = self.push.clone();
+        Arc::new(move || {
+            let _guard = runtime.enter();
+            let result = load_config(&path, &external_url, event_mode).and_then(|(l, groups)| {
+                scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                notifier.apply(&l.config).map_err(|e| e.to_string())?;
+                remote_write.apply(&l.config).map_err(|e| e.to_string())?;
+                remote_read.apply(&l.config).map_err(|e| e.to_string())?;
+                if let Some(push) = &push {
+                    push.set_interval(l.config.global.scrape_interval);
+                }
+                rule_manager.update(groups);
+                db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
+                for w in &l.warnings {
+                    warn!(file = %path, "{w}");
+                }
+                Ok(l)
+            });
+            match result {
+                Ok(l) => {
+                    status.record_reload(true, Some(l.config.to_redacted_yaml()), l.warnings.len());
+                    status.set_external_labels(l.config.global.external_labels.clone());
+                    info!(file = %path, "completed loading of configuration file");
+                    Ok(())
+                }
+                Err(e) => {
+                    status.record_reload(false, None, 0);
+                    error!(file = %path, error = %e, "error reloading config; keeping the running configuration");
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// What the HTTP handlers share.
+    fn app_state(
+        &self,
+        flags: &cli::Flags,
+        config: &Config,
+        db: &Arc<Db>,
+        security: &Security,
+        reload: ReloadFn,
+        quit: watch::Sender<bool>,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            db: Arc::clone(db),
+            scrape: Arc::clone(&self.scrape),
+            rules: Arc::clone(&self.rule_manager),
+            live: self.live_views.clone(),
+            notifier: Arc::clone(&self.notifier),
+            remote_write: Arc::clone(&self.remote_write),
+            remote_read: Arc::clone(&self.remote_read),
+            query: QuerySettings {
+                lookback_delta: flags.lookback_delta,
+                timeout: flags.query_timeout,
+                max_samples: flags.query_max_samples,
+                delayed_name_removal: delayed_name_removal(flags),
+                compile: promflow_promql::CompileOptions {
+                    default_subquery_step: config.global.evaluation_interval,
+                    ..Default::default()
+                },
+            },
+            status: Arc::clone(&self.status),
+            reload,
+            lifecycle_enabled: flags.enable_lifecycle,
+            admin_enabled: flags.enable_admin_api,
+            remote_write_enabled: flags.enable_remote_write_receiver,
+            remote_read_sample_limit: flags.remote_read_sample_limit,
+            push: self.push.clone(),
+            quit,
+            http_metrics: Default::default(),
+            subscriptions: promflow_http::Subscriptions::new(
+                promflow_http::SubscriptionLimits {
+                    per_connection: flags.subscribe_max_per_connection,
+                    total: flags.subscribe_max_total,
+                    samples_per_connection: flags.subscribe_max_samples_per_connection,
+                    samples_total: flags.subscribe_max_samples_total,
+                },
+                flags.subscribe_batch_interval,
+            ),
+            web: Arc::clone(&security.web),
+            read_timeout: flags.web_read_timeout,
+            cors_origin: security.cors_origin.clone(),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1),
+            )),
+        })
+    }
+
+    /// Binds the listeners, starts scraping, and serves until a signal or `/-/quit`; then
+    /// stops scraping, rules, notifications, pushes and remote storage, in that order.
+    async fn serve(
+        self,
+        flags: &cli::Flags,
+        config: &Config,
+        state: Arc<AppState>,
+        reload: ReloadFn,
+        (quit, quit_rx): (watch::Sender<bool>, watch::Receiver<bool>),
+    ) -> Result<(), String> {
+        if let Some(addr) = &flags.sql_listen_address {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
+            info!(address = %addr, "serving SQL on the PostgreSQL wire protocol");
+            let settings = promflow_sql::Settings {
+                lookback_ms: millis(flags.lookback_delta),
+                max_samples: flags.query_max_samples,
+                timeout: flags.query_timeout,
+                canceled: None,
+            };
+            let querier: Arc<dyn Querier> = state.db.clone();
+            let slots = Arc::clone(&state.query_slots);
+            tokio::spawn(promflow_sql::pg::serve(listener, querier, settings, slots, Arc::clone(&state.web)));
+        }
+        let listeners = Arc::new(promflow_http::Listeners::new(
+            Arc::clone(&state.web),
+            usize::try_from(flags.web_max_connections).unwrap_or(usize::MAX),
+            flags.web_read_timeout,
+        ));
+        let app = promflow_http::router(state, &route_prefix(flags));
+        let mut servers = Vec::new();
+        for addr in &flags.listen_address {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("listen on {addr}: {e}"))?;
+            info!(address = %addr, "listening");
+            let (app, listeners) = (app.clone(), Arc::clone(&listeners));
+            let mut stop = quit_rx.clone();
+            servers.push(tokio::spawn(async move {
+                promflow_http::serve(listener, app, listeners, async move {
+                    let _ = stop.wait_for(|q| *q).await;
+                })
+                .await
+            }));
+        }
+        // scraping starts once the listeners are bound, so that a server scraping itself
+        // finds itself there at its first scrape
+        self.scrape.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
+        self.status.ready.store(true, Ordering::SeqCst);
+        info!("server is ready to receive web requests");
+        wait_for_signals(reload, quit_rx.clone()).await;
+        quit.send_replace(true);
+        info!("stopping scrape manager");
+        self.scrape.stop();
+        info!("stopping rule manager");
+        self.rule_manager.stop();
+        info!("stopping notification manager");
+        self.notifier.stop();
+        // let the loops write their staleness markers
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(push) = &self.push {
+            push.stop();
+        }
+        info!("stopping remote storage");
+        let remote = Arc::clone(&self.remote_write);
+        let _ = tokio::task::spawn_blocking(move || remote.stop()).await;
+        for s in servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        Ok(())
+    }
+}
+
+/// `--enable-feature=promql-delayed-name-removal`.
+fn delayed_name_removal(flags: &cli::Flags) -> bool {
+    flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal")
+}
+
+/// The live views over the incremental executor, which rules in event mode and
+/// subscriptions read. Views remove metric names at once, so with delayed name removal there
+/// are none and every rule runs in batch.
+fn start_live_views(flags: &cli::Flags, db: &Arc<Db>) -> Result<Option<Arc<LiveViews>>, String> {
+    if delayed_name_removal(flags) {
+        return Ok(None);
+    }
+    let querier = Arc::clone(db) as Arc<dyn Querier>;
+    // views run in tick mode too, for groups that choose `evaluation_mode: event`
+    LiveViews::start(
+        flags.rules_dataflow_workers,
+        millis(flags.lookback_delta),
+        |wake| db.subscribe_waking(wake),
+        querier,
+        true,
+    )
+    .map(Some)
+    .map_err(|e| format!("starting the rule dataflow: {e}"))
+}
+
+/// The rule manager: rule expressions compiled from PromQL, evaluated over storage (or read
+/// from live views), written back to storage, and alerts sent through the notifier.
+fn start_rules(
+    flags: &cli::Flags,
+    db: &Arc<Db>,
+    notifier: &Arc<promflow_notifier::Notifier>,
+    views: Option<Arc<LiveViews>>,
+) -> Arc<RuleManager> {
+    let writer = Arc::clone(db);
+    let sink = Arc::clone(notifier);
+    RuleManager::new(
+        Arc::clone(db) as Arc<dyn Querier>,
+        Arc::new(move || writer.appender()),
+        EvalSettings {
+            query: QueryOptions {
+                lookback_ms: millis(flags.lookback_delta),
+                max_samples: flags.query_max_samples,
+                delayed_name_removal: delayed_name_removal(flags),
+                ..QueryOptions::instant(0)
+            },
+            timeout: flags.query_timeout,
+            compile: Some(Arc::new(move |q: &str| {
+                promflow_promql::compile(q, &Default::default()).map_err(|e| e.to_string())
+            })),
+            outage_tolerance_ms: millis(flags.for_outage_tolerance),
+            for_grace_period_ms: millis(flags.for_grace_period),
+            resend_delay_ms: millis(flags.resend_delay),
+            notify: Some(Arc::new(move |alerts: Vec<promflow_rules::Notification>| {
+                sink.send(
+                    alerts
+                        .into_iter()
+                        .map(|a| promflow_notifier::Alert {
+                            labels: a.labels,
+                            annotations: a.annotations,
+                            starts_at_ms: a.starts_at_ms,
+                            ends_at_ms: a.ends_at_ms,
+                            generator_url: a.generator_url,
+                        })
+                        .collect(),
+                )
+            })),
+            views,
+        },
+    )
+}
+
+/// The server's clock in whole seconds since the epoch.
+fn now_seconds() -> i64 {
+    promflow_storage::now_ms() / 1000
+}
+
+/// `--web.route-prefix`, defaulting to the path of `--web.external-url`, as in Prometheus.
+fn route_prefix(flags: &cli::Flags) -> String {
+    if !flags.route_prefix.is_empty() {
+        return flags.route_prefix.clone();
+    }
+    let url = flags.external_url.as_str();
+    let after_scheme = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    match after_scheme.find('/') {
+        Some(i) => after_scheme[i..].to_string(),
+        None => "/".to_string(),
+    }
+}
+
+/// Waits for SIGTERM, SIGINT or `/-/quit`; SIGHUP reloads the configuration.
+async fn wait_for_signals(reload: promflow_http::ReloadFn, mut quit: tokio::sync::watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let f = Arc::clone(&reload);
+                let _ = tokio::task::spawn_blocking(move || f()).await;
+            }
+            _ = term.recv() => { info!("received SIGTERM, exiting gracefully"); return; }
+            _ = int.recv() => { info!("received SIGINT, exiting gracefully"); return; }
+            _ = quit.wait_for(|q| *q) => { info!("received termination request via web service, exiting gracefully"); return; }
+        }
+    }
+}
