@@ -198,6 +198,31 @@ pub enum WindowFn {
     DoubleExponentialSmoothing,
 }
 
+impl WindowFn {
+    /// Whether the function may read an anchored window (Prometheus's
+    /// `AnchoredSafeFunctions`): the counter and change functions, which then measure from the
+    /// last sample at or before the window's start without extrapolating.
+    pub fn takes_anchored(self) -> bool {
+        matches!(
+            self,
+            WindowFn::Rate | WindowFn::Increase | WindowFn::Delta | WindowFn::Changes | WindowFn::Resets
+        )
+    }
+
+    /// Whether the value depends on the samples' times against the evaluation time, not only
+    /// on their order and spacing: shifting the samples (an `offset`) changes it.
+    pub fn reads_sample_times(self) -> bool {
+        matches!(
+            self,
+            WindowFn::PredictLinear
+                | WindowFn::TsOfMinOverTime
+                | WindowFn::TsOfMaxOverTime
+                | WindowFn::TsOfLastOverTime
+                | WindowFn::TsOfFirstOverTime
+        )
+    }
+}
+
 /// Functions applied to each series' value at each step (instant vector → instant vector).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MapFn {

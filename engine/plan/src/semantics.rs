@@ -5,13 +5,19 @@
 
 use std::collections::HashMap;
 
-use promflow_storage::{Labels, Matcher, METRIC_NAME};
+use promflow_storage::{Labels, MatchOp, Matcher, METRIC_NAME};
 
 use crate::{Error, Grouping, Plan, Relabel};
 
 /// The labels that name a metric and describe its type and unit: an operation that changes
 /// what the values mean removes them all.
 const METRIC_IDENTITY_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
+/// Whether a selection's series all have one metric name (it has `__name__="…"`): dropping the
+/// name cannot then give two of its series one label set.
+pub fn selects_one_metric(matchers: &[Matcher]) -> bool {
+    matchers.iter().any(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal)
+}
 
 /// Removes the labels that name a metric and describe its type and unit (`__name__`,
 /// `__type__`, `__unit__`): what an operation that changes the values' meaning does.

@@ -3,12 +3,14 @@
 //! rules that share `rate(x[5m])` share its state. Every selection and window function and
 //! every view's root is arranged and registered for later views to share.
 
-use promflow_storage::{Labels, MatchOp, Matcher};
+use promflow_storage::{Labels, Matcher};
 
 use super::{constant, constants, unsupported, window_time, LeafTime, NOT_CAUSAL, NOT_SHIFTED};
 use crate::series::{Keep, ReadBack, SeriesFn};
 use crate::Grain;
-use promflow_plan::semantics::{absent_labels, compile_relabel, effective_info_name_matchers};
+use promflow_plan::semantics::{
+    absent_labels, compile_relabel, effective_info_name_matchers, selects_one_metric,
+};
 use promflow_plan::{
     AggOp, BinOp, Edges, Error, Grouping, JoinKey, MapFn, Plan, Relabel, ValueKind, VectorFn, WindowFn,
 };
@@ -333,8 +335,7 @@ impl Lowering<'_> {
         let keep = Keep::choose(&func, matchers, read_back);
         // only a selection that does not fix the name can give two series one label set
         // when the name goes (a check that costs an arrangement of the result)
-        let distinct_names = func.drops_name()
-            && !matchers.iter().any(|m| m.name == promflow_storage::METRIC_NAME && m.op == MatchOp::Equal);
+        let distinct_names = func.drops_name() && !selects_one_metric(matchers);
         self.arrange(plan, |leaf| Node::Series { leaf, func, keep, time, distinct_names, arg })
     }
 
@@ -478,16 +479,10 @@ impl Lowering<'_> {
             {
                 return Err(unsupported(NOT_CAUSAL))
             }
-            Plan::WindowFunction {
-                func:
-                    func @ (WindowFn::Rate
-                    | WindowFn::Increase
-                    | WindowFn::Delta
-                    | WindowFn::Changes
-                    | WindowFn::Resets),
-                input,
-                ..
-            } if matches!(&**input, Plan::Window { edges: Edges::Anchored, .. }) => {
+            Plan::WindowFunction { func, input, .. }
+                if func.takes_anchored()
+                    && matches!(&**input, Plan::Window { edges: Edges::Anchored, .. }) =>
+            {
                 let Plan::Window { matchers, range_ms, shift, .. } = &**input else { unreachable!() };
                 let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 let anchored = SeriesFn::Anchored { func: *func, range: *range_ms, lookback: self.lookback };

@@ -2,10 +2,11 @@
 //! [`HubNode`]s, shared between views by plan; anything else is [`unsupported`] here and
 //! becomes a dataflow view.
 
-use promflow_storage::{MatchOp, Matcher};
+use promflow_storage::Matcher;
 
 use super::{constant, constants, window_time, LeafTime};
 use crate::series::{Keep, ReadBack, SeriesFn};
+use promflow_plan::semantics::selects_one_metric;
 use promflow_plan::Error;
 use promflow_plan::{AggOp, BinOp, Edges, Grouping, MapFn, Plan, ValueKind, VectorFn, WindowFn};
 
@@ -144,7 +145,7 @@ impl HubLowering<'_> {
                     return Err(unsupported("a pinned or negative time shift"));
                 };
                 let func = SeriesFn::Last { lookback: self.lookback, timestamp: false, keep_name: false };
-                let distinct = names_fixed(matchers);
+                let distinct = selects_one_metric(matchers);
                 return Ok((self.leaf(plan, matchers, func, offset, distinct, next_id), distinct));
             }
             Plan::WindowFunction { func, input, args, .. } => {
@@ -159,30 +160,19 @@ impl HubLowering<'_> {
                     (Edges::Plain, LeafTime::Shifted(offset)) => {
                         (SeriesFn::Window { func: *func, range: *range_ms, args: constants(args)? }, offset)
                     }
-                    (Edges::Anchored, LeafTime::Shifted(offset))
-                        if matches!(
-                            func,
-                            WindowFn::Rate
-                                | WindowFn::Increase
-                                | WindowFn::Delta
-                                | WindowFn::Changes
-                                | WindowFn::Resets
-                        ) =>
-                    {
-                        (
-                            SeriesFn::Anchored { func: *func, range: *range_ms, lookback: self.lookback },
-                            offset,
-                        )
-                    }
+                    (Edges::Anchored, LeafTime::Shifted(offset)) if func.takes_anchored() => (
+                        SeriesFn::Anchored { func: *func, range: *range_ms, lookback: self.lookback },
+                        offset,
+                    ),
                     _ => return Err(unsupported("this window")),
                 };
                 let drops = series_fn.drops_name();
-                if drops && !names_fixed(matchers) {
+                if drops && !selects_one_metric(matchers) {
                     // two series of different metrics could become one label set: the
                     // dataflow's check holds that error
                     return Err(unsupported("a function over series of several metrics"));
                 }
-                let distinct = drops || names_fixed(matchers);
+                let distinct = drops || selects_one_metric(matchers);
                 return Ok((self.leaf(plan, matchers, series_fn, offset, distinct, next_id), distinct));
             }
             Plan::Map { func, input, args }
@@ -263,9 +253,4 @@ impl HubLowering<'_> {
         self.new.push((plan.clone(), id, HubNode::Leaf { func, keep, offset }, distinct));
         id
     }
-}
-
-/// Whether a selection's series all have one metric name.
-fn names_fixed(matchers: &[Matcher]) -> bool {
-    matchers.iter().any(|m| m.name == promflow_storage::METRIC_NAME && m.op == MatchOp::Equal)
 }

@@ -73,23 +73,10 @@ pub(crate) const NOT_SHIFTED: &str =
 /// the samples' times against the evaluation's.
 pub(crate) fn window_time(func: WindowFn, shift: &TimeShift) -> Result<LeafTime, Error> {
     LeafTime::of(shift)
-        .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && reads_sample_times(func)))
+        .filter(|t| !matches!(t, LeafTime::Shifted(o) if *o > 0 && func.reads_sample_times()))
         .ok_or_else(|| unsupported(NOT_SHIFTED))
 }
 
 /// Why a smoothed selection is not maintained: its value at an evaluation interpolates
 /// towards the first sample after it, which a view has not seen yet.
 pub(crate) const NOT_CAUSAL: &str = "smoothed edges, which read samples after the evaluation time";
-
-/// Window functions whose value depends on the samples' times against the evaluation time
-/// (not only on their order and spacing): shifting the samples would change them.
-pub(crate) fn reads_sample_times(func: WindowFn) -> bool {
-    matches!(
-        func,
-        WindowFn::PredictLinear
-            | WindowFn::TsOfMinOverTime
-            | WindowFn::TsOfMaxOverTime
-            | WindowFn::TsOfLastOverTime
-            | WindowFn::TsOfFirstOverTime
-    )
-}
