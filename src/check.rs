@@ -120,7 +120,9 @@ pub fn rule_checks() -> RuleChecks<'static> {
     RuleChecks {
         parse_expr: &|e: &str| promflow_promql::parse(e).map(drop).map_err(|e| e.to_string()),
         parse_sql: &|e: &str| promflow_sql::standing(e).map(drop).map_err(|e| e.to_string()),
-        parse_template: &promflow_template::check,
+        parse_template: &|name: &str, text: &str| {
+            promflow_template::check(name, text).map_err(|e| e.to_string())
+        },
     }
 }
 

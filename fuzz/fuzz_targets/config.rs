@@ -13,7 +13,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 promflow_promql::compile(e, &Default::default()).map(drop).map_err(|e| e.to_string())
             },
             parse_sql: &|q| promflow_sql::standing(q).map(drop).map_err(|e| e.to_string()),
-            parse_template: &|name, text| promflow_template::check(name, text),
+            parse_template: &|name, text| promflow_template::check(name, text).map_err(|e| e.to_string()),
         };
         let _ = RuleFile::parse(text, "rules.yml", &checks);
     }

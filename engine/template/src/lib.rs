@@ -25,6 +25,30 @@ use parse::{Command, List, Node, Operand, Pipeline};
 /// The variables Prometheus declares before an alert template's text.
 const PRESET_VARS: [&str; 4] = ["$labels", "$externalLabels", "$externalURL", "$value"];
 
+/// Why a template could not be parsed or expanded; the messages read as Go's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The text is not a template (an unclosed action, an unknown function, an undefined
+    /// variable, an unbalanced block).
+    #[error("{template}:{line}: {message}")]
+    Parse {
+        /// The template's name (Prometheus's `__alert_<alertname>`).
+        template: String,
+        /// The line the problem is on, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Running the template failed (a wrong type, a missing field, a failed query).
+    #[error("template: {template}: executing \"{template}\": {message}")]
+    Execute {
+        /// The template's name.
+        template: String,
+        /// What failed.
+        message: String,
+    },
+}
+
 /// A parsed template.
 #[derive(Clone, Debug)]
 pub struct Template {
@@ -53,19 +77,19 @@ pub type QueryFn<'a> = &'a dyn Fn(&str) -> Result<QueryRows, String>;
 
 /// Checks `text` as Prometheus checks an alert's templates (`promtool check rules`); the
 /// error reads like Go's, `<name>:<line>: <what>`.
-pub fn check(name: &str, text: &str) -> Result<(), String> {
+pub fn check(name: &str, text: &str) -> Result<(), Error> {
     Template::parse(name, text).map(drop)
 }
 
 impl Template {
     /// Parses `text`; `name` appears in errors (Prometheus uses `__alert_<alertname>`).
-    pub fn parse(name: &str, text: &str) -> Result<Template, String> {
+    pub fn parse(name: &str, text: &str) -> Result<Template, Error> {
         let list = parse::parse(name, text, &funcs::exists, &PRESET_VARS)?;
         Ok(Template { name: name.to_string(), list })
     }
 
     /// Expands the template for an alert at `now_s` (seconds, what `now` returns).
-    pub fn expand(&self, data: &AlertData, now_s: f64, query: Option<QueryFn<'_>>) -> Result<String, String> {
+    pub fn expand(&self, data: &AlertData, now_s: f64, query: Option<QueryFn<'_>>) -> Result<String, Error> {
         let root = Value::Struct(vec![
             ("Labels".into(), Value::Labels(data.labels.clone())),
             ("ExternalLabels".into(), Value::Labels(data.external_labels.clone())),
@@ -84,7 +108,7 @@ impl Template {
             out: String::new(),
         };
         ex.list(&self.list, &root)
-            .map_err(|e| format!("template: {}: executing \"{}\": {e}", self.name, self.name))?;
+            .map_err(|message| Error::Execute { template: self.name.clone(), message })?;
         Ok(ex.out)
     }
 }
@@ -325,7 +349,7 @@ mod tests {
 
     #[test]
     fn parse_errors_read_like_go() {
-        let err = |t: &str| Template::parse("__alert_A", t).unwrap_err();
+        let err = |t: &str| Template::parse("__alert_A", t).unwrap_err().to_string();
         assert_eq!(err("{{ .Foo "), "__alert_A:1: unclosed action");
         assert_eq!(err("{{ humanise $value }}"), "__alert_A:1: function \"humanise\" not defined");
         assert_eq!(err("{{ $nope }}"), "__alert_A:1: undefined variable \"$nope\"");

@@ -1,5 +1,7 @@
 //! Lexing and parsing of Go `text/template` source into a tree, with Go's error messages.
 
+use crate::Error;
+
 /// A parsed template: a list of nodes.
 pub type List = Vec<Node>;
 
@@ -59,7 +61,7 @@ pub enum Operand {
 
 /// Parses `src`; `is_func` says which function names exist, `vars` which variables are
 /// declared beforehand. The error is Go's message, `<name>:<line>: <what>`.
-pub fn parse(name: &str, src: &str, is_func: &dyn Fn(&str) -> bool, vars: &[&str]) -> Result<List, String> {
+pub fn parse(name: &str, src: &str, is_func: &dyn Fn(&str) -> bool, vars: &[&str]) -> Result<List, Error> {
     let mut p =
         Parser { name, src, pos: 0, line: 1, is_func, vars: vars.iter().map(|v| v.to_string()).collect() };
     let (list, end) = p.list()?;
@@ -93,8 +95,8 @@ fn ident_byte(b: u8) -> bool {
 }
 
 impl Parser<'_> {
-    fn err(&self, msg: &str) -> String {
-        format!("{}:{}: {msg}", self.name, self.line)
+    fn err(&self, msg: &str) -> Error {
+        Error::Parse { template: self.name.to_string(), line: self.line, message: msg.to_string() }
     }
 
     fn rest(&self) -> &str {
@@ -107,7 +109,7 @@ impl Parser<'_> {
     }
 
     /// Nodes up to the end of input, `{{ end }}` or `{{ else }}`.
-    fn list(&mut self) -> Result<(List, Stop), String> {
+    fn list(&mut self) -> Result<(List, Stop), Error> {
         let mut out = Vec::new();
         loop {
             let Some(open) = self.rest().find("{{") else {
@@ -179,7 +181,7 @@ impl Parser<'_> {
 
     /// The body of an if/range/with up to its `{{ end }}`, with its else branch (an
     /// `{{ else if }}` chain becomes a nested if).
-    fn block_body(&mut self, word: &str) -> Result<(List, List), String> {
+    fn block_body(&mut self, word: &str) -> Result<(List, List), Error> {
         let (body, end) = self.list()?;
         match end {
             Stop::End => Ok((body, Vec::new())),
@@ -210,7 +212,7 @@ impl Parser<'_> {
     }
 
     /// Consumes `}}` or `-}}` (trimming the following text's leading space).
-    fn close_action(&mut self) -> Result<(), String> {
+    fn close_action(&mut self) -> Result<(), Error> {
         self.skip_space();
         if self.rest().starts_with("-}}") {
             self.advance(3);
@@ -229,7 +231,7 @@ impl Parser<'_> {
     }
 
     /// A pipeline up to `}}` (`top`) or `)`.
-    fn pipeline(&mut self, top: bool) -> Result<Pipeline, String> {
+    fn pipeline(&mut self, top: bool) -> Result<Pipeline, Error> {
         let mut pipe = Pipeline { vars: Vec::new(), declare: false, cmds: Vec::new() };
         // `$a, $b :=` or `$x =`
         let save = (self.pos, self.line);
@@ -305,7 +307,7 @@ impl Parser<'_> {
         out
     }
 
-    fn command(&mut self, top: bool) -> Result<Command, String> {
+    fn command(&mut self, top: bool) -> Result<Command, Error> {
         let mut args = Vec::new();
         loop {
             self.skip_space();
@@ -327,7 +329,7 @@ impl Parser<'_> {
         Ok(Command { args })
     }
 
-    fn operand(&mut self) -> Result<Operand, String> {
+    fn operand(&mut self) -> Result<Operand, Error> {
         let r = self.rest();
         let b = r.as_bytes()[0];
         Ok(match b {
