@@ -398,6 +398,23 @@ pub fn unimplemented_set(matches: &ArgMatches) -> Vec<&'static str> {
         .collect()
 }
 
+/// `--web.external-url` as Prometheus computes it: `http://<hostname>:<port>` of the first
+/// listen address when the flag is unset, and without a trailing `/` on its path. Alert links
+/// (`generatorURL`) and templates' `$externalURL` are built from it.
+pub fn external_url(flags: &Flags) -> String {
+    if !flags.external_url.is_empty() {
+        return flags.external_url.trim_end_matches('/').to_string();
+    }
+    // what Go's os.Hostname reads on Linux
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let port = flags.listen_address.first().and_then(|a| a.rsplit_once(':')).map_or("9090", |(_, p)| p);
+    format!("http://{host}:{port}")
+}
+
 /// Every flag and its value as text, for `/api/v1/status/flags`.
 pub fn flag_values(matches: &ArgMatches) -> Vec<(String, String)> {
     let cmd = Flags::command();

@@ -40,7 +40,8 @@ fn main() {
         }
         _ => {}
     }
-    let (flags, matches) = cli::parse();
+    let (mut flags, matches) = cli::parse();
+    flags.external_url = cli::external_url(&flags);
     logging::init(&flags.log_level, &flags.log_format);
     for name in cli::unimplemented_set(&matches) {
         warn!(

@@ -66,7 +66,7 @@ pub fn load_files(paths: &[std::path::PathBuf], settings: &RuleSettings) -> Resu
                 let (plan, query) = match r.lang {
                     ExprLang::PromQL => (
                         promflow_promql::compile(&r.expr, &compile).map_err(|e| failed(e.to_string()))?,
-                        promflow_promql::format_query(&r.expr).unwrap_or_else(|_| r.expr.clone()),
+                        promflow_promql::one_line_query(&r.expr).unwrap_or_else(|_| r.expr.clone()),
                     ),
                     // the SQL as written: the rules API shows it as the rule's query
                     ExprLang::Sql => {

@@ -209,3 +209,68 @@ fn event_mode_alerts_are_sent_when_the_data_crosses_not_at_the_next_tick() {
     }
     println!("sample to receiver: {latencies:?}");
 }
+
+/// The `generatorURL`s of the alerts a capture received, in arrival order.
+fn generator_urls(capture: &common::Capture) -> Vec<String> {
+    let bodies = capture.bodies.lock().unwrap().clone();
+    bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b.split_once('\n')?.1).ok())
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["generatorURL"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Without `--web.external-url`, an alert's link is absolute (`http://<hostname>:<port>`, as
+/// Prometheus defaults the external URL) and a rule's query is its expression on one line,
+/// however the rule file lays it out; side by side with Prometheus 2.42 on the same rules.
+#[test]
+fn alert_links_are_absolute_and_rule_queries_one_line_without_an_external_url() {
+    let capture = common::start_capture(0);
+    let rules = "groups:\n- name: links\n  interval: 1s\n  rules:\n  - alert: Hot\n    expr: |\n      max by (room) (\n        temperature\n      )\n        > 90\n";
+    let config = format!(
+        "global:\n  evaluation_interval: 1s\nrule_files:\n  - alerts.yml\nalerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['127.0.0.1:{}']\n",
+        capture.port
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let (pf_dir, prom_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(pf_dir.path().join("alerts.yml"), rules).unwrap();
+    std::fs::write(prom_dir.path().join("alerts.yml"), rules).unwrap();
+    let pf = common::start_promflow(pf_dir.path(), &config, &["--web.enable-remote-write-receiver"]);
+    let prom = common::start_prometheus(prom_dir.path(), &config);
+    let hot =
+        || vec![common::series(&[("__name__", "temperature"), ("room", "a")], &[(common::now_ms(), 95.0)])];
+    assert_eq!(common::remote_write(&pf, hot()).0, 204);
+    if let Some(prom) = &prom {
+        // Prometheus drops what it would send before its Alertmanager is discovered
+        let discovered = wait_for(Duration::from_secs(20), || {
+            let (_, v) = prom.get_json("/api/v1/alertmanagers");
+            v["data"]["activeAlertmanagers"].as_array().is_some_and(|a| !a.is_empty()).then_some(())
+        });
+        assert!(discovered.is_some(), "Prometheus found no Alertmanager: {}", prom.logs());
+        assert_eq!(common::remote_write(prom, hot()).0, 204);
+    }
+
+    let query = "max by (room) (temperature) > 90";
+    let (_, v) = pf.get_json("/api/v1/rules");
+    assert_eq!(v["data"]["groups"][0]["rules"][0]["query"], query, "{v}");
+    let link = |port: u16| {
+        format!("http://{host}:{port}/graph?g0.expr=max+by+%28room%29+%28temperature%29+%3E+90&g0.tab=1")
+    };
+    let expected: Vec<String> =
+        std::iter::once(link(pf.port)).chain(prom.as_ref().map(|p| link(p.port))).collect();
+    let received = wait_for(Duration::from_secs(20), || {
+        let urls = generator_urls(&capture);
+        expected.iter().all(|e| urls.contains(e)).then_some(urls)
+    });
+    assert!(
+        received.is_some(),
+        "expected links {expected:?}, received {:?}; Prometheus's log: {}",
+        generator_urls(&capture),
+        prom.as_ref().map(|p| p.logs()).unwrap_or_default()
+    );
+    if let Some(prom) = &prom {
+        let (_, theirs) = prom.get_json("/api/v1/rules");
+        assert_eq!(theirs["data"]["groups"][0]["rules"][0]["query"], query, "Prometheus: {theirs}");
+    }
+}

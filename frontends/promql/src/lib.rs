@@ -61,6 +61,12 @@ pub fn compile(query: &str, opts: &CompileOptions) -> Result<Plan, Error> {
     lower::lower_query(&expr, query, opts)
 }
 
+/// `query` on one line in Prometheus's canonical form: what Prometheus prints for a parsed
+/// expression (a rule's `query` in `/api/v1/rules`, alert links), whatever the text's layout.
+pub fn one_line_query(query: &str) -> Result<String, Error> {
+    Ok(parse(query)?.to_string())
+}
+
 /// Pretty-prints `query` in Prometheus's canonical form (`/api/v1/format_query`).
 pub fn format_query(query: &str) -> Result<String, Error> {
     Ok(parser::prettify(&parse(query)?))
