@@ -607,3 +607,38 @@ fn pending_alerts_survive_a_restart() {
     let down = restarted - killed;
     assert!(shift >= down - 1_000 && shift <= down + 6_000, "shifted by {shift} ms for {down} ms down");
 }
+
+/// The first evaluation writes: once `/api/v1/rules` reports a group's first evaluation,
+/// the recording rule's sample of it is stored, as in Prometheus 2.42 beside it. The alert
+/// makes the group's views follow the clock between evaluations, so the recording rule's view
+/// must be installed before the clock passes its first evaluation.
+#[test]
+fn the_first_evaluation_writes_what_it_recorded() {
+    let rules = "groups:\n- name: first\n  interval: 5s\n  rules:\n  - record: job:x:sum\n    expr: sum by (job) (x)\n  - alert: Always\n    expr: x > 0\n    for: 1m\n";
+    let config = "global:\n  evaluation_interval: 5s\nrule_files:\n  - rules.yml\n";
+    let (pf_dir, prom_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(pf_dir.path().join("rules.yml"), rules).unwrap();
+    std::fs::write(prom_dir.path().join("rules.yml"), rules).unwrap();
+    let pf = common::start_promflow(pf_dir.path(), config, &["--web.enable-remote-write-receiver"]);
+    let prom = common::start_prometheus(prom_dir.path(), config);
+    for (name, server) in std::iter::once(("promflow", &pf)).chain(prom.as_ref().map(|p| ("Prometheus", p))) {
+        let written = common::now_ms();
+        let x = common::series(&[("__name__", "x"), ("job", "a")], &[(written, 1.0)]);
+        assert_eq!(common::remote_write(server, vec![x]).0, 204);
+        let evaluated = common::wait_for(std::time::Duration::from_secs(15), || {
+            let (_, v) = server.get_json("/api/v1/rules");
+            let last =
+                v["data"]["groups"][0]["rules"][0]["lastEvaluation"].as_str().unwrap_or("").to_string();
+            (!last.is_empty() && !last.starts_with("0001-")).then_some(last)
+        });
+        let last = evaluated.unwrap_or_else(|| panic!("{name} never evaluated the group"));
+        if rfc3339_ms(&last) <= written {
+            // the group's first evaluation came before the sample: nothing to judge by
+            continue;
+        }
+        let (_, v) = server.get_json("/api/v1/query?query=count_over_time(job:x:sum%5B1m%5D)");
+        let count =
+            common::result(&v).first().and_then(|s| s["value"][1].as_str()).unwrap_or("0").to_string();
+        assert_ne!(count, "0", "{name}: evaluated at {last} but nothing recorded: {v}");
+    }
+}

@@ -22,7 +22,7 @@
 //! of each request. [`LiveViews::watch`] hands a view's changes to a handler as they
 //! happen (event-mode alerts).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::Thread;
@@ -104,6 +104,10 @@ pub struct LiveViews {
     feed: Mutex<Receiver<Arc<CommittedBatch>>>,
     querier: Arc<dyn Querier>,
     views: Mutex<Vec<SeenExpression>>,
+    /// Views [`LiveViews::prepare`] installed when the clock had already passed the time they
+    /// are first read at: their history counts from the clock, so that first read is
+    /// evaluated in batch.
+    late: Mutex<HashSet<ViewId>>,
     /// Announced evaluation times, with how many groups announced each.
     scheduled: Mutex<BTreeMap<i64, usize>>,
     watches: Mutex<HashMap<u64, Watch>>,
@@ -236,6 +240,7 @@ impl LiveViews {
             feed: Mutex::new(feed),
             querier,
             views: Mutex::new(Vec::new()),
+            late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
@@ -414,6 +419,9 @@ impl LiveViews {
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
             match self.view_of(plan, t, grain, Reader::Rule) {
+                Ok((view, true)) if self.inc.clock() > t => {
+                    self.late.lock().unwrap_or_else(|e| e.into_inner()).insert(view);
+                }
                 Ok(_) | Err(Error::Unsupported(_)) => {}
                 Err(e) => tracing::warn!(error = %e, "installing a rule's view"),
             }
@@ -440,7 +448,8 @@ impl LiveViews {
         // a view installed when the clock had passed `t` (an earlier rule of the group read
         // at `t`, the group runs late) holds its history from the clock on: it is evaluated
         // in batch this once
-        if fresh && self.inc.clock() > t {
+        let late = self.late.lock().unwrap_or_else(|e| e.into_inner()).remove(&view);
+        if (fresh || late) && self.inc.clock() > t {
             return None;
         }
         let rows = self.inc.read(view, t).map_err(|e| e.to_string());

@@ -371,6 +371,23 @@ impl Group {
         }
     }
 
+    /// Installs the views of the rules that read them, from history at the evaluation at `ts`,
+    /// once (the group's first evaluation). Called before the views' clock passes `ts`, so
+    /// that their history counts at `ts` and the first evaluation reads them; installed later,
+    /// a view is evaluated in batch that once.
+    pub fn prepare_views(&mut self, ts: i64, settings: &EvalSettings) {
+        let Some(views) = settings.views.as_deref().filter(|_| !self.views_prepared) else { return };
+        self.views_prepared = true;
+        // recording rules are read only at the group's evaluations: their views change only then
+        let grain = self.spec.grain();
+        let plans =
+            self.spec.rules.iter().zip(&self.view_ok).filter(|(_, ok)| **ok).map(|(rule, _)| match rule {
+                RuleSpec::Record(r) => (&r.plan, Some(grain)),
+                RuleSpec::Alert(a) => (&a.plan, None),
+            });
+        views.prepare(plans, ts - self.spec.query_offset_ms);
+    }
+
     /// Evaluates every rule at `ts` (the group's evaluation timestamp) and writes the output
     /// through appenders from `appender`, one batch per rule.
     pub fn evaluate(
@@ -392,19 +409,8 @@ impl Group {
                 tracing::warn!(group = %self.spec.name, error = %e, "writing staleness markers of removed rules");
             }
         }
-        // recording rules are read only at the group's evaluations: their views change only then
+        self.prepare_views(ts, settings);
         let grain = self.spec.grain();
-        if let Some(views) = settings.views.as_deref().filter(|_| !self.views_prepared) {
-            self.views_prepared = true;
-            let plans =
-                self.spec.rules.iter().zip(&self.view_ok).filter(|(_, ok)| **ok).map(
-                    |(rule, _)| match rule {
-                        RuleSpec::Record(r) => (&r.plan, Some(grain)),
-                        RuleSpec::Alert(a) => (&a.plan, None),
-                    },
-                );
-            views.prepare(plans, query_ts);
-        }
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let state = &mut self.state[i];
@@ -864,6 +870,8 @@ fn run_group(
         // Prometheus: the next one is the latest aligned time
         let ts = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now);
         if let Some(v) = views {
+            // the first evaluation's views are installed while the clock has not passed `ts`
+            group.lock().unwrap_or_else(|e| e.into_inner()).prepare_views(ts, base);
             // watches apply their changes up to `ts` first (they take the group's lock)
             v.settle(ts);
         }
