@@ -41,6 +41,11 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
     for w in &loaded.warnings {
         warn!(file = %flags.config_file, "{w}");
     }
+    info!(
+        file = %flags.config_file,
+        rule_groups = rule_groups.len(),
+        "completed loading of configuration file"
+    );
     // security settings are checked before anything starts: an unusable one stops the server
     let security = Security::open(&flags)?;
     let db = open_storage(&flags, &loaded.config)?;

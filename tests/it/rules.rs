@@ -621,6 +621,13 @@ fn the_first_evaluation_writes_what_it_recorded() {
     std::fs::write(prom_dir.path().join("rules.yml"), rules).unwrap();
     let pf = common::start_promflow(pf_dir.path(), config, &["--web.enable-remote-write-receiver"]);
     let prom = common::start_prometheus(prom_dir.path(), config);
+    // the start-up log says what was loaded, as Prometheus's does
+    let logs = pf.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("completed loading of configuration file") && l.contains("rule_groups=1")),
+        "{logs}"
+    );
     for (name, server) in std::iter::once(("promflow", &pf)).chain(prom.as_ref().map(|p| ("Prometheus", p))) {
         let written = common::now_ms();
         let x = common::series(&[("__name__", "x"), ("job", "a")], &[(written, 1.0)]);
