@@ -249,3 +249,49 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
     assert!(rows[1].contains('b') && rows[1].contains("109"), "{rows:?}");
     browser.screenshot("sql");
 }
+
+/// Under a route prefix, `/` and `/<prefix>/` lead to the graph page, as in Prometheus; the
+/// status pages at Prometheus 3's paths (`/config`, `/flags`, `/tsdb-status`,
+/// `/service-discovery`) show the configuration, the flags, the head's statistics, and each
+/// target's labels before and after relabelling (a dropped one too).
+#[test]
+fn prefixed_roots_redirect_and_the_status_pages_of_prometheus_3_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1h\nscrape_configs:\n  - job_name: self\n    metrics_path: /prom/metrics\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n  - job_name: gone\n    static_configs: [{{targets: ['127.0.0.1:1']}}]\n    relabel_configs: [{{action: drop, source_labels: [job], regex: gone}}]\n"
+        ),
+    )
+    .unwrap();
+    let mut server = spawn_promflow(dir.path(), &cfg, port, &["--web.route-prefix=/prom"]);
+    server.wait_ready("/prom/-/ready");
+    let plain =
+        reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/", "/prom/", "/prom"] {
+        let r = plain.get(format!("{}{path}", server.base)).send().unwrap();
+        assert!(r.status().is_redirection(), "{path}: {}", r.status());
+        assert_eq!(r.headers()["location"], "/prom/graph", "{path}");
+    }
+    for page in ["config", "flags", "tsdb-status", "service-discovery"] {
+        let r = plain.get(format!("{}/prom/{page}", server.base)).send().unwrap();
+        assert_eq!(r.status(), 200, "/prom/{page}");
+    }
+
+    let Some(browser) = Browser::start() else { return };
+    browser.goto(&format!("{}/prom/config", server.base));
+    browser.wait_texts("pre.config", |t| t.iter().any(|t| t.contains("job_name: gone")));
+    browser.goto(&format!("{}/prom/flags", server.base));
+    browser
+        .wait_texts("table.kv", |t| t.iter().any(|t| t.contains("web.route-prefix") && t.contains("/prom")));
+    browser.goto(&format!("{}/prom/tsdb-status", server.base));
+    browser.wait_texts("div.tsdb table.kv", |t| t.iter().any(|t| t.contains("Series")));
+    browser.goto(&format!("{}/prom/service-discovery", server.base));
+    let pools = browser.wait_texts("table.discovery", |t| {
+        t.iter().any(|t| t.contains("Dropped")) && t.iter().any(|t| t.contains("instance=\"127.0.0.1:"))
+    });
+    assert!(pools.iter().any(|t| t.contains("job=\"gone\"") && t.contains("Dropped")), "{pools:?}");
+    browser.screenshot("service-discovery");
+}

@@ -24,7 +24,18 @@ const APP_JS: &[u8] =
 const APP_CSS: &[u8] = b"";
 
 /// The paths of the UI's pages.
-pub(crate) const PAGES: [&str; 6] = ["/graph", "/alerts", "/rules", "/targets", "/status", "/sql"];
+pub(crate) const PAGES: [&str; 10] = [
+    "/graph",
+    "/alerts",
+    "/rules",
+    "/targets",
+    "/status",
+    "/sql",
+    "/tsdb-status",
+    "/flags",
+    "/config",
+    "/service-discovery",
+];
 
 /// The page: relative asset paths, so that it works under `--web.route-prefix` as is.
 const PAGE: &str = r#"<!doctype html>

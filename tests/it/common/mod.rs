@@ -88,7 +88,8 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self, path: &str) {
+    /// Waits up to 30 s for `path` to answer 2xx (the server's readiness endpoint).
+    pub fn wait_ready(&mut self, path: &str) {
         let url = self.url(path);
         let ok = wait_for(Duration::from_secs(30), || {
             if let Ok(Some(status)) = self.child.try_wait() {

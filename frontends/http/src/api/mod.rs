@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post, put};
 use axum::Router;
 use serde_json::{json, Value};
@@ -78,7 +78,17 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .layer(middleware::from_fn_with_state(state.read_timeout, crate::serve::body_deadline))
         .with_state(state.clone());
     let prefix = route_prefix.trim_end_matches('/');
-    let app = if prefix.is_empty() { root } else { Router::new().nest(prefix, root) };
+    let app = if prefix.is_empty() {
+        root
+    } else {
+        // as in Prometheus: the bare root and the prefix with its slash lead to the graph page
+        let graph = format!("{prefix}/graph");
+        let graph_too = graph.clone();
+        Router::new()
+            .nest(prefix, root)
+            .route("/", get(move || async move { Redirect::to(&graph) }))
+            .route(&format!("{prefix}/"), get(move || async move { Redirect::to(&graph_too) }))
+    };
     // outermost, so that every path and method (unknown ones too) is authenticated
     app.layer(middleware::from_fn_with_state(Arc::clone(&state.web), crate::serve::response_headers))
         .layer(middleware::from_fn_with_state(Arc::clone(&state.web), crate::serve::authenticate))
