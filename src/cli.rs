@@ -80,14 +80,47 @@ pub fn max_block_duration(flags: &Flags, retention_time_ms: Option<i64>) -> i64 
     }
 }
 
+/// The subcommands, for `--help` (the server's flags come first, as in Prometheus's).
+pub const SUBCOMMANDS: &str = "Commands (each with --help):
+  promflow check config|rules <file>...                       check files, as promtool does
+  promflow test rules <test-rule-file>...                     run rule unit tests, as promtool does
+  promflow tsdb create-blocks-from openmetrics <in> [<out>]   backfill blocks from OpenMetrics text
+  promflow subscribe <server> <query>                         print a query's live result as it changes
+  promflow help                                               this text
+  promflow --version                                          the version, as Prometheus prints it";
+
+/// `--version`'s text in Prometheus's layout, which scripts parse (`NAME, version X (branch:
+/// …, revision: …)` and indented build lines).
+pub fn version_text() -> String {
+    let platform = format!(
+        "{}/{}",
+        std::env::consts::OS,
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+    );
+    format!(
+        "promflow, version {} (branch: {}, revision: {})\n  build user:       {}\n  build date:       {}\n  rust version:     {}\n  platform:         {platform}\n",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("PROMFLOW_BUILD_BRANCH").unwrap_or("unknown"),
+        option_env!("PROMFLOW_BUILD_REVISION").unwrap_or("unknown"),
+        option_env!("PROMFLOW_BUILD_USER").unwrap_or("unknown"),
+        option_env!("PROMFLOW_BUILD_DATE").unwrap_or("unknown"),
+        option_env!("PROMFLOW_RUSTC_VERSION").unwrap_or("unknown"),
+    )
+}
+
 /// promflow's flags. Every flag Prometheus 3.x's server accepts is accepted; those promflow
 /// does not implement yet are listed in [`UNIMPLEMENTED`] and draw one warning when set.
 #[derive(Parser, Debug)]
 #[command(
     name = "promflow",
-    version,
     about = "The Prometheus-compatible monitoring server, built as a streaming dataflow engine.",
-    long_about = None
+    long_about = None,
+    disable_version_flag = true,
+    after_help = SUBCOMMANDS
 )]
 pub struct Flags {
     /// Prometheus configuration file path.

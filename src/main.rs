@@ -27,13 +27,27 @@ const HONOURED_FEATURES: &[&str] = &[
 fn main() {
     limit_malloc_arenas();
     let mut args = std::env::args_os().skip(1);
+    let first = std::env::args_os().nth(1);
+    if first.as_deref().is_some_and(|a| a == "--version") {
+        print!("{}", cli::version_text());
+        return;
+    }
+    if first.as_deref().is_some_and(|a| a == "help") {
+        let _ = <cli::Flags as clap::CommandFactory>::command().print_help();
+        return;
+    }
     match args.next() {
         Some(a) if a == "tsdb" => std::process::exit(tsdb::main(args.collect())),
         Some(a) if a == "check" => std::process::exit(check::main(args.collect())),
         Some(a) if a == "subscribe" => std::process::exit(subscribe::main(args.collect())),
         Some(a) if a == "test" => {
             if args.next().is_some_and(|a| a == "rules") {
-                std::process::exit(unittest::main(args.collect()));
+                let files: Vec<_> = args.collect();
+                if files.iter().any(|a| a == "--help" || a == "-h") {
+                    println!("usage: promflow test rules <test-rule-file>...\n\nRuns rule unit tests, as `promtool test rules` does.");
+                    return;
+                }
+                std::process::exit(unittest::main(files));
             }
             eprintln!("usage: promflow test rules <test-rule-file>...");
             std::process::exit(1);

@@ -113,8 +113,43 @@ fn flags_like_prometheus() {
     ] {
         assert!(help.contains(f), "{f} missing from --help");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promflow")).arg("--version").output().unwrap();
+    for sub in ["promflow check config", "promflow test rules", "promflow tsdb", "promflow subscribe"] {
+        assert!(help.contains(sub), "{sub} missing from --help");
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_promflow")).args(args).output().unwrap()
+    };
+    let out = run(&["help"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout) == help, "promflow help");
+    let out = run(&["test", "rules", "--help"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("usage: promflow test rules"));
+    // the layout scripts parse, as Prometheus prints it (checked against Debian's 2.42)
+    let out = run(&["--version"]);
     assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    let first = regex::Regex::new(r"^(\S+), version (\S+) \(branch: (\S+), revision: (\S+)\)$").unwrap();
+    let layout = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        let keys: Vec<String> =
+            lines[1..].iter().filter_map(|l| l.split_once(':')).map(|(k, _)| k.trim().to_string()).collect();
+        (
+            first.is_match(lines[0]),
+            keys.contains(&"build user".into()),
+            keys.contains(&"build date".into()),
+            keys.contains(&"platform".into()),
+        )
+    };
+    assert_eq!(layout(&version), (true, true, true, true), "{version}");
+    assert!(version.starts_with(&format!("promflow, version {} ", env!("CARGO_PKG_VERSION"))), "{version}");
+    if let Some(prometheus) = common::peer("prometheus") {
+        let theirs = std::process::Command::new(prometheus).arg("--version").output().unwrap();
+        // Prometheus 2.42 prints it on stderr
+        let theirs =
+            String::from_utf8_lossy(if theirs.stdout.is_empty() { &theirs.stderr } else { &theirs.stdout })
+                .into_owned();
+        assert_eq!(layout(&theirs), layout(&version), "Prometheus: {theirs}");
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_promflow"))
         .arg("--web.enable-lifecycle=maybe")
         .output()
