@@ -52,4 +52,25 @@ fn failures_are_reported_like_promtool() {
         "{stderr}"
     );
     assert!(stderr.contains("summary=\"Instance a:9100 down\""), "{stderr}");
+
+    // a value that differs only in its last bits is pointed at as such
+    let out = Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .args(["test", "rules", "23-fail-last-bits.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("differ only in their last bits") && stderr.contains("docs/promql-compat.md"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_promflow"))
+        .args(["test", "rules", "05-fail-recording-value.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("last bits"),
+        "a real difference is not called one of last bits"
+    );
 }
