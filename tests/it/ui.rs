@@ -186,7 +186,7 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("rules.yml"),
-        "groups:\n  - name: ui\n    interval: 1s\n    rules:\n      - alert: UiHot\n        expr: ui_heat > 5\n        labels: {severity: page}\n        annotations: {summary: 'host {{ $labels.host }} is hot'}\n      - alert: UiNever\n        expr: ui_heat > 1000\n      - record: ui:heat:sum\n        expr: sum(ui_heat)\n",
+        "groups:\n  - name: ui\n    interval: 1s\n    rules:\n      - alert: UiNever\n        expr: ui_heat > 1000\n      - alert: UiHot\n        expr: ui_heat > 5\n        labels: {severity: page}\n        annotations: {summary: 'host {{ $labels.host }} is hot'}\n      - record: ui:heat:sum\n        expr: sum(ui_heat)\n",
     )
     .unwrap();
     let config = format!(
@@ -198,13 +198,16 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
 
     // alerts: the firing rule open with its alert, the inactive one listed
     browser.goto(&format!("{}/alerts", server.base));
-    // the value as Prometheus's alerts API writes it: the newest sample's, once an evaluation
+    // the newest sample's value (the API's `1.09e+02` in plain notation), once an evaluation
     // after it has run (the page reads the rules again every 5 s)
-    let alerts = browser.wait_texts("tr.alert.firing", |a| a.iter().any(|t| t.contains("1.09e+02")));
+    let alerts = browser.wait_texts("tr.alert.firing", |a| a.iter().any(|t| t.contains("109")));
     assert_eq!(alerts.len(), 1, "only host b is above 5: {alerts:?}");
     assert!(alerts[0].contains("host=\"b\"") && alerts[0].contains("host b is hot"), "{alerts:?}");
     assert!(alerts[0].contains("severity=\"page\""), "{alerts:?}");
-    browser.wait_texts("details.rule.inactive summary", |r| r.iter().any(|t| t.contains("UiNever")));
+    // firing before inactive, though the file lists the inactive rule first
+    browser.wait_texts("details.rule summary", |r| {
+        r.len() == 2 && r[0].contains("UiHot") && r[1].contains("UiNever")
+    });
     browser.screenshot("alerts");
     // only what is firing
     browser.click(&browser.find("input.show-inactive"));
@@ -214,6 +217,16 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
     browser.goto(&format!("{}/rules", server.base));
     let rules = browser.wait_texts("tr.rule", |r| r.len() == 3 && r.iter().all(|t| t.contains("OK")));
     assert!(rules.iter().any(|r| r.contains("record: ui:heat:sum")), "{rules:?}");
+    // an alerting rule shows its annotations; an expression links to its table in the graph page
+    assert!(rules.iter().any(|r| r.contains("summary: host {{ $labels.host }} is hot")), "{rules:?}");
+    let links =
+        browser.script("return [...document.querySelectorAll('tr.rule pre.query a')].map(a => a.href);");
+    assert!(
+        links.as_array().is_some_and(|l| l
+            .iter()
+            .any(|h| h.as_str().is_some_and(|h| h.contains("/graph?g0.expr=ui_heat+%3E+5")))),
+        "{links}"
+    );
 
     // status: build information, and the metric with the most series among the highest
     browser.goto(&format!("{}/status", server.base));
