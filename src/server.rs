@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use promflow_config::web::WebGuard;
 use promflow_config::{Config, LoadedConfig};
-use promflow_http::{AppState, QuerySettings, ReloadFn, ServerStatus};
+use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
 use promflow_remote::reader::RemoteReaders;
@@ -88,6 +88,7 @@ fn load_config(
         alertmanagers: true,
         remote_write: true,
         remote_read: true,
+        query_log: true,
         service_discoveries: discoveries.into_iter().map(String::from).collect(),
         ..Default::default()
     };
@@ -148,6 +149,7 @@ struct Components {
     remote_read: Arc<RemoteReaders>,
     live_views: Option<Arc<LiveViews>>,
     rule_manager: Arc<RuleManager>,
+    query_log: Arc<QueryLog>,
 }
 
 impl Components {
@@ -198,10 +200,22 @@ impl Components {
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
         let remote_read = Arc::new(RemoteReaders::new());
         remote_read.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
+        let query_log = Arc::new(QueryLog::default());
+        open_query_log(&query_log, config)?;
         let live_views = start_live_views(flags, db)?;
         let rule_manager = start_rules(flags, db, &notifier, live_views.clone());
         rule_manager.update(rule_groups);
-        Ok(Components { scrape, status, notifier, push, remote_write, remote_read, live_views, rule_manager })
+        Ok(Components {
+            scrape,
+            status,
+            notifier,
+            push,
+            remote_write,
+            remote_read,
+            live_views,
+            rule_manager,
+            query_log,
+        })
     }
 
     /// What `SIGHUP` and `/-/reload` run: the configuration and rule files read again and
@@ -214,6 +228,7 @@ impl Components {
         let (rule_manager, notifier) = (Arc::clone(&self.rule_manager), Arc::clone(&self.notifier));
         let (remote_write, remote_read) = (Arc::clone(&self.remote_write), Arc::clone(&self.remote_read));
         let push = self.push.clone();
+        let query_log = Arc::clone(&self.query_log);
         Arc::new(move || {
             let _guard = runtime.enter();
             let result = load_config(&path, &external_url, event_mode).and_then(|(l, groups)| {
@@ -221,6 +236,7 @@ impl Components {
                 notifier.apply(&l.config).map_err(|e| e.to_string())?;
                 remote_write.apply(&l.config).map_err(|e| e.to_string())?;
                 remote_read.apply(&l.config).map_err(|e| e.to_string())?;
+                open_query_log(&query_log, &l.config)?;
                 if let Some(push) = &push {
                     push.set_interval(l.config.global.scrape_interval);
                 }
@@ -296,6 +312,7 @@ impl Components {
             web: Arc::clone(&security.web),
             read_timeout: flags.web_read_timeout,
             cors_origin: security.cors_origin.clone(),
+            query_log: Arc::clone(&self.query_log),
             query_slots: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1),
             )),
@@ -372,6 +389,13 @@ impl Components {
         }
         Ok(())
     }
+}
+
+/// Opens `global.query_log_file` (or closes the log without one); a file that cannot be
+/// opened fails the configuration load, as in Prometheus.
+fn open_query_log(log: &QueryLog, config: &Config) -> Result<(), String> {
+    let path = config.global.query_log_file.as_deref();
+    log.apply(path).map_err(|e| format!("opening the query log {}: {e}", path.unwrap_or_default()))
 }
 
 /// `--enable-feature=promql-delayed-name-removal`.

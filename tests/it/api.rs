@@ -427,3 +427,82 @@ fn remote_write_2_0_and_zstd_bodies_are_received() {
         text.lines().filter(|l| l.contains("received_requests")).collect::<Vec<_>>().join("\n")
     );
 }
+
+/// The keys of a query log line, nested ones as `outer.inner`, sorted.
+fn log_keys(line: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (k, v) in line.as_object().unwrap() {
+        match v.as_object() {
+            Some(inner) if k != "stats" => keys.extend(inner.keys().map(|i| format!("{k}.{i}"))),
+            _ => keys.push(k.clone()),
+        }
+    }
+    keys.extend(
+        line["stats"]["timings"].as_object().into_iter().flatten().map(|(k, _)| format!("stats.timings.{k}")),
+    );
+    keys.sort();
+    keys
+}
+
+/// `global.query_log_file` gets one JSON line per query in Prometheus's layout (checked key by
+/// key against Prometheus 2.42's log of the same queries), and is reopened at a reload, so a
+/// rotated log is written anew.
+#[test]
+fn the_query_log_has_prometheus_lines_and_is_reopened_at_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("queries.log");
+    let config = format!("global:\n  query_log_file: {}\n", log.display());
+    let pf = start_promflow(dir.path(), &config, &["--web.enable-lifecycle"]);
+    let (code, _) = pf.get_json("/api/v1/query?query=vector(1)&time=1700000000");
+    assert_eq!(code, 200);
+    let (code, _) = pf.post_form(
+        "/api/v1/query_range",
+        &[("query", "up"), ("start", "1700000000"), ("end", "1700000060"), ("step", "15")],
+    );
+    assert_eq!(code, 200);
+    let lines = |path: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ours = lines(&log);
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert_eq!(ours[0]["params"]["query"], "vector(1)");
+    assert_eq!(ours[0]["params"]["start"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(ours[0]["params"]["step"], 0);
+    assert_eq!(ours[0]["httpRequest"]["path"], "/api/v1/query");
+    assert_eq!(ours[0]["httpRequest"]["method"], "GET");
+    assert_eq!(ours[0]["httpRequest"]["clientIP"], "127.0.0.1");
+    assert_eq!(ours[1]["params"]["step"], 15);
+    assert_eq!(ours[1]["httpRequest"]["method"], "POST");
+    assert!(ours[1]["stats"]["timings"]["evalTotalTime"].as_f64().is_some(), "{}", ours[1]);
+
+    if let Some(prom) =
+        common::start_prometheus(dir.path(), &config.replace("queries.log", "prometheus-queries.log"))
+    {
+        let (code, _) = prom.get_json("/api/v1/query?query=vector(1)&time=1700000000");
+        assert_eq!(code, 200);
+        let theirs = lines(&dir.path().join("prometheus-queries.log"));
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert_eq!(
+            log_keys(&theirs[0]),
+            log_keys(&ours[0]),
+            "Prometheus: {}\npromflow: {}",
+            theirs[0],
+            ours[0]
+        );
+        assert_eq!(theirs[0]["params"], ours[0]["params"]);
+    }
+
+    // a rotated log: the reload opens the configured path again
+    std::fs::rename(&log, dir.path().join("queries.log.1")).unwrap();
+    let reloaded = common::client().post(pf.url("/-/reload")).send().unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let (code, _) = pf.get_json("/api/v1/query?query=vector(2)&time=1700000000");
+    assert_eq!(code, 200);
+    let after = lines(&log);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["params"]["query"], "vector(2)");
+}

@@ -7,6 +7,7 @@ mod federate;
 mod metrics;
 pub mod params;
 mod push;
+mod query_log;
 mod remote_read;
 mod serve;
 mod sql;
@@ -22,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::router;
 pub use metrics::HttpMetrics;
+pub use query_log::QueryLog;
 pub use serve::{serve, Listeners};
 pub use subscribe::{SubscriptionLimits, Subscriptions};
 
@@ -225,4 +227,10 @@ pub struct AppState {
     /// `--query.max-concurrency`: PromQL and SQL queries of the HTTP API run in these slots;
     /// the others wait, within their timeout.
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// `global.query_log_file`, reopened at every configuration load.
+    pub query_log: Arc<QueryLog>,
 }
+
+/// The address of the client a request came from, set by [`serve`] on every request.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);

@@ -105,7 +105,9 @@ pub async fn serve(
                     activity.upgraded.store(true, Ordering::Relaxed);
                 }
                 let serving = Serving::new(Arc::clone(&activity));
-                let answer = app.clone().oneshot(req.map(axum::body::Body::new));
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(crate::ClientAddr(peer));
+                let answer = app.clone().oneshot(req);
                 async move {
                     let answer = answer.await;
                     drop(serving);

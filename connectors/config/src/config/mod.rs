@@ -163,6 +163,10 @@ pub struct Features {
     pub otlp: bool,
     /// `rule_files` are evaluated.
     pub rules: bool,
+    /// `global.query_log_file` is written.
+    pub query_log: bool,
+    /// `scrape_failure_log_file` (global or per job) is written.
+    pub scrape_failure_log: bool,
 }
 
 impl Default for Features {
@@ -181,6 +185,8 @@ impl Default for Features {
             tracing: false,
             otlp: false,
             rules: false,
+            query_log: false,
+            scrape_failure_log: false,
         }
     }
 }
@@ -383,6 +389,17 @@ impl Config {
     }
 
     fn collect_warnings(&self, f: &Features, out: &mut Vec<String>) {
+        if self.global.query_log_file.is_some() && !f.query_log {
+            out.push("global.query_log_file: not implemented yet; queries are not logged".into());
+        }
+        if !f.scrape_failure_log {
+            for sc in self.scrape_configs.iter().filter(|sc| sc.scrape_failure_log_file.is_some()) {
+                out.push(format!(
+                    "scrape_configs[job={:?}].scrape_failure_log_file: not implemented yet; scrape failures show in the targets' lastError and promflow's log only",
+                    sc.job_name
+                ));
+            }
+        }
         if !self.rule_files.is_empty() && !f.rules {
             out.push(
                 "rule_files: not implemented yet; recording and alerting rules are not evaluated".into(),

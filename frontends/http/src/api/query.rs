@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use promflow_plan::format::{format_timestamp, format_value};
 use promflow_plan::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use super::{json_response, params, success, ApiResult, Shared};
 use crate::params::{parse_duration, time_param, Params};
-use crate::{ApiError, AppState};
+use crate::query_log::{LoggedQuery, QueryTimings};
+use crate::{ApiError, AppState, ClientAddr};
 
 pub(crate) fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
     let mut timeout = state.query.timeout;
@@ -86,12 +87,15 @@ async fn run_query(
     state: Arc<AppState>,
     plan: promflow_plan::Plan,
     mut opts: QueryOptions,
-) -> Result<Evaluation, ApiError> {
+) -> Result<(Evaluation, QueryTimings), ApiError> {
+    let queued = Instant::now();
     let slot = query_slot(&state, opts.deadline).await?;
+    let queue = queued.elapsed();
     let canceled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     opts.canceled = Some(Arc::clone(&canceled));
     let _cancel = CancelOnDrop(canceled);
     let runtime = tokio::runtime::Handle::current();
+    let started = Instant::now();
     let res = tokio::task::spawn_blocking(move || {
         // the slot is the evaluation's, held until it ends even if the client left
         let _slot = slot;
@@ -106,21 +110,84 @@ async fn run_query(
     })
     .await
     .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
-    res.map_err(ApiError::from)
+    let eval = started.elapsed();
+    res.map(|r| {
+        let timings = QueryTimings { queue, eval, samples: r.samples, ..QueryTimings::default() };
+        (r, timings)
+    })
+    .map_err(ApiError::from)
 }
 
-pub(super) async fn query(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// Who asked a query, for the query log.
+pub(super) struct Asker {
+    method: Method,
+    uri: Uri,
+    client: Option<ClientAddr>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Asker {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Asker {
+            method: parts.method.clone(),
+            // the path as the client wrote it, not as seen under the nested API router
+            uri: parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or_else(|| parts.uri.clone(), |u| u.0.clone()),
+            client: parts.extensions.get::<ClientAddr>().copied(),
+        })
+    }
+}
+
+/// Writes a query's line to the query log, when one is configured.
+fn log_query(
+    state: &AppState,
+    asker: &Asker,
+    query: &str,
+    (start, end, step): (i64, i64, i64),
+    t: QueryTimings,
+) {
+    if !state.query_log.enabled() {
+        return;
+    }
+    let entry = LoggedQuery {
+        query,
+        start_ms: start,
+        end_ms: end,
+        step_ms: step,
+        client: asker.client.map(|c| c.0.ip().to_string()).unwrap_or_default(),
+        method: asker.method.to_string(),
+        path: asker.uri.path().to_string(),
+    };
+    state.query_log.log(&entry, t);
+}
+
+pub(super) async fn query(
+    State(state): Shared,
+    asker: Asker,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let p = params(&q, &headers, &body);
     let text = p.get("query").unwrap_or("").to_string();
     let now = chrono::Utc::now().timestamp_millis();
     let t = time_param(&p, "time", Some(now))?;
     let timeout = query_timeout(&state, &p)?;
+    let prepared = Instant::now();
     let plan = compile(&text, &state.query.compile)?;
+    let preparation = prepared.elapsed();
     if p.get("explain").is_some_and(|v| v == "1" || v == "true") {
         return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
     }
     let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
-    let res = run_query(state, plan, opts).await?;
+    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await?;
+    log_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings });
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
@@ -148,6 +215,7 @@ fn query_options(
 
 pub(super) async fn query_range(
     State(state): Shared,
+    asker: Asker,
     q: RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -190,9 +258,13 @@ pub(super) async fn query_range(
         range: Duration::from_millis((end - start) as u64),
         ..state.query.compile.clone()
     };
-    let plan = compile(p.get("query").unwrap_or(""), &compile_opts)?;
+    let text = p.get("query").unwrap_or("");
+    let prepared = Instant::now();
+    let plan = compile(text, &compile_opts)?;
+    let preparation = prepared.elapsed();
     let opts = query_options(&state, &p, (start, end, step_ms), timeout, true)?;
-    let res = run_query(state, plan, opts).await?;
+    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await?;
+    log_query(&state, &asker, text, (start, end, step_ms), QueryTimings { preparation, ..timings });
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
