@@ -132,6 +132,46 @@ impl Family<'_> {
     }
 }
 
+/// Observations counted into fixed buckets, written by [`Family::histogram`].
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    /// Each bucket's upper bound, ascending (`+Inf` is implied).
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last is the `+Inf` bucket's own.
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (ascending upper bounds, without `+Inf`).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0 }
+    }
+
+    /// Counts one observation.
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.iter().position(|&b| v <= b).unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+}
+
+impl Family<'_> {
+    /// A histogram's `_bucket` samples (cumulative, `le` after `labels`), `_sum` and `_count`.
+    pub fn histogram(&mut self, labels: &[(&str, &str)], h: &Histogram) -> &mut Self {
+        let mut cumulative = 0u64;
+        for (i, n) in h.counts.iter().enumerate() {
+            cumulative += n;
+            let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_g(*b, None));
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample_suffixed("_bucket", &with_le, cumulative);
+        }
+        self.sample_suffixed("_sum", labels, h.sum);
+        self.sample_suffixed("_count", labels, cumulative)
+    }
+}
+
 /// A label value as the text format quotes it: backslash, double quote and line feed escaped.
 pub fn escape_label_value(out: &mut String, v: &str) {
     for c in v.chars() {

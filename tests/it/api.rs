@@ -506,3 +506,44 @@ fn the_query_log_has_prometheus_lines_and_is_reopened_at_a_reload() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["params"]["query"], "vector(2)");
 }
+
+/// The `le` bounds and the `_count` of `family`'s histogram for `handler` in a `/metrics` page.
+fn duration_histogram(metrics: &str, family: &str, handler: &str) -> (Vec<String>, f64) {
+    let selector = format!("handler=\"{handler}\"");
+    let mut bounds = Vec::new();
+    let mut count = 0.0;
+    for line in metrics.lines().filter(|l| l.contains(&selector)) {
+        if let Some(rest) = line.strip_prefix(&format!("{family}_bucket{{")) {
+            let le = rest.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+            bounds.push(le.to_string());
+        } else if line.starts_with(&format!("{family}_count{{")) {
+            count = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        }
+    }
+    (bounds, count)
+}
+
+/// `prometheus_http_request_duration_seconds` counts every API request by handler, in
+/// Prometheus's buckets (checked against Prometheus 2.42's `/metrics`), so the Prometheus
+/// mixin's latency panels have data.
+#[test]
+fn http_request_durations_are_histograms_by_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let pf = start_promflow(dir.path(), "", &[]);
+    let prom = common::start_prometheus(dir.path(), "global:\n  scrape_interval: 1h\n");
+    let family = "prometheus_http_request_duration_seconds";
+    let mut pages = Vec::new();
+    for server in std::iter::once(&pf).chain(prom.as_ref()) {
+        for _ in 0..3 {
+            assert_eq!(server.get_json("/api/v1/query?query=vector(1)").0, 200);
+        }
+        pages.push(server.get_text("/metrics").1);
+    }
+    let (ours, count) = duration_histogram(&pages[0], family, "/api/v1/query");
+    assert_eq!(count, 3.0, "{}", pages[0]);
+    assert_eq!(ours.last().map(String::as_str), Some("+Inf"), "{ours:?}");
+    assert!(pages[0].contains(&format!("# TYPE {family} histogram")));
+    if let Some(theirs) = pages.get(1) {
+        assert_eq!(duration_histogram(theirs, family, "/api/v1/query"), (ours, 3.0), "Prometheus's buckets");
+    }
+}

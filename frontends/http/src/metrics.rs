@@ -8,14 +8,18 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use promflow_storage::{MetricKind, MetricsWriter};
+use promflow_storage::{Histogram, MetricKind, MetricsWriter};
 
 use crate::AppState;
 
-/// Counts of HTTP requests by handler and status code.
+/// The buckets of `prometheus_http_request_duration_seconds`, Prometheus's.
+const DURATION_BUCKETS: &[f64] = &[0.1, 0.2, 0.4, 1.0, 3.0, 8.0, 20.0, 60.0, 120.0];
+
+/// Counts and durations of HTTP requests by handler and status code.
 #[derive(Default)]
 pub struct HttpMetrics {
     counts: Mutex<BTreeMap<(String, u16), u64>>,
+    durations: Mutex<BTreeMap<String, Histogram>>,
     remote_write: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -27,10 +31,15 @@ impl HttpMetrics {
         }
     }
 
-    /// Counts one request.
-    pub fn observe(&self, handler: &str, code: u16) {
+    /// Counts one request and how long it took.
+    pub fn observe(&self, handler: &str, code: u16, took: std::time::Duration) {
         if let Ok(mut c) = self.counts.lock() {
             *c.entry((handler.to_string(), code)).or_default() += 1;
+        }
+        if let Ok(mut d) = self.durations.lock() {
+            d.entry(handler.to_string())
+                .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+                .observe(took.as_secs_f64());
         }
     }
 
@@ -50,6 +59,16 @@ impl HttpMetrics {
         if let Ok(c) = self.counts.lock() {
             for ((handler, code), n) in c.iter() {
                 requests.sample(&[("code", &code.to_string()), ("handler", handler)], *n);
+            }
+        }
+        let mut durations = w.family(
+            "prometheus_http_request_duration_seconds",
+            MetricKind::Histogram,
+            "Histogram of latencies for HTTP requests.",
+        );
+        if let Ok(d) = self.durations.lock() {
+            for (handler, h) in d.iter() {
+                durations.histogram(&[("handler", handler)], h);
             }
         }
     }

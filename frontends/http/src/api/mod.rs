@@ -100,8 +100,9 @@ async fn observe(State(state): Shared, req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    state.http_metrics.observe(&handler, resp.status().as_u16());
+    state.http_metrics.observe(&handler, resp.status().as_u16(), started.elapsed());
     resp
 }
 
