@@ -214,6 +214,9 @@ pub(crate) struct HeadStats {
     pub(crate) max_time: Option<Timestamp>,
     pub(crate) series_count_by_metric: Vec<(String, u64)>,
     pub(crate) label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Bytes of the distinct values of each label name, as Prometheus's
+    /// `memoryInBytesByLabelName`.
+    pub(crate) memory_in_bytes_by_label_name: Vec<(String, u64)>,
     pub(crate) series_count_by_label_value_pair: Vec<(String, u64)>,
     pub(crate) num_label_pairs: u64,
 }
@@ -552,11 +555,15 @@ impl Head {
     pub(crate) fn stats(&self, limit: usize) -> HeadStats {
         let mut pairs = Vec::new();
         let mut value_counts = Vec::new();
+        let mut memory = Vec::new();
         for (name, values) in self.postings.names() {
             value_counts.push((name.clone(), values.len() as u64));
+            let mut bytes = 0u64;
             for (value, refs) in values {
                 pairs.push((name.as_str(), value.as_str(), refs.len() as u64));
+                bytes += value.len() as u64;
             }
+            memory.push((name.clone(), bytes));
         }
         let num_label_pairs = pairs.len() as u64;
         // format only the pairs that can make the top list
@@ -576,6 +583,7 @@ impl Head {
             max_time: self.max_time,
             series_count_by_metric: top(by_metric, limit),
             label_value_count_by_label_name: top(value_counts, limit),
+            memory_in_bytes_by_label_name: top(memory, limit),
             series_count_by_label_value_pair: top(by_pair, limit),
             num_label_pairs,
         }
@@ -773,6 +781,8 @@ mod tests {
         assert_eq!((s.min_time, s.max_time), (Some(10), Some(30)));
         assert_eq!(s.series_count_by_metric, vec![("http_requests".into(), 2), ("up".into(), 2)]);
         assert_eq!(s.label_value_count_by_label_name, vec![("__name__".into(), 2), ("instance".into(), 2)]);
+        // `up` and `http_requests`; then `500`
+        assert_eq!(s.memory_in_bytes_by_label_name, vec![("__name__".into(), 15), ("code".into(), 3)]);
         assert_eq!(
             s.series_count_by_label_value_pair,
             vec![("__name__=http_requests".into(), 2), ("__name__=up".into(), 2)]

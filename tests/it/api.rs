@@ -547,3 +547,38 @@ fn http_request_durations_are_histograms_by_handler() {
         assert_eq!(duration_histogram(theirs, family, "/api/v1/query"), (ours, 3.0), "Prometheus's buckets");
     }
 }
+
+/// `status/tsdb`'s `memoryInBytesByLabelName` adds up the bytes of each label name's distinct
+/// values in the head, as Prometheus 2.42 does beside it on the same series.
+#[test]
+fn label_memory_by_name_matches_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let pf = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let prom = common::start_prometheus(dir.path(), "global:\n  scrape_interval: 1h\n");
+    let now = now_ms();
+    let series = || {
+        vec![
+            common::series(&[("__name__", "m"), ("job", "a"), ("instance", "x1")], &[(now, 1.0)]),
+            common::series(&[("__name__", "m"), ("job", "a"), ("instance", "x22")], &[(now, 1.0)]),
+            common::series(&[("__name__", "mm"), ("job", "bbb")], &[(now, 1.0)]),
+        ]
+    };
+    let memory = |server: &Server| {
+        let (_, v) = server.get_json("/api/v1/status/tsdb");
+        let mut pairs: Vec<(String, u64)> = v["data"]["memoryInBytesByLabelName"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["value"].as_u64().unwrap()))
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(common::remote_write(&pf, series()).0, 204);
+    let ours = memory(&pf);
+    assert_eq!(ours, vec![("__name__".into(), 3), ("instance".into(), 5), ("job".into(), 4)]);
+    if let Some(prom) = &prom {
+        assert_eq!(common::remote_write(prom, series()).0, 204);
+        assert_eq!(memory(prom), ours, "Prometheus");
+    }
+}

@@ -185,6 +185,8 @@ pub struct DbStats {
     pub series_count_by_metric: Vec<(String, u64)>,
     /// Distinct values per label name, largest first.
     pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Bytes of the distinct values of each label name, largest first.
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
     /// Series per `name=value` pair, largest first.
     pub series_count_by_label_value_pair: Vec<(String, u64)>,
     /// Distinct label pairs.
@@ -623,6 +625,7 @@ impl Db {
             commit_refused_samples: self.commit_refused.load(Ordering::Relaxed),
             series_count_by_metric: h.series_count_by_metric,
             label_value_count_by_label_name: h.label_value_count_by_label_name,
+            memory_in_bytes_by_label_name: h.memory_in_bytes_by_label_name,
             series_count_by_label_value_pair: h.series_count_by_label_value_pair,
             num_label_pairs: h.num_label_pairs,
             num_blocks: read(&self.blocks).len() as u64,

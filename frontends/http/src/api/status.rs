@@ -82,7 +82,7 @@ pub(super) async fn status_tsdb(State(state): Shared, q: RawQuery) -> ApiResult 
         },
         "seriesCountByMetricName": pairs(&s.series_count_by_metric),
         "labelValueCountByLabelName": pairs(&s.label_value_count_by_label_name),
-        "memoryInBytesByLabelName": [],
+        "memoryInBytesByLabelName": pairs(&s.memory_in_bytes_by_label_name),
         "seriesCountByLabelValuePair": pairs(&s.series_count_by_label_value_pair),
     })))
 }
