@@ -232,7 +232,13 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
     browser.goto(&format!("{}/status", server.base));
     let tables = browser.wait_texts("table.ranking", |t| t.iter().any(|t| t.contains("ui_heat")));
     assert!(!tables.is_empty());
-    browser.wait_texts("table.kv", |t| t.iter().any(|t| t.contains("version")));
+    let kv = browser.wait_texts("table.kv", |t| {
+        t.iter().any(|t| t.contains("version")) && t.iter().any(|t| t.contains("storageRetention"))
+    });
+    assert!(
+        kv.iter().all(|t| !t.contains("goroutineCount") && !t.contains("GOGC")),
+        "Go's runtime fields: {kv:?}"
+    );
     browser.screenshot("status");
     // a ranked name opens its series in the graph page; a label pair its selector
     browser.script(

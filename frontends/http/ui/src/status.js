@@ -60,7 +60,10 @@ export async function statusPage(main, prefix) {
     el('p', { class: 'status-links' }, ['tsdb-status', 'flags', 'config', 'service-discovery']
       .map((page) => el('a', { href: `${prefix}/${page}` }, page)).flatMap((a, i) => (i ? [' · ', a] : [a]))));
   await part(main, async () => keyValues('Build information', Object.entries((await api(prefix, 'status/buildinfo')).data)));
-  await part(main, async () => keyValues('Runtime information', Object.entries((await api(prefix, 'status/runtimeinfo')).data)));
+  // the API keeps Go's runtime fields for Prometheus's clients; they say nothing of promflow
+  const goOnly = new Set(['goroutineCount', 'GOMAXPROCS', 'GOMEMLIMIT', 'GOGC', 'GODEBUG']);
+  await part(main, async () => keyValues('Runtime information',
+    Object.entries((await api(prefix, 'status/runtimeinfo')).data).filter(([k]) => !goOnly.has(k))));
   await part(main, () => tsdbStatus(prefix));
   await part(main, () => flags(prefix));
   await part(main, () => config(prefix));
