@@ -187,10 +187,7 @@ pub struct Flags {
     #[arg(long = "web.console.libraries", default_value = "console_libraries")]
     pub console_libraries: String,
     /// Document title of the web UI.
-    #[arg(
-        long = "web.page-title",
-        default_value = "Prometheus Time Series Collection and Processing Server"
-    )]
+    #[arg(long = "web.page-title", default_value = "promflow")]
     pub page_title: String,
     /// Regex for CORS origin. It is fully anchored.
     #[arg(long = "web.cors.origin", default_value = ".*")]
@@ -367,7 +364,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "web.enable-otlp-receiver",
     "web.console.templates",
     "web.console.libraries",
-    "web.page-title",
     "storage.tsdb.no-lockfile",
     "storage.tsdb.head-chunks-write-queue-size",
     "storage.tsdb.wal-compression",

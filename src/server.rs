@@ -313,6 +313,7 @@ impl Components {
             read_timeout: flags.web_read_timeout,
             cors_origin: security.cors_origin.clone(),
             query_log: Arc::clone(&self.query_log),
+            page_title: flags.page_title.clone(),
             query_slots: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1),
             )),

@@ -272,7 +272,8 @@ fn the_alerts_rules_status_and_sql_pages_show_what_the_server_holds() {
 /// Under a route prefix, `/` and `/<prefix>/` lead to the graph page, as in Prometheus; the
 /// status pages at Prometheus 3's paths (`/config`, `/flags`, `/tsdb-status`,
 /// `/service-discovery`) show the configuration, the flags, the head's statistics, and each
-/// target's labels before and after relabelling (a dropped one too).
+/// target's labels before and after relabelling (a dropped one too); every page has the
+/// `--web.page-title`.
 #[test]
 fn prefixed_roots_redirect_and_the_status_pages_of_prometheus_3_are_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,7 +286,8 @@ fn prefixed_roots_redirect_and_the_status_pages_of_prometheus_3_are_served() {
         ),
     )
     .unwrap();
-    let mut server = spawn_promflow(dir.path(), &cfg, port, &["--web.route-prefix=/prom"]);
+    let mut server =
+        spawn_promflow(dir.path(), &cfg, port, &["--web.route-prefix=/prom", "--web.page-title=Lab <east>"]);
     server.wait_ready("/prom/-/ready");
     let plain =
         reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -297,6 +299,8 @@ fn prefixed_roots_redirect_and_the_status_pages_of_prometheus_3_are_served() {
     for page in ["config", "flags", "tsdb-status", "service-discovery"] {
         let r = plain.get(format!("{}/prom/{page}", server.base)).send().unwrap();
         assert_eq!(r.status(), 200, "/prom/{page}");
+        // `--web.page-title`, escaped
+        assert!(r.text().unwrap().contains("<title>Lab &lt;east&gt;</title>"), "/prom/{page}");
     }
 
     let Some(browser) = Browser::start() else { return };

@@ -229,6 +229,8 @@ pub struct AppState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// `global.query_log_file`, reopened at every configuration load.
     pub query_log: Arc<QueryLog>,
+    /// `--web.page-title`: the web UI's pages' title.
+    pub page_title: String,
 }
 
 /// The address of the client a request came from, set by [`serve`] on every request.

@@ -43,7 +43,7 @@ const PAGE: &str = r#"<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>promflow</title>
+<title>{title}</title>
 <link rel="stylesheet" href="assets/app.css">
 </head>
 <body>
@@ -54,15 +54,20 @@ const PAGE: &str = r#"<!doctype html>
 "#;
 
 /// The UI's routes; `prefix` is the route prefix without its trailing `/` (empty for none),
-/// for the redirect from `/` to the graph page.
-pub(crate) fn routes<S: Clone + Send + Sync + 'static>(prefix: &str) -> Router<S> {
+/// for the redirect from `/` to the graph page, and `title` the pages' `<title>`
+/// (`--web.page-title`).
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(prefix: &str, title: &str) -> Router<S> {
     let graph = format!("{prefix}/graph");
+    // `--web.page-title`, escaped for HTML text
+    let title = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let page: std::sync::Arc<str> = PAGE.replace("{title}", &title).into();
     let mut router = Router::new()
         .route("/", get(move || async move { Redirect::to(&graph) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }));
-    for page in PAGES {
-        router = router.route(page, get(|| async { Html(PAGE) }));
+    for path in PAGES {
+        let page = std::sync::Arc::clone(&page);
+        router = router.route(path, get(move || async move { Html(page.to_string()) }));
     }
     router
 }

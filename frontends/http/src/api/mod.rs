@@ -71,7 +71,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/metrics", get(self_metrics))
         .route("/federate", get(crate::federate::federate))
         .route("/metrics/{*group}", put(crate::push::put).post(crate::push::post).delete(crate::push::delete))
-        .merge(crate::ui::routes(route_prefix.trim_end_matches('/')))
+        .merge(crate::ui::routes(route_prefix.trim_end_matches('/'), &state.page_title))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
