@@ -106,17 +106,31 @@ impl Template {
             ],
             env: funcs::Env { query, now_s, external_url: data.external_url.clone() },
             out: String::new(),
+            steps: 0,
         };
         ex.list(&self.list, &root)
+            .and_then(|()| {
+                (ex.out.len() <= MAX_OUTPUT)
+                    .then_some(())
+                    .ok_or_else(|| format!("the template's output exceeds {MAX_OUTPUT} bytes"))
+            })
             .map_err(|message| Error::Execute { template: self.name.clone(), message })?;
         Ok(ex.out)
     }
 }
 
+/// The most nodes one expansion runs (a `range` over a huge number would otherwise run, and
+/// allocate, without end): alert templates need a few hundred.
+const MAX_STEPS: u64 = 100_000;
+/// The longest text one expansion may produce.
+const MAX_OUTPUT: usize = 1 << 20;
+
 struct Exec<'a> {
     vars: Vec<(String, Value)>,
     env: funcs::Env<'a>,
     out: String,
+    /// Nodes run so far, bounded by [`MAX_STEPS`].
+    steps: u64,
 }
 
 impl Exec<'_> {
@@ -128,6 +142,13 @@ impl Exec<'_> {
     }
 
     fn node(&mut self, node: &Node, dot: &Value) -> Result<(), String> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(format!("the template ran more than {MAX_STEPS} steps"));
+        }
+        if self.out.len() > MAX_OUTPUT {
+            return Err(format!("the template's output exceeds {MAX_OUTPUT} bytes"));
+        }
         match node {
             Node::Text(t) => self.out.push_str(t),
             Node::Action(p) => {
@@ -159,6 +180,9 @@ impl Exec<'_> {
                     }
                     Value::Labels(m) => m.into_iter().map(|(k, x)| (Value::Str(k), Value::Str(x))).collect(),
                     Value::Map(m) => m.into_iter().map(|(k, x)| (Value::Str(k), x)).collect(),
+                    Value::Int(n) if n > MAX_STEPS as i64 => {
+                        return Err(format!("range over {n} exceeds the template's {MAX_STEPS} steps"))
+                    }
                     Value::Int(n) => (0..n.max(0)).map(|i| (Value::Int(i), Value::Int(i))).collect(),
                     Value::Nil => Vec::new(),
                     other => return Err(format!("range can't iterate over {other}")),
@@ -292,6 +316,18 @@ mod tests {
     fn run(text: &str) -> String {
         let t = Template::parse("__alert_T", text).unwrap_or_else(|e| panic!("{text}: {e}"));
         t.expand(&data(), 1_700_000_000.0, None).unwrap_or_else(|e| format!("ERR {e}"))
+    }
+
+    /// A `range` over a huge number, found by the fuzzer: it allocated every iteration before
+    /// running one, until the process ran out of memory.
+    #[test]
+    fn expansion_is_bounded_in_steps_and_output() {
+        assert_eq!(run("{{ range 3 }}x{{ end }}"), "xxx");
+        let crash = "{{ range 0 }}{ `+}{{ end }}{{ range 0000002049638230412172401 }}{ }+}{{ end }}";
+        assert!(run(crash).starts_with("ERR template: __alert_T: executing"), "{}", run(crash));
+        assert!(run("{{ range 99999 }}{{ range 99999 }}x{{ end }}{{ end }}").contains("steps"));
+        let wide = format!("{{{{ range 5000 }}}}{}{{{{ end }}}}", "y".repeat(1000));
+        assert!(run(&wide).contains("output exceeds"), "{}", &run(&wide)[..80]);
     }
 
     #[test]
