@@ -90,7 +90,8 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
 
 fn check_config_file(path: &Path, syntax_only: bool, lint: Lint, lint_fatal: bool) -> i32 {
     println!("Checking {}", path.display());
-    let loaded = match Config::load_file(path) {
+    let opts = promflow_config::LoadOptions { features: crate::server::features(), ..Default::default() };
+    let loaded = match Config::load_file_with(path, &opts) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("  FAILED: {e}");
@@ -98,6 +99,21 @@ fn check_config_file(path: &Path, syntax_only: bool, lint: Lint, lint_fatal: boo
             return FAILURE;
         }
     };
+    // what the server would accept with a warning, and file SD files that are not there, as
+    // promtool reports them
+    for w in &loaded.warnings {
+        println!("  WARNING: {w}");
+    }
+    for sc in &loaded.config.scrape_configs {
+        for file in sc.file_sd_configs.iter().flat_map(|f| &f.files) {
+            if promflow_config::glob(file).map_or(true, |found| found.is_empty()) {
+                println!(
+                    "  WARNING: file {file:?} for file_sd in scrape job {:?} does not exist",
+                    sc.job_name
+                );
+            }
+        }
+    }
     let rule_files = if syntax_only {
         Vec::new()
     } else {

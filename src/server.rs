@@ -69,12 +69,9 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
     Ok(())
 }
 
-/// Reads the configuration and the rule files it names; rule files' problems fail the load.
-fn load_config(
-    path: &str,
-    external_url: &str,
-    event_mode: bool,
-) -> Result<(LoadedConfig, Vec<GroupSpec>), String> {
+/// What the server implements, for the configuration's "not implemented yet" warnings (the
+/// server's and `promflow check config`'s).
+pub(crate) fn features() -> promflow_config::Features {
     let discoveries = [
         "static_configs",
         "file_sd_configs",
@@ -83,7 +80,7 @@ fn load_config(
         "consul_sd_configs",
         "kubernetes_sd_configs",
     ];
-    let features = promflow_config::Features {
+    promflow_config::Features {
         rules: true,
         alertmanagers: true,
         remote_write: true,
@@ -91,8 +88,16 @@ fn load_config(
         query_log: true,
         service_discoveries: discoveries.into_iter().map(String::from).collect(),
         ..Default::default()
-    };
-    let opts = promflow_config::LoadOptions { features, ..Default::default() };
+    }
+}
+
+/// Reads the configuration and the rule files it names; rule files' problems fail the load.
+fn load_config(
+    path: &str,
+    external_url: &str,
+    event_mode: bool,
+) -> Result<(LoadedConfig, Vec<GroupSpec>), String> {
+    let opts = promflow_config::LoadOptions { features: features(), ..Default::default() };
     let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
     let groups = crate::rules::load_groups(&loaded.config, external_url, event_mode)?;
     Ok((loaded, groups))

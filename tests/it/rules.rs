@@ -186,6 +186,27 @@ fn check_config_reads_the_rule_files_it_names() {
     assert!(text.contains("valid prometheus config file syntax"), "{text}");
     assert!(text.contains("  SUCCESS: 2 rules found"), "{text}");
     assert!(Path::new(&dir.path().join("ok.yml")).exists());
+
+    // a file SD file that is not there is a warning, the same line as promtool's; so is what
+    // the server would only warn about
+    write(
+        "sd.yml",
+        "scrape_configs:\n  - job_name: files\n    file_sd_configs:\n      - files: ['missing-*.json']\n  - job_name: gce\n    gce_sd_configs: [{project: p, zone: z}]\n",
+    );
+    let check = |bin: &Path| {
+        let out =
+            Command::new(bin).args(["check", "config", "sd.yml"]).current_dir(dir.path()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, ours) = check(Path::new(env!("CARGO_BIN_EXE_promflow")));
+    let (their_code, theirs) = check(&promtool);
+    assert_eq!((code, their_code), (Some(0), Some(0)), "{ours}\n{theirs}");
+    let missing = "  WARNING: file \"missing-*.json\" for file_sd in scrape job \"files\" does not exist";
+    assert!(ours.contains(missing) && theirs.contains(missing), "promflow:\n{ours}\npromtool:\n{theirs}");
+    assert!(
+        ours.contains("  WARNING: scrape_configs[job=\"gce\"].gce_sd_configs: not implemented yet"),
+        "{ours}"
+    );
 }
 
 const RECORDING_RULES: &str = "groups:
