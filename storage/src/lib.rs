@@ -34,7 +34,7 @@ pub use chunk::{decode_xor_chunk, encode_xor_chunk};
 pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use samples::{SampleSlice, Samples};
-pub use self_metrics::{Histogram, MetricKind, MetricsWriter};
+pub use self_metrics::{Histogram, MetricKind, MetricsWriter, Summary};
 
 use std::sync::Arc;
 

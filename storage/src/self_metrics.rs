@@ -17,6 +17,8 @@ pub enum MetricKind {
     Gauge,
     /// Buckets (`_bucket` with `le`), `_sum` and `_count`.
     Histogram,
+    /// Quantiles (with `quantile`), `_sum` and `_count`.
+    Summary,
 }
 
 impl MetricKind {
@@ -25,6 +27,7 @@ impl MetricKind {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
             MetricKind::Histogram => "histogram",
+            MetricKind::Summary => "summary",
         }
     }
 }
@@ -156,6 +159,48 @@ impl Histogram {
     }
 }
 
+/// Observations whose quantiles are reported over a sliding window (the newest
+/// [`Summary::WINDOW`] of the last ten minutes, as Prometheus's client ages its summaries),
+/// with the sum and count of all of them; written by [`Family::summary`].
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// (when, value) of the newest observations, oldest first.
+    recent: std::collections::VecDeque<(std::time::Instant, f64)>,
+    sum: f64,
+    count: u64,
+}
+
+impl Summary {
+    /// The most observations the quantiles are computed from.
+    pub const WINDOW: usize = 1024;
+    /// How long an observation counts towards the quantiles.
+    const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// Counts one observation.
+    pub fn observe(&mut self, v: f64) {
+        let now = std::time::Instant::now();
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, v));
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// The `q`-quantile of the recent observations (NaN without any), by nearest rank.
+    fn quantile(&self, q: f64) -> f64 {
+        let cutoff = std::time::Instant::now().checked_sub(Self::MAX_AGE);
+        let mut values: Vec<f64> =
+            self.recent.iter().filter(|(t, _)| cutoff.is_none_or(|c| *t >= c)).map(|(_, v)| *v).collect();
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        values[rank - 1]
+    }
+}
+
 impl Family<'_> {
     /// A histogram's `_bucket` samples (cumulative, `le` after `labels`), `_sum` and `_count`.
     pub fn histogram(&mut self, labels: &[(&str, &str)], h: &Histogram) -> &mut Self {
@@ -169,6 +214,17 @@ impl Family<'_> {
         }
         self.sample_suffixed("_sum", labels, h.sum);
         self.sample_suffixed("_count", labels, cumulative)
+    }
+    /// A summary's quantile samples (`quantile` after `labels`: 0.5, 0.9, 0.99, Prometheus's
+    /// objectives), `_sum` and `_count`.
+    pub fn summary(&mut self, labels: &[(&str, &str)], s: &Summary) -> &mut Self {
+        for (q, text) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")] {
+            let mut with_q = labels.to_vec();
+            with_q.push(("quantile", text));
+            self.sample(&with_q, s.quantile(q));
+        }
+        self.sample_suffixed("_sum", labels, s.sum);
+        self.sample_suffixed("_count", labels, s.count)
     }
 }
 

@@ -524,8 +524,9 @@ fn duration_histogram(metrics: &str, family: &str, handler: &str) -> (Vec<String
 }
 
 /// `prometheus_http_request_duration_seconds` counts every API request by handler, in
-/// Prometheus's buckets (checked against Prometheus 2.42's `/metrics`), so the Prometheus
-/// mixin's latency panels have data.
+/// Prometheus's buckets, and `prometheus_engine_query_duration_seconds` every query's timings
+/// by slice (both checked against Prometheus 2.42's `/metrics`), so the Prometheus mixin's
+/// latency panels have data.
 #[test]
 fn http_request_durations_are_histograms_by_handler() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,6 +546,27 @@ fn http_request_durations_are_histograms_by_handler() {
     assert!(pages[0].contains(&format!("# TYPE {family} histogram")));
     if let Some(theirs) = pages.get(1) {
         assert_eq!(duration_histogram(theirs, family, "/api/v1/query"), (ours, 3.0), "Prometheus's buckets");
+    }
+    // the engine's query timings: a summary by slice, with Prometheus's series
+    let engine = |page: &str| -> Vec<String> {
+        let mut series: Vec<String> = page
+            .lines()
+            .filter(|l| l.starts_with("prometheus_engine_query_duration_seconds"))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_string())
+            .collect();
+        series.sort();
+        series
+    };
+    let ours = engine(&pages[0]);
+    assert!(
+        pages[0].contains("prometheus_engine_query_duration_seconds_count{slice=\"inner_eval\"} 3"),
+        "{ours:?}"
+    );
+    assert!(ours.contains(
+        &"prometheus_engine_query_duration_seconds{slice=\"inner_eval\",quantile=\"0.9\"}".to_string()
+    ));
+    if let Some(theirs) = pages.get(1) {
+        assert_eq!(engine(theirs), ours, "Prometheus's engine timings");
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use promflow_storage::{Histogram, MetricKind, MetricsWriter};
+use promflow_storage::{Histogram, MetricKind, MetricsWriter, Summary};
 
 use crate::AppState;
 
@@ -20,6 +20,9 @@ const DURATION_BUCKETS: &[f64] = &[0.1, 0.2, 0.4, 1.0, 3.0, 8.0, 20.0, 60.0, 120
 pub struct HttpMetrics {
     counts: Mutex<BTreeMap<(String, u16), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
+    /// `prometheus_engine_query_duration_seconds` by slice (`queue_time`, `prepare_time`,
+    /// `inner_eval`, `result_sort`).
+    query_slices: Mutex<BTreeMap<&'static str, Summary>>,
     remote_write: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
@@ -40,6 +43,20 @@ impl HttpMetrics {
             d.entry(handler.to_string())
                 .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
                 .observe(took.as_secs_f64());
+        }
+    }
+
+    /// Counts where one API query's time went, as Prometheus's engine does.
+    pub fn observe_query(&self, t: &crate::query_log::QueryTimings) {
+        if let Ok(mut slices) = self.query_slices.lock() {
+            for (slice, took) in [
+                ("queue_time", t.queue),
+                ("prepare_time", t.preparation),
+                ("inner_eval", t.eval),
+                ("result_sort", std::time::Duration::ZERO),
+            ] {
+                slices.entry(slice).or_default().observe(took.as_secs_f64());
+            }
         }
     }
 
@@ -69,6 +86,13 @@ impl HttpMetrics {
         if let Ok(d) = self.durations.lock() {
             for (handler, h) in d.iter() {
                 durations.histogram(&[("handler", handler)], h);
+            }
+        }
+        let mut queries =
+            w.family("prometheus_engine_query_duration_seconds", MetricKind::Summary, "Query timings");
+        if let Ok(slices) = self.query_slices.lock() {
+            for (slice, summary) in slices.iter() {
+                queries.summary(&[("slice", slice)], summary);
             }
         }
     }

@@ -144,14 +144,16 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Asker {
     }
 }
 
-/// Writes a query's line to the query log, when one is configured.
-fn log_query(
+/// Counts a query's timings in the engine's metrics, and writes its line to the query log
+/// when one is configured.
+fn record_query(
     state: &AppState,
     asker: &Asker,
     query: &str,
     (start, end, step): (i64, i64, i64),
     t: QueryTimings,
 ) {
+    state.http_metrics.observe_query(&t);
     if !state.query_log.enabled() {
         return;
     }
@@ -187,7 +189,7 @@ pub(super) async fn query(
     }
     let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
     let (res, timings) = run_query(Arc::clone(&state), plan, opts).await?;
-    log_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings });
+    record_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings });
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
@@ -264,7 +266,7 @@ pub(super) async fn query_range(
     let preparation = prepared.elapsed();
     let opts = query_options(&state, &p, (start, end, step_ms), timeout, true)?;
     let (res, timings) = run_query(Arc::clone(&state), plan, opts).await?;
-    log_query(&state, &asker, text, (start, end, step_ms), QueryTimings { preparation, ..timings });
+    record_query(&state, &asker, text, (start, end, step_ms), QueryTimings { preparation, ..timings });
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
