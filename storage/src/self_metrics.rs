@@ -187,18 +187,23 @@ impl Summary {
         self.count += 1;
     }
 
-    /// The `q`-quantile of the recent observations (NaN without any), by nearest rank.
-    fn quantile(&self, q: f64) -> f64 {
+    /// The recent observations (the window's of the last ten minutes), sorted.
+    fn recent_sorted(&self) -> Vec<f64> {
         let cutoff = std::time::Instant::now().checked_sub(Self::MAX_AGE);
         let mut values: Vec<f64> =
             self.recent.iter().filter(|(t, _)| cutoff.is_none_or(|c| *t >= c)).map(|(_, v)| *v).collect();
-        if values.is_empty() {
-            return f64::NAN;
-        }
         values.sort_by(f64::total_cmp);
-        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-        values[rank - 1]
+        values
     }
+}
+
+/// The `q`-quantile of `sorted` values by nearest rank (NaN without any).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 impl Family<'_> {
@@ -218,10 +223,11 @@ impl Family<'_> {
     /// A summary's quantile samples (`quantile` after `labels`: 0.5, 0.9, 0.99, Prometheus's
     /// objectives), `_sum` and `_count`.
     pub fn summary(&mut self, labels: &[(&str, &str)], s: &Summary) -> &mut Self {
+        let sorted = s.recent_sorted();
         for (q, text) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99")] {
             let mut with_q = labels.to_vec();
             with_q.push(("quantile", text));
-            self.sample(&with_q, s.quantile(q));
+            self.sample(&with_q, quantile(&sorted, q));
         }
         self.sample_suffixed("_sum", labels, s.sum);
         self.sample_suffixed("_count", labels, s.count)
