@@ -86,6 +86,7 @@ pub(crate) fn features() -> promflow_config::Features {
         remote_write: true,
         remote_read: true,
         query_log: true,
+        scrape_failure_log: true,
         service_discoveries: discoveries.into_iter().map(String::from).collect(),
         ..Default::default()
     }
@@ -208,7 +209,7 @@ impl Components {
         let query_log = Arc::new(QueryLog::default());
         open_query_log(&query_log, config)?;
         let live_views = start_live_views(flags, db)?;
-        let rule_manager = start_rules(flags, db, &notifier, live_views.clone());
+        let rule_manager = start_rules(flags, db, &notifier, live_views.clone(), &query_log);
         rule_manager.update(rule_groups);
         Ok(Components {
             scrape,
@@ -436,9 +437,11 @@ fn start_rules(
     db: &Arc<Db>,
     notifier: &Arc<promflow_notifier::Notifier>,
     views: Option<Arc<LiveViews>>,
+    query_log: &Arc<QueryLog>,
 ) -> Arc<RuleManager> {
     let writer = Arc::clone(db);
     let sink = Arc::clone(notifier);
+    let log = Arc::clone(query_log);
     RuleManager::new(
         Arc::clone(db) as Arc<dyn Querier>,
         Arc::new(move || writer.appender()),
@@ -471,6 +474,20 @@ fn start_rules(
                 )
             })),
             views,
+            query_log: Some(Arc::new(move |q: &promflow_rules::LoggedRuleQuery<'_>| {
+                if !log.enabled() {
+                    return;
+                }
+                let entry = promflow_http::LoggedQuery {
+                    query: q.query,
+                    start_ms: q.ts_ms,
+                    end_ms: q.ts_ms,
+                    step_ms: 0,
+                    origin: promflow_http::QueryOrigin::RuleGroup { file: q.file, name: q.group },
+                    error: q.error,
+                };
+                log.log(&entry, promflow_http::QueryTimings { eval: q.duration, ..Default::default() });
+            })),
         },
     )
 }

@@ -15,6 +15,7 @@
 
 pub mod backfill;
 pub mod gofmt;
+pub mod json_log;
 pub mod labels;
 pub mod re2;
 pub mod samples;

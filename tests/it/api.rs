@@ -4,6 +4,7 @@ use crate::common;
 
 use common::*;
 use serde_json::Value;
+use std::time::Duration;
 
 const BASE: i64 = 1_700_000_000_000;
 
@@ -460,13 +461,7 @@ fn the_query_log_has_prometheus_lines_and_is_reopened_at_a_reload() {
         &[("query", "up"), ("start", "1700000000"), ("end", "1700000060"), ("step", "15")],
     );
     assert_eq!(code, 200);
-    let lines = |path: &std::path::Path| -> Vec<Value> {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let lines = json_lines;
     let ours = lines(&log);
     assert_eq!(ours.len(), 2, "{ours:?}");
     assert_eq!(ours[0]["params"]["query"], "vector(1)");
@@ -505,6 +500,63 @@ fn the_query_log_has_prometheus_lines_and_is_reopened_at_a_reload() {
     let after = lines(&log);
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["params"]["query"], "vector(2)");
+}
+
+/// The query log also has the queries that failed in evaluation (with their `error`) and every
+/// rule evaluation (under `ruleGroup` instead of `httpRequest`), as Prometheus 2.42's has (its
+/// lines for the same queries and rules have the same keys).
+#[test]
+fn the_query_log_has_failed_queries_and_rule_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n- name: logged\n  interval: 1s\n  rules:\n  - record: one\n    expr: vector(1)\n",
+    )
+    .unwrap();
+    let config = |log: &str| {
+        format!("global:\n  query_log_file: {}\nrule_files: [rules.yml]\n", dir.path().join(log).display())
+    };
+    let lines = |name: &str| json_lines(&dir.path().join(name));
+    // a query whose time runs out before it starts: evaluated, failed, logged
+    let failing = "/api/v1/query?query=vector(3)&time=1700000000&timeout=0.000001";
+    let rule_line = |name: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = lines(name).into_iter().find(|l| l.get("ruleGroup").is_some()) {
+                return l;
+            }
+            assert!(std::time::Instant::now() < deadline, "no rule evaluation in {name}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let pf = start_promflow(dir.path(), &config("queries.log"), &[]);
+    let (code, body) = pf.get_json(failing);
+    assert_eq!(code, 503, "{body}");
+    let ours = rule_line("queries.log");
+    assert_eq!(ours["params"]["query"], "vector(1)");
+    assert_eq!(ours["params"]["step"], 0);
+    assert_eq!(ours["ruleGroup"]["name"], "logged");
+    assert!(ours["ruleGroup"]["file"].as_str().unwrap().ends_with("rules.yml"), "{ours}");
+    let failed =
+        lines("queries.log").into_iter().find(|l| l["params"]["query"] == "vector(3)").expect("failed query");
+    assert!(failed["error"].as_str().unwrap().contains("timed out"), "{failed}");
+    assert_eq!(failed["httpRequest"]["path"], "/api/v1/query");
+
+    if let Some(prom) = common::start_prometheus(dir.path(), &config("prometheus-queries.log")) {
+        let (code, _) = prom.get_json(failing);
+        assert_eq!(code, 503);
+        let theirs = rule_line("prometheus-queries.log");
+        assert_eq!(log_keys(&theirs), log_keys(&ours), "Prometheus: {theirs}\npromflow: {ours}");
+        let theirs_failed = lines("prometheus-queries.log")
+            .into_iter()
+            .find(|l| l["params"]["query"] == "vector(3)")
+            .expect("Prometheus logs the failed query");
+        assert_eq!(
+            log_keys(&theirs_failed),
+            log_keys(&failed),
+            "Prometheus: {theirs_failed}\npromflow: {failed}"
+        );
+    }
 }
 
 /// The `le` bounds and the `_count` of `family`'s histogram for `handler` in a `/metrics` page.

@@ -402,3 +402,56 @@ fn consul_sd_follows_the_catalog_with_blocking_queries() {
     assert!(failed.is_some());
     assert_eq!(targets().len(), 1);
 }
+
+/// `scrape_failure_log_file` gets one JSON line per failed scrape (`time`, `level`, `msg`,
+/// `target`, as Prometheus's JSON logs), the job's own file overriding the global one; the
+/// files are opened again at a reload, so a rotated log is written anew.
+#[test]
+fn scrape_failures_are_logged_per_job_and_the_log_is_reopened_at_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let garbage = garbage_target();
+    let global_log = dir.path().join("failures.log");
+    let job_log = dir.path().join("garbage.log");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_failure_log_file: {}\nscrape_configs:\n\
+         - job_name: closed\n  static_configs: [{{targets: ['127.0.0.1:{closed}']}}]\n\
+         - job_name: garbage\n  scrape_failure_log_file: {}\n  static_configs: [{{targets: ['127.0.0.1:{garbage}']}}]\n",
+        global_log.display(),
+        job_log.display()
+    );
+    let pf = start_promflow(dir.path(), &config, &["--web.enable-lifecycle"]);
+    let lines = json_lines;
+    let first_line = |path: &std::path::Path| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = lines(path).into_iter().next() {
+                return l;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing logged in {}", path.display());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let closed_line = first_line(&global_log);
+    let mut keys: Vec<&str> = closed_line.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["level", "msg", "target", "time"], "{closed_line}");
+    assert_eq!(closed_line["level"], "ERROR");
+    assert_eq!(closed_line["target"], format!("http://127.0.0.1:{closed}/metrics"));
+    assert!(closed_line["time"].as_str().unwrap().ends_with('Z'), "{closed_line}");
+    let (_, last_error) = target_health(&pf, "closed").expect("the closed target was scraped");
+    assert_eq!(closed_line["msg"], last_error.as_str());
+
+    let garbage_line = first_line(&job_log);
+    assert_eq!(garbage_line["target"], format!("http://127.0.0.1:{garbage}/metrics"));
+    assert!(
+        lines(&global_log).iter().all(|l| l["target"] != garbage_line["target"]),
+        "the job's own file replaces the global one"
+    );
+
+    std::fs::rename(&global_log, dir.path().join("failures.log.1")).unwrap();
+    let reloaded = client().post(pf.url("/-/reload")).send().unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let after = first_line(&global_log);
+    assert_eq!(after["target"], closed_line["target"]);
+}

@@ -20,6 +20,14 @@ pub enum Error {
     /// The HTTP client for a scrape config could not be built (TLS files, auth headers).
     #[error("scrape client: {0}")]
     Client(String),
+    /// A `scrape_failure_log_file` could not be opened.
+    #[error("opening the scrape failure log {path}: {source}")]
+    FailureLog {
+        /// The configured path.
+        path: String,
+        /// Why it could not be opened.
+        source: std::io::Error,
+    },
     /// A lock was poisoned by a panic elsewhere.
     #[error("scrape manager state is poisoned")]
     Poisoned,

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use promflow_config::{relabel, Config, RelabelConfig, ScrapeConfig};
+use promflow_storage::json_log::{rfc3339_ms, JsonLog};
 use promflow_storage::{now_ms, stale_nan, Db, Labels};
 use tokio::sync::watch;
 
@@ -84,8 +85,13 @@ struct Target {
     stop: watch::Sender<Option<bool>>,
 }
 
+/// Where a pool's loops log their failed scrapes: the job's `scrape_failure_log_file`, swapped
+/// at every configuration load without restarting the loops.
+type FailureLogSlot = Arc<Mutex<Option<Arc<JsonLog>>>>;
+
 struct Pool {
     settings: PoolSettings,
+    failure_log: FailureLogSlot,
     client: reqwest::Client,
     targets: HashMap<u64, Target>,
     dropped: Vec<Labels>,
@@ -145,6 +151,7 @@ impl ScrapeManager {
     /// loops; changed or removed ones stop (writing staleness markers) and new ones start.
     pub fn apply(self: &Arc<Self>, cfg: &Config) -> Result<(), Error> {
         let mut pools = self.pools.lock().map_err(|_| Error::Poisoned)?;
+        let failure_logs = open_failure_logs(cfg)?;
         // Build every new or changed pool's client first, so that a bad TLS file refuses the
         // whole configuration before anything running is touched.
         type HttpSd = Vec<(promflow_config::HttpSdConfig, reqwest::Client)>;
@@ -182,12 +189,16 @@ impl ScrapeManager {
             }
         }
         for sc in unchanged {
+            if let Some(p) = pools.get(&sc.job_name) {
+                *p.failure_log.lock().map_err(|_| Error::Poisoned)? = failure_logs.get(&sc.job_name).cloned();
+            }
             self.sync_group(&mut pools, &sc.job_name, "static", static_groups(sc));
         }
         for (job, (settings, sc, client, http_sd, consul_sd)) in fresh {
             let old = pools.remove(&job);
             let pool = Pool {
                 settings,
+                failure_log: Arc::new(Mutex::new(failure_logs.get(&job).cloned())),
                 client,
                 targets: HashMap::new(),
                 dropped: vec![],
@@ -295,6 +306,7 @@ impl ScrapeManager {
                 url: url.clone(),
                 status: Arc::clone(&status),
                 counters: Arc::clone(&self.counters),
+                failure_log: Arc::clone(&pool.failure_log),
                 seen: HashMap::new(),
             };
             self.runtime.spawn(lp.run(rx));
@@ -714,6 +726,7 @@ struct ScrapeLoop {
     url: String,
     status: Arc<Mutex<TargetStatus>>,
     counters: Arc<Counters>,
+    failure_log: FailureLogSlot,
     /// Series written by the previous scrape (without explicit timestamps): the ones that get
     /// a staleness marker when they disappear.
     seen: HashMap<Labels, ()>,
@@ -819,8 +832,9 @@ impl ScrapeLoop {
             Err(e) => (HashMap::new(), Some(format!("internal error: {e}")), None),
         };
         self.seen = seen;
-        if err.is_some() {
+        if let Some(e) = &err {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.log_failure(e);
         }
         if let Ok(mut st) = self.status.lock() {
             st.health = if err.is_none() { "up" } else { "down" };
@@ -834,6 +848,43 @@ impl ScrapeLoop {
             }
         }
     }
+}
+
+impl ScrapeLoop {
+    /// One line in the job's `scrape_failure_log_file`, in the layout of Prometheus's JSON
+    /// logs (`time`, `level`, `msg`) with the target's URL.
+    fn log_failure(&self, error: &str) {
+        let log = self.failure_log.lock().ok().and_then(|l| l.clone());
+        if let Some(log) = log {
+            log.write(&serde_json::json!({
+                "time": rfc3339_ms(now_ms()),
+                "level": "ERROR",
+                "msg": error,
+                "target": self.url,
+            }));
+        }
+    }
+}
+
+/// Opens every `scrape_failure_log_file` of `cfg` (each distinct path once, so jobs that share
+/// the global file share its handle), keyed by job. A file that cannot be opened refuses the
+/// configuration, as in Prometheus.
+fn open_failure_logs(cfg: &Config) -> Result<HashMap<String, Arc<JsonLog>>, Error> {
+    let mut by_path: HashMap<&str, Arc<JsonLog>> = HashMap::new();
+    let mut by_job = HashMap::new();
+    for sc in &cfg.scrape_configs {
+        let Some(path) = sc.scrape_failure_log_file.as_deref() else { continue };
+        let log = match by_path.get(path) {
+            Some(l) => Arc::clone(l),
+            None => {
+                let l = JsonLog::open(path)
+                    .map_err(|source| Error::FailureLog { path: path.to_string(), source })?;
+                Arc::clone(by_path.entry(path).or_insert(Arc::new(l)))
+            }
+        };
+        by_job.insert(sc.job_name.clone(), log);
+    }
+    Ok(by_job)
 }
 
 fn describe_reqwest(e: &reqwest::Error, timeout: Duration) -> String {

@@ -33,6 +33,25 @@ use promflow_plan::Plan;
 /// since the engine knows no query language.
 pub type CompileFn = Arc<dyn Fn(&str) -> Result<Plan, String> + Send + Sync>;
 
+/// One rule evaluation, as `global.query_log_file` records it.
+pub struct LoggedRuleQuery<'a> {
+    /// The group's rule file.
+    pub file: &'a str,
+    /// The group's name.
+    pub group: &'a str,
+    /// The rule's expression, on one line.
+    pub query: &'a str,
+    /// The evaluation time (the group's timestamp less its `query_offset`), milliseconds.
+    pub ts_ms: i64,
+    /// How long the rule took, output written included.
+    pub duration: Duration,
+    /// Why it failed, for a failed evaluation.
+    pub error: Option<&'a str>,
+}
+
+/// Receives every rule evaluation, for the query log.
+pub type QueryLogFn = Arc<dyn Fn(&LoggedRuleQuery<'_>) + Send + Sync>;
+
 /// How rules' queries are evaluated: the server's query and rule settings.
 #[derive(Clone)]
 pub struct EvalSettings {
@@ -53,6 +72,8 @@ pub struct EvalSettings {
     /// Views that keep rule expressions current (`--rules.evaluation-mode=event`); `None`:
     /// every rule is evaluated in batch at every tick.
     pub views: Option<Arc<LiveViews>>,
+    /// Told of every rule evaluation (`None`: nothing is logged).
+    pub query_log: Option<QueryLogFn>,
 }
 
 impl Default for EvalSettings {
@@ -69,6 +90,7 @@ impl Default for EvalSettings {
             resend_delay_ms: 60_000,
             notify: None,
             views: None,
+            query_log: None,
         }
     }
 }
@@ -454,6 +476,16 @@ impl Group {
             let s = &mut self.status.rules[i];
             s.last_evaluation_ms = Some(wall);
             s.evaluation_time = rule_started.elapsed();
+            if let Some(log) = &settings.query_log {
+                log(&LoggedRuleQuery {
+                    file: &self.spec.file,
+                    group: &self.spec.name,
+                    query: rule.query(),
+                    ts_ms: query_ts,
+                    duration: s.evaluation_time,
+                    error: result.as_ref().err().map(String::as_str),
+                });
+            }
             s.alerts = state.alerting.active_alerts();
             self.status.rule_evaluations += 1;
             match result {

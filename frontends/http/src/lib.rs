@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::router;
 pub use metrics::HttpMetrics;
-pub use query_log::QueryLog;
+pub use query_log::{LoggedQuery, QueryLog, QueryOrigin, QueryTimings};
 pub use serve::{serve, Listeners};
 pub use subscribe::{SubscriptionLimits, Subscriptions};
 

@@ -1,19 +1,17 @@
-//! `global.query_log_file`: every query the API evaluates, one JSON object a line in
-//! Prometheus's layout (`params`, `stats.timings`, `httpRequest`, `ts`), so the tools that read
-//! Prometheus's query log read promflow's.
+//! `global.query_log_file`: every query the API and the rules evaluate, one JSON object a line
+//! in Prometheus's layout (`params`, `stats.timings`, `httpRequest` or `ruleGroup`, `error`,
+//! `ts`), so the tools that read Prometheus's query log read promflow's.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use promflow_storage::json_log::{rfc3339_ms, JsonLog};
+use serde_json::json;
 
 /// The open query log, if one is configured. Reopened at every configuration load, so a log
 /// rotated away is written anew after a reload, as in Prometheus.
 #[derive(Default)]
 pub struct QueryLog {
-    file: Mutex<Option<File>>,
+    file: JsonLog,
 }
 
 /// Where the time of a query went, in Prometheus's `stats.timings` terms.
@@ -29,7 +27,27 @@ pub struct QueryTimings {
     pub samples: usize,
 }
 
-/// A logged query: its text and times (milliseconds), and who asked.
+/// Who asked a logged query: the key Prometheus's query log files it under.
+pub enum QueryOrigin<'a> {
+    /// An API request (`httpRequest`).
+    Http {
+        /// The client's IP address.
+        client: String,
+        /// `GET` or `POST`.
+        method: String,
+        /// The API path (`/api/v1/query`, `/api/v1/query_range`).
+        path: String,
+    },
+    /// A rule evaluation (`ruleGroup`).
+    RuleGroup {
+        /// The rule file.
+        file: &'a str,
+        /// The group's name.
+        name: &'a str,
+    },
+}
+
+/// A logged query: its text and times (milliseconds), who asked, and why it failed.
 pub struct LoggedQuery<'a> {
     /// The PromQL text.
     pub query: &'a str,
@@ -39,48 +57,32 @@ pub struct LoggedQuery<'a> {
     pub end_ms: i64,
     /// The step of a range query, 0 for an instant query.
     pub step_ms: i64,
-    /// The client's IP address.
-    pub client: String,
-    /// `GET` or `POST`.
-    pub method: String,
-    /// The API path (`/api/v1/query`, `/api/v1/query_range`).
-    pub path: String,
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    /// Who asked.
+    pub origin: QueryOrigin<'a>,
+    /// The evaluation's error, for a query that failed.
+    pub error: Option<&'a str>,
 }
 
 impl QueryLog {
     /// Opens `path` for appending (created if needed), or closes the log for `None`. An error
     /// leaves the previous log in place.
     pub fn apply(&self, path: Option<&str>) -> std::io::Result<()> {
-        let file = match path {
-            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
-            None => None,
-        };
-        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
-        Ok(())
+        self.file.apply(path)
     }
 
     /// Whether queries are logged.
     pub fn enabled(&self) -> bool {
-        self.file.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.file.enabled()
     }
 
     /// Appends one query's line; a failed write is reported in promflow's log, not to the client.
     pub fn log(&self, q: &LoggedQuery<'_>, t: QueryTimings) {
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = file.as_mut() else { return };
         let secs = |d: Duration| d.as_secs_f64();
-        let line: Value = json!({
-            "httpRequest": {"clientIP": q.client, "method": q.method, "path": q.path},
+        let mut line = json!({
             "params": {
                 "query": q.query,
-                "start": rfc3339(q.start_ms),
-                "end": rfc3339(q.end_ms),
+                "start": rfc3339_ms(q.start_ms),
+                "end": rfc3339_ms(q.end_ms),
                 "step": q.step_ms / 1000,
             },
             // no tracing: Prometheus writes the empty span's id
@@ -96,10 +98,18 @@ impl QueryLog {
                 "execTotalTime": secs(t.queue + t.preparation + t.eval),
                 },
             },
-            "ts": rfc3339(promflow_storage::now_ms()),
+            "ts": rfc3339_ms(promflow_storage::now_ms()),
         });
-        if let Err(e) = writeln!(f, "{line}") {
-            tracing::warn!(error = %e, "writing the query log failed");
+        let (key, origin) = match &q.origin {
+            QueryOrigin::Http { client, method, path } => {
+                ("httpRequest", json!({"clientIP": client, "method": method, "path": path}))
+            }
+            QueryOrigin::RuleGroup { file, name } => ("ruleGroup", json!({"file": file, "name": name})),
+        };
+        line[key] = origin;
+        if let Some(e) = q.error {
+            line["error"] = json!(e);
         }
+        self.file.write(&line);
     }
 }

@@ -154,6 +154,16 @@ pub fn peer(bin: &str) -> Option<PathBuf> {
     None
 }
 
+/// The JSON objects of a JSON-lines file (a query or scrape failure log); none while it does
+/// not exist.
+pub fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
 /// Starts Debian's Prometheus with the remote-write receiver on a free port.
 pub fn start_prometheus(dir: &Path, config: &str) -> Option<Server> {
     start_prometheus_on(dir, config, free_port())

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{json_response, params, success, ApiResult, Shared};
 use crate::params::{parse_duration, time_param, Params};
-use crate::query_log::{LoggedQuery, QueryTimings};
+use crate::query_log::{LoggedQuery, QueryOrigin, QueryTimings};
 use crate::{ApiError, AppState, ClientAddr};
 
 pub(crate) fn query_timeout(state: &AppState, p: &Params) -> Result<Duration, ApiError> {
@@ -83,13 +83,18 @@ pub(crate) async fn query_slot(
     }
 }
 
+/// Evaluates `plan` in a query slot. The timings are there whether or not it succeeds, for
+/// the query log.
 async fn run_query(
     state: Arc<AppState>,
     plan: promflow_plan::Plan,
     mut opts: QueryOptions,
-) -> Result<(Evaluation, QueryTimings), ApiError> {
+) -> (Result<Evaluation, ApiError>, QueryTimings) {
     let queued = Instant::now();
-    let slot = query_slot(&state, opts.deadline).await?;
+    let slot = match query_slot(&state, opts.deadline).await {
+        Ok(s) => s,
+        Err(e) => return (Err(e), QueryTimings { queue: queued.elapsed(), ..QueryTimings::default() }),
+    };
     let queue = queued.elapsed();
     let canceled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     opts.canceled = Some(Arc::clone(&canceled));
@@ -108,14 +113,18 @@ async fn run_query(
         }
         res
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?;
+    .await;
     let eval = started.elapsed();
-    res.map(|r| {
-        let timings = QueryTimings { queue, eval, samples: r.samples, ..QueryTimings::default() };
-        (r, timings)
-    })
-    .map_err(ApiError::from)
+    let mut timings = QueryTimings { queue, eval, ..QueryTimings::default() };
+    let res = match res {
+        Ok(Ok(r)) => {
+            timings.samples = r.samples;
+            Ok(r)
+        }
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Err(e) => Err(ApiError::internal(format!("query panicked: {e}"))),
+    };
+    (res, timings)
 }
 
 /// Who asked a query, for the query log.
@@ -145,28 +154,37 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Asker {
 }
 
 /// Counts a query's timings in the engine's metrics, and writes its line to the query log
-/// when one is configured.
+/// when one is configured: evaluated queries, whether they succeeded or failed, as Prometheus
+/// logs them (a query that does not parse never reaches the log).
 fn record_query(
     state: &AppState,
     asker: &Asker,
     query: &str,
     (start, end, step): (i64, i64, i64),
     t: QueryTimings,
-) {
-    state.http_metrics.observe_query(&t);
-    if !state.query_log.enabled() {
-        return;
+    outcome: Result<Evaluation, ApiError>,
+) -> Result<Evaluation, ApiError> {
+    if outcome.is_ok() {
+        state.http_metrics.observe_query(&t);
     }
+    if !state.query_log.enabled() {
+        return outcome;
+    }
+    let error = outcome.as_ref().err().map(|e| e.message.clone());
     let entry = LoggedQuery {
         query,
         start_ms: start,
         end_ms: end,
         step_ms: step,
-        client: asker.client.map(|c| c.0.ip().to_string()).unwrap_or_default(),
-        method: asker.method.to_string(),
-        path: asker.uri.path().to_string(),
+        origin: QueryOrigin::Http {
+            client: asker.client.map(|c| c.0.ip().to_string()).unwrap_or_default(),
+            method: asker.method.to_string(),
+            path: asker.uri.path().to_string(),
+        },
+        error: error.as_deref(),
     };
     state.query_log.log(&entry, t);
+    outcome
 }
 
 pub(super) async fn query(
@@ -188,8 +206,8 @@ pub(super) async fn query(
         return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
     }
     let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
-    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await?;
-    record_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings });
+    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await;
+    let res = record_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings }, res)?;
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
@@ -265,8 +283,9 @@ pub(super) async fn query_range(
     let plan = compile(text, &compile_opts)?;
     let preparation = prepared.elapsed();
     let opts = query_options(&state, &p, (start, end, step_ms), timeout, true)?;
-    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await?;
-    record_query(&state, &asker, text, (start, end, step_ms), QueryTimings { preparation, ..timings });
+    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await;
+    let t = QueryTimings { preparation, ..timings };
+    let res = record_query(&state, &asker, text, (start, end, step_ms), t, res)?;
     Ok(json_response(render_result(&res.result, &res.annotations)))
 }
 
