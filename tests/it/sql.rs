@@ -325,8 +325,13 @@ fn order_limit_empty_tables_and_errors() {
     assert_eq!(rows(&v), vec![json!(["a", "i2", SAMPLES as f64]), json!(["a", "i1", SAMPLES as f64])]);
 
     // an aggregate over no rows is one row, as in SQL
-    let (_, v) = sql(&server, "SELECT count(*), sum(value) FROM no_such_metric");
+    let (_, v) =
+        sql(&server, &format!("SELECT count(*), sum(value) FROM m WHERE job = 'nobody' AND {bounds}"));
     assert_eq!(rows(&v), vec![json!([0.0, null])]);
+    // a metric that has no series is no table, as PostgreSQL answers an unknown relation
+    let (status, v) = sql(&server, "SELECT count(*), sum(value) FROM no_such_metric");
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("relation \"no_such_metric\" does not exist"), "{v}");
 
     // errors name the problem and the position; the server keeps answering
     let (status, v) = sql(&server, "SELEC job FROM m");
@@ -437,7 +442,7 @@ fn show_tables_and_describe_list_metrics_and_their_columns() {
     );
     let (status, v) = sql(&server, "DESCRIBE no_such_metric");
     assert_eq!(status, 400);
-    assert!(v["error"].as_str().unwrap().contains("no table \"no_such_metric\""), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("relation \"no_such_metric\" does not exist"), "{v}");
 }
 
 /// Runs `sql` through the real `psql` against promflow's wire protocol on `port`; returns
@@ -490,11 +495,39 @@ fn psql_queries_over_the_postgresql_wire_protocol() {
     let (_, out, _) = psql(&bin, port, &format!("SELECT value FROM m_odd WHERE {bounds}"));
     assert_eq!(out, "value\n1\nNaN\nInfinity\n(3 rows)\n");
 
+    // what a newcomer types first: `*` with ORDER BY (names and positions of the expanded
+    // columns), a table name in capitals (folded, as PostgreSQL folds it), a misspelled table
+    // (PostgreSQL's 42P01), and the server's version, which the start-up, SHOW and version()
+    // agree on
+    let order = format!("FROM M WHERE job = 'a' AND {bounds} ORDER BY ts DESC, instance LIMIT 3");
+    let (ok, star, err) = psql(&bin, port, &format!("SELECT * {order}"));
+    assert!(ok, "{err}");
+    let (_, named, _) = psql(&bin, port, &format!("SELECT instance, job, ts, value {order}"));
+    assert_eq!(star, named);
+    assert!(star.starts_with("instance|job|ts|value\ni1|a|"), "{star}");
+    let (_, by_position, _) = psql(&bin, port, &format!("SELECT * {}", order.replace("ts DESC", "3 DESC")));
+    assert_eq!(by_position, star);
+    let verbose = std::process::Command::new(&bin)
+        .args(["-X", "-v", "VERBOSITY=verbose", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "promflow", "-d", "promflow", "-c", "SELECT * FROM mm"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql");
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    assert!(err.contains("42P01: relation \"mm\" does not exist"), "{err}");
+    let (_, shown, _) = psql(&bin, port, "SHOW server_version");
+    let (_, version, _) = psql(&bin, port, "SELECT version()");
+    let shown = shown.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        shown.starts_with("15.") && version.contains(&format!("PostgreSQL {shown}")),
+        "{shown} / {version}"
+    );
+
     // errors reach psql as errors, and the server goes on answering
     let (ok, _, err) = psql(&bin, port, "SELECT job, value FROM m GROUP BY job");
     assert!(!ok && err.contains("must appear in the GROUP BY clause"), "{err}");
     let (ok, _, err) = psql(&bin, port, "DESCRIBE nothing_here");
-    assert!(!ok && err.contains("no table"), "{err}");
+    assert!(!ok && err.contains("relation \"nothing_here\" does not exist"), "{err}");
     let (ok, out, err) = psql(&bin, port, "SHOW TABLES");
     assert!(ok && out.contains("\nm\n") && out.contains("\nm_odd\n"), "{out} {err}");
 }

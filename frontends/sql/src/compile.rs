@@ -40,15 +40,17 @@ pub enum Statement {
 /// A query: the plans to evaluate, when, and how their results become rows.
 #[derive(Debug)]
 pub struct Query {
+    /// The metric the query reads (its table).
+    pub table: String,
     /// The plans, one per value source of the rows.
     pub parts: Vec<Part>,
     /// With `date_bin` in `GROUP BY`: the buckets' width and origin (milliseconds).
     pub bucket: Option<(i64, i64)>,
     /// The output columns as written (`*` is expanded with the result's label names).
     pub columns: Vec<Column>,
-    /// `ORDER BY`: output column index and whether descending; rows sort by their label
+    /// `ORDER BY`: the output column and whether descending; rows sort by their label
     /// columns and `ts` when empty.
-    pub order_by: Vec<(usize, bool)>,
+    pub order_by: Vec<(OrderKey, bool)>,
     /// `LIMIT`.
     pub limit: Option<usize>,
     /// `OFFSET`.
@@ -59,6 +61,17 @@ pub struct Query {
     /// within them only, so a window that reaches past them (a cut bucket's) reads what the
     /// bounds leave of it.
     pub bounds: (i64, i64),
+}
+
+/// An `ORDER BY` item's output column. With `*` in the select list the columns are only known
+/// from the result (its label names), so items are resolved against the expanded columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderKey {
+    /// The output column of this name; with `*`, a label column no series has sorts as `NULL`
+    /// everywhere, which is no order at all.
+    Name(String),
+    /// The output column at this position (0-based), counted after `*` is expanded.
+    Position(usize),
 }
 
 /// One value source of a query's rows: an output column, or a `HAVING` condition.
@@ -269,15 +282,24 @@ fn compile_here(sql: &str, now_ms: i64) -> Result<Statement, Error> {
             other => Err(invalid(other.span(), "EXPLAIN takes a SELECT")),
         },
         ast::Statement::ShowTables { .. } => Ok(Statement::ShowTables),
+        // `SHOW server_version`: the setting as `current_setting` answers it, in a column of
+        // its name, as PostgreSQL does
+        ast::Statement::ShowVariable { variable } => {
+            let name: Vec<String> = variable.iter().map(folded).collect();
+            let name = name.join(".").replace('\'', "''");
+            let sql = format!("SELECT current_setting('{name}') AS \"{}\"", name.replace('"', "\"\""));
+            match parse(&sql)?.pop() {
+                Some(ast::Statement::Query(q)) => Ok(Statement::Catalog(q)),
+                _ => Err(invalid(statement.span(), "SHOW takes a setting's name")),
+            }
+        }
         ast::Statement::ExplainTable { table_name, .. } => {
             match table_name.0.last().and_then(|p| p.as_ident()) {
                 Some(id) => Ok(Statement::Describe(id.value.clone())),
                 None => Err(invalid(table_name.span(), "DESCRIBE takes a metric name")),
             }
         }
-        other => {
-            Err(invalid(other.span(), "only SELECT, EXPLAIN SELECT, SHOW TABLES and DESCRIBE are supported"))
-        }
+        other => Err(invalid(other.span(), "only SELECT, EXPLAIN SELECT, SHOW and DESCRIBE are supported")),
     }
 }
 
@@ -613,7 +635,7 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
         Some(l) => return Err(invalid(q.span(), format!("{l} is not supported"))),
     };
     let bounds = (sel.bounds.lo, sel.bounds.hi);
-    Ok(Query { parts, bucket, columns, order_by, limit, offset, grouped, bounds })
+    Ok(Query { table: metric, parts, bucket, columns, order_by, limit, offset, grouped, bounds })
 }
 
 /// The expression of a select item.
@@ -727,8 +749,8 @@ fn table(select: &ast::Select) -> Result<String, Error> {
     }
     match &from.relation {
         TableFactor::Table { name, args: None, alias: None, .. } => {
-            let parts: Vec<&str> =
-                name.0.iter().filter_map(|p| p.as_ident()).map(|id| id.value.as_str()).collect();
+            let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(folded).collect();
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             match parts.as_slice() {
                 [metric] | ["public", metric] => Ok(metric.to_string()),
                 [schema, _] => Err(invalid(
@@ -739,6 +761,15 @@ fn table(select: &ast::Select) -> Result<String, Error> {
             }
         }
         other => Err(invalid(other.span(), "FROM takes a metric name (no aliases or subqueries yet)")),
+    }
+}
+
+/// An identifier as PostgreSQL reads it: folded to lower case unless quoted, so `FROM UP`
+/// reads the metric `up`, and a metric with capitals is written `FROM "Up"`.
+pub(crate) fn folded(id: &ast::Ident) -> String {
+    match id.quote_style {
+        Some(_) => id.value.clone(),
+        None => id.value.to_lowercase(),
     }
 }
 
@@ -1306,17 +1337,24 @@ fn aggregate(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan),
 }
 
 /// The output column an `ORDER BY` item names: a column name or alias, or a 1-based position.
-fn order_column(e: &Expr, columns: &[Column]) -> Result<usize, Error> {
+/// Without `*` it must be one of the written columns; with `*` the result's label columns are
+/// output columns too, known only once the result is there.
+fn order_column(e: &Expr, columns: &[Column]) -> Result<OrderKey, Error> {
+    let star = columns.iter().any(|c| c.source == Source::Star);
     match e {
-        Expr::Identifier(id) => columns.iter().position(|c| c.name == id.value).ok_or_else(|| {
-            invalid(id.span, format!("ORDER BY column \"{}\" is not in the select list", id.value))
-        }),
+        Expr::Identifier(id) if star || columns.iter().any(|c| c.name == id.value) => {
+            Ok(OrderKey::Name(id.value.clone()))
+        }
+        Expr::Identifier(id) => {
+            Err(invalid(id.span, format!("ORDER BY column \"{}\" is not in the select list", id.value)))
+        }
         e => match numeral(e) {
-            Some(n) => {
-                n.parse::<usize>().ok().filter(|i| (1..=columns.len()).contains(i)).map(|i| i - 1).ok_or_else(
-                    || invalid(e.span(), format!("ORDER BY position {n} is not in the select list")),
-                )
-            }
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i >= 1 && (star || i <= columns.len()))
+                .map(|i| OrderKey::Position(i - 1))
+                .ok_or_else(|| invalid(e.span(), format!("ORDER BY position {n} is not in the select list"))),
             None => Err(invalid(e.span(), "ORDER BY takes a column name or position")),
         },
     }

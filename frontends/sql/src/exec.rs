@@ -37,8 +37,9 @@ pub enum ExecError {
     /// Storage could not be read.
     #[error("reading storage: {0}")]
     Storage(#[from] promflow_storage::Error),
-    /// `DESCRIBE` of a metric with no series, or an unknown catalog table.
-    #[error("no table \"{0}\"")]
+    /// A metric with no series (a query or `DESCRIBE` of it), or an unknown catalog table:
+    /// PostgreSQL's `undefined_table`.
+    #[error("relation \"{0}\" does not exist")]
     NoTable(String),
     /// A catalog query the catalog interpreter cannot answer.
     #[error("{0}")]
@@ -97,6 +98,11 @@ pub(crate) fn run(
     settings: &Settings,
     deadline: Instant,
 ) -> Result<Rows, ExecError> {
+    // a table is a metric that has series at any time, as `SHOW TABLES` lists them
+    let tables = querier.label_values("__name__", &[], ALL_TIME.0, ALL_TIME.1)?;
+    if !tables.contains(&query.table) {
+        return Err(ExecError::NoTable(query.table.clone()));
+    }
     let querier = Within { querier, lo: query.bounds.0, hi: query.bounds.1 };
     let mut results = Vec::with_capacity(query.parts.len());
     for part in &query.parts {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures_util::{stream, Sink};
+use futures_util::{stream, Sink, SinkExt};
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
@@ -27,7 +27,7 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::startup::SecretKey;
+use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use promflow_config::web::{Access, WebGuard};
 use promflow_storage::Querier;
@@ -57,7 +57,28 @@ struct Handler {
     described: Mutex<HashMap<Bound, Rows>>,
 }
 
-impl NoopStartupHandler for Handler {}
+#[async_trait]
+impl NoopStartupHandler for Handler {
+    /// pgwire's start-up announces its own `server_version`; the last announcement is the one
+    /// clients keep, so promflow's follows it (the password start-up is given it directly).
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let status = ParameterStatus::new("server_version".into(), crate::catalog::server_version());
+        client.send(PgWireBackendMessage::ParameterStatus(status)).await?;
+        Ok(())
+    }
+}
+
+/// The parameters a session starts with: pgwire's, with promflow's `server_version`.
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = crate::catalog::server_version();
+    parameters
+}
 
 /// An error as PostgreSQL reports it: severity, SQLSTATE and message.
 fn error(code: &str, message: String) -> PgWireError {
@@ -567,10 +588,7 @@ pub async fn serve(
     let handler = Arc::new(Handler { querier, settings, slots, running, described: Mutex::default() });
     let startup = Arc::new(Startup {
         web: Arc::clone(&web),
-        password: CleartextPasswordAuthStartupHandler::new(
-            WebUsers(Arc::clone(&web)),
-            DefaultServerParameterProvider::default(),
-        ),
+        password: CleartextPasswordAuthStartupHandler::new(WebUsers(Arc::clone(&web)), server_parameters()),
         open: Arc::clone(&handler),
     });
     let handlers = Arc::new(Handlers { handler, startup });

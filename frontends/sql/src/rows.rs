@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use promflow_plan::QueryResult;
 use promflow_storage::{is_stale_nan, Labels, Series};
 
-use crate::compile::{bin, column_of_label, Column, ColumnKind, Query, Source};
+use crate::compile::{bin, column_of_label, Column, ColumnKind, OrderKey, Query, Source};
 
 /// One value of a row.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,12 +192,16 @@ impl Query {
                 (0..columns.len()).filter(|&i| matches!(columns[i].source, Source::Ts | Source::Bucket));
             return labels.chain(times).map(|i| (i, false)).collect();
         }
-        // positions are of the written columns; `*` only appears without grouping, where it
-        // is the whole select list's start or end at most once, so map through the names
-        let written: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        // `columns` has `*` expanded: names and positions are resolved against it
         self.order_by
             .iter()
-            .filter_map(|&(i, desc)| columns.iter().position(|c| c.name == written[i]).map(|p| (p, desc)))
+            .filter_map(|(key, desc)| {
+                let at = match key {
+                    OrderKey::Name(n) => columns.iter().position(|c| &c.name == n),
+                    OrderKey::Position(i) => (*i < columns.len()).then_some(*i),
+                };
+                at.map(|p| (p, *desc))
+            })
             .collect()
     }
 
@@ -517,9 +521,9 @@ mod tests {
                 let sql = format!("SELECT {select} FROM m WHERE ts > 0 {order}");
                 let q = match compile(&sql, 100) {
                     Ok(Statement::Select(q)) => q,
-                    // ORDER BY names columns of the written select list (`*` is none)
+                    // ORDER BY names columns of the select list
                     Err(crate::Error::Invalid { message, .. })
-                        if message.contains("not in the select list") =>
+                        if message.contains("not in the select list") && select != "*" =>
                     {
                         continue
                     }

@@ -351,7 +351,7 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
         "upper" => first.to_text().map_or(V::Null, |s| V::Text(s.to_uppercase())),
         "quote_ident" => first.to_text().map_or(V::Null, |s| V::Text(quote_ident(&s))),
         "current_setting" => match first.to_text().as_deref() {
-            Some("server_version") => V::text("15.0"),
+            Some("server_version") => V::text(super::server_version()),
             Some("server_version_num") => V::text("150000"),
             Some("search_path") => V::text("public"),
             Some(other) => {

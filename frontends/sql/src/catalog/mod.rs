@@ -50,7 +50,13 @@ const ROLE: &str = "promflow";
 /// What the server says it is (`version()`): the PostgreSQL version its protocol and catalog
 /// follow, then promflow's.
 fn version() -> String {
-    format!("PostgreSQL 15.0 (promflow {})", env!("CARGO_PKG_VERSION"))
+    format!("PostgreSQL {}", server_version())
+}
+
+/// The `server_version` setting, the same at start-up, in `SHOW` and in `current_setting`:
+/// the PostgreSQL version first (what drivers parse), then promflow's.
+pub(crate) fn server_version() -> String {
+    format!("15.0 (promflow {})", env!("CARGO_PKG_VERSION"))
 }
 
 /// The types of the catalogs' and tables' columns: oid, name, `format_type` name, collation.

@@ -63,8 +63,8 @@ impl Catalog<'_> {
         let catalog = schema.as_ref().is_some_and(|s| CATALOG_SCHEMAS.contains(&s.as_str()))
             || (schema.is_none() && relation_columns(&table).is_some());
         let cte = self.cte(name).is_some();
-        // the metric's own spelling: a quoted name keeps its case
-        let metric = name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone())?;
+        // a quoted name keeps its case
+        let metric = name.0.last().and_then(|p| p.as_ident()).map(crate::compile::folded)?;
         (self.metrics.is_some() && !catalog && !cte)
             .then(|| (alias.as_ref().map_or_else(|| metric.clone(), |a| a.name.value.clone()), metric))
     }
