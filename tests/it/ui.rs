@@ -71,6 +71,76 @@ fn the_graph_page_shows_a_query_as_a_table_and_a_chart() {
     assert!(drawn.is_some(), "the chart has lines drawn (see {})", shot.display());
 }
 
+/// The graph answers "what was the value?": hovering shows the nearest series, its value and
+/// its time; twelve series get twelve colours; the load time, resolution and series count show
+/// under the controls; the range and end buttons step as Prometheus's do; and the completion
+/// list opens below what is typed, leaving its underscores visible.
+#[test]
+fn the_graph_shows_values_on_hover_and_steps_its_range_and_end() {
+    let Some(browser) = Browser::start() else { return };
+    let (_dir, server) = start();
+    let hosts: Vec<(String, f64)> = (0..12).map(|i| (format!("h{i:02}"), 10.0 * i as f64)).collect();
+    let hosts: Vec<(&str, f64)> = hosts.iter().map(|(h, v)| (h.as_str(), *v)).collect();
+    write_gauges(&server, "ui_many", &hosts);
+    browser.goto(&format!("{}/graph?g0.expr=ui_many&g0.tab=0&g0.range_input=30m", server.base));
+    let stats =
+        browser.wait_texts(".panel .stats", |s| s.first().is_some_and(|s| s.contains("Result series")));
+    assert!(
+        stats[0].contains("Load time: ")
+            && stats[0].contains("Resolution: 7s")
+            && stats[0].contains("Result series: 12"),
+        "{stats:?}"
+    );
+    browser.wait_texts(".legend li", |l| l.len() == 12);
+    let colours = browser.script(
+        "return new Set([...document.querySelectorAll('.legend .swatch')].map(s => s.style.background)).size;",
+    );
+    assert_eq!(colours, 12, "every series has a colour of its own");
+
+    // the top of the plot, where the largest series (h11, 110 and up) is
+    let over = browser.find(".chart .u-over");
+    let height =
+        browser.script("return document.querySelector('.chart .u-over').clientHeight;").as_i64().unwrap();
+    browser.hover(&over, 0, 2 - height / 2);
+    let hover = browser.wait_texts(".chart .hover", |h| h.first().is_some_and(|h| h.contains("value: ")));
+    assert!(hover[0].contains("ui_many{host=\"h11\"}") && hover[0].contains("value: 11"), "{hover:?}");
+    assert!(hover[0].contains(&chrono::Utc::now().format("%Y-%m-%d").to_string()), "the time: {hover:?}");
+    browser.screenshot("graph-hover");
+
+    // − and + step through Prometheus's ranges; « moves the end back by half the range
+    let range = || browser.script("return document.querySelector('input.range').value;");
+    browser.click(&browser.find("button.range-down"));
+    assert_eq!(range(), "15m");
+    browser.click(&browser.find("button.range-up"));
+    browser.click(&browser.find("button.range-up"));
+    assert_eq!(range(), "1h");
+    let before = now_ms() / 1000;
+    browser.click(&browser.find("button.end-back"));
+    let end = browser.script("return Date.parse(document.querySelector('input.end').value + 'Z') / 1000;");
+    let end = end.as_f64().unwrap() as i64;
+    assert!((before - 1800 - end).abs() <= 5, "the end is half an hour back: {end} against {before}");
+    let url = browser.call("GET", "/url", Value::Null);
+    assert!(
+        url.as_str().unwrap().contains("g0.range_input=1h")
+            && url.as_str().unwrap().contains("g0.end_input="),
+        "{url}"
+    );
+    browser.click(&browser.find("button.end-now"));
+    assert_eq!(browser.script("return document.querySelector('input.end').value;"), "");
+
+    // the completion list opens below the glyphs of what is typed, not over their underscores
+    let editor = browser.find(".cm-content");
+    browser.click(&editor);
+    browser.type_into(&editor, "\u{E009}a\u{E009}\u{E017}ui_ma");
+    browser.find(".cm-tooltip-autocomplete");
+    let gap = browser.script(
+        "const r = document.createRange(); r.selectNodeContents(document.querySelector('.cm-line')); \
+         return document.querySelector('.cm-tooltip-autocomplete').getBoundingClientRect().top - r.getBoundingClientRect().bottom;",
+    );
+    browser.screenshot("graph-completion");
+    assert!(gap.as_f64().unwrap() >= 2.0, "the completion list covers the typed line's bottom: gap {gap}");
+}
+
 #[test]
 fn the_graph_page_works_by_keyboard_at_a_laptops_width() {
     let Some(browser) = Browser::start() else { return };

@@ -114,6 +114,14 @@ impl Browser {
         self.call("POST", &format!("/element/{element}/click"), json!({}));
     }
 
+    /// Moves the mouse to `(x, y)` pixels from the centre of `element`.
+    pub fn hover(&self, element: &str, x: i64, y: i64) {
+        let origin = json!({ ELEMENT: element });
+        let moved = json!({"type": "pointerMove", "origin": origin, "x": x, "y": y, "duration": 0});
+        let pointer = json!({"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": [moved]});
+        self.call("POST", "/actions", json!({ "actions": [pointer] }));
+    }
+
     pub fn type_into(&self, element: &str, text: &str) {
         self.call("POST", &format!("/element/{element}/value"), json!({"text": text}));
     }

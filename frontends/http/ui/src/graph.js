@@ -14,6 +14,16 @@ import { api, el, formatDuration, parseDuration, seriesName } from './dom.js';
 /** The most points a graph asks for per series (Prometheus's UI's resolution). */
 const POINTS = 250;
 
+/** The ranges the − and + buttons step through, in seconds (Prometheus's UI's). */
+const RANGES = [1, 10, 60, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400, 172800, 604800, 1209600,
+  2419200, 4838400, 31536000, 63072000];
+
+/** The next preset range above (`dir` 1) or below (`dir` -1) `range`, or `range` at the ends. */
+function stepRange(range, dir) {
+  const next = dir > 0 ? RANGES.find((r) => r > range) : [...RANGES].reverse().find((r) => r < range);
+  return next || range;
+}
+
 /** Reads the panels from the URL's `gN.*` parameters (one empty panel when there is none). */
 function panelsFromUrl() {
   const params = new URLSearchParams(window.location.search);
@@ -76,6 +86,7 @@ export function graphPage(main, prefix) {
 /** One panel: editor, controls, and the table or graph of its expression. */
 function panelView(prefix, state, save, remove) {
   const errors = el('div', { class: 'messages' });
+  const stats = el('div', { class: 'stats', role: 'status' });
   const body = el('div', { class: 'body' });
   let live = null;
   let chart = null;
@@ -144,20 +155,30 @@ function panelView(prefix, state, save, remove) {
     onchange: (e) => {
       const seconds = parseDuration(e.target.value);
       if (seconds) state.range = seconds;
-      e.target.value = formatDuration(state.range);
-      save();
-      execute();
+      setRange(state.range);
     },
   });
+  const setRange = (seconds) => {
+    state.range = seconds;
+    rangeInput.value = formatDuration(state.range);
+    save();
+    execute();
+  };
   const endInput = el('input', {
     class: 'end', 'aria-label': 'End time', type: 'datetime-local', step: 1,
-    value: state.end ? new Date(state.end * 1000).toISOString().slice(0, 19) : '',
-    onchange: (e) => {
-      state.end = e.target.value ? Date.parse(`${e.target.value}Z`) / 1000 : null;
-      save();
-      execute();
-    },
+    onchange: (e) => setEnd(e.target.value ? Date.parse(`${e.target.value}Z`) / 1000 : null),
   });
+  // the end time in UTC, as the URL and Prometheus's UI keep it; empty for "now"
+  const setEnd = (seconds) => {
+    state.end = seconds;
+    endInput.value = state.end ? new Date(state.end * 1000).toISOString().slice(0, 19) : '';
+    save();
+    execute();
+  };
+  endInput.value = state.end ? new Date(state.end * 1000).toISOString().slice(0, 19) : '';
+  // « and » move the end by half the range, as in Prometheus's UI
+  const shiftEnd = (dir) => setEnd((state.end || Math.floor(Date.now() / 1000)) + (dir * state.range) / 2);
+  const button = (cls, label, title, onclick) => el('button', { class: cls, title, 'aria-label': title, onclick }, label);
   const stepInput = el('input', {
     class: 'step', 'aria-label': 'Resolution (seconds)', size: 6, placeholder: 'step (s)',
     value: state.step || '',
@@ -176,8 +197,15 @@ function panelView(prefix, state, save, remove) {
     onchange: (e) => { state.live = e.target.checked; save(); execute(); },
   });
   const controls = el('div', { class: 'controls' },
-    el('label', {}, 'Range ', rangeInput),
-    el('label', {}, 'End ', endInput),
+    el('span', { class: 'group' },
+      button('range-down', '−', 'Shorter range', () => setRange(stepRange(state.range, -1))),
+      el('label', {}, 'Range ', rangeInput),
+      button('range-up', '+', 'Longer range', () => setRange(stepRange(state.range, 1)))),
+    el('span', { class: 'group' },
+      button('end-back', '«', 'Earlier end (by half the range)', () => shiftEnd(-1)),
+      el('label', {}, 'End ', endInput),
+      button('end-forward', '»', 'Later end (by half the range)', () => shiftEnd(1)),
+      button('end-now', 'now', 'End now', () => setEnd(null))),
     el('label', {}, 'Step ', stepInput),
     el('label', {}, stacked, ' Stacked'),
     el('label', { title: 'Follow the result as samples arrive (a websocket subscription)' }, liveSwitch, ' Live'),
@@ -192,7 +220,7 @@ function panelView(prefix, state, save, remove) {
         panel.remove();
         remove();
       } }, '×')),
-    tabs, controls, errors, body);
+    tabs, controls, stats, errors, body);
 
   function stop() {
     if (live) live.close();
@@ -205,13 +233,26 @@ function panelView(prefix, state, save, remove) {
     for (const text of texts) errors.append(el('div', { class: kind, role: kind === 'error' ? 'alert' : 'status' }, text));
   }
 
+  // what Prometheus's UI says under a result: how long it took, at what step, how many series
+  const showStats = (started, data, step) => {
+    const count = Array.isArray(data.result) && (data.resultType === 'vector' || data.resultType === 'matrix')
+      ? data.result.length : 1;
+    stats.textContent = [
+      `Load time: ${Math.round(performance.now() - started)}ms`,
+      step ? `Resolution: ${formatDuration(step)}` : null,
+      `Result series: ${count}`,
+    ].filter(Boolean).join('   ');
+  };
+
   async function execute() {
     stop();
     errors.replaceChildren();
     body.replaceChildren();
+    stats.textContent = '';
     const expr = state.expr.trim();
     if (!expr) return;
     const end = state.end || Date.now() / 1000;
+    const started = performance.now();
     try {
       if (state.live) {
         // the graph starts from the range's history, then follows the changes
@@ -221,13 +262,16 @@ function panelView(prefix, state, save, remove) {
         live = subscribe(prefix, state, expr, body, show, seed);
       } else if (state.tab === 'table') {
         const { data, warnings, infos } = await api(prefix, 'query', { query: expr, time: end });
+        showStats(started, data, null);
         show('warning', warnings);
         show('info', infos);
         body.append(table(data));
       } else {
+        const step = graphStep(state);
         const { data, warnings, infos } = await api(prefix, 'query_range', {
-          query: expr, start: end - state.range, end, step: graphStep(state),
+          query: expr, start: end - state.range, end, step,
         });
+        showStats(started, data, step);
         show('warning', warnings);
         show('info', infos);
         chart = graph(body, data.result, state.stacked, [end - state.range, end]);
@@ -271,41 +315,90 @@ function table(data) {
     el('tbody', {}, rows.map(([name, value]) => el('tr', {}, el('td', { class: 'series' }, name), el('td', { class: 'value' }, value)))));
 }
 
-const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+/** The first series' colours; `color` gives the later ones colours of their own. */
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+
+/**
+ * Series `i`'s colour as `#rrggbb`: the palette, then hues a golden angle apart in three
+ * lightnesses, so that no two series of a graph share a colour.
+ */
+function color(i) {
+  if (i < PALETTE.length) return PALETTE[i];
+  const hue = (i * 137.508) % 360;
+  const light = [0.42, 0.3, 0.55][i % 3];
+  const a = 0.65 * Math.min(light, 1 - light);
+  const channel = (n) => {
+    const k = (n + hue / 30) % 12;
+    const v = light - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255).toString(16).padStart(2, '0');
+  };
+  return `#${channel(0)}${channel(8)}${channel(4)}`;
+}
 
 /**
  * Draws series (`[{metric, values: [[t, "v"], …]}]`) as a uPlot chart in `parent`, over the
- * time span `[start, end]` (seconds) whatever part of it has samples.
+ * time span `[start, end]` (seconds) whatever part of it has samples. Hovering shows the
+ * nearest series' name, value and time, as Prometheus's graph does.
  */
 function graph(parent, series, stackedMode, [start, end]) {
   const times = [...new Set(series.flatMap((s) => s.values.map(([t]) => t)))].sort((a, b) => a - b);
   const index = new Map(times.map((t, i) => [t, i]));
-  const columns = series.map((s) => {
+  // the values as answered (what the hover shows), and as drawn (stacked: running sums)
+  const answered = series.map((s) => {
     const column = new Array(times.length).fill(null);
-    for (const [t, v] of s.values) column[index.get(t)] = Number(v);
+    for (const [t, v] of s.values) column[index.get(t)] = v;
     return column;
   });
+  const columns = answered.map((column) => column.map((v) => (v === null ? null : Number(v))));
   if (stackedMode) {
     for (let i = 1; i < columns.length; i++) {
       columns[i] = columns[i].map((v, j) => (v === null ? null : v + (columns[i - 1][j] || 0)));
     }
   }
+  const names = series.map((s) => seriesName(s.metric));
   const holder = el('div', { class: 'chart' });
   const legend = el('ul', { class: 'legend' },
-    series.map((s, i) => el('li', {}, el('span', { class: 'swatch', style: `background:${COLORS[i % COLORS.length]}` }), seriesName(s.metric))));
+    series.map((s, i) => el('li', {}, el('span', { class: 'swatch', style: `background:${color(i)}` }), names[i])));
   parent.append(holder, legend);
   if (!series.length) {
     parent.append(el('p', { class: 'empty' }, 'Empty query result'));
   }
+  const hover = el('div', { class: 'hover', role: 'tooltip', hidden: true });
+  // the series nearest the cursor at its time, and its value there
+  const showHover = (u) => {
+    const { idx, left, top } = u.cursor;
+    let nearest = -1;
+    let distance = Infinity;
+    if (idx !== null && idx !== undefined && left >= 0) {
+      columns.forEach((column, i) => {
+        if (column[idx] === null) return;
+        const d = Math.abs(u.valToPos(column[idx], 'y') - top);
+        if (d < distance) [nearest, distance] = [i, d];
+      });
+    }
+    if (nearest < 0) {
+      hover.hidden = true;
+      return;
+    }
+    hover.replaceChildren(
+      el('div', { class: 'time' }, new Date(times[idx] * 1000).toISOString().replace('T', ' ').replace('.000Z', 'Z')),
+      el('div', { class: 'series' }, el('span', { class: 'swatch', style: `background:${color(nearest)}` }), names[nearest]),
+      el('div', { class: 'value' }, `value: ${answered[nearest][idx]}`));
+    hover.hidden = false;
+    const x = u.over.offsetLeft + left + 12;
+    const room = u.over.offsetLeft + u.over.clientWidth - hover.offsetWidth;
+    hover.style.left = `${Math.max(0, x > room ? x - hover.offsetWidth - 24 : x)}px`;
+    hover.style.top = `${u.over.offsetTop + top + 12}px`;
+  };
   const width = () => Math.max(parent.clientWidth || 800, 300);
   const chart = new uPlot({
     width: width(),
     height: 320,
     legend: { show: false },
     series: [{}, ...series.map((s, i) => ({
-      label: seriesName(s.metric),
-      stroke: COLORS[i % COLORS.length],
-      fill: stackedMode ? `${COLORS[i % COLORS.length]}33` : undefined,
+      label: names[i],
+      stroke: color(i),
+      fill: stackedMode ? `${color(i)}33` : undefined,
       // a 1 px line: Chromium's software rasterizer (no GPU: VMs, remote desktops, headless)
       // draws 50 series of 250 points in ~17 ms at width 1 and ~190 ms at 1.25–2
       // (benches/ui.rs, docs/ui.md)
@@ -315,7 +408,9 @@ function graph(parent, series, stackedMode, [start, end]) {
     scales: { x: { time: true, range: () => [start, end] } },
     // x labels ("12:05am") need ~60 px: uPlot's default 50 px spacing overlaps them below ~1000 px
     axes: [{ space: 80 }, { size: 70 }],
+    hooks: { setCursor: [showHover] },
   }, [times, ...columns], holder);
+  holder.append(hover);
   // follows the page's width (a window resized, a panel wrapped)
   const resized = new ResizeObserver(() => {
     if (width() !== chart.width) chart.setSize({ width: width(), height: 320 });
