@@ -320,9 +320,8 @@ impl Components {
             cors_origin: security.cors_origin.clone(),
             query_log: Arc::clone(&self.query_log),
             page_title: flags.page_title.clone(),
-            query_slots: Arc::new(tokio::sync::Semaphore::new(
-                usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1),
-            )),
+            query_concurrency: query_concurrency(flags),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(query_concurrency(flags))),
         })
     }
 
@@ -405,6 +404,11 @@ fn open_query_log(log: &QueryLog, config: &Config) -> Result<(), String> {
     log.apply(path).map_err(|e| format!("opening the query log {}: {e}", path.unwrap_or_default()))
 }
 
+/// `--query.max-concurrency`, at least one.
+fn query_concurrency(flags: &cli::Flags) -> usize {
+    usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1)
+}
+
 /// `--enable-feature=promql-delayed-name-removal`.
 fn delayed_name_removal(flags: &cli::Flags) -> bool {
     flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal")
@@ -474,6 +478,7 @@ fn start_rules(
                 )
             })),
             views,
+            timings: Arc::default(),
             query_log: Some(Arc::new(move |q: &promflow_rules::LoggedRuleQuery<'_>| {
                 if !log.enabled() {
                     return;

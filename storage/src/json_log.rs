@@ -10,6 +10,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct JsonLog {
     file: Mutex<Option<File>>,
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl JsonLog {
@@ -44,8 +45,14 @@ impl JsonLog {
         let mut text = line.to_string();
         text.push('\n');
         if let Err(e) = f.write_all(text.as_bytes()) {
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(error = %e, "writing a log file failed");
         }
+    }
+
+    /// Lines that could not be written.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -471,6 +471,11 @@ impl WalWriter {
         }
     }
 
+    /// The number of the segment being written.
+    pub(crate) fn current_segment(&self) -> u64 {
+        self.seq
+    }
+
     /// Segment files in the WAL directory.
     pub(crate) fn segments(&self) -> u64 {
         self.segments.len() as u64

@@ -622,6 +622,93 @@ fn http_request_durations_are_histograms_by_handler() {
     }
 }
 
+/// The `# TYPE` of each family a `/metrics` page declares.
+fn family_types(page: &str) -> std::collections::BTreeMap<String, String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect()
+}
+
+/// The families the Prometheus mixin's alerts and dashboards read about a Prometheus server
+/// (storage, compaction, scraping limits, notifications, the engine, rules, templates, the
+/// process) are served with the types Prometheus 2.42 gives them, and say what they mean.
+#[test]
+fn self_metrics_have_prometheus_families_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let pf = start_promflow(dir.path(), "", &["--query.max-concurrency=7"]);
+    let ours = family_types(&pf.get_text("/metrics").1);
+    let families = [
+        "process_max_fds",
+        "process_open_fds",
+        "process_virtual_memory_bytes",
+        "process_virtual_memory_max_bytes",
+        "prometheus_engine_queries",
+        "prometheus_engine_queries_concurrent_max",
+        "prometheus_engine_query_log_enabled",
+        "prometheus_engine_query_log_failures_total",
+        "prometheus_notifications_alertmanagers_discovered",
+        "prometheus_rule_evaluation_duration_seconds",
+        "prometheus_rule_group_duration_seconds",
+        "prometheus_target_scrape_pool_exceeded_label_limits_total",
+        "prometheus_target_scrape_pool_reloads_failed_total",
+        "prometheus_target_scrape_pool_reloads_total",
+        "prometheus_target_scrapes_exceeded_body_size_limit_total",
+        "prometheus_template_text_expansion_failures_total",
+        "prometheus_template_text_expansions_total",
+        "prometheus_tsdb_checkpoint_creations_failed_total",
+        "prometheus_tsdb_checkpoint_creations_total",
+        "prometheus_tsdb_compaction_duration_seconds",
+        "prometheus_tsdb_compactions_failed_total",
+        "prometheus_tsdb_compactions_total",
+        "prometheus_tsdb_compactions_triggered_total",
+        "prometheus_tsdb_data_replay_duration_seconds",
+        "prometheus_tsdb_head_max_time_seconds",
+        "prometheus_tsdb_head_min_time_seconds",
+        "prometheus_tsdb_head_out_of_order_samples_appended_total",
+        "prometheus_tsdb_head_series_created_total",
+        "prometheus_tsdb_head_series_removed_total",
+        "prometheus_tsdb_head_truncations_failed_total",
+        "prometheus_tsdb_head_truncations_total",
+        "prometheus_tsdb_lowest_timestamp",
+        "prometheus_tsdb_lowest_timestamp_seconds",
+        "prometheus_tsdb_reloads_failures_total",
+        "prometheus_tsdb_reloads_total",
+        "prometheus_tsdb_retention_limit_bytes",
+        "prometheus_tsdb_size_retentions_total",
+        "prometheus_tsdb_time_retentions_total",
+        "prometheus_tsdb_vertical_compactions_total",
+        "prometheus_tsdb_wal_segment_current",
+        "prometheus_tsdb_wal_truncations_failed_total",
+        "prometheus_tsdb_wal_truncations_total",
+        "prometheus_tsdb_wal_writes_failed_total",
+        "prometheus_web_federation_errors_total",
+        "prometheus_web_federation_warnings_total",
+        "promhttp_metric_handler_requests_in_flight",
+        "promhttp_metric_handler_requests_total",
+    ];
+    let missing: Vec<&str> = families.iter().copied().filter(|f| !ours.contains_key(*f)).collect();
+    assert!(missing.is_empty(), "families missing: {missing:?}");
+    if let Some(prom) = common::start_prometheus(dir.path(), "global:\n  scrape_interval: 1h\n") {
+        let theirs = family_types(&prom.get_text("/metrics").1);
+        for f in families {
+            assert_eq!(ours.get(f), theirs.get(f), "the type of {f}");
+        }
+    }
+    let value = |name: &str| -> f64 {
+        let page = pf.get_text("/metrics").1;
+        let line =
+            page.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("prometheus_engine_queries_concurrent_max"), 7.0);
+    assert_eq!(value("prometheus_engine_query_log_enabled"), 0.0);
+    assert!(value("process_open_fds") > 3.0);
+    assert!(value("prometheus_tsdb_head_series_created_total") >= value("prometheus_tsdb_head_series"));
+    assert_eq!(value("promhttp_metric_handler_requests_in_flight"), 1.0);
+}
+
 /// `status/tsdb`'s `memoryInBytesByLabelName` adds up the bytes of each label name's distinct
 /// values in the head, as Prometheus 2.42 does beside it on the same series.
 #[test]

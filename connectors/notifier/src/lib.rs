@@ -212,6 +212,11 @@ impl Notifier {
             "The capacity of the alert notifications queue.",
             QUEUE_CAPACITY,
         );
+        w.gauge(
+            "prometheus_notifications_alertmanagers_discovered",
+            "The number of alertmanagers discovered and active.",
+            self.alertmanagers().0.len(),
+        );
     }
 
     /// The alert URLs of the discovered Alertmanagers, and of those relabelling dropped.

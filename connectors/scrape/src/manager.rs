@@ -104,6 +104,13 @@ struct Counters {
     scrapes: AtomicU64,
     failed: AtomicU64,
     sample_limit_exceeded: AtomicU64,
+    /// Scrapes refused for a label limit, and for the body size limit.
+    label_limits_exceeded: AtomicU64,
+    body_size_limit_exceeded: AtomicU64,
+    /// Scrape pools restarted with changed settings at a reload, and those whose new
+    /// settings could not be applied (the reload fails, the old pool goes on).
+    pool_reloads: AtomicU64,
+    pool_reloads_failed: AtomicU64,
     out_of_order: AtomicU64,
     duplicate: AtomicU64,
     /// HTTP service discovery fetches that failed.
@@ -161,10 +168,18 @@ impl ScrapeManager {
         let mut unchanged: Vec<&ScrapeConfig> = Vec::new();
         for sc in &cfg.scrape_configs {
             let settings = pool_settings(sc);
-            if pools.get(&sc.job_name).is_some_and(|p| p.settings == settings) {
+            let existing = pools.get(&sc.job_name).map(|p| p.settings == settings);
+            if existing == Some(true) {
                 unchanged.push(sc);
             } else {
-                let client = build_client(sc, &settings)?;
+                if existing.is_some() {
+                    self.counters.pool_reloads.fetch_add(1, Ordering::Relaxed);
+                }
+                let client = build_client(sc, &settings).inspect_err(|_| {
+                    if existing.is_some() {
+                        self.counters.pool_reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                })?;
                 let mut http_sd = Vec::new();
                 for h in &sc.http_sd_configs {
                     let timeout = h.refresh_interval.max(Duration::from_secs(1));
@@ -384,6 +399,26 @@ impl ScrapeManager {
                 "prometheus_target_scrapes_exceeded_sample_limit_total",
                 "Total number of scrapes that hit the sample limit and were rejected.",
                 &c.sample_limit_exceeded,
+            ),
+            (
+                "prometheus_target_scrape_pool_exceeded_label_limits_total",
+                "Total number of times scrape pools hit the label limits, during sync or config reload.",
+                &c.label_limits_exceeded,
+            ),
+            (
+                "prometheus_target_scrapes_exceeded_body_size_limit_total",
+                "Total number of scrapes that hit the body size limit",
+                &c.body_size_limit_exceeded,
+            ),
+            (
+                "prometheus_target_scrape_pool_reloads_total",
+                "Total number of scrape pool reloads.",
+                &c.pool_reloads,
+            ),
+            (
+                "prometheus_target_scrape_pool_reloads_failed_total",
+                "Total number of failed scrape pool reloads.",
+                &c.pool_reloads_failed,
             ),
             (
                 "prometheus_target_scrapes_sample_out_of_order_total",
@@ -800,6 +835,7 @@ impl ScrapeLoop {
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe_reqwest(&e, self.settings.timeout))? {
             body.extend_from_slice(&chunk);
             if limit > 0 && body.len() as u64 > limit {
+                self.counters.body_size_limit_exceeded.fetch_add(1, Ordering::Relaxed);
                 return Err(format!(
                     "body size limit exceeded: the scrape response is larger than {limit} bytes"
                 ));
@@ -1003,6 +1039,7 @@ fn append_scrape(
                     }
                 }
                 if let Some(e) = check_label_limits(s, &l) {
+                    counters.label_limits_exceeded.fetch_add(1, Ordering::Relaxed);
                     err = Some(e);
                     break;
                 }

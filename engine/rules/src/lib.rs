@@ -52,6 +52,19 @@ pub struct LoggedRuleQuery<'a> {
 /// Receives every rule evaluation, for the query log.
 pub type QueryLogFn = Arc<dyn Fn(&LoggedRuleQuery<'_>) + Send + Sync>;
 
+/// Locks `m`, through a poisoning panic: the summaries stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long rule evaluations took, over every group (Prometheus's
+/// `prometheus_rule_evaluation_duration_seconds` and `prometheus_rule_group_duration_seconds`).
+#[derive(Default)]
+pub struct RuleTimings {
+    rules: Mutex<promflow_storage::Summary>,
+    groups: Mutex<promflow_storage::Summary>,
+}
+
 /// How rules' queries are evaluated: the server's query and rule settings.
 #[derive(Clone)]
 pub struct EvalSettings {
@@ -74,6 +87,8 @@ pub struct EvalSettings {
     pub views: Option<Arc<LiveViews>>,
     /// Told of every rule evaluation (`None`: nothing is logged).
     pub query_log: Option<QueryLogFn>,
+    /// Where evaluation times are summed up.
+    pub timings: Arc<RuleTimings>,
 }
 
 impl Default for EvalSettings {
@@ -91,6 +106,7 @@ impl Default for EvalSettings {
             notify: None,
             views: None,
             query_log: None,
+            timings: Arc::default(),
         }
     }
 }
@@ -476,6 +492,7 @@ impl Group {
             let s = &mut self.status.rules[i];
             s.last_evaluation_ms = Some(wall);
             s.evaluation_time = rule_started.elapsed();
+            lock(&settings.timings.rules).observe(s.evaluation_time.as_secs_f64());
             if let Some(log) = &settings.query_log {
                 log(&LoggedRuleQuery {
                     file: &self.spec.file,
@@ -499,6 +516,7 @@ impl Group {
         }
         self.status.last_evaluation_ms = Some(wall);
         self.status.evaluation_time = started.elapsed();
+        lock(&settings.timings.groups).observe(self.status.evaluation_time.as_secs_f64());
         self.status.iterations += 1;
         self.last_ts = Some(query_ts);
     }
@@ -859,6 +877,32 @@ impl Manager {
                 family.sample(&[("rule_group", key)], value(g));
             }
         }
+        let timings = &self.base.timings;
+        let rules = lock(&timings.rules).clone();
+        w.family(
+            "prometheus_rule_evaluation_duration_seconds",
+            promflow_storage::MetricKind::Summary,
+            "The duration for a rule to execute.",
+        )
+        .summary(&[], &rules);
+        let group_times = lock(&timings.groups).clone();
+        w.family(
+            "prometheus_rule_group_duration_seconds",
+            promflow_storage::MetricKind::Summary,
+            "The duration of rule group evaluations.",
+        )
+        .summary(&[], &group_times);
+        let (expansions, failures) = promflow_template::expansion_counts();
+        w.counter(
+            "prometheus_template_text_expansions_total",
+            "The total number of template text expansions.",
+            expansions,
+        );
+        w.counter(
+            "prometheus_template_text_expansion_failures_total",
+            "The total number of template text expansion failures.",
+            failures,
+        );
     }
 
     /// The views that keep rule expressions current, in `event` mode.

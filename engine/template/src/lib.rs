@@ -108,15 +108,29 @@ impl Template {
             out: String::new(),
             steps: 0,
         };
+        EXPANSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ex.list(&self.list, &root)
             .and_then(|()| {
                 (ex.out.len() <= MAX_OUTPUT)
                     .then_some(())
                     .ok_or_else(|| format!("the template's output exceeds {MAX_OUTPUT} bytes"))
             })
-            .map_err(|message| Error::Execute { template: self.name.clone(), message })?;
+            .map_err(|message| {
+                EXPANSION_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Error::Execute { template: self.name.clone(), message }
+            })?;
         Ok(ex.out)
     }
+}
+
+static EXPANSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static EXPANSION_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Template expansions run in this process, and those that failed (Prometheus's
+/// `prometheus_template_text_expansions_total` and `…_failures_total`).
+pub fn expansion_counts() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (EXPANSIONS.load(Relaxed), EXPANSION_FAILURES.load(Relaxed))
 }
 
 /// The most nodes one expansion runs (a `range` over a huge number would otherwise run, and

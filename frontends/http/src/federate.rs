@@ -52,7 +52,10 @@ pub async fn federate(State(state): Shared, q: RawQuery, headers: HeaderMap, bod
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
             .body(Body::from(text))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => {
+            state.http_metrics.federation_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+        }
     }
 }
 

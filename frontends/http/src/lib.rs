@@ -227,6 +227,8 @@ pub struct AppState {
     /// `--query.max-concurrency`: PromQL and SQL queries of the HTTP API run in these slots;
     /// the others wait, within their timeout.
     pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// How many slots `query_slots` has.
+    pub query_concurrency: usize,
     /// `global.query_log_file`, reopened at every configuration load.
     pub query_log: Arc<QueryLog>,
     /// `--web.page-title`: the web UI's pages' title.

@@ -24,6 +24,8 @@ pub struct HttpMetrics {
     /// `inner_eval`, `result_sort`).
     query_slices: Mutex<BTreeMap<&'static str, Summary>>,
     remote_write: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// `/federate` requests that failed reading storage.
+    pub federation_errors: std::sync::atomic::AtomicU64,
 }
 
 impl HttpMetrics {
@@ -77,7 +79,18 @@ impl HttpMetrics {
             for ((handler, code), n) in c.iter() {
                 requests.sample(&[("code", &code.to_string()), ("handler", handler)], *n);
             }
+            // the client library's own count of `/metrics` answers, by the codes it uses
+            let mut scrapes = w.family(
+                "promhttp_metric_handler_requests_total",
+                MetricKind::Counter,
+                "Total number of scrapes by HTTP status code.",
+            );
+            for code in [200u16, 500, 503] {
+                let n = c.get(&("/metrics".to_string(), code)).copied().unwrap_or(0);
+                scrapes.sample(&[("code", &code.to_string())], n);
+            }
         }
+        w.gauge("promhttp_metric_handler_requests_in_flight", "Current number of scrapes being served.", 1u8);
         let mut durations = w.family(
             "prometheus_http_request_duration_seconds",
             MetricKind::Histogram,
@@ -137,10 +150,51 @@ pub fn render(state: &AppState) -> String {
         "Start time of the process since unix epoch in seconds.",
         st.start_seconds,
     );
-    if let Some((rss, cpu)) = process_stats() {
-        w.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss);
-        w.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu);
+    if let Some(p) = process_stats() {
+        w.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", p.resident_bytes);
+        w.counter(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        );
+        w.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", p.virtual_bytes);
     }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        w.gauge("process_open_fds", "Number of open file descriptors.", fds.count());
+    }
+    if let Some(n) = soft_limit("Max open files") {
+        w.gauge("process_max_fds", "Maximum number of open file descriptors.", n);
+    }
+    if let Some(n) = soft_limit("Max address space") {
+        w.gauge(
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
+            n,
+        );
+    }
+    let running = state.query_concurrency.saturating_sub(state.query_slots.available_permits());
+    w.gauge("prometheus_engine_queries", "The current number of queries being executed or waiting.", running);
+    w.gauge(
+        "prometheus_engine_queries_concurrent_max",
+        "The max number of concurrent queries.",
+        state.query_concurrency,
+    );
+    w.gauge("prometheus_engine_query_log_enabled", "State of the query log.", state.query_log.enabled());
+    w.counter(
+        "prometheus_engine_query_log_failures_total",
+        "The number of query log failures.",
+        state.query_log.failures(),
+    );
+    w.counter(
+        "prometheus_web_federation_errors_total",
+        "Total number of errors that occurred while sending federation responses.",
+        state.http_metrics.federation_errors.load(Ordering::Relaxed),
+    );
+    w.counter(
+        "prometheus_web_federation_warnings_total",
+        "Total number of warnings that occurred while sending federation responses.",
+        0u64,
+    );
     state.db.write_metrics(&mut w);
     state.notifier.write_metrics(&mut w);
     state.rules.write_metrics(&mut w);
@@ -168,14 +222,38 @@ pub fn render(state: &AppState) -> String {
     w.finish()
 }
 
-/// Resident memory in bytes and CPU seconds from /proc (Linux only).
-fn process_stats() -> Option<(u64, f64)> {
+/// What `/proc/self/stat` says of the process (Linux only).
+struct ProcessStats {
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    cpu_seconds: f64,
+}
+
+fn process_stats() -> Option<ProcessStats> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let after = stat.rsplit_once(')')?.1;
+    // fields from the third (`state`) on
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = 100.0;
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
+    let virtual_bytes: u64 = fields.get(20)?.parse().ok()?;
     let rss_pages: u64 = fields.get(21)?.parse().ok()?;
-    Some((rss_pages * 4096, (utime + stime) / ticks))
+    Some(ProcessStats {
+        resident_bytes: rss_pages * 4096,
+        virtual_bytes,
+        cpu_seconds: (utime + stime) / ticks,
+    })
+}
+
+/// The soft limit named `name` in `/proc/self/limits`; "unlimited" as the largest value, as
+/// Prometheus's client reports it.
+fn soft_limit(name: &str) -> Option<f64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    let soft = line[name.len()..].split_whitespace().next()?;
+    if soft == "unlimited" {
+        return Some(u64::MAX as f64);
+    }
+    soft.parse().ok()
 }

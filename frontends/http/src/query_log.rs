@@ -75,6 +75,11 @@ impl QueryLog {
         self.file.enabled()
     }
 
+    /// Lines that could not be written.
+    pub fn failures(&self) -> u64 {
+        self.file.failures()
+    }
+
     /// Appends one query's line; a failed write is reported in promflow's log, not to the client.
     pub fn log(&self, q: &LoggedQuery<'_>, t: QueryTimings) {
         let secs = |d: Duration| d.as_secs_f64();

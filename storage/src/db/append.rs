@@ -442,7 +442,11 @@ impl Appender for DbAppender {
         if writer.buf.capacity() > MAX_KEPT_BUFFER {
             writer.buf = Vec::new();
         }
+        if written.is_err() {
+            db.counters.wal_writes_failed.fetch_add(1, Ordering::Relaxed);
+        }
         written?;
+        db.counters.series_created.fetch_add(new_series.len() as u64, Ordering::Relaxed);
 
         {
             let mut head = write(&db.head);
@@ -456,7 +460,13 @@ impl Appender for DbAppender {
             }
             for (idx, t, v) in kept() {
                 let res = match head.append(ref_of(idx), t, v) {
-                    AppendResult::OutOfOrder => head.insert_ooo(ref_of(idx), t, v),
+                    AppendResult::OutOfOrder => {
+                        let res = head.insert_ooo(ref_of(idx), t, v);
+                        if matches!(res, AppendResult::Appended) {
+                            db.counters.out_of_order_appended.fetch_add(1, Ordering::Relaxed);
+                        }
+                        res
+                    }
                     other => other,
                 };
                 if !matches!(res, AppendResult::Appended | AppendResult::Ignored) {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{lock, now_ms, read, write, write_head_block, CompactionReport, Db, SERIES_PER_BATCH};
 use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
@@ -47,6 +47,7 @@ impl Db {
     /// time (calls are serialised).
     pub fn compact(&self) -> Result<CompactionReport, Error> {
         let _running = lock(&self.compacting);
+        self.counters.compactions_triggered.fetch_add(1, Ordering::Relaxed);
         let mut report = CompactionReport::default();
         self.load_new_blocks();
         while let Some(deleted) = self.compact_head()? {
@@ -90,8 +91,10 @@ impl Db {
             mint = range_from(now_oldest);
             maxt = mint.saturating_add(dur);
         }
+        let started = Instant::now();
         let written = write_head_block(&self.blocks_dir, || read(&self.head), mint, maxt);
         let written = written.and_then(|meta| meta.map_or(Ok(()), |m| self.add_block(&m)));
+        self.counters.compaction(written.is_ok(), started.elapsed());
         if let Err(e) = written {
             self.ooo_floor.store(Timestamp::MIN, Ordering::SeqCst);
             return Err(e);
@@ -100,6 +103,8 @@ impl Db {
         self.min_valid.fetch_max(maxt, Ordering::SeqCst);
         let mut w = lock(&self.writer);
         let removed = write(&self.head).truncate(maxt);
+        self.counters.head_truncations.fetch_add(1, Ordering::Relaxed);
+        self.counters.series_removed.fetch_add(removed as u64, Ordering::Relaxed);
         let head = read(&self.head);
         self.ooo_floor.store(Timestamp::MIN, Ordering::SeqCst);
         let keep_from = {
@@ -108,7 +113,12 @@ impl Db {
             holds.iter().filter_map(|h| h.upgrade()).map(|h| h.load(Ordering::Acquire)).min()
         };
         let hold = (keep_from.unwrap_or(u64::MAX), maxt.saturating_sub(crate::wal_tail::HOLD_MAX_MS));
-        let deleted = w.wal.checkpoint(head.all_series(), maxt, hold)?;
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let deleted = w.wal.checkpoint(head.all_series(), maxt, hold).inspect_err(|_| {
+            // the head is truncated either way; the WAL keeps segments it could have dropped
+            self.counters.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
+            self.counters.head_truncations_failed.fetch_add(1, Ordering::Relaxed);
+        })?;
         tracing::info!(
             mint,
             maxt,
@@ -138,9 +148,11 @@ impl Db {
                     let mut blocks = write(&self.blocks);
                     blocks.push(Arc::new(b));
                     blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+                    self.counters.reloads.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     if lock(&self.unreadable_blocks).insert(name.clone()) {
+                        self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(block = %name, error = %e, "skipping unreadable new block");
                     }
                 }
@@ -154,6 +166,7 @@ impl Db {
         let mut blocks = write(&self.blocks);
         blocks.push(block);
         blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+        self.counters.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -165,6 +178,9 @@ impl Db {
             *blocks = kept;
             gone
         };
+        if !gone.is_empty() {
+            self.counters.reloads.fetch_add(1, Ordering::Relaxed);
+        }
         for b in gone {
             if let Err(e) = std::fs::remove_dir_all(b.dir()) {
                 tracing::warn!(block = %b.dir().display(), error = %e, "could not delete block directory");
@@ -185,7 +201,14 @@ impl Db {
                 return Ok(written);
             };
             let level = group.iter().map(|b| b.meta().compaction.level).max().unwrap_or(1) + 1;
-            self.merge(&group, level)?;
+            let overlapping = group.windows(2).any(|p| p[1].meta().min_time < p[0].meta().max_time);
+            let started = Instant::now();
+            let merged = self.merge(&group, level);
+            self.counters.compaction(merged.is_ok(), started.elapsed());
+            merged?;
+            if overlapping {
+                self.counters.vertical_compactions.fetch_add(1, Ordering::Relaxed);
+            }
             written += 1;
         }
     }
@@ -262,7 +285,11 @@ impl Db {
                     doomed.insert(b.meta().ulid.clone());
                 }
             }
+            if !doomed.is_empty() {
+                self.counters.time_retentions.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        let by_time = doomed.len();
         if let Some(limit) = self.opts.retention_size {
             let mut total: u64 = lock(&self.writer).wal.size_bytes()
                 + blocks
@@ -277,6 +304,9 @@ impl Db {
                 if doomed.insert(b.meta().ulid.clone()) {
                     total = total.saturating_sub(b.size_bytes());
                 }
+            }
+            if doomed.len() > by_time {
+                self.counters.size_retentions.fetch_add(1, Ordering::Relaxed);
             }
         }
         if !doomed.is_empty() {

@@ -16,6 +16,7 @@
 
 mod append;
 mod compact;
+mod metrics;
 mod query;
 
 use append::OpenAppends;
@@ -257,6 +258,8 @@ pub struct Db {
     open_appends: Mutex<OpenAppends>,
     /// Notified when an open appender commits, rolls back or is dropped.
     appends_closed: std::sync::Condvar,
+    /// What storage counts as it runs, for `/metrics`.
+    counters: metrics::Counters,
     /// Holds the `flock` on `promflow/lock` for the life of the database.
     _lock: File,
 }
@@ -520,7 +523,9 @@ impl Db {
         // after it was cut and be only in the WAL: replay them (merges drop the duplicates)
         let replay_from =
             if opts.out_of_order_window > 0 { floor.saturating_sub(opts.out_of_order_window) } else { floor };
+        let replay_started = Instant::now();
         let (outcome, next_ref) = replay_into(&mut head, &wal_dir, replay_from)?;
+        let counters = metrics::Counters::new(replay_started.elapsed(), head.num_series() as u64);
         let wal = WalWriter::open(&wal_dir, opts.segment_size, &outcome)?;
         let min_valid = min_valid(floor, head.time_range(), opts.block_duration);
         let head_max = head.time_range().map_or(Timestamp::MIN, |r| r.1);
@@ -550,6 +555,7 @@ impl Db {
             unreadable_blocks: Mutex::new(unreadable),
             open_appends: Mutex::new(OpenAppends::default()),
             appends_closed: std::sync::Condvar::new(),
+            counters,
             _lock: lock_file,
         });
         if let Some(every) = interval {
@@ -634,56 +640,6 @@ impl Db {
             out_of_bounds_samples: self.out_of_bounds.load(Ordering::Relaxed),
             unreadable_blocks: lock(&self.unreadable_blocks).len() as u64,
         }
-    }
-
-    /// Writes storage's metrics, under Prometheus's TSDB names where it has a twin.
-    pub fn write_metrics(&self, w: &mut crate::MetricsWriter) {
-        let s = self.stats(0);
-        w.gauge("prometheus_tsdb_head_series", "Total number of series in the head block.", s.num_series);
-        w.gauge("prometheus_tsdb_head_chunks", "Total number of chunks in the head block.", s.num_chunks);
-        w.counter(
-            "prometheus_tsdb_head_samples_appended_total",
-            "Total number of appended samples.",
-            s.num_samples,
-        );
-        w.gauge(
-            "prometheus_tsdb_head_min_time",
-            "Minimum time bound of the head block.",
-            s.min_time.unwrap_or(0),
-        );
-        w.gauge(
-            "prometheus_tsdb_head_max_time",
-            "Maximum timestamp of the head block.",
-            s.max_time.unwrap_or(0),
-        );
-        w.counter(
-            "prometheus_tsdb_wal_corruptions_total",
-            "Total number of WAL corruptions.",
-            s.wal_corruptions,
-        );
-        w.counter(
-            "promflow_wal_truncated_bytes_total",
-            "Bytes cut from torn or corrupt WAL tails at start-up.",
-            s.wal_truncated_bytes,
-        );
-        w.gauge("promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
-        w.gauge(
-            "promflow_tsdb_unreadable_blocks",
-            "Blocks in the data directory that could not be read and are not served.",
-            s.unreadable_blocks,
-        );
-        w.gauge("prometheus_tsdb_blocks_loaded", "Number of currently loaded data blocks", s.num_blocks);
-        w.gauge(
-            "prometheus_tsdb_storage_blocks_bytes",
-            "The number of bytes that are currently used for local storage by all blocks.",
-            s.blocks_bytes,
-        );
-        w.gauge("promflow_wal_bytes", "Bytes of the WAL's segments and checkpoint.", s.wal_bytes);
-        w.counter(
-            "prometheus_tsdb_out_of_bound_samples_total",
-            "Total number of out of bound samples ingestion failed attempts.",
-            s.out_of_bounds_samples,
-        );
     }
 
     /// Changes the out-of-order window (Prometheus reloads `out_of_order_time_window` with the
