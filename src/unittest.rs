@@ -17,7 +17,7 @@ use std::time::Duration;
 use promflow_plan::{QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, series_desc, Slot};
 use promflow_rules::{AlertState, EvalSettings, Group, GroupSpec, RuleSpec};
-use promflow_storage::gofmt::format_duration_ms;
+use promflow_storage::gofmt::{format_duration_ms, format_e};
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
 use serde::Deserialize;
 
@@ -110,8 +110,10 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             Err(errors) => {
                 failed = true;
                 eprintln!("  FAILED:");
+                // promtool writes a blank line to stdout after each error
                 for e in errors {
                     eprintln!("{e}");
+                    println!();
                 }
             }
         }
@@ -307,8 +309,13 @@ fn check_alerts(groups: &[Group], test: &AlertTest, at: i64) -> Option<String> {
     if got == exp {
         return None;
     }
+    // promtool's layout: `[]` for no alerts, else one numbered block per alert
     let show = |v: &[AlertKey]| {
-        v.iter()
+        if v.is_empty() {
+            return "[]".to_string();
+        }
+        let alerts: Vec<String> = v
+            .iter()
             .enumerate()
             .map(|(i, (l, a))| {
                 let ann: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -317,21 +324,25 @@ fn check_alerts(groups: &[Group], test: &AlertTest, at: i64) -> Option<String> {
                     ann.join(", ")
                 )
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        format!("[\n{}\n            ]", alerts.join("\n"))
     };
     Some(format!(
-        "    alertname: {}, time: {}, \n        exp:[\n{}\n            ], \n        got:[\n{}\n            ]",
+        "    alertname: {}, time: {}, \n        exp:{}, \n        got:{}",
         test.alertname,
-        format_duration_ms(at),
+        eval_time(at),
         show(&exp),
         show(&got)
     ))
 }
 
+/// A test's `eval_time` as promtool prints it: Prometheus's duration notation (`1m`, `1h30m`).
+fn eval_time(ms: i64) -> String {
+    promflow_config::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
 fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Option<String> {
-    let fail =
-        |what: String| Some(format!("    expr: {:?}, time: {}, {what}", test.expr, format_duration_ms(at)));
+    let fail = |what: String| Some(format!("    expr: {:?}, time: {}, {what}", test.expr, eval_time(at)));
     let plan = match promflow_promql::compile(&test.expr, &Default::default()) {
         Ok(p) => p,
         Err(e) => return fail(format!("err: {e}")),
@@ -357,9 +368,14 @@ fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Op
     if same {
         return None;
     }
+    // promtool's layout: `labels value` with the value in Go's %E, joined by ", "; `nil` for none
     let show = |v: &[(Labels, f64)]| {
-        let items: Vec<String> = v.iter().map(|(l, x)| format!("{{Labels:{l} Value:{x}}}")).collect();
-        format!("[{}]", items.join(" "))
+        let items: Vec<String> = v.iter().map(|(l, x)| format!("{l} {}", format_e(*x))).collect();
+        if items.is_empty() {
+            "nil".to_string()
+        } else {
+            items.join(", ")
+        }
     };
     // the same series, each value equal but for its last bits: say so, as it is what a rule
     // test written against Prometheus 2.x meets first
@@ -372,7 +388,13 @@ fn check_expr(db: &Arc<Db>, test: &ExprTest, at: i64, eval: &EvalSettings) -> Op
     } else {
         ""
     };
-    fail(format!("\n        exp: {}\n        got: {}{note}", show(&exp), show(&got)))
+    Some(format!(
+        "    expr: {:?}, time: {},\n        exp: {}\n        got: {}{note}",
+        test.expr,
+        eval_time(at),
+        show(&exp),
+        show(&got)
+    ))
 }
 
 /// Whether two floats differ only in their last few bits (at most 64 units in the last place).

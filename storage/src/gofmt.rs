@@ -52,6 +52,21 @@ pub fn format_g(v: f64, prec: Option<usize>) -> String {
     }
 }
 
+/// Formats like Go's `strconv.FormatFloat(v, 'E', -1, 64)` (`3E-01`, `6.666666666666666E-01`,
+/// `+Inf`), as promtool prints the samples of a failed expression test.
+pub fn format_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let sci = format!("{v:E}");
+    let (mantissa, exp) = sci.split_once('E').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    format!("{mantissa}E{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
 /// Formats like Prometheus's `labels.FormatOpenMetricsFloat`: Go's shortest `%g` with `.0`
 /// appended when the result has neither a `.` nor an exponent, `0.0` for both zeros. Used for
 /// the `le` and `quantile` label values Prometheus 3 normalises and writes.
@@ -159,6 +174,17 @@ pub fn format_duration_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e_formatting() {
+        assert_eq!(format_e(0.3), "3E-01");
+        assert_eq!(format_e(2.0 / 3.0), "6.666666666666666E-01");
+        assert_eq!(format_e(1.0), "1E+00");
+        assert_eq!(format_e(0.0), "0E+00");
+        assert_eq!(format_e(-1234.5), "-1.2345E+03");
+        assert_eq!(format_e(1e300), "1E+300");
+        assert_eq!(format_e(f64::NEG_INFINITY), "-Inf");
+    }
 
     #[test]
     fn g_formatting() {
