@@ -139,6 +139,7 @@ fn main() {
     );
     println!("| query | SQL, ms | PromQL twin, ms | SQL / PromQL | rows |");
     println!("|---|---|---|---|---|");
+    let querier: std::sync::Arc<dyn promflow_storage::Querier> = db.clone();
     for pair in &pairs {
         let mut rows = 0;
         let sql_run = || {
@@ -146,7 +147,7 @@ fn main() {
             let statement =
                 promflow_sql::compile(&pair.sql, end).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
             let answer =
-                statement.execute(db.as_ref(), &settings).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
+                statement.execute(&querier, &settings).unwrap_or_else(|e| panic!("{}: {e}", pair.sql));
             rows = answer.len();
             drop(answer);
             t.elapsed().as_secs_f64() * 1000.0

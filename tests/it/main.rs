@@ -20,6 +20,7 @@ mod rules;
 mod rules_unit;
 mod scrape;
 mod sql;
+mod sql_postgres;
 mod storage;
 mod subscribe;
 mod templates;

@@ -60,7 +60,7 @@ pub(crate) async fn sql(
 ) -> Result<Response, ApiError> {
     let text = sql_text(&q, &headers, &body)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let statement = promflow_sql::compile(&text, now)
+    let statement = promflow_sql::prepare(&text, now)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
     let p = params(&q, &headers, &body);
     let canceled = Arc::new(AtomicBool::new(false));
@@ -77,9 +77,10 @@ pub(crate) async fn sql(
     // the answer is encoded off the async threads too: it can be as long as the query
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let rows = statement.execute(state.db.as_ref(), &settings).map_err(|e| match e {
+        let querier: Arc<dyn promflow_storage::Querier> = state.db.clone();
+        let rows = statement.execute(&querier, &settings).map_err(|e| match e {
             ExecError::Engine(e) => ApiError::from(e),
-            ExecError::NoTable(_) | ExecError::Catalog(_) => {
+            ExecError::NoTable(_) | ExecError::Catalog(_) | ExecError::Refused(_) => {
                 ApiError::bad_data(format!("invalid parameter \"query\": {e}"))
             }
             ExecError::Storage(_) => ApiError::internal(e.to_string()),

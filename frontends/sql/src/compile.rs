@@ -35,6 +35,16 @@ pub enum Statement {
     /// is compiled to plans and run, and the interpreter joins and filters their rows.
     /// Holds the query and `now()`.
     Relational(Box<ast::Query>, i64),
+    /// A query the plan IR does not express (filters on values, `OR`, `DISTINCT`, window
+    /// functions, `CASE`, casts, set operations, …): planned and run by the relational engine
+    /// (DataFusion) over the metrics as tables. Holds the text, and why it does not lower,
+    /// which is the answer when the engine cannot plan it either.
+    Engine {
+        /// The statement's text.
+        sql: String,
+        /// The lowering's refusal.
+        refused: Error,
+    },
 }
 
 /// A query: the plans to evaluate, when, and how their results become rows.
@@ -265,6 +275,15 @@ pub(crate) fn on_deep_stack<T>(f: impl FnOnce() -> T) -> T {
 /// Compiles `sql` with `now_ms` as `now()`.
 pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
     on_deep_stack(|| compile_here(sql, now_ms))
+}
+
+/// Compiles `sql` as [`compile`] does, for running: a query the plan IR does not express is a
+/// [`Statement::Engine`] for the relational engine instead of an error.
+pub fn prepare(sql: &str, now_ms: i64) -> Result<Statement, Error> {
+    match compile(sql, now_ms) {
+        Err(refused @ Error::Invalid { .. }) => Ok(Statement::Engine { sql: sql.to_string(), refused }),
+        other => other,
+    }
 }
 
 /// [`compile`] on the caller's stack.
@@ -592,6 +611,10 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
             let segments = sel.segments(bucket, &make);
             parts.push(Part { name, segments, counts: false, filter: true });
         }
+    }
+    if grouped && parts.is_empty() {
+        // the groups come from the aggregates' results: with none, there would be no rows
+        return Err(invalid(select.span(), "GROUP BY without an aggregate is not supported yet"));
     }
     if !grouped {
         let Bounds { lo, hi, .. } = sel.bounds;

@@ -41,21 +41,50 @@ pub enum ExecError {
     /// PostgreSQL's `undefined_table`.
     #[error("relation \"{0}\" does not exist")]
     NoTable(String),
-    /// A catalog query the catalog interpreter cannot answer.
+    /// A catalog query the catalog interpreter cannot answer, or a query the relational
+    /// engine cannot plan or run.
     #[error("{0}")]
     Catalog(String),
+    /// A query neither the plan IR nor the relational engine takes: why it does not lower.
+    #[error(transparent)]
+    Refused(#[from] crate::Error),
 }
 
 impl Statement {
     /// Answers the statement from `querier` (blocking: run it off an async runtime's
     /// threads).
-    pub fn execute(&self, querier: &dyn Querier, settings: &Settings) -> Result<Rows, ExecError> {
-        crate::compile::on_deep_stack(|| self.execute_here(querier, settings))
+    pub fn execute(&self, querier: &Arc<dyn Querier>, settings: &Settings) -> Result<Rows, ExecError> {
+        match self {
+            Statement::Engine { sql, refused } => {
+                // the engine's planning errors are of its own making: the lowering's says what
+                // promflow takes
+                match crate::engine::run(sql, querier, settings) {
+                    Err(ExecError::Catalog(e)) => {
+                        tracing::debug!(error = %e, sql = %sql, "the relational engine cannot run a statement either");
+                        Err(ExecError::Refused(refused.clone()))
+                    }
+                    answer => answer,
+                }
+            }
+            // joins, CTEs and subqueries over metrics: the relational engine, or the
+            // interpreter for what it cannot plan
+            Statement::Relational(query, _) => {
+                match crate::engine::run(&query.to_string(), querier, settings) {
+                    Err(ExecError::Catalog(e)) => {
+                        tracing::debug!(error = %e, "the relational engine cannot run a statement; interpreting it");
+                        crate::compile::on_deep_stack(|| self.execute_here(querier.as_ref(), settings))
+                    }
+                    answer => answer,
+                }
+            }
+            _ => crate::compile::on_deep_stack(|| self.execute_here(querier.as_ref(), settings)),
+        }
     }
 
     /// [`Statement::execute`] on the caller's stack.
     fn execute_here(&self, querier: &dyn Querier, settings: &Settings) -> Result<Rows, ExecError> {
         match self {
+            Statement::Engine { refused, .. } => Err(ExecError::Refused(refused.clone())),
             Statement::Explain(query) => {
                 // one row per part, with its first segment's plan (the others differ in ranges)
                 let rows = query

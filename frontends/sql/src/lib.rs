@@ -15,12 +15,18 @@
 //! - a standing query (one aggregate per group over `ts > now() - INTERVAL '…'`): one plan
 //!   evaluated at every time, for rules' `sql:` and websocket subscriptions ([`standing`]).
 //!
+//! What the plan IR does not express (filters on values, `OR`, `DISTINCT`, window functions,
+//! `CASE`, casts, set operations, subqueries, joins, CTEs) runs on the relational engine,
+//! Apache DataFusion, over the metrics as tables (`engine`).
+//!
 //! Queries over the catalogs clients read to learn the tables (`pg_catalog`,
 //! `information_schema`, `SELECT version()`) are metadata, not samples: a small interpreter
 //! answers them from storage's metric and label names instead. The same interpreter joins,
-//! filters and orders the rows of the metric queries inside `WITH`, joins and subqueries.
+//! filters and orders the rows of the metric queries inside `WITH`, joins and subqueries that
+//! the relational engine cannot plan.
 //!
-//! [`compile`] turns text into a [`Statement`]; [`Statement::execute`] runs it against
+//! [`compile`] turns text into a [`Statement`] ([`prepare`] also hands what does not lower to
+//! the relational engine); [`Statement::execute`] runs it against
 //! storage with the batch executor and answers [`Rows`]; [`pg::serve`] answers the same on
 //! the PostgreSQL wire protocol.
 
@@ -28,6 +34,7 @@ mod arrow;
 mod bind;
 mod catalog;
 mod compile;
+mod engine;
 mod exec;
 pub mod pg;
 mod rows;
@@ -35,14 +42,15 @@ mod standing;
 
 pub use arrow::ARROW_STREAM;
 pub use compile::{
-    compile, parse, Column, ColumnKind, Eval, Part, Query, Source, Statement, MAX_NESTING, MAX_OPERATORS,
+    compile, parse, prepare, Column, ColumnKind, Eval, Part, Query, Source, Statement, MAX_NESTING,
+    MAX_OPERATORS,
 };
 pub use exec::{ExecError, Settings};
 pub use rows::{Cell, Row, Rows};
 pub use standing::standing;
 
 /// What went wrong with a SQL text: the message names the problem and where it is.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     /// The text is not SQL the parser accepts (the parser's message, with line and column).
     #[error("{0}")]

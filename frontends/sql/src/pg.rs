@@ -105,8 +105,17 @@ fn text(cell: &Cell) -> Option<String> {
         Cell::Number(v) if v.is_nan() => Some("NaN".into()),
         Cell::Number(v) if v.is_infinite() => Some(if *v > 0.0 { "Infinity" } else { "-Infinity" }.into()),
         Cell::Number(v) => Some(v.to_string()),
-        Cell::Timestamp(s) => date_time(*s).map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string()),
+        Cell::Timestamp(s) => date_time(*s).map(|t| timestamptz_text(&t)),
     }
+}
+
+/// A `timestamptz` as PostgreSQL writes it in UTC: the fraction of a second only when there
+/// is one, without trailing zeros (`2026-11-25 09:00:00+00`, `… 09:00:00.25+00`).
+fn timestamptz_text(t: &chrono::DateTime<chrono::Utc>) -> String {
+    let millis = t.timestamp_subsec_millis();
+    let fraction =
+        if millis == 0 { String::new() } else { format!(".{millis:03}").trim_end_matches('0').to_string() };
+    format!("{}{fraction}+00", t.format("%Y-%m-%d %H:%M:%S"))
 }
 
 /// The command tag of a statement that only concerns the session, which drivers send on
@@ -186,11 +195,17 @@ fn response(rows: &Rows, format: &Format) -> PgWireResult<Response> {
 }
 
 fn compile(sql: &str) -> PgWireResult<Statement> {
-    crate::compile(sql, chrono::Utc::now().timestamp_millis()).map_err(|e| match e {
+    crate::prepare(sql, chrono::Utc::now().timestamp_millis()).map_err(refusal)
+}
+
+/// A statement promflow does not take, with PostgreSQL's SQLSTATE: a syntax error, a statement
+/// too deep, or what is not supported (0A000).
+fn refusal(e: Error) -> PgWireError {
+    match e {
         Error::Parse(m) => error("42601", m),
         Error::TooComplex(m) => error("54001", m),
         e => error("0A000", e.to_string()),
-    })
+    }
 }
 
 impl Handler {
@@ -216,7 +231,7 @@ impl Handler {
         let querier = Arc::clone(&self.querier);
         let mut work = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            statement.execute(querier.as_ref(), &settings)
+            statement.execute(&querier, &settings)
         });
         let outcome = tokio::select! {
             done = &mut work => done,
@@ -227,6 +242,7 @@ impl Handler {
         };
         outcome.map_err(|e| error("XX000", format!("query panicked: {e}")))?.map_err(|e| match e {
             ExecError::NoTable(_) => error("42P01", e.to_string()),
+            ExecError::Refused(refused) => refusal(refused),
             ExecError::Catalog(_) => error("0A000", e.to_string()),
             ExecError::Engine(promflow_plan::Error::Timeout(_)) => error("57014", e.to_string()),
             ExecError::Engine(promflow_plan::Error::Canceled) => {

@@ -37,6 +37,7 @@ fn refuse(message: impl Into<String>) -> Error {
 pub fn standing(sql: &str) -> Result<Plan, Error> {
     let [first, second] = TIMES.map(|now| match compile(sql, now)? {
         Statement::Select(q) => Ok(q),
+        Statement::Engine { refused, .. } => Err(refused),
         _ => Err(refuse("a standing query is a SELECT over a metric")),
     });
     let (first, second) = (first?, second?);

@@ -2,6 +2,8 @@
 //! on 127.0.0.1 with bounded waits, push remote-write payloads, query the HTTP API.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -242,10 +242,10 @@ struct Catalog<'a> {
 }
 
 /// The most rows a query's joins may make.
-const MAX_ROWS: usize = 5_000_000;
+pub(crate) const MAX_ROWS: usize = 5_000_000;
 /// The most values a query's joins may hold (rows times columns): wide catalog rows make
 /// the row count alone too loose a bound on memory.
-const MAX_CELLS: usize = 20_000_000;
+pub(crate) const MAX_CELLS: usize = 20_000_000;
 
 /// How a relational query runs its metric queries: the server's settings and `now()`.
 pub(crate) struct Metrics<'a> {

@@ -1,0 +1,273 @@
+//! Every metric as a DataFusion table: its schema from the metric's label names, and a scan
+//! that reads storage's querier with the `WHERE` predicates it can use pushed into the read
+//! (label equalities and regular expressions as matchers, `ts` bounds as the time range).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use promflow_storage::{is_stale_nan, MatchOp, Matcher, Querier, Timestamp, METRIC_NAME};
+
+use crate::compile::{column_of_label, label_of_column};
+use crate::exec::ALL_TIME;
+
+/// The rows a table's scan builds at once.
+const BATCH_ROWS: usize = 8192;
+
+/// The time zone of `ts`: PostgreSQL's `timestamptz`, always answered in UTC.
+const UTC: &str = "+00:00";
+
+/// The schema `public`: one table per metric that has series at any time.
+pub(crate) struct Metrics {
+    pub(crate) querier: Arc<dyn Querier>,
+    /// The most samples one scan may read (`--query.max-samples`).
+    pub(crate) max_samples: usize,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    fn names(&self) -> Vec<String> {
+        self.querier.label_values(METRIC_NAME, &[], ALL_TIME.0, ALL_TIME.1).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for Metrics {
+    fn table_names(&self) -> Vec<String> {
+        self.names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        let matcher = Matcher::new(MatchOp::Equal, METRIC_NAME, name).map_err(external)?;
+        let labels = self.querier.label_names(&[matcher], ALL_TIME.0, ALL_TIME.1).map_err(external)?;
+        let mut fields: Vec<Field> = labels
+            .iter()
+            .filter(|l| *l != METRIC_NAME)
+            .map(|l| Field::new(column_of_label(l), DataType::Utf8, true))
+            .collect();
+        fields.push(Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false));
+        fields.push(Field::new("value", DataType::Float64, false));
+        Ok(Some(Arc::new(MetricTable {
+            metric: name.to_string(),
+            schema: Arc::new(Schema::new(fields)),
+            querier: Arc::clone(&self.querier),
+            max_samples: self.max_samples,
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.names().iter().any(|n| n == name)
+    }
+}
+
+/// One metric's table.
+struct MetricTable {
+    metric: String,
+    schema: SchemaRef,
+    querier: Arc<dyn Querier>,
+    max_samples: usize,
+}
+
+impl std::fmt::Debug for MetricTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetricTable({})", self.metric)
+    }
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// What the scan reads: matchers beyond the metric name, and the `ts` range (inclusive).
+#[derive(Default)]
+struct Read {
+    matchers: Vec<Matcher>,
+    mint: Option<Timestamp>,
+    maxt: Option<Timestamp>,
+}
+
+impl Read {
+    /// Narrows the read by `filter` when it is a predicate the read can use; whether it was.
+    fn take(&mut self, filter: &Expr) -> bool {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else { return false };
+        let (column, op, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c.name.as_str(), *op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
+                Some(swapped) => (c.name.as_str(), swapped, v),
+                None => return false,
+            },
+            _ => return false,
+        };
+        if column == "ts" {
+            let Some(ms) = millis(value) else { return false };
+            match op {
+                Operator::Gt => self.mint = Some(self.mint.map_or(ms + 1, |m| m.max(ms + 1))),
+                Operator::GtEq => self.mint = Some(self.mint.map_or(ms, |m| m.max(ms))),
+                Operator::Lt => self.maxt = Some(self.maxt.map_or(ms - 1, |m| m.min(ms - 1))),
+                Operator::LtEq => self.maxt = Some(self.maxt.map_or(ms, |m| m.min(ms))),
+                Operator::Eq => {
+                    self.mint = Some(self.mint.map_or(ms, |m| m.max(ms)));
+                    self.maxt = Some(self.maxt.map_or(ms, |m| m.min(ms)));
+                }
+                _ => return false,
+            }
+            return true;
+        }
+        if column == "value" {
+            return false;
+        }
+        let ScalarValue::Utf8(Some(text)) = value else { return false };
+        // a label is never empty (empty means absent, NULL): `= ''` matches no row, which the
+        // re-applied filter makes sure of; the matcher would select the series without it
+        let op = match op {
+            Operator::Eq if !text.is_empty() => MatchOp::Equal,
+            Operator::RegexMatch => MatchOp::Regex,
+            _ => return false,
+        };
+        match Matcher::new(op, label_of_column(column), text) {
+            Ok(m) => {
+                self.matchers.push(m);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// A timestamp literal in milliseconds.
+fn millis(v: &ScalarValue) -> Option<Timestamp> {
+    match v {
+        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => Some(*ms),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => Some(us.div_euclid(1000)),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => Some(ns.div_euclid(1_000_000)),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for MetricTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Predicates the read can use narrow it, and DataFusion applies them again on the rows
+    /// (`Inexact`): the read may return more, never less.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if Read::default().take(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let mut read = Read::default();
+        for f in filters {
+            read.take(f);
+        }
+        let mut matchers = vec![Matcher::new(MatchOp::Equal, METRIC_NAME, &self.metric).map_err(external)?];
+        matchers.append(&mut read.matchers);
+        let (mint, maxt) = (read.mint.unwrap_or(ALL_TIME.0), read.maxt.unwrap_or(ALL_TIME.1));
+        let series = if mint > maxt {
+            Vec::new()
+        } else {
+            self.querier.select(&matchers, mint, maxt).map_err(external)?
+        };
+        let samples: usize = series.iter().map(|s| s.samples.len()).sum();
+        if samples > self.max_samples {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "query processing would load too many samples into memory: table \"{}\" reads {samples} samples, more than --query.max-samples ({}); bound ts",
+                self.metric, self.max_samples
+            )));
+        }
+        let batches = batches(&self.schema, &series, mint, maxt)?;
+        let exec =
+            MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.schema), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// The rows of `series` within `mint..=maxt` in batches of the table's schema: one per
+/// sample, staleness markers left out.
+fn batches(
+    schema: &SchemaRef,
+    series: &[promflow_storage::Series],
+    mint: Timestamp,
+    maxt: Timestamp,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let labels: Vec<&str> =
+        schema.fields()[..schema.fields().len() - 2].iter().map(|f| label_of_column(f.name())).collect();
+    let mut out = Vec::new();
+    let mut label_columns: Vec<StringBuilder> = labels.iter().map(|_| StringBuilder::new()).collect();
+    let mut ts = TimestampMillisecondBuilder::new().with_timezone(UTC);
+    let mut values = Float64Builder::new();
+    let mut rows = 0;
+    let flush = |out: &mut Vec<RecordBatch>,
+                 label_columns: &mut Vec<StringBuilder>,
+                 ts: &mut TimestampMillisecondBuilder,
+                 values: &mut Float64Builder|
+     -> Result<(), DataFusionError> {
+        let mut columns: Vec<ArrayRef> =
+            label_columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        columns.push(Arc::new(ts.finish()));
+        columns.push(Arc::new(values.finish()));
+        out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
+        Ok(())
+    };
+    for s in series {
+        let values_of: Vec<Option<&str>> =
+            labels.iter().map(|l| Some(s.labels.get(l)).filter(|v| !v.is_empty())).collect();
+        for sample in s.samples.iter().filter(|x| x.t >= mint && x.t <= maxt && !is_stale_nan(x.v)) {
+            for (b, v) in label_columns.iter_mut().zip(&values_of) {
+                b.append_option(*v);
+            }
+            ts.append_value(sample.t);
+            values.append_value(sample.v);
+            rows += 1;
+            if rows == BATCH_ROWS {
+                flush(&mut out, &mut label_columns, &mut ts, &mut values)?;
+                rows = 0;
+            }
+        }
+    }
+    if rows > 0 || out.is_empty() {
+        flush(&mut out, &mut label_columns, &mut ts, &mut values)?;
+    }
+    Ok(out)
+}
