@@ -54,17 +54,18 @@ impl Statement {
     /// Answers the statement from `querier` (blocking: run it off an async runtime's
     /// threads).
     pub fn execute(&self, querier: &Arc<dyn Querier>, settings: &Settings) -> Result<Rows, ExecError> {
+        #[cfg(feature = "engine")]
         match self {
             Statement::Engine { sql, refused } => {
                 // the engine's planning errors are of its own making: the lowering's says what
                 // promflow takes
-                match crate::engine::run(sql, querier, settings) {
+                return match crate::engine::run(sql, querier, settings) {
                     Err(ExecError::Catalog(e)) => {
                         tracing::debug!(error = %e, sql = %sql, "the relational engine cannot run a statement either");
                         Err(ExecError::Refused(refused.clone()))
                     }
                     answer => answer,
-                }
+                };
             }
             // joins, CTEs and subqueries over metrics: the relational engine, or the
             // interpreter for what it cannot plan
@@ -72,13 +73,13 @@ impl Statement {
                 match crate::engine::run(&query.to_string(), querier, settings) {
                     Err(ExecError::Catalog(e)) => {
                         tracing::debug!(error = %e, "the relational engine cannot run a statement; interpreting it");
-                        crate::compile::on_deep_stack(|| self.execute_here(querier.as_ref(), settings))
                     }
-                    answer => answer,
+                    answer => return answer,
                 }
             }
-            _ => crate::compile::on_deep_stack(|| self.execute_here(querier.as_ref(), settings)),
+            _ => {}
         }
+        crate::compile::on_deep_stack(|| self.execute_here(querier.as_ref(), settings))
     }
 
     /// [`Statement::execute`] on the caller's stack.
