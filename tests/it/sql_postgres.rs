@@ -42,6 +42,7 @@ const BANK: &[&str] = &[
     "SELECT count(*) FROM cpu WHERE NOT (job = 'api') AND value >= 5",
     "SELECT job, value FROM cpu WHERE job LIKE 'ba%' ORDER BY ts",
     "SELECT DISTINCT job FROM cpu WHERE job ~ '^(api|db)$' ORDER BY job",
+    "SELECT DISTINCT job FROM cpu WHERE job ~ 'p' ORDER BY job",
     "SELECT job, instance FROM cpu WHERE instance IN ('b', 'c') GROUP BY job, instance ORDER BY job",
     // DISTINCT
     "SELECT DISTINCT job FROM cpu ORDER BY job",

@@ -116,17 +116,20 @@ impl Read {
             _ => return false,
         };
         if column == "ts" {
-            let Some(ms) = millis(value) else { return false };
-            match op {
-                Operator::Gt => self.mint = Some(self.mint.map_or(ms + 1, |m| m.max(ms + 1))),
-                Operator::GtEq => self.mint = Some(self.mint.map_or(ms, |m| m.max(ms))),
-                Operator::Lt => self.maxt = Some(self.maxt.map_or(ms - 1, |m| m.min(ms - 1))),
-                Operator::LtEq => self.maxt = Some(self.maxt.map_or(ms, |m| m.min(ms))),
-                Operator::Eq => {
-                    self.mint = Some(self.mint.map_or(ms, |m| m.max(ms)));
-                    self.maxt = Some(self.maxt.map_or(ms, |m| m.min(ms)));
-                }
+            // inclusive bounds in whole milliseconds around the literal (which may be finer):
+            // the read may take the boundary samples that the re-applied filter drops
+            let Some((floor, ceil)) = millis(value) else { return false };
+            let (lower, upper) = match op {
+                Operator::Gt | Operator::GtEq => (Some(floor), None),
+                Operator::Lt | Operator::LtEq => (None, Some(ceil)),
+                Operator::Eq => (Some(floor), Some(ceil)),
                 _ => return false,
+            };
+            if let Some(lo) = lower {
+                self.mint = Some(self.mint.map_or(lo, |m| m.max(lo)));
+            }
+            if let Some(hi) = upper {
+                self.maxt = Some(self.maxt.map_or(hi, |m| m.min(hi)));
             }
             return true;
         }
@@ -136,12 +139,14 @@ impl Read {
         let ScalarValue::Utf8(Some(text)) = value else { return false };
         // a label is never empty (empty means absent, NULL): `= ''` matches no row, which the
         // re-applied filter makes sure of; the matcher would select the series without it
-        let op = match op {
-            Operator::Eq if !text.is_empty() => MatchOp::Equal,
-            Operator::RegexMatch => MatchOp::Regex,
+        // PostgreSQL's `~` matches anywhere in the value, a matcher the whole value: the
+        // pattern is wrapped so that the matcher selects every value `~` could match
+        let (op, text) = match op {
+            Operator::Eq if !text.is_empty() => (MatchOp::Equal, text.clone()),
+            Operator::RegexMatch => (MatchOp::Regex, format!("(?s:.*)(?:{text})(?s:.*)")),
             _ => return false,
         };
-        match Matcher::new(op, label_of_column(column), text) {
+        match Matcher::new(op, label_of_column(column), &text) {
             Ok(m) => {
                 self.matchers.push(m);
                 true
@@ -151,15 +156,17 @@ impl Read {
     }
 }
 
-/// A timestamp literal in milliseconds.
-fn millis(v: &ScalarValue) -> Option<Timestamp> {
-    match v {
-        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000),
-        ScalarValue::TimestampMillisecond(Some(ms), _) => Some(*ms),
-        ScalarValue::TimestampMicrosecond(Some(us), _) => Some(us.div_euclid(1000)),
-        ScalarValue::TimestampNanosecond(Some(ns), _) => Some(ns.div_euclid(1_000_000)),
-        _ => None,
-    }
+/// A timestamp literal in whole milliseconds, rounded down and up.
+fn millis(v: &ScalarValue) -> Option<(Timestamp, Timestamp)> {
+    let (value, per_ms) = match v {
+        ScalarValue::TimestampSecond(Some(s), _) => return s.checked_mul(1000).map(|ms| (ms, ms)),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => return Some((*ms, *ms)),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => (*us, 1000),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => (*ns, 1_000_000),
+        _ => return None,
+    };
+    let floor = value.div_euclid(per_ms);
+    Some((floor, if value.rem_euclid(per_ms) == 0 { floor } else { floor + 1 }))
 }
 
 #[async_trait]
@@ -270,4 +277,38 @@ fn batches(
         flush(&mut out, &mut label_columns, &mut ts, &mut values)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::binary_expr;
+    use datafusion::prelude::{col, lit};
+
+    fn read(filters: &[Expr]) -> Read {
+        let mut r = Read::default();
+        for f in filters {
+            assert!(r.take(f), "{f} is pushed");
+        }
+        r
+    }
+
+    #[test]
+    fn ts_bounds_are_inclusive_whole_milliseconds_around_the_literal() {
+        let micros = |us| lit(ScalarValue::TimestampMicrosecond(Some(us), Some(UTC.into())));
+        let r = read(&[col("ts").gt(micros(1_500)), col("ts").lt(micros(9_500))]);
+        assert_eq!((r.mint, r.maxt), (Some(1), Some(10)));
+        let r = read(&[micros(2_000).lt_eq(col("ts"))]);
+        assert_eq!((r.mint, r.maxt), (Some(2), None));
+        assert!(!Read::default().take(&col("ts").not_eq(micros(1))));
+    }
+
+    #[test]
+    fn a_regular_expression_matches_anywhere_as_postgresql_s_does() {
+        let r = read(&[binary_expr(col("job"), Operator::RegexMatch, lit("p"))]);
+        let m = &r.matchers[0];
+        assert!(m.matches("api") && m.matches("p") && !m.matches("db"), "{m}");
+        // `= ''` is never pushed: the matcher would select the series without the label
+        assert!(!Read::default().take(&col("job").eq(lit(""))));
+    }
 }
