@@ -24,14 +24,15 @@ use crate::compile::{Column, ColumnKind, Source};
 use crate::exec::{ExecError, Settings};
 use crate::rows::{Cell, Rows};
 
-/// The memory one statement's operators (sorts, joins, aggregations) may hold.
+/// The memory one statement's operators (sorts, joins, aggregations) may hold, and, apart
+/// from it, the rows its table scans may build.
 const MEMORY_LIMIT: usize = 1 << 30;
 
 /// Runs `sql` over the metrics of `querier` within `settings`' timeout, cancellation and
 /// sample limit. Blocking: call it off the async threads (it runs DataFusion on the current
 /// Tokio runtime, or on one of its own outside any).
 pub(crate) fn run(sql: &str, querier: &Arc<dyn Querier>, settings: &Settings) -> Result<Rows, ExecError> {
-    let work = answer(order_by_expressions(sql), Arc::clone(querier), settings.clone());
+    let work = answer(order_by_expressions(sql), Arc::clone(querier), settings.clone(), MEMORY_LIMIT);
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(work),
         Err(_) => tokio::runtime::Builder::new_current_thread()
@@ -42,7 +43,13 @@ pub(crate) fn run(sql: &str, querier: &Arc<dyn Querier>, settings: &Settings) ->
     }
 }
 
-async fn answer(sql: String, querier: Arc<dyn Querier>, settings: Settings) -> Result<Rows, ExecError> {
+/// [`run`], with `budget` bytes for the rows of the statement's table scans.
+async fn answer(
+    sql: String,
+    querier: Arc<dyn Querier>,
+    settings: Settings,
+    budget: usize,
+) -> Result<Rows, ExecError> {
     let config = SessionConfig::new()
         .with_information_schema(false)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
@@ -50,7 +57,11 @@ async fn answer(sql: String, querier: Arc<dyn Querier>, settings: Settings) -> R
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_udf(round_half_even());
-    let metrics = tables::Metrics { querier, max_samples: settings.max_samples };
+    let metrics = tables::Metrics {
+        querier,
+        max_samples: settings.max_samples,
+        budget: Arc::new(std::sync::atomic::AtomicUsize::new(budget)),
+    };
     let catalog = ctx.catalog("datafusion").ok_or_else(|| ExecError::Catalog("no default catalog".into()))?;
     catalog.register_schema("public", Arc::new(metrics)).map_err(engine_error)?;
     // the answer is held whole before it is sent: bounded as the interpreter's joins are
@@ -233,5 +244,42 @@ fn cell(array: &dyn Array, i: usize, formatter: &ArrayFormatter<'_>) -> Cell {
             }
             _ => Cell::Text(formatter.value(i).to_string().into()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promflow_storage::{Db, DbOptions, Labels};
+
+    #[test]
+    fn the_table_scans_of_a_statement_share_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let mut app = db.appender();
+        let series = Labels::from_pairs([("__name__", "m"), ("job", "a")]);
+        for t in 0..1000 {
+            app.append(&series, t, 1.0).unwrap();
+        }
+        app.commit().unwrap();
+        let querier: Arc<dyn Querier> = db;
+        let settings = Settings {
+            lookback_ms: 300_000,
+            max_samples: 1_000_000,
+            timeout: Duration::from_secs(30),
+            canceled: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let run =
+            |sql: &str| runtime.block_on(answer(sql.into(), Arc::clone(&querier), settings.clone(), 30_000));
+        // 1,000 rows of 21 bytes each fit in 30,000 bytes; a self-join reads them twice
+        let one = run("SELECT count(*) FROM m WHERE value > 0").unwrap();
+        assert_eq!(one.cell(0, 0).into_owned(), Cell::Number(1000.0));
+        match run("SELECT count(*) FROM m a, m b WHERE a.value > 0") {
+            Err(ExecError::Engine(promflow_plan::Error::Execution(m))) => {
+                assert!(m.contains("bound ts"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

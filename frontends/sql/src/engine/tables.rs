@@ -2,6 +2,7 @@
 //! that reads storage's querier with the `WHERE` predicates it can use pushed into the read
 //! (label equalities and regular expressions as matchers, `ts` bounds as the time range).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) querier: Arc<dyn Querier>,
     /// The most samples one scan may read (`--query.max-samples`).
     pub(crate) max_samples: usize,
+    /// The bytes the statement's scans may still build their rows in (shared by them all).
+    pub(crate) budget: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +72,7 @@ impl SchemaProvider for Metrics {
             schema: Arc::new(Schema::new(fields)),
             querier: Arc::clone(&self.querier),
             max_samples: self.max_samples,
+            budget: Arc::clone(&self.budget),
         })))
     }
 
@@ -83,6 +87,7 @@ struct MetricTable {
     schema: SchemaRef,
     querier: Arc<dyn Querier>,
     max_samples: usize,
+    budget: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for MetricTable {
@@ -221,6 +226,24 @@ impl TableProvider for MetricTable {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "query processing would load too many samples into memory: table \"{}\" reads {samples} samples, more than --query.max-samples ({}); bound ts",
                 self.metric, self.max_samples
+            )));
+        }
+        // the rows are built whole: their bytes (timestamp, value, label values and offsets)
+        // come out of the statement's budget
+        let labels = self.schema.fields().len() - 2;
+        let bytes: usize = series
+            .iter()
+            .map(|s| {
+                s.samples.len() * (16 + labels * 4 + s.labels.iter().map(|l| l.value.len()).sum::<usize>())
+            })
+            .sum();
+        let left = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(bytes));
+        if left.is_err() {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the statement's tables would take more than {} MiB of rows (table \"{}\": {} MiB): bound ts",
+                super::MEMORY_LIMIT >> 20,
+                self.metric,
+                bytes >> 20
             )));
         }
         let batches = batches(&self.schema, &series, mint, maxt)?;
