@@ -238,12 +238,10 @@ fn cell(array: &dyn Array, i: usize, formatter: &ArrayFormatter<'_>) -> Cell {
         DataType::Date32 => {
             Cell::Timestamp(f64::from(array.as_primitive::<t::Date32Type>().value(i)) * 86_400.0)
         }
-        _ => match array.data_type() {
-            DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float16 => {
-                Cell::Number(formatter.value(i).to_string().parse().unwrap_or(f64::NAN))
-            }
-            _ => Cell::Text(formatter.value(i).to_string().into()),
-        },
+        DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float16 => {
+            Cell::Number(formatter.value(i).to_string().parse().unwrap_or(f64::NAN))
+        }
+        _ => Cell::Text(formatter.value(i).to_string().into()),
     }
 }
 
