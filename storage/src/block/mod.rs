@@ -455,7 +455,11 @@ impl Block {
         let index = index::decode(&raw).ok_or_else(|| corrupt(dir, "corrupt index"))?;
         let samples_path = dir.join(SAMPLES_FILE);
         let file = File::open(&samples_path).map_err(io(|| format!("opening {}", samples_path.display())))?;
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        // The reader is given the schema it expects rather than the one embedded in the
+        // footer: a damaged footer then fails the block instead of reaching arrow-ipc's
+        // schema decoder (which panics on some malformed input) or the typed column casts.
+        let options =
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional).with_schema(schema());
         let parquet =
             ArrowReaderMetadata::load(&file, options).map_err(pq("reading a block's Parquet footer"))?;
         let rows = parquet.metadata().file_metadata().num_rows() as u64;
