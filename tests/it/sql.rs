@@ -108,11 +108,7 @@ fn rows_are_the_written_samples_with_labels_as_columns() {
     );
     assert_eq!(rows(&v), vec![json!([0.5 * (SAMPLES - 1) as f64])]);
     let (_, v) = sql(&server, &format!("SELECT count(*) FROM m WHERE instance <> 'i1' AND {bounds}"));
-    assert_eq!(
-        rows(&v),
-        vec![json!([SAMPLES as f64])],
-        "<> excludes the series without the label, as NULL does"
-    );
+    assert_eq!(rows(&v), vec![json!([SAMPLES])], "<> excludes the series without the label, as NULL does");
 
     // NaN and infinities as Prometheus writes them; a JSON body
     let r = client()
@@ -322,12 +318,12 @@ fn order_limit_empty_tables_and_errors() {
         &server,
         &format!("SELECT job, instance, count(*) FROM m WHERE {bounds} GROUP BY job, instance ORDER BY 2 DESC, job LIMIT 2 OFFSET 1"),
     );
-    assert_eq!(rows(&v), vec![json!(["a", "i2", SAMPLES as f64]), json!(["a", "i1", SAMPLES as f64])]);
+    assert_eq!(rows(&v), vec![json!(["a", "i2", SAMPLES]), json!(["a", "i1", SAMPLES])]);
 
     // an aggregate over no rows is one row, as in SQL
     let (_, v) =
         sql(&server, &format!("SELECT count(*), sum(value) FROM m WHERE job = 'nobody' AND {bounds}"));
-    assert_eq!(rows(&v), vec![json!([0.0, null])]);
+    assert_eq!(rows(&v), vec![json!([0, null])]);
     // a metric that has no series is no table, as PostgreSQL answers an unknown relation
     let (status, v) = sql(&server, "SELECT count(*), sum(value) FROM no_such_metric");
     assert_eq!(status, 400);
@@ -341,7 +337,9 @@ fn order_limit_empty_tables_and_errors() {
     assert_eq!(status, 400);
     let e = v["error"].as_str().unwrap();
     assert!(
-        e.contains("column \"value\" must appear in the GROUP BY clause") && e.contains("line 1, column 13"),
+        e.contains(
+            "column \"m.value\" must appear in the GROUP BY clause or be used in an aggregate function"
+        ),
         "{e}"
     );
     // the catalogs answer over HTTP too; another schema than public is not the metrics'
@@ -350,9 +348,9 @@ fn order_limit_empty_tables_and_errors() {
     assert_eq!(rows(&v), vec![json!(["m"]), json!(["m_odd"])]);
     let (status, v) = sql(&server, "SELECT count(*) FROM monitoring.m");
     assert_eq!(status, 400, "not the metric m: {v}");
-    assert!(v["error"].as_str().unwrap().contains("schema \"monitoring\" is not supported yet"), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("relation \"monitoring.m\" does not exist"), "{v}");
     let (status, v) = sql(&server, &format!("SELECT count(*) FROM public.m WHERE {bounds}"));
-    assert_eq!((status, rows(&v)), (200, vec![json!([4.0 * SAMPLES as f64 - 1.0])]));
+    assert_eq!((status, rows(&v)), (200, vec![json!([4 * SAMPLES - 1])]));
     // what the plan IR does not express runs on the relational engine
     let (status, v) = sql(
         &server,
@@ -361,7 +359,10 @@ fn order_limit_empty_tables_and_errors() {
     assert_eq!((status, rows(&v)), (200, vec![json!(["b"]), json!(["a"])]), "{v}");
     let (status, v) = sql(&server, "SELECT job FROM m WHERE ts > now() - INTERVAL '5 fortnights'");
     assert_eq!(status, 400);
-    assert!(v["error"].as_str().unwrap().contains("unknown interval unit"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("invalid input syntax for type interval: \"5 fortnights\""),
+        "{v}"
+    );
     let (status, _) =
         sql(&server, &format!("SELECT count(*) FROM m WHERE ts > now() - INTERVAL '1 hour' AND {bounds}"));
     assert_eq!(status, 200);
@@ -378,7 +379,7 @@ fn time_buckets_and_having() {
         [((60, 0), (t0, t1)), ((45, 7), (t0, t1)), ((60, 0), cut), ((45, 7), cut)]
     {
         let bounds = bounds(lo, hi);
-        let mut want: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+        let mut want: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
         for k in 0..SAMPLES {
             let t = t0 + k * STEP_MS;
             if t < lo || t > hi {
@@ -386,7 +387,7 @@ fn time_buckets_and_having() {
             }
             let bucket = origin_s * 1000 + (t - origin_s * 1000).div_euclid(width_s * 1000) * width_s * 1000;
             let e = want.entry(bucket).or_default();
-            e.0 += 2.0;
+            e.0 += 2;
             e.1 += (1 + k) as f64 + (2 * k) as f64;
         }
         let (status, v) = sql(
@@ -411,7 +412,7 @@ fn time_buckets_and_having() {
         &server,
         &format!("SELECT job, count(*) FROM m WHERE {bounds} GROUP BY job HAVING max(value) > 50"),
     );
-    assert_eq!(rows(&v), vec![json!(["b", 2.0 * SAMPLES as f64 - 1.0])]);
+    assert_eq!(rows(&v), vec![json!(["b", 2 * SAMPLES - 1])]);
     let (_, v) = sql(
         &server,
         &format!("SELECT job FROM m WHERE {bounds} GROUP BY job HAVING min(value) >= 0 AND 40 > max(value)"),
@@ -632,6 +633,14 @@ with psycopg.connect(dsn) as conn:
     cur = conn.cursor(binary=True)
     ts, value = cur.execute(first, ["i2", "a", lo, hi]).fetchone()
     out["binary_first"] = [ts.isoformat(), value]
+    out["binary_int4"] = cur.execute("SELECT %s::int4 + 1", [41]).fetchone()[0]
+    try:
+        cur.execute("SELECT DATE '2024-05-01'")
+    except psycopg.Error as e:
+        out["binary_date"] = [e.sqlstate, str(e)]
+    out["text_typed"] = [str(v) for v in conn.execute(
+        "SELECT 2.5::numeric(3, 2), DATE '2024-05-01', INTERVAL '9 minutes', array_agg(x ORDER BY x)"
+        " FROM (VALUES ('b'), ('a')) AS t(x)").fetchone()]
     prepared = [conn.execute(first, ["i1", "a", lo, hi], prepare=True).fetchone()[1] for _ in range(2)]
     out["prepared"] = prepared
     out["star"] = [d.name for d in conn.execute("SELECT * FROM m WHERE job = %s AND ts >= %s AND ts <= %s", ["b", lo, hi]).description]
@@ -668,12 +677,9 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
         .expect("run python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    // text and float8 (PostgreSQL's type oids 25 and 701)
-    assert_eq!(v["columns"], json!([["job", 25], ["count", 701], ["max", 701]]));
-    assert_eq!(
-        v["rows"],
-        json!([["a", 2.0 * SAMPLES as f64, 38.0], ["b", 2.0 * SAMPLES as f64 - 1.0, 119.0]])
-    );
+    // text, int8 and float8 (PostgreSQL's type oids 25, 20 and 701)
+    assert_eq!(v["columns"], json!([["job", 25], ["count", 20], ["max", 701]]));
+    assert_eq!(v["rows"], json!([["a", 2 * SAMPLES, 38.0], ["b", 2 * SAMPLES - 1, 119.0]]));
     let first =
         chrono::DateTime::from_timestamp_millis(t0).unwrap().format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
     assert_eq!(v["first"], json!([first, 0.0]), "timestamptz reaches Python as a datetime");
@@ -681,12 +687,17 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     // the extended protocol: numbers, text and datetimes bound by the server, text and binary
     // results, named prepared statements
     assert_eq!(v["extended_columns"], v["columns"]);
-    assert_eq!(v["extended_rows"], json!([["b", 2.0 * SAMPLES as f64 - 1.0, 119.0]]));
+    assert_eq!(v["extended_rows"], json!([["b", 2 * SAMPLES - 1, 119.0]]));
     assert_eq!(v["extended_first"], v["first"]);
     assert_eq!(v["binary_first"], v["first"], "binary timestamptz and float8");
+    assert_eq!(v["binary_int4"], 42);
+    // types promflow writes only as text are refused in binary, and reach Python as theirs in text
+    assert_eq!(v["binary_date"][0], "0A000", "{v}");
+    assert!(v["binary_date"][1].as_str().unwrap().contains("text format only"), "{v}");
+    assert_eq!(v["text_typed"], json!(["2.50", "2024-05-01", "0:09:00", "['a', 'b']"]), "{v}");
     assert_eq!(v["prepared"], json!([1.0, 1.0]));
     assert_eq!(v["star"], json!(["instance", "job", "label_value", "ts", "value"]));
-    assert_eq!(v["extended_error"][0], "0A000", "{v}");
+    assert_eq!(v["extended_error"][0], "42803", "{v}");
 }
 
 /// Rules may give `sql:` instead of `expr:` (promflow's extension): a standing query records
@@ -895,7 +906,7 @@ fn stddev_variance_and_arithmetic_over_aggregates() {
             "SELECT job, count(*) FROM m WHERE {bounds} GROUP BY job HAVING max(value) - min(value) > 50"
         ),
     );
-    assert_eq!(rows(&v), vec![json!(["b", 39.0])], "{v}");
+    assert_eq!(rows(&v), vec![json!(["b", 39])], "{v}");
     let (_, v) = sql(
         &server,
         &format!("SELECT job FROM m WHERE {bounds} GROUP BY job HAVING sum(value) > count(*) * 50"),
@@ -972,7 +983,7 @@ fn arrow_ipc_answers_carry_the_json_answers_rows() {
         ),
         (
             format!("SELECT job, count(*) AS n, avg(value) FROM m WHERE {bounds} GROUP BY job"),
-            json!([["job", "string"], ["n", "double"], ["avg", "double"]]),
+            json!([["job", "string"], ["n", "int64"], ["avg", "double"]]),
         ),
         (
             format!("SELECT job, ts, value FROM m WHERE job = 'none' AND {bounds}"),
@@ -1138,10 +1149,10 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
         ),
     );
     assert_eq!(status, 200, "{v}");
-    assert_eq!(rows(&v), vec![json!(["a", 20.0, 8.5, 38.0])], "{v}");
+    assert_eq!(rows(&v), vec![json!(["a", 20, 8.5, 38.0])], "{v}");
     let (_, v) =
         sql(&server, &format!("SELECT count(*) FROM (SELECT job FROM m WHERE job = 'none' AND {bounds}) t"));
-    assert_eq!(rows(&v), vec![json!([0.0])], "an aggregate over no rows is one row: {v}");
+    assert_eq!(rows(&v), vec![json!([0])], "an aggregate over no rows is one row: {v}");
     // WHERE on the right side of a LEFT JOIN filters after the join (y's rows of i2 are all
     // job a, so none is left), not before it (which would keep every x with NULLs)
     let (status, v) = sql(
@@ -1160,14 +1171,14 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
         &format!("SELECT x.nope FROM m x JOIN m y ON x.ts = y.ts WHERE {}", bounds.replace("ts", "x.ts")),
     );
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("column x.nope does not exist at line 1, column 8"), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("column x.nope does not exist"), "{v}");
 
     // an answer too large to hold is stopped (79⁴ rows); counting them holds none
     let (status, v) = sql(&server, "SELECT a.ts FROM m a, m b, m c, m d");
     assert_eq!(status, 422, "{v}");
     assert!(v["error"].as_str().unwrap().contains("more than 5000000 rows"), "{v}");
     let (status, v) = sql(&server, "SELECT count(*) FROM m a, m b");
-    assert_eq!((status, rows(&v)), (200, vec![json!([79.0 * 79.0])]), "{v}");
+    assert_eq!((status, rows(&v)), (200, vec![json!([79 * 79])]), "{v}");
     let (status, v) =
         sql(&server, "SELECT x.instance, count(*) FROM m x JOIN m y ON x.ts = y.ts GROUP BY x.job");
     assert_eq!(status, 400, "{v}");

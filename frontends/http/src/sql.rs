@@ -33,13 +33,18 @@ fn sql_text(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Result<String, A
     Ok(params(q, headers, body).get("query").unwrap_or("").to_string())
 }
 
-/// Writes a cell as JSON: numbers as numbers where finite (as `serde_json` writes an `f64`),
-/// NaN and ±Inf as Prometheus's strings.
-fn write_cell(out: &mut String, c: &Cell) {
+/// Writes a cell as JSON: numbers as numbers where finite (as `serde_json` writes an `f64`;
+/// an integer column's as integers, `40` rather than `40.0`, as its Arrow answer and its
+/// PostgreSQL text have them), NaN and ±Inf as Prometheus's strings.
+fn write_cell(out: &mut String, c: &Cell, integer: bool) {
     match *c {
         Cell::Null => out.push_str("null"),
         Cell::Text(ref s) => write_json_string(out, s),
         Cell::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        // within ±2^63 the cast is exact for an integral double
+        Cell::Number(v) if integer && v.fract() == 0.0 && v.abs() < 9.2e18 => {
+            let _ = std::fmt::Write::write_fmt(out, format_args!("{}", v as i64));
+        }
         Cell::Timestamp(v) | Cell::Number(v) if v.is_finite() => {
             out.push_str(ryu::Buffer::new().format_finite(v))
         }
@@ -80,7 +85,7 @@ pub(crate) async fn sql(
         let querier: Arc<dyn promflow_storage::Querier> = state.db.clone();
         let rows = statement.execute(&querier, &settings).map_err(|e| match e {
             ExecError::Engine(e) => ApiError::from(e),
-            ExecError::NoTable(_) | ExecError::Catalog(_) | ExecError::Refused(_) => {
+            ExecError::NoTable(_) | ExecError::Catalog(_) | ExecError::Refused(_) | ExecError::Sql { .. } => {
                 ApiError::bad_data(format!("invalid parameter \"query\": {e}"))
             }
             ExecError::Storage(_) => ApiError::internal(e.to_string()),
@@ -120,13 +125,14 @@ fn answer(rows: &Rows) -> String {
         out.push('}');
     }
     out.push_str("],\"rows\":[");
+    let integer: Vec<bool> = rows.columns.iter().map(|c| c.source.kind().is_integer()).collect();
     for (i, row) in rows.iter().enumerate() {
         out.push_str(if i > 0 { ",[" } else { "[" });
         for (j, cell) in row.cells().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            write_cell(&mut out, &cell);
+            write_cell(&mut out, &cell, integer[j]);
         }
         out.push(']');
     }

@@ -31,7 +31,13 @@ impl Rows {
         for (i, column) in self.columns.iter().enumerate() {
             let cells = self.iter().map(|r| r.get(i));
             let (data_type, array): (DataType, ArrayRef) = match column.source.kind() {
-                ColumnKind::Text => {
+                ColumnKind::Text
+                | ColumnKind::Numeric
+                | ColumnKind::Date
+                | ColumnKind::Interval
+                | ColumnKind::TextArray
+                | ColumnKind::IntegerArray
+                | ColumnKind::DoubleArray => {
                     let mut values = StringBuilder::new();
                     for c in cells {
                         match c.as_ref() {
@@ -41,7 +47,7 @@ impl Rows {
                     }
                     (DataType::Utf8, Arc::new(values.finish()))
                 }
-                ColumnKind::Timestamp => {
+                ColumnKind::Timestamp | ColumnKind::LocalTimestamp => {
                     let values: TimestampMillisecondArray = cells
                         .map(|c| match *c {
                             Cell::Timestamp(s) | Cell::Number(s) if s.is_finite() => {
@@ -57,7 +63,7 @@ impl Rows {
                     let values: Float64Array = cells.map(|c| number(&c)).collect();
                     (DataType::Float64, Arc::new(values))
                 }
-                ColumnKind::Integer => {
+                ColumnKind::Integer | ColumnKind::Int4 => {
                     let values: Int64Array = cells.map(|c| number(&c).map(|v| v as i64)).collect();
                     (DataType::Int64, Arc::new(values))
                 }

@@ -12,7 +12,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Span;
+use sqlparser::tokenizer::{Span, Token, Tokenizer};
 
 use crate::Error;
 
@@ -30,6 +30,10 @@ pub enum Statement {
     /// A query over the catalogs (`pg_catalog`, `information_schema`) or of no table
     /// (`SELECT version()`), answered by the catalog interpreter.
     Catalog(Box<ast::Query>),
+    /// A query of no table that calls none of PostgreSQL's catalog functions (`SELECT 1 / 3`,
+    /// `SELECT now() - interval '1 hour'`): the relational engine answers it, the catalog
+    /// interpreter what the engine cannot plan.
+    Expression(Box<ast::Query>),
     /// A query with `WITH`, a join, or a subquery in `FROM`: each metric query in it (a CTE's
     /// or subquery's body, or a metric table with the `WHERE` conjuncts that are its own)
     /// is compiled to plans and run, and the interpreter joins and filters their rows.
@@ -71,6 +75,9 @@ pub struct Query {
     /// within them only, so a window that reaches past them (a cut bucket's) reads what the
     /// bounds leave of it.
     pub bounds: (i64, i64),
+    /// Every label the statement names as a column (selected, grouped, ordered or in
+    /// `WHERE`): each must be a column of the table, as PostgreSQL checks.
+    pub labels: Vec<String>,
 }
 
 /// An `ORDER BY` item's output column. With `*` in the select list the columns are only known
@@ -138,8 +145,8 @@ pub enum Source {
     Ts,
     /// The sample's value.
     Value,
-    /// The result of [`Query::parts`]`[i]` for the row's group.
-    Part(usize),
+    /// The result of [`Query::parts`]`[i]` for the row's group, of the given type.
+    Part(usize, ColumnKind),
     /// The row's time bucket (`date_bin`): its start.
     Bucket,
     /// `*`: every label of the result, then `ts` and `value`.
@@ -161,6 +168,22 @@ pub enum ColumnKind {
     Integer,
     /// `boolean` (catalog answers)
     Boolean,
+    /// `integer` (32 bits: PostgreSQL's type of an integer literal)
+    Int4,
+    /// `numeric`: exact decimals, as their text
+    Numeric,
+    /// `date`, as its text
+    Date,
+    /// `interval`, as its text
+    Interval,
+    /// `timestamp` without a time zone
+    LocalTimestamp,
+    /// `text[]`, as its text (`{a,b}`)
+    TextArray,
+    /// `bigint[]`, as its text
+    IntegerArray,
+    /// `double precision[]`, as its text
+    DoubleArray,
 }
 
 impl ColumnKind {
@@ -172,7 +195,20 @@ impl ColumnKind {
             ColumnKind::Double => "double",
             ColumnKind::Integer => "bigint",
             ColumnKind::Boolean => "boolean",
+            ColumnKind::Int4 => "integer",
+            ColumnKind::Numeric => "numeric",
+            ColumnKind::Date => "date",
+            ColumnKind::Interval => "interval",
+            ColumnKind::LocalTimestamp => "timestamp without time zone",
+            ColumnKind::TextArray => "text[]",
+            ColumnKind::IntegerArray => "bigint[]",
+            ColumnKind::DoubleArray => "double precision[]",
         }
+    }
+
+    /// Whether the type's values are integers (`bigint`, `integer`).
+    pub fn is_integer(self) -> bool {
+        matches!(self, ColumnKind::Integer | ColumnKind::Int4)
     }
 }
 
@@ -182,7 +218,8 @@ impl Source {
         match self {
             Source::Label(_) | Source::Star => ColumnKind::Text,
             Source::Ts | Source::Bucket => ColumnKind::Timestamp,
-            Source::Value | Source::Part(_) => ColumnKind::Double,
+            Source::Value => ColumnKind::Double,
+            Source::Part(_, kind) => *kind,
             Source::Computed(kind) => *kind,
         }
     }
@@ -218,16 +255,56 @@ pub const MAX_OPERATORS: usize = 4_000;
 /// Parentheses (sub-expressions, calls, subqueries) one statement may nest.
 pub const MAX_NESTING: usize = 200;
 
+/// Operators a statement the relational engine plans may have. DataFusion's planner and
+/// optimizer rewrite an expression tree rule by rule, pass by pass, at a cost that grows with
+/// the square of a chain's length (2,000 chained operators took 5 s to plan in a debug build),
+/// and planning cannot be interrupted by the statement's timeout. Longer statements are
+/// interpreted where the interpreter answers them, and refused otherwise.
+pub const MAX_ENGINE_OPERATORS: usize = 1_000;
+
 /// Parses `sql` into statements, refusing text whose syntax tree would be deeper than
 /// [`MAX_OPERATORS`] and [`MAX_NESTING`] allow, before any tree is built.
 pub fn parse(sql: &str) -> Result<Vec<ast::Statement>, Error> {
-    use sqlparser::tokenizer::{Token, Tokenizer};
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| Error::Parse(e.to_string()))?;
+    let (operators, deepest) = measure(tokens.iter().map(|t| &t.token));
+    if deepest > MAX_NESTING {
+        return Err(Error::TooComplex(format!(
+            "statement nests {deepest} levels of parentheses; at most {MAX_NESTING} are allowed"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(Error::TooComplex(format!(
+            "statement has {operators} operators; at most {MAX_OPERATORS} are allowed"
+        )));
+    }
+    Parser::new(&PostgreSqlDialect {})
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| Error::Parse(e.to_string()))
+}
+
+/// Refuses `sql` for the relational engine when it has more operators than
+/// [`MAX_ENGINE_OPERATORS`]: PostgreSQL's SQLSTATE 54001, as for [`MAX_OPERATORS`].
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
+pub(crate) fn engine_may_plan(sql: &str) -> Result<(), Error> {
+    let tokens =
+        Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().map_err(|e| Error::Parse(e.to_string()))?;
+    let (operators, _) = measure(tokens.iter());
+    if operators > MAX_ENGINE_OPERATORS {
+        return Err(Error::TooComplex(format!(
+            "statement has {operators} operators; at most {MAX_ENGINE_OPERATORS} are allowed in a statement the relational engine plans"
+        )));
+    }
+    Ok(())
+}
+
+/// The operators of a statement's tokens, and how deep its parentheses nest.
+fn measure<'t>(tokens: impl Iterator<Item = &'t Token>) -> (usize, usize) {
     let (mut operators, mut depth, mut deepest) = (0usize, 0usize, 0usize);
-    for t in &tokens {
-        match &t.token {
+    for token in tokens {
+        match token {
             Token::LParen | Token::LBracket => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -246,20 +323,7 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>, Error> {
             _ => operators += 1,
         }
     }
-    if deepest > MAX_NESTING {
-        return Err(Error::TooComplex(format!(
-            "statement nests {deepest} levels of parentheses; at most {MAX_NESTING} are allowed"
-        )));
-    }
-    if operators > MAX_OPERATORS {
-        return Err(Error::TooComplex(format!(
-            "statement has {operators} operators; at most {MAX_OPERATORS} are allowed"
-        )));
-    }
-    Parser::new(&PostgreSqlDialect {})
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-        .map_err(|e| Error::Parse(e.to_string()))
+    (operators, deepest)
 }
 
 /// The stack SQL is compiled and evaluated on. Syntax trees are walked recursively, one
@@ -293,7 +357,13 @@ fn compile_here(sql: &str, now_ms: i64) -> Result<Statement, Error> {
         return Err(Error::Parse(format!("expected one statement, found {}", statements.len())));
     };
     match statement {
-        ast::Statement::Query(q) if crate::catalog::reads_catalog(q) => Ok(Statement::Catalog(q.clone())),
+        ast::Statement::Query(q) if crate::catalog::reads_catalog(q) => {
+            if crate::catalog::reads_catalog_tables(q) || crate::catalog::calls_catalog_function(sql) {
+                Ok(Statement::Catalog(q.clone()))
+            } else {
+                Ok(Statement::Expression(q.clone()))
+            }
+        }
         ast::Statement::Query(q) if is_relational(q) => Ok(Statement::Relational(q.clone(), now_ms)),
         ast::Statement::Query(q) => Ok(Statement::Select(lower_query(q, now_ms)?)),
         ast::Statement::Explain { statement, analyze: false, .. } => match statement.as_ref() {
@@ -562,47 +632,50 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
             }
             other => return Err(invalid(other.span(), "this select item is not supported with GROUP BY")),
         };
-        let column =
-            match expr {
-                Expr::Identifier(id) => {
-                    let source = match id.value.as_str() {
-                        "ts" => Source::Ts,
-                        "value" => Source::Value,
-                        c => Source::Label(label_of_column(c).to_string()),
-                    };
-                    if grouped && !matches!(&source, Source::Label(l) if groups.contains(l)) {
-                        return Err(invalid(
-                            id.span,
-                            format!(
-                                "column \"{}\" must appear in the GROUP BY clause or be used in an aggregate",
-                                id.value
-                            ),
-                        ));
-                    }
-                    Column { name: alias.unwrap_or_else(|| id.value.clone()), source }
+        let column = match expr {
+            Expr::Identifier(id) => {
+                let source = match id.value.as_str() {
+                    "ts" => Source::Ts,
+                    "value" => Source::Value,
+                    c => Source::Label(label_of_column(c).to_string()),
+                };
+                if grouped && !matches!(&source, Source::Label(l) if groups.contains(l)) {
+                    return Err(invalid(
+                        id.span,
+                        format!(
+                            "column \"{}\" must appear in the GROUP BY clause or be used in an aggregate",
+                            id.value
+                        ),
+                    ));
                 }
-                Expr::Function(f) if is_named(f, "date_bin") => {
-                    if bucket != Some(date_bin(f, now)?) {
-                        return Err(invalid(f.span(), "date_bin(…) must appear in the GROUP BY clause"));
-                    }
-                    Column { name: alias.unwrap_or_else(|| "date_bin".into()), source: Source::Bucket }
+                Column { name: alias.unwrap_or_else(|| id.value.clone()), source }
+            }
+            Expr::Function(f) if is_named(f, "date_bin") => {
+                if bucket != Some(date_bin(f, now)?) {
+                    return Err(invalid(f.span(), "date_bin(…) must appear in the GROUP BY clause"));
                 }
-                e if grouped => {
-                    let (name, make, counts) = value_expr(e, &groups)?;
-                    let segments = sel.segments(bucket, &make);
-                    parts.push(Part {
-                        name: alias.clone().unwrap_or_else(|| name.clone()),
-                        segments,
-                        counts,
-                        filter: false,
-                    });
-                    Column { name: alias.unwrap_or(name), source: Source::Part(parts.len() - 1) }
-                }
-                e => return Err(invalid(
+                Column { name: alias.unwrap_or_else(|| "date_bin".into()), source: Source::Bucket }
+            }
+            e if grouped => {
+                let (name, make, counts) = value_expr(e, &groups)?;
+                let segments = sel.segments(bucket, &make);
+                parts.push(Part {
+                    name: alias.clone().unwrap_or_else(|| name.clone()),
+                    segments,
+                    counts,
+                    filter: false,
+                });
+                // a count is PostgreSQL's bigint; every other aggregate a double
+                let kind = if counts || integer_valued(e) { ColumnKind::Integer } else { ColumnKind::Double };
+                Column { name: alias.unwrap_or(name), source: Source::Part(parts.len() - 1, kind) }
+            }
+            e => {
+                return Err(invalid(
                     e.span(),
                     "only columns, date_bin, aggregates and arithmetic over aggregates can be selected yet",
-                )),
-            };
+                ))
+            }
+        };
         columns.push(column);
     }
     if let Some(h) = &select.having {
@@ -657,8 +730,20 @@ fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
         Some(LimitClause::OffsetCommaLimit { offset, limit }) => (Some(count(limit)?), count(offset)?),
         Some(l) => return Err(invalid(q.span(), format!("{l} is not supported"))),
     };
+    if let Some(fetch) = &q.fetch {
+        return Err(invalid(q.span(), format!("{fetch} is not supported by the plan IR")));
+    }
     let bounds = (sel.bounds.lo, sel.bounds.hi);
-    Ok(Query { table: metric, parts, bucket, columns, order_by, limit, offset, grouped, bounds })
+    let mut labels: Vec<String> = sel.matchers.iter().map(|m| m.name.to_string()).collect();
+    labels.extend(groups.iter().cloned());
+    labels.extend(columns.iter().filter_map(|c| match &c.source {
+        Source::Label(l) => Some(l.clone()),
+        _ => None,
+    }));
+    labels.retain(|l| l != "__name__");
+    labels.sort();
+    labels.dedup();
+    Ok(Query { table: metric, parts, bucket, columns, order_by, limit, offset, grouped, bounds, labels })
 }
 
 /// The expression of a select item.
@@ -1196,6 +1281,30 @@ fn arithmetic(op: &BinaryOperator) -> Option<BinOp> {
 /// or PostgreSQL's `?column?` for an expression), how to build its plan over a window, and
 /// whether it counts rows (a bare `count`). Arithmetic is PromQL's (IEEE: a division by zero
 /// is ±Inf or NaN, not an error).
+/// A division of integers is PostgreSQL's bigint division (`count(*) / 3` truncates),
+/// which the plan IR's doubles do not follow: the relational engine answers it.
+fn integer_arithmetic(e: &Expr) -> Error {
+    invalid(e.span(), "a division of integers (counts) truncates, which the plan IR does not express")
+}
+
+/// Whether a select item of a grouped query is a `bigint` in PostgreSQL: a count, an integer
+/// literal, or a sum, difference or product of them.
+fn integer_valued(e: &Expr) -> bool {
+    match e {
+        Expr::Function(f) => is_named(f, "count"),
+        Expr::Value(v) => {
+            matches!(&v.value, ast::Value::Number(n, _) if n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        Expr::Nested(inner) | Expr::UnaryOp { expr: inner, .. } => integer_valued(inner),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Plus | BinaryOperator::Minus | BinaryOperator::Multiply,
+            right,
+        } => integer_valued(left) && integer_valued(right),
+        _ => false,
+    }
+}
+
 fn value_expr(e: &Expr, groups: &[String]) -> Result<(String, MakePlan, bool), Error> {
     match e {
         Expr::Function(f) if is_named(f, "histogram_quantile") => histogram_quantile(f, groups),
@@ -1211,6 +1320,12 @@ fn value_expr(e: &Expr, groups: &[String]) -> Result<(String, MakePlan, bool), E
             Ok(("?column?".into(), Box::new(move |w| with_number(BinOp::Mul, make(w), -1.0)), false))
         }
         Expr::BinaryOp { left, op, right } if arithmetic(op).is_some() => {
+            if matches!(op, BinaryOperator::Divide | BinaryOperator::Modulo)
+                && integer_valued(left)
+                && integer_valued(right)
+            {
+                return Err(integer_arithmetic(e));
+            }
             let op = arithmetic(op).unwrap_or(BinOp::Add);
             let make: MakePlan = match (number(left), number(right)) {
                 (Some(_), Some(_)) => {

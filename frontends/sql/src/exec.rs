@@ -48,6 +48,25 @@ pub enum ExecError {
     /// A query neither the plan IR nor the relational engine takes: why it does not lower.
     #[error(transparent)]
     Refused(#[from] crate::Error),
+    /// A statement PostgreSQL rejects as well (an unknown column or function, a division by
+    /// zero, text that is not a number, …): its SQLSTATE and message.
+    #[error("{message}")]
+    Sql {
+        /// PostgreSQL's SQLSTATE for the error (`42703`, `22012`, …).
+        state: &'static str,
+        /// What happened, in PostgreSQL's words where it has them.
+        message: String,
+    },
+}
+
+impl ExecError {
+    /// Whether another executor may still answer the statement: the relational engine
+    /// cannot plan it (a feature or function it lacks), rather than the statement being
+    /// wrong.
+    #[cfg_attr(not(feature = "engine"), allow(dead_code))]
+    fn others_may_answer(&self) -> bool {
+        matches!(self, ExecError::Catalog(_) | ExecError::Sql { state: "42883", .. })
+    }
 }
 
 impl Statement {
@@ -57,9 +76,13 @@ impl Statement {
         #[cfg(feature = "engine")]
         match self {
             Statement::Engine { sql, refused } => {
+                crate::compile::engine_may_plan(sql).map_err(ExecError::Refused)?;
                 // the engine's planning errors are of its own making: the lowering's says what
                 // promflow takes
                 return match crate::engine::run(sql, querier, settings) {
+                    // the lowering knows promflow's functions (`rate`, `histogram_quantile`, …)
+                    // and its refusal says why it cannot use them here
+                    Err(ExecError::Sql { state: "42883", .. }) => Err(ExecError::Refused(refused.clone())),
                     Err(ExecError::Catalog(e)) => {
                         tracing::debug!(error = %e, sql = %sql, "the relational engine cannot run a statement either");
                         Err(ExecError::Refused(refused.clone()))
@@ -67,14 +90,26 @@ impl Statement {
                     answer => answer,
                 };
             }
-            // joins, CTEs and subqueries over metrics: the relational engine, or the
-            // interpreter for what it cannot plan
-            Statement::Relational(query, _) => {
-                match crate::engine::run(&query.to_string(), querier, settings) {
-                    Err(ExecError::Catalog(e)) => {
-                        tracing::debug!(error = %e, "the relational engine cannot run a statement; interpreting it");
+            // joins, CTEs and subqueries over metrics, and statements of no table: the
+            // relational engine, or the interpreter for what it cannot plan (PostgreSQL's
+            // catalog functions, statements too long to plan); when neither answers, the
+            // engine's error stands
+            Statement::Relational(query, _) | Statement::Expression(query) => {
+                let sql = query.to_string();
+                if crate::compile::engine_may_plan(&sql).is_ok() {
+                    match crate::engine::run(&sql, querier, settings) {
+                        Err(e) if e.others_may_answer() => {
+                            tracing::debug!(error = %e, "the relational engine cannot run a statement; interpreting it");
+                            return crate::compile::on_deep_stack(|| {
+                                self.execute_here(querier.as_ref(), settings)
+                            })
+                            .map_err(|interpreted| match interpreted {
+                                ExecError::Catalog(_) => e,
+                                other => other,
+                            });
+                        }
+                        answer => return answer,
                     }
-                    answer => return answer,
                 }
             }
             _ => {}
@@ -111,7 +146,9 @@ impl Statement {
                 }
                 Ok(Rows::describe(&names))
             }
-            Statement::Catalog(query) => crate::catalog::answer(query, querier, None, settings),
+            Statement::Catalog(query) | Statement::Expression(query) => {
+                crate::catalog::answer(query, querier, None, settings)
+            }
             Statement::Relational(query, now) => {
                 let metrics = crate::catalog::Metrics { settings, now: *now };
                 crate::catalog::answer(query, querier, Some(metrics), settings)
@@ -132,6 +169,21 @@ pub(crate) fn run(
     let tables = querier.label_values("__name__", &[], ALL_TIME.0, ALL_TIME.1)?;
     if !tables.contains(&query.table) {
         return Err(ExecError::NoTable(query.table.clone()));
+    }
+    // a label no series of the metric has is not one of its columns
+    if !query.labels.is_empty() {
+        let metric = Matcher::new(MatchOp::Equal, "__name__", query.table.as_str())?;
+        let columns = querier.label_names(&[metric], ALL_TIME.0, ALL_TIME.1)?;
+        if let Some(missing) = query.labels.iter().find(|l| !columns.contains(l)) {
+            let column = match missing.as_str() {
+                "ts" | "value" => format!("label_{missing}"),
+                other => other.to_string(),
+            };
+            return Err(ExecError::Sql {
+                state: "42703",
+                message: format!("column \"{column}\" does not exist"),
+            });
+        }
     }
     let querier = Within { querier, lo: query.bounds.0, hi: query.bounds.1 };
     let mut results = Vec::with_capacity(query.parts.len());

@@ -93,18 +93,28 @@ fn pg_type(kind: ColumnKind) -> Type {
         ColumnKind::Double => Type::FLOAT8,
         ColumnKind::Integer => Type::INT8,
         ColumnKind::Boolean => Type::BOOL,
+        ColumnKind::Int4 => Type::INT4,
+        ColumnKind::Numeric => Type::NUMERIC,
+        ColumnKind::Date => Type::DATE,
+        ColumnKind::Interval => Type::INTERVAL,
+        ColumnKind::LocalTimestamp => Type::TIMESTAMP,
+        ColumnKind::TextArray => Type::TEXT_ARRAY,
+        ColumnKind::IntegerArray => Type::INT8_ARRAY,
+        ColumnKind::DoubleArray => Type::FLOAT8_ARRAY,
     }
 }
 
-/// A cell as PostgreSQL's text format writes it.
-fn text(cell: &Cell) -> Option<String> {
+/// A cell of a column of type `kind` as PostgreSQL's text format writes it.
+fn text(cell: &Cell, kind: &Type) -> Option<String> {
     match cell {
         Cell::Null => None,
         Cell::Text(s) => Some(s.to_string()),
         Cell::Bool(b) => Some(if *b { "t" } else { "f" }.into()),
-        Cell::Number(v) if v.is_nan() => Some("NaN".into()),
-        Cell::Number(v) if v.is_infinite() => Some(if *v > 0.0 { "Infinity" } else { "-Infinity" }.into()),
-        Cell::Number(v) => Some(v.to_string()),
+        Cell::Number(v) if *kind == Type::INT8 || *kind == Type::INT4 => Some(format!("{}", *v as i64)),
+        Cell::Number(v) => Some(crate::rows::float8_text(*v)),
+        Cell::Timestamp(s) if *kind == Type::TIMESTAMP => {
+            date_time(*s).map(|t| timestamptz_text(&t).trim_end_matches("+00").to_string())
+        }
         Cell::Timestamp(s) => date_time(*s).map(|t| timestamptz_text(&t)),
     }
 }
@@ -150,13 +160,37 @@ fn format_of(format: &Format, i: usize) -> FieldFormat {
     }
 }
 
-/// The row description of `columns`, in the formats the client asked for.
-fn fields(columns: &[crate::Column], format: &Format) -> Vec<FieldInfo> {
+/// The row description of `columns`, in the formats the client asked for. Binary results of
+/// a type promflow writes only as text (`numeric`, `date`, `interval`, arrays) are refused
+/// (0A000): drivers decode a column in the format they asked for, so text bytes in its place
+/// would be misread.
+fn fields(columns: &[crate::Column], format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            FieldInfo::new(c.name.clone(), None, None, pg_type(c.source.kind()), format_of(format, i))
+            let kind = c.source.kind();
+            let format = format_of(format, i);
+            let text_only = matches!(
+                kind,
+                ColumnKind::Numeric
+                    | ColumnKind::Date
+                    | ColumnKind::Interval
+                    | ColumnKind::TextArray
+                    | ColumnKind::IntegerArray
+                    | ColumnKind::DoubleArray
+            );
+            if text_only && format == FieldFormat::Binary {
+                return Err(error(
+                    "0A000",
+                    format!(
+                        "column \"{}\" is {}, which promflow answers in text format only: ask for text results or cast it (to float8 or text)",
+                        c.name,
+                        kind.name()
+                    ),
+                ));
+            }
+            Ok(FieldInfo::new(c.name.clone(), None, None, pg_type(kind), format))
         })
         .collect()
 }
@@ -169,12 +203,24 @@ fn date_time(seconds: f64) -> Option<chrono::DateTime<chrono::Utc>> {
 /// Writes `cell` in its field's format: text as PostgreSQL writes it, or binary.
 fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWireResult<()> {
     if field.format() == FieldFormat::Text {
-        return encoder.encode_field(&text(cell));
+        // written as text of type `text`: pgwire would quote an array's whole text as one
+        // element
+        let options = field.format_options();
+        return encoder.encode_field_with_type_and_format(
+            &text(cell, field.datatype()),
+            &Type::TEXT,
+            FieldFormat::Text,
+            options.as_ref(),
+        );
     }
     match cell {
         Cell::Null => encoder.encode_field(&None::<f64>),
         Cell::Text(s) => encoder.encode_field(&s.as_ref()),
         Cell::Number(v) if *field.datatype() == Type::INT8 => encoder.encode_field(&(*v as i64)),
+        Cell::Number(v) if *field.datatype() == Type::INT4 => encoder.encode_field(&(*v as i32)),
+        Cell::Timestamp(s) if *field.datatype() == Type::TIMESTAMP => {
+            encoder.encode_field(&date_time(*s).map(|t| t.naive_utc()))
+        }
         Cell::Number(v) => encoder.encode_field(v),
         Cell::Bool(b) => encoder.encode_field(b),
         Cell::Timestamp(s) => encoder.encode_field(&date_time(*s)),
@@ -182,7 +228,7 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWir
 }
 
 fn response(rows: &Rows, format: &Format) -> PgWireResult<Response> {
-    let schema = Arc::new(fields(&rows.columns, format));
+    let schema = Arc::new(fields(&rows.columns, format)?);
     let mut encoded = Vec::with_capacity(rows.len());
     for row in rows.iter() {
         let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
@@ -244,6 +290,7 @@ impl Handler {
             ExecError::NoTable(_) => error("42P01", e.to_string()),
             ExecError::Refused(refused) => refusal(refused),
             ExecError::Catalog(_) => error("0A000", e.to_string()),
+            ExecError::Sql { state, message } => error(state, message),
             ExecError::Engine(promflow_plan::Error::Timeout(_)) => error("57014", e.to_string()),
             ExecError::Engine(promflow_plan::Error::Canceled) => {
                 error("57014", "canceling statement due to user request".into())
@@ -435,7 +482,7 @@ impl ExtendedQueryHandler for Handler {
             Statement::Select(q) if !q.columns.iter().any(|c| c.source == Source::Star) => q.columns,
             _ => self.rows(client.pid_and_secret_key(), &nulls).await?.columns,
         };
-        Ok(DescribeStatementResponse::new(types, fields(&columns, &Format::UnifiedText)))
+        Ok(DescribeStatementResponse::new(types, fields(&columns, &Format::UnifiedText)?))
     }
 
     async fn do_describe_portal<C>(
@@ -453,7 +500,7 @@ impl ExtendedQueryHandler for Handler {
             return Ok(DescribePortalResponse::new(Vec::new()));
         }
         let rows = self.run_portal(client.pid_and_secret_key(), portal).await?;
-        let described = fields(&rows.columns, &portal.result_column_format);
+        let described = fields(&rows.columns, &portal.result_column_format)?;
         let mut kept = self.described.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() >= DESCRIBED_MAX {
             kept.clear();

@@ -244,7 +244,7 @@ impl Query {
         let cell =
             |c: &Column, (labels, bucket): &(Labels, Option<i64>), values: &[Option<f64>]| match &c.source {
                 Source::Label(l) => label(labels, l),
-                Source::Part(i) => values[*i].map_or(Cell::Null, Cell::Number),
+                Source::Part(i, _) => values[*i].map_or(Cell::Null, Cell::Number),
                 Source::Bucket => bucket.map_or(Cell::Null, |b| Cell::Timestamp(b as f64 / 1000.0)),
                 _ => Cell::Null,
             };
@@ -257,7 +257,7 @@ impl Query {
                 .columns
                 .iter()
                 .map(|c| match c.source {
-                    Source::Part(i) if self.parts[i].counts => Cell::Number(0.0),
+                    Source::Part(i, _) if self.parts[i].counts => Cell::Number(0.0),
                     _ => Cell::Null,
                 })
                 .collect();
@@ -531,6 +531,53 @@ mod tests {
                 };
                 assert_eq!(q.rows(results.clone()).into_cells(), sorted_whole(&q, &results), "{sql}");
             }
+        }
+    }
+}
+
+/// A `double precision` as PostgreSQL writes it (`extra_float_digits` 1, its default): the
+/// shortest text that reads back as the same number, in positional notation for decimal
+/// exponents from -4 to 14 and in scientific notation (`1e+15`, `2.5e-05`) outside them.
+pub(crate) fn float8_text(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Rust's `{:e}` is the shortest round-trip digits with their exponent: `1.5e-5`
+    let scientific = format!("{v:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if (-4..15).contains(&exponent) {
+        v.to_string()
+    } else {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    }
+}
+
+#[cfg(test)]
+mod float8_text_tests {
+    use super::float8_text;
+
+    #[test]
+    fn doubles_are_written_as_postgresql_writes_them() {
+        for (v, text) in [
+            (1.0, "1"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e15, "1e+15"),
+            (123456789012345.0, "123456789012345"),
+            (0.0001, "0.0001"),
+            (0.000025, "2.5e-05"),
+            (-1.5e300, "-1.5e+300"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            assert_eq!(float8_text(v), text);
         }
     }
 }

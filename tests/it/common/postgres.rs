@@ -98,11 +98,25 @@ impl Postgres {
 }
 
 /// Runs `sql` through `psql` against 127.0.0.1:`port` as user `promflow` on database
-/// `postgres` (PostgreSQL's) or any name (promflow's): unaligned, tuples only.
+/// `postgres` (PostgreSQL's) or any name (promflow's): unaligned, tuples only; an error
+/// starts with its SQLSTATE.
 pub fn psql_at(psql: &Path, port: u16, sql: &str) -> Result<String, String> {
     let psql = if psql.exists() { psql.to_path_buf() } else { PathBuf::from("/usr/bin/psql") };
     let out = Command::new(psql)
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .args(["-U", "promflow", "-d", "postgres", "-c", sql])
         .env("PGCONNECT_TIMEOUT", "10")
         .env("PGTZ", "UTC")

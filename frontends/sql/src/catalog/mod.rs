@@ -79,6 +79,14 @@ fn type_oid(kind: ColumnKind) -> i64 {
         ColumnKind::Timestamp => 1184,
         ColumnKind::Integer => 20,
         ColumnKind::Boolean => 16,
+        ColumnKind::Int4 => 23,
+        ColumnKind::Numeric => 1700,
+        ColumnKind::Date => 1082,
+        ColumnKind::Interval => 1186,
+        ColumnKind::LocalTimestamp => 1114,
+        ColumnKind::TextArray => 1009,
+        ColumnKind::IntegerArray => 1016,
+        ColumnKind::DoubleArray => 1022,
     }
 }
 
@@ -86,32 +94,82 @@ fn type_oid(kind: ColumnKind) -> i64 {
 /// `pg_catalog` or `information_schema` (or one of `pg_catalog`'s tables without its
 /// schema, as the search path allows), or has no `FROM` (`SELECT version()`).
 pub(crate) fn reads_catalog(query: &ast::Query) -> bool {
-    fn body(s: &SetExpr) -> bool {
-        match s {
-            SetExpr::Select(select) => {
-                select.from.is_empty()
-                    || select.from.iter().any(|t| {
-                        std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)).any(factor)
-                    })
-            }
-            SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
-            SetExpr::Query(q) => body(&q.body),
-            _ => false,
-        }
-    }
-    fn factor(f: &TableFactor) -> bool {
-        match f {
-            TableFactor::Table { name, .. } => {
-                let (schema, table) = split(name);
-                schema.as_ref().is_some_and(|s| CATALOG_SCHEMAS.contains(&s.as_str()))
-                    // unqualified, only pg_catalog's (a metric may be named `tables`)
-                    || (schema.is_none() && table.starts_with("pg_") && relation_columns(&table).is_some())
-            }
-            TableFactor::Derived { subquery, .. } => body(&subquery.body),
-            _ => false,
-        }
-    }
+    reads(query, true)
+}
+
+/// Whether `query` names a table of `pg_catalog` or `information_schema`.
+pub(crate) fn reads_catalog_tables(query: &ast::Query) -> bool {
+    reads(query, false)
+}
+
+/// Whether `query` names a catalog table, or, when `tableless` counts, has no `FROM`.
+fn reads(query: &ast::Query, tableless: bool) -> bool {
+    let body = |s: &SetExpr| reads_body(s, tableless);
     body(&query.body)
+}
+
+fn reads_body(s: &SetExpr, tableless: bool) -> bool {
+    match s {
+        SetExpr::Select(select) => {
+            (tableless && select.from.is_empty())
+                || select.from.iter().any(|t| {
+                    std::iter::once(&t.relation)
+                        .chain(t.joins.iter().map(|j| &j.relation))
+                        .any(|f| reads_factor(f, tableless))
+                })
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            reads_body(left, tableless) || reads_body(right, tableless)
+        }
+        SetExpr::Query(q) => reads_body(&q.body, tableless),
+        _ => false,
+    }
+}
+
+fn reads_factor(f: &TableFactor, tableless: bool) -> bool {
+    match f {
+        TableFactor::Table { name, .. } => {
+            let (schema, table) = split(name);
+            schema.as_ref().is_some_and(|s| CATALOG_SCHEMAS.contains(&s.as_str()))
+                // unqualified, only pg_catalog's (a metric may be named `tables`)
+                || (schema.is_none() && table.starts_with("pg_") && relation_columns(&table).is_some())
+        }
+        TableFactor::Derived { subquery, .. } => reads_body(&subquery.body, tableless),
+        _ => false,
+    }
+}
+
+/// Whether `sql` calls one of PostgreSQL's session or catalog functions, which the catalog
+/// interpreter answers as promflow's server (`version()`, `current_setting(…)`,
+/// `pg_…`, `has_…_privilege`, …) where the relational engine would answer as itself.
+pub(crate) fn calls_catalog_function(sql: &str) -> bool {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return false };
+    tokens.iter().any(|t| match t {
+        Token::Word(w) if w.quote_style.is_none() => {
+            let name = w.value.to_ascii_lowercase();
+            name.starts_with("pg_")
+                || (name.starts_with("has_") && name.ends_with("_privilege"))
+                || matches!(
+                    name.as_str(),
+                    "version"
+                        | "current_schema"
+                        | "current_schemas"
+                        | "current_database"
+                        | "current_catalog"
+                        | "current_user"
+                        | "session_user"
+                        | "current_setting"
+                        | "format_type"
+                        | "obj_description"
+                        | "col_description"
+                        | "shobj_description"
+                        | "quote_ident"
+                )
+        }
+        _ => false,
+    })
 }
 
 /// A name's schema (lowercase) and last part.

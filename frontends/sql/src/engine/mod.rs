@@ -3,6 +3,7 @@
 //! casts, string and date functions, set operations, subqueries), over the metrics as
 //! tables ([`tables`]). Its answers become [`Rows`] like every other statement's.
 
+mod postgres;
 mod tables;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,15 +33,17 @@ const MEMORY_LIMIT: usize = 1 << 30;
 /// sample limit. Blocking: call it off the async threads (it runs DataFusion on the current
 /// Tokio runtime, or on one of its own outside any).
 pub(crate) fn run(sql: &str, querier: &Arc<dyn Querier>, settings: &Settings) -> Result<Rows, ExecError> {
-    let work = answer(order_by_expressions(sql), Arc::clone(querier), settings.clone(), MEMORY_LIMIT);
-    match tokio::runtime::Handle::try_current() {
+    let work = answer(sql.to_string(), Arc::clone(querier), settings.clone(), MEMORY_LIMIT);
+    // planning recurses over the statement's expressions, which nest as deep as the parser
+    // allows: on a deep stack
+    crate::compile::on_deep_stack(|| match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(work),
         Err(_) => tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|e| ExecError::Catalog(format!("starting the SQL engine: {e}")))?
             .block_on(work),
-    }
+    })
 }
 
 /// [`run`], with `budget` bytes for the rows of the statement's table scans.
@@ -50,13 +53,24 @@ async fn answer(
     settings: Settings,
     budget: usize,
 ) -> Result<Rows, ExecError> {
+    // times are answered in UTC, as promflow's PostgreSQL sessions' `TimeZone` says
     let config = SessionConfig::new()
         .with_information_schema(false)
-        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+        .set_str("datafusion.execution.time_zone", "+00:00");
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    ctx.register_udf(round_half_even());
+    for function in postgres::functions() {
+        ctx.register_udf(function);
+    }
+    // PostgreSQL's `variance` is the sample variance
+    let variance = datafusion::functions_aggregate::variance::var_samp_udaf()
+        .as_ref()
+        .clone()
+        .with_aliases(["variance"]);
+    ctx.register_udaf(variance);
+    let postgres::Rewritten { sql, names } = postgres::rewrite(&sql).map_err(ExecError::Catalog)?;
     let metrics = tables::Metrics {
         querier,
         max_samples: settings.max_samples,
@@ -89,69 +103,22 @@ async fn answer(
         },
         () = canceled(settings.canceled.clone()) => return Err(promflow_plan::Error::Canceled.into()),
     };
+    // PostgreSQL's names where the select list gives them (DataFusion's are its expressions)
+    let names = names.filter(|n| n.len() == schema.fields().len());
     let columns: Vec<Column> = schema
         .fields()
         .iter()
-        .map(|f| Column { name: f.name().clone(), source: Source::Computed(kind(f.data_type())) })
+        .enumerate()
+        .map(|(i, f)| Column {
+            name: names.as_ref().map_or_else(|| f.name().clone(), |n| n[i].clone()),
+            source: Source::Computed(kind(f.data_type())),
+        })
         .collect();
     let mut rows = Vec::new();
     for batch in &batches {
         rows.extend(cells(batch)?);
     }
     Ok(Rows::new(columns, rows))
-}
-
-/// PostgreSQL's `round(double precision)`: to the nearest integer, halves to even (`rint`),
-/// where DataFusion's rounds halves away from zero (PostgreSQL's `round(numeric)`).
-fn round_half_even() -> datafusion::logical_expr::ScalarUDF {
-    use datafusion::arrow::array::Float64Array;
-    use datafusion::logical_expr::{ColumnarValue, Volatility};
-    let round = |args: &[ColumnarValue]| -> Result<ColumnarValue, DataFusionError> {
-        match &args[0] {
-            ColumnarValue::Array(a) => {
-                let values: Float64Array =
-                    a.as_primitive::<datafusion::arrow::datatypes::Float64Type>().unary(f64::round_ties_even);
-                Ok(ColumnarValue::Array(Arc::new(values)))
-            }
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::Float64(v)) => Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::Float64(v.map(f64::round_ties_even)),
-            )),
-            other => Err(DataFusionError::Internal(format!("round of {other:?}"))),
-        }
-    };
-    datafusion::logical_expr::create_udf(
-        "round",
-        vec![DataType::Float64],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(round),
-    )
-}
-
-/// `sql` with each `ORDER BY <position>` of a `SELECT` written as the expression (or alias) at
-/// that position: DataFusion refuses a position that names an expression over the grouping
-/// columns (`SELECT upper(job) … GROUP BY job ORDER BY 1`), which PostgreSQL takes.
-fn order_by_expressions(sql: &str) -> String {
-    use sqlparser::ast::{Expr, OrderByKind, SelectItem, SetExpr, Statement, Value};
-    let Ok(mut statements) = crate::compile::parse(sql) else { return sql.to_string() };
-    let [Statement::Query(query)] = statements.as_mut_slice() else { return sql.to_string() };
-    let SetExpr::Select(select) = query.body.as_ref() else { return sql.to_string() };
-    let Some(order_by) = query.order_by.as_mut() else { return sql.to_string() };
-    let OrderByKind::Expressions(items) = &mut order_by.kind else { return sql.to_string() };
-    for item in items {
-        let Expr::Value(v) = &item.expr else { continue };
-        let Value::Number(n, _) = &v.value else { continue };
-        let Some(selected) = n.parse::<usize>().ok().and_then(|i| select.projection.get(i.wrapping_sub(1)))
-        else {
-            continue;
-        };
-        match selected {
-            SelectItem::UnnamedExpr(e) => item.expr = e.clone(),
-            SelectItem::ExprWithAlias { alias, .. } => item.expr = Expr::Identifier(alias.clone()),
-            _ => {}
-        }
-    }
-    statements[0].to_string()
 }
 
 /// Resolves once `flag` is set (never without one).
@@ -162,17 +129,99 @@ async fn canceled(flag: Option<Arc<AtomicBool>>) {
     }
 }
 
+/// A DataFusion error as promflow answers it: PostgreSQL's SQLSTATE where the statement is
+/// wrong in PostgreSQL too, [`ExecError::Catalog`] where the engine lacks a feature (another
+/// executor may answer, or the statement is refused with 0A000).
 fn engine_error(e: DataFusionError) -> ExecError {
+    classify(&e)
+}
+
+/// [`engine_error`] of a borrowed error (shared ones are borrowed from their `Arc`).
+fn classify(e: &DataFusionError) -> ExecError {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::common::SchemaError;
+    let sql = |state: &'static str, message: String| ExecError::Sql { state, message };
     match e {
-        DataFusionError::ResourcesExhausted(m) => promflow_plan::Error::Execution(m).into(),
-        DataFusionError::External(inner) => ExecError::Catalog(inner.to_string()),
-        DataFusionError::Context(_, inner) => engine_error(*inner),
-        // "table 'datafusion.public.m' not found": PostgreSQL's undefined_table
+        DataFusionError::ResourcesExhausted(m) => promflow_plan::Error::Execution(m.clone()).into(),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => classify(inner),
+        DataFusionError::Shared(inner) => classify(inner),
+        DataFusionError::Collection(all) if !all.is_empty() => classify(&all[0]),
+        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(inner) => classify(inner),
+            None => match inner.downcast_ref::<ArrowError>() {
+                Some(ArrowError::DivideByZero) => sql("22012", "division by zero".into()),
+                _ => ExecError::Catalog(inner.to_string()),
+            },
+        },
+        DataFusionError::SchemaError(e, _) => match e.as_ref() {
+            // PostgreSQL quotes an unqualified name only
+            SchemaError::FieldNotFound { field, .. } => match &field.relation {
+                Some(table) => sql("42703", format!("column {table}.{} does not exist", field.name)),
+                None => sql("42703", format!("column \"{}\" does not exist", field.name)),
+            },
+            SchemaError::AmbiguousReference { field } => {
+                sql("42702", format!("column reference \"{}\" is ambiguous", field.name))
+            }
+            other => sql("42P09", other.to_string()),
+        },
+        DataFusionError::ArrowError(e, _) => match e.as_ref() {
+            ArrowError::DivideByZero => sql("22012", "division by zero".into()),
+            ArrowError::ArithmeticOverflow(m) => sql("22003", format!("value out of range: {m}")),
+            ArrowError::CastError(m) | ArrowError::ParseError(m) => match unclassified(m) {
+                ExecError::Catalog(_) => sql("22P02", m.clone()),
+                known => known,
+            },
+            other => ExecError::Catalog(other.to_string()),
+        },
+        // "table 'datafusion.public.m' not found": PostgreSQL's undefined_table, named as
+        // PostgreSQL names it (`m`, `monitoring.m`)
         DataFusionError::Plan(m) if m.starts_with("table '") && m.ends_with("' not found") => {
             let path = &m["table '".len()..m.len() - "' not found".len()];
-            ExecError::NoTable(path.rsplit('.').next().unwrap_or(path).to_string())
+            let path = path.strip_prefix("datafusion.").unwrap_or(path);
+            ExecError::NoTable(path.strip_prefix("public.").unwrap_or(path).to_string())
         }
-        e => ExecError::Catalog(e.strip_backtrace()),
+        DataFusionError::Plan(m) => {
+            let first = m.lines().next().unwrap_or(m).to_string();
+            if let Some(name) = m.strip_prefix("Invalid function '").and_then(|r| r.split('\'').next()) {
+                sql("42883", format!("function {name} does not exist"))
+            } else if m.contains("must be in GROUP BY or an aggregate function") {
+                // "… column \"m.value\" must appear in the GROUP BY clause or must be part of
+                // an aggregate function, …": PostgreSQL's words for it
+                let column = m.split('"').nth(1).unwrap_or("?");
+                sql(
+                    "42803",
+                    format!("column \"{column}\" must appear in the GROUP BY clause or be used in an aggregate function"),
+                )
+            } else if m.starts_with("Aggregate functions are not allowed in the WHERE clause") {
+                sql("42803", "aggregate functions are not allowed in WHERE".into())
+            } else if m.starts_with("Order by column out of bounds") {
+                sql("42P10", first)
+            } else if m.contains("Failed to coerce arguments") || m.contains("No function matches") {
+                let name = m.split('\'').nth(1).unwrap_or("?");
+                sql("42883", format!("function {name} does not exist with these argument types"))
+            } else if m.starts_with("Cannot infer common argument type") {
+                sql("42883", format!("operator does not exist: {first}"))
+            } else {
+                unclassified(&first)
+            }
+        }
+        DataFusionError::Execution(m) if m.starts_with("Cannot cast") => sql("22P02", m.clone()),
+        DataFusionError::Execution(m) if m.contains("Divide by zero") => {
+            sql("22012", "division by zero".into())
+        }
+        e => unclassified(&e.message()),
+    }
+}
+
+/// An error message no variant of DataFusion's errors classifies: the engine lacks what the
+/// statement asks for ([`ExecError::Catalog`]), unless the words say otherwise.
+fn unclassified(m: &str) -> ExecError {
+    // "Invalid input syntax for type interval: \"5 fortnights\"": invalid_datetime_format
+    match m.strip_prefix("Invalid input syntax for type ") {
+        Some(rest) => {
+            ExecError::Sql { state: "22007", message: format!("invalid input syntax for type {rest}") }
+        }
+        None => ExecError::Catalog(m.to_string()),
     }
 }
 
@@ -180,11 +229,27 @@ fn engine_error(e: DataFusionError) -> ExecError {
 fn kind(t: &DataType) -> ColumnKind {
     match t {
         DataType::Boolean => ColumnKind::Boolean,
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ColumnKind::Integer,
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => ColumnKind::Integer,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+            ColumnKind::Int4
+        }
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ColumnKind::Integer,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnKind::Double,
-        DataType::Decimal128(..) | DataType::Decimal256(..) => ColumnKind::Double,
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => ColumnKind::Timestamp,
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => ColumnKind::Numeric,
+        DataType::Timestamp(_, Some(_)) => ColumnKind::Timestamp,
+        DataType::Timestamp(_, None) | DataType::Date64 => ColumnKind::LocalTimestamp,
+        DataType::Date32 => ColumnKind::Date,
+        DataType::Interval(_) | DataType::Duration(_) => ColumnKind::Interval,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::FixedSizeList(f, _) => match kind(f.data_type()) {
+            ColumnKind::Integer | ColumnKind::Int4 => ColumnKind::IntegerArray,
+            ColumnKind::Double => ColumnKind::DoubleArray,
+            _ => ColumnKind::TextArray,
+        },
         _ => ColumnKind::Text,
     }
 }
@@ -203,6 +268,8 @@ fn cells(batch: &RecordBatch) -> Result<Vec<Vec<Cell>>, ExecError> {
     Ok(rows)
 }
 
+/// Row `i` of `array` as a cell: numbers, times and truth values as themselves, every other
+/// type as PostgreSQL's text for it.
 fn cell(array: &dyn Array, i: usize, formatter: &ArrayFormatter<'_>) -> Cell {
     use datafusion::arrow::datatypes as t;
     if array.is_null(i) {
@@ -220,6 +287,7 @@ fn cell(array: &dyn Array, i: usize, formatter: &ArrayFormatter<'_>) -> Cell {
         DataType::UInt64 => Cell::Number(array.as_primitive::<t::UInt64Type>().value(i) as f64),
         DataType::Float32 => Cell::Number(f64::from(array.as_primitive::<t::Float32Type>().value(i))),
         DataType::Float64 => Cell::Number(array.as_primitive::<t::Float64Type>().value(i)),
+        DataType::Float16 => Cell::Number(formatter.value(i).to_string().parse().unwrap_or(f64::NAN)),
         DataType::Timestamp(unit, _) => {
             let v = match unit {
                 TimeUnit::Second => array.as_primitive::<t::TimestampSecondType>().value(i) as f64,
@@ -235,13 +303,114 @@ fn cell(array: &dyn Array, i: usize, formatter: &ArrayFormatter<'_>) -> Cell {
             };
             Cell::Timestamp(v)
         }
-        DataType::Date32 => {
-            Cell::Timestamp(f64::from(array.as_primitive::<t::Date32Type>().value(i)) * 86_400.0)
+        DataType::Date64 => Cell::Timestamp(array.as_primitive::<t::Date64Type>().value(i) as f64 / 1e3),
+        DataType::Duration(unit) => {
+            let v = match unit {
+                TimeUnit::Second => {
+                    array.as_primitive::<t::DurationSecondType>().value(i) as i128 * 1_000_000_000
+                }
+                TimeUnit::Millisecond => {
+                    array.as_primitive::<t::DurationMillisecondType>().value(i) as i128 * 1_000_000
+                }
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<t::DurationMicrosecondType>().value(i) as i128 * 1_000
+                }
+                TimeUnit::Nanosecond => array.as_primitive::<t::DurationNanosecondType>().value(i) as i128,
+            };
+            // PostgreSQL's difference of two times: whole days, then the time of day
+            let day = 86_400_000_000_000i128;
+            Cell::Text(interval_text(0, (v / day) as i64, (v % day) as i64).into())
         }
-        DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Float16 => {
-            Cell::Number(formatter.value(i).to_string().parse().unwrap_or(f64::NAN))
+        DataType::Interval(t::IntervalUnit::MonthDayNano) => {
+            let v = array.as_primitive::<t::IntervalMonthDayNanoType>().value(i);
+            Cell::Text(interval_text(v.months, i64::from(v.days), v.nanoseconds).into())
+        }
+        DataType::Interval(t::IntervalUnit::DayTime) => {
+            let v = array.as_primitive::<t::IntervalDayTimeType>().value(i);
+            Cell::Text(interval_text(0, i64::from(v.days), i64::from(v.milliseconds) * 1_000_000).into())
+        }
+        DataType::Interval(t::IntervalUnit::YearMonth) => {
+            Cell::Text(interval_text(array.as_primitive::<t::IntervalYearMonthType>().value(i), 0, 0).into())
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_) | DataType::FixedSizeList(..) => {
+            Cell::Text(array_text(array, i).into())
         }
         _ => Cell::Text(formatter.value(i).to_string().into()),
+    }
+}
+
+/// An interval as PostgreSQL writes it (`IntervalStyle` `postgres`): `1 year 2 mons 3 days
+/// 04:05:06.5`, the time of day alone when there is nothing else (`00:09:00`).
+fn interval_text(months: i32, days: i64, nanos: i64) -> String {
+    let mut parts = Vec::new();
+    let unit = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let (years, months) = (months / 12, months % 12);
+    if years != 0 {
+        parts.push(unit(i64::from(years), "year", "years"));
+    }
+    if months != 0 {
+        parts.push(unit(i64::from(months), "mon", "mons"));
+    }
+    if days != 0 {
+        parts.push(unit(days, "day", "days"));
+    }
+    let micros = nanos / 1_000;
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let micros = micros.unsigned_abs();
+        let (seconds, fraction) = (micros / 1_000_000, micros % 1_000_000);
+        let fraction = if fraction == 0 {
+            String::new()
+        } else {
+            format!(".{fraction:06}").trim_end_matches('0').to_string()
+        };
+        parts.push(format!(
+            "{sign}{:02}:{:02}:{:02}{fraction}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        ));
+    }
+    parts.join(" ")
+}
+
+/// Row `i` of a list array as PostgreSQL's array text: `{a,"b c",NULL}`.
+fn array_text(array: &dyn Array, i: usize) -> String {
+    use datafusion::arrow::array::{FixedSizeListArray, LargeListArray, ListArray};
+    let values = if let Some(list) = array.as_any().downcast_ref::<ListArray>() {
+        list.value(i)
+    } else if let Some(list) = array.as_any().downcast_ref::<LargeListArray>() {
+        list.value(i)
+    } else if let Some(list) = array.as_any().downcast_ref::<FixedSizeListArray>() {
+        list.value(i)
+    } else {
+        return String::new();
+    };
+    let options = FormatOptions::default();
+    let Ok(formatter) = ArrayFormatter::try_new(values.as_ref(), &options) else { return String::new() };
+    let items: Vec<String> = (0..values.len())
+        .map(|j| match cell(values.as_ref(), j, &formatter) {
+            Cell::Null => "NULL".to_string(),
+            Cell::Number(v) if kind(values.data_type()) == ColumnKind::Double => crate::rows::float8_text(v),
+            Cell::Number(v) => format!("{}", v as i64),
+            Cell::Bool(b) => if b { "t" } else { "f" }.to_string(),
+            Cell::Text(s) => quoted_element(&s),
+            Cell::Timestamp(_) => quoted_element(&formatter.value(j).to_string()),
+        })
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+/// An array element in PostgreSQL's array text: quoted when it is empty, `NULL`, or holds
+/// a delimiter, a brace, a quote, a backslash or white space.
+fn quoted_element(s: &str) -> String {
+    let plain = !s.is_empty()
+        && !s.eq_ignore_ascii_case("null")
+        && !s.chars().any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     }
 }
 

@@ -1,0 +1,677 @@
+//! Where DataFusion's SQL and PostgreSQL's differ in what a client can see, the statement is
+//! rewritten before planning, or a function replaced, so the answer is PostgreSQL's:
+//! casts of doubles to integers round (`rint`) rather than truncate, a double cast to text
+//! is written as PostgreSQL writes it, `round` follows PostgreSQL's overloads, `ORDER BY`
+//! positions may name expressions, and unnamed columns are named as PostgreSQL names them.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int32Type, Int64Type};
+use datafusion::common::{exec_err, plan_err, ScalarValue};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use sqlparser::ast::{
+    self, CastKind, Expr, Function, FunctionArguments, Ident, ObjectName, ObjectNamePart, OrderByKind, Query,
+    SelectItem, SetExpr, Statement, Value,
+};
+
+/// The functions that replace DataFusion's or implement the rewrites.
+pub(super) fn functions() -> Vec<ScalarUDF> {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::logical_expr::create_udf;
+    // `sign(x)`: -1, 0 or 1 (Rust's `signum` answers 1 for zero)
+    let sign = create_udf(
+        "sign",
+        vec![DataType::Float64],
+        DataType::Float64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let array = args[0].to_array(1)?;
+            let signs: ArrayRef =
+                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(|v| {
+                    if v > 0.0 {
+                        1.0
+                    } else if v < 0.0 {
+                        -1.0
+                    } else {
+                        v
+                    }
+                }));
+            scalar_if(&args[0], signs)
+        }),
+    );
+    // `mod(a, b)` of integers: the remainder with the dividend's sign; division by zero fails
+    let modulo = create_udf(
+        "mod",
+        vec![DataType::Int64, DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = match (&args[0], &args[1]) {
+                (ColumnarValue::Array(a), _) | (_, ColumnarValue::Array(a)) => a.len(),
+                _ => 1,
+            };
+            let (a, b) = (args[0].to_array(rows)?, args[1].to_array(rows)?);
+            let (a, b) = (a.as_primitive::<Int64Type>(), b.as_primitive::<Int64Type>());
+            let mut out = Vec::with_capacity(rows);
+            for i in 0..rows {
+                out.push(match (a.is_null(i) || b.is_null(i), b.value(i)) {
+                    (true, _) => None,
+                    (false, 0) => return exec_err!("Divide by zero error"),
+                    (false, d) => Some(a.value(i).wrapping_rem(d)),
+                });
+            }
+            let out: ArrayRef = Arc::new(out.into_iter().collect::<Int64Array>());
+            match (&args[0], &args[1]) {
+                (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
+                    Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+                }
+                _ => Ok(ColumnarValue::Array(out)),
+            }
+        }),
+    );
+    vec![
+        ScalarUDF::from(Round::new()),
+        ScalarUDF::from(Rint::new()),
+        ScalarUDF::from(Float8Text::new()),
+        ScalarUDF::from(Divisor::new()),
+        sign,
+        modulo,
+    ]
+}
+
+/// A statement rewritten for DataFusion, and the names PostgreSQL gives its columns (where
+/// the select list has no `*`).
+pub(super) struct Rewritten {
+    /// The statement's text.
+    pub sql: String,
+    /// The output columns' names, when they are known from the select list.
+    pub names: Option<Vec<String>>,
+}
+
+/// `sql` rewritten (see the module's documentation); unchanged when it does not parse, so
+/// DataFusion reports the error. Refused (why) when it uses what the engine answers
+/// differently from PostgreSQL and cannot be rewritten: `EXCEPT ALL` and `INTERSECT ALL`
+/// (DataFusion keeps no duplicates' counts).
+pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
+    let Ok(mut statements) = crate::compile::parse(sql) else {
+        return Ok(Rewritten { sql: sql.to_string(), names: None });
+    };
+    if let Some(op) = statements.iter().find_map(counted_set_operation) {
+        return Err(format!("{op} ALL is not supported: use {op}"));
+    }
+    struct Clauses;
+    impl ast::VisitorMut for Clauses {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &mut ast::TableFactor) -> ControlFlow<()> {
+            name_function_column(t);
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            fetch_as_limit(query);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(&mut statements, &mut Clauses);
+    let names = match statements.as_slice() {
+        [Statement::Query(q)] => column_names(q),
+        _ => None,
+    };
+    let _ = ast::visit_expressions_mut(&mut statements, |e| {
+        cast(e);
+        checked_divisor(e);
+        distinct_from_in_parentheses(e);
+        to_char_pattern(e);
+        ControlFlow::<()>::Continue(())
+    });
+    if let [Statement::Query(query)] = statements.as_mut_slice() {
+        order_by_expressions(query);
+    }
+    let sql = statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    Ok(Rewritten { sql, names })
+}
+
+/// `EXCEPT` or `INTERSECT` when `statement` has one with `ALL` in any of its queries.
+fn counted_set_operation(statement: &Statement) -> Option<&'static str> {
+    struct Finder(Option<&'static str>);
+    fn body(set: &SetExpr, found: &mut Option<&'static str>) {
+        if let SetExpr::SetOperation { op, set_quantifier, left, right } = set {
+            if matches!(set_quantifier, ast::SetQuantifier::All) {
+                match op {
+                    ast::SetOperator::Except => *found = Some("EXCEPT"),
+                    ast::SetOperator::Intersect => *found = Some("INTERSECT"),
+                    _ => {}
+                }
+            }
+            body(left, found);
+            body(right, found);
+        }
+    }
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            body(&query.body, &mut self.0);
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder(None);
+    let _ = ast::Visit::visit(statement, &mut finder);
+    finder.0
+}
+
+/// `FETCH FIRST n ROWS ONLY` → `LIMIT n`, which DataFusion plans (`WITH TIES` and `PERCENT`
+/// stay, and are refused).
+fn fetch_as_limit(query: &mut Query) {
+    let Some(ast::Fetch { with_ties: false, percent: false, .. }) = &query.fetch else { return };
+    let Some(fetch) = query.fetch.take() else { return };
+    // `FETCH FIRST ROW ONLY` is one row
+    let limit = fetch.quantity.unwrap_or_else(|| Expr::value(ast::Value::Number("1".into(), false)));
+    match &mut query.limit_clause {
+        Some(ast::LimitClause::LimitOffset { limit: slot @ None, .. }) => *slot = Some(limit),
+        None => {
+            query.limit_clause =
+                Some(ast::LimitClause::LimitOffset { limit: Some(limit), offset: None, limit_by: Vec::new() })
+        }
+        // both a LIMIT and a FETCH: PostgreSQL rejects it, and so does DataFusion
+        Some(_) => query.fetch = Some(ast::Fetch { with_ties: false, percent: false, quantity: Some(limit) }),
+    }
+}
+
+/// `generate_series(…) AS g`: PostgreSQL names a one-column function's column after the
+/// alias, DataFusion keeps the function's own name (`value`).
+fn name_function_column(t: &mut ast::TableFactor) {
+    let ast::TableFactor::Table { args: Some(_), alias: Some(alias), .. } = t else { return };
+    if alias.columns.is_empty() {
+        alias.columns.push(ast::TableAliasColumnDef::from_name(alias.name.value.clone()));
+    }
+}
+
+/// `a / b` → `a / pg_divisor(b)`: PostgreSQL fails a division of doubles by zero as it
+/// fails one of integers, where Arrow answers infinity or NaN.
+fn checked_divisor(e: &mut Expr) {
+    let Expr::BinaryOp { op: ast::BinaryOperator::Divide | ast::BinaryOperator::Modulo, right, .. } = e
+    else {
+        return;
+    };
+    let divisor = std::mem::replace(right.as_mut(), Expr::value(Value::Null));
+    **right = call(DIVISOR, divisor);
+}
+
+/// `a IS [NOT] DISTINCT FROM b` in parentheses: DataFusion's parser binds `AND` after it
+/// tighter than PostgreSQL's.
+fn distinct_from_in_parentheses(e: &mut Expr) {
+    if matches!(e, Expr::IsDistinctFrom(..) | Expr::IsNotDistinctFrom(..)) {
+        let inner = std::mem::replace(e, Expr::value(Value::Null));
+        *e = Expr::Nested(Box::new(inner));
+    }
+}
+
+/// `to_char(t, 'YYYY-MM-DD HH24:MI')`: PostgreSQL's template patterns as the engine's
+/// (chrono's `%Y-%m-%d %H:%M`), when the template is a literal.
+fn to_char_pattern(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("to_char") {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut f.args else { return };
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.get_mut(1)
+    else {
+        return;
+    };
+    if let Value::SingleQuotedString(template) = &mut v.value {
+        *template = chrono_format(template);
+    }
+}
+
+/// A PostgreSQL date/time template as a chrono format: the common patterns, everything
+/// else (and double-quoted text) literally.
+fn chrono_format(template: &str) -> String {
+    const PATTERNS: [(&str, &str); 24] = [
+        ("YYYY", "%Y"),
+        ("HH24", "%H"),
+        ("HH12", "%I"),
+        ("Month", "%B"),
+        ("MONTH", "%B"),
+        ("Mon", "%b"),
+        ("MON", "%b"),
+        ("Day", "%A"),
+        ("DAY", "%A"),
+        ("Dy", "%a"),
+        ("DY", "%a"),
+        ("DDD", "%j"),
+        ("YY", "%y"),
+        ("MM", "%m"),
+        ("DD", "%d"),
+        ("HH", "%I"),
+        ("MI", "%M"),
+        ("SS", "%S"),
+        ("MS", "%3f"),
+        ("US", "%6f"),
+        ("AM", "%p"),
+        ("PM", "%p"),
+        ("TZ", "UTC"),
+        ("IW", "%V"),
+    ];
+    let mut out = String::new();
+    let mut rest = template;
+    'outer: while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            let end = rest[1..].find('"').map_or(rest.len(), |i| i + 2);
+            out.push_str(&rest[1..end.saturating_sub(1).max(1)].replace('%', "%%"));
+            rest = &rest[end.min(rest.len())..];
+            continue;
+        }
+        for (pattern, format) in PATTERNS {
+            if let Some(after) = rest.strip_prefix(pattern) {
+                out.push_str(format);
+                rest = after;
+                continue 'outer;
+            }
+        }
+        if c == '%' {
+            out.push_str("%%");
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// A call of the one-argument function `name`.
+fn call(name: &str, arg: Expr) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// `x::int` → `pg_rint(x)::int` (PostgreSQL rounds a double to the nearest integer, halves
+/// to even, where Arrow truncates); `x::text` → `pg_float8_text(x)` (PostgreSQL writes
+/// `20`, Arrow `20.0`).
+fn cast(e: &mut Expr) {
+    let Expr::Cast { kind: CastKind::Cast | CastKind::DoubleColon, expr, data_type, .. } = e else { return };
+    use ast::DataType as T;
+    match data_type {
+        T::Int(_)
+        | T::Integer(_)
+        | T::BigInt(_)
+        | T::SmallInt(_)
+        | T::Int2(_)
+        | T::Int4(_)
+        | T::Int8(_)
+        | T::Int16
+        | T::Int32
+        | T::Int64 => {
+            let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
+            **expr = call(RINT, inner);
+        }
+        T::Text => {
+            let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
+            *e = call(FLOAT8_TEXT, inner);
+        }
+        _ => {}
+    }
+}
+
+/// Each `ORDER BY <position>` of a `SELECT` written as the expression (or alias) at that
+/// position: DataFusion refuses a position that names an expression over the grouping
+/// columns (`SELECT upper(job) … GROUP BY job ORDER BY 1`), which PostgreSQL takes.
+fn order_by_expressions(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_ref() else { return };
+    let Some(order_by) = query.order_by.as_mut() else { return };
+    let OrderByKind::Expressions(items) = &mut order_by.kind else { return };
+    for item in items {
+        let Expr::Value(v) = &item.expr else { continue };
+        let Value::Number(n, _) = &v.value else { continue };
+        let Some(selected) = n.parse::<usize>().ok().and_then(|i| select.projection.get(i.wrapping_sub(1)))
+        else {
+            continue;
+        };
+        match selected {
+            SelectItem::UnnamedExpr(e) => item.expr = e.clone(),
+            SelectItem::ExprWithAlias { alias, .. } => item.expr = Expr::Identifier(alias.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// The names PostgreSQL gives the columns of `query`: an alias, a column's name, a
+/// function's, the type of a cast literal, `case`, or `?column?`. `None` with a `*`.
+fn column_names(query: &Query) -> Option<Vec<String>> {
+    let mut body = query.body.as_ref();
+    // a set operation's columns are named by its first query
+    loop {
+        match body {
+            SetExpr::SetOperation { left, .. } => body = left,
+            SetExpr::Query(q) => body = q.body.as_ref(),
+            _ => break,
+        }
+    }
+    let SetExpr::Select(select) = body else { return None };
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(e) => Some(expression_name(e)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The name PostgreSQL gives an unnamed select item.
+fn expression_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(id) => id.value.clone(),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map_or_else(|| "?column?".into(), |p| p.value.clone())
+        }
+        Expr::Function(f) => {
+            f.name.0.last().and_then(|p| p.as_ident()).map_or_else(|| "?column?".into(), |i| i.value.clone())
+        }
+        Expr::Cast { expr, data_type, .. } => match expr.as_ref() {
+            Expr::Value(_) => type_name(data_type),
+            inner => expression_name(inner),
+        },
+        Expr::Nested(inner) => expression_name(inner),
+        Expr::Case { .. } => "case".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::Substring { .. } => "substring".into(),
+        Expr::Trim { .. } => "btrim".into(),
+        Expr::Position { .. } => "position".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Array(_) => "array".into(),
+        Expr::Interval(_) => "interval".into(),
+        Expr::TypedString(t) => type_name(&t.data_type),
+        _ => "?column?".into(),
+    }
+}
+
+/// PostgreSQL's internal name of a type, which names a cast literal's column.
+fn type_name(t: &ast::DataType) -> String {
+    use ast::DataType as T;
+    match t {
+        T::Int(_) | T::Integer(_) | T::Int4(_) => "int4".into(),
+        T::BigInt(_) | T::Int8(_) => "int8".into(),
+        T::SmallInt(_) | T::Int2(_) => "int2".into(),
+        T::Double(_) | T::DoublePrecision | T::Float8 => "float8".into(),
+        T::Real | T::Float4 => "float4".into(),
+        T::Boolean | T::Bool => "bool".into(),
+        T::Timestamp(_, ast::TimezoneInfo::Tz | ast::TimezoneInfo::WithTimeZone) => "timestamptz".into(),
+        T::Timestamp(..) => "timestamp".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// The name of [`Rint`].
+const RINT: &str = "pg_rint";
+/// The name of [`Divisor`].
+const DIVISOR: &str = "pg_divisor";
+/// The name of [`Float8Text`].
+const FLOAT8_TEXT: &str = "pg_float8_text";
+
+/// The nearest integer of a double, halves to even (`rint`), and of an exact decimal,
+/// halves away from zero, as PostgreSQL's casts to integer types round; other values as
+/// they are. Only the rewrite of casts calls it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Rint {
+    signature: Signature,
+}
+
+impl Rint {
+    fn new() -> Self {
+        Rint { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for Rint {
+    fn name(&self) -> &str {
+        RINT
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let array = args.args[0].to_array(rows)?;
+        let out: ArrayRef = match array.data_type() {
+            DataType::Float64 => {
+                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
+            }
+            DataType::Decimal128(p, s) => {
+                let scale = 10i128.pow(u32::from(*s as u8));
+                let rounded: Decimal128Array = array
+                    .as_primitive::<Decimal128Type>()
+                    .unary::<_, Decimal128Type>(|v| round_decimal(v, scale) * scale);
+                Arc::new(rounded.with_precision_and_scale(*p, *s)?)
+            }
+            _ => array,
+        };
+        scalar_if(&args.args[0], out)
+    }
+}
+
+/// A divisor as it is, failing when it is a zero double or decimal. Only the rewrite of
+/// divisions calls it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Divisor {
+    signature: Signature,
+}
+
+impl Divisor {
+    fn new() -> Self {
+        Divisor { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for Divisor {
+    fn name(&self) -> &str {
+        DIVISOR
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let array = args.args[0].to_array(args.number_rows)?;
+        let zero = match array.data_type() {
+            DataType::Float64 => array.as_primitive::<Float64Type>().iter().any(|v| v == Some(0.0)),
+            DataType::Decimal128(..) => array.as_primitive::<Decimal128Type>().iter().any(|v| v == Some(0)),
+            DataType::Int64 => array.as_primitive::<Int64Type>().iter().any(|v| v == Some(0)),
+            DataType::Int32 => array.as_primitive::<Int32Type>().iter().any(|v| v == Some(0)),
+            _ => false,
+        };
+        if zero {
+            return exec_err!("Divide by zero error");
+        }
+        Ok(args.args[0].clone())
+    }
+}
+
+/// The answer as a scalar when the argument was one.
+fn scalar_if(arg: &ColumnarValue, out: ArrayRef) -> Result<ColumnarValue> {
+    match arg {
+        ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)),
+        ColumnarValue::Array(_) => Ok(ColumnarValue::Array(out)),
+    }
+}
+
+/// `v / scale` rounded to the nearest integer, halves away from zero.
+fn round_decimal(v: i128, scale: i128) -> i128 {
+    let (q, r) = (v / scale, v % scale);
+    if r.abs() * 2 >= scale {
+        q + v.signum()
+    } else {
+        q
+    }
+}
+
+/// A value as text: a double as PostgreSQL writes it, anything else as Arrow casts it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Float8Text {
+    signature: Signature,
+}
+
+impl Float8Text {
+    fn new() -> Self {
+        Float8Text { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for Float8Text {
+    fn name(&self) -> &str {
+        FLOAT8_TEXT
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let array = args.args[0].to_array(args.number_rows)?;
+        let out: ArrayRef = match array.data_type() {
+            DataType::Float64 => {
+                let doubles = array.as_primitive::<Float64Type>();
+                Arc::new(
+                    (0..doubles.len())
+                        .map(|i| (!doubles.is_null(i)).then(|| crate::rows::float8_text(doubles.value(i))))
+                        .collect::<StringArray>(),
+                )
+            }
+            _ => datafusion::arrow::compute::cast(&array, &DataType::Utf8)?,
+        };
+        scalar_if(&args.args[0], out)
+    }
+}
+
+/// PostgreSQL's `round`: `round(double precision)` to the nearest integer, halves to even;
+/// `round(numeric)` and `round(numeric, n)` to 0 or `n` decimals, halves away from zero, as
+/// `numeric` of that scale. There is no `round(double precision, integer)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Round {
+    signature: Signature,
+}
+
+impl Round {
+    fn new() -> Self {
+        Round { signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+/// The most digits of a `numeric` the engine holds.
+const NUMERIC_PRECISION: u8 = 38;
+
+impl ScalarUDFImpl for Round {
+    fn name(&self) -> &str {
+        "round"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [t] if t.is_integer() || t.is_floating() => Ok(vec![DataType::Float64]),
+            [t @ DataType::Decimal128(..)] => Ok(vec![t.clone()]),
+            [t, n] if n.is_integer() => match t {
+                DataType::Decimal128(..) => Ok(vec![t.clone(), DataType::Int64]),
+                t if t.is_integer() => Ok(vec![DataType::Decimal128(NUMERIC_PRECISION, 0), DataType::Int64]),
+                _ => plan_err!("Invalid function 'round(double precision, integer)'"),
+            },
+            _ => plan_err!("Invalid function 'round'"),
+        }
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        exec_err!("round's type comes from its arguments")
+    }
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
+        let t = match (args.arg_fields.first().map(|f| f.data_type()), args.scalar_arguments.get(1)) {
+            (Some(DataType::Float64), None) => DataType::Float64,
+            (Some(DataType::Decimal128(p, _)), None) => DataType::Decimal128(*p, 0),
+            (Some(DataType::Decimal128(..)), Some(Some(ScalarValue::Int64(Some(n)))))
+                if (0..=20).contains(n) =>
+            {
+                DataType::Decimal128(NUMERIC_PRECISION, *n as i8)
+            }
+            _ => return plan_err!("round(numeric, n) takes a constant n from 0 to 20"),
+        };
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new("round", t, true)))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let array = args.args[0].to_array(args.number_rows)?;
+        let out: ArrayRef = match (array.data_type(), args.return_type()) {
+            (DataType::Float64, _) => {
+                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
+            }
+            (DataType::Decimal128(_, s), DataType::Decimal128(p, to)) => {
+                let (s, to) = (i32::from(*s), i32::from(*to));
+                let decimals: &Decimal128Array = array.as_primitive::<Decimal128Type>();
+                let rounded: Decimal128Array = if to >= s {
+                    let up = 10i128.pow((to - s) as u32);
+                    decimals.unary::<_, Decimal128Type>(|v| v * up)
+                } else {
+                    let down = 10i128.pow((s - to) as u32);
+                    decimals.unary::<_, Decimal128Type>(|v| round_decimal(v, down))
+                };
+                Arc::new(rounded.with_precision_and_scale(*p, to as i8)?)
+            }
+            (t, _) => return exec_err!("round of {t}"),
+        };
+        scalar_if(&args.args[0], out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_columns_are_named_as_postgresql_names_them() {
+        let names = |sql: &str| match crate::compile::parse(sql).unwrap().pop() {
+            Some(Statement::Query(q)) => column_names(&q),
+            _ => None,
+        };
+        assert_eq!(
+            names("SELECT count(*), c.job, value::int, '1'::int, 1 + 2, CASE WHEN true THEN 1 END, x AS y FROM t c"),
+            Some(vec!["count", "job", "value", "int4", "?column?", "case", "y"].into_iter().map(String::from).collect())
+        );
+        assert_eq!(names("SELECT * FROM t"), None);
+    }
+
+    #[test]
+    fn casts_to_integers_round_and_casts_to_text_write_doubles_as_postgresql() {
+        let sql = rewrite("SELECT value::int, CAST(value AS text) FROM t ORDER BY 1").unwrap().sql;
+        assert_eq!(
+            sql,
+            "SELECT pg_rint(value)::INT, pg_float8_text(value) FROM t ORDER BY pg_rint(value)::INT"
+        );
+        let sql = rewrite("SELECT a / b FROM t").unwrap().sql;
+        assert_eq!(sql, "SELECT a / pg_divisor(b) FROM t");
+        assert_eq!(round_decimal(25, 10), 3);
+        assert_eq!(round_decimal(-25, 10), -3);
+        assert_eq!(round_decimal(24, 10), 2);
+    }
+}

@@ -1,0 +1,326 @@
+-- Queries a monitoring user writes, run on PostgreSQL and on promflow over the same samples.
+-- Tables: cpu and mem (instance, job), http_requests_total (code, handler, method),
+-- http_request_duration_seconds_bucket (handler, le); each with ts and value.
+-- A line "-- differs: why" marks the query after it as one promflow answers otherwise or
+-- refuses, for the reason given; the test fails when a marked query agrees, or an unmarked
+-- one does not.
+
+-- aggregates and grouping
+SELECT count(*) FROM cpu
+SELECT count(*) FROM CPU
+SELECT count(*) FROM "cpu"
+SELECT job, count(*), min(value), max(value), sum(value), avg(value) FROM cpu GROUP BY job ORDER BY job
+SELECT job, instance, count(*) FROM cpu GROUP BY job, instance ORDER BY job, instance
+SELECT job, max(value) - min(value) AS spread FROM cpu GROUP BY job HAVING count(*) > 5 ORDER BY spread DESC
+SELECT count(instance), count(*) FROM cpu
+SELECT sum(value) FROM cpu WHERE job = 'nothing'
+SELECT count(*) FROM cpu WHERE job = 'nothing'
+-- differs: variance in the last digit: PostgreSQL sums with Youngs-Cramer, DataFusion with Welford
+SELECT avg(value), stddev(value), variance(value) FROM mem
+SELECT job, stddev_samp(value), stddev_pop(value), var_pop(value) FROM cpu GROUP BY job ORDER BY job
+SELECT job, percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FROM cpu GROUP BY job ORDER BY job
+-- differs: percentile_cont in the last digit: PostgreSQL interpolates as lo + (hi - lo) * frac
+SELECT job, percentile_cont(0.9) WITHIN GROUP (ORDER BY value) AS p90 FROM mem GROUP BY job ORDER BY job
+-- differs: refused: DataFusion has no percentile_disc
+SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY value) FROM cpu
+SELECT job, string_agg(DISTINCT instance, ',' ORDER BY instance) FROM cpu GROUP BY job ORDER BY job
+SELECT job, bool_and(value > 1), bool_or(value > 20) FROM cpu GROUP BY job ORDER BY job
+SELECT job, array_agg(DISTINCT instance) FROM mem GROUP BY job ORDER BY job
+SELECT handler, sum(value) FROM http_requests_total WHERE ts = (SELECT max(ts) FROM http_requests_total) GROUP BY handler ORDER BY handler
+SELECT code, count(DISTINCT handler) FROM http_requests_total GROUP BY code ORDER BY code
+SELECT job, count(*) AS n FROM cpu GROUP BY job ORDER BY n DESC, job
+SELECT job, avg(value) FROM cpu GROUP BY job HAVING avg(value) > 5 ORDER BY 2
+SELECT instance, count(*) FROM cpu GROUP BY instance ORDER BY instance NULLS FIRST
+SELECT instance, count(*) FROM cpu GROUP BY instance ORDER BY instance
+SELECT instance, count(*) FROM cpu GROUP BY instance ORDER BY instance DESC
+SELECT job, min(value), max(value) FROM cpu GROUP BY ROLLUP (job) ORDER BY job
+SELECT max(value) FROM cpu
+SELECT min(value) AS lowest, max(value) AS highest, max(value) - min(value) AS spread FROM mem
+SELECT sum(value) / count(*) FROM cpu
+SELECT count(*) / 3 FROM cpu
+SELECT count(*)::float8 / 3 FROM cpu
+SELECT job, sum(value) * 100 / (SELECT sum(value) FROM mem) AS pct FROM mem GROUP BY job ORDER BY job
+
+-- filters on any column
+SELECT job, instance, value FROM cpu WHERE value > 10 ORDER BY job, instance, ts
+SELECT job, value FROM cpu WHERE value BETWEEN 4 AND 6 ORDER BY job, ts
+SELECT job, instance, value FROM cpu WHERE job = 'api' OR instance IS NULL ORDER BY job, instance, ts
+SELECT count(*) FROM cpu WHERE NOT (job = 'api') AND value >= 5
+SELECT job, value FROM cpu WHERE job LIKE 'ba%' ORDER BY ts
+SELECT DISTINCT job FROM cpu WHERE job ~ '^(api|db)$' ORDER BY job
+SELECT DISTINCT job FROM cpu WHERE job ~ 'p' ORDER BY job
+SELECT job, instance FROM cpu WHERE instance IN ('b', 'c') GROUP BY job, instance ORDER BY job
+SELECT count(*) FROM cpu WHERE instance IS NOT NULL
+SELECT count(*) FROM cpu WHERE instance <> 'a'
+SELECT count(*) FROM cpu WHERE instance != 'a'
+SELECT count(*) FROM cpu WHERE job NOT IN ('api', 'db')
+SELECT count(*) FROM cpu WHERE job NOT LIKE 'a%'
+SELECT count(*) FROM cpu WHERE job ILIKE 'API'
+SELECT count(*) FROM cpu WHERE job !~ '^a'
+SELECT count(*) FROM cpu WHERE job ~* '^A'
+SELECT count(*) FROM cpu WHERE value > 5 AND value < 10 AND job = 'api'
+SELECT count(*) FROM cpu WHERE (job = 'api' AND instance = 'a') OR (job = 'db' AND value > 5)
+SELECT count(*) FROM cpu WHERE value NOT BETWEEN 2 AND 12
+SELECT count(*) FROM http_requests_total WHERE code LIKE '5%'
+SELECT handler, method, max(value) FROM http_requests_total WHERE code = '200' GROUP BY handler, method ORDER BY handler
+SELECT count(*) FROM cpu WHERE job IN (SELECT job FROM mem WHERE value > 150)
+SELECT count(*) FROM cpu WHERE value = 5
+SELECT count(*) FROM cpu WHERE value = 5.0
+SELECT count(*) FROM cpu WHERE value > '5'
+SELECT count(*) FROM http_requests_total WHERE code::int >= 500
+SELECT count(*) FROM cpu WHERE instance = ''
+SELECT count(*) FROM cpu WHERE job = 'API'
+SELECT count(*) FROM cpu WHERE lower(job) = 'api'
+SELECT count(*) FROM cpu WHERE job IS DISTINCT FROM 'api'
+SELECT count(*) FROM cpu WHERE instance IS DISTINCT FROM NULL
+
+-- DISTINCT
+SELECT DISTINCT job FROM cpu ORDER BY job
+SELECT count(DISTINCT job), count(DISTINCT instance) FROM cpu
+SELECT DISTINCT job, instance FROM cpu ORDER BY job, instance
+SELECT DISTINCT ON (job) job, ts, value FROM cpu ORDER BY job, ts DESC
+SELECT DISTINCT ON (job, instance) job, instance, value FROM cpu ORDER BY job, instance, ts DESC
+SELECT DISTINCT handler, code FROM http_requests_total ORDER BY 1, 2
+SELECT DISTINCT le FROM http_request_duration_seconds_bucket ORDER BY le
+SELECT count(*) FROM (SELECT DISTINCT job, instance FROM cpu) s
+
+-- CASE, COALESCE, casts, strings
+SELECT job, CASE WHEN value > 10 THEN 'high' ELSE 'low' END AS level, count(*) FROM cpu GROUP BY 1, 2 ORDER BY 1, 2
+SELECT COALESCE(instance, 'none') AS i, max(value) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT upper(job), length(job) FROM cpu GROUP BY job ORDER BY 1
+SELECT job || '/' || COALESCE(instance, '-') AS k FROM cpu GROUP BY 1 ORDER BY 1
+SELECT replace(job, 'a', 'A'), lower(upper(job)) FROM cpu GROUP BY job ORDER BY 1
+SELECT CASE job WHEN 'api' THEN 1 WHEN 'db' THEN 2 ELSE 0 END AS k, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT NULLIF(instance, 'a') AS i, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT greatest(1, 2, 3), least(4, 5, 6)
+SELECT job, greatest(max(value), 10), least(min(value), 3) FROM cpu GROUP BY job ORDER BY job
+SELECT substring(job from 1 for 2) AS p, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT substr(handler, 2) AS h FROM http_requests_total GROUP BY 1 ORDER BY 1
+SELECT left(job, 1), right(job, 1) FROM cpu GROUP BY job ORDER BY job
+SELECT concat(job, ':', instance) AS k FROM cpu GROUP BY job, instance ORDER BY 1
+SELECT concat_ws('/', job, instance) AS k FROM cpu GROUP BY job, instance ORDER BY 1
+SELECT split_part(handler, '/', 2) AS h FROM http_requests_total GROUP BY 1 ORDER BY 1
+SELECT regexp_replace(handler, '^/', '') AS h FROM http_requests_total GROUP BY 1 ORDER BY 1
+SELECT trim(' x '), ltrim('  y'), rtrim('z  '), btrim('xxaxx', 'x')
+SELECT lpad(job, 6, '*'), rpad(job, 6, '.') FROM cpu GROUP BY job ORDER BY job
+SELECT position('b' in job) FROM cpu GROUP BY job ORDER BY job
+SELECT strpos(job, 'a') FROM cpu GROUP BY job ORDER BY job
+SELECT initcap(job), reverse(job), repeat(job, 2) FROM cpu GROUP BY job ORDER BY job
+SELECT md5(job) FROM cpu GROUP BY job ORDER BY job
+SELECT starts_with(job, 'a') FROM cpu GROUP BY job ORDER BY job
+SELECT char_length(job), octet_length(job) FROM cpu GROUP BY job ORDER BY job
+SELECT job, value::int FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT job, CAST(value AS integer) FROM cpu WHERE job = 'api' AND instance = 'a' ORDER BY ts
+SELECT value::bigint FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT value::text FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT value::numeric(10,2) FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT round(value::numeric, 1) FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT '42'::int + 1, '3.5'::float8 * 2, 10::text || 'x'
+SELECT code::integer AS c, max(value) FROM http_requests_total GROUP BY 1 ORDER BY 1
+SELECT CAST('2024-01-01' AS date)
+SELECT 1::boolean, 'true'::boolean, 0 = 1
+SELECT job, CASE WHEN instance IS NULL THEN 'none' WHEN instance = 'a' THEN 'first' END AS which FROM cpu GROUP BY job, instance ORDER BY job, which
+-- differs: refused: DataFusion has no format()
+SELECT format('%s-%s', job, instance) FROM cpu GROUP BY job, instance ORDER BY 1
+-- differs: refused: to_char of a number is not implemented
+SELECT to_char(12.5::float8, 'FM999.00')
+SELECT 'a' < 'b', 'api' > 'db'
+
+-- numbers
+SELECT round(value), abs(value - 10) FROM cpu WHERE job = 'api' AND instance = 'b' ORDER BY ts
+SELECT ceil(value), floor(value), trunc(value) FROM cpu WHERE job = 'batch' ORDER BY ts
+-- differs: log(x) in the last digit: PostgreSQL's log10 and Rust's differ
+SELECT sqrt(value), ln(value), log(value), exp(1.0::float8) FROM mem WHERE job = 'cache' LIMIT 1
+-- differs: refused: DataFusion names 2 ^ 10 as power(2, 10), and a select list's names must differ
+SELECT power(2, 10), 2 ^ 10, 7 % 3, mod(7, 3), 7 / 2, 7.0 / 2, -7 / 2
+SELECT sign(value - 10) FROM cpu WHERE job = 'api' AND instance = 'a' ORDER BY ts
+SELECT pi(), degrees(pi()), radians(180)
+-- differs: numeric literals are doubles in DataFusion, not exact decimals
+SELECT 1e3, 1.5e-3, 0.1 + 0.2
+SELECT 0.1::float8 + 0.2::float8
+SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float8
+-- differs: numeric literals are doubles in DataFusion, not exact decimals
+SELECT 1.0 / 3
+SELECT 1::float8 / 3
+-- differs: integer literals are bigint in DataFusion, so integer overflow is no error
+SELECT 2147483647 + 1
+SELECT 9223372036854775807
+SELECT 100 * value / 12 FROM cpu WHERE job = 'api' AND instance = 'b' ORDER BY ts
+SELECT round(avg(value)::numeric, 2) FROM cpu
+SELECT round(value::numeric, 2) AS v FROM mem WHERE job = 'api' ORDER BY ts LIMIT 3
+-- differs: refused: DataFusion has no width_bucket
+SELECT width_bucket(value, 0, 30, 3) AS b, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+-- differs: cbrt in the last digit
+SELECT cbrt(27::float8), gcd(12, 18), lcm(4, 6)
+SELECT abs(-5), abs(-5.5), abs(-5.5::float8)
+
+-- time
+SELECT date_trunc('hour', ts) AS h, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT date_trunc('minute', ts) AS m, avg(value) FROM cpu WHERE job = 'db' GROUP BY 1 ORDER BY 1
+SELECT date_trunc('day', ts), count(*) FROM mem GROUP BY 1 ORDER BY 1
+SELECT ts, value FROM cpu WHERE job = 'db' ORDER BY ts DESC LIMIT 3
+SELECT min(ts), max(ts) FROM mem
+SELECT max(ts) - min(ts) FROM mem
+SELECT count(*) FROM cpu WHERE ts > now() - interval '1 hour'
+SELECT count(*) FROM cpu WHERE ts >= now() - interval '1 day' AND ts <= now()
+SELECT count(*) FROM cpu WHERE ts < now() - interval '1 day'
+SELECT count(*) FROM cpu WHERE ts BETWEEN now() - interval '2 hours' AND now()
+SELECT count(*) FROM mem WHERE ts > (SELECT min(ts) FROM mem) + interval '5 minutes'
+SELECT count(*) FROM mem WHERE ts >= (SELECT max(ts) FROM mem) - interval '3 minutes'
+-- differs: extract is a double in DataFusion, numeric in PostgreSQL
+SELECT extract(epoch FROM max(ts)) - extract(epoch FROM min(ts)) FROM mem
+SELECT date_part('minute', max(ts)) - date_part('minute', min(ts)) FROM mem
+SELECT count(DISTINCT date_trunc('minute', ts)) FROM cpu
+SELECT date_bin('5 minutes', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT date_bin('2 minutes', ts, TIMESTAMPTZ '2000-01-01') AS b, max(value) FROM mem WHERE job = 'api' GROUP BY 1 ORDER BY 1
+SELECT to_timestamp(0)
+SELECT to_timestamp(1700000000)
+SELECT TIMESTAMPTZ '2024-05-01 12:30:00+00'
+SELECT TIMESTAMP '2024-05-01 12:30:00'
+SELECT TIMESTAMPTZ '2024-05-01 12:30:00+00' + INTERVAL '90 minutes'
+SELECT date_trunc('month', TIMESTAMPTZ '2024-05-17 12:30:00+00')
+SELECT extract(year FROM TIMESTAMPTZ '2024-05-17 12:30:00+00')
+SELECT extract(dow FROM TIMESTAMPTZ '2024-05-17 12:30:00+00')
+SELECT to_char(TIMESTAMPTZ '2024-05-17 12:30:00+00', 'YYYY-MM-DD HH24:MI')
+SELECT INTERVAL '1 hour' + INTERVAL '30 minutes'
+SELECT INTERVAL '90 minutes'
+SELECT '2024-05-01'::date + 1
+SELECT ts::date, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT count(*) FROM cpu WHERE ts::date = (SELECT max(ts)::date FROM cpu)
+-- differs: refused: DataFusion has no age()
+SELECT age(TIMESTAMPTZ '2024-05-02 00:00:00+00', TIMESTAMPTZ '2024-05-01 00:00:00+00')
+SELECT job, max(ts) AS last_seen FROM cpu GROUP BY job ORDER BY job
+-- differs: refused: DataFusion does not plan AT TIME ZONE on a timestamptz
+SELECT ts AT TIME ZONE 'UTC' FROM cpu WHERE job = 'batch' ORDER BY ts LIMIT 2
+SELECT now() > TIMESTAMPTZ '2024-01-01 00:00:00+00'
+SELECT current_date > DATE '2024-01-01'
+
+-- window functions
+SELECT job, instance, value, row_number() OVER (PARTITION BY job, instance ORDER BY ts) AS n FROM cpu WHERE job = 'api' ORDER BY job, instance, n
+SELECT ts, value - lag(value) OVER (ORDER BY ts) AS d FROM cpu WHERE job = 'db' ORDER BY ts
+SELECT job, value, rank() OVER (ORDER BY value DESC) FROM mem ORDER BY 3, job LIMIT 5
+SELECT job, sum(value) OVER (PARTITION BY job) FROM mem WHERE ts = (SELECT max(ts) FROM mem) ORDER BY job
+SELECT job, value, dense_rank() OVER (ORDER BY value) FROM mem WHERE ts = (SELECT max(ts) FROM mem) ORDER BY 3, job
+SELECT ts, value, lead(value) OVER (ORDER BY ts) FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT ts, value, lag(value, 2, 0::float8) OVER (ORDER BY ts) FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT ts, avg(value) OVER (ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM cpu WHERE job = 'db' ORDER BY ts
+SELECT ts, sum(value) OVER (ORDER BY ts) AS running FROM mem WHERE job = 'api' ORDER BY ts
+SELECT ts, first_value(value) OVER (ORDER BY ts), last_value(value) OVER (ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) FROM mem WHERE job = 'db' ORDER BY ts
+SELECT ts, max(value) OVER w, min(value) OVER w FROM cpu WHERE job = 'db' WINDOW w AS (ORDER BY ts ROWS 3 PRECEDING) ORDER BY ts
+SELECT job, instance, value, ntile(2) OVER (ORDER BY value) FROM cpu WHERE ts = (SELECT min(ts) FROM cpu) ORDER BY value
+SELECT job, value, percent_rank() OVER (ORDER BY value), cume_dist() OVER (ORDER BY value) FROM mem WHERE ts = (SELECT max(ts) FROM mem) ORDER BY value
+SELECT handler, code, ts, value - lag(value) OVER (PARTITION BY handler, code, method ORDER BY ts) AS delta FROM http_requests_total WHERE handler = '/login' ORDER BY ts
+SELECT handler, ts, CASE WHEN value < lag(value) OVER (PARTITION BY handler, code ORDER BY ts) THEN 'reset' ELSE 'ok' END FROM http_requests_total WHERE handler = '/login' ORDER BY ts
+SELECT job, instance, value FROM (SELECT job, instance, value, row_number() OVER (PARTITION BY job, instance ORDER BY ts DESC) AS rn FROM cpu) t WHERE rn = 1 ORDER BY job, instance
+SELECT job, value FROM (SELECT job, value, rank() OVER (PARTITION BY job ORDER BY value DESC) AS r FROM cpu) t WHERE r <= 2 ORDER BY job, value DESC
+SELECT ts, value, nth_value(value, 2) OVER (ORDER BY ts) FROM mem WHERE job = 'api' ORDER BY ts
+SELECT count(*) OVER () FROM cpu LIMIT 1
+SELECT job, count(*) OVER (PARTITION BY job) FROM cpu GROUP BY job ORDER BY job
+
+-- set operations
+SELECT job FROM cpu UNION SELECT job FROM mem ORDER BY 1
+SELECT job FROM cpu INTERSECT SELECT job FROM mem ORDER BY 1
+SELECT job FROM mem EXCEPT SELECT job FROM cpu ORDER BY 1
+SELECT count(*) FROM (SELECT job FROM cpu UNION ALL SELECT job FROM mem) AS both_tables
+SELECT 'cpu' AS metric, count(*) FROM cpu UNION ALL SELECT 'mem', count(*) FROM mem ORDER BY 1
+SELECT job, instance FROM cpu UNION SELECT job, instance FROM mem ORDER BY 1, 2
+-- differs: refused: DataFusion answers EXCEPT ALL as EXCEPT
+SELECT job FROM cpu EXCEPT ALL SELECT job FROM mem ORDER BY 1 LIMIT 3
+-- differs: refused: DataFusion answers INTERSECT ALL as INTERSECT
+SELECT instance FROM cpu INTERSECT ALL SELECT instance FROM mem ORDER BY 1 LIMIT 3
+
+-- subqueries
+SELECT DISTINCT job FROM cpu WHERE job IN (SELECT job FROM mem) ORDER BY 1
+SELECT DISTINCT c.job FROM cpu c WHERE EXISTS (SELECT 1 FROM mem m WHERE m.job = c.job) ORDER BY 1
+SELECT job, value FROM mem WHERE value > (SELECT avg(value) FROM mem) ORDER BY job, value
+SELECT DISTINCT c.job FROM cpu c WHERE NOT EXISTS (SELECT 1 FROM mem m WHERE m.job = c.job) ORDER BY 1
+SELECT DISTINCT job FROM cpu WHERE job NOT IN (SELECT job FROM mem) ORDER BY 1
+SELECT job, (SELECT max(value) FROM mem m WHERE m.job = c.job) FROM cpu c GROUP BY job ORDER BY job
+-- differs: avg of integers is a double in DataFusion, numeric in PostgreSQL
+SELECT avg(n) FROM (SELECT job, count(*) AS n FROM cpu GROUP BY job) t
+SELECT max(s) FROM (SELECT ts, sum(value) AS s FROM cpu GROUP BY ts) t
+SELECT job, value FROM cpu WHERE value = (SELECT max(value) FROM cpu) ORDER BY job
+SELECT job FROM mem WHERE value > ALL (SELECT value FROM cpu) GROUP BY job ORDER BY job
+SELECT job FROM mem WHERE value < ANY (SELECT value FROM cpu) GROUP BY job ORDER BY job
+
+-- joins and CTEs
+SELECT c.job, c.value + m.value FROM cpu c JOIN mem m ON c.job = m.job AND c.instance = m.instance AND c.ts = m.ts ORDER BY 1, 2
+SELECT c.job, m.job FROM (SELECT DISTINCT job FROM cpu) c LEFT JOIN (SELECT DISTINCT job FROM mem) m ON c.job = m.job ORDER BY 1
+WITH t AS (SELECT job, avg(value) AS a FROM cpu GROUP BY job) SELECT job, a FROM t WHERE a > 5 ORDER BY job
+SELECT c.job, m.job FROM (SELECT DISTINCT job FROM cpu) c FULL OUTER JOIN (SELECT DISTINCT job FROM mem) m ON c.job = m.job ORDER BY 1, 2
+SELECT c.job, m.job FROM (SELECT DISTINCT job FROM cpu) c RIGHT JOIN (SELECT DISTINCT job FROM mem) m ON c.job = m.job ORDER BY 2
+SELECT count(*) FROM cpu c CROSS JOIN (SELECT DISTINCT job FROM mem) m
+SELECT c.job, c.instance, c.value / m.value AS ratio FROM cpu c JOIN mem m USING (job, instance, ts) ORDER BY 1, 2, 3
+SELECT job, instance, count(*) FROM cpu JOIN mem USING (job, instance) GROUP BY job, instance ORDER BY 1, 2
+SELECT c.ts, c.value, m.value FROM cpu c INNER JOIN mem m ON m.ts = c.ts AND m.job = c.job WHERE c.job = 'db' ORDER BY c.ts
+WITH last AS (SELECT job, instance, max(ts) AS ts FROM cpu GROUP BY job, instance) SELECT c.job, c.value FROM cpu c JOIN last l ON c.job = l.job AND c.instance IS NOT DISTINCT FROM l.instance AND c.ts = l.ts ORDER BY 1, 2
+WITH a AS (SELECT job, sum(value) AS s FROM cpu GROUP BY job), b AS (SELECT job, sum(value) AS s FROM mem GROUP BY job) SELECT a.job, a.s, b.s FROM a LEFT JOIN b ON a.job = b.job ORDER BY a.job
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5) SELECT sum(i) FROM n
+SELECT t.code, t.total FROM (SELECT code, max(value) AS total FROM http_requests_total GROUP BY code) t ORDER BY t.total DESC
+SELECT ok.ts, ok.value / (ok.value + err.value) FROM http_requests_total ok JOIN http_requests_total err ON ok.ts = err.ts AND ok.handler = err.handler WHERE ok.code = '200' AND err.code = '500' AND ok.value > 0 ORDER BY ok.ts
+SELECT b.le, b.value FROM http_request_duration_seconds_bucket b WHERE b.ts = (SELECT max(ts) FROM http_request_duration_seconds_bucket) ORDER BY b.value
+SELECT m.job, m.value FROM mem m, cpu c WHERE m.job = c.job AND m.ts = c.ts AND c.instance = m.instance AND c.value > 5 ORDER BY 1, 2
+SELECT a.job, b.job FROM (SELECT DISTINCT job FROM cpu) a, (SELECT DISTINCT job FROM mem) b WHERE a.job < b.job ORDER BY 1, 2
+SELECT c.job, l.n FROM (SELECT DISTINCT job FROM cpu) c LEFT JOIN LATERAL (SELECT count(*) AS n FROM mem m WHERE m.job = c.job) l ON true ORDER BY 1
+
+-- rate-like arithmetic a SQL user writes by hand
+SELECT handler, code, max(value) - min(value) AS increase FROM http_requests_total GROUP BY handler, code ORDER BY 1, 2
+SELECT handler, code, (max(value) - min(value)) / extract(epoch FROM max(ts) - min(ts)) AS per_second FROM http_requests_total GROUP BY handler, code ORDER BY 1, 2
+SELECT le, max(value) FROM http_request_duration_seconds_bucket GROUP BY le ORDER BY max(value)
+SELECT le::float8 AS bound, max(value) FROM http_request_duration_seconds_bucket GROUP BY le ORDER BY 1
+
+-- no table, generated rows, filtered aggregates
+SELECT 1
+SELECT 1 + 2, 'x' || 'y', 7.0::float8 / 2
+-- differs: numeric literals are doubles in DataFusion, not exact decimals
+SELECT 1 AS one, 'two' AS two, 3.0 AS three, NULL AS nothing
+SELECT count(*) FILTER (WHERE value > 10), count(*) FROM cpu
+SELECT x FROM generate_series(1, 5) AS g(x) ORDER BY x DESC
+SELECT * FROM generate_series(1, 10, 3)
+SELECT count(*) FROM generate_series(1, 1000)
+SELECT g FROM generate_series(TIMESTAMPTZ '2024-01-01 00:00:00+00', TIMESTAMPTZ '2024-01-01 01:00:00+00', INTERVAL '15 minutes') AS g ORDER BY g
+SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS v(n, s) ORDER BY n
+SELECT version() LIKE '%15%'
+SELECT current_user
+-- differs: the session's functions answer promflow, not the database the client named
+SELECT current_database()
+SELECT current_schema()
+SELECT NULL IS NULL, NULL = NULL, 1 IN (1, NULL), 2 IN (1, NULL)
+SELECT coalesce(NULL, NULL, 3)
+-- differs: avg of integers is a double in DataFusion, numeric in PostgreSQL
+SELECT sum(x), avg(x), count(x) FROM (VALUES (1), (NULL), (3)) AS t(x)
+SELECT TRUE AND NULL, FALSE AND NULL, TRUE OR NULL
+SELECT typeof(1)
+-- differs: refused: pg_typeof is not implemented
+SELECT pg_typeof(1), pg_typeof(1.5), pg_typeof('a'::text), pg_typeof(1.5::float8)
+
+-- whole rows and limits
+SELECT * FROM cpu WHERE job = 'db' ORDER BY ts LIMIT 3
+SELECT * FROM mem ORDER BY ts DESC, job LIMIT 4
+SELECT * FROM http_requests_total WHERE handler = '/login' ORDER BY ts LIMIT 3 OFFSET 5
+SELECT * FROM cpu ORDER BY value DESC LIMIT 1
+SELECT job, value FROM cpu ORDER BY value DESC, job LIMIT 5 OFFSET 2
+SELECT c.* FROM cpu c WHERE c.job = 'batch' ORDER BY c.ts LIMIT 2
+SELECT *, value * 2 AS doubled FROM mem WHERE job = 'cache' ORDER BY ts LIMIT 2
+SELECT job FROM cpu ORDER BY job LIMIT 0
+SELECT job FROM cpu ORDER BY job FETCH FIRST 2 ROWS ONLY
+SELECT cpu.job, cpu.value FROM cpu WHERE cpu.instance = 'b' ORDER BY cpu.ts LIMIT 2
+SELECT value FROM public.cpu WHERE job = 'batch' ORDER BY ts LIMIT 1
+
+-- statements PostgreSQL rejects
+SELECT count(*) FROM cpuu
+SELECT nope FROM cpu
+SELECT job, value FROM cpu GROUP BY job
+SELECT count(*) FROM cpu WHERE job = 1
+SELECT 1 / 0
+SELECT 1.0::float8 / 0
+SELECT 'abc'::int
+SELECT no_such_function(1)
+-- differs: DataFusion coerces text and double to a common type where PostgreSQL rejects it (42804)
+SELECT job FROM cpu UNION SELECT value FROM mem
+SELECT job FROM cpu ORDER BY 5
+SELECT sum(job) FROM cpu
+SELECT FROM WHERE
+SELECT count(*) FROM cpu WHERE value > 'high'
+SELECT c.job FROM cpu c JOIN mem m ON c.job = m.job WHERE job = 'api'
+SELECT job FROM cpu WHERE count(*) > 1
