@@ -455,3 +455,61 @@ fn scrape_failures_are_logged_per_job_and_the_log_is_reopened_at_a_reload() {
     let after = first_line(&global_log);
     assert_eq!(after["target"], closed_line["target"]);
 }
+
+/// `target_limit`, side by side with Prometheus 2.42: a job with more targets than its limit
+/// keeps them listed, each down with Prometheus's error and scraped never (no samples but its
+/// report series); the counter says so; a reload that raises the limit scrapes them again.
+#[test]
+fn a_job_over_its_target_limit_fails_every_target_as_prometheus_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (garbage_target(), garbage_target());
+    let config = |limit: u32| {
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n\
+             - job_name: limited\n  target_limit: {limit}\n  static_configs: [{{targets: ['127.0.0.1:{a}', '127.0.0.1:{b}']}}]\n"
+        )
+    };
+    let pf = start_promflow(dir.path(), &config(1), &["--web.enable-lifecycle"]);
+    let prometheus_dir = tempfile::tempdir().unwrap();
+    let prometheus = start_prometheus(prometheus_dir.path(), &config(1));
+    let want = "target_limit exceeded (number of targets: 2, limit: 1)";
+    let errors = |s: &Server| {
+        wait_for(Duration::from_secs(20), || {
+            let (_, v) = s.get_json("/api/v1/targets");
+            let targets = v["data"]["activeTargets"].as_array()?.clone();
+            let seen: Vec<(String, String)> = targets
+                .iter()
+                .filter(|t| t["scrapePool"] == "limited" && t["health"] != "unknown")
+                .map(|t| {
+                    (t["health"].as_str().unwrap().to_string(), t["lastError"].as_str().unwrap().to_string())
+                })
+                .collect();
+            (seen.len() == 2).then_some(seen)
+        })
+        .expect("both targets reported")
+    };
+    let down = vec![("down".to_string(), want.to_string()); 2];
+    assert_eq!(errors(&pf), down);
+    if let Some(prometheus) = &prometheus {
+        assert_eq!(errors(prometheus), down, "Prometheus 2.42 reports the same");
+    }
+    let (_, metrics) = pf.get_text("/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("prometheus_target_scrape_pool_exceeded_target_limit_total ")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // the HTML targets were never fetched: their failure is the limit, not the parse
+    let (_, v) = pf.get_json("/api/v1/query?query=up%7Bjob%3D%22limited%22%7D");
+    assert_eq!(result(&v).len(), 2, "{v}");
+    assert!(result(&v).iter().all(|s| s["value"][1] == "0"), "{v}");
+
+    // raised by a reload, the limit no longer holds: the targets are scraped (and fail to parse)
+    std::fs::write(dir.path().join("prometheus.yml"), config(2)).unwrap();
+    assert_eq!(client().post(pf.url("/-/reload")).send().unwrap().status(), 200);
+    let parsed = wait_for(Duration::from_secs(20), || {
+        let seen = errors(&pf);
+        seen.iter().all(|(_, e)| !e.starts_with("target_limit")).then_some(seen)
+    });
+    assert!(parsed.is_some(), "the targets are scraped after the limit is raised");
+}

@@ -720,13 +720,14 @@ fn no_panics_on_garbage() {
 
 #[test]
 fn unhonoured_scrape_settings_warn_by_name() {
-    let text = "scrape_configs:\n  - job_name: a\n    target_limit: 5\n    proxy_url: http://127.0.0.1:3128\n    static_configs: [{targets: ['h:1']}]\n";
+    // target_limit is honoured: no warning
+    let text = "scrape_configs:\n  - job_name: a\n    target_limit: 5\n    proxy_url: http://127.0.0.1:3128\n    keep_dropped_targets: 3\n    static_configs: [{targets: ['h:1']}]\n";
     let loaded = Config::parse(text, "p.yml").unwrap();
     assert_eq!(
         loaded.warnings,
         vec![
             "scrape_configs[job=\"a\"].proxy_url: not implemented yet; ignored",
-            "scrape_configs[job=\"a\"].target_limit: not implemented yet; ignored",
+            "scrape_configs[job=\"a\"].keep_dropped_targets: not implemented yet; ignored",
         ]
     );
 }

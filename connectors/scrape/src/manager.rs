@@ -61,6 +61,8 @@ struct PoolSettings {
     label_name_length_limit: usize,
     label_value_length_limit: usize,
     body_size_limit: u64,
+    /// Targets the pool may have (`target_limit`, 0 for any number).
+    target_limit: usize,
     accept: String,
     client_key: String,
 }
@@ -97,7 +99,13 @@ struct Pool {
     dropped: Vec<Labels>,
     groups: HashMap<String, Vec<(Vec<String>, Labels)>>,
     sd_stop: Option<watch::Sender<bool>>,
+    /// Why every target of the pool fails without being scraped (its `target_limit` is
+    /// exceeded), shared with the pool's loops; `None` while they scrape.
+    forced_error: ForcedError,
 }
+
+/// A pool's forced error (see [`Pool::forced_error`]).
+type ForcedError = Arc<Mutex<Option<String>>>;
 
 #[derive(Default)]
 struct Counters {
@@ -113,6 +121,8 @@ struct Counters {
     pool_reloads_failed: AtomicU64,
     out_of_order: AtomicU64,
     duplicate: AtomicU64,
+    /// Syncs of a pool that found more targets than its `target_limit`.
+    target_limit_exceeded: AtomicU64,
     /// HTTP service discovery fetches that failed.
     sd_failures: AtomicU64,
     /// DNS service discovery refreshes, and those that failed.
@@ -219,6 +229,7 @@ impl ScrapeManager {
                 dropped: vec![],
                 groups: HashMap::new(),
                 sd_stop: None,
+                forced_error: ForcedError::default(),
             };
             pools.insert(job.clone(), pool);
             self.sync_group(&mut pools, &job, "static", static_groups(sc));
@@ -301,6 +312,16 @@ impl ScrapeManager {
             }
         }
         pool.dropped = dropped;
+        // as Prometheus: over the limit, every target stays listed and fails each scrape
+        // with this error, unscraped, until discovery or a reload brings the count down
+        let limit = pool.settings.target_limit;
+        let forced = (limit > 0 && wanted.len() > limit).then(|| {
+            self.counters.target_limit_exceeded.fetch_add(1, Ordering::Relaxed);
+            format!("target_limit exceeded (number of targets: {}, limit: {limit})", wanted.len())
+        });
+        if let Ok(mut slot) = pool.forced_error.lock() {
+            *slot = forced;
+        }
         let gone: Vec<u64> = pool.targets.keys().filter(|h| !wanted.contains_key(h)).copied().collect();
         for h in gone {
             if let Some(t) = pool.targets.remove(&h) {
@@ -322,6 +343,7 @@ impl ScrapeManager {
                 status: Arc::clone(&status),
                 counters: Arc::clone(&self.counters),
                 failure_log: Arc::clone(&pool.failure_log),
+                forced_error: Arc::clone(&pool.forced_error),
                 seen: HashMap::new(),
             };
             self.runtime.spawn(lp.run(rx));
@@ -431,6 +453,11 @@ impl ScrapeManager {
                 &c.duplicate,
             ),
             (
+                "prometheus_target_scrape_pool_exceeded_target_limit_total",
+                "Total number of times scrape pools hit the target limit, during sync or config reload.",
+                &c.target_limit_exceeded,
+            ),
+            (
                 "prometheus_sd_http_failures_total",
                 "Number of HTTP service discovery refresh failures.",
                 &c.sd_failures,
@@ -514,6 +541,7 @@ fn pool_settings(sc: &ScrapeConfig) -> PoolSettings {
         label_name_length_limit: sc.label_name_length_limit as usize,
         label_value_length_limit: sc.label_value_length_limit as usize,
         body_size_limit: sc.body_size_limit,
+        target_limit: sc.target_limit as usize,
         accept: sc.accept_header(),
         client_key: format!(
             "{:?}{:?}{:?}{:?}",
@@ -762,6 +790,7 @@ struct ScrapeLoop {
     status: Arc<Mutex<TargetStatus>>,
     counters: Arc<Counters>,
     failure_log: FailureLogSlot,
+    forced_error: ForcedError,
     /// Series written by the previous scrape (without explicit timestamps): the ones that get
     /// a staleness marker when they disappear.
     seen: HashMap<Labels, ()>,
@@ -848,7 +877,11 @@ impl ScrapeLoop {
         let started = Instant::now();
         let started_wall = chrono::Utc::now();
         self.counters.scrapes.fetch_add(1, Ordering::Relaxed);
-        let fetched = self.fetch().await;
+        let forced = self.forced_error.lock().ok().and_then(|f| f.clone());
+        let fetched = match forced {
+            Some(error) => Err(error),
+            None => self.fetch().await,
+        };
         let parsed = fetched.and_then(|(body, ct)| {
             let format = exposition::format_from_content_type(ct.as_deref());
             exposition::parse(&body, format).map_err(|e| e.to_string())

@@ -407,12 +407,11 @@ impl Config {
         }
         for sc in &self.scrape_configs {
             // scrape settings the scrape loop does not honour yet
-            let unhonoured: [(&str, bool); 10] = [
+            let unhonoured: [(&str, bool); 9] = [
                 ("oauth2", sc.oauth2.is_some()),
                 ("proxy_url", sc.proxy_url.is_some()),
                 ("proxy_from_environment", sc.proxy_from_environment),
                 ("follow_redirects", !sc.follow_redirects),
-                ("target_limit", sc.target_limit != 0),
                 ("keep_dropped_targets", sc.keep_dropped_targets != 0),
                 ("track_timestamps_staleness", sc.track_timestamps_staleness),
                 ("enable_compression", !sc.enable_compression),
