@@ -55,15 +55,6 @@ fn received(prom: &Server) -> Vec<(String, f64)> {
     out
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Waits until Prometheus holds `want` samples of every series.
 fn wait_received(prom: &Server, want: f64, limit: Duration) -> Vec<(String, f64)> {
     let mut last = Vec::new();

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use common::{client, now_ms, remote_write, series, start_promflow, Server};
+use common::{client, now_ms, remote_write, result, series, start_promflow, urlencode, Server};
 use serde_json::{json, Value};
 
 const STEP_MS: i64 = 15_000;
@@ -1183,4 +1183,78 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
         sql(&server, "SELECT x.instance, count(*) FROM m x JOIN m y ON x.ts = y.ts GROUP BY x.job");
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("must appear in the GROUP BY clause"), "{v}");
+}
+
+/// `promql(query, start, end, step)` and `promql(query, time)`: a PromQL query's answer as
+/// rows, the same points `/api/v1/query_range` and `/api/v1/query` answer, which SQL can then
+/// join and aggregate.
+#[test]
+fn promql_table_function_answers_the_apis_points_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let expr = "sum by (job) (m)";
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT job, ts, value FROM promql('{expr}', to_timestamp({}), to_timestamp({}), INTERVAL '1 minute') ORDER BY job, ts",
+            seconds(t0),
+            seconds(t1)
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (_, api) = server.get_json(&format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step=60",
+        urlencode(expr),
+        seconds(t0),
+        seconds(t1)
+    ));
+    let mut want = Vec::new();
+    for s in result(&api) {
+        for p in s["values"].as_array().unwrap() {
+            let value: f64 = p[1].as_str().unwrap().parse().unwrap();
+            want.push(json!([s["metric"]["job"], p[0].as_f64().unwrap(), value]));
+        }
+    }
+    assert!(want.len() >= 8, "{api}");
+    assert_eq!(rows(&v), want, "the range query's points");
+
+    // an instant query at a time, joined with a metric's table: every label is a column
+    let within = format!("ts >= to_timestamp({}) AND ts <= to_timestamp({})", seconds(t0), seconds(t1));
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT p.job, p.instance, p.value, t.n FROM promql('m', {at}) AS p \
+             JOIN (SELECT job, count(*) AS n FROM m WHERE {bounds} GROUP BY job) AS t ON p.job = t.job \
+             WHERE p.instance = 'i1' ORDER BY p.job",
+            at = seconds(t1),
+            bounds = within
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        rows(&v),
+        vec![json!(["a", "i1", SAMPLES as f64, 2 * SAMPLES]), json!(["b", "i1", 119.0, 2 * SAMPLES - 1])]
+    );
+    let (_, v) = sql(&server, &format!("SELECT * FROM promql('m{{job=\"a\"}}', {})", seconds(t1)));
+    let names: Vec<&str> =
+        v["data"]["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["__name__", "instance", "job", "ts", "value"], "{v}");
+
+    // a query that does not parse, and arguments that are not what they must be
+    for (q, error) in [
+        ("SELECT * FROM promql('sum(', now())", "promql: "),
+        (
+            "SELECT * FROM promql('m', now() - INTERVAL '1 hour', now(), INTERVAL '0 seconds')",
+            "the step must be positive",
+        ),
+        (
+            "SELECT * FROM promql('m', now() - INTERVAL '1 year', now(), INTERVAL '1 second')",
+            "more than 11000 points",
+        ),
+        ("SELECT * FROM promql('\"text\"', now())", "a string result is no table"),
+    ] {
+        let (status, v) = sql(&server, q);
+        assert_eq!(status, 400, "{q}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(error), "{q}: {v}");
+    }
 }

@@ -166,6 +166,16 @@ pub fn json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `s` escaped for a URL's query string.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Starts Debian's Prometheus with the remote-write receiver on a free port.
 pub fn start_prometheus(dir: &Path, config: &str) -> Option<Server> {
     start_prometheus_on(dir, config, free_port())

@@ -4,6 +4,7 @@
 //! tables ([`tables`]). Its answers become [`Rows`] like every other statement's.
 
 mod postgres;
+mod promql;
 mod tables;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +77,14 @@ async fn answer(
         max_samples: settings.max_samples,
         budget: Arc::new(std::sync::atomic::AtomicUsize::new(budget)),
     };
+    ctx.register_udtf(
+        "promql",
+        Arc::new(promql::Promql {
+            querier: Arc::clone(&metrics.querier),
+            settings: settings.clone(),
+            budget: Arc::clone(&metrics.budget),
+        }),
+    );
     let catalog = ctx.catalog("datafusion").ok_or_else(|| ExecError::Catalog("no default catalog".into()))?;
     catalog.register_schema("public", Arc::new(metrics)).map_err(engine_error)?;
     // the answer is held whole before it is sent: bounded as the interpreter's joins are
@@ -146,13 +155,26 @@ fn classify(e: &DataFusionError) -> ExecError {
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => classify(inner),
         DataFusionError::Shared(inner) => classify(inner),
         DataFusionError::Collection(all) if !all.is_empty() => classify(&all[0]),
-        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
-            Some(inner) => classify(inner),
-            None => match inner.downcast_ref::<ArrowError>() {
-                Some(ArrowError::DivideByZero) => sql("22012", "division by zero".into()),
-                _ => ExecError::Catalog(inner.to_string()),
-            },
-        },
+        DataFusionError::External(inner) => {
+            if let Some(inner) = inner.downcast_ref::<DataFusionError>() {
+                classify(inner)
+            } else if let Some(ArrowError::DivideByZero) = inner.downcast_ref::<ArrowError>() {
+                sql("22012", "division by zero".into())
+            } else if let Some(e) = inner.downcast_ref::<promflow_plan::Error>() {
+                // a PromQL evaluation's (`promql()`): too many samples, a timeout, …
+                use promflow_plan::Error as E;
+                ExecError::Engine(match e {
+                    E::Timeout(what) => E::Timeout(what),
+                    E::Canceled => E::Canceled,
+                    E::TooManySamples(what) => E::TooManySamples(what),
+                    other => E::Execution(other.to_string()),
+                })
+            } else if let Some(e) = inner.downcast_ref::<promflow_promql::Error>() {
+                sql("22023", format!("promql: {e}"))
+            } else {
+                ExecError::Catalog(inner.to_string())
+            }
+        }
         DataFusionError::SchemaError(e, _) => match e.as_ref() {
             // PostgreSQL quotes an unqualified name only
             SchemaError::FieldNotFound { field, .. } => match &field.relation {
@@ -194,6 +216,9 @@ fn classify(e: &DataFusionError) -> ExecError {
                 )
             } else if m.starts_with("Aggregate functions are not allowed in the WHERE clause") {
                 sql("42803", "aggregate functions are not allowed in WHERE".into())
+            } else if m.starts_with("promql: ") {
+                // `promql()`'s arguments: invalid_parameter_value
+                sql("22023", first)
             } else if m.starts_with("Order by column out of bounds") {
                 sql("42P10", first)
             } else if m.contains("Failed to coerce arguments") || m.contains("No function matches") {

@@ -182,10 +182,14 @@ fn fetch_as_limit(query: &mut Query) {
 }
 
 /// `generate_series(…) AS g`: PostgreSQL names a one-column function's column after the
-/// alias, DataFusion keeps the function's own name (`value`).
+/// alias, DataFusion keeps the function's own name (`value`). `promql(…)`, of many columns,
+/// keeps its columns' names.
 fn name_function_column(t: &mut ast::TableFactor) {
-    let ast::TableFactor::Table { args: Some(_), alias: Some(alias), .. } = t else { return };
-    if alias.columns.is_empty() {
+    let ast::TableFactor::Table { name, args: Some(_), alias: Some(alias), .. } = t else { return };
+    let one_column = name.0.last().and_then(|part| part.as_ident()).is_some_and(|function| {
+        ["generate_series", "range"].contains(&function.value.to_ascii_lowercase().as_str())
+    });
+    if one_column && alias.columns.is_empty() {
         alias.columns.push(ast::TableAliasColumnDef::from_name(alias.name.value.clone()));
     }
 }

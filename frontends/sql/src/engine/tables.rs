@@ -65,7 +65,7 @@ impl SchemaProvider for Metrics {
             .filter(|l| *l != METRIC_NAME)
             .map(|l| Field::new(column_of_label(l), DataType::Utf8, true))
             .collect();
-        fields.push(Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false));
+        fields.push(ts_field());
         fields.push(Field::new("value", DataType::Float64, false));
         Ok(Some(Arc::new(MetricTable {
             metric: name.to_string(),
@@ -96,7 +96,7 @@ impl std::fmt::Debug for MetricTable {
     }
 }
 
-fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+pub(super) fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
@@ -162,7 +162,7 @@ impl Read {
 }
 
 /// A timestamp literal in whole milliseconds, rounded down and up.
-fn millis(v: &ScalarValue) -> Option<(Timestamp, Timestamp)> {
+pub(super) fn millis(v: &ScalarValue) -> Option<(Timestamp, Timestamp)> {
     let (value, per_ms) = match v {
         ScalarValue::TimestampSecond(Some(s), _) => return s.checked_mul(1000).map(|ms| (ms, ms)),
         ScalarValue::TimestampMillisecond(Some(ms), _) => return Some((*ms, *ms)),
@@ -228,24 +228,7 @@ impl TableProvider for MetricTable {
                 self.metric, self.max_samples
             )));
         }
-        // the rows are built whole: their bytes (timestamp, value, label values and offsets)
-        // come out of the statement's budget
-        let labels = self.schema.fields().len() - 2;
-        let bytes: usize = series
-            .iter()
-            .map(|s| {
-                s.samples.len() * (16 + labels * 4 + s.labels.iter().map(|l| l.value.len()).sum::<usize>())
-            })
-            .sum();
-        let left = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(bytes));
-        if left.is_err() {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "the statement's tables would take more than {} MiB of rows (table \"{}\": {} MiB): bound ts",
-                super::MEMORY_LIMIT >> 20,
-                self.metric,
-                bytes >> 20
-            )));
-        }
+        take_budget(&self.budget, &self.schema, &series, &self.metric)?;
         let batches = batches(&self.schema, &series, mint, maxt)?;
         let exec =
             MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.schema), projection.cloned())?;
@@ -253,9 +236,37 @@ impl TableProvider for MetricTable {
     }
 }
 
+/// Takes the bytes the rows of `series` will hold in `schema` (timestamp, value, label values
+/// and offsets) out of the statement's `budget`: the rows are built whole.
+pub(super) fn take_budget(
+    budget: &AtomicUsize,
+    schema: &SchemaRef,
+    series: &[promflow_storage::Series],
+    table: &str,
+) -> Result<(), DataFusionError> {
+    let labels = schema.fields().len() - 2;
+    let bytes: usize = series
+        .iter()
+        .map(|s| s.samples.len() * (16 + labels * 4 + s.labels.iter().map(|l| l.value.len()).sum::<usize>()))
+        .sum();
+    if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(bytes)).is_err() {
+        return Err(DataFusionError::ResourcesExhausted(format!(
+            "the statement's tables would take more than {} MiB of rows (table \"{table}\": {} MiB): bound ts",
+            super::MEMORY_LIMIT >> 20,
+            bytes >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// A `ts` column: milliseconds in UTC.
+pub(super) fn ts_field() -> Field {
+    Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false)
+}
+
 /// The rows of `series` within `mint..=maxt` in batches of the table's schema: one per
 /// sample, staleness markers left out.
-fn batches(
+pub(super) fn batches(
     schema: &SchemaRef,
     series: &[promflow_storage::Series],
     mint: Timestamp,
