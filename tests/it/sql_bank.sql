@@ -324,3 +324,14 @@ SELECT FROM WHERE
 SELECT count(*) FROM cpu WHERE value > 'high'
 SELECT c.job FROM cpu c JOIN mem m ON c.job = m.job WHERE job = 'api'
 SELECT job FROM cpu WHERE count(*) > 1
+
+-- what Grafana's PostgreSQL data source sends: its macros expanded ($__timeFilter,
+-- $__timeGroupAlias, $__time, $__unixEpochFilter), variable queries, the query builder's catalogs
+SELECT floor(extract(epoch from ts)/60)*60 AS "time", avg(value) AS value FROM cpu WHERE ts BETWEEN '2020-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z' GROUP BY 1 ORDER BY 1
+SELECT floor(extract(epoch from ts)/300)*300 AS "time", job AS metric, max(value) AS value FROM cpu WHERE ts BETWEEN '2020-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z' GROUP BY 1, 2 ORDER BY 1, 2
+SELECT ts AS "time", value FROM cpu WHERE ts BETWEEN '2020-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z' AND job = 'api' AND instance = 'a' ORDER BY 1
+SELECT ts AS "time", instance AS metric, value FROM mem WHERE ts >= '2020-01-01T00:00:00Z' AND ts <= '2100-01-01T00:00:00Z' ORDER BY 1, 2, 3
+SELECT count(*) FROM cpu WHERE extract(epoch from ts) >= 1577836800 AND extract(epoch from ts) <= 4102444800
+SELECT DISTINCT instance AS __text, instance AS __value FROM cpu WHERE job IN ('api', 'db') ORDER BY 1
+SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name
+SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'cpu' ORDER BY column_name
