@@ -120,8 +120,10 @@ SELECT code::integer AS c, max(value) FROM http_requests_total GROUP BY 1 ORDER 
 SELECT CAST('2024-01-01' AS date)
 SELECT 1::boolean, 'true'::boolean, 0 = 1
 SELECT job, CASE WHEN instance IS NULL THEN 'none' WHEN instance = 'a' THEN 'first' END AS which FROM cpu GROUP BY job, instance ORDER BY job, which
--- differs: refused: DataFusion has no format()
 SELECT format('%s-%s', job, instance) FROM cpu GROUP BY job, instance ORDER BY 1
+SELECT format('%I = %L, %s%%', 'Job Name', NULL, 2.5::float8), format('%L', 'it''s'), format('%I', 'job')
+SELECT format('%s %s', 'only one')
+SELECT format('%d', 1)
 -- differs: refused: to_char of a number is not implemented
 SELECT to_char(12.5::float8, 'FM999.00')
 SELECT 'a' < 'b', 'api' > 'db'
@@ -148,8 +150,11 @@ SELECT 9223372036854775807
 SELECT 100 * value / 12 FROM cpu WHERE job = 'api' AND instance = 'b' ORDER BY ts
 SELECT round(avg(value)::numeric, 2) FROM cpu
 SELECT round(value::numeric, 2) AS v FROM mem WHERE job = 'api' ORDER BY ts LIMIT 3
--- differs: refused: DataFusion has no width_bucket
 SELECT width_bucket(value, 0, 30, 3) AS b, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT width_bucket(value, 30, 0, 4) AS b, count(*) FROM mem GROUP BY 1 ORDER BY 1
+SELECT width_bucket(5.35::float8, 0.024::float8, 10.06::float8, 5), width_bucket(-1::float8, 0::float8, 1::float8, 2)
+SELECT width_bucket(1::float8, 0::float8, 0::float8, 3)
+SELECT width_bucket(1::float8, 0::float8, 1::float8, 0)
 -- differs: cbrt in the last digit
 SELECT cbrt(27::float8), gcd(12, 18), lcm(4, 6)
 SELECT abs(-5), abs(-5.5), abs(-5.5::float8)

@@ -3,6 +3,7 @@
 //! casts, string and date functions, set operations, subqueries), over the metrics as
 //! tables ([`tables`]). Its answers become [`Rows`] like every other statement's.
 
+mod missing;
 mod postgres;
 mod promql;
 mod tables;
@@ -62,7 +63,7 @@ async fn answer(
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for function in postgres::functions() {
+    for function in postgres::functions().into_iter().chain(missing::functions()) {
         ctx.register_udf(function);
     }
     // PostgreSQL's `variance` is the sample variance
@@ -158,6 +159,8 @@ fn classify(e: &DataFusionError) -> ExecError {
         DataFusionError::External(inner) => {
             if let Some(inner) = inner.downcast_ref::<DataFusionError>() {
                 classify(inner)
+            } else if let Some(e) = inner.downcast_ref::<missing::PostgresError>() {
+                sql(e.state, e.message.clone())
             } else if let Some(ArrowError::DivideByZero) = inner.downcast_ref::<ArrowError>() {
                 sql("22012", "division by zero".into())
             } else if let Some(e) = inner.downcast_ref::<promflow_plan::Error>() {

@@ -1,0 +1,255 @@
+//! PostgreSQL's functions that DataFusion does not have, with PostgreSQL's answers and
+//! errors: `width_bucket(operand, low, high, count)` and `format(text, …)`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+
+/// An error PostgreSQL raises with this SQLSTATE; the engine's error mapping answers it as
+/// such.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(super) struct PostgresError {
+    /// The SQLSTATE.
+    pub(super) state: &'static str,
+    /// PostgreSQL's words.
+    pub(super) message: String,
+}
+
+fn fail<T>(state: &'static str, message: impl Into<String>) -> Result<T> {
+    Err(DataFusionError::External(Box::new(PostgresError { state, message: message.into() })))
+}
+
+/// The functions of this module.
+pub(super) fn functions() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::from(WidthBucket::new()), ScalarUDF::from(Format::new())]
+}
+
+/// The answer of a function over `args`: a scalar when every argument is one.
+fn answer(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// `width_bucket(operand, low, high, count)`: the bucket of `count` equal buckets over
+/// `[low, high)` that holds `operand`, 0 below them and `count + 1` above, as PostgreSQL's
+/// `width_bucket(float8, float8, float8, int)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WidthBucket {
+    signature: Signature,
+}
+
+impl WidthBucket {
+    fn new() -> Self {
+        let types = vec![DataType::Float64, DataType::Float64, DataType::Float64, DataType::Int64];
+        WidthBucket { signature: Signature::exact(types, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for WidthBucket {
+    fn name(&self) -> &str {
+        "width_bucket"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [operand, low, high] = [0, 1, 2].map(|i| arrays[i].as_primitive::<Float64Type>());
+        let count = arrays[3].as_primitive::<Int64Type>();
+        let mut out = Vec::with_capacity(operand.len());
+        for i in 0..operand.len() {
+            if [operand.is_null(i), low.is_null(i), high.is_null(i), count.is_null(i)].contains(&true) {
+                out.push(None);
+                continue;
+            }
+            out.push(Some(bucket(operand.value(i), low.value(i), high.value(i), count.value(i))?));
+        }
+        answer(&args.args, Arc::new(out.into_iter().collect::<Int32Array>()))
+    }
+}
+
+/// One [`WidthBucket`] answer, with PostgreSQL's checks (SQLSTATE 2201G).
+fn bucket(operand: f64, low: f64, high: f64, count: i64) -> Result<i32> {
+    const INVALID: &str = "2201G";
+    if count <= 0 || count > i64::from(i32::MAX) {
+        return fail(INVALID, "count must be greater than zero");
+    }
+    if operand.is_nan() || low.is_nan() || high.is_nan() {
+        return fail(INVALID, "operand, lower bound, and upper bound cannot be NaN");
+    }
+    if !low.is_finite() || !high.is_finite() {
+        return fail(INVALID, "lower and upper bounds must be finite");
+    }
+    if low == high {
+        return fail(INVALID, "lower bound cannot equal upper bound");
+    }
+    let count = count as f64;
+    // buckets run from low towards high, whichever is larger
+    let (below, above, fraction) = if low < high {
+        (operand < low, operand >= high, (operand - low) / (high - low))
+    } else {
+        (operand > low, operand <= high, (low - operand) / (low - high))
+    };
+    let n = if below {
+        0.0
+    } else if above {
+        count + 1.0
+    } else {
+        // rounding may put an operand just under the top into bucket count + 1
+        (fraction * count).floor().min(count - 1.0) + 1.0
+    };
+    if n > f64::from(i32::MAX) {
+        return fail("22003", "integer out of range");
+    }
+    Ok(n as i32)
+}
+
+/// `format(template, …)`: `%s` (an argument's text, `NULL` as nothing), `%I` (quoted as an
+/// identifier where PostgreSQL would), `%L` (quoted as a literal, `NULL` unquoted) and `%%`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl Format {
+    fn new() -> Self {
+        Format { signature: Signature::new(TypeSignature::VariadicAny, Volatility::Stable) }
+    }
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let texts: Vec<ArrayRef> = arrays.iter().map(text_of).collect::<Result<_>>()?;
+        let texts: Vec<&StringArray> = texts.iter().map(|a| a.as_string::<i32>()).collect();
+        let mut out = Vec::with_capacity(arrays.first().map_or(0, |a| a.len()));
+        for row in 0..arrays.first().map_or(0, |a| a.len()) {
+            if texts[0].is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let values: Vec<Option<&str>> =
+                texts[1..].iter().map(|t| (!t.is_null(row)).then(|| t.value(row))).collect();
+            out.push(Some(format_row(texts[0].value(row), &values)?));
+        }
+        answer(&args.args, Arc::new(out.into_iter().collect::<StringArray>()))
+    }
+}
+
+/// An argument's values as PostgreSQL writes them as text (`float8` as PostgreSQL does).
+fn text_of(array: &ArrayRef) -> Result<ArrayRef> {
+    if let DataType::Float64 = array.data_type() {
+        let doubles = array.as_primitive::<Float64Type>();
+        let texts: StringArray = doubles.iter().map(|v| v.map(crate::rows::float8_text)).collect();
+        return Ok(Arc::new(texts));
+    }
+    Ok(cast(array, &DataType::Utf8)?)
+}
+
+/// One [`Format`] answer.
+fn format_row(template: &str, values: &[Option<&str>]) -> Result<String> {
+    const INVALID: &str = "22023";
+    let mut out = String::with_capacity(template.len());
+    let mut next = values.iter();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let kind = match chars.next() {
+            Some('%') => {
+                out.push('%');
+                continue;
+            }
+            Some(kind @ ('s' | 'I' | 'L')) => kind,
+            Some(other) => return fail(INVALID, format!("unrecognized format() type specifier \"{other}\"")),
+            None => return fail(INVALID, "unterminated format() type specifier"),
+        };
+        let Some(value) = next.next() else {
+            return fail(INVALID, "too few arguments for format()");
+        };
+        match (kind, value) {
+            ('s', v) => out.push_str(v.unwrap_or("")),
+            ('I', None) => return fail("22004", "null values cannot be formatted as an SQL identifier"),
+            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            (_, None) => out.push_str("NULL"),
+            (_, Some(v)) => out.push_str(&quote_literal(v)),
+        }
+    }
+    Ok(out)
+}
+
+/// `name` as PostgreSQL's `quote_ident` writes it: as it is when it is a lower-case name,
+/// else in double quotes (PostgreSQL also quotes a lower-case reserved word; this does not).
+fn quote_ident(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// `text` as PostgreSQL's `quote_literal` writes it: in single quotes, `'` doubled, and with
+/// an `E` prefix and doubled backslashes when it has any.
+fn quote_literal(text: &str) -> String {
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn width_bucket_answers_postgresql_s_buckets_and_refuses_its_errors() {
+        assert_eq!(bucket(5.35, 0.024, 10.06, 5).unwrap(), 3);
+        assert_eq!(bucket(-1.0, 0.0, 30.0, 3).unwrap(), 0);
+        assert_eq!(bucket(30.0, 0.0, 30.0, 3).unwrap(), 4);
+        assert_eq!(bucket(29.999999, 0.0, 30.0, 3).unwrap(), 3);
+        // a descending range counts from low
+        assert_eq!(bucket(5.35, 10.06, 0.024, 5).unwrap(), 3);
+        assert!(bucket(1.0, 0.0, 0.0, 3).is_err());
+        assert!(bucket(1.0, 0.0, 1.0, 0).is_err());
+    }
+
+    #[test]
+    fn format_quotes_as_postgresql_does() {
+        let f = |t: &str, v: &[Option<&str>]| format_row(t, v).unwrap();
+        assert_eq!(f("%s-%s", &[Some("a"), None]), "a-");
+        assert_eq!(f("%I.%I", &[Some("job"), Some("Job Name")]), "job.\"Job Name\"");
+        assert_eq!(f("%L %L %%", &[Some("it's"), None]), "'it''s' NULL %");
+        assert_eq!(f("%L", &[Some("a\\b")]), "E'a\\\\b'");
+        assert!(format_row("%s %s", &[Some("a")]).is_err());
+        assert!(format_row("%x", &[Some("a")]).is_err());
+    }
+}
