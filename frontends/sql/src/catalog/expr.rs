@@ -363,8 +363,9 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
     })
 }
 
-/// An identifier quoted as PostgreSQL quotes it when it needs to be.
-fn quote_ident(s: &str) -> String {
+/// An identifier quoted as PostgreSQL quotes it when it needs to be (PostgreSQL also quotes a
+/// lower-case reserved word; this does not).
+pub(crate) fn quote_ident(s: &str) -> String {
     let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if plain {

@@ -19,6 +19,8 @@
 
 mod aggregate;
 mod expr;
+#[cfg(feature = "engine")]
+pub(crate) use expr::quote_ident;
 mod query;
 mod tables;
 

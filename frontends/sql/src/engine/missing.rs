@@ -195,24 +195,12 @@ fn format_row(template: &str, values: &[Option<&str>]) -> Result<String> {
         match (kind, value) {
             ('s', v) => out.push_str(v.unwrap_or("")),
             ('I', None) => return fail("22004", "null values cannot be formatted as an SQL identifier"),
-            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            ('I', Some(v)) => out.push_str(&crate::catalog::quote_ident(v)),
             (_, None) => out.push_str("NULL"),
             (_, Some(v)) => out.push_str(&quote_literal(v)),
         }
     }
     Ok(out)
-}
-
-/// `name` as PostgreSQL's `quote_ident` writes it: as it is when it is a lower-case name,
-/// else in double quotes (PostgreSQL also quotes a lower-case reserved word; this does not).
-fn quote_ident(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 /// `text` as PostgreSQL's `quote_literal` writes it: in single quotes, `'` doubled, and with
