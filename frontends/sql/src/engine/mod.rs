@@ -83,6 +83,7 @@ async fn answer(
         Arc::new(promql::Promql {
             querier: Arc::clone(&metrics.querier),
             settings: settings.clone(),
+            deadline: std::time::Instant::now() + settings.timeout,
             budget: Arc::clone(&metrics.budget),
         }),
     );

@@ -27,6 +27,8 @@ const MAX_POINTS: i64 = 11_000;
 pub(super) struct Promql {
     pub(super) querier: Arc<dyn Querier>,
     pub(super) settings: Settings,
+    /// The statement's deadline: every call of one statement shares it.
+    pub(super) deadline: Instant,
     /// The statement's bytes for rows, shared with its tables' scans.
     pub(super) budget: Arc<AtomicUsize>,
 }
@@ -70,7 +72,7 @@ impl TableFunctionImpl for Promql {
                 step: step_ms,
                 lookback_ms: self.settings.lookback_ms,
                 max_samples: self.settings.max_samples,
-                deadline: Some(Instant::now() + self.settings.timeout),
+                deadline: Some(self.deadline),
                 delayed_name_removal: false,
                 range_query: step.is_some(),
                 canceled: self.settings.canceled.clone(),
