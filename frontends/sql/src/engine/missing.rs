@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::common::DataFusionError;
 use datafusion::error::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
+use datafusion::logical_expr::{ScalarUDF, Signature, TypeSignature, Volatility};
+
+use super::udf::{self, Function};
 
 /// An error PostgreSQL raises with this SQLSTATE; the engine's error mapping answers it as
 /// such.
@@ -29,60 +28,41 @@ fn fail<T>(state: &'static str, message: impl Into<String>) -> Result<T> {
 
 /// The functions of this module.
 pub(super) fn functions() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::from(WidthBucket::new()), ScalarUDF::from(Format::new())]
-}
-
-/// The answer of a function over `args`: a scalar when every argument is one.
-fn answer(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-    } else {
-        Ok(ColumnarValue::Array(out))
-    }
+    let bucket_arguments = vec![DataType::Float64, DataType::Float64, DataType::Float64, DataType::Int64];
+    vec![
+        Function::udf(
+            "width_bucket",
+            Signature::exact(bucket_arguments, Volatility::Immutable),
+            Some(DataType::Int32),
+            width_bucket,
+        ),
+        Function::udf(
+            "format",
+            Signature::new(TypeSignature::VariadicAny, Volatility::Stable),
+            Some(DataType::Utf8),
+            format,
+        ),
+    ]
 }
 
 /// `width_bucket(operand, low, high, count)`: the bucket of `count` equal buckets over
 /// `[low, high)` that holds `operand`, 0 below them and `count + 1` above, as PostgreSQL's
 /// `width_bucket(float8, float8, float8, int)`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct WidthBucket {
-    signature: Signature,
-}
-
-impl WidthBucket {
-    fn new() -> Self {
-        let types = vec![DataType::Float64, DataType::Float64, DataType::Float64, DataType::Int64];
-        WidthBucket { signature: Signature::exact(types, Volatility::Immutable) }
-    }
-}
-
-impl ScalarUDFImpl for WidthBucket {
-    fn name(&self) -> &str {
-        "width_bucket"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int32)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [operand, low, high] = [0, 1, 2].map(|i| arrays[i].as_primitive::<Float64Type>());
-        let count = arrays[3].as_primitive::<Int64Type>();
-        let mut out = Vec::with_capacity(operand.len());
-        for i in 0..operand.len() {
-            if [operand.is_null(i), low.is_null(i), high.is_null(i), count.is_null(i)].contains(&true) {
-                out.push(None);
-                continue;
-            }
-            out.push(Some(bucket(operand.value(i), low.value(i), high.value(i), count.value(i))?));
+fn width_bucket(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [operand, low, high] = [0, 1, 2].map(|i| args[i].as_primitive::<Float64Type>());
+    let count = args[3].as_primitive::<Int64Type>();
+    let mut out = Vec::with_capacity(operand.len());
+    for i in 0..operand.len() {
+        if [operand.is_null(i), low.is_null(i), high.is_null(i), count.is_null(i)].contains(&true) {
+            out.push(None);
+            continue;
         }
-        answer(&args.args, Arc::new(out.into_iter().collect::<Int32Array>()))
+        out.push(Some(bucket(operand.value(i), low.value(i), high.value(i), count.value(i))?));
     }
+    Ok(Arc::new(out.into_iter().collect::<Int32Array>()))
 }
 
-/// One [`WidthBucket`] answer, with PostgreSQL's checks (SQLSTATE 2201G).
+/// One [`width_bucket`] answer, with PostgreSQL's checks (SQLSTATE 2201G).
 fn bucket(operand: f64, low: f64, high: f64, count: i64) -> Result<i32> {
     const INVALID: &str = "2201G";
     if count <= 0 || count > i64::from(i32::MAX) {
@@ -120,56 +100,24 @@ fn bucket(operand: f64, low: f64, high: f64, count: i64) -> Result<i32> {
 
 /// `format(template, …)`: `%s` (an argument's text, `NULL` as nothing), `%I` (quoted as an
 /// identifier where PostgreSQL would), `%L` (quoted as a literal, `NULL` unquoted) and `%%`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Format {
-    signature: Signature,
-}
-
-impl Format {
-    fn new() -> Self {
-        Format { signature: Signature::new(TypeSignature::VariadicAny, Volatility::Stable) }
-    }
-}
-
-impl ScalarUDFImpl for Format {
-    fn name(&self) -> &str {
-        "format"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let texts: Vec<ArrayRef> = arrays.iter().map(text_of).collect::<Result<_>>()?;
-        let texts: Vec<&StringArray> = texts.iter().map(|a| a.as_string::<i32>()).collect();
-        let mut out = Vec::with_capacity(arrays.first().map_or(0, |a| a.len()));
-        for row in 0..arrays.first().map_or(0, |a| a.len()) {
-            if texts[0].is_null(row) {
-                out.push(None);
-                continue;
-            }
-            let values: Vec<Option<&str>> =
-                texts[1..].iter().map(|t| (!t.is_null(row)).then(|| t.value(row))).collect();
-            out.push(Some(format_row(texts[0].value(row), &values)?));
+fn format(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let texts: Vec<ArrayRef> = args.iter().map(udf::text).collect::<Result<_>>()?;
+    let texts: Vec<&StringArray> = texts.iter().map(|a| a.as_string::<i32>()).collect();
+    let rows = texts.first().map_or(0, |t| t.len());
+    let mut out = Vec::with_capacity(rows);
+    for row in 0..rows {
+        if texts[0].is_null(row) {
+            out.push(None);
+            continue;
         }
-        answer(&args.args, Arc::new(out.into_iter().collect::<StringArray>()))
+        let values: Vec<Option<&str>> =
+            texts[1..].iter().map(|t| (!t.is_null(row)).then(|| t.value(row))).collect();
+        out.push(Some(format_row(texts[0].value(row), &values)?));
     }
+    Ok(Arc::new(out.into_iter().collect::<StringArray>()))
 }
 
-/// An argument's values as PostgreSQL writes them as text (`float8` as PostgreSQL does).
-fn text_of(array: &ArrayRef) -> Result<ArrayRef> {
-    if let DataType::Float64 = array.data_type() {
-        let doubles = array.as_primitive::<Float64Type>();
-        let texts: StringArray = doubles.iter().map(|v| v.map(crate::rows::float8_text)).collect();
-        return Ok(Arc::new(texts));
-    }
-    Ok(cast(array, &DataType::Utf8)?)
-}
-
-/// One [`Format`] answer.
+/// One [`format`] answer.
 fn format_row(template: &str, values: &[Option<&str>]) -> Result<String> {
     const INVALID: &str = "22023";
     let mut out = String::with_capacity(template.len());

@@ -7,6 +7,7 @@ mod missing;
 mod postgres;
 mod promql;
 mod tables;
+mod udf;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,8 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, StringArray};
+use super::udf::{self, Function as Udf};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int32Type, Int64Type};
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
@@ -21,67 +22,43 @@ use sqlparser::ast::{
 
 /// The functions that replace DataFusion's or implement the rewrites.
 pub(super) fn functions() -> Vec<ScalarUDF> {
-    use datafusion::arrow::array::Int64Array;
-    use datafusion::logical_expr::create_udf;
-    // `sign(x)`: -1, 0 or 1 (Rust's `signum` answers 1 for zero)
-    let sign = create_udf(
-        "sign",
-        vec![DataType::Float64],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let array = args[0].to_array(1)?;
-            let signs: ArrayRef =
-                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(|v| {
-                    if v > 0.0 {
-                        1.0
-                    } else if v < 0.0 {
-                        -1.0
-                    } else {
-                        v
-                    }
-                }));
-            scalar_if(&args[0], signs)
-        }),
-    );
-    // `mod(a, b)` of integers: the remainder with the dividend's sign; division by zero fails
-    let modulo = create_udf(
-        "mod",
-        vec![DataType::Int64, DataType::Int64],
-        DataType::Int64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = match (&args[0], &args[1]) {
-                (ColumnarValue::Array(a), _) | (_, ColumnarValue::Array(a)) => a.len(),
-                _ => 1,
-            };
-            let (a, b) = (args[0].to_array(rows)?, args[1].to_array(rows)?);
-            let (a, b) = (a.as_primitive::<Int64Type>(), b.as_primitive::<Int64Type>());
-            let mut out = Vec::with_capacity(rows);
-            for i in 0..rows {
-                out.push(match (a.is_null(i) || b.is_null(i), b.value(i)) {
-                    (true, _) => None,
-                    (false, 0) => return exec_err!("Divide by zero error"),
-                    (false, d) => Some(a.value(i).wrapping_rem(d)),
-                });
-            }
-            let out: ArrayRef = Arc::new(out.into_iter().collect::<Int64Array>());
-            match (&args[0], &args[1]) {
-                (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
-                    Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
-                }
-                _ => Ok(ColumnarValue::Array(out)),
-            }
-        }),
-    );
+    let one = || Signature::any(1, Volatility::Immutable);
+    let exact = |types| Signature::exact(types, Volatility::Immutable);
     vec![
         ScalarUDF::from(Round::new()),
-        ScalarUDF::from(Rint::new()),
-        ScalarUDF::from(Float8Text::new()),
-        ScalarUDF::from(Divisor::new()),
-        sign,
-        modulo,
+        Udf::udf(RINT, one(), None, rint),
+        Udf::udf(FLOAT8_TEXT, one(), Some(DataType::Utf8), |a| udf::text(&a[0])),
+        Udf::udf(DIVISOR, one(), None, divisor),
+        Udf::udf("sign", exact(vec![DataType::Float64]), Some(DataType::Float64), sign),
+        Udf::udf("mod", exact(vec![DataType::Int64, DataType::Int64]), Some(DataType::Int64), modulo),
     ]
+}
+
+/// `sign(x)`: -1, 0 or 1 (Rust's `signum` answers 1 for zero).
+fn sign(args: &[ArrayRef]) -> Result<ArrayRef> {
+    Ok(Arc::new(args[0].as_primitive::<Float64Type>().unary::<_, Float64Type>(|v| {
+        if v > 0.0 {
+            1.0
+        } else if v < 0.0 {
+            -1.0
+        } else {
+            v
+        }
+    })))
+}
+
+/// `mod(a, b)` of integers: the remainder with the dividend's sign; division by zero fails.
+fn modulo(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let (a, b) = (args[0].as_primitive::<Int64Type>(), args[1].as_primitive::<Int64Type>());
+    let mut out = Vec::with_capacity(a.len());
+    for i in 0..a.len() {
+        out.push(match (a.is_null(i) || b.is_null(i), b.value(i)) {
+            (true, _) => None,
+            (false, 0) => return exec_err!("Divide by zero error"),
+            (false, d) => Some(a.value(i).wrapping_rem(d)),
+        });
+    }
+    Ok(Arc::new(out.into_iter().collect::<Int64Array>()))
 }
 
 /// A statement rewritten for DataFusion, and the names PostgreSQL gives its columns (where
@@ -422,102 +399,48 @@ fn type_name(t: &ast::DataType) -> String {
     }
 }
 
-/// The name of [`Rint`].
+/// The name of [`rint`].
 const RINT: &str = "pg_rint";
-/// The name of [`Divisor`].
+/// The name of [`divisor`].
 const DIVISOR: &str = "pg_divisor";
-/// The name of [`Float8Text`].
+/// The name of the function that writes a value as PostgreSQL's text ([`udf::text`]).
 const FLOAT8_TEXT: &str = "pg_float8_text";
 
-/// The nearest integer of a double, halves to even (`rint`), and of an exact decimal,
-/// halves away from zero, as PostgreSQL's casts to integer types round; other values as
-/// they are. Only the rewrite of casts calls it.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Rint {
-    signature: Signature,
-}
-
-impl Rint {
-    fn new() -> Self {
-        Rint { signature: Signature::any(1, Volatility::Immutable) }
-    }
-}
-
-impl ScalarUDFImpl for Rint {
-    fn name(&self) -> &str {
-        RINT
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        Ok(args[0].clone())
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let array = args.args[0].to_array(rows)?;
-        let out: ArrayRef = match array.data_type() {
-            DataType::Float64 => {
-                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
-            }
-            DataType::Decimal128(p, s) => {
-                let scale = 10i128.pow(u32::from(*s as u8));
-                let rounded: Decimal128Array = array
-                    .as_primitive::<Decimal128Type>()
-                    .unary::<_, Decimal128Type>(|v| round_decimal(v, scale) * scale);
-                Arc::new(rounded.with_precision_and_scale(*p, *s)?)
-            }
-            _ => array,
-        };
-        scalar_if(&args.args[0], out)
-    }
-}
-
-/// A divisor as it is, failing when it is a zero double or decimal. Only the rewrite of
-/// divisions calls it.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Divisor {
-    signature: Signature,
-}
-
-impl Divisor {
-    fn new() -> Self {
-        Divisor { signature: Signature::any(1, Volatility::Immutable) }
-    }
-}
-
-impl ScalarUDFImpl for Divisor {
-    fn name(&self) -> &str {
-        DIVISOR
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        Ok(args[0].clone())
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let array = args.args[0].to_array(args.number_rows)?;
-        let zero = match array.data_type() {
-            DataType::Float64 => array.as_primitive::<Float64Type>().iter().any(|v| v == Some(0.0)),
-            DataType::Decimal128(..) => array.as_primitive::<Decimal128Type>().iter().any(|v| v == Some(0)),
-            DataType::Int64 => array.as_primitive::<Int64Type>().iter().any(|v| v == Some(0)),
-            DataType::Int32 => array.as_primitive::<Int32Type>().iter().any(|v| v == Some(0)),
-            _ => false,
-        };
-        if zero {
-            return exec_err!("Divide by zero error");
+/// `pg_rint`: the nearest integer of a double, halves to even (`rint`), and of an exact
+/// decimal, halves away from zero, as PostgreSQL's casts to integer types round; other values
+/// as they are. Only the rewrite of casts calls it.
+fn rint(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let array = &args[0];
+    Ok(match array.data_type() {
+        DataType::Float64 => {
+            Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
         }
-        Ok(args.args[0].clone())
-    }
+        DataType::Decimal128(p, s) => {
+            let scale = 10i128.pow(u32::from(*s as u8));
+            let rounded: Decimal128Array = array
+                .as_primitive::<Decimal128Type>()
+                .unary::<_, Decimal128Type>(|v| round_decimal(v, scale) * scale);
+            Arc::new(rounded.with_precision_and_scale(*p, *s)?)
+        }
+        _ => Arc::clone(array),
+    })
 }
 
-/// The answer as a scalar when the argument was one.
-fn scalar_if(arg: &ColumnarValue, out: ArrayRef) -> Result<ColumnarValue> {
-    match arg {
-        ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)),
-        ColumnarValue::Array(_) => Ok(ColumnarValue::Array(out)),
+/// `pg_divisor`: a divisor as it is, failing when it is a zero number. Only the rewrite of
+/// divisions calls it.
+fn divisor(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let array = &args[0];
+    let zero = match array.data_type() {
+        DataType::Float64 => array.as_primitive::<Float64Type>().iter().any(|v| v == Some(0.0)),
+        DataType::Decimal128(..) => array.as_primitive::<Decimal128Type>().iter().any(|v| v == Some(0)),
+        DataType::Int64 => array.as_primitive::<Int64Type>().iter().any(|v| v == Some(0)),
+        DataType::Int32 => array.as_primitive::<Int32Type>().iter().any(|v| v == Some(0)),
+        _ => false,
+    };
+    if zero {
+        return exec_err!("Divide by zero error");
     }
+    Ok(Arc::clone(array))
 }
 
 /// `v / scale` rounded to the nearest integer, halves away from zero.
@@ -527,45 +450,6 @@ fn round_decimal(v: i128, scale: i128) -> i128 {
         q + v.signum()
     } else {
         q
-    }
-}
-
-/// A value as text: a double as PostgreSQL writes it, anything else as Arrow casts it.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Float8Text {
-    signature: Signature,
-}
-
-impl Float8Text {
-    fn new() -> Self {
-        Float8Text { signature: Signature::any(1, Volatility::Immutable) }
-    }
-}
-
-impl ScalarUDFImpl for Float8Text {
-    fn name(&self) -> &str {
-        FLOAT8_TEXT
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let array = args.args[0].to_array(args.number_rows)?;
-        let out: ArrayRef = match array.data_type() {
-            DataType::Float64 => {
-                let doubles = array.as_primitive::<Float64Type>();
-                Arc::new(
-                    (0..doubles.len())
-                        .map(|i| (!doubles.is_null(i)).then(|| crate::rows::float8_text(doubles.value(i))))
-                        .collect::<StringArray>(),
-                )
-            }
-            _ => datafusion::arrow::compute::cast(&array, &DataType::Utf8)?,
-        };
-        scalar_if(&args.args[0], out)
     }
 }
 
@@ -644,7 +528,7 @@ impl ScalarUDFImpl for Round {
             }
             (t, _) => return exec_err!("round of {t}"),
         };
-        scalar_if(&args.args[0], out)
+        udf::answer(&args.args, out)
     }
 }
 
