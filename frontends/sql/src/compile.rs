@@ -210,6 +210,20 @@ impl ColumnKind {
     pub fn is_integer(self) -> bool {
         matches!(self, ColumnKind::Integer | ColumnKind::Int4)
     }
+
+    /// Whether the type's values are held as PostgreSQL's text of them (`numeric`, `date`,
+    /// `interval`, arrays), the only form promflow writes them in.
+    pub fn held_as_text(self) -> bool {
+        matches!(
+            self,
+            ColumnKind::Numeric
+                | ColumnKind::Date
+                | ColumnKind::Interval
+                | ColumnKind::TextArray
+                | ColumnKind::IntegerArray
+                | ColumnKind::DoubleArray
+        )
+    }
 }
 
 impl Source {
@@ -358,7 +372,7 @@ fn compile_here(sql: &str, now_ms: i64) -> Result<Statement, Error> {
     };
     match statement {
         ast::Statement::Query(q) if crate::catalog::reads_catalog(q) => {
-            if crate::catalog::reads_catalog_tables(q) || crate::catalog::calls_catalog_function(sql) {
+            if crate::catalog::reads_catalog_tables(q) || crate::catalog::calls_catalog_function(q) {
                 Ok(Statement::Catalog(q.clone()))
             } else {
                 Ok(Statement::Expression(q.clone()))

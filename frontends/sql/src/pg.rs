@@ -171,16 +171,7 @@ fn fields(columns: &[crate::Column], format: &Format) -> PgWireResult<Vec<FieldI
         .map(|(i, c)| {
             let kind = c.source.kind();
             let format = format_of(format, i);
-            let text_only = matches!(
-                kind,
-                ColumnKind::Numeric
-                    | ColumnKind::Date
-                    | ColumnKind::Interval
-                    | ColumnKind::TextArray
-                    | ColumnKind::IntegerArray
-                    | ColumnKind::DoubleArray
-            );
-            if text_only && format == FieldFormat::Binary {
+            if kind.held_as_text() && format == FieldFormat::Binary {
                 return Err(error(
                     "0A000",
                     format!(

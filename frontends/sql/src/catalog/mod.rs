@@ -106,8 +106,7 @@ pub(crate) fn reads_catalog_tables(query: &ast::Query) -> bool {
 
 /// Whether `query` names a catalog table, or, when `tableless` counts, has no `FROM`.
 fn reads(query: &ast::Query, tableless: bool) -> bool {
-    let body = |s: &SetExpr| reads_body(s, tableless);
-    body(&query.body)
+    reads_body(&query.body, tableless)
 }
 
 fn reads_body(s: &SetExpr, tableless: bool) -> bool {
@@ -141,37 +140,44 @@ fn reads_factor(f: &TableFactor, tableless: bool) -> bool {
     }
 }
 
-/// Whether `sql` calls one of PostgreSQL's session or catalog functions, which the catalog
+/// Whether `query` calls one of PostgreSQL's session or catalog functions, which the catalog
 /// interpreter answers as promflow's server (`version()`, `current_setting(…)`,
 /// `pg_…`, `has_…_privilege`, …) where the relational engine would answer as itself.
-pub(crate) fn calls_catalog_function(sql: &str) -> bool {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else { return false };
-    tokens.iter().any(|t| match t {
-        Token::Word(w) if w.quote_style.is_none() => {
-            let name = w.value.to_ascii_lowercase();
-            name.starts_with("pg_")
-                || (name.starts_with("has_") && name.ends_with("_privilege"))
-                || matches!(
-                    name.as_str(),
-                    "version"
-                        | "current_schema"
-                        | "current_schemas"
-                        | "current_database"
-                        | "current_catalog"
-                        | "current_user"
-                        | "session_user"
-                        | "current_setting"
-                        | "format_type"
-                        | "obj_description"
-                        | "col_description"
-                        | "shobj_description"
-                        | "quote_ident"
-                )
+pub(crate) fn calls_catalog_function(query: &ast::Query) -> bool {
+    let is_catalog_function = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        name.starts_with("pg_")
+            || (name.starts_with("has_") && name.ends_with("_privilege"))
+            || matches!(
+                name.as_str(),
+                "version"
+                    | "current_schema"
+                    | "current_schemas"
+                    | "current_database"
+                    | "current_catalog"
+                    | "current_user"
+                    | "session_user"
+                    | "current_setting"
+                    | "format_type"
+                    | "obj_description"
+                    | "col_description"
+                    | "shobj_description"
+                    | "quote_ident"
+            )
+    };
+    let found = ast::visit_expressions(query, |e| {
+        let called = match e {
+            Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.as_str()),
+            // `current_schema` and its like need no parentheses
+            Expr::Identifier(i) if i.quote_style.is_none() => Some(i.value.as_str()),
+            _ => None,
+        };
+        match called {
+            Some(name) if is_catalog_function(name) => std::ops::ControlFlow::Break(()),
+            _ => std::ops::ControlFlow::Continue(()),
         }
-        _ => false,
-    })
+    });
+    found.is_break()
 }
 
 /// A name's schema (lowercase) and last part.
