@@ -651,11 +651,10 @@ with psycopg.connect(dsn) as conn:
 print(json.dumps(out))
 "#;
 
-#[test]
-fn psycopg_queries_over_the_postgresql_wire_protocol() {
-    // the python3 on PATH: the one `.ci/install-peers` installs psycopg into
-    let python = std::path::PathBuf::from("python3");
-    let has_psycopg = std::process::Command::new(&python)
+/// Whether the python3 on PATH (the one `.ci/install-peers` installs into) has psycopg; in
+/// CI it must.
+fn psycopg_available() -> bool {
+    let has_psycopg = std::process::Command::new("python3")
         .args(["-c", "import psycopg"])
         .status()
         .is_ok_and(|s| s.success());
@@ -665,18 +664,32 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
             "psycopg is not installed; .ci/install-peers installs it from PyPI"
         );
         eprintln!("SKIP: psycopg is not installed (pip install psycopg to run this test)");
+    }
+    has_psycopg
+}
+
+/// Runs the Python program `program` with `args`; answers what it printed, as JSON.
+fn run_python(program: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn psycopg_queries_over_the_postgresql_wire_protocol() {
+    if !psycopg_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
     let bounds = bounds(t0, t1);
-    let out = std::process::Command::new(&python)
-        .args(["-c", PSYCOPG, &port.to_string(), &bounds, &t0.to_string(), &t1.to_string()])
-        .output()
-        .expect("run python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_python(PSYCOPG, &[&port.to_string(), &bounds, &t0.to_string(), &t1.to_string()]);
     // text, int8 and float8 (PostgreSQL's type oids 25, 20 and 701)
     assert_eq!(v["columns"], json!([["job", 25], ["count", 20], ["max", 701]]));
     assert_eq!(v["rows"], json!([["a", 2 * SAMPLES, 38.0], ["b", 2 * SAMPLES - 1, 119.0]]));
@@ -698,6 +711,111 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     assert_eq!(v["prepared"], json!([1.0, 1.0]));
     assert_eq!(v["star"], json!(["instance", "job", "label_value", "ts", "value"]));
     assert_eq!(v["extended_error"][0], "42803", "{v}");
+}
+
+/// A Python program that reads answers through server-side cursors with psycopg: named
+/// cursors in text and binary, scrolling, `WITH HOLD`, and the errors PostgreSQL gives.
+const PSYCOPG_CURSORS: &str = r#"
+import json, sys, psycopg
+dsn = f"host=127.0.0.1 port={sys.argv[1]} user=promflow dbname=promflow connect_timeout=10"
+query = "SELECT ts, value FROM m WHERE instance = %s AND job = %s ORDER BY ts"
+out = {}
+def state(run):
+    try:
+        run()
+    except psycopg.Error as e:
+        return [e.sqlstate, str(e).strip()]
+with psycopg.connect(dsn) as conn:
+    with conn.cursor("page through") as cur:
+        cur.itersize = 7
+        cur.execute(query, ["i1", "a"])
+        out["columns"] = [[d.name, d.type_code] for d in cur.description]
+        out["first"] = [v for _, v in cur.fetchmany(2)]
+        out["rest"] = [v for _, v in cur]
+    with conn.cursor("scroll", binary=True, scrollable=True) as cur:
+        cur.execute(query, ["i2", "a"])
+        out["binary"] = [v for _, v in cur.fetchmany(3)]
+        cur.scroll(-2)
+        out["scrolled"] = cur.fetchone()[1]
+        cur.scroll(0, mode="absolute")
+        out["absolute"] = cur.fetchone()[1]
+    with conn.cursor("forward", scrollable=False) as cur:
+        cur.execute(query, ["i1", "a"])
+        cur.fetchone()
+        out["backward"] = state(lambda: cur.scroll(-1))
+    conn.rollback()
+    held = conn.cursor("held", withhold=True)
+    held.execute("SELECT job, count(*) FROM m GROUP BY job ORDER BY job")
+    gone = conn.cursor("gone")
+    gone.execute("SELECT 1")
+    conn.commit()
+    out["held"] = held.fetchall()
+    held.close()
+    out["gone"] = state(lambda: conn.execute('FETCH 1 FROM "gone"'))
+    conn.rollback()
+    out["missing"] = state(lambda: conn.execute("CLOSE nothing"))
+    conn.rollback()
+    out["bad_query"] = state(lambda: conn.cursor("bad").execute("SELECT nothing FROM m"))
+    conn.rollback()
+with psycopg.connect(dsn, autocommit=True) as conn:
+    out["outside"] = state(lambda: conn.execute("DECLARE c CURSOR FOR SELECT 1"))
+print(json.dumps(out))
+"#;
+
+/// Server-side cursors page through an answer as PostgreSQL's do: psycopg's named cursors
+/// (text, binary, scrollable, `WITH HOLD`) and psql's `FETCH_COUNT`.
+#[test]
+fn cursors_page_through_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, _, _) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+    let values = |f: &dyn Fn(i64) -> f64| (0..SAMPLES).map(f).collect::<Vec<_>>();
+
+    if let Some(bin) = common::peer("psql") {
+        // psql reads the answer through a cursor, FETCH_COUNT rows at a time
+        let out = std::process::Command::new(&bin)
+            .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "promflow"])
+            .args(["-d", "promflow", "-v", "FETCH_COUNT=6", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let script = "SELECT value FROM m WHERE instance = 'i1' AND job = 'a' ORDER BY ts;\n\
+                              BEGIN;\nDECLARE c SCROLL CURSOR FOR SELECT value FROM m WHERE job = 'b' \
+                              AND instance IS NULL ORDER BY ts;\nMOVE FORWARD 3 IN c;\nFETCH 2 FROM c;\n\
+                              FETCH PRIOR FROM c;\nFETCH LAST FROM c;\nCLOSE c;\nCOMMIT;\n";
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("run psql");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let mut want: Vec<String> = values(&|k| 1.0 + k as f64).iter().map(|v| v.to_string()).collect();
+        want.extend(["1.5", "2", "1.5", "9.5"].map(String::from));
+        let got: Vec<&str> =
+            stdout.lines().filter(|l| !l.is_empty() && !l.chars().any(char::is_alphabetic)).collect();
+        assert_eq!(got, want, "{stdout}");
+    }
+
+    if !psycopg_available() {
+        return;
+    }
+    let v = run_python(PSYCOPG_CURSORS, &[&port.to_string()]);
+    assert_eq!(v["columns"], json!([["ts", 1184], ["value", 701]]), "{v}");
+    assert_eq!(v["first"], json!(values(&|k| 1.0 + k as f64)[..2]));
+    assert_eq!(v["rest"], json!(values(&|k| 1.0 + k as f64)[2..]));
+    assert_eq!(v["binary"], json!([0.0, 2.0, 4.0]));
+    assert_eq!(v["scrolled"], json!(2.0), "a scroll back and a fetch: the second row again");
+    assert_eq!(v["absolute"], json!(0.0));
+    assert_eq!(v["backward"][0], "55000", "{v}");
+    assert_eq!(v["held"], json!([["a", 2 * SAMPLES], ["b", 2 * SAMPLES - 1]]), "WITH HOLD outlives COMMIT");
+    assert_eq!(v["gone"][0], "34000", "a cursor without HOLD ends with its transaction: {v}");
+    assert_eq!(v["missing"], json!(["34000", "cursor \"nothing\" does not exist"]));
+    assert_eq!(v["bad_query"][0], "42703", "{v}");
+    assert_eq!(v["outside"][0], "25P01", "{v}");
 }
 
 /// Rules may give `sql:` instead of `expr:` (promflow's extension): a standing query records

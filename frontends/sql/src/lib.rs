@@ -34,6 +34,7 @@ mod arrow;
 mod bind;
 mod catalog;
 mod compile;
+mod cursor;
 #[cfg(feature = "engine")]
 mod engine;
 mod exec;

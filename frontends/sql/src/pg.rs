@@ -27,6 +27,7 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use promflow_config::web::{Access, WebGuard};
@@ -36,6 +37,7 @@ use tokio::sync::Semaphore;
 
 use crate::bind::{self, Param};
 use crate::compile::{ColumnKind, Source, Statement};
+use crate::cursor::{self, Command, Cursor, CursorError};
 use crate::exec::{ExecError, Settings};
 use crate::rows::{Cell, Rows};
 use crate::Error;
@@ -43,6 +45,10 @@ use crate::Error;
 /// The most answers computed to describe a portal and kept for its execution; more are
 /// dropped (their executions compute them again).
 const DESCRIBED_MAX: usize = 64;
+
+/// The most cursors one session holds open at once; PostgreSQL has no such limit, but every
+/// cursor here holds its whole answer.
+const CURSORS_PER_SESSION: usize = 64;
 
 /// Answers SQL on the PostgreSQL wire protocol from one storage.
 struct Handler {
@@ -55,6 +61,8 @@ struct Handler {
     /// Answers computed to describe a portal (drivers describe, then execute, in one round
     /// trip), by client and portal, taken by the execution so the query runs once.
     described: Mutex<HashMap<Bound, Rows>>,
+    /// The open cursors (`DECLARE … CURSOR`) of each session, by name.
+    cursors: Mutex<HashMap<SocketAddr, HashMap<String, Cursor>>>,
 }
 
 #[async_trait]
@@ -218,17 +226,27 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWir
     }
 }
 
+/// The answer of a query: every row of `rows`.
 fn response(rows: &Rows, format: &Format) -> PgWireResult<Response> {
+    Ok(Response::Query(some_rows(rows, 0..rows.len(), format)?))
+}
+
+/// Rows `indices` of `rows` (a cursor's `FETCH` answers some of its rows, in its order).
+fn some_rows(
+    rows: &Rows,
+    indices: impl ExactSizeIterator<Item = usize>,
+    format: &Format,
+) -> PgWireResult<QueryResponse> {
     let schema = Arc::new(fields(&rows.columns, format)?);
-    let mut encoded = Vec::with_capacity(rows.len());
-    for row in rows.iter() {
+    let mut encoded = Vec::with_capacity(indices.len());
+    for index in indices {
         let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
-        for (field, cell) in schema.iter().zip(row.cells()) {
+        for (field, cell) in schema.iter().zip(rows.row(index).cells()) {
             encode(&mut encoder, field, &cell)?;
         }
         encoded.push(Ok(encoder.take_row()));
     }
-    Ok(Response::Query(QueryResponse::new(schema, stream::iter(encoded))))
+    Ok(QueryResponse::new(schema, stream::iter(encoded)))
 }
 
 fn compile(sql: &str) -> PgWireResult<Statement> {
@@ -291,6 +309,149 @@ impl Handler {
     }
 }
 
+/// Keeps the protocol's portals in step with the cursors: a declared cursor is a portal of
+/// its name, as in PostgreSQL, which drivers describe to learn its columns (psycopg's named
+/// cursors do); a closed one is not.
+fn cursor_portals<S: PortalStore<Statement = Prepared>>(store: &S, command: &Command) {
+    match command {
+        Command::Declare { name, .. } => {
+            let fetch =
+                Prepared { sql: format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\"")), parameters: 0 };
+            let mut portal = Portal::default();
+            portal.name = name.clone();
+            portal.statement = Arc::new(StoredStatement::new(String::new(), fetch, Vec::new()));
+            store.put_portal(Arc::new(portal));
+        }
+        Command::Close(Some(name)) => store.rm_portal(name),
+        // the unnamed portal is the statement running now; the others are cursors'
+        Command::Close(None) => {}
+        Command::Fetch { .. } | Command::Move { .. } => {}
+    }
+}
+
+/// A cursor statement's error as the protocol reports it.
+fn cursor_error(e: CursorError) -> PgWireError {
+    error(e.state, e.message)
+}
+
+fn no_cursor(name: &str) -> PgWireError {
+    error("34000", format!("cursor \"{name}\" does not exist"))
+}
+
+impl Handler {
+    /// Runs a cursor statement of the session at `client` (`session` is its cancel key), whose
+    /// results go in `format`.
+    async fn cursor(
+        &self,
+        session: (i32, SecretKey),
+        client: SocketAddr,
+        in_transaction: bool,
+        command: Command,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        let cursors = || self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        match command {
+            Command::Declare { name, hold, no_scroll, query } => {
+                // a cursor without HOLD ends with its transaction: outside one it would end at once
+                if !hold && !in_transaction {
+                    return Err(error(
+                        "25P01",
+                        "DECLARE CURSOR can only be used in transaction blocks".into(),
+                    ));
+                }
+                let open = cursors().get(&client).map_or(0, HashMap::len);
+                if cursors().get(&client).is_some_and(|c| c.contains_key(&name)) {
+                    return Err(error("42P03", format!("cursor \"{name}\" already exists")));
+                }
+                if open >= CURSORS_PER_SESSION {
+                    return Err(error(
+                        "53000",
+                        format!(
+                            "a session holds at most {CURSORS_PER_SESSION} open cursors: close one first"
+                        ),
+                    ));
+                }
+                let rows = self.rows(session, &query).await?;
+                let mut all = cursors();
+                // every cursor holds its answer: together they stay within one query's samples
+                let held: usize = all.values().flat_map(HashMap::values).map(|c| c.rows.len()).sum();
+                if held.saturating_add(rows.len()) > self.settings.max_samples {
+                    return Err(error(
+                        "53000",
+                        format!(
+                            "the open cursors would hold more than {} rows (--query.max-samples): close some first",
+                            self.settings.max_samples
+                        ),
+                    ));
+                }
+                let session = all.entry(client).or_default();
+                if session.contains_key(&name) {
+                    return Err(error("42P03", format!("cursor \"{name}\" already exists")));
+                }
+                session.insert(name, Cursor::new(rows, hold, no_scroll));
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Command::Fetch { name, direction } => {
+                let mut all = cursors();
+                let cursor =
+                    all.get_mut(&client).and_then(|c| c.get_mut(&name)).ok_or_else(|| no_cursor(&name))?;
+                let indices = cursor.step(direction).map_err(cursor_error)?;
+                let mut answer = some_rows(&cursor.rows, indices.into_iter(), format)?;
+                answer.set_command_tag("FETCH");
+                Ok(Response::Query(answer))
+            }
+            Command::Move { name, direction } => {
+                let mut all = cursors();
+                let cursor =
+                    all.get_mut(&client).and_then(|c| c.get_mut(&name)).ok_or_else(|| no_cursor(&name))?;
+                let moved = cursor.step(direction).map_err(cursor_error)?.len();
+                Ok(Response::Execution(Tag::new("MOVE").with_rows(moved)))
+            }
+            Command::Close(name) => {
+                let mut all = cursors();
+                match name {
+                    Some(name) => {
+                        all.get_mut(&client).and_then(|c| c.remove(&name)).ok_or_else(|| no_cursor(&name))?;
+                    }
+                    None => {
+                        all.remove(&client);
+                    }
+                }
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+        }
+    }
+
+    /// The columns of `client`'s cursor `name`, in `format`.
+    fn cursor_fields(&self, client: SocketAddr, name: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+        let all = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        let cursor = all.get(&client).and_then(|c| c.get(name)).ok_or_else(|| no_cursor(name))?;
+        fields(&cursor.rows.columns, format)
+    }
+
+    /// Closes the cursors of `client`'s transaction, which has ended; those `WITH HOLD` stay.
+    fn end_transaction(&self, client: SocketAddr) {
+        if let Some(open) = self.cursors.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&client) {
+            open.retain(|_, c| c.hold);
+        }
+    }
+
+    /// Forgets what the session at `client` held: it has ended.
+    fn end_session(&self, client: SocketAddr) {
+        self.cursors.lock().unwrap_or_else(|e| e.into_inner()).remove(&client);
+        self.described.lock().unwrap_or_else(|e| e.into_inner()).retain(|bound, _| bound.0 != client);
+    }
+
+    /// Answers a statement that only concerns the session; a transaction's end closes its
+    /// cursors.
+    fn session(&self, client: SocketAddr, tag: &'static str) -> Response {
+        if matches!(tag, "COMMIT" | "ROLLBACK") {
+            self.end_transaction(client);
+        }
+        session_response(tag)
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Handler {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -303,14 +464,23 @@ impl SimpleQueryHandler for Handler {
             return Ok(vec![Response::EmptyQuery]);
         }
         if let Some(tag) = session_command(query) {
-            return Ok(vec![session_response(tag)]);
+            return Ok(vec![self.session(client.socket_addr(), tag)]);
+        }
+        if let Some(command) = cursor::parse(query) {
+            let in_transaction = matches!(client.transaction_status(), TransactionStatus::Transaction);
+            let command = command.map_err(cursor_error)?;
+            let session = client.pid_and_secret_key();
+            return Ok(vec![
+                self.cursor(session, client.socket_addr(), in_transaction, command, &Format::UnifiedText)
+                    .await?,
+            ]);
         }
         Ok(vec![response(&self.rows(client.pid_and_secret_key(), query).await?, &Format::UnifiedText)?])
     }
 }
 
 /// A statement of the extended protocol: its text, with `$n` parameters.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Prepared {
     sql: String,
     parameters: usize,
@@ -333,9 +503,18 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let parameters = bind::count(sql).map_err(|e| error("42601", e.to_string()))?;
-        if session_command(sql).is_none() {
+        // a cursor's query is checked as a query; its other statements have none
+        let query = match cursor::parse(sql) {
+            Some(command) => match command.map_err(cursor_error)? {
+                Command::Declare { query, .. } => Some(query),
+                _ => None,
+            },
+            None if session_command(sql).is_none() => Some(sql.to_string()),
+            None => None,
+        };
+        if let Some(query) = query {
             let nulls = vec![Param::Null; parameters];
-            let bound = bind::substitute(sql, &nulls).map_err(|e| error("42601", e.to_string()))?;
+            let bound = bind::substitute(&query, &nulls).map_err(|e| error("42601", e.to_string()))?;
             crate::parse(&bound).map_err(|e| match e {
                 Error::TooComplex(m) => error("54001", m),
                 e => error("42601", e.to_string()),
@@ -465,6 +644,16 @@ impl ExtendedQueryHandler for Handler {
         if session_command(&prepared.sql).is_some() {
             return Ok(DescribeStatementResponse::new(types, Vec::new()));
         }
+        if let Some(command) = cursor::parse(&prepared.sql) {
+            // a FETCH answers its cursor's columns, when the cursor is open already
+            let columns = match command.map_err(cursor_error)? {
+                Command::Fetch { name, .. } => {
+                    self.cursor_fields(client.socket_addr(), &name, &Format::UnifiedText).ok()
+                }
+                _ => None,
+            };
+            return Ok(DescribeStatementResponse::new(types, columns.unwrap_or_default()));
+        }
         // the columns before any value is bound: written ones are known; `*` and the catalog
         // answers are found by running the statement with its parameters NULL
         let nulls = bind::substitute(&prepared.sql, &vec![Param::Null; prepared.parameters])
@@ -490,6 +679,17 @@ impl ExtendedQueryHandler for Handler {
         if session_command(&portal.statement.statement.sql).is_some() {
             return Ok(DescribePortalResponse::new(Vec::new()));
         }
+        if let Some(command) = cursor::parse(&portal.statement.statement.sql) {
+            // describing a FETCH (or a cursor's own portal) neither runs nor moves it
+            return Ok(match command.map_err(cursor_error)? {
+                Command::Fetch { name, .. } => DescribePortalResponse::new(self.cursor_fields(
+                    client.socket_addr(),
+                    &name,
+                    &portal.result_column_format,
+                )?),
+                _ => DescribePortalResponse::new(Vec::new()),
+            });
+        }
         let rows = self.run_portal(client.pid_and_secret_key(), portal).await?;
         let described = fields(&rows.columns, &portal.result_column_format)?;
         let mut kept = self.described.lock().unwrap_or_else(|e| e.into_inner());
@@ -513,7 +713,28 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(tag) = session_command(&portal.statement.statement.sql) {
-            return Ok(session_response(tag));
+            return Ok(self.session(client.socket_addr(), tag));
+        }
+        if cursor::parse(&portal.statement.statement.sql).is_some() {
+            let sql = bind::substitute(&portal.statement.statement.sql, &parameters(portal)?)
+                .map_err(|e| error("08P01", e.to_string()))?;
+            let Some(command) = cursor::parse(&sql) else {
+                return Err(error("42601", "a cursor statement's parameters changed what it is".into()));
+            };
+            let command = command.map_err(cursor_error)?;
+            let in_transaction = matches!(client.transaction_status(), TransactionStatus::Transaction);
+            let session = client.pid_and_secret_key();
+            let answer = self
+                .cursor(
+                    session,
+                    client.socket_addr(),
+                    in_transaction,
+                    command.clone(),
+                    &portal.result_column_format,
+                )
+                .await?;
+            cursor_portals(client.portal_store(), &command);
+            return Ok(answer);
         }
         let described = self
             .described
@@ -639,7 +860,14 @@ pub async fn serve(
     web: Arc<WebGuard>,
 ) {
     let running = Arc::new(ConnectionManager::new());
-    let handler = Arc::new(Handler { querier, settings, slots, running, described: Mutex::default() });
+    let handler = Arc::new(Handler {
+        querier,
+        settings,
+        slots,
+        running,
+        described: Mutex::default(),
+        cursors: Mutex::default(),
+    });
     let startup = Arc::new(Startup {
         web: Arc::clone(&web),
         password: CleartextPasswordAuthStartupHandler::new(WebUsers(Arc::clone(&web)), server_parameters()),
@@ -656,9 +884,10 @@ pub async fn serve(
                     Err(_) => None,
                 };
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, Arc::clone(&handlers)).await {
                         tracing::debug!(%peer, error = %e, "SQL wire connection ended");
                     }
+                    handlers.handler.end_session(peer);
                 });
             }
             Err(e) => {

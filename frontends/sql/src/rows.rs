@@ -128,6 +128,11 @@ impl Rows {
         }
     }
 
+    /// Row `index` (its cells are `NULL` past the last row).
+    pub fn row(&self, index: usize) -> Row<'_> {
+        Row { rows: self, index }
+    }
+
     /// The rows in order.
     pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
         (0..self.len()).map(move |index| Row { rows: self, index })
