@@ -12,13 +12,7 @@ use common::*;
 /// Runs a Python snippet with `prometheus_client` against `url`; `None` when the module is
 /// missing outside CI.
 fn python(url: &str, code: &str) -> Option<()> {
-    let have =
-        Command::new("python3").args(["-c", "import prometheus_client"]).status().is_ok_and(|s| s.success());
-    if !have {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("prometheus_client is missing; .ci/install-peers installs it from PyPI");
-        }
-        eprintln!("SKIP: python3 -m pip install prometheus_client to run this test");
+    if !python_has("prometheus_client") {
         return None;
     }
     let script = format!(

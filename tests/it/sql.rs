@@ -651,23 +651,6 @@ with psycopg.connect(dsn) as conn:
 print(json.dumps(out))
 "#;
 
-/// Whether the python3 on PATH (the one `.ci/install-peers` installs into) has psycopg; in
-/// CI it must.
-fn psycopg_available() -> bool {
-    let has_psycopg = std::process::Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_psycopg {
-        assert!(
-            std::env::var("CI").is_err(),
-            "psycopg is not installed; .ci/install-peers installs it from PyPI"
-        );
-        eprintln!("SKIP: psycopg is not installed (pip install psycopg to run this test)");
-    }
-    has_psycopg
-}
-
 /// Runs the Python program `program` with `args`; answers what it printed, as JSON.
 fn run_python(program: &str, args: &[&str]) -> Value {
     let out = std::process::Command::new("python3")
@@ -682,7 +665,7 @@ fn run_python(program: &str, args: &[&str]) -> Value {
 
 #[test]
 fn psycopg_queries_over_the_postgresql_wire_protocol() {
-    if !psycopg_available() {
+    if !common::python_has("psycopg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -800,7 +783,7 @@ fn cursors_page_through_an_answer() {
         assert_eq!(got, want, "{stdout}");
     }
 
-    if !psycopg_available() {
+    if !common::python_has("psycopg") {
         return;
     }
     let v = run_python(PSYCOPG_CURSORS, &[&port.to_string()]);
@@ -816,6 +799,72 @@ fn cursors_page_through_an_answer() {
     assert_eq!(v["missing"], json!(["34000", "cursor \"nothing\" does not exist"]));
     assert_eq!(v["bad_query"][0], "42703", "{v}");
     assert_eq!(v["outside"][0], "25P01", "{v}");
+}
+
+/// A Python program that reflects promflow's tables with SQLAlchemy's PostgreSQL dialect
+/// (over psycopg) and queries them through its expression language, bound parameters and
+/// streamed results (a server-side cursor).
+const SQLALCHEMY: &str = r#"
+import json, sys, sqlalchemy as sa
+engine = sa.create_engine(f"postgresql+psycopg://promflow@127.0.0.1:{sys.argv[1]}/promflow")
+inspector = sa.inspect(engine)
+out = {
+    "schemas": inspector.get_schema_names(),
+    "tables": inspector.get_table_names(),
+    "views": inspector.get_view_names(),
+    "columns": [[c["name"], str(c["type"]), c["nullable"]] for c in inspector.get_columns("m")],
+    "pk": inspector.get_pk_constraint("m")["constrained_columns"],
+    "fks": inspector.get_foreign_keys("m"),
+    "indexes": inspector.get_indexes("m"),
+    "unique": inspector.get_unique_constraints("m"),
+    "comment": inspector.get_table_comment("m")["text"],
+    "has_table": [inspector.has_table("m"), inspector.has_table("nothing_here")],
+}
+m = sa.Table("m", sa.MetaData(), autoload_with=engine)
+with engine.connect() as conn:
+    query = sa.select(m.c.job, sa.func.count(), sa.func.max(m.c.value)).group_by(m.c.job).order_by(m.c.job)
+    out["grouped"] = [list(r) for r in conn.execute(query)]
+    out["bound"] = conn.execute(sa.text("SELECT sum(value) FROM m WHERE job = :job AND instance = :i"), {"job": "a", "i": "i1"}).scalar()
+    streamed = conn.execution_options(stream_results=True, max_row_buffer=4).execute(
+        sa.select(m.c.value).where(m.c.job == "a", m.c.instance == "i2").order_by(m.c.ts))
+    out["streamed"] = [r[0] for r in streamed]
+print(json.dumps(out))
+"#;
+
+/// SQLAlchemy (PyPI) reflects the metrics as tables through its PostgreSQL dialect and
+/// queries them, as Superset and other SQLAlchemy-based tools do.
+#[test]
+fn sqlalchemy_reflects_and_queries_the_metrics() {
+    if !common::python_has("psycopg") || !common::python_has("sqlalchemy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, _, _) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+    let v = run_python(SQLALCHEMY, &[&port.to_string()]);
+    assert_eq!(v["schemas"], json!(["information_schema", "public"]), "{v}");
+    assert_eq!(v["tables"], json!(["m", "m_odd"]), "{v}");
+    assert_eq!(v["views"], json!([]));
+    assert_eq!(
+        v["columns"],
+        json!([
+            ["instance", "TEXT", true],
+            ["job", "TEXT", true],
+            ["label_value", "TEXT", true],
+            ["ts", "TIMESTAMP", false],
+            ["value", "DOUBLE PRECISION", false]
+        ]),
+        "{v}"
+    );
+    assert_eq!(v["pk"], json!([]));
+    assert_eq!(v["fks"], json!([]));
+    assert_eq!(v["indexes"], json!([]));
+    assert_eq!(v["unique"], json!([]));
+    assert_eq!(v["comment"], Value::Null);
+    assert_eq!(v["has_table"], json!([true, false]));
+    assert_eq!(v["grouped"], json!([["a", 2 * SAMPLES, 38.0], ["b", 2 * SAMPLES - 1, 119.0]]), "{v}");
+    assert_eq!(v["bound"], json!((1..=SAMPLES).sum::<i64>() as f64));
+    assert_eq!(v["streamed"], json!((0..SAMPLES).map(|k| 2.0 * k as f64).collect::<Vec<_>>()));
 }
 
 /// Rules may give `sql:` instead of `expr:` (promflow's extension): a standing query records

@@ -340,3 +340,13 @@ SELECT count(*) FROM cpu WHERE extract(epoch from ts) >= 1577836800 AND extract(
 SELECT DISTINCT instance AS __text, instance AS __value FROM cpu WHERE job IN ('api', 'db') ORDER BY 1
 SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name
 SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'cpu' ORDER BY column_name
+
+-- what drivers ask on connect and when they reflect tables (psycopg, SQLAlchemy)
+SHOW transaction isolation level
+SHOW standard_conforming_strings
+SELECT current_setting('server_encoding'), current_setting('max_identifier_length')
+SELECT current_setting('no_such_setting')
+SELECT typname, typarray, typdelim FROM pg_catalog.pg_type WHERE typname IN ('int8', 'text', 'float8') ORDER BY 1
+SELECT relname FROM pg_catalog.pg_class WHERE relkind = ANY (ARRAY['r', 'p']) AND relname IN ('cpu', 'mem') ORDER BY 1
+SELECT count(*) FROM pg_catalog.pg_enum
+SELECT c.relname, array_agg(a.attname ORDER BY a.attnum DESC) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE c.relname = 'mem' AND a.attnum > 0 GROUP BY c.relname

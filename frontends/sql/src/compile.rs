@@ -389,8 +389,15 @@ fn compile_here(sql: &str, now_ms: i64) -> Result<Statement, Error> {
         // its name, as PostgreSQL does
         ast::Statement::ShowVariable { variable } => {
             let name: Vec<String> = variable.iter().map(folded).collect();
-            let name = name.join(".").replace('\'', "''");
-            let sql = format!("SELECT current_setting('{name}') AS \"{}\"", name.replace('"', "\"\""));
+            let name = name.join(".");
+            // the column is named by the setting's canonical name, as in PostgreSQL
+            let column =
+                crate::catalog::setting(&name).map_or(name.clone(), |(canonical, _)| canonical.to_string());
+            let sql = format!(
+                "SELECT current_setting('{}') AS \"{}\"",
+                name.replace('\'', "''"),
+                column.replace('"', "\"\"")
+            );
             match parse(&sql)?.pop() {
                 Some(ast::Statement::Query(q)) => Ok(Statement::Catalog(q)),
                 _ => Err(invalid(statement.span(), "SHOW takes a setting's name")),

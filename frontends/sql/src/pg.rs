@@ -136,27 +136,52 @@ fn timestamptz_text(t: &chrono::DateTime<chrono::Utc>) -> String {
     format!("{}{fraction}+00", t.format("%Y-%m-%d %H:%M:%S"))
 }
 
-/// The command tag of a statement that only concerns the session, which drivers send on
-/// their own (psycopg opens a transaction before its first query): promflow has no
-/// transactions and no settings, so these succeed and change nothing.
-fn session_command(query: &str) -> Option<&'static str> {
-    let first = query.split_whitespace().next()?.trim_end_matches(';').to_ascii_uppercase();
-    match first.as_str() {
-        "BEGIN" | "START" => Some("BEGIN"),
-        "COMMIT" | "END" => Some("COMMIT"),
-        "ROLLBACK" | "ABORT" => Some("ROLLBACK"),
-        "SET" | "RESET" => Some("SET"),
-        "DISCARD" => Some("DISCARD"),
-        _ => None,
-    }
+/// A statement that only concerns the session, which drivers send on their own (psycopg
+/// opens a transaction before its first query, and a savepoint for a nested one): promflow's
+/// data is read-only to SQL and its settings are fixed, so these succeed and change no data;
+/// a transaction's end closes its cursors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SessionCommand {
+    Begin,
+    Commit,
+    Rollback,
+    /// `ROLLBACK TO [SAVEPOINT] name`: the transaction goes on.
+    RollbackTo,
+    Savepoint,
+    Release,
+    Set,
+    Discard,
 }
 
-/// The answer to a statement that only concerns the session, as the protocol reports it.
-fn session_response(tag: &'static str) -> Response {
-    match tag {
-        "BEGIN" => Response::TransactionStart(Tag::new(tag)),
-        "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(tag)),
-        _ => Response::Execution(Tag::new(tag)),
+impl SessionCommand {
+    /// The command `query` is, if it only concerns the session.
+    fn of(query: &str) -> Option<SessionCommand> {
+        let mut words = query.split_whitespace().map(|w| w.trim_end_matches(';').to_ascii_uppercase());
+        Some(match words.next()?.as_str() {
+            "BEGIN" | "START" => SessionCommand::Begin,
+            "COMMIT" | "END" => SessionCommand::Commit,
+            "ROLLBACK" | "ABORT" if words.next().as_deref() == Some("TO") => SessionCommand::RollbackTo,
+            "ROLLBACK" | "ABORT" => SessionCommand::Rollback,
+            "SAVEPOINT" => SessionCommand::Savepoint,
+            "RELEASE" => SessionCommand::Release,
+            "SET" | "RESET" => SessionCommand::Set,
+            "DISCARD" => SessionCommand::Discard,
+            _ => return None,
+        })
+    }
+
+    /// The answer, as the protocol reports it.
+    fn response(self) -> Response {
+        match self {
+            SessionCommand::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+            SessionCommand::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
+            SessionCommand::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
+            SessionCommand::RollbackTo => Response::Execution(Tag::new("ROLLBACK")),
+            SessionCommand::Savepoint => Response::Execution(Tag::new("SAVEPOINT")),
+            SessionCommand::Release => Response::Execution(Tag::new("RELEASE")),
+            SessionCommand::Set => Response::Execution(Tag::new("SET")),
+            SessionCommand::Discard => Response::Execution(Tag::new("DISCARD")),
+        }
     }
 }
 
@@ -444,11 +469,11 @@ impl Handler {
 
     /// Answers a statement that only concerns the session; a transaction's end closes its
     /// cursors.
-    fn session(&self, client: SocketAddr, tag: &'static str) -> Response {
-        if matches!(tag, "COMMIT" | "ROLLBACK") {
+    fn session(&self, client: SocketAddr, command: SessionCommand) -> Response {
+        if matches!(command, SessionCommand::Commit | SessionCommand::Rollback) {
             self.end_transaction(client);
         }
-        session_response(tag)
+        command.response()
     }
 }
 
@@ -463,8 +488,8 @@ impl SimpleQueryHandler for Handler {
         if query.trim().trim_end_matches(';').trim().is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        if let Some(tag) = session_command(query) {
-            return Ok(vec![self.session(client.socket_addr(), tag)]);
+        if let Some(command) = SessionCommand::of(query) {
+            return Ok(vec![self.session(client.socket_addr(), command)]);
         }
         if let Some(command) = cursor::parse(query) {
             let in_transaction = matches!(client.transaction_status(), TransactionStatus::Transaction);
@@ -509,7 +534,7 @@ impl QueryParser for Parser {
                 Command::Declare { query, .. } => Some(query),
                 _ => None,
             },
-            None if session_command(sql).is_none() => Some(sql.to_string()),
+            None if SessionCommand::of(sql).is_none() => Some(sql.to_string()),
             None => None,
         };
         if let Some(query) = query {
@@ -641,7 +666,7 @@ impl ExtendedQueryHandler for Handler {
         let types = (0..prepared.parameters)
             .map(|i| target.parameter_types.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN))
             .collect();
-        if session_command(&prepared.sql).is_some() {
+        if SessionCommand::of(&prepared.sql).is_some() {
             return Ok(DescribeStatementResponse::new(types, Vec::new()));
         }
         if let Some(command) = cursor::parse(&prepared.sql) {
@@ -676,7 +701,7 @@ impl ExtendedQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if session_command(&portal.statement.statement.sql).is_some() {
+        if SessionCommand::of(&portal.statement.statement.sql).is_some() {
             return Ok(DescribePortalResponse::new(Vec::new()));
         }
         if let Some(command) = cursor::parse(&portal.statement.statement.sql) {
@@ -712,8 +737,8 @@ impl ExtendedQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(tag) = session_command(&portal.statement.statement.sql) {
-            return Ok(self.session(client.socket_addr(), tag));
+        if let Some(command) = SessionCommand::of(&portal.statement.statement.sql) {
+            return Ok(self.session(client.socket_addr(), command));
         }
         if cursor::parse(&portal.statement.statement.sql).is_some() {
             let sql = bind::substitute(&portal.statement.statement.sql, &parameters(portal)?)

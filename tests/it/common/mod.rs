@@ -156,6 +156,21 @@ pub fn peer(bin: &str) -> Option<PathBuf> {
     None
 }
 
+/// Whether the python3 on PATH (the one `.ci/install-peers` installs into) has the PyPI
+/// package `module`; outside CI a missing one skips the test with a message, in CI it is a
+/// failure.
+pub fn python_has(module: &str) -> bool {
+    let has =
+        Command::new("python3").args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
+    if !has {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{module} is not installed; .ci/install-peers installs it from PyPI");
+        }
+        eprintln!("SKIP: {module} is not installed (python3 -m pip install {module} to run this test)");
+    }
+    has
+}
+
 /// The JSON objects of a JSON-lines file (a query or scrape failure log); none while it does
 /// not exist.
 pub fn json_lines(path: &Path) -> Vec<Value> {

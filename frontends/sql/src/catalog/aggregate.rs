@@ -9,7 +9,7 @@ use super::{split, unsupported, Catalog, Scope, V};
 use crate::exec::ExecError;
 
 /// The aggregate functions the interpreter computes over a group's rows.
-const AGGREGATES: [&str; 5] = ["count", "sum", "avg", "min", "max"];
+const AGGREGATES: [&str; 8] = ["count", "sum", "avg", "min", "max", "array_agg", "bool_and", "bool_or"];
 
 fn is_aggregate_call(e: &Expr) -> bool {
     matches!(e, Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&split(&f.name).1.as_str()))
@@ -194,20 +194,36 @@ pub(super) fn aggregate(
         _ => return Err(unsupported(format!("{name} with these arguments"))),
     };
     let Some(arg) = arg else { return Ok(V::Int(rows.len() as i64)) };
-    let mut values = Vec::with_capacity(rows.len());
+    // `array_agg(x ORDER BY k)`: the values in the order of their keys
+    let order: &[ast::OrderByExpr] = list
+        .clauses
+        .iter()
+        .find_map(|c| match c {
+            ast::FunctionArgumentClause::OrderBy(exprs) => Some(exprs.as_slice()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut keyed = Vec::with_capacity(rows.len());
     for row in rows {
         let scope = Scope { columns, empty, row, outer, aggregates: &[] };
+        let keys = order.iter().map(|o| eval(&o.expr, &scope, catalog)).collect::<Result<Vec<_>, _>>()?;
         match eval(arg, &scope, catalog)? {
-            V::Null => {}
-            v => values.push(v),
+            // array_agg keeps NULLs, as PostgreSQL's does
+            V::Null if name != "array_agg" => {}
+            v => keyed.push((keys, v)),
         }
     }
+    keyed.sort_by(|(a, _), (b, _)| super::query::by_keys(order, a, b));
+    let values: Vec<V> = keyed.into_iter().map(|(_, v)| v).collect();
     let numbers = || values.iter().filter_map(V::number);
     Ok(match name.as_str() {
         "count" => V::Int(values.len() as i64),
         _ if values.is_empty() => V::Null,
         "sum" => V::Float(numbers().sum()),
         "avg" => V::Float(numbers().sum::<f64>() / numbers().count().max(1) as f64),
+        "array_agg" => V::Array(values),
+        "bool_and" => V::Bool(values.iter().all(V::truth)),
+        "bool_or" => V::Bool(values.iter().any(V::truth)),
         "min" | "max" => {
             let pick = if name == "min" { Ordering::Less } else { Ordering::Greater };
             values.iter().skip(1).fold(values[0].clone(), |best, v| {

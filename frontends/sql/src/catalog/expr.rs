@@ -8,7 +8,8 @@ use sqlparser::ast::{
 
 use super::query::run_query;
 use super::{
-    at, split, unsupported, version, Catalog, Scope, INFORMATION_SCHEMA, PG_CATALOG, ROLE, TYPES, V,
+    at, split, type_named, unsupported, version, Catalog, Scope, INFORMATION_SCHEMA, PG_CATALOG, ROLE, TYPES,
+    V,
 };
 use crate::exec::ExecError;
 
@@ -254,6 +255,9 @@ pub(super) fn eval(e: &Expr, scope: &Scope, catalog: &mut Catalog) -> Result<V, 
             let V::Array(items) = eval(right, scope, catalog)? else { return Ok(V::Null) };
             V::Bool(items.iter().any(|x| compare(compare_op, &l, x).is_some_and(|v| v.truth())))
         }
+        Expr::Array(array) => {
+            V::Array(array.elem.iter().map(|x| eval(x, scope, catalog)).collect::<Result<_, _>>()?)
+        }
         Expr::Function(f) => function(f, scope, catalog)?,
         other => return Err(unsupported(other)),
     })
@@ -282,6 +286,12 @@ fn cast(v: V, data_type: &DataType, catalog: &mut Catalog) -> Result<V, ExecErro
             v => catalog.table_name(&v)?,
         },
         "regtype" => {
+            if let V::Text(name) = &v {
+                return type_named(name).map(V::Int).ok_or_else(|| ExecError::Sql {
+                    state: "42704",
+                    message: format!("type \"{name}\" does not exist"),
+                });
+            }
             let oid = v.number().unwrap_or(0.0) as i64;
             TYPES.iter().find(|t| t.0 == oid).map_or(V::Int(oid), |t| V::text(t.2))
         }
@@ -334,6 +344,7 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
         | "pg_get_statisticsobjdef_columns" => V::Null,
         // sizes are storage's, not a table's: unknown
         "pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_database_size" => V::Null,
+        "to_regtype" => first.to_text().and_then(|name| type_named(&name)).map_or(V::Null, V::Int),
         "pg_size_pretty" => first.to_text().map_or(V::Null, V::Text),
         "format_type" => {
             let oid = first.number().unwrap_or(0.0) as i64;
@@ -350,13 +361,16 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
         "lower" => first.to_text().map_or(V::Null, |s| V::Text(s.to_lowercase())),
         "upper" => first.to_text().map_or(V::Null, |s| V::Text(s.to_uppercase())),
         "quote_ident" => first.to_text().map_or(V::Null, |s| V::Text(quote_ident(&s))),
-        "current_setting" => match first.to_text().as_deref() {
-            Some("server_version") => V::text(super::server_version()),
-            Some("server_version_num") => V::text("150000"),
-            Some("search_path") => V::text("public"),
-            Some(other) => {
-                return Err(ExecError::Catalog(format!("unrecognized configuration parameter \"{other}\"")))
-            }
+        "current_setting" => match first.to_text() {
+            Some(name) => match super::setting(&name) {
+                Some((_, value)) => V::Text(value),
+                None => {
+                    return Err(ExecError::Sql {
+                        state: "42704",
+                        message: format!("unrecognized configuration parameter \"{name}\""),
+                    })
+                }
+            },
             None => V::Null,
         },
         other => return Err(at(unsupported(format!("the function {other}()")), f.name.span())),

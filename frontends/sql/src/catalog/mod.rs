@@ -61,17 +61,55 @@ pub(crate) fn server_version() -> String {
     format!("15.0 (promflow {})", env!("CARGO_PKG_VERSION"))
 }
 
-/// The types of the catalogs' and tables' columns: oid, name, `format_type` name, collation.
-const TYPES: [(i64, &str, &str); 8] = [
-    (16, "bool", "boolean"),
-    (18, "char", "\"char\""),
-    (19, "name", "name"),
-    (20, "int8", "bigint"),
-    (25, "text", "text"),
-    (26, "oid", "oid"),
-    (701, "float8", "double precision"),
-    (1184, "timestamptz", "timestamp with time zone"),
+/// The session settings clients read on connect (`SHOW`, `current_setting`), by their
+/// canonical names, with the values promflow's sessions have. `SET` changes none of them.
+const SETTINGS: [(&str, &str); 14] = [
+    ("server_version_num", "150000"),
+    ("search_path", "public"),
+    ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
+    ("standard_conforming_strings", "on"),
+    ("client_encoding", "UTF8"),
+    ("server_encoding", "UTF8"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("integer_datetimes", "on"),
+    ("max_identifier_length", "63"),
+    ("is_superuser", "off"),
+    ("application_name", ""),
 ];
+
+/// The setting `name` (any case; `transaction isolation level` as `SHOW` spells it): its
+/// canonical name and value.
+pub(crate) fn setting(name: &str) -> Option<(&'static str, String)> {
+    let name =
+        if name.eq_ignore_ascii_case("transaction.isolation.level") { "transaction_isolation" } else { name };
+    if name.eq_ignore_ascii_case("server_version") {
+        return Some(("server_version", server_version()));
+    }
+    SETTINGS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(n, v)| (n, v.to_string()))
+}
+
+/// The types of the catalogs' and tables' columns: oid, name, `format_type` name, the oid of
+/// its array type.
+const TYPES: [(i64, &str, &str, i64); 8] = [
+    (16, "bool", "boolean", 1000),
+    (18, "char", "\"char\"", 1002),
+    (19, "name", "name", 1003),
+    (20, "int8", "bigint", 1016),
+    (25, "text", "text", 1009),
+    (26, "oid", "oid", 1028),
+    (701, "float8", "double precision", 1022),
+    (1184, "timestamptz", "timestamp with time zone", 1185),
+];
+
+/// The oid of the type named `name` (as `pg_type` or `format_type` names it), as
+/// `to_regtype` and `::regtype` find it.
+fn type_named(name: &str) -> Option<i64> {
+    let name = name.trim().trim_start_matches("pg_catalog.");
+    TYPES.iter().find(|t| t.1.eq_ignore_ascii_case(name) || t.2.eq_ignore_ascii_case(name)).map(|t| t.0)
+}
 
 /// The type oid of a table column's kind.
 fn type_oid(kind: ColumnKind) -> i64 {
@@ -159,6 +197,7 @@ pub(crate) fn calls_catalog_function(query: &ast::Query) -> bool {
                     | "session_user"
                     | "current_setting"
                     | "format_type"
+                    | "to_regtype"
                     | "obj_description"
                     | "col_description"
                     | "shobj_description"

@@ -69,27 +69,7 @@ pub(super) fn run_query(
             }
             keyed.push((keys, row));
         }
-        keyed.sort_by(|(a, _), (b, _)| {
-            exprs
-                .iter()
-                .zip(a.iter().zip(b))
-                .map(|(e, (x, y))| {
-                    // NULLs sort last ascending, first descending, as in PostgreSQL
-                    let o = match (x, y) {
-                        (V::Null, V::Null) => Ordering::Equal,
-                        (V::Null, _) => Ordering::Greater,
-                        (_, V::Null) => Ordering::Less,
-                        _ => x.compare(y).unwrap_or(Ordering::Equal),
-                    };
-                    if matches!(e.options.sort, Some(ast::OrderBySort::Desc)) {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                })
-                .find(|o| o.is_ne())
-                .unwrap_or(Ordering::Equal)
-        });
+        keyed.sort_by(|(a, _), (b, _)| by_keys(exprs, a, b));
         rows = keyed.into_iter().map(|(_, r)| r).collect();
     }
     if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &query.limit_clause {
@@ -398,4 +378,27 @@ fn project(
         });
     }
     Ok(((names, out), sources))
+}
+
+/// How rows with sort keys `a` and `b` (one per `ORDER BY` expression of `exprs`) compare:
+/// `NULL`s last ascending and first descending, as in PostgreSQL.
+pub(super) fn by_keys(exprs: &[ast::OrderByExpr], a: &[V], b: &[V]) -> Ordering {
+    exprs
+        .iter()
+        .zip(a.iter().zip(b))
+        .map(|(e, (x, y))| {
+            let o = match (x, y) {
+                (V::Null, V::Null) => Ordering::Equal,
+                (V::Null, _) => Ordering::Greater,
+                (_, V::Null) => Ordering::Less,
+                _ => x.compare(y).unwrap_or(Ordering::Equal),
+            };
+            if matches!(e.options.sort, Some(ast::OrderBySort::Desc)) {
+                o.reverse()
+            } else {
+                o
+            }
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
 }

@@ -29,7 +29,7 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         ],
         "pg_type" => &[
             "oid", "typname", "typnamespace", "typowner", "typlen", "typtype", "typcollation", "typbasetype",
-            "typelem", "typnotnull",
+            "typelem", "typnotnull", "typarray", "typdelim",
         ],
         "pg_am" => &["oid", "amname", "amtype"],
         "pg_database" => &[
@@ -44,12 +44,12 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         ],
         "schemata" => &["catalog_name", "schema_name", "schema_owner"],
         // kept empty: promflow has no constraints, indexes, defaults, policies, rules,
-        // triggers, inheritance, publications, statistics objects or comments
+        // triggers, inheritance, publications, statistics objects, comments, enums or ranges
         "pg_attrdef" | "pg_collation" | "pg_index" | "pg_constraint" | "pg_inherits" | "pg_policy"
         | "pg_statistic_ext" | "pg_publication" | "pg_publication_namespace" | "pg_publication_rel"
         | "pg_trigger" | "pg_rewrite" | "pg_description" | "pg_tablespace" | "pg_foreign_table"
         | "pg_partitioned_table" | "pg_sequence" | "pg_proc" | "pg_settings" | "pg_extension"
-        | "pg_views" | "pg_matviews" | "pg_indexes" => &[],
+        | "pg_views" | "pg_matviews" | "pg_indexes" | "pg_enum" | "pg_range" => &[],
         _ => return None,
     })
 }
@@ -234,7 +234,7 @@ impl Catalog<'_> {
                 let mut rows = Vec::new();
                 for table in self.tables(true)? {
                     for (i, (column, kind)) in table.columns.iter().enumerate() {
-                        let (_, udt, data_type) =
+                        let (_, udt, data_type, _) =
                             TYPES.iter().find(|x| x.0 == type_oid(*kind)).copied().unwrap_or_default();
                         let nullable = if *kind == ColumnKind::Text { "YES" } else { "NO" };
                         rows.push(vec![
@@ -253,7 +253,7 @@ impl Catalog<'_> {
             }
             "pg_type" => TYPES
                 .iter()
-                .map(|(oid, n, _)| {
+                .map(|(oid, n, _, array)| {
                     let collation = if *n == "text" { 100 } else { 0 };
                     vec![
                         V::Int(*oid),
@@ -266,6 +266,8 @@ impl Catalog<'_> {
                         V::Int(0),
                         V::Int(0),
                         V::Bool(false),
+                        V::Int(*array),
+                        t(","),
                     ]
                 })
                 .collect(),
