@@ -137,11 +137,10 @@ SELECT sqrt(value), ln(value), log(value), exp(1.0::float8) FROM mem WHERE job =
 SELECT power(2, 10), 2 ^ 10, 7 % 3, mod(7, 3), 7 / 2, 7.0 / 2, -7 / 2
 SELECT sign(value - 10) FROM cpu WHERE job = 'api' AND instance = 'a' ORDER BY ts
 SELECT pi(), degrees(pi()), radians(180)
--- differs: numeric literals are doubles in DataFusion, not exact decimals
 SELECT 1e3, 1.5e-3, 0.1 + 0.2
 SELECT 0.1::float8 + 0.2::float8
 SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float8
--- differs: numeric literals are doubles in DataFusion, not exact decimals
+-- differs: a numeric quotient has the dividend's scale plus 4 in DataFusion, 16 significant digits or more in PostgreSQL
 SELECT 1.0 / 3
 SELECT 1::float8 / 3
 -- differs: integer literals are bigint in DataFusion, so integer overflow is no error
@@ -277,7 +276,6 @@ SELECT le::float8 AS bound, max(value) FROM http_request_duration_seconds_bucket
 -- no table, generated rows, filtered aggregates
 SELECT 1
 SELECT 1 + 2, 'x' || 'y', 7.0::float8 / 2
--- differs: numeric literals are doubles in DataFusion, not exact decimals
 SELECT 1 AS one, 'two' AS two, 3.0 AS three, NULL AS nothing
 SELECT count(*) FILTER (WHERE value > 10), count(*) FROM cpu
 SELECT x FROM generate_series(1, 5) AS g(x) ORDER BY x DESC
@@ -350,3 +348,115 @@ SELECT typname, typarray, typdelim FROM pg_catalog.pg_type WHERE typname IN ('in
 SELECT relname FROM pg_catalog.pg_class WHERE relkind = ANY (ARRAY['r', 'p']) AND relname IN ('cpu', 'mem') ORDER BY 1
 SELECT count(*) FROM pg_catalog.pg_enum
 SELECT c.relname, array_agg(a.attname ORDER BY a.attnum DESC) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE c.relname = 'mem' AND a.attnum > 0 GROUP BY c.relname
+
+-- more of what monitoring users write: rounding, FILTER, ranking, DISTINCT ON, grouping sets,
+-- gap filling, JSON, arrays and intervals
+SELECT job, round(avg(value)::numeric, 2) AS avg_value FROM cpu GROUP BY job ORDER BY job
+SELECT job, round(avg(value)::numeric, 2) FROM mem GROUP BY job ORDER BY 2 DESC
+SELECT date_trunc('minute', ts) AS minute, count(*) FROM cpu GROUP BY 1 ORDER BY 1 LIMIT 3
+SELECT date_trunc('hour', ts) AS hour, job, max(value) FROM cpu GROUP BY 1, 2 ORDER BY 1, 2
+SELECT job, count(*) FILTER (WHERE value > 5) AS high, count(*) AS total FROM cpu GROUP BY job ORDER BY job
+SELECT job, sum(CASE WHEN value > 5 THEN 1 ELSE 0 END) AS high FROM cpu GROUP BY job ORDER BY job
+SELECT job, instance, value, rank() OVER (PARTITION BY job ORDER BY value DESC) AS r FROM mem ORDER BY job, r, instance LIMIT 8
+SELECT job, value, dense_rank() OVER (ORDER BY value) FROM mem ORDER BY 3, 1 LIMIT 5
+SELECT ts, value, avg(value) OVER (ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS moving FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT ts, value, value - lag(value) OVER (ORDER BY ts) AS diff FROM http_requests_total WHERE code = '200' AND handler = '/api' AND method = 'get' ORDER BY ts
+SELECT ts, lead(value, 2) OVER (ORDER BY ts) FROM cpu WHERE job = 'batch' ORDER BY ts
+SELECT job, first_value(value) OVER (PARTITION BY job ORDER BY ts) AS first, last_value(value) OVER (PARTITION BY job ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS last FROM mem GROUP BY job, value, ts ORDER BY job LIMIT 3
+SELECT job, ntile(2) OVER (ORDER BY job) FROM (SELECT DISTINCT job FROM cpu) t ORDER BY job
+SELECT job, instance, row_number() OVER (PARTITION BY job, instance ORDER BY ts DESC) AS rn, value FROM cpu ORDER BY job, instance, rn LIMIT 6
+SELECT * FROM (SELECT job, instance, value, row_number() OVER (PARTITION BY job, instance ORDER BY ts DESC) AS rn FROM cpu) t WHERE rn = 1 ORDER BY job, instance
+SELECT DISTINCT ON (job) job, ts, value FROM cpu ORDER BY job, ts DESC
+SELECT greatest(1, 2, 3), least(4, 5, 6), nullif(1, 1), nullif(1, 2)
+SELECT coalesce(instance, 'unknown') AS inst, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT job, max(value) FILTER (WHERE instance = 'a') FROM cpu GROUP BY job ORDER BY job
+SELECT extract(hour FROM ts) >= 0, extract(dow FROM ts) BETWEEN 0 AND 6 FROM cpu LIMIT 1
+SELECT date_part('year', ts) > 2000 FROM cpu LIMIT 1
+SELECT ts::date = current_date FROM cpu ORDER BY ts DESC LIMIT 1
+SELECT to_char(ts, 'YYYY') = to_char(now(), 'YYYY') FROM cpu LIMIT 1
+SELECT count(*) FROM cpu WHERE ts > now() - interval '1 day'
+SELECT count(*) FROM cpu WHERE ts >= now() - '2 hours'::interval
+SELECT job, count(*) FROM cpu WHERE ts BETWEEN now() - interval '7 days' AND now() GROUP BY job ORDER BY job
+SELECT max(ts) - min(ts) FROM cpu
+SELECT job, max(ts) - min(ts) AS span FROM mem GROUP BY job ORDER BY job
+-- differs: extract is a double in DataFusion, numeric in PostgreSQL
+SELECT EXTRACT(EPOCH FROM (max(ts) - min(ts))) FROM cpu
+-- differs: refused: to_char of a number is not implemented
+SELECT job, to_char(max(value), 'FM999') FROM cpu GROUP BY job ORDER BY job
+SELECT handler, sum(value) FROM http_requests_total GROUP BY ROLLUP(handler) ORDER BY handler NULLS LAST
+SELECT code, method, count(*) FROM http_requests_total GROUP BY GROUPING SETS ((code), (method)) ORDER BY code, method
+SELECT code, method, count(*) FROM http_requests_total GROUP BY CUBE (code, method) ORDER BY code NULLS FIRST, method NULLS FIRST
+SELECT c.job, c.instance, c.value AS cpu, m.value AS mem FROM cpu c JOIN mem m ON c.job = m.job AND c.instance = m.instance AND c.ts = m.ts ORDER BY c.ts, c.job, c.instance LIMIT 5
+SELECT c.job, avg(c.value) / avg(m.value) AS ratio FROM cpu c JOIN mem m USING (job, instance, ts) GROUP BY c.job ORDER BY 1
+SELECT c.job FROM cpu c LEFT JOIN mem m ON c.job = m.job WHERE m.job IS NULL GROUP BY c.job ORDER BY 1
+SELECT job FROM cpu c WHERE NOT EXISTS (SELECT 1 FROM mem m WHERE m.job = c.job) GROUP BY job
+SELECT t.job, t.n FROM (SELECT job, count(*) AS n FROM cpu GROUP BY job) t WHERE t.n > (SELECT avg(n) FROM (SELECT count(*) AS n FROM cpu GROUP BY job) s) ORDER BY 1
+WITH latest AS (SELECT job, instance, max(ts) AS ts FROM cpu GROUP BY job, instance) SELECT c.job, c.instance, c.value FROM cpu c JOIN latest l ON c.job = l.job AND c.instance IS NOT DISTINCT FROM l.instance AND c.ts = l.ts ORDER BY 1, 2
+WITH per_job AS (SELECT job, avg(value) AS a FROM cpu GROUP BY job) SELECT job, a, a > (SELECT avg(a) FROM per_job) AS above FROM per_job ORDER BY job
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5) SELECT sum(i) FROM n
+-- differs: refused: DataFusion's generate_series takes constants only
+SELECT g AS minute, count(c.value) FROM generate_series(date_trunc('minute', (SELECT min(ts) FROM cpu)), date_trunc('minute', (SELECT max(ts) FROM cpu)), interval '1 minute') g LEFT JOIN cpu c ON date_trunc('minute', c.ts) = g AND c.job = 'batch' GROUP BY g ORDER BY g LIMIT 4
+SELECT upper(job), lower('ABC'), length(job), substr(job, 1, 2), left(job, 1), right(job, 1) FROM cpu GROUP BY job ORDER BY job
+SELECT job || '-' || coalesce(instance, '') AS id FROM cpu GROUP BY job, instance ORDER BY 1
+SELECT handler, replace(handler, '/', '_'), substring(handler from 2) FROM http_requests_total GROUP BY handler ORDER BY 1
+SELECT regexp_match(handler, '/(\w+)') FROM http_requests_total GROUP BY handler ORDER BY 1
+SELECT le, sum(value) FROM http_request_duration_seconds_bucket GROUP BY le ORDER BY le::float8
+SELECT le::float8 AS bound, max(value) FROM http_request_duration_seconds_bucket WHERE le <> '+Inf' GROUP BY 1 ORDER BY 1
+SELECT count(*) FROM http_request_duration_seconds_bucket WHERE le = '+Inf'
+SELECT 'Infinity'::float8, '-Infinity'::float8, 'NaN'::float8
+SELECT value FROM cpu WHERE job = 'batch' ORDER BY value DESC NULLS LAST LIMIT 3 OFFSET 1
+SELECT job, instance FROM cpu GROUP BY 1, 2 HAVING count(*) >= 10 ORDER BY 1, 2
+SELECT abs(-5), mod(10, 3), round(2.5), round(3.5), round(-2.5), trunc(2.7), ceiling(2.1)
+SELECT round(123.456, 1), round(123.456, -1), trunc(123.456, 2)
+-- differs: a numeric quotient has the dividend's scale plus 4 in DataFusion, 16 significant digits or more in PostgreSQL
+SELECT 10 / 4, 10 % 4, 10.0 / 4, 2 ^ 3
+-- differs: log(b, x) of integers is a double in DataFusion, numeric in PostgreSQL
+SELECT sqrt(16), cbrt(8::float8), exp(0), ln(1), log(100), log(2, 8)
+SELECT random() < 1
+SELECT now() > '2020-01-01'::timestamptz, current_timestamp > '2020-01-01'
+SELECT count(*) AS "Count", max(value) AS "Max Value" FROM cpu
+SELECT job AS "Job" FROM cpu GROUP BY "Job" ORDER BY "Job"
+SELECT cpu.job FROM cpu GROUP BY cpu.job ORDER BY cpu.job
+SELECT COUNT(*) FROM Cpu WHERE JOB = 'api'
+SELECT * FROM cpu WHERE false
+SELECT count(*) FROM cpu WHERE instance IS NULL OR instance = 'a'
+SELECT avg(value)::int FROM cpu
+SELECT sum(value)::bigint, count(*)::int FROM mem
+SELECT stddev(value) FROM cpu WHERE job = 'batch'
+SELECT corr(c.value, m.value) IS NOT NULL FROM cpu c JOIN mem m USING (job, instance, ts)
+SELECT regr_slope(value, extract(epoch FROM ts)) > -1000 FROM cpu WHERE job = 'batch'
+-- differs: refused: DataFusion has no mode
+SELECT mode() WITHIN GROUP (ORDER BY job) FROM cpu
+-- differs: refused: DataFusion has no JSON functions
+SELECT json_build_object('job', job, 'n', count(*)) FROM cpu GROUP BY job ORDER BY job
+-- differs: refused: DataFusion has no JSON functions
+SELECT json_agg(job ORDER BY job) FROM (SELECT DISTINCT job FROM cpu) t
+-- differs: refused: DataFusion's array functions (nested expressions) are not built in
+SELECT array_length(array_agg(value), 1) FROM cpu WHERE job = 'batch'
+-- differs: refused: DataFusion's array functions (nested expressions) are not built in
+SELECT (array_agg(value ORDER BY ts DESC))[1] FROM cpu WHERE job = 'batch'
+-- differs: refused: DataFusion's array functions (nested expressions) are not built in
+SELECT unnest(ARRAY['a', 'b'])
+SELECT job, ARRAY_AGG(value ORDER BY ts) FROM cpu WHERE job = 'batch' GROUP BY job
+SELECT 1 WHERE 1 = 1 UNION ALL SELECT 2 ORDER BY 1 DESC
+SELECT job FROM cpu INTERSECT SELECT job FROM mem ORDER BY 1
+SELECT job FROM cpu EXCEPT SELECT job FROM mem ORDER BY 1
+SELECT CASE job WHEN 'api' THEN 1 WHEN 'db' THEN 2 ELSE 0 END AS k, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT job, CASE WHEN avg(value) > 10 THEN 'hot' ELSE 'cool' END FROM cpu GROUP BY job ORDER BY job
+SELECT x, x * 2 FROM generate_series(1, 5) AS x
+SELECT * FROM generate_series(1, 10, 3)
+SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS v(n, s) ORDER BY n DESC
+SELECT count(*) FROM cpu, mem WHERE cpu.job = mem.job AND cpu.ts = mem.ts AND cpu.instance = mem.instance
+SELECT max(value) FILTER (WHERE job = 'api') - min(value) FILTER (WHERE job = 'api') FROM cpu
+SELECT to_timestamp(0), to_timestamp(1700000000)
+SELECT date_bin('5 minutes', ts, TIMESTAMPTZ '2000-01-01') AS b, count(*) FROM cpu GROUP BY 1 ORDER BY 1 LIMIT 2
+-- differs: refused: DataFusion does not multiply an interval by a number
+SELECT interval '1 hour' * 2, interval '90 minutes', interval '1 day' - interval '1 hour'
+SELECT '2024-05-01 10:00:00+00'::timestamptz + interval '1 month'
+SELECT date '2024-05-01' + 7, date '2024-05-08' - date '2024-05-01'
+-- differs: extract is a double in DataFusion, numeric in PostgreSQL
+SELECT extract(epoch FROM interval '1 hour')
+-- differs: refused: DataFusion has no make_interval
+SELECT make_interval(hours => 2)
+-- differs: refused: DataFusion has no justify_hours
+SELECT justify_hours(interval '27 hours')

@@ -155,7 +155,7 @@ fn a_bank_of_queries_answers_as_postgresql_does() {
         }
     }
     eprintln!(
-        "{} queries: {} agree, {} known to differ, {} refused, {} rejected by both with another SQLSTATE, {} wrong\nknown to differ:\n{}\nrejected with another SQLSTATE:\n{}",
+        "{} queries: {} agree, {} known to differ, {} refused, {} rejected by both with another SQLSTATE, {} wrong\nknown to differ:\n{}\nrejected with another SQLSTATE:\n{}\nrefused:\n{}",
         bank.len(),
         agreed.len(),
         known.len(),
@@ -163,7 +163,8 @@ fn a_bank_of_queries_answers_as_postgresql_does() {
         other_state.len(),
         wrong.len(),
         known.join("\n"),
-        other_state.join("\n")
+        other_state.join("\n"),
+        refused.join("\n")
     );
     assert!(wrong.is_empty(), "answers that differ from PostgreSQL's:\n{}", wrong.join("\n"));
     assert!(refused.is_empty(), "refused:\n{}", refused.join("\n"));

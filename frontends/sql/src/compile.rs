@@ -293,10 +293,83 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>, Error> {
             "statement has {operators} operators; at most {MAX_OPERATORS} are allowed"
         )));
     }
-    Parser::new(&PostgreSqlDialect {})
+    let mut statements = Parser::new(&PostgreSqlDialect {})
         .with_tokens_with_locations(tokens)
         .parse_statements()
-        .map_err(|e| Error::Parse(e.to_string()))
+        .map_err(|e| Error::Parse(e.to_string()))?;
+    let _ = ast::VisitMut::visit(&mut statements, &mut FoldIdentifiers);
+    Ok(statements)
+}
+
+/// Folds every unquoted identifier of a statement to lower case, as PostgreSQL does when it
+/// reads one: columns, qualified columns, aliases, tables and common table expressions, so
+/// `SELECT JOB FROM Cpu C WHERE C.Job = 'api'` names `job`, `cpu` and `c`. Quoted
+/// identifiers keep their case. Function names are matched without regard to case anyway.
+struct FoldIdentifiers;
+
+fn fold(id: &mut ast::Ident) {
+    if id.quote_style.is_none() {
+        id.value = id.value.to_lowercase();
+    }
+}
+
+fn fold_alias(alias: &mut Option<ast::TableAlias>) {
+    if let Some(alias) = alias {
+        fold(&mut alias.name);
+        alias.columns.iter_mut().for_each(|c| fold(&mut c.name));
+    }
+}
+
+impl ast::VisitorMut for FoldIdentifiers {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+        match e {
+            Expr::Identifier(id) => fold(id),
+            Expr::CompoundIdentifier(ids) => ids.iter_mut().for_each(fold),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, name: &mut ast::ObjectName) -> std::ops::ControlFlow<()> {
+        for part in &mut name.0 {
+            if let ast::ObjectNamePart::Identifier(id) = part {
+                fold(id);
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> std::ops::ControlFlow<()> {
+        match f {
+            TableFactor::Table { alias, .. }
+            | TableFactor::Derived { alias, .. }
+            | TableFactor::Function { alias, .. }
+            | TableFactor::UNNEST { alias, .. } => fold_alias(alias),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut ast::Select) -> std::ops::ControlFlow<()> {
+        for item in &mut select.projection {
+            if let SelectItem::ExprWithAlias { alias, .. } = item {
+                fold(alias);
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> std::ops::ControlFlow<()> {
+        if let Some(with) = &mut query.with {
+            for cte in &mut with.cte_tables {
+                fold(&mut cte.alias.name);
+                cte.alias.columns.iter_mut().for_each(|c| fold(&mut c.name));
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
 }
 
 /// Refuses `sql` for the relational engine when it has more operators than

@@ -60,7 +60,8 @@ async fn answer(
     let config = SessionConfig::new()
         .with_information_schema(false)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-        .set_str("datafusion.execution.time_zone", "+00:00");
+        .set_str("datafusion.execution.time_zone", "+00:00")
+        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -210,7 +211,11 @@ fn classify(e: &DataFusionError) -> ExecError {
         DataFusionError::Plan(m) => {
             let first = m.lines().next().unwrap_or(m).to_string();
             if let Some(name) = m.strip_prefix("Invalid function '").and_then(|r| r.split('\'').next()) {
-                sql("42883", format!("function {name} does not exist"))
+                if is_postgresql_function(name) {
+                    sql("0A000", format!("function {name} is not supported yet"))
+                } else {
+                    sql("42883", format!("function {name} does not exist"))
+                }
             } else if m.contains("must be in GROUP BY or an aggregate function") {
                 // "… column \"m.value\" must appear in the GROUP BY clause or must be part of
                 // an aggregate function, …": PostgreSQL's words for it
@@ -241,6 +246,18 @@ fn classify(e: &DataFusionError) -> ExecError {
         }
         e => unclassified(&e.message()),
     }
+}
+
+/// Whether PostgreSQL 15 has a function named `name` (`postgres_functions.txt`, from its
+/// `pg_catalog`): one the engine lacks is then refused as not supported rather than reported
+/// as undefined.
+fn is_postgresql_function(name: &str) -> bool {
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            include_str!("postgres_functions.txt").lines().filter(|l| !l.starts_with('#')).collect()
+        })
+        .contains(name.to_ascii_lowercase().as_str())
 }
 
 /// An error message no variant of DataFusion's errors classifies: the engine lacks what the

@@ -25,7 +25,10 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
     let one = || Signature::any(1, Volatility::Immutable);
     let exact = |types| Signature::exact(types, Volatility::Immutable);
     vec![
-        ScalarUDF::from(Round::new()),
+        ScalarUDF::from(Rounder::new(Rounding::Round)),
+        ScalarUDF::from(Rounder::new(Rounding::Trunc)),
+        ScalarUDF::from(Rounder::new(Rounding::Floor)),
+        ScalarUDF::from(Rounder::new(Rounding::Ceil)),
         Udf::udf(RINT, one(), None, rint),
         Udf::udf(FLOAT8_TEXT, one(), Some(DataType::Utf8), |a| udf::text(&a[0])),
         Udf::udf(DIVISOR, one(), None, divisor),
@@ -453,44 +456,99 @@ fn round_decimal(v: i128, scale: i128) -> i128 {
     }
 }
 
-/// PostgreSQL's `round`: `round(double precision)` to the nearest integer, halves to even;
-/// `round(numeric)` and `round(numeric, n)` to 0 or `n` decimals, halves away from zero, as
-/// `numeric` of that scale. There is no `round(double precision, integer)`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Round {
-    signature: Signature,
+/// How one of PostgreSQL's rounding functions takes a number to a whole one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Rounding {
+    /// `round`: to the nearest; a double's halves to even, a `numeric`'s away from zero.
+    Round,
+    /// `trunc`: toward zero.
+    Trunc,
+    /// `floor`: down.
+    Floor,
+    /// `ceil` (`ceiling`): up.
+    Ceil,
 }
 
-impl Round {
-    fn new() -> Self {
-        Round { signature: Signature::user_defined(Volatility::Immutable) }
+impl Rounding {
+    /// `v / down` taken to a whole number this way.
+    fn whole(self, v: i128, down: i128) -> i128 {
+        let (q, r) = (v / down, v % down);
+        match self {
+            Rounding::Round => round_decimal(v, down),
+            Rounding::Trunc => q,
+            Rounding::Floor if r < 0 => q - 1,
+            Rounding::Ceil if r > 0 => q + 1,
+            Rounding::Floor | Rounding::Ceil => q,
+        }
+    }
+
+    fn double(self, v: f64) -> f64 {
+        match self {
+            Rounding::Round => v.round_ties_even(),
+            Rounding::Trunc => v.trunc(),
+            Rounding::Floor => v.floor(),
+            Rounding::Ceil => v.ceil(),
+        }
+    }
+}
+
+/// PostgreSQL's `round`, `trunc`, `floor` and `ceil` (`ceiling`): of a `double precision`, a
+/// double; of a `numeric`, a `numeric` of scale 0, or, for `round(numeric, n)` and
+/// `trunc(numeric, n)`, of `n` decimals (a negative `n` rounds to a multiple of 10^-n). There
+/// is no `round(double precision, integer)`. DataFusion's keep a `numeric`'s scale (`2.0`
+/// for `trunc(2.7)`, where PostgreSQL answers `2`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Rounder {
+    rounding: Rounding,
+    signature: Signature,
+    aliases: Vec<String>,
+}
+
+impl Rounder {
+    fn new(rounding: Rounding) -> Self {
+        let aliases = if rounding == Rounding::Ceil { vec!["ceiling".to_string()] } else { Vec::new() };
+        Rounder { rounding, signature: Signature::user_defined(Volatility::Immutable), aliases }
+    }
+
+    /// Whether it takes a number of decimals.
+    fn takes_decimals(&self) -> bool {
+        matches!(self.rounding, Rounding::Round | Rounding::Trunc)
     }
 }
 
 /// The most digits of a `numeric` the engine holds.
 const NUMERIC_PRECISION: u8 = 38;
 
-impl ScalarUDFImpl for Round {
+impl ScalarUDFImpl for Rounder {
     fn name(&self) -> &str {
-        "round"
+        match self.rounding {
+            Rounding::Round => "round",
+            Rounding::Trunc => "trunc",
+            Rounding::Floor => "floor",
+            Rounding::Ceil => "ceil",
+        }
+    }
+    fn aliases(&self) -> &[String] {
+        &self.aliases
     }
     fn signature(&self) -> &Signature {
         &self.signature
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let name = self.name();
         match args {
-            [t] if t.is_integer() || t.is_floating() => Ok(vec![DataType::Float64]),
+            [t] if t.is_integer() || t.is_floating() || t.is_null() => Ok(vec![DataType::Float64]),
             [t @ DataType::Decimal128(..)] => Ok(vec![t.clone()]),
-            [t, n] if n.is_integer() => match t {
+            [t, n] if self.takes_decimals() && (n.is_integer() || n.is_null()) => match t {
                 DataType::Decimal128(..) => Ok(vec![t.clone(), DataType::Int64]),
                 t if t.is_integer() => Ok(vec![DataType::Decimal128(NUMERIC_PRECISION, 0), DataType::Int64]),
-                _ => plan_err!("Invalid function 'round(double precision, integer)'"),
+                _ => plan_err!("Invalid function '{name}(double precision, integer)'"),
             },
-            _ => plan_err!("Invalid function 'round'"),
+            _ => plan_err!("Invalid function '{name}'"),
         }
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        exec_err!("round's type comes from its arguments")
+        exec_err!("{}'s type comes from its arguments", self.name())
     }
     fn return_field_from_args(
         &self,
@@ -500,33 +558,42 @@ impl ScalarUDFImpl for Round {
             (Some(DataType::Float64), None) => DataType::Float64,
             (Some(DataType::Decimal128(p, _)), None) => DataType::Decimal128(*p, 0),
             (Some(DataType::Decimal128(..)), Some(Some(ScalarValue::Int64(Some(n)))))
-                if (0..=20).contains(n) =>
+                if (-20..=20).contains(n) =>
             {
-                DataType::Decimal128(NUMERIC_PRECISION, *n as i8)
+                DataType::Decimal128(NUMERIC_PRECISION, (*n).max(0) as i8)
             }
-            _ => return plan_err!("round(numeric, n) takes a constant n from 0 to 20"),
+            _ => return plan_err!("{}(numeric, n) takes a constant n from -20 to 20", self.name()),
         };
-        Ok(Arc::new(datafusion::arrow::datatypes::Field::new("round", t, true)))
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(self.name(), t, true)))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let array = args.args[0].to_array(args.number_rows)?;
+        let rounding = self.rounding;
         let out: ArrayRef = match (array.data_type(), args.return_type()) {
             (DataType::Float64, _) => {
-                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
+                Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(|v| rounding.double(v)))
             }
             (DataType::Decimal128(_, s), DataType::Decimal128(p, to)) => {
+                // `round(x, -n)`: to a multiple of 10^n, of scale 0
+                let tens = match args.args.get(1) {
+                    Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(n)))) if *n < 0 => {
+                        n.unsigned_abs() as u32
+                    }
+                    _ => 0,
+                };
                 let (s, to) = (i32::from(*s), i32::from(*to));
                 let decimals: &Decimal128Array = array.as_primitive::<Decimal128Type>();
-                let rounded: Decimal128Array = if to >= s {
+                let rounded: Decimal128Array = if to >= s && tens == 0 {
                     let up = 10i128.pow((to - s) as u32);
                     decimals.unary::<_, Decimal128Type>(|v| v * up)
                 } else {
-                    let down = 10i128.pow((s - to) as u32);
-                    decimals.unary::<_, Decimal128Type>(|v| round_decimal(v, down))
+                    let down = 10i128.pow((s - to) as u32 + tens);
+                    let up = 10i128.pow(tens);
+                    decimals.unary::<_, Decimal128Type>(|v| rounding.whole(v, down) * up)
                 };
                 Arc::new(rounded.with_precision_and_scale(*p, to as i8)?)
             }
-            (t, _) => return exec_err!("round of {t}"),
+            (t, _) => return exec_err!("{} of {t}", self.name()),
         };
         udf::answer(&args.args, out)
     }
@@ -561,5 +628,9 @@ mod tests {
         assert_eq!(round_decimal(25, 10), 3);
         assert_eq!(round_decimal(-25, 10), -3);
         assert_eq!(round_decimal(24, 10), 2);
+        assert_eq!(Rounding::Floor.whole(-25, 10), -3);
+        assert_eq!(Rounding::Ceil.whole(21, 10), 3);
+        assert_eq!(Rounding::Ceil.whole(-29, 10), -2);
+        assert_eq!(Rounding::Trunc.whole(-29, 10), -2);
     }
 }
