@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use promflow_batch::{evaluate, QueryOptions};
 use promflow_storage::{Db, DbOptions, Labels};
 use workload::common::{client, free_port};
-use workload::{all_series, env, pin_self, start_pinned, Walk, CLIENT_CPU, INTERVAL_MS};
+use workload::{all_series, env, median, pin_self, start_pinned, Walk, CLIENT_CPU, INTERVAL_MS};
 
 const LOOKBACK_MS: i64 = 300_000;
 const MAX_SAMPLES: usize = 200_000_000;
@@ -50,11 +50,6 @@ fn alternate(runs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64
         }
     }
     (a_ms, b_ms)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 fn main() {

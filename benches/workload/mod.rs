@@ -511,6 +511,12 @@ pub fn send(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) {
 }
 
 /// The value below which a share `p` of `sorted` lies (nearest rank).
+/// The median of `xs` (the upper one of an even count).
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]

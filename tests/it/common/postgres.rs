@@ -90,6 +90,11 @@ pub fn start_postgres(dir: &Path) -> Option<Postgres> {
 }
 
 impl Postgres {
+    /// The postmaster's process id (its backends are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs `sql` with psql (unaligned, tuples only, `|` between fields): the output, or
     /// the error.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
