@@ -1256,7 +1256,8 @@ fn ctes_subqueries_and_joins_over_metric_rows() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         rows(&v),
-        vec![json!(["a", 38.0, 40.0, 38.0 / 40.0]), json!(["b", 119.0, 39.0, 119.0 / 39.0])]
+        // count is bigint, as in PostgreSQL
+        vec![json!(["a", 38.0, 40, 38.0 / 40.0]), json!(["b", 119.0, 39, 119.0 / 39.0])]
     );
 
     let (_, v) = sql(
@@ -1424,4 +1425,67 @@ fn promql_table_function_answers_the_apis_points_as_rows() {
         assert_eq!(status, 400, "{q}: {v}");
         assert!(v["error"].as_str().unwrap().contains(error), "{q}: {v}");
     }
+}
+
+/// A subquery or common table expression that is a query of one metric the plan IR takes
+/// runs on promflow's executors inside DataFusion's statement: PromQL's range functions are
+/// SQL aggregates there, with window functions, joins and set operations around them, and
+/// `EXPLAIN` shows both parts.
+#[test]
+fn plan_ir_parts_run_inside_relational_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, t0, t1) = setup(dir.path());
+    let bounds = bounds(t0, t1);
+    let alone = |q: &str| {
+        let (status, v) = sql(&server, q);
+        assert_eq!(status, 200, "{q}: {v}");
+        rows(&v)
+    };
+    let rates = alone(&format!("SELECT job, rate(value) FROM m WHERE {bounds} GROUP BY job ORDER BY job"));
+    assert_eq!(rates.len(), 2, "{rates:?}");
+
+    // a window function over the rates: DataFusion's, over what the kernels computed
+    let ranked = alone(&format!(
+        "SELECT job, r, rank() OVER (ORDER BY r DESC) AS place \
+         FROM (SELECT job, rate(value) AS r FROM m WHERE {bounds} GROUP BY job) t ORDER BY job"
+    ));
+    let place = |job: &str| if rates[0][1].as_f64() > rates[1][1].as_f64() { job == "b" } else { job == "a" };
+    for (row, alone) in ranked.iter().zip(&rates) {
+        assert_eq!(row[0], alone[0]);
+        assert_eq!(row[1], alone[1], "the same kernels, the same rate");
+        assert_eq!(row[2], json!(if place(row[0].as_str().unwrap()) { 2 } else { 1 }), "{ranked:?}");
+    }
+
+    // common table expressions of increase and of count, joined
+    let joined = alone(&format!(
+        "WITH inc AS (SELECT job, increase(value) AS up FROM m WHERE {bounds} GROUP BY job), \
+              n AS (SELECT job, count(*) AS samples FROM m WHERE {bounds} GROUP BY job) \
+         SELECT inc.job, inc.up, n.samples FROM inc JOIN n USING (job) ORDER BY 1"
+    ));
+    let increases =
+        alone(&format!("SELECT job, increase(value) FROM m WHERE {bounds} GROUP BY job ORDER BY job"));
+    let counts = alone(&format!("SELECT job, count(*) FROM m WHERE {bounds} GROUP BY job ORDER BY job"));
+    for ((row, up), n) in joined.iter().zip(&increases).zip(&counts) {
+        assert_eq!(json!([row[0], row[1], row[2]]), json!([up[0], up[1], n[1]]), "{joined:?}");
+    }
+
+    // a CTE that reads another CTE is DataFusion's own; the one it reads is the IR's
+    let nested = alone(&format!(
+        "WITH per AS (SELECT job, max(value) AS high FROM m WHERE {bounds} GROUP BY job), \
+              best AS (SELECT max(high) AS high FROM per) SELECT high FROM best"
+    ));
+    assert_eq!(nested, vec![json!([119.0])]);
+
+    // EXPLAIN: DataFusion's plan, then the IR part's
+    let explained = alone(&format!(
+        "EXPLAIN SELECT job, rank() OVER (ORDER BY r DESC) \
+         FROM (SELECT job, rate(value) AS r FROM m WHERE {bounds} GROUP BY job) t"
+    ));
+    let text: Vec<String> = explained.iter().map(|r| format!("{} | {}", r[0], r[1])).collect();
+    assert!(text.iter().any(|r| r.contains("logical_plan") && r.contains("pg_ir_part_0")), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|r| r.contains("promflow plan IR (pg_ir_part_0(), r)") && r.contains("WindowFunction Rate")),
+        "{text:#?}"
+    );
 }

@@ -26,6 +26,17 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 impl Rows {
     /// The rows as an Arrow IPC stream: the schema, one record batch, the end marker.
     pub fn to_arrow_stream(&self) -> Result<Vec<u8>, ArrowError> {
+        let batch = self.to_record_batch("UTC")?;
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(out)
+    }
+
+    /// The rows as one Arrow record batch, times in the time zone named `time_zone`.
+    pub(crate) fn to_record_batch(&self, time_zone: &str) -> Result<RecordBatch, ArrowError> {
         let mut fields = Vec::with_capacity(self.columns.len());
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for (i, column) in self.columns.iter().enumerate() {
@@ -56,8 +67,8 @@ impl Rows {
                             _ => None,
                         })
                         .collect();
-                    let data_type = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-                    (data_type, Arc::new(values.with_timezone("UTC")))
+                    let data_type = DataType::Timestamp(TimeUnit::Millisecond, Some(time_zone.into()));
+                    (data_type, Arc::new(values.with_timezone(time_zone)))
                 }
                 ColumnKind::Double => {
                     let values: Float64Array = cells.map(|c| number(&c)).collect();
@@ -81,17 +92,11 @@ impl Rows {
             arrays.push(array);
         }
         let schema = Arc::new(Schema::new(fields));
-        let batch = if arrays.is_empty() {
-            RecordBatch::new_empty(Arc::clone(&schema))
+        if arrays.is_empty() {
+            Ok(RecordBatch::new_empty(schema))
         } else {
-            RecordBatch::try_new(Arc::clone(&schema), arrays)?
-        };
-        let mut out = Vec::new();
-        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
-        writer.write(&batch)?;
-        writer.finish()?;
-        drop(writer);
-        Ok(out)
+            RecordBatch::try_new(schema, arrays)
+        }
     }
 }
 

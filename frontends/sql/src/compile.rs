@@ -620,7 +620,7 @@ pub(crate) fn bin(t: i64, width: i64, origin: i64) -> i64 {
     origin + (t - origin).div_euclid(width) * width
 }
 
-fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
+pub(crate) fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
     if let Some(with) = &q.with {
         return Err(invalid(with.span(), "EXPLAIN of a query with WITH is not supported yet"));
     }

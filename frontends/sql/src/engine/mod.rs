@@ -3,6 +3,7 @@
 //! casts, string and date functions, set operations, subqueries), over the metrics as
 //! tables ([`tables`]). Its answers become [`Rows`] like every other statement's.
 
+mod ir;
 mod missing;
 mod postgres;
 mod promql;
@@ -74,21 +75,25 @@ async fn answer(
         .clone()
         .with_aliases(["variance"]);
     ctx.register_udaf(variance);
+    // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
+    let ir::Lifted { sql, parts, explain } = ir::lift(&sql, chrono::Utc::now().timestamp_millis());
     let postgres::Rewritten { sql, names } = postgres::rewrite(&sql).map_err(ExecError::Catalog)?;
     let metrics = tables::Metrics {
         querier,
         max_samples: settings.max_samples,
         budget: Arc::new(std::sync::atomic::AtomicUsize::new(budget)),
     };
+    let deadline = std::time::Instant::now() + settings.timeout;
     ctx.register_udtf(
         "promql",
         Arc::new(promql::Promql {
             querier: Arc::clone(&metrics.querier),
             settings: settings.clone(),
-            deadline: std::time::Instant::now() + settings.timeout,
+            deadline,
             budget: Arc::clone(&metrics.budget),
         }),
     );
+    ir::register(&ctx, &parts, &metrics.querier, &settings, deadline, &metrics.budget);
     let catalog = ctx.catalog("datafusion").ok_or_else(|| ExecError::Catalog("no default catalog".into()))?;
     catalog.register_schema("public", Arc::new(metrics)).map_err(engine_error)?;
     // the answer is held whole before it is sent: bounded as the interpreter's joins are
@@ -130,6 +135,12 @@ async fn answer(
     let mut rows = Vec::new();
     for batch in &batches {
         rows.extend(cells(batch)?);
+    }
+    if explain && columns.len() == 2 {
+        // after DataFusion's plan, the plans of the parts promflow's executors run
+        for (part, plan) in ir::explained(&parts) {
+            rows.push(vec![Cell::Text(part.into()), Cell::Text(plan.into())]);
+        }
     }
     Ok(Rows::new(columns, rows))
 }

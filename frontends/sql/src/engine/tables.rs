@@ -25,7 +25,7 @@ use crate::exec::ALL_TIME;
 const BATCH_ROWS: usize = 8192;
 
 /// The time zone of `ts`: PostgreSQL's `timestamptz`, always answered in UTC.
-const UTC: &str = "+00:00";
+pub(super) const UTC: &str = "+00:00";
 
 /// The schema `public`: one table per metric that has series at any time.
 pub(crate) struct Metrics {
