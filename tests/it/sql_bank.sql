@@ -431,11 +431,8 @@ SELECT mode() WITHIN GROUP (ORDER BY job) FROM cpu
 SELECT json_build_object('job', job, 'n', count(*)) FROM cpu GROUP BY job ORDER BY job
 -- differs: refused: DataFusion has no JSON functions
 SELECT json_agg(job ORDER BY job) FROM (SELECT DISTINCT job FROM cpu) t
--- differs: refused: DataFusion's array functions (nested expressions) are not built in
 SELECT array_length(array_agg(value), 1) FROM cpu WHERE job = 'batch'
--- differs: refused: DataFusion's array functions (nested expressions) are not built in
 SELECT (array_agg(value ORDER BY ts DESC))[1] FROM cpu WHERE job = 'batch'
--- differs: refused: DataFusion's array functions (nested expressions) are not built in
 SELECT unnest(ARRAY['a', 'b'])
 SELECT job, ARRAY_AGG(value ORDER BY ts) FROM cpu WHERE job = 'batch' GROUP BY job
 SELECT 1 WHERE 1 = 1 UNION ALL SELECT 2 ORDER BY 1 DESC
@@ -460,3 +457,9 @@ SELECT extract(epoch FROM interval '1 hour')
 SELECT make_interval(hours => 2)
 -- differs: refused: DataFusion has no justify_hours
 SELECT justify_hours(interval '27 hours')
+SELECT ARRAY['a', 'b'], ARRAY[1, 2, 3], array_to_string(ARRAY['x', 'y'], '-'), cardinality(ARRAY[1, 2])
+SELECT count(*) FROM cpu WHERE job = ANY (ARRAY['api', 'db'])
+SELECT count(*) FROM cpu WHERE job <> ALL (ARRAY['api', 'db'])
+SELECT string_to_array('a,b,c', ','), array_position(ARRAY['a', 'b'], 'b'), array_append(ARRAY[1], 2)
+SELECT job, array_agg(DISTINCT instance ORDER BY instance) FROM cpu GROUP BY job ORDER BY job
+SELECT instance FROM cpu WHERE job = 'api' GROUP BY instance HAVING array_length(array_agg(value), 1) > 5 ORDER BY 1
