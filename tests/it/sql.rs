@@ -641,6 +641,10 @@ with psycopg.connect(dsn) as conn:
     out["text_typed"] = [str(v) for v in conn.execute(
         "SELECT 2.5::numeric(3, 2), DATE '2024-05-01', INTERVAL '9 minutes', array_agg(x ORDER BY x)"
         " FROM (VALUES ('b'), ('a')) AS t(x)").fetchone()]
+    # Python lists: text[] of no declared type where ANY takes an array, int8[] where typed
+    out["any"] = conn.execute("SELECT job, count(*) FROM m WHERE job = ANY(%s) AND ts >= %s AND ts <= %s"
+                              " AND value >= 0 GROUP BY job ORDER BY job", [["b", "x y"], lo, hi]).fetchall()
+    out["int_array"] = conn.execute("SELECT %s::int8[]", [[1, None, 3]]).fetchone()[0]
     prepared = [conn.execute(first, ["i1", "a", lo, hi], prepare=True).fetchone()[1] for _ in range(2)]
     out["prepared"] = prepared
     out["star"] = [d.name for d in conn.execute("SELECT * FROM m WHERE job = %s AND ts >= %s AND ts <= %s", ["b", lo, hi]).description]
@@ -692,6 +696,8 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     assert!(v["binary_date"][1].as_str().unwrap().contains("text format only"), "{v}");
     assert_eq!(v["text_typed"], json!(["2.50", "2024-05-01", "0:09:00", "['a', 'b']"]), "{v}");
     assert_eq!(v["prepared"], json!([1.0, 1.0]));
+    assert_eq!(v["any"], json!([["b", 2 * SAMPLES - 1]]), "{v}");
+    assert_eq!(v["int_array"], json!([1, null, 3]), "{v}");
     assert_eq!(v["star"], json!(["instance", "job", "label_value", "ts", "value"]));
     assert_eq!(v["extended_error"][0], "42803", "{v}");
 }

@@ -18,6 +18,8 @@ pub enum Param {
     Number(f64),
     /// Anything else, written as a string literal (timestamps as RFC 3339).
     Text(String),
+    /// An array (a parameter of an array type), written as `ARRAY[…]` of its elements.
+    Array(Vec<Param>),
 }
 
 impl Param {
@@ -29,18 +31,88 @@ impl Param {
             // PostgreSQL spells these as strings cast to a number
             Param::Number(v) => format!("'{v}'"),
             Param::Text(s) => format!("'{}'", s.replace('\'', "''")),
+            Param::Array(items) => {
+                format!("ARRAY[{}]", items.iter().map(Param::literal).collect::<Vec<_>>().join(", "))
+            }
         }
     }
 }
 
-/// The `$n` placeholders of `sql`: each one's number and where it lies (byte offsets).
-fn placeholders(sql: &str) -> Result<Vec<(usize, std::ops::Range<usize>)>, Error> {
+/// The elements of a one-dimensional array in PostgreSQL's text form (`{a,"b c",NULL}`;
+/// `None` for an element that is `NULL`), or `None` when the text is not one.
+pub fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Some(out);
+    }
+    let mut chars = inner.chars().peekable();
+    let skip_spaces = |chars: &mut std::iter::Peekable<std::str::Chars>| {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+    };
+    loop {
+        skip_spaces(&mut chars);
+        match chars.peek() {
+            Some('"') => {
+                chars.next();
+                let mut item = String::new();
+                loop {
+                    match chars.next()? {
+                        '\\' => item.push(chars.next()?),
+                        '"' => break,
+                        c => item.push(c),
+                    }
+                }
+                out.push(Some(item));
+            }
+            // a nested array: more than one dimension
+            Some('{') => return None,
+            _ => {
+                let mut item = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == ',' {
+                        break;
+                    }
+                    item.push(c);
+                    chars.next();
+                }
+                let item = item.trim();
+                out.push((!item.eq_ignore_ascii_case("NULL")).then(|| item.to_string()));
+            }
+        }
+        skip_spaces(&mut chars);
+        match chars.next() {
+            Some(',') => {}
+            None => return Some(out),
+            Some(_) => return None,
+        }
+    }
+}
+
+/// A `$n` placeholder of a statement.
+struct Placeholder {
+    /// Its number.
+    n: usize,
+    /// Where it lies (byte offsets).
+    range: std::ops::Range<usize>,
+    /// Whether it is the array of `ANY (…)`, `SOME (…)` or `ALL (…)`.
+    array: bool,
+}
+
+/// The `$n` placeholders of `sql`.
+fn placeholders(sql: &str) -> Result<Vec<Placeholder>, Error> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| Error::Parse(e.to_string()))?;
     let offsets = Offsets::new(sql);
     let mut out = Vec::new();
-    for t in tokens {
+    let mut before: Vec<&Token> = Vec::new();
+    for t in &tokens {
+        if !matches!(t.token, Token::Whitespace(_)) {
+            before.push(&t.token);
+        }
         let Token::Placeholder(p) = &t.token else { continue };
         let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0);
         let Some(n) = n else {
@@ -50,26 +122,43 @@ fn placeholders(sql: &str) -> Result<Vec<(usize, std::ops::Range<usize>)>, Error
                 column: t.span.start.column,
             });
         };
-        out.push((n, offsets.of(t.span.start)..offsets.of(t.span.end)));
+        let array = matches!(
+            before.as_slice(),
+            [.., Token::Word(w), Token::LParen, Token::Placeholder(_)]
+                if ["ANY", "SOME", "ALL"].iter().any(|k| w.value.eq_ignore_ascii_case(k)) && w.quote_style.is_none()
+        );
+        out.push(Placeholder { n, range: offsets.of(t.span.start)..offsets.of(t.span.end), array });
     }
     Ok(out)
 }
 
 /// How many parameters `sql` takes: its highest `$n`.
 pub fn count(sql: &str) -> Result<usize, Error> {
-    Ok(placeholders(sql)?.iter().map(|(n, _)| *n).max().unwrap_or(0))
+    Ok(placeholders(sql)?.iter().map(|p| p.n).max().unwrap_or(0))
 }
 
 /// `sql` with every `$n` replaced by `params[n - 1]`.
 pub fn substitute(sql: &str, params: &[Param]) -> Result<String, Error> {
     let mut out = String::with_capacity(sql.len());
     let mut from = 0;
-    for (n, range) in placeholders(sql)? {
+    for Placeholder { n, range, array } in placeholders(sql)? {
         let Some(p) = params.get(n - 1) else {
             return Err(Error::Parse(format!("there is no parameter ${n}: {} bound", params.len())));
         };
         out.push_str(&sql[from..range.start]);
-        out.push_str(&p.literal());
+        // text of no declared type where an array stands (`= ANY ($1)`, psycopg's lists of
+        // strings) is an array in PostgreSQL's text form, as PostgreSQL would infer
+        let items = match (array, p) {
+            (true, Param::Text(text)) => array_elements(text),
+            _ => None,
+        };
+        match items {
+            Some(items) => {
+                let items = items.into_iter().map(|i| i.map_or(Param::Null, Param::Text)).collect();
+                out.push_str(&Param::Array(items).literal());
+            }
+            None => out.push_str(&p.literal()),
+        }
         from = range.end;
     }
     out.push_str(&sql[from..]);
@@ -114,6 +203,26 @@ mod tests {
         );
         assert_eq!(substitute("SELECT $1", &[Param::Null]).unwrap(), "SELECT NULL");
         assert_eq!(substitute("SELECT $1", &[Param::Number(f64::NAN)]).unwrap(), "SELECT 'NaN'");
+    }
+
+    #[test]
+    fn arrays_in_postgresqls_text_form_become_array_literals() {
+        let items = array_elements(r#"{a, "b c","x\"y",NULL, "NULL"}"#).unwrap();
+        assert_eq!(
+            items,
+            [Some("a"), Some("b c"), Some("x\"y"), None, Some("NULL")].map(|i| i.map(String::from)).to_vec()
+        );
+        assert_eq!(array_elements("{}"), Some(Vec::new()));
+        assert_eq!(array_elements("{{1,2},{3,4}}"), None);
+        assert_eq!(array_elements("a,b"), None);
+        let array = Param::Array(vec![Param::Text("it's".into()), Param::Null, Param::Number(2.0)]);
+        assert_eq!(substitute("SELECT $1", &[array]).unwrap(), "SELECT ARRAY['it''s', NULL, 2]");
+        // untyped text where an array stands is one; elsewhere it is text
+        let list = Param::Text("{a,b}".into());
+        assert_eq!(
+            substitute("SELECT $1 WHERE x = ANY ($1) OR x <> all($1)", &[list]).unwrap(),
+            "SELECT '{a,b}' WHERE x = ANY (ARRAY['a', 'b']) OR x <> all(ARRAY['a', 'b'])"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use postgres_types::Kind;
 use promflow_config::web::{Access, WebGuard};
 use promflow_storage::Querier;
 use tokio::net::TcpListener;
@@ -599,6 +600,37 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
                     Some(at) => Param::Text(at.and_utc().to_rfc3339()),
                     None => Param::Null,
                 },
+                t if matches!(t.kind(), Kind::Array(_)) => {
+                    let Kind::Array(element) = t.kind() else { unreachable!("an array type") };
+                    if portal.parameter_format.is_binary(i) {
+                        return Err(error(
+                            "0A000",
+                            format!(
+                                "parameter ${}: binary {} is not supported: send it as text",
+                                i + 1,
+                                t.name()
+                            ),
+                        ));
+                    }
+                    let bytes = portal.parameters[i].as_deref().unwrap_or_default();
+                    let text = std::str::from_utf8(bytes)
+                        .map_err(|_| error("22021", format!("parameter ${} is not UTF-8", i + 1)))?;
+                    let items = bind::array_elements(text)
+                        .ok_or_else(|| error("22P02", format!("malformed array literal: \"{text}\"")))?;
+                    let items = items
+                        .into_iter()
+                        .map(|item| match item {
+                            None => Ok(Param::Null),
+                            Some(v) if numeric(element) => {
+                                v.trim().parse::<f64>().map(Param::Number).map_err(|_| {
+                                    error("22P02", format!("parameter ${}: \"{v}\" is not a number", i + 1))
+                                })
+                            }
+                            Some(v) => Ok(Param::Text(v)),
+                        })
+                        .collect::<PgWireResult<Vec<_>>>()?;
+                    Param::Array(items)
+                }
                 t if portal.parameter_format.is_binary(i) && numeric(&t) => {
                     return Err(error(
                         "0A000",
