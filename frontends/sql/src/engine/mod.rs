@@ -77,7 +77,7 @@ async fn answer(
     ctx.register_udaf(variance);
     // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
     let ir::Lifted { sql, parts, explain } = ir::lift(&sql, chrono::Utc::now().timestamp_millis());
-    let postgres::Rewritten { sql, names } = postgres::rewrite(&sql).map_err(ExecError::Catalog)?;
+    let postgres::Rewritten { sql, named, names } = postgres::rewrite(&sql).map_err(ExecError::Catalog)?;
     let metrics = tables::Metrics {
         querier,
         max_samples: settings.max_samples,
@@ -98,7 +98,15 @@ async fn answer(
     catalog.register_schema("public", Arc::new(metrics)).map_err(engine_error)?;
     // the answer is held whole before it is sent: bounded as the interpreter's joins are
     let run = async {
-        let frame = ctx.sql(&sql).await?;
+        let frame = match (ctx.sql(&sql).await, named) {
+            // the select list's expressions named alike by DataFusion: named by position
+            (Err(e), Some(named))
+                if e.to_string().contains("Projections require unique expression names") =>
+            {
+                ctx.sql(&named).await?
+            }
+            (frame, _) => frame?,
+        };
         let schema = frame.schema().as_arrow().clone();
         let mut stream = frame.execute_stream().await?;
         let (mut batches, mut rows) = (Vec::new(), 0usize);

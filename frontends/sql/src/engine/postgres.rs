@@ -69,6 +69,12 @@ fn modulo(args: &[ArrayRef]) -> Result<ArrayRef> {
 pub(super) struct Rewritten {
     /// The statement's text.
     pub sql: String,
+    /// The statement's text with every unnamed item of its select list named (`AS "?column?
+    /// 1"`, …), for DataFusion, which refuses a select list whose expressions it names alike
+    /// (`power(2, 10), 2 ^ 10`; `count(*), count(*)`) where PostgreSQL takes it: the names
+    /// the client sees are [`Rewritten::names`] either way. `None` when there is nothing to
+    /// name.
+    pub named: Option<String>,
     /// The output columns' names, when they are known from the select list.
     pub names: Option<Vec<String>>,
 }
@@ -79,7 +85,7 @@ pub(super) struct Rewritten {
 /// (DataFusion keeps no duplicates' counts).
 pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     let Ok(mut statements) = crate::compile::parse(sql) else {
-        return Ok(Rewritten { sql: sql.to_string(), names: None });
+        return Ok(Rewritten { sql: sql.to_string(), named: None, names: None });
     };
     if let Some(op) = statements.iter().find_map(counted_set_operation) {
         return Err(format!("{op} ALL is not supported: use {op}"));
@@ -111,8 +117,41 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     if let [Statement::Query(query)] = statements.as_mut_slice() {
         order_by_expressions(query);
     }
-    let sql = statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-    Ok(Rewritten { sql, names })
+    let text =
+        |statements: &[Statement]| statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let sql = text(&statements);
+    let named = match statements.as_mut_slice() {
+        [Statement::Query(query)] => name_unnamed(query),
+        _ => false,
+    };
+    let named = named.then(|| text(&statements));
+    Ok(Rewritten { sql, named, names })
+}
+
+/// Names every unnamed expression of `query`'s select list (its first, for a set operation)
+/// `"?column? <position>"`; whether there was one.
+fn name_unnamed(query: &mut Query) -> bool {
+    let mut body = query.body.as_mut();
+    loop {
+        match body {
+            SetExpr::SetOperation { left, .. } => body = left,
+            SetExpr::Query(q) => body = q.body.as_mut(),
+            _ => break,
+        }
+    }
+    let SetExpr::Select(select) = body else { return false };
+    let mut named = false;
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(e) = item {
+            // a column keeps its own name
+            if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                let alias = ast::Ident::with_quote('"', format!("?column? {}", i + 1));
+                *item = SelectItem::ExprWithAlias { expr: e.clone(), alias };
+                named = true;
+            }
+        }
+    }
+    named
 }
 
 /// `EXCEPT` or `INTERSECT` when `statement` has one with `ALL` in any of its queries.
