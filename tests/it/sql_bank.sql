@@ -172,7 +172,6 @@ SELECT count(*) FROM cpu WHERE ts < now() - interval '1 day'
 SELECT count(*) FROM cpu WHERE ts BETWEEN now() - interval '2 hours' AND now()
 SELECT count(*) FROM mem WHERE ts > (SELECT min(ts) FROM mem) + interval '5 minutes'
 SELECT count(*) FROM mem WHERE ts >= (SELECT max(ts) FROM mem) - interval '3 minutes'
--- differs: extract is a double in DataFusion, numeric in PostgreSQL
 SELECT extract(epoch FROM max(ts)) - extract(epoch FROM min(ts)) FROM mem
 SELECT date_part('minute', max(ts)) - date_part('minute', min(ts)) FROM mem
 SELECT count(DISTINCT date_trunc('minute', ts)) FROM cpu
@@ -380,7 +379,6 @@ SELECT count(*) FROM cpu WHERE ts >= now() - '2 hours'::interval
 SELECT job, count(*) FROM cpu WHERE ts BETWEEN now() - interval '7 days' AND now() GROUP BY job ORDER BY job
 SELECT max(ts) - min(ts) FROM cpu
 SELECT job, max(ts) - min(ts) AS span FROM mem GROUP BY job ORDER BY job
--- differs: extract is a double in DataFusion, numeric in PostgreSQL
 SELECT EXTRACT(EPOCH FROM (max(ts) - min(ts))) FROM cpu
 -- differs: refused: to_char of a number is not implemented
 SELECT job, to_char(max(value), 'FM999') FROM cpu GROUP BY job ORDER BY job
@@ -452,8 +450,10 @@ SELECT date_bin('5 minutes', ts, TIMESTAMPTZ '2000-01-01') AS b, count(*) FROM c
 SELECT interval '1 hour' * 2, interval '90 minutes', interval '1 day' - interval '1 hour'
 SELECT '2024-05-01 10:00:00+00'::timestamptz + interval '1 month'
 SELECT date '2024-05-01' + 7, date '2024-05-08' - date '2024-05-01'
--- differs: extract is a double in DataFusion, numeric in PostgreSQL
 SELECT extract(epoch FROM interval '1 hour')
+SELECT extract(hour FROM ts), extract(minute FROM ts), extract(second FROM ts), extract(milliseconds FROM ts), extract(dow FROM ts) FROM cpu ORDER BY ts LIMIT 1
+SELECT to_timestamp(extract(epoch FROM ts)) = ts, extract(epoch FROM ts)::bigint % 60 FROM cpu ORDER BY ts LIMIT 1
+SELECT date_part('epoch', max(ts)) - date_part('epoch', min(ts)) FROM cpu
 -- differs: refused: DataFusion has no make_interval
 SELECT make_interval(hours => 2)
 -- differs: refused: DataFusion has no justify_hours

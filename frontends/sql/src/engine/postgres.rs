@@ -112,6 +112,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         checked_divisor(e);
         distinct_from_in_parentheses(e);
         to_char_pattern(e);
+        extract_numeric(e);
         ControlFlow::<()>::Continue(())
     });
     if let [Statement::Query(query)] = statements.as_mut_slice() {
@@ -230,6 +231,26 @@ fn distinct_from_in_parentheses(e: &mut Expr) {
     if matches!(e, Expr::IsDistinctFrom(..) | Expr::IsNotDistinctFrom(..)) {
         let inner = std::mem::replace(e, Expr::value(Value::Null));
         *e = Expr::Nested(Box::new(inner));
+    }
+}
+
+/// `EXTRACT(field FROM t)` as PostgreSQL answers it, a `numeric`: of scale 6 for `epoch` and
+/// `second` (microseconds), 3 for `milliseconds`, 0 for the other fields. DataFusion's is a
+/// double (`540` where PostgreSQL writes `540.000000`); `date_part` stays a double in both.
+fn extract_numeric(e: &mut Expr) {
+    let Expr::Extract { field, expr, .. } = e else { return };
+    let name = field.to_string().to_ascii_lowercase();
+    let scale = match name.as_str() {
+        "epoch" | "second" | "seconds" => 6,
+        "millisecond" | "milliseconds" => 3,
+        _ => 0,
+    };
+    let text = format!("CAST(date_part('{name}', {expr}) AS DECIMAL(38, {scale}))");
+    if let Ok(numeric) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+    {
+        *e = numeric;
     }
 }
 
