@@ -177,6 +177,8 @@ fn main() {
     }
 
     // over HTTP: the server on the same storage
+    // the server takes the storage's lock: every handle on it is let go first
+    drop(querier);
     drop(db);
     pin_self(CLIENT_CPU);
     let addr = format!("127.0.0.1:{}", free_port());

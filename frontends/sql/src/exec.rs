@@ -2,7 +2,7 @@
 //! HTTP endpoint and the PostgreSQL wire protocol answer.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use promflow_plan::QueryOptions;
@@ -185,7 +185,7 @@ pub(crate) fn run(
             });
         }
     }
-    let querier = Within { querier, lo: query.bounds.0, hi: query.bounds.1 };
+    let querier = Within { querier, lo: query.bounds.0, hi: query.bounds.1, reads: Mutex::default() };
     let mut results = Vec::with_capacity(query.parts.len());
     for part in &query.parts {
         let mut segments = Vec::with_capacity(part.segments.len());
@@ -213,6 +213,10 @@ struct Within<'q> {
     querier: &'q dyn Querier,
     lo: Timestamp,
     hi: Timestamp,
+    /// The selections read so far, by matchers and range: a query's plans (`count(*)`,
+    /// `avg`'s sum and count, `max`) select the same series over the same range, and each
+    /// is read and decoded once. The series' samples share their buffers with the reads'.
+    reads: Mutex<Vec<(Vec<(String, MatchOp, String)>, Timestamp, Timestamp, Vec<Series>)>>,
 }
 
 impl Within<'_> {
@@ -230,7 +234,14 @@ impl Querier for Within<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
         let (mint, maxt) = self.clip(mint, maxt);
-        self.querier.select(matchers, mint, maxt)
+        let key: Vec<_> = matchers.iter().map(|m| (m.name.clone(), m.op, m.value.clone())).collect();
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((.., series)) = reads.iter().find(|r| r.0 == key && r.1 == mint && r.2 == maxt) {
+            return Ok(series.clone());
+        }
+        let series = self.querier.select(matchers, mint, maxt)?;
+        reads.push((key, mint, maxt, series.clone()));
+        Ok(series)
     }
 
     fn series(
