@@ -216,7 +216,15 @@ struct Within<'q> {
     /// The selections read so far, by matchers and range: a query's plans (`count(*)`,
     /// `avg`'s sum and count, `max`) select the same series over the same range, and each
     /// is read and decoded once. The series' samples share their buffers with the reads'.
-    reads: Mutex<Vec<(Vec<(String, MatchOp, String)>, Timestamp, Timestamp, Vec<Series>)>>,
+    reads: Mutex<Vec<Read>>,
+}
+
+/// A selection [`Within`] has read: its matchers (name, operator, value), range and series.
+struct Read {
+    matchers: Vec<(String, MatchOp, String)>,
+    mint: Timestamp,
+    maxt: Timestamp,
+    series: Vec<Series>,
 }
 
 impl Within<'_> {
@@ -236,11 +244,11 @@ impl Querier for Within<'_> {
         let (mint, maxt) = self.clip(mint, maxt);
         let key: Vec<_> = matchers.iter().map(|m| (m.name.clone(), m.op, m.value.clone())).collect();
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((.., series)) = reads.iter().find(|r| r.0 == key && r.1 == mint && r.2 == maxt) {
-            return Ok(series.clone());
+        if let Some(read) = reads.iter().find(|r| r.matchers == key && r.mint == mint && r.maxt == maxt) {
+            return Ok(read.series.clone());
         }
         let series = self.querier.select(matchers, mint, maxt)?;
-        reads.push((key, mint, maxt, series.clone()));
+        reads.push(Read { matchers: key, mint, maxt, series: series.clone() });
         Ok(series)
     }
 
