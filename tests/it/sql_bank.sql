@@ -194,7 +194,6 @@ SELECT count(*) FROM cpu WHERE ts::date = (SELECT max(ts)::date FROM cpu)
 -- differs: refused: DataFusion has no age()
 SELECT age(TIMESTAMPTZ '2024-05-02 00:00:00+00', TIMESTAMPTZ '2024-05-01 00:00:00+00')
 SELECT job, max(ts) AS last_seen FROM cpu GROUP BY job ORDER BY job
--- differs: refused: DataFusion does not plan AT TIME ZONE on a timestamptz
 SELECT ts AT TIME ZONE 'UTC' FROM cpu WHERE job = 'batch' ORDER BY ts LIMIT 2
 SELECT now() > TIMESTAMPTZ '2024-01-01 00:00:00+00'
 SELECT current_date > DATE '2024-01-01'
@@ -464,3 +463,7 @@ SELECT count(*) FROM cpu WHERE job <> ALL (ARRAY['api', 'db'])
 SELECT string_to_array('a,b,c', ','), array_position(ARRAY['a', 'b'], 'b'), array_append(ARRAY[1], 2)
 SELECT job, array_agg(DISTINCT instance ORDER BY instance) FROM cpu GROUP BY job ORDER BY job
 SELECT instance FROM cpu WHERE job = 'api' GROUP BY instance HAVING array_length(array_agg(value), 1) > 5 ORDER BY 1
+SELECT TIMESTAMPTZ '2024-07-01 10:00:00+00' AT TIME ZONE 'Europe/Paris', TIMESTAMP '2024-07-01 10:00:00' AT TIME ZONE 'America/New_York'
+SELECT date_trunc('day', max(ts) AT TIME ZONE 'Asia/Tokyo') <= max(ts) AT TIME ZONE 'Asia/Tokyo' FROM cpu
+SELECT TIMESTAMPTZ '2024-03-31 00:30:00+00' AT TIME ZONE 'Europe/Berlin', TIMESTAMPTZ '2024-03-31 01:30:00+00' AT TIME ZONE 'Europe/Berlin'
+SELECT now() AT TIME ZONE 'Mars/Olympus'

@@ -260,6 +260,8 @@ fn classify(e: &DataFusionError) -> ExecError {
             }
         }
         DataFusionError::Execution(m) if m.starts_with("Cannot cast") => sql("22P02", m.clone()),
+        // AT TIME ZONE's zone: invalid_parameter_value
+        DataFusionError::Execution(m) if m.starts_with("time zone \"") => sql("22023", m.clone()),
         DataFusionError::Execution(m) if m.contains("Divide by zero") => {
             sql("22012", "division by zero".into())
         }

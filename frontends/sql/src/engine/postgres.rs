@@ -8,8 +8,13 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::udf::{self, Function as Udf};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int64Array};
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int32Type, Int64Type};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -29,6 +34,7 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         ScalarUDF::from(Rounder::new(Rounding::Trunc)),
         ScalarUDF::from(Rounder::new(Rounding::Floor)),
         ScalarUDF::from(Rounder::new(Rounding::Ceil)),
+        ScalarUDF::from(AtTimeZone::new()),
         Udf::udf(RINT, one(), None, rint),
         Udf::udf(FLOAT8_TEXT, one(), Some(DataType::Utf8), |a| udf::text(&a[0])),
         Udf::udf(DIVISOR, one(), None, divisor),
@@ -113,6 +119,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         distinct_from_in_parentheses(e);
         to_char_pattern(e);
         extract_numeric(e);
+        at_time_zone(e);
         ControlFlow::<()>::Continue(())
     });
     if let [Statement::Query(query)] = statements.as_mut_slice() {
@@ -231,6 +238,110 @@ fn distinct_from_in_parentheses(e: &mut Expr) {
     if matches!(e, Expr::IsDistinctFrom(..) | Expr::IsNotDistinctFrom(..)) {
         let inner = std::mem::replace(e, Expr::value(Value::Null));
         *e = Expr::Nested(Box::new(inner));
+    }
+}
+
+/// The function PostgreSQL's `AT TIME ZONE` is written as ([`AtTimeZone`]).
+const AT_TIME_ZONE: &str = "pg_at_time_zone";
+
+/// `t AT TIME ZONE z` as [`AtTimeZone`]: DataFusion's keeps the instant and labels it with
+/// the zone, where PostgreSQL answers the wall-clock time there.
+fn at_time_zone(e: &mut Expr) {
+    let Expr::AtTimeZone { timestamp, time_zone } = e else { return };
+    let text = format!("{AT_TIME_ZONE}({timestamp}, {time_zone})");
+    if let Ok(call) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+    {
+        *e = call;
+    }
+}
+
+/// PostgreSQL's `AT TIME ZONE`: a `timestamptz` becomes the `timestamp` (no zone) a clock
+/// in the zone shows at that instant; a `timestamp` becomes the `timestamptz` of the instant
+/// a clock in the zone shows it (the earlier one where clocks go back). Zones are IANA names
+/// (`Europe/Paris`) or offsets (`+02:00`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct AtTimeZone {
+    signature: Signature,
+}
+
+impl AtTimeZone {
+    fn new() -> Self {
+        AtTimeZone { signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for AtTimeZone {
+    fn name(&self) -> &str {
+        AT_TIME_ZONE
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [DataType::Timestamp(_, zone), z]
+                if z.is_null() || matches!(z, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) =>
+            {
+                Ok(vec![DataType::Timestamp(TimeUnit::Millisecond, zone.clone()), DataType::Utf8])
+            }
+            _ => plan_err!("AT TIME ZONE takes a timestamp and a time zone's name"),
+        }
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(match args.first() {
+            // a timestamptz gives a timestamp, a timestamp a timestamptz (in UTC)
+            Some(DataType::Timestamp(_, Some(_))) => DataType::Timestamp(TimeUnit::Millisecond, None),
+            _ => DataType::Timestamp(TimeUnit::Millisecond, Some(super::tables::UTC.into())),
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use chrono::{Offset, TimeZone};
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let times = arrays[0].as_primitive::<TimestampMillisecondType>();
+        let zones = arrays[1].as_string::<i32>();
+        let aware = matches!(arrays[0].data_type(), DataType::Timestamp(_, Some(_)));
+        let mut out = Vec::with_capacity(times.len());
+        for i in 0..times.len() {
+            if times.is_null(i) || zones.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let zone: Tz = match zones.value(i).parse() {
+                Ok(zone) => zone,
+                Err(_) => return exec_err!("time zone \"{}\" not recognized", zones.value(i)),
+            };
+            let ms = times.value(i);
+            let shifted = if aware {
+                let Some(instant) = chrono::DateTime::from_timestamp_millis(ms) else {
+                    return exec_err!("timestamp out of range");
+                };
+                let offset = zone.offset_from_utc_datetime(&instant.naive_utc()).fix().local_minus_utc();
+                ms + i64::from(offset) * 1000
+            } else {
+                let Some(local) = chrono::DateTime::from_timestamp_millis(ms).map(|t| t.naive_utc()) else {
+                    return exec_err!("timestamp out of range");
+                };
+                match zone.from_local_datetime(&local).earliest() {
+                    Some(instant) => instant.timestamp_millis(),
+                    // a time that clocks skip: as PostgreSQL, the offset from before the skip
+                    None => {
+                        let before = local - chrono::Duration::hours(1);
+                        let offset = zone
+                            .offset_from_local_datetime(&before)
+                            .earliest()
+                            .map(|o| o.fix().local_minus_utc());
+                        ms - i64::from(offset.unwrap_or(0)) * 1000
+                    }
+                }
+            };
+            out.push(Some(shifted));
+        }
+        let array = TimestampMillisecondArray::from(out);
+        let array: ArrayRef =
+            if aware { Arc::new(array) } else { Arc::new(array.with_timezone(super::tables::UTC)) };
+        udf::answer(&args.args, array)
     }
 }
 
