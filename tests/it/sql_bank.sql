@@ -19,9 +19,7 @@ SELECT count(*) FROM cpu WHERE job = 'nothing'
 SELECT avg(value), stddev(value), variance(value) FROM mem
 SELECT job, stddev_samp(value), stddev_pop(value), var_pop(value) FROM cpu GROUP BY job ORDER BY job
 SELECT job, percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FROM cpu GROUP BY job ORDER BY job
--- differs: percentile_cont in the last digit: PostgreSQL interpolates as lo + (hi - lo) * frac
 SELECT job, percentile_cont(0.9) WITHIN GROUP (ORDER BY value) AS p90 FROM mem GROUP BY job ORDER BY job
--- differs: refused: DataFusion has no percentile_disc
 SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY value) FROM cpu
 SELECT job, string_agg(DISTINCT instance, ',' ORDER BY instance) FROM cpu GROUP BY job ORDER BY job
 SELECT job, bool_and(value > 1), bool_or(value > 20) FROM cpu GROUP BY job ORDER BY job
@@ -423,7 +421,6 @@ SELECT sum(value)::bigint, count(*)::int FROM mem
 SELECT stddev(value) FROM cpu WHERE job = 'batch'
 SELECT corr(c.value, m.value) IS NOT NULL FROM cpu c JOIN mem m USING (job, instance, ts)
 SELECT regr_slope(value, extract(epoch FROM ts)) > -1000 FROM cpu WHERE job = 'batch'
--- differs: refused: DataFusion has no mode
 SELECT mode() WITHIN GROUP (ORDER BY job) FROM cpu
 -- differs: refused: DataFusion has no JSON functions
 SELECT json_build_object('job', job, 'n', count(*)) FROM cpu GROUP BY job ORDER BY job
@@ -467,3 +464,7 @@ SELECT TIMESTAMPTZ '2024-07-01 10:00:00+00' AT TIME ZONE 'Europe/Paris', TIMESTA
 SELECT date_trunc('day', max(ts) AT TIME ZONE 'Asia/Tokyo') <= max(ts) AT TIME ZONE 'Asia/Tokyo' FROM cpu
 SELECT TIMESTAMPTZ '2024-03-31 00:30:00+00' AT TIME ZONE 'Europe/Berlin', TIMESTAMPTZ '2024-03-31 01:30:00+00' AT TIME ZONE 'Europe/Berlin'
 SELECT now() AT TIME ZONE 'Mars/Olympus'
+SELECT job, percentile_disc(0.9) WITHIN GROUP (ORDER BY value), percentile_disc(0.1) WITHIN GROUP (ORDER BY value DESC) FROM mem GROUP BY job ORDER BY job
+SELECT percentile_cont(0.25) WITHIN GROUP (ORDER BY value) FROM cpu WHERE value > 2
+SELECT instance, mode() WITHIN GROUP (ORDER BY job) FROM cpu WHERE value > 0 GROUP BY instance ORDER BY instance
+SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY value) FROM cpu WHERE value > 2

@@ -543,7 +543,13 @@ impl Ctx<'_> {
                 for &i in &members {
                     vals.extend_from_slice(window_slice(r.series[i].1.view(), b).v);
                 }
-                values.push((!vals.is_empty()).then(|| aggregate_values(op, &mut vals, param)));
+                // a sample quantile is SQL's percentile_cont (the operator has no PromQL
+                // syntax), interpolated as PostgreSQL interpolates it
+                let value = match op {
+                    AggOp::Quantile => kernels::percentile_cont(param, &mut vals),
+                    op => aggregate_values(op, &mut vals, param),
+                };
+                values.push((!vals.is_empty()).then_some(value));
             }
             if values.iter().any(Option::is_some) {
                 out.push(StepSeries::new(key, values));

@@ -953,6 +953,26 @@ pub fn binary(op: BinOp, a: f64, b: f64) -> f64 {
     }
 }
 
+/// SQL's `percentile_cont(q)` of `vals` as PostgreSQL computes it: sorted ascending (NaN
+/// after every number), at rank `q · (n − 1)` the lower value plus the rank's fraction of the
+/// step to the next, `lo + f · (hi − lo)`. Prometheus's `quantile` weighs the two instead
+/// (`lo · (1 − f) + hi · f`), which differs in the last digit. NaN for no values.
+pub fn percentile_cont(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    vals.sort_by(|a, b| a.total_cmp(b));
+    // total_cmp puts negative NaN first: PostgreSQL sorts every NaN last
+    vals.sort_by_key(|v| v.is_nan());
+    let rank = q.clamp(0.0, 1.0) * (vals.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    if lo == hi {
+        vals[lo]
+    } else {
+        vals[lo] + (rank - lo as f64) * (vals[hi] - vals[lo])
+    }
+}
+
 /// The value an aggregation gives a group of `vals` (`param` is `quantile`'s φ); the
 /// aggregations that select series rather than compute a value (`topk`, `limitk`, …)
 /// answer NaN here.
@@ -1037,6 +1057,16 @@ mod tests {
         // raw increase 5 + 2 = 7 over 20s sampled, extrapolated by 5s each side -> 7 * 30/20,
         // but to-zero limits the start: 20 * 5/7 = 14.3s > 5s, so 5s is kept.
         assert!((inc - 10.5).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn percentile_cont_interpolates_as_postgresql() {
+        let mut vals = vec![104.0, 100.0, 109.0, 101.0, 102.0, 103.0, 105.0, 106.0, 107.0, 108.0];
+        // PostgreSQL: 108 + 0.1 * (109 - 108) = 108.1; Prometheus's weighing gives 108.10000000000001
+        assert_eq!(percentile_cont(0.9, &mut vals).to_bits(), 108.1f64.to_bits());
+        let mut with_nan = vec![f64::NAN, 1.0, 3.0];
+        assert_eq!(percentile_cont(0.5, &mut with_nan), 3.0);
+        assert!(percentile_cont(0.5, &mut []).is_nan());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(super) struct PostgresError {
     pub(super) message: String,
 }
 
-fn fail<T>(state: &'static str, message: impl Into<String>) -> Result<T> {
+pub(super) fn fail<T>(state: &'static str, message: impl Into<String>) -> Result<T> {
     Err(DataFusionError::External(Box::new(PostgresError { state, message: message.into() })))
 }
 

@@ -5,6 +5,7 @@
 
 mod ir;
 mod missing;
+mod ordered;
 mod postgres;
 mod promql;
 mod tables;
@@ -75,6 +76,9 @@ async fn answer(
         .clone()
         .with_aliases(["variance"]);
     ctx.register_udaf(variance);
+    for aggregate in ordered::aggregates() {
+        ctx.register_udaf(aggregate);
+    }
     // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
     let ir::Lifted { sql, parts, explain } = ir::lift(&sql, chrono::Utc::now().timestamp_millis());
     let postgres::Rewritten { sql, named, names } = postgres::rewrite(&sql).map_err(ExecError::Catalog)?;
