@@ -39,8 +39,44 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         Udf::udf(FLOAT8_TEXT, one(), Some(DataType::Utf8), |a| udf::text(&a[0])),
         Udf::udf(DIVISOR, one(), None, divisor),
         Udf::udf("sign", exact(vec![DataType::Float64]), Some(DataType::Float64), sign),
+        Udf::udf(
+            "log",
+            Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Float64]),
+                    datafusion::logical_expr::TypeSignature::Exact(vec![
+                        DataType::Float64,
+                        DataType::Float64,
+                    ]),
+                ],
+                Volatility::Immutable,
+            ),
+            Some(DataType::Float64),
+            log,
+        ),
         Udf::udf("mod", exact(vec![DataType::Int64, DataType::Int64]), Some(DataType::Int64), modulo),
     ]
+}
+
+/// `f` of every value of `array` (doubles): the C library's function where PostgreSQL calls
+/// it and DataFusion computes otherwise, differing in the last digit.
+fn c_math(array: &ArrayRef, f: fn(f64) -> f64) -> ArrayRef {
+    Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f))
+}
+
+/// `log(x)`, PostgreSQL's base-10 logarithm (C's `log10`, where DataFusion divides natural
+/// logarithms), and `log(b, x)`.
+fn log(args: &[ArrayRef]) -> Result<ArrayRef> {
+    match args {
+        [x] => Ok(c_math(x, f64::log10)),
+        [b, x] => {
+            let (b, x) = (b.as_primitive::<Float64Type>(), x.as_primitive::<Float64Type>());
+            let out: datafusion::arrow::array::Float64Array =
+                b.iter().zip(x.iter()).map(|(b, x)| Some(x?.ln() / b?.ln())).collect();
+            Ok(Arc::new(out))
+        }
+        _ => exec_err!("log takes one or two arguments"),
+    }
 }
 
 /// `sign(x)`: -1, 0 or 1 (Rust's `signum` answers 1 for zero).
