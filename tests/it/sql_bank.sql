@@ -441,7 +441,6 @@ SELECT count(*) FROM cpu, mem WHERE cpu.job = mem.job AND cpu.ts = mem.ts AND cp
 SELECT max(value) FILTER (WHERE job = 'api') - min(value) FILTER (WHERE job = 'api') FROM cpu
 SELECT to_timestamp(0), to_timestamp(1700000000)
 SELECT date_bin('5 minutes', ts, TIMESTAMPTZ '2000-01-01') AS b, count(*) FROM cpu GROUP BY 1 ORDER BY 1 LIMIT 2
--- differs: refused: DataFusion does not multiply an interval by a number
 SELECT interval '1 hour' * 2, interval '90 minutes', interval '1 day' - interval '1 hour'
 SELECT '2024-05-01 10:00:00+00'::timestamptz + interval '1 month'
 SELECT date '2024-05-01' + 7, date '2024-05-08' - date '2024-05-01'
@@ -467,3 +466,5 @@ SELECT job, percentile_disc(0.9) WITHIN GROUP (ORDER BY value), percentile_disc(
 SELECT percentile_cont(0.25) WITHIN GROUP (ORDER BY value) FROM cpu WHERE value > 2
 SELECT instance, mode() WITHIN GROUP (ORDER BY job) FROM cpu WHERE value > 0 GROUP BY instance ORDER BY instance
 SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY value) FROM cpu WHERE value > 2
+SELECT interval '1 hour' * 2, 3 * interval '90 minutes', interval '1 month' * 1.5, interval '1 day' * 0.5, INTERVAL '5 minutes' * 2.5
+SELECT count(*) FROM cpu WHERE ts > (SELECT max(ts) FROM cpu) - interval '1 minute' * 3

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use super::udf::{self, Function as Udf};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, IntervalMonthDayNanoArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType,
+    DataType, Decimal128Type, Float64Type, Int32Type, Int64Type, IntervalMonthDayNano,
+    IntervalMonthDayNanoType, IntervalUnit, TimeUnit, TimestampMillisecondType,
 };
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
@@ -35,6 +37,12 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         ScalarUDF::from(Rounder::new(Rounding::Floor)),
         ScalarUDF::from(Rounder::new(Rounding::Ceil)),
         ScalarUDF::from(AtTimeZone::new()),
+        Udf::udf(
+            INTERVAL_MUL,
+            exact(vec![DataType::Interval(IntervalUnit::MonthDayNano), DataType::Float64]),
+            Some(DataType::Interval(IntervalUnit::MonthDayNano)),
+            interval_mul,
+        ),
         Udf::udf(RINT, one(), None, rint),
         Udf::udf(FLOAT8_TEXT, one(), Some(DataType::Utf8), |a| udf::text(&a[0])),
         Udf::udf(DIVISOR, one(), None, divisor),
@@ -156,6 +164,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         to_char_pattern(e);
         extract_numeric(e);
         at_time_zone(e);
+        interval_times(e);
         ControlFlow::<()>::Continue(())
     });
     if let [Statement::Query(query)] = statements.as_mut_slice() {
@@ -265,7 +274,7 @@ fn checked_divisor(e: &mut Expr) {
         return;
     };
     let divisor = std::mem::replace(right.as_mut(), Expr::value(Value::Null));
-    **right = call(DIVISOR, divisor);
+    **right = call(DIVISOR, [divisor]);
 }
 
 /// `a IS [NOT] DISTINCT FROM b` in parentheses: DataFusion's parser binds `AND` after it
@@ -283,14 +292,58 @@ const AT_TIME_ZONE: &str = "pg_at_time_zone";
 /// `t AT TIME ZONE z` as [`AtTimeZone`]: DataFusion's keeps the instant and labels it with
 /// the zone, where PostgreSQL answers the wall-clock time there.
 fn at_time_zone(e: &mut Expr) {
-    let Expr::AtTimeZone { timestamp, time_zone } = e else { return };
-    let text = format!("{AT_TIME_ZONE}({timestamp}, {time_zone})");
-    if let Ok(call) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(&text)
-        .and_then(|mut p| p.parse_expr())
-    {
-        *e = call;
+    if let Expr::AtTimeZone { timestamp, time_zone } = e {
+        *e = call(AT_TIME_ZONE, [(**timestamp).clone(), (**time_zone).clone()]);
     }
+}
+
+/// The function an interval times a number is written as ([`interval_mul`]).
+const INTERVAL_MUL: &str = "pg_interval_mul";
+
+/// `INTERVAL '…' * n` (or `n * INTERVAL '…'`) as [`interval_mul`]: DataFusion does not
+/// multiply intervals.
+fn interval_times(e: &mut Expr) {
+    let Expr::BinaryOp { left, op: ast::BinaryOperator::Multiply, right } = e else { return };
+    let interval = |x: &Expr| {
+        matches!(x, Expr::Interval(_))
+            || matches!(x, Expr::Cast { data_type: ast::DataType::Interval { .. }, .. })
+    };
+    let (interval, factor) = match (interval(left), interval(right)) {
+        (true, false) => ((**left).clone(), (**right).clone()),
+        (false, true) => ((**right).clone(), (**left).clone()),
+        _ => return,
+    };
+    *e = call(INTERVAL_MUL, [interval, factor]);
+}
+
+/// PostgreSQL's `interval * float8`: each field scaled, a month's fraction carried into days
+/// (30 a month) and a day's into time (24 hours a day), to the microsecond.
+fn interval_mul(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let spans = args[0].as_primitive::<IntervalMonthDayNanoType>();
+    let factors = args[1].as_primitive::<Float64Type>();
+    let out: IntervalMonthDayNanoArray = spans
+        .iter()
+        .zip(factors.iter())
+        .map(|(span, factor)| {
+            let (span, f) = (span?, factor?);
+            let month = (f64::from(span.months) * f) as i32;
+            let mut day = (f64::from(span.days) * f) as i32;
+            // to the microsecond, as PostgreSQL rounds its remainders
+            let round = |x: f64| (x * 1e6).round() / 1e6;
+            let month_days = round((f64::from(span.months) * f - f64::from(month)) * 30.0);
+            let mut seconds = round(
+                (f64::from(span.days) * f - f64::from(day) + month_days - month_days.trunc()) * 86_400.0,
+            );
+            if seconds.abs() >= 86_400.0 {
+                day += (seconds / 86_400.0) as i32;
+                seconds -= (seconds / 86_400.0).trunc() * 86_400.0;
+            }
+            day += month_days as i32;
+            let micros = (span.nanoseconds as f64 / 1000.0 * f + seconds * 1e6).round();
+            Some(IntervalMonthDayNano::new(month, day, micros as i64 * 1000))
+        })
+        .collect();
+    Ok(Arc::new(out))
 }
 
 /// PostgreSQL's `AT TIME ZONE`: a `timestamptz` becomes the `timestamp` (no zone) a clock
@@ -474,14 +527,17 @@ fn chrono_format(template: &str) -> String {
 }
 
 /// A call of the one-argument function `name`.
-fn call(name: &str, arg: Expr) -> Expr {
+fn call(name: &str, args: impl IntoIterator<Item = Expr>) -> Expr {
     Expr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(ast::FunctionArgumentList {
             duplicate_treatment: None,
-            args: vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))],
+            args: args
+                .into_iter()
+                .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
+                .collect(),
             clauses: vec![],
         }),
         filter: None,
@@ -509,11 +565,11 @@ fn cast(e: &mut Expr) {
         | T::Int32
         | T::Int64 => {
             let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
-            **expr = call(RINT, inner);
+            **expr = call(RINT, [inner]);
         }
         T::Text => {
             let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
-            *e = call(FLOAT8_TEXT, inner);
+            *e = call(FLOAT8_TEXT, [inner]);
         }
         _ => {}
     }
