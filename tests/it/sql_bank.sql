@@ -468,3 +468,11 @@ SELECT instance, mode() WITHIN GROUP (ORDER BY job) FROM cpu WHERE value > 0 GRO
 SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY value) FROM cpu WHERE value > 2
 SELECT interval '1 hour' * 2, 3 * interval '90 minutes', interval '1 month' * 1.5, interval '1 day' * 0.5, INTERVAL '5 minutes' * 2.5
 SELECT count(*) FROM cpu WHERE ts > (SELECT max(ts) FROM cpu) - interval '1 minute' * 3
+SELECT count(*) FROM cpu WHERE value > 2.5 AND value < 7.25 OR value = 10.0
+SELECT value * 1.5 + 0.25, value / 2.0, 100.0 - value FROM cpu WHERE job = 'batch' ORDER BY ts LIMIT 3
+SELECT job, round(avg(value)::numeric, 2) * 100, max(value) * 0.5 FROM mem GROUP BY job ORDER BY job
+SELECT CASE WHEN value > 5.5 THEN 'high' ELSE 'low' END, count(*) FROM cpu GROUP BY 1 ORDER BY 1
+SELECT sum(value * 0.1) > 0, greatest(max(value), 1.5), coalesce(min(value), 0.0) FROM cpu
+SELECT CASE WHEN value > 5 THEN value ELSE 0.5 END, coalesce(NULL, 1.50), nullif(value, 1.0) FROM cpu WHERE job = 'batch' ORDER BY ts LIMIT 3
+SELECT value FROM cpu WHERE job = 'batch' UNION ALL SELECT 0.5 ORDER BY 1 LIMIT 2
+SELECT x FROM (VALUES (1.5), (2.25)) AS t(x) ORDER BY 1

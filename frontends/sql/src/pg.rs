@@ -421,6 +421,8 @@ impl Handler {
                 let mut all = cursors();
                 let cursor =
                     all.get_mut(&client).and_then(|c| c.get_mut(&name)).ok_or_else(|| no_cursor(&name))?;
+                // a format the columns cannot be sent in fails before the cursor moves
+                fields(&cursor.rows.columns, format)?;
                 let indices = cursor.step(direction).map_err(cursor_error)?;
                 let mut answer = some_rows(&cursor.rows, indices.into_iter(), format)?;
                 answer.set_command_tag("FETCH");

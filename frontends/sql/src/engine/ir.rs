@@ -1,7 +1,8 @@
 //! The parts of a relational statement the plan IR expresses, run by promflow's executors
-//! inside DataFusion's plan: a subquery in `FROM` or a common table expression that is a
-//! query of one metric the IR takes (its selection, windows, aggregation by labels and time
-//! buckets: `rate(value) … GROUP BY job`, `date_bin`, `percentile_cont`, …) is compiled to
+//! inside DataFusion's plan: a subquery in `FROM` or a common table expression that is an
+//! aggregating query of one metric the IR takes (its selection, windows, aggregation by
+//! labels and time buckets: `rate(value) … GROUP BY job`, `date_bin`, `percentile_cont`, …)
+//! is compiled to
 //! plans and evaluated by the batch executor, as it would be on its own, and DataFusion reads
 //! its answer as a table. So PromQL's range functions are SQL aggregates wherever a query of
 //! one metric may stand, and DataFusion does the relational rest (joins, window functions,
@@ -129,8 +130,9 @@ fn in_factor(factor: &mut TableFactor, ctes: &mut Vec<String>, now_ms: i64, part
     }
 }
 
-/// `query` as a query of one metric the plan IR takes, unless it reads a common table
-/// expression in scope, a catalog, or anything but one table.
+/// `query` as an aggregating query of one metric the plan IR takes, unless it reads a common
+/// table expression in scope, a catalog, or anything but one table. A query of rows is left
+/// to DataFusion's scans, which also take the predicates of the statement around it.
 fn lowered(query: &ast::Query, ctes: &[String], now_ms: i64) -> Option<Query> {
     if crate::catalog::reads_catalog_tables(query) || crate::compile::is_relational(query) {
         return None;
@@ -144,7 +146,7 @@ fn lowered(query: &ast::Query, ctes: &[String], now_ms: i64) -> Option<Query> {
     if reads_cte {
         return None;
     }
-    crate::compile::lower_query(query, now_ms).ok()
+    crate::compile::lower_query(query, now_ms).ok().filter(|q| q.grouped)
 }
 
 /// `SELECT * FROM pg_ir_part_i()`: what stands for IR part `i` in a `WITH`.

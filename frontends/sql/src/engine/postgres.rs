@@ -149,6 +149,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         }
         fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
             fetch_as_limit(query);
+            decimal_columns(&mut query.body);
             ControlFlow::Continue(())
         }
     }
@@ -165,6 +166,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         extract_numeric(e);
         at_time_zone(e);
         interval_times(e);
+        decimals_beside_expressions(e);
         ControlFlow::<()>::Continue(())
     });
     if let [Statement::Query(query)] = statements.as_mut_slice() {
@@ -283,6 +285,127 @@ fn distinct_from_in_parentheses(e: &mut Expr) {
     if matches!(e, Expr::IsDistinctFrom(..) | Expr::IsNotDistinctFrom(..)) {
         let inner = std::mem::replace(e, Expr::value(Value::Null));
         *e = Expr::Nested(Box::new(inner));
+    }
+}
+
+/// Whether `x` is a numeric literal with a fraction or an exponent (`numeric` in PostgreSQL,
+/// a decimal in DataFusion), and its scale as written.
+fn decimal_literal(x: &Expr) -> Option<usize> {
+    let Expr::Value(v) = x else { return None };
+    let Value::Number(n, _) = &v.value else { return None };
+    if n.contains(['e', 'E']) {
+        // an exponent's scale is not as written: counts as one of its own
+        return Some(usize::MAX);
+    }
+    n.split_once('.').map(|(_, fraction)| fraction.len())
+}
+
+/// `x` as `x::double precision`.
+fn as_double(x: &mut Expr) {
+    let inner = std::mem::replace(x, Expr::value(Value::Null));
+    *x = Expr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: Box::new(inner),
+        data_type: ast::DataType::DoublePrecision,
+        format: None,
+    };
+}
+
+/// The columns of a set operation's queries and of `VALUES` rows where DataFusion would give
+/// numeric literals one decimal type that PostgreSQL does not: beside an expression that is
+/// not a literal (PostgreSQL: `double precision` beside `value`), or beside literals of
+/// another scale (PostgreSQL's `numeric` keeps each value's scale, `1.5` and `2.25`, where
+/// a decimal column has one, `1.50`). There the literals become `double precision`, which
+/// prints as PostgreSQL prints them.
+fn decimal_columns(body: &mut SetExpr) {
+    fn rows<'a>(body: &'a mut SetExpr, out: &mut Vec<Vec<&'a mut Expr>>) {
+        match body {
+            SetExpr::SetOperation { left, right, .. } => {
+                rows(left, out);
+                rows(right, out);
+            }
+            SetExpr::Query(q) => rows(&mut q.body, out),
+            SetExpr::Select(select) => out.push(
+                select
+                    .projection
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => Some(x),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            SetExpr::Values(values) => out.extend(values.rows.iter_mut().map(|r| r.iter_mut().collect())),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    rows(body, &mut all);
+    if all.len() < 2 {
+        return;
+    }
+    let width = all.iter().map(Vec::len).max().unwrap_or(0);
+    for column in 0..width {
+        let cells: Vec<&Expr> = all.iter().filter_map(|r| r.get(column).map(|x| &**x)).collect();
+        let scales: std::collections::HashSet<usize> =
+            cells.iter().filter_map(|x| decimal_literal(x)).collect();
+        let other = cells.iter().any(|x| decimal_literal(x).is_none() && !matches!(x, Expr::Value(_)));
+        if !scales.is_empty() && (scales.len() > 1 || other) {
+            for row in &mut all {
+                if let Some(x) = row.get_mut(column) {
+                    if decimal_literal(x).is_some() {
+                        as_double(x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Numeric literals among the values of `coalesce`, `greatest`, `least`, `nullif` or a
+/// `CASE`'s results, beside an expression that is not a literal, as `double precision`.
+/// PostgreSQL resolves `numeric` beside `double precision` (the tables' `value`) to `double
+/// precision`; DataFusion resolves it to a decimal, which prints `22.250000000000000` where
+/// PostgreSQL prints `22.25`. Literals alone keep their `numeric`.
+fn decimals_beside_expressions(e: &mut Expr) {
+    let literal = |x: &Expr| {
+        matches!(x, Expr::Value(_))
+            || matches!(x, Expr::UnaryOp { expr, .. } if matches!(**expr, Expr::Value(_)))
+    };
+    let as_double = |x: &mut Expr| {
+        if decimal_literal(x).is_some() {
+            as_double(x);
+        }
+    };
+    match e {
+        Expr::Function(f)
+            if ["coalesce", "greatest", "least", "nullif"]
+                .iter()
+                .any(|n| f.name.to_string().eq_ignore_ascii_case(n)) =>
+        {
+            let FunctionArguments::List(list) = &mut f.args else { return };
+            let mut values: Vec<&mut Expr> = list
+                .args
+                .iter_mut()
+                .filter_map(|a| match a {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            if values.iter().any(|x| !literal(x)) {
+                values.iter_mut().for_each(|x| as_double(x));
+            }
+        }
+        Expr::Case { conditions, else_result, .. } => {
+            let mut values: Vec<&mut Expr> = conditions.iter_mut().map(|c| &mut c.result).collect();
+            if let Some(e) = else_result {
+                values.push(e);
+            }
+            if values.iter().any(|x| !literal(x)) {
+                values.iter_mut().for_each(|x| as_double(x));
+            }
+        }
+        _ => {}
     }
 }
 
