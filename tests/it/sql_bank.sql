@@ -476,3 +476,4 @@ SELECT sum(value * 0.1) > 0, greatest(max(value), 1.5), coalesce(min(value), 0.0
 SELECT CASE WHEN value > 5 THEN value ELSE 0.5 END, coalesce(NULL, 1.50), nullif(value, 1.0) FROM cpu WHERE job = 'batch' ORDER BY ts LIMIT 3
 SELECT value FROM cpu WHERE job = 'batch' UNION ALL SELECT 0.5 ORDER BY 1 LIMIT 2
 SELECT x FROM (VALUES (1.5), (2.25)) AS t(x) ORDER BY 1
+SELECT INTERVAL '1 day' * 1e30

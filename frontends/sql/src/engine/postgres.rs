@@ -448,24 +448,33 @@ fn interval_mul(args: &[ArrayRef]) -> Result<ArrayRef> {
         .iter()
         .zip(factors.iter())
         .map(|(span, factor)| {
-            let (span, f) = (span?, factor?);
-            let month = (f64::from(span.months) * f) as i32;
-            let mut day = (f64::from(span.days) * f) as i32;
+            let (Some(span), Some(f)) = (span, factor) else { return Ok(None) };
+            // as PostgreSQL, a product past the interval's range is an error, not a wrap
+            let out_of_range = || super::missing::fail("22008", "interval out of range");
+            let (months, days) = (f64::from(span.months) * f, f64::from(span.days) * f);
+            if !f.is_finite() || months.abs() >= 2.1e9 || days.abs() >= 2.1e9 {
+                return out_of_range();
+            }
+            let month = months as i32;
+            let mut day = days as i64;
             // to the microsecond, as PostgreSQL rounds its remainders
             let round = |x: f64| (x * 1e6).round() / 1e6;
-            let month_days = round((f64::from(span.months) * f - f64::from(month)) * 30.0);
-            let mut seconds = round(
-                (f64::from(span.days) * f - f64::from(day) + month_days - month_days.trunc()) * 86_400.0,
-            );
+            let month_days = round((months - f64::from(month)) * 30.0);
+            let mut seconds = round((days - day as f64 + month_days - month_days.trunc()) * 86_400.0);
             if seconds.abs() >= 86_400.0 {
-                day += (seconds / 86_400.0) as i32;
+                day += (seconds / 86_400.0) as i64;
                 seconds -= (seconds / 86_400.0).trunc() * 86_400.0;
             }
-            day += month_days as i32;
+            day += month_days as i64;
             let micros = (span.nanoseconds as f64 / 1000.0 * f + seconds * 1e6).round();
-            Some(IntervalMonthDayNano::new(month, day, micros as i64 * 1000))
+            match i32::try_from(day) {
+                Ok(day) if micros.abs() < 9.2e15 => {
+                    Ok(Some(IntervalMonthDayNano::new(month, day, micros as i64 * 1000)))
+                }
+                _ => out_of_range(),
+            }
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(Arc::new(out))
 }
 
@@ -530,7 +539,7 @@ impl ScalarUDFImpl for AtTimeZone {
                     return exec_err!("timestamp out of range");
                 };
                 let offset = zone.offset_from_utc_datetime(&instant.naive_utc()).fix().local_minus_utc();
-                ms + i64::from(offset) * 1000
+                ms.saturating_add(i64::from(offset) * 1000)
             } else {
                 let Some(local) = chrono::DateTime::from_timestamp_millis(ms).map(|t| t.naive_utc()) else {
                     return exec_err!("timestamp out of range");
@@ -544,7 +553,7 @@ impl ScalarUDFImpl for AtTimeZone {
                             .offset_from_local_datetime(&before)
                             .earliest()
                             .map(|o| o.fix().local_minus_utc());
-                        ms - i64::from(offset.unwrap_or(0)) * 1000
+                        ms.saturating_sub(i64::from(offset.unwrap_or(0)) * 1000)
                     }
                 }
             };
