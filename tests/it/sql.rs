@@ -744,6 +744,19 @@ with psycopg.connect(dsn) as conn:
     conn.rollback()
     out["missing"] = state(lambda: conn.execute("CLOSE nothing"))
     conn.rollback()
+    # a WITH HOLD cursor whose transaction rolls back is gone too; DISCARD ALL closes the rest
+    undone = conn.cursor("undone", withhold=True)
+    undone.execute("SELECT 1")
+    conn.rollback()
+    out["undone"] = state(lambda: conn.execute('FETCH 1 FROM "undone"'))
+    conn.rollback()
+    kept = conn.cursor("kept", withhold=True)
+    kept.execute("SELECT 1")
+    conn.commit()
+    conn.autocommit = True
+    conn.execute("DISCARD ALL")
+    out["discarded"] = state(lambda: conn.execute('FETCH 1 FROM "kept"'))
+    conn.autocommit = False
     out["bad_query"] = state(lambda: conn.cursor("bad").execute("SELECT nothing FROM m"))
     conn.rollback()
 with psycopg.connect(dsn, autocommit=True) as conn:
@@ -803,6 +816,8 @@ fn cursors_page_through_an_answer() {
     assert_eq!(v["held"], json!([["a", 2 * SAMPLES], ["b", 2 * SAMPLES - 1]]), "WITH HOLD outlives COMMIT");
     assert_eq!(v["gone"][0], "34000", "a cursor without HOLD ends with its transaction: {v}");
     assert_eq!(v["missing"], json!(["34000", "cursor \"nothing\" does not exist"]));
+    assert_eq!(v["undone"][0], "34000", "a rolled-back WITH HOLD cursor is closed: {v}");
+    assert_eq!(v["discarded"][0], "34000", "DISCARD ALL closes cursors: {v}");
     assert_eq!(v["bad_query"][0], "42703", "{v}");
     assert_eq!(v["outside"][0], "25P01", "{v}");
 }

@@ -27,6 +27,8 @@ impl Param {
     fn literal(&self) -> String {
         match self {
             Param::Null => "NULL".into(),
+            // in parentheses when negative: `10-$1` must not become `10--5`, a comment
+            Param::Number(v) if v.is_finite() && *v < 0.0 => format!("({v})"),
             Param::Number(v) if v.is_finite() => format!("{v}"),
             // PostgreSQL spells these as strings cast to a number
             Param::Number(v) => format!("'{v}'"),
@@ -70,16 +72,25 @@ pub fn array_elements(text: &str) -> Option<Vec<Option<String>>> {
             // a nested array: more than one dimension
             Some('{') => return None,
             _ => {
-                let mut item = String::new();
+                let (mut item, mut escaped) = (String::new(), false);
                 while let Some(&c) = chars.peek() {
                     if c == ',' {
                         break;
                     }
-                    item.push(c);
                     chars.next();
+                    if c == '\\' {
+                        item.push(chars.next()?);
+                        escaped = true;
+                    } else {
+                        item.push(c);
+                    }
                 }
                 let item = item.trim();
-                out.push((!item.eq_ignore_ascii_case("NULL")).then(|| item.to_string()));
+                // an empty element is malformed; an unquoted, unescaped NULL is NULL
+                if item.is_empty() {
+                    return None;
+                }
+                out.push((escaped || !item.eq_ignore_ascii_case("NULL")).then(|| item.to_string()));
             }
         }
         skip_spaces(&mut chars);
@@ -122,10 +133,13 @@ fn placeholders(sql: &str) -> Result<Vec<Placeholder>, Error> {
                 column: t.span.start.column,
             });
         };
+        // `<operator> ANY|SOME|ALL ( $n )`: not `SELECT ALL ($1)`
         let array = matches!(
             before.as_slice(),
-            [.., Token::Word(w), Token::LParen, Token::Placeholder(_)]
-                if ["ANY", "SOME", "ALL"].iter().any(|k| w.value.eq_ignore_ascii_case(k)) && w.quote_style.is_none()
+            [.., operator, Token::Word(w), Token::LParen, Token::Placeholder(_)]
+                if ["ANY", "SOME", "ALL"].iter().any(|k| w.value.eq_ignore_ascii_case(k))
+                    && w.quote_style.is_none()
+                    && matches!(operator, Token::Eq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq | Token::DoubleEq)
         );
         out.push(Placeholder { n, range: offsets.of(t.span.start)..offsets.of(t.span.end), array });
     }
@@ -215,6 +229,13 @@ mod tests {
         assert_eq!(array_elements("{}"), Some(Vec::new()));
         assert_eq!(array_elements("{{1,2},{3,4}}"), None);
         assert_eq!(array_elements("a,b"), None);
+        assert_eq!(array_elements(r"{a\,b,c}"), Some(vec![Some("a,b".into()), Some("c".into())]));
+        assert_eq!(array_elements("{a,,b}"), None);
+        assert_eq!(
+            substitute("SELECT ALL ($1)", &[Param::Text("{a}".into())]).unwrap(),
+            "SELECT ALL ('{a}')"
+        );
+        assert_eq!(substitute("SELECT 10-$1", &[Param::Number(-5.0)]).unwrap(), "SELECT 10-(-5)");
         let array = Param::Array(vec![Param::Text("it's".into()), Param::Null, Param::Number(2.0)]);
         assert_eq!(substitute("SELECT $1", &[array]).unwrap(), "SELECT ARRAY['it''s', NULL, 2]");
         // untyped text where an array stands is one; elsewhere it is text

@@ -67,12 +67,18 @@ fn syntax(message: impl Into<String>) -> CursorError {
     CursorError { state: "42601", message: message.into() }
 }
 
-/// The words of a cursor statement: keywords upper-cased, identifiers folded to lower case
-/// unless quoted, each with the byte offset where it ends.
-fn words(sql: &str) -> Result<Vec<(String, bool, usize)>, CursorError> {
-    let mut out = Vec::new();
+/// The words of a cursor statement, each with whether it was quoted and the byte offset
+/// where it ends, up to and including the word `until` (`FOR`, after which a `DECLARE`'s
+/// query is text of its own, with its own quotes).
+fn words(sql: &str, until: Option<&str>) -> Result<Vec<(String, bool, usize)>, CursorError> {
+    let mut out: Vec<(String, bool, usize)> = Vec::new();
     let mut chars = sql.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
+        if let (Some(until), Some((last, false, _))) = (until, out.last()) {
+            if last.eq_ignore_ascii_case(until) {
+                break;
+            }
+        }
         if c.is_whitespace() || c == ';' {
             chars.next();
         } else if c == '"' {
@@ -127,7 +133,8 @@ pub(crate) fn parse(sql: &str) -> Option<Result<Command, CursorError>> {
     if !matches!(first.as_str(), "DECLARE" | "FETCH" | "MOVE" | "CLOSE") {
         return None;
     }
-    Some(words(sql).and_then(|w| match first.as_str() {
+    let until = (first == "DECLARE").then_some("FOR");
+    Some(words(sql, until).and_then(|w| match first.as_str() {
         "DECLARE" => declare(sql, &w),
         "CLOSE" => close(&w),
         _ => {
@@ -236,6 +243,11 @@ fn movement(w: &[(String, bool, usize)]) -> Result<(Direction, String), CursorEr
     } else {
         (Direction::Forward(Some(1)), 0)
     };
+    // a count of 0 fetches the current row again, as RELATIVE 0 does
+    let direction = match direction {
+        Direction::Forward(Some(0)) | Direction::Backward(Some(0)) => Direction::Relative(0),
+        d => d,
+    };
     let rest = &w[used..];
     let rest = if is(rest, 0, "FROM") || is(rest, 0, "IN") { &rest[1..] } else { rest };
     match rest {
@@ -255,6 +267,9 @@ pub(crate) struct Cursor {
     position: usize,
     /// Whether it outlives its transaction.
     pub hold: bool,
+    /// Whether the transaction that declared it is still open: a rollback of it closes even
+    /// a `WITH HOLD` cursor, as in PostgreSQL.
+    pub pending: bool,
     /// Whether it refuses to move backward.
     no_scroll: bool,
 }
@@ -262,7 +277,7 @@ pub(crate) struct Cursor {
 impl Cursor {
     /// A cursor before the first row of `rows`.
     pub fn new(rows: Rows, hold: bool, no_scroll: bool) -> Cursor {
-        Cursor { rows, position: 0, hold, no_scroll }
+        Cursor { rows, position: 0, hold, pending: false, no_scroll }
     }
 
     /// Moves in `direction` and answers the (0-based) indices of the rows it moved onto, in
@@ -366,6 +381,18 @@ mod tests {
             assert_eq!(parse(bad).unwrap().unwrap_err().state, "42601", "{bad}");
         }
         assert_eq!(parse("DECLARE c BINARY CURSOR FOR SELECT 1").unwrap().unwrap_err().state, "0A000");
+        // the query's own quotes are the query's
+        assert_eq!(
+            parse(r#"DECLARE c CURSOR FOR SELECT 'x"y'"#),
+            Some(Ok(Command::Declare {
+                name: "c".into(),
+                hold: false,
+                no_scroll: false,
+                query: r#"SELECT 'x"y'"#.into()
+            }))
+        );
+        assert_eq!(parse("FETCH 0 FROM c"), fetch(Direction::Relative(0)));
+        assert_eq!(parse("FETCH BACKWARD 0 FROM c"), fetch(Direction::Relative(0)));
     }
 
     #[test]

@@ -152,6 +152,8 @@ enum SessionCommand {
     Release,
     Set,
     Discard,
+    /// `DISCARD ALL`, which a connection pool sends between clients: it closes every cursor.
+    DiscardAll,
 }
 
 impl SessionCommand {
@@ -161,11 +163,19 @@ impl SessionCommand {
         Some(match words.next()?.as_str() {
             "BEGIN" | "START" => SessionCommand::Begin,
             "COMMIT" | "END" => SessionCommand::Commit,
-            "ROLLBACK" | "ABORT" if words.next().as_deref() == Some("TO") => SessionCommand::RollbackTo,
-            "ROLLBACK" | "ABORT" => SessionCommand::Rollback,
+            "ROLLBACK" | "ABORT" => {
+                // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name
+                let next = words.find(|w| w != "WORK" && w != "TRANSACTION");
+                if next.as_deref() == Some("TO") {
+                    SessionCommand::RollbackTo
+                } else {
+                    SessionCommand::Rollback
+                }
+            }
             "SAVEPOINT" => SessionCommand::Savepoint,
             "RELEASE" => SessionCommand::Release,
             "SET" | "RESET" => SessionCommand::Set,
+            "DISCARD" if words.next().is_some_and(|w| w == "ALL") => SessionCommand::DiscardAll,
             "DISCARD" => SessionCommand::Discard,
             _ => return None,
         })
@@ -182,6 +192,7 @@ impl SessionCommand {
             SessionCommand::Release => Response::Execution(Tag::new("RELEASE")),
             SessionCommand::Set => Response::Execution(Tag::new("SET")),
             SessionCommand::Discard => Response::Execution(Tag::new("DISCARD")),
+            SessionCommand::DiscardAll => Response::Execution(Tag::new("DISCARD ALL")),
         }
     }
 }
@@ -399,22 +410,25 @@ impl Handler {
                 }
                 let rows = self.rows(session, &query).await?;
                 let mut all = cursors();
-                // every cursor holds its answer: together they stay within one query's samples
-                let held: usize = all.values().flat_map(HashMap::values).map(|c| c.rows.len()).sum();
+                let session = all.entry(client).or_default();
+                // every cursor holds its answer: a session's together stay within one query's
+                // samples
+                let held: usize = session.values().map(|c| c.rows.len()).sum();
                 if held.saturating_add(rows.len()) > self.settings.max_samples {
                     return Err(error(
                         "53000",
                         format!(
-                            "the open cursors would hold more than {} rows (--query.max-samples): close some first",
+                            "the session's open cursors would hold more than {} rows (--query.max-samples): close some first",
                             self.settings.max_samples
                         ),
                     ));
                 }
-                let session = all.entry(client).or_default();
                 if session.contains_key(&name) {
                     return Err(error("42P03", format!("cursor \"{name}\" already exists")));
                 }
-                session.insert(name, Cursor::new(rows, hold, no_scroll));
+                let mut cursor = Cursor::new(rows, hold, no_scroll);
+                cursor.pending = in_transaction;
+                session.insert(name, cursor);
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
             }
             Command::Fetch { name, direction } => {
@@ -457,10 +471,12 @@ impl Handler {
         fields(&cursor.rows.columns, format)
     }
 
-    /// Closes the cursors of `client`'s transaction, which has ended; those `WITH HOLD` stay.
-    fn end_transaction(&self, client: SocketAddr) {
+    /// Closes the cursors of `client`'s transaction, which has ended: those `WITH HOLD` stay
+    /// when it `committed`, as in PostgreSQL.
+    fn end_transaction(&self, client: SocketAddr, committed: bool) {
         if let Some(open) = self.cursors.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&client) {
-            open.retain(|_, c| c.hold);
+            open.retain(|_, c| c.hold && (committed || !c.pending));
+            open.values_mut().for_each(|c| c.pending = false);
         }
     }
 
@@ -473,8 +489,13 @@ impl Handler {
     /// Answers a statement that only concerns the session; a transaction's end closes its
     /// cursors.
     fn session(&self, client: SocketAddr, command: SessionCommand) -> Response {
-        if matches!(command, SessionCommand::Commit | SessionCommand::Rollback) {
-            self.end_transaction(client);
+        match command {
+            SessionCommand::Commit => self.end_transaction(client, true),
+            SessionCommand::Rollback => self.end_transaction(client, false),
+            SessionCommand::DiscardAll => {
+                self.cursors.lock().unwrap_or_else(|e| e.into_inner()).remove(&client);
+            }
+            _ => {}
         }
         command.response()
     }

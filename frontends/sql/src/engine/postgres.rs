@@ -17,6 +17,7 @@ use datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int32Type, Int64Type, IntervalMonthDayNano,
     IntervalMonthDayNanoType, IntervalUnit, TimeUnit, TimestampMillisecondType,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -318,6 +319,21 @@ fn as_double(x: &mut Expr) {
 /// a decimal column has one, `1.50`). There the literals become `double precision`, which
 /// prints as PostgreSQL prints them.
 fn decimal_columns(body: &mut SetExpr) {
+    // a `*` hides how many columns come before the next item: nothing is lined up then
+    fn starred(body: &SetExpr) -> bool {
+        match body {
+            SetExpr::SetOperation { left, right, .. } => starred(left) || starred(right),
+            SetExpr::Query(q) => starred(&q.body),
+            SetExpr::Select(select) => select
+                .projection
+                .iter()
+                .any(|item| matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))),
+            _ => false,
+        }
+    }
+    if starred(body) {
+        return;
+    }
     fn rows<'a>(body: &'a mut SetExpr, out: &mut Vec<Vec<&'a mut Expr>>) {
         match body {
             SetExpr::SetOperation { left, right, .. } => {
@@ -409,6 +425,17 @@ fn decimals_beside_expressions(e: &mut Expr) {
     }
 }
 
+/// A zone as the `Tz` parser reads it: an offset's sign turned, because PostgreSQL reads a
+/// numeric zone as POSIX does (`+02:00` is west of UTC) and the parser as ISO 8601 does.
+fn posix_zone(zone: &str) -> String {
+    let zone = zone.trim();
+    match zone.as_bytes().first() {
+        Some(b'+') => format!("-{}", &zone[1..]),
+        Some(b'-') => format!("+{}", &zone[1..]),
+        _ => zone.to_string(),
+    }
+}
+
 /// The function PostgreSQL's `AT TIME ZONE` is written as ([`AtTimeZone`]).
 const AT_TIME_ZONE: &str = "pg_at_time_zone";
 
@@ -430,6 +457,8 @@ fn interval_times(e: &mut Expr) {
     let interval = |x: &Expr| {
         matches!(x, Expr::Interval(_))
             || matches!(x, Expr::Cast { data_type: ast::DataType::Interval { .. }, .. })
+            // a product already rewritten: `INTERVAL '1 hour' * 2 * 3`
+            || matches!(x, Expr::Function(f) if f.name.to_string() == INTERVAL_MUL)
     };
     let (interval, factor) = match (interval(left), interval(right)) {
         (true, false) => ((**left).clone(), (**right).clone()),
@@ -452,13 +481,14 @@ fn interval_mul(args: &[ArrayRef]) -> Result<ArrayRef> {
             // as PostgreSQL, a product past the interval's range is an error, not a wrap
             let out_of_range = || super::missing::fail("22008", "interval out of range");
             let (months, days) = (f64::from(span.months) * f, f64::from(span.days) * f);
-            if !f.is_finite() || months.abs() >= 2.1e9 || days.abs() >= 2.1e9 {
+            let limit = f64::from(i32::MAX);
+            if !f.is_finite() || months.abs() > limit || days.abs() > limit {
                 return out_of_range();
             }
             let month = months as i32;
             let mut day = days as i64;
             // to the microsecond, as PostgreSQL rounds its remainders
-            let round = |x: f64| (x * 1e6).round() / 1e6;
+            let round = |x: f64| (x * 1e6).round_ties_even() / 1e6;
             let month_days = round((months - f64::from(month)) * 30.0);
             let mut seconds = round((days - day as f64 + month_days - month_days.trunc()) * 86_400.0);
             if seconds.abs() >= 86_400.0 {
@@ -466,7 +496,7 @@ fn interval_mul(args: &[ArrayRef]) -> Result<ArrayRef> {
                 seconds -= (seconds / 86_400.0).trunc() * 86_400.0;
             }
             day += month_days as i64;
-            let micros = (span.nanoseconds as f64 / 1000.0 * f + seconds * 1e6).round();
+            let micros = (span.nanoseconds as f64 / 1000.0 * f + seconds * 1e6).round_ties_even();
             match i32::try_from(day) {
                 Ok(day) if micros.abs() < 9.2e15 => {
                     Ok(Some(IntervalMonthDayNano::new(month, day, micros as i64 * 1000)))
@@ -480,8 +510,9 @@ fn interval_mul(args: &[ArrayRef]) -> Result<ArrayRef> {
 
 /// PostgreSQL's `AT TIME ZONE`: a `timestamptz` becomes the `timestamp` (no zone) a clock
 /// in the zone shows at that instant; a `timestamp` becomes the `timestamptz` of the instant
-/// a clock in the zone shows it (the earlier one where clocks go back). Zones are IANA names
-/// (`Europe/Paris`) or offsets (`+02:00`).
+/// a clock in the zone shows it (the later one, standard time, where clocks go back). Zones
+/// are IANA names (`Europe/Paris`) or offsets, which PostgreSQL reads as POSIX does:
+/// `'+02:00'` is two hours west of UTC.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct AtTimeZone {
     signature: Signature,
@@ -529,7 +560,7 @@ impl ScalarUDFImpl for AtTimeZone {
                 out.push(None);
                 continue;
             }
-            let zone: Tz = match zones.value(i).parse() {
+            let zone: Tz = match posix_zone(zones.value(i)).parse() {
                 Ok(zone) => zone,
                 Err(_) => return exec_err!("time zone \"{}\" not recognized", zones.value(i)),
             };
@@ -544,7 +575,8 @@ impl ScalarUDFImpl for AtTimeZone {
                 let Some(local) = chrono::DateTime::from_timestamp_millis(ms).map(|t| t.naive_utc()) else {
                     return exec_err!("timestamp out of range");
                 };
-                match zone.from_local_datetime(&local).earliest() {
+                // an hour that clocks go back over is read as standard time, the later instant
+                match zone.from_local_datetime(&local).latest() {
                     Some(instant) => instant.timestamp_millis(),
                     // a time that clocks skip: as PostgreSQL, the offset from before the skip
                     None => {
@@ -844,7 +876,8 @@ fn divisor(args: &[ArrayRef]) -> Result<ArrayRef> {
 /// `v / scale` rounded to the nearest integer, halves away from zero.
 fn round_decimal(v: i128, scale: i128) -> i128 {
     let (q, r) = (v / scale, v % scale);
-    if r.abs() * 2 >= scale {
+    // r.abs() * 2 >= scale, without doubling near i128's end
+    if r.abs() >= scale - r.abs() {
         q + v.signum()
     } else {
         q
@@ -978,13 +1011,27 @@ impl ScalarUDFImpl for Rounder {
                 };
                 let (s, to) = (i32::from(*s), i32::from(*to));
                 let decimals: &Decimal128Array = array.as_primitive::<Decimal128Type>();
+                let overflow = || ArrowError::ComputeError("numeric field overflow".into());
                 let rounded: Decimal128Array = if to >= s && tens == 0 {
                     let up = 10i128.pow((to - s) as u32);
-                    decimals.unary::<_, Decimal128Type>(|v| v * up)
+                    decimals.try_unary::<_, Decimal128Type, _>(|v| v.checked_mul(up).ok_or_else(overflow))?
                 } else {
-                    let down = 10i128.pow((s - to) as u32 + tens);
                     let up = 10i128.pow(tens);
-                    decimals.unary::<_, Decimal128Type>(|v| rounding.whole(v, down) * up)
+                    match 10i128.checked_pow((s - to) as u32 + tens) {
+                        Some(down) => decimals.try_unary::<_, Decimal128Type, _>(|v| {
+                            rounding.whole(v, down).checked_mul(up).ok_or_else(overflow)
+                        })?,
+                        // a unit past every digit a decimal holds: 0, or one unit for the
+                        // floor of a negative number and the ceiling of a positive one
+                        None => decimals.try_unary::<_, Decimal128Type, _>(|v| {
+                            let whole = match rounding {
+                                Rounding::Floor if v < 0 => -1,
+                                Rounding::Ceil if v > 0 => 1,
+                                _ => 0,
+                            };
+                            (whole as i128).checked_mul(up).ok_or_else(overflow)
+                        })?,
+                    }
                 };
                 Arc::new(rounded.with_precision_and_scale(*p, to as i8)?)
             }
