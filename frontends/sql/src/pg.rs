@@ -396,8 +396,9 @@ impl Handler {
                         "DECLARE CURSOR can only be used in transaction blocks".into(),
                     ));
                 }
-                let open = cursors().get(&client).map_or(0, HashMap::len);
-                if cursors().get(&client).is_some_and(|c| c.contains_key(&name)) {
+                let (open, taken) =
+                    cursors().get(&client).map_or((0, false), |c| (c.len(), c.contains_key(&name)));
+                if taken {
                     return Err(error("42P03", format!("cursor \"{name}\" already exists")));
                 }
                 if open >= CURSORS_PER_SESSION {

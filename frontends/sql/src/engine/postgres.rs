@@ -388,7 +388,7 @@ fn decimals_beside_expressions(e: &mut Expr) {
         matches!(x, Expr::Value(_))
             || matches!(x, Expr::UnaryOp { expr, .. } if matches!(**expr, Expr::Value(_)))
     };
-    let as_double = |x: &mut Expr| {
+    let double_if_decimal = |x: &mut Expr| {
         if decimal_literal(x).is_some() {
             as_double(x);
         }
@@ -409,7 +409,7 @@ fn decimals_beside_expressions(e: &mut Expr) {
                 })
                 .collect();
             if values.iter().any(|x| !literal(x)) {
-                values.iter_mut().for_each(|x| as_double(x));
+                values.iter_mut().for_each(|x| double_if_decimal(x));
             }
         }
         Expr::Case { conditions, else_result, .. } => {
@@ -418,7 +418,7 @@ fn decimals_beside_expressions(e: &mut Expr) {
                 values.push(e);
             }
             if values.iter().any(|x| !literal(x)) {
-                values.iter_mut().for_each(|x| as_double(x));
+                values.iter_mut().for_each(|x| double_if_decimal(x));
             }
         }
         _ => {}
@@ -609,13 +609,13 @@ fn extract_numeric(e: &mut Expr) {
         "millisecond" | "milliseconds" => 3,
         _ => 0,
     };
-    let text = format!("CAST(date_part('{name}', {expr}) AS DECIMAL(38, {scale}))");
-    if let Ok(numeric) = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(&text)
-        .and_then(|mut p| p.parse_expr())
-    {
-        *e = numeric;
-    }
+    let part = call("date_part", [Expr::value(Value::SingleQuotedString(name)), (**expr).clone()]);
+    *e = Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(part),
+        data_type: ast::DataType::Decimal(ast::ExactNumberInfo::PrecisionAndScale(38, scale)),
+        format: None,
+    };
 }
 
 /// `to_char(t, 'YYYY-MM-DD HH24:MI')`: PostgreSQL's template patterns as the engine's
