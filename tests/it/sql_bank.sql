@@ -15,7 +15,6 @@ SELECT job, max(value) - min(value) AS spread FROM cpu GROUP BY job HAVING count
 SELECT count(instance), count(*) FROM cpu
 SELECT sum(value) FROM cpu WHERE job = 'nothing'
 SELECT count(*) FROM cpu WHERE job = 'nothing'
--- differs: variance in the last digit: PostgreSQL sums with Youngs-Cramer, DataFusion with Welford
 SELECT avg(value), stddev(value), variance(value) FROM mem
 SELECT job, stddev_samp(value), stddev_pop(value), var_pop(value) FROM cpu GROUP BY job ORDER BY job
 SELECT job, percentile_cont(0.5) WITHIN GROUP (ORDER BY value) FROM cpu GROUP BY job ORDER BY job

@@ -433,8 +433,40 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
 pub fn prepare(sql: &str, now_ms: i64) -> Result<Statement, Error> {
     match compile(sql, now_ms) {
         Err(refused @ Error::Invalid { .. }) => Ok(Statement::Engine { sql: sql.to_string(), refused }),
+        #[cfg(feature = "engine")]
+        Ok(Statement::Select(_)) if computes_moments(sql) => Ok(Statement::Engine {
+            sql: sql.to_string(),
+            refused: Error::Invalid { message: MOMENTS_REFUSED.into(), line: 0, column: 0 },
+        }),
         other => other,
     }
+}
+
+/// Why a query of variances is refused when the relational engine cannot run it.
+#[cfg(feature = "engine")]
+const MOMENTS_REFUSED: &str = "the relational engine cannot run this query of variances";
+
+/// Whether `sql` takes a variance or standard deviation. The plan IR merges each series'
+/// moments, which rounds otherwise than PostgreSQL's accumulation of the rows in order; a
+/// query run once takes the relational engine's, which is PostgreSQL's. (A standing query
+/// keeps the IR's, which is maintained incrementally.)
+#[cfg(feature = "engine")]
+fn computes_moments(sql: &str) -> bool {
+    let Ok(statements) = parse(sql) else { return false };
+    let found = ast::visit_expressions(&statements, |e| match e {
+        Expr::Function(f)
+            if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                matches!(
+                    i.value.to_ascii_lowercase().as_str(),
+                    "stddev" | "stddev_samp" | "stddev_pop" | "variance" | "var_samp" | "var_pop"
+                )
+            }) =>
+        {
+            std::ops::ControlFlow::Break(())
+        }
+        _ => std::ops::ControlFlow::Continue(()),
+    });
+    found.is_break()
 }
 
 /// [`compile`] on the caller's stack.

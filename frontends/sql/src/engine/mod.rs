@@ -5,6 +5,7 @@
 
 mod ir;
 mod missing;
+mod moments;
 mod ordered;
 mod postgres;
 mod promql;
@@ -63,20 +64,17 @@ async fn answer(
         .with_information_schema(false)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
         .set_str("datafusion.execution.time_zone", "+00:00")
-        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
+        .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
+        // a table's rows are aggregated in the order its scan gives them, as PostgreSQL's
+        // serial plans do, so that sums and moments of doubles round as PostgreSQL's
+        .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for function in postgres::functions().into_iter().chain(missing::functions()) {
         ctx.register_udf(function);
     }
-    // PostgreSQL's `variance` is the sample variance
-    let variance = datafusion::functions_aggregate::variance::var_samp_udaf()
-        .as_ref()
-        .clone()
-        .with_aliases(["variance"]);
-    ctx.register_udaf(variance);
-    for aggregate in ordered::aggregates() {
+    for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()) {
         ctx.register_udaf(aggregate);
     }
     // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
