@@ -187,8 +187,10 @@ SELECT INTERVAL '90 minutes'
 SELECT '2024-05-01'::date + 1
 SELECT ts::date, count(*) FROM cpu GROUP BY 1 ORDER BY 1
 SELECT count(*) FROM cpu WHERE ts::date = (SELECT max(ts)::date FROM cpu)
--- differs: refused: DataFusion has no age()
 SELECT age(TIMESTAMPTZ '2024-05-02 00:00:00+00', TIMESTAMPTZ '2024-05-01 00:00:00+00')
+SELECT age(TIMESTAMPTZ '2024-03-01 00:00:00+00', TIMESTAMPTZ '2024-01-31 00:00:00+00'), age(TIMESTAMPTZ '2024-01-31 00:00:00+00', TIMESTAMPTZ '2024-03-01 12:30:00+00')
+SELECT age(TIMESTAMP '2001-04-10 00:00:00', TIMESTAMP '1957-06-13 00:00:00')
+SELECT job, age(max(ts), min(ts)) FROM cpu GROUP BY job ORDER BY job
 SELECT job, max(ts) AS last_seen FROM cpu GROUP BY job ORDER BY job
 SELECT ts AT TIME ZONE 'UTC' FROM cpu WHERE job = 'batch' ORDER BY ts LIMIT 2
 SELECT now() > TIMESTAMPTZ '2024-01-01 00:00:00+00'
@@ -223,10 +225,12 @@ SELECT job FROM mem EXCEPT SELECT job FROM cpu ORDER BY 1
 SELECT count(*) FROM (SELECT job FROM cpu UNION ALL SELECT job FROM mem) AS both_tables
 SELECT 'cpu' AS metric, count(*) FROM cpu UNION ALL SELECT 'mem', count(*) FROM mem ORDER BY 1
 SELECT job, instance FROM cpu UNION SELECT job, instance FROM mem ORDER BY 1, 2
--- differs: refused: DataFusion answers EXCEPT ALL as EXCEPT
 SELECT job FROM cpu EXCEPT ALL SELECT job FROM mem ORDER BY 1 LIMIT 3
--- differs: refused: DataFusion answers INTERSECT ALL as INTERSECT
 SELECT instance FROM cpu INTERSECT ALL SELECT instance FROM mem ORDER BY 1 LIMIT 3
+SELECT job, instance FROM cpu EXCEPT ALL SELECT job, instance FROM mem ORDER BY 1, 2 LIMIT 5
+SELECT count(*) FROM (SELECT instance FROM cpu INTERSECT ALL SELECT instance FROM mem) t
+SELECT instance AS i FROM mem INTERSECT ALL SELECT instance FROM cpu WHERE job = 'db' ORDER BY i
+SELECT job FROM (SELECT job FROM cpu EXCEPT ALL SELECT job FROM cpu WHERE value > 5) t GROUP BY job ORDER BY job
 
 -- subqueries
 SELECT DISTINCT job FROM cpu WHERE job IN (SELECT job FROM mem) ORDER BY 1
@@ -447,10 +451,11 @@ SELECT extract(epoch FROM interval '1 hour')
 SELECT extract(hour FROM ts), extract(minute FROM ts), extract(second FROM ts), extract(milliseconds FROM ts), extract(dow FROM ts) FROM cpu ORDER BY ts LIMIT 1
 SELECT to_timestamp(extract(epoch FROM ts)) = ts, extract(epoch FROM ts)::bigint % 60 FROM cpu ORDER BY ts LIMIT 1
 SELECT date_part('epoch', max(ts)) - date_part('epoch', min(ts)) FROM cpu
--- differs: refused: DataFusion has no make_interval
 SELECT make_interval(hours => 2)
--- differs: refused: DataFusion has no justify_hours
 SELECT justify_hours(interval '27 hours')
+SELECT justify_days(interval '35 days'), justify_interval(interval '1 month -1 hour'), justify_hours(interval '-27 hours')
+SELECT make_interval(1, 2, 3, 4, 5, 6, 7.5), make_interval(days => 10, mins => 30)
+SELECT date_trunc('hour', max(ts)) - make_interval(hours => 1) < min(ts) FROM cpu
 SELECT ARRAY['a', 'b'], ARRAY[1, 2, 3], array_to_string(ARRAY['x', 'y'], '-'), cardinality(ARRAY[1, 2])
 SELECT count(*) FROM cpu WHERE job = ANY (ARRAY['api', 'db'])
 SELECT count(*) FROM cpu WHERE job <> ALL (ARRAY['api', 'db'])

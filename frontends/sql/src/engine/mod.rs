@@ -3,6 +3,7 @@
 //! casts, string and date functions, set operations, subqueries), over the metrics as
 //! tables ([`tables`]). Its answers become [`Rows`] like every other statement's.
 
+mod datetime;
 mod ir;
 mod missing;
 mod moments;
@@ -71,7 +72,8 @@ async fn answer(
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for function in postgres::functions().into_iter().chain(missing::functions()) {
+    for function in postgres::functions().into_iter().chain(missing::functions()).chain(datetime::functions())
+    {
         ctx.register_udf(function);
     }
     for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()) {

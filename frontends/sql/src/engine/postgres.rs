@@ -133,14 +133,11 @@ pub(super) struct Rewritten {
 /// `sql` rewritten (see the module's documentation); unchanged when it does not parse, so
 /// DataFusion reports the error. Refused (why) when it uses what the engine answers
 /// differently from PostgreSQL and cannot be rewritten: `EXCEPT ALL` and `INTERSECT ALL`
-/// (DataFusion keeps no duplicates' counts).
+/// after a first query that selects `*`.
 pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     let Ok(mut statements) = crate::compile::parse(sql) else {
         return Ok(Rewritten { sql: sql.to_string(), named: None, names: None });
     };
-    if let Some(op) = statements.iter().find_map(counted_set_operation) {
-        return Err(format!("{op} ALL is not supported: use {op}"));
-    }
     struct Clauses;
     impl ast::VisitorMut for Clauses {
         type Break = ();
@@ -151,10 +148,15 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
             fetch_as_limit(query);
             decimal_columns(&mut query.body);
+            numbered_set_operations(&mut query.body);
             ControlFlow::Continue(())
         }
     }
     let _ = ast::VisitMut::visit(&mut statements, &mut Clauses);
+    // what is left of them has a `*` in its first query, of a width unknown here
+    if let Some(op) = statements.iter().find_map(counted_set_operation) {
+        return Err(format!("{op} ALL is not supported where its first query selects *: name the columns"));
+    }
     let names = match statements.as_slice() {
         [Statement::Query(q)] => column_names(q),
         _ => None,
@@ -167,6 +169,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         extract_numeric(e);
         at_time_zone(e);
         interval_times(e);
+        super::datetime::make_interval_positional(e);
         decimals_beside_expressions(e);
         ControlFlow::<()>::Continue(())
     });
@@ -236,6 +239,45 @@ fn counted_set_operation(statement: &Statement) -> Option<&'static str> {
     let mut finder = Finder(None);
     let _ = ast::Visit::visit(statement, &mut finder);
     finder.0
+}
+
+/// `a EXCEPT ALL b` and `a INTERSECT ALL b`, which DataFusion answers without counting
+/// duplicates, as the set operation without `ALL` over rows numbered within each group of
+/// equal rows: `a`'s k-th copy of a row survives `EXCEPT` when `b` has fewer than k copies,
+/// and `INTERSECT` when `b` has k or more, which is PostgreSQL's multiset answer. The columns
+/// keep the first query's names. A first query that selects `*` is left alone (its width is
+/// not known before planning).
+fn numbered_set_operations(body: &mut SetExpr) {
+    let SetExpr::SetOperation { op, set_quantifier, left, right } = body else { return };
+    numbered_set_operations(left);
+    numbered_set_operations(right);
+    let (ast::SetOperator::Except | ast::SetOperator::Intersect, ast::SetQuantifier::All) =
+        (&*op, &*set_quantifier)
+    else {
+        return;
+    };
+    let Some(names) = body_column_names(left) else { return };
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let columns: Vec<String> = (1..=names.len()).map(|i| quoted(&format!("?c{i}"))).collect();
+    let columns = columns.join(", ");
+    let numbered = |side: &SetExpr, alias: &str| {
+        format!(
+            "SELECT {columns}, row_number() OVER (PARTITION BY {columns}) AS \"?k\" FROM ({side}) AS \"{alias}\"({columns})"
+        )
+    };
+    let outputs: Vec<String> =
+        names.iter().enumerate().map(|(i, name)| format!("\"?c{}\" AS {}", i + 1, quoted(name))).collect();
+    let sql = format!(
+        "SELECT {} FROM ({} {op} {}) AS \"?numbered\"",
+        outputs.join(", "),
+        numbered(left, "?left"),
+        numbered(right, "?right"),
+    );
+    if let Ok(mut parsed) = crate::compile::parse(&sql) {
+        if let Some(Statement::Query(q)) = parsed.pop() {
+            *body = *q.body;
+        }
+    }
 }
 
 /// `FETCH FIRST n ROWS ONLY` → `LIMIT n`, which DataFusion plans (`WITH TIES` and `PERCENT`
@@ -690,8 +732,8 @@ fn chrono_format(template: &str) -> String {
     out
 }
 
-/// A call of the one-argument function `name`.
-fn call(name: &str, args: impl IntoIterator<Item = Expr>) -> Expr {
+/// A call of the function `name` with `args`.
+pub(super) fn call(name: &str, args: impl IntoIterator<Item = Expr>) -> Expr {
     Expr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,
@@ -764,7 +806,11 @@ fn order_by_expressions(query: &mut Query) {
 /// The names PostgreSQL gives the columns of `query`: an alias, a column's name, a
 /// function's, the type of a cast literal, `case`, or `?column?`. `None` with a `*`.
 fn column_names(query: &Query) -> Option<Vec<String>> {
-    let mut body = query.body.as_ref();
+    body_column_names(&query.body)
+}
+
+/// [`column_names`] of a query's body.
+fn body_column_names(mut body: &SetExpr) -> Option<Vec<String>> {
     // a set operation's columns are named by its first query
     loop {
         match body {

@@ -1,0 +1,345 @@
+//! PostgreSQL's interval functions that DataFusion lacks, with PostgreSQL's arithmetic:
+//! `age` (the symbolic difference of two times, in years, months and days), `make_interval`
+//! (positional or named arguments), and `justify_hours`, `justify_days` and
+//! `justify_interval` (24-hour days and 30-day months). Times are taken in UTC, the session's
+//! `TimeZone`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, NaiveDate, Timelike};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
+    TimestampMicrosecondType,
+};
+use datafusion::error::Result;
+use datafusion::logical_expr::{ScalarUDF, Signature, TypeSignature, Volatility};
+use sqlparser::ast::{self, Expr};
+
+use super::missing::fail;
+use super::udf::Function;
+
+const INTERVAL: DataType = DataType::Interval(IntervalUnit::MonthDayNano);
+const NANOS_PER_MICRO: i64 = 1_000;
+const NANOS_PER_DAY: i64 = 86_400_000_000_000;
+/// PostgreSQL's month, in `justify_days` and `justify_interval`.
+const DAYS_PER_MONTH: i32 = 30;
+
+/// `make_interval`'s parameters, in order; each defaults to zero.
+const MAKE_INTERVAL_PARAMETERS: [&str; 7] = ["years", "months", "weeks", "days", "hours", "mins", "secs"];
+
+/// The functions of this module.
+pub(super) fn functions() -> Vec<ScalarUDF> {
+    let mut make = vec![DataType::Int64; 6];
+    make.push(DataType::Float64);
+    vec![
+        Function::udf(
+            "age",
+            Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Stable),
+            Some(INTERVAL),
+            age,
+        ),
+        Function::udf(
+            MAKE_INTERVAL,
+            Signature::exact(make, Volatility::Immutable),
+            Some(INTERVAL),
+            make_interval,
+        ),
+        Function::udf("justify_hours", one_interval(), Some(INTERVAL), |a| justify(a, justify_hours)),
+        Function::udf("justify_days", one_interval(), Some(INTERVAL), |a| justify(a, justify_days)),
+        Function::udf("justify_interval", one_interval(), Some(INTERVAL), |a| justify(a, justify_interval)),
+    ]
+}
+
+fn one_interval() -> Signature {
+    Signature::exact(vec![INTERVAL], Volatility::Immutable)
+}
+
+/// The name `make_interval` is planned as: it takes all seven arguments, by position.
+const MAKE_INTERVAL: &str = "pg_make_interval";
+
+/// `make_interval(hours => 2)`, `make_interval(1, 2)`: the call with all seven arguments by
+/// position, the missing ones zero, as [`make_interval`] takes them. A name it does not know
+/// is left for the planner to refuse.
+pub(super) fn make_interval_positional(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("make_interval") {
+        return;
+    }
+    let ast::FunctionArguments::List(list) = &f.args else { return };
+    let zero = || Expr::value(ast::Value::Number("0".into(), false));
+    let mut slots: Vec<Expr> = (0..MAKE_INTERVAL_PARAMETERS.len()).map(|_| zero()).collect();
+    for (position, argument) in list.args.iter().enumerate() {
+        let (slot, value) = match argument {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(v)) => (Some(position), v),
+            ast::FunctionArg::Named { name, arg: ast::FunctionArgExpr::Expr(v), .. }
+            | ast::FunctionArg::ExprNamed {
+                name: Expr::Identifier(name),
+                arg: ast::FunctionArgExpr::Expr(v),
+                ..
+            } => {
+                let name = name.value.to_ascii_lowercase();
+                (MAKE_INTERVAL_PARAMETERS.iter().position(|p| *p == name), v)
+            }
+            _ => return,
+        };
+        match slot.and_then(|i| slots.get_mut(i)) {
+            Some(slot) => *slot = value.clone(),
+            None => return,
+        }
+    }
+    *e = super::postgres::call(MAKE_INTERVAL, slots);
+}
+
+/// `pg_make_interval(years, months, weeks, days, hours, mins, secs)`: PostgreSQL's
+/// `make_interval`, seconds to the microsecond.
+fn make_interval(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [years, months, weeks, days, hours, mins] =
+        [0, 1, 2, 3, 4, 5].map(|i| args[i].as_primitive::<Int64Type>());
+    let secs = args[6].as_primitive::<Float64Type>();
+    let mut out = Vec::with_capacity(secs.len());
+    for i in 0..secs.len() {
+        if [years, months, weeks, days, hours, mins].iter().any(|a| a.is_null(i)) || secs.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let out_of_range = || fail("22008", "interval out of range");
+        let month = years
+            .value(i)
+            .checked_mul(12)
+            .and_then(|m| m.checked_add(months.value(i)))
+            .and_then(|m| i32::try_from(m).ok());
+        let day = weeks
+            .value(i)
+            .checked_mul(7)
+            .and_then(|d| d.checked_add(days.value(i)))
+            .and_then(|d| i32::try_from(d).ok());
+        let seconds = secs.value(i);
+        if !seconds.is_finite() {
+            return out_of_range();
+        }
+        let micros = (seconds * 1e6).round();
+        let time = hours
+            .value(i)
+            .checked_mul(3_600_000_000)
+            .and_then(|t| t.checked_add(mins.value(i).checked_mul(60_000_000)?))
+            .and_then(|t| if micros.abs() < 9.2e18 { t.checked_add(micros as i64) } else { None })
+            .and_then(|t| t.checked_mul(NANOS_PER_MICRO));
+        match (month, day, time) {
+            (Some(month), Some(day), Some(nanos)) => {
+                out.push(Some(IntervalMonthDayNano::new(month, day, nanos)))
+            }
+            _ => return out_of_range(),
+        }
+    }
+    Ok(Arc::new(out.into_iter().collect::<IntervalMonthDayNanoArray>()))
+}
+
+/// `age(a, b)`: PostgreSQL's symbolic difference `a − b`, field by field (years, months,
+/// days, time), each negative field borrowing from the next larger one, a month borrowed as
+/// the days of the month before the later time's; `age(a)` is `age` from today's midnight.
+fn age(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let microseconds = DataType::Timestamp(TimeUnit::Microsecond, None);
+    // times, dates, or text read as times (PostgreSQL's literals of unknown type)
+    if let Some(other) = args.iter().map(|a| a.data_type()).find(|t| {
+        !matches!(
+            t,
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Utf8 | DataType::Null
+        )
+    }) {
+        return fail("42883", format!("function age({other}) does not exist"));
+    }
+    let later = cast(&args[0], &microseconds)?;
+    let later = later.as_primitive::<TimestampMicrosecondType>();
+    let earlier = args.get(1).map(|a| cast(a, &microseconds)).transpose()?;
+    let midnight =
+        chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros());
+    let mut out = Vec::with_capacity(later.len());
+    for i in 0..later.len() {
+        // one argument: the difference of today's midnight and it
+        let pair = match &earlier {
+            Some(earlier) => {
+                let earlier = earlier.as_primitive::<TimestampMicrosecondType>();
+                (later.is_valid(i) && earlier.is_valid(i)).then(|| (later.value(i), earlier.value(i)))
+            }
+            None => later.is_valid(i).then(|| midnight.map(|m| (m, later.value(i)))).flatten(),
+        };
+        out.push(match pair {
+            Some((a, b)) => Some(
+                symbolic_difference(a, b).ok_or(()).or_else(|()| fail("22008", "timestamp out of range"))?,
+            ),
+            None => None,
+        });
+    }
+    Ok(Arc::new(out.into_iter().collect::<IntervalMonthDayNanoArray>()))
+}
+
+/// The fields of a time (UTC), as PostgreSQL's `timestamp2tm` gives them.
+struct Fields {
+    year: i64,
+    /// 1 to 12
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    micro: i64,
+}
+
+impl Fields {
+    fn of(micros: i64) -> Option<Fields> {
+        let t = DateTime::from_timestamp_micros(micros)?.naive_utc();
+        Some(Fields {
+            year: i64::from(t.year()),
+            month: i64::from(t.month()),
+            day: i64::from(t.day()),
+            hour: i64::from(t.hour()),
+            minute: i64::from(t.minute()),
+            second: i64::from(t.second()),
+            micro: i64::from(t.nanosecond() / 1_000),
+        })
+    }
+}
+
+/// The days of `month` (1 to 12) of `year`.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let first = |y: i64, m: i64| NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, u32::try_from(m).ok()?, 1);
+    match (first(year, month), first(next_year, next_month)) {
+        (Some(a), Some(b)) => (b - a).num_days(),
+        _ => 30,
+    }
+}
+
+/// [`age`] of two times in microseconds.
+fn symbolic_difference(a: i64, b: i64) -> Option<IntervalMonthDayNano> {
+    let (t1, t2) = (Fields::of(a)?, Fields::of(b)?);
+    let negative = a < b;
+    let sign = if negative { -1 } else { 1 };
+    // from the smallest field to the largest, each with how many of it make the next
+    let mut fields = [
+        t1.micro - t2.micro,
+        t1.second - t2.second,
+        t1.minute - t2.minute,
+        t1.hour - t2.hour,
+        t1.day - t2.day,
+        t1.month - t2.month,
+        t1.year - t2.year,
+    ]
+    .map(|f| sign * f);
+    // a month borrowed is the one before the later time's, as PostgreSQL borrows it
+    let borrowed = if negative { &t1 } else { &t2 };
+    let units = [1_000_000, 60, 60, 24, days_in_month(borrowed.year, borrowed.month), 12];
+    for (i, unit) in units.into_iter().enumerate() {
+        while fields[i] < 0 {
+            fields[i] += unit;
+            fields[i + 1] -= 1;
+        }
+    }
+    let [micro, second, minute, hour, day, month, year] = fields;
+    let months = i32::try_from(sign * (year * 12 + month)).ok()?;
+    let days = i32::try_from(sign * day).ok()?;
+    let time = sign * (((hour * 60 + minute) * 60 + second) * 1_000_000 + micro);
+    Some(IntervalMonthDayNano::new(months, days, time.checked_mul(NANOS_PER_MICRO)?))
+}
+
+/// Each interval of `args[0]` justified by `how`.
+fn justify(
+    args: &[ArrayRef],
+    how: fn(IntervalMonthDayNano) -> Option<IntervalMonthDayNano>,
+) -> Result<ArrayRef> {
+    let spans = args[0].as_primitive::<IntervalMonthDayNanoType>();
+    let mut out = Vec::with_capacity(spans.len());
+    for span in spans.iter() {
+        out.push(match span {
+            Some(span) => Some(how(span).ok_or(()).or_else(|()| fail("22008", "interval out of range"))?),
+            None => None,
+        });
+    }
+    Ok(Arc::new(out.into_iter().collect::<IntervalMonthDayNanoArray>()))
+}
+
+/// Whole days of the time carried into days, the time keeping the days' sign.
+fn justify_hours(span: IntervalMonthDayNano) -> Option<IntervalMonthDayNano> {
+    let day = span.days.checked_add(i32::try_from(span.nanoseconds / NANOS_PER_DAY).ok()?)?;
+    let (day, time) = signed_alike(day, span.nanoseconds % NANOS_PER_DAY, NANOS_PER_DAY);
+    Some(IntervalMonthDayNano::new(span.months, day, time))
+}
+
+/// Whole 30-day months of the days carried into months, the days keeping the months' sign.
+fn justify_days(span: IntervalMonthDayNano) -> Option<IntervalMonthDayNano> {
+    let month = span.months.checked_add(span.days / DAYS_PER_MONTH)?;
+    let (month, day) = signed_alike(month, i64::from(span.days % DAYS_PER_MONTH), i64::from(DAYS_PER_MONTH));
+    Some(IntervalMonthDayNano::new(month, i32::try_from(day).ok()?, span.nanoseconds))
+}
+
+/// Both justifications, every field given one sign.
+fn justify_interval(span: IntervalMonthDayNano) -> Option<IntervalMonthDayNano> {
+    let (mut month, mut day, time) = (span.months, span.days, span.nanoseconds);
+    // days of the time's sign first carried into months, so the carry of hours cannot overflow
+    if (day > 0 && time > 0) || (day < 0 && time < 0) {
+        month = month.checked_add(day / DAYS_PER_MONTH)?;
+        day %= DAYS_PER_MONTH;
+    }
+    day = day.checked_add(i32::try_from(time / NANOS_PER_DAY).ok()?)?;
+    let time = time % NANOS_PER_DAY;
+    month = month.checked_add(day / DAYS_PER_MONTH)?;
+    day %= DAYS_PER_MONTH;
+    // the months' sign over the days and time together
+    if month > 0 && (day < 0 || (day == 0 && time < 0)) {
+        day += DAYS_PER_MONTH;
+        month -= 1;
+    } else if month < 0 && (day > 0 || (day == 0 && time > 0)) {
+        day -= DAYS_PER_MONTH;
+        month += 1;
+    }
+    let (day, time) = signed_alike(day, time, NANOS_PER_DAY);
+    Some(IntervalMonthDayNano::new(month, day, time))
+}
+
+/// A larger field and a smaller one (less than one `unit` of the larger) with the smaller
+/// given the larger's sign, by lending it one unit of the larger.
+fn signed_alike(larger: i32, smaller: i64, unit: i64) -> (i32, i64) {
+    if larger > 0 && smaller < 0 {
+        (larger - 1, smaller + unit)
+    } else if larger < 0 && smaller > 0 {
+        (larger + 1, smaller - unit)
+    } else {
+        (larger, smaller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn micros(text: &str) -> i64 {
+        DateTime::parse_from_rfc3339(text).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn age_borrows_the_month_before_as_postgresql_does() {
+        // PostgreSQL: age('2024-03-01', '2024-01-31') = 1 mon 1 day
+        let d = symbolic_difference(micros("2024-03-01T00:00:00Z"), micros("2024-01-31T00:00:00Z")).unwrap();
+        assert_eq!((d.months, d.days, d.nanoseconds), (1, 1, 0));
+        // and the other way round: -1 mons -1 days (borrowing from January's 31)
+        let d = symbolic_difference(micros("2024-01-31T00:00:00Z"), micros("2024-03-01T00:00:00Z")).unwrap();
+        assert_eq!((d.months, d.days, d.nanoseconds), (-1, -1, 0));
+        // 2001-04-10 − 1957-06-13 = 43 years 9 mons 27 days (PostgreSQL's documentation)
+        let d = symbolic_difference(micros("2001-04-10T00:00:00Z"), micros("1957-06-13T00:00:00Z")).unwrap();
+        assert_eq!((d.months, d.days), (43 * 12 + 9, 27));
+    }
+
+    #[test]
+    fn justification_follows_postgresql() {
+        let hour = 3_600_000_000_000;
+        let j = justify_hours(IntervalMonthDayNano::new(0, 0, 27 * hour)).unwrap();
+        assert_eq!((j.months, j.days, j.nanoseconds), (0, 1, 3 * hour));
+        let j = justify_days(IntervalMonthDayNano::new(0, 35, 0)).unwrap();
+        assert_eq!((j.months, j.days), (1, 5));
+        // PostgreSQL: justify_interval('1 mon -1 hour') = 29 days 23:00:00
+        let j = justify_interval(IntervalMonthDayNano::new(1, 0, -hour)).unwrap();
+        assert_eq!((j.months, j.days, j.nanoseconds), (0, 29, 23 * hour));
+    }
+}
