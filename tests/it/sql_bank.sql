@@ -392,8 +392,12 @@ SELECT t.job, t.n FROM (SELECT job, count(*) AS n FROM cpu GROUP BY job) t WHERE
 WITH latest AS (SELECT job, instance, max(ts) AS ts FROM cpu GROUP BY job, instance) SELECT c.job, c.instance, c.value FROM cpu c JOIN latest l ON c.job = l.job AND c.instance IS NOT DISTINCT FROM l.instance AND c.ts = l.ts ORDER BY 1, 2
 WITH per_job AS (SELECT job, avg(value) AS a FROM cpu GROUP BY job) SELECT job, a, a > (SELECT avg(a) FROM per_job) AS above FROM per_job ORDER BY job
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5) SELECT sum(i) FROM n
--- differs: refused: DataFusion's generate_series takes constants only
 SELECT g AS minute, count(c.value) FROM generate_series(date_trunc('minute', (SELECT min(ts) FROM cpu)), date_trunc('minute', (SELECT max(ts) FROM cpu)), interval '1 minute') g LEFT JOIN cpu c ON date_trunc('minute', c.ts) = g AND c.job = 'batch' GROUP BY g ORDER BY g LIMIT 4
+SELECT count(*), min(g) = (SELECT min(ts) FROM cpu) FROM generate_series((SELECT min(ts) FROM cpu), (SELECT max(ts) FROM cpu), interval '1 minute') g
+SELECT g FROM generate_series(1, (SELECT count(*) FROM mem)) g ORDER BY g DESC LIMIT 2
+SELECT x FROM generate_series(10, (SELECT count(*) FROM mem WHERE job = 'api'), -3) AS t(x) ORDER BY x
+-- differs: refused: generate_series reading an earlier FROM item is a correlated subquery DataFusion does not plan
+SELECT b.h, count(c.value) FROM (SELECT date_trunc('hour', min(ts)) AS lo, date_trunc('hour', max(ts)) AS hi FROM cpu) r, generate_series(r.lo, r.hi, interval '1 hour') AS b(h) LEFT JOIN cpu c ON date_trunc('hour', c.ts) = b.h GROUP BY b.h ORDER BY b.h
 SELECT upper(job), lower('ABC'), length(job), substr(job, 1, 2), left(job, 1), right(job, 1) FROM cpu GROUP BY job ORDER BY job
 SELECT job || '-' || coalesce(instance, '') AS id FROM cpu GROUP BY job, instance ORDER BY 1
 SELECT handler, replace(handler, '/', '_'), substring(handler from 2) FROM http_requests_total GROUP BY handler ORDER BY 1

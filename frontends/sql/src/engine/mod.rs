@@ -10,6 +10,7 @@ mod moments;
 mod ordered;
 mod postgres;
 mod promql;
+mod series;
 mod tables;
 mod udf;
 
@@ -72,8 +73,8 @@ async fn answer(
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for function in postgres::functions().into_iter().chain(missing::functions()).chain(datetime::functions())
-    {
+    let functions = [postgres::functions(), missing::functions(), datetime::functions(), series::functions()];
+    for function in functions.into_iter().flatten() {
         ctx.register_udf(function);
     }
     for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()) {
@@ -491,6 +492,19 @@ mod tests {
     use super::*;
     use promflow_storage::{Db, DbOptions, Labels};
 
+    /// The engine over `db`'s samples, with `budget` bytes for its scans' rows.
+    fn engine_over(db: Arc<Db>, budget: usize) -> impl Fn(&str) -> Result<Rows, ExecError> {
+        let querier: Arc<dyn Querier> = db;
+        let settings = Settings {
+            lookback_ms: 300_000,
+            max_samples: 1_000_000,
+            timeout: Duration::from_secs(30),
+            canceled: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        move |sql: &str| runtime.block_on(answer(sql.into(), Arc::clone(&querier), settings.clone(), budget))
+    }
+
     #[test]
     fn the_table_scans_of_a_statement_share_its_budget() {
         let dir = tempfile::tempdir().unwrap();
@@ -501,16 +515,7 @@ mod tests {
             app.append(&series, t, 1.0).unwrap();
         }
         app.commit().unwrap();
-        let querier: Arc<dyn Querier> = db;
-        let settings = Settings {
-            lookback_ms: 300_000,
-            max_samples: 1_000_000,
-            timeout: Duration::from_secs(30),
-            canceled: None,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let run =
-            |sql: &str| runtime.block_on(answer(sql.into(), Arc::clone(&querier), settings.clone(), 30_000));
+        let run = engine_over(db, 30_000);
         // 1,000 rows of 21 bytes each fit in 30,000 bytes; a self-join reads them twice
         let one = run("SELECT count(*) FROM m WHERE value > 0").unwrap();
         assert_eq!(one.cell(0, 0).into_owned(), Cell::Number(1000.0));
@@ -520,5 +525,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_series_longer_than_an_answer_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let run = engine_over(db, 1 << 20);
+        // 10¹² integers would be 8 TB: refused, in the scalar and in FROM with a bound computed
+        for sql in [
+            "SELECT cardinality(generate_series(1, 1000000000000))",
+            "SELECT cardinality(range(0, 1000000000000, 2))",
+            "SELECT count(*) FROM generate_series(1, (SELECT 1000000000000)) g",
+            "SELECT count(*) FROM generate_series(TIMESTAMP '2000-01-01 00:00:00', (SELECT TIMESTAMP '2100-01-01 00:00:00'), INTERVAL '1 second') g",
+        ] {
+            match run(sql) {
+                Err(ExecError::Sql { state: "54000", .. }) => {}
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        // within the bound, the rows are there
+        let rows = run("SELECT count(*), max(g) FROM generate_series(1, (SELECT 1000)) g").unwrap();
+        assert_eq!(rows.cell(0, 0).into_owned(), Cell::Number(1000.0));
+        let mixed = run("SELECT count(*) FROM generate_series(TIMESTAMP '2000-01-01 00:00:00', (SELECT TIMESTAMP '2000-03-01 00:00:00'), INTERVAL '1 month -29 days') g");
+        assert!(matches!(mixed, Err(ExecError::Sql { state: "0A000", .. })), "{mixed:?}");
     }
 }

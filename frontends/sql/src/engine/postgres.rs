@@ -142,6 +142,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     impl ast::VisitorMut for Clauses {
         type Break = ();
         fn pre_visit_table_factor(&mut self, t: &mut ast::TableFactor) -> ControlFlow<()> {
+            super::series::series_of_expressions(t);
             name_function_column(t);
             ControlFlow::Continue(())
         }
