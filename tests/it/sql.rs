@@ -565,6 +565,32 @@ fn psql_describes_tables_from_the_catalogs() {
         "Table \"public.m\"\nColumn|Type|Collation|Nullable|Default\ninstance|text|||\njob|text|||\n\
          label_value|text|||\nts|timestamp with time zone||not null|\nvalue|double precision||not null|\n"
     );
+    // the verbose and listing commands too: \d+, \dt+, \l, \l+, \dn, \dn+, \du, \db, \dp
+    let (ok, out, err) = psql(&bin, port, "\\d+ m");
+    assert!(ok && err.is_empty(), "{err}");
+    assert_eq!(
+        out,
+        "Table \"public.m\"\nColumn|Type|Collation|Nullable|Default|Storage|Compression|Stats target|Description\n\
+         instance|text||||extended|||\njob|text||||extended|||\nlabel_value|text||||extended|||\n\
+         ts|timestamp with time zone||not null||plain|||\nvalue|double precision||not null||plain|||\n\
+         Access method: heap\n"
+    );
+    let (ok, out, err) = psql(&bin, port, "\\dt+ m");
+    assert!(ok && out.contains("public|m|table|promflow|permanent|heap||"), "{out} {err}");
+    let (ok, out, err) = psql(&bin, port, "\\l");
+    assert!(ok && out.contains("\npromflow|promflow|UTF8|") && out.contains("(1 row)"), "{out} {err}");
+    let (ok, out, err) = psql(&bin, port, "\\l+");
+    assert!(ok && out.contains("|pg_default|") && out.contains("(1 row)"), "{out} {err}");
+    for schemas in ["\\dn", "\\dn+"] {
+        let (ok, out, err) = psql(&bin, port, schemas);
+        assert!(ok && out.contains("\npublic|promflow") && out.contains("(1 row)"), "{schemas}: {out} {err}");
+    }
+    let (ok, out, err) = psql(&bin, port, "\\du");
+    assert!(ok && out.contains("\npromflow|Superuser, Create role, Create DB|{}"), "{out} {err}");
+    let (ok, out, err) = psql(&bin, port, "\\db");
+    assert!(ok && out.contains("\npg_default|promflow|\npg_global|promflow|\n"), "{out} {err}");
+    let (ok, out, err) = psql(&bin, port, "\\dp m_odd");
+    assert!(ok && out.contains("\npublic|m_odd|table|||\n"), "{out} {err}");
     let (_, _, err) = psql(&bin, port, "\\d nothing_here");
     assert!(err.contains("Did not find any relation named \"nothing_here\""), "{err}");
 

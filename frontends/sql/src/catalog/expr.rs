@@ -344,6 +344,8 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
         | "pg_get_statisticsobjdef_columns" => V::Null,
         // sizes are storage's, not a table's: unknown
         "pg_table_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_database_size" => V::Null,
+        // the default tablespaces have no directory of their own
+        "pg_tablespace_location" => V::text(""),
         "to_regtype" => first.to_text().and_then(|name| type_named(&name)).map_or(V::Null, V::Int),
         "pg_size_pretty" => first.to_text().map_or(V::Null, V::Text),
         "format_type" => {

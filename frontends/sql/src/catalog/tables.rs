@@ -12,11 +12,14 @@ use crate::compile::ColumnKind;
 use crate::exec::{ExecError, ALL_TIME};
 use crate::rows::{table_columns, Cell};
 
+/// PostgreSQL's `pg_default` tablespace, every database's (`pg_global` is the next oid).
+const DEFAULT_TABLESPACE: i64 = 1663;
+
 /// The columns of a catalog relation, by its name (`None` for names that are not one).
 #[rustfmt::skip]
 pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
     Some(match name {
-        "pg_namespace" => &["oid", "nspname", "nspowner"],
+        "pg_namespace" => &["oid", "nspname", "nspowner", "nspacl"],
         "pg_class" => &[
             "oid", "relname", "relnamespace", "reltype", "relowner", "relam", "relkind", "relnatts", "relchecks",
             "relhasindex", "relhasrules", "relhastriggers", "relhassubclass", "relrowsecurity",
@@ -25,18 +28,23 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         ],
         "pg_attribute" => &[
             "attrelid", "attname", "atttypid", "atttypmod", "attnum", "attnotnull", "attisdropped",
-            "atthasdef", "attcollation", "attidentity", "attgenerated", "attlen", "attndims",
+            "atthasdef", "attcollation", "attidentity", "attgenerated", "attlen", "attndims", "attstorage",
+            "attcompression", "attstattarget", "attacl",
         ],
         "pg_type" => &[
             "oid", "typname", "typnamespace", "typowner", "typlen", "typtype", "typcollation", "typbasetype",
-            "typelem", "typnotnull", "typarray", "typdelim",
+            "typelem", "typnotnull", "typarray", "typdelim", "typrelid",
         ],
         "pg_am" => &["oid", "amname", "amtype"],
         "pg_database" => &[
             "oid", "datname", "datdba", "encoding", "datallowconn", "datistemplate", "datlocprovider", "datcollate",
-            "datctype", "daticulocale", "datacl",
+            "datctype", "daticulocale", "datacl", "dattablespace",
         ],
-        "pg_roles" | "pg_user" => &["oid", "rolname", "usename", "rolsuper"],
+        "pg_tablespace" => &["oid", "spcname", "spcowner", "spcacl", "spcoptions"],
+        "pg_roles" | "pg_user" => &[
+            "oid", "rolname", "usename", "rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "rolcanlogin",
+            "rolconnlimit", "rolvaliduntil", "rolreplication", "rolbypassrls",
+        ],
         "tables" => &["table_catalog", "table_schema", "table_name", "table_type"],
         "columns" => &[
             "table_catalog", "table_schema", "table_name", "column_name", "ordinal_position", "data_type",
@@ -47,7 +55,7 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         // triggers, inheritance, publications, statistics objects, comments, enums or ranges
         "pg_attrdef" | "pg_collation" | "pg_index" | "pg_constraint" | "pg_inherits" | "pg_policy"
         | "pg_statistic_ext" | "pg_publication" | "pg_publication_namespace" | "pg_publication_rel"
-        | "pg_trigger" | "pg_rewrite" | "pg_description" | "pg_tablespace" | "pg_foreign_table"
+        | "pg_trigger" | "pg_rewrite" | "pg_description" | "pg_auth_members" | "pg_foreign_table"
         | "pg_partitioned_table" | "pg_sequence" | "pg_proc" | "pg_settings" | "pg_extension"
         | "pg_views" | "pg_matviews" | "pg_indexes" | "pg_enum" | "pg_range" => &[],
         _ => return None,
@@ -159,7 +167,7 @@ impl Catalog<'_> {
             "pg_namespace" => {
                 [(PG_CATALOG, "pg_catalog"), (PUBLIC, "public"), (INFORMATION_SCHEMA, "information_schema")]
                     .into_iter()
-                    .map(|(oid, n)| vec![V::Int(oid), t(n), V::Int(10)])
+                    .map(|(oid, n)| vec![V::Int(oid), t(n), V::Int(10), V::Null])
                     .collect()
             }
             "schemata" => ["pg_catalog", "public", "information_schema"]
@@ -220,6 +228,11 @@ impl Catalog<'_> {
                             t(""),
                             V::Int(-1),
                             V::Int(0),
+                            // text is stored extended, numbers and times plain
+                            t(if sample { "p" } else { "x" }),
+                            t(""),
+                            V::Int(-1),
+                            V::Null,
                         ]);
                     }
                 }
@@ -268,6 +281,7 @@ impl Catalog<'_> {
                         V::Bool(false),
                         V::Int(*array),
                         t(","),
+                        V::Int(0),
                     ]
                 })
                 .collect(),
@@ -284,8 +298,30 @@ impl Catalog<'_> {
                 t("C.UTF-8"),
                 V::Null,
                 V::Null,
+                V::Int(DEFAULT_TABLESPACE),
             ]],
-            "pg_roles" | "pg_user" => vec![vec![V::Int(10), t(ROLE), t(ROLE), V::Bool(true)]],
+            "pg_tablespace" => [(DEFAULT_TABLESPACE, "pg_default"), (DEFAULT_TABLESPACE + 1, "pg_global")]
+                .into_iter()
+                .map(|(oid, n)| vec![V::Int(oid), t(n), V::Int(10), V::Null, V::Null])
+                .collect(),
+            // one role, promflow's, which may do anything
+            "pg_roles" | "pg_user" => {
+                let yes = V::Bool(true);
+                vec![vec![
+                    V::Int(10),
+                    t(ROLE),
+                    t(ROLE),
+                    yes.clone(),
+                    yes.clone(),
+                    yes.clone(),
+                    yes.clone(),
+                    yes,
+                    V::Int(-1),
+                    V::Null,
+                    V::Bool(false),
+                    V::Bool(false),
+                ]]
+            }
             _ => Vec::new(),
         };
         Ok(Relation { columns, rows })
