@@ -48,6 +48,10 @@ pub enum Statement {
         sql: String,
         /// The lowering's refusal.
         refused: Error,
+        /// The plans of a statement the IR expresses but the engine answers as PostgreSQL
+        /// does where the IR rounds otherwise (variances): they answer it when the engine
+        /// cannot plan it (promflow's own forms, such as `ts` bounds in epoch seconds).
+        lowered: Option<Box<Query>>,
     },
 }
 
@@ -432,19 +436,22 @@ pub fn compile(sql: &str, now_ms: i64) -> Result<Statement, Error> {
 /// [`Statement::Engine`] for the relational engine instead of an error.
 pub fn prepare(sql: &str, now_ms: i64) -> Result<Statement, Error> {
     match compile(sql, now_ms) {
-        Err(refused @ Error::Invalid { .. }) => Ok(Statement::Engine { sql: sql.to_string(), refused }),
+        Err(refused @ Error::Invalid { .. }) => {
+            Ok(Statement::Engine { sql: sql.to_string(), refused, lowered: None })
+        }
         #[cfg(feature = "engine")]
-        Ok(Statement::Select(_)) if computes_moments(sql) => Ok(Statement::Engine {
+        Ok(Statement::Select(query)) if computes_moments(sql) => Ok(Statement::Engine {
             sql: sql.to_string(),
-            refused: Error::Invalid { message: MOMENTS_REFUSED.into(), line: 0, column: 0 },
+            refused: Error::Invalid {
+                message: "the relational engine cannot plan it".into(),
+                line: 0,
+                column: 0,
+            },
+            lowered: Some(Box::new(query)),
         }),
         other => other,
     }
 }
-
-/// Why a query of variances is refused when the relational engine cannot run it.
-#[cfg(feature = "engine")]
-const MOMENTS_REFUSED: &str = "the relational engine cannot run this query of variances";
 
 /// Whether `sql` takes a variance or standard deviation. The plan IR merges each series'
 /// moments, which rounds otherwise than PostgreSQL's accumulation of the rows in order; a

@@ -75,11 +75,23 @@ impl Statement {
     pub fn execute(&self, querier: &Arc<dyn Querier>, settings: &Settings) -> Result<Rows, ExecError> {
         #[cfg(feature = "engine")]
         match self {
-            Statement::Engine { sql, refused } => {
+            Statement::Engine { sql, refused, lowered } => {
                 crate::compile::engine_may_plan(sql).map_err(ExecError::Refused)?;
+                let answer = crate::engine::run(sql, querier, settings);
+                // what the engine cannot plan, the IR answers when it expresses the statement
+                if let (Some(query), Err(e)) = (lowered, &answer) {
+                    if e.others_may_answer()
+                        || matches!(e, ExecError::Sql { state, .. } if state.starts_with("42") || *state == "0A000")
+                    {
+                        tracing::debug!(error = %e, sql = %sql, "the relational engine cannot run a statement; the plan IR answers it");
+                        return crate::compile::on_deep_stack(|| {
+                            run(query, querier.as_ref(), settings, Instant::now() + settings.timeout)
+                        });
+                    }
+                }
                 // the engine's planning errors are of its own making: the lowering's says what
                 // promflow takes
-                return match crate::engine::run(sql, querier, settings) {
+                return match answer {
                     // the lowering knows promflow's functions (`rate`, `histogram_quantile`, …)
                     // and its refusal says why it cannot use them here
                     Err(ExecError::Sql { state: "42883", .. }) => Err(ExecError::Refused(refused.clone())),
