@@ -77,26 +77,39 @@ struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     fn read_bit(&mut self) -> Option<bool> {
-        self.read_bits(1).map(|b| b == 1)
+        let byte = *self.data.get(self.pos / 8)?;
+        let bit = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(bit == 1)
     }
 
-    fn read_bits(&mut self, mut n: u32) -> Option<u64> {
-        if self.pos + n as usize > self.data.len() * 8 {
+    /// The next `n` (≤ 64) bits. They span at most 9 bytes from the current one, so one
+    /// big-endian load of 16 bytes holds them all: shifted left past the bits already read,
+    /// then right to keep the top `n`. (Decoding is the hot loop of every query, and a loop
+    /// per byte cost it a branch and a shift per byte.)
+    fn read_bits(&mut self, n: u32) -> Option<u64> {
+        debug_assert!(n <= 64);
+        let end = self.pos + n as usize;
+        if end > self.data.len() * 8 {
             return None;
         }
-        let mut out: u64 = 0;
-        while n > 0 {
-            let byte = *self.data.get(self.pos / 8)?;
-            let used = (self.pos % 8) as u32;
-            let avail = 8 - used;
-            let take = n.min(avail);
-            let bits = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
-            // `take` < 64 here unless n was 64 and this is a whole byte: shifting by ≤ 8 is fine
-            out = (out << take) | bits as u64;
-            self.pos += take as usize;
-            n -= take;
+        if n == 0 {
+            return Some(0);
         }
-        Some(out)
+        let first = self.pos / 8;
+        let window = match self.data.get(first..first + 16) {
+            Some(bytes) => u128::from_be_bytes(bytes.try_into().ok()?),
+            // near the end: the bytes that are left, zero-padded
+            None => {
+                let mut bytes = [0u8; 16];
+                let left = &self.data[first..];
+                bytes[..left.len()].copy_from_slice(left);
+                u128::from_be_bytes(bytes)
+            }
+        };
+        let out = (window << (self.pos % 8)) >> (128 - n);
+        self.pos = end;
+        Some(out as u64)
     }
 
     fn read_uvarint(&mut self) -> Option<u64> {
@@ -457,6 +470,32 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+    }
+
+    #[test]
+    fn bit_fields_of_every_width_read_back_at_every_offset_and_none_past_the_end() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let fields: Vec<(u64, u32)> = (0..5_000)
+            .map(|_| {
+                let n = rng.below(65) as u32;
+                let v = if n == 64 { rng.next() } else { rng.next() & ((1u64 << n) - 1) };
+                (v, n)
+            })
+            .collect();
+        let mut w = BitWriter::default();
+        for &(v, n) in &fields {
+            w.write_bits(v, n);
+        }
+        let total: usize = fields.iter().map(|&(_, n)| n as usize).sum();
+        let mut r = BitReader { data: &w.buf, pos: 0 };
+        for &(v, n) in &fields {
+            assert_eq!(r.read_bits(n), Some(v), "{n} bits at bit {}", r.pos);
+        }
+        // what is left of the last byte, and nothing more
+        let left = (w.buf.len() * 8 - total) as u32;
+        assert_eq!(r.read_bits(left), Some(0));
+        assert_eq!(r.read_bits(1), None);
+        assert_eq!(r.read_bit(), None);
     }
 
     fn round_trip(samples: &[(i64, u64)]) {
