@@ -660,13 +660,17 @@ with psycopg.connect(dsn) as conn:
     ts, value = cur.execute(first, ["i2", "a", lo, hi]).fetchone()
     out["binary_first"] = [ts.isoformat(), value]
     out["binary_int4"] = cur.execute("SELECT %s::int4 + 1", [41]).fetchone()[0]
-    try:
-        cur.execute("SELECT DATE '2024-05-01'")
-    except psycopg.Error as e:
-        out["binary_date"] = [e.sqlstate, str(e)]
-    out["text_typed"] = [str(v) for v in conn.execute(
-        "SELECT 2.5::numeric(3, 2), DATE '2024-05-01', INTERVAL '9 minutes', array_agg(x ORDER BY x)"
-        " FROM (VALUES ('b'), ('a')) AS t(x)").fetchone()]
+    typed = ("SELECT 2.5::numeric(3, 2), DATE '2024-05-01', INTERVAL '9 minutes', array_agg(x ORDER BY x),"
+             " -12345.000678::numeric(12, 6), INTERVAL '-1 day 2 hours', ARRAY[1.5, NULL]::float8[]"
+             " FROM (VALUES ('b'), ('a')) AS t(x)")
+    out["binary_typed"] = [str(v) for v in cur.execute(typed).fetchone()]
+    out["text_typed"] = [str(v) for v in conn.execute(typed).fetchone()]
+    # parameters sent in binary (%b): numeric, date, interval and an array
+    from decimal import Decimal
+    from datetime import date, timedelta
+    out["binary_parameters"] = [str(v) for v in cur.execute(
+        "SELECT %b::numeric * 2, %b::date + 1, %b::interval * 2, array_length(%b::int8[], 1)",
+        [Decimal("-1.25"), date(2024, 5, 1), timedelta(minutes=9, microseconds=5), [1, None, 3]]).fetchone()]
     # Python lists: text[] of no declared type where ANY takes an array, int8[] where typed
     out["any"] = conn.execute("SELECT job, count(*) FROM m WHERE job = ANY(%s) AND ts >= %s AND ts <= %s"
                               " AND value >= 0 GROUP BY job ORDER BY job", [["b", "x y"], lo, hi]).fetchall()
@@ -717,15 +721,96 @@ fn psycopg_queries_over_the_postgresql_wire_protocol() {
     assert_eq!(v["extended_first"], v["first"]);
     assert_eq!(v["binary_first"], v["first"], "binary timestamptz and float8");
     assert_eq!(v["binary_int4"], 42);
-    // types promflow writes only as text are refused in binary, and reach Python as theirs in text
-    assert_eq!(v["binary_date"][0], "0A000", "{v}");
-    assert!(v["binary_date"][1].as_str().unwrap().contains("text format only"), "{v}");
-    assert_eq!(v["text_typed"], json!(["2.50", "2024-05-01", "0:09:00", "['a', 'b']"]), "{v}");
+    // numeric, date, interval and arrays reach Python as theirs, in text and in binary
+    let typed = json!([
+        "2.50",
+        "2024-05-01",
+        "0:09:00",
+        "['a', 'b']",
+        "-12345.000678",
+        "-1 day, 2:00:00",
+        "[1.5, None]"
+    ]);
+    assert_eq!(v["text_typed"], typed, "{v}");
+    assert_eq!(v["binary_typed"], typed, "{v}");
+    assert_eq!(v["binary_parameters"], json!(["-2.50", "2024-05-02", "0:18:00.000010", "3"]), "{v}");
     assert_eq!(v["prepared"], json!([1.0, 1.0]));
     assert_eq!(v["any"], json!([["b", 2 * SAMPLES - 1]]), "{v}");
     assert_eq!(v["int_array"], json!([1, null, 3]), "{v}");
     assert_eq!(v["star"], json!(["instance", "job", "label_value", "ts", "value"]));
     assert_eq!(v["extended_error"][0], "42803", "{v}");
+}
+
+/// A Python program that queries promflow with asyncpg (PyPI), which asks for every result
+/// column in binary format and prepares every statement. (Arrays of numbers are left out:
+/// asyncpg learns their element types with a recursive catalog query promflow does not run.)
+const ASYNCPG: &str = r#"
+import asyncio, json, sys, asyncpg
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+port, bounds, t0 = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+async def main():
+    conn = await asyncpg.connect(host="127.0.0.1", port=port, user="promflow", database="promflow", timeout=10)
+    out = {}
+    rows = await conn.fetch(f"SELECT job, count(*), max(value) FROM m WHERE {bounds} GROUP BY job ORDER BY job")
+    out["rows"] = [list(r) for r in rows]
+    row = await conn.fetchrow(
+        "SELECT round(avg(value)::numeric, 3), DATE '2024-05-01', INTERVAL '1 day 02:03:04.5',"
+        f" array_agg(DISTINCT job ORDER BY job) FILTER (WHERE value < 2) FROM m WHERE {bounds}")
+    out["typed"] = [str(v) for v in row]
+    stmt = await conn.prepare(f"SELECT instance, value FROM m WHERE job = $1 AND {bounds} ORDER BY instance, ts LIMIT 2")
+    out["prepared"] = [list(r) for r in await stmt.fetch("a")]
+    # parameters typed by the statement, which asyncpg sends in binary
+    row = await conn.fetchrow(
+        "SELECT $1::numeric * 2, $2::date, $3::interval, count(*) FROM m WHERE ts >= $4 AND value > $5 LIMIT $6",
+        Decimal("-1.25"), date(2024, 5, 1), timedelta(minutes=9), datetime.fromtimestamp(t0 / 1000, timezone.utc),
+        100.0, 5)
+    out["typed_parameters"] = [str(v) for v in row]
+    async with conn.transaction():
+        out["cursor"] = [r["value"] async for r in conn.cursor(
+            f"SELECT value FROM m WHERE job = 'a' AND instance = 'i1' AND {bounds} ORDER BY ts", prefetch=7)]
+    await conn.close()
+    print(json.dumps(out))
+asyncio.run(asyncio.wait_for(main(), 60))
+"#;
+
+#[test]
+fn asyncpg_reads_every_type_in_binary() {
+    if !common::python_has("asyncpg") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, t0, t1) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+    // bounds as PostgreSQL writes them (not the epoch seconds promflow also takes)
+    let bounds = format!("ts >= to_timestamp({}) AND ts <= to_timestamp({})", seconds(t0), seconds(t1));
+    let v = run_python(ASYNCPG, &[&port.to_string(), &bounds, &t0.to_string()]);
+    assert_eq!(v["rows"], json!([["a", 2 * SAMPLES, 38.0], ["b", 2 * SAMPLES - 1, 119.0]]), "{v}");
+    // the average of m's 79 finite samples within the bounds, to three decimals
+    let values: Vec<f64> = (0..SAMPLES)
+        .flat_map(|k| {
+            let k = k as f64;
+            [1.0 + k, 2.0 * k, 100.0 + k, 0.5 * k]
+        })
+        .enumerate()
+        .filter(|&(i, _)| i != 5 * 4 + 2)
+        .map(|(_, v)| v)
+        .collect();
+    let avg = values.iter().sum::<f64>() / values.len() as f64;
+    assert_eq!(
+        v["typed"],
+        json!([format!("{avg:.3}"), "2024-05-01", "1 day, 2:03:04.500000", "['a', 'b']"]),
+        "{v}"
+    );
+    assert_eq!(v["prepared"], json!([["i1", 1.0], ["i1", 2.0]]), "{v}");
+    // m's samples above 100 are b/i1's after the first, but for its staleness marker
+    assert_eq!(
+        v["typed_parameters"],
+        json!(["-2.50", "2024-05-01", "0:09:00", (SAMPLES - 2).to_string()]),
+        "{v}"
+    );
+    let cursor: Vec<f64> = (0..SAMPLES).map(|k| 1.0 + k as f64).collect();
+    assert_eq!(v["cursor"], json!(cursor), "{v}");
 }
 
 /// A Python program that reads answers through server-side cursors with psycopg: named

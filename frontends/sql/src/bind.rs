@@ -4,6 +4,10 @@
 //! Substituting text rather than typing parameters through the compiler keeps one path from
 //! text to plan: a bound `$1` means exactly what the same literal written in place means.
 
+use std::ops::ControlFlow;
+
+use postgres_types::Type;
+use sqlparser::ast;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
@@ -146,6 +150,135 @@ fn placeholders(sql: &str) -> Result<Vec<Placeholder>, Error> {
     Ok(out)
 }
 
+/// The types of a statement's parameters where the statement says them, as PostgreSQL
+/// infers them for a client that leaves them unnamed (asyncpg, which then sends each value
+/// in that type's binary form): a cast (`$1::numeric`, `CAST($1 AS date)`), a comparison
+/// (also `BETWEEN` and `IN`) with a metric's `ts` (`timestamptz`) or `value` (`double
+/// precision`) column, `LIMIT` and `OFFSET` (`bigint`). Every other parameter is `None`, of a type left to its text.
+pub fn inferred_types(statements: &[ast::Statement], count: usize) -> Vec<Option<Type>> {
+    let mut inference = Inference { types: vec![None; count] };
+    for statement in statements {
+        let _ = ast::Visit::visit(statement, &mut inference);
+    }
+    inference.types
+}
+
+struct Inference {
+    types: Vec<Option<Type>>,
+}
+
+impl Inference {
+    /// Gives `e` type `t` when it is a placeholder whose type is not known yet.
+    fn infer(&mut self, e: &ast::Expr, t: Option<Type>) {
+        let ast::Expr::Value(v) = e else { return };
+        let ast::Value::Placeholder(p) = &v.value else { return };
+        let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else { return };
+        if let Some(slot) = n.checked_sub(1).and_then(|i| self.types.get_mut(i)) {
+            if slot.is_none() {
+                *slot = t;
+            }
+        }
+    }
+}
+
+/// The type of a metric table's column that an expression names, for the columns whose
+/// type does not depend on the table (labels are `text`, but so are names of other tables).
+fn column_type(e: &ast::Expr) -> Option<Type> {
+    let name = match e {
+        ast::Expr::Identifier(id) => id,
+        ast::Expr::CompoundIdentifier(ids) => ids.last()?,
+        _ => return None,
+    };
+    match name.value.as_str() {
+        "ts" => Some(Type::TIMESTAMPTZ),
+        "value" => Some(Type::FLOAT8),
+        _ => None,
+    }
+}
+
+/// The wire type of a SQL type name, for the types promflow reads parameters of.
+fn wire_type(t: &ast::DataType) -> Option<Type> {
+    use ast::DataType as D;
+    Some(match t {
+        D::Numeric(_) | D::Decimal(_) | D::Dec(_) => Type::NUMERIC,
+        D::SmallInt(_) | D::Int2(_) => Type::INT2,
+        D::Int(_) | D::Integer(_) | D::Int4(_) => Type::INT4,
+        D::BigInt(_) | D::Int8(_) => Type::INT8,
+        D::Real | D::Float4 => Type::FLOAT4,
+        D::Float8 | D::Double(_) | D::DoublePrecision | D::Float(_) => Type::FLOAT8,
+        D::Text | D::Varchar(_) | D::CharacterVarying(_) | D::String(_) => Type::TEXT,
+        D::Bool | D::Boolean => Type::BOOL,
+        D::Date => Type::DATE,
+        D::Interval { .. } => Type::INTERVAL,
+        D::Timestamp(_, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) => Type::TIMESTAMPTZ,
+        D::Timestamp(_, _) => Type::TIMESTAMP,
+        D::JSON => Type::JSON,
+        D::JSONB => Type::JSONB,
+        D::Array(ast::ArrayElemTypeDef::SquareBracket(element, _)) => match wire_type(element)? {
+            Type::TEXT => Type::TEXT_ARRAY,
+            Type::INT2 => Type::INT2_ARRAY,
+            Type::INT4 => Type::INT4_ARRAY,
+            Type::INT8 => Type::INT8_ARRAY,
+            Type::FLOAT4 => Type::FLOAT4_ARRAY,
+            Type::FLOAT8 => Type::FLOAT8_ARRAY,
+            Type::NUMERIC => Type::NUMERIC_ARRAY,
+            Type::BOOL => Type::BOOL_ARRAY,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+impl ast::Visitor for Inference {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+        match e {
+            ast::Expr::Cast { expr, data_type, .. } => self.infer(expr, wire_type(data_type)),
+            // only comparisons: `ts + $1` takes an interval
+            ast::Expr::BinaryOp {
+                left,
+                op:
+                    ast::BinaryOperator::Eq
+                    | ast::BinaryOperator::NotEq
+                    | ast::BinaryOperator::Lt
+                    | ast::BinaryOperator::LtEq
+                    | ast::BinaryOperator::Gt
+                    | ast::BinaryOperator::GtEq,
+                right,
+            } => {
+                self.infer(right, column_type(left));
+                self.infer(left, column_type(right));
+            }
+            ast::Expr::Between { expr, low, high, .. } => {
+                let t = column_type(expr);
+                self.infer(low, t.clone());
+                self.infer(high, t);
+            }
+            ast::Expr::In { expr, target: ast::InTarget::List(list), .. } => {
+                let t = column_type(expr);
+                for item in list {
+                    self.infer(item, t.clone());
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        if let Some(ast::LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
+            if let Some(limit) = limit {
+                self.infer(limit, Some(Type::INT8));
+            }
+            if let Some(offset) = offset {
+                self.infer(&offset.value, Some(Type::INT8));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// How many parameters `sql` takes: its highest `$n`.
 pub fn count(sql: &str) -> Result<usize, Error> {
     Ok(placeholders(sql)?.iter().map(|p| p.n).max().unwrap_or(0))
@@ -205,6 +338,29 @@ impl<'a> Offsets<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_types_are_inferred_where_the_statement_says_them() {
+        let sql = "SELECT job FROM m WHERE ts >= $1 AND t.value < $2 AND $3::numeric > 0 \
+                   AND job = $4 AND CAST($5 AS int8[]) IS NOT NULL AND ts + $6 > now() \
+                   AND value BETWEEN $7 AND 1 LIMIT $8 OFFSET $9";
+        let statements = crate::parse(sql).unwrap();
+        assert_eq!(
+            inferred_types(&statements, 10),
+            vec![
+                Some(Type::TIMESTAMPTZ),
+                Some(Type::FLOAT8),
+                Some(Type::NUMERIC),
+                None,
+                Some(Type::INT8_ARRAY),
+                None,
+                Some(Type::FLOAT8),
+                Some(Type::INT8),
+                Some(Type::INT8),
+                None,
+            ]
+        );
+    }
 
     #[test]
     fn placeholders_become_literals_and_the_rest_is_kept() {

@@ -31,6 +31,7 @@
 //! the PostgreSQL wire protocol.
 
 mod arrow;
+mod binary;
 mod bind;
 mod catalog;
 mod compile;

@@ -36,6 +36,7 @@ use promflow_storage::Querier;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::binary;
 use crate::bind::{self, Param};
 use crate::compile::{ColumnKind, Source, Statement};
 use crate::cursor::{self, Command, Cursor, CursorError};
@@ -205,28 +206,13 @@ fn format_of(format: &Format, i: usize) -> FieldFormat {
     }
 }
 
-/// The row description of `columns`, in the formats the client asked for. Binary results of
-/// a type promflow writes only as text (`numeric`, `date`, `interval`, arrays) are refused
-/// (0A000): drivers decode a column in the format they asked for, so text bytes in its place
-/// would be misread.
-fn fields(columns: &[crate::Column], format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+/// The row description of `columns`, in the formats the client asked for.
+fn fields(columns: &[crate::Column], format: &Format) -> Vec<FieldInfo> {
     columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let kind = c.source.kind();
-            let format = format_of(format, i);
-            if kind.held_as_text() && format == FieldFormat::Binary {
-                return Err(error(
-                    "0A000",
-                    format!(
-                        "column \"{}\" is {}, which promflow answers in text format only: ask for text results or cast it (to float8 or text)",
-                        c.name,
-                        kind.name()
-                    ),
-                ));
-            }
-            Ok(FieldInfo::new(c.name.clone(), None, None, pg_type(kind), format))
+            FieldInfo::new(c.name.clone(), None, None, pg_type(c.source.kind()), format_of(format, i))
         })
         .collect()
 }
@@ -236,8 +222,14 @@ fn date_time(seconds: f64) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp_millis((seconds * 1000.0).round() as i64)
 }
 
-/// Writes `cell` in its field's format: text as PostgreSQL writes it, or binary.
-fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWireResult<()> {
+/// Writes `cell`, of type `kind`, in its field's format: text as PostgreSQL writes it, or
+/// binary.
+fn encode(
+    encoder: &mut DataRowEncoder,
+    field: &FieldInfo,
+    kind: ColumnKind,
+    cell: &Cell,
+) -> PgWireResult<()> {
     if field.format() == FieldFormat::Text {
         // written as text of type `text`: pgwire would quote an array's whole text as one
         // element
@@ -251,7 +243,22 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, cell: &Cell) -> PgWir
     }
     match cell {
         Cell::Null => encoder.encode_field(&None::<f64>),
-        Cell::Text(s) => encoder.encode_field(&s.as_ref()),
+        // the types held as their text have a binary form of their own
+        Cell::Text(s) => match binary::encode(kind, s) {
+            Some(bytes) => {
+                let bytes = bytes.map_err(|e| match e {
+                    binary::BinaryError::Dimensions => error("0A000", e.to_string()),
+                    binary::BinaryError::NotOfType { .. } => error("22P02", e.to_string()),
+                })?;
+                encoder.encode_field_with_type_and_format(
+                    &bytes,
+                    field.datatype(),
+                    FieldFormat::Binary,
+                    field.format_options().as_ref(),
+                )
+            }
+            None => encoder.encode_field(&s.as_ref()),
+        },
         Cell::Number(v) if *field.datatype() == Type::INT8 => encoder.encode_field(&(*v as i64)),
         Cell::Number(v) if *field.datatype() == Type::INT4 => encoder.encode_field(&(*v as i32)),
         Cell::Timestamp(s) if *field.datatype() == Type::TIMESTAMP => {
@@ -274,12 +281,13 @@ fn some_rows(
     indices: impl ExactSizeIterator<Item = usize>,
     format: &Format,
 ) -> PgWireResult<QueryResponse> {
-    let schema = Arc::new(fields(&rows.columns, format)?);
+    let schema = Arc::new(fields(&rows.columns, format));
+    let kinds: Vec<ColumnKind> = rows.columns.iter().map(|c| c.source.kind()).collect();
     let mut encoded = Vec::with_capacity(indices.len());
     for index in indices {
         let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
-        for (field, cell) in schema.iter().zip(rows.row(index).cells()) {
-            encode(&mut encoder, field, &cell)?;
+        for ((field, kind), cell) in schema.iter().zip(&kinds).zip(rows.row(index).cells()) {
+            encode(&mut encoder, field, *kind, &cell)?;
         }
         encoded.push(Ok(encoder.take_row()));
     }
@@ -352,8 +360,11 @@ impl Handler {
 fn cursor_portals<S: PortalStore<Statement = Prepared>>(store: &S, command: &Command) {
     match command {
         Command::Declare { name, .. } => {
-            let fetch =
-                Prepared { sql: format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\"")), parameters: 0 };
+            let fetch = Prepared {
+                sql: format!("FETCH ALL FROM \"{}\"", name.replace('"', "\"\"")),
+                parameters: 0,
+                inferred: Vec::new(),
+            };
             let mut portal = Portal::default();
             portal.name = name.clone();
             portal.statement = Arc::new(StoredStatement::new(String::new(), fetch, Vec::new()));
@@ -436,8 +447,6 @@ impl Handler {
                 let mut all = cursors();
                 let cursor =
                     all.get_mut(&client).and_then(|c| c.get_mut(&name)).ok_or_else(|| no_cursor(&name))?;
-                // a format the columns cannot be sent in fails before the cursor moves
-                fields(&cursor.rows.columns, format)?;
                 let indices = cursor.step(direction).map_err(cursor_error)?;
                 let mut answer = some_rows(&cursor.rows, indices.into_iter(), format)?;
                 answer.set_command_tag("FETCH");
@@ -469,7 +478,7 @@ impl Handler {
     fn cursor_fields(&self, client: SocketAddr, name: &str, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
         let all = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
         let cursor = all.get(&client).and_then(|c| c.get(name)).ok_or_else(|| no_cursor(name))?;
-        fields(&cursor.rows.columns, format)
+        Ok(fields(&cursor.rows.columns, format))
     }
 
     /// Closes the cursors of `client`'s transaction, which has ended: those `WITH HOLD` stay
@@ -534,6 +543,10 @@ impl SimpleQueryHandler for Handler {
 struct Prepared {
     sql: String,
     parameters: usize,
+    /// The parameters' types the statement says ([`bind::inferred_types`]): what a
+    /// description answers for those the client left unnamed, and how they are read when
+    /// the client sends them in binary.
+    inferred: Vec<Option<Type>>,
 }
 
 /// Checks a statement's syntax when the client parses it, as PostgreSQL does.
@@ -562,19 +575,27 @@ impl QueryParser for Parser {
             None if SessionCommand::of(sql).is_none() => Some(sql.to_string()),
             None => None,
         };
+        let mut inferred = vec![None; parameters];
         if let Some(query) = query {
             let nulls = vec![Param::Null; parameters];
             let bound = bind::substitute(&query, &nulls).map_err(|e| error("42601", e.to_string()))?;
-            crate::parse(&bound).map_err(|e| match e {
-                Error::TooComplex(m) => error("54001", m),
-                e => error("42601", e.to_string()),
+            crate::compile::on_deep_stack(|| {
+                crate::parse(&bound).map_err(|e| match e {
+                    Error::TooComplex(m) => error("54001", m),
+                    e => error("42601", e.to_string()),
+                })?;
+                // the text with its placeholders parses as the text with NULLs did
+                if let Ok(statements) = crate::parse(&query) {
+                    inferred = bind::inferred_types(&statements, parameters);
+                }
+                Ok::<_, PgWireError>(())
             })?;
         }
-        Ok(Some(Prepared { sql: sql.to_string(), parameters }))
+        Ok(Some(Prepared { sql: sql.to_string(), parameters, inferred }))
     }
 
     fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
-        Ok(vec![Type::UNKNOWN; statement.parameters])
+        Ok(statement.inferred.iter().map(|t| t.clone().unwrap_or(Type::UNKNOWN)).collect())
     }
 
     fn get_result_schema(
@@ -601,7 +622,20 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
             if portal.parameters[i].is_none() {
                 return Ok(Param::Null);
             }
-            let t = types.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN);
+            // a value of a type the client left unnamed is its text, unless it comes in
+            // binary, in the type the statement's description gave it
+            let t = types
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| {
+                    portal
+                        .parameter_format
+                        .is_binary(i)
+                        .then(|| portal.statement.statement.inferred.get(i).cloned().flatten())
+                        .flatten()
+                })
+                .unwrap_or(Type::UNKNOWN);
             let bad = |e: PgWireError| error("22P02", format!("parameter ${}: {e}", i + 1));
             let number = |v: Option<f64>| v.map_or(Param::Null, Param::Number);
             Ok(match t {
@@ -626,17 +660,17 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
                 },
                 t if matches!(t.kind(), Kind::Array(_)) => {
                     let Kind::Array(element) = t.kind() else { unreachable!("an array type") };
-                    if portal.parameter_format.is_binary(i) {
-                        return Err(error(
-                            "0A000",
-                            format!(
-                                "parameter ${}: binary {} is not supported: send it as text",
-                                i + 1,
-                                t.name()
-                            ),
-                        ));
-                    }
                     let bytes = portal.parameters[i].as_deref().unwrap_or_default();
+                    if portal.parameter_format.is_binary(i) {
+                        let items = binary::array_items(bytes).ok_or_else(|| {
+                            error("22P02", format!("parameter ${}: malformed binary {}", i + 1, t.name()))
+                        })?;
+                        let items = items
+                            .into_iter()
+                            .map(|item| item.map_or(Ok(Param::Null), |b| binary_parameter(element, b, i)))
+                            .collect::<PgWireResult<Vec<_>>>()?;
+                        return Ok(Param::Array(items));
+                    }
                     let text = std::str::from_utf8(bytes)
                         .map_err(|_| error("22021", format!("parameter ${} is not UTF-8", i + 1)))?;
                     let items = bind::array_elements(text)
@@ -655,11 +689,8 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
                         .collect::<PgWireResult<Vec<_>>>()?;
                     Param::Array(items)
                 }
-                t if portal.parameter_format.is_binary(i) && numeric(&t) => {
-                    return Err(error(
-                        "0A000",
-                        format!("parameter ${}: binary {} is not supported", i + 1, t.name()),
-                    ))
+                t if portal.parameter_format.is_binary(i) => {
+                    binary_parameter(&t, portal.parameters[i].as_deref().unwrap_or_default(), i)?
                 }
                 t => {
                     let bytes = portal.parameters[i].as_deref().unwrap_or_default();
@@ -677,6 +708,57 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
             })
         })
         .collect()
+}
+
+/// Parameter `i`, a value of type `t` in binary format: decoded to what its text would be,
+/// or refused (0A000) for a type promflow does not read in binary.
+fn binary_parameter(t: &Type, bytes: &[u8], i: usize) -> PgWireResult<Param> {
+    let malformed = || error("22P02", format!("parameter ${}: malformed binary {}", i + 1, t.name()));
+    let exact =
+        |n: usize| -> PgWireResult<&[u8]> { (bytes.len() == n).then_some(bytes).ok_or_else(malformed) };
+    let utf8 = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .map(|s| Param::Text(s.to_string()))
+            .map_err(|_| error("22021", format!("parameter ${} is not UTF-8", i + 1)))
+    };
+    Ok(match *t {
+        Type::INT2 => {
+            Param::Number(f64::from(i16::from_be_bytes(exact(2)?.try_into().map_err(|_| malformed())?)))
+        }
+        Type::INT4 => {
+            Param::Number(f64::from(i32::from_be_bytes(exact(4)?.try_into().map_err(|_| malformed())?)))
+        }
+        Type::OID => {
+            Param::Number(f64::from(u32::from_be_bytes(exact(4)?.try_into().map_err(|_| malformed())?)))
+        }
+        Type::INT8 => {
+            Param::Number(i64::from_be_bytes(exact(8)?.try_into().map_err(|_| malformed())?) as f64)
+        }
+        Type::FLOAT4 => {
+            Param::Number(f64::from(f32::from_be_bytes(exact(4)?.try_into().map_err(|_| malformed())?)))
+        }
+        Type::FLOAT8 => Param::Number(f64::from_be_bytes(exact(8)?.try_into().map_err(|_| malformed())?)),
+        Type::BOOL => Param::Text((exact(1)?[0] != 0).to_string()),
+        Type::NUMERIC => {
+            let text = binary::numeric_text(bytes).ok_or_else(malformed)?;
+            Param::Number(text.parse().map_err(|_| malformed())?)
+        }
+        Type::DATE => Param::Text(binary::date_text(bytes).ok_or_else(malformed)?),
+        Type::INTERVAL => Param::Text(binary::interval_text(bytes).ok_or_else(malformed)?),
+        // these types' binary form is their text
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => utf8(bytes)?,
+        // jsonb's is its text after a version byte
+        Type::JSONB => match bytes.split_first() {
+            Some((1, text)) => utf8(text)?,
+            _ => return Err(malformed()),
+        },
+        _ => {
+            return Err(error(
+                "0A000",
+                format!("parameter ${}: binary {} is not supported: send it as text", i + 1, t.name()),
+            ))
+        }
+    })
 }
 
 /// What a described answer is kept under: the client, the portal, its statement's text and
@@ -720,7 +802,15 @@ impl ExtendedQueryHandler for Handler {
     {
         let prepared = &target.statement;
         let types = (0..prepared.parameters)
-            .map(|i| target.parameter_types.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN))
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| prepared.inferred.get(i).cloned().flatten())
+                    .unwrap_or(Type::UNKNOWN)
+            })
             .collect();
         if SessionCommand::of(&prepared.sql).is_some() {
             return Ok(DescribeStatementResponse::new(types, Vec::new()));
@@ -743,7 +833,7 @@ impl ExtendedQueryHandler for Handler {
             Statement::Select(q) if !q.columns.iter().any(|c| c.source == Source::Star) => q.columns,
             _ => self.rows(client.pid_and_secret_key(), &nulls).await?.columns,
         };
-        Ok(DescribeStatementResponse::new(types, fields(&columns, &Format::UnifiedText)?))
+        Ok(DescribeStatementResponse::new(types, fields(&columns, &Format::UnifiedText)))
     }
 
     async fn do_describe_portal<C>(
@@ -772,7 +862,7 @@ impl ExtendedQueryHandler for Handler {
             });
         }
         let rows = self.run_portal(client.pid_and_secret_key(), portal).await?;
-        let described = fields(&rows.columns, &portal.result_column_format)?;
+        let described = fields(&rows.columns, &portal.result_column_format);
         let mut kept = self.described.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() >= DESCRIBED_MAX {
             kept.clear();

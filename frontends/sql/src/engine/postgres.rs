@@ -169,6 +169,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         to_char_pattern(e);
         extract_numeric(e);
         at_time_zone(e);
+        interval_literal(e);
         interval_times(e);
         super::datetime::make_interval_positional(e);
         decimals_beside_expressions(e);
@@ -778,8 +779,96 @@ fn cast(e: &mut Expr) {
             let inner = std::mem::replace(expr.as_mut(), Expr::value(Value::Null));
             *e = call(FLOAT8_TEXT, [inner]);
         }
+        // a number written in the statement is `numeric` already, with the scale it is
+        // written with (`1.50`), where DataFusion's cast to unconstrained `numeric` gives
+        // every value ten decimals
+        T::Numeric(ast::ExactNumberInfo::None) | T::Decimal(ast::ExactNumberInfo::None) => {
+            if let Some(literal) = numeric_literal(expr) {
+                *e = literal;
+            }
+        }
+        T::Interval { .. } => {
+            if let Expr::Value(v) = expr.as_mut() {
+                if let Value::SingleQuotedString(text) = &mut v.value {
+                    *text = interval_clock(text);
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// `INTERVAL '…'` with PostgreSQL's clock notation spelled in units ([`interval_clock`]).
+fn interval_literal(e: &mut Expr) {
+    let Expr::Interval(interval) = e else { return };
+    if let Expr::Value(v) = interval.value.as_mut() {
+        if let Value::SingleQuotedString(text) = &mut v.value {
+            *text = interval_clock(text);
+        }
+    }
+}
+
+/// `x` as a numeric literal, when it is one (`1.50`, `-1.50`, `(-1.50)`) or a string
+/// literal of one (`'1.50'`).
+fn numeric_literal(x: &Expr) -> Option<Expr> {
+    match x {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) if !n.contains(['e', 'E']) => Some(x.clone()),
+            Value::SingleQuotedString(t) => {
+                let t = t.trim();
+                let (negative, digits) = match t.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, t.strip_prefix('+').unwrap_or(t)),
+                };
+                let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+                let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+                if (whole.is_empty() && fraction.is_empty()) || !plain(whole) || !plain(fraction) {
+                    return None;
+                }
+                let number = Expr::value(Value::Number(digits.to_string(), false));
+                Some(if negative {
+                    Expr::Nested(Box::new(Expr::UnaryOp {
+                        op: ast::UnaryOperator::Minus,
+                        expr: Box::new(number),
+                    }))
+                } else {
+                    number
+                })
+            }
+            _ => None,
+        },
+        Expr::Nested(inner) => numeric_literal(inner),
+        Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr } if matches!(expr.as_ref(), Expr::Value(_)) => {
+            numeric_literal(expr).map(|_| Expr::Nested(Box::new(x.clone())))
+        }
+        _ => None,
+    }
+}
+
+/// An interval's text with PostgreSQL's clock notation (`1 day 02:03:04.5`, `-00:05`) spelled
+/// in units, which DataFusion reads (`1 day 2 hours 3 minutes 4.5 seconds`).
+pub(super) fn interval_clock(text: &str) -> String {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| {
+            let (sign, clock) = match word.strip_prefix('-') {
+                Some(rest) => ("-", rest),
+                None => ("", word.strip_prefix('+').unwrap_or(word)),
+            };
+            let fields: Vec<&str> = clock.split(':').collect();
+            let number = |f: &str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if fields.len() < 2 || fields.len() > 3 || !fields.iter().all(|f| number(f)) {
+                return word.to_string();
+            }
+            let mut parts =
+                vec![format!("{sign}{} hours", fields[0]), format!("{sign}{} minutes", fields[1])];
+            if let Some(seconds) = fields.get(2) {
+                parts.push(format!("{sign}{seconds} seconds"));
+            }
+            parts.join(" ")
+        })
+        .collect();
+    words.join(" ")
 }
 
 /// Each `ORDER BY <position>` of a `SELECT` written as the expression (or alias) at that
@@ -1091,6 +1180,25 @@ impl ScalarUDFImpl for Rounder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_notation_in_intervals_is_spelled_in_units() {
+        assert_eq!(interval_clock("1 day 02:03:04.5"), "1 day 02 hours 03 minutes 04.5 seconds");
+        assert_eq!(interval_clock("-00:05"), "-00 hours -05 minutes");
+        assert_eq!(interval_clock("-1 days +02:00:00"), "-1 days 02 hours 00 minutes 00 seconds");
+        assert_eq!(interval_clock("5 minutes"), "5 minutes");
+        assert_eq!(interval_clock("1:2:3:4"), "1:2:3:4");
+    }
+
+    #[test]
+    fn a_number_cast_to_unconstrained_numeric_keeps_its_written_scale() {
+        let rewritten = |sql: &str| rewrite(sql).unwrap().sql;
+        assert_eq!(
+            rewritten("SELECT '1.50'::numeric, (-1.25)::numeric, 2::numeric(5, 2)"),
+            "SELECT 1.50, (-1.25), 2::NUMERIC(5,2)"
+        );
+        assert_eq!(rewritten("SELECT '-0.5'::numeric, 'x'::numeric"), "SELECT (-0.5), 'x'::NUMERIC");
+    }
 
     #[test]
     fn unnamed_columns_are_named_as_postgresql_names_them() {
