@@ -519,6 +519,8 @@ impl Ctx<'_> {
 
     /// Every sample in the windows of each group's series, aggregated at each step
     /// ([`Plan::AggregateSamples`]); a group with no sample in a window has no value there.
+    /// Sums and averages add the samples in order, uncompensated, as SQL's aggregates of
+    /// rows do.
     fn aggregate_samples(
         &mut self,
         op: AggOp,
@@ -539,6 +541,19 @@ impl Ctx<'_> {
             let mut values = Vec::with_capacity(self.steps.len());
             for &step in &self.steps {
                 let b = r.bounds(step, self.query_start, self.query_end);
+                // SQL's sum and average of rows: one running sum, series after series in
+                // time order (a table's row order), as PostgreSQL adds doubles, with no
+                // compensation (PromQL's `sum` of `sum_over_time` is compensated)
+                if matches!(op, AggOp::Sum | AggOp::Avg) {
+                    let (mut sum, mut n) = (0.0, 0usize);
+                    for &i in &members {
+                        let window = window_slice(r.series[i].1.view(), b).v;
+                        sum = window.iter().fold(sum, |s, v| s + v);
+                        n += window.len();
+                    }
+                    values.push((n > 0).then(|| if op == AggOp::Avg { sum / n as f64 } else { sum }));
+                    continue;
+                }
                 vals.clear();
                 for &i in &members {
                     vals.extend_from_slice(window_slice(r.series[i].1.view(), b).v);

@@ -551,7 +551,8 @@ pub enum Plan {
     /// aggregates over rows (`percentile_cont`), which PromQL has no operator for (its
     /// aggregations take one value per series). Produced by the SQL front end only.
     AggregateSamples {
-        /// The operator (`Quantile` with `param` φ).
+        /// The operator (`Quantile` with `param` φ; `Sum` and `Avg` add the samples in
+        /// order, series after series, without compensation, as SQL adds rows).
         op: AggOp,
         /// Grouping labels.
         grouping: Grouping,
@@ -653,6 +654,38 @@ impl Plan {
             }
             Plan::Aggregate { param, input, .. } => {
                 let mut v: Vec<&Plan> = param.iter().map(|p| p.as_ref()).collect();
+                v.push(input);
+                v
+            }
+            Plan::Join { lhs, rhs, .. } | Plan::ScalarOp { lhs, rhs, .. } => vec![lhs, rhs],
+        }
+    }
+
+    /// The children of the node, in evaluation order, to rewrite them.
+    pub fn children_mut(&mut self) -> Vec<&mut Plan> {
+        match self {
+            Plan::Number(_)
+            | Plan::Str(_)
+            | Plan::Time
+            | Plan::QueryTime(_)
+            | Plan::Select { .. }
+            | Plan::Window { .. } => vec![],
+            Plan::SubWindow { input, .. }
+            | Plan::Relabel { input, .. }
+            | Plan::ToVector(input)
+            | Plan::AggregateSamples { input, .. }
+            | Plan::Info { input, .. } => {
+                vec![input]
+            }
+            Plan::WindowFunction { input, args, .. }
+            | Plan::Map { input, args, .. }
+            | Plan::VectorFunction { input, args, .. } => {
+                let mut v: Vec<&mut Plan> = args.iter_mut().collect();
+                v.push(input);
+                v
+            }
+            Plan::Aggregate { param, input, .. } => {
+                let mut v: Vec<&mut Plan> = param.iter_mut().map(|p| p.as_mut()).collect();
                 v.push(input);
                 v
             }

@@ -56,7 +56,7 @@ pub enum Statement {
 }
 
 /// A query: the plans to evaluate, when, and how their results become rows.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Query {
     /// The metric the query reads (its table).
     pub table: String,
@@ -96,7 +96,7 @@ pub enum OrderKey {
 }
 
 /// One value source of a query's rows: an output column, or a `HAVING` condition.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Part {
     /// The output column it computes, or the condition (a name, for `EXPLAIN`).
     pub name: String,
@@ -449,7 +449,67 @@ pub fn prepare(sql: &str, now_ms: i64) -> Result<Statement, Error> {
             },
             lowered: Some(Box::new(query)),
         }),
+        Ok(Statement::Select(mut query)) => {
+            run_once(&mut query);
+            Ok(Statement::Select(query))
+        }
+        Ok(Statement::Explain(mut query)) => {
+            run_once(&mut query);
+            Ok(Statement::Explain(query))
+        }
         other => other,
+    }
+}
+
+/// `query`'s plans for running it once rather than maintaining it: sums and averages of its
+/// rows as PostgreSQL adds them ([`sum_rows_in_order`]).
+pub(crate) fn run_once(query: &mut Query) {
+    for part in &mut query.parts {
+        for (plan, _) in &mut part.segments {
+            sum_rows_in_order(plan);
+        }
+    }
+}
+
+/// A query run once sums and averages its rows as PostgreSQL does, whose answer a client can
+/// compare to the last digit: one running sum of the group's samples, series after series
+/// and each in time order, the order of a table's rows (the IR's `AggregateSamples`). The
+/// plan as compiled sums each series' samples, compensated, then the series: PromQL's
+/// `sum(sum_over_time(…))`, which a standing query maintains incrementally.
+fn sum_rows_in_order(plan: &mut Plan) {
+    /// The window of `sum by (…) (<func>(window))`, and its grouping.
+    fn summed(plan: &Plan, func: WindowFn) -> Option<(&Grouping, &Plan)> {
+        let Plan::Aggregate { op: AggOp::Sum, grouping, input, .. } = plan else { return None };
+        match input.as_ref() {
+            Plan::WindowFunction { func: f, input: window, args, .. } if *f == func && args.is_empty() => {
+                Some((grouping, window.as_ref()))
+            }
+            _ => None,
+        }
+    }
+    let rows = |op, grouping: &Grouping, window: &Plan| Plan::AggregateSamples {
+        op,
+        grouping: grouping.clone(),
+        param: 0.0,
+        input: Box::new(window.clone()),
+    };
+    if let Some((grouping, window)) = summed(plan, WindowFn::SumOverTime) {
+        *plan = rows(AggOp::Sum, grouping, window);
+        return;
+    }
+    // `avg`: the sum divided by the count, over one window
+    if let Plan::Join { op: BinOp::Div, lhs, rhs, .. } = plan {
+        if let (Some((grouping, window)), Some((_, counted))) =
+            (summed(lhs, WindowFn::SumOverTime), summed(rhs, WindowFn::CountOverTime))
+        {
+            if window == counted {
+                *plan = rows(AggOp::Avg, grouping, window);
+                return;
+            }
+        }
+    }
+    for input in plan.children_mut() {
+        sum_rows_in_order(input);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use promflow_plan::QueryOptions;
 use promflow_storage::{Labels, MatchOp, Matcher, Querier, Series, Timestamp};
 
-use crate::compile::{Column, Query, Statement};
+use crate::compile::{label_of_column, Column, Query, Source, Statement};
 use crate::rows::{Cell, Rows};
 
 /// The smallest and largest sample times a catalog query reads.
@@ -182,10 +182,33 @@ pub(crate) fn run(
     if !tables.contains(&query.table) {
         return Err(ExecError::NoTable(query.table.clone()));
     }
-    // a label no series of the metric has is not one of its columns
-    if !query.labels.is_empty() {
+    let star = query.columns.iter().any(|c| c.source == Source::Star);
+    let mut expanded = None;
+    if !query.labels.is_empty() || star {
         let metric = Matcher::new(MatchOp::Equal, "__name__", query.table.as_str())?;
         let columns = querier.label_names(&[metric], ALL_TIME.0, ALL_TIME.1)?;
+        // `*` is every column of the table, as in PostgreSQL: the label names of all the
+        // metric's series, not only of those the query reads (a label they lack is NULL)
+        if star {
+            let mut q = query.clone();
+            q.columns = query
+                .columns
+                .iter()
+                .flat_map(|c| match c.source {
+                    Source::Star => crate::rows::table_columns(&columns)
+                        .into_iter()
+                        .map(|(name, _)| match name.as_str() {
+                            "ts" => Column { name, source: Source::Ts },
+                            "value" => Column { name, source: Source::Value },
+                            _ => Column { source: Source::Label(label_of_column(&name).to_string()), name },
+                        })
+                        .collect::<Vec<_>>(),
+                    _ => vec![c.clone()],
+                })
+                .collect();
+            expanded = Some(q);
+        }
+        // a label no series of the metric has is not one of its columns
         if let Some(missing) = query.labels.iter().find(|l| !columns.contains(l)) {
             let column = match missing.as_str() {
                 "ts" | "value" => format!("label_{missing}"),
@@ -197,6 +220,7 @@ pub(crate) fn run(
             });
         }
     }
+    let query = expanded.as_ref().unwrap_or(query);
     let querier = Within { querier, lo: query.bounds.0, hi: query.bounds.1, reads: Mutex::default() };
     let mut results = Vec::with_capacity(query.parts.len());
     for part in &query.parts {

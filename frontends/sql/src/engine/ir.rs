@@ -146,7 +146,9 @@ fn lowered(query: &ast::Query, ctes: &[String], now_ms: i64) -> Option<Query> {
     if reads_cte {
         return None;
     }
-    crate::compile::lower_query(query, now_ms).ok().filter(|q| q.grouped)
+    let mut query = crate::compile::lower_query(query, now_ms).ok().filter(|q| q.grouped)?;
+    crate::compile::run_once(&mut query);
+    Some(query)
 }
 
 /// `SELECT * FROM pg_ir_part_i()`: what stands for IR part `i` in a `WITH`.

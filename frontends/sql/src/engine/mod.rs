@@ -11,6 +11,7 @@ mod ordered;
 mod postgres;
 mod promql;
 mod series;
+mod sums;
 mod tables;
 mod udf;
 
@@ -77,7 +78,8 @@ async fn answer(
     for function in functions.into_iter().flatten() {
         ctx.register_udf(function);
     }
-    for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()) {
+    for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()).chain(sums::aggregates())
+    {
         ctx.register_udaf(aggregate);
     }
     // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
