@@ -488,3 +488,17 @@ SELECT INTERVAL '1 day' * 1e30
 SELECT TIMESTAMPTZ '2024-01-01 00:00:00+00' AT TIME ZONE '+02:00', TIMESTAMP '2018-11-04 01:30:00' AT TIME ZONE 'America/New_York'
 SELECT round(1.0000000000000000000, -20), floor(-0.5), ceil(0.5), round(0.99999999999999999999999999999999999999)
 SELECT interval '1 hour' * 2 * 3, 2 * interval '1 day' * 0.5
+
+-- what a monitoring user writes, found wanting by a probe of another data set
+SELECT TIMESTAMP '2024-01-01 00:00', TIMESTAMPTZ '2024-01-01 10:30', '2024-01-01 9:30'::timestamptz
+SELECT count(*) FROM cpu WHERE ts >= '2000-01-01 00:00' AND ts < '2100-01-01 00:00'
+SELECT min(ts)::text = to_char(min(ts), 'YYYY-MM-DD HH24:MI:SS') || '+00' FROM cpu
+SELECT concat('at ', TIMESTAMPTZ '2024-05-01 12:00:07.25+00'), 'at ' || TIMESTAMP '2024-05-01 12:00:00', format('%s', 2.5::float8)
+SELECT extract(second FROM TIMESTAMPTZ '2024-05-01 12:00:07.25+00'), date_part('second', TIMESTAMP '2024-05-01 12:00:07.25'), extract(milliseconds FROM TIMESTAMP '2024-05-01 12:00:07.25')
+SELECT extract(epoch FROM INTERVAL '1 day 02:03:04.5'), date_part('epoch', INTERVAL '1 year 1 mon'), extract(second FROM INTERVAL '-00:00:01.5')
+SELECT INTERVAL '1 day 02:03:04.5', '-00:05'::interval, INTERVAL '2 hours 30 minutes'
+SELECT '1.50'::numeric, (-1.25)::numeric * 2, 0.5::numeric
+SELECT job, instance, sum(value), avg(value) FROM cpu GROUP BY job, instance ORDER BY job, instance NULLS LAST
+SELECT job, ts, sum(value) OVER (PARTITION BY job ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING), avg(value) OVER (PARTITION BY job ORDER BY ts ROWS 2 PRECEDING) FROM cpu WHERE instance = 'a' ORDER BY job, ts
+SELECT * FROM http_requests_total WHERE handler = '/login' ORDER BY ts LIMIT 2
+SELECT avg(nullif(value, 4)), sum(value) / count(*) FROM cpu WHERE job = 'db'

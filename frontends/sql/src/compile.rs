@@ -302,7 +302,65 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>, Error> {
         .parse_statements()
         .map_err(|e| Error::Parse(e.to_string()))?;
     let _ = ast::VisitMut::visit(&mut statements, &mut FoldIdentifiers);
+    let _ = ast::visit_expressions_mut(&mut statements, |e| {
+        whole_minutes(e);
+        std::ops::ControlFlow::<()>::Continue(())
+    });
     Ok(statements)
+}
+
+/// A timestamp written to the minute (`'2026-11-25 18:48'`), which PostgreSQL reads and the
+/// front end's parsers (and Arrow's) refuse without seconds, with `:00` added where it is
+/// read as a timestamp: `TIMESTAMP[TZ] '…'`, a cast to a timestamp, or a comparison with `ts`.
+fn whole_minutes(e: &mut Expr) {
+    fn pad(v: &mut ast::ValueWithSpan) {
+        let ast::Value::SingleQuotedString(text) = &mut v.value else { return };
+        // `YYYY-MM-DD HH:MM`, then a zone or nothing
+        let b = text.as_bytes();
+        let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+        let minutes_end = if digits(11..13) && b.get(13) == Some(&b':') && digits(14..16) {
+            16
+        } else if digits(11..12) && b.get(12) == Some(&b':') && digits(13..15) {
+            15
+        } else {
+            return;
+        };
+        let dated = digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10);
+        let separated = matches!(b[10], b' ' | b'T');
+        let zone_follows = b.get(minutes_end).is_none_or(|c| matches!(c, b'+' | b'-' | b'Z' | b' '));
+        if dated && separated && zone_follows {
+            text.insert_str(minutes_end, ":00");
+            // an hour of one digit, which Arrow's parser refuses, written with two
+            if minutes_end == 15 {
+                text.insert(11, '0');
+            }
+        }
+    }
+    let timestamp = |t: &ast::DataType| matches!(t, ast::DataType::Timestamp(..));
+    let is_ts = |x: &Expr| match x {
+        Expr::Identifier(id) => id.value == "ts",
+        Expr::CompoundIdentifier(ids) => ids.last().is_some_and(|id| id.value == "ts"),
+        _ => false,
+    };
+    let literal = |x: &mut Expr| {
+        if let Expr::Value(v) = x {
+            pad(v);
+        }
+    };
+    match e {
+        Expr::TypedString(t) if timestamp(&t.data_type) => pad(&mut t.value),
+        Expr::Cast { expr, data_type, .. } if timestamp(data_type) => literal(expr),
+        Expr::BinaryOp { left, right, .. } if is_ts(left) => literal(right),
+        Expr::BinaryOp { left, right, .. } if is_ts(right) => literal(left),
+        Expr::Between { expr, low, high, .. } if is_ts(expr) => {
+            literal(low);
+            literal(high);
+        }
+        Expr::In { expr, target: ast::InTarget::List(list), .. } if is_ts(expr) => {
+            list.iter_mut().for_each(literal)
+        }
+        _ => {}
+    }
 }
 
 /// Folds every unquoted identifier of a statement to lower case, as PostgreSQL does when it
@@ -1694,4 +1752,23 @@ fn order_column(e: &Expr, columns: &[Column]) -> Result<OrderKey, Error> {
 /// A non-negative integer literal (`LIMIT`, `OFFSET`).
 fn count(e: &Expr) -> Result<usize, Error> {
     numeral(e).and_then(|n| n.parse().ok()).ok_or_else(|| invalid(e.span(), "a non-negative integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_to_the_minute_are_read_where_a_timestamp_is() {
+        let text = |sql: &str| parse(sql).unwrap()[0].to_string();
+        assert_eq!(
+            text("SELECT TIMESTAMP '2024-01-01 00:00', '2024-01-01 9:30+02'::timestamptz FROM m WHERE ts >= '2026-11-25 18:48'"),
+            "SELECT TIMESTAMP '2024-01-01 00:00:00', '2024-01-01 09:30:00+02'::TIMESTAMPTZ FROM m WHERE ts >= '2026-11-25 18:48:00'"
+        );
+        // text elsewhere is text, and seconds already there stay
+        assert_eq!(
+            text("SELECT '2024-01-01 00:00' FROM m WHERE ts BETWEEN '2024-01-01 00:00:30' AND '2024-01-01T01:00Z'"),
+            "SELECT '2024-01-01 00:00' FROM m WHERE ts BETWEEN '2024-01-01 00:00:30' AND '2024-01-01T01:00:00Z'"
+        );
+    }
 }

@@ -46,10 +46,94 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             Some(INTERVAL),
             make_interval,
         ),
+        Function::udf(
+            DATE_PART,
+            Signature::any(2, Volatility::Immutable),
+            Some(DataType::Float64),
+            date_part,
+        ),
         Function::udf("justify_hours", one_interval(), Some(INTERVAL), |a| justify(a, justify_hours)),
         Function::udf("justify_days", one_interval(), Some(INTERVAL), |a| justify(a, justify_days)),
         Function::udf("justify_interval", one_interval(), Some(INTERVAL), |a| justify(a, justify_interval)),
     ]
+}
+
+/// The name `date_part` (and `EXTRACT`) of a field with fractions of a second is planned as.
+pub(super) const DATE_PART: &str = "pg_date_part";
+
+/// The fields [`date_part`] answers: those whose value has a fraction of a second, which
+/// DataFusion's `date_part` drops.
+pub(super) fn sub_second_field(field: &str) -> bool {
+    matches!(
+        field,
+        "second" | "seconds" | "millisecond" | "milliseconds" | "microsecond" | "microseconds" | "epoch"
+    )
+}
+
+/// `date_part(field, x)` of a [`sub_second_field`], to the microsecond, as PostgreSQL answers
+/// it: of a time, the seconds of its minute (`15.017`), in milliseconds or microseconds, or
+/// the seconds since 1970 (`epoch`); of an interval, the seconds of its time of day, or its
+/// length in seconds (a year is 365.25 days, a month 30).
+fn date_part(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let field =
+        args[0].as_string_opt::<i32>().filter(|f| !f.is_empty()).map(|f| f.value(0).to_ascii_lowercase());
+    let Some(field) = field.filter(|f| sub_second_field(f)) else {
+        return fail("22023", "date_part: unknown field");
+    };
+    let scale = match field.as_str() {
+        "millisecond" | "milliseconds" => 1e3,
+        "microsecond" | "microseconds" => 1.0,
+        _ => 1e6,
+    };
+    let epoch = field == "epoch";
+    let x = &args[1];
+    // (microseconds of the time or the interval's time of day, seconds of whole days and months)
+    let parts: Vec<Option<(i64, f64)>> = match x.data_type() {
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            let micros = cast(x, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            micros.as_primitive::<TimestampMicrosecondType>().iter().map(|v| v.map(|us| (us, 0.0))).collect()
+        }
+        DataType::Duration(_) => {
+            let micros = cast(x, &DataType::Duration(TimeUnit::Microsecond))?;
+            micros
+                .as_primitive::<datafusion::arrow::datatypes::DurationMicrosecondType>()
+                .iter()
+                .map(|v| v.map(|us| (us, 0.0)))
+                .collect()
+        }
+        DataType::Interval(_) => {
+            let spans = cast(x, &INTERVAL)?;
+            spans
+                .as_primitive::<IntervalMonthDayNanoType>()
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        let (years, months) = (v.months / 12, v.months % 12);
+                        let days = f64::from(years) * 365.25 + f64::from(months) * 30.0 + f64::from(v.days);
+                        (v.nanoseconds / NANOS_PER_MICRO, days * 86_400.0)
+                    })
+                })
+                .collect()
+        }
+        other => return fail("0A000", format!("date_part of {other} is not supported")),
+    };
+    let interval = matches!(x.data_type(), DataType::Interval(_) | DataType::Duration(_));
+    let out: datafusion::arrow::array::Float64Array = parts
+        .into_iter()
+        .map(|p| {
+            p.map(|(micros, whole_days)| {
+                if epoch {
+                    whole_days + micros as f64 / 1e6
+                } else {
+                    // an interval's seconds keep its sign; a time's are of its minute
+                    let of_minute =
+                        if interval { micros % 60_000_000 } else { micros.rem_euclid(60_000_000) };
+                    of_minute as f64 / scale
+                }
+            })
+        })
+        .collect();
+    Ok(Arc::new(out))
 }
 
 fn one_interval() -> Signature {

@@ -168,8 +168,10 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         distinct_from_in_parentheses(e);
         to_char_pattern(e);
         extract_numeric(e);
+        date_part_fraction(e);
         at_time_zone(e);
         interval_literal(e);
+        text_operands(e);
         interval_times(e);
         super::datetime::make_interval_positional(e);
         decimals_beside_expressions(e);
@@ -653,13 +655,33 @@ fn extract_numeric(e: &mut Expr) {
         "millisecond" | "milliseconds" => 3,
         _ => 0,
     };
-    let part = call("date_part", [Expr::value(Value::SingleQuotedString(name)), (**expr).clone()]);
+    let function =
+        if super::datetime::sub_second_field(&name) { super::datetime::DATE_PART } else { "date_part" };
+    let part = call(function, [Expr::value(Value::SingleQuotedString(name)), (**expr).clone()]);
     *e = Expr::Cast {
         kind: CastKind::Cast,
         expr: Box::new(part),
         data_type: ast::DataType::Decimal(ast::ExactNumberInfo::PrecisionAndScale(38, scale)),
         format: None,
     };
+}
+
+/// `date_part('second', t)` (and the other [`super::datetime::sub_second_field`]s) as
+/// [`super::datetime::DATE_PART`], which keeps the fraction of a second.
+fn date_part_fraction(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("date_part") {
+        return;
+    }
+    let FunctionArguments::List(list) = &f.args else { return };
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.first()
+    else {
+        return;
+    };
+    let Value::SingleQuotedString(field) = &v.value else { return };
+    if super::datetime::sub_second_field(&field.to_ascii_lowercase()) {
+        f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(super::datetime::DATE_PART))]);
+    }
 }
 
 /// `to_char(t, 'YYYY-MM-DD HH24:MI')`: PostgreSQL's template patterns as the engine's
@@ -791,6 +813,47 @@ fn cast(e: &mut Expr) {
             if let Expr::Value(v) = expr.as_mut() {
                 if let Value::SingleQuotedString(text) = &mut v.value {
                     *text = interval_clock(text);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The operands that `||` beside a string literal, `concat`, `concat_ws` and `format` turn
+/// into text, written as PostgreSQL writes them (`pg_float8_text`: a double's shortest
+/// digits, a timestamp's `2026-11-25 17:48:00+00`) where DataFusion's implicit cast writes
+/// Arrow's (`20.0`, `2026-11-25T17:48:00Z`). Literals are left as they are.
+fn text_operands(e: &mut Expr) {
+    let literal = |x: &Expr| matches!(x, Expr::Value(_));
+    let as_text = |x: &mut Expr| {
+        if !literal(x) {
+            let inner = std::mem::replace(x, Expr::value(Value::Null));
+            *x = call(FLOAT8_TEXT, [inner]);
+        }
+    };
+    let string = |x: &Expr| matches!(x, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+    match e {
+        Expr::BinaryOp { left, op: ast::BinaryOperator::StringConcat, right } => {
+            if string(left) {
+                as_text(right);
+            } else if string(right) {
+                as_text(left);
+            }
+        }
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            // `concat_ws`'s separator and `format`'s template are text already
+            let skip = match name.as_str() {
+                "concat" => 0,
+                "concat_ws" | "format" => 1,
+                _ => return,
+            };
+            if let FunctionArguments::List(list) = &mut f.args {
+                for arg in list.args.iter_mut().skip(skip) {
+                    if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) = arg {
+                        as_text(x);
+                    }
                 }
             }
         }

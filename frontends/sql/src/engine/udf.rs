@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature};
@@ -78,10 +78,36 @@ pub(super) fn answer(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarVa
 /// Values as PostgreSQL writes them as text: a double as PostgreSQL writes `float8`,
 /// anything else as Arrow casts it.
 pub(super) fn text(array: &ArrayRef) -> Result<ArrayRef> {
-    if let DataType::Float64 = array.data_type() {
-        let doubles = array.as_primitive::<Float64Type>();
-        let texts: StringArray = doubles.iter().map(|v| v.map(crate::rows::float8_text)).collect();
-        return Ok(Arc::new(texts));
+    match array.data_type() {
+        DataType::Float64 => {
+            let doubles = array.as_primitive::<Float64Type>();
+            let texts: StringArray = doubles.iter().map(|v| v.map(crate::rows::float8_text)).collect();
+            Ok(Arc::new(texts))
+        }
+        DataType::Timestamp(_, zone) => {
+            let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()))?;
+            let zoned = zone.is_some();
+            let texts: StringArray = micros
+                .as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .map(|v| v.map(|us| timestamp_text(us, zoned)))
+                .collect();
+            Ok(Arc::new(texts))
+        }
+        _ => Ok(cast(array, &DataType::Utf8)?),
     }
-    Ok(cast(array, &DataType::Utf8)?)
+}
+
+/// A timestamp (microseconds since the epoch) as PostgreSQL writes it in UTC, the session's
+/// zone: `2026-11-25 17:48:00`, the fraction only when there is one and without trailing
+/// zeros, and `+00` after a `timestamptz`.
+fn timestamp_text(micros: i64, zoned: bool) -> String {
+    let (seconds, fraction) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    let Some(at) = chrono::DateTime::from_timestamp(seconds, 0) else { return micros.to_string() };
+    let fraction = if fraction == 0 {
+        String::new()
+    } else {
+        format!(".{fraction:06}").trim_end_matches('0').to_string()
+    };
+    format!("{}{fraction}{}", at.format("%Y-%m-%d %H:%M:%S"), if zoned { "+00" } else { "" })
 }
