@@ -502,3 +502,9 @@ SELECT job, instance, sum(value), avg(value) FROM cpu GROUP BY job, instance ORD
 SELECT job, ts, sum(value) OVER (PARTITION BY job ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING), avg(value) OVER (PARTITION BY job ORDER BY ts ROWS 2 PRECEDING) FROM cpu WHERE instance = 'a' ORDER BY job, ts
 SELECT * FROM http_requests_total WHERE handler = '/login' ORDER BY ts LIMIT 2
 SELECT avg(nullif(value, 4)), sum(value) / count(*) FROM cpu WHERE job = 'db'
+SELECT generate_series(1, 3) AS x, 'a' AS y
+SELECT count(*) FROM generate_series(TIMESTAMPTZ '2024-01-01 00:00:00+00', TIMESTAMPTZ '2024-01-01 01:00:00+00', '5 minutes') g
+SELECT job, ts, c.value - m.value FROM cpu c JOIN mem m USING (job, instance, ts) WHERE job = 'api' AND ts > (SELECT min(ts) FROM cpu) ORDER BY ts LIMIT 3
+SELECT tablename, tableowner IS NOT NULL FROM pg_tables WHERE schemaname = 'public' ORDER BY 1
+SELECT schema_name FROM information_schema.schemata ORDER BY 1
+SHOW search_path

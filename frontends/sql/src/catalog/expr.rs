@@ -8,8 +8,8 @@ use sqlparser::ast::{
 
 use super::query::run_query;
 use super::{
-    at, split, type_named, unsupported, version, Catalog, Scope, INFORMATION_SCHEMA, PG_CATALOG, ROLE, TYPES,
-    V,
+    at, split, type_named, unsupported, version, Catalog, Scope, INFORMATION_SCHEMA, PG_CATALOG, PG_TOAST,
+    ROLE, TYPES, V,
 };
 use crate::exec::ExecError;
 
@@ -300,6 +300,7 @@ fn cast(v: V, data_type: &DataType, catalog: &mut Catalog) -> Result<V, ExecErro
             V::text(match oid {
                 PG_CATALOG => "pg_catalog",
                 INFORMATION_SCHEMA => "information_schema",
+                PG_TOAST => "pg_toast",
                 _ => "public",
             })
         }

@@ -38,10 +38,11 @@ use tables::relation_columns;
 
 /// The schemas of the catalogs.
 const CATALOG_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
-/// The namespace oids: `pg_catalog`, `public`, `information_schema`.
+/// The namespace oids: `pg_catalog`, `public`, `information_schema`, `pg_toast` (empty).
 const PG_CATALOG: i64 = 11;
 const PUBLIC: i64 = 2200;
 const INFORMATION_SCHEMA: i64 = 13_000;
+const PG_TOAST: i64 = 99;
 /// The first oid of a user table, as in PostgreSQL; metrics' oids are above it.
 const FIRST_TABLE_OID: i64 = 16_384;
 /// The access method of every table (`heap`).
@@ -65,7 +66,7 @@ pub(crate) fn server_version() -> String {
 /// canonical names, with the values promflow's sessions have. `SET` changes none of them.
 const SETTINGS: [(&str, &str); 14] = [
     ("server_version_num", "150000"),
-    ("search_path", "public"),
+    ("search_path", "\"$user\", public"),
     ("transaction_isolation", "read committed"),
     ("default_transaction_isolation", "read committed"),
     ("standard_conforming_strings", "on"),

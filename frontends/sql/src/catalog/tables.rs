@@ -6,7 +6,7 @@ use sqlparser::ast::{ObjectName, TableFactor};
 
 use super::{
     fnv, split, type_oid, unsupported, Catalog, Relation, Table, CATALOG_SCHEMAS, FIRST_TABLE_OID, HEAP,
-    INFORMATION_SCHEMA, MAX_CELLS, MAX_ROWS, PG_CATALOG, PUBLIC, ROLE, TYPES, V,
+    INFORMATION_SCHEMA, MAX_CELLS, MAX_ROWS, PG_CATALOG, PG_TOAST, PUBLIC, ROLE, TYPES, V,
 };
 use crate::compile::ColumnKind;
 use crate::exec::{ExecError, ALL_TIME};
@@ -51,6 +51,10 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
             "is_nullable", "udt_name",
         ],
         "schemata" => &["catalog_name", "schema_name", "schema_owner"],
+        "pg_tables" => &[
+            "schemaname", "tablename", "tableowner", "tablespace", "hasindexes", "hasrules", "hastriggers",
+            "rowsecurity",
+        ],
         // kept empty: promflow has no constraints, indexes, defaults, policies, rules,
         // triggers, inheritance, publications, statistics objects, comments, enums or ranges
         "pg_attrdef" | "pg_collation" | "pg_index" | "pg_constraint" | "pg_inherits" | "pg_policy"
@@ -164,13 +168,24 @@ impl Catalog<'_> {
         let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
         let t = V::text;
         let rows: Vec<Vec<V>> = match name {
-            "pg_namespace" => {
-                [(PG_CATALOG, "pg_catalog"), (PUBLIC, "public"), (INFORMATION_SCHEMA, "information_schema")]
-                    .into_iter()
-                    .map(|(oid, n)| vec![V::Int(oid), t(n), V::Int(10), V::Null])
-                    .collect()
-            }
-            "schemata" => ["pg_catalog", "public", "information_schema"]
+            "pg_namespace" => [
+                (PG_CATALOG, "pg_catalog"),
+                (PUBLIC, "public"),
+                (INFORMATION_SCHEMA, "information_schema"),
+                (PG_TOAST, "pg_toast"),
+            ]
+            .into_iter()
+            .map(|(oid, n)| vec![V::Int(oid), t(n), V::Int(10), V::Null])
+            .collect(),
+            "pg_tables" => self
+                .tables(false)?
+                .iter()
+                .map(|table| {
+                    let f = V::Bool(false);
+                    vec![t("public"), t(&table.name), t(ROLE), V::Null, f.clone(), f.clone(), f.clone(), f]
+                })
+                .collect(),
+            "schemata" => ["pg_catalog", "public", "information_schema", "pg_toast"]
                 .into_iter()
                 .map(|n| vec![t("promflow"), t(n), t(ROLE)])
                 .collect(),

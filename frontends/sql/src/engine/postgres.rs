@@ -146,6 +146,11 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
             name_function_column(t);
             ControlFlow::Continue(())
         }
+        fn pre_visit_select(&mut self, select: &mut ast::Select) -> ControlFlow<()> {
+            super::series::series_in_select_list(select);
+            qualify_using_columns(select);
+            ControlFlow::Continue(())
+        }
         fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
             fetch_as_limit(query);
             decimal_columns(&mut query.body);
@@ -171,6 +176,13 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         date_part_fraction(e);
         at_time_zone(e);
         interval_literal(e);
+        if let Expr::Function(f) = e {
+            if f.name.to_string().eq_ignore_ascii_case("generate_series") {
+                if let FunctionArguments::List(list) = &mut f.args {
+                    super::series::interval_step(&mut list.args);
+                }
+            }
+        }
         text_operands(e);
         interval_times(e);
         super::datetime::make_interval_positional(e);
@@ -859,6 +871,67 @@ fn text_operands(e: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// `… a JOIN b USING (ts) WHERE ts > …`: the joined column named in `WHERE` without a table
+/// is the first table's, as it is in PostgreSQL for an inner or left join (the two tables'
+/// values are equal, or the right's missing); DataFusion finds the name ambiguous there.
+/// Subqueries of the condition keep their own names.
+fn qualify_using_columns(select: &mut ast::Select) {
+    let Some(selection) = select.selection.as_mut() else { return };
+    let mut qualified: Vec<(String, Ident)> = Vec::new();
+    for from in &select.from {
+        let ast::TableFactor::Table { name, alias, .. } = &from.relation else { continue };
+        let Some(first) =
+            alias.as_ref().map(|a| a.name.clone()).or_else(|| name.0.last()?.as_ident().cloned())
+        else {
+            continue;
+        };
+        for join in &from.joins {
+            use ast::JoinOperator as J;
+            let (J::Join(ast::JoinConstraint::Using(columns))
+            | J::Inner(ast::JoinConstraint::Using(columns))
+            | J::Left(ast::JoinConstraint::Using(columns))
+            | J::LeftOuter(ast::JoinConstraint::Using(columns))) = &join.join_operator
+            else {
+                continue;
+            };
+            for column in columns {
+                if let Some(id) = column.0.last().and_then(|p| p.as_ident()) {
+                    qualified.push((id.value.clone(), first.clone()));
+                }
+            }
+        }
+    }
+    if qualified.is_empty() {
+        return;
+    }
+    struct Qualify<'a> {
+        columns: &'a [(String, Ident)],
+        depth: usize,
+    }
+    impl ast::VisitorMut for Qualify<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if self.depth == 0 {
+                if let Expr::Identifier(id) = e {
+                    if let Some((_, table)) = self.columns.iter().find(|(c, _)| *c == id.value) {
+                        *e = Expr::CompoundIdentifier(vec![table.clone(), id.clone()]);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(selection, &mut Qualify { columns: &qualified, depth: 0 });
 }
 
 /// `INTERVAL '…'` with PostgreSQL's clock notation spelled in units ([`interval_clock`]).

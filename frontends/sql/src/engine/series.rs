@@ -144,6 +144,7 @@ pub(super) fn series_of_expressions(t: &mut ast::TableFactor) {
     if !name.to_string().eq_ignore_ascii_case("generate_series") {
         return;
     }
+    interval_step(&mut args.args);
     let constant = |a: &ast::FunctionArg| match a {
         ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => is_constant(e),
         _ => false,
@@ -188,6 +189,54 @@ pub(super) fn series_of_expressions(t: &mut ast::TableFactor) {
     let ast::SetExpr::Select(select) = *query.body else { return };
     if let Some(from) = select.from.into_iter().next() {
         *t = from.relation;
+    }
+}
+
+/// `generate_series(a, b, '5 minutes')`: a step written as an untyped string (not a number)
+/// is an interval, as PostgreSQL resolves it beside times, written in units DataFusion reads.
+pub(super) fn interval_step(args: &mut [ast::FunctionArg]) {
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(step))) = args.get_mut(2) else { return };
+    let Expr::Value(v) = step else { return };
+    let ast::Value::SingleQuotedString(text) = &v.value else { return };
+    if text.trim().parse::<f64>().is_ok() {
+        return;
+    }
+    let text = super::postgres::interval_clock(text);
+    *step = Expr::Interval(ast::Interval {
+        value: Box::new(Expr::value(ast::Value::SingleQuotedString(text))),
+        leading_field: None,
+        leading_precision: None,
+        last_field: None,
+        fractional_seconds_precision: None,
+    });
+}
+
+/// `SELECT generate_series(…) [AS x], …`: a set-returning function in the select list is one
+/// row per value, as in PostgreSQL (DataFusion's scalar is one array): `unnest` of it.
+pub(super) fn series_in_select_list(select: &mut ast::Select) {
+    for item in &mut select.projection {
+        let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            continue;
+        };
+        let Expr::Function(f) = e else { continue };
+        if !f.name.to_string().eq_ignore_ascii_case("generate_series") {
+            continue;
+        }
+        // PostgreSQL names the column after the function
+        if matches!(item, ast::SelectItem::UnnamedExpr(_)) {
+            let ast::SelectItem::UnnamedExpr(e) =
+                std::mem::replace(item, ast::SelectItem::Wildcard(Default::default()))
+            else {
+                unreachable!("an unnamed expression")
+            };
+            *item = ast::SelectItem::ExprWithAlias {
+                expr: super::postgres::call("unnest", [e]),
+                alias: ast::Ident::with_quote('"', "generate_series"),
+            };
+        } else if let ast::SelectItem::ExprWithAlias { expr, .. } = item {
+            let inner = std::mem::replace(expr, Expr::value(ast::Value::Null));
+            *expr = super::postgres::call("unnest", [inner]);
+        }
     }
 }
 
