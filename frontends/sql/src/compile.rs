@@ -571,14 +571,18 @@ fn sum_rows_in_order(plan: &mut Plan) {
     }
 }
 
-/// Whether `sql` takes a variance or standard deviation. The plan IR merges each series'
-/// moments, which rounds otherwise than PostgreSQL's accumulation of the rows in order; a
+/// Whether `sql` takes a variance or standard deviation, or divides. The plan IR merges
+/// each series' moments, which rounds otherwise than PostgreSQL's accumulation of the rows
+/// in order, and its division by zero is infinite where PostgreSQL's is an error (22012); a
 /// query run once takes the relational engine's, which is PostgreSQL's. (A standing query
 /// keeps the IR's, which is maintained incrementally.)
 #[cfg(feature = "engine")]
 fn computes_moments(sql: &str) -> bool {
     let Ok(statements) = parse(sql) else { return false };
     let found = ast::visit_expressions(&statements, |e| match e {
+        Expr::BinaryOp { op: BinaryOperator::Divide | BinaryOperator::Modulo, .. } => {
+            std::ops::ControlFlow::Break(())
+        }
         Expr::Function(f)
             if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
                 matches!(
