@@ -508,3 +508,7 @@ SELECT job, ts, c.value - m.value FROM cpu c JOIN mem m USING (job, instance, ts
 SELECT tablename, tableowner IS NOT NULL FROM pg_tables WHERE schemaname = 'public' ORDER BY 1
 SELECT schema_name FROM information_schema.schemata ORDER BY 1
 SHOW search_path
+SELECT sum(value) / count(*) FROM cpu WHERE job = 'nothing'
+SELECT job, max(value) / min(value) FROM cpu GROUP BY job ORDER BY 1
+SELECT sum(value) / 1e9, max(value) * 1e15, 1e3 FROM mem WHERE job = 'api'
+SELECT max(value) / (min(value) - 4) FROM cpu WHERE job = 'db'

@@ -46,7 +46,18 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         ),
         Udf::udf(RINT, one(), None, rint),
         Udf::udf(FLOAT8_TEXT, one(), Some(DataType::Utf8), |a| udf::text(&a[0])),
-        Udf::udf(DIVISOR, one(), None, divisor),
+        Udf::udf(
+            DIVISOR,
+            Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Any(1),
+                    datafusion::logical_expr::TypeSignature::Any(2),
+                ],
+                Volatility::Immutable,
+            ),
+            None,
+            divisor,
+        ),
         Udf::udf("sign", exact(vec![DataType::Float64]), Some(DataType::Float64), sign),
         Udf::udf(
             "log",
@@ -169,6 +180,8 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     };
     let _ = ast::visit_expressions_mut(&mut statements, |e| {
         cast(e);
+        // before the divisor is wrapped: an exponent beside an expression is a double
+        decimals_beside_expressions(e);
         checked_divisor(e);
         distinct_from_in_parentheses(e);
         to_char_pattern(e);
@@ -186,7 +199,6 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         text_operands(e);
         interval_times(e);
         super::datetime::make_interval_positional(e);
-        decimals_beside_expressions(e);
         ControlFlow::<()>::Continue(())
     });
     if let [Statement::Query(query)] = statements.as_mut_slice() {
@@ -327,15 +339,32 @@ fn name_function_column(t: &mut ast::TableFactor) {
     }
 }
 
-/// `a / b` → `a / pg_divisor(b)`: PostgreSQL fails a division of doubles by zero as it
-/// fails one of integers, where Arrow answers infinity or NaN.
+/// `a / b` → `a / pg_divisor(b, a)`: PostgreSQL fails a division of doubles by zero as it
+/// fails one of integers, where Arrow answers infinity or NaN, but not a division of `NULL`
+/// (`sum(value) / count(*)` over no rows is `NULL`). The dividend is repeated (the planner
+/// evaluates a repeated expression once) unless it holds a subquery or a volatile function;
+/// then a zero divisor fails whatever the dividend.
 fn checked_divisor(e: &mut Expr) {
-    let Expr::BinaryOp { op: ast::BinaryOperator::Divide | ast::BinaryOperator::Modulo, right, .. } = e
+    let Expr::BinaryOp { left, op: ast::BinaryOperator::Divide | ast::BinaryOperator::Modulo, right } = e
     else {
         return;
     };
     let divisor = std::mem::replace(right.as_mut(), Expr::value(Value::Null));
-    **right = call(DIVISOR, [divisor]);
+    let repeatable = ast::visit_expressions(left.as_ref(), |x| match x {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::In { target: ast::InTarget::Subquery(_), .. } => {
+            ControlFlow::Break(())
+        }
+        Expr::Function(f)
+            if ["random", "nextval", "clock_timestamp", "uuid"]
+                .iter()
+                .any(|v| f.name.to_string().eq_ignore_ascii_case(v)) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_continue();
+    **right = if repeatable { call(DIVISOR, [divisor, (**left).clone()]) } else { call(DIVISOR, [divisor]) };
 }
 
 /// `a IS [NOT] DISTINCT FROM b` in parentheses: DataFusion's parser binds `AND` after it
@@ -468,6 +497,35 @@ fn decimals_beside_expressions(e: &mut Expr) {
                 .collect();
             if values.iter().any(|x| !literal(x)) {
                 values.iter_mut().for_each(|x| double_if_decimal(x));
+            }
+        }
+        // `sum(value) / 1e9`: DataFusion reads an exponent as a decimal of negative scale and
+        // turns it into a double inexactly (999999999.9999999); PostgreSQL's is exact
+        Expr::BinaryOp {
+            left,
+            op:
+                ast::BinaryOperator::Plus
+                | ast::BinaryOperator::Minus
+                | ast::BinaryOperator::Multiply
+                | ast::BinaryOperator::Divide
+                | ast::BinaryOperator::Modulo,
+            right,
+        } => {
+            let exponent = |x: &Expr| decimal_literal(x) == Some(usize::MAX);
+            // read from its text: a cast of the decimal would be the inexact one
+            let exact_double = |x: &mut Expr| {
+                if let Expr::Value(v) = x {
+                    if let Value::Number(n, _) = &v.value {
+                        let text = n.clone();
+                        *x = Expr::value(Value::SingleQuotedString(text));
+                        as_double(x);
+                    }
+                }
+            };
+            if exponent(left) && !literal(right) {
+                exact_double(left);
+            } else if exponent(right) && !literal(left) {
+                exact_double(right);
             }
         }
         Expr::Case { conditions, else_result, .. } => {
@@ -1132,11 +1190,23 @@ fn rint(args: &[ArrayRef]) -> Result<ArrayRef> {
 /// divisions calls it.
 fn divisor(args: &[ArrayRef]) -> Result<ArrayRef> {
     let array = &args[0];
+    // a row whose dividend is NULL divides nothing
+    let divides = |i: usize| args.get(1).is_none_or(|dividend| dividend.is_valid(i));
+    fn zero_at<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+        array: &ArrayRef,
+        zero: T::Native,
+        divides: impl Fn(usize) -> bool,
+    ) -> bool
+    where
+        T::Native: PartialEq,
+    {
+        array.as_primitive::<T>().iter().enumerate().any(|(i, v)| v == Some(zero) && divides(i))
+    }
     let zero = match array.data_type() {
-        DataType::Float64 => array.as_primitive::<Float64Type>().iter().any(|v| v == Some(0.0)),
-        DataType::Decimal128(..) => array.as_primitive::<Decimal128Type>().iter().any(|v| v == Some(0)),
-        DataType::Int64 => array.as_primitive::<Int64Type>().iter().any(|v| v == Some(0)),
-        DataType::Int32 => array.as_primitive::<Int32Type>().iter().any(|v| v == Some(0)),
+        DataType::Float64 => zero_at::<Float64Type>(array, 0.0, divides),
+        DataType::Decimal128(..) => zero_at::<Decimal128Type>(array, 0, divides),
+        DataType::Int64 => zero_at::<Int64Type>(array, 0, divides),
+        DataType::Int32 => zero_at::<Int32Type>(array, 0, divides),
         _ => false,
     };
     if zero {
