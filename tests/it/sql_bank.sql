@@ -512,3 +512,6 @@ SELECT sum(value) / count(*) FROM cpu WHERE job = 'nothing'
 SELECT job, max(value) / min(value) FROM cpu GROUP BY job ORDER BY 1
 SELECT sum(value) / 1e9, max(value) * 1e15, 1e3 FROM mem WHERE job = 'api'
 SELECT max(value) / (min(value) - 4) FROM cpu WHERE job = 'db'
+SELECT job, every(value > 1), bool_and(value > 1) FROM cpu GROUP BY job ORDER BY job
+SELECT interval '2 hours 30 minutes' / 5, interval '1 hour' / 4, interval '1 day' * 1.5
+SELECT DATE '2024-02-28' + interval '1 day', DATE '2024-02-28' - interval '1 hour', interval '36 hours' + DATE '2024-02-28'

@@ -78,6 +78,12 @@ async fn answer(
     for function in functions.into_iter().flatten() {
         ctx.register_udf(function);
     }
+    // PostgreSQL's `every` is the standard's name of `bool_and`
+    let every = datafusion::functions_aggregate::bool_and_or::bool_and_udaf()
+        .as_ref()
+        .clone()
+        .with_aliases(["every"]);
+    ctx.register_udaf(every);
     for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()).chain(sums::aggregates())
     {
         ctx.register_udaf(aggregate);

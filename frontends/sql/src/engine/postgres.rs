@@ -189,6 +189,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         date_part_fraction(e);
         at_time_zone(e);
         interval_literal(e);
+        date_plus_interval(e);
         if let Expr::Function(f) = e {
             if f.name.to_string().eq_ignore_ascii_case("generate_series") {
                 if let FunctionArguments::List(list) = &mut f.args {
@@ -566,9 +567,57 @@ fn at_time_zone(e: &mut Expr) {
 /// The function an interval times a number is written as ([`interval_mul`]).
 const INTERVAL_MUL: &str = "pg_interval_mul";
 
-/// `INTERVAL '…' * n` (or `n * INTERVAL '…'`) as [`interval_mul`]: DataFusion does not
-/// multiply intervals.
+/// `DATE '…' ± INTERVAL '…'` with the date as a `timestamp`: PostgreSQL's sum is a
+/// timestamp (`2024-02-29 00:00:00`, and an hour before a date is the day before), where
+/// DataFusion's is a date.
+fn date_plus_interval(e: &mut Expr) {
+    let Expr::BinaryOp { left, op: ast::BinaryOperator::Plus | ast::BinaryOperator::Minus, right } = e else {
+        return;
+    };
+    let date = |x: &Expr| match x {
+        Expr::TypedString(t) => t.data_type == ast::DataType::Date,
+        Expr::Cast { data_type: ast::DataType::Date, .. } => true,
+        _ => false,
+    };
+    let interval = |x: &Expr| {
+        matches!(x, Expr::Interval(_) | Expr::Cast { data_type: ast::DataType::Interval { .. }, .. })
+    };
+    let as_timestamp = |x: &mut Box<Expr>| {
+        let inner = std::mem::replace(x.as_mut(), Expr::value(Value::Null));
+        **x = Expr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(inner),
+            data_type: ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
+            format: None,
+        };
+    };
+    if date(left) && interval(right) {
+        as_timestamp(left);
+    } else if interval(left) && date(right) {
+        as_timestamp(right);
+    }
+}
+
+/// `INTERVAL '…' * n` (or `n * INTERVAL '…'`) as [`interval_mul`], and `INTERVAL '…' / n` as
+/// the product by `1 / n`: DataFusion neither multiplies nor divides intervals.
 fn interval_times(e: &mut Expr) {
+    if let Expr::BinaryOp { left, op: ast::BinaryOperator::Divide, right } = e {
+        if matches!(
+            left.as_ref(),
+            Expr::Interval(_) | Expr::Cast { data_type: ast::DataType::Interval { .. }, .. }
+        ) {
+            let one = Expr::value(Value::SingleQuotedString("1".into()));
+            let mut one = one;
+            as_double(&mut one);
+            let reciprocal = Expr::BinaryOp {
+                left: Box::new(one),
+                op: ast::BinaryOperator::Divide,
+                right: Box::new(std::mem::replace(right.as_mut(), Expr::value(Value::Null))),
+            };
+            *e = call(INTERVAL_MUL, [(**left).clone(), Expr::Nested(Box::new(reciprocal))]);
+        }
+        return;
+    }
     let Expr::BinaryOp { left, op: ast::BinaryOperator::Multiply, right } = e else { return };
     let interval = |x: &Expr| {
         matches!(x, Expr::Interval(_))
