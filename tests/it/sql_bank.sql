@@ -515,3 +515,6 @@ SELECT max(value) / (min(value) - 4) FROM cpu WHERE job = 'db'
 SELECT job, every(value > 1), bool_and(value > 1) FROM cpu GROUP BY job ORDER BY job
 SELECT interval '2 hours 30 minutes' / 5, interval '1 hour' / 4, interval '1 day' * 1.5
 SELECT DATE '2024-02-28' + interval '1 day', DATE '2024-02-28' - interval '1 hour', interval '36 hours' + DATE '2024-02-28'
+SELECT to_char(TIMESTAMPTZ '2024-12-31 23:59:59.987+00', 'FMMonth FMDD, YYYY "week" IW, Q"Q", DDD'), to_char(TIMESTAMPTZ '2024-03-05 07:08:09+00', 'Day, Month, FMHH12:MI AM, Dy Mon, HH24:MI:SS.MS')
+SELECT job, to_char(min(ts), 'YYYY-MM-DD') = to_char(max(ts), 'YYYY-MM-DD') FROM cpu GROUP BY job ORDER BY job
+SELECT to_char(DATE '2024-03-05', 'FMDD/FMMM/YY'), to_char(TIMESTAMP '2024-03-05 17:00:00', 'HH12 am, "Q"Q, J')

@@ -52,6 +52,7 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             Some(DataType::Float64),
             date_part,
         ),
+        Function::udf(TO_CHAR, Signature::any(2, Volatility::Immutable), Some(DataType::Utf8), to_char),
         Function::udf("justify_hours", one_interval(), Some(INTERVAL), |a| justify(a, justify_hours)),
         Function::udf("justify_days", one_interval(), Some(INTERVAL), |a| justify(a, justify_days)),
         Function::udf("justify_interval", one_interval(), Some(INTERVAL), |a| justify(a, justify_interval)),
@@ -134,6 +135,202 @@ fn date_part(args: &[ArrayRef]) -> Result<ArrayRef> {
         })
         .collect();
     Ok(Arc::new(out))
+}
+
+/// The name `to_char` is planned as ([`to_char`]).
+pub(super) const TO_CHAR: &str = "pg_to_char";
+
+/// `to_char(t, template)` of a time or date, as PostgreSQL formats it in UTC, the session's
+/// zone: its template patterns (`YYYY`, `MM`, `DD`, `HH24`, `MI`, `SS`, `MS`, `US`, `Month`,
+/// `Mon`, `Day`, `Dy` in three cases, `AM`, `Q`, `IW`, `DDD`, …), names blank-padded to nine
+/// letters and numbers zero-padded unless `FM` comes before, `"quoted"` and `\`-escaped text
+/// as written. A number's template is not supported (0A000).
+fn to_char(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let (x, templates) = (&args[0], &args[1]);
+    if !matches!(x.data_type(), DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) {
+        return fail("0A000", format!("to_char of {} is not supported", x.data_type()));
+    }
+    let micros = cast(x, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let micros = micros.as_primitive::<TimestampMicrosecondType>();
+    let templates = cast(templates, &DataType::Utf8)?;
+    let templates = templates.as_string::<i32>();
+    let out: datafusion::arrow::array::StringArray = (0..micros.len())
+        .map(|i| {
+            if micros.is_null(i) || templates.is_null(i) {
+                return None;
+            }
+            let us = micros.value(i);
+            let at = DateTime::from_timestamp(us.div_euclid(1_000_000), 0)?.naive_utc();
+            Some(format_time(templates.value(i), &at, us.rem_euclid(1_000_000)))
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// `at` (whole seconds, and `micros` beyond them) written by PostgreSQL's `template`.
+fn format_time(template: &str, at: &chrono::NaiveDateTime, micros: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    let mut out = String::new();
+    let mut rest = template;
+    let mut fill = true;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("FM").or_else(|| rest.strip_prefix("fm")) {
+            fill = false;
+            rest = after;
+            continue;
+        }
+        if c == '"' {
+            // quoted text, with `\"` for a quote
+            let mut chars = rest[1..].char_indices();
+            let mut end = rest.len();
+            while let Some((i, q)) = chars.next() {
+                match q {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            out.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 2;
+                        break;
+                    }
+                    q => out.push(q),
+                }
+            }
+            rest = &rest[end.min(rest.len())..];
+            continue;
+        }
+        if c == '\\' {
+            let mut chars = rest.chars();
+            chars.next();
+            if let Some(escaped) = chars.next() {
+                out.push(escaped);
+            }
+            rest = chars.as_str();
+            continue;
+        }
+        let number = |v: i64, width: usize| if fill { format!("{v:0width$}") } else { v.to_string() };
+        let name = |full: &str, short: bool, case: u8| {
+            let text = if short { &full[..3] } else { full };
+            let text = match case {
+                b'U' => text.to_uppercase(),
+                b'l' => text.to_lowercase(),
+                _ => text.to_string(),
+            };
+            if fill && !short {
+                format!("{text:<9}")
+            } else {
+                text
+            }
+        };
+        // the patterns are at most five letters long
+        let upper: String = rest.chars().take(5).collect::<String>().to_ascii_uppercase();
+        let hour12 = match at.hour() % 12 {
+            0 => 12,
+            h => i64::from(h),
+        };
+        let pm = at.hour() >= 12;
+        // (the pattern as written, how long it is, what it writes); longest first
+        let cased = |pattern: &str| -> Option<u8> {
+            let written = rest.get(..pattern.len())?;
+            if written == pattern.to_uppercase() {
+                Some(b'U')
+            } else if written == pattern.to_lowercase() {
+                Some(b'l')
+            } else if written == pattern {
+                Some(b'C')
+            } else {
+                None
+            }
+        };
+        let found: Option<(usize, String)> = if let Some(case) = cased("Month") {
+            Some((5, name(MONTHS[at.month0() as usize], false, case)))
+        } else if let Some(case) = cased("Mon") {
+            Some((3, name(MONTHS[at.month0() as usize], true, case)))
+        } else if let Some(case) = cased("Day") {
+            Some((3, name(DAYS[at.weekday().num_days_from_sunday() as usize], false, case)))
+        } else if let Some(case) = cased("Dy") {
+            Some((2, name(DAYS[at.weekday().num_days_from_sunday() as usize], true, case)))
+        } else if let Some(p) = ["A.M.", "P.M."].iter().find(|p| upper.starts_with(**p)) {
+            let text = if pm { "P.M." } else { "A.M." };
+            Some((
+                p.len(),
+                if rest.starts_with(|c: char| c.is_lowercase()) { text.to_lowercase() } else { text.into() },
+            ))
+        } else if let Some(p) = ["AM", "PM"].iter().find(|p| upper.starts_with(**p)) {
+            let text = if pm { "PM" } else { "AM" };
+            Some((
+                p.len(),
+                if rest.starts_with(|c: char| c.is_lowercase()) { text.to_lowercase() } else { text.into() },
+            ))
+        } else {
+            let year = i64::from(at.year());
+            let numbers: [(&str, i64, usize); 20] = [
+                ("YYYY", year, 4),
+                ("YYY", year % 1000, 3),
+                ("YY", year % 100, 2),
+                ("Y", year % 10, 1),
+                ("HH24", i64::from(at.hour()), 2),
+                ("HH12", hour12, 2),
+                ("HH", hour12, 2),
+                ("MI", i64::from(at.minute()), 2),
+                ("MS", micros / 1000, 3),
+                ("MM", i64::from(at.month()), 2),
+                ("SS", i64::from(at.second()), 2),
+                ("US", micros, 6),
+                ("DDD", i64::from(at.ordinal()), 3),
+                ("DD", i64::from(at.day()), 2),
+                ("D", i64::from(at.weekday().number_from_sunday()), 1),
+                ("IW", i64::from(at.iso_week().week()), 2),
+                ("WW", i64::from((at.ordinal() - 1) / 7 + 1), 2),
+                ("W", i64::from((at.day() - 1) / 7 + 1), 1),
+                ("Q", i64::from(at.month0() / 3 + 1), 1),
+                ("J", i64::from(at.date().num_days_from_ce()) + 1_721_425, 1),
+            ];
+            numbers
+                .iter()
+                .find(|(p, ..)| upper.starts_with(p))
+                .map(|(p, v, width)| (p.len(), number(*v, *width)))
+        };
+        let found = found.or_else(|| {
+            [("TZ", "UTC"), ("OF", "+00")].iter().find(|(p, _)| upper.starts_with(p)).map(|(p, zone)| {
+                (
+                    p.len(),
+                    if rest.starts_with(|c: char| c.is_lowercase()) {
+                        zone.to_lowercase()
+                    } else {
+                        zone.to_string()
+                    },
+                )
+            })
+        });
+        match found {
+            Some((len, text)) => {
+                out.push_str(&text);
+                rest = &rest[len..];
+                fill = true;
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
 }
 
 fn one_interval() -> Signature {

@@ -180,6 +180,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     };
     let _ = ast::visit_expressions_mut(&mut statements, |e| {
         cast(e);
+        rounded_numeric(e);
         // before the divisor is wrapped: an exponent beside an expression is a double
         decimals_beside_expressions(e);
         checked_divisor(e);
@@ -202,6 +203,9 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         super::datetime::make_interval_positional(e);
         ControlFlow::<()>::Continue(())
     });
+    if let Some(why) = answered_otherwise(&statements) {
+        return Err(why);
+    }
     if let [Statement::Query(query)] = statements.as_mut_slice() {
         order_by_expressions(query);
     }
@@ -803,76 +807,12 @@ fn date_part_fraction(e: &mut Expr) {
     }
 }
 
-/// `to_char(t, 'YYYY-MM-DD HH24:MI')`: PostgreSQL's template patterns as the engine's
-/// (chrono's `%Y-%m-%d %H:%M`), when the template is a literal.
+/// `to_char(…)` as [`super::datetime::TO_CHAR`], PostgreSQL's templates.
 fn to_char_pattern(e: &mut Expr) {
     let Expr::Function(f) = e else { return };
-    if !f.name.to_string().eq_ignore_ascii_case("to_char") {
-        return;
+    if f.name.to_string().eq_ignore_ascii_case("to_char") {
+        f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(super::datetime::TO_CHAR))]);
     }
-    let FunctionArguments::List(list) = &mut f.args else { return };
-    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.get_mut(1)
-    else {
-        return;
-    };
-    if let Value::SingleQuotedString(template) = &mut v.value {
-        *template = chrono_format(template);
-    }
-}
-
-/// A PostgreSQL date/time template as a chrono format: the common patterns, everything
-/// else (and double-quoted text) literally.
-fn chrono_format(template: &str) -> String {
-    const PATTERNS: [(&str, &str); 24] = [
-        ("YYYY", "%Y"),
-        ("HH24", "%H"),
-        ("HH12", "%I"),
-        ("Month", "%B"),
-        ("MONTH", "%B"),
-        ("Mon", "%b"),
-        ("MON", "%b"),
-        ("Day", "%A"),
-        ("DAY", "%A"),
-        ("Dy", "%a"),
-        ("DY", "%a"),
-        ("DDD", "%j"),
-        ("YY", "%y"),
-        ("MM", "%m"),
-        ("DD", "%d"),
-        ("HH", "%I"),
-        ("MI", "%M"),
-        ("SS", "%S"),
-        ("MS", "%3f"),
-        ("US", "%6f"),
-        ("AM", "%p"),
-        ("PM", "%p"),
-        ("TZ", "UTC"),
-        ("IW", "%V"),
-    ];
-    let mut out = String::new();
-    let mut rest = template;
-    'outer: while let Some(c) = rest.chars().next() {
-        if c == '"' {
-            let end = rest[1..].find('"').map_or(rest.len(), |i| i + 2);
-            out.push_str(&rest[1..end.saturating_sub(1).max(1)].replace('%', "%%"));
-            rest = &rest[end.min(rest.len())..];
-            continue;
-        }
-        for (pattern, format) in PATTERNS {
-            if let Some(after) = rest.strip_prefix(pattern) {
-                out.push_str(format);
-                rest = after;
-                continue 'outer;
-            }
-        }
-        if c == '%' {
-            out.push_str("%%");
-        } else {
-            out.push(c);
-        }
-        rest = &rest[c.len_utf8()..];
-    }
-    out
 }
 
 /// A call of the function `name` with `args`.
@@ -1048,6 +988,64 @@ fn interval_literal(e: &mut Expr) {
         if let Value::SingleQuotedString(text) = &mut v.value {
             *text = interval_clock(text);
         }
+    }
+}
+
+/// Why the statement is refused, when it casts to what the engine holds otherwise than
+/// PostgreSQL: an expression cast to `numeric` without a precision (PostgreSQL keeps each
+/// value's own decimals, `1.75` and `8206154752`, where the engine's decimal column has ten
+/// for every value), unless it is rounded (`round(value::numeric, 2)`, the usual way); and
+/// `real` (PostgreSQL writes a `float4`'s shortest digits, the engine a double's).
+fn answered_otherwise(statements: &[Statement]) -> Option<String> {
+    let refusal = |e: &Expr| {
+        let Expr::Cast { data_type, expr, .. } = e else { return None };
+        use ast::DataType as T;
+        match data_type {
+            // a string literal that is no number is PostgreSQL's error (22P02) in the engine
+            T::Numeric(ast::ExactNumberInfo::None) | T::Decimal(ast::ExactNumberInfo::None)
+                if !matches!(expr.as_ref(), Expr::Value(_)) && numeric_literal(expr).is_none() =>
+            {
+                Some(format!(
+                    "{e} is not supported: a cast to numeric without a precision keeps each value's decimals in PostgreSQL; round it (round({expr}::numeric, 2)) or give the precision ({expr}::numeric(20, 6))"
+                ))
+            }
+            T::Real | T::Float4 => Some(format!("{e} is not supported: real is held as double precision; cast to float8")),
+            _ => None,
+        }
+    };
+    statements.iter().find_map(|statement| {
+        let mut why = None;
+        let _ = ast::visit_expressions(statement, |e| match refusal(e) {
+            Some(found) => {
+                why = Some(found);
+                ControlFlow::Break(())
+            }
+            None => ControlFlow::Continue(()),
+        });
+        why
+    })
+}
+
+/// `round(x::numeric, n)` (and `trunc`, `floor`, `ceil`): the cast with the engine's own
+/// precision written out, since the function sets the decimals the answer shows.
+fn rounded_numeric(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if !matches!(name.as_str(), "round" | "trunc" | "floor" | "ceil" | "ceiling") {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut f.args else { return };
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Cast { data_type, .. }))) =
+        list.args.first_mut()
+    else {
+        return;
+    };
+    if matches!(
+        data_type,
+        ast::DataType::Numeric(ast::ExactNumberInfo::None)
+            | ast::DataType::Decimal(ast::ExactNumberInfo::None)
+    ) {
+        *data_type = ast::DataType::Numeric(ast::ExactNumberInfo::PrecisionAndScale(38, 10));
     }
 }
 
@@ -1446,6 +1444,16 @@ mod tests {
     }
 
     #[test]
+    fn casts_answered_otherwise_are_refused_unless_rounded() {
+        let refused = |sql: &str| rewrite(sql).is_err();
+        assert!(refused("SELECT value::numeric FROM m"));
+        assert!(refused("SELECT sum(value::numeric) FROM m"));
+        assert!(refused("SELECT value::real FROM m"));
+        assert!(!refused("SELECT round(avg(value)::numeric, 3), round(value::numeric, 1) FROM m"));
+        assert!(!refused("SELECT value::numeric(12, 2), '1.5'::numeric FROM m"));
+    }
+
+    #[test]
     fn a_number_cast_to_unconstrained_numeric_keeps_its_written_scale() {
         let rewritten = |sql: &str| rewrite(sql).unwrap().sql;
         assert_eq!(
@@ -1475,8 +1483,11 @@ mod tests {
             sql,
             "SELECT pg_rint(value)::INT, pg_float8_text(value) FROM t ORDER BY pg_rint(value)::INT"
         );
+        // the dividend too, so that NULL / 0 is NULL; not one that runs a subquery again
         let sql = rewrite("SELECT a / b FROM t").unwrap().sql;
-        assert_eq!(sql, "SELECT a / pg_divisor(b) FROM t");
+        assert_eq!(sql, "SELECT a / pg_divisor(b, a) FROM t");
+        let sql = rewrite("SELECT (SELECT max(a) FROM t) / b FROM t").unwrap().sql;
+        assert_eq!(sql, "SELECT (SELECT max(a) FROM t) / pg_divisor(b) FROM t");
         assert_eq!(round_decimal(25, 10), 3);
         assert_eq!(round_decimal(-25, 10), -3);
         assert_eq!(round_decimal(24, 10), 2);
