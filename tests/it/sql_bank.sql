@@ -518,3 +518,4 @@ SELECT DATE '2024-02-28' + interval '1 day', DATE '2024-02-28' - interval '1 hou
 SELECT to_char(TIMESTAMPTZ '2024-12-31 23:59:59.987+00', 'FMMonth FMDD, YYYY "week" IW, Q"Q", DDD'), to_char(TIMESTAMPTZ '2024-03-05 07:08:09+00', 'Day, Month, FMHH12:MI AM, Dy Mon, HH24:MI:SS.MS')
 SELECT job, to_char(min(ts), 'YYYY-MM-DD') = to_char(max(ts), 'YYYY-MM-DD') FROM cpu GROUP BY job ORDER BY job
 SELECT to_char(DATE '2024-03-05', 'FMDD/FMMM/YY'), to_char(TIMESTAMP '2024-03-05 17:00:00', 'HH12 am, "Q"Q, J')
+SELECT job, percentile_cont(0.9) WITHIN GROUP (ORDER BY value DESC), percentile_cont(0.3) WITHIN GROUP (ORDER BY value DESC) FROM cpu GROUP BY job ORDER BY job

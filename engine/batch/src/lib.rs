@@ -264,8 +264,8 @@ impl Ctx<'_> {
             Plan::Aggregate { op, grouping, param, input, origin } => {
                 self.aggregate(*op, grouping, param.as_deref(), input, origin)?
             }
-            Plan::AggregateSamples { op, grouping, param, input } => {
-                self.aggregate_samples(*op, grouping, *param, input)?
+            Plan::AggregateSamples { op, grouping, param, descending, input } => {
+                self.aggregate_samples(*op, grouping, *param, *descending, input)?
             }
             Plan::Join { op, lhs, rhs, key, return_bool } => {
                 let l = self.eval_vector(lhs)?;
@@ -526,6 +526,7 @@ impl Ctx<'_> {
         op: AggOp,
         grouping: &Grouping,
         param: f64,
+        descending: bool,
         input: &Plan,
     ) -> Result<Value, Error> {
         let r = self.eval_range(input)?;
@@ -561,6 +562,12 @@ impl Ctx<'_> {
                 // a sample quantile is SQL's percentile_cont (the operator has no PromQL
                 // syntax), interpolated as PostgreSQL interpolates it
                 let value = match op {
+                    // in descending order: PostgreSQL interpolates from the top, which is
+                    // the negation of the ascending quantile of the negated samples, exactly
+                    AggOp::Quantile if descending => {
+                        vals.iter_mut().for_each(|v| *v = -*v);
+                        -kernels::percentile_cont(param, &mut vals)
+                    }
                     AggOp::Quantile => kernels::percentile_cont(param, &mut vals),
                     op => aggregate_values(op, &mut vals, param),
                 };

@@ -558,6 +558,9 @@ pub enum Plan {
         grouping: Grouping,
         /// The operator's constant parameter.
         param: f64,
+        /// `Quantile` of the samples in descending order (SQL's `ORDER BY value DESC`), which
+        /// rounds as the ascending quantile of the negated samples, negated.
+        descending: bool,
         /// The range-valued input.
         input: Box<Plan>,
     },
@@ -782,8 +785,9 @@ impl Plan {
                 }
             }
             Plan::Aggregate { op, grouping, .. } => format!("Aggregate {op:?} {}", fmt_grouping(grouping)),
-            Plan::AggregateSamples { op, grouping, param, .. } => format!(
-                "AggregateSamples {op:?} {} param={}",
+            Plan::AggregateSamples { op, grouping, param, descending, .. } => format!(
+                "AggregateSamples {op:?}{} {} param={}",
+                if *descending { " descending" } else { "" },
                 fmt_grouping(grouping),
                 crate::format::format_value(*param)
             ),

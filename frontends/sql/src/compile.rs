@@ -549,6 +549,7 @@ fn sum_rows_in_order(plan: &mut Plan) {
         op,
         grouping: grouping.clone(),
         param: 0.0,
+        descending: false,
         input: Box::new(window.clone()),
     };
     if let Some((grouping, window)) = summed(plan, WindowFn::SumOverTime) {
@@ -1481,17 +1482,17 @@ fn percentile_cont(f: &ast::Function, groups: &[String]) -> Result<(String, Make
     if !(0.0..=1.0).contains(&phi) {
         return Err(invalid(fraction.span(), format!("percentile value {phi} is not between 0 and 1")));
     }
-    // the fraction from the top of a descending order is 1 − φ from the bottom
-    let phi = match order.options.sort {
-        Some(OrderBySort::Desc) => 1.0 - phi,
+    let descending = match order.options.sort {
+        Some(OrderBySort::Desc) => true,
         Some(OrderBySort::Using(_)) => return Err(usage()),
-        _ => phi,
+        _ => false,
     };
     let grouping = Grouping::By(groups.to_vec());
     let make: MakePlan = Box::new(move |w| Plan::AggregateSamples {
         op: AggOp::Quantile,
         grouping: grouping.clone(),
         param: phi,
+        descending,
         input: Box::new(w),
     });
     Ok(("percentile_cont".into(), make, false))
