@@ -66,15 +66,9 @@ fn numeric(text: &str) -> Result<Vec<u8>, BinaryError> {
         "-Infinity" => return Ok(special(NEGATIVE_INFINITY)),
         _ => {}
     }
-    let (negative, unsigned) = match trimmed.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, trimmed.strip_prefix('+').unwrap_or(trimmed)),
-    };
-    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    let is_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (whole.is_empty() && fraction.is_empty()) || !is_digits(whole) || !is_digits(fraction) {
+    let Some(PlainDecimal { negative, whole, fraction }) = plain_decimal(trimmed) else {
         return Err(not_of("numeric", text));
-    }
+    };
     let dscale = u16::try_from(fraction.len()).map_err(|_| not_of("numeric", text))?;
     let whole = whole.trim_start_matches('0');
     // the whole part padded on the left and the fraction on the right to groups of four
@@ -109,6 +103,40 @@ fn numeric(text: &str) -> Result<Vec<u8>, BinaryError> {
         out.extend_from_slice(&g.to_be_bytes());
     }
     Ok(out)
+}
+
+/// A decimal number written plainly: a sign, digits, and digits after a point.
+pub(crate) struct PlainDecimal<'a> {
+    /// Whether it has a minus sign.
+    pub negative: bool,
+    /// The digits before the point (perhaps none).
+    pub whole: &'a str,
+    /// The digits after it (perhaps none).
+    pub fraction: &'a str,
+}
+
+impl PlainDecimal<'_> {
+    /// The number without its sign, as written (`1.50`).
+    pub fn unsigned(&self) -> String {
+        if self.fraction.is_empty() {
+            self.whole.to_string()
+        } else {
+            format!("{}.{}", self.whole, self.fraction)
+        }
+    }
+}
+
+/// `text` as a plain decimal (`-12.50`, `+3`, `.5`), or `None` (an exponent, letters, no
+/// digits).
+pub(crate) fn plain_decimal(text: &str) -> Option<PlainDecimal<'_>> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let plain = !(whole.is_empty() && fraction.is_empty()) && digits(whole) && digits(fraction);
+    plain.then_some(PlainDecimal { negative, whole, fraction })
 }
 
 /// A `date`: days since 2000-01-01.

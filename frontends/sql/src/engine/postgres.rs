@@ -1056,18 +1056,9 @@ fn numeric_literal(x: &Expr) -> Option<Expr> {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) if !n.contains(['e', 'E']) => Some(x.clone()),
             Value::SingleQuotedString(t) => {
-                let t = t.trim();
-                let (negative, digits) = match t.strip_prefix('-') {
-                    Some(rest) => (true, rest),
-                    None => (false, t.strip_prefix('+').unwrap_or(t)),
-                };
-                let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-                let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-                if (whole.is_empty() && fraction.is_empty()) || !plain(whole) || !plain(fraction) {
-                    return None;
-                }
-                let number = Expr::value(Value::Number(digits.to_string(), false));
-                Some(if negative {
+                let decimal = crate::binary::plain_decimal(t.trim())?;
+                let number = Expr::value(Value::Number(decimal.unsigned(), false));
+                Some(if decimal.negative {
                     Expr::Nested(Box::new(Expr::UnaryOp {
                         op: ast::UnaryOperator::Minus,
                         expr: Box::new(number),
