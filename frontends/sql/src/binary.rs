@@ -117,6 +117,7 @@ pub(crate) struct PlainDecimal<'a> {
 
 impl PlainDecimal<'_> {
     /// The number without its sign, as written (`1.50`).
+    #[cfg_attr(not(feature = "engine"), allow(dead_code))]
     pub fn unsigned(&self) -> String {
         if self.fraction.is_empty() {
             self.whole.to_string()
