@@ -184,12 +184,7 @@ impl Inference {
 /// The type of a metric table's column that an expression names, for the columns whose
 /// type does not depend on the table (labels are `text`, but so are names of other tables).
 fn column_type(e: &ast::Expr) -> Option<Type> {
-    let name = match e {
-        ast::Expr::Identifier(id) => id,
-        ast::Expr::CompoundIdentifier(ids) => ids.last()?,
-        _ => return None,
-    };
-    match name.value.as_str() {
+    match crate::compile::column_named(e)? {
         "ts" => Some(Type::TIMESTAMPTZ),
         "value" => Some(Type::FLOAT8),
         _ => None,

@@ -214,20 +214,6 @@ impl ColumnKind {
     pub fn is_integer(self) -> bool {
         matches!(self, ColumnKind::Integer | ColumnKind::Int4)
     }
-
-    /// Whether the type's values are held as PostgreSQL's text of them (`numeric`, `date`,
-    /// `interval`, arrays), the only form promflow writes them in.
-    pub fn held_as_text(self) -> bool {
-        matches!(
-            self,
-            ColumnKind::Numeric
-                | ColumnKind::Date
-                | ColumnKind::Interval
-                | ColumnKind::TextArray
-                | ColumnKind::IntegerArray
-                | ColumnKind::DoubleArray
-        )
-    }
 }
 
 impl Source {
@@ -309,6 +295,15 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>, Error> {
     Ok(statements)
 }
 
+/// The column an expression names, with or without its table (`ts`, `t.ts`).
+pub(crate) fn column_named(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Identifier(id) => Some(&id.value),
+        Expr::CompoundIdentifier(ids) => ids.last().map(|id| id.value.as_str()),
+        _ => None,
+    }
+}
+
 /// A timestamp written to the minute (`'2026-11-25 18:48'`), which PostgreSQL reads and the
 /// front end's parsers (and Arrow's) refuse without seconds, with `:00` added where it is
 /// read as a timestamp: `TIMESTAMP[TZ] '…'`, a cast to a timestamp, or a comparison with `ts`.
@@ -337,11 +332,7 @@ fn whole_minutes(e: &mut Expr) {
         }
     }
     let timestamp = |t: &ast::DataType| matches!(t, ast::DataType::Timestamp(..));
-    let is_ts = |x: &Expr| match x {
-        Expr::Identifier(id) => id.value == "ts",
-        Expr::CompoundIdentifier(ids) => ids.last().is_some_and(|id| id.value == "ts"),
-        _ => false,
-    };
+    let is_ts = |x: &Expr| column_named(x) == Some("ts");
     let literal = |x: &mut Expr| {
         if let Expr::Value(v) = x {
             pad(v);

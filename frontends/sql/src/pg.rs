@@ -714,31 +714,23 @@ fn parameters(portal: &Portal<Prepared>) -> PgWireResult<Vec<Param>> {
 /// or refused (0A000) for a type promflow does not read in binary.
 fn binary_parameter(t: &Type, bytes: &[u8], i: usize) -> PgWireResult<Param> {
     let malformed = || error("22P02", format!("parameter ${}: malformed binary {}", i + 1, t.name()));
-    let exact =
-        |n: usize| -> PgWireResult<&[u8]> { (bytes.len() == n).then_some(bytes).ok_or_else(malformed) };
+    // numbers and truth values in postgres-types' binary decoders
+    fn read<'a, T: postgres_types::FromSql<'a>>(t: &Type, bytes: &'a [u8]) -> Option<T> {
+        T::from_sql(t, bytes).ok()
+    }
     let utf8 = |b: &[u8]| {
         std::str::from_utf8(b)
             .map(|s| Param::Text(s.to_string()))
             .map_err(|_| error("22021", format!("parameter ${} is not UTF-8", i + 1)))
     };
     Ok(match *t {
-        Type::INT2 => {
-            Param::Number(f64::from(i16::from_be_bytes(exact(2)?.try_into().map_err(|_| malformed())?)))
-        }
-        Type::INT4 => {
-            Param::Number(f64::from(i32::from_be_bytes(exact(4)?.try_into().map_err(|_| malformed())?)))
-        }
-        Type::OID => {
-            Param::Number(f64::from(u32::from_be_bytes(exact(4)?.try_into().map_err(|_| malformed())?)))
-        }
-        Type::INT8 => {
-            Param::Number(i64::from_be_bytes(exact(8)?.try_into().map_err(|_| malformed())?) as f64)
-        }
-        Type::FLOAT4 => {
-            Param::Number(f64::from(f32::from_be_bytes(exact(4)?.try_into().map_err(|_| malformed())?)))
-        }
-        Type::FLOAT8 => Param::Number(f64::from_be_bytes(exact(8)?.try_into().map_err(|_| malformed())?)),
-        Type::BOOL => Param::Text((exact(1)?[0] != 0).to_string()),
+        Type::INT2 => Param::Number(f64::from(read::<i16>(t, bytes).ok_or_else(malformed)?)),
+        Type::INT4 => Param::Number(f64::from(read::<i32>(t, bytes).ok_or_else(malformed)?)),
+        Type::OID => Param::Number(f64::from(read::<u32>(t, bytes).ok_or_else(malformed)?)),
+        Type::INT8 => Param::Number(read::<i64>(t, bytes).ok_or_else(malformed)? as f64),
+        Type::FLOAT4 => Param::Number(f64::from(read::<f32>(t, bytes).ok_or_else(malformed)?)),
+        Type::FLOAT8 => Param::Number(read::<f64>(t, bytes).ok_or_else(malformed)?),
+        Type::BOOL => Param::Text(read::<bool>(t, bytes).ok_or_else(malformed)?.to_string()),
         Type::NUMERIC => {
             let text = binary::numeric_text(bytes).ok_or_else(malformed)?;
             Param::Number(text.parse().map_err(|_| malformed())?)

@@ -191,13 +191,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         at_time_zone(e);
         interval_literal(e);
         date_plus_interval(e);
-        if let Expr::Function(f) = e {
-            if f.name.to_string().eq_ignore_ascii_case("generate_series") {
-                if let FunctionArguments::List(list) = &mut f.args {
-                    super::series::interval_step(&mut list.args);
-                }
-            }
-        }
+        super::series::interval_step_of_call(e);
         text_operands(e);
         interval_times(e);
         super::datetime::make_interval_positional(e);

@@ -194,7 +194,7 @@ pub(super) fn series_of_expressions(t: &mut ast::TableFactor) {
 
 /// `generate_series(a, b, '5 minutes')`: a step written as an untyped string (not a number)
 /// is an interval, as PostgreSQL resolves it beside times, written in units DataFusion reads.
-pub(super) fn interval_step(args: &mut [ast::FunctionArg]) {
+fn interval_step(args: &mut [ast::FunctionArg]) {
     let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(step))) = args.get_mut(2) else { return };
     let Expr::Value(v) = step else { return };
     let ast::Value::SingleQuotedString(text) = &v.value else { return };
@@ -209,6 +209,17 @@ pub(super) fn interval_step(args: &mut [ast::FunctionArg]) {
         last_field: None,
         fractional_seconds_precision: None,
     });
+}
+
+/// [`interval_step`] of a call `generate_series(…)` in an expression.
+pub(super) fn interval_step_of_call(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("generate_series") {
+        return;
+    }
+    if let ast::FunctionArguments::List(list) = &mut f.args {
+        interval_step(&mut list.args);
+    }
 }
 
 /// `SELECT generate_series(…) [AS x], …`: a set-returning function in the select list is one
