@@ -575,7 +575,7 @@ fn psql_describes_tables_from_the_catalogs() {
     assert_eq!(
         out,
         "Table \"public.m\"\nColumn|Type|Collation|Nullable|Default\ninstance|text|||\njob|text|||\n\
-         label_value|text|||\nts|timestamp with time zone||not null|\nvalue|double precision||not null|\n"
+         label_value|text|||\nts|timestamp with time zone|||\nvalue|double precision|||\n"
     );
     // the verbose and listing commands too: \d+, \dt+, \l, \l+, \dn, \dn+, \du, \db, \dp
     let (ok, out, err) = psql(&bin, port, "\\d+ m");
@@ -584,7 +584,7 @@ fn psql_describes_tables_from_the_catalogs() {
         out,
         "Table \"public.m\"\nColumn|Type|Collation|Nullable|Default|Storage|Compression|Stats target|Description\n\
          instance|text||||extended|||\njob|text||||extended|||\nlabel_value|text||||extended|||\n\
-         ts|timestamp with time zone||not null||plain|||\nvalue|double precision||not null||plain|||\n\
+         ts|timestamp with time zone||||plain|||\nvalue|double precision||||plain|||\n\
          Access method: heap\n"
     );
     let (ok, out, err) = psql(&bin, port, "\\dt+ m");
@@ -616,8 +616,8 @@ fn psql_describes_tables_from_the_catalogs() {
     assert!(ok, "{err}");
     assert_eq!(
         out,
-        "column_name|data_type|is_nullable\njob|text|YES\nts|timestamp with time zone|NO\n\
-         value|double precision|NO\n(3 rows)\n"
+        "column_name|data_type|is_nullable\njob|text|YES\nts|timestamp with time zone|YES\n\
+         value|double precision|YES\n(3 rows)\n"
     );
     let (ok, out, err) = psql(
         &bin,
@@ -995,8 +995,8 @@ fn sqlalchemy_reflects_and_queries_the_metrics() {
             ["instance", "TEXT", true],
             ["job", "TEXT", true],
             ["label_value", "TEXT", true],
-            ["ts", "TIMESTAMP", false],
-            ["value", "DOUBLE PRECISION", false]
+            ["ts", "TIMESTAMP", true],
+            ["value", "DOUBLE PRECISION", true]
         ]),
         "{v}"
     );

@@ -140,7 +140,6 @@ SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float8
 -- differs: a numeric quotient has the dividend's scale plus 4 in DataFusion, 16 significant digits or more in PostgreSQL
 SELECT 1.0 / 3
 SELECT 1::float8 / 3
--- differs: integer literals are bigint in DataFusion, so integer overflow is no error
 SELECT 2147483647 + 1
 SELECT 9223372036854775807
 SELECT 100 * value / 12 FROM cpu WHERE job = 'api' AND instance = 'b' ORDER BY ts
@@ -519,3 +518,35 @@ SELECT to_char(TIMESTAMPTZ '2024-12-31 23:59:59.987+00', 'FMMonth FMDD, YYYY "we
 SELECT job, to_char(min(ts), 'YYYY-MM-DD') = to_char(max(ts), 'YYYY-MM-DD') FROM cpu GROUP BY job ORDER BY job
 SELECT to_char(DATE '2024-03-05', 'FMDD/FMMM/YY'), to_char(TIMESTAMP '2024-03-05 17:00:00', 'HH12 am, "Q"Q, J')
 SELECT job, percentile_cont(0.9) WITHIN GROUP (ORDER BY value DESC), percentile_cont(0.3) WITHIN GROUP (ORDER BY value DESC) FROM cpu GROUP BY job ORDER BY job
+-- out of range, as PostgreSQL: overflow and underflow of doubles and integers are errors
+SELECT 1e308::float8 * 10
+SELECT 9223372036854775807::bigint + 1
+SELECT 2147483647::int + 1
+SELECT count(*) * 9223372036854775807 FROM cpu
+SELECT exp(1000::float8), 1
+SELECT exp(-1000::float8)
+SELECT power(10::float8, 400)
+SELECT max(value) * 1e308 FROM mem
+SELECT 1e-300::float8 * 1e-300::float8
+SELECT '-Infinity'::float8 * 2, 'Infinity'::float8 + 1
+SELECT power(2, 10), 2 ^ 10, power(2.5::float8, 2), 10 ^ -2, 3 * 4 + 1
+SELECT power(-8::float8, 0.5::float8)
+SELECT mod(17.5, 4), mod(-17, 4), 17 % -4, mod(7, 2.5), 7.5 % 2
+SELECT mod(7, 0)
+-- differs: refused: a power of numeric values has PostgreSQL's numeric precision, the engine's a double's
+SELECT 2 ^ 0.5, 2.0 ^ 10
+-- catalogs: a regclass reads and prints names, no column is declared NOT NULL
+SELECT 'cpu'::regclass, 'cpu'::regclass::text, 'CPU'::regclass::oid > 0, 'public.cpu'::regclass::text
+SELECT relname FROM pg_class WHERE oid = '"mem"'::regclass
+SELECT 'nothing_here'::regclass
+SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = 'cpu'::regclass AND attnum > 0 ORDER BY attnum
+SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'mem' ORDER BY ordinal_position
+-- what PostgreSQL rejects
+SELECT value::boolean FROM cpu LIMIT 1
+SELECT 1.5::boolean
+SELECT date_bin('1 month', ts, TIMESTAMPTZ '2001-01-01') FROM cpu LIMIT 1
+SELECT job, max(value) AS m FROM cpu GROUP BY job HAVING m > 1
+SELECT job, max(value) AS m FROM cpu GROUP BY job ORDER BY m * -1
+SELECT job, max(value) AS m FROM cpu GROUP BY job ORDER BY m DESC
+SELECT job AS j, count(*) AS n FROM cpu GROUP BY j HAVING count(*) > 1 ORDER BY n, j
+SELECT date_trunc('day', DATE '2024-02-28'), DATE '2024-03-01' - DATE '2024-02-01', date_trunc('month', '2024-02-28'::date)

@@ -563,18 +563,20 @@ fn sum_rows_in_order(plan: &mut Plan) {
     }
 }
 
-/// Whether `sql` takes a variance or standard deviation, or divides. The plan IR merges
-/// each series' moments, which rounds otherwise than PostgreSQL's accumulation of the rows
-/// in order, and its division by zero is infinite where PostgreSQL's is an error (22012); a
-/// query run once takes the relational engine's, which is PostgreSQL's. (A standing query
+/// Whether `sql` takes a variance or standard deviation, divides or multiplies. The plan IR
+/// merges each series' moments, which rounds otherwise than PostgreSQL's accumulation of the
+/// rows in order, and its division by zero and overflow are infinite where PostgreSQL's are
+/// errors (22012, 22003); a query run once takes the relational engine's, which is
+/// PostgreSQL's. (A standing query
 /// keeps the IR's, which is maintained incrementally.)
 #[cfg(feature = "engine")]
 fn computes_moments(sql: &str) -> bool {
     let Ok(statements) = parse(sql) else { return false };
     let found = ast::visit_expressions(&statements, |e| match e {
-        Expr::BinaryOp { op: BinaryOperator::Divide | BinaryOperator::Modulo, .. } => {
-            std::ops::ControlFlow::Break(())
-        }
+        Expr::BinaryOp {
+            op: BinaryOperator::Divide | BinaryOperator::Modulo | BinaryOperator::Multiply,
+            ..
+        } => std::ops::ControlFlow::Break(()),
         Expr::Function(f)
             if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
                 matches!(
@@ -1204,22 +1206,23 @@ fn predicate(e: &Expr, matchers: &mut Vec<Matcher>, bounds: &mut Bounds, now: i6
     match e {
         Expr::BinaryOp { left, op, right } if is_ts(left) || is_ts(right) => {
             let (op, other) = if is_ts(left) { (op.clone(), right) } else { (flip(op), left) };
-            let t = time(other, now)?;
+            // samples are in whole milliseconds, a bound may fall between two
+            let (floor, ceil) = millis(time_micros(other, now)?);
             match op {
                 BinaryOperator::Gt => {
-                    bounds.lo = bounds.lo.max(t + 1);
+                    bounds.lo = bounds.lo.max(floor + 1);
                     bounds.lo_given = true;
                 }
                 BinaryOperator::GtEq => {
-                    bounds.lo = bounds.lo.max(t);
+                    bounds.lo = bounds.lo.max(ceil);
                     bounds.lo_given = true;
                 }
-                BinaryOperator::Lt => bounds.hi = bounds.hi.min(t - 1),
-                BinaryOperator::LtEq => bounds.hi = bounds.hi.min(t),
+                BinaryOperator::Lt => bounds.hi = bounds.hi.min(ceil - 1),
+                BinaryOperator::LtEq => bounds.hi = bounds.hi.min(floor),
                 BinaryOperator::Eq => {
-                    bounds.lo = bounds.lo.max(t);
+                    bounds.lo = bounds.lo.max(ceil);
                     bounds.lo_given = true;
-                    bounds.hi = bounds.hi.min(t);
+                    bounds.hi = bounds.hi.min(floor);
                 }
                 op => {
                     return Err(invalid(
@@ -1231,9 +1234,9 @@ fn predicate(e: &Expr, matchers: &mut Vec<Matcher>, bounds: &mut Bounds, now: i6
             Ok(())
         }
         Expr::Between { expr, negated: false, low, high } if is_ts(expr) => {
-            bounds.lo = bounds.lo.max(time(low, now)?);
+            bounds.lo = bounds.lo.max(millis(time_micros(low, now)?).1);
             bounds.lo_given = true;
-            bounds.hi = bounds.hi.min(time(high, now)?);
+            bounds.hi = bounds.hi.min(millis(time_micros(high, now)?).0);
             Ok(())
         }
         Expr::BinaryOp { left, op, right } => {
@@ -1303,6 +1306,12 @@ fn is_ts(e: &Expr) -> bool {
     matches!(e, Expr::Identifier(id) if id.value == "ts")
 }
 
+/// Microseconds as whole milliseconds, rounded down and up.
+fn millis(micros: i64) -> (i64, i64) {
+    let floor = micros.div_euclid(1000);
+    (floor, if micros.rem_euclid(1000) == 0 { floor } else { floor + 1 })
+}
+
 /// The comparison with its sides swapped (`5 < ts` is `ts > 5`).
 fn flip(op: &BinaryOperator) -> BinaryOperator {
     match op {
@@ -1314,17 +1323,23 @@ fn flip(op: &BinaryOperator) -> BinaryOperator {
     }
 }
 
-/// A point in time in milliseconds: `now()`, `now() ± INTERVAL '…'`, a timestamp string
-/// (RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` in UTC) or a number of seconds since the epoch.
+/// A point in time in milliseconds (rounded down): see [`time_micros`].
 fn time(e: &Expr, now: i64) -> Result<i64, Error> {
+    Ok(time_micros(e, now)?.div_euclid(1000))
+}
+
+/// A point in time in microseconds, PostgreSQL's precision: `now()`, `now() ± INTERVAL '…'`,
+/// a timestamp string (RFC 3339, or `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC) or a number of
+/// seconds since the epoch. (`now` is in milliseconds.)
+fn time_micros(e: &Expr, now: i64) -> Result<i64, Error> {
     match e {
-        Expr::Function(f) if is_named(f, "now") || is_named(f, "current_timestamp") => Ok(now),
+        Expr::Function(f) if is_named(f, "now") || is_named(f, "current_timestamp") => Ok(now * 1000),
         Expr::BinaryOp { left, op: op @ (BinaryOperator::Minus | BinaryOperator::Plus), right } => {
-            let base = time(left, now)?;
-            let d = interval(right)?;
+            let base = time_micros(left, now)?;
+            let d = interval(right)? * 1000;
             Ok(if *op == BinaryOperator::Minus { base - d } else { base + d })
         }
-        Expr::Nested(inner) => time(inner, now),
+        Expr::Nested(inner) => time_micros(inner, now),
         Expr::TypedString(ts) => match &ts.value.value {
             ast::Value::SingleQuotedString(s) => timestamp(s, e.span()),
             _ => Err(invalid(e.span(), "a timestamp string")),
@@ -1333,28 +1348,29 @@ fn time(e: &Expr, now: i64) -> Result<i64, Error> {
             ast::Value::SingleQuotedString(s) => timestamp(s, e.span()),
             ast::Value::Number(n, _) => n
                 .parse::<f64>()
-                .map(|s| (s * 1000.0).round() as i64)
+                .map(|s| (s * 1e6).round() as i64)
                 .map_err(|_| invalid(e.span(), "a number of seconds")),
             _ => Err(invalid(e.span(), "a time: now(), a timestamp string or epoch seconds")),
         },
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => time(expr, now).map(|t| -t),
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => time_micros(expr, now).map(|t| -t),
         _ => {
             Err(invalid(e.span(), "a time: now(), now() - INTERVAL '…', a timestamp string or epoch seconds"))
         }
     }
 }
 
+/// A timestamp string in microseconds.
 fn timestamp(s: &str, span: Span) -> Result<i64, Error> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
+        return Ok(t.timestamp_micros());
     }
     for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
-            return Ok(t.and_utc().timestamp_millis());
+            return Ok(t.and_utc().timestamp_micros());
         }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()));
+        return Ok(d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_micros()));
     }
     Err(invalid(
         span,
@@ -1753,6 +1769,35 @@ fn count(e: &Expr) -> Result<usize, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ts_bounds_between_milliseconds_keep_the_samples_postgresql_keeps() {
+        let now = 1_800_000_000_000;
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 25)
+            .and_then(|d| d.and_hms_milli_opt(21, 21, 0, 312))
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap();
+        // the inclusive millisecond bounds of one `ts` predicate
+        let bounds = |predicate_sql: &str| {
+            let e = sqlparser::parser::Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(predicate_sql)
+                .and_then(|mut p| p.parse_expr())
+                .unwrap();
+            let mut b = Bounds { lo: 0, hi: now, lo_given: false };
+            predicate(&e, &mut Vec::new(), &mut b, now).unwrap();
+            (b.lo, b.hi)
+        };
+        // a sample at .312 is before .3121 and after .3119, not after .3121
+        assert_eq!(bounds("ts < '2026-11-25 21:21:00.3121'"), (0, at));
+        assert_eq!(bounds("ts <= '2026-11-25 21:21:00.3121'"), (0, at));
+        assert_eq!(bounds("ts > '2026-11-25 21:21:00.3119'"), (at, now));
+        assert_eq!(bounds("ts >= '2026-11-25 21:21:00.3121'"), (at + 1, now));
+        assert_eq!(bounds("ts = '2026-11-25 21:21:00.3121'"), (at + 1, at));
+        assert_eq!(bounds("ts BETWEEN '2026-11-25 21:21:00.3119' AND '2026-11-25 21:21:00.3121'"), (at, at));
+        // whole milliseconds are as written
+        assert_eq!(bounds("ts < '2026-11-25 21:21:00.312'"), (0, at - 1));
+        assert_eq!(bounds("ts >= '2026-11-25 21:21:00.312'"), (at, now));
+    }
 
     #[test]
     fn timestamps_to_the_minute_are_read_where_a_timestamp_is() {

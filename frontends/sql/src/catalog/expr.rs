@@ -279,9 +279,13 @@ fn cast(v: V, data_type: &DataType, catalog: &mut Catalog) -> Result<V, ExecErro
         "oid" | "int8" | "int4" | "int2" | "regproc" => v.number().map_or(V::Null, |n| V::Int(n as i64)),
         "bool" => V::Bool(v.truth()),
         "regclass" => match v {
-            V::Text(name) => {
+            V::Text(text) => {
+                let name = relation_name(&text);
                 let oid = catalog.tables(false)?.iter().find(|t| t.name == name).map(|t| t.oid);
-                oid.map(V::Int).ok_or(ExecError::NoTable(name))?
+                match oid {
+                    Some(oid) => V::Class(oid, name),
+                    None => return Err(ExecError::NoTable(name)),
+                }
             }
             v => catalog.table_name(&v)?,
         },
@@ -306,6 +310,27 @@ fn cast(v: V, data_type: &DataType, catalog: &mut Catalog) -> Result<V, ExecErro
         }
         _ => v,
     })
+}
+
+/// The table a `regclass` literal names (`up`, `public.up`, `"Mixed_Case"`): its last part,
+/// folded to lower case unless quoted, as PostgreSQL reads identifiers.
+fn relation_name(text: &str) -> String {
+    let (mut parts, mut part, mut quoted, mut chars) =
+        (Vec::new(), String::new(), false, text.trim().chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c if quoted => part.push(c),
+            c => part.extend(c.to_lowercase()),
+        }
+    }
+    parts.push(part);
+    parts.pop().unwrap_or_default()
 }
 
 pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) -> Result<V, ExecError> {

@@ -240,6 +240,8 @@ enum V {
     Float(f64),
     Text(String),
     Array(Vec<V>),
+    /// A `regclass`: a table's oid, written as the table's name.
+    Class(i64, String),
 }
 
 impl V {
@@ -254,7 +256,7 @@ impl V {
             V::Bool(b) => Some(if *b { "t" } else { "f" }.into()),
             V::Int(i) => Some(i.to_string()),
             V::Float(f) => Some(f.to_string()),
-            V::Text(s) => Some(s.clone()),
+            V::Text(s) | V::Class(_, s) => Some(s.clone()),
             V::Array(a) => {
                 let items: Vec<String> =
                     a.iter().map(|v| v.to_text().unwrap_or_else(|| "NULL".into())).collect();
@@ -265,7 +267,7 @@ impl V {
 
     fn number(&self) -> Option<f64> {
         match self {
-            V::Int(i) => Some(*i as f64),
+            V::Int(i) | V::Class(i, _) => Some(*i as f64),
             V::Float(f) => Some(*f),
             V::Text(s) => s.trim().parse().ok(),
             V::Bool(b) => Some(f64::from(u8::from(*b))),
@@ -424,7 +426,7 @@ pub(crate) fn answer<'a>(
                 V::Bool(_) => Some(ColumnKind::Boolean),
                 V::Int(_) => Some(ColumnKind::Integer),
                 V::Float(_) => Some(ColumnKind::Double),
-                V::Text(_) | V::Array(_) => Some(ColumnKind::Text),
+                V::Text(_) | V::Array(_) | V::Class(..) => Some(ColumnKind::Text),
                 V::Null => None,
             });
             Column { name: name.clone(), source: Source::Computed(kind.unwrap_or(ColumnKind::Text)) }

@@ -235,7 +235,10 @@ impl Catalog<'_> {
                             V::Int(type_oid(*kind)),
                             V::Int(-1),
                             V::Int(i as i64 + 1),
-                            V::Bool(sample),
+                            // no column is declared NOT NULL, as in the table a client creates
+                            // in PostgreSQL to hold a metric's samples (`ts timestamptz,
+                            // value double precision`): schema tools compare equal
+                            V::Bool(false),
                             V::Bool(false),
                             V::Bool(false),
                             V::Int(if sample { 0 } else { 100 }),
@@ -264,7 +267,6 @@ impl Catalog<'_> {
                     for (i, (column, kind)) in table.columns.iter().enumerate() {
                         let (_, udt, data_type, _) =
                             TYPES.iter().find(|x| x.0 == type_oid(*kind)).copied().unwrap_or_default();
-                        let nullable = if *kind == ColumnKind::Text { "YES" } else { "NO" };
                         rows.push(vec![
                             t("promflow"),
                             t("public"),
@@ -272,7 +274,9 @@ impl Catalog<'_> {
                             t(column),
                             V::Int(i as i64 + 1),
                             t(data_type),
-                            t(nullable),
+                            // declared as PostgreSQL declares the same table created without
+                            // constraints (see `attnotnull`)
+                            t("YES"),
                             t(udt),
                         ]);
                     }
@@ -345,7 +349,7 @@ impl Catalog<'_> {
     /// The name of the table with `oid` (`regclass` output), or the oid itself.
     pub(super) fn table_name(&mut self, oid: &V) -> Result<V, ExecError> {
         let Some(n) = oid.number() else { return Ok(V::Null) };
-        let name = self.tables(false)?.iter().find(|t| t.oid as f64 == n).map(|t| t.name.clone());
-        Ok(V::Text(name.unwrap_or_else(|| oid.to_text().unwrap_or_default())))
+        let table = self.tables(false)?.iter().find(|t| t.oid as f64 == n).map(|t| (t.oid, t.name.clone()));
+        Ok(table.map_or_else(|| V::Int(n as i64), |(oid, name)| V::Class(oid, name)))
     }
 }

@@ -3,6 +3,7 @@
 //! casts, string and date functions, set operations, subqueries), over the metrics as
 //! tables ([`tables`]). Its answers become [`Rows`] like every other statement's.
 
+mod checked;
 mod datetime;
 mod ir;
 mod missing;
@@ -10,6 +11,7 @@ mod moments;
 mod ordered;
 mod postgres;
 mod promql;
+mod rejected;
 mod series;
 mod sums;
 mod tables;
@@ -24,6 +26,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use promflow_storage::Querier;
 
@@ -73,8 +76,14 @@ async fn answer(
         .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
     let runtime =
         RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc().map_err(engine_error)?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
-    let functions = [postgres::functions(), missing::functions(), datetime::functions(), series::functions()];
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+    let functions = [
+        postgres::functions(),
+        missing::functions(),
+        datetime::functions(),
+        series::functions(),
+        checked::functions(),
+    ];
     for function in functions.into_iter().flatten() {
         ctx.register_udf(function);
     }
@@ -84,13 +93,14 @@ async fn answer(
         .clone()
         .with_aliases(["every"]);
     ctx.register_udaf(every);
+    ctx.register_function_rewrite(checked::rewrite()).map_err(engine_error)?;
     for aggregate in ordered::aggregates().into_iter().chain(moments::aggregates()).chain(sums::aggregates())
     {
         ctx.register_udaf(aggregate);
     }
     // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
     let ir::Lifted { sql, parts, explain } = ir::lift(&sql, chrono::Utc::now().timestamp_millis());
-    let postgres::Rewritten { sql, named, names } = postgres::rewrite(&sql).map_err(ExecError::Catalog)?;
+    let postgres::Rewritten { sql, named, names } = postgres::rewrite(&sql)?;
     let metrics = tables::Metrics {
         querier,
         max_samples: settings.max_samples,

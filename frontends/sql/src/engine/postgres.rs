@@ -8,10 +8,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::udf::{self, Function as Udf};
+use crate::exec::ExecError;
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, IntervalMonthDayNanoArray,
-    TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, Decimal128Array, IntervalMonthDayNanoArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int32Type, Int64Type, IntervalMonthDayNano,
@@ -74,7 +74,6 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             Some(DataType::Float64),
             log,
         ),
-        Udf::udf("mod", exact(vec![DataType::Int64, DataType::Int64]), Some(DataType::Int64), modulo),
     ]
 }
 
@@ -112,20 +111,6 @@ fn sign(args: &[ArrayRef]) -> Result<ArrayRef> {
     })))
 }
 
-/// `mod(a, b)` of integers: the remainder with the dividend's sign; division by zero fails.
-fn modulo(args: &[ArrayRef]) -> Result<ArrayRef> {
-    let (a, b) = (args[0].as_primitive::<Int64Type>(), args[1].as_primitive::<Int64Type>());
-    let mut out = Vec::with_capacity(a.len());
-    for i in 0..a.len() {
-        out.push(match (a.is_null(i) || b.is_null(i), b.value(i)) {
-            (true, _) => None,
-            (false, 0) => return exec_err!("Divide by zero error"),
-            (false, d) => Some(a.value(i).wrapping_rem(d)),
-        });
-    }
-    Ok(Arc::new(out.into_iter().collect::<Int64Array>()))
-}
-
 /// A statement rewritten for DataFusion, and the names PostgreSQL gives its columns (where
 /// the select list has no `*`).
 pub(super) struct Rewritten {
@@ -144,11 +129,13 @@ pub(super) struct Rewritten {
 /// `sql` rewritten (see the module's documentation); unchanged when it does not parse, so
 /// DataFusion reports the error. Refused (why) when it uses what the engine answers
 /// differently from PostgreSQL and cannot be rewritten: `EXCEPT ALL` and `INTERSECT ALL`
-/// after a first query that selects `*`.
-pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
+/// after a first query that selects `*`. Rejected as PostgreSQL rejects it when it does
+/// ([`super::rejected`]).
+pub(super) fn rewrite(sql: &str) -> Result<Rewritten, ExecError> {
     let Ok(mut statements) = crate::compile::parse(sql) else {
         return Ok(Rewritten { sql: sql.to_string(), named: None, names: None });
     };
+    super::rejected::check(&statements)?;
     struct Clauses;
     impl ast::VisitorMut for Clauses {
         type Break = ();
@@ -172,7 +159,9 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     let _ = ast::VisitMut::visit(&mut statements, &mut Clauses);
     // what is left of them has a `*` in its first query, of a width unknown here
     if let Some(op) = statements.iter().find_map(counted_set_operation) {
-        return Err(format!("{op} ALL is not supported where its first query selects *: name the columns"));
+        return Err(ExecError::Catalog(format!(
+            "{op} ALL is not supported where its first query selects *: name the columns"
+        )));
     }
     let names = match statements.as_slice() {
         [Statement::Query(q)] => column_names(q),
@@ -180,10 +169,13 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
     };
     let _ = ast::visit_expressions_mut(&mut statements, |e| {
         cast(e);
+        mod_as_operator(e);
         rounded_numeric(e);
         // before the divisor is wrapped: an exponent beside an expression is a double
         decimals_beside_expressions(e);
         checked_divisor(e);
+        fine_time_literal(e);
+        date_trunc_of_date(e);
         distinct_from_in_parentheses(e);
         to_char_pattern(e);
         extract_numeric(e);
@@ -198,7 +190,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, String> {
         ControlFlow::<()>::Continue(())
     });
     if let Some(why) = answered_otherwise(&statements) {
-        return Err(why);
+        return Err(ExecError::Catalog(why));
     }
     if let [Statement::Query(query)] = statements.as_mut_slice() {
         order_by_expressions(query);
@@ -364,6 +356,103 @@ fn checked_divisor(e: &mut Expr) {
     })
     .is_continue();
     **right = if repeatable { call(DIVISOR, [divisor, (**left).clone()]) } else { call(DIVISOR, [divisor]) };
+}
+
+/// `mod(a, b)` → `(a % b)`: PostgreSQL's `mod` is its `%`, of integers and of `numeric` (the
+/// remainder with the dividend's sign and the larger scale of the two), which DataFusion's
+/// operator computes, its divisor checked ([`checked_divisor`]).
+fn mod_as_operator(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("mod") {
+        return;
+    }
+    let FunctionArguments::List(list) = &f.args else { return };
+    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)), ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b))] =
+        list.args.as_slice()
+    else {
+        return;
+    };
+    let nested = |x: &Expr| Box::new(Expr::Nested(Box::new(x.clone())));
+    let mut remainder = Expr::BinaryOp { left: nested(a), op: ast::BinaryOperator::Modulo, right: nested(b) };
+    checked_divisor(&mut remainder);
+    *e = Expr::Nested(Box::new(remainder));
+}
+
+/// A string compared with `ts` that is finer than a millisecond (`ts < '… 21:21:00.3121'`)
+/// as a `timestamptz`: DataFusion would cast it to the column's milliseconds, rounding it
+/// down, where PostgreSQL compares microseconds. (Typed, the comparison is in the finer
+/// unit.)
+fn fine_time_literal(e: &mut Expr) {
+    let is_ts = |x: &Expr| match x {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case("ts"),
+        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case("ts")),
+        _ => false,
+    };
+    let typed = |x: &mut Expr| {
+        let Expr::Value(v) = x else { return };
+        let Value::SingleQuotedString(text) = &v.value else { return };
+        let fraction = text.split_once('.').map_or("", |(_, f)| f);
+        let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
+        if digits.get(3..).is_some_and(|finer| finer.contains(|c| c != '0')) {
+            let inner = std::mem::replace(x, Expr::value(Value::Null));
+            *x = Expr::Cast {
+                kind: CastKind::DoubleColon,
+                expr: Box::new(inner),
+                data_type: ast::DataType::Timestamp(None, ast::TimezoneInfo::Tz),
+                format: None,
+            };
+        }
+    };
+    match e {
+        Expr::BinaryOp {
+            left,
+            op:
+                ast::BinaryOperator::Lt
+                | ast::BinaryOperator::LtEq
+                | ast::BinaryOperator::Gt
+                | ast::BinaryOperator::GtEq
+                | ast::BinaryOperator::Eq
+                | ast::BinaryOperator::NotEq,
+            right,
+        } => {
+            if is_ts(left) {
+                typed(right);
+            } else if is_ts(right) {
+                typed(left);
+            }
+        }
+        Expr::Between { expr, low, high, .. } if is_ts(expr) => {
+            typed(low);
+            typed(high);
+        }
+        _ => {}
+    }
+}
+
+/// `date_trunc(unit, d)` of a `date` (`DATE '…'`, `x::date`) as of `d::timestamptz`: PostgreSQL
+/// truncates the `timestamptz` the date converts to, and answers one (DataFusion: a
+/// timestamp without time zone).
+fn date_trunc_of_date(e: &mut Expr) {
+    let Expr::Function(f) = e else { return };
+    if !f.name.to_string().eq_ignore_ascii_case("date_trunc") {
+        return;
+    }
+    let FunctionArguments::List(list) = &mut f.args else { return };
+    let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x))) = list.args.get_mut(1) else { return };
+    let is_date = match x {
+        Expr::TypedString(t) => matches!(t.data_type, ast::DataType::Date),
+        Expr::Cast { data_type: ast::DataType::Date, .. } => true,
+        _ => false,
+    };
+    if is_date {
+        let inner = std::mem::replace(x, Expr::value(Value::Null));
+        *x = Expr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: Box::new(Expr::Nested(Box::new(inner))),
+            data_type: ast::DataType::Timestamp(None, ast::TimezoneInfo::Tz),
+            format: None,
+        };
+    }
 }
 
 /// `a IS [NOT] DISTINCT FROM b` in parentheses: DataFusion's parser binds `AND` after it
@@ -862,6 +951,17 @@ fn cast(e: &mut Expr) {
                 *e = literal;
             }
         }
+        // a number with an exponent beyond a decimal's 38 digits (`1e308::float8`), which
+        // DataFusion reads as a decimal first, is read as the double it is cast to
+        T::DoublePrecision | T::Float8 | T::Float64 | T::Double(_) => {
+            if let Expr::Value(v) = expr.as_mut() {
+                if let Value::Number(n, _) = &v.value {
+                    if n.contains(['e', 'E']) {
+                        v.value = Value::SingleQuotedString(n.clone());
+                    }
+                }
+            }
+        }
         T::Interval { .. } => {
             if let Expr::Value(v) = expr.as_mut() {
                 if let Value::SingleQuotedString(text) = &mut v.value {
@@ -992,6 +1092,9 @@ fn interval_literal(e: &mut Expr) {
 /// `real` (PostgreSQL writes a `float4`'s shortest digits, the engine a double's).
 fn answered_otherwise(statements: &[Statement]) -> Option<String> {
     let refusal = |e: &Expr| {
+        if let Some(why) = numeric_power(e) {
+            return Some(why);
+        }
         let Expr::Cast { data_type, expr, .. } = e else { return None };
         use ast::DataType as T;
         match data_type {
@@ -1018,6 +1121,37 @@ fn answered_otherwise(statements: &[Statement]) -> Option<String> {
         });
         why
     })
+}
+
+/// Why `a ^ b` (or `power(a, b)`) is refused, when PostgreSQL computes it in `numeric`: both
+/// operands are numbers or `numeric` casts and one has decimals (`2 ^ 0.5`, `2.0 ^ 10`).
+/// PostgreSQL's `numeric` power has its own precision (`1.4142135623730950`,
+/// `1024.0000000000000000`) where the engine's is a double's.
+fn numeric_power(e: &Expr) -> Option<String> {
+    let (a, b) = match e {
+        Expr::BinaryOp { left, op: ast::BinaryOperator::PGExp, right } => (left.as_ref(), right.as_ref()),
+        Expr::Function(f) if ["power", "pow"].iter().any(|n| f.name.to_string().eq_ignore_ascii_case(n)) => {
+            let FunctionArguments::List(list) = &f.args else { return None };
+            match list.args.as_slice() {
+                [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)), ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b))] => {
+                    (a, b)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    // whether an operand is a number (`Some`), and one with decimals (`Some(true)`)
+    let decimals = |x: &Expr| match x {
+        Expr::Cast { data_type: ast::DataType::Numeric(_) | ast::DataType::Decimal(_), .. } => Some(true),
+        _ => numeric_literal(x).map(|n| n.to_string().contains('.')),
+    };
+    match (decimals(a), decimals(b)) {
+        (Some(x), Some(y)) if x || y => Some(format!(
+            "{e} is not supported: a power of numeric values has PostgreSQL's numeric precision; cast an operand to float8"
+        )),
+        _ => None,
+    }
 }
 
 /// `round(x::numeric, n)` (and `trunc`, `floor`, `ceil`): the cast with the engine's own
