@@ -550,3 +550,23 @@ SELECT job, max(value) AS m FROM cpu GROUP BY job ORDER BY m * -1
 SELECT job, max(value) AS m FROM cpu GROUP BY job ORDER BY m DESC
 SELECT job AS j, count(*) AS n FROM cpu GROUP BY j HAVING count(*) > 1 ORDER BY n, j
 SELECT date_trunc('day', DATE '2024-02-28'), DATE '2024-03-01' - DATE '2024-02-01', date_trunc('month', '2024-02-28'::date)
+-- functions PostgreSQL has and DataFusion lacks
+SELECT job, quote_literal(job), quote_ident('Job Name'), quote_ident(job), quote_nullable(NULL::text), quote_literal(2.5::float8) FROM cpu GROUP BY job ORDER BY 1
+SELECT regexp_split_to_array('node-1:9100', '[-:]'), array_length(regexp_split_to_array('a,b,,c', ','), 1)
+SELECT job, regexp_split_to_array(job, 'a') FROM cpu GROUP BY job ORDER BY job
+SELECT pg_size_pretty(10239::bigint), pg_size_pretty(10240::bigint), pg_size_pretty(8206154752::bigint), pg_size_pretty(-123456789::bigint), pg_size_pretty(1099511627776::bigint)
+SELECT job, pg_size_pretty((max(value) * 1e6)::bigint) FROM mem GROUP BY job ORDER BY job
+SELECT div(7, 2), div(-7, 2), div(7.5, 2), div(9.9, 0.5)
+SELECT div(1, 0)
+SELECT make_timestamptz(2024, 5, 1, 12, 0, 0), make_timestamptz(2024, 2, 29, 23, 59, 59.5)
+SELECT make_timestamptz(2023, 2, 29, 0, 0, 0)
+SELECT count(*) FROM cpu WHERE job LIKE ANY (ARRAY['ap%', 'db'])
+SELECT count(*) FROM cpu WHERE job NOT LIKE ANY (ARRAY['ap%', 'db'])
+SELECT job, count(*) FROM cpu WHERE job ILIKE ANY (ARRAY['AP%', 'B%']) GROUP BY job ORDER BY job
+SELECT (max(value) * 1e9)::int FROM mem
+SELECT 3e9::int
+SELECT 70000::smallint, 1
+SELECT 2.5e1::int, 3e9::bigint
+SELECT column_name, column_default, numeric_precision, numeric_precision_radix, datetime_precision, character_maximum_length FROM information_schema.columns WHERE table_name = 'cpu' ORDER BY ordinal_position
+SELECT quote_ident('user'), quote_ident('between'), quote_ident('name'), quote_ident('idle')
+SELECT format('%I.%I', 'select', 'cpu'), quote_ident(job) FROM cpu GROUP BY job ORDER BY 2

@@ -373,7 +373,7 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
         // the default tablespaces have no directory of their own
         "pg_tablespace_location" => V::text(""),
         "to_regtype" => first.to_text().and_then(|name| type_named(&name)).map_or(V::Null, V::Int),
-        "pg_size_pretty" => first.to_text().map_or(V::Null, V::Text),
+        "pg_size_pretty" => first.number().map_or(V::Null, |n| V::Text(size_text(n as i64))),
         "format_type" => {
             let oid = first.number().unwrap_or(0.0) as i64;
             TYPES.iter().find(|t| t.0 == oid).map_or(V::Null, |t| V::text(t.2))
@@ -405,14 +405,66 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
     })
 }
 
-/// An identifier quoted as PostgreSQL quotes it when it needs to be (PostgreSQL also quotes a
-/// lower-case reserved word; this does not).
+/// `bytes` as PostgreSQL's `pg_size_pretty` writes them: below 10 kB in bytes, else in kB,
+/// MB, GB, TB or PB, each unit rounded half away from zero.
+pub(crate) fn size_text(bytes: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    const LIMIT_HALVES: i64 = 2 * LIMIT - 1;
+    if bytes.abs() < LIMIT {
+        return format!("{bytes} bytes");
+    }
+    // one more bit than the unit's is kept, to round by
+    let half_rounded = |x: i64| (x + x.signum()) / 2;
+    let mut halves = bytes >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if halves.abs() < LIMIT_HALVES {
+            return format!("{} {unit}", half_rounded(halves));
+        }
+        halves >>= 10;
+    }
+    format!("{} PB", half_rounded(halves))
+}
+
+/// An identifier quoted as PostgreSQL quotes it when it needs to be: unless it is lower case
+/// letters, digits and `_` (not first a digit) and no keyword PostgreSQL reserves in any way
+/// (`user`, `between`; `postgres_keywords.txt`).
 pub(crate) fn quote_ident(s: &str) -> String {
+    static KEYWORDS: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    let keywords = KEYWORDS.get_or_init(|| {
+        include_str!("postgres_keywords.txt").lines().filter(|l| !l.starts_with('#')).collect()
+    });
     let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !keywords.contains(s);
     if plain {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_where_postgresql_quotes_them() {
+        assert_eq!(quote_ident("idle"), "idle");
+        assert_eq!(quote_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("between"), "\"between\"");
+        assert_eq!(quote_ident("name"), "name");
+        assert_eq!(quote_ident("Job"), "\"Job\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn sizes_are_written_as_postgresql_writes_them() {
+        assert_eq!(size_text(10239), "10239 bytes");
+        assert_eq!(size_text(10240), "10 kB");
+        assert_eq!(size_text(-10240), "-10 kB");
+        assert_eq!(size_text(8_206_154_752), "7826 MB");
+        assert_eq!(size_text(1_099_511_627_776), "1024 GB");
+        assert_eq!(size_text(i64::MAX), "8192 PB");
     }
 }

@@ -20,7 +20,7 @@
 mod aggregate;
 mod expr;
 #[cfg(feature = "engine")]
-pub(crate) use expr::quote_ident;
+pub(crate) use expr::{quote_ident, size_text};
 mod query;
 mod tables;
 

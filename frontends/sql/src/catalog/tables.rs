@@ -48,7 +48,9 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         "tables" => &["table_catalog", "table_schema", "table_name", "table_type"],
         "columns" => &[
             "table_catalog", "table_schema", "table_name", "column_name", "ordinal_position", "data_type",
-            "is_nullable", "udt_name",
+            "is_nullable", "udt_name", "column_default", "character_maximum_length", "numeric_precision",
+            "numeric_precision_radix", "numeric_scale", "datetime_precision", "udt_schema", "is_identity",
+            "is_generated",
         ],
         "schemata" => &["catalog_name", "schema_name", "schema_owner"],
         "pg_tables" => &[
@@ -278,6 +280,16 @@ impl Catalog<'_> {
                             // constraints (see `attnotnull`)
                             t("YES"),
                             t(udt),
+                            V::Null,
+                            V::Null,
+                            // a double's 53 binary digits; a timestamptz's 6 decimals
+                            if *kind == ColumnKind::Double { V::Int(53) } else { V::Null },
+                            if *kind == ColumnKind::Double { V::Int(2) } else { V::Null },
+                            V::Null,
+                            if *kind == ColumnKind::Timestamp { V::Int(6) } else { V::Null },
+                            t("pg_catalog"),
+                            t("NO"),
+                            t("NEVER"),
                         ]);
                     }
                 }

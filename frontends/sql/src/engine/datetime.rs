@@ -1,8 +1,8 @@
 //! PostgreSQL's interval functions that DataFusion lacks, with PostgreSQL's arithmetic:
 //! `age` (the symbolic difference of two times, in years, months and days), `make_interval`
 //! (positional or named arguments), and `justify_hours`, `justify_days` and
-//! `justify_interval` (24-hour days and 30-day months). Times are taken in UTC, the session's
-//! `TimeZone`.
+//! `justify_interval` (24-hour days and 30-day months), and `make_timestamptz`. Times are
+//! taken in UTC, the session's `TimeZone`.
 
 use std::sync::Arc;
 
@@ -33,6 +33,8 @@ const MAKE_INTERVAL_PARAMETERS: [&str; 7] = ["years", "months", "weeks", "days",
 pub(super) fn functions() -> Vec<ScalarUDF> {
     let mut make = vec![DataType::Int64; 6];
     make.push(DataType::Float64);
+    let mut make_time = vec![DataType::Int64; 5];
+    make_time.push(DataType::Float64);
     vec![
         Function::udf(
             "age",
@@ -56,7 +58,47 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         Function::udf("justify_hours", one_interval(), Some(INTERVAL), |a| justify(a, justify_hours)),
         Function::udf("justify_days", one_interval(), Some(INTERVAL), |a| justify(a, justify_days)),
         Function::udf("justify_interval", one_interval(), Some(INTERVAL), |a| justify(a, justify_interval)),
+        Function::udf(
+            "make_timestamptz",
+            Signature::exact(make_time, Volatility::Immutable),
+            Some(DataType::Timestamp(TimeUnit::Microsecond, Some(super::tables::UTC.into()))),
+            make_timestamptz,
+        ),
     ]
+}
+
+/// `make_timestamptz(year, month, day, hour, min, sec)`: that time in UTC, the session's
+/// zone; a field out of range is PostgreSQL's 22008.
+fn make_timestamptz(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let fields: Vec<_> = args[..5].iter().map(|a| a.as_primitive::<Int64Type>()).collect();
+    let seconds = args[5].as_primitive::<Float64Type>();
+    let mut out = Vec::with_capacity(seconds.len());
+    for row in 0..seconds.len() {
+        if seconds.is_null(row) || fields.iter().any(|f| f.is_null(row)) {
+            out.push(None);
+            continue;
+        }
+        let [year, month, day, hour, minute] = [0, 1, 2, 3, 4].map(|i| fields[i].value(row));
+        let second = seconds.value(row);
+        let date = i32::try_from(year)
+            .ok()
+            .and_then(|y| NaiveDate::from_ymd_opt(y, u32::try_from(month).ok()?, u32::try_from(day).ok()?));
+        let (Some(date), true, true, true) =
+            (date, (0..24).contains(&hour), (0..60).contains(&minute), (0.0..60.0).contains(&second))
+        else {
+            return fail(
+                "22008",
+                format!("date field value out of range: {year}-{month:02}-{day:02} {hour:02}:{minute:02}:{second}"),
+            );
+        };
+        let micros = date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_micros())
+            + (hour * 3600 + minute * 60) * 1_000_000
+            + (second * 1e6).round() as i64;
+        out.push(Some(micros));
+    }
+    let times =
+        datafusion::arrow::array::TimestampMicrosecondArray::from(out).with_timezone(super::tables::UTC);
+    Ok(Arc::new(times))
 }
 
 /// The name `date_part` (and `EXTRACT`) of a field with fractions of a second is planned as.

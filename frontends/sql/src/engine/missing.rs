@@ -1,13 +1,18 @@
 //! PostgreSQL's functions that DataFusion does not have, with PostgreSQL's answers and
-//! errors: `width_bucket(operand, low, high, count)` and `format(text, …)`.
+//! errors: `width_bucket(operand, low, high, count)`, `format(text, …)`, `quote_literal`,
+//! `quote_nullable`, `quote_ident`, `regexp_split_to_array`, `pg_size_pretty` and `div`.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Int32Array, ListBuilder, StringArray, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int64Type};
 use datafusion::common::DataFusionError;
 use datafusion::error::Result;
-use datafusion::logical_expr::{ScalarUDF, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
 
 use super::udf::{self, Function};
 
@@ -42,7 +47,118 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             Some(DataType::Utf8),
             format,
         ),
+        Function::udf("quote_literal", any(1), Some(DataType::Utf8), |a| quoted(&a[0], quote_literal, None)),
+        Function::udf("quote_nullable", any(1), Some(DataType::Utf8), |a| {
+            quoted(&a[0], quote_literal, Some("NULL"))
+        }),
+        Function::udf("quote_ident", any(1), Some(DataType::Utf8), |a| {
+            quoted(&a[0], crate::catalog::quote_ident, None)
+        }),
+        Function::udf(
+            "regexp_split_to_array",
+            Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+            Some(DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))),
+            regexp_split_to_array,
+        ),
+        Function::udf(
+            "pg_size_pretty",
+            Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+            Some(DataType::Utf8),
+            pg_size_pretty,
+        ),
+        ScalarUDF::from(Div { signature: Signature::user_defined(Volatility::Immutable) }),
     ]
+}
+
+/// A signature of `n` arguments of any type.
+fn any(n: usize) -> Signature {
+    Signature::any(n, Volatility::Immutable)
+}
+
+/// Every value of `array` as text ([`udf::text`]), quoted by `quote`; `NULL` as `null` (or
+/// stays `NULL`).
+fn quoted(array: &ArrayRef, quote: fn(&str) -> String, null: Option<&str>) -> Result<ArrayRef> {
+    let texts = udf::text(array)?;
+    let out: StringArray =
+        texts.as_string::<i32>().iter().map(|v| v.map(quote).or_else(|| null.map(String::from))).collect();
+    Ok(Arc::new(out))
+}
+
+/// `regexp_split_to_array(text, pattern)`: the text between the pattern's matches.
+fn regexp_split_to_array(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let (texts, patterns) = (args[0].as_string::<i32>(), args[1].as_string::<i32>());
+    let mut out = ListBuilder::new(StringBuilder::new());
+    let mut compiled: Option<(String, regex::Regex)> = None;
+    for (text, pattern) in texts.iter().zip(patterns.iter()) {
+        let (Some(text), Some(pattern)) = (text, pattern) else {
+            out.append_null();
+            continue;
+        };
+        if compiled.as_ref().is_none_or(|(p, _)| p != pattern) {
+            let re = regex::Regex::new(pattern)
+                .or_else(|e| fail("2201B", format!("invalid regular expression: {e}")))?;
+            compiled = Some((pattern.to_string(), re));
+        }
+        let Some((_, re)) = &compiled else { continue };
+        for part in re.split(text) {
+            out.values().append_value(part);
+        }
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `pg_size_pretty(bytes)`: bytes below 10 kB, else kB, MB, GB, TB or PB, each unit
+/// rounded half away from zero, as PostgreSQL writes sizes.
+fn pg_size_pretty(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let out: StringArray =
+        args[0].as_primitive::<Int64Type>().iter().map(|v| v.map(crate::catalog::size_text)).collect();
+    Ok(Arc::new(out))
+}
+
+/// `div(y, x)`: the integer quotient of `y / x`, rounded towards zero, as a `numeric` of
+/// scale 0; of integers or `numeric` values (PostgreSQL has no `div` of doubles).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Div {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Div {
+    fn name(&self) -> &str {
+        "div"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let scale = args
+            .iter()
+            .map(|t| match t {
+                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Ok(0),
+                DataType::Decimal128(_, s) => Ok(*s),
+                other => fail("42883", format!("function div({other}) does not exist")),
+            })
+            .try_fold(0i8, |m, s| s.map(|s| m.max(s)))?;
+        Ok(vec![DataType::Decimal128(38, scale); args.len()])
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Decimal128(38, 0))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (y, x) = (arrays[0].as_primitive::<Decimal128Type>(), arrays[1].as_primitive::<Decimal128Type>());
+        let mut out = Vec::with_capacity(y.len());
+        for (y, x) in y.iter().zip(x.iter()) {
+            out.push(match (y, x) {
+                (Some(_), Some(0)) => return fail("22012", "division by zero"),
+                // of one scale: the quotient of the unscaled values is the quotient
+                (Some(y), Some(x)) => Some(y / x),
+                _ => None,
+            });
+        }
+        let quotient = out.into_iter().collect::<Decimal128Array>().with_precision_and_scale(38, 0)?;
+        udf::answer(&args.args, Arc::new(quotient))
+    }
 }
 
 /// `width_bucket(operand, low, high, count)`: the bucket of `count` equal buckets over

@@ -238,7 +238,7 @@ fn classify(e: &DataFusionError) -> ExecError {
             ArrowError::DivideByZero => sql("22012", "division by zero".into()),
             ArrowError::ArithmeticOverflow(m) => sql("22003", format!("value out of range: {m}")),
             ArrowError::CastError(m) | ArrowError::ParseError(m) => match unclassified(m) {
-                ExecError::Catalog(_) => sql("22P02", m.clone()),
+                ExecError::Catalog(_) => cast_error(m),
                 known => known,
             },
             other => ExecError::Catalog(other.to_string()),
@@ -282,7 +282,9 @@ fn classify(e: &DataFusionError) -> ExecError {
                 unclassified(&first)
             }
         }
-        DataFusionError::Execution(m) if m.starts_with("Cannot cast") => sql("22P02", m.clone()),
+        DataFusionError::Execution(m) if m.starts_with("Cannot cast") || m.starts_with("Can't cast") => {
+            cast_error(m)
+        }
         // AT TIME ZONE's zone: invalid_parameter_value
         DataFusionError::Execution(m) if m.starts_with("time zone \"") => sql("22023", m.clone()),
         DataFusionError::Execution(m) if m.contains("Divide by zero") => {
@@ -290,6 +292,26 @@ fn classify(e: &DataFusionError) -> ExecError {
         }
         e => unclassified(&e.message()),
     }
+}
+
+/// A failed cast: a number out of the target type's range ("Can't cast value 8206154752.0 to
+/// type Int32", "value of 3000000000 is out of range Int32") is PostgreSQL's `integer out of
+/// range` (22003), anything else bad input text (22P02).
+fn cast_error(m: &str) -> ExecError {
+    // "value of 3000000000 is out of range Int32" (a decimal's cast)
+    let out_of_range = m.strip_prefix("value of ").and_then(|r| r.split(" is out of range ").nth(1));
+    let Some(target) =
+        m.strip_prefix("Can't cast value ").and_then(|r| r.split(" to type ").nth(1)).or(out_of_range)
+    else {
+        return ExecError::Sql { state: "22P02", message: m.to_string() };
+    };
+    let name = match target.trim() {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        other => other,
+    };
+    ExecError::Sql { state: "22003", message: format!("{name} out of range") }
 }
 
 /// Whether PostgreSQL 15 has a function named `name` (`postgres_functions.txt`, from its

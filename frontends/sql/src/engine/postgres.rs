@@ -176,6 +176,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, ExecError> {
         checked_divisor(e);
         fine_time_literal(e);
         date_trunc_of_date(e);
+        like_any(e);
         distinct_from_in_parentheses(e);
         to_char_pattern(e);
         extract_numeric(e);
@@ -453,6 +454,36 @@ fn date_trunc_of_date(e: &mut Expr) {
             format: None,
         };
     }
+}
+
+/// `x [NOT] LIKE ANY (ARRAY[p, q])` (and `ILIKE`) → `(x [NOT] LIKE p OR x [NOT] LIKE q)`,
+/// which DataFusion plans; an array that is no literal is left to DataFusion's error.
+fn like_any(e: &mut Expr) {
+    let (Expr::Like { any: any @ true, pattern, .. } | Expr::ILike { any: any @ true, pattern, .. }) = e
+    else {
+        return;
+    };
+    let mut list = pattern.as_ref();
+    while let Expr::Nested(inner) = list {
+        list = inner;
+    }
+    let Expr::Array(ast::Array { elem, .. }) = list else { return };
+    let patterns = elem.clone();
+    *any = false;
+    let one = |p: Expr| {
+        let mut single = e.clone();
+        if let Expr::Like { pattern, .. } | Expr::ILike { pattern, .. } = &mut single {
+            **pattern = p;
+        }
+        single
+    };
+    let alternatives = patterns.into_iter().map(one).reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: ast::BinaryOperator::Or,
+        right: Box::new(b),
+    });
+    // no pattern matches nothing
+    *e = Expr::Nested(Box::new(alternatives.unwrap_or(Expr::value(Value::Boolean(false)))));
 }
 
 /// `a IS [NOT] DISTINCT FROM b` in parentheses: DataFusion's parser binds `AND` after it
@@ -1341,7 +1372,8 @@ fn rint(args: &[ArrayRef]) -> Result<ArrayRef> {
         DataType::Float64 => {
             Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(f64::round_ties_even))
         }
-        DataType::Decimal128(p, s) => {
+        // of a negative scale (`3e9`), a whole number already
+        DataType::Decimal128(p, s) if *s > 0 => {
             let scale = 10i128.pow(u32::from(*s as u8));
             let rounded: Decimal128Array = array
                 .as_primitive::<Decimal128Type>()
