@@ -87,6 +87,10 @@ impl MemSeries {
         }
         match (self.first_t(), self.last) {
             (Some(first), Some((last, _))) if first > maxt || last < mint => return false,
+            // the range holds the first sample: no chunk need be read (a whole-history lookup,
+            // as every SQL statement's of its tables' columns, is the common case). The newest
+            // sample remembered may be one a deletion or truncation removed: no proof.
+            (Some(first), _) if (mint..=maxt).contains(&first) => return true,
             (None, _) | (_, None) => return false,
             _ => {}
         }
@@ -112,6 +116,8 @@ impl MemSeries {
             if cmin > maxt {
                 break;
             }
+            // at most the chunk's samples: one allocation, not one per doubling
+            out.reserve(it.size_hint().1.unwrap_or(0));
             out.extend(it.skip_while(|s| s.t < mint).take_while(|s| s.t <= maxt));
         }
         let ooo = self.ooo.iter().filter(|x| x.t >= mint && x.t <= maxt);
@@ -456,20 +462,21 @@ impl Head {
         if mint > maxt {
             return Vec::new();
         }
-        let mut found: Vec<&MemSeries> = self
+        // the samples are read once: a series without any in the range is dropped after
+        let mut found: Vec<(&MemSeries, Vec<Sample>)> = self
             .postings(matchers)
             .into_iter()
             .filter_map(|r| self.series.get(&r))
-            .filter(|s| s.has_samples_in(mint, maxt))
-            .collect();
-        found.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        found
-            .into_iter()
-            .map(|s| {
+            .filter_map(|s| {
                 let mut samples = Vec::new();
                 s.samples_in(mint, maxt, &mut samples);
-                Series { labels: (*s.labels).clone(), samples: samples.into() }
+                (!samples.is_empty()).then_some((s, samples))
             })
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.labels.cmp(&b.0.labels));
+        found
+            .into_iter()
+            .map(|(s, samples)| Series { labels: (*s.labels).clone(), samples: samples.into() })
             .collect()
     }
 
@@ -481,7 +488,10 @@ impl Head {
         maxt: Timestamp,
     ) -> impl Iterator<Item = &'a MemSeries> + 'a {
         let refs = if mint > maxt { Vec::new() } else { self.postings(matchers) };
-        let full = full_range(mint, maxt);
+        // a range that holds every sample of the head is the full range: no series need be
+        // looked at for its samples
+        let full =
+            full_range(mint, maxt) || self.time_range().is_some_and(|(lo, hi)| mint <= lo && maxt >= hi);
         refs.into_iter()
             .filter_map(|r| self.series.get(&r))
             .filter(move |s| full || s.has_samples_in(mint, maxt))
