@@ -17,6 +17,7 @@ pub mod backfill;
 pub mod gofmt;
 pub mod json_log;
 pub mod labels;
+pub mod native_histogram;
 pub mod re2;
 pub mod samples;
 pub mod self_metrics;

@@ -1,6 +1,7 @@
 //! The series notation of PromQL test scripts and promtool's rule unit tests:
 //! `name{label="value"}` descriptions and expanding value lists (`1+2x3`, `_x2`, `stale`).
 
+use promflow_storage::native_histogram::{CounterResetHint, FloatHistogram, Span};
 use promflow_storage::Labels;
 
 /// A value as the notation writes it: decimal, `0x` hex, `Inf`, `NaN`, with a sign.
@@ -71,8 +72,7 @@ pub fn expand(text: &str) -> Option<Vec<Slot>> {
         let item = item.as_str();
         if item.contains("{{") {
             // a histogram, or a series of them: `{{…}}xK` or `{{…}}+{{…}}xK` is K+1 slots
-            let k = item.rsplit_once("}}x").and_then(|(_, k)| k.parse::<usize>().ok()).unwrap_or(0);
-            out.extend(std::iter::repeat_n(Slot::Histogram, k + 1));
+            out.extend(std::iter::repeat_n(Slot::Histogram, histograms(item)?.len()));
             continue;
         }
         if item == "_" {
@@ -113,6 +113,95 @@ pub fn expand(text: &str) -> Option<Vec<Slot>> {
         }
     }
     Some(out)
+}
+
+/// The histograms of one value item: `{{…}}`, `{{…}}xK` (K+1 times the same), or
+/// `{{A}}+{{B}}xK` and `{{A}}-{{B}}xK` (A, then B added or subtracted K times); `None` for
+/// an item that is not valid notation.
+pub fn histograms(item: &str) -> Option<Vec<FloatHistogram>> {
+    let rest = item.strip_prefix("{{")?;
+    let (first, rest) = rest.split_once("}}")?;
+    let first = histogram(first)?;
+    if rest.is_empty() {
+        return Some(vec![first]);
+    }
+    if let Some(k) = rest.strip_prefix('x') {
+        return Some(vec![first; k.parse::<usize>().ok()? + 1]);
+    }
+    let (sign, rest) = match rest.as_bytes().first()? {
+        b'+' => (1.0, &rest[1..]),
+        b'-' => (-1.0, &rest[1..]),
+        _ => return None,
+    };
+    let (step, k) = rest.strip_prefix("{{")?.split_once("}}x")?;
+    let (step, k) = (histogram(step)?, k.parse::<usize>().ok()?);
+    let mut out = Vec::with_capacity(k + 1);
+    let mut current = first;
+    for _ in 0..k {
+        let next = if sign > 0.0 { current.add(&step) } else { current.sub(&step) }.ok()?.0;
+        out.push(std::mem::replace(&mut current, next));
+    }
+    out.push(current);
+    Some(out)
+}
+
+/// One histogram's fields, the text between `{{` and `}}`: `schema:0 sum:5 count:4
+/// z_bucket:1 z_bucket_w:0.001 buckets:[1 2 1] offset:1 n_buckets:[…] n_offset:…
+/// custom_values:[…] counter_reset_hint:gauge`, each optional (an empty histogram is `{{}}`).
+pub fn histogram(text: &str) -> Option<FloatHistogram> {
+    let (mut schema, mut sum, mut count, mut zero_count, mut zero_threshold) = (0, 0.0, 0.0, 0.0, 0.0);
+    let (mut positive, mut negative, mut custom) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut offset, mut negative_offset, mut hint) = (0, 0, CounterResetHint::Unknown);
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once(':')?;
+        let (value, after) = match after.strip_prefix('[') {
+            Some(list) => {
+                let (list, after) = list.split_once(']')?;
+                (list, after)
+            }
+            None => after.split_once(char::is_whitespace).unwrap_or((after, "")),
+        };
+        let numbers = || value.split_whitespace().map(number).collect::<Option<Vec<f64>>>();
+        match key.trim() {
+            "schema" => schema = value.parse().ok()?,
+            "sum" => sum = number(value)?,
+            "count" => count = number(value)?,
+            "z_bucket" => zero_count = number(value)?,
+            "z_bucket_w" => zero_threshold = number(value)?,
+            "offset" => offset = value.parse().ok()?,
+            "n_offset" => negative_offset = value.parse().ok()?,
+            "buckets" => positive = numbers()?,
+            "n_buckets" => negative = numbers()?,
+            "custom_values" => custom = numbers()?,
+            "counter_reset_hint" => {
+                hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+        rest = after.trim_start();
+    }
+    let span = |offset: i32, buckets: &[f64]| [Span { offset, length: buckets.len() as u32 }];
+    let (positive_spans, negative_spans) = (span(offset, &positive), span(negative_offset, &negative));
+    let mut h = FloatHistogram::from_spans(
+        schema,
+        zero_threshold,
+        zero_count,
+        count,
+        sum,
+        (&positive_spans, &positive),
+        (&negative_spans, &negative),
+        custom,
+    )
+    .ok()?;
+    h.hint = hint;
+    Some(h)
 }
 
 /// Reads a Go-quoted string starting at `s[0] == '"'` or a backquote; returns it and the rest.
@@ -176,4 +265,40 @@ pub fn series_desc(s: &str) -> Option<(Labels, &str)> {
         }
     }
     Some((Labels::from_pairs(pairs), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_read_with_every_field() {
+        let h = histogram("schema:1 sum:-0.3 count:3.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] offset:-3 n_buckets:[4.1 5] n_offset:-5 counter_reset_hint:gauge").unwrap();
+        assert_eq!((h.schema, h.sum, h.count, h.zero_count, h.zero_threshold), (1, -0.3, 3.1, 7.1, 0.05));
+        assert_eq!(h.positive_buckets(), &[(-3, 5.1), (-2, 10.0), (-1, 7.0)]);
+        assert_eq!(h.negative_buckets(), &[(-5, 4.1), (-4, 5.0)]);
+        assert_eq!(h.hint, CounterResetHint::Gauge);
+        let custom = histogram("schema:-53 sum:1 count:1 custom_values:[5 10] buckets:[1]").unwrap();
+        assert!(custom.uses_custom_buckets());
+        assert_eq!(custom.custom_bounds(), &[5.0, 10.0]);
+        assert_eq!(histogram(""), Some(FloatHistogram::default()));
+        assert_eq!(histogram("schema:0 colour:3"), None);
+        assert_eq!(histogram("buckets:[1 2"), None);
+    }
+
+    #[test]
+    fn histogram_series_expand_by_repetition_and_by_steps() {
+        assert_eq!(histograms("{{schema:0 sum:10 count:10}}x2").unwrap().len(), 3);
+        let up =
+            histograms("{{schema:0 count:1 sum:1 buckets:[1] offset:1}}+{{count:2 sum:3 buckets:[2]}}x2")
+                .unwrap();
+        let counts: Vec<f64> = up.iter().map(|h| h.count).collect();
+        assert_eq!(counts, [1.0, 3.0, 5.0]);
+        // the step's bucket 0 and the start's bucket 1 are both kept
+        assert_eq!(up[2].positive_buckets(), &[(0, 4.0), (1, 1.0)]);
+        let down = histograms("{{count:5 sum:5}}-{{count:1 sum:1}}x3").unwrap();
+        assert_eq!(down.last().unwrap().count, 2.0);
+        assert_eq!(histograms("{{count:1}}*{{count:1}}x2"), None);
+        assert_eq!(expand("1 {{count:1}}x2 _").unwrap().len(), 5);
+    }
 }

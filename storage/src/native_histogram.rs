@@ -1,0 +1,456 @@
+//! Native histograms as PromQL computes with them: Prometheus's float histogram, with its
+//! sparse exponential buckets (schemas -4 to 8: bucket `i` of schema `s` holds the
+//! observations in `(base^(i-1), base^i]`, `base = 2^(2^-s)`), a zero bucket, or custom
+//! bucket bounds (schema -53, classic buckets kept as a native histogram).
+//!
+//! Integer histograms, as instrumentation sends them, become float histograms when they are
+//! read: PromQL computes with float histograms only, as Prometheus does. Buckets are held
+//! sparse and canonical, as `(index, count)` pairs in index order without empty buckets:
+//! the form Prometheus compares histograms in after compacting them, so two equal
+//! histograms are equal here field by field, and the algebra (addition across schemas and
+//! zero thresholds) works on indexes rather than on spans.
+
+use std::sync::Arc;
+
+/// The schema of a histogram with custom bucket bounds.
+pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+/// The lowest and highest exponential schemas.
+pub const EXPONENTIAL_SCHEMAS: std::ops::RangeInclusive<i32> = -4..=8;
+
+/// What the producer of a histogram says about counter resets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CounterResetHint {
+    /// Nothing is known: a reset is detected by comparing with the previous histogram.
+    #[default]
+    Unknown,
+    /// The counter was reset before this histogram.
+    CounterReset,
+    /// The counter was not reset before this histogram.
+    NotCounterReset,
+    /// The histogram is a gauge: it may go down without a reset.
+    Gauge,
+}
+
+/// Why two histograms cannot be combined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistogramError {
+    /// One has exponential buckets, the other custom ones.
+    #[error("histograms with exponential and custom buckets cannot be combined")]
+    MixedSchemas,
+    /// A schema outside -4..=8 and not -53.
+    #[error("invalid histogram schema {0}")]
+    InvalidSchema(i32),
+}
+
+/// A run of consecutive buckets in Prometheus's span notation: `offset` buckets after the
+/// previous span's end (the first span's offset is its first index), `length` buckets long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The gap before the span (the first index, for the first span).
+    pub offset: i32,
+    /// The number of buckets in the span.
+    pub length: u32,
+}
+
+/// A float histogram. Its buckets are canonical (see the module's documentation); the
+/// constructors and every operation keep them so.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatHistogram {
+    /// What the producer says about counter resets.
+    pub hint: CounterResetHint,
+    /// The bucket schema: -4..=8, or [`CUSTOM_BUCKETS_SCHEMA`].
+    pub schema: i32,
+    /// The zero bucket's upper bound: observations in `[-zero_threshold, zero_threshold]`
+    /// count in it (unused with custom buckets).
+    pub zero_threshold: f64,
+    /// The zero bucket's count.
+    pub zero_count: f64,
+    /// The number of observations.
+    pub count: f64,
+    /// The sum of the observations.
+    pub sum: f64,
+    positive: Vec<(i32, f64)>,
+    negative: Vec<(i32, f64)>,
+    custom_bounds: Arc<[f64]>,
+}
+
+impl FloatHistogram {
+    /// A histogram with the given fields and buckets written in span notation, as Prometheus
+    /// writes them (each bucket an absolute count). The buckets are made canonical.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_spans(
+        schema: i32,
+        zero_threshold: f64,
+        zero_count: f64,
+        count: f64,
+        sum: f64,
+        positive: (&[Span], &[f64]),
+        negative: (&[Span], &[f64]),
+        custom_bounds: Vec<f64>,
+    ) -> Result<FloatHistogram, HistogramError> {
+        if schema != CUSTOM_BUCKETS_SCHEMA && !EXPONENTIAL_SCHEMAS.contains(&schema) {
+            return Err(HistogramError::InvalidSchema(schema));
+        }
+        Ok(FloatHistogram {
+            hint: CounterResetHint::Unknown,
+            schema,
+            zero_threshold,
+            zero_count,
+            count,
+            sum,
+            positive: canonical(spanned(positive.0, positive.1)),
+            negative: canonical(spanned(negative.0, negative.1)),
+            custom_bounds: custom_bounds.into(),
+        })
+    }
+
+    /// Whether the buckets are custom ones (schema -53).
+    pub fn uses_custom_buckets(&self) -> bool {
+        self.schema == CUSTOM_BUCKETS_SCHEMA
+    }
+
+    /// The positive buckets (all buckets, with custom bounds): `(index, count)` in index
+    /// order, none empty.
+    pub fn positive_buckets(&self) -> &[(i32, f64)] {
+        &self.positive
+    }
+
+    /// The negative buckets: `(index, count)` in index order, none empty; bucket `i` holds
+    /// the observations in `[-base^i, -base^(i-1))`.
+    pub fn negative_buckets(&self) -> &[(i32, f64)] {
+        &self.negative
+    }
+
+    /// The custom buckets' upper bounds, without the last bucket's `+Inf`.
+    pub fn custom_bounds(&self) -> &[f64] {
+        &self.custom_bounds
+    }
+
+    /// The positive buckets in span notation.
+    pub fn positive_spans(&self) -> (Vec<Span>, Vec<f64>) {
+        spans(&self.positive)
+    }
+
+    /// The negative buckets in span notation.
+    pub fn negative_spans(&self) -> (Vec<Span>, Vec<f64>) {
+        spans(&self.negative)
+    }
+
+    /// Every count and the sum times `factor` (a histogram times a number).
+    pub fn scale(&mut self, factor: f64) {
+        self.zero_count *= factor;
+        self.count *= factor;
+        self.sum *= factor;
+        for (_, c) in self.positive.iter_mut().chain(self.negative.iter_mut()) {
+            *c *= factor;
+        }
+        // a factor of zero empties every bucket
+        self.positive.retain(|b| b.1 != 0.0);
+        self.negative.retain(|b| b.1 != 0.0);
+    }
+
+    /// `self + other`: at the lower of the two schemas and the wider zero bucket, as
+    /// Prometheus adds histograms. With custom buckets of different bounds, both are first
+    /// reduced to the bounds they share; the answer says whether that happened (Prometheus
+    /// notes it: "mismatched custom buckets were reconciled").
+    pub fn add(&self, other: &FloatHistogram) -> Result<(FloatHistogram, bool), HistogramError> {
+        self.combine(other, 1.0)
+    }
+
+    /// `self - other`, as [`FloatHistogram::add`] of `other` negated.
+    pub fn sub(&self, other: &FloatHistogram) -> Result<(FloatHistogram, bool), HistogramError> {
+        self.combine(other, -1.0)
+    }
+
+    /// `self + sign × other`.
+    fn combine(&self, other: &FloatHistogram, sign: f64) -> Result<(FloatHistogram, bool), HistogramError> {
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::MixedSchemas);
+        }
+        let (mut a, mut b) = (self.clone(), other.clone());
+        let mut reconciled = false;
+        if a.uses_custom_buckets() {
+            if a.custom_bounds != b.custom_bounds {
+                let shared: Vec<f64> =
+                    a.custom_bounds.iter().copied().filter(|x| b.custom_bounds.contains(x)).collect();
+                a.reduce_custom_bounds(&shared);
+                b.reduce_custom_bounds(&shared);
+                reconciled = true;
+            }
+        } else {
+            let schema = a.schema.min(b.schema);
+            a.reduce_resolution(schema);
+            b.reduce_resolution(schema);
+            let threshold = a.zero_threshold.max(b.zero_threshold);
+            a.widen_zero_bucket(threshold);
+            b.widen_zero_bucket(threshold);
+            // widening may have grown either threshold to a bucket's bound: both to the wider
+            let threshold = a.zero_threshold.max(b.zero_threshold);
+            a.widen_zero_bucket(threshold);
+            b.widen_zero_bucket(threshold);
+        }
+        a.hint = match (a.hint, b.hint) {
+            (x, y) if x == y => x,
+            (CounterResetHint::Gauge, _) | (_, CounterResetHint::Gauge) => CounterResetHint::Gauge,
+            _ => CounterResetHint::Unknown,
+        };
+        a.zero_count += sign * b.zero_count;
+        a.count += sign * b.count;
+        a.sum += sign * b.sum;
+        a.positive = merged(&a.positive, &b.positive, sign);
+        a.negative = merged(&a.negative, &b.negative, sign);
+        Ok((a, reconciled))
+    }
+
+    /// Lowers the resolution to `schema` (no higher than the current one): each bucket's
+    /// count goes to the bucket of `schema` that holds it.
+    pub fn reduce_resolution(&mut self, schema: i32) {
+        if self.uses_custom_buckets() || schema >= self.schema {
+            return;
+        }
+        let delta = self.schema - schema;
+        // bucket i covers (base^(i-1), base^i]: its upper bound's index at the lower schema
+        let target = |i: i32| ((i - 1) >> delta) + 1;
+        for buckets in [&mut self.positive, &mut self.negative] {
+            let mut out: Vec<(i32, f64)> = Vec::with_capacity(buckets.len());
+            for &(i, c) in buckets.iter() {
+                match out.last_mut() {
+                    Some((j, sum)) if *j == target(i) => *sum += c,
+                    _ => out.push((target(i), c)),
+                }
+            }
+            *buckets = canonical(out);
+        }
+        self.schema = schema;
+    }
+
+    /// Widens the zero bucket to at least `threshold`: every bucket reaching below it is
+    /// merged into the zero bucket, and the threshold grows to the upper bound of the
+    /// widest bucket merged, as Prometheus widens it.
+    pub fn widen_zero_bucket(&mut self, threshold: f64) {
+        if self.uses_custom_buckets() || threshold <= self.zero_threshold {
+            return;
+        }
+        let schema = self.schema;
+        let mut threshold = threshold;
+        // merging a bucket may grow the threshold into the next one, on either side
+        loop {
+            let mut merged_any = false;
+            for buckets in [&mut self.positive, &mut self.negative] {
+                let mut merged = 0;
+                for &(i, c) in buckets.iter() {
+                    if bucket_bound(schema, i - 1) >= threshold {
+                        break;
+                    }
+                    self.zero_count += c;
+                    threshold = threshold.max(bucket_bound(schema, i));
+                    merged += 1;
+                }
+                merged_any |= merged > 0;
+                buckets.drain(..merged);
+            }
+            if !merged_any {
+                break;
+            }
+        }
+        self.zero_threshold = threshold;
+    }
+
+    /// Keeps only the custom bounds in `bounds` (a subset of the current ones, in order):
+    /// each bucket's count goes to the first kept bound at or above its own.
+    fn reduce_custom_bounds(&mut self, bounds: &[f64]) {
+        let kept = |i: i32| {
+            let upper = self.custom_bounds.get(i as usize).copied().unwrap_or(f64::INFINITY);
+            bounds.iter().position(|&b| b >= upper).unwrap_or(bounds.len()) as i32
+        };
+        let mut out: Vec<(i32, f64)> = Vec::with_capacity(self.positive.len());
+        for &(i, c) in &self.positive {
+            match out.last_mut() {
+                Some((j, sum)) if *j == kept(i) => *sum += c,
+                _ => out.push((kept(i), c)),
+            }
+        }
+        self.positive = canonical(out);
+        self.custom_bounds = bounds.into();
+    }
+}
+
+/// The upper bound of exponential bucket `index` of `schema` (`base^index`), as Prometheus
+/// computes it: exact powers of two below schema 1, `2^(index / 2^schema)` above.
+pub fn bucket_bound(schema: i32, index: i32) -> f64 {
+    if schema <= 0 {
+        let exponent = i64::from(index) << -schema;
+        return (2f64).powi(exponent.clamp(-1100, 1100) as i32);
+    }
+    let per_doubling = 1i32 << schema;
+    let (whole, fraction) = (index.div_euclid(per_doubling), index.rem_euclid(per_doubling));
+    let mantissa = (2f64).powf(f64::from(fraction) / f64::from(per_doubling));
+    mantissa * (2f64).powi(whole)
+}
+
+/// Buckets in span notation as `(index, count)` pairs.
+fn spanned(spans: &[Span], counts: &[f64]) -> Vec<(i32, f64)> {
+    let mut out = Vec::with_capacity(counts.len());
+    let (mut index, mut counts) = (0i32, counts.iter());
+    for (n, span) in spans.iter().enumerate() {
+        index = if n == 0 { span.offset } else { index + span.offset };
+        for _ in 0..span.length {
+            let Some(&c) = counts.next() else { return out };
+            out.push((index, c));
+            index += 1;
+        }
+    }
+    out
+}
+
+/// `(index, count)` pairs sorted by index, equal indexes summed, empty buckets dropped.
+fn canonical(mut buckets: Vec<(i32, f64)>) -> Vec<(i32, f64)> {
+    buckets.sort_by_key(|b| b.0);
+    let mut out: Vec<(i32, f64)> = Vec::with_capacity(buckets.len());
+    for (i, c) in buckets {
+        match out.last_mut() {
+            Some((j, sum)) if *j == i => *sum += c,
+            _ => out.push((i, c)),
+        }
+    }
+    out.retain(|b| b.1 != 0.0);
+    out
+}
+
+/// Canonical buckets `a + sign × b`.
+fn merged(a: &[(i32, f64)], b: &[(i32, f64)], sign: f64) -> Vec<(i32, f64)> {
+    let mut all = a.to_vec();
+    all.extend(b.iter().map(|&(i, c)| (i, sign * c)));
+    canonical(all)
+}
+
+/// Canonical buckets in span notation: one span per run of consecutive indexes.
+fn spans(buckets: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
+    let mut spans: Vec<Span> = Vec::new();
+    let mut next = None;
+    for &(i, _) in buckets {
+        match (next, spans.last_mut()) {
+            (Some(n), Some(last)) if n == i => last.length += 1,
+            (Some(n), _) => spans.push(Span { offset: i - n, length: 1 }),
+            (None, _) => spans.push(Span { offset: i, length: 1 }),
+        }
+        next = Some(i + 1);
+    }
+    (spans, buckets.iter().map(|b| b.1).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exponential(schema: i32, positive: &[(i32, f64)]) -> FloatHistogram {
+        let count = positive.iter().map(|b| b.1).sum();
+        FloatHistogram { schema, count, positive: canonical(positive.to_vec()), ..Default::default() }
+    }
+
+    #[test]
+    fn spans_become_canonical_buckets_and_back() {
+        let spans = [Span { offset: -1, length: 3 }, Span { offset: 2, length: 2 }];
+        let h = FloatHistogram::from_spans(
+            0,
+            0.0,
+            0.0,
+            8.0,
+            4.0,
+            (&spans, &[1.0, 0.0, 2.0, 3.0, 2.0]),
+            (&[], &[]),
+            vec![],
+        )
+        .unwrap();
+        // the empty bucket is dropped; the spans come back split around it
+        assert_eq!(h.positive_buckets(), &[(-1, 1.0), (1, 2.0), (4, 3.0), (5, 2.0)]);
+        let (s, c) = h.positive_spans();
+        assert_eq!(
+            s,
+            vec![
+                Span { offset: -1, length: 1 },
+                Span { offset: 1, length: 1 },
+                Span { offset: 2, length: 2 }
+            ]
+        );
+        assert_eq!(c, vec![1.0, 2.0, 3.0, 2.0]);
+        assert!(FloatHistogram::from_spans(9, 0.0, 0.0, 0.0, 0.0, (&[], &[]), (&[], &[]), vec![]).is_err());
+    }
+
+    #[test]
+    fn bounds_are_powers_of_the_schema_s_base() {
+        assert_eq!(bucket_bound(0, 3), 8.0);
+        assert_eq!(bucket_bound(-2, 1), 16.0);
+        assert_eq!(bucket_bound(1, 2), 2.0);
+        assert!((bucket_bound(1, 1) - std::f64::consts::SQRT_2).abs() < 1e-15);
+        assert_eq!(bucket_bound(3, -8), 0.5);
+    }
+
+    #[test]
+    fn a_lower_schema_merges_the_buckets_it_covers() {
+        // schema 1 buckets 1..=4 are (1,√2], (√2,2], (2,2√2], (2√2,4]: schema 0's 1, 1, 2, 2
+        let mut h = exponential(1, &[(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (-1, 5.0), (0, 6.0)]);
+        h.reduce_resolution(0);
+        assert_eq!(h.positive_buckets(), &[(0, 11.0), (1, 3.0), (2, 7.0)]);
+    }
+
+    #[test]
+    fn addition_and_subtraction_meet_at_the_lower_schema() {
+        let a = exponential(1, &[(1, 1.0), (2, 2.0)]);
+        let b = exponential(0, &[(1, 4.0), (3, 1.0)]);
+        let (sum, reconciled) = a.add(&b).unwrap();
+        assert!(!reconciled);
+        assert_eq!((sum.schema, sum.count), (0, 8.0));
+        assert_eq!(sum.positive_buckets(), &[(1, 7.0), (3, 1.0)]);
+        let (difference, _) = sum.sub(&b).unwrap();
+        assert_eq!(difference.positive_buckets(), &[(1, 3.0)]);
+        assert_eq!(difference.count, 3.0);
+        // a bucket that subtracts to zero is gone; one that goes negative stays
+        let (negative, _) = a.sub(&exponential(1, &[(1, 1.0), (2, 3.0)])).unwrap();
+        assert_eq!(negative.positive_buckets(), &[(2, -1.0)]);
+        let custom = FloatHistogram { schema: CUSTOM_BUCKETS_SCHEMA, ..Default::default() };
+        assert_eq!(a.add(&custom), Err(HistogramError::MixedSchemas));
+    }
+
+    #[test]
+    fn a_wider_zero_bucket_takes_the_buckets_below_it() {
+        let mut h = exponential(0, &[(-1, 1.0), (0, 2.0), (1, 4.0)]);
+        h.negative = vec![(0, 3.0)];
+        // 0.75 reaches into bucket 0, (0.5, 1]: it is merged and the threshold grows to 1
+        h.widen_zero_bucket(0.75);
+        assert_eq!(h.zero_threshold, 1.0);
+        assert_eq!(h.zero_count, 6.0);
+        assert_eq!(h.positive_buckets(), &[(1, 4.0)]);
+        assert!(h.negative_buckets().is_empty());
+    }
+
+    #[test]
+    fn custom_buckets_of_other_bounds_are_reconciled_to_the_shared_ones() {
+        let custom = |bounds: Vec<f64>, buckets: &[(i32, f64)]| FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count: buckets.iter().map(|b| b.1).sum(),
+            positive: buckets.to_vec(),
+            custom_bounds: bounds.into(),
+            ..Default::default()
+        };
+        let a = custom(vec![1.0, 2.0, 5.0], &[(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)]);
+        let b = custom(vec![2.0, 5.0], &[(0, 1.0), (1, 1.0), (2, 1.0)]);
+        let (sum, reconciled) = a.add(&b).unwrap();
+        assert!(reconciled);
+        assert_eq!(sum.custom_bounds(), &[2.0, 5.0]);
+        assert_eq!(sum.positive_buckets(), &[(0, 4.0), (1, 4.0), (2, 5.0)]);
+        let (same, reconciled) = a.add(&a).unwrap();
+        assert!(!reconciled);
+        assert_eq!(same.positive_buckets()[3], (3, 8.0));
+    }
+
+    #[test]
+    fn scaling_multiplies_every_count_and_the_sum() {
+        let mut h = exponential(0, &[(1, 2.0)]);
+        h.sum = 3.0;
+        h.scale(0.5);
+        assert_eq!((h.count, h.sum, h.positive_buckets()), (1.0, 1.5, &[(1, 1.0)][..]));
+        h.scale(0.0);
+        assert!(h.positive_buckets().is_empty());
+    }
+}
