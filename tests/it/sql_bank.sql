@@ -570,3 +570,10 @@ SELECT 2.5e1::int, 3e9::bigint
 SELECT column_name, column_default, numeric_precision, numeric_precision_radix, datetime_precision, character_maximum_length FROM information_schema.columns WHERE table_name = 'cpu' ORDER BY ordinal_position
 SELECT quote_ident('user'), quote_ident('between'), quote_ident('name'), quote_ident('idle')
 SELECT format('%I.%I', 'select', 'cpu'), quote_ident(job) FROM cpu GROUP BY job ORDER BY 2
+-- time arithmetic: a time minus a time is an interval, which multiplies and divides
+SELECT max(ts) - min(ts), (max(ts) - min(ts)) / 2, (max(ts) - min(ts)) * 2, 3 * (max(ts) - min(ts)) FROM cpu
+SELECT justify_interval(max(ts) - min(ts)), age(max(ts), min(ts)) FROM mem
+SELECT TIMESTAMPTZ '2024-01-02 03:00:00+00' - TIMESTAMPTZ '2024-01-01 00:00:00+00', TIMESTAMP '2024-01-01' - TIMESTAMP '2024-01-03 01:00'
+SELECT job, (max(ts) - min(ts)) / count(*) FROM cpu GROUP BY job ORDER BY job
+SELECT min(ts) - max(ts) < interval '0 seconds', (max(ts) - min(ts)) > interval '1 minute' FROM cpu
+SELECT interval '1 hour' / 0

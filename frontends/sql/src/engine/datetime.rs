@@ -1,8 +1,9 @@
 //! PostgreSQL's interval functions that DataFusion lacks, with PostgreSQL's arithmetic:
 //! `age` (the symbolic difference of two times, in years, months and days), `make_interval`
 //! (positional or named arguments), and `justify_hours`, `justify_days` and
-//! `justify_interval` (24-hour days and 30-day months), and `make_timestamptz`. Times are
-//! taken in UTC, the session's `TimeZone`.
+//! `justify_interval` (24-hour days and 30-day months), and `make_timestamptz`; and the time
+//! arithmetic PostgreSQL has and DataFusion answers otherwise: a time minus a time is an
+//! `interval` (DataFusion: a duration, which nothing else takes). Times are taken in UTC, the session's `TimeZone`.
 
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ use datafusion::arrow::datatypes::{
     TimestampMicrosecondType,
 };
 use datafusion::error::Result;
-use datafusion::logical_expr::{ScalarUDF, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
 use sqlparser::ast::{self, Expr};
 
 use super::missing::fail;
@@ -58,6 +61,7 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         Function::udf("justify_hours", one_interval(), Some(INTERVAL), |a| justify(a, justify_hours)),
         Function::udf("justify_days", one_interval(), Some(INTERVAL), |a| justify(a, justify_days)),
         Function::udf("justify_interval", one_interval(), Some(INTERVAL), |a| justify(a, justify_interval)),
+        ScalarUDF::from(TimeDifference { signature: Signature::user_defined(Volatility::Immutable) }),
         Function::udf(
             "make_timestamptz",
             Signature::exact(make_time, Volatility::Immutable),
@@ -65,6 +69,95 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             make_timestamptz,
         ),
     ]
+}
+
+/// The name `a - b` of two times is written as ([`TimeDifference`]).
+pub(super) const TIME_DIFFERENCE: &str = "pg_time_difference";
+
+/// `a - b` of two expressions that are times (`max(ts) - min(ts)`, `now() - ts`) as
+/// [`TIME_DIFFERENCE`]: PostgreSQL's difference is an `interval`, which multiplies, divides
+/// and justifies, where DataFusion's is a duration, which nothing takes. A time is what
+/// [`is_time`] says is one.
+pub(super) fn time_difference(e: &mut Expr) {
+    let Expr::BinaryOp { left, op: ast::BinaryOperator::Minus, right } = e else { return };
+    if is_time(left) && is_time(right) {
+        *e = super::postgres::call(TIME_DIFFERENCE, [(**left).clone(), (**right).clone()]);
+    }
+}
+
+/// Whether `e` is a time by its form: `ts` (of any table), a time literal or cast, `now()`,
+/// `date_trunc`/`date_bin`/`make_timestamptz`/`to_timestamp` of anything, and `min`, `max`,
+/// `lag`, `lead`, `first_value`, `last_value` of a time.
+pub(super) fn is_time(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case("ts"),
+        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case("ts")),
+        Expr::Nested(inner) => is_time(inner),
+        Expr::TypedString(t) => matches!(t.data_type, ast::DataType::Timestamp(..)),
+        Expr::Cast { data_type: ast::DataType::Timestamp(..), .. } => true,
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            match name.as_str() {
+                "now" | "current_timestamp" | "date_trunc" | "date_bin" | "make_timestamptz"
+                | "to_timestamp" => true,
+                "min" | "max" | "lag" | "lead" | "first_value" | "last_value" => match &f.args {
+                    ast::FunctionArguments::List(list) => matches!(
+                        list.args.first(),
+                        Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x))) if is_time(x)
+                    ),
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// `a - b` of two times, as PostgreSQL's: an interval of whole days (24 hours each) and the
+/// rest, both of `a - b`'s sign.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TimeDifference {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TimeDifference {
+    fn name(&self) -> &str {
+        TIME_DIFFERENCE
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(args
+            .iter()
+            .map(|t| match t {
+                DataType::Timestamp(_, zone) => DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
+                other => other.clone(),
+            })
+            .collect())
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(INTERVAL)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (a, b) = (
+            arrays[0].as_primitive::<TimestampMicrosecondType>(),
+            arrays[1].as_primitive::<TimestampMicrosecondType>(),
+        );
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        let out: IntervalMonthDayNanoArray = a
+            .iter()
+            .zip(b.iter())
+            .map(|(a, b)| {
+                let difference = a?.checked_sub(b?)?;
+                let days = i32::try_from(difference / MICROS_PER_DAY).ok()?;
+                Some(IntervalMonthDayNano::new(0, days, (difference % MICROS_PER_DAY) * NANOS_PER_MICRO))
+            })
+            .collect();
+        super::udf::answer(&args.args, Arc::new(out))
+    }
 }
 
 /// `make_timestamptz(year, month, day, hour, min, sec)`: that time in UTC, the session's
@@ -380,7 +473,7 @@ fn one_interval() -> Signature {
 }
 
 /// The name `make_interval` is planned as: it takes all seven arguments, by position.
-const MAKE_INTERVAL: &str = "pg_make_interval";
+pub(super) const MAKE_INTERVAL: &str = "pg_make_interval";
 
 /// `make_interval(hours => 2)`, `make_interval(1, 2)`: the call with all seven arguments by
 /// position, the missing ones zero, as [`make_interval`] takes them. A name it does not know

@@ -186,6 +186,7 @@ pub(super) fn rewrite(sql: &str) -> Result<Rewritten, ExecError> {
         date_plus_interval(e);
         super::series::interval_step_of_call(e);
         text_operands(e);
+        super::datetime::time_difference(e);
         interval_times(e);
         super::datetime::make_interval_positional(e);
         ControlFlow::<()>::Continue(())
@@ -720,10 +721,7 @@ fn date_plus_interval(e: &mut Expr) {
 /// the product by `1 / n`: DataFusion neither multiplies nor divides intervals.
 fn interval_times(e: &mut Expr) {
     if let Expr::BinaryOp { left, op: ast::BinaryOperator::Divide, right } = e {
-        if matches!(
-            left.as_ref(),
-            Expr::Interval(_) | Expr::Cast { data_type: ast::DataType::Interval { .. }, .. }
-        ) {
+        if is_interval(left) {
             let one = Expr::value(Value::SingleQuotedString("1".into()));
             let mut one = one;
             as_double(&mut one);
@@ -737,18 +735,35 @@ fn interval_times(e: &mut Expr) {
         return;
     }
     let Expr::BinaryOp { left, op: ast::BinaryOperator::Multiply, right } = e else { return };
-    let interval = |x: &Expr| {
-        matches!(x, Expr::Interval(_))
-            || matches!(x, Expr::Cast { data_type: ast::DataType::Interval { .. }, .. })
-            // a product already rewritten: `INTERVAL '1 hour' * 2 * 3`
-            || matches!(x, Expr::Function(f) if f.name.to_string() == INTERVAL_MUL)
-    };
-    let (interval, factor) = match (interval(left), interval(right)) {
+    let (interval, factor) = match (is_interval(left), is_interval(right)) {
         (true, false) => ((**left).clone(), (**right).clone()),
         (false, true) => ((**right).clone(), (**left).clone()),
         _ => return,
     };
     *e = call(INTERVAL_MUL, [interval, factor]);
+}
+
+/// Whether `e` is an interval by its form: an interval literal or cast, a product already
+/// rewritten (`INTERVAL '1 hour' * 2 * 3`), a difference of two times (`max(ts) - min(ts)`),
+/// or what the interval functions answer.
+fn is_interval(e: &Expr) -> bool {
+    match e {
+        Expr::Interval(_) | Expr::Cast { data_type: ast::DataType::Interval { .. }, .. } => true,
+        Expr::Nested(inner) => is_interval(inner),
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            [
+                INTERVAL_MUL,
+                super::datetime::TIME_DIFFERENCE,
+                "age",
+                "justify_hours",
+                "justify_days",
+                "justify_interval",
+            ]
+            .contains(&name.as_str())
+        }
+        _ => false,
+    }
 }
 
 /// PostgreSQL's `interval * float8`: each field scaled, a month's fraction carried into days
