@@ -975,6 +975,55 @@ with engine.connect() as conn:
 print(json.dumps(out))
 "#;
 
+/// pgjdbc (Debian's), as Metabase and other JDBC tools use it, reflects the metrics' tables
+/// and columns through its database metadata, and runs a query and a prepared statement, the
+/// latter read in binary once pgjdbc prepares it on the server.
+#[test]
+fn jdbc_reflects_and_queries_the_metrics() {
+    const DRIVER: &str = "/usr/share/java/postgresql.jar";
+    let java = std::process::Command::new("java").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !java || !std::path::Path::new(DRIVER).exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("java or pgjdbc is not installed; .ci/install-peers installs them");
+        }
+        eprintln!("SKIP: java or {DRIVER} is missing (apt-get install openjdk-17-jdk-headless libpostgresql-jdbc-java)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_server, t0, _) = setup_with(dir.path(), &[&format!("--sql.listen-address=127.0.0.1:{port}")]);
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/jdbc/Jdbc.java");
+    let out = std::process::Command::new("java")
+        .args(["-cp", DRIVER, program, &port.to_string(), &t0.to_string()])
+        .output()
+        .expect("run java");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let answer = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    assert_eq!(answer("product"), "PostgreSQL 15");
+    assert_eq!(answer("schemas"), "information_schema;pg_catalog;public");
+    assert_eq!(answer("tables"), "public,m,TABLE;public,m_odd,TABLE");
+    assert_eq!(
+        answer("columns"),
+        "instance,text,12,1,1;job,text,12,1,2;label_value,text,12,1,3;ts,timestamptz,93,1,4;value,float8,8,1,5"
+    );
+    for none in ["primary_keys", "imported_keys", "indexes"] {
+        assert_eq!(answer(none), "", "{none}");
+    }
+    // job a: i1 (1 + k) and i2 (2k); job b: 100 + k (one sample a staleness marker) and 0.5k
+    let top_b = 100.0 + (SAMPLES - 1) as f64;
+    assert_eq!(
+        answer("query"),
+        format!("a,{},{:?};b,{},{top_b:?}", 2 * SAMPLES, 2.0 * (SAMPLES - 1) as f64, 2 * SAMPLES - 1)
+    );
+    let day = chrono::DateTime::from_timestamp_millis(t0).unwrap().date_naive();
+    assert_eq!(answer("prepared"), format!("i1,{t0},1.0,1.0,{day}"));
+}
+
 /// SQLAlchemy (PyPI) reflects the metrics as tables through its PostgreSQL dialect and
 /// queries them, as Superset and other SQLAlchemy-based tools do.
 #[test]

@@ -118,7 +118,7 @@ fn grouped_ok(e: &Expr, keys: &[Expr]) -> bool {
 }
 
 /// A group of a grouped `SELECT`: its first row and its aggregate calls' values.
-type Group = (Vec<V>, Vec<(Expr, V)>);
+pub(super) type Group = (Vec<V>, Vec<(Expr, V)>);
 
 /// The groups of `rows` by `keys` in the order they first appear (one group of no rows when
 /// the select aggregates without `GROUP BY`, as SQL has it), each as its first row and its

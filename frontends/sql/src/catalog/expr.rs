@@ -386,6 +386,10 @@ pub(super) fn function(f: &ast::Function, scope: &Scope, catalog: &mut Catalog) 
             _ => V::Null,
         },
         "coalesce" => args.into_iter().find(|v| *v != V::Null).unwrap_or(V::Null),
+        "nullif" => match args.get(1) {
+            Some(other) if first.compare(other) == Some(std::cmp::Ordering::Equal) => V::Null,
+            _ => first,
+        },
         "lower" => first.to_text().map_or(V::Null, |s| V::Text(s.to_lowercase())),
         "upper" => first.to_text().map_or(V::Null, |s| V::Text(s.to_uppercase())),
         "quote_ident" => first.to_text().map_or(V::Null, |s| V::Text(quote_ident(&s))),

@@ -189,11 +189,21 @@ fn from_factor(f: &TableFactor, catalog: &mut Catalog, outer: Option<&Scope>) ->
                 ("unnest", [V::Null]) => Vec::new(),
                 // a table is its own only ancestor: promflow has no partitions
                 ("pg_partition_ancestors", [oid]) => vec![vec![oid.clone()]],
+                // integers, as JDBC numbers the key columns it may join (`generate_series(1, 32)`)
+                ("generate_series", [V::Int(low), V::Int(high)]) if high - low < 10_000 => {
+                    (*low..=*high).map(|n| vec![V::Int(n)]).collect()
+                }
                 _ => return Err(unsupported(format!("the table function {function}"))),
             };
-            let alias = alias.as_ref().map_or(function.clone(), |a| a.name.value.clone());
-            // `unnest(x) AS y`: y names the column too
-            let column = if function == "unnest" { alias.clone() } else { "relid".to_string() };
+            let table = alias.as_ref().map_or(function.clone(), |a| a.name.value.clone());
+            // `unnest(x) AS y`, `generate_series(…) AS pos(n)`: the alias (or its column list)
+            // names the column
+            let named = alias.as_ref().and_then(|a| a.columns.first()).map(|c| c.name.value.clone());
+            let column = match function.as_str() {
+                "unnest" | "generate_series" => named.unwrap_or_else(|| table.clone()),
+                _ => "relid".to_string(),
+            };
+            let alias = table;
             Ok((vec![(alias, column)], Vec::new(), rows))
         }
         TableFactor::Derived { subquery, alias, .. } => {
@@ -305,8 +315,16 @@ fn run_select(
 /// without `FROM`).
 fn read_from(select: &ast::Select, catalog: &mut Catalog, outer: Option<&Scope>) -> Result<From, ExecError> {
     let (mut columns, mut empty, mut rows) = (Vec::new(), Vec::new(), vec![Vec::new()]);
-    for t in &select.from {
-        let (c, e, r) = from_joins(t, catalog, outer)?;
+    let items = select.from.iter().map(|t| from_joins(t, catalog, outer)).collect::<Result<Vec<_>, _>>()?;
+    // a product with an empty catalog (JDBC's keys join pg_constraint) is empty, however
+    // large the others'
+    let nothing = items.iter().any(|(_, _, r)| r.is_empty());
+    for (c, e, r) in items {
+        if nothing {
+            columns.extend(c);
+            empty.extend(e);
+            continue;
+        }
         catalog.check(rows.len().saturating_mul(r.len()), columns.len() + c.len())?;
         rows = rows
             .iter()
@@ -314,6 +332,9 @@ fn read_from(select: &ast::Select, catalog: &mut Catalog, outer: Option<&Scope>)
             .collect();
         columns.extend(c);
         empty.extend(e);
+    }
+    if nothing {
+        rows.clear();
     }
     Ok((columns, empty, rows))
 }
@@ -347,14 +368,27 @@ fn project(
         }
         Some((keys, calls)) => groups(select, &keys, &calls, (&columns, &empty), kept, catalog, outer)?,
     };
+    // `row_number() OVER (…)` items, numbered over every output row before any is built
+    let mut numbered: Vec<Option<Vec<V>>> = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            numbered.push(None);
+            continue;
+        };
+        numbered.push(match row_number_window(e) {
+            Some(window) => Some(row_numbers(window, &units, (&columns, &empty), catalog, outer)?),
+            None => None,
+        });
+    }
     let mut out = Vec::with_capacity(units.len());
     let mut sources = Vec::with_capacity(units.len());
-    for (row, aggregates) in units {
+    for (u, (row, aggregates)) in units.into_iter().enumerate() {
         let scope = Scope { columns: &columns, empty: &empty, row: &row, outer, aggregates: &aggregates };
         let mut values = Vec::with_capacity(names.len());
-        for item in &select.projection {
-            match item {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+        for (item, numbers) in select.projection.iter().zip(&numbered) {
+            match (item, numbers) {
+                (_, Some(numbers)) => values.push(numbers[u].clone()),
+                (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }, None) => {
                     values.push(eval(e, &scope, catalog)?)
                 }
                 _ => values.extend(row.iter().cloned()),
@@ -378,6 +412,56 @@ fn project(
         });
     }
     Ok(((names, out), sources))
+}
+
+/// The window of `e` when it is `row_number() OVER (…)`, the one window function catalog
+/// queries use (JDBC's `getColumns` numbers a table's columns with it).
+fn row_number_window(e: &Expr) -> Option<&ast::WindowSpec> {
+    let Expr::Function(f) = e else { return None };
+    match &f.over {
+        Some(ast::WindowType::WindowSpec(spec)) if split(&f.name).1 == "row_number" => Some(spec),
+        _ => None,
+    }
+}
+
+/// `row_number()` of each output row (`units`, in order) within `window`: rows numbered from
+/// 1 in the window's order, again in each of its partitions.
+fn row_numbers(
+    window: &ast::WindowSpec,
+    units: &[super::aggregate::Group],
+    (columns, empty): (&[(String, String)], &[String]),
+    catalog: &mut Catalog,
+    outer: Option<&Scope>,
+) -> Result<Vec<V>, ExecError> {
+    let mut keys = Vec::with_capacity(units.len());
+    for (row, aggregates) in units {
+        let scope = Scope { columns, empty, row, outer, aggregates };
+        let partition =
+            window.partition_by.iter().map(|e| eval(e, &scope, catalog)).collect::<Result<Vec<_>, _>>()?;
+        let order =
+            window.order_by.iter().map(|o| eval(&o.expr, &scope, catalog)).collect::<Result<Vec<_>, _>>()?;
+        keys.push((partition, order));
+    }
+    let mut indexes: Vec<usize> = (0..units.len()).collect();
+    let same =
+        |a: &[V], b: &[V]| a.iter().zip(b).all(|(x, y)| x == y || x.compare(y) == Some(Ordering::Equal));
+    indexes.sort_by(|&a, &b| {
+        let (pa, pb) = (&keys[a].0, &keys[b].0);
+        let partitions = pa
+            .iter()
+            .zip(pb)
+            .map(|(x, y)| x.compare(y).unwrap_or(Ordering::Equal))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal);
+        partitions.then_with(|| by_keys(&window.order_by, &keys[a].1, &keys[b].1))
+    });
+    let mut numbers = vec![V::Null; units.len()];
+    let mut n = 0;
+    for (k, &i) in indexes.iter().enumerate() {
+        n = if k > 0 && same(&keys[indexes[k - 1]].0, &keys[i].0) { n + 1 } else { 1 };
+        numbers[i] = V::Int(n);
+    }
+    Ok(numbers)
 }
 
 /// How rows with sort keys `a` and `b` (one per `ORDER BY` expression of `exprs`) compare:

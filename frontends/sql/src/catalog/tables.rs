@@ -33,7 +33,7 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         ],
         "pg_type" => &[
             "oid", "typname", "typnamespace", "typowner", "typlen", "typtype", "typcollation", "typbasetype",
-            "typelem", "typnotnull", "typarray", "typdelim", "typrelid",
+            "typelem", "typnotnull", "typarray", "typdelim", "typrelid", "typtypmod",
         ],
         "pg_am" => &["oid", "amname", "amtype"],
         "pg_database" => &[
@@ -53,6 +53,7 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
             "is_generated",
         ],
         "schemata" => &["catalog_name", "schema_name", "schema_owner"],
+        "pg_settings" => &["name", "setting", "vartype", "source"],
         "pg_tables" => &[
             "schemaname", "tablename", "tableowner", "tablespace", "hasindexes", "hasrules", "hastriggers",
             "rowsecurity",
@@ -62,7 +63,7 @@ pub(super) fn relation_columns(name: &str) -> Option<&'static [&'static str]> {
         "pg_attrdef" | "pg_collation" | "pg_index" | "pg_constraint" | "pg_inherits" | "pg_policy"
         | "pg_statistic_ext" | "pg_publication" | "pg_publication_namespace" | "pg_publication_rel"
         | "pg_trigger" | "pg_rewrite" | "pg_description" | "pg_auth_members" | "pg_foreign_table"
-        | "pg_partitioned_table" | "pg_sequence" | "pg_proc" | "pg_settings" | "pg_extension"
+        | "pg_partitioned_table" | "pg_sequence" | "pg_proc" | "pg_extension"
         | "pg_views" | "pg_matviews" | "pg_indexes" | "pg_enum" | "pg_range" => &[],
         _ => return None,
     })
@@ -313,10 +314,21 @@ impl Catalog<'_> {
                         V::Int(*array),
                         t(","),
                         V::Int(0),
+                        V::Int(-1),
                     ]
                 })
                 .collect(),
             "pg_am" => vec![vec![V::Int(HEAP), t("heap"), t("t")]],
+            // the session's settings (`SHOW`), and the compiled-in limits JDBC asks for
+            "pg_settings" => super::SETTINGS
+                .iter()
+                .map(|(name, _)| super::setting(name))
+                .chain([Some(("server_version", super::server_version()))])
+                .flatten()
+                .map(|(name, value)| (name.to_string(), value))
+                .chain([("max_index_keys".to_string(), "32".to_string())])
+                .map(|(name, value)| vec![V::Text(name), V::Text(value), t("string"), t("default")])
+                .collect(),
             "pg_database" => vec![vec![
                 V::Int(1),
                 t("promflow"),
