@@ -32,7 +32,7 @@ pub enum CounterResetHint {
 }
 
 /// Why two histograms cannot be combined.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HistogramError {
     /// One has exponential buckets, the other custom ones.
     #[error("histograms with exponential and custom buckets cannot be combined")]
@@ -40,6 +40,31 @@ pub enum HistogramError {
     /// A schema outside -4..=8 and not -53.
     #[error("invalid histogram schema {0}")]
     InvalidSchema(i32),
+    /// A classic bucket's `le` is NaN.
+    #[error("bucket boundary must not be NaN")]
+    NaNBound,
+    /// A classic bucket's or the histogram's count is negative.
+    #[error("count must be non-negative: {0}")]
+    NegativeCount(f64),
+    /// A classic bucket counts fewer observations than one with a lower `le`.
+    #[error("count is not cumulative: le={le} counts {count}, less than a lower bucket")]
+    NotCumulative {
+        /// The bucket's bound.
+        le: f64,
+        /// Its count.
+        count: f64,
+    },
+    /// Neither buckets nor a count.
+    #[error("count must be provided when no buckets are present")]
+    MissingCount,
+    /// The `+Inf` bucket and the count disagree.
+    #[error("count mismatch: count={count} != le=+Inf count={infinite}")]
+    CountMismatch {
+        /// The histogram's count.
+        count: f64,
+        /// The `+Inf` bucket's.
+        infinite: f64,
+    },
 }
 
 /// A run of consecutive buckets in Prometheus's span notation: `offset` buckets after the
@@ -101,6 +126,65 @@ impl FloatHistogram {
             positive: canonical(spanned(positive.0, positive.1)),
             negative: canonical(spanned(negative.0, negative.1)),
             custom_bounds: custom_bounds.into(),
+        })
+    }
+
+    /// A classic histogram (its buckets' `le` bounds with their cumulative counts, in any
+    /// order; its `_count` if it has one; its `_sum`) as a histogram of custom buckets with
+    /// the same bounds, as Prometheus converts one (`convert_classic_histograms_to_nhcb`, the
+    /// test scripts' `load_with_nhcb`). A bound given twice counts once (the first); without
+    /// a `+Inf` bucket the count is its count, and without a count the highest bucket's.
+    pub fn from_classic(
+        buckets: &[(f64, f64)],
+        count: Option<f64>,
+        sum: f64,
+    ) -> Result<FloatHistogram, HistogramError> {
+        let mut sorted: Vec<(f64, f64)> = Vec::with_capacity(buckets.len() + 1);
+        for &(le, c) in buckets {
+            if le.is_nan() {
+                return Err(HistogramError::NaNBound);
+            }
+            if c < 0.0 {
+                return Err(HistogramError::NegativeCount(c));
+            }
+            if !sorted.iter().any(|&(l, _)| l == le) {
+                sorted.push((le, c));
+            }
+        }
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some(w) = sorted.windows(2).find(|w| w[1].1 < w[0].1) {
+            return Err(HistogramError::NotCumulative { le: w[1].0, count: w[1].1 });
+        }
+        let count = match (count, sorted.last()) {
+            (Some(c), _) if c < 0.0 => return Err(HistogramError::NegativeCount(c)),
+            (Some(c), _) => c,
+            (None, Some(&(_, highest))) => highest,
+            (None, None) => return Err(HistogramError::MissingCount),
+        };
+        if sorted.last().is_none_or(|&(le, _)| le != f64::INFINITY) {
+            sorted.push((f64::INFINITY, count));
+        }
+        let infinite = sorted.last().map_or(count, |b| b.1);
+        if infinite != count {
+            return Err(HistogramError::CountMismatch { count, infinite });
+        }
+        let mut previous = 0.0;
+        let positive = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, cumulative))| {
+                let bucket = (i as i32, cumulative - previous);
+                previous = cumulative;
+                bucket
+            })
+            .collect();
+        Ok(FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count,
+            sum,
+            positive: canonical(positive),
+            custom_bounds: sorted[..sorted.len() - 1].iter().map(|b| b.0).collect(),
+            ..Default::default()
         })
     }
 
@@ -442,6 +526,36 @@ mod tests {
         let (same, reconciled) = a.add(&a).unwrap();
         assert!(!reconciled);
         assert_eq!(same.positive_buckets()[3], (3, 8.0));
+    }
+
+    #[test]
+    fn classic_buckets_become_custom_buckets_of_the_same_bounds() {
+        let h = FloatHistogram::from_classic(
+            &[(0.5, 2.0), (0.1, 1.0), (f64::INFINITY, 5.0), (1.0, 2.0)],
+            Some(5.0),
+            3.5,
+        )
+        .unwrap();
+        assert!(h.uses_custom_buckets());
+        assert_eq!(h.custom_bounds(), &[0.1, 0.5, 1.0]);
+        // (-inf, 0.1]: 1, (0.1, 0.5]: 1, (0.5, 1]: 0 (dropped), (1, +Inf): 3
+        assert_eq!(h.positive_buckets(), &[(0, 1.0), (1, 1.0), (3, 3.0)]);
+        assert_eq!((h.count, h.sum), (5.0, 3.5));
+        // no +Inf bucket: the count fills it; no count: the highest bucket's
+        let h = FloatHistogram::from_classic(&[(1.0, 2.0)], Some(3.0), 0.0).unwrap();
+        assert_eq!(h.positive_buckets(), &[(0, 2.0), (1, 1.0)]);
+        assert_eq!(FloatHistogram::from_classic(&[(1.0, 2.0)], None, 0.0).unwrap().count, 2.0);
+        let err = |b: &[(f64, f64)], c| FloatHistogram::from_classic(b, c, 0.0).unwrap_err();
+        assert_eq!(
+            err(&[(1.0, 3.0), (2.0, 2.0)], None),
+            HistogramError::NotCumulative { le: 2.0, count: 2.0 }
+        );
+        assert_eq!(err(&[], None), HistogramError::MissingCount);
+        assert_eq!(err(&[(f64::NAN, 1.0)], None), HistogramError::NaNBound);
+        assert_eq!(
+            err(&[(f64::INFINITY, 4.0)], Some(5.0)),
+            HistogramError::CountMismatch { count: 5.0, infinite: 4.0 }
+        );
     }
 
     #[test]
