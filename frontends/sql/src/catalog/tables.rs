@@ -322,12 +322,9 @@ impl Catalog<'_> {
             // the session's settings (`SHOW`), and the compiled-in limits JDBC asks for
             "pg_settings" => super::SETTINGS
                 .iter()
-                .map(|(name, _)| super::setting(name))
-                .chain([Some(("server_version", super::server_version()))])
-                .flatten()
-                .map(|(name, value)| (name.to_string(), value))
-                .chain([("max_index_keys".to_string(), "32".to_string())])
-                .map(|(name, value)| vec![V::Text(name), V::Text(value), t("string"), t("default")])
+                .map(|&(name, value)| (name, value.to_string()))
+                .chain([("server_version", super::server_version()), ("max_index_keys", "32".to_string())])
+                .map(|(name, value)| vec![t(name), V::Text(value), t("string"), t("default")])
                 .collect(),
             "pg_database" => vec![vec![
                 V::Int(1),

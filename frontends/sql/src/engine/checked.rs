@@ -30,13 +30,14 @@ const OUT_OF_RANGE: &str = "22003";
 /// SQLSTATE `invalid_argument_for_power_function`.
 const INVALID_POWER: &str = "2201F";
 
-/// The functions of this module: the checked operators and PostgreSQL's `exp` and `power`.
+/// PostgreSQL's `exp` and `power`, replacing DataFusion's. (The checked operators are not
+/// called by name: the [`rewrite`] plans them.)
 pub(super) fn functions() -> Vec<ScalarUDF> {
     let doubles = |n| Signature::exact(vec![DataType::Float64; n], Volatility::Immutable);
-    let mut all: Vec<ScalarUDF> = OPERATORS.iter().map(|&op| ScalarUDF::from(Checked::new(op))).collect();
-    all.push(Function::udf("exp", doubles(1), Some(DataType::Float64), exp));
-    all.push(Function::udf("power", doubles(2), Some(DataType::Float64), power).with_aliases(["pow"]));
-    all
+    vec![
+        Function::udf("exp", doubles(1), Some(DataType::Float64), exp),
+        Function::udf("power", doubles(2), Some(DataType::Float64), power).with_aliases(["pow"]),
+    ]
 }
 
 /// The rewrite of the operators to their checked functions, for the session's analyzer.

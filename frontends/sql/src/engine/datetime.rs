@@ -90,8 +90,7 @@ pub(super) fn time_difference(e: &mut Expr) {
 /// `lag`, `lead`, `first_value`, `last_value` of a time.
 pub(super) fn is_time(e: &Expr) -> bool {
     match e {
-        Expr::Identifier(i) => i.value.eq_ignore_ascii_case("ts"),
-        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case("ts")),
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => super::postgres::is_column(e, "ts"),
         Expr::Nested(inner) => is_time(inner),
         Expr::TypedString(t) => matches!(t.data_type, ast::DataType::Timestamp(..)),
         Expr::Cast { data_type: ast::DataType::Timestamp(..), .. } => true,
@@ -100,13 +99,9 @@ pub(super) fn is_time(e: &Expr) -> bool {
             match name.as_str() {
                 "now" | "current_timestamp" | "date_trunc" | "date_bin" | "make_timestamptz"
                 | "to_timestamp" => true,
-                "min" | "max" | "lag" | "lead" | "first_value" | "last_value" => match &f.args {
-                    ast::FunctionArguments::List(list) => matches!(
-                        list.args.first(),
-                        Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x))) if is_time(x)
-                    ),
-                    _ => false,
-                },
+                "min" | "max" | "lag" | "lead" | "first_value" | "last_value" => {
+                    super::postgres::plain_arguments(f).and_then(|a| a.first().copied()).is_some_and(is_time)
+                }
                 _ => false,
             }
         }

@@ -368,12 +368,7 @@ fn mod_as_operator(e: &mut Expr) {
     if !f.name.to_string().eq_ignore_ascii_case("mod") {
         return;
     }
-    let FunctionArguments::List(list) = &f.args else { return };
-    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)), ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b))] =
-        list.args.as_slice()
-    else {
-        return;
-    };
+    let Some([a, b]) = plain_arguments(f).and_then(|v| <[&Expr; 2]>::try_from(v).ok()) else { return };
     let nested = |x: &Expr| Box::new(Expr::Nested(Box::new(x.clone())));
     let mut remainder = Expr::BinaryOp { left: nested(a), op: ast::BinaryOperator::Modulo, right: nested(b) };
     checked_divisor(&mut remainder);
@@ -385,11 +380,7 @@ fn mod_as_operator(e: &mut Expr) {
 /// down, where PostgreSQL compares microseconds. (Typed, the comparison is in the finer
 /// unit.)
 fn fine_time_literal(e: &mut Expr) {
-    let is_ts = |x: &Expr| match x {
-        Expr::Identifier(i) => i.value.eq_ignore_ascii_case("ts"),
-        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case("ts")),
-        _ => false,
-    };
+    let is_ts = |x: &Expr| is_column(x, "ts");
     let typed = |x: &mut Expr| {
         let Expr::Value(v) = x else { return };
         let Value::SingleQuotedString(text) = &v.value else { return };
@@ -944,6 +935,26 @@ fn to_char_pattern(e: &mut Expr) {
     }
 }
 
+/// The arguments of a call when all are plain expressions (no names, no `*`).
+pub(super) fn plain_arguments(f: &Function) -> Option<Vec<&Expr>> {
+    let FunctionArguments::List(list) = &f.args else { return None };
+    list.args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `e` is the column `name` of any table (`ts`, `c.ts`).
+pub(super) fn is_column(e: &Expr, name: &str) -> bool {
+    match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(name),
+        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
+}
 /// A call of the function `name` with `args`.
 pub(super) fn call(name: &str, args: impl IntoIterator<Item = Expr>) -> Expr {
     Expr::Function(Function {
@@ -1177,13 +1188,8 @@ fn numeric_power(e: &Expr) -> Option<String> {
     let (a, b) = match e {
         Expr::BinaryOp { left, op: ast::BinaryOperator::PGExp, right } => (left.as_ref(), right.as_ref()),
         Expr::Function(f) if ["power", "pow"].iter().any(|n| f.name.to_string().eq_ignore_ascii_case(n)) => {
-            let FunctionArguments::List(list) = &f.args else { return None };
-            match list.args.as_slice() {
-                [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)), ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b))] => {
-                    (a, b)
-                }
-                _ => return None,
-            }
+            let [a, b] = <[&Expr; 2]>::try_from(plain_arguments(f)?).ok()?;
+            (a, b)
         }
         _ => return None,
     };

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{self, Expr, Statement};
 
+use super::postgres::{is_column, plain_arguments};
 use crate::exec::ExecError;
 
 /// PostgreSQL's error for the first thing in `statements` it rejects.
@@ -54,12 +55,7 @@ fn rejected_expression(e: &Expr) -> Option<ExecError> {
     match e {
         Expr::Cast { expr, data_type: ast::DataType::Boolean | ast::DataType::Bool, .. } => {
             let from = match expr.as_ref() {
-                Expr::Identifier(i) if i.value.eq_ignore_ascii_case("value") => "double precision",
-                Expr::CompoundIdentifier(parts)
-                    if parts.last().is_some_and(|i| i.value.eq_ignore_ascii_case("value")) =>
-                {
-                    "double precision"
-                }
+                x if is_column(x, "value") => "double precision",
                 Expr::Value(v) if matches!(&v.value, ast::Value::Number(n, _) if n.contains(['.', 'e', 'E'])) => {
                     "numeric"
                 }
@@ -68,12 +64,7 @@ fn rejected_expression(e: &Expr) -> Option<ExecError> {
             Some(sql("42846", format!("cannot cast type {from} to boolean")))
         }
         Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("date_bin") => {
-            let ast::FunctionArguments::List(list) = &f.args else { return None };
-            let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(stride))) = list.args.first()
-            else {
-                return None;
-            };
-            let text = match stride {
+            let text = match *plain_arguments(f)?.first()? {
                 Expr::Value(v) => v.value.clone().into_string()?,
                 Expr::Interval(i) => match (i.value.as_ref(), &i.leading_field) {
                     (Expr::Value(v), field) => {
