@@ -262,16 +262,14 @@ fn load_series(db: &Arc<Db>, series: &[InputSeries], interval_ms: i64) -> Result
         let slots =
             expand(&s.values).ok_or_else(|| vec![format!("  bad values {:?} of {}", s.values, s.series)])?;
         for (i, slot) in slots.iter().enumerate() {
-            let v = match slot {
-                Slot::Value(v) => *v,
-                Slot::Stale => stale_nan(),
+            let t = i as i64 * interval_ms;
+            let appended = match slot {
+                Slot::Value(v) => app.append(&labels, t, *v),
+                Slot::Stale => app.append(&labels, t, stale_nan()),
+                Slot::Histogram(h) => app.append_histogram(&labels, t, (**h).clone()),
                 Slot::Empty => continue,
-                Slot::Histogram => {
-                    return Err(vec![format!("  native histograms are not supported: {}", s.series)])
-                }
             };
-            app.append(&labels, i as i64 * interval_ms, v)
-                .map_err(|e| vec![format!("  {}: {e}", s.series)])?;
+            appended.map_err(|e| vec![format!("  {}: {e}", s.series)])?;
         }
     }
     app.commit().map(drop).map_err(|e| vec![format!("  {e}")])

@@ -4,8 +4,9 @@
 //!
 //! The script language is described in the corpus's README.md. Each file's counts are
 //! printed; the run fails when a case listed in `tests/promql-baseline.txt` no longer passes
-//! (a regression), or, with `CI=true`, when the corpus is missing. Evals that read native
-//! histograms or start timestamps are skipped (promflow stores neither yet).
+//! (a regression), or, with `CI=true`, when the corpus is missing. Evals that read start
+//! timestamps are skipped (promflow does not store them yet), and so are, in the view runs,
+//! those that read native histograms.
 //!
 //! Every file runs three times: through the batch executor, through the incremental
 //! executor's dataflow views read at each evaluation (`run_file_incremental`), and through
@@ -25,7 +26,7 @@ use promflow_incremental::{Incremental, Subscription, ViewId};
 use promflow_plan::ValueKind;
 use promflow_plan::{Evaluation, Level, Plan, QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, number, quoted, series_desc, Slot};
-use promflow_storage::{stale_nan, Db, DbOptions, Labels, Sample, Series};
+use promflow_storage::{stale_nan, Db, DbOptions, FloatHistogram, HistogramSeries, Labels, Sample, Series};
 
 const DEFAULT_CORPUS: &str = "../shared/promql-tests";
 const BASELINE: &str = "tests/promql-baseline.txt";
@@ -222,15 +223,16 @@ enum Verdict {
 /// What a loaded series needs that promflow's storage does not hold yet.
 #[derive(Clone, Copy, PartialEq)]
 enum Unsupported {
-    NativeHistograms,
     StartTimestamps,
+    /// Native histograms are stored and the batch executor reads them; views do not yet.
+    HistogramViews,
 }
 
 impl Unsupported {
     fn reason(self) -> &'static str {
         match self {
-            Unsupported::NativeHistograms => "needs native histograms",
             Unsupported::StartTimestamps => "needs start timestamps",
+            Unsupported::HistogramViews => "views over native histograms",
         }
     }
 }
@@ -376,7 +378,7 @@ fn eval_incremental(seg: &mut Segment, block: &[String]) -> Result<Option<String
         Err(reason) => return Ok(Some(reason.to_string())),
     };
     let outcome = check_incremental(seg, &c);
-    match (outcome, needs_unsupported(&seg.store, &c.query, c.plan.as_ref().ok())) {
+    match (outcome, needs_unsupported(&seg.store, &c.query, c.plan.as_ref().ok(), true)) {
         (Err(_), Some(reason)) => Ok(Some(reason.to_string())),
         // the corpus runs with Prometheus's delayed name removal; views remove names at once,
         // as Prometheus does by default (the server evaluates every rule in batch under the
@@ -405,9 +407,15 @@ fn passes(store: &Store, c: &EvalCase, delayed_name_removal: bool) -> bool {
     let Ok(plan) = &c.plan else { return false };
     match (promflow_batch::evaluate(plan, store.db.as_ref(), &opts), &c.exp.fail) {
         (Err(e), Some(expected)) => message_matches(expected, &e.to_string()),
-        (Ok(r), None) => {
-            compare(&r.result, &c.exp, c.instant && c.exp.range_vector.is_none(), c.start, c.step).is_ok()
-        }
+        (Ok(r), None) => compare(
+            &r.result,
+            &r.histograms,
+            &c.exp,
+            c.instant && c.exp.range_vector.is_none(),
+            c.start,
+            c.step,
+        )
+        .is_ok(),
         _ => false,
     }
 }
@@ -536,7 +544,7 @@ fn check_incremental(seg: &mut Segment, c: &EvalCase) -> Result<Option<String>, 
                 .collect(),
         )
     };
-    compare(&result, exp, c.instant && exp.range_vector.is_none(), c.start, c.step)?;
+    compare(&result, &[], exp, c.instant && exp.range_vector.is_none(), c.start, c.step)?;
     Ok(None)
 }
 
@@ -584,21 +592,15 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
             continue;
         }
         let Some(slots) = expand(rest) else { continue };
-        if slots.iter().any(|s| matches!(s, Slot::Histogram)) {
-            store.unsupported.push((labels.clone(), Unsupported::NativeHistograms));
-        }
         series.retain(|(l, _)| *l != labels);
         series.push((labels, slots));
     }
     if with_nhcb {
-        // `X_bucket` series also become a native histogram `X` without `le` (see the corpus README)
-        for (labels, _) in &series {
-            if let Some(base) = labels.metric_name().strip_suffix("_bucket") {
-                let mut l = labels.clone();
-                l.remove("le");
-                l.set("__name__", base);
-                store.unsupported.push((l, Unsupported::NativeHistograms));
-            }
+        series.extend(custom_bucket_histograms(&series));
+    }
+    for (labels, slots) in &series {
+        if slots.iter().any(|s| matches!(s, Slot::Histogram(_))) {
+            store.unsupported.push((labels.clone(), Unsupported::HistogramViews));
         }
     }
     let mut app = store.db.appender();
@@ -609,7 +611,11 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
             let v = match slot {
                 Slot::Value(v) => *v,
                 Slot::Stale => stale_nan(),
-                Slot::Empty | Slot::Histogram => continue,
+                Slot::Histogram(h) => {
+                    let _ = app.append_histogram(labels, t, (**h).clone());
+                    continue;
+                }
+                Slot::Empty => continue,
             };
             if app.append(labels, t, v).is_ok() {
                 appended.push((labels.clone(), t, v));
@@ -618,6 +624,71 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
     }
     let _ = app.commit();
     appended
+}
+
+/// `load_with_nhcb`'s native histograms of custom buckets: the `X_bucket`, `X_count` and
+/// `X_sum` series of a block grouped by `X` and their labels without `le`, one histogram at
+/// each slot where a member has a float (see the corpus README).
+fn custom_bucket_histograms(series: &[(Labels, Vec<Slot>)]) -> Vec<(Labels, Vec<Slot>)> {
+    #[derive(Default)]
+    struct Parts<'a> {
+        buckets: Vec<(f64, &'a [Slot])>,
+        count: Option<&'a [Slot]>,
+        sum: Option<&'a [Slot]>,
+    }
+    let mut groups: BTreeMap<Labels, Parts> = BTreeMap::new();
+    for (labels, slots) in series {
+        let name = labels.metric_name();
+        let (base, part) = if let Some(b) = name.strip_suffix("_bucket") {
+            (b, 0)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (b, 1)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (b, 2)
+        } else {
+            continue;
+        };
+        let mut key = labels.clone();
+        key.remove("le");
+        key.set("__name__", base);
+        let entry = groups.entry(key).or_default();
+        match part {
+            0 => match number(labels.get("le")) {
+                Some(le) if !le.is_nan() => entry.buckets.push((le, slots)),
+                _ => {}
+            },
+            1 => entry.count = Some(slots),
+            _ => entry.sum = Some(slots),
+        }
+    }
+    let value = |slots: &[Slot], i: usize| match slots.get(i) {
+        Some(Slot::Value(v)) => Some(*v),
+        _ => None,
+    };
+    groups
+        .into_iter()
+        .filter(|(_, p)| !p.buckets.is_empty())
+        .map(|(labels, p)| {
+            let len =
+                p.buckets.iter().map(|b| b.1.len()).chain(p.count.map(<[Slot]>::len)).max().unwrap_or(0);
+            let slots = (0..len)
+                .map(|i| {
+                    let buckets: Vec<(f64, f64)> =
+                        p.buckets.iter().filter_map(|(le, s)| value(s, i).map(|v| (*le, v))).collect();
+                    let count = p.count.and_then(|s| value(s, i));
+                    let sum = p.sum.and_then(|s| value(s, i));
+                    if buckets.is_empty() && count.is_none() && sum.is_none() {
+                        return Slot::Empty;
+                    }
+                    match FloatHistogram::from_classic(&buckets, count, sum.unwrap_or(0.0)) {
+                        Ok(h) => Slot::Histogram(Arc::new(h)),
+                        Err(_) => Slot::Empty,
+                    }
+                })
+                .collect();
+            (labels, slots)
+        })
+        .collect()
 }
 
 /// Whether `query` names the metric `name` as a whole identifier (`foo` is not in `foo_bucket`).
@@ -631,9 +702,9 @@ fn mentions_metric(query: &str, name: &str) -> bool {
         })
 }
 
-/// Why an eval cannot run on promflow yet, if it reads series that hold native histograms or
-/// start timestamps (or asks for start timestamps).
-fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<&'static str> {
+/// Why an eval cannot run on promflow yet, if it reads series that hold start timestamps (or
+/// asks for them), or, for views (`views`), native histograms.
+fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>, views: bool) -> Option<&'static str> {
     if query.contains("start_timestamp") {
         return Some(Unsupported::StartTimestamps.reason());
     }
@@ -643,7 +714,12 @@ fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<
         // a query promflow cannot compile yet: judge by the metric names it mentions
         None => mentions_metric(query, labels.metric_name()),
     };
-    store.unsupported.iter().find(|(l, _)| hit(l)).map(|(_, u)| u.reason())
+    store
+        .unsupported
+        .iter()
+        .filter(|(_, u)| views || *u != Unsupported::HistogramViews)
+        .find(|(l, _)| hit(l))
+        .map(|(_, u)| u.reason())
 }
 
 // ---- eval ----
@@ -699,8 +775,6 @@ struct Expectation {
     string: Option<String>,
     scalar: Option<f64>,
     series: Vec<(Labels, Vec<Slot>)>,
-    /// An expected value is a native histogram.
-    histogram: bool,
 }
 
 fn message_check(tail: &str) -> MessageCheck {
@@ -722,7 +796,6 @@ fn parse_expect(lines: &[String]) -> Result<Expectation, String> {
         string: None,
         scalar: None,
         series: Vec::new(),
-        histogram: false,
     };
     for line in lines {
         if let Some(rest) = line.strip_prefix("expect ") {
@@ -771,7 +844,6 @@ fn parse_expect(lines: &[String]) -> Result<Expectation, String> {
         let (labels, rest) =
             series_desc(line).ok_or_else(|| format!("cannot parse expected series {line:?}"))?;
         let slots = expand(rest).ok_or_else(|| format!("cannot parse expected values {rest:?}"))?;
-        e.histogram |= slots.iter().any(|s| matches!(s, Slot::Histogram));
         e.series.push((labels, slots));
     }
     Ok(e)
@@ -828,9 +900,6 @@ fn parse_eval(block: &[String]) -> Result<Result<EvalCase, &'static str>, String
         _ => return Err("unknown eval form".into()),
     };
     let mut exp = parse_expect(&block[1..])?;
-    if exp.histogram {
-        return Ok(Err(Unsupported::NativeHistograms.reason()));
-    }
     match cmd {
         "eval_fail" if exp.fail.is_none() => exp.fail = Some(None),
         "eval_ordered" => exp.ordered = true,
@@ -870,7 +939,7 @@ fn run_eval(store: &Store, block: &[String]) -> Result<Option<&'static str>, Str
     };
     let outcome = check_eval(store, &c.plan, &c.exp, (c.start, c.end, c.step), c.instant);
     // a case that reads what promflow cannot store is skipped, unless it passes all the same
-    match (outcome, needs_unsupported(store, &c.query, c.plan.as_ref().ok())) {
+    match (outcome, needs_unsupported(store, &c.query, c.plan.as_ref().ok(), false)) {
         (Err(_), Some(reason)) => Ok(Some(reason)),
         (outcome, _) => outcome.map(|()| None),
     }
@@ -904,15 +973,16 @@ fn check_eval(
             Err(e) => Err(format!("error {e:?} does not match {expected:?}")),
         };
     }
-    let Evaluation { result, annotations, .. } = result?;
+    let Evaluation { result, annotations, histograms, .. } = result?;
     exp.warn.check("warning", &annotations.texts(Level::Warning, None))?;
     exp.info.check("info", &annotations.texts(Level::Info, None))?;
-    compare(&result, exp, instant && exp.range_vector.is_none(), start, step)?;
+    compare(&result, &histograms, exp, instant && exp.range_vector.is_none(), start, step)?;
     Ok(())
 }
 
 fn compare(
     result: &QueryResult,
+    histograms: &[HistogramSeries],
     exp: &Expectation,
     instant: bool,
     start: i64,
@@ -931,16 +1001,23 @@ fn compare(
             if exp.scalar.is_some() {
                 return Err("vector where a scalar was expected".into());
             }
-            if v.len() != exp.series.len() {
-                return Err(format!("{} elements, expected {}: {:?}", v.len(), exp.series.len(), v));
+            let got_hists = histograms.iter().filter_map(|h| h.samples.first().map(|p| (&h.labels, &*p.h)));
+            if v.len() + got_hists.clone().count() != exp.series.len() {
+                return Err(format!(
+                    "{} elements, expected {}: {:?} and histograms of {:?}",
+                    v.len() + got_hists.clone().count(),
+                    exp.series.len(),
+                    v,
+                    got_hists.map(|h| h.0.to_string()).collect::<Vec<_>>()
+                ));
             }
+            let expected_at = |labels: &Labels| {
+                exp.series.iter().position(|(l, _)| l == labels).ok_or_else(|| format!("unexpected {labels}"))
+            };
             for (i, (labels, _, val)) in v.iter().enumerate() {
-                let pos = exp
-                    .series
-                    .iter()
-                    .position(|(l, _)| l == labels)
-                    .ok_or_else(|| format!("unexpected {labels}"))?;
-                if exp.ordered && pos != i {
+                let pos = expected_at(labels)?;
+                // a vector's histograms are listed apart: only an all-float vector has an order
+                if exp.ordered && histograms.is_empty() && pos != i {
                     return Err(format!("{labels} at position {i}, expected {pos}"));
                 }
                 match exp.series[pos].1.first() {
@@ -948,49 +1025,103 @@ fn compare(
                     other => return Err(format!("{labels}: {val}, expected {other:?}")),
                 }
             }
+            for (labels, h) in got_hists {
+                match exp.series[expected_at(labels)?].1.first() {
+                    Some(Slot::Histogram(e)) if histograms_match(e, h) => {}
+                    other => return Err(format!("{labels}: {h:?}, expected {other:?}")),
+                }
+            }
             Ok(())
         }
         QueryResult::Matrix(m) => {
-            if instant && exp.range_vector.is_none() && m.is_empty() && exp.series.is_empty() {
+            if instant
+                && exp.range_vector.is_none()
+                && m.is_empty()
+                && histograms.is_empty()
+                && exp.series.is_empty()
+            {
                 return Ok(());
             }
             let (start, step) = match exp.range_vector {
                 Some((from, _, s)) => (from, s),
                 None => (start, step),
             };
-            if m.len() != exp.series.len() {
-                return Err(format!("{} series, expected {}", m.len(), exp.series.len()));
+            let mut labels: Vec<&Labels> =
+                m.iter().map(|s| &s.labels).chain(histograms.iter().map(|h| &h.labels)).collect();
+            labels.sort();
+            labels.dedup();
+            if labels.len() != exp.series.len() {
+                return Err(format!("{} series, expected {}", labels.len(), exp.series.len()));
             }
-            for s in m {
+            for labels in labels {
                 let (_, slots) = exp
                     .series
                     .iter()
-                    .find(|(l, _)| *l == s.labels)
-                    .ok_or_else(|| format!("unexpected {}", s.labels))?;
+                    .find(|(l, _)| l == labels)
+                    .ok_or_else(|| format!("unexpected {labels}"))?;
+                let at = |i: usize| start + i as i64 * step;
                 let expected: Vec<(i64, f64)> = slots
                     .iter()
                     .enumerate()
                     .filter_map(|(i, sl)| match sl {
-                        Slot::Value(v) => Some((start + i as i64 * step, *v)),
-                        Slot::Stale => Some((start + i as i64 * step, stale_nan())),
-                        Slot::Empty | Slot::Histogram => None,
+                        Slot::Value(v) => Some((at(i), *v)),
+                        Slot::Stale => Some((at(i), stale_nan())),
+                        Slot::Empty | Slot::Histogram(_) => None,
                     })
                     .collect();
-                if expected.len() != s.samples.len() {
+                let expected_hists: Vec<(i64, &FloatHistogram)> = slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, sl)| match sl {
+                        Slot::Histogram(h) => Some((at(i), &**h)),
+                        _ => None,
+                    })
+                    .collect();
+                let floats: Vec<Sample> = m
+                    .iter()
+                    .find(|s| s.labels == *labels)
+                    .map(|s| s.samples.iter().collect())
+                    .unwrap_or_default();
+                let hists =
+                    histograms.iter().find(|h| h.labels == *labels).map_or(&[][..], |h| &h.samples[..]);
+                if expected.len() != floats.len() || expected_hists.len() != hists.len() {
                     return Err(format!(
-                        "{}: {} points, expected {}",
-                        s.labels,
-                        s.samples.len(),
-                        expected.len()
+                        "{labels}: {} float and {} histogram points, expected {} and {}",
+                        floats.len(),
+                        hists.len(),
+                        expected.len(),
+                        expected_hists.len()
                     ));
                 }
-                for (p, (t, v)) in s.samples.iter().zip(&expected) {
+                for (p, (t, v)) in floats.iter().zip(&expected) {
                     if p.t != *t || !almost_equal(p.v, *v) {
-                        return Err(format!("{}: ({}, {}), expected ({t}, {v})", s.labels, p.t, p.v));
+                        return Err(format!("{labels}: ({}, {}), expected ({t}, {v})", p.t, p.v));
+                    }
+                }
+                for (p, (t, h)) in hists.iter().zip(&expected_hists) {
+                    if p.t != *t || !histograms_match(h, &p.h) {
+                        return Err(format!("{labels}: ({}, {:?}), expected ({t}, {h:?})", p.t, p.h));
                     }
                 }
             }
             Ok(())
         }
     }
+}
+
+/// The Go runner's histogram comparison: schema, zero threshold and custom bounds exactly,
+/// counts, sum and buckets within its ε (buckets compare in canonical form, as the runner
+/// compacts both before comparing).
+fn histograms_match(expected: &FloatHistogram, got: &FloatHistogram) -> bool {
+    let buckets = |a: &[(i32, f64)], b: &[(i32, f64)]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && almost_equal(x.1, y.1))
+    };
+    expected.schema == got.schema
+        && almost_equal(expected.count, got.count)
+        && almost_equal(expected.sum, got.sum)
+        && (!expected.uses_custom_buckets() || expected.custom_bounds() == got.custom_bounds())
+        && expected.zero_threshold == got.zero_threshold
+        && almost_equal(expected.zero_count, got.zero_count)
+        && buckets(expected.negative_buckets(), got.negative_buckets())
+        && buckets(expected.positive_buckets(), got.positive_buckets())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::chunk::{OpenChunk, SealedChunk};
 use crate::postings::Postings;
-use crate::{Labels, Matcher, Sample, Series, Timestamp};
+use crate::{FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Series, Timestamp};
 
 /// A series' identifier, as written in the WAL.
 pub(crate) type SeriesRef = u64;
@@ -49,11 +49,27 @@ pub(crate) struct MemSeries {
     /// Samples older than `last` taken within the out-of-order window, sorted by time. They
     /// are merged with the chunks on every read and go to a block with the rest.
     ooo: Vec<Sample>,
+    /// Native-histogram samples, sorted by time (in order and out of order alike), when the
+    /// series has any: boxed so that a float series pays one pointer for them.
+    hists: Option<Box<HistogramSamples>>,
+}
+
+/// A series' native-histogram samples, sorted by time, held decoded.
+#[derive(Debug, Default)]
+struct HistogramSamples {
+    samples: Vec<HistogramSample>,
 }
 
 impl MemSeries {
     fn new(labels: Arc<Labels>) -> Self {
-        MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None, ooo: Vec::new() }
+        MemSeries {
+            labels,
+            sealed: Vec::new(),
+            open: OpenChunk::new(),
+            last: None,
+            ooo: Vec::new(),
+            hists: None,
+        }
     }
 
     /// The newest sample's timestamp and value bits.
@@ -67,10 +83,34 @@ impl MemSeries {
             None if !self.open.is_empty() => Some(self.open.min_t()),
             None => None,
         };
-        match (chunks, self.ooo.first()) {
-            (Some(a), Some(b)) => Some(a.min(b.t)),
-            (a, b) => a.or(b.map(|s| s.t)),
+        let firsts = [chunks, self.ooo.first().map(|s| s.t), self.histograms().first().map(|s| s.t)];
+        firsts.into_iter().flatten().min()
+    }
+
+    /// Why a sample at `t` with value bits `bits` cannot follow the newest sample, if it
+    /// cannot: older, or at the same time (an identical repeat is ignored).
+    fn refuses(&self, t: Timestamp, bits: u64) -> Option<AppendResult> {
+        let (lt, lv) = self.last?;
+        if t < lt {
+            Some(AppendResult::OutOfOrder)
+        } else if t == lt {
+            Some(if bits == lv { AppendResult::Ignored } else { AppendResult::Duplicate })
+        } else {
+            None
         }
+    }
+
+    /// The native-histogram samples, oldest first.
+    fn histograms(&self) -> &[HistogramSample] {
+        self.hists.as_deref().map_or(&[], |h| h.samples.as_slice())
+    }
+
+    /// The histogram samples in `mint..=maxt`.
+    fn histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> &[HistogramSample] {
+        let all = self.histograms();
+        let from = all.partition_point(|s| s.t < mint);
+        let to = all.partition_point(|s| s.t <= maxt);
+        &all[from..to.max(from)]
     }
 
     /// Chunk time ranges with a way to decode each, oldest first.
@@ -82,7 +122,7 @@ impl MemSeries {
 
     /// Whether some sample lies in `mint..=maxt`.
     fn has_samples_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
-        if self.ooo.iter().any(|s| s.t >= mint && s.t <= maxt) {
+        if self.ooo.iter().any(|s| s.t >= mint && s.t <= maxt) || !self.histograms_in(mint, maxt).is_empty() {
             return true;
         }
         match (self.first_t(), self.last) {
@@ -144,12 +184,13 @@ impl MemSeries {
             self.open.append(s.t, s.v);
         }
         let after = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
-        (before.0 - after.0, before.1 - after.1)
+        let hists = self.retain_histograms(|t| t < mint || t > maxt);
+        (before.0 - after.0 + hists, before.1 - after.1)
     }
 
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
     fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
-        let (mut samples, mut chunks) = (0u64, 0u64);
+        let (mut samples, mut chunks) = (self.retain_histograms(|t| t >= mint), 0u64);
         let before = self.ooo.len();
         self.ooo.retain(|s| s.t >= mint);
         samples += (before - self.ooo.len()) as u64;
@@ -175,9 +216,21 @@ impl MemSeries {
         (samples, chunks)
     }
 
+    /// Keeps the histogram samples whose time satisfies `keep`; returns how many went.
+    fn retain_histograms(&mut self, keep: impl Fn(Timestamp) -> bool) -> u64 {
+        let Some(hists) = self.hists.as_mut() else { return 0 };
+        let before = hists.samples.len();
+        hists.samples.retain(|s| keep(s.t));
+        let gone = (before - hists.samples.len()) as u64;
+        if hists.samples.is_empty() {
+            self.hists = None;
+        }
+        gone
+    }
+
     #[cfg(test)]
     fn num_samples(&self) -> usize {
-        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.open.len()
+        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.open.len() + self.histograms().len()
     }
 }
 
@@ -239,6 +292,9 @@ pub(crate) struct Head {
     postings: Postings<SeriesRef>,
     num_samples: u64,
     num_chunks: u64,
+    /// Series holding native-histogram samples: when none does, a histogram selection
+    /// costs nothing (float queries make one each).
+    histogram_series: usize,
     min_time: Option<Timestamp>,
     max_time: Option<Timestamp>,
 }
@@ -306,13 +362,8 @@ impl Head {
     pub(crate) fn append(&mut self, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
         let bits = v.to_bits();
-        if let Some((lt, lv)) = s.last {
-            if t < lt {
-                return AppendResult::OutOfOrder;
-            }
-            if t == lt {
-                return if bits == lv { AppendResult::Ignored } else { AppendResult::Duplicate };
-            }
+        if let Some(refused) = s.refuses(t, bits) {
+            return refused;
         }
         if s.open.is_full() {
             let full = std::mem::take(&mut s.open);
@@ -323,10 +374,59 @@ impl Head {
         }
         s.open.append(t, v);
         s.last = Some((t, bits));
+        self.count_sample(t);
+        AppendResult::Appended
+    }
+
+    /// Appends a native-histogram sample to series `r`, under the order rules of
+    /// [`append`](Self::append): a series' floats and histograms share one timeline.
+    pub(crate) fn append_histogram(
+        &mut self,
+        r: SeriesRef,
+        t: Timestamp,
+        h: Arc<FloatHistogram>,
+    ) -> AppendResult {
+        let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
+        let bits = h.fingerprint();
+        if let Some(refused) = s.refuses(t, bits) {
+            return refused;
+        }
+        if s.hists.is_none() {
+            self.histogram_series += 1;
+        }
+        s.hists.get_or_insert_default().samples.push(HistogramSample { t, h });
+        s.last = Some((t, bits));
+        self.count_sample(t);
+        AppendResult::Appended
+    }
+
+    /// Stores an out-of-order histogram sample of series `r`, refusing a different value at
+    /// a timestamp the series already has.
+    pub(crate) fn insert_ooo_histogram(
+        &mut self,
+        r: SeriesRef,
+        t: Timestamp,
+        h: Arc<FloatHistogram>,
+    ) -> AppendResult {
+        if let Some(old) = self.value_at(r, t) {
+            return if old == h.fingerprint() { AppendResult::Ignored } else { AppendResult::Duplicate };
+        }
+        let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
+        if s.hists.is_none() {
+            self.histogram_series += 1;
+        }
+        let hists = &mut s.hists.get_or_insert_default().samples;
+        let i = hists.partition_point(|x| x.t < t);
+        hists.insert(i, HistogramSample { t, h });
+        self.count_sample(t);
+        AppendResult::Appended
+    }
+
+    /// Counts a stored sample at `t`.
+    fn count_sample(&mut self, t: Timestamp) {
         self.num_samples += 1;
         self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
         self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
-        AppendResult::Appended
     }
 
     /// Drops every sample older than `mint` and the series left without samples (their
@@ -338,7 +438,11 @@ impl Head {
         let mut removed: Vec<SeriesRef> = Vec::new();
         let mut new_min: Option<Timestamp> = None;
         for (&r, s) in self.series.iter_mut() {
+            let had_histograms = s.hists.is_some();
             let (samples, chunks) = s.truncate(mint);
+            if had_histograms && s.hists.is_none() {
+                self.histogram_series -= 1;
+            }
             self.num_samples -= samples;
             self.num_chunks -= chunks;
             match s.first_t() {
@@ -372,10 +476,15 @@ impl Head {
         removed.len()
     }
 
-    /// The value bits of series `r`'s sample at `t`, if it has one.
+    /// The value bits of series `r`'s sample at `t`, if it has one (a histogram's
+    /// [fingerprint](FloatHistogram::fingerprint)).
     pub(crate) fn value_at(&self, r: SeriesRef, t: Timestamp) -> Option<u64> {
+        let s = self.series.get(&r)?;
+        if let Some(h) = s.histograms_in(t, t).first() {
+            return Some(h.h.fingerprint());
+        }
         let mut at = Vec::new();
-        self.series.get(&r)?.samples_in(t, t, &mut at);
+        s.samples_in(t, t, &mut at);
         at.first().map(|s| s.v.to_bits())
     }
 
@@ -388,9 +497,7 @@ impl Head {
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
         let i = s.ooo.partition_point(|x| x.t < t);
         s.ooo.insert(i, Sample { t, v });
-        self.num_samples += 1;
-        self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
-        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        self.count_sample(t);
         AppendResult::Appended
     }
 
@@ -398,7 +505,11 @@ impl Head {
     /// sample remembered, until truncation finds it empty).
     pub(crate) fn delete_range(&mut self, r: SeriesRef, mint: Timestamp, maxt: Timestamp) {
         if let Some(s) = self.series.get_mut(&r) {
+            let had_histograms = s.hists.is_some();
             let (samples, chunks) = s.delete_range(mint, maxt);
+            if had_histograms && s.hists.is_none() {
+                self.histogram_series -= 1;
+            }
             self.num_samples -= samples;
             self.num_chunks -= chunks;
         }
@@ -478,6 +589,31 @@ impl Head {
             .into_iter()
             .map(|(s, samples)| Series { labels: (*s.labels).clone(), samples: samples.into() })
             .collect()
+    }
+
+    /// Matching series with their histogram samples in `mint..=maxt`, sorted by labels.
+    pub(crate) fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<HistogramSeries> {
+        if mint > maxt || self.histogram_series == 0 {
+            return Vec::new();
+        }
+        let mut out: Vec<HistogramSeries> = self
+            .postings(matchers)
+            .into_iter()
+            .filter_map(|r| self.series.get(&r))
+            .filter(|s| s.hists.is_some())
+            .filter_map(|s| {
+                let samples = s.histograms_in(mint, maxt);
+                (!samples.is_empty())
+                    .then(|| HistogramSeries { labels: (*s.labels).clone(), samples: samples.to_vec() })
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        out
     }
 
     /// Matching series with samples in range (all matching series for the full range).

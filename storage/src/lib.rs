@@ -35,6 +35,7 @@ mod wal;
 pub use chunk::{decode_xor_chunk, encode_xor_chunk};
 pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
+pub use native_histogram::FloatHistogram;
 pub use samples::{SampleSlice, Samples};
 pub use self_metrics::{Histogram, MetricKind, MetricsWriter, Summary};
 
@@ -74,6 +75,26 @@ pub struct Series {
     pub samples: Samples,
 }
 
+/// One native-histogram sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramSample {
+    /// Milliseconds since the Unix epoch.
+    pub t: Timestamp,
+    /// The histogram, shared between the head and the readers that copied it.
+    pub h: Arc<FloatHistogram>,
+}
+
+/// A series' native-histogram samples within a queried range, in timestamp order. A series
+/// may hold float samples at some times and histograms at others: its floats are in the
+/// [`Series`] of the same labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramSeries {
+    /// The series' identity.
+    pub labels: Labels,
+    /// Samples in strictly increasing timestamp order.
+    pub samples: Vec<HistogramSample>,
+}
+
 /// What a successful commit wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -88,6 +109,8 @@ pub struct CommitStats {
 pub struct CommittedBatch {
     /// The samples of the batch, each with its series' labels, in append order.
     pub samples: Vec<(Arc<Labels>, Sample)>,
+    /// The native-histogram samples of the batch, each with its series' labels.
+    pub histograms: Vec<(Arc<Labels>, HistogramSample)>,
 }
 
 /// Storage errors.
@@ -175,6 +198,9 @@ pub trait Appender: Send {
     fn append_ref(&mut self, labels: LabelsRef<'_>, t: Timestamp, v: f64) -> Result<(), Error> {
         self.append(&labels.to_labels(), t, v)
     }
+    /// Adds one native-histogram sample of the series `labels`, under the same order rules
+    /// as a float sample: a series' samples, floats and histograms alike, are in time order.
+    fn append_histogram(&mut self, labels: &Labels, t: Timestamp, h: FloatHistogram) -> Result<(), Error>;
     /// Makes the batch durable, visible to queriers, and sends it to the append feed.
     fn commit(self: Box<Self>) -> Result<CommitStats, Error>;
     /// Discards the batch.
@@ -189,6 +215,16 @@ pub trait Appender: Send {
 pub trait Querier: Send + Sync {
     /// Series matching all `matchers` that have samples in `mint..=maxt`, with those samples.
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
+    /// The native-histogram samples in `mint..=maxt` of the series matching all `matchers`
+    /// that have some, sorted by labels. A querier over a source without histograms has none.
+    fn select_histograms(
+        &self,
+        _matchers: &[Matcher],
+        _mint: Timestamp,
+        _maxt: Timestamp,
+    ) -> Result<Vec<HistogramSeries>, Error> {
+        Ok(Vec::new())
+    }
     /// Label sets of the series matching all `matchers` with samples in the range, sorted.
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error>;
     /// Sorted label names of matching series (all series when `matchers` is empty).

@@ -359,6 +359,104 @@ impl FloatHistogram {
     }
 }
 
+/// The hint's byte in the binary encoding.
+fn hint_byte(hint: CounterResetHint) -> u8 {
+    match hint {
+        CounterResetHint::Unknown => 0,
+        CounterResetHint::CounterReset => 1,
+        CounterResetHint::NotCounterReset => 2,
+        CounterResetHint::Gauge => 3,
+    }
+}
+
+impl FloatHistogram {
+    /// Appends the histogram's binary encoding (the WAL's): the hint byte, the schema as a
+    /// varint, zero threshold, zero count, count and sum as little-endian `f64`s, then the
+    /// positive buckets, the negative buckets and the custom bounds, each as a varint length
+    /// followed by (varint index delta, `f64` count) pairs or `f64` bounds.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        use crate::codec::{put_uvarint, put_varint};
+        out.push(hint_byte(self.hint));
+        put_varint(out, i64::from(self.schema));
+        for f in [self.zero_threshold, self.zero_count, self.count, self.sum] {
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        for buckets in [&self.positive, &self.negative] {
+            put_uvarint(out, buckets.len() as u64);
+            let mut prev = 0i64;
+            for &(i, c) in buckets.iter() {
+                put_varint(out, i64::from(i) - prev);
+                prev = i64::from(i);
+                out.extend_from_slice(&c.to_bits().to_le_bytes());
+            }
+        }
+        put_uvarint(out, self.custom_bounds.len() as u64);
+        for b in self.custom_bounds.iter() {
+            out.extend_from_slice(&b.to_bits().to_le_bytes());
+        }
+    }
+
+    /// Reads one histogram written by [`encode`](Self::encode); `None` when the bytes are not
+    /// one (counts are checked against the bytes left before anything is allocated).
+    pub(crate) fn decode(c: &mut crate::codec::Cursor<'_>) -> Option<FloatHistogram> {
+        let hint = match c.take(1)?[0] {
+            0 => CounterResetHint::Unknown,
+            1 => CounterResetHint::CounterReset,
+            2 => CounterResetHint::NotCounterReset,
+            3 => CounterResetHint::Gauge,
+            _ => return None,
+        };
+        let schema = i32::try_from(c.varint()?).ok()?;
+        if schema != CUSTOM_BUCKETS_SCHEMA && !EXPONENTIAL_SCHEMAS.contains(&schema) {
+            return None;
+        }
+        let mut f = || c.u64().map(f64::from_bits);
+        let (zero_threshold, zero_count, count, sum) = (f()?, f()?, f()?, f()?);
+        let buckets = |c: &mut crate::codec::Cursor<'_>| -> Option<Vec<(i32, f64)>> {
+            let n = usize::try_from(c.uvarint()?).ok()?;
+            // each bucket takes at least nine bytes
+            if n > c.remaining() / 9 {
+                return None;
+            }
+            let mut out = Vec::with_capacity(n);
+            let mut prev = 0i64;
+            for _ in 0..n {
+                prev = prev.checked_add(c.varint()?)?;
+                out.push((i32::try_from(prev).ok()?, f64::from_bits(c.u64()?)));
+            }
+            Some(out)
+        };
+        let positive = buckets(c)?;
+        let negative = buckets(c)?;
+        let n = usize::try_from(c.uvarint()?).ok()?;
+        if n > c.remaining() / 8 {
+            return None;
+        }
+        let custom_bounds = (0..n).map(|_| c.u64().map(f64::from_bits)).collect::<Option<Vec<f64>>>()?;
+        Some(FloatHistogram {
+            hint,
+            schema,
+            zero_threshold,
+            zero_count,
+            count,
+            sum,
+            positive,
+            negative,
+            custom_bounds: custom_bounds.into(),
+        })
+    }
+
+    /// A 64-bit value that stands for the histogram where storage compares a sample with the
+    /// newest of its series (an identical repeat is dropped, another value at the same time
+    /// is a duplicate): a negative NaN, which no float sample compares equal to unless it
+    /// carries the very same bits, and never the staleness marker.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(64);
+        self.encode(&mut bytes);
+        0xfff0_0000_0000_0001 | (xxhash_rust::xxh64::xxh64(&bytes, 0) & 0x000f_ffff_ffff_fffe)
+    }
+}
+
 /// The upper bound of exponential bucket `index` of `schema` (`base^index`), as Prometheus
 /// computes it: exact powers of two below schema 1, `2^(index / 2^schema)` above.
 pub fn bucket_bound(schema: i32, index: i32) -> f64 {

@@ -42,7 +42,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::codec::{put_str, put_uvarint, Cursor};
-use crate::{Error, Labels};
+use crate::{Error, FloatHistogram, Labels};
 
 /// Series record, version 1.
 pub(crate) const REC_SERIES_V1: u8 = 1;
@@ -50,6 +50,9 @@ pub(crate) const REC_SERIES_V1: u8 = 1;
 pub(crate) const REC_SAMPLES_V1: u8 = 2;
 /// Tombstones record, version 1: deleted time ranges of series.
 pub(crate) const REC_TOMBSTONES_V1: u8 = 3;
+/// Native-histogram samples record, version 1: (series ref `u64`, timestamp `i64`, the
+/// histogram in [`FloatHistogram::encode`]'s form) per entry.
+pub(crate) const REC_HISTOGRAMS_V1: u8 = 4;
 
 /// Length + checksum + type.
 pub(crate) const HEADER_LEN: usize = 9;
@@ -79,6 +82,8 @@ pub(crate) enum Record {
     Samples(Vec<RefSample>),
     /// Deleted ranges: (series ref, mint, maxt), inclusive.
     Tombstones(Vec<(u64, i64, i64)>),
+    /// Native-histogram samples of known series: (series ref, timestamp, histogram).
+    Histograms(Vec<(u64, i64, FloatHistogram)>),
 }
 
 /// The file name of segment `seq`.
@@ -200,7 +205,33 @@ pub(crate) fn encode_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item 
     }
 }
 
+/// Appends histogram records for `samples` (series ref, timestamp, histogram) to `out`
+/// (nothing when empty).
+pub(crate) fn encode_histograms<'h>(
+    out: &mut Vec<u8>,
+    samples: impl IntoIterator<Item = (u64, i64, &'h FloatHistogram)>,
+) {
+    let mut enc = RecordEncoder::new(out, REC_HISTOGRAMS_V1);
+    for (r, t, h) in samples {
+        let buf = enc.entry();
+        buf.extend_from_slice(&r.to_le_bytes());
+        buf.extend_from_slice(&t.to_le_bytes());
+        h.encode(buf);
+    }
+}
+
 // ---- decoding ----
+
+fn decode_histograms(payload: &[u8]) -> Option<Vec<(u64, i64, FloatHistogram)>> {
+    let mut c = Cursor(payload);
+    let mut out = Vec::new();
+    while !c.is_empty() {
+        let r = c.u64()?;
+        let t = c.u64()? as i64;
+        out.push((r, t, FloatHistogram::decode(&mut c)?));
+    }
+    Some(out)
+}
 
 fn decode_series(payload: &[u8]) -> Option<Vec<(u64, Labels)>> {
     let mut c = Cursor(payload);
@@ -276,6 +307,7 @@ pub(crate) fn decode_record(typ: u8, payload: &[u8], path: &Path, offset: u64) -
         REC_SERIES_V1 => decode_series(payload).map(Record::Series),
         REC_SAMPLES_V1 => decode_samples(payload).map(Record::Samples),
         REC_TOMBSTONES_V1 => decode_tombstones(payload).map(Record::Tombstones),
+        REC_HISTOGRAMS_V1 => decode_histograms(payload).map(Record::Histograms),
         0 => None,
         other => {
             tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
@@ -621,7 +653,7 @@ mod tests {
         let out = replay(dir, |r| match r {
             Record::Series(s) => series.extend(s),
             Record::Samples(s) => samples.extend(s),
-            Record::Tombstones(_) => {}
+            Record::Tombstones(_) | Record::Histograms(_) => {}
         })
         .unwrap();
         (series, samples, out)
@@ -633,6 +665,46 @@ mod tests {
         encode_series(&mut buf, [(r, &l)]);
         encode_samples(&mut buf, [RefSample { r, t, v: t as f64 }]);
         buf
+    }
+
+    #[test]
+    fn histogram_records_round_trip() {
+        let h = crate::native_histogram::FloatHistogram::from_spans(
+            3,
+            0.001,
+            2.0,
+            12.0,
+            -4.5,
+            (&[crate::native_histogram::Span { offset: -2, length: 2 }], &[3.0, 4.0]),
+            (&[crate::native_histogram::Span { offset: 5, length: 1 }], &[3.0]),
+            Vec::new(),
+        )
+        .unwrap();
+        let custom = crate::native_histogram::FloatHistogram::from_classic(
+            &[(1.0, 2.0), (f64::INFINITY, 5.0)],
+            Some(5.0),
+            7.0,
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        encode_histograms(&mut buf, [(7, -3, &h), (8, 9, &custom)]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), &buf).unwrap();
+        let mut got = Vec::new();
+        replay(dir.path(), |r| {
+            if let Record::Histograms(list) = r {
+                got.extend(list)
+            }
+        })
+        .unwrap();
+        assert_eq!(got, vec![(7, -3, h.clone()), (8, 9, custom)]);
+        // a truncated entry is not a histogram
+        let mut one = Vec::new();
+        h.encode(&mut one);
+        assert!(decode_histograms(
+            &[&7u64.to_le_bytes()[..], &0u64.to_le_bytes(), &one[..one.len() - 1]].concat()
+        )
+        .is_none());
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use promflow_storage::native_histogram::Span;
 use promflow_storage::{
-    is_stale_nan, stale_nan, Db, DbOptions, Error, Labels, MatchOp, Matcher, Querier, Sample,
+    is_stale_nan, stale_nan, Db, DbOptions, Error, FloatHistogram, Labels, MatchOp, Matcher, Querier, Sample,
 };
 
 fn ls(pairs: &[(&str, &str)]) -> Labels {
@@ -990,4 +991,63 @@ fn retention_is_not_measured_from_blocks_in_the_future() {
     assert_eq!(report.deleted_blocks, 0, "present-day blocks were deleted for a block 30 days ahead");
     let present: usize = dump(&db)[0].1.iter().filter(|(t, _)| *t < now).count();
     assert_eq!(present, 6);
+}
+
+/// A small exponential histogram with `n` observations.
+fn hist(n: f64) -> FloatHistogram {
+    let spans = [Span { offset: 0, length: 2 }];
+    FloatHistogram::from_spans(0, 0.001, 0.0, n, n * 1.5, (&spans, &[n - 1.0, 1.0]), (&[], &[]), Vec::new())
+        .unwrap()
+}
+
+#[test]
+fn histograms_share_the_series_timeline_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |dir: &Path| Db::open(dir, manual(128 << 20)).unwrap();
+    let l = ls(&[("__name__", "latency"), ("job", "a")]);
+    let floats_only = ls(&[("__name__", "up")]);
+    {
+        let db = open(dir.path());
+        let mut app = db.appender();
+        app.append(&l, 10, 1.0).unwrap();
+        app.append_histogram(&l, 20, hist(3.0)).unwrap();
+        app.append(&l, 30, 2.0).unwrap();
+        app.append_histogram(&l, 40, hist(4.0)).unwrap();
+        // the same histogram again is dropped; another one at the same time is refused
+        app.append_histogram(&l, 40, hist(4.0)).unwrap();
+        assert!(matches!(app.append_histogram(&l, 40, hist(5.0)), Err(Error::DuplicateTimestamp)));
+        assert!(matches!(app.append_histogram(&l, 35, hist(5.0)), Err(Error::OutOfOrder)));
+        assert!(matches!(app.append(&l, 40, 4.0), Err(Error::DuplicateTimestamp)));
+        app.append(&floats_only, 10, 1.0).unwrap();
+        assert_eq!(app.commit().unwrap().samples, 5);
+        // a float after the histograms, in a later batch, and a stale marker
+        let mut app = db.appender();
+        app.append(&l, 50, stale_nan()).unwrap();
+        assert!(matches!(app.append_histogram(&l, 45, hist(1.0)), Err(Error::OutOfOrder)));
+        app.commit().unwrap();
+        db.close().unwrap();
+    }
+    let db = open(dir.path());
+    let hs = db.select_histograms(&name_eq("latency"), ALL.0, ALL.1).unwrap();
+    assert_eq!(hs.len(), 1);
+    assert_eq!(hs[0].labels, l);
+    let got: Vec<(i64, f64)> = hs[0].samples.iter().map(|s| (s.t, s.h.count)).collect();
+    assert_eq!(got, vec![(20, 3.0), (40, 4.0)]);
+    assert_eq!(*hs[0].samples[1].h, hist(4.0));
+    let floats: Vec<i64> =
+        db.select(&name_eq("latency"), ALL.0, ALL.1).unwrap()[0].samples.iter().map(|s| s.t).collect();
+    assert_eq!(floats, vec![10, 30, 50]);
+    // the range bounds apply; a series without histograms has none; the series is found by
+    // its histograms alone
+    assert_eq!(db.select_histograms(&name_eq("latency"), 21, 40).unwrap()[0].samples.len(), 1);
+    assert!(db.select_histograms(&name_eq("latency"), 21, 39).unwrap().is_empty());
+    assert!(db.select_histograms(&name_eq("up"), ALL.0, ALL.1).unwrap().is_empty());
+    assert_eq!(db.series(&name_eq("latency"), 39, 41).unwrap(), vec![l.clone()]);
+    assert_eq!(db.stats(1).num_samples, 6);
+    // order continues across the reopen: the stale marker at 50 is the newest sample
+    let mut app = db.appender();
+    assert!(matches!(app.append_histogram(&l, 49, hist(1.0)), Err(Error::OutOfOrder)));
+    app.append_histogram(&l, 60, hist(6.0)).unwrap();
+    app.commit().unwrap();
+    assert_eq!(db.select_histograms(&name_eq("latency"), 55, 65).unwrap()[0].samples[0].h.count, 6.0);
 }

@@ -7,9 +7,11 @@
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use promflow_storage::{
-    is_stale_nan, Labels, Matcher, Querier, Sample, SampleSlice, Samples, Series, METRIC_NAME,
+    is_stale_nan, FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Querier, Sample,
+    SampleSlice, Samples, Series, METRIC_NAME,
 };
 
 use promflow_kernels::{self as kernels, aggregate_values, combine, extended_window, WindowBounds};
@@ -29,19 +31,34 @@ use promflow_storage::gofmt::format_g as go_format_g;
 struct StepSeries {
     labels: Labels,
     values: Vec<Option<f64>>,
+    /// The native histogram at each step where the series' value is one (`values` has
+    /// nothing there); empty when it has none at any step, as most series have.
+    hists: Vec<Option<Arc<FloatHistogram>>>,
     /// With delayed name removal: the metric name is to be removed at the end of the query.
     drop_name: bool,
 }
 
 impl StepSeries {
     fn new(labels: Labels, values: Vec<Option<f64>>) -> Self {
-        StepSeries { labels, values, drop_name: false }
+        StepSeries { labels, values, hists: Vec::new(), drop_name: false }
+    }
+
+    /// The histogram at step `i`, if the value there is one.
+    fn hist(&self, i: usize) -> Option<&Arc<FloatHistogram>> {
+        self.hists.get(i).and_then(Option::as_ref)
+    }
+
+    /// Whether the series has a value, float or histogram, at some step.
+    fn has_any(&self) -> bool {
+        self.values.iter().any(Option::is_some) || self.hists.iter().any(Option::is_some)
     }
 }
 
 /// A range-valued intermediate: each series' samples and how to find its window at a step.
 struct RangeValue {
     series: Vec<(Labels, Samples)>,
+    /// The series' native-histogram samples (sorted by labels; a series may be in both lists).
+    hists: Vec<(Labels, Vec<HistogramSample>)>,
     range_ms: i64,
     shift: TimeShift,
     /// Anchored and smoothed windows also hold the samples up to `lookback_ms` beyond their
@@ -111,6 +128,20 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         other => other,
     };
     let steps = ctx.steps.clone();
+    let histograms = match &value {
+        Value::Vector(series) => step_histograms(series, &steps, instant),
+        Value::Range(r) => {
+            let b = r.bounds(steps[0], opts.start, opts.end);
+            r.hists
+                .iter()
+                .filter_map(|(labels, samples)| {
+                    let w = histogram_window(samples, b.start, b.end);
+                    (!w.is_empty()).then(|| HistogramSeries { labels: labels.clone(), samples: w.to_vec() })
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let result = match value {
         Value::Str(s) => QueryResult::String(opts.start, s),
         Value::Scalar(vals) if instant => QueryResult::Scalar(opts.start, vals[0]),
@@ -162,7 +193,71 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
             QueryResult::Matrix(out)
         }
     };
-    Ok(Evaluation { result, annotations: ctx.annotations, samples: ctx.samples_loaded })
+    Ok(Evaluation { result, annotations: ctx.annotations, samples: ctx.samples_loaded, histograms })
+}
+
+/// The histogram points of an instant-valued result (at the first step only for an instant
+/// query), sorted by labels.
+fn step_histograms(series: &[StepSeries], steps: &[i64], instant: bool) -> Vec<HistogramSeries> {
+    let steps = if instant { &steps[..1] } else { steps };
+    let mut out: Vec<HistogramSeries> = series
+        .iter()
+        .filter(|s| !s.hists.is_empty())
+        .filter_map(|s| {
+            let samples: Vec<HistogramSample> = steps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &t)| s.hist(i).map(|h| HistogramSample { t, h: Arc::clone(h) }))
+                .collect();
+            (!samples.is_empty()).then(|| HistogramSeries { labels: s.labels.clone(), samples })
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
+/// The histogram samples (sorted by time) in the window `(start, end]`.
+fn histogram_window(samples: &[HistogramSample], start: i64, end: i64) -> &[HistogramSample] {
+    let from = samples.partition_point(|s| s.t <= start);
+    let to = samples.partition_point(|s| s.t <= end);
+    &samples[from..to.max(from)]
+}
+
+/// Joins each series' float samples with its histogram samples (both lists sorted by labels):
+/// (labels, floats, histograms if it has any), sorted by labels.
+fn with_histograms(
+    floats: Vec<Series>,
+    hists: Vec<HistogramSeries>,
+) -> Vec<(Labels, Samples, Option<Vec<HistogramSample>>)> {
+    if hists.is_empty() {
+        return floats.into_iter().map(|s| (s.labels, s.samples, None)).collect();
+    }
+    let mut out = Vec::with_capacity(floats.len().max(hists.len()));
+    let mut floats = floats.into_iter().peekable();
+    let mut hists = hists.into_iter().peekable();
+    loop {
+        let order = match (floats.peek(), hists.peek()) {
+            (Some(f), Some(h)) => f.labels.cmp(&h.labels),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let f = floats.next().expect("peeked");
+                out.push((f.labels, f.samples, None));
+            }
+            std::cmp::Ordering::Greater => {
+                let h = hists.next().expect("peeked");
+                out.push((h.labels, Samples::default(), Some(h.samples)));
+            }
+            std::cmp::Ordering::Equal => {
+                let (f, h) = (floats.next().expect("peeked"), hists.next().expect("peeked"));
+                out.push((f.labels, f.samples, Some(h.samples)));
+            }
+        }
+    }
+    out
 }
 
 /// Whether the plan's top operator defines the order of an instant result.
@@ -235,7 +330,9 @@ impl Ctx<'_> {
                     Edges::Anchored => (lookback_ms, 0),
                     Edges::Smoothed => (lookback_ms, lookback_ms),
                 };
-                let series = self.querier.select(matchers, lo - range_ms - before + 1, hi + after)?;
+                let (mint, maxt) = (lo - range_ms - before + 1, hi + after);
+                let series = self.querier.select(matchers, mint, maxt)?;
+                let hists = self.querier.select_histograms(matchers, mint, maxt)?;
                 let mut out = Vec::with_capacity(series.len());
                 for s in series {
                     self.check_deadline()?;
@@ -243,8 +340,10 @@ impl Ctx<'_> {
                     self.count_samples(samples.len())?;
                     out.push((s.labels, samples));
                 }
+                self.count_samples(hists.iter().map(|h| h.samples.len()).sum())?;
                 Value::Range(RangeValue {
                     series: out,
+                    hists: hists.into_iter().map(|h| (h.labels, h.samples)).collect(),
                     range_ms: *range_ms,
                     shift: *shift,
                     edges: *edges,
@@ -353,34 +452,53 @@ impl Ctx<'_> {
         let (lo, hi) = self.anchored_span(shift);
         let lookback = self.opts.lookback_ms;
         let series = self.querier.select(matchers, lo - lookback + 1, hi)?;
+        let hists = self.querier.select_histograms(matchers, lo - lookback + 1, hi)?;
+        let series = with_histograms(series, hists);
         self.reserve_steps(series.len())?;
         let mut out = Vec::with_capacity(series.len());
-        for s in series {
+        let no_hists: Vec<HistogramSample> = Vec::new();
+        for (labels, floats, hists) in series {
             self.check_deadline()?;
-            self.count_samples(s.samples.len())?;
-            let samples = s.samples.view();
+            self.count_samples(floats.len() + hists.as_ref().map_or(0, Vec::len))?;
+            let samples = floats.view();
+            let hs = hists.as_ref().unwrap_or(&no_hists);
             let mut values = Vec::with_capacity(self.steps.len());
+            let mut step_hists = Vec::with_capacity(if hists.is_some() { self.steps.len() } else { 0 });
             let mut any = false;
             for &step in &self.steps {
                 let t = shift.apply(step, self.query_start, self.query_end);
                 let idx = samples.t.partition_point(|&x| x <= t);
-                let v = if idx == 0 {
-                    None
-                } else {
-                    let x = samples.get(idx - 1);
-                    if x.t <= t - lookback || is_stale_nan(x.v) {
-                        None
-                    } else if timestamps {
-                        Some(x.t as f64 / 1000.0)
-                    } else {
-                        Some(x.v)
+                let float = (idx > 0).then(|| samples.get(idx - 1));
+                let hidx = hs.partition_point(|x| x.t <= t);
+                let hist = (hidx > 0).then(|| &hs[hidx - 1]);
+                // the newer of the two is the series' sample; a series never has both at once
+                let (v, h) = match (float, hist) {
+                    (_, Some(h)) if float.is_none_or(|f| f.t < h.t) => {
+                        if h.t <= t - lookback {
+                            (None, None)
+                        } else if timestamps {
+                            (Some(h.t as f64 / 1000.0), None)
+                        } else {
+                            (None, Some(Arc::clone(&h.h)))
+                        }
                     }
+                    (Some(x), _) if x.t > t - lookback && !is_stale_nan(x.v) => {
+                        (Some(if timestamps { x.t as f64 / 1000.0 } else { x.v }), None)
+                    }
+                    _ => (None, None),
                 };
-                any |= v.is_some();
+                any |= v.is_some() || h.is_some();
                 values.push(v);
+                if hists.is_some() {
+                    step_hists.push(h);
+                }
             }
             if any {
-                out.push(StepSeries::new(s.labels, values));
+                let mut s = StepSeries::new(labels, values);
+                if step_hists.iter().any(Option::is_some) {
+                    s.hists = step_hists;
+                }
+                out.push(s);
             }
         }
         Ok(out)
@@ -415,36 +533,50 @@ impl Ctx<'_> {
         if inner.steps.is_empty() {
             return Ok(Value::Range(RangeValue {
                 series: vec![],
+                hists: vec![],
                 range_ms,
                 shift: *shift,
                 edges: Edges::Plain,
                 lookback_ms: 0,
             }));
         }
-        let series: Vec<(Labels, Samples)> = match inner.eval(input)? {
+        let (series, hists): (Vec<(Labels, Samples)>, _) = match inner.eval(input)? {
             // a window's series carry no marks: names marked for removal go here
-            Value::Vector(v) => finish_names(v)?
-                .into_iter()
-                .map(|s| {
-                    let samples = inner
-                        .steps
-                        .iter()
-                        .zip(s.values)
-                        .filter_map(|(&t, v)| v.map(|v| Sample { t, v }))
-                        .collect();
-                    (s.labels, samples)
-                })
-                .collect(),
-            Value::Scalar(v) => {
-                vec![(Labels::new(), Samples::new(inner.steps.clone(), v))]
+            Value::Vector(v) => {
+                let v = finish_names(v)?;
+                let hists = step_histograms(&v, &inner.steps, false)
+                    .into_iter()
+                    .map(|h| (h.labels, h.samples))
+                    .collect();
+                let series = v
+                    .into_iter()
+                    .map(|s| {
+                        let samples = inner
+                            .steps
+                            .iter()
+                            .zip(s.values)
+                            .filter_map(|(&t, v)| v.map(|v| Sample { t, v }))
+                            .collect();
+                        (s.labels, samples)
+                    })
+                    .collect();
+                (series, hists)
             }
+            Value::Scalar(v) => (vec![(Labels::new(), Samples::new(inner.steps.clone(), v))], Vec::new()),
             _ => return Err(Error::Plan("subquery over a non-instant expression".into())),
         };
         self.samples_loaded = inner.samples_loaded;
         self.annotations.merge(std::mem::take(&mut inner.annotations));
         // the points a subquery produces are held in memory like loaded samples
         self.count_samples(series.iter().map(|(_, s)| s.len()).sum())?;
-        Ok(Value::Range(RangeValue { series, range_ms, shift: *shift, edges: Edges::Plain, lookback_ms: 0 }))
+        Ok(Value::Range(RangeValue {
+            series,
+            hists,
+            range_ms,
+            shift: *shift,
+            edges: Edges::Plain,
+            lookback_ms: 0,
+        }))
     }
 
     fn window_function(
@@ -590,6 +722,18 @@ impl Ctx<'_> {
             return Ok(Value::Vector(self.drop_names(v)?));
         }
         let mut v = self.eval_vector(input)?;
+        // a histogram is negated bucket by bucket; the other functions are of floats and
+        // leave histograms out, as Prometheus's do
+        for s in v.iter_mut().filter(|s| !s.hists.is_empty()) {
+            if func == MapFn::Negate {
+                for h in s.hists.iter_mut().flatten() {
+                    Arc::make_mut(h).scale(-1.0);
+                }
+            } else {
+                s.hists.clear();
+            }
+        }
+        v.retain(StepSeries::has_any);
         let steps = self.steps.clone();
         let mut step_args = vec![0.0; arg_vals.len()];
         for s in v.iter_mut() {
@@ -678,6 +822,11 @@ impl Ctx<'_> {
             }
             VectorFn::Sort | VectorFn::SortDesc => {
                 let mut v = self.eval_vector(input)?;
+                // sorting is by value: histograms are left out, as Prometheus leaves them
+                for s in v.iter_mut() {
+                    s.hists.clear();
+                }
+                v.retain(StepSeries::has_any);
                 if n == 1 {
                     let descending = func == VectorFn::SortDesc;
                     v.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], descending));
@@ -911,7 +1060,12 @@ impl Ctx<'_> {
                     .into_iter()
                     .zip(keep)
                     .filter(|(_, k)| k.iter().any(|x| x.is_some()))
-                    .map(|(s, values)| StepSeries { labels: s.labels, values, drop_name: s.drop_name })
+                    .map(|(s, values)| StepSeries {
+                        labels: s.labels,
+                        values,
+                        hists: Vec::new(),
+                        drop_name: s.drop_name,
+                    })
                     .collect();
                 if n == 1 {
                     out.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], op == AggOp::Topk));
@@ -960,7 +1114,7 @@ impl Ctx<'_> {
                     // a group keeps `__name__` only under `by (__name__)`; it is dropped at the
                     // end if any member's name was to be dropped
                     let drop_name = m.iter().any(|&i| v[i].drop_name);
-                    out.push(StepSeries { labels: groups[g].clone(), values, drop_name });
+                    out.push(StepSeries { labels: groups[g].clone(), values, hists: Vec::new(), drop_name });
                 }
                 Ok(Value::Vector(out))
             }
@@ -1407,7 +1561,12 @@ impl JoinOutput {
             Some(&i) => i,
             None => {
                 self.index.insert(labels.clone(), self.series.len());
-                self.series.push(StepSeries { labels, values: vec![None; self.n], drop_name });
+                self.series.push(StepSeries {
+                    labels,
+                    values: vec![None; self.n],
+                    hists: Vec::new(),
+                    drop_name,
+                });
                 self.series.len() - 1
             }
         }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use promflow_storage::{Labels, Series};
+use promflow_storage::{HistogramSeries, Labels, Series};
 
 use crate::{Annotations, Error};
 
@@ -90,6 +90,10 @@ pub struct Evaluation {
     pub annotations: Annotations,
     /// Samples the evaluation read from storage (what `--query.max-samples` counts).
     pub samples: usize,
+    /// The native-histogram points of the result, sorted by labels: for an instant vector
+    /// one point per series at the evaluation time, for a matrix the series' histogram
+    /// points. A series may have float points in `result` and histogram points here.
+    pub histograms: Vec<HistogramSeries>,
 }
 
 /// When a query must give up: checked before every operator and for every series (or group,

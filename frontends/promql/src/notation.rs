@@ -23,16 +23,15 @@ pub fn number(s: &str) -> Option<f64> {
     }
 }
 
-/// One slot of a series: a value, a staleness marker, a native histogram (not supported by
-/// promflow yet: not loaded, and never matching an expectation), or nothing.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One slot of a series: a value, a staleness marker, a native histogram, or nothing.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Slot {
     /// A float sample.
     Value(f64),
     /// A staleness marker (`stale`).
     Stale,
     /// A native histogram (`{{…}}`).
-    Histogram,
+    Histogram(std::sync::Arc<FloatHistogram>),
     /// No sample (`_`).
     Empty,
 }
@@ -72,7 +71,7 @@ pub fn expand(text: &str) -> Option<Vec<Slot>> {
         let item = item.as_str();
         if item.contains("{{") {
             // a histogram, or a series of them: `{{…}}xK` or `{{…}}+{{…}}xK` is K+1 slots
-            out.extend(std::iter::repeat_n(Slot::Histogram, histograms(item)?.len()));
+            out.extend(histograms(item)?.into_iter().map(|h| Slot::Histogram(h.into())));
             continue;
         }
         if item == "_" {

@@ -10,7 +10,8 @@ use super::{lock, min_valid, now_ms, read, write, Db, MAX_KEPT_BUFFER};
 use crate::head::{AppendResult, SeriesRef, U64Map};
 use crate::wal::{self, RefSample};
 use crate::{
-    is_stale_nan, Appender, CommitStats, CommittedBatch, Error, Labels, LabelsRef, Sample, Timestamp,
+    is_stale_nan, Appender, CommitStats, CommittedBatch, Error, FloatHistogram, HistogramSample, Labels,
+    LabelsRef, Sample, Timestamp,
 };
 
 impl Db {
@@ -22,6 +23,7 @@ impl Db {
             by_hash: U64Map::default(),
             collided: Vec::new(),
             samples: Vec::new(),
+            histograms: Vec::new(),
             latest: self.opts.future_limit.map_or(Timestamp::MAX, |l| now_ms().saturating_add(l)),
             open_id: None,
             oldest: Timestamp::MAX,
@@ -77,8 +79,10 @@ struct DbAppender {
     by_hash: U64Map<u32>,
     /// Indices of series whose hash collided with an earlier one's.
     collided: Vec<u32>,
-    /// (index into `series`, t, v) in append order.
-    samples: Vec<(u32, Timestamp, f64)>,
+    /// (index into `series`, t, value) in append order.
+    samples: Vec<(u32, Timestamp, Staged)>,
+    /// The histograms staged, with their fingerprints, as [`Staged::Histogram`] indexes them.
+    histograms: Vec<(Arc<FloatHistogram>, u64)>,
     /// The newest timestamp the appender takes: its creation time plus the future limit.
     latest: Timestamp,
     /// The appender's key in [`Db::open_appends`] once it has staged a sample.
@@ -88,6 +92,16 @@ struct DbAppender {
     /// The loosest bounds any staged sample was admitted under: the commit checks against
     /// these, not against bounds that moved since (other commits, a head cut).
     admitted: Option<Bounds>,
+}
+
+/// A staged sample's value. Floats and histograms are staged in one list so that a series'
+/// samples are checked again at commit in the order they were appended.
+#[derive(Clone, Copy, Debug)]
+enum Staged {
+    /// A float value.
+    Float(f64),
+    /// The histogram at this index of [`DbAppender::histograms`].
+    Histogram(u32),
 }
 
 /// The oldest staged sample of every open appender, by appender.
@@ -172,13 +186,14 @@ enum Admit {
     Skip,
 }
 
-/// Decides how `(t, v)` is taken given the series' newest sample and the bounds.
-fn admit(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64, b: Bounds) -> Result<Admit, Error> {
+/// Decides how a sample at `t` with value bits `bits` (a float's, or a histogram's
+/// fingerprint) is taken given the series' newest sample and the bounds.
+fn admit(last: Option<(Timestamp, u64)>, t: Timestamp, bits: u64, b: Bounds) -> Result<Admit, Error> {
     let in_window = t >= b.ooo_min;
     if t < b.min_valid && !in_window {
         return Err(Error::OutOfBounds);
     }
-    match check(last, t, v) {
+    match check(last, t, bits) {
         Ok(true) => Ok(Admit::InOrder),
         Ok(false) => Ok(Admit::Skip),
         Err(Error::OutOfOrder) if in_window => Ok(Admit::OutOfOrder),
@@ -186,13 +201,15 @@ fn admit(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64, b: Bounds) -> Res
     }
 }
 
-/// Checks `(t, v)` against the newest sample; `Ok(true)` means store it, `Ok(false)` means
-/// drop it silently (identical repeat, or a staleness marker with nothing to mark stale).
-fn check(last: Option<(Timestamp, u64)>, t: Timestamp, v: f64) -> Result<bool, Error> {
+/// Checks a sample at `t` with value bits `bits` against the newest sample; `Ok(true)` means
+/// store it, `Ok(false)` means drop it silently (identical repeat, or a staleness marker with
+/// nothing to mark stale).
+fn check(last: Option<(Timestamp, u64)>, t: Timestamp, bits: u64) -> Result<bool, Error> {
+    let v = f64::from_bits(bits);
     match last {
         Some((lt, _)) if t < lt => Err(Error::OutOfOrder),
         Some((lt, lv)) if t == lt => {
-            if v.to_bits() == lv {
+            if bits == lv {
                 Ok(false)
             } else {
                 Err(Error::DuplicateTimestamp)
@@ -273,12 +290,21 @@ impl DbAppender {
         Ok(idx)
     }
 
+    /// The value bits of a staged value: a float's, or a histogram's fingerprint.
+    fn bits(&self, v: Staged) -> u64 {
+        match v {
+            Staged::Float(v) => v.to_bits(),
+            Staged::Histogram(i) => self.histograms[i as usize].1,
+        }
+    }
+
     /// Stages `(t, v)` for the batch's series `idx`.
-    fn append_at(&mut self, idx: u32, t: Timestamp, v: f64, bounds: Bounds) -> Result<(), Error> {
+    fn append_at(&mut self, idx: u32, t: Timestamp, v: Staged, bounds: Bounds) -> Result<(), Error> {
+        let bits = self.bits(v);
         let s = &mut self.series[idx as usize];
-        match admit(s.last, t, v, bounds)? {
+        match admit(s.last, t, bits, bounds)? {
             Admit::InOrder => {
-                s.last = Some((t, v.to_bits()));
+                s.last = Some((t, bits));
                 self.samples.push((idx, t, v));
             }
             Admit::OutOfOrder => {
@@ -286,9 +312,9 @@ impl DbAppender {
                 // dropped silently at commit
                 let stored = s.sref.and_then(|r| read(&self.db.head).value_at(r, t));
                 let batched =
-                    self.samples.iter().find(|&&(i, bt, _)| i == idx && bt == t).map(|x| x.2.to_bits());
+                    self.samples.iter().find(|&&(i, bt, _)| i == idx && bt == t).map(|x| self.bits(x.2));
                 match stored.or(batched) {
-                    Some(bits) if bits != v.to_bits() => return Err(Error::DuplicateTimestamp),
+                    Some(old) if old != bits => return Err(Error::DuplicateTimestamp),
                     Some(_) => {}
                     None => self.samples.push((idx, t, v)),
                 }
@@ -331,19 +357,39 @@ impl Appender for DbAppender {
     fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) -> Result<(), Error> {
         let bounds = self.bounds_for(t)?;
         let idx = self.series_index(labels)?;
-        self.append_at(idx, t, v, bounds)
+        self.append_at(idx, t, Staged::Float(v), bounds)
     }
 
     fn append_ref(&mut self, labels: LabelsRef<'_>, t: Timestamp, v: f64) -> Result<(), Error> {
         let bounds = self.bounds_for(t)?;
         let idx = self.series_index(labels)?;
-        self.append_at(idx, t, v, bounds)
+        self.append_at(idx, t, Staged::Float(v), bounds)
+    }
+
+    fn append_histogram(&mut self, labels: &Labels, t: Timestamp, h: FloatHistogram) -> Result<(), Error> {
+        let bounds = self.bounds_for(t)?;
+        let idx = self.series_index(labels)?;
+        let at = u32::try_from(self.histograms.len())
+            .map_err(|_| Error::InvalidLabels("too many histograms in one batch".into()))?;
+        let fingerprint = h.fingerprint();
+        self.histograms.push((Arc::new(h), fingerprint));
+        let staged = self.append_at(idx, t, Staged::Histogram(at), bounds);
+        if !self.samples.last().is_some_and(|s| matches!(s.2, Staged::Histogram(i) if i == at)) {
+            // not staged (refused, or an identical repeat): not kept either
+            self.histograms.pop();
+        }
+        staged
     }
 
     fn commit(mut self: Box<Self>) -> Result<CommitStats, Error> {
         let db = Arc::clone(&self.db);
         let mut series = std::mem::take(&mut self.series);
         let samples = std::mem::take(&mut self.samples);
+        let histograms = std::mem::take(&mut self.histograms);
+        let bits = |v: Staged| match v {
+            Staged::Float(v) => v.to_bits(),
+            Staged::Histogram(i) => histograms[i as usize].1,
+        };
         let admitted = self.admitted;
         if samples.is_empty() {
             return Ok(CommitStats::default());
@@ -383,12 +429,15 @@ impl Appender for DbAppender {
             // wrote would be lost with the head's truncation
             let cut = abandoned_below.unwrap_or(Timestamp::MIN);
             for (k, &(idx, t, v)) in keep.iter_mut().zip(&samples) {
-                let verdict =
-                    if t < cut { Err(Error::OutOfBounds) } else { admit(last[idx as usize], t, v, bounds) };
+                let verdict = if t < cut {
+                    Err(Error::OutOfBounds)
+                } else {
+                    admit(last[idx as usize], t, bits(v), bounds)
+                };
                 match verdict {
                     Ok(Admit::InOrder) => {
                         *k = true;
-                        last[idx as usize] = Some((t, v.to_bits()));
+                        last[idx as usize] = Some((t, bits(v)));
                     }
                     Ok(Admit::OutOfOrder) => *k = true,
                     Ok(Admit::Skip) => {}
@@ -436,7 +485,22 @@ impl Appender for DbAppender {
             &mut writer.buf,
             new_series.iter().map(|&i| (ref_of(i), &*series[i as usize].labels)),
         );
-        wal::encode_samples(&mut writer.buf, kept().map(|(idx, t, v)| RefSample { r: ref_of(idx), t, v }));
+        wal::encode_samples(
+            &mut writer.buf,
+            kept().filter_map(|(idx, t, v)| match v {
+                Staged::Float(v) => Some(RefSample { r: ref_of(idx), t, v }),
+                Staged::Histogram(_) => None,
+            }),
+        );
+        // after the floats: a series whose floats and histograms interleave in the batch is
+        // put back in order at replay, as out-of-order samples are
+        wal::encode_histograms(
+            &mut writer.buf,
+            kept().filter_map(|(idx, t, v)| match v {
+                Staged::Histogram(i) => Some((ref_of(idx), t, &*histograms[i as usize].0)),
+                Staged::Float(_) => None,
+            }),
+        );
         let max_t = kept().map(|(_, t, _)| t).max().unwrap_or(Timestamp::MIN);
         let written = writer.wal.write(&writer.buf, max_t);
         if writer.buf.capacity() > MAX_KEPT_BUFFER {
@@ -459,9 +523,22 @@ impl Appender for DbAppender {
                 }
             }
             for (idx, t, v) in kept() {
-                let res = match head.append(ref_of(idx), t, v) {
+                let appended = match v {
+                    Staged::Float(v) => head.append(ref_of(idx), t, v),
+                    Staged::Histogram(i) => {
+                        head.append_histogram(ref_of(idx), t, Arc::clone(&histograms[i as usize].0))
+                    }
+                };
+                let res = match appended {
                     AppendResult::OutOfOrder => {
-                        let res = head.insert_ooo(ref_of(idx), t, v);
+                        let res = match v {
+                            Staged::Float(v) => head.insert_ooo(ref_of(idx), t, v),
+                            Staged::Histogram(i) => head.insert_ooo_histogram(
+                                ref_of(idx),
+                                t,
+                                Arc::clone(&histograms[i as usize].0),
+                            ),
+                        };
                         if matches!(res, AppendResult::Appended) {
                             db.counters.out_of_order_appended.fetch_add(1, Ordering::Relaxed);
                         }
@@ -490,9 +567,22 @@ impl Appender for DbAppender {
 
         let mut subs = lock(&db.subscribers);
         if !subs.is_empty() {
+            let labels = |idx: u32| Arc::clone(&series[idx as usize].labels);
             let batch = Arc::new(CommittedBatch {
                 samples: kept()
-                    .map(|(idx, t, v)| (Arc::clone(&series[idx as usize].labels), Sample { t, v }))
+                    .filter_map(|(idx, t, v)| match v {
+                        Staged::Float(v) => Some((labels(idx), Sample { t, v })),
+                        Staged::Histogram(_) => None,
+                    })
+                    .collect(),
+                histograms: kept()
+                    .filter_map(|(idx, t, v)| match v {
+                        Staged::Histogram(i) => Some((
+                            labels(idx),
+                            HistogramSample { t, h: Arc::clone(&histograms[i as usize].0) },
+                        )),
+                        Staged::Float(_) => None,
+                    })
                     .collect(),
             });
             subs.retain(|(tx, wake)| {

@@ -343,6 +343,34 @@ fn replay_into(
     let mut alias: U64Map<SeriesRef> = U64Map::default();
     let mut max_ref: SeriesRef = 0;
     let (mut samples, mut unknown, mut rejected) = (0u64, 0u64, 0u64);
+    let mut count = |appended: Option<AppendResult>| match appended {
+        Some(AppendResult::Appended) => samples += 1,
+        Some(AppendResult::Ignored) => {}
+        None | Some(AppendResult::UnknownSeries) => unknown += 1,
+        Some(AppendResult::OutOfOrder | AppendResult::Duplicate) => rejected += 1,
+    };
+    // the head's ref for the WAL's ref `r`, creating the series on its first sample
+    fn target(
+        head: &mut Head,
+        pending: &mut U64Map<Labels>,
+        alias: &mut U64Map<SeriesRef>,
+        r: SeriesRef,
+    ) -> Option<SeriesRef> {
+        if head.get(r).is_some() {
+            Some(r)
+        } else if let Some(&a) = alias.get(&r) {
+            Some(a)
+        } else if let Some(labels) = pending.remove(&r) {
+            let hash = labels.stable_hash();
+            let got = head.create(r, Arc::new(labels), hash);
+            if let Some(g) = got.filter(|g| *g != r) {
+                alias.insert(r, g);
+            }
+            got
+        } else {
+            None
+        }
+    }
     let outcome = wal::replay(wal_dir, |rec| match rec {
         wal::Record::Tombstones(list) => {
             for (r, mint, maxt) in list {
@@ -362,31 +390,26 @@ fn replay_into(
         }
         wal::Record::Samples(list) => {
             for s in list.into_iter().filter(|s| s.t >= floor) {
-                let target = if head.get(s.r).is_some() {
-                    Some(s.r)
-                } else if let Some(&a) = alias.get(&s.r) {
-                    Some(a)
-                } else if let Some(labels) = pending.remove(&s.r) {
-                    let hash = labels.stable_hash();
-                    let got = head.create(s.r, Arc::new(labels), hash);
-                    if let Some(g) = got.filter(|g| *g != s.r) {
-                        alias.insert(s.r, g);
+                let appended =
+                    target(head, &mut pending, &mut alias, s.r).map(|r| match head.append(r, s.t, s.v) {
+                        // it was taken within the out-of-order window when written
+                        AppendResult::OutOfOrder => head.insert_ooo(r, s.t, s.v),
+                        other => other,
+                    });
+                count(appended);
+            }
+        }
+        wal::Record::Histograms(list) => {
+            for (r, t, h) in list.into_iter().filter(|s| s.1 >= floor) {
+                let h = Arc::new(h);
+                let appended = target(head, &mut pending, &mut alias, r).map(|r| {
+                    match head.append_histogram(r, t, Arc::clone(&h)) {
+                        // out of order when written, or after floats of its batch
+                        AppendResult::OutOfOrder => head.insert_ooo_histogram(r, t, h),
+                        other => other,
                     }
-                    got
-                } else {
-                    None
-                };
-                let appended = target.map(|r| match head.append(r, s.t, s.v) {
-                    // it was taken within the out-of-order window when written
-                    AppendResult::OutOfOrder => head.insert_ooo(r, s.t, s.v),
-                    other => other,
                 });
-                match appended {
-                    Some(AppendResult::Appended) => samples += 1,
-                    Some(AppendResult::Ignored) => {}
-                    None | Some(AppendResult::UnknownSeries) => unknown += 1,
-                    Some(AppendResult::OutOfOrder | AppendResult::Duplicate) => rejected += 1,
-                }
+                count(appended);
             }
         }
     })?;

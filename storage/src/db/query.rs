@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::compact::merge_samples;
 use super::{read, Db};
 use crate::block::Block;
-use crate::{Error, Labels, Matcher, Querier, Samples, Series, Timestamp};
+use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, Timestamp};
 
 /// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
 /// the samples of series found in several sources.
@@ -48,6 +48,15 @@ impl Querier for Db {
         }
         parts.push(head);
         Ok(merge_series(parts))
+    }
+
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<HistogramSeries>, Error> {
+        Ok(read(&self.head).select_histograms(matchers, mint, maxt))
     }
 
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error> {
