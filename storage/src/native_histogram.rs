@@ -359,6 +359,66 @@ impl FloatHistogram {
     }
 }
 
+/// One bucket with its bounds, as PromQL's functions and the API read a histogram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    /// The lower bound.
+    pub lower: f64,
+    /// The upper bound.
+    pub upper: f64,
+    /// Whether an observation equal to the lower bound counts in the bucket.
+    pub lower_inclusive: bool,
+    /// Whether an observation equal to the upper bound counts in the bucket.
+    pub upper_inclusive: bool,
+    /// The observations the bucket counts.
+    pub count: f64,
+}
+
+impl FloatHistogram {
+    /// Every bucket that counts something, lowest first: the negative buckets, the zero
+    /// bucket, the positive buckets (with custom bounds: from `-Inf` to the first bound, up
+    /// to `+Inf`). A bucket that overlaps the zero bucket ends at its threshold, as in
+    /// Prometheus's iterator.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        let mut out = Vec::with_capacity(self.positive.len() + self.negative.len() + 1);
+        if self.uses_custom_buckets() {
+            let bound = |i: i32| match usize::try_from(i) {
+                Err(_) => f64::NEG_INFINITY,
+                Ok(i) => self.custom_bounds.get(i).copied().unwrap_or(f64::INFINITY),
+            };
+            out.extend(self.positive.iter().map(|&(i, count)| Bucket {
+                lower: bound(i - 1),
+                upper: bound(i),
+                lower_inclusive: i == 0,
+                upper_inclusive: true,
+                count,
+            }));
+            return out;
+        }
+        let zt = self.zero_threshold;
+        out.extend(self.negative.iter().rev().map(|&(i, count)| {
+            let (lower, upper) = (-bucket_bound(self.schema, i), -bucket_bound(self.schema, i - 1));
+            let upper = if upper < 0.0 && upper > -zt { -zt } else { upper };
+            Bucket { lower, upper, lower_inclusive: lower < 0.0, upper_inclusive: upper > 0.0, count }
+        }));
+        if self.zero_count > 0.0 {
+            out.push(Bucket {
+                lower: -zt,
+                upper: zt,
+                lower_inclusive: true,
+                upper_inclusive: true,
+                count: self.zero_count,
+            });
+        }
+        out.extend(self.positive.iter().map(|&(i, count)| {
+            let (lower, upper) = (bucket_bound(self.schema, i - 1), bucket_bound(self.schema, i));
+            let lower = if lower > 0.0 && lower < zt { zt } else { lower };
+            Bucket { lower, upper, lower_inclusive: lower < 0.0, upper_inclusive: upper > 0.0, count }
+        }));
+        out
+    }
+}
+
 /// The hint's byte in the binary encoding.
 fn hint_byte(hint: CounterResetHint) -> u8 {
     match hint {
@@ -462,6 +522,11 @@ impl FloatHistogram {
 pub fn bucket_bound(schema: i32, index: i32) -> f64 {
     if schema <= 0 {
         let exponent = i64::from(index) << -schema;
+        // the last bucket of finite observations ends at the largest float, below the
+        // bucket of infinite ones
+        if exponent == 1024 {
+            return f64::MAX;
+        }
         return (2f64).powi(exponent.clamp(-1100, 1100) as i32);
     }
     let per_doubling = 1i32 << schema;
@@ -654,6 +719,29 @@ mod tests {
             err(&[(f64::INFINITY, 4.0)], Some(5.0)),
             HistogramError::CountMismatch { count: 5.0, infinite: 4.0 }
         );
+    }
+
+    #[test]
+    fn buckets_list_bounds_from_the_lowest_up() {
+        let h = FloatHistogram::from_spans(
+            0,
+            0.5,
+            3.0,
+            10.0,
+            0.0,
+            (&[Span { offset: 0, length: 2 }], &[1.0, 2.0]),
+            (&[Span { offset: 1, length: 1 }], &[4.0]),
+            Vec::new(),
+        )
+        .unwrap();
+        let got: Vec<(f64, f64, f64)> = h.buckets().iter().map(|b| (b.lower, b.upper, b.count)).collect();
+        // bucket 0 (0.5, 1] starts at the zero threshold; negative bucket 1 is [-2, -1)
+        assert_eq!(got, vec![(-2.0, -1.0, 4.0), (-0.5, 0.5, 3.0), (0.5, 1.0, 1.0), (1.0, 2.0, 2.0)]);
+        let custom =
+            FloatHistogram::from_classic(&[(1.0, 2.0), (5.0, 3.0), (f64::INFINITY, 4.0)], None, 9.0).unwrap();
+        let got: Vec<(f64, f64, bool)> =
+            custom.buckets().iter().map(|b| (b.lower, b.upper, b.lower_inclusive)).collect();
+        assert_eq!(got, vec![(f64::NEG_INFINITY, 1.0, true), (1.0, 5.0, false), (5.0, f64::INFINITY, false)]);
     }
 
     #[test]

@@ -260,6 +260,25 @@ fn with_histograms(
     out
 }
 
+/// Prometheus's info about a quantile or fraction of a histogram with NaN observations.
+fn nan_note_text(note: kernels::native::NaNNote, name: &str) -> String {
+    use kernels::native::NaNNote;
+    let mut text = match note {
+        NaNNote::QuantileIsNaN => "input to histogram_quantile has NaN observations, result is NaN",
+        NaNNote::QuantileSkewed => {
+            "input to histogram_quantile has NaN observations, result is skewed higher"
+        }
+        NaNNote::FractionExcludes => {
+            "input to histogram_fraction has NaN observations, which are excluded from all fractions"
+        }
+    }
+    .to_string();
+    if !name.is_empty() {
+        text.push_str(&format!(" for metric name {name:?}"));
+    }
+    text
+}
+
 /// Whether the plan's top operator defines the order of an instant result.
 fn preserves_order(plan: &Plan) -> bool {
     matches!(
@@ -836,6 +855,30 @@ impl Ctx<'_> {
             VectorFn::HistogramQuantile | VectorFn::HistogramQuantiles | VectorFn::HistogramFraction => {
                 self.classic_histograms(func, input, args, origin)
             }
+            VectorFn::HistogramCount
+            | VectorFn::HistogramSum
+            | VectorFn::HistogramAvg
+            | VectorFn::HistogramStddev
+            | VectorFn::HistogramStdvar => {
+                let statistic = |h: &FloatHistogram| match func {
+                    VectorFn::HistogramCount => h.count,
+                    VectorFn::HistogramSum => h.sum,
+                    VectorFn::HistogramAvg => h.sum / h.count,
+                    VectorFn::HistogramStddev => kernels::native::histogram_variance(h).sqrt(),
+                    _ => kernels::native::histogram_variance(h),
+                };
+                // of the histograms only: float samples give nothing
+                let out = self
+                    .eval_vector(input)?
+                    .into_iter()
+                    .filter(|s| !s.hists.is_empty())
+                    .map(|s| {
+                        let values = s.hists.iter().map(|h| h.as_deref().map(statistic)).collect();
+                        StepSeries { values, hists: Vec::new(), ..s }
+                    })
+                    .collect();
+                Ok(Value::Vector(self.drop_names(out)?))
+            }
         }
     }
 
@@ -898,6 +941,53 @@ impl Ctx<'_> {
         let outputs = if func == VectorFn::HistogramQuantiles { params.len() } else { 1 };
         self.reserve_steps(groups.len().saturating_mul(outputs))?;
         let mut out = Vec::with_capacity(groups.len() * outputs);
+        // native histograms, each its own answer, unless classic buckets of the same labels
+        // have values at the step: Prometheus then takes the classic ones
+        for s in v.iter().filter(|s| !s.hists.is_empty()) {
+            self.check_deadline()?;
+            let name = if self.opts.delayed_name_removal { s.labels.get(METRIC_NAME) } else { "" };
+            let classic = groups.get(&s.labels);
+            let mut values = vec![Vec::with_capacity(n); outputs];
+            // the step index reads the histogram, the parameters and the classic buckets
+            #[allow(clippy::needless_range_loop)]
+            for i in 0..n {
+                let h = s.hist(i).filter(|_| {
+                    let clash = classic.is_some_and(|m| m.iter().any(|&(_, idx)| v[idx].values[i].is_some()));
+                    if clash {
+                        let mut message =
+                            "vector contains a mix of classic and native histograms".to_string();
+                        if !name.is_empty() {
+                            message.push_str(&format!(" for metric name {name:?}"));
+                        }
+                        self.annotations.add(Level::Warning, message, origin.arg(buckets_arg));
+                    }
+                    !clash
+                });
+                for (o, vals) in values.iter_mut().enumerate() {
+                    let Some(h) = h else {
+                        vals.push(None);
+                        continue;
+                    };
+                    let (value, note) = match func {
+                        VectorFn::HistogramFraction => {
+                            kernels::native::histogram_fraction(params[0][i], params[1][i], h)
+                        }
+                        _ => kernels::native::histogram_quantile(params[o][i], h),
+                    };
+                    if let Some(note) = note {
+                        self.annotations.add(Level::Info, nan_note_text(note, name), origin.arg(0));
+                    }
+                    vals.push(Some(value));
+                }
+            }
+            for (o, vals) in values.into_iter().enumerate() {
+                let mut l = s.labels.clone();
+                if let Some(label) = &quantile_label {
+                    l.set(label, &promflow_storage::gofmt::format_openmetrics_float(params[o][0]));
+                }
+                out.push(StepSeries::new(l, vals));
+            }
+        }
         let mut buckets = Vec::new();
         for (labels, members) in groups {
             self.check_deadline()?;

@@ -7,6 +7,8 @@
 //! window's bounds in milliseconds, and return `None` where Prometheus returns no element.
 #![warn(missing_docs)]
 
+pub mod native;
+
 use promflow_storage::{Sample, SampleSlice, Samples};
 
 use promflow_plan::format::civil_from_days;

@@ -454,6 +454,16 @@ pub enum VectorFn {
     HistogramQuantiles,
     /// `histogram_fraction(lower, upper, buckets)` over classic buckets.
     HistogramFraction,
+    /// `histogram_count`: a native histogram's count of observations.
+    HistogramCount,
+    /// `histogram_sum`: a native histogram's sum of observations.
+    HistogramSum,
+    /// `histogram_avg`: sum over count.
+    HistogramAvg,
+    /// `histogram_stddev`: the standard deviation estimated from the buckets.
+    HistogramStddev,
+    /// `histogram_stdvar`: the variance estimated from the buckets.
+    HistogramStdvar,
     /// The only element's value as a scalar, NaN otherwise.
     Scalar,
 }

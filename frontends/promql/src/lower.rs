@@ -485,6 +485,11 @@ impl Lowering<'_> {
             "histogram_quantile" => vector_fn(VectorFn::HistogramQuantile, arg(1)?, vec![arg(0)?]),
             "histogram_quantiles" => vector_fn(VectorFn::HistogramQuantiles, arg(0)?, rest(1)?),
             "histogram_fraction" => vector_fn(VectorFn::HistogramFraction, arg(2)?, vec![arg(0)?, arg(1)?]),
+            "histogram_count" => vector_fn(VectorFn::HistogramCount, arg(0)?, vec![]),
+            "histogram_sum" => vector_fn(VectorFn::HistogramSum, arg(0)?, vec![]),
+            "histogram_avg" => vector_fn(VectorFn::HistogramAvg, arg(0)?, vec![]),
+            "histogram_stddev" => vector_fn(VectorFn::HistogramStddev, arg(0)?, vec![]),
+            "histogram_stdvar" => vector_fn(VectorFn::HistogramStdvar, arg(0)?, vec![]),
             "label_replace" => {
                 let dst = valid_label_name(string_arg(args[1])?, "destination", name)?;
                 let replacement = string_arg(args[2])?;
