@@ -11,8 +11,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use promflow_plan::format::{format_timestamp, format_value};
-use promflow_plan::{Annotations, Evaluation, Level, QueryOptions, QueryResult};
-use promflow_storage::Labels;
+use promflow_plan::{Evaluation, Level, QueryOptions, QueryResult};
+use promflow_storage::{FloatHistogram, HistogramSample, Labels, Sample};
 use serde_json::{json, Value};
 
 use super::{json_response, params, success, ApiResult, Shared};
@@ -208,7 +208,7 @@ pub(super) async fn query(
     let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
     let (res, timings) = run_query(Arc::clone(&state), plan, opts).await;
     let res = record_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings }, res)?;
-    Ok(json_response(render_result(&res.result, &res.annotations)))
+    Ok(json_response(render_result(&res)))
 }
 
 /// The evaluation settings of a query over `(start, end, step)` in milliseconds, from the
@@ -286,13 +286,15 @@ pub(super) async fn query_range(
     let (res, timings) = run_query(Arc::clone(&state), plan, opts).await;
     let t = QueryTimings { preparation, ..timings };
     let res = record_query(&state, &asker, text, (start, end, step_ms), t, res)?;
-    Ok(json_response(render_result(&res.result, &res.annotations)))
+    Ok(json_response(render_result(&res)))
 }
 
 /// Renders a query result and its warnings and infos as Prometheus's JSON, by hand:
 /// timestamps must be printed as seconds without a trailing `.0`, which a generic serializer
-/// cannot do.
-pub fn render_result(res: &QueryResult, annotations: &Annotations) -> String {
+/// cannot do. A native histogram is a `histogram` (in a vector) or among the `histograms` of
+/// a series (in a matrix), as Prometheus writes them.
+pub fn render_result(evaluation: &Evaluation) -> String {
+    let (res, histograms) = (&evaluation.result, &evaluation.histograms);
     let mut out = String::with_capacity(256);
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match res {
@@ -304,45 +306,137 @@ pub fn render_result(res: &QueryResult, annotations: &Annotations) -> String {
         }
         QueryResult::Vector(v) => {
             out.push_str("\"vector\",\"result\":[");
-            for (i, (labels, t, val)) in v.iter().enumerate() {
-                if i > 0 {
+            // floats in the result's order; histograms merged in by labels (a vector that
+            // holds histograms is in label order: sorting by value leaves them out)
+            let mut hists =
+                histograms.iter().filter_map(|s| s.samples.first().map(|p| (&s.labels, p))).peekable();
+            let mut first = true;
+            let mut sep = |out: &mut String| {
+                if !std::mem::take(&mut first) {
                     out.push(',');
                 }
+            };
+            for (labels, t, val) in v {
+                while let Some((hl, p)) = hists.next_if(|(hl, _)| *hl < labels) {
+                    sep(&mut out);
+                    write_histogram_sample(&mut out, hl, p);
+                }
+                sep(&mut out);
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, labels);
                 let _ = write!(out, ",\"value\":[{},\"{}\"]}}", format_timestamp(*t), format_value(*val));
+            }
+            for (hl, p) in hists {
+                sep(&mut out);
+                write_histogram_sample(&mut out, hl, p);
             }
             out.push(']');
         }
         QueryResult::Matrix(m) => {
             out.push_str("\"matrix\",\"result\":[");
-            for (i, s) in m.iter().enumerate() {
-                if i > 0 {
+            let mut hists = histograms.iter().peekable();
+            let mut first = true;
+            let mut sep = |out: &mut String| {
+                if !std::mem::take(&mut first) {
                     out.push(',');
                 }
-                out.push_str("{\"metric\":");
-                write_labels(&mut out, &s.labels);
-                out.push_str(",\"values\":[");
-                for (j, p) in s.samples.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "[{},\"{}\"]", format_timestamp(p.t), format_value(p.v));
+            };
+            for s in m {
+                while let Some(h) = hists.next_if(|h| h.labels < s.labels) {
+                    sep(&mut out);
+                    write_series(&mut out, &h.labels, &[], &h.samples);
                 }
-                out.push_str("]}");
+                sep(&mut out);
+                let own = hists.next_if(|h| h.labels == s.labels).map_or(&[][..], |h| &h.samples[..]);
+                let floats: Vec<Sample> = s.samples.iter().collect();
+                write_series(&mut out, &s.labels, &floats, own);
+            }
+            for h in hists {
+                sep(&mut out);
+                write_series(&mut out, &h.labels, &[], &h.samples);
             }
             out.push(']');
         }
     }
     out.push('}');
     for (key, level) in [("warnings", Level::Warning), ("infos", Level::Info)] {
-        let texts = annotations.texts(level, Some(MAX_ANNOTATIONS));
+        let texts = evaluation.annotations.texts(level, Some(MAX_ANNOTATIONS));
         if !texts.is_empty() {
             let _ = write!(out, ",\"{key}\":{}", json!(texts));
         }
     }
     out.push('}');
     out
+}
+
+/// Writes one series of a matrix: its float `values` and its `histograms`, each only when
+/// it has some, as Prometheus writes them.
+fn write_series(out: &mut String, labels: &Labels, floats: &[Sample], hists: &[HistogramSample]) {
+    out.push_str("{\"metric\":");
+    write_labels(out, labels);
+    if !floats.is_empty() {
+        out.push_str(",\"values\":[");
+        for (j, p) in floats.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "[{},\"{}\"]", format_timestamp(p.t), format_value(p.v));
+        }
+        out.push(']');
+    }
+    if !hists.is_empty() {
+        out.push_str(",\"histograms\":[");
+        for (j, p) in hists.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "[{},", format_timestamp(p.t));
+            write_histogram(out, &p.h);
+            out.push(']');
+        }
+        out.push(']');
+    }
+    out.push('}');
+}
+
+/// Writes one element of a vector whose value is a native histogram.
+fn write_histogram_sample(out: &mut String, labels: &Labels, p: &HistogramSample) {
+    out.push_str("{\"metric\":");
+    write_labels(out, labels);
+    let _ = write!(out, ",\"histogram\":[{},", format_timestamp(p.t));
+    write_histogram(out, &p.h);
+    out.push_str("]}");
+}
+
+/// Writes a native histogram as Prometheus's API does: count, sum, and the buckets that count
+/// something as `[boundary rule, lower, upper, count]`, the rule 0 for `(lower, upper]`, 1 for
+/// `[lower, upper)`, 2 for `(lower, upper)` and 3 for `[lower, upper]`.
+pub(crate) fn write_histogram(out: &mut String, h: &FloatHistogram) {
+    let _ = write!(out, "{{\"count\":\"{}\",\"sum\":\"{}\"", format_value(h.count), format_value(h.sum));
+    let buckets = h.buckets();
+    if !buckets.is_empty() {
+        out.push_str(",\"buckets\":[");
+        for (i, b) in buckets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let rule = match (b.lower_inclusive, b.upper_inclusive) {
+                (false, true) => 0,
+                (true, false) => 1,
+                (false, false) => 2,
+                (true, true) => 3,
+            };
+            let _ = write!(
+                out,
+                "[{rule},\"{}\",\"{}\",\"{}\"]",
+                format_value(b.lower),
+                format_value(b.upper),
+                format_value(b.count)
+            );
+        }
+        out.push(']');
+    }
+    out.push('}');
 }
 
 /// How many warnings, and how many infos, a response lists (Prometheus's limit).
@@ -427,5 +521,49 @@ mod tests {
         out.clear();
         write_labels(&mut out, &Labels::new());
         assert_eq!(out, "{}");
+    }
+
+    #[test]
+    fn histograms_are_written_beside_floats_in_label_order() {
+        use promflow_storage::native_histogram::Span;
+        use promflow_storage::HistogramSeries;
+        let h = FloatHistogram::from_spans(
+            0,
+            0.001,
+            2.0,
+            5.0,
+            3.5,
+            (&[Span { offset: 0, length: 1 }], &[3.0]),
+            (&[], &[]),
+            Vec::new(),
+        )
+        .unwrap();
+        let name = |n: &str| Labels::from_pairs([("__name__", n)]);
+        let point = HistogramSample { t: 1500, h: Arc::new(h) };
+        let vector = Evaluation {
+            result: QueryResult::Vector(vec![(name("a"), 1500, 1.0), (name("c"), 1500, 2.0)]),
+            annotations: Default::default(),
+            samples: 0,
+            histograms: vec![HistogramSeries { labels: name("b"), samples: vec![point.clone()] }],
+        };
+        let got: Value = serde_json::from_str(&render_result(&vector)).unwrap();
+        let result = &got["data"]["result"];
+        assert_eq!(result[0]["metric"]["__name__"], "a");
+        assert_eq!(
+            result[1],
+            json!({"metric": {"__name__": "b"}, "histogram": [1.5, {"count": "5", "sum": "3.5",
+                "buckets": [[3, "-0.001", "0.001", "2"], [0, "0.5", "1", "3"]]}]})
+        );
+        assert_eq!(result[2]["value"], json!([1.5, "2"]));
+        let matrix = Evaluation {
+            result: QueryResult::Matrix(vec![promflow_storage::Series {
+                labels: name("b"),
+                samples: vec![Sample { t: 1000, v: 4.0 }].into_iter().collect(),
+            }]),
+            ..vector
+        };
+        let got: Value = serde_json::from_str(&render_result(&matrix)).unwrap();
+        assert_eq!(got["data"]["result"][0]["values"], json!([[1, "4"]]));
+        assert_eq!(got["data"]["result"][0]["histograms"][0][0], json!(1.5));
     }
 }
