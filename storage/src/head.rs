@@ -616,6 +616,19 @@ impl Head {
         out
     }
 
+    /// Appends series `r`'s histogram samples in `mint..=maxt` to `out`.
+    pub(crate) fn histograms_of(
+        &self,
+        r: SeriesRef,
+        mint: Timestamp,
+        maxt: Timestamp,
+        out: &mut Vec<HistogramSample>,
+    ) {
+        if let Some(s) = self.series.get(&r) {
+            out.extend_from_slice(s.histograms_in(mint, maxt));
+        }
+    }
+
     /// Matching series with samples in range (all matching series for the full range).
     fn matching<'a>(
         &'a self,

@@ -113,20 +113,18 @@ impl FloatHistogram {
         negative: (&[Span], &[f64]),
         custom_bounds: Vec<f64>,
     ) -> Result<FloatHistogram, HistogramError> {
-        if schema != CUSTOM_BUCKETS_SCHEMA && !EXPONENTIAL_SCHEMAS.contains(&schema) {
-            return Err(HistogramError::InvalidSchema(schema));
-        }
-        Ok(FloatHistogram {
-            hint: CounterResetHint::Unknown,
+        FloatHistogram::from_parts(
+            CounterResetHint::Unknown,
             schema,
             zero_threshold,
             zero_count,
             count,
             sum,
-            positive: canonical(spanned(positive.0, positive.1)),
-            negative: canonical(spanned(negative.0, negative.1)),
-            custom_bounds: custom_bounds.into(),
-        })
+            spanned(positive.0, positive.1),
+            spanned(negative.0, negative.1),
+            custom_bounds,
+        )
+        .ok_or(HistogramError::InvalidSchema(schema))
     }
 
     /// A classic histogram (its buckets' `le` bounds with their cumulative counts, in any
@@ -185,6 +183,36 @@ impl FloatHistogram {
             positive: canonical(positive),
             custom_bounds: sorted[..sorted.len() - 1].iter().map(|b| b.0).collect(),
             ..Default::default()
+        })
+    }
+
+    /// A histogram from its parts as storage keeps them: buckets as `(index, count)` pairs
+    /// (made canonical here), custom bounds for schema -53.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        hint: CounterResetHint,
+        schema: i32,
+        zero_threshold: f64,
+        zero_count: f64,
+        count: f64,
+        sum: f64,
+        positive: Vec<(i32, f64)>,
+        negative: Vec<(i32, f64)>,
+        custom_bounds: Vec<f64>,
+    ) -> Option<FloatHistogram> {
+        if schema != CUSTOM_BUCKETS_SCHEMA && !EXPONENTIAL_SCHEMAS.contains(&schema) {
+            return None;
+        }
+        Some(FloatHistogram {
+            hint,
+            schema,
+            zero_threshold,
+            zero_count,
+            count,
+            sum,
+            positive: canonical(positive),
+            negative: canonical(negative),
+            custom_bounds: custom_bounds.into(),
         })
     }
 
@@ -419,14 +447,25 @@ impl FloatHistogram {
     }
 }
 
-/// The hint's byte in the binary encoding.
-fn hint_byte(hint: CounterResetHint) -> u8 {
+/// The hint's byte in the binary encodings (WAL and blocks).
+pub(crate) fn hint_byte(hint: CounterResetHint) -> u8 {
     match hint {
         CounterResetHint::Unknown => 0,
         CounterResetHint::CounterReset => 1,
         CounterResetHint::NotCounterReset => 2,
         CounterResetHint::Gauge => 3,
     }
+}
+
+/// The hint a byte of the binary encodings stands for.
+pub(crate) fn hint_of_byte(b: u8) -> Option<CounterResetHint> {
+    Some(match b {
+        0 => CounterResetHint::Unknown,
+        1 => CounterResetHint::CounterReset,
+        2 => CounterResetHint::NotCounterReset,
+        3 => CounterResetHint::Gauge,
+        _ => return None,
+    })
 }
 
 impl FloatHistogram {
@@ -459,17 +498,8 @@ impl FloatHistogram {
     /// Reads one histogram written by [`encode`](Self::encode); `None` when the bytes are not
     /// one (counts are checked against the bytes left before anything is allocated).
     pub(crate) fn decode(c: &mut crate::codec::Cursor<'_>) -> Option<FloatHistogram> {
-        let hint = match c.take(1)?[0] {
-            0 => CounterResetHint::Unknown,
-            1 => CounterResetHint::CounterReset,
-            2 => CounterResetHint::NotCounterReset,
-            3 => CounterResetHint::Gauge,
-            _ => return None,
-        };
+        let hint = hint_of_byte(c.take(1)?[0])?;
         let schema = i32::try_from(c.varint()?).ok()?;
-        if schema != CUSTOM_BUCKETS_SCHEMA && !EXPONENTIAL_SCHEMAS.contains(&schema) {
-            return None;
-        }
         let mut f = || c.u64().map(f64::from_bits);
         let (zero_threshold, zero_count, count, sum) = (f()?, f()?, f()?, f()?);
         let buckets = |c: &mut crate::codec::Cursor<'_>| -> Option<Vec<(i32, f64)>> {
@@ -493,7 +523,7 @@ impl FloatHistogram {
             return None;
         }
         let custom_bounds = (0..n).map(|_| c.u64().map(f64::from_bits)).collect::<Option<Vec<f64>>>()?;
-        Some(FloatHistogram {
+        FloatHistogram::from_parts(
             hint,
             schema,
             zero_threshold,
@@ -502,8 +532,8 @@ impl FloatHistogram {
             sum,
             positive,
             negative,
-            custom_bounds: custom_bounds.into(),
-        })
+            custom_bounds,
+        )
     }
 
     /// A 64-bit value that stands for the histogram where storage compares a sample with the

@@ -1051,3 +1051,62 @@ fn histograms_share_the_series_timeline_and_survive_reopen() {
     app.commit().unwrap();
     assert_eq!(db.select_histograms(&name_eq("latency"), 55, 65).unwrap()[0].samples[0].h.count, 6.0);
 }
+
+/// Every series' histogram samples, as (labels, [(t, count)]).
+fn dump_histograms(db: &Db) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    db.select_histograms(&[], ALL.0, ALL.1)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.labels, s.samples.iter().map(|x| (x.t, x.h.count)).collect()))
+        .collect()
+}
+
+#[test]
+fn histograms_are_cut_into_blocks_merged_and_deleted_with_the_floats() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    let only = ls(&[("__name__", "latency"), ("job", "only_histograms")]);
+    let mixed = ls(&[("__name__", "latency"), ("job", "mixed")]);
+    let custom = FloatHistogram::from_classic(&[(0.5, 1.0), (f64::INFINITY, 3.0)], None, 2.0).unwrap();
+    let mut t = 0;
+    while t < 7 * HOUR {
+        let mut app = db.appender();
+        let n = (t / 60_000) as f64 + 2.0;
+        app.append_histogram(&only, t, if t % (2 * HOUR) == 0 { custom.clone() } else { hist(n) }).unwrap();
+        // floats in the first hour, histograms after
+        if t < HOUR {
+            app.append(&mixed, t, n).unwrap();
+        } else {
+            app.append_histogram(&mixed, t, hist(n)).unwrap();
+        }
+        app.commit().unwrap();
+        t += 60_000;
+    }
+    let before = (dump(&db), dump_histograms(&db));
+    let exact = db.select_histograms(&name_eq("latency"), 0, 0).unwrap()[0].samples[0].h.clone();
+    assert_eq!(*exact, custom);
+    let report = db.compact().unwrap();
+    assert_eq!(report.head_blocks, 2, "{report:?}");
+    assert_eq!((dump(&db), dump_histograms(&db)), before, "head + blocks answer what the head alone did");
+    // read back from a block bit for bit, custom bounds included
+    assert_eq!(*db.select_histograms(&name_eq("latency"), 0, 0).unwrap()[0].samples[0].h, custom);
+    assert_eq!(db.series(&name_eq("latency"), 3 * HOUR, 3 * HOUR).unwrap().len(), 2);
+    drop(db);
+
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    assert_eq!((dump(&db), dump_histograms(&db)), before, "restart");
+    let mut app = db.appender();
+    for t in (7 * HOUR..9 * HOUR).step_by(60_000) {
+        app.append_histogram(&only, t, hist(1.0)).unwrap();
+    }
+    app.commit().unwrap();
+    let all = dump_histograms(&db);
+    let report = db.compact().unwrap();
+    assert_eq!(report.merged_blocks, 1, "{report:?}");
+    assert_eq!(dump_histograms(&db), all, "merged");
+    let only_eq = [m(MatchOp::Equal, "job", "only_histograms")];
+    db.delete_series(&only_eq, HOUR, 5 * HOUR).unwrap();
+    let left = &db.select_histograms(&only_eq, ALL.0, ALL.1).unwrap()[0].samples;
+    assert!(left.iter().all(|s| s.t < HOUR || s.t > 5 * HOUR));
+    assert!(left.iter().any(|s| s.t > 5 * HOUR) && left.iter().any(|s| s.t < HOUR));
+}

@@ -24,6 +24,9 @@
 //!   bytes per sample with plain mantissas to 0.80; `docs/benchmarks.md`). Everything is zstd-compressed, in pages of at most
 //!   [`PAGE_ROWS`] rows so that a query reads only the pages of its series.
 //!
+//! A block that has native-histogram samples also holds `histograms.parquet` (see
+//! [`histograms`]); its series are in the same index.
+//!
 //! A block may also hold a `tombstones` file: time ranges of series deleted through the admin
 //! API (`PFTS`, a version byte, then `uvarint n` and `n × (uvarint series id, varint mint,
 //! varint maxt)`, then a crc32c). Reads leave those samples out; merging or cleaning the
@@ -32,6 +35,7 @@
 //! A block is written into `<ULID>.tmp/` and renamed into place once complete and synced, so
 //! a crash never leaves a half-written block under a real name.
 
+pub(crate) mod histograms;
 pub(crate) mod index;
 pub(crate) mod values;
 
@@ -58,7 +62,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Labels, Matcher, Sample, Samples, Series, Timestamp};
+use crate::{Error, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Samples, Series, Timestamp};
+use histograms::{HistogramFile, HistogramWriter};
 use index::BlockIndex;
 
 /// The block's meta file.
@@ -94,10 +99,17 @@ pub(crate) struct Compaction {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BlockStats {
-    /// Samples (rows).
+    /// Samples: float rows and histograms.
     pub(crate) num_samples: u64,
     /// Series.
     pub(crate) num_series: u64,
+    /// Native-histogram samples (in `histograms.parquet`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) num_histogram_samples: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A block's `meta.json`.
@@ -207,6 +219,7 @@ pub(crate) struct BlockWriter {
     digits: Vec<u8>,
     floats: Vec<Option<f64>>,
     samples: u64,
+    histograms: HistogramWriter,
 }
 
 impl BlockWriter {
@@ -237,17 +250,23 @@ impl BlockWriter {
             digits: Vec::new(),
             floats: Vec::new(),
             samples: 0,
+            histograms: HistogramWriter::new(),
         })
     }
 
-    /// Adds a series after every series added so far in label order, with its samples in
-    /// time order. A series without samples is skipped.
+    /// Adds a series after every series added so far in label order, with its float samples
+    /// and its histograms, each in time order. A series without either is skipped.
     pub(crate) fn add(
         &mut self,
         labels: Arc<Labels>,
         samples: impl Iterator<Item = Sample> + Clone,
+        hists: &[HistogramSample],
     ) -> Result<(), Error> {
-        let (Some(first), Some(last)) = (samples.clone().next(), samples.clone().last()) else {
+        let firsts = [samples.clone().next().map(|s| s.t), hists.first().map(|h| h.t)];
+        let lasts = [samples.clone().last().map(|s| s.t), hists.last().map(|h| h.t)];
+        let (Some(first_t), Some(last_t)) =
+            (firsts.into_iter().flatten().min(), lasts.into_iter().flatten().max())
+        else {
             return Ok(());
         };
         if self.series.last().is_some_and(|(prev, ..)| **prev >= *labels) {
@@ -277,7 +296,8 @@ impl BlockWriter {
             }
         }
         self.samples += n;
-        self.series.push((labels, n, first.t, last.t));
+        self.histograms.add(&self.tmp, id, hists)?;
+        self.series.push((labels, n, first_t, last_t));
         if self.ids.len() >= BATCH_ROWS {
             self.flush_batch()?;
         }
@@ -313,6 +333,8 @@ impl BlockWriter {
             return Ok(None);
         }
         self.flush_batch()?;
+        let num_histogram_samples = self.histograms.samples;
+        std::mem::replace(&mut self.histograms, HistogramWriter::new()).finish()?;
         let file = self.writer.into_inner().map_err(pq("finishing a block's samples file"))?;
         file.sync_all().map_err(io(|| "syncing a block's samples file".to_string()))?;
         let (min, max) = range.unwrap_or_else(|| {
@@ -324,7 +346,11 @@ impl BlockWriter {
             ulid: self.ulid.clone(),
             min_time: min,
             max_time: max,
-            stats: BlockStats { num_samples: self.samples, num_series: self.series.len() as u64 },
+            stats: BlockStats {
+                num_samples: self.samples + num_histogram_samples,
+                num_series: self.series.len() as u64,
+                num_histogram_samples,
+            },
             compaction: Compaction { level: self.level, sources: std::mem::take(&mut self.sources) },
             version: 1,
             format: FORMAT.to_string(),
@@ -416,6 +442,8 @@ pub(crate) struct Block {
     size_bytes: u64,
     /// Deleted ranges, sorted by series id.
     tombstones: std::sync::RwLock<Vec<Tombstone>>,
+    /// The native-histogram samples, if the block has any.
+    histograms: Option<HistogramFile>,
 }
 
 impl std::fmt::Debug for Block {
@@ -466,6 +494,7 @@ impl Block {
         if rows != index.total_rows() {
             return Err(corrupt(dir, "index and samples file disagree on the number of rows"));
         }
+        let histograms = HistogramFile::open(dir)?;
         let tombstones = match std::fs::read(dir.join(TOMBSTONES_FILE)) {
             Ok(raw) => decode_tombstones(&raw).unwrap_or_else(|| {
                 tracing::error!(block = %dir.display(), "corrupt tombstones file ignored: deleted series show again");
@@ -481,6 +510,7 @@ impl Block {
             parquet,
             samples: file,
             tombstones: std::sync::RwLock::new(tombstones),
+            histograms,
         })
     }
 
@@ -661,6 +691,49 @@ impl Block {
         Ok(out)
     }
 
+    /// The histograms in `mint..=maxt` of series `ids` (ascending), one list per id, without
+    /// deleted ones.
+    pub(crate) fn read_histograms(
+        &self,
+        ids: &[u32],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Vec<HistogramSample>>, Error> {
+        let Some(file) = &self.histograms else { return Ok(vec![Vec::new(); ids.len()]) };
+        let mut out = file.read(ids, mint, maxt)?;
+        let stones = self.stones();
+        if !stones.is_empty() {
+            for (list, &id) in out.iter_mut().zip(ids) {
+                let gone = self.deleted(&stones, id);
+                list.retain(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Matching series with their histogram samples in `mint..=maxt`, sorted by labels.
+    pub(crate) fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<HistogramSeries>, Error> {
+        if self.histograms.is_none() || !self.overlaps(mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let ids = self.index.select(matchers, mint, maxt);
+        let hists = self.read_histograms(&ids, mint, maxt)?;
+        Ok(ids
+            .iter()
+            .zip(hists)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(&id, samples)| HistogramSeries {
+                labels: (*self.index.series[id as usize].labels).clone(),
+                samples,
+            })
+            .collect())
+    }
+
     /// Matching series with their samples in `mint..=maxt`, sorted by labels.
     pub(crate) fn select(
         &self,
@@ -727,12 +800,12 @@ mod tests {
                 v: if i == 250 { crate::stale_nan() } else { (i as f64).sqrt() },
             })
             .collect();
-        w.add(ls("a"), a.iter().copied()).unwrap();
-        w.add(ls("b"), b.iter().copied()).unwrap();
-        assert!(w.add(ls("a"), a.iter().copied()).is_err(), "series must come in label order");
+        w.add(ls("a"), a.iter().copied(), &[]).unwrap();
+        w.add(ls("b"), b.iter().copied(), &[]).unwrap();
+        assert!(w.add(ls("a"), a.iter().copied(), &[]).is_err(), "series must come in label order");
         let meta = w.finish(None).unwrap().unwrap();
         assert_eq!((meta.min_time, meta.max_time), (0, 999 * 15_000 + 1));
-        assert_eq!(meta.stats, BlockStats { num_samples: 1500, num_series: 2 });
+        assert_eq!(meta.stats, BlockStats { num_samples: 1500, num_series: 2, num_histogram_samples: 0 });
         let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
         let all = block.select(&[], i64::MIN, i64::MAX).unwrap();
         assert_eq!(all.len(), 2);
@@ -758,7 +831,7 @@ mod tests {
         };
         let (a, b, c) = (gen(n_a, 0), gen(n_b, 1), gen(300, 2));
         for (job, s) in [("a", &a), ("b", &b), ("c", &c)] {
-            w.add(ls(job), s.iter().copied()).unwrap();
+            w.add(ls(job), s.iter().copied(), &[]).unwrap();
         }
         let meta = w.finish(None).unwrap().unwrap();
         let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{lock, now_ms, read, write, write_head_block, CompactionReport, Db, SERIES_PER_BATCH};
 use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
-use crate::{Error, Labels, Sample, Samples, Timestamp};
+use crate::{Error, HistogramSample, Labels, Sample, Samples, Timestamp};
 
 /// Runs [`Db::compact`] every `every` until the database is dropped.
 pub(super) fn spawn_compactor(db: Weak<Db>, every: Duration) {
@@ -238,22 +238,26 @@ impl Db {
                 }
                 let chunk = &entries[start..end];
                 let mut read_back: Vec<Vec<Samples>> = Vec::with_capacity(group.len());
+                let mut hists_back: Vec<Vec<Vec<HistogramSample>>> = Vec::with_capacity(group.len());
                 let mut positions: Vec<usize> = vec![0; group.len()];
                 for (bi, b) in group.iter().enumerate() {
                     let ids: Vec<u32> = chunk.iter().filter(|e| e.1 == bi).map(|e| e.2).collect();
                     read_back.push(b.read(&ids, Timestamp::MIN, Timestamp::MAX)?);
+                    hists_back.push(b.read_histograms(&ids, Timestamp::MIN, Timestamp::MAX)?);
                 }
                 let mut i = 0;
                 while i < chunk.len() {
                     let mut parts: Vec<Samples> = Vec::new();
+                    let mut hist_parts: Vec<Vec<HistogramSample>> = Vec::new();
                     let labels = Arc::clone(&chunk[i].0);
                     while i < chunk.len() && chunk[i].0 == labels {
                         let bi = chunk[i].1;
                         parts.push(std::mem::take(&mut read_back[bi][positions[bi]]));
+                        hist_parts.push(std::mem::take(&mut hists_back[bi][positions[bi]]));
                         positions[bi] += 1;
                         i += 1;
                     }
-                    writer.add(labels, merge_samples(parts).iter())?;
+                    writer.add(labels, merge_samples(parts).iter(), &merge_histograms(hist_parts))?;
                 }
                 start = end;
             }
@@ -360,6 +364,19 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64, max_range: i64) -> Opt
 }
 
 /// Merges sample lists of one series into time order, keeping the first of equal timestamps.
+/// Joins the histogram samples of one series from several sources (each in time order) into
+/// one list in time order; of samples at the same time, the first source's stays.
+pub(super) fn merge_histograms(mut parts: Vec<Vec<HistogramSample>>) -> Vec<HistogramSample> {
+    parts.retain(|p| !p.is_empty());
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all: Vec<HistogramSample> = parts.concat();
+    all.sort_by_key(|s| s.t);
+    all.dedup_by_key(|s| s.t);
+    all
+}
+
 pub(super) fn merge_samples(mut parts: Vec<Samples>) -> Samples {
     parts.retain(|p| !p.is_empty());
     match parts.len() {

@@ -510,13 +510,15 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
     let last = maxt.saturating_sub(1);
     let refs = head().refs_in_range(mint, last);
     let mut writer = BlockWriter::create(blocks_dir, 1, Vec::new())?;
-    let mut samples = Vec::new();
+    let (mut samples, mut hists) = (Vec::new(), Vec::new());
     for batch in refs.chunks(SERIES_PER_BATCH) {
         let h = head();
         for (labels, r) in batch {
             samples.clear();
+            hists.clear();
             h.samples_of(*r, mint, last, &mut samples);
-            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied()) {
+            h.histograms_of(*r, mint, last, &mut hists);
+            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied(), &hists) {
                 drop(h);
                 writer.abort();
                 return Err(e);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::compact::merge_samples;
+use super::compact::{merge_histograms, merge_samples};
 use super::{read, Db};
 use crate::block::Block;
 use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, Timestamp};
@@ -56,7 +56,30 @@ impl Querier for Db {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<HistogramSeries>, Error> {
-        Ok(read(&self.head).select_histograms(matchers, mint, maxt))
+        // the head before the blocks, as for floats
+        let head = read(&self.head).select_histograms(matchers, mint, maxt);
+        let mut parts = Vec::new();
+        for b in self.blocks_in(mint, maxt) {
+            parts.push(b.select_histograms(matchers, mint, maxt)?);
+        }
+        parts.push(head);
+        parts.retain(|p| !p.is_empty());
+        if parts.len() <= 1 {
+            return Ok(parts.pop().unwrap_or_default());
+        }
+        let mut all: Vec<HistogramSeries> = parts.concat();
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut out: Vec<HistogramSeries> = Vec::with_capacity(all.len());
+        for s in all {
+            match out.last_mut() {
+                Some(prev) if prev.labels == s.labels => {
+                    let joined = merge_histograms(vec![std::mem::take(&mut prev.samples), s.samples]);
+                    prev.samples = joined;
+                }
+                _ => out.push(s),
+            }
+        }
+        Ok(out)
     }
 
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error> {
