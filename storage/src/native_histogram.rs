@@ -261,6 +261,74 @@ impl FloatHistogram {
         self.negative.retain(|b| b.1 != 0.0);
     }
 
+    /// An empty histogram with `like`'s schema and custom bounds: what a counter started
+    /// from before its first histogram.
+    pub fn empty_like(like: &FloatHistogram) -> FloatHistogram {
+        FloatHistogram {
+            schema: like.schema,
+            custom_bounds: Arc::clone(&like.custom_bounds),
+            ..Default::default()
+        }
+    }
+
+    /// Whether the counter was reset between `previous` and `self`: the hint says so, or a
+    /// count, the zero bucket or a bucket went down, or the buckets became finer or the zero
+    /// bucket narrower (Prometheus's `DetectReset`).
+    pub fn detect_reset(&self, previous: &FloatHistogram) -> bool {
+        match self.hint {
+            CounterResetHint::CounterReset => return true,
+            CounterResetHint::NotCounterReset => return false,
+            _ => {}
+        }
+        if self.count < previous.count {
+            return true;
+        }
+        let mut prev = previous.clone();
+        if self.uses_custom_buckets() {
+            if !previous.uses_custom_buckets() {
+                return true;
+            }
+            if self.custom_bounds != previous.custom_bounds {
+                // compared on the bounds both have
+                let shared: Vec<f64> = self
+                    .custom_bounds
+                    .iter()
+                    .copied()
+                    .filter(|b| previous.custom_bounds.contains(b))
+                    .collect();
+                let mut cur = self.clone();
+                cur.reduce_custom_bounds(&shared);
+                prev.reduce_custom_bounds(&shared);
+                return buckets_went_down(&prev.positive, &cur.positive);
+            }
+        } else if previous.uses_custom_buckets() {
+            return true;
+        }
+        if self.schema > previous.schema || self.zero_threshold < previous.zero_threshold {
+            return true;
+        }
+        prev.widen_zero_bucket(self.zero_threshold);
+        if prev.zero_threshold != self.zero_threshold || self.zero_count < prev.zero_count {
+            // the wider threshold fell inside a bucket of the previous histogram
+            return true;
+        }
+        prev.reduce_resolution(self.schema);
+        buckets_went_down(&prev.positive, &self.positive) || buckets_went_down(&prev.negative, &self.negative)
+    }
+
+    /// Every count and the sum divided by `divisor` (a histogram divided by a number, an
+    /// average of histograms).
+    pub fn divide(&mut self, divisor: f64) {
+        self.zero_count /= divisor;
+        self.count /= divisor;
+        self.sum /= divisor;
+        for (_, c) in self.positive.iter_mut().chain(self.negative.iter_mut()) {
+            *c /= divisor;
+        }
+        self.positive.retain(|b| b.1 != 0.0);
+        self.negative.retain(|b| b.1 != 0.0);
+    }
+
     /// `self + other`: at the lower of the two schemas and the wider zero bucket, as
     /// Prometheus adds histograms. With custom buckets of different bounds, both are first
     /// reduced to the bounds they share; the answer says whether that happened (Prometheus
@@ -563,6 +631,22 @@ pub fn bucket_bound(schema: i32, index: i32) -> f64 {
     let (whole, fraction) = (index.div_euclid(per_doubling), index.rem_euclid(per_doubling));
     let mantissa = (2f64).powf(f64::from(fraction) / f64::from(per_doubling));
     mantissa * (2f64).powi(whole)
+}
+
+/// Whether a bucket of `prev` counts more than the same bucket of `cur` (absent: zero); both
+/// in index order.
+fn buckets_went_down(prev: &[(i32, f64)], cur: &[(i32, f64)]) -> bool {
+    let mut j = 0;
+    for &(i, c) in prev {
+        while j < cur.len() && cur[j].0 < i {
+            j += 1;
+        }
+        let now = if j < cur.len() && cur[j].0 == i { cur[j].1 } else { 0.0 };
+        if c > now {
+            return true;
+        }
+    }
+    false
 }
 
 /// Buckets in span notation as `(index, count)` pairs.

@@ -223,21 +223,44 @@ fn histogram_window(samples: &[HistogramSample], start: i64, end: i64) -> &[Hist
     &samples[from..to.max(from)]
 }
 
+/// `resets` (or `changes`) over a window's floats and histograms together, in time order:
+/// a switch between a float and a histogram counts as both.
+fn resets_or_changes(resets: bool, floats: SampleSlice<'_>, hists: &[HistogramSample]) -> f64 {
+    enum Point<'a> {
+        Float(f64),
+        Hist(&'a FloatHistogram),
+    }
+    let mut points: Vec<(i64, Point<'_>)> = floats.iter().map(|s| (s.t, Point::Float(s.v))).collect();
+    points.extend(hists.iter().map(|h| (h.t, Point::Hist(&h.h))));
+    points.sort_by_key(|p| p.0);
+    let count = points
+        .windows(2)
+        .filter(|w| match (&w[0].1, &w[1].1) {
+            (Point::Float(a), Point::Float(b)) if resets => b < a,
+            (Point::Float(a), Point::Float(b)) => a != b && !(a.is_nan() && b.is_nan()),
+            (Point::Hist(a), Point::Hist(b)) if resets => b.detect_reset(a),
+            (Point::Hist(a), Point::Hist(b)) => a != b,
+            _ => true,
+        })
+        .count();
+    count as f64
+}
+
 /// Joins each series' float samples with its histogram samples (both lists sorted by labels):
 /// (labels, floats, histograms if it has any), sorted by labels.
 fn with_histograms(
-    floats: Vec<Series>,
-    hists: Vec<HistogramSeries>,
+    floats: Vec<(Labels, Samples)>,
+    hists: Vec<(Labels, Vec<HistogramSample>)>,
 ) -> Vec<(Labels, Samples, Option<Vec<HistogramSample>>)> {
     if hists.is_empty() {
-        return floats.into_iter().map(|s| (s.labels, s.samples, None)).collect();
+        return floats.into_iter().map(|s| (s.0, s.1, None)).collect();
     }
     let mut out = Vec::with_capacity(floats.len().max(hists.len()));
     let mut floats = floats.into_iter().peekable();
     let mut hists = hists.into_iter().peekable();
     loop {
         let order = match (floats.peek(), hists.peek()) {
-            (Some(f), Some(h)) => f.labels.cmp(&h.labels),
+            (Some(f), Some(h)) => f.0.cmp(&h.0),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => break,
@@ -245,15 +268,15 @@ fn with_histograms(
         match order {
             std::cmp::Ordering::Less => {
                 let f = floats.next().expect("peeked");
-                out.push((f.labels, f.samples, None));
+                out.push((f.0, f.1, None));
             }
             std::cmp::Ordering::Greater => {
                 let h = hists.next().expect("peeked");
-                out.push((h.labels, Samples::default(), Some(h.samples)));
+                out.push((h.0, Samples::default(), Some(h.1)));
             }
             std::cmp::Ordering::Equal => {
                 let (f, h) = (floats.next().expect("peeked"), hists.next().expect("peeked"));
-                out.push((f.labels, f.samples, Some(h.samples)));
+                out.push((f.0, f.1, Some(h.1)));
             }
         }
     }
@@ -472,7 +495,10 @@ impl Ctx<'_> {
         let lookback = self.opts.lookback_ms;
         let series = self.querier.select(matchers, lo - lookback + 1, hi)?;
         let hists = self.querier.select_histograms(matchers, lo - lookback + 1, hi)?;
-        let series = with_histograms(series, hists);
+        let series = with_histograms(
+            series.into_iter().map(|s| (s.labels, s.samples)).collect(),
+            hists.into_iter().map(|h| (h.labels, h.samples)).collect(),
+        );
         self.reserve_steps(series.len())?;
         let mut out = Vec::with_capacity(series.len());
         let no_hists: Vec<HistogramSample> = Vec::new();
@@ -612,26 +638,45 @@ impl Ctx<'_> {
             let mut values = vec![Some(1.0); n];
             for (i, &step) in self.steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
-                if r.series.iter().any(|(_, s)| !window_slice(s.view(), b).is_empty()) {
+                if r.series.iter().any(|(_, s)| !window_slice(s.view(), b).is_empty())
+                    || r.hists.iter().any(|(_, h)| !histogram_window(h, b.start, b.end).is_empty())
+                {
                     values[i] = None;
                 }
             }
             return Ok(Value::Vector(vec![StepSeries::new(absent_labels(input), values)]));
         }
         let keep_name = matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime);
-        self.reserve_steps(r.series.len())?;
-        let mut out = Vec::with_capacity(r.series.len());
+        let series = with_histograms(std::mem::take(&mut r.series), std::mem::take(&mut r.hists));
+        self.reserve_steps(series.len())?;
+        let mut out = Vec::with_capacity(series.len());
         let mut step_args = vec![0.0; arg_vals.len()];
-        for (labels, samples) in std::mem::take(&mut r.series) {
+        let steps = self.steps.clone();
+        for (labels, samples, hists) in series {
             self.check_deadline()?;
             let mut values = Vec::with_capacity(n);
+            let mut out_hists = Vec::new();
             let mut any = false;
-            for (i, &step) in self.steps.iter().enumerate() {
+            for (i, &step) in steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
                 }
                 let window = window_slice(samples.view(), b);
+                let hwindow = hists.as_deref().map_or(&[][..], |h| histogram_window(h, b.start, b.end));
+                if !hwindow.is_empty() {
+                    let (v, h) = match r.edges {
+                        Edges::Plain => {
+                            self.histogram_window(func, window, hwindow, b, &r, &step_args, &labels, origin)
+                        }
+                        // anchored and smoothed windows over histograms: not computed yet
+                        _ => (None, None),
+                    };
+                    values.push(v);
+                    out_hists.resize(i, None);
+                    out_hists.push(h.map(Arc::new));
+                    continue;
+                }
                 if func == WindowFn::QuantileOverTime && !window.is_empty() {
                     check_quantile(&mut self.annotations, step_args[0], origin, 0);
                 }
@@ -657,14 +702,167 @@ impl Ctx<'_> {
                     );
                 }
             }
-            if any {
-                out.push(StepSeries::new(labels, values));
+            out_hists.resize(if out_hists.is_empty() { 0 } else { n }, None);
+            let s = StepSeries { labels, values, hists: out_hists, drop_name: false };
+            if s.has_any() {
+                out.push(s);
             }
         }
         if keep_name {
             Ok(Value::Vector(out))
         } else {
             Ok(Value::Vector(self.drop_names(out)?))
+        }
+    }
+
+    /// A window function over a window that holds native histograms (and maybe floats), as
+    /// Prometheus computes it: a histogram for the rates and sums of histograms, a float for
+    /// counts and for the float functions (which leave the histograms out, saying so), nothing
+    /// where floats and histograms cannot be combined.
+    #[allow(clippy::too_many_arguments)]
+    fn histogram_window(
+        &mut self,
+        func: WindowFn,
+        floats: SampleSlice<'_>,
+        hists: &[HistogramSample],
+        b: WindowBounds,
+        r: &RangeValue,
+        args: &[f64],
+        labels: &Labels,
+        origin: &Origin,
+    ) -> (Option<f64>, Option<FloatHistogram>) {
+        use kernels::native::{self, WindowNote};
+        let name = labels.get(METRIC_NAME);
+        let mixed = |this: &mut Self| {
+            this.annotations.add(
+                Level::Warning,
+                format!("encountered a mix of histograms and floats for metric name {name:?}"),
+                origin.arg(0),
+            );
+            (None, None)
+        };
+        let mut notes = Vec::new();
+        let answer = match func {
+            WindowFn::Rate | WindowFn::Increase | WindowFn::Delta => {
+                if !floats.is_empty() {
+                    return mixed(self);
+                }
+                let counter = func != WindowFn::Delta;
+                let h = native::histogram_rate(
+                    hists,
+                    b.start,
+                    b.end,
+                    r.range_ms,
+                    counter,
+                    func == WindowFn::Rate,
+                    &mut notes,
+                );
+                (None, h)
+            }
+            WindowFn::Irate | WindowFn::Idelta => {
+                // the last two samples, floats or histograms
+                let floats_after = |t: i64| floats.t.iter().filter(|&&x| x > t).count();
+                let last_two_hists = hists.len() >= 2 && floats_after(hists[hists.len() - 2].t) == 0;
+                if last_two_hists {
+                    let (p, l) = (&hists[hists.len() - 2], &hists[hists.len() - 1]);
+                    (None, native::histogram_instant(p, l, func == WindowFn::Irate, &mut notes))
+                } else if floats.len() >= 2 && hists.last().is_none_or(|h| h.t < floats.t[floats.len() - 2]) {
+                    (kernels::window(func, floats, b, args), None)
+                } else if floats.len() + hists.len() >= 2 {
+                    return mixed(self);
+                } else {
+                    (None, None)
+                }
+            }
+            WindowFn::CountOverTime => (Some((floats.len() + hists.len()) as f64), None),
+            WindowFn::PresentOverTime => (Some(1.0), None),
+            WindowFn::LastOverTime | WindowFn::FirstOverTime => {
+                let last = func == WindowFn::LastOverTime;
+                let (h, f) = if last {
+                    (hists.last(), floats.t.last().map(|&t| (t, floats.v[floats.len() - 1])))
+                } else {
+                    (hists.first(), floats.t.first().map(|&t| (t, floats.v[0])))
+                };
+                match (h, f) {
+                    (Some(h), Some((t, v))) if (t > h.t) == last => (Some(v), None),
+                    (Some(h), _) => (None, Some((*h.h).clone())),
+                    (None, f) => (f.map(|f| f.1), None),
+                }
+            }
+            WindowFn::SumOverTime | WindowFn::AvgOverTime => {
+                if !floats.is_empty() {
+                    return mixed(self);
+                }
+                match native::histogram_sum(hists.iter().map(|s| &*s.h)) {
+                    Ok((mut sum, sum_notes)) => {
+                        self.note_sum(sum_notes, origin);
+                        if func == WindowFn::AvgOverTime {
+                            sum.divide(hists.len() as f64);
+                        }
+                        (None, Some(sum))
+                    }
+                    Err(_) => {
+                        notes.push(WindowNote::MixedSchemas);
+                        (None, None)
+                    }
+                }
+            }
+            WindowFn::Resets | WindowFn::Changes => {
+                (Some(resets_or_changes(func == WindowFn::Resets, floats, hists)), None)
+            }
+            _ => {
+                if floats.is_empty() {
+                    return (None, None);
+                }
+                self.annotations.add(
+                    Level::Info,
+                    format!("ignored histograms in a range containing both floats and histograms for metric name {name:?}"),
+                    origin.arg(0),
+                );
+                (kernels::window(func, floats, b, args), None)
+            }
+        };
+        for note in notes {
+            let (level, text) = match note {
+                WindowNote::NotCounter => {
+                    (Level::Warning, format!("this native histogram metric is not a counter: {name:?}"))
+                }
+                WindowNote::NotGauge => {
+                    (Level::Warning, format!("this native histogram metric is not a gauge: {name:?}"))
+                }
+                WindowNote::MixedSchemas => (
+                    Level::Warning,
+                    format!(
+                        "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+                    ),
+                ),
+                WindowNote::ReconciledSubtraction => {
+                    (Level::Info, "mismatched custom buckets were reconciled during subtraction".to_string())
+                }
+                WindowNote::ReconciledAddition => {
+                    (Level::Info, "mismatched custom buckets were reconciled during addition".to_string())
+                }
+            };
+            self.annotations.add(level, text, origin.arg(0));
+        }
+        answer
+    }
+
+    /// The annotations of a sum of histograms.
+    fn note_sum(&mut self, notes: kernels::native::SumNotes, origin: &Origin) {
+        if notes.reconciled {
+            self.annotations.add(
+                Level::Info,
+                "mismatched custom buckets were reconciled during aggregation".into(),
+                origin.arg(0),
+            );
+        }
+        if notes.conflicting_resets {
+            self.annotations.add(
+                Level::Warning,
+                "conflicting counter resets during histogram aggregation".into(),
+                origin.arg(0),
+            );
         }
     }
 
@@ -1030,6 +1228,77 @@ impl Ctx<'_> {
         Ok(Value::Vector(self.drop_names(out)?))
     }
 
+    /// One group's aggregate at one step where some members are native histograms: a sum
+    /// or an average of histograms (none when floats are among them, or the histograms
+    /// cannot be added), a count that counts them, or the float aggregate of the floats with
+    /// the histograms left out (an info says so), as Prometheus aggregates.
+    fn aggregate_histograms(
+        &mut self,
+        op: AggOp,
+        floats: &mut [f64],
+        hists: &[(&str, &FloatHistogram)],
+        param: f64,
+        origin: &Origin,
+    ) -> (Option<f64>, Option<FloatHistogram>) {
+        let float_result =
+            |floats: &mut [f64]| (!floats.is_empty()).then(|| aggregate_values(op, floats, param));
+        match op {
+            AggOp::Count => (Some((floats.len() + hists.len()) as f64), None),
+            AggOp::Group => (Some(1.0), None),
+            AggOp::Sum | AggOp::Avg => {
+                if !floats.is_empty() {
+                    self.annotations.add(
+                        Level::Warning,
+                        "encountered a mix of histograms and floats for aggregation".into(),
+                        origin.arg(0),
+                    );
+                    return (None, None);
+                }
+                let mut sum = match kernels::native::histogram_sum(hists.iter().map(|h| h.1)) {
+                    Ok((sum, notes)) => {
+                        self.note_sum(notes, origin);
+                        sum
+                    }
+                    Err(_) => {
+                        // Prometheus names the metric of the histogram that could not be added
+                        let name = hists
+                            .iter()
+                            .find(|h| h.1.uses_custom_buckets() != hists[0].1.uses_custom_buckets());
+                        self.annotations.add(
+                            Level::Warning,
+                            format!(
+                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                                name.map_or("", |h| h.0)
+                            ),
+                            origin.arg(0),
+                        );
+                        return (None, None);
+                    }
+                };
+                if op == AggOp::Avg {
+                    sum.divide(hists.len() as f64);
+                }
+                (None, Some(sum))
+            }
+            AggOp::Min | AggOp::Max | AggOp::Stddev | AggOp::Stdvar | AggOp::Quantile => {
+                let name = match op {
+                    AggOp::Min => "min",
+                    AggOp::Max => "max",
+                    AggOp::Stddev => "stddev",
+                    AggOp::Stdvar => "stdvar",
+                    _ => "quantile",
+                };
+                self.annotations.add(
+                    Level::Info,
+                    format!("ignored histogram in {name} aggregation"),
+                    origin.arg(0),
+                );
+                (float_result(floats), None)
+            }
+            _ => (float_result(floats), None),
+        }
+    }
+
     fn aggregate(
         &mut self,
         op: AggOp,
@@ -1126,7 +1395,17 @@ impl Ctx<'_> {
                 Ok(Value::Vector(out))
             }
             AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
+                // topk and bottomk rank values: histograms are left out; limitk keeps them
+                if op != AggOp::Limitk && v.iter().any(|s| s.hists.iter().any(Option::is_some)) {
+                    let name = if op == AggOp::Topk { "topk" } else { "bottomk" };
+                    self.annotations.add(
+                        Level::Info,
+                        format!("ignored histogram in {name} aggregation"),
+                        origin.arg(1),
+                    );
+                }
                 let mut keep = vec![vec![None; n]; v.len()];
+                let mut keep_hists: Vec<Vec<Option<Arc<FloatHistogram>>>> = vec![Vec::new(); v.len()];
                 for step in 0..n {
                     self.check_deadline()?;
                     let k = param_num[step];
@@ -1135,27 +1414,36 @@ impl Ctx<'_> {
                     }
                     let k = if k >= 1.0 { k.min(1e9) as usize } else { 0 };
                     for m in &members {
+                        if op == AggOp::Limitk {
+                            let present = m
+                                .iter()
+                                .filter(|&&i| v[i].values[step].is_some() || v[i].hist(step).is_some());
+                            for &i in present.take(k) {
+                                keep[i][step] = v[i].values[step];
+                                if let Some(h) = v[i].hist(step) {
+                                    keep_hists[i].resize(n, None);
+                                    keep_hists[i][step] = Some(Arc::clone(h));
+                                }
+                            }
+                            continue;
+                        }
                         let present: Vec<(usize, f64)> =
                             m.iter().filter_map(|&i| v[i].values[step].map(|x| (i, x))).collect();
-                        let kept = match op {
-                            AggOp::Limitk => present.iter().take(k).map(|&(i, _)| i).collect(),
-                            _ => kernels::heap_select(&present, k, op == AggOp::Topk),
-                        };
-                        for i in kept {
+                        for i in kernels::heap_select(&present, k, op == AggOp::Topk) {
                             keep[i][step] = v[i].values[step];
                         }
                     }
                 }
                 let mut out: Vec<StepSeries> = v
                     .into_iter()
-                    .zip(keep)
-                    .filter(|(_, k)| k.iter().any(|x| x.is_some()))
-                    .map(|(s, values)| StepSeries {
+                    .zip(keep.into_iter().zip(keep_hists))
+                    .map(|(s, (values, hists))| StepSeries {
                         labels: s.labels,
                         values,
-                        hists: Vec::new(),
+                        hists,
                         drop_name: s.drop_name,
                     })
+                    .filter(StepSeries::has_any)
                     .collect();
                 if n == 1 {
                     out.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], op == AggOp::Topk));
@@ -1188,23 +1476,39 @@ impl Ctx<'_> {
             _ => {
                 let mut out = Vec::with_capacity(groups.len());
                 let mut buf: Vec<f64> = Vec::new();
+                let mut hbuf: Vec<(&str, &FloatHistogram)> = Vec::new();
+                let with_hists = v.iter().any(|s| !s.hists.is_empty());
                 for (g, m) in members.iter().enumerate() {
                     self.check_deadline()?;
                     let mut values = Vec::with_capacity(n);
+                    let mut hists = Vec::with_capacity(if with_hists { n } else { 0 });
                     for step in 0..n {
                         buf.clear();
                         buf.extend(m.iter().filter_map(|&i| v[i].values[step]));
-                        if buf.is_empty() {
-                            values.push(None);
-                            continue;
-                        }
+                        hbuf.clear();
+                        hbuf.extend(
+                            m.iter().filter_map(|&i| {
+                                v[i].hist(step).map(|h| (v[i].labels.get(METRIC_NAME), &**h))
+                            }),
+                        );
                         let p = param_num.get(step).copied().unwrap_or(f64::NAN);
-                        values.push(Some(aggregate_values(op, &mut buf, p)));
+                        let (value, hist) = if hbuf.is_empty() {
+                            ((!buf.is_empty()).then(|| aggregate_values(op, &mut buf, p)), None)
+                        } else {
+                            self.aggregate_histograms(op, &mut buf, &hbuf, p, origin)
+                        };
+                        values.push(value);
+                        if with_hists {
+                            hists.push(hist.map(Arc::new));
+                        }
                     }
                     // a group keeps `__name__` only under `by (__name__)`; it is dropped at the
                     // end if any member's name was to be dropped
                     let drop_name = m.iter().any(|&i| v[i].drop_name);
-                    out.push(StepSeries { labels: groups[g].clone(), values, hists: Vec::new(), drop_name });
+                    if !hists.iter().any(Option::is_some) {
+                        hists.clear();
+                    }
+                    out.push(StepSeries { labels: groups[g].clone(), values, hists, drop_name });
                 }
                 Ok(Value::Vector(out))
             }

@@ -4,7 +4,7 @@
 //! zero bucket, exponential in the exponential buckets).
 
 use promflow_storage::native_histogram::Bucket;
-use promflow_storage::FloatHistogram;
+use promflow_storage::{FloatHistogram, HistogramSample};
 
 use crate::kahan_inc;
 
@@ -196,4 +196,196 @@ pub fn histogram_fraction(lower: f64, upper: f64, h: &FloatHistogram) -> (f64, O
     let lower_rank = lower_rank.filter(|r| *r <= count).unwrap_or(count);
     let upper_rank = upper_rank.filter(|r| *r <= count).unwrap_or(count);
     ((upper_rank - lower_rank) / h.count, note)
+}
+
+/// What a function over a window of native histograms has to say about it, as Prometheus's
+/// annotations (the caller names the metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowNote {
+    /// A counter function met a gauge histogram.
+    NotCounter,
+    /// A gauge function met a counter histogram.
+    NotGauge,
+    /// Exponential and custom buckets met: no answer.
+    MixedSchemas,
+    /// Custom buckets of different bounds were subtracted on the bounds they share.
+    ReconciledSubtraction,
+    /// Custom buckets of different bounds were added on the bounds they share.
+    ReconciledAddition,
+}
+
+/// The increase of a counter histogram (or the change of a gauge one) from the first to the
+/// last of `points`, counter resets accounted for; `None` when the histograms cannot be
+/// combined (Prometheus's `histogramRate`).
+fn histogram_increase(
+    points: &[HistogramSample],
+    is_counter: bool,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    use promflow_storage::native_histogram::CounterResetHint::Gauge;
+    let (first, last) = (&points[0].h, &points[points.len() - 1].h);
+    if is_counter && (first.hint == Gauge || last.hint == Gauge) {
+        notes.push(WindowNote::NotCounter);
+    }
+    // a reset right after the first histogram: the counter started from nothing
+    let mut prev = (**first).clone();
+    if is_counter && points[1].h.detect_reset(first) {
+        prev = FloatHistogram::empty_like(&points[1].h);
+    }
+    if last.uses_custom_buckets() != prev.uses_custom_buckets() {
+        notes.push(WindowNote::MixedSchemas);
+        return None;
+    }
+    let mut min_schema = last.schema.min(prev.schema);
+    if is_counter {
+        for p in &points[1..points.len() - 1] {
+            if p.h.hint == Gauge {
+                notes.push(WindowNote::NotCounter);
+            }
+            min_schema = min_schema.min(p.h.schema);
+            if p.h.uses_custom_buckets() != prev.uses_custom_buckets() {
+                notes.push(WindowNote::MixedSchemas);
+                return None;
+            }
+        }
+    }
+    let mut last = (**last).clone();
+    last.reduce_resolution(min_schema);
+    let Ok((mut h, reconciled)) = last.sub(&prev) else {
+        notes.push(WindowNote::MixedSchemas);
+        return None;
+    };
+    if reconciled {
+        notes.push(WindowNote::ReconciledSubtraction);
+    }
+    if is_counter {
+        let mut prev = &prev;
+        for p in &points[1..] {
+            if p.h.detect_reset(prev) {
+                let Ok((sum, reconciled)) = h.add(prev) else {
+                    notes.push(WindowNote::MixedSchemas);
+                    return None;
+                };
+                h = sum;
+                if reconciled {
+                    notes.push(WindowNote::ReconciledAddition);
+                }
+            }
+            prev = &p.h;
+        }
+    } else if first.hint != Gauge || points[points.len() - 1].h.hint != Gauge {
+        notes.push(WindowNote::NotGauge);
+    }
+    h.hint = Gauge;
+    Some(h)
+}
+
+/// `rate`, `increase` (`is_counter`) or `delta` of the histograms in a window `(start, end]`
+/// of `range_ms`, extrapolated to the window's edges as Prometheus extrapolates floats.
+pub fn histogram_rate(
+    points: &[HistogramSample],
+    start: i64,
+    end: i64,
+    range_ms: i64,
+    is_counter: bool,
+    is_rate: bool,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    if points.len() < 2 {
+        return None;
+    }
+    let mut h = histogram_increase(points, is_counter, notes)?;
+    let (first_t, last_t) = (points[0].t, points[points.len() - 1].t);
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let average = sampled / (points.len() - 1) as f64;
+    let threshold = average * 1.1;
+    let mut to_start = (first_t - start) as f64 / 1000.0;
+    let mut to_end = (end - last_t) as f64 / 1000.0;
+    if to_start >= threshold {
+        to_start = average / 2.0;
+    }
+    if is_counter && h.count > 0.0 && points[0].h.count >= 0.0 {
+        // a counter is not extrapolated below zero
+        to_start = to_start.min(sampled * (points[0].h.count / h.count));
+    }
+    if to_end >= threshold {
+        to_end = average / 2.0;
+    }
+    let mut factor = if sampled != 0.0 { (sampled + to_start + to_end) / sampled } else { 1.0 };
+    if is_rate {
+        factor /= range_ms as f64 / 1000.0;
+    }
+    h.scale(factor);
+    Some(h)
+}
+
+/// `irate` (`is_rate`) or `idelta` of the last two histograms of a window.
+pub fn histogram_instant(
+    prev: &HistogramSample,
+    last: &HistogramSample,
+    is_rate: bool,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    use promflow_storage::native_histogram::CounterResetHint::Gauge;
+    let interval = last.t - prev.t;
+    if interval == 0 {
+        return None;
+    }
+    let both_gauges = last.h.hint == Gauge && prev.h.hint == Gauge;
+    if is_rate && (last.h.hint == Gauge || prev.h.hint == Gauge) {
+        notes.push(WindowNote::NotCounter);
+    }
+    if !is_rate && !both_gauges {
+        notes.push(WindowNote::NotGauge);
+    }
+    let mut h = (*last.h).clone();
+    if !is_rate || !last.h.detect_reset(&prev.h) {
+        let Ok((d, reconciled)) = h.sub(&prev.h) else {
+            notes.push(WindowNote::MixedSchemas);
+            return None;
+        };
+        if reconciled {
+            notes.push(WindowNote::ReconciledSubtraction);
+        }
+        h = d;
+    }
+    h.hint = Gauge;
+    if is_rate {
+        h.divide(interval as f64 / 1000.0);
+    }
+    Some(h)
+}
+
+/// What adding up histograms (`sum` of a group, `sum_over_time`) has to say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SumNotes {
+    /// Custom buckets of different bounds were added on the bounds they share.
+    pub reconciled: bool,
+    /// Histograms saying their counter was reset met histograms saying it was not.
+    pub conflicting_resets: bool,
+}
+
+/// The sum of `hists` (at least one), or the error of the first pair that cannot be added.
+pub fn histogram_sum<'h>(
+    mut hists: impl Iterator<Item = &'h FloatHistogram>,
+) -> Result<(FloatHistogram, SumNotes), promflow_storage::native_histogram::HistogramError> {
+    use promflow_storage::native_histogram::CounterResetHint;
+    let first = hists.next().cloned().unwrap_or_default();
+    let (mut reset, mut not_reset) = (false, false);
+    let mut track = |h: &FloatHistogram| match h.hint {
+        CounterResetHint::CounterReset => reset = true,
+        CounterResetHint::NotCounterReset => not_reset = true,
+        _ => {}
+    };
+    track(&first);
+    let mut notes = SumNotes::default();
+    let mut sum = first;
+    for h in hists {
+        track(h);
+        let (s, reconciled) = sum.add(h)?;
+        sum = s;
+        notes.reconciled |= reconciled;
+    }
+    notes.conflicting_resets = reset && not_reset;
+    Ok((sum, notes))
 }
