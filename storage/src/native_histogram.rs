@@ -261,6 +261,23 @@ impl FloatHistogram {
         self.negative.retain(|b| b.1 != 0.0);
     }
 
+    /// Whether both hold the same observations, bit for bit (NaN equals NaN), whatever
+    /// their counter reset hints (Prometheus's `Equals`, which PromQL's `==` uses).
+    pub fn same_as(&self, other: &FloatHistogram) -> bool {
+        let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
+        let same_buckets = |a: &[(i32, f64)], b: &[(i32, f64)]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0 && same(x.1, y.1))
+        };
+        self.schema == other.schema
+            && same(self.zero_threshold, other.zero_threshold)
+            && same(self.zero_count, other.zero_count)
+            && same(self.count, other.count)
+            && same(self.sum, other.sum)
+            && self.custom_bounds == other.custom_bounds
+            && same_buckets(&self.positive, &other.positive)
+            && same_buckets(&self.negative, &other.negative)
+    }
+
     /// An empty histogram with `like`'s schema and custom bounds: what a counter started
     /// from before its first histogram.
     pub fn empty_like(like: &FloatHistogram) -> FloatHistogram {

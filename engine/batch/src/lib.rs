@@ -52,6 +52,39 @@ impl StepSeries {
     fn has_any(&self) -> bool {
         self.values.iter().any(Option::is_some) || self.hists.iter().any(Option::is_some)
     }
+
+    /// Whether the series has a value, float or histogram, at step `i`.
+    fn has(&self, i: usize) -> bool {
+        self.values[i].is_some() || self.hist(i).is_some()
+    }
+
+    /// The value at step `i` as an operand of a binary operator.
+    fn operand(&self, i: usize) -> Option<kernels::native::Operand<'_>> {
+        match (self.values[i], self.hist(i)) {
+            (Some(v), _) => Some(kernels::native::Operand::Float(v)),
+            (None, Some(h)) => Some(kernels::native::Operand::Histogram(h)),
+            (None, None) => None,
+        }
+    }
+
+    /// Sets the histogram at step `i` (the float there goes).
+    fn set_hist(&mut self, i: usize, h: Option<Arc<FloatHistogram>>) {
+        self.values[i] = None;
+        if h.is_some() && self.hists.is_empty() {
+            self.hists = vec![None; self.values.len()];
+        }
+        if let Some(slot) = self.hists.get_mut(i) {
+            *slot = h;
+        }
+    }
+
+    /// Takes out whatever the series has at step `i`.
+    fn clear(&mut self, i: usize) {
+        self.values[i] = None;
+        if let Some(slot) = self.hists.get_mut(i) {
+            *slot = None;
+        }
+    }
 }
 
 /// A range-valued intermediate: each series' samples and how to find its window at a step.
@@ -239,7 +272,7 @@ fn resets_or_changes(resets: bool, floats: SampleSlice<'_>, hists: &[HistogramSa
             (Point::Float(a), Point::Float(b)) if resets => b < a,
             (Point::Float(a), Point::Float(b)) => a != b && !(a.is_nan() && b.is_nan()),
             (Point::Hist(a), Point::Hist(b)) if resets => b.detect_reset(a),
-            (Point::Hist(a), Point::Hist(b)) => a != b,
+            (Point::Hist(a), Point::Hist(b)) => !a.same_as(b),
             _ => true,
         })
         .count();
@@ -415,7 +448,9 @@ impl Ctx<'_> {
                     Value::Vector(set_op(*op, l, r, &key.grouping, self.opts.stop())?)
                 } else {
                     let delayed = self.opts.delayed_name_removal;
-                    Value::Vector(join(*op, l, r, key, *return_bool, delayed, self.opts.stop())?)
+                    let (joined, notes) = join(*op, l, r, key, *return_bool, delayed, self.opts.stop())?;
+                    self.note_binary(*op, notes);
+                    Value::Vector(joined)
                 }
             }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => self.scalar_op(*op, lhs, rhs, *return_bool)?,
@@ -995,9 +1030,8 @@ impl Ctx<'_> {
         match func {
             VectorFn::Absent => {
                 let v = self.eval_vector(input)?;
-                let values = (0..n)
-                    .map(|i| if v.iter().any(|s| s.values[i].is_some()) { None } else { Some(1.0) })
-                    .collect();
+                let values =
+                    (0..n).map(|i| if v.iter().any(|s| s.has(i)) { None } else { Some(1.0) }).collect();
                 Ok(Value::Vector(vec![StepSeries::new(Labels::from_pairs(labels.iter().cloned()), values)]))
             }
             VectorFn::Scalar => {
@@ -1381,14 +1415,14 @@ impl Ctx<'_> {
                 let mut out = Vec::new();
                 for mut s in v {
                     let offset = s.labels.prometheus_hash() as f64 / u64::MAX as f64;
-                    for (val, &r) in s.values.iter_mut().zip(&param_num) {
+                    for (i, &r) in param_num.iter().enumerate() {
                         let r = r.clamp(-1.0, 1.0);
                         let keep = (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r);
                         if !keep {
-                            *val = None;
+                            s.clear(i);
                         }
                     }
-                    if s.values.iter().any(Option::is_some) {
+                    if s.has_any() {
                         out.push(s);
                     }
                 }
@@ -1547,11 +1581,56 @@ impl Ctx<'_> {
                 }
             }
         }
-        v.retain(|s| s.values.iter().any(|x| x.is_some()));
+        // histograms: scaled by `*` and `/`, kept or not by `==` and `!=` of histograms, left out
+        // (with an info) by what does not take them
+        let mut notes = Vec::new();
+        for s in v.iter_mut().filter(|s| !s.hists.is_empty()) {
+            for (i, &x) in sc.iter().enumerate() {
+                let Some(h) = s.hist(i).cloned() else { continue };
+                let (hist, scalar) =
+                    (kernels::native::Operand::Histogram(&h), kernels::native::Operand::Float(x));
+                let (l, r) = if scalar_left { (scalar, hist) } else { (hist, scalar) };
+                let (result, keep) = kernels::native::binary(op, l, r, &mut notes);
+                if return_bool {
+                    s.set_hist(i, None);
+                    s.values[i] = Some(if keep { 1.0 } else { 0.0 });
+                } else if !keep {
+                    s.set_hist(i, None);
+                } else if !op.is_comparison() {
+                    s.set_hist(i, result.map(Arc::new));
+                }
+            }
+        }
+        self.note_binary(op, notes);
+        v.retain(StepSeries::has_any);
         if drop_name {
             Ok(Value::Vector(self.drop_names(v)?))
         } else {
             Ok(Value::Vector(v))
+        }
+    }
+
+    /// The annotations of binary operations over histograms.
+    fn note_binary(&mut self, op: BinOp, notes: Vec<kernels::native::BinaryNote>) {
+        use kernels::native::BinaryNote;
+        let what = |addition: bool| if addition { "addition" } else { "subtraction" };
+        for note in notes {
+            let (level, text) = match note {
+                BinaryNote::Incompatible(text) => (Level::Info, text),
+                BinaryNote::IncompatibleLayout => (
+                    Level::Warning,
+                    format!("incompatible bucket layout encountered for binary operator {}", op.symbol()),
+                ),
+                BinaryNote::Reconciled(addition) => (
+                    Level::Info,
+                    format!("mismatched custom buckets were reconciled during {}", what(addition)),
+                ),
+                BinaryNote::CounterResetCollision(addition) => (
+                    Level::Warning,
+                    format!("conflicting counter resets during histogram {}", what(addition)),
+                ),
+            };
+            self.annotations.add(level, text, None);
         }
     }
 
@@ -1737,15 +1816,18 @@ fn merge_same_labels(v: Vec<StepSeries>) -> Result<Vec<StepSeries>, Error> {
             }
             Some(&i) => {
                 let target = &mut out[i];
-                for (a, b) in target.values.iter_mut().zip(s.values) {
-                    match (&a, b) {
-                        (Some(_), Some(_)) => {
-                            return Err(Error::Execution(
-                                "vector cannot contain metrics with the same labelset".into(),
-                            ))
-                        }
-                        (None, Some(x)) => *a = Some(x),
-                        _ => {}
+                for step in 0..s.values.len() {
+                    if !s.has(step) {
+                        continue;
+                    }
+                    if target.has(step) {
+                        return Err(Error::Execution(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                    match s.values[step] {
+                        Some(x) => target.values[step] = Some(x),
+                        None => target.set_hist(step, s.hist(step).cloned()),
                     }
                 }
             }
@@ -1768,8 +1850,8 @@ fn set_op(
     for s in &r {
         stop.check()?;
         let e = rsig.entry(sig(s)).or_insert_with(|| vec![false; n]);
-        for (i, v) in s.values.iter().enumerate() {
-            e[i] |= v.is_some();
+        for (i, present) in e.iter_mut().enumerate() {
+            *present |= s.has(i);
         }
     }
     match op {
@@ -1779,13 +1861,12 @@ fn set_op(
             for mut s in l {
                 stop.check()?;
                 let present = rsig.get(&sig(&s));
-                for (i, v) in s.values.iter_mut().enumerate() {
-                    let has = present.is_some_and(|p| p[i]);
-                    if has != want {
-                        *v = None;
+                for i in 0..n {
+                    if present.is_some_and(|p| p[i]) != want {
+                        s.clear(i);
                     }
                 }
-                if s.values.iter().any(|x| x.is_some()) {
+                if s.has_any() {
                     out.push(s);
                 }
             }
@@ -1796,21 +1877,21 @@ fn set_op(
             for s in &l {
                 stop.check()?;
                 let e = lsig.entry(sig(s)).or_insert_with(|| vec![false; n]);
-                for (i, v) in s.values.iter().enumerate() {
-                    e[i] |= v.is_some();
+                for (i, present) in e.iter_mut().enumerate() {
+                    *present |= s.has(i);
                 }
             }
             let mut out = l;
             for mut s in r {
                 stop.check()?;
                 if let Some(p) = lsig.get(&sig(&s)) {
-                    for (i, v) in s.values.iter_mut().enumerate() {
-                        if p[i] {
-                            *v = None;
+                    for (i, &present) in p.iter().enumerate() {
+                        if present {
+                            s.clear(i);
                         }
                     }
                 }
-                if s.values.iter().any(|x| x.is_some()) {
+                if s.has_any() {
                     out.push(s);
                 }
             }
@@ -1829,7 +1910,9 @@ fn join(
     return_bool: bool,
     delayed_name_removal: bool,
     stop: Stop<'_>,
-) -> Result<Vec<StepSeries>, Error> {
+) -> Result<(Vec<StepSeries>, Vec<kernels::native::BinaryNote>), Error> {
+    use kernels::native::Operand;
+    let mut notes = Vec::new();
     let n = lhs.first().or(rhs.first()).map_or(0, |s| s.values.len());
     let (g, card) = (&key.grouping, &key.card);
     // "many" is the side whose labels the result keeps; "one" must be unique per signature.
@@ -1856,15 +1939,15 @@ fn join(
         let sig = grouping_key(&m.labels, g);
         let candidates = by_sig.get(&sig).map(Vec::as_slice).unwrap_or(&[]);
         for step in 0..n {
-            let Some(mv) = m.values[step] else { continue };
-            let mut matched = candidates.iter().filter(|&&i| one[i].values[step].is_some());
+            let Some(mv) = m.operand(step) else { continue };
+            let mut matched = candidates.iter().filter(|&&i| one[i].has(step));
             let first = matched.next();
             if matched.next().is_some() {
                 let side = if swapped { "left" } else { "right" };
                 return Err(Error::Execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}];many-to-many matching not allowed: matching labels must be unique on one side",
                     sig,
-                    candidates.iter().filter(|&&i| one[i].values[step].is_some()).map(|&i| one[i].labels.to_string()).collect::<Vec<_>>().join(", ")
+                    candidates.iter().filter(|&&i| one[i].has(step)).map(|&i| one[i].labels.to_string()).collect::<Vec<_>>().join(", ")
                 )));
             }
             let repeated = seen_many.insert((sig.clone(), step), ()).is_some();
@@ -1874,14 +1957,27 @@ fn join(
                 ));
             }
             let (ov, one_labels) = match first {
-                Some(&oi) => (one[oi].values[step].unwrap_or(f64::NAN), &one[oi].labels),
+                Some(&oi) => (one[oi].operand(step).unwrap_or(Operand::Float(f64::NAN)), &one[oi].labels),
                 None => match key.fill_one {
-                    Some(v) => (v, &no_labels),
+                    Some(v) => (Operand::Float(v), &no_labels),
                     None => continue,
                 },
             };
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
-            if let Some(value) = combine(op, lv, rv, return_bool) {
+            let value = match (lv, rv) {
+                (Operand::Float(lv), Operand::Float(rv)) => {
+                    combine(op, lv, rv, return_bool).map(StepValue::Float)
+                }
+                (lv, rv) => {
+                    let (result, keep) = kernels::native::binary(op, lv, rv, &mut notes);
+                    if return_bool {
+                        Some(StepValue::Float(if keep { 1.0 } else { 0.0 }))
+                    } else {
+                        result.filter(|_| keep).map(|h| StepValue::Histogram(Arc::new(h)))
+                    }
+                }
+            };
+            if let Some(value) = value {
                 let labels = result_labels(&m.labels, one_labels, g, one_to_one, include, strip_name);
                 // a filtering comparison keeps the left series as it is, mark included
                 out.set(labels, !strip_name && m.drop_name, step, value)?;
@@ -1900,7 +1996,7 @@ fn join(
                 }
                 let (lv, rv) = if swapped { (ov, fill) } else { (fill, ov) };
                 if let Some(value) = combine(op, lv, rv, return_bool) {
-                    out.set(one_sigs[oi].clone(), false, step, value)?;
+                    out.set(one_sigs[oi].clone(), false, step, StepValue::Float(value))?;
                 }
             }
         }
@@ -1911,7 +2007,13 @@ fn join(
             s.drop_name = true;
         }
     }
-    Ok(series)
+    Ok((series, notes))
+}
+
+/// A join's value at a step.
+enum StepValue {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>),
 }
 
 /// The series a join produces, one per label set.
@@ -1938,14 +2040,17 @@ impl JoinOutput {
     }
 
     /// Sets the value of `labels` at `step`; a second value there is Prometheus's error.
-    fn set(&mut self, labels: Labels, drop_name: bool, step: usize, value: f64) -> Result<(), Error> {
+    fn set(&mut self, labels: Labels, drop_name: bool, step: usize, value: StepValue) -> Result<(), Error> {
         let i = self.slot(labels, drop_name);
-        if self.series[i].values[step].is_some() {
+        if self.series[i].has(step) {
             return Err(Error::Execution(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
         }
-        self.series[i].values[step] = Some(value);
+        match value {
+            StepValue::Float(v) => self.series[i].values[step] = Some(v),
+            StepValue::Histogram(h) => self.series[i].set_hist(step, Some(h)),
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! `histogram_fraction` with Prometheus's interpolation (linear in custom buckets and in the
 //! zero bucket, exponential in the exponential buckets).
 
+use promflow_plan::BinOp;
 use promflow_storage::native_histogram::Bucket;
 use promflow_storage::{FloatHistogram, HistogramSample};
 
@@ -388,4 +389,104 @@ pub fn histogram_sum<'h>(
     }
     notes.conflicting_resets = reset && not_reset;
     Ok((sum, notes))
+}
+
+/// One side of a binary operator at one step.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    /// A float sample (or a scalar).
+    Float(f64),
+    /// A native histogram.
+    Histogram(&'a FloatHistogram),
+}
+
+impl Operand<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Operand::Float(_) => "float",
+            Operand::Histogram(_) => "histogram",
+        }
+    }
+}
+
+/// What a binary operator over histograms has to say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BinaryNote {
+    /// The operator does not apply to these types (`float + histogram`): no element.
+    Incompatible(String),
+    /// Exponential and custom buckets met: no element.
+    IncompatibleLayout,
+    /// Custom buckets of different bounds were reconciled (`true`: in an addition).
+    Reconciled(bool),
+    /// A histogram saying its counter was reset met one saying it was not.
+    CounterResetCollision(bool),
+}
+
+/// What a binary operator yields at one step where a histogram is involved: a float, a
+/// histogram, or nothing (`keep` false: a comparison that does not hold, or types the
+/// operator does not take). Comparisons of histograms (`==`, `!=`) keep the left one.
+pub fn binary(
+    op: BinOp,
+    l: Operand<'_>,
+    r: Operand<'_>,
+    notes: &mut Vec<BinaryNote>,
+) -> (Option<FloatHistogram>, bool) {
+    use promflow_storage::native_histogram::CounterResetHint::{CounterReset, Gauge, NotCounterReset};
+    let incompatible = |notes: &mut Vec<BinaryNote>| {
+        notes.push(BinaryNote::Incompatible(format!(
+            "incompatible sample types encountered for binary operator {:?}: {} {} {}",
+            op.symbol(),
+            l.type_name(),
+            op.symbol(),
+            r.type_name()
+        )));
+        (None, false)
+    };
+    match (l, r) {
+        (Operand::Float(f), Operand::Histogram(h)) | (Operand::Histogram(h), Operand::Float(f))
+            if op == BinOp::Mul =>
+        {
+            let mut h = h.clone();
+            h.scale(f);
+            if f < 0.0 {
+                h.hint = Gauge;
+            }
+            (Some(h), true)
+        }
+        (Operand::Histogram(h), Operand::Float(f)) if op == BinOp::Div => {
+            let mut h = h.clone();
+            h.divide(f);
+            if f < 0.0 {
+                h.hint = Gauge;
+            }
+            (Some(h), true)
+        }
+        (Operand::Histogram(a), Operand::Histogram(b)) => match op {
+            BinOp::Add | BinOp::Sub => {
+                let addition = op == BinOp::Add;
+                let result = if addition { a.add(b) } else { a.sub(b) };
+                let Ok((mut h, reconciled)) = result else {
+                    notes.push(BinaryNote::IncompatibleLayout);
+                    return (None, false);
+                };
+                if reconciled {
+                    notes.push(BinaryNote::Reconciled(addition));
+                }
+                if matches!(
+                    (a.hint, b.hint),
+                    (CounterReset, NotCounterReset) | (NotCounterReset, CounterReset)
+                ) {
+                    notes.push(BinaryNote::CounterResetCollision(addition));
+                }
+                if !addition {
+                    h.hint = Gauge;
+                }
+                (Some(h), true)
+            }
+            BinOp::Eq => (Some(a.clone()), a.same_as(b)),
+            BinOp::Ne => (Some(a.clone()), !a.same_as(b)),
+            _ => incompatible(notes),
+        },
+        _ => incompatible(notes),
+    }
 }
