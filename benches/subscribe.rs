@@ -90,6 +90,7 @@ impl Writer {
                 .map(|l| TimeSeries {
                     labels: l.clone(),
                     samples: vec![Sample { timestamp: t, value: self.rng.below(10_000) as f64 / 100.0 }],
+                    histograms: Vec::new(),
                 })
                 .collect();
             let body = promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] });

@@ -163,7 +163,11 @@ fn execute(browser: &Browser, ui: &Ui) -> f64 {
 fn round_body(specs: &[SeriesSpec], ts: i64, value: f64) -> Vec<u8> {
     let timeseries = specs
         .iter()
-        .map(|s| TimeSeries { labels: s.labels.clone(), samples: vec![Sample { timestamp: ts, value }] })
+        .map(|s| TimeSeries {
+            labels: s.labels.clone(),
+            samples: vec![Sample { timestamp: ts, value }],
+            histograms: Vec::new(),
+        })
         .collect();
     promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] })
 }

@@ -270,7 +270,11 @@ impl<'a> Rounds<'a> {
                 let timeseries = chunk
                     .iter()
                     .zip(samples)
-                    .map(|(spec, s)| TimeSeries { labels: spec.labels.clone(), samples: std::mem::take(s) })
+                    .map(|(spec, s)| TimeSeries {
+                        labels: spec.labels.clone(),
+                        samples: std::mem::take(s),
+                        histograms: Vec::new(),
+                    })
                     .collect();
                 Arc::new(promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] }))
             })

@@ -216,15 +216,14 @@ pub trait Querier: Send + Sync {
     /// Series matching all `matchers` that have samples in `mint..=maxt`, with those samples.
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
     /// The native-histogram samples in `mint..=maxt` of the series matching all `matchers`
-    /// that have some, sorted by labels. A querier over a source without histograms has none.
+    /// that have some, sorted by labels. (No default: a querier that wraps another and
+    /// forgot it would answer every histogram query with nothing.)
     fn select_histograms(
         &self,
-        _matchers: &[Matcher],
-        _mint: Timestamp,
-        _maxt: Timestamp,
-    ) -> Result<Vec<HistogramSeries>, Error> {
-        Ok(Vec::new())
-    }
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<HistogramSeries>, Error>;
     /// Label sets of the series matching all `matchers` with samples in the range, sorted.
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error>;
     /// Sorted label names of matching series (all series when `matchers` is empty).

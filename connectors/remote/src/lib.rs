@@ -3,11 +3,13 @@
 #![warn(missing_docs)]
 
 pub mod chunks;
+mod histogram;
 pub mod read;
 pub mod reader;
 pub mod sender;
 mod wire;
 
+pub use histogram::{BucketSpan, Histogram};
 pub use sender::RemoteWriter;
 pub use wire::RequestView;
 
@@ -27,6 +29,10 @@ pub enum Error {
     /// A series has no labels or an invalid label.
     #[error("invalid series {0}: {1}")]
     InvalidSeries(String, String),
+    /// A native histogram is not one (spans that do not match its buckets, negative counts,
+    /// custom bounds out of order).
+    #[error("invalid histogram: {0}")]
+    InvalidHistogram(String),
     /// The body is not zstd-compressed, or decompresses to too much.
     #[error("zstd decode: {0}")]
     Zstd(String),
@@ -62,6 +68,9 @@ pub struct TimeSeries {
     /// Float samples.
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// Native-histogram samples.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
 }
 
 /// `prometheus.Label`.
@@ -200,7 +209,7 @@ pub struct WriteRequestV2 {
     pub timeseries: Vec<TimeSeriesV2>,
 }
 
-/// `io.prometheus.write.v2.TimeSeries` (float samples only).
+/// `io.prometheus.write.v2.TimeSeries` (float samples and native histograms).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TimeSeriesV2 {
     /// Name and value references into the symbol table, pair after pair.
@@ -209,6 +218,9 @@ pub struct TimeSeriesV2 {
     /// Float samples.
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// Native-histogram samples.
+    #[prost(message, repeated, tag = "3")]
+    pub histograms: Vec<Histogram>,
 }
 
 impl WriteRequestV2 {
@@ -232,6 +244,7 @@ impl WriteRequestV2 {
             .map(|ts| TimeSeriesV2 {
                 labels_refs: ts.labels.iter().flat_map(|l| [refer(&l.name), refer(&l.value)]).collect(),
                 samples: ts.samples.clone(),
+                histograms: ts.histograms.clone(),
             })
             .collect();
         WriteRequestV2 { symbols, timeseries }
@@ -260,11 +273,11 @@ impl WriteRequest {
 
 /// Appends every sample of `req` to `app`, stopping at the first series or sample that is
 /// refused, so the caller can roll the whole request back as Prometheus does. Returns the
-/// sample count.
-pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<usize, Error> {
-    let mut n = 0;
+/// float sample and histogram counts.
+pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<(usize, usize), Error> {
+    let (mut n, mut histograms) = (0, 0);
     let mut scratch: Vec<(&str, &str)> = Vec::new();
-    for (pairs, samples) in req.series() {
+    for (pairs, samples, hists) in req.series() {
         scratch.clear();
         scratch.extend_from_slice(pairs);
         check_names(&mut scratch)?;
@@ -280,8 +293,26 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<u
             })?;
             n += 1;
         }
+        if hists.is_empty() {
+            continue;
+        }
+        let owned = labels.to_labels();
+        for h in hists {
+            let refused = |e: String| {
+                Error::InvalidSeries(quoted(labels.pairs()), format!("{e} (timestamp {})", h.timestamp))
+            };
+            let fh = h.to_float_histogram().map_err(|e| refused(e.to_string()))?;
+            app.append_histogram(&owned, h.timestamp, fh).map_err(|e| {
+                if e.is_sample_error() {
+                    refused(e.to_string())
+                } else {
+                    Error::Storage(e)
+                }
+            })?;
+            histograms += 1;
+        }
     }
-    Ok(n)
+    Ok((n, histograms))
 }
 
 /// Refuses a series with an empty label name or a name given twice, as Prometheus's
@@ -334,12 +365,13 @@ mod tests {
             timeseries: vec![TimeSeries {
                 labels: vec![Label { name: "__name__".into(), value: "x".into() }],
                 samples: vec![Sample { value: 1.5, timestamp: 1000 }],
+                histograms: vec![],
             }],
             metadata: vec![],
         };
         let raw = decompress(&encode(&req)).unwrap();
         let view = RequestView::parse(&raw).unwrap();
-        let series: Vec<_> = view.series().collect();
+        let series: Vec<_> = view.series().map(|(l, s, _)| (l, s)).collect();
         assert_eq!(series, vec![(&[("__name__", "x")][..], &[(1000, 1.5)][..])]);
     }
 

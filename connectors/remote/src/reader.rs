@@ -281,6 +281,16 @@ impl Querier for Fanout<'_> {
         Ok(merge(all))
     }
 
+    /// Local only: remote read brings float samples.
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::HistogramSeries>, promflow_storage::Error> {
+        self.local.select_histograms(matchers, mint, maxt)
+    }
+
     fn series(
         &self,
         matchers: &[Matcher],

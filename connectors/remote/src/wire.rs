@@ -6,7 +6,9 @@
 //! directly and hands out `&str`s into the body; the storage looks known series up by them
 //! without allocating (see `Appender::append_ref`).
 
-use crate::Error;
+use prost::Message;
+
+use crate::{Error, Histogram};
 
 /// A label's name and value as sent.
 pub type LabelPair<'a> = (&'a str, &'a str);
@@ -18,15 +20,15 @@ pub struct RequestView<'a> {
     pairs: Vec<LabelPair<'a>>,
     /// Every series' samples as (timestamp, value), one series after another.
     samples: Vec<(i64, f64)>,
-    /// Per series: the end of its pairs and of its samples in the two vectors.
-    ends: Vec<(u32, u32)>,
-    /// Native histogram samples skipped (remote write 2.0).
-    histograms: usize,
+    /// Every series' native histograms, one series after another.
+    histograms: Vec<Histogram>,
+    /// Per series: the end of its pairs, of its samples and of its histograms.
+    ends: Vec<(u32, u32, u32)>,
 }
 
 impl<'a> RequestView<'a> {
-    /// Parses a decompressed `WriteRequest`. Fields other than labels and float samples
-    /// (metadata, exemplars, histograms) are skipped, as unknown fields are.
+    /// Parses a decompressed `WriteRequest`. Fields other than labels, float samples and
+    /// native histograms (metadata, exemplars) are skipped, as unknown fields are.
     pub fn parse(raw: &'a [u8]) -> Result<Self, Error> {
         let mut view = RequestView::default();
         let mut r = Reader(raw);
@@ -41,9 +43,8 @@ impl<'a> RequestView<'a> {
     }
 
     /// Parses a decompressed remote write 2.0 `io.prometheus.write.v2.Request`: labels are
-    /// references into the request's symbol table. Native histograms, exemplars, metadata
-    /// and created timestamps are skipped (promflow stores float samples); the number of
-    /// series that held histograms is [`RequestView::histograms_skipped`].
+    /// references into the request's symbol table. Exemplars, metadata and created
+    /// timestamps are skipped.
     pub fn parse_v2(raw: &'a [u8]) -> Result<Self, Error> {
         // the symbols may come after the series on the wire: collect them first
         let mut symbols: Vec<&'a str> = Vec::new();
@@ -81,10 +82,7 @@ impl<'a> RequestView<'a> {
                 }
                 (1, VARINT) => refs.push(r.varint()?),
                 (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?),
-                (3, LEN) => {
-                    r.bytes()?;
-                    self.histograms += 1;
-                }
+                (3, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
                 (1..=3, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
                 _ => r.skip(wire)?,
             }
@@ -101,14 +99,14 @@ impl<'a> RequestView<'a> {
         for pair in refs.chunks(2) {
             self.pairs.push((symbol(pair[0])?, symbol(pair[1])?));
         }
-        let end = |n: usize| u32::try_from(n).map_err(|_| Error::Malformed("request too large"));
-        self.ends.push((end(self.pairs.len())?, end(self.samples.len())?));
-        Ok(())
+        self.end_series()
     }
 
-    /// Native histogram samples a 2.0 request held, which promflow does not store.
-    pub fn histograms_skipped(&self) -> usize {
-        self.histograms
+    /// Closes the series whose pairs, samples and histograms were pushed last.
+    fn end_series(&mut self) -> Result<(), Error> {
+        let end = |n: usize| u32::try_from(n).map_err(|_| Error::Malformed("request too large"));
+        self.ends.push((end(self.pairs.len())?, end(self.samples.len())?, end(self.histograms.len())?));
+        Ok(())
     }
 
     fn parse_series(&mut self, raw: &'a [u8]) -> Result<(), Error> {
@@ -117,13 +115,12 @@ impl<'a> RequestView<'a> {
             match (field, wire) {
                 (1, LEN) => self.pairs.push(parse_label(r.bytes()?)?),
                 (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?),
-                (1 | 2, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
+                (4, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
+                (1 | 2 | 4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
                 _ => r.skip(wire)?,
             }
         }
-        let end = |n: usize| u32::try_from(n).map_err(|_| Error::Malformed("request too large"));
-        self.ends.push((end(self.pairs.len())?, end(self.samples.len())?));
-        Ok(())
+        self.end_series()
     }
 
     /// Number of series.
@@ -136,13 +133,15 @@ impl<'a> RequestView<'a> {
         self.ends.is_empty()
     }
 
-    /// Each series' label pairs (as sent: not yet sorted or checked) and samples.
-    pub fn series(&self) -> impl Iterator<Item = (&[LabelPair<'a>], &[(i64, f64)])> + '_ {
-        let mut start = (0usize, 0usize);
-        self.ends.iter().map(move |&(p, s)| {
-            let (p, s) = (p as usize, s as usize);
-            let out = (&self.pairs[start.0..p], &self.samples[start.1..s]);
-            start = (p, s);
+    /// Each series' label pairs (as sent: not yet sorted or checked), float samples and
+    /// native histograms.
+    #[allow(clippy::type_complexity)]
+    pub fn series(&self) -> impl Iterator<Item = (&[LabelPair<'a>], &[(i64, f64)], &[Histogram])> + '_ {
+        let mut start = (0usize, 0usize, 0usize);
+        self.ends.iter().map(move |&(p, s, h)| {
+            let (p, s, h) = (p as usize, s as usize, h as usize);
+            let out = (&self.pairs[start.0..p], &self.samples[start.1..s], &self.histograms[start.2..h]);
+            start = (p, s, h);
             out
         })
     }
@@ -175,6 +174,10 @@ fn parse_sample(raw: &[u8]) -> Result<(i64, f64), Error> {
         }
     }
     Ok((t, v))
+}
+
+fn parse_histogram(raw: &[u8]) -> Result<Histogram, Error> {
+    Histogram::decode(raw).map_err(|_| Error::Malformed("Histogram: not a histogram message"))
 }
 
 fn utf8(b: &[u8]) -> Result<&str, Error> {
@@ -247,6 +250,64 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn reads_integer_and_float_histograms_in_1_0_and_2_0() {
+        use crate::{BucketSpan, Histogram};
+        // an integer histogram: buckets 0 and 1 (1 and 3 observations), deltas 1, +2
+        let int = Histogram {
+            count_int: Some(6),
+            sum: 7.5,
+            schema: 1,
+            zero_threshold: 0.001,
+            zero_count_int: Some(2),
+            positive_spans: vec![BucketSpan { offset: 0, length: 2 }],
+            positive_deltas: vec![1, 2],
+            timestamp: 1000,
+            ..Histogram::default()
+        };
+        let float = Histogram {
+            count_float: Some(4.0),
+            sum: 1.0,
+            schema: -53,
+            positive_spans: vec![BucketSpan { offset: 0, length: 2 }],
+            positive_counts: vec![1.0, 3.0],
+            custom_values: vec![0.5],
+            reset_hint: 3,
+            timestamp: 2000,
+            ..Histogram::default()
+        };
+        let v1 = crate::WriteRequest {
+            timeseries: vec![crate::TimeSeries {
+                labels: vec![crate::Label { name: "__name__".into(), value: "latency".into() }],
+                samples: vec![],
+                histograms: vec![int.clone(), float.clone()],
+            }],
+            metadata: vec![],
+        };
+        let (raw1, raw2) = (v1.encode_to_vec(), crate::WriteRequestV2::from_v1(&v1).encode_to_vec());
+        for view in [RequestView::parse(&raw1).unwrap(), RequestView::parse_v2(&raw2).unwrap()] {
+            let (_, _, hists) = view.series().next().unwrap();
+            assert_eq!(hists, &[int.clone(), float.clone()][..]);
+        }
+        let h = int.to_float_histogram().unwrap();
+        assert_eq!((h.count, h.zero_count, h.positive_buckets()), (6.0, 2.0, &[(0, 1.0), (1, 3.0)][..]));
+        let g = float.to_float_histogram().unwrap();
+        assert_eq!(
+            (g.custom_bounds(), g.hint),
+            (&[0.5][..], promflow_storage::native_histogram::CounterResetHint::Gauge)
+        );
+        assert_eq!(Histogram::from_float_histogram(2000, &g).to_float_histogram().unwrap(), g);
+        // what Prometheus refuses
+        let bad_spans = Histogram { positive_deltas: vec![1], ..int.clone() };
+        assert!(bad_spans.to_float_histogram().is_err());
+        let negative = Histogram { positive_deltas: vec![1, -2], ..int.clone() };
+        assert!(negative.to_float_histogram().is_err());
+        let unordered = Histogram { custom_values: vec![2.0, 1.0], ..float.clone() };
+        assert!(unordered.to_float_histogram().is_err());
+        let bad_schema = Histogram { schema: 9, ..int };
+        assert!(bad_schema.to_float_histogram().is_err());
+    }
+
+    #[test]
     fn reads_remote_write_2_0_through_its_symbol_table() {
         let v1 = crate::WriteRequest {
             timeseries: vec![crate::TimeSeries {
@@ -255,6 +316,7 @@ mod tests {
                     crate::Label { name: "job".into(), value: "up".into() },
                 ],
                 samples: vec![crate::Sample { value: 1.0, timestamp: 5 }],
+                histograms: vec![],
             }],
             metadata: vec![],
         };
@@ -262,7 +324,7 @@ mod tests {
         assert_eq!(v2.symbols, ["", "__name__", "up", "job"], "each string once");
         let raw = v2.encode_to_vec();
         let view = RequestView::parse_v2(&raw).unwrap();
-        let series: Vec<_> = view.series().collect();
+        let series: Vec<_> = view.series().map(|(l, s, _)| (l, s)).collect();
         assert_eq!(series, vec![(&[("__name__", "up"), ("job", "up")][..], &[(5, 1.0)][..])]);
         let mut odd = v2.clone();
         odd.timeseries[0].labels_refs.pop();
@@ -285,8 +347,13 @@ mod tests {
                         Sample { value: 1.5, timestamp: 1000 },
                         Sample { value: f64::NAN, timestamp: -5 },
                     ],
+                    histograms: vec![],
                 },
-                TimeSeries { labels: vec![Label { name: "a".into(), value: "".into() }], samples: vec![] },
+                TimeSeries {
+                    labels: vec![Label { name: "a".into(), value: "".into() }],
+                    samples: vec![],
+                    histograms: vec![],
+                },
             ],
             metadata: vec![crate::MetricMetadata {
                 r#type: 1,
@@ -301,7 +368,7 @@ mod tests {
     fn reads_what_prost_writes() {
         let raw = request().encode_to_vec();
         let view = RequestView::parse(&raw).unwrap();
-        let got: Vec<_> = view.series().map(|(l, s)| (l.to_vec(), s.to_vec())).collect();
+        let got: Vec<_> = view.series().map(|(l, s, _)| (l.to_vec(), s.to_vec())).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, vec![("__name__", "up"), ("job", "ü")]);
         assert_eq!(got[0].1[0], (1000, 1.5));

@@ -63,6 +63,15 @@ impl Querier for CancelOnTrigger {
         Ok(self.matching(matchers).into_iter().cloned().collect())
     }
 
+    fn select_histograms(
+        &self,
+        _matchers: &[Matcher],
+        _mint: Timestamp,
+        _maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::HistogramSeries>, promflow_storage::Error> {
+        Ok(Vec::new())
+    }
+
     fn series(
         &self,
         matchers: &[Matcher],

@@ -112,6 +112,8 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
             timeseries.push(TimeSeries {
                 labels: wire_labels(s.labels, external),
                 samples: s.samples.iter().map(|x| Sample { value: x.v, timestamp: x.t }).collect(),
+                // remote read answers floats: native histograms are not sent yet
+                histograms: Vec::new(),
             });
         }
         results.push(QueryResult { timeseries });

@@ -288,6 +288,16 @@ impl Querier for Within<'_> {
         Ok(series)
     }
 
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::HistogramSeries>, promflow_storage::Error> {
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.select_histograms(matchers, mint, maxt)
+    }
+
     fn series(
         &self,
         matchers: &[Matcher],

@@ -198,6 +198,11 @@ pub fn start_prometheus(dir: &Path, config: &str) -> Option<Server> {
 
 /// [`start_prometheus`] on `port` (a restart keeps its address and `dir/prom-data`).
 pub fn start_prometheus_on(dir: &Path, config: &str, port: u16) -> Option<Server> {
+    start_prometheus_with(dir, config, port, &[])
+}
+
+/// [`start_prometheus_on`] with more flags (`--enable-feature=…`).
+pub fn start_prometheus_with(dir: &Path, config: &str, port: u16, flags: &[&str]) -> Option<Server> {
     let bin = peer("prometheus")?;
     let cfg = dir.join("prom.yml");
     std::fs::write(&cfg, config).unwrap();
@@ -207,6 +212,7 @@ pub fn start_prometheus_on(dir: &Path, config: &str, port: u16) -> Option<Server
         .arg(format!("--storage.tsdb.path={}", dir.join("prom-data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-remote-write-receiver")
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -221,7 +227,11 @@ pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
     let mut labels: Vec<Label> =
         labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
     labels.sort_by(|a, b| a.name.cmp(&b.name));
-    TimeSeries { labels, samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect() }
+    TimeSeries {
+        labels,
+        samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
+        histograms: Vec::new(),
+    }
 }
 
 /// Sends a remote-write request; returns the HTTP status and body.
@@ -258,6 +268,25 @@ pub fn canonical(v: &Value) -> BTreeMap<String, Vec<(String, f64)>> {
     };
     for item in items {
         let key = item["metric"].to_string();
+        // a native histogram: its count, sum and every bucket, each as a point of its own
+        let hists: Vec<Value> = match (item.get("histogram"), item.get("histograms")) {
+            (Some(h), _) => vec![h.clone()],
+            (_, Some(hs)) => hs.as_array().cloned().unwrap_or_default(),
+            _ => vec![],
+        };
+        for p in hists {
+            let (t, h) = (p[0].to_string(), &p[1]);
+            let number = |v: &Value| v.as_str().unwrap_or("").parse::<f64>().unwrap_or(f64::NAN);
+            let entry = out.entry(format!("{key} histogram")).or_insert_with(Vec::new);
+            entry.push((format!("{t} count"), number(&h["count"])));
+            entry.push((format!("{t} sum"), number(&h["sum"])));
+            for b in h["buckets"].as_array().into_iter().flatten() {
+                entry.push((format!("{t} bucket {} {} {}", b[0], b[1], b[2]), number(&b[3])));
+            }
+        }
+        if item.get("value").is_none() && item.get("values").is_none() {
+            continue;
+        }
         let mut points = Vec::new();
         let vals: Vec<Value> = match item.get("values") {
             Some(v) => v.as_array().cloned().unwrap_or_default(),

@@ -870,7 +870,11 @@ fn to_request(samples: &[(Series, i64, f64)]) -> WriteRequest {
     let mut timeseries: Vec<TimeSeries> = Vec::new();
     for (series, t, v) in samples {
         let i = *index.entry(Arc::as_ptr(series)).or_insert_with(|| {
-            timeseries.push(TimeSeries { labels: series.as_ref().clone(), samples: Vec::new() });
+            timeseries.push(TimeSeries {
+                labels: series.as_ref().clone(),
+                samples: Vec::new(),
+                histograms: Vec::new(),
+            });
             timeseries.len() - 1
         });
         timeseries[i].samples.push(Sample { value: *v, timestamp: *t });

@@ -42,7 +42,7 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         };
         let mut app = state.db.appender();
         match promflow_remote::append_request(&req, app.as_mut()) {
-            Ok(n) => app.commit().map(|_| n).map_err(promflow_remote::Error::Storage),
+            Ok(written) => app.commit().map(|_| written).map_err(promflow_remote::Error::Storage),
             Err(e) => {
                 app.rollback();
                 Err(e)
@@ -50,13 +50,13 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         }
     })
     .await;
-    // remote write 2.0 answers say what was written (histograms and exemplars are not stored)
-    let written = |n: usize, mut r: Response| {
+    // remote write 2.0 answers say what was written (exemplars are not stored)
+    let written = |(samples, histograms): (usize, usize), mut r: Response| {
         if message == Message1or2::V2 {
             let h = r.headers_mut();
             for (name, v) in [
-                ("x-prometheus-remote-write-samples-written", n),
-                ("x-prometheus-remote-write-histograms-written", 0),
+                ("x-prometheus-remote-write-samples-written", samples),
+                ("x-prometheus-remote-write-histograms-written", histograms),
                 ("x-prometheus-remote-write-exemplars-written", 0),
             ] {
                 h.insert(name, v.into());
@@ -68,15 +68,15 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         Ok(Ok(n)) => written(n, StatusCode::NO_CONTENT.into_response()),
         Ok(Err(e @ promflow_remote::Error::TooLarge(_))) => {
             tracing::warn!(error = %e, "remote write: request rejected");
-            written(0, (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
+            written((0, 0), (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
         }
         Ok(Err(promflow_remote::Error::Storage(e))) if !e.is_sample_error() => {
             tracing::error!(error = %e, "remote write: storage failed");
-            written(0, (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+            written((0, 0), (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "remote write: request rejected");
-            written(0, (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())
+            written((0, 0), (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
