@@ -278,6 +278,70 @@ impl FloatHistogram {
             && same_buckets(&self.negative, &other.negative)
     }
 
+    /// The histogram without the observations above `rhs` (`upper`, PromQL's `</`) or below
+    /// it (`>/`): a bucket the bound cuts keeps the share of its count its width below (or
+    /// above) the bound suggests, interpolated as `histogram_fraction` interpolates, and the
+    /// sum is estimated anew from the buckets' midpoints, as Prometheus's `TrimBuckets` does.
+    pub fn trim(&self, rhs: f64, upper: bool) -> FloatHistogram {
+        let custom = self.uses_custom_buckets();
+        let mut h = self.clone();
+        let (mut count, mut sum, mut trimmed) = (0.0, 0.0, false);
+        let (has_positive, has_negative) = (!h.positive.is_empty(), !h.negative.is_empty());
+        let schema = h.schema;
+        let bounds = |i: i32, positive: bool| -> (f64, f64) {
+            if custom {
+                let bound = |i: i32| match usize::try_from(i) {
+                    Err(_) => f64::NEG_INFINITY,
+                    Ok(i) => self.custom_bounds.get(i).copied().unwrap_or(f64::INFINITY),
+                };
+                (bound(i - 1), bound(i))
+            } else if positive {
+                (bucket_bound(schema, i - 1), bucket_bound(schema, i))
+            } else {
+                (-bucket_bound(schema, i), -bucket_bound(schema, i - 1))
+            }
+        };
+        for (positive, buckets) in [(true, &mut h.positive), (false, &mut h.negative)] {
+            for (i, c) in buckets.iter_mut() {
+                let (lower, up) = bounds(*i, positive);
+                let b = Bucket { lower, upper: up, lower_inclusive: false, upper_inclusive: true, count: *c };
+                let whole = if upper { up <= rhs } else { lower >= rhs };
+                let cut = if upper { lower < rhs } else { up > rhs };
+                if whole {
+                    count += *c;
+                    sum += trim_midpoint(lower, up, positive, custom) * *c;
+                } else if cut {
+                    let (keep, midpoint) = trim_bucket(&b, rhs, upper, positive, custom);
+                    count += keep;
+                    sum += midpoint * keep;
+                    if *c != keep {
+                        *c = keep;
+                        trimmed = true;
+                    }
+                } else {
+                    *c = 0.0;
+                    trimmed = true;
+                }
+            }
+        }
+        if h.zero_count > 0.0 {
+            let (keep, midpoint) = trim_zero_bucket(&h, rhs, has_negative, has_positive, upper);
+            if h.zero_count != keep {
+                h.zero_count = keep;
+                trimmed = true;
+            }
+            sum += midpoint * keep;
+            count += keep;
+        }
+        if trimmed {
+            h.count = count;
+            h.sum = sum;
+            h.positive.retain(|b| b.1 != 0.0);
+            h.negative.retain(|b| b.1 != 0.0);
+        }
+        h
+    }
+
     /// An empty histogram with `like`'s schema and custom bounds: what a counter started
     /// from before its first histogram.
     pub fn empty_like(like: &FloatHistogram) -> FloatHistogram {
@@ -339,6 +403,12 @@ impl FloatHistogram {
         self.zero_count /= divisor;
         self.count /= divisor;
         self.sum /= divisor;
+        if divisor == 0.0 {
+            // as in Prometheus: division by zero leaves no bucket
+            self.positive.clear();
+            self.negative.clear();
+            return;
+        }
         for (_, c) in self.positive.iter_mut().chain(self.negative.iter_mut()) {
             *c /= divisor;
         }
@@ -648,6 +718,125 @@ pub fn bucket_bound(schema: i32, index: i32) -> f64 {
     let (whole, fraction) = (index.div_euclid(per_doubling), index.rem_euclid(per_doubling));
     let mantissa = (2f64).powf(f64::from(fraction) / f64::from(per_doubling));
     mantissa * (2f64).powi(whole)
+}
+
+/// The middle of what survives of a bucket between `lower` and `upper`: the arithmetic mean
+/// for custom buckets, the geometric one for exponential buckets, and for an infinite bound
+/// the finite one (or half of it).
+fn trim_midpoint(lower: f64, upper: f64, positive: bool, linear: bool) -> f64 {
+    if lower.is_infinite() {
+        return match upper {
+            u if u.is_infinite() => 0.0,
+            u if u > 0.0 => u / 2.0,
+            u => u,
+        };
+    }
+    if upper.is_infinite() {
+        return lower;
+    }
+    if linear {
+        return (lower + upper) / 2.0;
+    }
+    let mean = (lower * upper).abs().sqrt();
+    if positive {
+        mean
+    } else {
+        -mean
+    }
+}
+
+/// What a trim at `rhs` keeps of a bucket it cuts, and the middle of the kept part.
+fn trim_bucket(b: &Bucket, rhs: f64, upper: bool, positive: bool, linear: bool) -> (f64, f64) {
+    let zero_if_inf = |x: f64| if x.is_infinite() { 0.0 } else { x };
+    if b.lower == f64::NEG_INFINITY {
+        // only custom buckets start at -Inf: the bucket is taken to start at 0 where it can
+        if upper {
+            if rhs >= b.upper {
+                return (b.count, 0.0);
+            }
+            if rhs > 0.0 && b.upper > 0.0 && b.upper.is_finite() {
+                return (b.count * rhs / b.upper, rhs / 2.0);
+            }
+            if b.upper <= 0.0 {
+                return (b.count, rhs);
+            }
+            return (0.0, zero_if_inf(b.upper));
+        }
+        if rhs >= 0.0 && b.upper > rhs && b.upper.is_finite() {
+            return (b.count * (1.0 - rhs / b.upper), (rhs + b.upper) / 2.0);
+        }
+        return (0.0, zero_if_inf(b.upper));
+    }
+    if b.upper == f64::INFINITY {
+        if upper {
+            return (0.0, zero_if_inf(b.lower));
+        }
+        if rhs >= b.lower {
+            return (b.count, rhs);
+        }
+        return (0.0, zero_if_inf(b.lower));
+    }
+    let below = if rhs <= b.lower {
+        0.0
+    } else if rhs >= b.upper {
+        b.count
+    } else {
+        b.count * fraction_below(b, rhs, linear)
+    };
+    if upper {
+        (below, trim_midpoint(b.lower, rhs, positive, linear))
+    } else {
+        (b.count - below, trim_midpoint(rhs, b.upper, positive, linear))
+    }
+}
+
+/// The part of a bucket's width at or below `v` (inside its bounds), linear or on a
+/// logarithmic scale (exponential buckets), as quantiles and fractions interpolate.
+pub fn fraction_below(b: &Bucket, v: f64, linear: bool) -> f64 {
+    if linear {
+        return (v - b.lower) / (b.upper - b.lower);
+    }
+    let (log_lower, log_upper, log_v) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
+    if v > 0.0 {
+        (log_v - log_lower) / (log_upper - log_lower)
+    } else {
+        1.0 - (log_v - log_upper) / (log_lower - log_upper)
+    }
+}
+
+/// What a trim at `rhs` keeps of the zero bucket, linearly, and the middle of the kept part;
+/// the bucket is taken to end at 0 on a side without buckets.
+fn trim_zero_bucket(
+    h: &FloatHistogram,
+    rhs: f64,
+    has_negative: bool,
+    has_positive: bool,
+    upper: bool,
+) -> (f64, f64) {
+    let (mut lower, mut up) = (-h.zero_threshold, h.zero_threshold);
+    if has_negative && !has_positive {
+        up = 0.0;
+    }
+    if has_positive && !has_negative {
+        lower = 0.0;
+    }
+    if upper {
+        if rhs <= lower {
+            return (0.0, 0.0);
+        }
+        if rhs >= up {
+            return (h.zero_count, (lower + up) / 2.0);
+        }
+        (h.zero_count * (rhs - lower) / (up - lower), (lower + rhs) / 2.0)
+    } else {
+        if rhs <= lower {
+            return (h.zero_count, (lower + up) / 2.0);
+        }
+        if rhs >= up {
+            return (0.0, 0.0);
+        }
+        (h.zero_count * (up - rhs) / (up - lower), (rhs + up) / 2.0)
+    }
 }
 
 /// Whether a bucket of `prev` counts more than the same bucket of `cur` (absent: zero); both

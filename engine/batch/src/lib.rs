@@ -1560,11 +1560,22 @@ impl Ctx<'_> {
         let (vec_plan, sc_plan) = if scalar_left { (rhs, lhs) } else { (lhs, rhs) };
         let sc = self.eval_scalar(sc_plan)?;
         let mut v = self.eval_vector(vec_plan)?;
-        let drop_name = !op.is_comparison() || return_bool;
+        // comparisons and trims keep the metric name, as in Prometheus
+        let drop_name = !(op.is_comparison() || op.is_trim()) || return_bool;
+        let mut notes = Vec::new();
         for s in v.iter_mut() {
             self.check_deadline()?;
             for (i, val) in s.values.iter_mut().enumerate() {
                 if let Some(x) = *val {
+                    if op.is_trim() {
+                        // a trim cuts histograms: a float has no element, and an info says so
+                        let (f, scalar) =
+                            (kernels::native::Operand::Float(x), kernels::native::Operand::Float(sc[i]));
+                        let (l, r) = if scalar_left { (scalar, f) } else { (f, scalar) };
+                        kernels::native::binary(op, l, r, &mut notes);
+                        *val = None;
+                        continue;
+                    }
                     let (a, b) = if scalar_left { (sc[i], x) } else { (x, sc[i]) };
                     let r = kernels::binary(op, a, b);
                     *val = if op.is_comparison() {
@@ -1581,23 +1592,23 @@ impl Ctx<'_> {
                 }
             }
         }
-        // histograms: scaled by `*` and `/`, kept or not by `==` and `!=` of histograms, left out
-        // (with an info) by what does not take them
-        let mut notes = Vec::new();
+        // histograms: scaled by `*` and `/`, trimmed, kept or not by `==` and `!=` of
+        // histograms, left out (with an info) by what does not take them
         for s in v.iter_mut().filter(|s| !s.hists.is_empty()) {
             for (i, &x) in sc.iter().enumerate() {
                 let Some(h) = s.hist(i).cloned() else { continue };
                 let (hist, scalar) =
                     (kernels::native::Operand::Histogram(&h), kernels::native::Operand::Float(x));
                 let (l, r) = if scalar_left { (scalar, hist) } else { (hist, scalar) };
-                let (result, keep) = kernels::native::binary(op, l, r, &mut notes);
-                if return_bool {
-                    s.set_hist(i, None);
-                    s.values[i] = Some(if keep { 1.0 } else { 0.0 });
-                } else if !keep {
-                    s.set_hist(i, None);
-                } else if !op.is_comparison() {
-                    s.set_hist(i, result.map(Arc::new));
+                match kernels::native::binary(op, l, r, &mut notes) {
+                    None => s.set_hist(i, None),
+                    Some((_, keep)) if return_bool => {
+                        s.set_hist(i, None);
+                        s.values[i] = Some(if keep { 1.0 } else { 0.0 });
+                    }
+                    Some((_, false)) => s.set_hist(i, None),
+                    Some((result, true)) if !op.is_comparison() => s.set_hist(i, result.map(Arc::new)),
+                    Some(_) => {}
                 }
             }
         }
@@ -1929,7 +1940,7 @@ fn join(
         by_sig.entry(s).or_default().push(i);
     }
     // arithmetic removes the name at once; `bool` comparisons like functions (delayed or not)
-    let strip_name = !op.is_comparison() || (return_bool && !delayed_name_removal);
+    let strip_name = !(op.is_comparison() || op.is_trim()) || (return_bool && !delayed_name_removal);
     let mut out = JoinOutput::new(n);
     // signatures that had a many-side value at a step (one-to-one: at most one may match)
     let mut seen_many: HashMap<(Labels, usize), ()> = HashMap::new();
@@ -1965,17 +1976,16 @@ fn join(
             };
             let (lv, rv) = if swapped { (ov, mv) } else { (mv, ov) };
             let value = match (lv, rv) {
-                (Operand::Float(lv), Operand::Float(rv)) => {
+                (Operand::Float(lv), Operand::Float(rv)) if !op.is_trim() => {
                     combine(op, lv, rv, return_bool).map(StepValue::Float)
                 }
-                (lv, rv) => {
-                    let (result, keep) = kernels::native::binary(op, lv, rv, &mut notes);
-                    if return_bool {
-                        Some(StepValue::Float(if keep { 1.0 } else { 0.0 }))
-                    } else {
+                (lv, rv) => match kernels::native::binary(op, lv, rv, &mut notes) {
+                    None => None,
+                    Some((_, keep)) if return_bool => Some(StepValue::Float(if keep { 1.0 } else { 0.0 })),
+                    Some((result, keep)) => {
                         result.filter(|_| keep).map(|h| StepValue::Histogram(Arc::new(h)))
                     }
-                }
+                },
             };
             if let Some(value) = value {
                 let labels = result_labels(&m.labels, one_labels, g, one_to_one, include, strip_name);

@@ -951,7 +951,8 @@ pub fn binary(op: BinOp, a: f64, b: f64) -> f64 {
         Lt => (a < b) as u8 as f64,
         Ge => (a >= b) as u8 as f64,
         Le => (a <= b) as u8 as f64,
-        And | Or | Unless => f64::NAN,
+        // not operators of floats: set operators select, trims cut histograms
+        And | Or | Unless | TrimUpper | TrimLower => f64::NAN,
     }
 }
 

@@ -4,7 +4,7 @@
 //! zero bucket, exponential in the exponential buckets).
 
 use promflow_plan::BinOp;
-use promflow_storage::native_histogram::Bucket;
+use promflow_storage::native_histogram::{fraction_below, Bucket};
 use promflow_storage::{FloatHistogram, HistogramSample};
 
 use crate::kahan_inc;
@@ -119,20 +119,6 @@ pub fn histogram_quantile(q: f64, h: &FloatHistogram) -> (f64, Option<NaNNote>) 
         return ((log_lower + (log_upper - log_lower) * fraction).exp2(), note);
     }
     (-(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2(), note)
-}
-
-/// The part of a bucket's width at or below `v` (strictly inside its finite bounds): linear,
-/// or on a logarithmic scale for exponential buckets.
-fn fraction_below(b: &Bucket, v: f64, linear: bool) -> f64 {
-    if linear {
-        return (v - b.lower) / (b.upper - b.lower);
-    }
-    let (log_lower, log_upper, log_v) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
-    if v > 0.0 {
-        (log_v - log_lower) / (log_upper - log_lower)
-    } else {
-        1.0 - (log_v - log_upper) / (log_lower - log_upper)
-    }
 }
 
 /// The fraction of the observations between `lower` and `upper` (`histogram_fraction` of a
@@ -422,15 +408,17 @@ pub enum BinaryNote {
     CounterResetCollision(bool),
 }
 
-/// What a binary operator yields at one step where a histogram is involved: a float, a
-/// histogram, or nothing (`keep` false: a comparison that does not hold, or types the
-/// operator does not take). Comparisons of histograms (`==`, `!=`) keep the left one.
+/// What a binary operator yields at one step where a histogram is involved (or a trim
+/// operator is): a histogram (`*`, `/` by a number, `+` and `-` of histograms, trims of a
+/// histogram), or the left histogram and whether a comparison (`==`, `!=`) holds. `None` when
+/// the operator does not take these types (`float + histogram`): no element, even with
+/// `bool`, and an info.
 pub fn binary(
     op: BinOp,
     l: Operand<'_>,
     r: Operand<'_>,
     notes: &mut Vec<BinaryNote>,
-) -> (Option<FloatHistogram>, bool) {
+) -> Option<(Option<FloatHistogram>, bool)> {
     use promflow_storage::native_histogram::CounterResetHint::{CounterReset, Gauge, NotCounterReset};
     let incompatible = |notes: &mut Vec<BinaryNote>| {
         notes.push(BinaryNote::Incompatible(format!(
@@ -440,7 +428,7 @@ pub fn binary(
             op.symbol(),
             r.type_name()
         )));
-        (None, false)
+        None
     };
     match (l, r) {
         (Operand::Float(f), Operand::Histogram(h)) | (Operand::Histogram(h), Operand::Float(f))
@@ -451,7 +439,7 @@ pub fn binary(
             if f < 0.0 {
                 h.hint = Gauge;
             }
-            (Some(h), true)
+            Some((Some(h), true))
         }
         (Operand::Histogram(h), Operand::Float(f)) if op == BinOp::Div => {
             let mut h = h.clone();
@@ -459,7 +447,10 @@ pub fn binary(
             if f < 0.0 {
                 h.hint = Gauge;
             }
-            (Some(h), true)
+            Some((Some(h), true))
+        }
+        (Operand::Histogram(h), Operand::Float(f)) if op.is_trim() => {
+            Some((Some(h.trim(f, op == BinOp::TrimUpper)), true))
         }
         (Operand::Histogram(a), Operand::Histogram(b)) => match op {
             BinOp::Add | BinOp::Sub => {
@@ -467,7 +458,7 @@ pub fn binary(
                 let result = if addition { a.add(b) } else { a.sub(b) };
                 let Ok((mut h, reconciled)) = result else {
                     notes.push(BinaryNote::IncompatibleLayout);
-                    return (None, false);
+                    return None;
                 };
                 if reconciled {
                     notes.push(BinaryNote::Reconciled(addition));
@@ -481,10 +472,10 @@ pub fn binary(
                 if !addition {
                     h.hint = Gauge;
                 }
-                (Some(h), true)
+                Some((Some(h), true))
             }
-            BinOp::Eq => (Some(a.clone()), a.same_as(b)),
-            BinOp::Ne => (Some(a.clone()), !a.same_as(b)),
+            BinOp::Eq => Some((Some(a.clone()), a.same_as(b))),
+            BinOp::Ne => Some((Some(a.clone()), !a.same_as(b))),
             _ => incompatible(notes),
         },
         _ => incompatible(notes),

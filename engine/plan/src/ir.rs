@@ -345,9 +345,18 @@ pub enum BinOp {
     And,
     Or,
     Unless,
+    /// `</`: a histogram without its observations above a number.
+    TrimUpper,
+    /// `>/`: a histogram without its observations below a number.
+    TrimLower,
 }
 
 impl BinOp {
+    /// Whether the operator trims histograms (`</`, `>/`).
+    pub fn is_trim(self) -> bool {
+        matches!(self, BinOp::TrimUpper | BinOp::TrimLower)
+    }
+
     /// Whether the operator is a comparison (filters unless `bool`).
     pub fn is_comparison(self) -> bool {
         matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le)
@@ -377,6 +386,8 @@ impl BinOp {
             BinOp::And => "and",
             BinOp::Or => "or",
             BinOp::Unless => "unless",
+            BinOp::TrimUpper => "</",
+            BinOp::TrimLower => ">/",
         }
     }
 }

@@ -51,7 +51,8 @@ fn bin_op(op: BinaryOp) -> Option<BinOp> {
         BinaryOp::And => BinOp::And,
         BinaryOp::Or => BinOp::Or,
         BinaryOp::Unless => BinOp::Unless,
-        BinaryOp::TrimUpper | BinaryOp::TrimLower => return None,
+        BinaryOp::TrimUpper => BinOp::TrimUpper,
+        BinaryOp::TrimLower => BinOp::TrimLower,
     })
 }
 

@@ -184,6 +184,9 @@ impl HubLowering<'_> {
                 }
                 (HubNode::Map { input, func: *func, args: constants(args)? }, true)
             }
+            Plan::ScalarOp { op, .. } | Plan::Join { op, .. } if op.is_trim() => {
+                return Err(unsupported("the histogram trim operators"))
+            }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => {
                 let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {
                     (ValueKind::Scalar, ValueKind::Instant) => (rhs, lhs, true),
