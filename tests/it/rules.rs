@@ -670,3 +670,88 @@ fn the_first_evaluation_writes_what_it_recorded() {
         assert_ne!(count, "0", "{name}: evaluated at {last} but nothing recorded: {v}");
     }
 }
+
+const HISTOGRAM_RULES: &str = "groups:
+- name: histograms
+  interval: 1s
+  rules:
+  - record: job:rpc_duration_seconds:rate1m
+    expr: sum by (job) (rate(rpc_duration_seconds[1m]))
+  - record: job:rpc_duration_seconds:p50
+    expr: histogram_quantile(0.5, sum by (job) (rate(rpc_duration_seconds[1m])))
+  - alert: SlowRpc
+    expr: histogram_quantile(0.5, sum by (job) (rate(rpc_duration_seconds[1m]))) > 0
+";
+
+/// Counter native histograms of two instances of one job, a sample a second up to now.
+fn histogram_input(now: i64) -> Vec<promflow_remote::TimeSeries> {
+    use promflow_remote::{BucketSpan, Histogram};
+    (0..2)
+        .map(|i| {
+            let mut ts = common::series(
+                &[("__name__", "rpc_duration_seconds"), ("job", "api"), ("instance", &format!("api-{i}"))],
+                &[],
+            );
+            ts.histograms = (0..60)
+                .map(|k| {
+                    let n = (k * (i + 2)) as f64;
+                    Histogram {
+                        count_float: Some(4.0 * n),
+                        sum: 3.0 * n,
+                        schema: 0,
+                        zero_threshold: 0.001,
+                        zero_count_float: Some(n),
+                        positive_spans: vec![BucketSpan { offset: 0, length: 3 }],
+                        positive_counts: vec![n, n, n],
+                        timestamp: now - (59 - k) * 1000,
+                        ..Histogram::default()
+                    }
+                })
+                .collect();
+            ts
+        })
+        .collect()
+}
+
+#[test]
+fn recording_rules_and_alerts_over_native_histograms() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yml"), HISTOGRAM_RULES).unwrap();
+    let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n";
+    // the default event mode: the rules' inputs hold histograms, so they run in batch
+    let pf = common::start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver"]);
+    let now = common::now_ms() / 1000 * 1000;
+    write_to(&[&pf], &histogram_input(now));
+    let expr = "sum%20by%20(job)%20(rate(rpc_duration_seconds%5B1m%5D))";
+    // the recorded histogram equals the expression evaluated at the same time
+    let mut checked = false;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let at = common::now_ms() as f64 / 1000.0;
+        let (_, v) =
+            pf.get_json(&format!("/api/v1/query?query=job:rpc_duration_seconds:rate1m%5B5s%5D&time={at}"));
+        let Some(points) = common::result(&v).first().and_then(|s| s["histograms"].as_array().cloned())
+        else {
+            continue;
+        };
+        let last = points.last().unwrap();
+        let t = last[0].as_f64().unwrap();
+        let (_, direct) = pf.get_json(&format!("/api/v1/query?query={expr}&time={t}"));
+        assert_eq!(common::result(&direct)[0]["histogram"][1], last[1], "{direct} vs {last}");
+        assert!(last[1]["count"].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{last}");
+        let (_, q) = pf.get_json(&format!("/api/v1/query?query=job:rpc_duration_seconds:p50&time={t}"));
+        let (_, qd) = pf.get_json(&format!("/api/v1/query?query=histogram_quantile(0.5,{expr})&time={t}"));
+        assert_eq!(common::result(&q)[0]["value"], common::result(&qd)[0]["value"], "{q} vs {qd}");
+        checked = true;
+        break;
+    }
+    assert!(checked, "no recorded histogram within 10 s");
+    let fired = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (_, v) = pf.get_json("/api/v1/alerts");
+        v["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["labels"]["alertname"] == "SlowRpc"))
+    });
+    assert!(fired, "the alert over histograms did not fire");
+}

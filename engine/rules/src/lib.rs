@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use promflow_storage::{now_ms, stale_nan, Appender, Labels, Querier, METRIC_NAME};
+use promflow_storage::{now_ms, stale_nan, Appender, FloatHistogram, Labels, Querier, METRIC_NAME};
 
 use promflow_incremental::live::{LiveViews, ViewChange};
 
@@ -465,12 +465,17 @@ impl Group {
                     settings,
                     views,
                     self.spec.limit,
-                ),
+                )
+                .map(|series| series.into_iter().map(|(l, v)| (l, RuleValue::Float(v))).collect()),
             };
             let result = output.and_then(|series| {
                 let mut app = appender();
                 for (labels, v) in &series {
-                    if let Err(e) = app.append(labels, query_ts, *v) {
+                    let appended = match v {
+                        RuleValue::Float(v) => app.append(labels, query_ts, *v),
+                        RuleValue::Histogram(h) => app.append_histogram(labels, query_ts, (**h).clone()),
+                    };
+                    if let Err(e) = appended {
                         tracing::debug!(rule = %rule.name(), series = %labels, error = %e, "rule output sample refused");
                     }
                 }
@@ -623,9 +628,24 @@ impl Group {
     }
 }
 
+/// A value a rule writes: a float or a native histogram.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleValue {
+    /// A float sample.
+    Float(f64),
+    /// A native-histogram sample.
+    Histogram(Arc<FloatHistogram>),
+}
+
+/// An instant query's elements as a rule reads them: floats, and native histograms.
+struct Rows {
+    floats: Vec<(Labels, f64)>,
+    histograms: Vec<(Labels, Arc<FloatHistogram>)>,
+}
+
 /// An instant query at `t` as a rule runs it: a vector (a scalar becomes one series without
-/// labels), or Prometheus's error for other result types. From `views` (read at the grain
-/// given, if any) when given and the plan is maintained there.
+/// labels), or Prometheus's error for other result types. Its float elements only (alerts
+/// and templates read values).
 fn instant_query(
     plan: &Plan,
     t: i64,
@@ -633,8 +653,30 @@ fn instant_query(
     settings: &EvalSettings,
     views: Option<(&LiveViews, Option<Grain>)>,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    if let Some(rows) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
-        return rows;
+    rows(plan, t, querier, settings, views).map(|r| r.floats)
+}
+
+/// Whether series `plan` selects hold native histograms within the lookback before `t`: views
+/// are fed float samples only, so such a rule is evaluated in batch.
+fn reads_histograms(plan: &Plan, t: i64, querier: &dyn Querier, settings: &EvalSettings) -> bool {
+    let from = t.saturating_sub(settings.query.lookback_ms);
+    plan.selections()
+        .into_iter()
+        .any(|matchers| querier.select_histograms(matchers, from, t).is_ok_and(|h| !h.is_empty()))
+}
+
+/// [`instant_query`] with the histogram elements too. From `views` (read at the grain
+/// given, if any) when given, the plan is maintained there and reads no histograms.
+fn rows(
+    plan: &Plan,
+    t: i64,
+    querier: &dyn Querier,
+    settings: &EvalSettings,
+    views: Option<(&LiveViews, Option<Grain>)>,
+) -> Result<Rows, String> {
+    let views = views.filter(|_| !reads_histograms(plan, t, querier, settings));
+    if let Some(floats) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
+        return floats.map(|floats| Rows { floats, histograms: Vec::new() });
     }
     let opts = QueryOptions {
         start: t,
@@ -644,11 +686,17 @@ fn instant_query(
         ..settings.query.clone()
     };
     let eval = evaluate(plan, querier, &opts).map_err(|e| e.to_string())?;
-    match eval.result {
-        QueryResult::Vector(v) => Ok(v.into_iter().map(|(l, _, v)| (l, v)).collect()),
-        QueryResult::Scalar(_, v) => Ok(vec![(Labels::new(), v)]),
-        _ => Err("rule result is not a vector or scalar".into()),
-    }
+    let histograms = eval
+        .histograms
+        .into_iter()
+        .filter_map(|s| s.samples.into_iter().next().map(|p| (s.labels, p.h)))
+        .collect();
+    let floats = match eval.result {
+        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
+        QueryResult::Scalar(_, v) => vec![(Labels::new(), v)],
+        _ => return Err("rule result is not a vector or scalar".into()),
+    };
+    Ok(Rows { floats, histograms })
 }
 
 /// One recording rule's output at `t`: the expression's series renamed and relabelled.
@@ -659,11 +707,14 @@ fn record(
     settings: &EvalSettings,
     views: Option<(&LiveViews, Grain)>,
     limit: u64,
-) -> Result<Vec<(Labels, f64)>, String> {
+) -> Result<Vec<(Labels, RuleValue)>, String> {
     let views = views.map(|(v, grain)| (v, Some(grain)));
-    let vector = instant_query(&rule.plan, t, querier, settings, views)?;
-    let mut out: Vec<(Labels, f64)> = vector
+    let Rows { floats, histograms } = rows(&rule.plan, t, querier, settings, views)?;
+    let elements = floats
         .into_iter()
+        .map(|(l, v)| (l, RuleValue::Float(v)))
+        .chain(histograms.into_iter().map(|(l, h)| (l, RuleValue::Histogram(h))));
+    let mut out: Vec<(Labels, RuleValue)> = elements
         .map(|(mut l, v)| {
             l.set(METRIC_NAME, &rule.name);
             for (n, val) in &rule.labels {
