@@ -388,3 +388,43 @@ fn prefixed_roots_redirect_and_the_status_pages_of_prometheus_3_are_served() {
     assert!(pools.iter().any(|t| t.contains("job=\"gone\"") && t.contains("Dropped")), "{pools:?}");
     browser.screenshot("service-discovery");
 }
+
+/// A native histogram's element shows in the table as its count, sum and buckets, and its
+/// series is charted (its count) in the graph, not reported as an error.
+#[test]
+fn a_native_histogram_shows_its_buckets_in_the_table_and_its_count_in_the_graph() {
+    use promflow_remote::{BucketSpan, Histogram};
+    let Some(browser) = Browser::start() else { return };
+    let (_dir, server) = start();
+    let now = now_ms();
+    let mut ts = common::series(&[("__name__", "ui_latency"), ("host", "a")], &[]);
+    ts.histograms = (0..10)
+        .map(|k| Histogram {
+            count_float: Some(6.0 + k as f64),
+            sum: 9.5,
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count_float: Some(1.0),
+            positive_spans: vec![BucketSpan { offset: 1, length: 2 }],
+            positive_counts: vec![2.0, 3.0 + k as f64],
+            timestamp: now - (9 - k) * 60_000,
+            ..Histogram::default()
+        })
+        .collect();
+    let (status, body) = remote_write(&server, vec![ts]);
+    assert_eq!(status, 204, "{body}");
+
+    browser.goto(&format!("{}/graph?g0.expr=ui_latency&g0.tab=1", server.base));
+    let rows = browser.wait_texts("table.result > tbody > tr", |rows| rows.len() == 1);
+    assert!(rows[0].contains("count: 15") && rows[0].contains("sum: 9.5"), "{rows:?}");
+    let buckets = browser.wait_texts("table.buckets tr", |b| b.len() == 3);
+    assert!(buckets[0].contains("[-0.001, 0.001]") && buckets[0].contains('1'), "{buckets:?}");
+    assert!(buckets[2].contains("(2, 4]") && buckets[2].contains("12"), "{buckets:?}");
+    assert!(browser.all(".messages .error").is_empty(), "no error is shown");
+
+    browser.click(&browser.find("button.tab.graph"));
+    browser.wait_texts(".legend li", |l| l.len() == 1);
+    let drawn = wait_for(PATIENCE, || Some(browser.drawn_pixels()).filter(|n| *n > 100));
+    let shot = browser.screenshot("histogram");
+    assert!(drawn.is_some(), "the histogram's count is drawn (see {})", shot.display());
+}

@@ -274,7 +274,7 @@ function panelView(prefix, state, save, remove) {
         showStats(started, data, step);
         show('warning', warnings);
         show('info', infos);
-        chart = graph(body, data.result, state.stacked, [end - state.range, end]);
+        chart = graph(body, data.result.map(countsOfHistograms), state.stacked, [end - state.range, end]);
       }
     } catch (e) {
       show('error', [e.message]);
@@ -286,9 +286,33 @@ function panelView(prefix, state, save, remove) {
   return panel;
 }
 
+/**
+ * A range result's series as the chart draws it: a series of native histograms is drawn as
+ * its count of observations over time (the table tab shows the buckets).
+ */
+function countsOfHistograms(s) {
+  if (!s.histograms) return s;
+  const counts = s.histograms.map(([t, h]) => [t, h.count]);
+  const values = [...(s.values || []), ...counts].sort((a, b) => a[0] - b[0]);
+  return { metric: s.metric, values };
+}
+
 /** A graph's step: the panel's, or the range over `POINTS`. */
 function graphStep(state) {
   return state.step || Math.max(Math.floor(state.range / POINTS), 1);
+}
+
+/** A bucket's range as the API's boundary rule (0: `(a,b]`, 1: `[a,b)`, 2: `(a,b)`, 3: `[a,b]`) says. */
+function bucketRange([rule, lower, upper]) {
+  return `${rule === 1 || rule === 3 ? '[' : '('}${lower}, ${upper}${rule === 0 || rule === 3 ? ']' : ')'}`;
+}
+
+/** A native histogram as a table cell: its count and sum, then each bucket with its count. */
+function histogramCell(h) {
+  return el('div', { class: 'histogram' },
+    el('div', {}, `count: ${h.count}   sum: ${h.sum}`),
+    el('table', { class: 'buckets' },
+      el('tbody', {}, (h.buckets || []).map((b) => el('tr', {}, el('td', {}, bucketRange(b)), el('td', {}, b[3]))))));
 }
 
 /** The table of an instant query's result. */
@@ -296,11 +320,15 @@ function table(data) {
   const rows = [];
   switch (data.resultType) {
     case 'vector':
-      for (const s of data.result) rows.push([seriesName(s.metric), s.value[1]]);
+      for (const s of data.result) {
+        rows.push([seriesName(s.metric), s.histogram ? histogramCell(s.histogram[1]) : s.value[1]]);
+      }
       break;
     case 'matrix':
       for (const s of data.result) {
-        rows.push([seriesName(s.metric), s.values.map(([t, v]) => `${v} @${t}`).join('\n')]);
+        const floats = (s.values || []).map(([t, v]) => `${v} @${t}`);
+        const hists = (s.histograms || []).map(([t, h]) => `count ${h.count}, sum ${h.sum} @${t}`);
+        rows.push([seriesName(s.metric), [...floats, ...hists].join('\n')]);
       }
       break;
     case 'scalar':
