@@ -118,8 +118,14 @@ fn an_unreadable_block_is_skipped_counted_and_shown() {
     let samples: Vec<(i64, f64)> = (0..300).map(|i| (end - (299 - i) * 60_000, i as f64)).collect();
     assert_eq!(remote_write(&s, vec![series(&[("__name__", "blocky")], &samples)]).0, 204);
     let blocks = dir.path().join("data/promflow/blocks");
+    // a block in place: a `<ULID>.tmp` directory being written has its meta file before
+    // the rename, and a kill then leaves nothing to serve
     let block = wait_for(std::time::Duration::from_secs(30), || {
-        std::fs::read_dir(&blocks).ok()?.flatten().map(|e| e.path()).find(|p| p.join("meta.json").is_file())
+        std::fs::read_dir(&blocks)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_none() && p.join("meta.json").is_file())
     })
     .expect("no block was cut");
     s.kill9();
