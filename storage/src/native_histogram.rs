@@ -397,6 +397,63 @@ impl FloatHistogram {
         buckets_went_down(&prev.positive, &self.positive) || buckets_went_down(&prev.negative, &self.negative)
     }
 
+    /// `self += other`, with Kahan compensation kept in `comp` (start it as
+    /// [`empty_like`](Self::empty_like) `self`): adding many histograms keeps the precision a
+    /// compensated float sum keeps. The sum is `self + comp` once everything is added. Says
+    /// whether custom bounds were reconciled, as [`add`](Self::add) does.
+    pub fn kahan_add(
+        &mut self,
+        other: &FloatHistogram,
+        comp: &mut FloatHistogram,
+    ) -> Result<bool, HistogramError> {
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(HistogramError::MixedSchemas);
+        }
+        let mut b = other.clone();
+        let mut reconciled = false;
+        if self.uses_custom_buckets() {
+            if self.custom_bounds != b.custom_bounds {
+                let shared: Vec<f64> =
+                    self.custom_bounds.iter().copied().filter(|x| b.custom_bounds.contains(x)).collect();
+                comp.custom_bounds = Arc::clone(&self.custom_bounds);
+                self.reduce_custom_bounds(&shared);
+                comp.reduce_custom_bounds(&shared);
+                b.reduce_custom_bounds(&shared);
+                reconciled = true;
+            }
+        } else {
+            let schema = self.schema.min(b.schema);
+            comp.schema = self.schema;
+            for h in [&mut *self, &mut *comp, &mut b] {
+                h.reduce_resolution(schema);
+            }
+            // widening may grow a threshold to a bucket's bound: all three to the widest
+            for _ in 0..2 {
+                let threshold = self.zero_threshold.max(b.zero_threshold).max(comp.zero_threshold);
+                for h in [&mut *self, &mut *comp, &mut b] {
+                    h.widen_zero_bucket(threshold);
+                }
+            }
+        }
+        self.hint = match (self.hint, b.hint) {
+            (x, y) if x == y => x,
+            (CounterResetHint::Gauge, _) | (_, CounterResetHint::Gauge) => CounterResetHint::Gauge,
+            _ => CounterResetHint::Unknown,
+        };
+        (self.zero_count, comp.zero_count) = kahan_inc(b.zero_count, self.zero_count, comp.zero_count);
+        (self.count, comp.count) = kahan_inc(b.count, self.count, comp.count);
+        (self.sum, comp.sum) = kahan_inc(b.sum, self.sum, comp.sum);
+        kahan_buckets(&mut self.positive, &mut comp.positive, &b.positive);
+        kahan_buckets(&mut self.negative, &mut comp.negative, &b.negative);
+        Ok(reconciled)
+    }
+
+    /// Whether a count, the sum or a bucket is infinite: a sum that overflowed.
+    pub fn has_overflow(&self) -> bool {
+        [self.zero_count, self.count, self.sum].iter().any(|v| v.is_infinite())
+            || self.positive.iter().chain(&self.negative).any(|b| b.1.is_infinite())
+    }
+
     /// Every count and the sum divided by `divisor` (a histogram divided by a number, an
     /// average of histograms).
     pub fn divide(&mut self, divisor: f64) {
@@ -837,6 +894,36 @@ fn trim_zero_bucket(
         }
         (h.zero_count * (up - rhs) / (up - lower), (rhs + up) / 2.0)
     }
+}
+
+/// One step of Kahan–Neumaier summation: adds `inc` to `sum` with compensation `c` (the
+/// compensation is dropped once the sum overflows), as Prometheus's `kahansum.Inc`.
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Adds `add`'s buckets to `sum`'s with Kahan compensation in `comp` (all in index order).
+fn kahan_buckets(sum: &mut Vec<(i32, f64)>, comp: &mut Vec<(i32, f64)>, add: &[(i32, f64)]) {
+    let at = |v: &[(i32, f64)], i: i32| v.binary_search_by_key(&i, |b| b.0).map_or(0.0, |k| v[k].1);
+    let mut indexes: Vec<i32> = sum.iter().chain(comp.iter()).chain(add).map(|b| b.0).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    let (mut s_out, mut c_out) = (Vec::with_capacity(indexes.len()), Vec::with_capacity(indexes.len()));
+    for i in indexes {
+        let (s, c) = kahan_inc(at(add, i), at(sum, i), at(comp, i));
+        s_out.push((i, s));
+        c_out.push((i, c));
+    }
+    *sum = canonical(s_out);
+    *comp = canonical(c_out);
 }
 
 /// Whether a bucket of `prev` counts more than the same bucket of `cur` (absent: zero); both

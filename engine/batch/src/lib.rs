@@ -828,13 +828,16 @@ impl Ctx<'_> {
                 if !floats.is_empty() {
                     return mixed(self);
                 }
-                match native::histogram_sum(hists.iter().map(|s| &*s.h)) {
-                    Ok((mut sum, sum_notes)) => {
+                let each = hists.iter().map(|s| &*s.h);
+                let total = if func == WindowFn::AvgOverTime {
+                    native::histogram_mean(each)
+                } else {
+                    native::histogram_sum(each)
+                };
+                match total {
+                    Ok((total, sum_notes)) => {
                         self.note_sum(sum_notes, origin);
-                        if func == WindowFn::AvgOverTime {
-                            sum.divide(hists.len() as f64);
-                        }
-                        (None, Some(sum))
+                        (None, Some(total))
                     }
                     Err(_) => {
                         notes.push(WindowNote::MixedSchemas);
@@ -1288,7 +1291,13 @@ impl Ctx<'_> {
                     );
                     return (None, None);
                 }
-                let mut sum = match kernels::native::histogram_sum(hists.iter().map(|h| h.1)) {
+                let each = hists.iter().map(|h| h.1);
+                let total = if op == AggOp::Avg {
+                    kernels::native::histogram_mean(each)
+                } else {
+                    kernels::native::histogram_sum(each)
+                };
+                let total = match total {
                     Ok((sum, notes)) => {
                         self.note_sum(notes, origin);
                         sum
@@ -1309,10 +1318,7 @@ impl Ctx<'_> {
                         return (None, None);
                     }
                 };
-                if op == AggOp::Avg {
-                    sum.divide(hists.len() as f64);
-                }
-                (None, Some(sum))
+                (None, Some(total))
             }
             AggOp::Min | AggOp::Max | AggOp::Stddev | AggOp::Stdvar | AggOp::Quantile => {
                 let name = match op {

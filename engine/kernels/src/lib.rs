@@ -317,18 +317,7 @@ pub fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
     fold.value()
 }
 
-/// One step of Kahan–Neumaier summation: adds `inc` to `sum` with compensation `c`.
-pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+pub use promflow_storage::native_histogram::kahan_inc;
 
 /// Arithmetic mean as Prometheus 3 computes `avg` and `avg_over_time`: a Kahan-compensated
 /// sum divided by the count while the sum stays finite, switching to an incremental mean

@@ -4,7 +4,7 @@
 //! zero bucket, exponential in the exponential buckets).
 
 use promflow_plan::BinOp;
-use promflow_storage::native_histogram::{fraction_below, Bucket};
+use promflow_storage::native_histogram::{fraction_below, Bucket, HistogramError};
 use promflow_storage::{FloatHistogram, HistogramSample};
 
 use crate::kahan_inc;
@@ -352,29 +352,103 @@ pub struct SumNotes {
     pub conflicting_resets: bool,
 }
 
-/// The sum of `hists` (at least one), or the error of the first pair that cannot be added.
+/// The hints of added histograms, for the collision warning.
+#[derive(Default)]
+struct Hints {
+    reset: bool,
+    not_reset: bool,
+}
+
+impl Hints {
+    fn track(&mut self, h: &FloatHistogram) {
+        use promflow_storage::native_histogram::CounterResetHint;
+        match h.hint {
+            CounterResetHint::CounterReset => self.reset = true,
+            CounterResetHint::NotCounterReset => self.not_reset = true,
+            _ => {}
+        }
+    }
+}
+
+/// The first histogram of a sum, the hints seen so far, and the Kahan compensation to start
+/// with (empty, in the first histogram's layout).
+fn start_sum<'h>(
+    hists: &mut impl Iterator<Item = &'h FloatHistogram>,
+) -> (FloatHistogram, Hints, FloatHistogram) {
+    let sum = hists.next().cloned().unwrap_or_default();
+    let mut hints = Hints::default();
+    hints.track(&sum);
+    let mut comp = FloatHistogram::empty_like(&sum);
+    comp.zero_threshold = sum.zero_threshold;
+    (sum, hints, comp)
+}
+
+/// `sum + comp`, the hint of `sum`.
+fn compensated(sum: &FloatHistogram, comp: &FloatHistogram) -> Result<FloatHistogram, HistogramError> {
+    let (mut total, _) = sum.add(comp)?;
+    total.hint = sum.hint;
+    Ok(total)
+}
+
+/// The sum of `hists` (at least one), Kahan-compensated as Prometheus adds histograms, or
+/// the error of the first pair that cannot be added.
 pub fn histogram_sum<'h>(
     mut hists: impl Iterator<Item = &'h FloatHistogram>,
-) -> Result<(FloatHistogram, SumNotes), promflow_storage::native_histogram::HistogramError> {
-    use promflow_storage::native_histogram::CounterResetHint;
-    let first = hists.next().cloned().unwrap_or_default();
-    let (mut reset, mut not_reset) = (false, false);
-    let mut track = |h: &FloatHistogram| match h.hint {
-        CounterResetHint::CounterReset => reset = true,
-        CounterResetHint::NotCounterReset => not_reset = true,
-        _ => {}
-    };
-    track(&first);
+) -> Result<(FloatHistogram, SumNotes), HistogramError> {
+    let (mut sum, mut hints, mut comp) = start_sum(&mut hists);
     let mut notes = SumNotes::default();
-    let mut sum = first;
     for h in hists {
-        track(h);
-        let (s, reconciled) = sum.add(h)?;
-        sum = s;
-        notes.reconciled |= reconciled;
+        hints.track(h);
+        notes.reconciled |= sum.kahan_add(h, &mut comp)?;
     }
-    notes.conflicting_resets = reset && not_reset;
-    Ok((sum, notes))
+    notes.conflicting_resets = hints.reset && hints.not_reset;
+    Ok((compensated(&sum, &comp)?, notes))
+}
+
+/// The mean of `hists` (at least one), as Prometheus averages histograms: a compensated sum
+/// divided by the count while the sum stays finite, an incremental mean once it would
+/// overflow.
+pub fn histogram_mean<'h>(
+    mut hists: impl Iterator<Item = &'h FloatHistogram>,
+) -> Result<(FloatHistogram, SumNotes), HistogramError> {
+    let (mut sum, mut hints, mut comp) = start_sum(&mut hists);
+    let mut mean: Option<FloatHistogram> = None;
+    let mut notes = SumNotes::default();
+    let mut count = 1.0;
+    for h in hists {
+        hints.track(h);
+        count += 1.0;
+        if mean.is_none() {
+            let (mut next, mut next_comp) = (sum.clone(), comp.clone());
+            notes.reconciled |= next.kahan_add(h, &mut next_comp)?;
+            if !next.has_overflow() {
+                (sum, comp) = (next, next_comp);
+                continue;
+            }
+            // the sum would overflow: from here on, the mean is kept instead
+            let mut m = sum.clone();
+            m.divide(count - 1.0);
+            comp.divide(count - 1.0);
+            mean = Some(m);
+        }
+        let q = (count - 1.0) / count;
+        comp.scale(q);
+        let mut to_add = h.clone();
+        to_add.divide(count);
+        let m = mean.as_mut().expect("set above");
+        m.scale(q);
+        notes.reconciled |= m.kahan_add(&to_add, &mut comp)?;
+    }
+    notes.conflicting_resets = hints.reset && hints.not_reset;
+    let result = match mean {
+        Some(m) => compensated(&m, &comp)?,
+        None => {
+            sum.divide(count);
+            comp.divide(count);
+            compensated(&sum, &comp)?
+        }
+    };
+    Ok((result, notes))
 }
 
 /// One side of a binary operator at one step.
