@@ -40,6 +40,9 @@ pub enum HistogramError {
     /// A schema outside -4..=8 and not -53.
     #[error("invalid histogram schema {0}")]
     InvalidSchema(i32),
+    /// A bucket index outside what a histogram can hold (offsets that add up past `i32`).
+    #[error("bucket index {0} is out of range")]
+    IndexOutOfRange(i64),
     /// A classic bucket's `le` is NaN.
     #[error("bucket boundary must not be NaN")]
     NaNBound,
@@ -120,8 +123,8 @@ impl FloatHistogram {
             zero_count,
             count,
             sum,
-            spanned(positive.0, positive.1),
-            spanned(negative.0, negative.1),
+            spanned(positive.0, positive.1)?,
+            spanned(negative.0, negative.1)?,
             custom_bounds,
         )
         .ok_or(HistogramError::InvalidSchema(schema))
@@ -943,18 +946,20 @@ fn buckets_went_down(prev: &[(i32, f64)], cur: &[(i32, f64)]) -> bool {
 }
 
 /// Buckets in span notation as `(index, count)` pairs.
-fn spanned(spans: &[Span], counts: &[f64]) -> Vec<(i32, f64)> {
+fn spanned(spans: &[Span], counts: &[f64]) -> Result<Vec<(i32, f64)>, HistogramError> {
     let mut out = Vec::with_capacity(counts.len());
-    let (mut index, mut counts) = (0i32, counts.iter());
+    let (mut index, mut counts) = (0i64, counts.iter());
     for (n, span) in spans.iter().enumerate() {
-        index = if n == 0 { span.offset } else { index + span.offset };
+        index = if n == 0 { i64::from(span.offset) } else { index + i64::from(span.offset) };
         for _ in 0..span.length {
-            let Some(&c) = counts.next() else { return out };
-            out.push((index, c));
+            let Some(&c) = counts.next() else { return Ok(out) };
+            // offsets a sender chose must not overflow the index
+            let i = i32::try_from(index).map_err(|_| HistogramError::IndexOutOfRange(index))?;
+            out.push((i, c));
             index += 1;
         }
     }
-    out
+    Ok(out)
 }
 
 /// `(index, count)` pairs sorted by index, equal indexes summed, empty buckets dropped.

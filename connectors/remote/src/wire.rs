@@ -303,6 +303,10 @@ mod tests {
         assert!(negative.to_float_histogram().is_err());
         let unordered = Histogram { custom_values: vec![2.0, 1.0], ..float.clone() };
         assert!(unordered.to_float_histogram().is_err());
+        let far =
+            vec![BucketSpan { offset: i32::MAX, length: 1 }, BucketSpan { offset: i32::MAX, length: 1 }];
+        let overflowing = Histogram { positive_spans: far, ..int.clone() };
+        assert!(overflowing.to_float_histogram().is_err(), "offsets past i32 are refused, not wrapped");
         let bad_schema = Histogram { schema: 9, ..int };
         assert!(bad_schema.to_float_histogram().is_err());
     }
