@@ -219,6 +219,18 @@ impl FloatHistogram {
         })
     }
 
+    /// The upper bound of positive bucket `i`: `base^i`, or the custom bound (`-Inf` below the
+    /// first custom bucket, `+Inf` for the last).
+    fn upper_bound(&self, i: i32) -> f64 {
+        if !self.uses_custom_buckets() {
+            return bucket_bound(self.schema, i);
+        }
+        match usize::try_from(i) {
+            Err(_) => f64::NEG_INFINITY,
+            Ok(i) => self.custom_bounds.get(i).copied().unwrap_or(f64::INFINITY),
+        }
+    }
+
     /// Whether the buckets are custom ones (schema -53).
     pub fn uses_custom_buckets(&self) -> bool {
         self.schema == CUSTOM_BUCKETS_SCHEMA
@@ -290,18 +302,11 @@ impl FloatHistogram {
         let mut h = self.clone();
         let (mut count, mut sum, mut trimmed) = (0.0, 0.0, false);
         let (has_positive, has_negative) = (!h.positive.is_empty(), !h.negative.is_empty());
-        let schema = h.schema;
         let bounds = |i: i32, positive: bool| -> (f64, f64) {
-            if custom {
-                let bound = |i: i32| match usize::try_from(i) {
-                    Err(_) => f64::NEG_INFINITY,
-                    Ok(i) => self.custom_bounds.get(i).copied().unwrap_or(f64::INFINITY),
-                };
-                (bound(i - 1), bound(i))
-            } else if positive {
-                (bucket_bound(schema, i - 1), bucket_bound(schema, i))
+            if positive {
+                (self.upper_bound(i - 1), self.upper_bound(i))
             } else {
-                (-bucket_bound(schema, i), -bucket_bound(schema, i - 1))
+                (-self.upper_bound(i), -self.upper_bound(i - 1))
             }
         };
         for (positive, buckets) in [(true, &mut h.positive), (false, &mut h.negative)] {
@@ -449,6 +454,31 @@ impl FloatHistogram {
         kahan_buckets(&mut self.positive, &mut comp.positive, &b.positive);
         kahan_buckets(&mut self.negative, &mut comp.negative, &b.negative);
         Ok(reconciled)
+    }
+
+    /// The histogram as Go's `FloatHistogram.String` writes it (`{count:20, sum:10,
+    /// [-2,-1):2, [-0.001,0.001]:2, (0.5,1]:1}`): what `count_values` labels a histogram with.
+    pub fn go_string(&self) -> String {
+        use crate::gofmt::format_g;
+        let g = |v: f64| format_g(v, None);
+        let bucket = |lower: f64, upper: f64, count: f64| {
+            let (open, close) = (if lower < 0.0 { '[' } else { '(' }, if upper > 0.0 { ']' } else { ')' });
+            format!("{open}{},{}{close}:{}", g(lower), g(upper), g(count))
+        };
+        let mut parts = vec![format!("count:{}", g(self.count)), format!("sum:{}", g(self.sum))];
+        parts.extend(
+            self.negative
+                .iter()
+                .rev()
+                .map(|&(i, c)| bucket(-self.upper_bound(i), -self.upper_bound(i - 1), c)),
+        );
+        if self.zero_count != 0.0 {
+            parts.push(format!("[-{0},{0}]:{1}", g(self.zero_threshold), g(self.zero_count)));
+        }
+        parts.extend(
+            self.positive.iter().map(|&(i, c)| bucket(self.upper_bound(i - 1), self.upper_bound(i), c)),
+        );
+        format!("{{{}}}", parts.join(", "))
     }
 
     /// Whether a count, the sum or a bucket is infinite: a sum that overflowed.
@@ -625,13 +655,9 @@ impl FloatHistogram {
     pub fn buckets(&self) -> Vec<Bucket> {
         let mut out = Vec::with_capacity(self.positive.len() + self.negative.len() + 1);
         if self.uses_custom_buckets() {
-            let bound = |i: i32| match usize::try_from(i) {
-                Err(_) => f64::NEG_INFINITY,
-                Ok(i) => self.custom_bounds.get(i).copied().unwrap_or(f64::INFINITY),
-            };
             out.extend(self.positive.iter().map(|&(i, count)| Bucket {
-                lower: bound(i - 1),
-                upper: bound(i),
+                lower: self.upper_bound(i - 1),
+                upper: self.upper_bound(i),
                 lower_inclusive: i == 0,
                 upper_inclusive: true,
                 count,

@@ -810,6 +810,15 @@ impl Ctx<'_> {
                 }
             }
             WindowFn::CountOverTime => (Some((floats.len() + hists.len()) as f64), None),
+            // the time of the first or last sample, float or histogram
+            WindowFn::TsOfFirstOverTime => {
+                let first = floats.t.first().copied().into_iter().chain(hists.first().map(|h| h.t)).min();
+                (first.map(|t| t as f64 / 1000.0), None)
+            }
+            WindowFn::TsOfLastOverTime => {
+                let last = floats.t.last().copied().into_iter().chain(hists.last().map(|h| h.t)).max();
+                (last.map(|t| t as f64 / 1000.0), None)
+            }
             WindowFn::PresentOverTime => (Some(1.0), None),
             WindowFn::LastOverTime | WindowFn::FirstOverTime => {
                 let last = func == WindowFn::LastOverTime;
@@ -1177,7 +1186,8 @@ impl Ctx<'_> {
         self.reserve_steps(groups.len().saturating_mul(outputs))?;
         let mut out = Vec::with_capacity(groups.len() * outputs);
         // native histograms, each its own answer, unless classic buckets of the same labels
-        // have values at the step: Prometheus then takes the classic ones
+        // have values at the step: then neither has an answer there, and a warning says why
+        let mut clashes: std::collections::HashSet<(Labels, usize)> = std::collections::HashSet::new();
         for s in v.iter().filter(|s| !s.hists.is_empty()) {
             self.check_deadline()?;
             let name = if self.opts.delayed_name_removal { s.labels.get(METRIC_NAME) } else { "" };
@@ -1189,6 +1199,7 @@ impl Ctx<'_> {
                 let h = s.hist(i).filter(|_| {
                     let clash = classic.is_some_and(|m| m.iter().any(|&(_, idx)| v[idx].values[i].is_some()));
                     if clash {
+                        clashes.insert((s.labels.clone(), i));
                         let mut message =
                             "vector contains a mix of classic and native histograms".to_string();
                         if !name.is_empty() {
@@ -1234,7 +1245,9 @@ impl Ctx<'_> {
             let mut values = vec![Vec::with_capacity(n); outputs];
             for (i, &step) in self.steps.iter().enumerate() {
                 buckets.clear();
-                buckets.extend(members.iter().filter_map(|&(ub, idx)| v[idx].values[i].map(|c| (ub, c))));
+                if clashes.is_empty() || !clashes.contains(&(labels.clone(), i)) {
+                    buckets.extend(members.iter().filter_map(|&(ub, idx)| v[idx].values[i].map(|c| (ub, c))));
+                }
                 for (o, vals) in values.iter_mut().enumerate() {
                     if buckets.is_empty() {
                         vals.push(None);
@@ -1496,9 +1509,15 @@ impl Ctx<'_> {
                     for &i in m {
                         self.check_deadline()?;
                         for step in 0..n {
-                            if let Some(x) = v[i].values[step] {
+                            // a histogram counts under its text, as Prometheus writes it
+                            let text = match (v[i].values[step], v[i].hist(step)) {
+                                (Some(x), _) => Some(promflow_plan::format::format_value(x)),
+                                (None, Some(h)) => Some(h.go_string()),
+                                (None, None) => None,
+                            };
+                            if let Some(text) = text {
                                 let mut l = groups[g].clone();
-                                l.set(&param_str, &promflow_plan::format::format_value(x));
+                                l.set(&param_str, &text);
                                 // every distinct value is a series of a value per step
                                 if !out.contains_key(&l) {
                                     self.reserve_steps(out.len() + 1)?;
