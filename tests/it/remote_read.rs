@@ -161,6 +161,32 @@ fn a_remote_read_returns_every_sample_with_the_external_labels_within_the_sample
     assert_eq!(r.status().as_u16(), 400);
     let ok = wait_for(Duration::from_secs(5), || (read(&promflow, &req).0 == 200).then_some(()));
     assert!(ok.is_some());
+
+    // a series of native histograms comes back with its histograms, as sent
+    let histogram = promflow_remote::Histogram {
+        count_float: Some(5.0),
+        sum: 7.5,
+        schema: 1,
+        zero_threshold: 0.001,
+        zero_count_float: Some(1.0),
+        positive_spans: vec![promflow_remote::BucketSpan { offset: -1, length: 2 }],
+        positive_counts: vec![1.0, 3.0],
+        timestamp: from + 5 * STEP,
+        ..Default::default()
+    };
+    let mut h = series(&[("__name__", "rr_hist")], &[]);
+    h.histograms = vec![histogram.clone()];
+    assert_eq!(remote_write(&promflow, vec![h]).0, 204);
+    let hreq = ReadRequest {
+        queries: vec![query(from, from + 9 * STEP, &[(MatcherType::Eq, "__name__", "rr_hist")])],
+        accepted_response_types: vec![0],
+    };
+    let (code, body) = read(&promflow, &hreq);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let got = &ReadResponse::decode_body(&body).unwrap().results[0].timeseries;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].samples.is_empty());
+    assert_eq!(got[0].histograms, vec![histogram]);
 }
 
 /// A streamed series: its labels and its chunks.

@@ -1,8 +1,9 @@
 //! `POST /api/v1/read`: remote read, so a Prometheus server can use promflow as remote
 //! storage (`remote_read` in its configuration). Every query's series come back with all
 //! their samples in the range, in the first answer kind the client accepts: one
-//! `ReadResponse` (`SAMPLES`), or `ChunkedReadResponse` frames of XOR chunks
-//! (`STREAMED_XOR_CHUNKS`). As Prometheus serves it: an equality matcher on an external label with
+//! `ReadResponse` (`SAMPLES`, native histograms included), or `ChunkedReadResponse` frames of
+//! XOR chunks (`STREAMED_XOR_CHUNKS`, float samples only: histogram chunks are not encoded
+//! yet). As Prometheus serves it: an equality matcher on an external label with
 //! its value is dropped (the series do not carry it), and each series gains the external
 //! labels it lacks.
 
@@ -14,8 +15,9 @@ use promflow_remote::chunks::{
     chunks_of, write_frame, ChunkedReadResponse, ChunkedSeries, STREAMED_CONTENT_TYPE,
 };
 use promflow_remote::read::{label, MatcherType, QueryResult, ReadRequest, ReadResponse, ResponseType};
-use promflow_remote::{Sample, TimeSeries};
-use promflow_storage::{Labels, MatchOp, Matcher, Querier};
+use promflow_remote::{Histogram, Sample, TimeSeries};
+use promflow_storage::{HistogramSample, Labels, MatchOp, Matcher, Querier};
+use std::collections::HashMap;
 
 type Shared = State<std::sync::Arc<crate::AppState>>;
 
@@ -101,19 +103,35 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
             stream_frames(&mut frames, index as i64, found, external);
             continue;
         }
-        let mut timeseries = Vec::with_capacity(found.len());
-        for s in found {
-            samples_left -= s.samples.len() as i64;
+        // a series' native histograms go with its floats; a series of histograms alone too
+        let mut hists: HashMap<Labels, Vec<HistogramSample>> = db
+            .select_histograms(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+            .into_iter()
+            .map(|h| (h.labels, h.samples))
+            .collect();
+        let mut series: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)> = found
+            .into_iter()
+            .map(|s| {
+                let h = hists.remove(&s.labels).unwrap_or_default();
+                let floats = s.samples.iter().map(|x| Sample { value: x.v, timestamp: x.t }).collect();
+                (s.labels, floats, h)
+            })
+            .collect();
+        series.extend(hists.into_iter().map(|(labels, h)| (labels, Vec::new(), h)));
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut timeseries = Vec::with_capacity(series.len());
+        for (labels, samples, h) in series {
+            samples_left -= (samples.len() + h.len()) as i64;
             if samples_left < 0 {
                 return Err(Refusal::BadRequest(format!(
                     "exceeded sample limit ({limit}): narrow the query or raise --storage.remote.read-sample-limit"
                 )));
             }
             timeseries.push(TimeSeries {
-                labels: wire_labels(s.labels, external),
-                samples: s.samples.iter().map(|x| Sample { value: x.v, timestamp: x.t }).collect(),
-                // remote read answers floats: native histograms are not sent yet
-                histograms: Vec::new(),
+                labels: wire_labels(labels, external),
+                samples,
+                histograms: h.iter().map(|p| Histogram::from_float_histogram(p.t, &p.h)).collect(),
             });
         }
         results.push(QueryResult { timeseries });
