@@ -1713,6 +1713,16 @@ impl Ctx<'_> {
             }
             matchers.extend(data.iter().cloned());
             matchers.extend(effective_info_name_matchers(&name_matchers, !name_matchers.is_empty()));
+            // an info series holds floats: one with histograms is the query's error, as in
+            // Prometheus
+            let (lo, hi) = self.anchored_span(shift);
+            let hists = self.querier.select_histograms(&matchers, lo - self.opts.lookback_ms + 1, hi)?;
+            if let Some(h) = hists.first() {
+                return Err(Error::Execution(format!(
+                    "this should be an info metric, with float samples: {}",
+                    h.labels
+                )));
+            }
             // values are the samples' own timestamps: the newest version of an info series wins
             self.select(&matchers, shift, true)?
         };
