@@ -379,15 +379,16 @@ impl Head {
     }
 
     /// Appends a native-histogram sample to series `r`, under the order rules of
-    /// [`append`](Self::append): a series' floats and histograms share one timeline.
+    /// [`append`](Self::append): a series' floats and histograms share one timeline. `bits`
+    /// is `h`'s [fingerprint](FloatHistogram::fingerprint), which the caller has.
     pub(crate) fn append_histogram(
         &mut self,
         r: SeriesRef,
         t: Timestamp,
         h: Arc<FloatHistogram>,
+        bits: u64,
     ) -> AppendResult {
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
-        let bits = h.fingerprint();
         if let Some(refused) = s.refuses(t, bits) {
             return refused;
         }
@@ -400,16 +401,17 @@ impl Head {
         AppendResult::Appended
     }
 
-    /// Stores an out-of-order histogram sample of series `r`, refusing a different value at
-    /// a timestamp the series already has.
+    /// Stores an out-of-order histogram sample of series `r` (`bits`: its fingerprint),
+    /// refusing a different value at a timestamp the series already has.
     pub(crate) fn insert_ooo_histogram(
         &mut self,
         r: SeriesRef,
         t: Timestamp,
         h: Arc<FloatHistogram>,
+        bits: u64,
     ) -> AppendResult {
         if let Some(old) = self.value_at(r, t) {
-            return if old == h.fingerprint() { AppendResult::Ignored } else { AppendResult::Duplicate };
+            return if old == bits { AppendResult::Ignored } else { AppendResult::Duplicate };
         }
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
         if s.hists.is_none() {

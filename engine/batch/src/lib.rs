@@ -701,9 +701,9 @@ impl Ctx<'_> {
                 let hwindow = hists.as_deref().map_or(&[][..], |h| histogram_window(h, b.start, b.end));
                 if !hwindow.is_empty() {
                     let (v, h) = match r.edges {
-                        Edges::Plain => {
-                            self.histogram_window(func, window, hwindow, b, &r, &step_args, &labels, origin)
-                        }
+                        Edges::Plain => self.window_over_histograms(
+                            func, window, hwindow, b, &r, &step_args, &labels, origin,
+                        ),
                         // anchored and smoothed windows over histograms: not computed yet
                         _ => (None, None),
                     };
@@ -755,7 +755,7 @@ impl Ctx<'_> {
     /// counts and for the float functions (which leave the histograms out, saying so), nothing
     /// where floats and histograms cannot be combined.
     #[allow(clippy::too_many_arguments)]
-    fn histogram_window(
+    fn window_over_histograms(
         &mut self,
         func: WindowFn,
         floats: SampleSlice<'_>,

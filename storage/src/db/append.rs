@@ -104,6 +104,16 @@ enum Staged {
     Histogram(u32),
 }
 
+impl Staged {
+    /// The value bits: a float's, or the fingerprint of the histogram in `histograms`.
+    fn bits(self, histograms: &[(Arc<FloatHistogram>, u64)]) -> u64 {
+        match self {
+            Staged::Float(v) => v.to_bits(),
+            Staged::Histogram(i) => histograms[i as usize].1,
+        }
+    }
+}
+
 /// The oldest staged sample of every open appender, by appender.
 #[derive(Default)]
 pub(super) struct OpenAppends {
@@ -290,17 +300,9 @@ impl DbAppender {
         Ok(idx)
     }
 
-    /// The value bits of a staged value: a float's, or a histogram's fingerprint.
-    fn bits(&self, v: Staged) -> u64 {
-        match v {
-            Staged::Float(v) => v.to_bits(),
-            Staged::Histogram(i) => self.histograms[i as usize].1,
-        }
-    }
-
     /// Stages `(t, v)` for the batch's series `idx`.
     fn append_at(&mut self, idx: u32, t: Timestamp, v: Staged, bounds: Bounds) -> Result<(), Error> {
-        let bits = self.bits(v);
+        let bits = v.bits(&self.histograms);
         let s = &mut self.series[idx as usize];
         match admit(s.last, t, bits, bounds)? {
             Admit::InOrder => {
@@ -311,8 +313,11 @@ impl DbAppender {
                 // a conflicting value at a timestamp the series has is refused now, not
                 // dropped silently at commit
                 let stored = s.sref.and_then(|r| read(&self.db.head).value_at(r, t));
-                let batched =
-                    self.samples.iter().find(|&&(i, bt, _)| i == idx && bt == t).map(|x| self.bits(x.2));
+                let batched = self
+                    .samples
+                    .iter()
+                    .find(|&&(i, bt, _)| i == idx && bt == t)
+                    .map(|x| x.2.bits(&self.histograms));
                 match stored.or(batched) {
                     Some(old) if old != bits => return Err(Error::DuplicateTimestamp),
                     Some(_) => {}
@@ -386,10 +391,7 @@ impl Appender for DbAppender {
         let mut series = std::mem::take(&mut self.series);
         let samples = std::mem::take(&mut self.samples);
         let histograms = std::mem::take(&mut self.histograms);
-        let bits = |v: Staged| match v {
-            Staged::Float(v) => v.to_bits(),
-            Staged::Histogram(i) => histograms[i as usize].1,
-        };
+        let bits = |v: Staged| v.bits(&histograms);
         let admitted = self.admitted;
         if samples.is_empty() {
             return Ok(CommitStats::default());
@@ -526,18 +528,18 @@ impl Appender for DbAppender {
                 let appended = match v {
                     Staged::Float(v) => head.append(ref_of(idx), t, v),
                     Staged::Histogram(i) => {
-                        head.append_histogram(ref_of(idx), t, Arc::clone(&histograms[i as usize].0))
+                        let (h, bits) = &histograms[i as usize];
+                        head.append_histogram(ref_of(idx), t, Arc::clone(h), *bits)
                     }
                 };
                 let res = match appended {
                     AppendResult::OutOfOrder => {
                         let res = match v {
                             Staged::Float(v) => head.insert_ooo(ref_of(idx), t, v),
-                            Staged::Histogram(i) => head.insert_ooo_histogram(
-                                ref_of(idx),
-                                t,
-                                Arc::clone(&histograms[i as usize].0),
-                            ),
+                            Staged::Histogram(i) => {
+                                let (h, bits) = &histograms[i as usize];
+                                head.insert_ooo_histogram(ref_of(idx), t, Arc::clone(h), *bits)
+                            }
                         };
                         if matches!(res, AppendResult::Appended) {
                             db.counters.out_of_order_appended.fetch_add(1, Ordering::Relaxed);

@@ -401,11 +401,11 @@ fn replay_into(
         }
         wal::Record::Histograms(list) => {
             for (r, t, h) in list.into_iter().filter(|s| s.1 >= floor) {
-                let h = Arc::new(h);
+                let (bits, h) = (h.fingerprint(), Arc::new(h));
                 let appended = target(head, &mut pending, &mut alias, r).map(|r| {
-                    match head.append_histogram(r, t, Arc::clone(&h)) {
+                    match head.append_histogram(r, t, Arc::clone(&h), bits) {
                         // out of order when written, or after floats of its batch
-                        AppendResult::OutOfOrder => head.insert_ooo_histogram(r, t, h),
+                        AppendResult::OutOfOrder => head.insert_ooo_histogram(r, t, h, bits),
                         other => other,
                     }
                 });
