@@ -15,13 +15,15 @@ use tracing::{error, warn};
 
 /// `--enable-feature` values promflow acts on. The PromQL language features are always on in
 /// promflow (docs/promql-compat.md), so their flags are accepted silently; delayed name removal
-/// changes results, so it stays opt-in as in Prometheus.
+/// changes results, so it stays opt-in as in Prometheus; `native-histograms` turns native
+/// histogram scraping on for every job that does not say otherwise.
 const HONOURED_FEATURES: &[&str] = &[
     "promql-delayed-name-removal",
     "promql-experimental-functions",
     "promql-duration-expr",
     "promql-extended-range-selectors",
     "promql-binop-fill-modifiers",
+    "native-histograms",
 ];
 
 fn main() {

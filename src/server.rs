@@ -35,9 +35,13 @@ fn millis(d: Duration) -> i64 {
 
 /// Runs the server until it is told to stop; an error is a reason not to start.
 pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
-    let (loaded, rule_groups) =
-        load_config(&flags.config_file, &flags.external_url, flags.rules_evaluation_mode == "event")
-            .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
+    let (loaded, rule_groups) = load_config(
+        &flags.config_file,
+        &flags.external_url,
+        flags.rules_evaluation_mode == "event",
+        native_histograms(&flags),
+    )
+    .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
     for w in &loaded.warnings {
         warn!(file = %flags.config_file, "{w}");
     }
@@ -97,8 +101,9 @@ fn load_config(
     path: &str,
     external_url: &str,
     event_mode: bool,
+    native_histograms: bool,
 ) -> Result<(LoadedConfig, Vec<GroupSpec>), String> {
-    let opts = promflow_config::LoadOptions { features: features(), ..Default::default() };
+    let opts = promflow_config::LoadOptions { features: features(), native_histograms, ..Default::default() };
     let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
     let groups = crate::rules::load_groups(&loaded.config, external_url, event_mode)?;
     Ok((loaded, groups))
@@ -230,6 +235,7 @@ impl Components {
         let path = flags.config_file.clone();
         let external_url = flags.external_url.clone();
         let event_mode = flags.rules_evaluation_mode == "event";
+        let native_histograms = native_histograms(flags);
         let (scrape, status, db) = (Arc::clone(&self.scrape), Arc::clone(&self.status), Arc::clone(db));
         let (rule_manager, notifier) = (Arc::clone(&self.rule_manager), Arc::clone(&self.notifier));
         let (remote_write, remote_read) = (Arc::clone(&self.remote_write), Arc::clone(&self.remote_read));
@@ -237,22 +243,23 @@ impl Components {
         let query_log = Arc::clone(&self.query_log);
         Arc::new(move || {
             let _guard = runtime.enter();
-            let result = load_config(&path, &external_url, event_mode).and_then(|(l, groups)| {
-                scrape.apply(&l.config).map_err(|e| e.to_string())?;
-                notifier.apply(&l.config).map_err(|e| e.to_string())?;
-                remote_write.apply(&l.config).map_err(|e| e.to_string())?;
-                remote_read.apply(&l.config).map_err(|e| e.to_string())?;
-                open_query_log(&query_log, &l.config)?;
-                if let Some(push) = &push {
-                    push.set_interval(l.config.global.scrape_interval);
-                }
-                rule_manager.update(groups);
-                db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
-                for w in &l.warnings {
-                    warn!(file = %path, "{w}");
-                }
-                Ok(l)
-            });
+            let result =
+                load_config(&path, &external_url, event_mode, native_histograms).and_then(|(l, groups)| {
+                    scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                    notifier.apply(&l.config).map_err(|e| e.to_string())?;
+                    remote_write.apply(&l.config).map_err(|e| e.to_string())?;
+                    remote_read.apply(&l.config).map_err(|e| e.to_string())?;
+                    open_query_log(&query_log, &l.config)?;
+                    if let Some(push) = &push {
+                        push.set_interval(l.config.global.scrape_interval);
+                    }
+                    rule_manager.update(groups);
+                    db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
+                    for w in &l.warnings {
+                        warn!(file = %path, "{w}");
+                    }
+                    Ok(l)
+                });
             match result {
                 Ok(l) => {
                     status.record_reload(true, Some(l.config.to_redacted_yaml()), l.warnings.len());
@@ -407,6 +414,12 @@ fn open_query_log(log: &QueryLog, config: &Config) -> Result<(), String> {
 /// `--query.max-concurrency`, at least one.
 fn query_concurrency(flags: &cli::Flags) -> usize {
     usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1)
+}
+
+/// `--enable-feature=native-histograms`: jobs scrape native histograms unless their
+/// configuration says otherwise, as in Prometheus 3.
+fn native_histograms(flags: &cli::Flags) -> bool {
+    flags.enable_feature.iter().any(|f| f == "native-histograms")
 }
 
 /// `--enable-feature=promql-delayed-name-removal`.

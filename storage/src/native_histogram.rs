@@ -68,6 +68,23 @@ pub enum HistogramError {
         /// The `+Inf` bucket's.
         infinite: f64,
     },
+    /// Spans that do not cover exactly the bucket counts given.
+    #[error("{side} spans cover {covered} buckets, {given} bucket counts are given")]
+    SpansMismatch {
+        /// `positive` or `negative`.
+        side: &'static str,
+        /// The buckets the spans cover.
+        covered: u64,
+        /// The counts given.
+        given: usize,
+    },
+    /// Integer bucket deltas that add up past `i64` or below zero.
+    #[error("bucket has a negative or overflowing count after delta {0}")]
+    BadDelta(i64),
+    /// Custom bounds that are not finite and strictly increasing, custom buckets with
+    /// negative buckets or past the bounds, or custom bounds with an exponential schema.
+    #[error("invalid custom buckets: {0}")]
+    InvalidCustomBuckets(&'static str),
 }
 
 /// A run of consecutive buckets in Prometheus's span notation: `offset` buckets after the
@@ -104,7 +121,12 @@ pub struct FloatHistogram {
 
 impl FloatHistogram {
     /// A histogram with the given fields and buckets written in span notation, as Prometheus
-    /// writes them (each bucket an absolute count). The buckets are made canonical.
+    /// writes them (each bucket an absolute count). The buckets are made canonical. Refused:
+    /// spans that do not cover exactly the counts given, offsets past `i32`, an unknown
+    /// schema, and custom bounds that are not finite and increasing, that come with an
+    /// exponential schema, or that custom buckets (which have no negative side) run past.
+    /// Counts are not checked here (a computed histogram may hold negative ones): senders'
+    /// histograms also go through [`FloatHistogram::check_counts`].
     #[allow(clippy::too_many_arguments)]
     pub fn from_spans(
         schema: i32,
@@ -116,6 +138,27 @@ impl FloatHistogram {
         negative: (&[Span], &[f64]),
         custom_bounds: Vec<f64>,
     ) -> Result<FloatHistogram, HistogramError> {
+        for (side, (spans, counts)) in [("positive", positive), ("negative", negative)] {
+            let covered: u64 = spans.iter().map(|s| u64::from(s.length)).sum();
+            if covered != counts.len() as u64 {
+                return Err(HistogramError::SpansMismatch { side, covered, given: counts.len() });
+            }
+        }
+        if schema == CUSTOM_BUCKETS_SCHEMA {
+            if !negative.0.is_empty() {
+                return Err(HistogramError::InvalidCustomBuckets("custom buckets have no negative buckets"));
+            }
+            if custom_bounds.iter().any(|b| !b.is_finite()) || custom_bounds.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err(HistogramError::InvalidCustomBuckets("bounds must be finite and increasing"));
+            }
+            let end: i64 = positive.0.iter().map(|s| i64::from(s.offset) + i64::from(s.length)).sum();
+            if end > custom_bounds.len() as i64 + 1 {
+                return Err(HistogramError::InvalidCustomBuckets("more buckets than bounds"));
+            }
+        } else if !custom_bounds.is_empty() {
+            return Err(HistogramError::InvalidCustomBuckets("custom bounds need schema -53"));
+        }
         FloatHistogram::from_parts(
             CounterResetHint::Unknown,
             schema,
@@ -128,6 +171,16 @@ impl FloatHistogram {
             custom_bounds,
         )
         .ok_or(HistogramError::InvalidSchema(schema))
+    }
+
+    /// Refuses what no sender may write: a negative count, zero count or bucket count, or a
+    /// NaN one.
+    pub fn check_counts(&self) -> Result<(), HistogramError> {
+        let buckets = self.positive.iter().chain(&self.negative).map(|b| b.1);
+        match [self.count, self.zero_count].into_iter().chain(buckets).find(|c| c.is_nan() || *c < 0.0) {
+            Some(c) => Err(HistogramError::NegativeCount(c)),
+            None => Ok(()),
+        }
     }
 
     /// A classic histogram (its buckets' `le` bounds with their cumulative counts, in any
@@ -986,6 +1039,19 @@ fn spanned(spans: &[Span], counts: &[f64]) -> Result<Vec<(i32, f64)>, HistogramE
         }
     }
     Ok(out)
+}
+
+/// An integer histogram's absolute bucket counts from its deltas (each bucket's count is the
+/// previous one's plus its delta), refusing a count below zero or past `i64`.
+pub fn counts_from_deltas(deltas: &[i64]) -> Result<Vec<f64>, HistogramError> {
+    let mut count = 0i64;
+    deltas
+        .iter()
+        .map(|&d| {
+            count = count.checked_add(d).filter(|c| *c >= 0).ok_or(HistogramError::BadDelta(d))?;
+            Ok(count as f64)
+        })
+        .collect()
 }
 
 /// `(index, count)` pairs sorted by index, equal indexes summed, empty buckets dropped.

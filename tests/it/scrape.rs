@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use serde_json::Value;
 
 /// A target that answers every request with an HTML page (not an exposition format).
 fn garbage_target() -> u16 {
@@ -512,4 +513,165 @@ fn a_job_over_its_target_limit_fails_every_target_as_prometheus_does() {
         seen.iter().all(|(_, e)| !e.starts_with("target_limit")).then_some(seen)
     });
     assert!(parsed.is_some(), "the targets are scraped after the limit is raised");
+}
+
+/// A target whose answer the test changes: protobuf to whoever offers it, the text format
+/// to the others.
+struct SwitchTarget {
+    port: u16,
+    /// (protobuf body, text body)
+    bodies: std::sync::Arc<std::sync::Mutex<(Vec<u8>, String)>>,
+}
+
+fn switch_target(protobuf: Vec<u8>, text: &str) -> SwitchTarget {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new((protobuf, text.to_string())));
+    let shared = std::sync::Arc::clone(&bodies);
+    let port = serve_http(move |_, accept| {
+        let b = shared.lock().unwrap();
+        if accept.contains("application/vnd.google.protobuf") {
+            let ct = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+            (ct.to_string(), b.0.clone())
+        } else {
+            ("text/plain; version=0.0.4".to_string(), b.1.clone().into_bytes())
+        }
+    });
+    SwitchTarget { port, bodies }
+}
+
+/// A native histogram of schema 3 with twelve buckets from 1 to 2.8, and a classic one.
+fn fine_histogram() -> Vec<u8> {
+    use promflow_scrape::exposition::protobuf::wire::*;
+    let family = |name: &str, h: Histogram| MetricFamily {
+        name: Some(name.into()),
+        help: None,
+        r#type: Some(metric_type::HISTOGRAM),
+        metric: vec![Metric { histogram: Some(h), ..Default::default() }],
+        unit: None,
+    };
+    encode_delimited(&[
+        family(
+            "fine_seconds",
+            Histogram {
+                sample_count: Some(12),
+                sample_sum: Some(20.0),
+                schema: Some(3),
+                zero_threshold: Some(0.001),
+                positive_span: vec![BucketSpan { offset: Some(1), length: Some(12) }],
+                positive_delta: [1].into_iter().chain([0; 11]).collect(),
+                bucket: vec![Bucket {
+                    cumulative_count: Some(12),
+                    upper_bound: Some(4.0),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ),
+        family(
+            "sparse_seconds",
+            Histogram {
+                sample_count: Some(2),
+                sample_sum: Some(1e6),
+                schema: Some(0),
+                zero_threshold: Some(0.001),
+                // two buckets 2^-10 and 2^20: still two at schema -4
+                positive_span: vec![
+                    BucketSpan { offset: Some(-10), length: Some(1) },
+                    BucketSpan { offset: Some(29), length: Some(1) },
+                ],
+                positive_delta: vec![1, 0],
+                ..Default::default()
+            },
+        ),
+    ])
+}
+
+fn histogram_buckets(s: &Server, query: &str) -> Option<Vec<Value>> {
+    let (_, v) = s.get_json(&format!("/api/v1/query?query={}", urlencode(query)));
+    let r = result(&v).first()?.clone();
+    r["histogram"][1]["buckets"].as_array().cloned()
+}
+
+#[test]
+fn native_histogram_scrape_options_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "# TYPE legacy_seconds histogram\nlegacy_seconds_bucket{le=\"0.5\"} 1\nlegacy_seconds_bucket{le=\"1\"} 3\nlegacy_seconds_bucket{le=\"+Inf\"} 4\nlegacy_seconds_sum 2\nlegacy_seconds_count 4\n";
+    let t = switch_target(fine_histogram(), text);
+    let job = |name: &str, extra: &str| {
+        format!(
+            "  - job_name: {name}\n{extra}    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            t.port
+        )
+    };
+    let config = [
+        "global:\n  scrape_interval: 300ms\n  scrape_timeout: 250ms\nscrape_configs:\n".to_string(),
+        // the feature flag turns native histograms on for every job that does not say otherwise
+        job("default", ""),
+        job("limited", "    native_histogram_bucket_limit: 4\n"),
+        job("tight", "    native_histogram_bucket_limit: 1\n"),
+        job("factor", "    native_histogram_min_bucket_factor: 1.1\n"),
+        job("classic", "    scrape_native_histograms: false\n    scrape_protocols: [PrometheusProto]\n"),
+        job("both", "    always_scrape_classic_histograms: true\n"),
+        job(
+            "nhcb",
+            "    scrape_protocols: [PrometheusText0.0.4]\n    convert_classic_histograms_to_nhcb: true\n",
+        ),
+    ]
+    .concat();
+    let s = start_promflow(dir.path(), &config, &["--enable-feature=native-histograms"]);
+    let buckets = |job: &str, name: &str| {
+        wait_for(Duration::from_secs(15), || histogram_buckets(&s, &format!("{name}{{job=\"{job}\"}}")))
+            .unwrap_or_else(|| panic!("{name} of job {job} is a native histogram"))
+    };
+
+    assert_eq!(buckets("default", "fine_seconds").len(), 12);
+    // 12 buckets over the limit of 4: schema 3 → 1, where (1, 2.83] takes 4 buckets
+    let limited = buckets("limited", "fine_seconds");
+    assert!(limited.len() <= 4, "{limited:?}");
+    assert_eq!(limited.last().unwrap()[2], "2.8284271247461903", "{limited:?}");
+    // a bucket grows by at least 1.1: schema 2, 6 buckets
+    assert_eq!(buckets("factor", "fine_seconds").len(), 6);
+    // at most one bucket: impossible for sparse_seconds at any schema, so the scrape fails
+    let tight = wait_for(Duration::from_secs(15), || target_health(&s, "tight")).unwrap();
+    assert_eq!(tight.0, "down");
+    assert!(tight.1.contains("bucket limit"), "{tight:?}");
+    // native histograms off for a job that still asks for protobuf: the classic series of
+    // the same histogram
+    let classic = wait_for(Duration::from_secs(15), || {
+        let (_, v) = s.get_json("/api/v1/query?query=fine_seconds_bucket%7Bjob%3D%22classic%22%7D");
+        (!result(&v).is_empty()).then(|| result(&v).clone())
+    })
+    .unwrap();
+    assert_eq!(classic.len(), 2, "le=4 and the +Inf bucket: {classic:?}");
+    let (_, v) = s.get_json("/api/v1/query?query=fine_seconds%7Bjob%3D%22classic%22%7D");
+    assert!(result(&v).is_empty(), "{v}");
+    // both kinds, when asked for
+    buckets("both", "fine_seconds");
+    let (_, v) = s.get_json("/api/v1/query?query=fine_seconds_count%7Bjob%3D%22both%22%7D");
+    assert_eq!(result(&v)[0]["value"][1], "12", "{v}");
+    // a text target's classic histogram becomes custom buckets, and its series go
+    let nhcb = buckets("nhcb", "legacy_seconds");
+    assert_eq!(
+        nhcb.iter()
+            .map(|b| (b[2].as_str().unwrap().to_string(), b[3].as_str().unwrap().to_string()))
+            .collect::<Vec<_>>(),
+        [("0.5".to_string(), "1".to_string()), ("1".into(), "2".into()), ("+Inf".into(), "1".into())]
+    );
+    let (_, v) = s.get_json("/api/v1/query?query=legacy_seconds_bucket%7Bjob%3D%22nhcb%22%7D");
+    assert!(result(&v).is_empty(), "{v}");
+
+    // the histogram leaves the target: its series goes stale at the next scrape
+    t.bodies.lock().unwrap().0 = Vec::new();
+    let gone = wait_for(Duration::from_secs(15), || {
+        let (_, v) = s.get_json("/api/v1/query?query=fine_seconds%7Bjob%3D%22default%22%7D");
+        result(&v).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "a histogram series that disappears is marked stale");
+    let text = client().get(s.url("/metrics")).send().unwrap().text().unwrap();
+    let failed = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total ")
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1.0), "{failed:?}");
 }

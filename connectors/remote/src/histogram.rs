@@ -2,7 +2,9 @@
 //! 2.0): integer histograms with delta-encoded bucket counts, or float histograms with
 //! absolute ones, in span notation, converted to and from storage's [`FloatHistogram`].
 
-use promflow_storage::native_histogram::{CounterResetHint, FloatHistogram, Span, CUSTOM_BUCKETS_SCHEMA};
+use promflow_storage::native_histogram::{
+    counts_from_deltas, CounterResetHint, FloatHistogram, HistogramError, Span,
+};
 
 use crate::Error;
 
@@ -70,25 +72,6 @@ pub struct Histogram {
     pub custom_values: Vec<f64>,
 }
 
-fn invalid(what: String) -> Error {
-    Error::InvalidHistogram(what)
-}
-
-/// Absolute counts from an integer histogram's deltas.
-fn from_deltas(deltas: &[i64]) -> Result<Vec<f64>, Error> {
-    let mut count = 0i64;
-    deltas
-        .iter()
-        .map(|&d| {
-            count = count.checked_add(d).ok_or_else(|| invalid("bucket count overflows".into()))?;
-            if count < 0 {
-                return Err(invalid(format!("bucket has a negative count {count}")));
-            }
-            Ok(count as f64)
-        })
-        .collect()
-}
-
 fn spans(s: &[BucketSpan]) -> Vec<Span> {
     s.iter().map(|s| Span { offset: s.offset, length: s.length }).collect()
 }
@@ -98,49 +81,17 @@ impl Histogram {
     /// the buckets given, no negative count, custom bounds (only with schema -53) finite and
     /// strictly increasing.
     pub fn to_float_histogram(&self) -> Result<FloatHistogram, Error> {
-        let float = self.count_float.is_some();
-        let (positive, negative) = if float {
+        let invalid = |e: HistogramError| Error::InvalidHistogram(e.to_string());
+        let (positive, negative) = if self.count_float.is_some() {
             (self.positive_counts.clone(), self.negative_counts.clone())
         } else {
-            (from_deltas(&self.positive_deltas)?, from_deltas(&self.negative_deltas)?)
+            (
+                counts_from_deltas(&self.positive_deltas).map_err(invalid)?,
+                counts_from_deltas(&self.negative_deltas).map_err(invalid)?,
+            )
         };
-        for (side, spans, counts) in
-            [("positive", &self.positive_spans, &positive), ("negative", &self.negative_spans, &negative)]
-        {
-            let covered: u64 = spans.iter().map(|s| u64::from(s.length)).sum();
-            if covered != counts.len() as u64 {
-                return Err(invalid(format!(
-                    "{side} spans cover {covered} buckets, {} bucket counts are given",
-                    counts.len()
-                )));
-            }
-            if let Some(c) = counts.iter().find(|c| **c < 0.0) {
-                return Err(invalid(format!("{side} bucket has a negative count {c}")));
-            }
-        }
         let count = self.count_float.unwrap_or(self.count_int.unwrap_or(0) as f64);
         let zero_count = self.zero_count_float.unwrap_or(self.zero_count_int.unwrap_or(0) as f64);
-        if count < 0.0 || zero_count < 0.0 {
-            return Err(invalid("negative count".into()));
-        }
-        let custom = self.schema == CUSTOM_BUCKETS_SCHEMA;
-        if custom {
-            if !self.negative_spans.is_empty() {
-                return Err(invalid("custom buckets have no negative buckets".into()));
-            }
-            if self.custom_values.iter().any(|b| !b.is_finite())
-                || self.custom_values.windows(2).any(|w| w[0] >= w[1])
-            {
-                return Err(invalid("custom bucket bounds must be finite and increasing".into()));
-            }
-            let last =
-                self.positive_spans.iter().map(|s| i64::from(s.offset) + i64::from(s.length)).sum::<i64>();
-            if last > self.custom_values.len() as i64 + 1 {
-                return Err(invalid("more custom buckets than bounds".into()));
-            }
-        } else if !self.custom_values.is_empty() {
-            return Err(invalid(format!("schema {} has no custom bounds", self.schema)));
-        }
         let mut h = FloatHistogram::from_spans(
             self.schema,
             self.zero_threshold,
@@ -151,7 +102,8 @@ impl Histogram {
             (&spans(&self.negative_spans), &negative),
             self.custom_values.clone(),
         )
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(invalid)?;
+        h.check_counts().map_err(invalid)?;
         h.hint = match self.reset_hint {
             1 => CounterResetHint::CounterReset,
             2 => CounterResetHint::NotCounterReset,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use promflow_config::{relabel, Config, RelabelConfig, ScrapeConfig};
 use promflow_storage::json_log::{rfc3339_ms, JsonLog};
+use promflow_storage::native_histogram::FloatHistogram;
 use promflow_storage::{now_ms, stale_nan, Db, Labels};
 use tokio::sync::watch;
 
@@ -65,6 +66,12 @@ struct PoolSettings {
     target_limit: usize,
     accept: String,
     client_key: String,
+    /// How histograms are read (native, classic kept, classic converted to custom buckets).
+    histograms: exposition::HistogramOptions,
+    /// `native_histogram_bucket_limit`: 0 for none.
+    bucket_limit: usize,
+    /// The highest schema a native histogram is kept at (`native_histogram_min_bucket_factor`).
+    max_schema: i32,
 }
 
 /// Per-target mutable status shared between the loop and the API.
@@ -123,6 +130,9 @@ struct Counters {
     duplicate: AtomicU64,
     /// Syncs of a pool that found more targets than its `target_limit`.
     target_limit_exceeded: AtomicU64,
+    /// Scrapes that failed because a native histogram had more buckets than the limit,
+    /// even at the lowest resolution.
+    bucket_limit_exceeded: AtomicU64,
     /// HTTP service discovery fetches that failed.
     sd_failures: AtomicU64,
     /// DNS service discovery refreshes, and those that failed.
@@ -458,6 +468,11 @@ impl ScrapeManager {
                 &c.target_limit_exceeded,
             ),
             (
+                "prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total",
+                "Total number of scrapes that hit the native histogram bucket limit and were rejected.",
+                &c.bucket_limit_exceeded,
+            ),
+            (
                 "prometheus_sd_http_failures_total",
                 "Number of HTTP service discovery refresh failures.",
                 &c.sd_failures,
@@ -547,7 +562,53 @@ fn pool_settings(sc: &ScrapeConfig) -> PoolSettings {
             "{:?}{:?}{:?}{:?}",
             sc.basic_auth, sc.authorization, sc.tls_config, sc.bearer_token
         ),
+        histograms: exposition::HistogramOptions {
+            native: sc.scrape_native_histograms_enabled(),
+            keep_classic: sc.always_scrape_classic_histograms.unwrap_or(false),
+            classic_to_custom_buckets: sc.convert_classic_histograms_to_nhcb.unwrap_or(false),
+        },
+        bucket_limit: sc.native_histogram_bucket_limit as usize,
+        max_schema: max_schema_for(sc.native_histogram_min_bucket_factor),
     }
+}
+
+/// The highest schema whose buckets grow by at least `factor` from one to the next
+/// (`native_histogram_min_bucket_factor`), as Prometheus picks it: 8 for a factor of 1 or
+/// less (none set), -4 at most for large factors.
+fn max_schema_for(factor: f64) -> i32 {
+    let schemas = promflow_storage::native_histogram::EXPONENTIAL_SCHEMAS;
+    if factor <= 1.0 {
+        return *schemas.end();
+    }
+    let floor = (-factor.log2().log2()).floor();
+    floor.clamp(f64::from(*schemas.start()), f64::from(*schemas.end())) as i32
+}
+
+/// Lowers a native histogram's resolution to `max_schema`, then further while it has more
+/// buckets than `limit` (0 for none); refuses it when even schema -4 (or custom buckets,
+/// which cannot be merged) has too many.
+fn fit_bucket_limits(h: &mut FloatHistogram, limit: usize, max_schema: i32) -> Result<(), String> {
+    if h.uses_custom_buckets() {
+        let buckets = h.positive_buckets().len();
+        if limit > 0 && buckets > limit {
+            return Err(format!("histogram bucket limit exceeded: {buckets} custom buckets, limit {limit}"));
+        }
+        return Ok(());
+    }
+    if h.schema > max_schema {
+        h.reduce_resolution(max_schema);
+    }
+    let lowest = *promflow_storage::native_histogram::EXPONENTIAL_SCHEMAS.start();
+    while limit > 0 && h.positive_buckets().len() + h.negative_buckets().len() > limit {
+        if h.schema <= lowest {
+            return Err(format!(
+                "histogram bucket limit exceeded: {} buckets at schema {lowest}, limit {limit}",
+                h.positive_buckets().len() + h.negative_buckets().len()
+            ));
+        }
+        h.reduce_resolution(h.schema - 1);
+    }
+    Ok(())
 }
 
 fn static_groups(sc: &ScrapeConfig) -> Vec<(Vec<String>, Labels)> {
@@ -884,7 +945,7 @@ impl ScrapeLoop {
         };
         let parsed = fetched.and_then(|(body, ct)| {
             let format = exposition::format_from_content_type(ct.as_deref());
-            exposition::parse(&body, format).map_err(|e| e.to_string())
+            exposition::parse_with(&body, format, &self.settings.histograms).map_err(|e| e.to_string())
         });
         let duration = started.elapsed();
         let db = Arc::clone(&self.db);
@@ -1039,6 +1100,12 @@ fn report_series(target: &Labels) -> [Labels; 5] {
     })
 }
 
+/// A scraped sample's value.
+enum ScrapedValue {
+    Float(f64),
+    Histogram(FloatHistogram),
+}
+
 type ScrapeOutcome = (HashMap<Labels, ()>, Option<String>, Option<Vec<MetricMetadata>>);
 
 /// Appends one scrape's samples, staleness markers and report series in one commit.
@@ -1061,10 +1128,16 @@ fn append_scrape(
     match parsed {
         Err(e) => err = Some(e),
         Ok(expo) => {
-            scraped = expo.samples.len();
-            let mut batch: Vec<(Labels, i64, f64, bool)> = Vec::with_capacity(expo.samples.len());
-            for ps in expo.samples {
-                let mut l = merge_target_labels(&ps.labels, target, s.honor_labels);
+            scraped = expo.samples.len() + expo.histograms.len();
+            let mut batch: Vec<(Labels, i64, ScrapedValue, bool)> = Vec::with_capacity(scraped);
+            let floats =
+                expo.samples.into_iter().map(|s| (s.labels, s.timestamp_ms, ScrapedValue::Float(s.value)));
+            let histograms = expo
+                .histograms
+                .into_iter()
+                .map(|h| (h.labels, h.timestamp_ms, ScrapedValue::Histogram(h.histogram)));
+            for (labels, timestamp_ms, mut value) in floats.chain(histograms) {
+                let mut l = merge_target_labels(&labels, target, s.honor_labels);
                 if !s.metric_relabel.is_empty() {
                     match relabel::process(&l, &s.metric_relabel) {
                         Some(x) => l = x,
@@ -1076,9 +1149,16 @@ fn append_scrape(
                     err = Some(e);
                     break;
                 }
-                let explicit = s.honor_timestamps && ps.timestamp_ms.is_some();
-                let ts = if explicit { ps.timestamp_ms.unwrap_or(t) } else { t };
-                batch.push((l, ts, ps.value, explicit));
+                if let ScrapedValue::Histogram(h) = &mut value {
+                    if let Err(e) = fit_bucket_limits(h, s.bucket_limit, s.max_schema) {
+                        counters.bucket_limit_exceeded.fetch_add(1, Ordering::Relaxed);
+                        err = Some(e);
+                        break;
+                    }
+                }
+                let explicit = s.honor_timestamps && timestamp_ms.is_some();
+                let ts = if explicit { timestamp_ms.unwrap_or(t) } else { t };
+                batch.push((l, ts, value, explicit));
             }
             if err.is_none() && s.sample_limit > 0 && batch.len() > s.sample_limit {
                 counters.sample_limit_exceeded.fetch_add(1, Ordering::Relaxed);
@@ -1093,7 +1173,11 @@ fn append_scrape(
                         counters.duplicate.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    match app.append(&l, ts, v) {
+                    let appended = match v {
+                        ScrapedValue::Float(v) => app.append(&l, ts, v),
+                        ScrapedValue::Histogram(h) => app.append_histogram(&l, ts, h),
+                    };
+                    match appended {
                         Ok(()) => {}
                         Err(
                             promflow_storage::Error::OutOfOrder

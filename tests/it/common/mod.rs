@@ -360,7 +360,7 @@ pub struct Capture {
 }
 
 pub fn start_capture(fail_first: usize) -> Capture {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -376,25 +376,8 @@ pub fn start_capture(fail_first: usize) -> Capture {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut stream = stream;
                 loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    let mut request_line = String::new();
-                    // request line and headers
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if request_line.is_empty() {
-                            request_line = line.trim().to_string();
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
+                    let Some((request_line, headers)) = read_request_head(&mut reader) else { return };
+                    let len = header(&headers, "content-length").parse().unwrap_or(0);
                     let mut body = vec![0u8; len];
                     if reader.read_exact(&mut body).is_err() {
                         return;
@@ -419,4 +402,60 @@ pub fn start_capture(fail_first: usize) -> Capture {
         }
     });
     Capture { port, bodies, raw, arrived }
+}
+
+/// An HTTP request's line and headers (names lower-cased), or `None` at the end of the
+/// connection.
+fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<(String, String)>)> {
+    let (mut request, mut headers, mut line) = (String::new(), Vec::new(), String::new());
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some((request, headers));
+        }
+        if request.is_empty() {
+            request = line.trim().to_string();
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+}
+
+/// A header's value ("" when absent).
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> &'h str {
+    headers.iter().find(|h| h.0 == name).map_or("", |h| h.1.as_str())
+}
+
+/// A scrape target on 127.0.0.1: every GET is answered with `answer(request line, Accept
+/// header)`, a content type and a body. Returns the port.
+pub fn serve_http(answer: impl Fn(&str, &str) -> (String, Vec<u8>) + Send + Sync + 'static) -> u16 {
+    use std::io::{BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let answer = std::sync::Arc::clone(&answer);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let Some((request, headers)) = read_request_head(&mut reader) else { return };
+                    let (content_type, body) =
+                        answer(&request, &header(&headers, "accept").to_ascii_lowercase());
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
 }

@@ -198,6 +198,10 @@ pub struct LoadOptions {
     pub features: Features,
     /// Environment used to expand `external_labels`; `None` reads the process environment.
     pub env: Option<BTreeMap<String, String>>,
+    /// `--enable-feature=native-histograms`, as in Prometheus 3: the global
+    /// `scrape_native_histograms` is on, so every job that does not say otherwise scrapes
+    /// native histograms.
+    pub native_histograms: bool,
 }
 
 impl Config {
@@ -275,6 +279,7 @@ impl Config {
         }
 
         // scrape configs: inherit from global, unique job names
+        cfg.global.scrape_native_histograms |= opts.native_histograms;
         let mut jobs: BTreeMap<String, String> = BTreeMap::new();
         for mut sc in raw.scrape_configs {
             sc.value.apply_global(&cfg.global).map_err(|m| at(&sc.referenced, m))?;
@@ -407,7 +412,7 @@ impl Config {
         }
         for sc in &self.scrape_configs {
             // scrape settings the scrape loop does not honour yet
-            let unhonoured: [(&str, bool); 9] = [
+            let unhonoured: [(&str, bool); 7] = [
                 ("oauth2", sc.oauth2.is_some()),
                 ("proxy_url", sc.proxy_url.is_some()),
                 ("proxy_from_environment", sc.proxy_from_environment),
@@ -415,8 +420,6 @@ impl Config {
                 ("keep_dropped_targets", sc.keep_dropped_targets != 0),
                 ("track_timestamps_staleness", sc.track_timestamps_staleness),
                 ("enable_compression", !sc.enable_compression),
-                ("scrape_native_histograms", sc.scrape_native_histograms == Some(true)),
-                ("native_histogram_bucket_limit", sc.native_histogram_bucket_limit != 0),
             ];
             for (key, set) in unhonoured {
                 if set {

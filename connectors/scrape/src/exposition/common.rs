@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use promflow_storage::{Labels, METRIC_NAME};
 
-use super::{MetricMetadata, MetricType, ParseError};
+use super::{MetricMetadata, MetricType, ParseError, Place};
 
 /// A byte cursor over the whole body. Positions are byte offsets; line numbers are computed
 /// only when an error is reported.
@@ -154,7 +154,7 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn error_at(&self, pos: usize, message: impl Into<String>) -> ParseError {
-        ParseError { line: line_of(self.b, pos), message: message.into() }
+        ParseError { place: Place::Line(line_of(self.b, pos)), message: message.into() }
     }
 
     /// "`expected`, got `<what is at pos>`".

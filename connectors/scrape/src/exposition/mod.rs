@@ -1,8 +1,9 @@
-//! Parsers for the two text exposition formats a scrape target may answer with:
+//! Parsers for the exposition formats a scrape target may answer with:
 //!
 //! * the Prometheus text format 0.0.4 (and 1.0.0, which adds quoted UTF-8 names such as
 //!   `{"my.metric", "a.b"="c"} 1`), lenient like Prometheus's own parser;
-//! * OpenMetrics 1.0, strict: single spaces, no blank lines or free comments, `# EOF` required.
+//! * OpenMetrics 1.0, strict: single spaces, no blank lines or free comments, `# EOF` required;
+//! * the protobuf format (`PrometheusProto`), the one that carries native histograms.
 //!
 //! [`parse`] reads a whole body into an [`Exposition`]: every sample with its full label set
 //! (including `__name__`), plus the HELP / TYPE / UNIT metadata per metric family. Behaviour
@@ -17,15 +18,22 @@
 //! * a NaN value is stored as the canonical NaN, never as the staleness marker.
 //!
 //! Any malformed input, including HTML error pages and binary data, yields a [`ParseError`]
-//! naming the line; the parsers never panic.
+//! naming the line (or the protobuf message); the parsers never panic.
+//!
+//! [`HistogramOptions`] carry a job's native-histogram settings: whether native histograms
+//! are read, whether classic buckets are kept beside them, and whether classic histograms
+//! become histograms with custom buckets (`convert_classic_histograms_to_nhcb`, any format).
 
 mod common;
+mod nhcb;
 mod openmetrics;
+pub mod protobuf;
 mod text;
 
 #[cfg(test)]
 mod tests;
 
+use promflow_storage::native_histogram::FloatHistogram;
 use promflow_storage::Labels;
 
 /// The exposition format of a scrape body.
@@ -36,19 +44,49 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0 text (`application/openmetrics-text`).
     OpenMetrics,
+    /// Length-delimited `io.prometheus.client.MetricFamily` messages
+    /// (`application/vnd.google.protobuf`).
+    Protobuf,
 }
 
 /// Picks the format from a scrape response's `Content-Type`: `application/openmetrics-text`
-/// (any parameters, any case) is OpenMetrics; `text/plain`, anything else, or a missing header
-/// is the Prometheus text format.
+/// (any parameters, any case) is OpenMetrics, `application/vnd.google.protobuf` protobuf;
+/// `text/plain`, anything else, or a missing header is the Prometheus text format.
 pub fn format_from_content_type(ct: Option<&str>) -> Format {
     let Some(ct) = ct else { return Format::Text };
     let media_type = ct.split(';').next().unwrap_or("").trim();
     if media_type.eq_ignore_ascii_case("application/openmetrics-text") {
         Format::OpenMetrics
+    } else if media_type.eq_ignore_ascii_case("application/vnd.google.protobuf") {
+        Format::Protobuf
     } else {
         Format::Text
     }
+}
+
+/// How a scrape reads histograms: a job's `scrape_native_histograms`,
+/// `always_scrape_classic_histograms` and `convert_classic_histograms_to_nhcb`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistogramOptions {
+    /// A protobuf histogram with native buckets is read as a native histogram; otherwise
+    /// it is read as a classic one.
+    pub native: bool,
+    /// The classic buckets of a histogram read as a native one, or converted to custom
+    /// buckets, are kept as `_bucket`/`_sum`/`_count` series too.
+    pub keep_classic: bool,
+    /// A classic histogram becomes a native histogram with custom buckets (schema -53).
+    pub classic_to_custom_buckets: bool,
+}
+
+/// One native histogram read from an exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedHistogram {
+    /// The series' labels, including `__name__`.
+    pub labels: Labels,
+    /// The explicit timestamp in milliseconds, if the metric carried one.
+    pub timestamp_ms: Option<i64>,
+    /// The histogram.
+    pub histogram: FloatHistogram,
 }
 
 /// One sample read from an exposition.
@@ -128,18 +166,40 @@ pub struct MetricMetadata {
 pub struct Exposition {
     /// Samples in the order they appear.
     pub samples: Vec<ParsedSample>,
+    /// Native histograms in the order they appear.
+    pub histograms: Vec<ParsedHistogram>,
     /// One entry per family with metadata lines, in order of first appearance.
     pub metadata: Vec<MetricMetadata>,
 }
 
-/// Why a body could not be parsed. Displays as `line N: message`.
+/// Why a body could not be parsed. Displays as `line N: message` (or
+/// `metric family N: message` for protobuf).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[error("{place}: {message}")]
 pub struct ParseError {
-    /// The 1-based line where the problem was found.
-    pub line: usize,
+    /// Where the problem was found.
+    pub place: Place,
     /// What was wrong, e.g. `expected '=' after label name, got "}"`.
     pub message: String,
+}
+
+/// Where in a body a [`ParseError`] was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A 1-based line of a text body.
+    Line(usize),
+    /// The 1-based message of a protobuf body.
+    MetricFamily(usize),
+}
+
+impl std::fmt::Display for Place {
+    /// `line N` or `metric family N`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::MetricFamily(n) => write!(f, "metric family {n}"),
+        }
+    }
 }
 
 /// Parses an OpenMetrics body (promtool's backfill input) without collecting it: each sample
@@ -152,11 +212,21 @@ pub fn parse_openmetrics_each(
     openmetrics::parse_each(body, sink)
 }
 
-/// Parses a whole scrape body in the given format. The first malformed line fails the whole
-/// body, as a Prometheus scrape does.
+/// Parses a whole scrape body in the given format, with histograms read as classic ones.
+/// The first malformed line fails the whole body, as a Prometheus scrape does.
 pub fn parse(body: &[u8], format: Format) -> Result<Exposition, ParseError> {
-    match format {
-        Format::Text => text::parse(body),
-        Format::OpenMetrics => openmetrics::parse(body),
+    parse_with(body, format, &HistogramOptions::default())
+}
+
+/// Parses a whole scrape body in the given format, reading histograms as `options` say.
+pub fn parse_with(body: &[u8], format: Format, options: &HistogramOptions) -> Result<Exposition, ParseError> {
+    let mut exposition = match format {
+        Format::Text => text::parse(body)?,
+        Format::OpenMetrics => openmetrics::parse(body)?,
+        Format::Protobuf => protobuf::parse(body, options)?,
+    };
+    if options.classic_to_custom_buckets {
+        nhcb::convert(&mut exposition, options.keep_classic);
     }
+    Ok(exposition)
 }

@@ -22,7 +22,7 @@ use super::{Exposition, MetricType, ParseError, ParsedSample};
 pub(super) fn parse(body: &[u8]) -> Result<Exposition, ParseError> {
     let mut samples = Vec::with_capacity(body.len() / 64);
     let metadata = parse_each(body, &mut |s| samples.push(s))?;
-    Ok(Exposition { samples, metadata })
+    Ok(Exposition { samples, metadata, histograms: Vec::new() })
 }
 
 /// Parses an OpenMetrics body, handing each sample to `sink` as it is read; returns the

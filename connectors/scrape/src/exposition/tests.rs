@@ -211,7 +211,7 @@ fn text_raw_newline_inside_label_value_is_accepted_like_prometheus() {
     assert_eq!(e.samples[0].labels.get("b"), "x\ny");
     assert_eq!(e.samples[1].labels.metric_name(), "c");
     // And the line count in errors follows physical lines.
-    assert_eq!(text_err("a{b=\"x\ny\"} 1\nc 2\n!\n").line, 4);
+    assert_eq!(text_err("a{b=\"x\ny\"} 1\nc 2\n!\n").place, Place::Line(4));
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn special_values() {
         "infinit",
     ] {
         let err = text_err(&format!("x {bad}\n"));
-        assert_eq!(err.line, 1, "{bad}");
+        assert_eq!(err.place, Place::Line(1), "{bad}");
         assert!(err.message.contains("float"), "{bad}: {err}");
     }
     assert!(text_err("x 1_0\n").message.contains("unsupported character"));
@@ -266,10 +266,10 @@ fn text_timestamps() {
 #[test]
 fn text_crlf_is_rejected_like_prometheus() {
     let err = text_err("a 1\r\nb 2\r\n");
-    assert_eq!(err.line, 1);
+    assert_eq!(err.place, Place::Line(1));
     assert!(err.message.contains("\\r"), "{err}");
-    assert_eq!(text_err("a 1 100\r\n").line, 1);
-    assert_eq!(text_err("\r\n").line, 1);
+    assert_eq!(text_err("a 1 100\r\n").place, Place::Line(1));
+    assert_eq!(text_err("\r\n").place, Place::Line(1));
 }
 
 #[test]
@@ -303,7 +303,7 @@ fn text_errors_name_the_line() {
     ];
     for (body, line, msg) in cases {
         let err = parse(body, Format::Text).unwrap_err();
-        assert_eq!(err.line, *line, "{:?}: {err}", String::from_utf8_lossy(body));
+        assert_eq!(err.place, Place::Line(*line), "{:?}: {err}", String::from_utf8_lossy(body));
         assert!(err.message.contains(msg), "{:?}: got {err}, want {msg}", String::from_utf8_lossy(body));
     }
     // Display names the line.
@@ -514,7 +514,7 @@ fn openmetrics_eof_rules() {
     ];
     for (body, line, msg) in cases {
         let err = om_err(body);
-        assert_eq!(err.line, *line, "{body:?}: {err}");
+        assert_eq!(err.place, Place::Line(*line), "{body:?}: {err}");
         assert!(err.message.contains(msg), "{body:?}: got {err}, want {msg}");
     }
 }
@@ -575,7 +575,7 @@ fn openmetrics_is_strict() {
     ];
     for (body, line, msg) in cases {
         let err = om_err(body);
-        assert_eq!(err.line, *line, "{body:?}: {err}");
+        assert_eq!(err.place, Place::Line(*line), "{body:?}: {err}");
         assert!(err.message.contains(msg), "{body:?}: got {err}, want {msg}");
     }
 }
@@ -646,7 +646,7 @@ fn garbage_bodies_are_errors() {
         "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body>nginx</body></html>\n";
     for f in [Format::Text, Format::OpenMetrics] {
         let err = parse(html.as_bytes(), f).unwrap_err();
-        assert_eq!(err.line, 1, "{err}");
+        assert_eq!(err.place, Place::Line(1), "{err}");
         assert!(parse(b"\x00\x01\x02\xff\xfe binary", f).is_err());
         assert!(parse(b"\xef\xbb\xbfa 1\n# EOF\n", f).is_err()); // BOM
         assert!(parse(b"{\"status\":\"success\"}", f).is_err());
@@ -684,7 +684,7 @@ fn fuzz_random_and_mutated_inputs_never_panic() {
             .collect();
         for f in [Format::Text, Format::OpenMetrics] {
             if let Err(e) = parse(&body, f) {
-                assert!(e.line >= 1 && e.line <= body.len() + 1);
+                assert!(matches!(e.place, Place::Line(l) if l >= 1 && l <= body.len() + 1));
             }
         }
     }
@@ -749,4 +749,290 @@ fn parses_ten_thousand_lines_quickly() {
     // Generous bounds: unoptimised test builds on a loaded 2-core machine.
     assert!(text_elapsed.as_secs_f64() < 2.0, "text took {text_elapsed:?}");
     assert!(om_elapsed.as_secs_f64() < 2.0, "openmetrics took {om_elapsed:?}");
+}
+
+mod protobuf_format {
+    use super::super::protobuf::wire::{self, metric_type};
+    use super::*;
+    use promflow_storage::native_histogram::{CounterResetHint, Span};
+
+    fn pair(name: &str, value: &str) -> wire::LabelPair {
+        wire::LabelPair { name: Some(name.into()), value: Some(value.into()) }
+    }
+
+    fn family(name: &str, kind: i32, metric: Vec<wire::Metric>) -> wire::MetricFamily {
+        wire::MetricFamily {
+            name: Some(name.into()),
+            help: Some("help".into()),
+            r#type: Some(kind),
+            metric,
+            unit: None,
+        }
+    }
+
+    /// A histogram with 3 classic buckets and 2 native ones (schema 0, buckets 1 and 2).
+    fn both_kinds() -> wire::Histogram {
+        let bucket = |le: f64, c: u64| wire::Bucket {
+            cumulative_count: Some(c),
+            upper_bound: Some(le),
+            ..Default::default()
+        };
+        wire::Histogram {
+            sample_count: Some(5),
+            sample_sum: Some(7.5),
+            bucket: vec![bucket(1.0, 2), bucket(2.0, 5), bucket(f64::INFINITY, 5)],
+            schema: Some(0),
+            zero_threshold: Some(0.001),
+            zero_count: Some(0),
+            positive_span: vec![wire::BucketSpan { offset: Some(1), length: Some(2) }],
+            positive_delta: vec![2, 1],
+            ..Default::default()
+        }
+    }
+
+    fn body(families: &[wire::MetricFamily]) -> Vec<u8> {
+        wire::encode_delimited(families)
+    }
+
+    fn names(e: &Exposition) -> Vec<String> {
+        e.samples.iter().map(|s| s.labels.to_string()).collect()
+    }
+
+    #[test]
+    fn counters_gauges_and_summaries_become_the_series_prometheus_makes() {
+        let b = body(&[
+            family(
+                "requests_total",
+                metric_type::COUNTER,
+                vec![wire::Metric {
+                    label: vec![pair("code", "200"), pair("empty", "")],
+                    counter: Some(wire::Counter { value: Some(12.0), ..Default::default() }),
+                    timestamp_ms: Some(1_700_000_000_123),
+                    ..Default::default()
+                }],
+            ),
+            family(
+                "temperature",
+                metric_type::GAUGE,
+                vec![wire::Metric {
+                    gauge: Some(wire::Gauge { value: Some(f64::NAN) }),
+                    ..Default::default()
+                }],
+            ),
+            family(
+                "latency",
+                metric_type::SUMMARY,
+                vec![wire::Metric {
+                    summary: Some(wire::Summary {
+                        sample_count: Some(3),
+                        sample_sum: Some(1.5),
+                        quantile: vec![wire::Quantile { quantile: Some(0.5), value: Some(0.4) }],
+                        created_timestamp: None,
+                    }),
+                    ..Default::default()
+                }],
+            ),
+        ]);
+        let e = parse(&b, Format::Protobuf).unwrap();
+        assert_eq!(
+            names(&e),
+            [
+                "{__name__=\"requests_total\", code=\"200\"}",
+                "{__name__=\"temperature\"}",
+                "{__name__=\"latency_count\"}",
+                "{__name__=\"latency_sum\"}",
+                "{__name__=\"latency\", quantile=\"0.5\"}",
+            ]
+        );
+        assert_eq!(e.samples[0].timestamp_ms, Some(1_700_000_000_123));
+        assert_eq!(e.samples[0].value, 12.0);
+        // a scraped NaN is never the staleness marker
+        assert!(e.samples[1].value.is_nan() && !promflow_storage::is_stale_nan(e.samples[1].value));
+        assert_eq!(e.metadata[2].metric_type, MetricType::Summary);
+        assert!(e.histograms.is_empty());
+    }
+
+    #[test]
+    fn a_native_histogram_is_one_series_and_its_classic_buckets_only_when_asked_for() {
+        let b = body(&[family(
+            "rpc_seconds",
+            metric_type::HISTOGRAM,
+            vec![wire::Metric {
+                label: vec![pair("svc", "a")],
+                histogram: Some(both_kinds()),
+                ..Default::default()
+            }],
+        )]);
+        let native = HistogramOptions { native: true, ..Default::default() };
+        let e = parse_with(&b, Format::Protobuf, &native).unwrap();
+        assert!(e.samples.is_empty(), "{:?}", names(&e));
+        assert_eq!(e.histograms.len(), 1);
+        let h = &e.histograms[0];
+        assert_eq!(h.labels.to_string(), "{__name__=\"rpc_seconds\", svc=\"a\"}");
+        assert_eq!((h.histogram.count, h.histogram.sum, h.histogram.schema), (5.0, 7.5, 0));
+        assert_eq!(h.histogram.positive_buckets(), &[(1, 2.0), (2, 3.0)]);
+        assert_eq!(h.histogram.hint, CounterResetHint::Unknown);
+
+        let both = HistogramOptions { native: true, keep_classic: true, ..Default::default() };
+        let e = parse_with(&b, Format::Protobuf, &both).unwrap();
+        assert_eq!(e.histograms.len(), 1);
+        assert_eq!(
+            names(&e),
+            [
+                "{__name__=\"rpc_seconds_count\", svc=\"a\"}",
+                "{__name__=\"rpc_seconds_sum\", svc=\"a\"}",
+                "{__name__=\"rpc_seconds_bucket\", le=\"1.0\", svc=\"a\"}",
+                "{__name__=\"rpc_seconds_bucket\", le=\"2.0\", svc=\"a\"}",
+                "{__name__=\"rpc_seconds_bucket\", le=\"+Inf\", svc=\"a\"}",
+            ]
+        );
+
+        // native histograms not scraped: the classic histogram only
+        let e = parse(&b, Format::Protobuf).unwrap();
+        assert!(e.histograms.is_empty());
+        assert_eq!(e.samples.len(), 5);
+    }
+
+    #[test]
+    fn float_gauge_and_classic_only_histograms() {
+        let float = wire::Histogram {
+            sample_count_float: Some(2.5),
+            sample_sum: Some(3.0),
+            schema: Some(-1),
+            zero_threshold: Some(0.5),
+            zero_count_float: Some(0.5),
+            negative_span: vec![wire::BucketSpan { offset: Some(0), length: Some(1) }],
+            negative_count: vec![2.0],
+            ..Default::default()
+        };
+        let classic = wire::Histogram {
+            sample_count: Some(4),
+            sample_sum: Some(2.0),
+            bucket: vec![wire::Bucket {
+                cumulative_count: Some(1),
+                upper_bound: Some(0.25),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let b = body(&[
+            family(
+                "queue_depth",
+                metric_type::GAUGE_HISTOGRAM,
+                vec![wire::Metric { histogram: Some(float), ..Default::default() }],
+            ),
+            family(
+                "old",
+                metric_type::HISTOGRAM,
+                vec![wire::Metric { histogram: Some(classic), ..Default::default() }],
+            ),
+        ]);
+        let e = parse_with(&b, Format::Protobuf, &HistogramOptions { native: true, ..Default::default() })
+            .unwrap();
+        let h = &e.histograms[0].histogram;
+        assert_eq!((h.count, h.zero_count, h.hint), (2.5, 0.5, CounterResetHint::Gauge));
+        assert_eq!(h.negative_buckets(), &[(0, 2.0)]);
+        // the classic-only histogram gets its +Inf bucket, counting every observation
+        assert_eq!(
+            names(&e),
+            [
+                "{__name__=\"old_count\"}",
+                "{__name__=\"old_sum\"}",
+                "{__name__=\"old_bucket\", le=\"0.25\"}",
+                "{__name__=\"old_bucket\", le=\"+Inf\"}"
+            ]
+        );
+        assert_eq!(e.samples[3].value, 4.0);
+
+        // and it converts to custom buckets when asked
+        let nhcb = HistogramOptions { native: true, classic_to_custom_buckets: true, ..Default::default() };
+        let e = parse_with(&b, Format::Protobuf, &nhcb).unwrap();
+        assert!(e.samples.is_empty(), "{:?}", names(&e));
+        let old = &e.histograms[1];
+        assert_eq!(old.labels.to_string(), "{__name__=\"old\"}");
+        assert_eq!(old.histogram.custom_bounds(), &[0.25]);
+        assert_eq!(old.histogram.positive_buckets(), &[(0, 1.0), (1, 3.0)]);
+        let _ = Span { offset: 0, length: 0 };
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_naming_the_message() {
+        let good = body(&[family(
+            "x",
+            metric_type::GAUGE,
+            vec![wire::Metric { gauge: Some(wire::Gauge { value: Some(1.0) }), ..Default::default() }],
+        )]);
+        let mut truncated = good.clone();
+        truncated.extend_from_slice(&good[..good.len() - 2]);
+        let err = parse(&truncated, Format::Protobuf).unwrap_err();
+        assert_eq!(err.place, Place::MetricFamily(2), "{err}");
+        for bad in [
+            b"<html>not protobuf</html>".to_vec(),
+            vec![0xff; 12],
+            body(&[family("", metric_type::GAUGE, vec![wire::Metric::default()])]),
+            body(&[family("x", 99, vec![wire::Metric::default()])]),
+            body(&[wire::MetricFamily {
+                unit: Some("bytes".into()),
+                ..family("x_seconds", metric_type::GAUGE, vec![wire::Metric::default()])
+            }]),
+            body(&[family(
+                "x",
+                metric_type::GAUGE,
+                vec![wire::Metric { label: vec![pair("a", "1"), pair("a", "2")], ..Default::default() }],
+            )]),
+        ] {
+            assert!(parse(&bad, Format::Protobuf).is_err(), "{bad:?}");
+        }
+        // spans that do not cover the deltas: the sender's error
+        let mut h = both_kinds();
+        h.positive_delta.pop();
+        let b = body(&[family(
+            "h",
+            metric_type::HISTOGRAM,
+            vec![wire::Metric { histogram: Some(h), ..Default::default() }],
+        )]);
+        let err = parse_with(&b, Format::Protobuf, &HistogramOptions { native: true, ..Default::default() })
+            .unwrap_err();
+        assert!(err.to_string().contains("spans cover 2 buckets"), "{err}");
+    }
+
+    #[test]
+    fn content_type_picks_protobuf() {
+        assert_eq!(
+            format_from_content_type(Some(
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+            )),
+            Format::Protobuf
+        );
+    }
+}
+
+#[test]
+fn classic_text_histograms_convert_to_custom_buckets() {
+    let body = "# TYPE http_seconds histogram\n\
+                http_seconds_bucket{le=\"0.1\",path=\"/\"} 1\n\
+                http_seconds_bucket{le=\"1\",path=\"/\"} 3\n\
+                http_seconds_bucket{le=\"+Inf\",path=\"/\"} 4\n\
+                http_seconds_sum{path=\"/\"} 2.5\n\
+                http_seconds_count{path=\"/\"} 4\n\
+                # TYPE broken histogram\n\
+                broken_bucket{le=\"1\"} 5\n\
+                broken_bucket{le=\"+Inf\"} 3\n\
+                broken_count 3\n\
+                other 1\n";
+    let convert = HistogramOptions { classic_to_custom_buckets: true, ..Default::default() };
+    let e = parse_with(body.as_bytes(), Format::Text, &convert).unwrap();
+    assert_eq!(e.histograms.len(), 1);
+    let h = &e.histograms[0];
+    assert_eq!(h.labels.to_string(), "{__name__=\"http_seconds\", path=\"/\"}");
+    assert_eq!(h.histogram.custom_bounds(), &[0.1, 1.0]);
+    assert_eq!(h.histogram.positive_buckets(), &[(0, 1.0), (1, 2.0), (2, 1.0)]);
+    assert_eq!((h.histogram.count, h.histogram.sum), (4.0, 2.5));
+    // the broken histogram (not cumulative) stays classic; the converted one's series go
+    let left: Vec<&str> = e.samples.iter().map(|s| s.labels.metric_name()).collect();
+    assert_eq!(left, ["broken_bucket", "broken_bucket", "broken_count", "other"]);
+
+    let keep = HistogramOptions { classic_to_custom_buckets: true, keep_classic: true, ..Default::default() };
+    let e = parse_with(body.as_bytes(), Format::Text, &keep).unwrap();
+    assert_eq!((e.histograms.len(), e.samples.len()), (1, 9));
 }

@@ -44,7 +44,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Exposition, ParseError> {
             }
         }
     }
-    Ok(Exposition { samples: p.samples, metadata: p.meta.into_vec() })
+    Ok(Exposition { samples: p.samples, metadata: p.meta.into_vec(), histograms: Vec::new() })
 }
 
 #[derive(Clone, Copy)]
