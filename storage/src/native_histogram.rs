@@ -145,7 +145,7 @@ impl FloatHistogram {
             }
         }
         if schema == CUSTOM_BUCKETS_SCHEMA {
-            if !negative.0.is_empty() {
+            if !negative.1.is_empty() {
                 return Err(HistogramError::InvalidCustomBuckets("custom buckets have no negative buckets"));
             }
             if custom_bounds.iter().any(|b| !b.is_finite()) || custom_bounds.windows(2).any(|w| w[0] >= w[1])
