@@ -361,7 +361,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "web.max-notifications-subscribers",
     "web.user-assets",
     "web.remote-write-receiver.accepted-protobuf-messages",
-    "web.enable-otlp-receiver",
     "web.console.templates",
     "web.console.libraries",
     "storage.tsdb.no-lockfile",

@@ -24,6 +24,7 @@ const HONOURED_FEATURES: &[&str] = &[
     "promql-extended-range-selectors",
     "promql-binop-fill-modifiers",
     "native-histograms",
+    "otlp-native-delta-ingestion",
 ];
 
 fn main() {

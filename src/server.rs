@@ -91,6 +91,7 @@ pub(crate) fn features() -> promflow_config::Features {
         remote_read: true,
         query_log: true,
         scrape_failure_log: true,
+        otlp: true,
         service_discoveries: discoveries.into_iter().map(String::from).collect(),
         ..Default::default()
     }
@@ -156,6 +157,7 @@ struct Components {
     status: Arc<ServerStatus>,
     notifier: Arc<promflow_notifier::Notifier>,
     push: Option<Arc<PushGateway>>,
+    otlp: Option<Arc<promflow_otlp::Receiver>>,
     remote_write: Arc<RemoteWriter>,
     remote_read: Arc<RemoteReaders>,
     live_views: Option<Arc<LiveViews>>,
@@ -207,6 +209,14 @@ impl Components {
         let push = flags
             .enable_pushgateway
             .then(|| PushGateway::start(Arc::clone(db), config.global.scrape_interval, runtime));
+        let otlp = flags.enable_otlp_receiver.then(|| {
+            let deltas = if flags.enable_feature.iter().any(|f| f == "otlp-native-delta-ingestion") {
+                promflow_otlp::Deltas::Stored
+            } else {
+                promflow_otlp::Deltas::Refused
+            };
+            Arc::new(promflow_otlp::Receiver::new(config, deltas, millis(flags.lookback_delta)))
+        });
         let remote_write = RemoteWriter::new(Arc::clone(db), runtime.clone(), Some(Arc::clone(&scrape)));
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
         let remote_read = Arc::new(RemoteReaders::new());
@@ -221,6 +231,7 @@ impl Components {
             status,
             notifier,
             push,
+            otlp,
             remote_write,
             remote_read,
             live_views,
@@ -240,6 +251,7 @@ impl Components {
         let (rule_manager, notifier) = (Arc::clone(&self.rule_manager), Arc::clone(&self.notifier));
         let (remote_write, remote_read) = (Arc::clone(&self.remote_write), Arc::clone(&self.remote_read));
         let push = self.push.clone();
+        let otlp = self.otlp.clone();
         let query_log = Arc::clone(&self.query_log);
         Arc::new(move || {
             let _guard = runtime.enter();
@@ -252,6 +264,9 @@ impl Components {
                     open_query_log(&query_log, &l.config)?;
                     if let Some(push) = &push {
                         push.set_interval(l.config.global.scrape_interval);
+                    }
+                    if let Some(otlp) = &otlp {
+                        otlp.apply(&l.config);
                     }
                     rule_manager.update(groups);
                     db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
@@ -309,6 +324,7 @@ impl Components {
             lifecycle_enabled: flags.enable_lifecycle,
             admin_enabled: flags.enable_admin_api,
             remote_write_enabled: flags.enable_remote_write_receiver,
+            otlp: self.otlp.clone(),
             remote_read_sample_limit: flags.remote_read_sample_limit,
             push: self.push.clone(),
             quit,

@@ -144,21 +144,8 @@ impl FloatHistogram {
                 return Err(HistogramError::SpansMismatch { side, covered, given: counts.len() });
             }
         }
-        if schema == CUSTOM_BUCKETS_SCHEMA {
-            if !negative.1.is_empty() {
-                return Err(HistogramError::InvalidCustomBuckets("custom buckets have no negative buckets"));
-            }
-            if custom_bounds.iter().any(|b| !b.is_finite()) || custom_bounds.windows(2).any(|w| w[0] >= w[1])
-            {
-                return Err(HistogramError::InvalidCustomBuckets("bounds must be finite and increasing"));
-            }
-            let end: i64 = positive.0.iter().map(|s| i64::from(s.offset) + i64::from(s.length)).sum();
-            if end > custom_bounds.len() as i64 + 1 {
-                return Err(HistogramError::InvalidCustomBuckets("more buckets than bounds"));
-            }
-        } else if !custom_bounds.is_empty() {
-            return Err(HistogramError::InvalidCustomBuckets("custom bounds need schema -53"));
-        }
+        let end: i64 = positive.0.iter().map(|s| i64::from(s.offset) + i64::from(s.length)).sum();
+        check_custom_buckets(schema, negative.1.is_empty(), end, &custom_bounds)?;
         FloatHistogram::from_parts(
             CounterResetHint::Unknown,
             schema,
@@ -168,6 +155,36 @@ impl FloatHistogram {
             sum,
             spanned(positive.0, positive.1)?,
             spanned(negative.0, negative.1)?,
+            custom_bounds,
+        )
+        .ok_or(HistogramError::InvalidSchema(schema))
+    }
+
+    /// A histogram from its buckets as `(index, count)` pairs in any order (made canonical),
+    /// with [`FloatHistogram::from_spans`]'s checks of the schema and custom bounds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_buckets(
+        hint: CounterResetHint,
+        schema: i32,
+        zero_threshold: f64,
+        zero_count: f64,
+        count: f64,
+        sum: f64,
+        positive: Vec<(i32, f64)>,
+        negative: Vec<(i32, f64)>,
+        custom_bounds: Vec<f64>,
+    ) -> Result<FloatHistogram, HistogramError> {
+        let end = positive.iter().map(|b| i64::from(b.0) + 1).max().unwrap_or(0);
+        check_custom_buckets(schema, negative.is_empty(), end, &custom_bounds)?;
+        FloatHistogram::from_parts(
+            hint,
+            schema,
+            zero_threshold,
+            zero_count,
+            count,
+            sum,
+            positive,
+            negative,
             custom_bounds,
         )
         .ok_or(HistogramError::InvalidSchema(schema))
@@ -1039,6 +1056,33 @@ fn spanned(spans: &[Span], counts: &[f64]) -> Result<Vec<(i32, f64)>, HistogramE
         }
     }
     Ok(out)
+}
+
+/// Custom bounds only with schema -53, finite and strictly increasing; custom buckets
+/// without negative ones and none past the `+Inf` bucket (`end` is one past the highest
+/// index).
+fn check_custom_buckets(
+    schema: i32,
+    no_negative: bool,
+    end: i64,
+    bounds: &[f64],
+) -> Result<(), HistogramError> {
+    if schema != CUSTOM_BUCKETS_SCHEMA {
+        if !bounds.is_empty() {
+            return Err(HistogramError::InvalidCustomBuckets("custom bounds need schema -53"));
+        }
+        return Ok(());
+    }
+    if !no_negative {
+        return Err(HistogramError::InvalidCustomBuckets("custom buckets have no negative buckets"));
+    }
+    if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(HistogramError::InvalidCustomBuckets("bounds must be finite and increasing"));
+    }
+    if end > bounds.len() as i64 + 1 {
+        return Err(HistogramError::InvalidCustomBuckets("more buckets than bounds"));
+    }
+    Ok(())
 }
 
 /// An integer histogram's absolute bucket counts from its deltas (each bucket's count is the

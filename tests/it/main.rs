@@ -12,6 +12,7 @@ mod durability;
 mod federation;
 mod kubernetes_sd;
 mod layering;
+mod otlp;
 mod push;
 mod reload;
 mod remote_read;

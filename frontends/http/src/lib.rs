@@ -208,6 +208,8 @@ pub struct AppState {
     pub admin_enabled: bool,
     /// `--web.enable-remote-write-receiver`.
     pub remote_write_enabled: bool,
+    /// The OTLP receiver, when `--web.enable-otlp-receiver` is given.
+    pub otlp: Option<Arc<promflow_otlp::Receiver>>,
     /// The Pushgateway API's groups, with `--web.enable-pushgateway`.
     pub push: Option<Arc<promflow_scrape::push::PushGateway>>,
     /// `--storage.remote.read-sample-limit`: samples one remote read may return (0: no limit).

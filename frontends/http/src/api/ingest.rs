@@ -1,4 +1,5 @@
-//! The remote-write receiver (`/api/v1/write`).
+//! The remote-write receiver (`/api/v1/write`) and the OTLP receiver
+//! (`/api/v1/otlp/v1/metrics`).
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -90,4 +91,37 @@ pub(super) async fn vm_proto_version(State(state): Shared, RawQuery(q): RawQuery
         return (StatusCode::METHOD_NOT_ALLOWED, "remote write takes POST requests\n").into_response();
     }
     "1".into_response()
+}
+
+/// `POST /api/v1/otlp/v1/metrics`: an OTLP metrics export, answered 200 with an empty body
+/// once stored, 400 when the sender must change it, 500 when storage failed.
+pub(super) async fn otlp_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(receiver) = state.otlp.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "otlp write receiver needs to be enabled with --web.enable-otlp-receiver\n",
+        )
+            .into_response();
+    };
+    let header_text =
+        |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok()).map(str::to_string);
+    let (content_type, encoding) = (header_text(header::CONTENT_TYPE), header_text(header::CONTENT_ENCODING));
+    let result = tokio::task::spawn_blocking(move || {
+        let format = promflow_otlp::Format::from_content_type(content_type.as_deref())?;
+        let request = promflow_otlp::decode(&body, format, encoding.as_deref())?;
+        receiver.write(&state.db, &request)
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => StatusCode::OK.into_response(),
+        Ok(Err(e)) if e.is_senders() => {
+            tracing::warn!(error = %e, "OTLP: request rejected");
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "OTLP: storage failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }

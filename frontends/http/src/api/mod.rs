@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::params::Params;
 use crate::{ApiError, AppState};
 
-use ingest::{remote_write, vm_proto_version};
+use ingest::{otlp_write, remote_write, vm_proto_version};
 pub(crate) use metadata::parse_selectors;
 use metadata::{label_values, labels, metadata, scrape_pools, series, targets, targets_metadata};
 use query::{empty_list, format_query, query, query_range};
@@ -59,6 +59,11 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/status/tsdb", get(status_tsdb))
         .route("/status/walreplay", get(walreplay))
         .route("/write", post(remote_write).get(vm_proto_version))
+        // Prometheus reads OTLP bodies up to 32 MiB; axum's default stops at 2 MiB
+        .route(
+            "/otlp/v1/metrics",
+            post(otlp_write).layer(axum::extract::DefaultBodyLimit::max(promflow_otlp::BODY_LIMIT)),
+        )
         .route("/read", post(crate::remote_read::remote_read))
         .route("/subscribe", get(crate::subscribe::subscribe))
         .route("/admin/tsdb/{op}", any(admin));
