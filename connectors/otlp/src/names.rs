@@ -406,7 +406,9 @@ mod tests {
             underscore_prefix: sanitize,
             keep_underscore_runs: preserve,
         };
-        let cases: [(&str, Option<&str>, Option<&str>, Option<&str>); 9] = [
+        // the label name with both settings on, underscores collapsed, and both off
+        type Expected = Option<&'static str>;
+        let cases: [(&str, Expected, Expected, Expected); 9] = [
             ("http.method", Some("http_method"), Some("http_method"), Some("http_method")),
             ("foo..bar", Some("foo__bar"), Some("foo_bar"), Some("foo_bar")),
             ("_private", Some("key_private"), Some("key_private"), Some("_private")),
