@@ -88,6 +88,7 @@ impl Writer {
                 .labels
                 .iter()
                 .map(|l| TimeSeries {
+                    exemplars: Vec::new(),
                     labels: l.clone(),
                     samples: vec![Sample { timestamp: t, value: self.rng.below(10_000) as f64 / 100.0 }],
                     histograms: Vec::new(),

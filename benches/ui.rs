@@ -164,6 +164,7 @@ fn round_body(specs: &[SeriesSpec], ts: i64, value: f64) -> Vec<u8> {
     let timeseries = specs
         .iter()
         .map(|s| TimeSeries {
+            exemplars: Vec::new(),
             labels: s.labels.clone(),
             samples: vec![Sample { timestamp: ts, value }],
             histograms: Vec::new(),

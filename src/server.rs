@@ -92,6 +92,7 @@ pub(crate) fn features() -> promflow_config::Features {
         query_log: true,
         scrape_failure_log: true,
         otlp: true,
+        exemplars: true,
         service_discoveries: discoveries.into_iter().map(String::from).collect(),
         ..Default::default()
     }
@@ -146,6 +147,7 @@ fn open_storage(flags: &cli::Flags, config: &Config) -> Result<Arc<Db>, String> 
         retention_size,
         out_of_order_window: millis(config.storage.tsdb.out_of_order_time_window),
         future_limit: Some(millis(flags.future_limit)).filter(|&l| l > 0),
+        max_exemplars: max_exemplars(exemplar_storage(flags), config),
         ..DbOptions::default()
     };
     Db::open(&PathBuf::from(&flags.tsdb_path), db_options).map_err(|e| format!("opening storage: {e}"))
@@ -247,6 +249,7 @@ impl Components {
         let external_url = flags.external_url.clone();
         let event_mode = flags.rules_evaluation_mode == "event";
         let native_histograms = native_histograms(flags);
+        let exemplar_storage = exemplar_storage(flags);
         let (scrape, status, db) = (Arc::clone(&self.scrape), Arc::clone(&self.status), Arc::clone(db));
         let (rule_manager, notifier) = (Arc::clone(&self.rule_manager), Arc::clone(&self.notifier));
         let (remote_write, remote_read) = (Arc::clone(&self.remote_write), Arc::clone(&self.remote_read));
@@ -270,6 +273,7 @@ impl Components {
                     }
                     rule_manager.update(groups);
                     db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
+                    db.set_max_exemplars(max_exemplars(exemplar_storage, &l.config));
                     for w in &l.warnings {
                         warn!(file = %path, "{w}");
                     }
@@ -436,6 +440,21 @@ fn query_concurrency(flags: &cli::Flags) -> usize {
 /// configuration says otherwise, as in Prometheus 3.
 fn native_histograms(flags: &cli::Flags) -> bool {
     flags.enable_feature.iter().any(|f| f == "native-histograms")
+}
+
+/// `--enable-feature=exemplar-storage`.
+fn exemplar_storage(flags: &cli::Flags) -> bool {
+    flags.enable_feature.iter().any(|f| f == "exemplar-storage")
+}
+
+/// The exemplars storage keeps: `storage.exemplars.max_exemplars` with
+/// `--enable-feature=exemplar-storage`, as in Prometheus; none without the flag.
+fn max_exemplars(exemplar_storage: bool, config: &Config) -> usize {
+    if exemplar_storage {
+        usize::try_from(config.storage.exemplars.max_exemplars).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// `--enable-feature=promql-delayed-name-removal`.

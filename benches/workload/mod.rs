@@ -271,6 +271,7 @@ impl<'a> Rounds<'a> {
                     .iter()
                     .zip(samples)
                     .map(|(spec, s)| TimeSeries {
+                        exemplars: Vec::new(),
                         labels: spec.labels.clone(),
                         samples: std::mem::take(s),
                         histograms: Vec::new(),

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod backfill;
+pub mod exemplars;
 pub mod gofmt;
 pub mod json_log;
 pub mod labels;
@@ -116,6 +117,9 @@ pub struct CommittedBatch {
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An exemplar storage does not keep (out of order, labels too long).
+    #[error(transparent)]
+    Exemplar(#[from] exemplars::ExemplarError),
     /// A sample older than the newest one of its series (Prometheus's "out of order sample").
     #[error("out of order sample")]
     OutOfOrder,
@@ -201,6 +205,13 @@ pub trait Appender: Send {
     /// Adds one native-histogram sample of the series `labels`, under the same order rules
     /// as a float sample: a series' samples, floats and histograms alike, are in time order.
     fn append_histogram(&mut self, labels: &Labels, t: Timestamp, h: FloatHistogram) -> Result<(), Error>;
+    /// Adds an exemplar of the series `labels`, committed with the batch (a series that gets
+    /// no sample in the batch and is not in storage yet keeps none). An appender that keeps
+    /// no exemplars drops it; storage refuses one older than its series' newest.
+    fn append_exemplar(&mut self, labels: &Labels, e: exemplars::Exemplar) -> Result<(), Error> {
+        let _ = (labels, e);
+        Ok(())
+    }
     /// Makes the batch durable, visible to queriers, and sends it to the append feed.
     fn commit(self: Box<Self>) -> Result<CommitStats, Error>;
     /// Discards the batch.

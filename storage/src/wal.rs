@@ -42,6 +42,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::codec::{put_str, put_uvarint, Cursor};
+use crate::exemplars::Exemplar;
 use crate::{Error, FloatHistogram, Labels};
 
 /// Series record, version 1.
@@ -53,6 +54,9 @@ pub(crate) const REC_TOMBSTONES_V1: u8 = 3;
 /// Native-histogram samples record, version 1: (series ref `u64`, timestamp `i64`, the
 /// histogram in [`FloatHistogram::encode`]'s form) per entry.
 pub(crate) const REC_HISTOGRAMS_V1: u8 = 4;
+/// Exemplars record, version 1: (series ref `u64`, timestamp `i64`, value bits `u64`, the
+/// labels as in a series record) per entry.
+pub(crate) const REC_EXEMPLARS_V1: u8 = 5;
 
 /// Length + checksum + type.
 pub(crate) const HEADER_LEN: usize = 9;
@@ -84,6 +88,8 @@ pub(crate) enum Record {
     Tombstones(Vec<(u64, i64, i64)>),
     /// Native-histogram samples of known series: (series ref, timestamp, histogram).
     Histograms(Vec<(u64, i64, FloatHistogram)>),
+    /// Exemplars of known series: (series ref, exemplar).
+    Exemplars(Vec<(u64, Exemplar)>),
 }
 
 /// The file name of segment `seq`.
@@ -186,11 +192,31 @@ pub(crate) fn encode_series<'l>(out: &mut Vec<u8>, series: impl IntoIterator<Ite
     for (r, ls) in series {
         let buf = enc.entry();
         buf.extend_from_slice(&r.to_le_bytes());
-        put_uvarint(buf, ls.len() as u64);
-        for l in ls {
-            put_str(buf, &l.name);
-            put_str(buf, &l.value);
-        }
+        put_labels(buf, ls);
+    }
+}
+
+fn put_labels(buf: &mut Vec<u8>, ls: &Labels) {
+    put_uvarint(buf, ls.len() as u64);
+    for l in ls {
+        put_str(buf, &l.name);
+        put_str(buf, &l.value);
+    }
+}
+
+/// Appends exemplar records for `exemplars` (series ref, exemplar) to `out` (nothing when
+/// empty).
+pub(crate) fn encode_exemplars<'e>(
+    out: &mut Vec<u8>,
+    exemplars: impl IntoIterator<Item = (u64, &'e Exemplar)>,
+) {
+    let mut enc = RecordEncoder::new(out, REC_EXEMPLARS_V1);
+    for (r, e) in exemplars {
+        let buf = enc.entry();
+        buf.extend_from_slice(&r.to_le_bytes());
+        buf.extend_from_slice(&e.t.to_le_bytes());
+        buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
+        put_labels(buf, &e.labels);
     }
 }
 
@@ -238,16 +264,32 @@ fn decode_series(payload: &[u8]) -> Option<Vec<(u64, Labels)>> {
     let mut out = Vec::new();
     while !c.is_empty() {
         let r = c.u64()?;
-        let n = c.uvarint()?;
-        // each label takes at least two bytes: bound the count before allocating
-        if n > c.remaining() as u64 / 2 {
-            return None;
-        }
-        let mut pairs = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            pairs.push((c.string()?, c.string()?));
-        }
-        out.push((r, Labels::from_pairs(pairs)));
+        out.push((r, labels(&mut c)?));
+    }
+    Some(out)
+}
+
+fn labels(c: &mut Cursor<'_>) -> Option<Labels> {
+    let n = c.uvarint()?;
+    // each label takes at least two bytes: bound the count before allocating
+    if n > c.remaining() as u64 / 2 {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        pairs.push((c.string()?, c.string()?));
+    }
+    Some(Labels::from_pairs(pairs))
+}
+
+fn decode_exemplars(payload: &[u8]) -> Option<Vec<(u64, Exemplar)>> {
+    let mut c = Cursor(payload);
+    let mut out = Vec::new();
+    while !c.is_empty() {
+        let r = c.u64()?;
+        let t = c.u64()? as i64;
+        let value = f64::from_bits(c.u64()?);
+        out.push((r, Exemplar { labels: labels(&mut c)?, value, t }));
     }
     Some(out)
 }
@@ -308,6 +350,7 @@ pub(crate) fn decode_record(typ: u8, payload: &[u8], path: &Path, offset: u64) -
         REC_SAMPLES_V1 => decode_samples(payload).map(Record::Samples),
         REC_TOMBSTONES_V1 => decode_tombstones(payload).map(Record::Tombstones),
         REC_HISTOGRAMS_V1 => decode_histograms(payload).map(Record::Histograms),
+        REC_EXEMPLARS_V1 => decode_exemplars(payload).map(Record::Exemplars),
         0 => None,
         other => {
             tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
@@ -653,7 +696,7 @@ mod tests {
         let out = replay(dir, |r| match r {
             Record::Series(s) => series.extend(s),
             Record::Samples(s) => samples.extend(s),
-            Record::Tombstones(_) | Record::Histograms(_) => {}
+            Record::Tombstones(_) | Record::Histograms(_) | Record::Exemplars(_) => {}
         })
         .unwrap();
         (series, samples, out)

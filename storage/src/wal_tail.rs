@@ -252,7 +252,7 @@ impl WalTail {
                         Decoded::Record(Record::Tombstones(_)) => self.stats.records[2] += 1,
                         // remote write out sends float samples only; histograms are stepped
                         // over like a record of a type the tail does not know
-                        Decoded::Record(Record::Histograms(_)) | Decoded::Unknown => {}
+                        Decoded::Record(Record::Histograms(_) | Record::Exemplars(_)) | Decoded::Unknown => {}
                         Decoded::Bad => self.stats.corruptions += 1,
                     }
                 }

@@ -1110,3 +1110,49 @@ fn histograms_are_cut_into_blocks_merged_and_deleted_with_the_floats() {
     assert!(left.iter().all(|s| s.t < HOUR || s.t > 5 * HOUR));
     assert!(left.iter().any(|s| s.t > 5 * HOUR) && left.iter().any(|s| s.t < HOUR));
 }
+
+#[test]
+fn exemplars_are_kept_bounded_in_order_and_replayed_from_the_wal() {
+    use promflow_storage::exemplars::{Exemplar, ExemplarError};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || DbOptions { max_exemplars: 3, compaction_interval: None, ..Default::default() };
+    let a = ls(&[("__name__", "rpc_seconds_bucket"), ("le", "0.5")]);
+    let ex = |trace: &str, t: i64| Exemplar { labels: ls(&[("trace_id", trace)]), value: 0.25, t };
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let mut app = db.appender();
+        app.append(&a, 1000, 1.0).unwrap();
+        app.append_exemplar(&a, ex("t1", 900)).unwrap();
+        // a repeat is dropped, an older one refused
+        app.append_exemplar(&a, ex("t1", 900)).unwrap();
+        assert!(matches!(
+            app.append_exemplar(&a, ex("t0", 800)),
+            Err(promflow_storage::Error::Exemplar(ExemplarError::OutOfOrder))
+        ));
+        app.commit().unwrap();
+        let mut app = db.appender();
+        app.append(&a, 2000, 2.0).unwrap();
+        app.append_exemplar(&a, ex("t2", 1900)).unwrap();
+        app.commit().unwrap();
+        // a series with no sample in its batch and none stored keeps no exemplar
+        let mut app = db.appender();
+        app.append(&a, 3000, 3.0).unwrap();
+        app.append_exemplar(&ls(&[("__name__", "never")]), ex("t9", 2900)).unwrap();
+        app.commit().unwrap();
+        assert_eq!(db.exemplar_counts(), (2, 3));
+        // not closed: the WAL has them
+    }
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let got = db.select_exemplars(&[name_eq("rpc_seconds_bucket")], 0, 10_000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].series, a);
+    assert_eq!(got[0].exemplars, vec![ex("t1", 900), ex("t2", 1900)]);
+    assert!(db.select_exemplars(&[name_eq("never")], 0, 10_000).is_empty());
+    assert_eq!(db.select_exemplars(&[name_eq("rpc_seconds_bucket")], 1000, 10_000)[0].exemplars.len(), 1);
+    db.set_max_exemplars(1);
+    assert_eq!(db.exemplar_counts(), (1, 1));
+    drop(db);
+    // without exemplar storage none are kept or read back
+    let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+    assert_eq!(db.exemplar_counts(), (0, 0));
+}

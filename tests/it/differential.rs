@@ -883,3 +883,77 @@ fn scraping_a_protobuf_target_stores_what_prometheus_stores() {
     comparison.check((a != b).then(|| format!("series differ:\n promflow: {a:?}\n prometheus: {b:?}")));
     comparison.finish("protobuf scrape");
 }
+
+/// An OpenMetrics body whose exemplars change every [`SLOT_MS`], with the slot's timestamp.
+/// Its `le` values are written as Prometheus 3 normalises them, which 2.42 keeps as written.
+fn exemplar_body(slot: i64) -> String {
+    let ts = format!("{}.{:03}", slot * SLOT_MS / 1000, slot * SLOT_MS % 1000);
+    let n = slot % 1000;
+    format!(
+        "# TYPE rpc_seconds histogram\n\
+         rpc_seconds_bucket{{le=\"0.1\"}} {n} # {{trace_id=\"a{slot}\"}} 0.05 {ts}\n\
+         rpc_seconds_bucket{{le=\"1.0\"}} {} # {{trace_id=\"b{slot}\",span_id=\"s{slot}\"}} 0.5 {ts}\n\
+         rpc_seconds_bucket{{le=\"+Inf\"}} {}\n\
+         rpc_seconds_sum {}\n\
+         rpc_seconds_count {}\n\
+         # TYPE requests counter\n\
+         requests_total{{code=\"200\"}} {} # {{trace_id=\"c{slot}\"}} 1 {ts}\n\
+         # EOF\n",
+        2 * n,
+        3 * n,
+        1.5 * n as f64,
+        3 * n,
+        10 * n
+    )
+}
+
+#[test]
+fn exemplars_from_an_openmetrics_target_answer_like_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = serve_http(|_, _| {
+        let body = exemplar_body(now_ms() / SLOT_MS);
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8".to_string(), body.into_bytes())
+    });
+    let config = format!(
+        "scrape_configs:\n  - job_name: om\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+    );
+    let flags = ["--enable-feature=exemplar-storage"];
+    let Some(prom) = start_prometheus_with(dir.path(), &config, free_port(), &flags) else { return };
+    let pf = start_promflow(dir.path(), &config, &flags);
+    // both scrape for eight slots; the exemplars of the last three full ones are compared
+    // (each server's first scrape comes when its start-up allows)
+    std::thread::sleep(std::time::Duration::from_millis((8 * SLOT_MS) as u64));
+    let (start, end) = ((now_ms() / SLOT_MS - 4) * SLOT_MS, (now_ms() / SLOT_MS - 1) * SLOT_MS);
+    let mut comparison = Comparison::default();
+    for q in [
+        "rpc_seconds_bucket",
+        "requests_total",
+        "sum by (le) (rate(rpc_seconds_bucket[1m])) / ignoring(le) group_left requests_total",
+        "nothing_here",
+    ] {
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            form_urlencoded(q),
+            start as f64 / 1000.0,
+            end as f64 / 1000.0
+        );
+        let answer = |s: &Server| {
+            let (code, v) = s.get_json(&path);
+            let mut series: Vec<String> =
+                v["data"].as_array().cloned().unwrap_or_default().iter().map(|s| s.to_string()).collect();
+            series.sort();
+            (code, series)
+        };
+        let (a, b) = (answer(&pf), answer(&prom));
+        let empty_for_a_selector = q != "nothing_here" && b.1.is_empty();
+        comparison.check(
+            (a != b || empty_for_a_selector).then(|| format!("{q}:\n promflow:   {a:?}\n prometheus: {b:?}")),
+        );
+    }
+    // a query that does not parse is the client's error in both
+    let bad = "/api/v1/query_exemplars?query=rate(";
+    let (ca, _) = pf.get_json(bad);
+    let (cb, _) = prom.get_json(bad);
+    comparison.check((ca != cb).then(|| format!("bad query: {ca} vs {cb}")));
+    comparison.finish("exemplars");
+}

@@ -160,3 +160,54 @@ fn prometheus_data_directory_is_left_intact() {
     );
     assert!(s.logs().contains("not served"), "{}", s.logs());
 }
+
+/// Exemplars sent by remote write (1.0 and 2.0) are answered by `query_exemplars` and come
+/// back from the WAL after `kill -9`.
+#[test]
+fn remote_written_exemplars_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"];
+    let mut s = start_promflow(dir.path(), "", &flags);
+    let t = now_ms() - 10_000;
+    let label = |n: &str, v: &str| promflow_remote::Label { name: n.into(), value: v.into() };
+    let with_exemplar = |name: &str, trace: &str, t: i64| {
+        let mut ts = series(&[("__name__", name)], &[(t, 1.0)]);
+        ts.exemplars = vec![promflow_remote::Exemplar {
+            labels: vec![label("trace_id", trace)],
+            value: 0.5,
+            timestamp: t - 1,
+        }];
+        ts
+    };
+    assert_eq!(remote_write(&s, vec![with_exemplar("v1_total", "aaa", t)]).0, 204);
+    // 2.0 says how many exemplars it stored
+    let v2 = promflow_remote::WriteRequestV2::from_v1(&promflow_remote::WriteRequest {
+        timeseries: vec![with_exemplar("v2_total", "bbb", t + 1)],
+        metadata: vec![],
+    });
+    let r = client()
+        .post(s.url("/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "2.0.0")
+        .body(promflow_remote::encode_v2(&v2))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(r.headers()["x-prometheus-remote-write-exemplars-written"], "1");
+    let traces = |s: &Server| -> Vec<String> {
+        let (_, v) = s.get_json("/api/v1/query_exemplars?query=%7B__name__%3D~%22v.*%22%7D");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {}", s["seriesLabels"]["__name__"], s["exemplars"][0]["labels"]["trace_id"]))
+            .collect()
+    };
+    let want = ["\"v1_total\" \"aaa\"", "\"v2_total\" \"bbb\""];
+    assert_eq!(traces(&s), want);
+    s.kill9();
+    let cfg = dir.path().join("prometheus.yml");
+    let s = start_promflow_with(dir.path(), &cfg, free_port(), &flags);
+    assert_eq!(traces(&s), want, "after kill -9");
+}

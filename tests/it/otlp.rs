@@ -10,9 +10,9 @@ use std::process::Command;
 use common::*;
 use serde_json::{json, Value};
 
-/// Runs a Python snippet with the OpenTelemetry SDK exporting to `endpoint`; `None` when the
-/// SDK is missing outside CI.
-fn python_sdk(endpoint: &str, code: &str) -> Option<()> {
+/// Runs a Python snippet with the OpenTelemetry SDK exporting to `endpoint`, returning what
+/// it prints; `None` when the SDK is missing outside CI.
+fn python_sdk(endpoint: &str, code: &str) -> Option<String> {
     if !python_has("opentelemetry.exporter.otlp.proto.http.metric_exporter") {
         return None;
     }
@@ -32,7 +32,7 @@ fn python_sdk(endpoint: &str, code: &str) -> Option<()> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(())
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The series of an instant query, as `{labels} value` lines sorted (histograms as their
@@ -74,8 +74,15 @@ rpc = meter.create_histogram("rpc.duration", unit="s")
 for v in [0.1, 0.2, 0.4, 0.8, 1.6]:
     rpc.record(v, {"rpc": "get"})
 size = meter.create_histogram("payload.size", unit="By")
-for v in [10, 200, 3000]:
+for v in [10, 200]:
     size.record(v)
+# measurements inside a sampled span carry exemplars naming it
+from opentelemetry.sdk.trace import TracerProvider
+with TracerProvider().get_tracer("test").start_as_current_span("request") as span:
+    size.record(3000)
+    requests.add(1, {"http.method": "DELETE", "code": 204})
+    ctx = span.get_span_context()
+    print(format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
 assert provider.force_flush(10000)
 provider.shutdown()
 "#;
@@ -84,11 +91,14 @@ provider.shutdown()
 fn the_opentelemetry_sdk_exports_and_the_series_are_prometheus_3s() {
     let dir = tempfile::tempdir().unwrap();
     let config = "otlp:\n  promote_resource_attributes: [deployment.environment]\n";
-    let s = start_promflow(dir.path(), config, &["--web.enable-otlp-receiver"]);
+    let s = start_promflow(
+        dir.path(),
+        config,
+        &["--web.enable-otlp-receiver", "--enable-feature=exemplar-storage"],
+    );
     let endpoint = format!("{}/api/v1/otlp/v1/metrics", s.base);
-    if python_sdk(&endpoint, SDK_EXPORT).is_none() {
-        return;
-    }
+    let Some(printed) = python_sdk(&endpoint, SDK_EXPORT) else { return };
+    let (trace_id, span_id) = printed.trim().split_once(' ').expect("the span's trace and span IDs");
     // an answer line: the resource's job, instance and promoted attribute, and `labels`
     let line = |labels: &[(&str, &str)], value: &str| {
         let mut m = serde_json::Map::new();
@@ -104,8 +114,36 @@ fn the_opentelemetry_sdk_exports_and_the_series_are_prometheus_3s() {
         answer(&s, "http_requests_total"),
         [
             line(&[("__name__", "http_requests_total"), ("code", "200"), ("http_method", "GET")], "5"),
+            line(&[("__name__", "http_requests_total"), ("code", "204"), ("http_method", "DELETE")], "1"),
             line(&[("__name__", "http_requests_total"), ("code", "500"), ("http_method", "POST")], "2"),
         ]
+    );
+    // the exemplars name the span: on the counter, and on the bucket the observation fell in
+    let (_, v) = s.get_json(&format!(
+        "/api/v1/query_exemplars?query={}",
+        urlencode("http_requests_total or payload_size_bytes_bucket")
+    ));
+    let got: Vec<(String, String, String, String)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            let series = s["seriesLabels"].clone();
+            s["exemplars"].as_array().unwrap().clone().into_iter().map(move |e| {
+                let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+                let name = format!("{}{{le={}}}", text(&series["__name__"]), text(&series["le"]));
+                (name, text(&e["labels"]["trace_id"]), text(&e["labels"]["span_id"]), text(&e["value"]))
+            })
+        })
+        .collect();
+    let (trace, span) = (trace_id.to_string(), span_id.to_string());
+    assert_eq!(
+        got,
+        [
+            ("http_requests_total{le=}".to_string(), trace.clone(), span.clone(), "1".to_string()),
+            ("payload_size_bytes_bucket{le=5000}".to_string(), trace, span, "3000".to_string()),
+        ],
+        "{v}"
     );
     assert_eq!(answer(&s, "queue_depth"), [line(&[("__name__", "queue_depth"), ("queue", "a")], "7.5")]);
     // a non-monotonic sum is a gauge: neither `_total` nor `_ratio`

@@ -190,6 +190,12 @@ fn append(batch: &Batch, app: &mut dyn Appender) -> Result<Written, Error> {
             written.histograms += 1;
         }
     }
+    // an exemplar storage refuses does not fail the request, as in Prometheus
+    for (labels, e) in &batch.exemplars {
+        if let Err(err) = app.append_exemplar(labels, e.clone()) {
+            tracing::debug!(error = %err, series = %labels, "OTLP: exemplar refused");
+        }
+    }
     Ok(written)
 }
 

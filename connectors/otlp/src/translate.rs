@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, HashSet};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exponential_histogram_data_point::Buckets, metric::Data, number_data_point, AggregationTemporality,
-    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar as OtlpExemplar, ExponentialHistogramDataPoint, HistogramDataPoint,
+    Metric, NumberDataPoint, SummaryDataPoint,
 };
+use promflow_storage::exemplars::{Exemplar, MAX_LABELS_LENGTH};
 use promflow_storage::native_histogram::{
     CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA, EXPONENTIAL_SCHEMAS,
 };
@@ -77,6 +79,8 @@ pub struct Batch {
     pub floats: Vec<(Labels, i64, f64)>,
     /// Native histograms: labels, timestamp (ms), histogram.
     pub histograms: Vec<(Labels, i64, FloatHistogram)>,
+    /// Exemplars, by the labels of the series they belong to.
+    pub exemplars: Vec<(Labels, Exemplar)>,
     /// Metrics dropped for having no data points.
     pub empty_metrics: usize,
 }
@@ -378,8 +382,8 @@ impl Context<'_> {
             return Ok(());
         }
         match data {
-            Data::Gauge(g) => self.numbers(&family, &g.data_points, batch, times),
-            Data::Sum(s) => self.numbers(&family, &s.data_points, batch, times),
+            Data::Gauge(g) => self.numbers(&family, &g.data_points, false, batch, times),
+            Data::Sum(s) => self.numbers(&family, &s.data_points, true, batch, times),
             Data::Histogram(h) => h
                 .data_points
                 .iter()
@@ -419,10 +423,12 @@ impl Context<'_> {
         Ok(Labels::from_pairs(pairs))
     }
 
+    /// Gauge and sum points (`with_exemplars` for sums: gauges carry none).
     fn numbers(
         &self,
         family: &str,
         points: &[NumberDataPoint],
+        with_exemplars: bool,
         batch: &mut Batch,
         times: &mut Times<'_>,
     ) -> Result<(), String> {
@@ -438,7 +444,11 @@ impl Context<'_> {
                     None => 0.0,
                 }
             };
-            batch.floats.push((self.labels(&p.attributes, family, None)?, t, value));
+            let labels = self.labels(&p.attributes, family, None)?;
+            if with_exemplars && !is_stale(p.flags) {
+                batch.exemplars.extend(p.exemplars.iter().map(|e| (labels.clone(), exemplar_of(e, t))));
+            }
+            batch.floats.push((labels, t, value));
         }
         Ok(())
     }
@@ -481,6 +491,7 @@ impl Context<'_> {
                 p.explicit_bounds.clone(),
             )
             .map_err(|e| format!("histogram {family:?}: {e}"))?;
+            batch.exemplars.extend(p.exemplars.iter().map(|e| (labels.clone(), exemplar_of(e, t))));
             batch.histograms.push((labels, t, h));
             return Ok(());
         }
@@ -495,12 +506,19 @@ impl Context<'_> {
         ));
         let bucket = format!("{family}_bucket");
         let mut cumulative = 0u64;
+        // each bucket takes the exemplars, in the order sent, up to its bound; the `+Inf`
+        // bucket the rest
+        let mut exemplars = if stale { [].iter() } else { p.exemplars.iter() }.peekable();
         for (bound, count) in p.explicit_bounds.iter().zip(&p.bucket_counts) {
             cumulative = cumulative.saturating_add(*count);
             let labels = self.labels(&p.attributes, &bucket, Some(("le", bound_text(*bound))))?;
+            while let Some(e) = exemplars.next_if(|e| exemplar_value(e) <= *bound) {
+                batch.exemplars.push((labels.clone(), exemplar_of(e, t)));
+            }
             batch.floats.push((labels, t, value(cumulative as f64)));
         }
         let labels = self.labels(&p.attributes, &bucket, Some(("le", "+Inf".into())))?;
+        batch.exemplars.extend(exemplars.map(|e| (labels.clone(), exemplar_of(e, t))));
         batch.floats.push((labels, t, value(p.count as f64)));
         Ok(())
     }
@@ -555,6 +573,7 @@ impl Context<'_> {
             Vec::new(),
         )
         .map_err(|e| format!("histogram {family:?}: {e}"))?;
+        batch.exemplars.extend(p.exemplars.iter().map(|e| (labels.clone(), exemplar_of(e, t))));
         batch.histograms.push((labels, t, h));
         Ok(())
     }
@@ -582,6 +601,41 @@ impl Context<'_> {
         }
         Ok(())
     }
+}
+
+fn is_stale(flags: u32) -> bool {
+    flags & NO_RECORDED_VALUE != 0
+}
+
+fn exemplar_value(e: &OtlpExemplar) -> f64 {
+    match e.value {
+        Some(exemplar::Value::AsDouble(v)) => v,
+        Some(exemplar::Value::AsInt(v)) => v as f64,
+        None => 0.0,
+    }
+}
+
+/// An OTLP exemplar as Prometheus keeps it: `trace_id` and `span_id` in lower-case hex when
+/// set, and its other attributes (keys as sent) when all of them fit in the label limit;
+/// without a time of its own it takes its point's.
+fn exemplar_of(e: &OtlpExemplar, point_t: i64) -> Exemplar {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if e.trace_id.iter().any(|b| *b != 0) {
+        pairs.push(("trace_id".into(), hex(&e.trace_id)));
+    }
+    if e.span_id.iter().any(|b| *b != 0) {
+        pairs.push(("span_id".into(), hex(&e.span_id)));
+    }
+    let attributes: Vec<(String, String)> =
+        e.filtered_attributes.iter().map(|kv| (kv.key.clone(), text(kv.value.as_ref()))).collect();
+    let length: usize =
+        pairs.iter().chain(&attributes).map(|(k, v)| k.chars().count() + v.chars().count()).sum();
+    if length <= MAX_LABELS_LENGTH {
+        pairs.extend(attributes);
+    }
+    let t = if e.time_unix_nano == 0 { point_t } else { millis(e.time_unix_nano) };
+    Exemplar { labels: Labels::from_pairs(pairs), value: exemplar_value(e), t }
 }
 
 /// Delta histograms are gauge histograms; cumulative ones say nothing about resets.

@@ -11,9 +11,9 @@ mod wire;
 
 pub use histogram::{BucketSpan, Histogram};
 pub use sender::RemoteWriter;
-pub use wire::RequestView;
+pub use wire::{RequestView, SeriesView, WireExemplar};
 
-use promflow_storage::{Appender, LabelsRef};
+use promflow_storage::{Appender, Labels, LabelsRef};
 use prost::Message;
 
 /// Errors of remote storage: decoding or applying a remote-write request, setting up an
@@ -68,9 +68,40 @@ pub struct TimeSeries {
     /// Float samples.
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// Exemplars.
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<Exemplar>,
     /// Native-histogram samples.
     #[prost(message, repeated, tag = "4")]
     pub histograms: Vec<Histogram>,
+}
+
+/// `prometheus.Exemplar`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Exemplar {
+    /// Its labels (a trace ID, typically).
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// The observed value.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
+}
+
+/// `io.prometheus.write.v2.Exemplar`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExemplarV2 {
+    /// Name and value references into the symbol table, pair after pair.
+    #[prost(uint32, repeated, tag = "1")]
+    pub labels_refs: Vec<u32>,
+    /// The observed value.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 /// `prometheus.Label`.
@@ -221,6 +252,9 @@ pub struct TimeSeriesV2 {
     /// Native-histogram samples.
     #[prost(message, repeated, tag = "3")]
     pub histograms: Vec<Histogram>,
+    /// Exemplars.
+    #[prost(message, repeated, tag = "4")]
+    pub exemplars: Vec<ExemplarV2>,
 }
 
 impl WriteRequestV2 {
@@ -245,6 +279,19 @@ impl WriteRequestV2 {
                 labels_refs: ts.labels.iter().flat_map(|l| [refer(&l.name), refer(&l.value)]).collect(),
                 samples: ts.samples.clone(),
                 histograms: ts.histograms.clone(),
+                exemplars: ts
+                    .exemplars
+                    .iter()
+                    .map(|e| ExemplarV2 {
+                        labels_refs: e
+                            .labels
+                            .iter()
+                            .flat_map(|l| [refer(&l.name), refer(&l.value)])
+                            .collect(),
+                        value: e.value,
+                        timestamp: e.timestamp,
+                    })
+                    .collect(),
             })
             .collect();
         WriteRequestV2 { symbols, timeseries }
@@ -271,15 +318,27 @@ impl WriteRequest {
     }
 }
 
+/// What [`append_request`] appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Float samples.
+    pub samples: usize,
+    /// Native histograms.
+    pub histograms: usize,
+    /// Exemplars storage took (a refused exemplar does not fail the request, as in
+    /// Prometheus).
+    pub exemplars: usize,
+}
+
 /// Appends every sample of `req` to `app`, stopping at the first series or sample that is
-/// refused, so the caller can roll the whole request back as Prometheus does. Returns the
-/// float sample and histogram counts.
-pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<(usize, usize), Error> {
-    let (mut n, mut histograms) = (0, 0);
+/// refused, so the caller can roll the whole request back as Prometheus does.
+pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<Appended, Error> {
+    let mut appended = Appended::default();
     let mut scratch: Vec<(&str, &str)> = Vec::new();
-    for (pairs, samples, hists) in req.series() {
+    for series in req.series() {
+        let (samples, hists) = (series.samples, series.histograms);
         scratch.clear();
-        scratch.extend_from_slice(pairs);
+        scratch.extend_from_slice(series.labels);
         check_names(&mut scratch)?;
         let labels = LabelsRef::normalize(&mut scratch);
         validate(labels)?;
@@ -291,9 +350,9 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<(
                     Error::Storage(e)
                 }
             })?;
-            n += 1;
+            appended.samples += 1;
         }
-        if hists.is_empty() {
+        if hists.is_empty() && series.exemplars.is_empty() {
             continue;
         }
         let owned = labels.to_labels();
@@ -309,10 +368,21 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<(
                     Error::Storage(e)
                 }
             })?;
-            histograms += 1;
+            appended.histograms += 1;
+        }
+        for e in series.exemplars {
+            let exemplar = promflow_storage::exemplars::Exemplar {
+                labels: Labels::from_pairs(e.labels.iter().copied()),
+                value: e.value,
+                t: e.timestamp,
+            };
+            match app.append_exemplar(&owned, exemplar) {
+                Ok(()) => appended.exemplars += 1,
+                Err(err) => tracing::debug!(error = %err, series = %owned, "remote write: exemplar refused"),
+            }
         }
     }
-    Ok((n, histograms))
+    Ok(appended)
 }
 
 /// Refuses a series with an empty label name or a name given twice, as Prometheus's
@@ -363,6 +433,7 @@ mod tests {
     fn round_trip() {
         let req = WriteRequest {
             timeseries: vec![TimeSeries {
+                exemplars: Vec::new(),
                 labels: vec![Label { name: "__name__".into(), value: "x".into() }],
                 samples: vec![Sample { value: 1.5, timestamp: 1000 }],
                 histograms: vec![],
@@ -371,7 +442,7 @@ mod tests {
         };
         let raw = decompress(&encode(&req)).unwrap();
         let view = RequestView::parse(&raw).unwrap();
-        let series: Vec<_> = view.series().map(|(l, s, _)| (l, s)).collect();
+        let series: Vec<_> = view.series().map(|s| (s.labels, s.samples)).collect();
         assert_eq!(series, vec![(&[("__name__", "x")][..], &[(1000, 1.5)][..])]);
     }
 

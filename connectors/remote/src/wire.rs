@@ -22,13 +22,40 @@ pub struct RequestView<'a> {
     samples: Vec<(i64, f64)>,
     /// Every series' native histograms, one series after another.
     histograms: Vec<Histogram>,
-    /// Per series: the end of its pairs, of its samples and of its histograms.
-    ends: Vec<(u32, u32, u32)>,
+    /// Every series' exemplars, one series after another.
+    exemplars: Vec<WireExemplar<'a>>,
+    /// Per series: the end of its pairs, of its samples, of its histograms and of its
+    /// exemplars.
+    ends: Vec<[u32; 4]>,
+}
+
+/// An exemplar as sent, its labels borrowed from the request body.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WireExemplar<'a> {
+    /// Its label pairs (a trace ID, typically), as sent.
+    pub labels: Vec<LabelPair<'a>>,
+    /// The observed value.
+    pub value: f64,
+    /// When it was observed (ms).
+    pub timestamp: i64,
+}
+
+/// One series of a request: what [`RequestView::series`] yields.
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesView<'v, 'a> {
+    /// Its label pairs, as sent: not yet sorted or checked.
+    pub labels: &'v [LabelPair<'a>],
+    /// Its float samples as (timestamp, value).
+    pub samples: &'v [(i64, f64)],
+    /// Its native histograms.
+    pub histograms: &'v [Histogram],
+    /// Its exemplars.
+    pub exemplars: &'v [WireExemplar<'a>],
 }
 
 impl<'a> RequestView<'a> {
-    /// Parses a decompressed `WriteRequest`. Fields other than labels, float samples and
-    /// native histograms (metadata, exemplars) are skipped, as unknown fields are.
+    /// Parses a decompressed `WriteRequest`. Fields other than labels, float samples, native
+    /// histograms and exemplars (metadata) are skipped, as unknown fields are.
     pub fn parse(raw: &'a [u8]) -> Result<Self, Error> {
         let mut view = RequestView::default();
         let mut r = Reader(raw);
@@ -43,8 +70,8 @@ impl<'a> RequestView<'a> {
     }
 
     /// Parses a decompressed remote write 2.0 `io.prometheus.write.v2.Request`: labels are
-    /// references into the request's symbol table. Exemplars, metadata and created
-    /// timestamps are skipped.
+    /// references into the request's symbol table. Metadata and created timestamps are
+    /// skipped.
     pub fn parse_v2(raw: &'a [u8]) -> Result<Self, Error> {
         // the symbols may come after the series on the wire: collect them first
         let mut symbols: Vec<&'a str> = Vec::new();
@@ -73,39 +100,34 @@ impl<'a> RequestView<'a> {
         let mut r = Reader(raw);
         while let Some((field, wire)) = r.key()? {
             match (field, wire) {
-                (1, LEN) => {
-                    // packed, the usual encoding
-                    let mut packed = Reader(r.bytes()?);
-                    while !packed.0.is_empty() {
-                        refs.push(packed.varint()?);
-                    }
-                }
-                (1, VARINT) => refs.push(r.varint()?),
+                (1, LEN | VARINT) => r.varints_into(wire, &mut refs)?,
                 (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?),
                 (3, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
-                (1..=3, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
+                (4, LEN) => self.exemplars.push(parse_exemplar_v2(r.bytes()?, symbols)?),
+                (1..=4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
                 _ => r.skip(wire)?,
             }
         }
-        if !refs.len().is_multiple_of(2) {
-            return Err(Error::Malformed("TimeSeries.labels_refs: an odd number of references"));
-        }
-        let symbol = |i: u64| {
-            symbols
-                .get(usize::try_from(i).unwrap_or(usize::MAX))
-                .copied()
-                .ok_or(Error::Malformed("TimeSeries.labels_refs: a reference past the symbol table"))
-        };
-        for pair in refs.chunks(2) {
-            self.pairs.push((symbol(pair[0])?, symbol(pair[1])?));
-        }
+        self.pairs.extend(resolve(
+            &refs,
+            symbols,
+            [
+                "TimeSeries.labels_refs: an odd number of references",
+                "TimeSeries.labels_refs: a reference past the symbol table",
+            ],
+        )?);
         self.end_series()
     }
 
-    /// Closes the series whose pairs, samples and histograms were pushed last.
+    /// Closes the series whose pairs, samples, histograms and exemplars were pushed last.
     fn end_series(&mut self) -> Result<(), Error> {
         let end = |n: usize| u32::try_from(n).map_err(|_| Error::Malformed("request too large"));
-        self.ends.push((end(self.pairs.len())?, end(self.samples.len())?, end(self.histograms.len())?));
+        self.ends.push([
+            end(self.pairs.len())?,
+            end(self.samples.len())?,
+            end(self.histograms.len())?,
+            end(self.exemplars.len())?,
+        ]);
         Ok(())
     }
 
@@ -115,8 +137,9 @@ impl<'a> RequestView<'a> {
             match (field, wire) {
                 (1, LEN) => self.pairs.push(parse_label(r.bytes()?)?),
                 (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?),
+                (3, LEN) => self.exemplars.push(parse_exemplar(r.bytes()?)?),
                 (4, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
-                (1 | 2 | 4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
+                (1..=4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
                 _ => r.skip(wire)?,
             }
         }
@@ -133,18 +156,77 @@ impl<'a> RequestView<'a> {
         self.ends.is_empty()
     }
 
-    /// Each series' label pairs (as sent: not yet sorted or checked), float samples and
-    /// native histograms.
-    #[allow(clippy::type_complexity)]
-    pub fn series(&self) -> impl Iterator<Item = (&[LabelPair<'a>], &[(i64, f64)], &[Histogram])> + '_ {
-        let mut start = (0usize, 0usize, 0usize);
-        self.ends.iter().map(move |&(p, s, h)| {
-            let (p, s, h) = (p as usize, s as usize, h as usize);
-            let out = (&self.pairs[start.0..p], &self.samples[start.1..s], &self.histograms[start.2..h]);
-            start = (p, s, h);
+    /// Each series in wire order.
+    pub fn series(&self) -> impl Iterator<Item = SeriesView<'_, 'a>> + '_ {
+        let mut start = [0usize; 4];
+        self.ends.iter().map(move |end| {
+            let end = end.map(|e| e as usize);
+            let out = SeriesView {
+                labels: &self.pairs[start[0]..end[0]],
+                samples: &self.samples[start[1]..end[1]],
+                histograms: &self.histograms[start[2]..end[2]],
+                exemplars: &self.exemplars[start[3]..end[3]],
+            };
+            start = end;
             out
         })
     }
+}
+
+/// A 1.0 `Exemplar`: labels, value, timestamp.
+fn parse_exemplar(raw: &[u8]) -> Result<WireExemplar<'_>, Error> {
+    let mut e = WireExemplar::default();
+    let mut r = Reader(raw);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => e.labels.push(parse_label(r.bytes()?)?),
+            (2, I64) => e.value = f64::from_bits(r.fixed64()?),
+            (3, VARINT) => e.timestamp = r.varint()? as i64,
+            (1..=3, _) => return Err(Error::Malformed("Exemplar: wrong wire type")),
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok(e)
+}
+
+/// A 2.0 `Exemplar`: label references into the symbol table, value, timestamp.
+fn parse_exemplar_v2<'a>(raw: &'a [u8], symbols: &[&'a str]) -> Result<WireExemplar<'a>, Error> {
+    let mut e = WireExemplar::default();
+    let mut refs: Vec<u64> = Vec::new();
+    let mut r = Reader(raw);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN | VARINT) => r.varints_into(wire, &mut refs)?,
+            (2, I64) => e.value = f64::from_bits(r.fixed64()?),
+            (3, VARINT) => e.timestamp = r.varint()? as i64,
+            (1..=3, _) => return Err(Error::Malformed("Exemplar: wrong wire type")),
+            _ => r.skip(wire)?,
+        }
+    }
+    e.labels = resolve(
+        &refs,
+        symbols,
+        [
+            "Exemplar.labels_refs: an odd number of references",
+            "Exemplar.labels_refs: a reference past the symbol table",
+        ],
+    )?;
+    Ok(e)
+}
+
+/// Label pairs from 2.0's alternating name and value references into the symbol table;
+/// `[odd, past]` are the errors for an odd number of references and for one past the table.
+fn resolve<'a>(
+    refs: &[u64],
+    symbols: &[&'a str],
+    [odd, past]: [&'static str; 2],
+) -> Result<Vec<LabelPair<'a>>, Error> {
+    if !refs.len().is_multiple_of(2) {
+        return Err(Error::Malformed(odd));
+    }
+    let symbol =
+        |i: u64| symbols.get(usize::try_from(i).unwrap_or(usize::MAX)).copied().ok_or(Error::Malformed(past));
+    refs.chunks(2).map(|pair| Ok((symbol(pair[0])?, symbol(pair[1])?))).collect()
 }
 
 fn parse_label(raw: &[u8]) -> Result<(&str, &str), Error> {
@@ -236,6 +318,19 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(b.try_into().expect("took 8 bytes")))
     }
 
+    /// A repeated varint field's values: packed (`LEN`, the usual encoding) or one (`VARINT`).
+    fn varints_into(&mut self, wire: u8, out: &mut Vec<u64>) -> Result<(), Error> {
+        if wire == VARINT {
+            out.push(self.varint()?);
+            return Ok(());
+        }
+        let mut packed = Reader(self.bytes()?);
+        while !packed.0.is_empty() {
+            out.push(packed.varint()?);
+        }
+        Ok(())
+    }
+
     fn skip(&mut self, wire: u8) -> Result<(), Error> {
         match wire {
             VARINT => self.varint().map(drop),
@@ -277,6 +372,7 @@ mod tests {
         };
         let v1 = crate::WriteRequest {
             timeseries: vec![crate::TimeSeries {
+                exemplars: Vec::new(),
                 labels: vec![crate::Label { name: "__name__".into(), value: "latency".into() }],
                 samples: vec![],
                 histograms: vec![int.clone(), float.clone()],
@@ -285,7 +381,7 @@ mod tests {
         };
         let (raw1, raw2) = (v1.encode_to_vec(), crate::WriteRequestV2::from_v1(&v1).encode_to_vec());
         for view in [RequestView::parse(&raw1).unwrap(), RequestView::parse_v2(&raw2).unwrap()] {
-            let (_, _, hists) = view.series().next().unwrap();
+            let hists = view.series().next().unwrap().histograms;
             assert_eq!(hists, &[int.clone(), float.clone()][..]);
         }
         let h = int.to_float_histogram().unwrap();
@@ -312,9 +408,41 @@ mod tests {
     }
 
     #[test]
+    fn reads_exemplars_in_1_0_and_2_0() {
+        let label = |n: &str, v: &str| crate::Label { name: n.into(), value: v.into() };
+        let v1 = crate::WriteRequest {
+            timeseries: vec![crate::TimeSeries {
+                labels: vec![label("__name__", "requests_total")],
+                samples: vec![crate::Sample { value: 3.0, timestamp: 1000 }],
+                exemplars: vec![crate::Exemplar {
+                    labels: vec![label("trace_id", "abc"), label("span_id", "def")],
+                    value: 1.5,
+                    timestamp: 990,
+                }],
+                histograms: vec![],
+            }],
+            metadata: vec![],
+        };
+        let want = [WireExemplar {
+            labels: vec![("trace_id", "abc"), ("span_id", "def")],
+            value: 1.5,
+            timestamp: 990,
+        }];
+        let (raw1, raw2) = (v1.encode_to_vec(), crate::WriteRequestV2::from_v1(&v1).encode_to_vec());
+        for view in [RequestView::parse(&raw1).unwrap(), RequestView::parse_v2(&raw2).unwrap()] {
+            assert_eq!(view.series().next().unwrap().exemplars, &want[..]);
+        }
+        // an exemplar label past the symbol table is the sender's error
+        let mut v2 = crate::WriteRequestV2::from_v1(&v1);
+        v2.timeseries[0].exemplars[0].labels_refs[0] = 99;
+        assert!(RequestView::parse_v2(&v2.encode_to_vec()).is_err());
+    }
+
+    #[test]
     fn reads_remote_write_2_0_through_its_symbol_table() {
         let v1 = crate::WriteRequest {
             timeseries: vec![crate::TimeSeries {
+                exemplars: Vec::new(),
                 labels: vec![
                     crate::Label { name: "__name__".into(), value: "up".into() },
                     crate::Label { name: "job".into(), value: "up".into() },
@@ -328,7 +456,7 @@ mod tests {
         assert_eq!(v2.symbols, ["", "__name__", "up", "job"], "each string once");
         let raw = v2.encode_to_vec();
         let view = RequestView::parse_v2(&raw).unwrap();
-        let series: Vec<_> = view.series().map(|(l, s, _)| (l, s)).collect();
+        let series: Vec<_> = view.series().map(|s| (s.labels, s.samples)).collect();
         assert_eq!(series, vec![(&[("__name__", "up"), ("job", "up")][..], &[(5, 1.0)][..])]);
         let mut odd = v2.clone();
         odd.timeseries[0].labels_refs.pop();
@@ -343,6 +471,7 @@ mod tests {
         WriteRequest {
             timeseries: vec![
                 TimeSeries {
+                    exemplars: Vec::new(),
                     labels: vec![
                         Label { name: "__name__".into(), value: "up".into() },
                         Label { name: "job".into(), value: "ü".into() },
@@ -354,6 +483,7 @@ mod tests {
                     histograms: vec![],
                 },
                 TimeSeries {
+                    exemplars: Vec::new(),
                     labels: vec![Label { name: "a".into(), value: "".into() }],
                     samples: vec![],
                     histograms: vec![],
@@ -372,7 +502,7 @@ mod tests {
     fn reads_what_prost_writes() {
         let raw = request().encode_to_vec();
         let view = RequestView::parse(&raw).unwrap();
-        let got: Vec<_> = view.series().map(|(l, s, _)| (l.to_vec(), s.to_vec())).collect();
+        let got: Vec<_> = view.series().map(|s| (s.labels.to_vec(), s.samples.to_vec())).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, vec![("__name__", "up"), ("job", "ü")]);
         assert_eq!(got[0].1[0], (1000, 1.5));

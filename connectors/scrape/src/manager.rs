@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use promflow_config::{relabel, Config, RelabelConfig, ScrapeConfig};
+use promflow_storage::exemplars::Exemplar;
 use promflow_storage::json_log::{rfc3339_ms, JsonLog};
 use promflow_storage::native_histogram::FloatHistogram;
 use promflow_storage::{now_ms, stale_nan, Db, Labels};
 use tokio::sync::watch;
 
-use crate::exposition::{self, MetricMetadata};
+use crate::exposition::{self, MetricMetadata, ParsedExemplar};
 use crate::Error;
 
 /// The state of one target as the targets API reports it.
@@ -130,6 +131,8 @@ struct Counters {
     duplicate: AtomicU64,
     /// Syncs of a pool that found more targets than its `target_limit`.
     target_limit_exceeded: AtomicU64,
+    /// Exemplars storage refused (older than their series' newest, labels too long).
+    exemplars_out_of_order: AtomicU64,
     /// Scrapes that failed because a native histogram had more buckets than the limit,
     /// even at the lowest resolution.
     bucket_limit_exceeded: AtomicU64,
@@ -471,6 +474,11 @@ impl ScrapeManager {
                 "prometheus_target_scrapes_exceeded_native_histogram_bucket_limit_total",
                 "Total number of scrapes that hit the native histogram bucket limit and were rejected.",
                 &c.bucket_limit_exceeded,
+            ),
+            (
+                "prometheus_target_scrapes_exemplar_out_of_order_total",
+                "Total number of exemplar rejected due to not being out of the expected order.",
+                &c.exemplars_out_of_order,
             ),
             (
                 "prometheus_sd_http_failures_total",
@@ -1129,14 +1137,16 @@ fn append_scrape(
         Err(e) => err = Some(e),
         Ok(expo) => {
             scraped = expo.samples.len() + expo.histograms.len();
-            let mut batch: Vec<(Labels, i64, ScrapedValue, bool)> = Vec::with_capacity(scraped);
-            let floats =
-                expo.samples.into_iter().map(|s| (s.labels, s.timestamp_ms, ScrapedValue::Float(s.value)));
+            let mut batch: Vec<(Labels, i64, ScrapedValue, bool, Vec<ParsedExemplar>)> =
+                Vec::with_capacity(scraped);
+            let floats = expo.samples.into_iter().map(|s| {
+                (s.labels, s.timestamp_ms, ScrapedValue::Float(s.value), s.exemplar.into_iter().collect())
+            });
             let histograms = expo
                 .histograms
                 .into_iter()
-                .map(|h| (h.labels, h.timestamp_ms, ScrapedValue::Histogram(h.histogram)));
-            for (labels, timestamp_ms, mut value) in floats.chain(histograms) {
+                .map(|h| (h.labels, h.timestamp_ms, ScrapedValue::Histogram(h.histogram), h.exemplars));
+            for (labels, timestamp_ms, mut value, exemplars) in floats.chain(histograms) {
                 let mut l = merge_target_labels(&labels, target, s.honor_labels);
                 if !s.metric_relabel.is_empty() {
                     match relabel::process(&l, &s.metric_relabel) {
@@ -1158,7 +1168,7 @@ fn append_scrape(
                 }
                 let explicit = s.honor_timestamps && timestamp_ms.is_some();
                 let ts = if explicit { timestamp_ms.unwrap_or(t) } else { t };
-                batch.push((l, ts, value, explicit));
+                batch.push((l, ts, value, explicit, exemplars));
             }
             if err.is_none() && s.sample_limit > 0 && batch.len() > s.sample_limit {
                 counters.sample_limit_exceeded.fetch_add(1, Ordering::Relaxed);
@@ -1168,7 +1178,7 @@ fn append_scrape(
             if err.is_none() {
                 post_relabel = batch.len();
                 let mut dup_check: HashSet<Labels> = HashSet::with_capacity(batch.len());
-                for (l, ts, v, explicit) in batch {
+                for (l, ts, v, explicit, exemplars) in batch {
                     if !dup_check.insert(l.clone()) {
                         counters.duplicate.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -1194,6 +1204,14 @@ fn append_scrape(
                         Err(e) => {
                             tracing::debug!(error = %e, series = %l, "scrape: sample rejected");
                             continue;
+                        }
+                    }
+                    for e in exemplars {
+                        let t = e.timestamp_ms.unwrap_or(ts);
+                        let exemplar = Exemplar { labels: e.labels, value: e.value, t };
+                        if let Err(err) = app.append_exemplar(&l, exemplar) {
+                            counters.exemplars_out_of_order.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %err, series = %l, "scrape: exemplar rejected");
                         }
                     }
                     if !explicit {

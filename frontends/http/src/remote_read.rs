@@ -129,6 +129,7 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
                 )));
             }
             timeseries.push(TimeSeries {
+                exemplars: Vec::new(),
                 labels: wire_labels(labels, external),
                 samples,
                 histograms: h.iter().map(|p| Histogram::from_float_histogram(p.t, &p.h)).collect(),

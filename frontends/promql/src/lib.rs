@@ -61,6 +61,35 @@ pub fn compile(query: &str, opts: &CompileOptions) -> Result<Plan, Error> {
     lower::lower_query(&expr, query, opts)
 }
 
+/// The matchers of every vector selector in `query` (`/api/v1/query_exemplars` selects the
+/// series any of them match), the metric name as a `__name__` matcher.
+pub fn selector_matchers(query: &str) -> Result<Vec<Vec<promflow_storage::Matcher>>, Error> {
+    fn walk(e: &Expr, out: &mut Vec<Vec<promflow_storage::Matcher>>) -> Result<(), Error> {
+        match e {
+            Expr::Number(_) | Expr::String(..) => {}
+            Expr::Selector(vs) => out.push(lower::matchers_of(vs)?),
+            Expr::Matrix(m) => out.push(lower::matchers_of(&m.vs)?),
+            Expr::Subquery(s) => walk(&s.expr, out)?,
+            Expr::Paren(e, _) | Expr::Unary { expr: e, .. } => walk(e, out)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out)?;
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+            }
+            Expr::Call(c) => c.args.iter().try_for_each(|a| walk(a, out))?,
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(&parse(query)?, &mut out)?;
+    Ok(out)
+}
+
 /// `query` on one line in Prometheus's canonical form: what Prometheus prints for a parsed
 /// expression (a rule's `query` in `/api/v1/rules`, alert links), whatever the text's layout.
 pub fn one_line_query(query: &str) -> Result<String, Error> {

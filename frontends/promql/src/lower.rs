@@ -224,7 +224,7 @@ fn first_selection_shift(plan: &Plan, enclosing: &[TimeShift]) -> Option<TimeShi
 }
 
 /// The selector's matchers for storage: the metric name first, then the braces' matchers.
-fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>, Error> {
+pub(crate) fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>, Error> {
     let mut out = Vec::with_capacity(vs.matchers.len() + 1);
     if let Some(name) = &vs.name {
         out.push(

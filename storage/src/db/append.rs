@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::compact::head_compactable;
 use super::{lock, min_valid, now_ms, read, write, Db, MAX_KEPT_BUFFER};
+use crate::exemplars::{Exemplar, ExemplarError};
 use crate::head::{AppendResult, SeriesRef, U64Map};
 use crate::wal::{self, RefSample};
 use crate::{
@@ -24,6 +25,7 @@ impl Db {
             collided: Vec::new(),
             samples: Vec::new(),
             histograms: Vec::new(),
+            exemplars: Vec::new(),
             latest: self.opts.future_limit.map_or(Timestamp::MAX, |l| now_ms().saturating_add(l)),
             open_id: None,
             oldest: Timestamp::MAX,
@@ -83,6 +85,8 @@ struct DbAppender {
     samples: Vec<(u32, Timestamp, Staged)>,
     /// The histograms staged, with their fingerprints, as [`Staged::Histogram`] indexes them.
     histograms: Vec<(Arc<FloatHistogram>, u64)>,
+    /// Exemplars staged: (index into `series`, exemplar), in append order.
+    exemplars: Vec<(u32, Exemplar)>,
     /// The newest timestamp the appender takes: its creation time plus the future limit.
     latest: Timestamp,
     /// The appender's key in [`Db::open_appends`] once it has staged a sample.
@@ -386,11 +390,30 @@ impl Appender for DbAppender {
         staged
     }
 
+    fn append_exemplar(&mut self, labels: &Labels, e: Exemplar) -> Result<(), Error> {
+        if self.db.exemplars.capacity() == 0 {
+            return Ok(());
+        }
+        let idx = self.series_index(labels)?;
+        // against the stored newest now, and against the batch's own
+        let staged_newest = self.exemplars.iter().rev().find(|(i, _)| *i == idx).map(|(_, e)| e);
+        match staged_newest {
+            Some(newest) if *newest == e => return Ok(()),
+            Some(newest) if e.t < newest.t => return Err(Error::Exemplar(ExemplarError::OutOfOrder)),
+            _ => {}
+        }
+        if self.db.exemplars.admits(&self.series[idx as usize].labels, &e).map_err(Error::Exemplar)? {
+            self.exemplars.push((idx, e));
+        }
+        Ok(())
+    }
+
     fn commit(mut self: Box<Self>) -> Result<CommitStats, Error> {
         let db = Arc::clone(&self.db);
         let mut series = std::mem::take(&mut self.series);
         let samples = std::mem::take(&mut self.samples);
         let histograms = std::mem::take(&mut self.histograms);
+        let exemplars = std::mem::take(&mut self.exemplars);
         let bits = |v: Staged| v.bits(&histograms);
         let admitted = self.admitted;
         if samples.is_empty() {
@@ -503,6 +526,10 @@ impl Appender for DbAppender {
                 Staged::Float(_) => None,
             }),
         );
+        // the exemplars of series that are stored (or got a sample of this batch)
+        let exemplars: Vec<(u32, SeriesRef, Exemplar)> =
+            exemplars.into_iter().filter_map(|(idx, e)| refs[idx as usize].map(|r| (idx, r, e))).collect();
+        wal::encode_exemplars(&mut writer.buf, exemplars.iter().map(|(_, r, e)| (*r, e)));
         let max_t = kept().map(|(_, t, _)| t).max().unwrap_or(Timestamp::MIN);
         let written = writer.wal.write(&writer.buf, max_t);
         if writer.buf.capacity() > MAX_KEPT_BUFFER {
@@ -565,6 +592,10 @@ impl Appender for DbAppender {
             let floor = db.floor.load(Ordering::Relaxed);
             db.min_valid
                 .fetch_max(min_valid(floor, head.time_range(), db.opts.block_duration), Ordering::Relaxed);
+        }
+
+        for (idx, _, e) in exemplars {
+            db.exemplars.add(&series[idx as usize].labels, e);
         }
 
         let mut subs = lock(&db.subscribers);

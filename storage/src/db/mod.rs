@@ -19,6 +19,7 @@ mod compact;
 mod metrics;
 mod query;
 
+use crate::exemplars::ExemplarStore;
 use append::OpenAppends;
 use compact::spawn_compactor;
 
@@ -92,6 +93,9 @@ pub struct DbOptions {
     /// takes any). A sample far in the future would make every present one out of bounds
     /// until the clock caught up with it.
     pub future_limit: Option<i64>,
+    /// Exemplars kept in memory over all series (`storage.exemplars.max_exemplars` with
+    /// `--enable-feature=exemplar-storage`); 0 keeps none and writes none to the WAL.
+    pub max_exemplars: usize,
 }
 
 impl Default for DbOptions {
@@ -108,6 +112,7 @@ impl Default for DbOptions {
             max_block_duration: 31 * 24 * 3600 * 1000,
             cut_waits_for_appenders: Duration::from_secs(30),
             future_limit: None,
+            max_exemplars: 0,
         }
     }
 }
@@ -222,6 +227,8 @@ pub struct Db {
     blocks_dir: PathBuf,
     opts: DbOptions,
     head: RwLock<Head>,
+    /// The exemplars of the head's series.
+    exemplars: ExemplarStore,
     /// Open blocks, sorted by `min_time`.
     blocks: RwLock<Vec<Arc<Block>>>,
     /// Appends older than this are refused as out of bounds: the newest block's end, or half
@@ -332,6 +339,7 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 /// returns the next free series ref.
 fn replay_into(
     head: &mut Head,
+    exemplars: &ExemplarStore,
     wal_dir: &Path,
     floor: Timestamp,
 ) -> Result<(wal::ReplayOutcome, SeriesRef), Error> {
@@ -397,6 +405,14 @@ fn replay_into(
                         other => other,
                     });
                 count(appended);
+            }
+        }
+        wal::Record::Exemplars(list) => {
+            for (r, e) in list.into_iter().filter(|(_, e)| e.t >= floor) {
+                let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
+                if let Some(series) = target.and_then(|t| head.get(t)) {
+                    exemplars.add(&series.labels, e);
+                }
             }
         }
         wal::Record::Histograms(list) => {
@@ -549,7 +565,8 @@ impl Db {
         let replay_from =
             if opts.out_of_order_window > 0 { floor.saturating_sub(opts.out_of_order_window) } else { floor };
         let replay_started = Instant::now();
-        let (outcome, next_ref) = replay_into(&mut head, &wal_dir, replay_from)?;
+        let exemplars = ExemplarStore::new(opts.max_exemplars);
+        let (outcome, next_ref) = replay_into(&mut head, &exemplars, &wal_dir, replay_from)?;
         let counters = metrics::Counters::new(replay_started.elapsed(), head.num_series() as u64);
         let wal = WalWriter::open(&wal_dir, opts.segment_size, &outcome)?;
         let min_valid = min_valid(floor, head.time_range(), opts.block_duration);
@@ -571,6 +588,7 @@ impl Db {
             compactor: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
             head: RwLock::new(head),
+            exemplars,
             writer: Mutex::new(Writer { wal, next_ref, buf: Vec::new() }),
             subscribers: Mutex::new(Vec::new()),
             wal_holds: Mutex::new(Vec::new()),
@@ -671,6 +689,28 @@ impl Db {
     /// configuration). Replay after a restart uses the window given at open.
     pub fn set_out_of_order_window(&self, ms: i64) {
         self.ooo_window.store(ms.max(0), Ordering::Relaxed);
+    }
+
+    /// Keeps at most `n` exemplars from now on (`storage.exemplars.max_exemplars` reloaded);
+    /// 0 keeps none.
+    pub fn set_max_exemplars(&self, n: usize) {
+        self.exemplars.resize(n);
+    }
+
+    /// The exemplars in `mint..=maxt` of the series matching any of the matcher sets
+    /// (`/api/v1/query_exemplars`), by series in label order.
+    pub fn select_exemplars(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<crate::exemplars::SeriesExemplars> {
+        self.exemplars.select(matcher_sets, mint, maxt)
+    }
+
+    /// The exemplars held, and how many may be.
+    pub fn exemplar_counts(&self) -> (usize, usize) {
+        (self.exemplars.len(), self.exemplars.capacity())
     }
 
     /// The blocks on disk, oldest first.

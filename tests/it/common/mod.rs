@@ -228,6 +228,7 @@ pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
         labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect();
     labels.sort_by(|a, b| a.name.cmp(&b.name));
     TimeSeries {
+        exemplars: Vec::new(),
         labels,
         samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
         histograms: Vec::new(),

@@ -871,6 +871,7 @@ fn to_request(samples: &[(Series, i64, f64)]) -> WriteRequest {
     for (series, t, v) in samples {
         let i = *index.entry(Arc::as_ptr(series)).or_insert_with(|| {
             timeseries.push(TimeSeries {
+                exemplars: Vec::new(),
                 labels: series.as_ref().clone(),
                 samples: Vec::new(),
                 histograms: Vec::new(),

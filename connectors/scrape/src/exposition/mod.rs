@@ -11,8 +11,8 @@
 //!
 //! * `le` labels (after a histogram `# TYPE`) and `quantile` labels (after a summary `# TYPE`)
 //!   are normalised to canonical float text (`le="1"` → `le="1.0"`, `le="1000000"` → `le="1e+06"`);
-//! * OpenMetrics `_created` samples are kept as ordinary series, exemplars are checked and
-//!   dropped, timestamps in float seconds become milliseconds;
+//! * OpenMetrics `_created` samples are kept as ordinary series, exemplars are kept with
+//!   their sample, timestamps in float seconds become milliseconds;
 //! * values use Go's `ParseFloat` syntax (`NaN`, `+Inf`, `-Inf`, `Inf`, exponents), with hex
 //!   floats and `_` refused;
 //! * a NaN value is stored as the canonical NaN, never as the staleness marker.
@@ -87,6 +87,9 @@ pub struct ParsedHistogram {
     pub timestamp_ms: Option<i64>,
     /// The histogram.
     pub histogram: FloatHistogram,
+    /// Its exemplars (a protobuf native histogram's, or a converted classic histogram's
+    /// buckets').
+    pub exemplars: Vec<ParsedExemplar>,
 }
 
 /// One sample read from an exposition.
@@ -99,6 +102,19 @@ pub struct ParsedSample {
     pub timestamp_ms: Option<i64>,
     /// The sample value; NaN is always the canonical NaN, never a staleness marker.
     pub value: f64,
+    /// The sample's exemplar (OpenMetrics, and a protobuf counter or classic bucket).
+    pub exemplar: Option<ParsedExemplar>,
+}
+
+/// An exemplar read from an exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedExemplar {
+    /// Its labels (a trace ID, typically).
+    pub labels: Labels,
+    /// The observed value.
+    pub value: f64,
+    /// When it was observed (ms), if the exposition says.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A metric family type, as declared by a `# TYPE` line.

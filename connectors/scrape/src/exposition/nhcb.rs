@@ -13,7 +13,7 @@ use promflow_storage::native_histogram::FloatHistogram;
 use promflow_storage::{Labels, METRIC_NAME};
 
 use super::common::go_parse_float;
-use super::{Exposition, MetricType, ParsedHistogram};
+use super::{Exposition, MetricType, ParsedExemplar, ParsedHistogram};
 
 /// The series of one classic histogram, as they are collected.
 #[derive(Default)]
@@ -22,6 +22,8 @@ struct Classic {
     count: Option<f64>,
     sum: f64,
     timestamp_ms: Option<i64>,
+    /// Its buckets' exemplars.
+    exemplars: Vec<ParsedExemplar>,
     /// Indexes of its samples in the exposition.
     samples: Vec<usize>,
 }
@@ -75,6 +77,7 @@ pub(super) fn convert(exposition: &mut Exposition, keep_classic: bool) {
             _ => classic.sum = s.value,
         }
         classic.timestamp_ms = classic.timestamp_ms.or(s.timestamp_ms);
+        classic.exemplars.extend(s.exemplar.clone());
         classic.samples.push(i);
     }
     let mut converted: HashSet<usize> = HashSet::new();
@@ -87,7 +90,8 @@ pub(super) fn convert(exposition: &mut Exposition, keep_classic: bool) {
         let Ok(histogram) = FloatHistogram::from_classic(&classic.buckets, classic.count, classic.sum) else {
             continue;
         };
-        exposition.histograms.push(ParsedHistogram { labels, timestamp_ms: classic.timestamp_ms, histogram });
+        let (timestamp_ms, exemplars) = (classic.timestamp_ms, classic.exemplars);
+        exposition.histograms.push(ParsedHistogram { labels, timestamp_ms, histogram, exemplars });
         converted.extend(classic.samples);
     }
     if !keep_classic && !converted.is_empty() {

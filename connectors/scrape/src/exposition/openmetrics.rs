@@ -5,8 +5,7 @@
 //!   followed by one `\n`), after which nothing may follow; a body without `# EOF` is an error;
 //! * no blanks inside braces; labels are separated by single commas (a trailing one is allowed);
 //! * timestamps are float seconds (converted to milliseconds, truncating toward zero);
-//! * a sample may end in an exemplar, ` # {labels} value [timestamp]`, which is validated and
-//!   dropped;
+//! * a sample may end in an exemplar, ` # {labels} value [timestamp]`, kept with the sample;
 //! * `_created`, `_gcount`, `_info`, ... samples are kept as ordinary series, as Prometheus does
 //!   without its start-timestamp features.
 
@@ -16,7 +15,7 @@ use super::common::{
     canonical, decode_quoted, is_metric_name_start, parse_float, unescape, Cursor, Escapes, MetadataSet,
     SeriesScratch,
 };
-use super::{Exposition, MetricType, ParseError, ParsedSample};
+use super::{Exposition, MetricType, ParseError, ParsedExemplar, ParsedSample};
 
 /// Parses an OpenMetrics body.
 pub(super) fn parse(body: &[u8]) -> Result<Exposition, ParseError> {
@@ -37,6 +36,8 @@ pub(super) fn parse_each(
         meta: MetadataSet::default(),
         sink,
         scratch: SeriesScratch::default(),
+        exemplar_labels: Vec::new(),
+        exemplar: None,
     };
     loop {
         let pos = p.c.pos;
@@ -74,6 +75,10 @@ struct Parser<'a, 's> {
     meta: MetadataSet,
     sink: &'s mut dyn FnMut(ParsedSample),
     scratch: SeriesScratch<'a>,
+    /// The labels of the exemplar being read.
+    exemplar_labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The exemplar of the sample line being read.
+    exemplar: Option<ParsedExemplar>,
 }
 
 impl<'a> Parser<'a, '_> {
@@ -219,7 +224,8 @@ impl<'a> Parser<'a, '_> {
         }
 
         let labels = self.scratch.finish(self.mtype).map_err(|m| self.c.error_at(line_start, m))?;
-        (self.sink)(ParsedSample { labels, timestamp_ms, value: canonical(value) });
+        let exemplar = self.exemplar.take();
+        (self.sink)(ParsedSample { labels, timestamp_ms, value: canonical(value), exemplar });
         Ok(())
     }
 
@@ -241,11 +247,13 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    /// The exemplar after ` # {`, through the end of its line. Checked, then dropped.
+    /// The exemplar after ` # {`, through the end of its line, kept for the sample.
     fn exemplar(&mut self) -> Result<(), ParseError> {
+        self.exemplar_labels.clear();
         self.labels(true)?;
         let (vpos, tok) = self.space_token("expected a single space and a value after exemplar labels")?;
-        parse_float(tok).map_err(|m| self.c.error_at(vpos, format!("exemplar value: {m}")))?;
+        let value = parse_float(tok).map_err(|m| self.c.error_at(vpos, format!("exemplar value: {m}")))?;
+        let mut timestamp_ms = None;
         match self.c.peek() {
             None => return Err(self.missing_eof()),
             Some(b'\n') => {}
@@ -256,6 +264,7 @@ impl<'a> Parser<'a, '_> {
                 if !ts.is_finite() {
                     return Err(self.c.error_at(tpos, format!("invalid exemplar timestamp {ts}")));
                 }
+                timestamp_ms = Some((ts * 1000.0) as i64);
                 match self.c.peek() {
                     None => return Err(self.missing_eof()),
                     Some(b'\n') => {}
@@ -268,6 +277,8 @@ impl<'a> Parser<'a, '_> {
             }
         }
         self.c.pos += 1; // the '\n'
+        let labels = promflow_storage::Labels::from_pairs(self.exemplar_labels.drain(..));
+        self.exemplar = Some(ParsedExemplar { labels, value: canonical(value), timestamp_ms });
         Ok(())
     }
 
@@ -287,7 +298,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// The inside of `{...}` (sample or exemplar labels); the cursor is just past the `{` and
-    /// ends just past the `}`. Exemplar labels are validated but not kept.
+    /// ends just past the `}`.
     fn labels(&mut self, exemplar: bool) -> Result<(), ParseError> {
         loop {
             let npos = self.c.pos;
@@ -313,7 +324,9 @@ impl<'a> Parser<'a, '_> {
             };
             let value =
                 decode_quoted(raw).ok_or_else(|| self.c.error_at(vpos, "label value is not valid UTF-8"))?;
-            if !exemplar {
+            if exemplar {
+                self.exemplar_labels.push((name, value));
+            } else {
                 self.scratch.labels.push((name, value));
             }
             match self.c.peek() {

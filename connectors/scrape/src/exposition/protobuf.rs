@@ -19,7 +19,10 @@ use promflow_storage::{Labels, METRIC_NAME};
 use prost::Message;
 
 use super::common::{canonical, MetadataSet};
-use super::{Exposition, HistogramOptions, MetricType, ParseError, ParsedHistogram, ParsedSample, Place};
+use super::{
+    Exposition, HistogramOptions, MetricType, ParseError, ParsedExemplar, ParsedHistogram, ParsedSample,
+    Place,
+};
 
 /// The messages of `io.prometheus.client` (client_model's `metrics.proto`), for decoding
 /// scrapes and for writing test targets.
@@ -340,26 +343,28 @@ fn read_family(
         let timestamp_ms = m.timestamp_ms.filter(|t| *t != 0);
         let series =
             |suffix: &str, extra: Option<(&str, String)>| series_labels(name, suffix, &m.label, extra);
-        let mut float = |labels: Labels, value: f64| {
-            out.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value) })
+        let mut float = |labels: Labels, value: f64, exemplar: Option<&wire::Exemplar>| {
+            let exemplar = exemplar.map(parsed_exemplar);
+            out.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value), exemplar })
         };
         match mtype {
             MetricType::Counter => {
-                float(series("", None)?, m.counter.as_ref().and_then(|c| c.value).unwrap_or(0.0))
+                let counter = m.counter.clone().unwrap_or_default();
+                float(series("", None)?, counter.value.unwrap_or(0.0), counter.exemplar.as_ref())
             }
             MetricType::Gauge => {
-                float(series("", None)?, m.gauge.as_ref().and_then(|g| g.value).unwrap_or(0.0))
+                float(series("", None)?, m.gauge.as_ref().and_then(|g| g.value).unwrap_or(0.0), None)
             }
             MetricType::Unknown => {
-                float(series("", None)?, m.untyped.as_ref().and_then(|u| u.value).unwrap_or(0.0))
+                float(series("", None)?, m.untyped.as_ref().and_then(|u| u.value).unwrap_or(0.0), None)
             }
             MetricType::Summary => {
                 let s = m.summary.clone().unwrap_or_default();
-                float(series("_count", None)?, s.sample_count.unwrap_or(0) as f64);
-                float(series("_sum", None)?, s.sample_sum.unwrap_or(0.0));
+                float(series("_count", None)?, s.sample_count.unwrap_or(0) as f64, None);
+                float(series("_sum", None)?, s.sample_sum.unwrap_or(0.0), None);
                 for q in &s.quantile {
                     let quantile = format_openmetrics_float(q.quantile.unwrap_or(0.0));
-                    float(series("", Some(("quantile", quantile)))?, q.value.unwrap_or(0.0));
+                    float(series("", Some(("quantile", quantile)))?, q.value.unwrap_or(0.0), None);
                 }
             }
             MetricType::Histogram | MetricType::GaugeHistogram => {
@@ -370,10 +375,21 @@ fn read_family(
                     if mtype == MetricType::GaugeHistogram {
                         histogram.hint = CounterResetHint::Gauge;
                     }
+                    // a native histogram's exemplars need timestamps, as in Prometheus: its own,
+                    // or else its classic buckets'
+                    let own: Vec<&wire::Exemplar> = h.exemplars.iter().collect();
+                    let from_buckets: Vec<&wire::Exemplar> =
+                        h.bucket.iter().filter_map(|b| b.exemplar.as_ref()).collect();
+                    let exemplars = if own.is_empty() { from_buckets } else { own }
+                        .into_iter()
+                        .filter(|e| e.timestamp.is_some())
+                        .map(parsed_exemplar)
+                        .collect();
                     out.histograms.push(ParsedHistogram {
                         labels: series("", None)?,
                         timestamp_ms,
                         histogram,
+                        exemplars,
                     });
                 }
                 if !native || (opts.keep_classic && !h.bucket.is_empty()) {
@@ -381,8 +397,8 @@ fn read_family(
                         .sample_count_float
                         .filter(|c| *c > 0.0)
                         .unwrap_or(h.sample_count.unwrap_or(0) as f64);
-                    float(series("_count", None)?, count);
-                    float(series("_sum", None)?, h.sample_sum.unwrap_or(0.0));
+                    float(series("_count", None)?, count, None);
+                    float(series("_sum", None)?, h.sample_sum.unwrap_or(0.0), None);
                     let mut has_infinite = false;
                     for b in &h.bucket {
                         let le = b.upper_bound.unwrap_or(0.0);
@@ -391,10 +407,11 @@ fn read_family(
                             .cumulative_count_float
                             .filter(|c| *c > 0.0)
                             .unwrap_or(b.cumulative_count.unwrap_or(0) as f64);
-                        float(series("_bucket", Some(("le", format_openmetrics_float(le))))?, cumulative);
+                        let labels = series("_bucket", Some(("le", format_openmetrics_float(le))))?;
+                        float(labels, cumulative, b.exemplar.as_ref());
                     }
                     if !has_infinite {
-                        float(series("_bucket", Some(("le", "+Inf".to_string())))?, count);
+                        float(series("_bucket", Some(("le", "+Inf".to_string())))?, count, None);
                     }
                 }
             }
@@ -402,6 +419,14 @@ fn read_family(
         }
     }
     Ok(())
+}
+
+fn parsed_exemplar(e: &wire::Exemplar) -> ParsedExemplar {
+    let labels = Labels::from_pairs(
+        e.label.iter().map(|l| (l.name.clone().unwrap_or_default(), l.value.clone().unwrap_or_default())),
+    );
+    let timestamp_ms = e.timestamp.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    ParsedExemplar { labels, value: e.value.unwrap_or(0.0), timestamp_ms }
 }
 
 /// Prometheus's test for native buckets: a histogram without any span, zero threshold or

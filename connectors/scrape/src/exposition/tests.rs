@@ -806,7 +806,15 @@ mod protobuf_format {
                 metric_type::COUNTER,
                 vec![wire::Metric {
                     label: vec![pair("code", "200"), pair("empty", "")],
-                    counter: Some(wire::Counter { value: Some(12.0), ..Default::default() }),
+                    counter: Some(wire::Counter {
+                        value: Some(12.0),
+                        exemplar: Some(wire::Exemplar {
+                            label: vec![pair("trace_id", "abc")],
+                            value: Some(0.5),
+                            timestamp: Some(wire::Timestamp { seconds: 1_700_000_000, nanos: 5_000_000 }),
+                        }),
+                        ..Default::default()
+                    }),
                     timestamp_ms: Some(1_700_000_000_123),
                     ..Default::default()
                 }],
@@ -846,6 +854,11 @@ mod protobuf_format {
         );
         assert_eq!(e.samples[0].timestamp_ms, Some(1_700_000_000_123));
         assert_eq!(e.samples[0].value, 12.0);
+        let exemplar = e.samples[0].exemplar.as_ref().expect("the counter's exemplar");
+        assert_eq!(
+            (exemplar.labels.get("trace_id"), exemplar.value, exemplar.timestamp_ms),
+            ("abc", 0.5, Some(1_700_000_000_005))
+        );
         // a scraped NaN is never the staleness marker
         assert!(e.samples[1].value.is_nan() && !promflow_storage::is_stale_nan(e.samples[1].value));
         assert_eq!(e.metadata[2].metric_type, MetricType::Summary);

@@ -183,7 +183,7 @@ impl<'a> Parser<'a> {
         }
 
         let labels = self.scratch.finish(self.mtype).map_err(|m| self.c.error_at(line_start, m))?;
-        self.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value) });
+        self.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value), exemplar: None });
         Ok(())
     }
 

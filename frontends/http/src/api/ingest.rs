@@ -51,14 +51,14 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         }
     })
     .await;
-    // remote write 2.0 answers say what was written (exemplars are not stored)
-    let written = |(samples, histograms): (usize, usize), mut r: Response| {
+    // remote write 2.0 answers say what was written
+    let written = |n: promflow_remote::Appended, mut r: Response| {
         if message == Message1or2::V2 {
             let h = r.headers_mut();
             for (name, v) in [
-                ("x-prometheus-remote-write-samples-written", samples),
-                ("x-prometheus-remote-write-histograms-written", histograms),
-                ("x-prometheus-remote-write-exemplars-written", 0),
+                ("x-prometheus-remote-write-samples-written", n.samples),
+                ("x-prometheus-remote-write-histograms-written", n.histograms),
+                ("x-prometheus-remote-write-exemplars-written", n.exemplars),
             ] {
                 h.insert(name, v.into());
             }
@@ -69,15 +69,15 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         Ok(Ok(n)) => written(n, StatusCode::NO_CONTENT.into_response()),
         Ok(Err(e @ promflow_remote::Error::TooLarge(_))) => {
             tracing::warn!(error = %e, "remote write: request rejected");
-            written((0, 0), (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
+            written(Default::default(), (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
         }
         Ok(Err(promflow_remote::Error::Storage(e))) if !e.is_sample_error() => {
             tracing::error!(error = %e, "remote write: storage failed");
-            written((0, 0), (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
+            written(Default::default(), (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response())
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "remote write: request rejected");
-            written((0, 0), (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())
+            written(Default::default(), (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

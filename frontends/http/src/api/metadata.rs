@@ -78,6 +78,47 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
     Ok(success(Value::Array(truncate(all, limit).iter().map(labels_json).collect())))
 }
 
+/// `/api/v1/query_exemplars`: the exemplars in `start..end` of the series any selector of
+/// `query` matches, in Prometheus's shape (`seriesLabels`, and `exemplars` with `labels`,
+/// `value` as text and `timestamp` in seconds).
+pub(super) async fn query_exemplars(
+    State(state): Shared,
+    q: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let p = params(&q, &headers, &body);
+    let query = p.get("query").ok_or_else(|| ApiError::bad_data("query parameter is required".into()))?;
+    let selectors =
+        promflow_promql::selector_matchers(query).map_err(|e| ApiError::bad_data(e.to_string()))?;
+    let (mint, maxt) = time_range(&p)?;
+    if maxt < mint {
+        return Err(ApiError::bad_data("end timestamp must not be before start timestamp".into()));
+    }
+    let found = state.db.select_exemplars(&selectors, mint, maxt);
+    let seconds = |t: i64| {
+        serde_json::from_str::<Value>(&promflow_plan::format::format_timestamp(t)).unwrap_or(Value::Null)
+    };
+    let answer: Vec<Value> = found
+        .iter()
+        .map(|s| {
+            let exemplars: Vec<Value> = s
+                .exemplars
+                .iter()
+                .map(|e| {
+                    json!({
+                        "labels": labels_json(&e.labels),
+                        "value": promflow_plan::format::format_value(e.value),
+                        "timestamp": seconds(e.t),
+                    })
+                })
+                .collect();
+            json!({ "seriesLabels": labels_json(&s.series), "exemplars": exemplars })
+        })
+        .collect();
+    Ok(success(Value::Array(answer)))
+}
+
 pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
     let sels = parse_selectors(&p)?;

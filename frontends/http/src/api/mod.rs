@@ -25,8 +25,10 @@ use crate::{ApiError, AppState};
 
 use ingest::{otlp_write, remote_write, vm_proto_version};
 pub(crate) use metadata::parse_selectors;
-use metadata::{label_values, labels, metadata, scrape_pools, series, targets, targets_metadata};
-use query::{empty_list, format_query, query, query_range};
+use metadata::{
+    label_values, labels, metadata, query_exemplars, scrape_pools, series, targets, targets_metadata,
+};
+use query::{format_query, query, query_range};
 pub(crate) use query::{lookback, query_slot, query_timeout, write_json_string, write_labels, CancelOnDrop};
 use rules::{alertmanagers, alerts, rules};
 use status::{admin, buildinfo, runtimeinfo, status_config, status_flags, status_tsdb, walreplay};
@@ -41,7 +43,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .route("/query_range", any(query_range))
         .route("/sql", any(crate::sql::sql))
         .route("/format_query", any(format_query))
-        .route("/query_exemplars", any(empty_list))
+        .route("/query_exemplars", any(query_exemplars))
         .route("/series", any(series))
         .route("/labels", any(labels))
         .route("/label/{name}/values", get(label_values))

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, Uri};
-use axum::response::Response;
 use promflow_plan::format::{format_timestamp, format_value};
 use promflow_plan::{Evaluation, Level, QueryOptions, QueryResult};
 use promflow_storage::{FloatHistogram, HistogramSample, Labels, Sample};
@@ -496,10 +495,6 @@ pub(super) async fn format_query(q: RawQuery, headers: HeaderMap, body: Bytes) -
     let text = promflow_promql::format_query(p.get("query").unwrap_or(""))
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
     Ok(success(Value::String(text)))
-}
-
-pub(super) async fn empty_list() -> Response {
-    success(json!([]))
 }
 
 #[cfg(test)]
