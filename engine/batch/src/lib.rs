@@ -116,6 +116,12 @@ impl RangeValue {
             WindowBounds { start: b.start - self.lookback_ms, end: b.end + after, eval_time: b.eval_time },
         )
     }
+
+    /// [`RangeValue::widened`] for a series' histograms.
+    fn widened_histograms<'h>(&self, hists: &'h [HistogramSample], b: WindowBounds) -> &'h [HistogramSample] {
+        let after = if self.edges == Edges::Smoothed { self.lookback_ms } else { 0 };
+        histogram_window(hists, b.start - self.lookback_ms, b.end + after)
+    }
 }
 
 enum Value {
@@ -394,7 +400,7 @@ impl Ctx<'_> {
                 Value::Scalar(self.steps.iter().map(|&s| t(s)).collect())
             }
             Plan::Select { matchers, shift, edges: Edges::Smoothed } => {
-                Value::Vector(self.select_smoothed(matchers, shift)?)
+                Value::Vector(self.select_smoothed(matchers, shift, &Origin::default())?)
             }
             Plan::Select { matchers, shift, .. } => Value::Vector(self.select(matchers, shift, false)?),
             Plan::Window { matchers, range_ms, shift, edges } => {
@@ -491,28 +497,67 @@ impl Ctx<'_> {
     }
 
     /// Smoothed instant selection: per step, the value at the step's time interpolated from
-    /// the samples within the lookback on either side (see [`kernels::smoothed_value`]).
-    fn select_smoothed(&mut self, matchers: &[Matcher], shift: &TimeShift) -> Result<Vec<StepSeries>, Error> {
+    /// the samples within the lookback on either side (see [`kernels::smoothed_value`], and
+    /// [`kernels::native::smoothed_histogram`] for histograms). A series with floats and
+    /// histograms within the lookback of a step has no value there, with a warning.
+    fn select_smoothed(
+        &mut self,
+        matchers: &[Matcher],
+        shift: &TimeShift,
+        origin: &Origin,
+    ) -> Result<Vec<StepSeries>, Error> {
         let (lo, hi) = self.anchored_span(shift);
         let lookback = self.opts.lookback_ms;
-        let series = self.querier.select(matchers, lo - lookback + 1, hi + lookback)?;
+        let (mint, maxt) = (lo - lookback + 1, hi + lookback);
+        let series = self.querier.select(matchers, mint, maxt)?;
+        let hists = self.querier.select_histograms(matchers, mint, maxt)?;
+        let series = with_histograms(
+            series.into_iter().map(|s| (s.labels, s.samples)).collect(),
+            hists.into_iter().map(|h| (h.labels, h.samples)).collect(),
+        );
         self.reserve_steps(series.len())?;
         let mut out = Vec::with_capacity(series.len());
-        for s in series {
+        for (labels, floats, hists) in series {
             self.check_deadline()?;
-            let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
-            self.count_samples(samples.len())?;
-            let values: Vec<Option<f64>> = self
-                .steps
-                .iter()
-                .map(|&step| {
-                    let t = shift.apply(step, self.query_start, self.query_end);
-                    let b = WindowBounds { start: t - lookback, end: t + lookback, eval_time: step };
-                    kernels::smoothed_value(window_slice(samples.view(), b), t)
-                })
-                .collect();
-            if values.iter().any(Option::is_some) {
-                out.push(StepSeries::new(s.labels, values));
+            let samples = floats.filtered(|x| !is_stale_nan(x.v));
+            let hists = hists.unwrap_or_default();
+            self.count_samples(samples.len() + hists.len())?;
+            let mut values = Vec::with_capacity(self.steps.len());
+            let mut step_hists: Vec<Option<Arc<FloatHistogram>>> = Vec::new();
+            let mut notes = Vec::new();
+            let mut mixed = false;
+            for (i, &step) in self.steps.iter().enumerate() {
+                let t = shift.apply(step, self.query_start, self.query_end);
+                let b = WindowBounds { start: t - lookback, end: t + lookback, eval_time: step };
+                let around = histogram_window(&hists, b.start, b.end);
+                let window = window_slice(samples.view(), b);
+                if !around.is_empty() && !window.is_empty() {
+                    mixed = true;
+                    values.push(None);
+                } else if !around.is_empty() {
+                    values.push(None);
+                    step_hists.resize(i, None);
+                    step_hists.push(kernels::native::smoothed_histogram(around, t, &mut notes).map(Arc::new));
+                } else {
+                    values.push(kernels::smoothed_value(window, t));
+                }
+            }
+            let name = labels.get(METRIC_NAME).to_string();
+            if mixed {
+                self.annotations.add(
+                    Level::Warning,
+                    format!("encountered a mix of histograms and floats for metric name {name:?}"),
+                    origin.arg(0),
+                );
+            }
+            self.note_window(&notes, &name, origin);
+            let mut s = StepSeries::new(labels, values);
+            if step_hists.iter().any(Option::is_some) {
+                step_hists.resize(self.steps.len(), None);
+                s.hists = step_hists;
+            }
+            if s.has_any() {
+                out.push(s);
             }
         }
         Ok(out)
@@ -698,14 +743,25 @@ impl Ctx<'_> {
                     *a = vals[i];
                 }
                 let window = window_slice(samples.view(), b);
-                let hwindow = hists.as_deref().map_or(&[][..], |h| histogram_window(h, b.start, b.end));
+                let all_hists = hists.as_deref().unwrap_or(&[]);
+                let hwindow = match r.edges {
+                    Edges::Plain => histogram_window(all_hists, b.start, b.end),
+                    _ => r.widened_histograms(all_hists, b),
+                };
                 if !hwindow.is_empty() {
                     let (v, h) = match r.edges {
                         Edges::Plain => self.window_over_histograms(
                             func, window, hwindow, b, &r, &step_args, &labels, origin,
                         ),
-                        // anchored and smoothed windows over histograms: not computed yet
-                        _ => (None, None),
+                        edges => self.extended_window_over_histograms(
+                            func,
+                            r.widened(samples.view(), b),
+                            hwindow,
+                            b,
+                            edges,
+                            &labels,
+                            origin,
+                        ),
                     };
                     values.push(v);
                     out_hists.resize(i, None);
@@ -869,6 +925,13 @@ impl Ctx<'_> {
                 (kernels::window(func, floats, b, args), None)
             }
         };
+        self.note_window(&notes, name, origin);
+        answer
+    }
+
+    /// The annotations of a function over a window of histograms.
+    fn note_window(&mut self, notes: &[kernels::native::WindowNote], name: &str, origin: &Origin) {
+        use kernels::native::WindowNote;
         for note in notes {
             let (level, text) = match note {
                 WindowNote::NotCounter => {
@@ -892,7 +955,67 @@ impl Ctx<'_> {
             };
             self.annotations.add(level, text, origin.arg(0));
         }
-        answer
+    }
+
+    /// A function over an anchored or smoothed window that holds histograms (`floats` and
+    /// `hists`: the window's samples widened by the lookback), as Prometheus computes it:
+    /// `rate`, `increase` and `delta` from the edges, `resets` and `changes` from the last
+    /// sample at or before the start, floats and histograms alike; a mix of both is no answer
+    /// for the rates.
+    #[allow(clippy::too_many_arguments)]
+    fn extended_window_over_histograms(
+        &mut self,
+        func: WindowFn,
+        floats: SampleSlice<'_>,
+        hists: &[HistogramSample],
+        b: WindowBounds,
+        edges: Edges,
+        labels: &Labels,
+        origin: &Origin,
+    ) -> (Option<f64>, Option<FloatHistogram>) {
+        let name = labels.get(METRIC_NAME);
+        if matches!(func, WindowFn::Resets | WindowFn::Changes) {
+            let before = |t: i64| t <= b.start;
+            let anchor = floats
+                .t
+                .iter()
+                .copied()
+                .filter(|&t| before(t))
+                .chain(hists.iter().map(|h| h.t).filter(|&t| before(t)))
+                .max();
+            let after = floats.t.iter().any(|&t| t > b.start) || hists.iter().any(|h| h.t > b.start);
+            if !after {
+                return (None, None);
+            }
+            let from = anchor.unwrap_or(i64::MIN);
+            let fl = floats.slice(floats.t.partition_point(|&t| t < from)..floats.len());
+            let hs = &hists[hists.partition_point(|h| h.t < from)..];
+            return (Some(resets_or_changes(func == WindowFn::Resets, fl, hs)), None);
+        }
+        if !floats.is_empty() {
+            self.annotations.add(
+                Level::Warning,
+                format!("encountered a mix of histograms and floats for metric name {name:?}"),
+                origin.arg(0),
+            );
+            return (None, None);
+        }
+        let mut notes = Vec::new();
+        let h = match func {
+            WindowFn::Rate | WindowFn::Increase | WindowFn::Delta => {
+                kernels::native::extended_histogram_rate(
+                    hists,
+                    (b.start, b.end),
+                    edges == Edges::Smoothed,
+                    func != WindowFn::Delta,
+                    func == WindowFn::Rate,
+                    &mut notes,
+                )
+            }
+            _ => None,
+        };
+        self.note_window(&notes, name, origin);
+        (None, h)
     }
 
     /// The annotations of a sum of histograms.

@@ -343,6 +343,166 @@ pub fn histogram_instant(
     Some(h)
 }
 
+/// The histogram at `t` on the line from `(t1, h1)` to `(t2, h2)`, `t1 <= t <= t2`; for a
+/// counter reset between them (`is_counter`), the line from nothing to `h2`, as Prometheus
+/// interpolates at the edges of a smoothed window.
+pub fn interpolate(
+    (t1, h1): (i64, &FloatHistogram),
+    (t2, h2): (i64, &FloatHistogram),
+    t: i64,
+    is_counter: bool,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    if t == t1 {
+        return Some(h1.clone());
+    }
+    if t == t2 {
+        return Some(h2.clone());
+    }
+    let fraction = (t - t1) as f64 / (t2 - t1) as f64;
+    if is_counter && h2.detect_reset(h1) {
+        let mut h = h2.clone();
+        h.scale(fraction);
+        return Some(h);
+    }
+    let mut d = noted(h2.sub(h1), WindowNote::ReconciledSubtraction, notes)?;
+    d.scale(fraction);
+    noted(d.add(h1), WindowNote::ReconciledAddition, notes)
+}
+
+/// The histogram of an addition or subtraction, its reconciliation noted; `None`, noted,
+/// when exponential and custom buckets met.
+fn noted(
+    result: Result<(FloatHistogram, bool), HistogramError>,
+    reconciled: WindowNote,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    match result {
+        Ok((h, was_reconciled)) => {
+            if was_reconciled {
+                notes.push(reconciled);
+            }
+            Some(h)
+        }
+        Err(_) => {
+            notes.push(WindowNote::MixedSchemas);
+            None
+        }
+    }
+}
+
+/// `rate`, `increase` (`is_counter`) or `delta` of the histograms of an anchored or smoothed
+/// window `(start, end]` (`widened`: the window's histograms and those within the lookback
+/// beyond its edges), as Prometheus's `extendedHistogramRate`: the right edge minus the
+/// left, without extrapolation, plus the counter resets between them.
+pub fn extended_histogram_rate(
+    widened: &[HistogramSample],
+    (start, end): (i64, i64),
+    smoothed: bool,
+    is_counter: bool,
+    is_rate: bool,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    use promflow_storage::native_histogram::CounterResetHint::Gauge;
+    let mut last = widened.len().checked_sub(1)?;
+    let first = widened[..last].partition_point(|p| p.t <= start).saturating_sub(1);
+    if smoothed {
+        last = widened[..last].partition_point(|p| p.t < end);
+    }
+    if widened[last].t <= start || (smoothed && widened[first].t > end) {
+        return None;
+    }
+    let used = &widened[first..=last];
+    if used.iter().any(|p| p.h.uses_custom_buckets() != used[0].h.uses_custom_buckets()) {
+        notes.push(WindowNote::MixedSchemas);
+        return None;
+    }
+    if is_counter && used.iter().any(|p| p.h.hint == Gauge) {
+        notes.push(WindowNote::NotCounter);
+    }
+    let at = |i: usize| (widened[i].t, &*widened[i].h);
+    let left = if smoothed && widened[first].t < start {
+        interpolate(at(first), at(first + 1), start, is_counter, notes)?
+    } else {
+        (*widened[first].h).clone()
+    };
+    let right = if smoothed && last > 0 && widened[last].t > end {
+        interpolate(at(last - 1), at(last), end, is_counter, notes)?
+    } else {
+        (*widened[last].h).clone()
+    };
+    if !is_counter && (left.hint != Gauge || right.hint != Gauge) {
+        notes.push(WindowNote::NotGauge);
+    }
+    let mut h = noted(right.sub(&left), WindowNote::ReconciledSubtraction, notes)?;
+    if is_counter {
+        // the resets strictly between the edges, each adding the histogram before it; a
+        // reset the smoothed left edge was interpolated across is counted already
+        let mut from = first + 1;
+        let mut prev = &left;
+        if smoothed && widened[first].t < start && widened[first + 1].h.detect_reset(&widened[first].h) {
+            prev = &widened[first + 1].h;
+            from += 1;
+        }
+        if from <= last {
+            let mut correction: Option<FloatHistogram> = None;
+            let mut add = |c: &FloatHistogram, notes: &mut Vec<WindowNote>| -> Option<()> {
+                correction = Some(match correction.take() {
+                    None => c.clone(),
+                    Some(sum) => noted(sum.add(c), WindowNote::ReconciledAddition, notes)?,
+                });
+                Some(())
+            };
+            for p in &widened[from..last] {
+                if p.h.detect_reset(prev) {
+                    add(prev, notes)?;
+                }
+                prev = &p.h;
+            }
+            if right.detect_reset(prev) {
+                add(prev, notes)?;
+            }
+            if let Some(c) = correction {
+                h = noted(h.add(&c), WindowNote::ReconciledAddition, notes)?;
+            }
+        }
+    }
+    if is_rate {
+        h.divide((end - start) as f64 / 1000.0);
+    }
+    h.hint = Gauge;
+    Some(h)
+}
+
+/// A smoothed instant selection of histograms at `t` (`around`: the histograms within the
+/// lookback on either side): the one at `t`, else the line between those around `t` (a
+/// counter unless both are gauges), else the newest before `t`.
+pub fn smoothed_histogram(
+    around: &[HistogramSample],
+    t: i64,
+    notes: &mut Vec<WindowNote>,
+) -> Option<FloatHistogram> {
+    use promflow_storage::native_histogram::CounterResetHint::{Gauge, Unknown};
+    let i = around.partition_point(|p| p.t < t);
+    match (around.get(i), i.checked_sub(1).map(|p| &around[p])) {
+        (Some(next), _) if next.t == t => Some((*next.h).clone()),
+        (Some(next), Some(prev)) => {
+            if next.h.uses_custom_buckets() != prev.h.uses_custom_buckets() {
+                notes.push(WindowNote::MixedSchemas);
+                return None;
+            }
+            let is_counter = prev.h.hint != Gauge || next.h.hint != Gauge;
+            interpolate((prev.t, &prev.h), (next.t, &next.h), t, is_counter, notes)
+        }
+        (None, Some(prev)) => {
+            let mut h = (*prev.h).clone();
+            h.hint = Unknown;
+            Some(h)
+        }
+        _ => None,
+    }
+}
+
 /// What adding up histograms (`sum` of a group, `sum_over_time`) has to say.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SumNotes {
