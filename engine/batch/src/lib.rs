@@ -1344,7 +1344,7 @@ impl Ctx<'_> {
                         _ => kernels::native::histogram_quantile(params[o][i], h),
                     };
                     if let Some(note) = note {
-                        self.annotations.add(Level::Info, nan_note_text(note, name), origin.arg(0));
+                        self.annotations.add(Level::Info, nan_note_text(note, name), origin.arg(buckets_arg));
                     }
                     vals.push(Some(value));
                 }

@@ -72,7 +72,10 @@ pub fn histogram_quantile(q: f64, h: &FloatHistogram) -> (f64, Option<NaNNote>) 
             break;
         }
     }
-    let Some((pos, mut bucket)) = at else { return (f64::NAN, None) };
+    // no buckets: every observation is NaN
+    let Some((pos, mut bucket)) = at else {
+        return (f64::NAN, h.sum.is_nan().then_some(NaNNote::QuantileIsNaN));
+    };
     let (has_negative, has_positive) = (!h.negative_buckets().is_empty(), !h.positive_buckets().is_empty());
     if !h.uses_custom_buckets() && bucket.lower < 0.0 && bucket.upper > 0.0 {
         if !has_negative && has_positive {
