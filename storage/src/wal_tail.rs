@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::exemplars::Exemplar;
 use crate::wal::{self, Decoded, Record, HEADER_LEN};
-use crate::{Error, Labels};
+use crate::{Error, FloatHistogram, Labels};
 
 /// How far behind the head's truncation a tail may hold WAL segments: segments whose samples
 /// are all older than that are deleted even if a tail has not read them.
@@ -77,16 +78,27 @@ impl std::str::FromStr for SampleAt {
 }
 
 /// A committed sample read from the WAL: series ref, timestamp, value, and where it is.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TailSample {
     /// The series' ref; [`WalTail::labels`] names it.
     pub series: u64,
     /// Milliseconds since the epoch.
     pub t: i64,
-    /// The value (staleness markers included).
-    pub v: f64,
+    /// What was written.
+    pub value: TailValue,
     /// Its place in the WAL.
     pub at: SampleAt,
+}
+
+/// What a [`TailSample`] holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TailValue {
+    /// A float sample (staleness markers included).
+    Float(f64),
+    /// A native-histogram sample.
+    Histogram(Arc<FloatHistogram>),
+    /// An exemplar of the series (its own time is the sample's `t`).
+    Exemplar(Arc<Exemplar>),
 }
 
 /// What a [`WalTail`] has met so far.
@@ -245,14 +257,29 @@ impl WalTail {
                             out.extend(list.into_iter().enumerate().map(|(i, s)| TailSample {
                                 series: s.r,
                                 t: s.t,
-                                v: s.v,
+                                value: TailValue::Float(s.v),
+                                at: SampleAt { record, index: i as u32 },
+                            }));
+                        }
+                        Decoded::Record(Record::Histograms(list)) => {
+                            self.stats.records[1] += 1;
+                            out.extend(list.into_iter().enumerate().map(|(i, (r, t, h))| TailSample {
+                                series: r,
+                                t,
+                                value: TailValue::Histogram(Arc::new(h)),
+                                at: SampleAt { record, index: i as u32 },
+                            }));
+                        }
+                        Decoded::Record(Record::Exemplars(list)) => {
+                            out.extend(list.into_iter().enumerate().map(|(i, (r, e))| TailSample {
+                                series: r,
+                                t: e.t,
+                                value: TailValue::Exemplar(Arc::new(e)),
                                 at: SampleAt { record, index: i as u32 },
                             }));
                         }
                         Decoded::Record(Record::Tombstones(_)) => self.stats.records[2] += 1,
-                        // remote write out sends float samples only; histograms are stepped
-                        // over like a record of a type the tail does not know
-                        Decoded::Record(Record::Histograms(_) | Record::Exemplars(_)) | Decoded::Unknown => {}
+                        Decoded::Unknown => {}
                         Decoded::Bad => self.stats.corruptions += 1,
                     }
                 }

@@ -896,7 +896,12 @@ fn drain_tail(tail: &mut promflow_storage::wal_tail::WalTail) -> Vec<(Labels, i6
         if got.is_empty() {
             return out;
         }
-        out.extend(got.iter().map(|s| (tail.labels(s.series).unwrap().clone(), s.t, s.v.to_bits())));
+        out.extend(got.iter().filter_map(|s| match s.value {
+            promflow_storage::wal_tail::TailValue::Float(v) => {
+                Some((tail.labels(s.series).unwrap().clone(), s.t, v.to_bits()))
+            }
+            _ => None,
+        }));
     }
 }
 

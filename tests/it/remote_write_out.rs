@@ -339,3 +339,66 @@ fn a_reloaded_endpoint_goes_on_from_its_place_and_an_unchanged_one_keeps_running
         samples(&at_c).len()
     );
 }
+
+/// With `send_native_histograms` and `send_exemplars`, a queue sends the histograms and
+/// exemplars it stored to Prometheus 2.42 (native histograms and exemplar storage on), which
+/// answers the same `histogram_count`, `histogram_sum` and `query_exemplars`.
+#[test]
+fn native_histograms_and_exemplars_go_out_when_asked_for() {
+    use promflow_remote::{BucketSpan, Exemplar, Histogram, Label};
+    let dir = tempfile::tempdir().unwrap();
+    let prom_port = free_port();
+    let flags = ["--enable-feature=native-histograms,exemplar-storage"];
+    let Some(prom) = start_prometheus_with(dir.path(), "global: {}\n", prom_port, &flags) else { return };
+    let config = format!(
+        "remote_write:\n  - url: http://127.0.0.1:{prom_port}/api/v1/write\n    name: prom\n    send_native_histograms: true\n    send_exemplars: true\n    queue_config: {{batch_send_deadline: 200ms}}\n"
+    );
+    let pf = start_promflow(
+        dir.path(),
+        &config,
+        &["--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"],
+    );
+    let t = now_ms() - 30_000;
+    let histogram = |k: i64| Histogram {
+        count_int: Some(3 * k as u64),
+        sum: 4.5 * k as f64,
+        schema: 0,
+        zero_threshold: 0.001,
+        zero_count_int: Some(0),
+        positive_spans: vec![BucketSpan { offset: 1, length: 2 }],
+        positive_deltas: vec![k, k],
+        timestamp: t + k * 1000,
+        ..Histogram::default()
+    };
+    let mut hs = series(&[("__name__", "rpc_seconds"), ("site", "pf")], &[]);
+    hs.histograms = (1..=5).map(histogram).collect();
+    let mut counter = series(&[("__name__", "requests_total"), ("site", "pf")], &[(t, 1.0), (t + 1000, 2.0)]);
+    counter.exemplars = vec![Exemplar {
+        labels: vec![Label { name: "trace_id".into(), value: "feedface".into() }],
+        value: 1.0,
+        timestamp: t + 1000,
+    }];
+    let (code, body) = remote_write(&pf, vec![hs, counter]);
+    assert_eq!(code, 204, "{body}");
+
+    let at = (t + 5000) as f64 / 1000.0;
+    let value = |s: &Server, q: &str| -> Option<String> {
+        let (_, v) = s.get_json(&format!("/api/v1/query?query={}&time={at}", urlencode(q)));
+        v["data"]["result"][0]["value"][1].as_str().map(str::to_string)
+    };
+    let arrived = wait_for(Duration::from_secs(30), || value(&prom, "histogram_count(rpc_seconds)"));
+    assert_eq!(arrived.as_deref(), Some("15"), "Prometheus has the histograms");
+    for q in [
+        "histogram_count(rpc_seconds)",
+        "histogram_sum(rpc_seconds)",
+        "histogram_count(rate(rpc_seconds[4s]))",
+    ] {
+        assert_eq!(value(&pf, q), value(&prom, q), "{q}");
+    }
+    let exemplars = wait_for(Duration::from_secs(30), || {
+        let (_, v) = prom.get_json("/api/v1/query_exemplars?query=requests_total");
+        let trace = v["data"][0]["exemplars"][0]["labels"]["trace_id"].as_str()?.to_string();
+        Some(trace)
+    });
+    assert_eq!(exemplars.as_deref(), Some("feedface"));
+}

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use promflow_config::{relabel, Config, RemoteWriteConfig};
-use promflow_storage::wal_tail::{SampleAt, WalPosition, WalTail};
+use promflow_storage::wal_tail::{SampleAt, TailValue, WalPosition, WalTail};
 use promflow_storage::{Db, Labels};
 use tokio::sync::mpsc;
 
@@ -106,10 +106,6 @@ impl RemoteWriter {
                 (
                     rw.sigv4.is_some() || rw.azuread.is_some() || rw.google_iam.is_some(),
                     "sigv4/azuread/google_iam: not implemented, requests go unsigned",
-                ),
-                (
-                    rw.send_exemplars || rw.send_native_histograms,
-                    "exemplars and native histograms are not stored, so not sent",
                 ),
             ] {
                 if set {
@@ -234,7 +230,7 @@ type Series = Arc<Vec<Label>>;
 struct Batch {
     /// Numbers batches in the order the reader opened them ([`Unsent`]).
     id: u64,
-    samples: Vec<(Series, i64, f64)>,
+    samples: Vec<(Series, i64, TailValue)>,
     opened: Instant,
 }
 
@@ -391,6 +387,15 @@ impl Reader {
                 if resume.as_ref().is_some_and(|r| r.sent(s.series, s.at)) {
                     continue;
                 }
+                // histograms and exemplars go only where the endpoint asks for them
+                let wanted = match s.value {
+                    TailValue::Float(_) => true,
+                    TailValue::Histogram(_) => self.config.send_native_histograms,
+                    TailValue::Exemplar(_) => self.config.send_exemplars,
+                };
+                if !wanted {
+                    continue;
+                }
                 let Some(series) = self.name_series(&tail, s.series) else { continue };
                 let n = shards.len();
                 let i = (s.series % n as u64) as usize;
@@ -401,7 +406,7 @@ impl Reader {
                     lock(&unsent).shards[i].push_back((id, s.at));
                     Batch { id, samples: Vec::with_capacity(per_send), opened: Instant::now() }
                 });
-                batch.samples.push((series, s.t, s.v));
+                batch.samples.push((series, s.t, s.value));
                 self.shared.metrics.samples_pending.fetch_add(1, Ordering::Relaxed);
                 if batch.samples.len() >= per_send && !self.flush(shard) {
                     break;
@@ -864,8 +869,9 @@ fn metadata_of(scrape: &promflow_scrape::ScrapeManager) -> Vec<crate::MetricMeta
     families.into_values().collect()
 }
 
-/// A write request of a batch: one time series per distinct series, its samples in order.
-fn to_request(samples: &[(Series, i64, f64)]) -> WriteRequest {
+/// A write request of a batch: one time series per distinct series, its samples,
+/// histograms and exemplars in order.
+fn to_request(samples: &[(Series, i64, TailValue)]) -> WriteRequest {
     let mut index: HashMap<*const Vec<Label>, usize> = HashMap::new();
     let mut timeseries: Vec<TimeSeries> = Vec::new();
     for (series, t, v) in samples {
@@ -878,7 +884,20 @@ fn to_request(samples: &[(Series, i64, f64)]) -> WriteRequest {
             });
             timeseries.len() - 1
         });
-        timeseries[i].samples.push(Sample { value: *v, timestamp: *t });
+        let ts = &mut timeseries[i];
+        match v {
+            TailValue::Float(v) => ts.samples.push(Sample { value: *v, timestamp: *t }),
+            TailValue::Histogram(h) => ts.histograms.push(crate::Histogram::from_float_histogram(*t, h)),
+            TailValue::Exemplar(e) => ts.exemplars.push(crate::Exemplar {
+                labels: e
+                    .labels
+                    .iter()
+                    .map(|l| Label { name: l.name.clone(), value: l.value.clone() })
+                    .collect(),
+                value: e.value,
+                timestamp: e.t,
+            }),
+        }
     }
     WriteRequest { timeseries, metadata: Vec::new() }
 }
@@ -909,7 +928,8 @@ mod tests {
     fn a_request_groups_a_series_samples() {
         let a: Series = Arc::new(vec![Label { name: "__name__".into(), value: "a".into() }]);
         let b: Series = Arc::new(vec![Label { name: "__name__".into(), value: "b".into() }]);
-        let req = to_request(&[(a.clone(), 1, 1.0), (b, 1, 2.0), (a, 2, 3.0)]);
+        let f = TailValue::Float;
+        let req = to_request(&[(a.clone(), 1, f(1.0)), (b, 1, f(2.0)), (a, 2, f(3.0))]);
         assert_eq!(req.timeseries.len(), 2);
         assert_eq!(
             req.timeseries[0].samples,
