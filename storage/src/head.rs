@@ -54,11 +54,9 @@ pub(crate) struct MemSeries {
     hists: Option<Box<HistogramSamples>>,
 }
 
-/// A series' native-histogram samples, sorted by time, held decoded.
-#[derive(Debug, Default)]
-struct HistogramSamples {
-    samples: Vec<HistogramSample>,
-}
+mod histograms;
+
+use histograms::HistogramSamples;
 
 impl MemSeries {
     fn new(labels: Arc<Labels>) -> Self {
@@ -83,7 +81,7 @@ impl MemSeries {
             None if !self.open.is_empty() => Some(self.open.min_t()),
             None => None,
         };
-        let firsts = [chunks, self.ooo.first().map(|s| s.t), self.histograms().first().map(|s| s.t)];
+        let firsts = [chunks, self.ooo.first().map(|s| s.t), self.hists.as_ref().and_then(|h| h.first_t())];
         firsts.into_iter().flatten().min()
     }
 
@@ -100,17 +98,16 @@ impl MemSeries {
         }
     }
 
-    /// The native-histogram samples, oldest first.
-    fn histograms(&self) -> &[HistogramSample] {
-        self.hists.as_deref().map_or(&[], |h| h.samples.as_slice())
+    /// The histogram samples in `mint..=maxt`, decoded.
+    fn histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<HistogramSample> {
+        self.hists.as_ref().map_or_else(Vec::new, |h| h.range(mint, maxt))
     }
 
-    /// The histogram samples in `mint..=maxt`.
-    fn histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> &[HistogramSample] {
-        let all = self.histograms();
-        let from = all.partition_point(|s| s.t < mint);
-        let to = all.partition_point(|s| s.t <= maxt);
-        &all[from..to.max(from)]
+    /// Whether some histogram sample lies in `mint..=maxt`, without decoding more than needed.
+    fn has_histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        self.hists
+            .as_ref()
+            .is_some_and(|h| h.first_t().is_some_and(|f| f <= maxt) && !h.range(mint, maxt).is_empty())
     }
 
     /// Chunk time ranges with a way to decode each, oldest first.
@@ -122,7 +119,7 @@ impl MemSeries {
 
     /// Whether some sample lies in `mint..=maxt`.
     fn has_samples_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
-        if self.ooo.iter().any(|s| s.t >= mint && s.t <= maxt) || !self.histograms_in(mint, maxt).is_empty() {
+        if self.ooo.iter().any(|s| s.t >= mint && s.t <= maxt) || self.has_histograms_in(mint, maxt) {
             return true;
         }
         match (self.first_t(), self.last) {
@@ -219,10 +216,8 @@ impl MemSeries {
     /// Keeps the histogram samples whose time satisfies `keep`; returns how many went.
     fn retain_histograms(&mut self, keep: impl Fn(Timestamp) -> bool) -> u64 {
         let Some(hists) = self.hists.as_mut() else { return 0 };
-        let before = hists.samples.len();
-        hists.samples.retain(|s| keep(s.t));
-        let gone = (before - hists.samples.len()) as u64;
-        if hists.samples.is_empty() {
+        let gone = hists.retain(keep);
+        if hists.is_empty() {
             self.hists = None;
         }
         gone
@@ -230,7 +225,9 @@ impl MemSeries {
 
     #[cfg(test)]
     fn num_samples(&self) -> usize {
-        self.sealed.iter().map(SealedChunk::len).sum::<usize>() + self.open.len() + self.histograms().len()
+        self.sealed.iter().map(SealedChunk::len).sum::<usize>()
+            + self.open.len()
+            + self.hists.as_ref().map_or(0, |h| h.len())
     }
 }
 
@@ -395,7 +392,7 @@ impl Head {
         if s.hists.is_none() {
             self.histogram_series += 1;
         }
-        s.hists.get_or_insert_default().samples.push(HistogramSample { t, h });
+        s.hists.get_or_insert_default().push(HistogramSample { t, h });
         s.last = Some((t, bits));
         self.count_sample(t);
         AppendResult::Appended
@@ -417,9 +414,7 @@ impl Head {
         if s.hists.is_none() {
             self.histogram_series += 1;
         }
-        let hists = &mut s.hists.get_or_insert_default().samples;
-        let i = hists.partition_point(|x| x.t < t);
-        hists.insert(i, HistogramSample { t, h });
+        s.hists.get_or_insert_default().insert(HistogramSample { t, h });
         self.count_sample(t);
         AppendResult::Appended
     }
@@ -610,8 +605,7 @@ impl Head {
             .filter(|s| s.hists.is_some())
             .filter_map(|s| {
                 let samples = s.histograms_in(mint, maxt);
-                (!samples.is_empty())
-                    .then(|| HistogramSeries { labels: (*s.labels).clone(), samples: samples.to_vec() })
+                (!samples.is_empty()).then(|| HistogramSeries { labels: (*s.labels).clone(), samples })
             })
             .collect();
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
@@ -627,7 +621,7 @@ impl Head {
         out: &mut Vec<HistogramSample>,
     ) {
         if let Some(s) = self.series.get(&r) {
-            out.extend_from_slice(s.histograms_in(mint, maxt));
+            out.extend(s.histograms_in(mint, maxt));
         }
     }
 

@@ -1,0 +1,269 @@
+//! A head series' native-histogram samples, compressed as Prometheus compresses them in
+//! its histogram chunks: samples that share a bucket layout (schema, zero threshold,
+//! custom bounds and the set of buckets that count something) form a chunk whose first
+//! sample is written whole and each later one as its time delta and, field by field, the
+//! XOR of each count with the previous sample's. Counts that grow slowly differ from the
+//! previous ones in a few bits only, so a sample of a stable histogram takes a few bytes per
+//! bucket instead of sixteen.
+//!
+//! An XOR is written in bytes: `0` for no change, else a header byte `1 + 8·lead + trail`
+//! (its leading and trailing zero bytes) followed by the bytes between them.
+
+use std::sync::Arc;
+
+use crate::codec::{put_varint, Cursor};
+use crate::native_histogram::hint_byte;
+use crate::{FloatHistogram, HistogramSample, Timestamp};
+
+/// Samples per chunk at most: reads decode whole chunks, truncation drops whole chunks.
+const MAX_CHUNK_SAMPLES: u32 = 120;
+
+/// A run of samples with one bucket layout.
+#[derive(Debug)]
+struct Chunk {
+    min_t: Timestamp,
+    max_t: Timestamp,
+    len: u32,
+    bytes: Vec<u8>,
+}
+
+/// A series' histogram samples, oldest first (see the module's documentation).
+#[derive(Debug, Default)]
+pub(crate) struct HistogramSamples {
+    chunks: Vec<Chunk>,
+    /// The newest sample: the base of the next one's XORs.
+    last: Option<HistogramSample>,
+}
+
+impl HistogramSamples {
+    /// Whether there are none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// How many samples there are.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len as usize).sum()
+    }
+
+    /// The oldest sample's time.
+    pub(crate) fn first_t(&self) -> Option<Timestamp> {
+        self.chunks.first().map(|c| c.min_t)
+    }
+
+    /// Appends a sample newer than every one held.
+    pub(crate) fn push(&mut self, s: HistogramSample) {
+        let continues = match (&self.last, self.chunks.last()) {
+            (Some(prev), Some(chunk)) => chunk.len < MAX_CHUNK_SAMPLES && same_layout(&prev.h, &s.h),
+            _ => false,
+        };
+        if continues {
+            let (Some(prev), Some(chunk)) = (&self.last, self.chunks.last_mut()) else { unreachable!() };
+            put_varint(&mut chunk.bytes, s.t - prev.t);
+            chunk.bytes.push(hint_byte(s.h.hint));
+            for (now, before) in fields(&s.h).zip(fields(&prev.h)) {
+                put_xor(&mut chunk.bytes, now.to_bits() ^ before.to_bits());
+            }
+            chunk.max_t = s.t;
+            chunk.len += 1;
+        } else {
+            let mut bytes = Vec::new();
+            s.h.encode(&mut bytes);
+            self.chunks.push(Chunk { min_t: s.t, max_t: s.t, len: 1, bytes });
+        }
+        self.last = Some(s);
+    }
+
+    /// The samples in `mint..=maxt`, decoded.
+    pub(crate) fn range(&self, mint: Timestamp, maxt: Timestamp) -> Vec<HistogramSample> {
+        let mut out = Vec::new();
+        for c in self.chunks.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+            out.extend(decode(c).into_iter().filter(|s| s.t >= mint && s.t <= maxt));
+        }
+        out
+    }
+
+    /// Every sample, decoded.
+    fn all(&self) -> Vec<HistogramSample> {
+        self.range(Timestamp::MIN, Timestamp::MAX)
+    }
+
+    /// The samples again, written anew (after an insertion or a removal).
+    fn rebuild(samples: Vec<HistogramSample>) -> HistogramSamples {
+        let mut out = HistogramSamples::default();
+        for s in samples {
+            out.push(s);
+        }
+        out
+    }
+
+    /// Inserts a sample older than the newest (out of order); the caller has refused a
+    /// second one at the same time.
+    pub(crate) fn insert(&mut self, s: HistogramSample) {
+        let mut all = self.all();
+        let i = all.partition_point(|x| x.t < s.t);
+        all.insert(i, s);
+        *self = HistogramSamples::rebuild(all);
+    }
+
+    /// Keeps the samples whose time satisfies `keep`; returns how many went.
+    pub(crate) fn retain(&mut self, keep: impl Fn(Timestamp) -> bool) -> u64 {
+        let before = self.len();
+        let kept: Vec<HistogramSample> = self.all().into_iter().filter(|s| keep(s.t)).collect();
+        if kept.len() == before {
+            return 0;
+        }
+        *self = HistogramSamples::rebuild(kept);
+        (before - self.len()) as u64
+    }
+}
+
+/// The counts a sample writes as XORs, in a fixed order: count, zero count, sum, then the
+/// positive and negative buckets.
+fn fields(h: &FloatHistogram) -> impl Iterator<Item = f64> + '_ {
+    [h.count, h.zero_count, h.sum]
+        .into_iter()
+        .chain(h.positive_buckets().iter().map(|b| b.1))
+        .chain(h.negative_buckets().iter().map(|b| b.1))
+}
+
+/// Whether two histograms have the same buckets (so one's counts can be written against
+/// the other's).
+fn same_layout(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    let indexes =
+        |x: &[(i32, f64)], y: &[(i32, f64)]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.0 == q.0);
+    a.schema == b.schema
+        && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+        && a.custom_bounds() == b.custom_bounds()
+        && indexes(a.positive_buckets(), b.positive_buckets())
+        && indexes(a.negative_buckets(), b.negative_buckets())
+}
+
+fn put_xor(out: &mut Vec<u8>, xor: u64) {
+    if xor == 0 {
+        out.push(0);
+        return;
+    }
+    let lead = (xor.leading_zeros() / 8) as usize;
+    let trail = (xor.trailing_zeros() / 8) as usize;
+    out.push((1 + 8 * lead + trail) as u8);
+    out.extend_from_slice(&xor.to_be_bytes()[lead..8 - trail]);
+}
+
+fn get_xor(c: &mut Cursor<'_>) -> Option<u64> {
+    let header = c.take(1)?[0] as usize;
+    if header == 0 {
+        return Some(0);
+    }
+    let (lead, trail) = ((header - 1) / 8, (header - 1) % 8);
+    if lead + trail >= 8 {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    bytes[lead..8 - trail].copy_from_slice(c.take(8 - lead - trail)?);
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// A chunk's samples. A chunk is written here and read here only: one that does not decode
+/// is a bug, and yields what decoded before it.
+fn decode(c: &Chunk) -> Vec<HistogramSample> {
+    let mut out = Vec::with_capacity(c.len as usize);
+    let mut cur = Cursor(&c.bytes);
+    let Some(first) = FloatHistogram::decode(&mut cur) else {
+        debug_assert!(false, "an undecodable histogram chunk");
+        return out;
+    };
+    let mut prev = HistogramSample { t: c.min_t, h: Arc::new(first) };
+    out.push(prev.clone());
+    for _ in 1..c.len {
+        let Some(next) = decode_next(&mut cur, &prev) else {
+            debug_assert!(false, "an undecodable histogram chunk");
+            break;
+        };
+        out.push(next.clone());
+        prev = next;
+    }
+    out
+}
+
+fn decode_next(c: &mut Cursor<'_>, prev: &HistogramSample) -> Option<HistogramSample> {
+    let t = prev.t.checked_add(c.varint()?)?;
+    let hint = crate::native_histogram::hint_of_byte(c.take(1)?[0])?;
+    let mut values = fields(&prev.h).map(|v| get_xor(c).map(|x| f64::from_bits(v.to_bits() ^ x)));
+    let mut next = || values.next().flatten();
+    let (count, zero_count, sum) = (next()?, next()?, next()?);
+    let positive: Option<Vec<(i32, f64)>> =
+        prev.h.positive_buckets().iter().map(|b| next().map(|v| (b.0, v))).collect();
+    let negative: Option<Vec<(i32, f64)>> =
+        prev.h.negative_buckets().iter().map(|b| next().map(|v| (b.0, v))).collect();
+    let h = FloatHistogram::from_parts(
+        hint,
+        prev.h.schema,
+        prev.h.zero_threshold,
+        zero_count,
+        count,
+        sum,
+        positive?,
+        negative?,
+        prev.h.custom_bounds().to_vec(),
+    )?;
+    Some(HistogramSample { t, h: Arc::new(h) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native_histogram::{CounterResetHint, Span};
+
+    fn h(count: f64, buckets: &[f64], offset: i32) -> Arc<FloatHistogram> {
+        let spans = [Span { offset, length: buckets.len() as u32 }];
+        let mut h = FloatHistogram::from_spans(
+            3,
+            1e-128,
+            1.0,
+            count,
+            count * 0.7,
+            (&spans, buckets),
+            (&[], &[]),
+            vec![],
+        )
+        .unwrap();
+        h.hint = CounterResetHint::NotCounterReset;
+        Arc::new(h)
+    }
+
+    #[test]
+    fn samples_come_back_bit_for_bit_and_stable_ones_take_little_room() {
+        let mut store = HistogramSamples::default();
+        let mut want = Vec::new();
+        for k in 1..=300i64 {
+            // a layout change at 150 (a new bucket), NaN and infinite sums too
+            let buckets: Vec<f64> = (0..20).map(|b| (k * (b + 1)) as f64).collect();
+            let mut x =
+                (*h(buckets.iter().sum::<f64>() + 1.0, &buckets, if k < 150 { 2 } else { 1 })).clone();
+            if k == 7 {
+                x.sum = f64::NAN;
+            }
+            let s = HistogramSample { t: 1000 * k + k % 3, h: Arc::new(x) };
+            want.push(s.clone());
+            store.push(s);
+        }
+        let got = store.range(i64::MIN, i64::MAX);
+        assert_eq!(got.len(), 300);
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.t, b.t);
+            assert_eq!(a.h.fingerprint(), b.h.fingerprint());
+        }
+        let bytes: usize = store.chunks.iter().map(|c| c.bytes.len()).sum();
+        assert!(bytes < 300 * 80, "{bytes} bytes for 300 samples of 20 buckets");
+        assert_eq!(store.range(5000, 7001).iter().map(|s| s.t).collect::<Vec<_>>(), [5002, 6000, 7001]);
+
+        // out of order, and removal
+        store.insert(HistogramSample { t: 1500, h: h(2.0, &[1.0], 0) });
+        assert_eq!(store.range(1000, 2002).iter().map(|s| s.t).collect::<Vec<_>>(), [1001, 1500, 2002]);
+        assert_eq!(store.retain(|t| t >= 100_000), 100);
+        assert_eq!(store.first_t(), Some(100_001));
+        assert_eq!(store.len(), 201);
+        assert_eq!(store.retain(|t| t >= 100_000), 0);
+    }
+}
