@@ -67,6 +67,11 @@ impl HistogramSamples {
             chunk.max_t = s.t;
             chunk.len += 1;
         } else {
+            // a chunk is written no more once the next begins: give back what its growth
+            // reserved
+            if let Some(done) = self.chunks.last_mut() {
+                done.bytes.shrink_to_fit();
+            }
             let mut bytes = Vec::new();
             s.h.encode(&mut bytes);
             self.chunks.push(Chunk { min_t: s.t, max_t: s.t, len: 1, bytes });
