@@ -399,8 +399,8 @@ impl Ctx<'_> {
                 let t = |step| shift.apply(step, self.query_start, self.query_end) as f64 / 1000.0;
                 Value::Scalar(self.steps.iter().map(|&s| t(s)).collect())
             }
-            Plan::Select { matchers, shift, edges: Edges::Smoothed } => {
-                Value::Vector(self.select_smoothed(matchers, shift, &Origin::default())?)
+            Plan::Select { matchers, shift, edges: Edges::Smoothed, origin } => {
+                Value::Vector(self.select_smoothed(matchers, shift, origin)?)
             }
             Plan::Select { matchers, shift, .. } => Value::Vector(self.select(matchers, shift, false)?),
             Plan::Window { matchers, range_ms, shift, edges } => {
@@ -1104,7 +1104,7 @@ impl Ctx<'_> {
         if func == MapFn::Negate && input.kind() == ValueKind::Scalar {
             return Ok(Value::Scalar(self.eval_scalar(input)?.into_iter().map(|v| -v).collect()));
         }
-        if let (MapFn::Timestamp, Plan::Select { matchers, shift, edges: Edges::Plain }) = (func, input) {
+        if let (MapFn::Timestamp, Plan::Select { matchers, shift, edges: Edges::Plain, .. }) = (func, input) {
             let v = self.select(matchers, shift, true)?;
             return Ok(Value::Vector(self.drop_names(v)?));
         }

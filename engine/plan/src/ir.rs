@@ -499,6 +499,8 @@ pub enum Plan {
         shift: TimeShift,
         /// Plain or smoothed (interpolated at the step).
         edges: Edges,
+        /// Where the selector starts (`args[0]`), for the warnings of a smoothed selection.
+        origin: Origin,
     },
     /// Range selection: the samples within `(t - range, t]` of each step.
     Window {
@@ -783,7 +785,7 @@ impl Plan {
             Plan::Str(s) => format!("String {s:?}"),
             Plan::Time => "Time".into(),
             Plan::QueryTime(at) => format!("QueryTime{}", fmt_shift(&TimeShift { offset_ms: 0, at: *at })),
-            Plan::Select { matchers, shift, edges } => {
+            Plan::Select { matchers, shift, edges, .. } => {
                 format!("Select {}{}{}", fmt_matchers(matchers), fmt_shift(shift), fmt_edges(*edges))
             }
             Plan::Window { matchers, range_ms, shift, edges } => format!(

@@ -329,6 +329,7 @@ impl Lowering<'_> {
                 shift: self.shift_of(&vs.offset, &vs.at)?,
                 // an instant selection has no window to anchor; Prometheus ignores `anchored`
                 edges: if vs.smoothed { Edges::Smoothed } else { Edges::Plain },
+                origin: Origin { expr: None, args: vec![self.source_pos(vs.span.start)] },
             },
             Expr::Matrix(ms) => Plan::Window {
                 matchers: matchers_of(&ms.vs)?,

@@ -408,7 +408,7 @@ impl Lowering<'_> {
             return Ok(Node::Import(id));
         }
         Ok(match plan {
-            Plan::Select { matchers, shift, edges: Edges::Plain } => {
+            Plan::Select { matchers, shift, edges: Edges::Plain, .. } => {
                 let time = LeafTime::of(shift).ok_or_else(|| unsupported(NOT_SHIFTED))?;
                 self.series(
                     plan,

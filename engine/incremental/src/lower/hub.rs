@@ -140,7 +140,7 @@ impl HubLowering<'_> {
             return Ok((id, distinct));
         }
         let (node, distinct) = match plan {
-            Plan::Select { matchers, shift, edges: Edges::Plain } => {
+            Plan::Select { matchers, shift, edges: Edges::Plain, .. } => {
                 let Some(LeafTime::Shifted(offset)) = LeafTime::of(shift) else {
                     return Err(unsupported("a pinned or negative time shift"));
                 };
