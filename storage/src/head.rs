@@ -103,11 +103,9 @@ impl MemSeries {
         self.hists.as_ref().map_or_else(Vec::new, |h| h.range(mint, maxt))
     }
 
-    /// Whether some histogram sample lies in `mint..=maxt`, without decoding more than needed.
+    /// Whether some histogram sample lies in `mint..=maxt`.
     fn has_histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
-        self.hists
-            .as_ref()
-            .is_some_and(|h| h.first_t().is_some_and(|f| f <= maxt) && !h.range(mint, maxt).is_empty())
+        self.hists.as_ref().is_some_and(|h| h.any_in(mint, maxt))
     }
 
     /// Chunk time ranges with a way to decode each, oldest first.

@@ -435,7 +435,7 @@ impl Context<'_> {
         for p in points {
             let t = millis(p.time_unix_nano);
             times.saw(t);
-            let value = if p.flags & NO_RECORDED_VALUE != 0 {
+            let value = if is_stale(p.flags) {
                 stale_nan()
             } else {
                 match p.value {
@@ -463,7 +463,7 @@ impl Context<'_> {
     ) -> Result<(), String> {
         let t = millis(p.time_unix_nano);
         times.saw(t);
-        let stale = p.flags & NO_RECORDED_VALUE != 0;
+        let stale = is_stale(p.flags);
         if self.t.histograms_to_custom_buckets {
             let labels = self.labels(&p.attributes, family, None)?;
             if stale {
@@ -534,7 +534,7 @@ impl Context<'_> {
         let t = millis(p.time_unix_nano);
         times.saw(t);
         let labels = self.labels(&p.attributes, family, None)?;
-        if p.flags & NO_RECORDED_VALUE != 0 {
+        if is_stale(p.flags) {
             batch.floats.push((labels, t, stale_nan()));
             return Ok(());
         }
@@ -587,7 +587,7 @@ impl Context<'_> {
     ) -> Result<(), String> {
         let t = millis(p.time_unix_nano);
         times.saw(t);
-        let stale = p.flags & NO_RECORDED_VALUE != 0;
+        let stale = is_stale(p.flags);
         let value = |v: f64| if stale { stale_nan() } else { v };
         batch.floats.push((self.labels(&p.attributes, &format!("{family}_sum"), None)?, t, value(p.sum)));
         batch.floats.push((
@@ -603,6 +603,7 @@ impl Context<'_> {
     }
 }
 
+/// Whether a point is flagged "no recorded value" (stored as a staleness marker).
 fn is_stale(flags: u32) -> bool {
     flags & NO_RECORDED_VALUE != 0
 }

@@ -88,6 +88,14 @@ impl HistogramSamples {
         out
     }
 
+    /// Whether a sample lies in `mint..=maxt`: from the chunks' time ranges alone, unless
+    /// the range falls between two samples inside one chunk.
+    pub(crate) fn any_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        self.chunks.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt).any(|c| {
+            (mint <= c.min_t || maxt >= c.max_t) || decode(c).iter().any(|s| s.t >= mint && s.t <= maxt)
+        })
+    }
+
     /// Every sample, decoded.
     fn all(&self) -> Vec<HistogramSample> {
         self.range(Timestamp::MIN, Timestamp::MAX)
@@ -262,6 +270,9 @@ mod tests {
         let bytes: usize = store.chunks.iter().map(|c| c.bytes.len()).sum();
         assert!(bytes < 300 * 80, "{bytes} bytes for 300 samples of 20 buckets");
         assert_eq!(store.range(5000, 7001).iter().map(|s| s.t).collect::<Vec<_>>(), [5002, 6000, 7001]);
+        assert!(store.any_in(5000, 5002) && store.any_in(0, 1001) && store.any_in(300_000, i64::MAX));
+        assert!(!store.any_in(5003, 5999), "between two samples of one chunk");
+        assert!(!store.any_in(400_000, 500_000));
 
         // out of order, and removal
         store.insert(HistogramSample { t: 1500, h: h(2.0, &[1.0], 0) });

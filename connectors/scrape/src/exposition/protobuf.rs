@@ -337,6 +337,8 @@ fn read_family(
     entry.metric_type = mtype;
     entry.help = f.help.clone().unwrap_or_default();
     entry.unit = unit.to_string();
+    // what a metric without its type's message reads as (all fields unset)
+    let defaults = Defaults::default();
     for m in &f.metric {
         // 0 stands for "no timestamp", as in Prometheus: proto2's optional int64 is set by
         // some clients to 0 when they mean none
@@ -349,7 +351,7 @@ fn read_family(
         };
         match mtype {
             MetricType::Counter => {
-                let counter = m.counter.clone().unwrap_or_default();
+                let counter = m.counter.as_ref().unwrap_or(&defaults.counter);
                 float(series("", None)?, counter.value.unwrap_or(0.0), counter.exemplar.as_ref())
             }
             MetricType::Gauge => {
@@ -359,7 +361,7 @@ fn read_family(
                 float(series("", None)?, m.untyped.as_ref().and_then(|u| u.value).unwrap_or(0.0), None)
             }
             MetricType::Summary => {
-                let s = m.summary.clone().unwrap_or_default();
+                let s = m.summary.as_ref().unwrap_or(&defaults.summary);
                 float(series("_count", None)?, s.sample_count.unwrap_or(0) as f64, None);
                 float(series("_sum", None)?, s.sample_sum.unwrap_or(0.0), None);
                 for q in &s.quantile {
@@ -368,10 +370,10 @@ fn read_family(
                 }
             }
             MetricType::Histogram | MetricType::GaugeHistogram => {
-                let h = m.histogram.clone().unwrap_or_default();
-                let native = opts.native && has_native_buckets(&h);
+                let h = m.histogram.as_ref().unwrap_or(&defaults.histogram);
+                let native = opts.native && has_native_buckets(h);
                 if native {
-                    let mut histogram = native_histogram(&h)?;
+                    let mut histogram = native_histogram(h)?;
                     if mtype == MetricType::GaugeHistogram {
                         histogram.hint = CounterResetHint::Gauge;
                     }
@@ -419,6 +421,14 @@ fn read_family(
         }
     }
     Ok(())
+}
+
+/// The empty messages a metric without one reads as.
+#[derive(Default)]
+struct Defaults {
+    counter: wire::Counter,
+    summary: wire::Summary,
+    histogram: wire::Histogram,
 }
 
 fn parsed_exemplar(e: &wire::Exemplar) -> ParsedExemplar {
