@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::chunk::{OpenChunk, SealedChunk};
 use crate::postings::Postings;
+use crate::start::{StartRun, StartRuns, StartTimestamps};
 use crate::{FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Series, Timestamp};
 
 /// A series' identifier, as written in the WAL.
@@ -290,6 +291,9 @@ pub(crate) struct Head {
     /// Series holding native-histogram samples: when none does, a histogram selection
     /// costs nothing (float queries make one each).
     histogram_series: usize,
+    /// Start timestamps of the series that have any, beside the series so that the others
+    /// pay nothing for them.
+    starts: U64Map<StartRuns>,
     min_time: Option<Timestamp>,
     max_time: Option<Timestamp>,
 }
@@ -417,6 +421,56 @@ impl Head {
         AppendResult::Appended
     }
 
+    /// Records the start timestamp (0: none) of series `r`'s sample at `t`, before that
+    /// sample is stored (see [`StartRuns::record`]).
+    pub(crate) fn record_start(&mut self, r: SeriesRef, t: Timestamp, start: Timestamp) {
+        let Some(s) = self.series.get(&r) else { return };
+        let prev = s.last.map(|(t, _)| t);
+        match self.starts.get_mut(&r) {
+            Some(runs) => runs.record(prev, t, start),
+            None if start != 0 => self.starts.entry(r).or_default().record(prev, t, start),
+            None => {}
+        }
+    }
+
+    /// Whether some series has start timestamps.
+    pub(crate) fn keeps_starts(&self) -> bool {
+        !self.starts.is_empty()
+    }
+
+    /// Whether series `r`'s sample at `t` has a start timestamp.
+    pub(crate) fn has_start(&self, r: SeriesRef, t: Timestamp) -> bool {
+        self.starts.get(&r).is_some_and(|runs| runs.covers(t))
+    }
+
+    /// Series `r`'s start-timestamp runs in `mint..=maxt`.
+    pub(crate) fn starts_of(&self, r: SeriesRef, mint: Timestamp, maxt: Timestamp) -> Vec<StartRun> {
+        self.starts.get(&r).map_or_else(Vec::new, |runs| runs.in_range(mint, maxt))
+    }
+
+    /// Matching series with start timestamps in `mint..=maxt`, sorted by labels.
+    pub(crate) fn select_starts(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<StartTimestamps> {
+        if mint > maxt || self.starts.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<StartTimestamps> = self
+            .postings(matchers)
+            .into_iter()
+            .filter_map(|r| Some((self.starts.get(&r)?, self.series.get(&r)?)))
+            .filter_map(|(runs, s)| {
+                let runs = runs.in_range(mint, maxt);
+                (!runs.is_empty()).then(|| StartTimestamps { labels: (*s.labels).clone(), runs })
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
     /// Counts a stored sample at `t`.
     fn count_sample(&mut self, t: Timestamp) {
         self.num_samples += 1;
@@ -446,6 +500,9 @@ impl Head {
             }
         }
         removed.sort_unstable();
+        self.starts.retain(|r, runs| {
+            removed.binary_search(r).is_err() && !runs.delete_range(Timestamp::MIN, mint - 1)
+        });
         for &r in &removed {
             let Some(s) = self.series.remove(&r) else { continue };
             let hash = s.labels.stable_hash();
@@ -499,6 +556,9 @@ impl Head {
     /// Deletes series `r`'s samples in `mint..=maxt` (the series stays, with its newest
     /// sample remembered, until truncation finds it empty).
     pub(crate) fn delete_range(&mut self, r: SeriesRef, mint: Timestamp, maxt: Timestamp) {
+        if self.starts.get_mut(&r).is_some_and(|runs| runs.delete_range(mint, maxt)) {
+            self.starts.remove(&r);
+        }
         if let Some(s) = self.series.get_mut(&r) {
             let had_histograms = s.hists.is_some();
             let (samples, chunks) = s.delete_range(mint, maxt);

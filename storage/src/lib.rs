@@ -23,6 +23,7 @@ pub mod re2;
 pub mod samples;
 pub mod self_metrics;
 pub mod shorten;
+pub mod start;
 pub mod wal_tail;
 
 mod block;
@@ -39,6 +40,7 @@ pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use native_histogram::FloatHistogram;
 pub use samples::{SampleSlice, Samples};
 pub use self_metrics::{Histogram, MetricKind, MetricsWriter, Summary};
+pub use start::{aligned_starts, StartRun, StartTimestamps};
 
 use std::sync::Arc;
 
@@ -212,6 +214,13 @@ pub trait Appender: Send {
         let _ = (labels, e);
         Ok(())
     }
+    /// Gives the sample of `labels` at `t` appended earlier in this batch its start timestamp
+    /// `start` (see [`start`]; 0 means none). An appender that keeps no start timestamps, or
+    /// finds no such sample, drops it.
+    fn set_start_timestamp(&mut self, labels: &Labels, t: Timestamp, start: Timestamp) -> Result<(), Error> {
+        let _ = (labels, t, start);
+        Ok(())
+    }
     /// Makes the batch durable, visible to queriers, and sends it to the append feed.
     fn commit(self: Box<Self>) -> Result<CommitStats, Error>;
     /// Discards the batch.
@@ -235,6 +244,14 @@ pub trait Querier: Send + Sync {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<HistogramSeries>, Error>;
+    /// The start timestamps in `mint..=maxt` of the series matching all `matchers` that
+    /// have some, sorted by labels. (No default, as for histograms.)
+    fn select_start_timestamps(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<StartTimestamps>, Error>;
     /// Label sets of the series matching all `matchers` with samples in the range, sorted.
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error>;
     /// Sorted label names of matching series (all series when `matchers` is empty).

@@ -20,7 +20,9 @@
 //!   value)`;
 //! * [`REC_SAMPLES_V1`]: repeated `u64 ref | i64 t | u64 value bits`;
 //! * [`REC_TOMBSTONES_V1`]: repeated `u64 ref | i64 mint | i64 maxt`: the series' samples in
-//!   `mint..=maxt` written before this record are deleted.
+//!   `mint..=maxt` written before this record are deleted;
+//! * [`REC_HISTOGRAMS_V1`], [`REC_EXEMPLARS_V1`] and [`REC_START_TIMESTAMPS_V1`], described
+//!   at their type codes.
 //!
 //! Replay reads every segment in order. A torn or corrupt record (short header, length past
 //! the end of the file, checksum mismatch) truncates that segment at the last good record;
@@ -41,7 +43,7 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{put_str, put_uvarint, Cursor};
+use crate::codec::{put_str, put_uvarint, put_varint, Cursor};
 use crate::exemplars::Exemplar;
 use crate::{Error, FloatHistogram, Labels};
 
@@ -57,6 +59,10 @@ pub(crate) const REC_HISTOGRAMS_V1: u8 = 4;
 /// Exemplars record, version 1: (series ref `u64`, timestamp `i64`, value bits `u64`, the
 /// labels as in a series record) per entry.
 pub(crate) const REC_EXEMPLARS_V1: u8 = 5;
+/// Start timestamps record, version 1: (series ref `uvarint`, timestamp `varint`, timestamp
+/// minus start timestamp `varint`) per entry, written before the samples of its batch; a
+/// start timestamp of 0 takes one away (see [`crate::start`]).
+pub(crate) const REC_START_TIMESTAMPS_V1: u8 = 6;
 
 /// Length + checksum + type.
 pub(crate) const HEADER_LEN: usize = 9;
@@ -90,6 +96,8 @@ pub(crate) enum Record {
     Histograms(Vec<(u64, i64, FloatHistogram)>),
     /// Exemplars of known series: (series ref, exemplar).
     Exemplars(Vec<(u64, Exemplar)>),
+    /// Start timestamps of samples of known series: (series ref, timestamp, start timestamp).
+    StartTimestamps(Vec<(u64, i64, i64)>),
 }
 
 /// The file name of segment `seq`.
@@ -218,6 +226,28 @@ pub(crate) fn encode_exemplars<'e>(
         buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
         put_labels(buf, &e.labels);
     }
+}
+
+/// Appends start-timestamp records for `starts` (series ref, timestamp, start timestamp) to
+/// `out` (nothing when empty).
+pub(crate) fn encode_start_timestamps(out: &mut Vec<u8>, starts: impl IntoIterator<Item = (u64, i64, i64)>) {
+    let mut enc = RecordEncoder::new(out, REC_START_TIMESTAMPS_V1);
+    for (r, t, start) in starts {
+        let buf = enc.entry();
+        put_uvarint(buf, r);
+        put_varint(buf, t);
+        put_varint(buf, t.wrapping_sub(start));
+    }
+}
+
+fn decode_start_timestamps(payload: &[u8]) -> Option<Vec<(u64, i64, i64)>> {
+    let mut c = Cursor(payload);
+    let mut out = Vec::new();
+    while !c.is_empty() {
+        let (r, t) = (c.uvarint()?, c.varint()?);
+        out.push((r, t, t.wrapping_sub(c.varint()?)));
+    }
+    Some(out)
 }
 
 /// Appends samples records for `samples` to `out` (nothing when empty).
@@ -351,6 +381,7 @@ pub(crate) fn decode_record(typ: u8, payload: &[u8], path: &Path, offset: u64) -
         REC_TOMBSTONES_V1 => decode_tombstones(payload).map(Record::Tombstones),
         REC_HISTOGRAMS_V1 => decode_histograms(payload).map(Record::Histograms),
         REC_EXEMPLARS_V1 => decode_exemplars(payload).map(Record::Exemplars),
+        REC_START_TIMESTAMPS_V1 => decode_start_timestamps(payload).map(Record::StartTimestamps),
         0 => None,
         other => {
             tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
@@ -696,7 +727,10 @@ mod tests {
         let out = replay(dir, |r| match r {
             Record::Series(s) => series.extend(s),
             Record::Samples(s) => samples.extend(s),
-            Record::Tombstones(_) | Record::Histograms(_) | Record::Exemplars(_) => {}
+            Record::Tombstones(_)
+            | Record::Histograms(_)
+            | Record::Exemplars(_)
+            | Record::StartTimestamps(_) => {}
         })
         .unwrap();
         (series, samples, out)

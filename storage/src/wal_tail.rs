@@ -279,6 +279,8 @@ impl WalTail {
                             }));
                         }
                         Decoded::Record(Record::Tombstones(_)) => self.stats.records[2] += 1,
+                        // remote write 1.0 carries no start timestamps
+                        Decoded::Record(Record::StartTimestamps(_)) => {}
                         Decoded::Unknown => {}
                         Decoded::Bad => self.stats.corruptions += 1,
                     }

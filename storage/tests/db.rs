@@ -1161,3 +1161,98 @@ fn exemplars_are_kept_bounded_in_order_and_replayed_from_the_wal() {
     let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
     assert_eq!(db.exemplar_counts(), (0, 0));
 }
+
+/// Every series' start timestamp per float sample (0 where it has none).
+fn starts(db: &Db) -> Vec<(Labels, Vec<(i64, i64)>)> {
+    let runs = db.select_start_timestamps(&[], ALL.0, ALL.1).unwrap();
+    db.select(&[], ALL.0, ALL.1)
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let r = runs.iter().find(|r| r.labels == s.labels).map_or(&[][..], |r| &r.runs[..]);
+            let st = promflow_storage::aligned_starts(r, s.samples.view().t.iter().copied());
+            (s.labels, s.samples.view().t.iter().copied().zip(st).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn start_timestamps_are_kept_replayed_cut_into_blocks_and_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || DbOptions { start_timestamps: true, ..manual(1 << 20) };
+    let counter = ls(&[("__name__", "requests_total")]);
+    let delta = ls(&[("__name__", "delta_total")]);
+    let plain = ls(&[("__name__", "plain_total")]);
+    // 7 hours at one minute: the counter resets every 3 hours, the delta counts each minute
+    let expected = |t: i64| (t - t % (3 * HOUR) - 1000, t - 60_000);
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let mut t = 0;
+        while t < 7 * HOUR {
+            let mut app = db.appender();
+            let (counter_start, delta_start) = expected(t);
+            app.append(&counter, t, (t % (3 * HOUR)) as f64).unwrap();
+            app.set_start_timestamp(&counter, t, counter_start).unwrap();
+            app.append(&delta, t, 1.0).unwrap();
+            app.set_start_timestamp(&delta, t, delta_start).unwrap();
+            app.append(&plain, t, 1.0).unwrap();
+            app.commit().unwrap();
+            t += 60_000;
+        }
+    }
+    let want: Vec<(Labels, Vec<(i64, i64)>)> = {
+        let ts: Vec<i64> = (0..7 * 60).map(|i| i * 60_000).collect();
+        let mut w = vec![
+            (delta.clone(), ts.iter().map(|&t| (t, expected(t).1)).collect()),
+            (plain.clone(), ts.iter().map(|&t| (t, 0)).collect()),
+            (counter.clone(), ts.iter().map(|&t| (t, expected(t).0)).collect()),
+        ];
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    };
+    // replayed from the WAL after a crash (never closed)
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(starts(&db), want);
+    // cut into blocks, and the blocks merged
+    let report = db.compact().unwrap();
+    assert_eq!(report.head_blocks, 2, "{report:?}");
+    assert_eq!(starts(&db), want, "blocks and head");
+    let runs = db.select_start_timestamps(&name_eq("requests_total"), ALL.0, ALL.1).unwrap();
+    assert!(runs[0].runs.len() <= 5, "one run per reset and block: {:?}", runs[0].runs);
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(starts(&db), want, "restart with blocks");
+    // without the option, appends keep none (stored ones still read)
+    let db2 = {
+        drop(db);
+        Db::open(dir.path(), manual(1 << 20)).unwrap()
+    };
+    let mut app = db2.appender();
+    let late = ls(&[("__name__", "late_total")]);
+    app.append(&late, 7 * HOUR, 1.0).unwrap();
+    app.set_start_timestamp(&late, 7 * HOUR, 5).unwrap();
+    app.commit().unwrap();
+    assert!(db2.select_start_timestamps(&name_eq("late_total"), ALL.0, ALL.1).unwrap().is_empty());
+}
+
+#[test]
+fn an_out_of_order_sample_without_a_start_timestamp_is_not_given_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || DbOptions { start_timestamps: true, out_of_order_window: HOUR, ..manual(1 << 20) };
+    let a = ls(&[("__name__", "a_total")]);
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        for t in [1000, 3000] {
+            let mut app = db.appender();
+            app.append(&a, t, 1.0).unwrap();
+            app.set_start_timestamp(&a, t, 500).unwrap();
+            app.commit().unwrap();
+        }
+        let mut app = db.appender();
+        app.append(&a, 2000, 1.0).unwrap();
+        app.commit().unwrap();
+        assert_eq!(starts(&db), vec![(a.clone(), vec![(1000, 500), (2000, 0), (3000, 500)])]);
+    }
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_eq!(starts(&db), vec![(a, vec![(1000, 500), (2000, 0), (3000, 500)])], "replayed");
+}

@@ -291,6 +291,16 @@ impl Querier for Fanout<'_> {
         self.local.select_histograms(matchers, mint, maxt)
     }
 
+    /// Local only: remote read carries no start timestamps.
+    fn select_start_timestamps(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::StartTimestamps>, promflow_storage::Error> {
+        self.local.select_start_timestamps(matchers, mint, maxt)
+    }
+
     fn series(
         &self,
         matchers: &[Matcher],

@@ -72,6 +72,15 @@ impl Querier for CancelOnTrigger {
         Ok(Vec::new())
     }
 
+    fn select_start_timestamps(
+        &self,
+        _matchers: &[Matcher],
+        _mint: Timestamp,
+        _maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::StartTimestamps>, promflow_storage::Error> {
+        Ok(Vec::new())
+    }
+
     fn series(
         &self,
         matchers: &[Matcher],

@@ -298,6 +298,16 @@ impl Querier for Within<'_> {
         self.querier.select_histograms(matchers, mint, maxt)
     }
 
+    fn select_start_timestamps(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::StartTimestamps>, promflow_storage::Error> {
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.select_start_timestamps(matchers, mint, maxt)
+    }
+
     fn series(
         &self,
         matchers: &[Matcher],

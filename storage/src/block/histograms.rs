@@ -23,14 +23,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type, UInt32Type, UInt8Type};
 use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, UInt32Array, UInt8Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{io, pq, BATCH_ROWS, PAGE_ROWS};
+use super::{finish_optional, io, open_optional, pq, BATCH_ROWS, PAGE_ROWS};
 use crate::native_histogram::{hint_byte, hint_of_byte};
 use crate::{Error, FloatHistogram, HistogramSample, Timestamp};
 
@@ -165,11 +163,7 @@ impl HistogramWriter {
     /// Completes the file (synced), if the block has histograms.
     pub(crate) fn finish(mut self) -> Result<(), Error> {
         self.flush()?;
-        if let Some(writer) = self.writer.take() {
-            let file = writer.into_inner().map_err(pq("finishing a block's histogram file"))?;
-            file.sync_all().map_err(io(|| "syncing a block's histogram file".to_string()))?;
-        }
-        Ok(())
+        finish_optional(self.writer.take(), "finishing a block's histogram file")
     }
 }
 
@@ -182,17 +176,8 @@ pub(crate) struct HistogramFile {
 impl HistogramFile {
     /// Opens the block's histogram file; `None` when the block has none.
     pub(crate) fn open(dir: &Path) -> Result<Option<HistogramFile>, Error> {
-        let path = dir.join(HISTOGRAMS_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io(format!("opening {}", path.display()), e)),
-        };
-        // the expected schema, not the footer's, as for the samples file
-        let options = ArrowReaderOptions::new().with_schema(schema());
-        let metadata =
-            ArrowReaderMetadata::load(&file, options).map_err(pq("reading a block's histogram footer"))?;
-        Ok(Some(HistogramFile { file, metadata }))
+        let opened = open_optional(dir, HISTOGRAMS_FILE, schema())?;
+        Ok(opened.map(|(file, metadata)| HistogramFile { file, metadata }))
     }
 
     /// The histograms in `mint..=maxt` of series `ids` (ascending), one list per id.

@@ -25,7 +25,8 @@
 //!   [`PAGE_ROWS`] rows so that a query reads only the pages of its series.
 //!
 //! A block that has native-histogram samples also holds `histograms.parquet` (see
-//! [`histograms`]); its series are in the same index.
+//! [`histograms`]); its series are in the same index. A block whose samples have start
+//! timestamps holds `start_timestamps.parquet` (see [`starts`]).
 //!
 //! A block may also hold a `tombstones` file: time ranges of series deleted through the admin
 //! API (`PFTS`, a version byte, then `uvarint n` and `n × (uvarint series id, varint mint,
@@ -37,6 +38,7 @@
 
 pub(crate) mod histograms;
 pub(crate) mod index;
+pub(crate) mod starts;
 pub(crate) mod values;
 
 use std::fs::File;
@@ -65,6 +67,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Samples, Series, Timestamp};
 use histograms::{HistogramFile, HistogramWriter};
 use index::BlockIndex;
+use starts::{StartFile, StartWriter};
 
 /// The block's meta file.
 pub(crate) const META_FILE: &str = "meta.json";
@@ -220,6 +223,7 @@ pub(crate) struct BlockWriter {
     floats: Vec<Option<f64>>,
     samples: u64,
     histograms: HistogramWriter,
+    starts: StartWriter,
 }
 
 impl BlockWriter {
@@ -251,16 +255,19 @@ impl BlockWriter {
             floats: Vec::new(),
             samples: 0,
             histograms: HistogramWriter::new(),
+            starts: StartWriter::default(),
         })
     }
 
-    /// Adds a series after every series added so far in label order, with its float samples
-    /// and its histograms, each in time order. A series without either is skipped.
+    /// Adds a series after every series added so far in label order, with its float samples,
+    /// its histograms and the start-timestamp runs of both, each in time order. A series
+    /// without samples is skipped.
     pub(crate) fn add(
         &mut self,
         labels: Arc<Labels>,
         samples: impl Iterator<Item = Sample> + Clone,
         hists: &[HistogramSample],
+        starts: &[crate::StartRun],
     ) -> Result<(), Error> {
         let firsts = [samples.clone().next().map(|s| s.t), hists.first().map(|h| h.t)];
         let lasts = [samples.clone().last().map(|s| s.t), hists.last().map(|h| h.t)];
@@ -297,6 +304,7 @@ impl BlockWriter {
         }
         self.samples += n;
         self.histograms.add(&self.tmp, id, hists)?;
+        self.starts.add(&self.tmp, id, starts)?;
         self.series.push((labels, n, first_t, last_t));
         if self.ids.len() >= BATCH_ROWS {
             self.flush_batch()?;
@@ -335,6 +343,7 @@ impl BlockWriter {
         self.flush_batch()?;
         let num_histogram_samples = self.histograms.samples;
         std::mem::replace(&mut self.histograms, HistogramWriter::new()).finish()?;
+        std::mem::take(&mut self.starts).finish()?;
         let file = self.writer.into_inner().map_err(pq("finishing a block's samples file"))?;
         file.sync_all().map_err(io(|| "syncing a block's samples file".to_string()))?;
         let (min, max) = range.unwrap_or_else(|| {
@@ -369,6 +378,36 @@ impl BlockWriter {
     pub(crate) fn abort(self) {
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
+}
+
+/// Opens the Parquet file `name` of the block in `dir` that only some blocks have
+/// (histograms, start timestamps), reading its footer with the `expected` schema rather than
+/// the footer's own (as for the samples file); `None` when the block has none.
+fn open_optional(
+    dir: &Path,
+    name: &str,
+    expected: SchemaRef,
+) -> Result<Option<(File, ArrowReaderMetadata)>, Error> {
+    let path = dir.join(name);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Io(format!("opening {}", path.display()), e)),
+    };
+    let options = ArrowReaderOptions::new().with_schema(expected);
+    let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| {
+        Error::Io(format!("reading the footer of {}", path.display()), std::io::Error::other(e))
+    })?;
+    Ok(Some((file, metadata)))
+}
+
+/// Completes and syncs an optional Parquet file's writer, if it was started.
+fn finish_optional(writer: Option<ArrowWriter<File>>, what: &'static str) -> Result<(), Error> {
+    if let Some(writer) = writer {
+        let file = writer.into_inner().map_err(pq(what))?;
+        file.sync_all().map_err(io(|| what.to_string()))?;
+    }
+    Ok(())
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), Error> {
@@ -444,6 +483,8 @@ pub(crate) struct Block {
     tombstones: std::sync::RwLock<Vec<Tombstone>>,
     /// The native-histogram samples, if the block has any.
     histograms: Option<HistogramFile>,
+    /// The start timestamps, if the block has any.
+    starts: Option<StartFile>,
 }
 
 impl std::fmt::Debug for Block {
@@ -495,6 +536,7 @@ impl Block {
             return Err(corrupt(dir, "index and samples file disagree on the number of rows"));
         }
         let histograms = HistogramFile::open(dir)?;
+        let starts = StartFile::open(dir)?;
         let tombstones = match std::fs::read(dir.join(TOMBSTONES_FILE)) {
             Ok(raw) => decode_tombstones(&raw).unwrap_or_else(|| {
                 tracing::error!(block = %dir.display(), "corrupt tombstones file ignored: deleted series show again");
@@ -511,6 +553,7 @@ impl Block {
             samples: file,
             tombstones: std::sync::RwLock::new(tombstones),
             histograms,
+            starts,
         })
     }
 
@@ -711,6 +754,52 @@ impl Block {
         Ok(out)
     }
 
+    /// The start-timestamp runs in `mint..=maxt` of series `ids` (ascending), one list per
+    /// id, without deleted ranges.
+    pub(crate) fn read_starts(
+        &self,
+        ids: &[u32],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Vec<crate::StartRun>>, Error> {
+        let Some(file) = &self.starts else { return Ok(vec![Vec::new(); ids.len()]) };
+        let mut out = file.read(ids, mint, maxt)?;
+        let stones = self.stones();
+        if !stones.is_empty() {
+            for (list, &id) in out.iter_mut().zip(ids) {
+                let mut runs = crate::start::StartRuns::from(std::mem::take(list));
+                for (a, b) in self.deleted(&stones, id) {
+                    runs.delete_range(a, b);
+                }
+                *list = runs.into();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Matching series with start timestamps in `mint..=maxt`, sorted by labels.
+    pub(crate) fn select_starts(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<crate::StartTimestamps>, Error> {
+        if self.starts.is_none() || !self.overlaps(mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let ids = self.index.select(matchers, mint, maxt);
+        let runs = self.read_starts(&ids, mint, maxt)?;
+        Ok(ids
+            .iter()
+            .zip(runs)
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(&id, runs)| crate::StartTimestamps {
+                labels: (*self.index.series[id as usize].labels).clone(),
+                runs,
+            })
+            .collect())
+    }
+
     /// Matching series with their histogram samples in `mint..=maxt`, sorted by labels.
     pub(crate) fn select_histograms(
         &self,
@@ -800,9 +889,9 @@ mod tests {
                 v: if i == 250 { crate::stale_nan() } else { (i as f64).sqrt() },
             })
             .collect();
-        w.add(ls("a"), a.iter().copied(), &[]).unwrap();
-        w.add(ls("b"), b.iter().copied(), &[]).unwrap();
-        assert!(w.add(ls("a"), a.iter().copied(), &[]).is_err(), "series must come in label order");
+        w.add(ls("a"), a.iter().copied(), &[], &[]).unwrap();
+        w.add(ls("b"), b.iter().copied(), &[], &[]).unwrap();
+        assert!(w.add(ls("a"), a.iter().copied(), &[], &[]).is_err(), "series must come in label order");
         let meta = w.finish(None).unwrap().unwrap();
         assert_eq!((meta.min_time, meta.max_time), (0, 999 * 15_000 + 1));
         assert_eq!(meta.stats, BlockStats { num_samples: 1500, num_series: 2, num_histogram_samples: 0 });
@@ -831,7 +920,7 @@ mod tests {
         };
         let (a, b, c) = (gen(n_a, 0), gen(n_b, 1), gen(300, 2));
         for (job, s) in [("a", &a), ("b", &b), ("c", &c)] {
-            w.add(ls(job), s.iter().copied(), &[]).unwrap();
+            w.add(ls(job), s.iter().copied(), &[], &[]).unwrap();
         }
         let meta = w.finish(None).unwrap().unwrap();
         let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();

@@ -26,6 +26,7 @@ impl Db {
             samples: Vec::new(),
             histograms: Vec::new(),
             exemplars: Vec::new(),
+            starts: Vec::new(),
             latest: self.opts.future_limit.map_or(Timestamp::MAX, |l| now_ms().saturating_add(l)),
             open_id: None,
             oldest: Timestamp::MAX,
@@ -87,6 +88,8 @@ struct DbAppender {
     histograms: Vec<(Arc<FloatHistogram>, u64)>,
     /// Exemplars staged: (index into `series`, exemplar), in append order.
     exemplars: Vec<(u32, Exemplar)>,
+    /// Start timestamps staged: (index into `samples`, start timestamp), in append order.
+    starts: Vec<(usize, Timestamp)>,
     /// The newest timestamp the appender takes: its creation time plus the future limit.
     latest: Timestamp,
     /// The appender's key in [`Db::open_appends`] once it has staged a sample.
@@ -408,12 +411,28 @@ impl Appender for DbAppender {
         Ok(())
     }
 
+    fn set_start_timestamp(&mut self, labels: &Labels, t: Timestamp, start: Timestamp) -> Result<(), Error> {
+        if !self.db.opts.start_timestamps || start == 0 {
+            return Ok(());
+        }
+        let idx = self.series_index(labels)?;
+        // the sample was staged just before, as a rule
+        if let Some(k) = self.samples.iter().rposition(|&(i, st, _)| i == idx && st == t) {
+            match self.starts.last_mut() {
+                Some(last) if last.0 == k => last.1 = start,
+                _ => self.starts.push((k, start)),
+            }
+        }
+        Ok(())
+    }
+
     fn commit(mut self: Box<Self>) -> Result<CommitStats, Error> {
         let db = Arc::clone(&self.db);
         let mut series = std::mem::take(&mut self.series);
         let samples = std::mem::take(&mut self.samples);
         let histograms = std::mem::take(&mut self.histograms);
         let exemplars = std::mem::take(&mut self.exemplars);
+        let staged_starts = std::mem::take(&mut self.starts);
         let bits = |v: Staged| v.bits(&histograms);
         let admitted = self.admitted;
         if samples.is_empty() {
@@ -430,6 +449,7 @@ impl Appender for DbAppender {
         // and bounds moved by other commits must not turn an accepted sample away.
         let mut refs: Vec<Option<SeriesRef>> = Vec::with_capacity(series.len());
         let mut keep = vec![false; samples.len()];
+        let mut starts: Option<Vec<Option<Timestamp>>> = None;
         let mut refused: Option<(u64, Error)> = None;
         {
             let head = read(&db.head);
@@ -472,6 +492,21 @@ impl Appender for DbAppender {
                     },
                 }
             }
+            // the start timestamp of each kept sample that has one, and a 0 for each that
+            // takes, out of order, the place of a sample with one
+            if !staged_starts.is_empty() || head.keeps_starts() {
+                let mut per_sample = vec![None; samples.len()];
+                for &(k, start) in &staged_starts {
+                    per_sample[k] = Some(start);
+                }
+                for (k, &(idx, t, _)) in samples.iter().enumerate() {
+                    let replaces = || refs[idx as usize].is_some_and(|r| head.has_start(r, t));
+                    if per_sample[k].is_none() && keep[k] && replaces() {
+                        per_sample[k] = Some(0);
+                    }
+                }
+                starts = Some(per_sample);
+            }
         }
         if let Some((n, e)) = &refused {
             db.commit_refused.fetch_add(*n, Ordering::Relaxed);
@@ -510,6 +545,18 @@ impl Appender for DbAppender {
             &mut writer.buf,
             new_series.iter().map(|&i| (ref_of(i), &*series[i as usize].labels)),
         );
+        // before the samples: replay records a start as the commit does, before its sample
+        if let Some(starts) = &starts {
+            wal::encode_start_timestamps(
+                &mut writer.buf,
+                samples
+                    .iter()
+                    .zip(starts)
+                    .enumerate()
+                    .filter(|(k, _)| keep[*k])
+                    .filter_map(|(_, (&(idx, t, _), start))| start.map(|st| (ref_of(idx), t, st))),
+            );
+        }
         wal::encode_samples(
             &mut writer.buf,
             kept().filter_map(|(idx, t, v)| match v {
@@ -551,7 +598,10 @@ impl Appender for DbAppender {
                     tracing::error!(series = %s.labels, "new series clashed with an existing one");
                 }
             }
-            for (idx, t, v) in kept() {
+            for (k, &(idx, t, v)) in samples.iter().enumerate().filter(|(k, _)| keep[*k]) {
+                if let Some(start) = starts.as_ref().and_then(|s| s[k]) {
+                    head.record_start(ref_of(idx), t, start);
+                }
                 let appended = match v {
                     Staged::Float(v) => head.append(ref_of(idx), t, v),
                     Staged::Histogram(i) => {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::{lock, now_ms, read, write, write_head_block, CompactionReport, Db, SERIES_PER_BATCH};
 use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
-use crate::{Error, HistogramSample, Labels, Sample, Samples, Timestamp};
+use crate::start::merge_runs;
+use crate::{Error, HistogramSample, Labels, Sample, Samples, StartRun, Timestamp};
 
 /// Runs [`Db::compact`] every `every` until the database is dropped.
 pub(super) fn spawn_compactor(db: Weak<Db>, every: Duration) {
@@ -239,25 +240,30 @@ impl Db {
                 let chunk = &entries[start..end];
                 let mut read_back: Vec<Vec<Samples>> = Vec::with_capacity(group.len());
                 let mut hists_back: Vec<Vec<Vec<HistogramSample>>> = Vec::with_capacity(group.len());
+                let mut starts_back: Vec<Vec<Vec<StartRun>>> = Vec::with_capacity(group.len());
                 let mut positions: Vec<usize> = vec![0; group.len()];
                 for (bi, b) in group.iter().enumerate() {
                     let ids: Vec<u32> = chunk.iter().filter(|e| e.1 == bi).map(|e| e.2).collect();
                     read_back.push(b.read(&ids, Timestamp::MIN, Timestamp::MAX)?);
                     hists_back.push(b.read_histograms(&ids, Timestamp::MIN, Timestamp::MAX)?);
+                    starts_back.push(b.read_starts(&ids, Timestamp::MIN, Timestamp::MAX)?);
                 }
                 let mut i = 0;
                 while i < chunk.len() {
                     let mut parts: Vec<Samples> = Vec::new();
                     let mut hist_parts: Vec<Vec<HistogramSample>> = Vec::new();
+                    let mut start_parts: Vec<Vec<StartRun>> = Vec::new();
                     let labels = Arc::clone(&chunk[i].0);
                     while i < chunk.len() && chunk[i].0 == labels {
                         let bi = chunk[i].1;
                         parts.push(std::mem::take(&mut read_back[bi][positions[bi]]));
                         hist_parts.push(std::mem::take(&mut hists_back[bi][positions[bi]]));
+                        start_parts.push(std::mem::take(&mut starts_back[bi][positions[bi]]));
                         positions[bi] += 1;
                         i += 1;
                     }
-                    writer.add(labels, merge_samples(parts).iter(), &merge_histograms(hist_parts))?;
+                    let (hists, starts) = (merge_histograms(hist_parts), merge_runs(start_parts));
+                    writer.add(labels, merge_samples(parts).iter(), &hists, &starts)?;
                 }
                 start = end;
             }

@@ -96,6 +96,10 @@ pub struct DbOptions {
     /// Exemplars kept in memory over all series (`storage.exemplars.max_exemplars` with
     /// `--enable-feature=exemplar-storage`); 0 keeps none and writes none to the WAL.
     pub max_exemplars: usize,
+    /// Whether samples keep the start timestamps appenders give them
+    /// ([`Appender::set_start_timestamp`], `--enable-feature=st-storage`); when not, they
+    /// are dropped and nothing is written for them.
+    pub start_timestamps: bool,
 }
 
 impl Default for DbOptions {
@@ -113,6 +117,7 @@ impl Default for DbOptions {
             cut_waits_for_appenders: Duration::from_secs(30),
             future_limit: None,
             max_exemplars: 0,
+            start_timestamps: false,
         }
     }
 }
@@ -407,6 +412,14 @@ fn replay_into(
                 count(appended);
             }
         }
+        wal::Record::StartTimestamps(list) => {
+            // written before the samples of their batch, as they were applied
+            for (r, t, start) in list.into_iter().filter(|s| s.1 >= floor) {
+                if let Some(r) = target(head, &mut pending, &mut alias, r) {
+                    head.record_start(r, t, start);
+                }
+            }
+        }
         wal::Record::Exemplars(list) => {
             for (r, e) in list.into_iter().filter(|(_, e)| e.t >= floor) {
                 let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
@@ -534,7 +547,8 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
             hists.clear();
             h.samples_of(*r, mint, last, &mut samples);
             h.histograms_of(*r, mint, last, &mut hists);
-            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied(), &hists) {
+            let starts = h.starts_of(*r, mint, last);
+            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied(), &hists, &starts) {
                 drop(h);
                 writer.abort();
                 return Err(e);

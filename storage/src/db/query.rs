@@ -5,7 +5,8 @@ use std::sync::Arc;
 use super::compact::{merge_histograms, merge_samples};
 use super::{read, Db};
 use crate::block::Block;
-use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, Timestamp};
+use crate::start::merge_runs;
+use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp};
 
 /// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
 /// the samples of series found in several sources.
@@ -75,6 +76,36 @@ impl Querier for Db {
                 Some(prev) if prev.labels == s.labels => {
                     let joined = merge_histograms(vec![std::mem::take(&mut prev.samples), s.samples]);
                     prev.samples = joined;
+                }
+                _ => out.push(s),
+            }
+        }
+        Ok(out)
+    }
+
+    fn select_start_timestamps(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<StartTimestamps>, Error> {
+        // the head before the blocks, as for samples
+        let head = read(&self.head).select_starts(matchers, mint, maxt);
+        let mut all = Vec::new();
+        for b in self.blocks_in(mint, maxt) {
+            all.extend(b.select_starts(matchers, mint, maxt)?);
+        }
+        if all.is_empty() {
+            return Ok(head);
+        }
+        all.extend(head);
+        // stable: a series' parts stay in the order of their sources, oldest block first
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut out: Vec<StartTimestamps> = Vec::with_capacity(all.len());
+        for s in all {
+            match out.last_mut() {
+                Some(prev) if prev.labels == s.labels => {
+                    prev.runs = merge_runs(vec![std::mem::take(&mut prev.runs), s.runs]);
                 }
                 _ => out.push(s),
             }
