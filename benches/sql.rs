@@ -164,6 +164,7 @@ fn main() {
                 max_samples: MAX_SAMPLES,
                 deadline: None,
                 delayed_name_removal: false,
+                use_start_timestamps: false,
                 range_query: pair.step_ms.is_some(),
                 canceled: None,
             };

@@ -26,6 +26,7 @@ const HONOURED_FEATURES: &[&str] = &[
     "native-histograms",
     "otlp-native-delta-ingestion",
     "exemplar-storage",
+    "use-start-timestamps",
 ];
 
 fn main() {

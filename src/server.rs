@@ -318,6 +318,7 @@ impl Components {
                 timeout: flags.query_timeout,
                 max_samples: flags.query_max_samples,
                 delayed_name_removal: delayed_name_removal(flags),
+                use_start_timestamps: use_start_timestamps(flags),
                 compile: promflow_promql::CompileOptions {
                     default_subquery_step: config.global.evaluation_interval,
                     ..Default::default()
@@ -462,11 +463,17 @@ fn delayed_name_removal(flags: &cli::Flags) -> bool {
     flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal")
 }
 
+/// `--enable-feature=use-start-timestamps`.
+fn use_start_timestamps(flags: &cli::Flags) -> bool {
+    flags.enable_feature.iter().any(|f| f == "use-start-timestamps")
+}
+
 /// The live views over the incremental executor, which rules in event mode and
-/// subscriptions read. Views remove metric names at once, so with delayed name removal there
-/// are none and every rule runs in batch.
+/// subscriptions read. Views remove metric names at once and read no start timestamps, so
+/// with delayed name removal or start timestamps in use there are none and every rule runs
+/// in batch.
 fn start_live_views(flags: &cli::Flags, db: &Arc<Db>) -> Result<Option<Arc<LiveViews>>, String> {
-    if delayed_name_removal(flags) {
+    if delayed_name_removal(flags) || use_start_timestamps(flags) {
         return Ok(None);
     }
     let querier = Arc::clone(db) as Arc<dyn Querier>;
@@ -502,6 +509,7 @@ fn start_rules(
                 lookback_ms: millis(flags.lookback_delta),
                 max_samples: flags.query_max_samples,
                 delayed_name_removal: delayed_name_removal(flags),
+                use_start_timestamps: use_start_timestamps(flags),
                 ..QueryOptions::instant(0)
             },
             timeout: flags.query_timeout,

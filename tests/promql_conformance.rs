@@ -4,9 +4,9 @@
 //!
 //! The script language is described in the corpus's README.md. Each file's counts are
 //! printed; the run fails when a case listed in `tests/promql-baseline.txt` no longer passes
-//! (a regression), or, with `CI=true`, when the corpus is missing. Evals that read start
-//! timestamps are skipped (promflow does not store them yet), and so are, in the view runs,
-//! those that read native histograms.
+//! (a regression), or, with `CI=true`, when the corpus is missing. Samples keep the start
+//! timestamps of `@st` lines, and queries use them, as Prometheus's test runner does. In the
+//! view runs, evals that read native histograms or start timestamps are skipped.
 //!
 //! Every file runs three times: through the batch executor, through the incremental
 //! executor's dataflow views read at each evaluation (`run_file_incremental`), and through
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use promflow_incremental::{Incremental, Subscription, ViewId};
 use promflow_plan::ValueKind;
 use promflow_plan::{Evaluation, Level, Plan, QueryOptions, QueryResult};
-use promflow_promql::notation::{expand, number, quoted, series_desc, Slot};
+use promflow_promql::notation::{expand, number, quoted, series_desc, start_offsets, Slot};
 use promflow_storage::{stale_nan, Db, DbOptions, FloatHistogram, HistogramSeries, Labels, Sample, Series};
 
 const DEFAULT_CORPUS: &str = "../shared/promql-tests";
@@ -216,22 +216,21 @@ fn write_report(rows: &str) {
 enum Verdict {
     Pass,
     Fail(String),
-    /// Needs native histograms or start timestamps, which promflow does not have yet.
+    /// Reads what views do not read yet (native histograms, start timestamps).
     Skip(String),
 }
 
-/// What a loaded series needs that promflow's storage does not hold yet.
+/// What a loaded series holds that views do not read yet (the batch executor reads both).
 #[derive(Clone, Copy, PartialEq)]
 enum Unsupported {
-    StartTimestamps,
-    /// Native histograms are stored and the batch executor reads them; views do not yet.
+    StartTimestampViews,
     HistogramViews,
 }
 
 impl Unsupported {
     fn reason(self) -> &'static str {
         match self {
-            Unsupported::StartTimestamps => "needs start timestamps",
+            Unsupported::StartTimestampViews => "views over start timestamps",
             Unsupported::HistogramViews => "views over native histograms",
         }
     }
@@ -250,7 +249,12 @@ fn fresh_store() -> Store {
     let db = Db::open(
         dir.path(),
         // the corpus loads days of samples series by series: no out-of-bounds window, no blocks
-        DbOptions { block_duration: i64::MAX, compaction_interval: None, ..DbOptions::default() },
+        DbOptions {
+            block_duration: i64::MAX,
+            compaction_interval: None,
+            start_timestamps: true,
+            ..DbOptions::default()
+        },
     )
     .unwrap();
     Store { _dir: dir, db, unsupported: Vec::new() }
@@ -378,7 +382,7 @@ fn eval_incremental(seg: &mut Segment, block: &[String]) -> Result<Option<String
         Err(reason) => return Ok(Some(reason.to_string())),
     };
     let outcome = check_incremental(seg, &c);
-    match (outcome, needs_unsupported(&seg.store, &c.query, c.plan.as_ref().ok(), true)) {
+    match (outcome, needs_unsupported(&seg.store, &c.query, c.plan.as_ref().ok())) {
         (Err(_), Some(reason)) => Ok(Some(reason.to_string())),
         // the corpus runs with Prometheus's delayed name removal; views remove names at once,
         // as Prometheus does by default (the server evaluates every rule in batch under the
@@ -402,6 +406,7 @@ fn passes(store: &Store, c: &EvalCase, delayed_name_removal: bool) -> bool {
         deadline: None,
         delayed_name_removal,
         range_query: !c.instant,
+        use_start_timestamps: true,
         canceled: None,
     };
     let Ok(plan) = &c.plan else { return false };
@@ -582,16 +587,24 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
     let interval = words.next().and_then(duration_ms).unwrap_or(0);
     // a series repeated within one block: the later line wins
     let mut series: Vec<(Labels, Vec<Slot>)> = Vec::new();
+    // the start-timestamp offsets of the series an `@st` line gives them to (the next line's)
+    let mut offsets: Vec<(Labels, Vec<Option<i64>>)> = Vec::new();
+    let mut pending: Option<(Labels, Vec<Option<i64>>)> = None;
     for line in &block[1..] {
         let Some((labels, rest)) = series_desc(line) else { continue };
         if labels.is_empty() {
             continue;
         }
-        if rest.trim_start().starts_with("@st") {
-            store.unsupported.push((labels, Unsupported::StartTimestamps));
+        if let Some(st) = rest.trim_start().strip_prefix("@st") {
+            pending = start_offsets(st).map(|o| (labels.clone(), o));
+            store.unsupported.push((labels, Unsupported::StartTimestampViews));
             continue;
         }
         let Some(slots) = expand(rest) else { continue };
+        offsets.retain(|(l, _)| *l != labels);
+        if let Some(p) = pending.take().filter(|(l, _)| *l == labels) {
+            offsets.push(p);
+        }
         series.retain(|(l, _)| *l != labels);
         series.push((labels, slots));
     }
@@ -606,18 +619,27 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
     let mut app = store.db.appender();
     let mut appended = Vec::new();
     for (labels, slots) in &series {
+        let starts = offsets.iter().find(|(l, _)| l == labels).map(|(_, o)| o);
         for (i, slot) in slots.iter().enumerate() {
             let t = i as i64 * interval;
+            let start = starts.and_then(|o| o.get(i).copied().flatten()).map(|offset| t + offset);
             let v = match slot {
                 Slot::Value(v) => *v,
                 Slot::Stale => stale_nan(),
                 Slot::Histogram(h) => {
-                    let _ = app.append_histogram(labels, t, (**h).clone());
+                    if app.append_histogram(labels, t, (**h).clone()).is_ok() {
+                        if let Some(st) = start {
+                            let _ = app.set_start_timestamp(labels, t, st);
+                        }
+                    }
                     continue;
                 }
                 Slot::Empty => continue,
             };
             if app.append(labels, t, v).is_ok() {
+                if let Some(st) = start {
+                    let _ = app.set_start_timestamp(labels, t, st);
+                }
                 appended.push((labels.clone(), t, v));
             }
         }
@@ -702,11 +724,11 @@ fn mentions_metric(query: &str, name: &str) -> bool {
         })
 }
 
-/// Why an eval cannot run on promflow yet, if it reads series that hold start timestamps (or
-/// asks for them), or, for views (`views`), native histograms.
-fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>, views: bool) -> Option<&'static str> {
+/// Why an eval cannot run as a view yet: it reads series that hold native histograms or
+/// start timestamps, or asks for start timestamps.
+fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>) -> Option<&'static str> {
     if query.contains("start_timestamp") {
-        return Some(Unsupported::StartTimestamps.reason());
+        return Some(Unsupported::StartTimestampViews.reason());
     }
     let sels = plan.map(Plan::selections).unwrap_or_default();
     let hit = |labels: &Labels| match plan {
@@ -714,12 +736,7 @@ fn needs_unsupported(store: &Store, query: &str, plan: Option<&Plan>, views: boo
         // a query promflow cannot compile yet: judge by the metric names it mentions
         None => mentions_metric(query, labels.metric_name()),
     };
-    store
-        .unsupported
-        .iter()
-        .filter(|(_, u)| views || *u != Unsupported::HistogramViews)
-        .find(|(l, _)| hit(l))
-        .map(|(_, u)| u.reason())
+    store.unsupported.iter().find(|(l, _)| hit(l)).map(|(_, u)| u.reason())
 }
 
 // ---- eval ----
@@ -937,12 +954,7 @@ fn run_eval(store: &Store, block: &[String]) -> Result<Option<&'static str>, Str
         Ok(c) => c,
         Err(reason) => return Ok(Some(reason)),
     };
-    let outcome = check_eval(store, &c.plan, &c.exp, (c.start, c.end, c.step), c.instant);
-    // a case that reads what promflow cannot store is skipped, unless it passes all the same
-    match (outcome, needs_unsupported(store, &c.query, c.plan.as_ref().ok(), false)) {
-        (Err(_), Some(reason)) => Ok(Some(reason)),
-        (outcome, _) => outcome.map(|()| None),
-    }
+    check_eval(store, &c.plan, &c.exp, (c.start, c.end, c.step), c.instant).map(|()| None)
 }
 
 fn check_eval(
@@ -962,6 +974,7 @@ fn check_eval(
             deadline: None,
             delayed_name_removal: true,
             range_query: !instant,
+            use_start_timestamps: true,
             canceled: None,
         };
         promflow_batch::evaluate(&plan, store.db.as_ref(), &opts).map_err(|e| e.to_string())

@@ -127,9 +127,15 @@ impl<'a> SampleSlice<'a> {
 
     /// The samples with `start < t <= end` (a left-open window, as Prometheus 3's).
     pub fn window(&self, start: Timestamp, end: Timestamp) -> SampleSlice<'a> {
+        self.slice(self.window_range(start, end))
+    }
+
+    /// The positions of [`window`](Self::window)'s samples, to read a column aligned with
+    /// these samples (such as their start timestamps) over the same window.
+    pub fn window_range(&self, start: Timestamp, end: Timestamp) -> Range<usize> {
         let lo = self.t.partition_point(|&t| t <= start);
         let hi = self.t.partition_point(|&t| t <= end);
-        self.slice(lo..hi.max(lo))
+        lo..hi.max(lo)
     }
 
     /// The samples one by one.

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use promflow_storage::{
-    is_stale_nan, FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Querier, Sample,
-    SampleSlice, Samples, Series, METRIC_NAME,
+    aligned_starts, is_stale_nan, FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Querier,
+    Sample, SampleSlice, Samples, Series, StartRun, StartTimestamps, METRIC_NAME,
 };
 
-use promflow_kernels::{self as kernels, aggregate_values, combine, extended_window, WindowBounds};
+use promflow_kernels::{self as kernels, aggregate_values, combine, extended_window, start, WindowBounds};
 use promflow_plan::semantics::{
     absent_labels, compile_relabel, effective_info_name_matchers, grouping_key, parse_le, relabel_one,
     result_labels, strip_metric_identity, INFO_IDENTIFYING_LABELS,
@@ -87,6 +87,17 @@ impl StepSeries {
     }
 }
 
+/// What an instant selection answers for each sample it selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Selected {
+    /// The sample itself.
+    Values,
+    /// Its timestamp in seconds (`timestamp`).
+    Timestamps,
+    /// Its start timestamp in seconds, 0 where it has none (`start_timestamp`).
+    StartTimestamps,
+}
+
 /// A range-valued intermediate: each series' samples and how to find its window at a step.
 struct RangeValue {
     series: Vec<(Labels, Samples)>,
@@ -98,9 +109,20 @@ struct RangeValue {
     /// edges (see [`RangeValue::widened`]).
     edges: Edges,
     lookback_ms: i64,
+    /// The series' start timestamps (sorted by labels), read for the counter functions when
+    /// queries use them; a subquery's windows have none.
+    starts: Vec<StartTimestamps>,
 }
 
 impl RangeValue {
+    /// The start-timestamp runs of the series `labels` (empty when it has none).
+    fn starts_of(&self, labels: &Labels) -> &[StartRun] {
+        match self.starts.binary_search_by(|s| s.labels.cmp(labels)) {
+            Ok(i) => &self.starts[i].runs,
+            Err(_) => &[],
+        }
+    }
+
     /// The window at `step`.
     fn bounds(&self, step: i64, query_start: i64, query_end: i64) -> WindowBounds {
         let end = self.shift.apply(step, query_start, query_end);
@@ -402,7 +424,9 @@ impl Ctx<'_> {
             Plan::Select { matchers, shift, edges: Edges::Smoothed, origin } => {
                 Value::Vector(self.select_smoothed(matchers, shift, origin)?)
             }
-            Plan::Select { matchers, shift, .. } => Value::Vector(self.select(matchers, shift, false)?),
+            Plan::Select { matchers, shift, .. } => {
+                Value::Vector(self.select(matchers, shift, Selected::Values)?)
+            }
             Plan::Window { matchers, range_ms, shift, edges } => {
                 let (lo, hi) = self.anchored_span(shift);
                 let lookback_ms = self.opts.lookback_ms;
@@ -414,6 +438,12 @@ impl Ctx<'_> {
                 let (mint, maxt) = (lo - range_ms - before + 1, hi + after);
                 let series = self.querier.select(matchers, mint, maxt)?;
                 let hists = self.querier.select_histograms(matchers, mint, maxt)?;
+                // extended windows read no start timestamps, as in Prometheus
+                let starts = if self.opts.use_start_timestamps && *edges == Edges::Plain {
+                    self.querier.select_start_timestamps(matchers, mint, maxt)?
+                } else {
+                    Vec::new()
+                };
                 let mut out = Vec::with_capacity(series.len());
                 for s in series {
                     self.check_deadline()?;
@@ -429,6 +459,7 @@ impl Ctx<'_> {
                     shift: *shift,
                     edges: *edges,
                     lookback_ms,
+                    starts,
                 })
             }
             Plan::SubWindow { input, range_ms, step_ms, shift } => {
@@ -564,17 +595,23 @@ impl Ctx<'_> {
     }
 
     /// Instant selection: per step, the newest sample in `(t - lookback, t]` unless it is a
-    /// staleness marker. With `timestamps`, the value is the sample's timestamp in seconds.
+    /// staleness marker, answered as `what` says.
     fn select(
         &mut self,
         matchers: &[Matcher],
         shift: &TimeShift,
-        timestamps: bool,
+        what: Selected,
     ) -> Result<Vec<StepSeries>, Error> {
         let (lo, hi) = self.anchored_span(shift);
         let lookback = self.opts.lookback_ms;
         let series = self.querier.select(matchers, lo - lookback + 1, hi)?;
         let hists = self.querier.select_histograms(matchers, lo - lookback + 1, hi)?;
+        let starts = match what {
+            Selected::StartTimestamps => {
+                self.querier.select_start_timestamps(matchers, lo - lookback + 1, hi)?
+            }
+            _ => Vec::new(),
+        };
         let series = with_histograms(
             series.into_iter().map(|s| (s.labels, s.samples)).collect(),
             hists.into_iter().map(|h| (h.labels, h.samples)).collect(),
@@ -587,6 +624,21 @@ impl Ctx<'_> {
             self.count_samples(floats.len() + hists.as_ref().map_or(0, Vec::len))?;
             let samples = floats.view();
             let hs = hists.as_ref().unwrap_or(&no_hists);
+            // each sample's start timestamp, when that is what is selected
+            let (fstarts, hstarts) = match what {
+                Selected::StartTimestamps => {
+                    let runs = match starts.binary_search_by(|s| s.labels.cmp(&labels)) {
+                        Ok(i) => &starts[i].runs[..],
+                        Err(_) => &[],
+                    };
+                    (
+                        aligned_starts(runs, samples.t.iter().copied()),
+                        aligned_starts(runs, hs.iter().map(|h| h.t)),
+                    )
+                }
+                _ => (Vec::new(), Vec::new()),
+            };
+            let as_seconds = |ms: i64| Some(ms as f64 / 1000.0);
             let mut values = Vec::with_capacity(self.steps.len());
             let mut step_hists = Vec::with_capacity(if hists.is_some() { self.steps.len() } else { 0 });
             let mut any = false;
@@ -598,18 +650,17 @@ impl Ctx<'_> {
                 let hist = (hidx > 0).then(|| &hs[hidx - 1]);
                 // the newer of the two is the series' sample; a series never has both at once
                 let (v, h) = match (float, hist) {
-                    (_, Some(h)) if float.is_none_or(|f| f.t < h.t) => {
-                        if h.t <= t - lookback {
-                            (None, None)
-                        } else if timestamps {
-                            (Some(h.t as f64 / 1000.0), None)
-                        } else {
-                            (None, Some(Arc::clone(&h.h)))
-                        }
-                    }
-                    (Some(x), _) if x.t > t - lookback && !is_stale_nan(x.v) => {
-                        (Some(if timestamps { x.t as f64 / 1000.0 } else { x.v }), None)
-                    }
+                    (_, Some(h)) if float.is_none_or(|f| f.t < h.t) => match what {
+                        _ if h.t <= t - lookback => (None, None),
+                        Selected::Values => (None, Some(Arc::clone(&h.h))),
+                        Selected::Timestamps => (as_seconds(h.t), None),
+                        Selected::StartTimestamps => (as_seconds(hstarts[hidx - 1]), None),
+                    },
+                    (Some(x), _) if x.t > t - lookback && !is_stale_nan(x.v) => match what {
+                        Selected::Values => (Some(x.v), None),
+                        Selected::Timestamps => (as_seconds(x.t), None),
+                        Selected::StartTimestamps => (as_seconds(fstarts[idx - 1]), None),
+                    },
                     _ => (None, None),
                 };
                 any |= v.is_some() || h.is_some();
@@ -663,6 +714,7 @@ impl Ctx<'_> {
                 shift: *shift,
                 edges: Edges::Plain,
                 lookback_ms: 0,
+                starts: Vec::new(),
             }));
         }
         let (series, hists): (Vec<(Labels, Samples)>, _) = match inner.eval(input)? {
@@ -701,6 +753,7 @@ impl Ctx<'_> {
             shift: *shift,
             edges: Edges::Plain,
             lookback_ms: 0,
+            starts: Vec::new(),
         }))
     }
 
@@ -732,26 +785,47 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(series.len());
         let mut step_args = vec![0.0; arg_vals.len()];
         let steps = self.steps.clone();
+        let reads_starts =
+            matches!(func, WindowFn::Rate | WindowFn::Increase | WindowFn::Irate | WindowFn::Resets);
         for (labels, samples, hists) in series {
             self.check_deadline()?;
             let mut values = Vec::with_capacity(n);
             let mut out_hists = Vec::new();
             let mut any = false;
+            let all_hists = hists.as_deref().unwrap_or(&[]);
+            // the start timestamps of the series' floats and histograms, when it has any
+            let runs = if reads_starts { r.starts_of(&labels) } else { &[] };
+            let starts = (!runs.is_empty()).then(|| {
+                let floats = aligned_starts(runs, samples.view().t.iter().copied());
+                (floats, aligned_starts(runs, all_hists.iter().map(|h| h.t)))
+            });
+            let mut overlap = false;
             for (i, &step) in steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
                 for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
                     *a = vals[i];
                 }
-                let window = window_slice(samples.view(), b);
-                let all_hists = hists.as_deref().unwrap_or(&[]);
+                let in_window = samples.view().window_range(b.start, b.end);
+                let window = samples.view().slice(in_window.clone());
                 let hwindow = match r.edges {
                     Edges::Plain => histogram_window(all_hists, b.start, b.end),
                     _ => r.widened_histograms(all_hists, b),
                 };
                 if !hwindow.is_empty() {
+                    let hstarts = starts.as_ref().map_or(&[][..], |(_, h)| {
+                        let from = all_hists.partition_point(|x| x.t <= b.start);
+                        &h[from..from + hwindow.len()]
+                    });
                     let (v, h) = match r.edges {
                         Edges::Plain => self.window_over_histograms(
-                            func, window, hwindow, b, &r, &step_args, &labels, origin,
+                            func,
+                            window,
+                            (hwindow, hstarts),
+                            b,
+                            &r,
+                            &step_args,
+                            &labels,
+                            origin,
                         ),
                         edges => self.extended_window_over_histograms(
                             func,
@@ -771,12 +845,27 @@ impl Ctx<'_> {
                 if func == WindowFn::QuantileOverTime && !window.is_empty() {
                     check_quantile(&mut self.annotations, step_args[0], origin, 0);
                 }
-                let v = match r.edges {
-                    Edges::Plain => kernels::window(func, window, b, &step_args),
-                    edges => extended_window(func, r.widened(samples.view(), b), b, edges, &step_args)?,
+                let v = match (r.edges, &starts) {
+                    (Edges::Plain, Some((fstarts, _))) => {
+                        let wst = &fstarts[in_window];
+                        overlap |= matches!(func, WindowFn::Rate | WindowFn::Increase)
+                            && start::any_overlap(wst, window.t.iter().copied());
+                        match func {
+                            WindowFn::Rate | WindowFn::Increase => {
+                                start::counter_rate(window, wst, b, func == WindowFn::Rate).0
+                            }
+                            WindowFn::Irate => start::instant_rate(window, wst),
+                            _ => Some(start::resets(window, wst) as f64),
+                        }
+                    }
+                    (Edges::Plain, None) => kernels::window(func, window, b, &step_args),
+                    (edges, _) => extended_window(func, r.widened(samples.view(), b), b, edges, &step_args)?,
                 };
                 any |= v.is_some();
                 values.push(v);
+            }
+            if overlap {
+                self.note_start_overlap(&labels, origin);
             }
             if any && matches!(func, WindowFn::Rate | WindowFn::Increase) {
                 let name = labels.get(METRIC_NAME);
@@ -815,7 +904,7 @@ impl Ctx<'_> {
         &mut self,
         func: WindowFn,
         floats: SampleSlice<'_>,
-        hists: &[HistogramSample],
+        (hists, starts): (&[HistogramSample], &[i64]),
         b: WindowBounds,
         r: &RangeValue,
         args: &[f64],
@@ -839,8 +928,12 @@ impl Ctx<'_> {
                     return mixed(self);
                 }
                 let counter = func != WindowFn::Delta;
+                if counter && start::any_overlap(starts, hists.iter().map(|h| h.t)) {
+                    self.note_start_overlap(labels, origin);
+                }
                 let h = native::histogram_rate(
                     hists,
+                    if counter { starts } else { &[] },
                     b.start,
                     b.end,
                     r.range_ms,
@@ -855,8 +948,14 @@ impl Ctx<'_> {
                 let floats_after = |t: i64| floats.t.iter().filter(|&&x| x > t).count();
                 let last_two_hists = hists.len() >= 2 && floats_after(hists[hists.len() - 2].t) == 0;
                 if last_two_hists {
-                    let (p, l) = (&hists[hists.len() - 2], &hists[hists.len() - 1]);
-                    (None, native::histogram_instant(p, l, func == WindowFn::Irate, &mut notes))
+                    let k = hists.len();
+                    let (p, l) = (&hists[k - 2], &hists[k - 1]);
+                    let irate = func == WindowFn::Irate;
+                    let pair = match starts {
+                        [.., a, b] if irate => (*a, *b),
+                        _ => (0, 0),
+                    };
+                    (None, native::histogram_instant(p, l, pair, irate, &mut notes))
                 } else if floats.len() >= 2 && hists.last().is_none_or(|h| h.t < floats.t[floats.len() - 2]) {
                     (kernels::window(func, floats, b, args), None)
                 } else if floats.len() + hists.len() >= 2 {
@@ -910,6 +1009,13 @@ impl Ctx<'_> {
                     }
                 }
             }
+            WindowFn::Resets if floats.is_empty() && !starts.is_empty() => {
+                let resets = (1..hists.len()).filter(|&i| {
+                    let (prev, cur) = (&hists[i - 1], &hists[i]);
+                    start::is_reset(starts[i - 1], prev.t, starts[i], cur.t) || cur.h.detect_reset(&prev.h)
+                });
+                (Some(resets.count() as f64), None)
+            }
             WindowFn::Resets | WindowFn::Changes => {
                 (Some(resets_or_changes(func == WindowFn::Resets, floats, hists)), None)
             }
@@ -927,6 +1033,17 @@ impl Ctx<'_> {
         };
         self.note_window(&notes, name, origin);
         answer
+    }
+
+    /// Prometheus's warning for a series whose samples' counts overlap (see
+    /// [`start::overlaps`]).
+    fn note_start_overlap(&mut self, labels: &Labels, origin: &Origin) {
+        let name = labels.get(METRIC_NAME);
+        self.annotations.add(
+            Level::Warning,
+            format!("sample has start time that overlaps with previous sample timestamp for metric {name:?}"),
+            origin.arg(0),
+        );
     }
 
     /// The annotations of a function over a window of histograms.
@@ -1105,8 +1222,24 @@ impl Ctx<'_> {
             return Ok(Value::Scalar(self.eval_scalar(input)?.into_iter().map(|v| -v).collect()));
         }
         if let (MapFn::Timestamp, Plan::Select { matchers, shift, edges: Edges::Plain, .. }) = (func, input) {
-            let v = self.select(matchers, shift, true)?;
+            let v = self.select(matchers, shift, Selected::Timestamps)?;
             return Ok(Value::Vector(self.drop_names(v)?));
+        }
+        if func == MapFn::StartTimestamp {
+            // a computed vector's samples have no start timestamps (nor any sample when
+            // queries use none): nothing, as in Prometheus
+            return match input {
+                Plan::Select { matchers, shift, edges: Edges::Plain, .. }
+                    if self.opts.use_start_timestamps =>
+                {
+                    let v = self.select(matchers, shift, Selected::StartTimestamps)?;
+                    Ok(Value::Vector(self.drop_names(v)?))
+                }
+                _ => {
+                    self.eval_vector(input)?;
+                    Ok(Value::Vector(Vec::new()))
+                }
+            };
         }
         let mut v = self.eval_vector(input)?;
         // a histogram is negated bucket by bucket; the other functions are of floats and
@@ -1847,7 +1980,7 @@ impl Ctx<'_> {
                 )));
             }
             // values are the samples' own timestamps: the newest version of an info series wins
-            self.select(&matchers, shift, true)?
+            self.select(&matchers, shift, Selected::Timestamps)?
         };
         let info_sig = |name: &str, l: &Labels| {
             let mut sig = vec![name.to_string()];

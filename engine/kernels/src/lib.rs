@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod native;
+pub mod start;
 
 use promflow_storage::{Sample, SampleSlice, Samples};
 
@@ -839,6 +840,8 @@ pub fn map(func: MapFn, v: f64, args: &[f64], t_ms: i64) -> f64 {
         MapFn::Trig(f) => trig(f, v),
         MapFn::Date(f) => date(f, v),
         MapFn::Timestamp => t_ms as f64 / 1000.0,
+        // read from storage by the executor, never from a value: there is none to map to
+        MapFn::StartTimestamp => f64::NAN,
         MapFn::Negate => -v,
     }
 }

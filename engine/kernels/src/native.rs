@@ -7,7 +7,7 @@ use promflow_plan::BinOp;
 use promflow_storage::native_histogram::{fraction_below, Bucket, HistogramError};
 use promflow_storage::{FloatHistogram, HistogramSample};
 
-use crate::kahan_inc;
+use crate::{kahan_inc, start};
 
 /// What a quantile or fraction of a histogram with NaN observations (its sum is NaN and its
 /// count more than its buckets') has to say about its answer.
@@ -205,21 +205,26 @@ pub enum WindowNote {
 }
 
 /// The increase of a counter histogram (or the change of a gauge one) from the first to the
-/// last of `points`, counter resets accounted for; `None` when the histograms cannot be
-/// combined (Prometheus's `histogramRate`).
+/// last of `points` (two or more), counter resets accounted for, those that `starts` show
+/// too (the points' start timestamps, 0 for none; empty when they have none); `None` when
+/// the histograms cannot be combined (Prometheus's `histogramRate`).
 fn histogram_increase(
     points: &[HistogramSample],
+    starts: &[i64],
     is_counter: bool,
     notes: &mut Vec<WindowNote>,
 ) -> Option<FloatHistogram> {
     use promflow_storage::native_histogram::CounterResetHint::Gauge;
+    let start_reset = |i: usize| {
+        i > 0 && i < starts.len() && start::is_reset(starts[i - 1], points[i - 1].t, starts[i], points[i].t)
+    };
     let (first, last) = (&points[0].h, &points[points.len() - 1].h);
     if is_counter && (first.hint == Gauge || last.hint == Gauge) {
         notes.push(WindowNote::NotCounter);
     }
     // a reset right after the first histogram: the counter started from nothing
     let mut prev = (**first).clone();
-    if is_counter && points[1].h.detect_reset(first) {
+    if is_counter && (start_reset(1) || points[1].h.detect_reset(first)) {
         prev = FloatHistogram::empty_like(&points[1].h);
     }
     if last.uses_custom_buckets() != prev.uses_custom_buckets() {
@@ -250,8 +255,8 @@ fn histogram_increase(
     }
     if is_counter {
         let mut prev = &prev;
-        for p in &points[1..] {
-            if p.h.detect_reset(prev) {
+        for (i, p) in points.iter().enumerate().skip(1) {
+            if start_reset(i) || p.h.detect_reset(prev) {
                 let Ok((sum, reconciled)) = h.add(prev) else {
                     notes.push(WindowNote::MixedSchemas);
                     return None;
@@ -271,9 +276,13 @@ fn histogram_increase(
 }
 
 /// `rate`, `increase` (`is_counter`) or `delta` of the histograms in a window `(start, end]`
-/// of `range_ms`, extrapolated to the window's edges as Prometheus extrapolates floats.
+/// of `range_ms`, extrapolated to the window's edges as Prometheus extrapolates floats, or
+/// counted from the first histogram's start timestamp where it lies inside the window
+/// (`starts`: the points' start timestamps, empty when they have none; see [`start`]).
+#[allow(clippy::too_many_arguments)]
 pub fn histogram_rate(
     points: &[HistogramSample],
+    starts: &[i64],
     start: i64,
     end: i64,
     range_ms: i64,
@@ -281,27 +290,35 @@ pub fn histogram_rate(
     is_rate: bool,
     notes: &mut Vec<WindowNote>,
 ) -> Option<FloatHistogram> {
-    if points.len() < 2 {
-        return None;
+    let first = points.first()?;
+    let mut h = match points.len() {
+        1 => None,
+        _ => Some(histogram_increase(points, starts, is_counter, notes)?),
+    };
+    let (first_t, last_t) = (first.t, points[points.len() - 1].t);
+    let count = h.as_ref().map_or(0.0, |h| h.count);
+    let first_start = if is_counter { starts.first().copied().unwrap_or(0) } else { 0 };
+    let b = crate::WindowBounds { start, end, eval_time: end };
+    let (mut factor, from_start) = start::extrapolation_factor(
+        b,
+        (first_t, last_t),
+        points.len(),
+        (count, first.h.count),
+        first_start,
+        is_counter,
+    )?;
+    if from_start {
+        // counted from zero at the start timestamp: the first histogram is all increase
+        h = match h {
+            None => {
+                let mut h = (*first.h).clone();
+                h.hint = promflow_storage::native_histogram::CounterResetHint::Gauge;
+                Some(h)
+            }
+            Some(h) => Some(noted(h.add(&first.h), WindowNote::ReconciledAddition, notes)?),
+        };
     }
-    let mut h = histogram_increase(points, is_counter, notes)?;
-    let (first_t, last_t) = (points[0].t, points[points.len() - 1].t);
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let average = sampled / (points.len() - 1) as f64;
-    let threshold = average * 1.1;
-    let mut to_start = (first_t - start) as f64 / 1000.0;
-    let mut to_end = (end - last_t) as f64 / 1000.0;
-    if to_start >= threshold {
-        to_start = average / 2.0;
-    }
-    if is_counter && h.count > 0.0 && points[0].h.count >= 0.0 {
-        // a counter is not extrapolated below zero
-        to_start = to_start.min(sampled * (points[0].h.count / h.count));
-    }
-    if to_end >= threshold {
-        to_end = average / 2.0;
-    }
-    let mut factor = if sampled != 0.0 { (sampled + to_start + to_end) / sampled } else { 1.0 };
+    let mut h = h?;
     if is_rate {
         factor /= range_ms as f64 / 1000.0;
     }
@@ -309,10 +326,12 @@ pub fn histogram_rate(
     Some(h)
 }
 
-/// `irate` (`is_rate`) or `idelta` of the last two histograms of a window.
+/// `irate` (`is_rate`) or `idelta` of the last two histograms of a window, with their start
+/// timestamps (`prev_start`, `last_start`; 0 for none).
 pub fn histogram_instant(
     prev: &HistogramSample,
     last: &HistogramSample,
+    (prev_start, last_start): (i64, i64),
     is_rate: bool,
     notes: &mut Vec<WindowNote>,
 ) -> Option<FloatHistogram> {
@@ -329,7 +348,8 @@ pub fn histogram_instant(
         notes.push(WindowNote::NotGauge);
     }
     let mut h = (*last.h).clone();
-    if !is_rate || !last.h.detect_reset(&prev.h) {
+    let reset = start::is_reset(prev_start, prev.t, last_start, last.t) || last.h.detect_reset(&prev.h);
+    if !is_rate || !reset {
         let Ok((d, reconciled)) = h.sub(&prev.h) else {
             notes.push(WindowNote::MixedSchemas);
             return None;

@@ -30,6 +30,11 @@ pub struct QueryOptions {
     /// A range query (`/api/v1/query_range`): the result is a matrix and the expression must
     /// be a scalar or an instant vector, even when `start == end`.
     pub range_query: bool,
+    /// Prometheus's `use-start-timestamps` feature: `rate`, `increase`, `irate` and `resets`
+    /// see the counter resets that samples' start timestamps show, `rate` and `increase`
+    /// count from a start timestamp inside the window instead of extrapolating, and
+    /// `start_timestamp` answers.
+    pub use_start_timestamps: bool,
     /// Set when whoever asked no longer waits for the answer (the client hung up): the query
     /// stops where it would stop for its deadline.
     pub canceled: Option<Arc<AtomicBool>>,
@@ -48,6 +53,7 @@ impl QueryOptions {
             canceled: None,
             delayed_name_removal: false,
             range_query: false,
+            use_start_timestamps: false,
         }
     }
 

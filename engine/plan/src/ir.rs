@@ -258,6 +258,9 @@ pub enum MapFn {
     Date(DateFn),
     /// `timestamp`: the sample's own timestamp in seconds.
     Timestamp,
+    /// `start_timestamp`: the selected sample's start timestamp in seconds (0 where it has
+    /// none); nothing for a computed vector or when queries use no start timestamps.
+    StartTimestamp,
     /// Unary minus.
     Negate,
 }

@@ -120,6 +120,8 @@ pub struct QuerySettings {
     pub max_samples: usize,
     /// `--enable-feature=promql-delayed-name-removal`.
     pub delayed_name_removal: bool,
+    /// `--enable-feature=use-start-timestamps`.
+    pub use_start_timestamps: bool,
     /// Lowering options (default subquery step).
     pub compile: promflow_promql::CompileOptions,
 }

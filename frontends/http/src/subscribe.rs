@@ -398,6 +398,7 @@ impl Connection {
                         max_samples: q.max_samples,
                         deadline: Some(std::time::Instant::now() + q.timeout),
                         delayed_name_removal: q.delayed_name_removal,
+                        use_start_timestamps: q.use_start_timestamps,
                         ..QueryOptions::instant(t)
                     };
                     promflow_batch::evaluate(&plan, state.db.as_ref(), &opts)
@@ -612,6 +613,7 @@ fn samples_read(state: &AppState, plan: &Plan, budget: usize) -> Result<usize, S
         max_samples: budget,
         deadline: Some(std::time::Instant::now() + q.timeout),
         delayed_name_removal: q.delayed_name_removal,
+        use_start_timestamps: q.use_start_timestamps,
         ..QueryOptions::instant(chrono::Utc::now().timestamp_millis())
     };
     match promflow_batch::evaluate(plan, state.db.as_ref(), &opts) {

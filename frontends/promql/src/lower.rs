@@ -124,6 +124,7 @@ fn map_fn(name: &str) -> Option<MapFn> {
         "clamp_min" => MapFn::ClampMin,
         "clamp_max" => MapFn::ClampMax,
         "timestamp" => MapFn::Timestamp,
+        "start_timestamp" => MapFn::StartTimestamp,
         "acos" => MapFn::Trig(TrigFn::Acos),
         "acosh" => MapFn::Trig(TrigFn::Acosh),
         "asin" => MapFn::Trig(TrigFn::Asin),

@@ -1,5 +1,6 @@
 //! The series notation of PromQL test scripts and promtool's rule unit tests:
-//! `name{label="value"}` descriptions and expanding value lists (`1+2x3`, `_x2`, `stale`).
+//! `name{label="value"}` descriptions and expanding value lists (`1+2x3`, `_x2`, `stale`),
+//! and the start-timestamp offsets of a test script's `name{…}@st` lines.
 
 use promflow_storage::native_histogram::{CounterResetHint, FloatHistogram, Span};
 use promflow_storage::Labels;
@@ -110,6 +111,55 @@ pub fn expand(text: &str) -> Option<Vec<Slot>> {
             }
             _ => out.push(Slot::Value(number(item)?)),
         }
+    }
+    Some(out)
+}
+
+/// A signed duration at the start of `s` (`-30s`, `+1m`, `59999ms`, `0`) in milliseconds,
+/// and the rest of `s`.
+fn duration_prefix(s: &str) -> Option<(i64, &str)> {
+    let (sign, body) = match s.as_bytes().first()? {
+        b'-' => (-1, &s[1..]),
+        b'+' => (1, &s[1..]),
+        _ => (1, s),
+    };
+    // digits and unit letters; `x` (a repeat count) ends it
+    let len = body.find(|c: char| !(c.is_ascii_digit() || "smhdwy".contains(c))).unwrap_or(body.len());
+    let text = &body[..len];
+    let ms = match text {
+        "" => return None,
+        "0" => 0,
+        _ => i64::try_from(promflow_config::parse_duration(text).ok()?.as_millis()).ok()?,
+    };
+    Some((sign * ms, &body[len..]))
+}
+
+/// Expands the items of a test script's `@st` line: each slot's start timestamp as an offset
+/// in milliseconds from the sample's own timestamp, `None` for `_`. Items are `_`, `_xN`,
+/// `D`, `DxN` (N+1 times D) and `D+ExN` or `D-ExN` (D, then E added or subtracted N times),
+/// with D and E signed durations; `None` for an item that is not valid notation.
+pub fn start_offsets(text: &str) -> Option<Vec<Option<i64>>> {
+    let mut out = Vec::new();
+    for item in text.split_whitespace() {
+        if item == "_" {
+            out.push(None);
+            continue;
+        }
+        if let Some(k) = item.strip_prefix("_x") {
+            out.extend(std::iter::repeat_n(None, k.parse().ok()?));
+            continue;
+        }
+        let (base, rest) = duration_prefix(item)?;
+        let (step, count) = match rest.as_bytes().first() {
+            None => (0, 0),
+            Some(b'x') => (0, rest[1..].parse().ok()?),
+            Some(b'+' | b'-') => {
+                let (step, rest) = duration_prefix(rest)?;
+                (step, rest.strip_prefix('x')?.parse().ok()?)
+            }
+            Some(_) => return None,
+        };
+        out.extend((0..=count).map(|i: i64| Some(base + i * step)));
     }
     Some(out)
 }
@@ -283,6 +333,30 @@ mod tests {
         assert_eq!(histogram(""), Some(FloatHistogram::default()));
         assert_eq!(histogram("schema:0 colour:3"), None);
         assert_eq!(histogram("buckets:[1 2"), None);
+    }
+
+    #[test]
+    fn start_offsets_expand_like_values_in_durations() {
+        let s = 1000;
+        assert_eq!(
+            start_offsets("_ -30s-1mx2 +1m 0 -0ms 59999msx1 _x2"),
+            Some(vec![
+                None,
+                Some(-30 * s),
+                Some(-90 * s),
+                Some(-150 * s),
+                Some(60 * s),
+                Some(0),
+                Some(0),
+                Some(59_999),
+                Some(59_999),
+                None,
+                None
+            ])
+        );
+        assert_eq!(start_offsets("1ms+1msx1"), Some(vec![Some(1), Some(2)]));
+        assert_eq!(start_offsets("1q"), None);
+        assert_eq!(start_offsets("-1m+"), None);
     }
 
     #[test]

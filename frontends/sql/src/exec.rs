@@ -234,6 +234,7 @@ pub(crate) fn run(
                 max_samples: settings.max_samples,
                 deadline: Some(deadline),
                 delayed_name_removal: false,
+                use_start_timestamps: false,
                 range_query: eval.start != eval.end,
                 canceled: settings.canceled.clone(),
             };

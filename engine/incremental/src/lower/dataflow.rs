@@ -500,6 +500,7 @@ impl Lowering<'_> {
                 let func = SeriesFn::Window { func: *func, range: *range_ms, args };
                 self.series_with(plan, matchers, func, time, arg)
             }
+            Plan::Map { func: MapFn::StartTimestamp, .. } => return Err(unsupported("start timestamps")),
             Plan::Map { func, input, args } if input.kind() == promflow_plan::ValueKind::Instant => {
                 if *func == MapFn::Timestamp {
                     return Ok(Node::Timestamp { input: Box::new(self.lower(input)?) });

@@ -175,6 +175,9 @@ impl HubLowering<'_> {
                 let distinct = drops || selects_one_metric(matchers);
                 return Ok((self.leaf(plan, matchers, series_fn, offset, distinct, next_id), distinct));
             }
+            Plan::Map { func: MapFn::StartTimestamp, .. } => {
+                return Err(unsupported("start timestamps"));
+            }
             Plan::Map { func, input, args }
                 if input.kind() == ValueKind::Instant && *func != MapFn::Timestamp =>
             {

@@ -227,6 +227,7 @@ fn query_options(
         max_samples: state.query.max_samples,
         deadline: Some(Instant::now() + timeout),
         delayed_name_removal: state.query.delayed_name_removal,
+        use_start_timestamps: state.query.use_start_timestamps,
         range_query,
         canceled: None,
     })

@@ -74,6 +74,7 @@ impl TableFunctionImpl for Promql {
                 max_samples: self.settings.max_samples,
                 deadline: Some(self.deadline),
                 delayed_name_removal: false,
+                use_start_timestamps: false,
                 range_query: step.is_some(),
                 canceled: self.settings.canceled.clone(),
             },
