@@ -27,6 +27,8 @@ const HONOURED_FEATURES: &[&str] = &[
     "otlp-native-delta-ingestion",
     "exemplar-storage",
     "use-start-timestamps",
+    "st-storage",
+    "created-timestamp-zero-ingestion",
 ];
 
 fn main() {

@@ -39,7 +39,7 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
         &flags.config_file,
         &flags.external_url,
         flags.rules_evaluation_mode == "event",
-        native_histograms(&flags),
+        &load_options(&flags),
     )
     .map_err(|e| format!("Error loading config (--config.file={}): {e}", flags.config_file))?;
     for w in &loaded.warnings {
@@ -103,10 +103,9 @@ fn load_config(
     path: &str,
     external_url: &str,
     event_mode: bool,
-    native_histograms: bool,
+    opts: &promflow_config::LoadOptions,
 ) -> Result<(LoadedConfig, Vec<GroupSpec>), String> {
-    let opts = promflow_config::LoadOptions { features: features(), native_histograms, ..Default::default() };
-    let loaded = Config::load_file_with(std::path::Path::new(path), &opts).map_err(|e| e.to_string())?;
+    let loaded = Config::load_file_with(std::path::Path::new(path), opts).map_err(|e| e.to_string())?;
     let groups = crate::rules::load_groups(&loaded.config, external_url, event_mode)?;
     Ok((loaded, groups))
 }
@@ -148,6 +147,7 @@ fn open_storage(flags: &cli::Flags, config: &Config) -> Result<Arc<Db>, String> 
         out_of_order_window: millis(config.storage.tsdb.out_of_order_time_window),
         future_limit: Some(millis(flags.future_limit)).filter(|&l| l > 0),
         max_exemplars: max_exemplars(exemplar_storage(flags), config),
+        start_timestamps: has_feature(flags, "st-storage"),
         ..DbOptions::default()
     };
     Db::open(&PathBuf::from(&flags.tsdb_path), db_options).map_err(|e| format!("opening storage: {e}"))
@@ -180,6 +180,7 @@ impl Components {
     ) -> Result<Components, String> {
         let config = &loaded.config;
         let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
+        scrape.set_start_timestamps(start_timestamp_options(flags));
         if !flags.dns_servers.is_empty() {
             let servers = flags
                 .dns_servers
@@ -212,12 +213,13 @@ impl Components {
             .enable_pushgateway
             .then(|| PushGateway::start(Arc::clone(db), config.global.scrape_interval, runtime));
         let otlp = flags.enable_otlp_receiver.then(|| {
-            let deltas = if flags.enable_feature.iter().any(|f| f == "otlp-native-delta-ingestion") {
+            let deltas = if has_feature(flags, "otlp-native-delta-ingestion") {
                 promflow_otlp::Deltas::Stored
             } else {
                 promflow_otlp::Deltas::Refused
             };
-            Arc::new(promflow_otlp::Receiver::new(config, deltas, millis(flags.lookback_delta)))
+            let zero_samples = start_timestamp_options(flags).zero_samples;
+            Arc::new(promflow_otlp::Receiver::new(config, deltas, millis(flags.lookback_delta), zero_samples))
         });
         let remote_write = RemoteWriter::new(Arc::clone(db), runtime.clone(), Some(Arc::clone(&scrape)));
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
@@ -248,7 +250,7 @@ impl Components {
         let path = flags.config_file.clone();
         let external_url = flags.external_url.clone();
         let event_mode = flags.rules_evaluation_mode == "event";
-        let native_histograms = native_histograms(flags);
+        let load_options = load_options(flags);
         let exemplar_storage = exemplar_storage(flags);
         let (scrape, status, db) = (Arc::clone(&self.scrape), Arc::clone(&self.status), Arc::clone(db));
         let (rule_manager, notifier) = (Arc::clone(&self.rule_manager), Arc::clone(&self.notifier));
@@ -259,7 +261,7 @@ impl Components {
         Arc::new(move || {
             let _guard = runtime.enter();
             let result =
-                load_config(&path, &external_url, event_mode, native_histograms).and_then(|(l, groups)| {
+                load_config(&path, &external_url, event_mode, &load_options).and_then(|(l, groups)| {
                     scrape.apply(&l.config).map_err(|e| e.to_string())?;
                     notifier.apply(&l.config).map_err(|e| e.to_string())?;
                     remote_write.apply(&l.config).map_err(|e| e.to_string())?;
@@ -329,6 +331,7 @@ impl Components {
             lifecycle_enabled: flags.enable_lifecycle,
             admin_enabled: flags.enable_admin_api,
             remote_write_enabled: flags.enable_remote_write_receiver,
+            start_zero_samples: start_timestamp_options(flags).zero_samples,
             otlp: self.otlp.clone(),
             remote_read_sample_limit: flags.remote_read_sample_limit,
             push: self.push.clone(),
@@ -437,15 +440,38 @@ fn query_concurrency(flags: &cli::Flags) -> usize {
     usize::try_from(flags.query_max_concurrency).unwrap_or(1).max(1)
 }
 
-/// `--enable-feature=native-histograms`: jobs scrape native histograms unless their
-/// configuration says otherwise, as in Prometheus 3.
-fn native_histograms(flags: &cli::Flags) -> bool {
-    flags.enable_feature.iter().any(|f| f == "native-histograms")
+/// Whether `--enable-feature` names `feature`.
+fn has_feature(flags: &cli::Flags, feature: &str) -> bool {
+    flags.enable_feature.iter().any(|f| f == feature)
+}
+
+/// How the configuration is read: `--enable-feature=native-histograms` (jobs scrape native
+/// histograms unless their configuration says otherwise, as in Prometheus 3), and
+/// `st-storage` or `created-timestamp-zero-ingestion` (jobs offer protobuf first).
+fn load_options(flags: &cli::Flags) -> promflow_config::LoadOptions {
+    promflow_config::LoadOptions {
+        features: features(),
+        native_histograms: has_feature(flags, "native-histograms"),
+        proto_first: has_feature(flags, "st-storage")
+            || has_feature(flags, "created-timestamp-zero-ingestion"),
+        ..Default::default()
+    }
+}
+
+/// What ingestion does with start timestamps: `--enable-feature=st-storage` keeps them with
+/// their samples, `created-timestamp-zero-ingestion` stores a zero sample at each; either reads
+/// OpenMetrics `_created` lines as start timestamps.
+fn start_timestamp_options(flags: &cli::Flags) -> promflow_scrape::StartTimestampOptions {
+    let zero_samples = has_feature(flags, "created-timestamp-zero-ingestion");
+    promflow_scrape::StartTimestampOptions {
+        created_lines: zero_samples || has_feature(flags, "st-storage"),
+        zero_samples,
+    }
 }
 
 /// `--enable-feature=exemplar-storage`.
 fn exemplar_storage(flags: &cli::Flags) -> bool {
-    flags.enable_feature.iter().any(|f| f == "exemplar-storage")
+    has_feature(flags, "exemplar-storage")
 }
 
 /// The exemplars storage keeps: `storage.exemplars.max_exemplars` with
@@ -460,12 +486,12 @@ fn max_exemplars(exemplar_storage: bool, config: &Config) -> usize {
 
 /// `--enable-feature=promql-delayed-name-removal`.
 fn delayed_name_removal(flags: &cli::Flags) -> bool {
-    flags.enable_feature.iter().any(|f| f == "promql-delayed-name-removal")
+    has_feature(flags, "promql-delayed-name-removal")
 }
 
 /// `--enable-feature=use-start-timestamps`.
 fn use_start_timestamps(flags: &cli::Flags) -> bool {
-    flags.enable_feature.iter().any(|f| f == "use-start-timestamps")
+    has_feature(flags, "use-start-timestamps")
 }
 
 /// The live views over the incremental executor, which rules in event mode and

@@ -22,6 +22,7 @@ mod rules_unit;
 mod scrape;
 mod sql;
 mod sql_postgres;
+mod start_timestamps;
 mod storage;
 mod subscribe;
 mod templates;

@@ -269,3 +269,42 @@ fn without_the_flag_the_receiver_answers_404() {
     assert_eq!(r.status().as_u16(), 404);
     assert!(r.text().unwrap().contains("--web.enable-otlp-receiver"));
 }
+
+#[test]
+fn start_times_are_kept_and_become_zero_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(
+        dir.path(),
+        "",
+        &[
+            "--web.enable-otlp-receiver",
+            "--enable-feature=st-storage",
+            "--enable-feature=use-start-timestamps",
+            "--enable-feature=created-timestamp-zero-ingestion",
+        ],
+    );
+    let now = now_ms();
+    let start = now - 60_000;
+    let point = |t: i64, v: f64| json!({"startTimeUnixNano": (start * 1_000_000).to_string(), "timeUnixNano": (t * 1_000_000).to_string(), "asDouble": v});
+    let body = json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "st"}}]},
+        "scopeMetrics": [{"metrics": [{"name": "orders", "sum": {
+            "dataPoints": [point(now - 20_000, 5.0), point(now - 10_000, 8.0)],
+            "aggregationTemporality": 2, "isMonotonic": true}}]}]
+    }]});
+    let r = client()
+        .post(s.url("/api/v1/otlp/v1/metrics"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let at = |q: &str, t: i64| {
+        let (_, v) = s.get_json(&format!("/api/v1/query?query={}&time={}", urlencode(q), t as f64 / 1000.0));
+        result(&v).iter().map(|r| r["value"][1].as_str().unwrap_or("").to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(at("start_timestamp(orders_total)", now), [format!("{}", start as f64 / 1000.0)]);
+    // the zero sample where the count began
+    assert_eq!(at("orders_total", start), ["0"]);
+    assert_eq!(at("count_over_time(orders_total[2m])", now), ["3"]);
+}

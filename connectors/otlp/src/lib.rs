@@ -11,13 +11,13 @@
 pub mod names;
 pub mod translate;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, RwLock};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use promflow_config::Config;
-use promflow_storage::{Appender, Db, Labels};
+use promflow_storage::{Appender, Db, FloatHistogram, Labels};
 use prost::Message;
 
 pub use translate::{Batch, Deltas, Promotion, Translation};
@@ -125,12 +125,19 @@ pub struct Receiver {
     translation: RwLock<Translation>,
     deltas: Deltas,
     lookback_ms: i64,
+    zero_samples: bool,
 }
 
 impl Receiver {
-    /// A receiver for `config`; `deltas` and `lookback_ms` come from the flags.
-    pub fn new(config: &Config, deltas: Deltas, lookback_ms: i64) -> Receiver {
-        Receiver { translation: RwLock::new(translation(config, deltas, lookback_ms)), deltas, lookback_ms }
+    /// A receiver for `config`; `deltas`, `lookback_ms` and `zero_samples` (a zero sample at
+    /// each sample's start timestamp, `created-timestamp-zero-ingestion`) come from the flags.
+    pub fn new(config: &Config, deltas: Deltas, lookback_ms: i64, zero_samples: bool) -> Receiver {
+        Receiver {
+            translation: RwLock::new(translation(config, deltas, lookback_ms)),
+            deltas,
+            lookback_ms,
+            zero_samples,
+        }
     }
 
     /// Takes the `otlp` section of a newly loaded configuration.
@@ -151,7 +158,7 @@ impl Receiver {
             tracing::warn!(metrics = batch.empty_metrics, "OTLP: metrics without data points dropped");
         }
         let mut app = db.appender();
-        match append(&batch, app.as_mut()) {
+        match append(&batch, self.zero_samples, app.as_mut()) {
             Ok(written) => app.commit().map(|_| written).map_err(storage_error),
             Err(e) => {
                 app.rollback();
@@ -170,25 +177,58 @@ fn storage_error(e: promflow_storage::Error) -> Error {
 }
 
 /// Appends a batch: each series' samples in time order, a second sample of a series at
-/// the same time dropped (the first wins, as at Prometheus's commit).
-fn append(batch: &Batch, app: &mut dyn Appender) -> Result<Written, Error> {
-    let mut seen: HashSet<(&Labels, i64)> = HashSet::new();
-    let mut floats: Vec<&(Labels, i64, f64)> = batch.floats.iter().collect();
-    floats.sort_by_key(|f| f.1);
-    let mut written = Written::default();
-    for (labels, t, v) in floats {
-        if seen.insert((labels, *t)) {
-            app.append(labels, *t, *v).map_err(storage_error)?;
-            written.samples += 1;
+/// the same time dropped (the first wins, as at Prometheus's commit), with their start
+/// timestamps. With `zero_samples`, a zero sample (an empty histogram for a histogram) goes
+/// at each start timestamp before its sample, unless the request has a sample there (a
+/// delta's start is the previous delta's time); one refused (out of order once stored: the
+/// start does not move) is left out.
+fn append(batch: &Batch, zero_samples: bool, app: &mut dyn Appender) -> Result<Written, Error> {
+    let histogram_at: HashMap<(&Labels, i64), &FloatHistogram> =
+        batch.histograms.iter().map(|(l, t, h)| ((l, *t), h)).collect();
+    let zeros = batch.starts.iter().filter(|(_, t, st)| zero_samples && st < t);
+    // (labels, time, the value or `None` for a zero sample); stable sorts keep a sent
+    // sample before a zero sample at the same time
+    let mut floats: Vec<(&Labels, i64, Option<f64>)> =
+        batch.floats.iter().map(|(l, t, v)| (l, *t, Some(*v))).collect();
+    let mut histograms: Vec<(&Labels, i64, &FloatHistogram, bool)> =
+        batch.histograms.iter().map(|(l, t, h)| (l, *t, h, false)).collect();
+    for (labels, t, start) in zeros {
+        match histogram_at.get(&(labels, *t)) {
+            Some(h) => histograms.push((labels, *start, h, true)),
+            None => floats.push((labels, *start, None)),
         }
     }
-    let mut histograms: Vec<&(Labels, i64, _)> = batch.histograms.iter().collect();
+    floats.sort_by_key(|f| f.1);
     histograms.sort_by_key(|h| h.1);
-    for (labels, t, h) in histograms {
-        if seen.insert((labels, *t)) {
-            app.append_histogram(labels, *t, h.clone()).map_err(storage_error)?;
+    let mut seen: HashSet<(&Labels, i64)> = HashSet::new();
+    let mut written = Written::default();
+    for (labels, t, v) in floats {
+        if !seen.insert((labels, t)) {
+            continue;
+        }
+        match v {
+            Some(v) => {
+                app.append(labels, t, v).map_err(storage_error)?;
+                written.samples += 1;
+            }
+            None => {
+                let _ = app.append(labels, t, 0.0);
+            }
+        }
+    }
+    for (labels, t, h, zero) in histograms {
+        if !seen.insert((labels, t)) {
+            continue;
+        }
+        if zero {
+            let _ = app.append_histogram(labels, t, FloatHistogram::empty_like(h));
+        } else {
+            app.append_histogram(labels, t, h.clone()).map_err(storage_error)?;
             written.histograms += 1;
         }
+    }
+    for (labels, t, start) in &batch.starts {
+        app.set_start_timestamp(labels, *t, *start).map_err(storage_error)?;
     }
     // an exemplar storage refuses does not fail the request, as in Prometheus
     for (labels, e) in &batch.exemplars {

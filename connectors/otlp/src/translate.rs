@@ -81,8 +81,29 @@ pub struct Batch {
     pub histograms: Vec<(Labels, i64, FloatHistogram)>,
     /// Exemplars, by the labels of the series they belong to.
     pub exemplars: Vec<(Labels, Exemplar)>,
+    /// Start timestamps (`start_time_unix_nano`) of the samples of sums, histograms and
+    /// summaries: labels, timestamp (ms), start timestamp (ms).
+    pub starts: Vec<(Labels, i64, i64)>,
     /// Metrics dropped for having no data points.
     pub empty_metrics: usize,
+}
+
+impl Batch {
+    /// Adds a float sample, with its start timestamp unless that is 0 (none).
+    fn float(&mut self, labels: Labels, t: i64, v: f64, start: i64) {
+        if start != 0 {
+            self.starts.push((labels.clone(), t, start));
+        }
+        self.floats.push((labels, t, v));
+    }
+
+    /// Adds a native histogram, with its start timestamp unless that is 0 (none).
+    fn histogram(&mut self, labels: Labels, t: i64, h: FloatHistogram, start: i64) {
+        if start != 0 {
+            self.starts.push((labels.clone(), t, start));
+        }
+        self.histograms.push((labels, t, h));
+    }
 }
 
 /// Translates a whole request; the errors of every metric that could not be translated,
@@ -435,6 +456,8 @@ impl Context<'_> {
         for p in points {
             let t = millis(p.time_unix_nano);
             times.saw(t);
+            // a sum's count began at its start time; a gauge's start time means nothing
+            let start = if with_exemplars { millis(p.start_time_unix_nano) } else { 0 };
             let value = if is_stale(p.flags) {
                 stale_nan()
             } else {
@@ -448,7 +471,7 @@ impl Context<'_> {
             if with_exemplars && !is_stale(p.flags) {
                 batch.exemplars.extend(p.exemplars.iter().map(|e| (labels.clone(), exemplar_of(e, t))));
             }
-            batch.floats.push((labels, t, value));
+            batch.float(labels, t, value, start);
         }
         Ok(())
     }
@@ -463,11 +486,12 @@ impl Context<'_> {
     ) -> Result<(), String> {
         let t = millis(p.time_unix_nano);
         times.saw(t);
+        let start = millis(p.start_time_unix_nano);
         let stale = is_stale(p.flags);
         if self.t.histograms_to_custom_buckets {
             let labels = self.labels(&p.attributes, family, None)?;
             if stale {
-                batch.floats.push((labels, t, stale_nan()));
+                batch.float(labels, t, stale_nan(), start);
                 return Ok(());
             }
             let buckets: Vec<(i32, f64)> =
@@ -492,18 +516,19 @@ impl Context<'_> {
             )
             .map_err(|e| format!("histogram {family:?}: {e}"))?;
             batch.exemplars.extend(p.exemplars.iter().map(|e| (labels.clone(), exemplar_of(e, t))));
-            batch.histograms.push((labels, t, h));
+            batch.histogram(labels, t, h, start);
             return Ok(());
         }
         let value = |v: f64| if stale { stale_nan() } else { v };
         if let Some(sum) = p.sum {
-            batch.floats.push((self.labels(&p.attributes, &format!("{family}_sum"), None)?, t, value(sum)));
+            batch.float(self.labels(&p.attributes, &format!("{family}_sum"), None)?, t, value(sum), start);
         }
-        batch.floats.push((
+        batch.float(
             self.labels(&p.attributes, &format!("{family}_count"), None)?,
             t,
             value(p.count as f64),
-        ));
+            start,
+        );
         let bucket = format!("{family}_bucket");
         let mut cumulative = 0u64;
         // each bucket takes the exemplars, in the order sent, up to its bound; the `+Inf`
@@ -515,11 +540,11 @@ impl Context<'_> {
             while let Some(e) = exemplars.next_if(|e| exemplar_value(e) <= *bound) {
                 batch.exemplars.push((labels.clone(), exemplar_of(e, t)));
             }
-            batch.floats.push((labels, t, value(cumulative as f64)));
+            batch.float(labels, t, value(cumulative as f64), start);
         }
         let labels = self.labels(&p.attributes, &bucket, Some(("le", "+Inf".into())))?;
         batch.exemplars.extend(exemplars.map(|e| (labels.clone(), exemplar_of(e, t))));
-        batch.floats.push((labels, t, value(p.count as f64)));
+        batch.float(labels, t, value(p.count as f64), start);
         Ok(())
     }
 
@@ -533,9 +558,10 @@ impl Context<'_> {
     ) -> Result<(), String> {
         let t = millis(p.time_unix_nano);
         times.saw(t);
+        let start = millis(p.start_time_unix_nano);
         let labels = self.labels(&p.attributes, family, None)?;
         if is_stale(p.flags) {
-            batch.floats.push((labels, t, stale_nan()));
+            batch.float(labels, t, stale_nan(), start);
             return Ok(());
         }
         let lowest = *EXPONENTIAL_SCHEMAS.start();
@@ -574,7 +600,7 @@ impl Context<'_> {
         )
         .map_err(|e| format!("histogram {family:?}: {e}"))?;
         batch.exemplars.extend(p.exemplars.iter().map(|e| (labels.clone(), exemplar_of(e, t))));
-        batch.histograms.push((labels, t, h));
+        batch.histogram(labels, t, h, start);
         Ok(())
     }
 
@@ -587,17 +613,19 @@ impl Context<'_> {
     ) -> Result<(), String> {
         let t = millis(p.time_unix_nano);
         times.saw(t);
+        let start = millis(p.start_time_unix_nano);
         let stale = is_stale(p.flags);
         let value = |v: f64| if stale { stale_nan() } else { v };
-        batch.floats.push((self.labels(&p.attributes, &format!("{family}_sum"), None)?, t, value(p.sum)));
-        batch.floats.push((
+        batch.float(self.labels(&p.attributes, &format!("{family}_sum"), None)?, t, value(p.sum), start);
+        batch.float(
             self.labels(&p.attributes, &format!("{family}_count"), None)?,
             t,
             value(p.count as f64),
-        ));
+            start,
+        );
         for q in &p.quantile_values {
             let labels = self.labels(&p.attributes, family, Some(("quantile", bound_text(q.quantile))))?;
-            batch.floats.push((labels, t, value(q.value)));
+            batch.float(labels, t, value(q.value), start);
         }
         Ok(())
     }

@@ -70,6 +70,10 @@ pub struct Histogram {
     /// Custom buckets' upper bounds (schema -53).
     #[prost(double, repeated, tag = "16")]
     pub custom_values: Vec<f64>,
+    /// When the histogram's count began (ms since the epoch, 0 for unknown; remote write
+    /// 2.0 only).
+    #[prost(int64, tag = "17")]
+    pub start_timestamp: i64,
 }
 
 fn spans(s: &[BucketSpan]) -> Vec<Span> {

@@ -330,9 +330,15 @@ pub struct Appended {
     pub exemplars: usize,
 }
 
-/// Appends every sample of `req` to `app`, stopping at the first series or sample that is
-/// refused, so the caller can roll the whole request back as Prometheus does.
-pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<Appended, Error> {
+/// Appends every sample of `req` to `app` with its start timestamp, stopping at the first
+/// series or sample that is refused, so the caller can roll the whole request back as
+/// Prometheus does. With `zero_samples` (`created-timestamp-zero-ingestion`), a zero sample
+/// goes before each sample at its start timestamp.
+pub fn append_request(
+    req: &RequestView<'_>,
+    zero_samples: bool,
+    app: &mut dyn Appender,
+) -> Result<Appended, Error> {
     let mut appended = Appended::default();
     let mut scratch: Vec<(&str, &str)> = Vec::new();
     for series in req.series() {
@@ -342,7 +348,14 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<A
         check_names(&mut scratch)?;
         let labels = LabelsRef::normalize(&mut scratch);
         validate(labels)?;
-        for &(t, v) in samples {
+        // start timestamps are rare: the series' labels are built only for them
+        let has_starts =
+            series.starts.iter().any(|&st| st != 0) || hists.iter().any(|h| h.start_timestamp != 0);
+        let owned_for_starts = has_starts.then(|| labels.to_labels());
+        for (i, &(t, v)) in samples.iter().enumerate() {
+            if let (true, Some(owned), Some(&st)) = (zero_samples, &owned_for_starts, series.starts.get(i)) {
+                append_zero_sample(owned, &series, (t, st), None, app);
+            }
             app.append_ref(labels, t, v).map_err(|e| {
                 if e.is_sample_error() {
                     Error::InvalidSeries(quoted(labels.pairs()), format!("{e} (timestamp {t})"))
@@ -351,16 +364,24 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<A
                 }
             })?;
             appended.samples += 1;
+            if let (Some(owned), Some(&st)) = (&owned_for_starts, series.starts.get(i)) {
+                if st != 0 {
+                    app.set_start_timestamp(owned, t, st).map_err(Error::Storage)?;
+                }
+            }
         }
         if hists.is_empty() && series.exemplars.is_empty() {
             continue;
         }
-        let owned = labels.to_labels();
+        let owned = owned_for_starts.unwrap_or_else(|| labels.to_labels());
         for h in hists {
             let refused = |e: String| {
                 Error::InvalidSeries(quoted(labels.pairs()), format!("{e} (timestamp {})", h.timestamp))
             };
             let fh = h.to_float_histogram().map_err(|e| refused(e.to_string()))?;
+            if zero_samples {
+                append_zero_sample(&owned, &series, (h.timestamp, h.start_timestamp), Some(&fh), app);
+            }
             app.append_histogram(&owned, h.timestamp, fh).map_err(|e| {
                 if e.is_sample_error() {
                     refused(e.to_string())
@@ -369,6 +390,9 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<A
                 }
             })?;
             appended.histograms += 1;
+            if h.start_timestamp != 0 {
+                app.set_start_timestamp(&owned, h.timestamp, h.start_timestamp).map_err(Error::Storage)?;
+            }
         }
         for e in series.exemplars {
             let exemplar = promflow_storage::exemplars::Exemplar {
@@ -383,6 +407,28 @@ pub fn append_request(req: &RequestView<'_>, app: &mut dyn Appender) -> Result<A
         }
     }
     Ok(appended)
+}
+
+/// Appends a zero sample (an empty histogram for `histogram`) at `start`, before the sample
+/// at `t` whose count began there, unless the series sends a sample at `start` itself (a
+/// delta's start is the previous delta's time); one refused (out of order once stored: the
+/// start does not move) is left out (`created-timestamp-zero-ingestion`).
+fn append_zero_sample(
+    labels: &Labels,
+    series: &SeriesView<'_, '_>,
+    (t, start): (i64, i64),
+    histogram: Option<&promflow_storage::FloatHistogram>,
+    app: &mut dyn Appender,
+) {
+    let sent =
+        series.samples.iter().any(|s| s.0 == start) || series.histograms.iter().any(|h| h.timestamp == start);
+    if start == 0 || start >= t || sent {
+        return;
+    }
+    let _ = match histogram {
+        Some(h) => app.append_histogram(labels, start, promflow_storage::FloatHistogram::empty_like(h)),
+        None => app.append(labels, start, 0.0),
+    };
 }
 
 /// Refuses a series with an empty label name or a name given twice, as Prometheus's

@@ -20,6 +20,9 @@ pub struct RequestView<'a> {
     pairs: Vec<LabelPair<'a>>,
     /// Every series' samples as (timestamp, value), one series after another.
     samples: Vec<(i64, f64)>,
+    /// The samples' start timestamps (remote write 2.0; 0 where none), aligned with
+    /// `samples`.
+    starts: Vec<i64>,
     /// Every series' native histograms, one series after another.
     histograms: Vec<Histogram>,
     /// Every series' exemplars, one series after another.
@@ -47,6 +50,8 @@ pub struct SeriesView<'v, 'a> {
     pub labels: &'v [LabelPair<'a>],
     /// Its float samples as (timestamp, value).
     pub samples: &'v [(i64, f64)],
+    /// Their start timestamps (remote write 2.0's `start_timestamp`; 0 where none).
+    pub starts: &'v [i64],
     /// Its native histograms.
     pub histograms: &'v [Histogram],
     /// Its exemplars.
@@ -70,8 +75,8 @@ impl<'a> RequestView<'a> {
     }
 
     /// Parses a decompressed remote write 2.0 `io.prometheus.write.v2.Request`: labels are
-    /// references into the request's symbol table. Metadata and created timestamps are
-    /// skipped.
+    /// references into the request's symbol table. Samples' and histograms' start timestamps
+    /// are read; metadata is skipped.
     pub fn parse_v2(raw: &'a [u8]) -> Result<Self, Error> {
         // the symbols may come after the series on the wire: collect them first
         let mut symbols: Vec<&'a str> = Vec::new();
@@ -101,7 +106,7 @@ impl<'a> RequestView<'a> {
         while let Some((field, wire)) = r.key()? {
             match (field, wire) {
                 (1, LEN | VARINT) => r.varints_into(wire, &mut refs)?,
-                (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?),
+                (2, LEN) => self.push_sample(parse_sample(r.bytes()?)?),
                 (3, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
                 (4, LEN) => self.exemplars.push(parse_exemplar_v2(r.bytes()?, symbols)?),
                 (1..=4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
@@ -117,6 +122,12 @@ impl<'a> RequestView<'a> {
             ],
         )?);
         self.end_series()
+    }
+
+    /// Adds a sample of the series being read: (timestamp, value, start timestamp).
+    fn push_sample(&mut self, (t, v, start): (i64, f64, i64)) {
+        self.samples.push((t, v));
+        self.starts.push(start);
     }
 
     /// Closes the series whose pairs, samples, histograms and exemplars were pushed last.
@@ -136,7 +147,7 @@ impl<'a> RequestView<'a> {
         while let Some((field, wire)) = r.key()? {
             match (field, wire) {
                 (1, LEN) => self.pairs.push(parse_label(r.bytes()?)?),
-                (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?),
+                (2, LEN) => self.push_sample(parse_sample(r.bytes()?)?),
                 (3, LEN) => self.exemplars.push(parse_exemplar(r.bytes()?)?),
                 (4, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
                 (1..=4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
@@ -164,6 +175,7 @@ impl<'a> RequestView<'a> {
             let out = SeriesView {
                 labels: &self.pairs[start[0]..end[0]],
                 samples: &self.samples[start[1]..end[1]],
+                starts: &self.starts[start[1]..end[1]],
                 histograms: &self.histograms[start[2]..end[2]],
                 exemplars: &self.exemplars[start[3]..end[3]],
             };
@@ -243,19 +255,22 @@ fn parse_label(raw: &[u8]) -> Result<(&str, &str), Error> {
     Ok((name, value))
 }
 
-fn parse_sample(raw: &[u8]) -> Result<(i64, f64), Error> {
-    let (mut t, mut v) = (0i64, 0f64);
+/// A `Sample`: (timestamp, value, start timestamp). Remote write 1.0 has no start timestamp
+/// (field 3), so it reads as 0 there.
+fn parse_sample(raw: &[u8]) -> Result<(i64, f64, i64), Error> {
+    let (mut t, mut v, mut start) = (0i64, 0f64, 0i64);
     let mut r = Reader(raw);
     while let Some((field, wire)) = r.key()? {
         match (field, wire) {
             (1, I64) => v = f64::from_bits(r.fixed64()?),
             // int64 is sent as the two's complement of the value, 10 bytes when negative
             (2, VARINT) => t = r.varint()? as i64,
-            (1 | 2, _) => return Err(Error::Malformed("Sample: wrong wire type")),
+            (3, VARINT) => start = r.varint()? as i64,
+            (1..=3, _) => return Err(Error::Malformed("Sample: wrong wire type")),
             _ => r.skip(wire)?,
         }
     }
-    Ok((t, v))
+    Ok((t, v, start))
 }
 
 fn parse_histogram(raw: &[u8]) -> Result<Histogram, Error> {

@@ -12,7 +12,7 @@ pub mod kubernetes_sd;
 mod manager;
 pub mod push;
 
-pub use manager::{ScrapeManager, TargetInfo};
+pub use manager::{ScrapeManager, StartTimestampOptions, TargetInfo};
 
 /// Errors of the scrape manager.
 #[derive(Debug, thiserror::Error)]

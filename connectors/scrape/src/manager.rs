@@ -73,6 +73,8 @@ struct PoolSettings {
     bucket_limit: usize,
     /// The highest schema a native histogram is kept at (`native_histogram_min_bucket_factor`).
     max_schema: i32,
+    /// What is done with start timestamps.
+    start_timestamps: StartTimestampOptions,
 }
 
 /// Per-target mutable status shared between the loop and the API.
@@ -147,10 +149,24 @@ struct Counters {
     kubernetes: Arc<crate::kubernetes_sd::Counters>,
 }
 
+/// What scrapes do with the start (created) timestamps that targets expose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartTimestampOptions {
+    /// OpenMetrics `_created` lines are read as their families' start timestamps instead of
+    /// being stored as series (`st-storage`, `created-timestamp-zero-ingestion`); protobuf
+    /// created timestamps are read either way.
+    pub created_lines: bool,
+    /// A sample with a start timestamp before it is preceded by a zero sample at that
+    /// start timestamp (`created-timestamp-zero-ingestion`).
+    pub zero_samples: bool,
+}
+
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
 pub struct ScrapeManager {
     db: Arc<Db>,
     runtime: tokio::runtime::Handle,
+    /// Set once at start-up, before the first configuration.
+    start_timestamps: Mutex<StartTimestampOptions>,
     pools: Mutex<BTreeMap<String, Pool>>,
     counters: Arc<Counters>,
     /// The DNS servers `dns_sd_configs` ask.
@@ -163,10 +179,18 @@ impl ScrapeManager {
         Arc::new(ScrapeManager {
             db,
             runtime,
+            start_timestamps: Mutex::new(StartTimestampOptions::default()),
             pools: Mutex::new(BTreeMap::new()),
             counters: Arc::new(Counters::default()),
             dns_servers: Mutex::new(crate::dns_sd::system_servers()),
         })
+    }
+
+    /// Sets what scrapes do with start timestamps, for the pools started from now on.
+    pub fn set_start_timestamps(&self, opts: StartTimestampOptions) {
+        if let Ok(mut s) = self.start_timestamps.lock() {
+            *s = opts;
+        }
     }
 
     /// Makes `dns_sd_configs` ask these servers instead of `/etc/resolv.conf`'s (for the
@@ -189,8 +213,9 @@ impl ScrapeManager {
         type Fresh<'c> = (PoolSettings, &'c ScrapeConfig, reqwest::Client, HttpSd, ConsulSd);
         let mut fresh: BTreeMap<String, Fresh<'_>> = BTreeMap::new();
         let mut unchanged: Vec<&ScrapeConfig> = Vec::new();
+        let start_timestamps = self.start_timestamps.lock().map(|s| *s).unwrap_or_default();
         for sc in &cfg.scrape_configs {
-            let settings = pool_settings(sc);
+            let settings = pool_settings(sc, start_timestamps);
             let existing = pools.get(&sc.job_name).map(|p| p.settings == settings);
             if existing == Some(true) {
                 unchanged.push(sc);
@@ -547,8 +572,9 @@ fn stop_pool(pool: Pool, markers: impl Fn(u64) -> bool) {
     }
 }
 
-fn pool_settings(sc: &ScrapeConfig) -> PoolSettings {
+fn pool_settings(sc: &ScrapeConfig, start_timestamps: StartTimestampOptions) -> PoolSettings {
     PoolSettings {
+        start_timestamps,
         job: sc.job_name.clone(),
         interval: sc.scrape_interval,
         timeout: sc.scrape_timeout,
@@ -953,7 +979,12 @@ impl ScrapeLoop {
         };
         let parsed = fetched.and_then(|(body, ct)| {
             let format = exposition::format_from_content_type(ct.as_deref());
-            exposition::parse_with(&body, format, &self.settings.histograms).map_err(|e| e.to_string())
+            let mut expo = exposition::parse_with(&body, format, &self.settings.histograms)
+                .map_err(|e| e.to_string())?;
+            if format == exposition::Format::OpenMetrics && self.settings.start_timestamps.created_lines {
+                exposition::read_created_lines(&mut expo);
+            }
+            Ok(expo)
         });
         let duration = started.elapsed();
         let db = Arc::clone(&self.db);
@@ -1114,6 +1145,18 @@ enum ScrapedValue {
     Histogram(FloatHistogram),
 }
 
+/// A scraped sample, relabelled and timed, before it is appended.
+struct Scraped {
+    labels: Labels,
+    t: i64,
+    value: ScrapedValue,
+    /// Whether `t` is the target's own timestamp (such samples get no staleness markers).
+    explicit: bool,
+    /// Its start timestamp, if the target gave one.
+    start: Option<i64>,
+    exemplars: Vec<ParsedExemplar>,
+}
+
 type ScrapeOutcome = (HashMap<Labels, ()>, Option<String>, Option<Vec<MetricMetadata>>);
 
 /// Appends one scrape's samples, staleness markers and report series in one commit.
@@ -1137,16 +1180,15 @@ fn append_scrape(
         Err(e) => err = Some(e),
         Ok(expo) => {
             scraped = expo.samples.len() + expo.histograms.len();
-            let mut batch: Vec<(Labels, i64, ScrapedValue, bool, Vec<ParsedExemplar>)> =
-                Vec::with_capacity(scraped);
+            let mut batch: Vec<Scraped> = Vec::with_capacity(scraped);
             let floats = expo.samples.into_iter().map(|s| {
-                (s.labels, s.timestamp_ms, ScrapedValue::Float(s.value), s.exemplar.into_iter().collect())
+                let exemplars = s.exemplar.into_iter().collect();
+                (s.labels, s.timestamp_ms, s.start_ms, ScrapedValue::Float(s.value), exemplars)
             });
-            let histograms = expo
-                .histograms
-                .into_iter()
-                .map(|h| (h.labels, h.timestamp_ms, ScrapedValue::Histogram(h.histogram), h.exemplars));
-            for (labels, timestamp_ms, mut value, exemplars) in floats.chain(histograms) {
+            let histograms = expo.histograms.into_iter().map(|h| {
+                (h.labels, h.timestamp_ms, h.start_ms, ScrapedValue::Histogram(h.histogram), h.exemplars)
+            });
+            for (labels, timestamp_ms, start, mut value, exemplars) in floats.chain(histograms) {
                 let mut l = merge_target_labels(&labels, target, s.honor_labels);
                 if !s.metric_relabel.is_empty() {
                     match relabel::process(&l, &s.metric_relabel) {
@@ -1168,7 +1210,7 @@ fn append_scrape(
                 }
                 let explicit = s.honor_timestamps && timestamp_ms.is_some();
                 let ts = if explicit { timestamp_ms.unwrap_or(t) } else { t };
-                batch.push((l, ts, value, explicit, exemplars));
+                batch.push(Scraped { labels: l, t: ts, value, explicit, start, exemplars });
             }
             if err.is_none() && s.sample_limit > 0 && batch.len() > s.sample_limit {
                 counters.sample_limit_exceeded.fetch_add(1, Ordering::Relaxed);
@@ -1178,10 +1220,21 @@ fn append_scrape(
             if err.is_none() {
                 post_relabel = batch.len();
                 let mut dup_check: HashSet<Labels> = HashSet::with_capacity(batch.len());
-                for (l, ts, v, explicit, exemplars) in batch {
+                for Scraped { labels: l, t: ts, value: v, explicit, start, exemplars } in batch {
                     if !dup_check.insert(l.clone()) {
                         counters.duplicate.fetch_add(1, Ordering::Relaxed);
                         continue;
+                    }
+                    // a zero sample where the count began, before the sample
+                    let start = start.filter(|&st| st != 0);
+                    if let Some(st) = start.filter(|&st| s.start_timestamps.zero_samples && st < ts) {
+                        // refused as out of order once stored: the start does not move
+                        let _ = match &v {
+                            ScrapedValue::Float(_) => app.append(&l, st, 0.0),
+                            ScrapedValue::Histogram(h) => {
+                                app.append_histogram(&l, st, FloatHistogram::empty_like(h))
+                            }
+                        };
                     }
                     let appended = match v {
                         ScrapedValue::Float(v) => app.append(&l, ts, v),
@@ -1205,6 +1258,9 @@ fn append_scrape(
                             tracing::debug!(error = %e, series = %l, "scrape: sample rejected");
                             continue;
                         }
+                    }
+                    if let Some(st) = start {
+                        let _ = app.set_start_timestamp(&l, ts, st);
                     }
                     for e in exemplars {
                         let t = e.timestamp_ms.unwrap_or(ts);

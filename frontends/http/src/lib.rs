@@ -210,6 +210,9 @@ pub struct AppState {
     pub admin_enabled: bool,
     /// `--web.enable-remote-write-receiver`.
     pub remote_write_enabled: bool,
+    /// `--enable-feature=created-timestamp-zero-ingestion`: remote write stores a zero sample
+    /// at each sample's start timestamp.
+    pub start_zero_samples: bool,
     /// The OTLP receiver, when `--web.enable-otlp-receiver` is given.
     pub otlp: Option<Arc<promflow_otlp::Receiver>>,
     /// The Pushgateway API's groups, with `--web.enable-pushgateway`.

@@ -202,6 +202,10 @@ pub struct LoadOptions {
     /// `scrape_native_histograms` is on, so every job that does not say otherwise scrapes
     /// native histograms.
     pub native_histograms: bool,
+    /// `--enable-feature=st-storage` or `created-timestamp-zero-ingestion`, as in Prometheus:
+    /// the default `scrape_protocols` offer the protobuf format first, the one that carries
+    /// created timestamps most cheaply.
+    pub proto_first: bool,
 }
 
 impl Config {
@@ -280,6 +284,9 @@ impl Config {
 
         // scrape configs: inherit from global, unique job names
         cfg.global.scrape_native_histograms |= opts.native_histograms;
+        if opts.proto_first && cfg.global.scrape_protocols.is_empty() {
+            cfg.global.scrape_protocols = ScrapeProtocol::PROTO_FIRST.to_vec();
+        }
         let mut jobs: BTreeMap<String, String> = BTreeMap::new();
         for mut sc in raw.scrape_configs {
             sc.value.apply_global(&cfg.global).map_err(|m| at(&sc.referenced, m))?;

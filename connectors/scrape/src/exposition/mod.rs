@@ -11,8 +11,10 @@
 //!
 //! * `le` labels (after a histogram `# TYPE`) and `quantile` labels (after a summary `# TYPE`)
 //!   are normalised to canonical float text (`le="1"` → `le="1.0"`, `le="1000000"` → `le="1e+06"`);
-//! * OpenMetrics `_created` samples are kept as ordinary series, exemplars are kept with
-//!   their sample, timestamps in float seconds become milliseconds;
+//! * OpenMetrics `_created` samples are kept as ordinary series ([`read_created_lines`] makes
+//!   them start timestamps instead), exemplars are kept with their sample, timestamps in float
+//!   seconds become milliseconds; protobuf created timestamps are the samples' start
+//!   timestamps;
 //! * values use Go's `ParseFloat` syntax (`NaN`, `+Inf`, `-Inf`, `Inf`, exponents), with hex
 //!   floats and `_` refused;
 //! * a NaN value is stored as the canonical NaN, never as the staleness marker.
@@ -25,6 +27,7 @@
 //! become histograms with custom buckets (`convert_classic_histograms_to_nhcb`, any format).
 
 mod common;
+mod created;
 mod nhcb;
 mod openmetrics;
 pub mod protobuf;
@@ -87,6 +90,9 @@ pub struct ParsedHistogram {
     pub timestamp_ms: Option<i64>,
     /// The histogram.
     pub histogram: FloatHistogram,
+    /// When its count began (ms): a protobuf `created_timestamp`, or an OpenMetrics `_created`
+    /// line once [`read_created_lines`] has read it.
+    pub start_ms: Option<i64>,
     /// Its exemplars (a protobuf native histogram's, or a converted classic histogram's
     /// buckets').
     pub exemplars: Vec<ParsedExemplar>,
@@ -102,6 +108,10 @@ pub struct ParsedSample {
     pub timestamp_ms: Option<i64>,
     /// The sample value; NaN is always the canonical NaN, never a staleness marker.
     pub value: f64,
+    /// When its count began (ms), for a counter's, histogram's or summary's sample: a
+    /// protobuf `created_timestamp`, or an OpenMetrics `_created` line once
+    /// [`read_created_lines`] has read it.
+    pub start_ms: Option<i64>,
     /// The sample's exemplar (OpenMetrics, and a protobuf counter or classic bucket).
     pub exemplar: Option<ParsedExemplar>,
 }
@@ -226,6 +236,12 @@ pub fn parse_openmetrics_each(
     sink: &mut dyn FnMut(ParsedSample),
 ) -> Result<Vec<MetricMetadata>, ParseError> {
     openmetrics::parse_each(body, sink)
+}
+
+/// Reads an OpenMetrics exposition's `_created` lines of counters, histograms and summaries
+/// as the start timestamps of their families' samples, dropping them as series.
+pub fn read_created_lines(exposition: &mut Exposition) {
+    created::apply(exposition);
 }
 
 /// Parses a whole scrape body in the given format, with histograms read as classic ones.

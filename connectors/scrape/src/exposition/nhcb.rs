@@ -22,6 +22,8 @@ struct Classic {
     count: Option<f64>,
     sum: f64,
     timestamp_ms: Option<i64>,
+    /// Its series' start timestamp.
+    start_ms: Option<i64>,
     /// Its buckets' exemplars.
     exemplars: Vec<ParsedExemplar>,
     /// Indexes of its samples in the exposition.
@@ -77,6 +79,7 @@ pub(super) fn convert(exposition: &mut Exposition, keep_classic: bool) {
             _ => classic.sum = s.value,
         }
         classic.timestamp_ms = classic.timestamp_ms.or(s.timestamp_ms);
+        classic.start_ms = classic.start_ms.or(s.start_ms);
         classic.exemplars.extend(s.exemplar.clone());
         classic.samples.push(i);
     }
@@ -90,8 +93,8 @@ pub(super) fn convert(exposition: &mut Exposition, keep_classic: bool) {
         let Ok(histogram) = FloatHistogram::from_classic(&classic.buckets, classic.count, classic.sum) else {
             continue;
         };
-        let (timestamp_ms, exemplars) = (classic.timestamp_ms, classic.exemplars);
-        exposition.histograms.push(ParsedHistogram { labels, timestamp_ms, histogram, exemplars });
+        let (timestamp_ms, start_ms, exemplars) = (classic.timestamp_ms, classic.start_ms, classic.exemplars);
+        exposition.histograms.push(ParsedHistogram { labels, timestamp_ms, start_ms, histogram, exemplars });
         converted.extend(classic.samples);
     }
     if !keep_classic && !converted.is_empty() {

@@ -225,7 +225,7 @@ impl<'a> Parser<'a, '_> {
 
         let labels = self.scratch.finish(self.mtype).map_err(|m| self.c.error_at(line_start, m))?;
         let exemplar = self.exemplar.take();
-        (self.sink)(ParsedSample { labels, timestamp_ms, value: canonical(value), exemplar });
+        (self.sink)(ParsedSample { labels, timestamp_ms, value: canonical(value), start_ms: None, exemplar });
         Ok(())
     }
 

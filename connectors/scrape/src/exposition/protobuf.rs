@@ -345,9 +345,22 @@ fn read_family(
         let timestamp_ms = m.timestamp_ms.filter(|t| *t != 0);
         let series =
             |suffix: &str, extra: Option<(&str, String)>| series_labels(name, suffix, &m.label, extra);
+        let start_ms = match mtype {
+            MetricType::Counter => m.counter.as_ref().and_then(|c| c.created_timestamp.as_ref()),
+            MetricType::Summary => m.summary.as_ref().and_then(|s| s.created_timestamp.as_ref()),
+            MetricType::Histogram => m.histogram.as_ref().and_then(|h| h.created_timestamp.as_ref()),
+            _ => None,
+        }
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
         let mut float = |labels: Labels, value: f64, exemplar: Option<&wire::Exemplar>| {
             let exemplar = exemplar.map(parsed_exemplar);
-            out.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value), exemplar })
+            out.samples.push(ParsedSample {
+                labels,
+                timestamp_ms,
+                value: canonical(value),
+                start_ms,
+                exemplar,
+            })
         };
         match mtype {
             MetricType::Counter => {
@@ -390,6 +403,7 @@ fn read_family(
                     out.histograms.push(ParsedHistogram {
                         labels: series("", None)?,
                         timestamp_ms,
+                        start_ms,
                         histogram,
                         exemplars,
                     });

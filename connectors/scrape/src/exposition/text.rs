@@ -183,7 +183,13 @@ impl<'a> Parser<'a> {
         }
 
         let labels = self.scratch.finish(self.mtype).map_err(|m| self.c.error_at(line_start, m))?;
-        self.samples.push(ParsedSample { labels, timestamp_ms, value: canonical(value), exemplar: None });
+        self.samples.push(ParsedSample {
+            labels,
+            timestamp_ms,
+            value: canonical(value),
+            start_ms: None,
+            exemplar: None,
+        });
         Ok(())
     }
 

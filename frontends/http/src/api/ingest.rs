@@ -42,7 +42,7 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
             Message1or2::V2 => promflow_remote::RequestView::parse_v2(&raw)?,
         };
         let mut app = state.db.appender();
-        match promflow_remote::append_request(&req, app.as_mut()) {
+        match promflow_remote::append_request(&req, state.start_zero_samples, app.as_mut()) {
             Ok(written) => app.commit().map(|_| written).map_err(promflow_remote::Error::Storage),
             Err(e) => {
                 app.rollback();
