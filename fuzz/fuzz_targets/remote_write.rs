@@ -21,7 +21,7 @@ fn db() -> &'static std::sync::Arc<Db> {
 fn decode(raw: &[u8]) {
     for view in [RequestView::parse(raw), RequestView::parse_v2(raw)].into_iter().flatten() {
         let mut app = db().appender();
-        match append_request(&view, app.as_mut()) {
+        match append_request(&view, false, app.as_mut()) {
             Ok(_) => {
                 let _ = app.commit();
             }
