@@ -89,6 +89,12 @@ pub fn unescape(body: &str) -> String {
     if !body.contains('\\') {
         return body.to_string();
     }
+    String::from_utf8_lossy(&unescape_bytes(body)).into_owned()
+}
+
+/// [`unescape`] keeping the bytes as Go does: `\x` and octal escapes may leave a string
+/// that is not UTF-8.
+pub fn unescape_bytes(body: &str) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::with_capacity(body.len());
     let mut chars = body.chars().peekable();
     let mut buf = [0u8; 4];
@@ -132,7 +138,7 @@ pub fn unescape(body: &str) -> String {
             out.push(v as u8);
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Go's `time.Duration.String` for nanoseconds (`1h30m0s`, `59.999s`, `250ms`, `1.5µs`), as

@@ -163,6 +163,13 @@ struct Ctx<'a> {
     query_start: i64,
     query_end: i64,
     annotations: Annotations,
+    /// Inside `histogram_count`, `histogram_sum` or `histogram_avg`: histograms are read as
+    /// Prometheus's `HistogramStatsIterator` reads them, with each counter-reset hint that
+    /// storage left unknown worked out against the sample before (see [`stats_hints`]).
+    histogram_stats: bool,
+    /// Inside a subquery, `histogram_quantile`/`histogram_fraction` or a trim operator, which
+    /// read the buckets: histograms keep the hints storage gave them.
+    needs_buckets: bool,
 }
 
 /// Evaluates `plan` over `querier` at the steps of `opts`. An instant query (start == end)
@@ -176,6 +183,8 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         query_start: opts.start,
         query_end: opts.end,
         annotations: Annotations::default(),
+        histogram_stats: false,
+        needs_buckets: false,
     };
     let instant = opts.start == opts.end && !opts.range_query;
     if !instant && !matches!(plan.kind(), ValueKind::Scalar | ValueKind::Instant) {
@@ -282,6 +291,33 @@ fn histogram_window(samples: &[HistogramSample], start: i64, end: i64) -> &[Hist
     let from = samples.partition_point(|s| s.t <= start);
     let to = samples.partition_point(|s| s.t <= end);
     &samples[from..to.max(from)]
+}
+
+/// Works out the counter-reset hints storage left unknown, as Prometheus's
+/// `HistogramStatsIterator` does for `histogram_count`, `histogram_sum` and `histogram_avg`,
+/// which read no buckets: a histogram after another is a reset or not by comparing the two
+/// (the first read keeps its hint). Aggregations then see the hints, and warn where a reset
+/// meets a histogram that says it is none.
+fn stats_hints(samples: &mut [HistogramSample]) {
+    use promflow_storage::native_histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    for i in 1..samples.len() {
+        if samples[i].h.hint != Unknown {
+            continue;
+        }
+        let reset = samples[i].h.detect_reset(&samples[i - 1].h);
+        Arc::make_mut(&mut samples[i].h).hint = if reset { CounterReset } else { NotCounterReset };
+    }
+}
+
+/// Sets the reset hints that say whether a counter was reset (not gauge hints) to unknown,
+/// leaving the detection to whoever reads the histograms.
+fn forget_reset_hints(samples: &mut [HistogramSample]) {
+    use promflow_storage::native_histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    for s in samples {
+        if matches!(s.h.hint, CounterReset | NotCounterReset) {
+            Arc::make_mut(&mut s.h).hint = Unknown;
+        }
+    }
 }
 
 /// `resets` (or `changes`) over a window's floats and histograms together, in time order:
@@ -402,6 +438,30 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The histograms of the matching series in `mint..=maxt`. Under `histogram_count`,
+    /// `histogram_sum` and `histogram_avg` their unknown reset hints are worked out as
+    /// Prometheus's reader yields them ([`stats_hints`]), the first one in the range against
+    /// the sample before it when there is one within a lookback: Prometheus's chunks say
+    /// "no reset" of every histogram but a chunk's first, and a chunk starts at a reset.
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<HistogramSeries>, Error> {
+        if !self.histogram_stats || self.needs_buckets {
+            return Ok(self.querier.select_histograms(matchers, mint, maxt)?);
+        }
+        let mut hists =
+            self.querier.select_histograms(matchers, mint.saturating_sub(self.opts.lookback_ms), maxt)?;
+        for h in hists.iter_mut() {
+            stats_hints(&mut h.samples);
+            h.samples.retain(|s| s.t >= mint);
+        }
+        hists.retain(|h| !h.samples.is_empty());
+        Ok(hists)
+    }
+
     fn anchored_span(&self, shift: &TimeShift) -> (i64, i64) {
         let (first, last) = (self.steps[0], *self.steps.last().unwrap_or(&self.steps[0]));
         let a = shift.apply(first, self.query_start, self.query_end);
@@ -437,7 +497,7 @@ impl Ctx<'_> {
                 };
                 let (mint, maxt) = (lo - range_ms - before + 1, hi + after);
                 let series = self.querier.select(matchers, mint, maxt)?;
-                let hists = self.querier.select_histograms(matchers, mint, maxt)?;
+                let hists = self.select_histograms(matchers, mint, maxt)?;
                 // extended windows read no start timestamps, as in Prometheus
                 let starts = if self.opts.use_start_timestamps && *edges == Edges::Plain {
                     self.querier.select_start_timestamps(matchers, mint, maxt)?
@@ -478,15 +538,19 @@ impl Ctx<'_> {
             Plan::AggregateSamples { op, grouping, param, descending, input } => {
                 self.aggregate_samples(*op, grouping, *param, *descending, input)?
             }
-            Plan::Join { op, lhs, rhs, key, return_bool } => {
-                let l = self.eval_vector(lhs)?;
-                let r = self.eval_vector(rhs)?;
+            Plan::Join { op, lhs, rhs, key, return_bool, origin } => {
+                // trimming reads buckets: histograms keep the hints storage gave them
+                let outer = self.needs_buckets;
+                self.needs_buckets |= op.is_trim();
+                let operands = self.eval_vector(lhs).and_then(|l| Ok((l, self.eval_vector(rhs)?)));
+                self.needs_buckets = outer;
+                let (l, r) = operands?;
                 if op.is_set() {
                     Value::Vector(set_op(*op, l, r, &key.grouping, self.opts.stop())?)
                 } else {
                     let delayed = self.opts.delayed_name_removal;
                     let (joined, notes) = join(*op, l, r, key, *return_bool, delayed, self.opts.stop())?;
-                    self.note_binary(*op, notes);
+                    self.note_binary(*op, notes, origin);
                     Value::Vector(joined)
                 }
             }
@@ -605,7 +669,7 @@ impl Ctx<'_> {
         let (lo, hi) = self.anchored_span(shift);
         let lookback = self.opts.lookback_ms;
         let series = self.querier.select(matchers, lo - lookback + 1, hi)?;
-        let hists = self.querier.select_histograms(matchers, lo - lookback + 1, hi)?;
+        let hists = self.select_histograms(matchers, lo - lookback + 1, hi)?;
         let starts = match what {
             Selected::StartTimestamps => {
                 self.querier.select_start_timestamps(matchers, lo - lookback + 1, hi)?
@@ -705,6 +769,9 @@ impl Ctx<'_> {
             query_start: self.query_start,
             query_end: self.query_end,
             annotations: Annotations::default(),
+            histogram_stats: self.histogram_stats,
+            // a subquery's counter functions need the buckets to see resets
+            needs_buckets: true,
         };
         if inner.steps.is_empty() {
             return Ok(Value::Range(RangeValue {
@@ -721,9 +788,14 @@ impl Ctx<'_> {
             // a window's series carry no marks: names marked for removal go here
             Value::Vector(v) => {
                 let v = finish_names(v)?;
+                // a subquery may skip the sample of a reset, or return it at several steps:
+                // its histograms' reset hints say nothing, as in Prometheus
                 let hists = step_histograms(&v, &inner.steps, false)
                     .into_iter()
-                    .map(|h| (h.labels, h.samples))
+                    .map(|mut h| {
+                        forget_reset_hints(&mut h.samples);
+                        (h.labels, h.samples)
+                    })
                     .collect();
                 let series = v
                     .into_iter()
@@ -1353,7 +1425,10 @@ impl Ctx<'_> {
                 Ok(Value::Vector(v))
             }
             VectorFn::HistogramQuantile | VectorFn::HistogramQuantiles | VectorFn::HistogramFraction => {
-                self.classic_histograms(func, input, args, origin)
+                let outer = std::mem::replace(&mut self.needs_buckets, true);
+                let answer = self.classic_histograms(func, input, args, origin);
+                self.needs_buckets = outer;
+                answer
             }
             VectorFn::HistogramCount
             | VectorFn::HistogramSum
@@ -1367,9 +1442,18 @@ impl Ctx<'_> {
                     VectorFn::HistogramStddev => kernels::native::histogram_variance(h).sqrt(),
                     _ => kernels::native::histogram_variance(h),
                 };
+                // histogram_count, _sum and _avg read histograms as Prometheus's stats
+                // iterator does (see `histogram_stats`)
+                let stats = matches!(
+                    func,
+                    VectorFn::HistogramCount | VectorFn::HistogramSum | VectorFn::HistogramAvg
+                );
+                let outer = self.histogram_stats;
+                self.histogram_stats |= stats;
+                let input = self.eval_vector(input);
+                self.histogram_stats = outer;
                 // of the histograms only: float samples give nothing
-                let out = self
-                    .eval_vector(input)?
+                let out = input?
                     .into_iter()
                     .filter(|s| !s.hists.is_empty())
                     .map(|s| {
@@ -1840,7 +1924,11 @@ impl Ctx<'_> {
         let scalar_left = lk == ValueKind::Scalar;
         let (vec_plan, sc_plan) = if scalar_left { (rhs, lhs) } else { (lhs, rhs) };
         let sc = self.eval_scalar(sc_plan)?;
-        let mut v = self.eval_vector(vec_plan)?;
+        let outer = self.needs_buckets;
+        self.needs_buckets |= op.is_trim();
+        let v = self.eval_vector(vec_plan);
+        self.needs_buckets = outer;
+        let mut v = v?;
         // comparisons and trims keep the metric name, as in Prometheus
         let drop_name = !(op.is_comparison() || op.is_trim()) || return_bool;
         let mut notes = Vec::new();
@@ -1893,7 +1981,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        self.note_binary(op, notes);
+        self.note_binary(op, notes, &Origin::default());
         v.retain(StepSeries::has_any);
         if drop_name {
             Ok(Value::Vector(self.drop_names(v)?))
@@ -1903,7 +1991,7 @@ impl Ctx<'_> {
     }
 
     /// The annotations of binary operations over histograms.
-    fn note_binary(&mut self, op: BinOp, notes: Vec<kernels::native::BinaryNote>) {
+    fn note_binary(&mut self, op: BinOp, notes: Vec<kernels::native::BinaryNote>, origin: &Origin) {
         use kernels::native::BinaryNote;
         let what = |addition: bool| if addition { "addition" } else { "subtraction" };
         for note in notes {
@@ -1922,7 +2010,7 @@ impl Ctx<'_> {
                     format!("conflicting counter resets during histogram {}", what(addition)),
                 ),
             };
-            self.annotations.add(level, text, None);
+            self.annotations.add(level, text, origin.expr);
         }
     }
 

@@ -602,6 +602,8 @@ pub enum Plan {
         key: JoinKey,
         /// Comparison returns 0/1 instead of filtering.
         return_bool: bool,
+        /// Where the operation (its left operand) starts in the query, for its annotations.
+        origin: Origin,
     },
     /// Vector–scalar or scalar–scalar operation applied per element.
     ScalarOp {

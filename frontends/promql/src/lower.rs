@@ -356,6 +356,14 @@ impl Lowering<'_> {
             }
             Expr::Aggregate(a) => {
                 let op = agg_op(a.op);
+                // a label name that is not UTF-8 can only come from a literal's escapes
+                if let (AggregateOp::CountValues, Some(Expr::String(_, span)), Some(query)) =
+                    (a.op, a.param.as_deref().map(unparen), self.query)
+                {
+                    if let Some(quoted) = non_utf8_literal(&query[span.start..span.end]) {
+                        return Err(Error::Invalid(format!("invalid label name {quoted}")));
+                    }
+                }
                 let grouping = if a.without {
                     Grouping::Without(a.grouping.clone())
                 } else {
@@ -404,7 +412,11 @@ impl Lowering<'_> {
                 fill_one: None,
             },
         };
-        Ok(Plan::Join { op, lhs: Box::new(lhs), rhs: Box::new(rhs), key, return_bool })
+        let origin = Origin {
+            expr: self.source_pos(b.lhs.span().start),
+            args: [&b.lhs, &b.rhs].iter().map(|a| self.source_pos(unparen(a).span().start)).collect(),
+        };
+        Ok(Plan::Join { op, lhs: Box::new(lhs), rhs: Box::new(rhs), key, return_bool, origin })
     }
 
     fn call(&self, c: &Call) -> Result<Plan, Error> {

@@ -1518,6 +1518,7 @@ fn one_to_one(op: BinOp, lhs: Plan, rhs: Plan) -> Plan {
             fill_one: None,
         },
         return_bool: false,
+        origin: Origin::default(),
     }
 }
 
@@ -1713,6 +1714,7 @@ fn aggregate(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan),
                         fill_one: None,
                     },
                     return_bool: false,
+                    origin: Origin::default(),
                 };
                 let between = sum_by(one_to_one(BinOp::Mul, n_i, with_number(BinOp::Pow, deviation, 2.0)));
                 let n = count(w);

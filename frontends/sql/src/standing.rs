@@ -19,7 +19,7 @@
 //! and `ts BETWEEN now() - INTERVAL '1 hour' AND now()` slide; an absolute bound, a missing
 //! lower bound (the whole history) or an upper bound before `now()` do not.
 
-use promflow_plan::{BinOp, Cardinality, Grouping, JoinKey, Plan};
+use promflow_plan::{BinOp, Cardinality, Grouping, JoinKey, Origin, Plan};
 
 use crate::compile::{compile, Query, Statement};
 use crate::Error;
@@ -91,6 +91,7 @@ fn as_plan(q: &Query, now: i64) -> Result<Plan, Error> {
                 fill_one: None,
             },
             return_bool: false,
+            origin: Origin::default(),
         };
     }
     Ok(plan)

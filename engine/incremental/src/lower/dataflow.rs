@@ -549,7 +549,7 @@ impl Lowering<'_> {
                 };
                 Node::Aggregate { input, op: *op, grouping: grouping.clone(), param }
             }
-            Plan::Join { op, lhs, rhs, key, return_bool } => {
+            Plan::Join { op, lhs, rhs, key, return_bool, .. } => {
                 let (lhs, rhs) = (Box::new(self.lower(lhs)?), Box::new(self.lower(rhs)?));
                 Node::Join { lhs, rhs, op: *op, key: key.clone(), return_bool: *return_bool }
             }

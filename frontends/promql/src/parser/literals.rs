@@ -148,6 +148,22 @@ pub(crate) fn quote(s: &str) -> String {
     out
 }
 
+/// Go's `%q` of a string that may not be UTF-8: the bytes that are not written `\xNN`.
+pub(crate) fn quote_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len() + 2);
+    out.push('"');
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_escaped(&mut out, c, '"');
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Go's `%q` of a rune.
 pub(crate) fn quote_rune(c: char) -> String {
     let mut out = String::from("'");
@@ -163,6 +179,16 @@ pub(crate) fn sharp_u(c: char) -> String {
     } else {
         format!("U+{:04X}", c as u32)
     }
+}
+
+/// The bytes a string token (quotes included, validated by the lexer) stands for, as Go
+/// keeps them: they need not be UTF-8.
+pub(crate) fn unquote_bytes(token: &str) -> Vec<u8> {
+    let body = &token[1..token.len() - 1];
+    if token.starts_with('`') {
+        return body.as_bytes().to_vec();
+    }
+    promflow_storage::gofmt::unescape_bytes(body)
 }
 
 /// Decodes a string token (quotes included) that the lexer has already validated.
@@ -214,6 +240,7 @@ mod tests {
         assert_eq!(quote("a\"b\\\n\u{7}é"), "\"a\\\"b\\\\\\n\\aé\"");
         assert_eq!(quote_rune('\''), "'\\''");
         assert_eq!(quote(&unquote(r#""a\xc5z""#)), r#""a\ufffdz""#);
+        assert_eq!(quote_bytes(&unquote_bytes(r#""a\xc5z\n""#)), r#""a\xc5z\n""#);
         assert_eq!(sharp_u('c'), "U+0063 'c'");
     }
 

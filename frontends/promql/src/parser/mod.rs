@@ -14,6 +14,13 @@ pub mod printer;
 pub use ast::*;
 pub use printer::prettify;
 
+/// The Go-quoted bytes (`"a\xc5z"`) of a string literal token whose escapes leave it not
+/// UTF-8, which Go keeps as it is and promflow's strings cannot; `None` for one that is UTF-8.
+pub(crate) fn non_utf8_literal(token: &str) -> Option<String> {
+    let bytes = literals::unquote_bytes(token);
+    std::str::from_utf8(&bytes).is_err().then(|| literals::quote_bytes(&bytes))
+}
+
 /// A syntax or type error at a byte offset of the query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {
