@@ -1256,3 +1256,55 @@ fn an_out_of_order_sample_without_a_start_timestamp_is_not_given_its_neighbours(
     let db = Db::open(dir.path(), opts()).unwrap();
     assert_eq!(starts(&db), vec![(a, vec![(1000, 500), (2000, 0), (3000, 500)])], "replayed");
 }
+
+#[test]
+fn histograms_read_back_from_blocks_exactly_from_any_range() {
+    use promflow_storage::native_histogram::CounterResetHint;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    let l = ls(&[("__name__", "latency")]);
+    // whole counts (stored as differences) with a moving layout, negative buckets and
+    // resets, and now and then counts that are not whole (stored as they are)
+    let histogram = |k: i64| {
+        let base = (k % 50) as f64;
+        let fraction = if k % 7 == 3 { 0.25 } else { 0.0 };
+        let shift = (k / 20 % 3) as i32;
+        let positive: Vec<(i32, f64)> =
+            (0..4).map(|j| (shift + j, base * f64::from(j + 1) + fraction)).collect();
+        let negative = if k % 2 == 0 { vec![(-1, base + 1.0)] } else { vec![] };
+        let zero = (k % 3) as f64;
+        let count = positive.iter().chain(&negative).map(|b| b.1).sum::<f64>() + zero;
+        FloatHistogram::from_buckets(
+            CounterResetHint::Unknown,
+            1,
+            0.001,
+            zero,
+            count,
+            base * 1.5,
+            positive,
+            negative,
+            vec![],
+        )
+        .unwrap()
+    };
+    let mut want = Vec::new();
+    for k in 0..(5 * 60) {
+        let t = k * 60_000;
+        let mut app = db.appender();
+        app.append_histogram(&l, t, histogram(k)).unwrap();
+        app.commit().unwrap();
+        want.push((t, histogram(k)));
+    }
+    let report = db.compact().unwrap();
+    assert_eq!(report.head_blocks, 1, "{report:?}");
+    let read = |mint: i64, maxt: i64| -> Vec<(i64, FloatHistogram)> {
+        let got = db.select_histograms(&name_eq("latency"), mint, maxt).unwrap();
+        got.into_iter().flat_map(|s| s.samples).map(|s| (s.t, (*s.h).clone())).collect()
+    };
+    assert_eq!(read(ALL.0, ALL.1), want);
+    // ranges that start inside the block: the differences before them still add up
+    for (mint, maxt) in [(30 * 60_000 + 1, 90 * 60_000), (90 * 60_000, 150 * 60_000)] {
+        let inside: Vec<_> = want.iter().filter(|(t, _)| (mint..=maxt).contains(t)).cloned().collect();
+        assert_eq!(read(mint, maxt), inside);
+    }
+}
