@@ -1,10 +1,13 @@
-//! A head series' native-histogram samples, compressed as Prometheus compresses them in
+//! A head series' native-histogram samples, compressed much as Prometheus compresses them in
 //! its histogram chunks: samples that share a bucket layout (schema, zero threshold,
 //! custom bounds and the set of buckets that count something) form a chunk whose first
-//! sample is written whole and each later one as its time delta and, field by field, the
-//! XOR of each count with the previous sample's. Counts that grow slowly differ from the
-//! previous ones in a few bits only, so a sample of a stable histogram takes a few bytes per
-//! bucket instead of sixteen.
+//! sample is written whole and each later one as its time delta, its hint byte and its
+//! fields (count, zero count, sum, then the buckets) against the previous sample's:
+//!
+//! * when both samples' counts are whole numbers (below 2^53), as a counter's are, each
+//!   count as its difference from the previous one, a zigzag varint (a bucket that gained a
+//!   few observations takes one byte), and the sum as an XOR; the hint byte's top bit says so;
+//! * otherwise every field as the XOR of its bits with the previous sample's.
 //!
 //! An XOR is written in bytes: `0` for no change, else a header byte `1 + 8·lead + trail`
 //! (its leading and trailing zero bytes) followed by the bytes between them.
@@ -13,10 +16,17 @@ use std::sync::Arc;
 
 use crate::codec::{put_varint, Cursor};
 use crate::native_histogram::hint_byte;
+use crate::native_histogram::hint_of_byte;
 use crate::{FloatHistogram, HistogramSample, Timestamp};
 
 /// Samples per chunk at most: reads decode whole chunks, truncation drops whole chunks.
 const MAX_CHUNK_SAMPLES: u32 = 120;
+
+/// Set in a sample's hint byte when its counts are written as differences.
+const WHOLE_DIFFERENCES: u8 = 0x80;
+
+/// The position of the sum in [`fields`]: written as an XOR in both forms.
+const SUM_FIELD: usize = 2;
 
 /// A run of samples with one bucket layout.
 #[derive(Debug)]
@@ -60,9 +70,15 @@ impl HistogramSamples {
         if continues {
             let (Some(prev), Some(chunk)) = (&self.last, self.chunks.last_mut()) else { unreachable!() };
             put_varint(&mut chunk.bytes, s.t - prev.t);
-            chunk.bytes.push(hint_byte(s.h.hint));
-            for (now, before) in fields(&s.h).zip(fields(&prev.h)) {
-                put_xor(&mut chunk.bytes, now.to_bits() ^ before.to_bits());
+            let whole = whole_counts(&s.h) && whole_counts(&prev.h);
+            chunk.bytes.push(hint_byte(s.h.hint) | if whole { WHOLE_DIFFERENCES } else { 0 });
+            for (i, (now, before)) in fields(&s.h).zip(fields(&prev.h)).enumerate() {
+                if whole && i != SUM_FIELD {
+                    // exact: both are whole numbers below 2^53
+                    put_varint(&mut chunk.bytes, now as i64 - before as i64);
+                } else {
+                    put_xor(&mut chunk.bytes, now.to_bits() ^ before.to_bits());
+                }
             }
             chunk.max_t = s.t;
             chunk.len += 1;
@@ -140,6 +156,14 @@ fn fields(h: &FloatHistogram) -> impl Iterator<Item = f64> + '_ {
         .chain(h.negative_buckets().iter().map(|b| b.1))
 }
 
+/// Whether a histogram's counts (all its fields but the sum) are whole numbers below 2^53,
+/// which round-trip through their differences as integers (negative zero does not).
+fn whole_counts(h: &FloatHistogram) -> bool {
+    let whole =
+        |v: f64| v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && v.to_bits() != (-0.0f64).to_bits();
+    fields(h).enumerate().all(|(i, v)| i == SUM_FIELD || whole(v))
+}
+
 /// Whether two histograms have the same buckets (so one's counts can be written against
 /// the other's).
 fn same_layout(a: &FloatHistogram, b: &FloatHistogram) -> bool {
@@ -201,8 +225,16 @@ fn decode(c: &Chunk) -> Vec<HistogramSample> {
 
 fn decode_next(c: &mut Cursor<'_>, prev: &HistogramSample) -> Option<HistogramSample> {
     let t = prev.t.checked_add(c.varint()?)?;
-    let hint = crate::native_histogram::hint_of_byte(c.take(1)?[0])?;
-    let mut values = fields(&prev.h).map(|v| get_xor(c).map(|x| f64::from_bits(v.to_bits() ^ x)));
+    let hint_byte = c.take(1)?[0];
+    let whole = hint_byte & WHOLE_DIFFERENCES != 0;
+    let hint = hint_of_byte(hint_byte & !WHOLE_DIFFERENCES)?;
+    let mut values = fields(&prev.h).enumerate().map(|(i, v)| {
+        if whole && i != SUM_FIELD {
+            c.varint().and_then(|d| (v as i64).checked_add(d)).map(|n| n as f64)
+        } else {
+            get_xor(c).map(|x| f64::from_bits(v.to_bits() ^ x))
+        }
+    });
     let mut next = || values.next().flatten();
     let (count, zero_count, sum) = (next()?, next()?, next()?);
     let positive: Option<Vec<(i32, f64)>> =
@@ -257,6 +289,10 @@ mod tests {
             if k == 7 {
                 x.sum = f64::NAN;
             }
+            // counts that are not whole numbers: written as XORs, and so is the next sample
+            if k == 9 {
+                x.count += 0.5;
+            }
             let s = HistogramSample { t: 1000 * k + k % 3, h: Arc::new(x) };
             want.push(s.clone());
             store.push(s);
@@ -268,7 +304,7 @@ mod tests {
             assert_eq!(a.h.fingerprint(), b.h.fingerprint());
         }
         let bytes: usize = store.chunks.iter().map(|c| c.bytes.len()).sum();
-        assert!(bytes < 300 * 80, "{bytes} bytes for 300 samples of 20 buckets");
+        assert!(bytes < 300 * 40, "{bytes} bytes for 300 samples of 20 buckets");
         assert_eq!(store.range(5000, 7001).iter().map(|s| s.t).collect::<Vec<_>>(), [5002, 6000, 7001]);
         assert!(store.any_in(5000, 5002) && store.any_in(0, 1001) && store.any_in(300_000, i64::MAX));
         assert!(!store.any_in(5003, 5999), "between two samples of one chunk");
