@@ -129,3 +129,61 @@ fn federation_answers_what_prometheus_answers_and_prometheus_scrapes_it() {
     let values: Vec<&str> = found.iter().map(|s| s["value"][1].as_str().unwrap()).collect();
     assert!(values.contains(&"2.5") && values.contains(&"1000000000") && values.contains(&"3"), "{values:?}");
 }
+
+#[test]
+fn a_prometheus_scraping_native_histograms_gets_them_in_the_protobuf_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let promflow = start_promflow(dir.path(), GLOBAL, &["--web.enable-remote-write-receiver"]);
+    let now = now_ms();
+    let histogram = promflow_remote::Histogram {
+        count_float: Some(9.0),
+        sum: 7.5,
+        schema: 1,
+        zero_threshold: 0.001,
+        zero_count_float: Some(1.0),
+        positive_spans: vec![promflow_remote::BucketSpan { offset: -2, length: 2 }],
+        positive_counts: vec![1.0, 2.0],
+        negative_spans: vec![promflow_remote::BucketSpan { offset: 0, length: 1 }],
+        negative_counts: vec![5.0],
+        timestamp: now - 1_000,
+        ..Default::default()
+    };
+    let mut h = series(&[("__name__", "fed_latency"), ("job", "api")], &[]);
+    h.histograms = vec![histogram];
+    let gauge = series(&[("__name__", "fed_temp"), ("job", "api")], &[(now - 1_000, 2.5)]);
+    assert_eq!(remote_write(&promflow, vec![h, gauge]).0, 204);
+    // the text format has no native histograms
+    let (_, content_type, text) = federate(&promflow, &format!("?match[]={}", encoded(MATCH)));
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("fed_latency") && text.contains("fed_temp"), "{text}");
+
+    // Prometheus 2.42 with native histograms asks for protobuf first
+    std::fs::create_dir_all(dir.path().join("scraper")).unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: federate\n    honor_labels: true\n    \
+         metrics_path: /federate\n    params:\n      'match[]': ['{MATCH}']\n    static_configs:\n      \
+         - targets: ['127.0.0.1:{}']\n",
+        promflow.port
+    );
+    let Some(scraper) = start_prometheus_with(
+        &dir.path().join("scraper"),
+        &config,
+        free_port(),
+        &["--enable-feature=native-histograms"],
+    ) else {
+        return;
+    };
+    let answer = |q: &str| {
+        let (_, v) = scraper.get_json(&format!("/api/v1/query?query={}", encoded(q)));
+        result(&v).first().and_then(|r| r["value"][1].as_str().map(String::from))
+    };
+    let count = wait_for(Duration::from_secs(20), || answer("histogram_count(fed_latency)"));
+    assert_eq!(count.as_deref(), Some("9"), "the scraper stored the native histogram");
+    assert_eq!(answer("histogram_sum(fed_latency)").as_deref(), Some("7.5"));
+    assert_eq!(answer("fed_temp").as_deref(), Some("2.5"));
+    let (_, v) = scraper.get_json(&format!("/api/v1/query?query={}", encoded("fed_latency")));
+    assert_eq!(result(&v)[0]["metric"]["cluster"], "pf", "{v}");
+    // two positive buckets, one negative and the zero bucket
+    let buckets = &result(&v)[0]["histogram"][1]["buckets"];
+    assert_eq!(buckets.as_array().map(Vec::len), Some(4), "{v}");
+}
