@@ -420,6 +420,13 @@ fn a_native_histogram_shows_its_buckets_in_the_table_and_its_count_in_the_graph(
     let buckets = browser.wait_texts("table.buckets tr", |b| b.len() == 3);
     assert!(buckets[0].contains("[-0.001, 0.001]") && buckets[0].contains('1'), "{buckets:?}");
     assert!(buckets[2].contains("(2, 4]") && buckets[2].contains("12"), "{buckets:?}");
+    // and as a chart of bars, one per bucket, the fullest the tallest
+    let heights = browser.script(
+        "return [...document.querySelectorAll('svg.bucket-chart rect')].map(r => Number(r.getAttribute('height')))",
+    );
+    let heights: Vec<f64> = heights.as_array().unwrap().iter().filter_map(|h| h.as_f64()).collect();
+    assert_eq!(heights.len(), 3, "{heights:?}");
+    assert!(heights[2] > heights[1] && heights[1] > heights[0] && heights[0] > 0.0, "{heights:?}");
     assert!(browser.all(".messages .error").is_empty(), "no error is shown");
 
     browser.click(&browser.find("button.tab.graph"));

@@ -12,6 +12,16 @@ export function el(tag, attrs, ...children) {
   return node;
 }
 
+/** An SVG element, as `el` makes HTML ones. */
+export function svg(tag, attrs, ...children) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  node.append(...children.flat().filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
 /** Calls the HTTP API; resolves to `data`, rejects with the API's error text. */
 export async function api(prefix, path, params) {
   const query = new URLSearchParams(params || {});

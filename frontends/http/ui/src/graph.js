@@ -9,7 +9,7 @@ import { defaultKeymap, history, historyKeymap } from '@codemirror/commands';
 import { syntaxHighlighting, defaultHighlightStyle, bracketMatching } from '@codemirror/language';
 import { acceptCompletion, autocompletion, closeBrackets, closeCompletion } from '@codemirror/autocomplete';
 import { PromQLExtension } from '@prometheus-io/codemirror-promql';
-import { api, el, formatDuration, parseDuration, seriesName } from './dom.js';
+import { api, el, formatDuration, parseDuration, seriesName, svg } from './dom.js';
 
 /** The most points a graph asks for per series (Prometheus's UI's resolution). */
 const POINTS = 250;
@@ -307,12 +307,44 @@ function bucketRange([rule, lower, upper]) {
   return `${rule === 1 || rule === 3 ? '[' : '('}${lower}, ${upper}${rule === 0 || rule === 3 ? ']' : ')'}`;
 }
 
-/** A native histogram as a table cell: its count and sum, then each bucket with its count. */
+/** Size of a histogram's bucket chart, in SVG units (it scales with the cell). */
+const BUCKET_CHART = { width: 320, height: 80 };
+
+/**
+ * A native histogram's buckets as bars side by side, lowest bound first, each as tall as its
+ * count against the fullest bucket (the bars are of equal width: exponential buckets grow
+ * with their bounds, so a linear axis would squeeze the low ones); hovering a bar names its
+ * range and count.
+ */
+function bucketChart(buckets) {
+  const max = Math.max(...buckets.map((b) => Number(b[3])), 0);
+  const width = BUCKET_CHART.width / Math.max(buckets.length, 1);
+  const bars = buckets.map((b, i) => {
+    const height = max > 0 ? (Number(b[3]) / max) * (BUCKET_CHART.height - 2) : 0;
+    return svg('rect', {
+      x: i * width + 1,
+      y: BUCKET_CHART.height - height,
+      width: Math.max(width - 2, 1),
+      height,
+    }, svg('title', {}, `${bucketRange(b)}: ${b[3]}`));
+  });
+  return svg('svg', {
+    class: 'bucket-chart',
+    viewBox: `0 0 ${BUCKET_CHART.width} ${BUCKET_CHART.height}`,
+    preserveAspectRatio: 'none',
+    role: 'img',
+    'aria-label': `${buckets.length} buckets`,
+  }, bars);
+}
+
+/** A native histogram as a table cell: its count and sum, a chart of its buckets, then each bucket with its count. */
 function histogramCell(h) {
+  const buckets = h.buckets || [];
   return el('div', { class: 'histogram' },
     el('div', {}, `count: ${h.count}   sum: ${h.sum}`),
+    buckets.length ? bucketChart(buckets) : null,
     el('table', { class: 'buckets' },
-      el('tbody', {}, (h.buckets || []).map((b) => el('tr', {}, el('td', {}, bucketRange(b)), el('td', {}, b[3]))))));
+      el('tbody', {}, buckets.map((b) => el('tr', {}, el('td', {}, bucketRange(b)), el('td', {}, b[3]))))));
 }
 
 /** The table of an instant query's result. */
