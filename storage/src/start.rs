@@ -149,8 +149,9 @@ impl From<StartRuns> for Vec<StartRun> {
 
 /// The parts of `r` on either side of `t` (which it covers).
 fn split_out(r: StartRun, t: Timestamp) -> impl Iterator<Item = StartRun> {
-    let before = (r.from < t).then_some(StartRun { to: t - 1, ..r });
-    let after = (r.to > t).then_some(StartRun { from: t + 1, ..r });
+    // lazily: `t - 1` and `t + 1` exist only where a part does
+    let before = (r.from < t).then(|| StartRun { to: t - 1, ..r });
+    let after = (r.to > t).then(|| StartRun { from: t + 1, ..r });
     before.into_iter().chain(after)
 }
 
@@ -215,6 +216,17 @@ mod tests {
         runs.record(Some(40), 5, 2);
         assert_eq!(aligned_starts(&runs.0, [5, 10, 20, 25, 30, 35, 40]), vec![2, 1, 1, 7, 1, 0, 1]);
         assert!(runs.covers(25) && !runs.covers(35));
+    }
+
+    #[test]
+    fn runs_at_the_ends_of_time_do_not_overflow() {
+        let mut runs = StartRuns::default();
+        runs.record(None, i64::MAX - 1, 5);
+        runs.record(Some(i64::MAX - 1), i64::MAX, 5);
+        runs.record(Some(i64::MAX), i64::MAX, 0);
+        runs.record(Some(i64::MAX), i64::MIN, 7);
+        runs.record(Some(i64::MAX), i64::MIN, 0);
+        assert_eq!(runs.0, vec![run(i64::MAX - 1, i64::MAX - 1, 5)]);
     }
 
     #[test]
