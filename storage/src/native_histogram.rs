@@ -758,6 +758,14 @@ impl FloatHistogram {
     }
 }
 
+/// `v` as an integer when it is exactly one: a whole number below 2^53 in magnitude (not
+/// negative zero), so that counts stored as integers, or as integer differences, come back
+/// bit for bit.
+pub(crate) fn exact_integer(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && v.to_bits() != (-0.0f64).to_bits())
+        .then_some(v as i64)
+}
+
 /// The hint's byte in the binary encodings (WAL and blocks).
 pub(crate) fn hint_byte(hint: CounterResetHint) -> u8 {
     match hint {

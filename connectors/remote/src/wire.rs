@@ -21,7 +21,7 @@ pub struct RequestView<'a> {
     /// Every series' samples as (timestamp, value), one series after another.
     samples: Vec<(i64, f64)>,
     /// The samples' start timestamps (remote write 2.0; 0 where none), aligned with
-    /// `samples`.
+    /// `samples`; empty for a 1.0 request, which has none.
     starts: Vec<i64>,
     /// Every series' native histograms, one series after another.
     histograms: Vec<Histogram>,
@@ -50,7 +50,8 @@ pub struct SeriesView<'v, 'a> {
     pub labels: &'v [LabelPair<'a>],
     /// Its float samples as (timestamp, value).
     pub samples: &'v [(i64, f64)],
-    /// Their start timestamps (remote write 2.0's `start_timestamp`; 0 where none).
+    /// Their start timestamps (remote write 2.0's `start_timestamp`; 0 where none), or
+    /// nothing for a 1.0 request.
     pub starts: &'v [i64],
     /// Its native histograms.
     pub histograms: &'v [Histogram],
@@ -124,9 +125,10 @@ impl<'a> RequestView<'a> {
         self.end_series()
     }
 
-    /// Adds a sample of the series being read: (timestamp, value, start timestamp).
-    fn push_sample(&mut self, (t, v, start): (i64, f64, i64)) {
-        self.samples.push((t, v));
+    /// Adds a remote write 2.0 sample of the series being read: (timestamp, value), start
+    /// timestamp.
+    fn push_sample(&mut self, (sample, start): ((i64, f64), i64)) {
+        self.samples.push(sample);
         self.starts.push(start);
     }
 
@@ -147,7 +149,7 @@ impl<'a> RequestView<'a> {
         while let Some((field, wire)) = r.key()? {
             match (field, wire) {
                 (1, LEN) => self.pairs.push(parse_label(r.bytes()?)?),
-                (2, LEN) => self.push_sample(parse_sample(r.bytes()?)?),
+                (2, LEN) => self.samples.push(parse_sample(r.bytes()?)?.0),
                 (3, LEN) => self.exemplars.push(parse_exemplar(r.bytes()?)?),
                 (4, LEN) => self.histograms.push(parse_histogram(r.bytes()?)?),
                 (1..=4, _) => return Err(Error::Malformed("TimeSeries: wrong wire type")),
@@ -175,7 +177,7 @@ impl<'a> RequestView<'a> {
             let out = SeriesView {
                 labels: &self.pairs[start[0]..end[0]],
                 samples: &self.samples[start[1]..end[1]],
-                starts: &self.starts[start[1]..end[1]],
+                starts: self.starts.get(start[1]..end[1]).unwrap_or(&[]),
                 histograms: &self.histograms[start[2]..end[2]],
                 exemplars: &self.exemplars[start[3]..end[3]],
             };
@@ -255,9 +257,9 @@ fn parse_label(raw: &[u8]) -> Result<(&str, &str), Error> {
     Ok((name, value))
 }
 
-/// A `Sample`: (timestamp, value, start timestamp). Remote write 1.0 has no start timestamp
+/// A `Sample`: (timestamp, value), start timestamp. Remote write 1.0 has no start timestamp
 /// (field 3), so it reads as 0 there.
-fn parse_sample(raw: &[u8]) -> Result<(i64, f64, i64), Error> {
+fn parse_sample(raw: &[u8]) -> Result<((i64, f64), i64), Error> {
     let (mut t, mut v, mut start) = (0i64, 0f64, 0i64);
     let mut r = Reader(raw);
     while let Some((field, wire)) = r.key()? {
@@ -270,7 +272,7 @@ fn parse_sample(raw: &[u8]) -> Result<(i64, f64, i64), Error> {
             _ => r.skip(wire)?,
         }
     }
-    Ok((t, v, start))
+    Ok(((t, v), start))
 }
 
 fn parse_histogram(raw: &[u8]) -> Result<Histogram, Error> {

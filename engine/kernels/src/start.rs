@@ -41,8 +41,13 @@ pub struct StartNotes {
 
 /// Whether any pair of consecutive samples in `starts`/`ts` overlaps.
 pub fn any_overlap(starts: &[i64], ts: impl Iterator<Item = i64>) -> bool {
-    let ts: Vec<i64> = ts.collect();
-    (1..ts.len().min(starts.len())).any(|i| overlaps(starts[i - 1], ts[i - 1], starts[i]))
+    let mut pairs = starts.iter().copied().zip(ts);
+    let Some(mut prev) = pairs.next() else { return false };
+    pairs.any(|(st, t)| {
+        let overlap = overlaps(prev.0, prev.1, st);
+        prev = (st, t);
+        overlap
+    })
 }
 
 /// The factor `rate`, `increase` (`is_counter`) or `delta` scale a window's count by, given

@@ -41,9 +41,10 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::SchemaDescriptor;
 
 use super::{finish_optional, io, open_optional, pq, BATCH_ROWS, PAGE_ROWS};
-use crate::native_histogram::{hint_byte, hint_of_byte};
+use crate::native_histogram::{exact_integer, hint_byte, hint_of_byte};
 use crate::{Error, FloatHistogram, HistogramSample, Timestamp};
 
 /// The block's histogram file.
@@ -98,13 +99,10 @@ fn schema_absolute() -> SchemaRef {
     ]))
 }
 
-/// Counts stored as differences must be whole and small enough to be exact in a float.
-const EXACT: f64 = 9_007_199_254_740_992.0;
-
 /// The whole numbers of a histogram's counts (count, zero count, positive and negative
-/// buckets), if they all are whole numbers within ±2^53.
+/// buckets), if they all are exactly integers ([`exact_integer`]).
 fn whole_counts(h: &FloatHistogram) -> Option<Counts> {
-    let whole = |v: f64| (v.fract() == 0.0 && v.abs() < EXACT).then_some(v as i64);
+    let whole = exact_integer;
     let buckets = |b: &[(i32, f64)]| b.iter().map(|&(i, c)| Some((i, whole(c)?))).collect::<Option<Vec<_>>>();
     Some(Counts {
         count: whole(h.count)?,
@@ -323,26 +321,6 @@ enum Layout {
     Absolute,
 }
 
-/// The layout of the histogram file at `path`, read from its Parquet footer's column names
-/// (not from the Arrow schema embedded in it); `None` when there is no file.
-fn layout_of(path: &Path) -> Result<Option<Layout>, Error> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io(format!("opening {}", path.display()), e)),
-    };
-    let reader = SerializedFileReader::new(file).map_err(pq("reading a block's histogram footer"))?;
-    let differences = reader
-        .metadata()
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .any(|c| c.path().parts().first().is_some_and(|p| p == "count_delta"));
-    Ok(Some(if differences { Layout::Differences } else { Layout::Absolute }))
-}
-
 /// An open histogram file.
 pub(crate) struct HistogramFile {
     file: File,
@@ -353,13 +331,26 @@ pub(crate) struct HistogramFile {
 impl HistogramFile {
     /// Opens the block's histogram file; `None` when the block has none.
     pub(crate) fn open(dir: &Path) -> Result<Option<HistogramFile>, Error> {
-        let Some(layout) = layout_of(&dir.join(HISTOGRAMS_FILE))? else { return Ok(None) };
-        let expected = match layout {
-            Layout::Differences => schema(),
-            Layout::Absolute => schema_absolute(),
+        // the layout, told by the footer's column names
+        let differences = |columns: &SchemaDescriptor| {
+            columns.columns().iter().any(|c| c.path().parts().first().is_some_and(|p| p == "count_delta"))
+        };
+        let expected = |columns: &SchemaDescriptor| {
+            if differences(columns) {
+                schema()
+            } else {
+                schema_absolute()
+            }
         };
         let opened = open_optional(dir, HISTOGRAMS_FILE, expected)?;
-        Ok(opened.map(|(file, metadata)| HistogramFile { file, metadata, layout }))
+        Ok(opened.map(|(file, metadata)| {
+            let layout = if metadata.schema().field_with_name("count_delta").is_ok() {
+                Layout::Differences
+            } else {
+                Layout::Absolute
+            };
+            HistogramFile { file, metadata, layout }
+        }))
     }
 
     /// The histograms in `mint..=maxt` of series `ids` (ascending), one list per id.

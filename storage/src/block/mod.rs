@@ -59,9 +59,10 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use parquet::schema::types::SchemaDescriptor;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Samples, Series, Timestamp};
@@ -381,12 +382,13 @@ impl BlockWriter {
 }
 
 /// Opens the Parquet file `name` of the block in `dir` that only some blocks have
-/// (histograms, start timestamps), reading its footer with the `expected` schema rather than
-/// the footer's own (as for the samples file); `None` when the block has none.
+/// (histograms, start timestamps), reading its footer once with the schema `expected` picks
+/// from the footer's columns, rather than the Arrow schema embedded in it (as for the samples
+/// file); `None` when the block has none.
 fn open_optional(
     dir: &Path,
     name: &str,
-    expected: SchemaRef,
+    expected: impl FnOnce(&SchemaDescriptor) -> SchemaRef,
 ) -> Result<Option<(File, ArrowReaderMetadata)>, Error> {
     let path = dir.join(name);
     let file = match File::open(&path) {
@@ -394,10 +396,12 @@ fn open_optional(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Io(format!("opening {}", path.display()), e)),
     };
-    let options = ArrowReaderOptions::new().with_schema(expected);
-    let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| {
+    let footer = |e: parquet::errors::ParquetError| {
         Error::Io(format!("reading the footer of {}", path.display()), std::io::Error::other(e))
-    })?;
+    };
+    let parquet = ParquetMetaDataReader::new().parse_and_finish(&file).map_err(footer)?;
+    let options = ArrowReaderOptions::new().with_schema(expected(parquet.file_metadata().schema_descr()));
+    let metadata = ArrowReaderMetadata::try_new(Arc::new(parquet), options).map_err(footer)?;
     Ok(Some((file, metadata)))
 }
 

@@ -118,7 +118,7 @@ pub(crate) struct StartFile {
 impl StartFile {
     /// Opens the block's start-timestamp file; `None` when the block has none.
     pub(crate) fn open(dir: &Path) -> Result<Option<StartFile>, Error> {
-        let opened = open_optional(dir, STARTS_FILE, schema())?;
+        let opened = open_optional(dir, STARTS_FILE, |_| schema())?;
         Ok(opened.map(|(file, metadata)| StartFile { file, metadata }))
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::codec::{put_varint, Cursor};
 use crate::native_histogram::hint_byte;
-use crate::native_histogram::hint_of_byte;
+use crate::native_histogram::{exact_integer, hint_of_byte};
 use crate::{FloatHistogram, HistogramSample, Timestamp};
 
 /// Samples per chunk at most: reads decode whole chunks, truncation drops whole chunks.
@@ -164,12 +164,10 @@ fn fields(h: &FloatHistogram) -> impl Iterator<Item = f64> + '_ {
         .chain(h.negative_buckets().iter().map(|b| b.1))
 }
 
-/// Whether a histogram's counts (all its fields but the sum) are whole numbers below 2^53,
-/// which round-trip through their differences as integers (negative zero does not).
+/// Whether a histogram's counts (all its fields but the sum) are exactly integers, which
+/// round-trip through their differences ([`exact_integer`]).
 fn whole_counts(h: &FloatHistogram) -> bool {
-    let whole =
-        |v: f64| v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 && v.to_bits() != (-0.0f64).to_bits();
-    fields(h).enumerate().all(|(i, v)| i == SUM_FIELD || whole(v))
+    fields(h).enumerate().all(|(i, v)| i == SUM_FIELD || exact_integer(v).is_some())
 }
 
 /// Whether two histograms have the same buckets (so one's counts can be written against
