@@ -127,7 +127,7 @@ fn main() {
         walk.step(&specs);
         let per_chunk = n.div_ceil(chunks);
         for (k, (ls, vs)) in labels.chunks(per_chunk).zip(walk.values.chunks(per_chunk)).enumerate() {
-            inc.append_from(ls.iter().zip(vs).map(|(l, v)| (l, t, *v)));
+            inc.append_from(ls.iter().zip(vs).map(|(l, v)| (l, t, promflow_incremental::Value::Float(*v))));
             if k + 1 < chunks {
                 inc.advance(t + 2 * (k as i64 + 1));
             }

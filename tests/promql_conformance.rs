@@ -22,11 +22,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use promflow_incremental::{Incremental, Subscription, ViewId};
+use promflow_incremental::{Incremental, Subscription, Value, ViewId};
 use promflow_plan::ValueKind;
 use promflow_plan::{Evaluation, Level, Plan, QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, number, quoted, series_desc, start_offsets, Slot};
-use promflow_storage::{stale_nan, Db, DbOptions, FloatHistogram, HistogramSeries, Labels, Sample, Series};
+use promflow_storage::{
+    stale_nan, Db, DbOptions, FloatHistogram, HistogramSample, HistogramSeries, Labels, Sample, Series,
+};
 
 const DEFAULT_CORPUS: &str = "../shared/promql-tests";
 const BASELINE: &str = "tests/promql-baseline.txt";
@@ -224,14 +226,12 @@ enum Verdict {
 #[derive(Clone, Copy, PartialEq)]
 enum Unsupported {
     StartTimestampViews,
-    HistogramViews,
 }
 
 impl Unsupported {
     fn reason(self) -> &'static str {
         match self {
             Unsupported::StartTimestampViews => "views over start timestamps",
-            Unsupported::HistogramViews => "views over native histograms",
         }
     }
 }
@@ -315,7 +315,7 @@ struct Views {
     fed: usize,
     clock: i64,
     /// In the hub run: each view's subscription and the content its changes add up to.
-    streams: HashMap<ViewId, (Subscription, HashMap<Labels, f64>)>,
+    streams: HashMap<ViewId, (Subscription, HashMap<Labels, Value>)>,
 }
 
 /// Which views a run reads.
@@ -331,7 +331,7 @@ enum ViewKind {
 /// hold), every sample loaded so far in time order, and the live views.
 struct Segment {
     store: Store,
-    samples: Vec<(Labels, i64, f64)>,
+    samples: Vec<(Labels, i64, Value)>,
     views: Option<Views>,
     kind: ViewKind,
 }
@@ -496,7 +496,7 @@ fn check_incremental(seg: &mut Segment, c: &EvalCase) -> Result<Option<String>, 
             }
         }
     };
-    let mut rows: Vec<(i64, Vec<(Labels, f64)>)> = Vec::new();
+    let mut rows: Vec<(i64, Vec<(Labels, Value)>)> = Vec::new();
     let mut error = None;
     for &t in &times {
         let upto = seg.samples.partition_point(|s| s.1 <= t);
@@ -529,33 +529,37 @@ fn check_incremental(seg: &mut Segment, c: &EvalCase) -> Result<Option<String>, 
     }
     // views raise no annotations (a rule's evaluation drops them in Prometheus too), so only
     // the values are compared
-    let result = if c.instant && exp.range_vector.is_none() {
-        let (t, r) = rows.pop().unwrap_or((c.start, Vec::new()));
-        QueryResult::Vector(r.into_iter().map(|(l, v)| (l, t, v)).collect())
-    } else {
-        let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-        for (t, r) in rows {
-            for (l, v) in r {
-                series.entry(l).or_default().push((t, v));
+    // floats and histograms apart, as an evaluation gives them
+    let mut floats: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+    let mut hists: BTreeMap<Labels, Vec<HistogramSample>> = BTreeMap::new();
+    let instant = c.instant && exp.range_vector.is_none();
+    let rows = if instant { rows.pop().into_iter().collect() } else { rows };
+    for (t, r) in rows {
+        for (l, v) in r {
+            match v {
+                Value::Float(v) => floats.entry(l).or_default().push(Sample { t, v }),
+                Value::Histogram(h) => hists.entry(l).or_default().push(HistogramSample { t, h }),
             }
         }
+    }
+    let histograms: Vec<HistogramSeries> =
+        hists.into_iter().map(|(labels, samples)| HistogramSeries { labels, samples }).collect();
+    let result = if instant {
+        QueryResult::Vector(
+            floats.into_iter().flat_map(|(l, s)| s.into_iter().map(move |s| (l.clone(), s.t, s.v))).collect(),
+        )
+    } else {
         QueryResult::Matrix(
-            series
-                .into_iter()
-                .map(|(labels, points)| Series {
-                    labels,
-                    samples: points.into_iter().map(|(t, v)| Sample { t, v }).collect(),
-                })
-                .collect(),
+            floats.into_iter().map(|(labels, samples)| Series { labels, samples: samples.into() }).collect(),
         )
     };
-    compare(&result, &[], exp, c.instant && exp.range_vector.is_none(), c.start, c.step)?;
+    compare(&result, &histograms, exp, instant, c.start, c.step)?;
     Ok(None)
 }
 
 /// A hub view's content at `t`, from its subscription (made on first use, when the view has
 /// been fed nothing): completes `t`, then adds up the changes through `t`.
-fn follow(views: &mut Views, view: ViewId, t: i64) -> Result<Vec<(Labels, f64)>, String> {
+fn follow(views: &mut Views, view: ViewId, t: i64) -> Result<Vec<(Labels, Value)>, String> {
     let Views { inc, streams, .. } = views;
     let (sub, content) = match streams.entry(view) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -567,7 +571,7 @@ fn follow(views: &mut Views, view: ViewId, t: i64) -> Result<Vec<(Labels, f64)>,
     let wait = std::time::Duration::from_secs(30);
     sub.follow_through(t, content, wait)
         .map_err(|e| format!("following the subscription through {t}: {e}"))?;
-    let mut rows: Vec<(Labels, f64)> = content.iter().map(|(l, v)| (l.clone(), *v)).collect();
+    let mut rows: Vec<(Labels, Value)> = content.iter().map(|(l, v)| (l.clone(), v.clone())).collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(rows)
 }
@@ -581,7 +585,7 @@ fn duration_ms(s: &str) -> Option<i64> {
 }
 
 /// Loads a block into the store; returns the samples appended, for the incremental run.
-fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
+fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, Value)> {
     let mut words = block[0].split_whitespace();
     let with_nhcb = words.next().is_some_and(|w| w == "load_with_nhcb");
     let interval = words.next().and_then(duration_ms).unwrap_or(0);
@@ -611,11 +615,6 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
     if with_nhcb {
         series.extend(custom_bucket_histograms(&series));
     }
-    for (labels, slots) in &series {
-        if slots.iter().any(|s| matches!(s, Slot::Histogram(_))) {
-            store.unsupported.push((labels.clone(), Unsupported::HistogramViews));
-        }
-    }
     let mut app = store.db.appender();
     let mut appended = Vec::new();
     for (labels, slots) in &series {
@@ -631,6 +630,7 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
                         if let Some(st) = start {
                             let _ = app.set_start_timestamp(labels, t, st);
                         }
+                        appended.push((labels.clone(), t, Value::Histogram(Arc::clone(h))));
                     }
                     continue;
                 }
@@ -640,7 +640,7 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, f64)> {
                 if let Some(st) = start {
                     let _ = app.set_start_timestamp(labels, t, st);
                 }
-                appended.push((labels.clone(), t, v));
+                appended.push((labels.clone(), t, Value::Float(v)));
             }
         }
     }

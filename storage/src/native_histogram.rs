@@ -18,7 +18,9 @@ pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
 pub const EXPONENTIAL_SCHEMAS: std::ops::RangeInclusive<i32> = -4..=8;
 
 /// What the producer of a histogram says about counter resets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum CounterResetHint {
     /// Nothing is known: a reset is detected by comparing with the previous histogram.
     #[default]
@@ -98,8 +100,9 @@ pub struct Span {
 }
 
 /// A float histogram. Its buckets are canonical (see the module's documentation); the
-/// constructors and every operation keep them so.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// constructors and every operation keep them so. Serialized whole, as the incremental
+/// executor's workers exchange it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FloatHistogram {
     /// What the producer says about counter resets.
     pub hint: CounterResetHint,
@@ -120,6 +123,39 @@ pub struct FloatHistogram {
 }
 
 impl FloatHistogram {
+    /// A total order over histograms, field by field with `f64::total_cmp`: equal exactly
+    /// when every bit is, as a collection's values must be (a NaN sum equals itself).
+    pub fn total_cmp(&self, o: &FloatHistogram) -> std::cmp::Ordering {
+        let floats = |a: &[f64], b: &[f64]| {
+            a.len().cmp(&b.len()).then_with(|| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| x.total_cmp(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        };
+        let buckets = |a: &[(i32, f64)], b: &[(i32, f64)]| {
+            a.len().cmp(&b.len()).then_with(|| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        };
+        self.schema
+            .cmp(&o.schema)
+            .then(self.hint.cmp(&o.hint))
+            .then(self.count.total_cmp(&o.count))
+            .then(self.sum.total_cmp(&o.sum))
+            .then(self.zero_count.total_cmp(&o.zero_count))
+            .then(self.zero_threshold.total_cmp(&o.zero_threshold))
+            .then_with(|| buckets(&self.positive, &o.positive))
+            .then_with(|| buckets(&self.negative, &o.negative))
+            .then_with(|| floats(&self.custom_bounds, &o.custom_bounds))
+    }
+
     /// A histogram with the given fields and buckets written in span notation, as Prometheus
     /// writes them (each bucket an absolute count). The buckets are made canonical. Refused:
     /// spans that do not cover exactly the counts given, offsets past `i32`, an unknown

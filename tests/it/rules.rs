@@ -718,7 +718,7 @@ fn recording_rules_and_alerts_over_native_histograms() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yml"), HISTOGRAM_RULES).unwrap();
     let config = "global:\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n";
-    // the default event mode: the rules' inputs hold histograms, so they run in batch
+    // the default event mode: the rules read dataflow views over the histograms
     let pf = common::start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver"]);
     let now = common::now_ms() / 1000 * 1000;
     write_to(&[&pf], &histogram_input(now));
@@ -754,4 +754,7 @@ fn recording_rules_and_alerts_over_native_histograms() {
             .is_some_and(|a| a.iter().any(|x| x["labels"]["alertname"] == "SlowRpc"))
     });
     assert!(fired, "the alert over histograms did not fire");
+    let (_, metrics) = pf.get_text("/metrics");
+    let line = "promflow_rule_expressions{evaluation=\"view\"} 3";
+    assert!(metrics.lines().any(|l| l == line), "no {line:?} in /metrics");
 }

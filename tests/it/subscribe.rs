@@ -442,3 +442,61 @@ fn subscriptions_are_limited_by_the_samples_they_hold() {
     b.send(json!({"id": "b2", "query": "min_over_time(load[1h])"}));
     assert_eq!(b.next()["type"], "snapshot");
 }
+
+/// A native-histogram sample of `rpc_latency{host}` at `t` whose buckets hold `n` each.
+fn latency(server: &Server, host: &str, t: i64, n: f64) {
+    use promflow_remote::{BucketSpan, Histogram};
+    let mut ts = series(&[("__name__", "rpc_latency"), ("host", host)], &[]);
+    ts.histograms = vec![Histogram {
+        count_float: Some(3.0 * n),
+        sum: 2.0 * n,
+        schema: 0,
+        positive_spans: vec![BucketSpan { offset: 0, length: 3 }],
+        positive_counts: vec![n, n, n],
+        timestamp: t,
+        ..Histogram::default()
+    }];
+    let (code, body) = remote_write(server, vec![ts]);
+    assert_eq!(code, 204, "{body}");
+}
+
+#[test]
+fn a_subscription_over_native_histograms_streams_histograms() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    let t0 = now_ms();
+    latency(&server, "a", t0, 1.0);
+    let mut client = Client::connect(&server);
+    client.send(json!({"id": "h", "query": "rpc_latency"}));
+    client.send(json!({"id": "n", "query": "histogram_count(rpc_latency) * 2"}));
+    let (mut h, mut n) = (None, None);
+    for _ in 0..2 {
+        let m = client.next();
+        assert_eq!(m["type"], "snapshot", "{m}");
+        match m["id"].as_str() {
+            Some("h") => h = Some(m),
+            _ => n = Some(m),
+        }
+    }
+    let (h, n) = (h.unwrap(), n.unwrap());
+    // the query API's shape: `histogram` instead of `value`
+    assert_eq!(h["result"][0]["histogram"][1]["count"], "3", "{h}");
+    assert_eq!(h["result"][0]["histogram"][1]["buckets"].as_array().map(Vec::len), Some(3), "{h}");
+    assert_eq!(n["result"][0]["value"][1], "6", "{n}");
+    // a newer histogram changes both, as an evaluation at its time would
+    latency(&server, "a", now_ms().max(t0 + 1) + 500, 2.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut h_changed, mut n_changed) = (false, false);
+    while !(h_changed && n_changed) && Instant::now() < deadline {
+        let m = client.next();
+        if m["type"] != "change" {
+            continue;
+        }
+        let changed = &m["changed"][0];
+        match m["id"].as_str() {
+            Some("h") => h_changed |= changed["histogram"][1]["count"] == "6",
+            _ => n_changed |= changed["value"][1] == "12",
+        }
+    }
+    assert!(h_changed && n_changed, "the histograms' change did not come within 20 s");
+}

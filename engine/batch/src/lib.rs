@@ -309,38 +309,9 @@ fn stats_hints(samples: &mut [HistogramSample]) {
     }
 }
 
-/// Sets the reset hints that say whether a counter was reset (not gauge hints) to unknown,
-/// leaving the detection to whoever reads the histograms.
+/// Forgets the reset hints of `samples` ([`kernels::native::forget_reset_hint`]).
 fn forget_reset_hints(samples: &mut [HistogramSample]) {
-    use promflow_storage::native_histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
-    for s in samples {
-        if matches!(s.h.hint, CounterReset | NotCounterReset) {
-            Arc::make_mut(&mut s.h).hint = Unknown;
-        }
-    }
-}
-
-/// `resets` (or `changes`) over a window's floats and histograms together, in time order:
-/// a switch between a float and a histogram counts as both.
-fn resets_or_changes(resets: bool, floats: SampleSlice<'_>, hists: &[HistogramSample]) -> f64 {
-    enum Point<'a> {
-        Float(f64),
-        Hist(&'a FloatHistogram),
-    }
-    let mut points: Vec<(i64, Point<'_>)> = floats.iter().map(|s| (s.t, Point::Float(s.v))).collect();
-    points.extend(hists.iter().map(|h| (h.t, Point::Hist(&h.h))));
-    points.sort_by_key(|p| p.0);
-    let count = points
-        .windows(2)
-        .filter(|w| match (&w[0].1, &w[1].1) {
-            (Point::Float(a), Point::Float(b)) if resets => b < a,
-            (Point::Float(a), Point::Float(b)) => a != b && !(a.is_nan() && b.is_nan()),
-            (Point::Hist(a), Point::Hist(b)) if resets => b.detect_reset(a),
-            (Point::Hist(a), Point::Hist(b)) => !a.same_as(b),
-            _ => true,
-        })
-        .count();
-    count as f64
+    samples.iter_mut().for_each(|s| kernels::native::forget_reset_hint(&mut s.h));
 }
 
 /// Joins each series' float samples with its histogram samples (both lists sorted by labels):
@@ -967,10 +938,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// A window function over a window that holds native histograms (and maybe floats), as
-    /// Prometheus computes it: a histogram for the rates and sums of histograms, a float for
-    /// counts and for the float functions (which leave the histograms out, saying so), nothing
-    /// where floats and histograms cannot be combined.
+    /// A window function over a window that holds native histograms (and maybe floats): the
+    /// kernel's answer ([`kernels::native::window`]), its notes as annotations.
     #[allow(clippy::too_many_arguments)]
     fn window_over_histograms(
         &mut self,
@@ -983,139 +952,16 @@ impl Ctx<'_> {
         labels: &Labels,
         origin: &Origin,
     ) -> (Option<f64>, Option<FloatHistogram>) {
-        use kernels::native::{self, WindowNote};
-        let name = labels.get(METRIC_NAME);
-        let mixed = |this: &mut Self| {
-            this.annotations.add(
-                Level::Warning,
-                format!("encountered a mix of histograms and floats for metric name {name:?}"),
-                origin.arg(0),
-            );
-            (None, None)
-        };
         let mut notes = Vec::new();
-        let answer = match func {
-            WindowFn::Rate | WindowFn::Increase | WindowFn::Delta => {
-                if !floats.is_empty() {
-                    return mixed(self);
-                }
-                let counter = func != WindowFn::Delta;
-                if counter && start::any_overlap(starts, hists.iter().map(|h| h.t)) {
-                    self.note_start_overlap(labels, origin);
-                }
-                let h = native::histogram_rate(
-                    hists,
-                    if counter { starts } else { &[] },
-                    b.start,
-                    b.end,
-                    r.range_ms,
-                    counter,
-                    func == WindowFn::Rate,
-                    &mut notes,
-                );
-                (None, h)
-            }
-            WindowFn::Irate | WindowFn::Idelta => {
-                // the last two samples, floats or histograms
-                let floats_after = |t: i64| floats.t.iter().filter(|&&x| x > t).count();
-                let last_two_hists = hists.len() >= 2 && floats_after(hists[hists.len() - 2].t) == 0;
-                if last_two_hists {
-                    let k = hists.len();
-                    let (p, l) = (&hists[k - 2], &hists[k - 1]);
-                    let irate = func == WindowFn::Irate;
-                    let pair = match starts {
-                        [.., a, b] if irate => (*a, *b),
-                        _ => (0, 0),
-                    };
-                    (None, native::histogram_instant(p, l, pair, irate, &mut notes))
-                } else if floats.len() >= 2 && hists.last().is_none_or(|h| h.t < floats.t[floats.len() - 2]) {
-                    (kernels::window(func, floats, b, args), None)
-                } else if floats.len() + hists.len() >= 2 {
-                    return mixed(self);
-                } else {
-                    (None, None)
-                }
-            }
-            WindowFn::CountOverTime => (Some((floats.len() + hists.len()) as f64), None),
-            // the time of the first or last sample, float or histogram
-            WindowFn::TsOfFirstOverTime => {
-                let first = floats.t.first().copied().into_iter().chain(hists.first().map(|h| h.t)).min();
-                (first.map(|t| t as f64 / 1000.0), None)
-            }
-            WindowFn::TsOfLastOverTime => {
-                let last = floats.t.last().copied().into_iter().chain(hists.last().map(|h| h.t)).max();
-                (last.map(|t| t as f64 / 1000.0), None)
-            }
-            WindowFn::PresentOverTime => (Some(1.0), None),
-            WindowFn::LastOverTime | WindowFn::FirstOverTime => {
-                let last = func == WindowFn::LastOverTime;
-                let (h, f) = if last {
-                    (hists.last(), floats.t.last().map(|&t| (t, floats.v[floats.len() - 1])))
-                } else {
-                    (hists.first(), floats.t.first().map(|&t| (t, floats.v[0])))
-                };
-                match (h, f) {
-                    (Some(h), Some((t, v))) if (t > h.t) == last => (Some(v), None),
-                    (Some(h), _) => (None, Some((*h.h).clone())),
-                    (None, f) => (f.map(|f| f.1), None),
-                }
-            }
-            WindowFn::SumOverTime | WindowFn::AvgOverTime => {
-                if !floats.is_empty() {
-                    return mixed(self);
-                }
-                let each = hists.iter().map(|s| &*s.h);
-                let total = if func == WindowFn::AvgOverTime {
-                    native::histogram_mean(each)
-                } else {
-                    native::histogram_sum(each)
-                };
-                match total {
-                    Ok((total, sum_notes)) => {
-                        self.note_sum(sum_notes, origin);
-                        (None, Some(total))
-                    }
-                    Err(_) => {
-                        notes.push(WindowNote::MixedSchemas);
-                        (None, None)
-                    }
-                }
-            }
-            WindowFn::Resets if floats.is_empty() && !starts.is_empty() => {
-                let resets = (1..hists.len()).filter(|&i| {
-                    let (prev, cur) = (&hists[i - 1], &hists[i]);
-                    start::is_reset(starts[i - 1], prev.t, starts[i], cur.t) || cur.h.detect_reset(&prev.h)
-                });
-                (Some(resets.count() as f64), None)
-            }
-            WindowFn::Resets | WindowFn::Changes => {
-                (Some(resets_or_changes(func == WindowFn::Resets, floats, hists)), None)
-            }
-            _ => {
-                if floats.is_empty() {
-                    return (None, None);
-                }
-                self.annotations.add(
-                    Level::Info,
-                    format!("ignored histograms in a range containing both floats and histograms for metric name {name:?}"),
-                    origin.arg(0),
-                );
-                (kernels::window(func, floats, b, args), None)
-            }
-        };
-        self.note_window(&notes, name, origin);
+        let answer = kernels::native::window(func, floats, hists, starts, b, r.range_ms, args, &mut notes);
+        self.note_window(&notes, labels.get(METRIC_NAME), origin);
         answer
     }
 
     /// Prometheus's warning for a series whose samples' counts overlap (see
     /// [`start::overlaps`]).
     fn note_start_overlap(&mut self, labels: &Labels, origin: &Origin) {
-        let name = labels.get(METRIC_NAME);
-        self.annotations.add(
-            Level::Warning,
-            format!("sample has start time that overlaps with previous sample timestamp for metric {name:?}"),
-            origin.arg(0),
-        );
+        self.note_window(&[kernels::native::WindowNote::StartOverlap], labels.get(METRIC_NAME), origin);
     }
 
     /// The annotations of a function over a window of histograms.
@@ -1141,16 +987,29 @@ impl Ctx<'_> {
                 WindowNote::ReconciledAddition => {
                     (Level::Info, "mismatched custom buckets were reconciled during addition".to_string())
                 }
+                WindowNote::MixedFloatsAndHistograms => (
+                    Level::Warning,
+                    format!("encountered a mix of histograms and floats for metric name {name:?}"),
+                ),
+                WindowNote::IgnoredHistograms => (
+                    Level::Info,
+                    format!("ignored histograms in a range containing both floats and histograms for metric name {name:?}"),
+                ),
+                WindowNote::StartOverlap => (
+                    Level::Warning,
+                    format!("sample has start time that overlaps with previous sample timestamp for metric {name:?}"),
+                ),
+                WindowNote::Sum(sum) => {
+                    self.note_sum(*sum, origin);
+                    continue;
+                }
             };
             self.annotations.add(level, text, origin.arg(0));
         }
     }
 
-    /// A function over an anchored or smoothed window that holds histograms (`floats` and
-    /// `hists`: the window's samples widened by the lookback), as Prometheus computes it:
-    /// `rate`, `increase` and `delta` from the edges, `resets` and `changes` from the last
-    /// sample at or before the start, floats and histograms alike; a mix of both is no answer
-    /// for the rates.
+    /// A function over an anchored or smoothed window that holds histograms: the kernel's
+    /// answer ([`kernels::native::extended_window`]), its notes as annotations.
     #[allow(clippy::too_many_arguments)]
     fn extended_window_over_histograms(
         &mut self,
@@ -1162,49 +1021,11 @@ impl Ctx<'_> {
         labels: &Labels,
         origin: &Origin,
     ) -> (Option<f64>, Option<FloatHistogram>) {
-        let name = labels.get(METRIC_NAME);
-        if matches!(func, WindowFn::Resets | WindowFn::Changes) {
-            let before = |t: i64| t <= b.start;
-            let anchor = floats
-                .t
-                .iter()
-                .copied()
-                .filter(|&t| before(t))
-                .chain(hists.iter().map(|h| h.t).filter(|&t| before(t)))
-                .max();
-            let after = floats.t.iter().any(|&t| t > b.start) || hists.iter().any(|h| h.t > b.start);
-            if !after {
-                return (None, None);
-            }
-            let from = anchor.unwrap_or(i64::MIN);
-            let fl = floats.slice(floats.t.partition_point(|&t| t < from)..floats.len());
-            let hs = &hists[hists.partition_point(|h| h.t < from)..];
-            return (Some(resets_or_changes(func == WindowFn::Resets, fl, hs)), None);
-        }
-        if !floats.is_empty() {
-            self.annotations.add(
-                Level::Warning,
-                format!("encountered a mix of histograms and floats for metric name {name:?}"),
-                origin.arg(0),
-            );
-            return (None, None);
-        }
         let mut notes = Vec::new();
-        let h = match func {
-            WindowFn::Rate | WindowFn::Increase | WindowFn::Delta => {
-                kernels::native::extended_histogram_rate(
-                    hists,
-                    (b.start, b.end),
-                    edges == Edges::Smoothed,
-                    func != WindowFn::Delta,
-                    func == WindowFn::Rate,
-                    &mut notes,
-                )
-            }
-            _ => None,
-        };
-        self.note_window(&notes, name, origin);
-        (None, h)
+        let smoothed = edges == Edges::Smoothed;
+        let answer = kernels::native::extended_window(func, floats, hists, b, smoothed, &mut notes);
+        self.note_window(&notes, labels.get(METRIC_NAME), origin);
+        answer
     }
 
     /// The annotations of a sum of histograms.
@@ -1435,13 +1256,6 @@ impl Ctx<'_> {
             | VectorFn::HistogramAvg
             | VectorFn::HistogramStddev
             | VectorFn::HistogramStdvar => {
-                let statistic = |h: &FloatHistogram| match func {
-                    VectorFn::HistogramCount => h.count,
-                    VectorFn::HistogramSum => h.sum,
-                    VectorFn::HistogramAvg => h.sum / h.count,
-                    VectorFn::HistogramStddev => kernels::native::histogram_variance(h).sqrt(),
-                    _ => kernels::native::histogram_variance(h),
-                };
                 // histogram_count, _sum and _avg read histograms as Prometheus's stats
                 // iterator does (see `histogram_stats`)
                 let stats = matches!(
@@ -1457,7 +1271,11 @@ impl Ctx<'_> {
                     .into_iter()
                     .filter(|s| !s.hists.is_empty())
                     .map(|s| {
-                        let values = s.hists.iter().map(|h| h.as_deref().map(statistic)).collect();
+                        let values = s
+                            .hists
+                            .iter()
+                            .map(|h| h.as_deref().and_then(|h| kernels::native::statistic(func, h)))
+                            .collect();
                         StepSeries { values, hists: Vec::new(), ..s }
                     })
                     .collect();
@@ -1630,66 +1448,41 @@ impl Ctx<'_> {
         param: f64,
         origin: &Origin,
     ) -> (Option<f64>, Option<FloatHistogram>) {
-        let float_result =
-            |floats: &mut [f64]| (!floats.is_empty()).then(|| aggregate_values(op, floats, param));
-        match op {
-            AggOp::Count => (Some((floats.len() + hists.len()) as f64), None),
-            AggOp::Group => (Some(1.0), None),
-            AggOp::Sum | AggOp::Avg => {
-                if !floats.is_empty() {
-                    self.annotations.add(
-                        Level::Warning,
-                        "encountered a mix of histograms and floats for aggregation".into(),
-                        origin.arg(0),
-                    );
-                    return (None, None);
+        use kernels::native::AggregateNote;
+        let mut notes = Vec::new();
+        let each: Vec<&FloatHistogram> = hists.iter().map(|h| h.1).collect();
+        let answer = kernels::native::aggregate(op, floats, &each, param, &mut notes);
+        for note in notes {
+            let (level, text) = match note {
+                AggregateNote::MixedFloatsAndHistograms => {
+                    (Level::Warning, "encountered a mix of histograms and floats for aggregation".to_string())
                 }
-                let each = hists.iter().map(|h| h.1);
-                let total = if op == AggOp::Avg {
-                    kernels::native::histogram_mean(each)
-                } else {
-                    kernels::native::histogram_sum(each)
-                };
-                let total = match total {
-                    Ok((sum, notes)) => {
-                        self.note_sum(notes, origin);
-                        sum
-                    }
-                    Err(_) => {
-                        // Prometheus names the metric of the histogram that could not be added
-                        let name = hists
-                            .iter()
-                            .find(|h| h.1.uses_custom_buckets() != hists[0].1.uses_custom_buckets());
-                        self.annotations.add(
-                            Level::Warning,
-                            format!(
-                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
-                                name.map_or("", |h| h.0)
-                            ),
-                            origin.arg(0),
-                        );
-                        return (None, None);
-                    }
-                };
-                (None, Some(total))
-            }
-            AggOp::Min | AggOp::Max | AggOp::Stddev | AggOp::Stdvar | AggOp::Quantile => {
-                let name = match op {
-                    AggOp::Min => "min",
-                    AggOp::Max => "max",
-                    AggOp::Stddev => "stddev",
-                    AggOp::Stdvar => "stdvar",
-                    _ => "quantile",
-                };
-                self.annotations.add(
-                    Level::Info,
-                    format!("ignored histogram in {name} aggregation"),
-                    origin.arg(0),
-                );
-                (float_result(floats), None)
-            }
-            _ => (float_result(floats), None),
+                // Prometheus names the metric of the histogram that could not be added
+                AggregateNote::MixedSchemas { at } => (
+                    Level::Warning,
+                    format!(
+                        "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                        hists.get(at).map_or("", |h| h.0)
+                    ),
+                ),
+                AggregateNote::IgnoredHistograms => {
+                    let name = match op {
+                        AggOp::Min => "min",
+                        AggOp::Max => "max",
+                        AggOp::Stddev => "stddev",
+                        AggOp::Stdvar => "stdvar",
+                        _ => "quantile",
+                    };
+                    (Level::Info, format!("ignored histogram in {name} aggregation"))
+                }
+                AggregateNote::Sum(sum) => {
+                    self.note_sum(sum, origin);
+                    continue;
+                }
+            };
+            self.annotations.add(level, text, origin.arg(0));
         }
+        answer
     }
 
     fn aggregate(

@@ -19,7 +19,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 
 use super::keys::KeyMap;
-use super::{Counters, Value};
+use super::values::{self, Value};
+use super::Counters;
 use promflow_plan::AggOp;
 
 /// One group's accumulated contributions.
@@ -138,8 +139,56 @@ impl SumCount {
     }
 }
 
+/// A group's contributions: its floats' totals, and its native histograms, which are few
+/// (a histogram sum is recomputed from them at each change, as the batch executor adds them:
+/// histograms do not cancel under −old, +new).
+#[derive(Clone, Debug, Default)]
+struct Totals {
+    floats: SumCount,
+    /// Each histogram's multiplicity.
+    hists: BTreeMap<Value, i64>,
+}
+
+impl Totals {
+    /// Adds `value`'s contribution `n` times (−1: its retraction).
+    fn add(&mut self, value: Value, n: isize) {
+        match value {
+            Value::Float(v) => self.floats.plus_equals(&SumCount::of(v).multiply(n)),
+            h @ Value::Histogram(_) => {
+                let m = self.hists.entry(h).or_default();
+                *m += n as i64;
+                if *m == 0 {
+                    self.hists.retain(|_, m| *m != 0);
+                }
+            }
+        }
+    }
+
+    /// Whether no contribution is left.
+    fn is_empty(&self) -> bool {
+        self.floats.count == 0 && self.hists.is_empty()
+    }
+
+    /// The aggregation's result for the group, `None` when the group is empty or its
+    /// contributions do not combine (a `sum` or `avg` of floats and histograms, as in
+    /// Prometheus).
+    fn result(&self, op: AggOp) -> Option<Value> {
+        if self.hists.is_empty() {
+            return self.floats.result(op).map(Value::Float);
+        }
+        let members: Vec<&Value> =
+            self.hists.iter().flat_map(|(h, m)| std::iter::repeat_n(h, (*m).max(0) as usize)).collect();
+        match op {
+            AggOp::Count => Some(Value::Float((self.floats.count + members.len() as i64) as f64)),
+            AggOp::Group => Some(Value::Float(1.0)),
+            _ if self.floats.count > 0 => None,
+            _ => values::aggregate(op, &members, 0.0),
+        }
+    }
+}
+
 /// An element's change as its group sees it: (group, value, +1 or −1).
-type Contribution = (u64, f64, isize);
+type Contribution = (u64, Value, isize);
 
 /// `op` (`sum`, `count`, `avg` or `group`) of `elements`, keyed by their group: one state per
 /// group on the worker that owns it, changed in place by each element's change once its time
@@ -154,17 +203,17 @@ pub(crate) fn aggregate<'s>(
         .inner
         .unary_frontier(owner, "abelian", move |_cap, _info| {
             let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Contribution>)> = BTreeMap::new();
-            let mut totals: KeyMap<u64, SumCount> = KeyMap::default();
-            let mut before: KeyMap<u64, Option<f64>> = KeyMap::default();
+            let mut totals: KeyMap<u64, Totals> = KeyMap::default();
+            let mut before: KeyMap<u64, Option<Value>> = KeyMap::default();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for batch in data {
-                        for &((group, v), t, diff) in batch.iter() {
-                            pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                                .1
-                                .push((group, v.0, diff));
+                        for ((group, v), t, diff) in batch.iter() {
+                            pending.entry(*t).or_insert_with(|| (cap.delayed(t, 0), Vec::new())).1.push((
+                                *group,
+                                v.clone(),
+                                *diff,
+                            ));
                         }
                     }
                 });
@@ -176,27 +225,27 @@ pub(crate) fn aggregate<'s>(
                     for (group, v, diff) in changes {
                         let total = totals.entry(group).or_default();
                         before.entry(group).or_insert_with(|| total.result(op));
-                        total.plus_equals(&SumCount::of(v).multiply(diff));
+                        total.add(v, diff);
                     }
                     let mut session = output.session(&cap);
                     for (group, old) in before.drain() {
                         let new = totals.get(&group).and_then(|total| total.result(op));
-                        if totals.get(&group).is_some_and(|total| total.count == 0) {
+                        if totals.get(&group).is_some_and(Totals::is_empty) {
                             totals.remove(&group);
                         }
-                        if old.map(f64::to_bits) == new.map(f64::to_bits) {
+                        if old == new {
                             continue;
-                        }
-                        if let Some(old) = old {
-                            session.give(((group, Value(old)), t, -1isize));
-                        }
-                        if let Some(new) = new {
-                            session.give(((group, Value(new)), t, 1isize));
                         }
                         counters.count(
                             super::Operator::Aggregate,
                             usize::from(old.is_some()) + usize::from(new.is_some()),
                         );
+                        if let Some(old) = old {
+                            session.give(((group, old), t, -1isize));
+                        }
+                        if let Some(new) = new {
+                            session.give(((group, new), t, 1isize));
+                        }
                     }
                 }
             }

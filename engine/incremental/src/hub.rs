@@ -34,7 +34,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use promflow_storage::Labels;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator as _;
@@ -45,10 +44,9 @@ use super::keys::{KeyMap, KeySet, Keys};
 use super::render::without_name;
 use super::series::SeriesOp;
 use super::tap::Subscriber;
+use super::values::{self, Value};
 use super::{Counters, Operator, Row, Shard};
 use crate::lower::hub::HubNode;
-use promflow_kernels as kernels;
-use promflow_kernels::{aggregate_values, combine};
 use promflow_plan::semantics::grouping_key;
 use promflow_plan::{AggOp, BinOp, Grouping, MapFn};
 
@@ -68,7 +66,7 @@ pub(crate) type HubInput = InputHandle<u64, CapacityContainerBuilder<Vec<HubItem
 // ---- the operator (the first worker) ----
 
 /// One element's change at a time: its key, old value and new value (`None`: absent).
-type Change = (u64, Option<f64>, Option<f64>);
+type Change = (u64, Option<Value>, Option<Value>);
 
 /// A built node: how it computes.
 struct NodeState {
@@ -102,9 +100,9 @@ enum NodeKind {
         /// Each input element's group.
         group_of: KeyMap<u64, u64>,
         /// Each group's members and their values.
-        members: KeyMap<u64, KeyMap<u64, f64>>,
+        members: KeyMap<u64, KeyMap<u64, Value>>,
         /// Each group's output elements.
-        output: KeyMap<u64, Vec<(u64, f64)>>,
+        output: KeyMap<u64, Vec<(u64, Value)>>,
     },
 }
 
@@ -119,16 +117,11 @@ impl NodeKind {
     }
 
     /// An elementwise node's value of an input element's value (`None`: filtered out).
-    fn value(&self, v: f64) -> Option<f64> {
+    fn value(&self, v: Value) -> Option<Value> {
         match self {
-            NodeKind::Map { func, args, .. } => {
-                // clamp with min > max yields nothing, as in Prometheus
-                let none = *func == MapFn::Clamp && args.get(1) < args.first();
-                (!none).then(|| kernels::map(*func, v, args, 0))
-            }
+            NodeKind::Map { func, args, .. } => values::map(*func, &v, args),
             &NodeKind::ScalarOp { op, scalar, scalar_left, return_bool, .. } => {
-                let (a, b) = if scalar_left { (scalar, v) } else { (v, scalar) };
-                combine(op, a, b, return_bool).map(|r| if op.is_comparison() && !return_bool { v } else { r })
+                values::with_scalar(op, v, scalar, scalar_left, return_bool)
             }
             NodeKind::Leaf { .. } | NodeKind::Aggregate { .. } => Some(v),
         }
@@ -264,9 +257,9 @@ impl Hub {
             HubItem::Rows(leaf, rows) => {
                 if let Some(NodeState { kind: NodeKind::Leaf { op, offset }, .. }) = self.nodes.get_mut(&leaf)
                 {
-                    for &(s, t, v) in rows.iter() {
+                    for (s, t, v) in rows.iter() {
                         let straight = op.straight(complete);
-                        op.push_sample(now, straight, (s, t.saturating_add(*offset), v));
+                        op.push_sample(now, straight, (*s, t.saturating_add(*offset), v.clone()));
                     }
                 }
             }
@@ -296,8 +289,12 @@ impl Hub {
                 let Some(changed) = changes.get(node).filter(|c| !c.is_empty()) else { continue };
                 let shard: Shard = changed
                     .iter()
-                    .flat_map(|&(k, old, new)| {
-                        old.map(|v| (k, v, -1isize)).into_iter().chain(new.map(|v| (k, v, 1isize)))
+                    .flat_map(|(k, old, new)| {
+                        let k = *k;
+                        old.clone()
+                            .map(|v| (k, v, -1isize))
+                            .into_iter()
+                            .chain(new.clone().map(|v| (k, v, 1isize)))
                     })
                     .collect();
                 for s in subs.iter().filter(|s| s.started() && s.from() < at) {
@@ -346,7 +343,7 @@ impl Hub {
                 NodeKind::Leaf { op, .. } => {
                     let mut out = Vec::new();
                     if op.first_due() == Some(at) {
-                        op.run_first(|k, old, new| out.push((k, old, new)));
+                        op.run_first(|k, old, new| out.push((k, old.cloned(), new.cloned())));
                     }
                     out
                 }
@@ -365,11 +362,11 @@ impl Hub {
 }
 
 /// Node `id`'s elements now: its leaves' values carried up through it.
-fn content(nodes: &BTreeMap<usize, NodeState>, keys: &Keys, id: usize) -> Vec<(u64, f64)> {
+fn content(nodes: &BTreeMap<usize, NodeState>, keys: &Keys, id: usize) -> Vec<(u64, Value)> {
     let Some(node) = nodes.get(&id) else { return Vec::new() };
     match &node.kind {
         NodeKind::Leaf { op, .. } => op.values(),
-        NodeKind::Aggregate { output, .. } => output.values().flatten().copied().collect(),
+        NodeKind::Aggregate { output, .. } => output.values().flatten().cloned().collect(),
         kind @ (NodeKind::Map { input, .. } | NodeKind::ScalarOp { input, .. }) => {
             let drops_name = kind.drops_name();
             let key = |k: u64| match node.names.get(&k) {
@@ -391,21 +388,21 @@ impl NodeState {
         match &mut self.kind {
             NodeKind::Leaf { .. } => return out,
             kind @ (NodeKind::Map { .. } | NodeKind::ScalarOp { .. }) => {
-                let value = |v: Option<f64>| kind.value(v?);
-                for &(k, old, new) in input {
-                    let k = if drops_name { keys.rewrite(&mut self.names, k, without_name) } else { k };
+                let value = |v: &Option<Value>| kind.value(v.clone()?);
+                for (k, old, new) in input {
+                    let k = if drops_name { keys.rewrite(&mut self.names, *k, without_name) } else { *k };
                     out.push((k, value(old), value(new)));
                 }
                 counters.count(Operator::Elementwise, input.len());
             }
             NodeKind::Aggregate { op, grouping, param, group_of, members, output, .. } => {
                 let mut dirty: Vec<u64> = Vec::new();
-                for &(k, _, new) in input {
-                    let g = keys.rewrite(group_of, k, |l| grouping_key(&l, grouping));
+                for (k, _, new) in input {
+                    let g = keys.rewrite(group_of, *k, |l| grouping_key(&l, grouping));
                     let group = members.entry(g).or_default();
                     match new {
-                        Some(v) => group.insert(k, v),
-                        None => group.remove(&k),
+                        Some(v) => group.insert(*k, v.clone()),
+                        None => group.remove(k),
                     };
                     dirty.push(g);
                 }
@@ -422,13 +419,13 @@ impl NodeState {
                     let before =
                         if now.is_empty() { output.remove(&g) } else { output.insert(g, now.clone()) };
                     let before = before.unwrap_or_default();
-                    for &(k, v) in &before {
-                        let new = now.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-                        out.push((k, Some(v), new));
+                    for (k, v) in &before {
+                        let new = now.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                        out.push((*k, Some(v.clone()), new));
                     }
-                    for &(k, v) in &now {
-                        if !before.iter().any(|(b, _)| *b == k) {
-                            out.push((k, None, Some(v)));
+                    for (k, v) in &now {
+                        if !before.iter().any(|(b, _)| b == k) {
+                            out.push((*k, None, Some(v.clone())));
                         }
                     }
                 }
@@ -436,34 +433,30 @@ impl NodeState {
             }
         }
         // what did not change is not a change
-        out.retain(|(_, old, new)| old.map(f64::to_bits) != new.map(f64::to_bits));
+        out.retain(|(_, old, new)| old != new);
         out
     }
 }
 
 /// A group's output elements: one keyed by the group for the aggregations of values, the
 /// chosen members for `topk`, `bottomk` and `limitk`, chosen as the batch executor chooses.
-fn aggregate(op: AggOp, param: f64, group: u64, members: &KeyMap<u64, f64>, keys: &Keys) -> Vec<(u64, f64)> {
+fn aggregate(
+    op: AggOp,
+    param: f64,
+    group: u64,
+    members: &KeyMap<u64, Value>,
+    keys: &Keys,
+) -> Vec<(u64, Value)> {
     match op {
         AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
-            let k = if param >= 1.0 { param.min(1e9) as usize } else { 0 };
-            // in label order, as the batch executor's series come: ties go the same way
-            let mut present: Vec<(Labels, u64, f64)> =
-                members.iter().map(|(s, v)| (keys.labels(*s), *s, *v)).collect();
-            present.sort_by(|a, b| a.0.cmp(&b.0));
-            let candidates: Vec<(usize, f64)> = present.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
-            let chosen = match op {
-                AggOp::Limitk => (0..k.min(candidates.len())).collect(),
-                _ => kernels::heap_select(&candidates, k, op == AggOp::Topk),
-            };
-            chosen.into_iter().map(|i| (present[i].1, present[i].2)).collect()
+            values::choose(op, param, members.iter().map(|(s, v)| (keys.labels(*s), *s, v.clone())))
         }
         _ => {
             // in value order, as the dataflow's reduce sees them: the same sum, bit for bit
             // (values equal under `total_cmp` have the same bits, so an unstable sort will do)
-            let mut xs: Vec<f64> = members.values().copied().collect();
-            xs.sort_unstable_by(|a, b| a.total_cmp(b));
-            vec![(group, aggregate_values(op, &mut xs, param))]
+            let mut xs: Vec<&Value> = members.values().collect();
+            xs.sort_unstable();
+            values::aggregate(op, &xs, param).map(|v| (group, v)).into_iter().collect()
         }
     }
 }

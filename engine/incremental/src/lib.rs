@@ -27,6 +27,7 @@ mod lower;
 mod render;
 mod series;
 mod tap;
+mod values;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -54,34 +55,10 @@ use promflow_plan::Plan;
 use promflow_plan::{QueryOptions, QueryResult};
 use render::RenderCx;
 pub use tap::{ElementChange, Notify, Subscription, ViewChange};
-
-/// An `f64` ordered by `total_cmp` and equal by its bits, as differential needs: a NaN
-/// retraction must cancel the NaN it retracts.
-#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Value(f64);
-
-impl PartialEq for Value {
-    fn eq(&self, o: &Self) -> bool {
-        self.0.to_bits() == o.0.to_bits()
-    }
-}
-
-impl Eq for Value {}
-
-impl PartialOrd for Value {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl Ord for Value {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&o.0)
-    }
-}
+pub use values::Value;
 
 /// A sample on its way to a leaf: (series key, timestamp, value).
-pub(crate) type Row = (u64, i64, f64);
+pub(crate) type Row = (u64, i64, Value);
 
 /// A change of one element: ((key, value), time, +1 or −1).
 pub(crate) type Update = ((u64, Value), u64, isize);
@@ -199,7 +176,7 @@ impl Counters {
 }
 
 /// One worker's part of a read: (key, value, count) triples.
-type Shard = Vec<(u64, f64, isize)>;
+type Shard = Vec<(u64, Value, isize)>;
 
 /// A worker's answer to a read: its shard of the content, and the keys of the errors that
 /// hold.
@@ -559,17 +536,9 @@ impl Incremental {
         for (leaf, lo, hi) in pinned {
             let Some(i) = leaves.iter().position(|(l, _)| *l == leaf) else { continue };
             let (_, matchers) = leaves.swap_remove(i);
-            let rows = querier
-                .select(&matchers, lo.saturating_add(1), hi)?
-                .into_iter()
-                .flat_map(|s| {
-                    let key = self.keys.intern(s.labels);
-                    s.samples.iter().map(move |x| (key, x.t, x.v)).collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>();
-            if !rows.is_empty() {
-                history.send(leaf, rows);
-            }
+            let floats = querier.select(&matchers, lo.saturating_add(1), hi)?;
+            let hists = querier.select_histograms(&matchers, lo.saturating_add(1), hi)?;
+            self.rows_in_pieces(floats, hists, &mut |rows| history.send(leaf, rows));
         }
         self.send_history(&mut history, &leaves, querier, (from, now))?;
         // a subquery samples its inner values from the view's start on; the steps before it
@@ -590,19 +559,12 @@ impl Incremental {
                 range_query: true,
                 ..QueryOptions::instant(first)
             };
-            let rows: Vec<Row> = match promflow_batch::evaluate(&sub.inner, querier, &opts)?.result {
-                QueryResult::Matrix(series) => series
-                    .into_iter()
-                    .flat_map(|s| {
-                        let key = self.keys.intern(s.labels);
-                        s.samples.iter().map(|x| (key, x.t, x.v)).collect::<Vec<_>>()
-                    })
-                    .collect(),
+            let evaluation = promflow_batch::evaluate(&sub.inner, querier, &opts)?;
+            let floats = match evaluation.result {
+                QueryResult::Matrix(series) => series,
                 _ => Vec::new(),
             };
-            if !rows.is_empty() {
-                history.send(sub.leaf, rows);
-            }
+            self.rows_in_pieces(floats, evaluation.histograms, &mut |rows| history.send(sub.leaf, rows));
         }
         if let Some(t) = self.threads.first() {
             t.unpark();
@@ -626,24 +588,43 @@ impl Incremental {
             let last = lo.saturating_add(HISTORY_SLICE_MS) > now;
             let hi = if last { i64::MAX } else { lo + HISTORY_SLICE_MS - 1 };
             for (leaf, matchers) in leaves {
-                let found = querier.select(matchers, lo, hi)?;
-                // in pieces, each series' samples freed as they are turned into rows
-                let mut rows = Vec::new();
-                for s in found {
-                    let key = self.keys.intern(s.labels);
-                    rows.extend(s.samples.iter().map(|x| (key, x.t, x.v)));
-                    if rows.len() >= HISTORY_PIECE {
-                        history.send(*leaf, std::mem::take(&mut rows));
-                    }
-                }
-                if !rows.is_empty() {
-                    history.send(*leaf, rows);
-                }
+                let floats = querier.select(matchers, lo, hi)?;
+                let hists = querier.select_histograms(matchers, lo, hi)?;
+                self.rows_in_pieces(floats, hists, &mut |rows| history.send(*leaf, rows));
             }
             if last {
                 return Ok(());
             }
             lo = hi + 1;
+        }
+    }
+
+    /// The rows of `floats` and `hists`, series by series (each series' floats, then its
+    /// histograms), handed to `emit` in pieces of at most [`HISTORY_PIECE`] rows, each series'
+    /// samples freed as they are turned into rows.
+    fn rows_in_pieces(
+        &self,
+        floats: Vec<promflow_storage::Series>,
+        hists: Vec<promflow_storage::HistogramSeries>,
+        emit: &mut dyn FnMut(Vec<Row>),
+    ) {
+        let mut rows = Vec::new();
+        let float_rows = floats.into_iter().map(|s| {
+            let key = self.keys.intern(s.labels);
+            s.samples.iter().map(|x| (key, x.t, Value::Float(x.v))).collect::<Vec<_>>()
+        });
+        let hist_rows = hists.into_iter().map(|s| {
+            let key = self.keys.intern(s.labels);
+            s.samples.into_iter().map(|x| (key, x.t, Value::Histogram(x.h))).collect::<Vec<_>>()
+        });
+        for series in float_rows.chain(hist_rows) {
+            rows.extend(series);
+            if rows.len() >= HISTORY_PIECE {
+                emit(std::mem::take(&mut rows));
+            }
+        }
+        if !rows.is_empty() {
+            emit(rows);
         }
     }
 
@@ -722,12 +703,12 @@ impl Incremental {
 
     /// Hands appended samples to the leaves they match; samples no view selects go nowhere.
     /// A series' samples must come in time order across calls (storage's append order).
-    pub fn append(&self, samples: &[(Labels, i64, f64)]) {
-        self.append_from(samples.iter().map(|(l, t, v)| (l, *t, *v)));
+    pub fn append<V: Clone + Into<Value>>(&self, samples: &[(Labels, i64, V)]) {
+        self.append_from(samples.iter().map(|(l, t, v)| (l, *t, v.clone().into())));
     }
 
     /// [`Incremental::append`] over borrowed samples.
-    pub fn append_from<'a>(&self, samples: impl IntoIterator<Item = (&'a Labels, i64, f64)>) {
+    pub fn append_from<'a>(&self, samples: impl IntoIterator<Item = (&'a Labels, i64, Value)>) {
         let mut c = self.controller();
         self.check_routes(&mut c);
         let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
@@ -738,7 +719,7 @@ impl Incremental {
                 None => routes.entry(labels.clone()).or_insert(self.route(registry, labels)),
             };
             for leaf in to {
-                per_leaf.entry(*leaf).or_default().push((*key, t, v));
+                per_leaf.entry(*leaf).or_default().push((*key, t, v.clone()));
             }
         }
         drop(c);
@@ -749,7 +730,7 @@ impl Incremental {
     /// for a series' life: a series is found by its label set's address, not by hashing its
     /// labels (which was most of the feed thread's time). The route holds the label set, so
     /// the address is not reused while it is known.
-    pub fn append_shared<'a>(&self, samples: impl IntoIterator<Item = (&'a Arc<Labels>, i64, f64)>) {
+    pub fn append_shared<'a>(&self, samples: impl IntoIterator<Item = (&'a Arc<Labels>, i64, Value)>) {
         let mut c = self.controller();
         self.check_routes(&mut c);
         let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
@@ -764,7 +745,7 @@ impl Incremental {
                 }
             };
             for leaf in to {
-                per_leaf.entry(*leaf).or_default().push((*key, t, v));
+                per_leaf.entry(*leaf).or_default().push((*key, t, v.clone()));
             }
         }
         drop(c);
@@ -891,7 +872,7 @@ impl Incremental {
     /// The view's value at `t`. Completes `t` ([`Incremental::complete`]), then waits until
     /// every worker is complete through `t`. A view with a grain is read at the grain's last
     /// time at or before `t` (empty before its first).
-    pub fn read(&self, view: ViewId, t: i64) -> Result<Vec<(Labels, f64)>, Error> {
+    pub fn read(&self, view: ViewId, t: i64) -> Result<Vec<(Labels, Value)>, Error> {
         let t = t.max(0) as u64;
         let (arrangement, t) = {
             let mut c = self.controller();
@@ -925,14 +906,14 @@ impl Incremental {
             }
             parts.push(part);
         }
-        let mut out: BTreeMap<u64, f64> = BTreeMap::new();
+        let mut out: BTreeMap<u64, Value> = BTreeMap::new();
         for (key, value, count) in parts.into_iter().flatten() {
             if count != 1 || out.insert(key, value).is_some() {
                 // the batch executor's words for two series that ended up with one label set
                 return Err(Error::Execution("vector cannot contain metrics with the same labelset".into()));
             }
         }
-        let mut rows: Vec<(Labels, f64)> = out.into_iter().map(|(k, v)| (self.keys.labels(k), v)).collect();
+        let mut rows: Vec<(Labels, Value)> = out.into_iter().map(|(k, v)| (self.keys.labels(k), v)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(rows)
     }
@@ -1054,7 +1035,7 @@ fn run_worker(
                 Ok(Command::Rows { leaf, rows, history }) => {
                     if let Some((input, _)) = state.leaves.get_mut(&leaf) {
                         for r in rows.iter() {
-                            input.send(*r);
+                            input.send(r.clone());
                         }
                     } else if hub.borrow().has_leaf(leaf) {
                         hub_input.send(HubItem::Rows(leaf, Arc::clone(&rows)));
@@ -1212,7 +1193,7 @@ fn read_at(trace: &mut Trace, t: u64) -> Shard {
                 }
             });
             if n != 0 {
-                out.push((*cur.key(&storage), cur.val(&storage).0, n));
+                out.push((*cur.key(&storage), cur.val(&storage).clone(), n));
             }
             cur.step_val(&storage);
         }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use promflow_storage::{now_ms, CommittedBatch, Labels, Querier, Wake};
 
 pub use crate::ViewChange;
-use crate::{Grain, Incremental, Notify, Subscription, ViewId};
+use crate::{Grain, Incremental, Notify, Subscription, Value, ViewId};
 use promflow_plan::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -287,7 +287,9 @@ impl LiveViews {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
         while let Ok(batch) = feed.try_recv() {
             self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).arrived();
-            self.inc.append_shared(batch.samples.iter().map(|(l, s)| (l, s.t, s.v)));
+            let floats = batch.samples.iter().map(|(l, s)| (l, s.t, Value::Float(s.v)));
+            let hists = batch.histograms.iter().map(|(l, h)| (l, h.t, Value::Histogram(Arc::clone(&h.h))));
+            self.inc.append_shared(floats.chain(hists));
         }
     }
 
@@ -437,7 +439,7 @@ impl LiveViews {
         plan: &Plan,
         t: i64,
         grain: Option<Grain>,
-    ) -> Option<Result<Vec<(Labels, f64)>, String>> {
+    ) -> Option<Result<Vec<(Labels, Value)>, String>> {
         let grain = grain.filter(|g| g.contains(t));
         let (view, fresh) = match self.view_of(plan, t, grain, Reader::Rule) {
             Ok(v) => v,

@@ -18,16 +18,16 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use super::abelian;
 use super::keys::{KeyMap, Keys};
 use super::series::{self, Keep, SeriesFn};
-use super::{Counters, Grain, Operator, Value, WorkerState};
+use super::values::{self, Value};
+use super::{Counters, Grain, Operator, WorkerState};
 use crate::lower::dataflow::{Node, Scalar};
 use crate::lower::LeafTime;
 use promflow_kernels as kernels;
-use promflow_kernels::{aggregate_values, combine};
 use promflow_plan::semantics::{
     compile_relabel, grouping_key, parse_le, relabel_one, result_labels, strip_metric_identity,
     INFO_IDENTIFYING_LABELS,
 };
-use promflow_plan::{AggOp, BinOp, Cardinality, Grouping, JoinKey, MapFn, VectorFn};
+use promflow_plan::{AggOp, BinOp, Cardinality, Grouping, JoinKey, VectorFn};
 
 /// An element of a vector: (label-set key, value).
 type Element = (u64, Value);
@@ -108,13 +108,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
     match node {
         Node::Import(id) => {
             if let Some(errors) = cx.state.errors.get_mut(id) {
-                cx.errors.push(errors.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v)));
+                cx.errors.push(errors.import(scope).as_collection(|k: &u64, v: &Value| (*k, v.clone())));
             }
             let (trace, _) = cx.state.traces.get_mut(id).expect("imported arrangements are registered first");
-            trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, *v))
+            trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, v.clone()))
         }
         Node::Arrange { id, input } => {
-            arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, *v))
+            arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, v.clone()))
         }
         Node::Series { leaf, func, keep, time, distinct_names, arg } => {
             let mut input = timely::dataflow::InputHandle::new();
@@ -130,7 +130,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 let error = cx.keys.intern(error);
                 let duplicates =
                     out.clone().map(|(k, _): Element| k).count().filter(|(_, n): &(u64, isize)| *n > 1);
-                cx.errors.push(duplicates.map(move |_| error).distinct().map(|e| (e, Value(0.0))));
+                cx.errors.push(duplicates.map(move |_| error).distinct().map(|e| (e, Value::Float(0.0))));
             }
             out
         }
@@ -155,12 +155,9 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let mut names = KeyMap::default();
             let counters = Arc::clone(&cx.counters);
             render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
-                // clamp with min > max yields nothing, as in Prometheus
-                if func == MapFn::Clamp && args.get(1) < args.first() {
-                    return None;
-                }
+                let value = values::map(func, &v, &args)?;
                 counters.count(Operator::Elementwise, 1);
-                Some((keys.rewrite(&mut names, k, without_name), Value(kernels::map(func, v.0, &args, 0))))
+                Some((keys.rewrite(&mut names, k, without_name), value))
             })
         }
         Node::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
@@ -170,27 +167,24 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let counters = Arc::clone(&cx.counters);
             // one element with the scalar's value: arithmetic and `bool` give the result,
             // a filtering comparison keeps the element's value
-            let mut element = move |k: u64, v: f64, s: f64| {
-                let (a, b) = if left { (s, v) } else { (v, s) };
-                let value =
-                    combine(op, a, b, as_bool).map(|r| if op.is_comparison() && !as_bool { v } else { r })?;
+            let mut element = move |k: u64, v: Value, s: f64| {
+                let value = values::with_scalar(op, v, s, left, as_bool)?;
                 let k = if drop_name { keys.rewrite(&mut names, k, without_name) } else { k };
                 counters.count(Operator::Elementwise, 1);
-                Some((k, Value(value)))
+                Some((k, value))
             };
             let elements = render(scope, input, cx);
             match scalar {
                 Scalar::Constant(s) => {
                     let s = *s;
-                    elements.flat_map(move |(k, v): (u64, Value)| element(k, v.0, s))
+                    elements.flat_map(move |(k, v): (u64, Value)| element(k, v, s))
                 }
                 Scalar::Varying(node) => {
                     // every element meets the scalar's value: when it changes, all of them do
                     let scalar = render(scope, node, cx).map(|(_, s): (u64, Value)| ((), s));
-                    elements
-                        .map(|kv: (u64, Value)| ((), kv))
-                        .join(scalar)
-                        .flat_map(move |((), ((k, v), s)): ((), ((u64, Value), Value))| element(k, v.0, s.0))
+                    elements.map(|kv: (u64, Value)| ((), kv)).join(scalar).flat_map(
+                        move |((), ((k, v), s)): ((), ((u64, Value), Value))| element(k, v, s.scalar()),
+                    )
                 }
             }
         }
@@ -202,12 +196,14 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 .map(move |(k, ((), now))| (keys.rewrite(&mut names, k, without_name), now))
         }
         Node::ScalarOf { input } => {
-            let present = render(scope, input, cx).map(|(_, v): (u64, Value)| ((), v));
+            // of floats alone: a histogram element is no scalar's value, as in Prometheus
+            let present = render(scope, input, cx)
+                .flat_map(|(_, v): (u64, Value)| v.as_float().map(|x| ((), Value::Float(x))));
             let only =
                 present.clone().reduce(|_, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
                     let value = match vals {
-                        [(v, 1)] => **v,
-                        _ => Value(f64::NAN),
+                        [(v, 1)] => (*v).clone(),
+                        _ => Value::Float(f64::NAN),
                     };
                     out.push((value, 1));
                 });
@@ -252,7 +248,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                     let at = *hashes
                         .entry(s)
                         .or_insert_with(|| keys.labels(s).prometheus_hash() as f64 / u64::MAX as f64);
-                    let r = r.0.clamp(-1.0, 1.0);
+                    let r = r.scalar().clamp(-1.0, 1.0);
                     ((r >= 0.0 && at < r) || (r < 0.0 && at >= 1.0 + r)).then_some((s, v))
                 },
             );
@@ -275,23 +271,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let keys = cx.keys.clone();
             let out = with_param(scope, members, param, cx).reduce(
                 move |_group, vals: &[(&(Element, Value), isize)], out: &mut Vec<((u64, Value), isize)>| {
-                    let Some((&(_, k), _)) = vals.first() else { return };
-                    let k = if k.0 >= 1.0 { k.0.min(1e9) as usize } else { 0 };
-                    // in label order, as the batch executor's series come: ties go the same way
-                    let mut present: Vec<(Labels, u64, f64)> = vals
+                    let Some(((_, k), _)) = vals.first() else { return };
+                    let present = vals
                         .iter()
                         .filter(|(_, m)| *m > 0)
-                        .map(|(((s, v), _), _)| (keys.labels(*s), *s, v.0))
-                        .collect();
-                    present.sort_by(|a, b| a.0.cmp(&b.0));
-                    let candidates: Vec<(usize, f64)> =
-                        present.iter().enumerate().map(|(i, p)| (i, p.2)).collect();
-                    let chosen = match op {
-                        AggOp::Limitk => (0..k.min(candidates.len())).collect(),
-                        _ => kernels::heap_select(&candidates, k, op == AggOp::Topk),
-                    };
-                    for i in chosen {
-                        out.push(((present[i].1, Value(present[i].2)), 1));
+                        .map(|(((s, v), _), _)| (keys.labels(*s), *s, v.clone()));
+                    for element in values::choose(op, k.scalar(), present) {
+                        out.push((element, 1));
                     }
                 },
             );
@@ -302,15 +288,16 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let grouped = by_group(render(scope, input, cx), grouping, &cx.keys);
             let out = with_param(scope, grouped, param, cx).reduce(
                 move |_group, vals: &[(&(Value, Value), isize)], out: &mut Vec<(Value, isize)>| {
-                    let Some((&(_, param), _)) = vals.first() else { return };
-                    let mut xs: Vec<f64> = Vec::with_capacity(vals.len());
+                    let Some(((_, param), _)) = vals.first() else { return };
+                    let param = param.scalar();
+                    let mut xs: Vec<&Value> = Vec::with_capacity(vals.len());
                     for ((v, _), m) in vals {
                         for _ in 0..(*m).max(0) {
-                            xs.push(v.0);
+                            xs.push(v);
                         }
                     }
-                    if !xs.is_empty() {
-                        out.push((Value(aggregate_values(op, &mut xs, param.0)), 1));
+                    if let Some(value) = values::aggregate(op, &xs, param) {
+                        out.push((value, 1));
                     }
                 },
             );
@@ -322,12 +309,32 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let one = constant_collection(scope, &cx.clock, labels, 1.0, &cx.keys).map(|kv| ((), kv));
             counted(one.antijoin(present).map(|(_, kv)| kv), &cx.counters, Operator::Join)
         }
+        Node::HistogramStatistic { input, func } => {
+            let (func, keys) = (*func, cx.keys.clone());
+            let mut names = KeyMap::default();
+            let counters = Arc::clone(&cx.counters);
+            render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+                let x = kernels::native::statistic(func, v.as_histogram()?)?;
+                counters.count(Operator::Elementwise, 1);
+                Some((keys.rewrite(&mut names, k, without_name), Value::Float(x)))
+            })
+        }
         Node::Histogram { input, func, params, quantile_label } => {
             let (func, keys) = (*func, cx.keys.clone());
             let (params, quantiles) = (params.clone(), params.clone());
             let mut buckets_of = KeyMap::default();
-            let out = render(scope, input, cx)
+            let elements = render(scope, input, cx);
+            // a native histogram is its own answer, one per quantile
+            let native_params = params.clone();
+            let natives = elements.clone().flat_map(move |(k, v): (u64, Value)| {
+                let h = v.as_histogram().cloned();
+                let answers = h.map_or_else(Vec::new, |h| values::native_quantiles(func, &native_params, &h));
+                answers.into_iter().enumerate().map(move |(i, x)| (k, (i as u32, Value::Float(x))))
+            });
+            let out = elements
                 .flat_map(move |(k, count): (u64, Value)| {
+                    // the buckets of classic histograms are floats
+                    let count = Value::Float(count.as_float()?);
                     // the histogram a bucket belongs to (its labels without `le`), and its bound
                     let (histogram, le) = *buckets_of.entry(k).or_insert_with(|| {
                         let mut l = keys.labels(k);
@@ -335,7 +342,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                         l.remove("le");
                         (keys.intern(l), le)
                     });
-                    le.map(|le| (histogram, (Value(le), count)))
+                    le.map(|le| (histogram, (Value::Float(le), count)))
                 })
                 .reduce(
                     move |_h, vals: &[(&(Value, Value), isize)], out: &mut Vec<((u32, Value), isize)>| {
@@ -343,20 +350,25 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                         // count are one value with a multiplicity; the kernel adds them up
                         let mut buckets: Vec<(f64, f64)> = vals
                             .iter()
-                            .flat_map(|((le, c), m)| std::iter::repeat_n((le.0, c.0), (*m).max(0) as usize))
+                            .flat_map(|((le, c), m)| {
+                                std::iter::repeat_n((le.scalar(), c.scalar()), (*m).max(0) as usize)
+                            })
                             .collect();
                         if buckets.is_empty() {
                             return;
                         }
                         if func == VectorFn::HistogramFraction {
                             let v = kernels::bucket_fraction(params[0], params[1], &mut buckets);
-                            out.push(((0, Value(v)), 1));
+                            out.push(((0, Value::Float(v)), 1));
                             return;
                         }
                         // one value per quantile: the first for histogram_quantile
                         let count = if func == VectorFn::HistogramQuantiles { params.len() } else { 1 };
                         for (i, &q) in params.iter().take(count).enumerate() {
-                            out.push(((i as u32, Value(kernels::bucket_quantile(q, &mut buckets).value)), 1));
+                            out.push((
+                                (i as u32, Value::Float(kernels::bucket_quantile(q, &mut buckets).value)),
+                                1,
+                            ));
                         }
                     },
                 );
@@ -364,17 +376,23 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             // two histograms that this makes one label set are the batch executor's error
             let (keys, mut labelled) = (cx.keys.clone(), KeyMap::<(u64, u32), u64>::default());
             let quantile_label = quantile_label.clone();
-            let out = out.map(move |(k, (i, v)): (u64, (u32, Value))| {
-                let k = *labelled.entry((k, i)).or_insert_with(|| {
-                    let mut l = keys.labels(k);
-                    if let Some(label) = &quantile_label {
-                        let q = quantiles[i as usize];
-                        l.set(label, &promflow_storage::gofmt::format_openmetrics_float(q));
-                    }
-                    keys.intern(without_name(l))
-                });
-                (k, v)
-            });
+            // a native histogram and classic buckets of the same labels: neither has an
+            // answer (the batch executor warns of the mix)
+            let native_keys = natives.clone().map(|(k, _)| k).distinct();
+            let classic_keys = out.clone().map(|(k, _)| k).distinct();
+            let out = out.antijoin(native_keys).concat(natives.antijoin(classic_keys)).map(
+                move |(k, (i, v)): (u64, (u32, Value))| {
+                    let k = *labelled.entry((k, i)).or_insert_with(|| {
+                        let mut l = keys.labels(k);
+                        if let Some(label) = &quantile_label {
+                            let q = quantiles[i as usize];
+                            l.set(label, &promflow_storage::gofmt::format_openmetrics_float(q));
+                        }
+                        keys.intern(without_name(l))
+                    });
+                    (k, v)
+                },
+            );
             counted(out, &cx.counters, Operator::Aggregate)
         }
         Node::Info { input, info, ignore, data_names, keep_unmatched } => {
@@ -422,7 +440,9 @@ fn per_series<'s>(
         use timely::dataflow::operators::vec::Broadcast;
         let values = render(scope, arg, cx)
             .inner
-            .flat_map(|((_, v), t, diff): ((u64, Value), u64, isize)| (diff > 0).then_some(Some((t, v.0))))
+            .flat_map(|((_, v), t, diff): ((u64, Value), u64, isize)| {
+                (diff > 0).then_some(Some((t, v.scalar())))
+            })
             .broadcast();
         ticks = ticks.concat(values);
     }
@@ -444,8 +464,8 @@ where
 {
     match param {
         Scalar::Constant(p) => {
-            let p = Value(*p);
-            c.map(move |(k, d)| (k, (d, p)))
+            let p = Value::Float(*p);
+            c.map(move |(k, d)| (k, (d, p.clone())))
         }
         Scalar::Varying(node) => {
             let p = render(scope, node, cx).map(|(_, p): (u64, Value)| ((), p));
@@ -479,9 +499,9 @@ fn now_collection<'s>(
                     let cap = cap.delayed(&at, 0);
                     let mut session = output.session(&cap);
                     if let Some(old) = last.replace(value) {
-                        session.give(((key, Value(old)), at, -1isize));
+                        session.give(((key, Value::Float(old)), at, -1isize));
                     }
-                    session.give(((key, Value(value)), at, 1isize));
+                    session.give(((key, Value::Float(value)), at, 1isize));
                 });
             }
         })
@@ -500,7 +520,7 @@ fn constant_collection<'s>(
     keys: &Keys,
 ) -> Coll<'s> {
     let key = keys.intern(labels.clone());
-    let data = if scope.index() == 0 { vec![((key, Value(value)), 0u64, 1isize)] } else { Vec::new() };
+    let data = if scope.index() == 0 { vec![((key, Value::Float(value)), 0u64, 1isize)] } else { Vec::new() };
     let held_by_clock = clock.clone().flat_map(|_tick| std::iter::empty::<((u64, Value), u64, isize)>());
     data.to_stream(scope).concat(held_by_clock).as_collection()
 }
@@ -581,8 +601,8 @@ fn info_labels<'s>(
                 let il = k4.labels(*ik);
                 let name = il.get(METRIC_NAME).to_string();
                 match newest.get(&name) {
-                    Some((t, _)) if *t > ts.0 => {}
-                    Some((t, existing)) if *t == ts.0 => {
+                    Some((t, _)) if *t > ts.scalar() => {}
+                    Some((t, existing)) if *t == ts.scalar() => {
                         let at = (t * 1000.0).round() as i64;
                         out.push(error(format!(
                             "found duplicate series for info metric: existing {existing} @ {at}, new {il} @ {at}"
@@ -590,7 +610,7 @@ fn info_labels<'s>(
                         return;
                     }
                     _ => {
-                        newest.insert(name, (ts.0, il));
+                        newest.insert(name, (ts.scalar(), il));
                     }
                 }
             }
@@ -613,9 +633,10 @@ fn info_labels<'s>(
             for l in added.iter() {
                 labels.set(&l.name, &l.value);
             }
-            out.push((Ok((k4.intern(labels), *bv)), 1));
+            out.push((Ok((k4.intern(labels), bv.clone())), 1));
         });
-    let errors = matched.clone().flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value(0.0))));
+    let errors =
+        matched.clone().flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value::Float(0.0))));
     let matched = matched.flat_map(|(_, outcome)| outcome.ok());
     let mut out = passing.concat(matched);
     if keep_unmatched {
@@ -672,7 +693,7 @@ fn matching_errors<'s>(
         });
         errors = errors.concat(duplicates(many, many_message).semijoin(present(one)));
     }
-    errors.map(|(_, error)| error).distinct().map(|error| (error, Value(0.0)))
+    errors.map(|(_, error)| error).distinct().map(|error| (error, Value::Float(0.0)))
 }
 
 /// `and`, `or`, `unless`: the left elements whose signature the right side has (or lacks),
@@ -711,20 +732,20 @@ fn join<'s>(
     let g = key.grouping.clone();
     let strip_name = !op.is_comparison() || return_bool;
     // the operands in the operator's order: the many side is the right one under group_right
-    let ordered = move |mv: f64, ov: f64| if swapped { (ov, mv) } else { (mv, ov) };
+    let ordered = move |mv: Value, ov: Value| if swapped { (ov, mv) } else { (mv, ov) };
     let (many, one) = (by_signature(many, &g, keys), by_signature(one, &g, keys));
     let errors = matching_errors(&many, &one, swapped, one_to_one, keys);
     let (keys2, include2) = (keys.clone(), include.clone());
     let mut labelled: KeyMap<(u64, u64), u64> = KeyMap::default();
     let mut out = many.clone().join(one.clone()).flat_map(
         move |(_sig, ((mk, mv), (ok, ov))): (u64, (Element, Element))| {
-            let (lv, rv) = ordered(mv.0, ov.0);
-            let value = combine(op, lv, rv, return_bool)?;
+            let (lv, rv) = ordered(mv, ov);
+            let value = values::combine(op, &lv, &rv, return_bool)?;
             let k = *labelled.entry((mk, ok)).or_insert_with(|| {
                 let (m, o) = (keys2.labels(mk), keys2.labels(ok));
                 keys2.intern(result_labels(&m, &o, &g, one_to_one, &include2, strip_name))
             });
-            Some((k, Value(value)))
+            Some((k, value))
         },
     );
     if let Some(fill) = key.fill_one {
@@ -734,21 +755,21 @@ fn join<'s>(
         let mut labelled: KeyMap<u64, u64> = KeyMap::default();
         let alone = many.clone().antijoin(one.clone().map(|(sig, _)| sig).distinct());
         out = out.concat(alone.flat_map(move |(_sig, (mk, mv)): (u64, Element)| {
-            let (lv, rv) = ordered(mv.0, fill);
-            let value = combine(op, lv, rv, return_bool)?;
+            let (lv, rv) = ordered(mv, Value::Float(fill));
+            let value = values::combine(op, &lv, &rv, return_bool)?;
             let k = *labelled.entry(mk).or_insert_with(|| {
                 let m = keys.labels(mk);
                 keys.intern(result_labels(&m, &Labels::new(), &g, one_to_one, &include, strip_name))
             });
-            Some((k, Value(value)))
+            Some((k, value))
         }));
     }
     if let Some(fill) = key.fill_many {
         // a one-side element alone in its match group: labelled with the group's labels
         let alone = one.antijoin(many.map(|(sig, _)| sig).distinct());
         out = out.concat(alone.flat_map(move |(sig, (_ok, ov)): (u64, Element)| {
-            let (lv, rv) = ordered(fill, ov.0);
-            combine(op, lv, rv, return_bool).map(|value| (sig, Value(value)))
+            let (lv, rv) = ordered(Value::Float(fill), ov);
+            values::combine(op, &lv, &rv, return_bool).map(|value| (sig, value))
         }));
     }
     (out, errors)

@@ -35,7 +35,9 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, Sample, SampleSlice};
+use promflow_storage::{
+    is_stale_nan, FloatHistogram, HistogramSample, Labels, MatchOp, Matcher, Querier, Sample, SampleSlice,
+};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
@@ -121,7 +123,16 @@ impl SeriesFn {
     /// and is recomputed at every tick). The extrapolating functions read only the window's
     /// ends and counter resets, not its samples. `eval_time` is the evaluation's time, which
     /// differs from `at` under `@` (`predict_linear` predicts from it).
-    fn evaluate(&self, st: &SeriesState, at: i64, eval_time: i64) -> (Option<f64>, Option<i64>) {
+    fn evaluate(&self, st: &SeriesState, at: i64, eval_time: i64) -> (Option<Value>, Option<i64>) {
+        if !st.hists.is_empty() {
+            return self.evaluate_with_histograms(st, at, eval_time);
+        }
+        let (value, until) = self.evaluate_floats(st, at, eval_time);
+        (value.map(Value::Float), until)
+    }
+
+    /// [`SeriesFn::evaluate`] of a series whose visible samples are floats alone.
+    fn evaluate_floats(&self, st: &SeriesState, at: i64, eval_time: i64) -> (Option<f64>, Option<i64>) {
         let (t, v) = (st.ts(), st.vs());
         // a value that changes only with samples and expiries
         let steady = |x: Option<f64>| (x, Some(i64::MAX));
@@ -160,6 +171,85 @@ impl SeriesFn {
 }
 
 impl SeriesFn {
+    /// [`SeriesFn::evaluate`] of a series with native histograms among its visible samples,
+    /// by the kernels the batch executor uses for them. A function that extrapolates is
+    /// recomputed at every tick while the series holds histograms.
+    fn evaluate_with_histograms(
+        &self,
+        st: &SeriesState,
+        at: i64,
+        eval_time: i64,
+    ) -> (Option<Value>, Option<i64>) {
+        let steady = |x: Option<Value>| (x, Some(i64::MAX));
+        let hists = &st.hists[..];
+        let (t, v) = (st.ts(), st.vs());
+        let from_pair = |(f, h): (Option<f64>, Option<FloatHistogram>)| match (f, h) {
+            (Some(f), _) => Some(Value::Float(f)),
+            (None, Some(h)) => Some(Value::Histogram(Arc::new(h))),
+            (None, None) => None,
+        };
+        let mut notes = Vec::new();
+        match self {
+            SeriesFn::Last { lookback, timestamp, .. } => {
+                // the newer of the newest float and the newest histogram
+                let newest = hists[hists.len() - 1].clone();
+                if t.last().is_some_and(|&ft| ft > newest.t) {
+                    let (value, until) = self.evaluate_floats(st, at, eval_time);
+                    return (value.map(Value::Float), until);
+                }
+                steady(if newest.t <= at - lookback {
+                    None
+                } else if *timestamp {
+                    Some(Value::Float(newest.t as f64 / 1000.0))
+                } else {
+                    Some(Value::Histogram(newest.h))
+                })
+            }
+            SeriesFn::Anchored { func, range, .. } => {
+                let b = WindowBounds { start: at - range, end: at, eval_time: at };
+                let floats = SampleSlice { t, v };
+                steady(from_pair(kernels::native::extended_window(
+                    *func, floats, hists, b, false, &mut notes,
+                )))
+            }
+            SeriesFn::Window { func, range, args } => {
+                let b = WindowBounds { start: at - range, end: at, eval_time };
+                // a series kept by its ends has the window's first and last floats, which is
+                // all the functions that read only the ends look at, but for the count
+                let (ends_t, ends_v): (Vec<i64>, Vec<f64>);
+                let floats = match (st.ends, t.first(), v.first()) {
+                    (Some(e), Some(&ft), Some(&fv)) => {
+                        if *func == WindowFn::CountOverTime {
+                            return steady(Some(Value::Float((e.len + hists.len()) as f64)));
+                        }
+                        (ends_t, ends_v) = if e.last.0 == ft {
+                            (vec![ft], vec![fv])
+                        } else {
+                            (vec![ft, e.last.0], vec![fv, e.last.1])
+                        };
+                        SampleSlice { t: &ends_t, v: &ends_v }
+                    }
+                    _ => SampleSlice { t, v },
+                };
+                let value = from_pair(kernels::native::window(
+                    *func,
+                    floats,
+                    hists,
+                    &[],
+                    b,
+                    *range,
+                    args,
+                    &mut notes,
+                ));
+                if self.moves_with_time() {
+                    (value, None)
+                } else {
+                    steady(value)
+                }
+            }
+        }
+    }
+
     /// Sets a window function's first argument (one that changes over time).
     fn set_first_arg(&mut self, value: f64) {
         if let SeriesFn::Window { args, .. } = self {
@@ -317,7 +407,10 @@ struct SeriesState {
     resets: VecDeque<(i64, f64)>,
     /// With [`Keep::Ends`], while the window holds a sample.
     ends: Option<Ends>,
-    emitted: Option<f64>,
+    /// The visible native-histogram samples, in time order, whatever [`Keep`] says (most
+    /// series have none); an instant selection keeps only the newest sample of either kind.
+    hists: Vec<HistogramSample>,
+    emitted: Option<Value>,
     /// The time of the next event pending for this series (its oldest sample leaves, or its
     /// value starts to move with time), if any.
     next: Option<u64>,
@@ -398,12 +491,17 @@ impl SeriesState {
 
     /// Adds a sample that counts from `at` on, as `keep` says; an instant selection keeps only
     /// the newest.
-    fn insert(&mut self, func: &SeriesFn, keep: &Keep, (t, v): (i64, f64), at: i64) {
+    fn insert(&mut self, func: &SeriesFn, keep: &Keep, (t, value): (i64, Value), at: i64) {
+        let v = match value {
+            Value::Float(v) => v,
+            Value::Histogram(h) => return self.insert_histogram(func, HistogramSample { t, h }),
+        };
         match (func, keep) {
             (SeriesFn::Last { .. }, _) => {
-                if self.ts().last().is_none_or(|&last| t > last) {
+                if self.newest().is_none_or(|last| t > last) {
                     self.t.clear();
                     self.v.clear();
+                    self.hists.clear();
                     self.head = 0;
                     self.t.push(t);
                     self.v.push(v);
@@ -417,6 +515,42 @@ impl SeriesState {
             (SeriesFn::Window { range, .. }, Keep::Ends { tail_ms, .. }) => {
                 self.insert_end(func.tracks_resets(), (t, v), at - range, *tail_ms)
             }
+        }
+    }
+
+    /// The newest visible sample's time, float or histogram.
+    fn newest(&self) -> Option<i64> {
+        self.ts().last().copied().max(self.hists.last().map(|h| h.t))
+    }
+
+    /// The oldest visible sample's time, float or histogram.
+    fn oldest(&self) -> Option<i64> {
+        let (f, h) = (self.ts().first().copied(), self.hists.first().map(|h| h.t));
+        f.zip(h).map(|(f, h)| f.min(h)).or(f).or(h)
+    }
+
+    /// How many visible samples are kept, floats and histograms.
+    fn kept(&self) -> usize {
+        self.ts().len() + self.hists.len()
+    }
+
+    /// Adds a native-histogram sample: an instant selection keeps it when it is the newest
+    /// sample, a window keeps every one in time order (a duplicate timestamp: the first
+    /// stored wins).
+    fn insert_histogram(&mut self, func: &SeriesFn, h: HistogramSample) {
+        if let SeriesFn::Last { .. } = func {
+            if self.newest().is_none_or(|last| h.t > last) {
+                self.t.clear();
+                self.v.clear();
+                self.head = 0;
+                self.hists.clear();
+                self.hists.push(h);
+            }
+            return;
+        }
+        let i = self.hists.partition_point(|x| x.t < h.t);
+        if self.hists.get(i).is_none_or(|x| x.t != h.t) {
+            self.hists.insert(i, h);
         }
     }
 
@@ -526,6 +660,8 @@ impl SeriesState {
             self.head += 1;
         }
         let gone = self.head - kept;
+        let hists_gone = self.hists.partition_point(|h| h.t <= cutoff);
+        self.hists.drain(..hists_gone);
         while self.resets.front().is_some_and(|r| r.0 <= cutoff) {
             self.resets.pop_front();
         }
@@ -631,7 +767,7 @@ impl SeriesState {
 /// Events due at one dataflow time.
 #[derive(Default)]
 struct Due {
-    samples: Vec<(u64, i64, f64)>,
+    samples: Vec<Row>,
     /// Series whose next event is due (see `SeriesState::next`).
     expiring: Vec<u64>,
     /// Series that took their samples as they came (see `SeriesState::absorbed`).
@@ -705,8 +841,8 @@ pub(crate) fn sample<'s>(
     updates.unary_frontier(Exchange::new(|u: &Update| u.0 .0), "subquery", move |cap, _info| {
         let mut cap = Some(cap);
         let mut pending: BTreeMap<u64, Vec<(u64, Value, isize)>> = BTreeMap::new();
-        // the inner collection's content: (element, value bits) → count
-        let mut content: std::collections::HashMap<(u64, u64), isize> = std::collections::HashMap::new();
+        // the inner collection's content: (element, value) → count
+        let mut content: BTreeMap<(u64, Value), isize> = BTreeMap::new();
         let mut next = align(start);
         move |(input, frontier), output| {
             input.for_each(|_, data| {
@@ -741,10 +877,10 @@ pub(crate) fn sample<'s>(
                         break;
                     }
                     for (k, v, d) in entry.remove() {
-                        let n = content.entry((k, v.0.to_bits())).or_default();
+                        let n = content.entry((k, v.clone())).or_default();
                         *n += d;
                         if *n == 0 {
-                            content.remove(&(k, v.0.to_bits()));
+                            content.remove(&(k, v));
                         }
                     }
                 }
@@ -753,9 +889,15 @@ pub(crate) fn sample<'s>(
                 }
                 c.downgrade(&next);
                 let mut session = output.session(&*c);
-                for (&(k, bits), &n) in &content {
+                for ((k, v), &n) in &content {
                     if n > 0 {
-                        session.give((k, next as i64, f64::from_bits(bits)));
+                        // a subquery's histograms carry no reset hints, as in the batch
+                        // executor: the windows over them detect resets themselves
+                        let mut v = v.clone();
+                        if let Value::Histogram(h) = &mut v {
+                            kernels::native::forget_reset_hint(h);
+                        }
+                        session.give((*k, next as i64, v));
                     }
                 }
                 next = next.saturating_add(step);
@@ -893,9 +1035,9 @@ impl SeriesOp {
     }
 
     /// Every series' value as last emitted, by output key: the operator's output now.
-    pub(crate) fn values(&self) -> Vec<(u64, f64)> {
+    pub(crate) fn values(&self) -> Vec<(u64, Value)> {
         let key = |s: &u64| if self.drops_name { self.names.get(s).copied() } else { Some(*s) };
-        self.series.iter().filter_map(|(s, st)| Some((key(s)?, st.emitted?))).collect()
+        self.series.iter().filter_map(|(s, st)| Some((key(s)?, st.emitted.clone()?))).collect()
     }
 
     /// The first time events are due at.
@@ -906,7 +1048,10 @@ impl SeriesOp {
     /// Runs the events due at the first due time: evaluates the series they touch, calls
     /// `emit(key, old, new)` for each whose value changed, and returns the later times at
     /// which it put events (the series' next expiries).
-    pub(crate) fn run_first(&mut self, mut emit: impl FnMut(u64, Option<f64>, Option<f64>)) -> Vec<u64> {
+    pub(crate) fn run_first(
+        &mut self,
+        mut emit: impl FnMut(u64, Option<&Value>, Option<&Value>),
+    ) -> Vec<u64> {
         let mut later = Vec::new();
         let Some((at, d)) = self.due.pop_first() else { return later };
         let at_ms = at as i64;
@@ -965,17 +1110,17 @@ impl SeriesOp {
         for s in touched {
             let Some(st) = series.get_mut(&s) else { continue };
             st.absorbed = false;
-            let now_kept = st.ts().len();
+            let now_kept = st.kept();
             kept += now_kept as i64 - st.counted as i64;
             st.counted = now_kept;
             let (value, steady_until) = self.func.evaluate(st, eval_ms, at_ms);
-            if value.map(f64::to_bits) != st.emitted.map(f64::to_bits) {
+            if value != st.emitted {
                 let k = if self.drops_name { self.keys.rewrite(&mut self.names, s, without_name) } else { s };
                 records += usize::from(st.emitted.is_some()) + usize::from(value.is_some());
-                emit(k, st.emitted, value);
+                emit(k, st.emitted.as_ref(), value.as_ref());
                 st.emitted = value;
             }
-            let Some(&first) = st.ts().first() else {
+            let Some(first) = st.oldest() else {
                 self.moving.remove(&s);
                 if st.emitted.is_none() {
                     series.remove(&s);
@@ -1042,8 +1187,8 @@ pub(crate) fn render<'s>(
             let straight = op.straight(floor(f_rows).min(floor(f_clock)));
             input.for_each_stamp(|cap, data| {
                 let Some(&now) = cap.least() else { return };
-                for &row in data.flat_map(|batch| batch.iter()) {
-                    if let Some(at) = op.push_sample(now, straight, row) {
+                for row in data.flat_map(|batch| batch.iter()) {
+                    if let Some(at) = op.push_sample(now, straight, row.clone()) {
                         caps.entry(at).or_insert_with(|| cap.delayed(&at, 0));
                     }
                 }
@@ -1067,10 +1212,10 @@ pub(crate) fn render<'s>(
                 let mut session = output.session(&cap);
                 let later = op.run_first(|k, old, new| {
                     if let Some(old) = old {
-                        session.give(((k, Value(old)), at, -1isize));
+                        session.give(((k, old.clone()), at, -1isize));
                     }
                     if let Some(new) = new {
-                        session.give(((k, Value(new)), at, 1isize));
+                        session.give(((k, new.clone()), at, 1isize));
                     }
                 });
                 drop(session);
@@ -1129,7 +1274,7 @@ mod tests {
                     1 => -1e16,
                     n => n as f64 * 0.1 + 1e16 * (step % 2) as f64,
                 };
-                st.insert(&func, &Keep::All, (t, v), at);
+                st.insert(&func, &Keep::All, (t, Value::Float(v)), at);
                 st.evict(RANGE, at, &Keep::All);
                 resumed += usize::from(st.folded.get().is_some_and(|f| st.ts().first() == Some(&f.first)));
                 let got = st.fold(mean).unwrap();

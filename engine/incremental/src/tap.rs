@@ -32,7 +32,7 @@ use timely::dataflow::Stream;
 use timely::progress::frontier::AntichainRef;
 
 use super::keys::Keys;
-use super::{read_at, Shard, Trace};
+use super::{read_at, Shard, Trace, Value};
 
 /// A worker's shard of a view's updates at one time.
 pub(crate) type TimedShard = (u64, Shard);
@@ -47,14 +47,14 @@ pub struct ElementChange {
     /// series to tell them apart.
     pub was_present: bool,
     /// Its new value, or `None` when it left.
-    pub value: Option<f64>,
+    pub value: Option<Value>,
 }
 
 /// What a subscription delivers at one time.
 #[derive(Debug, PartialEq)]
 pub enum ViewChange {
     /// The view's whole content (the first message).
-    Whole(Vec<(Arc<Labels>, f64)>),
+    Whole(Vec<(Arc<Labels>, Value)>),
     /// The elements that changed (in no meaningful order), with their new values, or `None`
     /// for those that left (none when a rule's watch asked to be called at a time).
     Elements(Vec<ElementChange>),
@@ -173,9 +173,9 @@ pub(crate) fn tap(stream: Stream<'_, u64, Vec<SpanOf<Trace>>>, mut trace: Trace)
                     while cursor.key_valid(batch) {
                         let key = *cursor.key(batch);
                         while cursor.val_valid(batch) {
-                            let value = cursor.val(batch).0;
+                            let value = cursor.val(batch);
                             cursor.map_times(batch, |t, d| {
-                                pending.entry(*t).or_default().push((key, value, *d))
+                                pending.entry(*t).or_default().push((key, value.clone(), *d))
                             });
                             cursor.step_val(batch);
                         }
@@ -320,7 +320,7 @@ impl Subscription {
     pub fn follow_through(
         &mut self,
         t: i64,
-        content: &mut std::collections::HashMap<Labels, f64>,
+        content: &mut std::collections::HashMap<Labels, Value>,
         wait: Duration,
     ) -> Result<(), RecvTimeoutError> {
         let deadline = Instant::now() + wait;
@@ -383,11 +383,11 @@ impl Subscription {
         // each element's addition sorts after its retraction, and is the one kept; a
         // retraction says the element was there
         updates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-        let mut elements: Vec<(u64, bool, Option<f64>)> = Vec::with_capacity(updates.len());
+        let mut elements: Vec<(u64, bool, Option<Value>)> = Vec::with_capacity(updates.len());
         for (key, value, diff) in updates {
             let value = (diff > 0).then_some(value);
             match elements.last_mut() {
-                Some(last) if last.0 == key => last.2 = value.or(last.2),
+                Some(last) if last.0 == key => last.2 = value.or(last.2.take()),
                 _ => elements.push((key, diff < 0, value)),
             }
         }

@@ -6,9 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use promflow_batch::evaluate;
-use promflow_incremental::{ElementChange, Grain, Incremental, ViewChange};
+use promflow_incremental::{ElementChange, Grain, Incremental, Value, ViewChange};
 use promflow_plan::{Plan, QueryOptions, QueryResult};
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
+
+/// A view's content read as floats: these views hold no histograms.
+fn floats(rows: Vec<(Labels, Value)>) -> BTreeMap<Labels, f64> {
+    rows.into_iter().map(|(l, v)| (l, v.as_float().expect("a float"))).collect()
+}
 
 const LOOKBACK: i64 = 300_000;
 
@@ -202,7 +207,7 @@ fn assert_views_equal_batch(all: &[(Labels, i64, f64)], queries: &[&str], until:
                 continue;
             }
             let want = batch(&db, query, t);
-            let got: BTreeMap<Labels, f64> = inc.read(*id, t).unwrap().into_iter().collect();
+            let got: BTreeMap<Labels, f64> = floats(inc.read(*id, t).unwrap());
             assert_close(&got, &want, query, t);
             checked += 1;
         }
@@ -388,7 +393,7 @@ fn rules_sharing_a_window_function_share_its_arrangement() {
     store(&db, &all);
     inc.append(&all);
     for (view, query) in [(first, "sum by (job) (rate(x[5m]))"), (second, "max by (job) (rate(x[5m]))")] {
-        let got: BTreeMap<Labels, f64> = inc.read(view, 1_300_000).unwrap().into_iter().collect();
+        let got: BTreeMap<Labels, f64> = floats(inc.read(view, 1_300_000).unwrap());
         let want = batch(&db, query, 1_300_000);
         assert_eq!(got.len(), want.len(), "{query}");
         for (l, w) in &want {
@@ -431,7 +436,7 @@ fn uninstalled_views_free_what_only_they_needed() {
     inc.uninstall(own);
     assert_eq!(inc.arrangements(), 2, "rate(x[5m]) and the sum stay");
     inc.append(&[(Labels::from_pairs([("__name__", "x"), ("job", "a"), ("i", "0")]), 1_310_000, 1e6)]);
-    let got: BTreeMap<Labels, f64> = inc.read(shared, 1_320_000).unwrap().into_iter().collect();
+    let got: BTreeMap<Labels, f64> = floats(inc.read(shared, 1_320_000).unwrap());
     assert!(!got.is_empty(), "the shared view still follows the samples");
     inc.uninstall(shared);
     assert_eq!(inc.arrangements(), 0);
@@ -540,7 +545,7 @@ fn views_start_from_history_in_the_middle_of_a_window() {
         }
         for (q, id) in &views {
             let want = batch(&db, q, t);
-            let got: BTreeMap<Labels, f64> = inc.read(*id, t).unwrap().into_iter().collect();
+            let got: BTreeMap<Labels, f64> = floats(inc.read(*id, t).unwrap());
             assert_eq!(got.len(), want.len(), "{q} at {t}");
             for (l, w) in &want {
                 let g = got.get(l).copied().unwrap_or(f64::NAN);
@@ -569,7 +574,11 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     let first = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(first, (0, ViewChange::Whole(vec![])));
     let job = |j: &str| Arc::new(Labels::from_pairs([("job", j)]));
-    let element = |j: &str, was_present, value| ElementChange { labels: job(j), was_present, value };
+    let element = |j: &str, was_present, value: Option<f64>| ElementChange {
+        labels: job(j),
+        was_present,
+        value: value.map(Value::Float),
+    };
     let second = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(second, (1_000, ViewChange::Elements(vec![element("b", false, Some(20.0))])));
     // a crossing: job a's sum goes above 10 at 2 s
@@ -645,7 +654,7 @@ fn views_with_a_grain_equal_the_batch_executor_at_its_times_with_fewer_changes()
         for (q, f, c) in views {
             let want = batch(&db, q, t);
             for (inc, id, what) in [(&fine, *f, "fine"), (&coarse, *c, "grained")] {
-                let got: BTreeMap<Labels, f64> = inc.read(id, t).unwrap().into_iter().collect();
+                let got: BTreeMap<Labels, f64> = floats(inc.read(id, t).unwrap());
                 assert_eq!(got.len(), want.len(), "{what} {q} at {t}");
                 for (l, w) in &want {
                     let g = got.get(l).copied().unwrap_or(f64::NAN);
@@ -774,7 +783,7 @@ fn windows_kept_by_their_ends_read_back_storage_and_equal_the_batch_executor() {
         every.append(&batch_of);
         for (q, inc, id) in &views {
             let want = batch(&db, q, t);
-            let got: BTreeMap<Labels, f64> = inc.read(*id, t).unwrap().into_iter().collect();
+            let got: BTreeMap<Labels, f64> = floats(inc.read(*id, t).unwrap());
             assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{q} at {t}");
             for (l, w) in &want {
                 let g = got[l];
@@ -850,7 +859,8 @@ fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
         for (query, _, sub, content) in views.iter_mut() {
             sub.follow_through(t, content, std::time::Duration::from_secs(30)).unwrap();
             let want = batch(&db, query, t);
-            let got: BTreeMap<Labels, f64> = content.iter().map(|(l, v)| (l.clone(), *v)).collect();
+            let got: BTreeMap<Labels, f64> =
+                content.iter().map(|(l, v)| (l.clone(), v.as_float().expect("a float"))).collect();
             assert_close(&got, &want, query, t);
             checked += 1;
         }

@@ -3,11 +3,11 @@
 //! `histogram_fraction` with Prometheus's interpolation (linear in custom buckets and in the
 //! zero bucket, exponential in the exponential buckets).
 
-use promflow_plan::BinOp;
+use promflow_plan::{AggOp, BinOp, VectorFn, WindowFn};
 use promflow_storage::native_histogram::{fraction_below, Bucket, HistogramError};
-use promflow_storage::{FloatHistogram, HistogramSample};
+use promflow_storage::{FloatHistogram, HistogramSample, SampleSlice};
 
-use crate::{kahan_inc, start};
+use crate::{kahan_inc, start, WindowBounds};
 
 /// What a quantile or fraction of a histogram with NaN observations (its sum is NaN and its
 /// count more than its buckets') has to say about its answer.
@@ -202,6 +202,14 @@ pub enum WindowNote {
     ReconciledSubtraction,
     /// Custom buckets of different bounds were added on the bounds they share.
     ReconciledAddition,
+    /// Floats and histograms met where they cannot be combined: no answer.
+    MixedFloatsAndHistograms,
+    /// A float function left out the histograms of a window that also holds floats.
+    IgnoredHistograms,
+    /// A sample's start timestamp lies before the previous sample's timestamp.
+    StartOverlap,
+    /// What adding up the window's histograms said.
+    Sum(SumNotes),
 }
 
 /// The increase of a counter histogram (or the change of a gauge one) from the first to the
@@ -736,5 +744,275 @@ pub fn binary(
             _ => incompatible(notes),
         },
         _ => incompatible(notes),
+    }
+}
+
+/// A window function over a window that holds native histograms (`hists`, with their start
+/// timestamps `starts`, empty when they have none) and maybe floats, as Prometheus computes
+/// it: a histogram for the rates and sums of histograms, a float for counts and for the float
+/// functions (which leave the histograms out, saying so), nothing where floats and
+/// histograms cannot be combined. `range_ms` is the window's length; what the answer has to
+/// say goes to `notes`.
+#[allow(clippy::too_many_arguments)]
+pub fn window(
+    func: WindowFn,
+    floats: SampleSlice<'_>,
+    hists: &[HistogramSample],
+    starts: &[i64],
+    b: WindowBounds,
+    range_ms: i64,
+    args: &[f64],
+    notes: &mut Vec<WindowNote>,
+) -> (Option<f64>, Option<FloatHistogram>) {
+    let mixed = |notes: &mut Vec<WindowNote>| {
+        notes.push(WindowNote::MixedFloatsAndHistograms);
+        (None, None)
+    };
+    match func {
+        WindowFn::Rate | WindowFn::Increase | WindowFn::Delta => {
+            if !floats.is_empty() {
+                return mixed(notes);
+            }
+            let counter = func != WindowFn::Delta;
+            if counter && start::any_overlap(starts, hists.iter().map(|h| h.t)) {
+                notes.push(WindowNote::StartOverlap);
+            }
+            let starts = if counter { starts } else { &[] };
+            let rate = func == WindowFn::Rate;
+            (None, histogram_rate(hists, starts, b.start, b.end, range_ms, counter, rate, notes))
+        }
+        WindowFn::Irate | WindowFn::Idelta => {
+            // the last two samples, floats or histograms
+            let floats_after = |t: i64| floats.t.iter().filter(|&&x| x > t).count();
+            if hists.len() >= 2 && floats_after(hists[hists.len() - 2].t) == 0 {
+                let k = hists.len();
+                let irate = func == WindowFn::Irate;
+                let pair = match starts {
+                    [.., a, b] if irate => (*a, *b),
+                    _ => (0, 0),
+                };
+                (None, histogram_instant(&hists[k - 2], &hists[k - 1], pair, irate, notes))
+            } else if floats.len() >= 2 && hists.last().is_none_or(|h| h.t < floats.t[floats.len() - 2]) {
+                (crate::window(func, floats, b, args), None)
+            } else if floats.len() + hists.len() >= 2 {
+                mixed(notes)
+            } else {
+                (None, None)
+            }
+        }
+        WindowFn::CountOverTime => (Some((floats.len() + hists.len()) as f64), None),
+        // the time of the first or last sample, float or histogram
+        WindowFn::TsOfFirstOverTime => {
+            let first = floats.t.first().copied().into_iter().chain(hists.first().map(|h| h.t)).min();
+            (first.map(|t| t as f64 / 1000.0), None)
+        }
+        WindowFn::TsOfLastOverTime => {
+            let last = floats.t.last().copied().into_iter().chain(hists.last().map(|h| h.t)).max();
+            (last.map(|t| t as f64 / 1000.0), None)
+        }
+        WindowFn::PresentOverTime => (Some(1.0), None),
+        WindowFn::LastOverTime | WindowFn::FirstOverTime => {
+            let last = func == WindowFn::LastOverTime;
+            let (h, f) = if last {
+                (hists.last(), floats.t.last().map(|&t| (t, floats.v[floats.len() - 1])))
+            } else {
+                (hists.first(), floats.t.first().map(|&t| (t, floats.v[0])))
+            };
+            match (h, f) {
+                (Some(h), Some((t, v))) if (t > h.t) == last => (Some(v), None),
+                (Some(h), _) => (None, Some((*h.h).clone())),
+                (None, f) => (f.map(|f| f.1), None),
+            }
+        }
+        WindowFn::SumOverTime | WindowFn::AvgOverTime => {
+            if !floats.is_empty() {
+                return mixed(notes);
+            }
+            let each = hists.iter().map(|s| &*s.h);
+            let total =
+                if func == WindowFn::AvgOverTime { histogram_mean(each) } else { histogram_sum(each) };
+            match total {
+                Ok((total, sum_notes)) => {
+                    notes.push(WindowNote::Sum(sum_notes));
+                    (None, Some(total))
+                }
+                Err(_) => {
+                    notes.push(WindowNote::MixedSchemas);
+                    (None, None)
+                }
+            }
+        }
+        WindowFn::Resets if floats.is_empty() && !starts.is_empty() => {
+            let resets = (1..hists.len()).filter(|&i| {
+                let (prev, cur) = (&hists[i - 1], &hists[i]);
+                start::is_reset(starts[i - 1], prev.t, starts[i], cur.t) || cur.h.detect_reset(&prev.h)
+            });
+            (Some(resets.count() as f64), None)
+        }
+        WindowFn::Resets | WindowFn::Changes => {
+            (Some(resets_or_changes(func == WindowFn::Resets, floats, hists)), None)
+        }
+        _ => {
+            if floats.is_empty() {
+                return (None, None);
+            }
+            notes.push(WindowNote::IgnoredHistograms);
+            (crate::window(func, floats, b, args), None)
+        }
+    }
+}
+
+/// `resets` or `changes` over floats and histograms together, in time order: a float next to
+/// a histogram is a change, and a reset.
+pub fn resets_or_changes(resets: bool, floats: SampleSlice<'_>, hists: &[HistogramSample]) -> f64 {
+    enum Point<'a> {
+        Float(f64),
+        Hist(&'a FloatHistogram),
+    }
+    let mut points: Vec<(i64, Point<'_>)> = floats.iter().map(|s| (s.t, Point::Float(s.v))).collect();
+    points.extend(hists.iter().map(|h| (h.t, Point::Hist(&h.h))));
+    points.sort_by_key(|p| p.0);
+    let count = points
+        .windows(2)
+        .filter(|w| match (&w[0].1, &w[1].1) {
+            (Point::Float(a), Point::Float(b)) if resets => b < a,
+            (Point::Float(a), Point::Float(b)) => a != b && !(a.is_nan() && b.is_nan()),
+            (Point::Hist(a), Point::Hist(b)) if resets => b.detect_reset(a),
+            (Point::Hist(a), Point::Hist(b)) => !a.same_as(b),
+            _ => true,
+        })
+        .count();
+    count as f64
+}
+
+/// What an aggregation of a group holding native histograms has to say about its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregateNote {
+    /// `sum` or `avg` of floats and histograms together: no answer.
+    MixedFloatsAndHistograms,
+    /// Exponential and custom buckets met in a `sum` or `avg`, first at the histogram of
+    /// this index: no answer.
+    MixedSchemas {
+        /// The histogram that could not be added.
+        at: usize,
+    },
+    /// A float aggregation left the histograms out.
+    IgnoredHistograms,
+    /// What adding up the histograms said.
+    Sum(SumNotes),
+}
+
+/// `op` of a group holding the histograms `hists` (at least one) and the floats `floats`
+/// (`param`: the aggregation's parameter), as Prometheus aggregates them: `count` and `group`
+/// count both, `sum` and `avg` add histograms (nothing for a mix), the others are of the
+/// floats alone.
+pub fn aggregate(
+    op: AggOp,
+    floats: &mut [f64],
+    hists: &[&FloatHistogram],
+    param: f64,
+    notes: &mut Vec<AggregateNote>,
+) -> (Option<f64>, Option<FloatHistogram>) {
+    let float_result =
+        |floats: &mut [f64]| (!floats.is_empty()).then(|| crate::aggregate_values(op, floats, param));
+    match op {
+        AggOp::Count => (Some((floats.len() + hists.len()) as f64), None),
+        AggOp::Group => (Some(1.0), None),
+        AggOp::Sum | AggOp::Avg => {
+            if !floats.is_empty() {
+                notes.push(AggregateNote::MixedFloatsAndHistograms);
+                return (None, None);
+            }
+            let each = hists.iter().copied();
+            let total = if op == AggOp::Avg { histogram_mean(each) } else { histogram_sum(each) };
+            match total {
+                Ok((sum, sum_notes)) => {
+                    notes.push(AggregateNote::Sum(sum_notes));
+                    (None, Some(sum))
+                }
+                Err(_) => {
+                    let custom = hists[0].uses_custom_buckets();
+                    let at = hists.iter().position(|h| h.uses_custom_buckets() != custom).unwrap_or(0);
+                    notes.push(AggregateNote::MixedSchemas { at });
+                    (None, None)
+                }
+            }
+        }
+        AggOp::Min | AggOp::Max | AggOp::Stddev | AggOp::Stdvar | AggOp::Quantile => {
+            notes.push(AggregateNote::IgnoredHistograms);
+            (float_result(floats), None)
+        }
+        _ => (float_result(floats), None),
+    }
+}
+
+/// A function over an anchored or smoothed window that holds histograms (`floats` and
+/// `hists`: the window's samples widened by the lookback), as Prometheus computes it:
+/// `rate`, `increase` and `delta` from the edges, `resets` and `changes` from the last sample
+/// at or before the start, floats and histograms alike; a mix of both is no answer for the
+/// rates.
+pub fn extended_window(
+    func: WindowFn,
+    floats: SampleSlice<'_>,
+    hists: &[HistogramSample],
+    b: WindowBounds,
+    smoothed: bool,
+    notes: &mut Vec<WindowNote>,
+) -> (Option<f64>, Option<FloatHistogram>) {
+    if matches!(func, WindowFn::Resets | WindowFn::Changes) {
+        let before = |t: i64| t <= b.start;
+        let anchor = floats
+            .t
+            .iter()
+            .copied()
+            .filter(|&t| before(t))
+            .chain(hists.iter().map(|h| h.t).filter(|&t| before(t)))
+            .max();
+        let after = floats.t.iter().any(|&t| t > b.start) || hists.iter().any(|h| h.t > b.start);
+        if !after {
+            return (None, None);
+        }
+        let from = anchor.unwrap_or(i64::MIN);
+        let fl = floats.slice(floats.t.partition_point(|&t| t < from)..floats.len());
+        let hs = &hists[hists.partition_point(|h| h.t < from)..];
+        return (Some(resets_or_changes(func == WindowFn::Resets, fl, hs)), None);
+    }
+    if !floats.is_empty() {
+        notes.push(WindowNote::MixedFloatsAndHistograms);
+        return (None, None);
+    }
+    let h = match func {
+        WindowFn::Rate | WindowFn::Increase | WindowFn::Delta => extended_histogram_rate(
+            hists,
+            (b.start, b.end),
+            smoothed,
+            func != WindowFn::Delta,
+            func == WindowFn::Rate,
+            notes,
+        ),
+        _ => None,
+    };
+    (None, h)
+}
+
+/// `histogram_count`, `histogram_sum`, `histogram_avg`, `histogram_stddev` or
+/// `histogram_stdvar` of `h` (`None` for any other function).
+pub fn statistic(func: VectorFn, h: &FloatHistogram) -> Option<f64> {
+    Some(match func {
+        VectorFn::HistogramCount => h.count,
+        VectorFn::HistogramSum => h.sum,
+        VectorFn::HistogramAvg => h.sum / h.count,
+        VectorFn::HistogramStddev => histogram_variance(h).sqrt(),
+        VectorFn::HistogramStdvar => histogram_variance(h),
+        _ => return None,
+    })
+}
+
+/// Sets a hint that says whether a counter was reset (not a gauge hint) to unknown, leaving
+/// the detection to whoever reads the histogram: what a subquery's samples carry.
+pub fn forget_reset_hint(h: &mut std::sync::Arc<FloatHistogram>) {
+    use promflow_storage::native_histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    if matches!(h.hint, CounterReset | NotCounterReset) {
+        std::sync::Arc::make_mut(h).hint = Unknown;
     }
 }

@@ -10,6 +10,7 @@ use promflow_storage::{is_stale_nan, Labels, MatchOp, Matcher, Querier, METRIC_N
 
 use super::{instant_query, EvalSettings};
 use promflow_incremental::live::LiveViews;
+use promflow_incremental::Value;
 use promflow_plan::Plan;
 use promflow_template::{AlertData, QueryRows, Template};
 
@@ -186,7 +187,7 @@ pub(crate) struct Expansion {
 impl AlertingState {
     /// The changes that turn the current result into `vector`: every element of `vector`,
     /// and the departure of every current element it lacks.
-    pub fn changes_to(&self, vector: Vec<(Arc<Labels>, f64)>) -> Vec<ElementChange> {
+    pub fn changes_to(&self, vector: Vec<(Arc<Labels>, Value)>) -> Vec<ElementChange> {
         let next: HashSet<&Labels> = vector.iter().map(|(l, _)| &**l).collect();
         let gone: Vec<ElementChange> = self
             .expansions
@@ -305,14 +306,20 @@ pub fn apply_changes(
     let mut error = None;
     // an alert whose element leaves stays if an arriving element takes its labels, as in a
     // whole evaluation, which knows alerts by their labels
-    let (gone, came): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.value.is_none());
+    // alerts are of float elements: a histogram element is none (as in a batch evaluation)
+    let floats = changes.into_iter().map(|mut c| {
+        c.value = c.value.filter(|v| v.as_float().is_some());
+        c
+    });
+    let (gone, came): (Vec<_>, Vec<_>) = floats.partition(|c| c.value.is_none());
     let mut leaving: HashSet<Labels> = HashSet::new();
     for c in gone {
         if let Some(e) = st.expansions.remove(&*c.labels) {
             leaving.insert(e.labels);
         }
     }
-    for (series, value) in came.into_iter().filter_map(|c| Some((Arc::unwrap_or_clone(c.labels), c.value?))) {
+    let came = came.into_iter().filter_map(|c| Some((Arc::unwrap_or_clone(c.labels), c.value?.as_float()?)));
+    for (series, value) in came {
         if !st.expansions.contains_key(&series) {
             let e = expand(rule, &series, value, t, querier, settings);
             let taken = st.active.get(&e.labels).is_some_and(Alert::returned) && !leaving.contains(&e.labels);
@@ -625,7 +632,7 @@ mod tests {
     }
 
     fn element(labels: &Labels, was_present: bool, value: Option<f64>) -> ElementChange {
-        ElementChange { labels: Arc::new(labels.clone()), was_present, value }
+        ElementChange { labels: Arc::new(labels.clone()), was_present, value: value.map(Value::Float) }
     }
 
     /// Two series with the same alert labels (they differ only in `__name__`): one leaves

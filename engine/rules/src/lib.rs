@@ -26,7 +26,7 @@ pub use alerting::{
 };
 
 use promflow_batch::{evaluate, QueryOptions, QueryResult};
-use promflow_incremental::Grain;
+use promflow_incremental::{Grain, Value};
 use promflow_plan::Plan;
 
 /// Compiles a PromQL expression (for the `query` template function): given by the wiring,
@@ -656,17 +656,8 @@ fn instant_query(
     rows(plan, t, querier, settings, views).map(|r| r.floats)
 }
 
-/// Whether series `plan` selects hold native histograms within the lookback before `t`: views
-/// are fed float samples only, so such a rule is evaluated in batch.
-fn reads_histograms(plan: &Plan, t: i64, querier: &dyn Querier, settings: &EvalSettings) -> bool {
-    let from = t.saturating_sub(settings.query.lookback_ms);
-    plan.selections()
-        .into_iter()
-        .any(|matchers| querier.select_histograms(matchers, from, t).is_ok_and(|h| !h.is_empty()))
-}
-
 /// [`instant_query`] with the histogram elements too. From `views` (read at the grain
-/// given, if any) when given, the plan is maintained there and reads no histograms.
+/// given, if any) when given and the plan is maintained there.
 fn rows(
     plan: &Plan,
     t: i64,
@@ -674,9 +665,15 @@ fn rows(
     settings: &EvalSettings,
     views: Option<(&LiveViews, Option<Grain>)>,
 ) -> Result<Rows, String> {
-    let views = views.filter(|_| !reads_histograms(plan, t, querier, settings));
-    if let Some(floats) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
-        return floats.map(|floats| Rows { floats, histograms: Vec::new() });
+    if let Some(read) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
+        let mut rows = Rows { floats: Vec::new(), histograms: Vec::new() };
+        for (labels, value) in read? {
+            match value {
+                Value::Float(v) => rows.floats.push((labels, v)),
+                Value::Histogram(h) => rows.histograms.push((labels, h)),
+            }
+        }
+        return Ok(rows);
     }
     let opts = QueryOptions {
         start: t,

@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
 use promflow_incremental::live::ViewChange;
+use promflow_incremental::Value as ViewValue;
 use promflow_plan::format::{format_timestamp, write_value};
 use promflow_plan::{Plan, QueryOptions, QueryResult};
 use promflow_rules::ElementChange;
@@ -386,7 +387,7 @@ impl Connection {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut last: Option<HashMap<Arc<Labels>, f64>> = None;
+            let mut last: Option<HashMap<Arc<Labels>, ViewValue>> = None;
             loop {
                 tick.tick().await;
                 let t = chrono::Utc::now().timestamp_millis();
@@ -404,11 +405,19 @@ impl Connection {
                     promflow_batch::evaluate(&plan, state.db.as_ref(), &opts)
                 })
                 .await;
-                let rows: HashMap<Arc<Labels>, f64> = match evaluated {
-                    Ok(Ok(ev)) => match ev.result {
-                        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (Arc::new(l), v)).collect(),
-                        _ => HashMap::new(),
-                    },
+                let rows: HashMap<Arc<Labels>, ViewValue> = match evaluated {
+                    Ok(Ok(ev)) => {
+                        let floats = match ev.result {
+                            QueryResult::Vector(v) => v,
+                            _ => Vec::new(),
+                        };
+                        let floats = floats.into_iter().map(|(l, _, v)| (Arc::new(l), ViewValue::Float(v)));
+                        let hists = ev.histograms.into_iter().filter_map(|s| {
+                            let h = s.samples.into_iter().next()?.h;
+                            Some((Arc::new(s.labels), ViewValue::Histogram(h)))
+                        });
+                        floats.chain(hists).collect()
+                    }
                     Ok(Err(e)) => {
                         queue(Event::Failed(n, e.to_string()));
                         continue;
@@ -416,7 +425,7 @@ impl Connection {
                     Err(_) => return,
                 };
                 let change = match &last {
-                    None => ViewChange::Whole(rows.iter().map(|(l, v)| (Arc::clone(l), *v)).collect()),
+                    None => ViewChange::Whole(rows.iter().map(|(l, v)| (Arc::clone(l), v.clone())).collect()),
                     Some(before) => ViewChange::Elements(differences(before, &rows)),
                 };
                 last = Some(rows);
@@ -534,7 +543,7 @@ impl Connection {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_sample(&mut out, labels, &time, *value);
+                    write_sample(&mut out, labels, &time, value);
                 }
                 out.push_str("]}");
             }
@@ -545,11 +554,11 @@ impl Connection {
                     match (c.was_present, c.value) {
                         (true, Some(v)) => {
                             separate(&mut changed);
-                            write_sample(&mut changed, &c.labels, &time, v);
+                            write_sample(&mut changed, &c.labels, &time, &v);
                         }
                         (false, Some(v)) => {
                             separate(&mut added);
-                            write_sample(&mut added, &c.labels, &time, v);
+                            write_sample(&mut added, &c.labels, &time, &v);
                         }
                         (true, None) => {
                             separate(&mut removed);
@@ -665,7 +674,10 @@ async fn within_send_timeout<E>(write: impl std::future::Future<Output = Result<
 
 /// The elements that changed from `before` to `after`: new values, and `None` for those that
 /// left.
-fn differences(before: &HashMap<Arc<Labels>, f64>, after: &HashMap<Arc<Labels>, f64>) -> Vec<ElementChange> {
+fn differences(
+    before: &HashMap<Arc<Labels>, ViewValue>,
+    after: &HashMap<Arc<Labels>, ViewValue>,
+) -> Vec<ElementChange> {
     let change = |labels: &Arc<Labels>, value| ElementChange {
         labels: Arc::clone(labels),
         was_present: before.contains_key(labels),
@@ -673,22 +685,34 @@ fn differences(before: &HashMap<Arc<Labels>, f64>, after: &HashMap<Arc<Labels>, 
     };
     let mut out: Vec<ElementChange> = after
         .iter()
-        .filter(|(l, v)| before.get(*l).is_none_or(|b| b.to_bits() != v.to_bits()))
-        .map(|(l, v)| change(l, Some(*v)))
+        .filter(|(l, v)| before.get(*l) != Some(*v))
+        .map(|(l, v)| change(l, Some(v.clone())))
         .collect();
     out.extend(before.keys().filter(|l| !after.contains_key(*l)).map(|l| change(l, None)));
     out
 }
 
-/// `{"metric": {...}, "value": [time, "value"]}`, as the query API writes a sample.
-fn write_sample(out: &mut String, labels: &Labels, time: &str, value: f64) {
+/// `{"metric": {...}, "value": [time, "value"]}` (`"histogram": [time, {...}]` for a native
+/// histogram), as the query API writes a sample.
+fn write_sample(out: &mut String, labels: &Labels, time: &str, value: &ViewValue) {
     out.push_str("{\"metric\":");
     write_labels(out, labels);
-    out.push_str(",\"value\":[");
-    out.push_str(time);
-    out.push_str(",\"");
-    write_value(out, value);
-    out.push_str("\"]}");
+    match value {
+        ViewValue::Float(v) => {
+            out.push_str(",\"value\":[");
+            out.push_str(time);
+            out.push_str(",\"");
+            write_value(out, *v);
+            out.push_str("\"]}");
+        }
+        ViewValue::Histogram(h) => {
+            out.push_str(",\"histogram\":[");
+            out.push_str(time);
+            out.push(',');
+            crate::api::write_histogram(out, h);
+            out.push_str("]}");
+        }
+    }
 }
 
 fn separate(list: &mut String) {

@@ -71,6 +71,10 @@ pub(crate) enum Node {
     /// One element with `labels` and value 1 while the input is empty (`absent`,
     /// `absent_over_time`).
     Absent { input: Box<Node>, labels: Labels },
+    /// `histogram_count`, `histogram_sum`, `histogram_avg`, `histogram_stddev` or
+    /// `histogram_stdvar` of each native-histogram element (floats give nothing; the metric
+    /// name is dropped).
+    HistogramStatistic { input: Box<Node>, func: VectorFn },
     /// `histogram_quantile(φ, …)`, `histogram_quantiles(…, label, φ…)` or
     /// `histogram_fraction(lower, upper, …)` over classic buckets: the series that differ
     /// only in `le` are one histogram. `histogram_quantiles` gives one element per quantile,
@@ -137,7 +141,8 @@ impl Node {
             | Node::Timestamp { input }
             | Node::Relabel { input, .. }
             | Node::Absent { input, .. }
-            | Node::Histogram { input, .. } => input.walk(f),
+            | Node::Histogram { input, .. }
+            | Node::HistogramStatistic { input, .. } => input.walk(f),
             Node::Join { lhs, rhs, .. } | Node::Info { input: lhs, info: rhs, .. } => {
                 lhs.walk(f);
                 rhs.walk(f);
@@ -359,8 +364,11 @@ impl Lowering<'_> {
     /// `absent_over_time(w)`: 1 while no series has a sample in the window, the absence of
     /// `present_over_time` over the same window.
     fn absent_over_time(&mut self, window: &Plan) -> Result<Node, Error> {
+        // present exactly where `present_over_time` is, but keeping the metric name: two
+        // series of different metrics are not one label set here, as the batch executor
+        // (which never computes their presence as a vector) does not make them
         let present = Plan::WindowFunction {
-            func: WindowFn::PresentOverTime,
+            func: WindowFn::LastOverTime,
             input: Box::new(window.clone()),
             args: Vec::new(),
             origin: Default::default(),
@@ -608,6 +616,16 @@ impl Lowering<'_> {
                 params: constants(args)?,
                 quantile_label: None,
             },
+            Plan::VectorFunction {
+                func:
+                    func @ (VectorFn::HistogramCount
+                    | VectorFn::HistogramSum
+                    | VectorFn::HistogramAvg
+                    | VectorFn::HistogramStddev
+                    | VectorFn::HistogramStdvar),
+                input,
+                ..
+            } => Node::HistogramStatistic { input: Box::new(self.lower(input)?), func: *func },
             Plan::VectorFunction { func: VectorFn::HistogramQuantiles, input, args, .. } => {
                 let Some((Plan::Str(label), quantiles)) = args.split_first() else {
                     return Err(Error::Plan("histogram_quantiles needs a label name".into()));
