@@ -121,6 +121,7 @@ fn main() {
     let (mut moves, mut reads, mut changes) = (0u64, 0u64, 0u64);
     let mut read_cpu = 0.0;
     eprintln!("views installed; the stream starts");
+    let rss_installed = workload::common::rss_kib(std::process::id());
     let cpu1 = process_cpu_s();
     for round in 0..stream_rounds {
         let t = stream_start + round * INTERVAL_MS;
@@ -167,6 +168,7 @@ fn main() {
     let stream_cpu = process_cpu_s() - cpu1;
     let stream_wall = wall0.elapsed().as_secs_f64();
     eprintln!("the stream ended");
+    let rss_streamed = workload::common::rss_kib(std::process::id());
     let records: u64 = inc.records_total().iter().map(|(_, n)| n).sum::<u64>() - installed_records;
     let per_operator = inc.records_total();
     let arrangements = inc.arrangements();
@@ -214,6 +216,11 @@ fn main() {
     println!(
         "records: {records} in the stream ({:.1} per sample); since the start {per_operator:?}",
         records as f64 / samples
+    );
+    println!(
+        "resident memory: {} MiB with the views installed, {} MiB after the stream",
+        rss_installed / 1024,
+        rss_streamed / 1024
     );
     println!("idle clock move: {:.1} µs CPU", idle_cpu / idle_moves as f64 * 1e6);
     println!("batch: {batch_cpu:.2} s CPU for {evaluations} rule evaluations");

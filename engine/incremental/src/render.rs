@@ -582,6 +582,13 @@ fn info_labels<'s>(
     let matching = base
         .filter(|(own, _)| !*own)
         .map(move |(_, (k, v))| (*sigs.entry(k).or_insert_with(|| signature(&k2, k)), (k, v)));
+    // an info series holds floats: one with a histogram is the batch executor's error
+    let k5 = keys.clone();
+    let not_info = info.clone().flat_map(move |(k, v): Element| {
+        v.as_histogram()?;
+        let message = format!("this should be an info metric, with float samples: {}", k5.labels(k));
+        Some((k5.intern(Labels::from_pairs([(ERROR_LABEL, message)])), Value::Float(0.0)))
+    });
     let mut info_sigs = KeyMap::default();
     let info = info.flat_map(move |(k, ts): Element| {
         (*info_sigs.entry(k).or_insert_with(|| signature(&k3, k))).map(|sig| (sig, (k, ts)))
@@ -635,8 +642,10 @@ fn info_labels<'s>(
             }
             out.push((Ok((k4.intern(labels), bv.clone())), 1));
         });
-    let errors =
-        matched.clone().flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value::Float(0.0))));
+    let errors = matched
+        .clone()
+        .flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value::Float(0.0))))
+        .concat(not_info);
     let matched = matched.flat_map(|(_, outcome)| outcome.ok());
     let mut out = passing.concat(matched);
     if keep_unmatched {

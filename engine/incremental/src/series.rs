@@ -124,7 +124,7 @@ impl SeriesFn {
     /// ends and counter resets, not its samples. `eval_time` is the evaluation's time, which
     /// differs from `at` under `@` (`predict_linear` predicts from it).
     fn evaluate(&self, st: &SeriesState, at: i64, eval_time: i64) -> (Option<Value>, Option<i64>) {
-        if !st.hists.is_empty() {
+        if !st.hists().is_empty() {
             return self.evaluate_with_histograms(st, at, eval_time);
         }
         let (value, until) = self.evaluate_floats(st, at, eval_time);
@@ -181,7 +181,7 @@ impl SeriesFn {
         eval_time: i64,
     ) -> (Option<Value>, Option<i64>) {
         let steady = |x: Option<Value>| (x, Some(i64::MAX));
-        let hists = &st.hists[..];
+        let hists = st.hists();
         let (t, v) = (st.ts(), st.vs());
         let from_pair = |(f, h): (Option<f64>, Option<FloatHistogram>)| match (f, h) {
             (Some(f), _) => Some(Value::Float(f)),
@@ -190,16 +190,18 @@ impl SeriesFn {
         };
         let mut notes = Vec::new();
         match self {
-            SeriesFn::Last { lookback, timestamp, .. } => {
+            SeriesFn::Last { lookback, timestamp, keep_name } => {
                 // the newer of the newest float and the newest histogram
                 let newest = hists[hists.len() - 1].clone();
                 if t.last().is_some_and(|&ft| ft > newest.t) {
                     let (value, until) = self.evaluate_floats(st, at, eval_time);
                     return (value.map(Value::Float), until);
                 }
+                // info()'s series (timestamps that keep the name) hand a histogram on as it
+                // is: info() refuses an info series of histograms, as the batch executor does
                 steady(if newest.t <= at - lookback {
                     None
-                } else if *timestamp {
+                } else if *timestamp && !keep_name {
                     Some(Value::Float(newest.t as f64 / 1000.0))
                 } else {
                     Some(Value::Histogram(newest.h))
@@ -518,20 +520,25 @@ impl SeriesState {
         }
     }
 
+    /// The visible histograms.
+    fn hists(&self) -> &[HistogramSample] {
+        &self.hists
+    }
+
     /// The newest visible sample's time, float or histogram.
     fn newest(&self) -> Option<i64> {
-        self.ts().last().copied().max(self.hists.last().map(|h| h.t))
+        self.ts().last().copied().max(self.hists().last().map(|h| h.t))
     }
 
     /// The oldest visible sample's time, float or histogram.
     fn oldest(&self) -> Option<i64> {
-        let (f, h) = (self.ts().first().copied(), self.hists.first().map(|h| h.t));
+        let (f, h) = (self.ts().first().copied(), self.hists().first().map(|h| h.t));
         f.zip(h).map(|(f, h)| f.min(h)).or(f).or(h)
     }
 
     /// How many visible samples are kept, floats and histograms.
     fn kept(&self) -> usize {
-        self.ts().len() + self.hists.len()
+        self.ts().len() + self.hists().len()
     }
 
     /// Adds a native-histogram sample: an instant selection keeps it when it is the newest

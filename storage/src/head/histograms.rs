@@ -1,12 +1,15 @@
 //! A head series' native-histogram samples, compressed much as Prometheus compresses them in
 //! its histogram chunks: samples that share a bucket layout (schema, zero threshold,
 //! custom bounds and the set of buckets that count something) form a chunk whose first
-//! sample is written whole and each later one as its time delta, its hint byte and its
-//! fields (count, zero count, sum, then the buckets) against the previous sample's:
+//! sample is written whole and each later one as a header and its fields (count, zero count,
+//! sum, then the buckets) against the previous sample's. The header is one varint holding the
+//! change of the time delta from the previous one (zero at a steady scrape interval, so the
+//! header of a steady sample is one byte), the sample's hint and whether its counts are
+//! written as differences:
 //!
 //! * when both samples' counts are whole numbers (below 2^53), as a counter's are, each
 //!   count as its difference from the previous one, a zigzag varint (a bucket that gained a
-//!   few observations takes one byte), and the sum as an XOR; the hint byte's top bit says so;
+//!   few observations takes one byte), and the sum as an XOR;
 //! * otherwise every field as the XOR of its bits with the previous sample's.
 //!
 //! An XOR is written in bytes: `0` for no change, else a header byte `1 + 8·lead + trail`
@@ -14,7 +17,7 @@
 
 use std::sync::Arc;
 
-use crate::codec::{put_varint, Cursor};
+use crate::codec::{put_uvarint, put_varint, Cursor};
 use crate::native_histogram::hint_byte;
 use crate::native_histogram::{exact_integer, hint_of_byte};
 use crate::{FloatHistogram, HistogramSample, Timestamp};
@@ -22,8 +25,12 @@ use crate::{FloatHistogram, HistogramSample, Timestamp};
 /// Samples per chunk at most: reads decode whole chunks, truncation drops whole chunks.
 const MAX_CHUNK_SAMPLES: u32 = 120;
 
-/// Set in a sample's hint byte when its counts are written as differences.
-const WHOLE_DIFFERENCES: u8 = 0x80;
+/// Set in a sample's header when its counts are written as differences.
+const WHOLE_DIFFERENCES: u64 = 1;
+
+/// A time delta this far from the previous one starts a chunk: the header's shifted zigzag
+/// stays far from overflowing (2^40 ms is 35 years).
+const MAX_DELTA_CHANGE: i64 = 1 << 40;
 
 /// The position of the sum in [`fields`]: written as an XOR in both forms.
 const SUM_FIELD: usize = 2;
@@ -34,7 +41,24 @@ struct Chunk {
     min_t: Timestamp,
     max_t: Timestamp,
     len: u32,
+    /// The time between the last two samples (0 with one), which the next header's delta
+    /// change is from.
+    last_delta: i64,
     bytes: Vec<u8>,
+}
+
+/// A sample's header: its time delta's change, its hint and whether its counts are
+/// differences.
+fn header(delta_change: i64, hint: u8, whole: bool) -> u64 {
+    let zigzag = ((delta_change << 1) ^ (delta_change >> 63)) as u64;
+    zigzag << 3 | u64::from(hint) << 1 | if whole { WHOLE_DIFFERENCES } else { 0 }
+}
+
+/// A header's parts ([`header`]).
+fn header_parts(h: u64) -> (i64, u8, bool) {
+    let zigzag = h >> 3;
+    let change = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+    (change, ((h >> 1) & 3) as u8, h & WHOLE_DIFFERENCES != 0)
 }
 
 /// A series' histogram samples, oldest first (see the module's documentation).
@@ -64,15 +88,20 @@ impl HistogramSamples {
     /// Appends a sample newer than every one held.
     pub(crate) fn push(&mut self, s: HistogramSample) {
         let continues = match (&self.last, self.chunks.last()) {
-            (Some(prev), Some(chunk)) => chunk.len < MAX_CHUNK_SAMPLES && same_layout(&prev.h, &s.h),
+            (Some(prev), Some(chunk)) => {
+                chunk.len < MAX_CHUNK_SAMPLES
+                    && same_layout(&prev.h, &s.h)
+                    && (s.t - prev.t - chunk.last_delta).abs() < MAX_DELTA_CHANGE
+            }
             _ => false,
         };
         if continues {
             let (Some(prev), Some(chunk)) = (&self.last, self.chunks.last_mut()) else { unreachable!() };
             let before = chunk.bytes.len();
-            put_varint(&mut chunk.bytes, s.t - prev.t);
+            let delta = s.t - prev.t;
             let whole = whole_counts(&s.h) && whole_counts(&prev.h);
-            chunk.bytes.push(hint_byte(s.h.hint) | if whole { WHOLE_DIFFERENCES } else { 0 });
+            put_uvarint(&mut chunk.bytes, header(delta - chunk.last_delta, hint_byte(s.h.hint), whole));
+            chunk.last_delta = delta;
             for (i, (now, before)) in fields(&s.h).zip(fields(&prev.h)).enumerate() {
                 if whole && i != SUM_FIELD {
                     // exact: both are whole numbers below 2^53
@@ -90,6 +119,10 @@ impl HistogramSamples {
                 let per = chunk.bytes.len() - before;
                 chunk.bytes.reserve_exact(per * (MAX_CHUNK_SAMPLES as usize - 2) * 5 / 4);
             }
+            // a full chunk is written no more: give back what it did not use
+            if chunk.len == MAX_CHUNK_SAMPLES {
+                chunk.bytes.shrink_to_fit();
+            }
         } else {
             // a chunk is written no more once the next begins: give back what its growth
             // reserved
@@ -98,7 +131,7 @@ impl HistogramSamples {
             }
             let mut bytes = Vec::new();
             s.h.encode(&mut bytes);
-            self.chunks.push(Chunk { min_t: s.t, max_t: s.t, len: 1, bytes });
+            self.chunks.push(Chunk { min_t: s.t, max_t: s.t, len: 1, last_delta: 0, bytes });
         }
         self.last = Some(s);
     }
@@ -218,8 +251,9 @@ fn decode(c: &Chunk) -> Vec<HistogramSample> {
     };
     let mut prev = HistogramSample { t: c.min_t, h: Arc::new(first) };
     out.push(prev.clone());
+    let mut delta = 0;
     for _ in 1..c.len {
-        let Some(next) = decode_next(&mut cur, &prev) else {
+        let Some(next) = decode_next(&mut cur, &prev, &mut delta) else {
             debug_assert!(false, "an undecodable histogram chunk");
             break;
         };
@@ -229,11 +263,12 @@ fn decode(c: &Chunk) -> Vec<HistogramSample> {
     out
 }
 
-fn decode_next(c: &mut Cursor<'_>, prev: &HistogramSample) -> Option<HistogramSample> {
-    let t = prev.t.checked_add(c.varint()?)?;
-    let hint_byte = c.take(1)?[0];
-    let whole = hint_byte & WHOLE_DIFFERENCES != 0;
-    let hint = hint_of_byte(hint_byte & !WHOLE_DIFFERENCES)?;
+/// The sample after `prev`, whose time was `delta` after the one before it (updated).
+fn decode_next(c: &mut Cursor<'_>, prev: &HistogramSample, delta: &mut i64) -> Option<HistogramSample> {
+    let (change, hint, whole) = header_parts(c.uvarint()?);
+    *delta = delta.checked_add(change)?;
+    let t = prev.t.checked_add(*delta)?;
+    let hint = hint_of_byte(hint)?;
     let mut values = fields(&prev.h).enumerate().map(|(i, v)| {
         if whole && i != SUM_FIELD {
             c.varint().and_then(|d| (v as i64).checked_add(d)).map(|n| n as f64)
@@ -311,6 +346,26 @@ mod tests {
         }
         let bytes: usize = store.chunks.iter().map(|c| c.bytes.len()).sum();
         assert!(bytes < 300 * 40, "{bytes} bytes for 300 samples of 20 buckets");
+        // a steady interval: the header is one byte
+        let (mut steady, mut first) = (HistogramSamples::default(), Vec::new());
+        for k in 1..=100i64 {
+            let buckets: Vec<f64> = (0..4).map(|b| (k * (b + 1)) as f64).collect();
+            let x = h(buckets.iter().sum::<f64>() + 1.0, &buckets, 0);
+            if k == 1 {
+                x.encode(&mut first);
+            }
+            steady.push(HistogramSample { t: 15_000 * k, h: x });
+        }
+        let bytes: usize = steady.chunks.iter().map(|c| c.bytes.len()).sum();
+        // header, count, zero count and four buckets a byte each, the sum's XOR at most nine
+        assert!(bytes <= first.len() + 99 * (1 + 2 + 4 + 9), "{bytes} bytes for 100 samples");
+        // timestamps far apart start chunks, and come back
+        let mut far = HistogramSamples::default();
+        for t in [0, 1, i64::MAX / 2, i64::MAX / 2 + 7, i64::MAX / 2 + 9] {
+            far.push(HistogramSample { t, h: h(2.0, &[1.0], 0) });
+        }
+        let ts: Vec<i64> = far.range(i64::MIN, i64::MAX).iter().map(|s| s.t).collect();
+        assert_eq!(ts, [0, 1, i64::MAX / 2, i64::MAX / 2 + 7, i64::MAX / 2 + 9]);
         assert_eq!(store.range(5000, 7001).iter().map(|s| s.t).collect::<Vec<_>>(), [5002, 6000, 7001]);
         assert!(store.any_in(5000, 5002) && store.any_in(0, 1001) && store.any_in(300_000, i64::MAX));
         assert!(!store.any_in(5003, 5999), "between two samples of one chunk");
