@@ -266,7 +266,11 @@ impl SeriesFn {
     fn next_crossing(&self, st: &SeriesState, at: i64) -> Option<i64> {
         let SeriesFn::Anchored { range, .. } = self else { return None };
         let t = st.ts();
-        t.get(t.partition_point(|&x| x <= at - range)).map(|x| x.saturating_add(*range))
+        let float = t.get(t.partition_point(|&x| x <= at - range)).copied();
+        let h = st.hists();
+        let hist = h.get(h.partition_point(|x| x.t <= at - range)).map(|x| x.t);
+        let first = float.zip(hist).map(|(f, h)| f.min(h)).or(float).or(hist);
+        first.map(|x| x.saturating_add(*range))
     }
 }
 

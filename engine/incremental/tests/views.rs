@@ -888,3 +888,96 @@ fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
     assert!(freed, "the hub's leaves let their samples go: {}", inc.samples_kept());
     inc.shutdown();
 }
+
+/// A counter native histogram every 10 s for ten minutes, reset at 5 min, beside a float
+/// series of another metric.
+fn histogram_samples() -> Vec<(Labels, i64, Value)> {
+    use promflow_storage::native_histogram::Span;
+    let h = Labels::from_pairs([("__name__", "h"), ("job", "a")]);
+    let mut out = Vec::new();
+    for k in 0..60i64 {
+        let n = (if k < 30 { k } else { k - 30 } + 1) as f64;
+        let buckets = [n, 2.0 * n, n];
+        let spans = [Span { offset: 0, length: 3 }];
+        let hist = promflow_storage::FloatHistogram::from_spans(
+            0,
+            0.001,
+            n,
+            5.0 * n,
+            3.0 * n,
+            (&spans, &buckets),
+            (&[], &[]),
+            vec![],
+        )
+        .unwrap();
+        out.push((h.clone(), k * 10_000, Value::Histogram(std::sync::Arc::new(hist))));
+    }
+    out
+}
+
+#[test]
+fn views_over_native_histograms_equal_the_batch_executor() {
+    let queries = [
+        "h",
+        "rate(h[1m])",
+        "sum by (job) (rate(h[1m]))",
+        "increase(h[125s] anchored)",
+        "resets(h[95s] anchored)",
+        "histogram_count(h) * 2",
+        "histogram_quantile(0.5, rate(h[1m]))",
+        "count_over_time(h[1m])",
+        "h * 2",
+    ];
+    let all = histogram_samples();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(&dir);
+    let mut app = db.appender();
+    for (l, t, v) in &all {
+        app.append_histogram(l, *t, (**v.as_histogram().unwrap()).clone()).unwrap();
+    }
+    app.commit().unwrap();
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    let views: Vec<(&str, usize)> = queries.iter().map(|q| (*q, inc.install(&compile(q)).unwrap())).collect();
+    let (mut next, mut histograms) = (0, 0);
+    let mut t = 5_000;
+    while t <= 660_000 {
+        let from = next;
+        while next < all.len() && all[next].1 <= t {
+            next += 1;
+        }
+        inc.append(&all[from..next]);
+        for (query, id) in &views {
+            let opts = QueryOptions { lookback_ms: LOOKBACK, ..QueryOptions::instant(t) };
+            let want = evaluate(&compile(query), db.as_ref(), &opts).unwrap();
+            let want_floats: BTreeMap<Labels, f64> = match want.result {
+                QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
+                other => panic!("{query}: {other:?}"),
+            };
+            let want_hists: BTreeMap<Labels, _> =
+                want.histograms.into_iter().map(|s| (s.labels, s.samples[0].h.clone())).collect();
+            let (mut got_floats, mut got_hists) = (BTreeMap::new(), BTreeMap::new());
+            for (l, v) in inc.read(*id, t).unwrap() {
+                match v {
+                    Value::Float(x) => drop(got_floats.insert(l, x)),
+                    Value::Histogram(h) => drop(got_hists.insert(l, h)),
+                }
+            }
+            assert_close(&got_floats, &want_floats, query, t);
+            assert_eq!(
+                got_hists.keys().collect::<Vec<_>>(),
+                want_hists.keys().collect::<Vec<_>>(),
+                "{query} at {t}"
+            );
+            for (l, w) in &want_hists {
+                let g = &got_hists[l];
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+                assert!(close(g.count, w.count) && close(g.sum, w.sum), "{query} at {t}: {g:?} vs {w:?}");
+                histograms += 1;
+            }
+        }
+        inc.compact(t + 1);
+        t += 15_000;
+    }
+    inc.shutdown();
+    assert!(histograms > 100, "only {histograms} histograms compared");
+}
