@@ -10,6 +10,7 @@
 //! apart, because `∞ − ∞` and `NaN − NaN` would poison a running sum for good. A group whose
 //! count falls to zero is forgotten, with whatever residue its sum kept.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -154,13 +155,15 @@ impl Totals {
     fn add(&mut self, value: Value, n: isize) {
         match value {
             Value::Float(v) => self.floats.plus_equals(&SumCount::of(v).multiply(n)),
-            h @ Value::Histogram(_) => {
-                let m = self.hists.entry(h).or_default();
-                *m += n as i64;
-                if *m == 0 {
-                    self.hists.retain(|_, m| *m != 0);
+            h @ Value::Histogram(_) => match self.hists.entry(h) {
+                Entry::Occupied(mut m) => {
+                    *m.get_mut() += n as i64;
+                    if *m.get() == 0 {
+                        m.remove();
+                    }
                 }
-            }
+                Entry::Vacant(m) => drop(m.insert(n as i64)),
+            },
         }
     }
 

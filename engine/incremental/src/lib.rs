@@ -600,7 +600,7 @@ impl Incremental {
     }
 
     /// The rows of `floats` and `hists`, series by series (each series' floats, then its
-    /// histograms), handed to `emit` in pieces of at most [`HISTORY_PIECE`] rows, each series'
+    /// histograms), handed to `emit` in pieces of about [`HISTORY_PIECE`] rows, each series'
     /// samples freed as they are turned into rows.
     fn rows_in_pieces(
         &self,

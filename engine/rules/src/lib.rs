@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use promflow_storage::{now_ms, stale_nan, Appender, FloatHistogram, Labels, Querier, METRIC_NAME};
+use promflow_storage::{now_ms, stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
 use promflow_incremental::live::{LiveViews, ViewChange};
 
@@ -466,14 +466,14 @@ impl Group {
                     views,
                     self.spec.limit,
                 )
-                .map(|series| series.into_iter().map(|(l, v)| (l, RuleValue::Float(v))).collect()),
+                .map(|series| series.into_iter().map(|(l, v)| (l, Value::Float(v))).collect()),
             };
             let result = output.and_then(|series| {
                 let mut app = appender();
                 for (labels, v) in &series {
                     let appended = match v {
-                        RuleValue::Float(v) => app.append(labels, query_ts, *v),
-                        RuleValue::Histogram(h) => app.append_histogram(labels, query_ts, (**h).clone()),
+                        Value::Float(v) => app.append(labels, query_ts, *v),
+                        Value::Histogram(h) => app.append_histogram(labels, query_ts, (**h).clone()),
                     };
                     if let Err(e) = appended {
                         tracing::debug!(rule = %rule.name(), series = %labels, error = %e, "rule output sample refused");
@@ -628,21 +628,6 @@ impl Group {
     }
 }
 
-/// A value a rule writes: a float or a native histogram.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RuleValue {
-    /// A float sample.
-    Float(f64),
-    /// A native-histogram sample.
-    Histogram(Arc<FloatHistogram>),
-}
-
-/// An instant query's elements as a rule reads them: floats, and native histograms.
-struct Rows {
-    floats: Vec<(Labels, f64)>,
-    histograms: Vec<(Labels, Arc<FloatHistogram>)>,
-}
-
 /// An instant query at `t` as a rule runs it: a vector (a scalar becomes one series without
 /// labels), or Prometheus's error for other result types. Its float elements only (alerts
 /// and templates read values).
@@ -653,7 +638,8 @@ fn instant_query(
     settings: &EvalSettings,
     views: Option<(&LiveViews, Option<Grain>)>,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    rows(plan, t, querier, settings, views).map(|r| r.floats)
+    let rows = rows(plan, t, querier, settings, views)?;
+    Ok(rows.into_iter().filter_map(|(l, v)| Some((l, v.as_float()?))).collect())
 }
 
 /// [`instant_query`] with the histogram elements too. From `views` (read at the grain
@@ -664,16 +650,9 @@ fn rows(
     querier: &dyn Querier,
     settings: &EvalSettings,
     views: Option<(&LiveViews, Option<Grain>)>,
-) -> Result<Rows, String> {
+) -> Result<Vec<(Labels, Value)>, String> {
     if let Some(read) = views.and_then(|(v, grain)| v.read(plan, t, grain)) {
-        let mut rows = Rows { floats: Vec::new(), histograms: Vec::new() };
-        for (labels, value) in read? {
-            match value {
-                Value::Float(v) => rows.floats.push((labels, v)),
-                Value::Histogram(h) => rows.histograms.push((labels, h)),
-            }
-        }
-        return Ok(rows);
+        return read;
     }
     let opts = QueryOptions {
         start: t,
@@ -683,17 +662,16 @@ fn rows(
         ..settings.query.clone()
     };
     let eval = evaluate(plan, querier, &opts).map_err(|e| e.to_string())?;
-    let histograms = eval
-        .histograms
-        .into_iter()
-        .filter_map(|s| s.samples.into_iter().next().map(|p| (s.labels, p.h)))
-        .collect();
-    let floats = match eval.result {
-        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
-        QueryResult::Scalar(_, v) => vec![(Labels::new(), v)],
+    let mut rows: Vec<(Labels, Value)> = match eval.result {
+        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, Value::Float(v))).collect(),
+        QueryResult::Scalar(_, v) => vec![(Labels::new(), Value::Float(v))],
         _ => return Err("rule result is not a vector or scalar".into()),
     };
-    Ok(Rows { floats, histograms })
+    let histograms = eval.histograms.into_iter();
+    rows.extend(
+        histograms.filter_map(|s| Some((s.labels, Value::Histogram(s.samples.into_iter().next()?.h)))),
+    );
+    Ok(rows)
 }
 
 /// One recording rule's output at `t`: the expression's series renamed and relabelled.
@@ -704,14 +682,10 @@ fn record(
     settings: &EvalSettings,
     views: Option<(&LiveViews, Grain)>,
     limit: u64,
-) -> Result<Vec<(Labels, RuleValue)>, String> {
+) -> Result<Vec<(Labels, Value)>, String> {
     let views = views.map(|(v, grain)| (v, Some(grain)));
-    let Rows { floats, histograms } = rows(&rule.plan, t, querier, settings, views)?;
-    let elements = floats
+    let mut out: Vec<(Labels, Value)> = rows(&rule.plan, t, querier, settings, views)?
         .into_iter()
-        .map(|(l, v)| (l, RuleValue::Float(v)))
-        .chain(histograms.into_iter().map(|(l, h)| (l, RuleValue::Histogram(h))));
-    let mut out: Vec<(Labels, RuleValue)> = elements
         .map(|(mut l, v)| {
             l.set(METRIC_NAME, &rule.name);
             for (n, val) in &rule.labels {
