@@ -101,6 +101,8 @@ fn main() {
     let cpu0 = process_cpu_s();
     let wall0 = Instant::now();
     let inc = Incremental::start(workers, LOOKBACK_MS).unwrap();
+    // the server's clock follows the wall clock: it is at the present when views are installed
+    inc.advance(stream_start - 1);
     let views: Vec<_> = plans
         .iter()
         .enumerate()
@@ -128,7 +130,7 @@ fn main() {
         walk.step(&specs);
         let per_chunk = n.div_ceil(chunks);
         for (k, (ls, vs)) in labels.chunks(per_chunk).zip(walk.values.chunks(per_chunk)).enumerate() {
-            inc.append_from(ls.iter().zip(vs).map(|(l, v)| (l, t, promflow_incremental::Value::Float(*v))));
+            inc.append_from(ls.iter().zip(vs).map(|(l, v)| (l, t, promflow_incremental::Value::float(*v))));
             if k + 1 < chunks {
                 inc.advance(t + 2 * (k as i64 + 1));
             }

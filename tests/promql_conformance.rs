@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use promflow_incremental::{Incremental, Subscription, Value, ViewId};
+use promflow_incremental::{Incremental, Subscription, Unboxed, Value, ViewId};
 use promflow_plan::ValueKind;
 use promflow_plan::{Evaluation, Level, Plan, QueryOptions, QueryResult};
 use promflow_promql::notation::{expand, number, quoted, series_desc, start_offsets, Slot};
@@ -536,9 +536,9 @@ fn check_incremental(seg: &mut Segment, c: &EvalCase) -> Result<Option<String>, 
     let rows = if instant { rows.pop().into_iter().collect() } else { rows };
     for (t, r) in rows {
         for (l, v) in r {
-            match v {
-                Value::Float(v) => floats.entry(l).or_default().push(Sample { t, v }),
-                Value::Histogram(h) => hists.entry(l).or_default().push(HistogramSample { t, h }),
+            match v.unbox() {
+                Unboxed::Float(v) => floats.entry(l).or_default().push(Sample { t, v }),
+                Unboxed::Histogram(h) => hists.entry(l).or_default().push(HistogramSample { t, h }),
             }
         }
     }
@@ -630,7 +630,7 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, Value)> {
                         if let Some(st) = start {
                             let _ = app.set_start_timestamp(labels, t, st);
                         }
-                        appended.push((labels.clone(), t, Value::Histogram(Arc::clone(h))));
+                        appended.push((labels.clone(), t, Value::histogram(Arc::clone(h))));
                     }
                     continue;
                 }
@@ -640,7 +640,7 @@ fn load(store: &mut Store, block: &[String]) -> Vec<(Labels, i64, Value)> {
                 if let Some(st) = start {
                     let _ = app.set_start_timestamp(labels, t, st);
                 }
-                appended.push((labels.clone(), t, Value::Float(v)));
+                appended.push((labels.clone(), t, Value::float(v)));
             }
         }
     }

@@ -153,9 +153,9 @@ struct Totals {
 impl Totals {
     /// Adds `value`'s contribution `n` times (−1: its retraction).
     fn add(&mut self, value: Value, n: isize) {
-        match value {
-            Value::Float(v) => self.floats.plus_equals(&SumCount::of(v).multiply(n)),
-            h @ Value::Histogram(_) => match self.hists.entry(h) {
+        match value.as_float() {
+            Some(v) => self.floats.plus_equals(&SumCount::of(v).multiply(n)),
+            None => match self.hists.entry(value) {
                 Entry::Occupied(mut m) => {
                     *m.get_mut() += n as i64;
                     if *m.get() == 0 {
@@ -177,13 +177,13 @@ impl Totals {
     /// Prometheus).
     fn result(&self, op: AggOp) -> Option<Value> {
         if self.hists.is_empty() {
-            return self.floats.result(op).map(Value::Float);
+            return self.floats.result(op).map(Value::float);
         }
         let members: Vec<&Value> =
             self.hists.iter().flat_map(|(h, m)| std::iter::repeat_n(h, (*m).max(0) as usize)).collect();
         match op {
-            AggOp::Count => Some(Value::Float((self.floats.count + members.len() as i64) as f64)),
-            AggOp::Group => Some(Value::Float(1.0)),
+            AggOp::Count => Some(Value::float((self.floats.count + members.len() as i64) as f64)),
+            AggOp::Group => Some(Value::float(1.0)),
             _ if self.floats.count > 0 => None,
             _ => values::aggregate(op, &members, 0.0),
         }

@@ -50,12 +50,13 @@ use installs::Installs;
 use keys::{KeyMap, Keys};
 use lower::dataflow::{Lowered, Node, Registry};
 use lower::hub::{HubNode, HubPlans};
+pub use promflow_kernels::native::Operand;
 use promflow_plan::Error;
 use promflow_plan::Plan;
 use promflow_plan::{QueryOptions, QueryResult};
 use render::RenderCx;
 pub use tap::{ElementChange, Notify, Subscription, ViewChange};
-pub use values::Value;
+pub use values::{Unboxed, Value};
 
 /// A sample on its way to a leaf: (series key, timestamp, value).
 pub(crate) type Row = (u64, i64, Value);
@@ -611,11 +612,11 @@ impl Incremental {
         let mut rows = Vec::new();
         let float_rows = floats.into_iter().map(|s| {
             let key = self.keys.intern(s.labels);
-            s.samples.iter().map(|x| (key, x.t, Value::Float(x.v))).collect::<Vec<_>>()
+            s.samples.iter().map(|x| (key, x.t, Value::float(x.v))).collect::<Vec<_>>()
         });
         let hist_rows = hists.into_iter().map(|s| {
             let key = self.keys.intern(s.labels);
-            s.samples.into_iter().map(|x| (key, x.t, Value::Histogram(x.h))).collect::<Vec<_>>()
+            s.samples.into_iter().map(|x| (key, x.t, Value::histogram(x.h))).collect::<Vec<_>>()
         });
         for series in float_rows.chain(hist_rows) {
             rows.extend(series);

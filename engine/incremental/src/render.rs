@@ -130,7 +130,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 let error = cx.keys.intern(error);
                 let duplicates =
                     out.clone().map(|(k, _): Element| k).count().filter(|(_, n): &(u64, isize)| *n > 1);
-                cx.errors.push(duplicates.map(move |_| error).distinct().map(|e| (e, Value::Float(0.0))));
+                cx.errors.push(duplicates.map(move |_| error).distinct().map(|e| (e, Value::float(0.0))));
             }
             out
         }
@@ -198,12 +198,12 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::ScalarOf { input } => {
             // of floats alone: a histogram element is no scalar's value, as in Prometheus
             let present = render(scope, input, cx)
-                .flat_map(|(_, v): (u64, Value)| v.as_float().map(|x| ((), Value::Float(x))));
+                .flat_map(|(_, v): (u64, Value)| v.as_float().map(|x| ((), Value::float(x))));
             let only =
                 present.clone().reduce(|_, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
                     let value = match vals {
                         [(v, 1)] => (*v).clone(),
-                        _ => Value::Float(f64::NAN),
+                        _ => Value::float(f64::NAN),
                     };
                     out.push((value, 1));
                 });
@@ -316,7 +316,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
                 let x = kernels::native::statistic(func, v.as_histogram()?)?;
                 counters.count(Operator::Elementwise, 1);
-                Some((keys.rewrite(&mut names, k, without_name), Value::Float(x)))
+                Some((keys.rewrite(&mut names, k, without_name), Value::float(x)))
             })
         }
         Node::Histogram { input, func, params, quantile_label } => {
@@ -327,14 +327,15 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             // a native histogram is its own answer, one per quantile
             let native_params = params.clone();
             let natives = elements.clone().flat_map(move |(k, v): (u64, Value)| {
-                let h = v.as_histogram().cloned();
-                let answers = h.map_or_else(Vec::new, |h| values::native_quantiles(func, &native_params, &h));
-                answers.into_iter().enumerate().map(move |(i, x)| (k, (i as u32, Value::Float(x))))
+                let answers = v
+                    .as_histogram()
+                    .map_or_else(Vec::new, |h| values::native_quantiles(func, &native_params, h));
+                answers.into_iter().enumerate().map(move |(i, x)| (k, (i as u32, Value::float(x))))
             });
             let out = elements
                 .flat_map(move |(k, count): (u64, Value)| {
                     // the buckets of classic histograms are floats
-                    let count = Value::Float(count.as_float()?);
+                    let count = Value::float(count.as_float()?);
                     // the histogram a bucket belongs to (its labels without `le`), and its bound
                     let (histogram, le) = *buckets_of.entry(k).or_insert_with(|| {
                         let mut l = keys.labels(k);
@@ -342,7 +343,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                         l.remove("le");
                         (keys.intern(l), le)
                     });
-                    le.map(|le| (histogram, (Value::Float(le), count)))
+                    le.map(|le| (histogram, (Value::float(le), count)))
                 })
                 .reduce(
                     move |_h, vals: &[(&(Value, Value), isize)], out: &mut Vec<((u32, Value), isize)>| {
@@ -359,14 +360,14 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                         }
                         if func == VectorFn::HistogramFraction {
                             let v = kernels::bucket_fraction(params[0], params[1], &mut buckets);
-                            out.push(((0, Value::Float(v)), 1));
+                            out.push(((0, Value::float(v)), 1));
                             return;
                         }
                         // one value per quantile: the first for histogram_quantile
                         let count = if func == VectorFn::HistogramQuantiles { params.len() } else { 1 };
                         for (i, &q) in params.iter().take(count).enumerate() {
                             out.push((
-                                (i as u32, Value::Float(kernels::bucket_quantile(q, &mut buckets).value)),
+                                (i as u32, Value::float(kernels::bucket_quantile(q, &mut buckets).value)),
                                 1,
                             ));
                         }
@@ -464,7 +465,7 @@ where
 {
     match param {
         Scalar::Constant(p) => {
-            let p = Value::Float(*p);
+            let p = Value::float(*p);
             c.map(move |(k, d)| (k, (d, p.clone())))
         }
         Scalar::Varying(node) => {
@@ -499,9 +500,9 @@ fn now_collection<'s>(
                     let cap = cap.delayed(&at, 0);
                     let mut session = output.session(&cap);
                     if let Some(old) = last.replace(value) {
-                        session.give(((key, Value::Float(old)), at, -1isize));
+                        session.give(((key, Value::float(old)), at, -1isize));
                     }
-                    session.give(((key, Value::Float(value)), at, 1isize));
+                    session.give(((key, Value::float(value)), at, 1isize));
                 });
             }
         })
@@ -520,7 +521,7 @@ fn constant_collection<'s>(
     keys: &Keys,
 ) -> Coll<'s> {
     let key = keys.intern(labels.clone());
-    let data = if scope.index() == 0 { vec![((key, Value::Float(value)), 0u64, 1isize)] } else { Vec::new() };
+    let data = if scope.index() == 0 { vec![((key, Value::float(value)), 0u64, 1isize)] } else { Vec::new() };
     let held_by_clock = clock.clone().flat_map(|_tick| std::iter::empty::<((u64, Value), u64, isize)>());
     data.to_stream(scope).concat(held_by_clock).as_collection()
 }
@@ -587,7 +588,7 @@ fn info_labels<'s>(
     let not_info = info.clone().flat_map(move |(k, v): Element| {
         v.as_histogram()?;
         let message = format!("this should be an info metric, with float samples: {}", k5.labels(k));
-        Some((k5.intern(Labels::from_pairs([(ERROR_LABEL, message)])), Value::Float(0.0)))
+        Some((k5.intern(Labels::from_pairs([(ERROR_LABEL, message)])), Value::float(0.0)))
     });
     let mut info_sigs = KeyMap::default();
     let info = info.flat_map(move |(k, ts): Element| {
@@ -644,7 +645,7 @@ fn info_labels<'s>(
         });
     let errors = matched
         .clone()
-        .flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value::Float(0.0))))
+        .flat_map(|(_, outcome)| outcome.err().map(|error| (error, Value::float(0.0))))
         .concat(not_info);
     let matched = matched.flat_map(|(_, outcome)| outcome.ok());
     let mut out = passing.concat(matched);
@@ -702,7 +703,7 @@ fn matching_errors<'s>(
         });
         errors = errors.concat(duplicates(many, many_message).semijoin(present(one)));
     }
-    errors.map(|(_, error)| error).distinct().map(|error| (error, Value::Float(0.0)))
+    errors.map(|(_, error)| error).distinct().map(|error| (error, Value::float(0.0)))
 }
 
 /// `and`, `or`, `unless`: the left elements whose signature the right side has (or lacks),
@@ -764,7 +765,7 @@ fn join<'s>(
         let mut labelled: KeyMap<u64, u64> = KeyMap::default();
         let alone = many.clone().antijoin(one.clone().map(|(sig, _)| sig).distinct());
         out = out.concat(alone.flat_map(move |(_sig, (mk, mv)): (u64, Element)| {
-            let (lv, rv) = ordered(mv, Value::Float(fill));
+            let (lv, rv) = ordered(mv, Value::float(fill));
             let value = values::combine(op, &lv, &rv, return_bool)?;
             let k = *labelled.entry(mk).or_insert_with(|| {
                 let m = keys.labels(mk);
@@ -777,7 +778,7 @@ fn join<'s>(
         // a one-side element alone in its match group: labelled with the group's labels
         let alone = one.antijoin(many.map(|(sig, _)| sig).distinct());
         out = out.concat(alone.flat_map(move |(sig, (_ok, ov)): (u64, Element)| {
-            let (lv, rv) = ordered(Value::Float(fill), ov);
+            let (lv, rv) = ordered(Value::float(fill), ov);
             values::combine(op, &lv, &rv, return_bool).map(|value| (sig, value))
         }));
     }

@@ -45,7 +45,7 @@ use timely::dataflow::Stream;
 
 use super::keys::{KeyMap, KeySet, Keys};
 use super::render::without_name;
-use super::{Counters, Grain, Row, Update, Value};
+use super::{Counters, Grain, Row, Unboxed, Update, Value};
 use promflow_kernels::{self as kernels, WindowBounds, WindowEnds};
 use promflow_plan::WindowFn;
 
@@ -128,7 +128,7 @@ impl SeriesFn {
             return self.evaluate_with_histograms(st, at, eval_time);
         }
         let (value, until) = self.evaluate_floats(st, at, eval_time);
-        (value.map(Value::Float), until)
+        (value.map(Value::float), until)
     }
 
     /// [`SeriesFn::evaluate`] of a series whose visible samples are floats alone.
@@ -184,8 +184,8 @@ impl SeriesFn {
         let hists = st.hists();
         let (t, v) = (st.ts(), st.vs());
         let from_pair = |(f, h): (Option<f64>, Option<FloatHistogram>)| match (f, h) {
-            (Some(f), _) => Some(Value::Float(f)),
-            (None, Some(h)) => Some(Value::Histogram(Arc::new(h))),
+            (Some(f), _) => Some(Value::float(f)),
+            (None, Some(h)) => Some(Value::histogram(Arc::new(h))),
             (None, None) => None,
         };
         let mut notes = Vec::new();
@@ -195,16 +195,16 @@ impl SeriesFn {
                 let newest = hists[hists.len() - 1].clone();
                 if t.last().is_some_and(|&ft| ft > newest.t) {
                     let (value, until) = self.evaluate_floats(st, at, eval_time);
-                    return (value.map(Value::Float), until);
+                    return (value.map(Value::float), until);
                 }
                 // info()'s series (timestamps that keep the name) hand a histogram on as it
                 // is: info() refuses an info series of histograms, as the batch executor does
                 steady(if newest.t <= at - lookback {
                     None
                 } else if *timestamp && !keep_name {
-                    Some(Value::Float(newest.t as f64 / 1000.0))
+                    Some(Value::float(newest.t as f64 / 1000.0))
                 } else {
-                    Some(Value::Histogram(newest.h))
+                    Some(Value::histogram(newest.h))
                 })
             }
             SeriesFn::Anchored { func, range, .. } => {
@@ -222,7 +222,7 @@ impl SeriesFn {
                 let floats = match (st.ends, t.first(), v.first()) {
                     (Some(e), Some(&ft), Some(&fv)) => {
                         if *func == WindowFn::CountOverTime {
-                            return steady(Some(Value::Float((e.len + hists.len()) as f64)));
+                            return steady(Some(Value::float((e.len + hists.len()) as f64)));
                         }
                         (ends_t, ends_v) = if e.last.0 == ft {
                             (vec![ft], vec![fv])
@@ -498,9 +498,9 @@ impl SeriesState {
     /// Adds a sample that counts from `at` on, as `keep` says; an instant selection keeps only
     /// the newest.
     fn insert(&mut self, func: &SeriesFn, keep: &Keep, (t, value): (i64, Value), at: i64) {
-        let v = match value {
-            Value::Float(v) => v,
-            Value::Histogram(h) => return self.insert_histogram(func, HistogramSample { t, h }),
+        let v = match value.unbox() {
+            Unboxed::Float(v) => v,
+            Unboxed::Histogram(h) => return self.insert_histogram(func, HistogramSample { t, h }),
         };
         match (func, keep) {
             (SeriesFn::Last { .. }, _) => {
@@ -904,10 +904,13 @@ pub(crate) fn sample<'s>(
                     if n > 0 {
                         // a subquery's histograms carry no reset hints, as in the batch
                         // executor: the windows over them detect resets themselves
-                        let mut v = v.clone();
-                        if let Value::Histogram(h) = &mut v {
-                            kernels::native::forget_reset_hint(h);
-                        }
+                        let v = match v.clone().unbox() {
+                            Unboxed::Histogram(mut h) => {
+                                kernels::native::forget_reset_hint(&mut h);
+                                Value::histogram(h)
+                            }
+                            Unboxed::Float(x) => Value::float(x),
+                        };
                         session.give((*k, next as i64, v));
                     }
                 }
@@ -1285,7 +1288,7 @@ mod tests {
                     1 => -1e16,
                     n => n as f64 * 0.1 + 1e16 * (step % 2) as f64,
                 };
-                st.insert(&func, &Keep::All, (t, Value::Float(v)), at);
+                st.insert(&func, &Keep::All, (t, Value::float(v)), at);
                 st.evict(RANGE, at, &Keep::All);
                 resumed += usize::from(st.folded.get().is_some_and(|f| st.ts().first() == Some(&f.first)));
                 let got = st.fold(mean).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use promflow_batch::evaluate;
-use promflow_incremental::{ElementChange, Grain, Incremental, Value, ViewChange};
+use promflow_incremental::{ElementChange, Grain, Incremental, Unboxed, Value, ViewChange};
 use promflow_plan::{Plan, QueryOptions, QueryResult};
 use promflow_storage::{stale_nan, Db, DbOptions, Labels};
 
@@ -577,7 +577,7 @@ fn subscriptions_deliver_each_change_when_its_time_is_complete() {
     let element = |j: &str, was_present, value: Option<f64>| ElementChange {
         labels: job(j),
         was_present,
-        value: value.map(Value::Float),
+        value: value.map(Value::float),
     };
     let second = changes.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(second, (1_000, ViewChange::Elements(vec![element("b", false, Some(20.0))])));
@@ -910,7 +910,7 @@ fn histogram_samples() -> Vec<(Labels, i64, Value)> {
             vec![],
         )
         .unwrap();
-        out.push((h.clone(), k * 10_000, Value::Histogram(std::sync::Arc::new(hist))));
+        out.push((h.clone(), k * 10_000, Value::histogram(std::sync::Arc::new(hist))));
     }
     out
 }
@@ -933,7 +933,7 @@ fn views_over_native_histograms_equal_the_batch_executor() {
     let db = open_db(&dir);
     let mut app = db.appender();
     for (l, t, v) in &all {
-        app.append_histogram(l, *t, (**v.as_histogram().unwrap()).clone()).unwrap();
+        app.append_histogram(l, *t, v.as_histogram().unwrap().clone()).unwrap();
     }
     app.commit().unwrap();
     let inc = Incremental::start(2, LOOKBACK).unwrap();
@@ -957,9 +957,9 @@ fn views_over_native_histograms_equal_the_batch_executor() {
                 want.histograms.into_iter().map(|s| (s.labels, s.samples[0].h.clone())).collect();
             let (mut got_floats, mut got_hists) = (BTreeMap::new(), BTreeMap::new());
             for (l, v) in inc.read(*id, t).unwrap() {
-                match v {
-                    Value::Float(x) => drop(got_floats.insert(l, x)),
-                    Value::Histogram(h) => drop(got_hists.insert(l, h)),
+                match v.unbox() {
+                    Unboxed::Float(x) => drop(got_floats.insert(l, x)),
+                    Unboxed::Histogram(h) => drop(got_hists.insert(l, h)),
                 }
             }
             assert_close(&got_floats, &want_floats, query, t);

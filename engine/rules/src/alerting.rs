@@ -632,7 +632,7 @@ mod tests {
     }
 
     fn element(labels: &Labels, was_present: bool, value: Option<f64>) -> ElementChange {
-        ElementChange { labels: Arc::new(labels.clone()), was_present, value: value.map(Value::Float) }
+        ElementChange { labels: Arc::new(labels.clone()), was_present, value: value.map(Value::float) }
     }
 
     /// Two series with the same alert labels (they differ only in `__name__`): one leaves

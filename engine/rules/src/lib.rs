@@ -26,7 +26,7 @@ pub use alerting::{
 };
 
 use promflow_batch::{evaluate, QueryOptions, QueryResult};
-use promflow_incremental::{Grain, Value};
+use promflow_incremental::{Grain, Operand, Value};
 use promflow_plan::Plan;
 
 /// Compiles a PromQL expression (for the `query` template function): given by the wiring,
@@ -466,14 +466,14 @@ impl Group {
                     views,
                     self.spec.limit,
                 )
-                .map(|series| series.into_iter().map(|(l, v)| (l, Value::Float(v))).collect()),
+                .map(|series| series.into_iter().map(|(l, v)| (l, Value::float(v))).collect()),
             };
             let result = output.and_then(|series| {
                 let mut app = appender();
                 for (labels, v) in &series {
-                    let appended = match v {
-                        Value::Float(v) => app.append(labels, query_ts, *v),
-                        Value::Histogram(h) => app.append_histogram(labels, query_ts, (**h).clone()),
+                    let appended = match v.operand() {
+                        Operand::Float(v) => app.append(labels, query_ts, v),
+                        Operand::Histogram(h) => app.append_histogram(labels, query_ts, h.clone()),
                     };
                     if let Err(e) = appended {
                         tracing::debug!(rule = %rule.name(), series = %labels, error = %e, "rule output sample refused");
@@ -663,13 +663,13 @@ fn rows(
     };
     let eval = evaluate(plan, querier, &opts).map_err(|e| e.to_string())?;
     let mut rows: Vec<(Labels, Value)> = match eval.result {
-        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, Value::Float(v))).collect(),
-        QueryResult::Scalar(_, v) => vec![(Labels::new(), Value::Float(v))],
+        QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, Value::float(v))).collect(),
+        QueryResult::Scalar(_, v) => vec![(Labels::new(), Value::float(v))],
         _ => return Err("rule result is not a vector or scalar".into()),
     };
     let histograms = eval.histograms.into_iter();
     rows.extend(
-        histograms.filter_map(|s| Some((s.labels, Value::Histogram(s.samples.into_iter().next()?.h)))),
+        histograms.filter_map(|s| Some((s.labels, Value::histogram(s.samples.into_iter().next()?.h)))),
     );
     Ok(rows)
 }

@@ -22,7 +22,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
 use promflow_incremental::live::ViewChange;
-use promflow_incremental::Value as ViewValue;
+use promflow_incremental::{Operand, Value as ViewValue};
 use promflow_plan::format::{format_timestamp, write_value};
 use promflow_plan::{Plan, QueryOptions, QueryResult};
 use promflow_rules::ElementChange;
@@ -411,10 +411,10 @@ impl Connection {
                             QueryResult::Vector(v) => v,
                             _ => Vec::new(),
                         };
-                        let floats = floats.into_iter().map(|(l, _, v)| (Arc::new(l), ViewValue::Float(v)));
+                        let floats = floats.into_iter().map(|(l, _, v)| (Arc::new(l), ViewValue::float(v)));
                         let hists = ev.histograms.into_iter().filter_map(|s| {
                             let h = s.samples.into_iter().next()?.h;
-                            Some((Arc::new(s.labels), ViewValue::Histogram(h)))
+                            Some((Arc::new(s.labels), ViewValue::histogram(h)))
                         });
                         floats.chain(hists).collect()
                     }
@@ -697,15 +697,15 @@ fn differences(
 fn write_sample(out: &mut String, labels: &Labels, time: &str, value: &ViewValue) {
     out.push_str("{\"metric\":");
     write_labels(out, labels);
-    match value {
-        ViewValue::Float(v) => {
+    match value.operand() {
+        Operand::Float(v) => {
             out.push_str(",\"value\":[");
             out.push_str(time);
             out.push_str(",\"");
-            write_value(out, *v);
+            write_value(out, v);
             out.push_str("\"]}");
         }
-        ViewValue::Histogram(h) => {
+        Operand::Histogram(h) => {
             out.push_str(",\"histogram\":[");
             out.push_str(time);
             out.push(',');
