@@ -29,19 +29,29 @@ const DOD_BUCKETS: [(u64, u32, u32); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b111
 
 /// An MSB-first bit stream writer.
 #[derive(Debug, Default)]
-struct BitWriter {
+pub(crate) struct BitWriter {
     buf: Vec<u8>,
     /// Unused low bits of the last byte of `buf`.
     free: u32,
 }
 
 impl BitWriter {
-    fn write_bit(&mut self, bit: bool) {
+    pub(crate) fn write_bit(&mut self, bit: bool) {
         self.write_bits(bit as u64, 1);
     }
 
+    /// The bytes written so far, to patch a header in.
+    pub(crate) fn buf_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// The bytes written.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// Writes the low `n` (≤ 64) bits of `v`, most significant first.
-    fn write_bits(&mut self, v: u64, mut n: u32) {
+    pub(crate) fn write_bits(&mut self, v: u64, mut n: u32) {
         while n > 0 {
             if self.free == 0 {
                 self.buf.push(0);
@@ -69,14 +79,19 @@ impl BitWriter {
 
 /// An MSB-first bit stream reader; every read returns `None` past the end.
 #[derive(Clone, Debug)]
-struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     /// Position in bits from the start of `data`.
     pos: usize,
 }
 
 impl<'a> BitReader<'a> {
-    fn read_bit(&mut self) -> Option<bool> {
+    /// A reader at the start of `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        BitReader { data, pos: 0 }
+    }
+
+    pub(crate) fn read_bit(&mut self) -> Option<bool> {
         let byte = *self.data.get(self.pos / 8)?;
         let bit = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
@@ -87,7 +102,7 @@ impl<'a> BitReader<'a> {
     /// big-endian load of 16 bytes holds them all: shifted left past the bits already read,
     /// then right to keep the top `n`. (Decoding is the hot loop of every query, and a loop
     /// per byte cost it a branch and a shift per byte.)
-    fn read_bits(&mut self, n: u32) -> Option<u64> {
+    pub(crate) fn read_bits(&mut self, n: u32) -> Option<u64> {
         debug_assert!(n <= 64);
         let end = self.pos + n as usize;
         if end > self.data.len() * 8 {
@@ -148,6 +163,43 @@ fn from_bucket(v: u64, n: u32) -> i64 {
         v as i64 - (1i64 << n)
     } else {
         v as i64
+    }
+}
+
+/// Writes the bits of a value `new` XOR-ed with the previous value `old`: a zero bit when
+/// they are equal, else the meaningful bits, in the window of leading and trailing zeros of
+/// the last explicitly sized XOR (`leading == 0xff`: none yet) when they fit in it, else in a
+/// new window, which the caller keeps.
+pub(crate) fn xor_write(
+    w: &mut BitWriter,
+    new: u64,
+    old: u64,
+    window_leading: &mut u8,
+    window_trailing: &mut u8,
+) {
+    let xor = new ^ old;
+    if xor == 0 {
+        w.write_bit(false);
+        return;
+    }
+    w.write_bit(true);
+    // 5 bits hold the leading count, so cap it at 31
+    let leading = xor.leading_zeros().min(31) as u8;
+    let trailing = xor.trailing_zeros() as u8;
+    if *window_leading != 0xff && leading >= *window_leading && trailing >= *window_trailing {
+        // the meaningful bits fit in the previous window: reuse it
+        w.write_bit(false);
+        let sig = 64 - *window_leading as u32 - *window_trailing as u32;
+        w.write_bits(xor >> *window_trailing, sig);
+    } else {
+        w.write_bit(true);
+        let sig = 64 - leading as u32 - trailing as u32;
+        w.write_bits(leading as u64, 5);
+        // sig is 1..=64; 64 is stored as 0 in 6 bits
+        w.write_bits((sig & 63) as u64, 6);
+        w.write_bits(xor >> trailing, sig);
+        *window_leading = leading;
+        *window_trailing = trailing;
     }
 }
 
@@ -265,30 +317,7 @@ impl OpenChunk {
     }
 
     fn write_value(&mut self, vb: u64) {
-        let xor = vb ^ self.v;
-        if xor == 0 {
-            self.w.write_bit(false);
-            return;
-        }
-        self.w.write_bit(true);
-        // 5 bits hold the leading count, so cap it at 31
-        let leading = xor.leading_zeros().min(31) as u8;
-        let trailing = xor.trailing_zeros() as u8;
-        if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
-            // the meaningful bits fit in the previous window: reuse it
-            self.w.write_bit(false);
-            let sig = 64 - self.leading as u32 - self.trailing as u32;
-            self.w.write_bits(xor >> self.trailing, sig);
-        } else {
-            self.w.write_bit(true);
-            let sig = 64 - leading as u32 - trailing as u32;
-            self.w.write_bits(leading as u64, 5);
-            // sig is 1..=64; 64 is stored as 0 in 6 bits
-            self.w.write_bits((sig & 63) as u64, 6);
-            self.w.write_bits(xor >> trailing, sig);
-            self.leading = leading;
-            self.trailing = trailing;
-        }
+        xor_write(&mut self.w, vb, self.v, &mut self.leading, &mut self.trailing);
     }
 
     /// The encoded bytes so far.

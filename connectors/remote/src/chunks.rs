@@ -1,7 +1,7 @@
 //! Streamed remote-read answers (`STREAMED_XOR_CHUNKS`): `prometheus.ChunkedReadResponse`
 //! frames, each a uvarint length, a big-endian CRC-32C of the message and the message, whose
 //! series carry their samples as Prometheus's XOR chunks (storage's chunk encoding, which is
-//! Prometheus's byte for byte).
+//! Prometheus's byte for byte) and their native histograms as its float histogram chunks.
 
 use prost::Message;
 
@@ -45,7 +45,8 @@ pub struct Chunk {
     /// Last sample's timestamp (ms).
     #[prost(int64, tag = "2")]
     pub max_time_ms: i64,
-    /// `XOR` (1) for float samples.
+    /// `XOR` (1) for float samples, `FLOAT_HISTOGRAM` (3) for native histograms
+    /// (`HISTOGRAM`, 2, is Prometheus's integer histogram chunk).
     #[prost(int32, tag = "3")]
     pub r#type: i32,
     /// The encoded chunk.
@@ -55,6 +56,9 @@ pub struct Chunk {
 
 /// `prometheus.Chunk.Encoding.XOR`.
 pub const XOR: i32 = 1;
+
+/// `prometheus.Chunk.Encoding.FLOAT_HISTOGRAM`.
+pub const FLOAT_HISTOGRAM: i32 = 3;
 
 /// Appends one frame holding `msg` to `out`.
 pub fn write_frame(out: &mut Vec<u8>, msg: &ChunkedReadResponse) {

@@ -2,8 +2,8 @@
 //! storage (`remote_read` in its configuration). Every query's series come back with all
 //! their samples in the range, in the first answer kind the client accepts: one
 //! `ReadResponse` (`SAMPLES`, native histograms included), or `ChunkedReadResponse` frames of
-//! XOR chunks (`STREAMED_XOR_CHUNKS`, float samples only: histogram chunks are not encoded
-//! yet). As Prometheus serves it: an equality matcher on an external label with
+//! chunks (`STREAMED_XOR_CHUNKS`: XOR chunks of floats, float histogram chunks of native
+//! histograms). As Prometheus serves it: an equality matcher on an external label with
 //! its value is dropped (the series do not carry it), and each series gains the external
 //! labels it lacks.
 
@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use promflow_remote::chunks::{
-    chunks_of, write_frame, ChunkedReadResponse, ChunkedSeries, STREAMED_CONTENT_TYPE,
+    chunks_of, write_frame, Chunk, ChunkedReadResponse, ChunkedSeries, FLOAT_HISTOGRAM, STREAMED_CONTENT_TYPE,
 };
 use promflow_remote::read::{label, MatcherType, QueryResult, ReadRequest, ReadResponse, ResponseType};
 use promflow_remote::{Histogram, Sample, TimeSeries};
@@ -97,12 +97,6 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
         let found = db
             .select(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)
             .map_err(|e| Refusal::Internal(e.to_string()))?;
-        if streamed {
-            // streamed answers are bounded by their frames, not by the sample limit (as in
-            // Prometheus)
-            stream_frames(&mut frames, index as i64, found, external);
-            continue;
-        }
         // a series' native histograms go with its floats; a series of histograms alone too
         let mut hists: HashMap<Labels, Vec<HistogramSample>> = db
             .select_histograms(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)
@@ -120,6 +114,12 @@ fn answer(body: &[u8], db: &dyn Querier, external: &Labels, limit: i64) -> Resul
             .collect();
         series.extend(hists.into_iter().map(|(labels, h)| (labels, Vec::new(), h)));
         series.sort_by(|a, b| a.0.cmp(&b.0));
+        if streamed {
+            // streamed answers are bounded by their frames, not by the sample limit (as in
+            // Prometheus)
+            stream_frames(&mut frames, index as i64, series, external);
+            continue;
+        }
         let mut timeseries = Vec::with_capacity(series.len());
         for (labels, samples, h) in series {
             samples_left -= (samples.len() + h.len()) as i64;
@@ -149,16 +149,31 @@ fn wire_labels(mut labels: Labels, external: &Labels) -> Vec<promflow_remote::La
     labels.iter().map(|l| label(&l.name, &l.value)).collect()
 }
 
-/// Appends the frames answering query `index` to `out`: each series' samples as XOR chunks,
-/// a frame closed when it passes [`MAX_BYTES_IN_FRAME`] (a series may go on in the next).
-fn stream_frames(out: &mut Vec<u8>, index: i64, found: Vec<promflow_storage::Series>, external: &Labels) {
+/// Appends the frames answering query `index` to `out`: each series' floats as XOR chunks and
+/// its native histograms as float histogram chunks, in time order, a frame closed when it
+/// passes [`MAX_BYTES_IN_FRAME`] (a series may go on in the next).
+fn stream_frames(
+    out: &mut Vec<u8>,
+    index: i64,
+    series: Vec<(Labels, Vec<Sample>, Vec<HistogramSample>)>,
+    external: &Labels,
+) {
     let mut frame = ChunkedReadResponse { chunked_series: Vec::new(), query_index: index };
     let mut size = 0;
-    for s in found {
-        let labels = wire_labels(s.labels, external);
-        let samples: Vec<(i64, f64)> = s.samples.iter().map(|x| (x.t, x.v)).collect();
+    for (labels, floats, hists) in series {
+        let labels = wire_labels(labels, external);
+        let samples: Vec<(i64, f64)> = floats.iter().map(|x| (x.timestamp, x.value)).collect();
+        let mut chunks = chunks_of(&samples);
+        chunks.extend(promflow_storage::encode_float_histogram_chunks(&hists).into_iter().map(|c| Chunk {
+            min_time_ms: c.min_t,
+            max_time_ms: c.max_t,
+            r#type: FLOAT_HISTOGRAM,
+            data: c.data,
+        }));
+        // a series that changed kind: its chunks in time order, as Prometheus keeps them
+        chunks.sort_by_key(|c| c.min_time_ms);
         let mut part = ChunkedSeries { labels: labels.clone(), chunks: Vec::new() };
-        for chunk in chunks_of(&samples) {
+        for chunk in chunks {
             size += chunk.data.len();
             part.chunks.push(chunk);
             if size >= MAX_BYTES_IN_FRAME {
