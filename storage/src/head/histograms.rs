@@ -4,12 +4,15 @@
 //! sample is written whole and each later one as a header and its fields (count, zero count,
 //! sum, then the buckets) against the previous sample's. The header is one varint holding the
 //! change of the time delta from the previous one (zero at a steady scrape interval, so the
-//! header of a steady sample is one byte), the sample's hint and whether its counts are
-//! written as differences:
+//! header of a steady sample is one byte), the sample's hint and the form its counts are
+//! written in ([`Form`]):
 //!
-//! * when both samples' counts are whole numbers (below 2^53), as a counter's are, each
-//!   count as its difference from the previous one, a zigzag varint (a bucket that gained a
-//!   few observations takes one byte), and the sum as an XOR;
+//! * when both samples' counts are whole numbers (below 2^53), as a counter's are, the count
+//!   and the zero count as their differences from the previous ones (zigzag varints) and the
+//!   sum as an XOR; then the buckets' differences, either each a zigzag varint (a bucket that
+//!   gained a few observations takes one byte) or, when none went down and it is smaller,
+//!   bit-packed: one byte giving the width of the largest, then every difference in that many
+//!   bits (a bucket that gained up to 15 observations takes half a byte);
 //! * otherwise every field as the XOR of its bits with the previous sample's.
 //!
 //! An XOR is written in bytes: `0` for no change, else a header byte `1 + 8·lead + trail`
@@ -17,6 +20,7 @@
 
 use std::sync::Arc;
 
+use crate::chunk::{BitReader, BitWriter};
 use crate::codec::{put_uvarint, put_varint, Cursor};
 use crate::native_histogram::hint_byte;
 use crate::native_histogram::{exact_integer, hint_of_byte};
@@ -25,8 +29,31 @@ use crate::{FloatHistogram, HistogramSample, Timestamp};
 /// Samples per chunk at most: reads decode whole chunks, truncation drops whole chunks.
 const MAX_CHUNK_SAMPLES: u32 = 120;
 
-/// Set in a sample's header when its counts are written as differences.
-const WHOLE_DIFFERENCES: u64 = 1;
+/// How a sample's counts are written (the low two bits of its header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// Every field as an XOR with the previous sample's.
+    Xor = 0,
+    /// Whole counts as differences, each a zigzag varint; the sum as an XOR.
+    Varints = 1,
+    /// Whole counts as differences: the count and zero count as zigzag varints, the sum as
+    /// an XOR, the buckets' differences (none negative) bit-packed at one width.
+    Packed = 2,
+}
+
+impl Form {
+    fn of_bits(bits: u64) -> Option<Form> {
+        match bits {
+            0 => Some(Form::Xor),
+            1 => Some(Form::Varints),
+            2 => Some(Form::Packed),
+            _ => None,
+        }
+    }
+}
+
+/// The position of the first bucket in [`fields`].
+const FIRST_BUCKET: usize = 3;
 
 /// A time delta this far from the previous one starts a chunk: the header's shifted zigzag
 /// stays far from overflowing (2^40 ms is 35 years).
@@ -47,18 +74,46 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
-/// A sample's header: its time delta's change, its hint and whether its counts are
-/// differences.
-fn header(delta_change: i64, hint: u8, whole: bool) -> u64 {
+/// A sample's header: its time delta's change, its hint and its counts' form.
+fn header(delta_change: i64, hint: u8, form: Form) -> u64 {
     let zigzag = ((delta_change << 1) ^ (delta_change >> 63)) as u64;
-    zigzag << 3 | u64::from(hint) << 1 | if whole { WHOLE_DIFFERENCES } else { 0 }
+    zigzag << 4 | u64::from(hint) << 2 | form as u64
 }
 
 /// A header's parts ([`header`]).
-fn header_parts(h: u64) -> (i64, u8, bool) {
-    let zigzag = h >> 3;
+fn header_parts(h: u64) -> Option<(i64, u8, Form)> {
+    let zigzag = h >> 4;
     let change = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-    (change, ((h >> 1) & 3) as u8, h & WHOLE_DIFFERENCES != 0)
+    Some((change, ((h >> 2) & 3) as u8, Form::of_bits(h & 3)?))
+}
+
+/// The form of a sample whose counts and the previous sample's are whole, given its buckets'
+/// differences: packed when none is negative and packing takes fewer bytes than varints.
+fn whole_form(bucket_diffs: &[i64]) -> Form {
+    if bucket_diffs.iter().any(|d| *d < 0) {
+        return Form::Varints;
+    }
+    let varints: usize = bucket_diffs.iter().map(|d| varint_len((*d as u64) << 1)).sum();
+    if packed_len(bucket_diffs.len(), packed_width(bucket_diffs)) < varints {
+        Form::Packed
+    } else {
+        Form::Varints
+    }
+}
+
+/// The bits the largest of `diffs` (none negative) takes.
+fn packed_width(diffs: &[i64]) -> u32 {
+    64 - diffs.iter().fold(0u64, |m, d| m | *d as u64).leading_zeros()
+}
+
+/// The bytes `n` differences packed at `width` bits take, with the width's byte.
+fn packed_len(n: usize, width: u32) -> usize {
+    1 + (n * width as usize).div_ceil(8)
+}
+
+/// The bytes of `v` as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 /// A series' histogram samples, oldest first (see the module's documentation).
@@ -100,15 +155,31 @@ impl HistogramSamples {
             let before = chunk.bytes.len();
             let delta = s.t - prev.t;
             let whole = whole_counts(&s.h) && whole_counts(&prev.h);
-            put_uvarint(&mut chunk.bytes, header(delta - chunk.last_delta, hint_byte(s.h.hint), whole));
+            // exact: both are whole numbers below 2^53
+            let diffs: Vec<i64> = if whole {
+                fields(&s.h).zip(fields(&prev.h)).map(|(now, before)| now as i64 - before as i64).collect()
+            } else {
+                Vec::new()
+            };
+            let form = if whole { whole_form(&diffs[FIRST_BUCKET..]) } else { Form::Xor };
+            put_uvarint(&mut chunk.bytes, header(delta - chunk.last_delta, hint_byte(s.h.hint), form));
             chunk.last_delta = delta;
             for (i, (now, before)) in fields(&s.h).zip(fields(&prev.h)).enumerate() {
-                if whole && i != SUM_FIELD {
-                    // exact: both are whole numbers below 2^53
-                    put_varint(&mut chunk.bytes, now as i64 - before as i64);
-                } else {
-                    put_xor(&mut chunk.bytes, now.to_bits() ^ before.to_bits());
+                match form {
+                    Form::Packed if i >= FIRST_BUCKET => break,
+                    Form::Varints | Form::Packed if i != SUM_FIELD => put_varint(&mut chunk.bytes, diffs[i]),
+                    _ => put_xor(&mut chunk.bytes, now.to_bits() ^ before.to_bits()),
                 }
+            }
+            if form == Form::Packed {
+                let buckets = &diffs[FIRST_BUCKET..];
+                let width = packed_width(buckets);
+                chunk.bytes.push(width as u8);
+                let mut w = BitWriter::default();
+                for d in buckets {
+                    w.write_bits(*d as u64, width);
+                }
+                chunk.bytes.extend_from_slice(&w.into_bytes());
             }
             chunk.max_t = s.t;
             chunk.len += 1;
@@ -265,18 +336,31 @@ fn decode(c: &Chunk) -> Vec<HistogramSample> {
 
 /// The sample after `prev`, whose time was `delta` after the one before it (updated).
 fn decode_next(c: &mut Cursor<'_>, prev: &HistogramSample, delta: &mut i64) -> Option<HistogramSample> {
-    let (change, hint, whole) = header_parts(c.uvarint()?);
+    let (change, hint, form) = header_parts(c.uvarint()?)?;
     *delta = delta.checked_add(change)?;
     let t = prev.t.checked_add(*delta)?;
     let hint = hint_of_byte(hint)?;
-    let mut values = fields(&prev.h).enumerate().map(|(i, v)| {
-        if whole && i != SUM_FIELD {
-            c.varint().and_then(|d| (v as i64).checked_add(d)).map(|n| n as f64)
-        } else {
-            get_xor(c).map(|x| f64::from_bits(v.to_bits() ^ x))
+    let mut values: Vec<f64> = Vec::with_capacity(FIRST_BUCKET + prev.h.positive_buckets().len());
+    for (i, v) in fields(&prev.h).enumerate() {
+        values.push(match form {
+            Form::Packed if i >= FIRST_BUCKET => break,
+            Form::Varints | Form::Packed if i != SUM_FIELD => (v as i64).checked_add(c.varint()?)? as f64,
+            _ => f64::from_bits(v.to_bits() ^ get_xor(c)?),
+        });
+    }
+    if form == Form::Packed {
+        let width = u32::from(c.take(1)?[0]);
+        if width > 64 {
+            return None;
         }
-    });
-    let mut next = || values.next().flatten();
+        let n = prev.h.positive_buckets().len() + prev.h.negative_buckets().len();
+        let mut bits = BitReader::new(c.take(packed_len(n, width) - 1)?);
+        for v in fields(&prev.h).skip(FIRST_BUCKET) {
+            values.push((v as i64).checked_add(i64::try_from(bits.read_bits(width)?).ok()?)? as f64);
+        }
+    }
+    let mut values = values.into_iter();
+    let mut next = || values.next();
     let (count, zero_count, sum) = (next()?, next()?, next()?);
     let positive: Option<Vec<(i32, f64)>> =
         prev.h.positive_buckets().iter().map(|b| next().map(|v| (b.0, v))).collect();
@@ -316,6 +400,57 @@ mod tests {
         .unwrap();
         h.hint = CounterResetHint::NotCounterReset;
         Arc::new(h)
+    }
+
+    /// Every form round-trips: packed at widths 0 to 50, varints where a bucket went down,
+    /// XORs where a count is not whole; and small increments are packed at half a byte.
+    #[test]
+    fn every_form_round_trips_and_small_increments_pack() {
+        let mut store = HistogramSamples::default();
+        let mut want = Vec::new();
+        let mut buckets = vec![1.0; 24];
+        let mut seed = 3u64;
+        for k in 1..=240i64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            for (b, c) in buckets.iter_mut().enumerate() {
+                *c += match k % 60 {
+                    // nothing new: width 0
+                    0 => 0.0,
+                    // one bucket goes down (a bucket that was reset alone): varints
+                    1 if b == 3 => -1.0,
+                    // large increments: wide packing
+                    2 => (1u64 << (b * 2 + 2)) as f64,
+                    _ => ((seed >> (b + 5)) % 13) as f64,
+                };
+            }
+            let mut x = (*h(buckets.iter().sum::<f64>() + 1.0, &buckets, -7)).clone();
+            if k == 100 {
+                x.count += 0.25;
+            }
+            let s = HistogramSample { t: 15_000 * k, h: Arc::new(x) };
+            want.push(s.clone());
+            store.push(s);
+        }
+        let got = store.range(i64::MIN, i64::MAX);
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.t, b.t);
+            assert_eq!(a.h.fingerprint(), b.h.fingerprint(), "at {}", a.t);
+        }
+        // a sample of increments below 16 in 24 buckets: header, count (2), zero count, the
+        // sum's XOR (at most 9), width and 12 bytes of buckets
+        let (mut small, mut first) = (HistogramSamples::default(), Vec::new());
+        let mut buckets = vec![1.0; 24];
+        for k in 1..=100i64 {
+            buckets.iter_mut().enumerate().for_each(|(b, c)| *c += ((k + b as i64) % 16) as f64);
+            let x = h(buckets.iter().sum::<f64>() + 1.0, &buckets, 0);
+            if k == 1 {
+                x.encode(&mut first);
+            }
+            small.push(HistogramSample { t: 15_000 * k, h: x });
+        }
+        let bytes: usize = small.chunks.iter().map(|c| c.bytes.len()).sum();
+        assert!(bytes <= first.len() + 99 * (1 + 2 + 1 + 9 + 1 + 12), "{bytes} bytes for 100 samples");
     }
 
     #[test]
