@@ -155,9 +155,16 @@ impl HistogramSamples {
             let before = chunk.bytes.len();
             let delta = s.t - prev.t;
             let whole = whole_counts(&s.h) && whole_counts(&prev.h);
-            // exact: both are whole numbers below 2^53
+            // exact: both are whole numbers below 2^53 (the sum, which is not, is an XOR)
             let diffs: Vec<i64> = if whole {
-                fields(&s.h).zip(fields(&prev.h)).map(|(now, before)| now as i64 - before as i64).collect()
+                let diff = |(i, (now, before)): (usize, (f64, f64))| {
+                    if i == SUM_FIELD {
+                        0
+                    } else {
+                        now as i64 - before as i64
+                    }
+                };
+                fields(&s.h).zip(fields(&prev.h)).enumerate().map(diff).collect()
             } else {
                 Vec::new()
             };
@@ -426,6 +433,13 @@ mod tests {
             let mut x = (*h(buckets.iter().sum::<f64>() + 1.0, &buckets, -7)).clone();
             if k == 100 {
                 x.count += 0.25;
+            }
+            // sums no integer holds, between whole counts
+            match k {
+                150 => x.sum = f64::MAX,
+                151 => x.sum = -f64::INFINITY,
+                152 => x.sum = f64::NAN,
+                _ => {}
             }
             let s = HistogramSample { t: 15_000 * k, h: Arc::new(x) };
             want.push(s.clone());
