@@ -1,5 +1,6 @@
 //! Prometheus's float histogram chunks (`EncFloatHistogram`), which streamed remote-read
-//! answers carry for native histograms.
+//! answers carry for native histograms, and the reading of its integer histogram chunks
+//! (`EncHistogram`), which Prometheus streams for the histograms instrumentation sends.
 //!
 //! A chunk holds samples of one bucket layout:
 //!
@@ -116,6 +117,26 @@ impl Layout {
 
     fn buckets(&self) -> usize {
         self.positive.iter().chain(&self.negative).map(|s| s.length as usize).sum()
+    }
+
+    /// A sample of this layout: a staleness marker when the sum is one (its buckets are not
+    /// written), else the histogram of these counts (positive buckets first).
+    fn histogram(&self, count: f64, zero_count: f64, sum: f64, counts: &[f64]) -> Option<FloatHistogram> {
+        if sum.to_bits() == STALE_NAN_BITS {
+            return Some(stale_marker());
+        }
+        let split = self.positive.iter().map(|s| s.length as usize).sum::<usize>();
+        FloatHistogram::from_spans(
+            self.schema,
+            self.zero_threshold,
+            zero_count,
+            count,
+            sum,
+            (&self.positive, counts.get(..split)?),
+            (&self.negative, counts.get(split..)?),
+            self.custom_bounds.clone(),
+        )
+        .ok()
     }
 }
 
@@ -243,14 +264,10 @@ pub fn decode_float_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample>>
     let mut r = BitReader::new(rest);
     let layout = Layout::read(&mut r)?;
     let buckets = layout.buckets();
-    let first_hint = match flags & HEADER_MASK {
-        HEADER_RESET => CounterResetHint::CounterReset,
-        HEADER_NO_RESET => CounterResetHint::NotCounterReset,
-        HEADER_GAUGE => CounterResetHint::Gauge,
-        _ => CounterResetHint::Unknown,
-    };
-    let later_hint =
-        if first_hint == CounterResetHint::Gauge { first_hint } else { CounterResetHint::NotCounterReset };
+    if buckets > rest.len() * 8 {
+        return None;
+    }
+    let (first_hint, later_hint) = hints(flags);
     let mut out = Vec::with_capacity(usize::from(num));
     let (mut t, mut delta) = (0i64, 0i64);
     let mut fields: Vec<Xor> = Vec::new();
@@ -273,27 +290,90 @@ pub fn decode_float_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample>>
             }
         }
         let value = |k: usize| f64::from_bits(fields[k].bits);
-        let mut h = if value(2).to_bits() == STALE_NAN_BITS {
-            stale_marker()
-        } else {
-            let counts: Vec<f64> = fields[3..].iter().map(|f| f64::from_bits(f.bits)).collect();
-            let split = layout.positive.iter().map(|s| s.length as usize).sum::<usize>();
-            FloatHistogram::from_spans(
-                layout.schema,
-                layout.zero_threshold,
-                value(1),
-                value(0),
-                value(2),
-                (&layout.positive, &counts[..split]),
-                (&layout.negative, &counts[split..]),
-                layout.custom_bounds.clone(),
-            )
-            .ok()?
-        };
+        let counts: Vec<f64> = fields[3..].iter().map(|f| f64::from_bits(f.bits)).collect();
+        let mut h = layout.histogram(value(0), value(1), value(2), &counts)?;
         h.hint = if i == 0 { first_hint } else { later_hint };
         out.push(HistogramSample { t, h: std::sync::Arc::new(h) });
     }
     Some(out)
+}
+
+/// Decodes an integer histogram chunk (Prometheus's `EncHistogram`) into float histograms,
+/// as PromQL reads them; `None` when it is torn or malformed. The first sample's counts are
+/// written whole (its buckets as differences from the bucket before, as the wire writes
+/// them), later ones as delta-of-deltas of those, the sum as an XOR.
+pub fn decode_integer_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample>> {
+    let (&[n0, n1, flags], rest) = data.split_first_chunk::<HEADER_LEN>()?;
+    let num = u16::from_be_bytes([n0, n1]);
+    let mut r = BitReader::new(rest);
+    let layout = Layout::read(&mut r)?;
+    // every bucket takes a bit at least: a layout of more is malformed, and is not allocated
+    if layout.buckets() > rest.len() * 8 {
+        return None;
+    }
+    let (first_hint, later_hint) = hints(flags);
+    let positive = layout.positive.iter().map(|s| s.length as usize).sum::<usize>();
+    // each bucket as the wire writes it (its difference from the bucket before), and that
+    // value's change from the previous sample
+    let mut buckets = vec![0i64; layout.buckets()];
+    let mut bucket_deltas = vec![0i64; buckets.len()];
+    let (mut t, mut t_delta) = (0i64, 0i64);
+    let (mut count, mut count_delta, mut zero, mut zero_delta) = (0i64, 0i64, 0i64, 0i64);
+    let mut sum = Xor::first(0.0);
+    let mut out = Vec::with_capacity(usize::from(num));
+    for i in 0..num {
+        if i == 0 {
+            t = read_varbit_int(&mut r)?;
+            count = read_varbit_uint(&mut r)? as i64;
+            zero = read_varbit_uint(&mut r)? as i64;
+            sum = Xor::first(f64::from_bits(r.read_bits(64)?));
+            for b in &mut buckets {
+                *b = read_varbit_int(&mut r)?;
+            }
+        } else {
+            t_delta = t_delta.wrapping_add(read_varbit_int(&mut r)?);
+            t = t.wrapping_add(t_delta);
+            count_delta = count_delta.wrapping_add(read_varbit_int(&mut r)?);
+            count = count.wrapping_add(count_delta);
+            zero_delta = zero_delta.wrapping_add(read_varbit_int(&mut r)?);
+            zero = zero.wrapping_add(zero_delta);
+            xor_read(&mut r, &mut sum)?;
+            if sum.bits != STALE_NAN_BITS {
+                for (b, d) in buckets.iter_mut().zip(&mut bucket_deltas) {
+                    *d = d.wrapping_add(read_varbit_int(&mut r)?);
+                    *b = b.wrapping_add(*d);
+                }
+            }
+        }
+        // the buckets' counts: running sums of their differences, on each side
+        let absolute = |side: &[i64]| -> Vec<f64> {
+            side.iter()
+                .scan(0i64, |c, d| {
+                    *c = c.wrapping_add(*d);
+                    Some(*c as f64)
+                })
+                .collect()
+        };
+        let mut counts = absolute(&buckets[..positive]);
+        counts.extend(absolute(&buckets[positive..]));
+        let mut h =
+            layout.histogram(count as u64 as f64, zero as u64 as f64, f64::from_bits(sum.bits), &counts)?;
+        h.hint = if i == 0 { first_hint } else { later_hint };
+        out.push(HistogramSample { t, h: std::sync::Arc::new(h) });
+    }
+    Some(out)
+}
+
+/// The hints a chunk's samples read back with, from its flags byte: the header's for the
+/// first, "no counter reset" (or gauge) for the others.
+fn hints(flags: u8) -> (CounterResetHint, CounterResetHint) {
+    let first = match flags & HEADER_MASK {
+        HEADER_RESET => CounterResetHint::CounterReset,
+        HEADER_NO_RESET => CounterResetHint::NotCounterReset,
+        HEADER_GAUGE => CounterResetHint::Gauge,
+        _ => CounterResetHint::Unknown,
+    };
+    (first, if first == CounterResetHint::Gauge { first } else { CounterResetHint::NotCounterReset })
 }
 
 /// A histogram staleness marker as a chunk holds it: the marker as its sum, nothing else.

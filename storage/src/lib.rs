@@ -37,7 +37,9 @@ mod wal;
 
 pub use chunk::{decode_xor_chunk, encode_xor_chunk};
 pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
-pub use histogram_chunk::{decode_float_histogram_chunk, encode_float_histogram_chunks, EncodedChunk};
+pub use histogram_chunk::{
+    decode_float_histogram_chunk, decode_integer_histogram_chunk, encode_float_histogram_chunks, EncodedChunk,
+};
 pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
 pub use native_histogram::FloatHistogram;
 pub use samples::{SampleSlice, Samples};

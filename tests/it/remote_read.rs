@@ -385,6 +385,91 @@ fn value(s: &Server, q: &str) -> (String, Vec<String>) {
 }
 
 #[test]
+fn promflow_reads_native_histograms_from_prometheus_as_remote_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom_dir = dir.path().join("prom");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let Some(prom) =
+        start_prometheus_with(&prom_dir, "", free_port(), &["--enable-feature=native-histograms"])
+    else {
+        return;
+    };
+    // 40 minutes of samples a minute apart, ending now: `ih` as instrumentation sends them
+    // (integer counts, buckets as differences: Prometheus streams integer histogram chunks),
+    // `fh` as float histograms (float histogram chunks); a counter reset halfway in `ih`
+    let now = now_ms() / 60_000 * 60_000;
+    let series_of = |name: &str, integer: bool| {
+        let histograms = (0..40i64)
+            .map(|k| {
+                let t = now - (39 - k) * 60_000;
+                let n = if integer && k >= 20 { k - 20 } else { k } as u64;
+                let buckets = [1 + n, 2 + 3 * n, n];
+                let count = buckets.iter().sum::<u64>() + n;
+                let mut h = promflow_remote::Histogram {
+                    sum: 0.5 * count as f64,
+                    schema: 1,
+                    zero_threshold: 2f64.powi(-128),
+                    positive_spans: vec![
+                        promflow_remote::BucketSpan { offset: -1, length: 2 },
+                        promflow_remote::BucketSpan { offset: 3, length: 1 },
+                    ],
+                    timestamp: t,
+                    ..Default::default()
+                };
+                if integer {
+                    h.count_int = Some(count);
+                    h.zero_count_int = Some(n);
+                    let mut prev = 0i64;
+                    h.positive_deltas = buckets
+                        .iter()
+                        .map(|&b| {
+                            let d = b as i64 - prev;
+                            prev = b as i64;
+                            d
+                        })
+                        .collect();
+                } else {
+                    h.count_float = Some(count as f64 * 0.25);
+                    h.zero_count_float = Some(n as f64 * 0.25);
+                    h.positive_counts = buckets.iter().map(|&b| b as f64 * 0.25).collect();
+                }
+                h
+            })
+            .collect();
+        let mut s = series(&[("__name__", name), ("job", "hist")], &[]);
+        s.histograms = histograms;
+        s
+    };
+    let (code, body) = remote_write(&prom, vec![series_of("ih", true), series_of("fh", false)]);
+    assert!(code / 100 == 2, "{code} {body}");
+
+    let pf_dir = dir.path().join("pf");
+    std::fs::create_dir_all(&pf_dir).unwrap();
+    let config = format!("remote_read:\n  - url: {}\n    name: archive\n", prom.url("/api/v1/read"));
+    let promflow = start_promflow(&pf_dir, &config, &[]);
+    // promflow holds nothing: every sample comes from the endpoint, as Prometheus holds it
+    // (quantiles and fractions are left out: Prometheus 2.42 interpolates inside a bucket
+    // linearly, Prometheus 3 and promflow exponentially)
+    for q in [
+        "histogram_count(ih)",
+        "histogram_sum(ih)",
+        "histogram_count(fh)",
+        "histogram_sum(fh)",
+        "histogram_count(rate(ih[10m]))",
+        "histogram_count(increase(ih[30m]))",
+        "histogram_sum(sum(rate(fh[10m])))",
+        "count_over_time(ih[1h])",
+    ] {
+        let (ours, warnings) = value(&promflow, q);
+        let (theirs, _) = value(&prom, q);
+        assert!(warnings.is_empty(), "{q}: {warnings:?}");
+        assert!(!ours.is_empty(), "{q}: no answer");
+        let (a, b): (f64, f64) = (ours.parse().unwrap(), theirs.parse().unwrap());
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{q}: promflow {ours}, Prometheus {theirs}");
+    }
+}
+
+#[test]
 fn promflow_queries_read_prometheus_as_remote_storage() {
     let dir = tempfile::tempdir().unwrap();
     // Prometheus 2.42 holds the older history, with the external label both servers share

@@ -57,6 +57,9 @@ pub struct Chunk {
 /// `prometheus.Chunk.Encoding.XOR`.
 pub const XOR: i32 = 1;
 
+/// `prometheus.Chunk.Encoding.HISTOGRAM`: Prometheus's integer histogram chunks.
+pub const HISTOGRAM: i32 = 2;
+
 /// `prometheus.Chunk.Encoding.FLOAT_HISTOGRAM`.
 pub const FLOAT_HISTOGRAM: i32 = 3;
 

@@ -8,16 +8,19 @@
 //! labels are added as equality matchers the query lacks, and taken off the answer's series
 //! (`filter_external_labels`, default on). Series with the same labels from several places
 //! are merged, local samples winning at equal timestamps. Answers are asked for as streamed
-//! XOR chunks first, samples second. An endpoint that fails does not
+//! chunks first (XOR chunks of floats; integer and float histogram chunks of native
+//! histograms), samples second. An endpoint that fails does not
 //! fail the query: its error becomes a warning of the answer, as in Prometheus.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use promflow_config::{Config, RemoteReadConfig};
-use promflow_storage::{Labels, MatchOp, Matcher, Querier, Samples, Series, Timestamp};
+use promflow_storage::{
+    HistogramSample, HistogramSeries, Labels, MatchOp, Matcher, Querier, Samples, Series, Timestamp,
+};
 
-use crate::chunks::{read_frames, XOR};
+use crate::chunks::{read_frames, FLOAT_HISTOGRAM, HISTOGRAM, XOR};
 use crate::read::{LabelMatcher, MatcherType, Query, ReadRequest, ReadResponse, ResponseType};
 use crate::Error;
 
@@ -59,13 +62,9 @@ impl RemoteReader {
         }
     }
 
-    /// The series the endpoint has for `matchers` in `mint..=maxt`, external labels taken off.
-    async fn read(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<Series>, String> {
+    /// The series the endpoint has for `matchers` in `mint..=maxt`, external labels taken off:
+    /// their float samples and their native histograms.
+    async fn read(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Answer, String> {
         let mut wire: Vec<LabelMatcher> = matchers.iter().map(to_wire).collect();
         let mut added = Vec::new();
         if self.config.filter_external_labels {
@@ -109,42 +108,69 @@ impl RemoteReader {
             }
             labels
         };
-        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+        let mut out: Vec<SeriesRead> = Vec::new();
+        let in_range = |t: &i64| (mint..=maxt).contains(t);
         if streamed {
             // whole chunks come back: samples outside the range are dropped, and a series
             // split over frames is joined again
             for frame in read_frames(&body, self.config.chunked_read_limit).map_err(|e| e.to_string())? {
                 for s in frame.chunked_series {
                     let labels = label_set(s.labels);
-                    let mut samples = Vec::new();
+                    let (mut floats, mut hists) = (Vec::new(), Vec::new());
                     for c in &s.chunks {
-                        if c.r#type != XOR {
-                            return Err(format!(
-                                "chunk encoding {} is not supported (float XOR only)",
-                                c.r#type
-                            ));
+                        let torn = || format!("a torn or malformed chunk of encoding {}", c.r#type);
+                        match c.r#type {
+                            XOR => {
+                                let decoded = promflow_storage::decode_xor_chunk(&c.data).ok_or_else(torn)?;
+                                floats.extend(decoded.into_iter().filter(|(t, _)| in_range(t)));
+                            }
+                            HISTOGRAM | FLOAT_HISTOGRAM => {
+                                let decoded = if c.r#type == HISTOGRAM {
+                                    promflow_storage::decode_integer_histogram_chunk(&c.data)
+                                } else {
+                                    promflow_storage::decode_float_histogram_chunk(&c.data)
+                                };
+                                hists
+                                    .extend(decoded.ok_or_else(torn)?.into_iter().filter(|h| in_range(&h.t)));
+                            }
+                            other => return Err(format!("chunk encoding {other} is not supported")),
                         }
-                        let decoded = promflow_storage::decode_xor_chunk(&c.data)
-                            .ok_or_else(|| "a torn or malformed XOR chunk".to_string())?;
-                        samples.extend(decoded.into_iter().filter(|(t, _)| (mint..=maxt).contains(t)));
                     }
                     match out.last_mut() {
-                        Some((last, so_far)) if *last == labels => so_far.extend(samples),
-                        _ => out.push((labels, samples)),
+                        Some((last, f, h)) if *last == labels => {
+                            f.extend(floats);
+                            h.extend(hists);
+                        }
+                        _ => out.push((labels, floats, hists)),
                     }
                 }
             }
         } else {
             let answer = ReadResponse::decode_body(&body).map_err(|e| e.to_string())?;
             for ts in answer.results.into_iter().flat_map(|r| r.timeseries) {
-                out.push((label_set(ts.labels), ts.samples.iter().map(|s| (s.timestamp, s.value)).collect()));
+                let floats = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
+                let hists = ts
+                    .histograms
+                    .iter()
+                    .map(|h| {
+                        let decoded = h.to_float_histogram().map_err(|e| e.to_string())?;
+                        Ok(HistogramSample { t: h.timestamp, h: Arc::new(decoded) })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                out.push((label_set(ts.labels), floats, hists));
             }
         }
-        let series = out.into_iter().filter(|(_, samples)| !samples.is_empty()).map(|(labels, samples)| {
-            let (t, v): (Vec<i64>, Vec<f64>) = samples.into_iter().unzip();
-            Series { labels, samples: Samples::new(t, v) }
-        });
-        Ok(series.collect())
+        let mut answer = Answer::default();
+        for (labels, floats, hists) in out {
+            if !hists.is_empty() {
+                answer.hists.push(HistogramSeries { labels: labels.clone(), samples: hists });
+            }
+            if !floats.is_empty() {
+                let (t, v): (Vec<i64>, Vec<f64>) = floats.into_iter().unzip();
+                answer.floats.push(Series { labels, samples: Samples::new(t, v) });
+            }
+        }
+        Ok(answer)
     }
 }
 
@@ -192,6 +218,16 @@ impl RemoteReaders {
     }
 }
 
+/// One series as an answer brings it: its labels, float samples and histograms.
+type SeriesRead = (Labels, Vec<(i64, f64)>, Vec<HistogramSample>);
+
+/// What an endpoint answers a selection: its float series and its histogram series.
+#[derive(Default)]
+struct Answer {
+    floats: Vec<Series>,
+    hists: Vec<HistogramSeries>,
+}
+
 /// A querier over local storage and remote read endpoints, for one query. Its methods block
 /// on the endpoints' answers: call them off the async runtime's worker threads (from
 /// `spawn_blocking`).
@@ -201,6 +237,9 @@ pub struct Fanout<'a> {
     oldest_local: Option<Timestamp>,
     runtime: tokio::runtime::Handle,
     warnings: Mutex<Vec<String>>,
+    /// The part of a selection's answers not yet taken, by selection: one request answers
+    /// both the selection's floats and its histograms, which the executor asks for apart.
+    pending: Mutex<HashMap<String, Answer>>,
 }
 
 impl<'a> Fanout<'a> {
@@ -212,7 +251,14 @@ impl<'a> Fanout<'a> {
         remotes: Vec<Arc<RemoteReader>>,
         runtime: tokio::runtime::Handle,
     ) -> Fanout<'a> {
-        Fanout { local, remotes, oldest_local, runtime, warnings: Mutex::new(Vec::new()) }
+        Fanout {
+            local,
+            remotes,
+            oldest_local,
+            runtime,
+            warnings: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The endpoints' errors so far, one line each, for the answer's `warnings`.
@@ -220,13 +266,42 @@ impl<'a> Fanout<'a> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
+    /// One kind of what the endpoints that take this selection answer (`take` picks it out
+    /// of an answer): from the answer an earlier call for the other kind fetched, else
+    /// fetched now, the other kind kept for its call.
+    fn remote_part<T: Default>(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        take: impl Fn(&mut Answer) -> T,
+    ) -> T {
+        if self.remotes.is_empty() {
+            return T::default();
+        }
+        let key = format!("{mint} {maxt} {matchers:?}");
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(answer) = pending.remove(&key) {
+            let mut answer = answer;
+            return take(&mut answer);
+        }
+        drop(pending);
+        let mut answer = self.remote_select(matchers, mint, maxt);
+        let part = take(&mut answer);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, answer);
+        part
+    }
+
     /// What the endpoints that take this selection answer.
-    fn remote_select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
-        let mut out = Vec::new();
+    fn remote_select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Answer {
+        let mut out = Answer::default();
         for r in &self.remotes {
             let Some((from, to)) = r.range_for(matchers, mint, maxt, self.oldest_local) else { continue };
             match self.runtime.block_on(r.read(matchers, from, to)) {
-                Ok(series) => out.extend(series),
+                Ok(answer) => {
+                    out.floats.extend(answer.floats);
+                    out.hists.extend(answer.hists);
+                }
                 Err(e) => {
                     tracing::warn!(endpoint = %r.name(), error = %e, "remote read failed; answering without it");
                     if let Ok(mut w) = self.warnings.lock() {
@@ -265,6 +340,21 @@ fn merge(sources: Vec<Series>) -> Vec<Series> {
         .collect()
 }
 
+/// Merges histogram series with equal labels as [`merge`] merges float series.
+fn merge_histograms(sources: Vec<HistogramSeries>) -> Vec<HistogramSeries> {
+    let mut by_labels: BTreeMap<Labels, BTreeMap<i64, HistogramSample>> = BTreeMap::new();
+    for s in sources {
+        let samples = by_labels.entry(s.labels).or_default();
+        for h in s.samples {
+            samples.entry(h.t).or_insert(h);
+        }
+    }
+    by_labels
+        .into_iter()
+        .map(|(labels, samples)| HistogramSeries { labels, samples: samples.into_values().collect() })
+        .collect()
+}
+
 impl Querier for Fanout<'_> {
     fn select(
         &self,
@@ -273,7 +363,7 @@ impl Querier for Fanout<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
         let mut all = self.local.select(matchers, mint, maxt)?;
-        let remote = self.remote_select(matchers, mint, maxt);
+        let remote = self.remote_part(matchers, mint, maxt, |a| std::mem::take(&mut a.floats));
         if remote.is_empty() {
             return Ok(all);
         }
@@ -281,14 +371,19 @@ impl Querier for Fanout<'_> {
         Ok(merge(all))
     }
 
-    /// Local only: remote read brings float samples.
     fn select_histograms(
         &self,
         matchers: &[Matcher],
         mint: Timestamp,
         maxt: Timestamp,
-    ) -> Result<Vec<promflow_storage::HistogramSeries>, promflow_storage::Error> {
-        self.local.select_histograms(matchers, mint, maxt)
+    ) -> Result<Vec<HistogramSeries>, promflow_storage::Error> {
+        let mut all = self.local.select_histograms(matchers, mint, maxt)?;
+        let remote = self.remote_part(matchers, mint, maxt, |a| std::mem::take(&mut a.hists));
+        if remote.is_empty() {
+            return Ok(all);
+        }
+        all.extend(remote);
+        Ok(merge_histograms(all))
     }
 
     /// Local only: remote read carries no start timestamps.
@@ -308,7 +403,9 @@ impl Querier for Fanout<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<Labels>, promflow_storage::Error> {
         let mut all = self.local.series(matchers, mint, maxt)?;
-        all.extend(self.remote_select(matchers, mint, maxt).into_iter().map(|s| s.labels));
+        let remote = self.remote_select(matchers, mint, maxt);
+        all.extend(remote.floats.into_iter().map(|s| s.labels));
+        all.extend(remote.hists.into_iter().map(|s| s.labels));
         all.sort();
         all.dedup();
         Ok(all)
