@@ -162,7 +162,8 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         }
         Node::ScalarOp { input, op, scalar, scalar_left, return_bool } => {
             let (op, left, as_bool, keys) = (*op, *scalar_left, *return_bool, cx.keys.clone());
-            let drop_name = !op.is_comparison() || as_bool;
+            // comparisons and trims keep the metric name, as in the batch executor
+            let drop_name = !(op.is_comparison() || op.is_trim()) || as_bool;
             let mut names = KeyMap::default();
             let counters = Arc::clone(&cx.counters);
             // one element with the scalar's value: arithmetic and `bool` give the result,
@@ -740,7 +741,7 @@ fn join<'s>(
     let one_to_one = matches!(key.card, Cardinality::OneToOne);
     let (many, one) = if swapped { (r, l) } else { (l, r) };
     let g = key.grouping.clone();
-    let strip_name = !op.is_comparison() || return_bool;
+    let strip_name = !(op.is_comparison() || op.is_trim()) || return_bool;
     // the operands in the operator's order: the many side is the right one under group_right
     let ordered = move |mv: Value, ov: Value| if swapped { (ov, mv) } else { (mv, ov) };
     let (many, one) = (by_signature(many, &g, keys), by_signature(one, &g, keys));

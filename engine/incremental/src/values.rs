@@ -229,7 +229,8 @@ pub(crate) fn map(func: MapFn, v: &Value, args: &[f64]) -> Option<Value> {
 /// kernel (scaled, added, compared; no element where the kinds do not combine).
 pub(crate) fn combine(op: BinOp, l: &Value, r: &Value, return_bool: bool) -> Option<Value> {
     match (l.as_float(), r.as_float()) {
-        (Some(a), Some(b)) => kernels::combine(op, a, b, return_bool).map(Value::float),
+        // a trim takes a histogram: of two floats there is no element
+        (Some(a), Some(b)) if !op.is_trim() => kernels::combine(op, a, b, return_bool).map(Value::float),
         _ => match kernels::native::binary(op, l.operand(), r.operand(), &mut Vec::new()) {
             None => None,
             Some((_, keep)) if return_bool => Some(Value::float(if keep { 1.0 } else { 0.0 })),

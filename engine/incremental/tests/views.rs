@@ -927,6 +927,8 @@ fn views_over_native_histograms_equal_the_batch_executor() {
         "histogram_quantile(0.5, rate(h[1m]))",
         "count_over_time(h[1m])",
         "h * 2",
+        "h </ 0.5",
+        "rate(h[1m]) >/ 0.1",
     ];
     let all = histogram_samples();
     let dir = tempfile::tempdir().unwrap();

@@ -515,9 +515,6 @@ impl Lowering<'_> {
                 }
                 Node::Map { input: Box::new(self.lower(input)?), func: *func, args: constants(args)? }
             }
-            Plan::ScalarOp { op, .. } | Plan::Join { op, .. } if op.is_trim() => {
-                return Err(unsupported("the histogram trim operators"))
-            }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => {
                 let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {
                     (ValueKind::Scalar, ValueKind::Instant) => (rhs, lhs, true),
