@@ -70,6 +70,27 @@ pub enum HistogramError {
         /// The `+Inf` bucket's.
         infinite: f64,
     },
+    /// An integer histogram whose count is not the number of observations in its buckets.
+    #[error(
+        "{buckets} observations found in buckets, but the Count field is {count}: histogram's observation count should equal the number of observations found in the buckets (in absence of NaN)"
+    )]
+    CountNotBuckets {
+        /// The observations the zero bucket and the buckets hold.
+        buckets: f64,
+        /// The histogram's count.
+        count: f64,
+    },
+    /// An integer histogram with a NaN sum whose count is below the observations in its
+    /// buckets (NaN observations count without landing in a bucket, so it may be above).
+    #[error(
+        "{buckets} observations found in buckets, but the Count field is {count}: histogram's observation count should be at least the number of observations found in the buckets"
+    )]
+    CountBelowBuckets {
+        /// The observations the zero bucket and the buckets hold.
+        buckets: f64,
+        /// The histogram's count.
+        count: f64,
+    },
     /// Spans that do not cover exactly the bucket counts given.
     #[error("{side} spans cover {covered} buckets, {given} bucket counts are given")]
     SpansMismatch {
@@ -233,6 +254,24 @@ impl FloatHistogram {
         match [self.count, self.zero_count].into_iter().chain(buckets).find(|c| c.is_nan() || *c < 0.0) {
             Some(c) => Err(HistogramError::NegativeCount(c)),
             None => Ok(()),
+        }
+    }
+
+    /// Refuses an integer histogram (as instrumentation sends them) whose count is not its
+    /// buckets' observations, as Prometheus validates one: equal, or at least as many when the
+    /// sum is NaN (a NaN observation lands in no bucket). Float histograms are not held to it,
+    /// as in Prometheus: their counts need not add up exactly.
+    pub fn check_integer_counts(&self) -> Result<(), HistogramError> {
+        let buckets = self.zero_count + self.positive.iter().chain(&self.negative).map(|b| b.1).sum::<f64>();
+        let count = self.count;
+        match () {
+            _ if self.sum.is_nan() && buckets > count => {
+                Err(HistogramError::CountBelowBuckets { buckets, count })
+            }
+            _ if !self.sum.is_nan() && buckets != count => {
+                Err(HistogramError::CountNotBuckets { buckets, count })
+            }
+            _ => Ok(()),
         }
     }
 

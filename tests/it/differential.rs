@@ -734,7 +734,7 @@ fn proto_families(
             metric_type::HISTOGRAM,
             vec![Metric {
                 histogram: Some(Histogram {
-                    sample_count: Some(4),
+                    sample_count: Some(3),
                     sample_sum: Some(3.0),
                     schema: Some(1),
                     zero_threshold: Some(0.01),

@@ -83,7 +83,7 @@ fn spans(s: &[BucketSpan]) -> Vec<Span> {
 impl Histogram {
     /// The histogram as storage keeps it, after Prometheus's checks: spans that cover exactly
     /// the buckets given, no negative count, custom bounds (only with schema -53) finite and
-    /// strictly increasing.
+    /// strictly increasing, and an integer histogram's count its buckets' observations.
     pub fn to_float_histogram(&self) -> Result<FloatHistogram, Error> {
         let invalid = |e: HistogramError| Error::InvalidHistogram(e.to_string());
         let (positive, negative) = if self.count_float.is_some() {
@@ -108,6 +108,9 @@ impl Histogram {
         )
         .map_err(invalid)?;
         h.check_counts().map_err(invalid)?;
+        if self.count_float.is_none() {
+            h.check_integer_counts().map_err(invalid)?;
+        }
         h.hint = match self.reset_hint {
             1 => CounterResetHint::CounterReset,
             2 => CounterResetHint::NotCounterReset,
@@ -143,5 +146,46 @@ impl Histogram {
             custom_values: h.custom_bounds().to_vec(),
             ..Histogram::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An integer histogram of a zero bucket of 1 and buckets of 2 and 3.
+    fn integer(count: u64, sum: f64) -> Histogram {
+        Histogram {
+            count_int: Some(count),
+            sum,
+            zero_threshold: 0.001,
+            zero_count_int: Some(1),
+            positive_spans: vec![BucketSpan { offset: 0, length: 2 }],
+            positive_deltas: vec![2, 1],
+            ..Histogram::default()
+        }
+    }
+
+    #[test]
+    fn an_integer_histograms_count_is_its_buckets_observations() {
+        assert!(integer(6, 1.5).to_float_histogram().is_ok());
+        let e = integer(7, 1.5).to_float_histogram().unwrap_err().to_string();
+        assert!(e.contains("6 observations found in buckets, but the Count field is 7"), "{e}");
+        assert!(integer(5, 1.5).to_float_histogram().is_err());
+        // NaN observations count without landing in a bucket
+        assert!(integer(7, f64::NAN).to_float_histogram().is_ok());
+        let e = integer(5, f64::NAN).to_float_histogram().unwrap_err().to_string();
+        assert!(e.contains("should be at least"), "{e}");
+        // float histograms are not held to it, as in Prometheus
+        let float = Histogram {
+            count_int: None,
+            count_float: Some(7.0),
+            zero_count_int: None,
+            zero_count_float: Some(1.0),
+            positive_deltas: vec![],
+            positive_counts: vec![2.0, 3.0],
+            ..integer(0, 1.5)
+        };
+        assert!(float.to_float_histogram().is_ok());
     }
 }

@@ -498,6 +498,9 @@ fn native_histogram(h: &wire::Histogram) -> Result<FloatHistogram, String> {
     )
     .map_err(|e| e.to_string())?;
     histogram.check_counts().map_err(|e| e.to_string())?;
+    if !float {
+        histogram.check_integer_counts().map_err(|e| e.to_string())?;
+    }
     Ok(histogram)
 }
 
