@@ -131,7 +131,9 @@ impl NodeKind {
     fn drops_name(&self) -> bool {
         match self {
             NodeKind::Map { .. } => true,
-            NodeKind::ScalarOp { op, return_bool, .. } => !op.is_comparison() || *return_bool,
+            NodeKind::ScalarOp { op, return_bool, .. } => {
+                !(op.is_comparison() || op.is_trim()) || *return_bool
+            }
             NodeKind::Leaf { .. } | NodeKind::Aggregate { .. } => false,
         }
     }

@@ -187,9 +187,6 @@ impl HubLowering<'_> {
                 }
                 (HubNode::Map { input, func: *func, args: constants(args)? }, true)
             }
-            Plan::ScalarOp { op, .. } | Plan::Join { op, .. } if op.is_trim() => {
-                return Err(unsupported("the histogram trim operators"))
-            }
             Plan::ScalarOp { op, lhs, rhs, return_bool } => {
                 let (input, scalar, scalar_left) = match (lhs.kind(), rhs.kind()) {
                     (ValueKind::Scalar, ValueKind::Instant) => (rhs, lhs, true),
@@ -198,7 +195,8 @@ impl HubLowering<'_> {
                 };
                 let scalar = constant(scalar).ok_or_else(|| unsupported("a scalar that changes"))?;
                 let (input, distinct) = self.lower(input, next_id)?;
-                let keeps_name = op.is_comparison() && !*return_bool;
+                // comparisons and trims keep the metric name
+                let keeps_name = (op.is_comparison() || op.is_trim()) && !*return_bool;
                 if !keeps_name && !distinct {
                     return Err(unsupported("arithmetic over series of several metrics"));
                 }
