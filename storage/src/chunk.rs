@@ -152,13 +152,13 @@ fn unzigzag(v: u64) -> i64 {
 /// Whether a delta-of-delta goes into an `n`-bit bucket: Prometheus's range,
 /// `-(2^(n-1) - 1) ..= 2^(n-1)` (one more positive value than two's complement has, one less
 /// negative), which the chunks must share to be Prometheus's bytes.
-fn fits_signed(v: i64, n: u32) -> bool {
+pub(crate) fn fits_signed(v: i64, n: u32) -> bool {
     let lim = 1i64 << (n - 1);
     -(lim - 1) <= v && v <= lim
 }
 
 /// The delta-of-delta an `n`-bit bucket holds (the inverse of [`fits_signed`]'s range).
-fn from_bucket(v: u64, n: u32) -> i64 {
+pub(crate) fn from_bucket(v: u64, n: u32) -> i64 {
     if v > 1 << (n - 1) {
         v as i64 - (1i64 << n)
     } else {
@@ -201,6 +201,37 @@ pub(crate) fn xor_write(
         *window_leading = leading;
         *window_trailing = trailing;
     }
+}
+
+/// Reads what [`xor_write`] wrote into `value` (the previous value's bits), keeping the
+/// window it describes; `None` past the end, for a window that does not fit in 64 bits, or
+/// for a reuse of the window before any (`leading == 0xff`).
+#[inline]
+pub(crate) fn xor_read(
+    r: &mut BitReader<'_>,
+    value: &mut u64,
+    window_leading: &mut u8,
+    window_trailing: &mut u8,
+) -> Option<()> {
+    if !r.read_bit()? {
+        return Some(());
+    }
+    if r.read_bit()? {
+        let leading = r.read_bits(5)? as u8;
+        // 64 significant bits are stored as 0
+        let sig = match r.read_bits(6)? as u8 {
+            0 => 64,
+            s => s,
+        };
+        *window_trailing = 64u8.checked_sub(leading)?.checked_sub(sig)?;
+        *window_leading = leading;
+    } else if *window_leading == 0xff {
+        return None;
+    }
+    // leading ≤ 31, so at least one significant bit and a shift below 64
+    let sig = 64 - u32::from(*window_leading) - u32::from(*window_trailing);
+    *value ^= r.read_bits(sig)? << *window_trailing;
+    Some(())
 }
 
 /// Encodes samples (in time order; at most `u16::MAX`, the rest is left out) as one chunk,
@@ -383,8 +414,8 @@ pub(crate) struct ChunkIter<'a> {
     t: Timestamp,
     delta: u64,
     v: u64,
-    leading: u32,
-    trailing: u32,
+    leading: u8,
+    trailing: u8,
 }
 
 impl<'a> ChunkIter<'a> {
@@ -436,26 +467,9 @@ impl<'a> ChunkIter<'a> {
     }
 
     fn read_value(&mut self) -> Option<()> {
-        if !self.r.read_bit()? {
-            return Some(());
-        }
-        if self.r.read_bit()? {
-            self.leading = self.r.read_bits(5)? as u32;
-            let sig = match self.r.read_bits(6)? as u32 {
-                0 => 64,
-                s => s,
-            };
-            if self.leading + sig > 64 {
-                return None;
-            }
-            self.trailing = 64 - self.leading - sig;
-        }
-        // leading ≤ 31 so sig ≥ 1; a reuse before any explicit window reads 64 bits of garbage,
-        // which only malformed input produces
-        let sig = 64 - self.leading - self.trailing;
-        let bits = self.r.read_bits(sig)?;
-        self.v ^= bits << self.trailing;
-        Some(())
+        // the window starts at 0/0: a reuse before any explicit window reads 64 bits of
+        // garbage, which only malformed input produces
+        xor_read(&mut self.r, &mut self.v, &mut self.leading, &mut self.trailing)
     }
 }
 

@@ -19,7 +19,9 @@
 //! [`MAX_SAMPLES_PER_CHUNK`] samples. Prometheus widens a chunk's layout to take new buckets
 //! instead of cutting; both are valid chunks and read back as the same samples.
 
-use crate::chunk::{xor_write, BitReader, BitWriter, MAX_SAMPLES_PER_CHUNK};
+use crate::chunk::{
+    fits_signed, from_bucket, xor_read, xor_write, BitReader, BitWriter, MAX_SAMPLES_PER_CHUNK,
+};
 use crate::native_histogram::{CounterResetHint, Span, CUSTOM_BUCKETS_SCHEMA};
 use crate::{is_stale_nan, FloatHistogram, HistogramSample, Timestamp, STALE_NAN_BITS};
 
@@ -281,11 +283,11 @@ pub fn decode_float_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample>>
             delta = delta.wrapping_add(read_varbit_int(&mut r)?);
             t = t.wrapping_add(delta);
             for f in &mut fields[..3] {
-                xor_read(&mut r, f)?;
+                xor_read(&mut r, &mut f.bits, &mut f.leading, &mut f.trailing)?;
             }
             if f64::from_bits(fields[2].bits).to_bits() != STALE_NAN_BITS {
                 for f in &mut fields[3..] {
-                    xor_read(&mut r, f)?;
+                    xor_read(&mut r, &mut f.bits, &mut f.leading, &mut f.trailing)?;
                 }
             }
         }
@@ -337,7 +339,7 @@ pub fn decode_integer_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample
             count = count.wrapping_add(count_delta);
             zero_delta = zero_delta.wrapping_add(read_varbit_int(&mut r)?);
             zero = zero.wrapping_add(zero_delta);
-            xor_read(&mut r, &mut sum)?;
+            xor_read(&mut r, &mut sum.bits, &mut sum.leading, &mut sum.trailing)?;
             if sum.bits != STALE_NAN_BITS {
                 for (b, d) in buckets.iter_mut().zip(&mut bucket_deltas) {
                     *d = d.wrapping_add(read_varbit_int(&mut r)?);
@@ -383,26 +385,6 @@ fn stale_marker() -> FloatHistogram {
     h
 }
 
-/// Reads an XOR-ed value into `f`.
-fn xor_read(r: &mut BitReader<'_>, f: &mut Xor) -> Option<()> {
-    if !r.read_bit()? {
-        return Some(());
-    }
-    if r.read_bit()? {
-        f.leading = r.read_bits(5)? as u8;
-        let sig = match r.read_bits(6)? {
-            0 => 64,
-            n => n as u8,
-        };
-        f.trailing = 64u8.checked_sub(f.leading)?.checked_sub(sig)?;
-    } else if f.leading == 0xff {
-        return None;
-    }
-    let sig = 64 - u32::from(f.leading) - u32::from(f.trailing);
-    f.bits ^= r.read_bits(sig)?.checked_shl(u32::from(f.trailing)).unwrap_or(0);
-    Some(())
-}
-
 /// Prometheus's variable-width signed bit field: a unary prefix of up to 8 ones says how many
 /// bits follow (0, 3, 6, 9, 12, 18, 25, 56 or 64); the range of an n-bit field is
 /// `-(2^(n-1) - 1) ..= 2^(n-1)`.
@@ -420,8 +402,7 @@ fn write_varbit_int(w: &mut BitWriter, v: i64) {
         w.write_bit(false);
         return;
     }
-    let fits = |n: u32| -((1i64 << (n - 1)) - 1) <= v && v <= 1i64 << (n - 1);
-    match WIDTHS.iter().find(|(_, _, n)| fits(*n)) {
+    match WIDTHS.iter().find(|(_, _, n)| fits_signed(v, *n)) {
         Some(&(prefix, len, n)) => {
             w.write_bits(prefix, len);
             w.write_bits(v as u64 & ((1u64 << n) - 1), n);
@@ -446,7 +427,7 @@ fn read_varbit_int(r: &mut BitReader<'_>) -> Option<i64> {
         _ => return Some(r.read_bits(64)? as i64),
     };
     let bits = r.read_bits(n)?;
-    Some(if bits > 1 << (n - 1) { bits as i64 - (1i64 << n) } else { bits as i64 })
+    Some(from_bucket(bits, n))
 }
 
 /// The unsigned variant: the same prefixes, an n-bit field holds `0 ..= 2^n - 1`.
