@@ -670,6 +670,17 @@ impl Head {
         out
     }
 
+    /// Whether a matching series has histogram samples in `mint..=maxt`.
+    pub(crate) fn has_histograms(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> bool {
+        if mint > maxt || self.histogram_series == 0 {
+            return false;
+        }
+        self.postings(matchers)
+            .into_iter()
+            .filter_map(|r| self.series.get(&r))
+            .any(|s| s.has_histograms_in(mint, maxt))
+    }
+
     /// Appends series `r`'s histogram samples in `mint..=maxt` to `out`.
     pub(crate) fn histograms_of(
         &self,

@@ -248,6 +248,12 @@ pub trait Querier: Send + Sync {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<HistogramSeries>, Error>;
+    /// Whether a series matching all `matchers` has native-histogram samples in
+    /// `mint..=maxt`. The default reads them; a store answers from what it knows of its
+    /// series without decoding a sample.
+    fn has_histograms(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<bool, Error> {
+        Ok(!self.select_histograms(matchers, mint, maxt)?.is_empty())
+    }
     /// The start timestamps in `mint..=maxt` of the series matching all `matchers` that
     /// have some, sorted by labels. (No default, as for histograms.)
     fn select_start_timestamps(

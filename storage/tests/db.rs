@@ -1084,15 +1084,32 @@ fn histograms_are_cut_into_blocks_merged_and_deleted_with_the_floats() {
         } else {
             app.append_histogram(&mixed, t, hist(n)).unwrap();
         }
+        app.append(&ls(&[("__name__", "up"), ("job", "floats")]), t, 1.0).unwrap();
         app.commit().unwrap();
         t += 60_000;
     }
     let before = (dump(&db), dump_histograms(&db));
+    let mixed_eq = [m(MatchOp::Equal, "job", "mixed")];
+    let histograms_of = |db: &Db, matchers: &[Matcher]| {
+        db.select_histograms(matchers, ALL.0, ALL.1)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.labels, s.samples.iter().map(|x| (x.t, x.h.count)).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    let mixed_before = histograms_of(&db, &mixed_eq);
+    assert_eq!(mixed_before.len(), 1);
+    assert!(db.has_histograms(&name_eq("latency"), ALL.0, ALL.1).unwrap());
+    assert!(!db.has_histograms(&name_eq("up"), ALL.0, ALL.1).unwrap());
     let exact = db.select_histograms(&name_eq("latency"), 0, 0).unwrap()[0].samples[0].h.clone();
     assert_eq!(*exact, custom);
     let report = db.compact().unwrap();
     assert_eq!(report.head_blocks, 2, "{report:?}");
     assert_eq!((dump(&db), dump_histograms(&db)), before, "head + blocks answer what the head alone did");
+    // one series' rows read alone from the blocks, and which series have any told by them
+    assert_eq!(histograms_of(&db, &mixed_eq), mixed_before);
+    assert!(db.has_histograms(&mixed_eq, 2 * HOUR, 3 * HOUR).unwrap());
+    assert!(!db.has_histograms(&name_eq("up"), ALL.0, ALL.1).unwrap());
     // read back from a block bit for bit, custom bounds included
     assert_eq!(*db.select_histograms(&name_eq("latency"), 0, 0).unwrap()[0].samples[0].h, custom);
     assert_eq!(db.series(&name_eq("latency"), 3 * HOUR, 3 * HOUR).unwrap().len(), 2);

@@ -386,6 +386,17 @@ impl Querier for Fanout<'_> {
         Ok(merge_histograms(all))
     }
 
+    /// Local only, as label names: remote read has no cheaper question than reading the
+    /// histograms, and SQL asks it of every table it opens.
+    fn has_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<bool, promflow_storage::Error> {
+        self.local.has_histograms(matchers, mint, maxt)
+    }
+
     /// Local only: remote read carries no start timestamps.
     fn select_start_timestamps(
         &self,

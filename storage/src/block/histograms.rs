@@ -37,8 +37,8 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, UInt32Array, UInt8Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::SchemaDescriptor;
@@ -326,6 +326,10 @@ pub(crate) struct HistogramFile {
     file: File,
     metadata: ArrowReaderMetadata,
     layout: Layout,
+    /// Each series' rows (`series_id`, first row, row count), by series: rows are sorted by
+    /// series, so a read selects the rows of the series it wants and skips the others'
+    /// pages, and whether a series has histograms here needs no read.
+    series: Vec<(u32, u64, u64)>,
 }
 
 impl HistogramFile {
@@ -342,15 +346,21 @@ impl HistogramFile {
                 schema_absolute()
             }
         };
-        let opened = open_optional(dir, HISTOGRAMS_FILE, expected)?;
-        Ok(opened.map(|(file, metadata)| {
-            let layout = if metadata.schema().field_with_name("count_delta").is_ok() {
-                Layout::Differences
-            } else {
-                Layout::Absolute
-            };
-            HistogramFile { file, metadata, layout }
-        }))
+        let Some((file, metadata)) = open_optional(dir, HISTOGRAMS_FILE, expected)? else {
+            return Ok(None);
+        };
+        let layout = if metadata.schema().field_with_name("count_delta").is_ok() {
+            Layout::Differences
+        } else {
+            Layout::Absolute
+        };
+        let series = series_rows(&file, &metadata)?;
+        Ok(Some(HistogramFile { file, metadata, layout, series }))
+    }
+
+    /// Whether series `id` has histogram rows in this file.
+    pub(crate) fn has(&self, id: u32) -> bool {
+        self.series.binary_search_by_key(&id, |&(s, ..)| s).is_ok()
     }
 
     /// The histograms in `mint..=maxt` of series `ids` (ascending), one list per id.
@@ -365,8 +375,19 @@ impl HistogramFile {
             return Ok(out);
         }
         let what = || "reading a block's histograms".to_string();
+        let ranges =
+            ids.iter().filter_map(|id| self.series.binary_search_by_key(id, |&(s, ..)| s).ok()).map(|i| {
+                let (_, first, rows) = self.series[i];
+                first as usize..(first + rows) as usize
+            });
+        let total = self.series.last().map_or(0, |&(_, first, rows)| first + rows) as usize;
+        let selection = RowSelection::from_consecutive_ranges(ranges, total);
+        if !selection.selects_any() {
+            return Ok(out);
+        }
         let file = self.file.try_clone().map_err(io(what))?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
+            .with_row_selection(selection)
             .with_batch_size(BATCH_ROWS)
             .build()
             .map_err(pq("reading a block's histograms"))?;
@@ -392,6 +413,42 @@ impl HistogramFile {
         }
         Ok(out)
     }
+}
+
+/// Each series' rows in the file (`series_id`, first row, row count), read from its
+/// `series_id` column alone (a few bytes a row group: it is dictionary and run-length
+/// encoded).
+fn series_rows(file: &File, metadata: &ArrowReaderMetadata) -> Result<Vec<(u32, u64, u64)>, Error> {
+    let what = || "reading a block's histogram series".to_string();
+    let column = ProjectionMask::leaves(metadata.parquet_schema(), [0]);
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+        file.try_clone().map_err(io(what))?,
+        metadata.clone(),
+    )
+    .with_projection(column)
+    .with_batch_size(BATCH_ROWS)
+    .build()
+    .map_err(pq("reading a block's histogram series"))?;
+    let mut series: Vec<(u32, u64, u64)> = Vec::new();
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::Io(what(), std::io::Error::other(e)))?;
+        let ids = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| Error::Io(what(), std::io::Error::other("series_id is not UInt32")))?;
+        for &id in ids.values() {
+            match series.last_mut() {
+                Some((last, _, rows)) if *last == id => *rows += 1,
+                Some((last, ..)) if *last > id => {
+                    return Err(Error::Io(what(), std::io::Error::other("rows not sorted by series")));
+                }
+                _ => series.push((id, row, 1)),
+            }
+            row += 1;
+        }
+    }
+    Ok(series)
 }
 
 /// The columns of one record batch of a histogram file.

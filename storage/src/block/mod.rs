@@ -804,6 +804,14 @@ impl Block {
             .collect())
     }
 
+    /// Whether a matching series has histogram samples in this block, whose time span meets
+    /// `mint..=maxt` (told by the histogram file's series, without reading a sample).
+    pub(crate) fn has_histograms(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> bool {
+        let Some(file) = &self.histograms else { return false };
+        self.overlaps(mint, maxt)
+            && self.index.select(matchers, mint, maxt).into_iter().any(|id| file.has(id))
+    }
+
     /// Matching series with their histogram samples in `mint..=maxt`, sorted by labels.
     pub(crate) fn select_histograms(
         &self,

@@ -51,6 +51,11 @@ impl Querier for Db {
         Ok(merge_series(parts))
     }
 
+    fn has_histograms(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<bool, Error> {
+        Ok(read(&self.head).has_histograms(matchers, mint, maxt)
+            || self.blocks_in(mint, maxt).iter().any(|b| b.has_histograms(matchers, mint, maxt)))
+    }
+
     fn select_histograms(
         &self,
         matchers: &[Matcher],
