@@ -685,30 +685,12 @@ const HISTOGRAM_RULES: &str = "groups:
 
 /// Counter native histograms of two instances of one job, a sample a second up to now.
 fn histogram_input(now: i64) -> Vec<promflow_remote::TimeSeries> {
-    use promflow_remote::{BucketSpan, Histogram};
     (0..2)
         .map(|i| {
-            let mut ts = common::series(
-                &[("__name__", "rpc_duration_seconds"), ("job", "api"), ("instance", &format!("api-{i}"))],
-                &[],
-            );
-            ts.histograms = (0..60)
-                .map(|k| {
-                    let n = (k * (i + 2)) as f64;
-                    Histogram {
-                        count_float: Some(4.0 * n),
-                        sum: 3.0 * n,
-                        schema: 0,
-                        zero_threshold: 0.001,
-                        zero_count_float: Some(n),
-                        positive_spans: vec![BucketSpan { offset: 0, length: 3 }],
-                        positive_counts: vec![n, n, n],
-                        timestamp: now - (59 - k) * 1000,
-                        ..Histogram::default()
-                    }
-                })
-                .collect();
-            ts
+            let instance = format!("api-{i}");
+            let labels =
+                [("__name__", "rpc_duration_seconds"), ("job", "api"), ("instance", instance.as_str())];
+            common::histogram_series(&labels, (0..60).map(|k| (now - (59 - k) * 1000, (k * (i + 2)) as f64)))
         })
         .collect()
 }

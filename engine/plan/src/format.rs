@@ -23,6 +23,38 @@ pub fn write_value(out: &mut String, v: f64) {
     }
 }
 
+/// Writes a native histogram as Prometheus's API does: count, sum, and the buckets that count
+/// something as `[boundary rule, lower, upper, count]`, the rule 0 for `(lower, upper]`, 1 for
+/// `[lower, upper)`, 2 for `(lower, upper)` and 3 for `[lower, upper]`.
+pub fn write_histogram(out: &mut String, h: &promflow_storage::FloatHistogram) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{{\"count\":\"{}\",\"sum\":\"{}\"", format_value(h.count), format_value(h.sum));
+    let buckets = h.buckets();
+    if !buckets.is_empty() {
+        out.push_str(",\"buckets\":[");
+        for (i, b) in buckets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let rule = match (b.lower_inclusive, b.upper_inclusive) {
+                (false, true) => 0,
+                (true, false) => 1,
+                (false, false) => 2,
+                (true, true) => 3,
+            };
+            let _ = write!(
+                out,
+                "[{rule},\"{}\",\"{}\",\"{}\"]",
+                format_value(b.lower),
+                format_value(b.upper),
+                format_value(b.count)
+            );
+        }
+        out.push(']');
+    }
+    out.push('}');
+}
+
 /// Formats a millisecond timestamp as seconds with at most three decimals and no trailing
 /// zeros (`1700000000`, `1700000000.5`), as a JSON number.
 pub fn format_timestamp(ms: i64) -> String {

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use promflow_sql::{Cell, ExecError, Rows, Settings};
+use promflow_sql::{Cell, ColumnKind, ExecError, Rows, Settings};
 
 use crate::api::{json_response, lookback, params, query_timeout, write_json_string};
 use crate::ApiError;
@@ -33,12 +33,15 @@ fn sql_text(q: &RawQuery, headers: &HeaderMap, body: &Bytes) -> Result<String, A
     Ok(params(q, headers, body).get("query").unwrap_or("").to_string())
 }
 
-/// Writes a cell as JSON: numbers as numbers where finite (as `serde_json` writes an `f64`;
-/// an integer column's as integers, `40` rather than `40.0`, as its Arrow answer and its
-/// PostgreSQL text have them), NaN and ±Inf as Prometheus's strings.
-fn write_cell(out: &mut String, c: &Cell, integer: bool) {
+/// Writes a cell of a column of type `kind` as JSON: numbers as numbers where finite (as
+/// `serde_json` writes an `f64`; an integer column's as integers, `40` rather than `40.0`, as
+/// its Arrow answer and its PostgreSQL text have them), NaN and ±Inf as Prometheus's strings,
+/// a `jsonb` column's (native histograms, as the query API writes them) as the JSON it is.
+fn write_cell(out: &mut String, c: &Cell, kind: ColumnKind) {
+    let integer = kind.is_integer();
     match *c {
         Cell::Null => out.push_str("null"),
+        Cell::Text(ref s) if kind == ColumnKind::Json => out.push_str(s),
         Cell::Text(ref s) => write_json_string(out, s),
         Cell::Bool(b) => out.push_str(if b { "true" } else { "false" }),
         // within ±2^63 the cast is exact for an integral double
@@ -125,14 +128,14 @@ fn answer(rows: &Rows) -> String {
         out.push('}');
     }
     out.push_str("],\"rows\":[");
-    let integer: Vec<bool> = rows.columns.iter().map(|c| c.source.kind().is_integer()).collect();
+    let kinds: Vec<ColumnKind> = rows.columns.iter().map(|c| c.source.kind()).collect();
     for (i, row) in rows.iter().enumerate() {
         out.push_str(if i > 0 { ",[" } else { "[" });
         for (j, cell) in row.cells().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            write_cell(&mut out, &cell, integer[j]);
+            write_cell(&mut out, &cell, kinds[j]);
         }
         out.push(']');
     }

@@ -709,7 +709,7 @@ fn write_sample(out: &mut String, labels: &Labels, time: &str, value: &ViewValue
             out.push_str(",\"histogram\":[");
             out.push_str(time);
             out.push(',');
-            crate::api::write_histogram(out, h);
+            promflow_plan::format::write_histogram(out, h);
             out.push_str("]}");
         }
     }

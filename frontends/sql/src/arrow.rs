@@ -7,6 +7,7 @@
 //! | `timestamp` | `Timestamp(Millisecond, "UTC")` |
 //! | `double` | `Float64` (NaN and ±Inf as they are) |
 //! | `bigint` | `Int64` |
+//! | `jsonb` (a native histogram) | `Utf8`, the JSON text |
 //! | `boolean` | `Boolean` |
 //!
 //! Every column is nullable (`NULL` where a series lacks a label, or an aggregate of no rows).
@@ -48,7 +49,8 @@ impl Rows {
                 | ColumnKind::Interval
                 | ColumnKind::TextArray
                 | ColumnKind::IntegerArray
-                | ColumnKind::DoubleArray => {
+                | ColumnKind::DoubleArray
+                | ColumnKind::Json => {
                     let mut values = StringBuilder::new();
                     for c in cells {
                         match c.as_ref() {

@@ -47,6 +47,8 @@ pub fn encode(kind: ColumnKind, text: &str) -> Option<Result<Vec<u8>, BinaryErro
         ColumnKind::TextArray => array(text, ArrayElement::Text),
         ColumnKind::IntegerArray => array(text, ArrayElement::Int8),
         ColumnKind::DoubleArray => array(text, ArrayElement::Float8),
+        // `jsonb`: its version (1), then its text
+        ColumnKind::Json => Ok([&[1u8][..], text.as_bytes()].concat()),
         _ => return None,
     })
 }

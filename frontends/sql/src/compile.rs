@@ -82,6 +82,9 @@ pub struct Query {
     /// Every label the statement names as a column (selected, grouped, ordered or in
     /// `WHERE`): each must be a column of the table, as PostgreSQL checks.
     pub labels: Vec<String>,
+    /// The statement's text, when it was prepared to run: the relational engine answers it
+    /// instead when the table holds native histograms, which the plan IR's rows lack.
+    pub sql: String,
 }
 
 /// An `ORDER BY` item's output column. With `*` in the select list the columns are only known
@@ -188,6 +191,8 @@ pub enum ColumnKind {
     IntegerArray,
     /// `double precision[]`, as its text
     DoubleArray,
+    /// `jsonb`, as its text: a native histogram, as Prometheus's query API writes it
+    Json,
 }
 
 impl ColumnKind {
@@ -207,6 +212,7 @@ impl ColumnKind {
             ColumnKind::TextArray => "text[]",
             ColumnKind::IntegerArray => "bigint[]",
             ColumnKind::DoubleArray => "double precision[]",
+            ColumnKind::Json => "jsonb",
         }
     }
 
@@ -235,6 +241,7 @@ pub(crate) fn label_of_column(column: &str) -> &str {
     match column {
         "label_ts" => "ts",
         "label_value" => "value",
+        "label_histogram" => "histogram",
         c => c,
     }
 }
@@ -242,7 +249,7 @@ pub(crate) fn label_of_column(column: &str) -> &str {
 /// The column name of label `name`.
 pub(crate) fn column_of_label(name: &str) -> String {
     match name {
-        "ts" | "value" => format!("label_{name}"),
+        "ts" | "value" | "histogram" => format!("label_{name}"),
         n => n.to_string(),
     }
 }
@@ -500,6 +507,7 @@ pub fn prepare(sql: &str, now_ms: i64) -> Result<Statement, Error> {
         }),
         Ok(Statement::Select(mut query)) => {
             run_once(&mut query);
+            query.sql = sql.to_string();
             Ok(Statement::Select(query))
         }
         Ok(Statement::Explain(mut query)) => {
@@ -992,7 +1000,19 @@ pub(crate) fn lower_query(q: &ast::Query, now: i64) -> Result<Query, Error> {
     labels.retain(|l| l != "__name__");
     labels.sort();
     labels.dedup();
-    Ok(Query { table: metric, parts, bucket, columns, order_by, limit, offset, grouped, bounds, labels })
+    Ok(Query {
+        table: metric,
+        parts,
+        bucket,
+        columns,
+        order_by,
+        limit,
+        offset,
+        grouped,
+        bounds,
+        labels,
+        sql: String::new(),
+    })
 }
 
 /// The expression of a select item.
@@ -1726,6 +1746,13 @@ fn aggregate(f: &ast::Function, groups: &[String]) -> Result<(String, MakePlan),
                     variance
                 }
             })
+        }
+        // PromQL's functions of a native histogram, which the relational engine answers
+        n if n.starts_with("histogram_") => {
+            return Err(invalid(
+                f.span(),
+                format!("{name}() takes a native histogram (a table's histogram column), or sum(histogram) or avg(histogram)"),
+            ))
         }
         _ => {
             return Err(invalid(

@@ -75,14 +75,35 @@ impl Statement {
     pub fn execute(&self, querier: &Arc<dyn Querier>, settings: &Settings) -> Result<Rows, ExecError> {
         #[cfg(feature = "engine")]
         match self {
+            // the plan IR's rows are of floats: a table holding native histograms is read by
+            // the relational engine, which gives it its histogram column
+            Statement::Select(query)
+                if !query.sql.is_empty() && holds_histograms(querier.as_ref(), &query.table)? =>
+            {
+                let sql = crate::engine::epoch_seconds_as_times(&query.sql);
+                crate::compile::engine_may_plan(&sql).map_err(ExecError::Refused)?;
+                return crate::engine::run(&sql, querier, settings);
+            }
             Statement::Engine { sql, refused, lowered } => {
                 crate::compile::engine_may_plan(sql).map_err(ExecError::Refused)?;
                 let answer = crate::engine::run(sql, querier, settings);
+                let unplanned = |e: &ExecError| {
+                    e.others_may_answer()
+                        || matches!(e, ExecError::Sql { state, .. } if state.starts_with("42") || *state == "0A000")
+                };
+                // `ts` bounds in epoch seconds, which PostgreSQL does not compare, are
+                // promflow's extension: read as times where the statement has no other sense
+                if lowered.is_none() && answer.as_ref().is_err_and(unplanned) {
+                    let times = crate::engine::epoch_seconds_as_times(sql);
+                    if times != *sql {
+                        if let Ok(rows) = crate::engine::run(&times, querier, settings) {
+                            return Ok(rows);
+                        }
+                    }
+                }
                 // what the engine cannot plan, the IR answers when it expresses the statement
                 if let (Some(query), Err(e)) = (lowered, &answer) {
-                    if e.others_may_answer()
-                        || matches!(e, ExecError::Sql { state, .. } if state.starts_with("42") || *state == "0A000")
-                    {
+                    if unplanned(e) {
                         tracing::debug!(error = %e, sql = %sql, "the relational engine cannot run a statement; the plan IR answers it");
                         return crate::compile::on_deep_stack(|| {
                             run(query, querier.as_ref(), settings, Instant::now() + settings.timeout)
@@ -152,11 +173,11 @@ impl Statement {
             }
             Statement::Describe(metric) => {
                 let name = Matcher::new(MatchOp::Equal, "__name__", metric.as_str())?;
-                let names = querier.label_names(&[name], ALL_TIME.0, ALL_TIME.1)?;
+                let names = querier.label_names(std::slice::from_ref(&name), ALL_TIME.0, ALL_TIME.1)?;
                 if names.is_empty() {
                     return Err(ExecError::NoTable(metric.clone()));
                 }
-                Ok(Rows::describe(&names))
+                Ok(Rows::describe(&names, querier.has_histograms(&[name], ALL_TIME.0, ALL_TIME.1)?))
             }
             Statement::Catalog(query) | Statement::Expression(query) => {
                 crate::catalog::answer(query, querier, None, settings)
@@ -168,6 +189,12 @@ impl Statement {
             Statement::Select(query) => run(query, querier, settings, Instant::now() + settings.timeout),
         }
     }
+}
+
+/// Whether the table of metric `table` holds native histograms (it has a histogram column).
+pub(crate) fn holds_histograms(querier: &dyn Querier, table: &str) -> Result<bool, ExecError> {
+    let metric = Matcher::new(MatchOp::Equal, "__name__", table)?;
+    Ok(querier.has_histograms(&[metric], ALL_TIME.0, ALL_TIME.1)?)
 }
 
 /// The rows of a single metric's query: its plans evaluated, then turned into rows.
@@ -182,6 +209,16 @@ pub(crate) fn run(
     if !tables.contains(&query.table) {
         return Err(ExecError::NoTable(query.table.clone()));
     }
+    // its rows would lack the histograms: only the relational engine reads them
+    if holds_histograms(querier, &query.table)? {
+        return Err(ExecError::Sql {
+            state: "0A000",
+            message: format!(
+                "table \"{}\" holds native histograms: this statement's form reads floats only",
+                query.table
+            ),
+        });
+    }
     let star = query.columns.iter().any(|c| c.source == Source::Star);
     let mut expanded = None;
     if !query.labels.is_empty() || star {
@@ -195,7 +232,7 @@ pub(crate) fn run(
                 .columns
                 .iter()
                 .flat_map(|c| match c.source {
-                    Source::Star => crate::rows::table_columns(&columns)
+                    Source::Star => crate::rows::table_columns(&columns, false)
                         .into_iter()
                         .map(|(name, _)| match name.as_str() {
                             "ts" => Column { name, source: Source::Ts },
@@ -297,6 +334,16 @@ impl Querier for Within<'_> {
     ) -> Result<Vec<promflow_storage::HistogramSeries>, promflow_storage::Error> {
         let (mint, maxt) = self.clip(mint, maxt);
         self.querier.select_histograms(matchers, mint, maxt)
+    }
+
+    fn has_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<bool, promflow_storage::Error> {
+        let (mint, maxt) = self.clip(mint, maxt);
+        self.querier.has_histograms(matchers, mint, maxt)
     }
 
     fn select_start_timestamps(

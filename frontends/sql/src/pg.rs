@@ -111,6 +111,7 @@ fn pg_type(kind: ColumnKind) -> Type {
         ColumnKind::TextArray => Type::TEXT_ARRAY,
         ColumnKind::IntegerArray => Type::INT8_ARRAY,
         ColumnKind::DoubleArray => Type::FLOAT8_ARRAY,
+        ColumnKind::Json => Type::JSONB,
     }
 }
 

@@ -434,10 +434,11 @@ impl Rows {
         Rows::new(columns, metrics.into_iter().map(|m| vec![Cell::Text(m.into())]).collect())
     }
 
-    /// `DESCRIBE m`: one row per column of the table, from its series' label names.
-    pub fn describe(label_names: &[String]) -> Rows {
+    /// `DESCRIBE m`: one row per column of the table, from its series' label names and
+    /// whether they hold native histograms.
+    pub fn describe(label_names: &[String], histograms: bool) -> Rows {
         let columns = vec![Column::text("column_name"), Column::text("data_type")];
-        let rows = table_columns(label_names)
+        let rows = table_columns(label_names, histograms)
             .into_iter()
             .map(|(name, kind)| vec![Cell::Text(name.into()), Cell::Text(kind.name().into())])
             .collect();
@@ -446,11 +447,16 @@ impl Rows {
 }
 
 /// A table's columns and their types from its series' label names: the labels (renamed as
-/// [`column_of_label`] says), then `ts` and `value`.
-pub(crate) fn table_columns(label_names: &[String]) -> Vec<(String, ColumnKind)> {
+/// [`column_of_label`] says), then `ts` and `value`, and `histogram` when its series hold
+/// native histograms.
+pub(crate) fn table_columns(label_names: &[String], histograms: bool) -> Vec<(String, ColumnKind)> {
     let labels =
         label_names.iter().filter(|n| *n != "__name__").map(|n| (column_of_label(n), ColumnKind::Text));
-    labels.chain([("ts".into(), ColumnKind::Timestamp), ("value".into(), ColumnKind::Double)]).collect()
+    let histogram = histograms.then(|| ("histogram".into(), ColumnKind::Json));
+    labels
+        .chain([("ts".into(), ColumnKind::Timestamp), ("value".into(), ColumnKind::Double)])
+        .chain(histogram)
+        .collect()
 }
 
 fn label(labels: &Labels, name: &str) -> Cell {

@@ -235,6 +235,28 @@ pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
     }
 }
 
+/// A series of counter native histograms, one at each `(time, n)`: `n` observations in the
+/// zero bucket and in each of three positive buckets (schema 0), summing to `3n`.
+pub fn histogram_series(labels: &[(&str, &str)], points: impl IntoIterator<Item = (i64, f64)>) -> TimeSeries {
+    use promflow_remote::{BucketSpan, Histogram};
+    let mut ts = series(labels, &[]);
+    ts.histograms = points
+        .into_iter()
+        .map(|(t, n)| Histogram {
+            count_float: Some(4.0 * n),
+            sum: 3.0 * n,
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count_float: Some(n),
+            positive_spans: vec![BucketSpan { offset: 0, length: 3 }],
+            positive_counts: vec![n, n, n],
+            timestamp: t,
+            ..Histogram::default()
+        })
+        .collect();
+    ts
+}
+
 /// Sends a remote-write request; returns the HTTP status and body.
 pub fn remote_write(server: &Server, ts: Vec<TimeSeries>) -> (u16, String) {
     let body = promflow_remote::encode(&WriteRequest { timeseries: ts, metadata: vec![] });

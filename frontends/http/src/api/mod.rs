@@ -29,9 +29,7 @@ use metadata::{
     label_values, labels, metadata, query_exemplars, scrape_pools, series, targets, targets_metadata,
 };
 use query::{format_query, query, query_range};
-pub(crate) use query::{
-    lookback, query_slot, query_timeout, write_histogram, write_json_string, write_labels, CancelOnDrop,
-};
+pub(crate) use query::{lookback, query_slot, query_timeout, write_json_string, write_labels, CancelOnDrop};
 use rules::{alertmanagers, alerts, rules};
 use status::{admin, buildinfo, runtimeinfo, status_config, status_flags, status_tsdb, walreplay};
 

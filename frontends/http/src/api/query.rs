@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, Uri};
-use promflow_plan::format::{format_timestamp, format_value};
+use promflow_plan::format::{format_timestamp, format_value, write_histogram};
 use promflow_plan::{Evaluation, Level, QueryOptions, QueryResult};
-use promflow_storage::{FloatHistogram, HistogramSample, Labels, Sample};
+use promflow_storage::{HistogramSample, Labels, Sample};
 use serde_json::{json, Value};
 
 use super::{json_response, params, success, ApiResult, Shared};
@@ -408,37 +408,6 @@ fn write_histogram_sample(out: &mut String, labels: &Labels, p: &HistogramSample
     out.push_str("]}");
 }
 
-/// Writes a native histogram as Prometheus's API does: count, sum, and the buckets that count
-/// something as `[boundary rule, lower, upper, count]`, the rule 0 for `(lower, upper]`, 1 for
-/// `[lower, upper)`, 2 for `(lower, upper)` and 3 for `[lower, upper]`.
-pub(crate) fn write_histogram(out: &mut String, h: &FloatHistogram) {
-    let _ = write!(out, "{{\"count\":\"{}\",\"sum\":\"{}\"", format_value(h.count), format_value(h.sum));
-    let buckets = h.buckets();
-    if !buckets.is_empty() {
-        out.push_str(",\"buckets\":[");
-        for (i, b) in buckets.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let rule = match (b.lower_inclusive, b.upper_inclusive) {
-                (false, true) => 0,
-                (true, false) => 1,
-                (false, false) => 2,
-                (true, true) => 3,
-            };
-            let _ = write!(
-                out,
-                "[{rule},\"{}\",\"{}\",\"{}\"]",
-                format_value(b.lower),
-                format_value(b.upper),
-                format_value(b.count)
-            );
-        }
-        out.push(']');
-    }
-    out.push('}');
-}
-
 /// How many warnings, and how many infos, a response lists (Prometheus's limit).
 const MAX_ANNOTATIONS: usize = 10;
 
@@ -522,7 +491,7 @@ mod tests {
     #[test]
     fn histograms_are_written_beside_floats_in_label_order() {
         use promflow_storage::native_histogram::Span;
-        use promflow_storage::HistogramSeries;
+        use promflow_storage::{FloatHistogram, HistogramSeries};
         let h = FloatHistogram::from_spans(
             0,
             0.001,

@@ -94,7 +94,7 @@ pub(crate) fn setting(name: &str) -> Option<(&'static str, String)> {
 
 /// The types of the catalogs' and tables' columns: oid, name, `format_type` name, the oid of
 /// its array type.
-const TYPES: [(i64, &str, &str, i64); 8] = [
+const TYPES: [(i64, &str, &str, i64); 9] = [
     (16, "bool", "boolean", 1000),
     (18, "char", "\"char\"", 1002),
     (19, "name", "name", 1003),
@@ -103,6 +103,7 @@ const TYPES: [(i64, &str, &str, i64); 8] = [
     (26, "oid", "oid", 1028),
     (701, "float8", "double precision", 1022),
     (1184, "timestamptz", "timestamp with time zone", 1185),
+    (3802, "jsonb", "jsonb", 3807),
 ];
 
 /// The oid of the type named `name` (as `pg_type` or `format_type` names it), as
@@ -128,6 +129,7 @@ fn type_oid(kind: ColumnKind) -> i64 {
         ColumnKind::TextArray => 1009,
         ColumnKind::IntegerArray => 1016,
         ColumnKind::DoubleArray => 1022,
+        ColumnKind::Json => 3802,
     }
 }
 

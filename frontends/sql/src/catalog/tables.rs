@@ -147,7 +147,9 @@ impl Catalog<'_> {
                 }
                 let columns = if columns {
                     let m = Matcher::new(MatchOp::Equal, "__name__", name.as_str())?;
-                    table_columns(&self.querier.label_names(&[m], ALL_TIME.0, ALL_TIME.1)?)
+                    let labels =
+                        self.querier.label_names(std::slice::from_ref(&m), ALL_TIME.0, ALL_TIME.1)?;
+                    table_columns(&labels, self.querier.has_histograms(&[m], ALL_TIME.0, ALL_TIME.1)?)
                 } else {
                     Vec::new()
                 };

@@ -5,6 +5,7 @@
 
 mod checked;
 mod datetime;
+pub(crate) mod histograms;
 mod ir;
 mod missing;
 mod moments;
@@ -16,6 +17,8 @@ mod series;
 mod sums;
 mod tables;
 mod udf;
+
+pub(crate) use postgres::epoch_seconds_as_times;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -83,6 +86,7 @@ async fn answer(
         datetime::functions(),
         series::functions(),
         checked::functions(),
+        histograms::functions(),
     ];
     for function in functions.into_iter().flatten() {
         ctx.register_udf(function);
@@ -99,7 +103,16 @@ async fn answer(
         ctx.register_udaf(aggregate);
     }
     // the parts the plan IR expresses run on promflow's executors, as tables of DataFusion's
-    let ir::Lifted { sql, parts, explain } = ir::lift(&sql, chrono::Utc::now().timestamp_millis());
+    let mut lifted = ir::lift(&sql, chrono::Utc::now().timestamp_millis());
+    // the IR's rows are of floats: a statement reading a table that holds native histograms
+    // is DataFusion's whole
+    for part in &lifted.parts {
+        if crate::exec::holds_histograms(querier.as_ref(), &part.table)? {
+            lifted = ir::Lifted { sql: sql.clone(), parts: Vec::new(), explain: false };
+            break;
+        }
+    }
+    let ir::Lifted { sql, parts, explain } = lifted;
     let postgres::Rewritten { sql, named, names } = postgres::rewrite(&sql)?;
     let metrics = tables::Metrics {
         querier,
@@ -341,6 +354,7 @@ fn unclassified(m: &str) -> ExecError {
 /// The type clients see for an Arrow type.
 fn kind(t: &DataType) -> ColumnKind {
     match t {
+        t if histograms::is_histogram(t) => ColumnKind::Json,
         DataType::Boolean => ColumnKind::Boolean,
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
             ColumnKind::Int4
@@ -389,6 +403,14 @@ fn cell(array: &dyn Array, i: usize, formatter: &ArrayFormatter<'_>) -> Cell {
         return Cell::Null;
     }
     match array.data_type() {
+        t if histograms::is_histogram(t) => match histograms::get(array.as_struct(), i) {
+            Some(h) => {
+                let mut json = String::new();
+                promflow_plan::format::write_histogram(&mut json, &h);
+                Cell::Text(json.into())
+            }
+            None => Cell::Null,
+        },
         DataType::Boolean => Cell::Bool(array.as_boolean().value(i)),
         DataType::Int8 => Cell::Number(f64::from(array.as_primitive::<t::Int8Type>().value(i))),
         DataType::Int16 => Cell::Number(f64::from(array.as_primitive::<t::Int16Type>().value(i))),
@@ -565,6 +587,53 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn histograms_add_up_by_group_as_promql_adds_them() {
+        use promflow_storage::native_histogram::CounterResetHint;
+        use promflow_storage::FloatHistogram;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let h = |n: f64| {
+            let buckets = vec![(0, n), (1, 2.0 * n)];
+            FloatHistogram::from_buckets(
+                CounterResetHint::Unknown,
+                0,
+                0.0,
+                0.0,
+                3.0 * n,
+                n,
+                buckets,
+                Vec::new(),
+                Vec::new(),
+            )
+            .unwrap()
+        };
+        let mut app = db.appender();
+        for (instance, n) in [("a", 1.0), ("b", 2.0)] {
+            let series = Labels::from_pairs([("__name__", "h"), ("job", "j"), ("instance", instance)]);
+            app.append_histogram(&series, 1000, h(n)).unwrap();
+        }
+        app.commit().unwrap();
+        let run = engine_over(db, 1 << 20);
+        let text = |rows: &Rows, column: usize| match rows.cell(0, column).into_owned() {
+            Cell::Text(t) => t.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let rows = run(
+            "SELECT job, sum(histogram), avg(histogram), histogram_count(sum(histogram)) FROM h GROUP BY job",
+        )
+        .unwrap();
+        let written = |n: f64| {
+            let mut out = String::new();
+            promflow_plan::format::write_histogram(&mut out, &h(n));
+            out
+        };
+        assert_eq!(text(&rows, 1), written(3.0));
+        assert_eq!(text(&rows, 2), written(1.5));
+        assert_eq!(rows.cell(0, 3).into_owned(), Cell::Number(9.0));
+        assert_eq!(rows.columns[1].source.kind(), ColumnKind::Json);
     }
 
     #[test]

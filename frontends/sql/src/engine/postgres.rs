@@ -375,27 +375,34 @@ fn mod_as_operator(e: &mut Expr) {
     *e = Expr::Nested(Box::new(remainder));
 }
 
-/// A string compared with `ts` that is finer than a millisecond (`ts < '… 21:21:00.3121'`)
-/// as a `timestamptz`: DataFusion would cast it to the column's milliseconds, rounding it
-/// down, where PostgreSQL compares microseconds. (Typed, the comparison is in the finer
-/// unit.)
-fn fine_time_literal(e: &mut Expr) {
-    let is_ts = |x: &Expr| is_column(x, "ts");
-    let typed = |x: &mut Expr| {
-        let Expr::Value(v) = x else { return };
-        let Value::SingleQuotedString(text) = &v.value else { return };
-        let fraction = text.split_once('.').map_or("", |(_, f)| f);
-        let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
-        if digits.get(3..).is_some_and(|finer| finer.contains(|c| c != '0')) {
+/// `sql` with each number compared with `ts` read as seconds since the epoch
+/// (`to_timestamp(n)`), as the plan IR reads `ts` bounds: promflow's extension, for a
+/// statement the IR took that the relational engine answers (PostgreSQL compares no
+/// `timestamptz` with a number); `sql` as it is when it does not parse.
+pub(crate) fn epoch_seconds_as_times(sql: &str) -> String {
+    let Ok(mut statements) = crate::compile::parse(sql) else { return sql.to_string() };
+    let seconds = |x: &mut Expr| {
+        let is_number = |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::Number(..)));
+        let number = match &*x {
+            Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr } => is_number(expr),
+            e => is_number(e),
+        };
+        if number {
             let inner = std::mem::replace(x, Expr::value(Value::Null));
-            *x = Expr::Cast {
-                kind: CastKind::DoubleColon,
-                expr: Box::new(inner),
-                data_type: ast::DataType::Timestamp(None, ast::TimezoneInfo::Tz),
-                format: None,
-            };
+            *x = call("to_timestamp", [inner]);
         }
     };
+    let _ = ast::visit_expressions_mut(&mut statements, |e| {
+        compared_with_ts(e, seconds);
+        ControlFlow::<()>::Continue(())
+    });
+    statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Calls `f` on what `e` compares `ts` with: the other side of a comparison, a `BETWEEN`'s
+/// bounds.
+fn compared_with_ts(e: &mut Expr, mut f: impl FnMut(&mut Expr)) {
+    let is_ts = |x: &Expr| is_column(x, "ts");
     match e {
         Expr::BinaryOp {
             left,
@@ -409,17 +416,39 @@ fn fine_time_literal(e: &mut Expr) {
             right,
         } => {
             if is_ts(left) {
-                typed(right);
+                f(right);
             } else if is_ts(right) {
-                typed(left);
+                f(left);
             }
         }
         Expr::Between { expr, low, high, .. } if is_ts(expr) => {
-            typed(low);
-            typed(high);
+            f(low);
+            f(high);
         }
         _ => {}
     }
+}
+
+/// A string compared with `ts` that is finer than a millisecond (`ts < '… 21:21:00.3121'`)
+/// as a `timestamptz`: DataFusion would cast it to the column's milliseconds, rounding it
+/// down, where PostgreSQL compares microseconds. (Typed, the comparison is in the finer
+/// unit.)
+fn fine_time_literal(e: &mut Expr) {
+    compared_with_ts(e, |x: &mut Expr| {
+        let Expr::Value(v) = x else { return };
+        let Value::SingleQuotedString(text) = &v.value else { return };
+        let fraction = text.split_once('.').map_or("", |(_, f)| f);
+        let digits: String = fraction.chars().take_while(char::is_ascii_digit).collect();
+        if digits.get(3..).is_some_and(|finer| finer.contains(|c| c != '0')) {
+            let inner = std::mem::replace(x, Expr::value(Value::Null));
+            *x = Expr::Cast {
+                kind: CastKind::DoubleColon,
+                expr: Box::new(inner),
+                data_type: ast::DataType::Timestamp(None, ast::TimezoneInfo::Tz),
+                format: None,
+            };
+        }
+    });
 }
 
 /// `date_trunc(unit, d)` of a `date` (`DATE '…'`, `x::date`) as of `d::timestamptz`: PostgreSQL

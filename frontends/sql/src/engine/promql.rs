@@ -90,8 +90,8 @@ impl TableFunctionImpl for Promql {
         fields.push(ts_field());
         fields.push(Field::new("value", DataType::Float64, false));
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        take_budget(&self.budget, &schema, &series, "promql")?;
-        let rows = batches(&schema, &series, ALL_TIME.0, ALL_TIME.1)?;
+        take_budget(&self.budget, &schema, &series, &[], "promql")?;
+        let rows = batches(&schema, &series, &[], ALL_TIME.0, ALL_TIME.1)?;
         Ok(Arc::new(MemTable::try_new(schema, vec![rows])?))
     }
 }

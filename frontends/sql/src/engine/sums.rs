@@ -3,19 +3,22 @@
 //! window frame whose start moves is aggregated again from its first row: doubles have no
 //! exact inverse of an addition. DataFusion's own sum adds a batch in several lanes at once
 //! and a sliding frame subtracts the rows that leave it, which round otherwise. For every
-//! other input type (integers, decimals, `DISTINCT`) these are DataFusion's aggregates.
+//! other input type (integers, decimals, `DISTINCT`) these are DataFusion's aggregates,
+//! but for native histograms, which add up as PromQL's `sum` and `avg` add them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::histograms;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
-use datafusion::common::{exec_err, ScalarValue};
+use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, ReversedUDAF, SetMonotonicity, Signature,
+    TypeSignature,
 };
 
 /// `sum` and `avg`, replacing DataFusion's under their names.
@@ -25,7 +28,16 @@ pub(super) fn aggregates() -> Vec<AggregateUDF> {
         (datafusion::functions_aggregate::average::avg_udaf(), true),
     ]
     .into_iter()
-    .map(|(inner, average)| AggregateUDF::from(InOrder { inner, average }))
+    .map(|(inner, average)| {
+        // DataFusion's signature, or one histogram (which `coerce_types` takes)
+        let mut types = match &inner.signature().type_signature {
+            TypeSignature::OneOf(types) => types.clone(),
+            other => vec![other.clone()],
+        };
+        types.push(TypeSignature::UserDefined);
+        let signature = Signature::one_of(types, inner.signature().volatility);
+        AggregateUDF::from(InOrder { inner, average, signature })
+    })
     .collect()
 }
 
@@ -35,9 +47,16 @@ struct InOrder {
     inner: Arc<AggregateUDF>,
     /// `avg` rather than `sum`.
     average: bool,
+    /// `inner`'s, and histograms.
+    signature: Signature,
 }
 
 impl InOrder {
+    /// Whether the aggregate is of native histograms.
+    fn of_histograms(args: &AccumulatorArgs) -> bool {
+        !args.is_distinct && args.expr_fields.first().is_some_and(|f| histograms::is_histogram(f.data_type()))
+    }
+
     /// Whether the aggregate of `args` is PostgreSQL's addition of doubles here.
     fn ours(&self, args: &AccumulatorArgs) -> bool {
         !args.is_distinct && args.expr_fields.first().is_some_and(|f| f.data_type() == &DataType::Float64)
@@ -52,21 +71,35 @@ impl AggregateUDFImpl for InOrder {
         self.inner.aliases()
     }
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(args)
+        match args {
+            [t] if histograms::is_histogram(t) => Ok(args.to_vec()),
+            _ => plan_err!("{} takes numbers, intervals or native histograms", self.name()),
+        }
     }
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(args)
+        match args {
+            [t] if histograms::is_histogram(t) => Ok(t.clone()),
+            _ => self.inner.return_type(args),
+        }
     }
     fn return_field(&self, args: &[FieldRef]) -> Result<FieldRef> {
-        self.inner.return_field(args)
+        match args {
+            [f] if histograms::is_histogram(f.data_type()) => {
+                Ok(Arc::new(Field::new(self.name(), f.data_type().clone(), true)))
+            }
+            _ => self.inner.return_field(args),
+        }
     }
     fn is_nullable(&self) -> bool {
         self.inner.is_nullable()
     }
     fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
+        if histograms::is_histogram(data_type) {
+            return ScalarValue::try_from(data_type);
+        }
         self.inner.default_value(data_type)
     }
     fn order_sensitivity(&self) -> AggregateOrderSensitivity {
@@ -79,6 +112,11 @@ impl AggregateUDFImpl for InOrder {
         self.inner.inner().set_monotonicity(data_type)
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        if !args.is_distinct
+            && args.input_fields.first().is_some_and(|f| histograms::is_histogram(f.data_type()))
+        {
+            return Ok(histograms::state_fields(args.name));
+        }
         let doubles = !args.is_distinct
             && args.input_fields.first().is_some_and(|f| f.data_type() == &DataType::Float64);
         if !doubles {
@@ -88,19 +126,27 @@ impl AggregateUDFImpl for InOrder {
         Ok(vec![field("count", DataType::UInt64), field("sum", DataType::Float64)])
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        if InOrder::of_histograms(&args) {
+            return Ok(Box::new(histograms::Group::new(self.average)));
+        }
         if self.ours(&args) {
             return Ok(Box::new(Running { average: self.average, n: 0, sum: 0.0 }));
         }
         self.inner.inner().accumulator(args)
     }
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        if InOrder::of_histograms(&args) {
+            return Ok(Box::new(histograms::Group::new(self.average)));
+        }
         if self.ours(&args) {
             return Ok(Box::new(Frame { average: self.average, values: VecDeque::new() }));
         }
         self.inner.inner().create_sliding_accumulator(args)
     }
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        !self.ours(&args) && self.inner.inner().groups_accumulator_supported(args)
+        !self.ours(&args)
+            && !InOrder::of_histograms(&args)
+            && self.inner.inner().groups_accumulator_supported(args)
     }
     fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
         self.inner.inner().create_groups_accumulator(args)

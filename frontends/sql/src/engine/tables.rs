@@ -16,7 +16,11 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use promflow_storage::{is_stale_nan, MatchOp, Matcher, Querier, Timestamp, METRIC_NAME};
+use promflow_storage::{
+    is_stale_nan, FloatHistogram, HistogramSeries, MatchOp, Matcher, Querier, Timestamp, METRIC_NAME,
+};
+
+use super::histograms;
 
 use crate::compile::{column_of_label, label_of_column};
 use crate::exec::ALL_TIME;
@@ -59,16 +63,26 @@ impl SchemaProvider for Metrics {
             return Ok(None);
         }
         let matcher = Matcher::new(MatchOp::Equal, METRIC_NAME, name).map_err(external)?;
-        let labels = self.querier.label_names(&[matcher], ALL_TIME.0, ALL_TIME.1).map_err(external)?;
+        let labels = self
+            .querier
+            .label_names(std::slice::from_ref(&matcher), ALL_TIME.0, ALL_TIME.1)
+            .map_err(external)?;
         let mut fields: Vec<Field> = labels
             .iter()
             .filter(|l| *l != METRIC_NAME)
             .map(|l| Field::new(column_of_label(l), DataType::Utf8, true))
             .collect();
+        // a metric holding native histograms has a histogram column, NULL in its float rows,
+        // where the value is NULL in its histogram rows
+        let histograms = self.querier.has_histograms(&[matcher], ALL_TIME.0, ALL_TIME.1).map_err(external)?;
         fields.push(ts_field());
-        fields.push(Field::new("value", DataType::Float64, false));
+        fields.push(Field::new("value", DataType::Float64, histograms));
+        if histograms {
+            fields.push(Field::new("histogram", histograms::data_type(), true));
+        }
         Ok(Some(Arc::new(MetricTable {
             metric: name.to_string(),
+            histograms,
             schema: Arc::new(Schema::new(fields)),
             querier: Arc::clone(&self.querier),
             max_samples: self.max_samples,
@@ -84,6 +98,8 @@ impl SchemaProvider for Metrics {
 /// One metric's table.
 struct MetricTable {
     metric: String,
+    /// Whether it has a histogram column.
+    histograms: bool,
     schema: SchemaRef,
     querier: Arc<dyn Querier>,
     max_samples: usize,
@@ -216,39 +232,57 @@ impl TableProvider for MetricTable {
         let mut matchers = vec![Matcher::new(MatchOp::Equal, METRIC_NAME, &self.metric).map_err(external)?];
         matchers.append(&mut read.matchers);
         let (mint, maxt) = (read.mint.unwrap_or(ALL_TIME.0), read.maxt.unwrap_or(ALL_TIME.1));
-        let series = if mint > maxt {
-            Vec::new()
+        let (series, hists) = if mint > maxt {
+            (Vec::new(), Vec::new())
         } else {
-            self.querier.select(&matchers, mint, maxt).map_err(external)?
+            let series = self.querier.select(&matchers, mint, maxt).map_err(external)?;
+            let hists = if self.histograms {
+                self.querier.select_histograms(&matchers, mint, maxt).map_err(external)?
+            } else {
+                Vec::new()
+            };
+            (series, hists)
         };
-        let samples: usize = series.iter().map(|s| s.samples.len()).sum();
+        let samples: usize = series.iter().map(|s| s.samples.len()).sum::<usize>()
+            + hists.iter().map(|s| s.samples.len()).sum::<usize>();
         if samples > self.max_samples {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "query processing would load too many samples into memory: table \"{}\" reads {samples} samples, more than --query.max-samples ({}); bound ts",
                 self.metric, self.max_samples
             )));
         }
-        take_budget(&self.budget, &self.schema, &series, &self.metric)?;
-        let batches = batches(&self.schema, &series, mint, maxt)?;
+        take_budget(&self.budget, &self.schema, &series, &hists, &self.metric)?;
+        let batches = batches(&self.schema, &series, &hists, mint, maxt)?;
         let exec =
             MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.schema), projection.cloned())?;
         Ok(exec)
     }
 }
 
-/// Takes the bytes the rows of `series` will hold in `schema` (timestamp, value, label values
-/// and offsets) out of the statement's `budget`: the rows are built whole.
+/// Takes the bytes the rows of `series` and `hists` will hold in `schema` (timestamp, value,
+/// label values and offsets, buckets) out of the statement's `budget`: the rows are built
+/// whole.
 pub(super) fn take_budget(
     budget: &AtomicUsize,
     schema: &SchemaRef,
     series: &[promflow_storage::Series],
+    hists: &[HistogramSeries],
     table: &str,
 ) -> Result<(), DataFusionError> {
     let labels = schema.fields().len() - 2;
-    let bytes: usize = series
+    let row = |labels_of: &promflow_storage::Labels| {
+        16 + labels * 4 + labels_of.iter().map(|l| l.value.len()).sum::<usize>()
+    };
+    let floats: usize = series.iter().map(|s| s.samples.len() * row(&s.labels)).sum();
+    let histograms: usize = hists
         .iter()
-        .map(|s| s.samples.len() * (16 + labels * 4 + s.labels.iter().map(|l| l.value.len()).sum::<usize>()))
+        .map(|s| {
+            let buckets: usize =
+                s.samples.iter().map(|h| h.h.positive_buckets().len() + h.h.negative_buckets().len()).sum();
+            s.samples.len() * (row(&s.labels) + HISTOGRAM_ROW_BYTES) + buckets * 12
+        })
         .sum();
+    let bytes = floats + histograms;
     if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(bytes)).is_err() {
         return Err(DataFusionError::ResourcesExhausted(format!(
             "the statement's tables would take more than {} MiB of rows (table \"{table}\": {} MiB): bound ts",
@@ -259,58 +293,110 @@ pub(super) fn take_budget(
     Ok(())
 }
 
+/// A histogram's bytes in a row beside its buckets: its numbers and its lists' offsets.
+const HISTOGRAM_ROW_BYTES: usize = 64;
+
 /// A `ts` column: milliseconds in UTC.
 pub(super) fn ts_field() -> Field {
     Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false)
 }
 
-/// The rows of `series` within `mint..=maxt` in batches of the table's schema: one per
-/// sample, staleness markers left out.
+/// The rows of `series` and `hists` within `mint..=maxt` in batches of the table's schema
+/// (label columns, `ts`, `value`, and `histogram` when the schema has it): one per sample,
+/// staleness markers left out; a histogram's row has no value, a float's no histogram.
 pub(super) fn batches(
     schema: &SchemaRef,
     series: &[promflow_storage::Series],
+    hists: &[HistogramSeries],
     mint: Timestamp,
     maxt: Timestamp,
 ) -> Result<Vec<RecordBatch>, DataFusionError> {
-    let labels: Vec<&str> =
-        schema.fields()[..schema.fields().len() - 2].iter().map(|f| label_of_column(f.name())).collect();
-    let mut out = Vec::new();
-    let mut label_columns: Vec<StringBuilder> = labels.iter().map(|_| StringBuilder::new()).collect();
-    let mut ts = TimestampMillisecondBuilder::new().with_timezone(UTC);
-    let mut values = Float64Builder::new();
-    let mut rows = 0;
-    let flush = |out: &mut Vec<RecordBatch>,
-                 label_columns: &mut Vec<StringBuilder>,
-                 ts: &mut TimestampMillisecondBuilder,
-                 values: &mut Float64Builder|
-     -> Result<(), DataFusionError> {
-        let mut columns: Vec<ArrayRef> =
-            label_columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        columns.push(Arc::new(ts.finish()));
-        columns.push(Arc::new(values.finish()));
-        out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
-        Ok(())
+    let fields = schema.fields();
+    let label_count = fields.iter().position(|f| f.name() == "ts").unwrap_or(fields.len());
+    let labels: Vec<&str> = fields[..label_count].iter().map(|f| label_of_column(f.name())).collect();
+    let with_histograms = fields.len() > label_count + 2;
+    let mut rows = Rows {
+        schema,
+        labels: labels.iter().map(|_| StringBuilder::new()).collect(),
+        ts: TimestampMillisecondBuilder::new().with_timezone(UTC),
+        values: Float64Builder::new(),
+        hists: with_histograms.then(Vec::new),
+        count: 0,
+        out: Vec::new(),
     };
     for s in series {
-        let values_of: Vec<Option<&str>> =
-            labels.iter().map(|l| Some(s.labels.get(l)).filter(|v| !v.is_empty())).collect();
+        let values_of = label_values(&labels, &s.labels);
         for sample in s.samples.iter().filter(|x| x.t >= mint && x.t <= maxt && !is_stale_nan(x.v)) {
-            for (b, v) in label_columns.iter_mut().zip(&values_of) {
-                b.append_option(*v);
-            }
-            ts.append_value(sample.t);
-            values.append_value(sample.v);
-            rows += 1;
-            if rows == BATCH_ROWS {
-                flush(&mut out, &mut label_columns, &mut ts, &mut values)?;
-                rows = 0;
+            rows.push(&values_of, sample.t, Some(sample.v), None)?;
+        }
+    }
+    if with_histograms {
+        for s in hists {
+            let values_of = label_values(&labels, &s.labels);
+            for sample in s.samples.iter().filter(|x| x.t >= mint && x.t <= maxt) {
+                rows.push(&values_of, sample.t, None, Some(&sample.h))?;
             }
         }
     }
-    if rows > 0 || out.is_empty() {
-        flush(&mut out, &mut label_columns, &mut ts, &mut values)?;
+    if rows.count > 0 || rows.out.is_empty() {
+        rows.flush()?;
     }
-    Ok(out)
+    Ok(rows.out)
+}
+
+/// The values of labels `names` in `labels`, `None` where absent.
+fn label_values<'l>(names: &[&str], labels: &'l promflow_storage::Labels) -> Vec<Option<&'l str>> {
+    names.iter().map(|name| Some(labels.get(name)).filter(|v| !v.is_empty())).collect()
+}
+
+/// The batches [`batches`] builds, and the one being built.
+struct Rows<'a> {
+    schema: &'a SchemaRef,
+    labels: Vec<StringBuilder>,
+    ts: TimestampMillisecondBuilder,
+    values: Float64Builder,
+    /// The `histogram` column's, when the schema has it.
+    hists: Option<Vec<Option<&'a FloatHistogram>>>,
+    /// Rows in the batch being built.
+    count: usize,
+    out: Vec<RecordBatch>,
+}
+
+impl<'a> Rows<'a> {
+    fn push(
+        &mut self,
+        labels: &[Option<&str>],
+        t: Timestamp,
+        value: Option<f64>,
+        hist: Option<&'a FloatHistogram>,
+    ) -> Result<(), DataFusionError> {
+        for (b, v) in self.labels.iter_mut().zip(labels) {
+            b.append_option(*v);
+        }
+        self.ts.append_value(t);
+        self.values.append_option(value);
+        if let Some(h) = &mut self.hists {
+            h.push(hist);
+        }
+        self.count += 1;
+        if self.count == BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DataFusionError> {
+        let mut columns: Vec<ArrayRef> =
+            self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        columns.push(Arc::new(self.ts.finish()));
+        columns.push(Arc::new(self.values.finish()));
+        if let Some(h) = &mut self.hists {
+            columns.push(histograms::array(h.drain(..)));
+        }
+        self.out.push(RecordBatch::try_new(Arc::clone(self.schema), columns)?);
+        self.count = 0;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
