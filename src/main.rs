@@ -25,6 +25,7 @@ const HONOURED_FEATURES: &[&str] = &[
     "promql-binop-fill-modifiers",
     "native-histograms",
     "otlp-native-delta-ingestion",
+    "otlp-deltatocumulative",
     "exemplar-storage",
     "use-start-timestamps",
     "st-storage",

@@ -35,6 +35,13 @@ fn millis(d: Duration) -> i64 {
 
 /// Runs the server until it is told to stop; an error is a reason not to start.
 pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
+    // two ways of taking OTLP's deltas: one at most, as Prometheus refuses both
+    if has_feature(&flags, "otlp-deltatocumulative") && has_feature(&flags, "otlp-native-delta-ingestion") {
+        return Err(
+            "cannot enable otlp-deltatocumulative and otlp-native-delta-ingestion features at the same time"
+                .into(),
+        );
+    }
     let (loaded, rule_groups) = load_config(
         &flags.config_file,
         &flags.external_url,
@@ -215,6 +222,8 @@ impl Components {
         let otlp = flags.enable_otlp_receiver.then(|| {
             let deltas = if has_feature(flags, "otlp-native-delta-ingestion") {
                 promflow_otlp::Deltas::Stored
+            } else if has_feature(flags, "otlp-deltatocumulative") {
+                promflow_otlp::Deltas::Accumulated
             } else {
                 promflow_otlp::Deltas::Refused
             };

@@ -1,7 +1,8 @@
 //! The OTLP receiver with the OpenTelemetry Python SDK (PyPI) and its OTLP/HTTP exporter as the
 //! sender: counters, gauges, up-down counters, explicit and exponential histograms arrive
 //! under the names and labels Prometheus 3's translation gives them, with `target_info`;
-//! OTLP/JSON bodies are read; a request with delta temporality is refused whole.
+//! OTLP/JSON bodies are read; a request with delta temporality is refused whole, or its deltas
+//! are added up into cumulative series with `otlp-deltatocumulative`.
 
 use crate::common;
 
@@ -307,4 +308,102 @@ fn start_times_are_kept_and_become_zero_samples() {
     // the zero sample where the count began
     assert_eq!(at("orders_total", start), ["0"]);
     assert_eq!(at("count_over_time(orders_total[2m])", now), ["3"]);
+}
+
+/// The SDK exporting delta temporality, in two rounds: a counter, an exponential and an
+/// explicit-bucket histogram, each with measurements in both.
+const SDK_DELTAS: &str = r#"
+import time
+from opentelemetry.sdk.metrics import Counter, Histogram
+from opentelemetry.sdk.metrics.export import AggregationTemporality
+delta = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
+exporter = OTLPMetricExporter(endpoint=endpoint, preferred_temporality=delta)
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600000)
+views = [View(instrument_name="rpc.duration", aggregation=ExponentialBucketHistogramAggregation(max_size=20))]
+resource = Resource.create({"service.name": "deltas", "service.instance.id": "i1"})
+provider = MeterProvider(resource=resource, metric_readers=[reader], views=views)
+meter = provider.get_meter("m")
+requests = meter.create_counter("http.requests")
+rpc = meter.create_histogram("rpc.duration", unit="s")
+size = meter.create_histogram("payload.size", unit="By")
+requests.add(5, {"code": "200"})
+for v in [0.1, 0.2, 0.4]:
+    rpc.record(v)
+size.record(10)
+assert provider.force_flush(10000)
+time.sleep(0.05)
+requests.add(3, {"code": "200"})
+for v in [0.8, 1.6]:
+    rpc.record(v)
+size.record(200)
+assert provider.force_flush(10000)
+provider.shutdown()
+"#;
+
+/// With `otlp-deltatocumulative`, deltas are added up into the cumulative series Prometheus 3
+/// stores for them: counters, exponential histograms (native) and explicit ones (classic);
+/// a delta older than its stream's newest is dropped and the request still succeeds.
+#[test]
+fn deltas_are_added_up_into_cumulative_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(
+        dir.path(),
+        "",
+        &["--web.enable-otlp-receiver", "--enable-feature=otlp-deltatocumulative"],
+    );
+    let endpoint = format!("{}/api/v1/otlp/v1/metrics", s.base);
+    let Some(_) = python_sdk(&endpoint, SDK_DELTAS) else { return };
+    let number = |q: &str| -> f64 {
+        let (_, v) = s.get_json(&format!("/api/v1/query?query={}", urlencode(q)));
+        assert_eq!(result(&v).len(), 1, "{q}: {v}");
+        result(&v)[0]["value"][1].as_str().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        answer(&s, "http_requests_total"),
+        [r#"{"__name__":"http_requests_total","code":"200","instance":"i1","job":"deltas"} 8"#]
+    );
+    // the counter's series is a counter: two samples, one increase of 3
+    assert_eq!(number("count_over_time(http_requests_total[10m])"), 2.0);
+    // the exponential histogram's two deltas, as one native histogram (their sums add in
+    // floating point: 0.7 + 2.4)
+    assert_eq!(number("histogram_count(rpc_duration_seconds)"), 5.0);
+    assert!((number("histogram_sum(rpc_duration_seconds)") - 3.1).abs() < 1e-9);
+    // the explicit histogram's, as a classic one
+    assert_eq!(number("payload_size_bytes_sum"), 210.0);
+    assert_eq!(number(r#"payload_size_bytes_bucket{le="10"}"#), 1.0);
+    assert_eq!(number(r#"payload_size_bytes_bucket{le="250"}"#), 2.0);
+
+    // a JSON delta sum: a new stream, a point older than its newest (dropped), a later one
+    let post = |t_ms: i64, v: f64| {
+        let point = json!({"startTimeUnixNano": ((t_ms - 1000) * 1_000_000).to_string(), "timeUnixNano": (t_ms * 1_000_000).to_string(), "asDouble": v});
+        let body = json!({"resourceMetrics": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-job"}}]},
+            "scopeMetrics": [{"metrics": [{"name": "jobs.done", "sum": {"dataPoints": [point], "aggregationTemporality": 1, "isMonotonic": true}}]}]
+        }]});
+        let r = client()
+            .post(s.url("/api/v1/otlp/v1/metrics"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        r.status().as_u16()
+    };
+    let now = now_ms();
+    assert_eq!(post(now - 2000, 4.0), 200);
+    assert_eq!(post(now - 3000, 100.0), 200, "an old delta is dropped, not refused");
+    assert_eq!(post(now - 1000, 1.5), 200);
+    assert_eq!(answer(&s, "jobs_done_total"), [r#"{"__name__":"jobs_done_total","job":"json-job"} 5.5"#]);
+}
+
+#[test]
+fn both_ways_of_taking_deltas_at_once_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = refused_start(
+        dir.path(),
+        &[
+            "--web.enable-otlp-receiver",
+            "--enable-feature=otlp-deltatocumulative,otlp-native-delta-ingestion",
+        ],
+    );
+    assert!(log.contains("cannot enable otlp-deltatocumulative and otlp-native-delta-ingestion"), "{log}");
 }

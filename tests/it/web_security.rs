@@ -49,32 +49,6 @@ fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Server {
     s
 }
 
-/// Runs promflow with `extra` flags expecting it to refuse to start; returns its log.
-fn refused_start(dir: &Path, extra: &[&str]) -> String {
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(&cfg, "").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_promflow"))
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start promflow");
-    let out = wait_child(out, Duration::from_secs(20));
-    assert!(!out.status.success(), "promflow started with {extra:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let done = wait_for(limit, || child.try_wait().ok().flatten());
-    if done.is_none() {
-        let _ = child.kill();
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// `curl` with `args`; returns the HTTP status (0 when no answer) and the body.
 fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")

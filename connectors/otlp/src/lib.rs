@@ -5,15 +5,18 @@
 //! A request is stored whole or not at all: a metric that cannot be translated (delta
 //! temporality without the feature flag that allows it, a name that escapes to nothing, a
 //! histogram whose count disagrees with its buckets) fails the request, naming the metric,
-//! and so does a sample storage refuses (out of order, too old).
+//! and so does a sample storage refuses (out of order, too old). With
+//! `--enable-feature=otlp-deltatocumulative`, delta temporality is added up into cumulative
+//! series first ([`cumulative`]).
 #![warn(missing_docs)]
 
+pub mod cumulative;
 pub mod names;
 pub mod translate;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use promflow_config::Config;
@@ -126,6 +129,10 @@ pub struct Receiver {
     deltas: Deltas,
     lookback_ms: i64,
     zero_samples: bool,
+    /// The delta streams' totals, with [`Deltas::Accumulated`]. Held from a request's
+    /// conversion to its commit: requests of deltas are stored one at a time, in the order
+    /// their totals were computed.
+    streams: Mutex<cumulative::Streams>,
 }
 
 impl Receiver {
@@ -137,6 +144,7 @@ impl Receiver {
             deltas,
             lookback_ms,
             zero_samples,
+            streams: Mutex::default(),
         }
     }
 
@@ -149,7 +157,7 @@ impl Receiver {
 
     /// Translates and stores a decoded request in one commit.
     pub fn write(&self, db: &Arc<Db>, req: &ExportMetricsServiceRequest) -> Result<Written, Error> {
-        let batch = {
+        let mut batch = {
             let t =
                 self.translation.read().map_err(|_| Error::Translation("receiver state poisoned".into()))?;
             translate::translate(req, &t).map_err(Error::Translation)?
@@ -157,8 +165,27 @@ impl Receiver {
         if batch.empty_metrics > 0 {
             tracing::warn!(metrics = batch.empty_metrics, "OTLP: metrics without data points dropped");
         }
+        if batch.deltas.is_empty() {
+            return self.store(db, &batch);
+        }
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let pending = streams.accumulate(&mut batch, now);
+        if pending.dropped > 0 {
+            tracing::debug!(
+                samples = pending.dropped,
+                "OTLP: delta samples dropped: out of order, of an older stream, or past the streams kept"
+            );
+        }
+        let written = self.store(db, &batch)?;
+        streams.keep(pending, now);
+        Ok(written)
+    }
+
+    /// Appends and commits a translated batch.
+    fn store(&self, db: &Arc<Db>, batch: &Batch) -> Result<Written, Error> {
         let mut app = db.appender();
-        match append(&batch, self.zero_samples, app.as_mut()) {
+        match append(batch, self.zero_samples, app.as_mut()) {
             Ok(written) => app.commit().map(|_| written).map_err(storage_error),
             Err(e) => {
                 app.rollback();

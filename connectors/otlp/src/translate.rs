@@ -50,6 +50,9 @@ pub enum Deltas {
     /// Stored as they come (`--enable-feature=otlp-native-delta-ingestion`); histograms are
     /// gauge histograms.
     Stored,
+    /// Added up into cumulative series (`--enable-feature=otlp-deltatocumulative`), as the
+    /// OpenTelemetry Collector's `deltatocumulative` processor does ([`crate::cumulative`]).
+    Accumulated,
 }
 
 /// How requests are translated: the `otlp` section and the flags that bear on it.
@@ -86,6 +89,8 @@ pub struct Batch {
     pub starts: Vec<(Labels, i64, i64)>,
     /// Metrics dropped for having no data points.
     pub empty_metrics: usize,
+    /// The series whose samples are deltas to add up (with [`Deltas::Accumulated`]).
+    pub deltas: HashSet<Labels>,
 }
 
 impl Batch {
@@ -384,9 +389,15 @@ impl Context<'_> {
             Data::ExponentialHistogram(h) => Some(h.aggregation_temporality),
             Data::Gauge(_) | Data::Summary(_) => None,
         };
+        let mut accumulated = false;
         let delta = match temporality.map(AggregationTemporality::try_from) {
             None | Some(Ok(AggregationTemporality::Cumulative)) => false,
             Some(Ok(AggregationTemporality::Delta)) if self.t.deltas == Deltas::Stored => true,
+            // translated as the cumulative series it becomes, then added up
+            Some(Ok(AggregationTemporality::Delta)) if self.t.deltas == Deltas::Accumulated => {
+                accumulated = true;
+                false
+            }
             Some(_) => {
                 return Err(format!("invalid temporality and type combination for metric {:?}", m.name));
             }
@@ -402,18 +413,39 @@ impl Context<'_> {
             batch.empty_metrics += 1;
             return Ok(());
         }
-        match data {
-            Data::Gauge(g) => self.numbers(&family, &g.data_points, false, batch, times),
-            Data::Sum(s) => self.numbers(&family, &s.data_points, true, batch, times),
-            Data::Histogram(h) => h
-                .data_points
+        let (floats, histograms) = (batch.floats.len(), batch.histograms.len());
+        self.points(data, &family, delta, batch, times)?;
+        if accumulated {
+            let series = batch.floats[floats..]
                 .iter()
-                .try_for_each(|p| self.explicit_histogram(&family, p, delta, batch, times)),
+                .map(|f| &f.0)
+                .chain(batch.histograms[histograms..].iter().map(|h| &h.0));
+            let series: Vec<Labels> = series.cloned().collect();
+            batch.deltas.extend(series);
+        }
+        Ok(())
+    }
+
+    /// Translates the data points of a metric named `family`.
+    fn points(
+        &self,
+        data: &Data,
+        family: &str,
+        delta: bool,
+        batch: &mut Batch,
+        times: &mut Times<'_>,
+    ) -> Result<(), String> {
+        match data {
+            Data::Gauge(g) => self.numbers(family, &g.data_points, false, batch, times),
+            Data::Sum(s) => self.numbers(family, &s.data_points, true, batch, times),
+            Data::Histogram(h) => {
+                h.data_points.iter().try_for_each(|p| self.explicit_histogram(family, p, delta, batch, times))
+            }
             Data::ExponentialHistogram(h) => h
                 .data_points
                 .iter()
-                .try_for_each(|p| self.exponential_histogram(&family, p, delta, batch, times)),
-            Data::Summary(s) => s.data_points.iter().try_for_each(|p| self.summary(&family, p, batch, times)),
+                .try_for_each(|p| self.exponential_histogram(family, p, delta, batch, times)),
+            Data::Summary(s) => s.data_points.iter().try_for_each(|p| self.summary(family, p, batch, times)),
         }
     }
 
