@@ -390,9 +390,10 @@ fn prefixed_roots_redirect_and_the_status_pages_of_prometheus_3_are_served() {
 }
 
 /// A native histogram's element shows in the table as its count, sum and buckets, and its
-/// series is charted (its count) in the graph, not reported as an error.
+/// series is charted in the graph (its count) and drawn as a heatmap of its buckets, not
+/// reported as an error.
 #[test]
-fn a_native_histogram_shows_its_buckets_in_the_table_and_its_count_in_the_graph() {
+fn a_native_histogram_shows_its_buckets_in_the_table_and_the_graph() {
     use promflow_remote::{BucketSpan, Histogram};
     let Some(browser) = Browser::start() else { return };
     let (_dir, server) = start();
@@ -434,4 +435,30 @@ fn a_native_histogram_shows_its_buckets_in_the_table_and_its_count_in_the_graph(
     let drawn = wait_for(PATIENCE, || Some(browser.drawn_pixels()).filter(|n| *n > 100));
     let shot = browser.screenshot("histogram");
     assert!(drawn.is_some(), "the histogram's count is drawn (see {})", shot.display());
+    // and its buckets as a heatmap: a row per bucket, labelled by its upper bound, the
+    // fullest cell (the top bucket's, last) the darkest
+    browser.wait_texts("figure.heatmap figcaption", |c| c.len() == 1);
+    let labels =
+        browser.script("return [...document.querySelectorAll('svg.heatmap text')].map(t => t.textContent)");
+    assert_eq!(labels, serde_json::json!(["0.001", "2", "4"]), "rows, lowest first");
+    let cells = browser.script(
+        "return [...document.querySelectorAll('svg.heatmap rect.cell')].map(r => \
+         [Number(r.getAttribute('x')), Number(r.getAttribute('y')), Number(r.getAttribute('fill-opacity'))])",
+    );
+    let cells: Vec<(f64, f64, f64)> = cells
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c[0].as_f64().unwrap(), c[1].as_f64().unwrap(), c[2].as_f64().unwrap()))
+        .collect();
+    let rows: std::collections::BTreeSet<u64> = cells.iter().map(|c| c.1 as u64).collect();
+    assert_eq!(rows.len(), 3, "{cells:?}");
+    assert!(cells.len() >= 30 && cells.len().is_multiple_of(3), "every point has its 3 buckets: {cells:?}");
+    let top = cells.iter().map(|c| c.1).fold(f64::INFINITY, f64::min);
+    let last = cells.iter().map(|c| c.0).fold(0.0, f64::max);
+    let darkest: Vec<_> = cells.iter().filter(|c| c.2 == 1.0).collect();
+    assert!(darkest.iter().all(|c| c.1 == top), "{cells:?}");
+    assert!(darkest.iter().any(|c| c.0 == last), "{cells:?}");
+    assert!(cells.iter().all(|c| c.2 > 0.0 && c.2 <= 1.0), "{cells:?}");
+    browser.screenshot("histogram-heatmap");
 }

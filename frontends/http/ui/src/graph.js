@@ -275,6 +275,7 @@ function panelView(prefix, state, save, remove) {
         show('warning', warnings);
         show('info', infos);
         chart = graph(body, data.result.map(countsOfHistograms), state.stacked, [end - state.range, end]);
+        body.append(...heatmaps(data.result, [end - state.range, end]));
       }
     } catch (e) {
       show('error', [e.message]);
@@ -295,6 +296,75 @@ function countsOfHistograms(s) {
   const counts = s.histograms.map(([t, h]) => [t, h.count]);
   const values = [...(s.values || []), ...counts].sort((a, b) => a[0] - b[0]);
   return { metric: s.metric, values };
+}
+
+/** The most series of native histograms a graph draws as heatmaps. */
+const HEATMAPS = 6;
+
+/** Size of a heatmap, in SVG units (it scales with the panel's width). */
+const HEATMAP = { width: 1000, rowHeight: 14, maxHeight: 420, label: 90 };
+
+/**
+ * The heatmaps of a range result's native histograms, one per series (the first `HEATMAPS`):
+ * time across, a row per bucket (the lowest at the bottom), each cell as dark as its count
+ * against the fullest cell of that heatmap; hovering a cell names its bucket, time and count.
+ */
+function heatmaps(result, span) {
+  const series = result.filter((s) => s.histograms && s.histograms.length);
+  const maps = series.slice(0, HEATMAPS).map((s) => el('figure', { class: 'heatmap' },
+    el('figcaption', {}, seriesName(s.metric)),
+    heatmap(s.histograms, span)));
+  if (series.length > HEATMAPS) {
+    maps.push(el('p', { class: 'note' }, `Heatmaps of the first ${HEATMAPS} of ${series.length} series of histograms.`));
+  }
+  return maps;
+}
+
+/** One series' histograms (`[[t, {count, sum, buckets}], …]`) over the time span `[start, end]` as a heatmap. */
+function heatmap(points, [start, end]) {
+  // every bucket any point has, by lower then upper bound
+  const rows = new Map();
+  for (const [, h] of points) {
+    for (const b of h.buckets || []) rows.set(`${b[0]}|${b[1]}|${b[2]}`, b);
+  }
+  const buckets = [...rows.values()].sort((a, b) => Number(a[1]) - Number(b[1]) || Number(a[2]) - Number(b[2]));
+  const row = new Map(buckets.map((b, i) => [`${b[0]}|${b[1]}|${b[2]}`, i]));
+  const height = Math.min(HEATMAP.maxHeight, Math.max(buckets.length, 1) * HEATMAP.rowHeight);
+  const rowHeight = height / Math.max(buckets.length, 1);
+  const plot = HEATMAP.width - HEATMAP.label;
+  // a cell spans from its point to the next (the last as wide as the one before it)
+  const x = (t) => HEATMAP.label + ((t - start) / Math.max(end - start, 1e-9)) * plot;
+  const max = Math.max(0, ...points.flatMap(([, h]) => (h.buckets || []).map((b) => Number(b[3]))));
+  const cells = [];
+  points.forEach(([t, h], i) => {
+    const next = i + 1 < points.length ? points[i + 1][0] : t + (i > 0 ? t - points[i - 1][0] : (end - start) / POINTS);
+    const left = Math.max(x(t), HEATMAP.label);
+    const width = Math.max(Math.min(x(next), HEATMAP.width) - left, 0.5);
+    for (const b of h.buckets || []) {
+      const count = Number(b[3]);
+      if (!(count > 0)) continue;
+      const r = row.get(`${b[0]}|${b[1]}|${b[2]}`);
+      cells.push(svg('rect', {
+        class: 'cell',
+        x: left,
+        y: height - (r + 1) * rowHeight,
+        width,
+        height: rowHeight,
+        'fill-opacity': (0.1 + 0.9 * (count / max)).toFixed(3),
+      }, svg('title', {}, `${bucketRange(b)} @${new Date(t * 1000).toISOString()}: ${b[3]}`)));
+    }
+  });
+  // the upper bounds of some rows, at most one per 14 units
+  const every = Math.max(1, Math.ceil(HEATMAP.rowHeight / rowHeight));
+  const labels = buckets.map((b, i) => (i % every === 0
+    ? svg('text', { x: HEATMAP.label - 4, y: height - i * rowHeight - 2, 'text-anchor': 'end' }, b[2])
+    : null));
+  return svg('svg', {
+    class: 'heatmap',
+    viewBox: `0 0 ${HEATMAP.width} ${height}`,
+    role: 'img',
+    'aria-label': `${buckets.length} buckets over ${points.length} points`,
+  }, labels, cells);
 }
 
 /** A graph's step: the panel's, or the range over `POINTS`. */
