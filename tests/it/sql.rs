@@ -1804,6 +1804,20 @@ fn native_histograms_are_a_column_that_sql_reads_and_adds_up() {
         "{v}"
     );
 
+    // a PromQL answer of histograms has the column too
+    let (status, v) = sql(
+        &server,
+        &format!(
+            "SELECT histogram, histogram_count(histogram) FROM promql('sum by (job) (rpc_seconds)', {})",
+            seconds(at)
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (_, api) =
+        server.post_form("/api/v1/query", &[("query", "sum by (job) (rpc_seconds)"), ("time", &seconds(at))]);
+    assert_eq!(rows(&v)[0][0], result(&api)[0]["histogram"][1], "{v}");
+    assert_eq!(rows(&v)[0][1].as_f64(), Some(4.0 * 7.0 * 5.0), "{v}");
+
     // a function of a float is refused, with what it takes
     let (status, v) = sql(&server, "SELECT histogram_count(value) FROM m");
     assert_eq!(status, 400, "{v}");

@@ -2,7 +2,8 @@
 //! table, so that SQL can filter, join and aggregate what PromQL computes. The query is
 //! compiled by promflow's PromQL front end and evaluated by the batch executor, as
 //! `/api/v1/query` and `/api/v1/query_range` evaluate it; its rows are a label column per
-//! label name of the result (`__name__` too), then `ts` and `value`, one row per point.
+//! label name of the result (`__name__` too), then `ts` and `value`, one row per point, and
+//! a `histogram` column when the result holds native histograms.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -81,17 +82,26 @@ impl TableFunctionImpl for Promql {
         )
         .map_err(external)?;
         let series = series_of(evaluation.result)?;
-        let mut names: Vec<&str> =
-            series.iter().flat_map(|s| s.labels.iter().map(|l| l.name.as_ref())).collect();
+        let hists = evaluation.histograms;
+        let mut names: Vec<&str> = series
+            .iter()
+            .map(|s| &s.labels)
+            .chain(hists.iter().map(|h| &h.labels))
+            .flat_map(|l| l.iter().map(|l| l.name.as_ref()))
+            .collect();
         names.sort_unstable();
         names.dedup();
         let mut fields: Vec<Field> =
             names.iter().map(|l| Field::new(column_of_label(l), DataType::Utf8, true)).collect();
         fields.push(ts_field());
-        fields.push(Field::new("value", DataType::Float64, false));
+        // a result holding native histograms has a histogram column, as a metric's table has
+        fields.push(Field::new("value", DataType::Float64, !hists.is_empty()));
+        if !hists.is_empty() {
+            fields.push(Field::new("histogram", super::histograms::data_type(), true));
+        }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        take_budget(&self.budget, &schema, &series, &[], "promql")?;
-        let rows = batches(&schema, &series, &[], ALL_TIME.0, ALL_TIME.1)?;
+        take_budget(&self.budget, &schema, &series, &hists, "promql")?;
+        let rows = batches(&schema, &series, &hists, ALL_TIME.0, ALL_TIME.1)?;
         Ok(Arc::new(MemTable::try_new(schema, vec![rows])?))
     }
 }
