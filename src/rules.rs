@@ -18,7 +18,7 @@ pub fn load_groups(config: &Config, external_url: &str, event_mode: bool) -> Res
             .global
             .external_labels
             .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
+            .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect(),
         external_url: external_url.to_string(),
     };

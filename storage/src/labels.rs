@@ -2,16 +2,19 @@
 
 use std::fmt;
 
+pub use smol_str::SmolStr;
+
 /// The label that holds a series' metric name.
 pub const METRIC_NAME: &str = "__name__";
 
-/// One label pair.
+/// One label pair. Names and values of up to 23 bytes (nearly all) are held inline, so a
+/// label set is one allocation; longer ones are shared by the clones of a set.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
     /// Label name.
-    pub name: String,
+    pub name: SmolStr,
     /// Label value; never empty in a stored series (an empty value means "absent").
-    pub value: String,
+    pub value: SmolStr,
 }
 
 /// A set of labels, kept sorted by name with unique names: the identity of a series.
@@ -26,7 +29,7 @@ impl Labels {
 
     /// Builds a label set from pairs; sorts them, drops empty values, and keeps the last of
     /// duplicate names.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+    pub fn from_pairs<N: Into<SmolStr>, V: Into<SmolStr>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut v: Vec<Label> = pairs
             .into_iter()
             .map(|(n, v)| Label { name: n.into(), value: v.into() })
@@ -73,9 +76,9 @@ impl Labels {
             Ok(i) if value.is_empty() => {
                 self.0.remove(i);
             }
-            Ok(i) => self.0[i].value = value.to_string(),
+            Ok(i) => self.0[i].value = value.into(),
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, Label { name: name.to_string(), value: value.to_string() }),
+            Err(i) => self.0.insert(i, Label { name: name.into(), value: value.into() }),
         }
     }
 
@@ -204,7 +207,7 @@ impl<'a> LabelsRef<'a> {
 
     /// An owned copy.
     pub fn to_labels(&self) -> Labels {
-        Labels(self.0.iter().map(|&(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect())
+        Labels(self.0.iter().map(|&(n, v)| Label { name: n.into(), value: v.into() }).collect())
     }
 }
 

@@ -40,7 +40,7 @@ pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
 pub use histogram_chunk::{
     decode_float_histogram_chunk, decode_integer_histogram_chunk, encode_float_histogram_chunks, EncodedChunk,
 };
-pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, METRIC_NAME};
+pub use labels::{Label, Labels, LabelsRef, MatchOp, Matcher, SmolStr, METRIC_NAME};
 pub use native_histogram::FloatHistogram;
 pub use samples::{SampleSlice, Samples};
 pub use self_metrics::{Histogram, MetricKind, MetricsWriter, Summary};

@@ -344,7 +344,7 @@ fn alert_json(a: &Alert, labels: &Labels) -> serde_json::Value {
         serde_json::Value::Object(pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect())
     };
     serde_json::json!({
-        "labels": map(labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()),
+        "labels": map(labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect()),
         "annotations": map(a.annotations.clone().into_iter().collect()),
         "startsAt": rfc3339(a.starts_at_ms),
         "endsAt": rfc3339(a.ends_at_ms),

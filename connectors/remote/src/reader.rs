@@ -72,8 +72,8 @@ impl RemoteReader {
                 if !matchers.iter().any(|m| m.name == l.name) {
                     wire.push(LabelMatcher {
                         r#type: MatcherType::Eq as i32,
-                        name: l.name.clone(),
-                        value: l.value.clone(),
+                        name: l.name.to_string(),
+                        value: l.value.to_string(),
                     });
                     added.push(l.name.clone());
                 }

@@ -701,7 +701,7 @@ fn target_labels(s: &PoolSettings, discovered: &Labels) -> Option<(Labels, Strin
     for x in l.iter() {
         if let Some(k) = x.name.strip_prefix("__param_") {
             if !s.params.contains_key(k) {
-                query.push((k.to_string(), x.value.clone()));
+                query.push((k.to_string(), x.value.to_string()));
             }
         }
     }

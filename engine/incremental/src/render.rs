@@ -626,7 +626,7 @@ fn info_labels<'s>(
             let mut added = Labels::new();
             for (_, (_, il)) in newest {
                 for l in il.iter().filter(|l| l.name != METRIC_NAME) {
-                    if !data_names.is_empty() && !data_names.contains(&l.name) {
+                    if !data_names.is_empty() && !data_names.iter().any(|n| *n == l.name) {
                         continue;
                     }
                     let existing = added.get(&l.name);

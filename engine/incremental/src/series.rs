@@ -805,8 +805,10 @@ fn read_back(
     if wants.len() <= FEW_SERIES {
         for &(key, want) in wants {
             let labels: Labels = keys.labels(key);
-            let exact: Vec<Matcher> =
-                labels.iter().filter_map(|l| Matcher::new(MatchOp::Equal, &l.name, &l.value).ok()).collect();
+            let exact: Vec<Matcher> = labels
+                .iter()
+                .filter_map(|l| Matcher::new(MatchOp::Equal, l.name.as_str(), l.value.as_str()).ok())
+                .collect();
             match source.0.select(&exact, want.after.saturating_add(1), want.upto) {
                 Ok(found) => found
                     .iter()

@@ -83,7 +83,7 @@ pub fn grouping_key(l: &Labels, g: &Grouping) -> Labels {
         Grouping::By(names) => Labels::from_pairs(names.iter().map(|n| (n.clone(), l.get(n).to_string()))),
         Grouping::Without(names) => {
             let mut out = l.clone();
-            out.retain(|x| x.name != METRIC_NAME && !names.iter().any(|n| n == &x.name));
+            out.retain(|x| x.name != METRIC_NAME && !names.iter().any(|n| *n == x.name));
             out
         }
     }
@@ -106,8 +106,8 @@ pub fn result_labels(
     }
     if one_to_one {
         match g {
-            Grouping::By(names) => l.retain(|x| names.iter().any(|n| n == &x.name)),
-            Grouping::Without(names) => l.retain(|x| !names.iter().any(|n| n == &x.name)),
+            Grouping::By(names) => l.retain(|x| names.iter().any(|n| *n == x.name)),
+            Grouping::Without(names) => l.retain(|x| !names.iter().any(|n| *n == x.name)),
         }
     }
     for name in include {

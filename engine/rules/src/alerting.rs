@@ -371,11 +371,11 @@ fn expand(
         // template queries are one-off: always in batch
         Ok(instant_query(&plan, t, querier, settings, None)?
             .into_iter()
-            .map(|(l, v)| (l.iter().map(|x| (x.name.clone(), x.value.clone())).collect(), v))
+            .map(|(l, v)| (l.iter().map(|x| (x.name.to_string(), x.value.to_string())).collect(), v))
             .collect())
     };
     let data = AlertData {
-        labels: series.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+        labels: series.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect(),
         external_labels: rule.external_labels.clone(),
         external_url: rule.external_url.clone(),
         value,

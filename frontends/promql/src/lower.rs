@@ -487,7 +487,7 @@ impl Lowering<'_> {
                 let input = arg(0)?;
                 let labels = promflow_plan::semantics::absent_labels(&input)
                     .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .map(|l| (l.name.to_string(), l.value.to_string()))
                     .collect();
                 Plan::VectorFunction {
                     func: VectorFn::Absent,

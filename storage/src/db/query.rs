@@ -148,7 +148,7 @@ impl Querier for Db {
                 out.extend(b.index().postings().names().map(|(n, _)| n.clone()));
             } else {
                 for ls in b.series_labels(matchers, mint, maxt) {
-                    out.extend(ls.iter().map(|l| l.name.clone()));
+                    out.extend(ls.iter().map(|l| l.name.to_string()));
                 }
             }
         }

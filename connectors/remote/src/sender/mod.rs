@@ -496,7 +496,9 @@ impl Reader {
         labels.add_missing(&self.external);
         let named = relabel::process(&labels, &self.config.write_relabel_configs).map(|l| {
             Arc::new(
-                l.iter().map(|l| Label { name: l.name.clone(), value: l.value.clone() }).collect::<Vec<_>>(),
+                l.iter()
+                    .map(|l| Label { name: l.name.to_string(), value: l.value.to_string() })
+                    .collect::<Vec<_>>(),
             )
         });
         if named.is_none() {
@@ -892,7 +894,7 @@ fn to_request(samples: &[(Series, i64, TailValue)]) -> WriteRequest {
                 labels: e
                     .labels
                     .iter()
-                    .map(|l| Label { name: l.name.clone(), value: l.value.clone() })
+                    .map(|l| Label { name: l.name.to_string(), value: l.value.to_string() })
                     .collect(),
                 value: e.value,
                 timestamp: e.t,

@@ -412,7 +412,7 @@ fn write_histogram_sample(out: &mut String, labels: &Labels, p: &HistogramSample
 const MAX_ANNOTATIONS: usize = 10;
 
 pub(super) fn labels_json(l: &Labels) -> Value {
-    Value::Object(l.iter().map(|x| (x.name.clone(), Value::String(x.value.clone()))).collect())
+    Value::Object(l.iter().map(|x| (x.name.to_string(), Value::String(x.value.to_string()))).collect())
 }
 
 /// Writes a label set as the API's JSON object, as [`labels_json`] would serialize (a label
