@@ -48,8 +48,10 @@ pub(crate) struct MemSeries {
     /// Newest in-order sample: timestamp and value bits.
     last: Option<(Timestamp, u64)>,
     /// Samples older than `last` taken within the out-of-order window, sorted by time. They
-    /// are merged with the chunks on every read and go to a block with the rest.
-    ooo: Vec<Sample>,
+    /// are merged with the chunks on every read and go to a block with the rest. Boxed, as
+    /// few series ever have one: the others pay a pointer, where a vector is three words.
+    #[allow(clippy::box_collection)]
+    ooo: Option<Box<Vec<Sample>>>,
     /// Native-histogram samples, sorted by time (in order and out of order alike), when the
     /// series has any: boxed so that a float series pays one pointer for them.
     hists: Option<Box<HistogramSamples>>,
@@ -61,14 +63,12 @@ use histograms::HistogramSamples;
 
 impl MemSeries {
     fn new(labels: Arc<Labels>) -> Self {
-        MemSeries {
-            labels,
-            sealed: Vec::new(),
-            open: OpenChunk::new(),
-            last: None,
-            ooo: Vec::new(),
-            hists: None,
-        }
+        MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None, ooo: None, hists: None }
+    }
+
+    /// The out-of-order samples, sorted by time.
+    fn ooo(&self) -> &[Sample] {
+        self.ooo.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// The newest sample's timestamp and value bits.
@@ -82,7 +82,7 @@ impl MemSeries {
             None if !self.open.is_empty() => Some(self.open.min_t()),
             None => None,
         };
-        let firsts = [chunks, self.ooo.first().map(|s| s.t), self.hists.as_ref().and_then(|h| h.first_t())];
+        let firsts = [chunks, self.ooo().first().map(|s| s.t), self.hists.as_ref().and_then(|h| h.first_t())];
         firsts.into_iter().flatten().min()
     }
 
@@ -118,7 +118,7 @@ impl MemSeries {
 
     /// Whether some sample lies in `mint..=maxt`.
     fn has_samples_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
-        if self.ooo.iter().any(|s| s.t >= mint && s.t <= maxt) || self.has_histograms_in(mint, maxt) {
+        if self.ooo().iter().any(|s| s.t >= mint && s.t <= maxt) || self.has_histograms_in(mint, maxt) {
             return true;
         }
         match (self.first_t(), self.last) {
@@ -156,7 +156,7 @@ impl MemSeries {
             out.reserve(it.size_hint().1.unwrap_or(0));
             out.extend(it.skip_while(|s| s.t < mint).take_while(|s| s.t <= maxt));
         }
-        let ooo = self.ooo.iter().filter(|x| x.t >= mint && x.t <= maxt);
+        let ooo = self.ooo().iter().filter(|x| x.t >= mint && x.t <= maxt);
         if ooo.clone().next().is_some() {
             out.extend(ooo);
             out[from..].sort_by_key(|x| x.t);
@@ -169,7 +169,7 @@ impl MemSeries {
         self.samples_in(Timestamp::MIN, Timestamp::MAX, &mut all);
         let before = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
         all.retain(|s| s.t < mint || s.t > maxt);
-        self.ooo.clear();
+        self.ooo = None;
         self.sealed.clear();
         self.open = OpenChunk::new();
         for s in &all {
@@ -187,9 +187,14 @@ impl MemSeries {
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
     fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
         let (mut samples, mut chunks) = (self.retain_histograms(|t| t >= mint), 0u64);
-        let before = self.ooo.len();
-        self.ooo.retain(|s| s.t >= mint);
-        samples += (before - self.ooo.len()) as u64;
+        if let Some(ooo) = &mut self.ooo {
+            let before = ooo.len();
+            ooo.retain(|s| s.t >= mint);
+            samples += (before - ooo.len()) as u64;
+            if ooo.is_empty() {
+                self.ooo = None;
+            }
+        }
         let whole = self.sealed.iter().take_while(|c| c.max_t() < mint).count();
         for c in self.sealed.drain(..whole) {
             samples += c.len() as u64;
@@ -279,7 +284,9 @@ pub(crate) struct HeadStats {
 /// The in-memory head.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
-    series: U64Map<MemSeries>,
+    /// Boxed: the table's buckets are a power of two of at least 8/7 of the series, so at a
+    /// million series unboxed entries would hold twice their size in empty buckets.
+    series: U64Map<Box<MemSeries>>,
     /// `Labels::stable_hash` → the first series with that hash.
     by_hash: U64Map<SeriesRef>,
     /// Series whose hash collided with an earlier series' hash (rare): searched linearly.
@@ -333,7 +340,7 @@ impl Head {
 
     /// The series with ref `r`.
     pub(crate) fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
-        self.series.get(&r)
+        self.series.get(&r).map(|s| &**s)
     }
 
     /// Adds a series under ref `r`, unless one with these labels exists: returns the ref the
@@ -353,7 +360,7 @@ impl Head {
                 e.insert(r);
             }
         }
-        self.series.insert(r, MemSeries::new(labels));
+        self.series.insert(r, Box::new(MemSeries::new(labels)));
         Some(r)
     }
 
@@ -547,8 +554,9 @@ impl Head {
             return if old == v.to_bits() { AppendResult::Ignored } else { AppendResult::Duplicate };
         }
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
-        let i = s.ooo.partition_point(|x| x.t < t);
-        s.ooo.insert(i, Sample { t, v });
+        let ooo = s.ooo.get_or_insert_with(Default::default);
+        let i = ooo.partition_point(|x| x.t < t);
+        ooo.insert(i, Sample { t, v });
         self.count_sample(t);
         AppendResult::Appended
     }
@@ -632,7 +640,7 @@ impl Head {
         let mut found: Vec<(&MemSeries, Vec<Sample>)> = self
             .postings(matchers)
             .into_iter()
-            .filter_map(|r| self.series.get(&r))
+            .filter_map(|r| self.series.get(&r).map(|s| &**s))
             .filter_map(|s| {
                 let mut samples = Vec::new();
                 s.samples_in(mint, maxt, &mut samples);
@@ -707,7 +715,7 @@ impl Head {
         let full =
             full_range(mint, maxt) || self.time_range().is_some_and(|(lo, hi)| mint <= lo && maxt >= hi);
         refs.into_iter()
-            .filter_map(|r| self.series.get(&r))
+            .filter_map(|r| self.series.get(&r).map(|s| &**s))
             .filter(move |s| full || s.has_samples_in(mint, maxt))
     }
 
