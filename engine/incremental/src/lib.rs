@@ -712,6 +712,11 @@ impl Incremental {
     pub fn append_from<'a>(&self, samples: impl IntoIterator<Item = (&'a Labels, i64, Value)>) {
         let mut c = self.controller();
         self.check_routes(&mut c);
+        // no view reads samples: nothing to route, and no route worth remembering (a view
+        // installed later reads what it needs from storage)
+        if c.registry.leaves.is_empty() {
+            return;
+        }
         let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
         let Controller { registry, routes, .. } = &mut *c;
         for (labels, t, v) in samples {
@@ -734,6 +739,10 @@ impl Incremental {
     pub fn append_shared<'a>(&self, samples: impl IntoIterator<Item = (&'a Arc<Labels>, i64, Value)>) {
         let mut c = self.controller();
         self.check_routes(&mut c);
+        // as in `append_from`: without views, the routes would only hold every series' labels
+        if c.registry.leaves.is_empty() {
+            return;
+        }
         let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
         let Controller { registry, shared_routes, .. } = &mut *c;
         for (labels, t, v) in samples {
