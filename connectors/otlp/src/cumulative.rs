@@ -66,6 +66,8 @@ pub(crate) struct Pending {
     changed: HashMap<Labels, Option<Stream>>,
     /// Samples dropped: out of order, of an older stream, or of a stream past [`MAX_STREAMS`].
     pub(crate) dropped: usize,
+    /// Streams the request starts.
+    started: usize,
 }
 
 /// One delta sample, float or histogram.
@@ -117,9 +119,11 @@ impl Streams {
             let delta =
                 if hist { Delta::Histogram(&batch.histograms[i].2) } else { Delta::Float(batch.floats[i].2) };
             let start = starts.get(&(labels, t)).copied().unwrap_or(0);
-            let known = self.streams.len() + pending.changed.values().filter(|s| s.is_some()).count();
-            let state =
-                pending.changed.entry(labels.clone()).or_insert_with(|| self.streams.get(labels).cloned());
+            if !pending.changed.contains_key(labels) {
+                pending.changed.insert(labels.clone(), self.streams.get(labels).cloned());
+            }
+            let full = self.streams.len() + pending.started >= MAX_STREAMS;
+            let Some(state) = pending.changed.get_mut(labels) else { continue };
             if let Delta::Float(v) = delta {
                 if is_stale_nan(v) {
                     // the stream ends; the marker is stored as it is
@@ -129,11 +133,14 @@ impl Streams {
                 }
             }
             let next = match state.take() {
-                None if known >= MAX_STREAMS => {
+                None if full => {
                     pending.dropped += 1;
                     continue;
                 }
-                None => Stream { start, last: t, total: delta.to_total(), seen: now },
+                None => {
+                    pending.started += 1;
+                    Stream { start, last: t, total: delta.to_total(), seen: now }
+                }
                 Some(s) if t <= s.last || (start != 0 && start < s.start) => {
                     pending.dropped += 1;
                     *state = Some(s);
