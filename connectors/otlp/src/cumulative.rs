@@ -112,7 +112,8 @@ impl Streams {
             }
         };
         order.sort_by(|a, b| key(a).cmp(&key(b)));
-        // what each kept sample becomes: (is a histogram, index, total, stream start)
+        // what each kept sample becomes: (is a histogram, index, total, and the stream's
+        // start when the sample came with a start timestamp, 0 otherwise)
         let mut totals: Vec<(bool, usize, Total, i64)> = Vec::with_capacity(order.len());
         for (hist, i) in order {
             let (labels, t) = key(&(hist, i));
@@ -152,7 +153,7 @@ impl Streams {
                     None => Stream { start, last: t, total: delta.to_total(), seen: now },
                 },
             };
-            totals.push((hist, i, next.total.clone(), next.start));
+            totals.push((hist, i, next.total.clone(), if start != 0 { next.start } else { 0 }));
             *state = Some(next);
         }
         rebuild(batch, &deltas, totals);
@@ -207,12 +208,12 @@ impl Total {
     }
 }
 
-/// Puts the totals in place of the delta samples of `deltas` series; the delta samples
-/// without a total (dropped) go, with their start timestamps.
+/// Puts the totals in place of the delta samples of `deltas` series, with their streams'
+/// start timestamps; the delta samples without a total (dropped) go, with theirs.
 fn rebuild(batch: &mut Batch, deltas: &HashSet<Labels>, totals: Vec<(bool, usize, Total, i64)>) {
     let mut floats: Vec<Option<f64>> = vec![None; batch.floats.len()];
     let mut hists: Vec<Option<FloatHistogram>> = vec![None; batch.histograms.len()];
-    let mut starts: HashMap<(Labels, i64), i64> = HashMap::new();
+    batch.starts.retain(|(labels, ..)| !deltas.contains(labels));
     for (hist, i, total, start) in totals {
         let (labels, t) = if hist {
             (&batch.histograms[i].0, batch.histograms[i].1)
@@ -220,7 +221,7 @@ fn rebuild(batch: &mut Batch, deltas: &HashSet<Labels>, totals: Vec<(bool, usize
             (&batch.floats[i].0, batch.floats[i].1)
         };
         if start != 0 {
-            starts.insert((labels.clone(), t), start);
+            batch.starts.push((labels.clone(), t, start));
         }
         match total {
             Total::Float(v) if !hist => floats[i] = Some(v),
@@ -244,18 +245,6 @@ fn rebuild(batch: &mut Batch, deltas: &HashSet<Labels>, totals: Vec<(bool, usize
             true
         }
         None => !deltas.contains(labels),
-    });
-    batch.starts.retain_mut(|(labels, t, start)| {
-        if !deltas.contains(labels) {
-            return true;
-        }
-        match starts.get(&(labels.clone(), *t)) {
-            Some(s) => {
-                *start = *s;
-                true
-            }
-            None => false,
-        }
     });
 }
 

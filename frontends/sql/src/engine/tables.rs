@@ -315,7 +315,7 @@ pub(super) fn batches(
     let label_count = fields.iter().position(|f| f.name() == "ts").unwrap_or(fields.len());
     let labels: Vec<&str> = fields[..label_count].iter().map(|f| label_of_column(f.name())).collect();
     let with_histograms = fields.len() > label_count + 2;
-    let mut rows = Rows {
+    let mut rows = RowBatches {
         schema,
         labels: labels.iter().map(|_| StringBuilder::new()).collect(),
         ts: TimestampMillisecondBuilder::new().with_timezone(UTC),
@@ -350,7 +350,7 @@ fn label_values<'l>(names: &[&str], labels: &'l promflow_storage::Labels) -> Vec
 }
 
 /// The batches [`batches`] builds, and the one being built.
-struct Rows<'a> {
+struct RowBatches<'a> {
     schema: &'a SchemaRef,
     labels: Vec<StringBuilder>,
     ts: TimestampMillisecondBuilder,
@@ -362,7 +362,7 @@ struct Rows<'a> {
     out: Vec<RecordBatch>,
 }
 
-impl<'a> Rows<'a> {
+impl<'a> RowBatches<'a> {
     fn push(
         &mut self,
         labels: &[Option<&str>],
