@@ -2,7 +2,6 @@
 //! in-memory head (compressed chunks, no WAL) and are written out as one block.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::db::{write_head_block, BLOCKS_DIR, PROMFLOW_DIR};
 use crate::head::{AppendResult, Head, SeriesRef};
@@ -38,7 +37,7 @@ impl BlockBuilder {
                 let r = self.next_ref;
                 self.next_ref += 1;
                 self.head
-                    .create(r, Arc::new(labels.clone()), hash)
+                    .create(r, labels, hash)
                     .ok_or_else(|| Error::InvalidLabels(format!("series {labels} could not be added")))?
             }
         };

@@ -41,8 +41,8 @@ pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
 /// One series in memory.
 #[derive(Debug)]
 pub(crate) struct MemSeries {
-    /// The series' labels, shared with appenders and the append feed.
-    pub(crate) labels: Arc<Labels>,
+    /// The series' labels.
+    pub(crate) labels: PackedLabels,
     sealed: Vec<SealedChunk>,
     open: OpenChunk,
     /// Newest in-order sample: timestamp and value bits.
@@ -58,11 +58,13 @@ pub(crate) struct MemSeries {
 }
 
 mod histograms;
+mod packed;
 
 use histograms::HistogramSamples;
+pub(crate) use packed::PackedLabels;
 
 impl MemSeries {
-    fn new(labels: Arc<Labels>) -> Self {
+    fn new(labels: PackedLabels) -> Self {
         MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None, ooo: None, hists: None }
     }
 
@@ -291,6 +293,12 @@ pub(crate) struct Head {
     by_hash: U64Map<SeriesRef>,
     /// Series whose hash collided with an earlier series' hash (rare): searched linearly.
     collided: Vec<SeriesRef>,
+    /// The labels of the series the last truncation removed, until the next one: an
+    /// appender that found such a series before it was removed creates it again from them
+    /// ([`Head::departed`]).
+    departed: U64Map<PackedLabels>,
+    /// Truncations that removed series.
+    removals: u64,
     /// Label pairs → sorted series refs.
     postings: Postings<SeriesRef>,
     num_samples: u64,
@@ -326,11 +334,11 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
 impl Head {
     /// The ref of the series with exactly these labels (`hash` is their `stable_hash`).
     pub(crate) fn lookup(&self, labels: &Labels, hash: u64) -> Option<SeriesRef> {
-        self.lookup_by(hash, |l| l == labels)
+        self.lookup_by(hash, |l| l.eq_labels(labels))
     }
 
     /// The ref of the series with hash `hash` whose labels satisfy `is_it`.
-    pub(crate) fn lookup_by(&self, hash: u64, is_it: impl Fn(&Labels) -> bool) -> Option<SeriesRef> {
+    pub(crate) fn lookup_by(&self, hash: u64, is_it: impl Fn(&PackedLabels) -> bool) -> Option<SeriesRef> {
         let r = *self.by_hash.get(&hash)?;
         if self.series.get(&r).is_some_and(|s| is_it(&s.labels)) {
             return Some(r);
@@ -343,11 +351,21 @@ impl Head {
         self.series.get(&r).map(|s| &**s)
     }
 
+    /// The labels of series `r`, if the last truncation removed it.
+    pub(crate) fn departed(&self, r: SeriesRef) -> Option<&PackedLabels> {
+        self.departed.get(&r)
+    }
+
+    /// How many truncations have removed series.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals
+    }
+
     /// Adds a series under ref `r`, unless one with these labels exists: returns the ref the
     /// labels now live under. A ref already taken by other labels is a caller bug; the
     /// series is then not added and `None` is returned.
-    pub(crate) fn create(&mut self, r: SeriesRef, labels: Arc<Labels>, hash: u64) -> Option<SeriesRef> {
-        if let Some(existing) = self.lookup(&labels, hash) {
+    pub(crate) fn create(&mut self, r: SeriesRef, labels: &Labels, hash: u64) -> Option<SeriesRef> {
+        if let Some(existing) = self.lookup(labels, hash) {
             return Some(existing);
         }
         if self.series.contains_key(&r) {
@@ -360,7 +378,7 @@ impl Head {
                 e.insert(r);
             }
         }
-        self.series.insert(r, Box::new(MemSeries::new(labels)));
+        self.series.insert(r, Box::new(MemSeries::new(PackedLabels::new(labels))));
         Some(r)
     }
 
@@ -471,7 +489,7 @@ impl Head {
             .filter_map(|r| Some((self.starts.get(&r)?, self.series.get(&r)?)))
             .filter_map(|(runs, s)| {
                 let runs = runs.in_range(mint, maxt);
-                (!runs.is_empty()).then(|| StartTimestamps { labels: (*s.labels).clone(), runs })
+                (!runs.is_empty()).then(|| StartTimestamps { labels: s.labels.to_labels(), runs })
             })
             .collect();
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
@@ -510,6 +528,10 @@ impl Head {
         self.starts.retain(|r, runs| {
             removed.binary_search(r).is_err() && !runs.delete_range(Timestamp::MIN, mint - 1)
         });
+        self.departed.clear();
+        if !removed.is_empty() {
+            self.removals += 1;
+        }
         for &r in &removed {
             let Some(s) = self.series.remove(&r) else { continue };
             let hash = s.labels.stable_hash();
@@ -526,7 +548,9 @@ impl Head {
                     self.by_hash.insert(hash, other);
                 }
             }
+            self.departed.insert(r, s.labels);
         }
+        self.departed.shrink_to_fit();
         self.postings.remove_all(&removed);
         self.min_time = new_min;
         if new_min.is_none() {
@@ -593,14 +617,14 @@ impl Head {
 
     /// Refs of the series with samples in `mint..=maxt`, sorted by their labels.
     pub(crate) fn refs_in_range(&self, mint: Timestamp, maxt: Timestamp) -> Vec<(Arc<Labels>, SeriesRef)> {
-        let mut out: Vec<(Arc<Labels>, SeriesRef)> = self
+        let mut found: Vec<(&PackedLabels, SeriesRef)> = self
             .series
             .iter()
             .filter(|(_, s)| s.has_samples_in(mint, maxt))
-            .map(|(&r, s)| (Arc::clone(&s.labels), r))
+            .map(|(&r, s)| (&s.labels, r))
             .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        out
+        found.sort_unstable_by(|a, b| a.0.cmp_labels(b.0));
+        found.into_iter().map(|(l, r)| (Arc::new(l.to_labels()), r)).collect()
     }
 
     /// Appends series `r`'s samples in `mint..=maxt` to `out`.
@@ -616,8 +640,8 @@ impl Head {
     }
 
     /// Every series with its labels (for checkpoints).
-    pub(crate) fn all_series(&self) -> impl Iterator<Item = (SeriesRef, &Labels)> {
-        self.series.iter().map(|(&r, s)| (r, &*s.labels))
+    pub(crate) fn all_series(&self) -> impl Iterator<Item = (SeriesRef, Labels)> + '_ {
+        self.series.iter().map(|(&r, s)| (r, s.labels.to_labels()))
     }
 
     /// Number of series.
@@ -647,10 +671,10 @@ impl Head {
                 (!samples.is_empty()).then_some((s, samples))
             })
             .collect();
-        found.sort_unstable_by(|a, b| a.0.labels.cmp(&b.0.labels));
+        found.sort_unstable_by(|a, b| a.0.labels.cmp_labels(&b.0.labels));
         found
             .into_iter()
-            .map(|(s, samples)| Series { labels: (*s.labels).clone(), samples: samples.into() })
+            .map(|(s, samples)| Series { labels: s.labels.to_labels(), samples: samples.into() })
             .collect()
     }
 
@@ -671,7 +695,7 @@ impl Head {
             .filter(|s| s.hists.is_some())
             .filter_map(|s| {
                 let samples = s.histograms_in(mint, maxt);
-                (!samples.is_empty()).then(|| HistogramSeries { labels: (*s.labels).clone(), samples })
+                (!samples.is_empty()).then(|| HistogramSeries { labels: s.labels.to_labels(), samples })
             })
             .collect();
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
@@ -726,7 +750,8 @@ impl Head {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Vec<Labels> {
-        let mut out: Vec<Labels> = self.matching(matchers, mint, maxt).map(|s| (*s.labels).clone()).collect();
+        let mut out: Vec<Labels> =
+            self.matching(matchers, mint, maxt).map(|s| s.labels.to_labels()).collect();
         out.sort_unstable();
         out
     }
@@ -738,7 +763,7 @@ impl Head {
         } else {
             let mut names: HashSet<&str> = HashSet::new();
             for s in self.matching(matchers, mint, maxt) {
-                names.extend(s.labels.iter().map(|l| l.name.as_str()));
+                names.extend(s.labels.iter().map(|(n, _)| n));
             }
             names.into_iter().map(str::to_string).collect()
         };
@@ -847,7 +872,7 @@ mod tests {
 
     fn add(h: &mut Head, r: SeriesRef, l: Labels, samples: &[(i64, f64)]) {
         let hash = l.stable_hash();
-        assert_eq!(h.create(r, Arc::new(l), hash), Some(r));
+        assert_eq!(h.create(r, &l, hash), Some(r));
         for &(t, v) in samples {
             assert_eq!(h.append(r, t, v), AppendResult::Appended);
         }
@@ -911,9 +936,9 @@ mod tests {
         let mut h = Head::default();
         let l = ls(&[("a", "b")]);
         add(&mut h, 1, l.clone(), &[]);
-        assert_eq!(h.create(2, Arc::new(l.clone()), l.stable_hash()), Some(1));
+        assert_eq!(h.create(2, &l, l.stable_hash()), Some(1));
         assert_eq!(h.num_series(), 1);
-        assert_eq!(h.create(1, Arc::new(ls(&[("x", "y")])), 7), None);
+        assert_eq!(h.create(1, &ls(&[("x", "y")]), 7), None);
     }
 
     #[test]
@@ -922,8 +947,8 @@ mod tests {
         let a = ls(&[("a", "1")]);
         let b = ls(&[("a", "2")]);
         // force both under the same hash
-        assert_eq!(h.create(1, Arc::new(a.clone()), 42), Some(1));
-        assert_eq!(h.create(2, Arc::new(b.clone()), 42), Some(2));
+        assert_eq!(h.create(1, &a, 42), Some(1));
+        assert_eq!(h.create(2, &b, 42), Some(2));
         assert_eq!(h.lookup(&a, 42), Some(1));
         assert_eq!(h.lookup(&b, 42), Some(2));
         assert_eq!(h.lookup(&ls(&[("a", "3")]), 42), None);

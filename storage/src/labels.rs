@@ -47,6 +47,12 @@ impl Labels {
         Labels(out)
     }
 
+    /// Builds a label set from pairs that are already in name order with unique names and
+    /// no empty value (another label set's pairs).
+    pub(crate) fn from_sorted_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        Labels(pairs.map(|(n, v)| Label { name: n.into(), value: v.into() }).collect())
+    }
+
     /// The value of `name`, or "" when the label is absent.
     pub fn get(&self, name: &str) -> &str {
         match self.0.binary_search_by(|l| l.name.as_str().cmp(name)) {
@@ -138,7 +144,7 @@ impl Labels {
 }
 
 /// FNV-1a over names and values, each followed by 0xff: [`Labels::stable_hash`].
-fn fnv_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+pub(crate) fn fnv_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for (n, v) in pairs {
         for b in n.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {

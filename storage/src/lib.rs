@@ -111,13 +111,36 @@ pub struct CommitStats {
     pub new_series: usize,
 }
 
-/// A committed batch as the append feed delivers it.
+/// A series' id in storage's head: fixed for the series' life there, and never given to
+/// another series while the process runs.
+pub type SeriesId = u64;
+
+/// A committed batch as the append feed delivers it. Samples name their series by id, so
+/// that a commit hands over no label set: a consumer asks for the labels of a series it has
+/// not seen ([`CommittedBatch::labels`]) and remembers what it needs by id.
 #[derive(Clone, Debug, Default)]
 pub struct CommittedBatch {
-    /// The samples of the batch, each with its series' labels, in append order.
-    pub samples: Vec<(Arc<Labels>, Sample)>,
-    /// The native-histogram samples of the batch, each with its series' labels.
-    pub histograms: Vec<(Arc<Labels>, HistogramSample)>,
+    /// The samples of the batch, each with its series' id, in append order.
+    pub samples: Vec<(SeriesId, Sample)>,
+    /// The native-histogram samples of the batch, each with its series' id.
+    pub histograms: Vec<(SeriesId, HistogramSample)>,
+    /// The series this batch created, by id (ascending).
+    pub created: Vec<(SeriesId, Arc<Labels>)>,
+    /// How many times the head had removed series when the batch was committed: a consumer
+    /// may forget the series it remembers by id once this grows, as some of them are gone.
+    pub removals: u64,
+    /// Where the labels of series the batch did not create are looked up.
+    db: std::sync::Weak<Db>,
+}
+
+impl CommittedBatch {
+    /// The labels of series `id`: one this batch created, or one storage still holds.
+    pub fn labels(&self, id: SeriesId) -> Option<Arc<Labels>> {
+        match self.created.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(i) => Some(Arc::clone(&self.created[i].1)),
+            Err(_) => self.db.upgrade()?.series_labels(id).map(Arc::new),
+        }
+    }
 }
 
 /// Storage errors.
@@ -164,6 +187,11 @@ pub enum Error {
         /// Why the first refused sample was refused.
         reason: Box<Error>,
     },
+    /// The series was removed from the head (its samples were all older than a head cut)
+    /// between `append` and `commit`, and its labels were forgotten too; a sender that tries
+    /// again creates it anew.
+    #[error("series removed from the head while its batch was open")]
+    SeriesRemoved,
     /// The data directory is held by another process.
     #[error("data directory {0} is locked by another process")]
     Locked(String),
@@ -184,8 +212,7 @@ impl Error {
                 | Error::TooFarInFuture { .. }
                 | Error::DuplicateTimestamp
                 | Error::InvalidLabels(_)
-                | Error::Refused { .. }
-        )
+        ) || matches!(self, Error::Refused { reason, .. } if reason.is_sample_error())
     }
 }
 

@@ -195,12 +195,15 @@ impl Drop for RecordEncoder<'_> {
 }
 
 /// Appends series records for `series` to `out` (nothing when empty).
-pub(crate) fn encode_series<'l>(out: &mut Vec<u8>, series: impl IntoIterator<Item = (u64, &'l Labels)>) {
+pub(crate) fn encode_series<L: std::borrow::Borrow<Labels>>(
+    out: &mut Vec<u8>,
+    series: impl IntoIterator<Item = (u64, L)>,
+) {
     let mut enc = RecordEncoder::new(out, REC_SERIES_V1);
     for (r, ls) in series {
         let buf = enc.entry();
         buf.extend_from_slice(&r.to_le_bytes());
-        put_labels(buf, ls);
+        put_labels(buf, ls.borrow());
     }
 }
 
@@ -653,9 +656,9 @@ impl WalWriter {
     /// `mint` and that come before `keep_from` (the oldest segment a reader still reads) or
     /// whose samples are all older than `give_up` (a reader that far behind loses them), and
     /// older checkpoints. Returns the number of segments deleted.
-    pub(crate) fn checkpoint<'l>(
+    pub(crate) fn checkpoint<L: std::borrow::Borrow<Labels>>(
         &mut self,
-        series: impl IntoIterator<Item = (u64, &'l Labels)>,
+        series: impl IntoIterator<Item = (u64, L)>,
         mint: i64,
         (keep_from, give_up): (u64, i64),
     ) -> Result<usize, Error> {
@@ -809,7 +812,7 @@ mod tests {
     #[test]
     fn empty_inputs_write_nothing() {
         let mut buf = Vec::new();
-        encode_series(&mut buf, std::iter::empty());
+        encode_series(&mut buf, std::iter::empty::<(u64, &Labels)>());
         encode_samples(&mut buf, std::iter::empty());
         assert!(buf.is_empty());
     }

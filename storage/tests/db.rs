@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use promflow_storage::native_histogram::Span;
 use promflow_storage::{
-    is_stale_nan, stale_nan, Db, DbOptions, Error, FloatHistogram, Labels, MatchOp, Matcher, Querier, Sample,
+    is_stale_nan, stale_nan, CommitStats, Db, DbOptions, Error, FloatHistogram, Labels, MatchOp, Matcher,
+    Querier, Sample,
 };
 
 fn ls(pairs: &[(&str, &str)]) -> Labels {
@@ -501,7 +502,8 @@ fn feed_delivers_committed_batches_only() {
     commit(&db, &[(&b, 5, 5.0)]);
 
     let first = rx.try_recv().unwrap();
-    let got: Vec<(Labels, Sample)> = first.samples.iter().map(|(l, s)| ((**l).clone(), *s)).collect();
+    let got: Vec<(Labels, Sample)> =
+        first.samples.iter().map(|(id, s)| ((*first.labels(*id).unwrap()).clone(), *s)).collect();
     assert_eq!(
         got,
         vec![
@@ -510,10 +512,14 @@ fn feed_delivers_committed_batches_only() {
             (a.clone(), Sample { t: 2, v: 3.0 })
         ]
     );
-    // the feed shares the head's label sets
-    assert!(Arc::ptr_eq(&first.samples[0].0, &first.samples[2].0));
+    // samples name their series by id; the batch carries the labels of those it created
+    assert_eq!(first.samples[0].0, first.samples[2].0);
+    assert_eq!(first.created.len(), 2);
     let second = rx.try_recv().unwrap();
     assert_eq!(second.samples.len(), 1);
+    assert!(second.created.is_empty(), "b was created by the first batch");
+    // its labels come from storage
+    assert_eq!(*second.labels(second.samples[0].0).unwrap(), b);
     assert!(rx.try_recv().is_err());
 
     // a batch that stores nothing is not sent
@@ -641,6 +647,50 @@ fn an_appender_a_head_cut_stopped_waiting_for_is_refused_what_the_cut_wrote() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(dump(&db)[0], (a, vec![(3 * HOUR, 3.0f64.to_bits())]));
+}
+
+#[test]
+fn a_series_removed_by_a_cut_while_a_batch_holds_it_is_created_again_from_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    let (a, b, c) = (ls(&[("__name__", "a")]), ls(&[("__name__", "b")]), ls(&[("__name__", "c")]));
+    commit(&db, &[(&a, 1000, 1.0), (&b, 1000, 1.0), (&c, 2 * HOUR + 1000, 2.0)]);
+    // both find their series in the head
+    let mut late_a = db.appender();
+    late_a.append(&a, 3 * HOUR, 3.0).unwrap();
+    let mut late_c = db.appender();
+    late_c.append(&c, 7 * HOUR, 7.0).unwrap();
+
+    // [0, 2h) is cut: `a` is left without samples in the head and removed
+    commit(&db, &[(&b, 4 * HOUR, 4.0)]);
+    assert!(db.compact().unwrap().head_blocks >= 1);
+    assert_eq!(late_a.commit().unwrap(), CommitStats { samples: 1, new_series: 1 });
+    let a_now = vec![(1000, 1.0f64.to_bits()), (3 * HOUR, 3.0f64.to_bits())];
+    assert_eq!(dump(&db)[0], (a.clone(), a_now.clone()));
+
+    // `c` is removed by the next cut, and the cut after forgets its labels: the batch's
+    // sample cannot be stored, and the refusal is one a sender retries (not a 400)
+    commit(&db, &[(&b, 6 * HOUR, 6.0)]);
+    db.compact().unwrap();
+    commit(&db, &[(&b, 8 * HOUR, 8.0)]);
+    db.compact().unwrap();
+    match late_c.commit() {
+        Err(e @ Error::Refused { refused: 1, staged: 1, stored: 0, .. }) => {
+            assert!(!e.is_sample_error(), "{e}");
+            assert!(
+                matches!(e, Error::Refused { ref reason, .. } if matches!(**reason, Error::SeriesRemoved))
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // sent again, it is stored
+    commit(&db, &[(&c, 7 * HOUR, 7.0)]);
+    let want_c = (c.clone(), vec![(2 * HOUR + 1000, 2.0f64.to_bits()), (7 * HOUR, 7.0f64.to_bits())]);
+    assert_eq!(dump(&db)[2], want_c);
+    drop(db);
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    assert_eq!(dump(&db)[0], (a, a_now));
+    assert_eq!(dump(&db)[2], want_c);
 }
 
 #[test]

@@ -39,7 +39,7 @@ use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
-use promflow_storage::Labels;
+use promflow_storage::{Labels, SeriesId};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
@@ -262,9 +262,10 @@ struct Controller {
     /// Per series: its key and the leaves whose matchers it satisfies, worked out when the
     /// registry's leaves were at version `routes_for`.
     routes: HashMap<Labels, (u64, Vec<usize>)>,
-    /// The same for the append feed's shared label sets, by their address
-    /// ([`Incremental::append_shared`]).
-    shared_routes: KeyMap<usize, (Arc<Labels>, u64, Vec<usize>)>,
+    /// The same for the append feed's series, by their storage id ([`Incremental::append_by_id`]).
+    id_routes: KeyMap<SeriesId, (u64, Vec<usize>)>,
+    /// Storage's count of series removals when `id_routes` was started.
+    id_routes_removals: u64,
     routes_for: u64,
     clock: u64,
     ticked: Option<u64>,
@@ -395,7 +396,8 @@ impl Incremental {
                 hub_views: HashMap::new(),
                 next_view: 0,
                 routes: HashMap::new(),
-                shared_routes: KeyMap::default(),
+                id_routes: KeyMap::default(),
+                id_routes_removals: 0,
                 routes_for: 0,
                 clock: 0,
                 ticked: None,
@@ -732,26 +734,36 @@ impl Incremental {
         self.feed(per_leaf);
     }
 
-    /// [`Incremental::append_from`] over storage's append feed, whose label sets storage shares
-    /// for a series' life: a series is found by its label set's address, not by hashing its
-    /// labels (which was most of the feed thread's time). The route holds the label set, so
-    /// the address is not reused while it is known.
-    pub fn append_shared<'a>(&self, samples: impl IntoIterator<Item = (&'a Arc<Labels>, i64, Value)>) {
+    /// [`Incremental::append_from`] over storage's append feed, whose samples name their series
+    /// by storage id: a series is found by its id, not by hashing its labels (which was most
+    /// of the feed thread's time), and `labels_of` is asked for the labels of a series only
+    /// when it is first seen. `removals` is storage's count of series removals: when it has
+    /// grown, the routes are forgotten, so that those of removed series do not pile up.
+    pub fn append_by_id(
+        &self,
+        samples: impl IntoIterator<Item = (SeriesId, i64, Value)>,
+        removals: u64,
+        labels_of: impl Fn(SeriesId) -> Option<Arc<Labels>>,
+    ) {
         let mut c = self.controller();
         self.check_routes(&mut c);
-        // as in `append_from`: without views, the routes would only hold every series' labels
+        // as in `append_from`: without views, there is nothing to route
         if c.registry.leaves.is_empty() {
             return;
         }
+        if c.id_routes_removals != removals {
+            c.id_routes = KeyMap::default();
+            c.id_routes_removals = removals;
+        }
         let mut per_leaf: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
-        let Controller { registry, shared_routes, .. } = &mut *c;
-        for (labels, t, v) in samples {
-            let address = Arc::as_ptr(labels) as usize;
-            let (_, key, to) = match shared_routes.get(&address) {
+        let Controller { registry, id_routes, .. } = &mut *c;
+        for (id, t, v) in samples {
+            let (key, to) = match id_routes.get(&id) {
                 Some(r) => r,
                 None => {
-                    let (key, to) = self.route(registry, labels);
-                    shared_routes.entry(address).or_insert((Arc::clone(labels), key, to))
+                    // gone already: its samples were older than a head cut
+                    let Some(labels) = labels_of(id) else { continue };
+                    id_routes.entry(id).or_insert(self.route(registry, &labels))
                 }
             };
             for leaf in to {
@@ -767,7 +779,7 @@ impl Incremental {
         let version = c.registry.leaves_version;
         if c.routes_for != version {
             c.routes.clear();
-            c.shared_routes.clear();
+            c.id_routes.clear();
             c.routes_for = version;
         }
     }

@@ -287,9 +287,9 @@ impl LiveViews {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
         while let Ok(batch) = feed.try_recv() {
             self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).arrived();
-            let floats = batch.samples.iter().map(|(l, s)| (l, s.t, Value::float(s.v)));
-            let hists = batch.histograms.iter().map(|(l, h)| (l, h.t, Value::histogram(Arc::clone(&h.h))));
-            self.inc.append_shared(floats.chain(hists));
+            let floats = batch.samples.iter().map(|(id, s)| (*id, s.t, Value::float(s.v)));
+            let hists = batch.histograms.iter().map(|(id, h)| (*id, h.t, Value::histogram(Arc::clone(&h.h))));
+            self.inc.append_by_id(floats.chain(hists), batch.removals, |id| batch.labels(id));
         }
     }
 

@@ -983,3 +983,45 @@ fn views_over_native_histograms_equal_the_batch_executor() {
     inc.shutdown();
     assert!(histograms > 100, "only {histograms} histograms compared");
 }
+
+/// The append feed names series by storage id: their labels are asked for once per series,
+/// not per sample, and again only after storage has removed series (so that the routes of
+/// series gone under churn are not kept). The samples reach the views either way.
+#[test]
+fn the_feed_asks_for_a_series_labels_once_until_storage_removes_series() {
+    let inc = Incremental::start(2, LOOKBACK).unwrap();
+    let view = inc.install(&compile("sum by (job) (x)")).unwrap();
+    let labels = |id: u64| {
+        Some(Arc::new(Labels::from_pairs([
+            ("__name__", "x".to_string()),
+            ("job", format!("j{}", id % 2)),
+            ("i", id.to_string()),
+        ])))
+    };
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let labels_of = |id: u64| {
+        asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // id 9 is gone from storage: its samples go nowhere
+        if id == 9 {
+            None
+        } else {
+            labels(id)
+        }
+    };
+    let feed = |t: i64, removals: u64| {
+        let samples = [1u64, 2, 3, 9].map(|id| (id, t, Value::float(id as f64)));
+        inc.append_by_id(samples, removals, labels_of);
+    };
+    let asked_now = || asked.load(std::sync::atomic::Ordering::Relaxed);
+    feed(0, 0);
+    assert_eq!(asked_now(), 4);
+    feed(15_000, 0);
+    assert_eq!(asked_now(), 5, "only the series storage did not know is asked again");
+    feed(30_000, 1);
+    assert_eq!(asked_now(), 9, "after a removal every series is asked again");
+    inc.advance(40_000);
+    let sums = floats(inc.read(view, 30_000).unwrap());
+    let by_job: Vec<f64> = sums.values().copied().collect();
+    assert_eq!(by_job, vec![2.0, 4.0], "{sums:?}");
+    inc.shutdown();
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::compact::head_compactable;
 use super::{lock, min_valid, now_ms, read, write, Db, MAX_KEPT_BUFFER};
 use crate::exemplars::{Exemplar, ExemplarError};
-use crate::head::{AppendResult, SeriesRef, U64Map};
+use crate::head::{AppendResult, PackedLabels, SeriesRef, U64Map};
 use crate::wal::{self, RefSample};
 use crate::{
     is_stale_nan, Appender, CommitStats, CommittedBatch, Error, FloatHistogram, HistogramSample, Labels,
@@ -65,7 +65,9 @@ impl Db {
 
 /// A series touched by a batch.
 struct BatchSeries {
-    labels: Arc<Labels>,
+    /// The labels of a series the head did not have at first append; for one it had, `None`
+    /// (its labels are the head's) until an exemplar or the commit needs them.
+    labels: Option<Arc<Labels>>,
     /// `labels.stable_hash()`.
     hash: u64,
     /// The head's ref when the series existed at first append.
@@ -243,6 +245,7 @@ fn check(last: Option<(Timestamp, u64)>, t: Timestamp, bits: u64) -> Result<bool
 trait SeriesKey {
     fn hash(&self) -> u64;
     fn is(&self, labels: &Labels) -> bool;
+    fn is_packed(&self, labels: &PackedLabels) -> bool;
     fn to_labels(&self) -> Labels;
 }
 
@@ -252,6 +255,9 @@ impl SeriesKey for &Labels {
     }
     fn is(&self, labels: &Labels) -> bool {
         **self == *labels
+    }
+    fn is_packed(&self, labels: &PackedLabels) -> bool {
+        labels.eq_labels(self)
     }
     fn to_labels(&self) -> Labels {
         (*self).clone()
@@ -265,6 +271,9 @@ impl SeriesKey for LabelsRef<'_> {
     fn is(&self, labels: &Labels) -> bool {
         labels.eq_ref(*self)
     }
+    fn is_packed(&self, labels: &PackedLabels) -> bool {
+        labels.eq_ref(*self)
+    }
     fn to_labels(&self) -> Labels {
         LabelsRef::to_labels(self)
     }
@@ -275,10 +284,10 @@ impl DbAppender {
     fn series_index(&mut self, key: impl SeriesKey) -> Result<u32, Error> {
         let hash = key.hash();
         if let Some(&i) = self.by_hash.get(&hash) {
-            if key.is(&self.series[i as usize].labels) {
+            if self.holds(i, &key) {
                 return Ok(i);
             }
-            if let Some(&j) = self.collided.iter().find(|&&j| key.is(&self.series[j as usize].labels)) {
+            if let Some(&j) = self.collided.iter().find(|&&j| self.holds(j, &key)) {
                 return Ok(j);
             }
         }
@@ -286,14 +295,12 @@ impl DbAppender {
             .map_err(|_| Error::InvalidLabels("too many series in one batch".into()))?;
         let entry = {
             let head = read(&self.db.head);
-            match head.lookup_by(hash, |l| key.is(l)).and_then(|r| head.get(r).map(|s| (r, s))) {
-                Some((r, s)) => {
-                    BatchSeries { labels: Arc::clone(&s.labels), hash, sref: Some(r), last: s.last() }
-                }
+            match head.lookup_by(hash, |l| key.is_packed(l)).and_then(|r| head.get(r).map(|s| (r, s))) {
+                Some((r, s)) => BatchSeries { labels: None, hash, sref: Some(r), last: s.last() },
                 None => {
                     let labels = key.to_labels();
                     validate(&labels)?;
-                    BatchSeries { labels: Arc::new(labels), hash, sref: None, last: None }
+                    BatchSeries { labels: Some(Arc::new(labels)), hash, sref: None, last: None }
                 }
             }
         };
@@ -305,6 +312,33 @@ impl DbAppender {
             }
         }
         Ok(idx)
+    }
+
+    /// Whether the batch's series `idx` is the series `key`. One found in the head is compared
+    /// with the head's labels, or with those it left behind if it has been removed since.
+    fn holds(&self, idx: u32, key: &impl SeriesKey) -> bool {
+        let s = &self.series[idx as usize];
+        match (&s.labels, s.sref) {
+            (Some(labels), _) => key.is(labels),
+            (None, Some(r)) => {
+                let head = read(&self.db.head);
+                head.get(r).map(|m| &m.labels).or_else(|| head.departed(r)).is_some_and(|l| key.is_packed(l))
+            }
+            (None, None) => false,
+        }
+    }
+
+    /// The labels of the batch's series `idx`, taken from the head the first time for a
+    /// series the head has (`None` if it has been removed since).
+    fn shared_labels(&mut self, idx: u32) -> Option<Arc<Labels>> {
+        let s = &mut self.series[idx as usize];
+        if s.labels.is_none() {
+            let head = read(&self.db.head);
+            let r = s.sref?;
+            let packed = head.get(r).map(|m| &m.labels).or_else(|| head.departed(r))?;
+            s.labels = Some(Arc::new(packed.to_labels()));
+        }
+        s.labels.clone()
     }
 
     /// Stages `(t, v)` for the batch's series `idx`.
@@ -405,7 +439,8 @@ impl Appender for DbAppender {
             Some(newest) if e.t < newest.t => return Err(Error::Exemplar(ExemplarError::OutOfOrder)),
             _ => {}
         }
-        if self.db.exemplars.admits(&self.series[idx as usize].labels, &e).map_err(Error::Exemplar)? {
+        let Some(labels) = self.shared_labels(idx) else { return Ok(()) };
+        if self.db.exemplars.admits(&labels, &e).map_err(Error::Exemplar)? {
             self.exemplars.push((idx, e));
         }
         Ok(())
@@ -455,11 +490,15 @@ impl Appender for DbAppender {
             let head = read(&db.head);
             let mut last: Vec<Option<(Timestamp, u64)>> = Vec::with_capacity(series.len());
             for s in &mut series {
-                let found =
-                    s.sref.filter(|r| head.get(*r).is_some()).or_else(|| head.lookup(&s.labels, s.hash));
+                let live = s.sref.filter(|r| head.get(*r).is_some());
+                if live.is_none() && s.labels.is_none() {
+                    // removed by a truncation since `append`: created again from the labels
+                    // it left, unless another commit has done so
+                    s.labels = s.sref.and_then(|r| head.departed(r)).map(|l| Arc::new(l.to_labels()));
+                }
+                let found = live.or_else(|| s.labels.as_ref().and_then(|l| head.lookup(l, s.hash)));
                 match found.and_then(|r| head.get(r).map(|m| (r, m))) {
                     Some((r, m)) => {
-                        s.labels = Arc::clone(&m.labels);
                         refs.push(Some(r));
                         last.push(m.last());
                     }
@@ -476,6 +515,8 @@ impl Appender for DbAppender {
             for (k, &(idx, t, v)) in keep.iter_mut().zip(&samples) {
                 let verdict = if t < cut {
                     Err(Error::OutOfBounds)
+                } else if refs[idx as usize].is_none() && series[idx as usize].labels.is_none() {
+                    Err(Error::SeriesRemoved)
                 } else {
                     admit(last[idx as usize], t, bits(v), bounds)
                 };
@@ -543,7 +584,7 @@ impl Appender for DbAppender {
         writer.buf.clear();
         wal::encode_series(
             &mut writer.buf,
-            new_series.iter().map(|&i| (ref_of(i), &*series[i as usize].labels)),
+            new_series.iter().filter_map(|&i| Some((ref_of(i), series[i as usize].labels.as_deref()?))),
         );
         // before the samples: replay records a start as the commit does, before its sample
         if let Some(starts) = &starts {
@@ -588,14 +629,15 @@ impl Appender for DbAppender {
         written?;
         db.counters.series_created.fetch_add(new_series.len() as u64, Ordering::Relaxed);
 
-        {
+        let removals = {
             let mut head = write(&db.head);
             for &i in &new_series {
                 let s = &series[i as usize];
                 let r = ref_of(i);
-                if head.create(r, Arc::clone(&s.labels), s.hash) != Some(r) {
+                let Some(labels) = &s.labels else { continue };
+                if head.create(r, labels, s.hash) != Some(r) {
                     // cannot happen: the ref is fresh and the labels were absent under the lock
-                    tracing::error!(series = %s.labels, "new series clashed with an existing one");
+                    tracing::error!(series = %labels, "new series clashed with an existing one");
                 }
             }
             for (k, &(idx, t, v)) in samples.iter().enumerate().filter(|(k, _)| keep[*k]) {
@@ -642,31 +684,39 @@ impl Appender for DbAppender {
             let floor = db.floor.load(Ordering::Relaxed);
             db.min_valid
                 .fetch_max(min_valid(floor, head.time_range(), db.opts.block_duration), Ordering::Relaxed);
-        }
+            head.removals()
+        };
 
         for (idx, _, e) in exemplars {
-            db.exemplars.add(&series[idx as usize].labels, e);
+            if let Some(labels) = &series[idx as usize].labels {
+                db.exemplars.add(labels, e);
+            }
         }
 
         let mut subs = lock(&db.subscribers);
         if !subs.is_empty() {
-            let labels = |idx: u32| Arc::clone(&series[idx as usize].labels);
             let batch = Arc::new(CommittedBatch {
                 samples: kept()
                     .filter_map(|(idx, t, v)| match v {
-                        Staged::Float(v) => Some((labels(idx), Sample { t, v })),
+                        Staged::Float(v) => Some((ref_of(idx), Sample { t, v })),
                         Staged::Histogram(_) => None,
                     })
                     .collect(),
                 histograms: kept()
                     .filter_map(|(idx, t, v)| match v {
                         Staged::Histogram(i) => Some((
-                            labels(idx),
+                            ref_of(idx),
                             HistogramSample { t, h: Arc::clone(&histograms[i as usize].0) },
                         )),
                         Staged::Float(_) => None,
                     })
                     .collect(),
+                created: new_series
+                    .iter()
+                    .filter_map(|&i| Some((ref_of(i), Arc::clone(series[i as usize].labels.as_ref()?))))
+                    .collect(),
+                removals,
+                db: Arc::downgrade(&db),
             });
             subs.retain(|(tx, wake)| {
                 let sent = tx.send(Arc::clone(&batch)).is_ok();

@@ -375,7 +375,7 @@ fn replay_into(
             Some(a)
         } else if let Some(labels) = pending.remove(&r) {
             let hash = labels.stable_hash();
-            let got = head.create(r, Arc::new(labels), hash);
+            let got = head.create(r, &labels, hash);
             if let Some(g) = got.filter(|g| *g != r) {
                 alias.insert(r, g);
             }
@@ -424,7 +424,7 @@ fn replay_into(
             for (r, e) in list.into_iter().filter(|(_, e)| e.t >= floor) {
                 let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
                 if let Some(series) = target.and_then(|t| head.get(t)) {
-                    exemplars.add(&series.labels, e);
+                    exemplars.add(&Arc::new(series.labels.to_labels()), e);
                 }
             }
         }
@@ -651,6 +651,11 @@ impl Db {
     /// The `promflow/` folder this database lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The labels of the head's series `id`, while the head holds it.
+    pub(crate) fn series_labels(&self, id: crate::SeriesId) -> Option<Labels> {
+        read(&self.head).get(id).map(|s| s.labels.to_labels())
     }
 
     /// Subscribes to the append feed: every batch committed from now on, in commit order
