@@ -183,6 +183,13 @@ impl<'a> LabelsRef<'a> {
         LabelsRef(pairs)
     }
 
+    /// Borrows `pairs` when they already hold the invariants, as the pairs a
+    /// [`normalize`](Self::normalize) left do: sorted by name, names unique, no empty value.
+    pub fn from_normalized(pairs: &'a [(&'a str, &'a str)]) -> Option<Self> {
+        let sorted = pairs.windows(2).all(|w| w[0].0 < w[1].0);
+        (sorted && pairs.iter().all(|(_, v)| !v.is_empty())).then_some(LabelsRef(pairs))
+    }
+
     /// The value of `name`, or "" when the label is absent.
     pub fn get(&self, name: &str) -> &'a str {
         match self.0.binary_search_by(|(n, _)| (*n).cmp(name)) {

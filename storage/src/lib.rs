@@ -192,6 +192,9 @@ pub enum Error {
     /// again creates it anew.
     #[error("series removed from the head while its batch was open")]
     SeriesRemoved,
+    /// A [`Prepared`] series that the appender it was given to did not prepare.
+    #[error("a series this appender did not prepare")]
+    NotPrepared,
     /// The data directory is held by another process.
     #[error("data directory {0} is locked by another process")]
     Locked(String),
@@ -235,6 +238,15 @@ pub trait Appender: Send {
     fn append_ref(&mut self, labels: LabelsRef<'_>, t: Timestamp, v: f64) -> Result<(), Error> {
         self.append(&labels.to_labels(), t, v)
     }
+    /// Looks up the series of a request before any of its samples is appended, under one
+    /// hold of the head's lock, so that the lookups overlap in memory rather than wait for one
+    /// another. For each series, a [`Prepared`] to append its samples with
+    /// ([`append_prepared`](Self::append_prepared)), or `None` for a series to append with
+    /// [`append_ref`](Self::append_ref) (one the head does not have, or one repeated in
+    /// `series`).
+    fn prepare_refs(&mut self, series: &[LabelsRef<'_>]) -> Vec<Option<Prepared>>;
+    /// [`append_ref`](Self::append_ref) for a series this appender prepared.
+    fn append_prepared(&mut self, series: Prepared, t: Timestamp, v: f64) -> Result<(), Error>;
     /// Adds one native-histogram sample of the series `labels`, under the same order rules
     /// as a float sample: a series' samples, floats and histograms alike, are in time order.
     fn append_histogram(&mut self, labels: &Labels, t: Timestamp, h: FloatHistogram) -> Result<(), Error>;
@@ -257,6 +269,11 @@ pub trait Appender: Send {
     /// Discards the batch.
     fn rollback(self: Box<Self>);
 }
+
+/// A series an [`Appender`] has looked up ahead of its samples ([`Appender::prepare_refs`]);
+/// it means something only to that appender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared(pub(crate) u32);
 
 /// Read access to series over time.
 ///

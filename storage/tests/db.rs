@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use promflow_storage::native_histogram::Span;
 use promflow_storage::{
-    is_stale_nan, stale_nan, CommitStats, Db, DbOptions, Error, FloatHistogram, Labels, MatchOp, Matcher,
-    Querier, Sample,
+    is_stale_nan, stale_nan, CommitStats, Db, DbOptions, Error, FloatHistogram, Labels, LabelsRef, MatchOp,
+    Matcher, Querier, Sample,
 };
 
 fn ls(pairs: &[(&str, &str)]) -> Labels {
@@ -691,6 +691,36 @@ fn a_series_removed_by_a_cut_while_a_batch_holds_it_is_created_again_from_its_la
     let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
     assert_eq!(dump(&db)[0], (a, a_now));
     assert_eq!(dump(&db)[2], want_c);
+}
+
+#[test]
+fn series_prepared_ahead_take_their_samples_as_if_appended_by_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let (a, b) = (ls(&[("__name__", "a"), ("job", "x")]), ls(&[("__name__", "b")]));
+    commit(&db, &[(&a, 1000, 1.0)]);
+    let ba: Vec<(&str, &str)> = a.iter().map(|x| (x.name.as_str(), x.value.as_str())).collect();
+    let bb: Vec<(&str, &str)> = b.iter().map(|x| (x.name.as_str(), x.value.as_str())).collect();
+    let (ra, rb) = (LabelsRef::from_normalized(&ba).unwrap(), LabelsRef::from_normalized(&bb).unwrap());
+
+    let mut app = db.appender();
+    // `a` is in the head; `b` is not; `a` again is left to `append_ref`
+    let prepared = app.prepare_refs(&[ra, rb, ra]);
+    assert!(prepared[0].is_some() && prepared[1].is_none() && prepared[2].is_none(), "{prepared:?}");
+    let pa = prepared[0].unwrap();
+    app.append_prepared(pa, 2000, 2.0).unwrap();
+    assert!(matches!(app.append_prepared(pa, 1500, 9.0), Err(Error::OutOfOrder)));
+    app.append_ref(ra, 3000, 3.0).unwrap();
+    app.append_ref(rb, 3000, 4.0).unwrap();
+    assert_eq!(app.commit().unwrap(), CommitStats { samples: 3, new_series: 1 });
+    let mut other = db.appender();
+    assert!(matches!(other.append_prepared(pa, 4000, 4.0), Err(Error::NotPrepared)));
+    other.rollback();
+    let want = vec![
+        (a, vec![(1000, 1.0f64.to_bits()), (2000, 2.0f64.to_bits()), (3000, 3.0f64.to_bits())]),
+        (b, vec![(3000, 4.0f64.to_bits())]),
+    ];
+    assert_eq!(dump(&db), want);
 }
 
 #[test]

@@ -87,6 +87,34 @@ fn remote_write_refuses_label_sets_the_sender_must_fix_with_400() {
     assert!(result(&v).is_empty(), "a refused series was stored: {v}");
 }
 
+/// A series' labels in any order, with empty values, or twice in one request name one series,
+/// whether the server has it yet (looked up ahead of its samples) or not.
+#[test]
+fn remote_write_takes_a_series_in_any_label_order_and_twice_in_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_promflow(dir.path(), "", &["--web.enable-remote-write-receiver"]);
+    let t = now_ms() - 60_000;
+    let unsorted = [("job", "a"), ("__name__", "m"), ("empty", "")];
+    let sorted = [("__name__", "m"), ("job", "a")];
+    for round in 0..2 {
+        let at = t + round * 30_000;
+        let body = vec![
+            series(&unsorted, &[(at, 1.0)]),
+            series(&[("__name__", "other")], &[(at, 1.0)]),
+            series(&sorted, &[(at + 15_000, 2.0)]),
+        ];
+        let (code, text) = remote_write(&s, body);
+        assert_eq!(code, 204, "round {round}: {text}");
+    }
+    let at = (t + 45_000) as f64 / 1000.0;
+    let (_, v) = s.get_json(&format!("/api/v1/query?query=count_over_time(m[2m])&time={at}"));
+    let got: Vec<(String, String)> = result(&v)
+        .iter()
+        .map(|r| (r["metric"].to_string(), r["value"][1].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, vec![(r#"{"job":"a"}"#.to_string(), "4".to_string())], "{v}");
+}
+
 /// 200 series with an hour of 15 s samples, ending now.
 fn seed_load(s: &Server) -> i64 {
     let end = now_ms();

@@ -340,13 +340,37 @@ pub fn append_request(
     app: &mut dyn Appender,
 ) -> Result<Appended, Error> {
     let mut appended = Appended::default();
-    let mut scratch: Vec<(&str, &str)> = Vec::new();
+    // every series' labels, checked and normalized, so that the appender can look them all
+    // up at once: a series' pairs are `pairs[range]`
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     for series in req.series() {
+        let start = pairs.len();
+        pairs.extend_from_slice(series.labels);
+        check_names(&mut pairs[start..])?;
+        // an empty value means no label: the others move up over it
+        let mut kept = start;
+        for i in start..pairs.len() {
+            if !pairs[i].1.is_empty() {
+                pairs[kept] = pairs[i];
+                kept += 1;
+            }
+        }
+        pairs.truncate(kept);
+        ranges.push(start..kept);
+    }
+    let refs: Vec<LabelsRef<'_>> = ranges
+        .iter()
+        .zip(req.series())
+        .map(|(range, series)| {
+            LabelsRef::from_normalized(&pairs[range.clone()]).ok_or_else(|| {
+                Error::InvalidSeries(quoted(series.labels.iter().copied()), "labels out of order".into())
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let prepared = app.prepare_refs(&refs);
+    for ((series, &labels), prepared) in req.series().zip(&refs).zip(prepared) {
         let (samples, hists) = (series.samples, series.histograms);
-        scratch.clear();
-        scratch.extend_from_slice(series.labels);
-        check_names(&mut scratch)?;
-        let labels = LabelsRef::normalize(&mut scratch);
         validate(labels)?;
         // start timestamps are rare: the series' labels are built only for them
         let has_starts =
@@ -356,7 +380,11 @@ pub fn append_request(
             if let (true, Some(owned), Some(&st)) = (zero_samples, &owned_for_starts, series.starts.get(i)) {
                 append_zero_sample(owned, &series, (t, st), None, app);
             }
-            app.append_ref(labels, t, v).map_err(|e| {
+            match prepared {
+                Some(p) => app.append_prepared(p, t, v),
+                None => app.append_ref(labels, t, v),
+            }
+            .map_err(|e| {
                 if e.is_sample_error() {
                     Error::InvalidSeries(quoted(labels.pairs()), format!("{e} (timestamp {t})"))
                 } else {

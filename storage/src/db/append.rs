@@ -12,7 +12,7 @@ use crate::head::{AppendResult, PackedLabels, SeriesRef, U64Map};
 use crate::wal::{self, RefSample};
 use crate::{
     is_stale_nan, Appender, CommitStats, CommittedBatch, Error, FloatHistogram, HistogramSample, Labels,
-    LabelsRef, Sample, Timestamp,
+    LabelsRef, Prepared, Sample, Timestamp,
 };
 
 impl Db {
@@ -410,6 +410,36 @@ impl Appender for DbAppender {
         let bounds = self.bounds_for(t)?;
         let idx = self.series_index(labels)?;
         self.append_at(idx, t, Staged::Float(v), bounds)
+    }
+
+    fn prepare_refs(&mut self, keys: &[LabelsRef<'_>]) -> Vec<Option<Prepared>> {
+        // hashed before the lock is taken; then nothing but lookups under it
+        let hashes: Vec<u64> = keys.iter().map(LabelsRef::stable_hash).collect();
+        let db = Arc::clone(&self.db);
+        let head = read(&db.head);
+        keys.iter()
+            .zip(hashes)
+            .map(|(key, hash)| {
+                // a series of the batch already (or its hash's): `append_ref` tells them apart
+                if self.by_hash.contains_key(&hash) {
+                    return None;
+                }
+                let r = head.lookup_by(hash, |l| key.is_packed(l))?;
+                let last = head.get(r)?.last();
+                let idx = u32::try_from(self.series.len()).ok()?;
+                self.series.push(BatchSeries { labels: None, hash, sref: Some(r), last });
+                self.by_hash.insert(hash, idx);
+                Some(Prepared(idx))
+            })
+            .collect()
+    }
+
+    fn append_prepared(&mut self, series: Prepared, t: Timestamp, v: f64) -> Result<(), Error> {
+        if series.0 as usize >= self.series.len() {
+            return Err(Error::NotPrepared);
+        }
+        let bounds = self.bounds_for(t)?;
+        self.append_at(series.0, t, Staged::Float(v), bounds)
     }
 
     fn append_histogram(&mut self, labels: &Labels, t: Timestamp, h: FloatHistogram) -> Result<(), Error> {
