@@ -15,6 +15,7 @@
 //!
 //! Decoding never panics: a malformed chunk simply ends its iteration early.
 
+use crate::codec::Cursor;
 use crate::{Sample, Timestamp};
 
 /// At most this many samples go into one chunk, as in Prometheus.
@@ -257,7 +258,8 @@ pub fn decode_xor_chunk(data: &[u8]) -> Option<Vec<(Timestamp, f64)>> {
 pub(crate) struct OpenChunk {
     w: BitWriter,
     num: u16,
-    min_t: Timestamp,
+    /// The newest timestamp. (The oldest is read from the bytes, where the first sample
+    /// starts: a head series holds an open chunk, so each field counts a million times.)
     t: Timestamp,
     delta: u64,
     v: u64,
@@ -278,7 +280,7 @@ impl OpenChunk {
     pub(crate) fn new() -> Self {
         let mut w = BitWriter::default();
         w.write_bits(0, 16);
-        OpenChunk { w, num: 0, min_t: 0, t: 0, delta: 0, v: 0, leading: 0xff, trailing: 0 }
+        OpenChunk { w, num: 0, t: 0, delta: 0, v: 0, leading: 0xff, trailing: 0 }
     }
 
     /// Samples in the chunk.
@@ -298,7 +300,8 @@ impl OpenChunk {
 
     /// Oldest timestamp (meaningless when empty).
     pub(crate) fn min_t(&self) -> Timestamp {
-        self.min_t
+        // the first timestamp is a varint right after the header, on a byte boundary
+        self.w.buf.get(HEADER_LEN..).and_then(|first| Cursor(first).uvarint()).map_or(0, unzigzag)
     }
 
     /// Newest timestamp (meaningless when empty).
@@ -314,7 +317,6 @@ impl OpenChunk {
             0 => {
                 self.w.write_uvarint(zigzag(t));
                 self.w.write_bits(vb, 64);
-                self.min_t = t;
             }
             1 => {
                 let delta = t.wrapping_sub(self.t) as u64;
@@ -363,7 +365,8 @@ impl OpenChunk {
 
     /// Freezes the chunk into its compact, read-only form.
     pub(crate) fn seal(self) -> SealedChunk {
-        SealedChunk { data: self.w.buf.into_boxed_slice(), min_t: self.min_t, max_t: self.t }
+        let min_t = self.min_t();
+        SealedChunk { data: self.w.buf.into_boxed_slice(), min_t, max_t: self.t }
     }
 }
 

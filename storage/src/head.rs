@@ -43,39 +43,78 @@ pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
 pub(crate) struct MemSeries {
     /// The series' labels.
     pub(crate) labels: PackedLabels,
-    sealed: Vec<SealedChunk>,
+    /// Full chunks, oldest first: a boxed slice, as one is added only every 120 samples.
+    sealed: Box<[SealedChunk]>,
     open: OpenChunk,
-    /// Newest in-order sample: timestamp and value bits.
-    last: Option<(Timestamp, u64)>,
-    /// Samples older than `last` taken within the out-of-order window, sorted by time. They
-    /// are merged with the chunks on every read and go to a block with the rest. Boxed, as
-    /// few series ever have one: the others pay a pointer, where a vector is three words.
-    #[allow(clippy::box_collection)]
-    ooo: Option<Box<Vec<Sample>>>,
-    /// Native-histogram samples, sorted by time (in order and out of order alike), when the
-    /// series has any: boxed so that a float series pays one pointer for them.
-    hists: Option<Box<HistogramSamples>>,
+    /// Newest in-order sample: timestamp ([`NO_SAMPLE`] when none) and value bits.
+    last: (Timestamp, u64),
+    /// What few series have, boxed so that the others pay one pointer for it.
+    rare: Option<Box<Rare>>,
+}
+
+/// The newest timestamp of a series without samples: a sample cannot have it, as it is
+/// older than any other ([`MemSeries::refuses`]).
+const NO_SAMPLE: Timestamp = Timestamp::MIN;
+
+/// The samples of a head series that most series never have.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Samples older than the newest taken within the out-of-order window, sorted by time.
+    /// They are merged with the chunks on every read and go to a block with the rest.
+    ooo: Vec<Sample>,
+    /// Native-histogram samples, sorted by time (in order and out of order alike).
+    hists: Option<HistogramSamples>,
 }
 
 mod histograms;
 mod packed;
 
 use histograms::HistogramSamples;
-pub(crate) use packed::PackedLabels;
+pub(crate) use packed::{PackedLabels, PackedRef};
 
 impl MemSeries {
     fn new(labels: PackedLabels) -> Self {
-        MemSeries { labels, sealed: Vec::new(), open: OpenChunk::new(), last: None, ooo: None, hists: None }
+        MemSeries { labels, sealed: Box::default(), open: OpenChunk::new(), last: (NO_SAMPLE, 0), rare: None }
     }
 
     /// The out-of-order samples, sorted by time.
     fn ooo(&self) -> &[Sample] {
-        self.ooo.as_deref().map_or(&[], Vec::as_slice)
+        self.rare.as_deref().map_or(&[], |r| r.ooo.as_slice())
+    }
+
+    /// The native-histogram samples, if the series has any.
+    fn hists(&self) -> Option<&HistogramSamples> {
+        self.rare.as_deref().and_then(|r| r.hists.as_ref())
+    }
+
+    /// Whether the series has native-histogram samples.
+    fn has_hists(&self) -> bool {
+        self.hists().is_some()
+    }
+
+    /// The rare parts, made if the series has none yet.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Drops the rare parts once they hold nothing.
+    fn tidy_rare(&mut self) {
+        if self.rare.as_deref().is_some_and(|r| r.ooo.is_empty() && r.hists.is_none()) {
+            self.rare = None;
+        }
     }
 
     /// The newest sample's timestamp and value bits.
     pub(crate) fn last(&self) -> Option<(Timestamp, u64)> {
-        self.last
+        (self.last.0 != NO_SAMPLE).then_some(self.last)
+    }
+
+    /// Adds a full chunk after the others.
+    fn push_sealed(&mut self, chunk: SealedChunk) {
+        let mut sealed = std::mem::take(&mut self.sealed).into_vec();
+        sealed.reserve_exact(1);
+        sealed.push(chunk);
+        self.sealed = sealed.into_boxed_slice();
     }
 
     fn first_t(&self) -> Option<Timestamp> {
@@ -84,14 +123,18 @@ impl MemSeries {
             None if !self.open.is_empty() => Some(self.open.min_t()),
             None => None,
         };
-        let firsts = [chunks, self.ooo().first().map(|s| s.t), self.hists.as_ref().and_then(|h| h.first_t())];
+        let firsts = [chunks, self.ooo().first().map(|s| s.t), self.hists().and_then(|h| h.first_t())];
         firsts.into_iter().flatten().min()
     }
 
     /// Why a sample at `t` with value bits `bits` cannot follow the newest sample, if it
     /// cannot: older, or at the same time (an identical repeat is ignored).
     fn refuses(&self, t: Timestamp, bits: u64) -> Option<AppendResult> {
-        let (lt, lv) = self.last?;
+        if t == NO_SAMPLE {
+            // it could not be told from no sample at all
+            return Some(AppendResult::OutOfOrder);
+        }
+        let (lt, lv) = self.last()?;
         if t < lt {
             Some(AppendResult::OutOfOrder)
         } else if t == lt {
@@ -103,12 +146,12 @@ impl MemSeries {
 
     /// The histogram samples in `mint..=maxt`, decoded.
     fn histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<HistogramSample> {
-        self.hists.as_ref().map_or_else(Vec::new, |h| h.range(mint, maxt))
+        self.hists().map_or_else(Vec::new, |h| h.range(mint, maxt))
     }
 
     /// Whether some histogram sample lies in `mint..=maxt`.
     fn has_histograms_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
-        self.hists.as_ref().is_some_and(|h| h.any_in(mint, maxt))
+        self.hists().is_some_and(|h| h.any_in(mint, maxt))
     }
 
     /// Chunk time ranges with a way to decode each, oldest first.
@@ -123,7 +166,7 @@ impl MemSeries {
         if self.ooo().iter().any(|s| s.t >= mint && s.t <= maxt) || self.has_histograms_in(mint, maxt) {
             return true;
         }
-        match (self.first_t(), self.last) {
+        match (self.first_t(), self.last()) {
             (Some(first), Some((last, _))) if first > maxt || last < mint => return false,
             // the range holds the first sample: no chunk need be read (a whole-history lookup,
             // as every SQL statement's of its tables' columns, is the common case). The newest
@@ -171,13 +214,16 @@ impl MemSeries {
         self.samples_in(Timestamp::MIN, Timestamp::MAX, &mut all);
         let before = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
         all.retain(|s| s.t < mint || s.t > maxt);
-        self.ooo = None;
-        self.sealed.clear();
+        if let Some(rare) = self.rare.as_deref_mut() {
+            rare.ooo = Vec::new();
+        }
+        self.tidy_rare();
+        self.sealed = Box::default();
         self.open = OpenChunk::new();
         for s in &all {
             if self.open.is_full() {
                 let full = std::mem::take(&mut self.open);
-                self.sealed.push(full.seal());
+                self.push_sealed(full.seal());
             }
             self.open.append(s.t, s.v);
         }
@@ -189,18 +235,23 @@ impl MemSeries {
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
     fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
         let (mut samples, mut chunks) = (self.retain_histograms(|t| t >= mint), 0u64);
-        if let Some(ooo) = &mut self.ooo {
-            let before = ooo.len();
-            ooo.retain(|s| s.t >= mint);
-            samples += (before - ooo.len()) as u64;
-            if ooo.is_empty() {
-                self.ooo = None;
+        if let Some(rare) = self.rare.as_deref_mut() {
+            let before = rare.ooo.len();
+            rare.ooo.retain(|s| s.t >= mint);
+            samples += (before - rare.ooo.len()) as u64;
+            if rare.ooo.is_empty() {
+                rare.ooo = Vec::new();
             }
         }
+        self.tidy_rare();
         let whole = self.sealed.iter().take_while(|c| c.max_t() < mint).count();
-        for c in self.sealed.drain(..whole) {
-            samples += c.len() as u64;
-            chunks += 1;
+        if whole > 0 {
+            let mut sealed = std::mem::take(&mut self.sealed).into_vec();
+            for c in sealed.drain(..whole) {
+                samples += c.len() as u64;
+                chunks += 1;
+            }
+            self.sealed = sealed.into_boxed_slice();
         }
         if let Some(first) = self.sealed.first_mut() {
             if first.min_t() < mint {
@@ -221,11 +272,13 @@ impl MemSeries {
 
     /// Keeps the histogram samples whose time satisfies `keep`; returns how many went.
     fn retain_histograms(&mut self, keep: impl Fn(Timestamp) -> bool) -> u64 {
-        let Some(hists) = self.hists.as_mut() else { return 0 };
+        let Some(rare) = self.rare.as_deref_mut() else { return 0 };
+        let Some(hists) = rare.hists.as_mut() else { return 0 };
         let gone = hists.retain(keep);
         if hists.is_empty() {
-            self.hists = None;
+            rare.hists = None;
         }
+        self.tidy_rare();
         gone
     }
 
@@ -233,7 +286,7 @@ impl MemSeries {
     fn num_samples(&self) -> usize {
         self.sealed.iter().map(SealedChunk::len).sum::<usize>()
             + self.open.len()
-            + self.hists.as_ref().map_or(0, |h| h.len())
+            + self.hists().map_or(0, |h| h.len())
     }
 }
 
@@ -346,6 +399,35 @@ impl Head {
         self.collided.iter().copied().find(|r| self.series.get(r).is_some_and(|s| is_it(&s.labels)))
     }
 
+    /// [`lookup_by`](Self::lookup_by) for many series at once: `hashes[i]` is the hash of the
+    /// series `is_it(i, _)` recognises. The lookups go stage by stage over all of them (the
+    /// hash index, then the series map, then the series, then their labels), so the cache
+    /// misses of one stage overlap instead of each series waiting out its chain of misses
+    /// before the next one starts.
+    pub(crate) fn lookup_many(
+        &self,
+        hashes: &[u64],
+        is_it: impl Fn(usize, PackedRef<'_>) -> bool,
+    ) -> Vec<Option<SeriesRef>> {
+        let refs: Vec<Option<SeriesRef>> = hashes.iter().map(|h| self.by_hash.get(h).copied()).collect();
+        let series: Vec<Option<&MemSeries>> =
+            refs.iter().map(|r| r.and_then(|r| self.series.get(&r)).map(|s| &**s)).collect();
+        let labels: Vec<Option<PackedRef<'_>>> = series.iter().map(|s| s.map(|s| s.labels.view())).collect();
+        refs.into_iter()
+            .zip(labels)
+            .enumerate()
+            .map(|(i, (r, labels))| match (r, labels) {
+                (Some(r), Some(l)) if is_it(i, l) => Some(r),
+                (Some(_), _) => self
+                    .collided
+                    .iter()
+                    .copied()
+                    .find(|c| self.series.get(c).is_some_and(|s| is_it(i, s.labels.view()))),
+                (None, _) => None,
+            })
+            .collect()
+    }
+
     /// The series with ref `r`.
     pub(crate) fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
         self.series.get(&r).map(|s| &**s)
@@ -391,13 +473,13 @@ impl Head {
         }
         if s.open.is_full() {
             let full = std::mem::take(&mut s.open);
-            s.sealed.push(full.seal());
+            s.push_sealed(full.seal());
         }
         if s.open.is_empty() {
             self.num_chunks += 1;
         }
         s.open.append(t, v);
-        s.last = Some((t, bits));
+        s.last = (t, bits);
         self.count_sample(t);
         AppendResult::Appended
     }
@@ -416,11 +498,11 @@ impl Head {
         if let Some(refused) = s.refuses(t, bits) {
             return refused;
         }
-        if s.hists.is_none() {
+        if !s.has_hists() {
             self.histogram_series += 1;
         }
-        s.hists.get_or_insert_default().push(HistogramSample { t, h });
-        s.last = Some((t, bits));
+        s.rare_mut().hists.get_or_insert_default().push(HistogramSample { t, h });
+        s.last = (t, bits);
         self.count_sample(t);
         AppendResult::Appended
     }
@@ -438,10 +520,10 @@ impl Head {
             return if old == bits { AppendResult::Ignored } else { AppendResult::Duplicate };
         }
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
-        if s.hists.is_none() {
+        if !s.has_hists() {
             self.histogram_series += 1;
         }
-        s.hists.get_or_insert_default().insert(HistogramSample { t, h });
+        s.rare_mut().hists.get_or_insert_default().insert(HistogramSample { t, h });
         self.count_sample(t);
         AppendResult::Appended
     }
@@ -450,7 +532,7 @@ impl Head {
     /// sample is stored (see [`StartRuns::record`]).
     pub(crate) fn record_start(&mut self, r: SeriesRef, t: Timestamp, start: Timestamp) {
         let Some(s) = self.series.get(&r) else { return };
-        let prev = s.last.map(|(t, _)| t);
+        let prev = s.last().map(|(t, _)| t);
         match self.starts.get_mut(&r) {
             Some(runs) => runs.record(prev, t, start),
             None if start != 0 => self.starts.entry(r).or_default().record(prev, t, start),
@@ -512,9 +594,9 @@ impl Head {
         let mut removed: Vec<SeriesRef> = Vec::new();
         let mut new_min: Option<Timestamp> = None;
         for (&r, s) in self.series.iter_mut() {
-            let had_histograms = s.hists.is_some();
+            let had_histograms = s.has_hists();
             let (samples, chunks) = s.truncate(mint);
-            if had_histograms && s.hists.is_none() {
+            if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }
             self.num_samples -= samples;
@@ -578,7 +660,7 @@ impl Head {
             return if old == v.to_bits() { AppendResult::Ignored } else { AppendResult::Duplicate };
         }
         let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
-        let ooo = s.ooo.get_or_insert_with(Default::default);
+        let ooo = &mut s.rare_mut().ooo;
         let i = ooo.partition_point(|x| x.t < t);
         ooo.insert(i, Sample { t, v });
         self.count_sample(t);
@@ -592,9 +674,9 @@ impl Head {
             self.starts.remove(&r);
         }
         if let Some(s) = self.series.get_mut(&r) {
-            let had_histograms = s.hists.is_some();
+            let had_histograms = s.has_hists();
             let (samples, chunks) = s.delete_range(mint, maxt);
-            if had_histograms && s.hists.is_none() {
+            if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }
             self.num_samples -= samples;
@@ -651,8 +733,13 @@ impl Head {
 
     /// Sorted refs of the series matching every matcher (label-only; no time filtering).
     fn postings(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
+        let all = || {
+            let mut refs: Vec<SeriesRef> = self.series.keys().copied().collect();
+            refs.sort_unstable();
+            refs
+        };
         self.postings
-            .select(matchers, |r, name| self.series.get(&r).map(|s| Cow::Borrowed(s.labels.get(name))))
+            .select(matchers, all, |r, name| self.series.get(&r).map(|s| Cow::Borrowed(s.labels.get(name))))
     }
 
     /// Matching series with their samples in `mint..=maxt`, sorted by labels.
@@ -692,7 +779,7 @@ impl Head {
             .postings(matchers)
             .into_iter()
             .filter_map(|r| self.series.get(&r))
-            .filter(|s| s.hists.is_some())
+            .filter(|s| s.has_hists())
             .filter_map(|s| {
                 let samples = s.histograms_in(mint, maxt);
                 (!samples.is_empty()).then(|| HistogramSeries { labels: s.labels.to_labels(), samples })
@@ -931,6 +1018,24 @@ mod tests {
         assert_eq!(h.label_values("a", &[], 0, 0), vec!["b"]);
     }
 
+    /// A head holds a `MemSeries` for every series, each in its own allocation: at 120 bytes
+    /// it takes glibc's 128-byte chunk. A field more moves every series to the next size.
+    #[test]
+    fn a_series_fits_a_128_byte_allocation() {
+        assert!(std::mem::size_of::<MemSeries>() <= 120, "{}", std::mem::size_of::<MemSeries>());
+    }
+
+    #[test]
+    fn a_sample_at_the_oldest_timestamp_goes_with_the_out_of_order_ones() {
+        let mut h = Head::default();
+        add(&mut h, 1, ls(&[("__name__", "x")]), &[]);
+        assert_eq!(h.append(1, Timestamp::MIN, 1.0), AppendResult::OutOfOrder);
+        assert_eq!(h.insert_ooo(1, Timestamp::MIN, 1.0), AppendResult::Appended);
+        assert_eq!(h.get(1).unwrap().last(), None);
+        assert_eq!(h.append(1, 10, 2.0), AppendResult::Appended);
+        assert_eq!(h.value_at(1, Timestamp::MIN), Some(1.0f64.to_bits()));
+    }
+
     #[test]
     fn create_reuses_existing_labels() {
         let mut h = Head::default();
@@ -952,6 +1057,22 @@ mod tests {
         assert_eq!(h.lookup(&a, 42), Some(1));
         assert_eq!(h.lookup(&b, 42), Some(2));
         assert_eq!(h.lookup(&ls(&[("a", "3")]), 42), None);
+    }
+
+    #[test]
+    fn many_lookups_at_once_find_what_single_lookups_find() {
+        let mut h = Head::default();
+        let (a, b, c) = (ls(&[("a", "1")]), ls(&[("a", "2")]), ls(&[("a", "3")]));
+        // `a` and `b` share a hash; `c` is not in the head
+        assert_eq!(h.create(1, &a, 42), Some(1));
+        assert_eq!(h.create(2, &b, 42), Some(2));
+        let keys = [b.clone(), c.clone(), a.clone(), c.clone()];
+        let hashes = [42, 42, 42, c.stable_hash()];
+        let found = h.lookup_many(&hashes, |i, l| l.eq_labels(&keys[i]));
+        assert_eq!(found, vec![Some(2), None, Some(1), None]);
+        for (key, hash) in keys.iter().zip(hashes) {
+            assert_eq!(h.lookup(key, hash), found[keys.iter().position(|k| k == key).unwrap()]);
+        }
     }
 
     #[test]

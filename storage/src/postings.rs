@@ -65,22 +65,26 @@ pub(crate) fn intersect<Id: Copy + Ord>(acc: &mut Vec<Id>, other: &[Id]) {
     });
 }
 
-/// Label name → value (sorted) → sorted ids of the series carrying that pair.
+/// Label name → value (sorted) → sorted ids of the series carrying that pair. The set of
+/// every id is not kept: its owner (the head's series, a block's series count) knows it.
 #[derive(Debug)]
 pub(crate) struct Postings<Id> {
     by_name: HashMap<String, BTreeMap<String, Vec<Id>>>,
-    /// Every id, sorted.
-    all: Vec<Id>,
 }
 
 impl<Id> Default for Postings<Id> {
     fn default() -> Self {
-        Postings { by_name: HashMap::new(), all: Vec::new() }
+        Postings { by_name: HashMap::new() }
     }
 }
 
-/// Inserts `id` into a sorted list; ids mostly grow, so this is usually a push.
+/// Inserts `id` into a sorted list; ids mostly grow, so this is usually a push. A full list
+/// grows by a quarter, not twice over: the lists hold a few ids per series in all, and
+/// doubling would leave a third of that room empty on average.
 fn insert_sorted<Id: Copy + Ord>(list: &mut Vec<Id>, id: Id) {
+    if list.len() == list.capacity() {
+        list.reserve_exact((list.len() / 4).max(4));
+    }
     match list.last() {
         Some(&last) if last >= id => {
             if let Err(i) = list.binary_search(&id) {
@@ -106,7 +110,6 @@ impl<Id: Copy + Ord> Postings<Id> {
                 }
             }
         }
-        insert_sorted(&mut self.all, id);
     }
 
     /// Removes every id in `ids` (sorted) from the index, dropping pairs left without series.
@@ -115,7 +118,6 @@ impl<Id: Copy + Ord> Postings<Id> {
             return;
         }
         let gone = |id: &Id| ids.binary_search(id).is_ok();
-        self.all.retain(|id| !gone(id));
         self.by_name.retain(|_, values| {
             values.retain(|_, list| {
                 list.retain(|id| !gone(id));
@@ -123,12 +125,6 @@ impl<Id: Copy + Ord> Postings<Id> {
             });
             !values.is_empty()
         });
-    }
-
-    /// Every id, sorted.
-    #[cfg(test)]
-    pub(crate) fn all(&self) -> &[Id] {
-        &self.all
     }
 
     /// The values of `name` with their ids.
@@ -168,10 +164,12 @@ impl<Id: Copy + Ord> Postings<Id> {
     }
 
     /// Sorted ids of the series that satisfy every matcher, given their labels through
-    /// `value_of(id, name)` for matchers the index cannot answer (those accepting "").
+    /// `value_of(id, name)` for matchers the index cannot answer (those accepting ""), and
+    /// every id, sorted, through `all` when no matcher narrows the set.
     pub(crate) fn select<'s>(
         &'s self,
         matchers: &[Matcher],
+        all: impl FnOnce() -> Vec<Id>,
         value_of: impl Fn(Id, &str) -> Option<Cow<'s, str>>,
     ) -> Vec<Id> {
         let mut lists: Vec<Cow<'_, [Id]>> = Vec::new();
@@ -190,7 +188,7 @@ impl<Id: Copy + Ord> Postings<Id> {
         }
         lists.sort_by_key(|l| l.len());
         let mut out: Vec<Id> = match lists.split_first() {
-            None => self.all.clone(),
+            None => all(),
             Some((first, rest)) => {
                 let mut acc = first.to_vec();
                 for l in rest {
@@ -258,9 +256,13 @@ mod tests {
         ];
         for (op, v) in cases {
             let matcher = m(op, v);
-            let got = p.select(std::slice::from_ref(&matcher), |id, name| {
-                series[id as usize].iter().find(|(n, _)| *n == name).map(|(_, v)| Cow::Borrowed(*v))
-            });
+            let got = p.select(
+                std::slice::from_ref(&matcher),
+                || (0..series.len() as u32).collect(),
+                |id, name| {
+                    series[id as usize].iter().find(|(n, _)| *n == name).map(|(_, v)| Cow::Borrowed(*v))
+                },
+            );
             let want: Vec<u32> = (0..series.len() as u32)
                 .filter(|&i| {
                     matcher.matches(series[i as usize].iter().find(|(n, _)| *n == "a").map_or("", |(_, v)| v))
@@ -269,7 +271,8 @@ mod tests {
             assert_eq!(got, want, "{matcher}");
         }
         p.remove_all(&[0, 4]);
-        assert_eq!(p.all(), &[1, 2, 3]);
+        assert_eq!(p.values("__name__").unwrap().get("up").unwrap(), &[1, 2, 3]);
+        assert!(p.values("__name__").unwrap().get("down").is_none());
         assert!(p.values("a").unwrap().get("api_x").is_none());
         assert!(p.values("a").unwrap().get("GET").is_none());
     }

@@ -128,7 +128,8 @@ impl BlockIndex {
         if mint > maxt {
             return Vec::new();
         }
-        let mut ids = self.postings.select(matchers, |id, name| {
+        let all = || (0..self.series.len() as u32).collect();
+        let mut ids = self.postings.select(matchers, all, |id, name| {
             self.series.get(id as usize).map(|s| Cow::Borrowed(s.labels.get(name)))
         });
         ids.retain(|&id| self.series.get(id as usize).is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));

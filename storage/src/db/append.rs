@@ -417,14 +417,16 @@ impl Appender for DbAppender {
         let hashes: Vec<u64> = keys.iter().map(LabelsRef::stable_hash).collect();
         let db = Arc::clone(&self.db);
         let head = read(&db.head);
-        keys.iter()
+        let found = head.lookup_many(&hashes, |i, l| l.eq_ref(keys[i]));
+        found
+            .into_iter()
             .zip(hashes)
-            .map(|(key, hash)| {
+            .map(|(r, hash)| {
                 // a series of the batch already (or its hash's): `append_ref` tells them apart
                 if self.by_hash.contains_key(&hash) {
                     return None;
                 }
-                let r = head.lookup_by(hash, |l| key.is_packed(l))?;
+                let r = r?;
                 let last = head.get(r)?.last();
                 let idx = u32::try_from(self.series.len()).ok()?;
                 self.series.push(BatchSeries { labels: None, hash, sref: Some(r), last });

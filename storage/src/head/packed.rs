@@ -66,12 +66,18 @@ impl PackedLabels {
 
     /// Whether this is the packed form of `labels`.
     pub(crate) fn eq_labels(&self, labels: &Labels) -> bool {
-        self.raw().eq(labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())))
+        self.view().eq_labels(labels)
     }
 
     /// Whether this is the packed form of `labels`.
     pub(crate) fn eq_ref(&self, labels: LabelsRef<'_>) -> bool {
-        self.raw().eq(labels.pairs().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        self.view().eq_ref(labels)
+    }
+
+    /// The packed bytes, borrowed: reading them from their owner is a step of its own in a
+    /// lookup of many series ([`crate::head::Head::lookup_many`]).
+    pub(crate) fn view(&self) -> PackedRef<'_> {
+        PackedRef(&self.0)
     }
 
     /// [`Labels::stable_hash`] of the unpacked set.
@@ -83,6 +89,22 @@ impl PackedLabels {
     /// bytewise, a prefix first).
     pub(crate) fn cmp_labels(&self, other: &PackedLabels) -> Ordering {
         self.raw().cmp(other.raw())
+    }
+}
+
+/// A [`PackedLabels`]' bytes, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackedRef<'a>(&'a [u8]);
+
+impl PackedRef<'_> {
+    /// Whether these are the packed labels of `labels`.
+    pub(crate) fn eq_labels(self, labels: &Labels) -> bool {
+        RawPairs(Cursor(self.0)).eq(labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())))
+    }
+
+    /// Whether these are the packed labels of `labels`.
+    pub(crate) fn eq_ref(self, labels: LabelsRef<'_>) -> bool {
+        RawPairs(Cursor(self.0)).eq(labels.pairs().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
     }
 }
 
