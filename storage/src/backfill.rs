@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::db::{write_head_block, BLOCKS_DIR, PROMFLOW_DIR};
-use crate::head::{AppendResult, Head, SeriesRef};
+use crate::head::{AppendResult, Head, PackedLabels, SeriesRef};
 use crate::{Error, Labels, Timestamp};
 
 /// Collects the samples of one block and writes it into a data directory.
@@ -30,7 +30,7 @@ impl BlockBuilder {
         if labels.is_empty() || labels.metric_name().is_empty() {
             return Err(Error::InvalidLabels(format!("series {labels} has no metric name")));
         }
-        let hash = labels.stable_hash();
+        let hash = PackedLabels::index_hash_of(labels);
         let r = match self.head.lookup(labels, hash) {
             Some(r) => r,
             None => {

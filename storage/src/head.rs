@@ -70,7 +70,7 @@ mod histograms;
 mod packed;
 
 use histograms::HistogramSamples;
-pub(crate) use packed::{PackedLabels, PackedRef};
+pub(crate) use packed::{index_hash, pack, PackedLabels, PackedRef};
 
 impl MemSeries {
     fn new(labels: PackedLabels) -> Self {
@@ -342,7 +342,7 @@ pub(crate) struct Head {
     /// Boxed: the table's buckets are a power of two of at least 8/7 of the series, so at a
     /// million series unboxed entries would hold twice their size in empty buckets.
     series: U64Map<Box<MemSeries>>,
-    /// `Labels::stable_hash` → the first series with that hash.
+    /// Index hash ([`packed::index_hash`]) → the first series with that hash.
     by_hash: U64Map<SeriesRef>,
     /// Series whose hash collided with an earlier series' hash (rare): searched linearly.
     collided: Vec<SeriesRef>,
@@ -385,7 +385,8 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
 }
 
 impl Head {
-    /// The ref of the series with exactly these labels (`hash` is their `stable_hash`).
+    /// The ref of the series with exactly these labels (`hash` is their index hash,
+    /// [`PackedLabels::index_hash_of`]).
     pub(crate) fn lookup(&self, labels: &Labels, hash: u64) -> Option<SeriesRef> {
         self.lookup_by(hash, |l| l.eq_labels(labels))
     }
@@ -616,7 +617,7 @@ impl Head {
         }
         for &r in &removed {
             let Some(s) = self.series.remove(&r) else { continue };
-            let hash = s.labels.stable_hash();
+            let hash = s.labels.index_hash();
             self.collided.retain(|&c| c != r);
             if self.by_hash.get(&hash) == Some(&r) {
                 self.by_hash.remove(&hash);
@@ -624,7 +625,7 @@ impl Head {
                 if let Some(pos) = self
                     .collided
                     .iter()
-                    .position(|c| self.series.get(c).is_some_and(|o| o.labels.stable_hash() == hash))
+                    .position(|c| self.series.get(c).is_some_and(|o| o.labels.index_hash() == hash))
                 {
                     let other = self.collided.swap_remove(pos);
                     self.by_hash.insert(hash, other);
@@ -958,7 +959,7 @@ mod tests {
     }
 
     fn add(h: &mut Head, r: SeriesRef, l: Labels, samples: &[(i64, f64)]) {
-        let hash = l.stable_hash();
+        let hash = PackedLabels::index_hash_of(&l);
         assert_eq!(h.create(r, &l, hash), Some(r));
         for &(t, v) in samples {
             assert_eq!(h.append(r, t, v), AppendResult::Appended);
@@ -1041,7 +1042,7 @@ mod tests {
         let mut h = Head::default();
         let l = ls(&[("a", "b")]);
         add(&mut h, 1, l.clone(), &[]);
-        assert_eq!(h.create(2, &l, l.stable_hash()), Some(1));
+        assert_eq!(h.create(2, &l, PackedLabels::index_hash_of(&l)), Some(1));
         assert_eq!(h.num_series(), 1);
         assert_eq!(h.create(1, &ls(&[("x", "y")]), 7), None);
     }
@@ -1067,7 +1068,7 @@ mod tests {
         assert_eq!(h.create(1, &a, 42), Some(1));
         assert_eq!(h.create(2, &b, 42), Some(2));
         let keys = [b.clone(), c.clone(), a.clone(), c.clone()];
-        let hashes = [42, 42, 42, c.stable_hash()];
+        let hashes = [42, 42, 42, PackedLabels::index_hash_of(&c)];
         let found = h.lookup_many(&hashes, |i, l| l.eq_labels(&keys[i]));
         assert_eq!(found, vec![Some(2), None, Some(1), None]);
         for (key, hash) in keys.iter().zip(hashes) {

@@ -144,7 +144,7 @@ impl Labels {
 }
 
 /// FNV-1a over names and values, each followed by 0xff: [`Labels::stable_hash`].
-pub(crate) fn fnv_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+fn fnv_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for (n, v) in pairs {
         for b in n.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {

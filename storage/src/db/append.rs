@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::compact::head_compactable;
 use super::{lock, min_valid, now_ms, read, write, Db, MAX_KEPT_BUFFER};
 use crate::exemplars::{Exemplar, ExemplarError};
-use crate::head::{AppendResult, PackedLabels, SeriesRef, U64Map};
+use crate::head::{index_hash, pack, AppendResult, SeriesRef, U64Map};
 use crate::wal::{self, RefSample};
 use crate::{
     is_stale_nan, Appender, CommitStats, CommittedBatch, Error, FloatHistogram, HistogramSample, Labels,
@@ -23,6 +23,7 @@ impl Db {
             series: Vec::new(),
             by_hash: U64Map::default(),
             collided: Vec::new(),
+            packed: Vec::new(),
             samples: Vec::new(),
             histograms: Vec::new(),
             exemplars: Vec::new(),
@@ -68,7 +69,7 @@ struct BatchSeries {
     /// The labels of a series the head did not have at first append; for one it had, `None`
     /// (its labels are the head's) until an exemplar or the commit needs them.
     labels: Option<Arc<Labels>>,
-    /// `labels.stable_hash()`.
+    /// The labels' index hash ([`index_hash`]).
     hash: u64,
     /// The head's ref when the series existed at first append.
     sref: Option<SeriesRef>,
@@ -80,10 +81,12 @@ struct BatchSeries {
 struct DbAppender {
     db: Arc<Db>,
     series: Vec<BatchSeries>,
-    /// `stable_hash` → index into `series` of the first series with that hash.
+    /// Index hash → index into `series` of the first series with that hash.
     by_hash: U64Map<u32>,
     /// Indices of series whose hash collided with an earlier one's.
     collided: Vec<u32>,
+    /// Scratch space for the labels of the series being looked up, packed.
+    packed: Vec<u8>,
     /// (index into `series`, t, value) in append order.
     samples: Vec<(u32, Timestamp, Staged)>,
     /// The histograms staged, with their fingerprints, as [`Staged::Histogram`] indexes them.
@@ -243,21 +246,18 @@ fn check(last: Option<(Timestamp, u64)>, t: Timestamp, bits: u64) -> Result<bool
 /// What a batch looks a series up by: owned labels (scrapes, rules) or labels borrowed from
 /// a decoded request (remote write), so a known series costs no allocation.
 trait SeriesKey {
-    fn hash(&self) -> u64;
+    /// Appends the key's labels, [packed](pack) as the head keeps them, to `out`.
+    fn pack(&self, out: &mut Vec<u8>);
     fn is(&self, labels: &Labels) -> bool;
-    fn is_packed(&self, labels: &PackedLabels) -> bool;
     fn to_labels(&self) -> Labels;
 }
 
 impl SeriesKey for &Labels {
-    fn hash(&self) -> u64 {
-        self.stable_hash()
+    fn pack(&self, out: &mut Vec<u8>) {
+        pack(self.iter().map(|l| (l.name.as_str(), l.value.as_str())), out);
     }
     fn is(&self, labels: &Labels) -> bool {
         **self == *labels
-    }
-    fn is_packed(&self, labels: &PackedLabels) -> bool {
-        labels.eq_labels(self)
     }
     fn to_labels(&self) -> Labels {
         (*self).clone()
@@ -265,13 +265,10 @@ impl SeriesKey for &Labels {
 }
 
 impl SeriesKey for LabelsRef<'_> {
-    fn hash(&self) -> u64 {
-        self.stable_hash()
+    fn pack(&self, out: &mut Vec<u8>) {
+        pack(self.pairs(), out);
     }
     fn is(&self, labels: &Labels) -> bool {
-        labels.eq_ref(*self)
-    }
-    fn is_packed(&self, labels: &PackedLabels) -> bool {
         labels.eq_ref(*self)
     }
     fn to_labels(&self) -> Labels {
@@ -282,12 +279,24 @@ impl SeriesKey for LabelsRef<'_> {
 impl DbAppender {
     /// Index of the series `key` in the batch, adding it (with the head's state) if new.
     fn series_index(&mut self, key: impl SeriesKey) -> Result<u32, Error> {
-        let hash = key.hash();
+        // packed into the appender's scratch buffer: the head's index hashes, and its series
+        // compare, those bytes
+        let mut packed = std::mem::take(&mut self.packed);
+        packed.clear();
+        key.pack(&mut packed);
+        let found = self.series_index_packed(&key, &packed);
+        self.packed = packed;
+        found
+    }
+
+    /// [`series_index`](Self::series_index) for `key`, whose packed labels are `packed`.
+    fn series_index_packed(&mut self, key: &impl SeriesKey, packed: &[u8]) -> Result<u32, Error> {
+        let hash = index_hash(packed);
         if let Some(&i) = self.by_hash.get(&hash) {
-            if self.holds(i, &key) {
+            if self.holds(i, key, packed) {
                 return Ok(i);
             }
-            if let Some(&j) = self.collided.iter().find(|&&j| self.holds(j, &key)) {
+            if let Some(&j) = self.collided.iter().find(|&&j| self.holds(j, key, packed)) {
                 return Ok(j);
             }
         }
@@ -295,7 +304,7 @@ impl DbAppender {
             .map_err(|_| Error::InvalidLabels("too many series in one batch".into()))?;
         let entry = {
             let head = read(&self.db.head);
-            match head.lookup_by(hash, |l| key.is_packed(l)).and_then(|r| head.get(r).map(|s| (r, s))) {
+            match head.lookup_by(hash, |l| l.view().is(packed)).and_then(|r| head.get(r).map(|s| (r, s))) {
                 Some((r, s)) => BatchSeries { labels: None, hash, sref: Some(r), last: s.last() },
                 None => {
                     let labels = key.to_labels();
@@ -316,13 +325,16 @@ impl DbAppender {
 
     /// Whether the batch's series `idx` is the series `key`. One found in the head is compared
     /// with the head's labels, or with those it left behind if it has been removed since.
-    fn holds(&self, idx: u32, key: &impl SeriesKey) -> bool {
+    fn holds(&self, idx: u32, key: &impl SeriesKey, packed: &[u8]) -> bool {
         let s = &self.series[idx as usize];
         match (&s.labels, s.sref) {
             (Some(labels), _) => key.is(labels),
             (None, Some(r)) => {
                 let head = read(&self.db.head);
-                head.get(r).map(|m| &m.labels).or_else(|| head.departed(r)).is_some_and(|l| key.is_packed(l))
+                head.get(r)
+                    .map(|m| &m.labels)
+                    .or_else(|| head.departed(r))
+                    .is_some_and(|l| l.view().is(packed))
             }
             (None, None) => false,
         }
@@ -414,10 +426,17 @@ impl Appender for DbAppender {
 
     fn prepare_refs(&mut self, keys: &[LabelsRef<'_>]) -> Vec<Option<Prepared>> {
         // hashed before the lock is taken; then nothing but lookups under it
-        let hashes: Vec<u64> = keys.iter().map(LabelsRef::stable_hash).collect();
+        let mut packed: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::with_capacity(keys.len());
+        for key in keys {
+            key.pack(&mut packed);
+            ends.push(packed.len());
+        }
+        let range = |i: usize| if i == 0 { 0 } else { ends[i - 1] }..ends[i];
+        let hashes: Vec<u64> = (0..keys.len()).map(|i| index_hash(&packed[range(i)])).collect();
         let db = Arc::clone(&self.db);
         let head = read(&db.head);
-        let found = head.lookup_many(&hashes, |i, l| l.eq_ref(keys[i]));
+        let found = head.lookup_many(&hashes, |i, l| l.is(&packed[range(i)]));
         found
             .into_iter()
             .zip(hashes)

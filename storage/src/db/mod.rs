@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant};
 
 use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
-use crate::head::{AppendResult, Head, SeriesRef, U64Map};
+use crate::head::{AppendResult, Head, PackedLabels, SeriesRef, U64Map};
 use crate::wal::{self, WalWriter};
 use crate::{CommittedBatch, Error, Labels, Matcher, Timestamp};
 
@@ -374,7 +374,7 @@ fn replay_into(
         } else if let Some(&a) = alias.get(&r) {
             Some(a)
         } else if let Some(labels) = pending.remove(&r) {
-            let hash = labels.stable_hash();
+            let hash = PackedLabels::index_hash_of(&labels);
             let got = head.create(r, &labels, hash);
             if let Some(g) = got.filter(|g| *g != r) {
                 alias.insert(r, g);

@@ -11,29 +11,40 @@
 use std::cmp::Ordering;
 
 use crate::codec::{put_str, Cursor};
-use crate::labels::fnv_pairs;
-use crate::{Labels, LabelsRef};
+use crate::Labels;
 
 /// A label set packed into one boxed byte string: for each label in name order, its name and
 /// then its value, each as a varint length followed by its bytes (UTF-8, as they came).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PackedLabels(Box<[u8]>);
 
+/// Appends the packed form of `pairs` (in name order, names unique: a label set's) to `out`.
+pub(crate) fn pack<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
+    for (n, v) in pairs {
+        put_str(out, n);
+        put_str(out, v);
+    }
+}
+
+/// The hash the head's index finds a series by: xxh3 of its packed labels, one pass over
+/// contiguous bytes. It lives only in memory (nothing stores it), so it may change between
+/// versions; [`Labels::stable_hash`] is the one that must not.
+pub(crate) fn index_hash(packed: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(packed)
+}
+
 impl PackedLabels {
-    /// Packs `pairs`, which are in name order with unique names (a [`Labels`]' invariants).
-    fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Self {
-        let len: usize = pairs.clone().map(|(n, v)| n.len() + v.len() + 2).sum();
+    /// Packs `labels`.
+    pub(crate) fn new(labels: &Labels) -> Self {
+        let len: usize = labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
         let mut out = Vec::with_capacity(len);
-        for (n, v) in pairs {
-            put_str(&mut out, n);
-            put_str(&mut out, v);
-        }
+        pack(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), &mut out);
         PackedLabels(out.into_boxed_slice())
     }
 
-    /// Packs `labels`.
-    pub(crate) fn new(labels: &Labels) -> Self {
-        Self::from_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+    /// The [index hash](index_hash) of `labels`.
+    pub(crate) fn index_hash_of(labels: &Labels) -> u64 {
+        Self::new(labels).index_hash()
     }
 
     /// The `(name, value)` pairs as bytes, in name order.
@@ -69,20 +80,15 @@ impl PackedLabels {
         self.view().eq_labels(labels)
     }
 
-    /// Whether this is the packed form of `labels`.
-    pub(crate) fn eq_ref(&self, labels: LabelsRef<'_>) -> bool {
-        self.view().eq_ref(labels)
-    }
-
     /// The packed bytes, borrowed: reading them from their owner is a step of its own in a
     /// lookup of many series ([`crate::head::Head::lookup_many`]).
     pub(crate) fn view(&self) -> PackedRef<'_> {
         PackedRef(&self.0)
     }
 
-    /// [`Labels::stable_hash`] of the unpacked set.
-    pub(crate) fn stable_hash(&self) -> u64 {
-        fnv_pairs(self.iter())
+    /// The set's [index hash](index_hash).
+    pub(crate) fn index_hash(&self) -> u64 {
+        index_hash(&self.0)
     }
 
     /// The order of the unpacked sets ([`Labels`]' `Ord`: pair by pair, names before values,
@@ -102,9 +108,9 @@ impl PackedRef<'_> {
         RawPairs(Cursor(self.0)).eq(labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())))
     }
 
-    /// Whether these are the packed labels of `labels`.
-    pub(crate) fn eq_ref(self, labels: LabelsRef<'_>) -> bool {
-        RawPairs(Cursor(self.0)).eq(labels.pairs().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    /// Whether these are the bytes `packed` (a label set [`pack`]ed).
+    pub(crate) fn is(self, packed: &[u8]) -> bool {
+        self.0 == packed
     }
 }
 
@@ -135,6 +141,7 @@ impl<'a> Iterator for RawPairs<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LabelsRef;
 
     fn ls(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied())
@@ -158,7 +165,10 @@ mod tests {
             let p = PackedLabels::new(l);
             assert_eq!(&p.to_labels(), l);
             assert!(p.eq_labels(l));
-            assert_eq!(p.stable_hash(), l.stable_hash());
+            let mut packed = Vec::new();
+            pack(l.iter().map(|x| (x.name.as_str(), x.value.as_str())), &mut packed);
+            assert!(p.view().is(&packed));
+            assert_eq!(p.index_hash(), index_hash(&packed));
             for label in l {
                 assert_eq!(p.get(&label.name), label.value.as_str());
             }
@@ -166,7 +176,9 @@ mod tests {
             assert_eq!(p.get("zzz"), "");
             let mut pairs: Vec<(&str, &str)> =
                 l.iter().map(|x| (x.name.as_str(), x.value.as_str())).collect();
-            assert!(p.eq_ref(LabelsRef::normalize(&mut pairs)));
+            let mut from_ref = Vec::new();
+            pack(LabelsRef::normalize(&mut pairs).pairs(), &mut from_ref);
+            assert_eq!(from_ref, packed);
         }
     }
 
