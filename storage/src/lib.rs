@@ -273,7 +273,12 @@ pub trait Appender: Send {
 /// A series an [`Appender`] has looked up ahead of its samples ([`Appender::prepare_refs`]);
 /// it means something only to that appender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prepared(pub(crate) u32);
+pub struct Prepared {
+    /// The appender's own number, so that another appender refuses it.
+    pub(crate) batch: u32,
+    /// The series' place in the appender's batch.
+    pub(crate) index: u32,
+}
 
 /// Read access to series over time.
 ///

@@ -713,7 +713,9 @@ fn series_prepared_ahead_take_their_samples_as_if_appended_by_labels() {
     app.append_ref(ra, 3000, 3.0).unwrap();
     app.append_ref(rb, 3000, 4.0).unwrap();
     assert_eq!(app.commit().unwrap(), CommitStats { samples: 3, new_series: 1 });
+    // another appender, even one whose batch is as long, refuses it
     let mut other = db.appender();
+    assert_eq!(other.prepare_refs(&[ra]).len(), 1);
     assert!(matches!(other.append_prepared(pa, 4000, 4.0), Err(Error::NotPrepared)));
     other.rollback();
     let want = vec![

@@ -15,11 +15,15 @@ use crate::{
     LabelsRef, Prepared, Sample, Timestamp,
 };
 
+/// Numbers the appenders, for [`Prepared`] series to name the one that prepared them.
+static NEXT_BATCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Db {
     /// A new, empty batch of appends.
     pub fn appender(self: &Arc<Self>) -> Box<dyn Appender> {
         Box::new(DbAppender {
             db: Arc::clone(self),
+            batch: NEXT_BATCH.fetch_add(1, Ordering::Relaxed),
             series: Vec::new(),
             by_hash: U64Map::default(),
             collided: Vec::new(),
@@ -80,6 +84,8 @@ struct BatchSeries {
 /// The [`Appender`] of a [`Db`].
 struct DbAppender {
     db: Arc<Db>,
+    /// This appender's number ([`Prepared::batch`]).
+    batch: u32,
     series: Vec<BatchSeries>,
     /// Index hash → index into `series` of the first series with that hash.
     by_hash: U64Map<u32>,
@@ -450,17 +456,17 @@ impl Appender for DbAppender {
                 let idx = u32::try_from(self.series.len()).ok()?;
                 self.series.push(BatchSeries { labels: None, hash, sref: Some(r), last });
                 self.by_hash.insert(hash, idx);
-                Some(Prepared(idx))
+                Some(Prepared { batch: self.batch, index: idx })
             })
             .collect()
     }
 
     fn append_prepared(&mut self, series: Prepared, t: Timestamp, v: f64) -> Result<(), Error> {
-        if series.0 as usize >= self.series.len() {
+        if series.batch != self.batch || series.index as usize >= self.series.len() {
             return Err(Error::NotPrepared);
         }
         let bounds = self.bounds_for(t)?;
-        self.append_at(series.0, t, Staged::Float(v), bounds)
+        self.append_at(series.index, t, Staged::Float(v), bounds)
     }
 
     fn append_histogram(&mut self, labels: &Labels, t: Timestamp, h: FloatHistogram) -> Result<(), Error> {
