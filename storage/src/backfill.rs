@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::db::{write_head_block, BLOCKS_DIR, PROMFLOW_DIR};
-use crate::head::{AppendResult, Head, PackedLabels, SeriesRef};
+use crate::head::{index_hash, pack_labels, AppendResult, Head, SeriesRef};
 use crate::{Error, Labels, Timestamp};
 
 /// Collects the samples of one block and writes it into a data directory.
@@ -17,6 +17,8 @@ pub struct BlockBuilder {
     head: Head,
     next_ref: SeriesRef,
     samples: u64,
+    /// Scratch space for a series' labels, packed to be hashed.
+    packed: Vec<u8>,
 }
 
 impl BlockBuilder {
@@ -30,7 +32,9 @@ impl BlockBuilder {
         if labels.is_empty() || labels.metric_name().is_empty() {
             return Err(Error::InvalidLabels(format!("series {labels} has no metric name")));
         }
-        let hash = PackedLabels::index_hash_of(labels);
+        self.packed.clear();
+        pack_labels(labels, &mut self.packed);
+        let hash = index_hash(&self.packed);
         let r = match self.head.lookup(labels, hash) {
             Some(r) => r,
             None => {

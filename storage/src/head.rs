@@ -70,7 +70,7 @@ mod histograms;
 mod packed;
 
 use histograms::HistogramSamples;
-pub(crate) use packed::{index_hash, pack, PackedLabels, PackedRef};
+pub(crate) use packed::{index_hash, pack, pack_labels, PackedLabels, PackedRef};
 
 impl MemSeries {
     fn new(labels: PackedLabels) -> Self {

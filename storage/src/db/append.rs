@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::compact::head_compactable;
 use super::{lock, min_valid, now_ms, read, write, Db, MAX_KEPT_BUFFER};
 use crate::exemplars::{Exemplar, ExemplarError};
-use crate::head::{index_hash, pack, AppendResult, SeriesRef, U64Map};
+use crate::head::{index_hash, pack, pack_labels, AppendResult, SeriesRef, U64Map};
 use crate::wal::{self, RefSample};
 use crate::{
     is_stale_nan, Appender, CommitStats, CommittedBatch, Error, FloatHistogram, HistogramSample, Labels,
@@ -260,7 +260,7 @@ trait SeriesKey {
 
 impl SeriesKey for &Labels {
     fn pack(&self, out: &mut Vec<u8>) {
-        pack(self.iter().map(|l| (l.name.as_str(), l.value.as_str())), out);
+        pack_labels(self, out);
     }
     fn is(&self, labels: &Labels) -> bool {
         **self == *labels

@@ -26,6 +26,11 @@ pub(crate) fn pack<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mu
     }
 }
 
+/// Appends the packed form of `labels` to `out`.
+pub(crate) fn pack_labels(labels: &Labels, out: &mut Vec<u8>) {
+    pack(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), out);
+}
+
 /// The hash the head's index finds a series by: xxh3 of its packed labels, one pass over
 /// contiguous bytes. It lives only in memory (nothing stores it), so it may change between
 /// versions; [`Labels::stable_hash`] is the one that must not.
@@ -38,7 +43,7 @@ impl PackedLabels {
     pub(crate) fn new(labels: &Labels) -> Self {
         let len: usize = labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum();
         let mut out = Vec::with_capacity(len);
-        pack(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), &mut out);
+        pack_labels(labels, &mut out);
         PackedLabels(out.into_boxed_slice())
     }
 
