@@ -409,22 +409,21 @@ impl Head {
         &self,
         hashes: &[u64],
         is_it: impl Fn(usize, PackedRef<'_>) -> bool,
-    ) -> Vec<Option<SeriesRef>> {
+    ) -> Vec<Option<(SeriesRef, &MemSeries)>> {
         let refs: Vec<Option<SeriesRef>> = hashes.iter().map(|h| self.by_hash.get(h).copied()).collect();
         let series: Vec<Option<&MemSeries>> =
             refs.iter().map(|r| r.and_then(|r| self.series.get(&r)).map(|s| &**s)).collect();
         let labels: Vec<Option<PackedRef<'_>>> = series.iter().map(|s| s.map(|s| s.labels.view())).collect();
         refs.into_iter()
-            .zip(labels)
+            .zip(series.into_iter().zip(labels))
             .enumerate()
-            .map(|(i, (r, labels))| match (r, labels) {
-                (Some(r), Some(l)) if is_it(i, l) => Some(r),
-                (Some(_), _) => self
-                    .collided
-                    .iter()
-                    .copied()
-                    .find(|c| self.series.get(c).is_some_and(|s| is_it(i, s.labels.view()))),
-                (None, _) => None,
+            .map(|(i, (r, (s, labels)))| match (r, s, labels) {
+                (Some(r), Some(s), Some(l)) if is_it(i, l) => Some((r, s)),
+                (Some(_), _, _) => self.collided.iter().find_map(|&c| {
+                    let s = self.get(c)?;
+                    is_it(i, s.labels.view()).then_some((c, s))
+                }),
+                (None, _, _) => None,
             })
             .collect()
     }
@@ -1069,7 +1068,11 @@ mod tests {
         assert_eq!(h.create(2, &b, 42), Some(2));
         let keys = [b.clone(), c.clone(), a.clone(), c.clone()];
         let hashes = [42, 42, 42, PackedLabels::index_hash_of(&c)];
-        let found = h.lookup_many(&hashes, |i, l| l.eq_labels(&keys[i]));
+        let found: Vec<Option<SeriesRef>> = h
+            .lookup_many(&hashes, |i, l| l.eq_labels(&keys[i]))
+            .into_iter()
+            .map(|f| f.map(|(r, _)| r))
+            .collect();
         assert_eq!(found, vec![Some(2), None, Some(1), None]);
         for (key, hash) in keys.iter().zip(hashes) {
             assert_eq!(h.lookup(key, hash), found[keys.iter().position(|k| k == key).unwrap()]);

@@ -446,13 +446,13 @@ impl Appender for DbAppender {
         found
             .into_iter()
             .zip(hashes)
-            .map(|(r, hash)| {
+            .map(|(found, hash)| {
                 // a series of the batch already (or its hash's): `append_ref` tells them apart
                 if self.by_hash.contains_key(&hash) {
                     return None;
                 }
-                let r = r?;
-                let last = head.get(r)?.last();
+                let (r, s) = found?;
+                let last = s.last();
                 let idx = u32::try_from(self.series.len()).ok()?;
                 self.series.push(BatchSeries { labels: None, hash, sref: Some(r), last });
                 self.by_hash.insert(hash, idx);
@@ -547,14 +547,17 @@ impl Appender for DbAppender {
             let head = read(&db.head);
             let mut last: Vec<Option<(Timestamp, u64)>> = Vec::with_capacity(series.len());
             for s in &mut series {
-                let live = s.sref.filter(|r| head.get(*r).is_some());
+                let live = s.sref.and_then(|r| head.get(r).map(|m| (r, m)));
                 if live.is_none() && s.labels.is_none() {
                     // removed by a truncation since `append`: created again from the labels
                     // it left, unless another commit has done so
                     s.labels = s.sref.and_then(|r| head.departed(r)).map(|l| Arc::new(l.to_labels()));
                 }
-                let found = live.or_else(|| s.labels.as_ref().and_then(|l| head.lookup(l, s.hash)));
-                match found.and_then(|r| head.get(r).map(|m| (r, m))) {
+                let by_labels = || {
+                    let r = head.lookup(s.labels.as_ref()?, s.hash)?;
+                    head.get(r).map(|m| (r, m))
+                };
+                match live.or_else(by_labels) {
                     Some((r, m)) => {
                         refs.push(Some(r));
                         last.push(m.last());
