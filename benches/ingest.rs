@@ -4,7 +4,8 @@
 //! Run with `cargo bench --bench ingest`. Environment (defaults in brackets):
 //! `BENCH_SERIES` [100000], `BENCH_ROUNDS` [40] samples per series at 15 s,
 //! `BENCH_REPS` [3], `BENCH_CONNS` [4] concurrent senders, `BENCH_SYSTEMS`
-//! [promflow,prometheus,vm] (promflow always runs: the ratios are against it).
+//! [promflow,prometheus,vm] (promflow always runs: the ratios are against it),
+//! `BENCH_PROMFLOW` [this build's] the promflow binary to run.
 //!
 //! What it fixes, so every system sees the same load:
 //!
@@ -61,8 +62,7 @@ impl System {
         let (bin, args, ready): (String, Vec<String>, &str) = match self {
             // the same flags: promflow takes Prometheus's command line
             System::Promflow | System::Prometheus => (
-                if self == System::Promflow { env!("CARGO_BIN_EXE_promflow") } else { "prometheus" }
-                    .to_string(),
+                if self == System::Promflow { workload::promflow_binary() } else { "prometheus".into() },
                 vec![
                     format!("--config.file={}", cfg.display()),
                     format!("--storage.tsdb.path={}", data.display()),
@@ -128,9 +128,15 @@ fn main() {
     // whole minutes, ending a minute before now: inside every system's accepted window
     let start_ms = (common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
     eprintln!("encoding {n} series × {rounds} rounds …");
+    let encoding = Instant::now();
     let bodies = encode_rounds(&specs, rounds, start_ms);
     let bytes: usize = bodies.iter().flatten().map(|b| b.len()).sum();
-    eprintln!("{} requests, {:.1} MB snappy", bodies.len() * bodies[0].len(), bytes as f64 / 1e6);
+    eprintln!(
+        "{} requests, {:.1} MB snappy, encoded in {:.0} s",
+        bodies.len() * bodies[0].len(),
+        bytes as f64 / 1e6,
+        encoding.elapsed().as_secs_f64()
+    );
     drop(specs);
 
     let mut runs: Vec<Vec<Run>> = systems.iter().map(|_| Vec::new()).collect();

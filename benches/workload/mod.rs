@@ -545,13 +545,18 @@ pub fn systems(prometheus_name: &'static str) -> Vec<(&'static str, String)> {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let mut systems = Vec::new();
     if only.is_empty() || only == "promflow" {
-        let built = env!("CARGO_BIN_EXE_promflow").to_string();
-        systems.push(("promflow", std::env::var("BENCH_PROMFLOW").unwrap_or(built)));
+        systems.push(("promflow", promflow_binary()));
     }
     if common::peer("prometheus").is_some() && (only.is_empty() || only == "prometheus") {
         systems.push((prometheus_name, "prometheus".to_string()));
     }
     systems
+}
+
+/// The promflow binary a benchmark runs: this build's, or the one `BENCH_PROMFLOW` names
+/// (to compare two builds).
+pub fn promflow_binary() -> String {
+    std::env::var("BENCH_PROMFLOW").unwrap_or_else(|_| env!("CARGO_BIN_EXE_promflow").to_string())
 }
 
 pub fn pin_self(cpu: usize) {

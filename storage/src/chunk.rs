@@ -362,43 +362,6 @@ impl OpenChunk {
     pub(crate) fn iter(&self) -> ChunkIter<'_> {
         ChunkIter::new(self.bytes())
     }
-
-    /// Freezes the chunk into its compact, read-only form.
-    pub(crate) fn seal(self) -> SealedChunk {
-        let min_t = self.min_t();
-        SealedChunk { data: self.w.buf.into_boxed_slice(), min_t, max_t: self.t }
-    }
-}
-
-/// A full chunk: just the bytes and the time range.
-#[derive(Debug)]
-pub(crate) struct SealedChunk {
-    data: Box<[u8]>,
-    min_t: Timestamp,
-    max_t: Timestamp,
-}
-
-impl SealedChunk {
-    /// Oldest timestamp.
-    pub(crate) fn min_t(&self) -> Timestamp {
-        self.min_t
-    }
-
-    /// Newest timestamp.
-    pub(crate) fn max_t(&self) -> Timestamp {
-        self.max_t
-    }
-
-    /// Samples in the chunk, read from the header.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        sample_count(&self.data)
-    }
-
-    /// Decodes the samples.
-    pub(crate) fn iter(&self) -> ChunkIter<'_> {
-        ChunkIter::new(&self.data)
-    }
 }
 
 fn sample_count(data: &[u8]) -> usize {
@@ -552,13 +515,12 @@ mod tests {
         assert_eq!(c.len(), samples.len());
         let got: Vec<(i64, u64)> = c.iter().map(|s| (s.t, s.v.to_bits())).collect();
         assert_eq!(got, samples, "open chunk");
-        let sealed = c.seal();
-        assert_eq!(sealed.len(), samples.len());
-        let got: Vec<(i64, u64)> = sealed.iter().map(|s| (s.t, s.v.to_bits())).collect();
-        assert_eq!(got, samples, "sealed chunk");
+        assert_eq!(sample_count(c.bytes()), samples.len());
+        let got: Vec<(i64, u64)> = ChunkIter::new(c.bytes()).map(|s| (s.t, s.v.to_bits())).collect();
+        assert_eq!(got, samples, "chunk bytes");
         if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
-            assert_eq!(sealed.min_t(), first.0);
-            assert_eq!(sealed.max_t(), last.0);
+            assert_eq!(c.min_t(), first.0);
+            assert_eq!(c.max_t(), last.0);
         }
     }
 

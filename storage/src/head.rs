@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use crate::chunk::{OpenChunk, SealedChunk};
+use crate::chunk::{ChunkIter, OpenChunk};
 use crate::postings::Postings;
 use crate::start::{StartRun, StartRuns, StartTimestamps};
 use crate::{FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Series, Timestamp};
@@ -66,8 +66,11 @@ struct Rare {
     hists: Option<HistogramSamples>,
 }
 
+mod chunk_store;
 mod histograms;
 mod packed;
+
+use chunk_store::{ChunkStore, SealedChunk};
 
 use histograms::HistogramSamples;
 pub(crate) use packed::{index_hash, pack, pack_labels, PackedLabels, PackedRef};
@@ -107,6 +110,12 @@ impl MemSeries {
     /// The newest sample's timestamp and value bits.
     pub(crate) fn last(&self) -> Option<(Timestamp, u64)> {
         (self.last.0 != NO_SAMPLE).then_some(self.last)
+    }
+
+    /// Moves the open chunk, full, to `store` and starts a new one.
+    fn seal_open(&mut self, store: &mut ChunkStore) {
+        let full = std::mem::take(&mut self.open);
+        self.push_sealed(store.write(full.bytes(), full.len(), full.min_t(), full.max_t()));
     }
 
     /// Adds a full chunk after the others.
@@ -155,14 +164,17 @@ impl MemSeries {
     }
 
     /// Chunk time ranges with a way to decode each, oldest first.
-    fn chunks(&self) -> impl Iterator<Item = (Timestamp, Timestamp, crate::chunk::ChunkIter<'_>)> {
-        let sealed = self.sealed.iter().map(|c| (c.min_t(), c.max_t(), c.iter()));
+    fn chunks<'a>(
+        &'a self,
+        store: &'a ChunkStore,
+    ) -> impl Iterator<Item = (Timestamp, Timestamp, crate::chunk::ChunkIter<'a>)> {
+        let sealed = self.sealed.iter().map(|c| (c.min_t(), c.max_t(), ChunkIter::new(store.read(c))));
         let open = (!self.open.is_empty()).then(|| (self.open.min_t(), self.open.max_t(), self.open.iter()));
         sealed.chain(open)
     }
 
     /// Whether some sample lies in `mint..=maxt`.
-    fn has_samples_in(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+    fn has_samples_in(&self, store: &ChunkStore, mint: Timestamp, maxt: Timestamp) -> bool {
         if self.ooo().iter().any(|s| s.t >= mint && s.t <= maxt) || self.has_histograms_in(mint, maxt) {
             return true;
         }
@@ -175,7 +187,7 @@ impl MemSeries {
             (None, _) | (_, None) => return false,
             _ => {}
         }
-        self.chunks().any(|(cmin, cmax, mut it)| {
+        self.chunks(store).any(|(cmin, cmax, mut it)| {
             if cmax < mint || cmin > maxt {
                 return false;
             }
@@ -188,9 +200,9 @@ impl MemSeries {
     }
 
     /// Appends the samples in `mint..=maxt` to `out`.
-    fn samples_in(&self, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
+    fn samples_in(&self, store: &ChunkStore, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
         let from = out.len();
-        for (cmin, cmax, it) in self.chunks() {
+        for (cmin, cmax, it) in self.chunks(store) {
             if cmax < mint {
                 continue;
             }
@@ -209,9 +221,9 @@ impl MemSeries {
     }
 
     /// Deletes the samples in `mint..=maxt`; returns (samples, chunks) before minus after.
-    fn delete_range(&mut self, mint: Timestamp, maxt: Timestamp) -> (u64, u64) {
+    fn delete_range(&mut self, store: &mut ChunkStore, mint: Timestamp, maxt: Timestamp) -> (u64, u64) {
         let mut all = Vec::new();
-        self.samples_in(Timestamp::MIN, Timestamp::MAX, &mut all);
+        self.samples_in(store, Timestamp::MIN, Timestamp::MAX, &mut all);
         let before = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
         all.retain(|s| s.t < mint || s.t > maxt);
         if let Some(rare) = self.rare.as_deref_mut() {
@@ -222,8 +234,7 @@ impl MemSeries {
         self.open = OpenChunk::new();
         for s in &all {
             if self.open.is_full() {
-                let full = std::mem::take(&mut self.open);
-                self.push_sealed(full.seal());
+                self.seal_open(store);
             }
             self.open.append(s.t, s.v);
         }
@@ -233,7 +244,7 @@ impl MemSeries {
     }
 
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
-    fn truncate(&mut self, mint: Timestamp) -> (u64, u64) {
+    fn truncate(&mut self, store: &mut ChunkStore, mint: Timestamp) -> (u64, u64) {
         let (mut samples, mut chunks) = (self.retain_histograms(|t| t >= mint), 0u64);
         if let Some(rare) = self.rare.as_deref_mut() {
             let before = rare.ooo.len();
@@ -255,9 +266,9 @@ impl MemSeries {
         }
         if let Some(first) = self.sealed.first_mut() {
             if first.min_t() < mint {
-                let (kept, cut) = rebuild_from(first.iter(), mint);
+                let (kept, cut) = rebuild_from(ChunkIter::new(store.read(first)), mint);
                 samples += cut;
-                *first = kept.seal();
+                *first = store.write(kept.bytes(), kept.len(), kept.min_t(), kept.max_t());
             }
         } else if !self.open.is_empty() && self.open.min_t() < mint {
             let (kept, cut) = rebuild_from(self.open.iter(), mint);
@@ -291,7 +302,7 @@ impl MemSeries {
 }
 
 /// A chunk holding the samples of `it` from `mint` on, and how many were left out.
-fn rebuild_from(it: crate::chunk::ChunkIter<'_>, mint: Timestamp) -> (OpenChunk, u64) {
+fn rebuild_from(it: ChunkIter<'_>, mint: Timestamp) -> (OpenChunk, u64) {
     let mut kept = OpenChunk::new();
     let mut cut = 0;
     for s in it {
@@ -354,6 +365,8 @@ pub(crate) struct Head {
     removals: u64,
     /// Label pairs → sorted series refs.
     postings: Postings<SeriesRef>,
+    /// The series' full chunks.
+    chunks: ChunkStore,
     num_samples: u64,
     num_chunks: u64,
     /// Series holding native-histogram samples: when none does, a histogram selection
@@ -367,6 +380,11 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// An empty head keeping its full chunks in files in `dir` (which it empties).
+    pub(crate) fn with_chunk_dir(dir: std::path::PathBuf) -> std::io::Result<Self> {
+        Ok(Head { chunks: ChunkStore::open(dir)?, ..Head::default() })
+    }
+
     /// The oldest sample the head holds, if any.
     pub(crate) fn min_time(&self) -> Option<Timestamp> {
         self.min_time
@@ -472,8 +490,7 @@ impl Head {
             return refused;
         }
         if s.open.is_full() {
-            let full = std::mem::take(&mut s.open);
-            s.push_sealed(full.seal());
+            s.seal_open(&mut self.chunks);
         }
         if s.open.is_empty() {
             self.num_chunks += 1;
@@ -595,7 +612,7 @@ impl Head {
         let mut new_min: Option<Timestamp> = None;
         for (&r, s) in self.series.iter_mut() {
             let had_histograms = s.has_hists();
-            let (samples, chunks) = s.truncate(mint);
+            let (samples, chunks) = s.truncate(&mut self.chunks, mint);
             if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }
@@ -634,6 +651,7 @@ impl Head {
         }
         self.departed.shrink_to_fit();
         self.postings.remove_all(&removed);
+        self.chunks.release_older_than(mint);
         self.min_time = new_min;
         if new_min.is_none() {
             self.max_time = None;
@@ -649,7 +667,7 @@ impl Head {
             return Some(h.h.fingerprint());
         }
         let mut at = Vec::new();
-        s.samples_in(t, t, &mut at);
+        s.samples_in(&self.chunks, t, t, &mut at);
         at.first().map(|s| s.v.to_bits())
     }
 
@@ -675,7 +693,7 @@ impl Head {
         }
         if let Some(s) = self.series.get_mut(&r) {
             let had_histograms = s.has_hists();
-            let (samples, chunks) = s.delete_range(mint, maxt);
+            let (samples, chunks) = s.delete_range(&mut self.chunks, mint, maxt);
             if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }
@@ -693,7 +711,7 @@ impl Head {
     ) -> Vec<SeriesRef> {
         self.postings(matchers)
             .into_iter()
-            .filter(|r| self.series.get(r).is_some_and(|s| s.has_samples_in(mint, maxt)))
+            .filter(|r| self.series.get(r).is_some_and(|s| s.has_samples_in(&self.chunks, mint, maxt)))
             .collect()
     }
 
@@ -702,7 +720,7 @@ impl Head {
         let mut found: Vec<(&PackedLabels, SeriesRef)> = self
             .series
             .iter()
-            .filter(|(_, s)| s.has_samples_in(mint, maxt))
+            .filter(|(_, s)| s.has_samples_in(&self.chunks, mint, maxt))
             .map(|(&r, s)| (&s.labels, r))
             .collect();
         found.sort_unstable_by(|a, b| a.0.cmp_labels(b.0));
@@ -712,7 +730,7 @@ impl Head {
     /// Appends series `r`'s samples in `mint..=maxt` to `out`.
     pub(crate) fn samples_of(&self, r: SeriesRef, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
         if let Some(s) = self.series.get(&r) {
-            s.samples_in(mint, maxt, out);
+            s.samples_in(&self.chunks, mint, maxt, out);
         }
     }
 
@@ -754,7 +772,7 @@ impl Head {
             .filter_map(|r| self.series.get(&r).map(|s| &**s))
             .filter_map(|s| {
                 let mut samples = Vec::new();
-                s.samples_in(mint, maxt, &mut samples);
+                s.samples_in(&self.chunks, mint, maxt, &mut samples);
                 (!samples.is_empty()).then_some((s, samples))
             })
             .collect();
@@ -827,7 +845,7 @@ impl Head {
             full_range(mint, maxt) || self.time_range().is_some_and(|(lo, hi)| mint <= lo && maxt >= hi);
         refs.into_iter()
             .filter_map(|r| self.series.get(&r).map(|s| &**s))
-            .filter(move |s| full || s.has_samples_in(mint, maxt))
+            .filter(move |s| full || s.has_samples_in(&self.chunks, mint, maxt))
     }
 
     /// Label sets of matching series, sorted.
@@ -875,9 +893,9 @@ impl Head {
             values
                 .iter()
                 .filter(|(_, refs)| {
-                    full || refs
-                        .iter()
-                        .any(|r| self.series.get(r).is_some_and(|s| s.has_samples_in(mint, maxt)))
+                    full || refs.iter().any(|r| {
+                        self.series.get(r).is_some_and(|s| s.has_samples_in(&self.chunks, mint, maxt))
+                    })
                 })
                 .map(|(v, _)| v.clone())
                 .collect()
@@ -1004,8 +1022,8 @@ mod tests {
         let all = h.select(&[], 100, 130);
         assert_eq!(all[0].samples.len(), 31);
         assert_eq!(all[0].samples.view().get(0), Sample { t: 100, v: 100.0 });
-        assert!(s.has_samples_in(119, 120));
-        assert!(!s.has_samples_in(250, i64::MAX));
+        assert!(s.has_samples_in(&h.chunks, 119, 120));
+        assert!(!s.has_samples_in(&h.chunks, 250, i64::MAX));
     }
 
     #[test]
@@ -1023,6 +1041,50 @@ mod tests {
     #[test]
     fn a_series_fits_a_128_byte_allocation() {
         assert!(std::mem::size_of::<MemSeries>() <= 120, "{}", std::mem::size_of::<MemSeries>());
+    }
+
+    /// With its full chunks in files, a head answers as it does with them in memory: after
+    /// appends across many chunk writes, a truncation that rewrites every series' first
+    /// chunk, and a deletion that rewrites all of one series' chunks.
+    #[test]
+    fn chunks_in_files_answer_as_chunks_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut on_disk = Head::with_chunk_dir(dir.path().join("chunks")).unwrap();
+        let mut in_memory = Head::default();
+        // values that XOR-encode to several bytes, so the chunks span many buffer writes
+        let value = |r: u64, t: i64| ((t * 7919 + r as i64 * 104_729) % 100_003) as f64 / 7.0;
+        for h in [&mut on_disk, &mut in_memory] {
+            for r in 0..2000u64 {
+                add(h, r, ls(&[("__name__", "x"), ("series", &r.to_string())]), &[]);
+            }
+            for t in 0..600 {
+                for r in 0..2000u64 {
+                    assert_eq!(h.append(r, t, value(r, t)), AppendResult::Appended);
+                }
+            }
+        }
+        let files = std::fs::read_dir(dir.path().join("chunks")).unwrap().count();
+        assert_eq!(files, 1);
+        let bits = |h: &Head, mint, maxt| -> Vec<(String, Vec<(i64, u64)>)> {
+            h.select(&[], mint, maxt)
+                .into_iter()
+                .map(|s| {
+                    let v = s.samples.view();
+                    (s.labels.to_string(), (0..v.len()).map(|i| (v.get(i).t, v.get(i).v.to_bits())).collect())
+                })
+                .collect()
+        };
+        let all = bits(&on_disk, 0, 599);
+        assert_eq!(all.len(), 2000);
+        assert!(all.iter().all(|(_, s)| s.len() == 600));
+        assert_eq!(all, bits(&in_memory, 0, 599));
+        for h in [&mut on_disk, &mut in_memory] {
+            h.truncate(130);
+            h.delete_range(7, 200, 450);
+        }
+        assert_eq!(bits(&on_disk, 0, 599), bits(&in_memory, 0, 599));
+        assert_eq!(on_disk.recount(), in_memory.recount());
+        assert_eq!(on_disk.recount(), (2000 * 470 - 251, 2000 * 4 - 2));
     }
 
     #[test]

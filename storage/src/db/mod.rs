@@ -45,6 +45,8 @@ const WAL_DIR: &str = "wal";
 const SNAPSHOTS_DIR: &str = "snapshots";
 /// The blocks folder inside [`PROMFLOW_DIR`].
 pub(crate) const BLOCKS_DIR: &str = "blocks";
+/// The head's full chunks inside [`PROMFLOW_DIR`]: a cache of the WAL, emptied at start.
+const HEAD_CHUNKS_DIR: &str = "head_chunks";
 /// The lock file inside [`PROMFLOW_DIR`].
 const LOCK_FILE: &str = "lock";
 /// Series whose samples are read from the head (or merged from blocks) per lock hold while
@@ -573,7 +575,9 @@ impl Db {
         let lock_file = lock_dir(&dir)?;
         let (blocks, unreadable) = open_blocks(&blocks_dir)?;
         let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(Timestamp::MIN);
-        let mut head = Head::default();
+        let chunks_dir = dir.join(HEAD_CHUNKS_DIR);
+        let mut head = Head::with_chunk_dir(chunks_dir.clone())
+            .map_err(|e| Error::Io(format!("emptying {}", chunks_dir.display()), e))?;
         // with an out-of-order window, samples older than the newest block may have arrived
         // after it was cut and be only in the WAL: replay them (merges drop the duplicates)
         let replay_from =
