@@ -5,7 +5,9 @@
 //! `BENCH_SERIES` [100000], `BENCH_ROUNDS` [40] samples per series at 15 s,
 //! `BENCH_REPS` [3], `BENCH_CONNS` [4] concurrent senders, `BENCH_SYSTEMS`
 //! [promflow,prometheus,vm] (promflow always runs: the ratios are against it),
-//! `BENCH_PROMFLOW` [this build's] the promflow binary to run.
+//! `BENCH_PROMFLOW` [this build's] the promflow binary to run, `BENCH_CHURN` [0] the percentage
+//! of hosts replaced by new instances every round (pods coming and going: their series
+//! stop and as many new ones start; memory is then also read every 10 rounds).
 //!
 //! What it fixes, so every system sees the same load:
 //!
@@ -33,9 +35,12 @@ use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, median, peer, rss_kib};
 use workload::{
-    all_series, encode_rounds, env, pin_self, send, start_pinned, Running, CLIENT_CPU, INTERVAL_MS,
+    all_series, encode_churning_rounds, env, pin_self, send, start_pinned, Running, CLIENT_CPU, INTERVAL_MS,
     SERIES_PER_REQUEST,
 };
+
+/// Rounds between two readings of memory under churn.
+const CHURN_READING_ROUNDS: usize = 10;
 
 #[derive(Clone, Copy, PartialEq)]
 enum System {
@@ -103,6 +108,8 @@ struct Run {
     steady_sps: f64,
     rss_before_mib: f64,
     rss_after_mib: f64,
+    /// Under churn: resident memory (MiB) after every [`CHURN_READING_ROUNDS`] rounds.
+    rss_readings_mib: Vec<f64>,
     series: Option<u64>,
 }
 
@@ -114,6 +121,8 @@ fn main() {
     let rounds = env("BENCH_ROUNDS", 40).max(2);
     let reps = env("BENCH_REPS", 3);
     let conns = env("BENCH_CONNS", 4);
+    let churn = env("BENCH_CHURN", 0).min(100);
+    let churn_period = 100usize.checked_div(churn).unwrap_or(0);
     pin_self(CLIENT_CPU);
     let only = std::env::var("BENCH_SYSTEMS").unwrap_or_else(|_| "promflow,prometheus,vm".into());
     let wanted = |name: &str| only.split(',').any(|s| s.trim() == name);
@@ -129,7 +138,7 @@ fn main() {
     let start_ms = (common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
     eprintln!("encoding {n} series × {rounds} rounds …");
     let encoding = Instant::now();
-    let bodies = encode_rounds(&specs, rounds, start_ms);
+    let bodies = encode_churning_rounds(&specs, rounds, start_ms, churn_period);
     let bytes: usize = bodies.iter().flatten().map(|b| b.len()).sum();
     eprintln!(
         "{} requests, {:.1} MB snappy, encoded in {:.0} s",
@@ -153,9 +162,21 @@ fn main() {
             let t0 = Instant::now();
             send(&server.base, &bodies[..1], conns);
             let create = t0.elapsed().as_secs_f64();
-            let t1 = Instant::now();
-            send(&server.base, &bodies[1..], conns);
-            let steady = t1.elapsed().as_secs_f64();
+            let mut steady = 0.0;
+            let mut rss_readings_mib = Vec::new();
+            // under churn, memory is read between groups of rounds (the reading is not timed)
+            let group = if churn > 0 { CHURN_READING_ROUNDS } else { rounds };
+            let mut next = 1;
+            while next < rounds {
+                let end = (next + group - (next % group)).min(rounds);
+                let t1 = Instant::now();
+                send(&server.base, &bodies[next..end], conns);
+                steady += t1.elapsed().as_secs_f64();
+                if churn > 0 {
+                    rss_readings_mib.push(rss_kib(pid) as f64 / 1024.0);
+                }
+                next = end;
+            }
             std::thread::sleep(Duration::from_secs(5));
             let rss_after = rss_kib(pid);
             let series = system.series_count(&server);
@@ -164,6 +185,7 @@ fn main() {
                 steady_sps: (n * (rounds - 1)) as f64 / steady,
                 rss_before_mib: rss_before as f64 / 1024.0,
                 rss_after_mib: rss_after as f64 / 1024.0,
+                rss_readings_mib,
                 series,
             };
             eprintln!(
@@ -179,7 +201,9 @@ fn main() {
         }
     }
 
-    println!("{n} active series, {rounds} samples each at 15 s, {SERIES_PER_REQUEST} series per request, {conns} senders; medians of {reps}\n");
+    let churned =
+        if churn > 0 { format!(", {churn} % of the hosts replaced every round") } else { String::new() };
+    println!("{n} active series, {rounds} samples each at 15 s, {SERIES_PER_REQUEST} series per request, {conns} senders{churned}; medians of {reps}\n");
     println!("| system | first round (series created), samples/s | steady, samples/s | RSS idle → loaded, MiB | bytes per active series | series held |");
     println!("|---|---|---|---|---|---|");
     for (system, rs) in systems.iter().zip(&runs) {
@@ -195,6 +219,21 @@ fn main() {
             median(per_series),
             rs.iter().map(|r| r.series.map_or("?".into(), |s| s.to_string())).collect::<Vec<_>>().join(" / "),
         );
+    }
+    if churn > 0 {
+        println!(
+            "\nresident memory per active series (B) after every {CHURN_READING_ROUNDS} rounds, medians:\n"
+        );
+        for (system, rs) in systems.iter().zip(&runs) {
+            let readings = rs.iter().map(|r| r.rss_readings_mib.len()).min().unwrap_or(0);
+            let per_series: Vec<String> = (0..readings)
+                .map(|i| {
+                    let mib = median(rs.iter().map(|r| r.rss_readings_mib[i] - r.rss_before_mib).collect());
+                    format!("{:.0}", mib * 1048576.0 / n as f64)
+                })
+                .collect();
+            println!("- {}: {}", system.name(), per_series.join(" → "));
+        }
     }
     if systems.len() > 1 {
         let pf = &runs[0];

@@ -221,7 +221,18 @@ impl Walk {
 
 /// The remote-write bodies: `bodies[round][chunk]`, chunk = 2,000 consecutive series.
 pub fn encode_rounds(specs: &[SeriesSpec], rounds: usize, start_ms: i64) -> Vec<Vec<Arc<Vec<u8>>>> {
-    let mut gen = Rounds::new(specs, start_ms);
+    encode_churning_rounds(specs, rounds, start_ms, 0)
+}
+
+/// [`encode_rounds`] with one host in `churn_period` replaced every round (see
+/// [`Rounds::churning`]); 0 replaces none.
+pub fn encode_churning_rounds(
+    specs: &[SeriesSpec],
+    rounds: usize,
+    start_ms: i64,
+    churn_period: usize,
+) -> Vec<Vec<Arc<Vec<u8>>>> {
+    let mut gen = Rounds::new(specs, start_ms).churning(churn_period);
     (0..rounds).map(|_| gen.next_block(1)).collect()
 }
 
@@ -236,12 +247,38 @@ pub struct Rounds<'a> {
     walk: Walk,
     next: usize,
     start_ms: i64,
+    churn_period: usize,
 }
 
 impl<'a> Rounds<'a> {
     /// The rounds of `specs` whose first is stamped `start_ms`.
     pub fn new(specs: &'a [SeriesSpec], start_ms: i64) -> Self {
-        Rounds { specs, walk: Walk::new(specs), next: 0, start_ms }
+        Rounds { specs, walk: Walk::new(specs), next: 0, start_ms, churn_period: 0 }
+    }
+
+    /// Replaces one host in `period` every round, as pods come and go: host `h` is a new
+    /// instance (`host-00042-g3:9100`, generation 3) from round `r` on whenever
+    /// `(r + h) % period == 0`, so that each round `1/period` of the series are new and as
+    /// many stop. Its values go on from the old instance's. 0 replaces none.
+    pub fn churning(mut self, period: usize) -> Self {
+        self.churn_period = period;
+        self
+    }
+
+    /// The labels of `spec` in round `round`.
+    fn labels_in_round(&self, spec: &SeriesSpec, round: usize) -> Vec<Label> {
+        let mut labels = spec.labels.clone();
+        if self.churn_period == 0 {
+            return labels;
+        }
+        if let Some(instance) = labels.iter_mut().find(|l| l.name == "instance") {
+            let host: usize = instance.value.get(5..10).and_then(|d| d.parse().ok()).unwrap_or(0);
+            let generation = (round + host % self.churn_period) / self.churn_period;
+            if generation > 0 {
+                instance.value = instance.value.replacen(':', &format!("-g{generation}:"), 1);
+            }
+        }
+        labels
     }
 
     /// The timestamp of the next round.
@@ -253,6 +290,8 @@ impl<'a> Rounds<'a> {
     /// samples: 2,000 series per request for one round (Prometheus's shape for live data),
     /// about 10,000 samples per request for more (a backfill's).
     pub fn next_block(&mut self, k: usize) -> Vec<Arc<Vec<u8>>> {
+        assert!(k == 1 || self.churn_period == 0, "series churn is for live rounds");
+        let round = self.next;
         let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(k); self.specs.len()];
         for _ in 0..k {
             let timestamp = self.next_ms();
@@ -272,7 +311,7 @@ impl<'a> Rounds<'a> {
                     .zip(samples)
                     .map(|(spec, s)| TimeSeries {
                         exemplars: Vec::new(),
-                        labels: spec.labels.clone(),
+                        labels: self.labels_in_round(spec, round),
                         samples: std::mem::take(s),
                         histograms: Vec::new(),
                     })

@@ -24,6 +24,19 @@ pub(crate) const MAX_SAMPLES_PER_CHUNK: usize = 120;
 /// Bytes before the first sample: the sample count.
 const HEADER_LEN: usize = 2;
 
+/// Bytes one sample can add at most: a 64-bit delta of delta behind its 4-bit prefix, and a
+/// value XOR with its 13-bit window header and 64 bits (or a first sample's varint and raw
+/// value), plus the partial byte before them.
+const MAX_SAMPLE_BYTES: usize = 20;
+
+/// A new chunk's room: the header and the first two samples at their largest (glibc gives a
+/// 32-byte request the same 48-byte chunk).
+const FIRST_CAPACITY: usize = HEADER_LEN + 2 * MAX_SAMPLE_BYTES;
+
+/// Samples a chunk holds before its size per sample is taken as a guide (the second sample
+/// carries a whole time delta, which would skew a guess from fewer).
+const SAMPLES_TO_GUESS: usize = 16;
+
 /// Delta-of-delta buckets: (prefix bits, prefix length, payload width). The last bucket holds
 /// any `i64` so that wrapping deltas always fit.
 const DOD_BUCKETS: [(u64, u32, u32); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
@@ -139,6 +152,11 @@ impl<'a> BitReader<'a> {
         }
         None
     }
+}
+
+/// Bytes of `v` as a varint.
+fn uvarint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -278,9 +296,20 @@ impl Default for OpenChunk {
 impl OpenChunk {
     /// An empty chunk.
     pub(crate) fn new() -> Self {
-        let mut w = BitWriter::default();
+        Self::with_capacity(FIRST_CAPACITY)
+    }
+
+    /// An empty chunk with room for `bytes` bytes.
+    fn with_capacity(bytes: usize) -> Self {
+        let mut w = BitWriter { buf: Vec::with_capacity(bytes.max(HEADER_LEN)), free: 0 };
         w.write_bits(0, 16);
         OpenChunk { w, num: 0, t: 0, delta: 0, v: 0, leading: 0xff, trailing: 0 }
+    }
+
+    /// An empty chunk to follow this one, with room for as many bytes as this one took: a
+    /// series' chunks are much alike, so the next one is allocated once.
+    pub(crate) fn successor(&self) -> Self {
+        Self::with_capacity(self.w.buf.len() + MAX_SAMPLE_BYTES)
     }
 
     /// Samples in the chunk.
@@ -312,6 +341,7 @@ impl OpenChunk {
     /// Appends a sample. The caller guarantees `t` is greater than the last timestamp and
     /// that the chunk is not full; a violation corrupts nothing but the timestamps read back.
     pub(crate) fn append(&mut self, t: Timestamp, v: f64) {
+        self.make_room();
         let vb = v.to_bits();
         match self.num {
             0 => {
@@ -347,6 +377,29 @@ impl OpenChunk {
         self.num = self.num.saturating_add(1);
         let n = self.num.to_be_bytes();
         self.w.buf[..HEADER_LEN].copy_from_slice(&n);
+    }
+
+    /// Makes room for one more sample. The buffer grows once to what the whole chunk will
+    /// likely take, judging by the samples so far, rather than doubling: a head whose series
+    /// fill their chunks in step would otherwise leave each series' outgrown buffers of every
+    /// size behind, which the allocator cannot merge, as they lie between live ones (half a
+    /// kilobyte a series at two hours of samples).
+    fn make_room(&mut self) {
+        let (len, room) = (self.w.buf.len(), self.w.buf.capacity() - self.w.buf.len());
+        if room >= MAX_SAMPLE_BYTES {
+            return;
+        }
+        let n = self.num as usize;
+        let more = if n < SAMPLES_TO_GUESS {
+            len
+        } else {
+            // bytes per sample after the first (whose raw value would skew the guess)
+            let first_end = HEADER_LEN + uvarint_len(zigzag(self.min_t())) + 8;
+            let samples_left = if n < MAX_SAMPLES_PER_CHUNK { MAX_SAMPLES_PER_CHUNK - n } else { n };
+            // a sixteenth more than the samples so far take on average
+            len.saturating_sub(first_end) * samples_left * 17 / (16 * (n - 1)) + MAX_SAMPLE_BYTES
+        };
+        self.w.buf.reserve_exact(more.max(MAX_SAMPLE_BYTES));
     }
 
     fn write_value(&mut self, vb: u64) {
@@ -591,6 +644,28 @@ mod tests {
         round_trip(&[(i64::MIN, 1), (i64::MIN + 1, 2), (i64::MAX - 1, 3), (i64::MAX, 4)]);
         round_trip(&[(-5, 1), (0, 1), (1 << 40, 1), ((1 << 40) + 1, 1), (i64::MAX, 0)]);
         round_trip(&[(i64::MAX, 7)]);
+    }
+
+    /// A chunk's buffer ends close to the chunk's size, and the chunk that follows it, fed
+    /// alike, is allocated once and never grows.
+    #[test]
+    fn buffers_are_sized_by_what_the_series_writes() {
+        let fill = |c: &mut OpenChunk, from: i64| -> usize {
+            let mut grown = 0;
+            for k in from..from + MAX_SAMPLES_PER_CHUNK as i64 {
+                let room = c.w.buf.capacity();
+                c.append(1_790_000_000_000 + k * 15_000, (k * 7919 % 1000) as f64 * 1.5);
+                grown += usize::from(c.w.buf.capacity() != room);
+            }
+            grown
+        };
+        let mut first = OpenChunk::new();
+        fill(&mut first, 0);
+        let (len, capacity) = (first.bytes().len(), first.w.buf.capacity());
+        assert!(len > 200, "{len} bytes: the values must take room");
+        assert!(capacity <= len + len / 4 + MAX_SAMPLE_BYTES, "{capacity} bytes for {len}");
+        let mut next = first.successor();
+        assert_eq!(fill(&mut next, 120), 0);
     }
 
     #[test]

@@ -114,7 +114,8 @@ impl MemSeries {
 
     /// Moves the open chunk, full, to `store` and starts a new one.
     fn seal_open(&mut self, store: &mut ChunkStore) {
-        let full = std::mem::take(&mut self.open);
+        let next = self.open.successor();
+        let full = std::mem::replace(&mut self.open, next);
         self.push_sealed(store.write(full.bytes(), full.len(), full.min_t(), full.max_t()));
     }
 
