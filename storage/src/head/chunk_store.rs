@@ -18,7 +18,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 use crate::Timestamp;
 
@@ -91,7 +91,8 @@ impl SealedChunk {
 struct Segment {
     /// The file, while the segment takes writes and they succeed.
     file: Option<File>,
-    /// The whole file, mapped; `None` for a segment kept in memory.
+    /// [`SEGMENT_BYTES`] of the file mapped, of which the first `flushed` are written;
+    /// `None` for a segment kept in memory.
     map: Option<Mmap>,
     /// Bytes `flushed..` of the segment, not written to the file (yet).
     pending: Vec<u8>,
@@ -243,14 +244,14 @@ impl Drop for ChunkStore {
     }
 }
 
-/// A new segment file of [`SEGMENT_BYTES`] (sparse), and a read-only map of all of it.
+/// A new, empty segment file, and a read-only map of the [`SEGMENT_BYTES`] it grows to.
 fn create_mapped(path: &std::path::Path) -> std::io::Result<(File, Mmap)> {
     let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-    file.set_len(SEGMENT_BYTES as u64)?;
-    // SAFETY: the file is this store's own, in the data directory the database holds locked;
-    // it is never truncated, and it is deleted only after its map is dropped. The bytes read
-    // through the map are those written before (`flushed`), which no later write changes.
-    let map = unsafe { Mmap::map(&file)? };
+    // SAFETY: the file is this store's own, in the data directory the database holds locked,
+    // and never truncated. Only its first `flushed` bytes are read through the map: they are
+    // written (so inside the file, where pages past its end would fault) and no later write
+    // changes them.
+    let map = unsafe { MmapOptions::new().len(SEGMENT_BYTES).map(&file)? };
     Ok((file, map))
 }
 
