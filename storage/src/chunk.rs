@@ -154,11 +154,6 @@ impl<'a> BitReader<'a> {
     }
 }
 
-/// Bytes of `v` as a varint.
-fn uvarint_len(v: u64) -> usize {
-    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
-}
-
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -394,7 +389,7 @@ impl OpenChunk {
             len
         } else {
             // bytes per sample after the first (whose raw value would skew the guess)
-            let first_end = HEADER_LEN + uvarint_len(zigzag(self.min_t())) + 8;
+            let first_end = HEADER_LEN + crate::codec::uvarint_len(zigzag(self.min_t())) + 8;
             let samples_left = if n < MAX_SAMPLES_PER_CHUNK { MAX_SAMPLES_PER_CHUNK - n } else { n };
             // a sixteenth more than the samples so far take on average
             len.saturating_sub(first_end) * samples_left * 17 / (16 * (n - 1)) + MAX_SAMPLE_BYTES

@@ -1,6 +1,11 @@
 //! Little binary encoding helpers shared by the WAL and the block index: unsigned varints,
 //! length-prefixed strings, and a bounds-checked reading cursor.
 
+/// Bytes of `v` as a varint ([`put_uvarint`]).
+pub(crate) fn uvarint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
 /// Appends `v` as an unsigned LEB128 varint.
 pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -116,7 +116,7 @@ impl MemSeries {
     fn seal_open(&mut self, store: &mut ChunkStore) {
         let next = self.open.successor();
         let full = std::mem::replace(&mut self.open, next);
-        self.push_sealed(store.write(full.bytes(), full.len(), full.min_t(), full.max_t()));
+        self.push_sealed(store.seal(&full));
     }
 
     /// Adds a full chunk after the others.
@@ -168,7 +168,7 @@ impl MemSeries {
     fn chunks<'a>(
         &'a self,
         store: &'a ChunkStore,
-    ) -> impl Iterator<Item = (Timestamp, Timestamp, crate::chunk::ChunkIter<'a>)> {
+    ) -> impl Iterator<Item = (Timestamp, Timestamp, ChunkIter<'a>)> {
         let sealed = self.sealed.iter().map(|c| (c.min_t(), c.max_t(), ChunkIter::new(store.read(c))));
         let open = (!self.open.is_empty()).then(|| (self.open.min_t(), self.open.max_t(), self.open.iter()));
         sealed.chain(open)
@@ -269,7 +269,7 @@ impl MemSeries {
             if first.min_t() < mint {
                 let (kept, cut) = rebuild_from(ChunkIter::new(store.read(first)), mint);
                 samples += cut;
-                *first = store.write(kept.bytes(), kept.len(), kept.min_t(), kept.max_t());
+                *first = store.seal(&kept);
             }
         } else if !self.open.is_empty() && self.open.min_t() < mint {
             let (kept, cut) = rebuild_from(self.open.iter(), mint);

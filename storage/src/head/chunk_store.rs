@@ -187,6 +187,11 @@ impl ChunkStore {
         SealedChunk { at: ChunkRef::new(number, offset, samples), min_t, max_t }
     }
 
+    /// Stores a full chunk's bytes ([`write`](Self::write)).
+    pub(crate) fn seal(&mut self, chunk: &crate::chunk::OpenChunk) -> SealedChunk {
+        self.write(chunk.bytes(), chunk.len(), chunk.min_t(), chunk.max_t())
+    }
+
     /// The bytes of a chunk this store wrote (empty if its segment is gone).
     pub(crate) fn read(&self, chunk: &SealedChunk) -> &[u8] {
         self.segments.get(&chunk.at.segment()).map_or(&[], |s| s.chunk(chunk.at.offset()))

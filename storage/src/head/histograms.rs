@@ -93,7 +93,7 @@ fn whole_form(bucket_diffs: &[i64]) -> Form {
     if bucket_diffs.iter().any(|d| *d < 0) {
         return Form::Varints;
     }
-    let varints: usize = bucket_diffs.iter().map(|d| varint_len((*d as u64) << 1)).sum();
+    let varints: usize = bucket_diffs.iter().map(|d| crate::codec::uvarint_len((*d as u64) << 1)).sum();
     if packed_len(bucket_diffs.len(), packed_width(bucket_diffs)) < varints {
         Form::Packed
     } else {
@@ -109,11 +109,6 @@ fn packed_width(diffs: &[i64]) -> u32 {
 /// The bytes `n` differences packed at `width` bits take, with the width's byte.
 fn packed_len(n: usize, width: u32) -> usize {
     1 + (n * width as usize).div_ceil(8)
-}
-
-/// The bytes of `v` as a varint.
-fn varint_len(v: u64) -> usize {
-    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 /// A series' histogram samples, oldest first (see the module's documentation).
