@@ -30,78 +30,16 @@
 
 mod workload;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use workload::common::{self, free_port, median, peer, rss_kib};
+use workload::common::{self, median, rss_kib};
 use workload::{
-    all_series, encode_churning_rounds, env, pin_self, send, start_pinned, Running, CLIENT_CPU, INTERVAL_MS,
+    all_series, encode_churning_rounds, env, pin_self, send, System, CLIENT_CPU, INTERVAL_MS,
     SERIES_PER_REQUEST,
 };
 
 /// Rounds between two readings of memory under churn.
 const CHURN_READING_ROUNDS: usize = 10;
-
-#[derive(Clone, Copy, PartialEq)]
-enum System {
-    Promflow,
-    Prometheus,
-    VictoriaMetrics,
-}
-
-impl System {
-    fn name(self) -> &'static str {
-        match self {
-            System::Promflow => "promflow",
-            System::Prometheus => "Prometheus 2.42",
-            System::VictoriaMetrics => "VictoriaMetrics",
-        }
-    }
-
-    fn start(self, dir: &Path) -> Running {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.join("bench.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
-        let data = dir.join("data");
-        let (bin, args, ready): (String, Vec<String>, &str) = match self {
-            // the same flags: promflow takes Prometheus's command line
-            System::Promflow | System::Prometheus => (
-                if self == System::Promflow { workload::promflow_binary() } else { "prometheus".into() },
-                vec![
-                    format!("--config.file={}", cfg.display()),
-                    format!("--storage.tsdb.path={}", data.display()),
-                    format!("--web.listen-address={addr}"),
-                    "--web.enable-remote-write-receiver".into(),
-                ],
-                "/-/ready",
-            ),
-            System::VictoriaMetrics => (
-                "victoria-metrics".into(),
-                vec![
-                    format!("-storageDataPath={}", data.display()),
-                    format!("-httpListenAddr={addr}"),
-                    "-retentionPeriod=100y".into(),
-                    "-loggerLevel=ERROR".into(),
-                    "-search.maxUniqueTimeseries=10000000".into(),
-                ],
-                "/health",
-            ),
-        };
-        start_pinned(&bin, &args, dir, &addr, ready, self.name())
-    }
-
-    /// How many series the server holds, by its own count.
-    fn series_count(self, server: &Running) -> Option<u64> {
-        let http = common::client();
-        if self == System::VictoriaMetrics {
-            let _ = http.get(format!("{}/internal/force_flush", server.base)).send();
-        }
-        let url = format!("{}/api/v1/query?query=count(%7B__name__%3D~%22.%2B%22%7D)", server.base);
-        let v: serde_json::Value = serde_json::from_str(&http.get(url).send().ok()?.text().ok()?).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-}
 
 struct Run {
     create_sps: f64,
@@ -124,15 +62,7 @@ fn main() {
     let churn = env("BENCH_CHURN", 0).min(100);
     let churn_period = 100usize.checked_div(churn).unwrap_or(0);
     pin_self(CLIENT_CPU);
-    let only = std::env::var("BENCH_SYSTEMS").unwrap_or_else(|_| "promflow,prometheus,vm".into());
-    let wanted = |name: &str| only.split(',').any(|s| s.trim() == name);
-    let mut systems = vec![System::Promflow];
-    if wanted("prometheus") && peer("prometheus").is_some() {
-        systems.push(System::Prometheus);
-    }
-    if wanted("vm") && peer("victoria-metrics").is_some() {
-        systems.push(System::VictoriaMetrics);
-    }
+    let systems = System::wanted();
     let specs = all_series(n);
     // whole minutes, ending a minute before now: inside every system's accepted window
     let start_ms = (common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;

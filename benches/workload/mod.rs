@@ -3,6 +3,7 @@
 //! senders and process handling around them.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::Child;
 use std::sync::Arc;
 
@@ -618,6 +619,20 @@ pub fn start_pinned(
     ready: &str,
     name: &str,
 ) -> Running {
+    start_pinned_within(bin, args, dir, addr, ready, name, std::time::Duration::from_secs(60))
+}
+
+/// [`start_pinned`], waiting at most `limit` for the server to be ready (a restart that
+/// replays a large write-ahead log takes longer than a fresh start).
+pub fn start_pinned_within(
+    bin: &str,
+    args: &[String],
+    dir: &std::path::Path,
+    addr: &str,
+    ready: &str,
+    name: &str,
+    limit: std::time::Duration,
+) -> Running {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = std::process::Command::new("taskset")
         .args(["-c", SERVER_CPU])
@@ -629,7 +644,7 @@ pub fn start_pinned(
         .expect("start server under taskset");
     let mut server = Running { child, base: format!("http://{addr}") };
     let http = common::client();
-    let up = common::wait_for(std::time::Duration::from_secs(60), || {
+    let up = common::wait_for(limit, || {
         if let Ok(Some(status)) = server.child.try_wait() {
             panic!("{name} exited early: {status}");
         }
@@ -637,4 +652,87 @@ pub fn start_pinned(
     });
     assert!(up.is_some(), "{name} did not become ready");
     server
+}
+
+/// A system under test in the side-by-side remote-write benchmarks.
+#[derive(Clone, Copy, PartialEq)]
+pub enum System {
+    Promflow,
+    Prometheus,
+    VictoriaMetrics,
+}
+
+impl System {
+    /// promflow, and the peers `BENCH_SYSTEMS` [promflow,prometheus,vm] names that are
+    /// installed; promflow always runs, as the ratios are against it.
+    pub fn wanted() -> Vec<System> {
+        let only = std::env::var("BENCH_SYSTEMS").unwrap_or_else(|_| "promflow,prometheus,vm".into());
+        let wanted = |name: &str| only.split(',').any(|s| s.trim() == name);
+        let mut systems = vec![System::Promflow];
+        if wanted("prometheus") && common::peer("prometheus").is_some() {
+            systems.push(System::Prometheus);
+        }
+        if wanted("vm") && common::peer("victoria-metrics").is_some() {
+            systems.push(System::VictoriaMetrics);
+        }
+        systems
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Promflow => "promflow",
+            System::Prometheus => "Prometheus 2.42",
+            System::VictoriaMetrics => "VictoriaMetrics",
+        }
+    }
+
+    /// Starts the system on the data in `dir/data` and waits at most 60 s until it is ready.
+    pub fn start(self, dir: &Path) -> Running {
+        self.start_within(dir, std::time::Duration::from_secs(60))
+    }
+
+    /// [`System::start`], waiting at most `limit` for it to be ready.
+    pub fn start_within(self, dir: &Path, limit: std::time::Duration) -> Running {
+        let port = common::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.join("bench.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
+        let data = dir.join("data");
+        let (bin, args, ready): (String, Vec<String>, &str) = match self {
+            // the same flags: promflow takes Prometheus's command line
+            System::Promflow | System::Prometheus => (
+                if self == System::Promflow { promflow_binary() } else { "prometheus".into() },
+                vec![
+                    format!("--config.file={}", cfg.display()),
+                    format!("--storage.tsdb.path={}", data.display()),
+                    format!("--web.listen-address={addr}"),
+                    "--web.enable-remote-write-receiver".into(),
+                ],
+                "/-/ready",
+            ),
+            System::VictoriaMetrics => (
+                "victoria-metrics".into(),
+                vec![
+                    format!("-storageDataPath={}", data.display()),
+                    format!("-httpListenAddr={addr}"),
+                    "-retentionPeriod=100y".into(),
+                    "-loggerLevel=ERROR".into(),
+                    "-search.maxUniqueTimeseries=10000000".into(),
+                ],
+                "/health",
+            ),
+        };
+        start_pinned_within(&bin, &args, dir, &addr, ready, self.name(), limit)
+    }
+
+    /// How many series the server holds, by its own count.
+    pub fn series_count(self, server: &Running) -> Option<u64> {
+        let http = common::client();
+        if self == System::VictoriaMetrics {
+            let _ = http.get(format!("{}/internal/force_flush", server.base)).send();
+        }
+        let url = format!("{}/api/v1/query?query=count(%7B__name__%3D~%22.%2B%22%7D)", server.base);
+        let v: serde_json::Value = serde_json::from_str(&http.get(url).send().ok()?.text().ok()?).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
 }

@@ -1,0 +1,325 @@
+//! Query latency and restart time at a million active series, side by side: promflow,
+//! Debian's Prometheus 2.42 and Debian's VictoriaMetrics 1.79, each alone in turn, loaded with
+//! the same remote-write stream as `benches/ingest.rs`.
+//!
+//! Run with `cargo bench --bench queries_at_scale`. Environment (defaults in brackets):
+//! `BENCH_SERIES` [1000000], `BENCH_ROUNDS` [80] samples per series at 15 s (20 minutes),
+//! `BENCH_REPS` [5] timed runs of each query, `BENCH_CONNS` [4] senders, `BENCH_SYSTEMS`
+//! [promflow,prometheus,vm], `BENCH_PROMFLOW` [this build's] the promflow binary,
+//! `BENCH_QUERIES` [all] the numbers (from 1, comma-separated) of the queries to ask (to
+//! profile one).
+//!
+//! Per system: load every round, then ask each query once to warm up and `BENCH_REPS` times
+//! timed (the median is reported), then `kill -9` the server and time its restart on the
+//! same data until it answers ready and its first query. The server runs under
+//! `taskset -c 1`, this process on CPU 0. Answers are compared with promflow's: series by
+//! series, values to a relative 1e-9. VictoriaMetrics's PromQL dialect differs (its `rate`
+//! does not extrapolate, for one), so where an answer differs only the timing is comparable,
+//! and the table says so.
+
+mod workload;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use workload::common::{median, rss_kib};
+use workload::{all_series, encode_rounds, env, pin_self, send, System, CLIENT_CPU, INTERVAL_MS};
+
+/// How long one query may take before it counts as timed out.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a restart may take.
+const RESTART_LIMIT: Duration = Duration::from_secs(900);
+
+/// One request of the query set.
+enum Ask {
+    /// `/api/v1/query` half a sample interval before the newest sample.
+    Instant(&'static str),
+    /// `/api/v1/query_range` over the data after its first five minutes, 60 s step, off the
+    /// samples' grid as instant queries are.
+    Range(&'static str),
+    /// `/api/v1/label/<name>/values` over the data's span.
+    LabelValues(&'static str),
+    /// `/api/v1/series?match[]=…` over the data's span.
+    Series(&'static str),
+}
+
+/// The query set: what dashboards and rules ask of a server at this size, over this
+/// workload (about 185 series a host, 5,400 hosts at a million series).
+fn queries() -> Vec<(&'static str, Ask)> {
+    const RATE: &str = r#"rate(http_requests_total{handler="/api/v1/orders",code="500"}[5m])"#;
+    const SUM_BY: &str = "sum by (mode) (rate(node_cpu_seconds_total[5m]))";
+    const QUANTILE: &str =
+        "histogram_quantile(0.9, sum by (handler, le) (rate(http_request_duration_seconds_bucket[5m])))";
+    vec![
+        ("`rate` over 10.8k series", Ask::Instant(RATE)),
+        ("the same, 15 steps", Ask::Range(RATE)),
+        ("`sum by (mode)` of `rate` over 173k series", Ask::Instant(SUM_BY)),
+        ("the same, 15 steps", Ask::Range(SUM_BY)),
+        ("`histogram_quantile` by handler over 324k buckets", Ask::Instant(QUANTILE)),
+        ("the same, 15 steps", Ask::Range(QUANTILE)),
+        ("label values of `instance` (10.8k)", Ask::LabelValues("instance")),
+        ("label values of `__name__`", Ask::LabelValues("__name__")),
+        ("series of one host (155)", Ask::Series(r#"{instance="host-00042:9100"}"#)),
+        ("series of one metric (5.4k)", Ask::Series("node_load1")),
+        ("`count` of every series (1M)", Ask::Instant(r#"count({__name__=~".+"})"#)),
+    ]
+}
+
+/// The span of the loaded data, in milliseconds.
+#[derive(Clone, Copy)]
+struct Span {
+    first_ms: i64,
+    last_ms: i64,
+}
+
+/// Queries are evaluated this far off the 15 s grid of the samples, so no sample sits on
+/// the left edge of a range: Prometheus 2.x takes such a sample into the range and 3.x (and
+/// promflow) does not, which would make every `rate` differ.
+const OFF_GRID_MS: i64 = 7_500;
+
+impl Ask {
+    /// Asks `base`; the answer's `data`, or `None` on an error or a timeout.
+    fn ask(&self, http: &reqwest::blocking::Client, base: &str, span: Span) -> Option<Value> {
+        let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+        let (path, params): (String, Vec<(&str, String)>) = match self {
+            Ask::Instant(q) => (
+                "/api/v1/query".into(),
+                vec![("query", q.to_string()), ("time", secs(span.last_ms - OFF_GRID_MS))],
+            ),
+            Ask::Range(q) => (
+                "/api/v1/query_range".into(),
+                vec![
+                    ("query", q.to_string()),
+                    ("start", secs(span.first_ms + 5 * 60_000 - OFF_GRID_MS)),
+                    ("end", secs(span.last_ms - OFF_GRID_MS)),
+                    ("step", "60".into()),
+                ],
+            ),
+            Ask::LabelValues(name) => (
+                format!("/api/v1/label/{name}/values"),
+                vec![("start", secs(span.first_ms)), ("end", secs(span.last_ms))],
+            ),
+            Ask::Series(m) => (
+                "/api/v1/series".into(),
+                vec![("match[]", m.to_string()), ("start", secs(span.first_ms)), ("end", secs(span.last_ms))],
+            ),
+        };
+        let r = http.get(format!("{base}{path}")).query(&params).send().ok()?;
+        if !r.status().is_success() {
+            eprintln!("  {path} answered {}: {}", r.status(), r.text().unwrap_or_default());
+            return None;
+        }
+        let v: Value = serde_json::from_str(&r.text().ok()?).ok()?;
+        Some(v["data"].clone())
+    }
+}
+
+/// An answer in a comparable form: each series (or string) with its values.
+type Canonical = BTreeMap<String, Vec<f64>>;
+
+fn canonical(data: &Value) -> Canonical {
+    let mut out = Canonical::new();
+    let values = |v: &Value| -> Vec<f64> {
+        let one = |p: &Value| p[1].as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+        match (v.get("value"), v.get("values")) {
+            (Some(p), _) => vec![one(p)],
+            (_, Some(Value::Array(ps))) => ps.iter().map(one).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let items = data.get("result").unwrap_or(data);
+    for item in items.as_array().into_iter().flatten() {
+        match item {
+            Value::String(s) => {
+                out.insert(s.clone(), Vec::new());
+            }
+            Value::Object(o) => {
+                let labels = o.get("metric").unwrap_or(item);
+                let key: BTreeMap<&str, &str> = labels
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                    .collect();
+                out.insert(format!("{key:?}"), values(item));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether two answers hold the same series with the same values (relative 1e-9).
+fn agree(a: &Canonical, b: &Canonical) -> bool {
+    first_difference(a, b).is_none()
+}
+
+/// The first series where two answers differ, with both sides' values, for the log.
+fn first_difference(a: &Canonical, b: &Canonical) -> Option<String> {
+    let close = |x: &f64, y: &f64| (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+    if a.len() != b.len() {
+        return Some(format!("{} series against {}", a.len(), b.len()));
+    }
+    a.iter().zip(b).find_map(|((ka, va), (kb, vb))| {
+        let same = ka == kb && va.len() == vb.len() && va.iter().zip(vb).all(|(x, y)| close(x, y));
+        (!same).then(|| format!("{ka} {va:?} against {kb} {vb:?}"))
+    })
+}
+
+/// What one system did.
+struct Outcome {
+    system: System,
+    ingest_s: f64,
+    rss_mib: f64,
+    /// Per query: the median latency in ms (`None`: an error or a timeout) and the answer.
+    queries: Vec<(Option<f64>, Option<Canonical>)>,
+    restart_ready_s: f64,
+    restart_first_answer_s: Option<f64>,
+    /// Whether the first query answered the same after the restart as before it.
+    restart_same: bool,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("BENCH_SERIES", 1_000_000);
+    let rounds = env("BENCH_ROUNDS", 80).max(24);
+    let reps = env("BENCH_REPS", 5).max(1);
+    let conns = env("BENCH_CONNS", 4);
+    pin_self(CLIENT_CPU);
+    let systems = System::wanted();
+    let specs = all_series(n);
+    let start_ms = (workload::common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
+    let span = Span { first_ms: start_ms, last_ms: start_ms + (rounds as i64 - 1) * INTERVAL_MS };
+    eprintln!("encoding {n} series × {rounds} rounds …");
+    let bodies = encode_rounds(&specs, rounds, start_ms);
+    drop(specs);
+    let http = reqwest::blocking::Client::builder().timeout(QUERY_TIMEOUT).build().unwrap();
+    let only = std::env::var("BENCH_QUERIES").unwrap_or_default();
+    let asks: Vec<(&str, Ask)> = queries()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_empty() || only.split(',').any(|n| n.trim() == (i + 1).to_string()))
+        .map(|(_, q)| q)
+        .collect();
+
+    let mut outcomes = Vec::new();
+    for system in systems {
+        let dir = tempfile::tempdir().unwrap();
+        let server = system.start(dir.path());
+        eprintln!("{}: loading", system.name());
+        let t0 = Instant::now();
+        send(&server.base, &bodies, conns);
+        let ingest_s = t0.elapsed().as_secs_f64();
+        if system == System::VictoriaMetrics {
+            let _ = http.get(format!("{}/internal/force_flush", server.base)).send();
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let rss_mib = rss_kib(server.child.id()) as f64 / 1024.0;
+        eprintln!("{}: loaded in {ingest_s:.0} s, {rss_mib:.0} MiB", system.name());
+        let mut results = Vec::new();
+        for (name, ask) in &asks {
+            let answer = ask.ask(&http, &server.base, span).map(|d| canonical(&d));
+            let mut times = Vec::new();
+            for _ in 0..reps {
+                let t = Instant::now();
+                if ask.ask(&http, &server.base, span).is_none() {
+                    break;
+                }
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            let ms = (times.len() == reps).then(|| median(times));
+            eprintln!(
+                "{}: {name}: {} ms, {} items",
+                system.name(),
+                ms.map_or("timeout".into(), |m| format!("{m:.1}")),
+                answer.as_ref().map_or(0, |a| a.len())
+            );
+            results.push((ms, answer));
+        }
+
+        // kill -9, then the time until the same data answers again
+        let mut server = server;
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+        drop(server);
+        let t = Instant::now();
+        let server = system.start_within(dir.path(), RESTART_LIMIT);
+        let restart_ready_s = t.elapsed().as_secs_f64();
+        let first = workload::common::wait_for(RESTART_LIMIT, || {
+            asks[0].1.ask(&http, &server.base, span).map(|d| canonical(&d)).filter(|a| !a.is_empty())
+        });
+        let restart_first_answer_s = first.as_ref().map(|_| t.elapsed().as_secs_f64());
+        let restart_same = match (&first, &results[0].1) {
+            (Some(after), Some(before)) => agree(after, before),
+            _ => false,
+        };
+        eprintln!(
+            "{}: restart ready in {restart_ready_s:.1} s, first answer {:?} s, same {restart_same}",
+            system.name(),
+            restart_first_answer_s
+        );
+        outcomes.push(Outcome {
+            system,
+            ingest_s,
+            rss_mib,
+            queries: results,
+            restart_ready_s,
+            restart_first_answer_s,
+            restart_same,
+        });
+    }
+
+    report(n, rounds, reps, &asks, &outcomes);
+}
+
+fn report(n: usize, rounds: usize, reps: usize, asks: &[(&str, Ask)], outcomes: &[Outcome]) {
+    println!(
+        "{n} active series × {rounds} samples at 15 s; each query warmed once, then the median of {reps} runs, ms\n"
+    );
+    let names: Vec<&str> = outcomes.iter().map(|o| o.system.name()).collect();
+    println!("| query | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
+    let promflow = &outcomes[0];
+    for (i, (name, _)) in asks.iter().enumerate() {
+        let cells: Vec<String> = outcomes
+            .iter()
+            .map(|o| {
+                let (ms, answer) = &o.queries[i];
+                let time = ms.map_or("timeout".to_string(), |m| format!("{m:.1}"));
+                let ratio = match (promflow.queries[i].0, ms) {
+                    (Some(p), Some(m)) if o.system != System::Promflow => format!(" ({:.2}×)", p / m),
+                    _ => String::new(),
+                };
+                let differs = match (&promflow.queries[i].1, answer) {
+                    (Some(p), Some(a)) if o.system != System::Promflow => match first_difference(p, a) {
+                        Some(what) => {
+                            eprintln!("{} differs on {name}: {what}", o.system.name());
+                            " ≠"
+                        }
+                        None => "",
+                    },
+                    _ => "",
+                };
+                format!("{time}{ratio}{differs}")
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    println!("\n(×: promflow's time over this system's; ≠: the answer differs from promflow's)\n");
+    println!("| system | load, s | RSS loaded, MiB | restart to ready, s | to the first answer, s | answer as before |");
+    println!("|---|---|---|---|---|---|");
+    for o in outcomes {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} | {} | {} |",
+            o.system.name(),
+            o.ingest_s,
+            o.rss_mib,
+            o.restart_ready_s,
+            o.restart_first_answer_s.map_or("–".into(), |s| format!("{s:.1}")),
+            if o.restart_same { "yes" } else { "no" }
+        );
+    }
+}
