@@ -447,6 +447,20 @@ impl Head {
             .collect()
     }
 
+    /// Reads the series `refs` name and the last byte of their open chunks, so that appends
+    /// to them right after find them in the cache. A batch's series are spread over the
+    /// whole head: read stage by stage (the series map, the series, their chunks' ends), the
+    /// reads of one stage do not wait for each other, and their cache misses overlap instead
+    /// of each append waiting out its own chain of them.
+    pub(crate) fn prefetch(&self, refs: impl Iterator<Item = SeriesRef>) {
+        let series: Vec<&MemSeries> = refs.filter_map(|r| self.get(r)).collect();
+        // the newest sample and the open chunk may sit on different cache lines of a series
+        let newest = series.iter().fold(0i64, |acc, s| acc ^ s.last.0);
+        let chunks: Vec<&[u8]> = series.iter().map(|s| s.open.bytes()).collect();
+        let ends = chunks.iter().fold(0u8, |acc, c| acc ^ c.last().copied().unwrap_or(0));
+        std::hint::black_box((newest, ends));
+    }
+
     /// The series with ref `r`.
     pub(crate) fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
         self.series.get(&r).map(|s| &**s)
@@ -840,13 +854,17 @@ impl Head {
         maxt: Timestamp,
     ) -> impl Iterator<Item = &'a MemSeries> + 'a {
         let refs = if mint > maxt { Vec::new() } else { self.postings(matchers) };
-        // a range that holds every sample of the head is the full range: no series need be
-        // looked at for its samples
-        let full =
-            full_range(mint, maxt) || self.time_range().is_some_and(|(lo, hi)| mint <= lo && maxt >= hi);
+        let full = self.covers_all(mint, maxt);
         refs.into_iter()
             .filter_map(|r| self.series.get(&r).map(|s| &**s))
             .filter(move |s| full || s.has_samples_in(&self.chunks, mint, maxt))
+    }
+
+    /// Whether `mint..=maxt` holds every sample of the head: then no series need be looked
+    /// at for its samples (a lookup over "everything the head has", as Grafana's label
+    /// pickers make, is the common case).
+    fn covers_all(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        full_range(mint, maxt) || self.time_range().is_some_and(|(lo, hi)| mint <= lo && maxt >= hi)
     }
 
     /// Label sets of matching series, sorted.
@@ -858,6 +876,8 @@ impl Head {
     ) -> Vec<Labels> {
         let mut out: Vec<Labels> =
             self.matching(matchers, mint, maxt).map(|s| s.labels.to_labels()).collect();
+        // sorted once built: the new label sets lie side by side in memory, where the packed
+        // ones are spread over the heap and every comparison would miss the cache
         out.sort_unstable();
         out
     }
@@ -890,7 +910,7 @@ impl Head {
             if mint > maxt {
                 return Vec::new();
             }
-            let full = full_range(mint, maxt);
+            let full = self.covers_all(mint, maxt);
             values
                 .iter()
                 .filter(|(_, refs)| {
@@ -1206,6 +1226,13 @@ mod tests {
         assert_eq!(h.label_names(&[], 30, 30), vec!["__name__", "instance", "job"]);
         assert_eq!(h.label_names(&[], i64::MIN, i64::MAX), vec!["__name__", "code", "instance", "job"]);
         assert_eq!(h.label_values("job", &[], 30, 40), vec!["b"]);
+        // the head's whole span, 10..=30, takes every value without looking at samples;
+        // a narrower range still drops the values without a sample in it
+        assert_eq!(h.label_values("job", &[], 10, 30), vec!["a", "b"]);
+        assert_eq!(h.label_values("instance", &[], 10, 30), vec!["1", "2"]);
+        assert_eq!(h.label_values("instance", &[], 11, 30), vec!["1", "2"]);
+        assert_eq!(h.label_values("instance", &[], 21, 30), vec!["2"]);
+        assert!(h.label_values("job", &[], 21, 29).is_empty());
         assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), vec!["http_requests", "up"]);
         assert_eq!(
             h.label_values("job", &[m(MatchOp::Equal, "__name__", "http_requests")], 0, 12),

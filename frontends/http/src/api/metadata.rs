@@ -7,8 +7,8 @@ use axum::http::HeaderMap;
 use promflow_storage::{Labels, Matcher, Querier};
 use serde_json::{json, Value};
 
-use super::query::{fanout, labels_json};
-use super::{params, success, ApiResult, Shared};
+use super::query::{fanout, labels_json, write_labels};
+use super::{json_response, params, success, ApiResult, Shared};
 use crate::params::{limit_param, time_param, Params, MAX_TIME_MS, MIN_TIME_MS};
 use crate::ApiError;
 
@@ -60,6 +60,8 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
     }
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
+    // one selector's answer is sorted and unique already
+    let merge = sels.len() > 1;
     // the remote_read endpoints are asked too, off the async workers
     let runtime = tokio::runtime::Handle::current();
     let found = tokio::task::spawn_blocking(move || {
@@ -73,9 +75,20 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
     .await
     .map_err(|e| ApiError::internal(format!("series lookup panicked: {e}")))?;
     let mut all = found.map_err(storage_err)?;
-    all.sort();
-    all.dedup();
-    Ok(success(Value::Array(truncate(all, limit).iter().map(labels_json).collect())))
+    if merge {
+        all.sort();
+        all.dedup();
+    }
+    // written out directly: a lookup over many series builds no JSON tree
+    let mut body = String::from(r#"{"status":"success","data":["#);
+    for (i, labels) in truncate(all, limit).iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        write_labels(&mut body, labels);
+    }
+    body.push_str("]}");
+    Ok(json_response(body))
 }
 
 /// `/api/v1/query_exemplars`: the exemplars in `start..end` of the series any selector of

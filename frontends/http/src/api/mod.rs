@@ -81,7 +81,17 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .merge(crate::ui::routes(route_prefix.trim_end_matches('/'), &state.page_title))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd())
+        // gzip at its fastest level: at deflate's default level, compressing a large answer
+        // (a range query over 10k series, a series lookup) took a third of its time, and the
+        // answer came out only a little smaller
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .no_br()
+                .no_deflate()
+                .no_zstd()
+                .quality(tower_http::CompressionLevel::Fastest),
+        )
         .layer(middleware::from_fn_with_state(state.read_timeout, crate::serve::body_deadline))
         .with_state(state.clone());
     let prefix = route_prefix.trim_end_matches('/');
