@@ -45,6 +45,18 @@ fn storage_err(e: promflow_storage::Error) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
+/// Runs a storage lookup on tokio's blocking pool: over a million series a lookup with a
+/// matcher takes tens of milliseconds, which an async worker must not be held for.
+async fn off_the_workers<T: Send + 'static>(
+    what: &'static str,
+    lookup: impl FnOnce() -> Result<T, promflow_storage::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(lookup)
+        .await
+        .map_err(|e| ApiError::internal(format!("{what} panicked: {e}")))?
+        .map_err(storage_err)
+}
+
 fn truncate<T>(mut v: Vec<T>, limit: usize) -> Vec<T> {
     if limit > 0 && v.len() > limit {
         v.truncate(limit);
@@ -64,17 +76,15 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
     let merge = sels.len() > 1;
     // the remote_read endpoints are asked too, off the async workers
     let runtime = tokio::runtime::Handle::current();
-    let found = tokio::task::spawn_blocking(move || {
+    let mut all = off_the_workers("series lookup", move || {
         let storage = fanout(&state, runtime);
         let mut all: Vec<Labels> = Vec::new();
         for m in &sels {
             all.extend(storage.series(m, mint, maxt)?);
         }
-        Ok::<_, promflow_storage::Error>(all)
+        Ok(all)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("series lookup panicked: {e}")))?;
-    let mut all = found.map_err(storage_err)?;
+    .await?;
     if merge {
         all.sort();
         all.dedup();
@@ -137,16 +147,19 @@ pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap
     let sels = parse_selectors(&p)?;
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
-    let mut names: Vec<String> = Vec::new();
-    if sels.is_empty() {
-        names = state.db.label_names(&[], mint, maxt).map_err(storage_err)?;
-    } else {
+    let names = off_the_workers("label names lookup", move || {
+        if sels.is_empty() {
+            return state.db.label_names(&[], mint, maxt);
+        }
+        let mut names: Vec<String> = Vec::new();
         for m in &sels {
-            names.extend(state.db.label_names(m, mint, maxt).map_err(storage_err)?);
+            names.extend(state.db.label_names(m, mint, maxt)?);
         }
         names.sort();
         names.dedup();
-    }
+        Ok(names)
+    })
+    .await?;
     Ok(success(json!(truncate(names, limit))))
 }
 
@@ -188,16 +201,19 @@ pub(super) async fn label_values(
     let sels = parse_selectors(&p)?;
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
-    let mut values: Vec<String> = Vec::new();
-    if sels.is_empty() {
-        values = state.db.label_values(&name, &[], mint, maxt).map_err(storage_err)?;
-    } else {
+    let values = off_the_workers("label values lookup", move || {
+        if sels.is_empty() {
+            return state.db.label_values(&name, &[], mint, maxt);
+        }
+        let mut values: Vec<String> = Vec::new();
         for m in &sels {
-            values.extend(state.db.label_values(&name, m, mint, maxt).map_err(storage_err)?);
+            values.extend(state.db.label_values(&name, m, mint, maxt)?);
         }
         values.sort();
         values.dedup();
-    }
+        Ok(values)
+    })
+    .await?;
     Ok(success(json!(truncate(values, limit))))
 }
 
