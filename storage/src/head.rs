@@ -447,8 +447,8 @@ impl Head {
             .collect()
     }
 
-    /// Reads the series `refs` name and the last byte of their open chunks, so that appends
-    /// to them right after find them in the cache. A batch's series are spread over the
+    /// Reads the series that `refs` name, their newest samples and the last bytes of their
+    /// open chunks, so that appends to them right after find them in the cache. A batch's series are spread over the
     /// whole head: read stage by stage (the series map, the series, their chunks' ends), the
     /// reads of one stage do not wait for each other, and their cache misses overlap instead
     /// of each append waiting out its own chain of them.

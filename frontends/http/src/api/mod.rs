@@ -82,8 +82,8 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         // gzip at its fastest level: at deflate's default level, compressing a large answer
-        // (a range query over 10k series, a series lookup) took a third of its time, and the
-        // answer came out only a little smaller
+        // (a range query over 10k series, a series lookup) took a third of its time, to
+        // make it 15 % smaller
         .layer(
             tower_http::compression::CompressionLayer::new()
                 .gzip(true)
