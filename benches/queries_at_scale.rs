@@ -7,11 +7,15 @@
 //! `BENCH_REPS` [5] timed runs of each query, `BENCH_CONNS` [4] senders, `BENCH_SYSTEMS`
 //! [promflow,prometheus,vm], `BENCH_PROMFLOW` [this build's] the promflow binary,
 //! `BENCH_QUERIES` [all] the numbers (from 1, comma-separated) of the queries to ask (to
-//! profile one).
+//! profile one), `BENCH_LOOP_QUERY` [11] the number of the query asked in a loop during
+//! ingest, `BENCH_LOOP_ROUNDS` [40] the rounds sent for that (0 skips it).
 //!
 //! Per system: load every round, then ask each query once to warm up and `BENCH_REPS` times
 //! timed (the median is reported), then `kill -9` the server and time its restart on the
-//! same data until it answers ready and its first query. The server runs under
+//! same data until it answers ready and its first query. Then more rounds are sent, in four
+//! groups: alone, with the heaviest query asked in a loop, alone, in the loop again; the
+//! ingest rate and the answer times of the remote-write requests in each mode are compared.
+//! The server runs under
 //! `taskset -c 1`, this process on CPU 0. Answers are compared with promflow's: series by
 //! series, values to a relative 1e-9. VictoriaMetrics's PromQL dialect differs (its `rate`
 //! does not extrapolate, for one), so where an answer differs only the timing is comparable,
@@ -24,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use workload::common::{median, rss_kib};
-use workload::{all_series, encode_rounds, env, pin_self, send, System, CLIENT_CPU, INTERVAL_MS};
+use workload::{
+    all_series, encode_rounds, env, percentile, pin_self, send, send_timed, System, CLIENT_CPU, INTERVAL_MS,
+};
 
 /// How long one query may take before it counts as timed out.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -178,6 +184,85 @@ struct Outcome {
     restart_first_answer_s: Option<f64>,
     /// Whether the first query answered the same after the restart as before it.
     restart_same: bool,
+    /// Ingest alone and beside a query loop (`None`: not measured).
+    beside_query: Option<BesideQuery>,
+}
+
+/// Ingest with and without a query asked over and over at the same time.
+struct BesideQuery {
+    /// Samples per second sent alone and beside the query loop.
+    alone_sps: f64,
+    beside_sps: f64,
+    /// Remote-write answer times, sorted, in ms.
+    alone_ms: Vec<f64>,
+    beside_ms: Vec<f64>,
+    /// The answer times of the queries asked while the rounds went out (the last of each
+    /// group ends after them), in ms, and how many failed.
+    answered_ms: Vec<f64>,
+    failed: usize,
+}
+
+/// Sends `groups` of rounds in turn alone and beside `ask` asked in a loop by another
+/// thread (alone first), and measures both modes.
+fn ingest_beside_query(
+    base: &str,
+    groups: &[&[Vec<std::sync::Arc<Vec<u8>>>]],
+    series: usize,
+    conns: usize,
+    ask: &Ask,
+    span: Span,
+) -> BesideQuery {
+    let mut out = BesideQuery {
+        alone_sps: 0.0,
+        beside_sps: 0.0,
+        alone_ms: Vec::new(),
+        beside_ms: Vec::new(),
+        answered_ms: Vec::new(),
+        failed: 0,
+    };
+    let (mut alone_s, mut alone_n, mut beside_s, mut beside_n) = (0.0, 0, 0.0, 0);
+    for (i, group) in groups.iter().enumerate() {
+        let samples = series * group.len();
+        if i % 2 == 0 {
+            let t = Instant::now();
+            out.alone_ms.extend(send_timed(base, group, conns));
+            alone_s += t.elapsed().as_secs_f64();
+            alone_n += samples;
+            continue;
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (times, answered, failed) = std::thread::scope(|scope| {
+            let asker = scope.spawn(|| {
+                let http = reqwest::blocking::Client::builder().timeout(QUERY_TIMEOUT).build().unwrap();
+                let (mut answered, mut failed) = (Vec::new(), 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match ask.ask(&http, base, span) {
+                        Some(_) => answered.push(t.elapsed().as_secs_f64() * 1000.0),
+                        None => failed += 1,
+                    }
+                }
+                (answered, failed)
+            });
+            // the loop's first query is under way before the clock starts
+            std::thread::sleep(Duration::from_millis(200));
+            let t = Instant::now();
+            let times = send_timed(base, group, conns);
+            beside_s += t.elapsed().as_secs_f64();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (answered, failed) = asker.join().expect("query loop");
+            (times, answered, failed)
+        });
+        beside_n += samples;
+        out.beside_ms.extend(times);
+        out.answered_ms.extend(answered);
+        out.failed += failed;
+    }
+    out.alone_sps = alone_n as f64 / alone_s;
+    out.beside_sps = beside_n as f64 / beside_s;
+    out.alone_ms.sort_by(|a, b| a.total_cmp(b));
+    out.beside_ms.sort_by(|a, b| a.total_cmp(b));
+    out
 }
 
 fn main() {
@@ -186,15 +271,23 @@ fn main() {
     }
     let n = env("BENCH_SERIES", 1_000_000);
     let rounds = env("BENCH_ROUNDS", 80).max(24);
+    // a multiple of four: alone, beside the loop, alone, beside it again
+    let loop_rounds = env("BENCH_LOOP_ROUNDS", 40) / 4 * 4;
+    let loop_query = env("BENCH_LOOP_QUERY", 11);
     let reps = env("BENCH_REPS", 5).max(1);
     let conns = env("BENCH_CONNS", 4);
     pin_self(CLIENT_CPU);
     let systems = System::wanted();
     let specs = all_series(n);
-    let start_ms = (workload::common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
+    let all_rounds = rounds + loop_rounds;
+    let start_ms = (workload::common::now_ms() - (all_rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
     let span = Span { first_ms: start_ms, last_ms: start_ms + (rounds as i64 - 1) * INTERVAL_MS };
-    eprintln!("encoding {n} series × {rounds} rounds …");
-    let bodies = encode_rounds(&specs, rounds, start_ms);
+    eprintln!("encoding {n} series × {all_rounds} rounds …");
+    let mut bodies = encode_rounds(&specs, all_rounds, start_ms);
+    let later = bodies.split_off(rounds);
+    let groups: Vec<&[Vec<std::sync::Arc<Vec<u8>>>]> =
+        if loop_rounds == 0 { Vec::new() } else { later.chunks(loop_rounds / 4).collect() };
+    let looped = queries().into_iter().nth(loop_query.saturating_sub(1)).expect("BENCH_LOOP_QUERY");
     drop(specs);
     let http = reqwest::blocking::Client::builder().timeout(QUERY_TIMEOUT).build().unwrap();
     let only = std::env::var("BENCH_QUERIES").unwrap_or_default();
@@ -261,7 +354,23 @@ fn main() {
             system.name(),
             restart_first_answer_s
         );
+        let beside_query = (!groups.is_empty()).then(|| {
+            eprintln!("{}: ingest beside a loop of {}", system.name(), looped.0);
+            let b = ingest_beside_query(&server.base, &groups, n, conns, &looped.1, span);
+            eprintln!(
+                "{}: alone {:.0}/s, p99 {:.1} ms; beside {:.0}/s, p99 {:.1} ms; queries answered in {:?} ms, {} failed",
+                system.name(),
+                b.alone_sps,
+                percentile(&b.alone_ms, 0.99),
+                b.beside_sps,
+                percentile(&b.beside_ms, 0.99),
+                b.answered_ms,
+                b.failed
+            );
+            b
+        });
         outcomes.push(Outcome {
+            beside_query,
             system,
             ingest_s,
             rss_mib,
@@ -273,6 +382,39 @@ fn main() {
     }
 
     report(n, rounds, reps, &asks, &outcomes);
+    report_beside_query(loop_rounds, looped.0, &outcomes);
+}
+
+fn report_beside_query(loop_rounds: usize, looped: &str, outcomes: &[Outcome]) {
+    if loop_rounds == 0 {
+        return;
+    }
+    println!(
+        "\n{loop_rounds} more rounds, a quarter at a time: alone, beside {looped} asked in a loop, alone, beside it\n"
+    );
+    println!("| system | alone, samples/s | beside the query, samples/s | beside / alone | write p50 / p99 alone, ms | beside, ms | queries answered (failed), median time, s |");
+    println!("|---|---|---|---|---|---|---|");
+    for o in outcomes {
+        let Some(b) = &o.beside_query else { continue };
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {:.1} / {:.1} | {} ({}), {} |",
+            o.system.name(),
+            b.alone_sps,
+            b.beside_sps,
+            b.beside_sps / b.alone_sps,
+            percentile(&b.alone_ms, 0.5),
+            percentile(&b.alone_ms, 0.99),
+            percentile(&b.beside_ms, 0.5),
+            percentile(&b.beside_ms, 0.99),
+            b.answered_ms.len(),
+            b.failed,
+            if b.answered_ms.is_empty() {
+                "–".into()
+            } else {
+                format!("{:.1}", median(b.answered_ms.clone()) / 1000.0)
+            }
+        );
+    }
 }
 
 fn report(n: usize, rounds: usize, reps: usize, asks: &[(&str, Ask)], outcomes: &[Outcome]) {

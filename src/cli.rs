@@ -319,6 +319,10 @@ pub struct Flags {
     /// Maximum number of queries executed concurrently.
     #[arg(long = "query.max-concurrency", default_value_t = 20)]
     pub query_max_concurrency: i64,
+    /// How many nice steps below the server's CPU priority queries run (0 to 19; 0: at the
+    /// same priority), so that ingest keeps its share of the CPU while queries run.
+    #[arg(long = "query.niceness", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub query_niceness: i32,
     /// Maximum number of samples a single query can load into memory.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     pub query_max_samples: usize,

@@ -71,7 +71,8 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
     let server = Components::start(&flags, matches, &loaded, rule_groups, &db, runtime.handle())?;
     let reload = server.reload_handler(&flags, &db, runtime.handle().clone());
     let (quit, quit_rx) = watch::channel(false);
-    let state = server.app_state(&flags, &loaded.config, &db, &security, Arc::clone(&reload), quit.clone());
+    let state =
+        server.app_state(&flags, &loaded.config, &db, &security, Arc::clone(&reload), quit.clone())?;
     runtime.block_on(server.serve(&flags, &loaded.config, state, reload, (quit, quit_rx)))?;
     if let Err(e) = db.close() {
         warn!(error = %e, "closing storage");
@@ -315,8 +316,10 @@ impl Components {
         security: &Security,
         reload: ReloadFn,
         quit: watch::Sender<bool>,
-    ) -> Arc<AppState> {
-        Arc::new(AppState {
+    ) -> Result<Arc<AppState>, String> {
+        let query_pool = promflow_batch::QueryPool::new(flags.query_niceness)
+            .map_err(|e| format!("starting the query threads: {e}"))?;
+        Ok(Arc::new(AppState {
             db: Arc::clone(db),
             scrape: Arc::clone(&self.scrape),
             rules: Arc::clone(&self.rule_manager),
@@ -362,7 +365,8 @@ impl Components {
             page_title: flags.page_title.clone(),
             query_concurrency: query_concurrency(flags),
             query_slots: Arc::new(tokio::sync::Semaphore::new(query_concurrency(flags))),
-        })
+            query_pool: Arc::new(query_pool),
+        }))
     }
 
     /// Binds the listeners, starts scraping, and serves until a signal or `/-/quit`; then
@@ -387,7 +391,15 @@ impl Components {
             };
             let querier: Arc<dyn Querier> = state.db.clone();
             let slots = Arc::clone(&state.query_slots);
-            tokio::spawn(promflow_sql::pg::serve(listener, querier, settings, slots, Arc::clone(&state.web)));
+            let pool = Arc::clone(&state.query_pool);
+            tokio::spawn(promflow_sql::pg::serve(
+                listener,
+                querier,
+                settings,
+                slots,
+                pool,
+                Arc::clone(&state.web),
+            ));
         }
         let listeners = Arc::new(promflow_http::Listeners::new(
             Arc::clone(&state.web),

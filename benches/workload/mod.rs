@@ -506,8 +506,6 @@ impl Drop for Running {
     }
 }
 
-/// Sends `rounds` of every request with `conns` senders; each sender owns the chunks
-/// `k, k + conns, …` and sends them round by round. Panics on any non-2xx answer.
 /// Posts one encoded remote-write body to `base`; panics unless it is answered 2xx.
 pub fn post_write(http: &reqwest::blocking::Client, base: &str, body: Vec<u8>) {
     let r = http
@@ -540,28 +538,44 @@ pub fn cpu_of(path: &str) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// Sends `rounds` of every request with `conns` senders; each sender owns the chunks
+/// `k, k + conns, …` and sends them round by round. Panics on any non-2xx answer.
 pub fn send(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) {
-    std::thread::scope(|scope| {
-        for k in 0..conns {
-            scope.spawn(move || {
-                let http = common::client();
-                for round in bodies {
-                    for body in round.iter().skip(k).step_by(conns) {
-                        post_write(&http, base, body.as_ref().clone());
-                    }
-                }
-            });
-        }
-    });
+    send_timed(base, bodies, conns);
 }
 
-/// The value below which a share `p` of `sorted` lies (nearest rank).
+/// Sends as [`send`] does, and gives each request's answer time in milliseconds (in no
+/// particular order).
+pub fn send_timed(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) -> Vec<f64> {
+    std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..conns)
+            .map(|k| {
+                scope.spawn(move || {
+                    let http = common::client();
+                    let mut times = Vec::new();
+                    for round in bodies {
+                        for body in round.iter().skip(k).step_by(conns) {
+                            let body = body.as_ref().clone();
+                            let t = std::time::Instant::now();
+                            post_write(&http, base, body);
+                            times.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    }
+                    times
+                })
+            })
+            .collect();
+        senders.into_iter().flat_map(|s| s.join().expect("sender")).collect()
+    })
+}
+
 /// The median of `xs` (the upper one of an even count).
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
 }
 
+/// The value below which a share `p` of `sorted` lies (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]

@@ -775,51 +775,71 @@ impl Head {
             .select(matchers, all, |r, name| self.series.get(&r).map(|s| Cow::Borrowed(s.labels.get(name))))
     }
 
-    /// Matching series with their samples in `mint..=maxt`, sorted by labels.
-    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
-        if mint > maxt {
-            return Vec::new();
-        }
-        // the samples are read once: a series without any in the range is dropped after
-        let mut found: Vec<(&MemSeries, Vec<Sample>)> = self
-            .postings(matchers)
-            .into_iter()
-            .filter_map(|r| self.series.get(&r).map(|s| &**s))
-            .filter_map(|s| {
-                let mut samples = Vec::new();
-                s.samples_in(&self.chunks, mint, maxt, &mut samples);
-                (!samples.is_empty()).then_some((s, samples))
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| a.0.labels.cmp_labels(&b.0.labels));
-        found
-            .into_iter()
-            .map(|(s, samples)| Series { labels: s.labels.to_labels(), samples: samples.into() })
-            .collect()
+    /// Sorted refs of the series matching every matcher, for a selection read part by part
+    /// ([`Head::select_part`] and the like) by a caller that takes the head's lock for each
+    /// part: one over a million series would otherwise hold it for seconds, and every commit
+    /// with it.
+    pub(crate) fn selection(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
+        self.postings(matchers)
     }
 
-    /// Matching series with their histogram samples in `mint..=maxt`, sorted by labels.
-    pub(crate) fn select_histograms(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Vec<HistogramSeries> {
-        if mint > maxt || self.histogram_series == 0 {
-            return Vec::new();
-        }
-        let mut out: Vec<HistogramSeries> = self
-            .postings(matchers)
-            .into_iter()
-            .filter_map(|r| self.series.get(&r))
-            .filter(|s| s.has_hists())
-            .filter_map(|s| {
-                let samples = s.histograms_in(mint, maxt);
-                (!samples.is_empty()).then(|| HistogramSeries { labels: s.labels.to_labels(), samples })
-            })
-            .collect();
+    /// Matching series with their samples in `mint..=maxt`, sorted by labels, read in one
+    /// part (the database reads the head in several).
+    #[cfg(test)]
+    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Series> {
+        let mut out = Vec::new();
+        self.select_part(&self.selection(matchers), mint, maxt, &mut out);
         out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         out
+    }
+
+    /// Appends the series `refs` that have samples in `mint..=maxt` to `out`, with those
+    /// samples, in the order of `refs`. A ref no longer in the head is skipped.
+    pub(crate) fn select_part(
+        &self,
+        refs: &[SeriesRef],
+        mint: Timestamp,
+        maxt: Timestamp,
+        out: &mut Vec<Series>,
+    ) {
+        if mint > maxt {
+            return;
+        }
+        let mut samples = Vec::new();
+        for s in refs.iter().filter_map(|r| self.series.get(r)) {
+            s.samples_in(&self.chunks, mint, maxt, &mut samples);
+            if !samples.is_empty() {
+                out.push(Series {
+                    labels: s.labels.to_labels(),
+                    samples: std::mem::take(&mut samples).into(),
+                });
+            }
+        }
+    }
+
+    /// Whether some series has histogram samples.
+    pub(crate) fn keeps_histograms(&self) -> bool {
+        self.histogram_series > 0
+    }
+
+    /// Appends the series `refs` that have histogram samples in `mint..=maxt` to `out`, with
+    /// those samples, in the order of `refs`.
+    pub(crate) fn select_histograms_part(
+        &self,
+        refs: &[SeriesRef],
+        mint: Timestamp,
+        maxt: Timestamp,
+        out: &mut Vec<HistogramSeries>,
+    ) {
+        if mint > maxt || self.histogram_series == 0 {
+            return;
+        }
+        out.extend(refs.iter().filter_map(|r| self.series.get(r)).filter(|s| s.has_hists()).filter_map(
+            |s| {
+                let samples = s.histograms_in(mint, maxt);
+                (!samples.is_empty()).then(|| HistogramSeries { labels: s.labels.to_labels(), samples })
+            },
+        ));
     }
 
     /// Whether a matching series has histogram samples in `mint..=maxt`.

@@ -1407,3 +1407,40 @@ fn histograms_read_back_from_blocks_exactly_from_any_range() {
         assert_eq!(read(mint, maxt), inside);
     }
 }
+
+#[test]
+fn a_selection_read_in_parts_holds_every_series_once_sorted_while_commits_go_on() {
+    // more series than one read of the head takes, so the selection takes its lock several
+    // times and commits land between the parts
+    const SERIES: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    // labels whose order differs from the order the series were created in
+    let labels: Vec<Labels> = (0..SERIES)
+        .map(|i| ls(&[("__name__", "x"), ("k", &format!("{:05}", (i * 7919) % SERIES))]))
+        .collect();
+    for t in 1..=10 {
+        let samples: Vec<(&Labels, i64, f64)> = labels.iter().map(|l| (l, t, t as f64)).collect();
+        commit(&db, &samples);
+    }
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for t in 11..=60 {
+                let samples: Vec<(&Labels, i64, f64)> = labels.iter().map(|l| (l, t, t as f64)).collect();
+                commit(&db, &samples);
+            }
+        });
+        for _ in 0..5 {
+            let got = db.select(&name_eq("x"), 1, 10).unwrap();
+            assert_eq!(got.len(), SERIES);
+            assert!(got.windows(2).all(|w| w[0].labels < w[1].labels), "sorted and unique");
+            for s in &got {
+                let values: Vec<f64> = s.samples.iter().map(|x| x.v).collect();
+                assert_eq!(values, (1..=10).map(f64::from).collect::<Vec<_>>());
+            }
+        }
+        writer.join().unwrap();
+    });
+    let all = db.select(&name_eq("x"), 1, 60).unwrap();
+    assert!(all.iter().all(|s| s.samples.len() == 60));
+}

@@ -54,35 +54,37 @@ pub async fn federate(State(state): Shared, q: RawQuery, headers: HeaderMap, bod
     let lookback = state.query.lookback_delta.as_millis() as i64;
     let external = state.status.external_labels();
     let db = std::sync::Arc::clone(&state.db);
-    let answer = tokio::task::spawn_blocking(move || {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut newest: BTreeMap<(String, Labels), Newest> = BTreeMap::new();
-        for matchers in &selectors {
-            for series in db.select(matchers, now - lookback, now)? {
-                let Some(last) = series.samples.view().last() else { continue };
-                let name = series.labels.get(METRIC_NAME).to_string();
-                newest.insert((name, series.labels), Newest::Float(last.t, last.v));
-            }
-            for series in db.select_histograms(matchers, now - lookback, now)? {
-                let Some(last) = series.samples.last() else { continue };
-                let name = series.labels.get(METRIC_NAME).to_string();
-                let key = (name, series.labels);
-                // the newer of a series' float and histogram samples is its newest
-                if newest.get(&key).is_none_or(|n| n.t() < last.t) {
-                    newest.insert(key, Newest::Histogram(last.t, Arc::clone(&last.h)));
+    let answer = state
+        .query_pool
+        .spawn(move || {
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut newest: BTreeMap<(String, Labels), Newest> = BTreeMap::new();
+            for matchers in &selectors {
+                for series in db.select(matchers, now - lookback, now)? {
+                    let Some(last) = series.samples.view().last() else { continue };
+                    let name = series.labels.get(METRIC_NAME).to_string();
+                    newest.insert((name, series.labels), Newest::Float(last.t, last.v));
+                }
+                for series in db.select_histograms(matchers, now - lookback, now)? {
+                    let Some(last) = series.samples.last() else { continue };
+                    let name = series.labels.get(METRIC_NAME).to_string();
+                    let key = (name, series.labels);
+                    // the newer of a series' float and histogram samples is its newest
+                    if newest.get(&key).is_none_or(|n| n.t() < last.t) {
+                        newest.insert(key, Newest::Histogram(last.t, Arc::clone(&last.h)));
+                    }
                 }
             }
-        }
-        newest.retain(|_, n| !matches!(n, Newest::Float(_, v) if is_stale_nan(*v)));
-        Ok::<_, promflow_storage::Error>(if protobuf {
-            protobuf_exposition(&newest, &external)
-        } else {
-            text_exposition(&newest, &external).into_bytes()
+            newest.retain(|_, n| !matches!(n, Newest::Float(_, v) if is_stale_nan(*v)));
+            Ok::<_, promflow_storage::Error>(if protobuf {
+                protobuf_exposition(&newest, &external)
+            } else {
+                text_exposition(&newest, &external).into_bytes()
+            })
         })
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|read| read.map_err(|e| e.to_string()));
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|read| read.map_err(|e| e.to_string()));
     match answer {
         Ok(body) => Response::builder()
             .header(header::CONTENT_TYPE, if protobuf { PROTOBUF } else { TEXT })

@@ -236,6 +236,9 @@ pub struct AppState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// How many slots `query_slots` has.
     pub query_concurrency: usize,
+    /// The threads queries, series lookups and SQL statements are evaluated on, below
+    /// ingest's priority (`--query.niceness`).
+    pub query_pool: Arc<promflow_batch::QueryPool>,
     /// `global.query_log_file`, reopened at every configuration load.
     pub query_log: Arc<QueryLog>,
     /// `--web.page-title`: the web UI's pages' title.

@@ -32,7 +32,7 @@ pub async fn remote_read(State(state): Shared, body: Bytes) -> Response {
     let external = state.status.external_labels();
     let limit = state.remote_read_sample_limit;
     let db = std::sync::Arc::clone(&state.db);
-    let answer = tokio::task::spawn_blocking(move || answer(&body, db.as_ref(), &external, limit)).await;
+    let answer = state.query_pool.spawn(move || answer(&body, db.as_ref(), &external, limit)).await;
     match answer {
         Ok(Ok(Answer::Samples(body))) => {
             ([(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")], body)

@@ -83,7 +83,8 @@ pub(crate) async fn sql(
     let arrow = accepts_arrow(&headers);
     let slot = crate::api::query_slot(&state, Some(std::time::Instant::now() + settings.timeout)).await?;
     // the answer is encoded off the async threads too: it can be as long as the query
-    tokio::task::spawn_blocking(move || {
+    let pool = std::sync::Arc::clone(&state.query_pool);
+    pool.spawn(move || {
         let _slot = slot;
         let querier: Arc<dyn promflow_storage::Querier> = state.db.clone();
         let rows = statement.execute(&querier, &settings).map_err(|e| match e {

@@ -392,19 +392,21 @@ impl Connection {
                 tick.tick().await;
                 let t = chrono::Utc::now().timestamp_millis();
                 let (state, plan) = (Arc::clone(&state), plan.clone());
-                let evaluated = tokio::task::spawn_blocking(move || {
-                    let q = &state.query;
-                    let opts = QueryOptions {
-                        lookback_ms: q.lookback_delta.as_millis() as i64,
-                        max_samples: q.max_samples,
-                        deadline: Some(std::time::Instant::now() + q.timeout),
-                        delayed_name_removal: q.delayed_name_removal,
-                        use_start_timestamps: q.use_start_timestamps,
-                        ..QueryOptions::instant(t)
-                    };
-                    promflow_batch::evaluate(&plan, state.db.as_ref(), &opts)
-                })
-                .await;
+                let pool = Arc::clone(&state.query_pool);
+                let evaluated = pool
+                    .spawn(move || {
+                        let q = &state.query;
+                        let opts = QueryOptions {
+                            lookback_ms: q.lookback_delta.as_millis() as i64,
+                            max_samples: q.max_samples,
+                            deadline: Some(std::time::Instant::now() + q.timeout),
+                            delayed_name_removal: q.delayed_name_removal,
+                            use_start_timestamps: q.use_start_timestamps,
+                            ..QueryOptions::instant(t)
+                        };
+                        promflow_batch::evaluate(&plan, state.db.as_ref(), &opts)
+                    })
+                    .await;
                 let rows: HashMap<Arc<Labels>, ViewValue> = match evaluated {
                     Ok(Ok(ev)) => {
                         let floats = match ev.result {

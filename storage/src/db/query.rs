@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use super::compact::{merge_histograms, merge_samples};
-use super::{read, Db};
+use super::{read, Db, SERIES_PER_BATCH};
 use crate::block::Block;
+use crate::head::{Head, SeriesRef};
 use crate::start::merge_runs;
 use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp};
 
@@ -31,6 +32,24 @@ fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
 }
 
 impl Db {
+    /// The head's series matching `matchers`, read by `read_part` [`SERIES_PER_BATCH`] at a
+    /// time under the head's lock, then sorted by `labels`. A series removed from the head between
+    /// two parts (by a cut, which writes its block first) is found in the blocks read after.
+    fn select_head<T>(
+        &self,
+        matchers: &[Matcher],
+        read_part: impl Fn(&Head, &[SeriesRef], &mut Vec<T>),
+        labels: impl Fn(&T) -> &Labels,
+    ) -> Vec<T> {
+        let refs = read(&self.head).selection(matchers);
+        let mut out = Vec::new();
+        for part in refs.chunks(SERIES_PER_BATCH) {
+            read_part(&read(&self.head), part, &mut out);
+        }
+        out.sort_unstable_by(|a, b| labels(a).cmp(labels(b)));
+        out
+    }
+
     /// The blocks that may hold samples in `mint..=maxt`.
     pub(super) fn blocks_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
         read(&self.blocks).iter().filter(|b| b.overlaps(mint, maxt)).cloned().collect()
@@ -42,7 +61,14 @@ impl Querier for Db {
         // the head before the blocks: a cut adds its block before it truncates the head, so a
         // range that moves between the two reads is seen at least once (then merged), never
         // missed
-        let head = read(&self.head).select(matchers, mint, maxt);
+        if mint > maxt {
+            return Ok(Vec::new());
+        }
+        let head = self.select_head(
+            matchers,
+            |h, refs, out| h.select_part(refs, mint, maxt, out),
+            |s: &Series| &s.labels,
+        );
         let mut parts = Vec::new();
         for b in self.blocks_in(mint, maxt) {
             parts.push(b.select(matchers, mint, maxt)?);
@@ -63,7 +89,15 @@ impl Querier for Db {
         maxt: Timestamp,
     ) -> Result<Vec<HistogramSeries>, Error> {
         // the head before the blocks, as for floats
-        let head = read(&self.head).select_histograms(matchers, mint, maxt);
+        let head = if mint <= maxt && read(&self.head).keeps_histograms() {
+            self.select_head(
+                matchers,
+                |h, refs, out| h.select_histograms_part(refs, mint, maxt, out),
+                |s: &HistogramSeries| &s.labels,
+            )
+        } else {
+            Vec::new()
+        };
         let mut parts = Vec::new();
         for b in self.blocks_in(mint, maxt) {
             parts.push(b.select_histograms(matchers, mint, maxt)?);

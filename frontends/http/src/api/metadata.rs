@@ -1,6 +1,8 @@
 //! `series`, `labels`, `label/<name>/values`, `metadata`, `targets`, `targets/metadata` and
 //! `scrape_pools`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -10,7 +12,7 @@ use serde_json::{json, Value};
 use super::query::{fanout, labels_json, write_labels};
 use super::{json_response, params, success, ApiResult, Shared};
 use crate::params::{limit_param, time_param, Params, MAX_TIME_MS, MIN_TIME_MS};
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
 pub(crate) fn parse_selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut out = Vec::new();
@@ -45,13 +47,18 @@ fn storage_err(e: promflow_storage::Error) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
-/// Runs a storage lookup on tokio's blocking pool: over a million series a lookup with a
-/// matcher takes tens of milliseconds, which an async worker must not be held for.
+/// Runs a storage lookup on the query pool: over a million series a lookup with a matcher
+/// takes tens of milliseconds, which an async worker must not be held for, and which must
+/// not take the CPU from ingest.
 async fn off_the_workers<T: Send + 'static>(
+    state: &Arc<AppState>,
     what: &'static str,
-    lookup: impl FnOnce() -> Result<T, promflow_storage::Error> + Send + 'static,
+    lookup: impl FnOnce(Arc<AppState>) -> Result<T, promflow_storage::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(lookup)
+    let shared = Arc::clone(state);
+    state
+        .query_pool
+        .spawn(move || lookup(shared))
         .await
         .map_err(|e| ApiError::internal(format!("{what} panicked: {e}")))?
         .map_err(storage_err)
@@ -76,7 +83,7 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
     let merge = sels.len() > 1;
     // the remote_read endpoints are asked too, off the async workers
     let runtime = tokio::runtime::Handle::current();
-    let mut all = off_the_workers("series lookup", move || {
+    let mut all = off_the_workers(&state, "series lookup", move |state| {
         let storage = fanout(&state, runtime);
         let mut all: Vec<Labels> = Vec::new();
         for m in &sels {
@@ -147,7 +154,7 @@ pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap
     let sels = parse_selectors(&p)?;
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
-    let names = off_the_workers("label names lookup", move || {
+    let names = off_the_workers(&state, "label names lookup", move |state| {
         if sels.is_empty() {
             return state.db.label_names(&[], mint, maxt);
         }
@@ -201,7 +208,7 @@ pub(super) async fn label_values(
     let sels = parse_selectors(&p)?;
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
-    let values = off_the_workers("label values lookup", move || {
+    let values = off_the_workers(&state, "label values lookup", move |state| {
         if sels.is_empty() {
             return state.db.label_values(&name, &[], mint, maxt);
         }

@@ -100,19 +100,21 @@ async fn run_query(
     let _cancel = CancelOnDrop(canceled);
     let runtime = tokio::runtime::Handle::current();
     let started = Instant::now();
-    let res = tokio::task::spawn_blocking(move || {
-        // the slot is the evaluation's, held until it ends even if the client left
-        let _slot = slot;
-        let storage = fanout(&state, runtime);
-        let mut res = promflow_batch::evaluate(&plan, &storage, &opts);
-        if let Ok(r) = &mut res {
-            for w in storage.warnings() {
-                r.annotations.add(Level::Warning, w, None);
+    let pool = Arc::clone(&state.query_pool);
+    let res = pool
+        .spawn(move || {
+            // the slot is the evaluation's, held until it ends even if the client left
+            let _slot = slot;
+            let storage = fanout(&state, runtime);
+            let mut res = promflow_batch::evaluate(&plan, &storage, &opts);
+            if let Ok(r) = &mut res {
+                for w in storage.warnings() {
+                    r.annotations.add(Level::Warning, w, None);
+                }
             }
-        }
-        res
-    })
-    .await;
+            res
+        })
+        .await;
     let eval = started.elapsed();
     let mut timings = QueryTimings { queue, eval, ..QueryTimings::default() };
     let res = match res {
