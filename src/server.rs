@@ -317,7 +317,7 @@ impl Components {
         reload: ReloadFn,
         quit: watch::Sender<bool>,
     ) -> Result<Arc<AppState>, String> {
-        let query_pool = promflow_batch::QueryPool::new(flags.query_niceness)
+        let query_pool = promflow_http::QueryPool::new(flags.query_niceness)
             .map_err(|e| format!("starting the query threads: {e}"))?;
         Ok(Arc::new(AppState {
             db: Arc::clone(db),
@@ -391,7 +391,7 @@ impl Components {
             };
             let querier: Arc<dyn Querier> = state.db.clone();
             let slots = Arc::clone(&state.query_slots);
-            let pool = Arc::clone(&state.query_pool);
+            let pool = state.query_pool.handle().clone();
             tokio::spawn(promflow_sql::pg::serve(
                 listener,
                 querier,

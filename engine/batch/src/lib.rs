@@ -14,7 +14,6 @@ use promflow_storage::{
     Sample, SampleSlice, Samples, Series, StartRun, StartTimestamps, METRIC_NAME,
 };
 
-pub use pool::QueryPool;
 use promflow_kernels::{self as kernels, aggregate_values, combine, extended_window, start, WindowBounds};
 use promflow_plan::semantics::{
     absent_labels, compile_relabel, effective_info_name_matchers, grouping_key, parse_le, relabel_one,
@@ -25,8 +24,6 @@ use promflow_plan::{
     Stop, TimeShift, ValueKind, VectorFn, WindowFn,
 };
 pub use promflow_plan::{Evaluation, QueryOptions, QueryResult};
-
-mod pool;
 use promflow_storage::gofmt::format_g as go_format_g;
 
 /// One series of an instant-valued intermediate: a value or nothing at each step.

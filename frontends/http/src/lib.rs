@@ -8,6 +8,7 @@ mod metrics;
 pub mod params;
 mod push;
 mod query_log;
+mod query_pool;
 mod remote_read;
 mod serve;
 mod sql;
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 pub use api::router;
 pub use metrics::HttpMetrics;
 pub use query_log::{LoggedQuery, QueryLog, QueryOrigin, QueryTimings};
+pub use query_pool::QueryPool;
 pub use serve::{serve, Listeners};
 pub use subscribe::{SubscriptionLimits, Subscriptions};
 
@@ -238,7 +240,7 @@ pub struct AppState {
     pub query_concurrency: usize,
     /// The threads queries, series lookups and SQL statements are evaluated on, below
     /// ingest's priority (`--query.niceness`).
-    pub query_pool: Arc<promflow_batch::QueryPool>,
+    pub query_pool: Arc<QueryPool>,
     /// `global.query_log_file`, reopened at every configuration load.
     pub query_log: Arc<QueryLog>,
     /// `--web.page-title`: the web UI's pages' title.

@@ -31,7 +31,6 @@ use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::{ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use postgres_types::Kind;
-use promflow_batch::QueryPool;
 use promflow_config::web::{Access, WebGuard};
 use promflow_storage::Querier;
 use tokio::net::TcpListener;
@@ -59,8 +58,9 @@ struct Handler {
     settings: Settings,
     /// `--query.max-concurrency`'s slots, shared with the HTTP API.
     slots: Arc<Semaphore>,
-    /// The threads statements are evaluated on, below ingest's priority.
-    pool: Arc<QueryPool>,
+    /// The runtime whose blocking threads evaluate statements (the server's query pool,
+    /// below ingest's priority).
+    pool: tokio::runtime::Handle,
     /// The sessions running a statement, by the key their cancel requests carry.
     running: Arc<ConnectionManager>,
     /// Answers computed to describe a portal (drivers describe, then execute, in one round
@@ -333,7 +333,7 @@ impl Handler {
         let (session, _registered) = self.running.register(session.0, session.1);
         let cancel_request = session.start_query().await;
         let querier = Arc::clone(&self.querier);
-        let mut work = self.pool.spawn(move || {
+        let mut work = self.pool.spawn_blocking(move || {
             let _slot = slot;
             statement.execute(&querier, &settings)
         });
@@ -1018,13 +1018,13 @@ impl PgWireServerHandlers for Handlers {
 
 /// Serves the wire protocol on `listener` until the task is dropped, with the users and the
 /// TLS of `web`; statements run in `slots` (`--query.max-concurrency`'s, shared with the HTTP
-/// API) on the threads of `pool`, and stop at a cancel request (psql's Ctrl-C).
+/// API) on the blocking threads of `pool`, and stop at a cancel request (psql's Ctrl-C).
 pub async fn serve(
     listener: TcpListener,
     querier: Arc<dyn Querier>,
     settings: Settings,
     slots: Arc<Semaphore>,
-    pool: Arc<QueryPool>,
+    pool: tokio::runtime::Handle,
     web: Arc<WebGuard>,
 ) {
     let running = Arc::new(ConnectionManager::new());

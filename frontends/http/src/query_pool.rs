@@ -35,6 +35,8 @@ impl QueryPool {
             .worker_threads(1)
             .max_blocking_threads(MAX_THREADS)
             .thread_name("promflow-query")
+            // DataFusion's SQL execution takes timers from the runtime it runs on
+            .enable_all()
             .on_thread_start(move || {
                 if niceness > 0 {
                     if let Err(e) = lower_priority(niceness) {
@@ -53,7 +55,13 @@ impl QueryPool {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> tokio::task::JoinHandle<T> {
-        self.runtime.as_ref().expect("the pool lives until dropped").spawn_blocking(f)
+        self.handle().spawn_blocking(f)
+    }
+
+    /// The pool's runtime, whose `spawn_blocking` runs on the pool (for a front end that
+    /// takes a runtime, such as the SQL wire protocol's). Valid while the pool lives.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.as_ref().expect("the pool lives until dropped").handle()
     }
 }
 
