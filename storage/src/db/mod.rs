@@ -49,9 +49,8 @@ pub(crate) const BLOCKS_DIR: &str = "blocks";
 const HEAD_CHUNKS_DIR: &str = "head_chunks";
 /// The lock file inside [`PROMFLOW_DIR`].
 const LOCK_FILE: &str = "lock";
-/// Series whose samples are read from the head per lock hold, while a block is written (or
-/// merged from blocks) and while a query selects. A commit waits for the lock: this bounds
-/// how long a reader holds ingest up, to a few milliseconds.
+/// Series whose samples are read from the head (or merged from blocks) per lock hold while
+/// a block is written.
 const SERIES_PER_BATCH: usize = 2048;
 /// Two hours, Prometheus's block duration.
 const DEFAULT_BLOCK_DURATION: i64 = 2 * 3600 * 1000;

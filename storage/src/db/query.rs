@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::compact::{merge_histograms, merge_samples};
-use super::{read, Db, SERIES_PER_BATCH};
+use super::{read, Db};
 use crate::block::Block;
 use crate::head::{Head, SeriesRef};
 use crate::start::merge_runs;
@@ -31,9 +31,16 @@ fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
     out
 }
 
+/// Series a selection reads from the head per hold of its lock. A commit waits for the
+/// lock, and queries run below ingest's CPU priority: a query thread that loses the CPU
+/// while it holds the lock keeps every commit waiting until it gets the CPU back and ends
+/// its part. A part is therefore a fraction of a millisecond's reading. A head cut, at
+/// ingest's priority, reads 2,048 series per hold.
+const SERIES_PER_SELECT_PART: usize = 256;
+
 impl Db {
-    /// The head's series matching `matchers`, read by `read_part` [`SERIES_PER_BATCH`] at a
-    /// time under the head's lock, then sorted by `labels`. A series removed from the head between
+    /// The head's series matching `matchers`, read by `read_part` [`SERIES_PER_SELECT_PART`]
+    /// at a time under the head's lock, then sorted by `labels`. A series removed from the head between
     /// two parts (by a cut, which writes its block first) is found in the blocks read after.
     fn select_head<T>(
         &self,
@@ -43,7 +50,7 @@ impl Db {
     ) -> Vec<T> {
         let refs = read(&self.head).selection(matchers);
         let mut out = Vec::new();
-        for part in refs.chunks(SERIES_PER_BATCH) {
+        for part in refs.chunks(SERIES_PER_SELECT_PART) {
             read_part(&read(&self.head), part, &mut out);
         }
         out.sort_unstable_by(|a, b| labels(a).cmp(labels(b)));
