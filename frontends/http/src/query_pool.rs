@@ -22,8 +22,9 @@ impl std::fmt::Debug for QueryPool {
     }
 }
 
-/// Evaluations at most in flight at once on the pool; the query slots (`--query.max-concurrency`)
-/// bound them well below this.
+/// Evaluations at most in flight at once on the pool, tokio's default for its shared pool.
+/// PromQL and SQL also wait for a query slot (`--query.max-concurrency`); lookups,
+/// federation and remote read do not.
 const MAX_THREADS: usize = 512;
 
 impl QueryPool {

@@ -40,8 +40,9 @@ const SERIES_PER_SELECT_PART: usize = 256;
 
 impl Db {
     /// The head's series matching `matchers`, read by `read_part` [`SERIES_PER_SELECT_PART`]
-    /// at a time under the head's lock, then sorted by `labels`. A series removed from the head between
-    /// two parts (by a cut, which writes its block first) is found in the blocks read after.
+    /// at a time under the head's lock, then sorted by `labels`. A series removed from the
+    /// head between two parts (by a cut, which writes its block first) is found in the blocks
+    /// read after.
     fn select_head<T>(
         &self,
         matchers: &[Matcher],
