@@ -30,6 +30,7 @@ mod block;
 mod chunk;
 mod codec;
 mod db;
+mod decimal;
 mod head;
 mod histogram_chunk;
 mod postings;

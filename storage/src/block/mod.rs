@@ -11,7 +11,7 @@
 //!   - `timestamp` (Int64): milliseconds since the Unix epoch,
 //!   - `value_decimal_delta_zigzag` (UInt64, nullable) and `value_digits` (UInt8): the value
 //!     as a decimal mantissa `m` with `value = m / 10^value_digits` when that is exact (see
-//!     [`values`]), stored as the difference `d` from the series' previous mantissa (the first
+//!     [`crate::decimal`]), stored as the difference `d` from the series' previous mantissa (the first
 //!     one of a series from 0), zigzag-encoded (`(d << 1) ^ (d >> 63)`, so small negative
 //!     differences are small numbers too): a series' mantissas are the running sum of the
 //!     decoded differences over its rows;
@@ -39,7 +39,6 @@
 pub(crate) mod histograms;
 pub(crate) mod index;
 pub(crate) mod starts;
-pub(crate) mod values;
 
 use std::fs::File;
 use std::ops::Range;
@@ -282,7 +281,7 @@ impl BlockWriter {
         }
         let id = u32::try_from(self.series.len())
             .map_err(|_| Error::InvalidLabels("too many series in one block".into()))?;
-        let digits = values::series_digits(samples.clone().map(|s| s.v));
+        let digits = crate::decimal::series_digits(samples.clone().map(|s| s.v));
         let mut prev = 0i64;
         let mut n = 0u64;
         for s in samples {
@@ -290,7 +289,7 @@ impl BlockWriter {
             self.ids.push(id);
             self.ts.push(s.t);
             self.digits.push(digits);
-            match values::mantissa(s.v, digits) {
+            match crate::decimal::mantissa(s.v, digits) {
                 Some(m) => {
                     // mantissas are below 2^53 in magnitude: the difference cannot overflow
                     self.decimals.push(Some(zigzag(m - prev)));
@@ -705,7 +704,11 @@ impl Block {
                     }
                     continue;
                 }
-                values.push(if decimal { values::decode(mantissa, dig.value(row)) } else { flt.value(row) });
+                values.push(if decimal {
+                    crate::decimal::decode(mantissa, dig.value(row))
+                } else {
+                    flt.value(row)
+                });
                 run.get_or_insert(row);
             }
             if let Some(start) = run.take() {

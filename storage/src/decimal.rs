@@ -1,13 +1,14 @@
-//! The value column's encoding: decimal-scaled integers where that is lossless, raw floats
-//! where it is not.
+//! Values as decimal-scaled integers where that is lossless: how both a block's value column
+//! and the head's chunks store what exporters write.
 //!
 //! Exporters mostly produce values with few significant decimal digits (CPU seconds in 0.01
 //! steps, byte counts, integer counters). Such a value `v` is stored as an integer mantissa
-//! `m` and a per-series digit count `d` with `v == m / 10^d` **bit for bit**; the mantissas of
-//! a series then differ by small integers, which Parquet's `DELTA_BINARY_PACKED` packs into a
-//! few bits. Values that no mantissa reproduces exactly (full-precision floats, NaN, ±Inf,
-//! staleness markers, `-0`) are stored as raw `f64` in a separate nullable column. Reading
-//! computes `m as f64 / 10^d`, the correctly rounded quotient, which is exactly `v` again.
+//! `m` and a digit count `d` with `v == m / 10^d` **bit for bit**; the mantissas of a series
+//! then differ by small integers, which pack into a few bits (Parquet's
+//! `DELTA_BINARY_PACKED` in a block, variable-width fields in a head chunk). Values that no
+//! mantissa reproduces exactly (full-precision floats, NaN, ±Inf, staleness markers, `-0`)
+//! are stored as raw `f64`. Reading computes `m as f64 / 10^d`, the correctly rounded
+//! quotient, which is exactly `v` again.
 
 /// Most decimal places tried; 10^15 and every mantissa below 2^53 are exact doubles.
 pub(crate) const MAX_DIGITS: u8 = 15;
@@ -42,8 +43,27 @@ pub(crate) fn mantissa(v: f64, digits: u8) -> Option<i64> {
 }
 
 /// The fewest decimal places that represent `v` exactly, if any do.
-fn digits_of(v: f64) -> Option<u8> {
-    (0..=MAX_DIGITS).find(|&d| mantissa(v, d).is_some())
+pub(crate) fn digits_of(v: f64) -> Option<u8> {
+    digits_from(v, 0)
+}
+
+/// The fewest decimal places from `from` on that represent `v` exactly, if any do.
+pub(crate) fn digits_from(v: f64, from: u8) -> Option<u8> {
+    if !v.is_finite() {
+        return None;
+    }
+    (from..=MAX_DIGITS).find(|&d| mantissa(v, d).is_some())
+}
+
+/// `10^digits`, the divisor of a mantissa at `digits` places (exact for every place count
+/// up to [`MAX_DIGITS`]).
+pub(crate) fn pow10(digits: u8) -> f64 {
+    POW10[usize::from(digits.min(MAX_DIGITS))]
+}
+
+/// `10^digits` as an integer, to rescale a mantissa to more digits.
+pub(crate) fn pow10_int(digits: u8) -> i64 {
+    10i64.pow(u32::from(digits.min(MAX_DIGITS)))
 }
 
 /// The digit count for a series: the smallest that covers at least 95% of its values that
