@@ -44,7 +44,7 @@
 //!
 //! Decoding never panics: a malformed chunk simply ends its iteration early.
 
-use crate::codec::Cursor;
+use crate::codec::{unzigzag, zigzag, Cursor};
 use crate::decimal;
 use crate::{Sample, Timestamp};
 
@@ -193,14 +193,6 @@ impl<'a> BitReader<'a> {
         }
         None
     }
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Whether `v` fits in an `n`-bit two's complement field.

@@ -17,7 +17,17 @@ pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Appends `v` zigzag-encoded as a varint.
 pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+    put_uvarint(out, zigzag(v));
+}
+
+/// `v` with its sign in the lowest bit, so that small negative numbers are small too.
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The inverse of [`zigzag`].
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Appends a varint length and the bytes of `s`.
@@ -98,8 +108,7 @@ impl<'a> Cursor<'a> {
 
     /// A zigzag varint.
     pub(crate) fn varint(&mut self) -> Option<i64> {
-        let u = self.uvarint()?;
-        Some((u >> 1) as i64 ^ -((u & 1) as i64))
+        Some(unzigzag(self.uvarint()?))
     }
 
     /// A varint-length-prefixed UTF-8 string.

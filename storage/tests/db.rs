@@ -366,14 +366,14 @@ fn flipped_byte_is_truncated_and_counted() {
 #[test]
 fn segments_are_cut_at_segment_size() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = DbOptions { segment_size: 256, ..DbOptions::default() };
+    let opts = DbOptions { segment_size: 64, ..DbOptions::default() };
     let full = write_history(dir.path(), opts.clone(), 60);
     let segs = segments(dir.path());
     assert!(segs.len() > 5, "{} segments", segs.len());
     assert_eq!(segs[0].file_name().unwrap(), "00000001");
     assert_eq!(segs[1].file_name().unwrap(), "00000002");
     for s in &segs[..segs.len() - 1] {
-        assert!(std::fs::metadata(s).unwrap().len() <= 256);
+        assert!(std::fs::metadata(s).unwrap().len() <= 64);
     }
     let db = Db::open(dir.path(), opts).unwrap();
     assert_eq!(dump(&db), full);
@@ -826,7 +826,7 @@ fn a_backfill_is_cut_into_blocks_as_it_goes_not_at_the_compactors_next_round() {
 #[test]
 fn head_is_cut_into_blocks_and_answers_stay_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    let db = Db::open(dir.path(), manual(16 << 10)).unwrap();
     ingest(&db, 20, 0, 7);
     let before = dump(&db);
     let wal_before = segments(dir.path()).len();
@@ -990,7 +990,7 @@ fn drain_tail(tail: &mut promflow_storage::wal_tail::WalTail) -> Vec<(Labels, i6
 #[test]
 fn a_wal_tail_reads_every_committed_sample_across_segments_and_resumes_from_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), manual(512)).unwrap();
+    let db = Db::open(dir.path(), manual(128)).unwrap();
     let (a, b) = (ls(&[("__name__", "a")]), ls(&[("__name__", "b"), ("x", "1")]));
     commit(&db, &[(&a, 1000, 1.0)]);
     // a tail from the end sees only what comes after it, with the labels of series defined

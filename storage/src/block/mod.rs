@@ -64,6 +64,7 @@ use parquet::schema::types::ColumnPath;
 use parquet::schema::types::SchemaDescriptor;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{unzigzag, zigzag};
 use crate::{Error, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Samples, Series, Timestamp};
 use histograms::{HistogramFile, HistogramWriter};
 use index::BlockIndex;
@@ -162,14 +163,6 @@ fn pq(what: &'static str) -> impl FnOnce(parquet::errors::ParquetError) -> Error
 }
 
 /// Maps signed to unsigned so that numbers near zero of either sign stay small.
-fn zigzag(d: i64) -> u64 {
-    ((d << 1) ^ (d >> 63)) as u64
-}
-
-fn unzigzag(u: u64) -> i64 {
-    (u >> 1) as i64 ^ -((u & 1) as i64)
-}
-
 /// The samples file's Arrow schema.
 pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

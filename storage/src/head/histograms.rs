@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use crate::chunk::{BitReader, BitWriter};
-use crate::codec::{put_uvarint, put_varint, Cursor};
+use crate::codec::{put_uvarint, put_varint, unzigzag, zigzag, Cursor};
 use crate::native_histogram::hint_byte;
 use crate::native_histogram::{exact_integer, hint_of_byte};
 use crate::{FloatHistogram, HistogramSample, Timestamp};
@@ -76,15 +76,12 @@ struct Chunk {
 
 /// A sample's header: its time delta's change, its hint and its counts' form.
 fn header(delta_change: i64, hint: u8, form: Form) -> u64 {
-    let zigzag = ((delta_change << 1) ^ (delta_change >> 63)) as u64;
-    zigzag << 4 | u64::from(hint) << 2 | form as u64
+    zigzag(delta_change) << 4 | u64::from(hint) << 2 | form as u64
 }
 
 /// A header's parts ([`header`]).
 fn header_parts(h: u64) -> Option<(i64, u8, Form)> {
-    let zigzag = h >> 4;
-    let change = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-    Some((change, ((h >> 2) & 3) as u8, Form::of_bits(h & 3)?))
+    Some((unzigzag(h >> 4), ((h >> 2) & 3) as u8, Form::of_bits(h & 3)?))
 }
 
 /// The form of a sample whose counts and the previous sample's are whole, given its buckets'
