@@ -178,6 +178,8 @@ struct Outcome {
     system: System,
     ingest_s: f64,
     rss_mib: f64,
+    /// Bytes under the data directory once loaded (WAL, head chunk files, blocks, parts).
+    disk_mib: f64,
     /// Per query: the median latency in ms (`None`: an error or a timeout) and the answer.
     queries: Vec<(Option<f64>, Option<Canonical>)>,
     restart_ready_s: f64,
@@ -311,7 +313,11 @@ fn main() {
         }
         std::thread::sleep(Duration::from_secs(5));
         let rss_mib = rss_kib(server.child.id()) as f64 / 1024.0;
-        eprintln!("{}: loaded in {ingest_s:.0} s, {rss_mib:.0} MiB", system.name());
+        let disk_mib = workload::disk_bytes(dir.path()) as f64 / (1 << 20) as f64;
+        eprintln!(
+            "{}: loaded in {ingest_s:.0} s, {rss_mib:.0} MiB, {disk_mib:.0} MiB on disk",
+            system.name()
+        );
         let mut results = Vec::new();
         for (name, ask) in &asks {
             let answer = ask.ask(&http, &server.base, span).map(|d| canonical(&d));
@@ -374,6 +380,7 @@ fn main() {
             system,
             ingest_s,
             rss_mib,
+            disk_mib,
             queries: results,
             restart_ready_s,
             restart_first_answer_s,
@@ -451,14 +458,15 @@ fn report(n: usize, rounds: usize, reps: usize, asks: &[(&str, Ask)], outcomes: 
         println!("| {name} | {} |", cells.join(" | "));
     }
     println!("\n(×: promflow's time over this system's; ≠: the answer differs from promflow's)\n");
-    println!("| system | load, s | RSS loaded, MiB | restart to ready, s | to the first answer, s | answer as before |");
-    println!("|---|---|---|---|---|---|");
+    println!("| system | load, s | RSS loaded, MiB | on disk loaded, MiB | restart to ready, s | to the first answer, s | answer as before |");
+    println!("|---|---|---|---|---|---|---|");
     for o in outcomes {
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
             o.system.name(),
             o.ingest_s,
             o.rss_mib,
+            o.disk_mib,
             o.restart_ready_s,
             o.restart_first_answer_s.map_or("–".into(), |s| format!("{s:.1}")),
             if o.restart_same { "yes" } else { "no" }

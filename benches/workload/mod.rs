@@ -570,6 +570,20 @@ pub fn send_timed(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) -> Vec
 }
 
 /// The median of `xs` (the upper one of an even count).
+/// Bytes of the files under `dir`, at any depth (a server's data directory).
+pub fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+        .map(|(path, kind)| match kind {
+            k if k.is_dir() => disk_bytes(&path),
+            k if k.is_file() => std::fs::metadata(&path).map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
