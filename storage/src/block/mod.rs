@@ -11,10 +11,10 @@
 //!   - `timestamp` (Int64): milliseconds since the Unix epoch,
 //!   - `value_decimal_delta_zigzag` (UInt64, nullable) and `value_digits` (UInt8): the value
 //!     as a decimal mantissa `m` with `value = m / 10^value_digits` when that is exact (see
-//!     [`crate::decimal`]), stored as the difference `d` from the series' previous mantissa (the first
-//!     one of a series from 0), zigzag-encoded (`(d << 1) ^ (d >> 63)`, so small negative
-//!     differences are small numbers too): a series' mantissas are the running sum of the
-//!     decoded differences over its rows;
+//!     [`crate::decimal`]), stored as the difference `d` from the series' previous mantissa
+//!     (the first one of a series from 0), zigzag-encoded (`(d << 1) ^ (d >> 63)`, so small
+//!     negative differences are small numbers too): a series' mantissas are the running sum
+//!     of the decoded differences over its rows;
 //!   - `value_float` (Float64, nullable): the value itself when no mantissa is exact.
 //!
 //!   Exactly one of `value_decimal_delta_zigzag` and `value_float` is set in each row. Series ids
