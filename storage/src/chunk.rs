@@ -541,8 +541,7 @@ fn read_ones(r: &mut BitReader<'_>) -> Option<u32> {
 /// `digits` that do, its mantissa there, and the newest mantissa `last` scaled to them, if
 /// there are such places and the scaled mantissa fits.
 fn widen(v: f64, digits: u8, last: i64) -> Option<(u8, i64, i64)> {
-    let wider = decimal::digits_from(v, digits + 1)?;
-    let m = decimal::mantissa(v, wider)?;
+    let (wider, m) = decimal::fewest_places(v, digits + 1..=decimal::MAX_DIGITS)?;
     let scaled = last.checked_mul(decimal::pow10_int(wider - digits))?;
     // the difference must not wrap, or the reader could not tell it from another
     m.checked_sub(scaled)?;

@@ -44,15 +44,16 @@ pub(crate) fn mantissa(v: f64, digits: u8) -> Option<i64> {
 
 /// The fewest decimal places that represent `v` exactly, if any do.
 pub(crate) fn digits_of(v: f64) -> Option<u8> {
-    digits_from(v, 0)
+    fewest_places(v, 0..=MAX_DIGITS).map(|(digits, _)| digits)
 }
 
-/// The fewest decimal places from `from` on that represent `v` exactly, if any do.
-pub(crate) fn digits_from(v: f64, from: u8) -> Option<u8> {
+/// The fewest decimal places among `places` that represent `v` exactly, with the mantissa
+/// there, if any do.
+pub(crate) fn fewest_places(v: f64, places: std::ops::RangeInclusive<u8>) -> Option<(u8, i64)> {
     if !v.is_finite() {
         return None;
     }
-    (from..=MAX_DIGITS).find(|&d| mantissa(v, d).is_some())
+    places.into_iter().find_map(|d| mantissa(v, d).map(|m| (d, m)))
 }
 
 /// `10^digits`, the divisor of a mantissa at `digits` places (exact for every place count

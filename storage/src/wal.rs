@@ -291,7 +291,7 @@ pub(crate) fn encode_samples(out: &mut Vec<u8>, samples: impl IntoIterator<Item 
         (r, t) = (s.r, s.t);
         let found = crate::decimal::mantissa(s.v, digits)
             .map(|m| (digits, m))
-            .or_else(|| (0..=WAL_MAX_DIGITS).find_map(|d| crate::decimal::mantissa(s.v, d).map(|m| (d, m))));
+            .or_else(|| crate::decimal::fewest_places(s.v, 0..=WAL_MAX_DIGITS));
         match found {
             Some((d, m)) => {
                 digits = d;
