@@ -158,7 +158,10 @@ fn open_storage(flags: &cli::Flags, config: &Config) -> Result<Arc<Db>, String> 
         start_timestamps: has_feature(flags, "st-storage"),
         ..DbOptions::default()
     };
-    Db::open(&PathBuf::from(&flags.tsdb_path), db_options).map_err(|e| format!("opening storage: {e}"))
+    let db = Db::open(&PathBuf::from(&flags.tsdb_path), db_options)
+        .map_err(|e| format!("opening storage: {e}"))?;
+    db.set_stale_series_compaction_threshold(config.storage.tsdb.stale_series_compaction_threshold);
+    Ok(db)
 }
 
 /// The server's running parts around storage.
@@ -285,6 +288,9 @@ impl Components {
                     }
                     rule_manager.update(groups);
                     db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
+                    db.set_stale_series_compaction_threshold(
+                        l.config.storage.tsdb.stale_series_compaction_threshold,
+                    );
                     db.set_max_exemplars(max_exemplars(exemplar_storage, &l.config));
                     for w in &l.warnings {
                         warn!(file = %path, "{w}");

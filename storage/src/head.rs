@@ -107,6 +107,20 @@ impl MemSeries {
         }
     }
 
+    /// Whether the newest sample may be a staleness marker: a float one's bits say so for
+    /// sure, a histogram series' newest bits are a fingerprint, which says nothing.
+    fn newest_may_be_stale(&self) -> bool {
+        self.last.1 == crate::STALE_NAN_BITS || self.has_hists()
+    }
+
+    /// Samples held, of every kind.
+    fn num_samples(&self) -> usize {
+        self.sealed.iter().map(SealedChunk::len).sum::<usize>()
+            + self.open.len()
+            + self.ooo().len()
+            + self.hists().map_or(0, |h| h.len())
+    }
+
     /// The newest sample's timestamp and value bits.
     pub(crate) fn last(&self) -> Option<(Timestamp, u64)> {
         (self.last.0 != NO_SAMPLE).then_some(self.last)
@@ -293,13 +307,6 @@ impl MemSeries {
         self.tidy_rare();
         gone
     }
-
-    #[cfg(test)]
-    fn num_samples(&self) -> usize {
-        self.sealed.iter().map(SealedChunk::len).sum::<usize>()
-            + self.open.len()
-            + self.hists().map_or(0, |h| h.len())
-    }
 }
 
 /// A chunk holding the samples of `it` from `mint` on, and how many were left out.
@@ -314,6 +321,17 @@ fn rebuild_from(it: ChunkIter<'_>, mint: Timestamp) -> (OpenChunk, u64) {
         }
     }
     (kept, cut)
+}
+
+/// A series found stale by [`Head::stale_series`].
+#[derive(Debug, Clone)]
+pub(crate) struct StaleSeries {
+    /// Its labels.
+    pub(crate) labels: Arc<Labels>,
+    /// Its ref.
+    pub(crate) r: SeriesRef,
+    /// Its newest sample and sample count when found.
+    seen: ((Timestamp, u64), usize),
 }
 
 /// What [`Head::append`] did with a sample.
@@ -335,6 +353,7 @@ pub(crate) enum AppendResult {
 #[derive(Debug, Default)]
 pub(crate) struct HeadStats {
     pub(crate) num_series: u64,
+    pub(crate) num_stale_series: u64,
     pub(crate) num_samples: u64,
     pub(crate) num_chunks: u64,
     pub(crate) min_time: Option<Timestamp>,
@@ -376,6 +395,9 @@ pub(crate) struct Head {
     /// Start timestamps of the series that have any, beside the series so that the others
     /// pay nothing for them.
     starts: U64Map<StartRuns>,
+    /// Series whose newest sample is a staleness marker: their target or sender is gone, so
+    /// they are what a stale-series compaction takes out of the head.
+    stale: U64Map<()>,
     min_time: Option<Timestamp>,
     max_time: Option<Timestamp>,
 }
@@ -511,9 +533,27 @@ impl Head {
             self.num_chunks += 1;
         }
         s.open.append(t, v);
+        let was_stale = s.newest_may_be_stale();
         s.last = (t, bits);
+        if was_stale || bits == crate::STALE_NAN_BITS {
+            self.note_staleness(r, bits == crate::STALE_NAN_BITS);
+        }
         self.count_sample(t);
         AppendResult::Appended
+    }
+
+    /// Records whether series `r`'s newest sample, just appended, is a staleness marker.
+    fn note_staleness(&mut self, r: SeriesRef, stale: bool) {
+        if stale {
+            self.stale.insert(r, ());
+        } else {
+            self.stale.remove(&r);
+        }
+    }
+
+    /// How many series have a staleness marker as their newest sample.
+    pub(crate) fn num_stale_series(&self) -> usize {
+        self.stale.len()
     }
 
     /// Appends a native-histogram sample to series `r`, under the order rules of
@@ -533,8 +573,13 @@ impl Head {
         if !s.has_hists() {
             self.histogram_series += 1;
         }
+        let stale = crate::is_stale_nan(h.sum);
         s.rare_mut().hists.get_or_insert_default().push(HistogramSample { t, h });
         s.last = (t, bits);
+        // a histogram series' newest bits are a fingerprint: the set says whether it was stale
+        if stale || self.stale.contains_key(&r) {
+            self.note_staleness(r, stale);
+        }
         self.count_sample(t);
         AppendResult::Appended
     }
@@ -638,16 +683,36 @@ impl Head {
                 None => removed.push(r),
             }
         }
-        removed.sort_unstable();
-        self.starts.retain(|r, runs| {
-            removed.binary_search(r).is_err() && !runs.delete_range(Timestamp::MIN, mint - 1)
-        });
+        self.starts.retain(|_, runs| !runs.delete_range(Timestamp::MIN, mint - 1));
+        let removed = self.remove_series(removed);
+        self.chunks.release_older_than(mint);
+        self.min_time = new_min;
+        if new_min.is_none() {
+            self.max_time = None;
+        }
+        removed
+    }
+
+    /// Takes the series `refs` out of the head with all they hold; returns how many there
+    /// were. Their labels stay until the next removal ([`Head::departed`]). The full chunks
+    /// stay in the chunk files until a truncation releases their segments.
+    pub(crate) fn remove_series(&mut self, mut refs: Vec<SeriesRef>) -> usize {
+        refs.sort_unstable();
+        refs.dedup();
+        refs.retain(|r| self.series.contains_key(r));
         self.departed.clear();
-        if !removed.is_empty() {
+        if !refs.is_empty() {
             self.removals += 1;
         }
-        for &r in &removed {
+        for &r in &refs {
             let Some(s) = self.series.remove(&r) else { continue };
+            self.num_samples -= s.num_samples() as u64;
+            self.num_chunks -= s.sealed.len() as u64 + u64::from(!s.open.is_empty());
+            if s.has_hists() {
+                self.histogram_series -= 1;
+            }
+            self.starts.remove(&r);
+            self.stale.remove(&r);
             let hash = s.labels.index_hash();
             self.collided.retain(|&c| c != r);
             if self.by_hash.get(&hash) == Some(&r) {
@@ -665,13 +730,41 @@ impl Head {
             self.departed.insert(r, s.labels);
         }
         self.departed.shrink_to_fit();
-        self.postings.remove_all(&removed);
-        self.chunks.release_older_than(mint);
-        self.min_time = new_min;
-        if new_min.is_none() {
-            self.max_time = None;
-        }
-        removed.len()
+        self.stale.shrink_to_fit();
+        self.postings.remove_all(&refs);
+        refs.len()
+    }
+
+    /// The series whose newest sample is a staleness marker, sorted by their labels, each with
+    /// its newest sample and its sample count: a series whose newest sample or count has
+    /// changed since is not one to remove ([`Head::remove_series_unchanged`]).
+    pub(crate) fn stale_series(&self) -> Vec<StaleSeries> {
+        let mut found: Vec<(SeriesRef, &MemSeries)> =
+            self.stale.keys().filter_map(|&r| Some((r, &**self.series.get(&r)?))).collect();
+        found.sort_unstable_by(|a, b| a.1.labels.cmp_labels(&b.1.labels));
+        found
+            .into_iter()
+            .map(|(r, s)| StaleSeries {
+                labels: Arc::new(s.labels.to_labels()),
+                r,
+                seen: (s.last, s.num_samples()),
+            })
+            .collect()
+    }
+
+    /// Removes those of `series` that are as [`Head::stale_series`] saw them: still stale,
+    /// with the same newest sample and sample count. Returns the refs removed.
+    pub(crate) fn remove_series_unchanged(&mut self, series: &[StaleSeries]) -> Vec<SeriesRef> {
+        let unchanged: Vec<SeriesRef> = series
+            .iter()
+            .filter(|s| {
+                self.stale.contains_key(&s.r)
+                    && self.series.get(&s.r).is_some_and(|m| (m.last, m.num_samples()) == s.seen)
+            })
+            .map(|s| s.r)
+            .collect();
+        self.remove_series(unchanged.clone());
+        unchanged
     }
 
     /// The value bits of series `r`'s sample at `t`, if it has one (a histogram's
@@ -752,6 +845,13 @@ impl Head {
     /// Oldest and newest sample timestamps.
     pub(crate) fn time_range(&self) -> Option<(Timestamp, Timestamp)> {
         Some((self.min_time?, self.max_time?))
+    }
+
+    /// Series `r`'s oldest and newest sample timestamps (the newest may be one a deletion
+    /// removed).
+    pub(crate) fn time_range_of(&self, r: SeriesRef) -> Option<(Timestamp, Timestamp)> {
+        let s = self.series.get(&r)?;
+        Some((s.first_t()?, s.last()?.0))
     }
 
     /// Every series with its labels (for checkpoints).
@@ -980,6 +1080,7 @@ impl Head {
             .unwrap_or_default();
         HeadStats {
             num_series: self.series.len() as u64,
+            num_stale_series: self.stale.len() as u64,
             num_samples: self.num_samples,
             num_chunks: self.num_chunks,
             min_time: self.min_time,
@@ -1035,6 +1136,32 @@ mod tests {
         add(&mut h, 3, ls(&[("__name__", "http_requests"), ("job", "a")]), &[(10, 5.0)]);
         add(&mut h, 4, ls(&[("__name__", "http_requests"), ("job", "b"), ("code", "500")]), &[(15, 7.0)]);
         h
+    }
+
+    #[test]
+    fn stale_series_are_tracked_and_only_unchanged_ones_removed() {
+        let mut h = sample_head();
+        let stale = crate::stale_nan();
+        for (r, t) in [(1, 30), (2, 40), (3, 20)] {
+            assert_eq!(h.append(r, t, stale), AppendResult::Appended);
+        }
+        assert_eq!(h.num_stale_series(), 3);
+        // a series that comes back is not stale any more
+        assert_eq!(h.append(3, 25, 6.0), AppendResult::Appended);
+        assert_eq!(h.num_stale_series(), 2);
+        let found = h.stale_series();
+        assert_eq!(found.iter().map(|s| s.r).collect::<Vec<_>>(), vec![1, 2], "sorted by labels");
+        // series 2 takes a sample after it was found: it stays, though stale again
+        assert_eq!(h.append(2, 50, stale), AppendResult::Appended);
+        let (samples, chunks) = (h.num_samples, h.num_chunks);
+        assert_eq!(h.remove_series_unchanged(&found), vec![1]);
+        assert!(h.get(1).is_none() && h.departed(1).is_some());
+        assert_eq!((h.num_samples, h.num_chunks), (samples - 3, chunks - 1));
+        assert_eq!(h.recount(), (h.num_samples, h.num_chunks));
+        assert_eq!(h.num_stale_series(), 1);
+        assert!(h.postings(&[m(MatchOp::Equal, "instance", "1")]).is_empty());
+        let gone = ls(&[("__name__", "up"), ("job", "a"), ("instance", "1")]);
+        assert_eq!(h.lookup(&gone, PackedLabels::index_hash_of(&gone)), None);
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub(crate) const REC_EXEMPLARS_V1: u8 = 5;
 /// minus start timestamp `varint`) per entry, written before the samples of its batch; a
 /// start timestamp of 0 takes one away (see [`crate::start`]).
 pub(crate) const REC_START_TIMESTAMPS_V1: u8 = 6;
+/// Series removed record, version 1: the refs of series taken out of the head with all their
+/// samples (they are in a block), as varint differences. The refs are never used again.
+pub(crate) const REC_SERIES_REMOVED_V1: u8 = 8;
 
 /// Length + checksum + type.
 pub(crate) const HEADER_LEN: usize = 9;
@@ -113,6 +116,8 @@ pub(crate) enum Record {
     Exemplars(Vec<(u64, Exemplar)>),
     /// Start timestamps of samples of known series: (series ref, timestamp, start timestamp).
     StartTimestamps(Vec<(u64, i64, i64)>),
+    /// Series taken out of the head with everything they held, which is in a block.
+    SeriesRemoved(Vec<u64>),
 }
 
 /// The file name of segment `seq`.
@@ -399,6 +404,30 @@ pub(crate) fn encode_tombstones(out: &mut Vec<u8>, stones: impl IntoIterator<Ite
     }
 }
 
+/// Appends a series removed record for `refs` (nothing when empty).
+pub(crate) fn encode_series_removed(out: &mut Vec<u8>, refs: impl IntoIterator<Item = u64>) {
+    let mut enc = RecordEncoder::new(out, REC_SERIES_REMOVED_V1);
+    let mut prev = 0u64;
+    for r in refs {
+        let (buf, opens) = enc.entry_opening();
+        if opens {
+            prev = 0;
+        }
+        put_varint(buf, r.wrapping_sub(prev) as i64);
+        prev = r;
+    }
+}
+
+fn decode_series_removed(payload: &[u8]) -> Option<Vec<u64>> {
+    let mut c = Cursor(payload);
+    let (mut out, mut prev) = (Vec::new(), 0u64);
+    while !c.is_empty() {
+        prev = prev.wrapping_add(c.varint()? as u64);
+        out.push(prev);
+    }
+    Some(out)
+}
+
 /// The three little-endian `u64`s of each fixed-size entry (samples and tombstones records).
 fn triples(payload: &[u8]) -> Option<Vec<[u64; 3]>> {
     let entries = payload.chunks_exact(SAMPLE_LEN);
@@ -447,6 +476,7 @@ pub(crate) fn decode_record(typ: u8, payload: &[u8], path: &Path, offset: u64) -
         REC_HISTOGRAMS_V1 => decode_histograms(payload).map(Record::Histograms),
         REC_EXEMPLARS_V1 => decode_exemplars(payload).map(Record::Exemplars),
         REC_START_TIMESTAMPS_V1 => decode_start_timestamps(payload).map(Record::StartTimestamps),
+        REC_SERIES_REMOVED_V1 => decode_series_removed(payload).map(Record::SeriesRemoved),
         0 => None,
         other => {
             tracing::warn!(segment = %path.display(), offset, record_type = other, "skipping WAL record of unknown type");
@@ -795,7 +825,8 @@ mod tests {
             Record::Tombstones(_)
             | Record::Histograms(_)
             | Record::Exemplars(_)
-            | Record::StartTimestamps(_) => {}
+            | Record::StartTimestamps(_)
+            | Record::SeriesRemoved(_) => {}
         })
         .unwrap();
         (series, samples, out)
@@ -807,6 +838,23 @@ mod tests {
         encode_series(&mut buf, [(r, &l)]);
         encode_samples(&mut buf, [RefSample { r, t, v: t as f64 }]);
         buf
+    }
+
+    #[test]
+    fn series_removed_records_round_trip_any_refs_in_any_order() {
+        let refs = vec![3, 1, u64::MAX, 0, 1 << 40, 2];
+        let mut buf = Vec::new();
+        encode_series_removed(&mut buf, refs.iter().copied());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), &buf).unwrap();
+        let mut got = Vec::new();
+        replay(dir.path(), |r| {
+            if let Record::SeriesRemoved(list) = r {
+                got.extend(list)
+            }
+        })
+        .unwrap();
+        assert_eq!(got, refs);
     }
 
     #[test]

@@ -281,6 +281,9 @@ impl WalTail {
                         Decoded::Record(Record::Tombstones(_)) => self.stats.records[2] += 1,
                         // remote write 1.0 carries no start timestamps
                         Decoded::Record(Record::StartTimestamps(_)) => {}
+                        // the samples a caller just read may still need the removed series'
+                        // labels: they are kept
+                        Decoded::Record(Record::SeriesRemoved(_)) => {}
                         Decoded::Unknown => {}
                         Decoded::Bad => self.stats.corruptions += 1,
                     }

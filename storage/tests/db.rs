@@ -694,6 +694,72 @@ fn a_series_removed_by_a_cut_while_a_batch_holds_it_is_created_again_from_its_la
 }
 
 #[test]
+fn stale_series_are_taken_out_of_the_head_into_blocks_and_stay_out_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    let pods: Vec<Labels> = (0..10).map(|i| ls(&[("__name__", "up"), ("pod", &i.to_string())])).collect();
+    // an hour of samples across the 2h block boundary; six pods then go away
+    let (from, to) = (90 * 60_000, 150 * 60_000);
+    for t in (from..=to).step_by(15_000) {
+        let v = (t / 1000) as f64 * 0.5;
+        commit(&db, &pods.iter().map(|p| (p, t, v)).collect::<Vec<_>>());
+    }
+    let gone = to + 15_000;
+    let last: Vec<(&Labels, i64, f64)> =
+        pods.iter().enumerate().map(|(i, p)| (p, gone, if i < 6 { stale_nan() } else { 1.0 })).collect();
+    commit(&db, &last);
+    let before = dump(&db);
+    assert_eq!(db.stats(0).num_stale_series, 6);
+
+    db.set_stale_series_compaction_threshold(0.7);
+    assert_eq!(db.compact().unwrap().stale_series_removed, 0, "6 of 10 is below 0.7");
+    db.set_stale_series_compaction_threshold(0.5);
+    let report = db.compact().unwrap();
+    assert_eq!((report.stale_series_removed, report.head_blocks), (6, 0), "{report:?}");
+    let stats = db.stats(0);
+    assert_eq!((stats.num_series, stats.num_stale_series), (4, 0));
+    let blocks = db.blocks();
+    let ranges: Vec<_> =
+        blocks.iter().map(|b| (b.min_time, b.max_time, b.num_series, b.from_stale_series)).collect();
+    assert_eq!(ranges, vec![(0, 2 * HOUR, 6, true), (2 * HOUR, 4 * HOUR, 6, true)]);
+    assert_eq!(dump(&db), before, "blocks and head answer what the head alone did");
+
+    // the blocks do not move the head's lower bound: the live pods go on, before and after
+    // a restart, which does not bring the removed series back
+    commit(&db, &[(&pods[7], gone + 15_000, 2.0)]);
+    let before = dump(&db);
+    drop(db);
+    let db = Db::open(dir.path(), manual(1 << 20)).unwrap();
+    assert_eq!(db.stats(0).num_series, 4);
+    assert_eq!(dump(&db), before);
+    commit(&db, &[(&pods[8], gone + 30_000, 3.0)]);
+    // a pod that comes back is a new head series beside its samples in the blocks
+    commit(&db, &[(&pods[0], gone + 30_000, 5.0)]);
+    assert_eq!(db.stats(0).num_series, 5);
+    let pod0 = db.select(&[m(MatchOp::Equal, "pod", "0")], ALL.0, ALL.1).unwrap();
+    assert_eq!(pod0[0].samples.len(), 241 + 1 + 1);
+
+    // once the head cuts their ranges, the stale-series blocks are merged with the cut's
+    let mut t = gone + 45_000;
+    while t < 6 * HOUR {
+        commit(&db, &pods[6..].iter().map(|p| (p, t, 1.0)).collect::<Vec<_>>());
+        t += 15 * 60_000;
+    }
+    let before = dump(&db);
+    let report = db.compact().unwrap();
+    assert_eq!((report.head_blocks, report.merged_blocks), (2, 2), "{report:?}");
+    let blocks = db.blocks();
+    assert!(blocks.iter().all(|b| !b.from_stale_series), "{blocks:?}");
+    assert_eq!(
+        blocks.iter().map(|b| (b.min_time, b.max_time)).collect::<Vec<_>>(),
+        [(0, 2 * HOUR), (2 * HOUR, 4 * HOUR)]
+    );
+    assert_eq!(dump(&db), before);
+    drop(db);
+    assert_eq!(dump(&Db::open(dir.path(), manual(1 << 20)).unwrap()), before);
+}
+
+#[test]
 fn series_prepared_ahead_take_their_samples_as_if_appended_by_labels() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());

@@ -340,6 +340,48 @@ fn kill_9_during_remote_write_keeps_every_acknowledged_sample() {
     }
 }
 
+/// With `stale_series_compaction_threshold` set, series whose sender marked them stale leave
+/// the head at the next compaction round (once a minute) while their samples still answer
+/// queries, from blocks, and a `kill -9` and restart does not bring them back.
+#[test]
+fn stale_series_leave_the_head_and_still_answer_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "storage:\n  tsdb:\n    stale_series_compaction_threshold: 0.5\n";
+    let mut s = start_promflow(dir.path(), config, &["--web.enable-remote-write-receiver"]);
+    let t0 = now_ms() - 120_000;
+    let pods: Vec<String> = (0..4).map(|i| format!("pod-{i}")).collect();
+    let ts = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            // three pods go away, and their sender marks their series stale
+            let last = if i < 3 { promflow_storage::stale_nan() } else { 3.0 };
+            series(
+                &[("__name__", "churn"), ("pod", p)],
+                &[(t0, 1.0), (t0 + 15_000, 2.0), (t0 + 30_000, last)],
+            )
+        })
+        .collect();
+    let (code, body) = remote_write(&s, ts);
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(metric(&s, "prometheus_tsdb_head_stale_series"), 3.0);
+    let query =
+        format!("/api/v1/query?query=count_over_time(churn[1m])&time={}", (t0 + 30_000) as f64 / 1000.0);
+    let before = canonical(&get(&s, &query));
+    assert_eq!(before.len(), 4, "{before:?}");
+    let left = wait_for(std::time::Duration::from_secs(150), || {
+        (metric(&s, "prometheus_tsdb_head_series") == 1.0).then_some(())
+    });
+    assert!(left.is_some(), "the stale series are still in the head:\n{}", s.logs());
+    assert_eq!(metric(&s, "prometheus_tsdb_stale_series_compactions_triggered_total"), 1.0);
+    assert_eq!(canonical(&get(&s, &query)), before);
+    assert!(!s.logs().contains("settings are ignored"), "{}", s.logs());
+    s.kill9();
+    let s = start_promflow_with(dir.path(), &dir.path().join("prometheus.yml"), free_port(), &[]);
+    assert_eq!(metric(&s, "prometheus_tsdb_head_series"), 1.0);
+    assert_eq!(canonical(&get(&s, &query)), before);
+}
+
 #[test]
 fn admin_api_deletes_snapshots_and_cleans() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{now_ms, remote_write, series, start_promflow, wait_for, Server};
+use common::{metric, now_ms, remote_write, series, start_promflow, wait_for, Server};
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -63,14 +63,6 @@ fn samples(list: &Value) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
-}
-
-fn metric(server: &Server, name: &str) -> f64 {
-    let (_, text) = server.get_text("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// promflow with the remote-write receiver and no scrape target, and `extra` flags.

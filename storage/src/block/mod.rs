@@ -97,6 +97,20 @@ pub(crate) struct Compaction {
     pub(crate) level: u32,
     /// ULIDs of the level-1 blocks whose data this block holds.
     pub(crate) sources: Vec<String>,
+    /// How the block came to be, where that matters to the database: [`STALE_SERIES_HINT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) hints: Vec<String>,
+}
+
+/// The hint of a block of stale series taken out of the head early: the head still holds
+/// the rest of its range, so it does not mark where the head's samples begin.
+pub(crate) const STALE_SERIES_HINT: &str = "from-stale-series";
+
+impl BlockMeta {
+    /// Whether the block holds stale series taken out of the head early.
+    pub(crate) fn holds_stale_series(&self) -> bool {
+        self.compaction.hints.iter().any(|h| h == STALE_SERIES_HINT)
+    }
 }
 
 /// Counts of a block's contents.
@@ -206,6 +220,8 @@ pub(crate) struct BlockWriter {
     ulid: String,
     level: u32,
     sources: Vec<String>,
+    /// The compaction hints `meta.json` will carry.
+    hints: Vec<String>,
     writer: ArrowWriter<File>,
     /// (labels, rows, min_t, max_t) per series written.
     series: Vec<(Arc<Labels>, u64, Timestamp, Timestamp)>,
@@ -239,6 +255,7 @@ impl BlockWriter {
             ulid,
             level,
             sources,
+            hints: Vec::new(),
             writer,
             series: Vec::new(),
             ids: Vec::new(),
@@ -250,6 +267,11 @@ impl BlockWriter {
             histograms: HistogramWriter::new(),
             starts: StartWriter::default(),
         })
+    }
+
+    /// Marks the block with a compaction hint (such as [`STALE_SERIES_HINT`]).
+    pub(crate) fn add_hint(&mut self, hint: &str) {
+        self.hints.push(hint.to_string());
     }
 
     /// Adds a series after every series added so far in label order, with its float samples,
@@ -353,7 +375,11 @@ impl BlockWriter {
                 num_series: self.series.len() as u64,
                 num_histogram_samples,
             },
-            compaction: Compaction { level: self.level, sources: std::mem::take(&mut self.sources) },
+            compaction: Compaction {
+                level: self.level,
+                sources: std::mem::take(&mut self.sources),
+                hints: std::mem::take(&mut self.hints),
+            },
             version: 1,
             format: FORMAT.to_string(),
         };

@@ -5,9 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::{lock, now_ms, read, write, write_head_block, CompactionReport, Db, SERIES_PER_BATCH};
-use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
+use super::{
+    lock, now_ms, read, write, write_head_block, write_series_block, CompactionReport, Db, SERIES_PER_BATCH,
+};
+use crate::block::{Block, BlockMeta, BlockWriter, STALE_SERIES_HINT, TMP_SUFFIX};
+use crate::head::SeriesRef;
 use crate::start::merge_runs;
+use crate::wal;
 use crate::{Error, HistogramSample, Labels, Sample, Samples, StartRun, Timestamp};
 
 /// Runs [`Db::compact`] every `every` until the database is dropped.
@@ -54,6 +58,10 @@ impl Db {
         while let Some(deleted) = self.compact_head()? {
             report.head_blocks += 1;
             report.wal_segments_deleted += deleted;
+        }
+        // a cut has just taken out every series without samples in the range kept
+        if report.head_blocks == 0 {
+            report.stale_series_removed = self.compact_stale_series()?;
         }
         report.merged_blocks = self.merge_blocks()?;
         report.deleted_blocks = self.apply_retention();
@@ -130,6 +138,88 @@ impl Db {
         Ok(Some(deleted))
     }
 
+    /// Once at least the threshold's fraction of the head's series are stale (their newest
+    /// sample a staleness marker: their target is gone), writes those series to blocks, one
+    /// per block range their samples span, and takes them out of the head, as Prometheus's
+    /// `stale_series_compaction_threshold` does. Series churn (pods replaced, rollouts)
+    /// otherwise piles up in memory until their range is cut, up to three hours later.
+    /// Returns how many series were taken out.
+    ///
+    /// A series that takes a sample while its blocks are written stays in the head (its
+    /// samples are then in both, and queries and merges see each once). The removal is
+    /// written to the WAL, so a restart does not bring the series back. The blocks carry
+    /// [`STALE_SERIES_HINT`]: they do not move the head's lower bound at open, and they are
+    /// merged only once the head has cut their range.
+    fn compact_stale_series(&self) -> Result<usize, Error> {
+        let threshold = f64::from_bits(self.stale_threshold.load(Ordering::Relaxed));
+        let dur = self.opts.block_duration.max(1);
+        let found = {
+            let head = read(&self.head);
+            let (stale, all) = (head.num_stale_series(), head.num_series());
+            if threshold <= 0.0 || stale == 0 || (stale as f64) < threshold * all as f64 {
+                return Ok(0);
+            }
+            // the regular cut, due within a tenth of a block, takes them out anyway
+            if head.time_range().is_some_and(|(min, max)| max.saturating_sub(min) > dur / 10 * 14) {
+                return Ok(0);
+            }
+            head.stale_series()
+        };
+        let Some((first, last)) = ({
+            let head = read(&self.head);
+            found.iter().filter_map(|s| head.time_range_of(s.r)).reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+        }) else {
+            return Ok(0);
+        };
+        self.counters.stale_compactions.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let refs: Vec<(Arc<Labels>, SeriesRef)> =
+            found.iter().map(|s| (Arc::clone(&s.labels), s.r)).collect();
+        let mut mint = first.div_euclid(dur).checked_mul(dur).unwrap_or(Timestamp::MIN);
+        while mint <= last {
+            let maxt = mint.saturating_add(dur);
+            let written = write_series_block(
+                &self.blocks_dir,
+                || read(&self.head),
+                &refs,
+                mint,
+                maxt,
+                Some(STALE_SERIES_HINT),
+            );
+            let written = written.and_then(|meta| meta.map_or(Ok(()), |m| self.add_block(&m)));
+            if let Err(e) = written {
+                self.counters.stale_compactions_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            if maxt == Timestamp::MAX {
+                break;
+            }
+            mint = maxt;
+        }
+        let mut w = lock(&self.writer);
+        let removed = write(&self.head).remove_series_unchanged(&found);
+        let super::Writer { wal, buf, .. } = &mut *w;
+        buf.clear();
+        wal::encode_series_removed(buf, removed.iter().copied());
+        // the series are out of the head already: a failed write leaves them in the WAL, so
+        // a restart brings them back beside their blocks (queries see each sample once)
+        if let Err(e) = wal.write(buf, Timestamp::MIN) {
+            self.counters.stale_compactions_failed.fetch_add(1, Ordering::Relaxed);
+            self.counters.wal_writes_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        drop(w);
+        self.counters.series_removed.fetch_add(removed.len() as u64, Ordering::Relaxed);
+        lock(&self.counters.stale_compaction_seconds).observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            series = removed.len(),
+            changed = found.len() - removed.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "took stale series out of the head into blocks"
+        );
+        Ok(removed.len())
+    }
+
     /// Opens blocks that appeared in the blocks folder since open (written by
     /// `promflow tsdb create-blocks-from`), as Prometheus picks up backfilled blocks.
     fn load_new_blocks(&self) {
@@ -195,7 +285,11 @@ impl Db {
     fn merge_blocks(&self) -> Result<usize, Error> {
         let mut written = 0;
         loop {
-            let blocks = read(&self.blocks).clone();
+            let mut blocks = read(&self.blocks).clone();
+            // a stale-series block whose range the head has not cut yet waits for that cut's
+            // block, which it overlaps: merged earlier, it would lose its hint
+            let floor = self.floor.load(Ordering::SeqCst);
+            blocks.retain(|b| !b.meta().holds_stale_series() || b.meta().max_time <= floor);
             let Some(group) =
                 plan_merge(&blocks, self.opts.block_duration.max(1), self.opts.max_block_duration)
             else {

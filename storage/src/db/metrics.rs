@@ -25,6 +25,10 @@ pub(super) struct Counters {
     pub(super) vertical_compactions: AtomicU64,
     /// How long each head cut or merge took.
     pub(super) compaction_seconds: Mutex<Histogram>,
+    /// Stale-series compactions started, those that failed, and how long each took.
+    pub(super) stale_compactions: AtomicU64,
+    pub(super) stale_compactions_failed: AtomicU64,
+    pub(super) stale_compaction_seconds: Mutex<Histogram>,
     /// Head truncations after a cut, and those that failed (the checkpoint).
     pub(super) head_truncations: AtomicU64,
     pub(super) head_truncations_failed: AtomicU64,
@@ -56,6 +60,9 @@ impl Counters {
             compactions_triggered: AtomicU64::new(0),
             vertical_compactions: AtomicU64::new(0),
             compaction_seconds: Mutex::new(Histogram::new(COMPACTION_SECONDS)),
+            stale_compactions: AtomicU64::new(0),
+            stale_compactions_failed: AtomicU64::new(0),
+            stale_compaction_seconds: Mutex::new(Histogram::new(COMPACTION_SECONDS)),
             head_truncations: AtomicU64::new(0),
             head_truncations_failed: AtomicU64::new(0),
             series_created: AtomicU64::new(replayed_series),
@@ -99,6 +106,21 @@ impl Db {
             "prometheus_tsdb_head_series_removed_total",
             "Total number of series removed in the head",
             count(&c.series_removed),
+        );
+        w.gauge(
+            "prometheus_tsdb_head_stale_series",
+            "Number of stale series in the head block, whose newest sample is a staleness marker.",
+            s.num_stale_series,
+        );
+        w.counter(
+            "prometheus_tsdb_stale_series_compactions_triggered_total",
+            "Total number of triggered stale series compactions.",
+            count(&c.stale_compactions),
+        );
+        w.counter(
+            "prometheus_tsdb_stale_series_compactions_failed_total",
+            "Total number of stale series compactions that failed.",
+            count(&c.stale_compactions_failed),
         );
         w.gauge("prometheus_tsdb_head_chunks", "Total number of chunks in the head block.", s.num_chunks);
         w.counter(
@@ -170,6 +192,13 @@ impl Db {
             "prometheus_tsdb_compaction_duration_seconds",
             MetricKind::Histogram,
             "Duration of compaction runs",
+        )
+        .histogram(&[], &seconds);
+        let seconds = lock(&c.stale_compaction_seconds).clone();
+        w.family(
+            "prometheus_tsdb_stale_series_compaction_duration_seconds",
+            MetricKind::Histogram,
+            "Duration of stale series compaction runs.",
         )
         .histogram(&[], &seconds);
         w.counter(

@@ -133,6 +133,7 @@ impl BlockInfo {
             num_samples: m.stats.num_samples,
             num_series: m.stats.num_series,
             level: m.compaction.level,
+            from_stale_series: m.holds_stale_series(),
             size_bytes,
         }
     }
@@ -149,6 +150,9 @@ pub struct CompactionReport {
     pub deleted_blocks: usize,
     /// WAL segments deleted after checkpoints.
     pub wal_segments_deleted: usize,
+    /// Stale series taken out of the head into blocks before their range was cut
+    /// ([`Db::set_stale_series_compaction_threshold`]).
+    pub stale_series_removed: usize,
 }
 
 /// One block as [`Db::blocks`] lists it.
@@ -166,6 +170,9 @@ pub struct BlockInfo {
     pub num_series: u64,
     /// Compaction level (1 for blocks cut from the head or backfilled).
     pub level: u32,
+    /// Whether the block holds stale series taken out of the head before the head cut its
+    /// range ([`Db::set_stale_series_compaction_threshold`]).
+    pub from_stale_series: bool,
     /// Bytes on disk.
     pub size_bytes: u64,
 }
@@ -176,6 +183,8 @@ pub struct BlockInfo {
 pub struct DbStats {
     /// Series in the head.
     pub num_series: u64,
+    /// Series in the head whose newest sample is a staleness marker.
+    pub num_stale_series: u64,
     /// Samples in the head.
     pub num_samples: u64,
     /// Chunks in the head, open ones included.
@@ -247,6 +256,8 @@ pub struct Db {
     head_max: AtomicI64,
     /// The out-of-order window in force (ms); starts as the option, changes on reload.
     ooo_window: AtomicI64,
+    /// The stale-series compaction threshold in force, as `f64` bits (0: off).
+    stale_threshold: AtomicU64,
     /// While a head block range is being written, its end: out-of-order samples before it
     /// are refused until the head is truncated (`i64::MIN` otherwise).
     ooo_floor: AtomicI64,
@@ -401,6 +412,15 @@ fn replay_into(
                 }
             }
         }
+        wal::Record::SeriesRemoved(list) => {
+            // their samples are in a block; the refs are not used again
+            let mut refs = Vec::with_capacity(list.len());
+            for r in list {
+                pending.remove(&r);
+                refs.push(alias.remove(&r).unwrap_or(r));
+            }
+            head.remove_series(refs);
+        }
         wal::Record::Series(list) => {
             for (r, labels) in list {
                 max_ref = max_ref.max(r);
@@ -547,9 +567,25 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
     mint: Timestamp,
     maxt: Timestamp,
 ) -> Result<Option<BlockMeta>, Error> {
+    let refs = head().refs_in_range(mint, maxt.saturating_sub(1));
+    write_series_block(blocks_dir, head, &refs, mint, maxt, None)
+}
+
+/// [`write_head_block`] for the series `refs` (sorted by labels) only, with a compaction
+/// `hint` in its `meta.json`; series without samples in the range are left out.
+pub(crate) fn write_series_block<G: std::ops::Deref<Target = Head>>(
+    blocks_dir: &Path,
+    head: impl Fn() -> G,
+    refs: &[(Arc<Labels>, SeriesRef)],
+    mint: Timestamp,
+    maxt: Timestamp,
+    hint: Option<&str>,
+) -> Result<Option<BlockMeta>, Error> {
     let last = maxt.saturating_sub(1);
-    let refs = head().refs_in_range(mint, last);
     let mut writer = BlockWriter::create(blocks_dir, 1, Vec::new())?;
+    if let Some(hint) = hint {
+        writer.add_hint(hint);
+    }
     let (mut samples, mut hists) = (Vec::new(), Vec::new());
     for batch in refs.chunks(SERIES_PER_BATCH) {
         let h = head();
@@ -558,6 +594,9 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
             hists.clear();
             h.samples_of(*r, mint, last, &mut samples);
             h.histograms_of(*r, mint, last, &mut hists);
+            if samples.is_empty() && hists.is_empty() {
+                continue;
+            }
             let starts = h.starts_of(*r, mint, last);
             if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied(), &hists, &starts) {
                 drop(h);
@@ -583,7 +622,13 @@ impl Db {
         }
         let lock_file = lock_dir(&dir)?;
         let (blocks, unreadable) = open_blocks(&blocks_dir)?;
-        let floor = blocks.iter().map(|b| b.meta().max_time).max().unwrap_or(Timestamp::MIN);
+        // a block of stale series taken out early ends where the head still has samples
+        let floor = blocks
+            .iter()
+            .filter(|b| !b.meta().holds_stale_series())
+            .map(|b| b.meta().max_time)
+            .max()
+            .unwrap_or(Timestamp::MIN);
         let chunks_dir = dir.join(HEAD_CHUNKS_DIR);
         let mut head = Head::with_chunk_dir(chunks_dir.clone())
             .map_err(|e| Error::Io(format!("emptying {}", chunks_dir.display()), e))?;
@@ -610,6 +655,7 @@ impl Db {
             head_max: AtomicI64::new(head_max),
             ooo_floor: AtomicI64::new(Timestamp::MIN),
             ooo_window: AtomicI64::new(ooo_window),
+            stale_threshold: AtomicU64::new(0),
             out_of_bounds: AtomicU64::new(0),
             compacting: Mutex::new(()),
             compactor: Mutex::new(None),
@@ -696,6 +742,7 @@ impl Db {
         let wal_segments = lock(&self.writer).wal.segments();
         DbStats {
             num_series: h.num_series,
+            num_stale_series: h.num_stale_series,
             num_samples: h.num_samples,
             num_chunks: h.num_chunks,
             min_time: h.min_time,
@@ -715,6 +762,15 @@ impl Db {
             out_of_bounds_samples: self.out_of_bounds.load(Ordering::Relaxed),
             unreadable_blocks: lock(&self.unreadable_blocks).len() as u64,
         }
+    }
+
+    /// Sets the fraction of the head's series that, once stale (their newest sample a
+    /// staleness marker), are written to blocks and taken out of the head at the next
+    /// compaction round, before their range is cut (Prometheus's
+    /// `stale_series_compaction_threshold`). 0 turns that off; values are clamped to 0..=1.
+    pub fn set_stale_series_compaction_threshold(&self, fraction: f64) {
+        let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        self.stale_threshold.store(fraction.to_bits(), Ordering::Relaxed);
     }
 
     /// Changes the out-of-order window (Prometheus reloads `out_of_order_time_window` with the

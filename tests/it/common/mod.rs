@@ -271,6 +271,15 @@ pub fn remote_write(server: &Server, ts: Vec<TimeSeries>) -> (u16, String) {
     (r.status().as_u16(), r.text().unwrap_or_default())
 }
 
+/// The value of the unlabelled metric `name` on `server`'s `/metrics`.
+pub fn metric(server: &Server, name: &str) -> f64 {
+    let (_, text) = server.get_text("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
 /// The `data.result` array of an API answer.
 pub fn result(v: &Value) -> &Vec<Value> {
     v["data"]["result"].as_array().unwrap_or_else(|| panic!("no result array in {v}"))

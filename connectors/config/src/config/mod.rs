@@ -481,14 +481,16 @@ impl Config {
                 self.remote_read.len()
             ));
         }
-        // out_of_order_time_window is implemented; the rest of storage.tsdb is not
+        // out_of_order_time_window and stale_series_compaction_threshold are implemented; the
+        // rest of storage.tsdb is not
         let implemented = TsdbConfig {
             out_of_order_time_window: self.storage.tsdb.out_of_order_time_window,
+            stale_series_compaction_threshold: self.storage.tsdb.stale_series_compaction_threshold,
             ..TsdbConfig::default()
         };
         if self.storage.tsdb != implemented && !f.tsdb {
             out.push(
-                "storage.tsdb: only out_of_order_time_window is implemented; the other settings are ignored"
+                "storage.tsdb: only out_of_order_time_window and stale_series_compaction_threshold are implemented; the other settings are ignored"
                     .into(),
             );
         }

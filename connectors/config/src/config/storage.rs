@@ -54,6 +54,12 @@ config_struct! {
 
 impl Validate for TsdbConfig {
     fn validate(&mut self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.stale_series_compaction_threshold) {
+            return Err(format!(
+                "'storage.tsdb.stale_series_compaction_threshold' must be in the range [0, 1], got {}",
+                self.stale_series_compaction_threshold
+            ));
+        }
         if !(0.0..=100.0).contains(&self.retention.percentage) {
             return Err(format!(
                 "'storage.tsdb.retention.percentage' must be in the range [0, 100], got {}",
