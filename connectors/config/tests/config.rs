@@ -557,6 +557,7 @@ remote_read:
 storage:
   tsdb:
     out_of_order_time_window: 30m
+    stale_series_compaction_threshold: 0.25
   exemplars:
     max_exemplars: 10
 tracing:
@@ -582,6 +583,7 @@ scrape_configs:
     assert_eq!(c.remote_read[0].remote_timeout, Duration::from_secs(60));
     assert!(c.remote_read[0].filter_external_labels);
     assert_eq!(c.storage.tsdb.out_of_order_time_window, Duration::from_secs(1800));
+    assert_eq!(c.storage.tsdb.stale_series_compaction_threshold, 0.25);
     assert_eq!(c.storage.exemplars.max_exemplars, 10);
     assert_eq!(c.scrape_configs[0].consul_sd_configs[0].services, vec!["web"]);
     let w = &loaded.warnings;
@@ -590,7 +592,8 @@ scrape_configs:
         "scrape_configs[job=\"c\"].docker_sd_configs: not implemented yet",
         "remote_write: not implemented yet",
         "remote_read: not implemented yet",
-        // storage.tsdb.out_of_order_time_window is implemented: no warning
+        // storage.tsdb's out_of_order_time_window and stale_series_compaction_threshold are
+        // implemented: no warning
         "storage.exemplars: not implemented yet",
         "tracing: not implemented yet",
         "otlp: not implemented yet",
@@ -612,6 +615,15 @@ scrape_configs:
     opts.features.service_discoveries.insert("docker_sd_configs".into());
     let loaded = Config::parse_with(text, "prometheus.yml", &opts).unwrap();
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings); // runtime only
+}
+
+#[test]
+fn a_stale_series_compaction_threshold_outside_0_to_1_fails_the_load() {
+    for bad in ["1.5", "-0.1", ".nan"] {
+        let text = format!("storage:\n  tsdb:\n    stale_series_compaction_threshold: {bad}\n");
+        let err = parse(&text).err().unwrap_or_else(|| panic!("{bad} was taken")).to_string();
+        assert!(err.contains("stale_series_compaction_threshold"), "{bad}: {err}");
+    }
 }
 
 #[test]
