@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::chunk::{ChunkIter, OpenChunk};
-use crate::postings::Postings;
+use crate::postings::{Postings, RefSet};
 use crate::start::{StartRun, StartRuns, StartTimestamps};
 use crate::{FloatHistogram, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Series, Timestamp};
 
@@ -326,8 +326,6 @@ fn rebuild_from(it: ChunkIter<'_>, mint: Timestamp) -> (OpenChunk, u64) {
 /// A series found stale by [`Head::stale_series`].
 #[derive(Debug, Clone)]
 pub(crate) struct StaleSeries {
-    /// Its labels.
-    pub(crate) labels: Arc<Labels>,
     /// Its ref.
     pub(crate) r: SeriesRef,
     /// Its newest sample and sample count when found.
@@ -731,25 +729,19 @@ impl Head {
         }
         self.departed.shrink_to_fit();
         self.stale.shrink_to_fit();
-        self.postings.remove_all(&refs);
+        let gone = RefSet::new(&refs);
+        self.postings.remove_where(|r| gone.contains(r));
         refs.len()
     }
 
-    /// The series whose newest sample is a staleness marker, sorted by their labels, each with
-    /// its newest sample and its sample count: a series whose newest sample or count has
+    /// The series whose newest sample is a staleness marker, sorted by their labels (which
+    /// stay packed), each with its newest sample and its sample count: a series whose newest sample or count has
     /// changed since is not one to remove ([`Head::remove_series_unchanged`]).
     pub(crate) fn stale_series(&self) -> Vec<StaleSeries> {
         let mut found: Vec<(SeriesRef, &MemSeries)> =
             self.stale.keys().filter_map(|&r| Some((r, &**self.series.get(&r)?))).collect();
         found.sort_unstable_by(|a, b| a.1.labels.cmp_labels(&b.1.labels));
-        found
-            .into_iter()
-            .map(|(r, s)| StaleSeries {
-                labels: Arc::new(s.labels.to_labels()),
-                r,
-                seen: (s.last, s.num_samples()),
-            })
-            .collect()
+        found.into_iter().map(|(r, s)| StaleSeries { r, seen: (s.last, s.num_samples()) }).collect()
     }
 
     /// Removes those of `series` that are as [`Head::stale_series`] saw them: still stale,
@@ -823,8 +815,9 @@ impl Head {
             .collect()
     }
 
-    /// Refs of the series with samples in `mint..=maxt`, sorted by their labels.
-    pub(crate) fn refs_in_range(&self, mint: Timestamp, maxt: Timestamp) -> Vec<(Arc<Labels>, SeriesRef)> {
+    /// Refs of the series with samples in `mint..=maxt`, sorted by their labels (which stay
+    /// packed: a cut unpacks them a batch at a time, [`Head::labels_of`]).
+    pub(crate) fn refs_in_range(&self, mint: Timestamp, maxt: Timestamp) -> Vec<SeriesRef> {
         let mut found: Vec<(&PackedLabels, SeriesRef)> = self
             .series
             .iter()
@@ -832,7 +825,12 @@ impl Head {
             .map(|(&r, s)| (&s.labels, r))
             .collect();
         found.sort_unstable_by(|a, b| a.0.cmp_labels(b.0));
-        found.into_iter().map(|(l, r)| (Arc::new(l.to_labels()), r)).collect()
+        found.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The labels of series `r`, unpacked.
+    pub(crate) fn labels_of(&self, r: SeriesRef) -> Option<Labels> {
+        self.series.get(&r).map(|s| s.labels.to_labels())
     }
 
     /// Appends series `r`'s samples in `mint..=maxt` to `out`.

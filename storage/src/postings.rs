@@ -65,6 +65,43 @@ pub(crate) fn intersect<Id: Copy + Ord>(acc: &mut Vec<Id>, other: &[Id]) {
     });
 }
 
+/// A set of series refs to test every id of the index against: a bit per ref between the
+/// smallest and the largest (refs are handed out in order, so the refs removed together lie
+/// close), or a sorted list when they are spread too thin for that.
+pub(crate) enum RefSet {
+    /// Bit `r - first` is set for each ref `r`.
+    Bits { first: u64, bits: fixedbitset::FixedBitSet },
+    /// The refs, sorted.
+    Sorted(Vec<u64>),
+}
+
+impl RefSet {
+    /// The set of `refs` (sorted, without repeats).
+    pub(crate) fn new(refs: &[u64]) -> RefSet {
+        let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
+            return RefSet::Sorted(Vec::new());
+        };
+        let span = (last - first).saturating_add(1);
+        // at most 8 bytes a ref, as the list would take
+        if span / 64 > refs.len() as u64 {
+            return RefSet::Sorted(refs.to_vec());
+        }
+        let mut bits = fixedbitset::FixedBitSet::with_capacity(span as usize);
+        for &r in refs {
+            bits.insert((r - first) as usize);
+        }
+        RefSet::Bits { first, bits }
+    }
+
+    /// Whether `r` is in the set.
+    pub(crate) fn contains(&self, r: u64) -> bool {
+        match self {
+            RefSet::Bits { first, bits } => r.checked_sub(*first).is_some_and(|i| bits.contains(i as usize)),
+            RefSet::Sorted(refs) => refs.binary_search(&r).is_ok(),
+        }
+    }
+}
+
 /// Label name → value (sorted) → sorted ids of the series carrying that pair. The set of
 /// every id is not kept: its owner (the head's series, a block's series count) knows it.
 #[derive(Debug)]
@@ -112,15 +149,13 @@ impl<Id: Copy + Ord> Postings<Id> {
         }
     }
 
-    /// Removes every id in `ids` (sorted) from the index, dropping pairs left without series.
-    pub(crate) fn remove_all(&mut self, ids: &[Id]) {
-        if ids.is_empty() {
-            return;
-        }
-        let gone = |id: &Id| ids.binary_search(id).is_ok();
+    /// Removes every id that `gone` names from the index, dropping pairs left without series.
+    /// It is asked once for each id of each pair: it should answer from memory that stays in
+    /// the caches ([`RefSet`]).
+    pub(crate) fn remove_where(&mut self, gone: impl Fn(Id) -> bool) {
         self.by_name.retain(|_, values| {
             values.retain(|_, list| {
-                list.retain(|id| !gone(id));
+                list.retain(|&id| !gone(id));
                 !list.is_empty()
             });
             !values.is_empty()
@@ -232,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn a_ref_set_holds_its_refs_and_no_others_dense_or_sparse() {
+        let dense: Vec<u64> = (1000..3000).filter(|r| r % 3 != 0).collect();
+        let sparse = vec![0, 7, 1 << 40, u64::MAX];
+        for refs in [dense, sparse, vec![5], vec![]] {
+            let set = RefSet::new(&refs);
+            let probes =
+                refs.iter().flat_map(|&r| [r.wrapping_sub(1), r, r.wrapping_add(1)]).chain([0, 999, 3001]);
+            for r in probes {
+                assert_eq!(set.contains(r), refs.binary_search(&r).is_ok(), "{r}");
+            }
+        }
+        assert!(matches!(RefSet::new(&[0, 7, 1 << 40]), RefSet::Sorted(_)));
+        assert!(matches!(RefSet::new(&[3, 9, 70]), RefSet::Bits { .. }));
+    }
+
+    #[test]
     fn select_agrees_with_testing_every_series() {
         let series: Vec<Vec<(&str, &str)>> = vec![
             vec![("__name__", "up"), ("a", "api_x")],
@@ -270,7 +321,7 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{matcher}");
         }
-        p.remove_all(&[0, 4]);
+        p.remove_where(|id| id == 0 || id == 4);
         assert_eq!(p.values("__name__").unwrap().get("up").unwrap(), &[1, 2, 3]);
         assert!(p.values("__name__").unwrap().get("down").is_none());
         assert!(p.values("a").unwrap().get("api_x").is_none());

@@ -572,11 +572,13 @@ pub(crate) fn write_head_block<G: std::ops::Deref<Target = Head>>(
 }
 
 /// [`write_head_block`] for the series `refs` (sorted by labels) only, with a compaction
-/// `hint` in its `meta.json`; series without samples in the range are left out.
+/// `hint` in its `meta.json`; series without samples in the range are left out. Labels are
+/// unpacked a batch at a time: a million series' sets at once would take hundreds of
+/// megabytes that the allocator keeps after the cut.
 pub(crate) fn write_series_block<G: std::ops::Deref<Target = Head>>(
     blocks_dir: &Path,
     head: impl Fn() -> G,
-    refs: &[(Arc<Labels>, SeriesRef)],
+    refs: &[SeriesRef],
     mint: Timestamp,
     maxt: Timestamp,
     hint: Option<&str>,
@@ -589,16 +591,16 @@ pub(crate) fn write_series_block<G: std::ops::Deref<Target = Head>>(
     let (mut samples, mut hists) = (Vec::new(), Vec::new());
     for batch in refs.chunks(SERIES_PER_BATCH) {
         let h = head();
-        for (labels, r) in batch {
+        for &r in batch {
             samples.clear();
             hists.clear();
-            h.samples_of(*r, mint, last, &mut samples);
-            h.histograms_of(*r, mint, last, &mut hists);
-            if samples.is_empty() && hists.is_empty() {
+            h.samples_of(r, mint, last, &mut samples);
+            h.histograms_of(r, mint, last, &mut hists);
+            let Some(labels) = h.labels_of(r).filter(|_| !samples.is_empty() || !hists.is_empty()) else {
                 continue;
-            }
-            let starts = h.starts_of(*r, mint, last);
-            if let Err(e) = writer.add(Arc::clone(labels), samples.iter().copied(), &hists, &starts) {
+            };
+            let starts = h.starts_of(r, mint, last);
+            if let Err(e) = writer.add(Arc::new(labels), samples.iter().copied(), &hists, &starts) {
                 drop(h);
                 writer.abort();
                 return Err(e);
