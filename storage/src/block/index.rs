@@ -14,11 +14,16 @@
 //! Series are stored in label order; a series' id is its position, and its rows are
 //! consecutive in the samples file, right after the previous series' rows. Opening a block
 //! reads the whole index into memory and builds the label postings from it.
+//!
+//! In memory a series' labels stay as the file has them, symbol ids in one byte string for
+//! the whole block (a few dozen bytes a series), and are turned into [`Labels`] only for
+//! the series a query answers with. Unpacked sets would take ten times that: at a million
+//! series, a block's index would hold more memory than the head's series.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use crate::codec::{open_sealed, put_str, put_uvarint, put_varint, seal, sealed_header};
+use crate::codec::{open_sealed, put_str, put_uvarint, put_varint, seal, sealed_header, Cursor};
+use crate::head::PackedLabels;
 use crate::postings::Postings;
 use crate::{Labels, Matcher, Timestamp};
 
@@ -28,8 +33,8 @@ const VERSION: u8 = 1;
 /// One series of a block.
 #[derive(Debug)]
 pub(crate) struct IndexSeries {
-    /// The series' labels.
-    pub(crate) labels: Arc<Labels>,
+    /// Where its labels start in [`BlockIndex::labels`].
+    labels_at: u32,
     /// Its first row in the samples file.
     pub(crate) first_row: u64,
     /// Its number of rows.
@@ -45,15 +50,17 @@ pub(crate) struct IndexSeries {
 pub(crate) struct BlockIndex {
     /// Series by id.
     pub(crate) series: Vec<IndexSeries>,
+    /// The strings the labels name, sorted.
+    symbols: Vec<Box<str>>,
+    /// Each series' labels: their count, then each name's and value's symbol, as uvarints.
+    labels: Vec<u8>,
     postings: Postings<u32>,
 }
 
 /// Serialises an index for series given in label order as (labels, rows, min_t, max_t).
-pub(crate) fn encode(series: &[(Arc<Labels>, u64, Timestamp, Timestamp)]) -> Vec<u8> {
-    let mut symbols: Vec<&str> = series
-        .iter()
-        .flat_map(|(ls, ..)| ls.iter().flat_map(|l| [l.name.as_str(), l.value.as_str()]))
-        .collect();
+pub(crate) fn encode(series: &[(PackedLabels, u64, Timestamp, Timestamp)]) -> Vec<u8> {
+    let mut symbols: Vec<&str> =
+        series.iter().flat_map(|(ls, ..)| ls.iter().flat_map(|(n, v)| [n, v])).collect();
     symbols.sort_unstable();
     symbols.dedup();
     let sym = |s: &str| symbols.binary_search(&s).unwrap_or(0) as u64;
@@ -64,10 +71,10 @@ pub(crate) fn encode(series: &[(Arc<Labels>, u64, Timestamp, Timestamp)]) -> Vec
     }
     put_uvarint(&mut out, series.len() as u64);
     for (labels, rows, min_t, max_t) in series {
-        put_uvarint(&mut out, labels.len() as u64);
-        for l in labels.iter() {
-            put_uvarint(&mut out, sym(&l.name));
-            put_uvarint(&mut out, sym(&l.value));
+        put_uvarint(&mut out, labels.iter().count() as u64);
+        for (name, value) in labels.iter() {
+            put_uvarint(&mut out, sym(name));
+            put_uvarint(&mut out, sym(value));
         }
         put_uvarint(&mut out, *rows);
         put_varint(&mut out, *min_t);
@@ -92,33 +99,42 @@ pub(crate) fn decode(data: &[u8]) -> Option<BlockIndex> {
     if n > c.remaining() || n > u32::MAX as usize {
         return None;
     }
-    let mut index = BlockIndex { series: Vec::with_capacity(n), postings: Postings::default() };
+    let mut series = Vec::with_capacity(n);
+    let mut labels = Vec::new();
+    let mut postings = Postings::default();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
     let mut next_row = 0u64;
     for id in 0..n as u32 {
-        let nl = usize::try_from(c.uvarint()?).ok()?;
-        if nl > c.remaining() {
+        let labels_at = u32::try_from(labels.len()).ok()?;
+        let nl = c.uvarint()?;
+        if usize::try_from(nl).ok()? > c.remaining() {
             return None;
         }
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(nl);
+        put_uvarint(&mut labels, nl);
+        pairs.clear();
         for _ in 0..nl {
-            let name = symbols.get(usize::try_from(c.uvarint()?).ok()?)?;
-            let value = symbols.get(usize::try_from(c.uvarint()?).ok()?)?;
-            pairs.push((name, value));
+            let (name, value) = (c.uvarint()?, c.uvarint()?);
+            pairs.push((
+                symbols.get(usize::try_from(name).ok()?)?,
+                symbols.get(usize::try_from(value).ok()?)?,
+            ));
+            put_uvarint(&mut labels, name);
+            put_uvarint(&mut labels, value);
+        }
+        // what `labels` turns back into a label set without sorting it again
+        if !pairs.windows(2).all(|w| w[0].0 < w[1].0) || pairs.iter().any(|p| p.1.is_empty()) {
+            return None;
         }
         let rows = c.uvarint()?;
         let min_t = c.varint()?;
         let max_t = min_t.checked_add_unsigned(c.uvarint()?)?;
-        index.postings.insert(id, pairs.iter().copied());
-        index.series.push(IndexSeries {
-            labels: Arc::new(Labels::from_pairs(pairs)),
-            first_row: next_row,
-            rows,
-            min_t,
-            max_t,
-        });
+        postings.insert(id, pairs.iter().copied());
+        series.push(IndexSeries { labels_at, first_row: next_row, rows, min_t, max_t });
         next_row = next_row.checked_add(rows)?;
     }
-    c.is_empty().then_some(index)
+    labels.shrink_to_fit();
+    let symbols = symbols.into_iter().map(String::into_boxed_str).collect();
+    c.is_empty().then_some(BlockIndex { series, symbols, labels, postings })
 }
 
 impl BlockIndex {
@@ -130,10 +146,31 @@ impl BlockIndex {
         }
         let all = || (0..self.series.len() as u32).collect();
         let mut ids = self.postings.select(matchers, all, |id, name| {
-            self.series.get(id as usize).map(|s| Cow::Borrowed(s.labels.get(name)))
+            let value = self.pairs(id).find(|(n, _)| *n == name).map_or("", |(_, v)| v);
+            ((id as usize) < self.series.len()).then_some(Cow::Borrowed(value))
         });
         ids.retain(|&id| self.series.get(id as usize).is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));
         ids
+    }
+
+    /// The `(name, value)` pairs of series `id`, in name order (none for an unknown id).
+    fn pairs(&self, id: u32) -> impl Iterator<Item = (&str, &str)> {
+        let at = self.series.get(id as usize).map_or(self.labels.len(), |s| s.labels_at as usize);
+        let mut c = Cursor(self.labels.get(at..).unwrap_or_default());
+        let n = c.uvarint().unwrap_or(0);
+        // the ids were checked against the symbols when the index was read
+        let symbol = |i: u64| self.symbols.get(i as usize).map_or("", |s| &**s);
+        (0..n).map_while(move |_| Some((symbol(c.uvarint()?), symbol(c.uvarint()?))))
+    }
+
+    /// The labels of series `id`.
+    pub(crate) fn labels(&self, id: u32) -> Labels {
+        Labels::from_sorted_pairs(self.pairs(id))
+    }
+
+    /// How many series the block has.
+    pub(crate) fn len(&self) -> usize {
+        self.series.len()
     }
 
     /// Every label name in the block, with its values.
@@ -153,12 +190,14 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_corruption() {
-        let a = Arc::new(Labels::from_pairs([("__name__", "up"), ("job", "a")]));
-        let b = Arc::new(Labels::from_pairs([("__name__", "up"), ("job", "b")]));
-        let data = encode(&[(a.clone(), 3, -5, 10), (b.clone(), 2, 100, 100)]);
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        let data = encode(&[(PackedLabels::new(&a), 3, -5, 10), (PackedLabels::new(&b), 2, 100, 100)]);
         let idx = decode(&data).unwrap();
-        assert_eq!(idx.series.len(), 2);
-        assert_eq!(*idx.series[1].labels, *b);
+        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.labels(1), b);
+        assert_eq!(idx.labels(0), a);
+        assert_eq!(idx.labels(2), Labels::default());
         assert_eq!((idx.series[1].first_row, idx.series[1].rows), (3, 2));
         assert_eq!((idx.series[0].min_t, idx.series[0].max_t), (-5, 10));
         let m = Matcher::new(crate::MatchOp::Equal, "job", "b").unwrap();

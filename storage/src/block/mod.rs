@@ -65,6 +65,7 @@ use parquet::schema::types::SchemaDescriptor;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{unzigzag, zigzag};
+use crate::head::PackedLabels;
 use crate::{Error, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Samples, Series, Timestamp};
 use histograms::{HistogramFile, HistogramWriter};
 use index::BlockIndex;
@@ -223,8 +224,9 @@ pub(crate) struct BlockWriter {
     /// The compaction hints `meta.json` will carry.
     hints: Vec<String>,
     writer: ArrowWriter<File>,
-    /// (labels, rows, min_t, max_t) per series written.
-    series: Vec<(Arc<Labels>, u64, Timestamp, Timestamp)>,
+    /// (labels, rows, min_t, max_t) per series written, the labels packed: a cut of a million
+    /// series holds them all until the index is written.
+    series: Vec<(PackedLabels, u64, Timestamp, Timestamp)>,
     ids: Vec<u32>,
     ts: Vec<i64>,
     decimals: Vec<Option<u64>>,
@@ -291,7 +293,8 @@ impl BlockWriter {
         else {
             return Ok(());
         };
-        if self.series.last().is_some_and(|(prev, ..)| **prev >= *labels) {
+        let packed = PackedLabels::new(&labels);
+        if self.series.last().is_some_and(|(prev, ..)| prev.cmp_labels(&packed).is_ge()) {
             return Err(Error::InvalidLabels(format!("block series out of order at {labels}")));
         }
         let id = u32::try_from(self.series.len())
@@ -320,7 +323,7 @@ impl BlockWriter {
         self.samples += n;
         self.histograms.add(&self.tmp, id, hists)?;
         self.starts.add(&self.tmp, id, starts)?;
-        self.series.push((labels, n, first_t, last_t));
+        self.series.push((packed, n, first_t, last_t));
         if self.ids.len() >= BATCH_ROWS {
             self.flush_batch()?;
         }
@@ -819,10 +822,7 @@ impl Block {
             .iter()
             .zip(runs)
             .filter(|(_, r)| !r.is_empty())
-            .map(|(&id, runs)| crate::StartTimestamps {
-                labels: (*self.index.series[id as usize].labels).clone(),
-                runs,
-            })
+            .map(|(&id, runs)| crate::StartTimestamps { labels: self.index.labels(id), runs })
             .collect())
     }
 
@@ -850,10 +850,7 @@ impl Block {
             .iter()
             .zip(hists)
             .filter(|(_, h)| !h.is_empty())
-            .map(|(&id, samples)| HistogramSeries {
-                labels: (*self.index.series[id as usize].labels).clone(),
-                samples,
-            })
+            .map(|(&id, samples)| HistogramSeries { labels: self.index.labels(id), samples })
             .collect())
     }
 
@@ -873,10 +870,7 @@ impl Block {
             .iter()
             .zip(samples)
             .filter(|(_, s)| !s.is_empty())
-            .map(|(&id, samples)| Series {
-                labels: (*self.index.series[id as usize].labels).clone(),
-                samples,
-            })
+            .map(|(&id, samples)| Series { labels: self.index.labels(id), samples })
             .collect())
     }
 
@@ -899,7 +893,7 @@ impl Block {
                 stones.is_empty()
                     || !covered(&self.deleted(&stones, id), mint.max(s.min_t), maxt.min(s.max_t))
             })
-            .map(|id| Arc::clone(&self.index.series[id as usize].labels))
+            .map(|id| Arc::new(self.index.labels(id)))
             .collect()
     }
 }

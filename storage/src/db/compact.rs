@@ -328,14 +328,7 @@ impl Db {
             group.iter().flat_map(|b| b.meta().compaction.sources.iter().cloned()).collect();
         let mint = group.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
         let maxt = group.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
-        // every series of the group in label order, with where it lives
-        let mut entries: Vec<(Arc<Labels>, usize, u32)> = Vec::new();
-        for (bi, b) in group.iter().enumerate() {
-            for (id, s) in b.index().series.iter().enumerate() {
-                entries.push((Arc::clone(&s.labels), bi, id as u32));
-            }
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let entries = series_in_label_order(group);
         let mut writer = BlockWriter::create(&self.blocks_dir, level, sources.into_iter().collect())?;
         let result = (|| {
             let mut start = 0;
@@ -360,8 +353,9 @@ impl Db {
                     let mut parts: Vec<Samples> = Vec::new();
                     let mut hist_parts: Vec<Vec<HistogramSample>> = Vec::new();
                     let mut start_parts: Vec<Vec<StartRun>> = Vec::new();
-                    let labels = Arc::clone(&chunk[i].0);
-                    while i < chunk.len() && chunk[i].0 == labels {
+                    let (serial, bi, id) = chunk[i];
+                    let labels = Arc::new(group[bi].index().labels(id));
+                    while i < chunk.len() && chunk[i].0 == serial {
                         let bi = chunk[i].1;
                         parts.push(std::mem::take(&mut read_back[bi][positions[bi]]));
                         hist_parts.push(std::mem::take(&mut hists_back[bi][positions[bi]]));
@@ -432,6 +426,30 @@ impl Db {
         }
         doomed.len()
     }
+}
+
+/// Every series of `group` in label order, as (n, block, id), where `n` numbers the label
+/// sets: equal for the same series in several blocks. Each block's ids are in label order
+/// already, so the blocks are merged, with only each block's next series unpacked.
+fn series_in_label_order(group: &[Arc<Block>]) -> Vec<(u32, usize, u32)> {
+    let next = |bi: usize, id: u32| {
+        let index = group[bi].index();
+        ((id as usize) < index.len()).then(|| (index.labels(id), id))
+    };
+    let mut heads: Vec<Option<(Labels, u32)>> = (0..group.len()).map(|bi| next(bi, 0)).collect();
+    let mut entries = Vec::with_capacity(group.iter().map(|b| b.index().len()).sum());
+    let mut serial = 0u32;
+    while let Some(least) = heads.iter().flatten().map(|(l, _)| l).min().cloned() {
+        for (bi, head) in heads.iter_mut().enumerate() {
+            if let Some((_, id)) = head.as_ref().filter(|(l, _)| *l == least) {
+                let id = *id;
+                entries.push((serial, bi, id));
+                *head = next(bi, id + 1);
+            }
+        }
+        serial += 1;
+    }
+    entries
 }
 
 /// Which blocks to merge next: a set of overlapping blocks, or else the blocks that fill an
