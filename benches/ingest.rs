@@ -7,7 +7,11 @@
 //! [promflow,prometheus,vm] (promflow always runs: the ratios are against it),
 //! `BENCH_PROMFLOW` [this build's] the promflow binary to run, `BENCH_CHURN` [0] the percentage
 //! of hosts replaced by new instances every round (pods coming and going: their series
-//! stop and as many new ones start; memory is then also read every 10 rounds).
+//! stop and as many new ones start, the old ones with a staleness marker as Prometheus
+//! writes when a target disappears; memory is then also read every 10 rounds),
+//! `BENCH_ROUND_SECONDS` [0] the wall-clock seconds from one round's start to the next (0:
+//! each round as soon as the one before is sent; the waits are not timed), and
+//! `BENCH_STALE_COMPACTION` [unset] promflow's `stale_series_compaction_threshold`.
 //!
 //! What it fixes, so every system sees the same load:
 //!
@@ -61,6 +65,7 @@ fn main() {
     let conns = env("BENCH_CONNS", 4);
     let churn = env("BENCH_CHURN", 0).min(100);
     let churn_period = 100usize.checked_div(churn).unwrap_or(0);
+    let round_every = Duration::from_secs(env("BENCH_ROUND_SECONDS", 0) as u64);
     pin_self(CLIENT_CPU);
     let systems = System::wanted();
     let specs = all_series(n);
@@ -96,13 +101,19 @@ fn main() {
             let mut rss_readings_mib = Vec::new();
             // under churn, memory is read between groups of rounds (the reading is not timed)
             let group = if churn > 0 { CHURN_READING_ROUNDS } else { rounds };
+            // paced rounds go one at a time, each at its start time
+            let per_send = if round_every.is_zero() { group } else { 1 };
             let mut next = 1;
             while next < rounds {
-                let end = (next + group - (next % group)).min(rounds);
+                let end =
+                    (next + per_send - (next % per_send)).min(next + group - (next % group)).min(rounds);
+                if let Some(wait) = (t0 + round_every * next as u32).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
                 let t1 = Instant::now();
                 send(&server.base, &bodies[next..end], conns);
                 steady += t1.elapsed().as_secs_f64();
-                if churn > 0 {
+                if churn > 0 && (end % group == 0 || end == rounds) {
                     rss_readings_mib.push(rss_kib(pid) as f64 / 1024.0);
                 }
                 next = end;

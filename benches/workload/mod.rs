@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
 
+/// Prometheus's staleness marker.
+const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
 #[path = "../../tests/it/common/mod.rs"]
 pub mod common;
 
@@ -266,20 +269,34 @@ impl<'a> Rounds<'a> {
         self
     }
 
+    /// The generation of `spec`'s host in round `round` (0 without churn).
+    fn generation(&self, spec: &SeriesSpec, round: usize) -> usize {
+        let Some(instance) = spec.labels.iter().find(|l| l.name == "instance") else { return 0 };
+        let host: usize = instance.value.get(5..10).and_then(|d| d.parse().ok()).unwrap_or(0);
+        (round + host % self.churn_period.max(1)) / self.churn_period.max(1)
+    }
+
     /// The labels of `spec` in round `round`.
     fn labels_in_round(&self, spec: &SeriesSpec, round: usize) -> Vec<Label> {
         let mut labels = spec.labels.clone();
         if self.churn_period == 0 {
             return labels;
         }
-        if let Some(instance) = labels.iter_mut().find(|l| l.name == "instance") {
-            let host: usize = instance.value.get(5..10).and_then(|d| d.parse().ok()).unwrap_or(0);
-            let generation = (round + host % self.churn_period) / self.churn_period;
-            if generation > 0 {
-                instance.value = instance.value.replacen(':', &format!("-g{generation}:"), 1);
-            }
+        let generation = self.generation(spec, round);
+        if let Some(instance) = labels.iter_mut().find(|l| l.name == "instance").filter(|_| generation > 0) {
+            instance.value = instance.value.replacen(':', &format!("-g{generation}:"), 1);
         }
         labels
+    }
+
+    /// The series `spec` stood for until round `round` replaced its host, if it did: that
+    /// series gets a staleness marker in the round, as Prometheus writes one (and remote
+    /// write forwards it) when a target disappears.
+    fn replaced_in_round(&self, spec: &SeriesSpec, round: usize) -> Option<Vec<Label>> {
+        let replaced = self.churn_period > 0
+            && round > 0
+            && self.generation(spec, round) != self.generation(spec, round - 1);
+        replaced.then(|| self.labels_in_round(spec, round - 1))
     }
 
     /// The timestamp of the next round.
@@ -307,7 +324,7 @@ impl<'a> Rounds<'a> {
             .chunks(per_request)
             .zip(samples.chunks_mut(per_request))
             .map(|(chunk, samples)| {
-                let timeseries = chunk
+                let mut timeseries: Vec<TimeSeries> = chunk
                     .iter()
                     .zip(samples)
                     .map(|(spec, s)| TimeSeries {
@@ -317,6 +334,16 @@ impl<'a> Rounds<'a> {
                         histograms: Vec::new(),
                     })
                     .collect();
+                let stale =
+                    Sample { timestamp: self.start_ms + round as i64 * INTERVAL_MS, value: STALE_NAN };
+                timeseries.extend(chunk.iter().filter_map(|spec| {
+                    Some(TimeSeries {
+                        exemplars: Vec::new(),
+                        labels: self.replaced_in_round(spec, round)?,
+                        samples: vec![stale.clone()],
+                        histograms: Vec::new(),
+                    })
+                }));
                 Arc::new(promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] }))
             })
             .collect()
@@ -724,7 +751,14 @@ impl System {
         let port = common::free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.join("bench.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
+        let mut config = String::from("global:\n  scrape_interval: 15s\n");
+        // Prometheus 2.42 refuses the key it does not know
+        let stale_threshold = std::env::var("BENCH_STALE_COMPACTION").unwrap_or_default();
+        if self == System::Promflow && !stale_threshold.is_empty() {
+            config +=
+                &format!("storage:\n  tsdb:\n    stale_series_compaction_threshold: {stale_threshold}\n");
+        }
+        std::fs::write(&cfg, config).unwrap();
         let data = dir.join("data");
         let (bin, args, ready): (String, Vec<String>, &str) = match self {
             // the same flags: promflow takes Prometheus's command line
