@@ -735,8 +735,9 @@ impl Head {
     }
 
     /// The series whose newest sample is a staleness marker, sorted by their labels (which
-    /// stay packed), each with its newest sample and its sample count: a series whose newest sample or count has
-    /// changed since is not one to remove ([`Head::remove_series_unchanged`]).
+    /// stay packed), each with its newest sample and its sample count: a series whose newest
+    /// sample or count has changed since is not one to remove
+    /// ([`Head::remove_series_unchanged`]).
     pub(crate) fn stale_series(&self) -> Vec<StaleSeries> {
         let mut found: Vec<(SeriesRef, &MemSeries)> =
             self.stale.keys().filter_map(|&r| Some((r, &**self.series.get(&r)?))).collect();

@@ -476,7 +476,7 @@ fn replay_into(
     if unknown > 0 {
         tracing::warn!(
             samples = unknown,
-            "WAL samples of unknown series skipped (their series record was lost)"
+            "WAL samples of unknown series skipped (a series taken out of the head into a block early, or one whose series record was lost)"
         );
     }
     if rejected > 0 {
