@@ -1161,6 +1161,20 @@ mod tests {
         assert!(h.postings(&[m(MatchOp::Equal, "instance", "1")]).is_empty());
         let gone = ls(&[("__name__", "up"), ("job", "a"), ("instance", "1")]);
         assert_eq!(h.lookup(&gone, PackedLabels::index_hash_of(&gone)), None);
+
+        // a histogram whose sum is a staleness marker makes its series stale, the next one not
+        let hist = |sum: f64| {
+            let h =
+                FloatHistogram::from_classic(&[(1.0, 2.0), (f64::INFINITY, 3.0)], Some(3.0), sum).unwrap();
+            let bits = h.fingerprint();
+            (Arc::new(h), bits)
+        };
+        add(&mut h, 9, ls(&[("__name__", "latency")]), &[]);
+        for (t, sum, stale) in [(10, 1.0, 1), (20, stale, 2), (30, 4.0, 1)] {
+            let (v, bits) = hist(sum);
+            assert_eq!(h.append_histogram(9, t, v, bits), AppendResult::Appended);
+            assert_eq!(h.num_stale_series(), stale, "at {t}");
+        }
     }
 
     #[test]
