@@ -17,8 +17,8 @@
 //!
 //! In memory a series' labels stay as the file has them, symbol ids in one byte string for
 //! the whole block (a few dozen bytes a series), and are turned into [`Labels`] only for
-//! the series a query answers with. Unpacked sets would take ten times that: at a million
-//! series, a block's index would hold more memory than the head's series.
+//! the series a query answers with. Unpacked sets would take nearly five times that: at a
+//! million series, a block's index would hold more memory than the head's series.
 
 use std::borrow::Cow;
 

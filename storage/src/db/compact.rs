@@ -210,7 +210,9 @@ impl Db {
             mint = maxt;
         }
         let mut w = lock(&self.writer);
+        let locked = Instant::now();
         let removed = write(&self.head).remove_series_unchanged(&found);
+        let locked = locked.elapsed();
         let super::Writer { wal, buf, .. } = &mut *w;
         buf.clear();
         wal::encode_series_removed(buf, removed.iter().copied());
@@ -228,6 +230,8 @@ impl Db {
             series = removed.len(),
             changed = found.len() - removed.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
+            // how long appends waited on the removal
+            head_locked_ms = locked.as_millis() as u64,
             "took stale series out of the head into blocks"
         );
         Ok(removed.len())

@@ -596,9 +596,10 @@ pub(crate) fn write_series_block<G: std::ops::Deref<Target = Head>>(
             hists.clear();
             h.samples_of(r, mint, last, &mut samples);
             h.histograms_of(r, mint, last, &mut hists);
-            let Some(labels) = h.labels_of(r).filter(|_| !samples.is_empty() || !hists.is_empty()) else {
+            if samples.is_empty() && hists.is_empty() {
                 continue;
-            };
+            }
+            let Some(labels) = h.labels_of(r) else { continue };
             let starts = h.starts_of(r, mint, last);
             if let Err(e) = writer.add(Arc::new(labels), samples.iter().copied(), &hists, &starts) {
                 drop(h);
