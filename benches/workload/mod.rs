@@ -9,9 +9,6 @@ use std::sync::Arc;
 
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
 
-/// Prometheus's staleness marker.
-const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
-
 #[path = "../../tests/it/common/mod.rs"]
 pub mod common;
 
@@ -334,8 +331,10 @@ impl<'a> Rounds<'a> {
                         histograms: Vec::new(),
                     })
                     .collect();
-                let stale =
-                    Sample { timestamp: self.start_ms + round as i64 * INTERVAL_MS, value: STALE_NAN };
+                let stale = Sample {
+                    timestamp: self.start_ms + round as i64 * INTERVAL_MS,
+                    value: promflow_storage::stale_nan(),
+                };
                 timeseries.extend(chunk.iter().filter_map(|spec| {
                     Some(TimeSeries {
                         exemplars: Vec::new(),
