@@ -682,7 +682,7 @@ impl Head {
             }
         }
         self.starts.retain(|_, runs| !runs.delete_range(Timestamp::MIN, mint - 1));
-        let removed = self.remove_series(removed);
+        let removed = self.remove_series(removed).len();
         self.chunks.release_older_than(mint);
         self.min_time = new_min;
         if new_min.is_none() {
@@ -691,10 +691,10 @@ impl Head {
         removed
     }
 
-    /// Takes the series `refs` out of the head with all they hold; returns how many there
-    /// were. Their labels stay until the next removal ([`Head::departed`]). The full chunks
+    /// Takes the series `refs` out of the head with all they hold; returns those it held,
+    /// sorted. Their labels stay until the next removal ([`Head::departed`]). The full chunks
     /// stay in the chunk files until a truncation releases their segments.
-    pub(crate) fn remove_series(&mut self, mut refs: Vec<SeriesRef>) -> usize {
+    pub(crate) fn remove_series(&mut self, mut refs: Vec<SeriesRef>) -> Vec<SeriesRef> {
         refs.sort_unstable();
         refs.dedup();
         refs.retain(|r| self.series.contains_key(r));
@@ -731,7 +731,7 @@ impl Head {
         self.stale.shrink_to_fit();
         let gone = RefSet::new(&refs);
         self.postings.remove_where(|r| gone.contains(r));
-        refs.len()
+        refs
     }
 
     /// The series whose newest sample is a staleness marker, sorted by their labels (which
@@ -756,8 +756,7 @@ impl Head {
             })
             .map(|s| s.r)
             .collect();
-        self.remove_series(unchanged.clone());
-        unchanged
+        self.remove_series(unchanged)
     }
 
     /// The value bits of series `r`'s sample at `t`, if it has one (a histogram's

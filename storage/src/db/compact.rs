@@ -167,7 +167,7 @@ impl Db {
     fn compact_stale_series(&self) -> Result<usize, Error> {
         let threshold = f64::from_bits(self.stale_threshold.load(Ordering::Relaxed));
         let dur = self.opts.block_duration.max(1);
-        let found = {
+        let (found, span) = {
             let head = read(&self.head);
             let (stale, all) = (head.num_stale_series(), head.num_series());
             if threshold <= 0.0 || stale == 0 || (stale as f64) < threshold * all as f64 {
@@ -177,14 +177,14 @@ impl Db {
             if head.time_range().is_some_and(|(min, max)| max.saturating_sub(min) > dur / 10 * 14) {
                 return Ok(0);
             }
-            head.stale_series()
+            let found = head.stale_series();
+            let span = found
+                .iter()
+                .filter_map(|s| head.time_range_of(s.r))
+                .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+            (found, span)
         };
-        let Some((first, last)) = ({
-            let head = read(&self.head);
-            found.iter().filter_map(|s| head.time_range_of(s.r)).reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
-        }) else {
-            return Ok(0);
-        };
+        let Some((first, last)) = span else { return Ok(0) };
         self.counters.stale_compactions.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let refs: Vec<SeriesRef> = found.iter().map(|s| s.r).collect();
