@@ -198,50 +198,60 @@ impl<Id: Copy + Ord> Postings<Id> {
         Cow::Owned(u)
     }
 
-    /// Sorted ids of the series that satisfy every matcher, given their labels through
-    /// `value_of(id, name)` for matchers the index cannot answer (those accepting ""), and
-    /// every id, sorted, through `all` when no matcher narrows the set.
+    /// Sorted ids of the series that satisfy every matcher ([`select_ids`]).
     pub(crate) fn select<'s>(
         &'s self,
         matchers: &[Matcher],
         all: impl FnOnce() -> Vec<Id>,
         value_of: impl Fn(Id, &str) -> Option<Cow<'s, str>>,
     ) -> Vec<Id> {
-        let mut lists: Vec<Cow<'_, [Id]>> = Vec::new();
-        let mut filters: Vec<&Matcher> = Vec::new();
-        for m in matchers {
-            if m.matches_empty() {
-                // also matches series without the label: cannot come from the index alone
-                filters.push(m);
-                continue;
-            }
-            let list = self.matching_values(m);
-            if list.is_empty() {
-                return Vec::new();
-            }
-            lists.push(list);
-        }
-        lists.sort_by_key(|l| l.len());
-        let mut out: Vec<Id> = match lists.split_first() {
-            None => all(),
-            Some((first, rest)) => {
-                let mut acc = first.to_vec();
-                for l in rest {
-                    if acc.is_empty() {
-                        break;
-                    }
-                    intersect(&mut acc, l);
-                }
-                acc
-            }
-        };
-        if !filters.is_empty() {
-            out.retain(|&id| {
-                filters.iter().all(|m| m.matches(value_of(id, &m.name).as_deref().unwrap_or("")))
-            });
-        }
-        out
+        select_ids(matchers, |m| self.matching_values(m), all, value_of)
     }
+}
+
+/// Sorted ids of the series that satisfy every matcher, from an inverted index that answers
+/// `matching(m)` (the sorted ids whose `m.name` value satisfies `m`, for matchers that do not
+/// match the empty string), given their labels through `value_of(id, name)` for matchers the
+/// index cannot answer (those accepting ""), and every id, sorted, through `all` when no
+/// matcher narrows the set.
+pub(crate) fn select_ids<'l, 'v, Id: Copy + Ord + 'l>(
+    matchers: &[Matcher],
+    mut matching: impl FnMut(&Matcher) -> Cow<'l, [Id]>,
+    all: impl FnOnce() -> Vec<Id>,
+    value_of: impl Fn(Id, &str) -> Option<Cow<'v, str>>,
+) -> Vec<Id> {
+    let mut lists: Vec<Cow<'l, [Id]>> = Vec::new();
+    let mut filters: Vec<&Matcher> = Vec::new();
+    for m in matchers {
+        if m.matches_empty() {
+            // also matches series without the label: cannot come from the index alone
+            filters.push(m);
+            continue;
+        }
+        let list = matching(m);
+        if list.is_empty() {
+            return Vec::new();
+        }
+        lists.push(list);
+    }
+    lists.sort_by_key(|l| l.len());
+    let mut out: Vec<Id> = match lists.split_first() {
+        None => all(),
+        Some((first, rest)) => {
+            let mut acc = first.to_vec();
+            for l in rest {
+                if acc.is_empty() {
+                    break;
+                }
+                intersect(&mut acc, l);
+            }
+            acc
+        }
+    };
+    if !filters.is_empty() {
+        out.retain(|&id| filters.iter().all(|m| m.matches(value_of(id, &m.name).as_deref().unwrap_or(""))));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,41 +1,66 @@
-//! A block's series index: every series' labels and where its rows are in the samples file.
+//! A block's series index: every series' labels, where its rows are in the samples file, and
+//! the postings that find series by label, read in place from the mapped file.
 //!
-//! File layout (`index`), little endian, varints as in the WAL:
+//! File layout (`index`, version 2), little endian, varints as in the WAL:
 //!
 //! ```text
-//! "PFIX" | u8 version (1)
-//! uvarint #symbols | #symbols × string            (sorted, unique)
-//! uvarint #series  | #series × (
-//!     uvarint #labels | #labels × (uvarint name symbol, uvarint value symbol)
-//!     uvarint rows | varint min_t | uvarint max_t - min_t )
+//! "PFIX" | u8 version (2)
+//! symbols         #symbols × (uvarint length, bytes)            sorted, unique
+//! series          #series × (
+//!                     uvarint #labels | #labels × (uvarint name symbol, uvarint value symbol)
+//!                     uvarint first row | uvarint rows | varint min_t | uvarint max_t - min_t )
+//! postings        #pairs × (uvarint #ids | #ids × uvarint id - previous id)
+//! symbol table    #symbols × u64 offset of the symbol
+//! series table    #series × u64 offset of the series
+//! pair table      #pairs × (u32 name symbol | u32 value symbol | u64 offset of its postings)
+//! trailer         u64 symbol table offset | u64 #symbols | u64 series table offset
+//!                 | u64 #series | u64 pair table offset | u64 #pairs | u64 total rows
 //! u32 crc32c of everything before it
 //! ```
 //!
 //! Series are stored in label order; a series' id is its position, and its rows are
-//! consecutive in the samples file, right after the previous series' rows. Opening a block
-//! reads the whole index into memory and builds the label postings from it.
+//! consecutive in the samples file. Symbols are numbered in string order, so comparing
+//! symbol numbers compares the strings: the pair table is sorted by (name, value) and a
+//! label name's values are a run of it.
 //!
-//! In memory a series' labels stay as the file has them, symbol ids in one byte string for
-//! the whole block (a few dozen bytes a series), and are turned into [`Labels`] only for
-//! the series a query answers with. Unpacked sets would take nearly five times that: at a
-//! million series, a block's index would hold more memory than the head's series.
+//! Opening a block reads the file once to check it whole (its checksum, that its sections
+//! tile the file, the order of symbols, series and pairs, every symbol and series number in
+//! range) and then maps it. A query reads the pages of the series and postings it needs; the
+//! block keeps no memory of its own beyond its list of label names. Holding an index in
+//! memory cost about 90 bytes a series a block even with labels as symbol numbers, and every
+//! block a series has samples in holds it again: at a million series, each 2-hour block of
+//! retention added about 90 MB.
+//!
+//! Version 1 (the same symbols and series, without first rows, tables and postings, read
+//! whole into memory) is rewritten as version 2 when its block is opened.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+
+use memmap2::Mmap;
 
 use crate::codec::{open_sealed, put_str, put_uvarint, put_varint, seal, sealed_header, Cursor};
 use crate::head::PackedLabels;
-use crate::postings::Postings;
+use crate::postings::{fast_path, select_ids, FastPath};
 use crate::{Labels, Matcher, Timestamp};
 
 const MAGIC: &[u8; 4] = b"PFIX";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version whose index was held in memory, rewritten on open.
+const VERSION_IN_MEMORY: u8 = 1;
+/// Bytes of `"PFIX"` and the version.
+const HEADER_BYTES: usize = 5;
+/// Bytes of a pair table entry.
+const PAIR_BYTES: usize = 16;
+/// Bytes of the trailer.
+const TRAILER_BYTES: usize = 7 * 8;
 
-/// One series of a block.
-#[derive(Debug)]
-pub(crate) struct IndexSeries {
-    /// Where its labels start in [`BlockIndex::labels`].
-    labels_at: u32,
-    /// Its first row in the samples file.
+/// Where a series' rows are in the samples file, and the time span they cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SeriesSpan {
+    /// Its first row.
     pub(crate) first_row: u64,
     /// Its number of rows.
     pub(crate) rows: u64,
@@ -45,122 +70,430 @@ pub(crate) struct IndexSeries {
     pub(crate) max_t: Timestamp,
 }
 
-/// The in-memory form of a block's index.
-#[derive(Debug, Default)]
+/// A table of fixed-size entries: where its first entry is and how many there are.
+#[derive(Clone, Copy, Debug)]
+struct Table {
+    at: usize,
+    len: usize,
+}
+
+/// The checked shape of an index file.
+#[derive(Debug)]
+struct Layout {
+    symbols: Table,
+    series: Table,
+    pairs: Table,
+    total_rows: u64,
+    /// Each label name with its run of the pair table, in name order.
+    names: Vec<(Box<str>, Range<usize>)>,
+}
+
+/// An index file's bytes: the file mapped, or a copy in memory where the file on disk is not
+/// the checked one (a version 1 file that could not be rewritten).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map) => map,
+            Bytes::Owned(data) => data,
+        }
+    }
+}
+
+/// A block's index, read in place.
 pub(crate) struct BlockIndex {
-    /// Series by id.
-    pub(crate) series: Vec<IndexSeries>,
-    /// The strings the labels name, sorted.
-    symbols: Vec<Box<str>>,
-    /// Each series' labels: their count, then each name's and value's symbol, as uvarints.
-    labels: Vec<u8>,
-    postings: Postings<u32>,
+    bytes: Bytes,
+    layout: Layout,
+}
+
+impl std::fmt::Debug for BlockIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockIndex").field("series", &self.layout.series.len).finish_non_exhaustive()
+    }
 }
 
 /// Serialises an index for series given in label order as (labels, rows, min_t, max_t).
 pub(crate) fn encode(series: &[(PackedLabels, u64, Timestamp, Timestamp)]) -> Vec<u8> {
-    let mut symbols: Vec<&str> =
+    let unique: HashSet<&str> =
         series.iter().flat_map(|(ls, ..)| ls.iter().flat_map(|(n, v)| [n, v])).collect();
+    let mut symbols: Vec<&str> = unique.into_iter().collect();
     symbols.sort_unstable();
-    symbols.dedup();
-    let sym = |s: &str| symbols.binary_search(&s).unwrap_or(0) as u64;
+    let number: HashMap<&str, u32> = symbols.iter().enumerate().map(|(i, s)| (*s, i as u32)).collect();
+    let sym = |s: &str| number.get(s).copied().unwrap_or(0);
     let mut out = sealed_header(MAGIC, VERSION);
-    put_uvarint(&mut out, symbols.len() as u64);
+    let mut symbol_offsets = Vec::with_capacity(symbols.len());
     for s in &symbols {
+        symbol_offsets.push(out.len() as u64);
         put_str(&mut out, s);
     }
-    put_uvarint(&mut out, series.len() as u64);
-    for (labels, rows, min_t, max_t) in series {
+    let mut series_offsets = Vec::with_capacity(series.len());
+    let mut postings: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
+    let mut first_row = 0u64;
+    for (id, (labels, rows, min_t, max_t)) in series.iter().enumerate() {
+        series_offsets.push(out.len() as u64);
         put_uvarint(&mut out, labels.iter().count() as u64);
         for (name, value) in labels.iter() {
-            put_uvarint(&mut out, sym(name));
-            put_uvarint(&mut out, sym(value));
+            let pair = (sym(name), sym(value));
+            put_uvarint(&mut out, pair.0 as u64);
+            put_uvarint(&mut out, pair.1 as u64);
+            postings.entry(pair).or_default().push(id as u32);
         }
+        put_uvarint(&mut out, first_row);
         put_uvarint(&mut out, *rows);
         put_varint(&mut out, *min_t);
         put_uvarint(&mut out, max_t.abs_diff(*min_t));
+        first_row += rows;
+    }
+    let mut pairs: Vec<((u32, u32), Vec<u32>)> = postings.into_iter().collect();
+    pairs.sort_unstable_by_key(|(pair, _)| *pair);
+    let mut pair_offsets = Vec::with_capacity(pairs.len());
+    for (_, ids) in &pairs {
+        pair_offsets.push(out.len() as u64);
+        put_uvarint(&mut out, ids.len() as u64);
+        let mut previous = 0;
+        for &id in ids {
+            put_uvarint(&mut out, (id - previous) as u64);
+            previous = id;
+        }
+    }
+    let mut trailer = Vec::with_capacity(TRAILER_BYTES);
+    for (offsets, count) in [(&symbol_offsets, symbols.len()), (&series_offsets, series.len())] {
+        trailer.extend([out.len() as u64, count as u64]);
+        for offset in offsets {
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+    }
+    trailer.extend([out.len() as u64, pairs.len() as u64, first_row]);
+    for (((name, value), _), offset) in pairs.iter().zip(pair_offsets) {
+        out.extend_from_slice(&name.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+    for n in trailer {
+        out.extend_from_slice(&n.to_le_bytes());
     }
     seal(&mut out);
     out
 }
 
-/// Parses an index file; `None` when it is truncated, corrupt or of an unknown version.
-pub(crate) fn decode(data: &[u8]) -> Option<BlockIndex> {
-    let mut c = open_sealed(data, MAGIC, VERSION)?;
+/// A little-endian `u64` at `at`.
+fn u64_at(data: &[u8], at: usize) -> Option<u64> {
+    data.get(at..at.checked_add(8)?)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// A little-endian `u32` at `at`.
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    data.get(at..at.checked_add(4)?)?.try_into().ok().map(u32::from_le_bytes)
+}
+
+/// The `u64` offset that entry `i` of an 8-byte table holds.
+fn offset_at(data: &[u8], table: Table, i: usize) -> Option<usize> {
+    if i >= table.len {
+        return None;
+    }
+    usize::try_from(u64_at(data, table.at.checked_add(i.checked_mul(8)?)?)?).ok()
+}
+
+/// Entry `i` of the pair table: (name symbol, value symbol, offset of its postings).
+fn pair_at(data: &[u8], table: Table, i: usize) -> Option<(u32, u32, usize)> {
+    if i >= table.len {
+        return None;
+    }
+    let at = table.at.checked_add(i.checked_mul(PAIR_BYTES)?)?;
+    let offset = usize::try_from(u64_at(data, at + 8)?).ok()?;
+    Some((u32_at(data, at)?, u32_at(data, at + 4)?, offset))
+}
+
+/// A cursor from `at` to the end of `data`.
+fn cursor_at(data: &[u8], at: usize) -> Option<Cursor<'_>> {
+    Some(Cursor(data.get(at..)?))
+}
+
+/// The position of `c`, a cursor made by [`cursor_at`] over `data`.
+fn position(data: &[u8], c: &Cursor<'_>) -> usize {
+    data.len() - c.remaining()
+}
+
+/// A length-prefixed string.
+fn read_str<'a>(c: &mut Cursor<'a>) -> Option<&'a str> {
+    let len = usize::try_from(c.uvarint()?).ok()?;
+    std::str::from_utf8(c.take(len)?).ok()
+}
+
+/// Reads a series' label symbols into `pairs`.
+fn read_pairs(c: &mut Cursor<'_>, pairs: &mut Vec<(u64, u64)>) -> Option<()> {
+    pairs.clear();
+    let n = c.uvarint()?;
+    for _ in 0..n {
+        pairs.push((c.uvarint()?, c.uvarint()?));
+    }
+    Some(())
+}
+
+/// Reads the part of a series entry after its labels.
+fn read_span(c: &mut Cursor<'_>) -> Option<SeriesSpan> {
+    let (first_row, rows, min_t) = (c.uvarint()?, c.uvarint()?, c.varint()?);
+    let max_t = min_t.checked_add_unsigned(c.uvarint()?)?;
+    Some(SeriesSpan { first_row, rows, min_t, max_t })
+}
+
+/// Reads a postings list into `ids`.
+fn read_postings(c: &mut Cursor<'_>, ids: &mut Vec<u32>) -> Option<()> {
+    let n = c.uvarint()?;
+    if usize::try_from(n).ok()? > c.remaining() {
+        return None;
+    }
+    ids.reserve(n as usize);
+    let mut id = 0u32;
+    for i in 0..n {
+        let delta = u32::try_from(c.uvarint()?).ok()?;
+        if i > 0 && delta == 0 {
+            return None;
+        }
+        id = id.checked_add(delta)?;
+        ids.push(id);
+    }
+    Some(())
+}
+
+/// Checks a whole version 2 index file and reads its layout; `None` when it is truncated,
+/// corrupt or of another version.
+fn check(data: &[u8]) -> Option<Layout> {
+    open_sealed(data, MAGIC, VERSION)?;
+    let body = data.len() - 4;
+    let mut t = cursor_at(data, body.checked_sub(TRAILER_BYTES)?)?;
+    let mut table = |entry_bytes: usize| -> Option<Table> {
+        let (at, len) = (usize::try_from(t.u64()?).ok()?, usize::try_from(t.u64()?).ok()?);
+        len.checked_mul(entry_bytes)?.checked_add(at)?;
+        Some(Table { at, len })
+    };
+    let (symbols, series, pairs) = (table(8)?, table(8)?, table(PAIR_BYTES)?);
+    let total_rows = t.u64()?;
+    // the tables follow one another up to the trailer
+    let end_of = |t: Table, entry_bytes: usize| t.at + t.len * entry_bytes;
+    if end_of(symbols, 8) != series.at
+        || end_of(series, 8) != pairs.at
+        || end_of(pairs, PAIR_BYTES) != body - TRAILER_BYTES
+        || u32::try_from(series.len).is_err()
+        || u32::try_from(symbols.len).is_err()
+        || symbols.at < HEADER_BYTES
+    {
+        return None;
+    }
+    // each section's entries tile it: symbols, then series, then postings, then the tables
+    let mut at = HEADER_BYTES;
+    let mut previous: Option<&str> = None;
+    for i in 0..symbols.len {
+        if offset_at(data, symbols, i)? != at {
+            return None;
+        }
+        let mut c = cursor_at(data, at)?;
+        let s = read_str(&mut c)?;
+        if previous.is_some_and(|p| p >= s) {
+            return None;
+        }
+        previous = Some(s);
+        at = position(data, &c);
+    }
+    // "" sorts first: a symbol table that has it starts with a zero length
+    let empty_symbol = (symbols.len > 0 && data.get(HEADER_BYTES) == Some(&0)).then_some(0u64);
+    let (mut previous_pairs, mut pairs_of) = (Vec::new(), Vec::new());
+    let (mut next_row, mut labels_total) = (0u64, 0u64);
+    for i in 0..series.len {
+        if offset_at(data, series, i)? != at {
+            return None;
+        }
+        let mut c = cursor_at(data, at)?;
+        read_pairs(&mut c, &mut pairs_of)?;
+        let names_ascend = pairs_of.windows(2).all(|w| w[0].0 < w[1].0);
+        let in_range = pairs_of.iter().all(|&(n, v)| n < symbols.len as u64 && v < symbols.len as u64);
+        // what `labels` turns back into a label set without sorting it again, in label order
+        if !names_ascend || !in_range || pairs_of.iter().any(|p| Some(p.1) == empty_symbol) {
+            return None;
+        }
+        if i > 0 && previous_pairs >= pairs_of {
+            return None;
+        }
+        let span = read_span(&mut c)?;
+        if span.first_row != next_row {
+            return None;
+        }
+        next_row = next_row.checked_add(span.rows)?;
+        labels_total += pairs_of.len() as u64;
+        std::mem::swap(&mut previous_pairs, &mut pairs_of);
+        at = position(data, &c);
+    }
+    if next_row != total_rows {
+        return None;
+    }
+    let mut names: Vec<(Box<str>, Range<usize>)> = Vec::new();
+    let (mut previous, mut ids, mut ids_total) = (None, Vec::new(), 0u64);
+    for i in 0..pairs.len {
+        let (name, value, offset) = pair_at(data, pairs, i)?;
+        if offset != at || previous >= Some((name, value)) || value as usize >= symbols.len {
+            return None;
+        }
+        let same_name = previous.is_some_and(|(n, _)| n == name);
+        previous = Some((name, value));
+        let mut c = cursor_at(data, at)?;
+        ids.clear();
+        read_postings(&mut c, &mut ids)?;
+        if ids.is_empty() || ids.last().is_some_and(|&id| id as usize >= series.len) {
+            return None;
+        }
+        ids_total += ids.len() as u64;
+        at = position(data, &c);
+        match names.last_mut() {
+            Some((_, run)) if same_name => run.end = i + 1,
+            _ => {
+                let at = offset_at(data, symbols, name as usize)?;
+                names.push((read_str(&mut cursor_at(data, at)?)?.into(), i..i + 1));
+            }
+        }
+    }
+    (at == symbols.at && ids_total == labels_total).then_some(Layout {
+        symbols,
+        series,
+        pairs,
+        total_rows,
+        names,
+    })
+}
+
+/// Rewrites a version 1 index as version 2; `None` when it is truncated or corrupt.
+fn from_version_1(data: &[u8]) -> Option<Vec<u8>> {
+    let mut c = open_sealed(data, MAGIC, VERSION_IN_MEMORY)?;
     let n = usize::try_from(c.uvarint()?).ok()?;
     if n > c.remaining() {
         return None;
     }
     let mut symbols = Vec::with_capacity(n);
     for _ in 0..n {
-        symbols.push(c.string()?);
+        symbols.push(read_str(&mut c)?);
     }
     let n = usize::try_from(c.uvarint()?).ok()?;
     if n > c.remaining() || n > u32::MAX as usize {
         return None;
     }
     let mut series = Vec::with_capacity(n);
-    let mut labels = Vec::new();
-    let mut postings = Postings::default();
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
-    let mut next_row = 0u64;
-    for id in 0..n as u32 {
-        let labels_at = u32::try_from(labels.len()).ok()?;
-        let nl = c.uvarint()?;
-        if usize::try_from(nl).ok()? > c.remaining() {
-            return None;
-        }
-        put_uvarint(&mut labels, nl);
-        pairs.clear();
-        for _ in 0..nl {
-            let (name, value) = (c.uvarint()?, c.uvarint()?);
-            pairs.push((
-                symbols.get(usize::try_from(name).ok()?)?,
-                symbols.get(usize::try_from(value).ok()?)?,
-            ));
-            put_uvarint(&mut labels, name);
-            put_uvarint(&mut labels, value);
-        }
-        // what `labels` turns back into a label set without sorting it again
-        if !pairs.windows(2).all(|w| w[0].0 < w[1].0) || pairs.iter().any(|p| p.1.is_empty()) {
-            return None;
-        }
-        let rows = c.uvarint()?;
-        let min_t = c.varint()?;
+    let mut pairs = Vec::new();
+    for _ in 0..n {
+        read_pairs(&mut c, &mut pairs)?;
+        let labels = pairs
+            .iter()
+            .map(|&(n, v)| {
+                Some((*symbols.get(usize::try_from(n).ok()?)?, *symbols.get(usize::try_from(v).ok()?)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (rows, min_t) = (c.uvarint()?, c.varint()?);
         let max_t = min_t.checked_add_unsigned(c.uvarint()?)?;
-        postings.insert(id, pairs.iter().copied());
-        series.push(IndexSeries { labels_at, first_row: next_row, rows, min_t, max_t });
-        next_row = next_row.checked_add(rows)?;
+        series.push((PackedLabels::new(&Labels::from_pairs(labels)), rows, min_t, max_t));
     }
-    labels.shrink_to_fit();
-    let symbols = symbols.into_iter().map(String::into_boxed_str).collect();
-    c.is_empty().then_some(BlockIndex { series, symbols, labels, postings })
+    // version 2's checks (order, empty values) are made when the rewritten file is opened
+    c.is_empty().then(|| encode(&series))
+}
+
+/// Reads and checks the index file at `path`, then maps it. A version 1 file is rewritten as
+/// version 2 first (kept in memory if it cannot be). Corrupt content is an
+/// [`InvalidData`](std::io::ErrorKind::InvalidData) error.
+pub(crate) fn open(path: &Path) -> std::io::Result<BlockIndex> {
+    let corrupt = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt index");
+    let mut data = std::fs::read(path)?;
+    let in_memory_version = data.get(HEADER_BYTES - 1) == Some(&VERSION_IN_MEMORY);
+    if in_memory_version {
+        data = from_version_1(&data).ok_or_else(corrupt)?;
+    }
+    let layout = check(&data).ok_or_else(corrupt)?;
+    let mut mappable = true;
+    if in_memory_version {
+        if let Err(error) = replace(path, &data) {
+            tracing::warn!(index = %path.display(), %error, "could not rewrite a version 1 block index; it is held in memory");
+            mappable = false;
+        } else {
+            tracing::info!(index = %path.display(), "rewrote a version 1 block index as version 2");
+        }
+    }
+    let bytes = if mappable {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: a block's files are never written once it is in place (the data directory
+        // is held locked by this process), and a merge that deletes a block only unlinks the
+        // file, which stays readable through the map. Changed from outside, the map still
+        // reads only what `check` made sure of on the bytes read before, through bounds
+        // checks; a file truncated from outside would fault the reads, as Prometheus's
+        // mapped indexes would.
+        let map = unsafe { Mmap::map(&file)? };
+        if map.len() != data.len() {
+            return Err(corrupt());
+        }
+        Bytes::Mapped(map)
+    } else {
+        Bytes::Owned(data)
+    };
+    Ok(BlockIndex { bytes, layout })
+}
+
+/// Replaces the file at `path` by `data`, atomically.
+fn replace(path: &Path, data: &[u8]) -> Result<(), crate::Error> {
+    let tmp = path.with_extension("tmp");
+    super::write_synced(&tmp, data)?;
+    std::fs::rename(&tmp, path).map_err(|e| crate::Error::Io(format!("replacing {}", path.display()), e))?;
+    super::sync_dir(path.parent().unwrap_or(Path::new(".")));
+    Ok(())
 }
 
 impl BlockIndex {
-    /// Ids (ascending, hence in label order) of the series matching every matcher with
-    /// samples in `mint..=maxt`.
-    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<u32> {
-        if mint > maxt {
-            return Vec::new();
+    /// Symbol `i`.
+    fn symbol(&self, i: u64) -> Option<&str> {
+        let at = offset_at(&self.bytes, self.layout.symbols, usize::try_from(i).ok()?)?;
+        read_str(&mut cursor_at(&self.bytes, at)?)
+    }
+
+    /// The number of the symbol `s`, when the block has it.
+    fn symbol_number(&self, s: &str) -> Option<u32> {
+        let i = self.first_symbol_from(s);
+        (self.symbol(i as u64)? == s).then_some(i as u32)
+    }
+
+    /// The number of the first symbol not below `s`.
+    fn first_symbol_from(&self, s: &str) -> usize {
+        let (mut lo, mut hi) = (0, self.layout.symbols.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.symbol(mid as u64).unwrap_or_default() < s {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
         }
-        let all = || (0..self.series.len() as u32).collect();
-        let mut ids = self.postings.select(matchers, all, |id, name| {
-            let value = self.pairs(id).find(|(n, _)| *n == name).map_or("", |(_, v)| v);
-            ((id as usize) < self.series.len()).then_some(Cow::Borrowed(value))
-        });
-        ids.retain(|&id| self.series.get(id as usize).is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));
-        ids
+        lo
+    }
+
+    /// A cursor at the entry of series `id`.
+    fn series_entry(&self, id: u32) -> Option<Cursor<'_>> {
+        cursor_at(&self.bytes, offset_at(&self.bytes, self.layout.series, id as usize)?)
+    }
+
+    /// Where series `id`'s rows are and the time span they cover.
+    pub(crate) fn span(&self, id: u32) -> Option<SeriesSpan> {
+        let mut c = self.series_entry(id)?;
+        for _ in 0..c.uvarint()? {
+            c.uvarint()?;
+            c.uvarint()?;
+        }
+        read_span(&mut c)
     }
 
     /// The `(name, value)` pairs of series `id`, in name order (none for an unknown id).
     fn pairs(&self, id: u32) -> impl Iterator<Item = (&str, &str)> {
-        let at = self.series.get(id as usize).map_or(self.labels.len(), |s| s.labels_at as usize);
-        let mut c = Cursor(self.labels.get(at..).unwrap_or_default());
+        let mut c = self.series_entry(id).unwrap_or(Cursor(&[]));
         let n = c.uvarint().unwrap_or(0);
-        // the ids were checked against the symbols when the index was read
-        let symbol = |i: u64| self.symbols.get(i as usize).map_or("", |s| &**s);
-        (0..n).map_while(move |_| Some((symbol(c.uvarint()?), symbol(c.uvarint()?))))
+        (0..n).map_while(move |_| Some((self.symbol(c.uvarint()?)?, self.symbol(c.uvarint()?)?)))
     }
 
     /// The labels of series `id`.
@@ -170,17 +503,113 @@ impl BlockIndex {
 
     /// How many series the block has.
     pub(crate) fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    /// Every label name in the block, with its values.
-    pub(crate) fn postings(&self) -> &Postings<u32> {
-        &self.postings
+        self.layout.series.len
     }
 
     /// Total rows in the samples file.
     pub(crate) fn total_rows(&self) -> u64 {
-        self.series.last().map_or(0, |s| s.first_row + s.rows)
+        self.layout.total_rows
+    }
+
+    /// Every label name in the block, in order.
+    pub(crate) fn label_names(&self) -> impl Iterator<Item = &str> {
+        self.layout.names.iter().map(|(name, _)| &**name)
+    }
+
+    /// The run of the pair table that holds `name`'s values.
+    fn pairs_of_name(&self, name: &str) -> Range<usize> {
+        let names = &self.layout.names;
+        names.binary_search_by(|(n, _)| (**n).cmp(name)).map_or(0..0, |i| names[i].1.clone())
+    }
+
+    /// The value symbol of pair `i`.
+    fn pair_value(&self, i: usize) -> Option<&str> {
+        self.symbol(pair_at(&self.bytes, self.layout.pairs, i)?.1 as u64)
+    }
+
+    /// Every value of `name` in the block, in order.
+    pub(crate) fn label_values(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.pairs_of_name(name).filter_map(|i| self.pair_value(i))
+    }
+
+    /// The ids of pair `i`.
+    fn postings(&self, i: usize, ids: &mut Vec<u32>) {
+        if let Some(mut c) =
+            pair_at(&self.bytes, self.layout.pairs, i).and_then(|p| cursor_at(&self.bytes, p.2))
+        {
+            // checked when the index was opened
+            let _ = read_postings(&mut c, ids);
+        }
+    }
+
+    /// The first pair of `run` whose value symbol is not below `value`.
+    fn first_pair_from(&self, run: Range<usize>, value: u32) -> usize {
+        let (mut lo, mut hi) = (run.start, run.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pair_at(&self.bytes, self.layout.pairs, mid).is_some_and(|p| p.1 < value) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The sorted ids whose `m.name` value satisfies `m`, which must not match "".
+    fn matching_values(&self, m: &Matcher) -> Vec<u32> {
+        let run = self.pairs_of_name(&m.name);
+        if run.is_empty() {
+            return Vec::new();
+        }
+        let chosen: Vec<usize> = match fast_path(m) {
+            FastPath::Set(values) => values
+                .iter()
+                .filter_map(|v| {
+                    let value = self.symbol_number(v)?;
+                    let i = self.first_pair_from(run.clone(), value);
+                    pair_at(&self.bytes, self.layout.pairs, i)
+                        .filter(|p| run.contains(&i) && p.1 == value)
+                        .map(|_| i)
+                })
+                .collect(),
+            FastPath::Prefix(prefix) => {
+                let from = self.first_pair_from(run.clone(), self.first_symbol_from(&prefix) as u32);
+                (from..run.end)
+                    .take_while(|&i| self.pair_value(i).is_some_and(|v| v.starts_with(&prefix)))
+                    .collect()
+            }
+            FastPath::Scan => run.filter(|&i| self.pair_value(i).is_some_and(|v| m.matches(v))).collect(),
+        };
+        let mut ids = Vec::new();
+        for &i in &chosen {
+            self.postings(i, &mut ids);
+        }
+        // a series has one value per label, so these lists are disjoint: no dedup
+        if chosen.len() > 1 {
+            ids.sort_unstable();
+        }
+        ids
+    }
+
+    /// Ids (ascending, hence in label order) of the series matching every matcher with
+    /// samples in `mint..=maxt`.
+    pub(crate) fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<u32> {
+        if mint > maxt {
+            return Vec::new();
+        }
+        let all = || (0..self.len() as u32).collect();
+        let mut ids = select_ids(
+            matchers,
+            |m| Cow::Owned(self.matching_values(m)),
+            all,
+            |id, name| {
+                let value = self.pairs(id).find(|(n, _)| *n == name).map_or("", |(_, v)| v);
+                ((id as usize) < self.len()).then_some(Cow::Borrowed(value))
+            },
+        );
+        ids.retain(|&id| self.span(id).is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));
+        ids
     }
 }
 
@@ -188,26 +617,126 @@ impl BlockIndex {
 mod tests {
     use super::*;
 
+    fn write(dir: &Path, data: &[u8]) -> std::path::PathBuf {
+        let path = dir.join("index");
+        std::fs::write(&path, data).unwrap();
+        path
+    }
+
+    fn packed(pairs: &[(&str, &str)]) -> PackedLabels {
+        PackedLabels::new(&Labels::from_pairs(pairs.iter().copied()))
+    }
+
     #[test]
     fn round_trips_and_rejects_corruption() {
+        let dir = tempfile::tempdir().unwrap();
         let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
         let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
         let data = encode(&[(PackedLabels::new(&a), 3, -5, 10), (PackedLabels::new(&b), 2, 100, 100)]);
-        let idx = decode(&data).unwrap();
+        let idx = open(&write(dir.path(), &data)).unwrap();
+        assert!(matches!(idx.bytes, Bytes::Mapped(_)));
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.labels(1), b);
         assert_eq!(idx.labels(0), a);
         assert_eq!(idx.labels(2), Labels::default());
-        assert_eq!((idx.series[1].first_row, idx.series[1].rows), (3, 2));
-        assert_eq!((idx.series[0].min_t, idx.series[0].max_t), (-5, 10));
+        assert_eq!(idx.span(1), Some(SeriesSpan { first_row: 3, rows: 2, min_t: 100, max_t: 100 }));
+        assert_eq!(idx.span(0), Some(SeriesSpan { first_row: 0, rows: 3, min_t: -5, max_t: 10 }));
+        assert_eq!(idx.span(2), None);
         let m = Matcher::new(crate::MatchOp::Equal, "job", "b").unwrap();
-        assert_eq!(idx.select(&[m], 0, 1000), vec![1]);
+        assert_eq!(idx.select(std::slice::from_ref(&m), 0, 1000), vec![1]);
+        assert_eq!(idx.select(&[m], 0, 99), Vec::<u32>::new());
         assert_eq!(idx.total_rows(), 5);
-        for cut in [0, 3, data.len() / 2, data.len() - 1] {
-            assert!(decode(&data[..cut]).is_none());
+        assert_eq!(idx.label_names().collect::<Vec<_>>(), ["__name__", "job"]);
+        assert_eq!(idx.label_values("job").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(idx.label_values("nope").count(), 0);
+        for cut in [0, 3, 5, data.len() / 2, data.len() - 1] {
+            assert!(check(&data[..cut]).is_none(), "{cut}");
         }
-        let mut flipped = data.clone();
-        flipped[7] ^= 1;
-        assert!(decode(&flipped).is_none());
+        for at in [4, 7, data.len() / 2, data.len() - 10] {
+            let mut flipped = data.clone();
+            flipped[at] ^= 1;
+            let err = open(&write(dir.path(), &flipped)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        }
+    }
+
+    /// Every matcher shape selects what testing each series' labels selects.
+    #[test]
+    fn select_agrees_with_testing_every_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut series: Vec<Labels> = [
+            vec![("__name__", "up"), ("a", "api_x")],
+            vec![("__name__", "up"), ("a", "api_y")],
+            vec![("__name__", "up"), ("a", "b")],
+            vec![("__name__", "up")],
+            vec![("__name__", "down"), ("a", "GET")],
+            vec![("__name__", "down"), ("a", "api_"), ("z", "1")],
+        ]
+        .into_iter()
+        .map(Labels::from_pairs)
+        .collect();
+        series.sort();
+        let rows: Vec<_> = series.iter().map(|l| (PackedLabels::new(l), 1, 0, 0)).collect();
+        let idx = open(&write(dir.path(), &encode(&rows))).unwrap();
+        let cases = [
+            ("a", crate::MatchOp::Regex, "api_.*"),
+            ("a", crate::MatchOp::Regex, "api_x|b"),
+            ("a", crate::MatchOp::Regex, ".*"),
+            ("a", crate::MatchOp::Regex, "GET|nope"),
+            ("a", crate::MatchOp::Regex, "a.i.*"),
+            ("a", crate::MatchOp::NotRegex, "api_.*"),
+            ("a", crate::MatchOp::NotEqual, "b"),
+            ("a", crate::MatchOp::Equal, ""),
+            ("a", crate::MatchOp::Regex, "a.*|"),
+            ("a", crate::MatchOp::Equal, "zzz"),
+            ("z", crate::MatchOp::Equal, "1"),
+            ("__name__", crate::MatchOp::Regex, "d.*"),
+            ("missing", crate::MatchOp::Equal, "x"),
+        ];
+        for (name, op, v) in cases {
+            let m = Matcher::new(op, name, v).unwrap();
+            let want: Vec<u32> =
+                (0..series.len() as u32).filter(|&i| m.matches(series[i as usize].get(name))).collect();
+            assert_eq!(idx.select(std::slice::from_ref(&m), 0, 0), want, "{m}");
+        }
+        let two = [
+            Matcher::new(crate::MatchOp::Equal, "__name__", "up").unwrap(),
+            Matcher::new(crate::MatchOp::Regex, "a", "api.*").unwrap(),
+        ];
+        assert_eq!(idx.select(&two, 0, 0).len(), 2);
+    }
+
+    /// A version 1 file reads as it did, and is rewritten as version 2 in place.
+    #[test]
+    fn a_version_1_index_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let symbols = ["__name__", "a", "b", "job", "up"];
+        let mut v1 = sealed_header(MAGIC, VERSION_IN_MEMORY);
+        put_uvarint(&mut v1, symbols.len() as u64);
+        for s in symbols {
+            put_str(&mut v1, s);
+        }
+        put_uvarint(&mut v1, 2);
+        for (job, rows, min_t) in [(1u64, 3u64, -5i64), (2, 2, 100)] {
+            put_uvarint(&mut v1, 2);
+            for n in [0, 4, 3, job] {
+                put_uvarint(&mut v1, n);
+            }
+            put_uvarint(&mut v1, rows);
+            put_varint(&mut v1, min_t);
+            put_uvarint(&mut v1, 15);
+        }
+        seal(&mut v1);
+        let path = write(dir.path(), &v1);
+        let idx = open(&path).unwrap();
+        assert!(matches!(idx.bytes, Bytes::Mapped(_)));
+        assert_eq!(idx.labels(1), Labels::from_pairs([("__name__", "up"), ("job", "b")]));
+        assert_eq!(idx.span(1), Some(SeriesSpan { first_row: 3, rows: 2, min_t: 100, max_t: 115 }));
+        assert_eq!(std::fs::read(&path).unwrap()[4], VERSION);
+        let want = encode(&[
+            (packed(&[("__name__", "up"), ("job", "a")]), 3, -5, 10),
+            (packed(&[("__name__", "up"), ("job", "b")]), 2, 100, 115),
+        ]);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 }

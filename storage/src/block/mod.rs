@@ -545,8 +545,7 @@ impl Block {
             return Err(corrupt(dir, &format!("unknown block version {}", meta.version)));
         }
         let index_path = dir.join(INDEX_FILE);
-        let raw = std::fs::read(&index_path).map_err(io(|| format!("reading {}", index_path.display())))?;
-        let index = index::decode(&raw).ok_or_else(|| corrupt(dir, "corrupt index"))?;
+        let index = index::open(&index_path).map_err(io(|| format!("reading {}", index_path.display())))?;
         let samples_path = dir.join(SAMPLES_FILE);
         let file = File::open(&samples_path).map_err(io(|| format!("opening {}", samples_path.display())))?;
         // The reader is given the schema it expects rather than the one embedded in the
@@ -674,8 +673,7 @@ impl Block {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let series = &self.index.series;
-        let ranges = ids.iter().filter_map(|&id| series.get(id as usize)).map(|s| {
+        let ranges = ids.iter().filter_map(|&id| self.index.span(id)).map(|s| {
             let start = s.first_row as usize;
             start..start + s.rows as usize
         });
@@ -889,9 +887,10 @@ impl Block {
             .select(matchers, mint, maxt)
             .into_iter()
             .filter(|&id| {
-                let s = &self.index.series[id as usize];
                 stones.is_empty()
-                    || !covered(&self.deleted(&stones, id), mint.max(s.min_t), maxt.min(s.max_t))
+                    || self.index.span(id).is_some_and(|s| {
+                        !covered(&self.deleted(&stones, id), mint.max(s.min_t), maxt.min(s.max_t))
+                    })
             })
             .map(|id| Arc::new(self.index.labels(id)))
             .collect()

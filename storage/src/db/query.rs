@@ -187,7 +187,7 @@ impl Querier for Db {
         }
         for b in blocks {
             if matchers.is_empty() {
-                out.extend(b.index().postings().names().map(|(n, _)| n.clone()));
+                out.extend(b.index().label_names().map(str::to_string));
             } else {
                 for ls in b.series_labels(matchers, mint, maxt) {
                     out.extend(ls.iter().map(|l| l.name.to_string()));
@@ -213,9 +213,7 @@ impl Querier for Db {
         }
         for b in blocks {
             if matchers.is_empty() {
-                if let Some(values) = b.index().postings().values(name) {
-                    out.extend(values.keys().cloned());
-                }
+                out.extend(b.index().label_values(name).map(str::to_string));
             } else {
                 for ls in b.series_labels(matchers, mint, maxt) {
                     let v = ls.get(name);
