@@ -382,7 +382,7 @@ pub(crate) struct Head {
     /// Truncations that removed series.
     removals: u64,
     /// Label pairs → sorted series refs.
-    postings: Postings<SeriesRef>,
+    postings: Postings,
     /// The series' full chunks.
     chunks: ChunkStore,
     num_samples: u64,
@@ -1033,7 +1033,7 @@ impl Head {
                 .iter()
                 .filter(|(_, refs)| {
                     full || refs.iter().any(|r| {
-                        self.series.get(r).is_some_and(|s| s.has_samples_in(&self.chunks, mint, maxt))
+                        self.series.get(&r).is_some_and(|s| s.has_samples_in(&self.chunks, mint, maxt))
                     })
                 })
                 .map(|(v, _)| v.clone())

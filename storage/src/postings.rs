@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::codec::{put_uvarint, Cursor};
 use crate::{MatchOp, Matcher};
 
 /// How a matcher's value set can be found without testing every value.
@@ -102,86 +103,138 @@ impl RefSet {
     }
 }
 
-/// Label name → value (sorted) → sorted ids of the series carrying that pair. The set of
-/// every id is not kept: its owner (the head's series, a block's series count) knows it.
-#[derive(Debug)]
-pub(crate) struct Postings<Id> {
-    by_name: HashMap<String, BTreeMap<String, Vec<Id>>>,
+/// A sorted list of series refs, each stored as its difference from the one before (the
+/// first from 0) in a varint: refs are handed out in order and the series of one label pair
+/// tend to be made together, so a ref takes one or two bytes where a plain one takes eight.
+/// Refs mostly arrive in ascending order, which appends; one that does not (a replay in
+/// another order) rewrites the list.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PostingList {
+    bytes: Vec<u8>,
+    len: usize,
+    /// The largest ref, which the next difference is taken from.
+    last: u64,
 }
 
-impl<Id> Default for Postings<Id> {
-    fn default() -> Self {
-        Postings { by_name: HashMap::new() }
-    }
-}
-
-/// Inserts `id` into a sorted list; ids mostly grow, so this is usually a push. A full list
-/// grows by a quarter, not twice over: the lists hold a few ids per series in all, and
-/// doubling would leave a third of that room empty on average.
-fn insert_sorted<Id: Copy + Ord>(list: &mut Vec<Id>, id: Id) {
-    if list.len() == list.capacity() {
-        list.reserve_exact((list.len() / 4).max(4));
-    }
-    match list.last() {
-        Some(&last) if last >= id => {
-            if let Err(i) = list.binary_search(&id) {
-                list.insert(i, id);
-            }
+impl PostingList {
+    /// The list of `refs`, sorted and without repeats.
+    fn from_sorted(refs: impl Iterator<Item = u64>) -> Self {
+        let mut list = PostingList::default();
+        for r in refs {
+            list.append(r);
         }
-        _ => list.push(id),
+        list.bytes.shrink_to_fit();
+        list
+    }
+
+    /// Appends `r`, which is larger than every ref in the list. A full buffer grows by a
+    /// quarter, not twice over: the lists hold a few refs per series in all, and doubling
+    /// would leave a third of that room empty on average.
+    fn append(&mut self, r: u64) {
+        const MAX_VARINT: usize = 10;
+        if self.bytes.capacity() - self.bytes.len() < MAX_VARINT {
+            self.bytes.reserve_exact((self.bytes.len() / 4).max(2 * MAX_VARINT));
+        }
+        put_uvarint(&mut self.bytes, r - self.last);
+        self.last = r;
+        self.len += 1;
+    }
+
+    /// Adds `r` (nothing if it is there already).
+    pub(crate) fn insert(&mut self, r: u64) {
+        if self.len == 0 || r > self.last {
+            self.append(r);
+            return;
+        }
+        let mut refs: Vec<u64> = self.iter().collect();
+        if let Err(i) = refs.binary_search(&r) {
+            refs.insert(i, r);
+            *self = PostingList::from_sorted(refs.into_iter());
+        }
+    }
+
+    /// Keeps the refs `keep` accepts.
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        if self.iter().all(&keep) {
+            return;
+        }
+        let kept = PostingList::from_sorted(self.iter().filter(|&r| keep(r)));
+        *self = kept;
+    }
+
+    /// How many refs the list holds.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The refs, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut c = Cursor(&self.bytes);
+        let mut r = 0u64;
+        std::iter::from_fn(move || {
+            r += c.uvarint()?;
+            Some(r)
+        })
     }
 }
 
-impl<Id: Copy + Ord> Postings<Id> {
-    /// Indexes series `id` under each `(name, value)` pair.
-    pub(crate) fn insert<'a>(&mut self, id: Id, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+/// Label name → value (sorted) → the refs of the series carrying that pair: the head's
+/// inverted index. The set of every ref is not kept: the head's series map knows it.
+#[derive(Debug, Default)]
+pub(crate) struct Postings {
+    by_name: HashMap<String, BTreeMap<String, PostingList>>,
+}
+
+impl Postings {
+    /// Indexes series `r` under each `(name, value)` pair.
+    pub(crate) fn insert<'a>(&mut self, r: u64, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
         for (name, value) in pairs {
             let values = match self.by_name.get_mut(name) {
                 Some(v) => v,
                 None => self.by_name.entry(name.to_string()).or_default(),
             };
             match values.get_mut(value) {
-                Some(list) => insert_sorted(list, id),
+                Some(list) => list.insert(r),
                 None => {
-                    values.insert(value.to_string(), vec![id]);
+                    values.insert(value.to_string(), PostingList::from_sorted(std::iter::once(r)));
                 }
             }
         }
     }
 
-    /// Removes every id that `gone` names from the index, dropping pairs left without series.
-    /// It is asked once for each id of each pair: it should answer from memory that stays in
-    /// the caches ([`RefSet`]).
-    pub(crate) fn remove_where(&mut self, gone: impl Fn(Id) -> bool) {
+    /// Removes every ref that `gone` names from the index, dropping pairs left without
+    /// series. It is asked once for each ref of each pair: it should answer from memory that
+    /// stays in the caches ([`RefSet`]).
+    pub(crate) fn remove_where(&mut self, gone: impl Fn(u64) -> bool) {
         self.by_name.retain(|_, values| {
             values.retain(|_, list| {
-                list.retain(|&id| !gone(id));
+                list.retain(|r| !gone(r));
                 !list.is_empty()
             });
             !values.is_empty()
         });
     }
 
-    /// The values of `name` with their ids.
-    pub(crate) fn values(&self, name: &str) -> Option<&BTreeMap<String, Vec<Id>>> {
+    /// The values of `name` with their refs.
+    pub(crate) fn values(&self, name: &str) -> Option<&BTreeMap<String, PostingList>> {
         self.by_name.get(name)
     }
 
     /// Every label name with its values.
-    pub(crate) fn names(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, Vec<Id>>)> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, PostingList>)> {
         self.by_name.iter()
     }
 
-    /// The ids whose `m.name` value satisfies `m`, which must not match the empty string.
-    fn matching_values(&self, m: &Matcher) -> Cow<'_, [Id]> {
-        let Some(values) = self.by_name.get(&m.name) else { return Cow::Borrowed(&[]) };
-        let mut lists: Vec<&Vec<Id>> = match fast_path(m) {
-            FastPath::Set(set) => {
-                if let [one] = set.as_slice() {
-                    return values.get(one).map_or(Cow::Borrowed(&[]), |l| Cow::Borrowed(l.as_slice()));
-                }
-                set.iter().filter_map(|v| values.get(v)).collect()
-            }
+    /// The sorted refs whose `m.name` value satisfies `m`, which must not match "".
+    fn matching_values(&self, m: &Matcher) -> Vec<u64> {
+        let Some(values) = self.by_name.get(&m.name) else { return Vec::new() };
+        let lists: Vec<&PostingList> = match fast_path(m) {
+            FastPath::Set(set) => set.iter().filter_map(|v| values.get(v)).collect(),
             FastPath::Prefix(p) => values
                 .range::<str, _>((std::ops::Bound::Included(p.as_str()), std::ops::Bound::Unbounded))
                 .take_while(|(v, _)| v.starts_with(&p))
@@ -189,23 +242,25 @@ impl<Id: Copy + Ord> Postings<Id> {
                 .collect(),
             FastPath::Scan => values.iter().filter(|(v, _)| m.matches(v)).map(|(_, l)| l).collect(),
         };
-        if lists.len() == 1 {
-            return Cow::Borrowed(lists.pop().map_or(&[][..], |l| l.as_slice()));
+        let mut refs: Vec<u64> = Vec::with_capacity(lists.iter().map(|l| l.len()).sum());
+        for list in &lists {
+            refs.extend(list.iter());
         }
         // a series has one value per label, so these lists are disjoint: no dedup
-        let mut u: Vec<Id> = lists.into_iter().flatten().copied().collect();
-        u.sort_unstable();
-        Cow::Owned(u)
+        if lists.len() > 1 {
+            refs.sort_unstable();
+        }
+        refs
     }
 
-    /// Sorted ids of the series that satisfy every matcher ([`select_ids`]).
+    /// Sorted refs of the series that satisfy every matcher ([`select_ids`]).
     pub(crate) fn select<'s>(
         &'s self,
         matchers: &[Matcher],
-        all: impl FnOnce() -> Vec<Id>,
-        value_of: impl Fn(Id, &str) -> Option<Cow<'s, str>>,
-    ) -> Vec<Id> {
-        select_ids(matchers, |m| self.matching_values(m), all, value_of)
+        all: impl FnOnce() -> Vec<u64>,
+        value_of: impl Fn(u64, &str) -> Option<Cow<'s, str>>,
+    ) -> Vec<u64> {
+        select_ids(matchers, |m| Cow::Owned(self.matching_values(m)), all, value_of)
     }
 }
 
@@ -292,6 +347,26 @@ mod tests {
         assert!(matches!(RefSet::new(&[3, 9, 70]), RefSet::Bits { .. }));
     }
 
+    /// A list holds its refs in order whatever order they come in, once each.
+    #[test]
+    fn a_posting_list_keeps_its_refs_sorted_and_once() {
+        let mut list = PostingList::default();
+        let mut want = std::collections::BTreeSet::new();
+        for r in [5u64, 6, 900, 900, 7, 0, u64::MAX, 1 << 40, 3, 6] {
+            list.insert(r);
+            want.insert(r);
+            assert_eq!(list.iter().collect::<Vec<_>>(), want.iter().copied().collect::<Vec<_>>());
+            assert_eq!(list.len(), want.len());
+        }
+        list.retain(|r| r % 2 == 1);
+        assert_eq!(list.iter().collect::<Vec<_>>(), [3, 5, 7, u64::MAX]);
+        list.retain(|_| false);
+        assert!(list.is_empty() && list.iter().next().is_none());
+        // refs made together take a byte each
+        let dense = PostingList::from_sorted(1_000_000..1_001_000);
+        assert!(dense.bytes.len() < 1_010, "{}", dense.bytes.len());
+    }
+
     #[test]
     fn select_agrees_with_testing_every_series() {
         let series: Vec<Vec<(&str, &str)>> = vec![
@@ -301,9 +376,9 @@ mod tests {
             vec![("__name__", "up")],
             vec![("__name__", "down"), ("a", "GET")],
         ];
-        let mut p: Postings<u32> = Postings::default();
+        let mut p = Postings::default();
         for (i, s) in series.iter().enumerate() {
-            p.insert(i as u32, s.iter().copied());
+            p.insert(i as u64, s.iter().copied());
         }
         let cases = [
             (MatchOp::Regex, "api_.*"),
@@ -319,12 +394,12 @@ mod tests {
             let matcher = m(op, v);
             let got = p.select(
                 std::slice::from_ref(&matcher),
-                || (0..series.len() as u32).collect(),
+                || (0..series.len() as u64).collect(),
                 |id, name| {
                     series[id as usize].iter().find(|(n, _)| *n == name).map(|(_, v)| Cow::Borrowed(*v))
                 },
             );
-            let want: Vec<u32> = (0..series.len() as u32)
+            let want: Vec<u64> = (0..series.len() as u64)
                 .filter(|&i| {
                     matcher.matches(series[i as usize].iter().find(|(n, _)| *n == "a").map_or("", |(_, v)| v))
                 })
@@ -332,7 +407,7 @@ mod tests {
             assert_eq!(got, want, "{matcher}");
         }
         p.remove_where(|id| id == 0 || id == 4);
-        assert_eq!(p.values("__name__").unwrap().get("up").unwrap(), &[1, 2, 3]);
+        assert_eq!(p.values("__name__").unwrap().get("up").unwrap().iter().collect::<Vec<_>>(), [1, 2, 3]);
         assert!(p.values("__name__").unwrap().get("down").is_none());
         assert!(p.values("a").unwrap().get("api_x").is_none());
         assert!(p.values("a").unwrap().get("GET").is_none());
