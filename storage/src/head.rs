@@ -69,11 +69,13 @@ struct Rare {
 mod chunk_store;
 mod histograms;
 mod packed;
+mod series_table;
 
 use chunk_store::{ChunkStore, SealedChunk};
 
 use histograms::HistogramSamples;
 pub(crate) use packed::{index_hash, pack, pack_labels, PackedLabels, PackedRef};
+use series_table::SeriesTable;
 
 impl MemSeries {
     fn new(labels: PackedLabels) -> Self {
@@ -368,9 +370,8 @@ pub(crate) struct HeadStats {
 /// The in-memory head.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
-    /// Boxed: the table's buckets are a power of two of at least 8/7 of the series, so at a
-    /// million series unboxed entries would hold twice their size in empty buckets.
-    series: U64Map<Box<MemSeries>>,
+    /// Series by ref, each boxed: a slot of a page is then 8 bytes ([`SeriesTable`]).
+    series: SeriesTable,
     /// Index hash ([`packed::index_hash`]) → the first series with that hash.
     by_hash: U64Map<SeriesRef>,
     /// Series whose hash collided with an earlier series' hash (rare): searched linearly.
@@ -451,7 +452,7 @@ impl Head {
     ) -> Vec<Option<(SeriesRef, &MemSeries)>> {
         let refs: Vec<Option<SeriesRef>> = hashes.iter().map(|h| self.by_hash.get(h).copied()).collect();
         let series: Vec<Option<&MemSeries>> =
-            refs.iter().map(|r| r.and_then(|r| self.series.get(&r)).map(|s| &**s)).collect();
+            refs.iter().map(|r| r.and_then(|r| self.series.get(&r))).collect();
         let labels: Vec<Option<PackedRef<'_>>> = series.iter().map(|s| s.map(|s| s.labels.view())).collect();
         refs.into_iter()
             .zip(series.into_iter().zip(labels))
@@ -483,7 +484,7 @@ impl Head {
 
     /// The series with ref `r`.
     pub(crate) fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
-        self.series.get(&r).map(|s| &**s)
+        self.series.get(&r)
     }
 
     /// The labels of series `r`, if the last truncation removed it.
@@ -668,7 +669,7 @@ impl Head {
         }
         let mut removed: Vec<SeriesRef> = Vec::new();
         let mut new_min: Option<Timestamp> = None;
-        for (&r, s) in self.series.iter_mut() {
+        for (r, s) in self.series.iter_mut() {
             let had_histograms = s.has_hists();
             let (samples, chunks) = s.truncate(&mut self.chunks, mint);
             if had_histograms && !s.has_hists() {
@@ -740,7 +741,7 @@ impl Head {
     /// ([`Head::remove_series_unchanged`]).
     pub(crate) fn stale_series(&self) -> Vec<StaleSeries> {
         let mut found: Vec<(SeriesRef, &MemSeries)> =
-            self.stale.keys().filter_map(|&r| Some((r, &**self.series.get(&r)?))).collect();
+            self.stale.keys().filter_map(|&r| Some((r, self.series.get(&r)?))).collect();
         found.sort_unstable_by(|a, b| a.1.labels.cmp_labels(&b.1.labels));
         found.into_iter().map(|(r, s)| StaleSeries { r, seen: (s.last, s.num_samples()) }).collect()
     }
@@ -822,7 +823,7 @@ impl Head {
             .series
             .iter()
             .filter(|(_, s)| s.has_samples_in(&self.chunks, mint, maxt))
-            .map(|(&r, s)| (&s.labels, r))
+            .map(|(r, s)| (&s.labels, r))
             .collect();
         found.sort_unstable_by(|a, b| a.0.cmp_labels(b.0));
         found.into_iter().map(|(_, r)| r).collect()
@@ -854,7 +855,7 @@ impl Head {
 
     /// Every series with its labels (for checkpoints).
     pub(crate) fn all_series(&self) -> impl Iterator<Item = (SeriesRef, Labels)> + '_ {
-        self.series.iter().map(|(&r, s)| (r, s.labels.to_labels()))
+        self.series.iter().map(|(r, s)| (r, s.labels.to_labels()))
     }
 
     /// Number of series.
@@ -865,7 +866,7 @@ impl Head {
     /// Sorted refs of the series matching every matcher (label-only; no time filtering).
     fn postings(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
         let all = || {
-            let mut refs: Vec<SeriesRef> = self.series.keys().copied().collect();
+            let mut refs: Vec<SeriesRef> = self.series.keys().collect();
             refs.sort_unstable();
             refs
         };
@@ -974,7 +975,7 @@ impl Head {
         let refs = if mint > maxt { Vec::new() } else { self.postings(matchers) };
         let full = self.covers_all(mint, maxt);
         refs.into_iter()
-            .filter_map(|r| self.series.get(&r).map(|s| &**s))
+            .filter_map(|r| self.series.get(&r))
             .filter(move |s| full || s.has_samples_in(&self.chunks, mint, maxt))
     }
 
@@ -1094,9 +1095,9 @@ impl Head {
     /// Recounts samples and chunks from the chunks themselves (test cross-check).
     #[cfg(test)]
     fn recount(&self) -> (u64, u64) {
-        let samples = self.series.values().map(|s| s.num_samples() as u64).sum();
+        let samples = self.series.iter().map(|(_, s)| s.num_samples() as u64).sum();
         let chunks =
-            self.series.values().map(|s| s.sealed.len() as u64 + u64::from(!s.open.is_empty())).sum();
+            self.series.iter().map(|(_, s)| s.sealed.len() as u64 + u64::from(!s.open.is_empty())).sum();
         (samples, chunks)
     }
 }

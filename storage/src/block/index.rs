@@ -8,15 +8,21 @@
 //! symbols         #symbols × (uvarint length, bytes)            sorted, unique
 //! series          #series × (
 //!                     uvarint #labels | #labels × (uvarint name symbol, uvarint value symbol)
-//!                     uvarint first row | uvarint rows | varint min_t | uvarint max_t - min_t )
+//!                     uvarint first row | uvarint rows | uvarint min_t - base
+//!                     | uvarint max_t - min_t )
 //! postings        #pairs × (uvarint #ids | #ids × uvarint id - previous id)
-//! symbol table    #symbols × u64 offset of the symbol
-//! series table    #series × u64 offset of the series
-//! pair table      #pairs × (u32 name symbol | u32 value symbol | u64 offset of its postings)
+//! symbol table    #symbols × offset of the symbol
+//! series table    #series × offset of the series
+//! pair table      #pairs × (u32 name symbol | u32 value symbol | offset of its postings)
 //! trailer         u64 symbol table offset | u64 #symbols | u64 series table offset
 //!                 | u64 #series | u64 pair table offset | u64 #pairs | u64 total rows
+//!                 | u64 offset width | i64 base
 //! u32 crc32c of everything before it
 //! ```
+//!
+//! Offsets in the tables are from the start of the file, `u32` where the sections before the
+//! tables are under 4 GiB and `u64` otherwise (the offset width says which). `base` is the
+//! smallest `min_t`, so that a series' time span takes a few bytes.
 //!
 //! Series are stored in label order; a series' id is its position, and its rows are
 //! consecutive in the samples file. Symbols are numbered in string order, so comparing
@@ -41,7 +47,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
-use crate::codec::{open_sealed, put_str, put_uvarint, put_varint, seal, sealed_header, Cursor};
+use crate::codec::{open_sealed, put_str, put_uvarint, seal, sealed_header, Cursor};
 use crate::head::PackedLabels;
 use crate::postings::{fast_path, select_ids, FastPath};
 use crate::{Labels, Matcher, Timestamp};
@@ -52,10 +58,10 @@ const VERSION: u8 = 2;
 const VERSION_IN_MEMORY: u8 = 1;
 /// Bytes of `"PFIX"` and the version.
 const HEADER_BYTES: usize = 5;
-/// Bytes of a pair table entry.
-const PAIR_BYTES: usize = 16;
+/// Bytes of a pair table entry before its offset: the name and value symbols.
+const PAIR_SYMBOL_BYTES: usize = 8;
 /// Bytes of the trailer.
-const TRAILER_BYTES: usize = 7 * 8;
+const TRAILER_BYTES: usize = 9 * 8;
 
 /// Where a series' rows are in the samples file, and the time span they cover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,11 +76,20 @@ pub(crate) struct SeriesSpan {
     pub(crate) max_t: Timestamp,
 }
 
-/// A table of fixed-size entries: where its first entry is and how many there are.
+/// A table of fixed-size entries: where its first entry is, how many there are, and the
+/// bytes of each.
 #[derive(Clone, Copy, Debug)]
 struct Table {
     at: usize,
     len: usize,
+    entry: usize,
+}
+
+impl Table {
+    /// The offset just past the table.
+    fn end(self) -> usize {
+        self.at + self.len * self.entry
+    }
 }
 
 /// The checked shape of an index file.
@@ -84,6 +99,8 @@ struct Layout {
     series: Table,
     pairs: Table,
     total_rows: u64,
+    /// The smallest `min_t`, which the series' are stored from.
+    base: Timestamp,
     /// Each label name with its run of the pair table, in name order.
     names: Vec<(Box<str>, Range<usize>)>,
 }
@@ -133,6 +150,7 @@ pub(crate) fn encode(series: &[(PackedLabels, u64, Timestamp, Timestamp)]) -> Ve
         put_str(&mut out, s);
     }
     let mut series_offsets = Vec::with_capacity(series.len());
+    let base = series.iter().map(|s| s.2).min().unwrap_or(0);
     let mut postings: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
     let mut first_row = 0u64;
     for (id, (labels, rows, min_t, max_t)) in series.iter().enumerate() {
@@ -146,7 +164,7 @@ pub(crate) fn encode(series: &[(PackedLabels, u64, Timestamp, Timestamp)]) -> Ve
         }
         put_uvarint(&mut out, first_row);
         put_uvarint(&mut out, *rows);
-        put_varint(&mut out, *min_t);
+        put_uvarint(&mut out, min_t.abs_diff(base));
         put_uvarint(&mut out, max_t.abs_diff(*min_t));
         first_row += rows;
     }
@@ -162,18 +180,20 @@ pub(crate) fn encode(series: &[(PackedLabels, u64, Timestamp, Timestamp)]) -> Ve
             previous = id;
         }
     }
+    let width = if u32::try_from(out.len()).is_ok() { 4 } else { 8 };
+    let put_offset = |out: &mut Vec<u8>, offset: u64| out.extend_from_slice(&offset.to_le_bytes()[..width]);
     let mut trailer = Vec::with_capacity(TRAILER_BYTES);
     for (offsets, count) in [(&symbol_offsets, symbols.len()), (&series_offsets, series.len())] {
         trailer.extend([out.len() as u64, count as u64]);
-        for offset in offsets {
-            out.extend_from_slice(&offset.to_le_bytes());
+        for &offset in offsets {
+            put_offset(&mut out, offset);
         }
     }
-    trailer.extend([out.len() as u64, pairs.len() as u64, first_row]);
+    trailer.extend([out.len() as u64, pairs.len() as u64, first_row, width as u64, base as u64]);
     for (((name, value), _), offset) in pairs.iter().zip(pair_offsets) {
         out.extend_from_slice(&name.to_le_bytes());
         out.extend_from_slice(&value.to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
+        put_offset(&mut out, offset);
     }
     for n in trailer {
         out.extend_from_slice(&n.to_le_bytes());
@@ -192,21 +212,26 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     data.get(at..at.checked_add(4)?)?.try_into().ok().map(u32::from_le_bytes)
 }
 
-/// The `u64` offset that entry `i` of an 8-byte table holds.
+/// A little-endian offset of `width` bytes (4 or 8) at `at`.
+fn read_offset(data: &[u8], at: usize, width: usize) -> Option<usize> {
+    let n = if width == 4 { u64::from(u32_at(data, at)?) } else { u64_at(data, at)? };
+    usize::try_from(n).ok()
+}
+
+/// Where entry `i` of `table` starts.
+fn entry_at(table: Table, i: usize) -> Option<usize> {
+    (i < table.len).then(|| table.at.checked_add(i.checked_mul(table.entry)?)).flatten()
+}
+
+/// The offset that entry `i` of an offset table holds.
 fn offset_at(data: &[u8], table: Table, i: usize) -> Option<usize> {
-    if i >= table.len {
-        return None;
-    }
-    usize::try_from(u64_at(data, table.at.checked_add(i.checked_mul(8)?)?)?).ok()
+    read_offset(data, entry_at(table, i)?, table.entry)
 }
 
 /// Entry `i` of the pair table: (name symbol, value symbol, offset of its postings).
 fn pair_at(data: &[u8], table: Table, i: usize) -> Option<(u32, u32, usize)> {
-    if i >= table.len {
-        return None;
-    }
-    let at = table.at.checked_add(i.checked_mul(PAIR_BYTES)?)?;
-    let offset = usize::try_from(u64_at(data, at + 8)?).ok()?;
+    let at = entry_at(table, i)?;
+    let offset = read_offset(data, at + PAIR_SYMBOL_BYTES, table.entry - PAIR_SYMBOL_BYTES)?;
     Some((u32_at(data, at)?, u32_at(data, at + 4)?, offset))
 }
 
@@ -236,9 +261,10 @@ fn read_pairs(c: &mut Cursor<'_>, pairs: &mut Vec<(u64, u64)>) -> Option<()> {
     Some(())
 }
 
-/// Reads the part of a series entry after its labels.
-fn read_span(c: &mut Cursor<'_>) -> Option<SeriesSpan> {
-    let (first_row, rows, min_t) = (c.uvarint()?, c.uvarint()?, c.varint()?);
+/// Reads the part of a series entry after its labels, whose times are from `base`.
+fn read_span(c: &mut Cursor<'_>, base: Timestamp) -> Option<SeriesSpan> {
+    let (first_row, rows) = (c.uvarint()?, c.uvarint()?);
+    let min_t = base.checked_add_unsigned(c.uvarint()?)?;
     let max_t = min_t.checked_add_unsigned(c.uvarint()?)?;
     Some(SeriesSpan { first_row, rows, min_t, max_t })
 }
@@ -268,18 +294,25 @@ fn check(data: &[u8]) -> Option<Layout> {
     open_sealed(data, MAGIC, VERSION)?;
     let body = data.len() - 4;
     let mut t = cursor_at(data, body.checked_sub(TRAILER_BYTES)?)?;
-    let mut table = |entry_bytes: usize| -> Option<Table> {
-        let (at, len) = (usize::try_from(t.u64()?).ok()?, usize::try_from(t.u64()?).ok()?);
-        len.checked_mul(entry_bytes)?.checked_add(at)?;
-        Some(Table { at, len })
+    let mut places = [0usize; 6];
+    for place in &mut places {
+        *place = usize::try_from(t.u64()?).ok()?;
+    }
+    let (total_rows, width, base) = (t.u64()?, usize::try_from(t.u64()?).ok()?, t.u64()? as i64);
+    if width != 4 && width != 8 {
+        return None;
+    }
+    let table = |at: usize, len: usize, entry: usize| -> Option<Table> {
+        len.checked_mul(entry)?.checked_add(at)?;
+        Some(Table { at, len, entry })
     };
-    let (symbols, series, pairs) = (table(8)?, table(8)?, table(PAIR_BYTES)?);
-    let total_rows = t.u64()?;
+    let symbols = table(places[0], places[1], width)?;
+    let series = table(places[2], places[3], width)?;
+    let pairs = table(places[4], places[5], PAIR_SYMBOL_BYTES + width)?;
     // the tables follow one another up to the trailer
-    let end_of = |t: Table, entry_bytes: usize| t.at + t.len * entry_bytes;
-    if end_of(symbols, 8) != series.at
-        || end_of(series, 8) != pairs.at
-        || end_of(pairs, PAIR_BYTES) != body - TRAILER_BYTES
+    if symbols.end() != series.at
+        || series.end() != pairs.at
+        || pairs.end() != body - TRAILER_BYTES
         || u32::try_from(series.len).is_err()
         || u32::try_from(symbols.len).is_err()
         || symbols.at < HEADER_BYTES
@@ -320,7 +353,7 @@ fn check(data: &[u8]) -> Option<Layout> {
         if i > 0 && previous_pairs >= pairs_of {
             return None;
         }
-        let span = read_span(&mut c)?;
+        let span = read_span(&mut c, base)?;
         if span.first_row != next_row {
             return None;
         }
@@ -362,6 +395,7 @@ fn check(data: &[u8]) -> Option<Layout> {
         series,
         pairs,
         total_rows,
+        base,
         names,
     })
 }
@@ -486,7 +520,7 @@ impl BlockIndex {
             c.uvarint()?;
             c.uvarint()?;
         }
-        read_span(&mut c)
+        read_span(&mut c, self.layout.base)
     }
 
     /// The `(name, value)` pairs of series `id`, in name order (none for an unknown id).
@@ -616,6 +650,7 @@ impl BlockIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::put_varint;
 
     fn write(dir: &Path, data: &[u8]) -> std::path::PathBuf {
         let path = dir.join("index");
