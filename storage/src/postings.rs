@@ -106,14 +106,33 @@ impl RefSet {
 /// A sorted list of series refs, each stored as its difference from the one before (the
 /// first from 0) in a varint: refs are handed out in order and the series of one label pair
 /// tend to be made together, so a ref takes one or two bytes where a plain one takes eight.
-/// Refs mostly arrive in ascending order, which appends; one that does not (a replay in
-/// another order) rewrites the list.
+/// Refs mostly arrive in ascending order, which appends. Those that do not (a WAL replay
+/// creates series in the order of their first samples) wait in a small sorted list beside
+/// the bytes, merged into them once they are an eighth of the list: inserts in any order
+/// cost a bounded amount of work each, on average.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct PostingList {
     bytes: Vec<u8>,
-    len: usize,
-    /// The largest ref, which the next difference is taken from.
+    /// Refs in `bytes`.
+    coded: usize,
+    /// The largest ref in `bytes`, which the next difference is taken from.
     last: u64,
+    /// Refs below `last` not yet in `bytes`, sorted.
+    late: Vec<u64>,
+}
+
+/// The sorted union of two sorted sequences, each ref once.
+fn merged(a: impl Iterator<Item = u64>, b: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(&x), Some(&y)) if x == y => {
+            b.next();
+            a.next()
+        }
+        (Some(&x), Some(&y)) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 impl PostingList {
@@ -127,7 +146,7 @@ impl PostingList {
         list
     }
 
-    /// Appends `r`, which is larger than every ref in the list. A full buffer grows by a
+    /// Appends `r`, which is larger than every ref in the bytes. A full buffer grows by a
     /// quarter, not twice over: the lists hold a few refs per series in all, and doubling
     /// would leave a third of that room empty on average.
     fn append(&mut self, r: u64) {
@@ -137,49 +156,54 @@ impl PostingList {
         }
         put_uvarint(&mut self.bytes, r - self.last);
         self.last = r;
-        self.len += 1;
+        self.coded += 1;
     }
 
-    /// Adds `r` (nothing if it is there already).
+    /// Adds `r`; a ref the list holds already stays in it once.
     pub(crate) fn insert(&mut self, r: u64) {
-        if self.len == 0 || r > self.last {
+        if self.coded == 0 || r > self.last {
             self.append(r);
             return;
         }
-        let mut refs: Vec<u64> = self.iter().collect();
-        if let Err(i) = refs.binary_search(&r) {
-            refs.insert(i, r);
-            *self = PostingList::from_sorted(refs.into_iter());
-        }
-    }
-
-    /// Keeps the refs `keep` accepts.
-    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
-        if self.iter().all(&keep) {
+        if r == self.last {
             return;
         }
-        let kept = PostingList::from_sorted(self.iter().filter(|&r| keep(r)));
-        *self = kept;
+        if let Err(i) = self.late.binary_search(&r) {
+            self.late.insert(i, r);
+        }
+        if self.late.len() > (self.coded / 8).max(32) {
+            *self = PostingList::from_sorted(self.iter());
+        }
     }
 
-    /// How many refs the list holds.
+    /// Keeps the refs `keep` accepts, asking it once for each.
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        let kept = PostingList::from_sorted(self.iter().filter(|&r| keep(r)));
+        if kept.len() != self.len() || !self.late.is_empty() {
+            *self = kept;
+        }
+    }
+
+    /// How many refs the list holds (a ref inserted twice while waiting to be merged counts
+    /// twice until then).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.coded + self.late.len()
     }
 
     /// Whether the list is empty.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The refs, ascending.
     pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         let mut c = Cursor(&self.bytes);
         let mut r = 0u64;
-        std::iter::from_fn(move || {
+        let coded = std::iter::from_fn(move || {
             r += c.uvarint()?;
             Some(r)
-        })
+        });
+        merged(coded, self.late.iter().copied())
     }
 }
 
@@ -290,15 +314,16 @@ pub(crate) fn select_ids<'l, 'v, Id: Copy + Ord + 'l>(
         lists.push(list);
     }
     lists.sort_by_key(|l| l.len());
-    let mut out: Vec<Id> = match lists.split_first() {
+    let mut lists = lists.into_iter();
+    let mut out: Vec<Id> = match lists.next() {
         None => all(),
-        Some((first, rest)) => {
-            let mut acc = first.to_vec();
-            for l in rest {
+        Some(first) => {
+            let mut acc = first.into_owned();
+            for l in lists {
                 if acc.is_empty() {
                     break;
                 }
-                intersect(&mut acc, l);
+                intersect(&mut acc, &l);
             }
             acc
         }
@@ -347,18 +372,34 @@ mod tests {
         assert!(matches!(RefSet::new(&[3, 9, 70]), RefSet::Bits { .. }));
     }
 
-    /// A list holds its refs in order whatever order they come in, once each.
+    /// A list holds its refs in order whatever order they come in, once each, and refs that
+    /// come in no order at all are merged into its bytes on the way.
     #[test]
     fn a_posting_list_keeps_its_refs_sorted_and_once() {
         let mut list = PostingList::default();
+        // a permutation of 0..10_000 in steps of 7 (coprime), the first half in order
+        let refs: Vec<u64> =
+            (0..5_000).chain((0..10_000).map(|i| (i * 7) % 10_000).filter(|&r| r >= 5_000)).collect();
+        for (i, &r) in refs.iter().enumerate() {
+            list.insert(r);
+            assert!(list.late.len() <= (list.coded / 8).max(32) + 1, "{i}");
+        }
+        assert_eq!(list.len(), 10_000);
+        assert!(list.iter().eq(0..10_000));
+
+        let mut list = PostingList::default();
         let mut want = std::collections::BTreeSet::new();
+        let asked = std::cell::Cell::new(0);
         for r in [5u64, 6, 900, 900, 7, 0, u64::MAX, 1 << 40, 3, 6] {
             list.insert(r);
             want.insert(r);
             assert_eq!(list.iter().collect::<Vec<_>>(), want.iter().copied().collect::<Vec<_>>());
-            assert_eq!(list.len(), want.len());
         }
-        list.retain(|r| r % 2 == 1);
+        list.retain(|r| {
+            asked.set(asked.get() + 1);
+            r % 2 == 1
+        });
+        assert_eq!(asked.get(), want.len());
         assert_eq!(list.iter().collect::<Vec<_>>(), [3, 5, 7, u64::MAX]);
         list.retain(|_| false);
         assert!(list.is_empty() && list.iter().next().is_none());

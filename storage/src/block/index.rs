@@ -37,8 +37,8 @@
 //! block a series has samples in holds it again: at a million series, each 2-hour block of
 //! retention added about 90 MB.
 //!
-//! Version 1 (the same symbols and series, without first rows, tables and postings, read
-//! whole into memory) is rewritten as version 2 when its block is opened.
+//! Version 1 (symbols and series without first rows, offset tables or postings, read whole
+//! into memory) is rewritten as version 2 when its block is opened.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -99,7 +99,7 @@ struct Layout {
     series: Table,
     pairs: Table,
     total_rows: u64,
-    /// The smallest `min_t`, which the series' are stored from.
+    /// The smallest `min_t`: the series' times are stored as differences from it.
     base: Timestamp,
     /// Each label name with its run of the pair table, in name order.
     names: Vec<(Box<str>, Range<usize>)>,
@@ -288,6 +288,18 @@ fn read_postings(c: &mut Cursor<'_>, ids: &mut Vec<u32>) -> Option<()> {
     Some(())
 }
 
+/// A 64-bit mark of "series `id` has the pair (`name`, `value`)": summed over every
+/// series' labels and over every postings list, the sums agree when the postings list each
+/// series under exactly its pairs (splitmix64's finaliser, chained over the three numbers).
+fn pair_mark(id: u32, name: u64, value: u64) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(u64::from(id).wrapping_add(0x9e37_79b9_7f4a_7c15)) ^ name) ^ value)
+}
+
 /// Checks a whole version 2 index file and reads its layout; `None` when it is truncated,
 /// corrupt or of another version.
 fn check(data: &[u8]) -> Option<Layout> {
@@ -337,7 +349,7 @@ fn check(data: &[u8]) -> Option<Layout> {
     // "" sorts first: a symbol table that has it starts with a zero length
     let empty_symbol = (symbols.len > 0 && data.get(HEADER_BYTES) == Some(&0)).then_some(0u64);
     let (mut previous_pairs, mut pairs_of) = (Vec::new(), Vec::new());
-    let (mut next_row, mut labels_total) = (0u64, 0u64);
+    let (mut next_row, mut series_marks) = (0u64, 0u64);
     for i in 0..series.len {
         if offset_at(data, series, i)? != at {
             return None;
@@ -358,7 +370,9 @@ fn check(data: &[u8]) -> Option<Layout> {
             return None;
         }
         next_row = next_row.checked_add(span.rows)?;
-        labels_total += pairs_of.len() as u64;
+        for &(name, value) in &pairs_of {
+            series_marks = series_marks.wrapping_add(pair_mark(i as u32, name, value));
+        }
         std::mem::swap(&mut previous_pairs, &mut pairs_of);
         at = position(data, &c);
     }
@@ -366,10 +380,11 @@ fn check(data: &[u8]) -> Option<Layout> {
         return None;
     }
     let mut names: Vec<(Box<str>, Range<usize>)> = Vec::new();
-    let (mut previous, mut ids, mut ids_total) = (None, Vec::new(), 0u64);
+    let (mut previous, mut ids, mut postings_marks) = (None, Vec::new(), 0u64);
     for i in 0..pairs.len {
         let (name, value, offset) = pair_at(data, pairs, i)?;
-        if offset != at || previous >= Some((name, value)) || value as usize >= symbols.len {
+        let (out_of_order, out_of_range) = (previous >= Some((name, value)), value as usize >= symbols.len);
+        if offset != at || out_of_order || out_of_range || Some(u64::from(value)) == empty_symbol {
             return None;
         }
         let same_name = previous.is_some_and(|(n, _)| n == name);
@@ -380,7 +395,9 @@ fn check(data: &[u8]) -> Option<Layout> {
         if ids.is_empty() || ids.last().is_some_and(|&id| id as usize >= series.len) {
             return None;
         }
-        ids_total += ids.len() as u64;
+        for &id in &ids {
+            postings_marks = postings_marks.wrapping_add(pair_mark(id, name.into(), value.into()));
+        }
         at = position(data, &c);
         match names.last_mut() {
             Some((_, run)) if same_name => run.end = i + 1,
@@ -390,7 +407,7 @@ fn check(data: &[u8]) -> Option<Layout> {
             }
         }
     }
-    (at == symbols.at && ids_total == labels_total).then_some(Layout {
+    (at == symbols.at && postings_marks == series_marks).then_some(Layout {
         symbols,
         series,
         pairs,
@@ -416,7 +433,7 @@ fn from_version_1(data: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let mut series = Vec::with_capacity(n);
-    let mut pairs = Vec::new();
+    let (mut pairs, mut total_rows) = (Vec::new(), 0u64);
     for _ in 0..n {
         read_pairs(&mut c, &mut pairs)?;
         let labels = pairs
@@ -425,11 +442,16 @@ fn from_version_1(data: &[u8]) -> Option<Vec<u8>> {
                 Some((*symbols.get(usize::try_from(n).ok()?)?, *symbols.get(usize::try_from(v).ok()?)?))
             })
             .collect::<Option<Vec<_>>>()?;
+        // what version 1 required of a label set, so that it reads back as it was
+        if !labels.windows(2).all(|w| w[0].0 < w[1].0) || labels.iter().any(|l| l.1.is_empty()) {
+            return None;
+        }
         let (rows, min_t) = (c.uvarint()?, c.varint()?);
         let max_t = min_t.checked_add_unsigned(c.uvarint()?)?;
-        series.push((PackedLabels::new(&Labels::from_pairs(labels)), rows, min_t, max_t));
+        total_rows = total_rows.checked_add(rows)?;
+        series.push((PackedLabels::new(&Labels::from_sorted_pairs(labels.into_iter())), rows, min_t, max_t));
     }
-    // version 2's checks (order, empty values) are made when the rewritten file is opened
+    // the order of the series is checked when the rewritten file is read
     c.is_empty().then(|| encode(&series))
 }
 
@@ -438,38 +460,52 @@ fn from_version_1(data: &[u8]) -> Option<Vec<u8>> {
 /// [`InvalidData`](std::io::ErrorKind::InvalidData) error.
 pub(crate) fn open(path: &Path) -> std::io::Result<BlockIndex> {
     let corrupt = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt index");
-    let mut data = std::fs::read(path)?;
-    let in_memory_version = data.get(HEADER_BYTES - 1) == Some(&VERSION_IN_MEMORY);
-    if in_memory_version {
-        data = from_version_1(&data).ok_or_else(corrupt)?;
+    // what a rewrite that a crash interrupted left
+    let _ = std::fs::remove_file(path.with_extension("tmp"));
+    let (file, data) = read(path)?;
+    if data.get(HEADER_BYTES - 1) != Some(&VERSION_IN_MEMORY) {
+        return map_checked(file, data);
     }
+    let data = from_version_1(&data).ok_or_else(corrupt)?;
     let layout = check(&data).ok_or_else(corrupt)?;
-    let mut mappable = true;
-    if in_memory_version {
-        if let Err(error) = replace(path, &data) {
-            tracing::warn!(index = %path.display(), %error, "could not rewrite a version 1 block index; it is held in memory");
-            mappable = false;
-        } else {
+    match replace(path, &data) {
+        Ok(()) => {
             tracing::info!(index = %path.display(), "rewrote a version 1 block index as version 2");
+            let (file, data) = read(path)?;
+            map_checked(file, data)
+        }
+        Err(error) => {
+            tracing::warn!(index = %path.display(), %error, "could not rewrite a version 1 block index; it is held in memory");
+            Ok(BlockIndex { bytes: Bytes::Owned(data), layout })
         }
     }
-    let bytes = if mappable {
-        let file = std::fs::File::open(path)?;
-        // SAFETY: a block's files are never written once it is in place (the data directory
-        // is held locked by this process), and a merge that deletes a block only unlinks the
-        // file, which stays readable through the map. Changed from outside, the map still
-        // reads only what `check` made sure of on the bytes read before, through bounds
-        // checks; a file truncated from outside would fault the reads, as Prometheus's
-        // mapped indexes would.
-        let map = unsafe { Mmap::map(&file)? };
-        if map.len() != data.len() {
-            return Err(corrupt());
-        }
-        Bytes::Mapped(map)
-    } else {
-        Bytes::Owned(data)
-    };
-    Ok(BlockIndex { bytes, layout })
+}
+
+/// The file at `path`, open, and its bytes.
+fn read(path: &Path) -> std::io::Result<(std::fs::File, Vec<u8>)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok((file, data))
+}
+
+/// Checks `data`, the bytes of `file`, and maps `file`.
+fn map_checked(file: std::fs::File, data: Vec<u8>) -> std::io::Result<BlockIndex> {
+    let corrupt = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt index");
+    let layout = check(&data).ok_or_else(corrupt)?;
+    // SAFETY: a map is sound while nothing writes to or truncates its file. A block's files
+    // are written before the block is renamed into place and never after, in a data
+    // directory this process holds locked; a merge that deletes a block only unlinks its
+    // files, which the map keeps readable. The checked bytes and the map come from the same
+    // open file. Changing or truncating a block's files from outside while promflow runs is
+    // not supported, as for Prometheus's mapped indexes: a read of a truncated page kills
+    // the process (SIGBUS), and changed bytes are read unchecked.
+    let map = unsafe { Mmap::map(&file)? };
+    if map.len() != data.len() {
+        return Err(corrupt());
+    }
+    Ok(BlockIndex { bytes: Bytes::Mapped(map), layout })
 }
 
 /// Replaces the file at `path` by `data`, atomically.
@@ -693,6 +729,65 @@ mod tests {
             let err = open(&write(dir.path(), &flipped)).unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         }
+    }
+
+    /// `data` with byte `at` set to `byte` and the checksum made right again, so that what
+    /// reads it gets past the checksum to the checks of the structure.
+    fn resealed(data: &[u8], at: usize, byte: u8) -> Vec<u8> {
+        let mut body = data[..data.len() - 4].to_vec();
+        body[at] = byte;
+        seal(&mut body);
+        body
+    }
+
+    /// A postings list that names a series without that pair is refused, though each list
+    /// on its own is well formed.
+    #[test]
+    fn postings_that_disagree_with_the_series_are_refused() {
+        let rows: Vec<_> = ["a", "b"].iter().map(|job| (packed(&[("job", job)]), 1, 0, 0)).collect();
+        let data = encode(&rows);
+        let layout = check(&data).unwrap();
+        let job_a = layout.names.iter().find(|(n, _)| &**n == "job").unwrap().1.start;
+        let (_, _, at) = pair_at(&data, layout.pairs, job_a).unwrap();
+        // the list is [count 1, id 0]: make it name series 1
+        assert_eq!(&data[at..at + 2], [1, 0]);
+        assert!(check(&resealed(&data, at + 1, 1)).is_none());
+        assert!(check(&resealed(&data, at + 1, 0)).is_some());
+    }
+
+    /// Whatever single byte of a valid file is changed, with the checksum made right again,
+    /// the file is refused or every read of it answers without panicking.
+    #[test]
+    fn changed_bytes_behind_a_good_checksum_never_panic() {
+        let mut series: Vec<Labels> = (0..40)
+            .map(|i| Labels::from_pairs([("__name__", format!("m{}", i % 3)), ("instance", format!("h{i}"))]))
+            .collect();
+        series.sort();
+        let rows: Vec<_> = series.iter().map(|l| (PackedLabels::new(l), 2, 1_000 + 15, 1_000 + 30)).collect();
+        let data = encode(&rows);
+        let matchers = [
+            Matcher::new(crate::MatchOp::Equal, "__name__", "m1").unwrap(),
+            Matcher::new(crate::MatchOp::Regex, "instance", "h1.*").unwrap(),
+            Matcher::new(crate::MatchOp::NotEqual, "instance", "h3").unwrap(),
+        ];
+        let mut accepted = 0;
+        for at in 0..data.len() - 4 {
+            for byte in [0u8, 1, 0x7f, 0x80, 0xff, data[at] ^ 0x04] {
+                let changed = resealed(&data, at, byte);
+                let Some(layout) = check(&changed) else { continue };
+                accepted += 1;
+                let idx = BlockIndex { bytes: Bytes::Owned(changed), layout };
+                for id in 0..idx.len() as u32 + 1 {
+                    let _ = (idx.labels(id), idx.span(id));
+                }
+                for m in &matchers {
+                    let _ = idx.select(std::slice::from_ref(m), 0, i64::MAX);
+                }
+                let _ = idx.label_names().map(|n| idx.label_values(n).count()).sum::<usize>();
+            }
+        }
+        // the unchanged bytes among the variants, and changes that keep the file valid
+        assert!(accepted > 0);
     }
 
     /// Every matcher shape selects what testing each series' labels selects.

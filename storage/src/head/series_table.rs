@@ -3,8 +3,9 @@
 //! Refs are handed out in ascending order, so the series made together share pages and a
 //! page is mostly full: a series costs its 8-byte slot. A hash map from ref to series cost
 //! 16 bytes an entry in a table whose buckets are a power of two of at least 8/7 of its
-//! entries: 35 bytes a series at a million. A page goes once its last series has gone, so a
-//! page whose other series have all gone keeps at most [`PAGE_SLOTS`] slots for the ones left.
+//! entries: 35 bytes a series at a million. A page is freed with its last series; until then
+//! it keeps all its [`PAGE_SLOTS`] slots, so a series that outlives its page-mates costs up
+//! to half a kilobyte.
 
 use super::{MemSeries, SeriesRef, U64Map};
 
