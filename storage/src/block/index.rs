@@ -235,6 +235,21 @@ fn pair_at(data: &[u8], table: Table, i: usize) -> Option<(u32, u32, usize)> {
     Some((u32_at(data, at)?, u32_at(data, at + 4)?, offset))
 }
 
+/// The first index of `range` for which `below` is false, where it is true of a prefix of
+/// the range and false of the rest ([`slice::partition_point`] over entries read in place).
+fn partition_point(range: Range<usize>, below: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (range.start, range.end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 /// A cursor from `at` to the end of `data`.
 fn cursor_at(data: &[u8], at: usize) -> Option<Cursor<'_>> {
     Some(Cursor(data.get(at..)?))
@@ -459,7 +474,6 @@ fn from_version_1(data: &[u8]) -> Option<Vec<u8>> {
 /// version 2 first (kept in memory if it cannot be). Corrupt content is an
 /// [`InvalidData`](std::io::ErrorKind::InvalidData) error.
 pub(crate) fn open(path: &Path) -> std::io::Result<BlockIndex> {
-    let corrupt = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt index");
     // what a rewrite that a crash interrupted left
     let _ = std::fs::remove_file(path.with_extension("tmp"));
     let (file, data) = read(path)?;
@@ -481,6 +495,11 @@ pub(crate) fn open(path: &Path) -> std::io::Result<BlockIndex> {
     }
 }
 
+/// The error for an index whose content is wrong.
+fn corrupt() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt index")
+}
+
 /// The file at `path`, open, and its bytes.
 fn read(path: &Path) -> std::io::Result<(std::fs::File, Vec<u8>)> {
     use std::io::Read;
@@ -492,7 +511,6 @@ fn read(path: &Path) -> std::io::Result<(std::fs::File, Vec<u8>)> {
 
 /// Checks `data`, the bytes of `file`, and maps `file`.
 fn map_checked(file: std::fs::File, data: Vec<u8>) -> std::io::Result<BlockIndex> {
-    let corrupt = || std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt index");
     let layout = check(&data).ok_or_else(corrupt)?;
     // SAFETY: a map is sound while nothing writes to or truncates its file. A block's files
     // are written before the block is renamed into place and never after, in a data
@@ -532,16 +550,7 @@ impl BlockIndex {
 
     /// The number of the first symbol not below `s`.
     fn first_symbol_from(&self, s: &str) -> usize {
-        let (mut lo, mut hi) = (0, self.layout.symbols.len);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.symbol(mid as u64).unwrap_or_default() < s {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        partition_point(0..self.layout.symbols.len, |i| self.symbol(i as u64).unwrap_or_default() < s)
     }
 
     /// A cursor at the entry of series `id`.
@@ -614,16 +623,7 @@ impl BlockIndex {
 
     /// The first pair of `run` whose value symbol is not below `value`.
     fn first_pair_from(&self, run: Range<usize>, value: u32) -> usize {
-        let (mut lo, mut hi) = (run.start, run.end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if pair_at(&self.bytes, self.layout.pairs, mid).is_some_and(|p| p.1 < value) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        partition_point(run, |i| pair_at(&self.bytes, self.layout.pairs, i).is_some_and(|p| p.1 < value))
     }
 
     /// The sorted ids whose `m.name` value satisfies `m`, which must not match "".
