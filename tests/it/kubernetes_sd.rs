@@ -6,7 +6,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ impl ApiServer {
             let list: Value = serde_json::from_str(&text).unwrap();
             st.objects.insert(plural.into(), list["items"].as_array().unwrap().clone());
         }
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = listener();
         let port = l.local_addr().unwrap().port();
         let state = Arc::new((Mutex::new(st), Condvar::new()));
         let shared = state.clone();

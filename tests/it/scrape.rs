@@ -3,7 +3,6 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use serde_json::Value;
 
 /// A target that answers every request with an HTML page (not an exposition format).
 fn garbage_target() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = listener();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for mut conn in l.incoming().flatten().take(200) {
@@ -111,7 +110,7 @@ fn scrapes_self_node_exporter_and_marks_garbage_down() {
 
 /// An HTTP service discovery endpoint answering whatever `answer` holds: (status, body).
 fn sd_server(answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = listener();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for mut conn in l.incoming().flatten().take(500) {
@@ -268,7 +267,7 @@ struct ConsulState {
 
 impl ConsulServer {
     fn start() -> ConsulServer {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = listener();
         let port = l.local_addr().unwrap().port();
         let state = std::sync::Arc::new((
             std::sync::Mutex::new(ConsulState { index: 1, ..Default::default() }),

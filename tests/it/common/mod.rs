@@ -13,19 +13,29 @@ use std::time::{Duration, Instant};
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
 use serde_json::Value;
 
+/// Ports this test process has handed out, released ([`free_port`]) or held ([`listener`]):
+/// a port released by one helper was once bound again at once by another, so that a "closed"
+/// target and a live one of the same test shared an address.
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A listener on 127.0.0.1 at a port this test process never handed out before.
+pub fn listener() -> TcpListener {
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return l;
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests), never one this
 /// test process handed out before: two servers of one test asked for ports in a row and were
 /// once given the same one.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    listener().local_addr().unwrap().port()
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, for at most `limit`.
@@ -393,7 +403,7 @@ pub struct Capture {
 
 pub fn start_capture(fail_first: usize) -> Capture {
     use std::io::{BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = listener();
     let port = listener.local_addr().unwrap().port();
     let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -465,7 +475,7 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> &'h str {
 /// header)`, a content type and a body. Returns the port.
 pub fn serve_http(answer: impl Fn(&str, &str) -> (String, Vec<u8>) + Send + Sync + 'static) -> u16 {
     use std::io::{BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = listener();
     let port = listener.local_addr().unwrap().port();
     let answer = std::sync::Arc::new(answer);
     std::thread::spawn(move || {
