@@ -59,6 +59,13 @@ const HEADER_LEN: usize = 2;
 /// value), plus the partial byte before them.
 const MAX_SAMPLE_BYTES: usize = 20;
 
+/// A head chunk is full once it takes this many bytes, or holds [`MAX_SAMPLES_PER_CHUNK`]
+/// samples. Every head series keeps its open chunk on the heap and its full ones in files,
+/// so this bounds the heap a series' samples take: with room for one more sample, a chunk's
+/// buffer fits glibc's 96-byte allocation. (About 30 samples of a moving gauge; a counter
+/// that moves in steps fills 120 first.)
+pub(crate) const MAX_CHUNK_BYTES: usize = 64;
+
 /// A new chunk's room: the header and the first two samples at their largest (glibc gives a
 /// 32-byte request the same 48-byte chunk).
 const FIRST_CAPACITY: usize = HEADER_LEN + 2 * MAX_SAMPLE_BYTES;
@@ -288,7 +295,7 @@ pub fn encode_xor_chunk(samples: impl IntoIterator<Item = (Timestamp, f64)>) -> 
     for (t, v) in samples.into_iter().take(usize::from(u16::MAX)) {
         c.append(t, v);
     }
-    c.w.buf
+    c.buf
 }
 
 /// Decodes a Prometheus XOR chunk; `None` when it is torn or malformed.
@@ -316,7 +323,11 @@ enum Coding {
 
 #[derive(Debug)]
 pub(crate) struct OpenChunk {
-    w: BitWriter,
+    /// The bytes written.
+    buf: Vec<u8>,
+    /// Unused low bits of the last byte of `buf`. (Kept here rather than in a [`BitWriter`],
+    /// whose padding would take 8 bytes of every head series: an append lends both to one.)
+    free: u8,
     num: u16,
     /// The newest timestamp. (The oldest is read from the bytes, where the first sample
     /// starts: a head series holds an open chunk, so each field counts a million times.)
@@ -346,20 +357,21 @@ impl OpenChunk {
 
     /// An empty chunk with room for `bytes` bytes.
     fn with_capacity(bytes: usize, coding: Coding) -> Self {
-        let mut w = BitWriter { buf: Vec::with_capacity(bytes.max(HEADER_LEN)), free: 0 };
-        w.write_bits(0, 16);
-        OpenChunk { w, num: 0, t: 0, delta: 0, v: 0, coding }
+        let mut buf = Vec::with_capacity(bytes.max(HEADER_LEN));
+        buf.extend_from_slice(&[0; HEADER_LEN]);
+        OpenChunk { buf, free: 0, num: 0, t: 0, delta: 0, v: 0, coding }
     }
 
-    /// An empty chunk to follow this one, with room for as many bytes as this one took: a
-    /// series' chunks are much alike, so the next one is allocated once. It tries the decimal
+    /// An empty chunk to follow this one, with room for as many bytes as this one took (at
+    /// most a full chunk's): a series' chunks are much alike, so the next one is allocated
+    /// once. It tries the decimal
     /// coding again unless more than a quarter of this one's values had to be written raw.
     pub(crate) fn successor(&self) -> Self {
         let xor = match self.coding {
             Coding::Decimal { escapes, .. } => usize::from(escapes) > self.len() / 4,
             _ => false,
         };
-        Self::with_capacity(self.w.buf.len() + MAX_SAMPLE_BYTES, Coding::Unset { xor })
+        Self::with_capacity(self.buf.len().min(MAX_CHUNK_BYTES) + MAX_SAMPLE_BYTES, Coding::Unset { xor })
     }
 
     /// Samples in the chunk.
@@ -372,15 +384,15 @@ impl OpenChunk {
         self.num == 0
     }
 
-    /// Whether the chunk has reached [`MAX_SAMPLES_PER_CHUNK`].
+    /// Whether the chunk has reached [`MAX_SAMPLES_PER_CHUNK`] or [`MAX_CHUNK_BYTES`].
     pub(crate) fn is_full(&self) -> bool {
-        self.len() >= MAX_SAMPLES_PER_CHUNK
+        self.len() >= MAX_SAMPLES_PER_CHUNK || self.buf.len() >= MAX_CHUNK_BYTES
     }
 
     /// Oldest timestamp (meaningless when empty).
     pub(crate) fn min_t(&self) -> Timestamp {
         // the first timestamp is a varint right after the header, on a byte boundary
-        self.w.buf.get(HEADER_LEN..).and_then(|first| Cursor(first).uvarint()).map_or(0, unzigzag)
+        self.buf.get(HEADER_LEN..).and_then(|first| Cursor(first).uvarint()).map_or(0, unzigzag)
     }
 
     /// Newest timestamp (meaningless when empty).
@@ -392,47 +404,50 @@ impl OpenChunk {
     /// that the chunk is not full; a violation corrupts nothing but the timestamps read back.
     pub(crate) fn append(&mut self, t: Timestamp, v: f64) {
         self.make_room();
+        let mut w = BitWriter { buf: std::mem::take(&mut self.buf), free: u32::from(self.free) };
         if let Coding::Unset { xor } = self.coding {
             self.coding = match decimal::digits_of(v).filter(|_| !xor) {
                 Some(digits) => {
-                    self.w.buf[0] = DECIMAL_FLAG | digits;
+                    w.buf[0] = DECIMAL_FLAG | digits;
                     Coding::Decimal { digits, width: 0, escapes: 0 }
                 }
                 None => Coding::Xor { leading: 0xff, trailing: 0 },
             };
         }
         match self.num {
-            0 => self.w.write_uvarint(zigzag(t)),
+            0 => w.write_uvarint(zigzag(t)),
             1 => {
                 let delta = t.wrapping_sub(self.t) as u64;
-                self.w.write_uvarint(delta);
+                w.write_uvarint(delta);
                 self.delta = delta;
             }
             _ => {
                 let delta = t.wrapping_sub(self.t) as u64;
                 let dod = (delta as i64).wrapping_sub(self.delta as i64);
                 if dod == 0 {
-                    self.w.write_bit(false);
+                    w.write_bit(false);
                 } else if let Some(&(prefix, plen, width)) =
                     DOD_BUCKETS.iter().find(|(_, _, width)| fits_signed(dod, *width))
                 {
-                    self.w.write_bits(prefix, plen);
-                    self.w.write_bits(dod as u64, width);
+                    w.write_bits(prefix, plen);
+                    w.write_bits(dod as u64, width);
                 } else {
-                    self.w.write_bits(0b1111, 4);
-                    self.w.write_bits(dod as u64, 64);
+                    w.write_bits(0b1111, 4);
+                    w.write_bits(dod as u64, 64);
                 }
                 self.delta = delta;
             }
         }
-        self.write_value(v);
+        self.write_value(&mut w, v);
         self.t = t;
         self.num = self.num.saturating_add(1);
         match self.coding {
             // head chunks hold at most MAX_SAMPLES_PER_CHUNK samples, well below 256
-            Coding::Decimal { .. } => self.w.buf[1] = self.num.min(u16::from(u8::MAX)) as u8,
-            _ => self.w.buf[..HEADER_LEN].copy_from_slice(&self.num.to_be_bytes()),
+            Coding::Decimal { .. } => w.buf[1] = self.num.min(u16::from(u8::MAX)) as u8,
+            _ => w.buf[..HEADER_LEN].copy_from_slice(&self.num.to_be_bytes()),
         }
+        // a bit writer leaves fewer than 8 bits of a byte free
+        (self.buf, self.free) = (w.buf, w.free as u8);
     }
 
     /// Makes room for one more sample. The buffer grows once to what the whole chunk will
@@ -441,7 +456,7 @@ impl OpenChunk {
     /// size behind, which the allocator cannot merge, as they lie between live ones (half a
     /// kilobyte a series at two hours of samples).
     fn make_room(&mut self) {
-        let (len, room) = (self.w.buf.len(), self.w.buf.capacity() - self.w.buf.len());
+        let (len, room) = (self.buf.len(), self.buf.capacity() - self.buf.len());
         if room >= MAX_SAMPLE_BYTES {
             return;
         }
@@ -453,39 +468,46 @@ impl OpenChunk {
             let first_end = HEADER_LEN + crate::codec::uvarint_len(zigzag(self.min_t())) + 8;
             let samples_left = if n < MAX_SAMPLES_PER_CHUNK { MAX_SAMPLES_PER_CHUNK - n } else { n };
             // a sixteenth more than the samples so far take on average
-            len.saturating_sub(first_end) * samples_left * 17 / (16 * (n - 1)) + MAX_SAMPLE_BYTES
+            let guess = len.saturating_sub(first_end) * samples_left * 17 / (16 * (n - 1)) + MAX_SAMPLE_BYTES;
+            // a head chunk is full at MAX_CHUNK_BYTES, whatever its samples would take (a chunk
+            // past that is no head chunk: it grows by its guess)
+            if len < MAX_CHUNK_BYTES {
+                guess.min(MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES - len)
+            } else {
+                guess
+            }
         };
-        self.w.buf.reserve_exact(more.max(MAX_SAMPLE_BYTES));
+        self.buf.reserve_exact(more.max(MAX_SAMPLE_BYTES));
     }
 
-    fn write_value(&mut self, v: f64) {
+    fn write_value(&mut self, w: &mut BitWriter, v: f64) {
         let vb = v.to_bits();
         match &mut self.coding {
             Coding::Xor { leading, trailing } => {
                 if self.num == 0 {
-                    self.w.write_bits(vb, 64);
+                    w.write_bits(vb, 64);
                 } else {
-                    xor_write(&mut self.w, vb, self.v, leading, trailing);
+                    xor_write(w, vb, self.v, leading, trailing);
                 }
                 self.v = vb;
             }
             Coding::Decimal { digits, width, escapes } => {
                 let last = self.v as i64;
                 if let Some(m) = decimal::mantissa(v, *digits) {
-                    write_mantissa_delta(&mut self.w, m.wrapping_sub(last), width);
+                    write_mantissa_delta(w, m.wrapping_sub(last), width);
                     self.v = m as u64;
                 } else if let Some((wider, m, scaled)) = widen(v, *digits, last) {
-                    self.w.write_bits(u64::MAX, DECIMAL_ESCAPE_ONES);
-                    self.w.write_bit(true);
-                    self.w.write_bits(u64::from(wider), 4);
-                    write_mantissa_delta(&mut self.w, m.wrapping_sub(scaled), width);
+                    w.write_bits(u64::MAX, DECIMAL_ESCAPE_ONES);
+                    w.write_bit(true);
+                    w.write_bits(u64::from(wider), 4);
+                    write_mantissa_delta(w, m.wrapping_sub(scaled), width);
                     *digits = wider;
                     self.v = m as u64;
                 } else {
                     // the newest mantissa stays what the next value's difference is from
-                    self.w.write_bits(u64::MAX, DECIMAL_ESCAPE_ONES);
-                    self.w.write_bit(false);
-                    self.w.write_bits(vb, 64);
+                    w.write_bits(u64::MAX, DECIMAL_ESCAPE_ONES);
+                    w.write_bit(false);
+                    w.write_bits(vb, 64);
                     *escapes = escapes.saturating_add(1);
                 }
             }
@@ -495,7 +517,7 @@ impl OpenChunk {
 
     /// The encoded bytes so far.
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.w.buf
+        &self.buf
     }
 
     /// Decodes the samples.
@@ -707,21 +729,21 @@ impl Iterator for ChunkIter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::STALE_NAN_BITS;
 
     /// xorshift64*: a tiny deterministic PRNG for property-style tests.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
         }
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
     }
@@ -838,36 +860,53 @@ mod tests {
         round_trip(&[(i64::MAX, 7)]);
     }
 
-    /// A chunk's buffer ends close to the chunk's size, and the chunk that follows it, fed
-    /// alike, is allocated once and never grows.
+    /// A head chunk's buffer ends within a sample of the chunk's size, never past a full
+    /// chunk's, and the chunk that follows it, fed alike, is allocated once and never grows.
+    /// A chunk past a head chunk's size (a remote-read answer's) grows by its guess.
     #[test]
     fn buffers_are_sized_by_what_the_series_writes() {
+        let sample = |k: i64| (1_790_000_000_000 + k * 15_000, (k * 7919 % 1000) as f64 * 1.5);
         let fill = |c: &mut OpenChunk, from: i64| -> usize {
             let mut grown = 0;
-            for k in from..from + MAX_SAMPLES_PER_CHUNK as i64 {
-                let room = c.w.buf.capacity();
-                c.append(1_790_000_000_000 + k * 15_000, (k * 7919 % 1000) as f64 * 1.5);
-                grown += usize::from(c.w.buf.capacity() != room);
+            let mut k = from;
+            while !c.is_full() {
+                let room = c.buf.capacity();
+                let (t, v) = sample(k);
+                c.append(t, v);
+                grown += usize::from(c.buf.capacity() != room);
+                k += 1;
             }
             grown
         };
         let mut first = OpenChunk::new();
         fill(&mut first, 0);
-        let (len, capacity) = (first.bytes().len(), first.w.buf.capacity());
-        assert!(len > 200, "{len} bytes: the values must take room");
-        assert!(capacity <= len + len / 4 + MAX_SAMPLE_BYTES, "{capacity} bytes for {len}");
+        let (len, capacity) = (first.bytes().len(), first.buf.capacity());
+        assert!(len >= MAX_CHUNK_BYTES, "{len} bytes: the values must take room");
+        assert!(first.len() < MAX_SAMPLES_PER_CHUNK, "{} samples", first.len());
+        assert!(capacity <= MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES, "{capacity} bytes for {len}");
         let mut next = first.successor();
         assert_eq!(fill(&mut next, 120), 0);
+        let mut long = OpenChunk::new();
+        let mut grown = 0;
+        for k in 0..10_000 {
+            let room = long.buf.capacity();
+            let (t, v) = sample(k);
+            long.append(t, v);
+            grown += usize::from(long.buf.capacity() != room);
+        }
+        assert!(grown < 40, "{grown} reallocations for {} bytes", long.bytes().len());
     }
 
+    /// Samples that take a bit or two each fill a chunk at its sample count.
     #[test]
     fn full_at_max_samples() {
         let mut c = OpenChunk::new();
         for i in 0..MAX_SAMPLES_PER_CHUNK as i64 {
             assert!(!c.is_full());
-            c.append(i, i as f64);
+            c.append(i, 7.0);
         }
         assert!(c.is_full());
+        assert!(c.bytes().len() < MAX_CHUNK_BYTES, "{} bytes", c.bytes().len());
     }
 
     #[test]

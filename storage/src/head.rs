@@ -43,8 +43,8 @@ pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
 pub(crate) struct MemSeries {
     /// The series' labels.
     pub(crate) labels: PackedLabels,
-    /// Full chunks, oldest first: a boxed slice, as one is added only every 120 samples.
-    sealed: Box<[SealedChunk]>,
+    /// Full chunks, in the chunk store.
+    sealed: SealedChain,
     open: OpenChunk,
     /// Newest in-order sample: timestamp ([`NO_SAMPLE`] when none) and value bits.
     last: (Timestamp, u64),
@@ -71,7 +71,7 @@ mod histograms;
 mod packed;
 mod series_table;
 
-use chunk_store::{ChunkStore, SealedChunk};
+use chunk_store::{ChunkStore, SealedChain};
 
 use histograms::HistogramSamples;
 pub(crate) use packed::{index_hash, pack, pack_labels, PackedLabels, PackedRef};
@@ -79,7 +79,13 @@ use series_table::SeriesTable;
 
 impl MemSeries {
     fn new(labels: PackedLabels) -> Self {
-        MemSeries { labels, sealed: Box::default(), open: OpenChunk::new(), last: (NO_SAMPLE, 0), rare: None }
+        MemSeries {
+            labels,
+            sealed: SealedChain::default(),
+            open: OpenChunk::new(),
+            last: (NO_SAMPLE, 0),
+            rare: None,
+        }
     }
 
     /// The out-of-order samples, sorted by time.
@@ -117,10 +123,7 @@ impl MemSeries {
 
     /// Samples held, of every kind.
     fn num_samples(&self) -> usize {
-        self.sealed.iter().map(SealedChunk::len).sum::<usize>()
-            + self.open.len()
-            + self.ooo().len()
-            + self.hists().map_or(0, |h| h.len())
+        self.sealed.samples() + self.open.len() + self.ooo().len() + self.hists().map_or(0, |h| h.len())
     }
 
     /// The newest sample's timestamp and value bits.
@@ -132,20 +135,17 @@ impl MemSeries {
     fn seal_open(&mut self, store: &mut ChunkStore) {
         let next = self.open.successor();
         let full = std::mem::replace(&mut self.open, next);
-        self.push_sealed(store.seal(&full));
+        self.sealed.push(store, &full);
     }
 
-    /// Adds a full chunk after the others.
-    fn push_sealed(&mut self, chunk: SealedChunk) {
-        let mut sealed = std::mem::take(&mut self.sealed).into_vec();
-        sealed.reserve_exact(1);
-        sealed.push(chunk);
-        self.sealed = sealed.into_boxed_slice();
+    /// Chunks held, full and open.
+    fn num_chunks(&self) -> u64 {
+        u64::from(self.sealed.chunks()) + u64::from(!self.open.is_empty())
     }
 
     fn first_t(&self) -> Option<Timestamp> {
-        let chunks = match self.sealed.first() {
-            Some(c) => Some(c.min_t()),
+        let chunks = match self.sealed.min_t() {
+            Some(t) => Some(t),
             None if !self.open.is_empty() => Some(self.open.min_t()),
             None => None,
         };
@@ -180,13 +180,19 @@ impl MemSeries {
         self.hists().is_some_and(|h| h.any_in(mint, maxt))
     }
 
-    /// Chunk time ranges with a way to decode each, oldest first.
+    /// The time ranges of the chunks holding samples at `mint` or later, with a way to decode
+    /// each, oldest first. A range starts at the oldest sample the head keeps of its chunk,
+    /// and decoding skips those before it (what a truncation left in the chunk it cut).
     fn chunks<'a>(
         &'a self,
         store: &'a ChunkStore,
-    ) -> impl Iterator<Item = (Timestamp, Timestamp, ChunkIter<'a>)> {
-        let sealed = self.sealed.iter().map(|c| (c.min_t(), c.max_t(), ChunkIter::new(store.read(c))));
-        let open = (!self.open.is_empty()).then(|| (self.open.min_t(), self.open.max_t(), self.open.iter()));
+        mint: Timestamp,
+    ) -> impl Iterator<Item = (Timestamp, Timestamp, impl Iterator<Item = Sample> + 'a)> + 'a {
+        let mut sealed: Vec<_> = self.sealed.newest_first(store, mint).collect();
+        sealed.reverse();
+        let sealed = sealed.into_iter().map(|(from, c)| (from, c.max_t, samples_from(c.iter(), from)));
+        let open = (!self.open.is_empty())
+            .then(|| (self.open.min_t(), self.open.max_t(), samples_from(self.open.iter(), Timestamp::MIN)));
         sealed.chain(open)
     }
 
@@ -204,7 +210,7 @@ impl MemSeries {
             (None, _) | (_, None) => return false,
             _ => {}
         }
-        self.chunks(store).any(|(cmin, cmax, mut it)| {
+        self.chunks(store, mint).any(|(cmin, cmax, mut it)| {
             if cmax < mint || cmin > maxt {
                 return false;
             }
@@ -219,7 +225,7 @@ impl MemSeries {
     /// Appends the samples in `mint..=maxt` to `out`.
     fn samples_in(&self, store: &ChunkStore, mint: Timestamp, maxt: Timestamp, out: &mut Vec<Sample>) {
         let from = out.len();
-        for (cmin, cmax, it) in self.chunks(store) {
+        for (cmin, cmax, it) in self.chunks(store, mint) {
             if cmax < mint {
                 continue;
             }
@@ -238,16 +244,17 @@ impl MemSeries {
     }
 
     /// Deletes the samples in `mint..=maxt`; returns (samples, chunks) before minus after.
+    /// The chunks are written anew; the old ones stay in the store until their segments go.
     fn delete_range(&mut self, store: &mut ChunkStore, mint: Timestamp, maxt: Timestamp) -> (u64, u64) {
         let mut all = Vec::new();
         self.samples_in(store, Timestamp::MIN, Timestamp::MAX, &mut all);
-        let before = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
+        let before = (all.len() as u64, self.num_chunks());
         all.retain(|s| s.t < mint || s.t > maxt);
         if let Some(rare) = self.rare.as_deref_mut() {
             rare.ooo = Vec::new();
         }
         self.tidy_rare();
-        self.sealed = Box::default();
+        self.sealed = SealedChain::default();
         self.open = OpenChunk::new();
         for s in &all {
             if self.open.is_full() {
@@ -255,13 +262,13 @@ impl MemSeries {
             }
             self.open.append(s.t, s.v);
         }
-        let after = (all.len() as u64, self.sealed.len() as u64 + u64::from(!self.open.is_empty()));
+        let after = (all.len() as u64, self.num_chunks());
         let hists = self.retain_histograms(|t| t < mint || t > maxt);
         (before.0 - after.0 + hists, before.1 - after.1)
     }
 
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
-    fn truncate(&mut self, store: &mut ChunkStore, mint: Timestamp) -> (u64, u64) {
+    fn truncate(&mut self, store: &ChunkStore, mint: Timestamp) -> (u64, u64) {
         let (mut samples, mut chunks) = (self.retain_histograms(|t| t >= mint), 0u64);
         if let Some(rare) = self.rare.as_deref_mut() {
             let before = rare.ooo.len();
@@ -272,22 +279,12 @@ impl MemSeries {
             }
         }
         self.tidy_rare();
-        let whole = self.sealed.iter().take_while(|c| c.max_t() < mint).count();
-        if whole > 0 {
-            let mut sealed = std::mem::take(&mut self.sealed).into_vec();
-            for c in sealed.drain(..whole) {
-                samples += c.len() as u64;
-                chunks += 1;
-            }
-            self.sealed = sealed.into_boxed_slice();
-        }
-        if let Some(first) = self.sealed.first_mut() {
-            if first.min_t() < mint {
-                let (kept, cut) = rebuild_from(ChunkIter::new(store.read(first)), mint);
-                samples += cut;
-                *first = store.seal(&kept);
-            }
-        } else if !self.open.is_empty() && self.open.min_t() < mint {
+        let (sealed_samples, sealed_chunks) = self.sealed.truncate(store, mint);
+        samples += sealed_samples;
+        chunks += sealed_chunks;
+        // the open chunk is newer than every full one: it holds older samples only if no
+        // full chunk is left
+        if self.sealed.chunks() == 0 && !self.open.is_empty() && self.open.min_t() < mint {
             let (kept, cut) = rebuild_from(self.open.iter(), mint);
             samples += cut;
             if kept.is_empty() {
@@ -309,6 +306,11 @@ impl MemSeries {
         self.tidy_rare();
         gone
     }
+}
+
+/// The samples of `it` from `from` on.
+fn samples_from(it: ChunkIter<'_>, from: Timestamp) -> impl Iterator<Item = Sample> + '_ {
+    it.skip_while(move |s| s.t < from)
 }
 
 /// A chunk holding the samples of `it` from `mint` on, and how many were left out.
@@ -671,7 +673,7 @@ impl Head {
         let mut new_min: Option<Timestamp> = None;
         for (r, s) in self.series.iter_mut() {
             let had_histograms = s.has_hists();
-            let (samples, chunks) = s.truncate(&mut self.chunks, mint);
+            let (samples, chunks) = s.truncate(&self.chunks, mint);
             if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }
@@ -706,7 +708,7 @@ impl Head {
         for &r in &refs {
             let Some(s) = self.series.remove(&r) else { continue };
             self.num_samples -= s.num_samples() as u64;
-            self.num_chunks -= s.sealed.len() as u64 + u64::from(!s.open.is_empty());
+            self.num_chunks -= s.num_chunks();
             if s.has_hists() {
                 self.histogram_series -= 1;
             }
@@ -1095,10 +1097,14 @@ impl Head {
     /// Recounts samples and chunks from the chunks themselves (test cross-check).
     #[cfg(test)]
     fn recount(&self) -> (u64, u64) {
-        let samples = self.series.iter().map(|(_, s)| s.num_samples() as u64).sum();
-        let chunks =
-            self.series.iter().map(|(_, s)| s.sealed.len() as u64 + u64::from(!s.open.is_empty())).sum();
-        (samples, chunks)
+        let mut counts = (0, 0);
+        for (_, s) in self.series.iter() {
+            let (samples, chunks) = s.sealed.recount(&self.chunks);
+            let others = s.num_samples() - s.sealed.samples();
+            counts.0 += samples + others as u64;
+            counts.1 += chunks + u64::from(!s.open.is_empty());
+        }
+        counts
     }
 }
 
@@ -1188,23 +1194,36 @@ mod tests {
         assert_eq!(h.append(1, 11, 1.0), AppendResult::Appended);
     }
 
+    /// A series whose samples take a bit each fills chunks of 120; one whose values move
+    /// fills chunks of [`MAX_CHUNK_BYTES`](crate::chunk::MAX_CHUNK_BYTES) first. Reads find
+    /// every sample across the chunk boundaries either way.
     #[test]
-    fn chunks_are_cut_at_120() {
+    fn chunks_are_cut_at_120_samples_or_at_their_size() {
         let mut h = Head::default();
         add(&mut h, 1, ls(&[("a", "b")]), &[]);
+        add(&mut h, 2, ls(&[("a", "c")]), &[]);
+        let moving = |t: i64| (t * 7919 % 1000) as f64 / 3.0;
         for t in 0..250 {
-            assert_eq!(h.append(1, t, t as f64), AppendResult::Appended);
+            assert_eq!(h.append(1, t, 1.0), AppendResult::Appended);
+            assert_eq!(h.append(2, t, moving(t)), AppendResult::Appended);
         }
-        let s = h.get(1).unwrap();
-        assert_eq!(s.sealed.len(), 2);
-        assert_eq!(s.open.len(), 10);
-        assert_eq!(h.recount(), (250, 3));
-        assert_eq!((h.num_samples, h.num_chunks), (250, 3));
+        let steady = h.get(1).unwrap();
+        assert_eq!(steady.sealed.chunks(), 2);
+        assert_eq!(steady.open.len(), 10);
+        let moves = h.get(2).unwrap();
+        assert!(moves.sealed.chunks() > 5, "{} chunks", moves.sealed.chunks());
+        assert_eq!(h.recount(), (500, 3 + moves.num_chunks()));
+        assert_eq!((h.num_samples, h.num_chunks), h.recount());
         let all = h.select(&[], 100, 130);
         assert_eq!(all[0].samples.len(), 31);
-        assert_eq!(all[0].samples.view().get(0), Sample { t: 100, v: 100.0 });
-        assert!(s.has_samples_in(&h.chunks, 119, 120));
-        assert!(!s.has_samples_in(&h.chunks, 250, i64::MAX));
+        assert_eq!(all[0].samples.view().get(0), Sample { t: 100, v: 1.0 });
+        let v = all[1].samples.view();
+        assert_eq!(
+            (0..v.len()).map(|i| (v.get(i).t, v.get(i).v)).collect::<Vec<_>>(),
+            (100..=130).map(|t| (t, moving(t))).collect::<Vec<_>>()
+        );
+        assert!(steady.has_samples_in(&h.chunks, 119, 120));
+        assert!(!steady.has_samples_in(&h.chunks, 250, i64::MAX));
     }
 
     #[test]
@@ -1225,7 +1244,7 @@ mod tests {
     }
 
     /// With its full chunks in files, a head answers as it does with them in memory: after
-    /// appends across many chunk writes, a truncation that rewrites every series' first
+    /// appends across many chunk writes, a truncation that cuts through every series' oldest
     /// chunk, and a deletion that rewrites all of one series' chunks.
     #[test]
     fn chunks_in_files_answer_as_chunks_in_memory() {
@@ -1265,7 +1284,64 @@ mod tests {
         }
         assert_eq!(bits(&on_disk, 0, 599), bits(&in_memory, 0, 599));
         assert_eq!(on_disk.recount(), in_memory.recount());
-        assert_eq!(on_disk.recount(), (2000 * 470 - 251, 2000 * 4 - 2));
+        assert_eq!(on_disk.recount().0, 2000 * 470 - 251);
+        assert_eq!((on_disk.num_samples, on_disk.num_chunks), on_disk.recount());
+    }
+
+    /// Random appends, truncations and deletions over chunks in files answer as a plain
+    /// model of the samples does, and the head's counts match its chunks.
+    #[test]
+    fn chained_chunks_answer_as_a_model_through_truncations_and_deletions() {
+        use crate::chunk::tests::Rng;
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Head::with_chunk_dir(dir.path().join("chunks")).unwrap();
+        let mut model: Vec<std::collections::BTreeMap<i64, f64>> = vec![Default::default(); 40];
+        let mut rng = Rng(0x5eed);
+        for r in 0..model.len() as u64 {
+            add(&mut h, r, ls(&[("series", &r.to_string())]), &[]);
+        }
+        let mut t = 0i64;
+        for round in 0..60 {
+            for _ in 0..50 {
+                t += 1 + rng.below(3) as i64;
+                for (r, m) in model.iter_mut().enumerate() {
+                    if rng.below(4) > 0 {
+                        let v = if r % 2 == 0 { (rng.below(1000) as f64) / 8.0 } else { 5.0 };
+                        assert_eq!(h.append(r as u64, t, v), AppendResult::Appended);
+                        m.insert(t, v);
+                    }
+                }
+            }
+            match round % 3 {
+                0 => {
+                    let mint = t - 200 + rng.below(100) as i64;
+                    h.truncate(mint);
+                    for m in &mut model {
+                        m.retain(|&k, _| k >= mint);
+                    }
+                }
+                1 => {
+                    let r = rng.below(model.len() as u64);
+                    let (from, to) = (t - 150, t - 100 + rng.below(100) as i64);
+                    h.delete_range(r, from, to);
+                    model[r as usize].retain(|&k, _| k < from || k > to);
+                }
+                _ => {}
+            }
+            for _ in 0..5 {
+                let (mint, maxt) = (t - rng.below(400) as i64, t - rng.below(100) as i64);
+                for s in h.select(&[], mint, maxt) {
+                    let r: usize = s.labels.get("series").parse().unwrap();
+                    let v = s.samples.view();
+                    let got: Vec<(i64, f64)> = (0..v.len()).map(|i| (v.get(i).t, v.get(i).v)).collect();
+                    let want: Vec<(i64, f64)> = model[r].range(mint..=maxt).map(|(&k, &v)| (k, v)).collect();
+                    assert_eq!(got, want, "series {r} over {mint}..={maxt} in round {round}");
+                }
+            }
+            let samples: usize = model.iter().map(|m| m.len()).sum();
+            assert_eq!(h.recount().0, samples as u64);
+            assert_eq!((h.num_samples, h.num_chunks), h.recount(), "round {round}");
+        }
     }
 
     #[test]
