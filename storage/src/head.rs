@@ -144,11 +144,7 @@ impl MemSeries {
     }
 
     fn first_t(&self) -> Option<Timestamp> {
-        let chunks = match self.sealed.min_t() {
-            Some(t) => Some(t),
-            None if !self.open.is_empty() => Some(self.open.min_t()),
-            None => None,
-        };
+        let chunks = self.sealed.min_t().or_else(|| (!self.open.is_empty()).then(|| self.open.min_t()));
         let firsts = [chunks, self.ooo().first().map(|s| s.t), self.hists().and_then(|h| h.first_t())];
         firsts.into_iter().flatten().min()
     }
@@ -243,12 +239,12 @@ impl MemSeries {
         }
     }
 
-    /// Deletes the samples in `mint..=maxt`; returns (samples, chunks) before minus after.
-    /// The chunks are written anew; the old ones stay in the store until their segments go.
-    fn delete_range(&mut self, store: &mut ChunkStore, mint: Timestamp, maxt: Timestamp) -> (u64, u64) {
+    /// Deletes the samples in `mint..=maxt`; returns how many went. The chunks are written
+    /// anew; the old ones stay in the store until their segments go.
+    fn delete_range(&mut self, store: &mut ChunkStore, mint: Timestamp, maxt: Timestamp) -> u64 {
         let mut all = Vec::new();
         self.samples_in(store, Timestamp::MIN, Timestamp::MAX, &mut all);
-        let before = (all.len() as u64, self.num_chunks());
+        let before = all.len() as u64;
         all.retain(|s| s.t < mint || s.t > maxt);
         if let Some(rare) = self.rare.as_deref_mut() {
             rare.ooo = Vec::new();
@@ -262,9 +258,7 @@ impl MemSeries {
             }
             self.open.append(s.t, s.v);
         }
-        let after = (all.len() as u64, self.num_chunks());
-        let hists = self.retain_histograms(|t| t < mint || t > maxt);
-        (before.0 - after.0 + hists, before.1 - after.1)
+        before - all.len() as u64 + self.retain_histograms(|t| t < mint || t > maxt)
     }
 
     /// Drops the samples older than `mint`; returns (samples, chunks) dropped.
@@ -796,12 +790,13 @@ impl Head {
         }
         if let Some(s) = self.series.get_mut(&r) {
             let had_histograms = s.has_hists();
-            let (samples, chunks) = s.delete_range(&mut self.chunks, mint, maxt);
+            let chunks_before = s.num_chunks();
+            self.num_samples -= s.delete_range(&mut self.chunks, mint, maxt);
             if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }
-            self.num_samples -= samples;
-            self.num_chunks -= chunks;
+            // samples written anew after a gap may take more bytes, and so more chunks
+            self.num_chunks = self.num_chunks - chunks_before + s.num_chunks();
         }
     }
 
