@@ -461,22 +461,19 @@ impl OpenChunk {
             return;
         }
         let n = self.num as usize;
-        let more = if n < SAMPLES_TO_GUESS {
+        let guess = if n < SAMPLES_TO_GUESS {
             len
         } else {
             // bytes per sample after the first (whose whole value would skew the guess)
             let first_end = HEADER_LEN + crate::codec::uvarint_len(zigzag(self.min_t())) + 8;
             let samples_left = if n < MAX_SAMPLES_PER_CHUNK { MAX_SAMPLES_PER_CHUNK - n } else { n };
             // a sixteenth more than the samples so far take on average
-            let guess = len.saturating_sub(first_end) * samples_left * 17 / (16 * (n - 1)) + MAX_SAMPLE_BYTES;
-            // a head chunk is full at MAX_CHUNK_BYTES, whatever its samples would take (a chunk
-            // past that is no head chunk: it grows by its guess)
-            if len < MAX_CHUNK_BYTES {
-                guess.min(MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES - len)
-            } else {
-                guess
-            }
+            len.saturating_sub(first_end) * samples_left * 17 / (16 * (n - 1)) + MAX_SAMPLE_BYTES
         };
+        // a head chunk is full at MAX_CHUNK_BYTES, whatever its samples would take (a chunk
+        // past that is no head chunk: it grows by its guess)
+        let more =
+            if len < MAX_CHUNK_BYTES { guess.min(MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES - len) } else { guess };
         self.buf.reserve_exact(more.max(MAX_SAMPLE_BYTES));
     }
 
@@ -879,7 +876,17 @@ pub(crate) mod tests {
             grown
         };
         let mut first = OpenChunk::new();
-        fill(&mut first, 0);
+        let mut k = 0;
+        while !first.is_full() {
+            let (t, v) = sample(k);
+            first.append(t, v);
+            assert!(
+                first.buf.capacity() <= MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES,
+                "{} after {k}",
+                first.buf.capacity()
+            );
+            k += 1;
+        }
         let (len, capacity) = (first.bytes().len(), first.buf.capacity());
         assert!(len >= MAX_CHUNK_BYTES, "{len} bytes: the values must take room");
         assert!(first.len() < MAX_SAMPLES_PER_CHUNK, "{} samples", first.len());
