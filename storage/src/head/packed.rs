@@ -110,9 +110,19 @@ fn interns_value(name: &str) -> Option<bool> {
 }
 
 /// A label set packed into one boxed byte string, in the stored form (see the module's
-/// documentation): for each label in name order, its name and then its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// documentation): for each label in name order, its name and then its value. Two sets are
+/// equal when their pairs are: a string packed in place for one may be interned for the
+/// other (a job's name that became a metric's name in between).
+#[derive(Debug, Clone)]
 pub(crate) struct PackedLabels(Box<[u8]>);
+
+impl PartialEq for PackedLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw().eq(other.raw())
+    }
+}
+
+impl Eq for PackedLabels {}
 
 /// Appends the packed form of `pairs` (in name order, names unique: a label set's) to `out`.
 pub(crate) fn pack<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
@@ -381,6 +391,18 @@ mod tests {
             assert!(!p.eq_labels(&other), "{other}");
         }
         assert!(!p.view().is(&plain[..plain.len() - 1]), "a plain form cut short is not it");
+        // the same set with every string in place (as when the table was full) is equal
+        let mut in_place = Vec::new();
+        for field in l.iter().flat_map(|x| [x.name.as_str(), x.value.as_str()]) {
+            put_uvarint(&mut in_place, (field.len() as u64) << 1);
+            in_place.extend_from_slice(field.as_bytes());
+        }
+        let q = PackedLabels(in_place.into());
+        assert_ne!(p.0, q.0);
+        assert_eq!(p, q);
+        assert_eq!(p.cmp_labels(&q), Ordering::Equal);
+        assert_eq!(p.index_hash(), q.index_hash());
+        assert_eq!(q.index_hash(), index_hash(&plain));
     }
 
     #[test]
