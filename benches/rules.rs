@@ -8,7 +8,8 @@
 //! the wall clock), `BENCH_INTERVAL_S` [60] evaluation interval, `BENCH_REPS` [3],
 //! `BENCH_REP_FROM` [0] the first repetition's number (the rotation of the runs follows it, so
 //! that repetitions can be run in several sittings), `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules,
-//! or without them with `:without` after the name (for profiling; no ratio is printed then). The reported scale is `BENCH_SERIES=50000
+//! or without them with `:without` after the name (for profiling; no ratio is printed then). `BENCH_PROMFLOW` [this build's] the promflow
+//! binary to run. The reported scale is `BENCH_SERIES=50000
 //! BENCH_HISTORY_MIN=1440 BENCH_MINUTES=10`.
 //!
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
@@ -64,11 +65,7 @@ impl System {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = write_config(dir, None, interval_s);
-        let bin = if self == System::Promflow {
-            env!("CARGO_BIN_EXE_promflow").to_string()
-        } else {
-            "prometheus".into()
-        };
+        let bin = if self == System::Promflow { workload::promflow_binary() } else { "prometheus".into() };
         let args = [
             format!("--config.file={}", cfg.display()),
             format!("--storage.tsdb.path={}", dir.join("data").display()),

@@ -423,3 +423,18 @@ fn admin_api_deletes_snapshots_and_cleans() {
     let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
     assert_eq!(v["error"], "admin APIs disabled", "{v}");
 }
+
+/// The server allocates with jemalloc under the settings it embeds. Were their symbol
+/// misnamed, jemalloc would ignore them without a word and run without its background
+/// thread, the one that returns freed memory to the system.
+#[test]
+fn the_server_allocates_with_jemalloc_and_its_background_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_promflow(dir.path(), "", &[]);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap();
+    let names: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "jemalloc_bg_thd"), "threads: {names:?}");
+}

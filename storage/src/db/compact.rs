@@ -40,9 +40,11 @@ pub(super) fn spawn_compactor(db: Weak<Db>, every: Duration) {
     }
 }
 
-/// Hands the pages the allocator holds free back to the system. Writing blocks and dropping
-/// series free hundreds of megabytes at a million series; glibc keeps what lies below its
-/// heaps' tops, so without this the resident memory stays at the compaction's peak.
+/// Hands the pages glibc's allocator holds free back to the system. Writing blocks and
+/// dropping series free hundreds of megabytes at a million series; glibc keeps what lies
+/// below its heaps' tops, so without this the resident memory stays at the compaction's peak.
+/// (The `promflow` binary allocates with jemalloc, whose background thread does this on its
+/// own; glibc still serves a program that embeds the storage without it, and C code.)
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointer.
