@@ -181,7 +181,7 @@ impl PackedLabels {
 
     /// The `(name, value)` pairs, in name order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.raw().map(|(n, v)| (text(n), text(v)))
+        TextPairs(Cursor(&self.0))
     }
 
     /// The value of `name`, or "" when the label is absent.
@@ -275,25 +275,60 @@ fn text(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or_default()
 }
 
-/// The pairs of a [`PackedLabels`]' stored form as byte slices.
-struct RawPairs<'a>(Cursor<'a>);
+/// One field of a [`PackedLabels`]' stored form.
+enum Field<'a> {
+    /// An interned string.
+    Interned(&'static str),
+    /// Bytes packed in place.
+    InPlace(&'a [u8]),
+}
 
-impl<'a> RawPairs<'a> {
-    /// The next field: an interned string's bytes, or bytes in place.
-    fn field(&mut self) -> Option<&'a [u8]> {
-        let tag = self.0.uvarint()?;
+impl<'a> Field<'a> {
+    /// Reads the next field at `cursor`.
+    fn read(cursor: &mut Cursor<'a>) -> Option<Self> {
+        let tag = cursor.uvarint()?;
         if tag & 1 == 1 {
-            return interned::get(tag >> 1).map(str::as_bytes);
+            return interned::get(tag >> 1).map(Field::Interned);
         }
-        self.0.take(usize::try_from(tag >> 1).ok()?)
+        cursor.take(usize::try_from(tag >> 1).ok()?).map(Field::InPlace)
+    }
+
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Field::Interned(s) => s.as_bytes(),
+            Field::InPlace(b) => b,
+        }
+    }
+
+    /// The field as text: an interned string is one already, and only bytes in place are
+    /// checked (a lookup of thousands of series reads most of its fields from the table).
+    fn text(self) -> &'a str {
+        match self {
+            Field::Interned(s) => s,
+            Field::InPlace(b) => text(b),
+        }
     }
 }
+
+/// The pairs of a [`PackedLabels`]' stored form as byte slices.
+struct RawPairs<'a>(Cursor<'a>);
 
 impl<'a> Iterator for RawPairs<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some((self.field()?, self.field()?))
+        Some((Field::read(&mut self.0)?.bytes(), Field::read(&mut self.0)?.bytes()))
+    }
+}
+
+/// The pairs of a [`PackedLabels`]' stored form as text.
+struct TextPairs<'a>(Cursor<'a>);
+
+impl<'a> Iterator for TextPairs<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some((Field::read(&mut self.0)?.text(), Field::read(&mut self.0)?.text()))
     }
 }
 
