@@ -11,7 +11,8 @@
 //! `BENCH_CHUNKS` [1] requests a round arrives in: the clock moves 2 ms on after each, as
 //! the server's feed moved it to the wall clock after each request, `BENCH_GRAIN` [1]
 //! whether recording rules' views change only at the evaluation times (as in the server) or
-//! with every sample (0).
+//! with every sample (0), `BENCH_ENDS_FROM_MIN` [60] the shortest window kept by its ends and
+//! read back from storage, as in the server (0: every window keeps every sample).
 //!
 //! The views are installed from storage as the server installs them, then the stream is fed
 //! round by round: the round's samples, a clock move to their time, idle clock moves until
@@ -21,12 +22,13 @@
 
 mod workload;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use promflow_batch::{evaluate, QueryOptions};
 use promflow_incremental::{Grain, Incremental};
 use promflow_plan::Plan;
-use promflow_storage::{Db, DbOptions, Labels};
+use promflow_storage::{Db, DbOptions, Labels, Querier};
 use workload::{all_series, env, rule_set, Walk, INTERVAL_MS};
 
 const LOOKBACK_MS: i64 = 300_000;
@@ -59,6 +61,7 @@ fn main() {
     let workers = env("BENCH_WORKERS", 1);
     let chunks = env("BENCH_CHUNKS", 1).max(1);
     let grain = (env("BENCH_GRAIN", 1) == 1).then(|| Grain::new(interval_ms, EVAL_OFFSET_MS));
+    let ends_from_min = env("BENCH_ENDS_FROM_MIN", 60);
 
     let rules = rule_set();
     let alert_count = rules.alerts.len();
@@ -101,6 +104,9 @@ fn main() {
     let cpu0 = process_cpu_s();
     let wall0 = Instant::now();
     let inc = Incremental::start(workers, LOOKBACK_MS).unwrap();
+    if ends_from_min > 0 {
+        inc.read_back_from(Arc::clone(&db) as Arc<dyn Querier>, ends_from_min as i64 * 60_000);
+    }
     // the server's clock follows the wall clock: it is at the present when views are installed
     inc.advance(stream_start - 1);
     let views: Vec<_> = plans
@@ -171,6 +177,7 @@ fn main() {
     let stream_wall = wall0.elapsed().as_secs_f64();
     eprintln!("the stream ended");
     let rss_streamed = workload::common::rss_kib(std::process::id());
+    let samples_kept = inc.samples_kept();
     let records: u64 = inc.records_total().iter().map(|(_, n)| n).sum::<u64>() - installed_records;
     let per_operator = inc.records_total();
     let arrangements = inc.arrangements();
@@ -220,9 +227,10 @@ fn main() {
         records as f64 / samples
     );
     println!(
-        "resident memory: {} MiB with the views installed, {} MiB after the stream",
+        "resident memory: {} MiB with the views installed, {} MiB after the stream; {} samples kept in the views (windows from {ends_from_min} min kept by their ends)",
         rss_installed / 1024,
-        rss_streamed / 1024
+        rss_streamed / 1024,
+        samples_kept
     );
     println!("idle clock move: {:.1} µs CPU", idle_cpu / idle_moves as f64 * 1e6);
     println!("batch: {batch_cpu:.2} s CPU for {evaluations} rule evaluations");

@@ -113,6 +113,11 @@ impl SeriesFn {
         )
     }
 
+    /// Whether a window kept by its ends folds by pieces ([`folds_by_pieces`]).
+    fn folds_by_pieces(&self) -> bool {
+        matches!(self, SeriesFn::Window { func, .. } if folds_by_pieces(*func))
+    }
+
     /// Whether the state tracks counter resets (see `SeriesState::resets`).
     fn tracks_resets(&self) -> bool {
         matches!(self, SeriesFn::Window { func: WindowFn::Rate | WindowFn::Increase, .. })
@@ -219,8 +224,9 @@ impl SeriesFn {
                 // a series kept by its ends has the window's first and last floats, which is
                 // all the functions that read only the ends look at, but for the count
                 let (ends_t, ends_v): (Vec<i64>, Vec<f64>);
-                let floats = match (st.ends, t.first(), v.first()) {
-                    (Some(e), Some(&ft), Some(&fv)) => {
+                let floats = match (&st.ends, t.first(), v.first()) {
+                    // a window with histograms that folds by pieces keeps all its samples
+                    (Some(e), Some(&ft), Some(&fv)) if !self.folds_by_pieces() => {
                         if *func == WindowFn::CountOverTime {
                             return steady(Some(Value::float((e.len + hists.len()) as f64)));
                         }
@@ -318,7 +324,9 @@ impl Keep {
         match (func, read_back) {
             (WindowFn::MaxOverTime, _) => Keep::Extremes { max: true },
             (WindowFn::MinOverTime, _) => Keep::Extremes { max: false },
-            (f, Some((source, ends_from))) if kernels::reads_only_ends(*f) && range >= ends_from => {
+            (f, Some((source, ends_from)))
+                if (kernels::reads_only_ends(*f) || folds_by_pieces(*f)) && range >= ends_from =>
+            {
                 let tail_ms = (range / 4).clamp(1, MAX_TAIL_MS);
                 Keep::Ends { tail_ms, source: source.clone(), matchers: matchers.to_vec() }
             }
@@ -326,6 +334,26 @@ impl Keep {
         }
     }
 }
+
+/// Whether a window function kept by its ends ([`Keep::Ends`]) folds the samples past the
+/// window's tail into one compensated sum per piece of the tail's length: `sum_over_time`
+/// and `avg_over_time`, which read every sample but only through their sum (and count).
+fn folds_by_pieces(func: WindowFn) -> bool {
+    matches!(func, WindowFn::SumOverTime | WindowFn::AvgOverTime)
+}
+
+/// Whether a piece's sum takes `v` as a batch fold would: a finite value far enough from
+/// overflow that a day of such samples sums finitely, so that the mean never switches to its
+/// incremental form ([`kernels::MeanFold`]). A window that takes any other value keeps every
+/// sample ([`KEEPS_ALL`]).
+fn foldable(v: f64) -> bool {
+    v.abs() <= 1e290
+}
+
+/// [`Ends::until`] of a series kept by its ends that keeps every visible sample in its tail:
+/// a window of `sum_over_time` or `avg_over_time` that holds a value its pieces' sums cannot
+/// take ([`foldable`]) or a native histogram.
+const KEEPS_ALL: i64 = i64::MAX;
 
 /// The longest tail length: a read-back fetches one to two tail lengths past the window's
 /// start, at most 240 samples of a series scraped every 15 s.
@@ -336,7 +364,7 @@ const MAX_TAIL_MS: i64 = 30 * 60 * 1000;
 const FEW_SERIES: usize = 8;
 
 /// What a series kept by its ends ([`Keep::Ends`]) knows of the window past its tail.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Ends {
     /// The tail holds every window sample up to this time (a multiple of the tail length, so
     /// that series with the same timestamps are read back together).
@@ -348,6 +376,46 @@ struct Ends {
     /// Whether only the whole window read back can set the state right: a sample came out of
     /// order (only storage knows its place), or more samples left than were counted.
     reread: bool,
+    /// For the functions that fold by pieces ([`folds_by_pieces`]): the samples past the
+    /// tail as one compensated sum per piece `(end - tail_ms, end]`, oldest first. A
+    /// read-back takes whole pieces' samples into the tail, and drops those pieces.
+    pieces: Vec<Piece>,
+}
+
+/// The compensated sum of a window's samples in `(end - tail_ms, end]` past its tail.
+#[derive(Clone, Copy)]
+struct Piece {
+    end: i64,
+    sum: kernels::SumFold,
+}
+
+impl Ends {
+    /// Adds a sample past the tail to its piece: samples come in time order, so it is the
+    /// last piece or a new one.
+    fn add_to_piece(&mut self, (t, v): (i64, f64), tail_ms: i64) {
+        let end = ((t - 1).div_euclid(tail_ms) + 1).saturating_mul(tail_ms);
+        match self.pieces.last_mut() {
+            Some(p) if p.end == end => p.sum.push(v),
+            _ => {
+                let mut sum = kernels::SumFold::default();
+                sum.push(v);
+                self.pieces.push(Piece { end, sum });
+            }
+        }
+    }
+
+    /// `sum_over_time` (or with `mean`, `avg_over_time`) of a window whose visible tail holds
+    /// `tail`: the tail's fold, then the pieces' sums in time order, and the mean over the
+    /// window's count.
+    fn fold(&self, tail: &[f64], mean: bool) -> Option<f64> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut sum = kernels::SumFold::default();
+        tail.iter().for_each(|&v| sum.push(v));
+        self.pieces.iter().for_each(|p| sum.merge(p.sum));
+        Some(if mean { sum.value() / self.len as f64 } else { sum.value() })
+    }
 }
 
 /// A read-back a series needs: its samples in `after < t <= upto`.
@@ -479,6 +547,9 @@ impl SeriesState {
     /// evaluation's fold, resumed when the window only grew since (an arrival after an
     /// expiry: the fold of a prefix, so the same value bit for bit), else folded afresh.
     fn fold(&self, mean: bool) -> Option<f64> {
+        if let Some(e) = self.ends.as_ref().filter(|e| e.until != KEEPS_ALL) {
+            return e.fold(self.vs(), mean);
+        }
         let v = self.vs();
         let first = *self.ts().first()?;
         let mut f = match self.folded.get() {
@@ -500,7 +571,14 @@ impl SeriesState {
     fn insert(&mut self, func: &SeriesFn, keep: &Keep, (t, value): (i64, Value), at: i64) {
         let v = match value.unbox() {
             Unboxed::Float(v) => v,
-            Unboxed::Histogram(h) => return self.insert_histogram(func, HistogramSample { t, h }),
+            Unboxed::Histogram(h) => {
+                if let (Some(e), true) = (self.ends.as_mut(), func.folds_by_pieces()) {
+                    // the pieces' sums are of floats alone: the whole window is read back
+                    // and kept
+                    e.reread |= e.until != KEEPS_ALL;
+                }
+                return self.insert_histogram(func, HistogramSample { t, h });
+            }
         };
         match (func, keep) {
             (SeriesFn::Last { .. }, _) => {
@@ -519,7 +597,7 @@ impl SeriesState {
             (SeriesFn::Window { .. }, Keep::All) => self.insert_any(func.tracks_resets(), t, v),
             (SeriesFn::Window { .. }, Keep::Extremes { max }) => self.insert_candidate(*max, t, v),
             (SeriesFn::Window { range, .. }, Keep::Ends { tail_ms, .. }) => {
-                self.insert_end(func.tracks_resets(), (t, v), at - range, *tail_ms)
+                self.insert_end(func, (t, v), at - range, *tail_ms)
             }
         }
     }
@@ -615,7 +693,8 @@ impl SeriesState {
     }
 
     /// Adds a sample to a series kept by its ends whose window starts after `cutoff`.
-    fn insert_end(&mut self, track_resets: bool, (t, v): (i64, f64), cutoff: i64, tail_ms: i64) {
+    fn insert_end(&mut self, func: &SeriesFn, (t, v): (i64, f64), cutoff: i64, tail_ms: i64) {
+        let pieces = func.folds_by_pieces();
         let Some(e) = self.ends.as_mut() else {
             if t > cutoff {
                 self.t.clear();
@@ -624,8 +703,12 @@ impl SeriesState {
                 self.resets.clear();
                 self.t.push(t);
                 self.v.push(v);
-                let until = tail_end(cutoff, tail_ms).max(t);
-                self.ends = Some(Ends { until, len: 1, last: (t, v), reread: false });
+                let until = if pieces && (!foldable(v) || !self.hists.is_empty()) {
+                    KEEPS_ALL
+                } else {
+                    tail_end(cutoff, tail_ms).max(t)
+                };
+                self.ends = Some(Ends { until, len: 1, last: (t, v), reread: false, pieces: Vec::new() });
             }
             return;
         };
@@ -642,8 +725,12 @@ impl SeriesState {
         if t <= e.until {
             self.t.push(t);
             self.v.push(v);
+        } else if pieces {
+            e.add_to_piece((t, v), tail_ms);
         }
-        if track_resets && v < e.last.1 {
+        // a value the pieces' sums cannot take: the whole window is read back and kept
+        e.reread |= pieces && !foldable(v) && e.until != KEEPS_ALL;
+        if func.tracks_resets() && v < e.last.1 {
             self.resets.push_back(e.last);
         }
         e.last = (t, v);
@@ -721,9 +808,10 @@ impl SeriesState {
         samples: &[(i64, f64)],
         cutoff: i64,
         tail_ms: i64,
-        track_resets: bool,
+        func: &SeriesFn,
     ) -> Option<Want> {
         let e = self.ends.as_mut()?;
+        let pieces = func.folds_by_pieces();
         if want.whole {
             self.t.clear();
             self.v.clear();
@@ -733,17 +821,20 @@ impl SeriesState {
                 self.ends = None;
                 return None;
             };
-            let until = tail_end(cutoff, tail_ms).max(first.0);
+            let keeps_all = pieces && (!self.hists.is_empty() || samples.iter().any(|s| !foldable(s.1)));
+            let until = if keeps_all { KEEPS_ALL } else { tail_end(cutoff, tail_ms).max(first.0) };
+            *e = Ends { until, len: samples.len(), last, reread: false, pieces: Vec::new() };
             for (i, &(t, v)) in samples.iter().enumerate() {
                 if t <= until {
                     self.t.push(t);
                     self.v.push(v);
+                } else if pieces {
+                    e.add_to_piece((t, v), tail_ms);
                 }
-                if track_resets && i > 0 && v < samples[i - 1].1 {
+                if func.tracks_resets() && i > 0 && v < samples[i - 1].1 {
                     self.resets.push_back(samples[i - 1]);
                 }
             }
-            *e = Ends { until, len: samples.len(), last, reread: false };
             return None;
         }
         for &(t, v) in samples {
@@ -755,6 +846,10 @@ impl SeriesState {
             }
         }
         e.until = tail_end(cutoff, tail_ms);
+        // the pieces read back into the tail (every piece, when the read reached the newest
+        // sample)
+        let read = e.pieces.partition_point(|p| p.end <= e.until);
+        e.pieces.drain(..read);
         if e.len == 0 {
             self.ends = None;
             self.resets.clear();
@@ -767,7 +862,7 @@ impl SeriesState {
     fn ends(&self) -> Option<WindowEnds<impl Iterator<Item = f64> + '_>> {
         let (t, v) = (self.ts(), self.vs());
         let first = Sample { t: *t.first()?, v: *v.first()? };
-        let (last, len) = match self.ends {
+        let (last, len) = match &self.ends {
             Some(e) => (Sample { t: e.last.0, v: e.last.1 }, e.len),
             None => (Sample { t: *t.last()?, v: *v.last()? }, t.len()),
         };
@@ -954,7 +1049,6 @@ pub(crate) struct SeriesOp {
     /// Whether values can move with time alone (pinned, only `predict_linear`'s: it predicts
     /// from the evaluation's time).
     moves: bool,
-    track_resets: bool,
     drops_name: bool,
     /// Each series' output key when the function drops the name.
     names: KeyMap<u64, u64>,
@@ -980,7 +1074,6 @@ impl SeriesOp {
         SeriesOp {
             span: func.span().max(1),
             moves,
-            track_resets: func.tracks_resets(),
             drops_name: func.drops_name(),
             series: SeriesMap { series: KeyMap::default(), counters: Arc::clone(&counters) },
             func,
@@ -1116,7 +1209,7 @@ impl SeriesOp {
                 for (s, want) in wants.drain(..) {
                     let Some(st) = series.get_mut(&s) else { continue };
                     let samples = read.remove(&s).unwrap_or_default();
-                    let whole = st.read_back(want, &samples, at_ms - span, *tail_ms, self.track_resets);
+                    let whole = st.read_back(want, &samples, at_ms - span, *tail_ms, &self.func);
                     again.extend(whole.map(|w| (s, w)));
                 }
                 wants = again;

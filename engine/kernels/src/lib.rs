@@ -343,6 +343,14 @@ impl SumFold {
         (self.sum, self.c) = kahan_inc(v, self.sum, self.c);
     }
 
+    /// Adds the fold of the values that follow this fold's: the sum of both runs within the
+    /// compensated sum's error bound, though not bit for bit the sum of pushing every value
+    /// (a window kept as the folds of its pieces).
+    pub fn merge(&mut self, next: SumFold) {
+        (self.sum, self.c) = kahan_inc(next.sum, self.sum, self.c);
+        self.c += next.c;
+    }
+
     /// The sum of the values pushed.
     pub fn value(&self) -> f64 {
         if self.c.is_finite() {
