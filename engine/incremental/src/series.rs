@@ -701,6 +701,7 @@ impl SeriesState {
                 self.v.clear();
                 self.head = 0;
                 self.resets.clear();
+                self.folded.set(None);
                 self.t.push(t);
                 self.v.push(v);
                 let until = if pieces && (!foldable(v) || !self.hists.is_empty()) {
@@ -821,6 +822,8 @@ impl SeriesState {
                 self.ends = None;
                 return None;
             };
+            // the tail is rebuilt: a fold of its old prefix no longer applies
+            self.folded.set(None);
             let keeps_all = pieces && (!self.hists.is_empty() || samples.iter().any(|s| !foldable(s.1)));
             let until = if keeps_all { KEEPS_ALL } else { tail_end(cutoff, tail_ms).max(first.0) };
             *e = Ends { until, len: samples.len(), last, reread: false, pieces: Vec::new() };
@@ -1391,5 +1394,26 @@ mod tests {
             }
             assert!(resumed > 3_000, "the fold was resumed only {resumed} times in 5,000");
         }
+    }
+
+    /// A window that keeps every sample because of a value its pieces' sums cannot take folds
+    /// afresh once it is read back whole: a sample that came out of order is in the middle of
+    /// the rebuilt tail, so the fold of the old tail is not the fold of a prefix of it.
+    #[test]
+    fn a_window_read_back_whole_folds_afresh() {
+        const TAIL: i64 = 900_000;
+        let func = SeriesFn::Window { func: WindowFn::SumOverTime, range: 3_600_000, args: vec![] };
+        let mut st = SeriesState::default();
+        let samples = [(1_000, 1e291), (2_000, -1e291), (3_000, 5.0), (4_000, 1.0)];
+        for (t, v) in [samples[0], samples[1], samples[3]] {
+            st.insert_end(&func, (t, v), 0, TAIL);
+        }
+        assert_eq!(st.ends.as_ref().map(|e| e.until), Some(KEEPS_ALL));
+        assert_eq!(st.fold(false), Some(1.0));
+        // the sample at 3 s comes after the one at 4 s: the window is read back whole
+        st.insert_end(&func, samples[2], 0, TAIL);
+        assert!(st.ends.as_ref().is_some_and(|e| e.reread));
+        st.read_back(Want { after: 0, upto: 4_000, whole: true }, &samples, 0, TAIL, &func);
+        assert_eq!(st.fold(false), Some(6.0));
     }
 }
