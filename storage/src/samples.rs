@@ -3,6 +3,8 @@
 //! Samples read from a block are slices of the Arrow arrays decoded from its Parquet file:
 //! the timestamp column as Parquet gives it, the value column as decoded from its custom
 //! encoding (see `block/values.rs`), both shared, not copied, by every series of the batch.
+//! A read that keeps less than half of a batch's rows (a short time range out of a long
+//! block) copies them out instead, so that it does not keep the whole batch alive.
 //! The head's samples are decoded from its chunks into the same shape.
 
 use std::ops::Range;
@@ -30,6 +32,12 @@ impl Samples {
     pub(crate) fn from_buffers(t: ScalarBuffer<i64>, v: ScalarBuffer<f64>) -> Self {
         debug_assert_eq!(t.len(), v.len());
         Samples { t, v }
+    }
+
+    /// Bytes of the buffers these columns keep alive, shared or not.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.t.inner().capacity() + self.v.inner().capacity()
     }
 
     /// Number of samples.

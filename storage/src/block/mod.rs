@@ -667,7 +667,8 @@ impl Block {
     ///
     /// Each Parquet batch is decoded once into two Arrow buffers, its timestamp column as is
     /// and its values decoded from their encoding; a series' samples are slices of those
-    /// buffers (joined only when a series spans two batches).
+    /// buffers (joined only when a series spans two batches). Where less than half of a
+    /// batch's rows lie in range, those rows are copied into buffers of their own.
     pub(crate) fn read(&self, ids: &[u32], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Samples>, Error> {
         let mut pieces: Vec<Vec<Samples>> = (0..ids.len()).map(|_| Vec::new()).collect();
         if ids.is_empty() {
@@ -734,8 +735,24 @@ impl Block {
             if let Some(start) = run.take() {
                 runs.push((pos, start..batch.num_rows()));
             }
-            let (t_col, v_col) = (ts.values().clone(), ScalarBuffer::from(values));
-            for (p, rows) in runs.drain(..) {
+            let in_range: usize = runs.iter().map(|(_, rows)| rows.len()).sum();
+            let (t_col, v_col, runs) = if in_range * 2 < batch.num_rows() {
+                // most of the batch lies outside the range (an hour read from a day's block):
+                // slices would keep all of its columns alive as long as any series read, so
+                // the rows in range are copied out and the batch freed
+                let (mut t_own, mut v_own) = (Vec::with_capacity(in_range), Vec::with_capacity(in_range));
+                let mut own_runs = Vec::with_capacity(runs.len());
+                for (p, rows) in runs.drain(..) {
+                    let start = t_own.len();
+                    t_own.extend_from_slice(&ts.values()[rows.clone()]);
+                    v_own.extend_from_slice(&values[rows]);
+                    own_runs.push((p, start..t_own.len()));
+                }
+                (ScalarBuffer::from(t_own), ScalarBuffer::from(v_own), own_runs)
+            } else {
+                (ts.values().clone(), ScalarBuffer::from(values), std::mem::take(&mut runs))
+            };
+            for (p, rows) in runs {
                 let len = rows.end - rows.start;
                 pieces[p]
                     .push(Samples::from_buffers(t_col.slice(rows.start, len), v_col.slice(rows.start, len)));
@@ -970,6 +987,27 @@ mod tests {
         assert_eq!(some.len(), 2);
         assert!(some[1].is_empty());
         assert_eq!(some[0].len(), n_b - 60_000);
+    }
+
+    #[test]
+    fn a_short_range_out_of_a_batch_keeps_only_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BlockWriter::create(dir.path(), 1, Vec::new()).unwrap();
+        let samples: Vec<Sample> =
+            (0..BATCH_ROWS as i64).map(|i| Sample { t: i * 1000, v: i as f64 }).collect();
+        w.add(ls("a"), samples.iter().copied(), &[], &[]).unwrap();
+        let meta = w.finish(None).unwrap().unwrap();
+        let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        // an hour out of the batch's 18 hours
+        let (lo, hi) = (1_000_000, 1_000_000 + 3_600_000 - 1);
+        let hour = block.read(&[0], lo, hi).unwrap();
+        let want: Vec<Sample> = samples.iter().copied().filter(|x| x.t >= lo && x.t <= hi).collect();
+        assert_eq!(hour[0].iter().collect::<Vec<_>>(), want);
+        assert_eq!(hour[0].held_bytes(), want.len() * 16, "the batch's columns are not kept");
+        // most of the batch is still sliced out of its columns
+        let most = block.read(&[0], lo, i64::MAX).unwrap();
+        assert_eq!(most[0].len(), BATCH_ROWS - 1000);
+        assert!(most[0].held_bytes() >= BATCH_ROWS * 16);
     }
 
     #[test]
