@@ -12,7 +12,11 @@
 //! the server's feed moved it to the wall clock after each request, `BENCH_GRAIN` [1]
 //! whether recording rules' views change only at the evaluation times (as in the server) or
 //! with every sample (0), `BENCH_ENDS_FROM_MIN` [60] the shortest window kept by its ends and
-//! read back from storage, as in the server (0: every window keeps every sample).
+//! read back from storage, as in the server (0: every window keeps every sample),
+//! `BENCH_COMPACT` [0] whether the history is compacted into blocks before the install (1),
+//! as the server's would be. To profile the install: `BENCH_INSTALL_ONLY=1` stops after it,
+//! and `BENCH_ATTACH_WAIT_S` waits that many seconds before it, printing the process id (for
+//! `heaptrack -p`, which then sees the install alone).
 //!
 //! The views are installed from storage as the server installs them, then the stream is fed
 //! round by round: the round's samples, a clock move to their time, idle clock moves until
@@ -32,6 +36,14 @@ use promflow_storage::{Db, DbOptions, Labels, Querier};
 use workload::{all_series, env, rule_set, Walk, INTERVAL_MS};
 
 const LOOKBACK_MS: i64 = 300_000;
+
+/// The server's allocator, with the server's settings (`src/main.rs`), so that resident
+/// memory is what the server's would be.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: &u8 = &b"narenas:2,background_thread:true\0"[0];
 
 /// Where in the evaluation interval the evaluations fall: between rounds, as a group's
 /// evaluations fall between scrapes.
@@ -62,6 +74,7 @@ fn main() {
     let chunks = env("BENCH_CHUNKS", 1).max(1);
     let grain = (env("BENCH_GRAIN", 1) == 1).then(|| Grain::new(interval_ms, EVAL_OFFSET_MS));
     let ends_from_min = env("BENCH_ENDS_FROM_MIN", 60);
+    let compact = env("BENCH_COMPACT", 0) == 1;
 
     let rules = rule_set();
     let alert_count = rules.alerts.len();
@@ -99,8 +112,19 @@ fn main() {
         append_to_db(start + round * INTERVAL_MS, &walk.values);
     }
     let stream_start = start + history_rounds * INTERVAL_MS;
+    if compact {
+        // as the server's compactor leaves it: the history in blocks, the newest hours in the head
+        db.compact().unwrap();
+    }
 
-    // the stream, through the views
+    let attach_wait_s = env("BENCH_ATTACH_WAIT_S", 0);
+    if attach_wait_s > 0 {
+        eprintln!("pid {} waits {attach_wait_s} s", std::process::id());
+        std::thread::sleep(std::time::Duration::from_secs(attach_wait_s as u64));
+    }
+    // the stream, through the views; the peak resident memory is reset so that it is the install's
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before_mib = workload::common::rss_kib(std::process::id()) / 1024;
     let cpu0 = process_cpu_s();
     let wall0 = Instant::now();
     let inc = Incremental::start(workers, LOOKBACK_MS).unwrap();
@@ -130,6 +154,14 @@ fn main() {
     let mut read_cpu = 0.0;
     eprintln!("views installed; the stream starts");
     let rss_installed = workload::common::rss_kib(std::process::id());
+    let install_peak_mib = workload::rss_mib(std::process::id(), "VmHWM:");
+    if env("BENCH_INSTALL_ONLY", 0) == 1 {
+        println!(
+            "install from history: {installed_cpu:.2} s CPU; resident memory: {rss_before_mib} MiB before, peak {install_peak_mib:.0} MiB during it, {} MiB after",
+            rss_installed / 1024
+        );
+        return;
+    }
     let cpu1 = process_cpu_s();
     for round in 0..stream_rounds {
         let t = stream_start + round * INTERVAL_MS;
@@ -227,7 +259,7 @@ fn main() {
         records as f64 / samples
     );
     println!(
-        "resident memory: {} MiB with the views installed, {} MiB after the stream; {} samples kept in the views (windows from {ends_from_min} min kept by their ends)",
+        "resident memory: {rss_before_mib} MiB before the install, peak {install_peak_mib:.0} MiB during it, {} MiB with the views installed, {} MiB after the stream; {} samples kept in the views (windows from {ends_from_min} min kept by their ends)",
         rss_installed / 1024,
         rss_streamed / 1024,
         samples_kept
