@@ -74,8 +74,7 @@ const FEED_POLL: Duration = Duration::from_millis(5);
 const HOLD_MAX: Duration = Duration::from_millis(20);
 
 /// An announced evaluation this far behind the wall clock no longer holds the clock back (a
-/// stopped or stuck group), unless views are being installed from history or were until
-/// this long ago ([`Installs`]).
+/// stopped or stuck group).
 const LATE_EVALUATION_MS: i64 = 10_000;
 
 /// Handles a view's change at a time (event-mode alerts). Returns when it wants to be called
@@ -111,7 +110,6 @@ pub struct LiveViews {
     late: Mutex<HashSet<ViewId>>,
     /// Announced evaluation times, with how many groups announced each.
     scheduled: Mutex<BTreeMap<i64, usize>>,
-    installs: Mutex<Installs>,
     watches: Mutex<HashMap<u64, Watch>>,
     next_watch: Mutex<u64>,
     clock_state: Mutex<ClockState>,
@@ -144,45 +142,6 @@ struct SeenExpression {
 enum Reader {
     Rule,
     Client,
-}
-
-/// Installations of views from history under way ([`LiveViews::prepare`]), and when the last
-/// one ended. A group installs its views at its first evaluation, before it reads them at
-/// that evaluation's time; over a day of history at 50k series that takes most of a minute.
-/// Its announced evaluation must hold the clock all that while and until it has read: were
-/// it dropped as late, every view installed after the clock passed it would start from the
-/// clock and be evaluated in batch that once, reading its whole window for every series at
-/// once (that was 1.5 GiB at 50k series and 101 rules).
-#[derive(Default)]
-struct Installs {
-    running: usize,
-    ended: Option<Instant>,
-}
-
-impl Installs {
-    /// Whether announced evaluations may be dropped as late now.
-    fn quiet(&self) -> bool {
-        let late = Duration::from_millis(LATE_EVALUATION_MS as u64);
-        self.running == 0 && self.ended.is_none_or(|e| e.elapsed() >= late)
-    }
-}
-
-/// An installation from history under way, counted in [`Installs`] until dropped.
-struct InstallHold<'a>(&'a Mutex<Installs>);
-
-impl<'a> InstallHold<'a> {
-    fn new(installs: &'a Mutex<Installs>) -> Self {
-        installs.lock().unwrap_or_else(|e| e.into_inner()).running += 1;
-        InstallHold(installs)
-    }
-}
-
-impl Drop for InstallHold<'_> {
-    fn drop(&mut self) {
-        let mut installs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        installs.running -= 1;
-        installs.ended = Some(Instant::now());
-    }
 }
 
 /// What the clock waits for.
@@ -283,7 +242,6 @@ impl LiveViews {
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
-            installs: Mutex::default(),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
             clock_state: Mutex::new(ClockState {
@@ -353,11 +311,8 @@ impl LiveViews {
             }
         }
         let now = now_ms();
-        let quiet = self.installs.lock().unwrap_or_else(|e| e.into_inner()).quiet();
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
-        if quiet {
-            scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
-        }
+        scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
         let target = scheduled.keys().next().map_or(now, |t| now.min(*t));
         drop(scheduled);
         self.inc.advance(target);
@@ -463,7 +418,6 @@ impl LiveViews {
     /// would start from the clock and be evaluated in batch that once, which over a `[1d]`
     /// window means reading a day of samples for every series at once.
     pub fn prepare<'p>(&self, plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>, t: i64) {
-        let _installing = InstallHold::new(&self.installs);
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
             match self.view_of(plan, t, grain, Reader::Rule) {
@@ -760,40 +714,5 @@ mod tests {
         held.arrived();
         assert!(!held.due(Some(Duration::ZERO)));
         assert!(held.wait(Some(Duration::ZERO)) <= FEED_POLL);
-    }
-
-    /// An evaluation announced long ago holds the clock while views are installed, and for
-    /// [`LATE_EVALUATION_MS`] after (its group is about to read them at its time); then it
-    /// is dropped as late, as a stuck group's is.
-    #[test]
-    fn an_evaluation_holds_the_clock_while_its_views_install() {
-        use promflow_storage::{Db, DbOptions};
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
-        let views = LiveViews::start(1, 5_000, |wake| db.subscribe_waking(wake), db.clone(), true).unwrap();
-        let t = now_ms() - 2 * LATE_EVALUATION_MS;
-        views.schedule(t);
-        let clock_passes = |within: Duration| {
-            let until = Instant::now() + within;
-            while Instant::now() < until {
-                if views.inc.clock() > t {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            false
-        };
-        {
-            let _installing = InstallHold::new(&views.installs);
-            assert!(!clock_passes(3 * IDLE_CLOCK), "the clock passed an evaluation waiting for its views");
-        }
-        assert!(
-            !clock_passes(3 * IDLE_CLOCK),
-            "the clock passed an evaluation just after its views installed"
-        );
-        // the hold ended LATE_EVALUATION_MS ago: a group that has not read by then is stuck
-        views.installs.lock().unwrap().ended =
-            Some(Instant::now() - Duration::from_millis(LATE_EVALUATION_MS as u64));
-        assert!(clock_passes(3 * IDLE_CLOCK), "a late evaluation held the clock for good");
     }
 }
