@@ -1098,7 +1098,12 @@ fn run_worker(
                     for (id, trace) in traces.chain(state.errors.iter_mut()) {
                         let frontier = [if read_arrangements.contains(id) { read } else { other }];
                         trace.set_logical_compaction(AntichainRef::new(&frontier));
-                        trace.set_physical_compaction(AntichainRef::new(&frontier));
+                        // never past what the trace holds (a worker behind the clock, busy
+                        // with history): a read reads it through its upper
+                        let mut upper = Antichain::new();
+                        trace.read_upper(&mut upper);
+                        let physical = upper.elements().first().map_or(frontier[0], |u| frontier[0].min(*u));
+                        trace.set_physical_compaction(AntichainRef::new(&[physical]));
                     }
                 }
                 Ok(Command::Read { arrangement, t, reply }) => {

@@ -74,7 +74,7 @@ const FEED_POLL: Duration = Duration::from_millis(5);
 const HOLD_MAX: Duration = Duration::from_millis(20);
 
 /// An announced evaluation this far behind the wall clock no longer holds the clock back (a
-/// stopped or stuck group).
+/// stopped or stuck group), unless a group's first evaluation is under way ([`Installs`]).
 const LATE_EVALUATION_MS: i64 = 10_000;
 
 /// Handles a view's change at a time (event-mode alerts). Returns when it wants to be called
@@ -110,6 +110,7 @@ pub struct LiveViews {
     late: Mutex<HashSet<ViewId>>,
     /// Announced evaluation times, with how many groups announced each.
     scheduled: Mutex<BTreeMap<i64, usize>>,
+    installs: Mutex<Installs>,
     watches: Mutex<HashMap<u64, Watch>>,
     next_watch: Mutex<u64>,
     clock_state: Mutex<ClockState>,
@@ -142,6 +143,36 @@ struct SeenExpression {
 enum Reader {
     Rule,
     Client,
+}
+
+/// First evaluations under way: a group installs its views from history at its first
+/// evaluation ([`LiveViews::prepare`]), then reads them at that evaluation's time; over a day
+/// of history at 50k series the installs take most of a minute. Its announced evaluation
+/// must hold the clock all that while: were it dropped as late, every view installed after
+/// the clock passed it would start from the clock and be evaluated in batch that once,
+/// reading its whole window for every series at once, and a read at a time the clock had
+/// passed by more than [`KEEP_MS`] would find the view compacted past it.
+#[derive(Default)]
+struct Installs {
+    running: usize,
+}
+
+/// A group's first evaluation under way ([`LiveViews::prepare`]): until it is dropped, no
+/// announced evaluation counts as late. Drop it once the evaluation has read its views.
+#[must_use = "the clock waits for the evaluation only while this is held"]
+pub struct InstallHold<'a>(&'a Mutex<Installs>);
+
+impl<'a> InstallHold<'a> {
+    fn new(installs: &'a Mutex<Installs>) -> Self {
+        installs.lock().unwrap_or_else(|e| e.into_inner()).running += 1;
+        InstallHold(installs)
+    }
+}
+
+impl Drop for InstallHold<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).running -= 1;
+    }
 }
 
 /// What the clock waits for.
@@ -242,6 +273,7 @@ impl LiveViews {
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
+            installs: Mutex::default(),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
             clock_state: Mutex::new(ClockState {
@@ -311,8 +343,11 @@ impl LiveViews {
             }
         }
         let now = now_ms();
+        let quiet = self.installs.lock().unwrap_or_else(|e| e.into_inner()).running == 0;
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
-        scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
+        if quiet {
+            scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
+        }
         let target = scheduled.keys().next().map_or(now, |t| now.min(*t));
         drop(scheduled);
         self.inc.advance(target);
@@ -416,8 +451,15 @@ impl LiveViews {
     /// with) that are not installed yet, before any of them is read at `t`. A group's first
     /// evaluation calls it: a view first needed after an earlier rule's read completed `t`
     /// would start from the clock and be evaluated in batch that once, which over a `[1d]`
-    /// window means reading a day of samples for every series at once.
-    pub fn prepare<'p>(&self, plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>, t: i64) {
+    /// window means reading a day of samples for every series at once. No announced
+    /// evaluation counts as late until the hold returned is dropped: the caller drops it
+    /// once it has read the views at `t`.
+    pub fn prepare<'p>(
+        &self,
+        plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>,
+        t: i64,
+    ) -> InstallHold<'_> {
+        let hold = InstallHold::new(&self.installs);
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
             match self.view_of(plan, t, grain, Reader::Rule) {
@@ -428,6 +470,7 @@ impl LiveViews {
                 Err(e) => tracing::warn!(error = %e, "installing a rule's view"),
             }
         }
+        hold
     }
 
     /// `plan`'s value at `t` from its view, or `None` when the incremental executor does not
@@ -714,5 +757,31 @@ mod tests {
         held.arrived();
         assert!(!held.due(Some(Duration::ZERO)));
         assert!(held.wait(Some(Duration::ZERO)) <= FEED_POLL);
+    }
+
+    /// An evaluation announced long ago holds the clock while its group's first evaluation
+    /// installs and reads its views; after that it is dropped as late, as a stuck group's is.
+    #[test]
+    fn an_evaluation_holds_the_clock_while_its_views_install() {
+        use promflow_storage::{Db, DbOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let views = LiveViews::start(1, 5_000, |wake| db.subscribe_waking(wake), db.clone(), true).unwrap();
+        let t = now_ms() - 2 * LATE_EVALUATION_MS;
+        views.schedule(t);
+        let clock_passes = |within: Duration| {
+            let until = Instant::now() + within;
+            while Instant::now() < until {
+                if views.inc.clock() > t {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        };
+        let hold = views.prepare([], t);
+        assert!(!clock_passes(3 * IDLE_CLOCK), "the clock passed an evaluation waiting for its views");
+        drop(hold);
+        assert!(clock_passes(3 * IDLE_CLOCK), "a late evaluation held the clock for good");
     }
 }

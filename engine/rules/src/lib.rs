@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use promflow_storage::{now_ms, stale_nan, Appender, Labels, Querier, METRIC_NAME};
 
-use promflow_incremental::live::{LiveViews, ViewChange};
+use promflow_incremental::live::{InstallHold, LiveViews, ViewChange};
 
 pub use alerting::{
     Alert, AlertState, AlertingRuleSpec, AlertingState, ElementChange, Notification, NotifyFn,
@@ -412,9 +412,10 @@ impl Group {
     /// Installs the views of the rules that read them, from history at the evaluation at `ts`,
     /// once (the group's first evaluation). Called before the views' clock passes `ts`, so
     /// that their history counts at `ts` and the first evaluation reads them; installed later,
-    /// a view is evaluated in batch that once.
-    pub fn prepare_views(&mut self, ts: i64, settings: &EvalSettings) {
-        let Some(views) = settings.views.as_deref().filter(|_| !self.views_prepared) else { return };
+    /// a view is evaluated in batch that once. The hold returned keeps the clock from passing
+    /// `ts`: drop it after the evaluation at `ts`.
+    pub fn prepare_views<'s>(&mut self, ts: i64, settings: &'s EvalSettings) -> Option<InstallHold<'s>> {
+        let views = settings.views.as_deref().filter(|_| !self.views_prepared)?;
         self.views_prepared = true;
         // recording rules are read only at the group's evaluations: their views change only then
         let grain = self.spec.grain();
@@ -423,7 +424,7 @@ impl Group {
                 RuleSpec::Record(r) => (&r.plan, Some(grain)),
                 RuleSpec::Alert(a) => (&a.plan, None),
             });
-        views.prepare(plans, ts - self.spec.query_offset_ms);
+        Some(views.prepare(plans, ts - self.spec.query_offset_ms))
     }
 
     /// Evaluates every rule at `ts` (the group's evaluation timestamp) and writes the output
@@ -447,7 +448,7 @@ impl Group {
                 tracing::warn!(group = %self.spec.name, error = %e, "writing staleness markers of removed rules");
             }
         }
-        self.prepare_views(ts, settings);
+        let _first = self.prepare_views(ts, settings);
         let grain = self.spec.grain();
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
@@ -967,12 +968,14 @@ fn run_group(
         // skipped evaluations (a slow group, a suspended machine) are not caught up, as in
         // Prometheus: the next one is the latest aligned time
         let ts = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now);
-        if let Some(v) = views {
-            // the first evaluation's views are installed while the clock has not passed `ts`
-            group.lock().unwrap_or_else(|e| e.into_inner()).prepare_views(ts, base);
+        // the first evaluation's views are installed while the clock has not passed `ts`,
+        // and the clock waits until the evaluation has read them
+        let first = views.and_then(|v| {
+            let hold = group.lock().unwrap_or_else(|e| e.into_inner()).prepare_views(ts, base);
             // watches apply their changes up to `ts` first (they take the group's lock)
             v.settle(ts);
-        }
+            hold
+        });
         let mut g = group.lock().unwrap_or_else(|e| e.into_inner());
         let missed = ((ts - next + 1) / interval).max(0) as u64;
         if missed > 0 {
@@ -980,6 +983,7 @@ fn run_group(
             tracing::warn!(group = %g.spec.name, missed, "rule group evaluation is late; iterations skipped");
         }
         g.evaluate(ts, querier, appender, base);
+        drop(first);
         evaluations += 1;
         // as Prometheus: restore after a second evaluation, so recording rules the alerts
         // read have caught up with the data received since the start
