@@ -39,9 +39,11 @@ const LOOKBACK_MS: i64 = 300_000;
 
 /// The server's allocator, with the server's settings (`src/main.rs`), so that resident
 /// memory is what the server's would be.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+#[cfg(not(target_env = "msvc"))]
 #[export_name = "_rjem_malloc_conf"]
 static JEMALLOC_CONF: &u8 = &b"narenas:2,background_thread:true\0"[0];
 
