@@ -24,6 +24,10 @@
 //! watched). Process CPU (all threads) is measured over the stream; then the same evaluations
 //! run in batch over storage holding the same samples.
 
+/// The server's allocator, with the server's settings, so that resident memory is what the
+/// server's would be.
+#[path = "../src/allocator.rs"]
+mod allocator;
 mod workload;
 
 use std::sync::Arc;
@@ -36,16 +40,6 @@ use promflow_storage::{Db, DbOptions, Labels, Querier};
 use workload::{all_series, env, rule_set, Walk, INTERVAL_MS};
 
 const LOOKBACK_MS: i64 = 300_000;
-
-/// The server's allocator, with the server's settings (`src/main.rs`), so that resident
-/// memory is what the server's would be.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[cfg(not(target_env = "msvc"))]
-#[export_name = "_rjem_malloc_conf"]
-static JEMALLOC_CONF: &u8 = &b"narenas:2,background_thread:true\0"[0];
 
 /// Where in the evaluation interval the evaluations fall: between rounds, as a group's
 /// evaluations fall between scrapes.

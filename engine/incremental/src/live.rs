@@ -23,6 +23,7 @@
 //! happen (event-mode alerts).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::Thread;
@@ -74,7 +75,7 @@ const FEED_POLL: Duration = Duration::from_millis(5);
 const HOLD_MAX: Duration = Duration::from_millis(20);
 
 /// An announced evaluation this far behind the wall clock no longer holds the clock back (a
-/// stopped or stuck group), unless a group's first evaluation is under way ([`Installs`]).
+/// stopped or stuck group), unless a group's first evaluation is under way ([`InstallHold`]).
 const LATE_EVALUATION_MS: i64 = 10_000;
 
 /// Handles a view's change at a time (event-mode alerts). Returns when it wants to be called
@@ -110,7 +111,8 @@ pub struct LiveViews {
     late: Mutex<HashSet<ViewId>>,
     /// Announced evaluation times, with how many groups announced each.
     scheduled: Mutex<BTreeMap<i64, usize>>,
-    installs: Mutex<Installs>,
+    /// Groups' first evaluations under way ([`InstallHold`]).
+    first_evaluations: AtomicUsize,
     watches: Mutex<HashMap<u64, Watch>>,
     next_watch: Mutex<u64>,
     clock_state: Mutex<ClockState>,
@@ -145,33 +147,29 @@ enum Reader {
     Client,
 }
 
-/// First evaluations under way: a group installs its views from history at its first
-/// evaluation ([`LiveViews::prepare`]), then reads them at that evaluation's time; over a day
-/// of history at 50k series the installs take most of a minute. Its announced evaluation
-/// must hold the clock all that while: were it dropped as late, every view installed after
-/// the clock passed it would start from the clock and be evaluated in batch that once,
-/// reading its whole window for every series at once, and a read at a time the clock had
-/// passed by more than [`KEEP_MS`] would find the view compacted past it.
-#[derive(Default)]
-struct Installs {
-    running: usize,
-}
-
 /// A group's first evaluation under way ([`LiveViews::prepare`]): until it is dropped, no
 /// announced evaluation counts as late. Drop it once the evaluation has read its views.
+///
+/// A group installs its views from history at its first evaluation, then reads them at that
+/// evaluation's time; over a day of history at 50k series the installs take most of a
+/// minute. Its announced evaluation must hold the clock all that while: were it dropped as
+/// late, every view installed after the clock passed it would start from the clock and be
+/// evaluated in batch that once, reading its whole window for every series at once, and a
+/// read at a time the clock had passed by more than [`KEEP_MS`] would find the view
+/// compacted past it.
 #[must_use = "the clock waits for the evaluation only while this is held"]
-pub struct InstallHold<'a>(&'a Mutex<Installs>);
+pub struct InstallHold<'a>(&'a AtomicUsize);
 
 impl<'a> InstallHold<'a> {
-    fn new(installs: &'a Mutex<Installs>) -> Self {
-        installs.lock().unwrap_or_else(|e| e.into_inner()).running += 1;
-        InstallHold(installs)
+    fn new(first_evaluations: &'a AtomicUsize) -> Self {
+        first_evaluations.fetch_add(1, Ordering::SeqCst);
+        InstallHold(first_evaluations)
     }
 }
 
 impl Drop for InstallHold<'_> {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).running -= 1;
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -273,7 +271,7 @@ impl LiveViews {
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
-            installs: Mutex::default(),
+            first_evaluations: AtomicUsize::new(0),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
             clock_state: Mutex::new(ClockState {
@@ -343,7 +341,7 @@ impl LiveViews {
             }
         }
         let now = now_ms();
-        let quiet = self.installs.lock().unwrap_or_else(|e| e.into_inner()).running == 0;
+        let quiet = self.first_evaluations.load(Ordering::SeqCst) == 0;
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
         if quiet {
             scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
@@ -459,7 +457,7 @@ impl LiveViews {
         plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>,
         t: i64,
     ) -> InstallHold<'_> {
-        let hold = InstallHold::new(&self.installs);
+        let hold = InstallHold::new(&self.first_evaluations);
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
             match self.view_of(plan, t, grain, Reader::Rule) {

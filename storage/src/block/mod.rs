@@ -736,23 +736,22 @@ impl Block {
                 runs.push((pos, start..batch.num_rows()));
             }
             let in_range: usize = runs.iter().map(|(_, rows)| rows.len()).sum();
-            let (t_col, v_col, runs) = if in_range * 2 < batch.num_rows() {
+            let (t_col, v_col) = if in_range * 2 < batch.num_rows() {
                 // most of the batch lies outside the range (an hour read from a day's block):
                 // slices would keep all of its columns alive as long as any series read, so
                 // the rows in range are copied out and the batch freed
                 let (mut t_own, mut v_own) = (Vec::with_capacity(in_range), Vec::with_capacity(in_range));
-                let mut own_runs = Vec::with_capacity(runs.len());
-                for (p, rows) in runs.drain(..) {
+                for (_, rows) in runs.iter_mut() {
                     let start = t_own.len();
                     t_own.extend_from_slice(&ts.values()[rows.clone()]);
-                    v_own.extend_from_slice(&values[rows]);
-                    own_runs.push((p, start..t_own.len()));
+                    v_own.extend_from_slice(&values[rows.clone()]);
+                    *rows = start..t_own.len();
                 }
-                (ScalarBuffer::from(t_own), ScalarBuffer::from(v_own), own_runs)
+                (ScalarBuffer::from(t_own), ScalarBuffer::from(v_own))
             } else {
-                (ts.values().clone(), ScalarBuffer::from(values), std::mem::take(&mut runs))
+                (ts.values().clone(), ScalarBuffer::from(values))
             };
-            for (p, rows) in runs {
+            for (p, rows) in runs.drain(..) {
                 let len = rows.end - rows.start;
                 pieces[p]
                     .push(Samples::from_buffers(t_col.slice(rows.start, len), v_col.slice(rows.start, len)));
