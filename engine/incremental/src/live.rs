@@ -23,9 +23,8 @@
 //! happen (event-mode alerts).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -82,6 +81,12 @@ const LATE_EVALUATION_MS: i64 = 10_000;
 /// again with no change (a pending alert's `for` running out), if ever.
 pub type WatchFn = Box<dyn FnMut(i64, ViewChange) -> Option<i64> + Send>;
 
+/// How long a group's first evaluation waits for the first evaluations at earlier times
+/// ([`InstallHold::wait_for_earlier`]). Installing a day of history at 50k series takes
+/// about a minute; past this, the earlier group's views installed afterwards are evaluated in
+/// batch once, which costs memory, not correctness.
+const FIRST_EVALUATION_WAIT: Duration = Duration::from_secs(120);
+
 /// How long an evaluation waits for the watches to catch up with its time
 /// ([`LiveViews::settle`]); the dataflow answers within milliseconds unless overloaded.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
@@ -112,7 +117,7 @@ pub struct LiveViews {
     /// Announced evaluation times, with how many groups announced each.
     scheduled: Mutex<BTreeMap<i64, usize>>,
     /// Groups' first evaluations under way ([`InstallHold`]).
-    first_evaluations: AtomicUsize,
+    first_evaluations: FirstEvaluations,
     watches: Mutex<HashMap<u64, Watch>>,
     next_watch: Mutex<u64>,
     clock_state: Mutex<ClockState>,
@@ -158,18 +163,66 @@ enum Reader {
 /// read at a time the clock had passed by more than [`KEEP_MS`] would find the view
 /// compacted past it.
 #[must_use = "the clock waits for the evaluation only while this is held"]
-pub struct InstallHold<'a>(&'a AtomicUsize);
+pub struct InstallHold<'a> {
+    under_way: &'a FirstEvaluations,
+    t: i64,
+}
 
-impl<'a> InstallHold<'a> {
-    fn new(first_evaluations: &'a AtomicUsize) -> Self {
-        first_evaluations.fetch_add(1, Ordering::SeqCst);
-        InstallHold(first_evaluations)
+impl InstallHold<'_> {
+    /// Waits, for at most [`FIRST_EVALUATION_WAIT`], until no first evaluation at an earlier
+    /// time is under way. Call it after installing and before reading: a read completes its
+    /// time, and a group whose first evaluation is earlier but installs after that read
+    /// would find the clock past its time, and evaluate the views it installs then in batch.
+    /// Groups that start together install in turns, so without the wait the order of their
+    /// reads is the order their installs happen to finish in. Call it holding no lock that a
+    /// watch's handler takes: the earlier group's evaluation runs the watches.
+    pub fn wait_for_earlier(&self) {
+        let deadline = Instant::now() + FIRST_EVALUATION_WAIT;
+        let mut times = self.under_way.times.lock().unwrap_or_else(|e| e.into_inner());
+        while times.keys().next().is_some_and(|earliest| *earliest < self.t) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    at = self.t,
+                    "a rule group's first evaluation stopped waiting for an earlier one"
+                );
+                return;
+            }
+            times = self.under_way.done.wait_timeout(times, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 }
 
 impl Drop for InstallHold<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut times = self.under_way.times.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = times.get_mut(&self.t) {
+            *n -= 1;
+            if *n == 0 {
+                times.remove(&self.t);
+            }
+        }
+        self.under_way.done.notify_all();
+    }
+}
+
+/// The times of the groups' first evaluations under way, with how many groups evaluate at
+/// each ([`InstallHold`]).
+#[derive(Default)]
+struct FirstEvaluations {
+    times: Mutex<BTreeMap<i64, usize>>,
+    /// Signalled when one ends.
+    done: Condvar,
+}
+
+impl FirstEvaluations {
+    fn hold(&self, t: i64) -> InstallHold<'_> {
+        *self.times.lock().unwrap_or_else(|e| e.into_inner()).entry(t).or_default() += 1;
+        InstallHold { under_way: self, t }
+    }
+
+    fn any(&self) -> bool {
+        !self.times.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 }
 
@@ -271,7 +324,7 @@ impl LiveViews {
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
-            first_evaluations: AtomicUsize::new(0),
+            first_evaluations: FirstEvaluations::default(),
             watches: Mutex::new(HashMap::new()),
             next_watch: Mutex::new(0),
             clock_state: Mutex::new(ClockState {
@@ -341,7 +394,7 @@ impl LiveViews {
             }
         }
         let now = now_ms();
-        let quiet = self.first_evaluations.load(Ordering::SeqCst) == 0;
+        let quiet = !self.first_evaluations.any();
         let mut scheduled = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
         if quiet {
             scheduled.retain(|t, _| *t >= now - LATE_EVALUATION_MS);
@@ -450,14 +503,15 @@ impl LiveViews {
     /// evaluation calls it: a view first needed after an earlier rule's read completed `t`
     /// would start from the clock and be evaluated in batch that once, which over a `[1d]`
     /// window means reading a day of samples for every series at once. No announced
-    /// evaluation counts as late until the hold returned is dropped: the caller drops it
-    /// once it has read the views at `t`.
+    /// evaluation counts as late until the hold returned is dropped: the caller waits on it
+    /// for earlier groups ([`InstallHold::wait_for_earlier`]), reads the views at `t`, then
+    /// drops it.
     pub fn prepare<'p>(
         &self,
         plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>,
         t: i64,
     ) -> InstallHold<'_> {
-        let hold = InstallHold::new(&self.first_evaluations);
+        let hold = self.first_evaluations.hold(t);
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
             match self.view_of(plan, t, grain, Reader::Rule) {
@@ -781,5 +835,38 @@ mod tests {
         assert!(!clock_passes(3 * IDLE_CLOCK), "the clock passed an evaluation waiting for its views");
         drop(hold);
         assert!(clock_passes(3 * IDLE_CLOCK), "a late evaluation held the clock for good");
+    }
+
+    /// Two groups' first evaluations under way at once read in the order of their times: the
+    /// later one waits for the earlier, so a view the earlier group installs meanwhile still
+    /// starts at its time and is read from the dataflow rather than in batch.
+    #[test]
+    fn first_evaluations_read_in_the_order_of_their_times() {
+        use promflow_storage::{Db, DbOptions};
+        let compile = |q: &str| promflow_promql::compile(q, &Default::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let views = LiveViews::start(1, 5_000, |wake| db.subscribe_waking(wake), db.clone(), true).unwrap();
+        let earlier_t = now_ms() - 2 * LATE_EVALUATION_MS;
+        let later_t = earlier_t + 1_000;
+        views.schedule(earlier_t);
+        views.schedule(later_t);
+        let earlier = views.prepare([], earlier_t);
+        std::thread::scope(|s| {
+            let later = s.spawn(|| {
+                let hold = views.prepare([], later_t);
+                hold.wait_for_earlier();
+                assert!(matches!(views.read(&compile("count(up)"), later_t, None), Some(Ok(_))));
+            });
+            std::thread::sleep(3 * IDLE_CLOCK);
+            assert!(!later.is_finished(), "a later first evaluation did not wait for an earlier one");
+            assert!(views.inc.clock() <= earlier_t, "the clock passed an earlier first evaluation");
+            let plan = compile("sum(up)");
+            drop(views.prepare([(&plan, None)], earlier_t));
+            let read = views.read(&plan, earlier_t, None);
+            assert!(matches!(read, Some(Ok(_))), "the earlier group's view was late: {read:?}");
+            drop(earlier);
+            later.join().unwrap();
+        });
     }
 }

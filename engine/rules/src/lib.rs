@@ -969,9 +969,14 @@ fn run_group(
         // Prometheus: the next one is the latest aligned time
         let ts = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now);
         // the first evaluation's views are installed while the clock has not passed `ts`,
-        // and the clock waits until the evaluation has read them
+        // and the clock waits until the evaluation has read them; groups starting together
+        // read in the order of their times, so none reads after a later one passed its time
         let first = views.and_then(|v| {
             let hold = group.lock().unwrap_or_else(|e| e.into_inner()).prepare_views(ts, base);
+            // outside the group's lock: the earlier group's evaluation runs this group's watches
+            if let Some(h) = &hold {
+                h.wait_for_earlier();
+            }
             // watches apply their changes up to `ts` first (they take the group's lock)
             v.settle(ts);
             hold
