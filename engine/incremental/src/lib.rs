@@ -153,6 +153,8 @@ pub(crate) struct Counters {
     pub(crate) samples_kept: AtomicI64,
     /// Pieces of history sent to the first worker and not yet moved on by it.
     history_queued: AtomicUsize,
+    /// Samples read back from storage by windows kept by their ends.
+    pub(crate) read_back: AtomicU64,
     /// The first time events are due at in the hub (`u64::MAX`: none), as the hub left it
     /// ([`Incremental::next_event`]).
     pub(crate) hub_next_event: AtomicU64,
@@ -164,6 +166,7 @@ impl Default for Counters {
             records: Default::default(),
             samples_kept: AtomicI64::new(0),
             history_queued: AtomicUsize::new(0),
+            read_back: AtomicU64::new(0),
             hub_next_event: AtomicU64::new(u64::MAX),
         }
     }
@@ -772,6 +775,12 @@ impl Incremental {
         }
         drop(c);
         self.feed(per_leaf);
+    }
+
+    /// Samples read back from storage so far by windows kept by their ends
+    /// (`promflow_dataflow_read_back_samples_total`).
+    pub fn read_back_samples(&self) -> u64 {
+        self.counters.read_back.load(Ordering::Relaxed)
     }
 
     /// Forgets the routes when views have added or dropped leaves since they were worked out.

@@ -737,6 +737,11 @@ impl LiveViews {
         self.inc.samples_kept()
     }
 
+    /// Samples the views' windows kept by their ends read back from storage.
+    pub fn read_back_samples(&self) -> u64 {
+        self.inc.read_back_samples()
+    }
+
     /// How many rule expressions are maintained as views, and how many in batch.
     pub fn counts(&self) -> (usize, usize) {
         let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
@@ -764,6 +769,11 @@ impl LiveViews {
             "promflow_dataflow_samples_kept",
             "Samples the rule views' per-series operators hold: windows' samples, candidates for a window's extreme, and the oldest samples of windows kept by their ends.",
             self.samples_kept(),
+        );
+        w.counter(
+            "promflow_dataflow_read_back_samples_total",
+            "Samples read back from storage by the views' long windows, which keep only their oldest and newest samples.",
+            self.read_back_samples(),
         );
         let (live, batch) = self.counts();
         w.family(

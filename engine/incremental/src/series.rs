@@ -1108,7 +1108,14 @@ impl SeriesOp {
     /// after their timestamp).
     pub(crate) fn straight(&self, earliest: u64) -> Option<u64> {
         let earliest = (earliest < u64::MAX).then(|| self.up(earliest))?;
-        self.due.keys().next().is_none_or(|&k| k >= earliest).then_some(earliest)
+        // samples queued at that time came first: one taken straight would pass them, and a
+        // series' older samples would then come out of order (a view's history arrives in
+        // pieces, some queued, the next taken straight)
+        let after_queued = match self.due.first_key_value() {
+            None => true,
+            Some((&k, d)) => k > earliest || (k == earliest && d.samples.is_empty()),
+        };
+        after_queued.then_some(earliest)
     }
 
     /// Takes a sample that arrived at dataflow time `now` (`straight` from
@@ -1214,6 +1221,8 @@ impl SeriesOp {
                     break;
                 }
                 let mut read = read_back(source, matchers, &self.keys, &wants);
+                let got: usize = read.values().map(Vec::len).sum();
+                series.counters.read_back.fetch_add(got as u64, Ordering::Relaxed);
                 let mut again = Vec::new();
                 for (s, want) in wants.drain(..) {
                     let Some(st) = series.get_mut(&s) else { continue };
@@ -1400,6 +1409,40 @@ mod tests {
             }
             assert!(resumed > 3_000, "the fold was resumed only {resumed} times in 5,000");
         }
+    }
+
+    /// A sample that arrives while earlier ones wait in the queue at its time goes after them,
+    /// not straight into its series: a view's history comes in pieces, and a later piece
+    /// taken before an earlier one would put every sample of the earlier out of order (a
+    /// window kept by its ends then reads its whole window back).
+    #[test]
+    fn a_sample_does_not_pass_those_queued_at_its_time() {
+        use promflow_storage::{Db, DbOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        const HOUR: i64 = 3_600_000;
+        let func = SeriesFn::Window { func: WindowFn::SumOverTime, range: 2 * HOUR, args: vec![] };
+        let keep = Keep::Ends { tail_ms: HOUR / 2, source: ReadBack(db), matchers: Vec::new() };
+        let counters: Arc<Counters> = Arc::default();
+        let keys = Keys::default();
+        let key = keys.intern(Labels::from_pairs([("__name__", "x")]));
+        let mut op = SeriesOp::new(func, keep, None, None, keys, Arc::clone(&counters));
+        let at = 10 * HOUR as u64;
+        // a tick due earlier keeps the first piece from going straight in: it is queued
+        op.push_tick(at - 1, &None);
+        let straight = op.straight(at);
+        assert_eq!(straight, None);
+        op.push_sample(at, straight, (key, 9 * HOUR, Value::float(1.0)));
+        op.run_first(|_, _, _| {});
+        // the next piece comes while the first still waits at the same time
+        let straight = op.straight(at);
+        assert_eq!(straight, None, "a sample would pass those queued at its time");
+        op.push_sample(at, straight, (key, 9 * HOUR + 1_000, Value::float(2.0)));
+        op.run_first(|_, _, _| {});
+        // (keyed by the series' labels without the metric name)
+        let values: Vec<Value> = op.values().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, vec![Value::float(3.0)]);
+        assert_eq!(counters.read_back.load(Ordering::Relaxed), 0, "the window was read back");
     }
 
     /// The sums by piece widen every series' state by one pointer, not by a vector.
