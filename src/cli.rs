@@ -275,6 +275,14 @@ pub struct Flags {
     /// Expressions the dataflow does not maintain are evaluated as in `tick`.
     #[arg(long = "rules.evaluation-mode", default_value = "event", value_parser = ["event", "tick"])]
     pub rules_evaluation_mode: String,
+    /// Every node of a promflow cluster, as the `host:port` its HTTP listener is reached at
+    /// (repeatable; the same list on every node, this node's own address included;
+    /// promflow's extension, `docs/cluster.md`). Without it the server runs alone.
+    #[arg(long = "cluster.peer")]
+    pub cluster_peers: Vec<String>,
+    /// This node's place in the `--cluster.peer` list, counting from 0.
+    #[arg(long = "cluster.index")]
+    pub cluster_index: Option<usize>,
     /// Where to serve SQL on the PostgreSQL wire protocol (`psql -h … -p …`; promflow's
     /// extension, `docs/sql.md`); off unless set. It takes the users and the TLS of
     /// `--web.config.file`.

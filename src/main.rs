@@ -5,6 +5,7 @@
 mod allocator;
 mod check;
 mod cli;
+mod cluster;
 mod logging;
 mod rules;
 mod server;

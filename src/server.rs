@@ -12,7 +12,7 @@ use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
-use promflow_remote::reader::RemoteReaders;
+use promflow_remote::reader::{RemoteReaders, StandingFanout};
 use promflow_remote::RemoteWriter;
 use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
 use promflow_scrape::push::PushGateway;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::cli;
+use crate::cluster::Cluster;
 
 /// The Prometheus version whose API and semantics promflow follows; API clients such as
 /// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
@@ -34,7 +35,8 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Runs the server until it is told to stop; an error is a reason not to start.
-pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
+pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), String> {
+    let cluster = cluster_from_flags(&mut flags, matches)?;
     // two ways of taking OTLP's deltas: one at most, as Prometheus refuses both
     if has_feature(&flags, "otlp-deltatocumulative") && has_feature(&flags, "otlp-native-delta-ingestion") {
         return Err(
@@ -59,6 +61,12 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
     );
     // security settings are checked before anything starts: an unusable one stops the server
     let security = Security::open(&flags)?;
+    if cluster.is_some() {
+        let tls = security.web.current().is_ok_and(|s| s.tls.is_some());
+        if tls || security.web.requires_auth() {
+            return Err("--cluster.peer: the nodes of a cluster reach each other over plain HTTP without credentials, so a --web.config.file with TLS or basic authentication cannot be used in a cluster yet".into());
+        }
+    }
     let db = open_storage(&flags, &loaded.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,7 +76,8 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
         .thread_stack_size(16 << 20)
         .build()
         .map_err(|e| format!("starting runtime: {e}"))?;
-    let server = Components::start(&flags, matches, &loaded, rule_groups, &db, runtime.handle())?;
+    let server =
+        Components::start(&flags, matches, &loaded, rule_groups, &db, cluster.as_ref(), runtime.handle())?;
     let reload = server.reload_handler(&flags, &db, runtime.handle().clone());
     let (quit, quit_rx) = watch::channel(false);
     let state =
@@ -79,6 +88,27 @@ pub(crate) fn run(flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(), S
     }
     info!("see you next time!");
     Ok(())
+}
+
+/// The cluster this node belongs to (`--cluster.peer`, `--cluster.index`), if any. A
+/// cluster evaluates rules in batch over every node's storage (`docs/cluster.md`), so an
+/// explicit `--rules.evaluation-mode=event` is refused, and the default becomes `tick`.
+fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Result<Option<Cluster>, String> {
+    let cluster = match (flags.cluster_peers.is_empty(), flags.cluster_index) {
+        (true, None) => return Ok(None),
+        (false, None) => {
+            return Err("--cluster.peer needs --cluster.index: this node's place in the list".into())
+        }
+        (_, Some(index)) => Cluster::new(flags.cluster_peers.clone(), index)?,
+    };
+    if flags.rules_evaluation_mode == "event" {
+        if matches.value_source("rules_evaluation_mode") == Some(clap::parser::ValueSource::CommandLine) {
+            return Err("--rules.evaluation-mode=event is not available in a cluster: a node's views would see only the samples it stores (use tick)".into());
+        }
+        flags.rules_evaluation_mode = "tick".into();
+    }
+    info!(peers = ?cluster.peers(), me = %cluster.me(), "running as a node of a cluster");
+    Ok(Some(cluster))
 }
 
 /// What the server implements, for the configuration's "not implemented yet" warnings (the
@@ -187,10 +217,15 @@ impl Components {
         loaded: &LoadedConfig,
         rule_groups: Vec<GroupSpec>,
         db: &Arc<Db>,
+        cluster: Option<&Cluster>,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Components, String> {
         let config = &loaded.config;
         let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
+        if let Some(cluster) = cluster {
+            let cluster = cluster.clone();
+            scrape.set_target_filter(Arc::new(move |target| cluster.owns(target)));
+        }
         scrape.set_start_timestamps(start_timestamp_options(flags));
         if !flags.dns_servers.is_empty() {
             let servers = flags
@@ -236,12 +271,23 @@ impl Components {
         });
         let remote_write = RemoteWriter::new(Arc::clone(db), runtime.clone(), Some(Arc::clone(&scrape)));
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
-        let remote_read = Arc::new(RemoteReaders::new());
+        let remote_read = Arc::new(match cluster {
+            Some(c) => RemoteReaders::with_cluster_peers(c.others().map(String::from).collect()),
+            None => RemoteReaders::new(),
+        });
         remote_read.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
         let query_log = Arc::new(QueryLog::default());
         open_query_log(&query_log, config)?;
-        let live_views = start_live_views(flags, db)?;
-        let rule_manager = start_rules(flags, db, &notifier, live_views.clone(), &query_log);
+        // a node's views would see its own samples only: in a cluster, rules read every
+        // node's storage in batch, as queries do
+        let (live_views, rule_querier) = match cluster {
+            Some(_) => {
+                let fanout = StandingFanout::new(Arc::clone(db), Arc::clone(&remote_read), runtime.clone());
+                (None, Arc::new(fanout) as Arc<dyn Querier>)
+            }
+            None => (start_live_views(flags, db)?, Arc::clone(db) as Arc<dyn Querier>),
+        };
+        let rule_manager = start_rules(flags, db, rule_querier, &notifier, live_views.clone(), &query_log);
         rule_manager.update(rule_groups);
         Ok(Components {
             scrape,
@@ -547,6 +593,7 @@ fn start_live_views(flags: &cli::Flags, db: &Arc<Db>) -> Result<Option<Arc<LiveV
 fn start_rules(
     flags: &cli::Flags,
     db: &Arc<Db>,
+    querier: Arc<dyn Querier>,
     notifier: &Arc<promflow_notifier::Notifier>,
     views: Option<Arc<LiveViews>>,
     query_log: &Arc<QueryLog>,
@@ -555,7 +602,7 @@ fn start_rules(
     let sink = Arc::clone(notifier);
     let log = Arc::clone(query_log);
     RuleManager::new(
-        Arc::clone(db) as Arc<dyn Querier>,
+        querier,
         Arc::new(move || writer.appender()),
         EvalSettings {
             query: QueryOptions {

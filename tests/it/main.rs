@@ -6,6 +6,7 @@ mod common;
 
 mod alerting;
 mod api;
+mod cluster;
 mod differential;
 mod docs;
 mod durability;

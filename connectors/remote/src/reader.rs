@@ -184,11 +184,24 @@ fn to_wire(m: &Matcher) -> LabelMatcher {
     LabelMatcher { r#type: ty as i32, name: m.name.clone(), value: m.value.clone() }
 }
 
-/// The configured `remote_read` endpoints; replaced as a whole on reload.
+/// The configured `remote_read` endpoints, and a cluster's other nodes; replaced as a whole
+/// on reload.
 #[derive(Default)]
 pub struct RemoteReaders {
     readers: RwLock<Vec<Arc<RemoteReader>>>,
+    /// The other nodes of a cluster (`host:port`), read as endpoints of their own.
+    peers: Vec<String>,
 }
+
+/// How long a query waits for a cluster peer's answer.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long a label lookup waits for a cluster peer's answer ([`RemoteReaders::ask_peers`]).
+const PEER_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The header on the lookups a cluster node sends its peers ([`RemoteReaders::ask_peers`]):
+/// a node answers such a request from its own storage, without asking its peers in turn.
+pub const CLUSTER_HOP_HEADER: &str = "promflow-cluster-hop";
 
 impl RemoteReaders {
     /// No endpoints.
@@ -196,12 +209,27 @@ impl RemoteReaders {
         RemoteReaders::default()
     }
 
+    /// Also reads the other nodes of a cluster (`host:port` of their HTTP listeners): every
+    /// query reads their storage through remote read, recent data included, and merges what
+    /// they hold with what this node holds.
+    pub fn with_cluster_peers(peers: Vec<String>) -> RemoteReaders {
+        RemoteReaders { peers, ..RemoteReaders::default() }
+    }
+
     /// Takes `cfg`'s `remote_read` endpoints (with its external labels). A client that cannot
     /// be built (a TLS file) refuses the whole set, leaving the old one.
     pub fn apply(&self, cfg: &Config) -> Result<(), Error> {
         let external = cfg.global.external_labels.clone();
+        let peers = self.peers.iter().map(|p| RemoteReadConfig {
+            url: format!("http://{p}/api/v1/read"),
+            name: format!("cluster peer {p}"),
+            read_recent: true,
+            remote_timeout: PEER_TIMEOUT,
+            ..RemoteReadConfig::default()
+        });
         let mut fresh = Vec::new();
-        for rr in &cfg.remote_read {
+        for rr in cfg.remote_read.iter().cloned().chain(peers) {
+            let rr = &rr;
             let client = promflow_scrape::client::http_client(&rr.http_client(), rr.remote_timeout)
                 .map_err(|e| Error::Client(format!("remote_read {}", rr.url), e.to_string()))?;
             fresh.push(Arc::new(RemoteReader { config: rr.clone(), client, external: external.clone() }));
@@ -215,6 +243,40 @@ impl RemoteReaders {
     /// The endpoints now in force.
     pub fn current(&self) -> Vec<Arc<RemoteReader>> {
         self.readers.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Whether this node has cluster peers.
+    pub fn has_cluster_peers(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    /// GETs `path_and_query` from every other node of the cluster at once, marked as a hop
+    /// ([`CLUSTER_HOP_HEADER`]), and returns each answer's body, or why there is none.
+    pub async fn ask_peers(&self, path_and_query: &str) -> Vec<Result<String, String>> {
+        let client = reqwest::Client::new();
+        let asks: Vec<_> = self
+            .peers
+            .iter()
+            .map(|peer| {
+                let request = client
+                    .get(format!("http://{peer}{path_and_query}"))
+                    .header(CLUSTER_HOP_HEADER, "1")
+                    .timeout(PEER_LOOKUP_TIMEOUT);
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let answer = request.send().await.and_then(|r| r.error_for_status());
+                    match answer {
+                        Ok(r) => r.text().await.map_err(|e| format!("cluster peer {peer}: {e}")),
+                        Err(e) => Err(format!("cluster peer {peer}: {e}")),
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(asks.len());
+        for ask in asks {
+            out.push(ask.await.unwrap_or_else(|e| Err(format!("asking a cluster peer: {e}"))));
+        }
+        out
     }
 }
 
@@ -441,6 +503,107 @@ impl Querier for Fanout<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<String>, promflow_storage::Error> {
         self.local.label_values(name, matchers, mint, maxt)
+    }
+}
+
+/// A querier over local storage and the endpoints in force at each call, for a reader that
+/// outlives one query (the rule manager): each call reads through a [`Fanout`] of its own,
+/// and logs the endpoints' errors, which have no answer to go into. Blocks as [`Fanout`] does.
+pub struct StandingFanout {
+    local: Arc<promflow_storage::Db>,
+    readers: Arc<RemoteReaders>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StandingFanout {
+    /// Reads `local` and the endpoints of `readers`, whose requests run on `runtime`.
+    pub fn new(
+        local: Arc<promflow_storage::Db>,
+        readers: Arc<RemoteReaders>,
+        runtime: tokio::runtime::Handle,
+    ) -> StandingFanout {
+        StandingFanout { local, readers, runtime }
+    }
+
+    /// `read` over a fanout of the endpoints now in force.
+    fn read<T>(&self, read: impl FnOnce(&Fanout<'_>) -> T) -> T {
+        let fanout = Fanout::new(
+            self.local.as_ref(),
+            self.local.oldest_sample_time(),
+            self.readers.current(),
+            self.runtime.clone(),
+        );
+        let out = read(&fanout);
+        for warning in fanout.warnings() {
+            tracing::warn!(%warning, "reading a remote endpoint");
+        }
+        out
+    }
+}
+
+impl Querier for StandingFanout {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, promflow_storage::Error> {
+        self.read(|f| f.select(matchers, mint, maxt))
+    }
+
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<HistogramSeries>, promflow_storage::Error> {
+        self.read(|f| f.select_histograms(matchers, mint, maxt))
+    }
+
+    fn has_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<bool, promflow_storage::Error> {
+        self.read(|f| f.has_histograms(matchers, mint, maxt))
+    }
+
+    fn select_start_timestamps(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<promflow_storage::StartTimestamps>, promflow_storage::Error> {
+        self.read(|f| f.select_start_timestamps(matchers, mint, maxt))
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Labels>, promflow_storage::Error> {
+        self.read(|f| f.series(matchers, mint, maxt))
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.read(|f| f.label_names(matchers, mint, maxt))
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.read(|f| f.label_values(name, matchers, mint, maxt))
     }
 }
 

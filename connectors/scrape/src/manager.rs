@@ -161,6 +161,10 @@ pub struct StartTimestampOptions {
     pub zero_samples: bool,
 }
 
+/// Which targets this server scrapes, by the stable hash of a target's labels after
+/// relabelling ([`ScrapeManager::set_target_filter`]): in a cluster, the ones it owns.
+pub type TargetFilter = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
 pub struct ScrapeManager {
     db: Arc<Db>,
@@ -171,6 +175,8 @@ pub struct ScrapeManager {
     counters: Arc<Counters>,
     /// The DNS servers `dns_sd_configs` ask.
     dns_servers: Mutex<Vec<std::net::SocketAddr>>,
+    /// Set once at start-up: the targets to scrape, when not all.
+    target_filter: Mutex<Option<TargetFilter>>,
 }
 
 impl ScrapeManager {
@@ -183,7 +189,16 @@ impl ScrapeManager {
             pools: Mutex::new(BTreeMap::new()),
             counters: Arc::new(Counters::default()),
             dns_servers: Mutex::new(crate::dns_sd::system_servers()),
+            target_filter: Mutex::new(None),
         })
+    }
+
+    /// Scrapes only the targets `filter` keeps (a cluster node's share); the others are
+    /// neither scraped nor listed. Set before the first configuration.
+    pub fn set_target_filter(&self, filter: TargetFilter) {
+        if let Ok(mut f) = self.target_filter.lock() {
+            *f = Some(filter);
+        }
     }
 
     /// Sets what scrapes do with start timestamps, for the pools started from now on.
@@ -350,6 +365,11 @@ impl ScrapeManager {
             }
         }
         pool.dropped = dropped;
+        // another node's targets are its own business: not scraped here, nor counted
+        let filter = self.target_filter.lock().ok().and_then(|f| f.clone());
+        if let Some(keep) = filter {
+            wanted.retain(|h, _| keep(*h));
+        }
         // as Prometheus: over the limit, every target stays listed and fails each scrape
         // with this error, unscraped, until discovery or a reload brings the count down
         let limit = pool.settings.target_limit;

@@ -39,6 +39,11 @@ impl Params {
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
+
+    /// Every pair, URL-encoded as a query string (to pass a request on).
+    pub fn to_query(&self) -> String {
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.pairs).finish()
+    }
 }
 
 /// The smallest and largest times Prometheus's API accepts (client_golang sends them).

@@ -393,6 +393,7 @@ impl Connection {
                 let t = chrono::Utc::now().timestamp_millis();
                 let (state, plan) = (Arc::clone(&state), plan.clone());
                 let pool = Arc::clone(&state.query_pool);
+                let runtime = tokio::runtime::Handle::current();
                 let evaluated = pool
                     .spawn(move || {
                         let q = &state.query;
@@ -404,7 +405,8 @@ impl Connection {
                             use_start_timestamps: q.use_start_timestamps,
                             ..QueryOptions::instant(t)
                         };
-                        promflow_batch::evaluate(&plan, state.db.as_ref(), &opts)
+                        // what a query reads: remote_read endpoints and cluster peers too
+                        promflow_batch::evaluate(&plan, &crate::api::query::fanout(&state, runtime), &opts)
                     })
                     .await;
                 let rows: HashMap<Arc<Labels>, ViewValue> = match evaluated {

@@ -9,6 +9,8 @@ use axum::http::HeaderMap;
 use promflow_storage::{Labels, Matcher, Querier};
 use serde_json::{json, Value};
 
+use promflow_remote::reader::CLUSTER_HOP_HEADER;
+
 use super::query::{fanout, labels_json, write_labels};
 use super::{json_response, params, success, ApiResult, Shared};
 use crate::params::{limit_param, time_param, Params, MAX_TIME_MS, MIN_TIME_MS};
@@ -149,11 +151,40 @@ pub(super) async fn query_exemplars(
     Ok(success(Value::Array(answer)))
 }
 
+/// A lookup's answer with the other cluster nodes' answers to the same lookup (`path`)
+/// merged in, sorted and unique: a node answers these from its own storage. A request from
+/// a peer ([`CLUSTER_HOP_HEADER`]) is answered from this node alone. A peer that fails is
+/// logged and left out.
+async fn with_peers(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    mut values: Vec<String>,
+) -> Vec<String> {
+    if headers.contains_key(CLUSTER_HOP_HEADER) || !state.remote_read.has_cluster_peers() {
+        return values;
+    }
+    for answer in state.remote_read.ask_peers(path).await {
+        let parsed = answer.and_then(|body| {
+            let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            serde_json::from_value::<Vec<String>>(v["data"].clone()).map_err(|e| e.to_string())
+        });
+        match parsed {
+            Ok(theirs) => values.extend(theirs),
+            Err(e) => tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup"),
+        }
+    }
+    values.sort();
+    values.dedup();
+    values
+}
+
 pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
     let p = params(&q, &headers, &body);
     let sels = parse_selectors(&p)?;
     let (mint, maxt) = time_range(&p)?;
     let limit = limit_param(&p)?;
+    let peers_path = format!("/api/v1/labels?{}", p.to_query());
     let names = off_the_workers(&state, "label names lookup", move |state| {
         if sels.is_empty() {
             return state.db.label_names(&[], mint, maxt);
@@ -167,6 +198,7 @@ pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap
         Ok(names)
     })
     .await?;
+    let names = with_peers(&state, &headers, &peers_path, names).await;
     Ok(success(json!(truncate(names, limit))))
 }
 
@@ -201,6 +233,12 @@ pub(super) async fn label_values(
     headers: HeaderMap,
 ) -> ApiResult {
     let p = params(&q, &headers, &Bytes::new());
+    // passed on to cluster peers as it came, escaped for the path
+    let peers_path = format!(
+        "/api/v1/label/{}/values?{}",
+        form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>(),
+        p.to_query()
+    );
     let name = unescape_label_name(&name);
     if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
@@ -221,6 +259,7 @@ pub(super) async fn label_values(
         Ok(values)
     })
     .await?;
+    let values = with_peers(&state, &headers, &peers_path, values).await;
     Ok(success(json!(truncate(values, limit))))
 }
 

@@ -4,7 +4,7 @@
 
 mod ingest;
 mod metadata;
-mod query;
+pub(crate) mod query;
 mod rules;
 mod status;
 

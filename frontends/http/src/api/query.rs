@@ -44,7 +44,7 @@ pub(crate) fn lookback(state: &AppState, p: &Params) -> Result<i64, ApiError> {
 
 /// The storage queries read: promflow's own, and the `remote_read` endpoints (only the
 /// local one when there are none). Blocks on the endpoints: use from `spawn_blocking`.
-pub(super) fn fanout(
+pub(crate) fn fanout(
     state: &AppState,
     runtime: tokio::runtime::Handle,
 ) -> promflow_remote::reader::Fanout<'_> {

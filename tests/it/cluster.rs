@@ -1,0 +1,277 @@
+//! A cluster of promflow processes on 127.0.0.1 (`--cluster.peer`, `--cluster.index`):
+//! queries on any node are answered from every node's storage, scrape targets are divided
+//! among the nodes, and rules read the whole cluster. The oracle is one process that holds
+//! all of the data.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use promflow_remote::TimeSeries;
+
+use crate::common::*;
+
+/// The jobs, instances and status codes of the series written.
+const JOBS: [&str; 3] = ["api", "web", "batch"];
+const INSTANCES: usize = 4;
+const CODES: [&str; 2] = ["200", "500"];
+
+/// Starts `n` nodes of one cluster under `dir`, each with `config` and `extra` flags.
+fn start_cluster(dir: &Path, n: usize, config: &str, extra: &[&str]) -> Vec<Server> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let cfg = dir.join("cluster.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut nodes: Vec<Server> = (0..n)
+        .map(|i| {
+            let node_dir: PathBuf = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut flags: Vec<String> =
+                ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")).collect();
+            flags.push(format!("--cluster.index={i}"));
+            flags.extend(extra.iter().map(|f| f.to_string()));
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            spawn_promflow(&node_dir, &cfg, ports[i], &flags)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.wait_ready("/-/ready");
+    }
+    nodes
+}
+
+/// Half an hour of samples every 15 s up to `end`: a counter per job, instance and code, and
+/// a gauge per instance.
+fn workload(end: i64) -> Vec<TimeSeries> {
+    let mut out = Vec::new();
+    let times: Vec<i64> = (0..=120).map(|i| end - 30 * 60_000 + i * 15_000).collect();
+    for (j, job) in JOBS.iter().enumerate() {
+        for i in 0..INSTANCES {
+            let instance = format!("host-{i}:9100");
+            for (c, code) in CODES.iter().enumerate() {
+                let rate = (j * 7 + i * 3 + c * 11 + 1) as f64;
+                let samples: Vec<(i64, f64)> =
+                    times.iter().enumerate().map(|(k, &t)| (t, rate * k as f64 * 15.0)).collect();
+                out.push(series(
+                    &[
+                        ("__name__", "http_requests_total"),
+                        ("job", job),
+                        ("instance", &instance),
+                        ("code", code),
+                    ],
+                    &samples,
+                ));
+            }
+            // no two series alike at any time: `topk` and `bottomk` have no ties to break
+            let base = 20.0 + (j * 10 + i) as f64;
+            let samples: Vec<(i64, f64)> =
+                times.iter().enumerate().map(|(k, &t)| (t, base + (k % 9) as f64 * 0.25)).collect();
+            out.push(series(&[("__name__", "temperature"), ("job", job), ("instance", &instance)], &samples));
+        }
+    }
+    out
+}
+
+/// Three nodes, each sent a third of the series, answer a bank of instant and range queries
+/// as one process sent all of them does, whichever node is asked; so do series lookups.
+#[test]
+fn three_nodes_answer_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), 3, "", &["--web.enable-remote-write-receiver"]);
+    let single_dir = dir.path().join("single");
+    std::fs::create_dir_all(&single_dir).unwrap();
+    let single = start_promflow(&single_dir, "", &["--web.enable-remote-write-receiver"]);
+    let end = now_ms() / 60_000 * 60_000 - 60_000;
+    let all = workload(end);
+    let mut shares: Vec<Vec<TimeSeries>> = vec![Vec::new(); nodes.len()];
+    for (k, ts) in all.iter().enumerate() {
+        shares[k % nodes.len()].push(ts.clone());
+    }
+    for (node, share) in nodes.iter().zip(shares) {
+        assert_eq!(remote_write(node, share).0, 204);
+    }
+    assert_eq!(remote_write(&single, all).0, 204);
+    let queries = [
+        "http_requests_total",
+        "temperature",
+        "rate(http_requests_total[5m])",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "sum without (instance) (increase(http_requests_total[10m]))",
+        "count(http_requests_total)",
+        "topk(3, http_requests_total)",
+        "bottomk(2, temperature)",
+        "avg_over_time(temperature[10m])",
+        "max by (code) (http_requests_total) - min by (code) (http_requests_total)",
+        "http_requests_total{code=\"500\"} / on (job, instance) temperature",
+        "sum by (job) (rate(http_requests_total{code=\"500\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
+        "temperature > on (job) group_left avg by (job) (temperature)",
+        "max_over_time(sum(rate(http_requests_total[5m]))[10m:1m])",
+        "quantile(0.9, temperature)",
+        "count_values(\"value\", temperature)",
+        "absent(nonexistent_metric)",
+        "http_requests_total offset 10m",
+    ];
+    let mut checked = 0;
+    for q in queries {
+        let instant = format!("/api/v1/query?query={}&time={}", urlencode(q), end / 1000);
+        let range = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=60",
+            urlencode(q),
+            (end - 25 * 60_000) / 1000,
+            end / 1000
+        );
+        for path in [instant, range] {
+            let (status, want) = single.get_json(&path);
+            assert_eq!(status, 200, "{q}: {want}");
+            let want = canonical(&want);
+            for (i, node) in nodes.iter().enumerate() {
+                let (status, got) = node.get_json(&path);
+                assert_eq!(status, 200, "{q} on node {i}: {got}");
+                assert!(got["warnings"].is_null(), "{q} on node {i}: {got}");
+                if let Err(e) = same(&canonical(&got), &want) {
+                    panic!("{q} on node {i} differs from one process: {e}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, queries.len() * 2 * nodes.len());
+    let lookup = format!(
+        "/api/v1/series?match[]=http_requests_total&start={}&end={}",
+        (end - 30 * 60_000) / 1000,
+        end / 1000
+    );
+    let (_, want) = single.get_json(&lookup);
+    assert_eq!(want["data"].as_array().map(Vec::len), Some(JOBS.len() * INSTANCES * CODES.len()));
+    for node in &nodes {
+        assert_eq!(node.get_json(&lookup).1["data"], want["data"]);
+    }
+    for lookup in
+        ["/api/v1/labels", "/api/v1/label/instance/values", "/api/v1/label/job/values?match[]=temperature"]
+    {
+        let (_, want) = single.get_json(lookup);
+        assert!(want["data"].as_array().is_some_and(|d| d.len() >= 3), "{lookup}: {want}");
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node.get_json(lookup).1["data"], want["data"], "{lookup} on node {i}");
+        }
+    }
+}
+
+/// With a node killed, the others still answer, from the nodes that are up, with a warning
+/// naming the peer that did not answer; label lookups leave it out.
+#[test]
+fn a_dead_node_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, "", &["--web.enable-remote-write-receiver"]);
+    let end = now_ms() / 60_000 * 60_000;
+    let all = workload(end);
+    let half = all.len() / 2;
+    assert_eq!(remote_write(&nodes[0], all[..half].to_vec()).0, 204);
+    assert_eq!(remote_write(&nodes[2], all[half..].to_vec()).0, 204);
+    let dead = format!("127.0.0.1:{}", nodes[2].port);
+    nodes[2].kill9();
+    let q = format!("/api/v1/query?query={}&time={}", urlencode("count(temperature)"), end / 1000);
+    let (status, v) = nodes[1].get_json(&q);
+    assert_eq!(status, 200, "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains(&dead), "no warning names the dead peer: {v}");
+    let up = all[..half].iter().filter(|ts| ts.labels.iter().any(|l| l.value == "temperature")).count();
+    assert_eq!(result(&v)[0]["value"][1], up.to_string(), "{v}");
+    let (status, v) = nodes[1].get_json("/api/v1/label/__name__/values");
+    assert_eq!(status, 200, "{v}");
+    assert!(v["data"].as_array().is_some_and(|names| !names.is_empty()), "{v}");
+}
+
+/// Each scrape target is scraped by exactly one node, and every node's queries see them all.
+#[test]
+fn nodes_divide_the_scrape_targets() {
+    let targets: Vec<u16> =
+        (0..6).map(|_| serve_http(|_, _| ("text/plain".into(), b"thing 1\n".to_vec()))).collect();
+    let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    let config = format!(
+        "scrape_configs:\n  - job_name: things\n    scrape_interval: 1s\n    static_configs:\n      - targets: [{}]\n",
+        list.join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path(), 3, &config, &[]);
+    // every target up on exactly one node
+    let scraped = |node: &Server| -> Vec<String> {
+        let (_, v) = node.get_json("/api/v1/targets?state=active");
+        v["data"]["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["health"] == "up")
+            .map(|t| t["labels"]["instance"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let owners = wait_for(Duration::from_secs(30), || {
+        let per_node: Vec<Vec<String>> = nodes.iter().map(scraped).collect();
+        (per_node.iter().map(Vec::len).sum::<usize>() == targets.len()).then_some(per_node)
+    })
+    .expect("the targets were not all scraped within 30 s");
+    let mut all: Vec<&String> = owners.iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), targets.len(), "a target was scraped twice: {owners:?}");
+    assert!(owners.iter().filter(|o| !o.is_empty()).count() >= 2, "one node took every target: {owners:?}");
+    // any node's queries see every target's samples
+    for (i, node) in nodes.iter().enumerate() {
+        let seen = wait_for(Duration::from_secs(10), || {
+            let (_, v) = node.get_json(&format!("/api/v1/query?query={}", urlencode("count(thing)")));
+            let n = result(&v).first().and_then(|r| r["value"][1].as_str().map(String::from));
+            (n.as_deref() == Some("6")).then_some(())
+        });
+        assert!(seen.is_some(), "node {i} does not see the six targets' samples");
+    }
+}
+
+/// A recording rule evaluated on a node reads every node's storage.
+#[test]
+fn rules_read_the_whole_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: totals\n    interval: 1s\n    rules:\n      - record: job:temperature:count\n        expr: count by (job) (temperature)\n",
+    )
+    .unwrap();
+    let config = format!("rule_files: ['{}']\n", rules.display());
+    let nodes = start_cluster(dir.path(), 3, &config, &["--web.enable-remote-write-receiver"]);
+    // the node evaluating the rule holds none of the samples
+    let now = now_ms();
+    let all = workload(now);
+    assert_eq!(remote_write(&nodes[1], all[..all.len() / 2].to_vec()).0, 204);
+    assert_eq!(remote_write(&nodes[2], all[all.len() / 2..].to_vec()).0, 204);
+    let counts = wait_for(Duration::from_secs(20), || {
+        let (_, v) =
+            nodes[0].get_json(&format!("/api/v1/query?query={}", urlencode("job:temperature:count")));
+        let counts: Vec<(String, String)> = result(&v)
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"]["job"].as_str().unwrap_or("").into(),
+                    r["value"][1].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect();
+        (counts.len() == JOBS.len() && counts.iter().all(|(_, n)| *n == INSTANCES.to_string()))
+            .then_some(counts)
+    });
+    assert!(counts.is_some(), "the rule did not count every node's series");
+}
+
+/// A cluster flag set wrong stops the server at start-up, saying which.
+#[test]
+fn a_wrong_cluster_setting_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = refused_start(dir.path(), &["--cluster.peer=127.0.0.1:1", "--cluster.peer=127.0.0.1:2"]);
+    assert!(log.contains("--cluster.index"), "{log}");
+    let log = refused_start(dir.path(), &["--cluster.peer=127.0.0.1:1", "--cluster.index=1"]);
+    assert!(log.contains("outside"), "{log}");
+    let log = refused_start(dir.path(), &["--cluster.peer=nowhere", "--cluster.index=0"]);
+    assert!(log.contains("host:port"), "{log}");
+    let log = refused_start(
+        dir.path(),
+        &["--cluster.peer=127.0.0.1:1", "--cluster.index=0", "--rules.evaluation-mode=event"],
+    );
+    assert!(log.contains("evaluation-mode"), "{log}");
+}
