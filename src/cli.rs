@@ -283,6 +283,10 @@ pub struct Flags {
     /// This node's place in the `--cluster.peer` list, counting from 0.
     #[arg(long = "cluster.index")]
     pub cluster_index: Option<usize>,
+    /// On how many nodes remote write stores each series; a write is answered once every
+    /// copy is stored.
+    #[arg(long = "cluster.replication-factor", default_value_t = 1)]
+    pub cluster_replication_factor: usize,
     /// Where to serve SQL on the PostgreSQL wire protocol (`psql -h … -p …`; promflow's
     /// extension, `docs/sql.md`); off unless set. It takes the users and the TLS of
     /// `--web.config.file`.

@@ -66,6 +66,19 @@ impl Cluster {
         (0..self.peers.len()).max_by_key(|&i| (score(self.seeds[i], key), std::cmp::Reverse(i))).unwrap_or(0)
     }
 
+    /// Every node, from the owner of `key` down: where its copies go, and who takes one when
+    /// a node before is down.
+    pub fn ranking(&self, key: u64) -> Vec<usize> {
+        let mut nodes: Vec<usize> = (0..self.peers.len()).collect();
+        nodes.sort_by_key(|&i| (std::cmp::Reverse(score(self.seeds[i], key)), i));
+        nodes
+    }
+
+    /// This node's place in the peer list.
+    pub fn index(&self) -> usize {
+        self.me
+    }
+
     /// Whether this node owns `key`.
     pub fn owns(&self, key: u64) -> bool {
         self.owner(key) == self.me
@@ -127,6 +140,19 @@ mod tests {
         let b = Cluster::new(vec!["c:3".into(), "a:1".into(), "b:2".into()], 1).unwrap();
         for key in 0..1_000u64 {
             assert_eq!(a.peers()[a.owner(key)], b.peers()[b.owner(key)]);
+        }
+    }
+
+    /// A ranking starts with the owner and holds every node once.
+    #[test]
+    fn a_ranking_starts_with_the_owner() {
+        let c = cluster(5, 2);
+        for key in 0..1_000u64 {
+            let ranking = c.ranking(key);
+            assert_eq!(ranking[0], c.owner(key));
+            let mut sorted = ranking.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..5).collect::<Vec<_>>());
         }
     }
 

@@ -12,6 +12,7 @@ use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
+use promflow_remote::forward::ClusterWrites;
 use promflow_remote::reader::{RemoteReaders, StandingFanout};
 use promflow_remote::RemoteWriter;
 use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
@@ -101,6 +102,13 @@ fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Res
         }
         (_, Some(index)) => Cluster::new(flags.cluster_peers.clone(), index)?,
     };
+    let copies = flags.cluster_replication_factor;
+    if copies == 0 || copies > cluster.peers().len() {
+        return Err(format!(
+            "--cluster.replication-factor={copies}: a series is stored on 1 to {} nodes (the peers given)",
+            cluster.peers().len()
+        ));
+    }
     if flags.rules_evaluation_mode == "event" {
         if matches.value_source("rules_evaluation_mode") == Some(clap::parser::ValueSource::CommandLine) {
             return Err("--rules.evaluation-mode=event is not available in a cluster: a node's views would see only the samples it stores (use tick)".into());
@@ -206,6 +214,8 @@ struct Components {
     live_views: Option<Arc<LiveViews>>,
     rule_manager: Arc<RuleManager>,
     query_log: Arc<QueryLog>,
+    /// In a cluster, where remote write stores each series.
+    cluster_writes: Option<Arc<ClusterWrites>>,
 }
 
 impl Components {
@@ -289,6 +299,16 @@ impl Components {
         };
         let rule_manager = start_rules(flags, db, rule_querier, &notifier, live_views.clone(), &query_log);
         rule_manager.update(rule_groups);
+        let cluster_writes = cluster.map(|c| {
+            let placement = c.clone();
+            let rank = Arc::new(move |series: u64| placement.ranking(series));
+            Arc::new(ClusterWrites::new(
+                c.peers().to_vec(),
+                c.index(),
+                flags.cluster_replication_factor,
+                rank,
+            ))
+        });
         Ok(Components {
             scrape,
             status,
@@ -300,6 +320,7 @@ impl Components {
             live_views,
             rule_manager,
             query_log,
+            cluster_writes,
         })
     }
 
@@ -379,6 +400,7 @@ impl Components {
             notifier: Arc::clone(&self.notifier),
             remote_write: Arc::clone(&self.remote_write),
             remote_read: Arc::clone(&self.remote_read),
+            cluster_writes: self.cluster_writes.clone(),
             query: QuerySettings {
                 lookback_delta: flags.lookback_delta,
                 timeout: flags.query_timeout,

@@ -156,7 +156,8 @@ fn three_nodes_answer_as_one_process() {
 }
 
 /// With a node killed, the others still answer, from the nodes that are up, with a warning
-/// naming the peer that did not answer; label lookups leave it out.
+/// naming the peer that did not answer; label lookups leave it out. Without replication the
+/// series the dead node owns are missing until it returns.
 #[test]
 fn a_dead_node_is_a_warning() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,6 +167,9 @@ fn a_dead_node_is_a_warning() {
     let half = all.len() / 2;
     assert_eq!(remote_write(&nodes[0], all[..half].to_vec()).0, 204);
     assert_eq!(remote_write(&nodes[2], all[half..].to_vec()).0, 204);
+    // each series is stored by its owner: what the dead node owned is missing
+    let (_, text) = nodes[2].get_text("/federate?match[]=temperature");
+    let lost = text.lines().filter(|l| l.starts_with("temperature{")).count();
     let dead = format!("127.0.0.1:{}", nodes[2].port);
     nodes[2].kill9();
     let q = format!("/api/v1/query?query={}&time={}", urlencode("count(temperature)"), end / 1000);
@@ -173,11 +177,58 @@ fn a_dead_node_is_a_warning() {
     assert_eq!(status, 200, "{v}");
     let warnings = v["warnings"].to_string();
     assert!(warnings.contains(&dead), "no warning names the dead peer: {v}");
-    let up = all[..half].iter().filter(|ts| ts.labels.iter().any(|l| l.value == "temperature")).count();
+    let up = JOBS.len() * INSTANCES - lost;
+    assert!(up > 0 && lost > 0, "one node owns every series or none: {lost} of {}", JOBS.len() * INSTANCES);
     assert_eq!(result(&v)[0]["value"][1], up.to_string(), "{v}");
     let (status, v) = nodes[1].get_json("/api/v1/label/__name__/values");
     assert_eq!(status, 200, "{v}");
     assert!(v["data"].as_array().is_some_and(|names| !names.is_empty()), "{v}");
+}
+
+/// With `--cluster.replication-factor=2` a write to any node is stored on two nodes; with
+/// one node killed under ingest, the others keep answering writes, and every sample answered
+/// 2xx is queryable from the survivors.
+#[test]
+fn replicated_writes_survive_a_killed_node() {
+    const SERIES: usize = 60;
+    const ROUNDS: i64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2"];
+    let mut nodes = start_cluster(dir.path(), 3, "", &extra);
+    let base = now_ms() / 1000 * 1000 - 60_000;
+    let round = |r: i64| -> Vec<TimeSeries> {
+        (0..SERIES)
+            .map(|s| {
+                series(&[("__name__", "replicated"), ("s", &s.to_string())], &[(base + r * 1000, r as f64)])
+            })
+            .collect()
+    };
+    // local copies, by node: /federate answers from the node's own storage
+    let copies = |node: &Server| -> usize {
+        let (_, text) = node.get_text("/federate?match[]=replicated");
+        text.lines().filter(|l| l.starts_with("replicated{")).count()
+    };
+    let mut answered = 0;
+    for r in 0..ROUNDS {
+        if r == ROUNDS / 2 {
+            assert_eq!(nodes.iter().map(copies).sum::<usize>(), 2 * SERIES, "not two copies of each series");
+            nodes[2].kill9();
+        }
+        let to = if r < ROUNDS / 2 { r as usize % 3 } else { r as usize % 2 };
+        let (status, body) = remote_write(&nodes[to], round(r));
+        assert_eq!(status, 204, "round {r} to node {to}: {body}");
+        answered += 1;
+    }
+    let q = format!(
+        "/api/v1/query?query={}&time={}",
+        urlencode("sum(count_over_time(replicated[10m]))"),
+        (base + ROUNDS * 1000) / 1000
+    );
+    for (i, node) in nodes[..2].iter().enumerate() {
+        let (status, v) = node.get_json(&q);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(result(&v)[0]["value"][1], (answered * SERIES).to_string(), "node {i}: {v}");
+    }
 }
 
 /// Each scrape target is scraped by exactly one node, and every node's queries see them all.
@@ -274,4 +325,9 @@ fn a_wrong_cluster_setting_refuses_to_start() {
         &["--cluster.peer=127.0.0.1:1", "--cluster.index=0", "--rules.evaluation-mode=event"],
     );
     assert!(log.contains("evaluation-mode"), "{log}");
+    let log = refused_start(
+        dir.path(),
+        &["--cluster.peer=127.0.0.1:1", "--cluster.index=0", "--cluster.replication-factor=2"],
+    );
+    assert!(log.contains("replication-factor"), "{log}");
 }

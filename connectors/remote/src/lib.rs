@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod chunks;
+pub mod forward;
 mod histogram;
 pub mod read;
 pub mod reader;
@@ -46,6 +47,12 @@ pub enum Error {
     /// settings.
     #[error("{0}: {1}")]
     Client(String, String),
+    /// Too few nodes of a cluster could store a write's copies (the sender retries).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A cluster peer refused a write's copy (the sender must fix the samples).
+    #[error("cluster peer {0}")]
+    Peer(String),
 }
 
 /// `prometheus.WriteRequest`.

@@ -169,6 +169,58 @@ impl<'a> RequestView<'a> {
         self.ends.is_empty()
     }
 
+    /// The request of the series whose index (in wire order) `keep` takes.
+    pub fn subset(&self, keep: impl Fn(usize) -> bool) -> RequestView<'a> {
+        let mut out = RequestView::default();
+        for (_, series) in self.series().enumerate().filter(|(i, _)| keep(*i)) {
+            out.pairs.extend_from_slice(series.labels);
+            out.samples.extend_from_slice(series.samples);
+            out.starts.extend_from_slice(series.starts);
+            out.histograms.extend_from_slice(series.histograms);
+            out.exemplars.extend_from_slice(series.exemplars);
+            let end = |n: usize| n as u32;
+            out.ends.push([
+                end(out.pairs.len()),
+                end(out.samples.len()),
+                end(out.histograms.len()),
+                end(out.exemplars.len()),
+            ]);
+        }
+        // a 1.0 request has no start timestamps; a 2.0 one has one per sample
+        if out.starts.len() != out.samples.len() {
+            out.starts.clear();
+        }
+        out
+    }
+
+    /// The request as a remote write 1.0 `WriteRequest` (start timestamps, which 1.0 cannot
+    /// carry, are left out).
+    pub fn to_write_request(&self) -> crate::WriteRequest {
+        let label = |&(name, value): &LabelPair<'_>| crate::Label { name: name.into(), value: value.into() };
+        let timeseries = self
+            .series()
+            .map(|s| crate::TimeSeries {
+                labels: s.labels.iter().map(label).collect(),
+                samples: s
+                    .samples
+                    .iter()
+                    .map(|&(timestamp, value)| crate::Sample { value, timestamp })
+                    .collect(),
+                exemplars: s
+                    .exemplars
+                    .iter()
+                    .map(|e| crate::Exemplar {
+                        labels: e.labels.iter().map(label).collect(),
+                        value: e.value,
+                        timestamp: e.timestamp,
+                    })
+                    .collect(),
+                histograms: s.histograms.to_vec(),
+            })
+            .collect();
+        crate::WriteRequest { timeseries, metadata: Vec::new() }
+    }
+
     /// Each series in wire order.
     pub fn series(&self) -> impl Iterator<Item = SeriesView<'_, 'a>> + '_ {
         let mut start = [0usize; 4];

@@ -200,6 +200,8 @@ pub struct AppState {
     pub remote_write: Arc<promflow_remote::RemoteWriter>,
     /// The `remote_read` endpoints queries also read from.
     pub remote_read: Arc<promflow_remote::reader::RemoteReaders>,
+    /// In a cluster, where remote write stores each series (`None`: here).
+    pub cluster_writes: Option<Arc<promflow_remote::forward::ClusterWrites>>,
     /// Query settings.
     pub query: QuerySettings,
     /// Server status.

@@ -32,6 +32,9 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         }
     };
     state.http_metrics.observe_remote_write(message.name(), encoding);
+    // a copy from a cluster peer is stored here, not placed again
+    let hop = headers.contains_key(promflow_remote::reader::CLUSTER_HOP_HEADER);
+    let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         let raw = match encoding {
             "zstd" => promflow_remote::decompress_zstd(&body)?,
@@ -41,13 +44,19 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
             Message1or2::V1 => promflow_remote::RequestView::parse(&raw)?,
             Message1or2::V2 => promflow_remote::RequestView::parse_v2(&raw)?,
         };
-        let mut app = state.db.appender();
-        match promflow_remote::append_request(&req, state.start_zero_samples, app.as_mut()) {
-            Ok(written) => app.commit().map(|_| written).map_err(promflow_remote::Error::Storage),
-            Err(e) => {
-                app.rollback();
-                Err(e)
+        let store = |part: &promflow_remote::RequestView<'_>| {
+            let mut app = state.db.appender();
+            match promflow_remote::append_request(part, state.start_zero_samples, app.as_mut()) {
+                Ok(written) => app.commit().map(|_| written).map_err(promflow_remote::Error::Storage),
+                Err(e) => {
+                    app.rollback();
+                    Err(e)
+                }
             }
+        };
+        match state.cluster_writes.as_deref().filter(|_| !hop) {
+            Some(cluster) => cluster.write(&req, &runtime, store),
+            None => store(&req),
         }
     })
     .await;
@@ -70,6 +79,10 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         Ok(Err(e @ promflow_remote::Error::TooLarge(_))) => {
             tracing::warn!(error = %e, "remote write: request rejected");
             written(Default::default(), (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response())
+        }
+        Ok(Err(e @ promflow_remote::Error::Unavailable(_))) => {
+            tracing::warn!(error = %e, "remote write: not stored on enough cluster nodes");
+            written(Default::default(), (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response())
         }
         Ok(Err(promflow_remote::Error::Storage(e))) if !e.is_sample_error() => {
             tracing::error!(error = %e, "remote write: storage failed");

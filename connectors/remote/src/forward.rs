@@ -1,0 +1,224 @@
+//! Remote write in a cluster: a node that receives a request stores each series on the nodes
+//! that own it, itself included when it is one, and answers only once every copy is stored.
+//!
+//! Each series goes to the first `replication` nodes of its ranking (the cluster's placement,
+//! by a hash of its labels). A node that cannot be reached (a connection error, a timeout, a
+//! 5xx answer) is replaced, for its series, by the next node of each series' ranking, so that
+//! a write with a node down still lands on `replication` nodes; queries read every node and
+//! find the series wherever it went. A peer's 4xx answer is the sender's to fix, and is
+//! passed on. The copies go to the peers marked as a hop ([`CLUSTER_HOP_HEADER`]): a node
+//! stores a hop's series itself, without forwarding them again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::reader::CLUSTER_HOP_HEADER;
+use crate::{Appended, Error, RequestView};
+
+/// A cluster's placement of series: every node, best first, for a hash of a series' labels.
+pub type Ranking = Arc<dyn Fn(u64) -> Vec<usize> + Send + Sync>;
+
+/// How long a copy waits for a peer's answer before that peer counts as down for it.
+const COPY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a cluster's series are stored, and how copies reach the other nodes.
+pub struct ClusterWrites {
+    /// Every node's `host:port`.
+    peers: Vec<String>,
+    /// This node's place in `peers`.
+    me: usize,
+    /// How many nodes store each series.
+    replication: usize,
+    rank: Ranking,
+    client: reqwest::Client,
+}
+
+impl ClusterWrites {
+    /// Stores each series on `replication` of `peers` (this node is `me`), placed by `rank`.
+    pub fn new(peers: Vec<String>, me: usize, replication: usize, rank: Ranking) -> ClusterWrites {
+        ClusterWrites { peers, me, replication: replication.max(1), rank, client: reqwest::Client::new() }
+    }
+
+    /// Stores `req`: the series this node holds through `local` (which appends and commits
+    /// them), the others as copies sent to their nodes on `runtime`. Blocks until every
+    /// series is on `replication` nodes; fails with [`Error::Unavailable`] when too few
+    /// nodes answer, and with the peer's refusal when a peer refuses a copy (4xx).
+    pub fn write(
+        &self,
+        req: &RequestView<'_>,
+        runtime: &tokio::runtime::Handle,
+        mut local: impl FnMut(&RequestView<'_>) -> Result<Appended, Error>,
+    ) -> Result<Appended, Error> {
+        let rankings: Vec<Vec<usize>> = req.series().map(|s| (self.rank)(series_hash(s.labels))).collect();
+        // per series: the nodes that hold it, and those it is being sent to
+        let mut stored: Vec<Vec<usize>> = vec![Vec::new(); rankings.len()];
+        let mut sending: Vec<Vec<usize>> =
+            rankings.iter().map(|r| r.iter().copied().take(self.replication).collect()).collect();
+        let mut down: BTreeSet<usize> = BTreeSet::new();
+        let mut appended = Appended::default();
+        loop {
+            // this node's share first: a series it cannot store fails the request before any copy
+            let mine: BTreeSet<usize> =
+                (0..sending.len()).filter(|&i| sending[i].contains(&self.me)).collect();
+            if !mine.is_empty() {
+                appended = add(appended, local(&req.subset(|i| mine.contains(&i)))?);
+                for &i in &mine {
+                    sending[i].retain(|&n| n != self.me);
+                    stored[i].push(self.me);
+                }
+            }
+            let mut owed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (i, nodes) in sending.iter().enumerate() {
+                for &n in nodes {
+                    owed.entry(n).or_default().push(i);
+                }
+            }
+            if owed.is_empty() {
+                return Ok(appended);
+            }
+            for (node, answer) in runtime.block_on(self.send(req, &owed)) {
+                match answer {
+                    Ok(n) => {
+                        appended = add(appended, n);
+                        for &i in &owed[&node] {
+                            stored[i].push(node);
+                        }
+                    }
+                    Err(Copy::Refused(e)) => return Err(e),
+                    Err(Copy::Down(e)) => {
+                        tracing::warn!(peer = %self.peers[node], error = %e, "a cluster peer took no copy: the next node takes it");
+                        down.insert(node);
+                    }
+                }
+            }
+            // a series short of copies goes to the next nodes of its ranking
+            for (i, ranking) in rankings.iter().enumerate() {
+                let need = self.replication.saturating_sub(stored[i].len());
+                sending[i] = ranking
+                    .iter()
+                    .copied()
+                    .filter(|n| !down.contains(n) && !stored[i].contains(n))
+                    .take(need)
+                    .collect();
+                if sending[i].len() < need {
+                    return Err(Error::Unavailable(format!(
+                        "fewer than {} cluster nodes can store a series; not answering: {}",
+                        self.replication,
+                        down.iter().map(|&d| self.peers[d].as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Sends each node in `owed` the series it is owed, all at once; each node's answer.
+    async fn send(
+        &self,
+        req: &RequestView<'_>,
+        owed: &BTreeMap<usize, Vec<usize>>,
+    ) -> Vec<(usize, Result<Appended, Copy>)> {
+        let mut asks = Vec::new();
+        for (&node, series) in owed {
+            let wanted: BTreeSet<usize> = series.iter().copied().collect();
+            let part = req.subset(|i| wanted.contains(&i));
+            let counted = Appended {
+                samples: part.series().map(|s| s.samples.len()).sum(),
+                histograms: part.series().map(|s| s.histograms.len()).sum(),
+                exemplars: part.series().map(|s| s.exemplars.len()).sum(),
+            };
+            let body = crate::encode(&part.to_write_request());
+            let request = self
+                .client
+                .post(format!("http://{}/api/v1/write", self.peers[node]))
+                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .header(CLUSTER_HOP_HEADER, "1")
+                .timeout(COPY_TIMEOUT)
+                .body(body);
+            asks.push((node, counted, tokio::spawn(request.send())));
+        }
+        let mut out = Vec::with_capacity(asks.len());
+        for (node, counted, ask) in asks {
+            let answer = match ask.await {
+                Ok(Ok(r)) if r.status().is_success() => Ok(counted),
+                Ok(Ok(r)) if r.status().is_client_error() => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    Err(Copy::Refused(Error::Peer(format!(
+                        "{}: {status}: {}",
+                        self.peers[node],
+                        text.trim()
+                    ))))
+                }
+                Ok(Ok(r)) => Err(Copy::Down(format!("answered {}", r.status()))),
+                Ok(Err(e)) => Err(Copy::Down(e.to_string())),
+                Err(e) => Err(Copy::Down(e.to_string())),
+            };
+            out.push((node, answer));
+        }
+        out
+    }
+}
+
+/// Why a copy was not stored.
+enum Copy {
+    /// The peer refused the samples (4xx): the sender must fix them.
+    Refused(Error),
+    /// The peer did not answer, or failed (5xx): another node takes the copy.
+    Down(String),
+}
+
+fn add(a: Appended, b: Appended) -> Appended {
+    Appended {
+        samples: a.samples + b.samples,
+        histograms: a.histograms + b.histograms,
+        exemplars: a.exemplars + b.exemplars,
+    }
+}
+
+/// A hash of a series' labels as sent (pairs with empty values dropped, sorted by name), the
+/// same on every node.
+pub fn series_hash(labels: &[(&str, &str)]) -> u64 {
+    let mut pairs: Vec<&(&str, &str)> = labels.iter().filter(|(_, v)| !v.is_empty()).collect();
+    pairs.sort_unstable();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (name, value) in pairs {
+        h.update(name.as_bytes());
+        h.update(&[0xff]);
+        h.update(value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Label, Sample, TimeSeries, WriteRequest};
+
+    /// A series hashes alike whatever the order of its labels, and without its empty ones.
+    #[test]
+    fn a_series_hash_ignores_label_order_and_empty_labels() {
+        let a = series_hash(&[("__name__", "x"), ("job", "a"), ("zone", "")]);
+        let b = series_hash(&[("job", "a"), ("__name__", "x")]);
+        assert_eq!(a, b);
+        assert_ne!(a, series_hash(&[("__name__", "x"), ("job", "b")]));
+    }
+
+    /// A subset re-encoded for a peer holds exactly the chosen series, samples and all.
+    #[test]
+    fn a_subset_travels_whole() {
+        let ts = |name: &str, t: i64| TimeSeries {
+            labels: vec![Label { name: "__name__".into(), value: name.into() }],
+            samples: vec![Sample { value: t as f64, timestamp: t }, Sample { value: 1.5, timestamp: t + 1 }],
+            ..TimeSeries::default()
+        };
+        let req = WriteRequest { timeseries: vec![ts("a", 1), ts("b", 2), ts("c", 3)], metadata: vec![] };
+        let raw = prost::Message::encode_to_vec(&req);
+        let view = RequestView::parse(&raw).unwrap();
+        let part = view.subset(|i| i != 1).to_write_request();
+        assert_eq!(part.timeseries, vec![ts("a", 1), ts("c", 3)]);
+    }
+}
