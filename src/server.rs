@@ -96,12 +96,20 @@ pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(
 /// explicit `--rules.evaluation-mode=event` is refused, and the default becomes `tick`.
 fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Result<Option<Cluster>, String> {
     let cluster = match (flags.cluster_peers.is_empty(), flags.cluster_index) {
-        (true, None) => return Ok(None),
+        (true, None) if flags.cluster_replication_factor == 1 => return Ok(None),
+        (true, None) => {
+            return Err(
+                "--cluster.replication-factor needs a cluster (--cluster.peer, --cluster.index)".into()
+            )
+        }
         (false, None) => {
             return Err("--cluster.peer needs --cluster.index: this node's place in the list".into())
         }
         (_, Some(index)) => Cluster::new(flags.cluster_peers.clone(), index)?,
     };
+    if route_prefix(flags) != "/" {
+        return Err("--cluster.peer: the nodes of a cluster reach each other's API at its root, so --web.route-prefix (or a path in --web.external-url) cannot be used in a cluster yet".into());
+    }
     let copies = flags.cluster_replication_factor;
     if copies == 0 || copies > cluster.peers().len() {
         return Err(format!(

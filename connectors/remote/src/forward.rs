@@ -3,10 +3,10 @@
 //!
 //! Each series goes to the first `replication` nodes of its ranking (the cluster's placement,
 //! by a hash of its labels). A node that cannot be reached (a connection error, a timeout, a
-//! 5xx answer) is replaced, for its series, by the next node of each series' ranking, so that
-//! a write with a node down still lands on `replication` nodes; queries read every node and
-//! find the series wherever it went. A peer's 4xx answer is the sender's to fix, and is
-//! passed on. The copies go to the peers marked as a hop ([`CLUSTER_HOP_HEADER`]): a node
+//! 5xx or any answer but 400) is replaced, for its series, by the next node of each series'
+//! ranking, so that a write with a node down still lands on `replication` nodes; queries
+//! read every node and find the series wherever it went. A peer's 400 is the sender's to fix,
+//! and is passed on. The copies go to the peers marked as a hop ([`CLUSTER_HOP_HEADER`]): a node
 //! stores a hop's series itself, without forwarding them again.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +43,10 @@ impl ClusterWrites {
     /// Stores `req`: the series this node holds through `local` (which appends and commits
     /// them), the others as copies sent to their nodes on `runtime`. Blocks until every
     /// series is on `replication` nodes; fails with [`Error::Unavailable`] when too few
-    /// nodes answer, and with the peer's refusal when a peer refuses a copy (4xx).
+    /// nodes answer, and with the peer's refusal when a peer refuses a copy (400). A failed
+    /// request may leave some series stored: this node's share and the copies that were,
+    /// which the sender's retry stores again without harm (a sample at a timestamp a
+    /// series holds is a duplicate).
     pub fn write(
         &self,
         req: &RequestView<'_>,
@@ -56,13 +59,12 @@ impl ClusterWrites {
         let mut sending: Vec<Vec<usize>> =
             rankings.iter().map(|r| r.iter().copied().take(self.replication).collect()).collect();
         let mut down: BTreeSet<usize> = BTreeSet::new();
-        let mut appended = Appended::default();
         loop {
             // this node's share first: a series it cannot store fails the request before any copy
             let mine: BTreeSet<usize> =
                 (0..sending.len()).filter(|&i| sending[i].contains(&self.me)).collect();
             if !mine.is_empty() {
-                appended = add(appended, local(&req.subset(|i| mine.contains(&i)))?);
+                local(&req.subset(|i| mine.contains(&i)))?;
                 for &i in &mine {
                     sending[i].retain(|&n| n != self.me);
                     stored[i].push(self.me);
@@ -75,12 +77,12 @@ impl ClusterWrites {
                 }
             }
             if owed.is_empty() {
-                return Ok(appended);
+                // what the request holds, counted once however many copies it has
+                return Ok(count(req));
             }
             for (node, answer) in runtime.block_on(self.send(req, &owed)) {
                 match answer {
-                    Ok(n) => {
-                        appended = add(appended, n);
+                    Ok(()) => {
                         for &i in &owed[&node] {
                             stored[i].push(node);
                         }
@@ -117,48 +119,71 @@ impl ClusterWrites {
         &self,
         req: &RequestView<'_>,
         owed: &BTreeMap<usize, Vec<usize>>,
-    ) -> Vec<(usize, Result<Appended, Copy>)> {
+    ) -> Vec<(usize, Result<(), Copy>)> {
         let mut asks = Vec::new();
         for (&node, series) in owed {
-            let wanted: BTreeSet<usize> = series.iter().copied().collect();
-            let part = req.subset(|i| wanted.contains(&i));
-            let counted = Appended {
-                samples: part.series().map(|s| s.samples.len()).sum(),
-                histograms: part.series().map(|s| s.histograms.len()).sum(),
-                exemplars: part.series().map(|s| s.exemplars.len()).sum(),
-            };
-            let body = crate::encode(&part.to_write_request());
-            let request = self
-                .client
-                .post(format!("http://{}/api/v1/write", self.peers[node]))
-                .header("Content-Type", "application/x-protobuf")
-                .header("Content-Encoding", "snappy")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                .header(CLUSTER_HOP_HEADER, "1")
-                .timeout(COPY_TIMEOUT)
-                .body(body);
-            asks.push((node, counted, tokio::spawn(request.send())));
+            for body in copies(req, series) {
+                let request = self
+                    .client
+                    .post(format!("http://{}/api/v1/write", self.peers[node]))
+                    .header("Content-Type", "application/x-protobuf")
+                    .header("Content-Encoding", "snappy")
+                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    .header(CLUSTER_HOP_HEADER, "1")
+                    .timeout(COPY_TIMEOUT)
+                    .body(body);
+                asks.push((node, tokio::spawn(request.send())));
+            }
         }
-        let mut out = Vec::with_capacity(asks.len());
-        for (node, counted, ask) in asks {
+        let mut out: Vec<(usize, Result<(), Copy>)> = Vec::new();
+        for (node, ask) in asks {
             let answer = match ask.await {
-                Ok(Ok(r)) if r.status().is_success() => Ok(counted),
-                Ok(Ok(r)) if r.status().is_client_error() => {
-                    let status = r.status();
+                Ok(Ok(r)) if r.status().is_success() => Ok(()),
+                // only a 400 is about the samples; any other answer is the peer's state
+                // (a 404 from a receiver turned off, a 413, a 5xx)
+                Ok(Ok(r)) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
                     let text = r.text().await.unwrap_or_default();
-                    Err(Copy::Refused(Error::Peer(format!(
-                        "{}: {status}: {}",
-                        self.peers[node],
-                        text.trim()
-                    ))))
+                    Err(Copy::Refused(Error::Peer(format!("{}: {}", self.peers[node], text.trim()))))
                 }
                 Ok(Ok(r)) => Err(Copy::Down(format!("answered {}", r.status()))),
                 Ok(Err(e)) => Err(Copy::Down(e.to_string())),
                 Err(e) => Err(Copy::Down(e.to_string())),
             };
-            out.push((node, answer));
+            // a node with several bodies answers once: its first failure, else success
+            match out.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, first @ Ok(()))) => *first = answer,
+                Some(_) => {}
+                None => out.push((node, answer)),
+            }
         }
         out
+    }
+}
+
+/// The largest body a copy is sent in: the receiving handler takes up to 2 MiB, and a
+/// remote write 2.0 or zstd request re-encoded as 1.0 with snappy can grow past what it was.
+const MAX_COPY_BYTES: usize = 1 << 20;
+
+/// The bodies that carry `series` of `req` to a peer: one, or halves of the series until
+/// each body is under [`MAX_COPY_BYTES`].
+fn copies(req: &RequestView<'_>, series: &[usize]) -> Vec<Vec<u8>> {
+    let wanted: BTreeSet<usize> = series.iter().copied().collect();
+    let body = crate::encode(&req.subset(|i| wanted.contains(&i)).to_write_request());
+    if body.len() <= MAX_COPY_BYTES || series.len() < 2 {
+        return vec![body];
+    }
+    let (a, b) = series.split_at(series.len() / 2);
+    let mut out = copies(req, a);
+    out.extend(copies(req, b));
+    out
+}
+
+/// The samples, histograms and exemplars `req` holds.
+fn count(req: &RequestView<'_>) -> Appended {
+    Appended {
+        samples: req.series().map(|s| s.samples.len()).sum(),
+        histograms: req.series().map(|s| s.histograms.len()).sum(),
+        exemplars: req.series().map(|s| s.exemplars.len()).sum(),
     }
 }
 
@@ -168,14 +193,6 @@ enum Copy {
     Refused(Error),
     /// The peer did not answer, or failed (5xx): another node takes the copy.
     Down(String),
-}
-
-fn add(a: Appended, b: Appended) -> Appended {
-    Appended {
-        samples: a.samples + b.samples,
-        histograms: a.histograms + b.histograms,
-        exemplars: a.exemplars + b.exemplars,
-    }
 }
 
 /// A hash of a series' labels as sent (pairs with empty values dropped, sorted by name), the

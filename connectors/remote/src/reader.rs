@@ -194,7 +194,7 @@ pub struct RemoteReaders {
 }
 
 /// How long a query waits for a cluster peer's answer.
-const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a label lookup waits for a cluster peer's answer ([`RemoteReaders::ask_peers`]).
 const PEER_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -357,9 +357,13 @@ impl<'a> Fanout<'a> {
     /// What the endpoints that take this selection answer.
     fn remote_select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Answer {
         let mut out = Answer::default();
-        for r in &self.remotes {
-            let Some((from, to)) = r.range_for(matchers, mint, maxt, self.oldest_local) else { continue };
-            match self.runtime.block_on(r.read(matchers, from, to)) {
+        // every endpoint at once: a query waits for the slowest, not for their sum
+        let reads = self.remotes.iter().filter_map(|r| {
+            let (from, to) = r.range_for(matchers, mint, maxt, self.oldest_local)?;
+            Some(async move { (r, r.read(matchers, from, to).await) })
+        });
+        for (r, answer) in self.runtime.block_on(futures_util::future::join_all(reads)) {
+            match answer {
                 Ok(answer) => {
                     out.floats.extend(answer.floats);
                     out.hists.extend(answer.hists);
