@@ -191,6 +191,8 @@ pub struct RemoteReaders {
     readers: RwLock<Vec<Arc<RemoteReader>>>,
     /// The other nodes of a cluster (`host:port`), read as endpoints of their own.
     peers: Vec<String>,
+    /// The client label lookups reach the peers with ([`RemoteReaders::ask_peers`]).
+    peer_client: reqwest::Client,
 }
 
 /// How long a query waits for a cluster peer's answer.
@@ -253,7 +255,7 @@ impl RemoteReaders {
     /// GETs `path_and_query` from every other node of the cluster at once, marked as a hop
     /// ([`CLUSTER_HOP_HEADER`]), and returns each answer's body, or why there is none.
     pub async fn ask_peers(&self, path_and_query: &str) -> Vec<Result<String, String>> {
-        let client = reqwest::Client::new();
+        let client = &self.peer_client;
         let asks: Vec<_> = self
             .peers
             .iter()
@@ -321,6 +323,16 @@ impl<'a> Fanout<'a> {
             warnings: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Storage `db` and the endpoints `readers` have in force now, whose requests run on
+    /// `runtime`.
+    pub fn over(
+        db: &'a promflow_storage::Db,
+        readers: &RemoteReaders,
+        runtime: tokio::runtime::Handle,
+    ) -> Fanout<'a> {
+        Fanout::new(db, db.oldest_sample_time(), readers.current(), runtime)
     }
 
     /// The endpoints' errors so far, one line each, for the answer's `warnings`.
@@ -531,12 +543,7 @@ impl StandingFanout {
 
     /// `read` over a fanout of the endpoints now in force.
     fn read<T>(&self, read: impl FnOnce(&Fanout<'_>) -> T) -> T {
-        let fanout = Fanout::new(
-            self.local.as_ref(),
-            self.local.oldest_sample_time(),
-            self.readers.current(),
-            self.runtime.clone(),
-        );
+        let fanout = Fanout::over(self.local.as_ref(), &self.readers, self.runtime.clone());
         let out = read(&fanout);
         for warning in fanout.warnings() {
             tracing::warn!(%warning, "reading a remote endpoint");

@@ -48,8 +48,7 @@ pub(crate) fn fanout(
     state: &AppState,
     runtime: tokio::runtime::Handle,
 ) -> promflow_remote::reader::Fanout<'_> {
-    let oldest = state.db.oldest_sample_time();
-    promflow_remote::reader::Fanout::new(state.db.as_ref(), oldest, state.remote_read.current(), runtime)
+    promflow_remote::reader::Fanout::over(state.db.as_ref(), &state.remote_read, runtime)
 }
 
 fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_plan::Plan, ApiError> {
