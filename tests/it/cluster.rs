@@ -310,6 +310,126 @@ fn rules_read_the_whole_cluster() {
     assert!(counts.is_some(), "the rule did not count every node's series");
 }
 
+/// An OTLP/JSON export of `n` cumulative sums (`jobs_done_total{k=…}` once translated),
+/// each a sample at `t_ms` that started at `start_ms`, and one exponential histogram.
+fn otlp_export(n: usize, start_ms: i64, t_ms: i64) -> serde_json::Value {
+    let (start, t) = ((start_ms * 1_000_000).to_string(), (t_ms * 1_000_000).to_string());
+    let points: Vec<serde_json::Value> = (0..n)
+        .map(|k| {
+            serde_json::json!({
+                "attributes": [{"key": "k", "value": {"stringValue": k.to_string()}}],
+                "startTimeUnixNano": start, "timeUnixNano": t, "asDouble": (k + 1) as f64,
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "worker"}},
+            {"key": "service.instance.id", "value": {"stringValue": "w-1"}},
+        ]},
+        "scopeMetrics": [{"metrics": [
+            {"name": "jobs.done", "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": points}},
+            {"name": "job.seconds", "exponentialHistogram": {"aggregationTemporality": 2, "dataPoints": [{
+                "startTimeUnixNano": start, "timeUnixNano": t, "count": "3", "sum": 1.5, "scale": 0,
+                "zeroCount": "0", "positive": {"offset": 0, "bucketCounts": ["1", "2"]},
+            }]}},
+        ]}],
+    }]})
+}
+
+/// An OTLP export sent to one node is stored as remote write is: each series on the two
+/// nodes that own it, with its start timestamps, so that with one owner killed every
+/// series still has its zero sample at its start (`created-timestamp-zero-ingestion`) where
+/// only the copy survives.
+#[test]
+fn otlp_is_stored_where_each_series_belongs() {
+    const SERIES: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--web.enable-remote-write-receiver",
+        "--web.enable-otlp-receiver",
+        "--enable-feature=created-timestamp-zero-ingestion",
+        "--cluster.replication-factor=2",
+    ];
+    let mut nodes = start_cluster(dir.path(), 3, "", &extra);
+    let t = now_ms() / 1000 * 1000 - 10_000;
+    let body = otlp_export(SERIES, t - 60_000, t).to_string();
+    let r = client()
+        .post(nodes[0].url("/api/v1/otlp/v1/metrics"))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    let held = |node: &Server| -> Vec<String> {
+        let (_, text) = node.get_text("/federate?match[]=jobs_done_total");
+        text.lines().filter(|l| l.starts_with("jobs_done_total{")).map(|l| l.to_string()).collect()
+    };
+    let copies: Vec<Vec<String>> = nodes.iter().map(held).collect();
+    assert_eq!(copies.iter().map(Vec::len).sum::<usize>(), 2 * SERIES, "not two copies of each series");
+    // the series only node 1 and node 2 hold reached node 2 as copies from node 0
+    let only_copied = copies[2].iter().filter(|l| !copies[0].contains(l)).count();
+    assert!(only_copied > 0, "no series went to nodes 1 and 2 alone: {copies:?}");
+    nodes[1].kill9();
+    let q = |query: &str| {
+        let (status, v) =
+            nodes[0].get_json(&format!("/api/v1/query?query={}&time={}", urlencode(query), t / 1000 + 1));
+        assert_eq!(status, 200, "{v}");
+        result(&v).clone()
+    };
+    let counts = q("count_over_time(jobs_done_total[5m])");
+    assert_eq!(counts.len(), SERIES, "{counts:?}");
+    for c in &counts {
+        assert_eq!(c["value"][1], "2", "the sample and the zero at its start: {c}");
+    }
+    assert_eq!(q("sum(jobs_done_total)")[0]["value"][1], ((SERIES * (SERIES + 1)) / 2).to_string());
+    let histogram = q("histogram_count(job_seconds)");
+    assert_eq!(histogram.len(), 1, "{histogram:?}");
+    assert_eq!(histogram[0]["value"][1], "3");
+}
+
+/// A pushed group lives on one node whichever node the pushes reach: a push to another
+/// node is relayed there, and so is a delete.
+#[test]
+fn a_pushed_group_lives_on_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "global: {scrape_interval: 1s}\n";
+    let nodes = start_cluster(dir.path(), 3, config, &["--web.enable-pushgateway"]);
+    let push = |node: &Server, method: &str, body: &str| -> u16 {
+        let url = node.url("/metrics/job/nightly/instance/host-1");
+        let r = match method {
+            "PUT" => client().put(url),
+            "POST" => client().post(url),
+            _ => client().delete(url),
+        };
+        r.body(body.to_string()).send().unwrap().status().as_u16()
+    };
+    assert_eq!(push(&nodes[0], "PUT", "rows_done 1\n"), 200);
+    assert_eq!(push(&nodes[1], "PUT", "rows_done 2\n"), 200);
+    assert_eq!(push(&nodes[2], "POST", "batch_size 9\n"), 200);
+    // held by one node: the only one whose own storage has the group's push times
+    let holders = |name: &str| -> usize {
+        nodes
+            .iter()
+            .filter(|n| n.get_text(&format!("/federate?match[]={name}")).1.contains(&format!("{name}{{")))
+            .count()
+    };
+    assert_eq!(holders("push_time_seconds"), 1, "the group is held by more than one node");
+    let value = |node: &Server, q: &str| -> Vec<String> {
+        let (_, v) = node.get_json(&format!("/api/v1/query?query={}", urlencode(q)));
+        result(&v).iter().map(|r| r["value"][1].as_str().unwrap_or("").to_string()).collect()
+    };
+    // ingested again every second, always the last value pushed
+    std::thread::sleep(Duration::from_millis(3000));
+    for node in &nodes {
+        assert_eq!(value(node, "min_over_time(rows_done[2s])"), ["2"]);
+        assert_eq!(value(node, "batch_size"), ["9"]);
+    }
+    assert_eq!(push(&nodes[1], "DELETE", ""), 202);
+    let gone = wait_for(Duration::from_secs(10), || value(&nodes[2], "rows_done").is_empty().then_some(()));
+    assert!(gone.is_some(), "the deleted group's series did not go stale");
+}
+
 /// A cluster flag set wrong stops the server at start-up, saying which.
 #[test]
 fn a_wrong_cluster_setting_refuses_to_start() {

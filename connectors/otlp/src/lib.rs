@@ -52,12 +52,19 @@ pub enum Error {
     /// Storage failed.
     #[error("storage: {0}")]
     Storage(promflow_storage::Error),
+    /// In a cluster, a node that owns some of the series refused them: the sender's data.
+    #[error("{0}")]
+    Refused(String),
+    /// In a cluster, too few nodes could store the series: the sender retries (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
-    /// Whether the sender must change the request (400), as opposed to a failure here (500).
+    /// Whether the sender must change the request (400), as opposed to a failure here (500)
+    /// or in the cluster (503).
     pub fn is_senders(&self) -> bool {
-        !matches!(self, Error::Storage(_))
+        !matches!(self, Error::Storage(_) | Error::Unavailable(_))
     }
 }
 
@@ -157,6 +164,17 @@ impl Receiver {
 
     /// Translates and stores a decoded request in one commit.
     pub fn write(&self, db: &Arc<Db>, req: &ExportMetricsServiceRequest) -> Result<Written, Error> {
+        self.write_with(req, |batch| self.store(db, batch))
+    }
+
+    /// Translates a decoded request and has `store` store the translated samples: in a
+    /// cluster, on the nodes that own each series. Deltas' running totals move on only once
+    /// `store` succeeds.
+    pub fn write_with(
+        &self,
+        req: &ExportMetricsServiceRequest,
+        store: impl FnOnce(&Batch) -> Result<Written, Error>,
+    ) -> Result<Written, Error> {
         let mut batch = {
             let t =
                 self.translation.read().map_err(|_| Error::Translation("receiver state poisoned".into()))?;
@@ -166,7 +184,7 @@ impl Receiver {
             tracing::warn!(metrics = batch.empty_metrics, "OTLP: metrics without data points dropped");
         }
         if batch.deltas.is_empty() {
-            return self.store(db, &batch);
+            return store(&batch);
         }
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
@@ -177,7 +195,7 @@ impl Receiver {
                 "OTLP: delta samples dropped: out of order, of an older stream, or past the streams kept"
             );
         }
-        let written = self.store(db, &batch)?;
+        let written = store(&batch)?;
         streams.keep(pending, now);
         Ok(written)
     }

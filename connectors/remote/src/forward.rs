@@ -1,5 +1,6 @@
-//! Remote write in a cluster: a node that receives a request stores each series on the nodes
-//! that own it, itself included when it is one, and answers only once every copy is stored.
+//! Writes in a cluster: a node that receives a request stores each series on the nodes that
+//! own it, itself included when it is one, and answers only once every copy is stored (remote
+//! write and OTLP); a pushed group goes to the one node that keeps it ([`ClusterWrites::relay`]).
 //!
 //! Each series goes to the first `replication` nodes of its ranking (the cluster's placement,
 //! by a hash of its labels). A node that cannot be reached (a connection error, a timeout, a
@@ -114,6 +115,40 @@ impl ClusterWrites {
         }
     }
 
+    /// The peer that alone holds what hashes to `hash` (a pushed group, kept in one node's
+    /// memory): the first node of its ranking; `None` when that is this node.
+    pub fn sole_owner(&self, hash: u64) -> Option<&str> {
+        let owner = (self.rank)(hash).first().copied().unwrap_or(self.me);
+        (owner != self.me).then(|| self.peers[owner].as_str())
+    }
+
+    /// Sends a request to `peer` marked as a hop, so that the peer handles it itself, and
+    /// gives back its answer: the status and the body. Fails when the peer does not answer
+    /// within the copies' timeout.
+    pub async fn relay(
+        &self,
+        peer: &str,
+        method: &str,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut request = self
+            .client
+            .request(method, format!("http://{peer}{path_and_query}"))
+            .header(CLUSTER_HOP_HEADER, "1")
+            .timeout(COPY_TIMEOUT)
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("Content-Type", ct);
+        }
+        let answer = request.send().await.map_err(|e| e.to_string())?;
+        let status = answer.status().as_u16();
+        let body = answer.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, body.to_vec()))
+    }
+
     /// Sends each node in `owed` the series it is owed, all at once; each node's answer.
     async fn send(
         &self,
@@ -126,9 +161,9 @@ impl ClusterWrites {
                 let request = self
                     .client
                     .post(format!("http://{}/api/v1/write", self.peers[node]))
-                    .header("Content-Type", "application/x-protobuf")
+                    .header("Content-Type", COPY_CONTENT_TYPE)
                     .header("Content-Encoding", "snappy")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                    .header("X-Prometheus-Remote-Write-Version", "2.0.0")
                     .header(CLUSTER_HOP_HEADER, "1")
                     .timeout(COPY_TIMEOUT)
                     .body(body);
@@ -160,15 +195,18 @@ impl ClusterWrites {
     }
 }
 
+/// Copies travel as remote write 2.0, which carries the samples' start timestamps.
+const COPY_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
 /// The largest body a copy is sent in: the receiving handler takes up to 2 MiB, and a
-/// remote write 2.0 or zstd request re-encoded as 1.0 with snappy can grow past what it was.
+/// zstd request re-encoded with snappy can grow past what it was.
 const MAX_COPY_BYTES: usize = 1 << 20;
 
 /// The bodies that carry `series` of `req` to a peer: one, or halves of the series until
 /// each body is under [`MAX_COPY_BYTES`].
 fn copies(req: &RequestView<'_>, series: &[usize]) -> Vec<Vec<u8>> {
     let wanted: BTreeSet<usize> = series.iter().copied().collect();
-    let body = crate::encode(&req.subset(|i| wanted.contains(&i)).to_write_request());
+    let body = crate::encode_v2(&req.subset(|i| wanted.contains(&i)).to_write_request_v2());
     if body.len() <= MAX_COPY_BYTES || series.len() < 2 {
         return vec![body];
     }
@@ -237,5 +275,29 @@ mod tests {
         let view = RequestView::parse(&raw).unwrap();
         let part = view.subset(|i| i != 1).to_write_request();
         assert_eq!(part.timeseries, vec![ts("a", 1), ts("c", 3)]);
+    }
+
+    /// A copy travels as remote write 2.0 with its samples' start timestamps, series built
+    /// by a caller (OTLP) included, a series without any reading as zeros.
+    #[test]
+    fn a_copy_carries_start_timestamps() {
+        let mut view = RequestView::default();
+        let series = |labels, samples, starts| crate::SeriesView {
+            labels,
+            samples,
+            starts,
+            histograms: &[],
+            exemplars: &[],
+        };
+        view.push_series(series(&[("__name__", "a")], &[(10, 1.0)], &[])).unwrap();
+        view.push_series(series(&[("__name__", "b")], &[(20, 2.0), (30, 3.0)], &[5, 6])).unwrap();
+        view.push_series(series(&[("__name__", "c")], &[(40, 4.0)], &[])).unwrap();
+        assert!(view.push_series(series(&[("__name__", "d")], &[(1, 1.0)], &[1, 2])).is_err());
+        let raw = prost::Message::encode_to_vec(&view.subset(|_| true).to_write_request_v2());
+        let back = RequestView::parse_v2(&raw).unwrap();
+        let samples: Vec<Vec<(i64, f64)>> = back.series().map(|s| s.samples.to_vec()).collect();
+        let starts: Vec<Vec<i64>> = back.series().map(|s| s.starts.to_vec()).collect();
+        assert_eq!(samples, vec![vec![(10, 1.0)], vec![(20, 2.0), (30, 3.0)], vec![(40, 4.0)]]);
+        assert_eq!(starts, vec![vec![0], vec![5, 6], vec![0]]);
     }
 }

@@ -255,13 +255,27 @@ pub struct TimeSeriesV2 {
     pub labels_refs: Vec<u32>,
     /// Float samples.
     #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<Sample>,
+    pub samples: Vec<SampleV2>,
     /// Native-histogram samples.
     #[prost(message, repeated, tag = "3")]
     pub histograms: Vec<Histogram>,
     /// Exemplars.
     #[prost(message, repeated, tag = "4")]
     pub exemplars: Vec<ExemplarV2>,
+}
+
+/// `io.prometheus.write.v2.Sample`: a 1.0 sample with its start timestamp.
+#[derive(Clone, PartialEq, Message)]
+pub struct SampleV2 {
+    /// Value.
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+    /// When the series' count or sum started (ms; 0: not known).
+    #[prost(int64, tag = "3")]
+    pub start_timestamp: i64,
 }
 
 impl WriteRequestV2 {
@@ -284,7 +298,11 @@ impl WriteRequestV2 {
             .iter()
             .map(|ts| TimeSeriesV2 {
                 labels_refs: ts.labels.iter().flat_map(|l| [refer(&l.name), refer(&l.value)]).collect(),
-                samples: ts.samples.clone(),
+                samples: ts
+                    .samples
+                    .iter()
+                    .map(|s| SampleV2 { value: s.value, timestamp: s.timestamp, start_timestamp: 0 })
+                    .collect(),
                 histograms: ts.histograms.clone(),
                 exemplars: ts
                     .exemplars

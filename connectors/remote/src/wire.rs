@@ -221,6 +221,37 @@ impl<'a> RequestView<'a> {
         crate::WriteRequest { timeseries, metadata: Vec::new() }
     }
 
+    /// The request as a remote write 2.0 request, start timestamps included.
+    pub fn to_write_request_v2(&self) -> crate::WriteRequestV2 {
+        let mut v2 = crate::WriteRequestV2::from_v1(&self.to_write_request());
+        for (ts, series) in v2.timeseries.iter_mut().zip(self.series()) {
+            for (sample, &start) in ts.samples.iter_mut().zip(series.starts) {
+                sample.start_timestamp = start;
+            }
+        }
+        v2
+    }
+
+    /// Adds a series built by the caller rather than parsed: what another receiver (OTLP)
+    /// hands to the cluster's placement. Its `starts` are one per sample, or none.
+    pub fn push_series(&mut self, series: SeriesView<'_, 'a>) -> Result<(), Error> {
+        if !series.starts.is_empty() && series.starts.len() != series.samples.len() {
+            return Err(Error::Malformed("a series' start timestamps do not match its samples"));
+        }
+        self.pairs.extend_from_slice(series.labels);
+        let before = self.samples.len();
+        self.samples.extend_from_slice(series.samples);
+        if !series.starts.is_empty() || !self.starts.is_empty() {
+            // the starts stay aligned with the samples: zeros for a series that has none
+            self.starts.resize(before, 0);
+            self.starts.extend_from_slice(series.starts);
+            self.starts.resize(self.samples.len(), 0);
+        }
+        self.histograms.extend_from_slice(series.histograms);
+        self.exemplars.extend_from_slice(series.exemplars);
+        self.end_series()
+    }
+
     /// Each series in wire order.
     pub fn series(&self) -> impl Iterator<Item = SeriesView<'_, 'a>> + '_ {
         let mut start = [0usize; 4];

@@ -189,7 +189,7 @@ fn series_of(key: &Labels, group: &Group) -> BTreeSet<Labels> {
 
 /// The grouping labels of `job/<job>{/<label>/<value>}`: a name or value may be written
 /// `<name>@base64/<base64url value>` (`=` alone is the empty value).
-fn grouping_key(path: &str) -> Result<Labels, PushError> {
+pub fn grouping_key(path: &str) -> Result<Labels, PushError> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     if !parts.len().is_multiple_of(2) || parts.is_empty() {
         return Err(PushError::BadGroup(format!(
