@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use promflow_storage::Labels;
 
-/// A hasher for keys: numbers handed out in sequence, which need spreading over a table's
-/// buckets but no protection from chosen input (SipHash's cost showed in every operator's
-/// per-change lookups).
+/// A hasher for keys and other numbers, which need spreading over a table's buckets but no
+/// protection from chosen input (SipHash's cost showed in every operator's per-change
+/// lookups).
 #[derive(Default)]
 pub(crate) struct KeyHasher(u64);
 
@@ -40,40 +40,59 @@ pub(crate) type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 /// A set of keys.
 pub(crate) type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
-/// Each label set is stored once, shared by its entry in `ids` and in `labels`, and handed
-/// out shared ([`Keys::shared`]) to the subscriptions that deliver it.
+/// Every label set the executor has seen, by key. Each is stored once and handed out shared
+/// ([`Keys::shared`]) to the subscriptions that deliver it.
 #[derive(Default)]
 struct Table {
-    ids: HashMap<Arc<Labels>, u64>,
-    labels: Vec<Arc<Labels>>,
+    labels: KeyMap<u64, Arc<Labels>>,
 }
 
-/// A table of label sets shared by the controller and every worker. Keys are never freed: a
-/// label set keeps its number for the executor's life, so that every worker and every view
-/// agree on it.
+impl Table {
+    /// Where `labels` is or would go: the key of their hash, or, when a different label set
+    /// holds that key, the first key after it that holds `labels` or nothing.
+    fn slot(&self, labels: &Labels) -> (u64, bool) {
+        let mut key = labels.prometheus_hash();
+        loop {
+            match self.labels.get(&key) {
+                None => return (key, false),
+                Some(held) if **held == *labels => return (key, true),
+                Some(_) => key = key.wrapping_add(1),
+            }
+        }
+    }
+}
+
+/// A table of label sets shared by the controller and every worker. A label set's key is the
+/// hash of its labels, so that a key means the same labels wherever it is computed (in every
+/// worker, and in every process of a cluster); two label sets with one hash, which a 64-bit
+/// hash makes improbable, are told apart by giving the later one the next free key. Keys are
+/// never freed: a label set keeps its key for the executor's life.
 #[derive(Clone, Default)]
 pub(crate) struct Keys(Arc<RwLock<Table>>);
 
 impl Keys {
-    /// The key of `labels`, assigning the next number to a new label set.
+    /// The key of `labels`, entering them in the table when new.
     pub(crate) fn intern(&self, labels: Labels) -> u64 {
-        if let Some(&k) = self.0.read().unwrap_or_else(|e| e.into_inner()).ids.get(&labels) {
+        if let (k, true) = self.0.read().unwrap_or_else(|e| e.into_inner()).slot(&labels) {
             return k;
         }
         let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&k) = t.ids.get(&labels) {
-            return k;
+        let (k, held) = t.slot(&labels);
+        if !held {
+            if k != labels.prometheus_hash() {
+                tracing::warn!(labels = %labels, "two label sets share a hash: the later one takes the next free key");
+            }
+            t.labels.insert(k, Arc::new(labels));
         }
-        let k = t.labels.len() as u64;
-        let labels = Arc::new(labels);
-        t.labels.push(Arc::clone(&labels));
-        t.ids.insert(labels, k);
         k
     }
 
     /// The key of `labels`, if they have one.
     pub(crate) fn find(&self, labels: &Labels) -> Option<u64> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).ids.get(labels).copied()
+        match self.0.read().unwrap_or_else(|e| e.into_inner()).slot(labels) {
+            (k, true) => Some(k),
+            _ => None,
+        }
     }
 
     /// The label set of `key` (empty for a key never assigned).
@@ -84,7 +103,7 @@ impl Keys {
     /// The label set of `key`, shared rather than copied (empty for a key never assigned):
     /// what a subscription hands out for every element that changed.
     pub(crate) fn shared(&self, key: u64) -> Arc<Labels> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(key as usize).cloned().unwrap_or_default()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(&key).cloned().unwrap_or_default()
     }
 
     /// `key` rewritten by `f`, through a cache that the calling operator keeps, so that a
@@ -106,5 +125,40 @@ impl Keys {
     /// How many label sets the table holds.
     pub(crate) fn len(&self) -> usize {
         self.0.read().unwrap_or_else(|e| e.into_inner()).labels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    /// Two tables, as two processes of a cluster hold, give a label set the same key
+    /// whatever else each has seen.
+    #[test]
+    fn a_key_is_the_same_in_every_table() {
+        let (a, b) = (Keys::default(), Keys::default());
+        let x = labels(&[("__name__", "up"), ("job", "a")]);
+        a.intern(labels(&[("job", "other")]));
+        assert_eq!(a.intern(x.clone()), b.intern(x.clone()));
+        assert_eq!(b.find(&x), Some(x.prometheus_hash()));
+        assert_eq!(a.labels(a.find(&x).unwrap()), x);
+        assert_eq!(a.labels(12345), Labels::new(), "a key never assigned");
+    }
+
+    /// A label set whose hash another set holds takes the next free key, and is found there.
+    #[test]
+    fn a_hash_held_by_other_labels_moves_to_the_next_key() {
+        let keys = Keys::default();
+        let (x, y) = (labels(&[("a", "1")]), labels(&[("b", "2")]));
+        let h = y.prometheus_hash();
+        keys.0.write().unwrap().labels.insert(h, Arc::new(x.clone()));
+        assert_eq!(keys.intern(y.clone()), h.wrapping_add(1));
+        assert_eq!(keys.find(&y), Some(h.wrapping_add(1)));
+        assert_eq!(keys.labels(h), x);
+        assert_eq!(keys.len(), 2);
     }
 }
