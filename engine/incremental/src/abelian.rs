@@ -19,7 +19,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 
-use super::keys::KeyMap;
+use super::keys::{Key, KeyMap};
 use super::values::{self, Value};
 use super::Counters;
 use promflow_plan::AggOp;
@@ -191,23 +191,23 @@ impl Totals {
 }
 
 /// An element's change as its group sees it: (group, value, +1 or −1).
-type Contribution = (u64, Value, isize);
+type Contribution = (Key, Value, isize);
 
 /// `op` (`sum`, `count`, `avg` or `group`) of `elements`, keyed by their group: one state per
 /// group on the worker that owns it, changed in place by each element's change once its time
 /// is complete, and a change of the group's result (−old, +new) at that time.
 pub(crate) fn aggregate<'s>(
-    elements: VecCollection<'s, u64, (u64, Value), isize>,
+    elements: VecCollection<'s, u64, (Key, Value), isize>,
     op: AggOp,
     counters: Arc<Counters>,
-) -> VecCollection<'s, u64, (u64, Value), isize> {
-    let owner = Exchange::new(|u: &((u64, Value), u64, isize)| (u.0).0);
+) -> VecCollection<'s, u64, (Key, Value), isize> {
+    let owner = Exchange::new(|u: &((Key, Value), u64, isize)| (u.0).0 .0);
     elements
         .inner
         .unary_frontier(owner, "abelian", move |_cap, _info| {
             let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Contribution>)> = BTreeMap::new();
-            let mut totals: KeyMap<u64, Totals> = KeyMap::default();
-            let mut before: KeyMap<u64, Option<Value>> = KeyMap::default();
+            let mut totals: KeyMap<Key, Totals> = KeyMap::default();
+            let mut before: KeyMap<Key, Option<Value>> = KeyMap::default();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for batch in data {

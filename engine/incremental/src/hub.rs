@@ -40,7 +40,7 @@ use timely::dataflow::operators::generic::operator::Operator as _;
 use timely::dataflow::operators::Input;
 use timely::dataflow::InputHandle;
 
-use super::keys::{KeyMap, KeySet, Keys};
+use super::keys::{IdSet, Key, KeyMap, Keys};
 use super::render::without_name;
 use super::series::SeriesOp;
 use super::tap::Subscriber;
@@ -66,13 +66,13 @@ pub(crate) type HubInput = InputHandle<u64, CapacityContainerBuilder<Vec<HubItem
 // ---- the operator (the first worker) ----
 
 /// One element's change at a time: its key, old value and new value (`None`: absent).
-type Change = (u64, Option<Value>, Option<Value>);
+type Change = (Key, Option<Value>, Option<Value>);
 
 /// A built node: how it computes.
 struct NodeState {
     kind: NodeKind,
     /// For an elementwise node that drops the metric name: each input key's output key.
-    names: KeyMap<u64, u64>,
+    names: KeyMap<Key, Key>,
 }
 
 enum NodeKind {
@@ -98,11 +98,11 @@ enum NodeKind {
         grouping: Grouping,
         param: f64,
         /// Each input element's group.
-        group_of: KeyMap<u64, u64>,
+        group_of: KeyMap<Key, Key>,
         /// Each group's members and their values.
-        members: KeyMap<u64, KeyMap<u64, Value>>,
+        members: KeyMap<Key, KeyMap<Key, Value>>,
         /// Each group's output elements.
-        output: KeyMap<u64, Vec<(u64, Value)>>,
+        output: KeyMap<Key, Vec<(Key, Value)>>,
     },
 }
 
@@ -279,7 +279,7 @@ impl Hub {
     /// Processes every time before `complete` that events are due at, in time order, and
     /// hands each subscription its start and changes.
     fn run(&mut self, complete: u64) {
-        let mut woken = KeySet::default();
+        let mut woken = IdSet::default();
         // the first time due at or after `complete`, which the clock is told of
         let next = loop {
             let next = self.next_due();
@@ -323,7 +323,7 @@ impl Hub {
 
     /// Sends the subscriptions that start before `before` their first message: their node's
     /// content.
-    fn start(&mut self, before: u64, woken: &mut KeySet) {
+    fn start(&mut self, before: u64, woken: &mut IdSet) {
         let (nodes, keys) = (&self.nodes, &self.keys);
         for (node, subs) in self.subscribers.iter_mut() {
             for s in subs.iter_mut().filter(|s| !s.started() && s.from() < before) {
@@ -364,14 +364,14 @@ impl Hub {
 }
 
 /// Node `id`'s elements now: its leaves' values carried up through it.
-fn content(nodes: &BTreeMap<usize, NodeState>, keys: &Keys, id: usize) -> Vec<(u64, Value)> {
+fn content(nodes: &BTreeMap<usize, NodeState>, keys: &Keys, id: usize) -> Vec<(Key, Value)> {
     let Some(node) = nodes.get(&id) else { return Vec::new() };
     match &node.kind {
         NodeKind::Leaf { op, .. } => op.values(),
         NodeKind::Aggregate { output, .. } => output.values().flatten().cloned().collect(),
         kind @ (NodeKind::Map { input, .. } | NodeKind::ScalarOp { input, .. }) => {
             let drops_name = kind.drops_name();
-            let key = |k: u64| match node.names.get(&k) {
+            let key = |k: Key| match node.names.get(&k) {
                 Some(renamed) => *renamed,
                 None if drops_name => keys.intern(without_name(keys.labels(k))),
                 None => k,
@@ -398,7 +398,7 @@ impl NodeState {
                 counters.count(Operator::Elementwise, input.len());
             }
             NodeKind::Aggregate { op, grouping, param, group_of, members, output, .. } => {
-                let mut dirty: Vec<u64> = Vec::new();
+                let mut dirty: Vec<Key> = Vec::new();
                 for (k, _, new) in input {
                     let g = keys.rewrite(group_of, *k, |l| grouping_key(&l, grouping));
                     let group = members.entry(g).or_default();
@@ -445,10 +445,10 @@ impl NodeState {
 fn aggregate(
     op: AggOp,
     param: f64,
-    group: u64,
-    members: &KeyMap<u64, Value>,
+    group: Key,
+    members: &KeyMap<Key, Value>,
     keys: &Keys,
-) -> Vec<(u64, Value)> {
+) -> Vec<(Key, Value)> {
     match op {
         AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
             values::choose(op, param, members.iter().map(|(s, v)| (keys.labels(*s), *s, v.clone())))

@@ -34,11 +34,48 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// A label set as the dataflow moves it: the key [`Keys`] gives it. Within a process a key is
+/// just its number; between the processes of a cluster it travels with its labels, which
+/// the receiving process enters in its own table ([`Keys::serve_thread`]), so that a key
+/// computed in one process can be read as labels in another.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Key(pub(crate) u64);
+
+std::thread_local! {
+    /// The table a worker thread's keys are read from when they are sent to another process,
+    /// and entered in when they arrive from one: timely serializes and deserializes what
+    /// crosses processes on the worker threads that send and receive it.
+    static THREAD_KEYS: std::cell::RefCell<Option<Keys>> = const { std::cell::RefCell::new(None) };
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let labels = THREAD_KEYS.with(|k| k.borrow().as_ref().map(|keys| keys.shared(*self)));
+        let pairs: Vec<(&str, &str)> = labels
+            .as_deref()
+            .map(|l| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect())
+            .unwrap_or_default();
+        (self.0, pairs).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        let (key, pairs): (u64, Vec<(String, String)>) = serde::Deserialize::deserialize(d)?;
+        let interned =
+            THREAD_KEYS.with(|k| k.borrow().as_ref().map(|keys| keys.intern(Labels::from_pairs(pairs))));
+        Ok(interned.unwrap_or(Key(key)))
+    }
+}
+
 /// A map from keys (or other numbers).
 pub(crate) type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// A set of keys.
-pub(crate) type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
+pub(crate) type KeySet = HashSet<Key, BuildHasherDefault<KeyHasher>>;
+
+/// A set of other numbers (subscriptions' ids).
+pub(crate) type IdSet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
 /// Every label set the executor has seen, by key. Each is stored once and handed out shared
 /// ([`Keys::shared`]) to the subscriptions that deliver it.
@@ -71,10 +108,16 @@ impl Table {
 pub(crate) struct Keys(Arc<RwLock<Table>>);
 
 impl Keys {
+    /// Makes this the table the calling thread's keys are read from when sent to another
+    /// process and entered in when received from one (each worker thread, at its start).
+    pub(crate) fn serve_thread(&self) {
+        THREAD_KEYS.with(|k| *k.borrow_mut() = Some(self.clone()));
+    }
+
     /// The key of `labels`, entering them in the table when new.
-    pub(crate) fn intern(&self, labels: Labels) -> u64 {
+    pub(crate) fn intern(&self, labels: Labels) -> Key {
         if let (k, true) = self.0.read().unwrap_or_else(|e| e.into_inner()).slot(&labels) {
-            return k;
+            return Key(k);
         }
         let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
         let (k, held) = t.slot(&labels);
@@ -84,36 +127,36 @@ impl Keys {
             }
             t.labels.insert(k, Arc::new(labels));
         }
-        k
+        Key(k)
     }
 
     /// The key of `labels`, if they have one.
-    pub(crate) fn find(&self, labels: &Labels) -> Option<u64> {
+    pub(crate) fn find(&self, labels: &Labels) -> Option<Key> {
         match self.0.read().unwrap_or_else(|e| e.into_inner()).slot(labels) {
-            (k, true) => Some(k),
+            (k, true) => Some(Key(k)),
             _ => None,
         }
     }
 
     /// The label set of `key` (empty for a key never assigned).
-    pub(crate) fn labels(&self, key: u64) -> Labels {
+    pub(crate) fn labels(&self, key: Key) -> Labels {
         Arc::unwrap_or_clone(self.shared(key))
     }
 
     /// The label set of `key`, shared rather than copied (empty for a key never assigned):
     /// what a subscription hands out for every element that changed.
-    pub(crate) fn shared(&self, key: u64) -> Arc<Labels> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(&key).cloned().unwrap_or_default()
+    pub(crate) fn shared(&self, key: Key) -> Arc<Labels> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(&key.0).cloned().unwrap_or_default()
     }
 
     /// `key` rewritten by `f`, through a cache that the calling operator keeps, so that a
     /// series' labels are looked up and rewritten once, not at every change of its value.
     pub(crate) fn rewrite(
         &self,
-        cache: &mut KeyMap<u64, u64>,
-        key: u64,
+        cache: &mut KeyMap<Key, Key>,
+        key: Key,
         f: impl FnOnce(Labels) -> Labels,
-    ) -> u64 {
+    ) -> Key {
         if let Some(&k) = cache.get(&key) {
             return k;
         }
@@ -144,9 +187,9 @@ mod tests {
         let x = labels(&[("__name__", "up"), ("job", "a")]);
         a.intern(labels(&[("job", "other")]));
         assert_eq!(a.intern(x.clone()), b.intern(x.clone()));
-        assert_eq!(b.find(&x), Some(x.prometheus_hash()));
+        assert_eq!(b.find(&x), Some(Key(x.prometheus_hash())));
         assert_eq!(a.labels(a.find(&x).unwrap()), x);
-        assert_eq!(a.labels(12345), Labels::new(), "a key never assigned");
+        assert_eq!(a.labels(Key(12345)), Labels::new(), "a key never assigned");
     }
 
     /// A label set whose hash another set holds takes the next free key, and is found there.
@@ -156,9 +199,9 @@ mod tests {
         let (x, y) = (labels(&[("a", "1")]), labels(&[("b", "2")]));
         let h = y.prometheus_hash();
         keys.0.write().unwrap().labels.insert(h, Arc::new(x.clone()));
-        assert_eq!(keys.intern(y.clone()), h.wrapping_add(1));
-        assert_eq!(keys.find(&y), Some(h.wrapping_add(1)));
-        assert_eq!(keys.labels(h), x);
+        assert_eq!(keys.intern(y.clone()), Key(h.wrapping_add(1)));
+        assert_eq!(keys.find(&y), Some(Key(h.wrapping_add(1))));
+        assert_eq!(keys.labels(Key(h)), x);
         assert_eq!(keys.len(), 2);
     }
 }

@@ -47,7 +47,7 @@ use timely::progress::frontier::{Antichain, AntichainRef};
 
 use hub::{Hub, HubInput, HubItem, SharedHub};
 use installs::Installs;
-use keys::{KeyMap, Keys};
+use keys::{Key, KeyMap, Keys};
 use lower::dataflow::{Lowered, Node, Registry};
 use lower::hub::{HubNode, HubPlans};
 pub use promflow_kernels::native::Operand;
@@ -59,10 +59,10 @@ pub use tap::{ElementChange, Notify, Subscription, ViewChange};
 pub use values::{Unboxed, Value};
 
 /// A sample on its way to a leaf: (series key, timestamp, value).
-pub(crate) type Row = (u64, i64, Value);
+pub(crate) type Row = (Key, i64, Value);
 
 /// A change of one element: ((key, value), time, +1 or −1).
-pub(crate) type Update = ((u64, Value), u64, isize);
+pub(crate) type Update = ((Key, Value), u64, isize);
 
 /// A view's identity, returned by [`Incremental::install`].
 pub type ViewId = usize;
@@ -180,13 +180,13 @@ impl Counters {
 }
 
 /// One worker's part of a read: (key, value, count) triples.
-type Shard = Vec<(u64, Value, isize)>;
+type Shard = Vec<(Key, Value, isize)>;
 
 /// A worker's answer to a read: its shard of the content, and the keys of the errors that
 /// hold.
-type ReadReply = (Shard, Vec<u64>);
+type ReadReply = (Shard, Vec<Key>);
 
-pub(crate) type Trace = TraceAgent<ValSpine<u64, Value, u64, isize>>;
+pub(crate) type Trace = TraceAgent<ValSpine<Key, Value, u64, isize>>;
 
 enum Command {
     Install {
@@ -264,9 +264,9 @@ struct Controller {
     next_view: ViewId,
     /// Per series: its key and the leaves whose matchers it satisfies, worked out when the
     /// registry's leaves were at version `routes_for`.
-    routes: HashMap<Labels, (u64, Vec<usize>)>,
+    routes: HashMap<Labels, (Key, Vec<usize>)>,
     /// The same for the append feed's series, by their storage id ([`Incremental::append_by_id`]).
-    id_routes: KeyMap<SeriesId, (u64, Vec<usize>)>,
+    id_routes: KeyMap<SeriesId, (Key, Vec<usize>)>,
     /// Storage's count of series removals when `id_routes` was started.
     id_routes_removals: u64,
     routes_for: u64,
@@ -360,6 +360,47 @@ impl Incremental {
     /// (`--query.lookback-delta`).
     pub fn start(workers: usize, lookback_ms: i64) -> Result<Incremental, String> {
         let workers = workers.max(1);
+        Incremental::start_with(timely::Config::process(workers), workers, 0, lookback_ms)
+    }
+
+    /// Starts this process's `workers` of one computation across the processes at
+    /// `addresses` (`host:port` where each accepts the others' connections, in the same order
+    /// in every process), this one at `index`. Waits until every process is connected.
+    ///
+    /// Each process's controller drives its own workers: the processes must install the
+    /// same views in the same order, each appends the series it holds (a series in one
+    /// process only), and a read gathers this process's workers' share of a view.
+    pub fn start_in_cluster(
+        workers: usize,
+        addresses: Vec<String>,
+        index: usize,
+        lookback_ms: i64,
+    ) -> Result<Incremental, String> {
+        let workers = workers.max(1);
+        if index >= addresses.len() {
+            return Err(format!("process {index} is outside the {} addresses", addresses.len()));
+        }
+        let config = timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: index,
+                addresses,
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        };
+        Incremental::start_with(config, workers, index * workers, lookback_ms)
+    }
+
+    /// Starts `workers` worker threads here, the first of them worker `first` of the
+    /// computation `config` describes.
+    fn start_with(
+        config: timely::Config,
+        workers: usize,
+        first: usize,
+        lookback_ms: i64,
+    ) -> Result<Incremental, String> {
         let (mut senders, mut receivers) = (Vec::new(), Vec::new());
         for _ in 0..workers {
             let (tx, rx) = channel::<Command>();
@@ -372,11 +413,13 @@ impl Incremental {
         let keys = Keys::default();
         let counters = Arc::new(Counters::default());
         let (wkeys, wcounters) = (keys.clone(), Arc::clone(&counters));
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let rx = receivers.lock().ok().and_then(|mut r| r[worker.index()].take());
+        let guards = timely::execute(config, move |worker| {
+            let here = worker.index() - first;
+            let rx = receivers.lock().ok().and_then(|mut r| r[here].take());
             if let Ok(tx) = thread_tx.lock() {
-                let _ = tx.send((worker.index(), std::thread::current()));
+                let _ = tx.send((here, std::thread::current()));
             }
+            wkeys.serve_thread();
             if let Some(rx) = rx {
                 run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters));
             }
@@ -793,16 +836,16 @@ impl Incremental {
         }
     }
 
-    /// Where the samples of `labels` go: the series' key (`u64::MAX` when no leaf takes it)
+    /// Where the samples of `labels` go: the series' key (`Key(u64::MAX)` when no leaf takes it)
     /// and the leaves whose selections it matches.
-    fn route(&self, registry: &Registry, labels: &Labels) -> (u64, Vec<usize>) {
+    fn route(&self, registry: &Registry, labels: &Labels) -> (Key, Vec<usize>) {
         let to: Vec<usize> = registry
             .leaves
             .iter()
             .filter(|(_, ms)| ms.iter().all(|m| m.matches_labels(labels)))
             .map(|(leaf, _)| *leaf)
             .collect();
-        let key = if to.is_empty() { u64::MAX } else { self.keys.intern(labels.clone()) };
+        let key = if to.is_empty() { Key(u64::MAX) } else { self.keys.intern(labels.clone()) };
         (key, to)
     }
 
@@ -937,7 +980,7 @@ impl Incremental {
             }
             parts.push(part);
         }
-        let mut out: BTreeMap<u64, Value> = BTreeMap::new();
+        let mut out: BTreeMap<Key, Value> = BTreeMap::new();
         for (key, value, count) in parts.into_iter().flatten() {
             if count != 1 || out.insert(key, value).is_some() {
                 // the batch executor's words for two series that ended up with one label set
@@ -987,11 +1030,24 @@ impl Incremental {
     /// Stops the workers and waits for them.
     pub fn shutdown(&self) {
         self.broadcast(|| Command::Shutdown);
-        if let Some(g) = self.guards.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            for r in g.join() {
-                if let Err(e) = r {
+        let Some(guards) = self.guards.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        // in a cluster, a worker's connections close only once the other processes' workers
+        // stop too: the wait is bounded, and the threads are left behind past it
+        let (tx, rx) = channel();
+        let joining = std::thread::Builder::new().name("dataflow-shutdown".into()).spawn(move || {
+            let _ = tx.send(guards.join());
+        });
+        if joining.is_err() {
+            return;
+        }
+        match rx.recv_timeout(SHUTDOWN_WAIT) {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(Result::err) {
                     tracing::error!(error = %e, "dataflow worker failed");
                 }
+            }
+            Err(_) => {
+                tracing::warn!(waited = ?SHUTDOWN_WAIT, "the dataflow workers did not stop; leaving them")
             }
         }
     }
@@ -1002,6 +1058,9 @@ impl Drop for Incremental {
         self.shutdown();
     }
 }
+
+/// How long [`Incremental::shutdown`] waits for the workers to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// The longest a worker parks with nothing to do.
 const PARK_MAX: Duration = Duration::from_millis(100);

@@ -16,7 +16,7 @@ use timely::dataflow::operators::{Concat, Input, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::abelian;
-use super::keys::{KeyMap, Keys};
+use super::keys::{Key, KeyMap, Keys};
 use super::series::{self, Keep, SeriesFn};
 use super::values::{self, Value};
 use super::{Counters, Grain, Operator, WorkerState};
@@ -30,10 +30,10 @@ use promflow_plan::semantics::{
 use promflow_plan::{AggOp, BinOp, Cardinality, Grouping, JoinKey, VectorFn};
 
 /// An element of a vector: (label-set key, value).
-type Element = (u64, Value);
+type Element = (Key, Value);
 
 /// A collection of (key, value) updates at evaluation times.
-pub(crate) type Coll<'s> = VecCollection<'s, u64, (u64, Value), isize>;
+pub(crate) type Coll<'s> = VecCollection<'s, u64, (Key, Value), isize>;
 
 /// What rendering one view's dataflow needs on a worker.
 pub(crate) struct RenderCx<'a, 's> {
@@ -108,13 +108,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
     match node {
         Node::Import(id) => {
             if let Some(errors) = cx.state.errors.get_mut(id) {
-                cx.errors.push(errors.import(scope).as_collection(|k: &u64, v: &Value| (*k, v.clone())));
+                cx.errors.push(errors.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone())));
             }
             let (trace, _) = cx.state.traces.get_mut(id).expect("imported arrangements are registered first");
-            trace.import(scope).as_collection(|k: &u64, v: &Value| (*k, v.clone()))
+            trace.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()))
         }
         Node::Arrange { id, input } => {
-            arrange(scope, *id, input, cx).as_collection(|k: &u64, v: &Value| (*k, v.clone()))
+            arrange(scope, *id, input, cx).as_collection(|k: &Key, v: &Value| (*k, v.clone()))
         }
         Node::Series { leaf, func, keep, time, distinct_names, arg } => {
             let mut input = timely::dataflow::InputHandle::new();
@@ -129,7 +129,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 )]);
                 let error = cx.keys.intern(error);
                 let duplicates =
-                    out.clone().map(|(k, _): Element| k).count().filter(|(_, n): &(u64, isize)| *n > 1);
+                    out.clone().map(|(k, _): Element| k).count().filter(|(_, n): &(Key, isize)| *n > 1);
                 cx.errors.push(duplicates.map(move |_| error).distinct().map(|e| (e, Value::float(0.0))));
             }
             out
@@ -154,7 +154,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let (func, args, keys) = (*func, args.clone(), cx.keys.clone());
             let mut names = KeyMap::default();
             let counters = Arc::clone(&cx.counters);
-            render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+            render(scope, input, cx).flat_map(move |(k, v): (Key, Value)| {
                 let value = values::map(func, &v, &args)?;
                 counters.count(Operator::Elementwise, 1);
                 Some((keys.rewrite(&mut names, k, without_name), value))
@@ -168,7 +168,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let counters = Arc::clone(&cx.counters);
             // one element with the scalar's value: arithmetic and `bool` give the result,
             // a filtering comparison keeps the element's value
-            let mut element = move |k: u64, v: Value, s: f64| {
+            let mut element = move |k: Key, v: Value, s: f64| {
                 let value = values::with_scalar(op, v, s, left, as_bool)?;
                 let k = if drop_name { keys.rewrite(&mut names, k, without_name) } else { k };
                 counters.count(Operator::Elementwise, 1);
@@ -178,13 +178,13 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             match scalar {
                 Scalar::Constant(s) => {
                     let s = *s;
-                    elements.flat_map(move |(k, v): (u64, Value)| element(k, v, s))
+                    elements.flat_map(move |(k, v): (Key, Value)| element(k, v, s))
                 }
                 Scalar::Varying(node) => {
                     // every element meets the scalar's value: when it changes, all of them do
-                    let scalar = render(scope, node, cx).map(|(_, s): (u64, Value)| ((), s));
-                    elements.map(|kv: (u64, Value)| ((), kv)).join(scalar).flat_map(
-                        move |((), ((k, v), s)): ((), ((u64, Value), Value))| element(k, v, s.scalar()),
+                    let scalar = render(scope, node, cx).map(|(_, s): (Key, Value)| ((), s));
+                    elements.map(|kv: (Key, Value)| ((), kv)).join(scalar).flat_map(
+                        move |((), ((k, v), s)): ((), ((Key, Value), Value))| element(k, v, s.scalar()),
                     )
                 }
             }
@@ -192,14 +192,14 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Now => now_collection(scope, cx.clock.clone(), cx.grain, &cx.keys),
         Node::Timestamp { input } => {
             let (keys, mut names) = (cx.keys.clone(), KeyMap::default());
-            let elements = render(scope, input, cx).map(|(k, _): (u64, Value)| (k, ()));
+            let elements = render(scope, input, cx).map(|(k, _): (Key, Value)| (k, ()));
             with_param(scope, elements, &Scalar::Varying(Box::new(Node::Now)), cx)
                 .map(move |(k, ((), now))| (keys.rewrite(&mut names, k, without_name), now))
         }
         Node::ScalarOf { input } => {
             // of floats alone: a histogram element is no scalar's value, as in Prometheus
             let present = render(scope, input, cx)
-                .flat_map(|(_, v): (u64, Value)| v.as_float().map(|x| ((), Value::float(x))));
+                .flat_map(|(_, v): (Key, Value)| v.as_float().map(|x| ((), Value::float(x))));
             let only =
                 present.clone().reduce(|_, vals: &[(&Value, isize)], out: &mut Vec<(Value, isize)>| {
                     let value = match vals {
@@ -220,7 +220,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let re = compile_relabel(&rule).ok().flatten();
             let mut names = KeyMap::default();
             let counters = Arc::clone(&cx.counters);
-            render(scope, input, cx).map(move |(k, v): (u64, Value)| {
+            render(scope, input, cx).map(move |(k, v): (Key, Value)| {
                 let k = keys.rewrite(&mut names, k, |mut l| {
                     relabel_one(&rule, re.as_ref(), &mut l);
                     l
@@ -243,9 +243,9 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             // a series is kept by where its label hash falls in [0, 1), as in the batch executor
             let keys = cx.keys.clone();
             let mut hashes = KeyMap::default();
-            let elements = render(scope, input, cx).map(|(s, v): (u64, Value)| (s, (s, v)));
+            let elements = render(scope, input, cx).map(|(s, v): (Key, Value)| (s, (s, v)));
             let out = with_param(scope, elements, param, cx).flat_map(
-                move |(_, ((s, v), r)): (u64, (Element, Value))| {
+                move |(_, ((s, v), r)): (Key, (Element, Value))| {
                     let at = *hashes
                         .entry(s)
                         .or_insert_with(|| keys.labels(s).prometheus_hash() as f64 / u64::MAX as f64);
@@ -266,12 +266,12 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let op = *op;
             let (g, keys) = (grouping.clone(), cx.keys.clone());
             let mut groups = KeyMap::default();
-            let members = render(scope, input, cx).map(move |(s, v): (u64, Value)| {
+            let members = render(scope, input, cx).map(move |(s, v): (Key, Value)| {
                 (keys.rewrite(&mut groups, s, |l| grouping_key(&l, &g)), (s, v))
             });
             let keys = cx.keys.clone();
             let out = with_param(scope, members, param, cx).reduce(
-                move |_group, vals: &[(&(Element, Value), isize)], out: &mut Vec<((u64, Value), isize)>| {
+                move |_group, vals: &[(&(Element, Value), isize)], out: &mut Vec<((Key, Value), isize)>| {
                     let Some(((_, k), _)) = vals.first() else { return };
                     let present = vals
                         .iter()
@@ -314,7 +314,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let (func, keys) = (*func, cx.keys.clone());
             let mut names = KeyMap::default();
             let counters = Arc::clone(&cx.counters);
-            render(scope, input, cx).flat_map(move |(k, v): (u64, Value)| {
+            render(scope, input, cx).flat_map(move |(k, v): (Key, Value)| {
                 let x = kernels::native::statistic(func, v.as_histogram()?)?;
                 counters.count(Operator::Elementwise, 1);
                 Some((keys.rewrite(&mut names, k, without_name), Value::float(x)))
@@ -327,14 +327,14 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             let elements = render(scope, input, cx);
             // a native histogram is its own answer, one per quantile
             let native_params = params.clone();
-            let natives = elements.clone().flat_map(move |(k, v): (u64, Value)| {
+            let natives = elements.clone().flat_map(move |(k, v): (Key, Value)| {
                 let answers = v
                     .as_histogram()
                     .map_or_else(Vec::new, |h| values::native_quantiles(func, &native_params, h));
                 answers.into_iter().enumerate().map(move |(i, x)| (k, (i as u32, Value::float(x))))
             });
             let out = elements
-                .flat_map(move |(k, count): (u64, Value)| {
+                .flat_map(move |(k, count): (Key, Value)| {
                     // the buckets of classic histograms are floats
                     let count = Value::float(count.as_float()?);
                     // the histogram a bucket belongs to (its labels without `le`), and its bound
@@ -376,14 +376,14 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
                 );
             // the result's labels: without the name, and with the quantile's label if asked;
             // two histograms that this makes one label set are the batch executor's error
-            let (keys, mut labelled) = (cx.keys.clone(), KeyMap::<(u64, u32), u64>::default());
+            let (keys, mut labelled) = (cx.keys.clone(), KeyMap::<(Key, u32), Key>::default());
             let quantile_label = quantile_label.clone();
             // a native histogram and classic buckets of the same labels: neither has an
             // answer (the batch executor warns of the mix)
             let native_keys = natives.clone().map(|(k, _)| k).distinct();
             let classic_keys = out.clone().map(|(k, _)| k).distinct();
             let out = out.antijoin(native_keys).concat(natives.antijoin(classic_keys)).map(
-                move |(k, (i, v)): (u64, (u32, Value))| {
+                move |(k, (i, v)): (Key, (u32, Value))| {
                     let k = *labelled.entry((k, i)).or_insert_with(|| {
                         let mut l = keys.labels(k);
                         if let Some(label) = &quantile_label {
@@ -442,7 +442,7 @@ fn per_series<'s>(
         use timely::dataflow::operators::vec::Broadcast;
         let values = render(scope, arg, cx)
             .inner
-            .flat_map(|((_, v), t, diff): ((u64, Value), u64, isize)| {
+            .flat_map(|((_, v), t, diff): ((Key, Value), u64, isize)| {
                 (diff > 0).then_some(Some((t, v.scalar())))
             })
             .broadcast();
@@ -457,10 +457,10 @@ fn per_series<'s>(
 /// recomputes them in Prometheus).
 fn with_param<'s, D>(
     scope: Scope<'s, u64>,
-    c: VecCollection<'s, u64, (u64, D), isize>,
+    c: VecCollection<'s, u64, (Key, D), isize>,
     param: &Scalar,
     cx: &mut RenderCx<'_, 's>,
-) -> VecCollection<'s, u64, (u64, (D, Value)), isize>
+) -> VecCollection<'s, u64, (Key, (D, Value)), isize>
 where
     D: timely::ExchangeData + Clone + Ord + std::fmt::Debug,
 {
@@ -470,7 +470,7 @@ where
             c.map(move |(k, d)| (k, (d, p.clone())))
         }
         Scalar::Varying(node) => {
-            let p = render(scope, node, cx).map(|(_, p): (u64, Value)| ((), p));
+            let p = render(scope, node, cx).map(|(_, p): (Key, Value)| ((), p));
             c.map(|(k, d)| ((), (k, d))).join(p).map(|((), ((k, d), p))| (k, (d, p)))
         }
     }
@@ -523,7 +523,7 @@ fn constant_collection<'s>(
 ) -> Coll<'s> {
     let key = keys.intern(labels.clone());
     let data = if scope.index() == 0 { vec![((key, Value::float(value)), 0u64, 1isize)] } else { Vec::new() };
-    let held_by_clock = clock.clone().flat_map(|_tick| std::iter::empty::<((u64, Value), u64, isize)>());
+    let held_by_clock = clock.clone().flat_map(|_tick| std::iter::empty::<((Key, Value), u64, isize)>());
     data.to_stream(scope).concat(held_by_clock).as_collection()
 }
 
@@ -532,21 +532,21 @@ fn by_signature<'s>(
     c: Coll<'s>,
     g: &Grouping,
     keys: &Keys,
-) -> VecCollection<'s, u64, (u64, (u64, Value)), isize> {
+) -> VecCollection<'s, u64, (Key, (Key, Value)), isize> {
     let (g, keys) = (g.clone(), keys.clone());
     let mut sigs = KeyMap::default();
-    c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut sigs, k, |l| grouping_key(&l, &g)), (k, v)))
+    c.map(move |(k, v): (Key, Value)| (keys.rewrite(&mut sigs, k, |l| grouping_key(&l, &g)), (k, v)))
 }
 
 /// Each element under its group's key instead of its own.
 fn by_group<'s>(c: Coll<'s>, g: &Grouping, keys: &Keys) -> Coll<'s> {
     let (g, keys) = (g.clone(), keys.clone());
     let mut groups = KeyMap::default();
-    c.map(move |(k, v): (u64, Value)| (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &g)), v))
+    c.map(move |(k, v): (Key, Value)| (keys.rewrite(&mut groups, k, |l| grouping_key(&l, &g)), v))
 }
 
 /// What `info()` makes of an element: its new label set and value, or an error's key.
-type InfoOutcome = Result<(u64, Value), u64>;
+type InfoOutcome = Result<(Key, Value), Key>;
 
 /// `info()`: see [`Node::Info`]. An element matches the info series with its `instance` and
 /// `job` (not when it has neither); of each info metric the newest series counts. Two as
@@ -562,7 +562,7 @@ fn info_labels<'s>(
 ) -> (Coll<'s>, Coll<'s>) {
     use promflow_storage::METRIC_NAME;
     // the identifying labels of a label set, none when it has neither
-    let signature = |keys: &Keys, k: u64| {
+    let signature = |keys: &Keys, k: Key| {
         let l = keys.labels(k);
         let sig = Labels::from_pairs(
             INFO_IDENTIFYING_LABELS.iter().map(|id| (id.to_string(), l.get(id).to_string())),
@@ -599,7 +599,7 @@ fn info_labels<'s>(
     let data_names = data_names.to_vec();
     let matched = with_sig
         .join(info.clone())
-        .map(|(_sig, ((bk, bv), info)): (u64, (Element, Element))| (bk, (bv, info)))
+        .map(|(_sig, ((bk, bv), info)): (Key, (Element, Element))| (bk, (bv, info)))
         .reduce(move |&bk, infos: &[(&(Value, Element), isize)], out: &mut Vec<(InfoOutcome, isize)>| {
             let Some(((bv, _), _)) = infos.first() else { return };
             let mut labels = k4.labels(bk);
@@ -667,17 +667,17 @@ type ErrorMessage = Box<dyn Fn(&Labels, &[Labels]) -> String>;
 /// "one" side in a match group that the "many" side has (`many-to-many matching not
 /// allowed`), and, one-to-one, two of the "many" side in a group the other side has.
 fn matching_errors<'s>(
-    many: &VecCollection<'s, u64, (u64, Element), isize>,
-    one: &VecCollection<'s, u64, (u64, Element), isize>,
+    many: &VecCollection<'s, u64, (Key, Element), isize>,
+    one: &VecCollection<'s, u64, (Key, Element), isize>,
     swapped: bool,
     one_to_one: bool,
     keys: &Keys,
 ) -> Coll<'s> {
     let side = if swapped { "left" } else { "right" };
-    let duplicates = |c: &VecCollection<'s, u64, (u64, Element), isize>, message: ErrorMessage| {
+    let duplicates = |c: &VecCollection<'s, u64, (Key, Element), isize>, message: ErrorMessage| {
         let keys = keys.clone();
         c.clone().map(|(sig, (k, _))| (sig, k)).reduce(
-            move |&sig, members: &[(&u64, isize)], out: &mut Vec<(u64, isize)>| {
+            move |&sig, members: &[(&Key, isize)], out: &mut Vec<(Key, isize)>| {
                 if members.iter().map(|(_, n)| *n).sum::<isize>() > 1 {
                     let mut labels: Vec<Labels> = members.iter().map(|(k, _)| keys.labels(**k)).collect();
                     labels.sort();
@@ -695,7 +695,7 @@ fn matching_errors<'s>(
         )
     });
     let present =
-        |c: &VecCollection<'s, u64, (u64, Element), isize>| c.clone().map(|(sig, _)| sig).distinct();
+        |c: &VecCollection<'s, u64, (Key, Element), isize>| c.clone().map(|(sig, _)| sig).distinct();
     let mut errors = duplicates(one, one_message).semijoin(present(many));
     if one_to_one {
         let many_message = Box::new(|_: &Labels, _: &[Labels]| {
@@ -747,9 +747,9 @@ fn join<'s>(
     let (many, one) = (by_signature(many, &g, keys), by_signature(one, &g, keys));
     let errors = matching_errors(&many, &one, swapped, one_to_one, keys);
     let (keys2, include2) = (keys.clone(), include.clone());
-    let mut labelled: KeyMap<(u64, u64), u64> = KeyMap::default();
+    let mut labelled: KeyMap<(Key, Key), Key> = KeyMap::default();
     let mut out = many.clone().join(one.clone()).flat_map(
-        move |(_sig, ((mk, mv), (ok, ov))): (u64, (Element, Element))| {
+        move |(_sig, ((mk, mv), (ok, ov))): (Key, (Element, Element))| {
             let (lv, rv) = ordered(mv, ov);
             let value = values::combine(op, &lv, &rv, return_bool)?;
             let k = *labelled.entry((mk, ok)).or_insert_with(|| {
@@ -763,9 +763,9 @@ fn join<'s>(
         // a many-side element alone in its match group: the fill stands in for the one side,
         // whose labels it has none of
         let (keys, g) = (keys.clone(), key.grouping.clone());
-        let mut labelled: KeyMap<u64, u64> = KeyMap::default();
+        let mut labelled: KeyMap<Key, Key> = KeyMap::default();
         let alone = many.clone().antijoin(one.clone().map(|(sig, _)| sig).distinct());
-        out = out.concat(alone.flat_map(move |(_sig, (mk, mv)): (u64, Element)| {
+        out = out.concat(alone.flat_map(move |(_sig, (mk, mv)): (Key, Element)| {
             let (lv, rv) = ordered(mv, Value::float(fill));
             let value = values::combine(op, &lv, &rv, return_bool)?;
             let k = *labelled.entry(mk).or_insert_with(|| {
@@ -778,7 +778,7 @@ fn join<'s>(
     if let Some(fill) = key.fill_many {
         // a one-side element alone in its match group: labelled with the group's labels
         let alone = one.antijoin(many.map(|(sig, _)| sig).distinct());
-        out = out.concat(alone.flat_map(move |(sig, (_ok, ov)): (u64, Element)| {
+        out = out.concat(alone.flat_map(move |(sig, (_ok, ov)): (Key, Element)| {
             let (lv, rv) = ordered(Value::float(fill), ov);
             values::combine(op, &lv, &rv, return_bool).map(|value| (sig, value))
         }));

@@ -43,7 +43,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::keys::{KeyMap, KeySet, Keys};
+use super::keys::{Key, KeyMap, KeySet, Keys};
 use super::render::without_name;
 use super::{Counters, Grain, Row, Unboxed, Update, Value};
 use promflow_kernels::{self as kernels, WindowBounds, WindowEnds};
@@ -447,12 +447,12 @@ fn beats(max: bool, later: f64, earlier: f64) -> bool {
 /// An operator's series. Dropped with its dataflow (its view uninstalled), it takes the
 /// samples it held off [`Counters::samples_kept`].
 struct SeriesMap {
-    series: KeyMap<u64, SeriesState>,
+    series: KeyMap<Key, SeriesState>,
     counters: Arc<Counters>,
 }
 
 impl std::ops::Deref for SeriesMap {
-    type Target = KeyMap<u64, SeriesState>;
+    type Target = KeyMap<Key, SeriesState>;
     fn deref(&self) -> &Self::Target {
         &self.series
     }
@@ -884,9 +884,9 @@ impl SeriesState {
 struct Due {
     samples: Vec<Row>,
     /// Series whose next event is due (see `SeriesState::next`).
-    expiring: Vec<u64>,
+    expiring: Vec<Key>,
     /// Series that took their samples as they came (see `SeriesState::absorbed`).
-    absorbed: Vec<u64>,
+    absorbed: Vec<Key>,
     tick: bool,
     /// The window function's first argument from this time on, when it changed.
     arg: Option<f64>,
@@ -898,10 +898,10 @@ fn read_back(
     source: &ReadBack,
     matchers: &[Matcher],
     keys: &Keys,
-    wants: &[(u64, Want)],
-) -> KeyMap<u64, Vec<(i64, f64)>> {
-    let mut out: KeyMap<u64, Vec<(i64, f64)>> = KeyMap::default();
-    let mut take = |key: u64, want: Want, samples: SampleSlice<'_>| {
+    wants: &[(Key, Want)],
+) -> KeyMap<Key, Vec<(i64, f64)>> {
+    let mut out: KeyMap<Key, Vec<(i64, f64)>> = KeyMap::default();
+    let mut take = |key: Key, want: Want, samples: SampleSlice<'_>| {
         let w = samples.window(want.after, want.upto);
         out.entry(key).or_default().extend(w.iter().filter(|s| !is_stale_nan(s.v)).map(|s| (s.t, s.v)));
     };
@@ -925,7 +925,7 @@ fn read_back(
     }
     let after = wants.iter().map(|w| w.1.after).min().unwrap_or(0);
     let upto = wants.iter().map(|w| w.1.upto).max().unwrap_or(0);
-    let by_key: KeyMap<u64, Want> = wants.iter().copied().collect();
+    let by_key: KeyMap<Key, Want> = wants.iter().copied().collect();
     match source.0.select(matchers, after.saturating_add(1), upto) {
         Ok(found) => {
             for x in found {
@@ -955,11 +955,11 @@ pub(crate) fn sample<'s>(
     let step = step.max(1);
     let align = move |t: u64| t.div_ceil(step).saturating_mul(step);
     // an element's updates meet on one worker, whichever operator made them
-    updates.unary_frontier(Exchange::new(|u: &Update| u.0 .0), "subquery", move |cap, _info| {
+    updates.unary_frontier(Exchange::new(|u: &Update| u.0 .0 .0), "subquery", move |cap, _info| {
         let mut cap = Some(cap);
-        let mut pending: BTreeMap<u64, Vec<(u64, Value, isize)>> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Vec<(Key, Value, isize)>> = BTreeMap::new();
         // the inner collection's content: (element, value) → count
-        let mut content: BTreeMap<(u64, Value), isize> = BTreeMap::new();
+        let mut content: BTreeMap<(Key, Value), isize> = BTreeMap::new();
         let mut next = align(start);
         move |(input, frontier), output| {
             input.for_each(|_, data| {
@@ -1060,7 +1060,7 @@ pub(crate) struct SeriesOp {
     moves: bool,
     drops_name: bool,
     /// Each series' output key when the function drops the name.
-    names: KeyMap<u64, u64>,
+    names: KeyMap<Key, Key>,
 }
 
 impl SeriesOp {
@@ -1160,8 +1160,8 @@ impl SeriesOp {
     }
 
     /// Every series' value as last emitted, by output key: the operator's output now.
-    pub(crate) fn values(&self) -> Vec<(u64, Value)> {
-        let key = |s: &u64| if self.drops_name { self.names.get(s).copied() } else { Some(*s) };
+    pub(crate) fn values(&self) -> Vec<(Key, Value)> {
+        let key = |s: &Key| if self.drops_name { self.names.get(s).copied() } else { Some(*s) };
         self.series.iter().filter_map(|(s, st)| Some((key(s)?, st.emitted.clone()?))).collect()
     }
 
@@ -1175,7 +1175,7 @@ impl SeriesOp {
     /// which it put events (the series' next expiries).
     pub(crate) fn run_first(
         &mut self,
-        mut emit: impl FnMut(u64, Option<&Value>, Option<&Value>),
+        mut emit: impl FnMut(Key, Option<&Value>, Option<&Value>),
     ) -> Vec<u64> {
         let mut later = Vec::new();
         let Some((at, d)) = self.due.pop_first() else { return later };
@@ -1183,7 +1183,7 @@ impl SeriesOp {
         // the time the series are evaluated at
         let eval_ms = self.pinned.unwrap_or(at_ms);
         let (series, keep, span) = (&mut self.series, &self.keep, self.span);
-        let mut touched: Vec<u64> = d.absorbed;
+        let mut touched: Vec<Key> = d.absorbed;
         touched.reserve(d.samples.len() + d.expiring.len());
         for (s, t, v) in d.samples {
             series.entry(s).or_default().insert(&self.func, keep, (t, v), at_ms);
@@ -1207,7 +1207,7 @@ impl SeriesOp {
         }
         touched.sort_unstable();
         touched.dedup();
-        let mut wants: Vec<(u64, Want)> = Vec::new();
+        let mut wants: Vec<(Key, Want)> = Vec::new();
         for &s in &touched {
             if let Some(want) = series.get_mut(&s).and_then(|st| st.evict(span, eval_ms, keep)) {
                 wants.push((s, want));
@@ -1304,7 +1304,7 @@ pub(crate) fn render<'s>(
     keys: Keys,
     counters: Arc<Counters>,
 ) -> Stream<'s, u64, Vec<Update>> {
-    rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0), Pipeline, "series", move |_cap, _info| {
+    rows.binary_frontier(clock, Exchange::new(|r: &Row| r.0 .0), Pipeline, "series", move |_cap, _info| {
         let mut op = SeriesOp::new(func, keep, pinned, grain, keys, counters);
         let mut caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         move |(input, f_rows), (ticks, f_clock), output| {

@@ -31,7 +31,7 @@ use timely::dataflow::operators::generic::operator::Operator as _;
 use timely::dataflow::Stream;
 use timely::progress::frontier::AntichainRef;
 
-use super::keys::Keys;
+use super::keys::{Key, Keys};
 use super::{read_at, Shard, Trace, Value};
 
 /// A worker's shard of a view's updates at one time.
@@ -383,7 +383,7 @@ impl Subscription {
         // each element's addition sorts after its retraction, and is the one kept; a
         // retraction says the element was there
         updates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-        let mut elements: Vec<(u64, bool, Option<Value>)> = Vec::with_capacity(updates.len());
+        let mut elements: Vec<(Key, bool, Option<Value>)> = Vec::with_capacity(updates.len());
         for (key, value, diff) in updates {
             let value = (diff > 0).then_some(value);
             match elements.last_mut() {

@@ -275,13 +275,13 @@ pub(crate) fn with_scalar(
 /// `topk`, `bottomk` or `limitk` (`k`) of a group's members (labels, key, value), chosen as
 /// the batch executor chooses: in label order, so that ties go the same way; `topk` and
 /// `bottomk` rank floats and leave histograms out, `limitk` keeps them.
-pub(crate) fn choose(
+pub(crate) fn choose<K: Copy>(
     op: AggOp,
     k: f64,
-    members: impl Iterator<Item = (Labels, u64, Value)>,
-) -> Vec<(u64, Value)> {
+    members: impl Iterator<Item = (Labels, K, Value)>,
+) -> Vec<(K, Value)> {
     let k = if k >= 1.0 { k.min(1e9) as usize } else { 0 };
-    let mut present: Vec<(Labels, u64, Value)> =
+    let mut present: Vec<(Labels, K, Value)> =
         members.filter(|m| op == AggOp::Limitk || m.2.as_float().is_some()).collect();
     present.sort_by(|a, b| a.0.cmp(&b.0));
     let candidates: Vec<(usize, f64)> = present.iter().enumerate().map(|(i, p)| (i, p.2.scalar())).collect();
