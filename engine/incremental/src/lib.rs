@@ -233,6 +233,11 @@ enum Command {
         wake: Option<tap::Notify>,
     },
     Unsubscribe(u64),
+    /// In a cluster, copies an arrangement that a view reads to the first worker of every
+    /// process, so that each process reads the whole view ([`Gathered`]).
+    Gather {
+        arrangement: usize,
+    },
     /// Builds hub nodes (the first worker's hub; the others have none of its data).
     HubInstall(Vec<(usize, HubNode)>),
     /// Drops hub nodes.
@@ -272,6 +277,8 @@ struct Controller {
     routes_for: u64,
     clock: u64,
     ticked: Option<u64>,
+    /// In a cluster, the arrangements with a read copy on every process ([`Gathered`]).
+    gathered: Option<HashSet<usize>>,
     /// The steps of the live views' subqueries, with how many installations use each: the
     /// clock ticks at every multiple of each, so that what the subqueries sample is up to
     /// date there.
@@ -360,7 +367,7 @@ impl Incremental {
     /// (`--query.lookback-delta`).
     pub fn start(workers: usize, lookback_ms: i64) -> Result<Incremental, String> {
         let workers = workers.max(1);
-        Incremental::start_with(timely::Config::process(workers), workers, 0, lookback_ms)
+        Incremental::start_with(timely::Config::process(workers), (workers, 0, 1), lookback_ms)
     }
 
     /// Starts this process's `workers` of one computation across the processes at
@@ -376,7 +383,7 @@ impl Incremental {
         index: usize,
         lookback_ms: i64,
     ) -> Result<Incremental, String> {
-        let workers = workers.max(1);
+        let (workers, processes) = (workers.max(1), addresses.len());
         if index >= addresses.len() {
             return Err(format!("process {index} is outside the {} addresses", addresses.len()));
         }
@@ -390,15 +397,14 @@ impl Incremental {
             },
             worker: timely::WorkerConfig::default(),
         };
-        Incremental::start_with(config, workers, index * workers, lookback_ms)
+        Incremental::start_with(config, (workers, index * workers, processes), lookback_ms)
     }
 
     /// Starts `workers` worker threads here, the first of them worker `first` of the
-    /// computation `config` describes.
+    /// computation `config` describes, which spans `processes` processes.
     fn start_with(
         config: timely::Config,
-        workers: usize,
-        first: usize,
+        (workers, first, processes): (usize, usize, usize),
         lookback_ms: i64,
     ) -> Result<Incremental, String> {
         let (mut senders, mut receivers) = (Vec::new(), Vec::new());
@@ -421,7 +427,7 @@ impl Incremental {
             }
             wkeys.serve_thread();
             if let Some(rx) = rx {
-                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters));
+                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers);
             }
         })?;
         let mut threads: Vec<Option<std::thread::Thread>> = vec![None; workers];
@@ -447,6 +453,7 @@ impl Incremental {
                 routes_for: 0,
                 clock: 0,
                 ticked: None,
+                gathered: (processes > 1).then(HashSet::new),
                 subquery_steps: BTreeMap::new(),
             }),
             keys,
@@ -509,6 +516,9 @@ impl Incremental {
             self.broadcast(|| Command::Install { install, node: node.clone(), grain, sample_from });
         }
         c.installs.read_by_view(lowered.arrangement);
+        if c.gathered.as_mut().is_some_and(|g| g.insert(lowered.arrangement)) {
+            self.broadcast(|| Command::Gather { arrangement: lowered.arrangement });
+        }
         let view = c.next_view;
         c.next_view += 1;
         c.views.insert(view, (lowered.arrangement, lowered.grain));
@@ -537,6 +547,11 @@ impl Incremental {
                     if *n == 0 {
                         c.subquery_steps.remove(step);
                     }
+                }
+            }
+            if let Some(g) = c.gathered.as_mut() {
+                for a in &built.arrangements {
+                    g.remove(a);
                 }
             }
             self.broadcast(|| Command::Drop {
@@ -1070,7 +1085,6 @@ type ClockInput = InputHandle<u64, CapacityContainerBuilder<Vec<series::Tick>>>;
 
 /// One worker's handles: every registered arrangement (with the probe of the dataflow that
 /// builds it), the leaf inputs, and each installation's clock input and dataflow.
-#[derive(Default)]
 pub(crate) struct WorkerState {
     traces: HashMap<usize, (Trace, ProbeHandle<u64>)>,
     /// The errors of the arrangements whose sub-expressions can fail (a join's matching):
@@ -1082,6 +1096,24 @@ pub(crate) struct WorkerState {
     clocks: HashMap<usize, (ClockInput, Option<Grain>)>,
     /// Each installation's dataflow, by the installation's number.
     dataflows: HashMap<usize, usize>,
+    /// In a cluster, the read copies of the arrangements views read, by arrangement.
+    gathered: HashMap<usize, Gathered>,
+    /// The workers this worker's series operators keep series on.
+    pub(crate) series_route: series::Route,
+    /// In a cluster, the first worker of every process (empty in one process).
+    leaders: Vec<u64>,
+}
+
+/// In a cluster, a copy of an arrangement on the first worker of every process (the other
+/// workers' copies are empty): a read or a subscription in any process sees the whole view,
+/// not the share its own workers hold. Built by its own dataflow, which imports the
+/// arrangement.
+struct Gathered {
+    trace: Trace,
+    errors: Option<Trace>,
+    probe: ProbeHandle<u64>,
+    tap: tap::Subscribers,
+    dataflow: usize,
 }
 
 fn run_worker(
@@ -1089,8 +1121,26 @@ fn run_worker(
     rx: Receiver<Command>,
     keys: Keys,
     counters: Arc<Counters>,
+    workers_here: usize,
 ) {
-    let mut state = WorkerState::default();
+    let width = workers_here.max(1);
+    let first = worker.index() / width * width;
+    let leaders: Vec<u64> = if worker.peers() > width {
+        (0..worker.peers()).step_by(width).map(|w| w as u64).collect()
+    } else {
+        Vec::new()
+    };
+    let mut state = WorkerState {
+        traces: HashMap::new(),
+        errors: HashMap::new(),
+        taps: HashMap::new(),
+        leaves: HashMap::new(),
+        clocks: HashMap::new(),
+        dataflows: HashMap::new(),
+        gathered: HashMap::new(),
+        series_route: series::Route { first: first as u64, width: width as u64 },
+        leaders,
+    };
     // every worker builds the hub's dataflow (workers build the same dataflows in the same
     // order); only the first one's is fed
     let (hub, mut hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
@@ -1108,6 +1158,11 @@ fn run_worker(
                     install(worker, &mut state, number, &node, grain, times, (&keys, &counters))
                 }
                 Ok(Command::Drop { install, arrangements, leaves }) => {
+                    for a in &arrangements {
+                        if let Some(g) = state.gathered.remove(a) {
+                            worker.drop_dataflow(g.dataflow);
+                        }
+                    }
                     for a in &arrangements {
                         state.traces.remove(a);
                         state.errors.remove(a);
@@ -1163,7 +1218,10 @@ fn run_worker(
                 }
                 Ok(Command::Compact { read, other }) => {
                     let traces = state.traces.iter_mut().map(|(id, (trace, _))| (id, trace));
-                    for (id, trace) in traces.chain(state.errors.iter_mut()) {
+                    let gathered = state.gathered.iter_mut().flat_map(|(id, g)| {
+                        std::iter::once((id, &mut g.trace)).chain(g.errors.as_mut().map(|e| (id, e)))
+                    });
+                    for (id, trace) in traces.chain(state.errors.iter_mut()).chain(gathered) {
                         let frontier = [if read_arrangements.contains(id) { read } else { other }];
                         trace.set_logical_compaction(AntichainRef::new(&frontier));
                         // never past what the trace holds (a worker behind the clock, busy
@@ -1180,7 +1238,8 @@ fn run_worker(
                 }
                 Ok(Command::Subscribe { id, target, from, tx, complete, wake }) => match target {
                     Tapped::Arrangement(arrangement) => {
-                        if let Some(tap) = state.taps.get(&arrangement) {
+                        let gathered = state.gathered.get(&arrangement).map(|g| &g.tap);
+                        if let Some(tap) = gathered.or_else(|| state.taps.get(&arrangement)) {
                             let worker = worker.index();
                             let subscriber = tap::Subscriber::new((id, from), tx, complete, worker, wake);
                             tap.borrow_mut().push(subscriber);
@@ -1195,9 +1254,12 @@ fn run_worker(
                 },
                 Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
                 Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
+                Ok(Command::Gather { arrangement }) => gather(worker, &mut state, arrangement),
                 Ok(Command::Unsubscribe(id)) => {
                     hub.borrow_mut().unsubscribe(id);
-                    let tap = subscriptions.remove(&id).and_then(|a| state.taps.get(&a));
+                    let tap = subscriptions
+                        .remove(&id)
+                        .and_then(|a| state.gathered.get(&a).map(|g| &g.tap).or_else(|| state.taps.get(&a)));
                     if let Some(tap) = tap {
                         tap.borrow_mut().retain(|s| s.id != id);
                     }
@@ -1207,15 +1269,21 @@ fn run_worker(
             }
         }
         reads.retain_mut(|(id, t, reply)| {
-            let Some((trace, probe)) = state.traces.get_mut(id) else {
-                let _ = reply.send((Vec::new(), Vec::new()));
-                return false;
+            let (trace, probe, errors) = match state.gathered.get_mut(id) {
+                Some(g) => (&mut g.trace, &g.probe, g.errors.as_mut()),
+                None => match state.traces.get_mut(id) {
+                    Some((trace, probe)) => (trace, &*probe, state.errors.get_mut(id)),
+                    None => {
+                        let _ = reply.send((Vec::new(), Vec::new()));
+                        return false;
+                    }
+                },
             };
             if probe.less_equal(t) {
                 return true;
             }
             let content = read_at(trace, *t);
-            let errors = state.errors.get_mut(id).map_or_else(Vec::new, |errors| {
+            let errors = errors.map_or_else(Vec::new, |errors| {
                 read_at(errors, *t).into_iter().filter(|e| e.2 > 0).map(|e| e.0).collect()
             });
             let _ = reply.send((content, errors));
@@ -1230,6 +1298,57 @@ fn run_worker(
 /// How far the inputs of a view with `grain` follow a clock at `t` ([`Grain::settled`]).
 fn follow(grain: Option<Grain>, t: u64) -> u64 {
     grain.map_or(t, |g| g.settled(t))
+}
+
+/// Builds the read copy of `arrangement` ([`Gathered`]): its updates, and its errors', sent
+/// to the first worker of every process and arranged there as they come.
+fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangement: usize) {
+    use timely::dataflow::operators::Probe as _;
+    if state.gathered.contains_key(&arrangement) {
+        return;
+    }
+    let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return };
+    let mut trace = trace.clone();
+    let mut errors = state.errors.get(&arrangement).cloned();
+    let leaders = state.leaders.clone();
+    let dataflow = worker.next_dataflow_index();
+    let probe = ProbeHandle::new();
+    let (trace, errors, tap) = worker.dataflow::<u64, _, _>(|scope| {
+        let imported = trace.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()));
+        let whole = copied_to(imported.inner, leaders.clone());
+        whole.stream.clone().probe_with(&probe);
+        let errors = errors.as_mut().map(|e| {
+            let imported = e.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()));
+            let whole = copied_to(imported.inner, leaders.clone());
+            whole.stream.clone().probe_with(&probe);
+            whole.trace
+        });
+        let tap = tap::tap(whole.stream.clone(), whole.trace.clone());
+        (whole.trace, errors, tap)
+    });
+    state.gathered.insert(arrangement, Gathered { trace, errors, probe, tap, dataflow });
+}
+
+/// `updates` sent to each of `leaders` and arranged where they arrive.
+fn copied_to<'s>(
+    updates: timely::dataflow::Stream<'s, u64, Vec<Update>>,
+    leaders: Vec<u64>,
+) -> differential_dataflow::operators::arrange::Arranged<'s, Trace> {
+    use differential_dataflow::operators::arrange::arrangement::arrange_core;
+    use differential_dataflow::trace::implementations::ValBatcher;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::vec::Map as _;
+    use timely::dataflow::operators::Exchange as _;
+    let spread = updates
+        .flat_map(move |u: Update| leaders.iter().map(move |&l| (l, u.clone())).collect::<Vec<_>>())
+        .exchange(|(leader, _): &(u64, Update)| *leader)
+        .map(|(_, u): (u64, Update)| u);
+    arrange_core::<_, _, ValBatcher<Key, Value, u64, isize>, ValSpine<Key, Value, u64, isize>>(
+        spread,
+        Pipeline,
+        "Gather",
+        ValBatcher::new,
+    )
 }
 
 /// Builds one view's dataflow on this worker, as installation `number`.
