@@ -283,6 +283,14 @@ pub struct Flags {
     /// This node's place in the `--cluster.peer` list, counting from 0.
     #[arg(long = "cluster.index")]
     pub cluster_index: Option<usize>,
+    /// A file listing every node of the cluster, one `host:port` a line (instead of
+    /// `--cluster.peer`): read again at every reload, so that nodes can be added and
+    /// removed without a restart.
+    #[arg(long = "cluster.peers-file")]
+    pub cluster_peers_file: Option<String>,
+    /// This node's `host:port` as `--cluster.peers-file` lists it.
+    #[arg(long = "cluster.advertise-address")]
+    pub cluster_advertise_address: Option<String>,
     /// On how many nodes remote write stores each series; a write is answered once every
     /// copy is stored.
     #[arg(long = "cluster.replication-factor", default_value_t = 1)]

@@ -1,5 +1,6 @@
-//! A static cluster of promflow processes (`--cluster.peer`, `--cluster.index`): who the
-//! peers are, and which of them owns a scrape target.
+//! A cluster of promflow processes (`--cluster.peer` and `--cluster.index`, or a
+//! `--cluster.peers-file` read again at every reload): who the peers are, and which of them
+//! owns a scrape target or a series.
 //!
 //! Ownership is rendezvous hashing: every node scores each peer against a key's hash and the
 //! highest score owns the key, so every node agrees on the owner without talking to the
@@ -43,6 +44,23 @@ impl Cluster {
         }
         let seeds = peers.iter().map(|p| xxhash_rust::xxh3::xxh3_64(p.as_bytes())).collect();
         Ok(Cluster { peers, me, seeds })
+    }
+
+    /// The cluster `path` lists (one `host:port` a line; blank lines and `#` comments
+    /// ignored), with this node the one listed as `me`.
+    pub fn from_file(path: &std::path::Path, me: &str) -> Result<Cluster, String> {
+        let file = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--cluster.peers-file={file}: {e}"))?;
+        let peers: Vec<String> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        let index = peers.iter().position(|p| p == me).ok_or_else(|| {
+            format!("--cluster.peers-file={file} does not list this node (--cluster.advertise-address={me})")
+        })?;
+        Cluster::new(peers, index).map_err(|e| format!("--cluster.peers-file={file}: {e}"))
     }
 
     /// Every node's address, this one's included.

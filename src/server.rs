@@ -2,7 +2,7 @@
 //! the listeners started from the flags and the configuration in that order, served until a
 //! signal or `/-/quit`, and stopped in the reverse order.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
-use promflow_remote::forward::ClusterWrites;
+use promflow_remote::forward::{ClusterWrites, Placement};
 use promflow_remote::reader::{RemoteReaders, StandingFanout};
 use promflow_remote::RemoteWriter;
 use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
@@ -77,8 +77,8 @@ pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(
         .thread_stack_size(16 << 20)
         .build()
         .map_err(|e| format!("starting runtime: {e}"))?;
-    let server =
-        Components::start(&flags, matches, &loaded, rule_groups, &db, cluster.as_ref(), runtime.handle())?;
+    let cluster = cluster.map(|c| Arc::new(RwLock::new(c)));
+    let server = Components::start(&flags, matches, &loaded, rule_groups, &db, cluster, runtime.handle())?;
     let reload = server.reload_handler(&flags, &db, runtime.handle().clone());
     let (quit, quit_rx) = watch::channel(false);
     let state =
@@ -95,17 +95,32 @@ pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(
 /// cluster evaluates rules in batch over every node's storage (`docs/cluster.md`), so an
 /// explicit `--rules.evaluation-mode=event` is refused, and the default becomes `tick`.
 fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Result<Option<Cluster>, String> {
-    let cluster = match (flags.cluster_peers.is_empty(), flags.cluster_index) {
-        (true, None) if flags.cluster_replication_factor == 1 => return Ok(None),
-        (true, None) => {
+    let cluster = match (&flags.cluster_peers_file, flags.cluster_peers.is_empty(), flags.cluster_index) {
+        (Some(file), true, None) => {
+            let me = flags.cluster_advertise_address.as_deref().ok_or(
+                "--cluster.peers-file needs --cluster.advertise-address: this node's host:port as the file lists it",
+            )?;
+            Cluster::from_file(Path::new(file), me)?
+        }
+        (Some(_), _, _) => {
+            return Err(
+                "--cluster.peers-file takes the place of --cluster.peer and --cluster.index: give one or the other"
+                    .into(),
+            )
+        }
+        (None, ..) if flags.cluster_advertise_address.is_some() => {
+            return Err("--cluster.advertise-address names this node in --cluster.peers-file, which is not given".into())
+        }
+        (None, true, None) if flags.cluster_replication_factor == 1 => return Ok(None),
+        (None, true, None) => {
             return Err(
                 "--cluster.replication-factor needs a cluster (--cluster.peer, --cluster.index)".into()
             )
         }
-        (false, None) => {
+        (None, false, None) => {
             return Err("--cluster.peer needs --cluster.index: this node's place in the list".into())
         }
-        (_, Some(index)) => Cluster::new(flags.cluster_peers.clone(), index)?,
+        (None, _, Some(index)) => Cluster::new(flags.cluster_peers.clone(), index)?,
     };
     if route_prefix(flags) != "/" {
         return Err("--cluster.peer: the nodes of a cluster reach each other's API at its root, so --web.route-prefix (or a path in --web.external-url) cannot be used in a cluster yet".into());
@@ -125,6 +140,62 @@ fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Res
     }
     info!(peers = ?cluster.peers(), me = %cluster.me(), "running as a node of a cluster");
     Ok(Some(cluster))
+}
+
+/// A cluster's peers, shared by the parts that place targets, series and reads, and
+/// replaced when `--cluster.peers-file` is read again.
+type SharedCluster = Arc<RwLock<Cluster>>;
+
+/// The peers now in force.
+fn current(cluster: &SharedCluster) -> Cluster {
+    cluster.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// How remote write places series on `cluster`'s nodes.
+fn placement(cluster: &Cluster) -> Placement {
+    let ranked = cluster.clone();
+    Placement {
+        peers: cluster.peers().to_vec(),
+        me: cluster.index(),
+        rank: Arc::new(move |series: u64| ranked.ranking(series)),
+    }
+}
+
+/// What a reload does with `--cluster.peers-file`: reads it again and, when the peers
+/// changed, hands the new list to the scrape filter, the placement of writes and the reads.
+struct PeersReload {
+    file: Option<String>,
+    me: String,
+    replication: usize,
+    cluster: Option<SharedCluster>,
+    writes: Option<Arc<ClusterWrites>>,
+    reads: Arc<RemoteReaders>,
+}
+
+impl PeersReload {
+    /// Whether the peers changed; an unreadable or invalid file fails the reload and keeps
+    /// the peers in force.
+    fn reload(&self) -> Result<bool, String> {
+        let (Some(file), Some(shared)) = (&self.file, &self.cluster) else { return Ok(false) };
+        let fresh = Cluster::from_file(Path::new(file), &self.me)?;
+        if self.replication > fresh.peers().len() {
+            return Err(format!(
+                "--cluster.peers-file={file} lists {} nodes, fewer than --cluster.replication-factor={}",
+                fresh.peers().len(),
+                self.replication
+            ));
+        }
+        if fresh.peers() == current(shared).peers() {
+            return Ok(false);
+        }
+        info!(peers = ?fresh.peers(), "the cluster's peers changed");
+        if let Some(writes) = &self.writes {
+            writes.set_placement(placement(&fresh));
+        }
+        self.reads.set_cluster_peers(fresh.others().map(String::from).collect());
+        *shared.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(true)
+    }
 }
 
 /// What the server implements, for the configuration's "not implemented yet" warnings (the
@@ -224,6 +295,8 @@ struct Components {
     query_log: Arc<QueryLog>,
     /// In a cluster, where remote write stores each series.
     cluster_writes: Option<Arc<ClusterWrites>>,
+    /// The cluster's peers now in force, if this node is in one.
+    cluster: Option<SharedCluster>,
 }
 
 impl Components {
@@ -235,14 +308,14 @@ impl Components {
         loaded: &LoadedConfig,
         rule_groups: Vec<GroupSpec>,
         db: &Arc<Db>,
-        cluster: Option<&Cluster>,
+        cluster: Option<SharedCluster>,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Components, String> {
         let config = &loaded.config;
         let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
-        if let Some(cluster) = cluster {
-            let cluster = cluster.clone();
-            scrape.set_target_filter(Arc::new(move |target| cluster.owns(target)));
+        if let Some(cluster) = &cluster {
+            let cluster = Arc::clone(cluster);
+            scrape.set_target_filter(Arc::new(move |target| current(&cluster).owns(target)));
         }
         scrape.set_start_timestamps(start_timestamp_options(flags));
         if !flags.dns_servers.is_empty() {
@@ -289,8 +362,8 @@ impl Components {
         });
         let remote_write = RemoteWriter::new(Arc::clone(db), runtime.clone(), Some(Arc::clone(&scrape)));
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
-        let remote_read = Arc::new(match cluster {
-            Some(c) => RemoteReaders::with_cluster_peers(c.others().map(String::from).collect()),
+        let remote_read = Arc::new(match &cluster {
+            Some(c) => RemoteReaders::with_cluster_peers(current(c).others().map(String::from).collect()),
             None => RemoteReaders::new(),
         });
         remote_read.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
@@ -298,7 +371,7 @@ impl Components {
         open_query_log(&query_log, config)?;
         // a node's views would see its own samples only: in a cluster, rules read every
         // node's storage in batch, as queries do
-        let (live_views, rule_querier) = match cluster {
+        let (live_views, rule_querier) = match &cluster {
             Some(_) => {
                 let fanout = StandingFanout::new(Arc::clone(db), Arc::clone(&remote_read), runtime.clone());
                 (None, Arc::new(fanout) as Arc<dyn Querier>)
@@ -307,16 +380,9 @@ impl Components {
         };
         let rule_manager = start_rules(flags, db, rule_querier, &notifier, live_views.clone(), &query_log);
         rule_manager.update(rule_groups);
-        let cluster_writes = cluster.map(|c| {
-            let placement = c.clone();
-            let rank = Arc::new(move |series: u64| placement.ranking(series));
-            Arc::new(ClusterWrites::new(
-                c.peers().to_vec(),
-                c.index(),
-                flags.cluster_replication_factor,
-                rank,
-            ))
-        });
+        let cluster_writes = cluster
+            .as_ref()
+            .map(|c| Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor)));
         Ok(Components {
             scrape,
             status,
@@ -329,6 +395,7 @@ impl Components {
             rule_manager,
             query_log,
             cluster_writes,
+            cluster,
         })
     }
 
@@ -346,11 +413,23 @@ impl Components {
         let push = self.push.clone();
         let otlp = self.otlp.clone();
         let query_log = Arc::clone(&self.query_log);
+        let peers = PeersReload {
+            file: flags.cluster_peers_file.clone(),
+            me: flags.cluster_advertise_address.clone().unwrap_or_default(),
+            replication: flags.cluster_replication_factor,
+            cluster: self.cluster.clone(),
+            writes: self.cluster_writes.clone(),
+            reads: Arc::clone(&self.remote_read),
+        };
         Arc::new(move || {
             let _guard = runtime.enter();
             let result =
                 load_config(&path, &external_url, event_mode, &load_options).and_then(|(l, groups)| {
+                    let peers_changed = peers.reload()?;
                     scrape.apply(&l.config).map_err(|e| e.to_string())?;
+                    if peers_changed {
+                        scrape.refilter();
+                    }
                     notifier.apply(&l.config).map_err(|e| e.to_string())?;
                     remote_write.apply(&l.config).map_err(|e| e.to_string())?;
                     remote_read.apply(&l.config).map_err(|e| e.to_string())?;

@@ -231,6 +231,18 @@ fn replicated_writes_survive_a_killed_node() {
     }
 }
 
+/// The instances of a node's active targets (only those up, with `up_only`).
+fn active_targets(node: &Server, up_only: bool) -> Vec<String> {
+    let (_, v) = node.get_json("/api/v1/targets?state=active");
+    v["data"]["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| !up_only || t["health"] == "up")
+        .map(|t| t["labels"]["instance"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// Each scrape target is scraped by exactly one node, and every node's queries see them all.
 #[test]
 fn nodes_divide_the_scrape_targets() {
@@ -244,16 +256,7 @@ fn nodes_divide_the_scrape_targets() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(dir.path(), 3, &config, &[]);
     // every target up on exactly one node
-    let scraped = |node: &Server| -> Vec<String> {
-        let (_, v) = node.get_json("/api/v1/targets?state=active");
-        v["data"]["activeTargets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t["health"] == "up")
-            .map(|t| t["labels"]["instance"].as_str().unwrap_or("").to_string())
-            .collect()
-    };
+    let scraped = |node: &Server| active_targets(node, true);
     let owners = wait_for(Duration::from_secs(30), || {
         let per_node: Vec<Vec<String>> = nodes.iter().map(scraped).collect();
         (per_node.iter().map(Vec::len).sum::<usize>() == targets.len()).then_some(per_node)
@@ -430,6 +433,81 @@ fn a_pushed_group_lives_on_one_node() {
     assert!(gone.is_some(), "the deleted group's series did not go stale");
 }
 
+/// With `--cluster.peers-file`, a reload takes a new peer list: a node added to the file of
+/// the two first nodes takes its share of their targets, each target is still scraped once,
+/// and remote write places series on the new node.
+#[test]
+fn a_reloaded_peer_list_moves_targets_and_series() {
+    const TARGETS: usize = 12;
+    let targets: Vec<u16> =
+        (0..TARGETS).map(|_| serve_http(|_, _| ("text/plain".into(), b"thing 1\n".to_vec()))).collect();
+    let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    let config = format!(
+        "scrape_configs:\n  - job_name: things\n    scrape_interval: 1s\n    static_configs:\n      - targets: [{}]\n",
+        list.join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cluster.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let two = format!("# the first two\n{}\n{}\n", address(0), address(1));
+    let three = format!("{two}{}\n", address(2));
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let peers = node_dir.join("peers.txt");
+            std::fs::write(&peers, if i < 2 { &two } else { &three }).unwrap();
+            let flags = [
+                format!("--cluster.peers-file={}", peers.display()),
+                format!("--cluster.advertise-address={}", address(i)),
+                "--web.enable-remote-write-receiver".to_string(),
+                "--web.enable-lifecycle".to_string(),
+            ];
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            spawn_promflow(&node_dir, &cfg, ports[i], &flags)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.wait_ready("/-/ready");
+    }
+    let scraped = |node: &Server| active_targets(node, false);
+    // the first two divide the targets between them; the third, alone in knowing all three
+    // nodes, takes its own share: some targets are scraped twice until the others reload
+    let before: Vec<usize> = wait_for(Duration::from_secs(10), || {
+        let counts: Vec<usize> = nodes.iter().map(|n| scraped(n).len()).collect();
+        (counts[0] + counts[1] == TARGETS && counts[2] > 0).then_some(counts)
+    })
+    .expect("the targets were not listed");
+    assert!(before[2] > 0 && before[2] < TARGETS, "{before:?}");
+    for (i, node) in nodes[..2].iter().enumerate() {
+        std::fs::write(dir.path().join(format!("node{i}/peers.txt")), &three).unwrap();
+        let r = client().post(node.url("/-/reload")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "node {i}: {}", r.text().unwrap_or_default());
+    }
+    let after: Vec<Vec<String>> = nodes.iter().map(scraped).collect();
+    assert_eq!(after[2].len(), before[2], "the third node's share changed");
+    assert_eq!(after.iter().map(Vec::len).sum::<usize>(), TARGETS, "{after:?}");
+    let mut all: Vec<String> = after.concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), TARGETS, "a target is scraped by two nodes: {after:?}");
+    // a series written through the first node goes where the three-node placement puts it
+    let now = now_ms();
+    let written: Vec<TimeSeries> = (0..30)
+        .map(|s| series(&[("__name__", "placed"), ("s", &s.to_string())], &[(now, s as f64)]))
+        .collect();
+    assert_eq!(remote_write(&nodes[0], written).0, 204);
+    let (_, text) = nodes[2].get_text("/federate?match[]=placed");
+    assert!(text.lines().any(|l| l.starts_with("placed{")), "no series placed on the new node");
+    // a file that no longer lists the node fails the reload and keeps the peers
+    std::fs::write(dir.path().join("node0/peers.txt"), format!("{}\n", address(1))).unwrap();
+    let r = client().post(nodes[0].url("/-/reload")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    assert_eq!(scraped(&nodes[0]), after[0], "a failed reload changed the targets");
+}
+
 /// A cluster flag set wrong stops the server at start-up, saying which.
 #[test]
 fn a_wrong_cluster_setting_refuses_to_start() {
@@ -455,4 +533,15 @@ fn a_wrong_cluster_setting_refuses_to_start() {
         &["--cluster.peer=127.0.0.1:1", "--cluster.index=0", "--web.route-prefix=/prom"],
     );
     assert!(log.contains("route-prefix"), "{log}");
+    let peers = dir.path().join("peers.txt");
+    std::fs::write(&peers, "127.0.0.1:1\n127.0.0.1:2\n").unwrap();
+    let file = format!("--cluster.peers-file={}", peers.display());
+    let log = refused_start(dir.path(), &[&file]);
+    assert!(log.contains("--cluster.advertise-address"), "{log}");
+    let log = refused_start(dir.path(), &[&file, "--cluster.advertise-address=127.0.0.1:3"]);
+    assert!(log.contains("does not list this node"), "{log}");
+    let log = refused_start(dir.path(), &[&file, "--cluster.peer=127.0.0.1:1", "--cluster.index=0"]);
+    assert!(log.contains("one or the other"), "{log}");
+    let log = refused_start(dir.path(), &["--cluster.advertise-address=127.0.0.1:3"]);
+    assert!(log.contains("not given"), "{log}");
 }

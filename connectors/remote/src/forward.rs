@@ -23,22 +23,45 @@ pub type Ranking = Arc<dyn Fn(u64) -> Vec<usize> + Send + Sync>;
 /// How long a copy waits for a peer's answer before that peer counts as down for it.
 const COPY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The nodes of a cluster and how series are placed on them, as one consistent whole: a
+/// write uses one placement from start to end, even when the peer list is reloaded meanwhile.
+pub struct Placement {
+    /// Every node's `host:port`.
+    pub peers: Vec<String>,
+    /// This node's place in `peers`.
+    pub me: usize,
+    /// Every node of `peers`, best first, for a series' hash.
+    pub rank: Ranking,
+}
+
 /// Where a cluster's series are stored, and how copies reach the other nodes.
 pub struct ClusterWrites {
-    /// Every node's `host:port`.
-    peers: Vec<String>,
-    /// This node's place in `peers`.
-    me: usize,
+    placement: std::sync::RwLock<Arc<Placement>>,
     /// How many nodes store each series.
     replication: usize,
-    rank: Ranking,
     client: reqwest::Client,
 }
 
 impl ClusterWrites {
-    /// Stores each series on `replication` of `peers` (this node is `me`), placed by `rank`.
-    pub fn new(peers: Vec<String>, me: usize, replication: usize, rank: Ranking) -> ClusterWrites {
-        ClusterWrites { peers, me, replication: replication.max(1), rank, client: reqwest::Client::new() }
+    /// Stores each series on `replication` of the nodes `placement` names.
+    pub fn new(placement: Placement, replication: usize) -> ClusterWrites {
+        ClusterWrites {
+            placement: std::sync::RwLock::new(Arc::new(placement)),
+            replication: replication.max(1),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Places the writes from now on by `placement` (a reloaded peer list).
+    pub fn set_placement(&self, placement: Placement) {
+        if let Ok(mut p) = self.placement.write() {
+            *p = Arc::new(placement);
+        }
+    }
+
+    /// The placement in force.
+    fn placement(&self) -> Arc<Placement> {
+        self.placement.read().map(|p| Arc::clone(&p)).unwrap_or_else(|e| Arc::clone(&e.into_inner()))
     }
 
     /// Stores `req`: the series this node holds through `local` (which appends and commits
@@ -54,7 +77,10 @@ impl ClusterWrites {
         runtime: &tokio::runtime::Handle,
         mut local: impl FnMut(&RequestView<'_>) -> Result<Appended, Error>,
     ) -> Result<Appended, Error> {
-        let rankings: Vec<Vec<usize>> = req.series().map(|s| (self.rank)(series_hash(s.labels))).collect();
+        let placement = self.placement();
+        let Placement { peers, me, rank } = &*placement;
+        let me = *me;
+        let rankings: Vec<Vec<usize>> = req.series().map(|s| rank(series_hash(s.labels))).collect();
         // per series: the nodes that hold it, and those it is being sent to
         let mut stored: Vec<Vec<usize>> = vec![Vec::new(); rankings.len()];
         let mut sending: Vec<Vec<usize>> =
@@ -62,13 +88,12 @@ impl ClusterWrites {
         let mut down: BTreeSet<usize> = BTreeSet::new();
         loop {
             // this node's share first: a series it cannot store fails the request before any copy
-            let mine: BTreeSet<usize> =
-                (0..sending.len()).filter(|&i| sending[i].contains(&self.me)).collect();
+            let mine: BTreeSet<usize> = (0..sending.len()).filter(|&i| sending[i].contains(&me)).collect();
             if !mine.is_empty() {
                 local(&req.subset(|i| mine.contains(&i)))?;
                 for &i in &mine {
-                    sending[i].retain(|&n| n != self.me);
-                    stored[i].push(self.me);
+                    sending[i].retain(|&n| n != me);
+                    stored[i].push(me);
                 }
             }
             let mut owed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -81,7 +106,7 @@ impl ClusterWrites {
                 // what the request holds, counted once however many copies it has
                 return Ok(count(req));
             }
-            for (node, answer) in runtime.block_on(self.send(req, &owed)) {
+            for (node, answer) in runtime.block_on(self.send(peers, req, &owed)) {
                 match answer {
                     Ok(()) => {
                         for &i in &owed[&node] {
@@ -90,7 +115,7 @@ impl ClusterWrites {
                     }
                     Err(Copy::Refused(e)) => return Err(e),
                     Err(Copy::Down(e)) => {
-                        tracing::warn!(peer = %self.peers[node], error = %e, "a cluster peer took no copy: the next node takes it");
+                        tracing::warn!(peer = %peers[node], error = %e, "a cluster peer took no copy: the next node takes it");
                         down.insert(node);
                     }
                 }
@@ -108,7 +133,7 @@ impl ClusterWrites {
                     return Err(Error::Unavailable(format!(
                         "fewer than {} cluster nodes can store a series; not answering: {}",
                         self.replication,
-                        down.iter().map(|&d| self.peers[d].as_str()).collect::<Vec<_>>().join(", ")
+                        down.iter().map(|&d| peers[d].as_str()).collect::<Vec<_>>().join(", ")
                     )));
                 }
             }
@@ -117,9 +142,10 @@ impl ClusterWrites {
 
     /// The peer that alone holds what hashes to `hash` (a pushed group, kept in one node's
     /// memory): the first node of its ranking; `None` when that is this node.
-    pub fn sole_owner(&self, hash: u64) -> Option<&str> {
-        let owner = (self.rank)(hash).first().copied().unwrap_or(self.me);
-        (owner != self.me).then(|| self.peers[owner].as_str())
+    pub fn sole_owner(&self, hash: u64) -> Option<String> {
+        let p = self.placement();
+        let owner = (p.rank)(hash).first().copied().unwrap_or(p.me);
+        (owner != p.me).then(|| p.peers[owner].clone())
     }
 
     /// Sends a request to `peer` marked as a hop, so that the peer handles it itself, and
@@ -152,6 +178,7 @@ impl ClusterWrites {
     /// Sends each node in `owed` the series it is owed, all at once; each node's answer.
     async fn send(
         &self,
+        peers: &[String],
         req: &RequestView<'_>,
         owed: &BTreeMap<usize, Vec<usize>>,
     ) -> Vec<(usize, Result<(), Copy>)> {
@@ -160,7 +187,7 @@ impl ClusterWrites {
             for body in copies(req, series) {
                 let request = self
                     .client
-                    .post(format!("http://{}/api/v1/write", self.peers[node]))
+                    .post(format!("http://{}/api/v1/write", peers[node]))
                     .header("Content-Type", COPY_CONTENT_TYPE)
                     .header("Content-Encoding", "snappy")
                     .header("X-Prometheus-Remote-Write-Version", "2.0.0")
@@ -178,7 +205,7 @@ impl ClusterWrites {
                 // (a 404 from a receiver turned off, a 413, a 5xx)
                 Ok(Ok(r)) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
                     let text = r.text().await.unwrap_or_default();
-                    Err(Copy::Refused(Error::Peer(format!("{}: {}", self.peers[node], text.trim()))))
+                    Err(Copy::Refused(Error::Peer(format!("{}: {}", peers[node], text.trim()))))
                 }
                 Ok(Ok(r)) => Err(Copy::Down(format!("answered {}", r.status()))),
                 Ok(Err(e)) => Err(Copy::Down(e.to_string())),

@@ -190,7 +190,7 @@ fn to_wire(m: &Matcher) -> LabelMatcher {
 pub struct RemoteReaders {
     readers: RwLock<Vec<Arc<RemoteReader>>>,
     /// The other nodes of a cluster (`host:port`), read as endpoints of their own.
-    peers: Vec<String>,
+    peers: RwLock<Vec<String>>,
     /// The client label lookups reach the peers with ([`RemoteReaders::ask_peers`]).
     peer_client: reqwest::Client,
 }
@@ -215,14 +215,28 @@ impl RemoteReaders {
     /// query reads their storage through remote read, recent data included, and merges what
     /// they hold with what this node holds.
     pub fn with_cluster_peers(peers: Vec<String>) -> RemoteReaders {
-        RemoteReaders { peers, ..RemoteReaders::default() }
+        RemoteReaders { peers: RwLock::new(peers), ..RemoteReaders::default() }
+    }
+
+    /// Replaces the other nodes of the cluster; the next [`RemoteReaders::apply`] makes
+    /// queries read them.
+    pub fn set_cluster_peers(&self, peers: Vec<String>) {
+        if let Ok(mut p) = self.peers.write() {
+            *p = peers;
+        }
+    }
+
+    /// The other nodes of the cluster now in force.
+    fn cluster_peers(&self) -> Vec<String> {
+        self.peers.read().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// Takes `cfg`'s `remote_read` endpoints (with its external labels). A client that cannot
     /// be built (a TLS file) refuses the whole set, leaving the old one.
     pub fn apply(&self, cfg: &Config) -> Result<(), Error> {
         let external = cfg.global.external_labels.clone();
-        let peers = self.peers.iter().map(|p| RemoteReadConfig {
+        let peers = self.cluster_peers();
+        let peers = peers.iter().map(|p| RemoteReadConfig {
             url: format!("http://{p}/api/v1/read"),
             name: format!("cluster peer {p}"),
             read_recent: true,
@@ -249,7 +263,7 @@ impl RemoteReaders {
 
     /// Whether this node has cluster peers.
     pub fn has_cluster_peers(&self) -> bool {
-        !self.peers.is_empty()
+        self.peers.read().is_ok_and(|p| !p.is_empty())
     }
 
     /// GETs `path_and_query` from every other node of the cluster at once, marked as a hop
@@ -257,14 +271,13 @@ impl RemoteReaders {
     pub async fn ask_peers(&self, path_and_query: &str) -> Vec<Result<String, String>> {
         let client = &self.peer_client;
         let asks: Vec<_> = self
-            .peers
-            .iter()
+            .cluster_peers()
+            .into_iter()
             .map(|peer| {
                 let request = client
                     .get(format!("http://{peer}{path_and_query}"))
                     .header(CLUSTER_HOP_HEADER, "1")
                     .timeout(PEER_LOOKUP_TIMEOUT);
-                let peer = peer.clone();
                 tokio::spawn(async move {
                     let answer = request.send().await.and_then(|r| r.error_for_status());
                     match answer {

@@ -340,6 +340,25 @@ impl ScrapeManager {
         Ok(())
     }
 
+    /// Applies the target filter again to every pool's targets (the cluster's peers changed):
+    /// targets this node no longer owns stop, with staleness markers, and those it now owns
+    /// start.
+    pub fn refilter(self: &Arc<Self>) {
+        let Ok(mut pools) = self.pools.lock() else { return };
+        type Source = (String, String, Vec<(Vec<String>, Labels)>);
+        let sources: Vec<Source> = pools
+            .iter()
+            .filter_map(|(job, pool)| {
+                let (source, groups) = pool.groups.iter().next()?;
+                Some((job.clone(), source.clone(), groups.clone()))
+            })
+            .collect();
+        // syncing one source of a pool reconciles all of its targets
+        for (job, source, groups) in sources {
+            self.sync_group(&mut pools, &job, &source, groups);
+        }
+    }
+
     /// Replaces the target groups that `source` contributed to pool `job` and reconciles the
     /// pool's loops.
     fn sync_group(

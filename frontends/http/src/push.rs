@@ -74,12 +74,12 @@ async fn relay_to_owner(state: &crate::AppState, group: &str, ask: Ask, body: By
     let owner = cluster.sole_owner(promflow_remote::forward::series_hash(&pairs))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    Some(match cluster.relay(owner, method.as_str(), path, content_type, body.to_vec()).await {
+    Some(match cluster.relay(&owner, method.as_str(), path, content_type, body.to_vec()).await {
         Ok((status, body)) => {
             (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), body).into_response()
         }
         Err(e) => {
-            tracing::warn!(peer = owner, error = %e, "push: the cluster node that keeps the group did not answer");
+            tracing::warn!(peer = %owner, error = %e, "push: the cluster node that keeps the group did not answer");
             let text = format!("the cluster node that keeps this group ({owner}) did not answer: {e}\n");
             (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
         }
