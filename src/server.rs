@@ -173,10 +173,10 @@ struct PeersReload {
 }
 
 impl PeersReload {
-    /// Whether the peers changed; an unreadable or invalid file fails the reload and keeps
-    /// the peers in force.
-    fn reload(&self) -> Result<bool, String> {
-        let (Some(file), Some(shared)) = (&self.file, &self.cluster) else { return Ok(false) };
+    /// The peer list `--cluster.peers-file` now holds, when it differs from the one in
+    /// force; an unreadable or invalid file fails the reload.
+    fn read(&self) -> Result<Option<Cluster>, String> {
+        let (Some(file), Some(shared)) = (&self.file, &self.cluster) else { return Ok(None) };
         let fresh = Cluster::from_file(Path::new(file), &self.me)?;
         if self.replication > fresh.peers().len() {
             return Err(format!(
@@ -185,16 +185,19 @@ impl PeersReload {
                 self.replication
             ));
         }
-        if fresh.peers() == current(shared).peers() {
-            return Ok(false);
-        }
+        Ok((fresh.peers() != current(shared).peers()).then_some(fresh))
+    }
+
+    /// Puts `fresh` in force for the placement of writes, the scrape filter and the reads
+    /// (which take it at their next `apply`).
+    fn take(&self, fresh: Cluster) {
+        let Some(shared) = &self.cluster else { return };
         info!(peers = ?fresh.peers(), "the cluster's peers changed");
         if let Some(writes) = &self.writes {
             writes.set_placement(placement(&fresh));
         }
         self.reads.set_cluster_peers(fresh.others().map(String::from).collect());
         *shared.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(true)
     }
 }
 
@@ -315,7 +318,9 @@ impl Components {
         let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
         if let Some(cluster) = &cluster {
             let cluster = Arc::clone(cluster);
-            scrape.set_target_filter(Arc::new(move |target| current(&cluster).owns(target)));
+            scrape.set_target_filter(Arc::new(move |target| {
+                cluster.read().unwrap_or_else(|e| e.into_inner()).owns(target)
+            }));
         }
         scrape.set_start_timestamps(start_timestamp_options(flags));
         if !flags.dns_servers.is_empty() {
@@ -425,11 +430,9 @@ impl Components {
             let _guard = runtime.enter();
             let result =
                 load_config(&path, &external_url, event_mode, &load_options).and_then(|(l, groups)| {
-                    let peers_changed = peers.reload()?;
+                    // a new peer list is checked first and taken last, once the rest applied
+                    let fresh_peers = peers.read()?;
                     scrape.apply(&l.config).map_err(|e| e.to_string())?;
-                    if peers_changed {
-                        scrape.refilter();
-                    }
                     notifier.apply(&l.config).map_err(|e| e.to_string())?;
                     remote_write.apply(&l.config).map_err(|e| e.to_string())?;
                     remote_read.apply(&l.config).map_err(|e| e.to_string())?;
@@ -446,6 +449,11 @@ impl Components {
                         l.config.storage.tsdb.stale_series_compaction_threshold,
                     );
                     db.set_max_exemplars(max_exemplars(exemplar_storage, &l.config));
+                    if let Some(fresh) = fresh_peers {
+                        peers.take(fresh);
+                        remote_read.apply(&l.config).map_err(|e| e.to_string())?;
+                        scrape.refilter();
+                    }
                     for w in &l.warnings {
                         warn!(file = %path, "{w}");
                     }

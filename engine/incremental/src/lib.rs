@@ -704,6 +704,11 @@ impl Incremental {
         history: Option<(&dyn promflow_storage::Querier, i64)>,
     ) -> Result<ViewId, Error> {
         let mut c = self.controller();
+        if c.gathered.is_some() {
+            // the hub is fed on one worker of a process: in a cluster it would see that
+            // process's samples only
+            return Err(Error::Unsupported("the hub's views in a cluster".into()));
+        }
         let Controller { registry, hub, .. } = &mut *c;
         let read_back = registry.read_back.clone();
         let lowered = hub.lower(plan, self.lookback_ms, read_back.as_ref(), &mut || registry.take_id())?;
@@ -1240,7 +1245,8 @@ fn run_worker(
                     Tapped::Arrangement(arrangement) => {
                         let gathered = state.gathered.get(&arrangement).map(|g| &g.tap);
                         if let Some(tap) = gathered.or_else(|| state.taps.get(&arrangement)) {
-                            let worker = worker.index();
+                            // the subscription counts this process's workers only
+                            let worker = worker.index() - state.series_route.first as usize;
                             let subscriber = tap::Subscriber::new((id, from), tx, complete, worker, wake);
                             tap.borrow_mut().push(subscriber);
                             subscriptions.insert(id, arrangement);

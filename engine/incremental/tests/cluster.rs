@@ -1,9 +1,10 @@
 //! Two executors joined into one timely computation over loopback TCP, as two processes of a
-//! cluster are: each is appended half of the series, and each reads the whole of every view,
-//! equal to that of one executor appended all of them. Each executor has its own table of
+//! cluster are: each is appended half of the series, and each reads and follows (by
+//! subscription) the whole of every view, equal to that of one executor appended all of them. Each executor has its own table of
 //! label sets, so a key that crosses between them must bring its labels along.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use promflow_incremental::{Incremental, Value};
 use promflow_storage::Labels;
@@ -63,9 +64,14 @@ fn two_processes_compute_one_view() {
     let nodes: Vec<Incremental> = starting.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let mut views = Vec::new();
+    // every process follows every view by subscription too, as a client of it would
+    let mut followed = Vec::new();
     for q in VIEWS {
         let plan = promflow_promql::compile(q, &Default::default()).unwrap();
         let ids: Vec<usize> = nodes.iter().map(|n| n.install(&plan).unwrap()).collect();
+        for (i, (n, id)) in nodes.iter().zip(&ids).enumerate() {
+            followed.push((q, i, n.subscribe(*id, 0, None).unwrap(), HashMap::new(), views.len()));
+        }
         views.push((q, ids, one.install(&plan).unwrap()));
     }
     let all = samples();
@@ -82,13 +88,23 @@ fn two_processes_compute_one_view() {
         for n in &nodes {
             n.complete(t);
         }
+        let mut wanted = Vec::new();
         for (q, ids, single) in &views {
             let want = as_map(one.read(*single, t).unwrap());
             assert!(!want.is_empty(), "{q} at {t}: empty");
             for (i, (n, id)) in nodes.iter().zip(ids).enumerate() {
                 assert_eq!(as_map(n.read(*id, t).unwrap()), want, "{q} at {t}, process {i}");
             }
+            wanted.push(want);
         }
+        for (q, i, sub, content, view) in followed.iter_mut() {
+            sub.follow_through(t, content, Duration::from_secs(30)).unwrap();
+            let got = as_map(content.iter().map(|(l, v)| (l.clone(), v.clone())).collect());
+            assert_eq!(got, wanted[*view], "{q} at {t}, followed in process {i}");
+        }
+    }
+    for (_, i, sub, _, _) in &followed {
+        nodes[*i].unsubscribe(sub);
     }
     // each waits for the other to finish
     std::thread::scope(|s| {
