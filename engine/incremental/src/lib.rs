@@ -1051,6 +1051,14 @@ impl Incremental {
     pub fn shutdown(&self) {
         self.broadcast(|| Command::Shutdown);
         let Some(guards) = self.guards.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        if self.controller().gathered.is_none() {
+            // one process: the workers stop once they have dropped their dataflows, which
+            // takes as long as freeing what the views hold
+            for e in guards.join().into_iter().filter_map(Result::err) {
+                tracing::error!(error = %e, "dataflow worker failed");
+            }
+            return;
+        }
         // in a cluster, a worker's connections close only once the other processes' workers
         // stop too: the wait is bounded, and the threads are left behind past it
         let (tx, rx) = channel();
