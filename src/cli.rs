@@ -291,6 +291,11 @@ pub struct Flags {
     /// This node's `host:port` as `--cluster.peers-file` lists it.
     #[arg(long = "cluster.advertise-address")]
     pub cluster_advertise_address: Option<String>,
+    /// Where each node's dataflow accepts the others' connections, as `host:port`
+    /// (repeatable: one for every `--cluster.peer`, in the same order; promflow's
+    /// extension). With it the nodes run one dataflow computation across the cluster.
+    #[arg(long = "cluster.dataflow-peer")]
+    pub cluster_dataflow_peers: Vec<String>,
     /// On how many nodes remote write stores each series; a write is answered once every
     /// copy is stored.
     #[arg(long = "cluster.replication-factor", default_value_t = 1)]

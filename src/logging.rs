@@ -75,3 +75,35 @@ pub fn init(level: &str, format: &str) {
         builder.event_format(Logfmt).init();
     }
 }
+
+/// What timely's threads say when they stop because a connection to another process of
+/// the cluster's dataflow broke: timely stops the whole computation by panicking every
+/// thread that touches the broken connection, which is how a lost node shows.
+const CONNECTION_PANICS: &[&str] =
+    &["timely communication error", "MergeQueue poisoned", "Send thread panic", "Recv thread panic"];
+
+/// Logs the panics with which timely stops a failed cluster computation as one warning
+/// line each, where the default hook prints a panic with its backtrace: the loss of a node
+/// is expected, and it is handled (the computation forms again). Every other panic goes to
+/// the default hook.
+pub fn quiet_connection_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if CONNECTION_PANICS.iter().any(|p| message.starts_with(p)) {
+            let thread = std::thread::current();
+            tracing::warn!(
+                thread = thread.name().unwrap_or(""),
+                reason = message,
+                "a dataflow thread stopped"
+            );
+        } else {
+            default(info);
+        }
+    }));
+}

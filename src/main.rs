@@ -66,6 +66,7 @@ fn main() {
     let (mut flags, matches) = cli::parse();
     flags.external_url = cli::external_url(&flags);
     logging::init(&flags.log_level, &flags.log_format);
+    logging::quiet_connection_panics();
     for name in cli::unimplemented_set(&matches) {
         warn!(
             flag = name,

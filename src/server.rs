@@ -10,6 +10,7 @@ use std::time::Duration;
 use promflow_config::web::WebGuard;
 use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
+use promflow_incremental::cluster::{Formation, Handshake};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
 use promflow_remote::forward::{ClusterWrites, Placement};
@@ -140,6 +141,55 @@ fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Res
     }
     info!(peers = ?cluster.peers(), me = %cluster.me(), "running as a node of a cluster");
     Ok(Some(cluster))
+}
+
+/// The cluster's dataflow computation (`--cluster.dataflow-peer`), if the nodes run one:
+/// its listener is bound here, so an address that cannot be listened at stops the server.
+/// The computation's processes are fixed, so it needs the fixed `--cluster.peer` list.
+fn dataflow_formation(
+    flags: &cli::Flags,
+    cluster: Option<&Cluster>,
+) -> Result<Option<Arc<Formation>>, String> {
+    if flags.cluster_dataflow_peers.is_empty() {
+        return Ok(None);
+    }
+    let Some(cluster) = cluster.filter(|_| flags.cluster_peers_file.is_none()) else {
+        return Err("--cluster.dataflow-peer needs --cluster.peer and --cluster.index: a dataflow computation's nodes are fixed, and --cluster.peers-file can change them".into());
+    };
+    let addresses = flags.cluster_dataflow_peers.clone();
+    if addresses.len() != cluster.peers().len() {
+        return Err(format!(
+            "--cluster.dataflow-peer is given {} times for {} --cluster.peer: one for every node, in the same order",
+            addresses.len(),
+            cluster.peers().len()
+        ));
+    }
+    // the same checks as the peers': host:port, each once
+    Cluster::new(addresses.clone(), cluster.index())
+        .map_err(|e| e.replace("--cluster.peer", "--cluster.dataflow-peer"))?;
+    let here = &addresses[cluster.index()];
+    let listener = std::net::TcpListener::bind(here.as_str())
+        .map_err(|e| format!("--cluster.dataflow-peer={here}: cannot listen there: {e}"))?;
+    let me = Handshake {
+        index: cluster.index(),
+        processes: addresses.len(),
+        workers: flags.rules_dataflow_workers.max(1),
+        fingerprint: dataflow_fingerprint(flags),
+    };
+    info!(peers = ?addresses, "forming the cluster's dataflow");
+    Formation::start(listener, addresses, me, millis(flags.lookback_delta))
+        .map(|f| Some(Arc::new(f)))
+        .map_err(|e| format!("starting the cluster's dataflow: {e}"))
+}
+
+/// What the nodes of a dataflow computation must agree on: the build (which decides how
+/// views are built) and the lookback delta.
+fn dataflow_fingerprint(flags: &cli::Flags) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (env!("CARGO_PKG_VERSION"), option_env!("PROMFLOW_BUILD_REVISION"), millis(flags.lookback_delta))
+        .hash(&mut h);
+    h.finish()
 }
 
 /// A cluster's peers, shared by the parts that place targets, series and reads, and
@@ -300,6 +350,8 @@ struct Components {
     cluster_writes: Option<Arc<ClusterWrites>>,
     /// The cluster's peers now in force, if this node is in one.
     cluster: Option<SharedCluster>,
+    /// The cluster's dataflow computation, with `--cluster.dataflow-peer`.
+    dataflow: Option<Arc<Formation>>,
 }
 
 impl Components {
@@ -388,6 +440,7 @@ impl Components {
         let cluster_writes = cluster
             .as_ref()
             .map(|c| Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor)));
+        let dataflow = dataflow_formation(flags, cluster.as_ref().map(current).as_ref())?;
         Ok(Components {
             scrape,
             status,
@@ -401,6 +454,7 @@ impl Components {
             query_log,
             cluster_writes,
             cluster,
+            dataflow,
         })
     }
 
@@ -496,6 +550,7 @@ impl Components {
             remote_write: Arc::clone(&self.remote_write),
             remote_read: Arc::clone(&self.remote_read),
             cluster_writes: self.cluster_writes.clone(),
+            dataflow: self.dataflow.clone(),
             query: QuerySettings {
                 lookback_delta: flags.lookback_delta,
                 timeout: flags.query_timeout,

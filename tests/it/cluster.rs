@@ -475,7 +475,7 @@ fn a_reloaded_peer_list_moves_targets_and_series() {
     let scraped = |node: &Server| active_targets(node, false);
     // the first two divide the targets between them; the third, alone in knowing all three
     // nodes, takes its own share: some targets are scraped twice until the others reload
-    let before: Vec<usize> = wait_for(Duration::from_secs(10), || {
+    let before: Vec<usize> = wait_for(Duration::from_secs(30), || {
         let counts: Vec<usize> = nodes.iter().map(|n| scraped(n).len()).collect();
         (counts[0] + counts[1] == TARGETS && counts[2] > 0).then_some(counts)
     })
@@ -544,4 +544,84 @@ fn a_wrong_cluster_setting_refuses_to_start() {
     assert!(log.contains("one or the other"), "{log}");
     let log = refused_start(dir.path(), &["--cluster.advertise-address=127.0.0.1:3"]);
     assert!(log.contains("not given"), "{log}");
+}
+
+/// `promflow_cluster_dataflow_up` and `promflow_cluster_dataflow_formations_total` of a node.
+fn dataflow_state(node: &Server) -> (f64, f64) {
+    (metric(node, "promflow_cluster_dataflow_up"), metric(node, "promflow_cluster_dataflow_formations_total"))
+}
+
+#[test]
+fn the_dataflow_forms_again_when_a_killed_node_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cluster.yml");
+    std::fs::write(&cfg, "").unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let dataflow_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let spawn = |i: usize| {
+        let node_dir = dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut flags: Vec<String> = ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")).collect();
+        flags.extend(dataflow_ports.iter().map(|p| format!("--cluster.dataflow-peer=127.0.0.1:{p}")));
+        flags.push(format!("--cluster.index={i}"));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut node = spawn_promflow(&node_dir, &cfg, ports[i], &flags);
+        node.wait_ready("/-/ready");
+        node
+    };
+    // a node is ready before the others start: it serves while its dataflow waits for them
+    let mut nodes = vec![spawn(0)];
+    assert_eq!(dataflow_state(&nodes[0]), (0.0, 0.0), "formed with one node of three");
+    nodes.push(spawn(1));
+    nodes.push(spawn(2));
+    let formed = |nodes: &[Server], times: f64| {
+        wait_for(Duration::from_secs(60), || {
+            nodes.iter().all(|n| dataflow_state(n) == (1.0, times)).then_some(())
+        })
+        .is_some()
+    };
+    assert!(
+        formed(&nodes, 1.0),
+        "the dataflow did not form: {:?}",
+        nodes.iter().map(dataflow_state).collect::<Vec<_>>()
+    );
+    nodes[2].kill9();
+    let survivors_lost = wait_for(Duration::from_secs(30), || {
+        nodes[..2]
+            .iter()
+            .all(|n| dataflow_state(n).0 == 0.0 && metric(n, "promflow_cluster_dataflow_losses_total") == 1.0)
+            .then_some(())
+    });
+    assert!(survivors_lost.is_some(), "the survivors did not notice the lost node");
+    // the survivors go on answering while the dataflow is down
+    let (status, _) = nodes[0].get_json("/api/v1/query?query=up");
+    assert_eq!(status, 200);
+    nodes[2] = spawn(2);
+    assert!(
+        formed(&nodes[..2], 2.0) && formed(&nodes[2..], 1.0),
+        "the dataflow did not form again: {:?}",
+        nodes.iter().map(dataflow_state).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_wrong_dataflow_setting_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = ["--cluster.peer=127.0.0.1:1", "--cluster.peer=127.0.0.1:2", "--cluster.index=0"];
+    fn with<'a>(peers: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [peers, extra].concat()
+    }
+    let log = refused_start(dir.path(), &with(&peers, &["--cluster.dataflow-peer=127.0.0.1:3"]));
+    assert!(log.contains("one for every node"), "{log}");
+    let log = refused_start(
+        dir.path(),
+        &with(&peers, &["--cluster.dataflow-peer=127.0.0.1:3", "--cluster.dataflow-peer=127.0.0.1:3"]),
+    );
+    assert!(log.contains("--cluster.dataflow-peer"), "{log}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("--cluster.dataflow-peer={}", taken.local_addr().unwrap());
+    let log = refused_start(dir.path(), &with(&peers, &[&taken, "--cluster.dataflow-peer=127.0.0.1:4"]));
+    assert!(log.contains("cannot listen"), "{log}");
+    let log = refused_start(dir.path(), &["--cluster.dataflow-peer=127.0.0.1:3"]);
+    assert!(log.contains("needs --cluster.peer"), "{log}");
 }

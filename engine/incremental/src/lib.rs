@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod abelian;
+pub mod cluster;
 mod hub;
 mod installs;
 mod keys;
@@ -367,43 +368,55 @@ impl Incremental {
     /// (`--query.lookback-delta`).
     pub fn start(workers: usize, lookback_ms: i64) -> Result<Incremental, String> {
         let workers = workers.max(1);
-        Incremental::start_with(timely::Config::process(workers), (workers, 0, 1), lookback_ms)
+        let (builders, others) = timely::CommunicationConfig::Process(workers).try_build()?;
+        Incremental::start_with((builders, others), (workers, 0, 1), lookback_ms)
     }
 
-    /// Starts this process's `workers` of one computation across the processes at
-    /// `addresses` (`host:port` where each accepts the others' connections, in the same order
-    /// in every process), this one at `index`. Waits until every process is connected.
+    /// Starts this process's `workers` of one computation across processes, over `sockets`
+    /// ([`cluster::connect`]: one connected socket for each other process, by its place in
+    /// the list, `None` at this process's place `index`).
     ///
     /// Each process's controller drives its own workers: the processes must install the
     /// same views in the same order, each appends the series it holds (a series in one
     /// process only), and a read gathers this process's workers' share of a view.
     pub fn start_in_cluster(
         workers: usize,
-        addresses: Vec<String>,
+        sockets: Vec<Option<std::net::TcpStream>>,
         index: usize,
         lookback_ms: i64,
     ) -> Result<Incremental, String> {
-        let (workers, processes) = (workers.max(1), addresses.len());
-        if index >= addresses.len() {
-            return Err(format!("process {index} is outside the {} addresses", addresses.len()));
+        use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+        use timely::communication::allocator::ProcessBuilder;
+        use timely::communication::{AllocatorBuilder, Hooks};
+        let (workers, processes) = (workers.max(1), sockets.len());
+        if index >= processes || sockets[index].is_some() {
+            return Err(format!("process {index} is not a place without a socket among {processes}"));
         }
-        let config = timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: index,
-                addresses,
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        };
-        Incremental::start_with(config, (workers, index * workers, processes), lookback_ms)
+        let hooks = Hooks::default();
+        let local = ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
+        let (builders, comms) = initialize_networking_from_sockets(local, sockets, index, workers, hooks)
+            .map_err(|e| format!("starting the dataflow's connections: {e}"))?;
+        let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+        Incremental::start_with(
+            (builders, Box::new(comms)),
+            (workers, index * workers, processes),
+            lookback_ms,
+        )
     }
 
-    /// Starts `workers` worker threads here, the first of them worker `first` of the
-    /// computation `config` describes, which spans `processes` processes.
+    /// Whether the computation has failed: a worker has stopped without being told to. In a
+    /// cluster this is how the loss of another process shows (timely fails every worker
+    /// whose connections break).
+    pub fn lost(&self) -> bool {
+        let guards = self.guards.lock().unwrap_or_else(|e| e.into_inner());
+        guards.as_ref().is_some_and(|g| g.guards().iter().any(|h| h.is_finished()))
+    }
+
+    /// Starts `workers` worker threads here over the communication `builders` (and what
+    /// keeps their connections), the first of them worker `first` of a computation that spans
+    /// `processes` processes.
     fn start_with(
-        config: timely::Config,
+        (builders, others): (Vec<timely::communication::AllocatorBuilder>, Box<dyn std::any::Any + Send>),
         (workers, first, processes): (usize, usize, usize),
         lookback_ms: i64,
     ) -> Result<Incremental, String> {
@@ -419,17 +432,22 @@ impl Incremental {
         let keys = Keys::default();
         let counters = Arc::new(Counters::default());
         let (wkeys, wcounters) = (keys.clone(), Arc::clone(&counters));
-        let guards = timely::execute(config, move |worker| {
-            let here = worker.index() - first;
-            let rx = receivers.lock().ok().and_then(|mut r| r[here].take());
-            if let Ok(tx) = thread_tx.lock() {
-                let _ = tx.send((here, std::thread::current()));
-            }
-            wkeys.serve_thread();
-            if let Some(rx) = rx {
-                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers);
-            }
-        })?;
+        let guards = timely::execute::execute_from(
+            builders,
+            others,
+            timely::WorkerConfig::default(),
+            move |worker| {
+                let here = worker.index() - first;
+                let rx = receivers.lock().ok().and_then(|mut r| r[here].take());
+                if let Ok(tx) = thread_tx.lock() {
+                    let _ = tx.send((here, std::thread::current()));
+                }
+                wkeys.serve_thread();
+                if let Some(rx) = rx {
+                    run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers);
+                }
+            },
+        )?;
         let mut threads: Vec<Option<std::thread::Thread>> = vec![None; workers];
         for _ in 0..workers {
             let (i, t) =
@@ -1074,9 +1092,12 @@ impl Incremental {
                     tracing::error!(error = %e, "dataflow worker failed");
                 }
             }
-            Err(_) => {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(waited = ?SHUTDOWN_WAIT, "the dataflow workers did not stop; leaving them")
             }
+            // the computation had failed: its connection threads panicked, which the join
+            // passes on
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
         }
     }
 }

@@ -4,8 +4,10 @@
 //! label sets, so a key that crosses between them must bring its labels along.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
+use promflow_incremental::cluster::{connect, Handshake};
 use promflow_incremental::{Incremental, Value};
 use promflow_storage::Labels;
 
@@ -42,9 +44,43 @@ fn samples() -> Vec<(Labels, i64, f64)> {
     out
 }
 
-fn free_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+/// Listeners on free loopback ports, with their addresses.
+fn listeners(n: usize) -> (Vec<TcpListener>, Vec<String>) {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addresses = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    (listeners, addresses)
+}
+
+/// Connects the processes at `places` (each with its fingerprint) at once, as their
+/// servers would, each giving up after `patience`: what each one's set-up returned.
+fn connect_all(
+    listeners: &[TcpListener],
+    addresses: &[String],
+    places: &[(usize, u64)],
+    patience: Duration,
+) -> Vec<Option<Vec<Option<TcpStream>>>> {
+    std::thread::scope(|s| {
+        let joins: Vec<_> = places
+            .iter()
+            .map(|&(index, fingerprint)| {
+                let me = Handshake { index, processes: addresses.len(), workers: 2, fingerprint };
+                let deadline = Instant::now() + patience;
+                s.spawn(move || {
+                    connect(&listeners[index], addresses, me, &|| Instant::now() > deadline).unwrap()
+                })
+            })
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    })
+}
+
+/// Starts the executors of the processes at `places` over their connections.
+fn start_all(places: &[usize], sockets: Vec<Option<Vec<Option<TcpStream>>>>) -> Vec<Incremental> {
+    places
+        .iter()
+        .zip(sockets)
+        .map(|(&index, s)| Incremental::start_in_cluster(2, s.expect("connected"), index, LOOKBACK).unwrap())
+        .collect()
 }
 
 fn as_map(rows: Vec<(Labels, Value)>) -> BTreeMap<Labels, u64> {
@@ -53,15 +89,10 @@ fn as_map(rows: Vec<(Labels, Value)>) -> BTreeMap<Labels, u64> {
 
 #[test]
 fn two_processes_compute_one_view() {
-    let addresses = vec![free_address(), free_address()];
-    // each start waits for the other: both at once
-    let starting: Vec<_> = (0..2)
-        .map(|index| {
-            let addresses = addresses.clone();
-            std::thread::spawn(move || Incremental::start_in_cluster(2, addresses, index, LOOKBACK))
-        })
-        .collect();
-    let nodes: Vec<Incremental> = starting.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+    let (listeners, addresses) = listeners(2);
+    // each set-up waits for the other: both at once
+    let sockets = connect_all(&listeners, &addresses, &[(0, 7), (1, 7)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let mut views = Vec::new();
     // every process follows every view by subscription too, as a client of it would
@@ -107,6 +138,70 @@ fn two_processes_compute_one_view() {
         nodes[*i].unsubscribe(sub);
     }
     // each waits for the other to finish
+    std::thread::scope(|s| {
+        for n in &nodes {
+            s.spawn(move || n.shutdown());
+        }
+    });
+}
+
+#[test]
+fn processes_that_would_build_other_views_do_not_connect() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 1), (1, 2)], Duration::from_secs(3));
+    assert!(sockets.iter().all(Option::is_none), "processes with other fingerprints connected");
+}
+
+#[test]
+fn a_lost_process_fails_the_others_and_they_connect_again() {
+    let (listeners, addresses) = listeners(3);
+    let patience = Duration::from_secs(30);
+    let places = [(0, 5), (1, 5), (2, 5)];
+    let mut sockets = connect_all(&listeners, &addresses, &places, patience);
+    // process 2's connections, to break them as a killed process's break
+    let process_2: Vec<TcpStream> =
+        sockets[2].as_ref().unwrap().iter().flatten().map(|s| s.try_clone().unwrap()).collect();
+    let nodes = start_all(&[0, 1, 2], std::mem::take(&mut sockets));
+    let plan = promflow_promql::compile("sum(x)", &Default::default()).unwrap();
+    for n in &nodes {
+        n.install(&plan).unwrap();
+    }
+    assert!(nodes.iter().all(|n| !n.lost()));
+    for s in &process_2 {
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    // every process notices at its next message (a clock move)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut t = 0;
+    while !nodes.iter().all(Incremental::lost) {
+        assert!(Instant::now() < deadline, "the loss of a process went unnoticed");
+        t += 1_000;
+        for n in &nodes {
+            n.complete(t);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // they leave their computation, and all three form a new one
+    std::thread::scope(|s| {
+        for n in &nodes {
+            s.spawn(move || n.shutdown());
+        }
+    });
+    drop(nodes);
+    let nodes = start_all(&[0, 1, 2], connect_all(&listeners, &addresses, &places, patience));
+    let labels = |i: usize| Labels::from_pairs([("__name__", "x".to_string()), ("i", i.to_string())]);
+    let ids: Vec<usize> = nodes.iter().map(|n| n.install(&plan).unwrap()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        n.append(&[(labels(i), 1_000, (i + 1) as f64)]);
+    }
+    for n in &nodes {
+        n.complete(2_000);
+    }
+    for (n, id) in nodes.iter().zip(ids) {
+        let rows = n.read(id, 2_000).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1.as_float(), Some(6.0), "the new computation sums every process's series");
+    }
     std::thread::scope(|s| {
         for n in &nodes {
             s.spawn(move || n.shutdown());

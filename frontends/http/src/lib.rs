@@ -202,6 +202,8 @@ pub struct AppState {
     pub remote_read: Arc<promflow_remote::reader::RemoteReaders>,
     /// In a cluster, where remote write stores each series (`None`: here).
     pub cluster_writes: Option<Arc<promflow_remote::forward::ClusterWrites>>,
+    /// In a cluster with `--cluster.dataflow-peer`, its dataflow computation.
+    pub dataflow: Option<Arc<promflow_incremental::cluster::Formation>>,
     /// Query settings.
     pub query: QuerySettings,
     /// Server status.

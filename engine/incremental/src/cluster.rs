@@ -1,0 +1,449 @@
+//! How the processes of a cluster's computation connect before timely takes their sockets.
+//!
+//! timely's own set-up (`CommunicationConfig::Cluster`) connects every process to every
+//! other and starts at once: it cannot be stopped while it waits, it prints to standard
+//! output every second, and it accepts any process that connects, whatever it was built to
+//! compute. A promflow process joins a computation only with processes that will build the
+//! same dataflows in the same order, and a server must be able to give up waiting. So
+//! [`connect`] does the set-up here and hands timely connected sockets:
+//!
+//! - as in timely, each process dials the processes before it in the list and accepts the
+//!   ones after it;
+//! - the dialler introduces itself ([`Handshake`]: its place, the number of processes and
+//!   of workers, and a fingerprint of what it will install); the other side answers whether
+//!   it agrees, and a process that does not is turned away;
+//! - once a process holds a connection to every other, it sends each a ready byte, and it
+//!   returns when it has received one from each. A process therefore starts only with
+//!   processes that are all connected; a connection that breaks before then is dialled or
+//!   accepted again.
+//!
+//! A process that dies after its ready byte leaves the others a dead connection: their
+//! computation fails at its first message ([`crate::Incremental::lost`]) and they connect
+//! again.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use promflow_storage::MetricsWriter;
+
+use crate::Incremental;
+
+/// The first bytes of a dialler's introduction (and of the protocol's version).
+const MAGIC: &[u8; 8] = b"pfdflow1";
+
+/// The answer to an introduction the process agrees with.
+const AGREED: u8 = 1;
+
+/// The answer to an introduction that differs from the process's own.
+const DIFFERS: u8 = 2;
+
+/// The byte a process sends each other once it is connected to all of them.
+const READY: u8 = 3;
+
+/// How long a dial, an introduction and its answer may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How soon a process that did not answer, or disagreed, is dialled again.
+const REDIAL: Duration = Duration::from_millis(500);
+
+/// How long the set-up sleeps when nothing happened.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// What a process tells the others it connects to: all of it must match theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    /// The process's place in the list of addresses.
+    pub index: usize,
+    /// How many processes the computation has.
+    pub processes: usize,
+    /// How many workers each process runs (timely numbers workers by process).
+    pub workers: usize,
+    /// A digest of what the processes will install, in order: processes that would build
+    /// different dataflows must not join one computation.
+    pub fingerprint: u64,
+}
+
+impl Handshake {
+    fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        out[..8].copy_from_slice(MAGIC);
+        for (i, v) in [self.index as u64, self.processes as u64, self.workers as u64, self.fingerprint]
+            .into_iter()
+            .enumerate()
+        {
+            out[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8; 40]) -> Option<Handshake> {
+        if &bytes[..8] != MAGIC {
+            return None;
+        }
+        let field = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[8 + i * 8..16 + i * 8]);
+            u64::from_le_bytes(b)
+        };
+        Some(Handshake {
+            index: usize::try_from(field(0)).ok()?,
+            processes: usize::try_from(field(1)).ok()?,
+            workers: usize::try_from(field(2)).ok()?,
+            fingerprint: field(3),
+        })
+    }
+
+    /// Whether `other`, another process's introduction, belongs to the same computation.
+    fn agrees(&self, other: &Handshake) -> bool {
+        other.index != self.index
+            && other.index < self.processes
+            && other.processes == self.processes
+            && other.workers == self.workers
+            && other.fingerprint == self.fingerprint
+    }
+}
+
+/// A connection to another process during the set-up.
+struct Link {
+    stream: TcpStream,
+    sent_ready: bool,
+    got_ready: bool,
+}
+
+/// Connects this process (`me`) to every other process at `addresses` (the same list, in the
+/// same order, in every process; `listener` is bound at this process's address), and
+/// returns one socket for each other process by its place, `None` at this one's. Returns
+/// `Ok(None)` once `stop` says to give up.
+pub fn connect(
+    listener: &TcpListener,
+    addresses: &[String],
+    me: Handshake,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<Option<Vec<Option<TcpStream>>>> {
+    if me.index >= addresses.len() || me.processes != addresses.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "this process is not in the list of addresses",
+        ));
+    }
+    listener.set_nonblocking(true)?;
+    let mut links: Vec<Option<Link>> = (0..addresses.len()).map(|_| None).collect();
+    let mut next_dial: Vec<Instant> = vec![Instant::now(); addresses.len()];
+    let mut last_complaint: Vec<Option<String>> = vec![None; addresses.len()];
+    loop {
+        if stop() {
+            return Ok(None);
+        }
+        let mut progressed = false;
+        for (j, address) in addresses.iter().enumerate().take(me.index) {
+            if links[j].is_some() || Instant::now() < next_dial[j] {
+                continue;
+            }
+            match dial(address, &me) {
+                Ok(stream) => {
+                    links[j] = Some(Link { stream, sent_ready: false, got_ready: false });
+                    last_complaint[j] = None;
+                    progressed = true;
+                }
+                Err(e) => {
+                    next_dial[j] = Instant::now() + REDIAL;
+                    complain(&mut last_complaint[j], j, &e);
+                }
+            }
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, from)) => match answer(stream, &me) {
+                    Ok((j, stream)) => {
+                        // a process that connects again replaces its old connection
+                        links[j] = Some(Link { stream, sent_ready: false, got_ready: false });
+                        progressed = true;
+                    }
+                    Err(e) => tracing::warn!(%from, error = %e, "turned away a dataflow connection"),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a dataflow connection");
+                    break;
+                }
+            }
+        }
+        let all_connected = (0..links.len()).all(|j| j == me.index || links[j].is_some());
+        for j in 0..links.len() {
+            let Some(link) = links[j].as_mut() else { continue };
+            if all_connected && !link.sent_ready {
+                if link.stream.write_all(&[READY]).is_err() {
+                    links[j] = None;
+                    continue;
+                }
+                link.sent_ready = true;
+                progressed = true;
+            }
+            if !link.got_ready {
+                match poll_ready(&link.stream) {
+                    Ok(true) => {
+                        link.got_ready = true;
+                        progressed = true;
+                    }
+                    Ok(false) => {}
+                    Err(_) => {
+                        // the process went away: dial it again, or wait for it to dial
+                        links[j] = None;
+                        next_dial[j] = Instant::now();
+                    }
+                }
+            }
+        }
+        let done = (0..links.len())
+            .all(|j| j == me.index || links[j].as_ref().is_some_and(|l| l.sent_ready && l.got_ready));
+        if done {
+            let mut sockets = Vec::with_capacity(links.len());
+            for link in links {
+                sockets.push(match link {
+                    Some(l) => {
+                        l.stream.set_read_timeout(None)?;
+                        l.stream.set_nonblocking(false)?;
+                        Some(l.stream)
+                    }
+                    None => None,
+                });
+            }
+            return Ok(Some(sockets));
+        }
+        if !progressed {
+            std::thread::sleep(IDLE);
+        }
+    }
+}
+
+/// Dials the process at `address` and introduces this one.
+fn dial(address: &str, me: &Handshake) -> io::Result<TcpStream> {
+    let target = address.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{address} resolves to no address"))
+    })?;
+    let mut stream = TcpStream::connect_timeout(&target, HANDSHAKE_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.write_all(&me.encode())?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer)?;
+    match answer[0] {
+        AGREED => Ok(stream),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the process there runs other views, another number of workers or another list of processes",
+        )),
+    }
+}
+
+/// Reads a dialler's introduction on `stream` and answers it: the dialler's place when it
+/// belongs to this computation (and comes after this process in the list).
+fn answer(mut stream: TcpStream, me: &Handshake) -> io::Result<(usize, TcpStream)> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut bytes = [0u8; 40];
+    stream.read_exact(&mut bytes)?;
+    let Some(them) = Handshake::decode(&bytes) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a promflow dataflow process"));
+    };
+    if !me.agrees(&them) || them.index <= me.index {
+        stream.write_all(&[DIFFERS])?;
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "process {} runs other views, another number of workers or another list of processes",
+                them.index
+            ),
+        ));
+    }
+    stream.write_all(&[AGREED])?;
+    Ok((them.index, stream))
+}
+
+/// Whether the ready byte has arrived on `stream`; an error when the connection closed.
+fn poll_ready(mut stream: &TcpStream) -> io::Result<bool> {
+    stream.set_nonblocking(true)?;
+    let mut byte = [0u8; 1];
+    let got = match stream.read(&mut byte) {
+        Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+        Ok(_) if byte[0] == READY => Ok(true),
+        Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidData, "not a ready byte")),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    };
+    stream.set_nonblocking(false)?;
+    got
+}
+
+/// Logs why process `j` could not be reached, once for each new reason.
+fn complain(last: &mut Option<String>, j: usize, e: &io::Error) {
+    let why = e.to_string();
+    if last.as_deref() != Some(why.as_str()) {
+        tracing::info!(process = j, reason = %why, "waiting for a dataflow process");
+        *last = Some(why);
+    }
+}
+
+/// How often [`Formation`] looks whether its computation has failed.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// How long [`Formation`] waits after a failed start before connecting again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A cluster's computation kept formed: a thread connects this process to the others
+/// ([`connect`]), starts the executor over the connections, and when the computation fails
+/// (another process died or was cut off: timely stops every process's workers then) leaves
+/// it and connects again, so the computation forms anew once every process is back.
+pub struct Formation {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    current: Mutex<Option<Arc<Incremental>>>,
+    formed: AtomicU64,
+    lost: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Formation {
+    /// Starts forming the computation of the processes at `addresses`, this one `me`, with
+    /// `listener` bound at this process's address.
+    pub fn start(
+        listener: TcpListener,
+        addresses: Vec<String>,
+        me: Handshake,
+        lookback_ms: i64,
+    ) -> io::Result<Formation> {
+        let shared = Arc::new(Shared {
+            current: Mutex::new(None),
+            formed: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("dataflow-formation".into())
+            .spawn(move || form(&s, &listener, &addresses, me, lookback_ms))?;
+        Ok(Formation { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// The computation, while every process is in it.
+    pub fn current(&self) -> Option<Arc<Incremental>> {
+        self.shared.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many times the computation has formed.
+    pub fn formed(&self) -> u64 {
+        self.shared.formed.load(Ordering::Relaxed)
+    }
+
+    /// Stops forming, and leaves the computation without telling the others, as a process
+    /// that exits does: they see its connections close, which fails their computation, and
+    /// form it again when this process is back. (timely's orderly shutdown would instead
+    /// let them go on without this process's share of the data.)
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Writes `promflow_cluster_dataflow_up` and the counts of formations and losses.
+    pub fn write_metrics(&self, w: &mut MetricsWriter) {
+        w.gauge(
+            "promflow_cluster_dataflow_up",
+            "Whether the cluster's dataflow computation is formed, with every process in it.",
+            u64::from(self.current().is_some()),
+        );
+        w.counter(
+            "promflow_cluster_dataflow_formations_total",
+            "How many times the cluster's dataflow computation has formed.",
+            self.formed(),
+        );
+        w.counter(
+            "promflow_cluster_dataflow_losses_total",
+            "How many times the cluster's dataflow computation failed (a process was lost).",
+            self.shared.lost.load(Ordering::Relaxed),
+        );
+    }
+}
+
+impl Drop for Formation {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The formation thread: connect, run until lost, leave, again.
+fn form(shared: &Shared, listener: &TcpListener, addresses: &[String], me: Handshake, lookback_ms: i64) {
+    let stopped = || shared.stop.load(Ordering::Relaxed);
+    while !stopped() {
+        let sockets = match connect(listener, addresses, me, &stopped) {
+            Ok(Some(sockets)) => sockets,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "connecting the cluster's dataflow");
+                std::thread::sleep(RETRY_AFTER);
+                continue;
+            }
+        };
+        let inc = match Incremental::start_in_cluster(me.workers, sockets, me.index, lookback_ms) {
+            Ok(inc) => Arc::new(inc),
+            Err(e) => {
+                tracing::error!(error = %e, "starting the cluster's dataflow");
+                std::thread::sleep(RETRY_AFTER);
+                continue;
+            }
+        };
+        shared.formed.fetch_add(1, Ordering::Relaxed);
+        *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&inc));
+        tracing::info!(processes = addresses.len(), "the cluster's dataflow is formed");
+        while !stopped() && !inc.lost() {
+            std::thread::sleep(CHECK_EVERY);
+        }
+        shared.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if stopped() {
+            // the process is exiting: its connections close with it
+            std::mem::forget(inc);
+            return;
+        }
+        shared.lost.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("the cluster's dataflow lost a process; forming it again");
+        // a failed computation's workers may never stop: leaving it must not hold up forming
+        // the next one (its shutdown gives up after a bound and leaves the threads)
+        let _ = std::thread::Builder::new().name("dataflow-leave".into()).spawn(move || drop(inc));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_introduction_reads_back() {
+        let h = Handshake { index: 2, processes: 3, workers: 4, fingerprint: u64::MAX - 7 };
+        assert_eq!(Handshake::decode(&h.encode()), Some(h));
+        let mut other = h.encode();
+        other[0] = b'x';
+        assert_eq!(Handshake::decode(&other), None);
+    }
+
+    #[test]
+    fn only_the_same_computation_agrees() {
+        let me = Handshake { index: 0, processes: 3, workers: 2, fingerprint: 9 };
+        let them = Handshake { index: 1, ..me };
+        assert!(me.agrees(&them));
+        assert!(!me.agrees(&Handshake { fingerprint: 8, ..them }));
+        assert!(!me.agrees(&Handshake { workers: 1, ..them }));
+        assert!(!me.agrees(&Handshake { processes: 4, ..them }));
+        assert!(!me.agrees(&Handshake { index: 3, ..them }));
+        assert!(!me.agrees(&me));
+    }
+}
