@@ -130,6 +130,10 @@ pub struct CommittedBatch {
     /// How many times the head had removed series when the batch was committed: a consumer
     /// may forget the series it remembers by id once this grows, as some of them are gone.
     pub removals: u64,
+    /// Whether the batch holds copies this node stores for another that feeds them to the
+    /// dataflow ([`Appender::mark_replica`]): in a cluster's one computation each series is
+    /// appended by one node only.
+    pub replica: bool,
     /// Where the labels of series the batch did not create are looked up.
     db: std::sync::Weak<Db>,
 }
@@ -265,6 +269,9 @@ pub trait Appender: Send {
         let _ = (labels, t, start);
         Ok(())
     }
+    /// Marks the batch as copies that another node feeds to the cluster's dataflow
+    /// ([`CommittedBatch::replica`]). An appender without an append feed ignores it.
+    fn mark_replica(&mut self) {}
     /// Makes the batch durable, visible to queriers, and sends it to the append feed.
     fn commit(self: Box<Self>) -> Result<CommitStats, Error>;
     /// Discards the batch.

@@ -9,6 +9,11 @@
 //! read every node and find the series wherever it went. A peer's 400 is the sender's to fix,
 //! and is passed on. The copies go to the peers marked as a hop ([`CLUSTER_HOP_HEADER`]): a node
 //! stores a hop's series itself, without forwarding them again.
+//!
+//! Of a series' copies, the one on the first node of its ranking that stores it is the
+//! primary, and the others are replicas ([`Role`]; a replica's hop header says
+//! [`REPLICA_HOP`]): a cluster's one dataflow computation takes each series from one node,
+//! the one with the primary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,6 +24,37 @@ use crate::{Appended, Error, RequestView};
 
 /// A cluster's placement of series: every node, best first, for a hash of a series' labels.
 pub type Ranking = Arc<dyn Fn(u64) -> Vec<usize> + Send + Sync>;
+
+/// The value of [`CLUSTER_HOP_HEADER`] on a copy that is a replica ([`Role::Replica`]).
+pub const REPLICA_HOP: &str = "replica";
+
+/// What a node's copy of a series is to the cluster's dataflow computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The copy on the first node of the series' ranking that stores it: that node feeds
+    /// the series to the computation.
+    Primary,
+    /// Another copy, stored but not fed to the computation.
+    Replica,
+}
+
+impl Role {
+    /// The role a copy sent with `hop` (the value of [`CLUSTER_HOP_HEADER`]) has.
+    pub fn of_hop(hop: &str) -> Role {
+        if hop == REPLICA_HOP {
+            Role::Replica
+        } else {
+            Role::Primary
+        }
+    }
+
+    fn hop(self) -> &'static str {
+        match self {
+            Role::Primary => "1",
+            Role::Replica => REPLICA_HOP,
+        }
+    }
+}
 
 /// How long a copy waits for a peer's answer before that peer counts as down for it.
 const COPY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +101,8 @@ impl ClusterWrites {
     }
 
     /// Stores `req`: the series this node holds through `local` (which appends and commits
-    /// them), the others as copies sent to their nodes on `runtime`. Blocks until every
+    /// them, as primaries or replicas), the others as copies sent to their nodes on
+    /// `runtime`. Blocks until every
     /// series is on `replication` nodes; fails with [`Error::Unavailable`] when too few
     /// nodes answer, and with the peer's refusal when a peer refuses a copy (400). A failed
     /// request may leave some series stored: this node's share and the copies that were,
@@ -75,7 +112,7 @@ impl ClusterWrites {
         &self,
         req: &RequestView<'_>,
         runtime: &tokio::runtime::Handle,
-        mut local: impl FnMut(&RequestView<'_>) -> Result<Appended, Error>,
+        mut local: impl FnMut(&RequestView<'_>, Role) -> Result<Appended, Error>,
     ) -> Result<Appended, Error> {
         let placement = self.placement();
         let Placement { peers, me, rank } = &*placement;
@@ -87,19 +124,27 @@ impl ClusterWrites {
             rankings.iter().map(|r| r.iter().copied().take(self.replication).collect()).collect();
         let mut down: BTreeSet<usize> = BTreeSet::new();
         loop {
+            let role = |i: usize, node: usize| role_of(&rankings[i], &stored[i], &sending[i], node);
             // this node's share first: a series it cannot store fails the request before any copy
-            let mine: BTreeSet<usize> = (0..sending.len()).filter(|&i| sending[i].contains(&me)).collect();
-            if !mine.is_empty() {
-                local(&req.subset(|i| mine.contains(&i)))?;
-                for &i in &mine {
-                    sending[i].retain(|&n| n != me);
-                    stored[i].push(me);
+            for wanted in [Role::Primary, Role::Replica] {
+                let mine: BTreeSet<usize> = (0..sending.len())
+                    .filter(|&i| sending[i].contains(&me) && role(i, me) == wanted)
+                    .collect();
+                if !mine.is_empty() {
+                    local(&req.subset(|i| mine.contains(&i)), wanted)?;
                 }
             }
-            let mut owed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (nodes, held) in sending.iter_mut().zip(stored.iter_mut()) {
+                if nodes.contains(&me) {
+                    nodes.retain(|&n| n != me);
+                    held.push(me);
+                }
+            }
+            let role = |i: usize, node: usize| role_of(&rankings[i], &stored[i], &sending[i], node);
+            let mut owed: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
             for (i, nodes) in sending.iter().enumerate() {
                 for &n in nodes {
-                    owed.entry(n).or_default().push(i);
+                    owed.entry((n, role(i, n))).or_default().push(i);
                 }
             }
             if owed.is_empty() {
@@ -109,8 +154,10 @@ impl ClusterWrites {
             for (node, answer) in runtime.block_on(self.send(peers, req, &owed)) {
                 match answer {
                     Ok(()) => {
-                        for &i in &owed[&node] {
-                            stored[i].push(node);
+                        for ((_, _), series) in owed.range((node, Role::Primary)..=(node, Role::Replica)) {
+                            for &i in series {
+                                stored[i].push(node);
+                            }
                         }
                     }
                     Err(Copy::Refused(e)) => return Err(e),
@@ -180,10 +227,10 @@ impl ClusterWrites {
         &self,
         peers: &[String],
         req: &RequestView<'_>,
-        owed: &BTreeMap<usize, Vec<usize>>,
+        owed: &BTreeMap<(usize, Role), Vec<usize>>,
     ) -> Vec<(usize, Result<(), Copy>)> {
         let mut asks = Vec::new();
-        for (&node, series) in owed {
+        for (&(node, role), series) in owed {
             for body in copies(req, series) {
                 let request = self
                     .client
@@ -191,7 +238,7 @@ impl ClusterWrites {
                     .header("Content-Type", COPY_CONTENT_TYPE)
                     .header("Content-Encoding", "snappy")
                     .header("X-Prometheus-Remote-Write-Version", "2.0.0")
-                    .header(CLUSTER_HOP_HEADER, "1")
+                    .header(CLUSTER_HOP_HEADER, role.hop())
                     .timeout(COPY_TIMEOUT)
                     .body(body);
                 asks.push((node, tokio::spawn(request.send())));
@@ -219,6 +266,18 @@ impl ClusterWrites {
             }
         }
         out
+    }
+}
+
+/// The role of `node`'s copy of a series ranked `ranking`, stored on `stored` and being sent to
+/// `sending`: the primary when no node before it in the ranking holds or is sent a copy.
+fn role_of(ranking: &[usize], stored: &[usize], sending: &[usize], node: usize) -> Role {
+    let earlier =
+        ranking.iter().take_while(|&&n| n != node).any(|n| stored.contains(n) || sending.contains(n));
+    if earlier {
+        Role::Replica
+    } else {
+        Role::Primary
     }
 }
 
@@ -278,6 +337,19 @@ pub fn series_hash(labels: &[(&str, &str)]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_copy_in_a_ranking_is_the_primary() {
+        let ranking = [2, 0, 1];
+        // all up: the first two of the ranking, the first of them the primary
+        assert_eq!(role_of(&ranking, &[], &[2, 0], 2), Role::Primary);
+        assert_eq!(role_of(&ranking, &[], &[2, 0], 0), Role::Replica);
+        // node 2 down: the copies go to 0 and 1, and 0's is the primary
+        assert_eq!(role_of(&ranking, &[], &[0, 1], 0), Role::Primary);
+        assert_eq!(role_of(&ranking, &[0], &[1], 1), Role::Replica);
+        assert_eq!(Role::of_hop(Role::Replica.hop()), Role::Replica);
+        assert_eq!(Role::of_hop("1"), Role::Primary);
+    }
     use crate::{Label, Sample, TimeSeries, WriteRequest};
 
     /// A series hashes alike whatever the order of its labels, and without its empty ones.

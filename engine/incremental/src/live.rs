@@ -369,6 +369,10 @@ impl LiveViews {
     fn take_feed(&self) {
         let feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
         while let Ok(batch) = feed.try_recv() {
+            // another node of the cluster feeds these series to the computation
+            if batch.replica {
+                continue;
+            }
             self.clock_state.lock().unwrap_or_else(|e| e.into_inner()).arrived();
             let floats = batch.samples.iter().map(|(id, s)| (*id, s.t, Value::float(s.v)));
             let hists = batch.histograms.iter().map(|(id, h)| (*id, h.t, Value::histogram(Arc::clone(&h.h))));
@@ -878,5 +882,31 @@ mod tests {
             drop(earlier);
             later.join().unwrap();
         });
+    }
+
+    /// Copies a node stores for another node of a cluster (replicas) are not fed to its
+    /// views: the node with the primary copy feeds the series to the cluster's computation.
+    #[test]
+    fn replicas_are_not_fed_to_the_views() {
+        use promflow_storage::{Db, DbOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let views = LiveViews::start(1, 5_000, |wake| db.subscribe_waking(wake), db.clone(), true).unwrap();
+        let plan = promflow_promql::compile("sum(up)", &Default::default()).unwrap();
+        let t = now_ms() + 2_000;
+        views.schedule(t);
+        drop(views.prepare([(&plan, None)], t));
+        for (copy, replica) in [("primary", false), ("replica", true)] {
+            let mut app = db.appender();
+            if replica {
+                app.mark_replica();
+            }
+            let labels = Labels::from_pairs([("__name__", "up".to_string()), ("copy", copy.to_string())]);
+            app.append(&labels, t - 1_000, 1.0).unwrap();
+            app.commit().unwrap();
+        }
+        let rows = views.read(&plan, t, None).expect("a view").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1.as_float(), Some(1.0), "a replica was fed to the views");
     }
 }

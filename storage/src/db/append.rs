@@ -36,6 +36,7 @@ impl Db {
             open_id: None,
             oldest: Timestamp::MAX,
             admitted: None,
+            replica: false,
         })
     }
 
@@ -110,6 +111,8 @@ struct DbAppender {
     /// The loosest bounds any staged sample was admitted under: the commit checks against
     /// these, not against bounds that moved since (other commits, a head cut).
     admitted: Option<Bounds>,
+    /// [`Appender::mark_replica`].
+    replica: bool,
 }
 
 /// A staged sample's value. Floats and histograms are staged in one list so that a series'
@@ -518,6 +521,10 @@ impl Appender for DbAppender {
         Ok(())
     }
 
+    fn mark_replica(&mut self) {
+        self.replica = true;
+    }
+
     fn commit(mut self: Box<Self>) -> Result<CommitStats, Error> {
         let db = Arc::clone(&self.db);
         let mut series = std::mem::take(&mut self.series);
@@ -776,6 +783,7 @@ impl Appender for DbAppender {
                     .filter_map(|&i| Some((ref_of(i), Arc::clone(series[i as usize].labels.as_ref()?))))
                     .collect(),
                 removals,
+                replica: self.replica,
                 db: Arc::downgrade(&db),
             });
             subs.retain(|(tx, wake)| {

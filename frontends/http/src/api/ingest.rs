@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
+use promflow_remote::forward::Role;
 
 pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     use promflow_remote::Message1or2;
@@ -33,7 +34,9 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
     };
     state.http_metrics.observe_remote_write(message.name(), encoding);
     // a copy from a cluster peer is stored here, not placed again
-    let hop = headers.contains_key(promflow_remote::reader::CLUSTER_HOP_HEADER);
+    let hop = headers
+        .get(promflow_remote::reader::CLUSTER_HOP_HEADER)
+        .map(|v| Role::of_hop(v.to_str().unwrap_or_default()));
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         let raw = match encoding {
@@ -44,10 +47,12 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
             Message1or2::V1 => promflow_remote::RequestView::parse(&raw)?,
             Message1or2::V2 => promflow_remote::RequestView::parse_v2(&raw)?,
         };
-        let store = |part: &promflow_remote::RequestView<'_>| store_here(&state, part);
-        match state.cluster_writes.as_deref().filter(|_| !hop) {
-            Some(cluster) => cluster.write(&req, &runtime, store),
-            None => store(&req),
+        let store = |part: &promflow_remote::RequestView<'_>, role| store_here(&state, part, role);
+        match (state.cluster_writes.as_deref(), hop) {
+            (Some(cluster), None) => cluster.write(&req, &runtime, store),
+            (Some(_), Some(role)) => store(&req, role),
+            // one server feeds everything it stores to its views
+            (None, _) => store(&req, Role::Primary),
         }
     })
     .await;
@@ -87,12 +92,17 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
     }
 }
 
-/// Stores a remote-write request, or this node's share of one, in one commit.
+/// Stores a remote-write request, or this node's share of one, in one commit: as the
+/// series' primary copies or as replicas.
 fn store_here(
     state: &crate::AppState,
     part: &promflow_remote::RequestView<'_>,
+    role: Role,
 ) -> Result<promflow_remote::Appended, promflow_remote::Error> {
     let mut app = state.db.appender();
+    if role == Role::Replica {
+        app.mark_replica();
+    }
     match promflow_remote::append_request(part, state.start_zero_samples, app.as_mut()) {
         Ok(written) => app.commit().map(|_| written).map_err(promflow_remote::Error::Storage),
         Err(e) => {
@@ -231,7 +241,7 @@ fn place_otlp<'b>(
         };
         view.push_series(parts).map_err(|e| promflow_otlp::Error::Translation(e.to_string()))?;
     }
-    match cluster.write(&view, runtime, |part| store_here(state, part)) {
+    match cluster.write(&view, runtime, |part, role| store_here(state, part, role)) {
         Ok(n) => Ok(promflow_otlp::Written { samples: n.samples, histograms: n.histograms }),
         Err(promflow_remote::Error::Storage(e)) if e.is_sample_error() => {
             Err(promflow_otlp::Error::Sample(e))
