@@ -1132,8 +1132,6 @@ pub(crate) struct WorkerState {
     dataflows: HashMap<usize, usize>,
     /// In a cluster, the read copies of the arrangements views read, by arrangement.
     gathered: HashMap<usize, Gathered>,
-    /// The workers this worker's series operators keep series on.
-    pub(crate) series_route: series::Route,
     /// In a cluster, the first worker of every process (empty in one process).
     leaders: Vec<u64>,
 }
@@ -1172,7 +1170,6 @@ fn run_worker(
         clocks: HashMap::new(),
         dataflows: HashMap::new(),
         gathered: HashMap::new(),
-        series_route: series::Route { first: first as u64, width: width as u64 },
         leaders,
     };
     // every worker builds the hub's dataflow (workers build the same dataflows in the same
@@ -1275,7 +1272,7 @@ fn run_worker(
                         let gathered = state.gathered.get(&arrangement).map(|g| &g.tap);
                         if let Some(tap) = gathered.or_else(|| state.taps.get(&arrangement)) {
                             // the subscription counts this process's workers only
-                            let worker = worker.index() - state.series_route.first as usize;
+                            let worker = worker.index() - first;
                             let subscriber = tap::Subscriber::new((id, from), tx, complete, worker, wake);
                             tap.borrow_mut().push(subscriber);
                             subscriptions.insert(id, arrangement);

@@ -449,9 +449,7 @@ fn per_series<'s>(
         ticks = ticks.concat(values);
     }
     let (keys, counters) = (cx.keys.clone(), Arc::clone(&cx.counters));
-    let route = cx.state.series_route;
-    series::render(route, rows, ticks, func.clone(), keep.clone(), pinned, cx.grain, keys, counters)
-        .as_collection()
+    series::render(rows, ticks, func.clone(), keep.clone(), pinned, cx.grain, keys, counters).as_collection()
 }
 
 /// Each keyed record paired with a parameter's value: the constant's, or the changing

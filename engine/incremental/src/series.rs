@@ -1290,22 +1290,12 @@ impl SeriesOp {
     }
 }
 
-/// The workers a series can be kept on: `width` workers from `first` on. In one process
-/// they are all the workers; in a cluster, the workers of the process that appends the
-/// series, so that samples never cross processes and a window read back from storage is
-/// read from the process that stores it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Route {
-    pub(crate) first: u64,
-    pub(crate) width: u64,
-}
-
-/// Renders the operator over `rows` (exchanged by series among the workers `route` names)
-/// and this worker's `clock` ticks ([`SeriesOp::new`] says what the other arguments mean).
-/// Each event time is held with a capability until its events have run.
+/// Renders the operator over `rows` (exchanged by series among all the computation's
+/// workers, in every process: a series' samples meet on one worker whichever process appends
+/// them) and this worker's `clock` ticks ([`SeriesOp::new`] says what the other arguments
+/// mean). Each event time is held with a capability until its events have run.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn render<'s>(
-    route: Route,
     rows: Stream<'s, u64, Vec<Row>>,
     clock: Stream<'s, u64, Vec<Tick>>,
     func: SeriesFn,
@@ -1315,8 +1305,7 @@ pub(crate) fn render<'s>(
     keys: Keys,
     counters: Arc<Counters>,
 ) -> Stream<'s, u64, Vec<Update>> {
-    let Route { first, width } = route;
-    let owner = Exchange::new(move |r: &Row| first + r.0 .0 % width);
+    let owner = Exchange::new(|r: &Row| r.0 .0);
     rows.binary_frontier(clock, owner, Pipeline, "series", move |_cap, _info| {
         let mut op = SeriesOp::new(func, keep, pinned, grain, keys, counters);
         let mut caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
