@@ -6,6 +6,7 @@ mod allocator;
 mod check;
 mod cli;
 mod cluster;
+mod cluster_views;
 mod logging;
 mod rules;
 mod server;

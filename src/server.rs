@@ -10,7 +10,7 @@ use std::time::Duration;
 use promflow_config::web::WebGuard;
 use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
-use promflow_incremental::cluster::{Formation, Handshake};
+use promflow_incremental::cluster::{Formation, Handshake, Occupant};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
 use promflow_remote::forward::{ClusterWrites, Placement};
@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::cli;
 use crate::cluster::Cluster;
+use crate::cluster_views::RuleViews;
 
 /// The Prometheus version whose API and semantics promflow follows; API clients such as
 /// Grafana read it from `/api/v1/status/buildinfo` and need a semver.
@@ -92,9 +93,10 @@ pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(
     Ok(())
 }
 
-/// The cluster this node belongs to (`--cluster.peer`, `--cluster.index`), if any. A
-/// cluster evaluates rules in batch over every node's storage (`docs/cluster.md`), so an
-/// explicit `--rules.evaluation-mode=event` is refused, and the default becomes `tick`.
+/// The cluster this node belongs to (`--cluster.peer`, `--cluster.index`), if any. Without
+/// `--cluster.dataflow-peer` a cluster evaluates rules in batch over every node's storage
+/// (`docs/cluster.md`), so an explicit `--rules.evaluation-mode=event` is refused, and the
+/// default becomes `tick`.
 fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Result<Option<Cluster>, String> {
     let cluster = match (&flags.cluster_peers_file, flags.cluster_peers.is_empty(), flags.cluster_index) {
         (Some(file), true, None) => {
@@ -133,9 +135,10 @@ fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Res
             cluster.peers().len()
         ));
     }
-    if flags.rules_evaluation_mode == "event" {
+    // without the cluster's computation a node's views would see only the samples it stores
+    if flags.rules_evaluation_mode == "event" && flags.cluster_dataflow_peers.is_empty() {
         if matches.value_source("rules_evaluation_mode") == Some(clap::parser::ValueSource::CommandLine) {
-            return Err("--rules.evaluation-mode=event is not available in a cluster: a node's views would see only the samples it stores (use tick)".into());
+            return Err("--rules.evaluation-mode=event is not available in a cluster without --cluster.dataflow-peer: a node's views would see only the samples it stores (use tick, or form the cluster's dataflow)".into());
         }
         flags.rules_evaluation_mode = "tick".into();
     }
@@ -146,9 +149,11 @@ fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Res
 /// The cluster's dataflow computation (`--cluster.dataflow-peer`), if the nodes run one:
 /// its listener is bound here, so an address that cannot be listened at stops the server.
 /// The computation's processes are fixed, so it needs the fixed `--cluster.peer` list.
+/// `views` are the rules' views it carries.
 fn dataflow_formation(
     flags: &cli::Flags,
     cluster: Option<&Cluster>,
+    views: Option<&Arc<RuleViews>>,
 ) -> Result<Option<Arc<Formation>>, String> {
     if flags.cluster_dataflow_peers.is_empty() {
         return Ok(None);
@@ -176,10 +181,17 @@ fn dataflow_formation(
         workers: flags.rules_dataflow_workers.max(1),
         fingerprint: dataflow_fingerprint(flags),
     };
+    let Some(views) = views else { return Ok(None) };
     info!(peers = ?addresses, "forming the cluster's dataflow");
-    Formation::start(listener, addresses, me, millis(flags.lookback_delta))
-        .map(|f| Some(Arc::new(f)))
-        .map_err(|e| format!("starting the cluster's dataflow: {e}"))
+    Formation::start(
+        listener,
+        addresses,
+        me,
+        millis(flags.lookback_delta),
+        Arc::clone(views) as Arc<dyn Occupant>,
+    )
+    .map(|f| Some(Arc::new(f)))
+    .map_err(|e| format!("starting the cluster's dataflow: {e}"))
 }
 
 /// What the nodes of a dataflow computation must agree on: the build (which decides how
@@ -352,6 +364,8 @@ struct Components {
     cluster: Option<SharedCluster>,
     /// The cluster's dataflow computation, with `--cluster.dataflow-peer`.
     dataflow: Option<Arc<Formation>>,
+    /// The rules' views on it.
+    rule_views: Option<Arc<RuleViews>>,
 }
 
 impl Components {
@@ -427,7 +441,7 @@ impl Components {
         let query_log = Arc::new(QueryLog::default());
         open_query_log(&query_log, config)?;
         // a node's views would see its own samples only: in a cluster, rules read every
-        // node's storage in batch, as queries do
+        // node's storage, as queries do, and views only on the cluster's computation
         let (live_views, rule_querier) = match &cluster {
             Some(_) => {
                 let fanout = StandingFanout::new(Arc::clone(db), Arc::clone(&remote_read), runtime.clone());
@@ -435,12 +449,23 @@ impl Components {
             }
             None => (start_live_views(flags, db)?, Arc::clone(db) as Arc<dyn Querier>),
         };
-        let rule_manager = start_rules(flags, db, rule_querier, &notifier, live_views.clone(), &query_log);
+        // in tick mode no rule reads views, and the computation forms with none
+        let rule_views = (!flags.cluster_dataflow_peers.is_empty())
+            .then(|| Arc::new(RuleViews::new(Arc::clone(db), Arc::clone(&rule_querier), &rule_groups)));
+        let dataflow =
+            dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), rule_views.as_ref())?;
+        let rule_manager = start_rules(
+            flags,
+            db,
+            rule_querier,
+            &notifier,
+            (live_views.clone(), dataflow.clone()),
+            &query_log,
+        );
         rule_manager.update(rule_groups);
         let cluster_writes = cluster
             .as_ref()
             .map(|c| Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor)));
-        let dataflow = dataflow_formation(flags, cluster.as_ref().map(current).as_ref())?;
         Ok(Components {
             scrape,
             status,
@@ -455,6 +480,7 @@ impl Components {
             cluster_writes,
             cluster,
             dataflow,
+            rule_views,
         })
     }
 
@@ -472,6 +498,7 @@ impl Components {
         let push = self.push.clone();
         let otlp = self.otlp.clone();
         let query_log = Arc::clone(&self.query_log);
+        let rule_views = self.rule_views.clone();
         let peers = PeersReload {
             file: flags.cluster_peers_file.clone(),
             me: flags.cluster_advertise_address.clone().unwrap_or_default(),
@@ -496,6 +523,9 @@ impl Components {
                     }
                     if let Some(otlp) = &otlp {
                         otlp.apply(&l.config);
+                    }
+                    if let Some(views) = &rule_views {
+                        views.set_groups(&groups);
                     }
                     rule_manager.update(groups);
                     db.set_out_of_order_window(millis(l.config.storage.tsdb.out_of_order_time_window));
@@ -767,7 +797,7 @@ fn start_rules(
     db: &Arc<Db>,
     querier: Arc<dyn Querier>,
     notifier: &Arc<promflow_notifier::Notifier>,
-    views: Option<Arc<LiveViews>>,
+    (views, dataflow): (Option<Arc<LiveViews>>, Option<Arc<Formation>>),
     query_log: &Arc<QueryLog>,
 ) -> Arc<RuleManager> {
     let writer = Arc::clone(db);
@@ -806,6 +836,7 @@ fn start_rules(
                 )
             })),
             views,
+            cluster_views: dataflow.map(|d| Arc::new(move || d.current()) as promflow_rules::ClusterViewsFn),
             timings: Arc::default(),
             query_log: Some(Arc::new(move |q: &promflow_rules::LoggedRuleQuery<'_>| {
                 if !log.enabled() {

@@ -3,6 +3,7 @@
 //! among the nodes, and rules read the whole cluster. The oracle is one process that holds
 //! all of the data.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -551,35 +552,62 @@ fn dataflow_state(node: &Server) -> (f64, f64) {
     (metric(node, "promflow_cluster_dataflow_up"), metric(node, "promflow_cluster_dataflow_formations_total"))
 }
 
+/// A cluster whose nodes form one dataflow computation (`--cluster.dataflow-peer`): the
+/// HTTP and dataflow ports of every node, and the configuration they share.
+struct DataflowCluster {
+    dir: PathBuf,
+    cfg: PathBuf,
+    ports: Vec<u16>,
+    dataflow_ports: Vec<u16>,
+    extra: Vec<String>,
+}
+
+impl DataflowCluster {
+    fn new(dir: &Path, n: usize, config: &str, extra: &[&str]) -> DataflowCluster {
+        let cfg = dir.join("cluster.yml");
+        std::fs::write(&cfg, config).unwrap();
+        DataflowCluster {
+            dir: dir.to_path_buf(),
+            cfg,
+            ports: (0..n).map(|_| free_port()).collect(),
+            dataflow_ports: (0..n).map(|_| free_port()).collect(),
+            extra: extra.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// Starts node `i` (again, after a kill, on the same data) and waits until it serves.
+    fn spawn(&self, i: usize) -> Server {
+        let node_dir = self.dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut flags: Vec<String> =
+            self.ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")).collect();
+        flags.extend(self.dataflow_ports.iter().map(|p| format!("--cluster.dataflow-peer=127.0.0.1:{p}")));
+        flags.push(format!("--cluster.index={i}"));
+        flags.extend(self.extra.iter().cloned());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut node = spawn_promflow(&node_dir, &self.cfg, self.ports[i], &flags);
+        node.wait_ready("/-/ready");
+        node
+    }
+}
+
+/// Waits until every node of `nodes` is in the cluster's dataflow, formed `times` times.
+fn formed(nodes: &[Server], times: f64) -> bool {
+    wait_for(Duration::from_secs(60), || {
+        nodes.iter().all(|n| dataflow_state(n) == (1.0, times)).then_some(())
+    })
+    .is_some()
+}
+
 #[test]
 fn the_dataflow_forms_again_when_a_killed_node_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("cluster.yml");
-    std::fs::write(&cfg, "").unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let dataflow_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let spawn = |i: usize| {
-        let node_dir = dir.path().join(format!("node{i}"));
-        std::fs::create_dir_all(&node_dir).unwrap();
-        let mut flags: Vec<String> = ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")).collect();
-        flags.extend(dataflow_ports.iter().map(|p| format!("--cluster.dataflow-peer=127.0.0.1:{p}")));
-        flags.push(format!("--cluster.index={i}"));
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let mut node = spawn_promflow(&node_dir, &cfg, ports[i], &flags);
-        node.wait_ready("/-/ready");
-        node
-    };
+    let cluster = DataflowCluster::new(dir.path(), 3, "", &[]);
     // a node is ready before the others start: it serves while its dataflow waits for them
-    let mut nodes = vec![spawn(0)];
+    let mut nodes = vec![cluster.spawn(0)];
     assert_eq!(dataflow_state(&nodes[0]), (0.0, 0.0), "formed with one node of three");
-    nodes.push(spawn(1));
-    nodes.push(spawn(2));
-    let formed = |nodes: &[Server], times: f64| {
-        wait_for(Duration::from_secs(60), || {
-            nodes.iter().all(|n| dataflow_state(n) == (1.0, times)).then_some(())
-        })
-        .is_some()
-    };
+    nodes.push(cluster.spawn(1));
+    nodes.push(cluster.spawn(2));
     assert!(
         formed(&nodes, 1.0),
         "the dataflow did not form: {:?}",
@@ -596,12 +624,156 @@ fn the_dataflow_forms_again_when_a_killed_node_returns() {
     // the survivors go on answering while the dataflow is down
     let (status, _) = nodes[0].get_json("/api/v1/query?query=up");
     assert_eq!(status, 200);
-    nodes[2] = spawn(2);
+    nodes[2] = cluster.spawn(2);
     assert!(
         formed(&nodes[..2], 2.0) && formed(&nodes[2..], 1.0),
         "the dataflow did not form again: {:?}",
         nodes.iter().map(dataflow_state).collect::<Vec<_>>()
     );
+}
+
+/// The samples of the recorded series `name` over the 4 s before `at_ms`, by labels and
+/// timestamp, as `node` answers for the whole cluster.
+fn recorded(node: &Server, name: &str, at_ms: i64) -> BTreeMap<(String, String), f64> {
+    let path = format!(
+        "/api/v1/query?query={}&time={:.3}",
+        urlencode(&format!("{name}[4s]")),
+        at_ms as f64 / 1000.0
+    );
+    let (status, v) = node.get_json(&path);
+    assert_eq!(status, 200, "{v}");
+    let mut out = BTreeMap::new();
+    for r in result(&v) {
+        for point in r["values"].as_array().unwrap() {
+            let value: f64 = point[1].as_str().unwrap().parse().unwrap();
+            out.insert((r["metric"].to_string(), point[0].to_string()), value);
+        }
+    }
+    out
+}
+
+/// Whether `node`'s recorded series agree with `single`'s at the evaluations both made in
+/// the 4 s before now: what differs, if anything.
+fn recorded_alike(node: &Server, single: &Server, names: &[&str]) -> Result<(), String> {
+    let at = now_ms();
+    for name in names {
+        let (got, want) = (recorded(node, name, at), recorded(single, name, at));
+        let common: Vec<_> = want.keys().filter(|k| got.contains_key(*k)).collect();
+        if common.len() < 3 {
+            return Err(format!("{name}: {} evaluations in common: {got:?} against {want:?}", common.len()));
+        }
+        for k in common {
+            let (g, w) = (got[k], want[k]);
+            if (g - w).abs() > 1e-9 * w.abs().max(1.0) {
+                return Err(format!("{name} {k:?}: {g} where one process has {w}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The firing alerts' names and jobs.
+fn firing(node: &Server) -> Vec<(String, String)> {
+    let (_, v) = node.get_json("/api/v1/alerts");
+    let mut out: Vec<(String, String)> = v["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| {
+            (a["labels"]["alertname"].as_str().unwrap().into(), a["labels"]["job"].as_str().unwrap().into())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:
+  - name: rates
+    interval: 1s
+    rules:
+      - record: job:http_requests:rate5m
+        expr: sum by (job) (rate(http_requests_total[5m]))
+      - record: job:temperature:max
+        expr: max by (job) (temperature)
+      - alert: Warm
+        expr: max by (job) (temperature) > 25
+  - name: chained
+    interval: 1s
+    rules:
+      - record: all:http_requests:rate5m
+        expr: sum(job:http_requests:rate5m)
+",
+    )
+    .unwrap();
+    let config = format!("rule_files: ['{}']\n", rules.display());
+    let extra = ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2"];
+    let cluster = DataflowCluster::new(dir.path(), 3, &config, &extra);
+    let mut nodes: Vec<Server> = (0..3).map(|i| cluster.spawn(i)).collect();
+    let single_dir = dir.path().join("single");
+    std::fs::create_dir_all(&single_dir).unwrap();
+    // the same file, so the groups evaluate at the same times
+    let single =
+        start_promflow_with(&single_dir, &cluster.cfg, free_port(), &["--web.enable-remote-write-receiver"]);
+    assert!(formed(&nodes, 1.0), "the dataflow did not form");
+    // every rule is a view on the cluster's computation
+    for (i, node) in nodes.iter().enumerate() {
+        let (_, text) = node.get_text("/metrics");
+        assert!(text.contains("promflow_rule_expressions{evaluation=\"view\"} 4"), "node {i}:\n{text}");
+    }
+    let all = workload(now_ms());
+    let half = all.len() / 2;
+    assert_eq!(remote_write(&nodes[1], all[..half].to_vec()).0, 204);
+    assert_eq!(remote_write(&nodes[2], all[half..].to_vec()).0, 204);
+    assert_eq!(remote_write(&single, all).0, 204);
+    let names = ["job:http_requests:rate5m", "job:temperature:max", "all:http_requests:rate5m"];
+    let agree = |nodes: &[Server]| {
+        let mut last = Err(String::new());
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_secs(1));
+            last = nodes.iter().try_for_each(|n| recorded_alike(n, &single, &names));
+            if last.is_ok() {
+                break;
+            }
+        }
+        last
+    };
+    if let Err(e) = agree(&nodes) {
+        panic!("the cluster's recorded series differ from one process's: {e}");
+    }
+    // the rules read their views: the cluster's computation answered them
+    for (i, node) in nodes.iter().enumerate() {
+        assert!(metric(node, "promflow_rule_view_reads_total") > 10.0, "node {i} read no views");
+    }
+    let want_firing = firing(&single);
+    assert_eq!(want_firing.len(), 2, "{want_firing:?}");
+    for node in &nodes {
+        assert_eq!(firing(node), want_firing);
+    }
+    // a node lost: the computation stops, and the others evaluate in batch over the copies
+    nodes[2].kill9();
+    assert!(
+        wait_for(Duration::from_secs(30), || (dataflow_state(&nodes[0]).0 == 0.0).then_some(())).is_some(),
+        "the loss went unnoticed"
+    );
+    if let Err(e) = agree(&nodes[..2]) {
+        panic!("with a node down, the recorded series differ from one process's: {e}");
+    }
+    // back: the views are installed again from every node's history, and agree again
+    nodes[2] = cluster.spawn(2);
+    assert!(formed(&nodes[..2], 2.0) && formed(&nodes[2..], 1.0), "the dataflow did not form again");
+    if let Err(e) = agree(&nodes) {
+        panic!("after the node returned, the recorded series differ from one process's: {e}");
+    }
+    for node in &nodes {
+        assert_eq!(firing(node), want_firing);
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use promflow_storage::MetricsWriter;
 
+use crate::live::LiveViews;
 use crate::Incremental;
 
 /// The first bytes of a dialler's introduction (and of the protocol's version).
@@ -296,30 +297,44 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long [`Formation`] waits after a failed start before connecting again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// What runs on a cluster's computation: the views each process installs when it forms.
+pub trait Occupant: Send + Sync {
+    /// A digest of the views [`Occupant::occupy`] installs, in order: the processes join
+    /// only a computation whose members agree on it. When it changes (a reload changed the
+    /// rules), this process leaves the computation to form it again with the new views.
+    fn fingerprint(&self) -> u64;
+    /// Starts the views over this process's share of a computation just formed, and
+    /// installs every view, in the order every process installs them.
+    fn occupy(&self, inc: Incremental) -> Result<Arc<LiveViews>, String>;
+}
+
 /// A cluster's computation kept formed: a thread connects this process to the others
-/// ([`connect`]), starts the executor over the connections, and when the computation fails
-/// (another process died or was cut off: timely stops every process's workers then) leaves
-/// it and connects again, so the computation forms anew once every process is back.
+/// ([`connect`]), starts the executor over the connections with the occupant's views, and
+/// when the computation fails (another process died or was cut off: timely stops every
+/// process's workers then) leaves it and connects again, so the computation forms anew
+/// once every process is back.
 pub struct Formation {
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct Shared {
-    current: Mutex<Option<Arc<Incremental>>>,
+    current: Mutex<Option<Arc<LiveViews>>>,
     formed: AtomicU64,
     lost: AtomicU64,
     stop: AtomicBool,
 }
 
 impl Formation {
-    /// Starts forming the computation of the processes at `addresses`, this one `me`, with
-    /// `listener` bound at this process's address.
+    /// Starts forming the computation of the processes at `addresses`, this one `me` (whose
+    /// fingerprint the occupant's is added to), with `listener` bound at this process's
+    /// address, for `occupant`.
     pub fn start(
         listener: TcpListener,
         addresses: Vec<String>,
         me: Handshake,
         lookback_ms: i64,
+        occupant: Arc<dyn Occupant>,
     ) -> io::Result<Formation> {
         let shared = Arc::new(Shared {
             current: Mutex::new(None),
@@ -328,14 +343,15 @@ impl Formation {
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
+        let place = Place { listener, addresses, me, lookback_ms };
         let thread = std::thread::Builder::new()
             .name("dataflow-formation".into())
-            .spawn(move || form(&s, &listener, &addresses, me, lookback_ms))?;
+            .spawn(move || form(&s, &place, occupant.as_ref()))?;
         Ok(Formation { shared, thread: Mutex::new(Some(thread)) })
     }
 
-    /// The computation, while every process is in it.
-    pub fn current(&self) -> Option<Arc<Incremental>> {
+    /// The views on the computation, while every process is in it.
+    pub fn current(&self) -> Option<Arc<LiveViews>> {
         self.shared.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -355,12 +371,14 @@ impl Formation {
         }
     }
 
-    /// Writes `promflow_cluster_dataflow_up` and the counts of formations and losses.
+    /// Writes `promflow_cluster_dataflow_up`, the counts of formations and losses, and the
+    /// metrics of the views on the computation.
     pub fn write_metrics(&self, w: &mut MetricsWriter) {
+        let current = self.current();
         w.gauge(
             "promflow_cluster_dataflow_up",
             "Whether the cluster's dataflow computation is formed, with every process in it.",
-            u64::from(self.current().is_some()),
+            u64::from(current.is_some()),
         );
         w.counter(
             "promflow_cluster_dataflow_formations_total",
@@ -372,6 +390,9 @@ impl Formation {
             "How many times the cluster's dataflow computation failed (a process was lost).",
             self.shared.lost.load(Ordering::Relaxed),
         );
+        if let Some(views) = current {
+            views.write_metrics(w);
+        }
     }
 }
 
@@ -381,44 +402,77 @@ impl Drop for Formation {
     }
 }
 
+/// Where this process stands in the computation.
+struct Place {
+    listener: TcpListener,
+    addresses: Vec<String>,
+    me: Handshake,
+    lookback_ms: i64,
+}
+
 /// The formation thread: connect, run until lost, leave, again.
-fn form(shared: &Shared, listener: &TcpListener, addresses: &[String], me: Handshake, lookback_ms: i64) {
+fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
     let stopped = || shared.stop.load(Ordering::Relaxed);
+    let fingerprint = || {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (place.me.fingerprint, occupant.fingerprint()).hash(&mut h);
+        h.finish()
+    };
     while !stopped() {
-        let sockets = match connect(listener, addresses, me, &stopped) {
+        let me = Handshake { fingerprint: fingerprint(), ..place.me };
+        // a reload that changes the views while this process waits starts the wait afresh
+        let moved = || stopped() || fingerprint() != me.fingerprint;
+        let sockets = match connect(&place.listener, &place.addresses, me, &moved) {
             Ok(Some(sockets)) => sockets,
-            Ok(None) => return,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "connecting the cluster's dataflow");
                 std::thread::sleep(RETRY_AFTER);
                 continue;
             }
         };
-        let inc = match Incremental::start_in_cluster(me.workers, sockets, me.index, lookback_ms) {
-            Ok(inc) => Arc::new(inc),
+        // to leave the computation at will: its connections, closed under timely's feet
+        let connections: Vec<TcpStream> =
+            sockets.iter().flatten().filter_map(|s| s.try_clone().ok()).collect();
+        let started = Incremental::start_in_cluster(me.workers, sockets, me.index, place.lookback_ms)
+            .and_then(|inc| occupant.occupy(inc));
+        let views = match started {
+            Ok(views) => views,
             Err(e) => {
                 tracing::error!(error = %e, "starting the cluster's dataflow");
+                for c in &connections {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                }
                 std::thread::sleep(RETRY_AFTER);
                 continue;
             }
         };
         shared.formed.fetch_add(1, Ordering::Relaxed);
-        *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&inc));
-        tracing::info!(processes = addresses.len(), "the cluster's dataflow is formed");
-        while !stopped() && !inc.lost() {
+        *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&views));
+        tracing::info!(processes = place.addresses.len(), "the cluster's dataflow is formed");
+        while !stopped() && !views.lost() {
+            if fingerprint() != me.fingerprint {
+                tracing::info!(
+                    "the views changed: leaving the cluster's dataflow to form it again with them"
+                );
+                for c in &connections {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                }
+            }
             std::thread::sleep(CHECK_EVERY);
         }
         shared.current.lock().unwrap_or_else(|e| e.into_inner()).take();
         if stopped() {
             // the process is exiting: its connections close with it
-            std::mem::forget(inc);
+            std::mem::forget(views);
             return;
         }
         shared.lost.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("the cluster's dataflow lost a process; forming it again");
         // a failed computation's workers may never stop: leaving it must not hold up forming
         // the next one (its shutdown gives up after a bound and leaves the threads)
-        let _ = std::thread::Builder::new().name("dataflow-leave".into()).spawn(move || drop(inc));
+        let _ = std::thread::Builder::new().name("dataflow-leave".into()).spawn(move || drop(views));
     }
 }
 

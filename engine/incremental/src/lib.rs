@@ -32,7 +32,7 @@ mod values;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,11 @@ impl Grain {
     pub(crate) fn down(&self, t: u64) -> Option<u64> {
         let since = t.checked_sub(self.phase_ms)?;
         Some(t - since % self.period_ms)
+    }
+
+    /// The grain's last time at or before `t`, if any.
+    pub fn last_at_or_before(&self, t: i64) -> Option<i64> {
+        self.down(u64::try_from(t).ok()?).and_then(|d| i64::try_from(d).ok())
     }
 
     /// Whether `t` is a time of the grain.
@@ -1007,11 +1012,18 @@ impl Incremental {
         };
         let (tx, rx) = channel();
         self.broadcast(|| Command::Read { arrangement, t, reply: tx.clone() });
+        // a worker that fails drops its copy: a failed computation answers at once
+        drop(tx);
         let mut parts = Vec::with_capacity(self.workers);
         for _ in 0..self.workers {
-            let (part, errors) = rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| Error::Execution("the dataflow did not answer a read within 30s".into()))?;
+            let (part, errors) = rx.recv_timeout(Duration::from_secs(30)).map_err(|e| match e {
+                RecvTimeoutError::Timeout => {
+                    Error::Execution("the dataflow did not answer a read within 30s".into())
+                }
+                RecvTimeoutError::Disconnected => {
+                    Error::Execution("the dataflow's computation failed".into())
+                }
+            })?;
             if let Some(&error) = errors.first() {
                 // the batch executor's words for what made the evaluation fail
                 return Err(Error::Execution(self.keys.labels(error).get(render::ERROR_LABEL).to_string()));
@@ -1092,12 +1104,12 @@ impl Incremental {
                     tracing::error!(error = %e, "dataflow worker failed");
                 }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) => {
                 tracing::warn!(waited = ?SHUTDOWN_WAIT, "the dataflow workers did not stop; leaving them")
             }
             // the computation had failed: its connection threads panicked, which the join
             // passes on
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Disconnected) => {}
         }
     }
 }

@@ -23,6 +23,7 @@
 //! happen (event-mode alerts).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::Thread;
@@ -109,6 +110,10 @@ pub struct LiveViews {
     inc: Incremental,
     feed: Mutex<Receiver<Arc<CommittedBatch>>>,
     querier: Arc<dyn Querier>,
+    /// Whether views may no longer be installed ([`LiveViews::close`]).
+    closed: AtomicBool,
+    /// Reads answered from a view ([`LiveViews::read`]).
+    reads: AtomicU64,
     views: Mutex<Vec<SeenExpression>>,
     /// Views [`LiveViews::prepare`] installed when the clock had already passed the time they
     /// are first read at: their history counts from the clock, so that first read is
@@ -308,6 +313,22 @@ impl LiveViews {
         querier: Arc<dyn Querier>,
         wall_clock: bool,
     ) -> Result<Arc<LiveViews>, String> {
+        let inc = Incremental::start(workers, lookback_ms)?;
+        LiveViews::start_over(inc, subscribe, Arc::clone(&querier), querier, wall_clock)
+    }
+
+    /// [`LiveViews::start`] over an executor already started: one process's share of a
+    /// cluster's computation ([`crate::cluster::Formation`]). Views read their history from
+    /// `history` (in a cluster, this node's storage: every node loads what it stores) and the
+    /// samples of long windows back from `read_back` (in a cluster, every node's storage: a
+    /// series' window may be kept in a process that does not store it).
+    pub fn start_over(
+        inc: Incremental,
+        subscribe: impl FnOnce(Wake) -> Receiver<Arc<CommittedBatch>>,
+        history: Arc<dyn Querier>,
+        read_back: Arc<dyn Querier>,
+        wall_clock: bool,
+    ) -> Result<Arc<LiveViews>, String> {
         let feed_thread: Arc<OnceLock<Thread>> = Arc::default();
         let wake = Arc::clone(&feed_thread);
         let feed = subscribe(Box::new(move || {
@@ -315,12 +336,13 @@ impl LiveViews {
                 t.unpark();
             }
         }));
-        let inc = Incremental::start(workers, lookback_ms)?;
-        inc.read_back_from(Arc::clone(&querier), ENDS_FROM_MS);
+        inc.read_back_from(read_back, ENDS_FROM_MS);
         let views = Arc::new(LiveViews {
             inc,
             feed: Mutex::new(feed),
-            querier,
+            querier: history,
+            closed: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
@@ -462,6 +484,10 @@ impl LiveViews {
             }
             return Ok((view, false));
         }
+        if self.closed.load(Ordering::Relaxed) {
+            // not remembered: the expression may be installed in the next computation
+            return Err(Error::Unsupported("a view the cluster's computation was not formed with".into()));
+        }
         self.take_feed();
         // everything committed until now, even ahead of `t`: a later delivery of the same
         // samples through the feed is ignored. A client's view is in the hub when the hub
@@ -529,6 +555,18 @@ impl LiveViews {
         hold
     }
 
+    /// Installs no more views: an expression not seen yet is evaluated in batch. The
+    /// processes of a cluster's computation must build the same dataflows in the same order,
+    /// so each installs the views it was formed with and no other.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the computation under the views has failed ([`Incremental::lost`]).
+    pub fn lost(&self) -> bool {
+        self.inc.lost()
+    }
+
     /// `plan`'s value at `t` from its view, or `None` when the incremental executor does not
     /// maintain it, or not at `t` (the caller evaluates it in batch). A view read with a
     /// `grain` (a recording rule's, read only at its group's evaluation times) changes only at
@@ -553,8 +591,14 @@ impl LiveViews {
         if (fresh || late) && self.inc.clock() > t {
             return None;
         }
-        let rows = self.inc.read(view, t).map_err(|e| e.to_string());
+        let rows = match self.inc.read(view, t) {
+            // a cluster's computation that failed under the read: the rule is evaluated in
+            // batch, as while the computation forms again
+            Err(_) if self.lost() => return None,
+            read => read.map_err(|e| e.to_string()),
+        };
         self.inc.compact(t - KEEP_MS);
+        self.reads.fetch_add(1, Ordering::Relaxed);
         Some(rows)
     }
 
@@ -787,6 +831,11 @@ impl LiveViews {
         )
         .sample(&[("evaluation", "view")], live)
         .sample(&[("evaluation", "batch")], batch);
+        w.counter(
+            "promflow_rule_view_reads_total",
+            "Rule evaluations answered by reading their view.",
+            self.reads.load(Ordering::Relaxed),
+        );
     }
 }
 

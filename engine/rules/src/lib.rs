@@ -33,6 +33,9 @@ use promflow_plan::Plan;
 /// since the engine knows no query language.
 pub type CompileFn = Arc<dyn Fn(&str) -> Result<Plan, String> + Send + Sync>;
 
+/// The views on a cluster's dataflow computation while it is formed.
+pub type ClusterViewsFn = Arc<dyn Fn() -> Option<Arc<LiveViews>> + Send + Sync>;
+
 /// One rule evaluation, as `global.query_log_file` records it.
 pub struct LoggedRuleQuery<'a> {
     /// The group's rule file.
@@ -85,6 +88,10 @@ pub struct EvalSettings {
     /// Views that keep rule expressions current (`--rules.evaluation-mode=event`); `None`:
     /// every rule is evaluated in batch at every tick.
     pub views: Option<Arc<LiveViews>>,
+    /// In a cluster with a dataflow computation, its views while it is formed: rules read
+    /// them at their evaluations (no views are installed at a group's start, and no alert
+    /// follows its view between evaluations), and are evaluated in batch while it is not.
+    pub cluster_views: Option<ClusterViewsFn>,
     /// Told of every rule evaluation (`None`: nothing is logged).
     pub query_log: Option<QueryLogFn>,
     /// Where evaluation times are summed up.
@@ -105,6 +112,7 @@ impl Default for EvalSettings {
             resend_delay_ms: 60_000,
             notify: None,
             views: None,
+            cluster_views: None,
             query_log: None,
             timings: Arc::default(),
         }
@@ -201,6 +209,22 @@ pub struct GroupSpec {
 }
 
 impl GroupSpec {
+    /// The expressions of the rules that read views (their text and plan), each with the
+    /// grain it is read at: recording rules only at the group's evaluations, alerts at any
+    /// time.
+    pub fn view_plans(&self) -> Vec<(&str, &Plan, Option<Grain>)> {
+        let grain = self.grain();
+        self.rules
+            .iter()
+            .zip(view_rules(self))
+            .filter(|(_, ok)| *ok)
+            .map(|(rule, _)| match rule {
+                RuleSpec::Record(r) => (r.query.as_str(), &r.plan, Some(grain)),
+                RuleSpec::Alert(a) => (a.query.as_str(), &a.plan, None),
+            })
+            .collect()
+    }
+
     /// Prometheus's `Group.EvalTimestamp`: the latest evaluation time at or before `now_ms`,
     /// aligned to the interval and shifted by the group's hash, so every server evaluating
     /// the same group from the same file uses the same timestamps.
@@ -417,13 +441,7 @@ impl Group {
     pub fn prepare_views<'s>(&mut self, ts: i64, settings: &'s EvalSettings) -> Option<InstallHold<'s>> {
         let views = settings.views.as_deref().filter(|_| !self.views_prepared)?;
         self.views_prepared = true;
-        // recording rules are read only at the group's evaluations: their views change only then
-        let grain = self.spec.grain();
-        let plans =
-            self.spec.rules.iter().zip(&self.view_ok).filter(|(_, ok)| **ok).map(|(rule, _)| match rule {
-                RuleSpec::Record(r) => (&r.plan, Some(grain)),
-                RuleSpec::Alert(a) => (&a.plan, None),
-            });
+        let plans = self.spec.view_plans().into_iter().map(|(_, plan, grain)| (plan, grain));
         Some(views.prepare(plans, ts - self.spec.query_offset_ms))
     }
 
@@ -450,10 +468,11 @@ impl Group {
         }
         let _first = self.prepare_views(ts, settings);
         let grain = self.spec.grain();
+        let cluster_views = settings.cluster_views.as_ref().and_then(|current| current());
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let state = &mut self.state[i];
-            let views = settings.views.as_deref().filter(|_| self.view_ok[i]);
+            let views = settings.views.as_deref().or(cluster_views.as_deref()).filter(|_| self.view_ok[i]);
             let output = match rule {
                 RuleSpec::Record(r) => {
                     record(r, query_ts, querier, settings, views.map(|v| (v, grain)), self.spec.limit)
