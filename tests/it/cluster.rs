@@ -776,6 +776,49 @@ fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
     }
 }
 
+/// How many rules `node` reads from views, while its computation is formed.
+fn view_rules(node: &Server) -> Option<usize> {
+    let (_, text) = node.get_text("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("promflow_rule_expressions{evaluation=\"view\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn changed_rules_form_the_dataflow_again_once_every_node_has_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let one_rule =
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - record: a\n        expr: sum(up)\n";
+    std::fs::write(&rules, one_rule).unwrap();
+    let config = format!("rule_files: ['{}']\n", rules.display());
+    let cluster = DataflowCluster::new(dir.path(), 3, &config, &["--web.enable-lifecycle"]);
+    let nodes: Vec<Server> = (0..3).map(|i| cluster.spawn(i)).collect();
+    assert!(formed(&nodes, 1.0), "the dataflow did not form");
+    assert!(nodes.iter().all(|n| view_rules(n) == Some(1)));
+    std::fs::write(&rules, format!("{one_rule}      - record: b\n        expr: count(up)\n")).unwrap();
+    let reload = |node: &Server| {
+        let r = client().post(node.url("/-/reload")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    };
+    // one node with the new rules: it leaves, and the others cannot form with it
+    reload(&nodes[0]);
+    let apart =
+        wait_for(Duration::from_secs(30), || nodes.iter().all(|n| dataflow_state(n).0 == 0.0).then_some(()));
+    assert!(apart.is_some(), "nodes with other rules stayed in one computation");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(nodes.iter().all(|n| dataflow_state(n).0 == 0.0), "nodes with other rules formed a computation");
+    for node in &nodes[1..] {
+        reload(node);
+    }
+    assert!(
+        formed(&nodes, 2.0),
+        "the dataflow did not form again: {:?}",
+        nodes.iter().map(dataflow_state).collect::<Vec<_>>()
+    );
+    assert!(nodes.iter().all(|n| view_rules(n) == Some(2)), "the new rule's view is missing");
+}
+
 #[test]
 fn a_wrong_dataflow_setting_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
