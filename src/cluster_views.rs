@@ -9,58 +9,72 @@
 
 use std::sync::{Arc, RwLock};
 
-use promflow_incremental::cluster::Occupant;
+use promflow_incremental::cluster::{fingerprint_of, Occupant};
 use promflow_incremental::live::LiveViews;
 use promflow_incremental::{Grain, Incremental};
 use promflow_plan::Plan;
 use promflow_rules::GroupSpec;
 use promflow_storage::{Db, Querier};
 
-/// One view of the catalog: the expression's text (what the catalog is sorted and compared
-/// by), its plan, and the grain it is read at.
+/// One view of the catalog: the expression's text (what the catalog is sorted by), its
+/// plan, and the grain it is read at.
 type CatalogEntry = (String, Plan, Option<Grain>);
+
+/// The views a computation is formed with, and their fingerprint.
+struct Catalog {
+    entries: Vec<CatalogEntry>,
+    fingerprint: u64,
+}
 
 /// The rules' views, installed on each computation the cluster forms.
 pub struct RuleViews {
     db: Arc<Db>,
     /// Every node's storage, for the samples of long windows read back.
     cluster: Arc<dyn Querier>,
-    catalog: RwLock<Vec<CatalogEntry>>,
+    catalog: RwLock<Arc<Catalog>>,
 }
 
 impl RuleViews {
     /// The views of `groups`, with history from `db` (each node loads what it stores) and
     /// windows read back from `cluster`.
     pub fn new(db: Arc<Db>, cluster: Arc<dyn Querier>, groups: &[GroupSpec]) -> RuleViews {
-        let views = RuleViews { db, cluster, catalog: RwLock::default() };
+        let empty = Catalog { entries: Vec::new(), fingerprint: 0 };
+        let views = RuleViews { db, cluster, catalog: RwLock::new(Arc::new(empty)) };
         views.set_groups(groups);
         views
     }
 
     /// Takes the rules of `groups` (at start and at every reload).
     pub fn set_groups(&self, groups: &[GroupSpec]) {
-        let mut catalog: Vec<CatalogEntry> = groups
+        let mut entries: Vec<CatalogEntry> = groups
             .iter()
             .flat_map(|g| g.view_plans())
             .map(|(query, plan, grain)| (query.to_string(), plan.clone(), grain))
             .collect();
-        catalog.sort_by(|a, b| (&a.0, format!("{:?}", a.2)).cmp(&(&b.0, format!("{:?}", b.2))));
-        catalog.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+        // what the dataflow builds: the plans (the same text can compile otherwise under
+        // other flags) and grains
+        let key = |e: &CatalogEntry| (format!("{:?}", e.1), format!("{:?}", e.2));
+        entries.sort_by_cached_key(|e| (e.0.clone(), key(e)));
+        entries.dedup_by(|a, b| key(a) == key(b));
+        let fingerprint = fingerprint_of(entries.iter().map(key).collect::<Vec<_>>());
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Catalog { entries, fingerprint });
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
 impl Occupant for RuleViews {
     fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        for (query, _, grain) in self.catalog.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            (query, format!("{grain:?}")).hash(&mut h);
-        }
-        h.finish()
+        self.catalog().fingerprint
     }
 
-    fn occupy(&self, inc: Incremental) -> Result<Arc<LiveViews>, String> {
+    fn occupy(&self, inc: Incremental, fingerprint: u64) -> Result<Arc<LiveViews>, String> {
+        let catalog = self.catalog();
+        if catalog.fingerprint != fingerprint {
+            return Err("the rules changed while the computation formed".into());
+        }
         let db = Arc::clone(&self.db);
         let history = Arc::clone(&self.db) as Arc<dyn Querier>;
         let views = LiveViews::start_over(
@@ -71,14 +85,19 @@ impl Occupant for RuleViews {
             true,
         )?;
         let now = promflow_storage::now_ms();
-        let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        for (_, plan, grain) in catalog.iter() {
+        for (_, plan, grain) in &catalog.entries {
+            if views.lost() {
+                return Err("the computation failed while its views were installed".into());
+            }
             // a recording rule's view starts at its grain's last time, where it is read from
             let t = grain.and_then(|g| g.last_at_or_before(now)).unwrap_or(now);
             drop(views.prepare([(plan, *grain)], t));
         }
         views.close();
-        tracing::info!(views = catalog.len(), "the rules' views are installed on the cluster's dataflow");
+        tracing::info!(
+            views = catalog.entries.len(),
+            "the rules' views are installed on the cluster's dataflow"
+        );
         Ok(views)
     }
 }

@@ -146,15 +146,18 @@ fn cluster_from_flags(flags: &mut cli::Flags, matches: &clap::ArgMatches) -> Res
     Ok(Some(cluster))
 }
 
+/// The cluster's dataflow computation, and the rules' views it carries.
+type ClusterDataflow = (Arc<Formation>, Arc<RuleViews>);
+
 /// The cluster's dataflow computation (`--cluster.dataflow-peer`), if the nodes run one:
 /// its listener is bound here, so an address that cannot be listened at stops the server.
 /// The computation's processes are fixed, so it needs the fixed `--cluster.peer` list.
-/// `views` are the rules' views it carries.
+/// It carries the rules' views `views` makes (in tick mode, none).
 fn dataflow_formation(
     flags: &cli::Flags,
     cluster: Option<&Cluster>,
-    views: Option<&Arc<RuleViews>>,
-) -> Result<Option<Arc<Formation>>, String> {
+    views: impl FnOnce() -> Arc<RuleViews>,
+) -> Result<Option<ClusterDataflow>, String> {
     if flags.cluster_dataflow_peers.is_empty() {
         return Ok(None);
     }
@@ -181,27 +184,22 @@ fn dataflow_formation(
         workers: flags.rules_dataflow_workers.max(1),
         fingerprint: dataflow_fingerprint(flags),
     };
-    let Some(views) = views else { return Ok(None) };
     info!(peers = ?addresses, "forming the cluster's dataflow");
-    Formation::start(
-        listener,
-        addresses,
-        me,
-        millis(flags.lookback_delta),
-        Arc::clone(views) as Arc<dyn Occupant>,
-    )
-    .map(|f| Some(Arc::new(f)))
-    .map_err(|e| format!("starting the cluster's dataflow: {e}"))
+    let views = views();
+    let occupant = Arc::clone(&views) as Arc<dyn Occupant>;
+    Formation::start(listener, addresses, me, millis(flags.lookback_delta), occupant)
+        .map(|f| Some((Arc::new(f), views)))
+        .map_err(|e| format!("starting the cluster's dataflow: {e}"))
 }
 
 /// What the nodes of a dataflow computation must agree on: the build (which decides how
 /// views are built) and the lookback delta.
 fn dataflow_fingerprint(flags: &cli::Flags) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    (env!("CARGO_PKG_VERSION"), option_env!("PROMFLOW_BUILD_REVISION"), millis(flags.lookback_delta))
-        .hash(&mut h);
-    h.finish()
+    promflow_incremental::cluster::fingerprint_of((
+        env!("CARGO_PKG_VERSION"),
+        option_env!("PROMFLOW_BUILD_REVISION"),
+        millis(flags.lookback_delta),
+    ))
 }
 
 /// A cluster's peers, shared by the parts that place targets, series and reads, and
@@ -450,10 +448,12 @@ impl Components {
             None => (start_live_views(flags, db)?, Arc::clone(db) as Arc<dyn Querier>),
         };
         // in tick mode no rule reads views, and the computation forms with none
-        let rule_views = (!flags.cluster_dataflow_peers.is_empty())
-            .then(|| Arc::new(RuleViews::new(Arc::clone(db), Arc::clone(&rule_querier), &rule_groups)));
-        let dataflow =
-            dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), rule_views.as_ref())?;
+        let views = || Arc::new(RuleViews::new(Arc::clone(db), Arc::clone(&rule_querier), &rule_groups));
+        let (dataflow, rule_views) =
+            match dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), views)? {
+                Some((formation, views)) => (Some(formation), Some(views)),
+                None => (None, None),
+            };
         let rule_manager = start_rules(
             flags,
             db,
@@ -686,6 +686,9 @@ impl Components {
         self.scrape.stop();
         info!("stopping rule manager");
         self.rule_manager.stop();
+        if let Some(dataflow) = &self.dataflow {
+            dataflow.stop();
+        }
         info!("stopping notification manager");
         self.notifier.stop();
         // let the loops write their staleness markers

@@ -10,10 +10,10 @@
 //! and is passed on. The copies go to the peers marked as a hop ([`CLUSTER_HOP_HEADER`]): a node
 //! stores a hop's series itself, without forwarding them again.
 //!
-//! Of a series' copies, the one on the first node of its ranking that stores it is the
-//! primary, and the others are replicas ([`Role`]; a replica's hop header says
-//! [`REPLICA_HOP`]): a cluster's one dataflow computation takes each series from one node,
-//! the one with the primary.
+//! Of a series' copies, one is the primary: the one on the first node of its ranking it is
+//! sent to, or when that node fails to take it, on the next node sent the series. The others
+//! are replicas ([`Role`]; a replica's hop header says [`REPLICA_HOP`]). A cluster's one
+//! dataflow computation takes each series from the node with the primary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -31,8 +31,8 @@ pub const REPLICA_HOP: &str = "replica";
 /// What a node's copy of a series is to the cluster's dataflow computation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    /// The copy on the first node of the series' ranking that stores it: that node feeds
-    /// the series to the computation.
+    /// The copy that feeds the series to the cluster's computation: on the first node of the
+    /// series' ranking it is sent to, or the next if that node fails to take it.
     Primary,
     /// Another copy, stored but not fed to the computation.
     Replica,
@@ -123,8 +123,17 @@ impl ClusterWrites {
         let mut sending: Vec<Vec<usize>> =
             rankings.iter().map(|r| r.iter().copied().take(self.replication).collect()).collect();
         let mut down: BTreeSet<usize> = BTreeSet::new();
+        // per series: the node that holds, or is being sent, its primary copy
+        let mut primary: Vec<Option<usize>> = vec![None; rankings.len()];
         loop {
-            let role = |i: usize, node: usize| role_of(&rankings[i], &stored[i], &sending[i], node);
+            // a series without a primary (its first copy, or one whose primary's node failed)
+            // gets it on the first node of its ranking it is being sent to
+            for (p, nodes) in primary.iter_mut().zip(&sending) {
+                if p.is_none() {
+                    *p = nodes.first().copied();
+                }
+            }
+            let role = |i: usize, node: usize| role_of(primary[i], node);
             // this node's share first: a series it cannot store fails the request before any copy
             for wanted in [Role::Primary, Role::Replica] {
                 let mine: BTreeSet<usize> = (0..sending.len())
@@ -140,7 +149,6 @@ impl ClusterWrites {
                     held.push(me);
                 }
             }
-            let role = |i: usize, node: usize| role_of(&rankings[i], &stored[i], &sending[i], node);
             let mut owed: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
             for (i, nodes) in sending.iter().enumerate() {
                 for &n in nodes {
@@ -164,6 +172,10 @@ impl ClusterWrites {
                     Err(Copy::Down(e)) => {
                         tracing::warn!(peer = %peers[node], error = %e, "a cluster peer took no copy: the next node takes it");
                         down.insert(node);
+                        // its primaries go to the next nodes that are sent the series
+                        for p in primary.iter_mut().filter(|p| **p == Some(node)) {
+                            *p = None;
+                        }
                     }
                 }
             }
@@ -269,15 +281,12 @@ impl ClusterWrites {
     }
 }
 
-/// The role of `node`'s copy of a series ranked `ranking`, stored on `stored` and being sent to
-/// `sending`: the primary when no node before it in the ranking holds or is sent a copy.
-fn role_of(ranking: &[usize], stored: &[usize], sending: &[usize], node: usize) -> Role {
-    let earlier =
-        ranking.iter().take_while(|&&n| n != node).any(|n| stored.contains(n) || sending.contains(n));
-    if earlier {
-        Role::Replica
-    } else {
+/// The role of `node`'s copy of a series whose primary copy is on `primary`.
+fn role_of(primary: Option<usize>, node: usize) -> Role {
+    if primary == Some(node) {
         Role::Primary
+    } else {
+        Role::Replica
     }
 }
 
@@ -337,28 +346,71 @@ pub fn series_hash(labels: &[(&str, &str)]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_copy_in_a_ranking_is_the_primary() {
-        let ranking = [2, 0, 1];
-        // all up: the first two of the ranking, the first of them the primary
-        assert_eq!(role_of(&ranking, &[], &[2, 0], 2), Role::Primary);
-        assert_eq!(role_of(&ranking, &[], &[2, 0], 0), Role::Replica);
-        // node 2 down: the copies go to 0 and 1, and 0's is the primary
-        assert_eq!(role_of(&ranking, &[], &[0, 1], 0), Role::Primary);
-        assert_eq!(role_of(&ranking, &[0], &[1], 1), Role::Replica);
-        assert_eq!(Role::of_hop(Role::Replica.hop()), Role::Replica);
-        assert_eq!(Role::of_hop("1"), Role::Primary);
-    }
     use crate::{Label, Sample, TimeSeries, WriteRequest};
 
-    /// A series hashes alike whatever the order of its labels, and without its empty ones.
+    /// A peer on loopback that answers every request 204 and tells, for each, the value of
+    /// its hop header.
+    fn recording_peer() -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let (mut hop, mut length) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix(&format!("{CLUSTER_HOP_HEADER}:")) {
+                        hop = v.trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = tx.send(hop);
+                let _ = reader.get_mut().write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            }
+        });
+        (address, rx)
+    }
+
+    /// When the node that was to hold a series' primary copy is down, the next node sent the
+    /// series holds the primary, even when an earlier node of the ranking holds a replica:
+    /// every series has a copy that feeds the cluster's dataflow.
     #[test]
-    fn a_series_hash_ignores_label_order_and_empty_labels() {
-        let a = series_hash(&[("__name__", "x"), ("job", "a"), ("zone", "")]);
-        let b = series_hash(&[("job", "a"), ("__name__", "x")]);
-        assert_eq!(a, b);
-        assert_ne!(a, series_hash(&[("__name__", "x"), ("job", "b")]));
+    fn a_failed_primary_passes_to_the_next_copy() {
+        let (live, hops) = recording_peer();
+        // ranked: the refusing node 1 first, this node 0 second, node 2 last
+        let placement = Placement {
+            peers: vec!["127.0.0.1:9".into(), "127.0.0.1:1".into(), live],
+            me: 0,
+            rank: Arc::new(|_| vec![1, 0, 2]),
+        };
+        let writes = ClusterWrites::new(placement, 2);
+        let ts = TimeSeries {
+            labels: vec![Label { name: "__name__".into(), value: "a".into() }],
+            samples: vec![Sample { value: 1.0, timestamp: 1 }],
+            ..TimeSeries::default()
+        };
+        let raw = prost::Message::encode_to_vec(&WriteRequest { timeseries: vec![ts], metadata: vec![] });
+        let req = RequestView::parse(&raw).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut here = Vec::new();
+        let written = writes.write(&req, runtime.handle(), |part, role| {
+            here.push(role);
+            Ok(count(part))
+        });
+        assert_eq!(written.unwrap().samples, 1);
+        assert_eq!(here, vec![Role::Replica], "this node, second in the ranking, holds a replica");
+        let hop = hops.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(Role::of_hop(&hop), Role::Primary, "node 2 took the failed node's primary");
     }
 
     /// A subset re-encoded for a peer holds exactly the chosen series, samples and all.
@@ -398,5 +450,14 @@ mod tests {
         let starts: Vec<Vec<i64>> = back.series().map(|s| s.starts.to_vec()).collect();
         assert_eq!(samples, vec![vec![(10, 1.0)], vec![(20, 2.0), (30, 3.0)], vec![(40, 4.0)]]);
         assert_eq!(starts, vec![vec![0], vec![5, 6], vec![0]]);
+    }
+
+    /// A series hashes alike whatever the order of its labels, and without its empty ones.
+    #[test]
+    fn a_series_hash_ignores_label_order_and_empty_labels() {
+        let a = series_hash(&[("__name__", "x"), ("job", "a"), ("zone", "")]);
+        let b = series_hash(&[("job", "a"), ("__name__", "x")]);
+        assert_eq!(a, b);
+        assert_ne!(a, series_hash(&[("__name__", "x"), ("job", "b")]));
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use promflow_storage::MetricsWriter;
 
-use crate::live::LiveViews;
+use crate::live::{self, LiveViews};
 use crate::Incremental;
 
 /// The first bytes of a dialler's introduction (and of the protocol's version).
@@ -44,8 +44,9 @@ const DIFFERS: u8 = 2;
 /// The byte a process sends each other once it is connected to all of them.
 const READY: u8 = 3;
 
-/// How long a dial, an introduction and its answer may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dial, and an introduction with its answer, may take: a process answers at
+/// once, and the set-up waits no longer on a connection that does not.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How soon a process that did not answer, or disagreed, is dialled again.
 const REDIAL: Duration = Duration::from_millis(500);
@@ -114,6 +115,14 @@ struct Link {
     got_ready: bool,
 }
 
+/// How many connections the set-up accepts between two looks at the rest of its work: a
+/// flood of connections on the dataflow port delays the set-up, without stopping it.
+const ACCEPTS_AT_ONCE: usize = 8;
+
+/// How long a connection may stay silent before its process counts as lost: a process cut
+/// off without a word (a partition, a frozen machine) is noticed after about this long.
+const SILENCE_LIMIT: Duration = Duration::from_secs(15);
+
 /// Connects this process (`me`) to every other process at `addresses` (the same list, in the
 /// same order, in every process; `listener` is bound at this process's address), and
 /// returns one socket for each other process by its place, `None` at this one's. Returns
@@ -134,6 +143,7 @@ pub fn connect(
     let mut links: Vec<Option<Link>> = (0..addresses.len()).map(|_| None).collect();
     let mut next_dial: Vec<Instant> = vec![Instant::now(); addresses.len()];
     let mut last_complaint: Vec<Option<String>> = vec![None; addresses.len()];
+    let mut last_turned_away: Option<String> = None;
     loop {
         if stop() {
             return Ok(None);
@@ -145,7 +155,7 @@ pub fn connect(
             }
             match dial(address, &me) {
                 Ok(stream) => {
-                    links[j] = Some(Link { stream, sent_ready: false, got_ready: false });
+                    set_link(&mut links, j, stream);
                     last_complaint[j] = None;
                     progressed = true;
                 }
@@ -155,15 +165,24 @@ pub fn connect(
                 }
             }
         }
-        loop {
+        for _ in 0..ACCEPTS_AT_ONCE {
+            if stop() {
+                return Ok(None);
+            }
             match listener.accept() {
                 Ok((stream, from)) => match answer(stream, &me) {
                     Ok((j, stream)) => {
                         // a process that connects again replaces its old connection
-                        links[j] = Some(Link { stream, sent_ready: false, got_ready: false });
+                        set_link(&mut links, j, stream);
                         progressed = true;
                     }
-                    Err(e) => tracing::warn!(%from, error = %e, "turned away a dataflow connection"),
+                    Err(e) => {
+                        let why = e.to_string();
+                        if last_turned_away.as_deref() != Some(why.as_str()) {
+                            tracing::warn!(%from, error = %why, "turned away a dataflow connection");
+                            last_turned_away = Some(why);
+                        }
+                    }
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -175,27 +194,25 @@ pub fn connect(
         let all_connected = (0..links.len()).all(|j| j == me.index || links[j].is_some());
         for j in 0..links.len() {
             let Some(link) = links[j].as_mut() else { continue };
+            let mut broke = false;
             if all_connected && !link.sent_ready {
-                if link.stream.write_all(&[READY]).is_err() {
-                    links[j] = None;
-                    continue;
-                }
-                link.sent_ready = true;
+                broke = link.stream.write_all(&[READY]).is_err();
+                link.sent_ready = !broke;
                 progressed = true;
             }
-            if !link.got_ready {
+            if !broke && !link.got_ready {
                 match poll_ready(&link.stream) {
-                    Ok(true) => {
-                        link.got_ready = true;
-                        progressed = true;
+                    Ok(got) => {
+                        link.got_ready = got;
+                        progressed |= got;
                     }
-                    Ok(false) => {}
-                    Err(_) => {
-                        // the process went away: dial it again, or wait for it to dial
-                        links[j] = None;
-                        next_dial[j] = Instant::now();
-                    }
+                    Err(_) => broke = true,
                 }
+            }
+            if broke {
+                // the process went away: dial it again, or wait for it to dial
+                drop_link(&mut links, j);
+                next_dial[j] = Instant::now();
             }
         }
         let done = (0..links.len())
@@ -204,11 +221,7 @@ pub fn connect(
             let mut sockets = Vec::with_capacity(links.len());
             for link in links {
                 sockets.push(match link {
-                    Some(l) => {
-                        l.stream.set_read_timeout(None)?;
-                        l.stream.set_nonblocking(false)?;
-                        Some(l.stream)
-                    }
+                    Some(l) => Some(for_timely(l.stream)?),
                     None => None,
                 });
             }
@@ -220,18 +233,60 @@ pub fn connect(
     }
 }
 
+/// Takes `stream` as the connection to process `j`. Once this process has told any other
+/// that it is ready, a connection that is replaced starts the round over ([`drop_link`]).
+fn set_link(links: &mut [Option<Link>], j: usize, stream: TcpStream) {
+    if links[j].is_some() {
+        drop_link(links, j);
+    }
+    links[j] = Some(Link { stream, sent_ready: false, got_ready: false });
+}
+
+/// Drops the connection to process `j`. Before this process has told any other it is ready,
+/// that is all; after, every connection is closed and the round starts over: a process that
+/// had every ready byte may have started already, and must fail at once (its connection
+/// closes) rather than run without a process that will not join it.
+fn drop_link(links: &mut [Option<Link>], j: usize) {
+    let told = links.iter().flatten().any(|l| l.sent_ready);
+    for (i, link) in links.iter_mut().enumerate() {
+        if i == j || told {
+            if let Some(l) = link.take() {
+                let _ = l.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// Readies a connection for timely: blocking, without the set-up's timeouts, and with TCP
+/// keepalive and a limit on unacknowledged sends, so that a process cut off without a word
+/// fails the computation after about [`SILENCE_LIMIT`] (a process that dies closes its
+/// connections, which fails it at once).
+fn for_timely(stream: TcpStream) -> io::Result<TcpStream> {
+    stream.set_read_timeout(None)?;
+    stream.set_write_timeout(None)?;
+    stream.set_nonblocking(false)?;
+    let socket = socket2::SockRef::from(&stream);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(SILENCE_LIMIT / 3)
+        .with_interval(SILENCE_LIMIT / 6)
+        .with_retries(4);
+    socket.set_tcp_keepalive(&probes)?;
+    socket.set_tcp_user_timeout(Some(SILENCE_LIMIT))?;
+    Ok(stream)
+}
+
 /// Dials the process at `address` and introduces this one.
 fn dial(address: &str, me: &Handshake) -> io::Result<TcpStream> {
     let target = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("{address} resolves to no address"))
     })?;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut stream = TcpStream::connect_timeout(&target, HANDSHAKE_TIMEOUT)?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.write_all(&me.encode())?;
     let mut answer = [0u8; 1];
-    stream.read_exact(&mut answer)?;
+    read_exact_by(&mut stream, &mut answer, deadline)?;
     match answer[0] {
         AGREED => Ok(stream),
         _ => Err(io::Error::new(
@@ -242,14 +297,15 @@ fn dial(address: &str, me: &Handshake) -> io::Result<TcpStream> {
 }
 
 /// Reads a dialler's introduction on `stream` and answers it: the dialler's place when it
-/// belongs to this computation (and comes after this process in the list).
+/// belongs to this computation (and comes after this process in the list). The whole
+/// introduction must arrive within [`HANDSHAKE_TIMEOUT`].
 fn answer(mut stream: TcpStream, me: &Handshake) -> io::Result<(usize, TcpStream)> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     let mut bytes = [0u8; 40];
-    stream.read_exact(&mut bytes)?;
+    read_exact_by(&mut stream, &mut bytes, deadline)?;
     let Some(them) = Handshake::decode(&bytes) else {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a promflow dataflow process"));
     };
@@ -265,6 +321,24 @@ fn answer(mut stream: TcpStream, me: &Handshake) -> io::Result<(usize, TcpStream
     }
     stream.write_all(&[AGREED])?;
     Ok((them.index, stream))
+}
+
+/// Fills `buf` from `stream` by `deadline`, however the bytes are spread over time.
+fn read_exact_by(stream: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the handshake took too long"));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the handshake")),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether the ready byte has arrived on `stream`; an error when the connection closed.
@@ -299,13 +373,24 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What runs on a cluster's computation: the views each process installs when it forms.
 pub trait Occupant: Send + Sync {
-    /// A digest of the views [`Occupant::occupy`] installs, in order: the processes join
-    /// only a computation whose members agree on it. When it changes (a reload changed the
-    /// rules), this process leaves the computation to form it again with the new views.
+    /// A digest of the views [`Occupant::occupy`] installs, in order ([`fingerprint_of`]):
+    /// the processes join only a computation whose members agree on it. When it changes (a
+    /// reload changed the rules), this process leaves the computation to form it again with
+    /// the new views.
     fn fingerprint(&self) -> u64;
     /// Starts the views over this process's share of a computation just formed, and
-    /// installs every view, in the order every process installs them.
-    fn occupy(&self, inc: Incremental) -> Result<Arc<LiveViews>, String>;
+    /// installs every view, in the order every process installs them. Fails when the views
+    /// no longer have `fingerprint` (the one the computation was formed with: they changed
+    /// meanwhile), or when the computation fails during the installs.
+    fn occupy(&self, inc: Incremental, fingerprint: u64) -> Result<Arc<LiveViews>, String>;
+}
+
+/// A digest of `value` that every process of one build computes alike.
+pub fn fingerprint_of(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 /// A cluster's computation kept formed: a thread connects this process to the others
@@ -315,13 +400,14 @@ pub trait Occupant: Send + Sync {
 /// once every process is back.
 pub struct Formation {
     shared: Arc<Shared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct Shared {
     current: Mutex<Option<Arc<LiveViews>>>,
     formed: AtomicU64,
     lost: AtomicU64,
+    /// The views' reads in the computations before the current one.
+    past_reads: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -340,14 +426,15 @@ impl Formation {
             current: Mutex::new(None),
             formed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            past_reads: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
         let place = Place { listener, addresses, me, lookback_ms };
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("dataflow-formation".into())
             .spawn(move || form(&s, &place, occupant.as_ref()))?;
-        Ok(Formation { shared, thread: Mutex::new(Some(thread)) })
+        Ok(Formation { shared })
     }
 
     /// The views on the computation, while every process is in it.
@@ -360,15 +447,14 @@ impl Formation {
         self.shared.formed.load(Ordering::Relaxed)
     }
 
-    /// Stops forming, and leaves the computation without telling the others, as a process
-    /// that exits does: they see its connections close, which fails their computation, and
-    /// form it again when this process is back. (timely's orderly shutdown would instead
-    /// let them go on without this process's share of the data.)
+    /// Stops forming, and leaves the computation without timely's orderly shutdown, as a
+    /// process that dies does: its connections close (within [`CHECK_EVERY`], or when the
+    /// process exits), which fails the others' computation, and they form it again when this
+    /// process is back. (An orderly shutdown would let them go on without this process's
+    /// share of the data.) Does not wait: an install under way ends with the process.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.join();
-        }
+        self.shared.current.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Writes `promflow_cluster_dataflow_up`, the counts of formations and losses, and the
@@ -390,8 +476,10 @@ impl Formation {
             "How many times the cluster's dataflow computation failed (a process was lost).",
             self.shared.lost.load(Ordering::Relaxed),
         );
-        if let Some(views) = current {
-            views.write_metrics(w);
+        let past_reads = self.shared.past_reads.load(Ordering::Relaxed);
+        match current {
+            Some(views) => views.write_metrics(w, past_reads),
+            None => w.counter(live::VIEW_READS, live::VIEW_READS_HELP, past_reads),
         }
     }
 }
@@ -410,17 +498,22 @@ struct Place {
     lookback_ms: i64,
 }
 
+/// Closes `connections` under timely's feet: the computation over them fails in every
+/// process, and this process's threads blocked on them wake and end.
+fn close(connections: &[TcpStream]) {
+    for c in connections {
+        let _ = c.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// The formation thread: connect, run until lost, leave, again.
 fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
     let stopped = || shared.stop.load(Ordering::Relaxed);
-    let fingerprint = || {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        (place.me.fingerprint, occupant.fingerprint()).hash(&mut h);
-        h.finish()
-    };
+    let fingerprint = || fingerprint_of((place.me.fingerprint, occupant.fingerprint()));
     while !stopped() {
-        let me = Handshake { fingerprint: fingerprint(), ..place.me };
+        let views_fingerprint = occupant.fingerprint();
+        let me =
+            Handshake { fingerprint: fingerprint_of((place.me.fingerprint, views_fingerprint)), ..place.me };
         // a reload that changes the views while this process waits starts the wait afresh
         let moved = || stopped() || fingerprint() != me.fingerprint;
         let sockets = match connect(&place.listener, &place.addresses, me, &moved) {
@@ -436,14 +529,12 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
         let connections: Vec<TcpStream> =
             sockets.iter().flatten().filter_map(|s| s.try_clone().ok()).collect();
         let started = Incremental::start_in_cluster(me.workers, sockets, me.index, place.lookback_ms)
-            .and_then(|inc| occupant.occupy(inc));
+            .and_then(|inc| occupant.occupy(inc, views_fingerprint));
         let views = match started {
             Ok(views) => views,
             Err(e) => {
-                tracing::error!(error = %e, "starting the cluster's dataflow");
-                for c in &connections {
-                    let _ = c.shutdown(std::net::Shutdown::Both);
-                }
+                tracing::warn!(error = %e, "starting the cluster's dataflow; forming it again");
+                close(&connections);
                 std::thread::sleep(RETRY_AFTER);
                 continue;
             }
@@ -451,25 +542,30 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
         shared.formed.fetch_add(1, Ordering::Relaxed);
         *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&views));
         tracing::info!(processes = place.addresses.len(), "the cluster's dataflow is formed");
+        let mut left = false;
         while !stopped() && !views.lost() {
-            if fingerprint() != me.fingerprint {
+            if !left && fingerprint() != me.fingerprint {
                 tracing::info!(
                     "the views changed: leaving the cluster's dataflow to form it again with them"
                 );
-                for c in &connections {
-                    let _ = c.shutdown(std::net::Shutdown::Both);
-                }
+                close(&connections);
+                left = true;
             }
             std::thread::sleep(CHECK_EVERY);
         }
         shared.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+        shared.past_reads.fetch_add(views.view_reads(), Ordering::Relaxed);
+        // the others fail at once, and this process's connection threads wake
+        close(&connections);
         if stopped() {
-            // the process is exiting: its connections close with it
+            // timely's orderly shutdown would retract this process's share from the others
             std::mem::forget(views);
             return;
         }
-        shared.lost.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("the cluster's dataflow lost a process; forming it again");
+        if !left {
+            shared.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("the cluster's dataflow lost a process; forming it again");
+        }
         // a failed computation's workers may never stop: leaving it must not hold up forming
         // the next one (its shutdown gives up after a bound and leaves the threads)
         let _ = std::thread::Builder::new().name("dataflow-leave".into()).spawn(move || drop(views));

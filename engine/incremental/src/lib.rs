@@ -382,8 +382,9 @@ impl Incremental {
     /// the list, `None` at this process's place `index`).
     ///
     /// Each process's controller drives its own workers: the processes must install the
-    /// same views in the same order, each appends the series it holds (a series in one
-    /// process only), and a read gathers this process's workers' share of a view.
+    /// same views in the same order; each appends the series it stores (a series appended
+    /// by two processes meets on one worker, where its second copy is a duplicate), and a
+    /// read sees the whole view (its copy on each process's first worker).
     pub fn start_in_cluster(
         workers: usize,
         sockets: Vec<Option<std::net::TcpStream>>,

@@ -88,6 +88,11 @@ pub type WatchFn = Box<dyn FnMut(i64, ViewChange) -> Option<i64> + Send>;
 /// batch once, which costs memory, not correctness.
 const FIRST_EVALUATION_WAIT: Duration = Duration::from_secs(120);
 
+/// The name of the count of rule evaluations answered by reading a view, and its help.
+pub const VIEW_READS: &str = "promflow_rule_view_reads_total";
+/// [`VIEW_READS`]' help text.
+pub const VIEW_READS_HELP: &str = "Rule evaluations answered by reading their view.";
+
 /// How long an evaluation waits for the watches to catch up with its time
 /// ([`LiveViews::settle`]); the dataflow answers within milliseconds unless overloaded.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
@@ -567,6 +572,11 @@ impl LiveViews {
         self.inc.lost()
     }
 
+    /// How many rule evaluations read these views.
+    pub fn view_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     /// `plan`'s value at `t` from its view, or `None` when the incremental executor does not
     /// maintain it, or not at `t` (the caller evaluates it in batch). A view read with a
     /// `grain` (a recording rule's, read only at its group's evaluation times) changes only at
@@ -592,9 +602,13 @@ impl LiveViews {
             return None;
         }
         let rows = match self.inc.read(view, t) {
-            // a cluster's computation that failed under the read: the rule is evaluated in
-            // batch, as while the computation forms again
-            Err(_) if self.lost() => return None,
+            // on a cluster's computation a read fails when the computation failed or a
+            // process stopped answering: the rule is evaluated in batch, as while the
+            // computation forms again
+            Err(e) if self.closed.load(Ordering::Relaxed) => {
+                tracing::warn!(error = %e, "reading a view of the cluster's dataflow; evaluating in batch");
+                return None;
+            }
             read => read.map_err(|e| e.to_string()),
         };
         self.inc.compact(t - KEEP_MS);
@@ -797,8 +811,9 @@ impl LiveViews {
         (live, views.iter().filter(|s| s.view.is_err()).count())
     }
 
-    /// Writes the incremental executor's metrics (promflow's own).
-    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter) {
+    /// Writes the incremental executor's metrics (promflow's own), counting `past_reads` view
+    /// reads before these views' (a cluster's earlier computations).
+    pub fn write_metrics(&self, w: &mut promflow_storage::MetricsWriter, past_reads: u64) {
         use promflow_storage::MetricKind;
         let mut records = w.family(
             "promflow_dataflow_records_total",
@@ -831,11 +846,7 @@ impl LiveViews {
         )
         .sample(&[("evaluation", "view")], live)
         .sample(&[("evaluation", "batch")], batch);
-        w.counter(
-            "promflow_rule_view_reads_total",
-            "Rule evaluations answered by reading their view.",
-            self.reads.load(Ordering::Relaxed),
-        );
+        w.counter(VIEW_READS, VIEW_READS_HELP, past_reads + self.reads.load(Ordering::Relaxed));
     }
 }
 

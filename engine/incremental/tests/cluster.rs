@@ -159,6 +159,23 @@ fn processes_that_would_build_other_views_do_not_connect() {
 }
 
 #[test]
+fn silent_and_foreign_connections_do_not_hold_up_the_set_up() {
+    use std::io::Write;
+    let (listeners, addresses) = listeners(2);
+    // before the processes start: three connections that say nothing, and one that speaks
+    // another protocol
+    let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addresses[0]).unwrap()).collect();
+    let mut foreign = TcpStream::connect(&addresses[0]).unwrap();
+    foreign.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let sockets = connect_all(&listeners, &addresses, &[(0, 3), (1, 3)], Duration::from_secs(60));
+    assert!(sockets.iter().all(Option::is_some), "the processes did not connect");
+    // each silent connection costs the set-up at most the handshake's 2 s
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    drop(silent);
+}
+
+#[test]
 fn a_lost_process_fails_the_others_and_they_connect_again() {
     let (listeners, addresses) = listeners(3);
     let patience = Duration::from_secs(30);

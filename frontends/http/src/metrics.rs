@@ -199,7 +199,7 @@ pub fn render(state: &AppState) -> String {
     state.notifier.write_metrics(&mut w);
     state.rules.write_metrics(&mut w);
     if let Some(views) = state.live.as_deref() {
-        views.write_metrics(&mut w);
+        views.write_metrics(&mut w, 0);
     }
     if let Some(dataflow) = state.dataflow.as_deref() {
         dataflow.write_metrics(&mut w);

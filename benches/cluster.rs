@@ -1,0 +1,235 @@
+//! A three-node cluster on loopback against one process: the cluster holds three times the
+//! series, and the figures are what each costs per series and per sample.
+//!
+//! Run with `cargo bench --bench cluster`. Environment (defaults in brackets):
+//! `BENCH_SERIES` [200000] the series of the one process (the cluster gets three times as
+//! many), `BENCH_ROUNDS` [20] samples per series at 15 s, `BENCH_REPS` [3], `BENCH_CONNS`
+//! [6] concurrent senders (spread over the cluster's nodes), `BENCH_RULES` [0]: with 1,
+//! every node evaluates the rules benchmark's rule set (`benches/rules.rs`) as views on the
+//! cluster's dataflow computation, and the one process as views on its own.
+//!
+//! What it fixes: the data is the ingest benchmark's (node_exporter-like hosts), encoded
+//! before any server starts; the servers, all three nodes included, run on CPU 1 and the
+//! load on CPU 0; the order alternates (one process first, then the cluster first).
+//!
+//! Measured per run, after the first round (which creates the series): samples per second,
+//! CPU seconds per million samples (the servers' user and system time), resident memory per
+//! active series (the servers' memory after the load less before, over the series), and the
+//! bytes between nodes per sample: the loopback interface's bytes during the load, less
+//! what the load generator sent, which the one process's run gives per body byte.
+
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use workload::common::{self, median, rss_kib};
+use workload::{
+    all_series, cpu_seconds, encode_rounds, env, pin_self, post_write, rule_file, start_pinned, Running,
+    CLIENT_CPU, INTERVAL_MS,
+};
+
+/// How many nodes the cluster has.
+const NODES: usize = 3;
+
+/// One run's figures.
+struct Run {
+    steady_sps: f64,
+    cpu_s_per_msample: f64,
+    bytes_per_series: f64,
+    /// Bytes on the loopback interface during the load, and the request bodies sent.
+    loopback_bytes: f64,
+    body_bytes: f64,
+    samples: f64,
+    series: Option<u64>,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env("BENCH_SERIES", 200_000);
+    let rounds = env("BENCH_ROUNDS", 20).max(2);
+    let reps = env("BENCH_REPS", 3);
+    let conns = env("BENCH_CONNS", 6);
+    let rules = env("BENCH_RULES", 0) == 1;
+    pin_self(CLIENT_CPU);
+    let start_ms = (common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
+    eprintln!("encoding {n} and {} series × {rounds} rounds …", NODES * n);
+    let one = encode_rounds(&all_series(n), rounds, start_ms);
+    let many = encode_rounds(&all_series(NODES * n), rounds, start_ms);
+    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..reps {
+        for k in 0..2 {
+            let cluster = (rep + k) % 2 == 1;
+            let dir = tempfile::tempdir().unwrap();
+            let nodes =
+                if cluster { start_cluster(dir.path(), rules) } else { vec![start_one(dir.path(), rules)] };
+            let bodies = if cluster { &many } else { &one };
+            let run = load(&nodes, bodies, conns, if cluster { NODES * n } else { n });
+            eprintln!(
+                "rep {rep} {:<8} steady {:>9.0}/s, {:.2} CPU s per million samples, {:.0} B per series, loopback {:.1} MB for {:.1} MB of bodies, series {:?}",
+                if cluster { "cluster" } else { "one" },
+                run.steady_sps,
+                run.cpu_s_per_msample,
+                run.bytes_per_series,
+                run.loopback_bytes / 1e6,
+                run.body_bytes / 1e6,
+                run.series
+            );
+            runs[usize::from(cluster)].push(run);
+        }
+    }
+    // the load generator's own bytes on loopback, per body byte, from the one process's runs
+    let overhead = median(runs[0].iter().map(|r| r.loopback_bytes / r.body_bytes).collect());
+    let between = |r: &Run| (r.loopback_bytes - overhead * r.body_bytes).max(0.0) / r.samples;
+    println!(
+        "one process with {n} series, a {NODES}-node cluster with {} series; {rounds} samples per series at 15 s, {conns} senders{}; medians of {reps}\n",
+        NODES * n,
+        if rules { ", the rules benchmark's rule set as views" } else { "" }
+    );
+    println!("| | steady, samples/s | CPU s per million samples | bytes per active series | bytes between nodes per sample | series held |");
+    println!("|---|---|---|---|---|---|");
+    for (name, rs) in [("one process", &runs[0]), ("3-node cluster", &runs[1])] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.0} | {:.1} | {} |",
+            median(rs.iter().map(|r| r.steady_sps).collect()),
+            median(rs.iter().map(|r| r.cpu_s_per_msample).collect()),
+            median(rs.iter().map(|r| r.bytes_per_series).collect()),
+            median(rs.iter().map(between).collect()),
+            rs.iter().map(|r| r.series.map_or("?".into(), |s| s.to_string())).collect::<Vec<_>>().join(" / "),
+        );
+    }
+    let ratio =
+        |f: &dyn Fn(&Run) -> f64| median(runs[1].iter().zip(&runs[0]).map(|(c, o)| f(c) / f(o)).collect());
+    println!(
+        "\ncluster / one process: memory per series {:.2}×, CPU per sample {:.2}×, steady ingest {:.2}×",
+        ratio(&|r| r.bytes_per_series),
+        ratio(&|r| r.cpu_s_per_msample),
+        ratio(&|r| r.steady_sps),
+    );
+}
+
+/// The configuration every server gets: the rule set, with `rules`.
+fn config(dir: &std::path::Path, rules: bool) -> std::path::PathBuf {
+    let mut text = String::from("global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n");
+    if rules {
+        let file = dir.join("rules.yml");
+        std::fs::write(&file, rule_file().0).unwrap();
+        text += &format!("rule_files: ['{}']\n", file.display());
+    }
+    let cfg = dir.join("bench.yml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn start_one(dir: &std::path::Path, rules: bool) -> Running {
+    let cfg = config(dir, rules);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let args = vec![
+        format!("--config.file={}", cfg.display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address={addr}"),
+        "--web.enable-remote-write-receiver".into(),
+    ];
+    start_pinned(&workload::promflow_binary(), &args, dir, &addr, "/-/ready", "promflow")
+}
+
+/// Starts the cluster's nodes, and waits until their dataflow computation has formed.
+fn start_cluster(dir: &std::path::Path, rules: bool) -> Vec<Running> {
+    let cfg = config(dir, rules);
+    let ports: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
+    let dataflow: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
+    let nodes: Vec<Running> = (0..NODES)
+        .map(|i| {
+            let node_dir = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let addr = format!("127.0.0.1:{}", ports[i]);
+            let mut args = vec![
+                format!("--config.file={}", cfg.display()),
+                format!("--storage.tsdb.path={}", node_dir.join("data").display()),
+                format!("--web.listen-address={addr}"),
+                "--web.enable-remote-write-receiver".into(),
+                format!("--cluster.index={i}"),
+            ];
+            args.extend(ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")));
+            args.extend(dataflow.iter().map(|p| format!("--cluster.dataflow-peer=127.0.0.1:{p}")));
+            start_pinned(&workload::promflow_binary(), &args, &node_dir, &addr, "/-/ready", "promflow node")
+        })
+        .collect();
+    let http = common::client();
+    let formed = common::wait_for(Duration::from_secs(60), || {
+        nodes
+            .iter()
+            .all(|n| {
+                let text =
+                    http.get(format!("{}/metrics", n.base)).send().and_then(|r| r.text()).unwrap_or_default();
+                text.lines().any(|l| l == "promflow_cluster_dataflow_up 1")
+            })
+            .then_some(())
+    });
+    assert!(formed.is_some(), "the cluster's dataflow did not form");
+    nodes
+}
+
+/// The bytes the loopback interface has received.
+fn loopback_bytes() -> f64 {
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    dev.lines()
+        .find_map(|l| l.trim_start().strip_prefix("lo:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sends every round to `nodes` (sender `k` to node `k` modulo their number), the first
+/// round untimed, and measures the rest.
+fn load(nodes: &[Running], bodies: &[Vec<std::sync::Arc<Vec<u8>>>], conns: usize, series: usize) -> Run {
+    let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
+    let rss = || pids.iter().map(|&p| rss_kib(p) as f64 * 1024.0).sum::<f64>();
+    let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = rss();
+    send_spread(nodes, &bodies[..1], conns);
+    let (cpu0, lo0) = (cpu(), loopback_bytes());
+    let t = Instant::now();
+    send_spread(nodes, &bodies[1..], conns);
+    let took = t.elapsed().as_secs_f64();
+    let (cpu1, lo1) = (cpu(), loopback_bytes());
+    std::thread::sleep(Duration::from_secs(5));
+    let samples = (series * (bodies.len() - 1)) as f64;
+    let body_bytes: usize = bodies[1..].iter().flatten().map(|b| b.len()).sum();
+    Run {
+        steady_sps: samples / took,
+        cpu_s_per_msample: (cpu1 - cpu0) / samples * 1e6,
+        bytes_per_series: (rss() - rss_before) / series as f64,
+        loopback_bytes: lo1 - lo0,
+        body_bytes: body_bytes as f64,
+        samples,
+        series: series_count(&nodes[0]),
+    }
+}
+
+/// How many series the cluster (or the one process) holds, asked of `node`.
+fn series_count(node: &Running) -> Option<u64> {
+    let url = format!("{}/api/v1/query?query=count(%7B__name__%3D~%22.%2B%22%7D)", node.base);
+    let v: serde_json::Value =
+        serde_json::from_str(&common::client().get(url).send().ok()?.text().ok()?).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// [`workload::send`] over several nodes: each sender owns every `conns`-th request of each
+/// round and sends it to node `k` modulo the number of nodes.
+fn send_spread(nodes: &[Running], bodies: &[Vec<std::sync::Arc<Vec<u8>>>], conns: usize) {
+    std::thread::scope(|scope| {
+        for k in 0..conns {
+            let base = &nodes[k % nodes.len()].base;
+            scope.spawn(move || {
+                let http = common::client();
+                for round in bodies {
+                    for body in round.iter().skip(k).step_by(conns) {
+                        post_write(&http, base, body.as_ref().clone());
+                    }
+                }
+            });
+        }
+    });
+}
