@@ -208,6 +208,9 @@ pub fn connect(
                     }
                     Err(_) => broke = true,
                 }
+            } else if !broke {
+                // the other process may have started on it already: look without reading
+                broke = !still_open(&link.stream);
             }
             if broke {
                 // the process went away: dial it again, or wait for it to dial
@@ -271,6 +274,7 @@ fn for_timely(stream: TcpStream) -> io::Result<TcpStream> {
         .with_interval(SILENCE_LIMIT / 6)
         .with_retries(4);
     socket.set_tcp_keepalive(&probes)?;
+    #[cfg(target_os = "linux")]
     socket.set_tcp_user_timeout(Some(SILENCE_LIMIT))?;
     Ok(stream)
 }
@@ -280,8 +284,10 @@ fn dial(address: &str, me: &Handshake) -> io::Result<TcpStream> {
     let target = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("{address} resolves to no address"))
     })?;
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut stream = TcpStream::connect_timeout(&target, HANDSHAKE_TIMEOUT)?;
+    // the other process answers once it gets to this connection: after at most a round of
+    // accepts ahead of it
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT * (ACCEPTS_AT_ONCE as u32 + 1);
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
     stream.write_all(&me.encode())?;
@@ -319,6 +325,11 @@ fn answer(mut stream: TcpStream, me: &Handshake) -> io::Result<(usize, TcpStream
             ),
         ));
     }
+    // a dialler that gave up waiting (this process was busy with other connections) has
+    // closed its end
+    if !still_open(&stream) {
+        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the dialler gave up"));
+    }
     stream.write_all(&[AGREED])?;
     Ok((them.index, stream))
 }
@@ -339,6 +350,21 @@ fn read_exact_by(stream: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) 
         }
     }
     Ok(())
+}
+
+/// Whether `stream` is still open, looked at without taking any byte from it (the other
+/// process may have started sending timely's).
+fn still_open(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let open = match stream.peek(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    };
+    open && stream.set_nonblocking(false).is_ok()
 }
 
 /// Whether the ready byte has arrived on `stream`; an error when the connection closed.
@@ -528,8 +554,17 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
         // to leave the computation at will: its connections, closed under timely's feet
         let connections: Vec<TcpStream> =
             sockets.iter().flatten().filter_map(|s| s.try_clone().ok()).collect();
-        let started = Incremental::start_in_cluster(me.workers, sockets, me.index, place.lookback_ms)
-            .and_then(|inc| occupant.occupy(inc, views_fingerprint));
+        if occupant.fingerprint() != views_fingerprint {
+            // the views changed while this process connected: start over before building
+            close(&connections);
+            continue;
+        }
+        let attempt = std::panic::AssertUnwindSafe(|| {
+            Incremental::start_in_cluster(me.workers, sockets, me.index, place.lookback_ms)
+                .and_then(|inc| occupant.occupy(inc, views_fingerprint))
+        });
+        let started = std::panic::catch_unwind(attempt)
+            .unwrap_or_else(|_| Err("starting the computation panicked".to_string()));
         let views = match started {
             Ok(views) => views,
             Err(e) => {

@@ -119,6 +119,9 @@ pub struct LiveViews {
     closed: AtomicBool,
     /// Reads answered from a view ([`LiveViews::read`]).
     reads: AtomicU64,
+    /// Whether a read on a cluster's computation went unanswered: the computation is
+    /// treated as lost, and reads go to batch at once.
+    unanswered: AtomicBool,
     views: Mutex<Vec<SeenExpression>>,
     /// Views [`LiveViews::prepare`] installed when the clock had already passed the time they
     /// are first read at: their history counts from the clock, so that first read is
@@ -348,6 +351,7 @@ impl LiveViews {
             querier: history,
             closed: AtomicBool::new(false),
             reads: AtomicU64::new(0),
+            unanswered: AtomicBool::new(false),
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
@@ -567,9 +571,10 @@ impl LiveViews {
         self.closed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the computation under the views has failed ([`Incremental::lost`]).
+    /// Whether the computation under the views has failed ([`Incremental::lost`]), or, on a
+    /// cluster's computation, failed to answer a read.
     pub fn lost(&self) -> bool {
-        self.inc.lost()
+        self.unanswered.load(Ordering::Relaxed) || self.inc.lost()
     }
 
     /// How many rule evaluations read these views.
@@ -587,6 +592,9 @@ impl LiveViews {
         t: i64,
         grain: Option<Grain>,
     ) -> Option<Result<Vec<(Labels, Value)>, String>> {
+        if self.closed.load(Ordering::Relaxed) && self.lost() {
+            return None;
+        }
         let grain = grain.filter(|g| g.contains(t));
         let (view, fresh) = match self.view_of(plan, t, grain, Reader::Rule) {
             Ok(v) => v,
@@ -606,7 +614,10 @@ impl LiveViews {
             // process stopped answering: the rule is evaluated in batch, as while the
             // computation forms again
             Err(e) if self.closed.load(Ordering::Relaxed) => {
-                tracing::warn!(error = %e, "reading a view of the cluster's dataflow; evaluating in batch");
+                // a computation that does not answer is left and formed again
+                if !self.unanswered.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "reading a view of the cluster's dataflow; evaluating in batch");
+                }
                 return None;
             }
             read => read.map_err(|e| e.to_string()),

@@ -978,9 +978,7 @@ fn run_group(
         v.schedule(next - 1);
         next - 1
     });
-    // on a cluster's computation, announced to the one formed at the time (another may form
-    // between two evaluations)
-    let mut cluster_announced = announce_to_cluster(base, None, next - 1);
+
     while !stop.load(Ordering::SeqCst) {
         let now = now_ms();
         if now < next {
@@ -1026,32 +1024,10 @@ fn run_group(
                 v.unschedule(done);
             }
         }
-        cluster_announced = announce_to_cluster(base, cluster_announced, next - 1);
     }
     if let (Some(v), Some(t)) = (views, announced) {
         v.unschedule(t);
     }
-    if let Some((v, t)) = cluster_announced {
-        v.unschedule(t);
-    }
-}
-
-/// Announces the evaluation at `t` to the views of the cluster's computation formed now,
-/// if any, and withdraws the announcement `before` made (to those views, or to an earlier
-/// computation's): the computation's clock waits for the evaluation, as one server's does.
-fn announce_to_cluster(
-    base: &EvalSettings,
-    before: Option<(Arc<LiveViews>, i64)>,
-    t: i64,
-) -> Option<(Arc<LiveViews>, i64)> {
-    let now = base.cluster_views.as_ref().and_then(|current| current()).map(|v| {
-        v.schedule(t);
-        (v, t)
-    });
-    if let Some((v, done)) = before {
-        v.unschedule(done);
-    }
-    now
 }
 
 /// Which rules of a group may read views: none in a tick-mode group, none when the group
