@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use workload::common::{self, median, rss_kib};
 use workload::{
     all_series, cpu_seconds, encode_rounds, env, pin_self, post_write, rule_file, start_pinned, Running,
-    CLIENT_CPU, INTERVAL_MS,
+    System, CLIENT_CPU, INTERVAL_MS,
 };
 
 /// How many nodes the cluster has.
@@ -204,16 +204,9 @@ fn load(nodes: &[Running], bodies: &[Vec<std::sync::Arc<Vec<u8>>>], conns: usize
         loopback_bytes: lo1 - lo0,
         body_bytes: body_bytes as f64,
         samples,
-        series: series_count(&nodes[0]),
+        // asked of one node, which counts the whole cluster's
+        series: System::Promflow.series_count(&nodes[0]),
     }
-}
-
-/// How many series the cluster (or the one process) holds, asked of `node`.
-fn series_count(node: &Running) -> Option<u64> {
-    let url = format!("{}/api/v1/query?query=count(%7B__name__%3D~%22.%2B%22%7D)", node.base);
-    let v: serde_json::Value =
-        serde_json::from_str(&common::client().get(url).send().ok()?.text().ok()?).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
 /// [`workload::send`] over several nodes: each sender owns every `conns`-th request of each
