@@ -8,7 +8,8 @@
 //! `BENCH_PROMFLOW` [this build's] the promflow binary to run, `BENCH_CHURN` [0] the percentage
 //! of hosts replaced by new instances every round (pods coming and going: their series
 //! stop and as many new ones start, the old ones with a staleness marker as Prometheus
-//! writes when a target disappears; memory is then also read every 10 rounds),
+//! writes when a target disappears; memory is then also read after every send and
+//! reported by window of 10 rounds),
 //! `BENCH_ROUND_SECONDS` [0] the wall-clock seconds from one round's start to the next (0:
 //! each round as soon as the one before is sent; the waits are not timed), and
 //! `BENCH_STALE_COMPACTION` [unset] promflow's `stale_series_compaction_threshold`.
@@ -42,7 +43,7 @@ use workload::{
     SERIES_PER_REQUEST,
 };
 
-/// Rounds between two readings of memory under churn.
+/// Rounds in one window of memory readings under churn.
 const CHURN_READING_ROUNDS: usize = 10;
 
 struct Run {
@@ -50,8 +51,11 @@ struct Run {
     steady_sps: f64,
     rss_before_mib: f64,
     rss_after_mib: f64,
-    /// Under churn: resident memory (MiB) after every [`CHURN_READING_ROUNDS`] rounds.
-    rss_readings_mib: Vec<f64>,
+    /// Under churn: resident memory (MiB) read after each send, by window of
+    /// [`CHURN_READING_ROUNDS`] rounds. Stale series leave the head once a minute, so memory
+    /// saws up and down within a window; one reading per window would catch the saw at a
+    /// different point each time.
+    rss_readings_mib: Vec<Vec<f64>>,
     series: Option<u64>,
 }
 
@@ -98,8 +102,8 @@ fn main() {
             send(&server.base, &bodies[..1], conns);
             let create = t0.elapsed().as_secs_f64();
             let mut steady = 0.0;
-            let mut rss_readings_mib = Vec::new();
-            // under churn, memory is read between groups of rounds (the reading is not timed)
+            let mut rss_readings_mib: Vec<Vec<f64>> = Vec::new();
+            // under churn, memory is read between sends (the reading is not timed)
             let group = if churn > 0 { CHURN_READING_ROUNDS } else { rounds };
             // paced rounds go one at a time, each at its start time
             let per_send = if round_every.is_zero() { group } else { 1 };
@@ -113,8 +117,10 @@ fn main() {
                 let t1 = Instant::now();
                 send(&server.base, &bodies[next..end], conns);
                 steady += t1.elapsed().as_secs_f64();
-                if churn > 0 && (end % group == 0 || end == rounds) {
-                    rss_readings_mib.push(rss_kib(pid) as f64 / 1024.0);
+                if churn > 0 {
+                    let window = (end - 1) / CHURN_READING_ROUNDS;
+                    rss_readings_mib.resize_with(rss_readings_mib.len().max(window + 1), Vec::new);
+                    rss_readings_mib[window].push(rss_kib(pid) as f64 / 1024.0);
                 }
                 next = end;
             }
@@ -163,14 +169,25 @@ fn main() {
     }
     if churn > 0 {
         println!(
-            "\nresident memory per active series (B) after every {CHURN_READING_ROUNDS} rounds, medians:\n"
+            "\nresident memory per active series (B) in each window of {CHURN_READING_ROUNDS} rounds, \
+             read after every send: median of the window's medians over the repetitions \
+             (lowest–highest reading):\n"
         );
         for (system, rs) in systems.iter().zip(&runs) {
-            let readings = rs.iter().map(|r| r.rss_readings_mib.len()).min().unwrap_or(0);
-            let per_series: Vec<String> = (0..readings)
+            let per_series_b = |mib: f64, r: &Run| (mib - r.rss_before_mib) * 1048576.0 / n as f64;
+            let windows = rs.iter().map(|r| r.rss_readings_mib.len()).min().unwrap_or(0);
+            let per_series: Vec<String> = (0..windows)
                 .map(|i| {
-                    let mib = median(rs.iter().map(|r| r.rss_readings_mib[i] - r.rss_before_mib).collect());
-                    format!("{:.0}", mib * 1048576.0 / n as f64)
+                    let mid = median(
+                        rs.iter().map(|r| per_series_b(median(r.rss_readings_mib[i].clone()), r)).collect(),
+                    );
+                    let all: Vec<f64> = rs
+                        .iter()
+                        .flat_map(|r| r.rss_readings_mib[i].iter().map(|&m| per_series_b(m, r)))
+                        .collect();
+                    let low = all.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    format!("{mid:.0} ({low:.0}–{high:.0})")
                 })
                 .collect();
             println!("- {}: {}", system.name(), per_series.join(" → "));
