@@ -296,6 +296,12 @@ pub struct Flags {
     /// extension). With it the nodes run one dataflow computation across the cluster.
     #[arg(long = "cluster.dataflow-peer")]
     pub cluster_dataflow_peers: Vec<String>,
+    /// A file holding the secret the nodes of a cluster share (at least 16 bytes; promflow's
+    /// extension, `docs/cluster.md`). With it the nodes prove it to each other on every
+    /// request and dataflow connection, honour the hop header only from a node, and may
+    /// require basic authentication of clients. Read once, at start-up.
+    #[arg(long = "cluster.secret-file")]
+    pub cluster_secret_file: Option<String>,
     /// On how many nodes remote write stores each series; a write is answered once every
     /// copy is stored.
     #[arg(long = "cluster.replication-factor", default_value_t = 1)]

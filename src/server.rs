@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use promflow_config::cluster_secret::ClusterSecret;
 use promflow_config::web::WebGuard;
 use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
-use promflow_incremental::cluster::{Formation, Handshake, Occupant};
+use promflow_incremental::cluster::{Credentials, Formation, Handshake, Occupant};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
 use promflow_remote::forward::{ClusterWrites, Placement};
@@ -63,13 +64,7 @@ pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(
         "completed loading of configuration file"
     );
     // security settings are checked before anything starts: an unusable one stops the server
-    let security = Security::open(&flags)?;
-    if cluster.is_some() {
-        let tls = security.web.current().is_ok_and(|s| s.tls.is_some());
-        if tls || security.web.requires_auth() {
-            return Err("--cluster.peer: the nodes of a cluster reach each other over plain HTTP without credentials, so a --web.config.file with TLS or basic authentication cannot be used in a cluster yet".into());
-        }
-    }
+    let security = Security::open(&flags, cluster.is_some())?;
     let db = open_storage(&flags, &loaded.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,7 +75,8 @@ pub(crate) fn run(mut flags: cli::Flags, matches: &clap::ArgMatches) -> Result<(
         .build()
         .map_err(|e| format!("starting runtime: {e}"))?;
     let cluster = cluster.map(|c| Arc::new(RwLock::new(c)));
-    let server = Components::start(&flags, matches, &loaded, rule_groups, &db, cluster, runtime.handle())?;
+    let server =
+        Components::start(&flags, matches, &loaded, rule_groups, &db, cluster, &security, runtime.handle())?;
     let reload = server.reload_handler(&flags, &db, runtime.handle().clone());
     let (quit, quit_rx) = watch::channel(false);
     let state =
@@ -156,6 +152,7 @@ type ClusterDataflow = (Arc<Formation>, Arc<RuleViews>);
 fn dataflow_formation(
     flags: &cli::Flags,
     cluster: Option<&Cluster>,
+    secret: Option<&ClusterSecret>,
     views: impl FnOnce() -> Arc<RuleViews>,
 ) -> Result<Option<ClusterDataflow>, String> {
     if flags.cluster_dataflow_peers.is_empty() {
@@ -187,9 +184,22 @@ fn dataflow_formation(
     info!(peers = ?addresses, "forming the cluster's dataflow");
     let views = views();
     let occupant = Arc::clone(&views) as Arc<dyn Occupant>;
-    Formation::start(listener, addresses, me, millis(flags.lookback_delta), occupant)
+    let credentials = secret.map(|s| Arc::new(DataflowCredentials(s.clone())) as Arc<dyn Credentials>);
+    Formation::start(listener, addresses, me, credentials, millis(flags.lookback_delta), occupant)
         .map(|f| Some((Arc::new(f), views)))
         .map_err(|e| format!("starting the cluster's dataflow: {e}"))
+}
+
+/// The cluster's secret as the dataflow's set-up proves and checks it.
+struct DataflowCredentials(ClusterSecret);
+
+impl Credentials for DataflowCredentials {
+    fn prove(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.0.prove(parts)
+    }
+    fn verify(&self, parts: &[&[u8]], proof: &[u8]) -> bool {
+        self.0.verify(parts, proof)
+    }
 }
 
 /// What the nodes of a dataflow computation must agree on: the build (which decides how
@@ -298,20 +308,50 @@ fn load_config(
     Ok((loaded, groups))
 }
 
-/// The listeners' security settings: `--web.config.file` and `--web.cors.origin`.
+/// The security settings: `--web.config.file`, `--web.cors.origin` and
+/// `--cluster.secret-file`.
 struct Security {
     web: Arc<WebGuard>,
     /// `None` for the default `.*`: every origin, answered `*`.
     cors_origin: Option<Regex>,
+    /// The secret this node's cluster shares, if it has one.
+    cluster_secret: Option<ClusterSecret>,
 }
 
 impl Security {
-    fn open(flags: &cli::Flags) -> Result<Security, String> {
+    /// Reads the settings; `in_cluster`: whether this node is one of a cluster's. A setting
+    /// that cannot be honoured is refused: a cluster secret without a cluster, and in a
+    /// cluster, TLS (the nodes reach each other over plain HTTP) and basic authentication
+    /// without a cluster secret (the nodes would have no credentials for each other).
+    fn open(flags: &cli::Flags, in_cluster: bool) -> Result<Security, String> {
         let web_config =
             (!flags.web_config_file.is_empty()).then(|| std::path::Path::new(&flags.web_config_file));
-        let web = WebGuard::open(web_config).map_err(|e| {
+        let mut web = WebGuard::open(web_config).map_err(|e| {
             format!("Error loading web config (--web.config.file={}): {e}", flags.web_config_file)
         })?;
+        let cluster_secret = match &flags.cluster_secret_file {
+            None => None,
+            Some(_) if !in_cluster => {
+                return Err(
+                    "--cluster.secret-file needs a cluster (--cluster.peer or --cluster.peers-file)".into()
+                )
+            }
+            Some(file) => Some(
+                ClusterSecret::read(Path::new(file)).map_err(|e| format!("--cluster.secret-file: {e}"))?,
+            ),
+        };
+        if in_cluster {
+            if web.current().is_ok_and(|s| s.tls.is_some()) {
+                return Err("--cluster.peer: the nodes of a cluster reach each other over plain HTTP, so a --web.config.file with TLS cannot be used in a cluster yet".into());
+            }
+            if web.requires_auth() && cluster_secret.is_none() {
+                return Err("--cluster.peer: a --web.config.file with basic authentication needs --cluster.secret-file in a cluster: the nodes authenticate to each other with the cluster's secret".into());
+            }
+        }
+        if let Some(secret) = &cluster_secret {
+            web = web.admitting_nodes(secret.clone());
+            info!("the nodes of the cluster authenticate with its secret");
+        }
         let cors_origin = match flags.cors_origin.as_str() {
             ".*" => None,
             re => Some(
@@ -319,7 +359,7 @@ impl Security {
                     .map_err(|e| format!("--web.cors.origin={re}: {e}"))?,
             ),
         };
-        Ok(Security { web: Arc::new(web), cors_origin })
+        Ok(Security { web: Arc::new(web), cors_origin, cluster_secret })
     }
 }
 
@@ -369,6 +409,7 @@ struct Components {
 impl Components {
     /// Starts every part but scraping, which starts once the listeners are bound
     /// ([`Components::serve`]).
+    #[allow(clippy::too_many_arguments)]
     fn start(
         flags: &cli::Flags,
         matches: &clap::ArgMatches,
@@ -376,8 +417,10 @@ impl Components {
         rule_groups: Vec<GroupSpec>,
         db: &Arc<Db>,
         cluster: Option<SharedCluster>,
+        security: &Security,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Components, String> {
+        let secret = security.cluster_secret.as_ref();
         let config = &loaded.config;
         let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
         if let Some(cluster) = &cluster {
@@ -432,7 +475,9 @@ impl Components {
         let remote_write = RemoteWriter::new(Arc::clone(db), runtime.clone(), Some(Arc::clone(&scrape)));
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
         let remote_read = Arc::new(match &cluster {
-            Some(c) => RemoteReaders::with_cluster_peers(current(c).others().map(String::from).collect()),
+            Some(c) => {
+                RemoteReaders::with_cluster_peers(current(c).others().map(String::from).collect(), secret)
+            }
             None => RemoteReaders::new(),
         });
         remote_read.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
@@ -450,7 +495,7 @@ impl Components {
         // in tick mode no rule reads views, and the computation forms with none
         let views = || Arc::new(RuleViews::new(Arc::clone(db), Arc::clone(&rule_querier), &rule_groups));
         let (dataflow, rule_views) =
-            match dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), views)? {
+            match dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), secret, views)? {
                 Some((formation, views)) => (Some(formation), Some(views)),
                 None => (None, None),
             };
@@ -463,9 +508,9 @@ impl Components {
             &query_log,
         );
         rule_manager.update(rule_groups);
-        let cluster_writes = cluster
-            .as_ref()
-            .map(|c| Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor)));
+        let cluster_writes = cluster.as_ref().map(|c| {
+            Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor, secret))
+        });
         Ok(Components {
             scrape,
             status,

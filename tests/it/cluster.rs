@@ -577,6 +577,13 @@ impl DataflowCluster {
 
     /// Starts node `i` (again, after a kill, on the same data) and waits until it serves.
     fn spawn(&self, i: usize) -> Server {
+        let mut node = self.spawn_unready(i);
+        node.wait_ready("/-/ready");
+        node
+    }
+
+    /// Starts node `i` without waiting for it.
+    fn spawn_unready(&self, i: usize) -> Server {
         let node_dir = self.dir.join(format!("node{i}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         let mut flags: Vec<String> =
@@ -585,9 +592,7 @@ impl DataflowCluster {
         flags.push(format!("--cluster.index={i}"));
         flags.extend(self.extra.iter().cloned());
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let mut node = spawn_promflow(&node_dir, &self.cfg, self.ports[i], &flags);
-        node.wait_ready("/-/ready");
-        node
+        spawn_promflow(&node_dir, &self.cfg, self.ports[i], &flags)
     }
 }
 
@@ -839,4 +844,112 @@ fn a_wrong_dataflow_setting_refuses_to_start() {
     assert!(log.contains("cannot listen"), "{log}");
     let log = refused_start(dir.path(), &["--cluster.dataflow-peer=127.0.0.1:3"]);
     assert!(log.contains("needs --cluster.peer"), "{log}");
+}
+
+/// A cluster with a secret (`--cluster.secret-file`) whose clients need a password
+/// (`--web.config.file`): the nodes reach each other with the secret, for copies, reads and
+/// the dataflow, while a client without the password, or with it but posing as a node (the
+/// hop header), is refused.
+#[test]
+fn nodes_with_a_secret_serve_clients_behind_basic_authentication() {
+    use crate::web_security::{users_yaml, PASSWORD, USER};
+    const SERIES: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, users_yaml()).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "9f2c54d1b7e04a6c8e13f0a9d2b6c7e5\n").unwrap();
+    let web_flag = format!("--web.config.file={}", web.display());
+    let secret_flag = format!("--cluster.secret-file={}", secret.display());
+    let extra =
+        ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2", &web_flag, &secret_flag];
+    let cluster = DataflowCluster::new(dir.path(), 3, "", &extra);
+    let nodes: Vec<Server> = (0..3).map(|i| cluster.spawn_unready(i)).collect();
+    let nodes: Vec<Server> = nodes
+        .into_iter()
+        .map(|mut n| {
+            n.wait_logged_ready();
+            n
+        })
+        .collect();
+    let get = |node: &Server, path: &str| {
+        let r = client().get(node.url(path)).basic_auth(USER, Some(PASSWORD)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let value = |node: &Server, name: &str| -> Option<f64> {
+        let (_, text) = get(node, "/metrics");
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let formed = wait_for(Duration::from_secs(60), || {
+        nodes.iter().all(|n| value(n, "promflow_cluster_dataflow_up") == Some(1.0)).then_some(())
+    });
+    assert!(formed.is_some(), "the dataflow did not form between nodes holding the secret");
+    let t = now_ms() - 5_000;
+    let batch: Vec<TimeSeries> = (0..SERIES)
+        .map(|s| series(&[("__name__", "secured"), ("s", &s.to_string())], &[(t, s as f64)]))
+        .collect();
+    let body =
+        promflow_remote::encode(&promflow_remote::WriteRequest { timeseries: batch, metadata: vec![] });
+    let write = |node: &Server, auth: bool, headers: &[(&str, &str)]| {
+        let mut r = client()
+            .post(node.url("/api/v1/write"))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .body(body.clone());
+        if auth {
+            r = r.basic_auth(USER, Some(PASSWORD));
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    assert_eq!(write(&nodes[0], false, &[]).0, 401, "a client without the password was let in");
+    // a client with the password cannot pose as a node: with the hop header, or a made-up token
+    for posing in [[("promflow-cluster-hop", "1")], [("promflow-cluster-auth", "00ff")]] {
+        let (status, body) = write(&nodes[0], true, &posing);
+        assert_eq!(status, 401, "{posing:?}: {body}");
+    }
+    let (status, body) = write(&nodes[0], true, &[]);
+    assert_eq!(status, 204, "{body}");
+    // two copies of each series, made by node 0 on the nodes that own them
+    let copies: usize = nodes
+        .iter()
+        .map(|n| get(n, "/federate?match[]=secured").1.lines().filter(|l| l.starts_with("secured{")).count())
+        .sum();
+    assert_eq!(copies, 2 * SERIES);
+    // every node reads the others' storage, with the secret, to answer for the cluster
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, text) = get(node, &format!("/api/v1/query?query={}", urlencode("count(secured)")));
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(result(&v)[0]["value"][1], SERIES.to_string(), "node {i}: {v}");
+    }
+}
+
+/// A cluster secret that cannot be honoured stops the server at start-up, saying why.
+#[test]
+fn an_unusable_cluster_secret_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = ["--cluster.peer=127.0.0.1:1", "--cluster.peer=127.0.0.1:2", "--cluster.index=0"];
+    let short = dir.path().join("short");
+    std::fs::write(&short, "0123456789\n").unwrap();
+    let short = format!("--cluster.secret-file={}", short.display());
+    let log = refused_start(dir.path(), &[&peers[..], &[short.as_str()]].concat());
+    assert!(log.contains("at least 16"), "{log}");
+    let missing = format!("--cluster.secret-file={}", dir.path().join("none").display());
+    let log = refused_start(dir.path(), &[&peers[..], &[missing.as_str()]].concat());
+    assert!(log.contains("--cluster.secret-file") && log.contains("none"), "{log}");
+    let good = dir.path().join("secret");
+    std::fs::write(&good, "0123456789abcdef0123").unwrap();
+    let good = format!("--cluster.secret-file={}", good.display());
+    let log = refused_start(dir.path(), &[good.as_str()]);
+    assert!(log.contains("needs a cluster"), "{log}");
+    // without a secret, the nodes would have no password for each other
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, crate::web_security::users_yaml()).unwrap();
+    let web = format!("--web.config.file={}", web.display());
+    let log = refused_start(dir.path(), &[&peers[..], &[web.as_str()]].concat());
+    assert!(log.contains("needs --cluster.secret-file"), "{log}");
 }

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use common::*;
 
-const USER: &str = "alice";
-const PASSWORD: &str = "correct horse";
+pub(crate) const USER: &str = "alice";
+pub(crate) const PASSWORD: &str = "correct horse";
 
 /// A web configuration with one bcrypt user (cost 4: the tests run many verifications).
-fn users_yaml() -> String {
+pub(crate) fn users_yaml() -> String {
     format!("basic_auth_users:\n  {USER}: {}\n", bcrypt_hash(PASSWORD))
 }
 
@@ -39,13 +39,7 @@ fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Server {
         std::fs::write(&cfg, "").unwrap();
     }
     let mut s = spawn_promflow(dir, &cfg, port, extra);
-    let ready = wait_for(Duration::from_secs(30), || {
-        if let Ok(Some(status)) = s.child.try_wait() {
-            panic!("promflow exited ({status}):\n{}", s.logs());
-        }
-        s.logs().contains("server is ready").then_some(())
-    });
-    assert!(ready.is_some(), "promflow did not start:\n{}", s.logs());
+    s.wait_logged_ready();
     s
 }
 

@@ -37,6 +37,14 @@ pub enum Error {
     /// A relabel rule is invalid (bad action, regex, or missing field).
     #[error("{0}")]
     InvalidRelabel(String),
+    /// A cluster's secret file (`--cluster.secret-file`) holds no usable secret.
+    #[error("{}: {message}", path.display())]
+    ClusterSecret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        message: String,
+    },
     /// A client's `tls_config` cannot be used: a certificate or key that does not parse, a
     /// version rustls does not speak, a bad `server_name`.
     #[error("tls_config: {message}")]

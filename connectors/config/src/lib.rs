@@ -30,6 +30,7 @@
 mod macros;
 
 mod client;
+pub mod cluster_secret;
 mod config;
 pub mod duration;
 mod error;

@@ -21,6 +21,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+use crate::cluster_secret::ClusterSecret;
 use crate::config::join_dir;
 use crate::Error;
 
@@ -650,6 +651,9 @@ pub struct WebGuard {
     bcrypt: Mutex<()>,
     /// `rate_limit` as read at start-up (the toolkit builds it once, when it starts serving).
     rate: Option<RateLimiter>,
+    /// The cluster's secret, whose holders (the other nodes) are let in
+    /// ([`WebGuard::admits_node`]).
+    nodes: Option<ClusterSecret>,
 }
 
 struct GuardState {
@@ -696,7 +700,26 @@ impl WebGuard {
             }),
             verified: Mutex::new(Default::default()),
             bcrypt: Mutex::new(()),
+            nodes: None,
         })
+    }
+
+    /// Lets in the requests of the nodes holding `secret` (a cluster's, read from
+    /// `--cluster.secret-file`).
+    pub fn admitting_nodes(mut self, secret: ClusterSecret) -> WebGuard {
+        self.nodes = Some(secret);
+        self
+    }
+
+    /// Whether the nodes of a cluster prove its secret to this one.
+    pub fn authenticates_nodes(&self) -> bool {
+        self.nodes.is_some()
+    }
+
+    /// Whether `token`, a request's [`CLUSTER_AUTH_HEADER`](crate::cluster_secret::CLUSTER_AUTH_HEADER),
+    /// proves that a node of this one's cluster sent it (never without a cluster secret).
+    pub fn admits_node(&self, token: &[u8]) -> bool {
+        self.nodes.as_ref().is_some_and(|s| s.admits(token))
     }
 
     /// The settings in force, re-read first when a file changed; an error while the file is

@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reader::CLUSTER_HOP_HEADER;
+use promflow_config::cluster_secret::ClusterSecret;
+
+use crate::reader::{cluster_client, CLUSTER_HOP_HEADER};
 use crate::{Appended, Error, RequestView};
 
 /// A cluster's placement of series: every node, best first, for a hash of a series' labels.
@@ -79,12 +81,14 @@ pub struct ClusterWrites {
 }
 
 impl ClusterWrites {
-    /// Stores each series on `replication` of the nodes `placement` names.
-    pub fn new(placement: Placement, replication: usize) -> ClusterWrites {
+    /// Stores each series on `replication` of the nodes `placement` names; with the
+    /// cluster's `secret`, every copy and relayed request proves it.
+    pub fn new(placement: Placement, replication: usize, secret: Option<&ClusterSecret>) -> ClusterWrites {
+        let token = secret.map(ClusterSecret::http_token);
         ClusterWrites {
             placement: std::sync::RwLock::new(Arc::new(placement)),
             replication: replication.max(1),
-            client: reqwest::Client::new(),
+            client: cluster_client(token.as_deref()),
         }
     }
 
@@ -393,7 +397,7 @@ mod tests {
             me: 0,
             rank: Arc::new(|_| vec![1, 0, 2]),
         };
-        let writes = ClusterWrites::new(placement, 2);
+        let writes = ClusterWrites::new(placement, 2, None);
         let ts = TimeSeries {
             labels: vec![Label { name: "__name__".into(), value: "a".into() }],
             samples: vec![Sample { value: 1.0, timestamp: 1 }],

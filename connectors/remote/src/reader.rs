@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
+use promflow_config::cluster_secret::{ClusterSecret, CLUSTER_AUTH_HEADER};
 use promflow_config::{Config, RemoteReadConfig};
 use promflow_storage::{
     HistogramSample, HistogramSeries, Labels, MatchOp, Matcher, Querier, Samples, Series, Timestamp,
@@ -193,6 +194,9 @@ pub struct RemoteReaders {
     peers: RwLock<Vec<String>>,
     /// The client label lookups reach the peers with ([`RemoteReaders::ask_peers`]).
     peer_client: reqwest::Client,
+    /// The token this node proves the cluster's secret with
+    /// ([`ClusterSecret::http_token`]), on every request to a peer.
+    peer_token: Option<String>,
 }
 
 /// How long a query waits for a cluster peer's answer.
@@ -205,6 +209,17 @@ const PEER_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// a node answers such a request from its own storage, without asking its peers in turn.
 pub const CLUSTER_HOP_HEADER: &str = "promflow-cluster-hop";
 
+/// A client for a cluster's other nodes: every request carries `token`
+/// ([`ClusterSecret::http_token`]) when the cluster has a secret.
+pub(crate) fn cluster_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(v) = token.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
+        headers.insert(CLUSTER_AUTH_HEADER, v);
+    }
+    // only a TLS back end that cannot start fails a build, and the plain client needs none
+    reqwest::Client::builder().default_headers(headers).build().unwrap_or_default()
+}
+
 impl RemoteReaders {
     /// No endpoints.
     pub fn new() -> RemoteReaders {
@@ -213,9 +228,16 @@ impl RemoteReaders {
 
     /// Also reads the other nodes of a cluster (`host:port` of their HTTP listeners): every
     /// query reads their storage through remote read, recent data included, and merges what
-    /// they hold with what this node holds.
-    pub fn with_cluster_peers(peers: Vec<String>) -> RemoteReaders {
-        RemoteReaders { peers: RwLock::new(peers), ..RemoteReaders::default() }
+    /// they hold with what this node holds. With the cluster's `secret`, every request to
+    /// them proves it.
+    pub fn with_cluster_peers(peers: Vec<String>, secret: Option<&ClusterSecret>) -> RemoteReaders {
+        let peer_token = secret.map(ClusterSecret::http_token);
+        RemoteReaders {
+            peers: RwLock::new(peers),
+            peer_client: cluster_client(peer_token.as_deref()),
+            peer_token,
+            ..RemoteReaders::default()
+        }
     }
 
     /// Replaces the other nodes of the cluster; the next [`RemoteReaders::apply`] makes
@@ -236,11 +258,13 @@ impl RemoteReaders {
     pub fn apply(&self, cfg: &Config) -> Result<(), Error> {
         let external = cfg.global.external_labels.clone();
         let peers = self.cluster_peers();
+        let token = self.peer_token.iter().map(|t| (CLUSTER_AUTH_HEADER.to_string(), t.clone()));
         let peers = peers.iter().map(|p| RemoteReadConfig {
             url: format!("http://{p}/api/v1/read"),
             name: format!("cluster peer {p}"),
             read_recent: true,
             remote_timeout: PEER_TIMEOUT,
+            headers: token.clone().collect(),
             ..RemoteReadConfig::default()
         });
         let mut fresh = Vec::new();

@@ -12,6 +12,8 @@
 //! - the dialler introduces itself ([`Handshake`]: its place, the number of processes and
 //!   of workers, and a fingerprint of what it will install); the other side answers whether
 //!   it agrees, and a process that does not is turned away;
+//! - with [`Credentials`] (the cluster's shared secret), each side then answers the other's
+//!   random challenge with a proof that it holds them, and a process without is turned away;
 //! - once a process holds a connection to every other, it sends each a ready byte, and it
 //!   returns when it has received one from each. A process therefore starts only with
 //!   processes that are all connected; a connection that breaks before then is dialled or
@@ -33,7 +35,17 @@ use crate::live::{self, LiveViews};
 use crate::Incremental;
 
 /// The first bytes of a dialler's introduction (and of the protocol's version).
-const MAGIC: &[u8; 8] = b"pfdflow1";
+const MAGIC: &[u8; 8] = b"pfdflow2";
+
+/// The bytes of an introduction: [`MAGIC`], four fields, whether the dialler proves
+/// [`Credentials`], and its challenge.
+const INTRODUCTION: usize = 48 + CHALLENGE;
+
+/// The bytes of a random challenge.
+const CHALLENGE: usize = 16;
+
+/// The bytes of a proof ([`Credentials::prove`]).
+const PROOF: usize = 32;
 
 /// The answer to an introduction the process agrees with.
 const AGREED: u8 = 1;
@@ -68,20 +80,45 @@ pub struct Handshake {
     pub fingerprint: u64,
 }
 
+/// What proves to the other processes that this one belongs to the cluster, and checks
+/// their proofs: the cluster's shared secret, which the server wires in (a keyed digest).
+pub trait Credentials: Send + Sync {
+    /// The proof of `parts`, which only a holder of the credentials can make.
+    fn prove(&self, parts: &[&[u8]]) -> [u8; 32];
+    /// Whether `proof` is the proof of `parts` (compared in constant time).
+    fn verify(&self, parts: &[&[u8]], proof: &[u8]) -> bool;
+}
+
+/// What a dialler proves ([`Credentials::prove`]): this label, its introduction, and both
+/// challenges. The side that answers proves [`ANSWERER`] with the same: neither proof can be
+/// replayed for the other side, or on another connection.
+const DIALLER: &[u8] = b"promflow dataflow dialler";
+
+/// What the side that answers proves, in place of [`DIALLER`].
+const ANSWERER: &[u8] = b"promflow dataflow answerer";
+
+/// A fresh random challenge.
+fn challenge() -> io::Result<[u8; CHALLENGE]> {
+    let mut c = [0u8; CHALLENGE];
+    getrandom::fill(&mut c).map_err(|e| io::Error::other(format!("no random challenge: {e}")))?;
+    Ok(c)
+}
+
 impl Handshake {
-    fn encode(&self) -> [u8; 40] {
-        let mut out = [0u8; 40];
+    /// The introduction: this handshake, whether it comes with a proof, and `challenge`.
+    fn encode(&self, proves: bool, challenge: &[u8; CHALLENGE]) -> [u8; INTRODUCTION] {
+        let mut out = [0u8; INTRODUCTION];
         out[..8].copy_from_slice(MAGIC);
-        for (i, v) in [self.index as u64, self.processes as u64, self.workers as u64, self.fingerprint]
-            .into_iter()
-            .enumerate()
-        {
+        let fields = [self.index as u64, self.processes as u64, self.workers as u64, self.fingerprint];
+        for (i, v) in fields.into_iter().chain([u64::from(proves)]).enumerate() {
             out[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
         }
+        out[48..].copy_from_slice(challenge);
         out
     }
 
-    fn decode(bytes: &[u8; 40]) -> Option<Handshake> {
+    /// The handshake, whether a proof comes with it, and the challenge, of an introduction.
+    fn decode(bytes: &[u8; INTRODUCTION]) -> Option<(Handshake, bool, [u8; CHALLENGE])> {
         if &bytes[..8] != MAGIC {
             return None;
         }
@@ -90,12 +127,15 @@ impl Handshake {
             b.copy_from_slice(&bytes[8 + i * 8..16 + i * 8]);
             u64::from_le_bytes(b)
         };
-        Some(Handshake {
+        let mut challenge = [0u8; CHALLENGE];
+        challenge.copy_from_slice(&bytes[48..]);
+        let handshake = Handshake {
             index: usize::try_from(field(0)).ok()?,
             processes: usize::try_from(field(1)).ok()?,
             workers: usize::try_from(field(2)).ok()?,
             fingerprint: field(3),
-        })
+        };
+        Some((handshake, field(4) == 1, challenge))
     }
 
     /// Whether `other`, another process's introduction, belongs to the same computation.
@@ -125,12 +165,14 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Connects this process (`me`) to every other process at `addresses` (the same list, in the
 /// same order, in every process; `listener` is bound at this process's address), and
-/// returns one socket for each other process by its place, `None` at this one's. Returns
+/// returns one socket for each other process by its place, `None` at this one's. With
+/// `credentials`, only processes that prove the same credentials are connected. Returns
 /// `Ok(None)` once `stop` says to give up.
 pub fn connect(
     listener: &TcpListener,
     addresses: &[String],
     me: Handshake,
+    credentials: Option<&dyn Credentials>,
     stop: &dyn Fn() -> bool,
 ) -> io::Result<Option<Vec<Option<TcpStream>>>> {
     if me.index >= addresses.len() || me.processes != addresses.len() {
@@ -153,7 +195,7 @@ pub fn connect(
             if links[j].is_some() || Instant::now() < next_dial[j] {
                 continue;
             }
-            match dial(address, &me) {
+            match dial(address, &me, credentials) {
                 Ok(stream) => {
                     set_link(&mut links, j, stream);
                     last_complaint[j] = None;
@@ -170,7 +212,7 @@ pub fn connect(
                 return Ok(None);
             }
             match listener.accept() {
-                Ok((stream, from)) => match answer(stream, &me) {
+                Ok((stream, from)) => match answer(stream, &me, credentials) {
                     Ok((j, stream)) => {
                         // a process that connects again replaces its old connection
                         set_link(&mut links, j, stream);
@@ -279,8 +321,9 @@ fn for_timely(stream: TcpStream) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Dials the process at `address` and introduces this one.
-fn dial(address: &str, me: &Handshake) -> io::Result<TcpStream> {
+/// Dials the process at `address` and introduces this one; with `credentials`, checks the
+/// other's proof and proves this process's.
+fn dial(address: &str, me: &Handshake, credentials: Option<&dyn Credentials>) -> io::Result<TcpStream> {
     let target = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("{address} resolves to no address"))
     })?;
@@ -290,40 +333,78 @@ fn dial(address: &str, me: &Handshake) -> io::Result<TcpStream> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT * (ACCEPTS_AT_ONCE as u32 + 1);
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    stream.write_all(&me.encode())?;
+    let mine = challenge()?;
+    let introduction = me.encode(credentials.is_some(), &mine);
+    stream.write_all(&introduction)?;
     let mut answer = [0u8; 1];
+    read_exact_by(&mut stream, &mut answer, deadline)?;
+    if answer[0] != AGREED {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the process there runs other views, another number of workers or another list of processes, or holds other credentials",
+        ));
+    }
+    let Some(credentials) = credentials else { return Ok(stream) };
+    let mut theirs = [0u8; CHALLENGE + PROOF];
+    read_exact_by(&mut stream, &mut theirs, deadline)?;
+    let (their_challenge, their_proof) = theirs.split_at(CHALLENGE);
+    if !credentials.verify(&[ANSWERER, &introduction, &mine, their_challenge], their_proof) {
+        return Err(denied("the process there does not hold this cluster's secret"));
+    }
+    stream.write_all(&credentials.prove(&[DIALLER, &introduction, &mine, their_challenge]))?;
     read_exact_by(&mut stream, &mut answer, deadline)?;
     match answer[0] {
         AGREED => Ok(stream),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the process there runs other views, another number of workers or another list of processes",
-        )),
+        _ => Err(denied("the process there did not take this process's proof")),
     }
 }
 
+/// An error for a process that does not prove the cluster's credentials.
+fn denied(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why.to_string())
+}
+
 /// Reads a dialler's introduction on `stream` and answers it: the dialler's place when it
-/// belongs to this computation (and comes after this process in the list). The whole
-/// introduction must arrive within [`HANDSHAKE_TIMEOUT`].
-fn answer(mut stream: TcpStream, me: &Handshake) -> io::Result<(usize, TcpStream)> {
+/// belongs to this computation (and comes after this process in the list), and, with
+/// `credentials`, proves them as well. The introduction must arrive within
+/// [`HANDSHAKE_TIMEOUT`], and the dialler's proof within as long again.
+fn answer(
+    mut stream: TcpStream,
+    me: &Handshake,
+    credentials: Option<&dyn Credentials>,
+) -> io::Result<(usize, TcpStream)> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let mut bytes = [0u8; 40];
-    read_exact_by(&mut stream, &mut bytes, deadline)?;
-    let Some(them) = Handshake::decode(&bytes) else {
+    let mut introduction = [0u8; INTRODUCTION];
+    read_exact_by(&mut stream, &mut introduction, deadline)?;
+    let Some((them, proves, their_challenge)) = Handshake::decode(&introduction) else {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a promflow dataflow process"));
     };
-    if !me.agrees(&them) || them.index <= me.index {
+    if !me.agrees(&them) || them.index <= me.index || proves != credentials.is_some() {
         stream.write_all(&[DIFFERS])?;
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "process {} runs other views, another number of workers or another list of processes",
-                them.index
-            ),
-        ));
+        let why = if proves == credentials.is_some() {
+            "runs other views, another number of workers or another list of processes"
+        } else if proves {
+            "holds a cluster secret, and this process none"
+        } else {
+            "holds no cluster secret"
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("process {} {why}", them.index)));
+    }
+    if let Some(credentials) = credentials {
+        let mine = challenge()?;
+        let proof = credentials.prove(&[ANSWERER, &introduction, &their_challenge, &mine]);
+        stream.write_all(&[AGREED])?;
+        stream.write_all(&mine)?;
+        stream.write_all(&proof)?;
+        let mut their_proof = [0u8; PROOF];
+        read_exact_by(&mut stream, &mut their_proof, deadline + HANDSHAKE_TIMEOUT)?;
+        if !credentials.verify(&[DIALLER, &introduction, &their_challenge, &mine], &their_proof) {
+            stream.write_all(&[DIFFERS])?;
+            return Err(denied(&format!("process {} does not hold this cluster's secret", them.index)));
+        }
     }
     // a dialler that gave up waiting (this process was busy with other connections) has
     // closed its end
@@ -440,11 +521,12 @@ struct Shared {
 impl Formation {
     /// Starts forming the computation of the processes at `addresses`, this one `me` (whose
     /// fingerprint the occupant's is added to), with `listener` bound at this process's
-    /// address, for `occupant`.
+    /// address, for `occupant`; with `credentials`, only with processes that prove them.
     pub fn start(
         listener: TcpListener,
         addresses: Vec<String>,
         me: Handshake,
+        credentials: Option<Arc<dyn Credentials>>,
         lookback_ms: i64,
         occupant: Arc<dyn Occupant>,
     ) -> io::Result<Formation> {
@@ -456,7 +538,7 @@ impl Formation {
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
-        let place = Place { listener, addresses, me, lookback_ms };
+        let place = Place { listener, addresses, me, credentials, lookback_ms };
         std::thread::Builder::new()
             .name("dataflow-formation".into())
             .spawn(move || form(&s, &place, occupant.as_ref()))?;
@@ -521,6 +603,7 @@ struct Place {
     listener: TcpListener,
     addresses: Vec<String>,
     me: Handshake,
+    credentials: Option<Arc<dyn Credentials>>,
     lookback_ms: i64,
 }
 
@@ -542,15 +625,16 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
             Handshake { fingerprint: fingerprint_of((place.me.fingerprint, views_fingerprint)), ..place.me };
         // a reload that changes the views while this process waits starts the wait afresh
         let moved = || stopped() || fingerprint() != me.fingerprint;
-        let sockets = match connect(&place.listener, &place.addresses, me, &moved) {
-            Ok(Some(sockets)) => sockets,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "connecting the cluster's dataflow");
-                std::thread::sleep(RETRY_AFTER);
-                continue;
-            }
-        };
+        let sockets =
+            match connect(&place.listener, &place.addresses, me, place.credentials.as_deref(), &moved) {
+                Ok(Some(sockets)) => sockets,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "connecting the cluster's dataflow");
+                    std::thread::sleep(RETRY_AFTER);
+                    continue;
+                }
+            };
         // to leave the computation at will: its connections, closed under timely's feet
         let connections: Vec<TcpStream> =
             sockets.iter().flatten().filter_map(|s| s.try_clone().ok()).collect();
@@ -614,8 +698,10 @@ mod tests {
     #[test]
     fn an_introduction_reads_back() {
         let h = Handshake { index: 2, processes: 3, workers: 4, fingerprint: u64::MAX - 7 };
-        assert_eq!(Handshake::decode(&h.encode()), Some(h));
-        let mut other = h.encode();
+        let challenge = [7u8; CHALLENGE];
+        assert_eq!(Handshake::decode(&h.encode(true, &challenge)), Some((h, true, challenge)));
+        assert_eq!(Handshake::decode(&h.encode(false, &challenge)), Some((h, false, challenge)));
+        let mut other = h.encode(false, &challenge);
         other[0] = b'x';
         assert_eq!(Handshake::decode(&other), None);
     }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use promflow_incremental::cluster::{connect, Handshake};
+use promflow_config::cluster_secret::ClusterSecret;
+use promflow_incremental::cluster::{connect, Credentials, Handshake};
 use promflow_incremental::{Incremental, Value};
 use promflow_storage::Labels;
 
@@ -52,6 +53,18 @@ fn listeners(n: usize) -> (Vec<TcpListener>, Vec<String>) {
     (listeners, addresses)
 }
 
+/// The cluster's secret as the server wires it into the set-up.
+struct Secret(ClusterSecret);
+
+impl Credentials for Secret {
+    fn prove(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.0.prove(parts)
+    }
+    fn verify(&self, parts: &[&[u8]], proof: &[u8]) -> bool {
+        self.0.verify(parts, proof)
+    }
+}
+
 /// Connects the processes at `places` (each with its fingerprint) at once, as their
 /// servers would, each giving up after `patience`: what each one's set-up returned.
 fn connect_all(
@@ -60,14 +73,29 @@ fn connect_all(
     places: &[(usize, u64)],
     patience: Duration,
 ) -> Vec<Option<Vec<Option<TcpStream>>>> {
+    connect_with_secrets(listeners, addresses, places, &vec![None; places.len()], patience)
+}
+
+/// [`connect_all`], each process with its secret (`None`: without).
+fn connect_with_secrets(
+    listeners: &[TcpListener],
+    addresses: &[String],
+    places: &[(usize, u64)],
+    secrets: &[Option<&str>],
+    patience: Duration,
+) -> Vec<Option<Vec<Option<TcpStream>>>> {
     std::thread::scope(|s| {
         let joins: Vec<_> = places
             .iter()
-            .map(|&(index, fingerprint)| {
+            .zip(secrets)
+            .map(|(&(index, fingerprint), secret)| {
                 let me = Handshake { index, processes: addresses.len(), workers: 2, fingerprint };
                 let deadline = Instant::now() + patience;
+                let secret = secret.map(|k| Secret(ClusterSecret::new(k.as_bytes().to_vec()).unwrap()));
                 s.spawn(move || {
-                    connect(&listeners[index], addresses, me, &|| Instant::now() > deadline).unwrap()
+                    let credentials = secret.as_ref().map(|c| c as &dyn Credentials);
+                    connect(&listeners[index], addresses, me, credentials, &|| Instant::now() > deadline)
+                        .unwrap()
                 })
             })
             .collect();
@@ -156,6 +184,57 @@ fn processes_that_would_build_other_views_do_not_connect() {
     let (listeners, addresses) = listeners(2);
     let sockets = connect_all(&listeners, &addresses, &[(0, 1), (1, 2)], Duration::from_secs(3));
     assert!(sockets.iter().all(Option::is_none), "processes with other fingerprints connected");
+}
+
+#[test]
+fn only_processes_with_the_same_secret_connect() {
+    let (listeners, addresses) = listeners(2);
+    let same = Some("a secret of 24 characters");
+    let places = [(0, 4), (1, 4)];
+    let sockets =
+        connect_with_secrets(&listeners, &addresses, &places, &[same, same], Duration::from_secs(30));
+    assert!(sockets.iter().all(Option::is_some), "processes with the same secret did not connect");
+    for secrets in [[same, Some("another secret of 24 chars")], [same, None], [None, same]] {
+        let sockets = connect_with_secrets(&listeners, &addresses, &places, &secrets, Duration::from_secs(3));
+        assert!(sockets.iter().all(Option::is_none), "{secrets:?} connected");
+    }
+}
+
+#[test]
+fn a_process_without_the_secret_cannot_pose_as_one() {
+    use std::io::{Read, Write};
+    let (listeners, addresses) = listeners(2);
+    let secret = Some("a secret of 24 characters");
+    std::thread::scope(|s| {
+        // process 0 waits for process 1, which never comes: an impostor dials in its place
+        let waiting = s.spawn(|| {
+            connect_with_secrets(&listeners, &addresses, &[(0, 4)], &[secret], Duration::from_secs(8))
+        });
+        // the impostor copies an introduction that says it proves credentials, and answers
+        // the challenge with bytes of its own
+        let mut intro = Vec::from(*b"pfdflow2");
+        for v in [1u64, 2, 2, 4, 1] {
+            intro.extend_from_slice(&v.to_le_bytes());
+        }
+        intro.extend_from_slice(&[9u8; 16]);
+        let mut refused = false;
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while !refused && Instant::now() < deadline {
+            let Ok(mut c) = TcpStream::connect(&addresses[0]) else { continue };
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            c.write_all(&intro).unwrap();
+            let mut answer = [0u8; 1 + 16 + 32];
+            if c.read_exact(&mut answer).is_err() {
+                continue;
+            }
+            // the answer's first byte is agreement on the introduction; the proof follows
+            c.write_all(&[0u8; 32]).unwrap();
+            let mut last = [0u8; 1];
+            refused = c.read_exact(&mut last).map_or(true, |()| last[0] != 1);
+        }
+        assert!(refused, "a forged proof was taken");
+        assert!(waiting.join().unwrap()[0].is_none());
+    });
 }
 
 #[test]

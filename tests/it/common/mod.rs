@@ -100,6 +100,18 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to 30 s for the log to say the server is ready: for a server whose
+    /// readiness endpoint needs credentials or TLS. Panics if it exits or does not start.
+    pub fn wait_logged_ready(&mut self) {
+        let ready = wait_for(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("promflow exited ({status}):\n{}", self.logs());
+            }
+            self.logs().contains("server is ready").then_some(())
+        });
+        assert!(ready.is_some(), "promflow did not start:\n{}", self.logs());
+    }
+
     /// Waits up to 30 s for `path` to answer 2xx (the server's readiness endpoint).
     pub fn wait_ready(&mut self, path: &str) {
         let url = self.url(path);
