@@ -511,6 +511,11 @@ impl Components {
         let cluster_writes = cluster.as_ref().map(|c| {
             Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor, secret))
         });
+        // scraped series are stored where they are scraped, with replicas on the next nodes
+        if let Some(writes) = cluster_writes.as_ref().filter(|_| flags.cluster_replication_factor > 1) {
+            let (writes, runtime) = (Arc::clone(writes), runtime.clone());
+            scrape.set_copies(Arc::new(move |stored| writes.send_replicas(stored, &runtime)));
+        }
         Ok(Components {
             scrape,
             status,

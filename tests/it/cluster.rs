@@ -244,16 +244,23 @@ fn active_targets(node: &Server, up_only: bool) -> Vec<String> {
         .collect()
 }
 
-/// Each scrape target is scraped by exactly one node, and every node's queries see them all.
-#[test]
-fn nodes_divide_the_scrape_targets() {
+/// `n` scrape targets that each expose `thing 1`, and a configuration scraping them every
+/// second as job `things`.
+fn things(n: usize) -> (Vec<u16>, String) {
     let targets: Vec<u16> =
-        (0..6).map(|_| serve_http(|_, _| ("text/plain".into(), b"thing 1\n".to_vec()))).collect();
+        (0..n).map(|_| serve_http(|_, _| ("text/plain".into(), b"thing 1\n".to_vec()))).collect();
     let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
     let config = format!(
         "scrape_configs:\n  - job_name: things\n    scrape_interval: 1s\n    static_configs:\n      - targets: [{}]\n",
         list.join(", ")
     );
+    (targets, config)
+}
+
+/// Each scrape target is scraped by exactly one node, and every node's queries see them all.
+#[test]
+fn nodes_divide_the_scrape_targets() {
+    let (targets, config) = things(6);
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_cluster(dir.path(), 3, &config, &[]);
     // every target up on exactly one node
@@ -275,6 +282,56 @@ fn nodes_divide_the_scrape_targets() {
             (n.as_deref() == Some("6")).then_some(())
         });
         assert!(seen.is_some(), "node {i} does not see the six targets' samples");
+    }
+}
+
+/// With `--cluster.replication-factor=2` a scraped series is stored on the node that scrapes
+/// it and sent to one more as a replica, so a node killed with its targets leaves their
+/// samples to be read on the others.
+#[test]
+fn scraped_series_have_replicas_that_outlive_their_node() {
+    let (targets, config) = things(6);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2"];
+    let mut nodes = start_cluster(dir.path(), 3, &config, &extra);
+    // the nodes holding each target's `thing` in their own storage (/federate answers from it)
+    let holders = |nodes: &[Server]| -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for node in nodes {
+            let (_, text) = node.get_text("/federate?match[]=thing");
+            for line in text.lines().filter(|l| l.starts_with("thing{")) {
+                let instance =
+                    line.split("instance=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+                *out.entry(instance.to_string()).or_insert(0) += 1;
+            }
+        }
+        out
+    };
+    let placed = wait_for(Duration::from_secs(30), || {
+        let h = holders(&nodes);
+        (h.len() == targets.len() && h.values().all(|&n| n == 2)).then_some(())
+    });
+    assert!(placed.is_some(), "not every scraped series is on two nodes: {:?}", holders(&nodes));
+    let sent: f64 = nodes
+        .iter()
+        .map(|n| {
+            let (_, text) = n.get_text("/metrics");
+            text.lines()
+                .find_map(|l| l.strip_prefix("promflow_cluster_replica_series_total{outcome=\"sent\"} "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(sent > 0.0, "no replicas counted as sent");
+    let lost = active_targets(&nodes[0], true);
+    assert!(!lost.is_empty(), "node 0 scrapes no target");
+    nodes[0].kill9();
+    // node 0's targets are scraped by nobody now, but their samples are on the survivors
+    let q = format!("/api/v1/query?query={}", urlencode("count(last_over_time(thing[5m]))"));
+    for (i, node) in nodes[1..].iter().enumerate() {
+        let (status, v) = node.get_json(&q);
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(result(&v)[0]["value"][1], "6", "node {} lost node 0's targets {lost:?}: {v}", i + 1);
     }
 }
 

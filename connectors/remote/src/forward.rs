@@ -16,13 +16,18 @@
 //! dataflow computation takes each series from the node with the primary.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use promflow_scrape::ScrapedSamples;
+use promflow_storage::{Labels, MetricKind, MetricsWriter};
+use prost::Message;
 
 use promflow_config::cluster_secret::ClusterSecret;
 
 use crate::reader::{cluster_client, CLUSTER_HOP_HEADER};
-use crate::{Appended, Error, RequestView};
+use crate::{Appended, Error, RequestView, Sample, TimeSeries, WriteRequest};
 
 /// A cluster's placement of series: every node, best first, for a hash of a series' labels.
 pub type Ranking = Arc<dyn Fn(u64) -> Vec<usize> + Send + Sync>;
@@ -78,7 +83,18 @@ pub struct ClusterWrites {
     /// How many nodes store each series.
     replication: usize,
     client: reqwest::Client,
+    /// Sends of replicas of this node's own series ([`ClusterWrites::send_replicas`]) under way.
+    replicas_in_flight: AtomicUsize,
+    /// Series whose replicas a peer stored, failed to store, or that were dropped.
+    replicas_sent: AtomicU64,
+    replicas_failed: AtomicU64,
+    replicas_dropped: AtomicU64,
 }
+
+/// How many sends of replicas ([`ClusterWrites::send_replicas`]) may be under way at once:
+/// beyond, more are dropped (and counted), so that a slow or unreachable peer cannot pile up
+/// a node's memory.
+const MAX_REPLICA_SENDS: usize = 256;
 
 impl ClusterWrites {
     /// Stores each series on `replication` of the nodes `placement` names; with the
@@ -89,6 +105,80 @@ impl ClusterWrites {
             placement: std::sync::RwLock::new(Arc::new(placement)),
             replication: replication.max(1),
             client: cluster_client(token.as_deref()),
+            replicas_in_flight: AtomicUsize::new(0),
+            replicas_sent: AtomicU64::new(0),
+            replicas_failed: AtomicU64::new(0),
+            replicas_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends replicas of `series`, which this node has stored as their primary (a scrape's
+    /// samples, [`promflow_scrape::ScrapeManager::set_copies`]), to the first `replication − 1` other nodes of each series' ranking, on
+    /// `runtime`, without waiting. Nobody waits for these copies, so one that fails is
+    /// counted, not retried: the replica misses those samples.
+    pub fn send_replicas(self: &Arc<Self>, series: ScrapedSamples, runtime: &tokio::runtime::Handle) {
+        if self.replication < 2 || series.is_empty() {
+            return;
+        }
+        if self.replicas_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_REPLICA_SENDS {
+            self.replicas_in_flight.fetch_sub(1, Ordering::Relaxed);
+            let count = series.floats.len() + series.histograms.len();
+            self.replicas_dropped.fetch_add(count as u64, Ordering::Relaxed);
+            return;
+        }
+        let this = Arc::clone(self);
+        runtime.spawn(async move {
+            let raw = request_of(series).encode_to_vec();
+            match RequestView::parse(&raw) {
+                Ok(req) => this.replicate(&req).await,
+                Err(e) => tracing::error!(error = %e, "encoding replicas of this node's series"),
+            }
+            this.replicas_in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Sends each series of `req` to the first `replication − 1` other nodes of its ranking
+    /// as a replica, and counts the outcome.
+    async fn replicate(&self, req: &RequestView<'_>) {
+        let placement = self.placement();
+        let mut owed: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
+        for (i, s) in req.series().enumerate() {
+            let others = (placement.rank)(series_hash(s.labels)).into_iter().filter(|&n| n != placement.me);
+            for node in others.take(self.replication - 1) {
+                owed.entry((node, Role::Replica)).or_default().push(i);
+            }
+        }
+        for (node, answer) in self.send(&placement.peers, req, &owed).await {
+            let series = owed.get(&(node, Role::Replica)).map_or(0, Vec::len) as u64;
+            match answer {
+                Ok(()) => self.replicas_sent.fetch_add(series, Ordering::Relaxed),
+                Err(Copy::Refused(e)) => {
+                    tracing::debug!(peer = %placement.peers[node], error = %e, "a peer refused replicas");
+                    self.replicas_failed.fetch_add(series, Ordering::Relaxed)
+                }
+                Err(Copy::Down(e)) => {
+                    tracing::debug!(peer = %placement.peers[node], error = %e, "a peer took no replicas");
+                    self.replicas_failed.fetch_add(series, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    /// Writes the counts of replicas of this node's own series: stored by a peer, failed,
+    /// dropped.
+    pub fn write_metrics(&self, w: &mut MetricsWriter) {
+        let counts = [
+            ("sent", &self.replicas_sent),
+            ("failed", &self.replicas_failed),
+            ("dropped", &self.replicas_dropped),
+        ];
+        let mut family = w.family(
+            "promflow_cluster_replica_series_total",
+            MetricKind::Counter,
+            "Series of this node's own samples (its scrapes') sent to other nodes as replicas, by outcome.",
+        );
+        for (outcome, n) in counts {
+            family.sample(&[("outcome", outcome)], n.load(Ordering::Relaxed));
         }
     }
 
@@ -283,6 +373,23 @@ impl ClusterWrites {
         }
         out
     }
+}
+
+/// A write request of `stored`: a time series for each sample, in the order stored.
+fn request_of(stored: ScrapedSamples) -> WriteRequest {
+    let series = |labels: &Labels| TimeSeries {
+        labels: labels.iter().map(|l| crate::read::label(&l.name, &l.value)).collect(),
+        ..TimeSeries::default()
+    };
+    let floats = stored.floats.iter().map(|(labels, t, v)| TimeSeries {
+        samples: vec![Sample { value: *v, timestamp: *t }],
+        ..series(labels)
+    });
+    let histograms = stored.histograms.iter().map(|(labels, t, h)| TimeSeries {
+        histograms: vec![crate::Histogram::from_float_histogram(*t, h)],
+        ..series(labels)
+    });
+    WriteRequest { timeseries: floats.chain(histograms).collect(), metadata: Vec::new() }
 }
 
 /// The role of `node`'s copy of a series whose primary copy is on `primary`.

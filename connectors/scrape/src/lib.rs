@@ -12,7 +12,7 @@ pub mod kubernetes_sd;
 mod manager;
 pub mod push;
 
-pub use manager::{ScrapeManager, StartTimestampOptions, TargetFilter, TargetInfo};
+pub use manager::{CopySink, ScrapeManager, ScrapedSamples, StartTimestampOptions, TargetFilter, TargetInfo};
 
 /// Errors of the scrape manager.
 #[derive(Debug, thiserror::Error)]

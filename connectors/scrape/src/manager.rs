@@ -12,7 +12,7 @@ use promflow_config::{relabel, Config, RelabelConfig, ScrapeConfig};
 use promflow_storage::exemplars::Exemplar;
 use promflow_storage::json_log::{rfc3339_ms, JsonLog};
 use promflow_storage::native_histogram::FloatHistogram;
-use promflow_storage::{now_ms, stale_nan, Db, Labels};
+use promflow_storage::{now_ms, stale_nan, Appender, Db, Labels};
 use tokio::sync::watch;
 
 use crate::exposition::{self, MetricMetadata, ParsedExemplar};
@@ -165,6 +165,27 @@ pub struct StartTimestampOptions {
 /// relabelling ([`ScrapeManager::set_target_filter`]): in a cluster, the ones it owns.
 pub type TargetFilter = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
+/// The samples a scrape stored (its own, staleness markers and report series), for copies
+/// of them kept elsewhere ([`ScrapeManager::set_copies`]).
+#[derive(Debug, Default)]
+pub struct ScrapedSamples {
+    /// Float samples (staleness markers included), each with its series and timestamp.
+    pub floats: Vec<(Labels, i64, f64)>,
+    /// Native-histogram samples, each with its series and timestamp.
+    pub histograms: Vec<(Labels, i64, FloatHistogram)>,
+}
+
+impl ScrapedSamples {
+    /// Whether there is nothing to copy.
+    pub fn is_empty(&self) -> bool {
+        self.floats.is_empty() && self.histograms.is_empty()
+    }
+}
+
+/// What takes each scrape's stored samples once they are committed: in a cluster with
+/// replicas, the sender of their copies to other nodes. It must not block.
+pub type CopySink = Arc<dyn Fn(ScrapedSamples) + Send + Sync>;
+
 /// Owns the scrape pools; `apply` is called at start-up and on every successful reload.
 pub struct ScrapeManager {
     db: Arc<Db>,
@@ -177,6 +198,8 @@ pub struct ScrapeManager {
     dns_servers: Mutex<Vec<std::net::SocketAddr>>,
     /// Set once at start-up: the targets to scrape, when not all.
     target_filter: Mutex<Option<TargetFilter>>,
+    /// Set once at start-up: where the stored samples of every scrape go as well.
+    copies: Mutex<Option<CopySink>>,
 }
 
 impl ScrapeManager {
@@ -190,7 +213,16 @@ impl ScrapeManager {
             counters: Arc::new(Counters::default()),
             dns_servers: Mutex::new(crate::dns_sd::system_servers()),
             target_filter: Mutex::new(None),
+            copies: Mutex::new(None),
         })
+    }
+
+    /// Hands the samples every scrape stores, once committed, to `sink` as well (a cluster
+    /// node's copies of them on other nodes). Set before the first configuration.
+    pub fn set_copies(&self, sink: CopySink) {
+        if let Ok(mut c) = self.copies.lock() {
+            *c = Some(sink);
+        }
     }
 
     /// Scrapes only the targets `filter` keeps (a cluster node's share); the others are
@@ -413,6 +445,7 @@ impl ScrapeManager {
             let status = Arc::new(Mutex::new(TargetStatus { health: "unknown", ..Default::default() }));
             let lp = ScrapeLoop {
                 db: Arc::clone(&self.db),
+                copies: self.copies.lock().ok().and_then(|c| c.clone()),
                 client: pool.client.clone(),
                 settings: pool.settings.clone(),
                 labels: labels.clone(),
@@ -917,6 +950,8 @@ async fn dns_sd_loop(
 /// One target's scrape loop.
 struct ScrapeLoop {
     db: Arc<Db>,
+    /// Where the stored samples go as well ([`ScrapeManager::set_copies`]).
+    copies: Option<CopySink>,
     client: reqwest::Client,
     settings: PoolSettings,
     labels: Labels,
@@ -959,15 +994,18 @@ impl ScrapeLoop {
         // end of run: every series this target wrote goes stale
         let t = now_ms().max(last_t + 1);
         let db = Arc::clone(&self.db);
+        let copies = self.copies.clone();
         let mut seen: Vec<Labels> = self.seen.keys().cloned().collect();
         seen.extend(report_series(&self.labels));
         let _ = tokio::task::spawn_blocking(move || {
             let mut app = db.appender();
+            let mut kept = copies.as_ref().map(|_| ScrapedSamples::default());
             for l in &seen {
-                let _ = app.append(l, t, stale_nan());
+                let _ = store(app.as_mut(), kept.as_mut(), l, t, ScrapedValue::Float(stale_nan()));
             }
-            if let Err(e) = app.commit() {
-                tracing::warn!(error = %e, "writing staleness markers for a stopped target");
+            match app.commit() {
+                Ok(_) => pass_on(copies.as_ref(), kept),
+                Err(e) => tracing::warn!(error = %e, "writing staleness markers for a stopped target"),
             }
         })
         .await;
@@ -1031,8 +1069,9 @@ impl ScrapeLoop {
         let target = self.labels.clone();
         let prev = std::mem::take(&mut self.seen);
         let counters = Arc::clone(&self.counters);
+        let copies = self.copies.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            append_scrape(&db, &settings, &target, prev, t, parsed, duration, &counters)
+            append_scrape(&db, &settings, &target, prev, t, parsed, duration, &counters, copies.as_ref())
         })
         .await;
         let (seen, err, metadata) = match outcome {
@@ -1198,7 +1237,17 @@ struct Scraped {
 
 type ScrapeOutcome = (HashMap<Labels, ()>, Option<String>, Option<Vec<MetricMetadata>>);
 
-/// Appends one scrape's samples, staleness markers and report series in one commit.
+/// Hands `kept` to `sink`, when there is both and something kept.
+fn pass_on(sink: Option<&CopySink>, kept: Option<ScrapedSamples>) {
+    if let (Some(sink), Some(kept)) = (sink, kept) {
+        if !kept.is_empty() {
+            sink(kept);
+        }
+    }
+}
+
+/// Appends one scrape's samples, staleness markers and report series in one commit, and
+/// then hands what it stored to `copies`.
 #[allow(clippy::too_many_arguments)]
 fn append_scrape(
     db: &Arc<Db>,
@@ -1209,8 +1258,11 @@ fn append_scrape(
     parsed: Result<exposition::Exposition, String>,
     duration: Duration,
     counters: &Counters,
+    copies: Option<&CopySink>,
 ) -> ScrapeOutcome {
     let mut app = db.appender();
+    // what is stored, for the copies (only when there are copies to make)
+    let mut kept = copies.map(|_| ScrapedSamples::default());
     let mut seen: HashMap<Labels, ()> = HashMap::new();
     let mut err = None;
     let (mut scraped, mut post_relabel, mut added) = (0usize, 0usize, 0usize);
@@ -1268,18 +1320,15 @@ fn append_scrape(
                     let start = start.filter(|&st| st != 0);
                     if let Some(st) = start.filter(|&st| s.start_timestamps.zero_samples && st < ts) {
                         // refused as out of order once stored: the start does not move
-                        let _ = match &v {
-                            ScrapedValue::Float(_) => app.append(&l, st, 0.0),
+                        let zero = match &v {
+                            ScrapedValue::Float(_) => ScrapedValue::Float(0.0),
                             ScrapedValue::Histogram(h) => {
-                                app.append_histogram(&l, st, FloatHistogram::empty_like(h))
+                                ScrapedValue::Histogram(FloatHistogram::empty_like(h))
                             }
                         };
+                        let _ = store(app.as_mut(), kept.as_mut(), &l, st, zero);
                     }
-                    let appended = match v {
-                        ScrapedValue::Float(v) => app.append(&l, ts, v),
-                        ScrapedValue::Histogram(h) => app.append_histogram(&l, ts, h),
-                    };
-                    match appended {
+                    match store(app.as_mut(), kept.as_mut(), &l, ts, v) {
                         Ok(()) => {}
                         Err(
                             promflow_storage::Error::OutOfOrder
@@ -1324,6 +1373,7 @@ fn append_scrape(
         // a failed scrape appends nothing but staleness markers and the report
         app.rollback();
         app = db.appender();
+        kept = kept.map(|_| ScrapedSamples::default());
         seen.clear();
         scraped = 0;
         post_relabel = 0;
@@ -1331,19 +1381,46 @@ fn append_scrape(
     }
     for l in prev.keys() {
         if !seen.contains_key(l) {
-            let _ = app.append(l, t, stale_nan());
+            let _ = store(app.as_mut(), kept.as_mut(), l, t, ScrapedValue::Float(stale_nan()));
         }
     }
     let up = if err.is_none() { 1.0 } else { 0.0 };
     let values = [up, duration.as_secs_f64(), scraped as f64, post_relabel as f64, added as f64];
     for (l, v) in report_series(target).iter().zip(values) {
-        let _ = app.append(l, t, v);
+        let _ = store(app.as_mut(), kept.as_mut(), l, t, ScrapedValue::Float(v));
     }
     if let Err(e) = app.commit() {
         tracing::error!(error = %e, job = %s.job, "scrape: commit failed");
         return (HashMap::new(), Some(format!("storage: {e}")), None);
     }
+    pass_on(copies, kept);
     (seen, err, metadata)
+}
+
+/// Appends `value` to series `l` at `t`, and keeps what was stored in `kept`.
+fn store(
+    app: &mut dyn Appender,
+    kept: Option<&mut ScrapedSamples>,
+    l: &Labels,
+    t: i64,
+    value: ScrapedValue,
+) -> Result<(), promflow_storage::Error> {
+    match value {
+        ScrapedValue::Float(v) => {
+            app.append(l, t, v)?;
+            if let Some(k) = kept {
+                k.floats.push((l.clone(), t, v));
+            }
+        }
+        ScrapedValue::Histogram(h) => {
+            let copy = kept.as_ref().map(|_| h.clone());
+            app.append_histogram(l, t, h)?;
+            if let (Some(k), Some(h)) = (kept, copy) {
+                k.histograms.push((l.clone(), t, h));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

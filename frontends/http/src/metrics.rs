@@ -204,6 +204,9 @@ pub fn render(state: &AppState) -> String {
     if let Some(dataflow) = state.dataflow.as_deref() {
         dataflow.write_metrics(&mut w);
     }
+    if let Some(writes) = state.cluster_writes.as_deref() {
+        writes.write_metrics(&mut w);
+    }
     w.gauge(
         "promflow_subscriptions",
         "Live result streams subscribed over /api/v1/subscribe.",
