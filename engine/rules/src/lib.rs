@@ -738,6 +738,9 @@ pub struct Manager {
 
 struct Running {
     group: Arc<Mutex<Group>>,
+    /// The group's status after its last evaluation: what readers get while an evaluation
+    /// holds the group (it may hold it for as long as a read of a view waits).
+    published: Arc<Mutex<GroupStatus>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Event mode: the watches that drive the group's alerting rules.
@@ -820,16 +823,17 @@ impl Manager {
     }
 
     fn start(&self, group: Group) -> Running {
+        let published = Arc::new(Mutex::new(group.status.clone()));
         let group = Arc::new(Mutex::new(group));
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, s) = (Arc::clone(&group), Arc::clone(&stop));
+        let (g, s, p) = (Arc::clone(&group), Arc::clone(&stop), Arc::clone(&published));
         let (querier, appender, base) =
             (Arc::clone(&self.querier), Arc::clone(&self.appender), self.base.clone());
         let thread = std::thread::Builder::new()
             .name("rule-group".into())
             // deeply nested expressions recurse through evaluation
             .stack_size(16 << 20)
-            .spawn(move || run_group(&g, &s, &*querier, &*appender, &base))
+            .spawn(move || run_group(&g, &p, &s, &*querier, &*appender, &base))
             .ok();
         let mut watches = Vec::new();
         if let Some(views) = self.views() {
@@ -847,7 +851,7 @@ impl Manager {
                 }
             }
         }
-        Running { group, stop, thread, watches }
+        Running { group, published, stop, thread, watches }
     }
 
     /// Stops every group (at shutdown; no staleness markers are written).
@@ -862,10 +866,19 @@ impl Manager {
         running.clear();
     }
 
-    /// The status of every group, in configuration order.
+    /// The status of every group, in configuration order: as it is, or, for a group being
+    /// evaluated, as its last evaluation left it (`/metrics` and the API do not wait for an
+    /// evaluation).
     pub fn groups(&self) -> Vec<GroupStatus> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.iter().map(|r| r.group.lock().unwrap_or_else(|e| e.into_inner()).status.clone()).collect()
+        running
+            .iter()
+            .map(|r| match r.group.try_lock() {
+                Ok(g) => g.status.clone(),
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().status.clone(),
+                Err(std::sync::TryLockError::WouldBlock) => lock(&r.published).clone(),
+            })
+            .collect()
     }
 
     /// Writes Prometheus's rule-group metrics, labelled `rule_group="<file>;<name>"`.
@@ -958,11 +971,13 @@ impl Manager {
     }
 }
 
-/// A group's loop: wait for the next aligned evaluation time, evaluate, repeat. Sleeps until
+/// A group's loop: wait for the next aligned evaluation time, evaluate, publish the status,
+/// repeat. Sleeps until
 /// the next evaluation (at most a second at a time, should the wall clock jump) unless
 /// [`Running::halt`] wakes it to stop.
 fn run_group(
     group: &Mutex<Group>,
+    published: &Mutex<GroupStatus>,
     stop: &AtomicBool,
     querier: &dyn Querier,
     appender: &(dyn Fn() -> Box<dyn Appender> + Send + Sync),
@@ -1015,6 +1030,7 @@ fn run_group(
         if evaluations == 2 && g.needs_restore() {
             g.restore_for_state(now_ms(), querier, base);
         }
+        *lock(published) = g.status.clone();
         drop(g);
         // + 1: the true evaluation time has a sub-millisecond part `ts` truncated away
         next = ts + interval + 1;
@@ -1057,4 +1073,49 @@ pub(crate) fn view_rules(spec: &GroupSpec) -> Vec<bool> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use promflow_storage::{Db, DbOptions};
+
+    /// `/metrics` and the API read the groups' status while an evaluation holds a group (a
+    /// read of a view can wait for seconds): they get what its last evaluation left.
+    #[test]
+    fn a_group_held_by_an_evaluation_still_shows_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
+        let writer = Arc::clone(&db);
+        let manager = Manager::new(
+            Arc::clone(&db) as Arc<dyn Querier>,
+            Arc::new(move || writer.appender()),
+            EvalSettings::default(),
+        );
+        let expr = "vector(1)";
+        manager.update(vec![GroupSpec {
+            name: "g".into(),
+            file: "f.yml".into(),
+            interval_ms: 3_600_000,
+            query_offset_ms: 0,
+            limit: 0,
+            event_mode: false,
+            rules: vec![RuleSpec::Record(RecordingRuleSpec {
+                name: "one".into(),
+                query: expr.into(),
+                plan: promflow_promql::compile(expr, &Default::default()).unwrap(),
+                labels: Default::default(),
+            })],
+        }]);
+        let group = Arc::clone(&lock(&manager.running)[0].group);
+        let held = lock(&group);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = Arc::clone(&manager);
+        std::thread::spawn(move || tx.send(reader.groups()).unwrap());
+        let seen = rx.recv_timeout(Duration::from_secs(5)).expect("groups() waited for the held group");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].name, "g");
+        drop(held);
+        manager.stop();
+    }
 }
