@@ -9,9 +9,10 @@ use std::time::Duration;
 use common::{free_port, wait_for};
 
 /// A running Alertmanager, killed when dropped.
-struct Alertmanager {
+pub(crate) struct Alertmanager {
     child: std::process::Child,
-    base: String,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
 }
 
 impl Drop for Alertmanager {
@@ -21,7 +22,8 @@ impl Drop for Alertmanager {
     }
 }
 
-fn start_alertmanager(dir: &std::path::Path) -> Option<Alertmanager> {
+/// Starts Debian's Alertmanager under `dir` on a free port (`None`: not installed, outside CI).
+pub(crate) fn start_alertmanager(dir: &std::path::Path) -> Option<Alertmanager> {
     let bin = common::peer("prometheus-alertmanager")?;
     let port = free_port();
     let cfg = dir.join("am.yml");
@@ -52,7 +54,7 @@ fn start_alertmanager(dir: &std::path::Path) -> Option<Alertmanager> {
 }
 
 /// Alertmanager's active alerts as JSON.
-fn am_alerts(am: &Alertmanager) -> Vec<serde_json::Value> {
+pub(crate) fn am_alerts(am: &Alertmanager) -> Vec<serde_json::Value> {
     let text = common::client()
         .get(format!("{}/api/v2/alerts?active=true", am.base))
         .send()

@@ -774,15 +774,31 @@ fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
 ",
     )
     .unwrap();
-    let config = format!("rule_files: ['{}']\n", rules.display());
+    // an Alertmanager for the cluster and one for the single process, when installed
+    let managers = ["am-cluster", "am-single"].map(|name| {
+        let am_dir = dir.path().join(name);
+        std::fs::create_dir_all(&am_dir).unwrap();
+        crate::alerting::start_alertmanager(&am_dir)
+    });
+    let config = |am: &Option<crate::alerting::Alertmanager>| {
+        let mut config = format!("rule_files: ['{}']\n", rules.display());
+        if let Some(am) = am {
+            let target = am.base.trim_start_matches("http://");
+            config +=
+                &format!("alerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['{target}']\n");
+        }
+        config
+    };
     let extra = ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2"];
-    let cluster = DataflowCluster::new(dir.path(), 3, &config, &extra);
+    let cluster = DataflowCluster::new(dir.path(), 3, &config(&managers[0]), &extra);
     let mut nodes: Vec<Server> = (0..3).map(|i| cluster.spawn(i)).collect();
     let single_dir = dir.path().join("single");
     std::fs::create_dir_all(&single_dir).unwrap();
-    // the same file, so the groups evaluate at the same times
+    // the same rule file, so the groups evaluate at the same times
+    let single_cfg = single_dir.join("single.yml");
+    std::fs::write(&single_cfg, config(&managers[1])).unwrap();
     let single =
-        start_promflow_with(&single_dir, &cluster.cfg, free_port(), &["--web.enable-remote-write-receiver"]);
+        start_promflow_with(&single_dir, &single_cfg, free_port(), &["--web.enable-remote-write-receiver"]);
     assert!(formed(&nodes, 1.0), "the dataflow did not form");
     // every rule is a view on the cluster's computation
     for (i, node) in nodes.iter().enumerate() {
@@ -817,6 +833,26 @@ fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
     assert_eq!(want_firing.len(), 2, "{want_firing:?}");
     for node in &nodes {
         assert_eq!(firing(node), want_firing);
+    }
+    // every node notifies its Alertmanager of every alert; Alertmanager holds each once, as
+    // it holds the single process's
+    if let [Some(cluster_am), Some(single_am)] = &managers {
+        let labels = |am: &crate::alerting::Alertmanager| {
+            let mut out: Vec<String> =
+                crate::alerting::am_alerts(am).iter().map(|a| a["labels"].to_string()).collect();
+            out.sort();
+            out
+        };
+        let alike = wait_for(Duration::from_secs(20), || {
+            let (got, want) = (labels(cluster_am), labels(single_am));
+            (want.len() == 2 && got == want).then_some(())
+        });
+        assert!(
+            alike.is_some(),
+            "Alertmanager holds {:?} from the cluster, {:?} from one process",
+            labels(cluster_am),
+            labels(single_am)
+        );
     }
     // a node lost: the computation stops, and the others evaluate in batch over the copies
     nodes[2].kill9();
