@@ -369,6 +369,32 @@ fn rules_read_the_whole_cluster() {
             .then_some(counts)
     });
     assert!(counts.is_some(), "the rule did not count every node's series");
+    // each evaluation reads each other node once per selection: one remote read answers both
+    // the selection's floats and its histograms, which the executor asks for apart
+    let sum = |node: &Server, prefix: &str, containing: &str| -> f64 {
+        let (_, text) = node.get_text("/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(containing))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let counts = || {
+        let evaluations: f64 =
+            nodes.iter().map(|n| sum(n, "prometheus_rule_group_iterations_total{", "totals")).sum();
+        let reads: f64 =
+            nodes.iter().map(|n| sum(n, "prometheus_http_requests_total{", "handler=\"/api/v1/read\"")).sum();
+        (evaluations, reads)
+    };
+    // over a few seconds of evaluations alone (no query of the test's in between)
+    let before = counts();
+    std::thread::sleep(Duration::from_secs(4));
+    let after = counts();
+    let (evaluations, reads) = (after.0 - before.0, after.1 - before.1);
+    let peers = (nodes.len() - 1) as f64;
+    assert!(
+        evaluations >= 3.0 && reads >= evaluations * peers * 0.5 && reads < evaluations * peers * 1.5,
+        "{reads} remote reads for {evaluations} evaluations over {peers} peers"
+    );
 }
 
 /// An OTLP/JSON export of `n` cumulative sums (`jobs_done_total{k=…}` once translated),

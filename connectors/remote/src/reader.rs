@@ -566,7 +566,15 @@ pub struct StandingFanout {
     local: Arc<promflow_storage::Db>,
     readers: Arc<RemoteReaders>,
     runtime: tokio::runtime::Handle,
+    /// By thread (a rule group's): the part of its last selection's answer not taken yet,
+    /// kept for its next call. The executor asks a selection's floats and its histograms
+    /// in two calls, which one request answers.
+    leftovers: Mutex<HashMap<std::thread::ThreadId, (String, Answer)>>,
 }
+
+/// The threads whose leftovers a [`StandingFanout`] keeps at most: beyond (threads that ended
+/// with a reload), it forgets them all.
+const MAX_LEFTOVERS: usize = 64;
 
 impl StandingFanout {
     /// Reads `local` and the endpoints of `readers`, whose requests run on `runtime`.
@@ -575,15 +583,30 @@ impl StandingFanout {
         readers: Arc<RemoteReaders>,
         runtime: tokio::runtime::Handle,
     ) -> StandingFanout {
-        StandingFanout { local, readers, runtime }
+        StandingFanout { local, readers, runtime, leftovers: Mutex::new(HashMap::new()) }
     }
 
-    /// `read` over a fanout of the endpoints now in force.
+    /// `read` over a fanout of the endpoints now in force, with what this thread's last
+    /// call left of its answer.
     fn read<T>(&self, read: impl FnOnce(&Fanout<'_>) -> T) -> T {
         let fanout = Fanout::over(self.local.as_ref(), &self.readers, self.runtime.clone());
+        let thread = std::thread::current().id();
+        let mut leftovers = self.leftovers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((key, answer)) = leftovers.remove(&thread) {
+            fanout.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, answer);
+        }
+        drop(leftovers);
         let out = read(&fanout);
         for warning in fanout.warnings() {
             tracing::warn!(%warning, "reading a remote endpoint");
+        }
+        let left = fanout.pending.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().next();
+        if let Some(left) = left {
+            let mut leftovers = self.leftovers.lock().unwrap_or_else(|e| e.into_inner());
+            if leftovers.len() >= MAX_LEFTOVERS {
+                leftovers.clear();
+            }
+            leftovers.insert(thread, left);
         }
         out
     }
