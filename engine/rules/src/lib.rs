@@ -731,9 +731,21 @@ pub struct Manager {
     appender: Arc<dyn Fn() -> Box<dyn Appender> + Send + Sync>,
     base: EvalSettings,
     running: Mutex<Vec<Running>>,
+    /// What readers of the groups' status see: each running group and its published status,
+    /// replaced once an update is done. An update holds `running` while it installs the
+    /// views of the new groups' alerts, which takes minutes at a million series; the API and
+    /// `/metrics` show the groups before it meanwhile.
+    shown: Mutex<Vec<Shown>>,
     /// Whether groups have been started once: only the groups of the first start restore
     /// their alerts' `for` state, as in Prometheus.
     started: AtomicBool,
+}
+
+/// A running group as readers of its status find it ([`Manager::groups`]).
+#[derive(Clone)]
+struct Shown {
+    group: Arc<Mutex<Group>>,
+    published: Arc<Mutex<GroupStatus>>,
 }
 
 struct Running {
@@ -776,6 +788,7 @@ impl Manager {
             appender,
             base,
             running: Mutex::new(Vec::new()),
+            shown: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
         })
     }
@@ -820,6 +833,11 @@ impl Manager {
                 .collect();
             views.retire_rule_views(|p| plans.contains(p));
         }
+        let shown = running
+            .iter()
+            .map(|r| Shown { group: Arc::clone(&r.group), published: Arc::clone(&r.published) })
+            .collect();
+        *lock(&self.shown) = shown;
     }
 
     fn start(&self, group: Group) -> Running {
@@ -867,16 +885,17 @@ impl Manager {
     }
 
     /// The status of every group, in configuration order: as it is, or, for a group being
-    /// evaluated, as its last evaluation left it (`/metrics` and the API do not wait for an
-    /// evaluation).
+    /// evaluated, as its last evaluation left it (`/metrics` and the API wait neither for an
+    /// evaluation nor for an update, during which they see the groups before it).
     pub fn groups(&self) -> Vec<GroupStatus> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running
+        // taken out first: a reader does not hold the list while it tries each group
+        let shown: Vec<Shown> = lock(&self.shown).clone();
+        shown
             .iter()
-            .map(|r| match r.group.try_lock() {
+            .map(|s| match s.group.try_lock() {
                 Ok(g) => g.status.clone(),
                 Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().status.clone(),
-                Err(std::sync::TryLockError::WouldBlock) => lock(&r.published).clone(),
+                Err(std::sync::TryLockError::WouldBlock) => lock(&s.published).clone(),
             })
             .collect()
     }
@@ -1081,9 +1100,10 @@ mod tests {
     use promflow_storage::{Db, DbOptions};
 
     /// `/metrics` and the API read the groups' status while an evaluation holds a group (a
-    /// read of a view can wait for seconds): they get what its last evaluation left.
+    /// read of a view can wait for seconds) and while an update holds them all (installing
+    /// views can take minutes): they get what the last evaluation left.
     #[test]
-    fn a_group_held_by_an_evaluation_still_shows_its_status() {
+    fn a_group_held_by_an_evaluation_or_an_update_still_shows_its_status() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), DbOptions { compaction_interval: None, ..Default::default() }).unwrap();
         let writer = Arc::clone(&db);
@@ -1107,7 +1127,9 @@ mod tests {
                 labels: Default::default(),
             })],
         }]);
-        let group = Arc::clone(&lock(&manager.running)[0].group);
+        // an update under way holds the running groups, an evaluation its group
+        let updating = lock(&manager.running);
+        let group = Arc::clone(&updating[0].group);
         let held = lock(&group);
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = Arc::clone(&manager);
@@ -1116,6 +1138,7 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].name, "g");
         drop(held);
+        drop(updating);
         manager.stop();
     }
 }
