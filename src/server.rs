@@ -342,10 +342,10 @@ impl Security {
         };
         if in_cluster {
             if web.current().is_ok_and(|s| s.tls.is_some()) {
-                return Err("--cluster.peer: the nodes of a cluster reach each other over plain HTTP, so a --web.config.file with TLS cannot be used in a cluster yet".into());
+                return Err("in a cluster, the nodes reach each other over plain HTTP, so a --web.config.file with TLS cannot be used in a cluster yet".into());
             }
             if web.requires_auth() && cluster_secret.is_none() {
-                return Err("--cluster.peer: a --web.config.file with basic authentication needs --cluster.secret-file in a cluster: the nodes authenticate to each other with the cluster's secret".into());
+                return Err("in a cluster, a --web.config.file with basic authentication needs --cluster.secret-file: the nodes authenticate to each other with the cluster's secret".into());
             }
         }
         if let Some(secret) = &cluster_secret {

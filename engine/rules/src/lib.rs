@@ -858,9 +858,13 @@ impl Manager {
             let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
             for (i, plan) in rules {
                 let (g, querier, base) = (Arc::clone(&group), Arc::clone(&self.querier), self.base.clone());
+                let published = Arc::clone(&published);
                 let handler = Box::new(move |t: i64, change: ViewChange| {
                     let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
-                    g.apply_view(i, t, change, &*querier, &base)
+                    let next = g.apply_view(i, t, change, &*querier, &base);
+                    // the alerts it changed, for readers that find the group busy
+                    *lock(&published) = g.status.clone();
+                    next
                 });
                 match views.watch(&plan, handler) {
                     Some(Ok(id)) => watches.push(id),
