@@ -90,8 +90,9 @@ pub trait Credentials: Send + Sync {
 }
 
 /// What a dialler proves ([`Credentials::prove`]): this label, its introduction, and both
-/// challenges. The side that answers proves [`ANSWERER`] with the same: neither proof can be
-/// replayed for the other side, or on another connection.
+/// challenges. The side that answers proves [`ANSWERER`], its own place, and the same:
+/// neither proof can be replayed for the other side or on another connection, and a process
+/// cannot answer for another place.
 const DIALLER: &[u8] = b"promflow dataflow dialler";
 
 /// What the side that answers proves, in place of [`DIALLER`].
@@ -195,7 +196,7 @@ pub fn connect(
             if links[j].is_some() || Instant::now() < next_dial[j] {
                 continue;
             }
-            match dial(address, &me, credentials) {
+            match dial(address, j, &me, credentials) {
                 Ok(stream) => {
                     set_link(&mut links, j, stream);
                     last_complaint[j] = None;
@@ -321,9 +322,15 @@ fn for_timely(stream: TcpStream) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Dials the process at `address` and introduces this one; with `credentials`, checks the
-/// other's proof and proves this process's.
-fn dial(address: &str, me: &Handshake, credentials: Option<&dyn Credentials>) -> io::Result<TcpStream> {
+/// Dials process `place` at `address` and introduces this one; with `credentials`, checks the
+/// other's proof (which names its place, so that another process of the cluster cannot
+/// answer for it through a relay) and proves this process's.
+fn dial(
+    address: &str,
+    place: usize,
+    me: &Handshake,
+    credentials: Option<&dyn Credentials>,
+) -> io::Result<TcpStream> {
     let target = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("{address} resolves to no address"))
     })?;
@@ -348,7 +355,8 @@ fn dial(address: &str, me: &Handshake, credentials: Option<&dyn Credentials>) ->
     let mut theirs = [0u8; CHALLENGE + PROOF];
     read_exact_by(&mut stream, &mut theirs, deadline)?;
     let (their_challenge, their_proof) = theirs.split_at(CHALLENGE);
-    if !credentials.verify(&[ANSWERER, &introduction, &mine, their_challenge], their_proof) {
+    let theirs_at = (place as u64).to_le_bytes();
+    if !credentials.verify(&[ANSWERER, &theirs_at, &introduction, &mine, their_challenge], their_proof) {
         return Err(denied("the process there does not hold this cluster's secret"));
     }
     stream.write_all(&credentials.prove(&[DIALLER, &introduction, &mine, their_challenge]))?;
@@ -395,7 +403,8 @@ fn answer(
     }
     if let Some(credentials) = credentials {
         let mine = challenge()?;
-        let proof = credentials.prove(&[ANSWERER, &introduction, &their_challenge, &mine]);
+        let mine_at = (me.index as u64).to_le_bytes();
+        let proof = credentials.prove(&[ANSWERER, &mine_at, &introduction, &their_challenge, &mine]);
         stream.write_all(&[AGREED])?;
         stream.write_all(&mine)?;
         stream.write_all(&proof)?;
