@@ -155,27 +155,28 @@ pub async fn serve(
     Ok(())
 }
 
-/// A cluster's nodes first: a request that carries the cluster's token is let in when the
-/// token is right and refused with 401 when not, and with a cluster secret, a request marked
-/// as a hop without the token is refused with 401. Then `rate_limit` (429 beyond it), then
-/// basic authentication from `basic_auth_users`, for every path: missing or wrong
-/// credentials get 401 with a `WWW-Authenticate` challenge, an unreadable web configuration
-/// 500 (fail closed). bcrypt runs on a blocking thread.
+/// A cluster's nodes first: a request that carries the cluster's right token is let in.
+/// Then `rate_limit` (429 beyond it) for every other request; then, a wrong token, and with a
+/// cluster secret a request marked as a hop without the token, get 401. Then basic
+/// authentication from `basic_auth_users`, for every path: missing or wrong credentials get
+/// 401 with a `WWW-Authenticate` challenge, an unreadable web configuration 500 (fail
+/// closed). bcrypt runs on a blocking thread.
 pub(crate) async fn authenticate(State(web): State<Arc<WebGuard>>, req: Request, next: Next) -> Response {
-    // a node's request passes the rate limit too: the client's request it serves was counted
-    // at the node the client reached
-    if let Some(token) = req.headers().get(CLUSTER_AUTH_HEADER) {
-        if web.admits_node(token.as_bytes()) {
-            return next.run(req).await;
-        }
+    let token = req.headers().get(CLUSTER_AUTH_HEADER);
+    // a node's request passes the rate limit: the client's request it serves was counted at
+    // the node the client reached
+    if token.is_some_and(|t| web.admits_node(t.as_bytes())) {
+        return next.run(req).await;
+    }
+    if !web.allow_request() {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
+    if token.is_some() {
         return (StatusCode::UNAUTHORIZED, "Unauthorized: wrong cluster credentials\n").into_response();
     }
     if web.authenticates_nodes() && req.headers().contains_key(CLUSTER_HOP_HEADER) {
         return (StatusCode::UNAUTHORIZED, "Unauthorized: a cluster hop without the cluster's credentials\n")
             .into_response();
-    }
-    if !web.allow_request() {
-        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
     }
     if !web.requires_auth() && web.current().is_ok() {
         return next.run(req).await;
