@@ -29,6 +29,7 @@ mod render;
 mod series;
 mod tap;
 mod values;
+mod window_samples;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};

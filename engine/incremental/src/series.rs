@@ -30,7 +30,7 @@
 //! for all the series that need them in one read.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ use timely::dataflow::Stream;
 
 use super::keys::{Key, KeyMap, KeySet, Keys};
 use super::render::without_name;
+use super::window_samples::{RareVec, WindowSamples};
 use super::{Counters, Grain, Row, Unboxed, Update, Value};
 use promflow_kernels::{self as kernels, WindowBounds, WindowEnds};
 use promflow_plan::WindowFn;
@@ -379,8 +380,8 @@ struct Ends {
     /// For the functions that fold by pieces ([`folds_by_pieces`]): the samples past the
     /// tail as one compensated sum per piece `(end - tail_ms, end]`, oldest first. A
     /// read-back takes whole pieces' samples into the tail, and drops those pieces. Boxed,
-    /// and absent for the other functions: every series of every operator carries an `Ends`
-    /// slot, and this keeps it 8 bytes wider rather than 24.
+    /// and absent for the other functions, which keep most of the windows kept by their
+    /// ends.
     #[allow(clippy::box_collection)] // the box is the point: a thin pointer in every slot
     pieces: Option<Box<Vec<Piece>>>,
 }
@@ -475,31 +476,30 @@ impl Drop for SeriesMap {
 /// emitted.
 #[derive(Default)]
 struct SeriesState {
-    /// The samples kept, of which those from `head` on are visible: evicted samples are
-    /// dropped from the front in bulk, not one shift of the whole window per eviction.
-    t: Vec<i64>,
-    v: Vec<f64>,
-    head: usize,
+    /// The float samples kept; evicted ones are dropped from the front in bulk.
+    samples: WindowSamples,
     /// For `rate` and `increase`: each counter reset among the visible samples, as the
     /// timestamp and value of the sample before it, oldest first.
-    resets: VecDeque<(i64, f64)>,
-    /// With [`Keep::Ends`], while the window holds a sample.
-    ends: Option<Ends>,
+    resets: RareVec<(i64, f64)>,
+    /// With [`Keep::Ends`], while the window holds a sample (boxed: a thin pointer for the
+    /// series of every other operator).
+    ends: Option<Box<Ends>>,
     /// The visible native-histogram samples, in time order, whatever [`Keep`] says (most
     /// series have none); an instant selection keeps only the newest sample of either kind.
-    hists: Vec<HistogramSample>,
+    hists: RareVec<HistogramSample>,
     emitted: Option<Value>,
     /// The time of the next event pending for this series (its oldest sample leaves, or its
     /// value starts to move with time), if any.
     next: Option<u64>,
     /// How many visible samples were kept when last counted ([`Counters::samples_kept`]).
-    counted: usize,
+    counted: u32,
     /// Whether samples went straight into the state since the last round, which then
     /// evaluates the series.
     absorbed: bool,
     /// For `sum_over_time` and `avg_over_time`: the fold of the visible samples at the last
-    /// evaluation, which the next resumes when the window only grew since.
-    folded: Cell<Option<Folded>>,
+    /// evaluation, which the next resumes when the window only grew since (boxed: most
+    /// series are of other functions).
+    folded: Cell<Option<Box<Folded>>>,
 }
 
 /// A window's fold ([`SeriesState::fold`]) over its first `len` visible samples, the first at
@@ -539,12 +539,12 @@ impl Fold {
 impl SeriesState {
     /// The visible samples' timestamps.
     fn ts(&self) -> &[i64] {
-        &self.t[self.head..]
+        self.samples.ts()
     }
 
     /// The visible samples' values.
     fn vs(&self) -> &[f64] {
-        &self.v[self.head..]
+        self.samples.vs()
     }
 
     /// `avg_over_time` (`mean`) or `sum_over_time` of the visible samples: the last
@@ -556,18 +556,24 @@ impl SeriesState {
         }
         let v = self.vs();
         let first = *self.ts().first()?;
-        let mut f = match self.folded.get() {
+        let fresh = Folded {
+            first,
+            len: 0,
+            fold: if mean { Fold::Mean(Default::default()) } else { Fold::Sum(Default::default()) },
+        };
+        let mut f = match self.folded.take() {
             Some(f) if f.first == first && f.len <= v.len() && matches!(f.fold, Fold::Mean(_)) == mean => f,
-            _ => Folded {
-                first,
-                len: 0,
-                fold: if mean { Fold::Mean(Default::default()) } else { Fold::Sum(Default::default()) },
-            },
+            Some(mut f) => {
+                *f = fresh;
+                f
+            }
+            None => Box::new(fresh),
         };
         v[f.len..].iter().for_each(|&x| f.fold.push(x));
         f.len = v.len();
+        let value = f.fold.value();
         self.folded.set(Some(f));
-        Some(f.fold.value())
+        Some(value)
     }
 
     /// Adds a sample that counts from `at` on, as `keep` says; an instant selection keeps only
@@ -587,12 +593,8 @@ impl SeriesState {
         match (func, keep) {
             (SeriesFn::Last { .. }, _) => {
                 if self.newest().is_none_or(|last| t > last) {
-                    self.t.clear();
-                    self.v.clear();
                     self.hists.clear();
-                    self.head = 0;
-                    self.t.push(t);
-                    self.v.push(v);
+                    self.samples.set_only(t, v);
                 }
             }
             // range selections never see staleness markers
@@ -633,9 +635,7 @@ impl SeriesState {
     fn insert_histogram(&mut self, func: &SeriesFn, h: HistogramSample) {
         if let SeriesFn::Last { .. } = func {
             if self.newest().is_none_or(|last| h.t > last) {
-                self.t.clear();
-                self.v.clear();
-                self.head = 0;
+                self.samples.clear();
                 self.hists.clear();
                 self.hists.push(h);
             }
@@ -647,14 +647,15 @@ impl SeriesState {
         }
     }
 
-    /// Where a sample at `t` goes among the kept ones, and whether one is there already.
+    /// Where a sample at `t` goes among the visible ones, and whether one is there already.
     fn place(&self, t: i64) -> (usize, bool) {
+        let ts = self.ts();
         // in order, the common case, without a search of the window
-        let i = match self.t.last() {
-            Some(&last) if t <= last => self.head + self.ts().partition_point(|&x| x < t),
-            _ => self.t.len(),
+        let i = match ts.last() {
+            Some(&last) if t <= last => ts.partition_point(|&x| x < t),
+            _ => ts.len(),
         };
-        (i, self.t.get(i) == Some(&t))
+        (i, ts.get(i) == Some(&t))
     }
 
     /// Adds a sample to a series that keeps every sample.
@@ -663,9 +664,8 @@ impl SeriesState {
         if taken {
             return; // a duplicate timestamp: the first sample stored wins
         }
-        let newest = i == self.t.len();
-        self.t.insert(i, t);
-        self.v.insert(i, v);
+        let newest = i == self.samples.len();
+        self.samples.insert(i, t, v);
         if !newest {
             self.folded.set(None); // no longer a prefix of the visible samples
         }
@@ -674,8 +674,8 @@ impl SeriesState {
         }
         if !newest {
             self.find_resets();
-        } else if i > self.head && v < self.v[i - 1] {
-            self.resets.push_back((self.t[i - 1], self.v[i - 1]));
+        } else if i > 0 && v < self.vs()[i - 1] {
+            self.resets.push((self.ts()[i - 1], self.vs()[i - 1]));
         }
     }
 
@@ -685,15 +685,15 @@ impl SeriesState {
     /// ones it beats are those just before it.
     fn insert_candidate(&mut self, max: bool, t: i64, v: f64) {
         let (i, taken) = self.place(t);
-        if taken || self.v.get(i).is_some_and(|&later| beats(max, later, v)) {
+        let vs = self.vs();
+        if taken || vs.get(i).is_some_and(|&later| beats(max, later, v)) {
             return;
         }
         let mut j = i;
-        while j > self.head && beats(max, v, self.v[j - 1]) {
+        while j > 0 && beats(max, v, vs[j - 1]) {
             j -= 1;
         }
-        self.t.splice(j..i, [t]);
-        self.v.splice(j..i, [v]);
+        self.samples.replace(j, i, t, v);
     }
 
     /// Adds a sample to a series kept by its ends whose window starts after `cutoff`.
@@ -701,19 +701,16 @@ impl SeriesState {
         let pieces = func.folds_by_pieces();
         let Some(e) = self.ends.as_mut() else {
             if t > cutoff {
-                self.t.clear();
-                self.v.clear();
-                self.head = 0;
+                self.samples.clear();
                 self.resets.clear();
                 self.folded.set(None);
-                self.t.push(t);
-                self.v.push(v);
+                self.samples.push(t, v);
                 let until = if pieces && (!foldable(v) || !self.hists.is_empty()) {
                     KEEPS_ALL
                 } else {
                     tail_end(cutoff, tail_ms).max(t)
                 };
-                self.ends = Some(Ends { until, len: 1, last: (t, v), reread: false, pieces: None });
+                self.ends = Some(Box::new(Ends { until, len: 1, last: (t, v), reread: false, pieces: None }));
             }
             return;
         };
@@ -728,15 +725,14 @@ impl SeriesState {
         }
         e.len += 1;
         if t <= e.until {
-            self.t.push(t);
-            self.v.push(v);
+            self.samples.push(t, v);
         } else if pieces {
             e.add_to_piece((t, v), tail_ms);
         }
         // a value the pieces' sums cannot take: the whole window is read back and kept
         e.reread |= pieces && !foldable(v) && e.until != KEEPS_ALL;
         if func.tracks_resets() && v < e.last.1 {
-            self.resets.push_back(e.last);
+            self.resets.push(e.last);
         }
         e.last = (t, v);
     }
@@ -745,9 +741,10 @@ impl SeriesState {
     /// order).
     fn find_resets(&mut self) {
         self.resets.clear();
-        for i in self.head + 1..self.t.len() {
-            if self.v[i] < self.v[i - 1] {
-                self.resets.push_back((self.t[i - 1], self.v[i - 1]));
+        let (ts, vs) = (self.samples.ts(), self.samples.vs());
+        for i in 1..ts.len() {
+            if vs[i] < vs[i - 1] {
+                self.resets.push((ts[i - 1], vs[i - 1]));
             }
         }
     }
@@ -758,29 +755,11 @@ impl SeriesState {
     fn evict(&mut self, span: i64, at: i64, keep: &Keep) -> Option<Want> {
         // from the front: an eviction reads the oldest samples only
         let cutoff = at - span;
-        let kept = self.head;
-        while self.t.get(self.head).is_some_and(|&x| x <= cutoff) {
-            self.head += 1;
-        }
-        let gone = self.head - kept;
+        let gone = self.samples.evict_through(cutoff);
         let hists_gone = self.hists.partition_point(|h| h.t <= cutoff);
-        self.hists.drain(..hists_gone);
-        while self.resets.front().is_some_and(|r| r.0 <= cutoff) {
-            self.resets.pop_front();
-        }
-        // the dropped prefix is freed once it is a quarter of what is kept: O(1) per sample,
-        // and a window's vectors stay within about 1.5 times its samples
-        if self.head > 0 && self.head * 4 >= self.t.len() {
-            self.t.drain(..self.head);
-            self.v.drain(..self.head);
-            self.head = 0;
-            let len = self.t.len();
-            if self.t.capacity() > 2 * len + 8 {
-                // the window shrank (a history, a gap): give the room back
-                self.t.shrink_to(len + len / 2);
-                self.v.shrink_to(len + len / 2);
-            }
-        }
+        self.hists.drop_first(hists_gone);
+        let resets_gone = self.resets.partition_point(|r| r.0 <= cutoff);
+        self.resets.drop_first(resets_gone);
         let (Keep::Ends { tail_ms, .. }, Some(e)) = (keep, self.ends.as_mut()) else { return None };
         // more gone than counted: the count is off, which only storage can set right
         e.reread |= gone > e.len;
@@ -793,7 +772,7 @@ impl SeriesState {
             self.resets.clear();
             return None;
         }
-        let tail_gone = self.head == self.t.len();
+        let tail_gone = self.samples.is_empty();
         tail_gone.then(|| Want {
             after: e.until,
             upto: tail_end(cutoff, *tail_ms).min(e.last.0),
@@ -818,9 +797,7 @@ impl SeriesState {
         let e = self.ends.as_mut()?;
         let pieces = func.folds_by_pieces();
         if want.whole {
-            self.t.clear();
-            self.v.clear();
-            self.head = 0;
+            self.samples.clear();
             self.resets.clear();
             let (Some(&first), Some(&last)) = (samples.first(), samples.last()) else {
                 self.ends = None;
@@ -830,16 +807,15 @@ impl SeriesState {
             self.folded.set(None);
             let keeps_all = pieces && (!self.hists.is_empty() || samples.iter().any(|s| !foldable(s.1)));
             let until = if keeps_all { KEEPS_ALL } else { tail_end(cutoff, tail_ms).max(first.0) };
-            *e = Ends { until, len: samples.len(), last, reread: false, pieces: None };
+            **e = Ends { until, len: samples.len(), last, reread: false, pieces: None };
             for (i, &(t, v)) in samples.iter().enumerate() {
                 if t <= until {
-                    self.t.push(t);
-                    self.v.push(v);
+                    self.samples.push(t, v);
                 } else if pieces {
                     e.add_to_piece((t, v), tail_ms);
                 }
                 if func.tracks_resets() && i > 0 && v < samples[i - 1].1 {
-                    self.resets.push_back(samples[i - 1]);
+                    self.resets.push(samples[i - 1]);
                 }
             }
             return None;
@@ -848,8 +824,7 @@ impl SeriesState {
             if t <= cutoff {
                 e.len = e.len.saturating_sub(1); // left with the tail, past what it held
             } else {
-                self.t.push(t);
-                self.v.push(v);
+                self.samples.push(t, v);
             }
         }
         e.until = tail_end(cutoff, tail_ms);
@@ -864,7 +839,7 @@ impl SeriesState {
             self.resets.clear();
             return None;
         }
-        (self.head == self.t.len()).then_some(Want { after: cutoff, upto: e.last.0, whole: true })
+        self.samples.is_empty().then_some(Want { after: cutoff, upto: e.last.0, whole: true })
     }
 
     /// What the functions that read only the window's ends need ([`kernels::reads_only_ends`]).
@@ -1239,7 +1214,8 @@ impl SeriesOp {
             st.absorbed = false;
             let now_kept = st.kept();
             kept += now_kept as i64 - st.counted as i64;
-            st.counted = now_kept;
+            // a window's count fits: a u32 of samples is 2,000 years of one a second
+            st.counted = now_kept as u32;
             let (value, steady_until) = self.func.evaluate(st, eval_ms, at_ms);
             if value != st.emitted {
                 let k = if self.drops_name { self.keys.rewrite(&mut self.names, s, without_name) } else { s };
@@ -1360,6 +1336,13 @@ pub(crate) fn render<'s>(
 mod tests {
     use super::*;
 
+    /// A view holds one state per series it selects, a million and more at scale: the fields
+    /// most series leave empty stay behind thin pointers.
+    #[test]
+    fn a_series_state_stays_small() {
+        assert!(std::mem::size_of::<SeriesState>() <= 128, "{} bytes", std::mem::size_of::<SeriesState>());
+    }
+
     /// A resumed fold gives the same bits as folding the visible samples afresh, whatever the
     /// order samples come in and however the window moves.
     #[test]
@@ -1405,7 +1388,9 @@ mod tests {
                 };
                 st.insert(&func, &Keep::All, (t, Value::float(v)), at);
                 st.evict(RANGE, at, &Keep::All);
-                resumed += usize::from(st.folded.get().is_some_and(|f| st.ts().first() == Some(&f.first)));
+                let folded = st.folded.take();
+                resumed += usize::from(folded.as_ref().is_some_and(|f| st.ts().first() == Some(&f.first)));
+                st.folded.set(folded);
                 let got = st.fold(mean).unwrap();
                 assert!(same(got, fresh(&st)), "after an arrival: {got} != {}", fresh(&st));
             }
