@@ -9,7 +9,10 @@
 //! `BENCH_REP_FROM` [0] the first repetition's number (the rotation of the runs follows it, so
 //! that repetitions can be run in several sittings), `BENCH_ONLY` [all] one of `promflow`, `prometheus` to run only that system with its rules,
 //! or without them with `:without` after the name (for profiling; no ratio is printed then). `BENCH_PROMFLOW` [this build's] the promflow
-//! binary to run. The reported scale is `BENCH_SERIES=50000
+//! binary to run. `BENCH_SETTLE_S` [one evaluation interval and a round] how long after the
+//! reload the measurement starts: at a million series the views take in their history for
+//! longer than the default, which would put that work in the measured window. The reported
+//! scale is `BENCH_SERIES=50000
 //! BENCH_HISTORY_MIN=1440 BENCH_MINUTES=10`.
 //!
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
@@ -196,7 +199,10 @@ fn main() {
     // after the history, one evaluation interval and a round of stream let both servers catch
     // up with it before the CPU is measured: promflow's views take in what arrived after
     // their installation, Prometheus runs its first evaluations
-    let settle_ms = interval_s as i64 * 1000 + INTERVAL_MS;
+    let settle_ms = match env("BENCH_SETTLE_S", 0) {
+        0 => interval_s as i64 * 1000 + INTERVAL_MS,
+        s => s as i64 * 1000,
+    };
     let measured_rounds = minutes * 60_000 / INTERVAL_MS as usize;
     let combos = [
         (System::Promflow, true),

@@ -41,9 +41,9 @@ use promflow_plan::{Error, Plan};
 const KEEP_MS: i64 = 60_000;
 
 /// Windows at least this long are kept by their ends where the function allows
-/// ([`Incremental::read_back_from`]): a `[1h]` window of 15 s samples keeps at most 120 of its
-/// 240, a `[1d]` window 240 of its 5,760. Shorter windows keep every sample, which costs little and
-/// spares their frequent read-backs.
+/// ([`Incremental::read_back_from`]): a `[1h]` window of 15 s samples of `rate` keeps at most
+/// 40 of its 240, a `[1d]` window 40 of its 5,760. Shorter windows keep every sample, which
+/// costs little and spares their frequent read-backs.
 const ENDS_FROM_MS: i64 = 3_600_000;
 
 /// How often the clock moves when no sample arrives: for what changes with time alone in

@@ -328,7 +328,8 @@ impl Keep {
             (f, Some((source, ends_from)))
                 if (kernels::reads_only_ends(*f) || folds_by_pieces(*f)) && range >= ends_from =>
             {
-                let tail_ms = (range / 4).clamp(1, MAX_TAIL_MS);
+                let longest = if folds_by_pieces(*f) { MAX_TAIL_MS } else { MAX_ENDS_TAIL_MS };
+                let tail_ms = (range / 4).clamp(1, longest);
                 Keep::Ends { tail_ms, source: source.clone(), matchers: matchers.to_vec() }
             }
             _ => Keep::All,
@@ -356,9 +357,17 @@ fn foldable(v: f64) -> bool {
 /// take ([`foldable`]) or a native histogram.
 const KEEPS_ALL: i64 = i64::MAX;
 
-/// The longest tail length: a read-back fetches one to two tail lengths past the window's
-/// start, at most 240 samples of a series scraped every 15 s.
+/// The longest tail of a window that folds by pieces ([`folds_by_pieces`]): the window keeps
+/// one sum per tail length past its tail, so a shorter tail would cost more than it saves (a
+/// `[1d]` window keeps up to 240 samples and 48 sums of 24 bytes).
 const MAX_TAIL_MS: i64 = 30 * 60 * 1000;
+
+/// The longest tail of a window of a function that reads only its ends: 20 samples of a
+/// series scraped every 15 s. Every sample past the tail is read back once whatever the
+/// tail's length, which sets only how often a window reads back (one selection for all the
+/// operator's series that need it) and how many samples it keeps: a `[1h]` window keeps up
+/// to 40 of its 240, a `[1d]` window 40 of its 5,760.
+const MAX_ENDS_TAIL_MS: i64 = 5 * 60 * 1000;
 
 /// Up to how many series a read-back asks storage for one by one, rather than for the whole
 /// selection over the union of their ranges.
