@@ -45,7 +45,7 @@ use timely::dataflow::Stream;
 
 use super::keys::{Key, KeyMap, KeySet, Keys};
 use super::render::without_name;
-use super::window_samples::{RareVec, WindowSamples};
+use super::window_samples::{RareDeque, RareVec, WindowSamples};
 use super::{Counters, Grain, Row, Unboxed, Update, Value};
 use promflow_kernels::{self as kernels, WindowBounds, WindowEnds};
 use promflow_plan::WindowFn;
@@ -439,6 +439,9 @@ struct Want {
     upto: i64,
     /// The whole window (after an out-of-order sample), not the tail's continuation.
     whole: bool,
+    /// For a continuation, the tail's end once it is read ([`Ends::until`]); `upto` is that
+    /// or the newest sample, whichever is earlier.
+    tail_until: i64,
 }
 
 /// The end of a tail read back when the window starts after `cutoff`: at least `tail_ms`
@@ -489,7 +492,7 @@ struct SeriesState {
     samples: WindowSamples,
     /// For `rate` and `increase`: each counter reset among the visible samples, as the
     /// timestamp and value of the sample before it, oldest first.
-    resets: RareVec<(i64, f64)>,
+    resets: RareDeque<(i64, f64)>,
     /// With [`Keep::Ends`], while the window holds a sample (boxed: a thin pointer for the
     /// series of every other operator).
     ends: Option<Box<Ends>>,
@@ -645,8 +648,7 @@ impl SeriesState {
         if let SeriesFn::Last { .. } = func {
             if self.newest().is_none_or(|last| h.t > last) {
                 self.samples.clear();
-                self.hists.clear();
-                self.hists.push(h);
+                self.hists.set_only(h);
             }
             return;
         }
@@ -767,14 +769,13 @@ impl SeriesState {
         let gone = self.samples.evict_through(cutoff);
         let hists_gone = self.hists.partition_point(|h| h.t <= cutoff);
         self.hists.drop_first(hists_gone);
-        let resets_gone = self.resets.partition_point(|r| r.0 <= cutoff);
-        self.resets.drop_first(resets_gone);
+        self.resets.drop_front_while(|r| r.0 <= cutoff);
         let (Keep::Ends { tail_ms, .. }, Some(e)) = (keep, self.ends.as_mut()) else { return None };
         // more gone than counted: the count is off, which only storage can set right
         e.reread |= gone > e.len;
         e.len = e.len.saturating_sub(gone);
         if e.reread {
-            return Some(Want { after: cutoff, upto: e.last.0, whole: true });
+            return Some(Want { after: cutoff, upto: e.last.0, whole: true, tail_until: 0 });
         }
         if e.len == 0 || e.last.0 <= cutoff {
             self.ends = None;
@@ -782,11 +783,12 @@ impl SeriesState {
             return None;
         }
         let tail_gone = self.samples.is_empty();
-        tail_gone.then(|| Want {
-            after: e.until,
-            upto: tail_end(cutoff, *tail_ms).min(e.last.0),
-            whole: false,
-        })
+        // a series sampled less often than every half tail reads on as far as two of its
+        // intervals (the window's mean spacing), so that it finds its next samples rather
+        // than an empty range, which would read the whole window back at every sample
+        let spacing = (e.last.0 - cutoff) / e.len as i64;
+        let tail_until = tail_end(cutoff.saturating_add((2 * spacing - *tail_ms).max(0)), *tail_ms);
+        tail_gone.then(|| Want { after: e.until, upto: tail_until.min(e.last.0), whole: false, tail_until })
     }
 
     /// Takes what storage holds in the range of `want` (stale markers removed) for a series
@@ -836,7 +838,7 @@ impl SeriesState {
                 self.samples.push(t, v);
             }
         }
-        e.until = tail_end(cutoff, tail_ms);
+        e.until = want.tail_until;
         // the pieces read back into the tail (every piece, when the read reached the newest
         // sample)
         if let Some(pieces) = e.pieces.as_mut() {
@@ -848,7 +850,7 @@ impl SeriesState {
             self.resets.clear();
             return None;
         }
-        self.samples.is_empty().then_some(Want { after: cutoff, upto: e.last.0, whole: true })
+        self.samples.is_empty().then_some(Want { after: cutoff, upto: e.last.0, whole: true, tail_until: 0 })
     }
 
     /// What the functions that read only the window's ends need ([`kernels::reads_only_ends`]).
@@ -1223,7 +1225,7 @@ impl SeriesOp {
             st.absorbed = false;
             let now_kept = st.kept();
             kept += now_kept as i64 - st.counted as i64;
-            // a window's count fits: a u32 of samples is 2,000 years of one a second
+            // a window's count fits: a u32 of samples is 136 years of one a second
             st.counted = now_kept as u32;
             let (value, steady_until) = self.func.evaluate(st, eval_ms, at_ms);
             if value != st.emitted {
@@ -1464,7 +1466,7 @@ mod tests {
         // the sample at 3 s comes after the one at 4 s: the window is read back whole
         st.insert_end(&func, samples[2], 0, TAIL);
         assert!(st.ends.as_ref().is_some_and(|e| e.reread));
-        st.read_back(Want { after: 0, upto: 4_000, whole: true }, &samples, 0, TAIL, &func);
+        st.read_back(Want { after: 0, upto: 4_000, whole: true, tail_until: 0 }, &samples, 0, TAIL, &func);
         assert_eq!(st.fold(false), Some(6.0));
     }
 }

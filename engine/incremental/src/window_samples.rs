@@ -7,6 +7,8 @@
 //! by an eighth at a time, and the dropped prefix is reclaimed when the room is full, so a
 //! window of `n` samples holds about `1.125 n` slots once it is full.
 
+use std::collections::VecDeque;
+
 /// Timestamps and values side by side, in time order; those from `head` on are visible, the
 /// ones before it were evicted and are dropped in bulk when their room is wanted.
 #[derive(Default)]
@@ -154,11 +156,6 @@ impl<T> std::ops::Deref for RareVec<T> {
 }
 
 impl<T> RareVec<T> {
-    /// Adds an element at the end.
-    pub(crate) fn push(&mut self, x: T) {
-        self.0.get_or_insert_default().push(x);
-    }
-
     /// Adds an element before the one at `i`.
     pub(crate) fn insert(&mut self, i: usize, x: T) {
         self.0.get_or_insert_default().insert(i, x);
@@ -181,6 +178,54 @@ impl<T> RareVec<T> {
     pub(crate) fn clear(&mut self) {
         self.0 = None;
     }
+
+    /// Keeps `x` alone, in the room the elements took (an instant selection's newest
+    /// histogram, replaced at every sample).
+    pub(crate) fn set_only(&mut self, x: T) {
+        let v = self.0.get_or_insert_default();
+        v.clear();
+        v.push(x);
+    }
+}
+
+/// A queue that most series leave empty (the counter resets in a window): a thin pointer
+/// while empty, like [`RareVec`], and dropped from the front in constant time, as a window
+/// with many resets (`rate` over a gauge) drops one at most of its samples' evictions.
+#[allow(clippy::box_collection)] // the box is the point: a thin pointer in every state
+pub(crate) struct RareDeque<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for RareDeque<T> {
+    fn default() -> Self {
+        RareDeque(None)
+    }
+}
+
+impl<T> RareDeque<T> {
+    /// Adds an element at the back.
+    pub(crate) fn push(&mut self, x: T) {
+        self.0.get_or_insert_default().push_back(x);
+    }
+
+    /// Drops the elements at the front while `gone` holds for them.
+    pub(crate) fn drop_front_while(&mut self, gone: impl Fn(&T) -> bool) {
+        let Some(q) = self.0.as_mut() else { return };
+        while q.front().is_some_and(&gone) {
+            q.pop_front();
+        }
+        if q.is_empty() {
+            self.0 = None;
+        }
+    }
+
+    /// The elements, front to back.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    /// Drops every element, and the room they took.
+    pub(crate) fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 #[cfg(test)]
@@ -188,12 +233,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rare_queue_drops_from_the_front_and_is_freed_when_emptied() {
+        assert_eq!(std::mem::size_of::<RareDeque<(i64, f64)>>(), 8);
+        let mut q = RareDeque::default();
+        (1..=3).for_each(|t| q.push((t, t as f64)));
+        q.drop_front_while(|r| r.0 <= 2);
+        assert_eq!(q.iter().copied().collect::<Vec<_>>(), vec![(3, 3.0)]);
+        q.drop_front_while(|r| r.0 <= 3);
+        assert!(q.0.is_none() && q.iter().next().is_none());
+    }
+
+    #[test]
     fn a_rare_vector_is_a_thin_pointer_freed_when_emptied() {
         assert_eq!(std::mem::size_of::<RareVec<(i64, f64)>>(), 8);
         let mut r = RareVec::default();
-        r.push((2, 2.0));
+        r.set_only((2, 2.0));
         r.insert(0, (1, 1.0));
-        r.push((3, 3.0));
+        r.insert(2, (3, 3.0));
         assert_eq!(&r[..], &[(1, 1.0), (2, 2.0), (3, 3.0)]);
         r.drop_first(2);
         assert_eq!(&r[..], &[(3, 3.0)]);
