@@ -74,7 +74,8 @@ mod series_table;
 use chunk_store::{ChunkStore, SealedChain};
 
 use histograms::HistogramSamples;
-pub(crate) use packed::{index_hash, pack, pack_labels, PackedLabels, PackedRef};
+pub use packed::PackedLabels;
+pub(crate) use packed::{index_hash, pack, pack_labels, PackedRef};
 use series_table::SeriesTable;
 
 impl MemSeries {

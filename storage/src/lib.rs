@@ -38,6 +38,7 @@ mod wal;
 
 pub use chunk::{decode_xor_chunk, encode_xor_chunk};
 pub use db::{now_ms, BlockInfo, CompactionReport, Db, DbOptions, DbStats, Wake};
+pub use head::PackedLabels;
 pub use histogram_chunk::{
     decode_float_histogram_chunk, decode_integer_histogram_chunk, encode_float_histogram_chunks, EncodedChunk,
 };

@@ -3,9 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use promflow_storage::Labels;
+use promflow_storage::{Labels, PackedLabels};
 
 /// A hasher for keys and other numbers, which need spreading over a table's buckets but no
 /// protection from chosen input (SipHash's cost showed in every operator's per-change
@@ -50,12 +50,17 @@ std::thread_local! {
 
 impl serde::Serialize for Key {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let labels = THREAD_KEYS.with(|k| k.borrow().as_ref().map(|keys| keys.shared(*self)));
-        let pairs: Vec<(&str, &str)> = labels
-            .as_deref()
-            .map(|l| l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect())
-            .unwrap_or_default();
-        (self.0, pairs).serialize(s)
+        THREAD_KEYS.with(|k| {
+            let keys = k.borrow();
+            // the pairs are read from the table in place, under its read lock
+            let table = keys.as_ref().map(|keys| keys.read());
+            let pairs: Vec<(&str, &str)> = table
+                .as_ref()
+                .and_then(|t| t.labels.get(&self.0))
+                .map(|packed| packed.iter().collect())
+                .unwrap_or_default();
+            (self.0, pairs).serialize(s)
+        })
     }
 }
 
@@ -77,11 +82,14 @@ pub(crate) type KeySet = HashSet<Key, BuildHasherDefault<KeyHasher>>;
 /// A set of other numbers (subscriptions' ids).
 pub(crate) type IdSet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
-/// Every label set the executor has seen, by key. Each is stored once and handed out shared
-/// ([`Keys::shared`]) to the subscriptions that deliver it.
+/// Every label set the executor has seen, by key, packed as storage packs a series' labels
+/// (names, metric names, jobs and instances as numbers in one process-wide table, other
+/// values in place, one allocation a set): the table holds a label set for every series a
+/// view selects and every one a view computes, and a [`Labels`] is 48 bytes a pair behind a
+/// vector's header.
 #[derive(Default)]
 struct Table {
-    labels: KeyMap<u64, Arc<Labels>>,
+    labels: KeyMap<u64, PackedLabels>,
 }
 
 impl Table {
@@ -92,7 +100,7 @@ impl Table {
         loop {
             match self.labels.get(&key) {
                 None => return (key, false),
-                Some(held) if **held == *labels => return (key, true),
+                Some(held) if held.eq_labels(labels) => return (key, true),
                 Some(_) => key = key.wrapping_add(1),
             }
         }
@@ -116,7 +124,7 @@ impl Keys {
 
     /// The key of `labels`, entering them in the table when new.
     pub(crate) fn intern(&self, labels: Labels) -> Key {
-        if let (k, true) = self.0.read().unwrap_or_else(|e| e.into_inner()).slot(&labels) {
+        if let (k, true) = self.read().slot(&labels) {
             return Key(k);
         }
         let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
@@ -125,28 +133,34 @@ impl Keys {
             if k != labels.prometheus_hash() {
                 tracing::warn!(labels = %labels, "two label sets share a hash: the later one takes the next free key");
             }
-            t.labels.insert(k, Arc::new(labels));
+            t.labels.insert(k, PackedLabels::new(&labels));
         }
         Key(k)
     }
 
     /// The key of `labels`, if they have one.
     pub(crate) fn find(&self, labels: &Labels) -> Option<Key> {
-        match self.0.read().unwrap_or_else(|e| e.into_inner()).slot(labels) {
+        match self.read().slot(labels) {
             (k, true) => Some(Key(k)),
             _ => None,
         }
     }
 
-    /// The label set of `key` (empty for a key never assigned).
+    /// The label set of `key`, unpacked (empty for a key never assigned).
     pub(crate) fn labels(&self, key: Key) -> Labels {
-        Arc::unwrap_or_clone(self.shared(key))
+        self.read().labels.get(&key.0).map(PackedLabels::to_labels).unwrap_or_default()
     }
 
-    /// The label set of `key`, shared rather than copied (empty for a key never assigned):
-    /// what a subscription hands out for every element that changed.
+    /// The label set of `key` behind a shared pointer, as a subscription hands it out with
+    /// every element that changed, to each of its subscribers (empty for a key never
+    /// assigned).
     pub(crate) fn shared(&self, key: Key) -> Arc<Labels> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).labels.get(&key.0).cloned().unwrap_or_default()
+        Arc::new(self.labels(key))
+    }
+
+    /// The table, for reading.
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `key` rewritten by `f`, through a cache that the calling operator keeps, so that a
@@ -167,7 +181,7 @@ impl Keys {
 
     /// How many label sets the table holds.
     pub(crate) fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).labels.len()
+        self.read().labels.len()
     }
 }
 
@@ -192,13 +206,44 @@ mod tests {
         assert_eq!(a.labels(Key(12345)), Labels::new(), "a key never assigned");
     }
 
+    /// Label sets come back from the packed table as they went in, whatever their strings:
+    /// interned ones (names, a metric name, a job), values packed in place, long and
+    /// non-ASCII values; and a key sent to another process's table arrives with its labels.
+    #[test]
+    fn label_sets_come_back_whole_from_this_table_and_another() {
+        let (a, b) = (Keys::default(), Keys::default());
+        let long = "x".repeat(300);
+        let sets = [
+            labels(&[
+                ("__name__", "node_cpu_seconds_total"),
+                ("cpu", "7"),
+                ("instance", "h:9100"),
+                ("job", "node"),
+            ]),
+            labels(&[("path", long.as_str()), ("zone", "ünïcode-☃")]),
+            labels(&[("a", "")]),
+            Labels::new(),
+        ];
+        for set in sets {
+            let key = a.intern(set.clone());
+            assert_eq!(a.labels(key), set);
+            assert_eq!(*a.shared(key), set);
+            a.serve_thread();
+            let sent = serde_json::to_string(&key).unwrap();
+            b.serve_thread();
+            let received: Key = serde_json::from_str(&sent).unwrap();
+            assert_eq!(received, key);
+            assert_eq!(b.labels(received), set, "{sent}");
+        }
+    }
+
     /// A label set whose hash another set holds takes the next free key, and is found there.
     #[test]
     fn a_hash_held_by_other_labels_moves_to_the_next_key() {
         let keys = Keys::default();
         let (x, y) = (labels(&[("a", "1")]), labels(&[("b", "2")]));
         let h = y.prometheus_hash();
-        keys.0.write().unwrap().labels.insert(h, Arc::new(x.clone()));
+        keys.0.write().unwrap().labels.insert(h, PackedLabels::new(&x));
         assert_eq!(keys.intern(y.clone()), Key(h.wrapping_add(1)));
         assert_eq!(keys.find(&y), Some(Key(h.wrapping_add(1))));
         assert_eq!(keys.labels(Key(h)), x);

@@ -5,7 +5,9 @@
 //! A `Vec` grown by doubling held up to twice a window's samples, and the dropped prefix
 //! another third on top: about 2.1 slots a sample for a one-hour window. Here the room grows
 //! by an eighth at a time, and the dropped prefix is reclaimed when the room is full, so a
-//! window of `n` samples holds about `1.125 n` slots once it is full.
+//! window of `n` samples holds about `1.125 n` slots once it is full. A window that shrinks
+//! (most often the tail of a window kept by its ends, which drains between read-backs) gives
+//! room back whenever it holds more than a quarter over its samples.
 
 use std::collections::VecDeque;
 
@@ -96,8 +98,10 @@ impl WindowSamples {
             self.clear();
         }
         let visible = self.len();
-        if gone > 0 && self.t.capacity() > 2 * visible + MIN_GROWTH {
-            // the window shrank (a gap, the end of a history): give the room back
+        if gone > 0 && self.t.capacity() > visible + visible / 4 + MIN_GROWTH {
+            // the window shrank (a gap, the end of a history, a tail kept by its ends that
+            // drains until its next read-back): give the room back. A steady window, whose
+            // room is at most an eighth more than its samples after a reclaim, never does.
             self.reclaim();
             self.t.shrink_to(visible + visible / 8);
             self.v.shrink_to(visible + visible / 8);
@@ -291,6 +295,29 @@ mod tests {
         assert_eq!(&w.vs()[..2], &[first as f64, -2.0]);
         w.replace(0, 0, first - 1, -3.0);
         assert_eq!(w.ts()[0], first - 1);
+    }
+
+    /// A tail kept by its ends fills at a read-back and then only drains, one sample a round,
+    /// until its next read-back: its room follows it down, a few moves a tail.
+    #[test]
+    fn a_draining_tail_gives_its_room_back_as_it_drains() {
+        let mut w = WindowSamples::default();
+        (0..40).for_each(|t| w.push(t, t as f64));
+        let (mut room, mut moves) = (w.room(), 0);
+        for t in 0..40 {
+            w.evict_through(t);
+            let visible = w.len();
+            assert!(
+                w.room() <= visible + visible / 4 + MIN_GROWTH,
+                "{visible} samples in {} slots",
+                w.room()
+            );
+            moves += usize::from(w.room() != room);
+            room = w.room();
+        }
+        // an emptied tail keeps the least room it grows by, for its next read-back
+        assert!(room <= MIN_GROWTH, "an emptied tail in {room} slots");
+        assert!(moves <= 8, "{moves} moves to drain 40 samples");
     }
 
     #[test]

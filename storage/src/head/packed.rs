@@ -5,7 +5,9 @@
 //! header. Packed, the set is its names and values in one boxed slice. Comparing a request's
 //! labels with a packed set reads one run of bytes, so a lookup also follows one pointer
 //! fewer. The head turns a packed set back into [`Labels`] where it hands series out (query
-//! answers, blocks, checkpoints).
+//! answers, blocks, checkpoints). The incremental executor's table of label sets, which
+//! holds every series a view selects and every label set a view computes, keeps them in the
+//! same form, through the same table of interned strings.
 //!
 //! Label names, metric names and the values of `job` and `instance` repeat across many
 //! series and come from a bounded set (the instrumented code and the scrape configuration,
@@ -114,7 +116,7 @@ fn interns_value(name: &str) -> Option<bool> {
 /// equal when their pairs are: a string packed in place for one may be interned for the
 /// other (a job's name that became a metric's name in between).
 #[derive(Debug, Clone)]
-pub(crate) struct PackedLabels(Box<[u8]>);
+pub struct PackedLabels(Box<[u8]>);
 
 impl PartialEq for PackedLabels {
     fn eq(&self, other: &Self) -> bool {
@@ -146,7 +148,7 @@ pub(crate) fn index_hash(packed: &[u8]) -> u64 {
 
 impl PackedLabels {
     /// Packs `labels`.
-    pub(crate) fn new(labels: &Labels) -> Self {
+    pub fn new(labels: &Labels) -> Self {
         let mut numberer = interned::numberer();
         let mut out = Vec::with_capacity(labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
         let mut field = |s: &str, intern: Option<bool>| match intern
@@ -180,12 +182,12 @@ impl PackedLabels {
     }
 
     /// The `(name, value)` pairs, in name order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         TextPairs(Cursor(&self.0))
     }
 
     /// The value of `name`, or "" when the label is absent.
-    pub(crate) fn get(&self, name: &str) -> &str {
+    pub fn get(&self, name: &str) -> &str {
         let wanted = name.as_bytes();
         for (n, v) in self.iter() {
             match n.as_bytes().cmp(wanted) {
@@ -198,12 +200,12 @@ impl PackedLabels {
     }
 
     /// The label set, unpacked.
-    pub(crate) fn to_labels(&self) -> Labels {
+    pub fn to_labels(&self) -> Labels {
         Labels::from_sorted_pairs(self.iter())
     }
 
     /// Whether this is the packed form of `labels`.
-    pub(crate) fn eq_labels(&self, labels: &Labels) -> bool {
+    pub fn eq_labels(&self, labels: &Labels) -> bool {
         self.view().eq_labels(labels)
     }
 
