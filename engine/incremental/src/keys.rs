@@ -127,13 +127,16 @@ impl Keys {
         if let (k, true) = self.read().slot(&labels) {
             return Key(k);
         }
+        // packed before the write lock: packing takes storage's table of interned strings,
+        // which new head series take too, and readers of this table should not wait on it
+        let packed = PackedLabels::new(&labels);
         let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
         let (k, held) = t.slot(&labels);
         if !held {
             if k != labels.prometheus_hash() {
                 tracing::warn!(labels = %labels, "two label sets share a hash: the later one takes the next free key");
             }
-            t.labels.insert(k, PackedLabels::new(&labels));
+            t.labels.insert(k, packed);
         }
         Key(k)
     }
@@ -152,8 +155,7 @@ impl Keys {
     }
 
     /// The label set of `key` behind a shared pointer, as a subscription hands it out with
-    /// every element that changed, to each of its subscribers (empty for a key never
-    /// assigned).
+    /// every element that changed (empty for a key never assigned).
     pub(crate) fn shared(&self, key: Key) -> Arc<Labels> {
         Arc::new(self.labels(key))
     }
@@ -221,7 +223,7 @@ mod tests {
                 ("job", "node"),
             ]),
             labels(&[("path", long.as_str()), ("zone", "ünïcode-☃")]),
-            labels(&[("a", "")]),
+            labels(&[("__name__", "up"), ("a", ""), ("job", "z")]),
             Labels::new(),
         ];
         for set in sets {

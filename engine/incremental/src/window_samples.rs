@@ -7,7 +7,7 @@
 //! by an eighth at a time, and the dropped prefix is reclaimed when the room is full, so a
 //! window of `n` samples holds about `1.125 n` slots once it is full. A window that shrinks
 //! (most often the tail of a window kept by its ends, which drains between read-backs) gives
-//! room back whenever it holds more than a quarter over its samples.
+//! room back once it holds more than a quarter over its samples and the ones that just left.
 
 use std::collections::VecDeque;
 
@@ -98,10 +98,13 @@ impl WindowSamples {
             self.clear();
         }
         let visible = self.len();
-        if gone > 0 && self.t.capacity() > visible + visible / 4 + MIN_GROWTH {
+        if gone > 0 && self.t.capacity() > visible + visible / 4 + MIN_GROWTH + gone {
             // the window shrank (a gap, the end of a history, a tail kept by its ends that
-            // drains until its next read-back): give the room back. A steady window, whose
-            // room is at most an eighth more than its samples after a reclaim, never does.
+            // drains until its next read-back): give the room back. What just left counts as
+            // room still wanted, so that a window fed in batches (a round of many samples in,
+            // as many out) does not shrink and regrow every round; a steady window, whose
+            // room is at most a quarter over its samples, less a slot, just after it grew,
+            // never shrinks.
             self.reclaim();
             self.t.shrink_to(visible + visible / 8);
             self.v.shrink_to(visible + visible / 8);
@@ -308,7 +311,7 @@ mod tests {
             w.evict_through(t);
             let visible = w.len();
             assert!(
-                w.room() <= visible + visible / 4 + MIN_GROWTH,
+                w.room() <= visible + visible / 4 + MIN_GROWTH + 1,
                 "{visible} samples in {} slots",
                 w.room()
             );
@@ -318,6 +321,26 @@ mod tests {
         // an emptied tail keeps the least room it grows by, for its next read-back
         assert!(room <= MIN_GROWTH, "an emptied tail in {room} slots");
         assert!(moves <= 8, "{moves} moves to drain 40 samples");
+    }
+
+    /// A window fed in batches, two thirds of its samples in and out each round, keeps its room
+    /// from round to round rather than shrinking and growing again.
+    #[test]
+    fn a_window_fed_in_batches_keeps_its_room() {
+        let (n, batch) = (12_i64, 8_i64);
+        let mut w = WindowSamples::default();
+        let mut rooms = Vec::new();
+        for round in 0..20 {
+            (0..batch).for_each(|i| {
+                w.push(round * batch + i, 0.0);
+                rooms.push(w.room());
+            });
+            w.evict_through(round * batch + batch - 1 - n);
+            rooms.push(w.room());
+        }
+        assert_eq!(w.len(), n as usize);
+        let settled = &rooms[rooms.len() / 2..];
+        assert!(settled.iter().all(|&r| r == settled[0]), "room after each push and eviction: {rooms:?}");
     }
 
     #[test]
