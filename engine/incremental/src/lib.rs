@@ -31,7 +31,9 @@ mod tap;
 mod values;
 mod window_samples;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -152,11 +154,31 @@ pub(crate) enum Operator {
 
 const OPERATOR_NAMES: [&str; 4] = ["series", "elementwise", "aggregate", "join"];
 
+/// What an arrangement holds, for counting the records the arrangements keep
+/// (`promflow_dataflow_arranged_records{holds}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holds {
+    /// A window function's or a selection's value per series, arranged so that later views
+    /// can share it.
+    Series,
+    /// Any other arranged result: a view's root or a shared sub-expression, and its errors.
+    View,
+    /// In a cluster, a process's read copy of a view ([`Gathered`]).
+    Copy,
+    /// What differential's operators keep inside: the arranged inputs and outputs of
+    /// `reduce`, `join`, `count` and `distinct`.
+    Operator,
+}
+
+const HOLDS_NAMES: [&str; 4] = ["series", "view", "copy", "operator"];
+
 /// Records out of each kind of operator, summed over views and workers, and the samples the
 /// per-series operators hold.
 #[derive(Debug)]
 pub(crate) struct Counters {
     records: [AtomicU64; 4],
+    /// Records the arrangements hold, by [`Holds`].
+    arranged: [AtomicI64; 4],
     pub(crate) samples_kept: AtomicI64,
     /// Pieces of history sent to the first worker and not yet moved on by it.
     history_queued: AtomicUsize,
@@ -171,6 +193,7 @@ impl Default for Counters {
     fn default() -> Counters {
         Counters {
             records: Default::default(),
+            arranged: Default::default(),
             samples_kept: AtomicI64::new(0),
             history_queued: AtomicUsize::new(0),
             read_back: AtomicU64::new(0),
@@ -776,6 +799,18 @@ impl Incremental {
             .collect()
     }
 
+    /// Records the views' arrangements hold, sorted into batches or waiting in their
+    /// batchers, over all workers of this process, by what they hold ([`Holds`]:
+    /// `promflow_dataflow_arranged_records{holds}`). Batches not yet merged each keep their
+    /// updates, so a value that changed since the last merge counts more than once.
+    pub fn arranged_records(&self) -> Vec<(&'static str, i64)> {
+        HOLDS_NAMES
+            .iter()
+            .zip(&self.counters.arranged)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Samples the per-series operators hold, over all views and workers
     /// (`promflow_dataflow_samples_kept`): the dataflow state that grows with windows.
     pub fn samples_kept(&self) -> i64 {
@@ -1148,6 +1183,48 @@ pub(crate) struct WorkerState {
     gathered: HashMap<usize, Gathered>,
     /// In a cluster, the first worker of every process (empty in one process).
     leaders: Vec<u64>,
+    /// What this worker's arrangement operators hold, by operator id; those not here are
+    /// differential's operators' own ([`Holds::Operator`]).
+    holds: Rc<RefCell<HashMap<usize, Holds>>>,
+}
+
+impl WorkerState {
+    /// Notes that the next operator `worker` builds is an arrangement holding `holds`: call
+    /// it right before building the arrangement.
+    pub(crate) fn arranging(&self, worker: &timely::worker::Worker, holds: Holds) {
+        self.holds.borrow_mut().insert(worker.peek_identifier(), holds);
+    }
+}
+
+/// Counts the records this worker's arrangements hold, by what they hold, from
+/// differential's `differential/arrange` log: batches as they are made, merged and dropped,
+/// and the updates waiting in the arrangements' batchers. Registered before any dataflow is
+/// built, since an arrangement takes its logger when it is built.
+fn count_arranged(
+    worker: &timely::worker::Worker,
+    holds: Rc<RefCell<HashMap<usize, Holds>>>,
+    counters: Arc<Counters>,
+) {
+    use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+    let Some(mut registry) = worker.log_register() else { return };
+    registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, events| {
+        let Some(events) = events else { return };
+        let holds = holds.borrow();
+        for (_, event) in events.drain(..) {
+            let (operator, change) = match event {
+                DifferentialEvent::Batch(b) => (b.operator, b.length as i64),
+                DifferentialEvent::Merge(m) => match m.complete {
+                    Some(merged) => (m.operator, merged as i64 - m.length1 as i64 - m.length2 as i64),
+                    None => continue,
+                },
+                DifferentialEvent::Drop(d) => (d.operator, -(d.length as i64)),
+                DifferentialEvent::Batcher(b) => (b.operator, b.records_diff as i64),
+                DifferentialEvent::MergeShortfall(_) | DifferentialEvent::TraceShare(_) => continue,
+            };
+            let kind = holds.get(&operator).copied().unwrap_or(Holds::Operator);
+            counters.arranged[kind as usize].fetch_add(change, Ordering::Relaxed);
+        }
+    });
 }
 
 /// In a cluster, a copy of an arrangement on the first worker of every process (the other
@@ -1185,7 +1262,9 @@ fn run_worker(
         dataflows: HashMap::new(),
         gathered: HashMap::new(),
         leaders,
+        holds: Rc::default(),
     };
+    count_arranged(worker, Rc::clone(&state.holds), Arc::clone(&counters));
     // every worker builds the hub's dataflow (workers build the same dataflows in the same
     // order); only the first one's is fed
     let (hub, mut hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
@@ -1359,13 +1438,14 @@ fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangem
     let leaders = state.leaders.clone();
     let dataflow = worker.next_dataflow_index();
     let probe = ProbeHandle::new();
+    let worker_state = &*state;
     let (trace, errors, tap) = worker.dataflow::<u64, _, _>(|scope| {
         let imported = trace.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()));
-        let whole = copied_to(imported.inner, leaders.clone());
+        let whole = copied_to(imported.inner, leaders.clone(), worker_state);
         whole.stream.clone().probe_with(&probe);
         let errors = errors.as_mut().map(|e| {
             let imported = e.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()));
-            let whole = copied_to(imported.inner, leaders.clone());
+            let whole = copied_to(imported.inner, leaders.clone(), worker_state);
             whole.stream.clone().probe_with(&probe);
             whole.trace
         });
@@ -1379,6 +1459,7 @@ fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangem
 fn copied_to<'s>(
     updates: timely::dataflow::Stream<'s, u64, Vec<Update>>,
     leaders: Vec<u64>,
+    state: &WorkerState,
 ) -> differential_dataflow::operators::arrange::Arranged<'s, Trace> {
     use differential_dataflow::operators::arrange::arrangement::arrange_core;
     use differential_dataflow::trace::implementations::ValBatcher;
@@ -1389,6 +1470,7 @@ fn copied_to<'s>(
         .flat_map(move |u: Update| leaders.iter().map(move |&l| (l, u.clone())).collect::<Vec<_>>())
         .exchange(|(leader, _): &(u64, Update)| *leader)
         .map(|(_, u): (u64, Update)| u);
+    state.arranging(spread.scope().worker(), Holds::Copy);
     arrange_core::<_, _, ValBatcher<Key, Value, u64, isize>, ValSpine<Key, Value, u64, isize>>(
         spread,
         Pipeline,

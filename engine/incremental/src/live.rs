@@ -839,6 +839,14 @@ impl LiveViews {
             "Arrangements the views of rules and subscriptions registered (shared sub-expressions count once).",
             self.arrangements(),
         );
+        let mut arranged = w.family(
+            "promflow_dataflow_arranged_records",
+            MetricKind::Gauge,
+            "Records the views' arrangements hold (in batches, or waiting in their batchers), by what they hold: window functions' values per series, views' results, a cluster's read copies of views, and differential's operators' own.",
+        );
+        for (holds, n) in self.inc.arranged_records() {
+            arranged.sample(&[("holds", holds)], n);
+        }
         w.gauge(
             "promflow_dataflow_samples_kept",
             "Samples the rule views' per-series operators hold: windows' samples, candidates for a window's extreme, and the oldest samples of windows kept by their ends.",

@@ -19,7 +19,7 @@ use super::abelian;
 use super::keys::{Key, KeyMap, Keys};
 use super::series::{self, Keep, SeriesFn};
 use super::values::{self, Value};
-use super::{Counters, Grain, Operator, WorkerState};
+use super::{Counters, Grain, Holds, Operator, WorkerState};
 use crate::lower::dataflow::{Node, Scalar};
 use crate::lower::LeafTime;
 use promflow_kernels as kernels;
@@ -91,10 +91,14 @@ fn arrange<'s>(
     let c = render(scope, input, cx);
     if let Some((first, rest)) = cx.errors[mark..].split_first() {
         // what can fail below: read with the arrangement, and imported with it
-        let errors = rest.iter().fold(first.clone(), |all, e| all.concat(e.clone())).arrange_by_key();
+        let errors = rest.iter().fold(first.clone(), |all, e| all.concat(e.clone()));
+        cx.state.arranging(scope.worker(), Holds::View);
+        let errors = errors.arrange_by_key();
         errors.stream.clone().probe_with(&cx.probe);
         cx.state.errors.insert(id, errors.trace);
     }
+    let holds = if matches!(input, Node::Series { .. }) { Holds::Series } else { Holds::View };
+    cx.state.arranging(scope.worker(), holds);
     let arranged = c.arrange_by_key();
     arranged.stream.clone().probe_with(&cx.probe);
     let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());

@@ -426,6 +426,22 @@ fn uninstalled_views_free_what_only_they_needed() {
     inc.read(alone, t).unwrap();
     let kept_with_all = inc.samples_kept();
     assert!(kept_with_all > 0);
+    let held =
+        |holds: &str| inc.arranged_records().into_iter().find(|(h, _)| *h == holds).map_or(0, |(_, n)| n);
+    let selected = all.iter().map(|(l, _, _)| l).collect::<std::collections::HashSet<_>>().len() as i64;
+    // the workers log their arrangements' batches as they step: the counts follow shortly
+    inc.read(shared, t).unwrap();
+    inc.read(own, t).unwrap();
+    let counted = std::time::Instant::now();
+    while (held("series") < selected || held("operator") == 0)
+        && counted.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(held("series") >= selected, "a value per series of x, and of the window's: {}", held("series"));
+    assert!(held("view") > 0, "the views' results");
+    assert!(held("operator") > 0, "max's reduce arranges its input and output");
+    assert_eq!(held("copy"), 0, "one process copies nothing");
 
     // `avg_over_time` shares nothing: its operator and its kept samples go
     inc.uninstall(alone);
@@ -446,6 +462,13 @@ fn uninstalled_views_free_what_only_they_needed() {
     inc.uninstall(shared);
     assert_eq!(inc.arrangements(), 0);
     assert_eq!(inc.views(), 0);
+    // every batch made, merged and dropped is counted: nothing is left held
+    let freed = std::time::Instant::now();
+    let holding = || inc.arranged_records().into_iter().filter(|(_, n)| *n != 0).collect::<Vec<_>>();
+    while !holding().is_empty() && freed.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(holding(), vec![], "the dropped arrangements' records are no longer held");
 
     // installed again: built anew, and it answers
     let again = inc.install(&compile("sum by (job) (rate(x[5m]))")).unwrap();
