@@ -462,22 +462,20 @@ impl Incremental {
         let keys = Keys::default();
         let counters = Arc::new(Counters::default());
         let (wkeys, wcounters) = (keys.clone(), Arc::clone(&counters));
-        let guards = timely::execute::execute_from(
-            builders,
-            others,
-            timely::WorkerConfig::default(),
-            move |worker| {
-                let here = worker.index() - first;
-                let rx = receivers.lock().ok().and_then(|mut r| r[here].take());
-                if let Ok(tx) = thread_tx.lock() {
-                    let _ = tx.send((here, std::thread::current()));
-                }
-                wkeys.serve_thread();
-                if let Some(rx) = rx {
-                    run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers);
-                }
-            },
-        )?;
+        let mut config = timely::WorkerConfig::default();
+        let merging: differential_dataflow::trace::ExertionLogic = Arc::new(consolidation_due);
+        config.set("differential/default_exert_logic".to_string(), merging);
+        let guards = timely::execute::execute_from(builders, others, config, move |worker| {
+            let here = worker.index() - first;
+            let rx = receivers.lock().ok().and_then(|mut r| r[here].take());
+            if let Ok(tx) = thread_tx.lock() {
+                let _ = tx.send((here, std::thread::current()));
+            }
+            wkeys.serve_thread();
+            if let Some(rx) = rx {
+                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers);
+            }
+        })?;
         let mut threads: Vec<Option<std::thread::Thread>> = vec![None; workers];
         for _ in 0..workers {
             let (i, t) =
@@ -1196,6 +1194,32 @@ impl WorkerState {
     }
 }
 
+/// When an arrangement merges its batches beyond what new batches pay for (differential's
+/// exertion logic, asked whenever the arrangement's operator runs): `layers` are the spine's
+/// levels, largest first, as (level, batches, records). Differential merges a batch into
+/// larger ones only as later batches bring work, so the retractions and insertions of
+/// several rounds wait side by side in unmerged batches (about 20 records a value in the
+/// window functions' arrangements of 101 rules). A merge in progress is finished; once the
+/// batches below the largest hold more than half as many records as it does, all of them
+/// are merged into it at once (an effort of the largest level's size rolls every level
+/// below up into it), so a merge copies at most three records for each that came in since
+/// the last.
+fn consolidation_due(layers: &[(usize, usize, usize)]) -> Option<usize> {
+    let mut occupied = layers.iter().filter(|(_, batches, _)| *batches > 0);
+    let &(top_level, top_batches, top_records) = occupied.next()?;
+    if top_batches > 1 {
+        return Some(top_records.max(1));
+    }
+    let mut below = 0;
+    for &(_, batches, records) in occupied {
+        if batches > 1 {
+            return Some(records.max(1));
+        }
+        below += records;
+    }
+    (below > top_records / 2).then(|| 1usize << top_level.min(usize::BITS as usize - 2))
+}
+
 /// Counts the records this worker's arrangements hold, by what they hold, from
 /// differential's `differential/arrange` log: batches as they are made, merged and dropped,
 /// and the updates waiting in the arrangements' batchers. Registered before any dataflow is
@@ -1542,4 +1566,29 @@ fn read_at(trace: &mut Trace, t: u64) -> Shard {
         cur.step_key(&storage);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consolidation_due;
+
+    #[test]
+    fn a_spine_merges_when_its_smaller_batches_add_up() {
+        assert_eq!(consolidation_due(&[]), None, "nothing held");
+        assert_eq!(consolidation_due(&[(17, 1, 100_000), (3, 0, 0)]), None, "one batch: merged already");
+        assert_eq!(
+            consolidation_due(&[(17, 2, 150_000), (3, 1, 8)]),
+            Some(150_000),
+            "a merge in progress is finished"
+        );
+        assert_eq!(consolidation_due(&[(17, 1, 100_000), (12, 2, 4_000)]), Some(4_000));
+        assert_eq!(
+            consolidation_due(&[(17, 1, 100_000), (16, 1, 30_000), (12, 1, 4_000)]),
+            None,
+            "a third more"
+        );
+        // past half the largest's records, every level below rolls up into the largest
+        assert_eq!(consolidation_due(&[(17, 1, 100_000), (16, 1, 40_000), (15, 1, 20_000)]), Some(1 << 17));
+        assert_eq!(consolidation_due(&[(5, 1, 0), (2, 1, 3)]), Some(1 << 5), "an empty largest batch");
+    }
 }
