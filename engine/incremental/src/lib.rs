@@ -158,8 +158,8 @@ const OPERATOR_NAMES: [&str; 4] = ["series", "elementwise", "aggregate", "join"]
 /// (`promflow_dataflow_arranged_records{holds}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Holds {
-    /// A window function's or a selection's value per series, arranged so that later views
-    /// can share it.
+    /// A window function's or a selection's value per series (of a subquery's inner series
+    /// too), arranged so that later views can share it.
     Series,
     /// Any other arranged result: a view's root or a shared sub-expression, and its errors.
     View,
@@ -1202,8 +1202,9 @@ impl WorkerState {
 /// window functions' arrangements of 101 rules). A merge in progress is finished; once the
 /// batches below the largest hold more than half as many records as it does, all of them
 /// are merged into it at once (an effort of the largest level's size rolls every level
-/// below up into it), so a merge copies at most three records for each that came in since
-/// the last.
+/// below up into it), so a merge copies a few records for each that came in since the last
+/// (about four at most). That merge runs in one activation, as differential's own do when a
+/// large batch arrives.
 fn consolidation_due(layers: &[(usize, usize, usize)]) -> Option<usize> {
     let mut occupied = layers.iter().filter(|(_, batches, _)| *batches > 0);
     let &(top_level, top_batches, top_records) = occupied.next()?;

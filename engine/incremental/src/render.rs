@@ -97,7 +97,8 @@ fn arrange<'s>(
         errors.stream.clone().probe_with(&cx.probe);
         cx.state.errors.insert(id, errors.trace);
     }
-    let holds = if matches!(input, Node::Series { .. }) { Holds::Series } else { Holds::View };
+    let per_series = matches!(input, Node::Series { .. } | Node::Subquery { .. });
+    let holds = if per_series { Holds::Series } else { Holds::View };
     cx.state.arranging(scope.worker(), holds);
     let arranged = c.arrange_by_key();
     arranged.stream.clone().probe_with(&cx.probe);

@@ -433,7 +433,7 @@ fn uninstalled_views_free_what_only_they_needed() {
     inc.read(shared, t).unwrap();
     inc.read(own, t).unwrap();
     let counted = std::time::Instant::now();
-    while (held("series") < selected || held("operator") == 0)
+    while (held("series") < selected || held("view") == 0 || held("operator") == 0)
         && counted.elapsed() < std::time::Duration::from_secs(10)
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -442,6 +442,7 @@ fn uninstalled_views_free_what_only_they_needed() {
     assert!(held("view") > 0, "the views' results");
     assert!(held("operator") > 0, "max's reduce arranges its input and output");
     assert_eq!(held("copy"), 0, "one process copies nothing");
+    let series_with_all = held("series");
 
     // `avg_over_time` shares nothing: its operator and its kept samples go
     inc.uninstall(alone);
@@ -452,6 +453,11 @@ fn uninstalled_views_free_what_only_they_needed() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(inc.samples_kept() < kept_with_all, "the dropped operator's samples are no longer kept");
+    while held("series") >= series_with_all && kept.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(held("series") < series_with_all, "avg_over_time's own values are no longer held");
+    assert!(held("series") > 0, "rate(x[5m]) stays for the other views");
 
     // `rate(x[5m])` stays for the first view; only the second view's own arrangement goes
     inc.uninstall(own);
