@@ -6,10 +6,15 @@
 //! many), `BENCH_ROUNDS` [20] samples per series at 15 s, `BENCH_REPS` [3], `BENCH_CONNS`
 //! [6] concurrent senders (spread over the cluster's nodes), `BENCH_RULES` [0]: with 1,
 //! every node evaluates the rules benchmark's rule set (`benches/rules.rs`) as views on the
-//! cluster's dataflow computation, and the one process as views on its own.
+//! cluster's dataflow computation, and the one process as views on its own. `BENCH_SETTLE_S`
+//! [0]: with more, memory per series is read again that long after the load, when the
+//! servers have worked off what the load left queued (with the rules, the records the
+//! views' arrangements hold are printed at both readings).
 //!
 //! What it fixes: the data is the ingest benchmark's (node_exporter-like hosts), encoded
-//! before any server starts; the servers, all three nodes included, run on CPU 1 and the
+//! before each run's servers start, stamped from a few minutes before then (so that every
+//! run's series are as recent to its rules' windows and to the series count as the
+//! first's); the servers, all three nodes included, run on CPU 1 and the
 //! load on CPU 0; the order alternates (one process first, then the cluster first).
 //!
 //! Measured per run, after the first round (which creates the series): samples per second,
@@ -36,11 +41,15 @@ struct Run {
     steady_sps: f64,
     cpu_s_per_msample: f64,
     bytes_per_series: f64,
+    /// The same, `BENCH_SETTLE_S` after the load (when that is set).
+    settled_bytes_per_series: Option<f64>,
     /// Bytes on the loopback interface during the load, and the request bodies sent.
     loopback_bytes: f64,
     body_bytes: f64,
     samples: f64,
     series: Option<u64>,
+    /// The servers' resident memory before the load, in bytes.
+    rss_before: f64,
 }
 
 fn main() {
@@ -52,20 +61,21 @@ fn main() {
     let reps = env("BENCH_REPS", 3);
     let conns = env("BENCH_CONNS", 6);
     let rules = env("BENCH_RULES", 0) == 1;
+    let settle = Duration::from_secs(env("BENCH_SETTLE_S", 0) as u64);
     pin_self(CLIENT_CPU);
-    let start_ms = (common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
-    eprintln!("encoding {n} and {} series × {rounds} rounds …", NODES * n);
-    let one = encode_rounds(&all_series(n), rounds, start_ms);
-    let many = encode_rounds(&all_series(NODES * n), rounds, start_ms);
+    let (one, many) = (all_series(n), all_series(NODES * n));
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for rep in 0..reps {
         for k in 0..2 {
             let cluster = (rep + k) % 2 == 1;
+            let specs = if cluster { &many } else { &one };
+            let start_ms = (common::now_ms() - (rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
+            let bodies = &encode_rounds(specs, rounds, start_ms);
             let dir = tempfile::tempdir().unwrap();
             let nodes =
                 if cluster { start_cluster(dir.path(), rules) } else { vec![start_one(dir.path(), rules)] };
-            let bodies = if cluster { &many } else { &one };
-            let run = load(&nodes, bodies, conns, if cluster { NODES * n } else { n });
+            let series = if cluster { NODES * n } else { n };
+            let mut run = load(&nodes, bodies, conns, series);
             eprintln!(
                 "rep {rep} {:<8} steady {:>9.0}/s, {:.2} CPU s per million samples, {:.0} B per series, loopback {:.1} MB for {:.1} MB of bodies, series {:?}",
                 if cluster { "cluster" } else { "one" },
@@ -76,6 +86,24 @@ fn main() {
                 run.body_bytes / 1e6,
                 run.series
             );
+            if rules {
+                eprintln!("  arranged records, all nodes: {}", arranged_records(&nodes));
+            }
+            if !settle.is_zero() {
+                std::thread::sleep(settle);
+                let rss = resident_bytes(&nodes);
+                run.settled_bytes_per_series = Some((rss - run.rss_before) / series as f64);
+                eprintln!(
+                    "  {} s after the load: {:.0} B per series{}",
+                    settle.as_secs(),
+                    (rss - run.rss_before) / series as f64,
+                    if rules {
+                        format!(", arranged records {}", arranged_records(&nodes))
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             runs[usize::from(cluster)].push(run);
         }
     }
@@ -87,14 +115,18 @@ fn main() {
         NODES * n,
         if rules { ", the rules benchmark's rule set as views" } else { "" }
     );
-    println!("| | steady, samples/s | CPU s per million samples | bytes per active series | bytes between nodes per sample | series held |");
-    println!("|---|---|---|---|---|---|");
+    println!("| | steady, samples/s | CPU s per million samples | bytes per active series | the same {} s later | bytes between nodes per sample | series held |", settle.as_secs());
+    println!("|---|---|---|---|---|---|---|");
     for (name, rs) in [("one process", &runs[0]), ("3-node cluster", &runs[1])] {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.0} | {:.1} | {} |",
+            "| {name} | {:.0} | {:.2} | {:.0} | {} | {:.1} | {} |",
             median(rs.iter().map(|r| r.steady_sps).collect()),
             median(rs.iter().map(|r| r.cpu_s_per_msample).collect()),
             median(rs.iter().map(|r| r.bytes_per_series).collect()),
+            match rs.iter().map(|r| r.settled_bytes_per_series).collect::<Option<Vec<f64>>>() {
+                Some(settled) => format!("{:.0}", median(settled)),
+                None => "—".into(),
+            },
             median(rs.iter().map(between).collect()),
             rs.iter().map(|r| r.series.map_or("?".into(), |s| s.to_string())).collect::<Vec<_>>().join(" / "),
         );
@@ -107,6 +139,13 @@ fn main() {
         ratio(&|r| r.cpu_s_per_msample),
         ratio(&|r| r.steady_sps),
     );
+    if !settle.is_zero() {
+        println!(
+            "memory per series {} s after the load: {:.2}×",
+            settle.as_secs(),
+            ratio(&|r| r.settled_bytes_per_series.unwrap_or(f64::NAN))
+        );
+    }
 }
 
 /// The configuration every server gets: the rule set, with `rules`.
@@ -171,6 +210,29 @@ fn start_cluster(dir: &std::path::Path, rules: bool) -> Vec<Running> {
     nodes
 }
 
+/// The records the nodes' arrangements hold, by what they hold
+/// (`promflow_dataflow_arranged_records`), summed over `nodes`: with the rules on the
+/// cluster's computation, `copy` is what every node keeps of the views every node reads.
+fn arranged_records(nodes: &[Running]) -> String {
+    let http = common::client();
+    let mut by_holds: std::collections::BTreeMap<String, f64> = Default::default();
+    for node in nodes {
+        let text =
+            http.get(format!("{}/metrics", node.base)).send().and_then(|r| r.text()).unwrap_or_default();
+        for line in text.lines().filter_map(|l| l.strip_prefix("promflow_dataflow_arranged_records{holds=\""))
+        {
+            let Some((holds, value)) = line.split_once("\"} ") else { continue };
+            *by_holds.entry(holds.to_string()).or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    by_holds.iter().map(|(h, v)| format!("{h} {v:.0}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The resident memory of `nodes`' processes together, in bytes.
+fn resident_bytes(nodes: &[Running]) -> f64 {
+    nodes.iter().map(|n| rss_kib(n.child.id()) as f64 * 1024.0).sum()
+}
+
 /// The bytes the loopback interface has received.
 fn loopback_bytes() -> f64 {
     let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
@@ -184,7 +246,7 @@ fn loopback_bytes() -> f64 {
 /// round untimed, and measures the rest.
 fn load(nodes: &[Running], bodies: &[Vec<std::sync::Arc<Vec<u8>>>], conns: usize, series: usize) -> Run {
     let pids: Vec<u32> = nodes.iter().map(|n| n.child.id()).collect();
-    let rss = || pids.iter().map(|&p| rss_kib(p) as f64 * 1024.0).sum::<f64>();
+    let rss = || resident_bytes(nodes);
     let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     std::thread::sleep(Duration::from_secs(2));
     let rss_before = rss();
@@ -201,6 +263,8 @@ fn load(nodes: &[Running], bodies: &[Vec<std::sync::Arc<Vec<u8>>>], conns: usize
         steady_sps: samples / took,
         cpu_s_per_msample: (cpu1 - cpu0) / samples * 1e6,
         bytes_per_series: (rss() - rss_before) / series as f64,
+        settled_bytes_per_series: None,
+        rss_before,
         loopback_bytes: lo1 - lo0,
         body_bytes: body_bytes as f64,
         samples,

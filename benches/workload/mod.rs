@@ -350,7 +350,7 @@ impl<'a> Rounds<'a> {
 }
 
 /// Rounds of history per block of requests: every series with 20 samples (5 minutes).
-const HISTORY_BLOCK_ROUNDS: usize = 20;
+pub const HISTORY_BLOCK_ROUNDS: usize = 20;
 
 /// Sends the next `count` rounds of `rounds` as history, in blocks that a second thread
 /// encodes while the previous one is sent, and gives the generator back for the stream.
