@@ -91,12 +91,11 @@ fn main() {
             }
             if !settle.is_zero() {
                 std::thread::sleep(settle);
-                let rss = resident_bytes(&nodes);
-                run.settled_bytes_per_series = Some((rss - run.rss_before) / series as f64);
+                let settled = (resident_bytes(&nodes) - run.rss_before) / series as f64;
+                run.settled_bytes_per_series = Some(settled);
                 eprintln!(
-                    "  {} s after the load: {:.0} B per series{}",
+                    "  {} s after the load: {settled:.0} B per series{}",
                     settle.as_secs(),
-                    (rss - run.rss_before) / series as f64,
                     if rules {
                         format!(", arranged records {}", arranged_records(&nodes))
                     } else {

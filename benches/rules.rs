@@ -18,8 +18,8 @@
 //! Per repetition every combination runs once, rotated: promflow and Prometheus, each with
 //! the rule set and without it. A run starts the server pinned to CPU 1 (`taskset`) without
 //! rules and sends the history as fast as the server takes it (every series with 20 samples
-//! per request, encoded as it goes), then the rounds whose time passed meanwhile (in blocks too), then the
-//! stream until the server's compaction has been still for 75 s (merges after a backfill are
+//! per request, encoded as it goes), then the rounds whose time passed meanwhile (in blocks
+//! too), then the stream until the server's compaction has been still for 75 s (merges after a backfill are
 //! no part of the rules' cost; the window still holds the compactions a stream causes). Then the
 //! rule set (or none) is loaded by a reload (SIGHUP), as on a server restarted over its
 //! data: rules loaded earlier would write their outputs at the wall clock and put a day of
