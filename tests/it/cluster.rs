@@ -728,6 +728,91 @@ fn the_dataflow_forms_again_when_a_killed_node_returns() {
     );
 }
 
+/// A node that stalls while samples flow (stopped with SIGSTOP, as a paused virtual machine
+/// or a swapping host stalls) makes the others leave the computation: none of the nodes dies
+/// of it, and the computation forms again once the node goes on. timely fails every worker
+/// of a computation that lost a process, and closing an input that still held samples,
+/// while a worker unwound, used to panic a second time and abort the whole server.
+#[test]
+fn a_node_stalled_under_load_takes_no_node_down() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    // many views, each with its own inputs, as a real rule set has
+    let mut text = String::from("groups:\n  - name: rates\n    interval: 1s\n    rules:\n");
+    for i in 0..40 {
+        text += &format!(
+            "      - record: job:load:rate1m_{i}\n        expr: sum by (job) (rate(load_total{{job=~\"job-{}.*\"}}[1m]))\n",
+            i % 10
+        );
+    }
+    std::fs::write(&rules, text).unwrap();
+    let config = format!("rule_files: ['{}']\n", rules.display());
+    let cluster = DataflowCluster::new(dir.path(), 3, &config, &["--web.enable-remote-write-receiver"]);
+    let mut nodes: Vec<Server> = (0..3).map(|i| cluster.spawn(i)).collect();
+    assert!(formed(&nodes, 1.0), "the dataflow did not form");
+    // two writers, to the nodes that keep running, each with its own series
+    let writing = std::sync::Arc::new(AtomicBool::new(true));
+    let writers: Vec<_> = nodes[1..]
+        .iter()
+        .map(|node| {
+            let (base, writing) = (node.base.clone(), std::sync::Arc::clone(&writing));
+            std::thread::spawn(move || {
+                let http = client();
+                let mut round = 0.0;
+                while writing.load(Ordering::Relaxed) {
+                    let t = now_ms();
+                    let ts = (0..2_000)
+                        .map(|i| {
+                            let (job, instance) = (format!("job-{}", i % 10), format!("{base}/{i}"));
+                            series(
+                                &[("__name__", "load_total"), ("job", &job), ("instance", &instance)],
+                                &[(t, round)],
+                            )
+                        })
+                        .collect();
+                    // a write the stalled node holds up may fail: the load goes on
+                    let _ = try_remote_write(&http, &base, ts);
+                    round += 1.0;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    // a node that exited fails the test with its log (a stopped one has not exited)
+    let none_exited = |nodes: &mut [Server]| {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("node {i} exited ({status}):\n{}", node.logs());
+            }
+        }
+    };
+    nodes[0].signal("STOP");
+    let left = wait_for(Duration::from_secs(60), || {
+        none_exited(&mut nodes);
+        nodes[1..].iter().all(|n| dataflow_state(n).0 == 0.0).then_some(())
+    });
+    nodes[0].signal("CONT");
+    assert!(left.is_some(), "the running nodes did not leave the computation of a stalled node");
+    let again = wait_for(Duration::from_secs(90), || {
+        none_exited(&mut nodes);
+        nodes
+            .iter()
+            .all(|n| matches!(dataflow_state(n), (up, times) if up == 1.0 && times >= 2.0))
+            .then_some(())
+    });
+    writing.store(false, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    none_exited(&mut nodes);
+    assert!(
+        again.is_some(),
+        "the dataflow did not form again: {:?}",
+        nodes.iter().map(dataflow_state).collect::<Vec<_>>()
+    );
+}
+
 /// The samples of the recorded series `name` over the 4 s before `at_ms`, by labels and
 /// timestamp, as `node` answers for the whole cluster.
 fn recorded(node: &Server, name: &str, at_ms: i64) -> BTreeMap<(String, String), f64> {

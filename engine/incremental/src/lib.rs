@@ -1186,6 +1186,45 @@ pub(crate) struct WorkerState {
     holds: Rc<RefCell<HashMap<usize, Holds>>>,
 }
 
+/// A worker unwinding from a failed computation leaks its inputs rather than drop them.
+/// Dropping an input closes it, which sends what it holds to the other workers; once a lost
+/// connection has poisoned timely's queues, that send panics again, and a panic while
+/// unwinding aborts the whole server, its storage and ingest included. What leaks is one
+/// batch an input, once per failed computation.
+impl Drop for WorkerState {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.leaves.drain().for_each(std::mem::forget);
+            self.clocks.drain().for_each(std::mem::forget);
+        }
+    }
+}
+
+/// An input outside [`WorkerState`] (the hub's) that is leaked, not dropped, while its
+/// worker unwinds, as [`WorkerState`]'s are.
+struct LeakOnUnwind<T>(Option<T>);
+
+impl<T> std::ops::Deref for LeakOnUnwind<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for LeakOnUnwind<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("taken only when dropped")
+    }
+}
+
+impl<T> Drop for LeakOnUnwind<T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::mem::forget(self.0.take());
+        }
+    }
+}
+
 impl WorkerState {
     /// Notes that the next operator `worker` builds is an arrangement holding `holds`: call
     /// it right before building the arrangement.
@@ -1292,7 +1331,8 @@ fn run_worker(
     count_arranged(worker, Rc::clone(&state.holds), Arc::clone(&counters));
     // every worker builds the hub's dataflow (workers build the same dataflows in the same
     // order); only the first one's is fed
-    let (hub, mut hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
+    let (hub, hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
+    let mut hub_input = LeakOnUnwind(Some(hub_input));
     let mut time: u64 = 0;
     let mut reads: Vec<(usize, u64, Sender<ReadReply>)> = Vec::new();
     // the arrangement each subscription taps, by the subscription's id

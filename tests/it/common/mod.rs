@@ -281,16 +281,25 @@ pub fn histogram_series(labels: &[(&str, &str)], points: impl IntoIterator<Item 
 
 /// Sends a remote-write request; returns the HTTP status and body.
 pub fn remote_write(server: &Server, ts: Vec<TimeSeries>) -> (u16, String) {
+    try_remote_write(&client(), &server.base, ts).unwrap()
+}
+
+/// [`remote_write`] to the server at `base` over `http`: the client's error when the server
+/// did not answer.
+pub fn try_remote_write(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    ts: Vec<TimeSeries>,
+) -> reqwest::Result<(u16, String)> {
     let body = promflow_remote::encode(&WriteRequest { timeseries: ts, metadata: vec![] });
-    let r = client()
-        .post(server.url("/api/v1/write"))
+    let r = http
+        .post(format!("{base}/api/v1/write"))
         .header("Content-Type", "application/x-protobuf")
         .header("Content-Encoding", "snappy")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
         .body(body)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.text().unwrap_or_default())
+        .send()?;
+    Ok((r.status().as_u16(), r.text().unwrap_or_default()))
 }
 
 /// The value of the unlabelled metric `name` on `server`'s `/metrics`.
