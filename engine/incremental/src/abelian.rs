@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 
+use super::exchange::KeyExchange;
 use super::keys::{Key, KeyMap};
 use super::values::{self, Value};
 use super::Counters;
@@ -201,7 +201,7 @@ pub(crate) fn aggregate<'s>(
     op: AggOp,
     counters: Arc<Counters>,
 ) -> VecCollection<'s, u64, (Key, Value), isize> {
-    let owner = Exchange::new(|u: &((Key, Value), u64, isize)| (u.0).0 .0);
+    let owner = KeyExchange::new(|u: &((Key, Value), u64, isize)| (u.0).0 .0);
     elements
         .inner
         .unary_frontier(owner, "abelian", move |_cap, _info| {

@@ -35,9 +35,11 @@ impl Hasher for KeyHasher {
 }
 
 /// A label set as the dataflow moves it: the key [`Keys`] gives it. Within a process a key is
-/// just its number; between the processes of a cluster it travels with its labels, which
-/// the receiving process enters in its own table ([`Keys::serve_thread`]), so that a key
-/// computed in one process can be read as labels in another.
+/// just its number. Between the processes of a cluster, a channel carries a key's labels the
+/// first time it sends that key to a worker ([`crate::exchange::KeyExchange`]) and the number
+/// alone after; the receiving process enters the labels in its own table
+/// ([`Keys::serve_thread`]), so that a key computed in one process can be read as labels in
+/// another.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key(pub(crate) u64);
 
@@ -46,19 +48,64 @@ std::thread_local! {
     /// and entered in when they arrive from one: timely serializes and deserializes what
     /// crosses processes on the worker threads that send and receive it.
     static THREAD_KEYS: std::cell::RefCell<Option<Keys>> = const { std::cell::RefCell::new(None) };
+
+    /// While a channel writes a message for another process: the keys whose labels it has
+    /// carried to that receiver before. Without it (a channel that does not keep count), every
+    /// key is sent with its labels.
+    static SENDING: std::cell::RefCell<Option<Carried>> = const { std::cell::RefCell::new(None) };
+
+    /// On a receiving worker: keys that another process numbers differently from this one
+    /// (one of the two tables holds another label set at that hash), to this process's
+    /// numbers. Empty but for 64-bit hash collisions.
+    static RENUMBERED: std::cell::RefCell<KeyMap<u64, u64>> = std::cell::RefCell::new(KeyMap::default());
+}
+
+/// What one channel to one worker of another process has sent: the keys whose labels it has
+/// carried, and those the message being written carries for the first time.
+///
+/// timely writes a message twice (once to measure it, once into the send buffer), so writing
+/// must not change what the next write sends: keys carried for the first time are added to
+/// `carried` only once the message is written ([`Carried::written`]).
+#[derive(Default)]
+pub(crate) struct Carried {
+    carried: IdSet,
+    fresh: Vec<u64>,
+}
+
+impl Carried {
+    /// Runs `write` (a push of one message down the channel whose record this is) with this
+    /// record in force, and adds the keys it carried the labels of.
+    pub(crate) fn written<R>(&mut self, write: impl FnOnce() -> R) -> R {
+        let outer = SENDING.with(|s| s.replace(Some(std::mem::take(self))));
+        let result = write();
+        if let Some(mut done) = SENDING.with(|s| s.replace(outer)) {
+            done.carried.extend(done.fresh.drain(..));
+            *self = done;
+        }
+        result
+    }
 }
 
 impl serde::Serialize for Key {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let labelled = SENDING.with(|sending| match sending.borrow_mut().as_mut() {
+            None => true,
+            Some(c) if c.carried.contains(&self.0) => false,
+            Some(c) => {
+                c.fresh.push(self.0);
+                true
+            }
+        });
+        if !labelled {
+            return (self.0, None::<Vec<(&str, &str)>>).serialize(s);
+        }
         THREAD_KEYS.with(|k| {
             let keys = k.borrow();
-            // the pairs are read from the table in place, under its read lock
+            // the pairs are read from the table in place, under its read lock; a key the
+            // table does not hold travels as its number, which the receiver keeps
             let table = keys.as_ref().map(|keys| keys.read());
-            let pairs: Vec<(&str, &str)> = table
-                .as_ref()
-                .and_then(|t| t.labels.get(&self.0))
-                .map(|packed| packed.iter().collect())
-                .unwrap_or_default();
+            let pairs: Option<Vec<(&str, &str)>> =
+                table.as_ref().and_then(|t| t.labels.get(&self.0)).map(|packed| packed.iter().collect());
             (self.0, pairs).serialize(s)
         })
     }
@@ -66,10 +113,25 @@ impl serde::Serialize for Key {
 
 impl<'de> serde::Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        let (key, pairs): (u64, Vec<(String, String)>) = serde::Deserialize::deserialize(d)?;
+        let (sent, pairs): (u64, Option<Vec<(String, String)>>) = serde::Deserialize::deserialize(d)?;
+        let Some(pairs) = pairs else {
+            let here = RENUMBERED.with(|r| {
+                let r = r.borrow();
+                if r.is_empty() {
+                    sent
+                } else {
+                    r.get(&sent).copied().unwrap_or(sent)
+                }
+            });
+            return Ok(Key(here));
+        };
         let interned =
             THREAD_KEYS.with(|k| k.borrow().as_ref().map(|keys| keys.intern(Labels::from_pairs(pairs))));
-        Ok(interned.unwrap_or(Key(key)))
+        let Some(here) = interned else { return Ok(Key(sent)) };
+        if here.0 != sent {
+            RENUMBERED.with(|r| r.borrow_mut().insert(sent, here.0));
+        }
+        Ok(here)
     }
 }
 
@@ -236,6 +298,53 @@ mod tests {
             let received: Key = serde_json::from_str(&sent).unwrap();
             assert_eq!(received, key);
             assert_eq!(b.labels(received), set, "{sent}");
+        }
+    }
+
+    /// A channel that keeps count sends a key's labels the first time only, both of timely's
+    /// writes of that first message included; the receiver reads the later numbers as the
+    /// labels it entered.
+    #[test]
+    fn a_channel_carries_a_keys_labels_once() {
+        let (a, b) = (Keys::default(), Keys::default());
+        let x = labels(&[("__name__", "up"), ("instance", "h:9100"), ("job", "node")]);
+        let key = a.intern(x.clone());
+        let mut channel = Carried::default();
+        a.serve_thread();
+        let (measured, first) =
+            channel.written(|| (serde_json::to_string(&key).unwrap(), serde_json::to_string(&key).unwrap()));
+        let second = channel.written(|| serde_json::to_string(&key).unwrap());
+        assert_eq!(measured, first, "a message is written alike both times");
+        assert!(first.contains("h:9100"), "{first}");
+        assert_eq!(second, format!("[{},null]", key.0));
+        assert!(
+            serde_json::to_string(&key).unwrap().contains("h:9100"),
+            "a channel that does not keep count"
+        );
+        b.serve_thread();
+        for sent in [&first, &second] {
+            let received: Key = serde_json::from_str(sent).unwrap();
+            assert_eq!((received, b.labels(received)), (key, x.clone()));
+        }
+    }
+
+    /// A key the receiving table numbers otherwise (it holds other labels at that hash) is
+    /// read as the receiver's number when it comes again without its labels.
+    #[test]
+    fn a_key_numbered_otherwise_here_is_read_as_this_tables_key() {
+        let (a, b) = (Keys::default(), Keys::default());
+        let (x, y) = (labels(&[("a", "1")]), labels(&[("b", "2")]));
+        let h = x.prometheus_hash();
+        b.0.write().unwrap().labels.insert(h, PackedLabels::new(&y));
+        let key = a.intern(x.clone());
+        let mut channel = Carried::default();
+        a.serve_thread();
+        let sent: Vec<String> =
+            (0..2).map(|_| channel.written(|| serde_json::to_string(&key).unwrap())).collect();
+        b.serve_thread();
+        for sent in &sent {
+            let received: Key = serde_json::from_str(sent).unwrap();
+            assert_eq!((received, b.labels(received)), (Key(h.wrapping_add(1)), x.clone()), "{sent}");
         }
     }
 

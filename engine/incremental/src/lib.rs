@@ -20,6 +20,7 @@
 
 mod abelian;
 pub mod cluster;
+mod exchange;
 mod hub;
 mod installs;
 mod keys;
@@ -1529,12 +1530,21 @@ fn copied_to<'s>(
     use differential_dataflow::operators::arrange::arrangement::arrange_core;
     use differential_dataflow::trace::implementations::ValBatcher;
     use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::operator::Operator as _;
     use timely::dataflow::operators::vec::Map as _;
-    use timely::dataflow::operators::Exchange as _;
     let spread = updates
         .flat_map(move |u: Update| leaders.iter().map(move |&l| (l, u.clone())).collect::<Vec<_>>())
-        .exchange(|(leader, _): &(u64, Update)| *leader)
-        .map(|(_, u): (u64, Update)| u);
+        .unary::<CapacityContainerBuilder<Vec<Update>>, _, _, _>(
+            exchange::KeyExchange::new(|(leader, _): &(u64, Update)| *leader),
+            "Copy",
+            |_, _| {
+                |input, output| {
+                    input.for_each(|time, data| {
+                        output.session(&time).give_iterator(data.drain(..).map(|(_, u): (u64, Update)| u))
+                    })
+                }
+            },
+        );
     state.arranging(spread.scope().worker(), Holds::Copy);
     arrange_core::<_, _, ValBatcher<Key, Value, u64, isize>, ValSpine<Key, Value, u64, isize>>(
         spread,

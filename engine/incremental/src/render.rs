@@ -93,14 +93,14 @@ fn arrange<'s>(
         // what can fail below: read with the arrangement, and imported with it
         let errors = rest.iter().fold(first.clone(), |all, e| all.concat(e.clone()));
         cx.state.arranging(scope.worker(), Holds::View);
-        let errors = errors.arrange_by_key();
+        let errors = super::exchange::arrange_by_key(errors, "ArrangeByKey");
         errors.stream.clone().probe_with(&cx.probe);
         cx.state.errors.insert(id, errors.trace);
     }
     let per_series = matches!(input, Node::Series { .. } | Node::Subquery { .. });
     let holds = if per_series { Holds::Series } else { Holds::View };
     cx.state.arranging(scope.worker(), holds);
-    let arranged = c.arrange_by_key();
+    let arranged = super::exchange::arrange_by_key(c, "ArrangeByKey");
     arranged.stream.clone().probe_with(&cx.probe);
     let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());
     cx.state.taps.insert(id, tap);

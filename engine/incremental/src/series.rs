@@ -38,11 +38,12 @@ use std::sync::Arc;
 use promflow_storage::{
     is_stale_nan, FloatHistogram, HistogramSample, Labels, MatchOp, Matcher, Querier, Sample, SampleSlice,
 };
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use super::exchange::KeyExchange;
 use super::keys::{Key, KeyMap, KeySet, Keys};
 use super::render::without_name;
 use super::window_samples::{RareDeque, RareVec, WindowSamples};
@@ -941,7 +942,7 @@ pub(crate) fn sample<'s>(
     let step = step.max(1);
     let align = move |t: u64| t.div_ceil(step).saturating_mul(step);
     // an element's updates meet on one worker, whichever operator made them
-    updates.unary_frontier(Exchange::new(|u: &Update| u.0 .0 .0), "subquery", move |cap, _info| {
+    updates.unary_frontier(KeyExchange::new(|u: &Update| u.0 .0 .0), "subquery", move |cap, _info| {
         let mut cap = Some(cap);
         let mut pending: BTreeMap<u64, Vec<(Key, Value, isize)>> = BTreeMap::new();
         // the inner collection's content: (element, value) → count
@@ -1292,7 +1293,7 @@ pub(crate) fn render<'s>(
     keys: Keys,
     counters: Arc<Counters>,
 ) -> Stream<'s, u64, Vec<Update>> {
-    let owner = Exchange::new(|r: &Row| r.0 .0);
+    let owner = KeyExchange::new(|r: &Row| r.0 .0);
     rows.binary_frontier(clock, owner, Pipeline, "series", move |_cap, _info| {
         let mut op = SeriesOp::new(func, keep, pinned, grain, keys, counters);
         let mut caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
