@@ -82,17 +82,10 @@ pub fn init(level: &str, format: &str) {
 const CONNECTION_PANICS: &[&str] =
     &["timely communication error", "MergeQueue poisoned", "Send thread panic", "Recv thread panic"];
 
-std::thread_local! {
-    /// Whether this thread has panicked with one of [`CONNECTION_PANICS`]: it is unwinding
-    /// (timely's threads do not catch their panics), and another such panic would abort.
-    static STOPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Logs the panics with which timely stops a failed cluster computation as one warning
 /// line each, where the default hook prints a panic with its backtrace: the loss of a node
-/// is expected, and it is handled (the computation forms again). A thread that panics so a
-/// second time while it unwinds is parked for good, as that panic would abort the process.
-/// Every other panic goes to the default hook.
+/// is expected, and it is handled (the computation forms again). Every other panic goes to
+/// the default hook.
 pub fn quiet_connection_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -104,60 +97,13 @@ pub fn quiet_connection_panics() {
             .unwrap_or("");
         if CONNECTION_PANICS.iter().any(|p| message.starts_with(p)) {
             let thread = std::thread::current();
-            let thread = thread.name().unwrap_or("");
-            if STOPPING.with(|stopping| stopping.replace(true)) {
-                // a second panic on a thread that is unwinding from the first aborts the
-                // whole process (storage and ingest included): timely's destructors (an
-                // output session's flush, for one) send on the broken connections as the
-                // thread unwinds. The thread waits here for good instead; its computation
-                // is already given up, and forming the next one does not wait for it. It
-                // waits inside the hook, so the hook is never replaced after start-up.
-                tracing::warn!(
-                    thread,
-                    reason = message,
-                    "a dataflow thread panicked again while it stopped: it is parked for good, not let abort the server"
-                );
-                loop {
-                    std::thread::park();
-                }
-            }
-            tracing::warn!(thread, reason = message, "a dataflow thread stopped");
+            tracing::warn!(
+                thread = thread.name().unwrap_or(""),
+                reason = message,
+                "a dataflow thread stopped"
+            );
         } else {
             default(info);
         }
     }));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A value whose drop panics as timely's send endpoints do on a broken connection.
-    struct SendsOnDrop;
-
-    impl Drop for SendsOnDrop {
-        fn drop(&mut self) {
-            panic!("MergeQueue poisoned.");
-        }
-    }
-
-    /// A thread that panics on a broken connection and again while it unwinds would abort
-    /// the process (this test's included); the hook parks it instead.
-    #[test]
-    fn a_second_connection_panic_while_unwinding_parks_the_thread() {
-        quiet_connection_panics();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("timely:work-test".into())
-            .spawn(move || {
-                // dropped after the endpoint: only if the endpoint's drop returns
-                let _done = tx;
-                let _endpoint = SendsOnDrop;
-                panic!("MergeQueue poisoned.");
-            })
-            .unwrap();
-        let waited = rx.recv_timeout(std::time::Duration::from_secs(2));
-        assert_eq!(waited, Err(std::sync::mpsc::RecvTimeoutError::Timeout));
-        assert!(!thread.is_finished(), "the thread was parked, and the process lives on");
-    }
 }
