@@ -35,11 +35,11 @@ impl Hasher for KeyHasher {
 }
 
 /// A label set as the dataflow moves it: the key [`Keys`] gives it. Within a process a key is
-/// just its number. Between the processes of a cluster, a channel carries a key's labels the
-/// first time it sends that key to a worker ([`crate::exchange::KeyExchange`]) and the number
-/// alone after; the receiving process enters the labels in its own table
-/// ([`Keys::serve_thread`]), so that a key computed in one process can be read as labels in
-/// another.
+/// just its number. Between the processes of a cluster, the executor's own channels
+/// ([`crate::exchange::KeyExchange`]) carry a key's labels the first time they send it to a
+/// worker and the number alone after (differential's channels carry them every time); the
+/// receiving process enters the labels in its own table ([`Keys::serve_thread`]), so that a
+/// key computed in one process can be read as labels in another.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key(pub(crate) u64);
 
