@@ -423,7 +423,8 @@ impl Incremental {
         if index >= processes || sockets[index].is_some() {
             return Err(format!("process {index} is not a place without a socket among {processes}"));
         }
-        let hooks = Hooks::default();
+        let mut hooks = Hooks::default();
+        hooks.refill.limit = Some(SPARE_NETWORK_BUFFERS);
         let local = ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
         let (builders, comms) = initialize_networking_from_sockets(local, sockets, index, workers, hooks)
             .map_err(|e| format!("starting the dataflow's connections: {e}"))?;
@@ -1155,6 +1156,14 @@ impl Drop for Incremental {
         self.shutdown();
     }
 }
+
+/// The emptied buffers (1 MiB each, or larger after a larger message) each of a cluster
+/// process's connections keeps for the next messages it sends or reads, beyond the one it
+/// takes back when its current buffer fills: none. timely keeps every buffer a burst
+/// needed unless told a number; with the rules as views on a 3-node cluster, one node held
+/// 98 MB of them long after the load that filled them, 4.9 KB per series it owned
+/// (`docs/decisions/2026-11-29-network-buffers-kept.md`).
+const SPARE_NETWORK_BUFFERS: usize = 0;
 
 /// How long [`Incremental::shutdown`] waits for the workers to stop.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
