@@ -98,7 +98,8 @@ impl<M, P: Push<M>> Push<M> for CarryingPusher<P> {
 }
 
 /// `collection` arranged by key on the workers differential's `arrange_by_key` puts each key
-/// on (so that it joins with arrangements differential makes), over a [`KeyExchange`].
+/// on (so that it joins with arrangements differential makes), over a [`KeyExchange`];
+/// `name` is the operator's in timely's logs and dataflow graphs.
 pub(crate) fn arrange_by_key<'s, V>(
     collection: VecCollection<'s, u64, (Key, V), isize>,
     name: &str,

@@ -1183,8 +1183,8 @@ pub(crate) struct WorkerState {
     errors: HashMap<usize, Trace>,
     /// Each arrangement's tap, which subscriptions register with.
     taps: HashMap<usize, tap::Subscribers>,
-    leaves: HashMap<usize, (LeafInput, Option<Grain>)>,
-    clocks: HashMap<usize, (ClockInput, Option<Grain>)>,
+    leaves: HashMap<usize, (LeakOnUnwind<LeafInput>, Option<Grain>)>,
+    clocks: HashMap<usize, (LeakOnUnwind<ClockInput>, Option<Grain>)>,
     /// Each installation's dataflow, by the installation's number.
     dataflows: HashMap<usize, usize>,
     /// In a cluster, the read copies of the arrangements views read, by arrangement.
@@ -1196,23 +1196,20 @@ pub(crate) struct WorkerState {
     holds: Rc<RefCell<HashMap<usize, Holds>>>,
 }
 
-/// A worker unwinding from a failed computation leaks its inputs rather than drop them.
-/// Dropping an input closes it, which sends what it holds to the other workers; once a lost
-/// connection has poisoned timely's queues, that send panics again, and a panic while
+/// A dataflow input that a worker unwinding from a failed computation leaks rather than
+/// drops. Dropping an input closes it, which sends what it holds to the other workers; once
+/// a lost connection has poisoned timely's queues, that send panics again, and a panic while
 /// unwinding aborts the whole server, its storage and ingest included. What leaks is one
-/// batch an input, once per failed computation.
-impl Drop for WorkerState {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.leaves.drain().for_each(std::mem::forget);
-            self.clocks.drain().for_each(std::mem::forget);
-        }
+/// batch an input, once per failed computation. Every input a worker holds (the leaves, the
+/// clocks, the hub's) is held in one.
+pub(crate) struct LeakOnUnwind<T>(Option<T>);
+
+impl<T> LeakOnUnwind<T> {
+    /// Holds `input`.
+    pub(crate) fn new(input: T) -> Self {
+        LeakOnUnwind(Some(input))
     }
 }
-
-/// An input outside [`WorkerState`] (the hub's) that is leaked, not dropped, while its
-/// worker unwinds, as [`WorkerState`]'s are.
-struct LeakOnUnwind<T>(Option<T>);
 
 impl<T> std::ops::Deref for LeakOnUnwind<T> {
     type Target = T;
@@ -1342,7 +1339,7 @@ fn run_worker(
     // every worker builds the hub's dataflow (workers build the same dataflows in the same
     // order); only the first one's is fed
     let (hub, hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
-    let mut hub_input = LeakOnUnwind(Some(hub_input));
+    let mut hub_input = LeakOnUnwind::new(hub_input);
     let mut time: u64 = 0;
     let mut reads: Vec<(usize, u64, Sender<ReadReply>)> = Vec::new();
     // the arrangement each subscription taps, by the subscription's id
@@ -1598,7 +1595,7 @@ fn install(
         }
     }
     clock_input.advance_to(to);
-    state.clocks.insert(number, (clock_input, grain));
+    state.clocks.insert(number, (LeakOnUnwind::new(clock_input), grain));
 }
 
 /// The accumulated (key, value, count) triples of a trace at time `t`.

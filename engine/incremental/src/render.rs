@@ -19,7 +19,7 @@ use super::abelian;
 use super::keys::{Key, KeyMap, Keys};
 use super::series::{self, Keep, SeriesFn};
 use super::values::{self, Value};
-use super::{Counters, Grain, Holds, Operator, WorkerState};
+use super::{Counters, Grain, Holds, LeakOnUnwind, Operator, WorkerState};
 use crate::lower::dataflow::{Node, Scalar};
 use crate::lower::LeafTime;
 use promflow_kernels as kernels;
@@ -93,14 +93,14 @@ fn arrange<'s>(
         // what can fail below: read with the arrangement, and imported with it
         let errors = rest.iter().fold(first.clone(), |all, e| all.concat(e.clone()));
         cx.state.arranging(scope.worker(), Holds::View);
-        let errors = super::exchange::arrange_by_key(errors, "ArrangeByKey");
+        let errors = super::exchange::arrange_by_key(errors, "ArrangeViewErrors");
         errors.stream.clone().probe_with(&cx.probe);
         cx.state.errors.insert(id, errors.trace);
     }
     let per_series = matches!(input, Node::Series { .. } | Node::Subquery { .. });
     let holds = if per_series { Holds::Series } else { Holds::View };
     cx.state.arranging(scope.worker(), holds);
-    let arranged = super::exchange::arrange_by_key(c, "ArrangeByKey");
+    let arranged = super::exchange::arrange_by_key(c, "ArrangeView");
     arranged.stream.clone().probe_with(&cx.probe);
     let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());
     cx.state.taps.insert(id, tap);
@@ -124,7 +124,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Series { leaf, func, keep, time, distinct_names, arg } => {
             let mut input = timely::dataflow::InputHandle::new();
             let rows = scope.input_from(&mut input);
-            cx.state.leaves.insert(*leaf, (input, cx.grain));
+            cx.state.leaves.insert(*leaf, (LeakOnUnwind::new(input), cx.grain));
             cx.new_leaves.push(*leaf);
             let out = per_series(scope, rows, (*time, func, keep, arg.as_deref()), cx);
             if *distinct_names {
@@ -142,7 +142,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
         Node::Subquery { inner, step_ms, time, leaf, func, keep, arg } => {
             let mut input = timely::dataflow::InputHandle::new();
             let history = scope.input_from(&mut input);
-            cx.state.leaves.insert(*leaf, (input, cx.grain));
+            cx.state.leaves.insert(*leaf, (LeakOnUnwind::new(input), cx.grain));
             cx.new_leaves.push(*leaf);
             // the inner values exactly at the steps, whatever the view's grain
             let grain = cx.grain.take();
