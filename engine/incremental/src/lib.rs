@@ -1161,7 +1161,7 @@ impl Drop for Incremental {
 /// process's connections keeps for the next messages it sends or reads, beyond the one it
 /// takes back when its current buffer fills: none. timely keeps every buffer a burst
 /// needed unless told a number; with the rules as views on a 3-node cluster, one node held
-/// 98 MB of them long after the load that filled them, 4.9 KB per series it owned
+/// 103 MB of them a minute after the load that filled them, 5 KB per series it owned
 /// (`docs/decisions/2026-11-29-network-buffers-kept.md`).
 const SPARE_NETWORK_BUFFERS: usize = 0;
 
