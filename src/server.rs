@@ -14,7 +14,7 @@ use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
 use promflow_incremental::cluster::{Credentials, Formation, Handshake, Occupant};
 use promflow_incremental::live::LiveViews;
 use promflow_plan::QueryOptions;
-use promflow_remote::forward::{ClusterWrites, Placement};
+use promflow_remote::forward::{ClusterWrites, PlacedAppender, Placement};
 use promflow_remote::reader::{RemoteReaders, StandingFanout};
 use promflow_remote::RemoteWriter;
 use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
@@ -499,18 +499,32 @@ impl Components {
                 Some((formation, views)) => (Some(formation), Some(views)),
                 None => (None, None),
             };
+        let cluster_writes = cluster.as_ref().map(|c| {
+            Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor, secret))
+        });
+        // in a cluster, what the rules write is stored where each series belongs
+        let rule_writer: promflow_rules::AppenderFn = match &cluster_writes {
+            Some(writes) => {
+                let (writes, db, runtime) = (Arc::clone(writes), Arc::clone(db), runtime.clone());
+                Arc::new(move || {
+                    Box::new(PlacedAppender::new(Arc::clone(&writes), Arc::clone(&db), runtime.clone()))
+                        as Box<dyn promflow_storage::Appender>
+                })
+            }
+            None => {
+                let db = Arc::clone(db);
+                Arc::new(move || db.appender())
+            }
+        };
         let rule_manager = start_rules(
             flags,
-            db,
             rule_querier,
+            rule_writer,
             &notifier,
             (live_views.clone(), dataflow.clone()),
             &query_log,
         );
         rule_manager.update(rule_groups);
-        let cluster_writes = cluster.as_ref().map(|c| {
-            Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor, secret))
-        });
         // scraped series are stored where they are scraped, with replicas on the next nodes
         if let Some(writes) = cluster_writes.as_ref().filter(|_| flags.cluster_replication_factor > 1) {
             let (writes, runtime) = (Arc::clone(writes), runtime.clone());
@@ -847,18 +861,17 @@ fn start_live_views(flags: &cli::Flags, db: &Arc<Db>) -> Result<Option<Arc<LiveV
 /// from live views), written back to storage, and alerts sent through the notifier.
 fn start_rules(
     flags: &cli::Flags,
-    db: &Arc<Db>,
     querier: Arc<dyn Querier>,
+    writer: promflow_rules::AppenderFn,
     notifier: &Arc<promflow_notifier::Notifier>,
     (views, dataflow): (Option<Arc<LiveViews>>, Option<Arc<Formation>>),
     query_log: &Arc<QueryLog>,
 ) -> Arc<RuleManager> {
-    let writer = Arc::clone(db);
     let sink = Arc::clone(notifier);
     let log = Arc::clone(query_log);
     RuleManager::new(
         querier,
-        Arc::new(move || writer.appender()),
+        writer,
         EvalSettings {
             query: QueryOptions {
                 lookback_ms: millis(flags.lookback_delta),

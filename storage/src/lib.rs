@@ -201,6 +201,10 @@ pub enum Error {
     /// A [`Prepared`] series that the appender it was given to did not prepare.
     #[error("a series this appender did not prepare")]
     NotPrepared,
+    /// An appender that stores its batch on a cluster's nodes could not store it on enough
+    /// of them (what failed, as the cluster's writes say it).
+    #[error("{0}")]
+    Unplaced(String),
     /// The data directory is held by another process.
     #[error("data directory {0} is locked by another process")]
     Locked(String),

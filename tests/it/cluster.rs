@@ -287,19 +287,28 @@ fn nodes_divide_the_scrape_targets() {
 
 /// With `--cluster.replication-factor=2` a scraped series is stored on the node that scrapes
 /// it and sent to one more as a replica, so a node killed with its targets leaves their
-/// samples to be read on the others.
+/// samples to be read on the others. Recorded series and alerts, which every node
+/// evaluates, are stored on the two nodes each hashes to. The nodes take one another's
+/// copies without `--web.enable-remote-write-receiver`.
 #[test]
 fn scraped_series_have_replicas_that_outlive_their_node() {
     let (targets, config) = things(6);
     let dir = tempfile::tempdir().unwrap();
-    let extra = ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2"];
-    let mut nodes = start_cluster(dir.path(), 3, &config, &extra);
-    // the nodes holding each target's `thing` in their own storage (/federate answers from it)
-    let holders = |nodes: &[Server]| -> BTreeMap<String, usize> {
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: doubled\n    interval: 1s\n    rules:\n      - record: thing:doubled\n        expr: thing * 2\n      - alert: ThingUp\n        expr: thing > 0\n        for: 1h\n",
+    )
+    .unwrap();
+    let config = format!("{config}rule_files: ['{}']\n", rules.display());
+    let mut nodes = start_cluster(dir.path(), 3, &config, &["--cluster.replication-factor=2"]);
+    // the nodes holding each target's `name` series in their own storage (/federate answers
+    // from it)
+    let holders = |nodes: &[Server], name: &str| -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for node in nodes {
-            let (_, text) = node.get_text("/federate?match[]=thing");
-            for line in text.lines().filter(|l| l.starts_with("thing{")) {
+            let (_, text) = node.get_text(&format!("/federate?match[]={name}"));
+            for line in text.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
                 let instance =
                     line.split("instance=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
                 *out.entry(instance.to_string()).or_insert(0) += 1;
@@ -307,11 +316,13 @@ fn scraped_series_have_replicas_that_outlive_their_node() {
         }
         out
     };
-    let placed = wait_for(Duration::from_secs(30), || {
-        let h = holders(&nodes);
-        (h.len() == targets.len() && h.values().all(|&n| n == 2)).then_some(())
-    });
-    assert!(placed.is_some(), "not every scraped series is on two nodes: {:?}", holders(&nodes));
+    for name in ["thing", "thing:doubled", "ALERTS", "ALERTS_FOR_STATE"] {
+        let placed = wait_for(Duration::from_secs(30), || {
+            let h = holders(&nodes, name);
+            (h.len() == targets.len() && h.values().all(|&n| n == 2)).then_some(())
+        });
+        assert!(placed.is_some(), "not every {name} series is on two nodes: {:?}", holders(&nodes, name));
+    }
     let sent: f64 = nodes
         .iter()
         .map(|n| {
@@ -375,6 +386,19 @@ fn rules_read_the_whole_cluster() {
             .then_some(counts)
     });
     assert!(counts.is_some(), "the rule did not count every node's series");
+    // every node evaluates the rule, and each recorded series is stored on the one node it
+    // hashes to (/federate answers from the node's own storage)
+    let mut holders: BTreeMap<String, usize> = BTreeMap::new();
+    for node in &nodes {
+        let (_, text) = node.get_text("/federate?match[]=job:temperature:count");
+        for line in text.lines().filter(|l| l.starts_with("job:temperature:count{")) {
+            *holders.entry(line.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        holders.len() == JOBS.len() && holders.values().all(|&n| n == 1),
+        "recorded series by the number of nodes storing them: {holders:?}"
+    );
     // each evaluation reads each other node once per selection: one remote read answers both
     // the selection's floats and its histograms, which the executor asks for apart (and the
     // second rule's selection is read again, not answered with the first's leftover)

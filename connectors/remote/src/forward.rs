@@ -391,6 +391,144 @@ impl ClusterWrites {
     }
 }
 
+/// An [`Appender`](promflow_storage::Appender) whose batch is stored on the nodes that own
+/// each series, as a remote-write request sent to this node is ([`ClusterWrites::write`]):
+/// a cluster's rules write their recorded series and alerts through it, so that each output
+/// series has its R copies where it hashes, not one on every node that evaluates the rule.
+///
+/// Every node evaluates every rule at the same timestamps, so an owner is usually sent the
+/// same sample by each node; the first is stored and the identical others are ignored. A
+/// sample that differs from the one already stored (a node evaluated over data another had
+/// not seen yet) is not an error either: the first stored stays, as for a series whose
+/// owners each evaluated their own value. Unlike storage's own appenders, this one checks
+/// samples only when it commits; `commit` fails only when too few nodes can store the batch.
+pub struct PlacedAppender {
+    writes: Arc<ClusterWrites>,
+    db: Arc<promflow_storage::Db>,
+    runtime: tokio::runtime::Handle,
+    batch: ScrapedSamples,
+}
+
+impl PlacedAppender {
+    /// A batch to store through `writes`, this node's share in `db`, the copies sent on
+    /// `runtime`.
+    pub fn new(
+        writes: Arc<ClusterWrites>,
+        db: Arc<promflow_storage::Db>,
+        runtime: tokio::runtime::Handle,
+    ) -> PlacedAppender {
+        PlacedAppender { writes, db, runtime, batch: ScrapedSamples::default() }
+    }
+
+    /// Stores the batch: this node's share in its storage, the rest on the other owners.
+    fn place(&self, batch: ScrapedSamples) -> Result<(), Error> {
+        let raw = request_of(batch).encode_to_vec();
+        let req = RequestView::parse(&raw)?;
+        let db = &self.db;
+        let write =
+            || self.writes.write(&req, &self.runtime, |part, role| store_keeping_first(db, part, role));
+        // a copy waits on the runtime: from one of its threads (a reload that marks removed
+        // rules' series stale) the wait happens on a thread of its own
+        let result = if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(write)
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Unavailable("placing a rule's output panicked".into())))
+            })
+        } else {
+            write()
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // a peer that holds other values at these timestamps refuses the copy whole
+            Err(Error::Peer(e)) => {
+                tracing::debug!(error = %e, "a cluster peer kept the samples it holds of a rule's output");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl promflow_storage::Appender for PlacedAppender {
+    fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<(), promflow_storage::Error> {
+        self.batch.floats.push((labels.clone(), t, v));
+        Ok(())
+    }
+
+    fn prepare_refs(
+        &mut self,
+        series: &[promflow_storage::LabelsRef<'_>],
+    ) -> Vec<Option<promflow_storage::Prepared>> {
+        vec![None; series.len()]
+    }
+
+    fn append_prepared(
+        &mut self,
+        _: promflow_storage::Prepared,
+        _: i64,
+        _: f64,
+    ) -> Result<(), promflow_storage::Error> {
+        Err(promflow_storage::Error::NotPrepared)
+    }
+
+    fn append_histogram(
+        &mut self,
+        labels: &Labels,
+        t: i64,
+        h: promflow_storage::FloatHistogram,
+    ) -> Result<(), promflow_storage::Error> {
+        self.batch.histograms.push((labels.clone(), t, h));
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<promflow_storage::CommitStats, promflow_storage::Error> {
+        let batch = std::mem::take(&mut self.batch);
+        let samples = batch.floats.len() + batch.histograms.len();
+        if samples == 0 {
+            return Ok(promflow_storage::CommitStats::default());
+        }
+        self.place(batch).map_err(|e| promflow_storage::Error::Unplaced(e.to_string()))?;
+        Ok(promflow_storage::CommitStats { samples, new_series: 0 })
+    }
+
+    fn rollback(self: Box<Self>) {}
+}
+
+/// Stores `part` of a placed batch ([`PlacedAppender`]) here, as `role`: a sample that
+/// conflicts with what the node holds (another node's copy of the same output came first)
+/// is left out, the rest stored.
+fn store_keeping_first(
+    db: &Arc<promflow_storage::Db>,
+    part: &RequestView<'_>,
+    role: Role,
+) -> Result<Appended, Error> {
+    let mut app = db.appender();
+    if role == Role::Replica {
+        app.mark_replica();
+    }
+    let kept = |appended: Result<(), promflow_storage::Error>| match appended {
+        Err(e) if e.is_sample_error() => {
+            tracing::debug!(error = %e, "a rule's output sample is held already");
+            Ok(())
+        }
+        other => other,
+    };
+    for series in part.series() {
+        let labels = Labels::from_pairs(series.labels.iter().copied());
+        for &(t, v) in series.samples {
+            kept(app.append(&labels, t, v))?;
+        }
+        for h in series.histograms {
+            kept(app.append_histogram(&labels, h.timestamp, h.to_float_histogram()?))?;
+        }
+    }
+    match app.commit() {
+        Ok(_) => Ok(count(part)),
+        Err(e) => kept(Err(e)).map(|()| count(part)).map_err(Error::Storage),
+    }
+}
+
 /// A write request of `stored`: a time series for each sample, in the order stored.
 fn request_of(stored: ScrapedSamples) -> WriteRequest {
     let series = |labels: &Labels| TimeSeries {
@@ -551,6 +689,37 @@ mod tests {
         assert_eq!(here, vec![Role::Replica], "this node, second in the ranking, holds a replica");
         let hop = hops.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(Role::of_hop(&hop), Role::Primary, "node 2 took the failed node's primary");
+    }
+
+    /// A placed batch whose sample conflicts with one the owner holds (another node's copy
+    /// of the same rule output came first) keeps the stored sample and stores the rest.
+    #[test]
+    fn a_placed_batch_keeps_what_its_owner_holds() {
+        use promflow_storage::{Appender as _, MatchOp, Matcher, Querier as _};
+        let dir = tempfile::tempdir().unwrap();
+        let db = promflow_storage::Db::open(dir.path(), Default::default()).unwrap();
+        let labels = |name: &str| Labels::from_pairs([("__name__", name)]);
+        let mut first = db.appender();
+        first.append(&labels("out"), 1_000, 1.0).unwrap();
+        first.commit().unwrap();
+        // a cluster of this node alone: it owns every series
+        let placement = Placement { peers: vec!["127.0.0.1:9".into()], me: 0, rank: Arc::new(|_| vec![0]) };
+        let writes = Arc::new(ClusterWrites::new(placement, 1, None));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut placed = Box::new(PlacedAppender::new(writes, Arc::clone(&db), runtime.handle().clone()));
+        placed.append(&labels("out"), 1_000, 2.0).unwrap();
+        placed.append(&labels("other"), 1_000, 3.0).unwrap();
+        assert_eq!(placed.commit().unwrap().samples, 2);
+        let value = |name: &str| {
+            let m = [Matcher::new(MatchOp::Equal, "__name__", name).unwrap()];
+            db.select(&m, 0, 2_000)
+                .unwrap()
+                .iter()
+                .flat_map(|s| s.samples.iter().map(|s| s.v).collect::<Vec<f64>>())
+                .collect::<Vec<f64>>()
+        };
+        assert_eq!(value("out"), vec![1.0], "the stored sample stays");
+        assert_eq!(value("other"), vec![3.0]);
     }
 
     /// A subset re-encoded for a peer holds exactly the chosen series, samples and all.

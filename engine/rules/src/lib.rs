@@ -36,6 +36,10 @@ pub type CompileFn = Arc<dyn Fn(&str) -> Result<Plan, String> + Send + Sync>;
 /// The views on a cluster's dataflow computation while it is formed.
 pub type ClusterViewsFn = Arc<dyn Fn() -> Option<Arc<LiveViews>> + Send + Sync>;
 
+/// Opens a batch for a rule group's output: storage's own appender, or in a cluster one
+/// that stores each series on the nodes that own it.
+pub type AppenderFn = Arc<dyn Fn() -> Box<dyn Appender> + Send + Sync>;
+
 /// One rule evaluation, as `global.query_log_file` records it.
 pub struct LoggedRuleQuery<'a> {
     /// The group's rule file.
@@ -728,7 +732,7 @@ fn record(
 /// Runs rule groups on the wall clock, one thread per group, and replaces them on reload.
 pub struct Manager {
     querier: Arc<dyn Querier>,
-    appender: Arc<dyn Fn() -> Box<dyn Appender> + Send + Sync>,
+    appender: AppenderFn,
     base: EvalSettings,
     running: Mutex<Vec<Running>>,
     /// What readers of the groups' status see: each running group and its published status,
@@ -778,11 +782,7 @@ impl Running {
 impl Manager {
     /// A manager that reads with `querier`, writes with `appender` and evaluates with the
     /// server's query settings.
-    pub fn new(
-        querier: Arc<dyn Querier>,
-        appender: Arc<dyn Fn() -> Box<dyn Appender> + Send + Sync>,
-        base: EvalSettings,
-    ) -> Arc<Self> {
+    pub fn new(querier: Arc<dyn Querier>, appender: AppenderFn, base: EvalSettings) -> Arc<Self> {
         Arc::new(Manager {
             querier,
             appender,

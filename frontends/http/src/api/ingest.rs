@@ -11,7 +11,14 @@ use promflow_remote::forward::Role;
 
 pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     use promflow_remote::Message1or2;
-    if !state.remote_write_enabled {
+    // a copy from a cluster peer is stored here, not placed again
+    let hop = headers
+        .get(promflow_remote::reader::CLUSTER_HOP_HEADER)
+        .map(|v| Role::of_hop(v.to_str().unwrap_or_default()));
+    // the flag opens the receiver to clients; a cluster's nodes store one another's copies
+    // (their recorded series, their scrapes' replicas) whether it is on or not
+    let from_peer = hop.is_some() && state.cluster_writes.is_some();
+    if !state.remote_write_enabled && !from_peer {
         return (
             StatusCode::NOT_FOUND,
             "remote write receiver needs to be enabled with --web.enable-remote-write-receiver\n",
@@ -33,10 +40,6 @@ pub(super) async fn remote_write(State(state): Shared, headers: HeaderMap, body:
         }
     };
     state.http_metrics.observe_remote_write(message.name(), encoding);
-    // a copy from a cluster peer is stored here, not placed again
-    let hop = headers
-        .get(promflow_remote::reader::CLUSTER_HOP_HEADER)
-        .map(|v| Role::of_hop(v.to_str().unwrap_or_default()));
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         let raw = match encoding {
