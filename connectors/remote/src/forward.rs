@@ -5,8 +5,9 @@
 //! Each series goes to the first `replication` nodes of its ranking (the cluster's placement,
 //! by a hash of its labels). A node that cannot be reached (a connection error, a timeout, a
 //! 5xx or any answer but 400) is replaced, for its series, by the next node of each series'
-//! ranking, so that a write with a node down still lands on `replication` nodes; queries
-//! read every node and find the series wherever it went. A peer's 400 is the sender's to fix,
+//! ranking, so that a write with a node down still lands on `replication` nodes, and the
+//! writes of the next 30 s pass it over from the start; queries read every node and find
+//! the series wherever it went. A peer's 400 is the sender's to fix,
 //! and is passed on. The copies go to the peers marked as a hop ([`CLUSTER_HOP_HEADER`]): a node
 //! stores a hop's series itself, without forwarding them again.
 //!
@@ -66,6 +67,12 @@ impl Role {
 /// How long a copy waits for a peer's answer before that peer counts as down for it.
 const COPY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long writes pass over a peer that took no copy (it did not answer, or failed): its
+/// series go to the next nodes of their rankings from the start, so that a peer cut off
+/// without a word costs one write [`COPY_TIMEOUT`], not every write (a rule group's
+/// evaluation writes once per rule).
+const PASS_OVER: Duration = Duration::from_secs(30);
+
 /// The nodes of a cluster and how series are placed on them, as one consistent whole: a
 /// write uses one placement from start to end, even when the peer list is reloaded meanwhile.
 pub struct Placement {
@@ -91,6 +98,8 @@ pub struct ClusterWrites {
     replicas_sent: AtomicU64,
     replicas_failed: AtomicU64,
     replicas_dropped: AtomicU64,
+    /// The peers that lately took no copy, by address, with when ([`PASS_OVER`]).
+    failed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// How many bytes of replicas ([`ClusterWrites::send_replicas`]) may be on their way at
@@ -111,6 +120,25 @@ impl ClusterWrites {
             replicas_sent: AtomicU64::new(0),
             replicas_failed: AtomicU64::new(0),
             replicas_dropped: AtomicU64::new(0),
+            failed: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The nodes of `peers` that took no copy within [`PASS_OVER`].
+    fn passed_over(&self, peers: &[String]) -> BTreeSet<usize> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        (0..peers.len())
+            .filter(|&n| failed.get(&peers[n]).is_some_and(|at| at.elapsed() < PASS_OVER))
+            .collect()
+    }
+
+    /// Notes whether `peer` took a copy.
+    fn note_answer(&self, peer: &str, took: bool) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if took {
+            failed.remove(peer);
+        } else {
+            failed.insert(peer.to_string(), std::time::Instant::now());
         }
     }
 
@@ -222,8 +250,21 @@ impl ClusterWrites {
         let rankings: Vec<Vec<usize>> = req.series().map(|s| rank(series_hash(s.labels))).collect();
         // per series: the nodes that hold it, and those it is being sent to
         let mut stored: Vec<Vec<usize>> = vec![Vec::new(); rankings.len()];
-        let mut sending: Vec<Vec<usize>> =
-            rankings.iter().map(|r| r.iter().copied().take(self.replication).collect()).collect();
+        // peers that lately took no copy are passed over, unless a series would have too few
+        // nodes without them
+        let passed_over = self.passed_over(peers);
+        let mut sending: Vec<Vec<usize>> = rankings
+            .iter()
+            .map(|r| {
+                let up: Vec<usize> =
+                    r.iter().copied().filter(|n| !passed_over.contains(n)).take(self.replication).collect();
+                if up.len() == self.replication.min(r.len()) {
+                    up
+                } else {
+                    r.iter().copied().take(self.replication).collect()
+                }
+            })
+            .collect();
         let mut down: BTreeSet<usize> = BTreeSet::new();
         // per series: the node that holds, or is being sent, its primary copy
         let mut primary: Vec<Option<usize>> = vec![None; rankings.len()];
@@ -262,6 +303,7 @@ impl ClusterWrites {
                 return Ok(count(req));
             }
             for (node, answer) in runtime.block_on(self.send(peers, req, &owed)) {
+                self.note_answer(&peers[node], !matches!(answer, Err(Copy::Down(_))));
                 match answer {
                     Ok(()) => {
                         for ((_, _), series) in owed.range((node, Role::Primary)..=(node, Role::Replica)) {
@@ -626,9 +668,9 @@ mod tests {
     use super::*;
     use crate::{Label, Sample, TimeSeries, WriteRequest};
 
-    /// A peer on loopback that answers every request 204 and tells, for each, the value of
-    /// its hop header.
-    fn recording_peer() -> (String, std::sync::mpsc::Receiver<String>) {
+    /// A peer on loopback that answers every request with `status` (`204 No Content`) and
+    /// tells, for each, the value of its hop header.
+    fn recording_peer(status: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -653,7 +695,8 @@ mod tests {
                 let mut body = vec![0u8; length];
                 let _ = reader.read_exact(&mut body);
                 let _ = tx.send(hop);
-                let _ = reader.get_mut().write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+                let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = reader.get_mut().write_all(answer.as_bytes());
             }
         });
         (address, rx)
@@ -664,7 +707,7 @@ mod tests {
     /// every series has a copy that feeds the cluster's dataflow.
     #[test]
     fn a_failed_primary_passes_to_the_next_copy() {
-        let (live, hops) = recording_peer();
+        let (live, hops) = recording_peer("204 No Content");
         // ranked: the refusing node 1 first, this node 0 second, node 2 last
         let placement = Placement {
             peers: vec!["127.0.0.1:9".into(), "127.0.0.1:1".into(), live],
@@ -689,6 +732,36 @@ mod tests {
         assert_eq!(here, vec![Role::Replica], "this node, second in the ranking, holds a replica");
         let hop = hops.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(Role::of_hop(&hop), Role::Primary, "node 2 took the failed node's primary");
+    }
+
+    /// A peer that took no copy is passed over by the next writes: they do not wait for it
+    /// again.
+    #[test]
+    fn a_failing_peer_is_passed_over() {
+        let (failing, asked) = recording_peer("503 Service Unavailable");
+        // ranked: the failing node 1 first, this node 0 next
+        let placement =
+            Placement { peers: vec!["127.0.0.1:9".into(), failing], me: 0, rank: Arc::new(|_| vec![1, 0]) };
+        let writes = ClusterWrites::new(placement, 1, None);
+        let ts = TimeSeries {
+            labels: vec![Label { name: "__name__".into(), value: "a".into() }],
+            samples: vec![Sample { value: 1.0, timestamp: 1 }],
+            ..TimeSeries::default()
+        };
+        let raw = prost::Message::encode_to_vec(&WriteRequest { timeseries: vec![ts], metadata: vec![] });
+        let req = RequestView::parse(&raw).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut here = 0;
+        for _ in 0..3 {
+            let written = writes.write(&req, runtime.handle(), |part, _| {
+                here += 1;
+                Ok(count(part))
+            });
+            assert_eq!(written.unwrap().samples, 1);
+        }
+        assert_eq!(here, 3, "this node, next in the ranking, stored every write");
+        assert!(asked.recv_timeout(std::time::Duration::from_secs(10)).is_ok());
+        assert!(asked.try_recv().is_err(), "the failing peer was asked again");
     }
 
     /// A placed batch whose sample conflicts with one the owner holds (another node's copy
