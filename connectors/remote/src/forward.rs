@@ -702,6 +702,16 @@ mod tests {
         (address, rx)
     }
 
+    /// An encoded write request of one series `a` with one sample.
+    fn one_sample_request() -> Vec<u8> {
+        let ts = TimeSeries {
+            labels: vec![Label { name: "__name__".into(), value: "a".into() }],
+            samples: vec![Sample { value: 1.0, timestamp: 1 }],
+            ..TimeSeries::default()
+        };
+        prost::Message::encode_to_vec(&WriteRequest { timeseries: vec![ts], metadata: vec![] })
+    }
+
     /// When the node that was to hold a series' primary copy is down, the next node sent the
     /// series holds the primary, even when an earlier node of the ranking holds a replica:
     /// every series has a copy that feeds the cluster's dataflow.
@@ -715,12 +725,7 @@ mod tests {
             rank: Arc::new(|_| vec![1, 0, 2]),
         };
         let writes = ClusterWrites::new(placement, 2, None);
-        let ts = TimeSeries {
-            labels: vec![Label { name: "__name__".into(), value: "a".into() }],
-            samples: vec![Sample { value: 1.0, timestamp: 1 }],
-            ..TimeSeries::default()
-        };
-        let raw = prost::Message::encode_to_vec(&WriteRequest { timeseries: vec![ts], metadata: vec![] });
+        let raw = one_sample_request();
         let req = RequestView::parse(&raw).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut here = Vec::new();
@@ -743,12 +748,7 @@ mod tests {
         let placement =
             Placement { peers: vec!["127.0.0.1:9".into(), failing], me: 0, rank: Arc::new(|_| vec![1, 0]) };
         let writes = ClusterWrites::new(placement, 1, None);
-        let ts = TimeSeries {
-            labels: vec![Label { name: "__name__".into(), value: "a".into() }],
-            samples: vec![Sample { value: 1.0, timestamp: 1 }],
-            ..TimeSeries::default()
-        };
-        let raw = prost::Message::encode_to_vec(&WriteRequest { timeseries: vec![ts], metadata: vec![] });
+        let raw = one_sample_request();
         let req = RequestView::parse(&raw).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut here = 0;
