@@ -84,8 +84,9 @@ const CONNECTION_PANICS: &[&str] =
 
 /// Logs the panics with which timely stops a failed cluster computation as one warning
 /// line each, where the default hook prints a panic with its backtrace: the loss of a node
-/// is expected, and it is handled (the computation forms again). Every other panic goes to
-/// the default hook.
+/// is expected, and it is handled (the computation forms again). A thread that panics so a
+/// second time, from a destructor while it unwinds, is parked for good rather than let the
+/// process abort. Every other panic goes to the default hook.
 pub fn quiet_connection_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -102,8 +103,39 @@ pub fn quiet_connection_panics() {
                 reason = message,
                 "a dataflow thread stopped"
             );
+            // a second such panic on the thread, from a destructor while it unwinds, parks
+            // it rather than abort the server
+            promflow_incremental::cluster::stop_thread_on_connection_loss();
         } else {
             default(info);
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    /// A thread stopped by a lost connection whose unwinding panics again in a destructor
+    /// (an output flushing into a poisoned queue) is parked: without the hook the process,
+    /// this test binary, would abort.
+    #[test]
+    fn a_second_connection_panic_parks_the_thread_instead_of_aborting() {
+        struct FlushesOnDrop;
+        impl Drop for FlushesOnDrop {
+            fn drop(&mut self) {
+                panic!("MergeQueue poisoned.");
+            }
+        }
+        super::quiet_connection_panics();
+        let worker = std::thread::spawn(|| {
+            let _output = FlushesOnDrop;
+            panic!("timely communication error: reading data: socket closed");
+        });
+        let id = worker.thread().id();
+        let parked = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            promflow_incremental::cluster::parked(id)
+        });
+        assert!(parked, "the thread was not parked");
+        assert!(!worker.is_finished());
+    }
 }

@@ -34,6 +34,36 @@ use promflow_storage::MetricsWriter;
 use crate::live::{self, LiveViews};
 use crate::Incremental;
 
+thread_local! {
+    /// Whether this thread is unwinding from a panic with which timely stopped it
+    /// ([`stop_thread_on_connection_loss`]).
+    static STOPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The threads [`stop_thread_on_connection_loss`] parked for good.
+static PARKED: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+
+/// For the process's panic hook, at each panic with which timely stops a thread of a failed
+/// computation (a connection to another process lost, a queue poisoned by a thread that
+/// stopped so): the first lets the thread unwind and stop. A second on the same thread
+/// comes from a destructor while it unwinds (an operator's output flushing into a poisoned
+/// queue), and a panic in a destructor during unwinding aborts the whole process, its
+/// storage and ingest included; so the thread parks for good instead, and leaks what it
+/// has not dropped yet. [`Incremental::lost`] counts a parked worker as stopped.
+pub fn stop_thread_on_connection_loss() {
+    if STOPPING.with(|s| s.replace(true)) {
+        PARKED.lock().unwrap_or_else(|e| e.into_inner()).push(std::thread::current().id());
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Whether [`stop_thread_on_connection_loss`] parked the thread `id`.
+pub fn parked(id: std::thread::ThreadId) -> bool {
+    PARKED.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+}
+
 /// The first bytes of a dialler's introduction (and of the protocol's version).
 const MAGIC: &[u8; 8] = b"pfdflow2";
 
@@ -576,8 +606,9 @@ impl Formation {
         self.shared.current.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    /// Writes `promflow_cluster_dataflow_up`, the counts of formations and losses, and the
-    /// metrics of the views on the computation.
+    /// Writes `promflow_cluster_dataflow_up`, the counts of formations and losses, the
+    /// threads parked ([`stop_thread_on_connection_loss`]), and the metrics of the views on
+    /// the computation.
     pub fn write_metrics(&self, w: &mut MetricsWriter) {
         let current = self.current();
         w.gauge(
@@ -594,6 +625,11 @@ impl Formation {
             "promflow_cluster_dataflow_losses_total",
             "How many times the cluster's dataflow computation failed (a process was lost).",
             self.shared.lost.load(Ordering::Relaxed),
+        );
+        w.gauge(
+            "promflow_cluster_dataflow_parked_threads",
+            "Dataflow threads parked for good as a failed computation stopped them, rather than let their second panic abort the process; each keeps what it held until the process restarts.",
+            PARKED.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
         );
         let past_reads = self.shared.past_reads.load(Ordering::Relaxed);
         match current {
@@ -658,8 +694,11 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
             Incremental::start_in_cluster(me.workers, sockets, me.index, place.lookback_ms)
                 .and_then(|inc| occupant.occupy(inc, views_fingerprint))
         });
-        let started = std::panic::catch_unwind(attempt)
-            .unwrap_or_else(|_| Err("starting the computation panicked".to_string()));
+        let started = std::panic::catch_unwind(attempt).unwrap_or_else(|_| {
+            // this thread goes on: a later panic on it is a first one again
+            STOPPING.with(|s| s.set(false));
+            Err("starting the computation panicked".to_string())
+        });
         let views = match started {
             Ok(views) => views,
             Err(e) => {

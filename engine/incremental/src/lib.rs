@@ -436,12 +436,15 @@ impl Incremental {
         )
     }
 
-    /// Whether the computation has failed: a worker has stopped without being told to. In a
-    /// cluster this is how the loss of another process shows (timely fails every worker
-    /// whose connections break).
+    /// Whether the computation has failed: a worker has stopped without being told to (or
+    /// was parked as it stopped, [`cluster::stop_thread_on_connection_loss`]). In a cluster
+    /// this is how the loss of another process shows (timely fails every worker whose
+    /// connections break).
     pub fn lost(&self) -> bool {
         let guards = self.guards.lock().unwrap_or_else(|e| e.into_inner());
-        guards.as_ref().is_some_and(|g| g.guards().iter().any(|h| h.is_finished()))
+        guards
+            .as_ref()
+            .is_some_and(|g| g.guards().iter().any(|h| h.is_finished() || cluster::parked(h.thread().id())))
     }
 
     /// Starts `workers` worker threads here over the communication `builders` (and what
