@@ -114,28 +114,56 @@ pub fn quiet_connection_panics() {
 
 #[cfg(test)]
 mod tests {
+    /// Set in the child process the test runs itself in.
+    const CHILD: &str = "PROMFLOW_TEST_PARKING_CHILD";
+
     /// A thread stopped by a lost connection whose unwinding panics again in a destructor
-    /// (an output flushing into a poisoned queue) is parked: without the hook the process,
-    /// this test binary, would abort.
+    /// (an output flushing into a poisoned queue) is parked: without the hook the process
+    /// would abort. The parked thread holds the panic hook's lock, which the test harness
+    /// takes at its end, so the panics happen in a child process of this test binary that
+    /// exits on its own once the thread is parked.
     #[test]
     fn a_second_connection_panic_parks_the_thread_instead_of_aborting() {
-        struct FlushesOnDrop;
-        impl Drop for FlushesOnDrop {
-            fn drop(&mut self) {
-                panic!("MergeQueue poisoned.");
+        if std::env::var_os(CHILD).is_some() {
+            struct FlushesOnDrop;
+            impl Drop for FlushesOnDrop {
+                fn drop(&mut self) {
+                    panic!("MergeQueue poisoned.");
+                }
             }
+            super::quiet_connection_panics();
+            let worker = std::thread::spawn(|| {
+                let _output = FlushesOnDrop;
+                panic!("timely communication error: reading data: socket closed");
+            });
+            let id = worker.thread().id();
+            let parked = (0..200).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                promflow_incremental::cluster::parked(id)
+            });
+            std::process::exit(if parked && !worker.is_finished() { 0 } else { 1 });
         }
-        super::quiet_connection_panics();
-        let worker = std::thread::spawn(|| {
-            let _output = FlushesOnDrop;
-            panic!("timely communication error: reading data: socket closed");
-        });
-        let id = worker.thread().id();
-        let parked = (0..200).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            promflow_incremental::cluster::parked(id)
-        });
-        assert!(parked, "the thread was not parked");
-        assert!(!worker.is_finished());
+        let name = "logging::tests::a_second_connection_panic_parks_the_thread_instead_of_aborting";
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut status = None;
+        for _ in 0..300 {
+            status = child.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child process did not end within 30 s");
+        };
+        assert!(status.success(), "the child process ended with {status}");
     }
 }

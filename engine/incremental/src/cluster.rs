@@ -49,7 +49,10 @@ static PARKED: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
 /// comes from a destructor while it unwinds (an operator's output flushing into a poisoned
 /// queue), and a panic in a destructor during unwinding aborts the whole process, its
 /// storage and ingest included; so the thread parks for good instead, and leaks what it
-/// has not dropped yet. [`Incremental::lost`] counts a parked worker as stopped.
+/// has not dropped yet. [`Incremental::lost`] counts a parked worker as stopped. The parked
+/// thread keeps the panic hook's lock for reading: other threads' panics still run the hook,
+/// but `std::panic::set_hook` and `take_hook` would wait for good, so the hook must be set
+/// once, at start-up.
 pub fn stop_thread_on_connection_loss() {
     if STOPPING.with(|s| s.replace(true)) {
         PARKED.lock().unwrap_or_else(|e| e.into_inner()).push(std::thread::current().id());
