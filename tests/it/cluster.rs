@@ -285,6 +285,19 @@ fn nodes_divide_the_scrape_targets() {
     }
 }
 
+/// The series named `name` that `nodes` hold in their own storage (/federate answers from
+/// it), by their labels, with how many of the nodes hold each.
+fn holders(nodes: &[Server], name: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for node in nodes {
+        let (_, text) = node.get_text(&format!("/federate?match[]={name}"));
+        for line in text.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
+            *out.entry(line.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
 /// With `--cluster.replication-factor=2` a scraped series is stored on the node that scrapes
 /// it and sent to one more as a replica, so a node killed with its targets leaves their
 /// samples to be read on the others. Recorded series and alerts, which every node
@@ -302,20 +315,7 @@ fn scraped_series_have_replicas_that_outlive_their_node() {
     .unwrap();
     let config = format!("{config}rule_files: ['{}']\n", rules.display());
     let mut nodes = start_cluster(dir.path(), 3, &config, &["--cluster.replication-factor=2"]);
-    // the nodes holding each target's `name` series in their own storage (/federate answers
-    // from it)
-    let holders = |nodes: &[Server], name: &str| -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for node in nodes {
-            let (_, text) = node.get_text(&format!("/federate?match[]={name}"));
-            for line in text.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
-                let instance =
-                    line.split("instance=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
-                *out.entry(instance.to_string()).or_insert(0) += 1;
-            }
-        }
-        out
-    };
+    // each target's `name` series, one per target, by the number of nodes holding it
     for name in ["thing", "thing:doubled", "ALERTS", "ALERTS_FOR_STATE"] {
         let placed = wait_for(Duration::from_secs(30), || {
             let h = holders(&nodes, name);
@@ -387,14 +387,8 @@ fn rules_read_the_whole_cluster() {
     });
     assert!(counts.is_some(), "the rule did not count every node's series");
     // every node evaluates the rule, and each recorded series is stored on the one node it
-    // hashes to (/federate answers from the node's own storage)
-    let mut holders: BTreeMap<String, usize> = BTreeMap::new();
-    for node in &nodes {
-        let (_, text) = node.get_text("/federate?match[]=job:temperature:count");
-        for line in text.lines().filter(|l| l.starts_with("job:temperature:count{")) {
-            *holders.entry(line.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
-        }
-    }
+    // hashes to
+    let holders = holders(&nodes, "job:temperature:count");
     assert!(
         holders.len() == JOBS.len() && holders.values().all(|&n| n == 1),
         "recorded series by the number of nodes storing them: {holders:?}"
