@@ -264,10 +264,11 @@ enum Command {
         wake: Option<tap::Notify>,
     },
     Unsubscribe(u64),
-    /// In a cluster, copies an arrangement that a view reads to the first worker of every
-    /// process, so that each process reads the whole view ([`Gathered`]).
+    /// In a cluster, copies an arrangement that a view reads to the first worker of each of
+    /// the processes `to`, so that each of them reads the whole view ([`Gathered`]).
     Gather {
         arrangement: usize,
+        to: Vec<usize>,
     },
     /// Builds hub nodes (the first worker's hub; the others have none of its data).
     HubInstall(Vec<(usize, HubNode)>),
@@ -308,12 +309,30 @@ struct Controller {
     routes_for: u64,
     clock: u64,
     ticked: Option<u64>,
-    /// In a cluster, the arrangements with a read copy on every process ([`Gathered`]).
-    gathered: Option<HashSet<usize>>,
+    /// In a cluster, which processes have a read copy of each arrangement views read.
+    gathered: Option<Copies>,
     /// The steps of the live views' subqueries, with how many installations use each: the
     /// clock ticks at every multiple of each, so that what the subqueries sample is up to
     /// date there.
     subquery_steps: BTreeMap<u64, usize>,
+}
+
+/// Whether this process has a read copy of `arrangement` (always, in one process).
+fn read_here(c: &Controller, arrangement: usize) -> bool {
+    c.gathered
+        .as_ref()
+        .is_none_or(|copies| copies.readers.get(&arrangement).is_some_and(|r| r.contains(&copies.process)))
+}
+
+/// In a cluster, the processes that read each view: a read copy of its arrangement is
+/// built on those ([`Gathered`]), and only those can read it.
+struct Copies {
+    /// This process's place in the computation.
+    process: usize,
+    /// How many processes the computation has.
+    processes: usize,
+    /// By arrangement, the processes with a read copy of it.
+    readers: HashMap<usize, BTreeSet<usize>>,
 }
 
 /// Held rows that are worth waking the workers for before the next command: a remote-write
@@ -504,7 +523,11 @@ impl Incremental {
                 routes_for: 0,
                 clock: 0,
                 ticked: None,
-                gathered: (processes > 1).then(HashSet::new),
+                gathered: (processes > 1).then(|| Copies {
+                    process: first / workers,
+                    processes,
+                    readers: HashMap::new(),
+                }),
                 subquery_steps: BTreeMap::new(),
             }),
             keys,
@@ -553,11 +576,18 @@ impl Incremental {
         let mut c = self.controller();
         let lowered = c.registry.lower_view(plan, self.lookback_ms, None)?;
         let sample_from = c.clock;
-        Ok(self.build(&mut c, lowered, sample_from))
+        Ok(self.build(&mut c, lowered, sample_from, None))
     }
 
     /// Builds a lowered view; its subqueries sample their inner values from `sample_from` on.
-    fn build(&self, c: &mut Controller, lowered: Lowered, sample_from: u64) -> ViewId {
+    /// In a cluster, the processes `readers` (every process: `None`) get a read copy of it.
+    fn build(
+        &self,
+        c: &mut Controller,
+        lowered: Lowered,
+        sample_from: u64,
+        readers: Option<&BTreeSet<usize>>,
+    ) -> ViewId {
         if let Some(node) = lowered.node {
             let install = c.installs.add(&node);
             for step in c.installs.subquery_steps(install) {
@@ -567,8 +597,15 @@ impl Incremental {
             self.broadcast(|| Command::Install { install, node: node.clone(), grain, sample_from });
         }
         c.installs.read_by_view(lowered.arrangement);
-        if c.gathered.as_mut().is_some_and(|g| g.insert(lowered.arrangement)) {
-            self.broadcast(|| Command::Gather { arrangement: lowered.arrangement });
+        if let Some(copies) = c.gathered.as_mut() {
+            let wanted = readers.cloned().unwrap_or_else(|| (0..copies.processes).collect());
+            let has = copies.readers.entry(lowered.arrangement).or_default();
+            // another view of the same arrangement may have given some of them a copy already
+            let to: Vec<usize> = wanted.difference(has).copied().collect();
+            if !to.is_empty() {
+                has.extend(&to);
+                self.broadcast(|| Command::Gather { arrangement: lowered.arrangement, to: to.clone() });
+            }
         }
         let view = c.next_view;
         c.next_view += 1;
@@ -600,9 +637,9 @@ impl Incremental {
                     }
                 }
             }
-            if let Some(g) = c.gathered.as_mut() {
+            if let Some(copies) = c.gathered.as_mut() {
                 for a in &built.arrangements {
-                    g.remove(a);
+                    copies.readers.remove(a);
                 }
             }
             self.broadcast(|| Command::Drop {
@@ -626,12 +663,28 @@ impl Incremental {
     /// after `querier`'s snapshot: no gap, and no sample twice. The history counts from the
     /// clock at the earliest, so a read before the clock does not see it. With a `grain`, the view
     /// changes only at the grain's times (it shares only with views of the same grain).
+    /// In a cluster, every process can read it.
     pub fn install_from(
         &self,
         plan: &Plan,
         querier: &dyn promflow_storage::Querier,
         now: i64,
         grain: Option<Grain>,
+    ) -> Result<ViewId, Error> {
+        self.install_from_read_on(plan, querier, now, grain, None)
+    }
+
+    /// [`Incremental::install_from`], with, in a cluster, a read copy of the view only on the
+    /// processes `readers` (every process: `None`): a copy holds the whole view, so one on
+    /// each process multiplies its memory by the number of processes. Elsewhere a read or a
+    /// subscription fails with [`Error::Unsupported`].
+    pub fn install_from_read_on(
+        &self,
+        plan: &Plan,
+        querier: &dyn promflow_storage::Querier,
+        now: i64,
+        grain: Option<Grain>,
+        readers: Option<&BTreeSet<usize>>,
     ) -> Result<ViewId, Error> {
         let mut c = self.controller();
         let lowered = c.registry.lower_view(plan, self.lookback_ms, grain)?;
@@ -640,7 +693,7 @@ impl Incremental {
         // subqueries sample from `now` (or the clock, if later): what the leaves' history
         // makes of the inner values before it would start at the history's start
         let (subqueries, start) = (lowered.subqueries.clone(), c.clock.max(now.max(0) as u64));
-        let view = self.build(&mut c, lowered, start);
+        let view = self.build(&mut c, lowered, start, readers);
         if leaves.is_empty() && subqueries.is_empty() {
             return Ok(view);
         }
@@ -1041,6 +1094,10 @@ impl Incremental {
                 }
                 return Err(Error::Plan(format!("no view {view}")));
             };
+            if !read_here(&c, arrangement) {
+                // its workers hold their share only
+                return Err(Error::Unsupported(format!("view {view} is read on other processes")));
+            }
             self.complete_at(&mut c, t);
             match grain {
                 None => (arrangement, t),
@@ -1095,7 +1152,12 @@ impl Incremental {
         // the hub is on the first worker alone
         let (target, workers) = match (c.hub_views.get(&view), c.views.get(&view)) {
             (Some(&(node, _)), _) => (Tapped::Hub(node), 1),
-            (None, Some(&(arrangement, _))) => (Tapped::Arrangement(arrangement), self.workers),
+            (None, Some(&(arrangement, _))) if read_here(&c, arrangement) => {
+                (Tapped::Arrangement(arrangement), self.workers)
+            }
+            (None, Some(_)) => {
+                return Err(Error::Unsupported(format!("view {view} is read on other processes")));
+            }
             (None, None) => return Err(Error::Plan(format!("no view {view}"))),
         };
         let (sub, tx, complete) = Subscription::new(id, from, workers, self.keys.clone());
@@ -1190,10 +1252,13 @@ pub(crate) struct WorkerState {
     clocks: HashMap<usize, (LeakOnUnwind<ClockInput>, Option<Grain>)>,
     /// Each installation's dataflow, by the installation's number.
     dataflows: HashMap<usize, usize>,
-    /// In a cluster, the read copies of the arrangements views read, by arrangement.
+    /// In a cluster, the read copies of the arrangements this process reads, by arrangement.
     gathered: HashMap<usize, Gathered>,
-    /// In a cluster, the first worker of every process (empty in one process).
-    leaders: Vec<u64>,
+    /// In a cluster, the dataflows that copy each arrangement to its readers, whether this
+    /// process is one of them or not.
+    copies: HashMap<usize, Vec<usize>>,
+    /// How many workers each process has.
+    width: usize,
     /// What this worker's arrangement operators hold, by operator id; those not here are
     /// differential's operators' own ([`Holds::Operator`]).
     holds: Rc<RefCell<HashMap<usize, Holds>>>,
@@ -1301,16 +1366,15 @@ fn count_arranged(
     });
 }
 
-/// In a cluster, a copy of an arrangement on the first worker of every process (the other
-/// workers' copies are empty): a read or a subscription in any process sees the whole view,
-/// not the share its own workers hold. Built by its own dataflow, which imports the
+/// In a cluster, a copy of an arrangement on the first worker of each process that reads it
+/// (the other workers' copies are empty): a read or a subscription there sees the whole
+/// view, not the share its own workers hold. Built by its own dataflow, which imports the
 /// arrangement.
 struct Gathered {
     trace: Trace,
     errors: Option<Trace>,
     probe: ProbeHandle<u64>,
     tap: tap::Subscribers,
-    dataflow: usize,
 }
 
 fn run_worker(
@@ -1322,11 +1386,6 @@ fn run_worker(
 ) {
     let width = workers_here.max(1);
     let first = worker.index() / width * width;
-    let leaders: Vec<u64> = if worker.peers() > width {
-        (0..worker.peers()).step_by(width).map(|w| w as u64).collect()
-    } else {
-        Vec::new()
-    };
     let mut state = WorkerState {
         traces: HashMap::new(),
         errors: HashMap::new(),
@@ -1335,7 +1394,8 @@ fn run_worker(
         clocks: HashMap::new(),
         dataflows: HashMap::new(),
         gathered: HashMap::new(),
-        leaders,
+        copies: HashMap::new(),
+        width,
         holds: Rc::default(),
     };
     count_arranged(worker, Rc::clone(&state.holds), Arc::clone(&counters));
@@ -1358,8 +1418,9 @@ fn run_worker(
                 }
                 Ok(Command::Drop { install, arrangements, leaves }) => {
                     for a in &arrangements {
-                        if let Some(g) = state.gathered.remove(a) {
-                            worker.drop_dataflow(g.dataflow);
+                        state.gathered.remove(a);
+                        for dataflow in state.copies.remove(a).unwrap_or_default() {
+                            worker.drop_dataflow(dataflow);
                         }
                     }
                     for a in &arrangements {
@@ -1454,7 +1515,7 @@ fn run_worker(
                 },
                 Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
                 Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
-                Ok(Command::Gather { arrangement }) => gather(worker, &mut state, arrangement),
+                Ok(Command::Gather { arrangement, to }) => gather(worker, &mut state, arrangement, &to),
                 Ok(Command::Unsubscribe(id)) => {
                     hub.borrow_mut().unsubscribe(id);
                     let tap = subscriptions
@@ -1500,17 +1561,16 @@ fn follow(grain: Option<Grain>, t: u64) -> u64 {
     grain.map_or(t, |g| g.settled(t))
 }
 
-/// Builds the read copy of `arrangement` ([`Gathered`]): its updates, and its errors', sent
-/// to the first worker of every process and arranged there as they come.
-fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangement: usize) {
+/// Builds the read copies of `arrangement` ([`Gathered`]) on the processes `to`: its
+/// updates, and its errors', sent to the first worker of each and arranged there as they
+/// come. Every worker builds the dataflow; a worker of another process keeps no copy.
+fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangement: usize, to: &[usize]) {
     use timely::dataflow::operators::Probe as _;
-    if state.gathered.contains_key(&arrangement) {
-        return;
-    }
     let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return };
     let mut trace = trace.clone();
     let mut errors = state.errors.get(&arrangement).cloned();
-    let leaders = state.leaders.clone();
+    let leaders: Vec<u64> = to.iter().map(|p| (p * state.width) as u64).collect();
+    let here = to.contains(&(worker.index() / state.width));
     let dataflow = worker.next_dataflow_index();
     let probe = ProbeHandle::new();
     let worker_state = &*state;
@@ -1527,7 +1587,10 @@ fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangem
         let tap = tap::tap(whole.stream.clone(), whole.trace.clone());
         (whole.trace, errors, tap)
     });
-    state.gathered.insert(arrangement, Gathered { trace, errors, probe, tap, dataflow });
+    state.copies.entry(arrangement).or_default().push(dataflow);
+    if here {
+        state.gathered.insert(arrangement, Gathered { trace, errors, probe, tap });
+    }
 }
 
 /// `updates` sent to each of `leaders` and arranged where they arrive.

@@ -22,7 +22,7 @@
 //! of each request. [`LiveViews::watch`] hands a view's changes to a handler as they
 //! happen (event-mode alerts).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
@@ -470,14 +470,15 @@ impl LiveViews {
     }
 
     /// The view of `plan` at `grain` for `reader`, installed from history at `t` on first use
-    /// (then `fresh`). [`Error::Unsupported`] when the incremental executor does not
+    /// (then `fresh`; on a cluster's computation, with a read copy on the processes `readers`,
+    /// or on every process). [`Error::Unsupported`] when the incremental executor does not
     /// maintain it.
     fn view_of(
         &self,
         plan: &Plan,
         t: i64,
         grain: Option<Grain>,
-        reader: Reader,
+        (reader, readers): (Reader, Option<&BTreeSet<usize>>),
     ) -> Result<(ViewId, bool), Error> {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         // a rule reads its views, so never a hub view; a client shares a rule's view first
@@ -511,7 +512,7 @@ impl LiveViews {
         };
         let installed = match hub {
             Some(view) => Ok(view),
-            None => self.inc.install_from(plan, self.querier.as_ref(), t, grain),
+            None => self.inc.install_from_read_on(plan, self.querier.as_ref(), t, grain, readers),
         };
         let view = match installed {
             Ok(v) => Ok(v),
@@ -550,10 +551,21 @@ impl LiveViews {
         plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>,
         t: i64,
     ) -> InstallHold<'_> {
+        self.prepare_read_on(plans, t, None)
+    }
+
+    /// [`LiveViews::prepare`], with, on a cluster's computation, a read copy of each view only
+    /// on the processes `readers` (every process: `None`): where its rules are evaluated.
+    pub fn prepare_read_on<'p>(
+        &self,
+        plans: impl IntoIterator<Item = (&'p Plan, Option<Grain>)>,
+        t: i64,
+        readers: Option<&BTreeSet<usize>>,
+    ) -> InstallHold<'_> {
         let hold = self.first_evaluations.hold(t);
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
-            match self.view_of(plan, t, grain, Reader::Rule) {
+            match self.view_of(plan, t, grain, (Reader::Rule, readers)) {
                 Ok((view, true)) if self.inc.clock() > t => {
                     self.late.lock().unwrap_or_else(|e| e.into_inner()).insert(view);
                 }
@@ -596,7 +608,7 @@ impl LiveViews {
             return None;
         }
         let grain = grain.filter(|g| g.contains(t));
-        let (view, fresh) = match self.view_of(plan, t, grain, Reader::Rule) {
+        let (view, fresh) = match self.view_of(plan, t, grain, (Reader::Rule, None)) {
             Ok(v) => v,
             Err(Error::Unsupported(_)) => return None,
             Err(e) => return Some(Err(e.to_string())),
@@ -610,6 +622,9 @@ impl LiveViews {
             return None;
         }
         let rows = match self.inc.read(view, t) {
+            // on a cluster's computation, a view this node does not read (its group is
+            // evaluated elsewhere)
+            Err(Error::Unsupported(_)) => return None,
             // on a cluster's computation a read fails when the computation failed or a
             // process stopped answering: the rule is evaluated in batch, as while the
             // computation forms again
@@ -655,7 +670,7 @@ impl LiveViews {
 
     fn watch_as(&self, plan: &Plan, handler: WatchFn, reader: Reader) -> Result<u64, Error> {
         let since = if self.wall_clock { now_ms() } else { self.inc.clock() };
-        let (view, _) = self.view_of(plan, since, None, reader)?;
+        let (view, _) = self.view_of(plan, since, None, (reader, None))?;
         let id = {
             let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
             *next += 1;
