@@ -153,7 +153,7 @@ fn dataflow_formation(
     flags: &cli::Flags,
     cluster: Option<&Cluster>,
     secret: Option<&ClusterSecret>,
-    views: impl FnOnce() -> Arc<RuleViews>,
+    views: impl FnOnce(Cluster) -> Arc<RuleViews>,
 ) -> Result<Option<ClusterDataflow>, String> {
     if flags.cluster_dataflow_peers.is_empty() {
         return Ok(None);
@@ -182,7 +182,7 @@ fn dataflow_formation(
         fingerprint: dataflow_fingerprint(flags),
     };
     info!(peers = ?addresses, "forming the cluster's dataflow");
-    let views = views();
+    let views = views(cluster.clone());
     let occupant = Arc::clone(&views) as Arc<dyn Occupant>;
     let credentials = secret.map(|s| Arc::new(DataflowCredentials(s.clone())) as Arc<dyn Credentials>);
     Formation::start(listener, addresses, me, credentials, millis(flags.lookback_delta), occupant)
@@ -493,7 +493,9 @@ impl Components {
             None => (start_live_views(flags, db)?, Arc::clone(db) as Arc<dyn Querier>),
         };
         // in tick mode no rule reads views, and the computation forms with none
-        let views = || Arc::new(RuleViews::new(Arc::clone(db), Arc::clone(&rule_querier), &rule_groups));
+        let views = |cluster| {
+            Arc::new(RuleViews::new(cluster, Arc::clone(db), Arc::clone(&rule_querier), &rule_groups))
+        };
         let (dataflow, rule_views) =
             match dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), secret, views)? {
                 Some((formation, views)) => (Some(formation), Some(views)),
@@ -521,7 +523,7 @@ impl Components {
             rule_querier,
             rule_writer,
             &notifier,
-            (live_views.clone(), dataflow.clone()),
+            (live_views.clone(), dataflow.clone().zip(rule_views.clone())),
             &query_log,
         );
         rule_manager.update(rule_groups);
@@ -864,7 +866,7 @@ fn start_rules(
     querier: Arc<dyn Querier>,
     writer: promflow_rules::AppenderFn,
     notifier: &Arc<promflow_notifier::Notifier>,
-    (views, dataflow): (Option<Arc<LiveViews>>, Option<Arc<Formation>>),
+    (views, dataflow): (Option<Arc<LiveViews>>, Option<ClusterDataflow>),
     query_log: &Arc<QueryLog>,
 ) -> Arc<RuleManager> {
     let sink = Arc::clone(notifier);
@@ -902,7 +904,10 @@ fn start_rules(
                 )
             })),
             views,
-            cluster_views: dataflow.map(|d| Arc::new(move || d.current()) as promflow_rules::ClusterViewsFn),
+            cluster_views: dataflow.map(|(formation, views)| {
+                Arc::new(move |group: &promflow_rules::GroupSpec| views.turn(&formation, group))
+                    as promflow_rules::ClusterViewsFn
+            }),
             timings: Arc::default(),
             query_log: Some(Arc::new(move |q: &promflow_rules::LoggedRuleQuery<'_>| {
                 if !log.enabled() {

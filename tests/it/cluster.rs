@@ -948,7 +948,7 @@ fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
     assert_eq!(remote_write(&nodes[2], all[half..].to_vec()).0, 204);
     assert_eq!(remote_write(&single, all).0, 204);
     let names = ["job:http_requests:rate5m", "job:temperature:max", "all:http_requests:rate5m"];
-    let agree = |nodes: &[Server]| {
+    let agree = |nodes: &[&Server]| {
         let mut last = Err(String::new());
         for _ in 0..20 {
             std::thread::sleep(Duration::from_secs(1));
@@ -959,20 +959,33 @@ fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
         }
         last
     };
-    if let Err(e) = agree(&nodes) {
+    if let Err(e) = agree(&nodes.iter().collect::<Vec<_>>()) {
         panic!("the cluster's recorded series differ from one process's: {e}");
     }
-    // the rules read their views: the cluster's computation answered them
-    for (i, node) in nodes.iter().enumerate() {
-        assert!(metric(node, "promflow_rule_view_reads_total") > 10.0, "node {i} read no views");
+    // each group is evaluated on one node, which reads its views (the computation answers
+    // them), and every node's rules API shows each group as its evaluator has it
+    let evaluator = |group: &str| {
+        let by = evaluated_lately(&nodes, group);
+        assert_eq!(by.len(), 1, "{group} is evaluated by nodes {by:?}");
+        by[0]
+    };
+    for group in ["rates", "chained"] {
+        let node = evaluator(group);
+        assert!(metric(&nodes[node], "promflow_rule_view_reads_total") > 0.0, "node {node} read no views");
+        for (i, n) in nodes.iter().enumerate() {
+            let (_, v) = n.get_json("/api/v1/rules");
+            let shown = v["data"]["groups"].as_array().unwrap().iter().find(|g| g["name"] == group).cloned();
+            let age = shown.as_ref().map_or(f64::MAX, |g| seconds_since(&g["lastEvaluation"]));
+            assert!(age < 3.0, "node {i} shows {group} evaluated {age} s ago: {shown:?}");
+        }
     }
     let want_firing = firing(&single);
     assert_eq!(want_firing.len(), 2, "{want_firing:?}");
     for node in &nodes {
         assert_eq!(firing(node), want_firing);
     }
-    // every node notifies its Alertmanager of every alert; Alertmanager holds each once, as
-    // it holds the single process's
+    // a group's evaluator notifies its Alertmanager of its alerts; Alertmanager holds each
+    // once, as it holds the single process's
     if let [Some(cluster_am), Some(single_am)] = &managers {
         let labels = |am: &crate::alerting::Alertmanager| {
             let mut out: Vec<String> =
@@ -991,24 +1004,72 @@ fn rules_read_the_clusters_views_as_one_process_reads_its_own() {
             labels(single_am)
         );
     }
-    // a node lost: the computation stops, and the others evaluate in batch over the copies
-    nodes[2].kill9();
+    // the alerts' evaluator lost: the computation stops, the others evaluate in batch over
+    // the copies, and take the alerts over as they were
+    let lost = evaluator("rates");
+    let active_since = active_at(&nodes[lost]);
+    assert_eq!(active_since.len(), 2, "{active_since:?}");
+    nodes[lost].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != lost).collect();
     assert!(
-        wait_for(Duration::from_secs(30), || (dataflow_state(&nodes[0]).0 == 0.0).then_some(())).is_some(),
+        wait_for(Duration::from_secs(30), || (dataflow_state(&nodes[survivors[0]]).0 == 0.0).then_some(()))
+            .is_some(),
         "the loss went unnoticed"
     );
-    if let Err(e) = agree(&nodes[..2]) {
+    if let Err(e) = agree(&survivors.iter().map(|&i| &nodes[i]).collect::<Vec<_>>()) {
         panic!("with a node down, the recorded series differ from one process's: {e}");
     }
+    // every survivor evaluates every group since the loss
+    assert_eq!(evaluated_lately(&nodes, "rates"), survivors);
+    for &i in &survivors {
+        assert_eq!(active_at(&nodes[i]), active_since, "node {i} took the alerts over otherwise");
+    }
     // back: the views are installed again from every node's history, and agree again
-    nodes[2] = cluster.spawn(2);
-    assert!(formed(&nodes[..2], 2.0) && formed(&nodes[2..], 1.0), "the dataflow did not form again");
-    if let Err(e) = agree(&nodes) {
+    nodes[lost] = cluster.spawn(lost);
+    let formed_again =
+        survivors.iter().all(|&i| formed(&nodes[i..=i], 2.0)) && formed(&nodes[lost..=lost], 1.0);
+    assert!(formed_again, "the dataflow did not form again");
+    if let Err(e) = agree(&nodes.iter().collect::<Vec<_>>()) {
         panic!("after the node returned, the recorded series differ from one process's: {e}");
     }
     for node in &nodes {
         assert_eq!(firing(node), want_firing);
     }
+}
+
+/// The nodes whose own status (as a peer asks for it) shows `group` evaluated in the last 3 s.
+fn evaluated_lately(nodes: &[Server], group: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let Ok(r) = client().get(node.url("/api/v1/rules")).header("promflow-cluster-hop", "1").send() else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.text().unwrap_or_default()).unwrap_or_default();
+        let groups = v["data"]["groups"].as_array().cloned().unwrap_or_default();
+        if groups.iter().any(|g| g["name"] == group && seconds_since(&g["lastEvaluation"]) < 3.0) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// An RFC 3339 time in an API answer, in milliseconds.
+fn time_ms(t: &serde_json::Value) -> i64 {
+    let t = chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap_or_default()).expect("an RFC 3339 time");
+    t.timestamp_millis()
+}
+
+/// Seconds from an RFC 3339 time in an API answer until now.
+fn seconds_since(t: &serde_json::Value) -> f64 {
+    (now_ms() - time_ms(t)) as f64 / 1000.0
+}
+
+/// Each alert `node` answers, by its labels: when it became active, in whole seconds (the
+/// precision of `ALERTS_FOR_STATE`, which a node taking an alert over reads).
+fn active_at(node: &Server) -> BTreeMap<String, i64> {
+    let (_, v) = node.get_json("/api/v1/alerts");
+    let alerts = v["data"]["alerts"].as_array().cloned().unwrap_or_default();
+    alerts.iter().map(|a| (a["labels"].to_string(), time_ms(&a["activeAt"]) / 1000)).collect()
 }
 
 /// How many rules `node` reads from views, while its computation is formed.

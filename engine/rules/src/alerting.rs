@@ -173,6 +173,10 @@ pub struct AlertingState {
     pub restored: bool,
     /// The latest time the rule's result was applied at.
     pub applied_at: Option<i64>,
+    /// Whether another node of a cluster evaluated the rule since this one last did: at the
+    /// next evaluation, each alert takes the time it became active from the newest
+    /// `ALERTS_FOR_STATE` sample that node wrote ([`take_over`]).
+    pub taking_over: bool,
     /// What each element of the current result expanded to.
     pub(crate) expansions: HashMap<Labels, Expansion>,
 }
@@ -185,6 +189,15 @@ pub(crate) struct Expansion {
 }
 
 impl AlertingState {
+    /// Forgets the alerts: another node of a cluster evaluates the rule from now on, and
+    /// this one takes over their `for` state when it evaluates the rule again.
+    pub fn hand_over(&mut self) {
+        self.active.clear();
+        self.expansions.clear();
+        self.applied_at = None;
+        self.taking_over = true;
+    }
+
     /// The changes that turn the current result into `vector`: every element of `vector`,
     /// and the departure of every current element it lacks.
     pub fn changes_to(&self, vector: Vec<(Arc<Labels>, Value)>) -> Vec<ElementChange> {
@@ -274,6 +287,9 @@ pub fn apply(
         } else {
             leave(rule, a, t);
         }
+    }
+    if std::mem::take(&mut st.taking_over) && st.restored {
+        take_over(st, t, querier, settings.outage_tolerance_ms);
     }
     sweep(rule, st, t, limit)?;
     Ok(alerts_series(st))
@@ -494,6 +510,39 @@ pub fn next_firing(rule: &AlertingRuleSpec, st: &AlertingState) -> Option<i64> {
     st.active.values().filter(|a| a.state == AlertState::Pending).map(|a| a.active_at + rule.for_ms).min()
 }
 
+/// The `for` state of alerts another node of a cluster evaluated until now: each alert
+/// became active when the newest `ALERTS_FOR_STATE` sample within `outage_tolerance_ms` of
+/// `t` says, if that is earlier. Unlike a restart's restoration, nothing is shifted and no
+/// grace period applies: the other node kept the alert's clock running, and this node goes
+/// on from where it was.
+fn take_over(st: &mut AlertingState, t: i64, querier: &dyn Querier, outage_tolerance_ms: i64) {
+    for a in st.active.values_mut() {
+        if let Some((_, active_since_s)) = last_for_state(&a.labels, t, querier, outage_tolerance_ms) {
+            a.active_at = a.active_at.min(active_since_s as i64 * 1000);
+        }
+    }
+}
+
+/// The newest sample, within `outage_tolerance_ms` of `t`, of the `ALERTS_FOR_STATE` series of
+/// the alert with `labels`: its time (ms) and value (when the alert became active, in
+/// seconds). `None` when there is none, or it is a staleness marker (the alert ended).
+fn last_for_state(
+    labels: &Labels,
+    t: i64,
+    querier: &dyn Querier,
+    outage_tolerance_ms: i64,
+) -> Option<(i64, f64)> {
+    let mut matchers = vec![Matcher::new(MatchOp::Equal, METRIC_NAME, "ALERTS_FOR_STATE").expect("literal")];
+    for l in labels.iter() {
+        matchers.push(Matcher::new(MatchOp::Equal, l.name.clone(), l.value.clone()).expect("literal"));
+    }
+    let series = querier.select(&matchers, t - outage_tolerance_ms, t).ok()?;
+    // the series with exactly the alert's labels (matchers also match supersets)
+    let s = series.iter().find(|s| s.labels.len() == labels.len() + 1)?;
+    let last = s.samples.view().last()?;
+    (!is_stale_nan(last.v)).then_some((last.t, last.v))
+}
+
 /// Prometheus's `RestoreForState` for one rule at `t` (ms): an alert that was pending or
 /// firing before a restart keeps the time it became active, from the newest
 /// `ALERTS_FOR_STATE` sample within `outage_tolerance_ms`, shifted by the downtime, and
@@ -511,20 +560,11 @@ pub fn restore_for_state(
         return;
     }
     for a in st.active.values_mut() {
-        let mut matchers =
-            vec![Matcher::new(MatchOp::Equal, METRIC_NAME, "ALERTS_FOR_STATE").expect("literal")];
-        for l in a.labels.iter() {
-            matchers.push(Matcher::new(MatchOp::Equal, l.name.clone(), l.value.clone()).expect("literal"));
-        }
-        let Ok(series) = querier.select(&matchers, t - outage_tolerance_ms, t) else { continue };
-        // the series with exactly the alert's labels (matchers also match supersets)
-        let Some(s) = series.iter().find(|s| s.labels.len() == a.labels.len() + 1) else { continue };
-        let Some(last) = s.samples.view().last() else { continue };
-        if is_stale_nan(last.v) {
+        let Some((last_t, last_v)) = last_for_state(&a.labels, t, querier, outage_tolerance_ms) else {
             continue;
-        }
-        let down_at = last.t / 1000 * 1000;
-        let mut active_at = (last.v as i64) * 1000;
+        };
+        let down_at = last_t / 1000 * 1000;
+        let mut active_at = (last_v as i64) * 1000;
         let remaining = rule.for_ms - (down_at - active_at);
         if remaining <= 0 {
             // it was firing: the next evaluation decides again
@@ -658,6 +698,42 @@ mod tests {
         let err =
             apply_changes(&rule, &mut delta, vec![element(&x, false, Some(3.0))], 3000, &*db, &settings, 0);
         assert_eq!(err, Err(SAME_LABELSET.to_string()));
+    }
+
+    /// A node that handed a rule over takes over the `for` state the other node wrote at
+    /// its next evaluation: the alert keeps the time it became active and fires when it
+    /// would have, with no restart's grace period; an alert with no `ALERTS_FOR_STATE`
+    /// starts over.
+    #[test]
+    fn a_handed_over_alert_keeps_its_for_state() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path(), DbOptions::default()).expect("db");
+        let (rule, settings) = (rule(120_000, 0), EvalSettings::default());
+        let series = |i: &str| Labels::from_pairs([("__name__", "x"), ("i", i)]);
+        let mut st = AlertingState { restored: true, ..Default::default() };
+        apply(&rule, &mut st, vec![(series("1"), 1.0)], 1_000_000, &*db, &settings, 0).expect("applied");
+        st.hand_over();
+        assert!(st.active.is_empty());
+        // the other node evaluated it meanwhile, since 990 s, and wrote its for state
+        let mut app = db.appender();
+        let mut for_state = st_labels(&rule, "1");
+        for_state.set(METRIC_NAME, "ALERTS_FOR_STATE");
+        app.append(&for_state, 1_030_000, 990.0).expect("appended");
+        app.commit().expect("committed");
+        let back = vec![(series("1"), 1.0), (series("2"), 1.0)];
+        apply(&rule, &mut st, back.clone(), 1_045_000, &*db, &settings, 0).expect("applied");
+        let active_at = |st: &AlertingState, i: &str| st.active[&st_labels(&rule, i)].active_at;
+        assert_eq!((active_at(&st, "1"), active_at(&st, "2")), (990_000, 1_045_000));
+        assert!(!st.taking_over);
+        // 120 s after 990 s: firing, as on the node that evaluated it before
+        apply(&rule, &mut st, back, 1_110_000, &*db, &settings, 0).expect("applied");
+        assert_eq!(st.active[&st_labels(&rule, "1")].state, AlertState::Firing);
+        assert_eq!(st.active[&st_labels(&rule, "2")].state, AlertState::Pending);
+    }
+
+    /// The labels of the alert `rule` makes of the series `x{i="<i>"}`.
+    fn st_labels(rule: &AlertingRuleSpec, i: &str) -> Labels {
+        Labels::from_pairs([("alertname", rule.name.as_str()), ("i", i), ("severity", "page")])
     }
 
     #[test]

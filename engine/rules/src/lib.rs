@@ -33,8 +33,19 @@ use promflow_plan::Plan;
 /// since the engine knows no query language.
 pub type CompileFn = Arc<dyn Fn(&str) -> Result<Plan, String> + Send + Sync>;
 
-/// The views on a cluster's dataflow computation while it is formed.
-pub type ClusterViewsFn = Arc<dyn Fn() -> Option<Arc<LiveViews>> + Send + Sync>;
+/// Where a group is evaluated, in a cluster with a dataflow computation.
+pub enum ClusterTurn {
+    /// The computation is not formed: every node evaluates the group in batch.
+    Batch,
+    /// The computation is formed and this node evaluates the group, reading its views.
+    Here(Arc<LiveViews>),
+    /// The computation is formed and another node evaluates the group: this one skips it.
+    Elsewhere,
+}
+
+/// Says where a group (by its definition) is evaluated now, in a cluster with a dataflow
+/// computation.
+pub type ClusterViewsFn = Arc<dyn Fn(&GroupSpec) -> ClusterTurn + Send + Sync>;
 
 /// Opens a batch for a rule group's output: storage's own appender, or in a cluster one
 /// that stores each series on the nodes that own it.
@@ -92,9 +103,10 @@ pub struct EvalSettings {
     /// Views that keep rule expressions current (`--rules.evaluation-mode=event`); `None`:
     /// every rule is evaluated in batch at every tick.
     pub views: Option<Arc<LiveViews>>,
-    /// In a cluster with a dataflow computation, its views while it is formed: rules read
-    /// them at their evaluations (no views are installed at a group's start, and no alert
-    /// follows its view between evaluations), and are evaluated in batch while it is not.
+    /// In a cluster with a dataflow computation, where each group is evaluated: while the
+    /// computation is formed, on one node, which reads its views at its evaluations (no
+    /// views are installed at a group's start, and no alert follows its view between
+    /// evaluations); while it is not, on every node, in batch.
     pub cluster_views: Option<ClusterViewsFn>,
     /// Told of every rule evaluation (`None`: nothing is logged).
     pub query_log: Option<QueryLogFn>,
@@ -458,6 +470,11 @@ impl Group {
         appender: &dyn Fn() -> Box<dyn Appender>,
         settings: &EvalSettings,
     ) {
+        let turn = settings.cluster_views.as_ref().map(|turn| turn(&self.spec));
+        if matches!(turn, Some(ClusterTurn::Elsewhere)) {
+            self.hand_over();
+            return;
+        }
         let started = Instant::now();
         let wall = now_ms();
         let query_ts = ts - self.spec.query_offset_ms;
@@ -472,7 +489,10 @@ impl Group {
         }
         let _first = self.prepare_views(ts, settings);
         let grain = self.spec.grain();
-        let cluster_views = settings.cluster_views.as_ref().and_then(|current| current());
+        let cluster_views = match turn {
+            Some(ClusterTurn::Here(views)) => Some(views),
+            _ => None,
+        };
         for (i, rule) in self.spec.rules.iter().enumerate() {
             let rule_started = Instant::now();
             let state = &mut self.state[i];
@@ -548,6 +568,20 @@ impl Group {
         lock(&settings.timings.groups).observe(self.status.evaluation_time.as_secs_f64());
         self.status.iterations += 1;
         self.last_ts = Some(query_ts);
+    }
+
+    /// Leaves the group to the node that evaluates it now, in a cluster: this node's series
+    /// and alerts are forgotten (that node writes the series, keeps the alerts and sends
+    /// them), and when this node evaluates the group again, each alert takes its `for`
+    /// state from the `ALERTS_FOR_STATE` the other node wrote
+    /// ([`alerting::AlertingState::taking_over`]).
+    fn hand_over(&mut self) {
+        self.orphaned.clear();
+        for (state, status) in self.state.iter_mut().zip(&mut self.status.rules) {
+            state.previous.clear();
+            state.alerting.hand_over();
+            status.alerts.clear();
+        }
     }
 
     /// Event mode: applies alerting rule `i`'s result as its view changed at `t`, and hands

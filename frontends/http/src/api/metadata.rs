@@ -161,22 +161,38 @@ async fn with_peers(
     path: &str,
     mut values: Vec<String>,
 ) -> Vec<String> {
-    if headers.contains_key(CLUSTER_HOP_HEADER) || !state.remote_read.has_cluster_peers() {
-        return values;
-    }
-    for answer in state.remote_read.ask_peers(path).await {
-        let parsed = answer.and_then(|body| {
-            let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            serde_json::from_value::<Vec<String>>(v["data"].clone()).map_err(|e| e.to_string())
-        });
-        match parsed {
+    let Some(answers) = peers_data(state, headers, path).await else { return values };
+    for data in answers {
+        match serde_json::from_value::<Vec<String>>(data) {
             Ok(theirs) => values.extend(theirs),
-            Err(e) => tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup"),
+            Err(e) => tracing::warn!(error = %e, path, "a cluster peer's lookup answer is not a list"),
         }
     }
     values.sort();
     values.dedup();
     values
+}
+
+/// The `data` of every other cluster node's answer to `path` (asked as a hop, so answered
+/// from that node alone), or `None` when this request is answered from this node alone: it
+/// comes from a peer ([`CLUSTER_HOP_HEADER`]), or there is no cluster. A peer that fails
+/// is logged and left out.
+pub(super) async fn peers_data(state: &AppState, headers: &HeaderMap, path: &str) -> Option<Vec<Value>> {
+    if headers.contains_key(CLUSTER_HOP_HEADER) || !state.remote_read.has_cluster_peers() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for answer in state.remote_read.ask_peers(path).await {
+        let parsed = answer.and_then(|body| {
+            let mut v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            Ok(v["data"].take())
+        });
+        match parsed {
+            Ok(data) => out.push(data),
+            Err(e) => tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup"),
+        }
+    }
+    Some(out)
 }
 
 pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {

@@ -8,13 +8,24 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::metadata::peers_data;
 use super::query::labels_json;
 use super::{params, success, ApiResult, Shared};
-use crate::ApiError;
+use crate::params::Params;
+use crate::{ApiError, AppState};
 
-pub(super) async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
-    use promflow_rules::RuleSpec;
+pub(super) async fn rules(State(state): Shared, q: RawQuery, headers: HeaderMap) -> ApiResult {
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
+    let groups = groups_json(&state, &p)?;
+    let path = format!("/api/v1/rules?{}", q.0.unwrap_or_default());
+    let groups = with_peers_groups(&state, &headers, &path, groups).await;
+    Ok(success(json!({"groups": groups})))
+}
+
+/// The rule groups as `/api/v1/rules` shows them, as this node has them, filtered by the
+/// request's parameters `p`.
+fn groups_json(state: &AppState, p: &Params) -> Result<Vec<Value>, ApiError> {
+    use promflow_rules::RuleSpec;
     let (with_alerts, with_records) = match p.get("type").unwrap_or("") {
         "" => (true, true),
         "alert" => (true, false),
@@ -86,7 +97,53 @@ pub(super) async fn rules(State(state): Shared, q: RawQuery) -> ApiResult {
             "lastEvaluation": rfc3339_ms(g.last_evaluation_ms),
         }));
     }
-    Ok(success(json!({"groups": out})))
+    Ok(out)
+}
+
+/// `groups` (this node's answer to `path`) with, in a cluster, each group as the node that
+/// evaluated it last shows it: while the cluster's dataflow computation is formed each
+/// group is evaluated on one node only, which alone holds its alerts and current status.
+/// A request from a peer is answered from this node alone ([`peers_data`]).
+async fn with_peers_groups(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    mut groups: Vec<Value>,
+) -> Vec<Value> {
+    let Some(answers) = peers_data(state, headers, path).await else { return groups };
+    for mut data in answers {
+        let Value::Array(theirs) = data["groups"].take() else {
+            tracing::warn!(path, "a cluster peer's rules answer has no groups");
+            continue;
+        };
+        for mut their in theirs {
+            let Some(ours) = groups.iter_mut().find(|g| same_group(g, &their)) else { continue };
+            if last_evaluation(&their) > last_evaluation(ours) {
+                // the rule file's path as this node knows it
+                their["file"] = ours["file"].take();
+                *ours = their;
+            }
+        }
+    }
+    groups
+}
+
+/// Whether two nodes' groups are the same group: the same name, in rule files of the same
+/// name (the nodes may keep the files under other paths).
+fn same_group(a: &Value, b: &Value) -> bool {
+    let file_name = |g: &Value| {
+        let path = g["file"].as_str().unwrap_or_default();
+        std::path::Path::new(path).file_name().map(|f| f.to_os_string())
+    };
+    a["name"] == b["name"] && file_name(a) == file_name(b)
+}
+
+/// A group's `lastEvaluation`, as a time (the earliest time when it cannot be read).
+fn last_evaluation(group: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    group["lastEvaluation"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_default()
 }
 
 /// Milliseconds as seconds the way Go's JSON prints a float64 (`60`, `1.5`).
@@ -139,9 +196,24 @@ fn rfc3339_ms(ms: Option<i64>) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
 }
 
-pub(super) async fn alerts(State(state): Shared) -> Response {
-    let alerts: Vec<Value> = state.rules.alerts().iter().map(alert_json).collect();
-    success(json!({"alerts": alerts}))
+/// Every pending and firing alert, group by group, rule by rule: in a cluster, from each
+/// group's answer as [`with_peers_groups`] picks it.
+pub(super) async fn alerts(State(state): Shared, headers: HeaderMap) -> ApiResult {
+    let path = "/api/v1/rules?type=alert";
+    let p = params(&RawQuery(Some("type=alert".into())), &HeaderMap::new(), &Bytes::new());
+    let groups = with_peers_groups(&state, &headers, path, groups_json(&state, &p)?).await;
+    let alerts: Vec<Value> = groups
+        .into_iter()
+        .flat_map(|mut g| match g["rules"].take() {
+            Value::Array(rules) => rules,
+            _ => Vec::new(),
+        })
+        .flat_map(|mut r| match r["alerts"].take() {
+            Value::Array(alerts) => alerts,
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok(success(json!({"alerts": alerts})))
 }
 
 pub(super) async fn alertmanagers(State(state): Shared) -> Response {
