@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use promflow_config::cluster_secret::{ClusterSecret, CLUSTER_AUTH_HEADER};
 use promflow_config::{Config, RemoteReadConfig};
@@ -30,6 +31,43 @@ pub struct RemoteReader {
     config: RemoteReadConfig,
     client: reqwest::Client,
     external: Labels,
+    /// For a cluster's other node: its address, and the peers passed over lately.
+    peer: Option<(String, Arc<SilentPeers>)>,
+}
+
+/// How long reads and lookups pass over a cluster peer that let one of them wait out its
+/// whole timeout: a peer cut off without a word would otherwise cost every query, and
+/// every batch rule evaluation, the timeout.
+const SILENT_PASS_OVER: Duration = Duration::from_secs(30);
+
+/// The cluster peers that lately let a read or a lookup wait out its timeout, by address,
+/// with when.
+#[derive(Default)]
+struct SilentPeers(Mutex<HashMap<String, Instant>>);
+
+impl SilentPeers {
+    /// Whether `peer` is passed over now: it let a request time out less than
+    /// [`SILENT_PASS_OVER`] ago.
+    fn passed_over(&self, peer: &str) -> bool {
+        let silent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        silent.get(peer).is_some_and(|at| at.elapsed() < SILENT_PASS_OVER)
+    }
+
+    /// Takes note of how `peer` answered: `timed_out`, or otherwise (an answer, or an
+    /// error that came at once, which costs no wait).
+    fn note(&self, peer: &str, timed_out: bool) {
+        let mut silent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if timed_out {
+            silent.insert(peer.to_string(), Instant::now());
+        } else if !silent.is_empty() {
+            silent.remove(peer);
+        }
+    }
+}
+
+/// Why a passed-over peer was not asked, for warnings and logs.
+fn passed_over_message() -> String {
+    format!("not asked: it let a request wait out its timeout less than {}s ago", SILENT_PASS_OVER.as_secs())
 }
 
 impl RemoteReader {
@@ -40,6 +78,24 @@ impl RemoteReader {
         } else {
             &self.config.name
         }
+    }
+
+    /// Whether this endpoint is a cluster peer passed over now ([`SILENT_PASS_OVER`]).
+    fn passed_over(&self) -> bool {
+        self.peer.as_ref().is_some_and(|(peer, silent)| silent.passed_over(peer))
+    }
+
+    /// Takes note of a request's outcome for the cluster peer this endpoint is, if it is one.
+    fn note(&self, timed_out: bool) {
+        if let Some((peer, silent)) = &self.peer {
+            silent.note(peer, timed_out);
+        }
+    }
+
+    /// An error of a request to the endpoint, noted ([`RemoteReader::note`]) and in words.
+    fn failed(&self, e: reqwest::Error) -> String {
+        self.note(e.is_timeout());
+        e.to_string()
     }
 
     /// Whether a selection with `matchers` over `mint..=maxt` goes to this endpoint, and
@@ -93,11 +149,12 @@ impl RemoteReader {
         for (k, v) in &self.config.headers {
             post = post.header(k, v);
         }
-        let resp = post.send().await.map_err(|e| e.to_string())?;
+        let resp = post.send().await.map_err(|e| self.failed(e))?;
         let status = resp.status();
         let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let streamed = content_type.is_some_and(|ct| ct.starts_with("application/x-streamed-protobuf"));
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        let body = resp.bytes().await.map_err(|e| self.failed(e))?;
+        self.note(false);
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
             return Err(format!("{status}: {text}"));
@@ -187,7 +244,6 @@ fn to_wire(m: &Matcher) -> LabelMatcher {
 
 /// The configured `remote_read` endpoints, and a cluster's other nodes; replaced as a whole
 /// on reload.
-#[derive(Default)]
 pub struct RemoteReaders {
     readers: RwLock<Vec<Arc<RemoteReader>>>,
     /// The other nodes of a cluster (`host:port`), read as endpoints of their own.
@@ -197,13 +253,15 @@ pub struct RemoteReaders {
     /// The token this node proves the cluster's secret with
     /// ([`ClusterSecret::http_token`]), on every request to a peer.
     peer_token: Option<String>,
+    /// How long a read or a lookup waits for a peer ([`PEER_TIMEOUT`]).
+    peer_timeout: Duration,
+    /// The peers reads and lookups pass over now.
+    silent: Arc<SilentPeers>,
 }
 
-/// How long a query waits for a cluster peer's answer.
-const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How long a label lookup waits for a cluster peer's answer ([`RemoteReaders::ask_peers`]).
-const PEER_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a query or a lookup ([`RemoteReaders::ask_peers`]) waits for a cluster peer's
+/// answer.
+const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The header on the lookups a cluster node sends its peers ([`RemoteReaders::ask_peers`]):
 /// a node answers such a request from its own storage, without asking its peers in turn.
@@ -224,6 +282,19 @@ pub(crate) fn cluster_client(token: Option<&str>) -> reqwest::Client {
         tracing::error!(error = %e, "building the client for the cluster's peers");
         reqwest::Client::default()
     })
+}
+
+impl Default for RemoteReaders {
+    fn default() -> Self {
+        RemoteReaders {
+            readers: RwLock::default(),
+            peers: RwLock::default(),
+            peer_client: reqwest::Client::default(),
+            peer_token: None,
+            peer_timeout: PEER_TIMEOUT,
+            silent: Arc::default(),
+        }
+    }
 }
 
 impl RemoteReaders {
@@ -265,20 +336,22 @@ impl RemoteReaders {
         let external = cfg.global.external_labels.clone();
         let peers = self.cluster_peers();
         let token = self.peer_token.iter().map(|t| (CLUSTER_AUTH_HEADER.to_string(), t.clone()));
-        let peers = peers.iter().map(|p| RemoteReadConfig {
-            url: format!("http://{p}/api/v1/read"),
-            name: format!("cluster peer {p}"),
-            read_recent: true,
-            remote_timeout: PEER_TIMEOUT,
-            headers: token.clone().collect(),
-            ..RemoteReadConfig::default()
+        let peers = peers.iter().map(|p| {
+            let config = RemoteReadConfig {
+                url: format!("http://{p}/api/v1/read"),
+                name: format!("cluster peer {p}"),
+                read_recent: true,
+                remote_timeout: self.peer_timeout,
+                headers: token.clone().collect(),
+                ..RemoteReadConfig::default()
+            };
+            (config, Some((p.clone(), Arc::clone(&self.silent))))
         });
         let mut fresh = Vec::new();
-        for rr in cfg.remote_read.iter().cloned().chain(peers) {
-            let rr = &rr;
+        for (rr, peer) in cfg.remote_read.iter().map(|rr| (rr.clone(), None)).chain(peers) {
             let client = promflow_scrape::client::http_client(&rr.http_client(), rr.remote_timeout)
                 .map_err(|e| Error::Client(format!("remote_read {}", rr.url), e.to_string()))?;
-            fresh.push(Arc::new(RemoteReader { config: rr.clone(), client, external: external.clone() }));
+            fresh.push(Arc::new(RemoteReader { config: rr, client, external: external.clone(), peer }));
         }
         if let Ok(mut r) = self.readers.write() {
             *r = fresh;
@@ -297,7 +370,8 @@ impl RemoteReaders {
     }
 
     /// GETs `path_and_query` from every other node of the cluster at once, marked as a hop
-    /// ([`CLUSTER_HOP_HEADER`]), and returns each answer's body, or why there is none.
+    /// ([`CLUSTER_HOP_HEADER`]), and returns each answer's body, or why there is none (a
+    /// peer passed over is not asked, [`SILENT_PASS_OVER`]).
     pub async fn ask_peers(&self, path_and_query: &str) -> Vec<Result<String, String>> {
         let client = &self.peer_client;
         let asks: Vec<_> = self
@@ -307,13 +381,19 @@ impl RemoteReaders {
                 let request = client
                     .get(format!("http://{peer}{path_and_query}"))
                     .header(CLUSTER_HOP_HEADER, "1")
-                    .timeout(PEER_LOOKUP_TIMEOUT);
+                    .timeout(self.peer_timeout);
+                let silent = Arc::clone(&self.silent);
                 tokio::spawn(async move {
-                    let answer = request.send().await.and_then(|r| r.error_for_status());
-                    match answer {
-                        Ok(r) => r.text().await.map_err(|e| format!("cluster peer {peer}: {e}")),
-                        Err(e) => Err(format!("cluster peer {peer}: {e}")),
+                    if silent.passed_over(&peer) {
+                        return Err(format!("cluster peer {peer}: {}", passed_over_message()));
                     }
+                    let answer = request.send().await.and_then(|r| r.error_for_status());
+                    let body = match answer {
+                        Ok(r) => r.text().await,
+                        Err(e) => Err(e),
+                    };
+                    silent.note(&peer, body.as_ref().is_err_and(reqwest::Error::is_timeout));
+                    body.map_err(|e| format!("cluster peer {peer}: {e}"))
                 })
             })
             .collect();
@@ -384,6 +464,13 @@ impl<'a> Fanout<'a> {
         Fanout::new(db, db.oldest_sample_time(), readers.current(), runtime)
     }
 
+    /// Adds a line to the answer's `warnings`.
+    fn warn(&self, line: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(line);
+        }
+    }
+
     /// The endpoints' errors so far, one line each, for the answer's `warnings`.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
@@ -420,6 +507,11 @@ impl<'a> Fanout<'a> {
         // every endpoint at once: a query waits for the slowest, not for their sum
         let reads = self.remotes.iter().filter_map(|r| {
             let (from, to) = r.range_for(matchers, mint, maxt, self.oldest_local)?;
+            if r.passed_over() {
+                // in the answer's warnings, not logged at every query: its timeout was
+                self.warn(format!("remote_read {}: {}", r.name(), passed_over_message()));
+                return None;
+            }
             Some(async move { (r, r.read(matchers, from, to).await) })
         });
         for (r, answer) in self.runtime.block_on(futures_util::future::join_all(reads)) {
@@ -430,9 +522,7 @@ impl<'a> Fanout<'a> {
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = %r.name(), error = %e, "remote read failed; answering without it");
-                    if let Ok(mut w) = self.warnings.lock() {
-                        w.push(format!("remote_read {}: {e}", r.name()));
-                    }
+                    self.warn(format!("remote_read {}: {e}", r.name()));
                 }
             }
         }
@@ -725,7 +815,7 @@ mod tests {
             required_matchers: required.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         };
-        RemoteReader { config, client: reqwest::Client::new(), external: Labels::new() }
+        RemoteReader { config, client: reqwest::Client::new(), external: Labels::new(), peer: None }
     }
 
     #[test]
@@ -743,6 +833,41 @@ mod tests {
         assert_eq!(reader(true, &[("job", "b")]).range_for(&ms, 0, 1, None), None);
         let re = [Matcher::new(MatchOp::Regex, "job", "a").unwrap()];
         assert_eq!(reader(true, &[("job", "a")]).range_for(&re, 0, 1, None), None);
+    }
+
+    /// A cluster peer that takes connections and never answers costs one query its
+    /// timeout; the reads and lookups after it pass it over at once, with a warning.
+    #[test]
+    fn a_silent_peer_is_passed_over() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        // holds every connection it takes, answering nothing
+        std::thread::spawn(move || silent.incoming().collect::<Vec<_>>());
+        let timeout = Duration::from_millis(500);
+        let readers =
+            RemoteReaders { peer_timeout: timeout, ..RemoteReaders::with_cluster_peers(vec![addr], None) };
+        readers.apply(&Config::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = promflow_storage::Db::open(dir.path(), Default::default()).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let up = [Matcher::new(MatchOp::Equal, "__name__", "up").unwrap()];
+        let query = || {
+            let fanout = Fanout::new(&*db, None, readers.current(), runtime.handle().clone());
+            let started = Instant::now();
+            fanout.select(&up, 0, 1000).unwrap();
+            (started.elapsed(), fanout.warnings())
+        };
+        let (waited, warnings) = query();
+        assert!(waited >= timeout, "answered after {waited:?}: {warnings:?}");
+        assert_eq!(warnings.len(), 1);
+        assert!(!warnings[0].contains("not asked"), "{warnings:?}");
+        let (waited, warnings) = query();
+        assert!(waited < timeout / 2, "the silent peer was asked again: {waited:?}");
+        assert!(warnings.len() == 1 && warnings[0].contains("not asked"), "{warnings:?}");
+        let started = Instant::now();
+        let answers = runtime.block_on(readers.ask_peers("/api/v1/labels"));
+        assert!(started.elapsed() < timeout / 2, "the silent peer was asked a lookup");
+        assert!(matches!(&answers[..], [Err(e)] if e.contains("not asked")), "{answers:?}");
     }
 
     #[test]
