@@ -188,6 +188,9 @@ pub(crate) struct Counters {
     /// The first time events are due at in the hub (`u64::MAX`: none), as the hub left it
     /// ([`Incremental::next_event`]).
     pub(crate) hub_next_event: AtomicU64,
+    /// Batches this process's arrangements have been given, empty ones included
+    /// ([`Incremental::progress`]).
+    batches: AtomicU64,
 }
 
 impl Default for Counters {
@@ -199,6 +202,7 @@ impl Default for Counters {
             history_queued: AtomicUsize::new(0),
             read_back: AtomicU64::new(0),
             hub_next_event: AtomicU64::new(u64::MAX),
+            batches: AtomicU64::new(0),
         }
     }
 }
@@ -335,6 +339,9 @@ struct Copies {
     readers: HashMap<usize, BTreeSet<usize>>,
 }
 
+/// How long [`Incremental::read`] waits for the workers to complete the time read.
+pub const READ_WAIT: Duration = Duration::from_secs(30);
+
 /// Held rows that are worth waking the workers for before the next command: a remote-write
 /// request's worth (a scrape's few hundred wait for the clock).
 const FLUSH_ROWS: usize = 1_000;
@@ -453,6 +460,14 @@ impl Incremental {
             (workers, index * workers, processes),
             lookback_ms,
         )
+    }
+
+    /// A count that moves whenever this process's arrangements move on (their frontiers
+    /// advance, a batch of updates or an empty one): the computation makes progress, however
+    /// far behind the clock it is. In a cluster a stalled process holds every frontier back,
+    /// so the count stops on every process.
+    pub fn progress(&self) -> u64 {
+        self.counters.batches.load(Ordering::Relaxed)
     }
 
     /// Whether the computation has failed: a worker has stopped without being told to (or
@@ -1083,6 +1098,12 @@ impl Incremental {
     /// every worker is complete through `t`. A view with a grain is read at the grain's last
     /// time at or before `t` (empty before its first).
     pub fn read(&self, view: ViewId, t: i64) -> Result<Vec<(Labels, Value)>, Error> {
+        self.read_within(view, t, READ_WAIT)
+    }
+
+    /// [`Incremental::read`], waiting at most `wait` for the workers to complete `t`
+    /// ([`Error::Timeout`] when they do not).
+    pub fn read_within(&self, view: ViewId, t: i64, wait: Duration) -> Result<Vec<(Labels, Value)>, Error> {
         let t = t.max(0) as u64;
         let (arrangement, t) = {
             let mut c = self.controller();
@@ -1112,11 +1133,11 @@ impl Incremental {
         // a worker that fails drops its copy: a failed computation answers at once
         drop(tx);
         let mut parts = Vec::with_capacity(self.workers);
+        let deadline = Instant::now() + wait;
         for _ in 0..self.workers {
-            let (part, errors) = rx.recv_timeout(Duration::from_secs(30)).map_err(|e| match e {
-                RecvTimeoutError::Timeout => {
-                    Error::Execution("the dataflow did not answer a read within 30s".into())
-                }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (part, errors) = rx.recv_timeout(left).map_err(|e| match e {
+                RecvTimeoutError::Timeout => Error::Timeout("a read of the dataflow"),
                 RecvTimeoutError::Disconnected => {
                     Error::Execution("the dataflow's computation failed".into())
                 }
@@ -1351,7 +1372,10 @@ fn count_arranged(
         let holds = holds.borrow();
         for (_, event) in events.drain(..) {
             let (operator, change) = match event {
-                DifferentialEvent::Batch(b) => (b.operator, b.length as i64),
+                DifferentialEvent::Batch(b) => {
+                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    (b.operator, b.length as i64)
+                }
                 DifferentialEvent::Merge(m) => match m.complete {
                     Some(merged) => (m.operator, merged as i64 - m.length1 as i64 - m.length2 as i64),
                     None => continue,

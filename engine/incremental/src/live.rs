@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use promflow_storage::{now_ms, CommittedBatch, Labels, Querier, Wake};
 
 pub use crate::ViewChange;
-use crate::{Grain, Incremental, Notify, Subscription, Value, ViewId};
+use crate::{Grain, Incremental, Notify, Subscription, Value, ViewId, READ_WAIT};
 use promflow_plan::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -110,6 +110,34 @@ struct Watch {
     wake_at: Option<i64>,
 }
 
+/// How long a read waits on a cluster's computation that a read found behind, before its
+/// rule is evaluated in batch: a rule group then waits that long once per evaluation, not
+/// [`READ_WAIT`] per rule.
+const BEHIND_WAIT: Duration = Duration::from_secs(2);
+
+/// How a cluster's computation keeps up with the reads of its views.
+#[derive(Default)]
+struct Pace {
+    /// [`Incremental::progress`] when last seen, and when it was first seen at that count.
+    seen: Option<(u64, Instant)>,
+    /// The latest evaluation time a read found the computation behind at (it timed out
+    /// while the computation moved on); cleared by a read answered in time.
+    behind_at: Option<i64>,
+}
+
+impl Pace {
+    /// How long the computation has been at `progress`, this count seen now.
+    fn still_for(&mut self, progress: u64) -> Duration {
+        match self.seen {
+            Some((seen, since)) if seen == progress => since.elapsed(),
+            _ => {
+                self.seen = Some((progress, Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+}
+
 /// Rule views over one storage, fed by its append feed.
 pub struct LiveViews {
     inc: Incremental,
@@ -122,6 +150,8 @@ pub struct LiveViews {
     /// Whether a read on a cluster's computation went unanswered: the computation is
     /// treated as lost, and reads go to batch at once.
     unanswered: AtomicBool,
+    /// How a cluster's computation keeps up with the reads.
+    pace: Mutex<Pace>,
     views: Mutex<Vec<SeenExpression>>,
     /// Views [`LiveViews::prepare`] installed when the clock had already passed the time they
     /// are first read at: their history counts from the clock, so that first read is
@@ -352,6 +382,7 @@ impl LiveViews {
             closed: AtomicBool::new(false),
             reads: AtomicU64::new(0),
             unanswered: AtomicBool::new(false),
+            pace: Mutex::default(),
             views: Mutex::new(Vec::new()),
             late: Mutex::default(),
             scheduled: Mutex::new(BTreeMap::new()),
@@ -621,25 +652,62 @@ impl LiveViews {
         if (fresh || late) && self.inc.clock() > t {
             return None;
         }
-        let rows = match self.inc.read(view, t) {
+        let cluster = self.closed.load(Ordering::Relaxed);
+        let mut wait = READ_WAIT;
+        if cluster {
+            let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+            match pace.behind_at {
+                // a read at this evaluation's time, or a later one, found it behind already
+                Some(at) if t <= at => return None,
+                Some(_) => wait = BEHIND_WAIT,
+                None => {}
+            }
+            pace.still_for(self.inc.progress());
+        }
+        let rows = match self.inc.read_within(view, t, wait) {
             // on a cluster's computation, a view this node does not read (its group is
             // evaluated elsewhere)
             Err(Error::Unsupported(_)) => return None,
+            // a computation that moves on but has not reached `t`: behind (a burst of
+            // samples, history loading), not stalled. The rule is evaluated in batch, and so
+            // are the others at `t`; the computation stays
+            Err(Error::Timeout(_)) if cluster && !self.stalled() => {
+                let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+                if pace.behind_at.replace(t).is_none() {
+                    tracing::warn!(
+                        "the cluster's dataflow is behind; reading its views in batch until it catches up"
+                    );
+                }
+                return None;
+            }
             // on a cluster's computation a read fails when the computation failed or a
             // process stopped answering: the rule is evaluated in batch, as while the
             // computation forms again
-            Err(e) if self.closed.load(Ordering::Relaxed) => {
+            Err(e) if cluster => {
                 // a computation that does not answer is left and formed again
                 if !self.unanswered.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "reading a view of the cluster's dataflow; evaluating in batch");
                 }
                 return None;
             }
+            Ok(rows) if cluster => {
+                if self.pace.lock().unwrap_or_else(|e| e.into_inner()).behind_at.take().is_some() {
+                    tracing::info!("the cluster's dataflow caught up; reading its views again");
+                }
+                Ok(rows)
+            }
             read => read.map_err(|e| e.to_string()),
         };
         self.inc.compact(t - KEEP_MS);
         self.reads.fetch_add(1, Ordering::Relaxed);
         Some(rows)
+    }
+
+    /// Whether the cluster's computation has not moved on for [`READ_WAIT`]: a process
+    /// stopped answering (a paused machine), as a read that waits for it finds.
+    fn stalled(&self) -> bool {
+        let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+        pace.still_for(self.inc.progress()) >= READ_WAIT
     }
 
     /// Calls `handler` with `plan`'s whole result, then with what changed each time it
@@ -891,6 +959,18 @@ mod tests {
     fn clock_moved(ago: Duration) -> ClockState {
         let then = Instant::now() - ago;
         ClockState { held: None, moved_at: then, compacted_at: then }
+    }
+
+    /// The time without progress counts from when a count was first seen, and starts over
+    /// when the count moves.
+    #[test]
+    fn pace_counts_the_time_the_computation_stood_still() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.still_for(5), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(pace.still_for(5) >= Duration::from_millis(30));
+        assert_eq!(pace.still_for(6), Duration::ZERO);
+        assert!(pace.still_for(6) < Duration::from_millis(30));
     }
 
     /// With nothing held, the clock moves for an event due in the hub once `EVENT_CLOCK` has
