@@ -680,14 +680,19 @@ impl LiveViews {
                 }
                 return None;
             }
-            // on a cluster's computation a read fails when the computation failed or a
-            // process stopped answering: the rule is evaluated in batch, as while the
-            // computation forms again
-            Err(e) if cluster => {
-                // a computation that does not answer is left and formed again
+            // a computation that did not move on at all: a process stopped answering. The
+            // rule is evaluated in batch, and the computation is left and formed again
+            Err(e @ Error::Timeout(_)) if cluster => {
                 if !self.unanswered.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "reading a view of the cluster's dataflow; evaluating in batch");
                 }
+                return None;
+            }
+            // the computation failed under the read (its formation sees that and forms it
+            // again), or the view's value is an error: the batch executor evaluates the rule
+            // and says which. Not a reason to leave a computation that works
+            Err(e) if cluster => {
+                tracing::debug!(error = %e, "reading a view of the cluster's dataflow failed; evaluating in batch");
                 return None;
             }
             Ok(rows) if cluster => {
