@@ -435,7 +435,8 @@ impl Incremental {
     /// Each process's controller drives its own workers: the processes must install the
     /// same views in the same order; each appends the series it stores (a series appended
     /// by two processes meets on one worker, where its second copy is a duplicate), and a
-    /// read sees the whole view (its copy on each process's first worker).
+    /// read sees the whole view (its copy on the first worker of each process that reads it,
+    /// [`Incremental::install_from_read_on`]).
     pub fn start_in_cluster(
         workers: usize,
         sockets: Vec<Option<std::net::TcpStream>>,
