@@ -11,8 +11,9 @@ use promflow_config::cluster_secret::ClusterSecret;
 use promflow_config::web::WebGuard;
 use promflow_config::{Config, LoadedConfig};
 use promflow_http::{AppState, QueryLog, QuerySettings, ReloadFn, ServerStatus};
-use promflow_incremental::cluster::{Credentials, Formation, Handshake, Occupant};
+use promflow_incremental::cluster::{fingerprint_of, Credentials, Formation, Handshake, Occupant};
 use promflow_incremental::live::LiveViews;
+use promflow_incremental::SeriesOwner;
 use promflow_plan::QueryOptions;
 use promflow_remote::forward::{ClusterWrites, PlacedAppender, Placement};
 use promflow_remote::reader::{RemoteReaders, StandingFanout};
@@ -179,13 +180,17 @@ fn dataflow_formation(
         index: cluster.index(),
         processes: addresses.len(),
         workers: flags.rules_dataflow_workers.max(1),
-        fingerprint: dataflow_fingerprint(flags),
+        // where a series' samples are kept follows the peers' placement, which every
+        // process must compute alike
+        fingerprint: fingerprint_of((dataflow_fingerprint(flags), cluster.peers())),
     };
+    let placed = cluster.clone();
+    let owner: SeriesOwner = Arc::new(move |series| placed.owner(series));
     info!(peers = ?addresses, "forming the cluster's dataflow");
     let views = views(cluster.clone());
     let occupant = Arc::clone(&views) as Arc<dyn Occupant>;
     let credentials = secret.map(|s| Arc::new(DataflowCredentials(s.clone())) as Arc<dyn Credentials>);
-    Formation::start(listener, addresses, me, credentials, millis(flags.lookback_delta), occupant)
+    Formation::start(listener, addresses, me, credentials, (owner, millis(flags.lookback_delta)), occupant)
         .map(|f| Some((Arc::new(f), views)))
         .map_err(|e| format!("starting the cluster's dataflow: {e}"))
 }

@@ -121,14 +121,7 @@ impl Labels {
     /// The hash Prometheus's `labels.Hash` gives (xxHash64 of every name and value, each
     /// followed by 0xff), where answers depend on it: `limit_ratio` keeps a series by it.
     pub fn prometheus_hash(&self) -> u64 {
-        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
-        for l in &self.0 {
-            h.update(l.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
-        }
-        h.digest()
+        xxh64_pairs(self.0.iter().map(|l| (l.name.as_str(), l.value.as_str())))
     }
 
     /// A stable 64-bit hash of the label set (FNV-1a over names and values).
@@ -141,6 +134,18 @@ impl Labels {
         self.0.len() == other.0.len()
             && self.0.iter().zip(other.0).all(|(l, &(n, v))| l.name == n && l.value == v)
     }
+}
+
+/// xxHash64 over names and values, each followed by 0xff: [`Labels::prometheus_hash`].
+fn xxh64_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for (name, value) in pairs {
+        h.update(name.as_bytes());
+        h.update(&[0xff]);
+        h.update(value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 /// FNV-1a over names and values, each followed by 0xff: [`Labels::stable_hash`].
@@ -216,6 +221,11 @@ impl<'a> LabelsRef<'a> {
     /// The same hash as [`Labels::stable_hash`] of the owned set.
     pub fn stable_hash(&self) -> u64 {
         fnv_pairs(self.0.iter().copied())
+    }
+
+    /// The same hash as [`Labels::prometheus_hash`] of the owned set.
+    pub fn prometheus_hash(&self) -> u64 {
+        xxh64_pairs(self.0.iter().copied())
     }
 
     /// An owned copy.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use promflow_scrape::ScrapedSamples;
-use promflow_storage::{Labels, MetricKind, MetricsWriter};
+use promflow_storage::{Labels, LabelsRef, MetricKind, MetricsWriter};
 use prost::Message;
 
 use promflow_config::cluster_secret::ClusterSecret;
@@ -648,19 +648,17 @@ enum Copy {
     Down(String),
 }
 
-/// A hash of a series' labels as sent (pairs with empty values dropped, sorted by name), the
-/// same on every node.
+/// A hash of a series' labels as sent, the same on every node: Prometheus's hash of the
+/// label set they make (pairs with empty values dropped, sorted by name, the last of a
+/// duplicated name kept). It is the key the cluster's dataflow computation gives the series,
+/// so the computation keeps a series' samples on a worker of the node that places its
+/// primary copy by this hash.
 pub fn series_hash(labels: &[(&str, &str)]) -> u64 {
-    let mut pairs: Vec<&(&str, &str)> = labels.iter().filter(|(_, v)| !v.is_empty()).collect();
-    pairs.sort_unstable();
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for (name, value) in pairs {
-        h.update(name.as_bytes());
-        h.update(&[0xff]);
-        h.update(value.as_bytes());
-        h.update(&[0xff]);
+    if let Some(normalized) = LabelsRef::from_normalized(labels) {
+        return normalized.prometheus_hash();
     }
-    h.digest()
+    let mut pairs = labels.to_vec();
+    LabelsRef::normalize(&mut pairs).prometheus_hash()
 }
 
 #[cfg(test)]
@@ -834,12 +832,15 @@ mod tests {
         assert_eq!(starts, vec![vec![0], vec![5, 6], vec![0]]);
     }
 
-    /// A series hashes alike whatever the order of its labels, and without its empty ones.
+    /// A series hashes alike whatever the order of its labels, and without its empty ones,
+    /// as the label set it makes does: the dataflow's key of the series.
     #[test]
     fn a_series_hash_ignores_label_order_and_empty_labels() {
         let a = series_hash(&[("__name__", "x"), ("job", "a"), ("zone", "")]);
         let b = series_hash(&[("job", "a"), ("__name__", "x")]);
         assert_eq!(a, b);
         assert_ne!(a, series_hash(&[("__name__", "x"), ("job", "b")]));
+        let set = Labels::from_pairs([("job", "a"), ("__name__", "x")]);
+        assert_eq!(a, set.prometheus_hash(), "the key the dataflow gives the series");
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use promflow_storage::MetricsWriter;
 
 use crate::live::{self, LiveViews};
-use crate::Incremental;
+use crate::{Incremental, SeriesOwner};
 
 thread_local! {
     /// Whether this thread is unwinding from a panic with which timely stopped it
@@ -565,13 +565,15 @@ struct Shared {
 impl Formation {
     /// Starts forming the computation of the processes at `addresses`, this one `me` (whose
     /// fingerprint the occupant's is added to), with `listener` bound at this process's
-    /// address, for `occupant`; with `credentials`, only with processes that prove them.
+    /// address, for `occupant`, each series' samples kept on the process `owner` names
+    /// (the same function on every process: `me`'s fingerprint must cover what it depends
+    /// on); with `credentials`, only with processes that prove them.
     pub fn start(
         listener: TcpListener,
         addresses: Vec<String>,
         me: Handshake,
         credentials: Option<Arc<dyn Credentials>>,
-        lookback_ms: i64,
+        (owner, lookback_ms): (SeriesOwner, i64),
         occupant: Arc<dyn Occupant>,
     ) -> io::Result<Formation> {
         let shared = Arc::new(Shared {
@@ -582,7 +584,7 @@ impl Formation {
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
-        let place = Place { listener, addresses, me, credentials, lookback_ms };
+        let place = Place { listener, addresses, me, credentials, owner, lookback_ms };
         std::thread::Builder::new()
             .name("dataflow-formation".into())
             .spawn(move || form(&s, &place, occupant.as_ref()))?;
@@ -654,6 +656,7 @@ struct Place {
     addresses: Vec<String>,
     me: Handshake,
     credentials: Option<Arc<dyn Credentials>>,
+    owner: SeriesOwner,
     lookback_ms: i64,
 }
 
@@ -694,7 +697,8 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
             continue;
         }
         let attempt = std::panic::AssertUnwindSafe(|| {
-            Incremental::start_in_cluster(me.workers, sockets, me.index, place.lookback_ms)
+            let owner = Arc::clone(&place.owner);
+            Incremental::start_in_cluster(me.workers, sockets, me.index, owner, place.lookback_ms)
                 .and_then(|inc| occupant.occupy(inc, views_fingerprint))
         });
         let started = std::panic::catch_unwind(attempt).unwrap_or_else(|_| {

@@ -12,6 +12,7 @@
 //! 245 to 105 (`docs/benchmarks.md`).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use differential_dataflow::hashable::Hashable as _;
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
@@ -20,7 +21,7 @@ use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
 use differential_dataflow::VecCollection;
 use timely::communication::{Pull, Push};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{LogPuller, LogPusher, ParallelizationContract};
+use timely::dataflow::channels::pact::{LogPuller, LogPusher, ParallelizationContract, Pipeline};
 use timely::dataflow::channels::pushers::exchange::DrainContainerDistributor;
 use timely::dataflow::channels::pushers::Exchange;
 use timely::dataflow::channels::Message;
@@ -29,6 +30,39 @@ use timely::progress::Timestamp;
 use timely::worker::Worker;
 
 use crate::keys::{Carried, Key};
+
+/// The process of a cluster whose workers keep a series' samples, by the series' key (its
+/// labels' Prometheus hash): in a cluster, the process whose node places the series' primary
+/// copy by that hash, so that a series appended where it is stored stays there.
+pub type SeriesOwner = Arc<dyn Fn(u64) -> usize + Send + Sync>;
+
+/// Which worker keeps a series' samples (its windows in the per-series operator). Any
+/// function of the key keeps the operator right, since every copy of a series' samples
+/// meets on the worker it names; placing series on the process that appends them spares
+/// the network their samples and their labels, and each process's key table the series of
+/// other processes (`docs/decisions/2026-11-29-series-stay-where-stored.md`).
+#[derive(Clone)]
+pub(crate) enum SeriesRoute {
+    /// By the key alone, among every worker of the computation (one process).
+    Hashed,
+    /// On a worker of the process `owner` names, by the key among its `width` workers.
+    Placed { owner: SeriesOwner, width: usize },
+}
+
+impl SeriesRoute {
+    /// The exchange's route for a series' rows: a worker's index (timely numbers process
+    /// `p`'s workers from `p` times their number, and takes a route below the number of
+    /// workers as the index itself), or, unplaced, the key for timely to spread.
+    pub(crate) fn worker(&self, key: Key) -> u64 {
+        match self {
+            SeriesRoute::Hashed => key.0,
+            SeriesRoute::Placed { owner, width } => {
+                let width = (*width).max(1) as u64;
+                owner(key.0) as u64 * width + key.0 % width
+            }
+        }
+    }
+}
 
 /// An exchange of `Vec<D>` records by `route` (a record's owner among the workers, as
 /// timely's `Exchange` pact takes it) whose channels to other processes send each key's
@@ -97,20 +131,52 @@ impl<M, P: Push<M>> Push<M> for CarryingPusher<P> {
     }
 }
 
+/// A view's arrangement of keyed values.
+type KeyedArrangement<'s, V> = Arranged<'s, TraceAgent<ValSpine<Key, V, u64, isize>>>;
+
 /// `collection` arranged by key on the workers differential's `arrange_by_key` puts each key
 /// on (so that it joins with arrangements differential makes), over a [`KeyExchange`];
 /// `name` is the operator's in timely's logs and dataflow graphs.
 pub(crate) fn arrange_by_key<'s, V>(
     collection: VecCollection<'s, u64, (Key, V), isize>,
     name: &str,
-) -> Arranged<'s, TraceAgent<ValSpine<Key, V, u64, isize>>>
+) -> KeyedArrangement<'s, V>
 where
     V: differential_dataflow::ExchangeData,
 {
     let route = KeyExchange::new(|u: &((Key, V), u64, isize)| (u.0).0.hashed());
+    arrange_over(collection, route, name)
+}
+
+/// `collection` arranged on the workers that make it, without an exchange: for a per-series
+/// operator's values, made on the worker [`SeriesRoute`] keeps each series on, so that in a
+/// cluster a series' values stay in the process that stores it (their keys and labels too).
+/// Every update of a key comes from the worker of the series that makes it, the same one at
+/// every time; only keys that several series make (the duplicates a view reports as an
+/// error) can be held on more than one worker, and a read adds up every worker's.
+pub(crate) fn arrange_in_place<'s, V>(
+    collection: VecCollection<'s, u64, (Key, V), isize>,
+    name: &str,
+) -> KeyedArrangement<'s, V>
+where
+    V: differential_dataflow::ExchangeData,
+{
+    arrange_over(collection, Pipeline, name)
+}
+
+/// `collection` arranged by key where `pact` sends its updates.
+fn arrange_over<'s, V, P>(
+    collection: VecCollection<'s, u64, (Key, V), isize>,
+    pact: P,
+    name: &str,
+) -> KeyedArrangement<'s, V>
+where
+    V: differential_dataflow::ExchangeData,
+    P: ParallelizationContract<u64, Vec<((Key, V), u64, isize)>>,
+{
     arrange_core::<_, _, ValBatcher<Key, V, u64, isize>, ValSpine<Key, V, u64, isize>>(
         collection.inner,
-        route,
+        pact,
         name,
         ValBatcher::new,
     )

@@ -50,6 +50,8 @@ use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
 
+pub use exchange::SeriesOwner;
+use exchange::SeriesRoute;
 use hub::{Hub, HubInput, HubItem, SharedHub};
 use installs::Installs;
 use keys::{Key, KeyMap, Keys};
@@ -425,7 +427,7 @@ impl Incremental {
     pub fn start(workers: usize, lookback_ms: i64) -> Result<Incremental, String> {
         let workers = workers.max(1);
         let (builders, others) = timely::CommunicationConfig::Process(workers).try_build()?;
-        Incremental::start_with((builders, others), (workers, 0, 1), lookback_ms)
+        Incremental::start_with((builders, others), (workers, 0, 1), SeriesRoute::Hashed, lookback_ms)
     }
 
     /// Starts this process's `workers` of one computation across processes, over `sockets`
@@ -433,14 +435,17 @@ impl Incremental {
     /// the list, `None` at this process's place `index`).
     ///
     /// Each process's controller drives its own workers: the processes must install the
-    /// same views in the same order; each appends the series it stores (a series appended
-    /// by two processes meets on one worker, where its second copy is a duplicate), and a
-    /// read sees the whole view (its copy on the first worker of each process that reads it,
+    /// same views in the same order; each appends the series it stores, and a series'
+    /// samples meet on a worker of the process `owner` names for its key (so a series
+    /// appended by two processes meets on one worker, where its second copy is a duplicate;
+    /// every process must be given the same `owner`); a read sees the whole view (its copy
+    /// on the first worker of each process that reads it,
     /// [`Incremental::install_from_read_on`]).
     pub fn start_in_cluster(
         workers: usize,
         sockets: Vec<Option<std::net::TcpStream>>,
         index: usize,
+        owner: SeriesOwner,
         lookback_ms: i64,
     ) -> Result<Incremental, String> {
         use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
@@ -459,6 +464,7 @@ impl Incremental {
         Incremental::start_with(
             (builders, Box::new(comms)),
             (workers, index * workers, processes),
+            SeriesRoute::Placed { owner, width: workers },
             lookback_ms,
         )
     }
@@ -484,10 +490,11 @@ impl Incremental {
 
     /// Starts `workers` worker threads here over the communication `builders` (and what
     /// keeps their connections), the first of them worker `first` of a computation that spans
-    /// `processes` processes.
+    /// `processes` processes, keeping each series' samples on the worker `route` names.
     fn start_with(
         (builders, others): (Vec<timely::communication::AllocatorBuilder>, Box<dyn std::any::Any + Send>),
         (workers, first, processes): (usize, usize, usize),
+        route: SeriesRoute,
         lookback_ms: i64,
     ) -> Result<Incremental, String> {
         let (mut senders, mut receivers) = (Vec::new(), Vec::new());
@@ -513,7 +520,7 @@ impl Incremental {
             }
             wkeys.serve_thread();
             if let Some(rx) = rx {
-                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers);
+                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers, route.clone());
             }
         })?;
         let mut threads: Vec<Option<std::thread::Thread>> = vec![None; workers];
@@ -1281,6 +1288,8 @@ pub(crate) struct WorkerState {
     copies: HashMap<usize, Vec<usize>>,
     /// How many workers each process has.
     width: usize,
+    /// Which worker keeps each series' samples.
+    pub(crate) series_route: SeriesRoute,
     /// What this worker's arrangement operators hold, by operator id; those not here are
     /// differential's operators' own ([`Holds::Operator`]).
     holds: Rc<RefCell<HashMap<usize, Holds>>>,
@@ -1408,6 +1417,7 @@ fn run_worker(
     keys: Keys,
     counters: Arc<Counters>,
     workers_here: usize,
+    series_route: SeriesRoute,
 ) {
     let width = workers_here.max(1);
     let first = worker.index() / width * width;
@@ -1421,6 +1431,7 @@ fn run_worker(
         gathered: HashMap::new(),
         copies: HashMap::new(),
         width,
+        series_route,
         holds: Rc::default(),
     };
     count_arranged(worker, Rc::clone(&state.holds), Arc::clone(&counters));

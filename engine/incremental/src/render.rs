@@ -100,7 +100,11 @@ fn arrange<'s>(
     let per_series = matches!(input, Node::Series { .. } | Node::Subquery { .. });
     let holds = if per_series { Holds::Series } else { Holds::View };
     cx.state.arranging(scope.worker(), holds);
-    let arranged = super::exchange::arrange_by_key(c, "ArrangeView");
+    let arranged = if per_series {
+        super::exchange::arrange_in_place(c, "ArrangeSeries")
+    } else {
+        super::exchange::arrange_by_key(c, "ArrangeView")
+    };
     arranged.stream.clone().probe_with(&cx.probe);
     let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());
     cx.state.taps.insert(id, tap);
@@ -454,7 +458,9 @@ fn per_series<'s>(
         ticks = ticks.concat(values);
     }
     let (keys, counters) = (cx.keys.clone(), Arc::clone(&cx.counters));
-    series::render(rows, ticks, func.clone(), keep.clone(), pinned, cx.grain, keys, counters).as_collection()
+    let route = cx.state.series_route.clone();
+    series::render(rows, route, ticks, func.clone(), keep.clone(), pinned, cx.grain, keys, counters)
+        .as_collection()
 }
 
 /// Each keyed record paired with a parameter's value: the constant's, or the changing

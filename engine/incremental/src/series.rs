@@ -43,7 +43,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::exchange::KeyExchange;
+use super::exchange::{KeyExchange, SeriesRoute};
 use super::keys::{Key, KeyMap, KeySet, Keys};
 use super::render::without_name;
 use super::window_samples::{RareDeque, RareVec, WindowSamples};
@@ -1278,13 +1278,14 @@ impl SeriesOp {
     }
 }
 
-/// Renders the operator over `rows` (exchanged by series among all the computation's
-/// workers, in every process: a series' samples meet on one worker whichever process appends
-/// them) and this worker's `clock` ticks ([`SeriesOp::new`] says what the other arguments
-/// mean). Each event time is held with a capability until its events have run.
+/// Renders the operator over `rows` (exchanged by series to the worker `route` names, in
+/// whichever process: a series' samples meet on one worker whichever process appends them)
+/// and this worker's `clock` ticks ([`SeriesOp::new`] says what the other arguments mean).
+/// Each event time is held with a capability until its events have run.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn render<'s>(
     rows: Stream<'s, u64, Vec<Row>>,
+    route: SeriesRoute,
     clock: Stream<'s, u64, Vec<Tick>>,
     func: SeriesFn,
     keep: Keep,
@@ -1293,7 +1294,7 @@ pub(crate) fn render<'s>(
     keys: Keys,
     counters: Arc<Counters>,
 ) -> Stream<'s, u64, Vec<Update>> {
-    let owner = KeyExchange::new(|r: &Row| r.0 .0);
+    let owner = KeyExchange::new(move |r: &Row| route.worker(r.0));
     rows.binary_frontier(clock, owner, Pipeline, "series", move |_cap, _info| {
         let mut op = SeriesOp::new(func, keep, pinned, grain, keys, counters);
         let mut caps: BTreeMap<u64, Capability<u64>> = BTreeMap::new();

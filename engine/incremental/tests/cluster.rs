@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promflow_config::cluster_secret::ClusterSecret;
 use promflow_incremental::cluster::{connect, Credentials, Handshake};
-use promflow_incremental::{Incremental, Value};
+use promflow_incremental::{Incremental, SeriesOwner, Value};
 use promflow_storage::Labels;
 
 const LOOKBACK: i64 = 300_000;
@@ -103,13 +104,38 @@ fn connect_with_secrets(
     })
 }
 
+/// The number of a series of [`samples`] (its label `i`).
+fn series_number(labels: &Labels) -> usize {
+    labels.get("i").parse().expect("a series of the samples")
+}
+
+/// The process that owns a series of [`samples`] by its key, as a cluster's placement names
+/// it: the one the tests append it to, process `i` modulo 2.
+fn owner_of_series() -> SeriesOwner {
+    let owners: HashMap<u64, usize> =
+        samples().iter().map(|(l, _, _)| (l.prometheus_hash(), series_number(l) % 2)).collect();
+    Arc::new(move |key| owners.get(&key).copied().unwrap_or(0))
+}
+
 /// Starts the executors of the processes at `places` over their connections.
 fn start_all(places: &[usize], sockets: Vec<Option<Vec<Option<TcpStream>>>>) -> Vec<Incremental> {
     places
         .iter()
         .zip(sockets)
-        .map(|(&index, s)| Incremental::start_in_cluster(2, s.expect("connected"), index, LOOKBACK).unwrap())
+        .map(|(&index, s)| {
+            Incremental::start_in_cluster(2, s.expect("connected"), index, owner_of_series(), LOOKBACK)
+                .unwrap()
+        })
         .collect()
+}
+
+/// Shuts the executors of a computation down together (each waits for the others).
+fn shutdown_all(nodes: &[Incremental]) {
+    std::thread::scope(|s| {
+        for n in nodes {
+            s.spawn(move || n.shutdown());
+        }
+    });
 }
 
 fn as_map(rows: Vec<(Labels, Value)>) -> BTreeMap<Labels, u64> {
@@ -139,11 +165,11 @@ fn two_processes_compute_one_view() {
     for t in (60_000..=900_000).step_by(60_000) {
         let upto = all.iter().position(|s| s.1 > t).unwrap_or(all.len());
         for (labels, ts, v) in &all[fed..upto] {
-            let i = labels.get("i").parse::<usize>().unwrap();
+            let i = series_number(labels);
             nodes[i % 2].append(&[(labels.clone(), *ts, *v)]);
             // every third series is appended by both, as a series stored on two nodes is:
             // it still counts once
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 nodes[1 - i % 2].append(&[(labels.clone(), *ts, *v)]);
             }
             one.append(&[(labels.clone(), *ts, *v)]);
@@ -171,12 +197,47 @@ fn two_processes_compute_one_view() {
     for (_, i, sub, _, _) in &followed {
         nodes[*i].unsubscribe(sub);
     }
-    // each waits for the other to finish
-    std::thread::scope(|s| {
-        for n in &nodes {
-            s.spawn(move || n.shutdown());
-        }
-    });
+    shutdown_all(&nodes);
+}
+
+/// A series appended by the process that owns it is kept there: the other process never
+/// enters its labels, only the groups an aggregation over it makes, and the view is the one
+/// executor's.
+#[test]
+fn a_series_stays_on_the_process_that_owns_it() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 8), (1, 8)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
+    let one = Incremental::start(2, LOOKBACK).unwrap();
+    let plan = promflow_promql::compile("sum by (job) (rate(x[2m]))", &Default::default()).unwrap();
+    let ids: Vec<usize> = nodes.iter().map(|n| n.install(&plan).unwrap()).collect();
+    let single = one.install(&plan).unwrap();
+    let mut own = [0usize; 2];
+    let all = samples();
+    for (labels, t, v) in &all {
+        nodes[series_number(labels) % 2].append(&[(labels.clone(), *t, *v)]);
+        one.append(&[(labels.clone(), *t, *v)]);
+    }
+    for (labels, _, _) in all.iter().filter(|(_, t, _)| *t < 15_000) {
+        own[series_number(labels) % 2] += 1;
+    }
+    let t = 900_000;
+    for n in &nodes {
+        n.complete(t);
+    }
+    let want = as_map(one.read(single, t).unwrap());
+    assert_eq!(want.len(), 4, "{want:?}");
+    for (p, (n, id)) in nodes.iter().zip(&ids).enumerate() {
+        assert_eq!(as_map(n.read(*id, t).unwrap()), want, "process {p}");
+        // its series, their rates (named otherwise), and the four jobs' sums
+        let most = 2 * own[p] + want.len();
+        assert!(
+            n.label_sets() <= most,
+            "process {p} holds {} label sets, at most {most} its own",
+            n.label_sets()
+        );
+    }
+    shutdown_all(&nodes);
 }
 
 #[test]
@@ -285,11 +346,7 @@ fn a_lost_process_fails_the_others_and_they_connect_again() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // they leave their computation, and all three form a new one
-    std::thread::scope(|s| {
-        for n in &nodes {
-            s.spawn(move || n.shutdown());
-        }
-    });
+    shutdown_all(&nodes);
     drop(nodes);
     let nodes = start_all(&[0, 1, 2], connect_all(&listeners, &addresses, &places, patience));
     let labels = |i: usize| Labels::from_pairs([("__name__", "x".to_string()), ("i", i.to_string())]);
@@ -305,9 +362,5 @@ fn a_lost_process_fails_the_others_and_they_connect_again() {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].1.as_float(), Some(6.0), "the new computation sums every process's series");
     }
-    std::thread::scope(|s| {
-        for n in &nodes {
-            s.spawn(move || n.shutdown());
-        }
-    });
+    shutdown_all(&nodes);
 }
