@@ -233,6 +233,9 @@ enum Command {
         grain: Option<Grain>,
         /// Where its subqueries start sampling (the steps before come with the history).
         sample_from: u64,
+        /// In a cluster, the processes that get a read copy of the arrangement at its root,
+        /// built in the same dataflow ([`Gathered`]).
+        copy_to: Vec<usize>,
     },
     /// Drops an installation's dataflow and the handles of what it built.
     Drop {
@@ -611,24 +614,41 @@ impl Incremental {
         sample_from: u64,
         readers: Option<&BTreeSet<usize>>,
     ) -> ViewId {
+        // in a cluster, the processes that need a read copy and have none: another view of
+        // the same arrangement may have given some of them one already
+        let to: Vec<usize> = match c.gathered.as_mut() {
+            Some(copies) => {
+                let wanted = readers.cloned().unwrap_or_else(|| (0..copies.processes).collect());
+                let has = copies.readers.entry(lowered.arrangement).or_default();
+                let to = wanted.difference(has).copied().collect();
+                has.extend(&wanted);
+                to
+            }
+            None => Vec::new(),
+        };
+        // a copy of the arrangement this install builds at its root is built in its
+        // dataflow; one of an arrangement built before, in a dataflow of its own
+        let mut copy_to = Vec::new();
         if let Some(node) = lowered.node {
             let install = c.installs.add(&node);
             for step in c.installs.subquery_steps(install) {
                 *c.subquery_steps.entry(step).or_default() += 1;
             }
             let grain = lowered.grain;
-            self.broadcast(|| Command::Install { install, node: node.clone(), grain, sample_from });
+            if matches!(&node, Node::Arrange { id, .. } if *id == lowered.arrangement) {
+                copy_to = to.clone();
+            }
+            self.broadcast(|| Command::Install {
+                install,
+                node: node.clone(),
+                grain,
+                sample_from,
+                copy_to: copy_to.clone(),
+            });
         }
         c.installs.read_by_view(lowered.arrangement);
-        if let Some(copies) = c.gathered.as_mut() {
-            let wanted = readers.cloned().unwrap_or_else(|| (0..copies.processes).collect());
-            let has = copies.readers.entry(lowered.arrangement).or_default();
-            // another view of the same arrangement may have given some of them a copy already
-            let to: Vec<usize> = wanted.difference(has).copied().collect();
-            if !to.is_empty() {
-                has.extend(&to);
-                self.broadcast(|| Command::Gather { arrangement: lowered.arrangement, to: to.clone() });
-            }
+        if !to.is_empty() && copy_to.is_empty() {
+            self.broadcast(|| Command::Gather { arrangement: lowered.arrangement, to: to.clone() });
         }
         let view = c.next_view;
         c.next_view += 1;
@@ -1402,8 +1422,10 @@ fn count_arranged(
 
 /// In a cluster, a copy of an arrangement on the first worker of each process that reads it
 /// (the other workers' copies are empty): a read or a subscription there sees the whole
-/// view, not the share its own workers hold. Built by its own dataflow, which imports the
-/// arrangement.
+/// view, not the share its own workers hold. Built in the dataflow of the view that builds
+/// the arrangement, or, for an arrangement an earlier view built, by a dataflow of its own
+/// that imports it (every dataflow costs every worker its progress tracking, which in a
+/// cluster is exchanged with every other process).
 struct Gathered {
     trace: Trace,
     errors: Option<Trace>,
@@ -1448,9 +1470,10 @@ fn run_worker(
     loop {
         loop {
             match rx.try_recv() {
-                Ok(Command::Install { install: number, node, grain, sample_from }) => {
+                Ok(Command::Install { install: number, node, grain, sample_from, copy_to }) => {
                     let times = (time, sample_from);
-                    install(worker, &mut state, number, &node, grain, times, (&keys, &counters))
+                    let view = (&node, grain, copy_to.as_slice());
+                    install(worker, &mut state, number, view, times, (&keys, &counters))
                 }
                 Ok(Command::Drop { install, arrangements, leaves }) => {
                     for a in &arrangements {
@@ -1601,32 +1624,50 @@ fn follow(grain: Option<Grain>, t: u64) -> u64 {
 /// updates, and its errors', sent to the first worker of each and arranged there as they
 /// come. Every worker builds the dataflow; a worker of another process keeps no copy.
 fn gather(worker: &mut timely::worker::Worker, state: &mut WorkerState, arrangement: usize, to: &[usize]) {
-    use timely::dataflow::operators::Probe as _;
     let Some((trace, _)) = state.traces.get_mut(&arrangement) else { return };
     let mut trace = trace.clone();
     let mut errors = state.errors.get(&arrangement).cloned();
-    let leaders: Vec<u64> = to.iter().map(|p| (p * state.width) as u64).collect();
     let here = to.contains(&(worker.index() / state.width));
     let dataflow = worker.next_dataflow_index();
-    let probe = ProbeHandle::new();
     let worker_state = &*state;
-    let (trace, errors, tap) = worker.dataflow::<u64, _, _>(|scope| {
-        let imported = trace.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()));
-        let whole = copied_to(imported.inner, leaders.clone(), worker_state);
-        whole.stream.clone().probe_with(&probe);
-        let errors = errors.as_mut().map(|e| {
-            let imported = e.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()));
-            let whole = copied_to(imported.inner, leaders.clone(), worker_state);
-            whole.stream.clone().probe_with(&probe);
-            whole.trace
-        });
-        let tap = tap::tap(whole.stream.clone(), whole.trace.clone());
-        (whole.trace, errors, tap)
+    let copy = worker.dataflow::<u64, _, _>(|scope| {
+        let updates = updates_of(trace.import(scope));
+        let errors = errors.as_mut().map(|e| updates_of(e.import(scope)));
+        copies_of(updates, errors, to, worker_state)
     });
     state.copies.entry(arrangement).or_default().push(dataflow);
     if here {
-        state.gathered.insert(arrangement, Gathered { trace, errors, probe, tap });
+        state.gathered.insert(arrangement, copy);
     }
+}
+
+/// The updates of `arranged`, as a stream.
+fn updates_of<'s>(
+    arranged: differential_dataflow::operators::arrange::Arranged<'s, Trace>,
+) -> timely::dataflow::Stream<'s, u64, Vec<Update>> {
+    arranged.as_collection(|k: &Key, v: &Value| (*k, v.clone())).inner
+}
+
+/// The read copies of an arrangement's `updates` and its `errors` on the processes `to`
+/// ([`Gathered`]), built in the dataflow of the streams; what a process among `to` keeps.
+fn copies_of<'s>(
+    updates: timely::dataflow::Stream<'s, u64, Vec<Update>>,
+    errors: Option<timely::dataflow::Stream<'s, u64, Vec<Update>>>,
+    to: &[usize],
+    state: &WorkerState,
+) -> Gathered {
+    use timely::dataflow::operators::Probe as _;
+    let leaders: Vec<u64> = to.iter().map(|p| (p * state.width) as u64).collect();
+    let probe = ProbeHandle::new();
+    let whole = copied_to(updates, leaders.clone(), state);
+    whole.stream.clone().probe_with(&probe);
+    let errors = errors.map(|errors| {
+        let whole = copied_to(errors, leaders, state);
+        whole.stream.clone().probe_with(&probe);
+        whole.trace
+    });
+    let tap = tap::tap(whole.stream.clone(), whole.trace.clone());
+    Gathered { trace: whole.trace, errors, probe, tap }
 }
 
 /// `updates` sent to each of `leaders` and arranged where they arrive.
@@ -1662,19 +1703,20 @@ fn copied_to<'s>(
     )
 }
 
-/// Builds one view's dataflow on this worker, as installation `number`.
+/// Builds one view's dataflow on this worker, as installation `number`, with the read
+/// copies of the arrangement at its root on the processes `copy_to`.
 fn install(
     worker: &mut timely::worker::Worker,
     state: &mut WorkerState,
     number: usize,
-    node: &Node,
-    grain: Option<Grain>,
+    (node, grain, copy_to): (&Node, Option<Grain>, &[usize]),
     (time, sample_from): (u64, u64),
     (keys, counters): (&Keys, &Arc<Counters>),
 ) {
     state.dataflows.insert(number, worker.next_dataflow_index());
     let mut clock_input = ClockInput::new();
-    let new_leaves = worker.dataflow::<u64, _, _>(|scope| {
+    let here = copy_to.contains(&(worker.index() / state.width));
+    let (new_leaves, gathered) = worker.dataflow::<u64, _, _>(|scope| {
         let clock = scope.input_from(&mut clock_input);
         let mut cx = RenderCx {
             state: &mut *state,
@@ -1687,9 +1729,16 @@ fn install(
             start: sample_from,
             errors: Vec::new(),
         };
-        render::render_view(scope, node, &mut cx);
-        cx.new_leaves
+        let root = render::render_view(scope, node, &mut cx);
+        let gathered = root.filter(|_| !copy_to.is_empty()).map(|root| {
+            let errors = root.errors.map(updates_of);
+            (root.id, copies_of(updates_of(root.updates), errors, copy_to, cx.state))
+        });
+        (cx.new_leaves, gathered)
     });
+    if let Some((arrangement, copy)) = gathered.filter(|_| here) {
+        state.gathered.insert(arrangement, copy);
+    }
     let to = follow(grain, time);
     for leaf in new_leaves {
         if let Some((input, _)) = state.leaves.get_mut(&leaf) {

@@ -72,31 +72,51 @@ fn counted<'s>(c: Coll<'s>, counters: &Arc<Counters>, op: Operator) -> Coll<'s> 
 
 /// Builds a view's tree in `scope`: its root is arranged for reads, and nothing reads the
 /// root's records as a collection.
-pub(crate) fn render_view<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'_, 's>) {
+pub(crate) fn render_view<'s>(
+    scope: Scope<'s, u64>,
+    node: &Node,
+    cx: &mut RenderCx<'_, 's>,
+) -> Option<ArrangedView<'s>> {
     match node {
-        Node::Arrange { id, input } => drop(arrange(scope, *id, input, cx)),
-        node => drop(render(scope, node, cx)),
+        Node::Arrange { id, input } => {
+            let (updates, errors) = arrange(scope, *id, input, cx);
+            Some(ArrangedView { id: *id, updates, errors })
+        }
+        node => {
+            drop(render(scope, node, cx));
+            None
+        }
     }
 }
 
+/// The arrangement at a view's root, as its dataflow builds it: its id, and its updates' and
+/// its errors' arrangements.
+pub(crate) struct ArrangedView<'s> {
+    pub(crate) id: usize,
+    pub(crate) updates: Arranged<'s, super::Trace>,
+    pub(crate) errors: Option<Arranged<'s, super::Trace>>,
+}
+
 /// Arranges `input`'s collection and registers it under `id`, with the probe that tells
-/// reads how far it is complete and the tap that subscriptions register with.
+/// reads how far it is complete and the tap that subscriptions register with; and the
+/// errors of what it reads, when some can fail.
 fn arrange<'s>(
     scope: Scope<'s, u64>,
     id: usize,
     input: &Node,
     cx: &mut RenderCx<'_, 's>,
-) -> Arranged<'s, super::Trace> {
+) -> (Arranged<'s, super::Trace>, Option<Arranged<'s, super::Trace>>) {
     let mark = cx.errors.len();
     let c = render(scope, input, cx);
-    if let Some((first, rest)) = cx.errors[mark..].split_first() {
+    let errors = cx.errors[mark..].split_first().map(|(first, rest)| {
         // what can fail below: read with the arrangement, and imported with it
         let errors = rest.iter().fold(first.clone(), |all, e| all.concat(e.clone()));
         cx.state.arranging(scope.worker(), Holds::View);
         let errors = super::exchange::arrange_by_key(errors, "ArrangeViewErrors");
         errors.stream.clone().probe_with(&cx.probe);
-        cx.state.errors.insert(id, errors.trace);
-    }
+        cx.state.errors.insert(id, errors.trace.clone());
+        errors
+    });
     let per_series = matches!(input, Node::Series { .. } | Node::Subquery { .. });
     let holds = if per_series { Holds::Series } else { Holds::View };
     cx.state.arranging(scope.worker(), holds);
@@ -109,7 +129,7 @@ fn arrange<'s>(
     let tap = super::tap::tap(arranged.stream.clone(), arranged.trace.clone());
     cx.state.taps.insert(id, tap);
     cx.state.traces.insert(id, (arranged.trace.clone(), cx.probe.clone()));
-    arranged
+    (arranged, errors)
 }
 
 /// Builds `node` in `scope`.
@@ -123,7 +143,7 @@ pub(crate) fn render<'s>(scope: Scope<'s, u64>, node: &Node, cx: &mut RenderCx<'
             trace.import(scope).as_collection(|k: &Key, v: &Value| (*k, v.clone()))
         }
         Node::Arrange { id, input } => {
-            arrange(scope, *id, input, cx).as_collection(|k: &Key, v: &Value| (*k, v.clone()))
+            arrange(scope, *id, input, cx).0.as_collection(|k: &Key, v: &Value| (*k, v.clone()))
         }
         Node::Series { leaf, func, keep, time, distinct_names, arg } => {
             let mut input = timely::dataflow::InputHandle::new();

@@ -17,11 +17,14 @@ use promflow_storage::Labels;
 const LOOKBACK: i64 = 300_000;
 
 /// Views whose elements are computed from series of both halves: aggregations, joins across
-/// the halves, a subquery, `topk` and a classic histogram's quantile.
+/// the halves, a subquery, `topk` and a classic histogram's quantile; and a window function
+/// per series. `rate(x[2m])` comes after the sum that arranges it on the way: its read copies
+/// are then built apart from the dataflow that builds the arrangement, the others' in it.
 const VIEWS: &[&str] = &[
     "sum by (job) (x)",
     "count(x)",
     "sum by (job) (rate(x[2m]))",
+    "rate(x[2m])",
     "max_over_time(x[3m:30s])",
     "topk by (job) (2, x)",
     "x / ignoring(i) group_left sum by (job) (x)",
