@@ -71,7 +71,8 @@ fn counted<'s>(c: Coll<'s>, counters: &Arc<Counters>, op: Operator) -> Coll<'s> 
 }
 
 /// Builds a view's tree in `scope`: its root is arranged for reads, and nothing reads the
-/// root's records as a collection.
+/// root's records as a collection. Returns the root's arrangement when it is arranged,
+/// for read copies built in the same dataflow.
 pub(crate) fn render_view<'s>(
     scope: Scope<'s, u64>,
     node: &Node,
