@@ -9,7 +9,10 @@
 //! cluster's dataflow computation, and the one process as views on its own. `BENCH_SETTLE_S`
 //! [0]: with more, memory per series is read again that long after the load, when the
 //! servers have worked off what the load left queued (with the rules, the records the
-//! views' arrangements hold are printed at both readings).
+//! views' arrangements hold are printed at both readings). `BENCH_QUERIES` [0]: with 1, then
+//! asks one node (the first) each of [`QUERIES`] five times and reports, per query, the
+//! median answer time and the median bytes on the loopback interface per answer (between
+//! the nodes, the client's request and answer included).
 //!
 //! What it fixes: the data is the ingest benchmark's (node_exporter-like hosts), encoded
 //! before each run's servers start, stamped from a few minutes before then (so that every
@@ -36,6 +39,21 @@ use workload::{
 /// How many nodes the cluster has.
 const NODES: usize = 3;
 
+/// The queries of `BENCH_QUERIES`: (name, query, a range query over the load's span at 15 s).
+const QUERIES: [(&str, &str, bool); 4] = [
+    ("count of every series", "count({__name__=~\".+\"})", false),
+    ("sum by job of CPU rates", "sum by (job, mode) (rate(node_cpu_seconds_total[2m]))", false),
+    (
+        "sum by instance of network rates, range",
+        "sum by (instance) (rate(node_network_receive_bytes_total[2m]))",
+        true,
+    ),
+    ("max of filesystem bytes, range", "max by (mountpoint) (node_filesystem_avail_bytes)", true),
+];
+
+/// How often each query is asked.
+const QUERY_REPS: usize = 5;
+
 /// One run's figures.
 struct Run {
     steady_sps: f64,
@@ -50,6 +68,8 @@ struct Run {
     series: Option<u64>,
     /// The servers' resident memory before the load, in bytes.
     rss_before: f64,
+    /// Per query of [`QUERIES`] (with `BENCH_QUERIES`): median seconds and loopback bytes.
+    queries: Vec<(f64, f64)>,
 }
 
 fn main() {
@@ -62,6 +82,7 @@ fn main() {
     let conns = env("BENCH_CONNS", 6);
     let rules = env("BENCH_RULES", 0) == 1;
     let settle = Duration::from_secs(env("BENCH_SETTLE_S", 0) as u64);
+    let queries = env("BENCH_QUERIES", 0) == 1;
     pin_self(CLIENT_CPU);
     let (one, many) = (all_series(n), all_series(NODES * n));
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
@@ -103,6 +124,12 @@ fn main() {
                     }
                 );
             }
+            if queries {
+                run.queries = ask_queries(&nodes[0], start_ms, rounds);
+                for ((name, _, _), (secs, bytes)) in QUERIES.iter().zip(&run.queries) {
+                    eprintln!("  {name}: {:.1} ms, {:.2} MB on loopback", secs * 1e3, bytes / 1e6);
+                }
+            }
             runs[usize::from(cluster)].push(run);
         }
     }
@@ -138,6 +165,20 @@ fn main() {
         ratio(&|r| r.cpu_s_per_msample),
         ratio(&|r| r.steady_sps),
     );
+    if queries {
+        println!("\n| query (asked of one node) | one process, ms | cluster, ms | cluster / one | cluster, MB on loopback per answer |");
+        println!("|---|---|---|---|---|");
+        for (q, (name, _, _)) in QUERIES.iter().enumerate() {
+            let secs = |rs: &Vec<Run>| median(rs.iter().map(|r| r.queries[q].0).collect());
+            println!(
+                "| {name} | {:.1} | {:.1} | {:.2}× | {:.2} |",
+                secs(&runs[0]) * 1e3,
+                secs(&runs[1]) * 1e3,
+                ratio(&|r| r.queries[q].0),
+                median(runs[1].iter().map(|r| r.queries[q].1).collect()) / 1e6,
+            );
+        }
+    }
     if !settle.is_zero() {
         println!(
             "memory per series {} s after the load: {:.2}×",
@@ -269,7 +310,45 @@ fn load(nodes: &[Running], bodies: &[Vec<std::sync::Arc<Vec<u8>>>], conns: usize
         samples,
         // asked of one node, which counts the whole cluster's
         series: System::Promflow.series_count(&nodes[0]),
+        queries: Vec::new(),
     }
+}
+
+/// Asks `node` each of [`QUERIES`] [`QUERY_REPS`] times (range queries over the `rounds`
+/// samples from `start_ms`): the median seconds and loopback bytes of each.
+fn ask_queries(node: &Running, start_ms: i64, rounds: usize) -> Vec<(f64, f64)> {
+    let http = common::client();
+    let end_ms = start_ms + (rounds as i64 - 1) * INTERVAL_MS;
+    QUERIES
+        .iter()
+        .map(|(name, query, range)| {
+            let url = if *range {
+                format!(
+                    "{}/api/v1/query_range?query={}&start={}&end={}&step=15",
+                    node.base,
+                    common::urlencode(query),
+                    start_ms / 1000,
+                    end_ms / 1000
+                )
+            } else {
+                format!(
+                    "{}/api/v1/query?query={}&time={}",
+                    node.base,
+                    common::urlencode(query),
+                    end_ms / 1000
+                )
+            };
+            let (mut secs, mut bytes) = (Vec::new(), Vec::new());
+            for _ in 0..QUERY_REPS {
+                let (lo, t) = (loopback_bytes(), Instant::now());
+                let answer = http.get(&url).send().and_then(|r| r.error_for_status()).and_then(|r| r.text());
+                secs.push(t.elapsed().as_secs_f64());
+                bytes.push(loopback_bytes() - lo);
+                assert!(answer.is_ok_and(|a| a.contains("\"success\"")), "{name} failed");
+            }
+            (median(secs), median(bytes))
+        })
+        .collect()
 }
 
 /// [`workload::send`] over several nodes: each sender owns every `conns`-th request of each

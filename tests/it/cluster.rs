@@ -90,26 +90,75 @@ fn three_nodes_answer_as_one_process() {
         assert_eq!(remote_write(node, share).0, 204);
     }
     assert_eq!(remote_write(&single, all).0, 204);
-    let queries = [
-        "http_requests_total",
-        "temperature",
-        "rate(http_requests_total[5m])",
-        "sum by (job) (rate(http_requests_total[5m]))",
-        "sum without (instance) (increase(http_requests_total[10m]))",
-        "count(http_requests_total)",
-        "topk(3, http_requests_total)",
-        "bottomk(2, temperature)",
-        "avg_over_time(temperature[10m])",
-        "max by (code) (http_requests_total) - min by (code) (http_requests_total)",
-        "http_requests_total{code=\"500\"} / on (job, instance) temperature",
-        "sum by (job) (rate(http_requests_total{code=\"500\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
-        "temperature > on (job) group_left avg by (job) (temperature)",
-        "max_over_time(sum(rate(http_requests_total[5m]))[10m:1m])",
-        "quantile(0.9, temperature)",
-        "count_values(\"value\", temperature)",
-        "absent(nonexistent_metric)",
-        "http_requests_total offset 10m",
-    ];
+    let before: Vec<(f64, f64)> = nodes.iter().map(aggregations_evaluated).collect();
+    answer_alike(&nodes, &single, &QUERIES, end);
+    // every aggregation of the bank that can be was evaluated in parts on the nodes, none
+    // over merged samples: with one copy of each series, each series counts in one part
+    for (i, (node, (parts, merged))) in nodes.iter().zip(before).enumerate() {
+        let (parts_after, merged_after) = aggregations_evaluated(node);
+        assert_eq!(parts_after - parts, PUSHED_DOWN as f64, "node {i}: aggregations evaluated in parts");
+        assert_eq!(merged_after, merged, "node {i}: aggregations evaluated over merged samples");
+    }
+    let lookup = format!(
+        "/api/v1/series?match[]=http_requests_total&start={}&end={}",
+        (end - 30 * 60_000) / 1000,
+        end / 1000
+    );
+    let (_, want) = single.get_json(&lookup);
+    assert_eq!(want["data"].as_array().map(Vec::len), Some(JOBS.len() * INSTANCES * CODES.len()));
+    for node in &nodes {
+        assert_eq!(node.get_json(&lookup).1["data"], want["data"]);
+    }
+    for lookup in
+        ["/api/v1/labels", "/api/v1/label/instance/values", "/api/v1/label/job/values?match[]=temperature"]
+    {
+        let (_, want) = single.get_json(lookup);
+        assert!(want["data"].as_array().is_some_and(|d| d.len() >= 3), "{lookup}: {want}");
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node.get_json(lookup).1["data"], want["data"], "{lookup} on node {i}");
+        }
+    }
+}
+
+/// A bank of instant and range queries: selectors, rates, aggregations, joins, subqueries.
+const QUERIES: [&str; 18] = [
+    "http_requests_total",
+    "temperature",
+    "rate(http_requests_total[5m])",
+    "sum by (job) (rate(http_requests_total[5m]))",
+    "sum without (instance) (increase(http_requests_total[10m]))",
+    "count(http_requests_total)",
+    "topk(3, http_requests_total)",
+    "bottomk(2, temperature)",
+    "avg_over_time(temperature[10m])",
+    "max by (code) (http_requests_total) - min by (code) (http_requests_total)",
+    "http_requests_total{code=\"500\"} / on (job, instance) temperature",
+    "sum by (job) (rate(http_requests_total{code=\"500\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
+    "temperature > on (job) group_left avg by (job) (temperature)",
+    "max_over_time(sum(rate(http_requests_total[5m]))[10m:1m])",
+    "quantile(0.9, temperature)",
+    "count_values(\"value\", temperature)",
+    "absent(nonexistent_metric)",
+    "http_requests_total offset 10m",
+];
+
+/// How many aggregations of [`QUERIES`] are evaluated in parts on the nodes, instant and
+/// range query together: `sum`, `count`, `max`, `min` and `avg` over selections and
+/// functions of one series (nine in each form).
+const PUSHED_DOWN: usize = 18;
+
+/// The aggregations of API queries a node evaluated in parts on the nodes, and over every
+/// node's samples merged.
+fn aggregations_evaluated(node: &Server) -> (f64, f64) {
+    (
+        metric(node, "promflow_cluster_query_aggregations_total{evaluated=\"in_parts\"}"),
+        metric(node, "promflow_cluster_query_aggregations_total{evaluated=\"merged\"}"),
+    )
+}
+
+/// Each node answers each query, instant at `end` and over the 25 minutes before it, as
+/// `single` does, without warnings.
+fn answer_alike(nodes: &[Server], single: &Server, queries: &[&str], end: i64) {
     for q in queries {
         let instant = format!("/api/v1/query?query={}&time={}", urlencode(q), end / 1000);
         let range = format!(
@@ -132,25 +181,92 @@ fn three_nodes_answer_as_one_process() {
             }
         }
     }
-    let lookup = format!(
-        "/api/v1/series?match[]=http_requests_total&start={}&end={}",
-        (end - 30 * 60_000) / 1000,
-        end / 1000
+}
+
+/// Remote-writes `ts` to `node` as a copy from another node (`promflow-cluster-hop`): the
+/// node stores it itself, wherever the series belong.
+fn write_here(node: &Server, ts: Vec<TimeSeries>) {
+    let body = promflow_remote::encode(&promflow_remote::WriteRequest { timeseries: ts, metadata: vec![] });
+    let r = client()
+        .post(node.url("/api/v1/write"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .header("promflow-cluster-hop", "1")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
+}
+
+/// With two copies of every series, the nodes' parts of an aggregation count each series
+/// once (a node is asked again without the copies another counts); a series whose copies
+/// differ (each node holds part of its samples) is aggregated over the merged samples. Both
+/// answer as one process does. A request for a part that is not a node's, or that does not
+/// decode, is refused.
+#[test]
+fn aggregations_count_each_series_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--web.enable-remote-write-receiver", "--cluster.replication-factor=2"];
+    let nodes = start_cluster(dir.path(), 3, "", &extra);
+    let single_dir = dir.path().join("single");
+    std::fs::create_dir_all(&single_dir).unwrap();
+    let single = start_promflow(&single_dir, "", &["--web.enable-remote-write-receiver"]);
+    let end = now_ms() / 60_000 * 60_000 - 60_000;
+    let all = workload(end);
+    for (k, ts) in all.iter().enumerate() {
+        assert_eq!(remote_write(&nodes[k % nodes.len()], vec![ts.clone()]).0, 204);
+    }
+    assert_eq!(remote_write(&single, all).0, 204);
+    let aggregations = [
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "count(http_requests_total)",
+        "avg by (instance) (temperature)",
+        "max_over_time(sum(rate(http_requests_total[5m]))[10m:1m])",
+    ];
+    let before: Vec<(f64, f64)> = nodes.iter().map(aggregations_evaluated).collect();
+    answer_alike(&nodes, &single, &aggregations, end);
+    for (i, (node, (parts, merged))) in nodes.iter().zip(&before).enumerate() {
+        let (parts_after, merged_after) = aggregations_evaluated(node);
+        assert_eq!(parts_after - parts, 2.0 * aggregations.len() as f64, "node {i}: in parts");
+        assert_eq!(merged_after, *merged, "node {i}: over merged samples");
+    }
+    // one series, its samples up to 90 s before the end on node 0 alone and the rest on
+    // node 1 alone: every query below reads some of both
+    let times: Vec<i64> = (0..=40).map(|i| end - 20 * 60_000 + i * 30_000).collect();
+    let samples: Vec<(i64, f64)> = times.iter().map(|&t| (t, (t / 1000 % 97) as f64)).collect();
+    let labels = [("__name__", "split_metric"), ("part", "one")];
+    write_here(&nodes[0], vec![series(&labels, &samples[..38])]);
+    write_here(&nodes[1], vec![series(&labels, &samples[38..])]);
+    write_here(&nodes[2], vec![series(&[("__name__", "split_metric"), ("part", "two")], &samples)]);
+    assert_eq!(remote_write(&single, vec![series(&labels, &samples)]).0, 204);
+    assert_eq!(
+        remote_write(&single, vec![series(&[("__name__", "split_metric"), ("part", "two")], &samples)]).0,
+        204
     );
-    let (_, want) = single.get_json(&lookup);
-    assert_eq!(want["data"].as_array().map(Vec::len), Some(JOBS.len() * INSTANCES * CODES.len()));
-    for node in &nodes {
-        assert_eq!(node.get_json(&lookup).1["data"], want["data"]);
+    let before: Vec<(f64, f64)> = nodes.iter().map(aggregations_evaluated).collect();
+    answer_alike(&nodes, &single, &["sum(split_metric)", "count(count_over_time(split_metric[5m]))"], end);
+    for (i, (node, (_, merged))) in nodes.iter().zip(&before).enumerate() {
+        assert_eq!(aggregations_evaluated(node).1 - merged, 4.0, "node {i}: over merged samples");
     }
-    for lookup in
-        ["/api/v1/labels", "/api/v1/label/instance/values", "/api/v1/label/job/values?match[]=temperature"]
-    {
-        let (_, want) = single.get_json(lookup);
-        assert!(want["data"].as_array().is_some_and(|d| d.len() >= 3), "{lookup}: {want}");
-        for (i, node) in nodes.iter().enumerate() {
-            assert_eq!(node.get_json(lookup).1["data"], want["data"], "{lookup} on node {i}");
+    // the part endpoint takes only well-formed requests from other nodes
+    let post = |hop: bool, body: &[u8]| {
+        let mut r = client().post(nodes[0].url("/api/v1/cluster/partial")).body(body.to_vec());
+        if hop {
+            r = r.header("promflow-cluster-hop", "1");
         }
-    }
+        r.send().unwrap().status().as_u16()
+    };
+    assert_eq!(post(false, b""), 400);
+    assert_eq!(post(true, b"\xff\xff\xff\xff garbage"), 400);
+    let request = promflow_remote::partial::PartialRequest {
+        query: "sum(http_requests_total)".into(),
+        aggregate: 1,
+        step_ms: 1000,
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    assert_eq!(post(true, &request.encode_body()), 422);
 }
 
 /// With a node killed, the others still answer, from the nodes that are up, with a warning
@@ -1216,6 +1332,9 @@ fn nodes_with_a_secret_serve_clients_behind_basic_authentication() {
         assert_eq!(status, 200, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(result(&v)[0]["value"][1], SERIES.to_string(), "node {i}: {v}");
+        // the count was evaluated in parts on the nodes, whose requests carried the secret
+        let in_parts = value(node, "promflow_cluster_query_aggregations_total{evaluated=\"in_parts\"}");
+        assert_eq!(in_parts, Some(1.0), "node {i}");
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod chunks;
 pub mod forward;
 mod histogram;
+pub mod partial;
 pub mod read;
 pub mod reader;
 pub mod sender;

@@ -23,6 +23,7 @@ use promflow_storage::{
 };
 
 use crate::chunks::{read_frames, FLOAT_HISTOGRAM, HISTOGRAM, XOR};
+use crate::partial::{PartialRequest, PartialResponse, PARTIAL_PATH};
 use crate::read::{LabelMatcher, MatcherType, Query, ReadRequest, ReadResponse, ResponseType};
 use crate::Error;
 
@@ -96,6 +97,37 @@ impl RemoteReader {
     fn failed(&self, e: reqwest::Error) -> String {
         self.note(e.is_timeout());
         e.to_string()
+    }
+
+    /// Asks this endpoint, a cluster peer, for an aggregation's part (`request`), waiting at
+    /// most `timeout`.
+    async fn partial(&self, request: &PartialRequest, timeout: Duration) -> Result<PartialResponse, String> {
+        let Some((peer, _)) = &self.peer else {
+            return Err(format!("{} is not a cluster peer", self.name()));
+        };
+        if self.passed_over() {
+            return Err(format!("cluster peer {peer}: {}", passed_over_message()));
+        }
+        let mut post = self
+            .client
+            .post(format!("http://{peer}{PARTIAL_PATH}"))
+            .header(CLUSTER_HOP_HEADER, "1")
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .timeout(timeout)
+            .body(request.encode_body());
+        for (k, v) in &self.config.headers {
+            post = post.header(k, v);
+        }
+        let resp = post.send().await.map_err(|e| self.failed(e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| self.failed(e))?;
+        self.note(false);
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
+            return Err(format!("cluster peer {peer}: {status}: {text}"));
+        }
+        PartialResponse::decode_body(&body).map_err(|e| format!("cluster peer {peer}: {e}"))
     }
 
     /// Whether a selection with `matchers` over `mint..=maxt` goes to this endpoint, and
@@ -476,6 +508,27 @@ impl<'a> Fanout<'a> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
+    /// How many cluster peers this query reads, when it reads nothing else: a configured
+    /// `remote_read` endpoint holds series that no peer aggregates, so a query that reads one
+    /// is not evaluated in parts (`None`).
+    pub fn cluster_peers_only(&self) -> Option<usize> {
+        self.remotes.iter().all(|r| r.peer.is_some()).then_some(self.remotes.len())
+    }
+
+    /// Sends each request of `asks` to its cluster peer (the index among
+    /// [`Fanout::cluster_peers_only`]'s) at once, waiting at most `timeout` for each; the
+    /// answers are had from [`PendingPartials::wait`].
+    pub fn ask_partials(&self, asks: Vec<(usize, PartialRequest)>, timeout: Duration) -> PendingPartials {
+        let asks = asks
+            .into_iter()
+            .filter_map(|(peer, request)| {
+                let reader = Arc::clone(self.remotes.get(peer)?);
+                Some((peer, self.runtime.spawn(async move { reader.partial(&request, timeout).await })))
+            })
+            .collect();
+        PendingPartials { runtime: self.runtime.clone(), asks }
+    }
+
     /// What the endpoints that take this selection answer of one kind: the leftover of an
     /// earlier call for the other kind, when `mine` finds it is of this kind, else fetched
     /// now, the other kind (`split`) kept as the selection's leftover for its call.
@@ -527,6 +580,27 @@ impl<'a> Fanout<'a> {
             }
         }
         out
+    }
+}
+
+/// Partial aggregations asked of cluster peers ([`Fanout::ask_partials`]).
+pub struct PendingPartials {
+    runtime: tokio::runtime::Handle,
+    asks: Vec<(usize, tokio::task::JoinHandle<Result<PartialResponse, String>>)>,
+}
+
+impl PendingPartials {
+    /// Each peer's answer, by its index, once all have answered or failed. Blocks: call it off
+    /// the async runtime's worker threads.
+    pub fn wait(self) -> Vec<(usize, Result<PartialResponse, String>)> {
+        let asks = self.asks;
+        self.runtime.block_on(async move {
+            let mut out = Vec::with_capacity(asks.len());
+            for (peer, ask) in asks {
+                out.push((peer, ask.await.unwrap_or_else(|e| Err(format!("asking a cluster peer: {e}")))));
+            }
+            out
+        })
     }
 }
 

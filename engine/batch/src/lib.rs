@@ -24,6 +24,9 @@ use promflow_plan::{
     Stop, TimeShift, ValueKind, VectorFn, WindowFn,
 };
 pub use promflow_plan::{Evaluation, QueryOptions, QueryResult};
+pub use pushdown::{evaluate_partial, pushable, AggregatePushdown, PartialAggregate, PartialGroup, Steps};
+
+mod pushdown;
 use promflow_storage::gofmt::format_g as go_format_g;
 
 /// One series of an instant-valued intermediate: a value or nothing at each step.
@@ -170,11 +173,24 @@ struct Ctx<'a> {
     /// Inside a subquery, `histogram_quantile`/`histogram_fraction` or a trim operator, which
     /// read the buckets: histograms keep the hints storage gave them.
     needs_buckets: bool,
+    /// Where aggregations are evaluated in parts (a cluster's nodes), if anywhere.
+    pushdown: Option<&'a dyn AggregatePushdown>,
 }
 
 /// Evaluates `plan` over `querier` at the steps of `opts`. An instant query (start == end)
 /// returns the value's own shape; a range query always returns a matrix.
 pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Result<Evaluation, Error> {
+    evaluate_with(plan, querier, opts, None)
+}
+
+/// [`evaluate`], asking `pushdown` first for the parts of each aggregation it can be asked
+/// for ([`pushable`]).
+pub fn evaluate_with(
+    plan: &Plan,
+    querier: &dyn Querier,
+    opts: &QueryOptions,
+    pushdown: Option<&dyn AggregatePushdown>,
+) -> Result<Evaluation, Error> {
     let mut ctx = Ctx {
         querier,
         opts: opts.clone(),
@@ -185,6 +201,7 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
         annotations: Annotations::default(),
         histogram_stats: false,
         needs_buckets: false,
+        pushdown,
     };
     let instant = opts.start == opts.end && !opts.range_query;
     if !instant && !matches!(plan.kind(), ValueKind::Scalar | ValueKind::Instant) {
@@ -503,9 +520,10 @@ impl Ctx<'_> {
             Plan::VectorFunction { func, input, args, labels, origin } => {
                 self.vector_function(*func, input, args, labels, origin)?
             }
-            Plan::Aggregate { op, grouping, param, input, origin } => {
-                self.aggregate(*op, grouping, param.as_deref(), input, origin)?
-            }
+            Plan::Aggregate { op, grouping, param, input, origin } => match self.pushed_down(plan) {
+                Some(parts) => Value::Vector(pushdown::combine(*op, parts, n, &mut self.annotations)),
+                None => self.aggregate(*op, grouping, param.as_deref(), input, origin)?,
+            },
             Plan::AggregateSamples { op, grouping, param, descending, input } => {
                 self.aggregate_samples(*op, grouping, *param, *descending, input)?
             }
@@ -539,6 +557,20 @@ impl Ctx<'_> {
                 Value::Vector(vec![StepSeries::new(Labels::new(), s.into_iter().map(Some).collect())])
             }
         })
+    }
+
+    /// The parts of the aggregation `plan` from the pushdown, when there is one and it has
+    /// them.
+    fn pushed_down(&self, plan: &Plan) -> Option<Vec<PartialAggregate>> {
+        let pushdown = self.pushdown.filter(|_| pushable(plan))?;
+        let steps = Steps {
+            start: self.opts.start,
+            end: self.opts.end,
+            step: self.opts.step,
+            query_start: self.query_start,
+            query_end: self.query_end,
+        };
+        pushdown.partials(plan, steps, pushdown::names_may_collide(plan, &self.opts))
     }
 
     fn eval_vector(&mut self, plan: &Plan) -> Result<Vec<StepSeries>, Error> {
@@ -743,6 +775,7 @@ impl Ctx<'_> {
             histogram_stats: self.histogram_stats,
             // a subquery's counter functions need the buckets to see resets
             needs_buckets: true,
+            pushdown: self.pushdown,
         };
         if inner.steps.is_empty() {
             return Ok(Value::Range(RangeValue {

@@ -139,6 +139,13 @@ impl Annotations {
         out
     }
 
+    /// Each annotation's level, message (without the `PromQL …:` prefix and the position)
+    /// and position, in the order they were raised: what another process needs to raise
+    /// them again ([`Annotations::add`]).
+    pub fn entries(&self) -> Vec<(Level, String, Option<SourcePos>)> {
+        self.items.iter().map(|a| (a.level, a.message.clone(), a.pos)).collect()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

@@ -7,6 +7,7 @@ mod federate;
 mod metrics;
 pub mod params;
 mod push;
+mod pushdown;
 mod query_log;
 mod query_pool;
 mod remote_read;

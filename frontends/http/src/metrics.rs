@@ -26,6 +26,8 @@ pub struct HttpMetrics {
     remote_write: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// `/federate` requests that failed reading storage.
     pub federation_errors: std::sync::atomic::AtomicU64,
+    /// In a cluster: the queries' aggregations evaluated in parts, or not.
+    pub pushdown: crate::pushdown::PushdownCounts,
 }
 
 impl HttpMetrics {
@@ -206,6 +208,16 @@ pub fn render(state: &AppState) -> String {
     }
     if let Some(writes) = state.cluster_writes.as_deref() {
         writes.write_metrics(&mut w);
+    }
+    if state.remote_read.has_cluster_peers() {
+        let counts = &state.http_metrics.pushdown;
+        let mut aggregations = w.family(
+            "promflow_cluster_query_aggregations_total",
+            MetricKind::Counter,
+            "Aggregations of API queries evaluated in parts on the cluster's nodes (in_parts), or over every node's samples merged on the asked node (merged).",
+        );
+        aggregations.sample(&[("evaluated", "in_parts")], counts.in_parts.load(Ordering::Relaxed));
+        aggregations.sample(&[("evaluated", "merged")], counts.merged.load(Ordering::Relaxed));
     }
     w.gauge(
         "promflow_subscriptions",

@@ -67,6 +67,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
             post(otlp_write).layer(axum::extract::DefaultBodyLimit::max(promflow_otlp::BODY_LIMIT)),
         )
         .route("/read", post(crate::remote_read::remote_read))
+        .route("/cluster/partial", post(crate::pushdown::partial))
         .route("/subscribe", get(crate::subscribe::subscribe))
         .route("/admin/tsdb/{op}", any(admin));
     let root = Router::new()

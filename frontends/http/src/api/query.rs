@@ -81,12 +81,14 @@ pub(crate) async fn query_slot(
     }
 }
 
-/// Evaluates `plan` in a query slot. The timings are there whether or not it succeeds, for
-/// the query log.
+/// Evaluates `plan`, compiled from `text` with `compile`, in a query slot; in a cluster, its
+/// aggregations in parts on the nodes where it can ([`crate::pushdown`]). The timings are
+/// there whether or not it succeeds, for the query log.
 async fn run_query(
     state: Arc<AppState>,
     plan: promflow_plan::Plan,
     mut opts: QueryOptions,
+    (text, compile): (&str, &promflow_promql::CompileOptions),
 ) -> (Result<Evaluation, ApiError>, QueryTimings) {
     let queued = Instant::now();
     let slot = match query_slot(&state, opts.deadline).await {
@@ -100,12 +102,29 @@ async fn run_query(
     let runtime = tokio::runtime::Handle::current();
     let started = Instant::now();
     let pool = Arc::clone(&state.query_pool);
+    let template = promflow_remote::partial::PartialRequest {
+        query: text.to_string(),
+        lookback_ms: opts.lookback_ms,
+        compile_step_ms: compile.step.as_millis() as i64,
+        compile_range_ms: compile.range.as_millis() as i64,
+        delayed_name_removal: opts.delayed_name_removal,
+        use_start_timestamps: opts.use_start_timestamps,
+        ..Default::default()
+    };
     let res = pool
         .spawn(move || {
             // the slot is the evaluation's, held until it ends even if the client left
             let _slot = slot;
             let storage = fanout(&state, runtime);
-            let mut res = promflow_batch::evaluate(&plan, &storage, &opts);
+            let pushdown = state.remote_read.has_cluster_peers().then(|| crate::pushdown::ClusterPushdown {
+                local: state.db.as_ref(),
+                fanout: &storage,
+                opts: opts.clone(),
+                template,
+                counts: &state.http_metrics.pushdown,
+            });
+            let pushdown = pushdown.as_ref().map(|p| p as &dyn promflow_batch::AggregatePushdown);
+            let mut res = promflow_batch::evaluate_with(&plan, &storage, &opts, pushdown);
             if let Ok(r) = &mut res {
                 for w in storage.warnings() {
                     r.annotations.add(Level::Warning, w, None);
@@ -206,7 +225,7 @@ pub(super) async fn query(
         return Ok(success(json!({"resultType": "explain", "result": plan.to_string()})));
     }
     let opts = query_options(&state, &p, (t, t, 1), timeout, false)?;
-    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await;
+    let (res, timings) = run_query(Arc::clone(&state), plan, opts, (&text, &state.query.compile)).await;
     let res = record_query(&state, &asker, &text, (t, t, 0), QueryTimings { preparation, ..timings }, res)?;
     Ok(json_response(render_result(&res)))
 }
@@ -284,7 +303,7 @@ pub(super) async fn query_range(
     let plan = compile(text, &compile_opts)?;
     let preparation = prepared.elapsed();
     let opts = query_options(&state, &p, (start, end, step_ms), timeout, true)?;
-    let (res, timings) = run_query(Arc::clone(&state), plan, opts).await;
+    let (res, timings) = run_query(Arc::clone(&state), plan, opts, (text, &compile_opts)).await;
     let t = QueryTimings { preparation, ..timings };
     let res = record_query(&state, &asker, text, (start, end, step_ms), t, res)?;
     Ok(json_response(render_result(&res)))
