@@ -200,7 +200,8 @@ fn write_here(node: &Server, ts: Vec<TimeSeries>) {
 }
 
 /// With two copies of every series, the nodes' parts of an aggregation count each series
-/// once (a node is asked again without the copies another counts); a series whose copies
+/// once (a node is asked again without the copies another counts), in queries and in a
+/// subscription evaluated in batch; a series whose copies
 /// differ (each node holds part of its samples) is aggregated over the merged samples. Both
 /// answer as one process does. A request for a part that is not a node's, or that does not
 /// decode, is refused.
@@ -231,6 +232,30 @@ fn aggregations_count_each_series_once() {
         assert_eq!(parts_after - parts, 2.0 * aggregations.len() as f64, "node {i}: in parts");
         assert_eq!(merged_after, *merged, "node {i}: over merged samples");
     }
+    // a subscription evaluated in batch (no dataflow here) counts in parts too
+    let (in_parts, _) = aggregations_evaluated(&nodes[1]);
+    let stream = std::net::TcpStream::connect(("127.0.0.1", nodes[1].port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let url = format!("ws://127.0.0.1:{}/api/v1/subscribe", nodes[1].port);
+    let (mut socket, _) = tungstenite::client(url, stream).expect("websocket handshake");
+    let subscribe = serde_json::json!({"id": "c", "query": "count(http_requests_total)"});
+    socket.send(tungstenite::Message::Text(subscribe.to_string().into())).unwrap();
+    let snapshot = loop {
+        if let tungstenite::Message::Text(t) = socket.read().expect("a message within 20 s") {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] != "heartbeat" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    let counted = JOBS.len() * INSTANCES * CODES.len();
+    assert_eq!(snapshot["result"][0]["value"][1], counted.to_string(), "{snapshot}");
+    assert!(
+        aggregations_evaluated(&nodes[1]).0 > in_parts,
+        "the subscription's count was not evaluated in parts"
+    );
+    drop(socket);
     // one series, its samples up to 90 s before the end on node 0 alone and the rest on
     // node 1 alone: every query below reads some of both
     let times: Vec<i64> = (0..=40).map(|i| end - 20 * 60_000 + i * 30_000).collect();

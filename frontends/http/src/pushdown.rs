@@ -311,17 +311,17 @@ impl Part {
 }
 
 /// The aggregations of one query, evaluated in parts on the cluster's nodes.
-pub(crate) struct ClusterPushdown<'a> {
+struct ClusterPushdown<'a> {
     /// The node's own storage.
-    pub local: &'a dyn Querier,
+    local: &'a dyn Querier,
     /// The query's reader of the other nodes, whose requests carry the parts' too.
-    pub fanout: &'a Fanout<'a>,
+    fanout: &'a Fanout<'a>,
     /// The query's options (limits, deadline, features).
-    pub opts: QueryOptions,
+    opts: QueryOptions,
     /// The request every part is asked with, before its aggregation and steps are filled in.
-    pub template: PartialRequest,
+    template: PartialRequest,
     /// Where the outcome is counted.
-    pub counts: &'a PushdownCounts,
+    counts: &'a PushdownCounts,
 }
 
 impl ClusterPushdown<'_> {
@@ -448,6 +448,55 @@ impl AggregatePushdown for ClusterPushdown<'_> {
             }
         }
     }
+}
+
+/// The request an aggregation's parts of the query `text`, compiled with `compile` and
+/// evaluated with `opts`, are asked with, before its aggregation and steps are filled in.
+pub(crate) fn part_template(
+    text: &str,
+    compile: &promflow_promql::CompileOptions,
+    opts: &QueryOptions,
+) -> PartialRequest {
+    PartialRequest {
+        query: text.to_string(),
+        lookback_ms: opts.lookback_ms,
+        compile_step_ms: compile.step.as_millis() as i64,
+        compile_range_ms: compile.range.as_millis() as i64,
+        delayed_name_removal: opts.delayed_name_removal,
+        use_start_timestamps: opts.use_start_timestamps,
+        ..Default::default()
+    }
+}
+
+/// Evaluates `plan` over this node's storage and what the `remote_read` endpoints and the
+/// cluster's other nodes hold, as a query does; in a cluster, with `template` (the query's
+/// text, [`part_template`]), its aggregations in parts on the nodes where it can. The
+/// endpoints' errors are the answer's warnings. Blocks on the endpoints: call it on the
+/// query pool.
+pub(crate) fn evaluate_over_cluster(
+    state: &AppState,
+    plan: &Plan,
+    opts: &QueryOptions,
+    template: Option<PartialRequest>,
+    runtime: tokio::runtime::Handle,
+) -> Result<promflow_plan::Evaluation, promflow_plan::Error> {
+    let storage = crate::api::query::fanout(state, runtime);
+    let pushdown =
+        template.filter(|_| state.remote_read.has_cluster_peers()).map(|template| ClusterPushdown {
+            local: state.db.as_ref(),
+            fanout: &storage,
+            opts: opts.clone(),
+            template,
+            counts: &state.http_metrics.pushdown,
+        });
+    let pushdown = pushdown.as_ref().map(|p| p as &dyn AggregatePushdown);
+    let mut res = promflow_batch::evaluate_with(plan, &storage, opts, pushdown);
+    if let Ok(r) = &mut res {
+        for w in storage.warnings() {
+            r.annotations.add(Level::Warning, w, None);
+        }
+    }
+    res
 }
 
 /// Why a node refuses to evaluate a part.

@@ -168,6 +168,9 @@ struct Sub {
     source: Source,
     /// Its query, until its view is installed (for evaluations in batch if it is not).
     plan: Option<Plan>,
+    /// A PromQL query's text, which a cluster's nodes compile to evaluate its aggregations
+    /// in parts when it is evaluated in batch.
+    promql: Option<String>,
     /// Ended by the client while its view was being installed.
     cancelled: bool,
     /// Samples its query read when subscribed, held in the budgets while it lives.
@@ -326,8 +329,15 @@ impl Connection {
         }
         let n = self.next;
         self.next += 1;
-        let sub =
-            Sub { id, source: Source::Installing, plan: Some(plan.clone()), cancelled: false, samples: 0 };
+        let promql = (!sql).then(|| query.to_string());
+        let sub = Sub {
+            id,
+            source: Source::Installing,
+            plan: Some(plan.clone()),
+            promql,
+            cancelled: false,
+            samples: 0,
+        };
         self.subs.insert(n, sub);
         let limits = self.state.subscriptions.limits;
         let budget =
@@ -381,7 +391,7 @@ impl Connection {
 
     /// Evaluates subscription `n`'s query in batch every `--subscribe.batch-interval`, and
     /// queues its result, then each change of it.
-    fn evaluate_in_batch(&self, n: u64, plan: Plan) -> tokio::task::AbortHandle {
+    fn evaluate_in_batch(&self, n: u64, plan: Plan, promql: Option<String>) -> tokio::task::AbortHandle {
         let (state, queue) = (Arc::clone(&self.state), self.queue());
         let every = state.subscriptions.batch_interval;
         tokio::spawn(async move {
@@ -391,7 +401,7 @@ impl Connection {
             loop {
                 tick.tick().await;
                 let t = chrono::Utc::now().timestamp_millis();
-                let (state, plan) = (Arc::clone(&state), plan.clone());
+                let (state, plan, text) = (Arc::clone(&state), plan.clone(), promql.clone());
                 let pool = Arc::clone(&state.query_pool);
                 let runtime = tokio::runtime::Handle::current();
                 let evaluated = pool
@@ -405,8 +415,12 @@ impl Connection {
                             use_start_timestamps: q.use_start_timestamps,
                             ..QueryOptions::instant(t)
                         };
-                        // what a query reads: remote_read endpoints and cluster peers too
-                        promflow_batch::evaluate(&plan, &crate::api::query::fanout(&state, runtime), &opts)
+                        // what a query reads: remote_read endpoints and cluster peers too,
+                        // a PromQL query's aggregations in parts on the nodes
+                        let template = text
+                            .as_deref()
+                            .map(|text| crate::pushdown::part_template(text, &q.compile, &opts));
+                        crate::pushdown::evaluate_over_cluster(&state, &plan, &opts, template, runtime)
                     })
                     .await;
                 let rows: HashMap<Arc<Labels>, ViewValue> = match evaluated {
@@ -475,12 +489,13 @@ impl Connection {
             Ok(watch) => {
                 self.samples += samples;
                 let sub = self.subs.get_mut(&n)?;
-                (sub.source, sub.plan, sub.samples) = (Source::View(watch), None, samples);
+                (sub.source, sub.plan, sub.promql, sub.samples) = (Source::View(watch), None, None, samples);
             }
             Err(Refusal::NotMaintained) => {
                 self.samples += samples;
-                let plan = self.subs.get_mut(&n)?.plan.take()?;
-                let batch = self.evaluate_in_batch(n, plan);
+                let sub = self.subs.get_mut(&n)?;
+                let (plan, promql) = (sub.plan.take()?, sub.promql.take());
+                let batch = self.evaluate_in_batch(n, plan, promql);
                 let sub = self.subs.get_mut(&n)?;
                 (sub.source, sub.samples) = (Source::Batch(batch), samples);
             }

@@ -102,35 +102,12 @@ async fn run_query(
     let runtime = tokio::runtime::Handle::current();
     let started = Instant::now();
     let pool = Arc::clone(&state.query_pool);
-    let template = promflow_remote::partial::PartialRequest {
-        query: text.to_string(),
-        lookback_ms: opts.lookback_ms,
-        compile_step_ms: compile.step.as_millis() as i64,
-        compile_range_ms: compile.range.as_millis() as i64,
-        delayed_name_removal: opts.delayed_name_removal,
-        use_start_timestamps: opts.use_start_timestamps,
-        ..Default::default()
-    };
+    let template = crate::pushdown::part_template(text, compile, &opts);
     let res = pool
         .spawn(move || {
             // the slot is the evaluation's, held until it ends even if the client left
             let _slot = slot;
-            let storage = fanout(&state, runtime);
-            let pushdown = state.remote_read.has_cluster_peers().then(|| crate::pushdown::ClusterPushdown {
-                local: state.db.as_ref(),
-                fanout: &storage,
-                opts: opts.clone(),
-                template,
-                counts: &state.http_metrics.pushdown,
-            });
-            let pushdown = pushdown.as_ref().map(|p| p as &dyn promflow_batch::AggregatePushdown);
-            let mut res = promflow_batch::evaluate_with(&plan, &storage, &opts, pushdown);
-            if let Ok(r) = &mut res {
-                for w in storage.warnings() {
-                    r.annotations.add(Level::Warning, w, None);
-                }
-            }
-            res
+            crate::pushdown::evaluate_over_cluster(&state, &plan, &opts, Some(template), runtime)
         })
         .await;
     let eval = started.elapsed();
