@@ -409,6 +409,8 @@ struct Components {
     dataflow: Option<Arc<Formation>>,
     /// The rules' views on it.
     rule_views: Option<Arc<RuleViews>>,
+    /// How many aggregations of queries and rules were evaluated in parts on the nodes.
+    pushdown_counts: Arc<promflow_http::PushdownCounts>,
 }
 
 impl Components {
@@ -523,9 +525,17 @@ impl Components {
                 Arc::new(move || db.appender())
             }
         };
+        // in a cluster, rules evaluated in batch aggregate in parts on the nodes, as queries do
+        let pushdown_counts = Arc::new(promflow_http::PushdownCounts::default());
+        let rule_pushdown = cluster.as_ref().map(|_| {
+            let (db, readers, counts) =
+                (Arc::clone(db), Arc::clone(&remote_read), Arc::clone(&pushdown_counts));
+            Arc::new(promflow_http::RulePushdown::new(db, readers, runtime.clone(), counts))
+                as Arc<dyn promflow_rules::PushdownFor>
+        });
         let rule_manager = start_rules(
             flags,
-            rule_querier,
+            (rule_querier, rule_pushdown),
             rule_writer,
             &notifier,
             (live_views.clone(), dataflow.clone().zip(rule_views.clone())),
@@ -552,6 +562,7 @@ impl Components {
             cluster,
             dataflow,
             rule_views,
+            pushdown_counts,
         })
     }
 
@@ -673,7 +684,7 @@ impl Components {
             remote_read_sample_limit: flags.remote_read_sample_limit,
             push: self.push.clone(),
             quit,
-            http_metrics: Default::default(),
+            http_metrics: promflow_http::HttpMetrics::with_pushdown(Arc::clone(&self.pushdown_counts)),
             subscriptions: promflow_http::Subscriptions::new(
                 promflow_http::SubscriptionLimits {
                     per_connection: flags.subscribe_max_per_connection,
@@ -868,7 +879,7 @@ fn start_live_views(flags: &cli::Flags, db: &Arc<Db>) -> Result<Option<Arc<LiveV
 /// from live views), written back to storage, and alerts sent through the notifier.
 fn start_rules(
     flags: &cli::Flags,
-    querier: Arc<dyn Querier>,
+    (querier, pushdown): (Arc<dyn Querier>, Option<Arc<dyn promflow_rules::PushdownFor>>),
     writer: promflow_rules::AppenderFn,
     notifier: &Arc<promflow_notifier::Notifier>,
     (views, dataflow): (Option<Arc<LiveViews>>, Option<ClusterDataflow>),
@@ -914,6 +925,7 @@ fn start_rules(
                     as promflow_rules::ClusterViewsFn
             }),
             timings: Arc::default(),
+            pushdown,
             query_log: Some(Arc::new(move |q: &promflow_rules::LoggedRuleQuery<'_>| {
                 if !log.enabled() {
                     return;

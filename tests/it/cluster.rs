@@ -497,8 +497,9 @@ fn rules_read_the_whole_cluster() {
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
-        // the same selection twice in a group: the second rule reads the peers as the first
-        "groups:\n  - name: totals\n    interval: 1s\n    rules:\n      - record: job:temperature:count\n        expr: count by (job) (temperature)\n      - record: job:temperature:count_again\n        expr: count by (job) (temperature)\n",
+        // the same selection twice in a group: the second rule reads the peers as the first;
+        // counts are asked of the nodes in parts, the hottest instances read from them
+        "groups:\n  - name: totals\n    interval: 1s\n    rules:\n      - record: job:temperature:count\n        expr: count by (job) (temperature)\n      - record: job:temperature:count_again\n        expr: count by (job) (temperature)\n      - record: job:temperature:hottest\n        expr: topk by (job) (1, temperature)\n      - record: job:temperature:hottest_again\n        expr: topk by (job) (1, temperature)\n",
     )
     .unwrap();
     let config = format!("rule_files: ['{}']\n", rules.display());
@@ -534,9 +535,10 @@ fn rules_read_the_whole_cluster() {
         holders.len() == JOBS.len() && holders.values().all(|&n| n == 1),
         "recorded series by the number of nodes storing them: {holders:?}"
     );
-    // each evaluation reads each other node once per selection: one remote read answers both
-    // the selection's floats and its histograms, which the executor asks for apart (and the
-    // second rule's selection is read again, not answered with the first's leftover)
+    // each evaluation asks each other node once per count rule for its part of the count,
+    // and reads each other node once per `topk` rule's selection: one remote read answers
+    // both the selection's floats and its histograms, which the executor asks for apart (and
+    // the second rule's selection is read again, not answered with the first's leftover)
     let sum = |node: &Server, prefix: &str, containing: &str| -> f64 {
         let (_, text) = node.get_text("/metrics");
         text.lines()
@@ -547,20 +549,25 @@ fn rules_read_the_whole_cluster() {
     let counts = || {
         let evaluations: f64 =
             nodes.iter().map(|n| sum(n, "prometheus_rule_group_iterations_total{", "totals")).sum();
-        let reads: f64 =
-            nodes.iter().map(|n| sum(n, "prometheus_http_requests_total{", "handler=\"/api/v1/read\"")).sum();
-        (evaluations, reads)
+        let asked = |handler: &str| -> f64 {
+            nodes
+                .iter()
+                .map(|n| sum(n, "prometheus_http_requests_total{", &format!("handler=\"{handler}\"")))
+                .sum()
+        };
+        (evaluations, asked("/api/v1/read"), asked("/api/v1/cluster/partial"))
     };
     // over a few seconds of evaluations alone (no query of the test's in between)
     let before = counts();
     std::thread::sleep(Duration::from_secs(4));
     let after = counts();
-    let (evaluations, reads) = (after.0 - before.0, after.1 - before.1);
-    // two selections an evaluation, each read from each of the other nodes
+    let (evaluations, reads, parts) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    // two rules of each kind an evaluation, each asked of each of the other nodes
     let expected = evaluations * (nodes.len() - 1) as f64 * 2.0;
+    let near = |n: f64| n >= expected * 0.5 && n < expected * 1.5;
     assert!(
-        evaluations >= 3.0 && reads >= expected * 0.5 && reads < expected * 1.5,
-        "{reads} remote reads for {evaluations} evaluations of two selections over the other nodes"
+        evaluations >= 3.0 && near(reads) && near(parts),
+        "{parts} parts and {reads} remote reads for {evaluations} evaluations of two rules of each kind over the other nodes"
     );
 }
 

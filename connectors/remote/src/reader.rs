@@ -396,6 +396,14 @@ impl RemoteReaders {
         self.readers.read().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// The endpoints in force when all are cluster peers (none is a configured
+    /// `remote_read` endpoint, whose series no peer aggregates): what a query's aggregations
+    /// are asked of in parts ([`ask_partials`]). `None` otherwise.
+    pub fn cluster_peers_only(&self) -> Option<Vec<Arc<RemoteReader>>> {
+        let current = self.current();
+        current.iter().all(|r| r.peer.is_some()).then_some(current)
+    }
+
     /// Whether this node has cluster peers.
     pub fn has_cluster_peers(&self) -> bool {
         self.peers.read().is_ok_and(|p| !p.is_empty())
@@ -508,27 +516,6 @@ impl<'a> Fanout<'a> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
-    /// How many cluster peers this query reads, when it reads nothing else: a configured
-    /// `remote_read` endpoint holds series that no peer aggregates, so a query that reads one
-    /// is not evaluated in parts (`None`).
-    pub fn cluster_peers_only(&self) -> Option<usize> {
-        self.remotes.iter().all(|r| r.peer.is_some()).then_some(self.remotes.len())
-    }
-
-    /// Sends each request of `asks` to its cluster peer (the index among
-    /// [`Fanout::cluster_peers_only`]'s) at once, waiting at most `timeout` for each; the
-    /// answers are had from [`PendingPartials::wait`].
-    pub fn ask_partials(&self, asks: Vec<(usize, PartialRequest)>, timeout: Duration) -> PendingPartials {
-        let asks = asks
-            .into_iter()
-            .filter_map(|(peer, request)| {
-                let reader = Arc::clone(self.remotes.get(peer)?);
-                Some((peer, self.runtime.spawn(async move { reader.partial(&request, timeout).await })))
-            })
-            .collect();
-        PendingPartials { runtime: self.runtime.clone(), asks }
-    }
-
     /// What the endpoints that take this selection answer of one kind: the leftover of an
     /// earlier call for the other kind, when `mine` finds it is of this kind, else fetched
     /// now, the other kind (`split`) kept as the selection's leftover for its call.
@@ -583,7 +570,26 @@ impl<'a> Fanout<'a> {
     }
 }
 
-/// Partial aggregations asked of cluster peers ([`Fanout::ask_partials`]).
+/// Sends each request of `asks` to its cluster peer (an index into `peers`) at once on
+/// `runtime`, waiting at most `timeout` for each; the answers are had from
+/// [`PendingPartials::wait`].
+pub fn ask_partials(
+    peers: &[Arc<RemoteReader>],
+    asks: Vec<(usize, PartialRequest)>,
+    timeout: Duration,
+    runtime: &tokio::runtime::Handle,
+) -> PendingPartials {
+    let asks = asks
+        .into_iter()
+        .filter_map(|(peer, request)| {
+            let reader = Arc::clone(peers.get(peer)?);
+            Some((peer, runtime.spawn(async move { reader.partial(&request, timeout).await })))
+        })
+        .collect();
+    PendingPartials { runtime: runtime.clone(), asks }
+}
+
+/// Partial aggregations asked of cluster peers ([`ask_partials`]).
 pub struct PendingPartials {
     runtime: tokio::runtime::Handle,
     asks: Vec<(usize, tokio::task::JoinHandle<Result<PartialResponse, String>>)>,

@@ -237,7 +237,8 @@ pub fn eval(
     views: Option<&LiveViews>,
     limit: u64,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let vector = instant_query(&rule.plan, t, querier, settings, views.map(|v| (v, None)))?;
+    let vector =
+        instant_query((&rule.plan, Some(&rule.query)), t, querier, settings, views.map(|v| (v, None)))?;
     apply(rule, st, vector, t, querier, settings, limit)
 }
 
@@ -385,7 +386,7 @@ fn expand(
         let compile = settings.compile.as_ref().ok_or("query is not available")?;
         let plan = compile(q)?;
         // template queries are one-off: always in batch
-        Ok(instant_query(&plan, t, querier, settings, None)?
+        Ok(instant_query((&plan, None), t, querier, settings, None)?
             .into_iter()
             .map(|(l, v)| (l.iter().map(|x| (x.name.to_string(), x.value.to_string())).collect(), v))
             .collect())

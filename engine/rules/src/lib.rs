@@ -25,7 +25,7 @@ pub use alerting::{
     Alert, AlertState, AlertingRuleSpec, AlertingState, ElementChange, Notification, NotifyFn,
 };
 
-use promflow_batch::{evaluate, QueryOptions, QueryResult};
+use promflow_batch::{evaluate_with, AggregatePushdown, QueryOptions, QueryResult};
 use promflow_incremental::{Grain, Operand, Value};
 use promflow_plan::Plan;
 
@@ -112,6 +112,16 @@ pub struct EvalSettings {
     pub query_log: Option<QueryLogFn>,
     /// Where evaluation times are summed up.
     pub timings: Arc<RuleTimings>,
+    /// In a cluster, where the aggregations of rules evaluated in batch are evaluated in
+    /// parts (on the nodes that hold the series) instead of over every node's samples.
+    pub pushdown: Option<Arc<dyn PushdownFor>>,
+}
+
+/// Where the aggregations of one evaluation are evaluated in parts: a cluster's nodes.
+pub trait PushdownFor: Send + Sync {
+    /// The pushdown of one evaluation, with `opts`, of the PromQL expression `text`, which
+    /// compiles to the plan evaluated; `None` when there is none.
+    fn pushdown(&self, text: &str, opts: &QueryOptions) -> Option<Box<dyn AggregatePushdown + '_>>;
 }
 
 impl Default for EvalSettings {
@@ -131,6 +141,7 @@ impl Default for EvalSettings {
             cluster_views: None,
             query_log: None,
             timings: Arc::default(),
+            pushdown: None,
         }
     }
 }
@@ -690,20 +701,22 @@ impl Group {
 /// labels), or Prometheus's error for other result types. Its float elements only (alerts
 /// and templates read values).
 fn instant_query(
-    plan: &Plan,
+    (plan, text): (&Plan, Option<&str>),
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
     views: Option<(&LiveViews, Option<Grain>)>,
 ) -> Result<Vec<(Labels, f64)>, String> {
-    let rows = rows(plan, t, querier, settings, views)?;
+    let rows = rows((plan, text), t, querier, settings, views)?;
     Ok(rows.into_iter().filter_map(|(l, v)| Some((l, v.as_float()?))).collect())
 }
 
 /// [`instant_query`] with the histogram elements too. From `views` (read at the grain
-/// given, if any) when given and the plan is maintained there.
+/// given, if any) when given and the plan is maintained there; otherwise in batch, the
+/// aggregations in parts where `settings` has a pushdown and `text` (the PromQL the plan was
+/// compiled from) is given.
 fn rows(
-    plan: &Plan,
+    (plan, text): (&Plan, Option<&str>),
     t: i64,
     querier: &dyn Querier,
     settings: &EvalSettings,
@@ -719,7 +732,8 @@ fn rows(
         deadline: Some(Instant::now() + settings.timeout),
         ..settings.query.clone()
     };
-    let eval = evaluate(plan, querier, &opts).map_err(|e| e.to_string())?;
+    let pushdown = text.and_then(|text| settings.pushdown.as_ref()?.pushdown(text, &opts));
+    let eval = evaluate_with(plan, querier, &opts, pushdown.as_deref()).map_err(|e| e.to_string())?;
     let mut rows: Vec<(Labels, Value)> = match eval.result {
         QueryResult::Vector(v) => v.into_iter().map(|(l, _, v)| (l, Value::float(v))).collect(),
         QueryResult::Scalar(_, v) => vec![(Labels::new(), Value::float(v))],
@@ -742,7 +756,7 @@ fn record(
     limit: u64,
 ) -> Result<Vec<(Labels, Value)>, String> {
     let views = views.map(|(v, grain)| (v, Some(grain)));
-    let mut out: Vec<(Labels, Value)> = rows(&rule.plan, t, querier, settings, views)?
+    let mut out: Vec<(Labels, Value)> = rows((&rule.plan, Some(&rule.query)), t, querier, settings, views)?
         .into_iter()
         .map(|(mut l, v)| {
             l.set(METRIC_NAME, &rule.name);

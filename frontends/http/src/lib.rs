@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::router;
 pub use metrics::HttpMetrics;
+pub use pushdown::{PushdownCounts, RulePushdown};
 pub use query_log::{LoggedQuery, QueryLog, QueryOrigin, QueryTimings};
 pub use query_pool::QueryPool;
 pub use serve::{serve, Listeners};

@@ -26,11 +26,18 @@ pub struct HttpMetrics {
     remote_write: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// `/federate` requests that failed reading storage.
     pub federation_errors: std::sync::atomic::AtomicU64,
-    /// In a cluster: the queries' aggregations evaluated in parts, or not.
-    pub pushdown: crate::pushdown::PushdownCounts,
+    /// In a cluster: the aggregations of queries, subscriptions and rules evaluated in parts,
+    /// or not (shared with the rules' [`crate::RulePushdown`]).
+    pub pushdown: std::sync::Arc<crate::PushdownCounts>,
 }
 
 impl HttpMetrics {
+    /// Counts from zero, the aggregations evaluated in parts in `pushdown` (shared with the
+    /// rules' [`crate::RulePushdown`]).
+    pub fn with_pushdown(pushdown: std::sync::Arc<crate::PushdownCounts>) -> HttpMetrics {
+        HttpMetrics { pushdown, ..HttpMetrics::default() }
+    }
+
     /// Counts one remote-write request by its protobuf message and compression.
     pub fn observe_remote_write(&self, message: &'static str, encoding: &'static str) {
         if let Ok(mut c) = self.remote_write.lock() {
@@ -214,7 +221,7 @@ pub fn render(state: &AppState) -> String {
         let mut aggregations = w.family(
             "promflow_cluster_query_aggregations_total",
             MetricKind::Counter,
-            "Aggregations of API queries evaluated in parts on the cluster's nodes (in_parts), or over every node's samples merged on the asked node (merged).",
+            "Aggregations of queries, subscriptions and rules evaluated in batch, evaluated in parts on the cluster's nodes (in_parts), or over every node's samples merged on the node that evaluates them (merged).",
         );
         aggregations.sample(&[("evaluated", "in_parts")], counts.in_parts.load(Ordering::Relaxed));
         aggregations.sample(&[("evaluated", "merged")], counts.merged.load(Ordering::Relaxed));

@@ -22,9 +22,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use promflow_batch::{evaluate_partial, AggregatePushdown, PartialAggregate, PartialGroup, Steps};
-use promflow_plan::{Level, Plan, QueryOptions, SourcePos};
+use promflow_plan::{Level, Origin, Plan, QueryOptions, SourcePos};
 use promflow_remote::partial::{self, PartialRequest, PartialResponse};
-use promflow_remote::reader::{Fanout, CLUSTER_HOP_HEADER};
+use promflow_remote::reader::{ask_partials, RemoteReader, RemoteReaders, CLUSTER_HOP_HEADER};
 use promflow_storage::{
     HistogramSeries, Labels, Matcher, Querier, Series, StartTimestamps, Timestamp, METRIC_NAME,
 };
@@ -45,9 +45,25 @@ pub struct PushdownCounts {
 }
 
 /// The digest of an aggregation's plan: how another node, compiling the same query text,
-/// finds the same aggregation (the plan's debug form holds its operators, matchers and
-/// positions in the text).
+/// finds the same aggregation. The plan's debug form holds its operators, matchers and
+/// parameters; the positions in the text are left out, so that a rule's plan, compiled from
+/// the expression as written, has the digest of the plan of its one-line form.
 fn plan_digest(plan: &Plan) -> u64 {
+    fn forget_positions(plan: &mut Plan) {
+        match plan {
+            Plan::Select { origin, .. }
+            | Plan::WindowFunction { origin, .. }
+            | Plan::VectorFunction { origin, .. }
+            | Plan::Aggregate { origin, .. }
+            | Plan::Join { origin, .. } => *origin = Origin::default(),
+            _ => {}
+        }
+        for child in plan.children_mut() {
+            forget_positions(child);
+        }
+    }
+    let mut plan = plan.clone();
+    forget_positions(&mut plan);
     xxhash_rust::xxh3::xxh3_64(format!("{plan:?}").as_bytes())
 }
 
@@ -314,8 +330,10 @@ impl Part {
 struct ClusterPushdown<'a> {
     /// The node's own storage.
     local: &'a dyn Querier,
-    /// The query's reader of the other nodes, whose requests carry the parts' too.
-    fanout: &'a Fanout<'a>,
+    /// The other nodes, when the query reads no other `remote_read` endpoint.
+    peers: Option<Vec<Arc<RemoteReader>>>,
+    /// Where the requests to them run.
+    runtime: tokio::runtime::Handle,
     /// The query's options (limits, deadline, features).
     opts: QueryOptions,
     /// The request every part is asked with, before its aggregation and steps are filled in.
@@ -338,7 +356,7 @@ impl ClusterPushdown<'_> {
         steps: Steps,
         names_may_collide: bool,
     ) -> Result<Vec<PartialAggregate>, String> {
-        let peers = self.fanout.cluster_peers_only().ok_or("a remote_read endpoint is read too")?;
+        let peers = self.peers.as_deref().ok_or("a remote_read endpoint is read too")?;
         let request = PartialRequest {
             aggregate: plan_digest(aggregate),
             start_ms: steps.start,
@@ -350,8 +368,8 @@ impl ClusterPushdown<'_> {
             unnamed: names_may_collide,
             ..self.template.clone()
         };
-        let pending =
-            self.fanout.ask_partials((0..peers).map(|p| (p, request.clone())).collect(), self.timeout());
+        let asks = (0..peers.len()).map(|p| (p, request.clone())).collect();
+        let pending = ask_partials(peers, asks, self.timeout(), &self.runtime);
         let local = local_part(aggregate, self.local, &self.opts, steps, (&[], names_may_collide));
         let answers = pending.wait();
         // the asked node first: it never leaves anything out, so it is never asked again
@@ -392,7 +410,7 @@ impl ClusterPushdown<'_> {
         let answers = if again.is_empty() {
             Vec::new()
         } else {
-            self.fanout.ask_partials(again, self.timeout()).wait()
+            ask_partials(peers, again, self.timeout(), &self.runtime).wait()
         };
         let mut out = Vec::with_capacity(parts.len());
         let mut redone: HashMap<usize, Part> = HashMap::new();
@@ -480,15 +498,16 @@ pub(crate) fn evaluate_over_cluster(
     template: Option<PartialRequest>,
     runtime: tokio::runtime::Handle,
 ) -> Result<promflow_plan::Evaluation, promflow_plan::Error> {
-    let storage = crate::api::query::fanout(state, runtime);
     let pushdown =
         template.filter(|_| state.remote_read.has_cluster_peers()).map(|template| ClusterPushdown {
             local: state.db.as_ref(),
-            fanout: &storage,
+            peers: state.remote_read.cluster_peers_only(),
+            runtime: runtime.clone(),
             opts: opts.clone(),
             template,
             counts: &state.http_metrics.pushdown,
         });
+    let storage = crate::api::query::fanout(state, runtime);
     let pushdown = pushdown.as_ref().map(|p| p as &dyn AggregatePushdown);
     let mut res = promflow_batch::evaluate_with(plan, &storage, opts, pushdown);
     if let Ok(r) = &mut res {
@@ -497,6 +516,45 @@ pub(crate) fn evaluate_over_cluster(
         }
     }
     res
+}
+
+/// The aggregations of the rules a cluster node evaluates in batch, in parts on the nodes.
+pub struct RulePushdown {
+    db: Arc<promflow_storage::Db>,
+    readers: Arc<RemoteReaders>,
+    runtime: tokio::runtime::Handle,
+    counts: Arc<PushdownCounts>,
+}
+
+impl RulePushdown {
+    /// Over this node's storage `db` and the cluster's other nodes among `readers`, asked on
+    /// `runtime`; the outcomes counted in `counts` (the node's API queries' counts).
+    pub fn new(
+        db: Arc<promflow_storage::Db>,
+        readers: Arc<RemoteReaders>,
+        runtime: tokio::runtime::Handle,
+        counts: Arc<PushdownCounts>,
+    ) -> RulePushdown {
+        RulePushdown { db, readers, runtime, counts }
+    }
+}
+
+impl promflow_rules::PushdownFor for RulePushdown {
+    fn pushdown(&self, text: &str, opts: &QueryOptions) -> Option<Box<dyn AggregatePushdown + '_>> {
+        if !self.readers.has_cluster_peers() {
+            return None;
+        }
+        // a rule's expression has no step() and range() of a range query
+        let template = part_template(text, &promflow_promql::CompileOptions::default(), opts);
+        Some(Box::new(ClusterPushdown {
+            local: self.db.as_ref(),
+            peers: self.readers.cluster_peers_only(),
+            runtime: self.runtime.clone(),
+            opts: opts.clone(),
+            template,
+            counts: &self.counts,
+        }))
+    }
 }
 
 /// Why a node refuses to evaluate a part.
