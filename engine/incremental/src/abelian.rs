@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 
@@ -25,7 +26,7 @@ use super::Counters;
 use promflow_plan::AggOp;
 
 /// One group's accumulated contributions.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct SumCount {
     /// The finite values' sum, rounded, and the rounding error.
     sum: f64,
@@ -143,7 +144,7 @@ impl SumCount {
 /// A group's contributions: its floats' totals, and its native histograms, which are few
 /// (a histogram sum is recomputed from them at each change, as the batch executor adds them:
 /// histograms do not cancel under −old, +new).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Totals {
     floats: SumCount,
     /// Each histogram's multiplicity.
@@ -155,21 +156,40 @@ impl Totals {
     fn add(&mut self, value: Value, n: isize) {
         match value.as_float() {
             Some(v) => self.floats.plus_equals(&SumCount::of(v).multiply(n)),
-            None => match self.hists.entry(value) {
-                Entry::Occupied(mut m) => {
-                    *m.get_mut() += n as i64;
-                    if *m.get() == 0 {
-                        m.remove();
-                    }
+            None => self.add_histogram(value, n as i64),
+        }
+    }
+
+    /// Adds `n` to the multiplicity of the histogram `h`, forgetting it at zero.
+    fn add_histogram(&mut self, h: Value, n: i64) {
+        match self.hists.entry(h) {
+            Entry::Occupied(mut m) => {
+                *m.get_mut() += n;
+                if *m.get() == 0 {
+                    m.remove();
                 }
-                Entry::Vacant(m) => drop(m.insert(n as i64)),
-            },
+            }
+            Entry::Vacant(m) => drop(m.insert(n)),
+        }
+    }
+
+    /// Adds the contributions of `other` (some elements' changes at one time).
+    fn merge(&mut self, other: Totals) {
+        self.floats.plus_equals(&other.floats);
+        for (h, n) in other.hists {
+            self.add_histogram(h, n);
         }
     }
 
     /// Whether no contribution is left.
     fn is_empty(&self) -> bool {
         self.floats.count == 0 && self.hists.is_empty()
+    }
+
+    /// Whether the contributions change nothing (an element's retraction and the same value
+    /// again): nothing to send.
+    fn changes_nothing(&self) -> bool {
+        self.floats == SumCount::default() && self.hists.is_empty()
     }
 
     /// The aggregation's result for the group, `None` when the group is empty or its
@@ -190,20 +210,50 @@ impl Totals {
     }
 }
 
-/// An element's change as its group sees it: (group, value, +1 or −1).
-type Contribution = (Key, Value, isize);
+/// The changes of some elements of a group at one time, combined: (group, their totals).
+type Contribution = (Key, Totals);
 
 /// `op` (`sum`, `count`, `avg` or `group`) of `elements`, keyed by their group: one state per
 /// group on the worker that owns it, changed in place by each element's change once its time
 /// is complete, and a change of the group's result (−old, +new) at that time.
+///
+/// Each worker first combines the changes it makes to a group at a time into one record
+/// (their totals), which crosses to the group's owner: a change of an element's value would
+/// otherwise send two (its retraction and its new value), one pair per element of the group.
 pub(crate) fn aggregate<'s>(
     elements: VecCollection<'s, u64, (Key, Value), isize>,
     op: AggOp,
     counters: Arc<Counters>,
 ) -> VecCollection<'s, u64, (Key, Value), isize> {
-    let owner = KeyExchange::new(|u: &((Key, Value), u64, isize)| (u.0).0 .0);
+    let owner = KeyExchange::new(|u: &(Key, Totals, u64)| u.0 .0);
     elements
         .inner
+        .unary_frontier(Pipeline, "abelian combine", move |_cap, _info| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, KeyMap<Key, Totals>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for ((group, v), t, diff) in batch.iter() {
+                            let (_, groups) =
+                                pending.entry(*t).or_insert_with(|| (cap.delayed(t, 0), KeyMap::default()));
+                            groups.entry(*group).or_default().add(v.clone(), *diff);
+                        }
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (t, (cap, groups)) = entry.remove_entry();
+                    let mut session = output.session(&cap);
+                    for (group, totals) in groups {
+                        if !totals.changes_nothing() {
+                            session.give((group, totals, t));
+                        }
+                    }
+                }
+            }
+        })
         .unary_frontier(owner, "abelian", move |_cap, _info| {
             let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Contribution>)> = BTreeMap::new();
             let mut totals: KeyMap<Key, Totals> = KeyMap::default();
@@ -211,12 +261,12 @@ pub(crate) fn aggregate<'s>(
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     for batch in data {
-                        for ((group, v), t, diff) in batch.iter() {
-                            pending.entry(*t).or_insert_with(|| (cap.delayed(t, 0), Vec::new())).1.push((
-                                *group,
-                                v.clone(),
-                                *diff,
-                            ));
+                        for (group, delta, t) in batch.iter() {
+                            pending
+                                .entry(*t)
+                                .or_insert_with(|| (cap.delayed(t, 0), Vec::new()))
+                                .1
+                                .push((*group, delta.clone()));
                         }
                     }
                 });
@@ -225,10 +275,10 @@ pub(crate) fn aggregate<'s>(
                         break;
                     }
                     let (t, (cap, changes)) = entry.remove_entry();
-                    for (group, v, diff) in changes {
+                    for (group, delta) in changes {
                         let total = totals.entry(group).or_default();
                         before.entry(group).or_insert_with(|| total.result(op));
-                        total.add(v, diff);
+                        total.merge(delta);
                     }
                     let mut session = output.session(&cap);
                     for (group, old) in before.drain() {
@@ -280,6 +330,33 @@ mod tests {
                 && self.scaled == 0.0
                 && self.scaled_err == 0.0
         }
+    }
+
+    #[test]
+    fn changes_combined_in_parts_add_up_as_one_by_one() {
+        let changes =
+            [(1e20, 1), (1.0, 1), (0.1, 1), (1e20, -1), (f64::NAN, 1), (2.5, -1), (f64::NAN, -1), (0.7, 1)];
+        let mut one_by_one = Totals::default();
+        for &(v, d) in &changes {
+            one_by_one.add(Value::float(v), d);
+        }
+        let (mut even, mut odd) = (Totals::default(), Totals::default());
+        for (i, &(v, d)) in changes.iter().enumerate() {
+            if i % 2 == 0 { &mut even } else { &mut odd }.add(Value::float(v), d);
+        }
+        let mut combined = Totals::default();
+        combined.merge(even);
+        combined.merge(odd);
+        for op in [AggOp::Count, AggOp::Group] {
+            assert_eq!(combined.result(op), one_by_one.result(op), "{op:?}");
+        }
+        // both within the rounding of a compensated sum of what is left: 1 + 0.1 − 2.5 + 0.7
+        for op in [AggOp::Sum, AggOp::Avg] {
+            let value = |t: &Totals| t.result(op).and_then(|v| v.as_float()).unwrap();
+            let (a, b) = (value(&combined), value(&one_by_one));
+            assert!((a - b).abs() <= 2.0 * f64::EPSILON * a.abs(), "{op:?}: {a} against {b}");
+        }
+        assert_eq!(combined.floats.count, 2);
     }
 
     #[test]
