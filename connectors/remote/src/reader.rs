@@ -108,26 +108,38 @@ impl RemoteReader {
         if self.passed_over() {
             return Err(format!("cluster peer {peer}: {}", passed_over_message()));
         }
-        let mut post = self
+        let post = self
             .client
             .post(format!("http://{peer}{PARTIAL_PATH}"))
             .header(CLUSTER_HOP_HEADER, "1")
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
             .timeout(timeout)
             .body(request.encode_body());
+        let (_, body) = self.post_protobuf(post).await.map_err(|e| format!("cluster peer {peer}: {e}"))?;
+        PartialResponse::decode_body(&body).map_err(|e| format!("cluster peer {peer}: {e}"))
+    }
+
+    /// Sends `post`, a snappy-compressed protobuf body, with the endpoint's headers, and
+    /// notes how it went: the answer's content type and body, or why there is none (an
+    /// answer other than 2xx quotes the start of its body).
+    async fn post_protobuf(
+        &self,
+        mut post: reqwest::RequestBuilder,
+    ) -> Result<(Option<String>, impl std::ops::Deref<Target = [u8]>), String> {
+        post = post.header("Content-Type", "application/x-protobuf").header("Content-Encoding", "snappy");
         for (k, v) in &self.config.headers {
             post = post.header(k, v);
         }
         let resp = post.send().await.map_err(|e| self.failed(e))?;
         let status = resp.status();
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
         let body = resp.bytes().await.map_err(|e| self.failed(e))?;
         self.note(false);
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
-            return Err(format!("cluster peer {peer}: {status}: {text}"));
+            return Err(format!("{status}: {text}"));
         }
-        PartialResponse::decode_body(&body).map_err(|e| format!("cluster peer {peer}: {e}"))
+        Ok((content_type, body))
     }
 
     /// Whether a selection with `matchers` over `mint..=maxt` goes to this endpoint, and
@@ -171,26 +183,13 @@ impl RemoteReader {
         let query = Query { start_timestamp_ms: mint, end_timestamp_ms: maxt, matchers: wire, hints: None };
         let accepted = vec![ResponseType::StreamedXorChunks as i32, ResponseType::Samples as i32];
         let request = ReadRequest { queries: vec![query], accepted_response_types: accepted };
-        let mut post = self
+        let post = self
             .client
             .post(&self.config.url)
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
             .header("X-Prometheus-Remote-Read-Version", "0.1.0")
             .body(request.encode_body());
-        for (k, v) in &self.config.headers {
-            post = post.header(k, v);
-        }
-        let resp = post.send().await.map_err(|e| self.failed(e))?;
-        let status = resp.status();
-        let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let (content_type, body) = self.post_protobuf(post).await?;
         let streamed = content_type.is_some_and(|ct| ct.starts_with("application/x-streamed-protobuf"));
-        let body = resp.bytes().await.map_err(|e| self.failed(e))?;
-        self.note(false);
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
-            return Err(format!("{status}: {text}"));
-        }
         let label_set = |labels: Vec<crate::Label>| {
             let mut labels = Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value)));
             for name in &added {

@@ -1553,23 +1553,7 @@ impl Ctx<'_> {
         if op == AggOp::CountValues && param_str.is_empty() {
             return Err(Error::Execution(format!("invalid label name {param_str:?}")));
         }
-        // group index of each input series
-        let mut group_of = Vec::with_capacity(v.len());
-        let mut groups: Vec<Labels> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        for s in &v {
-            self.check_deadline()?;
-            let key = grouping_key(&s.labels, grouping);
-            let g = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push(key);
-                groups.len() - 1
-            });
-            group_of.push(g);
-        }
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
-        for (i, &g) in group_of.iter().enumerate() {
-            members[g].push(i);
-        }
+        let (groups, members) = self.groups(&v, grouping)?;
         match op {
             AggOp::LimitRatio => {
                 // Prometheus: all-zero ratios give nothing, NaN fails, and ratios beyond ±1
@@ -1738,6 +1722,25 @@ impl Ctx<'_> {
                 Ok(Value::Vector(out))
             }
         }
+    }
+
+    /// The groups of `v` under `grouping`, in the order their first member comes, and each
+    /// group's members (indices into `v`).
+    fn groups(&self, v: &[StepSeries], grouping: &Grouping) -> Result<(Vec<Labels>, Vec<Vec<usize>>), Error> {
+        let mut groups: Vec<Labels> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        for (i, s) in v.iter().enumerate() {
+            self.check_deadline()?;
+            let key = grouping_key(&s.labels, grouping);
+            let g = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push(key);
+                members.push(Vec::new());
+                groups.len() - 1
+            });
+            members[g].push(i);
+        }
+        Ok((groups, members))
     }
 
     fn scalar_op(&mut self, op: BinOp, lhs: &Plan, rhs: &Plan, return_bool: bool) -> Result<Value, Error> {

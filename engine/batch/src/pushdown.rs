@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 
 use promflow_kernels::{aggregate_values, kahan_sum};
-use promflow_plan::semantics::grouping_key;
 use promflow_plan::{AggOp, Annotations, Error, Level, Plan, QueryOptions, SourcePos};
 use promflow_storage::{Labels, Querier};
 
@@ -161,20 +160,10 @@ pub fn evaluate_partial(
     if input.iter().any(|s| s.hists.iter().any(Option::is_some)) {
         return Err(Error::Unsupported("native histograms are not aggregated in parts".into()));
     }
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut members: Vec<(Labels, Vec<usize>)> = Vec::new();
-    for (i, s) in input.iter().enumerate() {
-        ctx.check_deadline()?;
-        let key = grouping_key(&s.labels, grouping);
-        let g = *index.entry(key.clone()).or_insert_with(|| {
-            members.push((key, Vec::new()));
-            members.len() - 1
-        });
-        members[g].1.push(i);
-    }
+    let (labels_of, members) = ctx.groups(&input, grouping)?;
     let mut groups = Vec::with_capacity(members.len());
     let mut buf = Vec::new();
-    for (labels, m) in members {
+    for (labels, m) in labels_of.into_iter().zip(members) {
         ctx.check_deadline()?;
         let mut values = Vec::with_capacity(n);
         let mut counts = Vec::with_capacity(n);

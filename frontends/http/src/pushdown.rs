@@ -111,16 +111,17 @@ impl<'a> DigestQuerier<'a> {
         }
     }
 
-    /// Whether the series `labels` is let through.
-    fn keeps(&self, labels: &Labels) -> bool {
-        self.exclude.is_empty() || !self.exclude.contains(&labels.prometheus_hash())
+    /// The label hash of the series `labels` when it is let through.
+    fn kept(&self, labels: &Labels) -> Option<u64> {
+        let hash = labels.prometheus_hash();
+        (!self.exclude.contains(&hash)).then_some(hash)
     }
 
-    /// Takes note of `bytes` read of the series `labels`.
-    fn note(&self, labels: &Labels, bytes: &[u8]) {
+    /// Takes note of `bytes` read of the series `labels`, whose label hash is `hash`.
+    fn note(&self, hash: u64, labels: &Labels, bytes: &[u8]) {
         let digest = xxhash_rust::xxh3::xxh3_64(bytes);
         let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = read.entry(labels.prometheus_hash()).or_insert_with(|| {
+        let entry = read.entry(hash).or_insert_with(|| {
             let unnamed = if self.unnamed {
                 let mut unnamed = labels.clone();
                 unnamed.retain(|l| l.name != METRIC_NAME);
@@ -155,15 +156,16 @@ impl Querier for DigestQuerier<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
         let mut all = self.inner.select(matchers, mint, maxt)?;
-        all.retain(|s| self.keeps(&s.labels));
         let mut bytes = Vec::new();
-        for s in &all {
+        all.retain(|s| {
+            let Some(hash) = self.kept(&s.labels) else { return false };
             bytes.clear();
             let view = s.samples.view();
             bytes.extend(view.t.iter().flat_map(|t| t.to_le_bytes()));
             bytes.extend(view.v.iter().flat_map(|v| v.to_bits().to_le_bytes()));
-            self.note(&s.labels, &bytes);
-        }
+            self.note(hash, &s.labels, &bytes);
+            true
+        });
         Ok(all)
     }
 
@@ -174,7 +176,7 @@ impl Querier for DigestQuerier<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<HistogramSeries>, promflow_storage::Error> {
         let mut all = self.inner.select_histograms(matchers, mint, maxt)?;
-        all.retain(|s| self.keeps(&s.labels));
+        all.retain(|s| self.kept(&s.labels).is_some());
         if all.iter().any(|s| !s.samples.is_empty()) {
             self.histograms.store(true, Ordering::Relaxed);
         }
@@ -197,13 +199,14 @@ impl Querier for DigestQuerier<'_> {
         maxt: Timestamp,
     ) -> Result<Vec<StartTimestamps>, promflow_storage::Error> {
         let mut all = self.inner.select_start_timestamps(matchers, mint, maxt)?;
-        all.retain(|s| self.keeps(&s.labels));
         let mut bytes = Vec::new();
-        for s in &all {
+        all.retain(|s| {
+            let Some(hash) = self.kept(&s.labels) else { return false };
             bytes.clear();
             bytes.extend(s.runs.iter().flat_map(|r| [r.from, r.to, r.start]).flat_map(|t| t.to_le_bytes()));
-            self.note(&s.labels, &bytes);
-        }
+            self.note(hash, &s.labels, &bytes);
+            true
+        });
         Ok(all)
     }
 
