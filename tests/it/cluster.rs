@@ -426,15 +426,26 @@ fn nodes_divide_the_scrape_targets() {
     }
 }
 
-/// The series named `name` that `nodes` hold in their own storage (/federate answers from
-/// it), by their labels, with how many of the nodes hold each.
+/// The series named `name` that `node` holds in its own storage (/federate answers from
+/// it), by their labels, with the timestamp of the latest sample of each.
+fn held(node: &Server, name: &str) -> BTreeMap<String, i64> {
+    let (_, text) = node.get_text(&format!("/federate?match[]={name}"));
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| {
+            let mut fields = l.split(' ');
+            let labels = fields.next()?.to_string();
+            Some((labels, fields.nth(1)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The series named `name` that `nodes` hold in their own storage, by their labels, with
+/// how many of the nodes hold each.
 fn holders(nodes: &[Server], name: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for node in nodes {
-        let (_, text) = node.get_text(&format!("/federate?match[]={name}"));
-        for line in text.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
-            *out.entry(line.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
-        }
+    for labels in nodes.iter().flat_map(|node| held(node, name).into_keys()) {
+        *out.entry(labels).or_insert(0) += 1;
     }
     out
 }
@@ -488,6 +499,50 @@ fn scraped_series_have_replicas_that_outlive_their_node() {
         assert_eq!(status, 200, "{v}");
         assert_eq!(result(&v)[0]["value"][1], "6", "node {i} lost node {victim}'s targets {lost:?}: {v}");
     }
+}
+
+/// With a replication factor of 2, a scraped series whose replica node is down has its
+/// replica on the next node of its ranking meanwhile: the samples scraped during the gap
+/// have two copies too.
+#[test]
+fn a_scraped_series_replica_goes_to_the_next_node_while_its_own_is_down() {
+    let (targets, config) = things(6);
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path(), 3, &config, &["--cluster.replication-factor=2"]);
+    let placed = wait_for(Duration::from_secs(30), || {
+        let h = holders(&nodes, "thing");
+        (h.len() == targets.len() && h.values().all(|&n| n == 2)).then_some(())
+    });
+    assert!(placed.is_some(), "not every series is on two nodes: {:?}", holders(&nodes, "thing"));
+    // a series scraped by one node with its replica on another: every series has one
+    let scraped: Vec<Vec<String>> = nodes.iter().map(|n| active_targets(n, true)).collect();
+    let held_now: Vec<BTreeMap<String, i64>> = nodes.iter().map(|n| held(n, "thing")).collect();
+    let (series, scraper, replica) = (0..nodes.len())
+        .flat_map(|s| scraped[s].iter().map(move |instance| (s, instance)))
+        .find_map(|(s, instance)| {
+            let labels = held_now[s].keys().find(|l| l.contains(&format!("instance=\"{instance}\"")))?;
+            let r = (0..nodes.len()).find(|&r| r != s && held_now[r].contains_key(labels))?;
+            Some((labels.clone(), s, r))
+        })
+        .expect("no scraped series has a replica");
+    let third = (0..nodes.len()).find(|&n| n != scraper && n != replica).unwrap();
+    assert!(!held_now[third].contains_key(&series), "{series} is on three nodes");
+    nodes[replica].kill9();
+    let killed_at = now_ms();
+    // the third node takes the series' replicas from now on
+    let copied = wait_for(Duration::from_secs(30), || {
+        held(&nodes[third], "thing").get(&series).is_some_and(|&t| t > killed_at).then_some(())
+    });
+    assert!(
+        copied.is_some(),
+        "node {third} holds no sample of {series} scraped by node {scraper} since its replica node {replica} was killed"
+    );
+    let (_, text) = nodes[scraper].get_text("/metrics");
+    let sent = text
+        .lines()
+        .find_map(|l| l.strip_prefix("promflow_cluster_replica_samples_total{outcome=\"sent\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(sent.is_some_and(|n| n > 0.0), "no replicas counted as sent: {sent:?}");
 }
 
 /// A recording rule evaluated on a node reads every node's storage.

@@ -144,58 +144,109 @@ impl ClusterWrites {
 
     /// Sends replicas of `stored`, which this node has stored as their primary (a scrape's
     /// samples, [`promflow_scrape::ScrapeManager::set_copies`]), to the first
-    /// `replication − 1` other nodes of each series' ranking. The bodies are encoded on the
+    /// `replication − 1` other nodes of each series' ranking, passing over the peers that
+    /// lately took no copy as [`ClusterWrites::write`] does. The bodies are encoded on the
     /// calling thread (a scrape's blocking thread) and sent on `runtime` without waiting.
-    /// Nobody waits for these copies, so one that fails is counted, not retried: the replica
-    /// misses those samples.
+    /// Nobody waits for these copies: a copy a node does not take goes to the next node of
+    /// the series' ranking (so a series keeps its replicas while a node is down), and one
+    /// that no node takes, or that a node refuses, is counted, not retried.
     pub fn send_replicas(self: &Arc<Self>, stored: ScrapedSamples, runtime: &tokio::runtime::Handle) {
         if self.replication < 2 || stored.is_empty() {
             return;
         }
-        let copies = (self.replication - 1) as u64;
+        let copies = self.replication - 1;
         let samples = (stored.floats.len() + stored.histograms.len()) as u64;
         let raw = request_of(stored).encode_to_vec();
-        let req = match RequestView::parse(&raw) {
-            Ok(req) => req,
+        let placement = self.placement();
+        let first = RequestView::parse(&raw).map(|req| {
+            // per series: the other nodes, best first
+            let rankings: Vec<Vec<usize>> = req
+                .series()
+                .map(|s| {
+                    (placement.rank)(series_hash(s.labels))
+                        .into_iter()
+                        .filter(|&n| n != placement.me)
+                        .collect()
+                })
+                .collect();
+            let passed_over = self.passed_over(&placement.peers);
+            let mut owed: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
+            for (i, ranking) in rankings.iter().enumerate() {
+                for node in first_nodes(ranking, copies, &passed_over) {
+                    owed.entry((node, Role::Replica)).or_default().push(i);
+                }
+            }
+            let bodies = encode_owed(&req, &owed);
+            // a node once sent a series' copy, or passed over, is not sent it again
+            let tried: Vec<BTreeSet<usize>> = (0..rankings.len())
+                .map(|i| {
+                    let sent = owed.iter().filter(|(_, series)| series.contains(&i)).map(|(&(n, _), _)| n);
+                    sent.chain(passed_over.iter().copied()).collect()
+                })
+                .collect();
+            (rankings, owed, bodies, tried)
+        });
+        let (rankings, owed, bodies, tried) = match first {
+            Ok(first) => first,
             Err(e) => {
                 tracing::error!(error = %e, "encoding replicas of this node's samples");
-                self.replicas_dropped.fetch_add(samples * copies, Ordering::Relaxed);
+                self.replicas_dropped.fetch_add(samples * copies as u64, Ordering::Relaxed);
                 return;
             }
         };
-        let placement = self.placement();
-        let mut owed: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
-        for (i, s) in req.series().enumerate() {
-            let others = (placement.rank)(series_hash(s.labels)).into_iter().filter(|&n| n != placement.me);
-            for node in others.take(self.replication - 1) {
-                owed.entry((node, Role::Replica)).or_default().push(i);
-            }
-        }
-        let bodies = encode_owed(&req, &owed);
-        let bytes: usize = bodies.iter().map(|(_, _, b)| b.len()).sum();
+        let bytes = raw.len() + bodies.iter().map(|(_, _, b)| b.len()).sum::<usize>();
         if self.replica_bytes_in_flight.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_REPLICA_BYTES {
             self.replica_bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
-            self.replicas_dropped.fetch_add(samples * copies, Ordering::Relaxed);
+            self.replicas_dropped.fetch_add(samples * copies as u64, Ordering::Relaxed);
             return;
         }
         let this = Arc::clone(self);
         runtime.spawn(async move {
-            for (node, answer) in this.send_bodies(&placement.peers, bodies).await {
-                // a series carries one sample here: the series owed are the samples
-                let sent = owed.get(&(node, Role::Replica)).map_or(0, Vec::len) as u64;
-                let counter = match &answer {
-                    Ok(()) => &this.replicas_sent,
-                    Err(Copy::Refused(e)) => {
-                        tracing::debug!(peer = %placement.peers[node], error = %e, "a peer refused replicas");
-                        &this.replicas_failed
+            let (mut owed, mut bodies, mut tried) = (owed, bodies, tried);
+            // a series carries one sample here: the series owed are the samples
+            let (mut sent, mut failed) = (0u64, 0u64);
+            loop {
+                let mut down = Vec::new();
+                for (node, answer) in this.send_bodies(&placement.peers, bodies).await {
+                    let owed_here = owed.get(&(node, Role::Replica)).map_or(0, Vec::len) as u64;
+                    this.note_answer(&placement.peers[node], !matches!(answer, Err(Copy::Down(_))));
+                    match answer {
+                        Ok(()) => sent += owed_here,
+                        Err(Copy::Refused(e)) => {
+                            tracing::debug!(peer = %placement.peers[node], error = %e, "a peer refused replicas");
+                            failed += owed_here;
+                        }
+                        Err(Copy::Down(e)) => {
+                            tracing::debug!(peer = %placement.peers[node], error = %e, "a peer took no replicas: the next node takes them");
+                            down.push(node);
+                        }
                     }
-                    Err(Copy::Down(e)) => {
-                        tracing::debug!(peer = %placement.peers[node], error = %e, "a peer took no replicas");
-                        &this.replicas_failed
+                }
+                // what a node that is down was owed goes to the next node of each series' ranking
+                let mut next: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
+                for node in down {
+                    for &i in owed.get(&(node, Role::Replica)).into_iter().flatten() {
+                        match rankings[i].iter().copied().find(|n| !tried[i].contains(n)) {
+                            Some(n) => {
+                                tried[i].insert(n);
+                                next.entry((n, Role::Replica)).or_default().push(i);
+                            }
+                            None => failed += 1,
+                        }
                     }
+                }
+                if next.is_empty() {
+                    break;
+                }
+                bodies = match RequestView::parse(&raw) {
+                    Ok(req) => encode_owed(&req, &next),
+                    // it parsed before the first send
+                    Err(_) => break,
                 };
-                counter.fetch_add(sent, Ordering::Relaxed);
+                owed = next;
             }
+            this.replicas_sent.fetch_add(sent, Ordering::Relaxed);
+            this.replicas_failed.fetch_add(failed, Ordering::Relaxed);
             this.replica_bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
         });
     }
@@ -253,18 +304,8 @@ impl ClusterWrites {
         // peers that lately took no copy are passed over, unless a series would have too few
         // nodes without them
         let passed_over = self.passed_over(peers);
-        let mut sending: Vec<Vec<usize>> = rankings
-            .iter()
-            .map(|r| {
-                let up: Vec<usize> =
-                    r.iter().copied().filter(|n| !passed_over.contains(n)).take(self.replication).collect();
-                if up.len() == self.replication.min(r.len()) {
-                    up
-                } else {
-                    r.iter().copied().take(self.replication).collect()
-                }
-            })
-            .collect();
+        let mut sending: Vec<Vec<usize>> =
+            rankings.iter().map(|r| first_nodes(r, self.replication, &passed_over)).collect();
         let mut down: BTreeSet<usize> = BTreeSet::new();
         // per series: the node that holds, or is being sent, its primary copy
         let mut primary: Vec<Option<usize>> = vec![None; rankings.len()];
@@ -607,6 +648,18 @@ fn role_of(primary: Option<usize>, node: usize) -> Role {
         Role::Primary
     } else {
         Role::Replica
+    }
+}
+
+/// The `copies` nodes of `ranking` (nodes, best first) a series' copies go to: the first
+/// ones not `passed_over`, or, when too few are, the first ones (a series is not left with
+/// fewer copies for a peer that merely failed lately).
+fn first_nodes(ranking: &[usize], copies: usize, passed_over: &BTreeSet<usize>) -> Vec<usize> {
+    let up: Vec<usize> = ranking.iter().copied().filter(|n| !passed_over.contains(n)).take(copies).collect();
+    if up.len() == copies.min(ranking.len()) {
+        up
+    } else {
+        ranking.iter().copied().take(copies).collect()
     }
 }
 
