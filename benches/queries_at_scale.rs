@@ -11,7 +11,9 @@
 //! ingest, `BENCH_LOOP_ROUNDS` [40] the rounds sent for that (0 skips it).
 //!
 //! Per system: load every round, then ask each query once to warm up and `BENCH_REPS` times
-//! timed (the median is reported), then `kill -9` the server and time its restart on the
+//! timed (the median is reported), then measure what the data takes once compacted (a
+//! snapshot with the head written as a block; VictoriaMetrics's parts after a forced merge),
+//! then `kill -9` the server and time its restart on the
 //! same data until it answers ready and its first query. Then more rounds are sent, in four
 //! groups: alone, with the heaviest query asked in a loop, alone, in the loop again; the
 //! ingest rate and the answer times of the remote-write requests in each mode are compared.
@@ -180,6 +182,8 @@ struct Outcome {
     rss_mib: f64,
     /// Bytes under the data directory once loaded (WAL, head chunk files, blocks, parts).
     disk_mib: f64,
+    /// Bytes the loaded samples take once compacted ([`compacted_bytes`]).
+    compacted_bytes: Option<u64>,
     /// Per query: the median latency in ms (`None`: an error or a timeout) and the answer.
     queries: Vec<(Option<f64>, Option<Canonical>)>,
     restart_ready_s: f64,
@@ -339,6 +343,16 @@ fn main() {
             results.push((ms, answer));
         }
 
+        let compacted_bytes = compacted_bytes(system, &server.base, &dir.path().join("data"));
+        eprintln!(
+            "{}: compacted {}",
+            system.name(),
+            compacted_bytes.map_or("–".into(), |b| format!(
+                "{b} bytes, {:.3} B a sample",
+                b as f64 / (n * rounds) as f64
+            ))
+        );
+
         // kill -9, then the time until the same data answers again
         let mut server = server;
         let _ = server.child.kill();
@@ -381,6 +395,7 @@ fn main() {
             ingest_s,
             rss_mib,
             disk_mib,
+            compacted_bytes,
             queries: results,
             restart_ready_s,
             restart_first_answer_s,
@@ -390,6 +405,44 @@ fn main() {
 
     report(n, rounds, reps, &asks, &outcomes);
     report_beside_query(loop_rounds, looped.0, &outcomes);
+}
+
+/// The bytes the loaded data takes once compacted: for promflow and Prometheus, a snapshot
+/// with the head written as a block (`/api/v1/admin/tsdb/snapshot`, removed afterwards); for
+/// VictoriaMetrics, its `data` and `indexdb` after a forced merge of every partition, once
+/// their size has not changed for 15 s (at most 10 minutes).
+fn compacted_bytes(system: System, base: &str, data: &std::path::Path) -> Option<u64> {
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(900)).build().ok()?;
+    if system == System::VictoriaMetrics {
+        let _ = http.get(format!("{base}/internal/force_flush")).send();
+        let answer = http.get(format!("{base}/internal/force_merge")).send().ok()?;
+        if !answer.status().is_success() {
+            eprintln!("VictoriaMetrics: force_merge answered {}", answer.status());
+            return None;
+        }
+        let size = || workload::disk_bytes(&data.join("data")) + workload::disk_bytes(&data.join("indexdb"));
+        let (started, mut last, mut since) = (Instant::now(), size(), Instant::now());
+        while started.elapsed() < Duration::from_secs(600) {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = size();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_secs(15) {
+                return Some(now);
+            }
+        }
+        return None;
+    }
+    let text = http.post(format!("{base}/api/v1/admin/tsdb/snapshot")).send().ok()?.text().ok()?;
+    let answer: Value = serde_json::from_str(&text).ok()?;
+    let name = answer["data"]["name"].as_str()?;
+    // Prometheus keeps snapshots under `snapshots/`, promflow under `promflow/snapshots/`
+    let dir = [data.join("snapshots").join(name), data.join("promflow").join("snapshots").join(name)]
+        .into_iter()
+        .find(|d| d.is_dir())?;
+    let bytes = workload::disk_bytes(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(bytes)
 }
 
 fn report_beside_query(loop_rounds: usize, looped: &str, outcomes: &[Outcome]) {
@@ -458,15 +511,16 @@ fn report(n: usize, rounds: usize, reps: usize, asks: &[(&str, Ask)], outcomes: 
         println!("| {name} | {} |", cells.join(" | "));
     }
     println!("\n(×: promflow's time over this system's; ≠: the answer differs from promflow's)\n");
-    println!("| system | load, s | RSS loaded, MiB | on disk loaded, MiB | restart to ready, s | to the first answer, s | answer as before |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| system | load, s | RSS loaded, MiB | on disk loaded, MiB | compacted, B a sample | restart to ready, s | to the first answer, s | answer as before |");
+    println!("|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} | {} |",
             o.system.name(),
             o.ingest_s,
             o.rss_mib,
             o.disk_mib,
+            o.compacted_bytes.map_or("–".into(), |b| format!("{:.3}", b as f64 / (n * rounds) as f64)),
             o.restart_ready_s,
             o.restart_first_answer_s.map_or("–".into(), |s| format!("{s:.1}")),
             if o.restart_same { "yes" } else { "no" }

@@ -768,6 +768,8 @@ impl System {
                     format!("--storage.tsdb.path={}", data.display()),
                     format!("--web.listen-address={addr}"),
                     "--web.enable-remote-write-receiver".into(),
+                    // snapshots: what the data takes once written as a block
+                    "--web.enable-admin-api".into(),
                 ],
                 "/-/ready",
             ),
