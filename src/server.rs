@@ -16,7 +16,7 @@ use promflow_incremental::live::LiveViews;
 use promflow_incremental::SeriesOwner;
 use promflow_plan::QueryOptions;
 use promflow_remote::forward::{ClusterWrites, PlacedAppender, Placement};
-use promflow_remote::reader::{RemoteReaders, StandingFanout};
+use promflow_remote::reader::{PeerAccess, RemoteReaders, StandingFanout};
 use promflow_remote::RemoteWriter;
 use promflow_rules::{EvalSettings, GroupSpec, Manager as RuleManager};
 use promflow_scrape::push::PushGateway;
@@ -321,13 +321,16 @@ struct Security {
     cors_origin: Option<Regex>,
     /// The secret this node's cluster shares, if it has one.
     cluster_secret: Option<ClusterSecret>,
+    /// How this node reaches the other nodes of its cluster (its scheme, TLS and secret).
+    peer_access: PeerAccess,
 }
 
 impl Security {
     /// Reads the settings; `in_cluster`: whether this node is one of a cluster's. A setting
     /// that cannot be honoured is refused: a cluster secret without a cluster, and in a
-    /// cluster, TLS (the nodes reach each other over plain HTTP) and basic authentication
-    /// without a cluster secret (the nodes would have no credentials for each other).
+    /// cluster, basic authentication without a cluster secret (the nodes would have no
+    /// credentials for each other), and TLS with the cluster's dataflow computation (whose
+    /// connections are not encrypted). With TLS, the nodes reach each other over HTTPS.
     fn open(flags: &cli::Flags, in_cluster: bool) -> Result<Security, String> {
         let web_config =
             (!flags.web_config_file.is_empty()).then(|| std::path::Path::new(&flags.web_config_file));
@@ -345,10 +348,14 @@ impl Security {
                 ClusterSecret::read(Path::new(file)).map_err(|e| format!("--cluster.secret-file: {e}"))?,
             ),
         };
+        let peer_tls = web.current().ok().and_then(|s| s.config.peer_tls());
+        let mut peer_access = PeerAccess::default();
         if in_cluster {
-            if web.current().is_ok_and(|s| s.tls.is_some()) {
-                return Err("in a cluster, the nodes reach each other over plain HTTP, so a --web.config.file with TLS cannot be used in a cluster yet".into());
+            if peer_tls.is_some() && !flags.cluster_dataflow_peers.is_empty() {
+                return Err("--cluster.dataflow-peer: the connections of the cluster's dataflow computation are not encrypted, so it cannot be used with a --web.config.file with TLS".into());
             }
+            peer_access = PeerAccess::new(cluster_secret.as_ref(), peer_tls)
+                .map_err(|e| format!("reaching the cluster's other nodes with the TLS settings of --web.config.file: {e}"))?;
             if web.requires_auth() && cluster_secret.is_none() {
                 return Err("in a cluster, a --web.config.file with basic authentication needs --cluster.secret-file: the nodes authenticate to each other with the cluster's secret".into());
             }
@@ -364,7 +371,7 @@ impl Security {
                     .map_err(|e| format!("--web.cors.origin={re}: {e}"))?,
             ),
         };
-        Ok(Security { web: Arc::new(web), cors_origin, cluster_secret })
+        Ok(Security { web: Arc::new(web), cors_origin, cluster_secret, peer_access })
     }
 }
 
@@ -483,7 +490,8 @@ impl Components {
         remote_write.apply(config).map_err(|e| format!("applying configuration: {e}"))?;
         let remote_read = Arc::new(match &cluster {
             Some(c) => {
-                RemoteReaders::with_cluster_peers(current(c).others().map(String::from).collect(), secret)
+                let others = current(c).others().map(String::from).collect();
+                RemoteReaders::with_cluster_peers(others, &security.peer_access).map_err(|e| e.to_string())?
             }
             None => RemoteReaders::new(),
         });
@@ -508,9 +516,17 @@ impl Components {
                 Some((formation, views)) => (Some(formation), Some(views)),
                 None => (None, None),
             };
-        let cluster_writes = cluster.as_ref().map(|c| {
-            Arc::new(ClusterWrites::new(placement(&current(c)), flags.cluster_replication_factor, secret))
-        });
+        let cluster_writes = match &cluster {
+            Some(c) => {
+                let writes = ClusterWrites::new(
+                    placement(&current(c)),
+                    flags.cluster_replication_factor,
+                    &security.peer_access,
+                );
+                Some(Arc::new(writes.map_err(|e| e.to_string())?))
+            }
+            None => None,
+        };
         // in a cluster, what the rules write is stored where each series belongs
         let rule_writer: promflow_rules::AppenderFn = match &cluster_writes {
             Some(writes) => {

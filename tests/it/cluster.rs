@@ -859,6 +859,94 @@ fn a_wrong_cluster_setting_refuses_to_start() {
     assert!(log.contains("not given"), "{log}");
 }
 
+/// With a `--web.config.file` that serves TLS and requires client certificates, the nodes
+/// reach each other over HTTPS, each presenting its own certificate: reads of the others'
+/// storage, label lookups, aggregations in parts and scraped replicas all cross. The
+/// cluster's dataflow computation, whose connections are not encrypted, is refused with TLS.
+#[test]
+fn nodes_reach_each_other_over_tls() {
+    use crate::web_security::{curl, mutual_tls_web_config, Pki};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let web = format!("--web.config.file={}", mutual_tls_web_config(dir.path(), "").display());
+    let (targets, config) = things(6);
+    let cfg = dir.path().join("cluster.yml");
+    std::fs::write(&cfg, &config).unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers: Vec<String> = ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")).collect();
+    let _nodes: Vec<Server> = (0..3)
+        .map(|i| {
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut flags: Vec<String> = peers.clone();
+            flags.extend([format!("--cluster.index={i}"), web.clone(), "--cluster.replication-factor=2".into()]);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            spawn_promflow(&node_dir, &cfg, ports[i], &flags)
+        })
+        .collect();
+    let (ca, cert, key) = (pki.path("ca.crt"), pki.path("client.crt"), pki.path("client.key"));
+    let get = |port: u16, path: &str| {
+        let url = format!("https://127.0.0.1:{port}{path}");
+        curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &url])
+    };
+    for &port in &ports {
+        let ready = wait_for(Duration::from_secs(30), || (get(port, "/-/ready").0 == 200).then_some(()));
+        assert!(ready.is_some(), "the node on {port} is not ready over TLS");
+    }
+    let count = format!("/api/v1/query?query={}", urlencode("count(thing)"));
+    for &port in &ports {
+        let seen = wait_for(Duration::from_secs(30), || {
+            let (_, body) = get(port, &count);
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (result(&v).first()?["value"][1] == "6" && v["warnings"].is_null()).then_some(())
+        });
+        assert!(seen.is_some(), "the node on {port} does not see the six targets: {:?}", get(port, &count));
+        // the samples themselves (remote read) and the label lookups of every node
+        let read = wait_for(Duration::from_secs(10), || {
+            let (_, body) = get(port, &format!("/api/v1/query?query={}", urlencode("thing")));
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (result(&v).len() == targets.len() && v["warnings"].is_null()).then_some(())
+        });
+        assert!(read.is_some(), "the node on {port} does not read the six series");
+        let listed = wait_for(Duration::from_secs(10), || {
+            let (_, body) = get(port, "/api/v1/label/instance/values");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["data"].as_array()?.len() == targets.len()).then_some(())
+        });
+        assert!(listed.is_some(), "the node on {port} does not list the six instances");
+        let (_, text) = get(port, "/metrics");
+        let in_parts = text
+            .lines()
+            .find_map(|l| l.strip_prefix("promflow_cluster_query_aggregations_total{evaluated=\"in_parts\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(in_parts.is_some_and(|n| n > 0.0), "the count was not evaluated in parts: {in_parts:?}");
+    }
+    // each target's series on two nodes: the scraped replicas crossed too
+    let placed = wait_for(Duration::from_secs(30), || {
+        let mut holders: BTreeMap<String, usize> = BTreeMap::new();
+        for &port in &ports {
+            let (_, text) = get(port, "/federate?match[]=thing");
+            for line in text.lines().filter(|l| l.starts_with("thing{")) {
+                *holders.entry(line.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
+            }
+        }
+        (holders.len() == targets.len() && holders.values().all(|&n| n == 2)).then_some(())
+    });
+    assert!(placed.is_some(), "not every series is on two nodes");
+    let log = refused_start(
+        dir.path(),
+        &[
+            "--cluster.peer=127.0.0.1:1",
+            "--cluster.peer=127.0.0.1:2",
+            "--cluster.index=0",
+            &web,
+            "--cluster.dataflow-peer=127.0.0.1:3",
+            "--cluster.dataflow-peer=127.0.0.1:4",
+        ],
+    );
+    assert!(log.contains("not encrypted"), "{log}");
+}
+
 /// `promflow_cluster_dataflow_up` and `promflow_cluster_dataflow_formations_total` of a node.
 fn dataflow_state(node: &Server) -> (f64, f64) {
     (metric(node, "promflow_cluster_dataflow_up"), metric(node, "promflow_cluster_dataflow_formations_total"))

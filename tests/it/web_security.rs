@@ -44,7 +44,7 @@ fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Server {
 }
 
 /// `curl` with `args`; returns the HTTP status (0 when no answer) and the body.
-fn curl(args: &[&str]) -> (u16, String) {
+pub(crate) fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-m", "20", "-o", "-", "-w", "\n%{http_code}"])
         .args(args)
@@ -165,12 +165,12 @@ fn basic_auth_guards_every_path_as_prometheus_does() {
 }
 
 /// A self-signed CA and a certificate it signs for 127.0.0.1, made with openssl.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         let pki = Pki { dir: dir.to_path_buf() };
         pki.openssl(&[
             "req",
@@ -236,7 +236,7 @@ impl Pki {
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
 }
@@ -331,7 +331,7 @@ fn tls_and_basic_auth_for_curl_promtool_and_psql() {
 
 /// Writes `web.yml` in `dir`: the [`Pki`]'s server certificate, client certificates from its
 /// CA required, and `more` (users) after it.
-fn mutual_tls_web_config(dir: &Path, more: &str) -> PathBuf {
+pub(crate) fn mutual_tls_web_config(dir: &Path, more: &str) -> PathBuf {
     let web = dir.join("web.yml");
     let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n";
     std::fs::write(&web, format!("{tls}{more}")).unwrap();

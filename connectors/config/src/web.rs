@@ -223,6 +223,24 @@ impl WebConfig {
         WebConfig::parse(&text, &path.display().to_string())
     }
 
+    /// The TLS settings with which a cluster's node reaches the others, which serve TLS as it
+    /// does (`None` when it does not): their certificates verified by the CA that verifies
+    /// clients here (`client_ca`, `client_ca_file`) besides the public roots, this node's own
+    /// certificate and key presented as its client certificate.
+    pub fn peer_tls(&self) -> Option<crate::http::TlsConfig> {
+        let t = &self.tls_server_config;
+        let given = |s: &String| (!s.is_empty()).then(|| s.clone());
+        self.tls_enabled().then(|| crate::http::TlsConfig {
+            ca: given(&t.client_ca),
+            ca_file: given(&t.client_ca_file),
+            cert: given(&t.cert),
+            key: given(&t.key),
+            cert_file: given(&t.cert_file),
+            key_file: given(&t.key_file),
+            ..Default::default()
+        })
+    }
+
     /// Whether the listeners serve TLS: any TLS setting is given (the toolkit's rule).
     pub fn tls_enabled(&self) -> bool {
         let t = &self.tls_server_config;

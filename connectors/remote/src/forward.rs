@@ -25,9 +25,7 @@ use promflow_scrape::ScrapedSamples;
 use promflow_storage::{Labels, LabelsRef, MetricKind, MetricsWriter};
 use prost::Message;
 
-use promflow_config::cluster_secret::ClusterSecret;
-
-use crate::reader::{cluster_client, CLUSTER_HOP_HEADER};
+use crate::reader::{PeerAccess, CLUSTER_HOP_HEADER};
 use crate::{Appended, Error, RequestView, Sample, TimeSeries, WriteRequest};
 
 /// A cluster's placement of series: every node, best first, for a hash of a series' labels.
@@ -89,6 +87,8 @@ pub struct ClusterWrites {
     placement: std::sync::RwLock<Arc<Placement>>,
     /// How many nodes store each series.
     replication: usize,
+    /// How the peers are reached, and the client that reaches them.
+    access: PeerAccess,
     client: reqwest::Client,
     /// Bytes of replicas of this node's own samples ([`ClusterWrites::send_replicas`]) on
     /// their way.
@@ -108,20 +108,20 @@ pub struct ClusterWrites {
 const MAX_REPLICA_BYTES: usize = 64 << 20;
 
 impl ClusterWrites {
-    /// Stores each series on `replication` of the nodes `placement` names; with the
-    /// cluster's `secret`, every copy and relayed request proves it.
-    pub fn new(placement: Placement, replication: usize, secret: Option<&ClusterSecret>) -> ClusterWrites {
-        let token = secret.map(ClusterSecret::http_token);
-        ClusterWrites {
+    /// Stores each series on `replication` of the nodes `placement` names, reaching them as
+    /// `access` says.
+    pub fn new(placement: Placement, replication: usize, access: &PeerAccess) -> Result<ClusterWrites, Error> {
+        Ok(ClusterWrites {
             placement: std::sync::RwLock::new(Arc::new(placement)),
             replication: replication.max(1),
-            client: cluster_client(token.as_deref()),
+            access: access.clone(),
+            client: access.client()?,
             replica_bytes_in_flight: AtomicUsize::new(0),
             replicas_sent: AtomicU64::new(0),
             replicas_failed: AtomicU64::new(0),
             replicas_dropped: AtomicU64::new(0),
             failed: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
+        })
     }
 
     /// The nodes of `peers` that took no copy within [`PASS_OVER`].
@@ -406,7 +406,7 @@ impl ClusterWrites {
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let mut request = self
             .client
-            .request(method, format!("http://{peer}{path_and_query}"))
+            .request(method, self.access.url(peer, path_and_query))
             .header(CLUSTER_HOP_HEADER, "1")
             .timeout(COPY_TIMEOUT)
             .body(body);
@@ -440,7 +440,7 @@ impl ClusterWrites {
         for (node, role, body) in bodies {
             let request = self
                 .client
-                .post(format!("http://{}/api/v1/write", peers[node]))
+                .post(self.access.url(&peers[node], "/api/v1/write"))
                 .header("Content-Type", COPY_CONTENT_TYPE)
                 .header("Content-Encoding", "snappy")
                 .header("X-Prometheus-Remote-Write-Version", "2.0.0")
@@ -775,7 +775,7 @@ mod tests {
             me: 0,
             rank: Arc::new(|_| vec![1, 0, 2]),
         };
-        let writes = ClusterWrites::new(placement, 2, None);
+        let writes = ClusterWrites::new(placement, 2, &PeerAccess::default()).unwrap();
         let raw = one_sample_request();
         let req = RequestView::parse(&raw).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -798,7 +798,7 @@ mod tests {
         // ranked: the failing node 1 first, this node 0 next
         let placement =
             Placement { peers: vec!["127.0.0.1:9".into(), failing], me: 0, rank: Arc::new(|_| vec![1, 0]) };
-        let writes = ClusterWrites::new(placement, 1, None);
+        let writes = ClusterWrites::new(placement, 1, &PeerAccess::default()).unwrap();
         let raw = one_sample_request();
         let req = RequestView::parse(&raw).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -828,7 +828,7 @@ mod tests {
         first.commit().unwrap();
         // a cluster of this node alone: it owns every series
         let placement = Placement { peers: vec!["127.0.0.1:9".into()], me: 0, rank: Arc::new(|_| vec![0]) };
-        let writes = Arc::new(ClusterWrites::new(placement, 1, None));
+        let writes = Arc::new(ClusterWrites::new(placement, 1, &PeerAccess::default()).unwrap());
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut placed = Box::new(PlacedAppender::new(writes, Arc::clone(&db), runtime.handle().clone()));
         placed.append(&labels("out"), 1_000, 2.0).unwrap();

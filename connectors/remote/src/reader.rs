@@ -108,9 +108,11 @@ impl RemoteReader {
         if self.passed_over() {
             return Err(format!("cluster peer {peer}: {}", passed_over_message()));
         }
+        // a peer's endpoint is its remote read path on its scheme and address
+        let base = self.config.url.strip_suffix(PEER_READ_PATH).unwrap_or(&self.config.url);
         let post = self
             .client
-            .post(format!("http://{peer}{PARTIAL_PATH}"))
+            .post(format!("{base}{PARTIAL_PATH}"))
             .header(CLUSTER_HOP_HEADER, "1")
             .timeout(timeout)
             .body(request.encode_body());
@@ -281,9 +283,8 @@ pub struct RemoteReaders {
     peers: RwLock<Vec<String>>,
     /// The client label lookups reach the peers with ([`RemoteReaders::ask_peers`]).
     peer_client: reqwest::Client,
-    /// The token this node proves the cluster's secret with
-    /// ([`ClusterSecret::http_token`]), on every request to a peer.
-    peer_token: Option<String>,
+    /// How the peers are reached: their scheme, TLS settings and the cluster's secret.
+    peer_access: PeerAccess,
     /// How long a read or a lookup waits for a peer ([`PEER_TIMEOUT`]).
     peer_timeout: Duration,
     /// The peers reads and lookups pass over now.
@@ -298,21 +299,51 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// a node answers such a request from its own storage, without asking its peers in turn.
 pub const CLUSTER_HOP_HEADER: &str = "promflow-cluster-hop";
 
-/// A client for a cluster's other nodes: every request carries `token`
-/// ([`ClusterSecret::http_token`]) when the cluster has a secret.
-pub(crate) fn cluster_client(token: Option<&str>) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(mut v) = token.and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
-        // kept out of debug output
-        v.set_sensitive(true);
-        headers.insert(CLUSTER_AUTH_HEADER, v);
+/// The path a cluster's nodes read each other's storage at (remote read).
+const PEER_READ_PATH: &str = "/api/v1/read";
+
+/// How a node reaches the other nodes of its cluster: over plain HTTP, or over HTTPS with
+/// `tls` (the peers' certificates verified by its CA, this node's own certificate presented
+/// to them); with the cluster's secret, every request carries the token that proves it
+/// ([`ClusterSecret::http_token`]).
+#[derive(Clone, Default)]
+pub struct PeerAccess {
+    token: Option<String>,
+    tls: Option<promflow_config::TlsConfig>,
+}
+
+impl PeerAccess {
+    /// Access with the cluster's `secret`, over TLS with `tls` when given. Fails when the TLS
+    /// settings cannot be used (a file that cannot be read, a key that does not parse).
+    pub fn new(secret: Option<&ClusterSecret>, tls: Option<promflow_config::TlsConfig>) -> Result<PeerAccess, Error> {
+        let access = PeerAccess { token: secret.map(ClusterSecret::http_token), tls };
+        access.client()?;
+        Ok(access)
     }
-    reqwest::Client::builder().default_headers(headers).build().unwrap_or_else(|e| {
-        // only a TLS back end that cannot start fails a build; a client without the token
-        // would have every request refused, which the peers' logs and answers then say
-        tracing::error!(error = %e, "building the client for the cluster's peers");
-        reqwest::Client::default()
-    })
+
+    /// The address of `path_and_query` on `peer` (`host:port`).
+    pub fn url(&self, peer: &str, path_and_query: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{peer}{path_and_query}")
+    }
+
+    /// A client for the peers: every request carries the token, and speaks TLS with the
+    /// settings when there are some.
+    pub(crate) fn client(&self) -> Result<reqwest::Client, Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(mut v) = self.token.as_deref().and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
+            // kept out of debug output
+            v.set_sensitive(true);
+            headers.insert(CLUSTER_AUTH_HEADER, v);
+        }
+        let tls = self.tls.clone().unwrap_or_default();
+        let builder = promflow_scrape::client::builder(&tls, PEER_TIMEOUT)
+            .map_err(|e| Error::Client("the cluster's peers".into(), e.to_string()))?;
+        builder
+            .default_headers(headers)
+            .build()
+            .map_err(|e| Error::Client("the cluster's peers".into(), e.to_string()))
+    }
 }
 
 impl Default for RemoteReaders {
@@ -321,7 +352,7 @@ impl Default for RemoteReaders {
             readers: RwLock::default(),
             peers: RwLock::default(),
             peer_client: reqwest::Client::default(),
-            peer_token: None,
+            peer_access: PeerAccess::default(),
             peer_timeout: PEER_TIMEOUT,
             silent: Arc::default(),
         }
@@ -336,16 +367,14 @@ impl RemoteReaders {
 
     /// Also reads the other nodes of a cluster (`host:port` of their HTTP listeners): every
     /// query reads their storage through remote read, recent data included, and merges what
-    /// they hold with what this node holds. With the cluster's `secret`, every request to
-    /// them proves it.
-    pub fn with_cluster_peers(peers: Vec<String>, secret: Option<&ClusterSecret>) -> RemoteReaders {
-        let peer_token = secret.map(ClusterSecret::http_token);
-        RemoteReaders {
+    /// they hold with what this node holds, reaching them as `access` says.
+    pub fn with_cluster_peers(peers: Vec<String>, access: &PeerAccess) -> Result<RemoteReaders, Error> {
+        Ok(RemoteReaders {
             peers: RwLock::new(peers),
-            peer_client: cluster_client(peer_token.as_deref()),
-            peer_token,
+            peer_client: access.client()?,
+            peer_access: access.clone(),
             ..RemoteReaders::default()
-        }
+        })
     }
 
     /// Replaces the other nodes of the cluster; the next [`RemoteReaders::apply`] makes
@@ -366,14 +395,16 @@ impl RemoteReaders {
     pub fn apply(&self, cfg: &Config) -> Result<(), Error> {
         let external = cfg.global.external_labels.clone();
         let peers = self.cluster_peers();
-        let token = self.peer_token.iter().map(|t| (CLUSTER_AUTH_HEADER.to_string(), t.clone()));
+        let access = &self.peer_access;
+        let token = access.token.iter().map(|t| (CLUSTER_AUTH_HEADER.to_string(), t.clone()));
         let peers = peers.iter().map(|p| {
             let config = RemoteReadConfig {
-                url: format!("http://{p}/api/v1/read"),
+                url: access.url(p, PEER_READ_PATH),
                 name: format!("cluster peer {p}"),
                 read_recent: true,
                 remote_timeout: self.peer_timeout,
                 headers: token.clone().collect(),
+                tls_config: access.tls.clone().unwrap_or_default(),
                 ..RemoteReadConfig::default()
             };
             (config, Some((p.clone(), Arc::clone(&self.silent))))
@@ -418,7 +449,7 @@ impl RemoteReaders {
             .into_iter()
             .map(|peer| {
                 let request = client
-                    .get(format!("http://{peer}{path_and_query}"))
+                    .get(self.peer_access.url(&peer, path_and_query))
                     .header(CLUSTER_HOP_HEADER, "1")
                     .timeout(self.peer_timeout);
                 let silent = Arc::clone(&self.silent);
@@ -924,7 +955,7 @@ mod tests {
         std::thread::spawn(move || silent.incoming().collect::<Vec<_>>());
         let timeout = Duration::from_millis(500);
         let readers =
-            RemoteReaders { peer_timeout: timeout, ..RemoteReaders::with_cluster_peers(vec![addr], None) };
+            RemoteReaders { peer_timeout: timeout, ..RemoteReaders::with_cluster_peers(vec![addr], &PeerAccess::default()).unwrap() };
         readers.apply(&Config::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let db = promflow_storage::Db::open(dir.path(), Default::default()).unwrap();

@@ -26,7 +26,7 @@ pub fn http_client(sc: &HttpClientConfig, timeout: Duration) -> Result<reqwest::
 
 /// A client builder with promflow's user agent, `timeout` per request, and the TLS settings
 /// of `tls` (`promflow_config::TlsConfig::client_settings`).
-pub(crate) fn builder(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::ClientBuilder, Error> {
+pub fn builder(tls: &TlsConfig, timeout: Duration) -> Result<reqwest::ClientBuilder, Error> {
     let tls = tls.client_settings().map_err(|e| Error::Client(e.to_string()))?;
     Ok(reqwest::Client::builder()
         .timeout(timeout)
