@@ -354,8 +354,9 @@ impl Security {
             if peer_tls.is_some() && !flags.cluster_dataflow_peers.is_empty() {
                 return Err("--cluster.dataflow-peer: the connections of the cluster's dataflow computation are not encrypted, so it cannot be used with a --web.config.file with TLS".into());
             }
-            peer_access = PeerAccess::new(cluster_secret.as_ref(), peer_tls)
-                .map_err(|e| format!("reaching the cluster's other nodes with the TLS settings of --web.config.file: {e}"))?;
+            peer_access = PeerAccess::new(cluster_secret.as_ref(), peer_tls).map_err(|e| {
+                format!("reaching the cluster's other nodes with the TLS settings of --web.config.file: {e}")
+            })?;
             if web.requires_auth() && cluster_secret.is_none() {
                 return Err("in a cluster, a --web.config.file with basic authentication needs --cluster.secret-file: the nodes authenticate to each other with the cluster's secret".into());
             }

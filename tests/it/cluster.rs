@@ -879,7 +879,11 @@ fn nodes_reach_each_other_over_tls() {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
             let mut flags: Vec<String> = peers.clone();
-            flags.extend([format!("--cluster.index={i}"), web.clone(), "--cluster.replication-factor=2".into()]);
+            flags.extend([
+                format!("--cluster.index={i}"),
+                web.clone(),
+                "--cluster.replication-factor=2".into(),
+            ]);
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             spawn_promflow(&node_dir, &cfg, ports[i], &flags)
         })
@@ -917,7 +921,9 @@ fn nodes_reach_each_other_over_tls() {
         let (_, text) = get(port, "/metrics");
         let in_parts = text
             .lines()
-            .find_map(|l| l.strip_prefix("promflow_cluster_query_aggregations_total{evaluated=\"in_parts\"} "))
+            .find_map(|l| {
+                l.strip_prefix("promflow_cluster_query_aggregations_total{evaluated=\"in_parts\"} ")
+            })
             .and_then(|v| v.trim().parse::<f64>().ok());
         assert!(in_parts.is_some_and(|n| n > 0.0), "the count was not evaluated in parts: {in_parts:?}");
     }
@@ -945,6 +951,49 @@ fn nodes_reach_each_other_over_tls() {
         ],
     );
     assert!(log.contains("not encrypted"), "{log}");
+}
+
+/// On the cluster's dataflow computation a group's alerts move with their data, as in one
+/// server's event mode: with an interval of an hour, the group is never evaluated during the
+/// test, so an alert that fires and resolves does so through its evaluator's watch of the
+/// alert's view.
+#[test]
+fn alerts_move_with_their_data_on_the_clusters_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: hot\n    interval: 1h\n    rules:\n      - alert: Hot\n        expr: temp > 10\n",
+    )
+    .unwrap();
+    let config = format!("rule_files: ['{}']\n", rules.display());
+    let cluster = DataflowCluster::new(dir.path(), 3, &config, &["--web.enable-remote-write-receiver"]);
+    let nodes: Vec<Server> = (0..3).map(|i| cluster.spawn(i)).collect();
+    assert!(formed(&nodes, 1.0), "the dataflow did not form");
+    // the groups' loops take up their watches within a second of the computation forming
+    std::thread::sleep(Duration::from_secs(2));
+    // the alert as the nodes answer it: the evaluator's answer holds it
+    let states = || -> Vec<String> {
+        nodes
+            .iter()
+            .flat_map(|n| {
+                let (_, v) = n.get_json("/api/v1/alerts");
+                let alerts = v["data"]["alerts"].as_array().cloned().unwrap_or_default();
+                alerts
+                    .into_iter()
+                    .filter(|a| a["labels"]["alertname"] == "Hot" && a["labels"]["host"] == "a")
+                    .map(|a| a["state"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    };
+    let temp = |v: f64| vec![series(&[("__name__", "temp"), ("host", "a")], &[(now_ms(), v)])];
+    assert_eq!(remote_write(&nodes[1], temp(20.0)).0, 204);
+    let fired = wait_for(Duration::from_secs(30), || states().iter().any(|s| s == "firing").then_some(()));
+    assert!(fired.is_some(), "the alert did not fire between evaluations: {:?}", states());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(remote_write(&nodes[2], temp(5.0)).0, 204);
+    let resolved = wait_for(Duration::from_secs(30), || states().is_empty().then_some(()));
+    assert!(resolved.is_some(), "the alert did not resolve between evaluations: {:?}", states());
 }
 
 /// `promflow_cluster_dataflow_up` and `promflow_cluster_dataflow_formations_total` of a node.

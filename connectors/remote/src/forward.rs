@@ -110,7 +110,11 @@ const MAX_REPLICA_BYTES: usize = 64 << 20;
 impl ClusterWrites {
     /// Stores each series on `replication` of the nodes `placement` names, reaching them as
     /// `access` says.
-    pub fn new(placement: Placement, replication: usize, access: &PeerAccess) -> Result<ClusterWrites, Error> {
+    pub fn new(
+        placement: Placement,
+        replication: usize,
+        access: &PeerAccess,
+    ) -> Result<ClusterWrites, Error> {
         Ok(ClusterWrites {
             placement: std::sync::RwLock::new(Arc::new(placement)),
             replication: replication.max(1),

@@ -315,7 +315,10 @@ pub struct PeerAccess {
 impl PeerAccess {
     /// Access with the cluster's `secret`, over TLS with `tls` when given. Fails when the TLS
     /// settings cannot be used (a file that cannot be read, a key that does not parse).
-    pub fn new(secret: Option<&ClusterSecret>, tls: Option<promflow_config::TlsConfig>) -> Result<PeerAccess, Error> {
+    pub fn new(
+        secret: Option<&ClusterSecret>,
+        tls: Option<promflow_config::TlsConfig>,
+    ) -> Result<PeerAccess, Error> {
         let access = PeerAccess { token: secret.map(ClusterSecret::http_token), tls };
         access.client()?;
         Ok(access)
@@ -331,7 +334,9 @@ impl PeerAccess {
     /// settings when there are some.
     pub(crate) fn client(&self) -> Result<reqwest::Client, Error> {
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(mut v) = self.token.as_deref().and_then(|t| reqwest::header::HeaderValue::from_str(t).ok()) {
+        if let Some(mut v) =
+            self.token.as_deref().and_then(|t| reqwest::header::HeaderValue::from_str(t).ok())
+        {
             // kept out of debug output
             v.set_sensitive(true);
             headers.insert(CLUSTER_AUTH_HEADER, v);
@@ -954,8 +959,10 @@ mod tests {
         // holds every connection it takes, answering nothing
         std::thread::spawn(move || silent.incoming().collect::<Vec<_>>());
         let timeout = Duration::from_millis(500);
-        let readers =
-            RemoteReaders { peer_timeout: timeout, ..RemoteReaders::with_cluster_peers(vec![addr], &PeerAccess::default()).unwrap() };
+        let readers = RemoteReaders {
+            peer_timeout: timeout,
+            ..RemoteReaders::with_cluster_peers(vec![addr], &PeerAccess::default()).unwrap()
+        };
         readers.apply(&Config::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let db = promflow_storage::Db::open(dir.path(), Default::default()).unwrap();

@@ -899,28 +899,12 @@ impl Manager {
             .name("rule-group".into())
             // deeply nested expressions recurse through evaluation
             .stack_size(16 << 20)
-            .spawn(move || run_group(&g, &p, &s, &*querier, &*appender, &base))
+            .spawn(move || run_group(&g, &p, &s, &querier, &*appender, &base))
             .ok();
-        let mut watches = Vec::new();
-        if let Some(views) = self.views() {
-            let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
-            for (i, plan) in rules {
-                let (g, querier, base) = (Arc::clone(&group), Arc::clone(&self.querier), self.base.clone());
-                let published = Arc::clone(&published);
-                let handler = Box::new(move |t: i64, change: ViewChange| {
-                    let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
-                    let next = g.apply_view(i, t, change, &*querier, &base);
-                    // the alerts it changed, for readers that find the group busy
-                    *lock(&published) = g.status.clone();
-                    next
-                });
-                match views.watch(&plan, handler) {
-                    Some(Ok(id)) => watches.push(id),
-                    Some(Err(e)) => tracing::warn!(error = %e, "watching an alerting rule's view failed"),
-                    None => {}
-                }
-            }
-        }
+        let watches = self
+            .views()
+            .map(|v| watch_alerts(v, &group, &published, &self.querier, &self.base))
+            .unwrap_or_default();
         Running { group, published, stop, thread, watches }
     }
 
@@ -1042,18 +1026,107 @@ impl Manager {
     }
 }
 
+/// Watches the views of `group`'s alerting rules on `views` (event mode), so that its alerts
+/// move with their data between evaluations, as each change of a view arrives: the watches'
+/// ids, for [`LiveViews::unwatch`].
+fn watch_alerts(
+    views: &LiveViews,
+    group: &Arc<Mutex<Group>>,
+    published: &Arc<Mutex<GroupStatus>>,
+    querier: &Arc<dyn Querier>,
+    base: &EvalSettings,
+) -> Vec<u64> {
+    let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
+    let mut watches = Vec::new();
+    for (i, plan) in rules {
+        let (g, querier, base) = (Arc::clone(group), Arc::clone(querier), base.clone());
+        let published = Arc::clone(published);
+        let handler = Box::new(move |t: i64, change: ViewChange| {
+            let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
+            let next = g.apply_view(i, t, change, &*querier, &base);
+            // the alerts it changed, for readers that find the group busy
+            *lock(&published) = g.status.clone();
+            next
+        });
+        match views.watch(&plan, handler) {
+            Some(Ok(id)) => watches.push(id),
+            Some(Err(e)) => tracing::warn!(error = %e, "watching an alerting rule's view failed"),
+            None => {}
+        }
+    }
+    watches
+}
+
+/// On a cluster's dataflow computation: the views a group's alerts are watched on while
+/// this node evaluates the group, and the watches.
+struct ClusterWatches {
+    views: std::sync::Weak<LiveViews>,
+    ids: Vec<u64>,
+}
+
+impl ClusterWatches {
+    /// Watches the group's alerts on the computation's views while this node evaluates it
+    /// there (`turn`), and stops watching when it does not, or when the computation that
+    /// carried the watches is gone (its views, and the watches with them, went with it).
+    fn follow(
+        watching: &mut Option<ClusterWatches>,
+        turn: Option<ClusterTurn>,
+        group: &Arc<Mutex<Group>>,
+        published: &Arc<Mutex<GroupStatus>>,
+        querier: &Arc<dyn Querier>,
+        base: &EvalSettings,
+    ) {
+        let here = match turn {
+            Some(ClusterTurn::Here(views)) => Some(views),
+            _ => None,
+        };
+        let current = watching.as_ref().and_then(|w| w.views.upgrade());
+        let same = match (&here, &current) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let (Some(old), Some(w)) = (current, watching.take()) {
+            for id in w.ids {
+                old.unwatch(id);
+            }
+        }
+        *watching = here.map(|views| ClusterWatches {
+            ids: watch_alerts(&views, group, published, querier, base),
+            views: Arc::downgrade(&views),
+        });
+    }
+
+    /// Stops the watches whose computation is still there.
+    fn stop(watching: Option<ClusterWatches>) {
+        if let Some(w) = watching {
+            if let Some(views) = w.views.upgrade() {
+                for id in w.ids {
+                    views.unwatch(id);
+                }
+            }
+        }
+    }
+}
+
 /// A group's loop: wait for the next aligned evaluation time, evaluate, publish the status,
 /// repeat. Sleeps until
 /// the next evaluation (at most a second at a time, should the wall clock jump) unless
-/// [`Running::halt`] wakes it to stop.
+/// [`Running::halt`] wakes it to stop. On a cluster's dataflow computation, it also keeps
+/// the group's alerts watched on the computation while this node evaluates the group
+/// (checked at each wake, at least every second).
 fn run_group(
-    group: &Mutex<Group>,
-    published: &Mutex<GroupStatus>,
+    group: &Arc<Mutex<Group>>,
+    published: &Arc<Mutex<GroupStatus>>,
     stop: &AtomicBool,
-    querier: &dyn Querier,
+    querier: &Arc<dyn Querier>,
     appender: &(dyn Fn() -> Box<dyn Appender> + Send + Sync),
     base: &EvalSettings,
 ) {
+    let mut cluster_watches: Option<ClusterWatches> = None;
     let interval = group.lock().unwrap_or_else(|e| e.into_inner()).spec.interval_ms.max(1);
     let first = group.lock().unwrap_or_else(|e| e.into_inner()).spec.eval_timestamp(now_ms()) + interval + 1;
     let mut next = first;
@@ -1066,6 +1139,10 @@ fn run_group(
     });
 
     while !stop.load(Ordering::SeqCst) {
+        if let Some(turn) = &base.cluster_views {
+            let turn = turn(&group.lock().unwrap_or_else(|e| e.into_inner()).spec);
+            ClusterWatches::follow(&mut cluster_watches, Some(turn), group, published, querier, base);
+        }
         let now = now_ms();
         if now < next {
             std::thread::park_timeout(Duration::from_millis((next - now).min(1000) as u64));
@@ -1093,13 +1170,13 @@ fn run_group(
             g.status.missed_iterations += missed;
             tracing::warn!(group = %g.spec.name, missed, "rule group evaluation is late; iterations skipped");
         }
-        g.evaluate(ts, querier, appender, base);
+        g.evaluate(ts, &**querier, appender, base);
         drop(first);
         evaluations += 1;
         // as Prometheus: restore after a second evaluation, so recording rules the alerts
         // read have caught up with the data received since the start
         if evaluations == 2 && g.needs_restore() {
-            g.restore_for_state(now_ms(), querier, base);
+            g.restore_for_state(now_ms(), &**querier, base);
         }
         *lock(published) = g.status.clone();
         drop(g);
@@ -1115,6 +1192,7 @@ fn run_group(
     if let (Some(v), Some(t)) = (views, announced) {
         v.unschedule(t);
     }
+    ClusterWatches::stop(cluster_watches);
 }
 
 /// Which rules of a group may read views: none in a tick-mode group, none when the group
