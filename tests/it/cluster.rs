@@ -954,8 +954,9 @@ fn nodes_reach_each_other_over_tls() {
 }
 
 /// On the cluster's dataflow computation a group's alerts move with their data, as in one
-/// server's event mode: with an interval of an hour, the group is never evaluated during the
-/// test, so an alert that fires and resolves does so through its evaluator's watch of the
+/// server's event mode: with an interval of a day, the group is all but never evaluated
+/// during the test (its first evaluation is at its next aligned time, anywhere in the next
+/// day), so an alert that fires and resolves does so through its evaluator's watch of the
 /// alert's view.
 #[test]
 fn alerts_move_with_their_data_on_the_clusters_computation() {
@@ -963,7 +964,7 @@ fn alerts_move_with_their_data_on_the_clusters_computation() {
     let rules = dir.path().join("rules.yml");
     std::fs::write(
         &rules,
-        "groups:\n  - name: hot\n    interval: 1h\n    rules:\n      - alert: Hot\n        expr: temp > 10\n",
+        "groups:\n  - name: hot\n    interval: 1d\n    rules:\n      - alert: Hot\n        expr: temp > 10\n",
     )
     .unwrap();
     let config = format!("rule_files: ['{}']\n", rules.display());

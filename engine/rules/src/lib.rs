@@ -104,9 +104,9 @@ pub struct EvalSettings {
     /// every rule is evaluated in batch at every tick.
     pub views: Option<Arc<LiveViews>>,
     /// In a cluster with a dataflow computation, where each group is evaluated: while the
-    /// computation is formed, on one node, which reads its views at its evaluations (no
-    /// views are installed at a group's start, and no alert follows its view between
-    /// evaluations); while it is not, on every node, in batch.
+    /// computation is formed, on one node, which reads its views at its evaluations and
+    /// watches its alerts' views between them (no views are installed at a group's start:
+    /// the computation installs them as it forms); while it is not, on every node, in batch.
     pub cluster_views: Option<ClusterViewsFn>,
     /// Told of every rule evaluation (`None`: nothing is logged).
     pub query_log: Option<QueryLogFn>,
@@ -1039,7 +1039,10 @@ fn watch_alerts(
     let rules = group.lock().unwrap_or_else(|e| e.into_inner()).event_rules();
     let mut watches = Vec::new();
     for (i, plan) in rules {
-        let (g, querier, base) = (Arc::clone(group), Arc::clone(querier), base.clone());
+        // without the cluster's turn: a handler held by the computation's views must not hold
+        // the computation (through the turn's closure) in a cycle
+        let base = EvalSettings { cluster_views: None, ..base.clone() };
+        let (g, querier) = (Arc::clone(group), Arc::clone(querier));
         let published = Arc::clone(published);
         let handler = Box::new(move |t: i64, change: ViewChange| {
             let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
@@ -1058,10 +1061,21 @@ fn watch_alerts(
 }
 
 /// On a cluster's dataflow computation: the views a group's alerts are watched on while
-/// this node evaluates the group, and the watches.
+/// this node evaluates the group, and the watches, stopped when dropped (the group's loop
+/// ends, or unwinds).
 struct ClusterWatches {
     views: std::sync::Weak<LiveViews>,
     ids: Vec<u64>,
+}
+
+impl Drop for ClusterWatches {
+    fn drop(&mut self) {
+        if let Some(views) = self.views.upgrade() {
+            for id in self.ids.drain(..) {
+                views.unwatch(id);
+            }
+        }
+    }
 }
 
 impl ClusterWatches {
@@ -1089,26 +1103,13 @@ impl ClusterWatches {
         if same {
             return;
         }
-        if let (Some(old), Some(w)) = (current, watching.take()) {
-            for id in w.ids {
-                old.unwatch(id);
-            }
-        }
+        drop(current);
+        // the watches on the computation before, if it is still there, stop
+        *watching = None;
         *watching = here.map(|views| ClusterWatches {
             ids: watch_alerts(&views, group, published, querier, base),
             views: Arc::downgrade(&views),
         });
-    }
-
-    /// Stops the watches whose computation is still there.
-    fn stop(watching: Option<ClusterWatches>) {
-        if let Some(w) = watching {
-            if let Some(views) = w.views.upgrade() {
-                for id in w.ids {
-                    views.unwatch(id);
-                }
-            }
-        }
     }
 }
 
@@ -1192,7 +1193,7 @@ fn run_group(
     if let (Some(v), Some(t)) = (views, announced) {
         v.unschedule(t);
     }
-    ClusterWatches::stop(cluster_watches);
+    drop(cluster_watches);
 }
 
 /// Which rules of a group may read views: none in a tick-mode group, none when the group
