@@ -537,12 +537,8 @@ fn a_scraped_series_replica_goes_to_the_next_node_while_its_own_is_down() {
         copied.is_some(),
         "node {third} holds no sample of {series} scraped by node {scraper} since its replica node {replica} was killed"
     );
-    let (_, text) = nodes[scraper].get_text("/metrics");
-    let sent = text
-        .lines()
-        .find_map(|l| l.strip_prefix("promflow_cluster_replica_samples_total{outcome=\"sent\"} "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
-    assert!(sent.is_some_and(|n| n > 0.0), "no replicas counted as sent: {sent:?}");
+    let sent = metric(&nodes[scraper], "promflow_cluster_replica_samples_total{outcome=\"sent\"}");
+    assert!(sent > 0.0, "no replicas counted as sent: {sent}");
 }
 
 /// A recording rule evaluated on a node reads every node's storage.

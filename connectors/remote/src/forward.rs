@@ -181,16 +181,9 @@ impl ClusterWrites {
                 }
             }
             let bodies = encode_owed(&req, &owed);
-            // a node once sent a series' copy, or passed over, is not sent it again
-            let tried: Vec<BTreeSet<usize>> = (0..rankings.len())
-                .map(|i| {
-                    let sent = owed.iter().filter(|(_, series)| series.contains(&i)).map(|(&(n, _), _)| n);
-                    sent.chain(passed_over.iter().copied()).collect()
-                })
-                .collect();
-            (rankings, owed, bodies, tried)
+            (rankings, passed_over, owed, bodies)
         });
-        let (rankings, owed, bodies, tried) = match first {
+        let (rankings, passed_over, owed, bodies) = match first {
             Ok(first) => first,
             Err(e) => {
                 tracing::error!(error = %e, "encoding replicas of this node's samples");
@@ -206,7 +199,10 @@ impl ClusterWrites {
         }
         let this = Arc::clone(self);
         runtime.spawn(async move {
-            let (mut owed, mut bodies, mut tried) = (owed, bodies, tried);
+            let (mut owed, mut bodies) = (owed, bodies);
+            // the nodes a series' copy went to after the first ones failed; the first ones
+            // are found again from its ranking (only a failure pays for this)
+            let mut retried: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
             // a series carries one sample here: the series owed are the samples
             let (mut sent, mut failed) = (0u64, 0u64);
             loop {
@@ -226,13 +222,19 @@ impl ClusterWrites {
                         }
                     }
                 }
-                // what a node that is down was owed goes to the next node of each series' ranking
+                // what a node that is down was owed goes to the next node of each series'
+                // ranking that was neither sent it nor passed over
                 let mut next: BTreeMap<(usize, Role), Vec<usize>> = BTreeMap::new();
                 for node in down {
                     for &i in owed.get(&(node, Role::Replica)).into_iter().flatten() {
-                        match rankings[i].iter().copied().find(|n| !tried[i].contains(n)) {
+                        let first = first_nodes(&rankings[i], copies, &passed_over);
+                        let again = retried.entry(i).or_default();
+                        let untried = rankings[i].iter().copied().find(|n| {
+                            !first.contains(n) && !passed_over.contains(n) && !again.contains(n)
+                        });
+                        match untried {
                             Some(n) => {
-                                tried[i].insert(n);
+                                again.push(n);
                                 next.entry((n, Role::Replica)).or_default().push(i);
                             }
                             None => failed += 1,
