@@ -10,12 +10,15 @@
 //! While the computation is formed, each group is evaluated on one node, its evaluator (by
 //! a hash of the group's name and file name over the peers), and each view is copied whole
 //! only to the nodes that evaluate a group reading it.
+//!
+//! Clients' subscriptions come later, through the computation's sequenced log: every node
+//! installs each at the same place in the log ([`LiveViews::serve_subscriptions`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use promflow_incremental::cluster::{fingerprint_of, Formation, Occupant};
-use promflow_incremental::live::LiveViews;
+use promflow_incremental::live::{CompileFn, LiveViews};
 use promflow_incremental::{Grain, Incremental};
 use promflow_plan::Plan;
 use promflow_rules::{ClusterTurn, GroupSpec};
@@ -42,19 +45,23 @@ pub struct RuleViews {
     /// Every node's storage, for the samples of long windows read back.
     everywhere: Arc<dyn Querier>,
     catalog: RwLock<Arc<Catalog>>,
+    /// How every node compiles the clients' subscriptions.
+    compile: CompileFn,
 }
 
 impl RuleViews {
     /// The views of `groups` on the computation of `cluster`'s nodes, with history from `db`
-    /// (each node loads what it stores) and windows read back from `everywhere`.
+    /// (each node loads what it stores) and windows read back from `everywhere`; the clients'
+    /// subscriptions compiled with `compile`.
     pub fn new(
         cluster: Cluster,
-        db: Arc<Db>,
-        everywhere: Arc<dyn Querier>,
+        (db, everywhere): (Arc<Db>, Arc<dyn Querier>),
         groups: &[GroupSpec],
+        compile: CompileFn,
     ) -> RuleViews {
         let empty = Catalog { entries: Vec::new(), fingerprint: 0 };
-        let views = RuleViews { cluster, db, everywhere, catalog: RwLock::new(Arc::new(empty)) };
+        let catalog = RwLock::new(Arc::new(empty));
+        let views = RuleViews { cluster, db, everywhere, catalog, compile };
         views.set_groups(groups);
         views
     }
@@ -138,6 +145,7 @@ impl Occupant for RuleViews {
             drop(views.prepare_read_on([(plan, *grain)], t, Some(readers)));
         }
         views.close();
+        views.serve_subscriptions(Arc::clone(&self.compile))?;
         tracing::info!(
             views = catalog.entries.len(),
             "the rules' views are installed on the cluster's dataflow"

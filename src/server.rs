@@ -510,7 +510,8 @@ impl Components {
         };
         // in tick mode no rule reads views, and the computation forms with none
         let views = |cluster| {
-            Arc::new(RuleViews::new(cluster, Arc::clone(db), Arc::clone(&rule_querier), &rule_groups))
+            let stores = (Arc::clone(db), Arc::clone(&rule_querier));
+            Arc::new(RuleViews::new(cluster, stores, &rule_groups, Arc::new(promflow_http::compile_shared)))
         };
         let (dataflow, rule_views) =
             match dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), secret, views)? {

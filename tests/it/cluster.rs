@@ -234,20 +234,9 @@ fn aggregations_count_each_series_once() {
     }
     // a subscription evaluated in batch (no dataflow here) counts in parts too
     let (in_parts, _) = aggregations_evaluated(&nodes[1]);
-    let stream = std::net::TcpStream::connect(("127.0.0.1", nodes[1].port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let url = format!("ws://127.0.0.1:{}/api/v1/subscribe", nodes[1].port);
-    let (mut socket, _) = tungstenite::client(url, stream).expect("websocket handshake");
-    let subscribe = serde_json::json!({"id": "c", "query": "count(http_requests_total)"});
-    socket.send(tungstenite::Message::Text(subscribe.to_string().into())).unwrap();
-    let snapshot = loop {
-        if let tungstenite::Message::Text(t) = socket.read().expect("a message within 20 s") {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] != "heartbeat" {
-                break v;
-            }
-        }
-    };
+    let mut socket = Subscriber::connect(&nodes[1]);
+    socket.send(serde_json::json!({"id": "c", "query": "count(http_requests_total)"}));
+    let snapshot = socket.next();
     assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
     let counted = JOBS.len() * INSTANCES * CODES.len();
     assert_eq!(snapshot["result"][0]["value"][1], counted.to_string(), "{snapshot}");
@@ -1000,6 +989,104 @@ fn alerts_move_with_their_data_on_the_clusters_computation() {
     assert_eq!(remote_write(&nodes[2], temp(5.0)).0, 204);
     let resolved = wait_for(Duration::from_secs(30), || states().is_empty().then_some(()));
     assert!(resolved.is_some(), "the alert did not resolve between evaluations: {:?}", states());
+}
+
+/// The next change of `client`'s subscription that gives `host` the value `value` (among at
+/// most 20 messages).
+fn change_with(client: &mut Subscriber, host: &str, value: f64) -> serde_json::Value {
+    for _ in 0..20 {
+        let message = client.next();
+        let lists = [&message["added"], &message["changed"]];
+        let has = lists.iter().filter_map(|l| l.as_array()).flatten().any(|s| {
+            s["metric"]["host"] == host
+                && s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()) == Some(value)
+        });
+        if message["type"] == "change" && has {
+            return message;
+        }
+    }
+    panic!("no change of {host} to {value} in 20 messages");
+}
+
+/// A subscription on any node of the cluster's computation is a view that every node installs
+/// (through the computation's sequenced log), read on the node the client is on: its snapshot
+/// is one process's, and its changes come at the samples' own times whichever node stores
+/// them, where an evaluation in batch (here every 2 s) stamps a change with its own time.
+/// While a node is dead the subscription goes on in batch, and it is a view again once the
+/// computation forms again: the client sees one stream throughout. Unsubscribing frees the
+/// view on every node.
+#[test]
+fn subscriptions_are_views_on_the_clusters_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--web.enable-remote-write-receiver", "--subscribe.batch-interval=2s"];
+    let cluster = DataflowCluster::new(dir.path(), 3, "", &extra);
+    let mut nodes: Vec<Server> = (0..3).map(|i| cluster.spawn(i)).collect();
+    let single_dir = dir.path().join("single");
+    std::fs::create_dir_all(&single_dir).unwrap();
+    let single = start_promflow(&single_dir, "", &extra);
+    assert!(formed(&nodes, 1.0), "the dataflow did not form");
+    let temp = |node: &Server, host: &str, t: i64, v: f64| {
+        let ts = vec![series(&[("__name__", "temp"), ("host", host)], &[(t, v)])];
+        let (code, body) = remote_write(node, ts);
+        assert_eq!(code, 204, "{body}");
+    };
+    let t0 = now_ms();
+    let hosts = ["a", "b", "c", "d", "e", "f"];
+    for (i, host) in hosts.iter().enumerate() {
+        temp(&nodes[i % 3], host, t0, 5.0 + 3.0 * i as f64);
+        temp(&single, host, t0, 5.0 + 3.0 * i as f64);
+    }
+    let arrangements = |nodes: &[Server]| {
+        nodes.iter().map(|n| metric(n, "promflow_dataflow_arrangements")).collect::<Vec<_>>()
+    };
+    let before = arrangements(&nodes);
+    let query = serde_json::json!({"id": "hot", "query": "temp > 10"});
+    let mut client = Subscriber::connect(&nodes[1]);
+    client.send(query.clone());
+    let snapshot = client.next();
+    let mut alone = Subscriber::connect(&single);
+    alone.send(query);
+    let snapshot_alone = alone.next();
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["result"].as_array().map(Vec::len), Some(4), "{snapshot}");
+    // the elements, not the times (each server's own)
+    let elements = |v: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        let list = v["result"].as_array().cloned().unwrap_or_default();
+        list.iter().map(|s| (s["metric"].to_string(), s["value"][1].clone())).collect()
+    };
+    assert_eq!(elements(&snapshot), elements(&snapshot_alone), "one process's snapshot");
+    let installed = wait_for(Duration::from_secs(10), || {
+        before.iter().zip(arrangements(&nodes)).all(|(b, a)| a > *b).then_some(())
+    });
+    assert!(installed.is_some(), "not installed on every node: {before:?} → {:?}", arrangements(&nodes));
+    // stamped a little ahead, so that the computation's clock has not passed the sample when
+    // it arrives (a late sample counts from its arrival)
+    for (k, node) in nodes.iter().enumerate() {
+        let (t, v) = (now_ms() + 300, 30.0 + k as f64);
+        temp(node, "a", t, v);
+        let change = change_with(&mut client, "a", v);
+        assert_eq!(change["time"].as_f64(), Some(t as f64 / 1000.0), "at the sample's time: {change}");
+    }
+    // a dead node: the stream goes on, its changes evaluated in batch
+    nodes[2].kill9();
+    let left = wait_for(Duration::from_secs(30), || {
+        nodes[..2].iter().all(|n| dataflow_state(n).0 == 0.0).then_some(())
+    });
+    assert!(left.is_some(), "the survivors did not leave the computation");
+    temp(&nodes[0], "a", now_ms(), 40.0);
+    change_with(&mut client, "a", 40.0);
+    // the computation forms again, and the subscription is a view on it again
+    nodes[2] = cluster.spawn(2);
+    assert!(formed(&nodes[..2], 2.0) && formed(&nodes[2..], 1.0), "the dataflow did not form again");
+    let back = (0..20).any(|k| {
+        let (t, v) = (now_ms() + 300, 50.0 + k as f64);
+        temp(&nodes[2], "b", t, v);
+        change_with(&mut client, "b", v)["time"].as_f64() == Some(t as f64 / 1000.0)
+    });
+    assert!(back, "the subscription did not become a view again");
+    client.send(serde_json::json!({"id": "hot", "unsubscribe": true}));
+    let freed = wait_for(Duration::from_secs(10), || (arrangements(&nodes) == before).then_some(()));
+    assert!(freed.is_some(), "not freed on every node: {before:?} → {:?}", arrangements(&nodes));
 }
 
 /// `promflow_cluster_dataflow_up` and `promflow_cluster_dataflow_formations_total` of a node.

@@ -5,48 +5,12 @@
 use crate::common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{metric, now_ms, remote_write, series, start_promflow, wait_for, Server};
+use common::{metric, now_ms, remote_write, series, start_promflow, wait_for, Server, Subscriber as Client};
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
-
-/// A websocket client of `/api/v1/subscribe` with bounded reads.
-struct Client {
-    socket: WebSocket<TcpStream>,
-}
-
-impl Client {
-    fn connect(server: &Server) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let url = format!("ws://127.0.0.1:{}/api/v1/subscribe", server.port);
-        let (socket, _) = tungstenite::client(url, stream).expect("websocket handshake");
-        Client { socket }
-    }
-
-    fn send(&mut self, message: Value) {
-        self.socket.send(Message::Text(message.to_string().into())).unwrap();
-    }
-
-    /// The next message that is not a heartbeat.
-    fn next(&mut self) -> Value {
-        loop {
-            match self.socket.read().expect("a message within 20 s") {
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                    if v["type"] != "heartbeat" {
-                        return v;
-                    }
-                }
-                Message::Close(f) => panic!("closed by the server: {f:?}"),
-                _ => {}
-            }
-        }
-    }
-}
+use tungstenite::Message;
 
 /// A sample list as `{metric labels (without the name) → value}`, order aside.
 fn samples(list: &Value) -> Vec<(String, String)> {

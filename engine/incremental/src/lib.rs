@@ -49,6 +49,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::progress::frontier::{Antichain, AntichainRef};
+use timely::synchronization::Sequencer;
 
 pub use exchange::SeriesOwner;
 use exchange::SeriesRoute;
@@ -283,6 +284,9 @@ enum Command {
     HubInstall(Vec<(usize, HubNode)>),
     /// Drops hub nodes.
     HubDrop(Vec<usize>),
+    /// In a cluster, adds an entry to the sequenced log ([`Incremental::propose`]); sent to
+    /// the process's first worker alone.
+    Propose(Vec<u8>),
     Shutdown,
 }
 
@@ -324,6 +328,18 @@ struct Controller {
     /// clock ticks at every multiple of each, so that what the subqueries sample is up to
     /// date there.
     subquery_steps: BTreeMap<u64, usize>,
+}
+
+/// In a cluster, the processes among `readers` (every process: `None`) that need a read copy
+/// of `arrangement` and have none (another view of the same arrangement may have given some
+/// of them one already), now counted as having one.
+fn copies_wanted(c: &mut Controller, arrangement: usize, readers: Option<&BTreeSet<usize>>) -> Vec<usize> {
+    let Some(copies) = c.gathered.as_mut() else { return Vec::new() };
+    let wanted = readers.cloned().unwrap_or_else(|| (0..copies.processes).collect());
+    let has = copies.readers.entry(arrangement).or_default();
+    let to = wanted.difference(has).copied().collect();
+    has.extend(&wanted);
+    to
 }
 
 /// Whether this process has a read copy of `arrangement` (always, in one process).
@@ -422,6 +438,17 @@ pub struct Incremental {
     lookback_ms: i64,
     workers: usize,
     next_subscription: AtomicU64,
+    /// In a cluster, the entries of the sequenced log, until [`Incremental::sequenced`] takes
+    /// them.
+    sequenced: Mutex<Option<Receiver<Vec<u8>>>>,
+}
+
+/// A worker's end of a cluster's sequenced log ([`Incremental::propose`]): every worker of
+/// every process builds the log's dataflow; the first worker of each process passes the
+/// entries on.
+struct LogEnd {
+    /// Where the first worker of a process sends each entry, in the log's order.
+    forward: Option<Sender<Vec<u8>>>,
 }
 
 impl Incremental {
@@ -512,6 +539,9 @@ impl Incremental {
         let keys = Keys::default();
         let counters = Arc::new(Counters::default());
         let (wkeys, wcounters) = (keys.clone(), Arc::clone(&counters));
+        let in_cluster = processes > 1;
+        let (log_tx, log_rx) = channel::<Vec<u8>>();
+        let log_tx = Mutex::new(Some(log_tx));
         let mut config = timely::WorkerConfig::default();
         let merging: differential_dataflow::trace::ExertionLogic = Arc::new(consolidation_due);
         config.set("differential/default_exert_logic".to_string(), merging);
@@ -522,8 +552,12 @@ impl Incremental {
                 let _ = tx.send((here, std::thread::current()));
             }
             wkeys.serve_thread();
+            let log = in_cluster.then(|| LogEnd {
+                forward: if here == 0 { log_tx.lock().ok().and_then(|mut t| t.take()) } else { None },
+            });
             if let Some(rx) = rx {
-                run_worker(worker, rx, wkeys.clone(), Arc::clone(&wcounters), workers, route.clone());
+                let shared = (wkeys.clone(), Arc::clone(&wcounters));
+                run_worker(worker, rx, shared, workers, route.clone(), log);
             }
         })?;
         let mut threads: Vec<Option<std::thread::Thread>> = vec![None; workers];
@@ -561,7 +595,50 @@ impl Incremental {
             lookback_ms,
             workers,
             next_subscription: AtomicU64::new(0),
+            sequenced: Mutex::new(in_cluster.then_some(log_rx)),
         })
+    }
+
+    /// In a cluster, adds `entry` to the computation's sequenced log: every process receives
+    /// every entry of the log ([`Incremental::sequenced`]), whichever process proposed it, in
+    /// one order. The processes of a computation must build the same dataflows in the same
+    /// order, so what any of them installs after the computation formed goes through the log.
+    /// [`Error::Unsupported`] in one process.
+    pub fn propose(&self, entry: Vec<u8>) -> Result<(), Error> {
+        if self.controller().gathered.is_none() {
+            return Err(Error::Unsupported("a sequenced log in one process".into()));
+        }
+        self.outbox().senders[0]
+            .send(Command::Propose(entry))
+            .map_err(|_| Error::Execution("the dataflow's computation failed".into()))?;
+        if let Some(t) = self.threads.first() {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// In a cluster, the entries of the sequenced log ([`Incremental::propose`]), in the log's
+    /// order; the channel disconnects when the computation fails. Taken once: `None` after
+    /// the first call, and in one process.
+    pub fn sequenced(&self) -> Option<Receiver<Vec<u8>>> {
+        self.sequenced.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// In a cluster, this process's place in the computation.
+    pub fn process(&self) -> Option<usize> {
+        self.controller().gathered.as_ref().map(|copies| copies.process)
+    }
+
+    /// In a cluster, gives the processes `readers` a read copy of `view` where they have
+    /// none ([`Incremental::install_from_read_on`]): a view installed before for other
+    /// readers, which another reader now shares.
+    pub fn read_on(&self, view: ViewId, readers: &BTreeSet<usize>) {
+        let mut c = self.controller();
+        let Some(&(arrangement, _)) = c.views.get(&view) else { return };
+        let to = copies_wanted(&mut c, arrangement, Some(readers));
+        if !to.is_empty() {
+            self.broadcast(|| Command::Gather { arrangement, to: to.clone() });
+        }
     }
 
     /// Lets the views installed from now on keep windows of at least `ends_from_ms` by their
@@ -614,18 +691,7 @@ impl Incremental {
         sample_from: u64,
         readers: Option<&BTreeSet<usize>>,
     ) -> ViewId {
-        // in a cluster, the processes that need a read copy and have none: another view of
-        // the same arrangement may have given some of them one already
-        let to: Vec<usize> = match c.gathered.as_mut() {
-            Some(copies) => {
-                let wanted = readers.cloned().unwrap_or_else(|| (0..copies.processes).collect());
-                let has = copies.readers.entry(lowered.arrangement).or_default();
-                let to = wanted.difference(has).copied().collect();
-                has.extend(&wanted);
-                to
-            }
-            None => Vec::new(),
-        };
+        let to = copies_wanted(c, lowered.arrangement, readers);
         // a copy of the arrangement this install builds at its root is built in its
         // dataflow; one of an arrangement built before, in a dataflow of its own
         let mut copy_to = Vec::new();
@@ -1436,10 +1502,10 @@ struct Gathered {
 fn run_worker(
     worker: &mut timely::worker::Worker,
     rx: Receiver<Command>,
-    keys: Keys,
-    counters: Arc<Counters>,
+    (keys, counters): (Keys, Arc<Counters>),
     workers_here: usize,
     series_route: SeriesRoute,
+    log: Option<LogEnd>,
 ) {
     let width = workers_here.max(1);
     let first = worker.index() / width * width;
@@ -1461,6 +1527,12 @@ fn run_worker(
     // order); only the first one's is fed
     let (hub, hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
     let mut hub_input = LeakOnUnwind::new(hub_input);
+    // in a cluster, the sequenced log comes next on every worker; its clock is the time since
+    // the worker started, and the processes start together once they are all connected
+    let mut log = log.map(|end| {
+        let sequencer = Sequencer::<Vec<u8>>::new(worker, Instant::now());
+        (LeakOnUnwind::new(sequencer), end.forward)
+    });
     let mut time: u64 = 0;
     let mut reads: Vec<(usize, u64, Sender<ReadReply>)> = Vec::new();
     // the arrangement each subscription taps, by the subscription's id
@@ -1468,6 +1540,15 @@ fn run_worker(
     // the arrangements reads have read, which keep the past that compaction leaves them
     let mut read_arrangements: HashSet<usize> = HashSet::new();
     loop {
+        // what the last step let through the log
+        if let Some((sequencer, forward)) = log.as_mut() {
+            let sequencer: &mut Sequencer<Vec<u8>> = sequencer;
+            for entry in sequencer.by_ref() {
+                if let Some(tx) = forward {
+                    let _ = tx.send(entry);
+                }
+            }
+        }
         loop {
             match rx.try_recv() {
                 Ok(Command::Install { install: number, node, grain, sample_from, copy_to }) => {
@@ -1575,6 +1656,11 @@ fn run_worker(
                 Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
                 Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
                 Ok(Command::Gather { arrangement, to }) => gather(worker, &mut state, arrangement, &to),
+                Ok(Command::Propose(entry)) => {
+                    if let Some((sequencer, _)) = log.as_mut() {
+                        sequencer.push(entry);
+                    }
+                }
                 Ok(Command::Unsubscribe(id)) => {
                     hub.borrow_mut().unsubscribe(id);
                     let tap = subscriptions

@@ -21,6 +21,13 @@
 //! their own timestamp, one change per series and aggregate, instead of at the arrival time
 //! of each request. [`LiveViews::watch`] hands a view's changes to a handler as they
 //! happen (event-mode alerts).
+//!
+//! On a cluster's computation every process must build the same dataflows in the same
+//! order, so a client's subscription goes through the computation's sequenced log
+//! ([`everywhere`]): every process installs its view at the same place in the log, with a
+//! read copy on the process of the client.
+
+mod everywhere;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +40,7 @@ use promflow_storage::{now_ms, CommittedBatch, Labels, Querier, Wake};
 
 pub use crate::ViewChange;
 use crate::{Grain, Incremental, Notify, Subscription, Value, ViewId, READ_WAIT};
+pub use everywhere::CompileFn;
 use promflow_plan::{Error, Plan};
 
 /// How long a view keeps its past: reads more than this before the newest read are not
@@ -108,6 +116,9 @@ struct Watch {
     since: i64,
     handler: WatchFn,
     wake_at: Option<i64>,
+    /// On a cluster's computation, a client's subscription's token in the sequenced log:
+    /// every process gives up its view when the log says so ([`everywhere`]).
+    token: Option<u64>,
 }
 
 /// How long a read waits on a cluster's computation that a read found behind, before its
@@ -172,6 +183,8 @@ pub struct LiveViews {
     /// The watches whose subscriptions have messages since the watch thread last looked: it
     /// looks at those only, not at every watch each time one of a thousand has a message.
     ready: Arc<Mutex<Vec<u64>>>,
+    /// On a cluster's computation, the clients' subscriptions in the sequenced log.
+    everywhere: Mutex<everywhere::Subscriptions>,
 }
 
 /// An expression seen, with the grain it is read at, its view, and who reads it.
@@ -193,6 +206,23 @@ struct SeenExpression {
 enum Reader {
     Rule,
     Client,
+}
+
+/// Who asks for a view ([`LiveViews::view_of`]), and where it is read.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
+    reader: Reader,
+    /// On a cluster's computation, the processes that read it (every process: `None`).
+    readers: Option<&'a BTreeSet<usize>>,
+    /// Whether the cluster's sequenced log asks for it: every process installs it at the same
+    /// place in the log, so a computation closed to other installs takes it.
+    logged: bool,
+}
+
+impl Asker<'_> {
+    fn here(reader: Reader) -> Self {
+        Asker { reader, readers: None, logged: false }
+    }
 }
 
 /// A group's first evaluation under way ([`LiveViews::prepare`]): until it is dropped, no
@@ -397,6 +427,7 @@ impl LiveViews {
             wall_clock,
             watch_thread: OnceLock::new(),
             ready: Arc::default(),
+            everywhere: Mutex::default(),
         });
         // each thread runs its step, then sleeps until woken or until the step wants it back
         let spawn = |name: &str, step: fn(&LiveViews) -> Duration| {
@@ -500,17 +531,17 @@ impl LiveViews {
         }
     }
 
-    /// The view of `plan` at `grain` for `reader`, installed from history at `t` on first use
-    /// (then `fresh`; on a cluster's computation, with a read copy on the processes `readers`,
-    /// or on every process). [`Error::Unsupported`] when the incremental executor does not
-    /// maintain it.
+    /// The view of `plan` at `grain` for `asker`, installed from history at `t` on first use
+    /// (then `fresh`; on a cluster's computation, with a read copy on the asker's readers).
+    /// [`Error::Unsupported`] when the incremental executor does not maintain it.
     fn view_of(
         &self,
         plan: &Plan,
         t: i64,
         grain: Option<Grain>,
-        (reader, readers): (Reader, Option<&BTreeSet<usize>>),
+        asker: Asker<'_>,
     ) -> Result<(ViewId, bool), Error> {
+        let Asker { reader, readers, logged } = asker;
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         // a rule reads its views, so never a hub view; a client shares a rule's view first
         let same = views
@@ -523,9 +554,12 @@ impl LiveViews {
                 Reader::Rule => seen.rules = true,
                 Reader::Client => seen.clients += 1,
             }
+            if let Some(readers) = readers {
+                self.inc.read_on(view, readers);
+            }
             return Ok((view, false));
         }
-        if self.closed.load(Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) && !logged {
             // not remembered: the expression may be installed in the next computation
             return Err(Error::Unsupported("a view the cluster's computation was not formed with".into()));
         }
@@ -596,7 +630,8 @@ impl LiveViews {
         let hold = self.first_evaluations.hold(t);
         for (plan, grain) in plans {
             let grain = grain.filter(|g| g.contains(t));
-            match self.view_of(plan, t, grain, (Reader::Rule, readers)) {
+            let asker = Asker { readers, ..Asker::here(Reader::Rule) };
+            match self.view_of(plan, t, grain, asker) {
                 Ok((view, true)) if self.inc.clock() > t => {
                     self.late.lock().unwrap_or_else(|e| e.into_inner()).insert(view);
                 }
@@ -639,7 +674,7 @@ impl LiveViews {
             return None;
         }
         let grain = grain.filter(|g| g.contains(t));
-        let (view, fresh) = match self.view_of(plan, t, grain, (Reader::Rule, None)) {
+        let (view, fresh) = match self.view_of(plan, t, grain, Asker::here(Reader::Rule)) {
             Ok(v) => v,
             Err(Error::Unsupported(_)) => return None,
             Err(e) => return Some(Err(e.to_string())),
@@ -742,8 +777,30 @@ impl LiveViews {
     }
 
     fn watch_as(&self, plan: &Plan, handler: WatchFn, reader: Reader) -> Result<u64, Error> {
-        let since = if self.wall_clock { now_ms() } else { self.inc.clock() };
-        let (view, _) = self.view_of(plan, since, None, (reader, None))?;
+        let since = self.now();
+        let (view, _) = self.view_of(plan, since, None, Asker::here(reader))?;
+        self.watch_view(view, since, handler, reader, None)
+    }
+
+    /// Now, for the views: the wall clock, or the dataflow's clock in tests that move it.
+    fn now(&self) -> i64 {
+        if self.wall_clock {
+            now_ms()
+        } else {
+            self.inc.clock()
+        }
+    }
+
+    /// A watch of `view` from `since` for `reader` (a subscription in the cluster's sequenced
+    /// log has its `token`); fails, giving the view up, when it cannot be subscribed to.
+    fn watch_view(
+        &self,
+        view: ViewId,
+        since: i64,
+        handler: WatchFn,
+        reader: Reader,
+        token: Option<u64>,
+    ) -> Result<u64, Error> {
         let id = {
             let mut next = self.next_watch.lock().unwrap_or_else(|e| e.into_inner());
             *next += 1;
@@ -753,11 +810,11 @@ impl LiveViews {
         let changes = match self.inc.subscribe(view, since, wake) {
             Ok(c) => c,
             Err(e) => {
-                self.release(view, reader);
+                self.give_up(view, reader, token);
                 return Err(e);
             }
         };
-        let watch = Watch { changes, view, reader, since, handler, wake_at: None };
+        let watch = Watch { changes, view, reader, since, handler, wake_at: None, token };
         self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(id, watch);
         Ok(id)
     }
@@ -832,7 +889,16 @@ impl LiveViews {
         let watch = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         if let Some(w) = watch {
             self.inc.unsubscribe(&w.changes);
-            self.release(w.view, w.reader);
+            self.give_up(w.view, w.reader, w.token);
+        }
+    }
+
+    /// A reader is done with `view`: here, or, for a subscription in the cluster's sequenced
+    /// log (its `token`), on every process when the log says so.
+    fn give_up(&self, view: ViewId, reader: Reader, token: Option<u64>) {
+        match token {
+            Some(token) => self.propose_release(token),
+            None => self.release(view, reader),
         }
     }
 

@@ -243,6 +243,47 @@ fn a_series_stays_on_the_process_that_owns_it() {
     shutdown_all(&nodes);
 }
 
+/// Entries proposed on both processes at once come out of the sequenced log on each, all of
+/// them, in one order: what lets processes install views at times of their own choosing and
+/// still build the same dataflows in the same order.
+#[test]
+fn every_process_reads_the_sequenced_log_in_one_order() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 9), (1, 9)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
+    let logs: Vec<_> = nodes.iter().map(|n| n.sequenced().expect("a cluster's log")).collect();
+    assert!(nodes[0].sequenced().is_none(), "the log is taken once");
+    let per_process = 50u8;
+    std::thread::scope(|s| {
+        for (p, n) in nodes.iter().enumerate() {
+            s.spawn(move || {
+                for k in 0..per_process {
+                    n.propose(vec![p as u8, k]).unwrap();
+                    if k % 10 == 0 {
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                }
+            });
+        }
+    });
+    let read: Vec<Vec<Vec<u8>>> = logs
+        .iter()
+        .map(|log| {
+            (0..2 * per_process)
+                .map(|_| log.recv_timeout(Duration::from_secs(30)).expect("an entry"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(read[0], read[1], "the two processes read the log in different orders");
+    for p in 0..2u8 {
+        // each process's own entries keep the order it proposed them in
+        let own: Vec<u8> = read[0].iter().filter(|e| e[0] == p).map(|e| e[1]).collect();
+        assert_eq!(own, (0..per_process).collect::<Vec<_>>(), "process {p}");
+    }
+    assert!(Incremental::start(1, LOOKBACK).unwrap().propose(vec![1]).is_err(), "a log in one process");
+    shutdown_all(&nodes);
+}
+
 #[test]
 fn processes_that_would_build_other_views_do_not_connect() {
     let (listeners, addresses) = listeners(2);

@@ -29,7 +29,7 @@ pub use pushdown::{PushdownCounts, RulePushdown};
 pub use query_log::{LoggedQuery, QueryLog, QueryOrigin, QueryTimings};
 pub use query_pool::QueryPool;
 pub use serve::{serve, Listeners};
-pub use subscribe::{SubscriptionLimits, Subscriptions};
+pub use subscribe::{compile_shared, SubscriptionLimits, Subscriptions};
 
 /// Errors of the HTTP server itself (binding, serving).
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,13 @@
 //! every `--subscribe.batch-interval` instead, and its result diffed. A consumer that lets the
 //! queue fill, or takes longer than [`SEND_TIMEOUT`] to take one message, is told and
 //! disconnected: nothing is buffered without bound.
+//!
+//! In a cluster with a dataflow computation, a subscription's view is on the computation
+//! ([`LiveViews::subscribe_everywhere`]: every node installs it) while the computation is
+//! formed, and evaluated in batch while it is not; the connection looks every second whether
+//! the computation under a subscription failed or formed, and switches. It keeps such a
+//! subscription's result as the client has it, so that a new source's first message, its
+//! whole result, reaches the client as the change from what it has.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -21,7 +28,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::SinkExt;
-use promflow_incremental::live::ViewChange;
+use promflow_incremental::live::{LiveViews, ViewChange, WatchFn};
 use promflow_incremental::{Operand, Value as ViewValue};
 use promflow_plan::format::{format_timestamp, write_value};
 use promflow_plan::{Plan, QueryOptions, QueryResult};
@@ -44,6 +51,10 @@ const WRITE_BATCH: usize = 256;
 
 /// How often the server says it is alive on an otherwise quiet connection.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How often a connection looks whether the cluster's computation under its subscriptions
+/// failed or formed ([`Connection::follow_computation`]).
+const FOLLOW_COMPUTATION: Duration = Duration::from_secs(1);
 
 /// The close code for a consumer disconnected for being slow (RFC 6455: policy violation).
 const CLOSE_SLOW: u16 = 1008;
@@ -121,22 +132,34 @@ pub(crate) async fn subscribe(State(state): State<Arc<AppState>>, ws: WebSocketU
     ws.on_upgrade(move |socket| Connection::new(state).run(socket))
 }
 
-/// What a subscription's source says, by the subscription's number on its connection.
+/// What a subscription's source says, by the subscription's number on its connection and the
+/// source's number: a subscription on a cluster's computation changes sources as the
+/// computation fails and forms again, and what the source before said last is left out.
 enum Event {
     /// Its result changed at a time (the first: its whole result).
-    Change(u64, i64, ViewChange),
+    Change(u64, u64, i64, ViewChange),
     /// A batch evaluation failed (the subscription goes on).
-    Failed(u64, String),
+    Failed(u64, u64, String),
 }
 
-/// A view installed (or not) in the background: (subscription, its watch or why not, the
-/// samples reserved for it in the total budget).
-type Installed = (u64, Result<u64, Refusal>, usize);
+/// A view installed (or not) in the background: (subscription, the source's number, its
+/// watch or why not, the samples reserved for it in the total budget).
+type Installed = (u64, u64, Result<Watched, Refusal>, usize);
+
+/// A watch on a view, with the views it is on: one server's, or a cluster's computation's,
+/// which changes as the computation forms again.
+struct Watched {
+    views: Arc<LiveViews>,
+    id: u64,
+}
 
 /// Why a subscription has no view.
 enum Refusal {
     /// The dataflow does not maintain the query (or is off): it is evaluated in batch.
     NotMaintained,
+    /// The cluster's computation is not formed, or did not install the view in time: the
+    /// query is evaluated in batch until it does.
+    NoComputation,
     /// Installing the view failed.
     Failed(String),
     /// The query reads more samples than the budgets leave.
@@ -148,7 +171,7 @@ enum Source {
     /// Its view is being installed.
     Installing,
     /// A watch on its view.
-    View(u64),
+    View(Watched),
     /// Evaluations in batch on a timer, diffed: the dataflow does not maintain the query.
     Batch(tokio::task::AbortHandle),
 }
@@ -166,15 +189,27 @@ struct Sub {
     /// The client's id for it, as the client sent it.
     id: Value,
     source: Source,
-    /// Its query, until its view is installed (for evaluations in batch if it is not).
-    plan: Option<Plan>,
+    /// The number of its source now: events of other sources are left out.
+    current: u64,
+    /// Its query, for evaluations in batch when it has no view.
+    plan: Plan,
     /// A PromQL query's text, which a cluster's nodes compile to evaluate its aggregations
     /// in parts when it is evaluated in batch.
     promql: Option<String>,
+    /// The query as the nodes of a cluster's computation compile it ([`shared_query`]).
+    shared: String,
     /// Ended by the client while its view was being installed.
     cancelled: bool,
     /// Samples its query read when subscribed, held in the budgets while it lives.
     samples: usize,
+    /// On a cluster's computation, the result as the client has it, once it has its snapshot:
+    /// a new source's first message (its whole result) is sent as the change from it.
+    result: Option<HashMap<Arc<Labels>, ViewValue>>,
+    /// On a cluster, whether it is evaluated in batch only until the computation installs
+    /// its view: the computation was not formed, or failed under it.
+    awaits_view: bool,
+    /// The source being installed on the cluster's computation meanwhile: its view.
+    moving: Option<u64>,
 }
 
 struct Connection {
@@ -184,6 +219,8 @@ struct Connection {
     /// Samples this connection's subscriptions hold (their `samples`).
     samples: usize,
     next: u64,
+    /// The number of the next source of a subscription.
+    next_source: u64,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     /// Views installed (or not) in the background.
     installed: (mpsc::UnboundedSender<Installed>, mpsc::UnboundedReceiver<Installed>),
@@ -198,6 +235,7 @@ impl Connection {
             subs: HashMap::new(),
             samples: 0,
             next: 0,
+            next_source: 0,
             events: mpsc::channel(QUEUE),
             installed: mpsc::unbounded_channel(),
             overflow: Arc::new(Notify::new()),
@@ -207,6 +245,8 @@ impl Connection {
     async fn run(mut self, mut socket: WebSocket) {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        let mut follow = tokio::time::interval(FOLLOW_COMPUTATION);
+        follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let end = loop {
             let step = tokio::select! {
                 message = socket.recv() => match message {
@@ -232,9 +272,13 @@ impl Connection {
                     }
                     send_all(&mut socket, messages).await
                 }
-                Some((n, result, samples)) = self.installed.1.recv() => {
-                    let reply = self.on_installed(n, result, samples);
+                Some((n, source, result, samples)) = self.installed.1.recv() => {
+                    let reply = self.on_installed(n, source, result, samples);
                     send_all(&mut socket, reply.into_iter().collect()).await
+                }
+                _ = follow.tick(), if self.state.dataflow.is_some() => {
+                    self.follow_computation();
+                    Ok(())
                 }
                 _ = self.overflow.notified() => Err(End::Slow("more changes queued than the connection takes")),
                 _ = heartbeat.tick() => {
@@ -263,8 +307,11 @@ impl Connection {
     /// The message for a subscription's event, if it says anything.
     fn on_event(&mut self, event: Event) -> Option<String> {
         match event {
-            Event::Change(n, t, change) => self.change(n, t, change),
-            Event::Failed(n, why) => self.subs.get(&n).map(|s| error_message(&s.id, "execution", &why)),
+            Event::Change(n, source, t, change) => self.change(n, source, t, change),
+            Event::Failed(n, source, why) => {
+                let sub = self.subs.get(&n).filter(|s| s.current == source)?;
+                Some(error_message(&sub.id, "execution", &why))
+            }
         }
     }
 
@@ -329,14 +376,20 @@ impl Connection {
         }
         let n = self.next;
         self.next += 1;
-        let promql = (!sql).then(|| query.to_string());
+        let source = self.new_source();
+        let shared = shared_query(query, sql, &self.state.query.compile);
         let sub = Sub {
             id,
             source: Source::Installing,
-            plan: Some(plan.clone()),
-            promql,
+            current: source,
+            plan: plan.clone(),
+            promql: (!sql).then(|| query.to_string()),
+            shared: shared.clone(),
             cancelled: false,
             samples: 0,
+            result: None,
+            awaits_view: false,
+            moving: None,
         };
         self.subs.insert(n, sub);
         let limits = self.state.subscriptions.limits;
@@ -345,7 +398,7 @@ impl Connection {
                 limits.samples_total.saturating_sub(self.state.subscriptions.samples.load(Ordering::Acquire)),
             );
         // installing a view reads its history: off the connection's task
-        let (state, queue) = (Arc::clone(&self.state), self.queue());
+        let (state, handler) = (Arc::clone(&self.state), changes_to(self.queue(), n, source));
         let done = self.installed.0.clone();
         tokio::task::spawn_blocking(move || {
             let samples = match samples_read(&state, &plan, budget) {
@@ -355,28 +408,83 @@ impl Connection {
                         "the query reads {read} samples, more than the server's subscriptions have left \
                          (--subscribe.max-samples-total)"
                     );
-                    let _ = done.send((n, Err(Refusal::Limit(why)), 0));
+                    let _ = done.send((n, source, Err(Refusal::Limit(why)), 0));
                     return;
                 }
                 Err(why) => {
-                    let _ = done.send((n, Err(Refusal::Limit(why)), 0));
+                    let _ = done.send((n, source, Err(Refusal::Limit(why)), 0));
                     return;
                 }
             };
-            let handler = Box::new(move |t: i64, change: ViewChange| -> Option<i64> {
-                queue(Event::Change(n, t, change));
-                None
-            });
-            let result = match state.live.as_deref() {
-                None => Err(Refusal::NotMaintained),
-                Some(views) => views.subscribe(&plan, handler).map_err(|e| match e {
-                    promflow_plan::Error::Unsupported(_) => Refusal::NotMaintained,
-                    e => Refusal::Failed(e.to_string()),
-                }),
+            let result = match (state.live.as_ref(), &state.dataflow) {
+                (Some(views), _) => views
+                    .subscribe(&plan, handler)
+                    .map(|id| Watched { views: Arc::clone(views), id })
+                    .map_err(|e| match e {
+                        promflow_plan::Error::Unsupported(_) => Refusal::NotMaintained,
+                        e => Refusal::Failed(e.to_string()),
+                    }),
+                (None, Some(formation)) => match formation.current() {
+                    Some(views) => watch_everywhere(views, &plan, &shared, handler),
+                    None => Err(Refusal::NoComputation),
+                },
+                (None, None) => Err(Refusal::NotMaintained),
             };
-            let _ = done.send((n, result, samples));
+            let _ = done.send((n, source, result, samples));
         });
         Vec::new()
+    }
+
+    /// A new number for a subscription's source.
+    fn new_source(&mut self) -> u64 {
+        self.next_source += 1;
+        self.next_source
+    }
+
+    /// On a cluster's computation, every second: a subscription whose view the computation
+    /// lost (it failed, a node is gone) is evaluated in batch from now on, and one evaluated in
+    /// batch for want of the computation gets its view installed once the computation is
+    /// formed. The client sees the change of source as one more change of the result.
+    fn follow_computation(&mut self) {
+        let formed = self.state.dataflow.as_ref().and_then(|f| f.current()).filter(|v| !v.lost());
+        let (mut lost, mut to_move) = (Vec::new(), Vec::new());
+        for (n, sub) in &self.subs {
+            match &sub.source {
+                Source::View(w) if formed.as_ref().is_none_or(|f| !Arc::ptr_eq(f, &w.views)) => lost.push(*n),
+                Source::Batch(_) if sub.awaits_view && sub.moving.is_none() && formed.is_some() => {
+                    to_move.push(*n)
+                }
+                _ => {}
+            }
+        }
+        let mut ended = Vec::new();
+        for n in lost {
+            let source = self.new_source();
+            let Some(sub) = self.subs.get_mut(&n) else { continue };
+            let (plan, promql) = (sub.plan.clone(), sub.promql.clone());
+            if let Source::View(w) = std::mem::replace(&mut sub.source, Source::Installing) {
+                ended.push(w);
+            }
+            (sub.current, sub.awaits_view) = (source, true);
+            let batch = self.evaluate_in_batch(n, source, plan, promql);
+            if let Some(sub) = self.subs.get_mut(&n) {
+                sub.source = Source::Batch(batch);
+            }
+        }
+        end_watches(ended);
+        let Some(views) = formed else { return };
+        for n in to_move {
+            let source = self.new_source();
+            let handler = changes_to(self.queue(), n, source);
+            let Some(sub) = self.subs.get_mut(&n) else { continue };
+            sub.moving = Some(source);
+            let (views, plan, shared) = (Arc::clone(&views), sub.plan.clone(), sub.shared.clone());
+            let done = self.installed.0.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = watch_everywhere(views, &plan, &shared, handler);
+                let _ = done.send((n, source, result, 0));
+            });
+        }
     }
 
     /// Queues an event for the connection; a full queue makes the consumer slow.
@@ -391,7 +499,13 @@ impl Connection {
 
     /// Evaluates subscription `n`'s query in batch every `--subscribe.batch-interval`, and
     /// queues its result, then each change of it.
-    fn evaluate_in_batch(&self, n: u64, plan: Plan, promql: Option<String>) -> tokio::task::AbortHandle {
+    fn evaluate_in_batch(
+        &self,
+        n: u64,
+        source: u64,
+        plan: Plan,
+        promql: Option<String>,
+    ) -> tokio::task::AbortHandle {
         let (state, queue) = (Arc::clone(&self.state), self.queue());
         let every = state.subscriptions.batch_interval;
         tokio::spawn(async move {
@@ -437,7 +551,7 @@ impl Connection {
                         floats.chain(hists).collect()
                     }
                     Ok(Err(e)) => {
-                        queue(Event::Failed(n, e.to_string()));
+                        queue(Event::Failed(n, source, e.to_string()));
                         continue;
                     }
                     Err(_) => return,
@@ -447,19 +561,43 @@ impl Connection {
                     Some(before) => ViewChange::Elements(differences(before, &rows)),
                 };
                 last = Some(rows);
-                queue(Event::Change(n, t, change));
+                queue(Event::Change(n, source, t, change));
             }
         })
         .abort_handle()
     }
 
-    /// A view was installed for subscription `n` (or could not be); `samples` were reserved
-    /// for it in the total budget.
-    fn on_installed(&mut self, n: u64, result: Result<u64, Refusal>, samples: usize) -> Option<String> {
-        let Some(cancelled) = self.subs.get(&n).map(|s| s.cancelled) else {
+    /// A view was installed as source `source` of subscription `n` (or could not be);
+    /// `samples` were reserved for it in the total budget.
+    fn on_installed(
+        &mut self,
+        n: u64,
+        source: u64,
+        result: Result<Watched, Refusal>,
+        samples: usize,
+    ) -> Option<String> {
+        let Some(sub) = self.subs.get_mut(&n) else {
+            // unsubscribed while a view was installed for it in place of its batch evaluations
             self.state.subscriptions.release_samples(samples);
+            end_watches(result.into_iter().collect());
             return None;
         };
+        if sub.moving == Some(source) {
+            sub.moving = None;
+            match result {
+                Ok(watch) => {
+                    if let Source::Batch(batch) = &sub.source {
+                        batch.abort();
+                    }
+                    (sub.source, sub.current) = (Source::View(watch), source);
+                }
+                Err(Refusal::NotMaintained) => sub.awaits_view = false,
+                // evaluated in batch still; tried again while the computation is formed
+                Err(_) => {}
+            }
+            return None;
+        }
+        let cancelled = sub.cancelled;
         let limit = self.state.subscriptions.limits.samples_per_connection;
         let over = self.samples.saturating_add(samples) > limit;
         if cancelled || over || matches!(result, Err(Refusal::Failed(_) | Refusal::Limit(_))) {
@@ -468,15 +606,15 @@ impl Connection {
         match result {
             Ok(watch) if cancelled => {
                 self.subs.remove(&n);
-                self.end_watches(vec![watch]);
+                end_watches(vec![watch]);
             }
             Err(_) if cancelled => {
                 self.subs.remove(&n);
             }
-            Ok(_) | Err(Refusal::NotMaintained) if over => {
+            Ok(_) | Err(Refusal::NotMaintained | Refusal::NoComputation) if over => {
                 // another subscription of the connection took the budget meanwhile
                 if let Ok(watch) = result {
-                    self.end_watches(vec![watch]);
+                    end_watches(vec![watch]);
                 }
                 let sub = self.subs.remove(&n)?;
                 self.state.subscriptions.free_place();
@@ -488,16 +626,17 @@ impl Connection {
             }
             Ok(watch) => {
                 self.samples += samples;
-                let sub = self.subs.get_mut(&n)?;
-                (sub.source, sub.plan, sub.promql, sub.samples) = (Source::View(watch), None, None, samples);
+                (sub.source, sub.samples) = (Source::View(watch), samples);
             }
-            Err(Refusal::NotMaintained) => {
+            Err(refusal @ (Refusal::NotMaintained | Refusal::NoComputation)) => {
                 self.samples += samples;
+                let source = self.new_source();
                 let sub = self.subs.get_mut(&n)?;
-                let (plan, promql) = (sub.plan.take()?, sub.promql.take());
-                let batch = self.evaluate_in_batch(n, plan, promql);
-                let sub = self.subs.get_mut(&n)?;
-                (sub.source, sub.samples) = (Source::Batch(batch), samples);
+                let (plan, promql) = (sub.plan.clone(), sub.promql.clone());
+                (sub.current, sub.samples) = (source, samples);
+                sub.awaits_view = matches!(refusal, Refusal::NoComputation);
+                let batch = self.evaluate_in_batch(n, source, plan, promql);
+                self.subs.get_mut(&n)?.source = Source::Batch(batch);
             }
             Err(Refusal::Failed(why)) => {
                 let sub = self.subs.remove(&n)?;
@@ -528,12 +667,14 @@ impl Connection {
         self.state.subscriptions.free_place();
         let held = sub.samples;
         match &sub.source {
-            Source::View(watch) => {
-                let watch = *watch;
-                self.subs.remove(&n);
+            Source::View(_) => {
+                let sub = self.subs.remove(&n);
                 self.release(held);
-                self.end_watches(vec![watch]);
+                if let Some(Sub { source: Source::View(watch), .. }) = sub {
+                    end_watches(vec![watch]);
+                }
             }
+            // a view installed for it meanwhile is ended when the installation reports
             Source::Batch(batch) => {
                 batch.abort();
                 self.subs.remove(&n);
@@ -548,9 +689,45 @@ impl Connection {
         vec![reply]
     }
 
-    /// The message for a change of subscription `n` at `t`, if it says anything.
-    fn change(&self, n: u64, t: i64, change: ViewChange) -> Option<String> {
-        let sub = self.subs.get(&n).filter(|s| !s.cancelled)?;
+    /// The message for a change of subscription `n` from its source `source` at `t`, if it
+    /// says anything.
+    fn change(&mut self, n: u64, source: u64, t: i64, change: ViewChange) -> Option<String> {
+        let cluster = self.state.dataflow.is_some();
+        let sub = self.subs.get_mut(&n).filter(|s| !s.cancelled)?;
+        if sub.moving == Some(source) && sub.current != source {
+            // the view installed in place of the batch evaluations speaks before its
+            // installation reports: it is the source from now on
+            if let Source::Batch(batch) = &sub.source {
+                batch.abort();
+            }
+            sub.current = source;
+        }
+        if sub.current != source {
+            return None;
+        }
+        let change = match (change, sub.result.as_mut()) {
+            // a new source's whole result, once the client has its snapshot: what changed
+            (ViewChange::Whole(rows), Some(result)) => {
+                let now: HashMap<Arc<Labels>, ViewValue> = rows.into_iter().collect();
+                let changes = differences(result, &now);
+                *result = now;
+                ViewChange::Elements(changes)
+            }
+            (ViewChange::Whole(rows), None) if cluster => {
+                sub.result = Some(rows.iter().map(|(l, v)| (Arc::clone(l), v.clone())).collect());
+                ViewChange::Whole(rows)
+            }
+            (ViewChange::Elements(mut changes), Some(result)) => {
+                for c in &mut changes {
+                    c.was_present = match &c.value {
+                        Some(v) => result.insert(Arc::clone(&c.labels), v.clone()).is_some(),
+                        None => result.remove(&c.labels).is_some(),
+                    };
+                }
+                ViewChange::Elements(changes)
+            }
+            (change, _) => change,
+        };
         let time = format_timestamp(t);
         let mut out = String::with_capacity(128);
         let _ = write!(out, "{{\"id\":{},", sub.id);
@@ -600,11 +777,6 @@ impl Connection {
         Some(out)
     }
 
-    /// Ends watches off the connection's task: ending one may drop its view's dataflow.
-    fn end_watches(&self, watches: Vec<u64>) {
-        end_watches(&self.state, watches);
-    }
-
     /// Ends every subscription of the connection.
     fn close(mut self) {
         let mut watches = Vec::new();
@@ -619,14 +791,14 @@ impl Connection {
                 Source::Installing => {}
             }
         }
-        self.end_watches(watches);
+        end_watches(watches);
         // installations under way end their watches as they report
         let (state, mut installed) = (self.state, self.installed.1);
         drop(self.installed.0);
         tokio::spawn(async move {
-            while let Some((_, result, samples)) = installed.recv().await {
+            while let Some((_, _, result, samples)) = installed.recv().await {
                 state.subscriptions.release_samples(samples);
-                end_watches(&state, result.ok().into_iter().collect());
+                end_watches(result.ok().into_iter().collect());
             }
         });
     }
@@ -657,18 +829,75 @@ fn samples_read(state: &AppState, plan: &Plan, budget: usize) -> Result<usize, S
 
 /// Ends `watches` on a blocking thread: ending one may drop its view's dataflow, which waits
 /// for the dataflow's lock.
-fn end_watches(state: &Arc<AppState>, watches: Vec<u64>) {
+fn end_watches(watches: Vec<Watched>) {
     if watches.is_empty() {
         return;
     }
-    let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
-        if let Some(views) = state.live.as_deref() {
-            for w in watches {
-                views.unwatch(w);
-            }
+        for w in watches {
+            w.views.unwatch(w.id);
         }
     });
+}
+
+/// A handler that queues subscription `n`'s changes from its source `source`.
+fn changes_to(queue: impl Fn(Event) + Send + Sync + 'static, n: u64, source: u64) -> WatchFn {
+    Box::new(move |t: i64, change: ViewChange| -> Option<i64> {
+        queue(Event::Change(n, source, t, change));
+        None
+    })
+}
+
+/// A watch on the view of `plan` (`shared` as [`shared_query`] gives it) on the cluster's
+/// computation `views`: every node installs it.
+fn watch_everywhere(
+    views: Arc<LiveViews>,
+    plan: &Plan,
+    shared: &str,
+    handler: WatchFn,
+) -> Result<Watched, Refusal> {
+    match views.subscribe_everywhere(plan, shared, handler) {
+        Ok(id) => Ok(Watched { views, id }),
+        Err(promflow_plan::Error::Unsupported(_)) => Err(Refusal::NotMaintained),
+        Err(_) if views.lost() => Err(Refusal::NoComputation),
+        Err(e @ promflow_plan::Error::Timeout(_)) => {
+            tracing::warn!(error = %e, "a subscription is evaluated in batch until the cluster's dataflow installs its view");
+            Err(Refusal::NoComputation)
+        }
+        Err(e) => Err(Refusal::Failed(e.to_string())),
+    }
+}
+
+/// What the nodes of a cluster's computation compile a subscription's query from: its text,
+/// its language, and the compile options of the node the client subscribed on
+/// ([`compile_shared`]).
+fn shared_query(query: &str, sql: bool, options: &promflow_promql::CompileOptions) -> String {
+    json!({
+        "query": query,
+        "lang": if sql { "sql" } else { "promql" },
+        "default_subquery_step_ms": options.default_subquery_step.as_millis() as u64,
+        "step_ms": options.step.as_millis() as u64,
+        "range_ms": options.range.as_millis() as u64,
+    })
+    .to_string()
+}
+
+/// Compiles a subscription's query as [`shared_query`] gives it: what each node of a
+/// cluster's computation installs the subscription's view from
+/// ([`promflow_incremental::live::CompileFn`]).
+pub fn compile_shared(shared: &str) -> Result<Plan, String> {
+    let v: Value = serde_json::from_str(shared).map_err(|e| format!("a subscription's query: {e}"))?;
+    let query = v["query"].as_str().ok_or("a subscription's query without its text")?;
+    let millis = |name: &str| Duration::from_millis(v[name].as_u64().unwrap_or(0));
+    if v["lang"] == "sql" {
+        return promflow_sql::standing(query).map_err(|e| e.to_string());
+    }
+    let options = promflow_promql::CompileOptions {
+        default_subquery_step: millis("default_subquery_step_ms"),
+        step: millis("step_ms"),
+        range: millis("range_ms"),
+    };
+    promflow_promql::compile(query, &options).map_err(|e| e.to_string())
 }
 
 /// Writes every message in order, then flushes once; a message (or the flush) that takes

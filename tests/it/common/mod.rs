@@ -549,3 +549,41 @@ pub fn wait_child(mut child: std::process::Child, limit: Duration) -> std::proce
     }
     child.wait_with_output().unwrap()
 }
+
+/// A websocket client of `/api/v1/subscribe` with bounded reads.
+pub struct Subscriber {
+    /// The websocket, for reads of one's own (read timeout 20 s).
+    pub socket: tungstenite::WebSocket<std::net::TcpStream>,
+}
+
+impl Subscriber {
+    /// Connects to `server`'s `/api/v1/subscribe`.
+    pub fn connect(server: &Server) -> Subscriber {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let url = format!("ws://127.0.0.1:{}/api/v1/subscribe", server.port);
+        let (socket, _) = tungstenite::client(url, stream).expect("websocket handshake");
+        Subscriber { socket }
+    }
+
+    /// Sends a message.
+    pub fn send(&mut self, message: Value) {
+        self.socket.send(tungstenite::Message::Text(message.to_string().into())).unwrap();
+    }
+
+    /// The next message that is not a heartbeat.
+    pub fn next(&mut self) -> Value {
+        loop {
+            match self.socket.read().expect("a message within 20 s") {
+                tungstenite::Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] != "heartbeat" {
+                        return v;
+                    }
+                }
+                tungstenite::Message::Close(f) => panic!("closed by the server: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+}
