@@ -126,6 +126,7 @@ impl Occupant for RuleViews {
         if catalog.fingerprint != fingerprint {
             return Err("the rules changed while the computation formed".into());
         }
+        let in_cluster = inc.process().is_some();
         let db = Arc::clone(&self.db);
         let history = Arc::clone(&self.db) as Arc<dyn Querier>;
         let views = LiveViews::start_over(
@@ -145,7 +146,10 @@ impl Occupant for RuleViews {
             drop(views.prepare_read_on([(plan, *grain)], t, Some(readers)));
         }
         views.close();
-        views.serve_subscriptions(Arc::clone(&self.compile))?;
+        // a computation of one process has no log: its subscriptions are its own
+        if in_cluster {
+            views.serve_subscriptions(Arc::clone(&self.compile))?;
+        }
         tracing::info!(
             views = catalog.entries.len(),
             "the rules' views are installed on the cluster's dataflow"

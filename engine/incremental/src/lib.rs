@@ -35,7 +35,7 @@ mod window_samples;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -441,6 +441,14 @@ pub struct Incremental {
     /// In a cluster, the entries of the sequenced log, until [`Incremental::sequenced`] takes
     /// them.
     sequenced: Mutex<Option<Receiver<Vec<u8>>>>,
+    /// In a cluster, this process's place, and how it proposes entries to the log: to its
+    /// first worker, on a channel of their own, so that a proposal does not wait for the
+    /// locks a view's installation holds while it reads history.
+    log: Option<(usize, Mutex<Sender<Command>>)>,
+    /// Whether this process can no longer keep in step with the others of its computation
+    /// (a view's history failed to load after every process built the view): it counts as
+    /// lost ([`Incremental::lost`]).
+    broken: AtomicBool,
 }
 
 /// A worker's end of a cluster's sequenced log ([`Incremental::propose`]): every worker of
@@ -512,6 +520,9 @@ impl Incremental {
     /// this is how the loss of another process shows (timely fails every worker whose
     /// connections break).
     pub fn lost(&self) -> bool {
+        if self.broken.load(Ordering::Relaxed) {
+            return true;
+        }
         let guards = self.guards.lock().unwrap_or_else(|e| e.into_inner());
         guards
             .as_ref()
@@ -566,6 +577,7 @@ impl Incremental {
                 thread_rx.recv_timeout(Duration::from_secs(10)).map_err(|e| format!("worker start: {e}"))?;
             threads[i] = Some(t);
         }
+        let log = in_cluster.then(|| (first / workers, Mutex::new(senders[0].clone())));
         Ok(Incremental {
             outbox: Mutex::new(Outbox { senders, held: BTreeMap::new() }),
             threads: threads.into_iter().flatten().collect(),
@@ -596,6 +608,8 @@ impl Incremental {
             workers,
             next_subscription: AtomicU64::new(0),
             sequenced: Mutex::new(in_cluster.then_some(log_rx)),
+            log,
+            broken: AtomicBool::new(false),
         })
     }
 
@@ -605,10 +619,12 @@ impl Incremental {
     /// order, so what any of them installs after the computation formed goes through the log.
     /// [`Error::Unsupported`] in one process.
     pub fn propose(&self, entry: Vec<u8>) -> Result<(), Error> {
-        if self.controller().gathered.is_none() {
+        let Some((_, first_worker)) = &self.log else {
             return Err(Error::Unsupported("a sequenced log in one process".into()));
-        }
-        self.outbox().senders[0]
+        };
+        first_worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .send(Command::Propose(entry))
             .map_err(|_| Error::Execution("the dataflow's computation failed".into()))?;
         if let Some(t) = self.threads.first() {
@@ -626,7 +642,7 @@ impl Incremental {
 
     /// In a cluster, this process's place in the computation.
     pub fn process(&self) -> Option<usize> {
-        self.controller().gathered.as_ref().map(|copies| copies.process)
+        self.log.as_ref().map(|(process, _)| *process)
     }
 
     /// In a cluster, gives the processes `readers` a read copy of `view` where they have
@@ -806,47 +822,65 @@ impl Incremental {
         if leaves.is_empty() && subqueries.is_empty() {
             return Ok(view);
         }
-        let mut outbox = self.outbox();
-        outbox.flush();
-        let mut history = HistorySender { senders: &outbox.senders, incremental: self, stalled: false };
-        // a pinned leaf (`@ t`) sees the samples of one span, however long ago, and no later
-        for (leaf, lo, hi) in pinned {
-            let Some(i) = leaves.iter().position(|(l, _)| *l == leaf) else { continue };
-            let (_, matchers) = leaves.swap_remove(i);
-            let floats = querier.select(&matchers, lo.saturating_add(1), hi)?;
-            let hists = querier.select_histograms(&matchers, lo.saturating_add(1), hi)?;
-            self.rows_in_pieces(floats, hists, &mut |rows| history.send(leaf, rows));
-        }
-        self.send_history(&mut history, &leaves, querier, (from, now))?;
-        // a subquery samples its inner values from the view's start on; the steps before it
-        // that its windows still reach are the batch executor's values there
-        for sub in subqueries {
-            let step = sub.step_ms.max(1);
-            let (after, upto) = sub.before(start as i64);
-            let first = after.div_euclid(step) * step + step;
-            let last = upto.div_euclid(step) * step;
-            if first > last {
-                continue;
+        let loaded = (|| {
+            let mut outbox = self.outbox();
+            outbox.flush();
+            let mut history = HistorySender { senders: &outbox.senders, incremental: self, stalled: false };
+            // a pinned leaf (`@ t`) sees the samples of one span, however long ago, and no later
+            for (leaf, lo, hi) in pinned {
+                let Some(i) = leaves.iter().position(|(l, _)| *l == leaf) else { continue };
+                let (_, matchers) = leaves.swap_remove(i);
+                let floats = querier.select(&matchers, lo.saturating_add(1), hi)?;
+                let hists = querier.select_histograms(&matchers, lo.saturating_add(1), hi)?;
+                self.rows_in_pieces(floats, hists, &mut |rows| history.send(leaf, rows));
             }
-            let opts = QueryOptions {
-                start: first,
-                end: last,
-                step,
-                lookback_ms: self.lookback_ms,
-                range_query: true,
-                ..QueryOptions::instant(first)
-            };
-            let evaluation = promflow_batch::evaluate(&sub.inner, querier, &opts)?;
-            let floats = match evaluation.result {
-                QueryResult::Matrix(series) => series,
-                _ => Vec::new(),
-            };
-            self.rows_in_pieces(floats, evaluation.histograms, &mut |rows| history.send(sub.leaf, rows));
-        }
+            self.send_history(&mut history, &leaves, querier, (from, now))?;
+            // a subquery samples its inner values from the view's start on; the steps before
+            // it that its windows still reach are the batch executor's values there
+            for sub in subqueries {
+                let step = sub.step_ms.max(1);
+                let (after, upto) = sub.before(start as i64);
+                let first = after.div_euclid(step) * step + step;
+                let last = upto.div_euclid(step) * step;
+                if first > last {
+                    continue;
+                }
+                let opts = QueryOptions {
+                    start: first,
+                    end: last,
+                    step,
+                    lookback_ms: self.lookback_ms,
+                    range_query: true,
+                    ..QueryOptions::instant(first)
+                };
+                let evaluation = promflow_batch::evaluate(&sub.inner, querier, &opts)?;
+                let floats = match evaluation.result {
+                    QueryResult::Matrix(series) => series,
+                    _ => Vec::new(),
+                };
+                self.rows_in_pieces(floats, evaluation.histograms, &mut |rows| history.send(sub.leaf, rows));
+            }
+            Ok::<(), Error>(())
+        })();
         if let Some(t) = self.threads.first() {
             t.unpark();
         }
-        Ok(view)
+        match loaded {
+            Ok(()) => Ok(view),
+            Err(e) if c.gathered.is_some() => {
+                // every process built the view and keeps it: this one cannot take it back
+                // alone, and its share of the history is missing. It leaves the computation,
+                // which forms again and installs every view afresh
+                tracing::error!(error = %e, "a view's history could not be read; leaving the cluster's dataflow");
+                self.broken.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+            Err(e) => {
+                drop(c);
+                self.uninstall(view);
+                Err(e)
+            }
+        }
     }
 
     /// Sends `leaves` what `querier` holds of their selections from `from` on (everything

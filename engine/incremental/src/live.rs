@@ -550,7 +550,11 @@ impl LiveViews {
             .min_by_key(|s| s.hub);
         if let Some(seen) = same {
             let view = seen.view.clone().map_err(Error::Unsupported)?;
+            // on a cluster's computation every process keeps a view as long as the others
+            // do: what holds it is settled when the computation forms and by the log, and a
+            // reader of this process alone shares it without holding it
             match reader {
+                _ if self.closed.load(Ordering::Relaxed) && !logged => {}
                 Reader::Rule => seen.rules = true,
                 Reader::Client => seen.clients += 1,
             }

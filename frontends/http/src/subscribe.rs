@@ -591,9 +591,19 @@ impl Connection {
                     }
                     (sub.source, sub.current) = (Source::View(watch), source);
                 }
-                Err(Refusal::NotMaintained) => sub.awaits_view = false,
-                // evaluated in batch still; tried again while the computation is formed
-                Err(_) => {}
+                Err(refusal) => {
+                    // evaluated in batch still, and tried again while the computation is
+                    // formed; unless the view spoke before it failed (its watch ended at
+                    // once), and the batch evaluations stopped for it
+                    sub.awaits_view = !matches!(refusal, Refusal::NotMaintained);
+                    if sub.current == source {
+                        let (plan, promql) = (sub.plan.clone(), sub.promql.clone());
+                        let source = self.new_source();
+                        let batch = self.evaluate_in_batch(n, source, plan, promql);
+                        let sub = self.subs.get_mut(&n)?;
+                        (sub.source, sub.current) = (Source::Batch(batch), source);
+                    }
+                }
             }
             return None;
         }

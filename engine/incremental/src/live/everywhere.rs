@@ -12,7 +12,7 @@
 //! Every process compiles the subscription's query itself, from the text in the entry
 //! ([`CompileFn`]): the nodes of a computation run the same build, so they compile it alike.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -61,6 +61,9 @@ pub(super) struct Subscriptions {
     next_token: u64,
     /// This process's subscriptions proposed and not yet taken from the log, by token.
     pending: HashMap<u64, Pending>,
+    /// This process's subscriptions taken from the log whose subscriber stopped waiting
+    /// while their views were installed: their watches end as soon as they start.
+    abandoned: HashSet<u64>,
     /// The view of every live subscription in the log, by its process and token.
     views: HashMap<(usize, u64), ViewId>,
 }
@@ -77,10 +80,17 @@ impl LiveViews {
             .name("cluster-subscriptions".into())
             .spawn(move || loop {
                 match log.recv_timeout(Duration::from_secs(1)) {
-                    Ok(entry) => match views.upgrade() {
-                        Some(v) => v.apply(&entry),
-                        None => return,
-                    },
+                    Ok(entry) => {
+                        let Some(v) = views.upgrade() else { return };
+                        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.apply(&entry)));
+                        if applied.is_err() {
+                            // the other processes go on with the log: this one cannot keep in
+                            // step, and leaves the computation, which forms again
+                            tracing::error!("taking an entry of the cluster's sequenced log failed; leaving the cluster's dataflow");
+                            v.unanswered.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                    }
                     Err(RecvTimeoutError::Timeout) if views.strong_count() > 0 => {}
                     Err(_) => {
                         // the computation failed: nothing more comes through the log
@@ -101,10 +111,13 @@ impl LiveViews {
     /// incremental executor does not maintain it, [`Error::Timeout`] when its view was not
     /// installed in time (the computation is busy or failed).
     pub fn subscribe_everywhere(&self, plan: &Plan, query: &str, handler: WatchFn) -> Result<u64, Error> {
+        let Some(origin) = self.inc.process() else {
+            // a cluster of one node has no log: its views are the rules', fixed when it formed
+            return Err(Error::Unsupported("a cluster's computation of one process".into()));
+        };
         if plan.reads_time() {
             return Err(Error::Unsupported("time() in a subscription".into()));
         }
-        let origin = self.inc.process().ok_or_else(|| Error::Unsupported("one process".into()))?;
         let (reply, answer) = sync_channel(1);
         let token = {
             let mut everywhere = self.everywhere();
@@ -126,15 +139,21 @@ impl LiveViews {
             match answer.recv_timeout(LOOK) {
                 Ok(result) => return result,
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline && !self.lost() => {}
-                // taken from the log, and its view being installed: its answer comes
-                Err(RecvTimeoutError::Timeout) if !self.everywhere().pending.contains_key(&token) => {
-                    return answer
-                        .recv()
-                        .unwrap_or(Err(Error::Execution("the dataflow's computation failed".into())));
+                // the computation failed: nothing more comes through the log
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Execution("the dataflow's computation failed".into()));
                 }
-                _ => {
-                    // when the entry comes through after all, its view is released again
-                    self.everywhere().pending.remove(&token);
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut everywhere = self.everywhere();
+                    // under the lock the answer is sent under: it is here, or it is not sent
+                    // yet and its watch ends as it starts; or the entry has not come through
+                    // the log, and its view is released when it does
+                    if everywhere.pending.remove(&token).is_none() {
+                        if let Ok(result) = answer.try_recv() {
+                            return result;
+                        }
+                        everywhere.abandoned.insert(token);
+                    }
                     return Err(Error::Timeout("a subscription's view on the cluster's dataflow"));
                 }
             }
@@ -191,17 +210,28 @@ impl LiveViews {
                     return;
                 }
                 let pending = self.everywhere().pending.remove(&token);
-                match (view, pending) {
+                let (watch, reply) = match (view, pending) {
+                    // a failed watch gives its view up itself
                     (Ok(view), Some(p)) => {
-                        let watch = self.watch_view(view, self.now(), p.handler, Reader::Client, Some(token));
-                        let _ = p.reply.send(watch);
+                        (self.watch_view(view, self.now(), p.handler, Reader::Client, Some(token)), p.reply)
                     }
-                    // the subscriber stopped waiting
-                    (Ok(_), None) => self.propose_release(token),
                     (Err(e), Some(p)) => {
-                        let _ = p.reply.send(Err(e));
+                        // it may have failed here alone (its history): every process lets it go
+                        self.propose_release(token);
+                        (Err(e), p.reply)
                     }
-                    (Err(_), None) => {}
+                    // the subscriber stopped waiting before the entry came through
+                    (_, None) => return self.propose_release(token),
+                };
+                let mut everywhere = self.everywhere();
+                if everywhere.abandoned.remove(&token) {
+                    drop(everywhere);
+                    if let Ok(id) = watch {
+                        self.unwatch(id);
+                    }
+                } else if let Err(std::sync::mpsc::SendError(Ok(id))) = reply.send(watch) {
+                    drop(everywhere);
+                    self.unwatch(id);
                 }
             }
             Entry::Release { origin, token } => {
