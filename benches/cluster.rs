@@ -216,38 +216,7 @@ fn start_one(dir: &std::path::Path, rules: bool) -> Running {
 /// Starts the cluster's nodes, and waits until their dataflow computation has formed.
 fn start_cluster(dir: &std::path::Path, rules: bool) -> Vec<Running> {
     let cfg = config(dir, rules);
-    let ports: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
-    let dataflow: Vec<u16> = (0..NODES).map(|_| common::free_port()).collect();
-    let nodes: Vec<Running> = (0..NODES)
-        .map(|i| {
-            let node_dir = dir.join(format!("node{i}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let addr = format!("127.0.0.1:{}", ports[i]);
-            let mut args = vec![
-                format!("--config.file={}", cfg.display()),
-                format!("--storage.tsdb.path={}", node_dir.join("data").display()),
-                format!("--web.listen-address={addr}"),
-                "--web.enable-remote-write-receiver".into(),
-                format!("--cluster.index={i}"),
-            ];
-            args.extend(ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")));
-            args.extend(dataflow.iter().map(|p| format!("--cluster.dataflow-peer=127.0.0.1:{p}")));
-            start_pinned(&workload::promflow_binary(), &args, &node_dir, &addr, "/-/ready", "promflow node")
-        })
-        .collect();
-    let http = common::client();
-    let formed = common::wait_for(Duration::from_secs(60), || {
-        nodes
-            .iter()
-            .all(|n| {
-                let text =
-                    http.get(format!("{}/metrics", n.base)).send().and_then(|r| r.text()).unwrap_or_default();
-                text.lines().any(|l| l == "promflow_cluster_dataflow_up 1")
-            })
-            .then_some(())
-    });
-    assert!(formed.is_some(), "the cluster's dataflow did not form");
-    nodes
+    workload::start_cluster(dir, &cfg, NODES, true, &[])
 }
 
 /// The records the nodes' arrangements hold, by what they hold

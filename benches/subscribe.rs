@@ -4,7 +4,10 @@
 //! Run with `cargo bench --bench subscribe`. Environment (defaults in brackets):
 //! `BENCH_SERIES` [10000] active series, `BENCH_SUBSCRIPTIONS` [1000] queries,
 //! `BENCH_SECONDS` [60] measured, `BENCH_ONLY` [both] `promflow` or `prometheus` to run one,
-//! `BENCH_PROMFLOW` [the one built] a promflow binary to run.
+//! `BENCH_PROMFLOW` [the one built] a promflow binary to run, `BENCH_CLUSTER` [0]: with 1,
+//! promflow alone two ways instead: one process, and a 3-node cluster whose subscriptions are
+//! views on its dataflow computation (the writes go to the first node, which places each
+//! series on its node, and the subscriptions to the second).
 //!
 //! The series are `bench_load{job, host}` (100 jobs); every second one remote-write request
 //! carries a new value for each, stamped with the wall clock. The queries are ten shapes
@@ -22,7 +25,8 @@
 //!
 //! Printed: p50/p99/max latency, the server's CPU over the measured seconds, and promflow's
 //! resident memory before and after subscribing (per subscription), as Markdown for
-//! docs/benchmarks.md.
+//! docs/benchmarks.md; for a cluster, CPU and memory are its nodes' together (every node on
+//! CPU 1).
 
 mod workload;
 
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use promflow_remote::{Label, Sample, TimeSeries, WriteRequest};
 use workload::common::{self, free_port};
-use workload::{env, percentile, pin_self, start_pinned, Rng, CLIENT_CPU};
+use workload::{env, percentile, pin_self, start_pinned, Rng, Running, CLIENT_CPU};
 
 const JOBS: usize = 100;
 const CLIENTS_PER_CONNECTION: usize = 100;
@@ -203,6 +207,52 @@ fn metric(base: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// How a system runs in this benchmark.
+enum Setup {
+    /// One server: promflow or Prometheus (`bin`).
+    One { bin: String, promflow: bool },
+    /// promflow as a cluster of [`CLUSTER_NODES`] nodes with its dataflow computation.
+    Cluster,
+}
+
+/// The nodes of a `BENCH_CLUSTER` cluster.
+const CLUSTER_NODES: usize = 3;
+
+/// The systems to run, by name.
+fn setups() -> Vec<(&'static str, Setup)> {
+    if env("BENCH_CLUSTER", 0) == 1 {
+        let one = Setup::One { bin: workload::promflow_binary(), promflow: true };
+        return vec![("promflow, one process", one), ("promflow, 3 nodes", Setup::Cluster)];
+    }
+    workload::systems("Prometheus 2.42 (polled every second)")
+        .into_iter()
+        .map(|(name, bin)| (name, Setup::One { promflow: name == "promflow", bin }))
+        .collect()
+}
+
+/// Starts `setup` under `dir`: its servers (one, or a cluster's nodes).
+fn start(setup: &Setup, dir: &std::path::Path, subscriptions: usize, name: &str) -> Vec<Running> {
+    let cfg = dir.join("bench.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
+    let limit = vec![format!("--subscribe.max-total={subscriptions}")];
+    match setup {
+        Setup::One { bin, promflow } => {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut args = vec![
+                format!("--config.file={}", cfg.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address={addr}"),
+                "--web.enable-remote-write-receiver".to_string(),
+            ];
+            if *promflow {
+                args.extend(limit);
+            }
+            vec![start_pinned(bin, &args, dir, &addr, "/-/ready", name)]
+        }
+        Setup::Cluster => workload::start_cluster(dir, &cfg, CLUSTER_NODES, true, &limit),
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -212,28 +262,21 @@ fn main() {
     let seconds = env("BENCH_SECONDS", 60);
     pin_self(CLIENT_CPU);
     let mut table = Vec::new();
-    for (name, bin) in workload::systems("Prometheus 2.42 (polled every second)") {
-        let promflow = name == "promflow";
+    for (name, setup) in setups() {
+        let promflow = !matches!(setup, Setup::One { promflow: false, .. });
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("bench.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            format!("--config.file={}", cfg.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address={addr}"),
-            "--web.enable-remote-write-receiver".to_string(),
-        ];
-        if promflow {
-            args.push(format!("--subscribe.max-total={subscriptions}"));
-        }
-        let server = start_pinned(&bin, &args, dir.path(), &addr, "/-/ready", name);
-        let pid = server.child.id();
+        let servers = start(&setup, dir.path(), subscriptions, name);
+        // written to the first node, subscribed on the second
+        let server = &servers[0];
+        let asked = servers.get(1).unwrap_or(server);
+        let port: u16 = asked.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+        let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+        let cpu_seconds = || pids.iter().map(|p| workload::cpu_seconds(*p)).sum::<f64>();
+        let rss_mib = || pids.iter().map(|p| workload::rss_mib(*p, "VmRSS:")).sum::<f64>();
         let mut writer = Writer::new(n);
         let acks = Arc::clone(&writer.acks);
         writer.run(&server.base, Instant::now() + WARM_UP);
-        let rss_before = workload::rss_mib(pid, "VmRSS:");
+        let rss_before = rss_mib();
         // the clients start, then a few seconds for every view's history before measuring
         let end = Instant::now() + Duration::from_secs(seconds as u64 + 15);
         let measure_from = Instant::now() + Duration::from_secs(15);
@@ -247,17 +290,17 @@ fn main() {
         let gauges: Vec<(&str, f64)> = if promflow {
             ["promflow_subscriptions", "promflow_dataflow_arrangements", "promflow_dataflow_samples_kept"]
                 .into_iter()
-                .map(|m| (m, metric(&server.base, m)))
+                .map(|m| (m, metric(&asked.base, m)))
                 .collect()
         } else {
             Vec::new()
         };
-        let cpu0 = workload::cpu_seconds(pid);
+        let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         writer.run(&server.base, end);
-        let cpu = workload::cpu_seconds(pid) - cpu0;
+        let cpu = cpu_seconds() - cpu0;
         let elapsed = t0.elapsed().as_secs_f64();
-        let rss_after = workload::rss_mib(pid, "VmRSS:");
+        let rss_after = rss_mib();
         // writes answered in the measured seconds, early enough for what they cause to be seen
         let cutoff = end - Duration::from_secs(2);
         let acks: HashMap<i64, Instant> = acks
@@ -311,23 +354,22 @@ fn main() {
             cpu,
             (rss_before, rss_after),
         ));
-        drop(server);
+        drop(servers);
     }
     println!(
         "{n} active series written every second, {subscriptions} standing queries, {seconds} s measured\n"
     );
-    println!("| system | p50, ms | p99, ms | max, ms | server CPU, s | RSS before / with the clients, MiB |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| system | p50, ms | p99, ms | max, ms | server CPU, s | RSS before / with the clients, MiB | KiB per subscription |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for (name, p50, p99, max, cpu, (before, after)) in &table {
-        println!("| {name} | {p50:.1} | {p99:.1} | {max:.1} | {cpu:.1} | {before:.0} / {after:.0} |");
-    }
-    if let Some((_, _, _, _, _, (before, after))) = table.iter().find(|r| r.0 == "promflow") {
+        let per = (after - before) * 1024.0 / subscriptions as f64;
         println!(
-            "\npromflow: {:.1} KiB of resident memory per subscription",
-            (after - before) * 1024.0 / subscriptions as f64
+            "| {name} | {p50:.1} | {p99:.1} | {max:.1} | {cpu:.1} | {before:.0} / {after:.0} | {per:.1} |"
         );
     }
-    if table.len() == 2 {
+    if table.len() == 2 && table[1].0.starts_with("Prometheus") {
         println!(
             "promflow / Prometheus p99: {:.4}×, server CPU: {:.2}×",
             table[0].2 / table[1].2,

@@ -676,6 +676,55 @@ pub fn start_pinned(
     start_pinned_within(bin, args, dir, addr, ready, name, std::time::Duration::from_secs(60))
 }
 
+/// Starts `nodes` promflow nodes of one cluster under `dir` with the configuration `cfg`, the
+/// remote-write receiver and `extra` flags, each pinned as [`start_pinned`] pins a server;
+/// with `dataflow`, they form one dataflow computation (`--cluster.dataflow-peer`), and this
+/// waits until it has formed.
+pub fn start_cluster(
+    dir: &std::path::Path,
+    cfg: &std::path::Path,
+    nodes: usize,
+    dataflow: bool,
+    extra: &[String],
+) -> Vec<Running> {
+    let ports: Vec<u16> = (0..nodes).map(|_| common::free_port()).collect();
+    let dataflow_ports: Vec<u16> = (0..nodes).map(|_| common::free_port()).collect();
+    let running: Vec<Running> = (0..nodes)
+        .map(|i| {
+            let node_dir = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let addr = format!("127.0.0.1:{}", ports[i]);
+            let mut args = vec![
+                format!("--config.file={}", cfg.display()),
+                format!("--storage.tsdb.path={}", node_dir.join("data").display()),
+                format!("--web.listen-address={addr}"),
+                "--web.enable-remote-write-receiver".into(),
+                format!("--cluster.index={i}"),
+            ];
+            args.extend(ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")));
+            if dataflow {
+                args.extend(dataflow_ports.iter().map(|p| format!("--cluster.dataflow-peer=127.0.0.1:{p}")));
+            }
+            args.extend(extra.iter().cloned());
+            start_pinned(&promflow_binary(), &args, &node_dir, &addr, "/-/ready", "promflow node")
+        })
+        .collect();
+    if dataflow {
+        let http = common::client();
+        let formed = common::wait_for(std::time::Duration::from_secs(60), || {
+            running
+                .iter()
+                .all(|n| {
+                    let metrics = http.get(format!("{}/metrics", n.base)).send().and_then(|r| r.text());
+                    metrics.unwrap_or_default().lines().any(|l| l == "promflow_cluster_dataflow_up 1")
+                })
+                .then_some(())
+        });
+        assert!(formed.is_some(), "the cluster's dataflow did not form");
+    }
+    running
+}
+
 /// [`start_pinned`], waiting at most `limit` for the server to be ready (a restart that
 /// replays a large write-ahead log takes longer than a fresh start).
 pub fn start_pinned_within(
