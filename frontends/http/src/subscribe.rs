@@ -459,16 +459,11 @@ impl Connection {
         }
         let mut ended = Vec::new();
         for n in lost {
-            let source = self.new_source();
-            let Some(sub) = self.subs.get_mut(&n) else { continue };
-            let (plan, promql) = (sub.plan.clone(), sub.promql.clone());
-            if let Source::View(w) = std::mem::replace(&mut sub.source, Source::Installing) {
+            if let Some(Source::View(w)) = self.switch_to_batch(n) {
                 ended.push(w);
             }
-            (sub.current, sub.awaits_view) = (source, true);
-            let batch = self.evaluate_in_batch(n, source, plan, promql);
             if let Some(sub) = self.subs.get_mut(&n) {
-                sub.source = Source::Batch(batch);
+                sub.awaits_view = true;
             }
         }
         end_watches(ended);
@@ -485,6 +480,17 @@ impl Connection {
                 let _ = done.send((n, source, result, 0));
             });
         }
+    }
+
+    /// Makes evaluations in batch subscription `n`'s source from now on; returns the source
+    /// they replace.
+    fn switch_to_batch(&mut self, n: u64) -> Option<Source> {
+        let source = self.new_source();
+        let sub = self.subs.get(&n)?;
+        let batch = self.evaluate_in_batch(n, source, sub.plan.clone(), sub.promql.clone());
+        let sub = self.subs.get_mut(&n)?;
+        sub.current = source;
+        Some(std::mem::replace(&mut sub.source, Source::Batch(batch)))
     }
 
     /// Queues an event for the connection; a full queue makes the consumer slow.
@@ -597,11 +603,7 @@ impl Connection {
                     // once), and the batch evaluations stopped for it
                     sub.awaits_view = !matches!(refusal, Refusal::NotMaintained);
                     if sub.current == source {
-                        let (plan, promql) = (sub.plan.clone(), sub.promql.clone());
-                        let source = self.new_source();
-                        let batch = self.evaluate_in_batch(n, source, plan, promql);
-                        let sub = self.subs.get_mut(&n)?;
-                        (sub.source, sub.current) = (Source::Batch(batch), source);
+                        self.switch_to_batch(n);
                     }
                 }
             }
@@ -640,13 +642,9 @@ impl Connection {
             }
             Err(refusal @ (Refusal::NotMaintained | Refusal::NoComputation)) => {
                 self.samples += samples;
-                let source = self.new_source();
-                let sub = self.subs.get_mut(&n)?;
-                let (plan, promql) = (sub.plan.clone(), sub.promql.clone());
-                (sub.current, sub.samples) = (source, samples);
+                sub.samples = samples;
                 sub.awaits_view = matches!(refusal, Refusal::NoComputation);
-                let batch = self.evaluate_in_batch(n, source, plan, promql);
-                self.subs.get_mut(&n)?.source = Source::Batch(batch);
+                self.switch_to_batch(n);
             }
             Err(Refusal::Failed(why)) => {
                 let sub = self.subs.remove(&n)?;
