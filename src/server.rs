@@ -492,7 +492,12 @@ impl Components {
         let remote_read = Arc::new(match &cluster {
             Some(c) => {
                 let others = current(c).others().map(String::from).collect();
-                RemoteReaders::with_cluster_peers(others, &security.peer_access).map_err(|e| e.to_string())?
+                RemoteReaders::with_cluster_peers(
+                    others,
+                    &security.peer_access,
+                    flags.cluster_replication_factor,
+                )
+                .map_err(|e| e.to_string())?
             }
             None => RemoteReaders::new(),
         });

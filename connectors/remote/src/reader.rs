@@ -12,7 +12,7 @@
 //! histograms), samples second. An endpoint that fails does not
 //! fail the query: its error becomes a warning of the answer, as in Prometheus.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -289,6 +289,9 @@ pub struct RemoteReaders {
     peer_timeout: Duration,
     /// The peers reads and lookups pass over now.
     silent: Arc<SilentPeers>,
+    /// How many nodes store each series (`--cluster.replication-factor`): while fewer peers
+    /// than that fail a read, every series has a copy on a node that answered.
+    replication: usize,
 }
 
 /// How long a query or a lookup ([`RemoteReaders::ask_peers`]) waits for a cluster peer's
@@ -360,6 +363,7 @@ impl Default for RemoteReaders {
             peer_access: PeerAccess::default(),
             peer_timeout: PEER_TIMEOUT,
             silent: Arc::default(),
+            replication: 1,
         }
     }
 }
@@ -372,14 +376,27 @@ impl RemoteReaders {
 
     /// Also reads the other nodes of a cluster (`host:port` of their HTTP listeners): every
     /// query reads their storage through remote read, recent data included, and merges what
-    /// they hold with what this node holds, reaching them as `access` says.
-    pub fn with_cluster_peers(peers: Vec<String>, access: &PeerAccess) -> Result<RemoteReaders, Error> {
+    /// they hold with what this node holds, reaching them as `access` says. Each series is
+    /// stored on `replication` nodes.
+    pub fn with_cluster_peers(
+        peers: Vec<String>,
+        access: &PeerAccess,
+        replication: usize,
+    ) -> Result<RemoteReaders, Error> {
         Ok(RemoteReaders {
             peers: RwLock::new(peers),
             peer_client: access.client()?,
             peer_access: access.clone(),
+            replication: replication.max(1),
             ..RemoteReaders::default()
         })
+    }
+
+    /// Whether an answer that `failed` of the cluster's peers left out may lack data: some
+    /// series may have had every copy on them. With fewer failed peers than the nodes each
+    /// series is stored on, a copy of every series was read from a node that answered.
+    pub fn may_lack_data(&self, failed: usize) -> bool {
+        failed >= self.replication
     }
 
     /// Replaces the other nodes of the cluster; the next [`RemoteReaders::apply`] makes
@@ -504,7 +521,10 @@ pub struct Fanout<'a> {
     remotes: Vec<Arc<RemoteReader>>,
     oldest_local: Option<Timestamp>,
     runtime: tokio::runtime::Handle,
-    warnings: Mutex<Vec<String>>,
+    /// The endpoints' errors, each with the cluster peer it is about, if one.
+    warnings: Mutex<Vec<(Option<String>, String)>>,
+    /// How many nodes store each series ([`RemoteReaders::may_lack_data`]).
+    replication: usize,
     /// The part of a selection's answers not yet taken, by selection: one request answers
     /// both the selection's floats and its histograms, which the executor asks for apart.
     pending: Mutex<HashMap<String, Leftover>>,
@@ -525,6 +545,7 @@ impl<'a> Fanout<'a> {
             oldest_local,
             runtime,
             warnings: Mutex::new(Vec::new()),
+            replication: 1,
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -536,19 +557,30 @@ impl<'a> Fanout<'a> {
         readers: &RemoteReaders,
         runtime: tokio::runtime::Handle,
     ) -> Fanout<'a> {
-        Fanout::new(db, db.oldest_sample_time(), readers.current(), runtime)
-    }
-
-    /// Adds a line to the answer's `warnings`.
-    fn warn(&self, line: String) {
-        if let Ok(mut w) = self.warnings.lock() {
-            w.push(line);
+        Fanout {
+            replication: readers.replication,
+            ..Fanout::new(db, db.oldest_sample_time(), readers.current(), runtime)
         }
     }
 
-    /// The endpoints' errors so far, one line each, for the answer's `warnings`.
+    /// Adds a line about endpoint `r` to the answer's `warnings`.
+    fn warn(&self, r: &RemoteReader, line: String) {
+        let peer = r.peer.as_ref().map(|(peer, _)| peer.clone());
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push((peer, line));
+    }
+
+    /// The endpoints' errors so far, one line each, for the answer's `warnings`. The cluster
+    /// peers' are left out while fewer of them failed than the nodes each series is stored
+    /// on: every series was read from a copy on a node that answered.
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+        let warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        let failed: HashSet<&String> = warnings.iter().filter_map(|(peer, _)| peer.as_ref()).collect();
+        let complete = failed.len() < self.replication;
+        warnings
+            .iter()
+            .filter(|(peer, _)| !(complete && peer.is_some()))
+            .map(|(_, line)| line.clone())
+            .collect()
     }
 
     /// What the endpoints that take this selection answer of one kind: the leftover of an
@@ -584,7 +616,7 @@ impl<'a> Fanout<'a> {
             let (from, to) = r.range_for(matchers, mint, maxt, self.oldest_local)?;
             if r.passed_over() {
                 // in the answer's warnings, not logged at every query: its timeout was
-                self.warn(format!("remote_read {}: {}", r.name(), passed_over_message()));
+                self.warn(r, format!("remote_read {}: {}", r.name(), passed_over_message()));
                 return None;
             }
             Some(async move { (r, r.read(matchers, from, to).await) })
@@ -597,7 +629,7 @@ impl<'a> Fanout<'a> {
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = %r.name(), error = %e, "remote read failed; answering without it");
-                    self.warn(format!("remote_read {}: {e}", r.name()));
+                    self.warn(r, format!("remote_read {}: {e}", r.name()));
                 }
             }
         }
@@ -961,7 +993,7 @@ mod tests {
         let timeout = Duration::from_millis(500);
         let readers = RemoteReaders {
             peer_timeout: timeout,
-            ..RemoteReaders::with_cluster_peers(vec![addr], &PeerAccess::default()).unwrap()
+            ..RemoteReaders::with_cluster_peers(vec![addr], &PeerAccess::default(), 1).unwrap()
         };
         readers.apply(&Config::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -985,6 +1017,33 @@ mod tests {
         let answers = runtime.block_on(readers.ask_peers("/api/v1/labels"));
         assert!(started.elapsed() < timeout / 2, "the silent peer was asked a lookup");
         assert!(matches!(&answers[..], [Err(e)] if e.contains("not asked")), "{answers:?}");
+    }
+
+    /// With two copies of every series, one peer that fails leaves the answer complete: no
+    /// warning. Two that fail may have held both copies of a series: both are named.
+    #[test]
+    fn failed_peers_are_warnings_when_copies_may_be_missing() {
+        // addresses nothing listens on: every request is refused at once
+        let refused = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = promflow_storage::Db::open(dir.path(), Default::default()).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let up = [Matcher::new(MatchOp::Equal, "__name__", "up").unwrap()];
+        let warnings = |peers: Vec<String>| {
+            let readers = RemoteReaders::with_cluster_peers(peers, &PeerAccess::default(), 2).unwrap();
+            readers.apply(&Config::default()).unwrap();
+            let fanout = Fanout::over(&db, &readers, runtime.handle().clone());
+            fanout.select(&up, 0, 1000).unwrap();
+            fanout.warnings()
+        };
+        assert_eq!(warnings(vec![refused()]), Vec::<String>::new());
+        let (a, b) = (refused(), refused());
+        let named = warnings(vec![a.clone(), b.clone()]);
+        assert_eq!(named.len(), 2, "{named:?}");
+        assert!(named[0].contains(&a) && named[1].contains(&b), "{named:?}");
     }
 
     #[test]

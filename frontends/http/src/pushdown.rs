@@ -348,6 +348,9 @@ struct ClusterPushdown<'a> {
     template: PartialRequest,
     /// Where the outcome is counted.
     counts: &'a PushdownCounts,
+    /// The cluster's readers: how many of the nodes may fail before a series has no copy
+    /// left ([`RemoteReaders::may_lack_data`]).
+    readers: &'a RemoteReaders,
 }
 
 impl ClusterPushdown<'_> {
@@ -380,10 +383,24 @@ impl ClusterPushdown<'_> {
         let pending = ask_partials(peers, asks, self.timeout(), &self.runtime);
         let local = local_part(aggregate, self.local, &self.opts, steps, (&[], names_may_collide));
         let answers = pending.wait();
-        // the asked node first: it never leaves anything out, so it is never asked again
+        // the asked node first: it never leaves anything out, so it is never asked again;
+        // each other part with the peer it came from
         let mut parts = vec![local?];
-        for (_, answer) in answers {
-            parts.push(Part::from_wire(answer?, names_may_collide)?);
+        let mut from = vec![usize::MAX];
+        let mut failed = 0;
+        for (peer, answer) in answers {
+            match answer {
+                Ok(answer) => {
+                    parts.push(Part::from_wire(answer, names_may_collide)?);
+                    from.push(peer);
+                }
+                // every series it holds has a copy on a node that answered: counted there
+                Err(e) if !self.readers.may_lack_data(failed + 1) => {
+                    tracing::debug!(error = %e, "a node's part left out: its series' copies count elsewhere");
+                    failed += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
         // each series counts in the first part that holds it, when every copy is the same
         let mut first: HashMap<u64, u64> = HashMap::new();
@@ -406,15 +423,16 @@ impl ClusterPushdown<'_> {
                 }
             }
         }
-        // a part that holds copies counted elsewhere is asked again without them
-        let again: Vec<(usize, PartialRequest)> = leave_out
-            .into_iter()
-            .enumerate()
-            .filter(|(k, out)| keeps_some[*k] && !out.is_empty())
-            .map(|(k, exclude)| (k - 1, PartialRequest { exclude, ..request.clone() }))
-            .collect();
-        let mut exclusions: HashMap<usize, HashSet<u64>> =
-            again.iter().map(|(p, r)| (*p + 1, r.exclude.iter().copied().collect())).collect();
+        // a part that holds copies counted elsewhere is asked again without them; by peer,
+        // the index of its part and what it was asked to leave out
+        let mut again: Vec<(usize, PartialRequest)> = Vec::new();
+        let mut exclusions: HashMap<usize, (usize, HashSet<u64>)> = HashMap::new();
+        for (k, exclude) in leave_out.into_iter().enumerate() {
+            if keeps_some[k] && !exclude.is_empty() {
+                exclusions.insert(from[k], (k, exclude.iter().copied().collect()));
+                again.push((from[k], PartialRequest { exclude, ..request.clone() }));
+            }
+        }
         let answers = if again.is_empty() {
             Vec::new()
         } else {
@@ -424,10 +442,12 @@ impl ClusterPushdown<'_> {
         let mut redone: HashMap<usize, Part> = HashMap::new();
         for (p, answer) in answers {
             let part = Part::from_wire(answer?, names_may_collide)?;
-            let left_out = exclusions.remove(&(p + 1)).unwrap_or_default();
+            let Some((k, left_out)) = exclusions.remove(&p) else {
+                return Err("a part came from a node not asked for it".into());
+            };
             // between the two asks, samples or series may have arrived: the second part must
             // read what the first read, less what it left out, or copies could count twice
-            let before = &parts[p + 1];
+            let before = &parts[k];
             let expected: Vec<(u64, u64)> = before
                 .series
                 .iter()
@@ -440,7 +460,7 @@ impl ClusterPushdown<'_> {
             if got != expected {
                 return Err("a node's series changed between its two parts".into());
             }
-            redone.insert(p + 1, part);
+            redone.insert(k, part);
         }
         for (k, part) in parts.into_iter().enumerate() {
             if !keeps_some[k] {
@@ -514,6 +534,7 @@ pub(crate) fn evaluate_over_cluster(
             opts: opts.clone(),
             template,
             counts: &state.http_metrics.pushdown,
+            readers: &state.remote_read,
         });
     let storage = crate::api::query::fanout(state, runtime);
     let pushdown = pushdown.as_ref().map(|p| p as &dyn AggregatePushdown);
@@ -561,6 +582,7 @@ impl promflow_rules::PushdownFor for RulePushdown {
             opts: opts.clone(),
             template,
             counts: &self.counts,
+            readers: &self.readers,
         }))
     }
 }

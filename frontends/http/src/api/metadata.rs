@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use promflow_remote::reader::CLUSTER_HOP_HEADER;
 
 use super::query::{fanout, labels_json, write_labels};
-use super::{json_response, params, success, ApiResult, Shared};
+use super::{json_response, params, success, success_warned, ApiResult, Shared};
 use crate::params::{limit_param, time_param, Params, MAX_TIME_MS, MIN_TIME_MS};
 use crate::{ApiError, AppState};
 
@@ -85,13 +85,13 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
     let merge = sels.len() > 1;
     // the remote_read endpoints are asked too, off the async workers
     let runtime = tokio::runtime::Handle::current();
-    let mut all = off_the_workers(&state, "series lookup", move |state| {
+    let (mut all, warnings) = off_the_workers(&state, "series lookup", move |state| {
         let storage = fanout(&state, runtime);
         let mut all: Vec<Labels> = Vec::new();
         for m in &sels {
             all.extend(storage.series(m, mint, maxt)?);
         }
-        Ok(all)
+        Ok((all, storage.warnings()))
     })
     .await?;
     if merge {
@@ -106,7 +106,12 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
         }
         write_labels(&mut body, labels);
     }
-    body.push_str("]}");
+    body.push(']');
+    if !warnings.is_empty() {
+        body.push_str(r#","warnings":"#);
+        body.push_str(&Value::from(warnings).to_string());
+    }
+    body.push('}');
     Ok(json_response(body))
 }
 
@@ -154,14 +159,17 @@ pub(super) async fn query_exemplars(
 /// A lookup's answer with the other cluster nodes' answers to the same lookup (`path`)
 /// merged in, sorted and unique: a node answers these from its own storage. A request from
 /// a peer ([`CLUSTER_HOP_HEADER`]) is answered from this node alone. A peer that fails is
-/// logged and left out.
+/// logged and left out, and named in the warnings returned when the answer may lack data
+/// for it ([`peers_data`]).
 async fn with_peers(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
     mut values: Vec<String>,
-) -> Vec<String> {
-    let Some(answers) = peers_data(state, headers, path).await else { return values };
+) -> (Vec<String>, Vec<String>) {
+    let Some((answers, warnings)) = peers_data(state, headers, path).await else {
+        return (values, Vec::new());
+    };
     for data in answers {
         match serde_json::from_value::<Vec<String>>(data) {
             Ok(theirs) => values.extend(theirs),
@@ -170,18 +178,24 @@ async fn with_peers(
     }
     values.sort();
     values.dedup();
-    values
+    (values, warnings)
 }
 
 /// The `data` of every other cluster node's answer to `path` (asked as a hop, so answered
 /// from that node alone), or `None` when this request is answered from this node alone: it
 /// comes from a peer ([`CLUSTER_HOP_HEADER`]), or there is no cluster. A peer that fails
-/// is logged and left out.
-pub(super) async fn peers_data(state: &AppState, headers: &HeaderMap, path: &str) -> Option<Vec<Value>> {
+/// is logged and left out; with the data, a warning for each peer that failed when the
+/// answer may lack data for them
+/// ([`promflow_remote::reader::RemoteReaders::may_lack_data`]), none otherwise.
+pub(super) async fn peers_data(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Option<(Vec<Value>, Vec<String>)> {
     if headers.contains_key(CLUSTER_HOP_HEADER) || !state.remote_read.has_cluster_peers() {
         return None;
     }
-    let mut out = Vec::new();
+    let (mut out, mut failed) = (Vec::new(), Vec::new());
     for answer in state.remote_read.ask_peers(path).await {
         let parsed = answer.and_then(|body| {
             let mut v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
@@ -189,10 +203,16 @@ pub(super) async fn peers_data(state: &AppState, headers: &HeaderMap, path: &str
         });
         match parsed {
             Ok(data) => out.push(data),
-            Err(e) => tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup"),
+            Err(e) => {
+                tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup");
+                failed.push(e);
+            }
         }
     }
-    Some(out)
+    if !state.remote_read.may_lack_data(failed.len()) {
+        failed.clear();
+    }
+    Some((out, failed))
 }
 
 pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -214,8 +234,8 @@ pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap
         Ok(names)
     })
     .await?;
-    let names = with_peers(&state, &headers, &peers_path, names).await;
-    Ok(success(json!(truncate(names, limit))))
+    let (names, warnings) = with_peers(&state, &headers, &peers_path, names).await;
+    Ok(success_warned(json!(truncate(names, limit)), warnings))
 }
 
 /// Undoes Grafana's and Prometheus's `U__` escaping of a label name in a URL path.
@@ -275,8 +295,8 @@ pub(super) async fn label_values(
         Ok(values)
     })
     .await?;
-    let values = with_peers(&state, &headers, &peers_path, values).await;
-    Ok(success(json!(truncate(values, limit))))
+    let (values, warnings) = with_peers(&state, &headers, &peers_path, values).await;
+    Ok(success_warned(json!(truncate(values, limit)), warnings))
 }
 
 pub(super) async fn metadata(State(state): Shared, q: RawQuery) -> ApiResult {

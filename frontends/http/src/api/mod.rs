@@ -156,6 +156,14 @@ pub(crate) fn success(data: Value) -> Response {
     json_response(json!({"status": "success", "data": data}).to_string())
 }
 
+/// A success answer with `warnings`, as Prometheus lists them (none: no `warnings` key).
+pub(crate) fn success_warned(data: Value, warnings: Vec<String>) -> Response {
+    if warnings.is_empty() {
+        return success(data);
+    }
+    json_response(json!({"status": "success", "data": data, "warnings": warnings}).to_string())
+}
+
 pub(crate) fn json_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

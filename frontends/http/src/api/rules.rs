@@ -110,7 +110,8 @@ async fn with_peers_groups(
     path: &str,
     mut groups: Vec<Value>,
 ) -> Vec<Value> {
-    let Some(answers) = peers_data(state, headers, path).await else { return groups };
+    // a group a failed peer evaluated is evaluated by the others since
+    let Some((answers, _)) = peers_data(state, headers, path).await else { return groups };
     for mut data in answers {
         let Value::Array(theirs) = data["groups"].take() else {
             tracing::warn!(path, "a cluster peer's rules answer has no groups");
