@@ -1836,8 +1836,16 @@ fn install(
     state.dataflows.insert(number, worker.next_dataflow_index());
     let mut clock_input = ClockInput::new();
     let here = copy_to.contains(&(worker.index() / state.width));
+    let processes = worker.peers() / state.width.max(1);
     let (new_leaves, gathered) = worker.dataflow::<u64, _, _>(|scope| {
-        let clock = scope.input_from(&mut clock_input);
+        let mut clock = scope.input_from(&mut clock_input);
+        if processes > 1 {
+            // on a cluster's computation a process ticks at the times it reads; the series its
+            // reads cover are kept on every process's workers, and each must move with time
+            // at those ticks too
+            use timely::dataflow::operators::vec::Broadcast;
+            clock = clock.broadcast();
+        }
         let mut cx = RenderCx {
             state: &mut *state,
             clock,

@@ -203,6 +203,37 @@ fn two_processes_compute_one_view() {
     shutdown_all(&nodes);
 }
 
+/// Series that stopped a while ago: `rate`'s extrapolation is cut short at the window's end,
+/// so its value moves with time alone, at the clock's ticks. Only the process that reads
+/// ticks (the server's other processes move their clocks without ticking), and the series
+/// kept on the other process's workers must move at its ticks too.
+#[test]
+fn values_that_move_with_time_move_on_every_process_at_a_readers_ticks() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 10), (1, 10)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
+    let one = Incremental::start(2, LOOKBACK).unwrap();
+    let mut views = Vec::new();
+    for q in ["rate(x[2m])", "sum by (job) (rate(x[2m]))", "sum(predict_linear(x[2m], 60))"] {
+        let plan = promflow_promql::compile(q, &Default::default()).unwrap();
+        views.push((q, nodes[0].install(&plan).unwrap(), one.install(&plan).unwrap()));
+        nodes[1].install(&plan).unwrap();
+    }
+    for (labels, t, v) in samples().iter().filter(|s| s.1 <= 300_000) {
+        nodes[series_number(labels) % 2].append(&[(labels.clone(), *t, *v)]);
+        one.append(&[(labels.clone(), *t, *v)]);
+    }
+    for t in (320_000..=400_000).step_by(10_000) {
+        nodes[1].advance(t + 1);
+        for (q, id, single) in &views {
+            let want = as_map(one.read(*single, t).unwrap());
+            assert!(!want.is_empty(), "{q} at {t}: empty");
+            assert_eq!(as_map(nodes[0].read(*id, t).unwrap()), want, "{q} at {t}");
+        }
+    }
+    shutdown_all(&nodes);
+}
+
 /// A series appended by the process that owns it is kept there: the other process never
 /// enters its labels, only the groups an aggregation over it makes, and the view is the one
 /// executor's.
