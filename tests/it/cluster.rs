@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use promflow_config::cluster_secret::{ClusterSecret, CLUSTER_AUTH_HEADER};
 use promflow_remote::TimeSeries;
 
 use crate::common::*;
@@ -463,7 +464,7 @@ fn a_dead_node_is_a_warning() {
     assert_eq!(remote_write(&nodes[0], all[..half].to_vec()).0, 204);
     assert_eq!(remote_write(&nodes[2], all[half..].to_vec()).0, 204);
     // each series is stored by its owner: what the dead node owned is missing
-    let (_, text) = nodes[2].get_text("/federate?match[]=temperature");
+    let text = own(&nodes[2], "/federate?match[]=temperature");
     let lost = text.lines().filter(|l| l.starts_with("temperature{")).count();
     let dead = format!("127.0.0.1:{}", nodes[2].port);
     nodes[2].kill9();
@@ -505,7 +506,7 @@ fn replicated_writes_survive_a_killed_node() {
     };
     // local copies, by node: /federate answers from the node's own storage
     let copies = |node: &Server| -> usize {
-        let (_, text) = node.get_text("/federate?match[]=replicated");
+        let text = own(node, "/federate?match[]=replicated");
         text.lines().filter(|l| l.starts_with("replicated{")).count()
     };
     let mut answered = 0;
@@ -537,7 +538,8 @@ fn replicated_writes_survive_a_killed_node() {
 
 /// The instances of a node's active targets (only those up, with `up_only`).
 fn active_targets(node: &Server, up_only: bool) -> Vec<String> {
-    let (_, v) = node.get_json("/api/v1/targets?state=active");
+    let v: serde_json::Value =
+        serde_json::from_str(&own(node, "/api/v1/targets?state=active")).unwrap_or_default();
     v["data"]["activeTargets"]
         .as_array()
         .into_iter()
@@ -545,6 +547,14 @@ fn active_targets(node: &Server, up_only: bool) -> Vec<String> {
         .filter(|t| !up_only || t["health"] == "up")
         .map(|t| t["labels"]["instance"].as_str().unwrap_or("").to_string())
         .collect()
+}
+
+/// What `node` answers `path` as another node asks it (`promflow-cluster-hop`): from its own
+/// storage and state alone.
+fn own(node: &Server, path: &str) -> String {
+    let r = client().get(node.url(path)).header("promflow-cluster-hop", "1").send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{path}");
+    r.text().unwrap_or_default()
 }
 
 /// `n` scrape targets that each expose `thing 1`, and a configuration scraping them every
@@ -588,10 +598,141 @@ fn nodes_divide_the_scrape_targets() {
     }
 }
 
-/// The series named `name` that `node` holds in its own storage (/federate answers from
-/// it), by their labels, with the timestamp of the latest sample of each.
+/// Every node answers what one server answers of its own scrapes and storage: the targets
+/// (each node scrapes its share), the metadata of their metrics, federation, remote read
+/// served to another server, and exemplars; a node asked as a peer answers its own.
+#[test]
+fn targets_metadata_federation_and_exemplars_are_the_clusters() {
+    use promflow_remote::read::{MatcherType, ReadRequest, ReadResponse};
+    const TARGETS: usize = 6;
+    let exposition = "# HELP thing_total Things done.\n# TYPE thing_total counter\nthing_total 1\n";
+    let targets: Vec<u16> = (0..TARGETS)
+        .map(|_| serve_http(move |_, _| ("text/plain".into(), exposition.as_bytes().to_vec())))
+        .collect();
+    let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    let config = format!(
+        "scrape_configs:\n  - job_name: things\n    scrape_interval: 1s\n    static_configs:\n      - targets: [{}]\n",
+        list.join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"];
+    let nodes = start_cluster(dir.path(), 3, &config, &extra);
+    let single_dir = dir.path().join("single");
+    std::fs::create_dir_all(&single_dir).unwrap();
+    let single = start_promflow(&single_dir, &config, &extra);
+    let up = |node: &Server, path: &str| {
+        let (_, v) = node.get_json(path);
+        let active = v["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        let mut urls: Vec<String> = active
+            .iter()
+            .filter(|t| t["health"] == "up")
+            .map(|t| t["scrapeUrl"].as_str().unwrap_or("").to_string())
+            .collect();
+        urls.sort();
+        urls
+    };
+    let all_up = wait_for(Duration::from_secs(30), || {
+        let want = up(&single, "/api/v1/targets");
+        (want.len() == TARGETS && nodes.iter().all(|n| up(n, "/api/v1/targets") == want)).then_some(())
+    });
+    assert!(all_up.is_some(), "not every node lists every target up: {:?}", up(&nodes[0], "/api/v1/targets"));
+    // a node asked as a peer lists its own share
+    let shares: usize = nodes.iter().map(|n| active_targets(n, false).len()).sum();
+    assert_eq!(shares, TARGETS);
+    for path in ["/api/v1/metadata", "/api/v1/metadata?metric=thing_total"] {
+        let (_, want) = single.get_json(path);
+        assert!(want["data"]["thing_total"].is_array(), "{path}: {want}");
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node.get_json(path).1["data"], want["data"], "{path} on node {i}");
+        }
+    }
+    let target_metadata = |node: &Server| {
+        let (_, v) = node.get_json("/api/v1/targets/metadata?metric=thing_total");
+        let mut instances: Vec<String> = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["target"]["instance"].as_str().unwrap_or("").to_string())
+            .collect();
+        instances.sort();
+        instances
+    };
+    let want = target_metadata(&single);
+    assert_eq!(want.len(), TARGETS);
+    for node in &nodes {
+        assert_eq!(target_metadata(node), want);
+    }
+    // federation and remote read: every node's series, each once
+    let federated = |text: &str| {
+        let mut series: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("thing_total{"))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect();
+        series.sort();
+        series
+    };
+    let want = federated(&single.get_text("/federate?match[]=thing_total").1);
+    assert_eq!(want.len(), TARGETS);
+    let now = now_ms();
+    let read_request = ReadRequest {
+        queries: vec![crate::remote_read::query(
+            now - 60_000,
+            now,
+            &[(MatcherType::Eq, "__name__", "thing_total")],
+        )],
+        accepted_response_types: vec![],
+    };
+    let read_series = |node: &Server| {
+        let (code, body) = crate::remote_read::read(node, &read_request);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        ReadResponse::decode_body(&body).unwrap().results[0].timeseries.len()
+    };
+    assert_eq!(read_series(&single), TARGETS);
+    let mut held = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(federated(&node.get_text("/federate?match[]=thing_total").1), want, "node {i}");
+        assert_eq!(read_series(node), TARGETS, "remote read of node {i}");
+        held += federated(&own(node, "/federate?match[]=thing_total")).len();
+    }
+    assert_eq!(held, TARGETS, "the nodes' own storage holds each target's series once");
+    // exemplars written through one node are stored on their series' owner, found from any
+    let t = now_ms() - 10_000;
+    let traced: Vec<TimeSeries> = (0..6)
+        .map(|s| {
+            let mut ts = series(&[("__name__", "traced_total"), ("s", &s.to_string())], &[(t, 1.0)]);
+            ts.exemplars = vec![promflow_remote::Exemplar {
+                labels: vec![promflow_remote::Label { name: "trace_id".into(), value: format!("t{s}") }],
+                value: 0.5,
+                timestamp: t - 1,
+            }];
+            ts
+        })
+        .collect();
+    assert_eq!(remote_write(&nodes[0], traced.clone()).0, 204);
+    assert_eq!(remote_write(&single, traced).0, 204);
+    let exemplars = format!(
+        "/api/v1/query_exemplars?query=traced_total&start={}&end={}",
+        (t - 60_000) / 1000,
+        (t + 60_000) / 1000
+    );
+    let (_, want) = single.get_json(&exemplars);
+    assert_eq!(want["data"].as_array().map(Vec::len), Some(6), "{want}");
+    let canonical = |v: &serde_json::Value| {
+        let mut items: Vec<String> =
+            v["data"].as_array().into_iter().flatten().map(|i| i.to_string()).collect();
+        items.sort();
+        items
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(canonical(&node.get_json(&exemplars).1), canonical(&want), "exemplars on node {i}");
+    }
+}
+
+/// The series named `name` that `node` holds in its own storage (/federate asked as a peer
+/// answers from it), by their labels, with the timestamp of the latest sample of each.
 fn held(node: &Server, name: &str) -> BTreeMap<String, i64> {
-    let (_, text) = node.get_text(&format!("/federate?match[]={name}"));
+    let text = own(node, &format!("/federate?match[]={name}"));
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .filter_map(|l| {
@@ -836,7 +977,7 @@ fn otlp_is_stored_where_each_series_belongs() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
     let held = |node: &Server| -> Vec<String> {
-        let (_, text) = node.get_text("/federate?match[]=jobs_done_total");
+        let text = own(node, "/federate?match[]=jobs_done_total");
         text.lines().filter(|l| l.starts_with("jobs_done_total{")).map(|l| l.to_string()).collect()
     };
     let copies: Vec<Vec<String>> = nodes.iter().map(held).collect();
@@ -885,7 +1026,7 @@ fn a_pushed_group_lives_on_one_node() {
     let holders = |name: &str| -> usize {
         nodes
             .iter()
-            .filter(|n| n.get_text(&format!("/federate?match[]={name}")).1.contains(&format!("{name}{{")))
+            .filter(|n| own(n, &format!("/federate?match[]={name}")).contains(&format!("{name}{{")))
             .count()
     };
     assert_eq!(holders("push_time_seconds"), 1, "the group is held by more than one node");
@@ -972,7 +1113,7 @@ fn a_reloaded_peer_list_moves_targets_and_series() {
         .map(|s| series(&[("__name__", "placed"), ("s", &s.to_string())], &[(now, s as f64)]))
         .collect();
     assert_eq!(remote_write(&nodes[0], written).0, 204);
-    let (_, text) = nodes[2].get_text("/federate?match[]=placed");
+    let text = own(&nodes[2], "/federate?match[]=placed");
     assert!(text.lines().any(|l| l.starts_with("placed{")), "no series placed on the new node");
     // a file that no longer lists the node fails the reload and keeps the peers
     std::fs::write(dir.path().join("node0/peers.txt"), format!("{}\n", address(1))).unwrap();
@@ -1053,6 +1194,11 @@ fn nodes_reach_each_other_over_tls() {
         let url = format!("https://127.0.0.1:{port}{path}");
         curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &url])
     };
+    // as another node asks: answered from the node's own storage
+    let own = |port: u16, path: &str| {
+        let url = format!("https://127.0.0.1:{port}{path}");
+        curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, "-H", "promflow-cluster-hop: 1", &url])
+    };
     for &port in &ports {
         let ready = wait_for(Duration::from_secs(30), || (get(port, "/-/ready").0 == 200).then_some(()));
         assert!(ready.is_some(), "the node on {port} is not ready over TLS");
@@ -1100,7 +1246,7 @@ fn nodes_reach_each_other_over_tls() {
     let placed = wait_for(Duration::from_secs(30), || {
         let mut holders: BTreeMap<String, usize> = BTreeMap::new();
         for &port in &ports {
-            let (_, text) = get(port, "/federate?match[]=thing");
+            let (_, text) = own(port, "/federate?match[]=thing");
             for line in text.lines().filter(|l| l.starts_with("thing{")) {
                 *holders.entry(line.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
             }
@@ -1817,12 +1963,23 @@ fn nodes_with_a_secret_serve_clients_behind_basic_authentication() {
     }
     let (status, body) = write(&nodes[0], true, &[]);
     assert_eq!(status, 204, "{body}");
-    // two copies of each series, made by node 0 on the nodes that own them
-    let copies: usize = nodes
-        .iter()
-        .map(|n| get(n, "/federate?match[]=secured").1.lines().filter(|l| l.starts_with("secured{")).count())
-        .sum();
+    // two copies of each series, made by node 0 on the nodes that own them: each node's own
+    // storage, as a node holding the secret asks it
+    let token = ClusterSecret::read(&secret).unwrap();
+    let held_here = |node: &Server| {
+        let r = client()
+            .get(node.url("/federate?match[]=secured"))
+            .header("promflow-cluster-hop", "1")
+            .header(CLUSTER_AUTH_HEADER, token.http_token())
+            .send()
+            .unwrap();
+        r.text().unwrap_or_default().lines().filter(|l| l.starts_with("secured{")).count()
+    };
+    let copies: usize = nodes.iter().map(held_here).sum();
     assert_eq!(copies, 2 * SERIES);
+    // a client's federation is the whole cluster's, each series once
+    let (status, text) = get(&nodes[1], "/federate?match[]=secured");
+    assert_eq!((status, text.lines().filter(|l| l.starts_with("secured{")).count()), (200, SERIES), "{text}");
     // every node reads the others' storage, with the secret, to answer for the cluster
     for (i, node) in nodes.iter().enumerate() {
         let (status, text) = get(node, &format!("/api/v1/query?query={}", urlencode("count(secured)")));

@@ -24,7 +24,7 @@ fn write(promflow: &Server, from: i64) {
     assert_eq!(code, 204, "{body}");
 }
 
-fn read(server: &Server, req: &ReadRequest) -> (u16, Vec<u8>) {
+pub(crate) fn read(server: &Server, req: &ReadRequest) -> (u16, Vec<u8>) {
     let (code, _, body) = read_typed(server, req);
     (code, body)
 }
@@ -44,7 +44,7 @@ fn read_typed(server: &Server, req: &ReadRequest) -> (u16, String, Vec<u8>) {
     (r.status().as_u16(), content_type, r.bytes().unwrap().to_vec())
 }
 
-fn query(from: i64, to: i64, matchers: &[(MatcherType, &str, &str)]) -> Query {
+pub(crate) fn query(from: i64, to: i64, matchers: &[(MatcherType, &str, &str)]) -> Query {
     Query {
         start_timestamp_ms: from,
         end_timestamp_ms: to,

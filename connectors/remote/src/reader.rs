@@ -425,7 +425,8 @@ impl RemoteReaders {
                 name: format!("cluster peer {p}"),
                 read_recent: true,
                 remote_timeout: self.peer_timeout,
-                headers: token.clone().collect(),
+                // answered from the peer's own storage, not read on from its peers in turn
+                headers: token.clone().chain([(CLUSTER_HOP_HEADER.to_string(), "1".to_string())]).collect(),
                 tls_config: access.tls.clone().unwrap_or_default(),
                 ..RemoteReadConfig::default()
             };
@@ -560,6 +561,21 @@ impl<'a> Fanout<'a> {
         Fanout {
             replication: readers.replication,
             ..Fanout::new(db, db.oldest_sample_time(), readers.current(), runtime)
+        }
+    }
+
+    /// Local storage `db` and the other nodes of the cluster among `readers`, without the
+    /// configured `remote_read` endpoints: what one server's own storage answers (federation,
+    /// remote read served to others).
+    pub fn over_cluster(
+        db: &'a promflow_storage::Db,
+        readers: &RemoteReaders,
+        runtime: tokio::runtime::Handle,
+    ) -> Fanout<'a> {
+        let peers = readers.current().into_iter().filter(|r| r.peer.is_some()).collect();
+        Fanout {
+            replication: readers.replication,
+            ..Fanout::new(db, db.oldest_sample_time(), peers, runtime)
         }
     }
 

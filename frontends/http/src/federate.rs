@@ -53,10 +53,13 @@ pub async fn federate(State(state): Shared, q: RawQuery, headers: HeaderMap, bod
     let protobuf = prefers_protobuf(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
     let lookback = state.query.lookback_delta.as_millis() as i64;
     let external = state.status.external_labels();
-    let db = std::sync::Arc::clone(&state.db);
+    let shared = Arc::clone(&state);
+    let runtime = tokio::runtime::Handle::current();
     let answer = state
         .query_pool
         .spawn(move || {
+            // in a cluster, every node's series (a node asked by another answers its own)
+            let db = crate::api::query::own_storage(&shared, &headers, runtime);
             let now = chrono::Utc::now().timestamp_millis();
             let mut newest: BTreeMap<(String, Labels), Newest> = BTreeMap::new();
             for matchers in &selectors {

@@ -9,7 +9,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use promflow_remote::chunks::{
     chunks_of, write_frame, Chunk, ChunkedReadResponse, ChunkedSeries, FLOAT_HISTOGRAM, STREAMED_CONTENT_TYPE,
@@ -28,11 +28,19 @@ enum Refusal {
 }
 
 /// Serves `POST /api/v1/read`.
-pub async fn remote_read(State(state): Shared, body: Bytes) -> Response {
+pub async fn remote_read(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let external = state.status.external_labels();
     let limit = state.remote_read_sample_limit;
-    let db = std::sync::Arc::clone(&state.db);
-    let answer = state.query_pool.spawn(move || answer(&body, db.as_ref(), &external, limit)).await;
+    let shared = std::sync::Arc::clone(&state);
+    let runtime = tokio::runtime::Handle::current();
+    let answer = state
+        .query_pool
+        .spawn(move || {
+            // in a cluster, every node's series (a node asked by another answers its own)
+            let storage = crate::api::query::own_storage(&shared, &headers, runtime);
+            answer(&body, &storage, &external, limit)
+        })
+        .await;
     match answer {
         Ok(Ok(Answer::Samples(body))) => {
             ([(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")], body)

@@ -1,6 +1,7 @@
 //! `series`, `labels`, `label/<name>/values`, `metadata`, `targets`, `targets/metadata` and
 //! `scrape_pools`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -117,7 +118,8 @@ pub(super) async fn series(State(state): Shared, q: RawQuery, headers: HeaderMap
 
 /// `/api/v1/query_exemplars`: the exemplars in `start..end` of the series any selector of
 /// `query` matches, in Prometheus's shape (`seriesLabels`, and `exemplars` with `labels`,
-/// `value` as text and `timestamp` in seconds).
+/// `value` as text and `timestamp` in seconds). In a cluster, every node's, a series' copies'
+/// exemplars once each ([`peers_data`]).
 pub(super) async fn query_exemplars(
     State(state): Shared,
     q: RawQuery,
@@ -153,7 +155,35 @@ pub(super) async fn query_exemplars(
             json!({ "seriesLabels": labels_json(&s.series), "exemplars": exemplars })
         })
         .collect();
-    Ok(success(Value::Array(answer)))
+    let path = format!("/api/v1/query_exemplars?{}", p.to_query());
+    let Some((theirs, warnings)) = peers_data(&state, &headers, &path).await else {
+        return Ok(success(Value::Array(answer)));
+    };
+    // by series, each exemplar once (a series stored on two nodes has its exemplars on both),
+    // in time order
+    let mut by_series: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+    for item in answer.into_iter().chain(theirs.into_iter().flat_map(|d| match d {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    })) {
+        let (series, exemplars) = (item["seriesLabels"].clone(), item["exemplars"].clone());
+        let entry = by_series.entry(series.to_string()).or_insert_with(|| (series, Vec::new()));
+        for e in exemplars.as_array().into_iter().flatten() {
+            if !entry.1.contains(e) {
+                entry.1.push(e.clone());
+            }
+        }
+    }
+    let answer: Vec<Value> = by_series
+        .into_values()
+        .map(|(series, mut exemplars)| {
+            exemplars.sort_by(|a, b| {
+                a["timestamp"].as_f64().unwrap_or(0.0).total_cmp(&b["timestamp"].as_f64().unwrap_or(0.0))
+            });
+            json!({ "seriesLabels": series, "exemplars": exemplars })
+        })
+        .collect();
+    Ok(success_warned(Value::Array(answer), warnings))
 }
 
 /// A lookup's answer with the other cluster nodes' answers to the same lookup (`path`)
@@ -299,8 +329,10 @@ pub(super) async fn label_values(
     Ok(success_warned(json!(truncate(values, limit)), warnings))
 }
 
-pub(super) async fn metadata(State(state): Shared, q: RawQuery) -> ApiResult {
-    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+/// `/api/v1/metadata`: the metric families' types, help and units the scrapes brought, by
+/// family; in a cluster every node's (each knows its own targets' only).
+pub(super) async fn metadata(State(state): Shared, q: RawQuery, headers: HeaderMap) -> ApiResult {
+    let p = params(&q, &headers, &Bytes::new());
     let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
     let metric = p.get("metric").unwrap_or("");
     let mut map = serde_json::Map::new();
@@ -316,17 +348,39 @@ pub(super) async fn metadata(State(state): Shared, q: RawQuery) -> ApiResult {
             }
         }
     }
+    // the peers are asked for everything: the limit counts families over the whole cluster
+    let path = format!(
+        "/api/v1/metadata?metric={}",
+        form_urlencoded::byte_serialize(metric.as_bytes()).collect::<String>()
+    );
+    let (theirs, warnings) = peers_data(&state, &headers, &path).await.unwrap_or_default();
+    for data in theirs {
+        let Value::Object(families) = data else { continue };
+        for (family, items) in families {
+            let entry = map.entry(family).or_insert_with(|| json!([]));
+            if let Some(a) = entry.as_array_mut() {
+                for item in items.as_array().into_iter().flatten() {
+                    if !a.contains(item) {
+                        a.push(item.clone());
+                    }
+                }
+            }
+        }
+    }
     if limit >= 0 {
         let keys: Vec<String> = map.keys().skip(limit as usize).cloned().collect();
         for k in keys {
             map.remove(&k);
         }
     }
-    Ok(success(Value::Object(map)))
+    Ok(success_warned(Value::Object(map), warnings))
 }
 
-pub(super) async fn targets(State(state): Shared, q: RawQuery) -> ApiResult {
-    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+/// `/api/v1/targets`: the scrape targets, active and dropped. In a cluster every node's:
+/// each scrapes its share and holds its targets' health; a target two nodes list (while a
+/// peer-list change is reloaded) is shown once.
+pub(super) async fn targets(State(state): Shared, q: RawQuery, headers: HeaderMap) -> ApiResult {
+    let p = params(&q, &headers, &Bytes::new());
     let want = p.get("state").unwrap_or("any");
     let pool = p.get("scrapePool");
     let mut active = Vec::new();
@@ -355,6 +409,20 @@ pub(super) async fn targets(State(state): Shared, q: RawQuery) -> ApiResult {
             "scrapeTimeout": promflow_config::format_duration(t.timeout),
         }));
     }
+    let path = format!("/api/v1/targets?{}", p.to_query());
+    let (theirs, warnings) = peers_data(&state, &headers, &path).await.unwrap_or_default();
+    for mut data in theirs {
+        for (list, key) in [(&mut active, "activeTargets"), (&mut dropped, "droppedTargets")] {
+            let Value::Array(items) = data[key].take() else { continue };
+            list.extend(items);
+        }
+    }
+    let once = |list: &mut Vec<Value>, by: &str| {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|t| seen.insert((t["scrapePool"].to_string(), t[by].to_string())));
+    };
+    once(&mut active, "labels");
+    once(&mut dropped, "discoveredLabels");
     let mut data = serde_json::Map::new();
     if want == "active" || want == "any" || want.is_empty() {
         data.insert("activeTargets".into(), Value::Array(active));
@@ -362,11 +430,13 @@ pub(super) async fn targets(State(state): Shared, q: RawQuery) -> ApiResult {
     if want == "dropped" || want == "any" || want.is_empty() {
         data.insert("droppedTargets".into(), Value::Array(dropped));
     }
-    Ok(success(Value::Object(data)))
+    Ok(success_warned(Value::Object(data), warnings))
 }
 
-pub(super) async fn targets_metadata(State(state): Shared, q: RawQuery) -> ApiResult {
-    let p = params(&q, &HeaderMap::new(), &Bytes::new());
+/// `/api/v1/targets/metadata`: the metadata each target's scrapes brought; in a cluster every
+/// node's targets'.
+pub(super) async fn targets_metadata(State(state): Shared, q: RawQuery, headers: HeaderMap) -> ApiResult {
+    let p = params(&q, &headers, &Bytes::new());
     let metric = p.get("metric").unwrap_or("");
     let limit = p.get("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(-1);
     let target_matchers = match p.get("match_target").filter(|s| !s.is_empty()) {
@@ -393,7 +463,16 @@ pub(super) async fn targets_metadata(State(state): Shared, q: RawQuery) -> ApiRe
         }
         out.push(item);
     }
-    Ok(success(Value::Array(out)))
+    let path = format!("/api/v1/targets/metadata?{}", p.to_query());
+    let (theirs, warnings) = peers_data(&state, &headers, &path).await.unwrap_or_default();
+    for data in theirs {
+        let Value::Array(items) = data else { continue };
+        out.extend(items.into_iter().filter(|i| !out.contains(i)).collect::<Vec<_>>());
+    }
+    if limit >= 0 {
+        out.truncate(limit as usize);
+    }
+    Ok(success_warned(Value::Array(out), warnings))
 }
 
 pub(super) async fn scrape_pools(State(state): Shared) -> ApiResult {

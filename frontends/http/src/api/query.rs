@@ -51,6 +51,22 @@ pub(crate) fn fanout(
     promflow_remote::reader::Fanout::over(state.db.as_ref(), &state.remote_read, runtime)
 }
 
+/// What one server's own storage answers a request with `headers` (federation, remote read
+/// served to others): in a cluster every node's, unless another node asks (its requests carry
+/// `promflow-cluster-hop`), which this node answers from its own storage alone.
+pub(crate) fn own_storage<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    runtime: tokio::runtime::Handle,
+) -> promflow_remote::reader::Fanout<'a> {
+    use promflow_remote::reader::{Fanout, CLUSTER_HOP_HEADER};
+    if headers.contains_key(CLUSTER_HOP_HEADER) {
+        Fanout::new(state.db.as_ref(), None, Vec::new(), runtime)
+    } else {
+        Fanout::over_cluster(state.db.as_ref(), &state.remote_read, runtime)
+    }
+}
+
 fn compile(q: &str, opts: &promflow_promql::CompileOptions) -> Result<promflow_plan::Plan, ApiError> {
     promflow_promql::compile(q, opts).map_err(|e| match e {
         promflow_promql::Error::Parse(m) => ApiError::bad_data(format!("invalid parameter \"query\": {m}")),
