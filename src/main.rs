@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod cluster;
 mod cluster_views;
+mod dataflow_tls;
 mod logging;
 mod rules;
 mod server;

@@ -149,11 +149,14 @@ type ClusterDataflow = (Arc<Formation>, Arc<RuleViews>);
 /// The cluster's dataflow computation (`--cluster.dataflow-peer`), if the nodes run one:
 /// its listener is bound here, so an address that cannot be listened at stops the server.
 /// The computation's processes are fixed, so it needs the fixed `--cluster.peer` list.
-/// It carries the rules' views `views` makes (in tick mode, none).
+/// It carries the rules' views `views` makes (in tick mode, none). The processes prove the
+/// cluster's secret to each other, if it has one, and their connections are carried in TLS
+/// when the web configuration serves TLS, relayed on `runtime`.
 fn dataflow_formation(
     flags: &cli::Flags,
     cluster: Option<&Cluster>,
-    secret: Option<&ClusterSecret>,
+    security: &Security,
+    runtime: &tokio::runtime::Handle,
     views: impl FnOnce(Cluster) -> Arc<RuleViews>,
 ) -> Result<Option<ClusterDataflow>, String> {
     if flags.cluster_dataflow_peers.is_empty() {
@@ -189,10 +192,26 @@ fn dataflow_formation(
     info!(peers = ?addresses, "forming the cluster's dataflow");
     let views = views(cluster.clone());
     let occupant = Arc::clone(&views) as Arc<dyn Occupant>;
-    let credentials = secret.map(|s| Arc::new(DataflowCredentials(s.clone())) as Arc<dyn Credentials>);
-    Formation::start(listener, addresses, me, credentials, (owner, millis(flags.lookback_delta)), occupant)
-        .map(|f| Some((Arc::new(f), views)))
-        .map_err(|e| format!("starting the cluster's dataflow: {e}"))
+    let credentials = security
+        .cluster_secret
+        .as_ref()
+        .map(|s| Arc::new(DataflowCredentials(s.clone())) as Arc<dyn Credentials>);
+    let tls = security.web.current().is_ok_and(|s| s.tls.is_some());
+    let tunnel = tls
+        .then(|| crate::dataflow_tls::tunnel(addresses.clone(), Arc::clone(&security.web), runtime.clone()));
+    if tls {
+        info!("the cluster's dataflow connections are carried in TLS");
+    }
+    Formation::start(
+        listener,
+        addresses,
+        me,
+        (credentials, tunnel),
+        (owner, millis(flags.lookback_delta)),
+        occupant,
+    )
+    .map(|f| Some((Arc::new(f), views)))
+    .map_err(|e| format!("starting the cluster's dataflow: {e}"))
 }
 
 /// The cluster's secret as the dataflow's set-up proves and checks it.
@@ -351,9 +370,6 @@ impl Security {
         let peer_tls = web.current().ok().and_then(|s| s.config.peer_tls());
         let mut peer_access = PeerAccess::default();
         if in_cluster {
-            if peer_tls.is_some() && !flags.cluster_dataflow_peers.is_empty() {
-                return Err("--cluster.dataflow-peer: the connections of the cluster's dataflow computation are not encrypted, so it cannot be used with a --web.config.file with TLS".into());
-            }
             peer_access = PeerAccess::new(cluster_secret.as_ref(), peer_tls).map_err(|e| {
                 format!("reaching the cluster's other nodes with the TLS settings of --web.config.file: {e}")
             })?;
@@ -435,7 +451,6 @@ impl Components {
         security: &Security,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Components, String> {
-        let secret = security.cluster_secret.as_ref();
         let config = &loaded.config;
         let scrape = ScrapeManager::new(Arc::clone(db), runtime.clone());
         if let Some(cluster) = &cluster {
@@ -518,11 +533,16 @@ impl Components {
             let stores = (Arc::clone(db), Arc::clone(&rule_querier));
             Arc::new(RuleViews::new(cluster, stores, &rule_groups, Arc::new(promflow_http::compile_shared)))
         };
-        let (dataflow, rule_views) =
-            match dataflow_formation(flags, cluster.as_ref().map(current).as_ref(), secret, views)? {
-                Some((formation, views)) => (Some(formation), Some(views)),
-                None => (None, None),
-            };
+        let (dataflow, rule_views) = match dataflow_formation(
+            flags,
+            cluster.as_ref().map(current).as_ref(),
+            security,
+            runtime,
+            views,
+        )? {
+            Some((formation, views)) => (Some(formation), Some(views)),
+            None => (None, None),
+        };
         let cluster_writes = match &cluster {
             Some(c) => {
                 let writes = ClusterWrites::new(

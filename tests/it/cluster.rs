@@ -1163,7 +1163,8 @@ fn a_wrong_cluster_setting_refuses_to_start() {
 /// With a `--web.config.file` that serves TLS and requires client certificates, the nodes
 /// reach each other over HTTPS, each presenting its own certificate: reads of the others'
 /// storage, label lookups, aggregations in parts and scraped replicas all cross. The
-/// cluster's dataflow computation, whose connections are not encrypted, is refused with TLS.
+/// cluster's dataflow computation forms over connections carried in TLS, and its rule
+/// reads its views.
 #[test]
 fn nodes_reach_each_other_over_tls() {
     use crate::web_security::{curl, mutual_tls_web_config, Pki};
@@ -1171,15 +1172,24 @@ fn nodes_reach_each_other_over_tls() {
     let pki = Pki::new(dir.path());
     let web = format!("--web.config.file={}", mutual_tls_web_config(dir.path(), "").display());
     let (targets, config) = things(6);
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: things\n    interval: 1s\n    rules:\n      - record: job:thing:count\n        expr: count by (job) (thing)\n",
+    )
+    .unwrap();
     let cfg = dir.path().join("cluster.yml");
-    std::fs::write(&cfg, &config).unwrap();
+    std::fs::write(&cfg, format!("{config}rule_files: ['{}']\n", rules.display())).unwrap();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers: Vec<String> = ports.iter().map(|p| format!("--cluster.peer=127.0.0.1:{p}")).collect();
-    let _nodes: Vec<Server> = (0..3)
+    let dataflow: Vec<String> =
+        (0..3).map(|_| format!("--cluster.dataflow-peer=127.0.0.1:{}", free_port())).collect();
+    let nodes: Vec<Server> = (0..3)
         .map(|i| {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
             let mut flags: Vec<String> = peers.clone();
+            flags.extend(dataflow.iter().cloned());
             flags.extend([
                 format!("--cluster.index={i}"),
                 web.clone(),
@@ -1254,18 +1264,28 @@ fn nodes_reach_each_other_over_tls() {
         (holders.len() == targets.len() && holders.values().all(|&n| n == 2)).then_some(())
     });
     assert!(placed.is_some(), "not every series is on two nodes");
-    let log = refused_start(
-        dir.path(),
-        &[
-            "--cluster.peer=127.0.0.1:1",
-            "--cluster.peer=127.0.0.1:2",
-            "--cluster.index=0",
-            &web,
-            "--cluster.dataflow-peer=127.0.0.1:3",
-            "--cluster.dataflow-peer=127.0.0.1:4",
-        ],
-    );
-    assert!(log.contains("not encrypted"), "{log}");
+    // the dataflow computation forms over TLS, and the rule's evaluator reads its view: the
+    // recorded count is the whole cluster's
+    let value = |port: u16, name: &str| -> Option<f64> {
+        let (_, text) = get(port, "/metrics");
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let formed = wait_for(Duration::from_secs(60), || {
+        ports.iter().all(|&p| value(p, "promflow_cluster_dataflow_up") == Some(1.0)).then_some(())
+    });
+    assert!(formed.is_some(), "the dataflow did not form over TLS");
+    for node in &nodes {
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        assert!(log.contains("carried in TLS"), "{log}");
+    }
+    let recorded = format!("/api/v1/query?query={}", urlencode("job:thing:count"));
+    let counted = wait_for(Duration::from_secs(30), || {
+        let read = ports.iter().any(|&p| value(p, "promflow_rule_view_reads_total").is_some_and(|n| n > 0.0));
+        let (_, body) = get(ports[0], &recorded);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (read && result(&v).first()?["value"][1] == "6").then_some(())
+    });
+    assert!(counted.is_some(), "no rule read its view over TLS: {:?}", get(ports[0], &recorded));
 }
 
 /// On the cluster's dataflow computation a group's alerts move with their data, as in one

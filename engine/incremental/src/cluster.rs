@@ -22,6 +22,10 @@
 //! A process that dies after its ready byte leaves the others a dead connection: their
 //! computation fails at its first message ([`crate::Incremental::lost`]) and they connect
 //! again.
+//!
+//! timely runs over plain TCP sockets. With a [`Tunnel`] (TLS, which the server provides),
+//! each connection, once set up, is carried in it, and timely is given the stream the tunnel
+//! hands back.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -522,6 +526,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long [`Formation`] waits after a failed start before connecting again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Carries a connection to another process, once set up, under the stream timely runs over
+/// (a TLS session relayed to a loopback connection): given the other process's place,
+/// whether this process dialled it (the other accepted), and the connection, it returns the
+/// stream for timely. Closing the connection it was given must end that stream.
+pub type Tunnel = Arc<dyn Fn(usize, bool, TcpStream) -> io::Result<TcpStream> + Send + Sync>;
+
 /// What runs on a cluster's computation: the views each process installs when it forms.
 pub trait Occupant: Send + Sync {
     /// A digest of the views [`Occupant::occupy`] installs, in order ([`fingerprint_of`]):
@@ -567,12 +577,13 @@ impl Formation {
     /// fingerprint the occupant's is added to), with `listener` bound at this process's
     /// address, for `occupant`, each series' samples kept on the process `owner` names
     /// (the same function on every process: `me`'s fingerprint must cover what it depends
-    /// on); with `credentials`, only with processes that prove them.
+    /// on); with `credentials`, only with processes that prove them; with `tunnel`, each
+    /// connection carried in it.
     pub fn start(
         listener: TcpListener,
         addresses: Vec<String>,
         me: Handshake,
-        credentials: Option<Arc<dyn Credentials>>,
+        (credentials, tunnel): (Option<Arc<dyn Credentials>>, Option<Tunnel>),
         (owner, lookback_ms): (SeriesOwner, i64),
         occupant: Arc<dyn Occupant>,
     ) -> io::Result<Formation> {
@@ -584,7 +595,7 @@ impl Formation {
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
-        let place = Place { listener, addresses, me, credentials, owner, lookback_ms };
+        let place = Place { listener, addresses, me, credentials, tunnel, owner, lookback_ms };
         std::thread::Builder::new()
             .name("dataflow-formation".into())
             .spawn(move || form(&s, &place, occupant.as_ref()))?;
@@ -656,6 +667,7 @@ struct Place {
     addresses: Vec<String>,
     me: Handshake,
     credentials: Option<Arc<dyn Credentials>>,
+    tunnel: Option<Tunnel>,
     owner: SeriesOwner,
     lookback_ms: i64,
 }
@@ -666,6 +678,23 @@ fn close(connections: &[TcpStream]) {
     for c in connections {
         let _ = c.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Carries every connection to another process in `tunnel` ([`Tunnel`]), this process at
+/// place `me`: all at once, since each waits for the other side's part of the tunnel's
+/// set-up, and one at a time could wait in a circle.
+fn carry(tunnel: &Tunnel, me: usize, sockets: Vec<Option<TcpStream>>) -> io::Result<Vec<Option<TcpStream>>> {
+    std::thread::scope(|s| {
+        let carried: Vec<_> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(j, socket)| s.spawn(move || socket.map(|socket| tunnel(j, j < me, socket)).transpose()))
+            .collect();
+        carried
+            .into_iter()
+            .map(|c| c.join().unwrap_or_else(|_| Err(io::Error::other("a connection's tunnel panicked"))))
+            .collect()
+    })
 }
 
 /// The formation thread: connect, run until lost, leave, again.
@@ -691,6 +720,18 @@ fn form(shared: &Shared, place: &Place, occupant: &dyn Occupant) {
         // to leave the computation at will: its connections, closed under timely's feet
         let connections: Vec<TcpStream> =
             sockets.iter().flatten().filter_map(|s| s.try_clone().ok()).collect();
+        let sockets = match &place.tunnel {
+            None => sockets,
+            Some(tunnel) => match carry(tunnel, me.index, sockets) {
+                Ok(tunnelled) => tunnelled,
+                Err(e) => {
+                    tracing::warn!(error = %e, "securing the cluster's dataflow connections; forming it again");
+                    close(&connections);
+                    std::thread::sleep(RETRY_AFTER);
+                    continue;
+                }
+            },
+        };
         if occupant.fingerprint() != views_fingerprint {
             // the views changed while this process connected: start over before building
             close(&connections);
