@@ -768,7 +768,8 @@ impl Components {
                 timeout: flags.query_timeout,
                 canceled: None,
             };
-            let querier: Arc<dyn Querier> = state.db.clone();
+            // in a cluster, every node's series, as over HTTP
+            let querier = promflow_http::sql::statement_storage(&state, tokio::runtime::Handle::current());
             let slots = Arc::clone(&state.query_slots);
             let pool = state.query_pool.handle().clone();
             tokio::spawn(promflow_sql::pg::serve(

@@ -126,6 +126,22 @@ fn three_nodes_answer_as_one_process() {
     }
     assert_eq!(remote_write(&single, histograms).0, 204);
     answer_alike(&nodes, &single, &WIDE_QUERIES, end);
+    // SQL statements read every node too (the sums are of whole numbers and quarters: exact
+    // in any order)
+    for statement in [
+        "SELECT job, count(*), sum(value), max(value) FROM http_requests_total GROUP BY job ORDER BY job",
+        "SELECT job, instance, avg(value), min(ts) FROM temperature GROUP BY job, instance ORDER BY job, instance",
+        "SELECT count(DISTINCT instance) FROM http_request_duration_seconds_bucket WHERE le = '+Inf'",
+        "SHOW TABLES",
+    ] {
+        let (status, want) = single.post_form("/api/v1/sql", &[("query", statement)]);
+        assert_eq!(status, 200, "{statement}: {want}");
+        assert!(want["data"]["rows"].as_array().is_some_and(|r| !r.is_empty()), "{statement}: {want}");
+        for (i, node) in nodes.iter().enumerate() {
+            let (status, got) = node.post_form("/api/v1/sql", &[("query", statement)]);
+            assert_eq!((status, &got["data"]), (200, &want["data"]), "{statement} on node {i}: {got}");
+        }
+    }
 }
 
 /// Half an hour of histograms every 15 s up to `end`, per job and instance: a classic one

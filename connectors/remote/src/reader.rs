@@ -848,6 +848,9 @@ pub struct StandingFanout {
     local: Arc<promflow_storage::Db>,
     readers: Arc<RemoteReaders>,
     runtime: tokio::runtime::Handle,
+    /// Whether it reads the cluster's other nodes only ([`Fanout::over_cluster`]), not the
+    /// configured `remote_read` endpoints.
+    cluster_only: bool,
     /// By thread (a rule group's): the part of its last selection's answer not taken yet,
     /// kept for its next call. The executor asks a selection's floats and its histograms
     /// in two calls, which one request answers.
@@ -865,13 +868,27 @@ impl StandingFanout {
         readers: Arc<RemoteReaders>,
         runtime: tokio::runtime::Handle,
     ) -> StandingFanout {
-        StandingFanout { local, readers, runtime, leftovers: Mutex::new(HashMap::new()) }
+        StandingFanout { local, readers, runtime, cluster_only: false, leftovers: Mutex::new(HashMap::new()) }
+    }
+
+    /// Reads `local` and the cluster's other nodes among `readers`, without the configured
+    /// `remote_read` endpoints ([`Fanout::over_cluster`]).
+    pub fn over_cluster(
+        local: Arc<promflow_storage::Db>,
+        readers: Arc<RemoteReaders>,
+        runtime: tokio::runtime::Handle,
+    ) -> StandingFanout {
+        StandingFanout { cluster_only: true, ..StandingFanout::new(local, readers, runtime) }
     }
 
     /// `read` over a fanout of the endpoints now in force, with what this thread's last
     /// call left of its answer.
     fn read<T>(&self, read: impl FnOnce(&Fanout<'_>) -> T) -> T {
-        let fanout = Fanout::over(self.local.as_ref(), &self.readers, self.runtime.clone());
+        let fanout = if self.cluster_only {
+            Fanout::over_cluster(self.local.as_ref(), &self.readers, self.runtime.clone())
+        } else {
+            Fanout::over(self.local.as_ref(), &self.readers, self.runtime.clone())
+        };
         let thread = std::thread::current().id();
         let mut leftovers = self.leftovers.lock().unwrap_or_else(|e| e.into_inner());
         let offered = leftovers.remove(&thread).map(|(key, left)| {

@@ -12,7 +12,7 @@ mod query_log;
 mod query_pool;
 mod remote_read;
 mod serve;
-mod sql;
+pub mod sql;
 mod subscribe;
 mod ui;
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use promflow_sql::{Cell, ColumnKind, ExecError, Rows, Settings};
 
 use crate::api::{json_response, lookback, params, query_timeout, write_json_string};
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
 type Shared = State<std::sync::Arc<crate::AppState>>;
 
@@ -84,9 +84,10 @@ pub(crate) async fn sql(
     let slot = crate::api::query_slot(&state, Some(std::time::Instant::now() + settings.timeout)).await?;
     // the answer is encoded off the async threads too: it can be as long as the query
     let pool = std::sync::Arc::clone(&state.query_pool);
+    let runtime = tokio::runtime::Handle::current();
     pool.spawn(move || {
         let _slot = slot;
-        let querier: Arc<dyn promflow_storage::Querier> = state.db.clone();
+        let querier = statement_storage(&state, runtime);
         let rows = statement.execute(&querier, &settings).map_err(|e| match e {
             ExecError::Engine(e) => ApiError::from(e),
             ExecError::NoTable(_) | ExecError::Catalog(_) | ExecError::Refused(_) | ExecError::Sql { .. } => {
@@ -104,6 +105,21 @@ pub(crate) async fn sql(
     })
     .await
     .map_err(|e| ApiError::internal(format!("query panicked: {e}")))?
+}
+
+/// What SQL statements read: this node's storage, and in a cluster every node's, through
+/// remote read as federation reads them (without the configured `remote_read` endpoints),
+/// the readers' requests running on `runtime`.
+pub fn statement_storage(
+    state: &AppState,
+    runtime: tokio::runtime::Handle,
+) -> Arc<dyn promflow_storage::Querier> {
+    if state.remote_read.has_cluster_peers() {
+        let (db, readers) = (Arc::clone(&state.db), Arc::clone(&state.remote_read));
+        Arc::new(promflow_remote::reader::StandingFanout::over_cluster(db, readers, runtime))
+    } else {
+        state.db.clone()
+    }
 }
 
 /// Whether the client asks for an Arrow IPC stream (errors are still JSON, as the API's).

@@ -61,6 +61,86 @@ pub(crate) fn run(sql: &str, querier: &Arc<dyn Querier>, settings: &Settings) ->
     })
 }
 
+/// A querier called from DataFusion's async code, each call run on a thread of its own: a
+/// querier may wait on a runtime itself (a cluster's reads of the other nodes), which it
+/// cannot do on a thread that is driving one. A statement makes a few calls, one a table or
+/// a part at most, so a thread each costs little.
+struct OffRuntime(Arc<dyn Querier>);
+
+impl OffRuntime {
+    fn call<T: Send>(&self, f: impl FnOnce(&dyn Querier) -> T + Send) -> T {
+        let inner = self.0.as_ref();
+        std::thread::scope(|s| s.spawn(|| f(inner)).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl Querier for OffRuntime {
+    fn select(
+        &self,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<promflow_storage::Series>, promflow_storage::Error> {
+        self.call(|q| q.select(matchers, mint, maxt))
+    }
+
+    fn select_histograms(
+        &self,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<promflow_storage::HistogramSeries>, promflow_storage::Error> {
+        self.call(|q| q.select_histograms(matchers, mint, maxt))
+    }
+
+    fn has_histograms(
+        &self,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<bool, promflow_storage::Error> {
+        self.call(|q| q.has_histograms(matchers, mint, maxt))
+    }
+
+    fn select_start_timestamps(
+        &self,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<promflow_storage::StartTimestamps>, promflow_storage::Error> {
+        self.call(|q| q.select_start_timestamps(matchers, mint, maxt))
+    }
+
+    fn series(
+        &self,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<promflow_storage::Labels>, promflow_storage::Error> {
+        self.call(|q| q.series(matchers, mint, maxt))
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.call(|q| q.label_names(matchers, mint, maxt))
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[promflow_storage::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, promflow_storage::Error> {
+        self.call(|q| q.label_values(name, matchers, mint, maxt))
+    }
+}
+
 /// [`run`], with `budget` bytes for the rows of the statement's table scans.
 async fn answer(
     sql: String,
@@ -68,6 +148,7 @@ async fn answer(
     settings: Settings,
     budget: usize,
 ) -> Result<Rows, ExecError> {
+    let querier: Arc<dyn Querier> = Arc::new(OffRuntime(querier));
     // times are answered in UTC, as promflow's PostgreSQL sessions' `TimeZone` says
     let config = SessionConfig::new()
         .with_information_schema(false)
