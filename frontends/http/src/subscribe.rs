@@ -468,18 +468,30 @@ impl Connection {
         }
         end_watches(ended);
         let Some(views) = formed else { return };
+        let mut moves = Vec::with_capacity(to_move.len());
         for n in to_move {
             let source = self.new_source();
             let handler = changes_to(self.queue(), n, source);
             let Some(sub) = self.subs.get_mut(&n) else { continue };
             sub.moving = Some(source);
-            let (views, plan, shared) = (Arc::clone(&views), sub.plan.clone(), sub.shared.clone());
-            let done = self.installed.0.clone();
-            tokio::task::spawn_blocking(move || {
-                let result = watch_everywhere(views, &plan, &shared, handler);
-                let _ = done.send((n, source, result, 0));
-            });
+            moves.push((n, source, sub.plan.clone(), sub.shared.clone(), handler));
         }
+        if moves.is_empty() {
+            return;
+        }
+        // one after another on one thread: each waits for its place in the computation's log
+        // (up to the install's timeout), and the log installs one view at a time anyway, so a
+        // thread each would only hold more of the blocking pool
+        let done = self.installed.0.clone();
+        tokio::task::spawn_blocking(move || {
+            for (n, source, plan, shared, handler) in moves {
+                let result = watch_everywhere(Arc::clone(&views), &plan, &shared, handler);
+                if done.send((n, source, result, 0)).is_err() {
+                    // nobody takes the answers any more: the rest are not installed
+                    break;
+                }
+            }
+        });
     }
 
     /// Makes evaluations in batch subscription `n`'s source from now on; returns the source
