@@ -100,7 +100,7 @@ impl RemoteReader {
     }
 
     /// Asks this endpoint, a cluster peer, for an aggregation's part (`request`), waiting at
-    /// most `timeout`.
+    /// most `timeout`; marked as a hop by the peer's headers, as its reads are.
     async fn partial(&self, request: &PartialRequest, timeout: Duration) -> Result<PartialResponse, String> {
         let Some((peer, _)) = &self.peer else {
             return Err(format!("{} is not a cluster peer", self.name()));
@@ -110,12 +110,8 @@ impl RemoteReader {
         }
         // a peer's endpoint is its remote read path on its scheme and address
         let base = self.config.url.strip_suffix(PEER_READ_PATH).unwrap_or(&self.config.url);
-        let post = self
-            .client
-            .post(format!("{base}{PARTIAL_PATH}"))
-            .header(CLUSTER_HOP_HEADER, "1")
-            .timeout(timeout)
-            .body(request.encode_body());
+        let post =
+            self.client.post(format!("{base}{PARTIAL_PATH}")).timeout(timeout).body(request.encode_body());
         let (_, body) = self.post_protobuf(post).await.map_err(|e| format!("cluster peer {peer}: {e}"))?;
         PartialResponse::decode_body(&body).map_err(|e| format!("cluster peer {peer}: {e}"))
     }
