@@ -1,7 +1,7 @@
 //! `series`, `labels`, `label/<name>/values`, `metadata`, `targets`, `targets/metadata` and
 //! `scrape_pools`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -161,22 +161,24 @@ pub(super) async fn query_exemplars(
     };
     // by series, each exemplar once (a series stored on two nodes has its exemplars on both),
     // in time order
-    let mut by_series: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+    type Exemplars = (Value, Vec<Value>, HashSet<String>);
+    let mut by_series: BTreeMap<String, Exemplars> = BTreeMap::new();
     for item in answer.into_iter().chain(theirs.into_iter().flat_map(|d| match d {
         Value::Array(items) => items,
         _ => Vec::new(),
     })) {
         let (series, exemplars) = (item["seriesLabels"].clone(), item["exemplars"].clone());
-        let entry = by_series.entry(series.to_string()).or_insert_with(|| (series, Vec::new()));
+        let entry =
+            by_series.entry(series.to_string()).or_insert_with(|| (series, Vec::new(), HashSet::new()));
         for e in exemplars.as_array().into_iter().flatten() {
-            if !entry.1.contains(e) {
+            if entry.2.insert(e.to_string()) {
                 entry.1.push(e.clone());
             }
         }
     }
     let answer: Vec<Value> = by_series
         .into_values()
-        .map(|(series, mut exemplars)| {
+        .map(|(series, mut exemplars, _)| {
             exemplars.sort_by(|a, b| {
                 a["timestamp"].as_f64().unwrap_or(0.0).total_cmp(&b["timestamp"].as_f64().unwrap_or(0.0))
             });
@@ -418,7 +420,7 @@ pub(super) async fn targets(State(state): Shared, q: RawQuery, headers: HeaderMa
         }
     }
     let once = |list: &mut Vec<Value>, by: &str| {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         list.retain(|t| seen.insert((t["scrapePool"].to_string(), t[by].to_string())));
     };
     once(&mut active, "labels");
@@ -465,9 +467,11 @@ pub(super) async fn targets_metadata(State(state): Shared, q: RawQuery, headers:
     }
     let path = format!("/api/v1/targets/metadata?{}", p.to_query());
     let (theirs, warnings) = peers_data(&state, &headers, &path).await.unwrap_or_default();
+    // each target is one node's; one two nodes list (a peer-list change) is shown once
+    let mut seen: HashSet<String> = out.iter().map(Value::to_string).collect();
     for data in theirs {
         let Value::Array(items) = data else { continue };
-        out.extend(items.into_iter().filter(|i| !out.contains(i)).collect::<Vec<_>>());
+        out.extend(items.into_iter().filter(|i| seen.insert(i.to_string())));
     }
     if limit >= 0 {
         out.truncate(limit as usize);
