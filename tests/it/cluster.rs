@@ -40,11 +40,16 @@ fn start_cluster(dir: &Path, n: usize, config: &str, extra: &[&str]) -> Vec<Serv
     nodes
 }
 
+/// Every 15 s over the half hour up to `end`: the workloads' sample times.
+fn sample_times(end: i64) -> Vec<i64> {
+    (0..=120).map(|i| end - 30 * 60_000 + i * 15_000).collect()
+}
+
 /// Half an hour of samples every 15 s up to `end`: a counter per job, instance and code, and
 /// a gauge per instance.
 fn workload(end: i64) -> Vec<TimeSeries> {
     let mut out = Vec::new();
-    let times: Vec<i64> = (0..=120).map(|i| end - 30 * 60_000 + i * 15_000).collect();
+    let times = sample_times(end);
     for (j, job) in JOBS.iter().enumerate() {
         for i in 0..INSTANCES {
             let instance = format!("host-{i}:9100");
@@ -149,7 +154,7 @@ fn three_nodes_answer_as_one_process() {
 /// (`rpc_duration_seconds`).
 fn histogram_workload(end: i64) -> Vec<TimeSeries> {
     let mut out = Vec::new();
-    let times: Vec<i64> = (0..=120).map(|i| end - 30 * 60_000 + i * 15_000).collect();
+    let times = sample_times(end);
     for (j, job) in JOBS.iter().enumerate() {
         for i in 0..INSTANCES {
             let instance = format!("host-{i}:9100");

@@ -161,24 +161,21 @@ pub(super) async fn query_exemplars(
     };
     // by series, each exemplar once (a series stored on two nodes has its exemplars on both),
     // in time order
-    type Exemplars = (Value, Vec<Value>, HashSet<String>);
-    let mut by_series: BTreeMap<String, Exemplars> = BTreeMap::new();
-    for item in answer.into_iter().chain(theirs.into_iter().flat_map(|d| match d {
+    let mut by_series: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+    for mut item in answer.into_iter().chain(theirs.into_iter().flat_map(|d| match d {
         Value::Array(items) => items,
         _ => Vec::new(),
     })) {
-        let (series, exemplars) = (item["seriesLabels"].clone(), item["exemplars"].clone());
-        let entry =
-            by_series.entry(series.to_string()).or_insert_with(|| (series, Vec::new(), HashSet::new()));
-        for e in exemplars.as_array().into_iter().flatten() {
-            if entry.2.insert(e.to_string()) {
-                entry.1.push(e.clone());
-            }
+        let series = item["seriesLabels"].take();
+        let entry = by_series.entry(series.to_string()).or_insert_with(|| (series, Vec::new()));
+        if let Value::Array(exemplars) = item["exemplars"].take() {
+            entry.1.extend(exemplars);
         }
     }
     let answer: Vec<Value> = by_series
         .into_values()
-        .map(|(series, mut exemplars, _)| {
+        .map(|(series, mut exemplars)| {
+            keep_first(&mut exemplars, Value::to_string);
             exemplars.sort_by(|a, b| {
                 a["timestamp"].as_f64().unwrap_or(0.0).total_cmp(&b["timestamp"].as_f64().unwrap_or(0.0))
             });
@@ -186,6 +183,13 @@ pub(super) async fn query_exemplars(
         })
         .collect();
     Ok(success_warned(Value::Array(answer), warnings))
+}
+
+/// Keeps the first of the items of `list` with the same `key`, in their order: what several
+/// nodes' answers list twice (a series' copies, a target during a peer-list change) once.
+fn keep_first(list: &mut Vec<Value>, key: impl Fn(&Value) -> String) {
+    let mut seen = HashSet::new();
+    list.retain(|item| seen.insert(key(item)));
 }
 
 /// A lookup's answer with the other cluster nodes' answers to the same lookup (`path`)
@@ -419,12 +423,8 @@ pub(super) async fn targets(State(state): Shared, q: RawQuery, headers: HeaderMa
             list.extend(items);
         }
     }
-    let once = |list: &mut Vec<Value>, by: &str| {
-        let mut seen = HashSet::new();
-        list.retain(|t| seen.insert((t["scrapePool"].to_string(), t[by].to_string())));
-    };
-    once(&mut active, "labels");
-    once(&mut dropped, "discoveredLabels");
+    keep_first(&mut active, |t| format!("{} {}", t["scrapePool"], t["labels"]));
+    keep_first(&mut dropped, |t| format!("{} {}", t["scrapePool"], t["discoveredLabels"]));
     let mut data = serde_json::Map::new();
     if want == "active" || want == "any" || want.is_empty() {
         data.insert("activeTargets".into(), Value::Array(active));
@@ -467,12 +467,12 @@ pub(super) async fn targets_metadata(State(state): Shared, q: RawQuery, headers:
     }
     let path = format!("/api/v1/targets/metadata?{}", p.to_query());
     let (theirs, warnings) = peers_data(&state, &headers, &path).await.unwrap_or_default();
-    // each target is one node's; one two nodes list (a peer-list change) is shown once
-    let mut seen: HashSet<String> = out.iter().map(Value::to_string).collect();
     for data in theirs {
         let Value::Array(items) = data else { continue };
-        out.extend(items.into_iter().filter(|i| seen.insert(i.to_string())));
+        out.extend(items);
     }
+    // each target is one node's; one two nodes list (a peer-list change) is shown once
+    keep_first(&mut out, Value::to_string);
     if limit >= 0 {
         out.truncate(limit as usize);
     }
