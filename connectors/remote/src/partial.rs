@@ -96,6 +96,10 @@ pub struct PartialGroup {
     /// How many members had a value at each step.
     #[prost(uint64, repeated, tag = "4")]
     pub counts: Vec<u64>,
+    /// For `sum` and `avg`, the compensation of the part's Kahan sum at each step (what the
+    /// value lost to rounding); absent, each is 0.
+    #[prost(double, repeated, tag = "5")]
+    pub compensations: Vec<f64>,
 }
 
 /// An annotation of a part's evaluation.

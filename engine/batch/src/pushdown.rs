@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use promflow_kernels::{aggregate_values, kahan_sum};
+use promflow_kernels::{aggregate_values, kahan_sum, SumFold};
 use promflow_plan::{AggOp, Annotations, Error, Level, Plan, QueryOptions, SourcePos};
 use promflow_storage::{Labels, Querier};
 
@@ -47,6 +47,11 @@ pub struct PartialGroup {
     pub values: Vec<f64>,
     /// At each step, how many members had a value there (none: the part has no value).
     pub counts: Vec<u64>,
+    /// For `sum` and `avg`, at each step, the compensation of the members' Kahan sum: what
+    /// `values` lost to rounding (`1e100 + 2 - 1e100` keeps the 2 here), so that the parts
+    /// combine as one sum over every member would. Empty otherwise, or from a node that
+    /// sends none (each taken as 0).
+    pub compensations: Vec<f64>,
 }
 
 /// An aggregation's part over some of the series, with the annotations its input raised.
@@ -167,13 +172,20 @@ pub fn evaluate_partial(
         ctx.check_deadline()?;
         let mut values = Vec::with_capacity(n);
         let mut counts = Vec::with_capacity(n);
+        let mut compensations = Vec::new();
         for step in 0..n {
             buf.clear();
             buf.extend(m.iter().filter_map(|&i| input[i].values[step]));
             counts.push(buf.len() as u64);
             values.push(match op {
+                AggOp::Sum | AggOp::Avg => {
+                    let mut fold = SumFold::default();
+                    buf.iter().for_each(|&v| fold.push(v));
+                    let (sum, c) = fold.parts();
+                    compensations.push(c);
+                    sum
+                }
                 _ if buf.is_empty() => 0.0,
-                AggOp::Sum | AggOp::Avg => kahan_sum(buf.iter().copied()),
                 AggOp::Count => buf.len() as f64,
                 AggOp::Group => 1.0,
                 _ => aggregate_values(*op, &mut buf, f64::NAN),
@@ -181,7 +193,7 @@ pub fn evaluate_partial(
         }
         if counts.iter().any(|&c| c > 0) {
             let drop_name = m.iter().any(|&i| input[i].drop_name);
-            groups.push(PartialGroup { labels, drop_name, values, counts });
+            groups.push(PartialGroup { labels, drop_name, values, counts, compensations });
         }
     }
     Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() })
@@ -217,11 +229,14 @@ pub(crate) fn combine(
                     for g in &groups {
                         let (v, c) = (g.values.get(step).copied(), g.counts.get(step).copied().unwrap_or(0));
                         if let (Some(v), true) = (v, c > 0) {
-                            buf.push(v);
+                            buf.push(SumFold::from_parts(
+                                v,
+                                g.compensations.get(step).copied().unwrap_or(0.0),
+                            ));
                             count += c;
                         }
                     }
-                    (count > 0).then(|| combined(op, &mut buf, count))
+                    (count > 0).then(|| combined(op, &buf, count))
                 })
                 .collect();
             StepSeries { labels, values, hists: Vec::new(), drop_name }
@@ -231,22 +246,29 @@ pub(crate) fn combine(
     out
 }
 
-/// One step's value of `op` from its parts' `values` at that step, `count` members in all.
-fn combined(op: AggOp, values: &mut [f64], count: u64) -> f64 {
+/// One step's value of `op` from its parts at that step (each a value and, for `sum` and
+/// `avg`, its compensation), `count` members in all.
+fn combined(op: AggOp, parts: &[SumFold], count: u64) -> f64 {
+    let sum = || {
+        let mut all = SumFold::default();
+        parts.iter().for_each(|p| all.merge(*p));
+        all.value()
+    };
+    let values = || parts.iter().map(|p| p.parts().0);
     match op {
-        AggOp::Sum => kahan_sum(values.iter().copied()),
+        AggOp::Sum => sum(),
         AggOp::Avg => {
-            let sum = kahan_sum(values.iter().copied());
-            if sum.is_finite() || values.iter().any(|v| !v.is_finite()) {
-                sum / count as f64
+            let total = sum();
+            if total.is_finite() || values().any(|v| !v.is_finite()) {
+                total / count as f64
             } else {
                 // the sum overflowed where the members' mean does not: as Prometheus
                 // switches to an incremental mean, add each part's share of the mean
-                kahan_sum(values.iter().map(|v| v / count as f64))
+                kahan_sum(values().map(|v| v / count as f64))
             }
         }
         AggOp::Count => count as f64,
         AggOp::Group => 1.0,
-        _ => aggregate_values(op, values, f64::NAN),
+        _ => aggregate_values(op, &mut values().collect::<Vec<_>>(), f64::NAN),
     }
 }

@@ -351,6 +351,18 @@ impl SumFold {
         self.c += next.c;
     }
 
+    /// The running sum and its compensation: a part of a sum to be sent elsewhere and
+    /// [`merged`](SumFold::merge) there, which keeps what the running sum alone has lost
+    /// (`1e100 + 2` keeps the 2).
+    pub fn parts(&self) -> (f64, f64) {
+        (self.sum, self.c)
+    }
+
+    /// The fold whose [`parts`](SumFold::parts) are `sum` and `c`.
+    pub fn from_parts(sum: f64, c: f64) -> SumFold {
+        SumFold { sum, c }
+    }
+
     /// The sum of the values pushed.
     pub fn value(&self) -> f64 {
         if self.c.is_finite() {

@@ -280,6 +280,7 @@ impl Part {
                 drop_name: g.drop_name,
                 values: g.values,
                 counts: g.counts,
+                compensations: g.compensations,
             })
             .collect();
         let annotations = answer
@@ -314,6 +315,7 @@ impl Part {
                     drop_name: g.drop_name,
                     values: g.values,
                     counts: g.counts,
+                    compensations: g.compensations,
                 })
                 .collect(),
             annotations: self
