@@ -258,8 +258,8 @@ pub fn encode_float_histogram_chunks(samples: &[HistogramSample]) -> Vec<Encoded
     out
 }
 
-/// Decodes a float histogram chunk; `None` when it is torn or malformed. The first sample's
-/// hint is the chunk's header; later samples are "no counter reset" (or gauges).
+/// Decodes a float histogram chunk; `None` when it is torn or malformed. Its samples' hints
+/// are read as Prometheus reads them (see `hints`).
 pub fn decode_float_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample>> {
     let (&[n0, n1, flags], rest) = data.split_first_chunk::<HEADER_LEN>()?;
     let num = u16::from_be_bytes([n0, n1]);
@@ -366,16 +366,18 @@ pub fn decode_integer_histogram_chunk(data: &[u8]) -> Option<Vec<HistogramSample
     Some(out)
 }
 
-/// The hints a chunk's samples read back with, from its flags byte: the header's for the
-/// first, "no counter reset" (or gauge) for the others.
+/// The hints a chunk's samples read back with, from its flags byte, as Prometheus reads its
+/// chunks: every sample of a gauge chunk is a gauge; in a counter chunk the first sample is
+/// "unknown", whatever the header says (the chunk before may be gone, or a backfilled or
+/// out-of-order chunk may have come between, so a reset or its absence is not trusted
+/// across chunks), and the others are "no counter reset". A reset hint would make PromQL
+/// warn of conflicting resets wherever a window holds it beside a later sample of its chunk.
 fn hints(flags: u8) -> (CounterResetHint, CounterResetHint) {
-    let first = match flags & HEADER_MASK {
-        HEADER_RESET => CounterResetHint::CounterReset,
-        HEADER_NO_RESET => CounterResetHint::NotCounterReset,
-        HEADER_GAUGE => CounterResetHint::Gauge,
-        _ => CounterResetHint::Unknown,
-    };
-    (first, if first == CounterResetHint::Gauge { first } else { CounterResetHint::NotCounterReset })
+    if flags & HEADER_MASK == HEADER_GAUGE {
+        (CounterResetHint::Gauge, CounterResetHint::Gauge)
+    } else {
+        (CounterResetHint::Unknown, CounterResetHint::NotCounterReset)
+    }
 }
 
 /// A histogram staleness marker as a chunk holds it: the marker as its sum, nothing else.
