@@ -18,7 +18,7 @@ const INSTANCES: usize = 4;
 const CODES: [&str; 2] = ["200", "500"];
 
 /// Starts `n` nodes of one cluster under `dir`, each with `config` and `extra` flags.
-fn start_cluster(dir: &Path, n: usize, config: &str, extra: &[&str]) -> Vec<Server> {
+pub(crate) fn start_cluster(dir: &Path, n: usize, config: &str, extra: &[&str]) -> Vec<Server> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let cfg = dir.join("cluster.yml");
     std::fs::write(&cfg, config).unwrap();

@@ -3,10 +3,13 @@
 //! binary links once for all of them.
 
 mod common;
+#[path = "../promql_script/mod.rs"]
+mod promql_script;
 
 mod alerting;
 mod api;
 mod cluster;
+mod cluster_corpus;
 mod differential;
 mod docs;
 mod durability;
