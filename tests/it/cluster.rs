@@ -124,6 +124,15 @@ fn three_nodes_answer_as_one_process() {
             assert_eq!(node.get_json(lookup).1["data"], want["data"], "{lookup} on node {i}");
         }
     }
+    // the head's counts and cardinalities are the whole cluster's
+    for path in ["/api/v1/status/tsdb", "/api/v1/status/tsdb?limit=2"] {
+        let (_, want) = single.get_json(path);
+        assert!(want["data"]["headStats"]["numSeries"].as_u64().is_some_and(|n| n > 24), "{want}");
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node.get_json(path).1, want, "{path} on node {i}");
+        }
+        assert_ne!(own(&nodes[0], path), want.to_string(), "{path}: one node holds every series");
+    }
     // classic and native histograms too, and a wider bank over everything
     let histograms = histogram_workload(end);
     for (k, ts) in histograms.iter().enumerate() {

@@ -197,6 +197,18 @@ fn the_promql_corpus_answers_alike_on_a_cluster() {
             offset += (segment_span(segment) / DAY_MS + 2) * DAY_MS;
         }
     }
+    // and the head's counts and cardinalities are one process's, copies counted once
+    for path in ["/api/v1/status/tsdb", "/api/v1/status/tsdb?limit=3"] {
+        let (_, want) = single.get_json(path);
+        for (r, nodes) in &clusters {
+            for (i, node) in nodes.iter().enumerate() {
+                let (status, got) = node.get_json(path);
+                if status != 200 || got != want {
+                    failures.push(format!("{path} on node {i} of {r} copies: {got}\n  against {want}"));
+                }
+            }
+        }
+    }
     println!(
         "promql corpus on two clusters: {asked} evals, {} answers differ from one process's",
         failures.len()

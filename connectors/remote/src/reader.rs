@@ -395,6 +395,12 @@ impl RemoteReaders {
         failed >= self.replication
     }
 
+    /// How many nodes store each series (`--cluster.replication-factor`; 1 without a
+    /// cluster).
+    pub fn replication(&self) -> usize {
+        self.replication
+    }
+
     /// Replaces the other nodes of the cluster; the next [`RemoteReaders::apply`] makes
     /// queries read them.
     pub fn set_cluster_peers(&self, peers: Vec<String>) {

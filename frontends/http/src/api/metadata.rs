@@ -53,7 +53,7 @@ fn storage_err(e: promflow_storage::Error) -> ApiError {
 /// Runs a storage lookup on the query pool: over a million series a lookup with a matcher
 /// takes tens of milliseconds, which an async worker must not be held for, and which must
 /// not take the CPU from ingest.
-async fn off_the_workers<T: Send + 'static>(
+pub(super) async fn off_the_workers<T: Send + 'static>(
     state: &Arc<AppState>,
     what: &'static str,
     lookup: impl FnOnce(Arc<AppState>) -> Result<T, promflow_storage::Error> + Send + 'static,

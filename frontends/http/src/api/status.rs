@@ -1,5 +1,6 @@
 //! `status/*` and the admin endpoints (`admin/tsdb/*`).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,8 +10,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::metadata::{parse_selectors, time_range};
-use super::{params, success, ApiResult, Shared};
+use super::metadata::{off_the_workers, parse_selectors, peers_data, time_range};
+use super::{params, success, success_warned, ApiResult, Shared};
 use crate::ApiError;
 
 pub(super) async fn buildinfo(State(state): Shared) -> Response {
@@ -58,7 +59,9 @@ pub(super) async fn runtimeinfo(State(state): Shared) -> Response {
     }))
 }
 
-pub(super) async fn status_tsdb(State(state): Shared, q: RawQuery) -> ApiResult {
+/// `/api/v1/status/tsdb`: the head's series counts and cardinalities. On a cluster, the
+/// whole cluster's ([`cluster_tsdb_status`]); a node asked by a peer answers for itself.
+pub(super) async fn status_tsdb(State(state): Shared, q: RawQuery, headers: HeaderMap) -> ApiResult {
     let p = params(&q, &HeaderMap::new(), &Bytes::new());
     let limit = match p.get("limit") {
         Some(l) => l
@@ -68,11 +71,26 @@ pub(super) async fn status_tsdb(State(state): Shared, q: RawQuery) -> ApiResult 
             .ok_or_else(|| ApiError::bad_data("limit must be a positive number".into()))?,
         None => 10,
     };
-    let s = state.db.stats(limit);
+    // every node lists all of its label pairs, from which the cluster's counts are made
+    let path = format!("/api/v1/status/tsdb?limit={EVERY_PAIR}");
+    let peers = peers_data(&state, &headers, &path).await;
+    let own_limit = if peers.is_some() { EVERY_PAIR } else { limit };
+    // the head's lists are made under its lock: off the async workers
+    let own = tsdb_status(&off_the_workers(&state, "TSDB status", move |s| Ok(s.db.stats(own_limit))).await?);
+    let Some((theirs, warnings)) = peers else { return Ok(success(own)) };
+    let copies = state.remote_read.replication();
+    Ok(success_warned(cluster_tsdb_status(std::iter::once(own).chain(theirs), copies, limit), warnings))
+}
+
+/// A limit that lists every label pair of a head.
+const EVERY_PAIR: usize = u32::MAX as usize;
+
+/// The `status/tsdb` answer for `s`.
+fn tsdb_status(s: &promflow_storage::DbStats) -> Value {
     let pairs = |v: &[(String, u64)]| -> Value {
         Value::Array(v.iter().map(|(n, c)| json!({"name": n, "value": c})).collect())
     };
-    Ok(success(json!({
+    json!({
         "headStats": {
             "numSeries": s.num_series,
             "numLabelPairs": s.num_label_pairs,
@@ -84,7 +102,59 @@ pub(super) async fn status_tsdb(State(state): Shared, q: RawQuery) -> ApiResult 
         "labelValueCountByLabelName": pairs(&s.label_value_count_by_label_name),
         "memoryInBytesByLabelName": pairs(&s.memory_in_bytes_by_label_name),
         "seriesCountByLabelValuePair": pairs(&s.series_count_by_label_value_pair),
-    })))
+    })
+}
+
+/// The cluster's `status/tsdb` from its nodes' answers, each listing every label pair of its
+/// head with its series count: series and chunk counts are the nodes' added up and divided
+/// by the `copies` each series is stored in; the label pairs, and so the values of each
+/// label name and their bytes, are the distinct ones of every node. The lists keep their
+/// `limit` largest.
+fn cluster_tsdb_status(nodes: impl Iterator<Item = Value>, copies: usize, limit: usize) -> Value {
+    let copies = copies.max(1) as u64;
+    let once = |n: u64| n.div_ceil(copies);
+    let (mut series, mut chunks, mut min_time, mut max_time) = (0u64, 0u64, i64::MAX, i64::MIN);
+    let mut pairs: HashMap<String, u64> = HashMap::new();
+    for node in nodes {
+        let head = &node["headStats"];
+        series += head["numSeries"].as_u64().unwrap_or(0);
+        chunks += head["chunkCount"].as_u64().unwrap_or(0);
+        min_time = min_time.min(head["minTime"].as_i64().unwrap_or(i64::MAX));
+        max_time = max_time.max(head["maxTime"].as_i64().unwrap_or(i64::MIN));
+        for pair in node["seriesCountByLabelValuePair"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(count)) = (pair["name"].as_str(), pair["value"].as_u64()) {
+                *pairs.entry(name.to_string()).or_default() += count;
+            }
+        }
+    }
+    let (mut by_metric, mut values, mut bytes) = (Vec::new(), HashMap::new(), HashMap::new());
+    for (pair, count) in &pairs {
+        // a label name has no `=`: the first one ends it
+        let Some((name, value)) = pair.split_once('=') else { continue };
+        if name == promflow_storage::METRIC_NAME {
+            by_metric.push((value.to_string(), once(*count)));
+        }
+        *values.entry(name.to_string()).or_insert(0u64) += 1;
+        *bytes.entry(name.to_string()).or_insert(0u64) += value.len() as u64;
+    }
+    let largest = |mut v: Vec<(String, u64)>| -> Value {
+        v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(limit);
+        Value::Array(v.into_iter().map(|(n, c)| json!({"name": n, "value": c})).collect())
+    };
+    json!({
+        "headStats": {
+            "numSeries": once(series),
+            "numLabelPairs": pairs.len(),
+            "chunkCount": once(chunks),
+            "minTime": min_time,
+            "maxTime": max_time,
+        },
+        "seriesCountByMetricName": largest(by_metric),
+        "labelValueCountByLabelName": largest(values.into_iter().collect()),
+        "memoryInBytesByLabelName": largest(bytes.into_iter().collect()),
+        "seriesCountByLabelValuePair": largest(pairs.into_iter().map(|(p, c)| (p, once(c))).collect()),
+    })
 }
 
 pub(super) async fn walreplay() -> Response {
