@@ -6,7 +6,7 @@
 //! evaluation per step. Window and value functions call [`promflow_kernels`].
 #![warn(missing_docs)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use promflow_storage::{
@@ -185,10 +185,104 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
 
 /// [`evaluate`], asking `pushdown` first for the parts of each aggregation it can be asked
 /// for ([`pushable`]).
+///
+/// A range query whose steps span more than a day is evaluated a day of steps at a time,
+/// each slice reading only the samples its steps need, and the slices' series joined: the
+/// sample limit then bounds what one slice holds, as Prometheus's bounds what it holds at
+/// once, instead of the whole range's samples (a week of `rate(…[1h])` over a few thousand
+/// series reads more than the default 50 million). A slice that still loads too many
+/// samples is split in halves, down to single steps. The points of the joined result count
+/// against the limit too.
 pub fn evaluate_with(
     plan: &Plan,
     querier: &dyn Querier,
     opts: &QueryOptions,
+    pushdown: Option<&dyn AggregatePushdown>,
+) -> Result<Evaluation, Error> {
+    let steps = opts.steps();
+    let instant = opts.start == opts.end && !opts.range_query;
+    let per_slice = (SLICE_SPAN_MS / opts.step.max(1)).max(1) as usize;
+    if instant || steps.len() <= per_slice {
+        return evaluate_steps(plan, querier, opts, (opts.start, opts.end), pushdown);
+    }
+    let mut pending: Vec<&[i64]> = steps.chunks(per_slice).rev().collect();
+    let mut joined = Sliced::default();
+    while let Some(slice) = pending.pop() {
+        let slice_opts =
+            QueryOptions { start: slice[0], end: slice[slice.len() - 1], range_query: true, ..opts.clone() };
+        match evaluate_steps(plan, querier, &slice_opts, (opts.start, opts.end), pushdown) {
+            Err(Error::TooManySamples(_)) if slice.len() > 1 => {
+                let (first, second) = slice.split_at(slice.len() / 2);
+                pending.extend([second, first]);
+            }
+            Err(e) => return Err(e),
+            Ok(part) => joined.add(part, opts.max_samples)?,
+        }
+    }
+    Ok(joined.finish())
+}
+
+/// The span of steps a slice of a long range query covers ([`evaluate_with`]).
+const SLICE_SPAN_MS: i64 = 86_400_000;
+
+/// The slices of a range query evaluated so far, joined by series.
+#[derive(Default)]
+struct Sliced {
+    floats: BTreeMap<Labels, Vec<Sample>>,
+    histograms: BTreeMap<Labels, Vec<HistogramSample>>,
+    annotations: Annotations,
+    samples: usize,
+    points: usize,
+}
+
+impl Sliced {
+    /// Adds the next slice (later steps than every slice before); refuses a join that
+    /// would hold more points than `max_samples`.
+    fn add(&mut self, part: Evaluation, max_samples: usize) -> Result<(), Error> {
+        self.samples += part.samples;
+        self.annotations.merge(part.annotations);
+        if let QueryResult::Matrix(series) = part.result {
+            for s in series {
+                self.points += s.samples.len();
+                self.floats.entry(s.labels).or_default().extend(s.samples.iter());
+            }
+        }
+        for h in part.histograms {
+            self.points += h.samples.len();
+            self.histograms.entry(h.labels).or_default().extend(h.samples);
+        }
+        if self.points > max_samples {
+            return Err(Error::TooManySamples("query execution"));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Evaluation {
+        Evaluation {
+            result: QueryResult::Matrix(
+                self.floats
+                    .into_iter()
+                    .map(|(labels, samples)| Series { labels, samples: samples.into_iter().collect() })
+                    .collect(),
+            ),
+            annotations: self.annotations,
+            samples: self.samples,
+            histograms: self
+                .histograms
+                .into_iter()
+                .map(|(labels, samples)| HistogramSeries { labels, samples })
+                .collect(),
+        }
+    }
+}
+
+/// [`evaluate_with`] over the steps of `opts` alone, in a query that spans `query_span`
+/// (what `@ start()` and `@ end()` mean).
+fn evaluate_steps(
+    plan: &Plan,
+    querier: &dyn Querier,
+    opts: &QueryOptions,
+    query_span: (i64, i64),
     pushdown: Option<&dyn AggregatePushdown>,
 ) -> Result<Evaluation, Error> {
     let mut ctx = Ctx {
@@ -196,8 +290,8 @@ pub fn evaluate_with(
         opts: opts.clone(),
         steps: opts.steps(),
         samples_loaded: 0,
-        query_start: opts.start,
-        query_end: opts.end,
+        query_start: query_span.0,
+        query_end: query_span.1,
         annotations: Annotations::default(),
         histogram_stats: false,
         needs_buckets: false,

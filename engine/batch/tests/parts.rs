@@ -6,78 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use promflow_batch::{evaluate, evaluate_partial, evaluate_with, AggregatePushdown, PartialAggregate, Steps};
 use promflow_plan::{Plan, QueryOptions, QueryResult};
 use promflow_promql::{compile, CompileOptions};
-use promflow_storage::{
-    HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp,
-};
+use promflow_storage::{Labels, Samples, Series};
 
-/// Series in memory.
-struct Memory(Vec<Series>);
-
-impl Querier for Memory {
-    fn select(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Result<Vec<Series>, promflow_storage::Error> {
-        Ok(self
-            .0
-            .iter()
-            .filter(|s| matchers.iter().all(|m| m.matches(s.labels.get(&m.name))))
-            .filter_map(|s| {
-                let (t, v): (Vec<i64>, Vec<f64>) =
-                    s.samples.iter().filter(|x| x.t >= mint && x.t <= maxt).map(|x| (x.t, x.v)).unzip();
-                (!t.is_empty()).then(|| Series { labels: s.labels.clone(), samples: Samples::new(t, v) })
-            })
-            .collect())
-    }
-
-    fn select_histograms(
-        &self,
-        _: &[Matcher],
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Vec<HistogramSeries>, promflow_storage::Error> {
-        Ok(Vec::new())
-    }
-
-    fn select_start_timestamps(
-        &self,
-        _: &[Matcher],
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Vec<StartTimestamps>, promflow_storage::Error> {
-        Ok(Vec::new())
-    }
-
-    fn series(
-        &self,
-        _: &[Matcher],
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Vec<Labels>, promflow_storage::Error> {
-        Ok(self.0.iter().map(|s| s.labels.clone()).collect())
-    }
-
-    fn label_names(
-        &self,
-        _: &[Matcher],
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Vec<String>, promflow_storage::Error> {
-        Ok(Vec::new())
-    }
-
-    fn label_values(
-        &self,
-        _: &str,
-        _: &[Matcher],
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Vec<String>, promflow_storage::Error> {
-        Ok(Vec::new())
-    }
-}
+mod common;
+use common::Memory;
 
 /// The parts of every aggregation asked, over the two halves, counted.
 struct Halves {
