@@ -186,13 +186,15 @@ pub fn evaluate(plan: &Plan, querier: &dyn Querier, opts: &QueryOptions) -> Resu
 /// [`evaluate`], asking `pushdown` first for the parts of each aggregation it can be asked
 /// for ([`pushable`]).
 ///
-/// A range query whose steps span more than a day is evaluated a day of steps at a time,
-/// each slice reading only the samples its steps need, and the slices' series joined: the
-/// sample limit then bounds what one slice holds, as Prometheus's bounds what it holds at
-/// once, instead of the whole range's samples (a week of `rate(…[1h])` over a few thousand
-/// series reads more than the default 50 million). A slice that still loads too many
-/// samples is split in halves, down to single steps. The points of the joined result count
-/// against the limit too.
+/// A range query whose steps span more than a day and that reads more samples than the limit
+/// is evaluated again a day of steps at a time, each slice reading only the samples its steps
+/// need, and the slices' series joined: the sample limit then bounds what one slice holds,
+/// as Prometheus's bounds what it holds at once, instead of the whole range's samples (a
+/// week of `rate(…[1h])` over a few thousand series reads more than the default 50
+/// million). A slice that still loads too many samples is split in halves, down to single
+/// steps. The points of the joined result count against the limit too. A query within the
+/// limit is evaluated whole: slices read the samples where their windows overlap twice, and
+/// a block's rows for a series once per slice.
 pub fn evaluate_with(
     plan: &Plan,
     querier: &dyn Querier,
@@ -202,8 +204,9 @@ pub fn evaluate_with(
     let steps = opts.steps();
     let instant = opts.start == opts.end && !opts.range_query;
     let per_slice = (SLICE_SPAN_MS / opts.step.max(1)).max(1) as usize;
-    if instant || steps.len() <= per_slice {
-        return evaluate_steps(plan, querier, opts, (opts.start, opts.end), pushdown);
+    let whole = evaluate_steps(plan, querier, opts, (opts.start, opts.end), pushdown);
+    if instant || steps.len() <= per_slice || !matches!(whole, Err(Error::TooManySamples(_))) {
+        return whole;
     }
     let mut pending: Vec<&[i64]> = steps.chunks(per_slice).rev().collect();
     let mut joined = Sliced::default();

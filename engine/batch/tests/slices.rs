@@ -1,6 +1,7 @@
-//! Long range queries evaluated a slice of steps at a time: each step's value is the instant
-//! query's at that step (Prometheus's definition of a range query), the sample limit bounds
-//! a slice rather than the whole range, and the joined result's points count against it.
+//! Long range queries over the sample limit evaluated a slice of steps at a time: each step's
+//! value is the instant query's at that step (Prometheus's definition of a range query), the
+//! sample limit bounds a slice rather than the whole range, and the joined result's points
+//! count against it.
 
 use promflow_batch::evaluate;
 use promflow_plan::{Error, QueryOptions, QueryResult};
@@ -60,15 +61,23 @@ fn each_step_of_a_sliced_range_query_is_the_instant_query_at_that_step() {
     let (start, end, step) = (2 * HOUR + 30_000, 3 * 24 * HOUR - 30_000, HOUR);
     // `@ start()` and `@ end()` are the query's, not a slice's: at each step the instant
     // query names the range query's first and last step
-    let at = format!("requests_total @ {} - requests_total @ {}", end as f64 / 1000.0, start as f64 / 1000.0);
+    // (the rate, 0 at every step, makes the query read more than the limit, so it is sliced)
+    let at = format!(
+        "requests_total @ {} - requests_total @ {} + 0 * rate(requests_total[1h])",
+        end as f64 / 1000.0,
+        start as f64 / 1000.0
+    );
     for (query, instant) in [
         ("sum by (job) (rate(requests_total[1h]))", None),
         ("rate(requests_total[1h])", None),
         ("max_over_time(requests_total[2h])", None),
-        ("requests_total @ end() - requests_total @ start()", Some(at.as_str())),
+        (
+            "requests_total @ end() - requests_total @ start() + 0 * rate(requests_total[1h])",
+            Some(at.as_str()),
+        ),
         ("max_over_time(rate(requests_total[10m])[1h:5m])", None),
     ] {
-        // a day of steps at a time; 20 series × a day of samples fit the limit, 3 days do not
+        // 20 series × 3 days of samples are over the limit: a day of steps at a time, which fits
         let sliced = run(&store, query, &options(start, end, step, 40_000)).unwrap();
         let got = points(&sliced);
         let mut want = Vec::new();
