@@ -8,7 +8,14 @@
 //! [promflow,prometheus,vm], `BENCH_PROMFLOW` [this build's] the promflow binary,
 //! `BENCH_QUERIES` [all] the numbers (from 1, comma-separated) of the queries to ask (to
 //! profile one), `BENCH_LOOP_QUERY` [11] the number of the query asked in a loop during
-//! ingest, `BENCH_LOOP_ROUNDS` [40] the rounds sent for that (0 skips it).
+//! ingest, `BENCH_LOOP_ROUNDS` [40] the rounds sent for that (0 skips it), `BENCH_DAYS` [0]
+//! days of samples instead of `BENCH_ROUNDS`.
+//!
+//! With `BENCH_DAYS`, the samples (one every 15 s up to now) go out as a backfill does, 20 a
+//! series in each request, so that all but the newest hours are in blocks (parts) by the
+//! time the queries are asked; the queries are then the long-range set (ranges over the
+//! whole span at a 1 h step, lookups over the whole span), asked once the server's
+//! compaction has been still for 75 s, and nothing is sent beside a query loop.
 //!
 //! Per system: load every round, then ask each query once to warm up and `BENCH_REPS` times
 //! timed (the median is reported), then measure what the data takes once compacted (a
@@ -31,7 +38,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use workload::common::{median, rss_kib};
 use workload::{
-    all_series, encode_rounds, env, percentile, pin_self, send, send_timed, System, CLIENT_CPU, INTERVAL_MS,
+    all_series, encode_rounds, env, percentile, pin_self, send, send_history, send_timed, wait_for_compaction,
+    Rounds, System, CLIENT_CPU, INTERVAL_MS,
 };
 
 /// How long one query may take before it counts as timed out.
@@ -46,6 +54,8 @@ enum Ask {
     /// `/api/v1/query_range` over the data after its first five minutes, 60 s step, off the
     /// samples' grid as instant queries are.
     Range(&'static str),
+    /// `/api/v1/query_range` over the data after its first hour, 1 h step, off the grid.
+    LongRange(&'static str),
     /// `/api/v1/label/<name>/values` over the data's span.
     LabelValues(&'static str),
     /// `/api/v1/series?match[]=…` over the data's span.
@@ -71,6 +81,26 @@ fn queries() -> Vec<(&'static str, Ask)> {
         ("series of one host (155)", Ask::Series(r#"{instance="host-00042:9100"}"#)),
         ("series of one metric (5.4k)", Ask::Series("node_load1")),
         ("`count` of every series (1M)", Ask::Instant(r#"count({__name__=~".+"})"#)),
+    ]
+}
+
+/// The long-range set (`BENCH_DAYS`): what a dashboard over a week asks, at a 1 h step.
+fn long_queries() -> Vec<(&'static str, Ask)> {
+    vec![
+        ("`sum by (mode)` of `rate`", Ask::LongRange("sum by (mode) (rate(node_cpu_seconds_total[1h]))")),
+        (
+            "`rate` of one handler's errors",
+            Ask::LongRange(r#"rate(http_requests_total{handler="/api/v1/orders",code="500"}[1h])"#),
+        ),
+        (
+            "`histogram_quantile` by handler",
+            Ask::LongRange(
+                "histogram_quantile(0.9, sum by (handler, le) (rate(http_request_duration_seconds_bucket[1h])))",
+            ),
+        ),
+        ("`max_over_time` of `node_load1` per host", Ask::LongRange("max_over_time(node_load1[1h])")),
+        ("label values of `instance`", Ask::LabelValues("instance")),
+        ("series of one metric", Ask::Series("node_load1")),
     ]
 }
 
@@ -102,6 +132,15 @@ impl Ask {
                     ("start", secs(span.first_ms + 5 * 60_000 - OFF_GRID_MS)),
                     ("end", secs(span.last_ms - OFF_GRID_MS)),
                     ("step", "60".into()),
+                ],
+            ),
+            Ask::LongRange(q) => (
+                "/api/v1/query_range".into(),
+                vec![
+                    ("query", q.to_string()),
+                    ("start", secs(span.first_ms + 3_600_000 - OFF_GRID_MS)),
+                    ("end", secs(span.last_ms - OFF_GRID_MS)),
+                    ("step", "3600".into()),
                 ],
             ),
             Ask::LabelValues(name) => (
@@ -276,9 +315,10 @@ fn main() {
         return;
     }
     let n = env("BENCH_SERIES", 1_000_000);
-    let rounds = env("BENCH_ROUNDS", 80).max(24);
+    let days = env("BENCH_DAYS", 0);
+    let rounds = if days > 0 { days * 86_400_000 / INTERVAL_MS as usize } else { env("BENCH_ROUNDS", 80).max(24) };
     // a multiple of four: alone, beside the loop, alone, beside it again
-    let loop_rounds = env("BENCH_LOOP_ROUNDS", 40) / 4 * 4;
+    let loop_rounds = if days > 0 { 0 } else { env("BENCH_LOOP_ROUNDS", 40) / 4 * 4 };
     let loop_query = env("BENCH_LOOP_QUERY", 11);
     let reps = env("BENCH_REPS", 5).max(1);
     let conns = env("BENCH_CONNS", 4);
@@ -288,16 +328,22 @@ fn main() {
     let all_rounds = rounds + loop_rounds;
     let start_ms = (workload::common::now_ms() - (all_rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
     let span = Span { first_ms: start_ms, last_ms: start_ms + (rounds as i64 - 1) * INTERVAL_MS };
-    eprintln!("encoding {n} series × {all_rounds} rounds …");
-    let mut bodies = encode_rounds(&specs, all_rounds, start_ms);
-    let later = bodies.split_off(rounds);
+    // a long span is encoded as it goes out
+    let mut bodies = if days > 0 {
+        Vec::new()
+    } else {
+        eprintln!("encoding {n} series × {all_rounds} rounds …");
+        encode_rounds(&specs, all_rounds, start_ms)
+    };
+    let later = bodies.split_off(bodies.len().min(rounds));
+    // the long span's generator reads the series; the rounds above no longer need them
+    let specs = if days > 0 { specs } else { Vec::new() };
     let groups: Vec<&[Vec<std::sync::Arc<Vec<u8>>>]> =
         if loop_rounds == 0 { Vec::new() } else { later.chunks(loop_rounds / 4).collect() };
     let looped = queries().into_iter().nth(loop_query.saturating_sub(1)).expect("BENCH_LOOP_QUERY");
-    drop(specs);
     let http = reqwest::blocking::Client::builder().timeout(QUERY_TIMEOUT).build().unwrap();
     let only = std::env::var("BENCH_QUERIES").unwrap_or_default();
-    let asks: Vec<(&str, Ask)> = queries()
+    let asks: Vec<(&str, Ask)> = if days > 0 { long_queries() } else { queries() }
         .into_iter()
         .enumerate()
         .filter(|(i, _)| only.is_empty() || only.split(',').any(|n| n.trim() == (i + 1).to_string()))
@@ -310,8 +356,18 @@ fn main() {
         let server = system.start(dir.path());
         eprintln!("{}: loading", system.name());
         let t0 = Instant::now();
-        send(&server.base, &bodies, conns);
+        if days > 0 {
+            send_history(&server.base, Rounds::new(&specs, start_ms), rounds);
+        } else {
+            send(&server.base, &bodies, conns);
+        }
         let ingest_s = t0.elapsed().as_secs_f64();
+        if days > 0 {
+            let quiet = Duration::from_secs(75);
+            let waited =
+                wait_for_compaction(system, server.child.id(), &server.base, quiet, Duration::from_secs(1800), || {});
+            eprintln!("{}: compaction still after {:.0} s", system.name(), waited.as_secs_f64());
+        }
         if system == System::VictoriaMetrics {
             let _ = http.get(format!("{}/internal/force_flush", server.base)).send();
         }

@@ -57,9 +57,14 @@ enum System {
 
 impl System {
     fn name(self) -> &'static str {
+        self.measured().name()
+    }
+
+    /// The same system as the other benchmarks name it.
+    fn measured(self) -> workload::System {
         match self {
-            System::Promflow => "promflow",
-            System::Prometheus => "Prometheus 2.42",
+            System::Promflow => workload::System::Promflow,
+            System::Prometheus => workload::System::Prometheus,
         }
     }
 
@@ -126,49 +131,16 @@ const COMPACTION_QUIET: Duration = Duration::from_secs(75);
 /// Keeps the stream going, each round when due, until the server's compaction has not moved
 /// for `COMPACTION_QUIET` (at most 20 minutes); returns how long that took.
 fn wait_for_compaction(system: System, pid: u32, base: &str, rounds: &mut Rounds) -> Duration {
-    let started = Instant::now();
-    let (mut last, mut quiet_since) = (compaction_seconds(system, pid, base), Instant::now());
-    while quiet_since.elapsed() < COMPACTION_QUIET && started.elapsed() < Duration::from_secs(1200) {
+    workload::wait_for_compaction(system.measured(), pid, base, COMPACTION_QUIET, Duration::from_secs(1200), || {
         while rounds.next_ms() <= common::now_ms() {
             send(base, &[rounds.next_block(1)], 2);
         }
-        std::thread::sleep(Duration::from_secs(5));
-        let now = compaction_seconds(system, pid, base);
-        if now - last > 0.05 {
-            (last, quiet_since) = (now, Instant::now());
-        }
-    }
-    started.elapsed()
+    })
 }
 
-/// Seconds the server has spent compacting its storage, which runs on a schedule of its own
-/// (a block range completes, merges follow) and so lands in some runs' measured window and
-/// not in others: promflow's compaction thread's CPU, Prometheus's own total of compaction
-/// durations (wall time; its compactions run on one goroutine).
+/// Seconds the server has spent compacting its storage (see [`workload::System::compaction_seconds`]).
 fn compaction_seconds(system: System, pid: u32, base: &str) -> f64 {
-    match system {
-        System::Promflow => std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|t| {
-                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-                comm.starts_with("promflow-compac")
-            })
-            .map(|t| cpu_of(&t.path().join("stat").to_string_lossy()))
-            .sum(),
-        System::Prometheus => {
-            let text = common::client()
-                .get(format!("{base}/metrics"))
-                .send()
-                .and_then(|r| r.text())
-                .unwrap_or_default();
-            text.lines()
-                .find_map(|l| l.strip_prefix("prometheus_tsdb_compaction_duration_seconds_sum "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        }
-    }
+    system.measured().compaction_seconds(pid, base)
 }
 
 struct Run {

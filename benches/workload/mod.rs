@@ -595,7 +595,29 @@ pub fn send_timed(base: &str, bodies: &[Vec<Arc<Vec<u8>>>], conns: usize) -> Vec
     })
 }
 
-/// The median of `xs` (the upper one of an even count).
+/// Calls `meanwhile` every 5 s until `system`'s compaction ([`System::compaction_seconds`])
+/// has not moved for `quiet`, at most `limit`; returns how long that took.
+pub fn wait_for_compaction(
+    system: System,
+    pid: u32,
+    base: &str,
+    quiet: std::time::Duration,
+    limit: std::time::Duration,
+    mut meanwhile: impl FnMut(),
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let (mut last, mut quiet_since) = (system.compaction_seconds(pid, base), std::time::Instant::now());
+    while quiet_since.elapsed() < quiet && started.elapsed() < limit {
+        meanwhile();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let now = system.compaction_seconds(pid, base);
+        if now - last > 0.05 {
+            (last, quiet_since) = (now, std::time::Instant::now());
+        }
+    }
+    started.elapsed()
+}
+
 /// Bytes of the files under `dir`, at any depth (a server's data directory).
 pub fn disk_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
@@ -610,6 +632,7 @@ pub fn disk_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
+/// The median of `xs` (the upper one of an even count).
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
@@ -835,6 +858,37 @@ impl System {
             ),
         };
         start_pinned_within(&bin, &args, dir, &addr, ready, self.name(), limit)
+    }
+
+    /// Seconds the server has spent compacting its storage, which runs on a schedule of its
+    /// own (a block range completes, merges follow): promflow's compaction thread's CPU,
+    /// Prometheus's own total of compaction durations (wall time; its compactions run on one
+    /// goroutine). VictoriaMetrics's background merges are not counted (0).
+    pub fn compaction_seconds(self, pid: u32, base: &str) -> f64 {
+        match self {
+            System::Promflow => std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|t| {
+                    let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    comm.starts_with("promflow-compac")
+                })
+                .map(|t| cpu_of(&t.path().join("stat").to_string_lossy()))
+                .sum(),
+            System::Prometheus => {
+                let text = common::client()
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap_or_default();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("prometheus_tsdb_compaction_duration_seconds_sum "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0.0)
+            }
+            System::VictoriaMetrics => 0.0,
+        }
     }
 
     /// How many series the server holds, by its own count.
