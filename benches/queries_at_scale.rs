@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use workload::common::{median, rss_kib};
 use workload::{
-    all_series, encode_rounds, env, percentile, pin_self, send, send_history, send_timed, wait_for_compaction,
-    Rounds, System, CLIENT_CPU, INTERVAL_MS,
+    all_series, encode_rounds, env, percentile, pin_self, send, send_history, send_timed,
+    wait_for_compaction, Rounds, System, CLIENT_CPU, INTERVAL_MS,
 };
 
 /// How long one query may take before it counts as timed out.
@@ -322,7 +322,8 @@ fn main() {
     }
     let n = env("BENCH_SERIES", 1_000_000);
     let days = env("BENCH_DAYS", 0);
-    let rounds = if days > 0 { days * 86_400_000 / INTERVAL_MS as usize } else { env("BENCH_ROUNDS", 80).max(24) };
+    let rounds =
+        if days > 0 { days * 86_400_000 / INTERVAL_MS as usize } else { env("BENCH_ROUNDS", 80).max(24) };
     // a multiple of four: alone, beside the loop, alone, beside it again
     let loop_rounds = if days > 0 { 0 } else { env("BENCH_LOOP_ROUNDS", 40) / 4 * 4 };
     let loop_query = env("BENCH_LOOP_QUERY", 11);
@@ -370,8 +371,14 @@ fn main() {
         let ingest_s = t0.elapsed().as_secs_f64();
         if days > 0 {
             let quiet = Duration::from_secs(75);
-            let waited =
-                wait_for_compaction(system, server.child.id(), &server.base, quiet, Duration::from_secs(1800), || {});
+            let waited = wait_for_compaction(
+                system,
+                server.child.id(),
+                &server.base,
+                quiet,
+                Duration::from_secs(1800),
+                || {},
+            );
             eprintln!("{}: compaction still after {:.0} s", system.name(), waited.as_secs_f64());
         }
         if system == System::VictoriaMetrics {

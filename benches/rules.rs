@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 
 use workload::common::{self, free_port, median, peer};
 use workload::{
-    all_series, cpu_of, cpu_seconds, env, pin_self, rss_mib, rule_file, send, send_history, start_pinned,
-    Rounds, Running, CLIENT_CPU, HISTORY_BLOCK_ROUNDS, INTERVAL_MS,
+    all_series, cpu_seconds, env, pin_self, rss_mib, rule_file, send, send_history, start_pinned, Rounds,
+    Running, CLIENT_CPU, HISTORY_BLOCK_ROUNDS, INTERVAL_MS,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -131,11 +131,18 @@ const COMPACTION_QUIET: Duration = Duration::from_secs(75);
 /// Keeps the stream going, each round when due, until the server's compaction has not moved
 /// for `COMPACTION_QUIET` (at most 20 minutes); returns how long that took.
 fn wait_for_compaction(system: System, pid: u32, base: &str, rounds: &mut Rounds) -> Duration {
-    workload::wait_for_compaction(system.measured(), pid, base, COMPACTION_QUIET, Duration::from_secs(1200), || {
-        while rounds.next_ms() <= common::now_ms() {
-            send(base, &[rounds.next_block(1)], 2);
-        }
-    })
+    workload::wait_for_compaction(
+        system.measured(),
+        pid,
+        base,
+        COMPACTION_QUIET,
+        Duration::from_secs(1200),
+        || {
+            while rounds.next_ms() <= common::now_ms() {
+                send(base, &[rounds.next_block(1)], 2);
+            }
+        },
+    )
 }
 
 /// Seconds the server has spent compacting its storage (see [`workload::System::compaction_seconds`]).
