@@ -182,6 +182,11 @@ pub fn evaluate_partial(
                     let mut fold = SumFold::default();
                     buf.iter().for_each(|&v| fold.push(v));
                     let (sum, c) = fold.parts();
+                    if *op == AggOp::Avg && !sum.is_finite() && buf.iter().all(|v| v.is_finite()) {
+                        // the members' mean can be finite where their sum is not: one process
+                        // then averages incrementally, which a sum sent as a part cannot undo
+                        return Err(Error::Unsupported("an average's part overflows".into()));
+                    }
                     compensations.push(c);
                     sum
                 }

@@ -120,3 +120,28 @@ fn assert_close(a: &QueryResult, b: &QueryResult, q: &str) {
         assert!(la == lb && ta == tb && close, "{q}: {la:?} {ta} {va} vs {lb:?} {tb} {vb}");
     }
 }
+
+/// A part of an average whose members' sum overflows is refused (the aggregation is then
+/// evaluated over the merged samples, where the mean of `±1e307`s is 0), not sent as ±Inf.
+#[test]
+fn an_average_whose_part_overflows_is_not_evaluated_in_parts() {
+    let big = |point: &str, v: f64| Series {
+        labels: Labels::from_pairs([("__name__", "data".to_string()), ("point", point.to_string())]),
+        samples: Samples::new(vec![0], vec![v]),
+    };
+    let part = Memory(vec![big("a", 9.9e307), big("b", 9.9e307)]);
+    let opts = QueryOptions::instant(0);
+    let steps = Steps { start: 0, end: 0, step: 1, query_start: 0, query_end: 0 };
+    let compile_opts = CompileOptions {
+        default_subquery_step: std::time::Duration::from_secs(60),
+        step: std::time::Duration::ZERO,
+        range: std::time::Duration::ZERO,
+    };
+    let plan = compile("avg(data)", &compile_opts).unwrap();
+    assert!(evaluate_partial(&plan, &part, &opts, steps).is_err());
+    let sum = compile("sum(data)", &compile_opts).unwrap();
+    assert!(
+        evaluate_partial(&sum, &part, &opts, steps).is_ok(),
+        "a sum that overflows is +Inf in one process too"
+    );
+}
