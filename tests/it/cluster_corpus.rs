@@ -118,9 +118,10 @@ fn differs(want: &(u16, Value), got: &(u16, Value), ordered: bool) -> Option<Str
 }
 
 /// Every eval of the PromQL corpus answers alike on a 3-node cluster with one copy of each
-/// series, on one with two copies, whichever node is asked, and on one process. Each `clear`-separated segment of
-/// each file is loaded by remote write (to the next node in turn) at its own offset in time,
-/// days after the one before, and its evals (and `@` times) are moved by the same offset.
+/// series, on one with two copies, whichever node is asked, and on one process. Each
+/// `clear`-separated segment of each file is loaded by remote write (to the next node in
+/// turn) at its own offset in time, days after the one before, and its evals (and `@` times)
+/// are moved by the same offset.
 #[test]
 fn the_promql_corpus_answers_alike_on_a_cluster() {
     let files = promql_script::corpus_files();

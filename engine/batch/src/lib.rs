@@ -201,11 +201,15 @@ pub fn evaluate_with(
     opts: &QueryOptions,
     pushdown: Option<&dyn AggregatePushdown>,
 ) -> Result<Evaluation, Error> {
-    let steps = opts.steps();
-    let instant = opts.start == opts.end && !opts.range_query;
-    let per_slice = (SLICE_SPAN_MS / opts.step.max(1)).max(1) as usize;
     let whole = evaluate_steps(plan, querier, opts, (opts.start, opts.end), pushdown);
-    if instant || steps.len() <= per_slice || !matches!(whole, Err(Error::TooManySamples(_))) {
+    let instant = opts.start == opts.end && !opts.range_query;
+    if instant || !matches!(whole, Err(Error::TooManySamples(_))) {
+        return whole;
+    }
+    // the steps are listed again only for a query over the limit
+    let steps = opts.steps();
+    let per_slice = (SLICE_SPAN_MS / opts.step.max(1)).max(1) as usize;
+    if steps.len() <= per_slice {
         return whole;
     }
     let mut pending: Vec<&[i64]> = steps.chunks(per_slice).rev().collect();
