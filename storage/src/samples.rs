@@ -66,6 +66,56 @@ impl Samples {
         self.view().iter()
     }
 
+    /// The samples of every part, each part in time order, joined into one series; where
+    /// parts share a timestamp, the sample of the earlier part in `parts` is kept.
+    ///
+    /// Parts that follow one another in time (a series read from consecutive blocks) are
+    /// joined column by column; a single part is returned as it is, sharing its buffers.
+    pub fn merge(mut parts: Vec<Samples>) -> Samples {
+        parts.retain(|p| !p.is_empty());
+        if parts.len() <= 1 {
+            return parts.pop().unwrap_or_default();
+        }
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by_key(|&i| parts[i].t[0]);
+        let in_turn = order.windows(2).all(|w| parts[w[0]].t[parts[w[0]].len() - 1] < parts[w[1]].t[0]);
+        if in_turn {
+            let total = parts.iter().map(Samples::len).sum();
+            let (mut t, mut v) = (Vec::with_capacity(total), Vec::with_capacity(total));
+            for &i in &order {
+                t.extend_from_slice(&parts[i].t);
+                v.extend_from_slice(&parts[i].v);
+            }
+            return Samples::new(t, v);
+        }
+        let mut parts = parts.into_iter();
+        let first = parts.next().unwrap_or_default();
+        parts.fold(first, |kept, next| kept.merged_with(&next))
+    }
+
+    /// Both series' samples in time order, this one's where both have a timestamp.
+    fn merged_with(&self, other: &Samples) -> Samples {
+        let total = self.len() + other.len();
+        let (mut t, mut v) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        let (mut i, mut j) = (0, 0);
+        while i < self.len() || j < other.len() {
+            let take_self = j == other.len() || (i < self.len() && self.t[i] <= other.t[j]);
+            if take_self {
+                if j < other.len() && other.t[j] == self.t[i] {
+                    j += 1;
+                }
+                t.push(self.t[i]);
+                v.push(self.v[i]);
+                i += 1;
+            } else {
+                t.push(other.t[j]);
+                v.push(other.v[j]);
+                j += 1;
+            }
+        }
+        Samples::new(t, v)
+    }
+
     /// Keeps the samples for which `keep` holds (copies only when something is dropped).
     pub fn filtered(self, keep: impl Fn(Sample) -> bool) -> Samples {
         if self.iter().all(&keep) {
@@ -182,5 +232,29 @@ mod tests {
             all.clone().filtered(|x| x.t % 2 == 0).iter().collect::<Vec<_>>(),
             vec![s(2, 2.0), s(4, 4.0)]
         );
+    }
+
+    #[test]
+    fn merging_joins_parts_in_time_and_keeps_the_earlier_part_on_a_tie() {
+        let part = |ts: &[i64], v: f64| -> Samples { ts.iter().map(|&t| s(t, v)).collect() };
+        // parts in time order, handed over out of order: joined without a merge
+        let joined = Samples::merge(vec![part(&[5, 6], 2.0), part(&[], 9.0), part(&[1, 2, 3], 1.0)]);
+        assert_eq!(
+            joined.iter().collect::<Vec<_>>(),
+            vec![s(1, 1.0), s(2, 1.0), s(3, 1.0), s(5, 2.0), s(6, 2.0)]
+        );
+        // overlapping parts: interleaved, the first part's sample kept where both have one
+        let merged =
+            Samples::merge(vec![part(&[2, 4, 6], 1.0), part(&[1, 2, 3, 6, 7], 2.0), part(&[3], 3.0)]);
+        assert_eq!(
+            merged.iter().collect::<Vec<_>>(),
+            vec![s(1, 2.0), s(2, 1.0), s(3, 2.0), s(4, 1.0), s(6, 1.0), s(7, 2.0)]
+        );
+        // parts touching at one timestamp overlap
+        let touching = Samples::merge(vec![part(&[3, 4], 2.0), part(&[1, 2, 3], 1.0)]);
+        assert_eq!(touching.iter().collect::<Vec<_>>(), vec![s(1, 1.0), s(2, 1.0), s(3, 2.0), s(4, 2.0)]);
+        let one = part(&[1, 2], 1.0);
+        let alone = Samples::merge(vec![Samples::default(), one.clone()]);
+        assert_eq!(alone.view().t.as_ptr(), one.view().t.as_ptr(), "a single part is not copied");
     }
 }

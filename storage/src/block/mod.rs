@@ -691,20 +691,23 @@ impl Block {
         for batch in reader {
             let batch =
                 batch.map_err(|e| Error::Io("reading a block's samples".into(), std::io::Error::other(e)))?;
-            let sid = batch.column(0).as_primitive::<UInt32Type>();
+            let sid = batch.column(0).as_primitive::<UInt32Type>().values();
             let ts = batch.column(1).as_primitive::<Int64Type>();
             let dec = batch.column(2).as_primitive::<UInt64Type>();
-            let dig = batch.column(3).as_primitive::<UInt8Type>();
-            let flt = batch.column(4).as_primitive::<Float64Type>();
+            let dig = batch.column(3).as_primitive::<UInt8Type>().values();
+            let flt = batch.column(4).as_primitive::<Float64Type>().values();
+            let (t, deltas) = (ts.values(), dec.values());
+            // aligned with the batch's rows; rows out of range hold 0 and are never read
             let mut values: Vec<f64> = Vec::with_capacity(batch.num_rows());
-            let mut run: Option<usize> = None; // first row of the current series' in-range run
             runs.clear();
-            for row in 0..batch.num_rows() {
-                let id = sid.value(row);
+            let mut row = 0;
+            // one series' rows of the batch at a time: their timestamps ascend, so the rows
+            // in range are found by bisection, and a series' decimal deltas are summed in a
+            // loop of their own
+            while row < batch.num_rows() {
+                let id = sid[row];
+                let end = row + sid[row..].iter().position(|&s| s != id).unwrap_or(sid.len() - row);
                 if ids.get(pos) != Some(&id) {
-                    if let Some(start) = run.take() {
-                        runs.push((pos, start..row));
-                    }
                     while ids.get(pos).is_some_and(|&want| want < id) {
                         pos += 1;
                         mantissa = 0;
@@ -713,28 +716,45 @@ impl Block {
                         return Err(corrupt(&self.dir, "samples file rows do not match the index"));
                     }
                 }
-                let decimal = dec.is_valid(row);
-                if decimal {
-                    mantissa = mantissa.wrapping_add(unzigzag(dec.value(row)));
-                }
-                let t = ts.value(row);
-                if t < mint || t > maxt {
-                    values.push(0.0); // keeps rows aligned; never read
-                    if let Some(start) = run.take() {
-                        runs.push((pos, start..row));
+                let lo = row + t[row..end].partition_point(|&x| x < mint);
+                let hi = (row + t[row..end].partition_point(|&x| x <= maxt)).max(lo);
+                values.resize(lo, 0.0);
+                let decimal_rows =
+                    dec.nulls().map_or(end - row, |n| end - row - n.slice(row, end - row).null_count());
+                if decimal_rows == end - row {
+                    for &delta in &deltas[row..lo] {
+                        mantissa = mantissa.wrapping_add(unzigzag(delta));
                     }
-                    continue;
-                }
-                values.push(if decimal {
-                    crate::decimal::decode(mantissa, dig.value(row))
+                    for (&delta, &digits) in deltas[lo..hi].iter().zip(&dig[lo..hi]) {
+                        mantissa = mantissa.wrapping_add(unzigzag(delta));
+                        values.push(crate::decimal::decode(mantissa, digits));
+                    }
+                    for &delta in &deltas[hi..end] {
+                        mantissa = mantissa.wrapping_add(unzigzag(delta));
+                    }
+                } else if decimal_rows == 0 {
+                    values.extend_from_slice(&flt[lo..hi]);
                 } else {
-                    flt.value(row)
-                });
-                run.get_or_insert(row);
+                    for r in row..end {
+                        let decimal = dec.is_valid(r);
+                        if decimal {
+                            mantissa = mantissa.wrapping_add(unzigzag(deltas[r]));
+                        }
+                        if (lo..hi).contains(&r) {
+                            values.push(if decimal {
+                                crate::decimal::decode(mantissa, dig[r])
+                            } else {
+                                flt[r]
+                            });
+                        }
+                    }
+                }
+                if lo < hi {
+                    runs.push((pos, lo..hi));
+                }
+                row = end;
             }
-            if let Some(start) = run.take() {
-                runs.push((pos, start..batch.num_rows()));
-            }
+            values.resize(batch.num_rows(), 0.0);
             let in_range: usize = runs.iter().map(|(_, rows)| rows.len()).sum();
             let (t_col, v_col) = if in_range * 2 < batch.num_rows() {
                 // most of the batch lies outside the range (an hour read from a day's block):
@@ -761,7 +781,7 @@ impl Block {
             .into_iter()
             .map(|mut p| match p.len() {
                 0 | 1 => p.pop().unwrap_or_default(),
-                _ => p.iter().flat_map(|s| s.iter()).collect(),
+                _ => Samples::merge(p),
             })
             .collect();
         let stones = self.stones();
@@ -948,6 +968,15 @@ mod tests {
         let some = block.select(&[m], 15_000, 30_007).unwrap();
         assert_eq!(some.len(), 1);
         assert_eq!(some[0].samples.len(), 2);
+        // a range out of a series whose values are partly decimals (perfect squares' roots)
+        // and partly floats: the decimals' running sum carries over the rows before it
+        let (lo, hi) = (100 * 15_000 + 7, 300 * 15_000 + 7);
+        let cut = block.read(&[0, 1], lo, hi).unwrap();
+        assert_eq!(bits(&mut cut[1].iter()), bits(&mut b.iter().copied().filter(|s| s.t >= lo && s.t <= hi)));
+        assert_eq!(
+            cut[0].iter().collect::<Vec<_>>(),
+            a.iter().copied().filter(|s| s.t >= lo && s.t <= hi).collect::<Vec<_>>()
+        );
         assert!(!dir.path().join(format!("{}{TMP_SUFFIX}", meta.ulid)).exists());
     }
 

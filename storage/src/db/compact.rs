@@ -12,7 +12,7 @@ use crate::block::{Block, BlockMeta, BlockWriter, STALE_SERIES_HINT, TMP_SUFFIX}
 use crate::head::SeriesRef;
 use crate::start::merge_runs;
 use crate::wal;
-use crate::{Error, HistogramSample, Labels, Sample, Samples, StartRun, Timestamp};
+use crate::{Error, HistogramSample, Labels, Samples, StartRun, Timestamp};
 
 /// Runs [`Db::compact`] every `every` until the database is dropped.
 pub(super) fn spawn_compactor(db: Weak<Db>, every: Duration) {
@@ -370,7 +370,7 @@ impl Db {
                         i += 1;
                     }
                     let (hists, starts) = (merge_histograms(hist_parts), merge_runs(start_parts));
-                    writer.add(labels, merge_samples(parts).iter(), &hists, &starts)?;
+                    writer.add(labels, Samples::merge(parts).iter(), &hists, &starts)?;
                 }
                 start = end;
             }
@@ -500,7 +500,6 @@ fn plan_merge(blocks: &[Arc<Block>], block_duration: i64, max_range: i64) -> Opt
     None
 }
 
-/// Merges sample lists of one series into time order, keeping the first of equal timestamps.
 /// Joins the histogram samples of one series from several sources (each in time order) into
 /// one list in time order; of samples at the same time, the first source's stays.
 pub(super) fn merge_histograms(mut parts: Vec<Vec<HistogramSample>>) -> Vec<HistogramSample> {
@@ -512,18 +511,4 @@ pub(super) fn merge_histograms(mut parts: Vec<Vec<HistogramSample>>) -> Vec<Hist
     all.sort_by_key(|s| s.t);
     all.dedup_by_key(|s| s.t);
     all
-}
-
-pub(super) fn merge_samples(mut parts: Vec<Samples>) -> Samples {
-    parts.retain(|p| !p.is_empty());
-    match parts.len() {
-        0 => Samples::default(),
-        1 => parts.pop().unwrap_or_default(),
-        _ => {
-            let mut all: Vec<Sample> = parts.iter().flat_map(|p| p.iter()).collect();
-            all.sort_by_key(|s| s.t);
-            all.dedup_by_key(|s| s.t);
-            all.into()
-        }
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::compact::{merge_histograms, merge_samples};
+use super::compact::merge_histograms;
 use super::{read, Db};
 use crate::block::Block;
 use crate::head::{Head, SeriesRef};
@@ -26,9 +26,46 @@ fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
         if iter.peek().is_some_and(|n| n.labels == s.labels) {
             continue;
         }
-        out.push(Series { labels: s.labels, samples: merge_samples(std::mem::take(&mut pending)) });
+        out.push(Series { labels: s.labels, samples: Samples::merge(std::mem::take(&mut pending)) });
     }
     out
+}
+
+/// `read` of every block, in the order of `blocks`: on this thread for one block, else on as
+/// many threads as there are cores, each taking the next block not yet taken.
+///
+/// A query over days reads several blocks, each mostly decompressing and decoding pages:
+/// work that needs nothing from the other blocks, and the only part of a query's evaluation
+/// that spreads over the cores without changing the engine. The threads are started from
+/// the query's own thread, whose CPU priority they inherit.
+fn read_blocks<T: Send>(
+    blocks: &[Arc<Block>],
+    read: impl Fn(&Block) -> Result<T, Error> + Sync,
+) -> Result<Vec<T>, Error> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len());
+    if threads <= 1 {
+        return blocks.iter().map(|b| read(b)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(block) = blocks.get(i) else { return done };
+            done.push((i, read(block)));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut done = work();
+        for helper in helpers {
+            // a panicking read is a bug: the query fails as it would on one thread
+            done.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, part)| part).collect()
 }
 
 /// Series a selection reads from the head per hold of its lock. A commit waits for the
@@ -77,10 +114,7 @@ impl Querier for Db {
             |h, refs, out| h.select_part(refs, mint, maxt, out),
             |s: &Series| &s.labels,
         );
-        let mut parts = Vec::new();
-        for b in self.blocks_in(mint, maxt) {
-            parts.push(b.select(matchers, mint, maxt)?);
-        }
+        let mut parts = read_blocks(&self.blocks_in(mint, maxt), |b| b.select(matchers, mint, maxt))?;
         parts.push(head);
         Ok(merge_series(parts))
     }
@@ -106,10 +140,8 @@ impl Querier for Db {
         } else {
             Vec::new()
         };
-        let mut parts = Vec::new();
-        for b in self.blocks_in(mint, maxt) {
-            parts.push(b.select_histograms(matchers, mint, maxt)?);
-        }
+        let mut parts =
+            read_blocks(&self.blocks_in(mint, maxt), |b| b.select_histograms(matchers, mint, maxt))?;
         parts.push(head);
         parts.retain(|p| !p.is_empty());
         if parts.len() <= 1 {
