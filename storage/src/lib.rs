@@ -301,6 +301,21 @@ pub struct Prepared {
 pub trait Querier: Send + Sync {
     /// Series matching all `matchers` that have samples in `mint..=maxt`, with those samples.
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
+    /// [`select`](Self::select)'s series handed to `each` a group at a time, in label order,
+    /// each group read after `each` returned for the one before, so that a caller that is done
+    /// with a group before the next need not hold every sample of a selection over days at
+    /// once. `each` returns false to stop. The default hands over the whole selection as one
+    /// group.
+    fn select_in_groups(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        each: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<(), Error> {
+        each(self.select(matchers, mint, maxt)?);
+        Ok(())
+    }
     /// The native-histogram samples in `mint..=maxt` of the series matching all `matchers`
     /// that have some, sorted by labels. (No default: a querier that wraps another and
     /// forgot it would answer every histogram query with nothing.)

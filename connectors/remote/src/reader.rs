@@ -761,6 +761,22 @@ impl Querier for Fanout<'_> {
         Ok(merge(all))
     }
 
+    /// Local storage's groups when no endpoint is read; otherwise the whole selection (the
+    /// endpoints answer a selection whole) as one group.
+    fn select_in_groups(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        each: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<(), promflow_storage::Error> {
+        if self.remotes.is_empty() {
+            return self.local.select_in_groups(matchers, mint, maxt, each);
+        }
+        each(self.select(matchers, mint, maxt)?);
+        Ok(())
+    }
+
     fn select_histograms(
         &self,
         matchers: &[Matcher],
@@ -928,6 +944,16 @@ impl Querier for StandingFanout {
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
         self.read(|f| f.select(matchers, mint, maxt))
+    }
+
+    fn select_in_groups(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        each: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<(), promflow_storage::Error> {
+        self.read(|f| f.select_in_groups(matchers, mint, maxt, each))
     }
 
     fn select_histograms(

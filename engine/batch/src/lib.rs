@@ -577,39 +577,10 @@ impl Ctx<'_> {
                 Value::Vector(self.select(matchers, shift, Selected::Values)?)
             }
             Plan::Window { matchers, range_ms, shift, edges } => {
-                let (lo, hi) = self.anchored_span(shift);
-                let lookback_ms = self.opts.lookback_ms;
-                let (before, after) = match edges {
-                    Edges::Plain => (0, 0),
-                    Edges::Anchored => (lookback_ms, 0),
-                    Edges::Smoothed => (lookback_ms, lookback_ms),
-                };
-                let (mint, maxt) = (lo - range_ms - before + 1, hi + after);
+                let (mut r, (mint, maxt)) = self.window_frame(matchers, *range_ms, shift, *edges)?;
                 let series = self.querier.select(matchers, mint, maxt)?;
-                let hists = self.select_histograms(matchers, mint, maxt)?;
-                // extended windows read no start timestamps, as in Prometheus
-                let starts = if self.opts.use_start_timestamps && *edges == Edges::Plain {
-                    self.querier.select_start_timestamps(matchers, mint, maxt)?
-                } else {
-                    Vec::new()
-                };
-                let mut out = Vec::with_capacity(series.len());
-                for s in series {
-                    self.check_deadline()?;
-                    let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
-                    self.count_samples(samples.len())?;
-                    out.push((s.labels, samples));
-                }
-                self.count_samples(hists.iter().map(|h| h.samples.len()).sum())?;
-                Value::Range(RangeValue {
-                    series: out,
-                    hists: hists.into_iter().map(|h| (h.labels, h.samples)).collect(),
-                    range_ms: *range_ms,
-                    shift: *shift,
-                    edges: *edges,
-                    lookback_ms,
-                    starts,
-                })
+                r.series = self.window_series(series)?;
+                Value::Range(r)
             }
             Plan::SubWindow { input, range_ms, step_ms, shift } => {
                 self.subquery(input, *range_ms, *step_ms, shift)?
@@ -934,6 +905,91 @@ impl Ctx<'_> {
         }))
     }
 
+    /// A window over a selection without its series: the span it reads (`mint..=maxt`), its
+    /// native histograms and start timestamps, the histograms counted against the limit.
+    fn window_frame(
+        &mut self,
+        matchers: &[Matcher],
+        range_ms: i64,
+        shift: &TimeShift,
+        edges: Edges,
+    ) -> Result<(RangeValue, (i64, i64)), Error> {
+        let (lo, hi) = self.anchored_span(shift);
+        let lookback_ms = self.opts.lookback_ms;
+        let (before, after) = match edges {
+            Edges::Plain => (0, 0),
+            Edges::Anchored => (lookback_ms, 0),
+            Edges::Smoothed => (lookback_ms, lookback_ms),
+        };
+        let (mint, maxt) = (lo - range_ms - before + 1, hi + after);
+        let hists = self.select_histograms(matchers, mint, maxt)?;
+        // extended windows read no start timestamps, as in Prometheus
+        let starts = if self.opts.use_start_timestamps && edges == Edges::Plain {
+            self.querier.select_start_timestamps(matchers, mint, maxt)?
+        } else {
+            Vec::new()
+        };
+        self.count_samples(hists.iter().map(|h| h.samples.len()).sum())?;
+        let r = RangeValue {
+            series: Vec::new(),
+            hists: hists.into_iter().map(|h| (h.labels, h.samples)).collect(),
+            range_ms,
+            shift: *shift,
+            edges,
+            lookback_ms,
+            starts,
+        };
+        Ok((r, (mint, maxt)))
+    }
+
+    /// The float series of a window, without staleness markers, counted against the limit.
+    fn window_series(&mut self, series: Vec<Series>) -> Result<Vec<(Labels, Samples)>, Error> {
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            self.check_deadline()?;
+            let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
+            self.count_samples(samples.len())?;
+            out.push((s.labels, samples));
+        }
+        Ok(out)
+    }
+
+    /// Hands `each` the range value of `input`, whole, or a group of series at a time where
+    /// `input` is a window over a selection of floats only ([`Querier::select_in_groups`]):
+    /// a week of `rate` over thousands of series then never holds all its samples at once.
+    /// A group's samples count against the limit while `each` holds them, and are let go
+    /// with the group, as Prometheus counts the samples a query holds at once.
+    fn each_range_group(
+        &mut self,
+        input: &Plan,
+        each: &mut dyn FnMut(&mut Self, &mut RangeValue) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let Plan::Window { matchers, range_ms, shift, edges } = input else {
+            let mut r = self.eval_range(input)?;
+            return each(self, &mut r);
+        };
+        let (mut r, (mint, maxt)) = self.window_frame(matchers, *range_ms, shift, *edges)?;
+        if !r.hists.is_empty() {
+            // a series may have floats and histograms: they are joined by labels, whole
+            let series = self.querier.select(matchers, mint, maxt)?;
+            r.series = self.window_series(series)?;
+            return each(self, &mut r);
+        }
+        let querier = self.querier;
+        let mut outcome = Ok(());
+        querier.select_in_groups(matchers, mint, maxt, &mut |group| {
+            let held = self.samples_loaded;
+            outcome = self.window_series(group).and_then(|series| {
+                r.series = series;
+                each(self, &mut r)
+            });
+            r.series = Vec::new();
+            self.samples_loaded = held;
+            outcome.is_ok()
+        })?;
+        outcome
+    }
+
     fn window_function(
         &mut self,
         func: WindowFn,
@@ -942,9 +998,9 @@ impl Ctx<'_> {
         origin: &Origin,
     ) -> Result<Value, Error> {
         let arg_vals: Vec<Vec<f64>> = args.iter().map(|a| self.eval_scalar(a)).collect::<Result<_, _>>()?;
-        let mut r = self.eval_range(input)?;
         let n = self.steps.len();
         if func == WindowFn::AbsentOverTime {
+            let r = self.eval_range(input)?;
             let mut values = vec![Some(1.0); n];
             for (i, &step) in self.steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
@@ -957,9 +1013,31 @@ impl Ctx<'_> {
             return Ok(Value::Vector(vec![StepSeries::new(absent_labels(input), values)]));
         }
         let keep_name = matches!(func, WindowFn::LastOverTime | WindowFn::FirstOverTime);
+        let mut out = Vec::new();
+        self.each_range_group(input, &mut |ctx, r| {
+            ctx.window_function_over(func, r, &arg_vals, origin, &mut out)
+        })?;
+        if keep_name {
+            Ok(Value::Vector(out))
+        } else {
+            Ok(Value::Vector(self.drop_names(out)?))
+        }
+    }
+
+    /// [`Ctx::window_function`] over the series of `r` (one group of them), appending each
+    /// series with a value at some step to `out`.
+    fn window_function_over(
+        &mut self,
+        func: WindowFn,
+        r: &mut RangeValue,
+        arg_vals: &[Vec<f64>],
+        origin: &Origin,
+        out: &mut Vec<StepSeries>,
+    ) -> Result<(), Error> {
+        let n = self.steps.len();
         let series = with_histograms(std::mem::take(&mut r.series), std::mem::take(&mut r.hists));
-        self.reserve_steps(series.len())?;
-        let mut out = Vec::with_capacity(series.len());
+        self.reserve_steps(out.len() + series.len())?;
+        out.reserve(series.len());
         let mut step_args = vec![0.0; arg_vals.len()];
         let steps = self.steps.clone();
         let reads_starts =
@@ -979,7 +1057,7 @@ impl Ctx<'_> {
             let mut overlap = false;
             for (i, &step) in steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
-                for (a, vals) in step_args.iter_mut().zip(&arg_vals) {
+                for (a, vals) in step_args.iter_mut().zip(arg_vals) {
                     *a = vals[i];
                 }
                 let in_window = samples.view().window_range(b.start, b.end);
@@ -999,7 +1077,7 @@ impl Ctx<'_> {
                             window,
                             (hwindow, hstarts),
                             b,
-                            &r,
+                            r,
                             &step_args,
                             &labels,
                             origin,
@@ -1065,11 +1143,7 @@ impl Ctx<'_> {
                 out.push(s);
             }
         }
-        if keep_name {
-            Ok(Value::Vector(out))
-        } else {
-            Ok(Value::Vector(self.drop_names(out)?))
-        }
+        Ok(())
     }
 
     /// A window function over a window that holds native histograms (and maybe floats): the

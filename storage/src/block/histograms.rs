@@ -37,7 +37,7 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, UInt32Array, UInt8Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -380,17 +380,12 @@ impl HistogramFile {
                 let (_, first, rows) = self.series[i];
                 first as usize..(first + rows) as usize
             });
-        let total = self.series.last().map_or(0, |&(_, first, rows)| first + rows) as usize;
-        let selection = RowSelection::from_consecutive_ranges(ranges, total);
-        if !selection.selects_any() {
-            return Ok(out);
-        }
         let file = self.file.try_clone().map_err(io(what))?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone())
-            .with_row_selection(selection)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(pq("reading a block's histograms"))?;
+        let Some(reader) =
+            super::rows_reader(file, &self.metadata, ranges).map_err(pq("reading a block's histograms"))?
+        else {
+            return Ok(out);
+        };
         let bad = || Error::Io(what(), std::io::Error::other("malformed row"));
         // the series being read and its previous row's whole counts: differences add up
         // over every row of a series, in or out of the range

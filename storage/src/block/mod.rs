@@ -53,7 +53,8 @@ use arrow_array::{
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+    RowSelection,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -426,6 +427,52 @@ fn open_optional(
     Ok(Some((file, metadata)))
 }
 
+/// A reader of the rows `ranges` (ascending, apart) of a Parquet file, `None` when there are
+/// none. It opens only the row groups that hold some of them: the Parquet reader sets up a
+/// decompressor for every column of every row group it opens (two zstd contexts, hundreds of
+/// kilobytes), whether it reads a row of it or skips them all, which made a handful of series
+/// out of a block of twenty row groups cost more than their rows.
+pub(crate) fn rows_reader(
+    file: File,
+    metadata: &ArrowReaderMetadata,
+    ranges: impl Iterator<Item = Range<usize>>,
+) -> Result<Option<ParquetRecordBatchReader>, parquet::errors::ParquetError> {
+    let groups: Vec<usize> =
+        metadata.metadata().row_groups().iter().map(|g| usize::try_from(g.num_rows()).unwrap_or(0)).collect();
+    // the row groups opened, and the ranges renumbered as rows of those groups alone
+    let mut opened: Vec<usize> = Vec::new();
+    let mut kept: Vec<Range<usize>> = Vec::new();
+    let (mut group, mut group_start, mut opened_rows) = (0usize, 0usize, 0usize);
+    for range in ranges.filter(|r| !r.is_empty()) {
+        let mut at = range.start;
+        while at < range.end {
+            while group < groups.len() && group_start + groups[group] <= at {
+                group_start += groups[group];
+                group += 1;
+            }
+            let Some(&rows) = groups.get(group) else { break };
+            if opened.last() != Some(&group) {
+                opened.push(group);
+                opened_rows += rows;
+            }
+            let end = range.end.min(group_start + rows);
+            let base = opened_rows - rows;
+            kept.push(base + (at - group_start)..base + (end - group_start));
+            at = end;
+        }
+    }
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let selection = RowSelection::from_consecutive_ranges(kept.into_iter(), opened_rows);
+    ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone())
+        .with_row_groups(opened)
+        .with_row_selection(selection)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map(Some)
+}
+
 /// Completes and syncs an optional Parquet file's writer, if it was started.
 fn finish_optional(writer: Option<ArrowWriter<File>>, what: &'static str) -> Result<(), Error> {
     if let Some(writer) = writer {
@@ -532,6 +579,16 @@ fn corrupt(dir: &Path, what: &str) -> Error {
         format!("reading block {}", dir.display()),
         std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
     )
+}
+
+/// A series of a block a selection matches ([`Block::listed`]).
+pub(crate) struct Listed {
+    /// Its id in the block.
+    pub(crate) id: u32,
+    /// Its labels.
+    pub(crate) labels: Labels,
+    /// Its float samples in the block, in whatever time range.
+    pub(crate) rows: u64,
 }
 
 impl Block {
@@ -678,13 +735,11 @@ impl Block {
             let start = s.first_row as usize;
             start..start + s.rows as usize
         });
-        let selection = RowSelection::from_consecutive_ranges(ranges, self.index.total_rows() as usize);
-        let file = self.samples_file()?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.parquet.clone())
-            .with_row_selection(selection)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(pq("reading a block's samples"))?;
+        let Some(reader) = rows_reader(self.samples_file()?, &self.parquet, ranges)
+            .map_err(pq("reading a block's samples"))?
+        else {
+            return Ok(vec![Samples::default(); ids.len()]);
+        };
         let mut pos = 0usize; // index into ids of the series being read
         let mut mantissa = 0i64; // running sum of the current series' decimal deltas
         let mut runs: Vec<(usize, Range<usize>)> = Vec::new(); // (pos, rows in range) per batch
@@ -908,6 +963,40 @@ impl Block {
             .collect())
     }
 
+    /// Matching series that may have samples in `mint..=maxt` (judged by each series' time
+    /// span), in label order, each with its labels and its rows in the block.
+    pub(crate) fn listed(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<Listed> {
+        if !self.overlaps(mint, maxt) {
+            return Vec::new();
+        }
+        let ids = self.index.select(matchers, mint, maxt);
+        ids.into_iter()
+            .map(|id| Listed {
+                id,
+                labels: self.index.labels(id),
+                rows: self.index.span(id).map_or(0, |s| s.rows),
+            })
+            .collect()
+    }
+
+    /// The series of `listed` (from [`Block::listed`]) with their samples in `mint..=maxt`,
+    /// without those that have none there.
+    pub(crate) fn read_listed(
+        &self,
+        listed: &[Listed],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Series>, Error> {
+        let ids: Vec<u32> = listed.iter().map(|l| l.id).collect();
+        let samples = self.read(&ids, mint, maxt)?;
+        Ok(listed
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(l, samples)| Series { labels: l.labels.clone(), samples })
+            .collect())
+    }
+
     /// Labels of matching series with samples in range (judged by each series' time span).
     pub(crate) fn series_labels(
         &self,
@@ -1036,6 +1125,36 @@ mod tests {
         let most = block.read(&[0], lo, i64::MAX).unwrap();
         assert_eq!(most[0].len(), BATCH_ROWS - 1000);
         assert!(most[0].held_bytes() >= BATCH_ROWS * 16);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of ranges, some of one
+    fn a_rows_reader_reads_exactly_its_ranges_out_of_the_row_groups_that_hold_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("row", DataType::Int64, false)]));
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(10)).build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props)).unwrap();
+        let rows: Vec<i64> = (0..95).collect();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(rows))]).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let metadata = ArrowReaderMetadata::load(&File::open(&path).unwrap(), Default::default()).unwrap();
+        assert_eq!(metadata.metadata().num_row_groups(), 10);
+        let read = |ranges: Vec<Range<usize>>| -> Option<Vec<i64>> {
+            let reader = rows_reader(File::open(&path).unwrap(), &metadata, ranges.into_iter()).unwrap()?;
+            let batches = reader.map(|b| b.unwrap());
+            Some(batches.flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect())
+        };
+        let want = |ranges: &[Range<i64>]| Some(ranges.iter().flat_map(|r| r.clone()).collect::<Vec<_>>());
+        // within one group, across groups, skipping groups, the last (short) group, touching
+        assert_eq!(read(vec![3..7]), want(&[3..7]));
+        assert_eq!(read(vec![8..23, 24..25]), want(&[8..23, 24..25]));
+        assert_eq!(read(vec![0..1, 41..42, 90..95]), want(&[0..1, 41..42, 90..95]));
+        assert_eq!(read(vec![10..20, 20..30, 55..56]), want(&[10..30, 55..56]));
+        assert_eq!(read(vec![0..95]), want(&[0..95]));
+        assert_eq!(read(vec![]), None);
+        assert_eq!(read(vec![5..5]), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::compact::merge_histograms;
 use super::{read, Db};
-use crate::block::Block;
+use crate::block::{Block, Listed};
 use crate::head::{Head, SeriesRef};
 use crate::start::merge_runs;
 use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp};
@@ -31,20 +31,21 @@ fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
     out
 }
 
-/// `read` of every block, in the order of `blocks`: on this thread for one block, else on as
+/// `read` of every block (or a block's part), in the order of `blocks`: on this thread for one
+/// block, else on as
 /// many threads as there are cores, each taking the next block not yet taken.
 ///
 /// A query over days reads several blocks, each mostly decompressing and decoding pages:
 /// work that needs nothing from the other blocks, and the only part of a query's evaluation
 /// that spreads over the cores without changing the engine. The threads are started from
 /// the query's own thread, whose CPU priority they inherit.
-fn read_blocks<T: Send>(
-    blocks: &[Arc<Block>],
-    read: impl Fn(&Block) -> Result<T, Error> + Sync,
+fn read_blocks<B: Sync, T: Send>(
+    blocks: &[B],
+    read: impl Fn(&B) -> Result<T, Error> + Sync,
 ) -> Result<Vec<T>, Error> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len());
     if threads <= 1 {
-        return blocks.iter().map(|b| read(b)).collect();
+        return blocks.iter().map(&read).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
@@ -67,6 +68,22 @@ fn read_blocks<T: Send>(
     done.sort_unstable_by_key(|(i, _)| *i);
     done.into_iter().map(|(_, part)| part).collect()
 }
+
+/// The positions of the items of `sorted` (in label order) whose labels lie in `first..=last`.
+fn run_within<T>(
+    sorted: &[T],
+    labels: impl Fn(&T) -> &Labels,
+    first: &Labels,
+    last: &Labels,
+) -> std::ops::Range<usize> {
+    let start = sorted.partition_point(|x| labels(x) < first);
+    start..sorted.partition_point(|x| labels(x) <= last).max(start)
+}
+
+/// The samples a group of [`Db::select_in_groups`] holds at most, unless one series alone
+/// holds more: 4 Mi samples, 64 MiB as columns. A block's batch where two groups meet is
+/// decoded for both; at this size that is a few percent of a week's reading.
+const GROUP_SAMPLES: u64 = 4 << 20;
 
 /// Series a selection reads from the head per hold of its lock. A commit waits for the
 /// lock, and queries run below ingest's CPU priority: a query thread that loses the CPU
@@ -95,6 +112,70 @@ impl Db {
         out
     }
 
+    /// [`Querier::select_in_groups`] in groups of about `group_samples` samples (by the
+    /// blocks' row counts and the head's samples), cut at series boundaries: each block's
+    /// series of a group are a run of its listed series, read with a row selection of their
+    /// own.
+    fn select_in_groups_of(
+        &self,
+        group_samples: u64,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        each: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<(), Error> {
+        if mint > maxt {
+            return Ok(());
+        }
+        // the head before the blocks, as for `select`
+        let head = self.select_head(
+            matchers,
+            |h, refs, out| h.select_part(refs, mint, maxt, out),
+            |s: &Series| &s.labels,
+        );
+        let blocks = self.blocks_in(mint, maxt);
+        let listed: Vec<Vec<Listed>> = blocks.iter().map(|b| b.listed(matchers, mint, maxt)).collect();
+        // every matching series once, in label order, with its samples (or rows) in all sources
+        let mut sizes: Vec<(&Labels, u64)> = listed
+            .iter()
+            .flatten()
+            .map(|l| (&l.labels, l.rows))
+            .chain(head.iter().map(|s| (&s.labels, s.samples.len() as u64)))
+            .collect();
+        sizes.sort_by(|a, b| a.0.cmp(b.0));
+        sizes.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
+        let mut from = 0;
+        while from < sizes.len() {
+            let mut to = from + 1;
+            let mut samples = sizes[from].1;
+            while to < sizes.len() && samples + sizes[to].1 <= group_samples {
+                samples += sizes[to].1;
+                to += 1;
+            }
+            let (first, last) = (sizes[from].0, sizes[to - 1].0);
+            // each source's series of the group: a run of its list, which is in label order
+            let runs: Vec<(&Arc<Block>, &[Listed])> = blocks
+                .iter()
+                .zip(&listed)
+                .map(|(b, l)| (b, &l[run_within(l, |s| &s.labels, first, last)]))
+                .filter(|(_, l)| !l.is_empty())
+                .collect();
+            let mut parts = read_blocks(&runs, |(b, run)| b.read_listed(run, mint, maxt))?;
+            parts.push(head[run_within(&head, |s| &s.labels, first, last)].to_vec());
+            if !each(merge_series(parts)) {
+                return Ok(());
+            }
+            from = to;
+        }
+        Ok(())
+    }
+
     /// The blocks that may hold samples in `mint..=maxt`.
     pub(super) fn blocks_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
         read(&self.blocks).iter().filter(|b| b.overlaps(mint, maxt)).cloned().collect()
@@ -117,6 +198,16 @@ impl Querier for Db {
         let mut parts = read_blocks(&self.blocks_in(mint, maxt), |b| b.select(matchers, mint, maxt))?;
         parts.push(head);
         Ok(merge_series(parts))
+    }
+
+    fn select_in_groups(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        each: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<(), Error> {
+        self.select_in_groups_of(GROUP_SAMPLES, matchers, mint, maxt, each)
     }
 
     fn has_histograms(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<bool, Error> {
@@ -258,5 +349,61 @@ impl Querier for Db {
         out.sort_unstable();
         out.dedup();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbOptions;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn groups_join_to_the_whole_selection_in_label_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions { compaction_interval: None, ..DbOptions::default() };
+        let db = Db::open(dir.path(), opts).unwrap();
+        let series: Vec<Labels> = (0..12)
+            .map(|i| Labels::from_pairs([("__name__", "m".to_string()), ("i", format!("{i:02}"))]))
+            .collect();
+        let mut t = 0;
+        while t < 7 * HOUR {
+            let mut app = db.appender();
+            // a third of the series stop at 3 h: blocks after that list fewer series
+            for (i, l) in series.iter().enumerate().filter(|(i, _)| i % 3 != 0 || t < 3 * HOUR) {
+                app.append(l, t, (t / 15_000 + i as i64) as f64 * 0.5).unwrap();
+            }
+            app.commit().unwrap();
+            t += 15_000;
+        }
+        db.compact().unwrap();
+        assert!(db.blocks_in(0, 7 * HOUR).len() >= 2, "the head was cut into blocks");
+        let matchers = [Matcher::new(crate::MatchOp::Equal, "__name__", "m").unwrap()];
+        for (mint, maxt) in [(0, 7 * HOUR), (HOUR + 7, 5 * HOUR), (6 * HOUR, 7 * HOUR), (3 * HOUR, 3 * HOUR)]
+        {
+            let whole = db.select(&matchers, mint, maxt).unwrap();
+            for group_samples in [1, 2_000, 5_000, u64::MAX] {
+                let mut groups: Vec<Vec<Series>> = Vec::new();
+                db.select_in_groups_of(group_samples, &matchers, mint, maxt, &mut |g| {
+                    groups.push(g);
+                    true
+                })
+                .unwrap();
+                let joined: Vec<Series> = groups.iter().flatten().cloned().collect();
+                assert_eq!(joined, whole, "{mint}..={maxt} in groups of {group_samples}");
+                if group_samples == 1 {
+                    assert_eq!(groups.len(), whole.len(), "one series a group");
+                }
+            }
+            // a caller that stops after the first group gets no other
+            let mut calls = 0;
+            db.select_in_groups_of(1, &matchers, mint, maxt, &mut |_| {
+                calls += 1;
+                false
+            })
+            .unwrap();
+            assert_eq!(calls, usize::from(!whole.is_empty()));
+        }
     }
 }
