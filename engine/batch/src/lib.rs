@@ -160,7 +160,13 @@ struct Ctx<'a> {
     querier: &'a dyn Querier,
     opts: QueryOptions,
     steps: Vec<i64>,
+    /// Samples held now, what `--query.max-samples` bounds: a group of a window's series
+    /// counts only while it is held ([`Ctx::each_range_group`]).
     samples_loaded: usize,
+    /// Samples read from storage over the whole evaluation, never lowered: what
+    /// [`Evaluation::samples`] reports (the query log's `totalQueryableSamples`, and what a
+    /// subscription's view will hold once it has read its history).
+    samples_read: usize,
     /// The outermost query's start and end: what `@ start()` and `@ end()` mean, also inside
     /// subqueries, whose own steps cover another range.
     query_start: i64,
@@ -297,6 +303,7 @@ fn evaluate_steps(
         opts: opts.clone(),
         steps: opts.steps(),
         samples_loaded: 0,
+        samples_read: 0,
         query_start: query_span.0,
         query_end: query_span.1,
         annotations: Annotations::default(),
@@ -381,7 +388,7 @@ fn evaluate_steps(
             QueryResult::Matrix(out)
         }
     };
-    Ok(Evaluation { result, annotations: ctx.annotations, samples: ctx.samples_loaded, histograms })
+    Ok(Evaluation { result, annotations: ctx.annotations, samples: ctx.samples_read, histograms })
 }
 
 /// The histogram points of an instant-valued result (at the first step only for an instant
@@ -521,6 +528,7 @@ impl Ctx<'_> {
 
     fn count_samples(&mut self, n: usize) -> Result<(), Error> {
         self.samples_loaded += n;
+        self.samples_read += n;
         if self.samples_loaded > self.opts.max_samples {
             return Err(Error::TooManySamples("query execution"));
         }
@@ -841,6 +849,7 @@ impl Ctx<'_> {
             steps: inner_opts.steps(),
             opts: inner_opts,
             samples_loaded: self.samples_loaded,
+            samples_read: self.samples_read,
             query_start: self.query_start,
             query_end: self.query_end,
             annotations: Annotations::default(),
@@ -891,6 +900,7 @@ impl Ctx<'_> {
             _ => return Err(Error::Plan("subquery over a non-instant expression".into())),
         };
         self.samples_loaded = inner.samples_loaded;
+        self.samples_read = inner.samples_read;
         self.annotations.merge(std::mem::take(&mut inner.annotations));
         // the points a subquery produces are held in memory like loaded samples
         self.count_samples(series.iter().map(|(_, s)| s.len()).sum())?;

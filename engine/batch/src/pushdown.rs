@@ -153,6 +153,7 @@ pub fn evaluate_partial(
         steps: opts.steps(),
         opts,
         samples_loaded: 0,
+        samples_read: 0,
         query_start: steps.query_start,
         query_end: steps.query_end,
         annotations: Annotations::default(),

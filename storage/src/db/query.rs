@@ -32,8 +32,8 @@ fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
 }
 
 /// `read` of every block (or a block's part), in the order of `blocks`: on this thread for one
-/// block, else on as
-/// many threads as there are cores, each taking the next block not yet taken.
+/// block, else on as many threads as the process may run on, each taking the next block not
+/// yet taken.
 ///
 /// A query over days reads several blocks, each mostly decompressing and decoding pages:
 /// work that needs nothing from the other blocks, and the only part of a query's evaluation
