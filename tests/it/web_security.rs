@@ -150,18 +150,27 @@ fn basic_auth_guards_every_path_as_prometheus_does() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let up = wait_for(Duration::from_secs(30), || {
-        (curl(&[&format!("http://127.0.0.1:{port}/-/healthy")]).0 == 401).then_some(())
+    // `/-/healthy` answers while the TSDB still opens, when queries get 503; wait for ready
+    let up = wait_for(Duration::from_secs(60), || {
+        (curl(&["-u", &good, &format!("http://127.0.0.1:{port}/-/ready")]).0 == 200).then_some(())
     });
     let answers = |base: &str, creds: &str| curl(&["-u", creds, &format!("{base}/api/v1/query?query=1")]).0;
     let prom_base = format!("http://127.0.0.1:{port}");
-    let same = up.is_some()
-        && [good.as_str(), wrong.as_str(), stranger.as_str()]
+    let codes: Vec<(u16, u16)> = if up.is_some() {
+        [good.as_str(), wrong.as_str(), stranger.as_str()]
             .iter()
-            .all(|c| answers(&prom_base, c) == answers(&s.base, c));
+            .map(|c| (answers(&prom_base, c), answers(&s.base, c)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let _ = prom.kill();
     let _ = prom.wait();
-    assert!(same, "promflow and Prometheus answer the same credentials differently");
+    assert!(up.is_some(), "Prometheus did not become ready");
+    assert!(
+        codes.iter().all(|(p, f)| p == f),
+        "promflow and Prometheus answer the same credentials differently: (Prometheus, promflow) {codes:?}"
+    );
 }
 
 /// A self-signed CA and a certificate it signs for 127.0.0.1, made with openssl.
