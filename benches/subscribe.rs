@@ -272,11 +272,12 @@ fn main() {
         let port: u16 = asked.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
         let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
         let cpu_seconds = || pids.iter().map(|p| workload::cpu_seconds(*p)).sum::<f64>();
-        let rss_mib = || pids.iter().map(|p| workload::rss_mib(*p, "VmRSS:")).sum::<f64>();
+        let rss_each = || pids.iter().map(|p| workload::rss_mib(*p, "VmRSS:")).collect::<Vec<f64>>();
+        let rss_mib = || rss_each().iter().sum::<f64>();
         let mut writer = Writer::new(n);
         let acks = Arc::clone(&writer.acks);
         writer.run(&server.base, Instant::now() + WARM_UP);
-        let rss_before = rss_mib();
+        let (rss_before, each_before) = (rss_mib(), rss_each());
         // the clients start, then a few seconds for every view's history before measuring
         let end = Instant::now() + Duration::from_secs(seconds as u64 + 15);
         let measure_from = Instant::now() + Duration::from_secs(15);
@@ -300,7 +301,7 @@ fn main() {
         writer.run(&server.base, end);
         let cpu = cpu_seconds() - cpu0;
         let elapsed = t0.elapsed().as_secs_f64();
-        let rss_after = rss_mib();
+        let (rss_after, each_after) = (rss_mib(), rss_each());
         // writes answered in the measured seconds, early enough for what they cause to be seen
         let cutoff = end - Duration::from_secs(2);
         let acks: HashMap<i64, Instant> = acks
@@ -345,6 +346,11 @@ fn main() {
         );
         for (m, value) in gauges {
             eprintln!("  {m} {value}");
+        }
+        if pids.len() > 1 {
+            let each: Vec<String> =
+                each_before.iter().zip(&each_after).map(|(b, a)| format!("{b:.0} -> {a:.0}")).collect();
+            eprintln!("  rss of each node, MiB: {}", each.join(", "));
         }
         table.push((
             name,

@@ -442,7 +442,7 @@ fn check_incremental(seg: &mut Segment, c: &EvalCase) -> Result<Option<String>, 
         .or_insert_with(|| {
             let view = match kind {
                 ViewKind::Dataflow => inc.install(plan),
-                ViewKind::Hub => inc.install_hub(plan, None),
+                ViewKind::Hub => inc.install_hub(plan, None, None),
             };
             view.map_err(|e| e.to_string())
         })

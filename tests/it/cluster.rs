@@ -1380,7 +1380,8 @@ fn change_with(client: &mut Subscriber, host: &str, value: f64) -> serde_json::V
 }
 
 /// A subscription on any node of the cluster's computation is a view that every node installs
-/// (through the computation's sequenced log), read on the node the client is on: its snapshot
+/// (through the computation's sequenced log), in the hub of the node the client is on, which
+/// every node feeds the samples it stores: its snapshot
 /// is one process's, and its changes come at the samples' own times whichever node stores
 /// them, where an evaluation in batch (here every 2 s) stamps a change with its own time.
 /// While a node is dead the subscription goes on in batch, and it is a view again once the
@@ -1430,12 +1431,17 @@ fn subscriptions_are_views_on_the_clusters_computation() {
         before.iter().zip(arrangements(&nodes)).all(|(b, a)| a > *b).then_some(())
     });
     assert!(installed.is_some(), "not installed on every node: {before:?} → {:?}", arrangements(&nodes));
+    // in the hub of the client's node, which the others feed: no dataflow of its own
+    for node in &nodes {
+        assert!(metric(node, "promflow_dataflow_hub_nodes") > 0.0, "not in the hub");
+    }
     // stamped a little ahead, so that the computation's clock has not passed the sample when
     // it arrives (a late sample counts from its arrival)
-    for (k, node) in nodes.iter().enumerate() {
+    // each host written to another node, and stored where its labels hash
+    for (k, host) in hosts.iter().enumerate() {
         let (t, v) = (now_ms() + 300, 30.0 + k as f64);
-        temp(node, "a", t, v);
-        let change = change_with(&mut client, "a", v);
+        temp(&nodes[k % 3], host, t, v);
+        let change = change_with(&mut client, host, v);
         assert_eq!(change["time"].as_f64(), Some(t as f64 / 1000.0), "at the sample's time: {change}");
     }
     // a dead node: the stream goes on, its changes evaluated in batch

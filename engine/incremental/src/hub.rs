@@ -21,6 +21,14 @@
 //! * nodes are shared between views by plan, as arrangements are, and live while a view uses
 //!   them.
 //!
+//! On a cluster's computation every process's first worker has a hub. A view's nodes are
+//! built in the hub of one process, its *home*: the process its subscribers are on. Every
+//! process knows every leaf's home, and its first worker sends the samples of a leaf's
+//! selection that it appends, and the history it stores, to the home's hub through the
+//! hub's exchange; ticks go to every process's hub. A view's home therefore sees every
+//! series of the cluster, and a round costs one dataflow's progress tracking however many
+//! views the hubs hold.
+//!
 //! Events are processed time by time once the clock has passed them, exactly when the
 //! per-series operator would process them, so a hub view changes at the same times and to
 //! the same values as the dataflow view of the same plan; subscriptions receive each time's
@@ -35,11 +43,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator as _;
 use timely::dataflow::operators::Input;
 use timely::dataflow::InputHandle;
 
+use super::exchange::KeyExchange;
 use super::keys::{IdSet, Key, KeyMap, Keys};
 use super::render::without_name;
 use super::series::SeriesOp;
@@ -50,14 +58,24 @@ use crate::lower::hub::HubNode;
 use promflow_plan::semantics::grouping_key;
 use promflow_plan::{AggOp, BinOp, Grouping, MapFn};
 
-/// What the hub's input carries: samples for a leaf, or a tick of the clock.
-#[derive(Clone, Debug)]
+/// What the hub's input carries, each item for the hub on worker `to` (the first worker of
+/// a process): samples for a leaf, or a tick of the clock.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum HubItem {
-    /// Samples of leaf `.0`'s selection, as the controller sent them: one item per batch,
-    /// not one per sample, so the leaf is looked up once.
-    Rows(usize, Arc<Vec<Row>>),
+    /// Samples of `leaf`'s selection, as the controller sent them: one item per batch, not
+    /// one per sample, so the leaf is looked up once.
+    Rows { to: u64, leaf: usize, rows: Arc<Vec<Row>> },
     /// The clock ticked at the message's time.
-    Tick,
+    Tick { to: u64 },
+}
+
+impl HubItem {
+    /// The worker whose hub takes the item.
+    fn to(&self) -> u64 {
+        match self {
+            HubItem::Rows { to, .. } | HubItem::Tick { to } => *to,
+        }
+    }
 }
 
 /// The hub's input handle on a worker.
@@ -142,7 +160,12 @@ impl NodeKind {
 /// The hub on a worker: its nodes by id (inputs before their readers), and the
 /// subscriptions to each.
 pub(crate) struct Hub {
+    /// This worker's index in the computation.
+    here: u64,
+    /// The nodes whose home is this worker.
     nodes: BTreeMap<usize, NodeState>,
+    /// The home (a worker's index) of every leaf in any process's hub.
+    homes: HashMap<usize, u64>,
     subscribers: HashMap<usize, Vec<Subscriber>>,
     /// Each subscription's node, by the subscription's id.
     subscribed: HashMap<u64, usize>,
@@ -155,14 +178,16 @@ pub(crate) type SharedHub = Rc<RefCell<Hub>>;
 
 impl Hub {
     /// Builds the hub's operator in a dataflow of its own on `worker`; returns the hub and
-    /// its input.
+    /// its input, whose items go to the hub they name.
     pub(crate) fn build(
         worker: &mut timely::worker::Worker,
         keys: Keys,
         counters: Arc<Counters>,
     ) -> (SharedHub, HubInput) {
         let hub: SharedHub = Rc::new(RefCell::new(Hub {
+            here: worker.index() as u64,
             nodes: BTreeMap::new(),
+            homes: HashMap::new(),
             subscribers: HashMap::new(),
             subscribed: HashMap::new(),
             keys,
@@ -171,7 +196,8 @@ impl Hub {
         let mut input = HubInput::new();
         let inner = Rc::clone(&hub);
         worker.dataflow::<u64, _, _>(|scope| {
-            scope.input_from(&mut input).sink(Pipeline, "Hub", move |(items, frontier)| {
+            let route = KeyExchange::new(|item: &HubItem| item.to());
+            scope.input_from(&mut input).sink(route, "Hub", move |(items, frontier)| {
                 let complete = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
                 let mut hub = inner.borrow_mut();
                 items.for_each_stamp(|cap, data| {
@@ -186,13 +212,23 @@ impl Hub {
         (hub, input)
     }
 
-    /// Whether `leaf` is one of the hub's leaves.
-    pub(crate) fn has_leaf(&self, leaf: usize) -> bool {
-        matches!(self.nodes.get(&leaf), Some(NodeState { kind: NodeKind::Leaf { .. }, .. }))
+    /// The home of `leaf`, when it is a leaf of a hub: where its samples go.
+    pub(crate) fn home_of(&self, leaf: usize) -> Option<u64> {
+        self.homes.get(&leaf).copied()
     }
 
-    /// Builds new nodes: each upper node starts from its input's content.
-    pub(crate) fn install(&mut self, nodes: Vec<(usize, HubNode)>) {
+    /// Takes new nodes of the hub on worker `home`: their leaves' home is remembered, and
+    /// when that is this worker, the nodes are built, each upper node from its input's
+    /// content.
+    pub(crate) fn install(&mut self, home: u64, nodes: Vec<(usize, HubNode)>) {
+        for (id, node) in &nodes {
+            if let HubNode::Leaf { .. } = node {
+                self.homes.insert(*id, home);
+            }
+        }
+        if home != self.here {
+            return;
+        }
         for (id, node) in nodes {
             let kind = match node {
                 HubNode::Leaf { func, keep, offset } => {
@@ -230,6 +266,7 @@ impl Hub {
     pub(crate) fn drop_nodes(&mut self, ids: &[usize]) {
         for id in ids {
             self.nodes.remove(id);
+            self.homes.remove(id);
             for s in self.subscribers.remove(id).unwrap_or_default() {
                 self.subscribed.remove(&s.id);
             }
@@ -256,7 +293,7 @@ impl Hub {
     /// Takes an input item that arrived at `now`, with the input complete before `complete`.
     fn push(&mut self, now: u64, complete: u64, item: HubItem) {
         match item {
-            HubItem::Rows(leaf, rows) => {
+            HubItem::Rows { leaf, rows, .. } => {
                 if let Some(NodeState { kind: NodeKind::Leaf { op, offset }, .. }) = self.nodes.get_mut(&leaf)
                 {
                     for (s, t, v) in rows.iter() {
@@ -265,7 +302,7 @@ impl Hub {
                     }
                 }
             }
-            HubItem::Tick => {
+            HubItem::Tick { .. } => {
                 for node in self.nodes.values_mut() {
                     match &mut node.kind {
                         NodeKind::Leaf { op, .. } if op.takes_ticks() => drop(op.push_tick(now, &None)),

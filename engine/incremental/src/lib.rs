@@ -280,8 +280,12 @@ enum Command {
         arrangement: usize,
         to: Vec<usize>,
     },
-    /// Builds hub nodes (the first worker's hub; the others have none of its data).
-    HubInstall(Vec<(usize, HubNode)>),
+    /// Takes hub nodes whose home is the hub on worker `home` (a process's first worker):
+    /// built there, their leaves' home remembered by every process's first worker.
+    HubInstall {
+        home: u64,
+        nodes: Vec<(usize, HubNode)>,
+    },
     /// Drops hub nodes.
     HubDrop(Vec<usize>),
     /// In a cluster, adds an entry to the sequenced log ([`Incremental::propose`]); sent to
@@ -295,7 +299,7 @@ enum Command {
 enum Tapped {
     /// An arrangement's tap, on every worker.
     Arrangement(usize),
-    /// A hub node, on the first worker alone.
+    /// A hub node, on the process's first worker alone (the node's home).
     Hub(usize),
 }
 
@@ -307,10 +311,11 @@ struct Controller {
     installs: Installs,
     /// The arrangement each live view reads, and the grain it changes at.
     views: HashMap<ViewId, (usize, Option<Grain>)>,
-    /// The hub's nodes ([`hub`]).
-    hub: HubPlans,
-    /// Each live hub view's node, and every node it uses.
-    hub_views: HashMap<ViewId, (usize, Vec<usize>)>,
+    /// The hubs' nodes ([`hub`]), by their home (a process's first worker): a view's nodes
+    /// are shared with the views of the same home alone.
+    hubs: BTreeMap<u64, HubPlans>,
+    /// Each live hub view's home, node, and every node it uses.
+    hub_views: HashMap<ViewId, HubView>,
     next_view: ViewId,
     /// Per series: its key and the leaves whose matchers it satisfies, worked out when the
     /// registry's leaves were at version `routes_for`.
@@ -328,6 +333,16 @@ struct Controller {
     /// clock ticks at every multiple of each, so that what the subqueries sample is up to
     /// date there.
     subquery_steps: BTreeMap<u64, usize>,
+}
+
+/// A view in a hub.
+struct HubView {
+    /// The first worker of the process whose hub holds it.
+    home: u64,
+    /// The node whose content is the view.
+    root: usize,
+    /// Every node it uses.
+    used: Vec<usize>,
 }
 
 /// In a cluster, the processes among `readers` (every process: `None`) that need a read copy
@@ -586,7 +601,7 @@ impl Incremental {
                 registry: Registry::default(),
                 installs: Installs::default(),
                 views: HashMap::new(),
-                hub: HubPlans::default(),
+                hubs: BTreeMap::new(),
                 hub_views: HashMap::new(),
                 next_view: 0,
                 routes: HashMap::new(),
@@ -743,8 +758,8 @@ impl Incremental {
     /// subscriptions must have ended ([`Incremental::unsubscribe`]).
     pub fn uninstall(&self, view: ViewId) {
         let mut c = self.controller();
-        if let Some((_, used)) = c.hub_views.remove(&view) {
-            let gone = c.hub.release(&used);
+        if let Some(HubView { home, used, .. }) = c.hub_views.remove(&view) {
+            let gone = c.hubs.get_mut(&home).map_or_else(Vec::new, |hub| hub.release(&used));
             if !gone.is_empty() {
                 c.registry.forget(&[], &gone);
                 self.broadcast(|| Command::HubDrop(gone.clone()));
@@ -945,27 +960,36 @@ impl Incremental {
     /// [`Incremental::install_from`]'s do, with the same duty for the caller; without, they
     /// start empty. A hub view is subscribed to, not read. [`Error::Unsupported`] when the
     /// hub does not hold the plan: [`Incremental::install_from`] makes it a dataflow.
+    ///
+    /// On a cluster's computation every process installs the view, in the order of the
+    /// sequenced log, and `reader` names the process its subscribers are on, whose hub holds
+    /// it (every process sends it the samples it appends and, with `history`, the history
+    /// it stores); in one process it is `None`.
     pub fn install_hub(
         &self,
         plan: &Plan,
         history: Option<(&dyn promflow_storage::Querier, i64)>,
+        reader: Option<usize>,
     ) -> Result<ViewId, Error> {
         let mut c = self.controller();
-        if c.gathered.is_some() {
-            // the hub is fed on one worker of a process: in a cluster it would see that
-            // process's samples only
-            return Err(Error::Unsupported("the hub's views in a cluster".into()));
-        }
-        let Controller { registry, hub, .. } = &mut *c;
+        let home = match (&c.gathered, reader) {
+            (None, _) => 0,
+            (Some(_), Some(process)) => (process * self.workers) as u64,
+            (Some(_), None) => {
+                return Err(Error::Unsupported("a hub view without its reader's process".into()))
+            }
+        };
+        let Controller { registry, hubs, .. } = &mut *c;
         let read_back = registry.read_back.clone();
+        let hub = hubs.entry(home).or_default();
         let lowered = hub.lower(plan, self.lookback_ms, read_back.as_ref(), &mut || registry.take_id())?;
         registry.add_leaves(&lowered.new_leaves);
         if !lowered.new.is_empty() {
-            self.broadcast(|| Command::HubInstall(lowered.new.clone()));
+            self.broadcast(|| Command::HubInstall { home, nodes: lowered.new.clone() });
         }
         let view = c.next_view;
         c.next_view += 1;
-        c.hub_views.insert(view, (lowered.root, lowered.used));
+        c.hub_views.insert(view, HubView { home, root: lowered.root, used: lowered.used });
         let Some((querier, now)) = history.filter(|_| !lowered.new_leaves.is_empty()) else {
             return Ok(view);
         };
@@ -1021,7 +1045,14 @@ impl Incremental {
     /// arrangement does (`promflow_dataflow_arrangements`).
     pub fn arrangements(&self) -> usize {
         let c = self.controller();
-        c.registry.arrangements() + c.hub.len()
+        let hub_nodes: usize = c.hubs.values().map(HubPlans::len).sum();
+        c.registry.arrangements() + hub_nodes
+    }
+
+    /// Nodes the hub holds for clients' views ([`hub`]; on a cluster's computation, those of
+    /// every process's hub, as every process knows them): `promflow_dataflow_hub_nodes`.
+    pub fn hub_nodes(&self) -> usize {
+        self.controller().hubs.values().map(HubPlans::len).sum()
     }
 
     /// Distinct label sets the executor has numbered (series and derived series).
@@ -1300,7 +1331,14 @@ impl Incremental {
         let id = self.next_subscription.fetch_add(1, Ordering::Relaxed);
         // the hub is on the first worker alone
         let (target, workers) = match (c.hub_views.get(&view), c.views.get(&view)) {
-            (Some(&(node, _)), _) => (Tapped::Hub(node), 1),
+            (Some(hub), _)
+                if c.gathered.as_ref().is_none_or(|g| hub.home == (g.process * self.workers) as u64) =>
+            {
+                (Tapped::Hub(hub.root), 1)
+            }
+            (Some(_), _) => {
+                return Err(Error::Unsupported(format!("view {view} is read on another process")))
+            }
             (None, Some(&(arrangement, _))) if read_here(&c, arrangement) => {
                 (Tapped::Arrangement(arrangement), self.workers)
             }
@@ -1616,8 +1654,8 @@ fn run_worker(
                         for r in rows.iter() {
                             input.send(r.clone());
                         }
-                    } else if hub.borrow().has_leaf(leaf) {
-                        hub_input.send(HubItem::Rows(leaf, Arc::clone(&rows)));
+                    } else if let Some(to) = hub.borrow().home_of(leaf) {
+                        hub_input.send(HubItem::Rows { to, leaf, rows: Arc::clone(&rows) });
                     }
                     // a piece of history moves on before the next: held once, not piled up
                     if history {
@@ -1631,8 +1669,12 @@ fn run_worker(
                     if *hub_input.time() < time {
                         hub_input.advance_to(time);
                     }
-                    if tick {
-                        hub_input.send(HubItem::Tick);
+                    // from the first worker to every process's hub, as ticks reach every
+                    // process's dataflows
+                    if tick && worker.index() == first {
+                        for process in 0..worker.peers() / state.width {
+                            hub_input.send(HubItem::Tick { to: (process * state.width) as u64 });
+                        }
                     }
                     for (input, grain) in state.leaves.values_mut() {
                         let to = follow(*grain, time);
@@ -1681,13 +1723,16 @@ fn run_worker(
                             subscriptions.insert(id, arrangement);
                         }
                     }
-                    Tapped::Hub(node) if worker.index() == 0 => {
+                    Tapped::Hub(node) if worker.index() == first => {
                         let subscriber = tap::Subscriber::new((id, from), tx, complete, 0, wake);
                         hub.borrow_mut().subscribe(node, subscriber);
                     }
                     Tapped::Hub(_) => {}
                 },
-                Ok(Command::HubInstall(nodes)) => hub.borrow_mut().install(nodes),
+                Ok(Command::HubInstall { home, nodes }) if worker.index() == first => {
+                    hub.borrow_mut().install(home, nodes)
+                }
+                Ok(Command::HubInstall { .. }) => {}
                 Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
                 Ok(Command::Gather { arrangement, to }) => gather(worker, &mut state, arrangement, &to),
                 Ok(Command::Propose(entry)) => {

@@ -199,6 +199,9 @@ struct SeenExpression {
     clients: usize,
     /// Whether the view is in the hub (a client's; streamed, not read).
     hub: bool,
+    /// On a cluster's computation, the processes that read the view (`None`: every process,
+    /// or one process); a view in a hub is read on its hub's process alone.
+    readers: Option<BTreeSet<usize>>,
 }
 
 /// Who reads a view.
@@ -543,10 +546,12 @@ impl LiveViews {
     ) -> Result<(ViewId, bool), Error> {
         let Asker { reader, readers, logged } = asker;
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        // a rule reads its views, so never a hub view; a client shares a rule's view first
+        // a rule reads its views, so never a hub view; a client shares a rule's view first,
+        // and a hub view only with clients of the same process
         let same = views
             .iter_mut()
-            .filter(|s| s.grain == grain && s.plan == *plan && (reader == Reader::Client || !s.hub))
+            .filter(|s| s.grain == grain && s.plan == *plan)
+            .filter(|s| !s.hub || (reader == Reader::Client && s.readers.as_ref() == readers))
             .min_by_key(|s| s.hub);
         if let Some(seen) = same {
             let view = seen.view.clone().map_err(Error::Unsupported)?;
@@ -570,13 +575,19 @@ impl LiveViews {
         self.take_feed();
         // everything committed until now, even ahead of `t`: a later delivery of the same
         // samples through the feed is ignored. A client's view is in the hub when the hub
-        // holds its plan.
+        // holds its plan (on a cluster's computation, the hub of its one reader's process).
+        let hub_reader = match readers {
+            Some(r) if r.len() == 1 => r.first().copied(),
+            _ => None,
+        };
         let hub = match reader {
-            Reader::Client => match self.inc.install_hub(plan, Some((self.querier.as_ref(), t))) {
-                Ok(view) => Some(view),
-                Err(Error::Unsupported(_)) => None,
-                Err(e) => return Err(e),
-            },
+            Reader::Client => {
+                match self.inc.install_hub(plan, Some((self.querier.as_ref(), t)), hub_reader) {
+                    Ok(view) => Some(view),
+                    Err(Error::Unsupported(_)) => None,
+                    Err(e) => return Err(e),
+                }
+            }
             Reader::Rule => None,
         };
         let installed = match hub {
@@ -602,6 +613,7 @@ impl LiveViews {
                 rules: reader == Reader::Rule,
                 clients: usize::from(reader == Reader::Client),
                 hub: hub.is_some(),
+                readers: readers.cloned(),
             });
         }
         view.map(|v| (v, true)).map_err(Error::Unsupported)
@@ -996,6 +1008,11 @@ impl LiveViews {
             "promflow_dataflow_arrangements",
             "Arrangements the views of rules and subscriptions registered (shared sub-expressions count once).",
             self.arrangements(),
+        );
+        w.gauge(
+            "promflow_dataflow_hub_nodes",
+            "Nodes of the hub, which holds clients' standing queries of the common shapes as data in one operator (on a cluster's computation, every node's hub).",
+            self.inc.hub_nodes(),
         );
         let mut arranged = w.family(
             "promflow_dataflow_arranged_records",

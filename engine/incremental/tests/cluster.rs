@@ -145,6 +145,32 @@ fn as_map(rows: Vec<(Labels, Value)>) -> BTreeMap<Labels, u64> {
     rows.into_iter().map(|(l, v)| (l, v.as_float().expect("a float").to_bits())).collect()
 }
 
+/// Appends `all[fed..]` through time `t` to the two processes `nodes` (each series to its
+/// owner, every third to both, as a series stored on two nodes is: it still counts once) and
+/// to `one`, and completes `t` on both processes (a read waits for every process to pass
+/// it); returns how many are appended.
+fn append_through(
+    nodes: &[Incremental],
+    one: &Incremental,
+    all: &[(Labels, i64, f64)],
+    fed: usize,
+    t: i64,
+) -> usize {
+    let upto = all.iter().position(|s| s.1 > t).unwrap_or(all.len());
+    for (labels, ts, v) in &all[fed..upto] {
+        let i = series_number(labels);
+        nodes[i % 2].append(&[(labels.clone(), *ts, *v)]);
+        if i.is_multiple_of(3) {
+            nodes[1 - i % 2].append(&[(labels.clone(), *ts, *v)]);
+        }
+        one.append(&[(labels.clone(), *ts, *v)]);
+    }
+    for n in nodes {
+        n.complete(t);
+    }
+    upto
+}
+
 #[test]
 fn two_processes_compute_one_view() {
     let (listeners, addresses) = listeners(2);
@@ -166,22 +192,7 @@ fn two_processes_compute_one_view() {
     let all = samples();
     let mut fed = 0;
     for t in (60_000..=900_000).step_by(60_000) {
-        let upto = all.iter().position(|s| s.1 > t).unwrap_or(all.len());
-        for (labels, ts, v) in &all[fed..upto] {
-            let i = series_number(labels);
-            nodes[i % 2].append(&[(labels.clone(), *ts, *v)]);
-            // every third series is appended by both, as a series stored on two nodes is:
-            // it still counts once
-            if i.is_multiple_of(3) {
-                nodes[1 - i % 2].append(&[(labels.clone(), *ts, *v)]);
-            }
-            one.append(&[(labels.clone(), *ts, *v)]);
-        }
-        fed = upto;
-        // a read waits for every process to pass `t`: both move their clocks first
-        for n in &nodes {
-            n.complete(t);
-        }
+        fed = append_through(&nodes, &one, &all, fed, t);
         let mut wanted = Vec::new();
         for (q, ids, single) in &views {
             let want = as_map(one.read(*single, t).unwrap());
@@ -199,6 +210,49 @@ fn two_processes_compute_one_view() {
     }
     for (_, i, sub, _, _) in &followed {
         nodes[*i].unsubscribe(sub);
+    }
+    shutdown_all(&nodes);
+}
+
+/// Clients' views in the hub of the process they are read on: the other process sends that
+/// hub the samples it is appended, so the view follows every series (a series appended by
+/// both counting once) as one executor's dataflow view does, and only there can it be
+/// subscribed to.
+#[test]
+fn a_hub_view_follows_the_series_of_every_process() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 11), (1, 11)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
+    let one = Incremental::start(2, LOOKBACK).unwrap();
+    let hub_views =
+        ["sum by (job) (x)", "count(x > 100)", "sum by (job) (rate(x[2m]))", "x * 2", "max_over_time(x[3m])"];
+    let mut followed = Vec::new();
+    for q in hub_views {
+        let plan = promflow_promql::compile(q, &Default::default()).unwrap();
+        // installed by both, in the same order (a cluster's sequenced log), read on process 1
+        let ids: Vec<usize> = nodes.iter().map(|n| n.install_hub(&plan, None, Some(1)).unwrap()).collect();
+        assert!(
+            nodes[0].subscribe(ids[0], 0, None).is_err(),
+            "{q}: subscribed to on the process that does not hold it"
+        );
+        let sub = nodes[1].subscribe(ids[1], 0, None).unwrap();
+        followed.push((q, sub, HashMap::new(), one.install(&plan).unwrap()));
+    }
+    assert!(nodes.iter().all(|n| n.hub_nodes() > 0));
+    let all = samples();
+    let mut fed = 0;
+    for t in (60_000..=900_000).step_by(60_000) {
+        fed = append_through(&nodes, &one, &all, fed, t);
+        for (q, sub, content, single) in followed.iter_mut() {
+            let want = as_map(one.read(*single, t).unwrap());
+            assert!(!want.is_empty(), "{q} at {t}: empty");
+            sub.follow_through(t, content, Duration::from_secs(30)).unwrap();
+            let got = as_map(content.iter().map(|(l, v)| (l.clone(), v.clone())).collect());
+            assert_eq!(got, want, "{q} at {t}");
+        }
+    }
+    for (_, sub, _, _) in &followed {
+        nodes[1].unsubscribe(sub);
     }
     shutdown_all(&nodes);
 }

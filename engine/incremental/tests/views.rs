@@ -928,7 +928,7 @@ fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
     let mut views: Vec<_> = HUB_VIEWS
         .iter()
         .map(|q| {
-            let view = inc.install_hub(&compile(q), None).unwrap_or_else(|e| panic!("{q}: {e}"));
+            let view = inc.install_hub(&compile(q), None, None).unwrap_or_else(|e| panic!("{q}: {e}"));
             (*q, view, inc.subscribe(view, 0, None).unwrap(), std::collections::HashMap::new())
         })
         .collect();
@@ -954,7 +954,7 @@ fn hub_subscriptions_equal_the_batch_executor_and_free_their_state() {
             // late: subscriptions to nodes that hold content (their first message computes it
             // from the leaves up), and new nodes over existing ones (which start from it)
             let late = HUB_VIEWS.iter().chain(LATE_HUB_VIEWS).map(|q| {
-                let view = inc.install_hub(&compile(q), None).unwrap_or_else(|e| panic!("{q}: {e}"));
+                let view = inc.install_hub(&compile(q), None, None).unwrap_or_else(|e| panic!("{q}: {e}"));
                 (*q, view, inc.subscribe(view, t, None).unwrap(), std::collections::HashMap::new())
             });
             views.extend(late.collect::<Vec<_>>());
