@@ -217,7 +217,8 @@ fn two_processes_compute_one_view() {
 /// Clients' views in the hub of the process they are read on: the other process sends that
 /// hub the samples it is appended, so the view follows every series (a series appended by
 /// both counting once) as one executor's dataflow view does, and only there can it be
-/// subscribed to.
+/// subscribed to. The same query read on both processes is in both hubs, each with nodes of
+/// its own; uninstalled on both, every node is gone.
 #[test]
 fn a_hub_view_follows_the_series_of_every_process() {
     let (listeners, addresses) = listeners(2);
@@ -226,34 +227,47 @@ fn a_hub_view_follows_the_series_of_every_process() {
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let hub_views =
         ["sum by (job) (x)", "count(x > 100)", "sum by (job) (rate(x[2m]))", "x * 2", "max_over_time(x[3m])"];
+    let mut installed = Vec::new();
     let mut followed = Vec::new();
     for q in hub_views {
         let plan = promflow_promql::compile(q, &Default::default()).unwrap();
-        // installed by both, in the same order (a cluster's sequenced log), read on process 1
-        let ids: Vec<usize> = nodes.iter().map(|n| n.install_hub(&plan, None, Some(1)).unwrap()).collect();
-        assert!(
-            nodes[0].subscribe(ids[0], 0, None).is_err(),
-            "{q}: subscribed to on the process that does not hold it"
-        );
-        let sub = nodes[1].subscribe(ids[1], 0, None).unwrap();
-        followed.push((q, sub, HashMap::new(), one.install(&plan).unwrap()));
+        let single = one.install(&plan).unwrap();
+        for home in [1, 0] {
+            // installed by both, in the same order (a cluster's sequenced log), read on `home`
+            let ids: Vec<usize> =
+                nodes.iter().map(|n| n.install_hub(&plan, None, Some(home)).unwrap()).collect();
+            let elsewhere = &nodes[1 - home];
+            assert!(
+                elsewhere.subscribe(ids[1 - home], 0, None).is_err(),
+                "{q}: subscribed to on the process that does not hold it"
+            );
+            let sub = nodes[home].subscribe(ids[home], 0, None).unwrap();
+            followed.push((q, home, sub, HashMap::new(), single));
+            installed.push(ids);
+        }
     }
     assert!(nodes.iter().all(|n| n.hub_nodes() > 0));
     let all = samples();
     let mut fed = 0;
     for t in (60_000..=900_000).step_by(60_000) {
         fed = append_through(&nodes, &one, &all, fed, t);
-        for (q, sub, content, single) in followed.iter_mut() {
+        for (q, home, sub, content, single) in followed.iter_mut() {
             let want = as_map(one.read(*single, t).unwrap());
             assert!(!want.is_empty(), "{q} at {t}: empty");
             sub.follow_through(t, content, Duration::from_secs(30)).unwrap();
             let got = as_map(content.iter().map(|(l, v)| (l.clone(), v.clone())).collect());
-            assert_eq!(got, want, "{q} at {t}");
+            assert_eq!(got, want, "{q} at {t}, read on process {home}");
         }
     }
-    for (_, sub, _, _) in &followed {
-        nodes[1].unsubscribe(sub);
+    for (_, home, sub, _, _) in &followed {
+        nodes[*home].unsubscribe(sub);
     }
+    for ids in &installed {
+        for (n, id) in nodes.iter().zip(ids) {
+            n.uninstall(*id);
+        }
+    }
+    assert!(nodes.iter().all(|n| n.hub_nodes() == 0), "hub nodes left after every view is gone");
     shutdown_all(&nodes);
 }
 
