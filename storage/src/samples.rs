@@ -196,6 +196,17 @@ impl<'a> SampleSlice<'a> {
         lo..hi.max(lo)
     }
 
+    /// [`window_range`](Self::window_range) of a window that starts no earlier than
+    /// position `from` (where the previous of windows in time order started): the search
+    /// gallops forward from there, touching the samples near it rather than bisecting the
+    /// whole series at every step of a range query.
+    pub fn window_range_from(&self, from: usize, start: Timestamp, end: Timestamp) -> Range<usize> {
+        let from = from.min(self.t.len());
+        let lo = from + partition_point_near(&self.t[from..], |t| t <= start);
+        let hi = lo + partition_point_near(&self.t[lo..], |t| t <= end);
+        lo..hi
+    }
+
     /// The samples one by one.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Sample> + ExactSizeIterator + Clone + 'a {
         let (t, v) = (self.t, self.v);
@@ -208,12 +219,49 @@ impl<'a> SampleSlice<'a> {
     }
 }
 
+/// `sorted.partition_point(pred)`, found by galloping from the start: probes at 1, 2, 4, …
+/// until `pred` fails, then bisection of the last stride. Costs the logarithm of the answer,
+/// not of the length.
+fn partition_point_near(sorted: &[Timestamp], pred: impl Fn(Timestamp) -> bool) -> usize {
+    // every position before `lo` satisfies `pred`
+    let (mut lo, mut stride) = (0, 1);
+    while lo + stride <= sorted.len() && pred(sorted[lo + stride - 1]) {
+        lo += stride;
+        stride *= 2;
+    }
+    let hi = (lo + stride).min(sorted.len());
+    lo + sorted[lo..hi].partition_point(|&t| pred(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn s(t: i64, v: f64) -> Sample {
         Sample { t, v }
+    }
+
+    /// Windows searched forward from the last one's start are the windows bisected over the
+    /// whole series, for steps shorter and longer than the windows, and past either end.
+    #[test]
+    fn forward_window_search_finds_the_bisected_windows() {
+        let t: Vec<i64> = (0..1_000).map(|i| i * 15 + (i % 7)).collect();
+        let samples = Samples::new(t.clone(), vec![1.0; t.len()]);
+        let view = samples.view();
+        for (range, step) in [(60, 15), (60, 3_600), (3_600, 60), (1, 1), (20_000, 500)] {
+            let mut from = 0;
+            let mut at = -5_000;
+            while at < 20_000 {
+                let want = view.window_range(at - range, at);
+                let got = view.window_range_from(from, at - range, at);
+                assert_eq!(got, want, "window ({}, {at}]", at - range);
+                from = got.start;
+                at += step;
+            }
+        }
+        // a stale or out-of-range start position searches what is left
+        assert_eq!(view.window_range_from(5_000, 0, 100), 1_000..1_000);
+        assert_eq!(Samples::default().view().window_range_from(0, 0, 10), 0..0);
     }
 
     #[test]

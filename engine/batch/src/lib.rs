@@ -1065,12 +1065,18 @@ impl Ctx<'_> {
                 (floats, aligned_starts(runs, all_hists.iter().map(|h| h.t)))
             });
             let mut overlap = false;
+            // where the last step's window started: windows move forward with the steps
+            let (mut from, mut last_start) = (0, i64::MIN);
             for (i, &step) in steps.iter().enumerate() {
                 let b = r.bounds(step, self.query_start, self.query_end);
                 for (a, vals) in step_args.iter_mut().zip(arg_vals) {
                     *a = vals[i];
                 }
-                let in_window = samples.view().window_range(b.start, b.end);
+                if b.start < last_start {
+                    from = 0;
+                }
+                let in_window = samples.view().window_range_from(from, b.start, b.end);
+                (from, last_start) = (in_window.start, b.start);
                 let window = samples.view().slice(in_window.clone());
                 let hwindow = match r.edges {
                     Edges::Plain => histogram_window(all_hists, b.start, b.end),
