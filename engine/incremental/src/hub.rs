@@ -27,7 +27,11 @@
 //! selection that it appends, and the history it stores, to the home's hub through the
 //! hub's exchange; ticks go to every process's hub. A view's home therefore sees every
 //! series of the cluster, and a round costs one dataflow's progress tracking however many
-//! views the hubs hold.
+//! views the hubs hold. Each process installs a view when it takes its entry of the log,
+//! so another process's rows for a leaf may reach the home before the home has built it:
+//! they wait there until it has. After dropping a leaf, each process sends its home a
+//! fence down the same channel as its rows; rows for a dropped leaf are let go, and once
+//! every process's fence has come, none can follow and the leaf is forgotten.
 //!
 //! Events are processed time by time once the clock has passed them, exactly when the
 //! per-series operator would process them, so a hub view changes at the same times and to
@@ -37,7 +41,7 @@
 //! views stay (they are read at times; the hub only streams).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,13 +71,15 @@ pub(crate) enum HubItem {
     Rows { to: u64, leaf: usize, rows: Arc<Vec<Row>> },
     /// The clock ticked at the message's time.
     Tick { to: u64 },
+    /// The sending process has dropped `leaves`: no rows for them follow from it.
+    Dropped { to: u64, leaves: Vec<usize> },
 }
 
 impl HubItem {
     /// The worker whose hub takes the item.
     fn to(&self) -> u64 {
         match self {
-            HubItem::Rows { to, .. } | HubItem::Tick { to } => *to,
+            HubItem::Rows { to, .. } | HubItem::Tick { to } | HubItem::Dropped { to, .. } => *to,
         }
     }
 }
@@ -166,6 +172,17 @@ pub(crate) struct Hub {
     nodes: BTreeMap<usize, NodeState>,
     /// The home (a worker's index) of every leaf in any process's hub.
     homes: HashMap<usize, u64>,
+    /// How many processes the computation has: the fences a dropped leaf waits for.
+    processes: usize,
+    /// The input's frontier at the operator's last run: rows that waited for their leaf
+    /// count from it.
+    complete: u64,
+    /// Rows that came for leaves of this hub not built yet, by leaf.
+    waiting: HashMap<usize, Vec<Arc<Vec<Row>>>>,
+    /// Leaves of this hub dropped, whose rows from some process may still come.
+    dropped: HashSet<usize>,
+    /// Fences received, by leaf (until every process's has come and the leaf is dropped).
+    fences: HashMap<usize, usize>,
     subscribers: HashMap<usize, Vec<Subscriber>>,
     /// Each subscription's node, by the subscription's id.
     subscribed: HashMap<u64, usize>,
@@ -181,6 +198,7 @@ impl Hub {
     /// its input, whose items go to the hub they name.
     pub(crate) fn build(
         worker: &mut timely::worker::Worker,
+        width: usize,
         keys: Keys,
         counters: Arc<Counters>,
     ) -> (SharedHub, HubInput) {
@@ -188,6 +206,11 @@ impl Hub {
             here: worker.index() as u64,
             nodes: BTreeMap::new(),
             homes: HashMap::new(),
+            processes: worker.peers() / width.max(1),
+            complete: 0,
+            waiting: HashMap::new(),
+            dropped: HashSet::new(),
+            fences: HashMap::new(),
             subscribers: HashMap::new(),
             subscribed: HashMap::new(),
             keys,
@@ -200,6 +223,7 @@ impl Hub {
             scope.input_from(&mut input).sink(route, "Hub", move |(items, frontier)| {
                 let complete = frontier.frontier().iter().min().copied().unwrap_or(u64::MAX);
                 let mut hub = inner.borrow_mut();
+                hub.complete = complete;
                 items.for_each_stamp(|cap, data| {
                     let Some(&now) = cap.least() else { return };
                     for item in data.flat_map(|batch| batch.drain(..)) {
@@ -259,18 +283,41 @@ impl Hub {
                 state.apply(&start, &self.keys, &self.counters);
             }
             self.nodes.insert(id, state);
+            // rows another process sent before this one built the leaf count from now
+            for rows in self.waiting.remove(&id).unwrap_or_default() {
+                let (now, to) = (self.complete, self.here);
+                self.push(now, now, HubItem::Rows { to, leaf: id, rows });
+            }
         }
     }
 
-    /// Drops nodes, and the subscriptions to them.
-    pub(crate) fn drop_nodes(&mut self, ids: &[usize]) {
+    /// Drops nodes, and the subscriptions to them; returns the fences this process sends
+    /// the homes of the leaves among them ([`HubItem::Dropped`]), by home.
+    pub(crate) fn drop_nodes(&mut self, ids: &[usize]) -> BTreeMap<u64, Vec<usize>> {
+        let mut fences: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for id in ids {
-            self.nodes.remove(id);
-            self.homes.remove(id);
+            let built = self.nodes.remove(id).is_some();
+            if let Some(home) = self.homes.remove(id) {
+                fences.entry(home).or_default().push(*id);
+                // at its home, rows may still come from the processes that have not fenced it
+                if built && !self.all_fenced(*id) {
+                    self.dropped.insert(*id);
+                }
+            }
             for s in self.subscribers.remove(id).unwrap_or_default() {
                 self.subscribed.remove(&s.id);
             }
         }
+        fences
+    }
+
+    /// Whether every process's fence for `leaf` has come (the count is then forgotten).
+    fn all_fenced(&mut self, leaf: usize) -> bool {
+        let all = self.fences.get(&leaf).is_some_and(|&n| n >= self.processes);
+        if all {
+            self.fences.remove(&leaf);
+        }
+        all
     }
 
     /// Registers a subscription to node `node`.
@@ -293,12 +340,24 @@ impl Hub {
     /// Takes an input item that arrived at `now`, with the input complete before `complete`.
     fn push(&mut self, now: u64, complete: u64, item: HubItem) {
         match item {
-            HubItem::Rows { leaf, rows, .. } => {
-                if let Some(NodeState { kind: NodeKind::Leaf { op, offset }, .. }) = self.nodes.get_mut(&leaf)
-                {
+            HubItem::Rows { leaf, rows, .. } => match self.nodes.get_mut(&leaf) {
+                Some(NodeState { kind: NodeKind::Leaf { op, offset }, .. }) => {
                     for (s, t, v) in rows.iter() {
                         let straight = op.straight(complete);
                         op.push_sample(now, straight, (*s, t.saturating_add(*offset), v.clone()));
+                    }
+                }
+                Some(_) => {}
+                // sent before the process that sent it dropped the leaf
+                None if self.dropped.contains(&leaf) => {}
+                // sent by a process that installed the leaf before this one did
+                None => self.waiting.entry(leaf).or_default().push(rows),
+            },
+            HubItem::Dropped { leaves, .. } => {
+                for leaf in leaves {
+                    *self.fences.entry(leaf).or_default() += 1;
+                    if self.dropped.contains(&leaf) && self.all_fenced(leaf) {
+                        self.dropped.remove(&leaf);
                     }
                 }
             }

@@ -1597,7 +1597,8 @@ fn run_worker(
     count_arranged(worker, Rc::clone(&state.holds), Arc::clone(&counters));
     // every worker builds the hub's dataflow (workers build the same dataflows in the same
     // order); only the first one's is fed
-    let (hub, hub_input): (SharedHub, HubInput) = Hub::build(worker, keys.clone(), Arc::clone(&counters));
+    let (hub, hub_input): (SharedHub, HubInput) =
+        Hub::build(worker, width, keys.clone(), Arc::clone(&counters));
     let mut hub_input = LeakOnUnwind::new(hub_input);
     // in a cluster, the sequenced log comes next on every worker; its clock is the time since
     // the worker started, and the processes start together once they are all connected
@@ -1733,7 +1734,14 @@ fn run_worker(
                     hub.borrow_mut().install(home, nodes)
                 }
                 Ok(Command::HubInstall { .. }) => {}
-                Ok(Command::HubDrop(nodes)) => hub.borrow_mut().drop_nodes(&nodes),
+                Ok(Command::HubDrop(nodes)) => {
+                    // down the channel its rows took: the home forgets a leaf once every
+                    // process's fence has come
+                    let fences = hub.borrow_mut().drop_nodes(&nodes);
+                    for (to, leaves) in fences {
+                        hub_input.send(HubItem::Dropped { to, leaves });
+                    }
+                }
                 Ok(Command::Gather { arrangement, to }) => gather(worker, &mut state, arrangement, &to),
                 Ok(Command::Propose(entry)) => {
                     if let Some((sequencer, _)) = log.as_mut() {

@@ -271,6 +271,50 @@ fn a_hub_view_follows_the_series_of_every_process() {
     shutdown_all(&nodes);
 }
 
+/// Each process installs a view when it takes the log's entry: one that is ahead sends the
+/// home its rows before the home has built the view's leaves. They wait there for it, and
+/// the view is still the one executor's.
+#[test]
+fn rows_that_reach_a_hub_before_its_view_wait_for_it() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 12), (1, 12)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
+    let one = Incremental::start(2, LOOKBACK).unwrap();
+    let plan = promflow_promql::compile("sum by (job) (max_over_time(x[3m]))", &Default::default()).unwrap();
+    let single = one.install(&plan).unwrap();
+    // process 0 installs the view read on process 1, and sends it the samples it is given
+    let early = nodes[0].install_hub(&plan, None, Some(1)).unwrap();
+    let all = samples();
+    let upto = all.iter().position(|s| s.1 > 120_000).unwrap_or(all.len());
+    for (labels, t, v) in all[..upto].iter().filter(|s| series_number(&s.0).is_multiple_of(2)) {
+        nodes[0].append(&[(labels.clone(), *t, *v)]);
+    }
+    nodes[0].advance(1);
+    std::thread::sleep(Duration::from_millis(300));
+    // only then process 1, which is given its own series
+    let late = nodes[1].install_hub(&plan, None, Some(1)).unwrap();
+    for (labels, t, v) in all[..upto].iter().filter(|s| !series_number(&s.0).is_multiple_of(2)) {
+        nodes[1].append(&[(labels.clone(), *t, *v)]);
+    }
+    for (labels, t, v) in &all[..upto] {
+        one.append(&[(labels.clone(), *t, *v)]);
+    }
+    let mut sub = nodes[1].subscribe(late, 0, None).unwrap();
+    let mut content = HashMap::new();
+    let mut fed = upto;
+    for t in (120_000..=600_000).step_by(60_000) {
+        fed = append_through(&nodes, &one, &all, fed, t);
+        let want = as_map(one.read(single, t).unwrap());
+        sub.follow_through(t, &mut content, Duration::from_secs(30)).unwrap();
+        let got = as_map(content.iter().map(|(l, v)| (l.clone(), v.clone())).collect());
+        assert_eq!(got, want, "at {t}");
+    }
+    nodes[1].unsubscribe(&sub);
+    nodes[0].uninstall(early);
+    nodes[1].uninstall(late);
+    shutdown_all(&nodes);
+}
+
 /// Series that stopped a while ago: `rate`'s extrapolation is cut short at the window's end,
 /// so its value moves with time alone, at the clock's ticks. Only the process that reads
 /// ticks (the server's other processes move their clocks without ticking), and the series
