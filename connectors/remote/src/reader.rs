@@ -531,6 +531,8 @@ pub struct Fanout<'a> {
     /// The part of a selection's answers not yet taken, by selection: one request answers
     /// both the selection's floats and its histograms, which the executor asks for apart.
     pending: Mutex<HashMap<String, Leftover>>,
+    /// Over a cluster, its nodes, asked label lookups (remote read has none) as a hop.
+    cluster: Option<&'a RemoteReaders>,
 }
 
 impl<'a> Fanout<'a> {
@@ -550,6 +552,7 @@ impl<'a> Fanout<'a> {
             warnings: Mutex::new(Vec::new()),
             replication: 1,
             pending: Mutex::new(HashMap::new()),
+            cluster: None,
         }
     }
 
@@ -571,14 +574,57 @@ impl<'a> Fanout<'a> {
     /// remote read served to others).
     pub fn over_cluster(
         db: &'a promflow_storage::Db,
-        readers: &RemoteReaders,
+        readers: &'a RemoteReaders,
         runtime: tokio::runtime::Handle,
     ) -> Fanout<'a> {
         let peers = readers.current().into_iter().filter(|r| r.peer.is_some()).collect();
         Fanout {
             replication: readers.replication,
+            cluster: Some(readers),
             ..Fanout::new(db, db.oldest_sample_time(), peers, runtime)
         }
+    }
+
+    /// `values` with the other cluster nodes' answers to the label lookup `path` (under
+    /// `/api/v1/`, with `matchers` and the range added) merged in, each node answering from
+    /// its own storage; without a cluster, `values`. A node that fails is a warning.
+    fn with_cluster_lookup(
+        &self,
+        path: &str,
+        matchers: &[Matcher],
+        (mint, maxt): (Timestamp, Timestamp),
+        mut values: Vec<String>,
+    ) -> Vec<String> {
+        let Some(readers) = self.cluster else { return values };
+        let Ok(mut url) = reqwest::Url::parse(&format!("http://peer/api/v1/{path}")) else { return values };
+        {
+            let mut query = url.query_pairs_mut();
+            if !matchers.is_empty() {
+                let selector: Vec<String> = matchers.iter().map(Matcher::to_string).collect();
+                query.append_pair("match[]", &format!("{{{}}}", selector.join(",")));
+            }
+            // the API's own defaults stand for the ends of time
+            if mint > Timestamp::MIN / 2 {
+                query.append_pair("start", &format!("{:.3}", mint as f64 / 1000.0));
+            }
+            if maxt < Timestamp::MAX / 2 {
+                query.append_pair("end", &format!("{:.3}", maxt as f64 / 1000.0));
+            }
+        }
+        let path_and_query = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        for answer in self.runtime.block_on(readers.ask_peers(&path_and_query)) {
+            let theirs = answer.and_then(|body| {
+                let mut answer: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                serde_json::from_value::<Vec<String>>(answer["data"].take()).map_err(|e| e.to_string())
+            });
+            match theirs {
+                Ok(theirs) => values.extend(theirs),
+                Err(e) => self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push((None, e)),
+            }
+        }
+        values.sort();
+        values.dedup();
+        values
     }
 
     /// Adds a line about endpoint `r` to the answer's `warnings`.
@@ -837,17 +883,20 @@ impl Querier for Fanout<'_> {
         Ok(all)
     }
 
-    /// Local only: remote read has no label-name request (nor has Prometheus's client).
+    /// Local storage's, and over a cluster every node's (asked through the lookup API):
+    /// remote read has no label-name request (nor has Prometheus's client), so the
+    /// configured `remote_read` endpoints are not asked.
     fn label_names(
         &self,
         matchers: &[Matcher],
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<String>, promflow_storage::Error> {
-        self.local.label_names(matchers, mint, maxt)
+        let local = self.local.label_names(matchers, mint, maxt)?;
+        Ok(self.with_cluster_lookup("labels", matchers, (mint, maxt), local))
     }
 
-    /// Local only, as [`Fanout::label_names`].
+    /// As [`Fanout::label_names`].
     fn label_values(
         &self,
         name: &str,
@@ -855,7 +904,8 @@ impl Querier for Fanout<'_> {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<String>, promflow_storage::Error> {
-        self.local.label_values(name, matchers, mint, maxt)
+        let local = self.local.label_values(name, matchers, mint, maxt)?;
+        Ok(self.with_cluster_lookup(&format!("label/{name}/values"), matchers, (mint, maxt), local))
     }
 }
 
