@@ -498,6 +498,44 @@ impl RemoteReaders {
         }
         out
     }
+
+    /// The `data` of every other node's answer to the API request `path_and_query`
+    /// ([`ask_peers`](Self::ask_peers)), or why there is none.
+    pub async fn ask_peers_data(&self, path_and_query: &str) -> Vec<Result<serde_json::Value, String>> {
+        let answers = self.ask_peers(path_and_query).await;
+        answers
+            .into_iter()
+            .map(|answer| {
+                let mut answer: serde_json::Value =
+                    serde_json::from_str(&answer?).map_err(|e| format!("a cluster peer's answer: {e}"))?;
+                Ok(answer["data"].take())
+            })
+            .collect()
+    }
+
+    /// `values` with every other node's answer to the list lookup `path_and_query` (label
+    /// names or values, each node answering from its own storage) merged in, sorted and
+    /// unique; and why each peer that failed has no part in them.
+    pub async fn merge_peers_lists(
+        &self,
+        path_and_query: &str,
+        mut values: Vec<String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut failed = Vec::new();
+        for data in self.ask_peers_data(path_and_query).await {
+            let theirs = data.and_then(|data| {
+                serde_json::from_value::<Vec<String>>(data)
+                    .map_err(|e| format!("a cluster peer's lookup answer is not a list: {e}"))
+            });
+            match theirs {
+                Ok(theirs) => values.extend(theirs),
+                Err(e) => failed.push(e),
+            }
+        }
+        values.sort();
+        values.dedup();
+        (values, failed)
+    }
 }
 
 /// One series as an answer brings it: its labels, float samples and histograms.
@@ -593,7 +631,7 @@ impl<'a> Fanout<'a> {
         path: &str,
         matchers: &[Matcher],
         (mint, maxt): (Timestamp, Timestamp),
-        mut values: Vec<String>,
+        values: Vec<String>,
     ) -> Vec<String> {
         let Some(readers) = self.cluster else { return values };
         let Ok(mut url) = reqwest::Url::parse(&format!("http://peer/api/v1/{path}")) else { return values };
@@ -612,18 +650,9 @@ impl<'a> Fanout<'a> {
             }
         }
         let path_and_query = format!("{}?{}", url.path(), url.query().unwrap_or(""));
-        for answer in self.runtime.block_on(readers.ask_peers(&path_and_query)) {
-            let theirs = answer.and_then(|body| {
-                let mut answer: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-                serde_json::from_value::<Vec<String>>(answer["data"].take()).map_err(|e| e.to_string())
-            });
-            match theirs {
-                Ok(theirs) => values.extend(theirs),
-                Err(e) => self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push((None, e)),
-            }
-        }
-        values.sort();
-        values.dedup();
+        let (values, failed) = self.runtime.block_on(readers.merge_peers_lists(&path_and_query, values));
+        let mut warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        warnings.extend(failed.into_iter().map(|e| (None, e)));
         values
     }
 

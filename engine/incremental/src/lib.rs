@@ -335,6 +335,13 @@ struct Controller {
     subquery_steps: BTreeMap<u64, usize>,
 }
 
+impl Controller {
+    /// Nodes the hubs of every process hold.
+    fn hub_nodes(&self) -> usize {
+        self.hubs.values().map(HubPlans::len).sum()
+    }
+}
+
 /// A view in a hub.
 struct HubView {
     /// The first worker of the process whose hub holds it.
@@ -1045,14 +1052,13 @@ impl Incremental {
     /// arrangement does (`promflow_dataflow_arrangements`).
     pub fn arrangements(&self) -> usize {
         let c = self.controller();
-        let hub_nodes: usize = c.hubs.values().map(HubPlans::len).sum();
-        c.registry.arrangements() + hub_nodes
+        c.registry.arrangements() + c.hub_nodes()
     }
 
     /// Nodes the hub holds for clients' views ([`hub`]; on a cluster's computation, those of
     /// every process's hub, as every process knows them): `promflow_dataflow_hub_nodes`.
     pub fn hub_nodes(&self) -> usize {
-        self.controller().hubs.values().map(HubPlans::len).sum()
+        self.controller().hub_nodes()
     }
 
     /// Distinct label sets the executor has numbered (series and derived series).

@@ -201,54 +201,54 @@ async fn with_peers(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
-    mut values: Vec<String>,
+    values: Vec<String>,
 ) -> (Vec<String>, Vec<String>) {
-    let Some((answers, warnings)) = peers_data(state, headers, path).await else {
+    if answered_alone(state, headers) {
         return (values, Vec::new());
-    };
-    for data in answers {
-        match serde_json::from_value::<Vec<String>>(data) {
-            Ok(theirs) => values.extend(theirs),
-            Err(e) => tracing::warn!(error = %e, path, "a cluster peer's lookup answer is not a list"),
-        }
     }
-    values.sort();
-    values.dedup();
-    (values, warnings)
+    let (values, failed) = state.remote_read.merge_peers_lists(path, values).await;
+    (values, failures_to_warn(state, path, failed))
 }
 
 /// The `data` of every other cluster node's answer to `path` (asked as a hop, so answered
-/// from that node alone), or `None` when this request is answered from this node alone: it
-/// comes from a peer ([`CLUSTER_HOP_HEADER`]), or there is no cluster. A peer that fails
-/// is logged and left out; with the data, a warning for each peer that failed when the
-/// answer may lack data for them
-/// ([`promflow_remote::reader::RemoteReaders::may_lack_data`]), none otherwise.
+/// from that node alone), or `None` when this request is answered from this node alone
+/// ([`answered_alone`]). A peer that fails is left out; with the data, the warnings of
+/// [`failures_to_warn`].
 pub(super) async fn peers_data(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
 ) -> Option<(Vec<Value>, Vec<String>)> {
-    if headers.contains_key(CLUSTER_HOP_HEADER) || !state.remote_read.has_cluster_peers() {
+    if answered_alone(state, headers) {
         return None;
     }
     let (mut out, mut failed) = (Vec::new(), Vec::new());
-    for answer in state.remote_read.ask_peers(path).await {
-        let parsed = answer.and_then(|body| {
-            let mut v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            Ok(v["data"].take())
-        });
-        match parsed {
+    for data in state.remote_read.ask_peers_data(path).await {
+        match data {
             Ok(data) => out.push(data),
-            Err(e) => {
-                tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup");
-                failed.push(e);
-            }
+            Err(e) => failed.push(e),
         }
+    }
+    Some((out, failures_to_warn(state, path, failed)))
+}
+
+/// Whether a request is answered from this node alone: it comes from a peer
+/// ([`CLUSTER_HOP_HEADER`]), or there is no cluster.
+fn answered_alone(state: &AppState, headers: &HeaderMap) -> bool {
+    headers.contains_key(CLUSTER_HOP_HEADER) || !state.remote_read.has_cluster_peers()
+}
+
+/// Logs why each peer `failed` to answer `path`, and returns those reasons as the answer's
+/// warnings when it may lack data for them
+/// ([`promflow_remote::reader::RemoteReaders::may_lack_data`]), none otherwise.
+fn failures_to_warn(state: &AppState, path: &str, mut failed: Vec<String>) -> Vec<String> {
+    for e in &failed {
+        tracing::warn!(error = %e, path, "a cluster peer did not answer a lookup");
     }
     if !state.remote_read.may_lack_data(failed.len()) {
         failed.clear();
     }
-    Some((out, failed))
+    failed
 }
 
 pub(super) async fn labels(State(state): Shared, q: RawQuery, headers: HeaderMap, body: Bytes) -> ApiResult {
