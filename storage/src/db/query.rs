@@ -6,29 +6,37 @@ use super::compact::merge_histograms;
 use super::{read, Db};
 use crate::block::{Block, Listed};
 use crate::head::{Head, SeriesRef};
+use crate::samples::JoinBuffers;
 use crate::start::merge_runs;
 use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp};
 
 /// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
-/// the samples of series found in several sources.
-fn merge_series(mut parts: Vec<Vec<Series>>) -> Vec<Series> {
+/// the samples of series found in several sources: into `joiner`'s columns when given (a
+/// group of a read in groups, whose series are let go together), else each series into
+/// columns of its own (a series may then outlive the others).
+fn merge_series(mut parts: Vec<Vec<Series>>, joiner: Option<&mut JoinBuffers>) -> Vec<Series> {
     parts.retain(|p| !p.is_empty());
     if parts.len() <= 1 {
         return parts.pop().unwrap_or_default();
     }
     let mut all: Vec<Series> = parts.concat();
     all.sort_by(|a, b| a.labels.cmp(&b.labels));
-    let mut out: Vec<Series> = Vec::with_capacity(all.len());
-    let mut pending: Vec<Samples> = Vec::new();
-    let mut iter = all.into_iter().peekable();
-    while let Some(s) = iter.next() {
-        pending.push(s.samples);
-        if iter.peek().is_some_and(|n| n.labels == s.labels) {
-            continue;
+    let mut labels: Vec<Labels> = Vec::with_capacity(all.len());
+    let mut samples: Vec<Vec<Samples>> = Vec::with_capacity(all.len());
+    for s in all {
+        if labels.last() != Some(&s.labels) {
+            labels.push(s.labels);
+            samples.push(Vec::new());
         }
-        out.push(Series { labels: s.labels, samples: Samples::merge(std::mem::take(&mut pending)) });
+        if let Some(pending) = samples.last_mut() {
+            pending.push(s.samples);
+        }
     }
-    out
+    let joined = match joiner {
+        Some(joiner) => joiner.join(samples),
+        None => samples.into_iter().map(Samples::merge).collect(),
+    };
+    labels.into_iter().zip(joined).map(|(labels, samples)| Series { labels, samples }).collect()
 }
 
 /// `read` of every block (or a block's part), in the order of `blocks`: on this thread for one
@@ -150,6 +158,7 @@ impl Db {
             }
             same
         });
+        let mut joiner = JoinBuffers::default();
         let mut from = 0;
         while from < sizes.len() {
             let mut to = from + 1;
@@ -168,7 +177,7 @@ impl Db {
                 .collect();
             let mut parts = read_blocks(&runs, |(b, run)| b.read_listed(run, mint, maxt))?;
             parts.push(head[run_within(&head, |s| &s.labels, first, last)].to_vec());
-            if !each(merge_series(parts)) {
+            if !each(merge_series(parts, Some(&mut joiner))) {
                 return Ok(());
             }
             from = to;
@@ -197,7 +206,7 @@ impl Querier for Db {
         );
         let mut parts = read_blocks(&self.blocks_in(mint, maxt), |b| b.select(matchers, mint, maxt))?;
         parts.push(head);
-        Ok(merge_series(parts))
+        Ok(merge_series(parts, None))
     }
 
     fn select_in_groups(
