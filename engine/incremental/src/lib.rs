@@ -191,6 +191,9 @@ pub(crate) struct Counters {
     /// The first time events are due at in the hub (`u64::MAX`: none), as the hub left it
     /// ([`Incremental::next_event`]).
     pub(crate) hub_next_event: AtomicU64,
+    /// Whether the hub of another process of the cluster holds views
+    /// ([`Incremental::next_event`]).
+    hubs_elsewhere: AtomicBool,
     /// Batches this process's arrangements have been given, empty ones included
     /// ([`Incremental::progress`]).
     batches: AtomicU64,
@@ -205,6 +208,7 @@ impl Default for Counters {
             history_queued: AtomicUsize::new(0),
             read_back: AtomicU64::new(0),
             hub_next_event: AtomicU64::new(u64::MAX),
+            hubs_elsewhere: AtomicBool::new(false),
             batches: AtomicU64::new(0),
         }
     }
@@ -339,6 +343,12 @@ impl Controller {
     /// Nodes the hubs of every process hold.
     fn hub_nodes(&self) -> usize {
         self.hubs.values().map(HubPlans::len).sum()
+    }
+
+    /// Whether the hub of a process other than this one (whose first worker is `home`)
+    /// holds nodes.
+    fn hubs_elsewhere(&self, home: u64) -> bool {
+        self.hubs.iter().any(|(&at, plans)| at != home && plans.len() > 0)
     }
 }
 
@@ -771,6 +781,7 @@ impl Incremental {
                 c.registry.forget(&[], &gone);
                 self.broadcast(|| Command::HubDrop(gone.clone()));
             }
+            self.note_hubs_elsewhere(&c);
             return;
         }
         let Some((arrangement, _)) = c.views.remove(&view) else { return };
@@ -997,6 +1008,7 @@ impl Incremental {
         let view = c.next_view;
         c.next_view += 1;
         c.hub_views.insert(view, HubView { home, root: lowered.root, used: lowered.used });
+        self.note_hubs_elsewhere(&c);
         let Some((querier, now)) = history.filter(|_| !lowered.new_leaves.is_empty()) else {
             return Ok(view);
         };
@@ -1014,9 +1026,24 @@ impl Incremental {
     /// The first time an event is due at in the hub's views: a window's oldest sample leaves
     /// it, or a sample stamped ahead of the clock takes effect. Until the clock passes it,
     /// their subscribers do not see the change.
+    ///
+    /// On a cluster's computation, a hub on another process completes a time once this
+    /// process's clock has passed it too, and when its events are due is known there alone:
+    /// while another process's hub holds views, an event is taken to be due now, so this
+    /// process's clock moves as often as for events of its own.
     pub fn next_event(&self) -> Option<i64> {
+        if self.counters.hubs_elsewhere.load(Ordering::Relaxed) {
+            return Some(i64::MIN);
+        }
         let t = self.counters.hub_next_event.load(Ordering::Relaxed);
         (t != u64::MAX).then_some(t as i64)
+    }
+
+    /// Notes whether another process's hub holds views ([`Incremental::next_event`]), after
+    /// the hubs changed.
+    fn note_hubs_elsewhere(&self, c: &Controller) {
+        let home = c.gathered.as_ref().map_or(0, |g| (g.process * self.workers) as u64);
+        self.counters.hubs_elsewhere.store(c.hubs_elsewhere(home), Ordering::Relaxed);
     }
 
     /// Records out of each kind of operator so far, over all views and workers

@@ -315,6 +315,27 @@ fn rows_that_reach_a_hub_before_its_view_wait_for_it() {
     shutdown_all(&nodes);
 }
 
+/// A hub's events (a window's oldest sample leaving it) are known on its process alone, and
+/// complete once every process's clock has passed them: while another process's hub holds a
+/// view, a process takes an event to be due now and moves its clock as often as for events
+/// of its own; once the view is gone, it waits for its own again.
+#[test]
+fn a_process_moves_its_clock_for_the_events_of_another_process_hub() {
+    let (listeners, addresses) = listeners(2);
+    let sockets = connect_all(&listeners, &addresses, &[(0, 13), (1, 13)], Duration::from_secs(30));
+    let nodes = start_all(&[0, 1], sockets);
+    assert_eq!(nodes[0].next_event(), None);
+    let plan = promflow_promql::compile("max_over_time(x[3m])", &Default::default()).unwrap();
+    let ids: Vec<usize> = nodes.iter().map(|n| n.install_hub(&plan, None, Some(1)).unwrap()).collect();
+    assert!(nodes[0].next_event().is_some_and(|t| t <= 0), "no event due for the other process's hub");
+    assert_eq!(nodes[1].next_event(), None, "the hub's own process waits for its own events");
+    for (n, id) in nodes.iter().zip(&ids) {
+        n.uninstall(*id);
+    }
+    assert_eq!(nodes[0].next_event(), None);
+    shutdown_all(&nodes);
+}
+
 /// Series that stopped a while ago: `rate`'s extrapolation is cut short at the window's end,
 /// so its value moves with time alone, at the clock's ticks. Only the process that reads
 /// ticks (the server's other processes move their clocks without ticking), and the series
