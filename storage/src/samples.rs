@@ -117,24 +117,49 @@ impl Samples {
 }
 
 /// Columns that series read in parts are joined into ([`JoinBuffers::join`]), one series
-/// after another, kept to be used again once every series joined into them is dropped.
+/// after another, in chunks kept to be used again once every series joined into them is
+/// dropped.
 ///
 /// A query that reads a selection over days in groups of series (`Querier::select_in_groups`)
 /// joins each series' parts of a dozen blocks: into memory of its own for every series,
 /// that is tens of megabytes of new allocations a group, which the allocator hands back to
 /// the system between groups and the kernel faults in again page by page (on a week's
 /// `rate`, a fifth of the query's time went to those faults). Joined into the same
-/// columns group after group, the pages stay the process's.
+/// chunks group after group, the pages stay the process's.
 #[derive(Default)]
 pub(crate) struct JoinBuffers {
-    /// The columns of the last join, shared with the series joined into them.
-    last: Option<(Buffer, Buffer)>,
+    /// The chunks of the last join, shared with the series joined into them.
+    last: Vec<(Buffer, Buffer)>,
+}
+
+/// Samples a chunk of [`JoinBuffers`] holds, unless one series alone holds more: 2 MiB a
+/// column. jemalloc hands an allocation of more than 8 MiB back to the system as soon as it
+/// is freed, so chunks stay below that, and the allocator keeps them for the next query
+/// too.
+const JOIN_CHUNK_SAMPLES: usize = 1 << 18;
+
+/// A chunk being filled: its two columns.
+struct Chunk {
+    t: MutableBuffer,
+    v: MutableBuffer,
+}
+
+impl Chunk {
+    /// Samples it holds.
+    fn len(&self) -> usize {
+        self.t.len() / size_of::<i64>()
+    }
+
+    /// Samples it has room for.
+    fn room(&self) -> usize {
+        self.t.capacity().min(self.v.capacity()) / size_of::<i64>() - self.len()
+    }
 }
 
 impl JoinBuffers {
     /// Each series' `parts` joined as [`Samples::merge`] joins them, in order. Series of
-    /// parts that follow one another in time are copied into shared columns: the last
-    /// join's, when none of its series is held any more, else new ones.
+    /// parts that follow one another in time are copied into shared chunks: the last
+    /// join's that none of its series holds any more, else new ones.
     pub(crate) fn join(&mut self, series: Vec<Vec<Samples>>) -> Vec<Samples> {
         enum Joined {
             Done(Samples),
@@ -157,40 +182,56 @@ impl JoinBuffers {
                 }
             })
             .collect();
-        let copied: usize = joined
+        let mut left: usize = joined
             .iter()
             .map(|j| match j {
                 Joined::Copied(parts, _) => parts.iter().map(Samples::len).sum(),
                 Joined::Done(_) => 0,
             })
             .sum();
-        let (mut t, mut v) =
-            if copied > 0 { self.reclaim() } else { (MutableBuffer::new(0), MutableBuffer::new(0)) };
-        t.reserve(copied * size_of::<i64>());
-        v.reserve(copied * size_of::<f64>());
-        let mut at: Vec<Range<usize>> = Vec::new();
+        let mut spare = if left > 0 { self.reclaim() } else { Vec::new() };
+        let mut filled: Vec<Chunk> = Vec::new();
+        // where each copied series is: its chunk and rows there
+        let mut at: Vec<(usize, Range<usize>)> = Vec::new();
         for j in &joined {
-            if let Joined::Copied(parts, order) = j {
-                let start = t.len() / size_of::<i64>();
-                for &i in order {
-                    t.extend_from_slice(&parts[i].t);
-                    v.extend_from_slice(&parts[i].v);
-                }
-                at.push(start..t.len() / size_of::<i64>());
+            let Joined::Copied(parts, order) = j else { continue };
+            let len: usize = parts.iter().map(Samples::len).sum();
+            if filled.last().is_none_or(|c| c.room() < len) {
+                // a chunk no larger than what is left to copy, nor smaller than the series
+                let want = left.min(JOIN_CHUNK_SAMPLES).max(len);
+                let chunk = match spare.iter().position(|c| c.room() >= want) {
+                    Some(i) => spare.swap_remove(i),
+                    None => Chunk {
+                        t: MutableBuffer::new(want * size_of::<i64>()),
+                        v: MutableBuffer::new(want * size_of::<f64>()),
+                    },
+                };
+                filled.push(chunk);
             }
+            let index = filled.len() - 1;
+            let Some(chunk) = filled.last_mut() else { continue };
+            let start = chunk.len();
+            for &i in order {
+                chunk.t.extend_from_slice(&parts[i].t);
+                chunk.v.extend_from_slice(&parts[i].v);
+            }
+            at.push((index, start..chunk.len()));
+            left -= len;
         }
-        let (t, v): (Buffer, Buffer) = (t.into(), v.into());
-        if copied > 0 {
-            self.last = Some((t.clone(), v.clone()));
+        let chunks: Vec<(Buffer, Buffer)> = filled.into_iter().map(|c| (c.t.into(), c.v.into())).collect();
+        if !chunks.is_empty() {
+            self.last.clone_from(&chunks);
         }
-        let (t, v) = (ScalarBuffer::<i64>::from(t), ScalarBuffer::<f64>::from(v));
+        let columns: Vec<(ScalarBuffer<i64>, ScalarBuffer<f64>)> =
+            chunks.into_iter().map(|(t, v)| (t.into(), v.into())).collect();
         let mut at = at.into_iter();
         joined
             .into_iter()
             .map(|j| match j {
                 Joined::Done(s) => s,
                 Joined::Copied(..) => {
-                    let rows = at.next().unwrap_or_default();
+                    let Some((index, rows)) = at.next() else { return Samples::default() };
+                    let (t, v) = &columns[index];
                     let len = rows.end - rows.start;
                     Samples { t: t.slice(rows.start, len), v: v.slice(rows.start, len) }
                 }
@@ -198,22 +239,21 @@ impl JoinBuffers {
             .collect()
     }
 
-    /// The last join's columns emptied, when no series joined into them is held any more;
-    /// else new ones.
-    fn reclaim(&mut self) -> (MutableBuffer, MutableBuffer) {
+    /// The last join's chunks that no series joined into them holds any more, emptied.
+    fn reclaim(&mut self) -> Vec<Chunk> {
         let empty = |b: Buffer| {
             b.into_mutable().ok().map(|mut m| {
                 m.clear();
                 m
             })
         };
-        match self.last.take() {
-            Some((t, v)) => match (empty(t), empty(v)) {
-                (Some(t), Some(v)) => (t, v),
-                _ => (MutableBuffer::new(0), MutableBuffer::new(0)),
-            },
-            None => (MutableBuffer::new(0), MutableBuffer::new(0)),
+        let mut free = Vec::new();
+        for (t, v) in self.last.drain(..) {
+            if let (Some(t), Some(v)) = (empty(t), empty(v)) {
+                free.push(Chunk { t, v });
+            }
         }
+        free
     }
 }
 
@@ -422,5 +462,22 @@ mod tests {
         assert_eq!(third[1].view().t.as_ptr(), columns, "the columns are used again");
         assert_eq!(third[0].iter().collect::<Vec<_>>(), part(5..7).iter().collect::<Vec<_>>());
         assert_eq!(third[1].iter().collect::<Vec<_>>(), part(0..9).iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn joins_larger_than_a_chunk_are_spread_over_chunks() {
+        let part = |ts: std::ops::Range<i64>| -> Samples { ts.map(|t| s(t, t as f64)).collect() };
+        let half = (JOIN_CHUNK_SAMPLES / 2 + 1) as i64;
+        let big = 2 * JOIN_CHUNK_SAMPLES as i64;
+        let mut joiner = JoinBuffers::default();
+        let joined = joiner.join(vec![
+            vec![part(half..2 * half), part(0..half)],
+            vec![part(0..half), part(half..2 * half)],
+            vec![part(0..big), part(big..big + 5)],
+        ]);
+        assert_eq!(joined[0].iter().collect::<Vec<_>>(), part(0..2 * half).iter().collect::<Vec<_>>());
+        assert_eq!(joined[1].iter().collect::<Vec<_>>(), part(0..2 * half).iter().collect::<Vec<_>>());
+        assert_eq!(joined[2].iter().collect::<Vec<_>>(), part(0..big + 5).iter().collect::<Vec<_>>());
+        assert_eq!(joiner.last.len(), 3, "a chunk for each series, none too small for its series");
     }
 }
