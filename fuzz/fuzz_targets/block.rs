@@ -1,5 +1,5 @@
 //! Blocks: one file of a real block (its first byte chooses which: `meta.json`, `index`,
-//! `samples.parquet` or `tombstones`) replaced by the rest of the input, then the data
+//! `samples` or `tombstones`) replaced by the rest of the input, then the data
 //! directory opened and every series read. A damaged block must be skipped or fail its
 //! query, never panic.
 #![no_main]
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use promflow_storage::{Db, DbOptions, Labels, MatchOp, Matcher, Querier};
 
-const FILES: [&str; 4] = ["meta.json", "index", "samples.parquet", "tombstones"];
+const FILES: [&str; 4] = ["meta.json", "index", "samples", "tombstones"];
 
 /// A block of three series written once, with a tombstone, kept for every run to copy.
 fn pristine() -> &'static Path {

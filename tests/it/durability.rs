@@ -129,11 +129,7 @@ fn an_unreadable_block_is_skipped_counted_and_shown() {
     })
     .expect("no block was cut");
     s.kill9();
-    for f in std::fs::read_dir(&block).unwrap().flatten() {
-        if f.path().extension().is_some_and(|e| e == "parquet") {
-            std::fs::write(f.path(), b"not parquet").unwrap();
-        }
-    }
+    std::fs::write(block.join("samples"), b"not samples").unwrap();
     let cfg = dir.path().join("prometheus.yml");
     let s = start_promflow_with(dir.path(), &cfg, free_port(), &[]);
     let (_, metrics) = s.get_text("/metrics");

@@ -23,7 +23,7 @@
 //!
 //! Files written before the differences were introduced hold `count`, `zero_count`,
 //! `positive_count` and `negative_count` in every row (not nullable) and no difference
-//! columns; they are read as they are. A series' float samples stay in `samples.parquet`;
+//! columns; they are read as they are. A series' float samples stay in the samples file;
 //! the index's time span of a series covers both.
 
 use std::fs::File;

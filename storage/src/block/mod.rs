@@ -1,4 +1,4 @@
-//! Immutable columnar blocks: a time range of samples in a Parquet file, with its own
+//! Immutable columnar blocks: a time range of samples in files of their own, with their
 //! series index and meta file.
 //!
 //! A block is a directory `promflow/blocks/<ULID>/` holding:
@@ -6,23 +6,22 @@
 //! * `meta.json`: the block's ULID, time range (`minTime` inclusive, `maxTime` exclusive,
 //!   milliseconds), sample and series counts, compaction level and source blocks;
 //! * `index`: every series' labels in label order, with its row range (see [`index`]);
-//! * `samples.parquet`: one row per sample, sorted by series then time, with the columns
+//! * `samples`: one row per float sample, sorted by series then time, in zstd-compressed
+//!   frames of byte planes (see [`frames`]): timestamps as differences of differences, values
+//!   as differences of exact decimal mantissas ([`crate::decimal`]) or as raw bits. Written
+//!   by version 2 of the layout (`meta.json`'s `version`).
+//!
+//! Version 1 blocks, still read, hold their float samples in `samples.parquet` instead: one
+//! row per sample, sorted by series then time, with the columns
 //!   - `series_id` (UInt32): the series' position in the index,
 //!   - `timestamp` (Int64): milliseconds since the Unix epoch,
 //!   - `value_decimal_delta_zigzag` (UInt64, nullable) and `value_digits` (UInt8): the value
-//!     as a decimal mantissa `m` with `value = m / 10^value_digits` when that is exact (see
-//!     [`crate::decimal`]), stored as the difference `d` from the series' previous mantissa
-//!     (the first one of a series from 0), zigzag-encoded (`(d << 1) ^ (d >> 63)`, so small
-//!     negative differences are small numbers too): a series' mantissas are the running sum
-//!     of the decoded differences over its rows;
-//!   - `value_float` (Float64, nullable): the value itself when no mantissa is exact.
+//!     as a decimal mantissa `m` with `value = m / 10^value_digits` when that is exact,
+//!     stored as the zigzag-encoded difference from the series' previous mantissa (the first
+//!     one of a series from 0);
+//!   - `value_float` (Float64, nullable): the value itself when no mantissa is exact;
 //!
-//!   Exactly one of `value_decimal_delta_zigzag` and `value_float` is set in each row. Series ids
-//!   and timestamps are `DELTA_BINARY_PACKED`; the two value columns are
-//!   `BYTE_STREAM_SPLIT`, which puts the mostly-zero high bytes of the deltas side by side
-//!   for zstd (on the node_exporter-like benchmark data this took the value column from 1.15
-//!   bytes per sample with plain mantissas to 0.80; `docs/benchmarks.md`). Everything is zstd-compressed, in pages of at most
-//!   [`PAGE_ROWS`] rows so that a query reads only the pages of its series.
+//!   zstd-compressed, in pages of at most [`PAGE_ROWS`] rows.
 //!
 //! A block that has native-histogram samples also holds `histograms.parquet` (see
 //! [`histograms`]); its series are in the same index. A block whose samples have start
@@ -36,6 +35,7 @@
 //! A block is written into `<ULID>.tmp/` and renamed into place once complete and synced, so
 //! a crash never leaves a half-written block under a real name.
 
+pub(crate) mod frames;
 pub(crate) mod histograms;
 pub(crate) mod index;
 pub(crate) mod starts;
@@ -47,9 +47,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, UInt32Type, UInt64Type, UInt8Type};
-use arrow_array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, UInt32Array, UInt64Array, UInt8Array,
-};
+use arrow_array::Array;
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
@@ -57,17 +55,14 @@ use parquet::arrow::arrow_reader::{
     RowSelection,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use parquet::schema::types::SchemaDescriptor;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{unzigzag, zigzag};
+use crate::codec::unzigzag;
 use crate::head::PackedLabels;
 use crate::{Error, HistogramSample, HistogramSeries, Labels, Matcher, Sample, Samples, Series, Timestamp};
+use frames::{FramesFile, FramesWriter, FRAMES_FILE};
 use histograms::{HistogramFile, HistogramWriter};
 use index::BlockIndex;
 use starts::{StartFile, StartWriter};
@@ -76,21 +71,21 @@ use starts::{StartFile, StartWriter};
 pub(crate) const META_FILE: &str = "meta.json";
 /// The block's series index.
 pub(crate) const INDEX_FILE: &str = "index";
-/// The block's samples.
-pub(crate) const SAMPLES_FILE: &str = "samples.parquet";
+/// A version 1 block's samples.
+pub(crate) const PARQUET_SAMPLES_FILE: &str = "samples.parquet";
 /// The block's deleted ranges.
 pub(crate) const TOMBSTONES_FILE: &str = "tombstones";
 const TOMBSTONES_MAGIC: &[u8; 4] = b"PFTS";
 /// Suffix of a block directory being written.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
-/// Rows per Parquet data page.
+/// Rows per Parquet data page of a version 1 block's samples.
 pub(crate) const PAGE_ROWS: usize = 16 * 1024;
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 1 << 20;
-/// Rows buffered before a record batch is handed to the Parquet writer.
+/// Rows a batch of a Parquet reader holds.
 const BATCH_ROWS: usize = 64 * 1024;
+/// The layout version written into meta files.
+const VERSION: u32 = 2;
 /// The `format` written into meta files.
-const FORMAT: &str = "promflow-parquet-v1";
+const FORMAT: &str = "promflow-frames-v2";
 
 /// Compaction lineage, as in Prometheus's `meta.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,8 +173,7 @@ fn pq(what: &'static str) -> impl FnOnce(parquet::errors::ParquetError) -> Error
     move |e| Error::Io(what.to_string(), std::io::Error::other(e))
 }
 
-/// Maps signed to unsigned so that numbers near zero of either sign stay small.
-/// The samples file's Arrow schema.
+/// A version 1 block's samples file's Arrow schema.
 pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
@@ -188,31 +182,6 @@ pub(crate) fn schema() -> SchemaRef {
         Field::new("value_digits", DataType::UInt8, false),
         Field::new("value_float", DataType::Float64, true),
     ]))
-}
-
-fn writer_properties() -> WriterProperties {
-    let delta = |b: parquet::file::properties::WriterPropertiesBuilder, col: &str| {
-        b.set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED)
-    };
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_dictionary_enabled(false)
-        .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_write_batch_size(PAGE_ROWS)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_column_dictionary_enabled(ColumnPath::from("value_digits"), true)
-        .set_column_encoding(ColumnPath::from("value_float"), Encoding::BYTE_STREAM_SPLIT)
-        .set_column_encoding(ColumnPath::from("value_decimal_delta_zigzag"), Encoding::BYTE_STREAM_SPLIT)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "promflow.value".to_string(),
-            "value = (running sum over the series' rows of the zigzag-decoded \
-             value_decimal_delta_zigzag) / 10^value_digits where it is set, else value_float"
-                .to_string(),
-        )]));
-    for col in ["series_id", "timestamp"] {
-        b = delta(b, col);
-    }
-    b.build()
 }
 
 /// Writes one block from series handed over in label order.
@@ -224,15 +193,12 @@ pub(crate) struct BlockWriter {
     sources: Vec<String>,
     /// The compaction hints `meta.json` will carry.
     hints: Vec<String>,
-    writer: ArrowWriter<File>,
+    frames: FramesWriter,
     /// (labels, rows, min_t, max_t) per series written, the labels packed: a cut of a million
     /// series holds them all until the index is written.
     series: Vec<(PackedLabels, u64, Timestamp, Timestamp)>,
-    ids: Vec<u32>,
-    ts: Vec<i64>,
-    decimals: Vec<Option<u64>>,
-    digits: Vec<u8>,
-    floats: Vec<Option<f64>>,
+    /// The series being added, collected to be cut into frames.
+    buffer: Vec<Sample>,
     samples: u64,
     histograms: HistogramWriter,
     starts: StartWriter,
@@ -247,10 +213,7 @@ impl BlockWriter {
         let tmp = blocks_dir.join(format!("{ulid}{TMP_SUFFIX}"));
         std::fs::create_dir_all(&tmp)
             .map_err(io(|| format!("creating block directory {}", tmp.display())))?;
-        let path = tmp.join(SAMPLES_FILE);
-        let file = File::create(&path).map_err(io(|| format!("creating {}", path.display())))?;
-        let writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
-            .map_err(pq("starting a block's samples file"))?;
+        let frames = FramesWriter::create(&tmp.join(FRAMES_FILE))?;
         let sources = if sources.is_empty() { vec![ulid.clone()] } else { sources };
         Ok(BlockWriter {
             tmp,
@@ -259,13 +222,9 @@ impl BlockWriter {
             level,
             sources,
             hints: Vec::new(),
-            writer,
+            frames,
             series: Vec::new(),
-            ids: Vec::new(),
-            ts: Vec::new(),
-            decimals: Vec::new(),
-            digits: Vec::new(),
-            floats: Vec::new(),
+            buffer: Vec::new(),
             samples: 0,
             histograms: HistogramWriter::new(),
             starts: StartWriter::default(),
@@ -300,51 +259,15 @@ impl BlockWriter {
         }
         let id = u32::try_from(self.series.len())
             .map_err(|_| Error::InvalidLabels("too many series in one block".into()))?;
-        let digits = crate::decimal::series_digits(samples.clone().map(|s| s.v));
-        let mut prev = 0i64;
-        let mut n = 0u64;
-        for s in samples {
-            n += 1;
-            self.ids.push(id);
-            self.ts.push(s.t);
-            self.digits.push(digits);
-            match crate::decimal::mantissa(s.v, digits) {
-                Some(m) => {
-                    // mantissas are below 2^53 in magnitude: the difference cannot overflow
-                    self.decimals.push(Some(zigzag(m - prev)));
-                    prev = m;
-                    self.floats.push(None);
-                }
-                None => {
-                    self.decimals.push(None);
-                    self.floats.push(Some(s.v));
-                }
-            }
-        }
+        self.buffer.clear();
+        self.buffer.extend(samples);
+        self.frames.add(&self.buffer)?;
+        let n = self.buffer.len() as u64;
         self.samples += n;
         self.histograms.add(&self.tmp, id, hists)?;
         self.starts.add(&self.tmp, id, starts)?;
         self.series.push((packed, n, first_t, last_t));
-        if self.ids.len() >= BATCH_ROWS {
-            self.flush_batch()?;
-        }
         Ok(())
-    }
-
-    fn flush_batch(&mut self) -> Result<(), Error> {
-        if self.ids.is_empty() {
-            return Ok(());
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(std::mem::take(&mut self.ids))),
-            Arc::new(Int64Array::from(std::mem::take(&mut self.ts))),
-            Arc::new(UInt64Array::from(std::mem::take(&mut self.decimals))),
-            Arc::new(UInt8Array::from(std::mem::take(&mut self.digits))),
-            Arc::new(Float64Array::from(std::mem::take(&mut self.floats))),
-        ];
-        let batch = RecordBatch::try_new(schema(), columns)
-            .map_err(|e| Error::Io("building a record batch".into(), std::io::Error::other(e)))?;
-        self.writer.write(&batch).map_err(pq("writing a block's samples"))
     }
 
     /// Completes the block: writes the index and meta file, syncs, and renames the directory
@@ -359,12 +282,10 @@ impl BlockWriter {
             self.abort();
             return Ok(None);
         }
-        self.flush_batch()?;
         let num_histogram_samples = self.histograms.samples;
         std::mem::replace(&mut self.histograms, HistogramWriter::new()).finish()?;
         std::mem::take(&mut self.starts).finish()?;
-        let file = self.writer.into_inner().map_err(pq("finishing a block's samples file"))?;
-        file.sync_all().map_err(io(|| "syncing a block's samples file".to_string()))?;
+        self.frames.finish()?;
         let (min, max) = range.unwrap_or_else(|| {
             let min = self.series.iter().map(|s| s.2).min().unwrap_or(0);
             let max = self.series.iter().map(|s| s.3).max().unwrap_or(0);
@@ -384,7 +305,7 @@ impl BlockWriter {
                 sources: std::mem::take(&mut self.sources),
                 hints: std::mem::take(&mut self.hints),
             },
-            version: 1,
+            version: VERSION,
             format: FORMAT.to_string(),
         };
         write_synced(&self.tmp.join(INDEX_FILE), &index::encode(&self.series))?;
@@ -473,6 +394,20 @@ pub(crate) fn rows_reader(
         .map(Some)
 }
 
+/// Opens a version 1 block's `samples.parquet` and reads its footer with the page index.
+fn open_parquet_samples(dir: &Path) -> Result<SamplesFile, Error> {
+    let path = dir.join(PARQUET_SAMPLES_FILE);
+    let file = File::open(&path).map_err(io(|| format!("opening {}", path.display())))?;
+    // The reader is given the schema it expects rather than the one embedded in the
+    // footer: a damaged footer then fails the block instead of reaching arrow-ipc's
+    // schema decoder (which panics on some malformed input) or the typed column casts.
+    let options =
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional).with_schema(schema());
+    let metadata =
+        ArrowReaderMetadata::load(&file, options).map_err(pq("reading a block's Parquet footer"))?;
+    Ok(SamplesFile::Parquet { metadata, file })
+}
+
 /// Completes and syncs an optional Parquet file's writer, if it was started.
 fn finish_optional(writer: Option<ArrowWriter<File>>, what: &'static str) -> Result<(), Error> {
     if let Some(writer) = writer {
@@ -546,10 +481,8 @@ pub(crate) struct Block {
     dir: PathBuf,
     meta: BlockMeta,
     index: BlockIndex,
-    parquet: ArrowReaderMetadata,
-    /// The samples file, open for the block's life: a merge deletes a block's directory
-    /// while queries that took the block before may still read it ([`Block::samples_file`]).
-    samples: File,
+    /// The float samples.
+    samples: SamplesFile,
     size_bytes: u64,
     /// Deleted ranges, sorted by series id.
     tombstones: std::sync::RwLock<Vec<Tombstone>>,
@@ -581,6 +514,20 @@ fn corrupt(dir: &Path, what: &str) -> Error {
     )
 }
 
+/// A block's float samples, in the layout of its version.
+enum SamplesFile {
+    /// Version 1: `samples.parquet`.
+    Parquet {
+        /// The footer, read once.
+        metadata: ArrowReaderMetadata,
+        /// Open for the block's life: a merge deletes a block's directory while queries that
+        /// took the block before may still read it ([`Block::parquet_file`]).
+        file: File,
+    },
+    /// Version 2: `samples`.
+    Frames(FramesFile),
+}
+
 /// A series of a block a selection matches ([`Block::listed`]).
 pub(crate) struct Listed {
     /// Its id in the block.
@@ -592,27 +539,24 @@ pub(crate) struct Listed {
 }
 
 impl Block {
-    /// Opens the block in `dir`: reads its meta, index and Parquet footer (with page index).
+    /// Opens the block in `dir`: reads its meta, index and the directory of its samples file
+    /// (for a version 1 block, the Parquet footer with its page index).
     pub(crate) fn open(dir: &Path) -> Result<Block, Error> {
         let meta_path = dir.join(META_FILE);
         let raw = std::fs::read(&meta_path).map_err(io(|| format!("reading {}", meta_path.display())))?;
         let meta: BlockMeta =
             serde_json::from_slice(&raw).map_err(|e| corrupt(dir, &format!("bad meta.json: {e}")))?;
-        if meta.version != 1 {
-            return Err(corrupt(dir, &format!("unknown block version {}", meta.version)));
-        }
         let index_path = dir.join(INDEX_FILE);
+        let samples = match meta.version {
+            1 => open_parquet_samples(dir)?,
+            VERSION => SamplesFile::Frames(FramesFile::open(&dir.join(FRAMES_FILE))?),
+            other => return Err(corrupt(dir, &format!("unknown block version {other}"))),
+        };
         let index = index::open(&index_path).map_err(io(|| format!("reading {}", index_path.display())))?;
-        let samples_path = dir.join(SAMPLES_FILE);
-        let file = File::open(&samples_path).map_err(io(|| format!("opening {}", samples_path.display())))?;
-        // The reader is given the schema it expects rather than the one embedded in the
-        // footer: a damaged footer then fails the block instead of reaching arrow-ipc's
-        // schema decoder (which panics on some malformed input) or the typed column casts.
-        let options =
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional).with_schema(schema());
-        let parquet =
-            ArrowReaderMetadata::load(&file, options).map_err(pq("reading a block's Parquet footer"))?;
-        let rows = parquet.metadata().file_metadata().num_rows() as u64;
+        let rows = match &samples {
+            SamplesFile::Parquet { metadata, .. } => metadata.metadata().file_metadata().num_rows() as u64,
+            SamplesFile::Frames(frames) => frames.rows(),
+        };
         if rows != index.total_rows() {
             return Err(corrupt(dir, "index and samples file disagree on the number of rows"));
         }
@@ -630,22 +574,21 @@ impl Block {
             size_bytes: dir_size(dir),
             meta,
             index,
-            parquet,
-            samples: file,
+            samples,
             tombstones: std::sync::RwLock::new(tombstones),
             histograms,
             starts,
         })
     }
 
-    /// A reader of the samples file with an offset of its own, opened from the descriptor
-    /// the block holds (Linux's `/proc/self/fd`), so that it reads even after a merge has
-    /// deleted the block's files; by path where `/proc` is missing.
-    fn samples_file(&self) -> Result<File, Error> {
+    /// A reader of a version 1 block's samples file, with an offset of its own, opened from
+    /// the descriptor the block holds (Linux's `/proc/self/fd`), so that it reads even after a
+    /// merge has deleted the block's files; by path where `/proc` is missing.
+    fn parquet_file(&self, held: &File) -> Result<File, Error> {
         use std::os::unix::io::AsRawFd;
-        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.samples.as_raw_fd()));
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
         File::open(&by_fd).or_else(|_| {
-            let path = self.dir.join(SAMPLES_FILE);
+            let path = self.dir.join(PARQUET_SAMPLES_FILE);
             File::open(&path).map_err(io(|| format!("opening {}", path.display())))
         })
     }
@@ -720,22 +663,59 @@ impl Block {
     }
 
     /// The samples in `mint..=maxt` of series `ids` (ascending), each in time order and in
-    /// the order of `ids`; series without samples in range get empty columns.
+    /// the order of `ids`, without deleted ones; series without samples in range get empty
+    /// columns.
+    pub(crate) fn read(&self, ids: &[u32], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Samples>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = match &self.samples {
+            SamplesFile::Parquet { metadata, file } => self.read_parquet(metadata, file, ids, mint, maxt)?,
+            SamplesFile::Frames(frames) => {
+                let spans: Vec<Range<u64>> = ids
+                    .iter()
+                    .map(|&id| self.index.span(id).map_or(0..0, |s| s.first_row..s.first_row + s.rows))
+                    .collect();
+                frames
+                    .read(&spans, mint, maxt)?
+                    .into_iter()
+                    .map(|(t, v)| Samples::from_buffers(ScalarBuffer::from(t), ScalarBuffer::from(v)))
+                    .collect()
+            }
+        };
+        let stones = self.stones();
+        if !stones.is_empty() {
+            for (list, &id) in out.iter_mut().zip(ids) {
+                let gone = self.deleted(&stones, id);
+                if !gone.is_empty() {
+                    *list =
+                        std::mem::take(list).filtered(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Block::read`] of a version 1 block, without applying tombstones.
     ///
     /// Each Parquet batch is decoded once into two Arrow buffers, its timestamp column as is
     /// and its values decoded from their encoding; a series' samples are slices of those
     /// buffers (joined only when a series spans two batches). Where less than half of a
     /// batch's rows lie in range, those rows are copied into buffers of their own.
-    pub(crate) fn read(&self, ids: &[u32], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Samples>, Error> {
+    fn read_parquet(
+        &self,
+        metadata: &ArrowReaderMetadata,
+        file: &File,
+        ids: &[u32],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Samples>, Error> {
         let mut pieces: Vec<Vec<Samples>> = (0..ids.len()).map(|_| Vec::new()).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let ranges = ids.iter().filter_map(|&id| self.index.span(id)).map(|s| {
             let start = s.first_row as usize;
             start..start + s.rows as usize
         });
-        let Some(reader) = rows_reader(self.samples_file()?, &self.parquet, ranges)
+        let Some(reader) = rows_reader(self.parquet_file(file)?, metadata, ranges)
             .map_err(pq("reading a block's samples"))?
         else {
             return Ok(vec![Samples::default(); ids.len()]);
@@ -832,24 +812,13 @@ impl Block {
                     .push(Samples::from_buffers(t_col.slice(rows.start, len), v_col.slice(rows.start, len)));
             }
         }
-        let mut out: Vec<Samples> = pieces
+        Ok(pieces
             .into_iter()
             .map(|mut p| match p.len() {
                 0 | 1 => p.pop().unwrap_or_default(),
                 _ => Samples::merge(p),
             })
-            .collect();
-        let stones = self.stones();
-        if !stones.is_empty() {
-            for (list, &id) in out.iter_mut().zip(ids) {
-                let gone = self.deleted(&stones, id);
-                if !gone.is_empty() {
-                    *list =
-                        std::mem::take(list).filtered(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
-                }
-            }
-        }
-        Ok(out)
+            .collect())
     }
 
     /// The histograms in `mint..=maxt` of series `ids` (ascending), one list per id, without
@@ -1025,6 +994,8 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::{Int64Array, RecordBatch};
+    use parquet::file::properties::WriterProperties;
 
     fn ls(job: &str) -> Arc<Labels> {
         Arc::new(Labels::from_pairs([("__name__", "up"), ("job", job)]))
@@ -1069,62 +1040,81 @@ mod tests {
         assert!(!dir.path().join(format!("{}{TMP_SUFFIX}", meta.ulid)).exists());
     }
 
-    #[test]
-    fn reads_share_decoded_batches_and_join_series_across_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = BlockWriter::create(dir.path(), 1, Vec::new()).unwrap();
-        // "a" ends inside the first Parquet batch, "b" spans the batch boundary, "c" after it
-        let n_a = 1000;
-        let n_b = BATCH_ROWS + 500;
-        let gen = |n: usize, off: i64| -> Vec<Sample> {
-            (0..n as i64).map(|i| Sample { t: i * 1000 + off, v: (i + off) as f64 * 0.25 }).collect()
+    /// A version 1 block (`samples.parquet`) as the writer of that version made it, with the
+    /// series [`v1_fixture_series`] lists.
+    fn v1_fixture() -> Block {
+        Block::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/block-v1")).unwrap()
+    }
+
+    /// The series of the version 1 fixture, by job: "b" spans two Parquet batches, "c" mixes
+    /// decimal values, roots and a staleness marker.
+    fn v1_fixture_series() -> Vec<Vec<Sample>> {
+        let gen = |n: i64, step: i64, off: i64| -> Vec<Sample> {
+            (0..n).map(|i| Sample { t: i * step + off, v: (i + off) as f64 * 0.25 }).collect()
         };
-        let (a, b, c) = (gen(n_a, 0), gen(n_b, 1), gen(300, 2));
-        for (job, s) in [("a", &a), ("b", &b), ("c", &c)] {
-            w.add(ls(job), s.iter().copied(), &[], &[]).unwrap();
-        }
-        let meta = w.finish(None).unwrap().unwrap();
-        let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
-        let all = block.read(&[0, 1, 2], i64::MIN, i64::MAX).unwrap();
-        assert_eq!(all[0].iter().collect::<Vec<_>>(), a);
-        assert_eq!(all[1].iter().collect::<Vec<_>>(), b, "joined across the batch boundary");
-        assert_eq!(all[2].iter().collect::<Vec<_>>(), c);
-        // a and c sit in different batches but each is one slice of its batch's columns
-        let in_batch = |s: &Samples| s.view().t.as_ptr();
-        assert!(in_batch(&all[0]) != in_batch(&all[2]));
-        // a time range cuts every series to a contiguous slice
-        let (lo, hi) = (200_000, 400_002);
-        let cut = block.read(&[0, 1, 2], lo, hi).unwrap();
-        let want = |s: &[Sample]| s.iter().copied().filter(|x| x.t >= lo && x.t <= hi).collect::<Vec<_>>();
-        assert_eq!(cut[0].iter().collect::<Vec<_>>(), want(&a));
-        assert_eq!(cut[1].iter().collect::<Vec<_>>(), want(&b));
-        assert_eq!(cut[2].iter().collect::<Vec<_>>(), want(&c));
-        // only some ids, and an id without samples in range
-        let some = block.read(&[1, 2], 60_000_000, i64::MAX).unwrap();
-        assert_eq!(some.len(), 2);
-        assert!(some[1].is_empty());
-        assert_eq!(some[0].len(), n_b - 60_000);
+        let a = (0..1000).map(|i| Sample { t: i * 15_000, v: i as f64 * 0.01 }).collect();
+        let c = (0..500)
+            .map(|i| Sample {
+                t: i * 15_000 + 7,
+                v: if i == 250 { crate::stale_nan() } else { (i as f64).sqrt() },
+            })
+            .collect();
+        vec![a, gen(BATCH_ROWS as i64 + 500, 1000, 1), c, gen(300, 1000, 2)]
     }
 
     #[test]
-    fn a_short_range_out_of_a_batch_keeps_only_its_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = BlockWriter::create(dir.path(), 1, Vec::new()).unwrap();
-        let samples: Vec<Sample> =
-            (0..BATCH_ROWS as i64).map(|i| Sample { t: i * 1000, v: i as f64 }).collect();
-        w.add(ls("a"), samples.iter().copied(), &[], &[]).unwrap();
-        let meta = w.finish(None).unwrap().unwrap();
-        let block = Block::open(&dir.path().join(&meta.ulid)).unwrap();
-        // an hour out of the batch's 18 hours
+    fn a_version_1_block_reads_back_bit_for_bit_sharing_decoded_batches() {
+        let block = v1_fixture();
+        assert_eq!(block.meta().version, 1);
+        let want = v1_fixture_series();
+        let bits = |s: &mut dyn Iterator<Item = Sample>| s.map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+        let all = block.read(&[0, 1, 2, 3], i64::MIN, i64::MAX).unwrap();
+        for (read, want) in all.iter().zip(&want) {
+            assert_eq!(bits(&mut read.iter()), bits(&mut want.iter().copied()));
+        }
+        // "a" and "d" sit in different batches but each is one slice of its batch's columns
+        let in_batch = |s: &Samples| s.view().t.as_ptr();
+        assert!(in_batch(&all[0]) != in_batch(&all[3]));
+        // a time range cuts every series to a contiguous slice
+        let (lo, hi) = (200_000, 400_002);
+        let cut = block.read(&[0, 1, 2, 3], lo, hi).unwrap();
+        for (read, want) in cut.iter().zip(&want) {
+            let want = want.iter().copied().filter(|x| x.t >= lo && x.t <= hi);
+            assert_eq!(bits(&mut read.iter()), bits(&mut want.into_iter()));
+        }
+        // an hour out of "b": its rows are copied out, the batch's columns not kept
         let (lo, hi) = (1_000_000, 1_000_000 + 3_600_000 - 1);
-        let hour = block.read(&[0], lo, hi).unwrap();
-        let want: Vec<Sample> = samples.iter().copied().filter(|x| x.t >= lo && x.t <= hi).collect();
-        assert_eq!(hour[0].iter().collect::<Vec<_>>(), want);
-        assert_eq!(hour[0].held_bytes(), want.len() * 16, "the batch's columns are not kept");
-        // most of the batch is still sliced out of its columns
-        let most = block.read(&[0], lo, i64::MAX).unwrap();
-        assert_eq!(most[0].len(), BATCH_ROWS - 1000);
-        assert!(most[0].held_bytes() >= BATCH_ROWS * 16);
+        let hour = block.read(&[1], lo, hi).unwrap();
+        let in_hour: Vec<Sample> = want[1].iter().copied().filter(|x| x.t >= lo && x.t <= hi).collect();
+        assert_eq!(hour[0].iter().collect::<Vec<_>>(), in_hour);
+        assert_eq!(hour[0].held_bytes(), in_hour.len() * 16);
+        // only some ids, and an id without samples in range
+        let some = block.read(&[1, 3], 60_000_000, i64::MAX).unwrap();
+        assert_eq!(some.len(), 2);
+        assert!(some[1].is_empty());
+        assert_eq!(some[0].len(), BATCH_ROWS + 500 - 60_000);
+    }
+
+    #[test]
+    fn a_merge_of_a_version_1_block_writes_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = v1_fixture();
+        let mut w = BlockWriter::create(dir.path(), 2, Vec::new()).unwrap();
+        let series = old.select(&[], i64::MIN, i64::MAX).unwrap();
+        for s in &series {
+            w.add(Arc::new(s.labels.clone()), s.samples.iter(), &[], &[]).unwrap();
+        }
+        let meta = w.finish(None).unwrap().unwrap();
+        assert_eq!((meta.version, meta.format.as_str()), (2, FORMAT));
+        let new = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        assert!(dir.path().join(&meta.ulid).join(FRAMES_FILE).is_file());
+        let again = new.select(&[], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(again.len(), 4);
+        for (a, b) in again.iter().zip(&series) {
+            assert_eq!(a.labels, b.labels);
+            let bits = |s: &Samples| s.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&a.samples), bits(&b.samples));
+        }
     }
 
     #[test]

@@ -1,0 +1,774 @@
+//! A block's float samples in frames of byte planes (`samples`, block version 2).
+//!
+//! The rows (one per sample, sorted by series then time, numbered as the index's series spans
+//! number them) are cut into frames of at most [`FRAME_ROWS`] rows, each compressed with zstd
+//! on its own, so that a read decompresses only the frames of the series it wants. Within a
+//! frame, every series' rows form a *piece* (a series longer than a frame is cut into pieces
+//! in consecutive frames), encoded without reference to anything outside it:
+//!
+//! * its timestamps as the first one, the first difference, and then the differences of
+//!   differences (`dod`), zigzag-encoded: a target scraped at a steady interval has `dod` 0
+//!   or a few milliseconds of jitter;
+//! * its values, when at most a quarter of them lack an exact decimal mantissa at the
+//!   piece's digit count ([`crate::decimal`]), as the zigzag-encoded differences of those
+//!   mantissas (the first from 0), the others (NaN, staleness markers, ±Inf, full-precision
+//!   odd values) as *exceptions*: a row number and the value's bits; otherwise every value
+//!   as its raw bits.
+//!
+//! Each of the three streams (dods, mantissa differences, raw bits) is laid out across all of
+//! a frame's pieces as byte planes: the lowest byte of every entry, then the next byte of
+//! every entry, and so on for as many bytes as the frame's widest entry needs (none for
+//! dods when every series' interval is steady). The planes of high bytes are mostly zero,
+//! which zstd compresses to almost nothing, and decoding is a few shifts per entry over
+//! contiguous bytes, with no branch per sample.
+//!
+//! File layout (integers little-endian; varints as [`crate::codec`] writes them):
+//!
+//! ```text
+//! "PFSF" 0x01                              header
+//! frame*                                    zstd frames, back to back
+//! directory                                 "PFSD" 0x01, uvarint frames, per frame
+//!                                           (uvarint offset, uvarint compressed length,
+//!                                           uvarint rows), crc32c
+//! u64 directory length, "PFSF"              trailer
+//! ```
+//!
+//! A decompressed frame:
+//!
+//! ```text
+//! uvarint pieces, varint base_t,
+//! per piece: uvarint rows, u8 kind (digit count 0..=15, or 255 for raw bits),
+//!            varint t0 - base_t, [varint first difference, if rows ≥ 2],
+//!            [uvarint exceptions, uvarint row gaps (first from -1) … if decimal]
+//! u8 dod width, u8 mantissa width
+//! dod planes       (dod width × Σ max(rows − 2, 0) bytes)
+//! mantissa planes  (mantissa width × Σ rows of decimal pieces)
+//! raw planes       (8 × (Σ rows of raw pieces + Σ exceptions)), in piece order
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::codec::{put_uvarint, put_varint, seal, sealed_header, unzigzag, zigzag, Cursor};
+use crate::{Error, Sample, Timestamp};
+
+/// The samples file of a version-2 block.
+pub(crate) const FRAMES_FILE: &str = "samples";
+const MAGIC: &[u8; 4] = b"PFSF";
+const DIRECTORY_MAGIC: &[u8; 4] = b"PFSD";
+const VERSION: u8 = 1;
+/// Rows per frame: large enough that zstd finds the planes' repetitions, small enough that
+/// a read of one short series decompresses little besides it.
+pub(crate) const FRAME_ROWS: usize = 32 * 1024;
+/// The kind of a piece whose values are stored as raw bits.
+const RAW: u8 = 255;
+const ZSTD_LEVEL: i32 = 3;
+
+fn io(what: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Io(what(), e)
+}
+
+fn corrupt(path: &Path, what: &str) -> Error {
+    Error::Io(
+        format!("reading {}", path.display()),
+        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+    )
+}
+
+/// Bytes needed for the largest of `values` (0 when all are 0).
+fn width(values: &[u64]) -> u8 {
+    let all = values.iter().fold(0u64, |acc, &v| acc | v);
+    (64 - all.leading_zeros()).div_ceil(8) as u8
+}
+
+/// Appends `values` as `width` byte planes.
+fn put_planes(out: &mut Vec<u8>, values: &[u64], width: u8) {
+    for plane in 0..u32::from(width) {
+        out.extend(values.iter().map(|&v| (v >> (8 * plane)) as u8));
+    }
+}
+
+/// Reads entries `range` of a stream of `len` entries stored as `width` byte planes at the
+/// start of `planes`, into `out` (cleared first).
+fn get_planes(planes: &[u8], len: usize, width: u8, range: Range<usize>, out: &mut Vec<u64>) {
+    out.clear();
+    out.resize(range.len(), 0);
+    for plane in 0..usize::from(width) {
+        let bytes = &planes[plane * len + range.start..plane * len + range.end];
+        let shift = 8 * plane as u32;
+        for (o, &b) in out.iter_mut().zip(bytes) {
+            *o |= u64::from(b) << shift;
+        }
+    }
+}
+
+/// One series' rows in the frame being written.
+struct PieceHead {
+    rows: usize,
+    kind: u8,
+    t0: Timestamp,
+    first_difference: i64,
+    exceptions: Vec<usize>,
+}
+
+/// Writes a samples file frame by frame.
+pub(crate) struct FramesWriter {
+    out: BufWriter<File>,
+    written: u64,
+    /// (offset, compressed length, rows) per frame written.
+    directory: Vec<(u64, u64, u64)>,
+    pieces: Vec<PieceHead>,
+    rows: usize,
+    dods: Vec<u64>,
+    mantissas: Vec<u64>,
+    raw: Vec<u64>,
+    frame: Vec<u8>,
+    compressor: zstd::bulk::Compressor<'static>,
+    compressed: Vec<u8>,
+}
+
+impl FramesWriter {
+    /// Starts the samples file at `path`.
+    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
+        let file = File::create(path).map_err(io(|| format!("creating {}", path.display())))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(MAGIC)
+            .and_then(|()| out.write_all(&[VERSION]))
+            .map_err(io(|| format!("writing {}", path.display())))?;
+        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(io(|| "starting a zstd compressor".to_string()))?;
+        // a checksum in every frame: a damaged frame fails its read instead of decoding into
+        // other values
+        compressor.include_checksum(true).map_err(io(|| "starting a zstd compressor".to_string()))?;
+        Ok(FramesWriter {
+            out,
+            written: 5,
+            directory: Vec::new(),
+            pieces: Vec::new(),
+            rows: 0,
+            dods: Vec::new(),
+            mantissas: Vec::new(),
+            raw: Vec::new(),
+            frame: Vec::new(),
+            compressor,
+            compressed: Vec::new(),
+        })
+    }
+
+    /// Appends a series' samples (in time order) after the rows written so far, cut into
+    /// pieces at frame boundaries.
+    pub(crate) fn add(&mut self, samples: &[Sample]) -> Result<(), Error> {
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = rest.len().min(FRAME_ROWS - self.rows);
+            let (piece, after) = rest.split_at(take);
+            self.add_piece(piece);
+            rest = after;
+            if self.rows == FRAME_ROWS {
+                self.flush_frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_piece(&mut self, piece: &[Sample]) {
+        let (first, second) = (piece[0].t, piece.get(1).map_or(0, |s| s.t));
+        let mut prev_t = second;
+        let mut prev_delta = second.wrapping_sub(first);
+        for s in piece.iter().skip(2) {
+            let delta = s.t.wrapping_sub(prev_t);
+            self.dods.push(zigzag(delta.wrapping_sub(prev_delta)));
+            (prev_t, prev_delta) = (s.t, delta);
+        }
+        let digits = crate::decimal::series_digits(piece.iter().map(|s| s.v));
+        let exact = piece.iter().filter(|s| crate::decimal::mantissa(s.v, digits).is_some()).count();
+        let mut head = PieceHead {
+            rows: piece.len(),
+            kind: RAW,
+            t0: first,
+            first_difference: second.wrapping_sub(first),
+            exceptions: Vec::new(),
+        };
+        if exact * 4 >= piece.len() * 3 {
+            head.kind = digits;
+            let mut prev = 0i64;
+            for (row, s) in piece.iter().enumerate() {
+                match crate::decimal::mantissa(s.v, digits) {
+                    Some(m) => {
+                        // mantissas are below 2^53 in magnitude: the difference cannot overflow
+                        self.mantissas.push(zigzag(m - prev));
+                        prev = m;
+                    }
+                    None => {
+                        self.mantissas.push(0);
+                        head.exceptions.push(row);
+                        self.raw.push(s.v.to_bits());
+                    }
+                }
+            }
+        } else {
+            self.raw.extend(piece.iter().map(|s| s.v.to_bits()));
+        }
+        self.rows += piece.len();
+        self.pieces.push(head);
+    }
+
+    fn flush_frame(&mut self) -> Result<(), Error> {
+        if self.pieces.is_empty() {
+            return Ok(());
+        }
+        let frame = &mut self.frame;
+        frame.clear();
+        put_uvarint(frame, self.pieces.len() as u64);
+        let base = self.pieces[0].t0;
+        put_varint(frame, base);
+        for p in &self.pieces {
+            put_uvarint(frame, p.rows as u64);
+            frame.push(p.kind);
+            put_varint(frame, p.t0.wrapping_sub(base));
+            if p.rows >= 2 {
+                put_varint(frame, p.first_difference);
+            }
+            if p.kind != RAW {
+                put_uvarint(frame, p.exceptions.len() as u64);
+                let mut last = -1i64;
+                for &row in &p.exceptions {
+                    put_uvarint(frame, (row as i64 - last) as u64);
+                    last = row as i64;
+                }
+            }
+        }
+        let (dod_width, mantissa_width) = (width(&self.dods), width(&self.mantissas));
+        frame.extend([dod_width, mantissa_width]);
+        put_planes(frame, &self.dods, dod_width);
+        put_planes(frame, &self.mantissas, mantissa_width);
+        put_planes(frame, &self.raw, 8);
+        self.compressed.clear();
+        self.compressed.reserve(zstd::zstd_safe::compress_bound(frame.len()));
+        self.compressor
+            .compress_to_buffer(frame.as_slice(), &mut self.compressed)
+            .map_err(io(|| "compressing a frame of samples".to_string()))?;
+        self.out.write_all(&self.compressed).map_err(io(|| "writing a frame of samples".to_string()))?;
+        let len = self.compressed.len() as u64;
+        self.directory.push((self.written, len, self.rows as u64));
+        self.written += len;
+        self.pieces.clear();
+        self.dods.clear();
+        self.mantissas.clear();
+        self.raw.clear();
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// Writes the last frame, the directory and the trailer, and syncs the file.
+    pub(crate) fn finish(mut self) -> Result<(), Error> {
+        self.flush_frame()?;
+        let mut dir = sealed_header(DIRECTORY_MAGIC, VERSION);
+        put_uvarint(&mut dir, self.directory.len() as u64);
+        for &(offset, len, rows) in &self.directory {
+            put_uvarint(&mut dir, offset);
+            put_uvarint(&mut dir, len);
+            put_uvarint(&mut dir, rows);
+        }
+        seal(&mut dir);
+        let what = || "writing a samples file's directory".to_string();
+        self.out.write_all(&dir).map_err(io(what))?;
+        self.out.write_all(&(dir.len() as u64).to_le_bytes()).map_err(io(what))?;
+        self.out.write_all(MAGIC).map_err(io(what))?;
+        let file = self.out.into_inner().map_err(|e| Error::Io(what(), e.into_error()))?;
+        file.sync_all().map_err(io(|| "syncing a block's samples file".to_string()))
+    }
+}
+
+/// A series' timestamps and values, as a read fills them.
+pub(crate) type Columns = (Vec<Timestamp>, Vec<f64>);
+
+/// One frame in a samples file's directory.
+#[derive(Clone, Copy, Debug)]
+struct FrameEntry {
+    offset: u64,
+    len: u64,
+    first_row: u64,
+    rows: u64,
+}
+
+/// An open samples file: its directory, read once, and the file, read frame by frame.
+pub(crate) struct FramesFile {
+    path: std::path::PathBuf,
+    /// Open for the block's life: a merge deletes a block's directory while queries that
+    /// took the block before may still read it.
+    file: File,
+    frames: Vec<FrameEntry>,
+    rows: u64,
+}
+
+/// Scratch buffers of one read, reused from frame to frame.
+#[derive(Default)]
+struct Scratch {
+    compressed: Vec<u8>,
+    frame: Vec<u8>,
+    entries: Vec<u64>,
+}
+
+/// A piece's header, as a reader finds it.
+struct Piece {
+    first_row: u64,
+    rows: usize,
+    kind: u8,
+    t0: Timestamp,
+    first_difference: i64,
+    exceptions: Range<usize>,
+    /// Where its entries start in the dod, mantissa and raw streams.
+    dod_at: usize,
+    mantissa_at: usize,
+    raw_at: usize,
+}
+
+impl FramesFile {
+    /// Opens the samples file at `path` and reads its directory.
+    pub(crate) fn open(path: &Path) -> Result<FramesFile, Error> {
+        let file = File::open(path).map_err(io(|| format!("opening {}", path.display())))?;
+        let size = file.metadata().map_err(io(|| format!("reading {}", path.display())))?.len();
+        let bad = |what: &str| corrupt(path, what);
+        let mut trailer = [0u8; 12];
+        if size < 5 + 12 {
+            return Err(bad("samples file too short"));
+        }
+        file.read_exact_at(&mut trailer, size - 12).map_err(io(|| format!("reading {}", path.display())))?;
+        if &trailer[8..] != MAGIC {
+            return Err(bad("samples file without its trailer"));
+        }
+        let dir_len = u64::from_le_bytes(trailer[..8].try_into().unwrap_or_default());
+        let dir_at = size.checked_sub(12).and_then(|end| end.checked_sub(dir_len)).filter(|&at| at >= 5);
+        let Some(dir_at) = dir_at else { return Err(bad("samples file directory out of bounds")) };
+        let mut raw = vec![0u8; dir_len as usize];
+        file.read_exact_at(&mut raw, dir_at).map_err(io(|| format!("reading {}", path.display())))?;
+        let frames = decode_directory(&raw, dir_at).ok_or_else(|| bad("bad samples file directory"))?;
+        let rows = frames.last().map_or(0, |f| f.first_row + f.rows);
+        Ok(FramesFile { path: path.to_path_buf(), file, frames, rows })
+    }
+
+    /// Rows in the file.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The samples in `mint..=maxt` of the series at row ranges `spans` (ascending, apart),
+    /// one pair of columns per span.
+    pub(crate) fn read(
+        &self,
+        spans: &[Range<u64>],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Result<Vec<Columns>, Error> {
+        let mut out: Vec<Columns> = vec![(Vec::new(), Vec::new()); spans.len()];
+        let mut scratch = Scratch::default();
+        let mut decompressor =
+            zstd::bulk::Decompressor::new().map_err(io(|| "starting a zstd decompressor".to_string()))?;
+        let mut at = 0usize; // the span being read
+        let mut frame_ix = 0usize;
+        while at < spans.len() {
+            let span = &spans[at];
+            if span.is_empty() {
+                at += 1;
+                continue;
+            }
+            // the frame holding the span's first unread row
+            frame_ix += self.frames[frame_ix..].partition_point(|f| f.first_row + f.rows <= span.start);
+            let Some(&entry) = self.frames.get(frame_ix) else {
+                return Err(corrupt(&self.path, "series rows beyond the samples file"));
+            };
+            self.load(&entry, &mut decompressor, &mut scratch)?;
+            let frame = std::mem::take(&mut scratch.frame);
+            let result = self.read_frame(&frame, &entry, spans, &mut at, mint, maxt, &mut out, &mut scratch);
+            scratch.frame = frame;
+            result?;
+            frame_ix += 1;
+        }
+        for (ts, vs) in &mut out {
+            // a read of part of a long series: the room reserved for all of it goes back
+            if ts.capacity() > 2 * ts.len() {
+                ts.shrink_to_fit();
+                vs.shrink_to_fit();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and decompresses one frame into `scratch.frame`.
+    fn load(
+        &self,
+        entry: &FrameEntry,
+        decompressor: &mut zstd::bulk::Decompressor<'_>,
+        scratch: &mut Scratch,
+    ) -> Result<(), Error> {
+        let len = usize::try_from(entry.len).map_err(|_| corrupt(&self.path, "frame too long"))?;
+        scratch.compressed.resize(len, 0);
+        self.file
+            .read_exact_at(&mut scratch.compressed, entry.offset)
+            .map_err(io(|| format!("reading {}", self.path.display())))?;
+        // a frame's rows take at most 8 bytes in each of the three streams, plus their
+        // headers: anything longer is not a frame this writer made
+        let bound = (entry.rows as usize).saturating_mul(48).saturating_add(64);
+        scratch.frame.clear();
+        scratch.frame.reserve(bound);
+        decompressor
+            .decompress_to_buffer(scratch.compressed.as_slice(), &mut scratch.frame)
+            .map_err(|_| corrupt(&self.path, "a frame does not decompress"))?;
+        Ok(())
+    }
+
+    /// Decodes the pieces of `frame` that belong to `spans[*at..]`, appending their samples
+    /// in range to `out`; moves `at` past the spans that end in this frame.
+    #[allow(clippy::too_many_arguments)]
+    fn read_frame(
+        &self,
+        frame: &[u8],
+        entry: &FrameEntry,
+        spans: &[Range<u64>],
+        at: &mut usize,
+        mint: Timestamp,
+        maxt: Timestamp,
+        out: &mut [Columns],
+        scratch: &mut Scratch,
+    ) -> Result<(), Error> {
+        let bad = || corrupt(&self.path, "malformed frame of samples");
+        let mut c = Cursor(frame);
+        let (pieces, layout) = parse_frame(&mut c, entry).ok_or_else(bad)?;
+        let streams = c.0;
+        let (dod_width, mantissa_width) = (layout.dod_width, layout.mantissa_width);
+        let dod_bytes = layout.dods * usize::from(dod_width);
+        let mantissa_bytes = layout.mantissas * usize::from(mantissa_width);
+        let raw_bytes = layout.raw * 8;
+        if streams.len() != dod_bytes + mantissa_bytes + raw_bytes {
+            return Err(bad());
+        }
+        let (dod_planes, rest) = streams.split_at(dod_bytes);
+        let (mantissa_planes, raw_planes) = rest.split_at(mantissa_bytes);
+        for piece in &pieces {
+            // advance to the span holding this piece, if any wanted one does
+            while *at < spans.len() && spans[*at].end <= piece.first_row {
+                *at += 1;
+            }
+            let Some(span) = spans.get(*at) else { break };
+            let piece_end = piece.first_row + piece.rows as u64;
+            if piece_end <= span.start {
+                continue;
+            }
+            // pieces are cut where series end: one that crosses a series' bounds is not
+            // what the index says
+            if piece.first_row < span.start || piece_end > span.end {
+                return Err(bad());
+            }
+            let (ts, vs) = &mut out[*at];
+            if piece.first_row == span.start {
+                // room for the whole series, which a read of the block's whole range takes;
+                // a read of less gives back what it does not fill ([`FramesFile::read`])
+                let rows = (span.end - span.start) as usize;
+                ts.reserve_exact(rows);
+                vs.reserve_exact(rows);
+            }
+            // every timestamp of the piece, then the rows out of range cut off
+            let start = ts.len();
+            ts.push(piece.t0);
+            if piece.rows >= 2 {
+                let (first, delta) = (piece.t0.wrapping_add(piece.first_difference), piece.first_difference);
+                ts.push(first);
+                let n = piece.rows - 2;
+                if dod_width == 0 {
+                    let from = ts.len();
+                    ts.resize(from + n, 0);
+                    for (i, t) in ts[from..].iter_mut().enumerate() {
+                        *t = first.wrapping_add(delta.wrapping_mul(i as i64 + 1));
+                    }
+                } else {
+                    let dods = piece.dod_at..piece.dod_at + n;
+                    get_planes(dod_planes, layout.dods, dod_width, dods, &mut scratch.entries);
+                    let (mut t, mut delta) = (first, delta);
+                    ts.extend(scratch.entries.iter().map(|&dod| {
+                        delta = delta.wrapping_add(unzigzag(dod));
+                        t = t.wrapping_add(delta);
+                        t
+                    }));
+                }
+            }
+            let times = &ts[start..];
+            if times.windows(2).any(|w| w[0] > w[1]) {
+                return Err(corrupt(&self.path, "timestamps of a series out of order"));
+            }
+            let lo = times.partition_point(|&t| t < mint);
+            let hi = times.partition_point(|&t| t <= maxt).max(lo);
+            if lo > 0 {
+                ts.copy_within(start + lo..start + hi, start);
+            }
+            ts.truncate(start + hi - lo);
+            if lo == hi {
+                if piece_end == span.end {
+                    *at += 1;
+                }
+                continue;
+            }
+            // values
+            let v_start = vs.len();
+            if piece.kind == RAW {
+                get_planes(
+                    raw_planes,
+                    layout.raw,
+                    8,
+                    piece.raw_at + lo..piece.raw_at + hi,
+                    &mut scratch.entries,
+                );
+                vs.extend(scratch.entries.iter().map(|&bits| f64::from_bits(bits)));
+            } else {
+                let mantissas = piece.mantissa_at..piece.mantissa_at + hi;
+                get_planes(
+                    mantissa_planes,
+                    layout.mantissas,
+                    mantissa_width,
+                    mantissas,
+                    &mut scratch.entries,
+                );
+                let mut m = 0i64;
+                for d in scratch.entries.iter_mut() {
+                    m = m.wrapping_add(unzigzag(*d));
+                    *d = m as u64;
+                }
+                decimal_values(&scratch.entries[lo..hi], piece.kind, vs);
+                for (k, row) in exception_rows(frame, &piece.exceptions).enumerate() {
+                    if (lo..hi).contains(&row) {
+                        let bits = raw_planes_get(raw_planes, layout.raw, piece.raw_at + k);
+                        vs[v_start + row - lo] = f64::from_bits(bits);
+                    }
+                }
+            }
+            if piece_end == span.end {
+                *at += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One entry of a raw stream of `len` entries.
+fn raw_planes_get(planes: &[u8], len: usize, i: usize) -> u64 {
+    (0..8).fold(0u64, |acc, plane| acc | u64::from(planes[plane * len + i]) << (8 * plane))
+}
+
+/// The exception rows of a piece, from the byte range of its gap list in the frame
+/// (validated by [`parse_frame`]).
+fn exception_rows<'a>(frame: &'a [u8], range: &Range<usize>) -> impl Iterator<Item = usize> + 'a {
+    let mut c = Cursor(&frame[range.clone()]);
+    let mut row = -1i64;
+    std::iter::from_fn(move || {
+        row += c.uvarint()? as i64;
+        Some(row as usize)
+    })
+}
+
+/// Appends the values of `mantissas` (as `i64` bits) at `digits` decimal places to `out`.
+///
+/// `m as f64` converts one value at a time on x86-64 without AVX-512; a mantissa below 2^51
+/// in magnitude is converted instead by adding it to the bits of 2^52 + 2^51 (whose unit in
+/// the last place is 1) and subtracting that number again, which is exact and runs on
+/// several values at once, as does the division.
+fn decimal_values(mantissas: &[u64], digits: u8, out: &mut Vec<f64>) {
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 2^52 + 2^51
+    let start = out.len();
+    out.resize(start + mantissas.len(), 0.0);
+    let out = &mut out[start..];
+    let small = mantissas.iter().fold(0u64, |acc, &m| acc | (m as i64).unsigned_abs()) < 1 << 51;
+    let divisor = crate::decimal::pow10(digits);
+    if small {
+        for (o, &m) in out.iter_mut().zip(mantissas) {
+            *o = f64::from_bits(MAGIC.to_bits().wrapping_add(m)) - MAGIC;
+        }
+    } else {
+        for (o, &m) in out.iter_mut().zip(mantissas) {
+            *o = m as i64 as f64;
+        }
+    }
+    if digits > 0 {
+        for o in out.iter_mut() {
+            *o /= divisor;
+        }
+    }
+}
+
+/// Sizes of a frame's streams.
+struct Layout {
+    dods: usize,
+    mantissas: usize,
+    raw: usize,
+    dod_width: u8,
+    mantissa_width: u8,
+}
+
+/// A frame's piece headers and stream sizes, checked against the directory's row count;
+/// `c` is left at the start of the planes.
+fn parse_frame(c: &mut Cursor<'_>, entry: &FrameEntry) -> Option<(Vec<Piece>, Layout)> {
+    let frame_start = c.0.as_ptr() as usize;
+    let n = usize::try_from(c.uvarint()?).ok()?;
+    if n as u64 > entry.rows {
+        return None;
+    }
+    let base = c.varint()?;
+    let mut pieces = Vec::with_capacity(n);
+    let (mut row, mut dods, mut mantissas, mut raw) = (entry.first_row, 0usize, 0usize, 0usize);
+    for _ in 0..n {
+        let rows = usize::try_from(c.uvarint()?).ok().filter(|&r| r > 0 && r as u64 <= entry.rows)?;
+        let kind = *c.take(1)?.first()?;
+        if kind != RAW && kind > crate::decimal::MAX_DIGITS {
+            return None;
+        }
+        let t0 = base.wrapping_add(c.varint()?);
+        let first_difference = if rows >= 2 { c.varint()? } else { 0 };
+        let mut piece = Piece {
+            first_row: row,
+            rows,
+            kind,
+            t0,
+            first_difference,
+            exceptions: 0..0,
+            dod_at: dods,
+            mantissa_at: mantissas,
+            raw_at: raw,
+        };
+        if kind == RAW {
+            raw += rows;
+        } else {
+            let count = usize::try_from(c.uvarint()?).ok().filter(|&k| k <= rows)?;
+            let start = c.0.as_ptr() as usize - frame_start;
+            let mut at = -1i64;
+            for _ in 0..count {
+                let gap = c.uvarint()?;
+                at = at.checked_add(i64::try_from(gap).ok().filter(|&g| g > 0)?)?;
+                if at >= rows as i64 {
+                    return None;
+                }
+            }
+            piece.exceptions = start..c.0.as_ptr() as usize - frame_start;
+            mantissas += rows;
+            raw += count;
+        }
+        dods += rows.saturating_sub(2);
+        row += rows as u64;
+        pieces.push(piece);
+    }
+    if row != entry.first_row + entry.rows {
+        return None;
+    }
+    let widths = c.take(2)?;
+    let (dod_width, mantissa_width) = (widths[0], widths[1]);
+    if dod_width > 8 || mantissa_width > 8 {
+        return None;
+    }
+    Some((pieces, Layout { dods, mantissas, raw, dod_width, mantissa_width }))
+}
+
+fn decode_directory(raw: &[u8], dir_at: u64) -> Option<Vec<FrameEntry>> {
+    let mut c = crate::codec::open_sealed(raw, DIRECTORY_MAGIC, VERSION)?;
+    let n = usize::try_from(c.uvarint()?).ok()?;
+    if n > c.remaining() {
+        return None;
+    }
+    let mut frames = Vec::with_capacity(n);
+    let (mut next_offset, mut first_row) = (5u64, 0u64);
+    for _ in 0..n {
+        let (offset, len, rows) = (c.uvarint()?, c.uvarint()?, c.uvarint()?);
+        if offset != next_offset || rows == 0 || rows > FRAME_ROWS as u64 {
+            return None;
+        }
+        next_offset = offset.checked_add(len)?;
+        frames.push(FrameEntry { offset, len, first_row, rows });
+        first_row += rows;
+    }
+    (c.is_empty() && next_offset == dir_at).then_some(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, series: &[Vec<Sample>]) -> Vec<Range<u64>> {
+        let mut w = FramesWriter::create(path).unwrap();
+        let mut spans = Vec::new();
+        let mut row = 0u64;
+        for s in series {
+            w.add(s).unwrap();
+            spans.push(row..row + s.len() as u64);
+            row += s.len() as u64;
+        }
+        w.finish().unwrap();
+        spans
+    }
+
+    fn bits(samples: impl Iterator<Item = Sample>) -> Vec<(Timestamp, u64)> {
+        samples.map(|s| (s.t, s.v.to_bits())).collect()
+    }
+
+    fn got(read: &Columns) -> Vec<(Timestamp, u64)> {
+        read.0.iter().zip(&read.1).map(|(&t, v)| (t, v.to_bits())).collect()
+    }
+
+    #[test]
+    fn every_kind_of_series_reads_back_bit_for_bit_whole_and_in_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FRAMES_FILE);
+        let steady: Vec<Sample> = (0..1000).map(|i| Sample { t: i * 15_000, v: i as f64 * 0.01 }).collect();
+        let jittered: Vec<Sample> = (0..70_000i64)
+            .map(|i| Sample {
+                t: 1_700_000_000_000 + i * 15_000 + (i * 7919) % 23,
+                v: if i % 500 == 250 { crate::stale_nan() } else { (i * 1_048_576) as f64 },
+            })
+            .collect();
+        let floats: Vec<Sample> =
+            (0..3000).map(|i| Sample { t: -5_000 + i * 10, v: (i as f64).sqrt() * -1e300 }).collect();
+        let one = vec![Sample { t: 42, v: f64::INFINITY }];
+        let two = vec![Sample { t: 1, v: -0.0 }, Sample { t: i64::MAX, v: 1.5 }];
+        // mantissas beyond 2^51, converted one at a time
+        let big: Vec<Sample> = (0..100).map(|i| Sample { t: i, v: (1u64 << 52) as f64 + i as f64 }).collect();
+        let series = vec![steady, jittered, floats, one, two, big];
+        let spans = write(&path, &series);
+        let file = FramesFile::open(&path).unwrap();
+        assert_eq!(file.rows(), series.iter().map(|s| s.len() as u64).sum::<u64>());
+        assert!(file.frames.len() >= 3, "the long series spans frames");
+        let all = file.read(&spans, i64::MIN, i64::MAX).unwrap();
+        for (want, read) in series.iter().zip(&all) {
+            assert_eq!(got(read), bits(want.iter().copied()));
+        }
+        // ranges cutting inside frames and pieces, and some series only
+        for (lo, hi) in
+            [(1_700_000_000_000 + 400_000_000, 1_700_000_000_000 + 700_000_000), (0, 20_000), (43, 43)]
+        {
+            let picked = [spans[1].clone(), spans[2].clone(), spans[4].clone()];
+            let read = file.read(&picked, lo, hi).unwrap();
+            for (want, read) in [&series[1], &series[2], &series[4]].iter().zip(&read) {
+                let want = want.iter().copied().filter(|s| s.t >= lo && s.t <= hi);
+                assert_eq!(got(read), bits(want), "range {lo}..={hi}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_fails_its_read_and_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FRAMES_FILE);
+        let series: Vec<Vec<Sample>> = (0..20)
+            .map(|k| (0..3000).map(|i| Sample { t: i * 1000 + k, v: (i * k) as f64 * 0.5 }).collect())
+            .collect();
+        let spans = write(&path, &series);
+        let pristine = std::fs::read(&path).unwrap();
+        let mut failed = 0;
+        for at in (0..pristine.len()).step_by(7) {
+            let mut damaged = pristine.clone();
+            damaged[at] ^= 0x5a;
+            std::fs::write(&path, &damaged).unwrap();
+            let read = FramesFile::open(&path).and_then(|f| f.read(&spans, i64::MIN, i64::MAX));
+            failed += usize::from(read.is_err());
+        }
+        assert!(failed > 0);
+    }
+}
