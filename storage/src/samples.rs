@@ -208,8 +208,9 @@ impl JoinBuffers {
                 };
                 filled.push(chunk);
             }
+            // the last chunk, which the test above made sure of
             let index = filled.len() - 1;
-            let Some(chunk) = filled.last_mut() else { continue };
+            let chunk = &mut filled[index];
             let start = chunk.len();
             for &i in order {
                 chunk.t.extend_from_slice(&parts[i].t);

@@ -132,6 +132,14 @@ fn start_all(places: &[usize], sockets: Vec<Option<Vec<Option<TcpStream>>>>) -> 
         .collect()
 }
 
+/// The executors of a computation of two processes on loopback whose views are built
+/// alike (`fingerprint`), connected and started.
+fn two_processes(fingerprint: u64) -> Vec<Incremental> {
+    let (listeners, addresses) = listeners(2);
+    let places = [(0, fingerprint), (1, fingerprint)];
+    start_all(&[0, 1], connect_all(&listeners, &addresses, &places, Duration::from_secs(30)))
+}
+
 /// Shuts the executors of a computation down together (each waits for the others).
 fn shutdown_all(nodes: &[Incremental]) {
     std::thread::scope(|s| {
@@ -173,10 +181,8 @@ fn append_through(
 
 #[test]
 fn two_processes_compute_one_view() {
-    let (listeners, addresses) = listeners(2);
     // each set-up waits for the other: both at once
-    let sockets = connect_all(&listeners, &addresses, &[(0, 7), (1, 7)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(7);
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let mut views = Vec::new();
     // every process follows every view by subscription too, as a client of it would
@@ -221,9 +227,7 @@ fn two_processes_compute_one_view() {
 /// its own; uninstalled on both, every node is gone.
 #[test]
 fn a_hub_view_follows_the_series_of_every_process() {
-    let (listeners, addresses) = listeners(2);
-    let sockets = connect_all(&listeners, &addresses, &[(0, 11), (1, 11)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(11);
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let hub_views =
         ["sum by (job) (x)", "count(x > 100)", "sum by (job) (rate(x[2m]))", "x * 2", "max_over_time(x[3m])"];
@@ -276,9 +280,7 @@ fn a_hub_view_follows_the_series_of_every_process() {
 /// the view is still the one executor's.
 #[test]
 fn rows_that_reach_a_hub_before_its_view_wait_for_it() {
-    let (listeners, addresses) = listeners(2);
-    let sockets = connect_all(&listeners, &addresses, &[(0, 12), (1, 12)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(12);
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let plan = promflow_promql::compile("sum by (job) (max_over_time(x[3m]))", &Default::default()).unwrap();
     let single = one.install(&plan).unwrap();
@@ -321,9 +323,7 @@ fn rows_that_reach_a_hub_before_its_view_wait_for_it() {
 /// of its own; once the view is gone, it waits for its own again.
 #[test]
 fn a_process_moves_its_clock_for_the_events_of_another_process_hub() {
-    let (listeners, addresses) = listeners(2);
-    let sockets = connect_all(&listeners, &addresses, &[(0, 13), (1, 13)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(13);
     assert_eq!(nodes[0].next_event(), None);
     let plan = promflow_promql::compile("max_over_time(x[3m])", &Default::default()).unwrap();
     let ids: Vec<usize> = nodes.iter().map(|n| n.install_hub(&plan, None, Some(1)).unwrap()).collect();
@@ -342,9 +342,7 @@ fn a_process_moves_its_clock_for_the_events_of_another_process_hub() {
 /// kept on the other process's workers must move at its ticks too.
 #[test]
 fn values_that_move_with_time_move_on_every_process_at_a_readers_ticks() {
-    let (listeners, addresses) = listeners(2);
-    let sockets = connect_all(&listeners, &addresses, &[(0, 10), (1, 10)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(10);
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let mut views = Vec::new();
     for q in ["rate(x[2m])", "sum by (job) (rate(x[2m]))", "sum(predict_linear(x[2m], 60))"] {
@@ -372,9 +370,7 @@ fn values_that_move_with_time_move_on_every_process_at_a_readers_ticks() {
 /// executor's.
 #[test]
 fn a_series_stays_on_the_process_that_owns_it() {
-    let (listeners, addresses) = listeners(2);
-    let sockets = connect_all(&listeners, &addresses, &[(0, 8), (1, 8)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(8);
     let one = Incremental::start(2, LOOKBACK).unwrap();
     let plan = promflow_promql::compile("sum by (job) (rate(x[2m]))", &Default::default()).unwrap();
     let ids: Vec<usize> = nodes.iter().map(|n| n.install(&plan).unwrap()).collect();
@@ -412,9 +408,7 @@ fn a_series_stays_on_the_process_that_owns_it() {
 /// still build the same dataflows in the same order.
 #[test]
 fn every_process_reads_the_sequenced_log_in_one_order() {
-    let (listeners, addresses) = listeners(2);
-    let sockets = connect_all(&listeners, &addresses, &[(0, 9), (1, 9)], Duration::from_secs(30));
-    let nodes = start_all(&[0, 1], sockets);
+    let nodes = two_processes(9);
     let logs: Vec<_> = nodes.iter().map(|n| n.sequenced().expect("a cluster's log")).collect();
     assert!(nodes[0].sequenced().is_none(), "the log is taken once");
     let per_process = 50u8;
