@@ -283,8 +283,18 @@ impl FramesWriter {
     }
 }
 
-/// A series' timestamps and values, as a read fills them.
-pub(crate) type Columns = (Vec<Timestamp>, Vec<f64>);
+/// What a read decodes: the series' samples one after another in one pair of columns (one
+/// allocation a read, which the allocator hands out again read after read, rather than a
+/// pair a series), and where each series' samples are.
+#[derive(Default)]
+pub(crate) struct Decoded {
+    /// Timestamps.
+    pub(crate) t: Vec<Timestamp>,
+    /// Values.
+    pub(crate) v: Vec<f64>,
+    /// The rows of `t` and `v` of each series read, in the order asked.
+    pub(crate) ranges: Vec<Range<usize>>,
+}
 
 /// One frame in a samples file's directory.
 #[derive(Clone, Copy, Debug)]
@@ -356,15 +366,24 @@ impl FramesFile {
         self.rows
     }
 
-    /// The samples in `mint..=maxt` of the series at row ranges `spans` (ascending, apart),
-    /// one pair of columns per span.
+    /// The samples in `mint..=maxt` of the series at row ranges `spans` (ascending, apart).
     pub(crate) fn read(
         &self,
         spans: &[Range<u64>],
         mint: Timestamp,
         maxt: Timestamp,
-    ) -> Result<Vec<Columns>, Error> {
-        let mut out: Vec<Columns> = vec![(Vec::new(), Vec::new()); spans.len()];
+    ) -> Result<Decoded, Error> {
+        // every row of the spans: what a read of the blocks' whole range fills; a read of
+        // less gives back what it does not fill, below
+        let rows: u64 = spans.iter().map(|s| s.end.saturating_sub(s.start)).sum();
+        if rows > self.rows {
+            return Err(corrupt(&self.path, "series rows beyond the samples file"));
+        }
+        let mut out = Decoded {
+            t: Vec::with_capacity(rows as usize),
+            v: Vec::with_capacity(rows as usize),
+            ranges: vec![0..0; spans.len()],
+        };
         let mut scratch = Scratch::default();
         let mut decompressor =
             zstd::bulk::Decompressor::new().map_err(io(|| "starting a zstd decompressor".to_string()))?;
@@ -388,12 +407,9 @@ impl FramesFile {
             result?;
             frame_ix += 1;
         }
-        for (ts, vs) in &mut out {
-            // a read of part of a long series: the room reserved for all of it goes back
-            if ts.capacity() > 2 * ts.len() {
-                ts.shrink_to_fit();
-                vs.shrink_to_fit();
-            }
+        if out.t.capacity() > 2 * out.t.len() {
+            out.t.shrink_to_fit();
+            out.v.shrink_to_fit();
         }
         Ok(out)
     }
@@ -432,7 +448,7 @@ impl FramesFile {
         at: &mut usize,
         mint: Timestamp,
         maxt: Timestamp,
-        out: &mut [Columns],
+        out: &mut Decoded,
         scratch: &mut Scratch,
     ) -> Result<(), Error> {
         let bad = || corrupt(&self.path, "malformed frame of samples");
@@ -463,13 +479,9 @@ impl FramesFile {
             if piece.first_row < span.start || piece_end > span.end {
                 return Err(bad());
             }
-            let (ts, vs) = &mut out[*at];
+            let (ts, vs) = (&mut out.t, &mut out.v);
             if piece.first_row == span.start {
-                // room for the whole series, which a read of the block's whole range takes;
-                // a read of less gives back what it does not fill ([`FramesFile::read`])
-                let rows = (span.end - span.start) as usize;
-                ts.reserve_exact(rows);
-                vs.reserve_exact(rows);
+                out.ranges[*at] = ts.len()..ts.len();
             }
             // every timestamp of the piece, then the rows out of range cut off
             let start = ts.len();
@@ -479,11 +491,7 @@ impl FramesFile {
                 ts.push(first);
                 let n = piece.rows - 2;
                 if dod_width == 0 {
-                    let from = ts.len();
-                    ts.resize(from + n, 0);
-                    for (i, t) in ts[from..].iter_mut().enumerate() {
-                        *t = first.wrapping_add(delta.wrapping_mul(i as i64 + 1));
-                    }
+                    ts.extend((1..=n as i64).map(|i| first.wrapping_add(delta.wrapping_mul(i))));
                 } else {
                     let dods = piece.dod_at..piece.dod_at + n;
                     get_planes(dod_planes, layout.dods, dod_width, dods, &mut scratch.entries);
@@ -505,6 +513,7 @@ impl FramesFile {
                 ts.copy_within(start + lo..start + hi, start);
             }
             ts.truncate(start + hi - lo);
+            out.ranges[*at].end = ts.len();
             if lo == hi {
                 if piece_end == span.end {
                     *at += 1;
@@ -576,22 +585,16 @@ fn exception_rows<'a>(frame: &'a [u8], range: &Range<usize>) -> impl Iterator<It
 /// several values at once, as does the division.
 fn decimal_values(mantissas: &[u64], digits: u8, out: &mut Vec<f64>) {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 2^52 + 2^51
-    let start = out.len();
-    out.resize(start + mantissas.len(), 0.0);
-    let out = &mut out[start..];
     let small = mantissas.iter().fold(0u64, |acc, &m| acc | (m as i64).unsigned_abs()) < 1 << 51;
     let divisor = crate::decimal::pow10(digits);
+    let start = out.len();
     if small {
-        for (o, &m) in out.iter_mut().zip(mantissas) {
-            *o = f64::from_bits(MAGIC.to_bits().wrapping_add(m)) - MAGIC;
-        }
+        out.extend(mantissas.iter().map(|&m| f64::from_bits(MAGIC.to_bits().wrapping_add(m)) - MAGIC));
     } else {
-        for (o, &m) in out.iter_mut().zip(mantissas) {
-            *o = m as i64 as f64;
-        }
+        out.extend(mantissas.iter().map(|&m| m as i64 as f64));
     }
     if digits > 0 {
-        for o in out.iter_mut() {
+        for o in &mut out[start..] {
             *o /= divisor;
         }
     }
@@ -709,8 +712,10 @@ mod tests {
         samples.map(|s| (s.t, s.v.to_bits())).collect()
     }
 
-    fn got(read: &Columns) -> Vec<(Timestamp, u64)> {
-        read.0.iter().zip(&read.1).map(|(&t, v)| (t, v.to_bits())).collect()
+    /// The samples of the `i`-th series read.
+    fn got(read: &Decoded, i: usize) -> Vec<(Timestamp, u64)> {
+        let rows = read.ranges[i].clone();
+        read.t[rows.clone()].iter().zip(&read.v[rows]).map(|(&t, v)| (t, v.to_bits())).collect()
     }
 
     #[test]
@@ -736,8 +741,8 @@ mod tests {
         assert_eq!(file.rows(), series.iter().map(|s| s.len() as u64).sum::<u64>());
         assert!(file.frames.len() >= 3, "the long series spans frames");
         let all = file.read(&spans, i64::MIN, i64::MAX).unwrap();
-        for (want, read) in series.iter().zip(&all) {
-            assert_eq!(got(read), bits(want.iter().copied()));
+        for (i, want) in series.iter().enumerate() {
+            assert_eq!(got(&all, i), bits(want.iter().copied()));
         }
         // ranges cutting inside frames and pieces, and some series only
         for (lo, hi) in
@@ -745,10 +750,12 @@ mod tests {
         {
             let picked = [spans[1].clone(), spans[2].clone(), spans[4].clone()];
             let read = file.read(&picked, lo, hi).unwrap();
-            for (want, read) in [&series[1], &series[2], &series[4]].iter().zip(&read) {
+            for (i, want) in [&series[1], &series[2], &series[4]].iter().enumerate() {
                 let want = want.iter().copied().filter(|s| s.t >= lo && s.t <= hi);
-                assert_eq!(got(read), bits(want), "range {lo}..={hi}");
+                assert_eq!(got(&read, i), bits(want), "range {lo}..={hi}");
             }
+            // what the range leaves out of the series is not kept
+            assert!(read.t.capacity() <= 2 * read.t.len().max(1), "range {lo}..={hi}");
         }
     }
 

@@ -676,10 +676,11 @@ impl Block {
                     .iter()
                     .map(|&id| self.index.span(id).map_or(0..0, |s| s.first_row..s.first_row + s.rows))
                     .collect();
-                frames
-                    .read(&spans, mint, maxt)?
+                let frames::Decoded { t, v, ranges } = frames.read(&spans, mint, maxt)?;
+                let (t, v) = (ScalarBuffer::from(t), ScalarBuffer::from(v));
+                ranges
                     .into_iter()
-                    .map(|(t, v)| Samples::from_buffers(ScalarBuffer::from(t), ScalarBuffer::from(v)))
+                    .map(|r| Samples::from_buffers(t.slice(r.start, r.len()), v.slice(r.start, r.len())))
                     .collect()
             }
         };
