@@ -52,6 +52,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use super::{corrupt, io};
 use crate::codec::{put_uvarint, put_varint, seal, sealed_header, unzigzag, zigzag, Cursor};
 use crate::{Error, Sample, Timestamp};
 
@@ -66,17 +67,6 @@ pub(crate) const FRAME_ROWS: usize = 32 * 1024;
 /// The kind of a piece whose values are stored as raw bits.
 const RAW: u8 = 255;
 const ZSTD_LEVEL: i32 = 3;
-
-fn io(what: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::Io(what(), e)
-}
-
-fn corrupt(path: &Path, what: &str) -> Error {
-    Error::Io(
-        format!("reading {}", path.display()),
-        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
-    )
-}
 
 /// Bytes needed for the largest of `values` (0 when all are 0).
 fn width(values: &[u64]) -> u8 {
@@ -125,6 +115,8 @@ pub(crate) struct FramesWriter {
     dods: Vec<u64>,
     mantissas: Vec<u64>,
     raw: Vec<u64>,
+    /// The exact mantissa of each value of the piece being added, if it has one.
+    exact: Vec<Option<i64>>,
     frame: Vec<u8>,
     compressor: zstd::bulk::Compressor<'static>,
     compressed: Vec<u8>,
@@ -152,6 +144,7 @@ impl FramesWriter {
             dods: Vec::new(),
             mantissas: Vec::new(),
             raw: Vec::new(),
+            exact: Vec::new(),
             frame: Vec::new(),
             compressor,
             compressed: Vec::new(),
@@ -184,7 +177,9 @@ impl FramesWriter {
             (prev_t, prev_delta) = (s.t, delta);
         }
         let digits = crate::decimal::series_digits(piece.iter().map(|s| s.v));
-        let exact = piece.iter().filter(|s| crate::decimal::mantissa(s.v, digits).is_some()).count();
+        let exact = &mut self.exact;
+        exact.clear();
+        exact.extend(piece.iter().map(|s| crate::decimal::mantissa(s.v, digits)));
         let mut head = PieceHead {
             rows: piece.len(),
             kind: RAW,
@@ -192,11 +187,11 @@ impl FramesWriter {
             first_difference: second.wrapping_sub(first),
             exceptions: Vec::new(),
         };
-        if exact * 4 >= piece.len() * 3 {
+        if exact.iter().flatten().count() * 4 >= piece.len() * 3 {
             head.kind = digits;
             let mut prev = 0i64;
-            for (row, s) in piece.iter().enumerate() {
-                match crate::decimal::mantissa(s.v, digits) {
+            for (row, (s, &mantissa)) in piece.iter().zip(exact.iter()).enumerate() {
+                match mantissa {
                     Some(m) => {
                         // mantissas are below 2^53 in magnitude: the difference cannot overflow
                         self.mantissas.push(zigzag(m - prev));

@@ -507,9 +507,11 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn corrupt(dir: &Path, what: &str) -> Error {
+/// The error of a block's file (or directory) at `path` whose contents are not what the
+/// writer makes.
+fn corrupt(path: &Path, what: &str) -> Error {
     Error::Io(
-        format!("reading block {}", dir.display()),
+        format!("reading block {}", path.display()),
         std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
     )
 }
