@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use arrow_buffer::{Buffer, MutableBuffer, ScalarBuffer};
+use arrow_buffer::{Buffer, ScalarBuffer};
 
 use crate::{Sample, Timestamp};
 
@@ -116,19 +116,19 @@ impl Samples {
     }
 }
 
-/// Columns that series read in parts are joined into ([`JoinBuffers::join`]), one series
-/// after another, in chunks kept to be used again once every series joined into them is
-/// dropped.
+/// Columns that series are written into one after another ([`JoinBuffers::fill`], and
+/// [`JoinBuffers::join`] on top of it), in chunks kept to be used again once every series
+/// written into them is dropped.
 ///
 /// A query that reads a selection over days in groups of series (`Querier::select_in_groups`)
 /// joins each series' parts of a dozen blocks: into memory of its own for every series,
 /// that is tens of megabytes of new allocations a group, which the allocator hands back to
 /// the system between groups and the kernel faults in again page by page (on a week's
-/// `rate`, a fifth of the query's time went to those faults). Joined into the same
+/// `rate`, a fifth of the query's time went to those faults). Written into the same
 /// chunks group after group, the pages stay the process's.
 #[derive(Default)]
 pub(crate) struct JoinBuffers {
-    /// The chunks of the last join, shared with the series joined into them.
+    /// The chunks of the last fill, shared with the series written into them.
     last: Vec<(Buffer, Buffer)>,
 }
 
@@ -140,26 +140,21 @@ const JOIN_CHUNK_SAMPLES: usize = 1 << 18;
 
 /// A chunk being filled: its two columns.
 struct Chunk {
-    t: MutableBuffer,
-    v: MutableBuffer,
+    t: Vec<Timestamp>,
+    v: Vec<f64>,
 }
 
 impl Chunk {
-    /// Samples it holds.
-    fn len(&self) -> usize {
-        self.t.len() / size_of::<i64>()
-    }
-
     /// Samples it has room for.
     fn room(&self) -> usize {
-        self.t.capacity().min(self.v.capacity()) / size_of::<i64>() - self.len()
+        self.t.capacity().min(self.v.capacity()) - self.t.len()
     }
 }
 
 impl JoinBuffers {
     /// Each series' `parts` joined as [`Samples::merge`] joins them, in order. Series of
-    /// parts that follow one another in time are copied into shared chunks: the last
-    /// join's that none of its series holds any more, else new ones.
+    /// parts that follow one another in time are copied into shared chunks (see
+    /// [`JoinBuffers::fill`]).
     pub(crate) fn join(&mut self, series: Vec<Vec<Samples>>) -> Vec<Samples> {
         enum Joined {
             Done(Samples),
@@ -182,75 +177,88 @@ impl JoinBuffers {
                 }
             })
             .collect();
-        let mut left: usize = joined
+        let copied: Vec<(&[Samples], &[usize])> = joined
             .iter()
-            .map(|j| match j {
-                Joined::Copied(parts, _) => parts.iter().map(Samples::len).sum(),
-                Joined::Done(_) => 0,
+            .filter_map(|j| match j {
+                Joined::Copied(parts, order) => Some((parts.as_slice(), order.as_slice())),
+                Joined::Done(_) => None,
             })
-            .sum();
+            .collect();
+        let sizes: Vec<usize> =
+            copied.iter().map(|(parts, _)| parts.iter().map(Samples::len).sum()).collect();
+        let filled = self.fill(&sizes, |i, t, v| {
+            let (parts, order) = copied[i];
+            for &k in order {
+                t.extend_from_slice(&parts[k].t);
+                v.extend_from_slice(&parts[k].v);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let mut filled = match filled {
+            Ok(filled) => filled.into_iter(),
+            Err(never) => match never {},
+        };
+        joined
+            .into_iter()
+            .map(|j| match j {
+                Joined::Done(s) => s,
+                Joined::Copied(..) => filled.next().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Series written one after another by `write(i, t, v)`, which appends series `i`'s
+    /// samples to the columns `t` and `v`, at most `sizes[i]` of them: each series is a
+    /// slice of shared chunks, the last fill's that no series holds any more, else new ones.
+    pub(crate) fn fill<E>(
+        &mut self,
+        sizes: &[usize],
+        mut write: impl FnMut(usize, &mut Vec<Timestamp>, &mut Vec<f64>) -> Result<(), E>,
+    ) -> Result<Vec<Samples>, E> {
+        let mut left: usize = sizes.iter().sum();
         let mut spare = if left > 0 { self.reclaim() } else { Vec::new() };
         let mut filled: Vec<Chunk> = Vec::new();
-        // where each copied series is: its chunk and rows there
-        let mut at: Vec<(usize, Range<usize>)> = Vec::new();
-        for j in &joined {
-            let Joined::Copied(parts, order) = j else { continue };
-            let len: usize = parts.iter().map(Samples::len).sum();
+        // where each series is: its chunk and rows there
+        let mut at: Vec<(usize, Range<usize>)> = Vec::with_capacity(sizes.len());
+        for (i, &len) in sizes.iter().enumerate() {
             if filled.last().is_none_or(|c| c.room() < len) {
-                // a chunk no larger than what is left to copy, nor smaller than the series
+                // a chunk no larger than what is left to write, nor smaller than the series
                 let want = left.min(JOIN_CHUNK_SAMPLES).max(len);
                 let chunk = match spare.iter().position(|c| c.room() >= want) {
-                    Some(i) => spare.swap_remove(i),
-                    None => Chunk {
-                        t: MutableBuffer::new(want * size_of::<i64>()),
-                        v: MutableBuffer::new(want * size_of::<f64>()),
-                    },
+                    Some(k) => spare.swap_remove(k),
+                    None => Chunk { t: Vec::with_capacity(want), v: Vec::with_capacity(want) },
                 };
                 filled.push(chunk);
             }
             // the last chunk, which the test above made sure of
             let index = filled.len() - 1;
             let chunk = &mut filled[index];
-            let start = chunk.len();
-            for &i in order {
-                chunk.t.extend_from_slice(&parts[i].t);
-                chunk.v.extend_from_slice(&parts[i].v);
-            }
-            at.push((index, start..chunk.len()));
+            let start = chunk.t.len();
+            write(i, &mut chunk.t, &mut chunk.v)?;
+            at.push((index, start..chunk.t.len()));
             left -= len;
         }
-        let chunks: Vec<(Buffer, Buffer)> = filled.into_iter().map(|c| (c.t.into(), c.v.into())).collect();
-        if !chunks.is_empty() {
-            self.last.clone_from(&chunks);
-        }
         let columns: Vec<(ScalarBuffer<i64>, ScalarBuffer<f64>)> =
-            chunks.into_iter().map(|(t, v)| (t.into(), v.into())).collect();
-        let mut at = at.into_iter();
-        joined
+            filled.into_iter().map(|c| (ScalarBuffer::from(c.t), ScalarBuffer::from(c.v))).collect();
+        if !columns.is_empty() {
+            self.last = columns.iter().map(|(t, v)| (t.inner().clone(), v.inner().clone())).collect();
+        }
+        Ok(at
             .into_iter()
-            .map(|j| match j {
-                Joined::Done(s) => s,
-                Joined::Copied(..) => {
-                    let Some((index, rows)) = at.next() else { return Samples::default() };
-                    let (t, v) = &columns[index];
-                    let len = rows.end - rows.start;
-                    Samples { t: t.slice(rows.start, len), v: v.slice(rows.start, len) }
-                }
+            .map(|(index, rows)| {
+                let (t, v) = &columns[index];
+                Samples { t: t.slice(rows.start, rows.len()), v: v.slice(rows.start, rows.len()) }
             })
-            .collect()
+            .collect())
     }
 
-    /// The last join's chunks that no series joined into them holds any more, emptied.
+    /// The last fill's chunks that no series written into them holds any more, emptied.
     fn reclaim(&mut self) -> Vec<Chunk> {
-        let empty = |b: Buffer| {
-            b.into_mutable().ok().map(|mut m| {
-                m.clear();
-                m
-            })
-        };
         let mut free = Vec::new();
         for (t, v) in self.last.drain(..) {
-            if let (Some(t), Some(v)) = (empty(t), empty(v)) {
+            if let (Ok(mut t), Ok(mut v)) = (t.into_vec::<i64>(), v.into_vec::<f64>()) {
+                t.clear();
+                v.clear();
                 free.push(Chunk { t, v });
             }
         }

@@ -300,6 +300,13 @@ struct FrameEntry {
     rows: u64,
 }
 
+impl FrameEntry {
+    /// Whether row `row` of the file is in this frame.
+    fn holds(&self, row: u64) -> bool {
+        (self.first_row..self.first_row + self.rows).contains(&row)
+    }
+}
+
 /// An open samples file: its directory, read once, and the file, read frame by frame.
 pub(crate) struct FramesFile {
     path: std::path::PathBuf,
@@ -308,14 +315,6 @@ pub(crate) struct FramesFile {
     file: File,
     frames: Vec<FrameEntry>,
     rows: u64,
-}
-
-/// Scratch buffers of one read, reused from frame to frame.
-#[derive(Default)]
-struct Scratch {
-    compressed: Vec<u8>,
-    frame: Vec<u8>,
-    entries: Vec<u64>,
 }
 
 /// A piece's header, as a reader finds it.
@@ -330,6 +329,29 @@ struct Piece {
     dod_at: usize,
     mantissa_at: usize,
     raw_at: usize,
+}
+
+/// The frame a [`FramesCursor`] is in: decompressed, its pieces parsed.
+struct LoadedFrame {
+    entry: FrameEntry,
+    pieces: Vec<Piece>,
+    layout: Layout,
+    /// Where the planes start in the frame's bytes.
+    planes_at: usize,
+}
+
+/// Reads series after series of a samples file, keeping the frame it is in: series asked in
+/// row order decompress each frame once, and their samples go wherever the caller appends
+/// them (a query's joined columns, with no copy of each block's part between).
+pub(crate) struct FramesCursor<'a> {
+    file: &'a FramesFile,
+    decompressor: zstd::bulk::Decompressor<'static>,
+    compressed: Vec<u8>,
+    /// The loaded frame's bytes, and what was parsed of them.
+    bytes: Vec<u8>,
+    loaded: Option<LoadedFrame>,
+    /// Scratch entries of one piece's stream, reused piece after piece.
+    entries: Vec<u64>,
 }
 
 impl FramesFile {
@@ -361,6 +383,19 @@ impl FramesFile {
         self.rows
     }
 
+    /// A cursor at the file's start.
+    pub(crate) fn cursor(&self) -> Result<FramesCursor<'_>, Error> {
+        Ok(FramesCursor {
+            file: self,
+            decompressor: zstd::bulk::Decompressor::new()
+                .map_err(io(|| "starting a zstd decompressor".to_string()))?,
+            compressed: Vec::new(),
+            bytes: Vec::new(),
+            loaded: None,
+            entries: Vec::new(),
+        })
+    }
+
     /// The samples in `mint..=maxt` of the series at row ranges `spans` (ascending, apart).
     pub(crate) fn read(
         &self,
@@ -377,30 +412,13 @@ impl FramesFile {
         let mut out = Decoded {
             t: Vec::with_capacity(rows as usize),
             v: Vec::with_capacity(rows as usize),
-            ranges: vec![0..0; spans.len()],
+            ranges: Vec::with_capacity(spans.len()),
         };
-        let mut scratch = Scratch::default();
-        let mut decompressor =
-            zstd::bulk::Decompressor::new().map_err(io(|| "starting a zstd decompressor".to_string()))?;
-        let mut at = 0usize; // the span being read
-        let mut frame_ix = 0usize;
-        while at < spans.len() {
-            let span = &spans[at];
-            if span.is_empty() {
-                at += 1;
-                continue;
-            }
-            // the frame holding the span's first unread row
-            frame_ix += self.frames[frame_ix..].partition_point(|f| f.first_row + f.rows <= span.start);
-            let Some(&entry) = self.frames.get(frame_ix) else {
-                return Err(corrupt(&self.path, "series rows beyond the samples file"));
-            };
-            self.load(&entry, &mut decompressor, &mut scratch)?;
-            let frame = std::mem::take(&mut scratch.frame);
-            let result = self.read_frame(&frame, &entry, spans, &mut at, mint, maxt, &mut out, &mut scratch);
-            scratch.frame = frame;
-            result?;
-            frame_ix += 1;
+        let mut cursor = self.cursor()?;
+        for span in spans {
+            let start = out.t.len();
+            cursor.read_span(span.clone(), mint, maxt, &mut out.t, &mut out.v)?;
+            out.ranges.push(start..out.t.len());
         }
         if out.t.capacity() > 2 * out.t.len() {
             out.t.shrink_to_fit();
@@ -408,152 +426,155 @@ impl FramesFile {
         }
         Ok(out)
     }
+}
 
-    /// Reads and decompresses one frame into `scratch.frame`.
-    fn load(
-        &self,
-        entry: &FrameEntry,
-        decompressor: &mut zstd::bulk::Decompressor<'_>,
-        scratch: &mut Scratch,
+impl FramesCursor<'_> {
+    /// Appends to `t` and `v` the samples in `mint..=maxt` of the series at rows `span`.
+    pub(crate) fn read_span(
+        &mut self,
+        span: Range<u64>,
+        mint: Timestamp,
+        maxt: Timestamp,
+        t: &mut Vec<Timestamp>,
+        v: &mut Vec<f64>,
     ) -> Result<(), Error> {
-        let len = usize::try_from(entry.len).map_err(|_| corrupt(&self.path, "frame too long"))?;
-        scratch.compressed.resize(len, 0);
-        self.file
-            .read_exact_at(&mut scratch.compressed, entry.offset)
-            .map_err(io(|| format!("reading {}", self.path.display())))?;
+        let path = &self.file.path;
+        if span.end > self.file.rows {
+            return Err(corrupt(path, "series rows beyond the samples file"));
+        }
+        let mut row = span.start;
+        while row < span.end {
+            self.seek(row)?;
+            let Some(frame) = &self.loaded else { return Err(corrupt(path, "malformed frame of samples")) };
+            // pieces are cut where series end: one that does not start at the series' next
+            // row, or crosses its end, is not what the index says
+            let k = frame.pieces.partition_point(|p| p.first_row < row);
+            let piece = frame.pieces.get(k).filter(|p| p.first_row == row);
+            let Some(piece) = piece.filter(|p| p.first_row + p.rows as u64 <= span.end) else {
+                return Err(corrupt(path, "malformed frame of samples"));
+            };
+            // a series' pieces follow one another in time: none after one that starts
+            // past the range is wanted
+            if piece.t0 > maxt {
+                break;
+            }
+            let planes = &self.bytes[frame.planes_at..];
+            decode_piece(planes, &self.bytes, &frame.layout, piece, mint, maxt, t, v, &mut self.entries)
+                .map_err(|what| corrupt(path, what))?;
+            row += piece.rows as u64;
+        }
+        Ok(())
+    }
+
+    /// Loads the frame holding row `row`, unless it is the one loaded.
+    fn seek(&mut self, row: u64) -> Result<(), Error> {
+        if self.loaded.as_ref().is_some_and(|f| f.entry.holds(row)) {
+            return Ok(());
+        }
+        self.loaded = None;
+        let (file, path) = (self.file, &self.file.path);
+        let index = file.frames.partition_point(|f| f.first_row + f.rows <= row);
+        let Some(&entry) = file.frames.get(index) else {
+            return Err(corrupt(path, "series rows beyond the samples file"));
+        };
+        let len = usize::try_from(entry.len).map_err(|_| corrupt(path, "frame too long"))?;
+        self.compressed.resize(len, 0);
+        file.file
+            .read_exact_at(&mut self.compressed, entry.offset)
+            .map_err(io(|| format!("reading {}", path.display())))?;
         // a frame's rows take at most 8 bytes in each of the three streams, plus their
         // headers: anything longer is not a frame this writer made
         let bound = (entry.rows as usize).saturating_mul(48).saturating_add(64);
-        scratch.frame.clear();
-        scratch.frame.reserve(bound);
-        decompressor
-            .decompress_to_buffer(scratch.compressed.as_slice(), &mut scratch.frame)
-            .map_err(|_| corrupt(&self.path, "a frame does not decompress"))?;
-        Ok(())
-    }
-
-    /// Decodes the pieces of `frame` that belong to `spans[*at..]`, appending their samples
-    /// in range to `out`; moves `at` past the spans that end in this frame.
-    #[allow(clippy::too_many_arguments)]
-    fn read_frame(
-        &self,
-        frame: &[u8],
-        entry: &FrameEntry,
-        spans: &[Range<u64>],
-        at: &mut usize,
-        mint: Timestamp,
-        maxt: Timestamp,
-        out: &mut Decoded,
-        scratch: &mut Scratch,
-    ) -> Result<(), Error> {
-        let bad = || corrupt(&self.path, "malformed frame of samples");
-        let mut c = Cursor(frame);
-        let (pieces, layout) = parse_frame(&mut c, entry).ok_or_else(bad)?;
-        let streams = c.0;
-        let (dod_width, mantissa_width) = (layout.dod_width, layout.mantissa_width);
-        let dod_bytes = layout.dods * usize::from(dod_width);
-        let mantissa_bytes = layout.mantissas * usize::from(mantissa_width);
-        let raw_bytes = layout.raw * 8;
-        if streams.len() != dod_bytes + mantissa_bytes + raw_bytes {
+        self.bytes.clear();
+        self.bytes.reserve(bound);
+        self.decompressor
+            .decompress_to_buffer(self.compressed.as_slice(), &mut self.bytes)
+            .map_err(|_| corrupt(path, "a frame does not decompress"))?;
+        let bad = || corrupt(path, "malformed frame of samples");
+        let mut c = Cursor(&self.bytes);
+        let (pieces, layout) = parse_frame(&mut c, &entry).ok_or_else(bad)?;
+        let planes_at = self.bytes.len() - c.0.len();
+        let planes = layout.dods * usize::from(layout.dod_width)
+            + layout.mantissas * usize::from(layout.mantissa_width)
+            + layout.raw * 8;
+        if self.bytes.len() - planes_at != planes {
             return Err(bad());
         }
-        let (dod_planes, rest) = streams.split_at(dod_bytes);
-        let (mantissa_planes, raw_planes) = rest.split_at(mantissa_bytes);
-        for piece in &pieces {
-            // advance to the span holding this piece, if any wanted one does
-            while *at < spans.len() && spans[*at].end <= piece.first_row {
-                *at += 1;
-            }
-            let Some(span) = spans.get(*at) else { break };
-            let piece_end = piece.first_row + piece.rows as u64;
-            if piece_end <= span.start {
-                continue;
-            }
-            // pieces are cut where series end: one that crosses a series' bounds is not
-            // what the index says
-            if piece.first_row < span.start || piece_end > span.end {
-                return Err(bad());
-            }
-            let (ts, vs) = (&mut out.t, &mut out.v);
-            if piece.first_row == span.start {
-                out.ranges[*at] = ts.len()..ts.len();
-            }
-            // every timestamp of the piece, then the rows out of range cut off
-            let start = ts.len();
-            ts.push(piece.t0);
-            if piece.rows >= 2 {
-                let (first, delta) = (piece.t0.wrapping_add(piece.first_difference), piece.first_difference);
-                ts.push(first);
-                let n = piece.rows - 2;
-                if dod_width == 0 {
-                    ts.extend((1..=n as i64).map(|i| first.wrapping_add(delta.wrapping_mul(i))));
-                } else {
-                    let dods = piece.dod_at..piece.dod_at + n;
-                    get_planes(dod_planes, layout.dods, dod_width, dods, &mut scratch.entries);
-                    let (mut t, mut delta) = (first, delta);
-                    ts.extend(scratch.entries.iter().map(|&dod| {
-                        delta = delta.wrapping_add(unzigzag(dod));
-                        t = t.wrapping_add(delta);
-                        t
-                    }));
-                }
-            }
-            let times = &ts[start..];
-            if times.windows(2).any(|w| w[0] > w[1]) {
-                return Err(corrupt(&self.path, "timestamps of a series out of order"));
-            }
-            let lo = times.partition_point(|&t| t < mint);
-            let hi = times.partition_point(|&t| t <= maxt).max(lo);
-            if lo > 0 {
-                ts.copy_within(start + lo..start + hi, start);
-            }
-            ts.truncate(start + hi - lo);
-            out.ranges[*at].end = ts.len();
-            if lo == hi {
-                if piece_end == span.end {
-                    *at += 1;
-                }
-                continue;
-            }
-            // values
-            let v_start = vs.len();
-            if piece.kind == RAW {
-                get_planes(
-                    raw_planes,
-                    layout.raw,
-                    8,
-                    piece.raw_at + lo..piece.raw_at + hi,
-                    &mut scratch.entries,
-                );
-                vs.extend(scratch.entries.iter().map(|&bits| f64::from_bits(bits)));
-            } else {
-                let mantissas = piece.mantissa_at..piece.mantissa_at + hi;
-                get_planes(
-                    mantissa_planes,
-                    layout.mantissas,
-                    mantissa_width,
-                    mantissas,
-                    &mut scratch.entries,
-                );
-                let mut m = 0i64;
-                for d in scratch.entries.iter_mut() {
-                    m = m.wrapping_add(unzigzag(*d));
-                    *d = m as u64;
-                }
-                decimal_values(&scratch.entries[lo..hi], piece.kind, vs);
-                for (k, row) in exception_rows(frame, &piece.exceptions).enumerate() {
-                    if (lo..hi).contains(&row) {
-                        let bits = raw_planes_get(raw_planes, layout.raw, piece.raw_at + k);
-                        vs[v_start + row - lo] = f64::from_bits(bits);
-                    }
-                }
-            }
-            if piece_end == span.end {
-                *at += 1;
-            }
-        }
+        self.loaded = Some(LoadedFrame { entry, pieces, layout, planes_at });
         Ok(())
     }
+}
+
+/// Appends to `ts` and `vs` the samples in `mint..=maxt` of `piece`, whose frame is `frame`
+/// with its planes at `planes` (checked against `layout`); `entries` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn decode_piece(
+    planes: &[u8],
+    frame: &[u8],
+    layout: &Layout,
+    piece: &Piece,
+    mint: Timestamp,
+    maxt: Timestamp,
+    ts: &mut Vec<Timestamp>,
+    vs: &mut Vec<f64>,
+    entries: &mut Vec<u64>,
+) -> Result<(), &'static str> {
+    let (dod_width, mantissa_width) = (layout.dod_width, layout.mantissa_width);
+    let (dod_planes, rest) = planes.split_at(layout.dods * usize::from(dod_width));
+    let (mantissa_planes, raw_planes) = rest.split_at(layout.mantissas * usize::from(mantissa_width));
+    // every timestamp of the piece, then the rows out of range cut off
+    let start = ts.len();
+    ts.push(piece.t0);
+    if piece.rows >= 2 {
+        let (first, delta) = (piece.t0.wrapping_add(piece.first_difference), piece.first_difference);
+        ts.push(first);
+        let n = piece.rows - 2;
+        if dod_width == 0 {
+            ts.extend((1..=n as i64).map(|i| first.wrapping_add(delta.wrapping_mul(i))));
+        } else {
+            get_planes(dod_planes, layout.dods, dod_width, piece.dod_at..piece.dod_at + n, entries);
+            let (mut t, mut delta) = (first, delta);
+            ts.extend(entries.iter().map(|&dod| {
+                delta = delta.wrapping_add(unzigzag(dod));
+                t = t.wrapping_add(delta);
+                t
+            }));
+        }
+    }
+    let times = &ts[start..];
+    if times.windows(2).any(|w| w[0] > w[1]) {
+        return Err("timestamps of a series out of order");
+    }
+    let lo = times.partition_point(|&t| t < mint);
+    let hi = times.partition_point(|&t| t <= maxt).max(lo);
+    if lo > 0 {
+        ts.copy_within(start + lo..start + hi, start);
+    }
+    ts.truncate(start + hi - lo);
+    if lo == hi {
+        return Ok(());
+    }
+    let v_start = vs.len();
+    if piece.kind == RAW {
+        get_planes(raw_planes, layout.raw, 8, piece.raw_at + lo..piece.raw_at + hi, entries);
+        vs.extend(entries.iter().map(|&bits| f64::from_bits(bits)));
+    } else {
+        let mantissas = piece.mantissa_at..piece.mantissa_at + hi;
+        get_planes(mantissa_planes, layout.mantissas, mantissa_width, mantissas, entries);
+        let mut m = 0i64;
+        for d in entries.iter_mut() {
+            m = m.wrapping_add(unzigzag(*d));
+            *d = m as u64;
+        }
+        decimal_values(&entries[lo..hi], piece.kind, vs);
+        for (k, row) in exception_rows(frame, &piece.exceptions).enumerate() {
+            if (lo..hi).contains(&row) {
+                let bits = raw_planes_get(raw_planes, layout.raw, piece.raw_at + k);
+                vs[v_start + row - lo] = f64::from_bits(bits);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One entry of a raw stream of `len` entries.

@@ -540,6 +540,45 @@ pub(crate) struct Listed {
     pub(crate) rows: u64,
 }
 
+/// Reads a block's series one after another (ascending ids read each frame once), appending
+/// each one's samples to the caller's columns: see [`Block::series_reader`].
+pub(crate) struct SeriesReader<'a> {
+    block: &'a Block,
+    cursor: frames::FramesCursor<'a>,
+    /// The block's tombstones when the reader was made.
+    stones: Vec<Tombstone>,
+}
+
+impl SeriesReader<'_> {
+    /// Appends to `t` and `v` the samples in `mint..=maxt` of series `id`, in time order,
+    /// without deleted ones.
+    pub(crate) fn read(
+        &mut self,
+        id: u32,
+        mint: Timestamp,
+        maxt: Timestamp,
+        t: &mut Vec<Timestamp>,
+        v: &mut Vec<f64>,
+    ) -> Result<(), Error> {
+        let Some(span) = self.block.index.span(id) else { return Ok(()) };
+        let start = t.len();
+        self.cursor.read_span(span.first_row..span.first_row + span.rows, mint, maxt, t, v)?;
+        let gone = self.block.deleted(&self.stones, id);
+        if !gone.is_empty() {
+            let mut kept = start;
+            for row in start..t.len() {
+                if !gone.iter().any(|&(a, b)| t[row] >= a && t[row] <= b) {
+                    (t[kept], v[kept]) = (t[row], v[row]);
+                    kept += 1;
+                }
+            }
+            t.truncate(kept);
+            v.truncate(kept);
+        }
+        Ok(())
+    }
+}
+
 impl Block {
     /// Opens the block in `dir`: reads its meta, index and the directory of its samples file
     /// (for a version 1 block, the Parquet footer with its page index).
@@ -697,6 +736,21 @@ impl Block {
             }
         }
         Ok(out)
+    }
+
+    /// Whether [`Block::series_reader`] reads the block: a version 2 block (a version 1
+    /// block is read by [`Block::read`] only).
+    pub(crate) fn reads_series_by_series(&self) -> bool {
+        matches!(self.samples, SamplesFile::Frames(_))
+    }
+
+    /// A reader of the block's series one by one into the caller's columns; fails for a
+    /// version 1 block (see [`Block::reads_series_by_series`]).
+    pub(crate) fn series_reader(&self) -> Result<SeriesReader<'_>, Error> {
+        let SamplesFile::Frames(frames) = &self.samples else {
+            return Err(corrupt(&self.dir, "a version 1 block is not read series by series"));
+        };
+        Ok(SeriesReader { block: self, cursor: frames.cursor()?, stones: self.stones().clone() })
     }
 
     /// [`Block::read`] of a version 1 block, without applying tombstones.

@@ -51,7 +51,7 @@ fn read_blocks<B: Sync, T: Send>(
     blocks: &[B],
     read: impl Fn(&B) -> Result<T, Error> + Sync,
 ) -> Result<Vec<T>, Error> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len());
+    let threads = threads().min(blocks.len());
     if threads <= 1 {
         return blocks.iter().map(&read).collect();
     }
@@ -77,6 +77,150 @@ fn read_blocks<B: Sync, T: Send>(
     done.into_iter().map(|(_, part)| part).collect()
 }
 
+/// Threads a query's reads may run on: as many as the process may run on.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A series of a group read series by series: its labels, its id in each of the group's
+/// blocks that holds it, its samples in the head, and how many samples it has at most.
+struct Wanted<'a> {
+    labels: &'a Labels,
+    /// (the block's position in the group's runs, the series' id there), in block order.
+    parts: Vec<(usize, u32)>,
+    head: Option<&'a Samples>,
+    rows: usize,
+}
+
+/// Every series of a group once, in label order, with where it is in `runs` (each block's
+/// listed series of the group, in label order) and in `head` (in label order).
+fn wanted_series<'a>(runs: &[(&Arc<Block>, &'a [Listed])], head: &'a [Series]) -> Vec<Wanted<'a>> {
+    let mut next: Vec<usize> = vec![0; runs.len()];
+    let mut next_head = 0;
+    let mut wanted = Vec::new();
+    loop {
+        // the smallest labels not yet taken, in any source
+        let smallest = runs
+            .iter()
+            .zip(&next)
+            .filter_map(|((_, run), &i)| run.get(i).map(|l| &l.labels))
+            .chain(head.get(next_head).map(|s| &s.labels))
+            .min();
+        let Some(labels) = smallest else { return wanted };
+        let mut series = Wanted { labels, parts: Vec::new(), head: None, rows: 0 };
+        for (k, (_, run)) in runs.iter().enumerate() {
+            if let Some(listed) = run.get(next[k]).filter(|l| &l.labels == labels) {
+                series.parts.push((k, listed.id));
+                series.rows += listed.rows as usize;
+                next[k] += 1;
+            }
+        }
+        if let Some(s) = head.get(next_head).filter(|s| &s.labels == labels) {
+            series.head = Some(&s.samples);
+            series.rows += s.samples.len();
+            next_head += 1;
+        }
+        wanted.push(series);
+    }
+}
+
+/// The series `wanted` of the blocks of `runs` (all version 2) and the head, each series'
+/// parts decoded one after another straight into `joiners`' columns: no column of a block's
+/// own, and no copy to join them. The series are split into as many runs of about equal
+/// samples as there are threads (and `joiners`), each read on a thread of its own with
+/// readers of its own.
+fn read_series_by_series(
+    runs: &[(&Arc<Block>, &[Listed])],
+    wanted: &[Wanted<'_>],
+    mint: Timestamp,
+    maxt: Timestamp,
+    joiners: &mut [JoinBuffers],
+    samples_per_thread: usize,
+) -> Result<Vec<Series>, Error> {
+    let total: usize = wanted.iter().map(|w| w.rows).sum();
+    let parts = joiners.len().min(total.div_ceil(samples_per_thread.max(1))).max(1);
+    let mut cuts = Vec::with_capacity(parts);
+    let (mut from, mut rows) = (0, 0);
+    for (i, w) in wanted.iter().enumerate() {
+        rows += w.rows;
+        if rows * parts >= total * (cuts.len() + 1) && cuts.len() + 1 < parts {
+            cuts.push(from..i + 1);
+            from = i + 1;
+        }
+    }
+    cuts.push(from..wanted.len());
+    let read = |series: &[Wanted<'_>], joiner: &mut JoinBuffers| -> Result<Vec<Series>, Error> {
+        let mut readers =
+            runs.iter().map(|(block, _)| block.series_reader()).collect::<Result<Vec<_>, _>>()?;
+        let sizes: Vec<usize> = series.iter().map(|w| w.rows).collect();
+        let samples = joiner.fill(&sizes, |i, t, v| {
+            let w = &series[i];
+            let start = t.len();
+            // where each part ends, and whether each began after the one before ended
+            let mut ends = Vec::with_capacity(w.parts.len() + 1);
+            let mut in_turn = true;
+            let mut add = |from: usize, t: &[Timestamp]| {
+                in_turn &= from == start || from == t.len() || t[from - 1] < t[from];
+                ends.push(t.len());
+            };
+            for &(k, id) in &w.parts {
+                let from = t.len();
+                readers[k].read(id, mint, maxt, t, v)?;
+                add(from, t);
+            }
+            if let Some(head) = w.head {
+                let from = t.len();
+                t.extend_from_slice(head.view().t);
+                v.extend_from_slice(head.view().v);
+                add(from, t);
+            }
+            if !in_turn {
+                // blocks (or the head) overlapping in time: joined as `merge_series` joins
+                // them, earlier parts first on a tie
+                let mut parts = Vec::with_capacity(ends.len());
+                let mut at = start;
+                for &end in &ends {
+                    parts.push(Samples::new(t[at..end].to_vec(), v[at..end].to_vec()));
+                    at = end;
+                }
+                let merged = Samples::merge(parts);
+                t.truncate(start);
+                v.truncate(start);
+                t.extend_from_slice(merged.view().t);
+                v.extend_from_slice(merged.view().v);
+            }
+            Ok::<(), Error>(())
+        })?;
+        Ok(series
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(w, samples)| Series { labels: w.labels.clone(), samples })
+            .collect())
+    };
+    if cuts.len() == 1 {
+        return read(wanted, &mut joiners[0]);
+    }
+    let mut joiners = joiners.iter_mut();
+    let mut done = std::thread::scope(|scope| {
+        let mut cuts = cuts.into_iter().zip(joiners.by_ref());
+        let own = cuts.next();
+        let helpers: Vec<_> = cuts.map(|(cut, joiner)| scope.spawn(|| read(&wanted[cut], joiner))).collect();
+        let mut done = vec![own.map_or(Ok(Vec::new()), |(cut, joiner)| read(&wanted[cut], joiner))];
+        for helper in helpers {
+            // a panicking read is a bug: the query fails as it would on one thread
+            done.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        done
+    })
+    .into_iter();
+    let mut series = done.next().unwrap_or(Ok(Vec::new()))?;
+    for part in done {
+        series.extend(part?);
+    }
+    Ok(series)
+}
+
 /// The positions of the items of `sorted` (in label order) whose labels lie in `first..=last`.
 fn run_within<T>(
     sorted: &[T],
@@ -92,6 +236,25 @@ fn run_within<T>(
 /// holds more: 4 Mi samples, 64 MiB as columns. A block's batch where two groups meet is
 /// decoded for both; at this size that is a few percent of a week's reading.
 const GROUP_SAMPLES: u64 = 4 << 20;
+
+/// The samples worth starting a thread for, in a group read series by series: below a
+/// millisecond's decoding, starting and joining the thread would cost a good part of it.
+const SAMPLES_PER_THREAD: usize = 1 << 18;
+
+/// How [`Db::select_in_groups`] cuts its work: the samples of a group, and the threads that
+/// read a group and the samples worth one of them.
+#[derive(Clone, Copy, Debug)]
+struct Groups {
+    samples: u64,
+    threads: usize,
+    samples_per_thread: usize,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Groups { samples: GROUP_SAMPLES, threads: threads(), samples_per_thread: SAMPLES_PER_THREAD }
+    }
+}
 
 /// Series a selection reads from the head per hold of its lock. A commit waits for the
 /// lock, and queries run below ingest's CPU priority: a query thread that loses the CPU
@@ -120,13 +283,13 @@ impl Db {
         out
     }
 
-    /// [`Querier::select_in_groups`] in groups of about `group_samples` samples (by the
+    /// [`Querier::select_in_groups`] in groups of about `groups.samples` samples (by the
     /// blocks' row counts and the head's samples), cut at series boundaries: each block's
     /// series of a group are a run of its listed series, read with a row selection of their
     /// own.
     fn select_in_groups_of(
         &self,
-        group_samples: u64,
+        groups: Groups,
         matchers: &[Matcher],
         mint: Timestamp,
         maxt: Timestamp,
@@ -158,12 +321,13 @@ impl Db {
             }
             same
         });
-        let mut joiner = JoinBuffers::default();
+        let mut joiners: Vec<JoinBuffers> =
+            (0..groups.threads.max(1)).map(|_| JoinBuffers::default()).collect();
         let mut from = 0;
         while from < sizes.len() {
             let mut to = from + 1;
             let mut samples = sizes[from].1;
-            while to < sizes.len() && samples + sizes[to].1 <= group_samples {
+            while to < sizes.len() && samples + sizes[to].1 <= groups.samples {
                 samples += sizes[to].1;
                 to += 1;
             }
@@ -175,9 +339,16 @@ impl Db {
                 .map(|(b, l)| (b, &l[run_within(l, |s| &s.labels, first, last)]))
                 .filter(|(_, l)| !l.is_empty())
                 .collect();
-            let mut parts = read_blocks(&runs, |(b, run)| b.read_listed(run, mint, maxt))?;
-            parts.push(head[run_within(&head, |s| &s.labels, first, last)].to_vec());
-            if !each(merge_series(parts, Some(&mut joiner))) {
+            let head_run = &head[run_within(&head, |s| &s.labels, first, last)];
+            let series = if runs.iter().all(|(b, _)| b.reads_series_by_series()) {
+                let wanted = wanted_series(&runs, head_run);
+                read_series_by_series(&runs, &wanted, mint, maxt, &mut joiners, groups.samples_per_thread)?
+            } else {
+                let mut parts = read_blocks(&runs, |(b, run)| b.read_listed(run, mint, maxt))?;
+                parts.push(head_run.to_vec());
+                merge_series(parts, joiners.first_mut())
+            };
+            if !each(series) {
                 return Ok(());
             }
             from = to;
@@ -216,7 +387,7 @@ impl Querier for Db {
         maxt: Timestamp,
         each: &mut dyn FnMut(Vec<Series>) -> bool,
     ) -> Result<(), Error> {
-        self.select_in_groups_of(GROUP_SAMPLES, matchers, mint, maxt, each)
+        self.select_in_groups_of(Groups::default(), matchers, mint, maxt, each)
     }
 
     fn has_histograms(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<bool, Error> {
@@ -394,7 +565,8 @@ mod tests {
             let whole = db.select(&matchers, mint, maxt).unwrap();
             for group_samples in [1, 2_000, 5_000, u64::MAX] {
                 let mut groups: Vec<Vec<Series>> = Vec::new();
-                db.select_in_groups_of(group_samples, &matchers, mint, maxt, &mut |g| {
+                let cut = Groups { samples: group_samples, ..Groups::default() };
+                db.select_in_groups_of(cut, &matchers, mint, maxt, &mut |g| {
                     groups.push(g);
                     true
                 })
@@ -407,12 +579,79 @@ mod tests {
             }
             // a caller that stops after the first group gets no other
             let mut calls = 0;
-            db.select_in_groups_of(1, &matchers, mint, maxt, &mut |_| {
+            let groups = Groups { samples: 1, ..Groups::default() };
+            db.select_in_groups_of(groups, &matchers, mint, maxt, &mut |_| {
                 calls += 1;
                 false
             })
             .unwrap();
             assert_eq!(calls, usize::from(!whole.is_empty()));
+        }
+    }
+
+    /// Copies the block directories of the database in `from` into `to`.
+    fn copy_blocks(from: &std::path::Path, to: &std::path::Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let block = entry.unwrap().path();
+            if !block.join("meta.json").exists() {
+                continue;
+            }
+            let copy = to.join(block.file_name().unwrap());
+            std::fs::create_dir(&copy).unwrap();
+            for file in std::fs::read_dir(&block).unwrap() {
+                let file = file.unwrap().path();
+                std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn series_read_series_by_series_answer_as_whole_reads_across_overlaps_deletions_and_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let opts = || DbOptions { compaction_interval: None, ..DbOptions::default() };
+        let series: Vec<Labels> = (0..8)
+            .map(|i| Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]))
+            .collect();
+        // the same series over [from, from + 7h) every 15 s, cut into blocks
+        let fill = |path: &std::path::Path, from: Timestamp, scale: f64| {
+            let db = Db::open(path, opts()).unwrap();
+            let mut t = from;
+            while t < from + 7 * HOUR {
+                let mut app = db.appender();
+                for (i, l) in series.iter().enumerate() {
+                    app.append(l, t, (t / 15_000 + i as i64) as f64 * scale).unwrap();
+                }
+                app.commit().unwrap();
+                t += 15_000;
+            }
+            db.compact().unwrap();
+        };
+        fill(dir.path(), 0, 0.5);
+        // another database's blocks, overlapping these in time, some timestamps shared
+        fill(other.path(), 2 * HOUR + 7_500, 0.25);
+        let blocks_of =
+            |path: &std::path::Path| path.join(crate::db::PROMFLOW_DIR).join(crate::db::BLOCKS_DIR);
+        copy_blocks(&blocks_of(other.path()), &blocks_of(dir.path()));
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let blocks = db.blocks_in(0, 10 * HOUR);
+        assert!(blocks.windows(2).any(|w| w[0].meta().max_time > w[1].meta().min_time), "blocks overlap");
+        let three = [Matcher::new(crate::MatchOp::Equal, "i", "3").unwrap()];
+        db.delete_series(&three, HOUR, 3 * HOUR).unwrap();
+        let matchers = [Matcher::new(crate::MatchOp::Equal, "__name__", "m").unwrap()];
+        for (mint, maxt) in [(0, 10 * HOUR), (HOUR + 7, 5 * HOUR), (2 * HOUR, 2 * HOUR + 7_500)] {
+            let whole = db.select(&matchers, mint, maxt).unwrap();
+            assert!(!whole.is_empty());
+            for (threads, samples_per_thread) in [(1, SAMPLES_PER_THREAD), (3, 1), (2, 5_000)] {
+                let groups = Groups { samples: u64::MAX, threads, samples_per_thread };
+                let mut read: Vec<Series> = Vec::new();
+                db.select_in_groups_of(groups, &matchers, mint, maxt, &mut |g| {
+                    read.extend(g);
+                    true
+                })
+                .unwrap();
+                assert_eq!(read, whole, "{mint}..={maxt} on {threads} threads");
+            }
         }
     }
 }
