@@ -114,6 +114,22 @@ impl Samples {
         }
         self.iter().filter(|&s| keep(s)).collect()
     }
+
+    /// Without staleness markers (copies only when there is one).
+    ///
+    /// Every query reads its series through this, so the search for a marker compares a
+    /// block of values at a time without a branch for each, which runs on several values
+    /// at once; `filtered` would test them one by one.
+    pub fn without_stale_markers(self) -> Samples {
+        let marked = self
+            .v
+            .chunks(64)
+            .any(|block| block.iter().fold(false, |seen, v| seen | (v.to_bits() == crate::STALE_NAN_BITS)));
+        if !marked {
+            return self;
+        }
+        self.filtered(|s| !crate::is_stale_nan(s.v))
+    }
 }
 
 /// Columns that series are written into one after another ([`JoinBuffers::fill`], and
@@ -445,6 +461,22 @@ mod tests {
         let one = part(&[1, 2], 1.0);
         let alone = Samples::merge(vec![Samples::default(), one.clone()]);
         assert_eq!(alone.view().t.as_ptr(), one.view().t.as_ptr(), "a single part is not copied");
+    }
+
+    #[test]
+    fn staleness_markers_are_dropped_and_other_nans_kept() {
+        let values: Vec<f64> = (0..200).map(|i| i as f64).collect();
+        let clean = Samples::new((0..200).collect(), values.clone());
+        let same = clean.clone().without_stale_markers();
+        assert_eq!(same.view().v.as_ptr(), clean.view().v.as_ptr(), "nothing to drop: not copied");
+        let mut marked = values;
+        marked[130] = crate::stale_nan();
+        marked[0] = crate::stale_nan();
+        marked[7] = f64::NAN;
+        let kept = Samples::new((0..200).collect(), marked).without_stale_markers();
+        assert_eq!(kept.len(), 198);
+        assert!(kept.iter().all(|s| s.t != 0 && s.t != 130));
+        assert!(kept.iter().any(|s| s.t == 7 && s.v.is_nan()), "a NaN that is no marker stays");
     }
 
     #[test]

@@ -697,7 +697,7 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(series.len());
         for (labels, floats, hists) in series {
             self.check_deadline()?;
-            let samples = floats.filtered(|x| !is_stale_nan(x.v));
+            let samples = floats.without_stale_markers();
             let hists = hists.unwrap_or_default();
             self.count_samples(samples.len() + hists.len())?;
             let mut values = Vec::with_capacity(self.steps.len());
@@ -957,7 +957,7 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             self.check_deadline()?;
-            let samples = s.samples.filtered(|x| !is_stale_nan(x.v));
+            let samples = s.samples.without_stale_markers();
             self.count_samples(samples.len())?;
             out.push((s.labels, samples));
         }

@@ -525,26 +525,36 @@ fn decode_piece(
     // every timestamp of the piece, then the rows out of range cut off
     let start = ts.len();
     ts.push(piece.t0);
+    // whether the timestamps are in order, found as they are decoded rather than by another
+    // pass over them
+    let mut ordered = true;
     if piece.rows >= 2 {
         let (first, delta) = (piece.t0.wrapping_add(piece.first_difference), piece.first_difference);
         ts.push(first);
         let n = piece.rows - 2;
         if dod_width == 0 {
+            // steps of one difference: in order when it is not negative and the last does
+            // not wrap around
+            let last = delta.checked_mul(n as i64).and_then(|d| first.checked_add(d));
+            ordered = delta >= 0 && first >= piece.t0 && last.is_some();
             ts.extend((1..=n as i64).map(|i| first.wrapping_add(delta.wrapping_mul(i))));
         } else {
             get_planes(dod_planes, layout.dods, dod_width, piece.dod_at..piece.dod_at + n, entries);
             let (mut t, mut delta) = (first, delta);
+            ordered = first >= piece.t0;
             ts.extend(entries.iter().map(|&dod| {
                 delta = delta.wrapping_add(unzigzag(dod));
-                t = t.wrapping_add(delta);
+                let next = t.wrapping_add(delta);
+                ordered &= next >= t;
+                t = next;
                 t
             }));
         }
     }
-    let times = &ts[start..];
-    if times.windows(2).any(|w| w[0] > w[1]) {
+    if !ordered {
         return Err("timestamps of a series out of order");
     }
+    let times = &ts[start..];
     let lo = times.partition_point(|&t| t < mint);
     let hi = times.partition_point(|&t| t <= maxt).max(lo);
     if lo > 0 {
@@ -772,6 +782,23 @@ mod tests {
             }
             // what the range leaves out of the series is not kept
             assert!(read.t.capacity() <= 2 * read.t.len().max(1), "range {lo}..={hi}");
+        }
+    }
+
+    #[test]
+    fn timestamps_out_of_order_fail_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FRAMES_FILE);
+        let series = |ts: &[Timestamp]| -> Vec<Sample> { ts.iter().map(|&t| Sample { t, v: 1.0 }).collect() };
+        let steady_down = series(&[30, 20, 10, 0]);
+        let jittered = series(&[0, 10, 25, 24, 40]);
+        let wrapping = series(&[i64::MAX - 20, i64::MAX - 10, i64::MAX, i64::MIN + 9]);
+        let equal = series(&[5, 5, 5]);
+        for (samples, ordered) in [(steady_down, false), (jittered, false), (wrapping, false), (equal, true)]
+        {
+            let spans = write(&path, std::slice::from_ref(&samples));
+            let read = FramesFile::open(&path).unwrap().read(&spans, i64::MIN, i64::MAX);
+            assert_eq!(read.is_ok(), ordered, "{samples:?}");
         }
     }
 
