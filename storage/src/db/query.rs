@@ -51,7 +51,7 @@ fn read_blocks<B: Sync, T: Send>(
     blocks: &[B],
     read: impl Fn(&B) -> Result<T, Error> + Sync,
 ) -> Result<Vec<T>, Error> {
-    let threads = threads().min(blocks.len());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks.len());
     if threads <= 1 {
         return blocks.iter().map(&read).collect();
     }
@@ -77,11 +77,6 @@ fn read_blocks<B: Sync, T: Send>(
     done.into_iter().map(|(_, part)| part).collect()
 }
 
-/// Threads a query's reads may run on: as many as the process may run on.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// A series of a group read series by series: its labels, its id in each of the blocks that
 /// hold it, its samples in the head, and how many samples it has at most.
 struct Wanted<'a> {
@@ -92,9 +87,9 @@ struct Wanted<'a> {
     rows: usize,
 }
 
-/// What a thread of a read series by series keeps from group to group: the columns it
-/// fills, and a reader of each of the query's blocks once it reads one, which stays in the
-/// frame it is in, so that the next group's series go on from there.
+/// What a read series by series keeps from group to group: the columns it fills, and a
+/// reader of each of the query's blocks once it reads one, which stays in the frame it is
+/// in, so that the next group's series go on from there.
 struct Reading<'a> {
     joiner: JoinBuffers,
     readers: Vec<Option<SeriesReader<'a>>>,
@@ -133,108 +128,75 @@ fn wanted_series<'a>(runs: &[&'a [Listed]], head: &'a [Series]) -> Vec<Wanted<'a
 }
 
 /// The series `wanted` of `blocks` (all version 2) and the head, each series' parts decoded
-/// one after another straight into the columns of `readings`: no column of a block's own,
-/// and no copy to join them. The series are split into runs of about equal samples, at most
-/// one a reading (a thread) and one a `samples_per_thread`, each read on a thread of its own
-/// with that reading's readers.
+/// one after another straight into the columns of `reading`: no column of a block's own,
+/// and no copy to join them.
+///
+/// On one thread: split over two, a group's runs of series (128 Ki samples, a dozen blocks)
+/// take less than a frame of each block, so both threads decompress nearly every frame. On
+/// two cores a week's `sum by` took as long either way (0.41–0.49 s, this machine's noise)
+/// and a third less CPU on one thread (0.45–0.48 s against 0.63–0.69 s).
 fn read_series_by_series<'a>(
     blocks: &'a [Arc<Block>],
     wanted: &[Wanted<'_>],
     mint: Timestamp,
     maxt: Timestamp,
-    readings: &mut [Reading<'a>],
-    samples_per_thread: usize,
+    reading: &mut Reading<'a>,
 ) -> Result<Vec<Series>, Error> {
-    let total: usize = wanted.iter().map(|w| w.rows).sum();
-    let parts = readings.len().min(total.div_ceil(samples_per_thread.max(1))).min(wanted.len()).max(1);
-    let mut cuts = Vec::with_capacity(parts);
-    let (mut from, mut rows) = (0, 0);
-    for (i, w) in wanted.iter().enumerate() {
-        rows += w.rows;
-        if rows * parts >= total * (cuts.len() + 1) && cuts.len() + 1 < parts {
-            cuts.push(from..i + 1);
-            from = i + 1;
-        }
-    }
-    cuts.push(from..wanted.len());
-    let read = |series: &[Wanted<'_>], reading: &mut Reading<'a>| -> Result<Vec<Series>, Error> {
-        let Reading { joiner, readers } = reading;
-        for w in series {
-            for &(k, _) in &w.parts {
-                if readers[k].is_none() {
-                    readers[k] = Some(blocks[k].series_reader()?);
-                }
+    let Reading { joiner, readers } = reading;
+    for w in wanted {
+        for &(k, _) in &w.parts {
+            if readers[k].is_none() {
+                readers[k] = Some(blocks[k].series_reader()?);
             }
         }
-        let sizes: Vec<usize> = series.iter().map(|w| w.rows).collect();
-        let samples = joiner.fill(&sizes, |i, t, v| {
-            let w = &series[i];
-            let start = t.len();
-            // where each part ends, and whether each began after the one before ended
-            let mut ends = Vec::with_capacity(w.parts.len() + 1);
-            let mut in_turn = true;
-            let mut add = |from: usize, t: &[Timestamp]| {
-                in_turn &= from == start || from == t.len() || t[from - 1] < t[from];
-                ends.push(t.len());
-            };
-            for &(k, id) in &w.parts {
-                let from = t.len();
-                if let Some(reader) = &mut readers[k] {
-                    reader.read(id, mint, maxt, t, v)?;
-                }
-                add(from, t);
-            }
-            if let Some(head) = w.head {
-                let from = t.len();
-                t.extend_from_slice(head.view().t);
-                v.extend_from_slice(head.view().v);
-                add(from, t);
-            }
-            if !in_turn {
-                // blocks (or the head) overlapping in time: joined as `merge_series` joins
-                // them, earlier parts first on a tie
-                let mut parts = Vec::with_capacity(ends.len());
-                let mut at = start;
-                for &end in &ends {
-                    parts.push(Samples::new(t[at..end].to_vec(), v[at..end].to_vec()));
-                    at = end;
-                }
-                let merged = Samples::merge(parts);
-                t.truncate(start);
-                v.truncate(start);
-                t.extend_from_slice(merged.view().t);
-                v.extend_from_slice(merged.view().v);
-            }
-            Ok::<(), Error>(())
-        })?;
-        Ok(series
-            .iter()
-            .zip(samples)
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(w, samples)| Series { labels: w.labels.clone(), samples })
-            .collect())
-    };
-    if cuts.len() == 1 {
-        return read(wanted, &mut readings[0]);
     }
-    let mut done = std::thread::scope(|scope| {
-        let mut cuts = cuts.into_iter().zip(readings.iter_mut());
-        let own = cuts.next();
-        let helpers: Vec<_> =
-            cuts.map(|(cut, reading)| scope.spawn(|| read(&wanted[cut], reading))).collect();
-        let mut done = vec![own.map_or(Ok(Vec::new()), |(cut, reading)| read(&wanted[cut], reading))];
-        for helper in helpers {
-            // a panicking read is a bug: the query fails as it would on one thread
-            done.push(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+    let sizes: Vec<usize> = wanted.iter().map(|w| w.rows).collect();
+    let samples = joiner.fill(&sizes, |i, t, v| {
+        let w = &wanted[i];
+        let start = t.len();
+        // where each part ends, and whether each began after the one before ended
+        let mut ends = Vec::with_capacity(w.parts.len() + 1);
+        let mut in_turn = true;
+        let mut add = |from: usize, t: &[Timestamp]| {
+            in_turn &= from == start || from == t.len() || t[from - 1] < t[from];
+            ends.push(t.len());
+        };
+        for &(k, id) in &w.parts {
+            let from = t.len();
+            if let Some(reader) = &mut readers[k] {
+                reader.read(id, mint, maxt, t, v)?;
+            }
+            add(from, t);
         }
-        done
-    })
-    .into_iter();
-    let mut series = done.next().unwrap_or(Ok(Vec::new()))?;
-    for part in done {
-        series.extend(part?);
-    }
-    Ok(series)
+        if let Some(head) = w.head {
+            let from = t.len();
+            t.extend_from_slice(head.view().t);
+            v.extend_from_slice(head.view().v);
+            add(from, t);
+        }
+        if !in_turn {
+            // blocks (or the head) overlapping in time: joined as `merge_series` joins
+            // them, earlier parts first on a tie
+            let mut parts = Vec::with_capacity(ends.len());
+            let mut at = start;
+            for &end in &ends {
+                parts.push(Samples::new(t[at..end].to_vec(), v[at..end].to_vec()));
+                at = end;
+            }
+            let merged = Samples::merge(parts);
+            t.truncate(start);
+            v.truncate(start);
+            t.extend_from_slice(merged.view().t);
+            v.extend_from_slice(merged.view().v);
+        }
+        Ok::<(), Error>(())
+    })?;
+    Ok(wanted
+        .iter()
+        .zip(samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(w, samples)| Series { labels: w.labels.clone(), samples })
+        .collect())
 }
 
 /// The positions of the items of `sorted` (in label order) whose labels lie in `first..=last`.
@@ -254,27 +216,26 @@ fn run_within<T>(
 /// week's reading.
 const GROUP_SAMPLES: u64 = 4 << 20;
 
-/// The samples each thread reads of a group read series by series (a group holds this many
-/// for each thread the process may run on), unless one series alone holds more: 128 Ki
-/// samples, 2 MiB as columns, which stay in a core's second-level cache from their decoding
-/// to the query's use of them. A week's `sum by` of `rate` over 35 million samples, on one
-/// core, takes 0.40–0.43 s in groups of 256 Ki samples against 0.53–0.61 s in groups of
-/// 4 Mi (where every sample went to memory and came back), and half the peak memory. The
-/// readers keep their frames from group to group, so small groups decompress no frame twice.
-const SAMPLES_PER_THREAD: usize = 1 << 17;
+/// The samples a group read series by series holds at most, unless one series alone holds
+/// more: 128 Ki samples, 2 MiB as columns, which stay in a core's second-level cache from
+/// their decoding to the query's use of them. A week's `sum by` of `rate` over 35 million
+/// samples, on one core, takes 0.40–0.43 s in groups of 256 Ki samples against 0.53–0.61 s
+/// in groups of 4 Mi (where every sample went to memory and came back), and half the peak
+/// memory. The readers keep their frames from group to group, so small groups decompress no
+/// frame twice.
+const SERIES_GROUP_SAMPLES: u64 = 1 << 17;
 
 /// How [`Db::select_in_groups`] cuts its work: the samples of a group through version 1
-/// blocks, and the threads that read a group series by series and their samples each.
+/// blocks, and of a group read series by series.
 #[derive(Clone, Copy, Debug)]
 struct Groups {
     samples: u64,
-    threads: usize,
-    samples_per_thread: usize,
+    series_samples: u64,
 }
 
 impl Default for Groups {
     fn default() -> Self {
-        Groups { samples: GROUP_SAMPLES, threads: threads(), samples_per_thread: SAMPLES_PER_THREAD }
+        Groups { samples: GROUP_SAMPLES, series_samples: SERIES_GROUP_SAMPLES }
     }
 }
 
@@ -344,17 +305,9 @@ impl Db {
             same
         });
         let by_series = blocks.iter().all(|b| b.reads_series_by_series());
-        let mut readings: Vec<Reading<'_>> = (0..groups.threads.max(1))
-            .map(|_| Reading {
-                joiner: JoinBuffers::default(),
-                readers: blocks.iter().map(|_| None).collect(),
-            })
-            .collect();
-        let group_samples = if by_series {
-            (groups.samples_per_thread as u64).saturating_mul(groups.threads.max(1) as u64)
-        } else {
-            groups.samples
-        };
+        let mut reading =
+            Reading { joiner: JoinBuffers::default(), readers: blocks.iter().map(|_| None).collect() };
+        let group_samples = if by_series { groups.series_samples } else { groups.samples };
         let mut from = 0;
         while from < sizes.len() {
             let mut to = from + 1;
@@ -371,13 +324,13 @@ impl Db {
             let head_run = &head[run_within(&head, |s| &s.labels, first, last)];
             let series = if by_series {
                 let wanted = wanted_series(&runs, head_run);
-                read_series_by_series(&blocks, &wanted, mint, maxt, &mut readings, groups.samples_per_thread)?
+                read_series_by_series(&blocks, &wanted, mint, maxt, &mut reading)?
             } else {
                 let runs: Vec<(&Arc<Block>, &[Listed])> =
                     blocks.iter().zip(runs).filter(|(_, run)| !run.is_empty()).collect();
                 let mut parts = read_blocks(&runs, |(b, run)| b.read_listed(run, mint, maxt))?;
                 parts.push(head_run.to_vec());
-                merge_series(parts, readings.first_mut().map(|r| &mut r.joiner))
+                merge_series(parts, Some(&mut reading.joiner))
             };
             if !each(series) {
                 return Ok(());
@@ -596,8 +549,7 @@ mod tests {
             let whole = db.select(&matchers, mint, maxt).unwrap();
             for group_samples in [1, 2_000, 5_000, u64::MAX] {
                 let mut groups: Vec<Vec<Series>> = Vec::new();
-                let cut =
-                    Groups { samples: group_samples, threads: 1, samples_per_thread: group_samples as usize };
+                let cut = Groups { samples: group_samples, series_samples: group_samples };
                 db.select_in_groups_of(cut, &matchers, mint, maxt, &mut |g| {
                     groups.push(g);
                     true
@@ -611,7 +563,7 @@ mod tests {
             }
             // a caller that stops after the first group gets no other
             let mut calls = 0;
-            let groups = Groups { samples: 1, threads: 1, samples_per_thread: 1 };
+            let groups = Groups { samples: 1, series_samples: 1 };
             db.select_in_groups_of(groups, &matchers, mint, maxt, &mut |_| {
                 calls += 1;
                 false
@@ -638,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn series_read_series_by_series_answer_as_whole_reads_across_overlaps_deletions_and_threads() {
+    fn series_read_series_by_series_answer_as_whole_reads_across_overlaps_deletions_and_groups() {
         let dir = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
         let opts = || DbOptions { compaction_interval: None, ..DbOptions::default() };
@@ -674,17 +626,15 @@ mod tests {
         for (mint, maxt) in [(0, 10 * HOUR), (HOUR + 7, 5 * HOUR), (2 * HOUR, 2 * HOUR + 7_500)] {
             let whole = db.select(&matchers, mint, maxt).unwrap();
             assert!(!whole.is_empty());
-            for (threads, samples_per_thread) in
-                [(1, usize::MAX), (1, SAMPLES_PER_THREAD), (3, 1), (2, 5_000)]
-            {
-                let groups = Groups { samples: u64::MAX, threads, samples_per_thread };
+            for series_samples in [u64::MAX, SERIES_GROUP_SAMPLES, 1, 5_000] {
+                let groups = Groups { samples: u64::MAX, series_samples };
                 let mut read: Vec<Series> = Vec::new();
                 db.select_in_groups_of(groups, &matchers, mint, maxt, &mut |g| {
                     read.extend(g);
                     true
                 })
                 .unwrap();
-                assert_eq!(read, whole, "{mint}..={maxt} on {threads} threads");
+                assert_eq!(read, whole, "{mint}..={maxt} in groups of {series_samples}");
             }
         }
     }
