@@ -76,6 +76,13 @@ pub(crate) struct SeriesSpan {
     pub(crate) max_t: Timestamp,
 }
 
+impl SeriesSpan {
+    /// Its rows in the block's samples file.
+    pub(crate) fn row_range(&self) -> std::ops::Range<u64> {
+        self.first_row..self.first_row + self.rows
+    }
+}
+
 /// A table of fixed-size entries: where its first entry is, how many there are, and the
 /// bytes of each.
 #[derive(Clone, Copy, Debug)]

@@ -459,23 +459,6 @@ fn decode_tombstones(data: &[u8]) -> Option<Vec<Tombstone>> {
     c.is_empty().then_some(out)
 }
 
-/// Whether `intervals` (inclusive) cover `mint..=maxt` entirely.
-fn covered(intervals: &[(Timestamp, Timestamp)], mint: Timestamp, maxt: Timestamp) -> bool {
-    let mut sorted = intervals.to_vec();
-    sorted.sort_unstable();
-    let mut next = mint;
-    for (a, b) in sorted {
-        if a > next {
-            return false;
-        }
-        if b >= maxt {
-            return true;
-        }
-        next = next.max(b.saturating_add(1));
-    }
-    next > maxt
-}
-
 /// An open, immutable block.
 pub(crate) struct Block {
     dir: PathBuf,
@@ -530,6 +513,37 @@ enum SamplesFile {
     Frames(FramesFile),
 }
 
+/// The deleted time ranges of one series in a block, each inclusive.
+struct Deleted(Vec<(Timestamp, Timestamp)>);
+
+impl Deleted {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a sample at `t` is deleted.
+    fn covers(&self, t: Timestamp) -> bool {
+        self.0.iter().any(|&(a, b)| t >= a && t <= b)
+    }
+
+    /// Whether every time in `mint..=maxt` is deleted.
+    fn covers_all(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let mut next = mint;
+        for (a, b) in sorted {
+            if a > next {
+                return false;
+            }
+            if b >= maxt {
+                return true;
+            }
+            next = next.max(b.saturating_add(1));
+        }
+        next > maxt
+    }
+}
+
 /// A series of a block a selection matches ([`Block::listed`]).
 pub(crate) struct Listed {
     /// Its id in the block.
@@ -562,12 +576,12 @@ impl SeriesReader<'_> {
     ) -> Result<(), Error> {
         let Some(span) = self.block.index.span(id) else { return Ok(()) };
         let start = t.len();
-        self.cursor.read_span(span.first_row..span.first_row + span.rows, mint, maxt, t, v)?;
+        self.cursor.read_span(span.row_range(), mint, maxt, t, v)?;
         let gone = self.block.deleted(&self.stones, id);
         if !gone.is_empty() {
             let mut kept = start;
             for row in start..t.len() {
-                if !gone.iter().any(|&(a, b)| t[row] >= a && t[row] <= b) {
+                if !gone.covers(t[row]) {
                     (t[kept], v[kept]) = (t[row], v[row]);
                     kept += 1;
                 }
@@ -639,9 +653,9 @@ impl Block {
     }
 
     /// The deleted ranges of series `id`.
-    fn deleted(&self, stones: &[Tombstone], id: u32) -> Vec<(Timestamp, Timestamp)> {
+    fn deleted(&self, stones: &[Tombstone], id: u32) -> Deleted {
         let start = stones.partition_point(|s| s.0 < id);
-        stones[start..].iter().take_while(|s| s.0 == id).map(|s| (s.1, s.2)).collect()
+        Deleted(stones[start..].iter().take_while(|s| s.0 == id).map(|s| (s.1, s.2)).collect())
     }
 
     /// Whether the block has deleted ranges.
@@ -713,10 +727,8 @@ impl Block {
         let mut out = match &self.samples {
             SamplesFile::Parquet { metadata, file } => self.read_parquet(metadata, file, ids, mint, maxt)?,
             SamplesFile::Frames(frames) => {
-                let spans: Vec<Range<u64>> = ids
-                    .iter()
-                    .map(|&id| self.index.span(id).map_or(0..0, |s| s.first_row..s.first_row + s.rows))
-                    .collect();
+                let spans: Vec<Range<u64>> =
+                    ids.iter().map(|&id| self.index.span(id).map_or(0..0, |s| s.row_range())).collect();
                 let frames::Decoded { t, v, ranges } = frames.read(&spans, mint, maxt)?;
                 let (t, v) = (ScalarBuffer::from(t), ScalarBuffer::from(v));
                 ranges
@@ -730,8 +742,7 @@ impl Block {
             for (list, &id) in out.iter_mut().zip(ids) {
                 let gone = self.deleted(&stones, id);
                 if !gone.is_empty() {
-                    *list =
-                        std::mem::take(list).filtered(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
+                    *list = std::mem::take(list).filtered(|s| !gone.covers(s.t));
                 }
             }
         }
@@ -769,8 +780,8 @@ impl Block {
     ) -> Result<Vec<Samples>, Error> {
         let mut pieces: Vec<Vec<Samples>> = (0..ids.len()).map(|_| Vec::new()).collect();
         let ranges = ids.iter().filter_map(|&id| self.index.span(id)).map(|s| {
-            let start = s.first_row as usize;
-            start..start + s.rows as usize
+            let rows = s.row_range();
+            rows.start as usize..rows.end as usize
         });
         let Some(reader) = rows_reader(self.parquet_file(file)?, metadata, ranges)
             .map_err(pq("reading a block's samples"))?
@@ -892,7 +903,7 @@ impl Block {
         if !stones.is_empty() {
             for (list, &id) in out.iter_mut().zip(ids) {
                 let gone = self.deleted(&stones, id);
-                list.retain(|s| !gone.iter().any(|&(a, b)| s.t >= a && s.t <= b));
+                list.retain(|s| !gone.covers(s.t));
             }
         }
         Ok(out)
@@ -912,7 +923,7 @@ impl Block {
         if !stones.is_empty() {
             for (list, &id) in out.iter_mut().zip(ids) {
                 let mut runs = crate::start::StartRuns::from(std::mem::take(list));
-                for (a, b) in self.deleted(&stones, id) {
+                for &(a, b) in &self.deleted(&stones, id).0 {
                     runs.delete_range(a, b);
                 }
                 *list = runs.into();
@@ -1040,7 +1051,7 @@ impl Block {
             .filter(|&id| {
                 stones.is_empty()
                     || self.index.span(id).is_some_and(|s| {
-                        !covered(&self.deleted(&stones, id), mint.max(s.min_t), maxt.min(s.max_t))
+                        !self.deleted(&stones, id).covers_all(mint.max(s.min_t), maxt.min(s.max_t))
                     })
             })
             .map(|id| Arc::new(self.index.labels(id)))
