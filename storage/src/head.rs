@@ -116,6 +116,15 @@ impl MemSeries {
         }
     }
 
+    /// Makes the sample at `t` with value bits `bits` the newest; returns, when the head's
+    /// set of stale series may have to change, whether the sample is a staleness marker.
+    fn set_newest(&mut self, t: Timestamp, bits: u64) -> Option<bool> {
+        let was_stale = self.newest_may_be_stale();
+        self.last = (t, bits);
+        let stale = bits == crate::STALE_NAN_BITS;
+        (was_stale || stale).then_some(stale)
+    }
+
     /// Whether the newest sample may be a staleness marker: a float one's bits say so for
     /// sure, a histogram series' newest bits are a fingerprint, which says nothing.
     fn newest_may_be_stale(&self) -> bool {
@@ -132,11 +141,11 @@ impl MemSeries {
         (self.last.0 != NO_SAMPLE).then_some(self.last)
     }
 
-    /// Moves the open chunk, full, to `store` and starts a new one.
-    fn seal_open(&mut self, store: &mut ChunkStore) {
+    /// Moves the open chunk, full, to `store` as series `r`'s and starts a new one.
+    fn seal_open(&mut self, store: &mut ChunkStore, r: SeriesRef) {
         let next = self.open.successor();
         let full = std::mem::replace(&mut self.open, next);
-        self.sealed.push(store, &full);
+        self.sealed.push(store, &full, r);
     }
 
     /// Chunks held, full and open.
@@ -240,9 +249,16 @@ impl MemSeries {
         }
     }
 
-    /// Deletes the samples in `mint..=maxt`; returns how many went. The chunks are written
-    /// anew; the old ones stay in the store until their segments go.
-    fn delete_range(&mut self, store: &mut ChunkStore, mint: Timestamp, maxt: Timestamp) -> u64 {
+    /// Deletes the samples in `mint..=maxt` of this series, `r`; returns how many went. The
+    /// chunks are written anew, after a mark that the old ones, which stay in the store until
+    /// their segments go, are no longer the series'.
+    fn delete_range(
+        &mut self,
+        store: &mut ChunkStore,
+        r: SeriesRef,
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> u64 {
         let mut all = Vec::new();
         self.samples_in(store, Timestamp::MIN, Timestamp::MAX, &mut all);
         let before = all.len() as u64;
@@ -251,11 +267,14 @@ impl MemSeries {
             rare.ooo = Vec::new();
         }
         self.tidy_rare();
+        if self.sealed.chunks() > 0 {
+            store.write_reset(r);
+        }
         self.sealed = SealedChain::default();
         self.open = OpenChunk::new();
         for s in &all {
             if self.open.is_full() {
-                self.seal_open(store);
+                self.seal_open(store, r);
             }
             self.open.append(s.t, s.v);
         }
@@ -399,7 +418,8 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    /// An empty head keeping its full chunks in files in `dir` (which it empties).
+    /// An empty head keeping its full chunks in files in `dir`, where it finds the chunks an
+    /// earlier process left for the WAL's replay to take back ([`Head::recover_chunks`]).
     pub(crate) fn with_chunk_dir(dir: std::path::PathBuf) -> std::io::Result<Self> {
         Ok(Head { chunks: ChunkStore::open(dir)?, ..Head::default() })
     }
@@ -523,19 +543,78 @@ impl Head {
             return refused;
         }
         if s.open.is_full() {
-            s.seal_open(&mut self.chunks);
+            s.seal_open(&mut self.chunks, r);
         }
         if s.open.is_empty() {
             self.num_chunks += 1;
         }
         s.open.append(t, v);
-        let was_stale = s.newest_may_be_stale();
-        s.last = (t, bits);
-        if was_stale || bits == crate::STALE_NAN_BITS {
-            self.note_staleness(r, bits == crate::STALE_NAN_BITS);
+        if let Some(stale) = s.set_newest(t, bits) {
+            self.note_staleness(r, stale);
         }
         self.count_sample(t);
         AppendResult::Appended
+    }
+
+    /// Takes series `r`'s full chunks back from the chunk files an earlier process left, from
+    /// `floor` on, if the series has none yet and those files hold its chain: the WAL's
+    /// replay then skips the samples they hold ([`Head::replay_held`]). Returns the oldest
+    /// and newest times of what was taken back.
+    pub(crate) fn recover_chunks(
+        &mut self,
+        r: SeriesRef,
+        floor: Timestamp,
+    ) -> Option<(Timestamp, Timestamp)> {
+        let s = self.series.get_mut(&r).filter(|s| s.sealed.chunks() == 0 && s.open.is_empty())?;
+        let (chain, newest) = SealedChain::recover(&self.chunks, r, floor)?;
+        let oldest = chain.min_t()?;
+        self.num_chunks += u64::from(chain.chunks());
+        self.num_samples += chain.samples() as u64;
+        self.min_time = Some(self.min_time.map_or(oldest, |m| m.min(oldest)));
+        self.max_time = Some(self.max_time.map_or(newest, |m| m.max(newest)));
+        s.sealed = chain;
+        Some((oldest, newest))
+    }
+
+    /// Makes a replayed WAL sample series `r`'s newest, as an append would, without storing
+    /// or counting it: for a sample its recovered full chunks hold ([`Head::recover_chunks`]),
+    /// or one the caller stores out of order. A sample an append would refuse is refused
+    /// alike (out of order when written: the caller stores it so).
+    pub(crate) fn replay_held(&mut self, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
+        let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
+        let bits = v.to_bits();
+        if let Some(refused) = s.refuses(t, bits) {
+            return refused;
+        }
+        if let Some(stale) = s.set_newest(t, bits) {
+            self.note_staleness(r, stale);
+        }
+        AppendResult::Appended
+    }
+
+    /// Makes series `r`'s newest sample that of its recovered chunks if the WAL's replay
+    /// left an older one (a WAL that lost its tail, as a power loss may leave it): later
+    /// samples must follow what the chunks hold.
+    pub(crate) fn settle_recovered(&mut self, r: SeriesRef) {
+        let Some(s) = self.series.get_mut(&r) else { return };
+        let Some(newest) = s.sealed.newest_sample(&self.chunks) else { return };
+        if s.last().is_none_or(|(t, _)| t < newest.t) {
+            if let Some(stale) = s.set_newest(newest.t, newest.v.to_bits()) {
+                self.note_staleness(r, stale);
+            }
+        }
+    }
+
+    /// The highest series ref the chunk files an earlier process left name: new series must
+    /// get higher refs, or they would take those chunks for theirs.
+    pub(crate) fn max_recovered_series(&self) -> SeriesRef {
+        self.chunks.max_recovered_series()
+    }
+
+    /// Frees what the chunk store knows of the chains an earlier process left, once the
+    /// WAL's replay has taken back those of the series it holds.
+    pub(crate) fn forget_recovered(&mut self) {
+        self.chunks.forget_recovered();
     }
 
     /// Records whether series `r`'s newest sample, just appended, is a staleness marker.
@@ -792,7 +871,7 @@ impl Head {
         if let Some(s) = self.series.get_mut(&r) {
             let had_histograms = s.has_hists();
             let chunks_before = s.num_chunks();
-            self.num_samples -= s.delete_range(&mut self.chunks, mint, maxt);
+            self.num_samples -= s.delete_range(&mut self.chunks, r, mint, maxt);
             if had_histograms && !s.has_hists() {
                 self.histogram_series -= 1;
             }

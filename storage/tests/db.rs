@@ -1511,3 +1511,87 @@ fn a_selection_read_in_parts_holds_every_series_once_sorted_while_commits_go_on(
     let all = db.select(&name_eq("x"), 1, 60).unwrap();
     assert!(all.iter().all(|s| s.samples.len() == 60));
 }
+
+/// A start that maps the head's chunk files back answers as one that replays the WAL
+/// alone: after cuts into blocks, out-of-order samples (before the blocks' end, within the
+/// head, into a deleted range), deletions of part of a series and of all it has in the
+/// head, staleness markers, a crash that loses the chunks not yet written out, and a
+/// second start after more samples.
+#[test]
+fn a_start_from_the_chunk_files_answers_as_one_from_the_wal_alone() {
+    const N: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions { out_of_order_window: 4 * HOUR, ..manual(256 << 10) };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    // enough series that chunks fill the megabyte buffered before a write to the files
+    ingest(&db, N, 0, 5);
+    db.compact().unwrap();
+    assert!(!db.blocks().is_empty());
+    let head_min = db.stats(0).min_time.unwrap();
+    let series = |i: usize| ls(&[("__name__", "m"), ("i", &i.to_string())]);
+    let late = |db: &Arc<Db>, i: usize, t: i64| {
+        let mut app = db.appender();
+        app.append(&series(i), t, -1.5).unwrap();
+        app.commit().unwrap();
+    };
+    late(&db, 0, head_min + 7);
+    late(&db, 1, head_min - 10 * 60_000 + 7);
+    late(&db, 2, head_min + 30 * 60_000 + 7);
+    let only = |i: usize| [m(MatchOp::Equal, "i", &i.to_string())];
+    assert!(db.delete_series(&only(7), head_min + 20 * 60_000, head_min + 50 * 60_000).unwrap() > 0);
+    assert!(db.delete_series(&only(8), head_min, 5 * HOUR).unwrap() > 0);
+    ingest(&db, N, 5 * HOUR, 1);
+    late(&db, 7, head_min + 30 * 60_000 + 7);
+    let before = dump(&db);
+
+    // "kill -9": the files as they are, chunks still in the write buffer not among them
+    let crashed = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), crashed.path());
+    drop(db);
+    let wal_only = tempfile::tempdir().unwrap();
+    copy_tree(crashed.path(), wal_only.path());
+    std::fs::remove_dir_all(wal_only.path().join("promflow/head_chunks")).unwrap();
+    let mapped = Db::open(crashed.path(), opts.clone()).unwrap();
+    let replayed = Db::open(wal_only.path(), opts.clone()).unwrap();
+    let (ms, rs) = (mapped.stats(0), replayed.stats(0));
+    assert!(ms.samples_from_chunk_files > 100 * 480, "{}", ms.samples_from_chunk_files);
+    assert_eq!(rs.samples_from_chunk_files, 0);
+    same(&dump(&mapped), &before, "mapped");
+    same(&dump(&replayed), &before, "replayed");
+    let counts = |s: &promflow_storage::DbStats| {
+        (s.num_series, s.num_samples, s.num_stale_series, s.min_time, s.max_time)
+    };
+    assert_eq!(counts(&ms), counts(&rs));
+
+    // both go on alike, and start again alike
+    for db in [&mapped, &replayed] {
+        ingest(db, N, 6 * HOUR, 1);
+        late(db, 3, 6 * HOUR + 7);
+    }
+    let after = dump(&replayed);
+    same(&dump(&mapped), &after, "mapped, going on");
+    drop((mapped, replayed));
+    let mapped = Db::open(crashed.path(), opts.clone()).unwrap();
+    assert!(mapped.stats(0).samples_from_chunk_files > 0);
+    same(&dump(&mapped), &after, "mapped, again");
+    assert_eq!(counts(&mapped.stats(0)), counts(&Db::open(wal_only.path(), opts).unwrap().stats(0)));
+}
+
+/// Asserts two dumps are equal, naming the first series and sample that differ.
+fn same(got: &[(Labels, Vec<(i64, u64)>)], want: &[(Labels, Vec<(i64, u64)>)], what: &str) {
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.0, w.0, "{what}: series");
+        if let Some(i) = (0..g.1.len().max(w.1.len())).find(|&i| g.1.get(i) != w.1.get(i)) {
+            let around = |v: &[(i64, u64)]| v[i.saturating_sub(2)..(i + 3).min(v.len())].to_vec();
+            panic!(
+                "{what}: {:?} differs at sample {i} of {}/{}: got {:?}, want {:?}",
+                g.0,
+                g.1.len(),
+                w.1.len(),
+                around(&g.1),
+                around(&w.1)
+            );
+        }
+    }
+    assert_eq!(got.len(), want.len(), "{what}: series count");
+}

@@ -50,10 +50,12 @@ pub(super) struct Counters {
     pub(super) reload_failures: AtomicU64,
     /// How long opening took to replay the WAL.
     pub(super) replay: Duration,
+    /// WAL samples opening found in the head's chunk files rather than encoding them again.
+    pub(super) samples_from_chunk_files: u64,
 }
 
 impl Counters {
-    pub(super) fn new(replay: Duration, replayed_series: u64) -> Counters {
+    pub(super) fn new(replay: Duration, replayed_series: u64, samples_from_chunk_files: u64) -> Counters {
         Counters {
             compactions: AtomicU64::new(0),
             compactions_failed: AtomicU64::new(0),
@@ -76,6 +78,7 @@ impl Counters {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             replay,
+            samples_from_chunk_files,
         }
     }
 
@@ -240,6 +243,11 @@ impl Db {
             "prometheus_tsdb_data_replay_duration_seconds",
             "Time taken to replay the data on disk.",
             c.replay.as_secs_f64(),
+        );
+        w.gauge(
+            "promflow_wal_replay_samples_in_chunk_files",
+            "WAL samples the last start found in the head's chunk files, which it maps back, instead of encoding them again.",
+            c.samples_from_chunk_files as f64,
         );
         w.counter(
             "prometheus_tsdb_time_retentions_total",

@@ -195,6 +195,9 @@ pub struct DbStats {
     pub max_time: Option<Timestamp>,
     /// Torn or corrupt WAL records found when opening.
     pub wal_corruptions: u64,
+    /// WAL samples that opening found in the head's chunk files, which an earlier process
+    /// left, and so did not encode again.
+    pub samples_from_chunk_files: u64,
     /// Bytes cut off WAL segments when opening.
     pub wal_truncated_bytes: u64,
     /// WAL segment files.
@@ -359,21 +362,139 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 /// holds.
 const REPLAY_PREFETCH: usize = 256;
 
-/// Rebuilds the head from the WAL, skipping samples older than `floor` (they are in blocks);
-/// returns the next free series ref.
+/// Refs in a page of [`SpansByRef`].
+const SPAN_PAGE: u64 = 64;
+
+/// A series' oldest and newest times.
+type Span = (Timestamp, Timestamp);
+
+/// Time spans by series ref, in pages of consecutive refs. The replay looks a series' span
+/// up for every sample, in the order of refs that WAL records mostly have: a page stays in
+/// the caches for the samples of its series, where a hash map of a million entries would
+/// scatter them over memory.
+#[derive(Default)]
+struct SpansByRef {
+    pages: U64Map<Box<[Option<Span>; SPAN_PAGE as usize]>>,
+}
+
+impl SpansByRef {
+    fn get(&self, r: SeriesRef) -> Option<Span> {
+        self.pages.get(&(r / SPAN_PAGE)).and_then(|p| p[(r % SPAN_PAGE) as usize])
+    }
+
+    fn insert(&mut self, r: SeriesRef, span: Span) {
+        self.pages.entry(r / SPAN_PAGE).or_insert_with(|| Box::new([None; SPAN_PAGE as usize]))
+            [(r % SPAN_PAGE) as usize] = Some(span);
+    }
+
+    fn remove(&mut self, r: SeriesRef) {
+        if let Some(page) = self.pages.get_mut(&(r / SPAN_PAGE)) {
+            page[(r % SPAN_PAGE) as usize] = None;
+        }
+    }
+
+    /// The refs with a span.
+    fn refs(&self) -> impl Iterator<Item = SeriesRef> + '_ {
+        self.pages.iter().flat_map(|(&n, page)| {
+            page.iter().enumerate().filter(|(_, s)| s.is_some()).map(move |(i, _)| n * SPAN_PAGE + i as u64)
+        })
+    }
+}
+
+/// What the WAL's replay keeps beside the head while it reads.
+#[derive(Default)]
+struct Replay {
+    /// Series records of series without a sample yet: series are added to the head on their
+    /// first sample, so series whose samples were all lost (a torn tail) do not linger
+    /// without data.
+    pending: U64Map<Labels>,
+    /// A WAL ref whose labels already live under another ref (duplicate series records).
+    alias: U64Map<SeriesRef>,
+    /// Series whose full chunks were taken back from the chunk files, with the oldest and
+    /// newest times those hold, until a sample past them is replayed.
+    recovered: SpansByRef,
+    /// Where the blocks end: what is older is not taken back into the head.
+    blocks_end: Timestamp,
+    /// Samples the recovered chunks held.
+    held: u64,
+}
+
+impl Replay {
+    /// The head's ref for the WAL's ref `r` of a series the head has.
+    fn existing(&self, head: &Head, r: SeriesRef) -> Option<SeriesRef> {
+        if head.get(r).is_some() {
+            Some(r)
+        } else {
+            self.alias.get(&r).copied()
+        }
+    }
+
+    /// The head's ref for the WAL's ref `r`, creating the series on its first sample (and
+    /// taking back its full chunks, if the chunk files hold them).
+    fn target(&mut self, head: &mut Head, r: SeriesRef) -> Option<SeriesRef> {
+        if let Some(found) = self.existing(head, r) {
+            return Some(found);
+        }
+        let labels = self.pending.remove(&r)?;
+        let got = head.create(r, &labels, PackedLabels::index_hash_of(&labels));
+        match got {
+            Some(g) if g != r => {
+                self.alias.insert(r, g);
+            }
+            Some(_) => {
+                if let Some(span) = head.recover_chunks(r, self.blocks_end) {
+                    self.recovered.insert(r, span);
+                }
+            }
+            None => {}
+        }
+        got
+    }
+
+    /// Replays a float sample of the head's series `r`: skipped if its recovered chunks hold
+    /// it, else appended, or stored as out of order if it was taken so when written.
+    fn sample(&mut self, head: &mut Head, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
+        let appended = match self.recovered.get(r) {
+            Some((oldest, newest)) if t <= newest => match head.replay_held(r, t, v) {
+                // the newest when written, and older than the recovered chunks (which begin
+                // at the blocks' end, or after a deletion): kept out of order, as the chunks
+                // cannot take it
+                AppendResult::Appended if t < oldest => return head.insert_ooo(r, t, v),
+                AppendResult::Appended => {
+                    // counted apart from the samples stored
+                    self.held += 1;
+                    return AppendResult::Ignored;
+                }
+                other => other,
+            },
+            Some(_) => {
+                self.recovered.remove(r);
+                head.append(r, t, v)
+            }
+            None => head.append(r, t, v),
+        };
+        match appended {
+            // it was taken within the out-of-order window when written
+            AppendResult::OutOfOrder => head.insert_ooo(r, t, v),
+            other => other,
+        }
+    }
+}
+
+/// Rebuilds the head from the WAL, skipping samples older than `replay_from` (they are in
+/// blocks) and taking back the full chunks the chunk files hold from `blocks_end` (where
+/// the blocks end) on; returns the next free series ref and the samples those chunks held.
 fn replay_into(
     head: &mut Head,
     exemplars: &ExemplarStore,
     wal_dir: &Path,
-    floor: Timestamp,
-) -> Result<(wal::ReplayOutcome, SeriesRef), Error> {
+    replay_from: Timestamp,
+    blocks_end: Timestamp,
+) -> Result<(wal::ReplayOutcome, SeriesRef, u64), Error> {
     let started = Instant::now();
-    // series are added to the head on their first sample, so series whose samples were all
-    // lost (torn tail) do not linger without data
-    let mut pending: U64Map<Labels> = U64Map::default();
-    // a WAL ref whose labels already live under another ref (duplicate series records)
-    let mut alias: U64Map<SeriesRef> = U64Map::default();
-    let mut max_ref: SeriesRef = 0;
+    let mut replay = Replay { blocks_end, ..Replay::default() };
+    // refs the chunk files name are not given to new series, even if the WAL forgot them
+    let mut max_ref: SeriesRef = head.max_recovered_series();
     let (mut samples, mut unknown, mut rejected) = (0u64, 0u64, 0u64);
     let mut count = |appended: Option<AppendResult>| match appended {
         Some(AppendResult::Appended) => samples += 1,
@@ -381,34 +502,15 @@ fn replay_into(
         None | Some(AppendResult::UnknownSeries) => unknown += 1,
         Some(AppendResult::OutOfOrder | AppendResult::Duplicate) => rejected += 1,
     };
-    // the head's ref for the WAL's ref `r`, creating the series on its first sample
-    fn target(
-        head: &mut Head,
-        pending: &mut U64Map<Labels>,
-        alias: &mut U64Map<SeriesRef>,
-        r: SeriesRef,
-    ) -> Option<SeriesRef> {
-        if head.get(r).is_some() {
-            Some(r)
-        } else if let Some(&a) = alias.get(&r) {
-            Some(a)
-        } else if let Some(labels) = pending.remove(&r) {
-            let hash = PackedLabels::index_hash_of(&labels);
-            let got = head.create(r, &labels, hash);
-            if let Some(g) = got.filter(|g| *g != r) {
-                alias.insert(r, g);
-            }
-            got
-        } else {
-            None
-        }
-    }
     let outcome = wal::replay(wal_dir, |rec| match rec {
         wal::Record::Tombstones(list) => {
             for (r, mint, maxt) in list {
-                let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
-                if let Some(t) = target {
-                    head.delete_range(t, mint, maxt);
+                // a deletion took what the series had when it was written: samples up to
+                // its newest then, which is its newest replayed so far. Chunks taken back
+                // also hold samples appended after it, which it must not take.
+                let Some(t) = replay.existing(head, r) else { continue };
+                if let Some((newest, _)) = head.get(t).and_then(|s| s.last()) {
+                    head.delete_range(t, mint, maxt.min(newest));
                 }
             }
         }
@@ -416,53 +518,49 @@ fn replay_into(
             // their samples are in a block; the refs are not used again
             let mut refs = Vec::with_capacity(list.len());
             for r in list {
-                pending.remove(&r);
-                refs.push(alias.remove(&r).unwrap_or(r));
+                replay.pending.remove(&r);
+                let r = replay.alias.remove(&r).unwrap_or(r);
+                replay.recovered.remove(r);
+                refs.push(r);
             }
             head.remove_series(refs);
         }
         wal::Record::Series(list) => {
             for (r, labels) in list {
                 max_ref = max_ref.max(r);
-                if head.get(r).is_none() && !alias.contains_key(&r) {
-                    pending.insert(r, labels);
+                if head.get(r).is_none() && !replay.alias.contains_key(&r) {
+                    replay.pending.insert(r, labels);
                 }
             }
         }
         wal::Record::Samples(list) => {
             for batch in list.chunks(REPLAY_PREFETCH) {
                 head.prefetch(batch.iter().map(|s| s.r));
-                for s in batch.iter().filter(|s| s.t >= floor) {
-                    let appended =
-                        target(head, &mut pending, &mut alias, s.r).map(|r| match head.append(r, s.t, s.v) {
-                            // it was taken within the out-of-order window when written
-                            AppendResult::OutOfOrder => head.insert_ooo(r, s.t, s.v),
-                            other => other,
-                        });
+                for s in batch.iter().filter(|s| s.t >= replay_from) {
+                    let appended = replay.target(head, s.r).map(|r| replay.sample(head, r, s.t, s.v));
                     count(appended);
                 }
             }
         }
         wal::Record::StartTimestamps(list) => {
             // written before the samples of their batch, as they were applied
-            for (r, t, start) in list.into_iter().filter(|s| s.1 >= floor) {
-                if let Some(r) = target(head, &mut pending, &mut alias, r) {
+            for (r, t, start) in list.into_iter().filter(|s| s.1 >= replay_from) {
+                if let Some(r) = replay.target(head, r) {
                     head.record_start(r, t, start);
                 }
             }
         }
         wal::Record::Exemplars(list) => {
-            for (r, e) in list.into_iter().filter(|(_, e)| e.t >= floor) {
-                let target = if head.get(r).is_some() { Some(r) } else { alias.get(&r).copied() };
-                if let Some(series) = target.and_then(|t| head.get(t)) {
+            for (r, e) in list.into_iter().filter(|(_, e)| e.t >= replay_from) {
+                if let Some(series) = replay.existing(head, r).and_then(|t| head.get(t)) {
                     exemplars.add(&Arc::new(series.labels.to_labels()), e);
                 }
             }
         }
         wal::Record::Histograms(list) => {
-            for (r, t, h) in list.into_iter().filter(|s| s.1 >= floor) {
+            for (r, t, h) in list.into_iter().filter(|s| s.1 >= replay_from) {
                 let (bits, h) = (h.fingerprint(), Arc::new(h));
-                let appended = target(head, &mut pending, &mut alias, r).map(|r| {
+                let appended = replay.target(head, r).map(|r| {
                     match head.append_histogram(r, t, Arc::clone(&h), bits) {
                         // out of order when written, or after floats of its batch
                         AppendResult::OutOfOrder => head.insert_ooo_histogram(r, t, h, bits),
@@ -473,6 +571,10 @@ fn replay_into(
             }
         }
     })?;
+    for r in replay.recovered.refs() {
+        head.settle_recovered(r);
+    }
+    head.forget_recovered();
     if unknown > 0 {
         tracing::warn!(
             samples = unknown,
@@ -486,10 +588,11 @@ fn replay_into(
         segments = outcome.segments,
         series = head.num_series(),
         samples,
+        samples_in_recovered_chunks = replay.held,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "WAL replayed"
     );
-    Ok((outcome, max_ref + 1))
+    Ok((outcome, max_ref + 1, replay.held))
 }
 
 /// The server's clock in milliseconds since the epoch: the time every component stamps
@@ -634,15 +737,17 @@ impl Db {
             .unwrap_or(Timestamp::MIN);
         let chunks_dir = dir.join(HEAD_CHUNKS_DIR);
         let mut head = Head::with_chunk_dir(chunks_dir.clone())
-            .map_err(|e| Error::Io(format!("emptying {}", chunks_dir.display()), e))?;
+            .map_err(|e| Error::Io(format!("opening {}", chunks_dir.display()), e))?;
         // with an out-of-order window, samples older than the newest block may have arrived
         // after it was cut and be only in the WAL: replay them (merges drop the duplicates)
         let replay_from =
             if opts.out_of_order_window > 0 { floor.saturating_sub(opts.out_of_order_window) } else { floor };
         let replay_started = Instant::now();
         let exemplars = ExemplarStore::new(opts.max_exemplars);
-        let (outcome, next_ref) = replay_into(&mut head, &exemplars, &wal_dir, replay_from)?;
-        let counters = metrics::Counters::new(replay_started.elapsed(), head.num_series() as u64);
+        let (outcome, next_ref, from_chunk_files) =
+            replay_into(&mut head, &exemplars, &wal_dir, replay_from, floor)?;
+        let counters =
+            metrics::Counters::new(replay_started.elapsed(), head.num_series() as u64, from_chunk_files);
         let wal = WalWriter::open(&wal_dir, opts.segment_size, &outcome)?;
         let min_valid = min_valid(floor, head.time_range(), opts.block_duration);
         let head_max = head.time_range().map_or(Timestamp::MIN, |r| r.1);
@@ -751,6 +856,7 @@ impl Db {
             min_time: h.min_time,
             max_time: h.max_time,
             wal_corruptions: self.wal_corruptions,
+            samples_from_chunk_files: self.counters.samples_from_chunk_files,
             wal_truncated_bytes: self.wal_truncated_bytes,
             wal_segments,
             commit_refused_samples: self.commit_refused.load(Ordering::Relaxed),

@@ -1,34 +1,44 @@
 //! Where the head's full chunks live: appended to segment files in the data directory and
 //! read back through a memory map, so that two hours of chunks do not sit on the heap.
 //!
-//! Each chunk is written with a header naming the chunk of its series written before it and
-//! the time range it covers, so a series keeps one [`SealedChain`] of 24 bytes however many
-//! full chunks it has: where its newest chunk is, its oldest sample time, and counts. Reads
-//! walk the chain from the newest chunk back, as far as the time range asked for reaches.
+//! Each chunk is written with a header naming its series, the chunk of its series written
+//! before it and the time range it covers, so a series keeps one [`SealedChain`] of 24 bytes
+//! however many full chunks it has: where its newest chunk is, its oldest sample time, and
+//! counts. Reads walk the chain from the newest chunk back, as far as the time range asked
+//! for reaches.
 //!
-//! The files are a cache of what the WAL holds, not a second copy to trust: the store empties
-//! its directory when it opens and the WAL's replay writes the chunks again. Chunk bytes go
-//! to the file in writes of about a megabyte; until then they are read from the write
-//! buffer. Without a directory (unit tests), or once writing a segment's file has failed
-//! (a full disk), a segment keeps its bytes in memory: the head goes on at the heap's cost
-//! and the error is logged.
+//! The files outlive the process: a store opened on a directory maps the segments an earlier
+//! process left there, checks each chunk's checksum, and remembers each series' newest chunk,
+//! so that the WAL's replay can take a series' chain back ([`SealedChain::recover`]) and skip
+//! the samples it holds instead of encoding them again. A segment's valid part ends at its
+//! first chunk that is cut short or fails its checksum (the end of what a killed process had
+//! written). When a deletion writes a series' chunks anew, a chunk of length zero marks that
+//! the chunks before it are no longer the series'. Chunk bytes go to the file in writes of
+//! about a megabyte; until then they are read from the write buffer, and a `kill -9` loses
+//! them: the replay writes those chunks again from the WAL. Without a directory (unit
+//! tests), or once writing a segment's file has failed (a full disk), a segment keeps its
+//! bytes in memory: the head goes on at the heap's cost and the error is logged.
 //!
 //! A segment file is deleted when every chunk in it is older than what the head keeps: the
 //! store remembers each segment's newest sample time, and a head truncation to `mint`
 //! removes every chunk whose newest sample is older than `mint`. A chain never reaches a
 //! deleted chunk: its count stops the walk at the oldest chunk the head keeps, whose segment
-//! holds a sample at least as new as `mint`.
+//! holds a sample at least as new as `mint`. A chain taken back after a restart may point at
+//! a deleted segment: the chunks there were older than the newest block when it went, so the
+//! recovered chain ends before them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::path::PathBuf;
 
 use memmap2::{Mmap, MmapOptions};
 
+use super::U64Map;
 use crate::chunk::{ChunkIter, OpenChunk};
-use crate::Timestamp;
+use crate::{Sample, Timestamp};
 
 /// Bits of a [`ChunkRef`] holding the offset in the segment: segments of 128 MiB.
 const OFFSET_BITS: u32 = 27;
@@ -41,9 +51,16 @@ const SEGMENT_BITS: u32 = 64 - 1 - OFFSET_BITS - COUNT_BITS;
 const SEGMENT_BYTES: usize = 1 << OFFSET_BITS;
 /// Chunk bytes gathered before one write to the segment's file.
 const WRITE_BYTES: usize = 1 << 20;
+/// The first bytes of a segment file: the format's name and version. A file without them
+/// (another format, or one cut before them) is deleted when the store opens.
+const SEGMENT_MAGIC: [u8; 8] = *b"PFHCHK\x00\x01";
 /// Bytes before each chunk in a segment, little endian: the chunk's length (4), the ref of
-/// the series' chunk before it (8, zero for none), its oldest and newest timestamps (8 + 8).
-const HEADER_BYTES: usize = 28;
+/// the series' chunk before it (8, zero for none), its oldest and newest timestamps (8 + 8),
+/// its series' ref (8), its sample count (4), and the CRC-32C (4) of those fields and the
+/// chunk's bytes.
+const HEADER_BYTES: usize = 44;
+/// Where the checksum is in a header; it covers the bytes before it and the chunk's.
+const CRC_AT: usize = HEADER_BYTES - 4;
 
 /// Where a full chunk is: its segment, its offset there and its sample count, in one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +101,8 @@ impl ChunkRef {
 pub(crate) struct StoredChunk<'a> {
     /// The series' chunk before this one.
     prev: Option<ChunkRef>,
+    /// The series' ref.
+    series: u64,
     /// Oldest timestamp.
     pub(crate) min_t: Timestamp,
     /// Newest timestamp.
@@ -130,15 +149,59 @@ impl SealedChain {
         (self.chunks > 0).then_some(self.min_t)
     }
 
-    /// Stores `chunk`, full, as the chain's newest.
-    pub(crate) fn push(&mut self, store: &mut ChunkStore, chunk: &OpenChunk) {
+    /// Stores `chunk`, full, as the newest of series `series`' chain.
+    pub(crate) fn push(&mut self, store: &mut ChunkStore, chunk: &OpenChunk, series: u64) {
         if self.chunks == 0 {
             self.min_t = chunk.min_t();
         }
-        let at = store.write(chunk.bytes(), chunk.len(), chunk.min_t(), chunk.max_t(), self.newest);
+        let at = store.write(chunk.bytes(), chunk.len(), (chunk.min_t(), chunk.max_t()), self.newest, series);
         self.newest = Some(at);
         self.chunks += 1;
         self.samples += chunk.len() as u32;
+    }
+
+    /// The chain an earlier process left in the store's files for series `series`, from
+    /// `floor` on (what is older is in blocks), with the newest time it holds; `None` if it
+    /// left none, if a deletion wrote the series' chunks anew after its last full one, or
+    /// if a chunk of the chain is missing from a segment that is there or names another
+    /// series (a damaged file: the WAL's replay then writes the series' chunks again).
+    /// A chain reaching a deleted segment ends there: the chunks in it were older than the
+    /// newest block when it went.
+    pub(crate) fn recover(store: &ChunkStore, series: u64, floor: Timestamp) -> Option<(Self, Timestamp)> {
+        let tip = *store.recovered.get(&series)?;
+        let newest_t = store.read(tip).filter(|c| !c.bytes.is_empty())?.max_t;
+        let mut chain = SealedChain { newest: Some(tip), min_t: Timestamp::MIN, samples: 0, chunks: 0 };
+        let mut next = Some(tip);
+        while let Some(at) = next {
+            let Some(c) = store.read(at) else {
+                if store.segments.contains_key(&at.segment()) {
+                    return None;
+                }
+                break;
+            };
+            if c.series != series || c.bytes.is_empty() {
+                return None;
+            }
+            if c.max_t < floor {
+                break;
+            }
+            chain.chunks += 1;
+            chain.samples += c.samples as u32;
+            chain.min_t = c.min_t;
+            // a series' chunks are written in order: a link forward is damage (and a cycle)
+            next = c.prev;
+            if next.is_some_and(|p| (p.segment(), p.offset()) >= (at.segment(), at.offset())) {
+                return None;
+            }
+        }
+        chain.truncate(store, floor);
+        (chain.chunks > 0).then_some((chain, newest_t))
+    }
+
+    /// The chain's newest sample, if it has one.
+    pub(crate) fn newest_sample(&self, store: &ChunkStore) -> Option<Sample> {
+        let c = store.read(self.newest.filter(|_| self.chunks > 0)?)?;
+        c.iter().last()
     }
 
     /// The chain's chunks, newest first, that hold a sample at `mint` or later: with each,
@@ -208,8 +271,9 @@ impl SealedChain {
 struct Segment {
     /// The file, while the segment takes writes and they succeed.
     file: Option<File>,
-    /// [`SEGMENT_BYTES`] of the file mapped, of which the first `flushed` are written;
-    /// `None` for a segment kept in memory.
+    /// The file mapped ([`SEGMENT_BYTES`] of it while it takes writes, its length once an
+    /// earlier process left it), of which the first `flushed` bytes are chunks; `None` for
+    /// a segment kept in memory.
     map: Option<Mmap>,
     /// Bytes `flushed..` of the segment, not written to the file (yet).
     pending: Vec<u8>,
@@ -248,9 +312,7 @@ impl Segment {
             Some(map) if offset < self.flushed => (&map[..self.flushed], offset),
             _ => (&self.pending, offset.checked_sub(self.flushed)?),
         };
-        let header = data.get(at..at + HEADER_BYTES)?;
-        let len = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
-        Some((header, data.get(at + HEADER_BYTES..at + HEADER_BYTES + len)?))
+        chunk_at(data, at)
     }
 }
 
@@ -263,30 +325,116 @@ pub(crate) struct ChunkStore {
     /// The segment taking writes, once there is one.
     current: Option<u32>,
     next: u32,
+    /// Each series' newest chunk in the segments an earlier process left, until the WAL's
+    /// replay is done with them ([`ChunkStore::forget_recovered`]).
+    recovered: U64Map<ChunkRef>,
+    /// The highest series ref those segments name.
+    max_series: u64,
 }
 
 impl ChunkStore {
-    /// A store writing its segments to `dir`, which it creates or empties: what an earlier
-    /// process left there is a cache of the WAL that its replay rebuilds.
+    /// A store writing its segments to `dir`, which it creates if needed. The segments an
+    /// earlier process left there are mapped, their valid chunks indexed by series; files
+    /// that hold no valid chunk are deleted.
     pub(crate) fn open(dir: PathBuf) -> std::io::Result<Self> {
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
         std::fs::create_dir_all(&dir)?;
-        Ok(ChunkStore { dir: Some(dir), segments: BTreeMap::new(), current: None, next: 0 })
+        let mut found = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let number = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| n.len() == 8)
+                .and_then(|n| n.parse().ok());
+            match number {
+                Some(n) => {
+                    found.insert(n, path);
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "leaving a file that is no head chunk segment")
+                }
+            }
+        }
+        let mut store = ChunkStore { dir: Some(dir), ..ChunkStore::default() };
+        // in number order, so that a series' newest chunk is the last one seen
+        for (number, path) in found {
+            match store.recover_segment(number, &path) {
+                Ok(true) => {}
+                Ok(false) => remove_segment_file(&path),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "reading a head chunk segment failed; its chunks are written again from the WAL");
+                    remove_segment_file(&path);
+                }
+            }
+        }
+        store.next = store.segments.keys().next_back().map_or(0, |n| n + 1);
+        Ok(store)
     }
 
-    /// Stores the bytes of a full chunk of `samples` samples from `min_t` to `max_t`, which
-    /// follows `prev` in its series.
+    /// Maps segment `number`'s file at `path` and indexes its valid chunks; returns whether
+    /// it has any.
+    fn recover_segment(&mut self, number: u32, path: &Path) -> std::io::Result<bool> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len <= SEGMENT_MAGIC.len() || len > SEGMENT_BYTES {
+            return Ok(false);
+        }
+        // SAFETY: as in `create_mapped`: the file is this store's own, in the locked data
+        // directory, and nothing writes or truncates it again.
+        let map = unsafe { MmapOptions::new().len(len).map(&file)? };
+        if map[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+            return Ok(false);
+        }
+        let mut at = SEGMENT_MAGIC.len();
+        let mut newest = Timestamp::MIN;
+        while let Some((header, bytes)) = chunk_at(&map, at) {
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..CRC_AT]), bytes);
+            if crc != u32::from_le_bytes(header[CRC_AT..].try_into().expect("four bytes")) {
+                break;
+            }
+            let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("eight bytes"));
+            let samples = u32::from_le_bytes(header[36..40].try_into().expect("four bytes")) as usize;
+            if samples >= 1 << COUNT_BITS {
+                break;
+            }
+            if !bytes.is_empty() {
+                newest = newest.max(word(20) as Timestamp);
+            }
+            let series = word(28);
+            self.recovered.insert(series, ChunkRef::new(number, at, samples));
+            self.max_series = self.max_series.max(series);
+            at += HEADER_BYTES + bytes.len();
+        }
+        if at == SEGMENT_MAGIC.len() {
+            return Ok(false);
+        }
+        let path = Some(path.to_path_buf());
+        let segment = Segment { file: None, map: Some(map), pending: Vec::new(), flushed: at, newest, path };
+        self.segments.insert(number, segment);
+        Ok(true)
+    }
+
+    /// The highest series ref the segments an earlier process left name: refs up to it
+    /// are not to be given to new series, whose chains those chunks would pass for.
+    pub(crate) fn max_recovered_series(&self) -> u64 {
+        self.max_series
+    }
+
+    /// Frees the index of the chains an earlier process left, once the WAL's replay has
+    /// taken back those it wants.
+    pub(crate) fn forget_recovered(&mut self) {
+        self.recovered = U64Map::default();
+    }
+
+    /// Stores the bytes of a full chunk of series `series` holding `samples` samples in
+    /// `times` (oldest, newest), which follows `prev` in its series.
     pub(crate) fn write(
         &mut self,
         bytes: &[u8],
         samples: usize,
-        min_t: Timestamp,
-        max_t: Timestamp,
+        (min_t, max_t): (Timestamp, Timestamp),
         prev: Option<ChunkRef>,
+        series: u64,
     ) -> ChunkRef {
         let need = HEADER_BYTES + bytes.len();
         let number = match self.current {
@@ -295,16 +443,30 @@ impl ChunkStore {
         };
         let segment = self.segments.get_mut(&number).expect("the current segment exists");
         let offset = segment.len();
-        segment.pending.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        segment.pending.extend_from_slice(&prev.map_or(0, |p| p.0.get()).to_le_bytes());
-        segment.pending.extend_from_slice(&min_t.to_le_bytes());
-        segment.pending.extend_from_slice(&max_t.to_le_bytes());
+        let mut header = [0u8; HEADER_BYTES];
+        header[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        header[4..12].copy_from_slice(&prev.map_or(0, |p| p.0.get()).to_le_bytes());
+        header[12..20].copy_from_slice(&min_t.to_le_bytes());
+        header[20..28].copy_from_slice(&max_t.to_le_bytes());
+        header[28..36].copy_from_slice(&series.to_le_bytes());
+        header[36..40].copy_from_slice(&(samples as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..CRC_AT]), bytes);
+        header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        segment.pending.extend_from_slice(&header);
         segment.pending.extend_from_slice(bytes);
-        segment.newest = segment.newest.max(max_t);
+        if !bytes.is_empty() {
+            segment.newest = segment.newest.max(max_t);
+        }
         if segment.file.is_some() && segment.pending.len() >= WRITE_BYTES {
             segment.flush();
         }
         ChunkRef::new(number, offset, samples)
+    }
+
+    /// Marks that series `series`' chunks written before are no longer its own: a deletion
+    /// is writing them anew.
+    pub(crate) fn write_reset(&mut self, series: u64) {
+        self.write(&[], 0, (Timestamp::MIN, Timestamp::MIN), None, series);
     }
 
     /// A chunk this store wrote, or `None` if its segment is gone.
@@ -315,6 +477,7 @@ impl ChunkStore {
             prev: ChunkRef::from_word(word(4)),
             min_t: word(12) as Timestamp,
             max_t: word(20) as Timestamp,
+            series: word(28),
             samples: at.samples(),
             bytes,
         })
@@ -327,11 +490,9 @@ impl ChunkStore {
         self.segments.retain(|&n, s| {
             let keep = Some(n) == current || s.newest >= mint;
             if !keep {
+                // the map goes with the segment
                 if let Some(path) = &s.path {
-                    // the map goes with the segment; the file is only a cache
-                    if let Err(e) = std::fs::remove_file(path) {
-                        tracing::warn!(path = %path.display(), error = %e, "removing a head chunk segment");
-                    }
+                    remove_segment_file(path);
                 }
             }
             keep
@@ -357,19 +518,39 @@ impl ChunkStore {
                 (None, None)
             }
         };
-        let segment = Segment { file, map, pending: Vec::new(), flushed: 0, newest: Timestamp::MIN, path };
+        if let Some(dir) = self.dir.as_ref().filter(|_| file.is_some()) {
+            // a segment missing after a power loss must be one a truncation deleted: a chain
+            // taken back ends at it ([`SealedChain::recover`])
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not fsync the head chunk directory");
+            }
+        }
+        let pending = SEGMENT_MAGIC.to_vec();
+        let segment = Segment { file, map, pending, flushed: 0, newest: Timestamp::MIN, path };
         self.segments.insert(number, segment);
         self.current = Some(number);
         number
     }
 }
 
-impl Drop for ChunkStore {
+impl Drop for Segment {
     fn drop(&mut self) {
-        // the segments are rebuilt from the WAL on the next start: nothing to keep
-        for path in self.segments.values().filter_map(|s| s.path.as_ref()) {
-            let _ = std::fs::remove_file(path);
-        }
+        // what the write buffer holds goes to the file, for the next start to map back
+        self.flush();
+    }
+}
+
+/// The header and bytes of the chunk at `at` in `data`, if they are all there.
+fn chunk_at(data: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
+    let header = data.get(at..at.checked_add(HEADER_BYTES)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+    Some((header, data.get(at + HEADER_BYTES..(at + HEADER_BYTES).checked_add(len)?)?))
+}
+
+/// Deletes a segment's file; a failure is logged (the file is only a cache of the WAL).
+fn remove_segment_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "removing a head chunk segment");
     }
 }
 
@@ -413,7 +594,7 @@ mod tests {
             let bytes = chunk_bytes(i);
             total += bytes.len() + HEADER_BYTES;
             let (min_t, max_t) = (i as i64 - 5, i as i64 + 10);
-            let c = store.write(&bytes, i % 121, min_t, max_t, prev);
+            let c = store.write(&bytes, i % 121, (min_t, max_t), prev, 7);
             written.push((c, (bytes, min_t, max_t, i % 121, prev)));
             prev = Some(c).filter(|_| i % 3 != 0);
             i += 1;
@@ -433,8 +614,6 @@ mod tests {
         // the segment taking writes stays, however old
         store.release_older_than(Timestamp::MAX);
         assert_eq!(read_back(&store, *last).as_ref(), Some(want));
-        drop(store);
-        assert_eq!(files(), 0, "nothing is left behind");
     }
 
     /// A refs' fields survive packing at their extremes, and a ref is never zero.
@@ -465,7 +644,7 @@ mod tests {
                     let t = (k * 10 + i) * 10 + base;
                     open.append(t, t as f64);
                 }
-                c.push(&mut store, &open);
+                c.push(&mut store, &open, base as u64);
             }
         }
         assert_eq!((chain.samples(), chain.chunks(), chain.min_t()), (50, 5, Some(0)));
@@ -486,15 +665,132 @@ mod tests {
         assert_eq!(other.recount(&store), (50, 5), "the other series' chain is untouched");
     }
 
-    /// A store opened on a directory empties it.
+    /// Chains of `series` series, `per` chunks of ten samples each (t = 10 × sample index),
+    /// written interleaved as a head seals them.
+    fn write_chains(store: &mut ChunkStore, series: u64, per: i64) -> Vec<SealedChain> {
+        let mut chains: Vec<SealedChain> = (0..series).map(|_| SealedChain::default()).collect();
+        for k in 0..per {
+            for (r, chain) in chains.iter_mut().enumerate() {
+                let mut open = OpenChunk::new();
+                for i in 0..10 {
+                    let t = (k * 10 + i) * 10;
+                    open.append(t, (t + r as i64) as f64);
+                }
+                chain.push(store, &open, r as u64);
+            }
+        }
+        chains
+    }
+
+    /// The samples a chain holds, oldest first.
+    fn samples_of(chain: &SealedChain, store: &ChunkStore) -> Vec<(Timestamp, f64)> {
+        let mut chunks: Vec<_> = chain.newest_first(store, Timestamp::MIN).collect();
+        chunks.reverse();
+        chunks.into_iter().flat_map(|(from, c)| samples_from(c.iter(), from).map(|s| (s.t, s.v))).collect()
+    }
+
+    fn samples_from(it: ChunkIter<'_>, from: Timestamp) -> impl Iterator<Item = crate::Sample> + '_ {
+        it.skip_while(move |s| s.t < from)
+    }
+
+    /// A store opened on the files an earlier one left takes each series' chain back as it
+    /// was, from the floor asked for on, and new segments follow the old ones.
     #[test]
-    fn opening_empties_the_directory() {
+    fn chains_are_taken_back_from_the_files_an_earlier_store_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        let mut store = ChunkStore::open(path.clone()).unwrap();
+        let chains = write_chains(&mut store, 50, 6);
+        let want: Vec<_> = chains.iter().map(|c| samples_of(c, &store)).collect();
+        drop(store);
+        let store = ChunkStore::open(path.clone()).unwrap();
+        assert_eq!(store.max_recovered_series(), 49);
+        for (r, want) in want.iter().enumerate() {
+            let (chain, newest) = SealedChain::recover(&store, r as u64, Timestamp::MIN).unwrap();
+            assert_eq!((chain.chunks(), chain.samples(), newest), (6, 60, 590));
+            assert_eq!(&samples_of(&chain, &store), want, "series {r}");
+            // from a floor inside the third chunk: the rest of it and the three after
+            let (chain, _) = SealedChain::recover(&store, r as u64, 255).unwrap();
+            assert_eq!((chain.chunks(), chain.samples(), chain.min_t()), (4, 34, Some(260)));
+            assert_eq!(samples_of(&chain, &store), want[26..]);
+        }
+        assert!(SealedChain::recover(&store, 50, Timestamp::MIN).is_none(), "a series it never had");
+        assert!(SealedChain::recover(&store, 3, 600).is_none(), "all older than the floor");
+        let mut store = store;
+        let at = store.write(&chunk_bytes(1), 1, (0, 0), None, 1);
+        assert_eq!(at.segment(), 1, "a new segment after the one taken back");
+    }
+
+    /// A file cut inside a chunk keeps the chunks before the cut: a chain whose newest chunk
+    /// was lost is taken back without it. A flipped byte ends the segment's valid part
+    /// there, and a chain reaching into what is lost is not taken back at all.
+    #[test]
+    fn a_cut_or_damaged_file_keeps_the_chains_before_the_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        let mut store = ChunkStore::open(path.clone()).unwrap();
+        write_chains(&mut store, 4, 5);
+        drop(store);
+        let file = path.join("00000000");
+        let bytes = std::fs::read(&file).unwrap();
+        // the last chunk (series 3's fifth) cut in half
+        std::fs::write(&file, &bytes[..bytes.len() - 20]).unwrap();
+        let store = ChunkStore::open(path.clone()).unwrap();
+        let (chain, newest) = SealedChain::recover(&store, 3, Timestamp::MIN).unwrap();
+        assert_eq!((chain.chunks(), newest), (4, 390));
+        assert_eq!(SealedChain::recover(&store, 2, Timestamp::MIN).unwrap().0.chunks(), 5);
+        drop(store);
+        // a byte of series 0's third chunk flipped: the chunks from there on are not valid;
+        // series 0's newest valid chunk is its second, the others' chains reach the damage
+        let mut bytes = std::fs::read(&file).unwrap();
+        // chunks go out a round of the four series at a time: the ninth is series 0's third
+        let mut at = SEGMENT_MAGIC.len();
+        for _ in 0..8 {
+            at += HEADER_BYTES + chunk_at(&bytes, at).unwrap().1.len();
+        }
+        bytes[at + HEADER_BYTES + 2] ^= 0x40;
+        std::fs::write(&file, &bytes).unwrap();
+        let store = ChunkStore::open(path.clone()).unwrap();
+        let (chain, _) = SealedChain::recover(&store, 0, Timestamp::MIN).unwrap();
+        assert_eq!(chain.chunks(), 2);
+        assert!(store.segments[&0].flushed < bytes.len());
+    }
+
+    /// A mark written when a deletion writes a series' chunks anew hides the old chain; the
+    /// chain written after it is taken back alone.
+    #[test]
+    fn a_reset_mark_ends_what_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunks");
+        let mut store = ChunkStore::open(path.clone()).unwrap();
+        write_chains(&mut store, 2, 3);
+        store.write_reset(0);
+        store.write_reset(1);
+        let mut renewed = SealedChain::default();
+        let mut open = OpenChunk::new();
+        open.append(5, 1.0);
+        open.append(6, 2.0);
+        renewed.push(&mut store, &open, 1);
+        drop(store);
+        let store = ChunkStore::open(path).unwrap();
+        assert!(SealedChain::recover(&store, 0, Timestamp::MIN).is_none());
+        let (chain, newest) = SealedChain::recover(&store, 1, Timestamp::MIN).unwrap();
+        assert_eq!((chain.chunks(), chain.samples(), newest), (1, 2, 6));
+    }
+
+    /// Files of another format, or without a whole chunk, are deleted; other names stay.
+    #[test]
+    fn files_without_valid_chunks_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let chunks = dir.path().join("chunks");
         std::fs::create_dir_all(&chunks).unwrap();
-        std::fs::write(chunks.join("00000000"), b"left over").unwrap();
-        let _store = ChunkStore::open(chunks.clone()).unwrap();
-        assert_eq!(std::fs::read_dir(&chunks).unwrap().count(), 0);
+        std::fs::write(chunks.join("00000000"), b"left over by an older format").unwrap();
+        std::fs::write(chunks.join("00000001"), SEGMENT_MAGIC).unwrap();
+        std::fs::write(chunks.join("notes"), b"not ours").unwrap();
+        let store = ChunkStore::open(chunks.clone()).unwrap();
+        assert!(store.segments.is_empty());
+        let left: Vec<_> = std::fs::read_dir(&chunks).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["notes"]);
     }
 
     /// Without a directory the chunks stay in memory.
@@ -502,7 +798,7 @@ mod tests {
     fn a_store_without_a_directory_keeps_chunks_in_memory() {
         let mut store = ChunkStore::default();
         let chunks: Vec<_> = (0..1000)
-            .map(|i| (store.write(&chunk_bytes(i), 120, 0, i as i64, None), chunk_bytes(i)))
+            .map(|i| (store.write(&chunk_bytes(i), 120, (0, i as i64), None, 1), chunk_bytes(i)))
             .collect();
         for (c, bytes) in &chunks {
             assert_eq!(store.read(*c).map(|c| c.bytes), Some(&bytes[..]));
