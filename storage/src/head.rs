@@ -592,16 +592,20 @@ impl Head {
         AppendResult::Appended
     }
 
-    /// Makes series `r`'s newest sample that of its recovered chunks if the WAL's replay
-    /// left an older one (a WAL that lost its tail, as a power loss may leave it): later
-    /// samples must follow what the chunks hold.
-    pub(crate) fn settle_recovered(&mut self, r: SeriesRef) {
+    /// Makes series `r`'s newest sample that of its recovered chunks, whose newest time is
+    /// `newest`, if the WAL's replay left an older one (a WAL that lost its tail, as a power
+    /// loss may leave it): later samples must follow what the chunks hold.
+    pub(crate) fn settle_recovered(&mut self, r: SeriesRef, newest: Timestamp) {
         let Some(s) = self.series.get_mut(&r) else { return };
-        let Some(newest) = s.sealed.newest_sample(&self.chunks) else { return };
-        if s.last().is_none_or(|(t, _)| t < newest.t) {
-            if let Some(stale) = s.set_newest(newest.t, newest.v.to_bits()) {
-                self.note_staleness(r, stale);
-            }
+        if s.last().is_some_and(|(t, _)| t >= newest) {
+            return;
+        }
+        let Some(sample) = s.sealed.newest_sample(&self.chunks) else { return };
+        if s.last().is_some_and(|(t, _)| t >= sample.t) {
+            return;
+        }
+        if let Some(stale) = s.set_newest(sample.t, sample.v.to_bits()) {
+            self.note_staleness(r, stale);
         }
     }
 

@@ -1595,3 +1595,35 @@ fn same(got: &[(Labels, Vec<(i64, u64)>)], want: &[(Labels, Vec<(i64, u64)>)], w
     }
     assert_eq!(got.len(), want.len(), "{what}: series count");
 }
+
+/// When the WAL lost samples that the chunk files hold (its last segments gone, as a power
+/// loss may leave it), the chunks' samples are served and later appends follow them.
+#[test]
+fn samples_the_chunk_files_hold_beyond_the_wal_are_kept_and_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = ls(&[("__name__", "x")]);
+    let db = Db::open(dir.path(), manual(4 << 10)).unwrap();
+    for t in 0..1000 {
+        commit(&db, &[(&l, t * 1000, t as f64 * 0.5)]);
+    }
+    drop(db);
+    let wal = segments(dir.path());
+    assert!(wal.len() > 3, "{wal:?}");
+    for p in &wal[wal.len() - 2..] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let db = Db::open(dir.path(), manual(4 << 10)).unwrap();
+    let got = &dump(&db)[0].1;
+    let newest = got.last().unwrap().0;
+    // the full chunks' 960 samples at least, and the newest of them is the series' newest
+    assert!(got.len() >= 960 && newest >= 959_000, "{} samples to {newest}", got.len());
+    assert_eq!(
+        got.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..got.len() as i64).map(|t| t * 1000).collect::<Vec<_>>()
+    );
+    let mut app = db.appender();
+    assert!(app.append(&l, newest, 7.0).is_err(), "a different value at the newest time");
+    app.rollback();
+    commit(&db, &[(&l, newest + 1000, 1.0)]);
+    assert_eq!(dump(&db)[0].1.len(), got.len() + 1);
+}

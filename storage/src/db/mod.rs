@@ -393,10 +393,10 @@ impl SpansByRef {
         }
     }
 
-    /// The refs with a span.
-    fn refs(&self) -> impl Iterator<Item = SeriesRef> + '_ {
+    /// The refs with a span, and their spans.
+    fn spans(&self) -> impl Iterator<Item = (SeriesRef, Span)> + '_ {
         self.pages.iter().flat_map(|(&n, page)| {
-            page.iter().enumerate().filter(|(_, s)| s.is_some()).map(move |(i, _)| n * SPAN_PAGE + i as u64)
+            page.iter().enumerate().filter_map(move |(i, s)| s.map(|s| (n * SPAN_PAGE + i as u64, s)))
         })
     }
 }
@@ -509,8 +509,9 @@ fn replay_into(
                 // its newest then, which is its newest replayed so far. Chunks taken back
                 // also hold samples appended after it, which it must not take.
                 let Some(t) = replay.existing(head, r) else { continue };
-                if let Some((newest, _)) = head.get(t).and_then(|s| s.last()) {
-                    head.delete_range(t, mint, maxt.min(newest));
+                match head.get(t).and_then(|s| s.last()) {
+                    Some((newest, _)) if mint <= newest => head.delete_range(t, mint, maxt.min(newest)),
+                    _ => {}
                 }
             }
         }
@@ -571,8 +572,8 @@ fn replay_into(
             }
         }
     })?;
-    for r in replay.recovered.refs() {
-        head.settle_recovered(r);
+    for (r, (_, newest)) in replay.recovered.spans() {
+        head.settle_recovered(r, newest);
     }
     head.forget_recovered();
     if unknown > 0 {
