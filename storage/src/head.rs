@@ -160,20 +160,9 @@ impl MemSeries {
     }
 
     /// Why a sample at `t` with value bits `bits` cannot follow the newest sample, if it
-    /// cannot: older, or at the same time (an identical repeat is ignored).
+    /// cannot ([`refusal`]).
     fn refuses(&self, t: Timestamp, bits: u64) -> Option<AppendResult> {
-        if t == NO_SAMPLE {
-            // it could not be told from no sample at all
-            return Some(AppendResult::OutOfOrder);
-        }
-        let (lt, lv) = self.last()?;
-        if t < lt {
-            Some(AppendResult::OutOfOrder)
-        } else if t == lt {
-            Some(if bits == lv { AppendResult::Ignored } else { AppendResult::Duplicate })
-        } else {
-            None
-        }
+        refusal(self.last(), t, bits)
     }
 
     /// The histogram samples in `mint..=maxt`, decoded.
@@ -319,6 +308,23 @@ impl MemSeries {
         }
         self.tidy_rare();
         gone
+    }
+}
+
+/// Why a sample at `t` with value bits `bits` cannot follow a series' newest sample `last`,
+/// if it cannot: older, or at the same time (an identical repeat is ignored).
+pub(crate) fn refusal(last: Option<(Timestamp, u64)>, t: Timestamp, bits: u64) -> Option<AppendResult> {
+    if t == NO_SAMPLE {
+        // it could not be told from no sample at all
+        return Some(AppendResult::OutOfOrder);
+    }
+    let (lt, lv) = last?;
+    if t < lt {
+        Some(AppendResult::OutOfOrder)
+    } else if t == lt {
+        Some(if bits == lv { AppendResult::Ignored } else { AppendResult::Duplicate })
+    } else {
+        None
     }
 }
 
@@ -558,7 +564,7 @@ impl Head {
 
     /// Takes series `r`'s full chunks back from the chunk files an earlier process left, from
     /// `floor` on, if the series has none yet and those files hold its chain: the WAL's
-    /// replay then skips the samples they hold ([`Head::replay_held`]). Returns the oldest
+    /// replay then skips the samples they hold ([`Head::set_replayed_newest`]). Returns the oldest
     /// and newest times of what was taken back.
     pub(crate) fn recover_chunks(
         &mut self,
@@ -576,20 +582,18 @@ impl Head {
         Some((oldest, newest))
     }
 
-    /// Makes a replayed WAL sample series `r`'s newest, as an append would, without storing
-    /// or counting it: for a sample its recovered full chunks hold ([`Head::recover_chunks`]),
-    /// or one the caller stores out of order. A sample an append would refuse is refused
-    /// alike (out of order when written: the caller stores it so).
-    pub(crate) fn replay_held(&mut self, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
-        let Some(s) = self.series.get_mut(&r) else { return AppendResult::UnknownSeries };
-        let bits = v.to_bits();
-        if let Some(refused) = s.refuses(t, bits) {
-            return refused;
+    /// Makes `(t, bits)` series `r`'s newest sample, as the append of a sample its
+    /// recovered full chunks hold ([`Head::recover_chunks`]) would have, without storing or
+    /// counting it: the replay tracks such samples apart and hands the newest over before
+    /// anything reads it.
+    pub(crate) fn set_replayed_newest(&mut self, r: SeriesRef, (t, bits): (Timestamp, u64)) {
+        let Some(s) = self.series.get_mut(&r) else { return };
+        if s.last() == Some((t, bits)) {
+            return;
         }
         if let Some(stale) = s.set_newest(t, bits) {
             self.note_staleness(r, stale);
         }
-        AppendResult::Appended
     }
 
     /// Makes series `r`'s newest sample that of its recovered chunks, whose newest time is

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant};
 
 use crate::block::{Block, BlockMeta, BlockWriter, TMP_SUFFIX};
-use crate::head::{AppendResult, Head, PackedLabels, SeriesRef, U64Map};
+use crate::head::{refusal, AppendResult, Head, PackedLabels, SeriesRef, U64Map};
 use crate::wal::{self, WalWriter};
 use crate::{CommittedBatch, Error, Labels, Matcher, Timestamp};
 
@@ -362,41 +362,57 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 /// holds.
 const REPLAY_PREFETCH: usize = 256;
 
-/// Refs in a page of [`SpansByRef`].
-const SPAN_PAGE: u64 = 64;
+/// Refs in a page of [`HeldByRef`].
+const HELD_PAGE: u64 = 64;
 
-/// A series' oldest and newest times.
-type Span = (Timestamp, Timestamp);
-
-/// Time spans by series ref, in pages of consecutive refs. The replay looks a series' span
-/// up for every sample, in the order of refs that WAL records mostly have: a page stays in
-/// the caches for the samples of its series, where a hash map of a million entries would
-/// scatter them over memory.
-#[derive(Default)]
-struct SpansByRef {
-    pages: U64Map<Box<[Option<Span>; SPAN_PAGE as usize]>>,
+/// What the replay knows of a series whose full chunks it took back from the chunk files:
+/// their oldest and newest times, and the series' newest sample replayed so far. Most of
+/// such a series' WAL samples are ones its chunks hold, which only move its newest sample
+/// on: kept here, in ref order, rather than in the series itself, checking them touches a
+/// few bytes a series in the order WAL records list refs instead of each series' memory.
+/// The series is handed its newest sample before anything else reads it.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    oldest: Timestamp,
+    newest: Timestamp,
+    /// The newest sample replayed: time ([`Timestamp::MIN`] for none) and value bits.
+    last: (Timestamp, u64),
 }
 
-impl SpansByRef {
-    fn get(&self, r: SeriesRef) -> Option<Span> {
-        self.pages.get(&(r / SPAN_PAGE)).and_then(|p| p[(r % SPAN_PAGE) as usize])
+impl Held {
+    fn last(&self) -> Option<(Timestamp, u64)> {
+        (self.last.0 != Timestamp::MIN).then_some(self.last)
+    }
+}
+
+/// [`Held`] by series ref, in pages of consecutive refs.
+#[derive(Default)]
+struct HeldByRef {
+    pages: U64Map<Box<[Option<Held>; HELD_PAGE as usize]>>,
+}
+
+impl HeldByRef {
+    fn get(&self, r: SeriesRef) -> Option<&Held> {
+        self.pages.get(&(r / HELD_PAGE)).and_then(|p| p[(r % HELD_PAGE) as usize].as_ref())
     }
 
-    fn insert(&mut self, r: SeriesRef, span: Span) {
-        self.pages.entry(r / SPAN_PAGE).or_insert_with(|| Box::new([None; SPAN_PAGE as usize]))
-            [(r % SPAN_PAGE) as usize] = Some(span);
+    fn get_mut(&mut self, r: SeriesRef) -> Option<&mut Held> {
+        self.pages.get_mut(&(r / HELD_PAGE)).and_then(|p| p[(r % HELD_PAGE) as usize].as_mut())
     }
 
-    fn remove(&mut self, r: SeriesRef) {
-        if let Some(page) = self.pages.get_mut(&(r / SPAN_PAGE)) {
-            page[(r % SPAN_PAGE) as usize] = None;
-        }
+    fn insert(&mut self, r: SeriesRef, held: Held) {
+        self.pages.entry(r / HELD_PAGE).or_insert_with(|| Box::new([None; HELD_PAGE as usize]))
+            [(r % HELD_PAGE) as usize] = Some(held);
     }
 
-    /// The refs with a span, and their spans.
-    fn spans(&self) -> impl Iterator<Item = (SeriesRef, Span)> + '_ {
+    fn remove(&mut self, r: SeriesRef) -> Option<Held> {
+        self.pages.get_mut(&(r / HELD_PAGE)).and_then(|p| p[(r % HELD_PAGE) as usize].take())
+    }
+
+    /// The refs held, and what is known of each.
+    fn iter(&self) -> impl Iterator<Item = (SeriesRef, Held)> + '_ {
         self.pages.iter().flat_map(|(&n, page)| {
-            page.iter().enumerate().filter_map(move |(i, s)| s.map(|s| (n * SPAN_PAGE + i as u64, s)))
+            page.iter().enumerate().filter_map(move |(i, h)| h.map(|h| (n * HELD_PAGE + i as u64, h)))
         })
     }
 }
@@ -410,13 +426,13 @@ struct Replay {
     pending: U64Map<Labels>,
     /// A WAL ref whose labels already live under another ref (duplicate series records).
     alias: U64Map<SeriesRef>,
-    /// Series whose full chunks were taken back from the chunk files, with the oldest and
-    /// newest times those hold, until a sample past them is replayed.
-    recovered: SpansByRef,
+    /// Series whose full chunks were taken back from the chunk files, until a sample past
+    /// them is replayed.
+    held: HeldByRef,
     /// Where the blocks end: what is older is not taken back into the head.
     blocks_end: Timestamp,
     /// Samples the recovered chunks held.
-    held: u64,
+    in_chunks: u64,
 }
 
 impl Replay {
@@ -442,8 +458,8 @@ impl Replay {
                 self.alias.insert(r, g);
             }
             Some(_) => {
-                if let Some(span) = head.recover_chunks(r, self.blocks_end) {
-                    self.recovered.insert(r, span);
+                if let Some((oldest, newest)) = head.recover_chunks(r, self.blocks_end) {
+                    self.held.insert(r, Held { oldest, newest, last: (Timestamp::MIN, 0) });
                 }
             }
             None => {}
@@ -454,29 +470,50 @@ impl Replay {
     /// Replays a float sample of the head's series `r`: skipped if its recovered chunks hold
     /// it, else appended, or stored as out of order if it was taken so when written.
     fn sample(&mut self, head: &mut Head, r: SeriesRef, t: Timestamp, v: f64) -> AppendResult {
-        let appended = match self.recovered.get(r) {
-            Some((oldest, newest)) if t <= newest => match head.replay_held(r, t, v) {
-                // the newest when written, and older than the recovered chunks (which begin
-                // at the blocks' end, or after a deletion): kept out of order, as the chunks
-                // cannot take it
-                AppendResult::Appended if t < oldest => return head.insert_ooo(r, t, v),
-                AppendResult::Appended => {
-                    // counted apart from the samples stored
-                    self.held += 1;
-                    return AppendResult::Ignored;
-                }
-                other => other,
-            },
-            Some(_) => {
-                self.recovered.remove(r);
-                head.append(r, t, v)
+        let bits = v.to_bits();
+        if let Some(held) = self.held.get_mut(r) {
+            if t <= held.newest {
+                return match refusal(held.last(), t, bits) {
+                    None if t >= held.oldest => {
+                        held.last = (t, bits);
+                        // counted apart from the samples stored
+                        self.in_chunks += 1;
+                        AppendResult::Ignored
+                    }
+                    // the newest when written, but older than the recovered chunks (which
+                    // begin at the blocks' end, or after a deletion): kept out of order, as
+                    // the chunks cannot take it
+                    None => {
+                        held.last = (t, bits);
+                        head.insert_ooo(r, t, v)
+                    }
+                    Some(AppendResult::OutOfOrder) => head.insert_ooo(r, t, v),
+                    Some(refused) => refused,
+                };
             }
-            None => head.append(r, t, v),
-        };
-        match appended {
+            // past the chunks: the series takes its newest sample and goes on as any other
+            self.hand_over(head, r);
+            self.held.remove(r);
+        }
+        match head.append(r, t, v) {
             // it was taken within the out-of-order window when written
             AppendResult::OutOfOrder => head.insert_ooo(r, t, v),
             other => other,
+        }
+    }
+
+    /// Gives held series `r` its newest sample replayed, before something reads it.
+    fn hand_over(&self, head: &mut Head, r: SeriesRef) {
+        if let Some(last) = self.held.get(r).and_then(Held::last) {
+            head.set_replayed_newest(r, last);
+        }
+    }
+
+    /// Takes series `r`'s newest sample back from the series after something other than a
+    /// float sample its chunks hold moved it on (a histogram sample).
+    fn take_back(&mut self, head: &Head, r: SeriesRef) {
+        if let (Some(held), Some(last)) = (self.held.get_mut(r), head.get(r).and_then(|s| s.last())) {
+            held.last = last;
         }
     }
 }
@@ -509,6 +546,7 @@ fn replay_into(
                 // its newest then, which is its newest replayed so far. Chunks taken back
                 // also hold samples appended after it, which it must not take.
                 let Some(t) = replay.existing(head, r) else { continue };
+                replay.hand_over(head, t);
                 match head.get(t).and_then(|s| s.last()) {
                     Some((newest, _)) if mint <= newest => head.delete_range(t, mint, maxt.min(newest)),
                     _ => {}
@@ -521,7 +559,7 @@ fn replay_into(
             for r in list {
                 replay.pending.remove(&r);
                 let r = replay.alias.remove(&r).unwrap_or(r);
-                replay.recovered.remove(r);
+                replay.held.remove(r);
                 refs.push(r);
             }
             head.remove_series(refs);
@@ -536,7 +574,8 @@ fn replay_into(
         }
         wal::Record::Samples(list) => {
             for batch in list.chunks(REPLAY_PREFETCH) {
-                head.prefetch(batch.iter().map(|s| s.r));
+                // the series whose recovered chunks hold their samples are not read
+                head.prefetch(batch.iter().map(|s| s.r).filter(|&r| replay.held.get(r).is_none()));
                 for s in batch.iter().filter(|s| s.t >= replay_from) {
                     let appended = replay.target(head, s.r).map(|r| replay.sample(head, r, s.t, s.v));
                     count(appended);
@@ -547,6 +586,7 @@ fn replay_into(
             // written before the samples of their batch, as they were applied
             for (r, t, start) in list.into_iter().filter(|s| s.1 >= replay_from) {
                 if let Some(r) = replay.target(head, r) {
+                    replay.hand_over(head, r);
                     head.record_start(r, t, start);
                 }
             }
@@ -562,18 +602,24 @@ fn replay_into(
             for (r, t, h) in list.into_iter().filter(|s| s.1 >= replay_from) {
                 let (bits, h) = (h.fingerprint(), Arc::new(h));
                 let appended = replay.target(head, r).map(|r| {
-                    match head.append_histogram(r, t, Arc::clone(&h), bits) {
+                    replay.hand_over(head, r);
+                    let appended = match head.append_histogram(r, t, Arc::clone(&h), bits) {
                         // out of order when written, or after floats of its batch
                         AppendResult::OutOfOrder => head.insert_ooo_histogram(r, t, h, bits),
                         other => other,
-                    }
+                    };
+                    replay.take_back(head, r);
+                    appended
                 });
                 count(appended);
             }
         }
     })?;
-    for (r, (_, newest)) in replay.recovered.spans() {
-        head.settle_recovered(r, newest);
+    for (r, held) in replay.held.iter() {
+        if let Some(last) = held.last() {
+            head.set_replayed_newest(r, last);
+        }
+        head.settle_recovered(r, held.newest);
     }
     head.forget_recovered();
     if unknown > 0 {
@@ -589,11 +635,11 @@ fn replay_into(
         segments = outcome.segments,
         series = head.num_series(),
         samples,
-        samples_in_recovered_chunks = replay.held,
+        samples_in_recovered_chunks = replay.in_chunks,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "WAL replayed"
     );
-    Ok((outcome, max_ref + 1, replay.held))
+    Ok((outcome, max_ref + 1, replay.in_chunks))
 }
 
 /// The server's clock in milliseconds since the epoch: the time every component stamps
