@@ -59,8 +59,6 @@ const SEGMENT_MAGIC: [u8; 8] = *b"PFHCHK\x00\x01";
 /// its series' ref (8), its sample count (4), and the CRC-32C (4) of those fields and the
 /// chunk's bytes.
 const HEADER_BYTES: usize = 44;
-/// Where the checksum is in a header; it covers the bytes before it and the chunk's.
-const CRC_AT: usize = HEADER_BYTES - 4;
 
 /// Where a full chunk is: its segment, its offset there and its sample count, in one word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +91,67 @@ impl ChunkRef {
     /// The chunk's sample count, known without reading it.
     fn samples(self) -> usize {
         ((self.0.get() >> OFFSET_BITS) & ((1 << COUNT_BITS) - 1)) as usize
+    }
+}
+
+/// The fields of the header before each chunk in a segment ([`HEADER_BYTES`]), the one
+/// place that knows their layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkHeader {
+    /// Bytes of the chunk after the header.
+    len: u32,
+    /// The series' chunk before this one.
+    prev: Option<ChunkRef>,
+    /// Oldest timestamp.
+    min_t: Timestamp,
+    /// Newest timestamp.
+    max_t: Timestamp,
+    /// The series' ref.
+    series: u64,
+    /// Samples in the chunk.
+    samples: u32,
+}
+
+impl ChunkHeader {
+    /// Where the checksum is in a header; it covers the bytes before it and the chunk's.
+    const CRC_AT: usize = HEADER_BYTES - 4;
+
+    /// The header of `bytes`, checksum included.
+    fn encode(&self, bytes: &[u8]) -> [u8; HEADER_BYTES] {
+        let mut header = [0u8; HEADER_BYTES];
+        header[..4].copy_from_slice(&self.len.to_le_bytes());
+        header[4..12].copy_from_slice(&self.prev.map_or(0, |p| p.0.get()).to_le_bytes());
+        header[12..20].copy_from_slice(&self.min_t.to_le_bytes());
+        header[20..28].copy_from_slice(&self.max_t.to_le_bytes());
+        header[28..36].copy_from_slice(&self.series.to_le_bytes());
+        header[36..40].copy_from_slice(&self.samples.to_le_bytes());
+        let crc = Self::checksum(&header, bytes);
+        header[Self::CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        header
+    }
+
+    /// The fields `header` holds; [`ChunkHeader::checksum_holds`] says whether to trust them.
+    fn decode(header: &[u8; HEADER_BYTES]) -> Self {
+        let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("eight bytes"));
+        let half = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("four bytes"));
+        ChunkHeader {
+            len: half(0),
+            prev: ChunkRef::from_word(word(4)),
+            min_t: word(12) as Timestamp,
+            max_t: word(20) as Timestamp,
+            series: word(28),
+            samples: half(36),
+        }
+    }
+
+    /// Whether `header`'s checksum is that of its fields and the chunk's `bytes`.
+    fn checksum_holds(header: &[u8; HEADER_BYTES], bytes: &[u8]) -> bool {
+        header[Self::CRC_AT..] == Self::checksum(header, bytes).to_le_bytes()
+    }
+
+    /// The CRC-32C of the header's fields and the chunk's bytes.
+    fn checksum(header: &[u8; HEADER_BYTES], bytes: &[u8]) -> u32 {
+        crc32c::crc32c_append(crc32c::crc32c(&header[..Self::CRC_AT]), bytes)
     }
 }
 
@@ -169,7 +228,7 @@ impl SealedChain {
     /// newest block when it went.
     pub(crate) fn recover(store: &ChunkStore, series: u64, floor: Timestamp) -> Option<(Self, Timestamp)> {
         let tip = *store.recovered.get(&series)?;
-        let newest_t = store.read(tip).filter(|c| !c.bytes.is_empty())?.max_t;
+        let mut newest_t = None;
         let mut chain = SealedChain { newest: Some(tip), min_t: Timestamp::MIN, samples: 0, chunks: 0 };
         let mut next = Some(tip);
         while let Some(at) = next {
@@ -182,6 +241,7 @@ impl SealedChain {
             if c.series != series || c.bytes.is_empty() {
                 return None;
             }
+            newest_t.get_or_insert(c.max_t);
             if c.max_t < floor {
                 break;
             }
@@ -195,7 +255,7 @@ impl SealedChain {
             }
         }
         chain.truncate(store, floor);
-        (chain.chunks > 0).then_some((chain, newest_t))
+        Some((chain, newest_t?)).filter(|(chain, _)| chain.chunks > 0)
     }
 
     /// The chain's newest sample, if it has one.
@@ -307,7 +367,7 @@ impl Segment {
 
     /// The header and bytes of the chunk at `offset`, or `None` if the offset is not a
     /// chunk's.
-    fn chunk(&self, offset: usize) -> Option<(&[u8], &[u8])> {
+    fn chunk(&self, offset: usize) -> Option<(&[u8; HEADER_BYTES], &[u8])> {
         let (data, at): (&[u8], usize) = match &self.map {
             Some(map) if offset < self.flushed => (&map[..self.flushed], offset),
             _ => (&self.pending, offset.checked_sub(self.flushed)?),
@@ -388,21 +448,19 @@ impl ChunkStore {
         let mut at = SEGMENT_MAGIC.len();
         let mut newest = Timestamp::MIN;
         while let Some((header, bytes)) = chunk_at(&map, at) {
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..CRC_AT]), bytes);
-            if crc != u32::from_le_bytes(header[CRC_AT..].try_into().expect("four bytes")) {
+            if !ChunkHeader::checksum_holds(header, bytes) {
                 break;
             }
-            let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("eight bytes"));
-            let samples = u32::from_le_bytes(header[36..40].try_into().expect("four bytes")) as usize;
+            let header = ChunkHeader::decode(header);
+            let samples = header.samples as usize;
             if samples >= 1 << COUNT_BITS {
                 break;
             }
             if !bytes.is_empty() {
-                newest = newest.max(word(20) as Timestamp);
+                newest = newest.max(header.max_t);
             }
-            let series = word(28);
-            self.recovered.insert(series, ChunkRef::new(number, at, samples));
-            self.max_series = self.max_series.max(series);
+            self.recovered.insert(header.series, ChunkRef::new(number, at, samples));
+            self.max_series = self.max_series.max(header.series);
             at += HEADER_BYTES + bytes.len();
         }
         if at == SEGMENT_MAGIC.len() {
@@ -443,16 +501,9 @@ impl ChunkStore {
         };
         let segment = self.segments.get_mut(&number).expect("the current segment exists");
         let offset = segment.len();
-        let mut header = [0u8; HEADER_BYTES];
-        header[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-        header[4..12].copy_from_slice(&prev.map_or(0, |p| p.0.get()).to_le_bytes());
-        header[12..20].copy_from_slice(&min_t.to_le_bytes());
-        header[20..28].copy_from_slice(&max_t.to_le_bytes());
-        header[28..36].copy_from_slice(&series.to_le_bytes());
-        header[36..40].copy_from_slice(&(samples as u32).to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[..CRC_AT]), bytes);
-        header[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-        segment.pending.extend_from_slice(&header);
+        let header =
+            ChunkHeader { len: bytes.len() as u32, prev, min_t, max_t, series, samples: samples as u32 };
+        segment.pending.extend_from_slice(&header.encode(bytes));
         segment.pending.extend_from_slice(bytes);
         if !bytes.is_empty() {
             segment.newest = segment.newest.max(max_t);
@@ -472,15 +523,9 @@ impl ChunkStore {
     /// A chunk this store wrote, or `None` if its segment is gone.
     pub(crate) fn read(&self, at: ChunkRef) -> Option<StoredChunk<'_>> {
         let (header, bytes) = self.segments.get(&at.segment())?.chunk(at.offset())?;
-        let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("eight bytes"));
-        Some(StoredChunk {
-            prev: ChunkRef::from_word(word(4)),
-            min_t: word(12) as Timestamp,
-            max_t: word(20) as Timestamp,
-            series: word(28),
-            samples: at.samples(),
-            bytes,
-        })
+        let ChunkHeader { prev, min_t, max_t, series, .. } = ChunkHeader::decode(header);
+        // the ref's count is the header's: it was taken from there or written with it
+        Some(StoredChunk { prev, series, min_t, max_t, samples: at.samples(), bytes })
     }
 
     /// Deletes the segments whose chunks are all older than `mint`, but the one taking
@@ -541,9 +586,9 @@ impl Drop for Segment {
 }
 
 /// The header and bytes of the chunk at `at` in `data`, if they are all there.
-fn chunk_at(data: &[u8], at: usize) -> Option<(&[u8], &[u8])> {
-    let header = data.get(at..at.checked_add(HEADER_BYTES)?)?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+fn chunk_at(data: &[u8], at: usize) -> Option<(&[u8; HEADER_BYTES], &[u8])> {
+    let header: &[u8; HEADER_BYTES] = data.get(at..at.checked_add(HEADER_BYTES)?)?.try_into().ok()?;
+    let len = ChunkHeader::decode(header).len as usize;
     Some((header, data.get(at + HEADER_BYTES..(at + HEADER_BYTES).checked_add(len)?)?))
 }
 
@@ -627,6 +672,33 @@ mod tests {
             assert_eq!(ChunkRef::from_word(r.0.get()), Some(r));
         }
         assert_eq!(std::mem::size_of::<Option<ChunkRef>>(), 8);
+    }
+
+    /// A header's fields come back as written, at their extremes, and its checksum fails
+    /// when a field or a byte of its chunk changes.
+    #[test]
+    fn headers_read_back_and_check_their_chunk() {
+        let prev = Some(ChunkRef::new(3, 99, 120));
+        for header in [
+            ChunkHeader {
+                len: 5,
+                prev,
+                min_t: Timestamp::MIN,
+                max_t: Timestamp::MAX,
+                series: u64::MAX,
+                samples: 120,
+            },
+            ChunkHeader { len: 0, prev: None, min_t: -1, max_t: 0, series: 0, samples: 0 },
+        ] {
+            let bytes = &b"chunk"[..header.len as usize];
+            let encoded = header.encode(bytes);
+            assert_eq!(ChunkHeader::decode(&encoded), header);
+            assert!(ChunkHeader::checksum_holds(&encoded, bytes));
+            let mut damaged = encoded;
+            damaged[20] ^= 1;
+            assert!(!ChunkHeader::checksum_holds(&damaged, bytes), "a changed field fails the check");
+            assert!(!ChunkHeader::checksum_holds(&encoded, b"other"), "other chunk bytes fail the check");
+        }
     }
 
     /// A chain of chunks walks back newest first, as far as the time asked for, and a
