@@ -7,7 +7,10 @@
 //! `BENCH_PROMFLOW` [the one built] a promflow binary to run, `BENCH_CLUSTER` [0]: with 1,
 //! promflow alone two ways instead: one process, and a 3-node cluster whose subscriptions are
 //! views on its dataflow computation (the writes go to the first node, which places each
-//! series on its node, and the subscriptions to the second).
+//! series on its node, and the subscriptions to the second). `BENCH_IDLE_S` [0]: with N > 0,
+//! the writes stop after the measured seconds and each server's CPU is read over N idle
+//! seconds twice: with the clients still subscribed (after [`IDLE_SETTLE`], when the windows
+//! have emptied; Prometheus's pollers go on polling), and again after they leave.
 //!
 //! The series are `bench_load{job, host}` (100 jobs); every second one remote-write request
 //! carries a new value for each, stamped with the wall clock. The queries are ten shapes
@@ -42,6 +45,9 @@ use workload::{env, percentile, pin_self, start_pinned, Rng, Running, CLIENT_CPU
 const JOBS: usize = 100;
 const CLIENTS_PER_CONNECTION: usize = 100;
 const WARM_UP: Duration = Duration::from_secs(65);
+/// With `BENCH_IDLE_S`, the wait after the last write before the idle CPU is read: longer
+/// than the queries' `[1m]` windows, so that no view is still changing.
+const IDLE_SETTLE: Duration = Duration::from_secs(70);
 
 /// The `k`-th query: one of ten shapes over job `k % JOBS`.
 fn query(k: usize) -> String {
@@ -260,8 +266,10 @@ fn main() {
     let n = env("BENCH_SERIES", 10_000);
     let subscriptions = env("BENCH_SUBSCRIPTIONS", 1000);
     let seconds = env("BENCH_SECONDS", 60);
+    let idle = Duration::from_secs(env("BENCH_IDLE_S", 0) as u64);
     pin_self(CLIENT_CPU);
     let mut table = Vec::new();
+    let mut idle_table = Vec::new();
     for (name, setup) in setups() {
         let promflow = !matches!(setup, Setup::One { promflow: false, .. });
         let dir = tempfile::tempdir().unwrap();
@@ -281,10 +289,12 @@ fn main() {
         // the clients start, then a few seconds for every view's history before measuring
         let end = Instant::now() + Duration::from_secs(seconds as u64 + 15);
         let measure_from = Instant::now() + Duration::from_secs(15);
+        // with an idle reading, the clients stay through it
+        let clients_end = if idle.is_zero() { end } else { end + IDLE_SETTLE + idle };
         let (subscribers, pollers) = if promflow {
-            (subscribe_all(port, subscriptions, end), Vec::new())
+            (subscribe_all(port, subscriptions, clients_end), Vec::new())
         } else {
-            (Vec::new(), poll_all(&server.base, subscriptions, end))
+            (Vec::new(), poll_all(&server.base, subscriptions, clients_end))
         };
         writer.run(&server.base, measure_from);
         // the dataflow's gauges while every client is subscribed
@@ -302,6 +312,16 @@ fn main() {
         let cpu = cpu_seconds() - cpu0;
         let elapsed = t0.elapsed().as_secs_f64();
         let (rss_after, each_after) = (rss_mib(), rss_each());
+        // the servers' CPU over the next `idle` seconds, in % of one core
+        let idle_share = || {
+            let cpu0 = cpu_seconds();
+            std::thread::sleep(idle);
+            (cpu_seconds() - cpu0) / idle.as_secs_f64() * 100.0
+        };
+        let idle_with_clients = (!idle.is_zero()).then(|| {
+            std::thread::sleep(IDLE_SETTLE);
+            idle_share()
+        });
         // writes answered in the measured seconds, early enough for what they cause to be seen
         let cutoff = end - Duration::from_secs(2);
         let acks: HashMap<i64, Instant> = acks
@@ -339,6 +359,14 @@ fn main() {
             }
         }
         assert!(!latencies.is_empty(), "{name}: no change was seen");
+        if let Some(with_clients) = idle_with_clients {
+            // the clients have left (their threads are joined): a moment for the server to see it
+            std::thread::sleep(Duration::from_secs(5));
+            if promflow {
+                assert_eq!(metric(&asked.base, "promflow_subscriptions"), 0.0, "{name}: subscriptions left");
+            }
+            idle_table.push((name, with_clients, idle_share()));
+        }
         latencies.sort_by(f64::total_cmp);
         eprintln!(
             "{name}: {} latencies, cpu {cpu:.1} s over {elapsed:.0} s, rss {rss_before:.0} -> {rss_after:.0} MiB",
@@ -374,6 +402,14 @@ fn main() {
         println!(
             "| {name} | {p50:.1} | {p99:.1} | {max:.1} | {cpu:.1} | {before:.0} / {after:.0} | {per:.1} |"
         );
+    }
+    if !idle_table.is_empty() {
+        println!("\nIdle (no writes), server CPU over {} s, % of one core\n", idle.as_secs());
+        println!("| system | with {subscriptions} idle subscriptions | after the clients leave |");
+        println!("|---|---|---|");
+        for (name, with_clients, without) in &idle_table {
+            println!("| {name} | {with_clients:.2} | {without:.2} |");
+        }
     }
     if table.len() == 2 && table[1].0.starts_with("Prometheus") {
         println!(
