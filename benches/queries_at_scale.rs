@@ -9,7 +9,10 @@
 //! `BENCH_QUERIES` [all] the numbers (from 1, comma-separated) of the queries to ask (to
 //! profile one), `BENCH_LOOP_QUERY` [11] the number of the query asked in a loop during
 //! ingest, `BENCH_LOOP_ROUNDS` [40] the rounds sent for that (0 skips it), `BENCH_DAYS` [0]
-//! days of samples instead of `BENCH_ROUNDS`.
+//! days of samples instead of `BENCH_ROUNDS`, `BENCH_LOAD_CPUS` [1] the CPUs (a `taskset`
+//! list) the server takes the load on: `0,1` shortens the hour Prometheus takes to load two
+//! hours of a million series on one core; what is measured afterwards runs on CPU 1 alone,
+//! and the restart starts pinned there again.
 //!
 //! With `BENCH_DAYS`, the samples (one every 15 s up to now) go out as a backfill does, 20 a
 //! series in each request, so that all but the newest hours are in blocks (parts) by the
@@ -39,8 +42,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use workload::common::{median, rss_kib};
 use workload::{
-    all_series, encode_rounds, env, percentile, pin_self, send, send_history, send_timed,
-    wait_for_compaction, Rounds, System, CLIENT_CPU, INTERVAL_MS,
+    all_series, encode_rounds, env, percentile, pin_process, pin_self, send, send_history, send_timed,
+    wait_for_compaction, Rounds, System, CLIENT_CPU, INTERVAL_MS, SERVER_CPU,
 };
 
 /// How long one query may take before it counts as timed out.
@@ -329,7 +332,7 @@ fn main() {
     let loop_query = env("BENCH_LOOP_QUERY", 11);
     let reps = env("BENCH_REPS", 5).max(1);
     let conns = env("BENCH_CONNS", 4);
-    pin_self(CLIENT_CPU);
+    let load_cpus = std::env::var("BENCH_LOAD_CPUS").unwrap_or_else(|_| SERVER_CPU.into());
     let systems = System::wanted();
     let specs = all_series(n);
     let all_rounds = rounds + loop_rounds;
@@ -342,6 +345,8 @@ fn main() {
         eprintln!("encoding {n} series × {all_rounds} rounds …");
         encode_rounds(&specs, all_rounds, start_ms)
     };
+    // after the encoding, which uses every CPU while no server runs
+    pin_self(CLIENT_CPU);
     let later = bodies.split_off(bodies.len().min(rounds));
     // the long span's generator reads the series; the rounds above no longer need them
     let specs = if days > 0 { specs } else { Vec::new() };
@@ -360,8 +365,8 @@ fn main() {
     let mut outcomes = Vec::new();
     for system in systems {
         let dir = tempfile::tempdir().unwrap();
-        let server = system.start(dir.path());
-        eprintln!("{}: loading", system.name());
+        let server = system.start_on(&load_cpus, dir.path(), Duration::from_secs(60));
+        eprintln!("{}: loading on CPUs {load_cpus}", system.name());
         let t0 = Instant::now();
         if days > 0 {
             send_history(&server.base, Rounds::new(&specs, start_ms), rounds);
@@ -369,6 +374,9 @@ fn main() {
             send(&server.base, &bodies, conns);
         }
         let ingest_s = t0.elapsed().as_secs_f64();
+        if load_cpus != SERVER_CPU {
+            pin_process(server.child.id(), SERVER_CPU);
+        }
         if days > 0 {
             let quiet = Duration::from_secs(75);
             let waited = wait_for_compaction(
@@ -472,7 +480,7 @@ fn main() {
         });
     }
 
-    report(n, rounds, reps, &asks, &outcomes);
+    report(n, rounds, reps, &load_cpus, &asks, &outcomes);
     report_beside_query(loop_rounds, looped.0, &outcomes);
 }
 
@@ -546,7 +554,7 @@ fn report_beside_query(loop_rounds: usize, looped: &str, outcomes: &[Outcome]) {
     }
 }
 
-fn report(n: usize, rounds: usize, reps: usize, asks: &[(&str, Ask)], outcomes: &[Outcome]) {
+fn report(n: usize, rounds: usize, reps: usize, load_cpus: &str, asks: &[(&str, Ask)], outcomes: &[Outcome]) {
     println!(
         "{n} active series × {rounds} samples at 15 s; each query warmed once, then the median of {reps} runs, ms\n"
     );
@@ -580,6 +588,7 @@ fn report(n: usize, rounds: usize, reps: usize, asks: &[(&str, Ask)], outcomes: 
         println!("| {name} | {} |", cells.join(" | "));
     }
     println!("\n(×: promflow's time over this system's; ≠: the answer differs from promflow's)\n");
+    println!("(loaded on CPUs {load_cpus}; queries, compaction and restart on CPU {SERVER_CPU})\n");
     println!("| system | load, s | RSS loaded, MiB | on disk loaded, MiB | compacted, B a sample | restart to ready, s | to the first answer, s | answer as before |");
     println!("|---|---|---|---|---|---|---|---|");
     for o in outcomes {

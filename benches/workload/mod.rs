@@ -226,7 +226,9 @@ pub fn encode_rounds(specs: &[SeriesSpec], rounds: usize, start_ms: i64) -> Vec<
 }
 
 /// [`encode_rounds`] with one host in `churn_period` replaced every round (see
-/// [`Rounds::churning`]); 0 replaces none.
+/// [`Rounds::churning`]); 0 replaces none. The walk moves on in this thread while one thread
+/// per CPU this process may use encodes the rounds (a million series take about 4 s a round
+/// to encode on one core).
 pub fn encode_churning_rounds(
     specs: &[SeriesSpec],
     rounds: usize,
@@ -234,38 +236,53 @@ pub fn encode_churning_rounds(
     churn_period: usize,
 ) -> Vec<Vec<Arc<Vec<u8>>>> {
     let mut gen = Rounds::new(specs, start_ms).churning(churn_period);
-    (0..rounds).map(|_| gen.next_block(1)).collect()
+    let layout = gen.layout;
+    let encoders = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Vec<Sample>>)>(encoders);
+    let rx = std::sync::Mutex::new(rx);
+    let mut encoded = vec![Vec::new(); rounds];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..encoders)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        // a statement of its own, so that the queue's lock is released before
+                        // the round is encoded (a `while let` would hold it through its body)
+                        let next = rx.lock().expect("round queue").recv();
+                        let Ok((round, samples)) = next else { return done };
+                        done.push((round, layout.encode_block(round, samples, 1)));
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..rounds {
+            tx.send(gen.step_block(1)).expect("round encoders");
+        }
+        drop(tx);
+        for worker in workers {
+            for (round, bodies) in worker.join().expect("round encoder") {
+                encoded[round] = bodies;
+            }
+        }
+    });
+    encoded
 }
 
 /// Samples per request when a block of rounds goes out together: about what Prometheus's
 /// remote-write shards send.
 const SAMPLES_PER_BLOCK_REQUEST: usize = 10_000;
 
-/// The workload's rounds, encoded as they are needed, so that a day of history for 50k series
-/// (288 M samples) never sits in memory: one walk, one round every 15 s from `start_ms`.
-pub struct Rounds<'a> {
+/// What the requests of a round are made of besides the walk's values: the series, the time
+/// of the first round and the churn. Threads share it to encode rounds at once.
+#[derive(Clone, Copy)]
+pub struct RoundLayout<'a> {
     specs: &'a [SeriesSpec],
-    walk: Walk,
-    next: usize,
     start_ms: i64,
     churn_period: usize,
 }
 
-impl<'a> Rounds<'a> {
-    /// The rounds of `specs` whose first is stamped `start_ms`.
-    pub fn new(specs: &'a [SeriesSpec], start_ms: i64) -> Self {
-        Rounds { specs, walk: Walk::new(specs), next: 0, start_ms, churn_period: 0 }
-    }
-
-    /// Replaces one host in `period` every round, as pods come and go: host `h` is a new
-    /// instance (`host-00042-g3:9100`, generation 3) from round `r` on whenever
-    /// `(r + h) % period == 0`, so that each round `1/period` of the series are new and as
-    /// many stop. Its values go on from the old instance's. 0 replaces none.
-    pub fn churning(mut self, period: usize) -> Self {
-        self.churn_period = period;
-        self
-    }
-
+impl RoundLayout<'_> {
     /// The generation of `spec`'s host in round `round` (0 without churn).
     fn generation(&self, spec: &SeriesSpec, round: usize) -> usize {
         let Some(instance) = spec.labels.iter().find(|l| l.name == "instance") else { return 0 };
@@ -296,26 +313,10 @@ impl<'a> Rounds<'a> {
         replaced.then(|| self.labels_in_round(spec, round - 1))
     }
 
-    /// The timestamp of the next round.
-    pub fn next_ms(&self) -> i64 {
-        self.start_ms + self.next as i64 * INTERVAL_MS
-    }
-
-    /// The next `k` rounds as one set of requests in which every series carries its `k`
+    /// The requests of the `k` rounds from `round` on, `samples` holding each series' `k`
     /// samples: 2,000 series per request for one round (Prometheus's shape for live data),
     /// about 10,000 samples per request for more (a backfill's).
-    pub fn next_block(&mut self, k: usize) -> Vec<Arc<Vec<u8>>> {
-        assert!(k == 1 || self.churn_period == 0, "series churn is for live rounds");
-        let round = self.next;
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(k); self.specs.len()];
-        for _ in 0..k {
-            let timestamp = self.next_ms();
-            self.walk.step(self.specs);
-            for (s, value) in samples.iter_mut().zip(&self.walk.values) {
-                s.push(Sample { timestamp, value: *value });
-            }
-            self.next += 1;
-        }
+    fn encode_block(&self, round: usize, mut samples: Vec<Vec<Sample>>, k: usize) -> Vec<Arc<Vec<u8>>> {
         let per_request = if k == 1 { SERIES_PER_REQUEST } else { (SAMPLES_PER_BLOCK_REQUEST / k).max(1) };
         self.specs
             .chunks(per_request)
@@ -346,6 +347,58 @@ impl<'a> Rounds<'a> {
                 Arc::new(promflow_remote::encode(&WriteRequest { timeseries, metadata: vec![] }))
             })
             .collect()
+    }
+}
+
+/// The workload's rounds, encoded as they are needed, so that a day of history for 50k series
+/// (288 M samples) never sits in memory: one walk, one round every 15 s from `start_ms`.
+pub struct Rounds<'a> {
+    layout: RoundLayout<'a>,
+    walk: Walk,
+    next: usize,
+}
+
+impl<'a> Rounds<'a> {
+    /// The rounds of `specs` whose first is stamped `start_ms`.
+    pub fn new(specs: &'a [SeriesSpec], start_ms: i64) -> Self {
+        Rounds { layout: RoundLayout { specs, start_ms, churn_period: 0 }, walk: Walk::new(specs), next: 0 }
+    }
+
+    /// Replaces one host in `period` every round, as pods come and go: host `h` is a new
+    /// instance (`host-00042-g3:9100`, generation 3) from round `r` on whenever
+    /// `(r + h) % period == 0`, so that each round `1/period` of the series are new and as
+    /// many stop. Its values go on from the old instance's. 0 replaces none.
+    pub fn churning(mut self, period: usize) -> Self {
+        self.layout.churn_period = period;
+        self
+    }
+
+    /// The timestamp of the next round.
+    pub fn next_ms(&self) -> i64 {
+        self.layout.start_ms + self.next as i64 * INTERVAL_MS
+    }
+
+    /// The next `k` rounds as one set of requests in which every series carries its `k`
+    /// samples (see [`RoundLayout::encode_block`] for their shape).
+    pub fn next_block(&mut self, k: usize) -> Vec<Arc<Vec<u8>>> {
+        let (round, samples) = self.step_block(k);
+        self.layout.encode_block(round, samples, k)
+    }
+
+    /// Moves the walk on by `k` rounds: the first of them and each series' `k` samples.
+    fn step_block(&mut self, k: usize) -> (usize, Vec<Vec<Sample>>) {
+        assert!(k == 1 || self.layout.churn_period == 0, "series churn is for live rounds");
+        let round = self.next;
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(k); self.layout.specs.len()];
+        for _ in 0..k {
+            let timestamp = self.next_ms();
+            self.walk.step(self.layout.specs);
+            for (s, value) in samples.iter_mut().zip(&self.walk.values) {
+                s.push(Sample { timestamp, value: *value });
+            }
+            self.next += 1;
+        }
+        (round, samples)
     }
 }
 
@@ -686,6 +739,17 @@ pub fn pin_self(cpu: usize) {
     }
 }
 
+/// Moves every thread of process `pid` onto the CPUs `cpus` (a `taskset` list); threads it
+/// starts later inherit them.
+pub fn pin_process(pid: u32, cpus: &str) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset");
+    assert!(status.success(), "taskset -a -p -c {cpus} {pid}: {status}");
+}
+
 /// Starts `bin args` on the server CPU (`taskset -c SERVER_CPU`), its stderr in
 /// `dir/server.log`, and waits until `base + ready` answers 2xx; `name` is for messages.
 pub fn start_pinned(
@@ -759,9 +823,25 @@ pub fn start_pinned_within(
     name: &str,
     limit: std::time::Duration,
 ) -> Running {
+    start_on_cpus(SERVER_CPU, bin, args, dir, addr, ready, name, limit)
+}
+
+/// [`start_pinned_within`] on the CPUs `cpus` (a `taskset` list such as `0,1`) instead of the
+/// server CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn start_on_cpus(
+    cpus: &str,
+    bin: &str,
+    args: &[String],
+    dir: &std::path::Path,
+    addr: &str,
+    ready: &str,
+    name: &str,
+    limit: std::time::Duration,
+) -> Running {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = std::process::Command::new("taskset")
-        .args(["-c", SERVER_CPU])
+        .args(["-c", cpus])
         .arg(bin)
         .args(args)
         .stdout(std::process::Stdio::null())
@@ -819,6 +899,12 @@ impl System {
 
     /// [`System::start`], waiting at most `limit` for it to be ready.
     pub fn start_within(self, dir: &Path, limit: std::time::Duration) -> Running {
+        self.start_on(SERVER_CPU, dir, limit)
+    }
+
+    /// [`System::start_within`] on the CPUs `cpus` (a `taskset` list). The servers size their
+    /// thread pools (Go's `GOMAXPROCS`, promflow's runtimes) by the CPUs they start on.
+    pub fn start_on(self, cpus: &str, dir: &Path, limit: std::time::Duration) -> Running {
         let port = common::free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.join("bench.yml");
@@ -857,7 +943,7 @@ impl System {
                 "/health",
             ),
         };
-        start_pinned_within(&bin, &args, dir, &addr, ready, self.name(), limit)
+        start_on_cpus(cpus, &bin, &args, dir, &addr, ready, self.name(), limit)
     }
 
     /// Seconds the server has spent compacting its storage, which runs on a schedule of its
