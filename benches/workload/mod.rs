@@ -760,7 +760,7 @@ pub fn start_pinned(
     ready: &str,
     name: &str,
 ) -> Running {
-    start_pinned_within(bin, args, dir, addr, ready, name, std::time::Duration::from_secs(60))
+    start_on_cpus(SERVER_CPU, bin, args, dir, addr, ready, name, std::time::Duration::from_secs(60))
 }
 
 /// Starts `nodes` promflow nodes of one cluster under `dir` with the configuration `cfg`, the
@@ -812,22 +812,9 @@ pub fn start_cluster(
     running
 }
 
-/// [`start_pinned`], waiting at most `limit` for the server to be ready (a restart that
-/// replays a large write-ahead log takes longer than a fresh start).
-pub fn start_pinned_within(
-    bin: &str,
-    args: &[String],
-    dir: &std::path::Path,
-    addr: &str,
-    ready: &str,
-    name: &str,
-    limit: std::time::Duration,
-) -> Running {
-    start_on_cpus(SERVER_CPU, bin, args, dir, addr, ready, name, limit)
-}
-
-/// [`start_pinned_within`] on the CPUs `cpus` (a `taskset` list such as `0,1`) instead of the
-/// server CPU.
+/// Starts `bin args` as [`start_pinned`] does, on the CPUs `cpus` (a `taskset` list such as
+/// `1` or `0,1`), waiting at most `limit` for the server to be ready (a restart that replays a
+/// large write-ahead log takes longer than a fresh start).
 #[allow(clippy::too_many_arguments)]
 pub fn start_on_cpus(
     cpus: &str,
