@@ -600,10 +600,23 @@ impl Ctx<'_> {
             Plan::VectorFunction { func, input, args, labels, origin } => {
                 self.vector_function(*func, input, args, labels, origin)?
             }
-            Plan::Aggregate { op, grouping, param, input, origin } => match self.pushed_down(plan) {
-                Some(parts) => Value::Vector(pushdown::combine(*op, parts, n, &mut self.annotations)),
-                None => self.aggregate(*op, grouping, param.as_deref(), input, origin)?,
-            },
+            Plan::Aggregate { op, grouping, param, input, origin } => {
+                let combined = match self.pushed_down(plan) {
+                    Some(parts) => {
+                        let (k, _) = self.aggregate_param(*op, param.as_deref())?;
+                        let combined = pushdown::combine(*op, grouping, &k, parts, n, &mut self.annotations);
+                        if let (None, Some(pushdown)) = (&combined, self.pushdown) {
+                            pushdown.parts_unused();
+                        }
+                        combined
+                    }
+                    None => None,
+                };
+                match combined {
+                    Some(v) => Value::Vector(v),
+                    None => self.aggregate(*op, grouping, param.as_deref(), input, origin)?,
+                }
+            }
             Plan::AggregateSamples { op, grouping, param, descending, input } => {
                 self.aggregate_samples(*op, grouping, *param, *descending, input)?
             }
@@ -1717,16 +1730,34 @@ impl Ctx<'_> {
         input: &Plan,
         origin: &Origin,
     ) -> Result<Value, Error> {
-        let n = self.steps.len();
-        let (param_num, param_str) = match (op, param) {
+        let param = self.aggregate_param(op, param)?;
+        let v = self.eval_vector(input)?;
+        Ok(Value::Vector(self.aggregate_vector(op, grouping, &param, v, origin)?))
+    }
+
+    /// An aggregation's parameter: a number at each step (`topk`'s k, `quantile`'s φ, …), or
+    /// `count_values`' label name.
+    fn aggregate_param(&mut self, op: AggOp, param: Option<&Plan>) -> Result<(Vec<f64>, String), Error> {
+        Ok(match (op, param) {
             (AggOp::CountValues, Some(p)) => match self.eval(p)? {
                 Value::Str(s) => (vec![], s),
                 _ => return Err(Error::Plan("count_values needs a string parameter".into())),
             },
             (_, Some(p)) => (self.eval_scalar(p)?, String::new()),
             _ => (vec![], String::new()),
-        };
-        let v = self.eval_vector(input)?;
+        })
+    }
+
+    /// The aggregation `op` of the series `v` with its parameter ([`Self::aggregate_param`]).
+    fn aggregate_vector(
+        &mut self,
+        op: AggOp,
+        grouping: &Grouping,
+        (param_num, param_str): &(Vec<f64>, String),
+        v: Vec<StepSeries>,
+        origin: &Origin,
+    ) -> Result<Vec<StepSeries>, Error> {
+        let n = self.steps.len();
         if op == AggOp::Quantile {
             // Prometheus reports NaN, then the largest and the smallest out-of-range φ
             if param_num.iter().any(|q| q.is_nan()) {
@@ -1750,7 +1781,7 @@ impl Ctx<'_> {
                 // Prometheus: all-zero ratios give nothing, NaN fails, and ratios beyond ±1
                 // are capped with a warning
                 if param_num.iter().all(|&r| r == 0.0) {
-                    return Ok(Value::Vector(vec![]));
+                    return Ok(vec![]);
                 }
                 if param_num.iter().any(|r| r.is_nan()) {
                     return Err(Error::Execution("Ratio value is NaN".into()));
@@ -1786,7 +1817,7 @@ impl Ctx<'_> {
                         out.push(s);
                     }
                 }
-                Ok(Value::Vector(out))
+                Ok(out)
             }
             AggOp::Topk | AggOp::Bottomk | AggOp::Limitk => {
                 // topk and bottomk rank values: histograms are left out; limitk keeps them
@@ -1806,7 +1837,7 @@ impl Ctx<'_> {
                     if k.is_nan() {
                         return Err(Error::Execution("Parameter value is NaN".into()));
                     }
-                    let k = if k >= 1.0 { k.min(1e9) as usize } else { 0 };
+                    let k = kernels::rank_count(k);
                     for m in &members {
                         if op == AggOp::Limitk {
                             let present = m
@@ -1842,7 +1873,7 @@ impl Ctx<'_> {
                 if n == 1 {
                     out.sort_by(|a, b| cmp_nan_last(a.values[0], b.values[0], op == AggOp::Topk));
                 }
-                Ok(Value::Vector(out))
+                Ok(out)
             }
             AggOp::CountValues => {
                 let mut out: HashMap<Labels, Vec<Option<f64>>> = HashMap::new();
@@ -1858,7 +1889,7 @@ impl Ctx<'_> {
                             };
                             if let Some(text) = text {
                                 let mut l = groups[g].clone();
-                                l.set(&param_str, &text);
+                                l.set(param_str, &text);
                                 // every distinct value is a series of a value per step
                                 if !out.contains_key(&l) {
                                     self.reserve_steps(out.len() + 1)?;
@@ -1869,9 +1900,7 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                Ok(Value::Vector(
-                    out.into_iter().map(|(labels, values)| StepSeries::new(labels, values)).collect(),
-                ))
+                Ok(out.into_iter().map(|(labels, values)| StepSeries::new(labels, values)).collect())
             }
             _ => {
                 let mut out = Vec::with_capacity(groups.len());
@@ -1910,7 +1939,7 @@ impl Ctx<'_> {
                     }
                     out.push(StepSeries { labels: groups[g].clone(), values, hists, drop_name });
                 }
-                Ok(Value::Vector(out))
+                Ok(out)
             }
         }
     }

@@ -1,19 +1,23 @@
 //! Aggregations evaluated where the series are. Each of a cluster's nodes aggregates the
 //! series it holds ([`evaluate_partial`]), and the node that was asked combines the parts
-//! ([`AggregatePushdown`]): what crosses the network is one value per group and step, not
-//! every sample of every series.
+//! ([`AggregatePushdown`]): what crosses the network is one value per group and step (or,
+//! for `topk` and `bottomk`, the k members each node ranks highest), not every sample of
+//! every series.
 //!
-//! Only aggregations whose parts combine exactly are pushed down: `sum`, `avg`, `min`, `max`,
-//! `count` and `group`, over an input that works on each series alone (selections, window
-//! and value functions, subqueries over such inputs, arithmetic and comparisons with
-//! constants). Over disjoint sets of series, the parts of such an aggregation combine to the
-//! aggregation over their union; keeping the sets disjoint is the pushdown's job, not the
-//! executor's.
+//! Only aggregations whose parts combine to the answer of one evaluation over every series
+//! are pushed down: `sum`, `avg`, `min`, `max`, `count`, `group` and `count_values`, whose
+//! parts combine exactly, and `topk` and `bottomk` with a constant k, whose combination the
+//! executor declines where ties leave open which members one evaluation would keep
+//! ([`combine`]). Their input must work on each series alone (selections, window and value
+//! functions, subqueries over such inputs, arithmetic and comparisons with constants). Over
+//! disjoint sets of series, the parts of such an aggregation combine to the aggregation over
+//! their union; keeping the sets disjoint is the pushdown's job, not the executor's.
 
 use std::collections::HashMap;
 
-use promflow_kernels::{aggregate_values, kahan_sum, SumFold};
-use promflow_plan::{AggOp, Annotations, Error, Level, Plan, QueryOptions, SourcePos};
+use promflow_kernels::{aggregate_values, kahan_sum, rank_count, SumFold};
+use promflow_plan::semantics::grouping_key;
+use promflow_plan::{AggOp, Annotations, Error, Grouping, Level, Plan, QueryOptions, SourcePos};
 use promflow_storage::{Labels, Querier};
 
 use crate::{Ctx, StepSeries};
@@ -35,17 +39,20 @@ pub struct Steps {
     pub query_end: i64,
 }
 
-/// One group of a partial aggregation.
+/// One group of a partial aggregation; for `topk` and `bottomk`, one member the part ranked
+/// among its k at some step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartialGroup {
-    /// The group's labels.
+    /// The group's labels (with `count_values`' label; a ranked member's own labels).
     pub labels: Labels,
     /// With delayed name removal: a member's metric name was to be removed.
     pub drop_name: bool,
     /// At each step, what the part contributes: the sum of the members' values (`sum`,
-    /// `avg`), their minimum or maximum, their count (`count`), or 1 (`group`).
+    /// `avg`), their minimum or maximum, their count (`count`, `count_values`), 1 (`group`),
+    /// or the ranked member's value.
     pub values: Vec<f64>,
-    /// At each step, how many members had a value there (none: the part has no value).
+    /// At each step, how many members had a value there (none: the part has no value; a
+    /// ranked member has 1 where the part ranked it among its k).
     pub counts: Vec<u64>,
     /// For `sum` and `avg`, at each step, the compensation of the members' Kahan sum: what
     /// `values` lost to rounding (`1e100 + 2 - 1e100` keeps the 2 here), so that the parts
@@ -80,6 +87,10 @@ pub trait AggregatePushdown: Send + Sync {
         steps: Steps,
         names_may_collide: bool,
     ) -> Option<Vec<PartialAggregate>>;
+
+    /// The parts [`partials`](Self::partials) just gave did not settle the answer (ties at
+    /// `topk`'s k-th place): the executor evaluates the aggregation itself.
+    fn parts_unused(&self) {}
 }
 
 /// Whether `plan` is an aggregation the executor asks an [`AggregatePushdown`] for: one whose
@@ -87,10 +98,16 @@ pub trait AggregatePushdown: Send + Sync {
 /// (its position is how another node finds it in the same text).
 pub fn pushable(plan: &Plan) -> bool {
     match plan {
-        Plan::Aggregate { op, param: None, input, origin, .. } => {
-            matches!(op, AggOp::Sum | AggOp::Avg | AggOp::Min | AggOp::Max | AggOp::Count | AggOp::Group)
-                && origin.expr.is_some()
-                && per_series(input)
+        Plan::Aggregate { op, param, input, origin, .. } => {
+            let parts_combine = match (op, param.as_deref()) {
+                (AggOp::Sum | AggOp::Avg | AggOp::Min | AggOp::Max | AggOp::Count | AggOp::Group, None) => {
+                    true
+                }
+                (AggOp::Topk | AggOp::Bottomk, Some(k)) => constant(k),
+                (AggOp::CountValues, Some(label)) => matches!(label, Plan::Str(_)),
+                _ => false,
+            };
+            parts_combine && origin.expr.is_some() && per_series(input)
         }
         _ => false,
     }
@@ -141,7 +158,7 @@ pub fn evaluate_partial(
     opts: &QueryOptions,
     steps: Steps,
 ) -> Result<PartialAggregate, Error> {
-    let Plan::Aggregate { op, grouping, input, .. } = aggregate else {
+    let Plan::Aggregate { op, grouping, param, input, origin } = aggregate else {
         return Err(Error::Plan("a partial aggregation needs an aggregation".into()));
     };
     if !pushable(aggregate) {
@@ -162,9 +179,29 @@ pub fn evaluate_partial(
         pushdown: None,
     };
     let n = ctx.steps.len();
+    let param = ctx.aggregate_param(*op, param.as_deref())?;
     let input = ctx.eval_vector(input)?;
     if input.iter().any(|s| s.hists.iter().any(Option::is_some)) {
         return Err(Error::Unsupported("native histograms are not aggregated in parts".into()));
+    }
+    if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+        let groups = ranked_part(&ctx, *op == AggOp::Topk, grouping, &param.0, input)?;
+        return Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() });
+    }
+    if *op == AggOp::CountValues {
+        // the part is the aggregation over this node's series: its count of each value
+        let out = ctx.aggregate_vector(*op, grouping, &param, input, origin)?;
+        let groups = out
+            .into_iter()
+            .map(|s| PartialGroup {
+                counts: s.values.iter().map(|count| count.map_or(0, |c| c as u64)).collect(),
+                values: s.values.iter().map(|v| v.unwrap_or(0.0)).collect(),
+                labels: s.labels,
+                drop_name: s.drop_name,
+                compensations: Vec::new(),
+            })
+            .collect();
+        return Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() });
     }
     let (labels_of, members) = ctx.groups(&input, grouping)?;
     let mut groups = Vec::with_capacity(members.len());
@@ -205,24 +242,96 @@ pub fn evaluate_partial(
     Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() })
 }
 
-/// The aggregation `op` over `n` steps from its parts, each series in one of them, groups
-/// ordered by their labels; the parts' annotations go to `annotations`.
+/// The part of `topk` (`top`) or `bottomk` with `k` at each step over `input`: at each step,
+/// the k members of each group that rank highest (lowest), and one more where it ties with
+/// the k-th, which tells the combination that the part chose between equal members.
+fn ranked_part(
+    ctx: &Ctx<'_>,
+    top: bool,
+    grouping: &Grouping,
+    k: &[f64],
+    input: Vec<StepSeries>,
+) -> Result<Vec<PartialGroup>, Error> {
+    let n = ctx.steps.len();
+    let (_, members) = ctx.groups(&input, grouping)?;
+    let mut ranked = vec![vec![false; n]; input.len()];
+    let mut present: Vec<(usize, f64)> = Vec::new();
+    for (step, &k) in k.iter().enumerate().take(n) {
+        ctx.check_deadline()?;
+        if k.is_nan() {
+            return Err(Error::Execution("Parameter value is NaN".into()));
+        }
+        let k = rank_count(k);
+        for m in &members {
+            present.clear();
+            present.extend(m.iter().filter_map(|&i| input[i].values[step].map(|v| (i, v))));
+            present.sort_by(|a, b| crate::cmp_nan_last(Some(a.1), Some(b.1), top));
+            let tied = k > 0 && present.len() > k && same_value(present[k].1, present[k - 1].1);
+            for &(i, _) in present.iter().take(k + usize::from(tied)) {
+                ranked[i][step] = true;
+            }
+        }
+    }
+    Ok(input
+        .into_iter()
+        .zip(ranked)
+        .filter(|(_, ranked)| ranked.contains(&true))
+        .map(|(s, ranked)| PartialGroup {
+            counts: ranked.iter().map(|&r| u64::from(r)).collect(),
+            values: s
+                .values
+                .iter()
+                .zip(&ranked)
+                .map(|(v, &r)| if r { v.unwrap_or(f64::NAN) } else { 0.0 })
+                .collect(),
+            labels: s.labels,
+            drop_name: s.drop_name,
+            compensations: Vec::new(),
+        })
+        .collect())
+}
+
+/// Whether two values rank alike: equal, or both NaN.
+fn same_value(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+/// The aggregation `op` (grouped by `grouping`, keeping `k[step]` members for `topk` and
+/// `bottomk`) over `n` steps from its parts, each series in one of them; the parts'
+/// annotations go to `annotations`. `None` when the parts leave the answer open (ties at
+/// the k-th place, [`combine_ranked`]): the executor then evaluates the aggregation itself.
 pub(crate) fn combine(
     op: AggOp,
+    grouping: &Grouping,
+    k: &[f64],
     parts: Vec<PartialAggregate>,
     n: usize,
     annotations: &mut Annotations,
-) -> Vec<StepSeries> {
-    let mut by_labels: HashMap<Labels, (bool, Vec<PartialGroup>)> = HashMap::new();
+) -> Option<Vec<StepSeries>> {
+    let mut notes = Vec::new();
+    let mut groups = Vec::with_capacity(parts.len());
     for part in parts {
-        for (level, message, pos) in part.annotations {
-            annotations.add(level, message, pos);
-        }
-        for g in part.groups {
-            let entry = by_labels.entry(g.labels.clone()).or_default();
-            entry.0 |= g.drop_name;
-            entry.1.push(g);
-        }
+        notes.extend(part.annotations);
+        groups.push(part.groups);
+    }
+    let out = match op {
+        AggOp::Topk | AggOp::Bottomk => combine_ranked(op == AggOp::Topk, grouping, k, &groups, n)?,
+        _ => combine_groups(op, groups, n),
+    };
+    for (level, message, pos) in notes {
+        annotations.add(level, message, pos);
+    }
+    Some(out)
+}
+
+/// The groups of an aggregation whose parts combine exactly, from each part's groups, ordered
+/// by their labels.
+fn combine_groups(op: AggOp, parts: Vec<Vec<PartialGroup>>, n: usize) -> Vec<StepSeries> {
+    let mut by_labels: HashMap<Labels, (bool, Vec<PartialGroup>)> = HashMap::new();
+    for g in parts.into_iter().flatten() {
+        let entry = by_labels.entry(g.labels.clone()).or_default();
+        entry.0 |= g.drop_name;
+        entry.1.push(g);
     }
     let mut out: Vec<StepSeries> = by_labels
         .into_iter()
@@ -252,6 +361,86 @@ pub(crate) fn combine(
     out
 }
 
+/// `topk` (`top`) or `bottomk` from the members each part ranked ([`ranked_part`]), in the
+/// order one evaluation over every series lists them. That evaluation keeps the members
+/// Prometheus's heap keeps, and between equal values the heap's choice depends on every
+/// member it met, which the parts do not tell; so the combination is `None` where that
+/// choice shows: a value equal to the k-th one just beyond it (where a part chose between
+/// members equal to its k-th, the one more it sent is such a value whenever the choice
+/// matters), or, in an instant result, which is ordered by value, two kept members with
+/// equal values. Elsewhere the k members kept are the only k there are.
+fn combine_ranked(
+    top: bool,
+    grouping: &Grouping,
+    k: &[f64],
+    parts: &[Vec<PartialGroup>],
+    n: usize,
+) -> Option<Vec<StepSeries>> {
+    // every ranked member in label order, as one evaluation meets them
+    let mut all: Vec<&PartialGroup> = parts.iter().flatten().collect();
+    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    if all.windows(2).any(|w| w[0].labels == w[1].labels) {
+        return None;
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (i, g) in all.iter().enumerate() {
+        let next = members.len();
+        let group = *index.entry(grouping_key(&g.labels, grouping)).or_insert(next);
+        if group == next {
+            members.push(Vec::new());
+        }
+        members[group].push(i);
+    }
+    let mut kept = vec![vec![None; n]; all.len()];
+    let mut ranked: Vec<(usize, f64)> = Vec::new();
+    if k.len() < n {
+        return None;
+    }
+    for (step, &k) in k.iter().enumerate().take(n) {
+        if k.is_nan() {
+            return None;
+        }
+        let k = rank_count(k);
+        for m in &members {
+            ranked.clear();
+            ranked.extend(
+                m.iter()
+                    .filter(|&&i| all[i].counts.get(step).is_some_and(|&c| c > 0))
+                    .map(|&i| (i, all[i].values.get(step).copied().unwrap_or(f64::NAN))),
+            );
+            ranked.sort_by(|a, b| crate::cmp_nan_last(Some(a.1), Some(b.1), top));
+            // a part that chose between members equal to its k-th sent one of them more:
+            // when its k-th is the k-th of all, that one is next here
+            if k > 0 && ranked.get(k).is_some_and(|r| same_value(r.1, ranked[k - 1].1)) {
+                return None;
+            }
+            for &(i, v) in ranked.iter().take(k) {
+                kept[i][step] = Some(v);
+            }
+        }
+    }
+    let mut out: Vec<StepSeries> = all
+        .iter()
+        .zip(kept)
+        .map(|(g, values)| StepSeries {
+            labels: g.labels.clone(),
+            values,
+            hists: Vec::new(),
+            drop_name: g.drop_name,
+        })
+        .filter(StepSeries::has_any)
+        .collect();
+    if n == 1 {
+        out.sort_by(|a, b| crate::cmp_nan_last(a.values[0], b.values[0], top));
+        let value = |s: &StepSeries| s.values[0].unwrap_or(f64::NAN);
+        if out.windows(2).any(|w| same_value(value(&w[0]), value(&w[1]))) {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 /// One step's value of `op` from its parts at that step (each a value and, for `sum` and
 /// `avg`, its compensation), `count` members in all.
 fn combined(op: AggOp, parts: &[SumFold], count: u64) -> f64 {
@@ -273,7 +462,7 @@ fn combined(op: AggOp, parts: &[SumFold], count: u64) -> f64 {
                 kahan_sum(values().map(|v| v / count as f64))
             }
         }
-        AggOp::Count => count as f64,
+        AggOp::Count | AggOp::CountValues => count as f64,
         AggOp::Group => 1.0,
         _ => aggregate_values(op, &mut values().collect::<Vec<_>>(), f64::NAN),
     }

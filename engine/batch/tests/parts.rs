@@ -11,11 +11,19 @@ use promflow_storage::{Labels, Samples, Series};
 mod common;
 use common::Memory;
 
-/// The parts of every aggregation asked, over the two halves, counted.
+/// The parts of every aggregation asked, over the two halves, counted, and the parts the
+/// executor did not use.
 struct Halves {
     halves: [Memory; 2],
     opts: QueryOptions,
     asked: AtomicUsize,
+    unused: AtomicUsize,
+}
+
+impl Halves {
+    fn new(halves: [Memory; 2], opts: &QueryOptions) -> Halves {
+        Halves { halves, opts: opts.clone(), asked: AtomicUsize::new(0), unused: AtomicUsize::new(0) }
+    }
 }
 
 impl AggregatePushdown for Halves {
@@ -23,6 +31,30 @@ impl AggregatePushdown for Halves {
         self.asked.fetch_add(1, Ordering::Relaxed);
         self.halves.iter().map(|h| evaluate_partial(aggregate, h, &self.opts, steps).ok()).collect()
     }
+
+    fn parts_unused(&self) {
+        self.unused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The series alternately in one half and the other, two at a time.
+fn halves(series: &[Series]) -> [Memory; 2] {
+    let (mut even, mut odd) = (Vec::new(), Vec::new());
+    for (k, s) in series.iter().enumerate() {
+        if (k / 2) % 2 == 0 { &mut even } else { &mut odd }.push(s.clone());
+    }
+    [Memory(even), Memory(odd)]
+}
+
+/// An instant query at 20 minutes and a range query over 25 minutes at 30 s.
+fn instant_and_range() -> [QueryOptions; 2] {
+    [(1_200_000, 1_200_000, 1), (300_000, 1_800_000, 30_000)].map(|(start, end, step)| QueryOptions {
+        start,
+        end,
+        step,
+        range_query: start != end,
+        ..QueryOptions::instant(start)
+    })
 }
 
 /// 24 series of two metrics over 30 minutes at 15 s: counters that reset now and then, a
@@ -65,11 +97,7 @@ fn all_series() -> Vec<Series> {
 #[test]
 fn parts_over_halves_combine_to_the_whole() {
     let series = all_series();
-    let (mut even, mut odd) = (Vec::new(), Vec::new());
-    for (k, s) in series.iter().enumerate() {
-        if (k / 2) % 2 == 0 { &mut even } else { &mut odd }.push(s.clone());
-    }
-    let all = Memory(series);
+    let all = Memory(series.clone());
     let queries = [
         "sum(requests_total)",
         "sum by (job) (rate(requests_total[5m]))",
@@ -82,21 +110,74 @@ fn parts_over_halves_combine_to_the_whole() {
         "avg(avg_over_time(temperature[3m]))",
         "max_over_time(sum(rate(requests_total[5m]))[10m:1m])",
         "sum by (job) (rate(requests_total[5m])) / on (job) count by (job) (temperature)",
+        "count_values(\"value\", temperature)",
+        "count_values without (instance) (\"value\", requests_total)",
+        // the jobs' series are equal: ties everywhere, which the executor settles itself
+        "topk(3, requests_total)",
+        "bottomk by (job) (2, rate(requests_total[5m]))",
     ];
     for q in queries {
-        for (start, end, step) in [(1_200_000, 1_200_000, 1), (300_000, 1_800_000, 30_000)] {
-            let range = start != end;
-            let opts = QueryOptions { start, end, step, range_query: range, ..QueryOptions::instant(start) };
+        for opts in instant_and_range() {
             let plan = compile(q, &CompileOptions::default()).unwrap();
             let whole = evaluate(&plan, &all, &opts).unwrap();
-            let halves = Halves {
-                halves: [Memory(even.clone()), Memory(odd.clone())],
-                opts: opts.clone(),
-                asked: AtomicUsize::new(0),
-            };
+            let halves = Halves::new(halves(&series), &opts);
             let parts = evaluate_with(&plan, &all, &opts, Some(&halves)).unwrap();
             assert!(halves.asked.load(Ordering::Relaxed) > 0, "{q}: no aggregation was asked in parts");
             assert_close(&parts.result, &whole.result, q);
+        }
+    }
+}
+
+/// `topk` and `bottomk` combine the members each part ranks when no tie decides what one
+/// evaluation keeps, and the executor evaluates them itself where one does: the answers
+/// (instant ones in their order by value) are the same either way.
+#[test]
+fn ranked_parts_combine_unless_ties_decide() {
+    let mut series = Vec::new();
+    for (j, job) in ["api", "web", "db"].into_iter().enumerate() {
+        for i in 0..5 {
+            let t: Vec<i64> = (0..=120).map(|k| k * 15_000).collect();
+            // apart by at least 10 at every step; the rates differ too
+            let slope = 0.001 * (j * 5 + i + 1) as f64;
+            let v = (0..=120).map(|k| 1000.0 * j as f64 + 10.0 * i as f64 + k as f64 * slope).collect();
+            let labels = Labels::from_pairs([
+                ("__name__", "queue_length".to_string()),
+                ("job", job.to_string()),
+                ("instance", i.to_string()),
+            ]);
+            series.push(Series { labels, samples: Samples::new(t, v) });
+        }
+    }
+    let all = Memory(series.clone());
+    // (query, whether the parts settle it at both steps)
+    let cases = [
+        ("topk(3, queue_length)", true),
+        ("bottomk(4, queue_length)", true),
+        ("topk by (job) (2, queue_length)", true),
+        ("bottomk without (instance) (1, rate(queue_length[5m]))", true),
+        ("topk(100, queue_length)", true),
+        ("topk(0, queue_length)", true),
+        ("topk(2, queue_length * 0)", false),
+        ("bottomk by (instance) (2, queue_length > 10000)", true),
+    ];
+    for (q, settled) in cases {
+        for opts in instant_and_range() {
+            let plan = compile(q, &CompileOptions::default()).unwrap();
+            let whole = evaluate(&plan, &all, &opts).unwrap();
+            let halves = Halves::new(halves(&series), &opts);
+            let parts = evaluate_with(&plan, &all, &opts, Some(&halves)).unwrap();
+            assert_eq!(halves.asked.load(Ordering::Relaxed), 1, "{q}");
+            assert_eq!(halves.unused.load(Ordering::Relaxed) == 0, settled, "{q}: parts used");
+            let empty = match &whole.result {
+                QueryResult::Vector(v) => v.is_empty(),
+                QueryResult::Matrix(m) => m.is_empty(),
+                _ => false,
+            };
+            if empty {
+                assert_eq!(parts.result, whole.result, "{q}");
+            } else {
+                assert_close(&parts.result, &whole.result, q);
+            }
         }
     }
 }
@@ -144,4 +225,57 @@ fn an_average_whose_part_overflows_is_not_evaluated_in_parts() {
         evaluate_partial(&sum, &part, &opts, steps).is_ok(),
         "a sum that overflows is +Inf in one process too"
     );
+}
+
+/// Over many small random cases full of ties and NaNs, split at random between two parts,
+/// `topk` and `bottomk` from the parts answer as one evaluation does, whether the parts
+/// settle them or the executor evaluates them itself; and the parts settle some.
+#[test]
+fn ranked_parts_answer_as_one_evaluation_over_random_ties() {
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |below: u64| rng.u64(..below);
+    let mut settled = 0;
+    for case in 0..300 {
+        let values = [0.0, 1.0, 2.0, 2.5, 7.0, f64::NAN];
+        let series: Vec<Series> = (0..8 + next(8))
+            .map(|i| {
+                let t: Vec<i64> = (0..=4).map(|k| k * 60_000).collect();
+                let v = t.iter().map(|_| values[next(values.len() as u64) as usize]).collect();
+                let labels = Labels::from_pairs([
+                    ("__name__", ["load", "util"][next(2) as usize].to_string()),
+                    ("zone", ["a", "b"][next(2) as usize].to_string()),
+                    ("host", format!("h{i:02}")),
+                ]);
+                Series { labels, samples: Samples::new(t, v) }
+            })
+            .collect();
+        let mut split = [Vec::new(), Vec::new()];
+        for s in &series {
+            split[next(2) as usize].push(s.clone());
+        }
+        let op = ["topk", "bottomk"][next(2) as usize];
+        let by = ["", " by (zone)"][next(2) as usize];
+        // the metric names dropped or not: the parts meet the members in another order then
+        let input = ["{__name__=~\"load|util\"}", "{__name__=~\"load|util\"} * 1"][next(2) as usize];
+        let q = format!("{op}{by} ({}, {input})", 1 + next(4));
+        let all = Memory(series);
+        for opts in [
+            QueryOptions::instant(240_000),
+            QueryOptions {
+                start: 0,
+                end: 240_000,
+                step: 60_000,
+                range_query: true,
+                ..QueryOptions::instant(0)
+            },
+        ] {
+            let plan = compile(&q, &CompileOptions::default()).unwrap();
+            let whole = evaluate(&plan, &all, &opts).unwrap();
+            let halves = Halves::new([Memory(split[0].clone()), Memory(split[1].clone())], &opts);
+            let parts = evaluate_with(&plan, &all, &opts, Some(&halves)).unwrap();
+            assert_eq!(format!("{:?}", parts.result), format!("{:?}", whole.result), "case {case}: {q}");
+            settled += usize::from(halves.unused.load(Ordering::Relaxed) == 0);
+        }
+    }
+    assert!(settled > 30, "only {settled} of 600 settled by the parts");
 }

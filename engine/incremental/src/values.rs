@@ -280,7 +280,7 @@ pub(crate) fn choose<K: Copy>(
     k: f64,
     members: impl Iterator<Item = (Labels, K, Value)>,
 ) -> Vec<(K, Value)> {
-    let k = if k >= 1.0 { k.min(1e9) as usize } else { 0 };
+    let k = kernels::rank_count(k);
     let mut present: Vec<(Labels, K, Value)> =
         members.filter(|m| op == AggOp::Limitk || m.2.as_float().is_some()).collect();
     present.sort_by(|a, b| a.0.cmp(&b.0));

@@ -745,6 +745,17 @@ pub fn extend_window(samples: SampleSlice<'_>, b: WindowBounds, smoothed: bool) 
         .collect()
 }
 
+/// How many members of a group `topk`, `bottomk` and `limitk` keep for the parameter `k`:
+/// none below 1, the whole part of `k` above, at most a billion. (A NaN `k` is the
+/// caller's error to raise; it keeps none here.)
+pub fn rank_count(k: f64) -> usize {
+    if k >= 1.0 {
+        k.min(1e9) as usize
+    } else {
+        0
+    }
+}
+
 /// The members `topk` (or, with `top` false, `bottomk`) keeps of `candidates` (index, value),
 /// in input order, chosen exactly as Prometheus does: a binary heap of at most `k` elements
 /// whose root is the weakest kept value (NaN weakest of all), replaced only by a strictly

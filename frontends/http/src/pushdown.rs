@@ -496,6 +496,14 @@ impl AggregatePushdown for ClusterPushdown<'_> {
             }
         }
     }
+
+    fn parts_unused(&self) {
+        tracing::debug!(
+            "ties among the parts' ranked members: aggregation evaluated over every node's samples"
+        );
+        self.counts.in_parts.fetch_sub(1, Ordering::Relaxed);
+        self.counts.merged.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The request an aggregation's parts of the query `text`, compiled with `compile` and
