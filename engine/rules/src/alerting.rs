@@ -622,13 +622,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), DbOptions::default()).expect("db");
         let settings = EvalSettings::default();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: u64| rng.u64(..n);
         for (for_ms, keep_ms) in [(0, 0), (30_000, 0), (90_000, 0), (30_000, 45_000), (0, 20_000)] {
             let rule = rule(for_ms, keep_ms);
             let (mut whole, mut delta) = (AlertingState::default(), AlertingState::default());
