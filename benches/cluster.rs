@@ -40,8 +40,14 @@ use workload::{
 const NODES: usize = 3;
 
 /// The queries of `BENCH_QUERIES`: (name, query, a range query over the load's span at 15 s).
-const QUERIES: [(&str, &str, bool); 4] = [
+const QUERIES: [(&str, &str, bool); 6] = [
     ("count of every series", "count({__name__=~\".+\"})", false),
+    ("top 5 network rates", "topk(5, rate(node_network_receive_bytes_total[2m]))", false),
+    (
+        "CPU modes by whole rate",
+        "count_values by (mode) (\"cores\", round(rate(node_cpu_seconds_total[2m])))",
+        false,
+    ),
     ("sum by job of CPU rates", "sum by (job, mode) (rate(node_cpu_seconds_total[2m]))", false),
     (
         "sum by instance of network rates, range",
