@@ -22,11 +22,15 @@
 //! which zstd compresses to almost nothing, and decoding is a few shifts per entry over
 //! contiguous bytes, with no branch per sample.
 //!
+//! A frame is stored as zstd frames back to back: one for its header, then one for each
+//! plane, so that zstd's entropy coder fits each plane's own distribution of bytes. They
+//! decompress, in one call, into the decompressed frame below.
+//!
 //! File layout (integers little-endian; varints as [`crate::codec`] writes them):
 //!
 //! ```text
 //! "PFSF" 0x01                              header
-//! frame*                                    zstd frames, back to back
+//! frame*                                    back to back, each a run of zstd frames
 //! directory                                 "PFSD" 0x01, uvarint frames, per frame
 //!                                           (uvarint offset, uvarint compressed length,
 //!                                           uvarint rows), crc32c
@@ -238,16 +242,33 @@ impl FramesWriter {
         }
         let (dod_width, mantissa_width) = (width(&self.dods), width(&self.mantissas));
         frame.extend([dod_width, mantissa_width]);
-        put_planes(frame, &self.dods, dod_width);
-        put_planes(frame, &self.mantissas, mantissa_width);
-        put_planes(frame, &self.raw, 8);
-        self.compressed.clear();
-        self.compressed.reserve(zstd::zstd_safe::compress_bound(frame.len()));
-        self.compressor
-            .compress_to_buffer(frame.as_slice(), &mut self.compressed)
-            .map_err(io(|| "compressing a frame of samples".to_string()))?;
-        self.out.write_all(&self.compressed).map_err(io(|| "writing a frame of samples".to_string()))?;
-        let len = self.compressed.len() as u64;
+        let mut sections = vec![frame.len()];
+        for (stream, width) in [(&self.dods, dod_width), (&self.mantissas, mantissa_width), (&self.raw, 8)] {
+            let start = frame.len();
+            put_planes(frame, stream, width);
+            sections.extend((1..=usize::from(width)).map(|plane| start + plane * stream.len()));
+        }
+        // The header and every plane are zstd frames of their own, back to back. zstd codes
+        // a block's literals with one Huffman table, and the 128 KiB blocks of one frame
+        // straddle planes: a uniform low byte beside a high byte that is mostly small, coded
+        // together at the entropy of their mixture (about 6 % more bytes on exporter-like
+        // values). A reader decompresses the concatenated frames in one call, as zstd allows,
+        // into the same bytes one frame would give.
+        let mut len = 0u64;
+        let mut at = 0;
+        for end in sections {
+            if end == at {
+                continue;
+            }
+            self.compressed.clear();
+            self.compressed.reserve(zstd::zstd_safe::compress_bound(end - at));
+            self.compressor
+                .compress_to_buffer(&frame[at..end], &mut self.compressed)
+                .map_err(io(|| "compressing a frame of samples".to_string()))?;
+            self.out.write_all(&self.compressed).map_err(io(|| "writing a frame of samples".to_string()))?;
+            len += self.compressed.len() as u64;
+            at = end;
+        }
         self.directory.push((self.written, len, self.rows as u64));
         self.written += len;
         self.pieces.clear();
@@ -261,18 +282,8 @@ impl FramesWriter {
     /// Writes the last frame, the directory and the trailer, and syncs the file.
     pub(crate) fn finish(mut self) -> Result<(), Error> {
         self.flush_frame()?;
-        let mut dir = sealed_header(DIRECTORY_MAGIC, VERSION);
-        put_uvarint(&mut dir, self.directory.len() as u64);
-        for &(offset, len, rows) in &self.directory {
-            put_uvarint(&mut dir, offset);
-            put_uvarint(&mut dir, len);
-            put_uvarint(&mut dir, rows);
-        }
-        seal(&mut dir);
         let what = || "writing a samples file's directory".to_string();
-        self.out.write_all(&dir).map_err(io(what))?;
-        self.out.write_all(&(dir.len() as u64).to_le_bytes()).map_err(io(what))?;
-        self.out.write_all(MAGIC).map_err(io(what))?;
+        self.out.write_all(&directory_and_trailer(&self.directory)).map_err(io(what))?;
         let file = self.out.into_inner().map_err(|e| Error::Io(what(), e.into_error()))?;
         file.sync_all().map_err(io(|| "syncing a block's samples file".to_string()))
     }
@@ -697,6 +708,22 @@ fn parse_frame(c: &mut Cursor<'_>, entry: &FrameEntry) -> Option<(Vec<Piece>, La
     Some((pieces, Layout { dods, mantissas, raw, dod_width, mantissa_width }))
 }
 
+/// A samples file's directory and trailer, for frames at (offset, compressed length, rows).
+fn directory_and_trailer(directory: &[(u64, u64, u64)]) -> Vec<u8> {
+    let mut dir = sealed_header(DIRECTORY_MAGIC, VERSION);
+    put_uvarint(&mut dir, directory.len() as u64);
+    for &(offset, len, rows) in directory {
+        put_uvarint(&mut dir, offset);
+        put_uvarint(&mut dir, len);
+        put_uvarint(&mut dir, rows);
+    }
+    seal(&mut dir);
+    let dir_len = dir.len() as u64;
+    dir.extend_from_slice(&dir_len.to_le_bytes());
+    dir.extend_from_slice(MAGIC);
+    dir
+}
+
 fn decode_directory(raw: &[u8], dir_at: u64) -> Option<Vec<FrameEntry>> {
     let mut c = crate::codec::open_sealed(raw, DIRECTORY_MAGIC, VERSION)?;
     let n = usize::try_from(c.uvarint()?).ok()?;
@@ -783,6 +810,74 @@ mod tests {
             // what the range leaves out of the series is not kept
             assert!(read.t.capacity() <= 2 * read.t.len().max(1), "range {lo}..={hi}");
         }
+    }
+
+    /// Series like an exporter's counters: 300 of them, walking by uniform steps of 1 to 4
+    /// bytes.
+    fn exporter_like() -> Vec<Vec<Sample>> {
+        let mut state = 0x5eed_u64;
+        let mut below = |n: u64| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let steps = [50, 300, 2_000, 2_000_000, 1 << 30];
+        (0..300)
+            .map(|k| {
+                let step = steps[k / 60];
+                let mut v = below(1000) * step;
+                (0..480)
+                    .map(|i| {
+                        v += below(step + 1);
+                        Sample { t: 1_700_000_000_000 + i * 15_000, v: v as f64 }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_plane_is_a_zstd_frame_of_its_own_and_files_of_one_frame_a_frame_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FRAMES_FILE);
+        let series = exporter_like();
+        let spans = write(&path, &series);
+        let planes = std::fs::read(&path).unwrap();
+        let entries = FramesFile::open(&path).unwrap().frames;
+
+        // the same frames, each compressed as one zstd frame
+        let mut whole = planes[..5].to_vec();
+        let mut directory = Vec::new();
+        for e in &entries {
+            let stored = &planes[e.offset as usize..(e.offset + e.len) as usize];
+            let mut sections = 0;
+            let mut rest = stored;
+            while !rest.is_empty() {
+                let n = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+                (sections, rest) = (sections + 1, &rest[n..]);
+            }
+            assert!(sections >= 3, "a header and at least two planes, not {sections} frames");
+            let frame = zstd::stream::decode_all(stored).unwrap();
+            let one = zstd::bulk::compress(&frame, ZSTD_LEVEL).unwrap();
+            directory.push((whole.len() as u64, one.len() as u64, e.rows));
+            whole.extend_from_slice(&one);
+        }
+        whole.extend(directory_and_trailer(&directory));
+        let whole_path = dir.path().join("one frame a frame");
+        std::fs::write(&whole_path, &whole).unwrap();
+
+        let read = FramesFile::open(&path).unwrap().read(&spans, i64::MIN, i64::MAX).unwrap();
+        let read_whole = FramesFile::open(&whole_path).unwrap().read(&spans, i64::MIN, i64::MAX).unwrap();
+        for (i, want) in series.iter().enumerate() {
+            assert_eq!(got(&read, i), bits(want.iter().copied()));
+            assert_eq!(got(&read_whole, i), bits(want.iter().copied()));
+        }
+        // what coding each plane on its own is for
+        assert!(
+            planes.len() * 100 < whole.len() * 97,
+            "planes on their own {} bytes, one frame a frame {}",
+            planes.len(),
+            whole.len()
+        );
     }
 
     #[test]
