@@ -12,7 +12,9 @@
 //! days of samples instead of `BENCH_ROUNDS`, `BENCH_LOAD_CPUS` [1] the CPUs (a `taskset`
 //! list) the server takes the load on: `0,1` shortens the hour Prometheus takes to load two
 //! hours of a million series on one core; what is measured afterwards runs on CPU 1 alone,
-//! and the restart starts pinned there again.
+//! and the restart starts pinned there again. `BENCH_KEEP_SNAPSHOT` [none] a path where the
+//! compacted snapshot of promflow or Prometheus is moved instead of removed, to study its
+//! files (the run prints their bytes by file name either way).
 //!
 //! With `BENCH_DAYS`, the samples (one every 15 s up to now) go out as a backfill does, 20 a
 //! series in each request, so that all but the newest hours are in blocks (parts) by the
@@ -518,8 +520,41 @@ fn compacted_bytes(system: System, base: &str, data: &std::path::Path) -> Option
         .into_iter()
         .find(|d| d.is_dir())?;
     let bytes = workload::disk_bytes(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut by_file = std::collections::BTreeMap::new();
+    files_by_name(&dir, &mut by_file);
+    let parts: Vec<String> = by_file.iter().map(|(name, b)| format!("{name} {b}")).collect();
+    eprintln!("{}: compacted, bytes by file name: {}", system.name(), parts.join(", "));
+    match std::env::var_os("BENCH_KEEP_SNAPSHOT") {
+        Some(to) => {
+            let to = std::path::PathBuf::from(to);
+            let _ = std::fs::remove_dir_all(&to);
+            if std::fs::rename(&dir, &to).is_err() {
+                eprintln!("{}: could not keep the snapshot at {}", system.name(), to.display());
+            }
+        }
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
     Some(bytes)
+}
+
+/// Adds the bytes of every file under `dir` to `out` by the file's name (a block's `index`,
+/// its samples, each chunk segment counted as `chunks/`), to show what the bytes go to.
+fn files_by_name(dir: &std::path::Path, out: &mut std::collections::BTreeMap<String, u64>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            files_by_name(&entry.path(), out);
+        } else if kind.is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let parent =
+                entry.path().parent().and_then(|p| p.file_name()).map(|p| p.to_string_lossy().into_owned());
+            let key = if parent.as_deref() == Some("chunks") { "chunks/".into() } else { name };
+            *out.entry(key).or_default() += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
 }
 
 fn report_beside_query(loop_rounds: usize, looped: &str, outcomes: &[Outcome]) {
