@@ -297,9 +297,10 @@ const QUERIES: [&str; 18] = [
 ];
 
 /// How many aggregations of [`QUERIES`] are evaluated in parts on the nodes, instant and
-/// range query together: `sum`, `count`, `max`, `min`, `avg`, `topk`, `bottomk` and
-/// `count_values` over selections and functions of one series (twelve in each form).
-const PUSHED_DOWN: usize = 24;
+/// range query together: `sum`, `count`, `max`, `min`, `avg`, `topk`, `bottomk`,
+/// `quantile` and `count_values` over selections and functions of one series (thirteen in
+/// each form).
+const PUSHED_DOWN: usize = 26;
 
 /// The aggregations of API queries a node evaluated in parts on the nodes, and over every
 /// node's samples merged.
@@ -882,8 +883,9 @@ fn rules_read_the_whole_cluster() {
     std::fs::write(
         &rules,
         // the same selection twice in a group: the second rule reads the peers as the first;
-        // counts are asked of the nodes in parts, the medians' samples read from them
-        "groups:\n  - name: totals\n    interval: 1s\n    rules:\n      - record: job:temperature:count\n        expr: count by (job) (temperature)\n      - record: job:temperature:count_again\n        expr: count by (job) (temperature)\n      - record: job:temperature:median\n        expr: quantile by (job) (0.5, temperature)\n      - record: job:temperature:median_again\n        expr: quantile by (job) (0.5, temperature)\n",
+        // counts are asked of the nodes in parts, the samples of the maxima over relabelled
+        // series (a label rewrite mixes series: not evaluated in parts) read from them
+        "groups:\n  - name: totals\n    interval: 1s\n    rules:\n      - record: job:temperature:count\n        expr: count by (job) (temperature)\n      - record: job:temperature:count_again\n        expr: count by (job) (temperature)\n      - record: job:temperature:max\n        expr: max by (job) (label_replace(temperature, \"node\", \"$1\", \"instance\", \"(.*)\"))\n      - record: job:temperature:max_again\n        expr: max by (job) (label_replace(temperature, \"node\", \"$1\", \"instance\", \"(.*)\"))\n",
     )
     .unwrap();
     let config = format!("rule_files: ['{}']\n", rules.display());
@@ -920,7 +922,7 @@ fn rules_read_the_whole_cluster() {
         "recorded series by the number of nodes storing them: {holders:?}"
     );
     // each evaluation asks each other node once per count rule for its part of the count,
-    // and reads each other node once per `quantile` rule's selection: one remote read answers
+    // and reads each other node once per `max` rule's selection: one remote read answers
     // both the selection's floats and its histograms, which the executor asks for apart (and
     // the second rule's selection is read again, not answered with the first's leftover)
     let sum = |node: &Server, prefix: &str, containing: &str| -> f64 {

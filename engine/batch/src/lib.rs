@@ -602,6 +602,20 @@ impl Ctx<'_> {
             }
             Plan::Aggregate { op, grouping, param, input, origin } => {
                 let combined = match self.pushed_down(plan) {
+                    Some(parts) if pushdown::by_members(*op) => {
+                        let param = self.aggregate_param(*op, param.as_deref())?;
+                        match pushdown::members(parts, n, &mut self.annotations) {
+                            Some(members) => {
+                                Some(self.aggregate_vector(*op, grouping, &param, members, origin)?)
+                            }
+                            None => {
+                                if let Some(pushdown) = self.pushdown {
+                                    pushdown.parts_unused();
+                                }
+                                None
+                            }
+                        }
+                    }
                     Some(parts) => {
                         let (k, _) = self.aggregate_param(*op, param.as_deref())?;
                         let combined = pushdown::combine(*op, grouping, &k, parts, n, &mut self.annotations);
@@ -655,7 +669,8 @@ impl Ctx<'_> {
     /// The parts of the aggregation `plan` from the pushdown, when there is one and it has
     /// them.
     fn pushed_down(&self, plan: &Plan) -> Option<Vec<PartialAggregate>> {
-        let pushdown = self.pushdown.filter(|_| pushable(plan))?;
+        let pushdown =
+            self.pushdown.filter(|_| pushable(plan) && pushdown::parts_wanted(plan, &self.opts))?;
         let steps = Steps {
             start: self.opts.start,
             end: self.opts.end,

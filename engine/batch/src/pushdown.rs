@@ -1,14 +1,17 @@
 //! Aggregations evaluated where the series are. Each of a cluster's nodes aggregates the
 //! series it holds ([`evaluate_partial`]), and the node that was asked combines the parts
 //! ([`AggregatePushdown`]): what crosses the network is one value per group and step (or,
-//! for `topk` and `bottomk`, the k members each node ranks highest), not every sample of
-//! every series.
+//! for `topk` and `bottomk`, the k members each node ranks highest; for `quantile`,
+//! `stddev` and `stdvar`, one value per series and step), not every sample of every series.
 //!
 //! Only aggregations whose parts combine to the answer of one evaluation over every series
 //! are pushed down: `sum`, `avg`, `min`, `max`, `count`, `group` and `count_values`, whose
-//! parts combine exactly, and `topk` and `bottomk` with a constant k, whose combination the
+//! parts combine exactly; `topk` and `bottomk` with a constant k, whose combination the
 //! executor declines where ties leave open which members one evaluation would keep
-//! ([`combine`]). Their input must work on each series alone (selections, window and value
+//! ([`combine`]); and `quantile` with a constant φ, `stddev` and `stdvar`, whose answer
+//! depends on every member's value, so that each part is its members' values at every step
+//! (the input evaluated where the series are), aggregated by the executor as one evaluation
+//! does ([`members`]). Their input must work on each series alone (selections, window and value
 //! functions, subqueries over such inputs, arithmetic and comparisons with constants). Over
 //! disjoint sets of series, the parts of such an aggregation combine to the aggregation over
 //! their union; keeping the sets disjoint is the pushdown's job, not the executor's.
@@ -40,7 +43,7 @@ pub struct Steps {
 }
 
 /// One group of a partial aggregation; for `topk` and `bottomk`, one member the part ranked
-/// among its k at some step.
+/// among its k at some step; for `quantile`, `stddev` and `stdvar`, one member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartialGroup {
     /// The group's labels (with `count_values`' label; a ranked member's own labels).
@@ -49,7 +52,7 @@ pub struct PartialGroup {
     pub drop_name: bool,
     /// At each step, what the part contributes: the sum of the members' values (`sum`,
     /// `avg`), their minimum or maximum, their count (`count`, `count_values`), 1 (`group`),
-    /// or the ranked member's value.
+    /// or the member's value.
     pub values: Vec<f64>,
     /// At each step, how many members had a value there (none: the part has no value; a
     /// ranked member has 1 where the part ranked it among its k).
@@ -103,13 +106,30 @@ pub fn pushable(plan: &Plan) -> bool {
                 (AggOp::Sum | AggOp::Avg | AggOp::Min | AggOp::Max | AggOp::Count | AggOp::Group, None) => {
                     true
                 }
-                (AggOp::Topk | AggOp::Bottomk, Some(k)) => constant(k),
+                (AggOp::Topk | AggOp::Bottomk | AggOp::Quantile, Some(param)) => constant(param),
+                (AggOp::Stddev | AggOp::Stdvar, None) => true,
                 (AggOp::CountValues, Some(label)) => matches!(label, Plan::Str(_)),
                 _ => false,
             };
             parts_combine && origin.expr.is_some() && per_series(input)
         }
         _ => false,
+    }
+}
+
+/// Whether the parts of the aggregation `op` are its members, each with its own labels and
+/// values ([`members`]).
+pub(crate) fn by_members(op: AggOp) -> bool {
+    matches!(op, AggOp::Quantile | AggOp::Stddev | AggOp::Stdvar)
+}
+
+/// Whether the parts of the pushable `aggregate` can be asked for with `opts`: a standard
+/// deviation or variance sums its members in the order one evaluation meets them, which
+/// [`members`] restores from their labels only when no name was removed from them.
+pub(crate) fn parts_wanted(aggregate: &Plan, opts: &QueryOptions) -> bool {
+    match aggregate {
+        Plan::Aggregate { op: AggOp::Stddev | AggOp::Stdvar, .. } => !names_may_collide(aggregate, opts),
+        _ => true,
     }
 }
 
@@ -186,6 +206,20 @@ pub fn evaluate_partial(
     }
     if matches!(op, AggOp::Topk | AggOp::Bottomk) {
         let groups = ranked_part(&ctx, *op == AggOp::Topk, grouping, &param.0, input)?;
+        return Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() });
+    }
+    if by_members(*op) {
+        let groups = input
+            .into_iter()
+            .filter(StepSeries::has_any)
+            .map(|s| PartialGroup {
+                counts: s.values.iter().map(|v| u64::from(v.is_some())).collect(),
+                values: s.values.iter().map(|v| v.unwrap_or(0.0)).collect(),
+                labels: s.labels,
+                drop_name: s.drop_name,
+                compensations: Vec::new(),
+            })
+            .collect();
         return Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() });
     }
     if *op == AggOp::CountValues {
@@ -308,20 +342,66 @@ pub(crate) fn combine(
     n: usize,
     annotations: &mut Annotations,
 ) -> Option<Vec<StepSeries>> {
+    let (groups, notes) = split(parts);
+    let out = match op {
+        AggOp::Topk | AggOp::Bottomk => combine_ranked(op == AggOp::Topk, grouping, k, &groups, n)?,
+        _ => combine_groups(op, groups, n),
+    };
+    add_all(annotations, notes);
+    Some(out)
+}
+
+/// The members of an aggregation [`by_members`] from its parts, over `n` steps, in label
+/// order, for the executor to aggregate; the parts' annotations go to `annotations`. `None`
+/// when two parts hold a series of the same labels. Label order is the order one evaluation
+/// meets them in: storage's queriers select series in label order, and an input that treats
+/// each series alone keeps it, as long as no metric name was removed ([`parts_wanted`]).
+pub(crate) fn members(
+    parts: Vec<PartialAggregate>,
+    n: usize,
+    annotations: &mut Annotations,
+) -> Option<Vec<StepSeries>> {
+    let (groups, notes) = split(parts);
+    let out = in_label_order(&groups)?
+        .into_iter()
+        .map(|g| StepSeries {
+            labels: g.labels.clone(),
+            values: (0..n)
+                .map(|step| g.counts.get(step).is_some_and(|&c| c > 0).then(|| g.values.get(step).copied()))
+                .map(Option::flatten)
+                .collect(),
+            hists: Vec::new(),
+            drop_name: g.drop_name,
+        })
+        .collect();
+    add_all(annotations, notes);
+    Some(out)
+}
+
+type Notes = Vec<(Level, String, Option<SourcePos>)>;
+
+/// The parts' groups, and their annotations.
+fn split(parts: Vec<PartialAggregate>) -> (Vec<Vec<PartialGroup>>, Notes) {
     let mut notes = Vec::new();
     let mut groups = Vec::with_capacity(parts.len());
     for part in parts {
         notes.extend(part.annotations);
         groups.push(part.groups);
     }
-    let out = match op {
-        AggOp::Topk | AggOp::Bottomk => combine_ranked(op == AggOp::Topk, grouping, k, &groups, n)?,
-        _ => combine_groups(op, groups, n),
-    };
+    (groups, notes)
+}
+
+fn add_all(annotations: &mut Annotations, notes: Notes) {
     for (level, message, pos) in notes {
         annotations.add(level, message, pos);
     }
-    Some(out)
+}
+
+/// Every group of the parts in label order; `None` when two have the same labels.
+fn in_label_order(parts: &[Vec<PartialGroup>]) -> Option<Vec<&PartialGroup>> {
+    let mut all: Vec<&PartialGroup> = parts.iter().flatten().collect();
+    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    (!all.windows(2).any(|w| w[0].labels == w[1].labels)).then_some(all)
 }
 
 /// The groups of an aggregation whose parts combine exactly, from each part's groups, ordered
@@ -377,11 +457,7 @@ fn combine_ranked(
     n: usize,
 ) -> Option<Vec<StepSeries>> {
     // every ranked member in label order, as one evaluation meets them
-    let mut all: Vec<&PartialGroup> = parts.iter().flatten().collect();
-    all.sort_by(|a, b| a.labels.cmp(&b.labels));
-    if all.windows(2).any(|w| w[0].labels == w[1].labels) {
-        return None;
-    }
+    let all = in_label_order(parts)?;
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     for (i, g) in all.iter().enumerate() {

@@ -115,6 +115,9 @@ fn parts_over_halves_combine_to_the_whole() {
         // the jobs' series are equal: ties everywhere, which the executor settles itself
         "topk(3, requests_total)",
         "bottomk by (job) (2, rate(requests_total[5m]))",
+        "quantile by (job) (0.9, rate(requests_total[5m]))",
+        "stddev by (job) (temperature)",
+        "stdvar(requests_total)",
     ];
     for q in queries {
         for opts in instant_and_range() {
@@ -278,4 +281,75 @@ fn ranked_parts_answer_as_one_evaluation_over_random_ties() {
         }
     }
     assert!(settled > 30, "only {settled} of 600 settled by the parts");
+}
+
+/// Over random cases split at random between two parts, `quantile`, `stddev` and `stdvar`
+/// from their members' parts answer bit for bit as one evaluation does, annotations included.
+/// A standard deviation or variance over an input that drops metric names is not asked of
+/// the parts (the order of its members, which its sum follows, goes with the names) unless
+/// names are removed late.
+#[test]
+fn member_parts_answer_bit_for_bit_as_one_evaluation() {
+    let mut rng = fastrand::Rng::with_seed(0x5851_f42d_4c95_7f2d);
+    let mut next = move |below: u64| rng.u64(..below);
+    let mut asked_over_dropped_names = 0;
+    for case in 0..300 {
+        let values = [0.1, 0.7, 1e-3, 3.3, 1e6 + 0.1, -2.2, f64::NAN];
+        let mut series: Vec<Series> = (0..4 + next(12))
+            .map(|i| {
+                let t: Vec<i64> = (0..=4).filter(|_| next(5) > 0).map(|k| k * 60_000).collect();
+                let v = t.iter().map(|_| values[next(values.len() as u64) as usize]).collect();
+                let labels = Labels::from_pairs([
+                    ("__name__", ["load", "util"][next(2) as usize].to_string()),
+                    ("zone", ["a", "b"][next(2) as usize].to_string()),
+                    ("host", format!("h{i:02}")),
+                ]);
+                Series { labels, samples: Samples::new(t, v) }
+            })
+            .collect();
+        // in label order, as storage's queriers select them
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut split = [Vec::new(), Vec::new()];
+        for s in &series {
+            split[next(2) as usize].push(s.clone());
+        }
+        let ops = [
+            "quantile(0.9, ",
+            "quantile(1.5, ",
+            "quantile by (zone) (0.25, ",
+            "stddev(",
+            "stdvar by (zone) (",
+        ];
+        let op = ops[next(ops.len() as u64) as usize];
+        let names_dropped = next(2) == 1;
+        let input = if names_dropped { "{__name__=~\"load|util\"} * 1" } else { "{__name__=~\"load|util\"}" };
+        let q = format!("{op}{input})");
+        let delayed_name_removal = next(2) == 1;
+        let all = Memory(series);
+        for opts in [
+            QueryOptions::instant(240_000),
+            QueryOptions {
+                start: 0,
+                end: 240_000,
+                step: 60_000,
+                range_query: true,
+                ..QueryOptions::instant(0)
+            },
+        ] {
+            let opts = QueryOptions { delayed_name_removal, ..opts };
+            let plan = compile(&q, &CompileOptions::default()).unwrap();
+            let whole = evaluate(&plan, &all, &opts).unwrap();
+            let halves = Halves::new([Memory(split[0].clone()), Memory(split[1].clone())], &opts);
+            let parts = evaluate_with(&plan, &all, &opts, Some(&halves)).unwrap();
+            let context = format!("case {case}: {q}, names removed late: {delayed_name_removal}");
+            assert_eq!(format!("{:?}", parts.result), format!("{:?}", whole.result), "{context}");
+            assert_eq!(parts.annotations.entries(), whole.annotations.entries(), "{context}");
+            let asked = halves.asked.load(Ordering::Relaxed) > 0;
+            let order_lost = op.starts_with("std") && names_dropped && !delayed_name_removal;
+            assert_eq!(asked, !order_lost, "{context}");
+            assert_eq!(halves.unused.load(Ordering::Relaxed), 0, "{context}");
+            asked_over_dropped_names += usize::from(asked && names_dropped && op.starts_with("std"));
+        }
+    }
+    assert!(asked_over_dropped_names > 10, "names removed late: {asked_over_dropped_names} cases asked");
 }
