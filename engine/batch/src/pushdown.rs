@@ -212,29 +212,14 @@ pub fn evaluate_partial(
         let groups = input
             .into_iter()
             .filter(StepSeries::has_any)
-            .map(|s| PartialGroup {
-                counts: s.values.iter().map(|v| u64::from(v.is_some())).collect(),
-                values: s.values.iter().map(|v| v.unwrap_or(0.0)).collect(),
-                labels: s.labels,
-                drop_name: s.drop_name,
-                compensations: Vec::new(),
-            })
+            .map(|s| as_group(s, |v| u64::from(v.is_some())))
             .collect();
         return Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() });
     }
     if *op == AggOp::CountValues {
         // the part is the aggregation over this node's series: its count of each value
         let out = ctx.aggregate_vector(*op, grouping, &param, input, origin)?;
-        let groups = out
-            .into_iter()
-            .map(|s| PartialGroup {
-                counts: s.values.iter().map(|count| count.map_or(0, |c| c as u64)).collect(),
-                values: s.values.iter().map(|v| v.unwrap_or(0.0)).collect(),
-                labels: s.labels,
-                drop_name: s.drop_name,
-                compensations: Vec::new(),
-            })
-            .collect();
+        let groups = out.into_iter().map(|s| as_group(s, |count| count.map_or(0, |c| c as u64))).collect();
         return Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() });
     }
     let (labels_of, members) = ctx.groups(&input, grouping)?;
@@ -274,6 +259,18 @@ pub fn evaluate_partial(
         }
     }
     Ok(PartialAggregate { groups, annotations: ctx.annotations.entries() })
+}
+
+/// The series `s` as a part's group: its values, 0 where it has none, and at each step the
+/// count `count` gives its value there.
+fn as_group(s: StepSeries, count: impl Fn(Option<f64>) -> u64) -> PartialGroup {
+    PartialGroup {
+        counts: s.values.iter().map(|&v| count(v)).collect(),
+        values: s.values.iter().map(|v| v.unwrap_or(0.0)).collect(),
+        labels: s.labels,
+        drop_name: s.drop_name,
+        compensations: Vec::new(),
+    }
 }
 
 /// The part of `topk` (`top`) or `bottomk` with `k` at each step over `input`: at each step,

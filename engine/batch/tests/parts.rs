@@ -230,6 +230,32 @@ fn an_average_whose_part_overflows_is_not_evaluated_in_parts() {
     );
 }
 
+/// `count` series of two metrics in two zones, one a host, at five steps a minute apart
+/// (with `gaps`, each step missing one time in five), each value drawn from `values`.
+fn random_series(next: &mut impl FnMut(u64) -> u64, count: u64, values: &[f64], gaps: bool) -> Vec<Series> {
+    (0..count)
+        .map(|i| {
+            let t: Vec<i64> = (0..=4).filter(|_| !gaps || next(5) > 0).map(|k| k * 60_000).collect();
+            let v = t.iter().map(|_| values[next(values.len() as u64) as usize]).collect();
+            let labels = Labels::from_pairs([
+                ("__name__", ["load", "util"][next(2) as usize].to_string()),
+                ("zone", ["a", "b"][next(2) as usize].to_string()),
+                ("host", format!("h{i:02}")),
+            ]);
+            Series { labels, samples: Samples::new(t, v) }
+        })
+        .collect()
+}
+
+/// `series` split at random into two parts, each in the order given.
+fn split_at_random(next: &mut impl FnMut(u64) -> u64, series: &[Series]) -> [Vec<Series>; 2] {
+    let mut split = [Vec::new(), Vec::new()];
+    for s in series {
+        split[next(2) as usize].push(s.clone());
+    }
+    split
+}
+
 /// Over many small random cases full of ties and NaNs, split at random between two parts,
 /// `topk` and `bottomk` from the parts answer as one evaluation does, whether the parts
 /// settle them or the executor evaluates them itself; and the parts settle some.
@@ -239,23 +265,9 @@ fn ranked_parts_answer_as_one_evaluation_over_random_ties() {
     let mut next = move |below: u64| rng.u64(..below);
     let mut settled = 0;
     for case in 0..300 {
-        let values = [0.0, 1.0, 2.0, 2.5, 7.0, f64::NAN];
-        let series: Vec<Series> = (0..8 + next(8))
-            .map(|i| {
-                let t: Vec<i64> = (0..=4).map(|k| k * 60_000).collect();
-                let v = t.iter().map(|_| values[next(values.len() as u64) as usize]).collect();
-                let labels = Labels::from_pairs([
-                    ("__name__", ["load", "util"][next(2) as usize].to_string()),
-                    ("zone", ["a", "b"][next(2) as usize].to_string()),
-                    ("host", format!("h{i:02}")),
-                ]);
-                Series { labels, samples: Samples::new(t, v) }
-            })
-            .collect();
-        let mut split = [Vec::new(), Vec::new()];
-        for s in &series {
-            split[next(2) as usize].push(s.clone());
-        }
+        let count = 8 + next(8);
+        let series = random_series(&mut next, count, &[0.0, 1.0, 2.0, 2.5, 7.0, f64::NAN], false);
+        let split = split_at_random(&mut next, &series);
         let op = ["topk", "bottomk"][next(2) as usize];
         let by = ["", " by (zone)"][next(2) as usize];
         // the metric names dropped or not: the parts meet the members in another order then
@@ -294,25 +306,12 @@ fn member_parts_answer_bit_for_bit_as_one_evaluation() {
     let mut next = move |below: u64| rng.u64(..below);
     let mut asked_over_dropped_names = 0;
     for case in 0..300 {
-        let values = [0.1, 0.7, 1e-3, 3.3, 1e6 + 0.1, -2.2, f64::NAN];
-        let mut series: Vec<Series> = (0..4 + next(12))
-            .map(|i| {
-                let t: Vec<i64> = (0..=4).filter(|_| next(5) > 0).map(|k| k * 60_000).collect();
-                let v = t.iter().map(|_| values[next(values.len() as u64) as usize]).collect();
-                let labels = Labels::from_pairs([
-                    ("__name__", ["load", "util"][next(2) as usize].to_string()),
-                    ("zone", ["a", "b"][next(2) as usize].to_string()),
-                    ("host", format!("h{i:02}")),
-                ]);
-                Series { labels, samples: Samples::new(t, v) }
-            })
-            .collect();
+        let count = 4 + next(12);
+        let mut series =
+            random_series(&mut next, count, &[0.1, 0.7, 1e-3, 3.3, 1e6 + 0.1, -2.2, f64::NAN], true);
         // in label order, as storage's queriers select them
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        let mut split = [Vec::new(), Vec::new()];
-        for s in &series {
-            split[next(2) as usize].push(s.clone());
-        }
+        let split = split_at_random(&mut next, &series);
         let ops = [
             "quantile(0.9, ",
             "quantile(1.5, ",
