@@ -7,11 +7,14 @@
 //! "PFIX" | u8 version (3)
 //! symbols         #symbols × (uvarint length, bytes)            sorted, unique
 //! series          #series × (
-//!                     uvarint first row | uvarint min_t - base | uvarint top - max_t
-//!                     | uvarint #labels | #labels × (uvarint name symbol, uvarint value symbol) )
+//!                     uvarint first row (the first series of a group), or first row -
+//!                         the previous series' first row (the others)
+//!                     | uvarint min_t - base | uvarint top - max_t
+//!                     | uvarint shared | uvarint #new
+//!                     | #new × (uvarint name symbol, uvarint value symbol) )
 //! postings        #pairs × (uvarint #ids | #ids × uvarint id - previous id)
 //! symbol table    #symbols × offset of the symbol
-//! series table    #series × offset of the series
+//! series table    ⌈#series / 16⌉ × offset of the group's first series
 //! pair table      #pairs × (u32 name symbol | u32 value symbol | offset of its postings)
 //! trailer         u64 symbol table offset | u64 #symbols | u64 series table offset
 //!                 | u64 #series | u64 pair table offset | u64 #pairs | u64 total rows
@@ -23,8 +26,14 @@
 //! tables are under 4 GiB and `u64` otherwise (the offset width says which). `base` is the
 //! smallest `min_t` and `top` the largest `max_t`, so that the time span of a series with
 //! samples across the block takes two bytes. A series' rows run from its first row to the
-//! next series' (the last one's to the total), and the first row leads its entry so that
-//! the next series' is read without its labels.
+//! next series' (the last one's to the total).
+//!
+//! Series are written in groups of [`SERIES_GROUP`]: the series table points at each
+//! group's first series, and every other series of a group is written against the one
+//! before it, as the number of label pairs it shares with it (`shared`, from the first) and
+//! the pairs after those. Series in label order share most of their labels with the one
+//! before (the same name, instance and job), so an entry takes a few bytes; reading a
+//! series decodes its group up to it.
 //!
 //! Series are stored in label order; a series' id is its position, and its rows are
 //! consecutive in the samples file. Symbols are numbered in string order, so comparing
@@ -58,7 +67,8 @@ use crate::{Labels, Matcher, Timestamp};
 
 const MAGIC: &[u8; 4] = b"PFIX";
 const VERSION: u8 = 3;
-/// The version whose series entries hold their labels first and their number of rows.
+/// The version whose series entries each hold their labels whole, first, and their number of
+/// rows, with an offset each in the series table.
 const VERSION_ROWS_AFTER_LABELS: u8 = 2;
 /// The version whose index was held in memory, rewritten on open.
 const VERSION_IN_MEMORY: u8 = 1;
@@ -66,10 +76,13 @@ const VERSION_IN_MEMORY: u8 = 1;
 const HEADER_BYTES: usize = 5;
 /// Bytes of a pair table entry before its offset: the name and value symbols.
 const PAIR_SYMBOL_BYTES: usize = 8;
+/// Series in a group of a version 3 file: one offset in the series table, and one series
+/// written whole, for this many. Reading a series decodes half a group on average.
+const SERIES_GROUP: usize = 16;
 
 /// Bytes of the trailer of a file of `version`.
 fn trailer_bytes(version: u8) -> usize {
-    if head_first(version) {
+    if grouped(version) {
         10 * 8
     } else {
         9 * 8
@@ -116,7 +129,9 @@ impl Table {
 #[derive(Debug)]
 struct Layout {
     symbols: Table,
+    /// The series table: an offset a series (version 2) or a group (version 3).
     series: Table,
+    series_count: usize,
     pairs: Table,
     total_rows: u64,
     /// The smallest `min_t`: the series' oldest times are stored as differences from it.
@@ -156,7 +171,7 @@ pub(crate) struct BlockIndex {
 
 impl std::fmt::Debug for BlockIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockIndex").field("series", &self.layout.series.len).finish_non_exhaustive()
+        f.debug_struct("BlockIndex").field("series", &self.layout.series_count).finish_non_exhaustive()
     }
 }
 
@@ -183,27 +198,36 @@ fn encode_version(series: &[(PackedLabels, u64, Timestamp, Timestamp)], version:
     let base = series.iter().map(|s| s.2).min().unwrap_or(0);
     let top = series.iter().map(|s| s.3).max().unwrap_or(0);
     let mut postings: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
-    let mut first_row = 0u64;
+    let (mut first_row, mut previous_first_row) = (0u64, 0u64);
+    let (mut pairs, mut previous) = (Vec::new(), Vec::new());
     for (id, (labels, rows, min_t, max_t)) in series.iter().enumerate() {
-        series_offsets.push(out.len() as u64);
-        if head_first(version) {
-            put_uvarint(&mut out, first_row);
-            put_uvarint(&mut out, min_t.abs_diff(base));
-            put_uvarint(&mut out, top.abs_diff(*max_t));
-        }
-        put_uvarint(&mut out, labels.iter().count() as u64);
-        for (name, value) in labels.iter() {
-            let pair = (sym(name), sym(value));
-            put_uvarint(&mut out, pair.0 as u64);
-            put_uvarint(&mut out, pair.1 as u64);
+        pairs.clear();
+        pairs.extend(labels.iter().map(|(name, value)| (sym(name), sym(value))));
+        for &pair in &pairs {
             postings.entry(pair).or_default().push(id as u32);
         }
-        if !head_first(version) {
+        if !grouped(version) {
+            series_offsets.push(out.len() as u64);
+            put_pairs(&mut out, &pairs);
             put_uvarint(&mut out, first_row);
             put_uvarint(&mut out, *rows);
             put_uvarint(&mut out, min_t.abs_diff(base));
             put_uvarint(&mut out, max_t.abs_diff(*min_t));
+        } else {
+            let first_of_group = id.is_multiple_of(SERIES_GROUP);
+            if first_of_group {
+                series_offsets.push(out.len() as u64);
+                previous.clear();
+            }
+            put_uvarint(&mut out, if first_of_group { first_row } else { first_row - previous_first_row });
+            put_uvarint(&mut out, min_t.abs_diff(base));
+            put_uvarint(&mut out, top.abs_diff(*max_t));
+            let shared = previous.iter().zip(&pairs).take_while(|(a, b)| a == b).count();
+            put_uvarint(&mut out, shared as u64);
+            put_pairs(&mut out, &pairs[shared..]);
         }
+        std::mem::swap(&mut previous, &mut pairs);
+        previous_first_row = first_row;
         first_row += rows;
     }
     let mut pairs: Vec<((u32, u32), Vec<u32>)> = postings.into_iter().collect();
@@ -228,7 +252,7 @@ fn encode_version(series: &[(PackedLabels, u64, Timestamp, Timestamp)], version:
         }
     }
     trailer.extend([out.len() as u64, pairs.len() as u64, first_row, width as u64, base as u64]);
-    if head_first(version) {
+    if grouped(version) {
         trailer.push(top as u64);
     }
     for (((name, value), _), offset) in pairs.iter().zip(pair_offsets) {
@@ -317,9 +341,18 @@ fn read_pairs(c: &mut Cursor<'_>, pairs: &mut Vec<(u64, u64)>) -> Option<()> {
     Some(())
 }
 
-/// Whether a file of `version` starts its series entries with their spans (version 3).
-fn head_first(version: u8) -> bool {
+/// Whether a file of `version` writes its series in groups (version 3).
+fn grouped(version: u8) -> bool {
     version != VERSION_ROWS_AFTER_LABELS
+}
+
+/// Appends label pairs as their number and then (name symbol, value symbol) each.
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(u32, u32)]) {
+    put_uvarint(out, pairs.len() as u64);
+    for &(name, value) in pairs {
+        put_uvarint(out, name.into());
+        put_uvarint(out, value.into());
+    }
 }
 
 /// Reads the part of a version 2 series entry after its labels, whose times are from `base`.
@@ -330,17 +363,47 @@ fn read_span_after_labels(c: &mut Cursor<'_>, base: Timestamp) -> Option<SeriesS
     Some(SeriesSpan { first_row, rows, min_t, max_t })
 }
 
-/// Reads the part of a version 3 series entry before its labels: its first row, `min_t`
-/// (from `base`) and `max_t` (to `top`).
-fn read_span_head(
+/// A series' entry, decoded: where its rows start, its time span and its label pairs as
+/// symbol numbers.
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    first_row: u64,
+    min_t: Timestamp,
+    max_t: Timestamp,
+    pairs: Vec<(u64, u64)>,
+}
+
+/// A place in a version 3 file's series: `c` is at the entry of series `next`, and `entry`
+/// holds the series before it when that is of the same group (`None`: nowhere yet).
+struct Walk<'a> {
+    c: Cursor<'a>,
+    next: Option<usize>,
+    entry: Entry,
+}
+
+/// Reads a version 3 series entry over `entry`, which holds the series before it in its
+/// group (anything, for the first of a group), with times from `base` and to `top`.
+fn read_entry(
     c: &mut Cursor<'_>,
+    first_of_group: bool,
     base: Timestamp,
     top: Timestamp,
-) -> Option<(u64, Timestamp, Timestamp)> {
-    let first_row = c.uvarint()?;
-    let min_t = base.checked_add_unsigned(c.uvarint()?)?;
-    let max_t = top.checked_sub_unsigned(c.uvarint()?)?;
-    Some((first_row, min_t, max_t))
+    entry: &mut Entry,
+) -> Option<()> {
+    let row = c.uvarint()?;
+    entry.first_row = if first_of_group { row } else { entry.first_row.checked_add(row)? };
+    entry.min_t = base.checked_add_unsigned(c.uvarint()?)?;
+    entry.max_t = top.checked_sub_unsigned(c.uvarint()?)?;
+    let shared = usize::try_from(c.uvarint()?).ok()?;
+    if shared > entry.pairs.len() || (first_of_group && shared > 0) {
+        return None;
+    }
+    entry.pairs.truncate(shared);
+    let n = usize::try_from(c.uvarint()?).ok().filter(|&n| n <= c.remaining())?;
+    for _ in 0..n {
+        entry.pairs.push((c.uvarint()?, c.uvarint()?));
+    }
+    Some(())
 }
 
 /// Reads a postings list into `ids`.
@@ -390,7 +453,7 @@ fn check(data: &[u8]) -> Option<Layout> {
         *place = usize::try_from(t.u64()?).ok()?;
     }
     let (total_rows, width, base) = (t.u64()?, usize::try_from(t.u64()?).ok()?, t.u64()? as i64);
-    let top = if head_first(version) { t.u64()? as i64 } else { 0 };
+    let top = if grouped(version) { t.u64()? as i64 } else { 0 };
     if width != 4 && width != 8 {
         return None;
     }
@@ -399,13 +462,16 @@ fn check(data: &[u8]) -> Option<Layout> {
         Some(Table { at, len, entry })
     };
     let symbols = table(places[0], places[1], width)?;
-    let series = table(places[2], places[3], width)?;
+    // a version 3 series table has an offset a group
+    let series_count = places[3];
+    let offsets = if grouped(version) { series_count.div_ceil(SERIES_GROUP) } else { series_count };
+    let series = table(places[2], offsets, width)?;
     let pairs = table(places[4], places[5], PAIR_SYMBOL_BYTES + width)?;
     // the tables follow one another up to the trailer
     if symbols.end() != series.at
         || series.end() != pairs.at
         || pairs.end() != body - trailer
-        || u32::try_from(series.len).is_err()
+        || u32::try_from(series_count).is_err()
         || u32::try_from(symbols.len).is_err()
         || symbols.at < HEADER_BYTES
     {
@@ -428,50 +494,51 @@ fn check(data: &[u8]) -> Option<Layout> {
     }
     // "" sorts first: a symbol table that has it starts with a zero length
     let empty_symbol = (symbols.len > 0 && data.get(HEADER_BYTES) == Some(&0)).then_some(0u64);
-    let (mut previous_pairs, mut pairs_of) = (Vec::new(), Vec::new());
+    let (mut previous_pairs, mut entry) = (Vec::new(), Entry::default());
     let (mut next_row, mut series_marks) = (0u64, 0u64);
-    for i in 0..series.len {
-        if offset_at(data, series, i)? != at {
+    for i in 0..series_count {
+        let first_of_group = i.is_multiple_of(SERIES_GROUP);
+        let offset = if grouped(version) { first_of_group.then_some(i / SERIES_GROUP) } else { Some(i) };
+        if offset.is_some_and(|k| offset_at(data, series, k) != Some(at)) {
             return None;
         }
         let mut c = cursor_at(data, at)?;
-        let head = if head_first(version) { Some(read_span_head(&mut c, base, top)?) } else { None };
-        read_pairs(&mut c, &mut pairs_of)?;
+        if grouped(version) {
+            read_entry(&mut c, first_of_group, base, top, &mut entry)?;
+            // rows run to the next series' first row: the first rows start at 0 and ascend
+            // within the file, and each span's times are in order
+            let first_row = entry.first_row;
+            let misplaced = (i == 0 && first_row != 0) || first_row < next_row || first_row > total_rows;
+            if misplaced || entry.min_t > entry.max_t {
+                return None;
+            }
+            next_row = first_row;
+        } else {
+            read_pairs(&mut c, &mut entry.pairs)?;
+            let span = read_span_after_labels(&mut c, base)?;
+            if span.first_row != next_row {
+                return None;
+            }
+            next_row = next_row.checked_add(span.rows)?;
+        }
+        let pairs_of = &entry.pairs;
         let names_ascend = pairs_of.windows(2).all(|w| w[0].0 < w[1].0);
         let in_range = pairs_of.iter().all(|&(n, v)| n < symbols.len as u64 && v < symbols.len as u64);
         // what `labels` turns back into a label set without sorting it again, in label order
         if !names_ascend || !in_range || pairs_of.iter().any(|p| Some(p.1) == empty_symbol) {
             return None;
         }
-        if i > 0 && previous_pairs >= pairs_of {
+        if i > 0 && previous_pairs >= *pairs_of {
             return None;
         }
-        match head {
-            // rows run to the next series' first row: the first rows start at 0 and ascend
-            // within the file, and each span's times are in order
-            Some((first_row, min_t, max_t)) => {
-                let misplaced = (i == 0 && first_row != 0) || first_row < next_row || first_row > total_rows;
-                if misplaced || min_t > max_t {
-                    return None;
-                }
-                next_row = first_row;
-            }
-            None => {
-                let span = read_span_after_labels(&mut c, base)?;
-                if span.first_row != next_row {
-                    return None;
-                }
-                next_row = next_row.checked_add(span.rows)?;
-            }
-        }
-        for &(name, value) in &pairs_of {
+        for &(name, value) in pairs_of {
             series_marks = series_marks.wrapping_add(pair_mark(i as u32, name, value));
         }
-        std::mem::swap(&mut previous_pairs, &mut pairs_of);
+        previous_pairs.clone_from(pairs_of);
         at = position(data, &c);
     }
     // in version 3 the last series' rows run to the total
-    let rows_end = if head_first(version) && series.len > 0 { total_rows } else { next_row };
+    let rows_end = if grouped(version) && series_count > 0 { total_rows } else { next_row };
     if rows_end != total_rows {
         return None;
     }
@@ -488,7 +555,7 @@ fn check(data: &[u8]) -> Option<Layout> {
         let mut c = cursor_at(data, at)?;
         ids.clear();
         read_postings(&mut c, &mut ids)?;
-        if ids.is_empty() || ids.last().is_some_and(|&id| id as usize >= series.len) {
+        if ids.is_empty() || ids.last().is_some_and(|&id| id as usize >= series_count) {
             return None;
         }
         for &id in &ids {
@@ -505,6 +572,7 @@ fn check(data: &[u8]) -> Option<Layout> {
     }
     (at == symbols.at && postings_marks == series_marks).then_some(Layout {
         symbols,
+        series_count,
         series,
         pairs,
         total_rows,
@@ -636,40 +704,84 @@ impl BlockIndex {
         partition_point(0..self.layout.symbols.len, |i| self.symbol(i as u64).unwrap_or_default() < s)
     }
 
-    /// A cursor at the entry of series `id`.
-    fn series_entry(&self, id: u32) -> Option<Cursor<'_>> {
-        cursor_at(&self.bytes, offset_at(&self.bytes, self.layout.series, id as usize)?)
+    /// A cursor at entry `i` of the series table: series `i`'s entry in version 2, group
+    /// `i`'s first in version 3.
+    fn series_entry(&self, i: usize) -> Option<Cursor<'_>> {
+        cursor_at(&self.bytes, offset_at(&self.bytes, self.layout.series, i)?)
+    }
+
+    /// Series `id`'s entry, and its number of rows.
+    fn entry(&self, id: u32) -> Option<(Entry, u64)> {
+        let (base, mut entry) = (self.layout.base, Entry::default());
+        if !grouped(self.layout.version) {
+            let mut c = self.series_entry(id as usize)?;
+            read_pairs(&mut c, &mut entry.pairs)?;
+            let span = read_span_after_labels(&mut c, base)?;
+            (entry.first_row, entry.min_t, entry.max_t) = (span.first_row, span.min_t, span.max_t);
+            return Some((entry, span.rows));
+        }
+        let mut walk = Walk { c: Cursor(&[]), next: None, entry };
+        let rows = self.walk_to(id, &mut walk)?;
+        Some((walk.entry, rows))
+    }
+
+    /// Moves `walk` to series `id` of a version 3 file, on from where it is when `id` is
+    /// ahead of it in the same group, and returns the series' number of rows.
+    fn walk_to<'a>(&'a self, id: u32, walk: &mut Walk<'a>) -> Option<u64> {
+        let Layout { base, top, total_rows, .. } = self.layout;
+        let id = id as usize;
+        if id >= self.len() {
+            return None;
+        }
+        let group = id / SERIES_GROUP;
+        if walk.next.is_none_or(|next| next == 0 || next > id + 1 || (next - 1) / SERIES_GROUP != group) {
+            walk.c = self.series_entry(group)?;
+            walk.next = Some(group * SERIES_GROUP);
+        }
+        while let Some(next) = walk.next.filter(|&next| next <= id) {
+            // a series that does not decode leaves the walk to start again at its group
+            walk.next = None;
+            read_entry(&mut walk.c, next.is_multiple_of(SERIES_GROUP), base, top, &mut walk.entry)?;
+            walk.next = Some(next + 1);
+        }
+        // its rows run to the next series' first row, written whole when it starts a group
+        let first_row = walk.entry.first_row;
+        let end = if id + 1 == self.len() {
+            total_rows
+        } else if (id + 1).is_multiple_of(SERIES_GROUP) {
+            self.series_entry((id + 1) / SERIES_GROUP)?.uvarint()?
+        } else {
+            first_row.checked_add(Cursor(walk.c.0).uvarint()?)?
+        };
+        end.checked_sub(first_row)
     }
 
     /// Where series `id`'s rows are and the time span they cover.
     pub(crate) fn span(&self, id: u32) -> Option<SeriesSpan> {
-        let Layout { base, top, version, .. } = self.layout;
-        let mut c = self.series_entry(id)?;
-        if !head_first(version) {
-            for _ in 0..c.uvarint()? {
-                c.uvarint()?;
-                c.uvarint()?;
-            }
-            return read_span_after_labels(&mut c, base);
+        let (Entry { first_row, min_t, max_t, .. }, rows) = self.entry(id)?;
+        Some(SeriesSpan { first_row, rows, min_t, max_t })
+    }
+
+    /// [`span`](Self::span) of each of `ids`: ids in ascending order decode each group they
+    /// fall in once, up to the last of them.
+    pub(crate) fn spans(&self, ids: &[u32]) -> Vec<Option<SeriesSpan>> {
+        if !grouped(self.layout.version) {
+            return ids.iter().map(|&id| self.span(id)).collect();
         }
-        let (first_row, min_t, max_t) = read_span_head(&mut c, base, top)?;
-        let end = match id.checked_add(1).filter(|&next| (next as usize) < self.len()) {
-            Some(next) => self.series_entry(next)?.uvarint()?,
-            None => self.layout.total_rows,
-        };
-        Some(SeriesSpan { first_row, rows: end.checked_sub(first_row)?, min_t, max_t })
+        let mut walk = Walk { c: Cursor(&[]), next: None, entry: Entry::default() };
+        ids.iter()
+            .map(|&id| {
+                let rows = self.walk_to(id, &mut walk)?;
+                let Entry { first_row, min_t, max_t, .. } = walk.entry;
+                Some(SeriesSpan { first_row, rows, min_t, max_t })
+            })
+            .collect()
     }
 
     /// The `(name, value)` pairs of series `id`, in name order (none for an unknown id).
     fn pairs(&self, id: u32) -> impl Iterator<Item = (&str, &str)> {
-        let mut c = self.series_entry(id).unwrap_or(Cursor(&[]));
-        if head_first(self.layout.version)
-            && read_span_head(&mut c, self.layout.base, self.layout.top).is_none()
-        {
-            c = Cursor(&[]);
-        }
-        let n = c.uvarint().unwrap_or(0);
-        (0..n).map_while(move |_| Some((self.symbol(c.uvarint()?)?, self.symbol(c.uvarint()?)?)))
+        let pairs = self.entry(id).map(|(entry, _)| entry.pairs).unwrap_or_default();
+        pairs.into_iter().map_while(|(name, value)| Some((self.symbol(name)?, self.symbol(value)?)))
     }
 
     /// The labels of series `id`.
@@ -679,7 +791,7 @@ impl BlockIndex {
 
     /// How many series the block has.
     pub(crate) fn len(&self) -> usize {
-        self.layout.series.len
+        self.layout.series_count
     }
 
     /// Total rows in the samples file.
@@ -775,7 +887,9 @@ impl BlockIndex {
                 ((id as usize) < self.len()).then_some(Cow::Borrowed(value))
             },
         );
-        ids.retain(|&id| self.span(id).is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));
+        let spans = self.spans(&ids);
+        let mut spans = spans.iter();
+        ids.retain(|_| spans.next().copied().flatten().is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));
         ids
     }
 }
@@ -936,7 +1050,7 @@ mod tests {
     }
 
     /// A version 2 file reads in place as the version 3 file of the same series does, which
-    /// takes at least 4 bytes a series fewer where the series span the block.
+    /// takes fewer bytes: series that share a label with the one before and span the block.
     #[test]
     fn a_version_2_index_reads_as_version_3_in_fewer_bytes() {
         let mut series: Vec<Labels> = (0..300)
@@ -960,8 +1074,9 @@ mod tests {
             })
             .collect();
         let (v3, v2) = (encode(&rows), encode_version(&rows, VERSION_ROWS_AFTER_LABELS));
+        // 9.7 bytes a series fewer when measured
         assert!(
-            v3.len() + 4 * rows.len() <= v2.len(),
+            v3.len() + 8 * rows.len() <= v2.len(),
             "version 3 {} bytes, version 2 {}",
             v3.len(),
             v2.len()
@@ -979,6 +1094,10 @@ mod tests {
             first_row += n;
         }
         assert_eq!((idx3.span(300), idx3.total_rows()), (None, first_row));
+        // spans walked group by group, whatever order the ids come in
+        let ids: Vec<u32> = [0, 1, 2, 15, 16, 17, 31, 32, 33, 250, 299, 300, 298, 5, 5, 15, 14, 290].into();
+        let want: Vec<_> = ids.iter().map(|&id| idx3.span(id)).collect();
+        assert_eq!((idx3.spans(&ids), idx2.spans(&ids)), (want.clone(), want));
         let m = Matcher::new(crate::MatchOp::Regex, "instance", "h1.*").unwrap();
         for (mint, maxt) in [(0, i64::MAX), (start + 7_185_000, i64::MAX), (0, start)] {
             let want: Vec<u32> = (0..rows.len() as u32)

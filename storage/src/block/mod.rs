@@ -728,7 +728,7 @@ impl Block {
             SamplesFile::Parquet { metadata, file } => self.read_parquet(metadata, file, ids, mint, maxt)?,
             SamplesFile::Frames(frames) => {
                 let spans: Vec<Range<u64>> =
-                    ids.iter().map(|&id| self.index.span(id).map_or(0..0, |s| s.row_range())).collect();
+                    self.index.spans(ids).into_iter().map(|s| s.map_or(0..0, |s| s.row_range())).collect();
                 let frames::Decoded { t, v, ranges } = frames.read(&spans, mint, maxt)?;
                 let (t, v) = (ScalarBuffer::from(t), ScalarBuffer::from(v));
                 ranges
@@ -1007,12 +1007,10 @@ impl Block {
             return Vec::new();
         }
         let ids = self.index.select(matchers, mint, maxt);
+        let spans = self.index.spans(&ids);
         ids.into_iter()
-            .map(|id| Listed {
-                id,
-                labels: self.index.labels(id),
-                rows: self.index.span(id).map_or(0, |s| s.rows),
-            })
+            .zip(spans)
+            .map(|(id, span)| Listed { id, labels: self.index.labels(id), rows: span.map_or(0, |s| s.rows) })
             .collect()
     }
 
