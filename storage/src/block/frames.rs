@@ -163,11 +163,17 @@ fn get_escapes(c: &mut Cursor<'_>, len: usize, width: u8) -> Option<Vec<(usize, 
     Some(escapes)
 }
 
+/// The escapes (ascending) of the entries among `range` of a stream.
+fn escapes_in(escapes: &[(usize, u64)], range: Range<usize>) -> &[(usize, u64)] {
+    let first = escapes.partition_point(|&(i, _)| i < range.start);
+    let end = escapes.partition_point(|&(i, _)| i < range.end);
+    &escapes[first..end.max(first)]
+}
+
 /// Puts back the bits above the planes' `width` of the escaped entries among `range` of a
 /// stream, whose low bytes `entries` holds.
 fn patch_escapes(escapes: &[(usize, u64)], range: Range<usize>, width: u8, entries: &mut [u64]) {
-    let first = escapes.partition_point(|&(i, _)| i < range.start);
-    for &(i, high) in escapes[first..].iter().take_while(|&&(i, _)| i < range.end) {
+    for &(i, high) in escapes_in(escapes, range.clone()) {
         entries[i - range.start] |= high << (8 * u32::from(width));
     }
 }
@@ -662,8 +668,7 @@ fn decode_piece(
         ts.push(first);
         let n = piece.rows - 2;
         let dods = piece.dod_at..piece.dod_at + n;
-        let escaped = layout.dod_escapes.get(layout.dod_escapes.partition_point(|&(i, _)| i < dods.start));
-        if dod_width == 0 && escaped.is_none_or(|&(i, _)| i >= dods.end) {
+        if dod_width == 0 && escapes_in(&layout.dod_escapes, dods.clone()).is_empty() {
             // steps of one difference: in order when it is not negative and the last does
             // not wrap around
             let last = delta.checked_mul(n as i64).and_then(|d| first.checked_add(d));
