@@ -789,6 +789,27 @@ impl BlockIndex {
         Labels::from_sorted_pairs(self.pairs(id))
     }
 
+    /// [`labels`](Self::labels) of each of `ids` (ascending): each group they fall in is
+    /// decoded once, up to the last of them, where one series after another would decode it
+    /// from its start each time.
+    pub(crate) fn labels_of(&self, ids: &[u32]) -> Vec<Labels> {
+        if !grouped(self.layout.version) {
+            return ids.iter().map(|&id| self.labels(id)).collect();
+        }
+        let mut walk = Walk { c: Cursor(&[]), next: None, entry: Entry::default() };
+        ids.iter()
+            .map(|&id| match self.walk_to(id, &mut walk) {
+                Some(_) => Labels::from_sorted_pairs(
+                    walk.entry
+                        .pairs
+                        .iter()
+                        .map_while(|&(name, value)| Some((self.symbol(name)?, self.symbol(value)?))),
+                ),
+                None => Labels::default(),
+            })
+            .collect()
+    }
+
     /// How many series the block has.
     pub(crate) fn len(&self) -> usize {
         self.layout.series_count
@@ -1098,6 +1119,10 @@ mod tests {
         let ids: Vec<u32> = [0, 1, 2, 15, 16, 17, 31, 32, 33, 250, 299, 300, 298, 5, 5, 15, 14, 290].into();
         let want: Vec<_> = ids.iter().map(|&id| idx3.span(id)).collect();
         assert_eq!((idx3.spans(&ids), idx2.spans(&ids)), (want.clone(), want));
+        // and labels the same way (an unknown id has none)
+        let want: Vec<Labels> = ids.iter().map(|&id| idx3.labels(id)).collect();
+        assert_eq!(want[11], Labels::default());
+        assert_eq!((idx3.labels_of(&ids), idx2.labels_of(&ids)), (want.clone(), want));
         let m = Matcher::new(crate::MatchOp::Regex, "instance", "h1.*").unwrap();
         for (mint, maxt) in [(0, i64::MAX), (start + 7_185_000, i64::MAX), (0, start)] {
             let want: Vec<u32> = (0..rows.len() as u32)

@@ -944,11 +944,9 @@ impl Block {
         }
         let ids = self.index.select(matchers, mint, maxt);
         let runs = self.read_starts(&ids, mint, maxt)?;
-        Ok(ids
-            .iter()
-            .zip(runs)
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(&id, runs)| crate::StartTimestamps { labels: self.index.labels(id), runs })
+        Ok(self
+            .with_labels(&ids, runs, |r| r.is_empty())
+            .map(|(labels, runs)| crate::StartTimestamps { labels, runs })
             .collect())
     }
 
@@ -972,11 +970,9 @@ impl Block {
         }
         let ids = self.index.select(matchers, mint, maxt);
         let hists = self.read_histograms(&ids, mint, maxt)?;
-        Ok(ids
-            .iter()
-            .zip(hists)
-            .filter(|(_, h)| !h.is_empty())
-            .map(|(&id, samples)| HistogramSeries { labels: self.index.labels(id), samples })
+        Ok(self
+            .with_labels(&ids, hists, |h| h.is_empty())
+            .map(|(labels, samples)| HistogramSeries { labels, samples })
             .collect())
     }
 
@@ -992,12 +988,23 @@ impl Block {
         }
         let ids = self.index.select(matchers, mint, maxt);
         let samples = self.read(&ids, mint, maxt)?;
-        Ok(ids
-            .iter()
-            .zip(samples)
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(&id, samples)| Series { labels: self.index.labels(id), samples })
+        Ok(self
+            .with_labels(&ids, samples, |s| s.is_empty())
+            .map(|(labels, samples)| Series { labels, samples })
             .collect())
+    }
+
+    /// The `items` read for series `ids` (ascending, one each) that are not `empty`, each
+    /// with its series' labels, in the order of `ids`.
+    fn with_labels<T>(
+        &self,
+        ids: &[u32],
+        items: Vec<T>,
+        empty: impl Fn(&T) -> bool,
+    ) -> impl Iterator<Item = (Labels, T)> {
+        let (kept, items): (Vec<u32>, Vec<T>) =
+            ids.iter().copied().zip(items).filter(|(_, item)| !empty(item)).unzip();
+        self.index.labels_of(&kept).into_iter().zip(items)
     }
 
     /// Matching series that may have samples in `mint..=maxt` (judged by each series' time
@@ -1008,9 +1015,11 @@ impl Block {
         }
         let ids = self.index.select(matchers, mint, maxt);
         let spans = self.index.spans(&ids);
+        let labels = self.index.labels_of(&ids);
         ids.into_iter()
             .zip(spans)
-            .map(|(id, span)| Listed { id, labels: self.index.labels(id), rows: span.map_or(0, |s| s.rows) })
+            .zip(labels)
+            .map(|((id, span), labels)| Listed { id, labels, rows: span.map_or(0, |s| s.rows) })
             .collect()
     }
 
@@ -1038,12 +1047,13 @@ impl Block {
         matchers: &[Matcher],
         mint: Timestamp,
         maxt: Timestamp,
-    ) -> Vec<Arc<Labels>> {
+    ) -> Vec<Labels> {
         if !self.overlaps(mint, maxt) {
             return Vec::new();
         }
         let stones = self.stones();
-        self.index
+        let ids: Vec<u32> = self
+            .index
             .select(matchers, mint, maxt)
             .into_iter()
             .filter(|&id| {
@@ -1052,8 +1062,8 @@ impl Block {
                         !self.deleted(&stones, id).covers_all(mint.max(s.min_t), maxt.min(s.max_t))
                     })
             })
-            .map(|id| Arc::new(self.index.labels(id)))
-            .collect()
+            .collect();
+        self.index.labels_of(&ids)
     }
 }
 

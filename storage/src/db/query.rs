@@ -454,7 +454,7 @@ impl Querier for Db {
             return Ok(out);
         }
         for b in blocks {
-            out.extend(b.series_labels(matchers, mint, maxt).into_iter().map(|l| (*l).clone()));
+            out.extend(b.series_labels(matchers, mint, maxt));
         }
         out.sort_unstable();
         out.dedup();
