@@ -299,7 +299,9 @@ pub struct Prepared {
 /// are returned in timestamp order with each series listed once. Ranges are inclusive on both
 /// ends (`mint..=maxt`, milliseconds); the caller narrows them to the semantics it needs.
 pub trait Querier: Send + Sync {
-    /// Series matching all `matchers` that have samples in `mint..=maxt`, with those samples.
+    /// Series matching all `matchers` that have samples in `mint..=maxt`, with those samples,
+    /// sorted by labels: the executor joins a selection's floats with its histograms and
+    /// combines partial aggregates in that order.
     fn select(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Series>, Error>;
     /// [`select`](Self::select)'s series handed to `each` a group at a time, in label order,
     /// each group read after `each` returned for the one before, so that a caller that is done

@@ -5,7 +5,8 @@ use promflow_storage::{
     HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp,
 };
 
-/// Series in memory.
+/// Series in memory, in any order: `select` sorts what it returns by labels, as the
+/// [`Querier`] contract asks.
 pub struct Memory(pub Vec<Series>);
 
 impl Querier for Memory {
@@ -15,7 +16,7 @@ impl Querier for Memory {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Result<Vec<Series>, promflow_storage::Error> {
-        Ok(self
+        let mut selected: Vec<Series> = self
             .0
             .iter()
             .filter(|s| matchers.iter().all(|m| m.matches(s.labels.get(&m.name))))
@@ -24,7 +25,9 @@ impl Querier for Memory {
                     s.samples.iter().filter(|x| x.t >= mint && x.t <= maxt).map(|x| (x.t, x.v)).unzip();
                 (!t.is_empty()).then(|| Series { labels: s.labels.clone(), samples: Samples::new(t, v) })
             })
-            .collect())
+            .collect();
+        selected.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(selected)
     }
 
     fn select_histograms(
@@ -51,7 +54,9 @@ impl Querier for Memory {
         _: Timestamp,
         _: Timestamp,
     ) -> Result<Vec<Labels>, promflow_storage::Error> {
-        Ok(self.0.iter().map(|s| s.labels.clone()).collect())
+        let mut labels: Vec<Labels> = self.0.iter().map(|s| s.labels.clone()).collect();
+        labels.sort();
+        Ok(labels)
     }
 
     fn label_names(
