@@ -5,7 +5,9 @@
 //! Run with `cargo bench --bench queries_at_scale`. Environment (defaults in brackets):
 //! `BENCH_SERIES` [1000000], `BENCH_ROUNDS` [80] samples per series at 15 s (20 minutes),
 //! `BENCH_REPS` [5] timed runs of each query, `BENCH_CONNS` [4] senders, `BENCH_SYSTEMS`
-//! [promflow,prometheus,vm], `BENCH_PROMFLOW` [this build's] the promflow binary,
+//! [promflow,prometheus,vm] (a set: they load in that order), `BENCH_ROTATE` [0] how many
+//! places that order is rotated (0, 1, 2 in three runs give each system each place),
+//! `BENCH_PROMFLOW` [this build's] the promflow binary,
 //! `BENCH_QUERIES` [all] the numbers (from 1, comma-separated) of the queries to ask (to
 //! profile one), `BENCH_LOOP_QUERY` [11] the number of the query asked in a loop during
 //! ingest, `BENCH_LOOP_ROUNDS` [40] the rounds sent for that (0 skips it), `BENCH_DAYS` [0]
@@ -335,7 +337,11 @@ fn main() {
     let reps = env("BENCH_REPS", 5).max(1);
     let conns = env("BENCH_CONNS", 4);
     let load_cpus = std::env::var("BENCH_LOAD_CPUS").unwrap_or_else(|_| SERVER_CPU.into());
-    let systems = System::wanted();
+    let listed = System::wanted();
+    // the order the systems load in: rotated between runs, so that drift over the hour a
+    // run takes falls on each in turn; the report lists promflow first whatever the order
+    let mut systems = listed.clone();
+    systems.rotate_left(env("BENCH_ROTATE", 0) % listed.len());
     let specs = all_series(n);
     let all_rounds = rounds + loop_rounds;
     let start_ms = (workload::common::now_ms() - (all_rounds as i64 + 4) * INTERVAL_MS) / 60_000 * 60_000;
@@ -416,7 +422,7 @@ fn main() {
             eprintln!(
                 "{}: {name}: {} ms, {} items",
                 system.name(),
-                ms.map_or("timeout".into(), |m| format!("{m:.1}")),
+                ms.map_or("timeout".into(), millis),
                 answer.as_ref().map_or(0, |a| a.len())
             );
             results.push((ms, answer));
@@ -482,6 +488,7 @@ fn main() {
         });
     }
 
+    outcomes.sort_by_key(|o| listed.iter().position(|s| *s == o.system));
     report(n, rounds, reps, &load_cpus, &asks, &outcomes);
     report_beside_query(loop_rounds, looped.0, &outcomes);
 }
@@ -589,6 +596,16 @@ fn report_beside_query(loop_rounds: usize, looped: &str, outcomes: &[Outcome]) {
     }
 }
 
+/// A median time in milliseconds, to a tenth; to a hundredth under 10 ms, where lookups of
+/// about half a millisecond differ by less than a tenth.
+fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
 fn report(n: usize, rounds: usize, reps: usize, load_cpus: &str, asks: &[(&str, Ask)], outcomes: &[Outcome]) {
     println!(
         "{n} active series × {rounds} samples at 15 s; each query warmed once, then the median of {reps} runs, ms\n"
@@ -602,7 +619,7 @@ fn report(n: usize, rounds: usize, reps: usize, load_cpus: &str, asks: &[(&str, 
             .iter()
             .map(|o| {
                 let (ms, answer) = &o.queries[i];
-                let time = ms.map_or("timeout".to_string(), |m| format!("{m:.1}"));
+                let time = ms.map_or("timeout".to_string(), millis);
                 let ratio = match (promflow.queries[i].0, ms) {
                     (Some(p), Some(m)) if o.system != System::Promflow => format!(" ({:.2}×)", p / m),
                     _ => String::new(),
