@@ -54,6 +54,7 @@
 //! version 3 when its block is opened.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
@@ -329,6 +330,25 @@ fn position(data: &[u8], c: &Cursor<'_>) -> usize {
 fn read_str<'a>(c: &mut Cursor<'a>) -> Option<&'a str> {
     let len = usize::try_from(c.uvarint()?).ok()?;
     std::str::from_utf8(c.take(len)?).ok()
+}
+
+/// How `labels` orders against the label set of `encoded` pairs of name and value: as
+/// [`Labels`]' `Ord` does (pair by pair, name before value, bytewise, a prefix first).
+fn cmp_encoded<'e>(labels: &Labels, mut encoded: impl Iterator<Item = (&'e [u8], &'e [u8])>) -> Ordering {
+    for l in labels.iter() {
+        let Some((name, value)) = encoded.next() else {
+            return Ordering::Greater;
+        };
+        let order = l.name.as_bytes().cmp(name).then_with(|| l.value.as_bytes().cmp(value));
+        if order.is_ne() {
+            return order;
+        }
+    }
+    if encoded.next().is_some() {
+        Ordering::Less
+    } else {
+        Ordering::Equal
+    }
 }
 
 /// Reads a series' label symbols into `pairs`.
@@ -689,8 +709,15 @@ fn replace(path: &Path, data: &[u8]) -> Result<(), crate::Error> {
 impl BlockIndex {
     /// Symbol `i`.
     fn symbol(&self, i: u64) -> Option<&str> {
+        std::str::from_utf8(self.symbol_bytes(i)?).ok()
+    }
+
+    /// Symbol `i`'s bytes, not checked as UTF-8.
+    fn symbol_bytes(&self, i: u64) -> Option<&[u8]> {
         let at = offset_at(&self.bytes, self.layout.symbols, usize::try_from(i).ok()?)?;
-        read_str(&mut cursor_at(&self.bytes, at)?)
+        let mut c = cursor_at(&self.bytes, at)?;
+        let len = usize::try_from(c.uvarint()?).ok()?;
+        c.take(len)
     }
 
     /// The number of the symbol `s`, when the block has it.
@@ -784,6 +811,14 @@ impl BlockIndex {
         pairs.into_iter().map_while(|(name, value)| Some((self.symbol(name)?, self.symbol(value)?)))
     }
 
+    /// The label set of a series entry's `pairs` of symbols (up to a symbol that does not
+    /// read).
+    fn labels_of_pairs(&self, pairs: &[(u64, u64)]) -> Labels {
+        Labels::from_sorted_pairs(
+            pairs.iter().map_while(|&(name, value)| Some((self.symbol(name)?, self.symbol(value)?))),
+        )
+    }
+
     /// The labels of series `id`.
     pub(crate) fn labels(&self, id: u32) -> Labels {
         Labels::from_sorted_pairs(self.pairs(id))
@@ -799,15 +834,55 @@ impl BlockIndex {
         let mut walk = Walk { c: Cursor(&[]), next: None, entry: Entry::default() };
         ids.iter()
             .map(|&id| match self.walk_to(id, &mut walk) {
-                Some(_) => Labels::from_sorted_pairs(
-                    walk.entry
-                        .pairs
-                        .iter()
-                        .map_while(|&(name, value)| Some((self.symbol(name)?, self.symbol(value)?))),
-                ),
+                Some(_) => self.labels_of_pairs(&walk.entry.pairs),
                 None => Labels::default(),
             })
             .collect()
+    }
+
+    /// The union of `sorted` (sorted, unique) and the labels of `ids` (ascending, hence in
+    /// label order), sorted and unique. A series `sorted` holds already is compared with it
+    /// where it lies encoded and not built: a lookup over many blocks, which find the same
+    /// series block after block, builds each label set once.
+    pub(crate) fn merge_labels_of(&self, ids: &[u32], sorted: Vec<Labels>) -> Vec<Labels> {
+        if !grouped(self.layout.version) {
+            let mut all = sorted;
+            all.extend(self.labels_of(ids));
+            all.sort_unstable();
+            all.dedup();
+            return all;
+        }
+        let mut out = Vec::with_capacity(sorted.len().max(ids.len()));
+        let mut known = sorted.into_iter().peekable();
+        let mut walk = Walk { c: Cursor(&[]), next: None, entry: Entry::default() };
+        for &id in ids {
+            if self.walk_to(id, &mut walk).is_none() {
+                continue;
+            }
+            let pairs = &walk.entry.pairs;
+            // bytewise, as `Labels` orders its strings, and without checking them as UTF-8
+            let encoded = || {
+                pairs
+                    .iter()
+                    .map_while(|&(name, value)| Some((self.symbol_bytes(name)?, self.symbol_bytes(value)?)))
+            };
+            loop {
+                let order = known.peek().map(|l| cmp_encoded(l, encoded()));
+                match order {
+                    Some(Ordering::Less) => out.extend(known.next()),
+                    Some(Ordering::Equal) => {
+                        out.extend(known.next());
+                        break;
+                    }
+                    Some(Ordering::Greater) | None => {
+                        out.push(self.labels_of_pairs(pairs));
+                        break;
+                    }
+                }
+            }
+        }
+        out.extend(known);
+        out
     }
 
     /// How many series the block has.
@@ -1123,6 +1198,26 @@ mod tests {
         let want: Vec<Labels> = ids.iter().map(|&id| idx3.labels(id)).collect();
         assert_eq!(want[11], Labels::default());
         assert_eq!((idx3.labels_of(&ids), idx2.labels_of(&ids)), (want.clone(), want));
+        // merged into a sorted list: the union, sorted and unique, whether the list's sets
+        // come before, between, among or after the block's
+        let ids: Vec<u32> = [0, 1, 2, 15, 16, 17, 31, 32, 33, 250, 298, 299].into();
+        let mut known: Vec<Labels> = [3, 16, 31, 299].iter().map(|&id| idx3.labels(id)).collect();
+        known.extend([
+            Labels::default(),
+            Labels::from_pairs([("__name__", "a")]),
+            Labels::from_pairs([("__name__", "m3"), ("instance", "h10x")]),
+            Labels::from_pairs([("zz", "z")]),
+        ]);
+        known.sort();
+        let mut want: Vec<Labels> = known.iter().cloned().chain(idx3.labels_of(&ids)).collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(want.len(), known.len() + ids.len() - 3);
+        for idx in [&idx3, &idx2] {
+            assert_eq!(idx.merge_labels_of(&ids, known.clone()), want);
+            assert_eq!(idx.merge_labels_of(&ids, Vec::new()), idx3.labels_of(&ids));
+            assert_eq!(idx.merge_labels_of(&[], known.clone()), known);
+        }
         let m = Matcher::new(crate::MatchOp::Regex, "instance", "h1.*").unwrap();
         for (mint, maxt) in [(0, i64::MAX), (start + 7_185_000, i64::MAX), (0, start)] {
             let want: Vec<u32> = (0..rows.len() as u32)

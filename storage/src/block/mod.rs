@@ -1048,12 +1048,33 @@ impl Block {
         mint: Timestamp,
         maxt: Timestamp,
     ) -> Vec<Labels> {
+        self.index.labels_of(&self.ids_with_samples(matchers, mint, maxt))
+    }
+
+    /// The union of `sorted` (sorted, unique) and [`series_labels`](Self::series_labels),
+    /// sorted and unique, building only the label sets `sorted` does not hold.
+    pub(crate) fn merge_series_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+        sorted: Vec<Labels>,
+    ) -> Vec<Labels> {
+        let ids = self.ids_with_samples(matchers, mint, maxt);
+        if ids.is_empty() {
+            return sorted;
+        }
+        self.index.merge_labels_of(&ids, sorted)
+    }
+
+    /// Ids (ascending) of the matching series with samples in `mint..=maxt` left by the
+    /// tombstones, judged by each series' time span.
+    fn ids_with_samples(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Vec<u32> {
         if !self.overlaps(mint, maxt) {
             return Vec::new();
         }
         let stones = self.stones();
-        let ids: Vec<u32> = self
-            .index
+        self.index
             .select(matchers, mint, maxt)
             .into_iter()
             .filter(|&id| {
@@ -1062,8 +1083,7 @@ impl Block {
                         !self.deleted(&stones, id).covers_all(mint.max(s.min_t), maxt.min(s.max_t))
                     })
             })
-            .collect();
-        self.index.labels_of(&ids)
+            .collect()
     }
 }
 

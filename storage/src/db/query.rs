@@ -448,16 +448,12 @@ impl Querier for Db {
     }
 
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error> {
+        // sorted and unique from the head and after each block: most of a block's series
+        // are already there (found in the head or a block before) and are not built again
         let mut out = read(&self.head).series_labels(matchers, mint, maxt);
-        let blocks = self.blocks_in(mint, maxt);
-        if blocks.is_empty() {
-            return Ok(out);
+        for b in self.blocks_in(mint, maxt) {
+            out = b.merge_series_labels(matchers, mint, maxt, out);
         }
-        for b in blocks {
-            out.extend(b.series_labels(matchers, mint, maxt));
-        }
-        out.sort_unstable();
-        out.dedup();
         Ok(out)
     }
 
