@@ -885,6 +885,49 @@ impl BlockIndex {
         out
     }
 
+    /// Calls `f` with the label symbols of each of `ids` (ascending) that decodes, walking
+    /// each group once.
+    fn for_each_pairs(&self, ids: &[u32], mut f: impl FnMut(&[(u64, u64)])) {
+        if !grouped(self.layout.version) {
+            for &id in ids {
+                if let Some((entry, _)) = self.entry(id) {
+                    f(&entry.pairs);
+                }
+            }
+            return;
+        }
+        let mut walk = Walk { c: Cursor(&[]), next: None, entry: Entry::default() };
+        for &id in ids {
+            if self.walk_to(id, &mut walk).is_some() {
+                f(&walk.entry.pairs);
+            }
+        }
+    }
+
+    /// The distinct symbols `pick` takes from the label symbols of `ids` (ascending),
+    /// decoded in order: symbols are numbered in string order, so only the distinct ones
+    /// are read as strings, once each.
+    fn distinct_symbols(&self, ids: &[u32], mut pick: impl FnMut(&[(u64, u64)], &mut Vec<u64>)) -> Vec<&str> {
+        let mut symbols = Vec::new();
+        self.for_each_pairs(ids, |pairs| pick(pairs, &mut symbols));
+        symbols.sort_unstable();
+        symbols.dedup();
+        symbols.into_iter().filter_map(|s| self.symbol(s)).collect()
+    }
+
+    /// The values of label `name` among series `ids` (ascending), sorted and unique.
+    pub(crate) fn values_of(&self, ids: &[u32], name: &str) -> Vec<&str> {
+        let Some(name) = self.symbol_number(name).map(u64::from) else {
+            return Vec::new();
+        };
+        self.distinct_symbols(ids, |pairs, out| out.extend(pairs.iter().find(|p| p.0 == name).map(|p| p.1)))
+    }
+
+    /// The label names of series `ids` (ascending), sorted and unique.
+    pub(crate) fn names_of(&self, ids: &[u32]) -> Vec<&str> {
+        self.distinct_symbols(ids, |pairs, out| out.extend(pairs.iter().map(|p| p.0)))
+    }
+
     /// How many series the block has.
     pub(crate) fn len(&self) -> usize {
         self.layout.series_count
@@ -1198,6 +1241,19 @@ mod tests {
         let want: Vec<Labels> = ids.iter().map(|&id| idx3.labels(id)).collect();
         assert_eq!(want[11], Labels::default());
         assert_eq!((idx3.labels_of(&ids), idx2.labels_of(&ids)), (want.clone(), want));
+        // one label's values and the label names of a selection, as their label sets have them
+        let picked: Vec<u32> = [0, 1, 2, 15, 16, 17, 31, 32, 33, 250, 298, 299].into();
+        let sets = idx3.labels_of(&picked);
+        let mut values: Vec<&str> = sets.iter().map(|l| l.get("instance")).collect();
+        values.sort_unstable();
+        values.dedup();
+        assert!(values.len() > 1);
+        for idx in [&idx3, &idx2] {
+            assert_eq!(idx.values_of(&picked, "instance"), values);
+            assert_eq!(idx.names_of(&picked), ["__name__", "instance"]);
+            assert_eq!(idx.values_of(&picked, "job"), Vec::<&str>::new());
+            assert_eq!((idx.values_of(&[], "instance"), idx.names_of(&[])), (vec![], vec![]));
+        }
         // merged into a sorted list: the union, sorted and unique, whether the list's sets
         // come before, between, among or after the block's
         let ids: Vec<u32> = [0, 1, 2, 15, 16, 17, 31, 32, 33, 250, 298, 299].into();

@@ -1041,18 +1041,9 @@ impl Block {
             .collect())
     }
 
-    /// Labels of matching series with samples in range (judged by each series' time span).
-    pub(crate) fn series_labels(
-        &self,
-        matchers: &[Matcher],
-        mint: Timestamp,
-        maxt: Timestamp,
-    ) -> Vec<Labels> {
-        self.index.labels_of(&self.ids_with_samples(matchers, mint, maxt))
-    }
-
-    /// The union of `sorted` (sorted, unique) and [`series_labels`](Self::series_labels),
-    /// sorted and unique, building only the label sets `sorted` does not hold.
+    /// The union of `sorted` (sorted, unique) and the labels of the matching series with
+    /// samples in `mint..=maxt` ([`ids_with_samples`](Self::ids_with_samples)), sorted and
+    /// unique, building only the label sets `sorted` does not hold.
     pub(crate) fn merge_series_labels(
         &self,
         matchers: &[Matcher],
@@ -1065,6 +1056,29 @@ impl Block {
             return sorted;
         }
         self.index.merge_labels_of(&ids, sorted)
+    }
+
+    /// The values of label `name` among the series [`ids_with_samples`](Self::ids_with_samples)
+    /// lists, sorted and unique, read without building their label sets.
+    pub(crate) fn series_label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<&str> {
+        self.index.values_of(&self.ids_with_samples(matchers, mint, maxt), name)
+    }
+
+    /// The label names of the series [`ids_with_samples`](Self::ids_with_samples) lists,
+    /// sorted and unique, read without building their label sets.
+    pub(crate) fn series_label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: Timestamp,
+        maxt: Timestamp,
+    ) -> Vec<&str> {
+        self.index.names_of(&self.ids_with_samples(matchers, mint, maxt))
     }
 
     /// Ids (ascending) of the matching series with samples in `mint..=maxt` left by the

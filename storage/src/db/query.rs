@@ -472,9 +472,7 @@ impl Querier for Db {
             if matchers.is_empty() {
                 out.extend(b.index().label_names().map(str::to_string));
             } else {
-                for ls in b.series_labels(matchers, mint, maxt) {
-                    out.extend(ls.iter().map(|l| l.name.to_string()));
-                }
+                out.extend(b.series_label_names(matchers, mint, maxt).into_iter().map(str::to_string));
             }
         }
         out.sort_unstable();
@@ -498,12 +496,7 @@ impl Querier for Db {
             if matchers.is_empty() {
                 out.extend(b.index().label_values(name).map(str::to_string));
             } else {
-                for ls in b.series_labels(matchers, mint, maxt) {
-                    let v = ls.get(name);
-                    if !v.is_empty() {
-                        out.push(v.to_string());
-                    }
-                }
+                out.extend(b.series_label_values(name, matchers, mint, maxt).into_iter().map(str::to_string));
             }
         }
         out.sort_unstable();
@@ -622,6 +615,12 @@ mod tests {
         for (mint, maxt) in [(0, 10 * HOUR), (HOUR + 7, 5 * HOUR), (2 * HOUR, 2 * HOUR + 7_500)] {
             let whole = db.select(&matchers, mint, maxt).unwrap();
             assert!(!whole.is_empty());
+            // the lookups list what the read holds: its series, one label's values, the names
+            let listed: Vec<Labels> = whole.iter().map(|s| s.labels.clone()).collect();
+            assert_eq!(db.series(&matchers, mint, maxt).unwrap(), listed, "{mint}..={maxt}");
+            let values: Vec<String> = listed.iter().map(|l| l.get("i").to_string()).collect();
+            assert_eq!(db.label_values("i", &matchers, mint, maxt).unwrap(), values);
+            assert_eq!(db.label_names(&matchers, mint, maxt).unwrap(), ["__name__", "i"]);
             for series_samples in [u64::MAX, SERIES_GROUP_SAMPLES, 1, 5_000] {
                 let groups = Groups { samples: u64::MAX, series_samples };
                 let mut read: Vec<Series> = Vec::new();
