@@ -328,8 +328,13 @@ fn position(data: &[u8], c: &Cursor<'_>) -> usize {
 
 /// A length-prefixed string.
 fn read_str<'a>(c: &mut Cursor<'a>) -> Option<&'a str> {
+    std::str::from_utf8(read_bytes(c)?).ok()
+}
+
+/// Reads a length-prefixed run of bytes.
+fn read_bytes<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
     let len = usize::try_from(c.uvarint()?).ok()?;
-    std::str::from_utf8(c.take(len)?).ok()
+    c.take(len)
 }
 
 /// How `labels` orders against the label set of `encoded` pairs of name and value: as
@@ -715,9 +720,7 @@ impl BlockIndex {
     /// Symbol `i`'s bytes, not checked as UTF-8.
     fn symbol_bytes(&self, i: u64) -> Option<&[u8]> {
         let at = offset_at(&self.bytes, self.layout.symbols, usize::try_from(i).ok()?)?;
-        let mut c = cursor_at(&self.bytes, at)?;
-        let len = usize::try_from(c.uvarint()?).ok()?;
-        c.take(len)
+        read_bytes(&mut cursor_at(&self.bytes, at)?)
     }
 
     /// The number of the symbol `s`, when the block has it.
@@ -845,21 +848,9 @@ impl BlockIndex {
     /// where it lies encoded and not built: a lookup over many blocks, which find the same
     /// series block after block, builds each label set once.
     pub(crate) fn merge_labels_of(&self, ids: &[u32], sorted: Vec<Labels>) -> Vec<Labels> {
-        if !grouped(self.layout.version) {
-            let mut all = sorted;
-            all.extend(self.labels_of(ids));
-            all.sort_unstable();
-            all.dedup();
-            return all;
-        }
         let mut out = Vec::with_capacity(sorted.len().max(ids.len()));
         let mut known = sorted.into_iter().peekable();
-        let mut walk = Walk { c: Cursor(&[]), next: None, entry: Entry::default() };
-        for &id in ids {
-            if self.walk_to(id, &mut walk).is_none() {
-                continue;
-            }
-            let pairs = &walk.entry.pairs;
+        self.for_each_pairs(ids, |pairs| {
             // bytewise, as `Labels` orders its strings, and without checking them as UTF-8
             let encoded = || {
                 pairs
@@ -867,8 +858,7 @@ impl BlockIndex {
                     .map_while(|&(name, value)| Some((self.symbol_bytes(name)?, self.symbol_bytes(value)?)))
             };
             loop {
-                let order = known.peek().map(|l| cmp_encoded(l, encoded()));
-                match order {
+                match known.peek().map(|l| cmp_encoded(l, encoded())) {
                     Some(Ordering::Less) => out.extend(known.next()),
                     Some(Ordering::Equal) => {
                         out.extend(known.next());
@@ -880,7 +870,7 @@ impl BlockIndex {
                     }
                 }
             }
-        }
+        });
         out.extend(known);
         out
     }
