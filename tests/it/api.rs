@@ -300,9 +300,30 @@ fn cors_gzip_and_form_precedence() {
     let r = client().post(s.url("/api/v1/query?query=1")).form(&[("query", "2")]).send().unwrap();
     let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
     assert_eq!(v["data"]["result"][1], "2");
+    // gzip when asked: a small answer (101 points) compressed whole and sent with its length,
+    // a large one (10,001 points) compressed as it streams; both decode to the plain answer
     let raw = reqwest::blocking::Client::builder().gzip(false).build().unwrap();
-    let r = raw.get(s.url("/api/v1/labels")).header("Accept-Encoding", "gzip").send().unwrap();
-    assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    let range = |end: u32| format!("/api/v1/query_range?query=vector(1)&start=0&end={end}&step=1");
+    for (path, whole) in [(range(100), true), (range(10_000), false)] {
+        let path = path.as_str();
+        let plain = raw.get(s.url(path)).send().unwrap();
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        let plain = plain.text().unwrap();
+        let r = raw.get(s.url(path)).header("Accept-Encoding", "deflate, gzip;q=0.8").send().unwrap();
+        let header = |name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(header("content-encoding").as_deref(), Some("gzip"), "{path}");
+        assert_eq!(header("vary").as_deref(), Some("accept-encoding"), "{path}");
+        let length = header("content-length");
+        let packed = r.bytes().unwrap();
+        assert!(packed.len() < plain.len(), "{path}: {} of {}", packed.len(), plain.len());
+        assert_eq!(length, whole.then(|| packed.len().to_string()), "{path}");
+        // reqwest's own gzip decoder reads it back
+        assert_eq!(client().get(s.url(path)).send().unwrap().text().unwrap(), plain, "{path}");
+        // not when refused
+        let r = raw.get(s.url(path)).header("Accept-Encoding", "gzip;q=0, br").send().unwrap();
+        assert!(r.headers().get("content-encoding").is_none(), "{path}");
+        assert_eq!(r.text().unwrap(), plain, "{path}");
+    }
 }
 
 #[test]

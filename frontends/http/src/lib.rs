@@ -4,6 +4,7 @@
 
 mod api;
 mod federate;
+mod gzip;
 mod metrics;
 pub mod params;
 mod push;

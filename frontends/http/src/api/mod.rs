@@ -82,6 +82,7 @@ pub fn router(state: Arc<AppState>, route_prefix: &str) -> Router {
         .merge(crate::ui::routes(route_prefix.trim_end_matches('/'), &state.page_title))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn(crate::gzip::gzip_whole_answers))
         // gzip at its fastest level: at deflate's default level, compressing a large answer
         // (a range query over 10k series, a series lookup) took a third of its time, to
         // make it 15 % smaller
