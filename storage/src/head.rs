@@ -1071,6 +1071,12 @@ impl Head {
         full_range(mint, maxt) || self.time_range().is_some_and(|(lo, hi)| mint <= lo && maxt >= hi)
     }
 
+    /// An upper bound of the series refs a lookup of `matchers` reads
+    /// ([`crate::postings::selection_cost`]).
+    pub(crate) fn selection_cost(&self, matchers: &[Matcher]) -> Option<usize> {
+        self.postings.selection_cost(matchers)
+    }
+
     /// Label sets of matching series, sorted.
     pub(crate) fn series_labels(
         &self,

@@ -249,6 +249,14 @@ impl Postings {
         self.by_name.get(name)
     }
 
+    /// An upper bound of the refs [`Postings::select`] reads for `matchers`
+    /// ([`selection_cost`]).
+    pub(crate) fn selection_cost(&self, matchers: &[Matcher]) -> Option<usize> {
+        selection_cost(matchers, |name, value| {
+            self.by_name.get(name).and_then(|values| values.get(value)).map_or(0, PostingList::len)
+        })
+    }
+
     /// Every label name with its values.
     pub(crate) fn names(&self) -> impl Iterator<Item = (&String, &BTreeMap<String, PostingList>)> {
         self.by_name.iter()
@@ -286,6 +294,27 @@ impl Postings {
     ) -> Vec<u64> {
         select_ids(matchers, |m| Cow::Owned(self.matching_values(m)), all, value_of)
     }
+}
+
+/// An upper bound of the ids [`select_ids`] reads for `matchers`, from `list_len(name, value)`,
+/// the length of one postings list: the lists of the matchers the index answers, added, and
+/// the shortest of them once more for the candidates tested against the other matchers and
+/// the series then read. `None` when a matcher would have the index test its values one by
+/// one (a regex other than a set of literals, a negation that does not match "") or no
+/// matcher narrows the selection (every series).
+pub(crate) fn selection_cost(
+    matchers: &[Matcher],
+    mut list_len: impl FnMut(&str, &str) -> usize,
+) -> Option<usize> {
+    let mut total = 0usize;
+    let mut shortest: Option<usize> = None;
+    for m in matchers.iter().filter(|m| !m.matches_empty()) {
+        let FastPath::Set(values) = fast_path(m) else { return None };
+        let len = values.iter().fold(0usize, |sum, v| sum.saturating_add(list_len(&m.name, v)));
+        total = total.saturating_add(len);
+        shortest = Some(shortest.map_or(len, |s| s.min(len)));
+    }
+    Some(total.saturating_add(shortest?))
 }
 
 /// Sorted ids of the series that satisfy every matcher, from an inverted index that answers
@@ -447,6 +476,22 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{matcher}");
         }
+        // the cost of a selection: its lists' lengths and the shortest once more, or unknown
+        let cost = |ms: &[(&str, MatchOp, &str)]| {
+            let ms: Vec<Matcher> = ms.iter().map(|(n, op, v)| Matcher::new(*op, *n, *v).unwrap()).collect();
+            p.selection_cost(&ms)
+        };
+        assert_eq!(cost(&[("a", MatchOp::Equal, "b")]), Some(2));
+        assert_eq!(
+            cost(&[("__name__", MatchOp::Equal, "up"), ("a", MatchOp::Regex, "api_x|b")]),
+            Some(4 + 2 + 2)
+        );
+        assert_eq!(cost(&[("__name__", MatchOp::Equal, "up"), ("a", MatchOp::NotEqual, "b")]), Some(4 + 4));
+        assert_eq!(cost(&[("a", MatchOp::Equal, "nope")]), Some(0));
+        assert_eq!(cost(&[("a", MatchOp::Regex, "api_.*")]), None);
+        assert_eq!(cost(&[("__name__", MatchOp::Equal, "up"), ("a", MatchOp::Regex, "a.c")]), None);
+        assert_eq!(cost(&[("a", MatchOp::NotEqual, "b")]), None);
+        assert_eq!(cost(&[]), None);
         p.remove_where(|id| id == 0 || id == 4);
         assert_eq!(p.values("__name__").unwrap().get("up").unwrap().iter().collect::<Vec<_>>(), [1, 2, 3]);
         assert!(p.values("__name__").unwrap().get("down").is_none());

@@ -907,6 +907,13 @@ fn head_is_cut_into_blocks_and_answers_stay_the_same() {
     assert_eq!((blocks[0].min_time, blocks[0].max_time), (0, 2 * HOUR));
     assert_eq!(dump(&db), before, "head + blocks answer what the head alone did");
     assert_eq!(db.stats(10).min_time, Some(4 * HOUR));
+    // a lookup's cost: in the head and each block in range, its lists and the shortest again
+    let all_time = (0, 7 * HOUR);
+    assert_eq!(db.lookup_cost(&name_eq("m"), all_time.0, all_time.1), Some(3 * (20 + 20)));
+    let one = [m(MatchOp::Equal, "__name__", "m"), m(MatchOp::Equal, "i", "3")];
+    assert_eq!(db.lookup_cost(&one, all_time.0, all_time.1), Some(3 * (20 + 1 + 1)));
+    assert_eq!(db.lookup_cost(&name_eq("m"), 5 * HOUR, 6 * HOUR), Some(20 + 20), "the head alone");
+    assert_eq!(db.lookup_cost(&[m(MatchOp::Regex, "i", "1.*")], all_time.0, all_time.1), None);
     // the cut range no longer takes samples
     let mut app = db.appender();
     assert!(matches!(app.append(&ls(&[("__name__", "m"), ("i", "0")]), HOUR, 1.0), Err(Error::OutOfBounds)));

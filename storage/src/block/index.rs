@@ -63,7 +63,7 @@ use memmap2::Mmap;
 
 use crate::codec::{open_sealed, put_str, put_uvarint, seal, sealed_header, Cursor};
 use crate::head::PackedLabels;
-use crate::postings::{fast_path, select_ids, FastPath};
+use crate::postings::{fast_path, select_ids, selection_cost, FastPath};
 use crate::{Labels, Matcher, Timestamp};
 
 const MAGIC: &[u8; 4] = b"PFIX";
@@ -964,6 +964,29 @@ impl BlockIndex {
         partition_point(run, |i| pair_at(&self.bytes, self.layout.pairs, i).is_some_and(|p| p.1 < value))
     }
 
+    /// The pair of `run` (one name's) whose value is `value`, if the block has it.
+    fn pair_of_value(&self, run: &Range<usize>, value: &str) -> Option<usize> {
+        let value = self.symbol_number(value)?;
+        let i = self.first_pair_from(run.clone(), value);
+        pair_at(&self.bytes, self.layout.pairs, i).filter(|p| run.contains(&i) && p.1 == value).map(|_| i)
+    }
+
+    /// The length of the postings list of `name`=`value`, read from its head (0 if the block
+    /// has no such pair).
+    fn postings_len(&self, name: &str, value: &str) -> usize {
+        self.pair_of_value(&self.pairs_of_name(name), value)
+            .and_then(|i| pair_at(&self.bytes, self.layout.pairs, i))
+            .and_then(|p| cursor_at(&self.bytes, p.2))
+            .and_then(|mut c| usize::try_from(c.uvarint()?).ok())
+            .unwrap_or(0)
+    }
+
+    /// An upper bound of the index entries [`select`](Self::select) reads for `matchers`
+    /// ([`selection_cost`]).
+    pub(crate) fn selection_cost(&self, matchers: &[Matcher]) -> Option<usize> {
+        selection_cost(matchers, |name, value| self.postings_len(name, value))
+    }
+
     /// The sorted ids whose `m.name` value satisfies `m`, which must not match "".
     fn matching_values(&self, m: &Matcher) -> Vec<u32> {
         let run = self.pairs_of_name(&m.name);
@@ -971,16 +994,7 @@ impl BlockIndex {
             return Vec::new();
         }
         let chosen: Vec<usize> = match fast_path(m) {
-            FastPath::Set(values) => values
-                .iter()
-                .filter_map(|v| {
-                    let value = self.symbol_number(v)?;
-                    let i = self.first_pair_from(run.clone(), value);
-                    pair_at(&self.bytes, self.layout.pairs, i)
-                        .filter(|p| run.contains(&i) && p.1 == value)
-                        .map(|_| i)
-                })
-                .collect(),
+            FastPath::Set(values) => values.iter().filter_map(|v| self.pair_of_value(&run, v)).collect(),
             FastPath::Prefix(prefix) => {
                 let from = self.first_pair_from(run.clone(), self.first_symbol_from(&prefix) as u32);
                 (from..run.end)
@@ -1176,6 +1190,21 @@ mod tests {
             Matcher::new(crate::MatchOp::Regex, "a", "api.*").unwrap(),
         ];
         assert_eq!(idx.select(&two, 0, 0).len(), 2);
+        // the cost bound reads the lists' lengths from the index: up 4, a=b 1, a=GET 1
+        let cost = |ms: &[(&str, crate::MatchOp, &str)]| {
+            let ms: Vec<Matcher> = ms.iter().map(|(n, op, v)| Matcher::new(*op, *n, *v).unwrap()).collect();
+            idx.selection_cost(&ms)
+        };
+        assert_eq!(cost(&[("__name__", crate::MatchOp::Equal, "up")]), Some(4 + 4));
+        assert_eq!(
+            cost(&[("__name__", crate::MatchOp::Equal, "up"), ("a", crate::MatchOp::Regex, "b|GET")]),
+            Some(4 + 2 + 2)
+        );
+        assert_eq!(
+            cost(&[("a", crate::MatchOp::Equal, "zzz"), ("missing", crate::MatchOp::Equal, "x")]),
+            Some(0)
+        );
+        assert_eq!(cost(&[("__name__", crate::MatchOp::Regex, "d.*")]), None);
     }
 
     /// A version 2 file reads in place as the version 3 file of the same series does, which

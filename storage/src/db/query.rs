@@ -340,6 +340,27 @@ impl Db {
         Ok(())
     }
 
+    /// An upper bound of the index entries a lookup of `matchers` over `mint..=maxt` reads
+    /// (the series, label names or label values of a selection) in the head and in each
+    /// block, found from the lengths of the postings lists it would read, without reading
+    /// them. `None` when it cannot be known that way: a matcher that tests values one by one
+    /// (a regex other than a set of literals), or no matcher that narrows the selection; and
+    /// while a commit holds the head, so that a caller that must not wait for it (an async
+    /// worker) hands the lookup to a thread that may.
+    pub fn lookup_cost(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Option<usize> {
+        let head = match self.head.try_read() {
+            Ok(head) => head,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let mut cost = head.selection_cost(matchers)?;
+        drop(head);
+        for b in self.blocks_in(mint, maxt) {
+            cost = cost.saturating_add(b.index().selection_cost(matchers)?);
+        }
+        Some(cost)
+    }
+
     /// The blocks that may hold samples in `mint..=maxt`.
     pub(super) fn blocks_in(&self, mint: Timestamp, maxt: Timestamp) -> Vec<Arc<Block>> {
         read(&self.blocks).iter().filter(|b| b.overlaps(mint, maxt)).cloned().collect()
