@@ -551,7 +551,11 @@ fn alerting_rules_against_prometheus(mode: &str) {
         for (series, points) in theirs.iter().filter(|(s, _)| metric == "ALERTS" || !s.contains("Constant")) {
             let mine = &ours[series];
             let shared: Vec<_> = points.iter().filter(|p| mine.iter().any(|m| m.0 == p.0)).collect();
-            assert!(shared.len() >= 2, "{metric} {series}: {points:?} vs {mine:?}");
+            // a pending alert (`for: 2s`) has two evaluations, and the first of them falls on
+            // the crossing itself, which is not counted, when the group's evaluations land on
+            // whole seconds
+            let least = if series.contains("\"pending\"") { 1 } else { 2 };
+            assert!(shared.len() >= least, "{metric} {series}: {points:?} vs {mine:?}");
             for p in shared {
                 assert!(mine.contains(p), "{metric} {series}: {p:?} not in {mine:?}");
             }
