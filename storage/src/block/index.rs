@@ -1030,9 +1030,17 @@ impl BlockIndex {
                 ((id as usize) < self.len()).then_some(Cow::Borrowed(value))
             },
         );
-        let spans = self.spans(&ids);
-        let mut spans = spans.iter();
-        ids.retain(|_| spans.next().copied().flatten().is_some_and(|s| s.max_t >= mint && s.min_t <= maxt));
+        // every series' span lies within base..=top (stored in version 3): a range that covers
+        // it holds a sample of each, and their entries need not be decoded to see that
+        let covers_every_series =
+            grouped(self.layout.version) && mint <= self.layout.base && maxt >= self.layout.top;
+        if !covers_every_series {
+            let spans = self.spans(&ids);
+            let mut spans = spans.iter();
+            ids.retain(|_| {
+                spans.next().copied().flatten().is_some_and(|s| s.max_t >= mint && s.min_t <= maxt)
+            });
+        }
         ids
     }
 }
@@ -1070,6 +1078,13 @@ mod tests {
         let m = Matcher::new(crate::MatchOp::Equal, "job", "b").unwrap();
         assert_eq!(idx.select(std::slice::from_ref(&m), 0, 1000), vec![1]);
         assert_eq!(idx.select(&[m], 0, 99), Vec::<u32>::new());
+        // a range covering every series' span (-5..=100) takes them all without their spans
+        let up = [Matcher::new(crate::MatchOp::Equal, "__name__", "up").unwrap()];
+        assert_eq!(idx.select(&up, -5, 100), vec![0, 1]);
+        assert_eq!(idx.select(&up, i64::MIN, i64::MAX), vec![0, 1]);
+        assert_eq!(idx.select(&up, -4, 100), vec![0, 1]);
+        assert_eq!(idx.select(&up, 11, 100), vec![1]);
+        assert_eq!(idx.select(&up, -5, 99), vec![0]);
         assert_eq!(idx.total_rows(), 5);
         assert_eq!(idx.label_names().collect::<Vec<_>>(), ["__name__", "job"]);
         assert_eq!(idx.label_values("job").collect::<Vec<_>>(), ["a", "b"]);
