@@ -25,8 +25,8 @@
 //! compaction has been still for 75 s, and nothing is sent beside a query loop.
 //!
 //! Per system: load every round, then ask each query once to warm up and `BENCH_REPS` times
-//! timed (20 times as many when the warm-up took under 10 ms; the median is reported), then measure what the data takes once compacted (a
-//! snapshot with the head written as a block; VictoriaMetrics's parts after a forced merge),
+//! timed (20 times as many when the warm-up took under 10 ms; the median is reported),
+//! then measure what the data takes once compacted (a snapshot with the head written as a block; VictoriaMetrics's parts after a forced merge),
 //! then `kill -9` the server and time its restart on the
 //! same data until it answers ready and its first query. Then more rounds are sent, in four
 //! groups: alone, with the heaviest query asked in a loop, alone, in the loop again; the
@@ -52,8 +52,12 @@ use workload::{
 
 /// How long one query may take before it counts as timed out.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
-/// A query whose warm-up answer comes faster than this is timed `BENCH_REPS` × 20 times.
+/// A query whose warm-up answer comes faster than this is timed `BENCH_REPS` ×
+/// [`QUICK_REPS`] times.
 const QUICK: Duration = Duration::from_millis(10);
+/// How many times more often a quick query is timed: one answered in a fraction of a
+/// millisecond varies from one request to the next by as much as it takes.
+const QUICK_REPS: usize = 20;
 
 /// How long a restart may take.
 const RESTART_LIMIT: Duration = Duration::from_secs(900);
@@ -138,6 +142,12 @@ impl Ask {
     /// Asks `base`; the answer's `data`, or `None` on an error or a timeout.
     fn ask(&self, http: &reqwest::blocking::Client, base: &str, span: Span) -> Option<Value> {
         let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+        // a lookup's parameters: its selector, if any, and the data's whole span
+        let whole_span = |m: Option<&str>| {
+            let mut params: Vec<(&str, String)> = m.map(|m| ("match[]", m.to_string())).into_iter().collect();
+            params.extend([("start", secs(span.first_ms)), ("end", secs(span.last_ms))]);
+            params
+        };
         let (path, params): (String, Vec<(&str, String)>) = match self {
             Ask::Instant(q) => (
                 "/api/v1/query".into(),
@@ -161,22 +171,10 @@ impl Ask {
                     ("step", "3600".into()),
                 ],
             ),
-            Ask::LabelValues(name) => (
-                format!("/api/v1/label/{name}/values"),
-                vec![("start", secs(span.first_ms)), ("end", secs(span.last_ms))],
-            ),
-            Ask::LabelValuesOf(name, m) => (
-                format!("/api/v1/label/{name}/values"),
-                vec![("match[]", m.to_string()), ("start", secs(span.first_ms)), ("end", secs(span.last_ms))],
-            ),
-            Ask::LabelNamesOf(m) => (
-                "/api/v1/labels".into(),
-                vec![("match[]", m.to_string()), ("start", secs(span.first_ms)), ("end", secs(span.last_ms))],
-            ),
-            Ask::Series(m) => (
-                "/api/v1/series".into(),
-                vec![("match[]", m.to_string()), ("start", secs(span.first_ms)), ("end", secs(span.last_ms))],
-            ),
+            Ask::LabelValues(name) => (format!("/api/v1/label/{name}/values"), whole_span(None)),
+            Ask::LabelValuesOf(name, m) => (format!("/api/v1/label/{name}/values"), whole_span(Some(m))),
+            Ask::LabelNamesOf(m) => ("/api/v1/labels".into(), whole_span(Some(m))),
+            Ask::Series(m) => ("/api/v1/series".into(), whole_span(Some(m))),
         };
         // VictoriaMetrics answers a query asked again from its cache of rollup results (for
         // the part of the range older than 5 minutes): `nocache` makes it evaluate, as the
@@ -429,9 +427,7 @@ fn main() {
         for (name, ask) in &asks {
             let warm = Instant::now();
             let answer = ask.ask(&http, &server.base, span).map(|d| canonical(&d));
-            // a lookup answered in a fraction of a millisecond varies from one request to
-            // the next by as much as it takes: timed 20 times as often
-            let reps = if warm.elapsed() < QUICK { reps * 20 } else { reps };
+            let reps = if warm.elapsed() < QUICK { reps * QUICK_REPS } else { reps };
             let mut times = Vec::new();
             for _ in 0..reps {
                 let t = Instant::now();
@@ -631,7 +627,7 @@ fn millis(ms: f64) -> String {
 fn report(n: usize, rounds: usize, reps: usize, load_cpus: &str, asks: &[(&str, Ask)], outcomes: &[Outcome]) {
     println!(
         "{n} active series × {rounds} samples at 15 s; each query warmed once, then the median of {reps} runs ({} under 10 ms), ms\n",
-        reps * 20
+        reps * QUICK_REPS
     );
     let names: Vec<&str> = outcomes.iter().map(|o| o.system.name()).collect();
     println!("| query | {} |", names.join(" | "));
