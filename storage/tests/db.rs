@@ -1007,6 +1007,46 @@ fn deleted_series_stay_deleted_across_restart_compaction_and_cleaning() {
 }
 
 #[test]
+fn series_lookups_over_whole_blocks_answer_from_the_cache_until_a_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), manual(64 << 10)).unwrap();
+    ingest(&db, 6, 0, 7);
+    db.compact().unwrap();
+    assert_eq!(db.blocks().len(), 2, "blocks [0, 2h) and [2h, 4h), the head from 4h");
+    let cache_counts = |db: &Db| {
+        let mut w = promflow_storage::MetricsWriter::new();
+        db.write_metrics(&mut w);
+        let text = w.finish();
+        let count = |name: &str| -> u64 {
+            text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap()
+        };
+        (count("promflow_tsdb_lookup_cache_hits_total "), count("promflow_tsdb_lookup_cache_misses_total "))
+    };
+    let blocks_only = (0, 4 * HOUR - 1);
+    let all = db.series(&name_eq("m"), blocks_only.0, blocks_only.1).unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(db.series(&name_eq("m"), blocks_only.0, blocks_only.1).unwrap(), all);
+    assert_eq!(cache_counts(&db), (1, 1), "the second lookup answers from the cache");
+    // over every sample: the head's part is read and joined to the blocks' cached part
+    assert_eq!(db.series(&name_eq("m"), ALL.0, ALL.1).unwrap(), all);
+    assert_eq!(cache_counts(&db), (2, 1), "the same blocks, covered whole, with the head");
+    // a range that cuts through both blocks reads their indexes
+    assert_eq!(db.series(&name_eq("m"), HOUR, 3 * HOUR).unwrap(), all);
+    assert_eq!(cache_counts(&db), (2, 1), "[1h, 3h] covers no block whole");
+    // other matchers are another entry
+    let one = [m(MatchOp::Equal, "__name__", "m"), m(MatchOp::Equal, "i", "4")];
+    assert_eq!(db.series(&one, blocks_only.0, blocks_only.1).unwrap(), vec![all[4].clone()]);
+    assert_eq!(cache_counts(&db), (2, 2));
+    // a deletion adds tombstones, and the blocks' kept answer is not used again
+    assert_eq!(db.delete_series(&[m(MatchOp::Equal, "i", "1")], 0, 4 * HOUR).unwrap(), 3);
+    let left = db.series(&name_eq("m"), blocks_only.0, blocks_only.1).unwrap();
+    assert_eq!(left.len(), 5, "{left:?}");
+    assert!(!left.iter().any(|l| l.get("i") == "1"));
+    assert_eq!(cache_counts(&db), (2, 3));
+    assert_eq!(db.series(&name_eq("m"), ALL.0, ALL.1).unwrap(), all, "the head holds series 1 after 4h");
+}
+
+#[test]
 fn out_of_order_window_takes_older_samples_and_they_reach_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let opts = DbOptions { out_of_order_window: 5 * HOUR, ..manual(64 << 10) };

@@ -663,6 +663,18 @@ impl Block {
         !self.stones().is_empty()
     }
 
+    /// How many deleted ranges the block has: only a deletion adds to them, so the count
+    /// tells a cached answer of the block's series from the block as it is now.
+    pub(crate) fn tombstone_count(&self) -> usize {
+        self.stones().len()
+    }
+
+    /// Whether `mint..=maxt` covers the block's whole range, so that a selection over it
+    /// finds every series the block holds that the matchers select.
+    pub(crate) fn covered_by(&self, mint: Timestamp, maxt: Timestamp) -> bool {
+        mint <= self.meta.min_time && maxt >= self.meta.max_time.saturating_sub(1)
+    }
+
     /// Records deleted ranges of the series matching `matchers` in `mint..=maxt`; returns the
     /// number of series affected. The tombstones file is replaced atomically.
     pub(crate) fn delete(

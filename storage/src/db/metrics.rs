@@ -280,6 +280,22 @@ impl Db {
             s.wal_truncated_bytes,
         );
         w.gauge("promflow_wal_segments", "Number of WAL segment files.", s.wal_segments);
+        let (hits, misses) = self.lookups.counts();
+        w.counter(
+            "promflow_tsdb_lookup_cache_hits_total",
+            "Series lookups whose blocks' part was answered from the lookup cache.",
+            hits,
+        );
+        w.counter(
+            "promflow_tsdb_lookup_cache_misses_total",
+            "Series lookups whose blocks' part was read from the blocks' indexes.",
+            misses,
+        );
+        w.gauge(
+            "promflow_tsdb_lookup_cache_bytes",
+            "Bytes of label sets the lookup cache holds, as it weighs them.",
+            self.lookups.bytes(),
+        );
         w.gauge(
             "promflow_tsdb_unreadable_blocks",
             "Blocks in the data directory that could not be read and are not served.",

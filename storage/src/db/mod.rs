@@ -16,6 +16,7 @@
 
 mod append;
 mod compact;
+mod lookup_cache;
 mod metrics;
 mod query;
 
@@ -288,6 +289,8 @@ pub struct Db {
     appends_closed: std::sync::Condvar,
     /// What storage counts as it runs, for `/metrics`.
     counters: metrics::Counters,
+    /// Series lookups' answers over whole blocks.
+    lookups: lookup_cache::LookupCache,
     /// Holds the `flock` on `promflow/lock` for the life of the database.
     _lock: File,
 }
@@ -827,6 +830,7 @@ impl Db {
             open_appends: Mutex::new(OpenAppends::default()),
             appends_closed: std::sync::Condvar::new(),
             counters,
+            lookups: lookup_cache::LookupCache::new(),
             _lock: lock_file,
         });
         if let Some(every) = interval {

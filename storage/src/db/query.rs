@@ -14,6 +14,25 @@ use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, S
 /// the samples of series found in several sources: into `joiner`'s columns when given (a
 /// group of a read in groups, whose series are let go together), else each series into
 /// columns of its own (a series may then outlive the others).
+/// The union of two sorted, unique lists of label sets, sorted and unique; `b`'s sets are
+/// cloned only where `a` lacks them.
+fn union_of_sorted(a: Vec<Labels>, b: &[Labels]) -> Vec<Labels> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let mut b = b.iter().peekable();
+    for l in a {
+        while let Some(next) = b.next_if(|n| *n < &l) {
+            out.push(next.clone());
+        }
+        b.next_if(|n| *n == &l);
+        out.push(l);
+    }
+    out.extend(b.cloned());
+    out
+}
+
 fn merge_series(mut parts: Vec<Vec<Series>>, joiner: Option<&mut JoinBuffers>) -> Vec<Series> {
     parts.retain(|p| !p.is_empty());
     if parts.len() <= 1 {
@@ -470,9 +489,21 @@ impl Querier for Db {
 
     fn series(&self, matchers: &[Matcher], mint: Timestamp, maxt: Timestamp) -> Result<Vec<Labels>, Error> {
         // sorted and unique from the head and after each block: most of a block's series
-        // are already there (found in the head or a block before) and are not built again
+        // are already there (found in the head or a block before) and are not built again.
+        // The blocks the range covers whole answer as one, from the lookup cache when it
+        // has their answer.
         let mut out = read(&self.head).series_labels(matchers, mint, maxt);
-        for b in self.blocks_in(mint, maxt) {
+        let (whole, cut): (Vec<_>, Vec<_>) =
+            self.blocks_in(mint, maxt).into_iter().partition(|b| b.covered_by(mint, maxt));
+        if !whole.is_empty() {
+            let of_whole = self.lookups.series(matchers, &whole, || {
+                whole.iter().fold(Vec::new(), |acc, b| {
+                    b.merge_series_labels(matchers, Timestamp::MIN, Timestamp::MAX, acc)
+                })
+            });
+            out = union_of_sorted(out, &of_whole);
+        }
+        for b in cut {
             out = b.merge_series_labels(matchers, mint, maxt, out);
         }
         Ok(out)
