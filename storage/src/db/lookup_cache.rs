@@ -49,9 +49,12 @@ impl Weighter<Key, Arc<[Labels]>> for LabelSetsWeight {
 
 fn weigh(sets: &[Labels]) -> u64 {
     sets.iter()
-        .map(|l| {
+        .map(|set| {
             LABEL_SET_OVERHEAD
-                + l.iter().map(|l| LABEL_OVERHEAD + (l.name.len() + l.value.len()) as u64).sum::<u64>()
+                + set
+                    .iter()
+                    .map(|label| LABEL_OVERHEAD + (label.name.len() + label.value.len()) as u64)
+                    .sum::<u64>()
         })
         .sum::<u64>()
         .max(1)
