@@ -26,9 +26,9 @@
 //!
 //! Per system: load every round, then ask each query once to warm up and `BENCH_REPS` times
 //! timed (20 times as many when the warm-up took under 10 ms; the median is reported),
-//! then measure what the data takes once compacted (a snapshot with the head written as a block; VictoriaMetrics's parts after a forced merge),
-//! then `kill -9` the server and time its restart on the
-//! same data until it answers ready and its first query. Then more rounds are sent, in four
+//! then measure what the data takes once compacted (a snapshot with the head written as a
+//! block; VictoriaMetrics's parts after a forced merge), then `kill -9` the server and time
+//! its restart on the same data until it answers ready and its first query. Then more rounds are sent, in four
 //! groups: alone, with the heaviest query asked in a loop, alone, in the loop again; the
 //! ingest rate and the answer times of the remote-write requests in each mode are compared.
 //! The server runs under

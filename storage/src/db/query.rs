@@ -10,10 +10,6 @@ use crate::samples::JoinBuffers;
 use crate::start::merge_runs;
 use crate::{Error, HistogramSeries, Labels, Matcher, Querier, Samples, Series, StartTimestamps, Timestamp};
 
-/// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
-/// the samples of series found in several sources: into `joiner`'s columns when given (a
-/// group of a read in groups, whose series are let go together), else each series into
-/// columns of its own (a series may then outlive the others).
 /// The union of two sorted, unique lists of label sets, sorted and unique; `b`'s sets are
 /// cloned only where `a` lacks them.
 fn union_of_sorted(a: Vec<Labels>, b: &[Labels]) -> Vec<Labels> {
@@ -33,6 +29,10 @@ fn union_of_sorted(a: Vec<Labels>, b: &[Labels]) -> Vec<Labels> {
     out
 }
 
+/// Merges per-source lists of series (each sorted by labels) into one sorted list, joining
+/// the samples of series found in several sources: into `joiner`'s columns when given (a
+/// group of a read in groups, whose series are let go together), else each series into
+/// columns of its own (a series may then outlive the others).
 fn merge_series(mut parts: Vec<Vec<Series>>, joiner: Option<&mut JoinBuffers>) -> Vec<Series> {
     parts.retain(|p| !p.is_empty());
     if parts.len() <= 1 {
